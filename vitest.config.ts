@@ -1,0 +1,55 @@
+import { cloudflareTest } from '@cloudflare/vitest-plugin'
+import { defineConfig } from 'vitest/config'
+
+/**
+ * Three projects:
+ * - `core`: pure logic (rank index, cycles, matching, ratings, rules) in plain Node.
+ * - `local`: the local Neon relay and Upstash REST endpoint, against real servers, in Node.
+ * - `worker`: the Worker and its Durable Objects inside workerd, against real PostgreSQL and Redis
+ *   started by `test/global-setup.ts` and reached through the real Neon and Upstash clients.
+ */
+export default defineConfig({
+  test: {
+    projects: [
+      {
+        test: {
+          name: 'core',
+          include: ['test/core/**/*.test.ts'],
+          environment: 'node',
+        },
+      },
+      {
+        test: {
+          name: 'local',
+          include: ['test/local/**/*.test.ts'],
+          environment: 'node',
+          testTimeout: 30_000,
+          hookTimeout: 60_000,
+        },
+      },
+      {
+        plugins: [
+          cloudflareTest(({ inject }) => ({
+            wrangler: { configPath: './wrangler.toml' },
+            miniflare: {
+              bindings: {
+                ...inject('services'),
+                AUTH_SECRET: 'test-auth-secret-0123456789abcdef0123456789',
+                ADMIN_KEY: 'test-admin-key',
+                GUEST_AUTH: 'on',
+                LOG_LEVEL: 'silent',
+              },
+            },
+          })),
+        ],
+        test: {
+          name: 'worker',
+          include: ['test/worker/**/*.test.ts'],
+          globalSetup: ['test/global-setup.ts'],
+          testTimeout: 60_000,
+          hookTimeout: 120_000,
+        },
+      },
+    ],
+  },
+})

@@ -10,6 +10,9 @@ import { defineConfig } from 'vitest/config'
  */
 export default defineConfig({
   test: {
+    // At the root, not in the worker project: the project's workerd resolve conditions would
+    // give Node-side setup code the browser builds of its packages.
+    globalSetup: ['test/global-setup.ts'],
     projects: [
       {
         test: {
@@ -45,7 +48,6 @@ export default defineConfig({
         test: {
           name: 'worker',
           include: ['test/worker/**/*.test.ts'],
-          globalSetup: ['test/global-setup.ts'],
           testTimeout: 60_000,
           hookTimeout: 120_000,
         },

@@ -1,0 +1,106 @@
+/**
+ * `npm run dev`: Nexus on http://127.0.0.1:8787 with nothing to install or sign up for.
+ *
+ * - Postgres: DATABASE_URL if set (Neon or any Postgres), else an embedded PostgreSQL kept in
+ *   .nexus/pg, reached through the local Neon relay so the Worker uses the real Neon driver.
+ * - Migrations applied before the Worker starts.
+ * - Redis: only when UPSTASH_REDIS_REST_URL is set; otherwise the Cache API alone.
+ * - Secrets: .dev.vars or the environment win; otherwise ADMIN_KEY=dev-admin-key and a dev
+ *   AUTH_SECRET, printed at start so nobody mistakes them for production values.
+ *
+ * Ctrl-C stops wrangler, the relay and Postgres.
+ */
+import { spawn, type ChildProcess } from 'node:child_process'
+import { existsSync, mkdirSync, readFileSync } from 'node:fs'
+import { fileURLToPath } from 'node:url'
+import { startNeonRelay, startPostgres } from '../local/index.ts'
+import { runMigrations } from './migrate.ts'
+
+const root = fileURLToPath(new URL('..', import.meta.url))
+const port = Number(process.env.PORT ?? 8787)
+
+function readDevVars(): Record<string, string> {
+  const file = `${root}.dev.vars`
+  if (!existsSync(file)) return {}
+  const vars: Record<string, string> = {}
+  for (const line of readFileSync(file, 'utf8').split('\n')) {
+    const m = /^\s*([A-Z0-9_]+)\s*=\s*(.*?)\s*$/.exec(line)
+    if (m) vars[m[1]!] = m[2]!.replace(/^"(.*)"$/, '$1')
+  }
+  return vars
+}
+
+const stops: (() => Promise<void>)[] = []
+let stopping = false
+async function stopAll(code: number): Promise<never> {
+  if (!stopping) {
+    stopping = true
+    for (const stop of stops.reverse()) await stop().catch((err: unknown) => console.error(err))
+  }
+  process.exit(code)
+}
+process.on('SIGINT', () => void stopAll(0))
+process.on('SIGTERM', () => void stopAll(0))
+
+async function main(): Promise<void> {
+  const devVars = readDevVars()
+  const configured = (k: string) => process.env[k] ?? devVars[k]
+  const vars: Record<string, string> = {}
+
+  let databaseUrl = configured('DATABASE_URL')
+  let relay = configured('NEON_LOCAL_RELAY')
+  if (!databaseUrl) {
+    mkdirSync(`${root}.nexus`, { recursive: true })
+    const pg = await startPostgres({ kind: 'embedded', dataDir: `${root}.nexus/pg`, persistent: true })
+    stops.push(() => pg.stop())
+    const neonRelay = await startNeonRelay({ postgresPort: pg.port })
+    stops.push(() => neonRelay.close())
+    databaseUrl = pg.url
+    relay = `127.0.0.1:${neonRelay.port}`
+    vars.DATABASE_URL = databaseUrl
+    vars.NEON_LOCAL_RELAY = relay
+    console.log(`[nexus] embedded PostgreSQL on 127.0.0.1:${pg.port} (data in .nexus/pg), Neon relay on ${relay}`)
+  }
+  await runMigrations({ databaseUrl, relay })
+  console.log('[nexus] migrations applied')
+
+  if (!configured('ADMIN_KEY')) vars.ADMIN_KEY = 'dev-admin-key'
+  if (!configured('AUTH_SECRET')) vars.AUTH_SECRET = 'dev-auth-secret-change-me-in-production'
+  if (!configured('GUEST_AUTH')) vars.GUEST_AUTH = 'on'
+  console.log(
+    `[nexus] admin key: ${vars.ADMIN_KEY ? 'dev-admin-key (default)' : 'from .dev.vars/env'}; ` +
+      `Redis: ${configured('UPSTASH_REDIS_REST_URL') ? 'on' : 'off (Cache API only)'}`,
+  )
+
+  const args = ['wrangler', 'dev', '--ip', '127.0.0.1', '--port', String(port), '--show-interactive-dev-session=false']
+  for (const [k, v] of Object.entries(vars)) args.push('--var', `${k}:${v}`)
+  const child: ChildProcess = spawn('npx', args, { cwd: root, stdio: 'inherit', detached: true, env: process.env })
+  stops.push(async () => {
+    if (child.exitCode !== null || child.pid === undefined) return
+    try {
+      process.kill(-child.pid, 'SIGTERM')
+    } catch {
+      return
+    }
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(() => {
+        try {
+          process.kill(-child.pid!, 'SIGKILL')
+        } catch {
+          // already gone
+        }
+        resolve()
+      }, 5000)
+      child.once('exit', () => {
+        clearTimeout(timer)
+        resolve()
+      })
+    })
+  })
+  child.once('exit', (code) => void stopAll(code ?? 0))
+}
+
+main().catch(async (err: unknown) => {
+  console.error('[nexus] dev failed to start:', err)
+  await stopAll(1)
+})

@@ -1,0 +1,59 @@
+/**
+ * Starts the real services the workerd tests talk to, once per run: a PostgreSQL server
+ * (Debian's if installed, else the embedded one) behind the local Neon relay, and a
+ * redis-server behind the local Upstash REST endpoint. Everything listens on 127.0.0.1 on free
+ * ports with temporary data, and is stopped when the run ends.
+ */
+import type { TestProject } from 'vitest/node'
+import { freePort } from '../local/process.ts'
+import { startNeonRelay, startPostgres, startRedis, startUpstashRest } from '../local/index.ts'
+import { runMigrations } from '../scripts/migrate.ts'
+import { startJwksServer } from './jwks-server.ts'
+
+declare module 'vitest' {
+  export interface ProvidedContext {
+    services: Record<string, string>
+  }
+}
+
+export default async function setup(project: TestProject) {
+  const stops: (() => Promise<void>)[] = []
+  const stopAll = async () => {
+    for (const stop of stops.reverse()) await stop().catch((err: unknown) => console.error(err))
+  }
+  try {
+    const pg = await startPostgres()
+    stops.push(() => pg.stop())
+    const relay = await startNeonRelay({ postgresPort: pg.port })
+    stops.push(() => relay.close())
+    const redis = await startRedis()
+    stops.push(() => redis.stop())
+    const token = 'test-upstash-token'
+    const upstash = await startUpstashRest({ redisPort: redis.port, token })
+    stops.push(() => upstash.close())
+    const relayAddress = `127.0.0.1:${relay.port}`
+    await runMigrations({ databaseUrl: pg.url, relay: relayAddress })
+    // Degradation tests point Nexus at a Postgres that is not there: a relay to a closed port.
+    const deadPort = await freePort()
+    const deadRelay = await startNeonRelay({ postgresPort: deadPort })
+    stops.push(() => deadRelay.close())
+    const idp = await startJwksServer()
+    stops.push(() => idp.close())
+    project.provide('services', {
+      JWKS_URL: idp.url,
+      JWT_ISSUER: 'https://idp.test',
+      JWT_AUDIENCE: 'nexus-game',
+      TEST_IDP_PRIVATE_JWK: idp.privateJwk,
+      TEST_UNREACHABLE_DATABASE_URL: `postgresql://nexus:nexus@127.0.0.1:${deadPort}/nexus`,
+      TEST_UNREACHABLE_NEON_RELAY: `127.0.0.1:${deadRelay.port}`,
+      DATABASE_URL: pg.url,
+      NEON_LOCAL_RELAY: relayAddress,
+      UPSTASH_REDIS_REST_URL: upstash.url,
+      UPSTASH_REDIS_REST_TOKEN: token,
+    })
+  } catch (err) {
+    await stopAll()
+    throw err
+  }
+  return stopAll
+}

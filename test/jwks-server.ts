@@ -1,0 +1,28 @@
+/**
+ * A studio's identity provider, for tests: an RS256 key pair whose public half is served as a
+ * JWKS document on 127.0.0.1, the way Auth0, Cognito or Firebase publish theirs.
+ */
+import { createServer } from 'node:http'
+import type { AddressInfo } from 'node:net'
+import { exportJWK, generateKeyPair } from 'jose'
+
+export async function startJwksServer(): Promise<{ url: string; privateJwk: string; close(): Promise<void> }> {
+  const { publicKey, privateKey } = await generateKeyPair('RS256', { extractable: true })
+  const pub = { ...(await exportJWK(publicKey)), kid: 'test-idp-key', alg: 'RS256', use: 'sig' }
+  const priv = { ...(await exportJWK(privateKey)), kid: 'test-idp-key', alg: 'RS256' }
+  const server = createServer((req, res) => {
+    if (req.url === '/.well-known/jwks.json') {
+      res.writeHead(200, { 'content-type': 'application/json' })
+      res.end(JSON.stringify({ keys: [pub] }))
+    } else {
+      res.writeHead(404).end()
+    }
+  })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  const { port } = server.address() as AddressInfo
+  return {
+    url: `http://127.0.0.1:${port}/.well-known/jwks.json`,
+    privateJwk: JSON.stringify(priv),
+    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+  }
+}

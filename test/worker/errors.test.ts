@@ -1,0 +1,95 @@
+import { describe, expect, it } from 'vitest'
+import { createApp } from '../../workers/app.ts'
+import { call, json, problem, ADMIN_KEY } from './helpers/http.ts'
+
+const PROBLEM = 'application/problem+json'
+
+describe('the error funnel renders RFC 9457 problems', () => {
+  it('404 for an unknown route', async () => {
+    const p = await problem(await call('/v1/nope'))
+    expect(p).toMatchObject({ status: 404, contentType: PROBLEM, type: 'urn:nexus:problem:not-found' })
+    expect(p.body.title).toBe('Not found')
+    expect(typeof p.body.requestId).toBe('string')
+  })
+
+  it('405 with Allow for a known path and a wrong method', async () => {
+    const res = await call('/v1/auth/guest', { method: 'GET' })
+    const p = await problem(res)
+    expect(p).toMatchObject({ status: 405, contentType: PROBLEM, type: 'urn:nexus:problem:method-not-allowed' })
+    expect(res.headers.get('allow')).toContain('POST')
+  })
+
+  it('400 for malformed JSON, before validation', async () => {
+    const p = await problem(
+      await call('/v1/auth/guest', { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"deviceId": ' }),
+    )
+    expect(p).toMatchObject({ status: 400, contentType: PROBLEM, type: 'urn:nexus:problem:malformed-json' })
+  })
+
+  it('415 for a body that is not JSON', async () => {
+    const p = await problem(
+      await call('/v1/auth/guest', { method: 'POST', headers: { 'content-type': 'text/plain' }, body: 'deviceId=abc' }),
+    )
+    expect(p).toMatchObject({ status: 415, contentType: PROBLEM, type: 'urn:nexus:problem:unsupported-media-type' })
+  })
+
+  it('413 for a body over the cap, whatever its content', async () => {
+    const big = JSON.stringify({ deviceId: 'x'.repeat(70 * 1024) })
+    const p = await problem(await call('/v1/auth/guest', { method: 'POST', headers: { 'content-type': 'application/json' }, body: big }))
+    expect(p).toMatchObject({ status: 413, contentType: PROBLEM, type: 'urn:nexus:problem:payload-too-large' })
+  })
+
+  it('413 also for a streamed body without Content-Length', async () => {
+    const chunk = new TextEncoder().encode('x'.repeat(16 * 1024))
+    let sent = 0
+    const body = new ReadableStream<Uint8Array>({
+      pull(controller) {
+        if (sent++ < 6) controller.enqueue(chunk)
+        else controller.close()
+      },
+    })
+    const p = await problem(
+      await call('/v1/auth/guest', { method: 'POST', headers: { 'content-type': 'application/json' }, body, duplex: 'half' } as RequestInit),
+    )
+    expect(p).toMatchObject({ status: 413, type: 'urn:nexus:problem:payload-too-large' })
+  })
+
+  it('422 naming the failing field', async () => {
+    const p = await problem(await call('/v1/auth/guest', json('POST', { deviceId: 42 })))
+    expect(p).toMatchObject({ status: 422, contentType: PROBLEM, type: 'urn:nexus:problem:validation' })
+    expect(p.body.errors).toEqual([expect.objectContaining({ path: 'deviceId' })])
+  })
+
+  it('422 for unknown fields and for a JSON body of the wrong shape', async () => {
+    const extra = await problem(await call('/v1/auth/guest', json('POST', { deviceId: 'abcdefgh-1', admin: true })))
+    expect(extra).toMatchObject({ status: 422, type: 'urn:nexus:problem:validation' })
+    const array = await problem(await call('/v1/auth/guest', json('POST', ['abcdefgh'])))
+    expect(array).toMatchObject({ status: 422, type: 'urn:nexus:problem:validation' })
+  })
+
+  it('422 for admin player updates out of bounds, and nothing changes', async () => {
+    const id = `bounds-${crypto.randomUUID()}`
+    const ok = await call(`/v1/admin/players/${id}`, json('PUT', { rating: 1234 }, ADMIN_KEY))
+    expect(ok.status).toBe(200)
+    for (const bad of [{ rating: -1 }, { rating: 1e9 }, { rating: 'NaN' }, { name: '' }, { name: 'x'.repeat(65) }, {}]) {
+      const p = await problem(await call(`/v1/admin/players/${id}`, json('PUT', bad, ADMIN_KEY)))
+      expect(p, JSON.stringify(bad)).toMatchObject({ status: 422, type: 'urn:nexus:problem:validation' })
+    }
+    const again = await call(`/v1/admin/players/${id}`, json('PUT', { name: 'Ada' }, ADMIN_KEY))
+    expect(await again.json()).toMatchObject({ playerId: id, name: 'Ada', rating: 1234 })
+  })
+
+  it('500 without internals for an unexpected error, with a request id to find it in logs', async () => {
+    const app = createApp()
+    app.get('/explode', () => {
+      throw new Error('secret connection string postgres://user:pw@host')
+    })
+    const res = await app.request('/explode', {}, { LOG_LEVEL: 'silent' })
+    const text = await res.text()
+    expect(res.status).toBe(500)
+    expect(res.headers.get('content-type')).toBe(PROBLEM)
+    expect(text).not.toContain('secret')
+    expect(JSON.parse(text)).toMatchObject({ type: 'urn:nexus:problem:internal', status: 500 })
+    expect(JSON.parse(text).requestId).toBe(res.headers.get('x-request-id'))
+  })
+})

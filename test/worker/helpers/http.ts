@@ -1,0 +1,63 @@
+import { createExecutionContext, waitOnExecutionContext } from 'cloudflare:test'
+import { env, exports } from 'cloudflare:workers'
+import worker from '../../../workers/index.ts'
+import type { Env } from '../../../workers/env.ts'
+
+export const ADMIN_KEY = 'test-admin-key'
+export const BASE = 'http://nexus.test'
+
+/** Sends a request to the Worker under test, as a client would. */
+export function call(path: string, init: RequestInit = {}): Promise<Response> {
+  return (exports as unknown as { default: Fetcher }).default.fetch(new Request(BASE + path, init))
+}
+
+/** Sends a request to the same Worker code with some bindings replaced (degradation tests). */
+export async function callWithEnv(
+  overrides: Partial<Env>,
+  path: string,
+  init: RequestInit = {},
+): Promise<Response> {
+  const ctx = createExecutionContext()
+  const res = await worker.fetch(new Request(BASE + path, init), { ...(env as Env), ...overrides }, ctx)
+  await waitOnExecutionContext(ctx)
+  return res
+}
+
+/** JSON request init with a bearer credential. */
+export function json(method: string, body: unknown, credential?: string, headers: Record<string, string> = {}): RequestInit {
+  return {
+    method,
+    headers: {
+      'content-type': 'application/json',
+      ...(credential ? { authorization: `Bearer ${credential}` } : {}),
+      ...headers,
+    },
+    body: JSON.stringify(body),
+  }
+}
+
+export function bearer(credential: string, headers: Record<string, string> = {}): RequestInit {
+  return { headers: { authorization: `Bearer ${credential}`, ...headers } }
+}
+
+let deviceCounter = 0
+
+/** A new guest player with its token. */
+export async function newGuest(): Promise<{ token: string; playerId: string }> {
+  const deviceId = `test-device-${crypto.randomUUID()}-${deviceCounter++}`
+  const res = await call('/v1/auth/guest', json('POST', { deviceId }, undefined, { 'cf-connecting-ip': `10.9.${deviceCounter % 250}.${deviceCounter % 200}` }))
+  if (res.status !== 200) throw new Error(`guest auth failed: ${res.status} ${await res.text()}`)
+  return (await res.json()) as { token: string; playerId: string }
+}
+
+/** Asserts-friendly view of a problem response. */
+export async function problem(res: Response): Promise<{ status: number; contentType: string | null; type: string; detail?: string; body: Record<string, unknown> }> {
+  const body = (await res.json()) as Record<string, unknown>
+  return {
+    status: res.status,
+    contentType: res.headers.get('content-type'),
+    type: String(body.type),
+    ...(typeof body.detail === 'string' ? { detail: body.detail } : {}),
+    body,
+  }
+}

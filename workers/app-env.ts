@@ -1,0 +1,11 @@
+import type { Env } from './env.ts'
+import type { Principal } from './lib/auth.ts'
+
+/** Hono's environment for every route: bindings plus what middleware attaches. */
+export interface AppEnv {
+  Bindings: Env
+  Variables: {
+    requestId: string
+    principal?: Principal
+  }
+}

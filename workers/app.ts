@@ -1,0 +1,121 @@
+import { OpenAPIHono } from '@hono/zod-openapi'
+import type { Context } from 'hono'
+import { bodyLimit } from 'hono/body-limit'
+import { HTTPException } from 'hono/http-exception'
+import { methodNotAllowed } from 'hono/method-not-allowed'
+import { requestId } from 'hono/request-id'
+import type { AppEnv } from './app-env.ts'
+import { errorFields, log, setLogLevel } from './lib/log.ts'
+import { ApiError, problemBody, type ProblemType } from './lib/problem.ts'
+import { observe } from './middleware/observe.ts'
+import { jsonBody } from './middleware/json-body.ts'
+import { adminLeaderboards } from './routes/admin-leaderboards.ts'
+import { adminPlayers } from './routes/admin-players.ts'
+import { auth } from './routes/auth.ts'
+import { leaderboardRoutes } from './routes/leaderboards.ts'
+import { ops } from './routes/ops.ts'
+import { playerRoutes } from './routes/players.ts'
+
+/** No request body Nexus accepts is larger; routes bound their fields far below this. */
+export const MAX_BODY_BYTES = 64 * 1024
+
+function renderProblem(c: Context<AppEnv>, err: ApiError): Response {
+  const body = { ...problemBody(err.problem, err.message, err.extensions), requestId: c.get('requestId') }
+  return new Response(JSON.stringify(body), {
+    status: err.status,
+    headers: {
+      'content-type': 'application/problem+json',
+      'x-request-id': c.get('requestId') ?? '',
+      ...err.headers,
+    },
+  })
+}
+
+const httpExceptionProblems: Partial<Record<number, ProblemType>> = {
+  400: 'bad-request',
+  401: 'unauthorized',
+  403: 'forbidden',
+  404: 'not-found',
+  413: 'payload-too-large',
+  415: 'unsupported-media-type',
+}
+
+/**
+ * The Hono application: middleware, every resource router, the one error funnel.
+ *
+ * @example
+ * export default { fetch: createApp().fetch } satisfies ExportedHandler<Env>
+ */
+export function createApp(): OpenAPIHono<AppEnv> {
+  const app = new OpenAPIHono<AppEnv>()
+
+  app.use(async function configure(c, next) {
+    setLogLevel(c.env.LOG_LEVEL)
+    await next()
+  })
+  app.use(requestId({ headerName: 'x-request-id', limitLength: 128 }))
+  app.use(observe())
+  app.use(methodNotAllowed({
+    app,
+    onMethodNotAllowed: (c, methods) =>
+      renderProblem(
+        c as Context<AppEnv>,
+        new ApiError('method-not-allowed', `${c.req.method} is not allowed here; use ${methods.join(', ')}`, {}, {
+          allow: methods.join(', '),
+        }),
+      ),
+  }))
+  app.use(
+    bodyLimit({
+      maxSize: MAX_BODY_BYTES,
+      onError: () => {
+        throw new ApiError('payload-too-large', `Request bodies are limited to ${MAX_BODY_BYTES} bytes`)
+      },
+    }),
+  )
+  app.use(jsonBody())
+
+  app.route('/', ops)
+  app.route('/v1/auth', auth)
+  app.route('/v1/admin/players', adminPlayers)
+  app.route('/v1/admin/leaderboards', adminLeaderboards)
+  app.route('/v1/leaderboards', leaderboardRoutes)
+  app.route('/v1/players', playerRoutes)
+
+  app.doc31('/openapi.json', {
+    openapi: '3.1.0',
+    info: {
+      title: 'Nexus',
+      version: '1',
+      description:
+        'Leaderboards with timed cycles, matchmaking and authoritative game sessions. ' +
+        'Errors are RFC 9457 problem+json with a stable `type` (urn:nexus:problem:…).',
+    },
+  })
+  app.openAPIRegistry.registerComponent('securitySchemes', 'bearer', {
+    type: 'http',
+    scheme: 'bearer',
+    bearerFormat: 'JWT or admin key',
+  })
+
+  app.notFound((c) =>
+    renderProblem(c, new ApiError('not-found', `No route for ${c.req.method} ${c.req.path}`)),
+  )
+
+  app.onError((err, c) => {
+    if (err instanceof ApiError) return renderProblem(c, err)
+    if (err instanceof HTTPException) {
+      const problem = httpExceptionProblems[err.status]
+      if (problem) return renderProblem(c, new ApiError(problem, err.message || undefined))
+    }
+    log('error', 'unhandled error', {
+      requestId: c.get('requestId'),
+      method: c.req.method,
+      path: c.req.path,
+      ...errorFields(err),
+    })
+    return renderProblem(c, new ApiError('internal', 'Something went wrong; the request id identifies it in the logs'))
+  })
+
+  return app
+}

@@ -1,0 +1,92 @@
+import { neon, neonConfig } from '@neondatabase/serverless'
+import { drizzle, type NeonHttpDatabase } from 'drizzle-orm/neon-http'
+import { ApiError } from '../lib/problem.ts'
+import * as schema from './schema.ts'
+
+export type Db = NeonHttpDatabase<typeof schema>
+
+/**
+ * Local relays by the `host:port` of the Postgres they front. The Neon driver's endpoint
+ * settings are global to the isolate, so they are functions that pick the relay for the
+ * connection's own host; a connection with no local relay goes to Neon as usual.
+ */
+const localRelays = new Map<string, string>()
+let neonConfigured = false
+
+/**
+ * Routes the Neon driver's connections for `databaseUrl` through a local relay (`host:port`),
+ * for development and tests against a local Postgres. Production never calls it.
+ */
+export function configureLocalRelay(databaseUrl: string, relay: string): void {
+  const { hostname, port } = new URL(databaseUrl)
+  const key = `${hostname}:${port || '5432'}`
+  if (localRelays.get(key) === relay) return
+  localRelays.set(key, relay)
+  if (neonConfigured) return
+  neonConfigured = true
+  const defaultFetchEndpoint = neonConfig.fetchEndpoint
+  const defaultWsProxy = neonConfig.wsProxy
+  neonConfig.fetchEndpoint = (host, p, options) => {
+    const r = localRelays.get(`${host}:${p}`)
+    if (r) return `http://${r}/sql`
+    return typeof defaultFetchEndpoint === 'function'
+      ? defaultFetchEndpoint(host, p, options)
+      : defaultFetchEndpoint
+  }
+  neonConfig.wsProxy = (host, p) => {
+    const r = localRelays.get(`${host}:${p}`)
+    if (r) return `${r}/v1?address=${host}:${p}`
+    return typeof defaultWsProxy === 'function' ? defaultWsProxy(host, p) : defaultWsProxy
+  }
+  // A local relay speaks plain ws:// and hands Postgres an unencrypted loopback connection.
+  neonConfig.useSecureWebSocket = false
+  neonConfig.pipelineTLS = false
+  neonConfig.pipelineConnect = false
+}
+
+const dbs = new Map<string, Db>()
+
+/** Connection settings a Db needs; both the Worker's Env and a Durable Object's env satisfy it. */
+export interface DbEnv {
+  DATABASE_URL?: string
+  NEON_LOCAL_RELAY?: string
+}
+
+/**
+ * The drizzle database over Neon's HTTP driver for this environment, one per connection string
+ * per isolate. Throws `unavailable` when no database is configured.
+ *
+ * @example
+ * const db = getDb(c.env)
+ * const [p] = await db.select().from(players).where(eq(players.id, id))
+ */
+export function getDb(env: DbEnv): Db {
+  const url = env.DATABASE_URL
+  if (!url) throw new ApiError('unavailable', 'No database is configured (DATABASE_URL)')
+  let db = dbs.get(url)
+  if (!db) {
+    if (env.NEON_LOCAL_RELAY) configureLocalRelay(url, env.NEON_LOCAL_RELAY)
+    db = drizzle({ client: neon(url), schema })
+    dbs.set(url, db)
+  }
+  return db
+}
+
+/** The raw Neon HTTP query function, for the few statements drizzle cannot express. */
+export function getSql(env: DbEnv) {
+  const url = env.DATABASE_URL
+  if (!url) throw new ApiError('unavailable', 'No database is configured (DATABASE_URL)')
+  if (env.NEON_LOCAL_RELAY) configureLocalRelay(url, env.NEON_LOCAL_RELAY)
+  return neon(url)
+}
+
+/** Postgres error code of a failed query (e.g. '23505' unique violation), if it is one. */
+export function pgErrorCode(err: unknown): string | undefined {
+  let e: unknown = err
+  for (let i = 0; i < 3 && e && typeof e === 'object'; i++) {
+    const code = (e as { code?: unknown }).code
+    if (typeof code === 'string' && /^[0-9A-Z]{5}$/.test(code)) return code
+    e = (e as { cause?: unknown }).cause
+  }
+  return undefined
+}

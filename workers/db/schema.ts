@@ -1,0 +1,104 @@
+import { sql } from 'drizzle-orm'
+import {
+  doublePrecision,
+  index,
+  integer,
+  jsonb,
+  pgTable,
+  primaryKey,
+  text,
+  timestamp,
+  uniqueIndex,
+} from 'drizzle-orm/pg-core'
+
+/**
+ * Players known to Nexus: guests (identified by a device id) and players of a studio's own
+ * identity provider (identified by the token's `sub`). Ratings live here because matchmaking
+ * reads them and match results update them, both in Neon transactions.
+ */
+export const players = pgTable(
+  'players',
+  {
+    id: text('id').primaryKey(),
+    deviceId: text('device_id').unique(),
+    name: text('name'),
+    rating: doublePrecision('rating').notNull().default(1500),
+    ratingDeviation: doublePrecision('rating_deviation').notNull().default(350),
+    ratingVolatility: doublePrecision('rating_volatility').notNull().default(0.06),
+    createdAt: timestamp('created_at', { withTimezone: true, mode: 'date' })
+      .notNull()
+      .default(sql`now()`),
+    updatedAt: timestamp('updated_at', { withTimezone: true, mode: 'date' })
+      .notNull()
+      .default(sql`now()`),
+  },
+  (t) => [index('players_rating_idx').on(t.rating)],
+)
+
+/**
+ * Leaderboard configuration. Neon is the record; the board's Durable Object keeps a copy it
+ * receives on every change (and fetches from here if it wakes without one).
+ */
+export const leaderboards = pgTable('leaderboards', {
+  id: text('id').primaryKey(),
+  config: jsonb('config').notNull(),
+  version: integer('version').notNull().default(1),
+  createdAt: timestamp('created_at', { withTimezone: true, mode: 'date' }).notNull().default(sql`now()`),
+  updatedAt: timestamp('updated_at', { withTimezone: true, mode: 'date' }).notNull().default(sql`now()`),
+})
+
+/** One row per closed cycle: its window and how its archive went. */
+export const leaderboardCycles = pgTable(
+  'leaderboard_cycles',
+  {
+    leaderboardId: text('leaderboard_id').notNull(),
+    cycle: integer('cycle').notNull(),
+    startsAt: timestamp('starts_at', { withTimezone: true, mode: 'date' }).notNull(),
+    endsAt: timestamp('ends_at', { withTimezone: true, mode: 'date' }).notNull(),
+    entries: integer('entries').notNull(),
+    archivedRows: integer('archived_rows').notNull().default(0),
+    completedAt: timestamp('completed_at', { withTimezone: true, mode: 'date' }),
+  },
+  (t) => [primaryKey({ columns: [t.leaderboardId, t.cycle] })],
+)
+
+/**
+ * Final standings of closed cycles. The primary key (board, cycle, player) makes every archive
+ * page idempotent: a page written twice (crash, retry, racing close) inserts nothing new.
+ */
+export const leaderboardArchive = pgTable(
+  'leaderboard_archive',
+  {
+    leaderboardId: text('leaderboard_id').notNull(),
+    cycle: integer('cycle').notNull(),
+    playerId: text('player_id').notNull(),
+    rank: integer('rank').notNull(),
+    score: doublePrecision('score').notNull(),
+    subscore: doublePrecision('subscore').notNull(),
+    name: text('name'),
+    metadata: jsonb('metadata'),
+    submittedAt: timestamp('submitted_at', { withTimezone: true, mode: 'date' }).notNull(),
+  },
+  (t) => [
+    primaryKey({ columns: [t.leaderboardId, t.cycle, t.playerId] }),
+    uniqueIndex('leaderboard_archive_rank_idx').on(t.leaderboardId, t.cycle, t.rank),
+    index('leaderboard_archive_player_idx').on(t.playerId, t.leaderboardId, t.cycle),
+  ],
+)
+
+/** Rewards paid at cycle close: at most one per (board, cycle, player), whatever retries happen. */
+export const rewards = pgTable(
+  'rewards',
+  {
+    leaderboardId: text('leaderboard_id').notNull(),
+    cycle: integer('cycle').notNull(),
+    playerId: text('player_id').notNull(),
+    rank: integer('rank').notNull(),
+    reward: jsonb('reward').notNull(),
+    createdAt: timestamp('created_at', { withTimezone: true, mode: 'date' }).notNull().default(sql`now()`),
+  },
+  (t) => [
+    primaryKey({ columns: [t.leaderboardId, t.cycle, t.playerId] }),
+    index('rewards_player_idx').on(t.playerId, t.createdAt),
+  ],
+)

@@ -1,0 +1,38 @@
+import type { Leaderboard } from '../durable-objects/leaderboard.ts'
+
+/**
+ * Bindings, variables and secrets of the Worker. Every variable is optional at the type level so
+ * that a missing one is handled where it is read (with its documented default), never crashes.
+ */
+export interface Env {
+  LEADERBOARD: DurableObjectNamespace<Leaderboard>
+
+  /** HS256 secret for player tokens Nexus issues (guest tokens) and accepts. */
+  AUTH_SECRET?: string
+  /** A studio's own identity provider: JWKS endpoint, expected issuer and audience. */
+  JWKS_URL?: string
+  JWT_ISSUER?: string
+  JWT_AUDIENCE?: string
+  /** Bearer key for /v1/admin routes and for game servers submitting on a player's behalf. */
+  ADMIN_KEY?: string
+  /** 'on' (default) or 'off': whether POST /v1/auth/guest issues tokens. */
+  GUEST_AUTH?: string
+  /** Lifetime of issued guest tokens, seconds (default 86400). */
+  TOKEN_TTL_SECONDS?: string
+  /** Guest token requests allowed per client IP per minute (default 30). */
+  GUEST_AUTH_PER_MINUTE?: string
+
+  /** Neon (or any Postgres reachable by the Neon driver) connection string. */
+  DATABASE_URL?: string
+  /** Local development only: `host:port` of the Neon relay (WebSocket + /sql) in front of a local Postgres. */
+  NEON_LOCAL_RELAY?: string
+
+  UPSTASH_REDIS_REST_URL?: string
+  UPSTASH_REDIS_REST_TOKEN?: string
+
+  /** Per-player submissions per minute across boards at the edge, when Redis is configured (default 120). */
+  EDGE_SUBMITS_PER_MINUTE?: string
+
+  /** 'debug' | 'info' (default) | 'warn' | 'error' | 'silent'. */
+  LOG_LEVEL?: string
+}

@@ -1,0 +1,14 @@
+import { createApp } from './app.ts'
+import type { Env } from './env.ts'
+import { runScheduled } from './scheduled.ts'
+
+export { Leaderboard } from '../durable-objects/leaderboard.ts'
+
+const app = createApp()
+
+export default {
+  fetch: app.fetch,
+  scheduled(controller, env, ctx) {
+    ctx.waitUntil(runScheduled(env, controller.scheduledTime))
+  },
+} satisfies ExportedHandler<Env>

@@ -1,0 +1,224 @@
+import {
+  createRemoteJWKSet,
+  decodeProtectedHeader,
+  errors as joseErrors,
+  jwtVerify,
+  SignJWT,
+  type JWTPayload,
+} from 'jose'
+import { ApiError } from './problem.ts'
+
+/** Issuer of the tokens Nexus signs itself. */
+export const NEXUS_ISSUER = 'nexus'
+/** Audience of player tokens Nexus signs. Session tokens use their own audience. */
+export const PLAYER_AUDIENCE = 'nexus:player'
+/** Tolerated clock difference between Nexus and a token's issuer. */
+export const CLOCK_SKEW_SECONDS = 30
+
+const MAX_TOKEN_LENGTH = 4096
+const MAX_PLAYER_ID_LENGTH = 128
+
+export interface AuthEnv {
+  AUTH_SECRET?: string
+  JWKS_URL?: string
+  JWT_ISSUER?: string
+  JWT_AUDIENCE?: string
+  ADMIN_KEY?: string
+  TOKEN_TTL_SECONDS?: string
+}
+
+export type Principal =
+  | { kind: 'player'; playerId: string; source: 'nexus' | 'jwks' }
+  | { kind: 'admin' }
+
+const encoder = new TextEncoder()
+
+function secretKey(env: AuthEnv): Uint8Array {
+  if (!env.AUTH_SECRET) throw new ApiError('unavailable', 'AUTH_SECRET is not configured')
+  return encoder.encode(env.AUTH_SECRET)
+}
+
+/** Lifetime of tokens Nexus issues, from TOKEN_TTL_SECONDS (default one day, bounded). */
+export function tokenTtlSeconds(env: AuthEnv): number {
+  const n = Number(env.TOKEN_TTL_SECONDS ?? 86_400)
+  return Number.isInteger(n) && n >= 60 && n <= 30 * 86_400 ? n : 86_400
+}
+
+/**
+ * Signs an HS256 token for a player.
+ *
+ * @example
+ * const { token, expiresAt } = await issuePlayerToken(env, 'g_4f…')
+ */
+export async function issuePlayerToken(
+  env: AuthEnv,
+  playerId: string,
+  now = Date.now(),
+): Promise<{ token: string; expiresAt: number }> {
+  const iat = Math.floor(now / 1000)
+  const exp = iat + tokenTtlSeconds(env)
+  const token = await new SignJWT({})
+    .setProtectedHeader({ alg: 'HS256', typ: 'JWT' })
+    .setSubject(playerId)
+    .setIssuer(NEXUS_ISSUER)
+    .setAudience(PLAYER_AUDIENCE)
+    .setIssuedAt(iat)
+    .setExpirationTime(exp)
+    .sign(secretKey(env))
+  return { token, expiresAt: exp * 1000 }
+}
+
+/**
+ * Signs an HS256 token with custom claims and audience (session tokens, ticket tokens).
+ */
+export async function signScopedToken(
+  env: AuthEnv,
+  audience: string,
+  subject: string,
+  claims: Record<string, unknown>,
+  ttlSeconds: number,
+  now = Date.now(),
+): Promise<string> {
+  const iat = Math.floor(now / 1000)
+  return new SignJWT(claims)
+    .setProtectedHeader({ alg: 'HS256', typ: 'JWT' })
+    .setSubject(subject)
+    .setIssuer(NEXUS_ISSUER)
+    .setAudience(audience)
+    .setIssuedAt(iat)
+    .setExpirationTime(iat + ttlSeconds)
+    .sign(secretKey(env))
+}
+
+/** Verifies a token Nexus signed for `audience`; returns its claims or throws 401. */
+export async function verifyScopedToken(
+  env: AuthEnv,
+  token: string,
+  audience: string,
+): Promise<JWTPayload & { sub: string }> {
+  checkTokenShape(token)
+  try {
+    const { payload } = await jwtVerify(token, secretKey(env), {
+      algorithms: ['HS256'],
+      issuer: NEXUS_ISSUER,
+      audience,
+      clockTolerance: CLOCK_SKEW_SECONDS,
+      requiredClaims: ['sub', 'exp'],
+    })
+    return payload as JWTPayload & { sub: string }
+  } catch (err) {
+    throw tokenError(err)
+  }
+}
+
+const jwksByUrl = new Map<string, ReturnType<typeof createRemoteJWKSet>>()
+
+function remoteJwks(url: string) {
+  let jwks = jwksByUrl.get(url)
+  if (!jwks) {
+    jwks = createRemoteJWKSet(new URL(url), { timeoutDuration: 3000, cooldownDuration: 30_000 })
+    jwksByUrl.set(url, jwks)
+  }
+  return jwks
+}
+
+function checkTokenShape(token: string): void {
+  if (token.length > MAX_TOKEN_LENGTH || !/^[\w-]+\.[\w-]+\.[\w-]*$/.test(token)) {
+    throw new ApiError('unauthorized', 'The bearer token is not a JWT')
+  }
+}
+
+function tokenError(err: unknown): ApiError {
+  if (err instanceof ApiError) return err
+  if (err instanceof joseErrors.JWTExpired) return new ApiError('token-expired', 'The token has expired')
+  if (err instanceof joseErrors.JWTClaimValidationFailed) {
+    return new ApiError('unauthorized', `The token's "${err.claim}" claim is not accepted`)
+  }
+  if (err instanceof joseErrors.JOSEError) {
+    return new ApiError('unauthorized', 'The token signature or format is not valid')
+  }
+  return new ApiError('unauthorized', 'The token could not be verified')
+}
+
+/**
+ * Verifies a player's bearer token: HS256 tokens signed with AUTH_SECRET (Nexus's own, e.g.
+ * guest tokens), or RS/ES/EdDSA tokens of the studio's identity provider via JWKS_URL, checked
+ * against JWT_ISSUER and JWT_AUDIENCE. Throws 401 problems for every other case.
+ */
+export async function verifyPlayerToken(env: AuthEnv, token: string): Promise<Principal> {
+  checkTokenShape(token)
+  let alg: string | undefined
+  try {
+    alg = decodeProtectedHeader(token).alg
+  } catch {
+    throw new ApiError('unauthorized', 'The token header is not valid')
+  }
+  try {
+    if (alg === 'HS256' && env.AUTH_SECRET) {
+      const { payload } = await jwtVerify(token, secretKey(env), {
+        algorithms: ['HS256'],
+        issuer: NEXUS_ISSUER,
+        audience: PLAYER_AUDIENCE,
+        clockTolerance: CLOCK_SKEW_SECONDS,
+        requiredClaims: ['sub', 'exp'],
+      })
+      return { kind: 'player', playerId: playerIdFrom(payload), source: 'nexus' }
+    }
+    if (env.JWKS_URL && alg && alg !== 'none' && !alg.startsWith('HS')) {
+      const { payload } = await jwtVerify(token, remoteJwks(env.JWKS_URL), {
+        algorithms: ['RS256', 'RS384', 'RS512', 'PS256', 'ES256', 'ES384', 'ES512', 'EdDSA'],
+        ...(env.JWT_ISSUER ? { issuer: env.JWT_ISSUER } : {}),
+        ...(env.JWT_AUDIENCE ? { audience: env.JWT_AUDIENCE } : {}),
+        clockTolerance: CLOCK_SKEW_SECONDS,
+        requiredClaims: ['sub', 'exp'],
+      })
+      return { kind: 'player', playerId: playerIdFrom(payload), source: 'jwks' }
+    }
+  } catch (err) {
+    throw tokenError(err)
+  }
+  throw new ApiError('unauthorized', `Tokens signed with ${alg ?? 'no algorithm'} are not accepted`)
+}
+
+function playerIdFrom(payload: JWTPayload): string {
+  const sub = payload.sub
+  if (!sub || sub.length > MAX_PLAYER_ID_LENGTH || !isPrintable(sub)) {
+    throw new ApiError('unauthorized', 'The token subject is not a valid player id')
+  }
+  return sub
+}
+
+function isPrintable(s: string): boolean {
+  return /^[\x21-\x7e]+$/.test(s)
+}
+
+/**
+ * Compares a presented key with ADMIN_KEY in constant time: both are hashed first, so neither
+ * their contents nor their lengths leak through timing.
+ */
+export async function isAdminKey(env: AuthEnv, presented: string): Promise<boolean> {
+  if (!env.ADMIN_KEY) return false
+  const [a, b] = await Promise.all([
+    crypto.subtle.digest('SHA-256', encoder.encode(presented)),
+    crypto.subtle.digest('SHA-256', encoder.encode(env.ADMIN_KEY)),
+  ])
+  return crypto.subtle.timingSafeEqual(a, b)
+}
+
+/** The bearer credential of an Authorization header, or undefined. */
+export function bearer(header: string | undefined | null): string | undefined {
+  if (!header) return undefined
+  const m = /^Bearer[ ]+(\S+)\s*$/i.exec(header)
+  return m?.[1]
+}
+
+/**
+ * Authenticates a bearer credential as the admin key or a player token. Admin keys are checked
+ * first and never parsed as tokens.
+ */
+export async function authenticate(env: AuthEnv, credential: string): Promise<Principal> {
+  if (await isAdminKey(env, credential)) return { kind: 'admin' }
+  // Something that is not a JWT can only have been meant as an admin key.
+  if (!credential.includes('.')) throw new ApiError('unauthorized', 'The admin key is not valid')
+  return verifyPlayerToken(env, credential)
+}

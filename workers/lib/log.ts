@@ -1,0 +1,28 @@
+/**
+ * Structured logs: one JSON object per line, so Workers Logs / Logpush can filter on fields.
+ * The level comes from LOG_LEVEL (default 'info').
+ */
+const levels = { debug: 10, info: 20, warn: 30, error: 40, silent: 100 } as const
+export type LogLevel = Exclude<keyof typeof levels, 'silent'>
+
+let threshold: number = levels.info
+
+/** Sets the minimum level logged, from the LOG_LEVEL variable. Unknown values keep 'info'. */
+export function setLogLevel(level: string | undefined): void {
+  if (level && level in levels) threshold = levels[level as keyof typeof levels]
+}
+
+/** Writes one structured log line. */
+export function log(level: LogLevel, msg: string, fields: Record<string, unknown> = {}): void {
+  if (levels[level] < threshold) return
+  const line = JSON.stringify({ level, msg, time: new Date().toISOString(), ...fields })
+  if (level === 'error') console.error(line)
+  else if (level === 'warn') console.warn(line)
+  else console.log(line)
+}
+
+/** Renders an unknown thrown value for a log line without losing its stack. */
+export function errorFields(err: unknown): Record<string, unknown> {
+  if (err instanceof Error) return { error: err.message, errorName: err.name, stack: err.stack }
+  return { error: String(err) }
+}

@@ -1,0 +1,74 @@
+import { OpenAPIHono, z } from '@hono/zod-openapi'
+import type { Context } from 'hono'
+import type { AppEnv } from '../app-env.ts'
+import { ApiError, PROBLEM_TYPE_PREFIX } from './problem.ts'
+
+/** At most this many validation issues are reported, so an error body stays small. */
+const MAX_REPORTED_ISSUES = 20
+
+/**
+ * A router for one resource. Request validation failures become 422 `validation` problems that
+ * name each failing field.
+ *
+ * @example
+ * export const players = newRouter()
+ * players.openapi(putPlayerRoute, handler)
+ */
+export function newRouter(): OpenAPIHono<AppEnv> {
+  return new OpenAPIHono<AppEnv>({
+    defaultHook: (result, _c: Context<AppEnv>) => {
+      if (!result.success) {
+        const errors = result.error.issues.slice(0, MAX_REPORTED_ISSUES).map((i) => ({
+          path: i.path.map(String).join('.'),
+          message: i.message,
+        }))
+        const where = result.target === 'json' ? 'body' : result.target
+        const first = errors[0]
+        throw new ApiError(
+          'validation',
+          first ? `Invalid ${where}: ${first.path || '(root)'}: ${first.message}` : `Invalid ${where}`,
+          { errors },
+        )
+      }
+    },
+  })
+}
+
+/** The problem+json schema, shared by every route's error responses in the OpenAPI document. */
+export const Problem = z
+  .object({
+    type: z.string().openapi({ example: `${PROBLEM_TYPE_PREFIX}validation` }),
+    title: z.string(),
+    status: z.number().int(),
+    detail: z.string().optional(),
+    requestId: z.string().optional(),
+    errors: z.array(z.object({ path: z.string(), message: z.string() })).optional(),
+  })
+  .openapi('Problem')
+
+/** Responses every route may give, merged into each route's `responses`. */
+export function problemResponses(...statuses: number[]) {
+  const out: Record<number, { description: string; content: Record<string, { schema: typeof Problem }> }> = {}
+  for (const s of statuses) {
+    out[s] = {
+      description: 'A problem (RFC 9457)',
+      content: { 'application/problem+json': { schema: Problem } },
+    }
+  }
+  return out
+}
+
+/** Player ids: opaque, printable, bounded. */
+export const PlayerId = z
+  .string()
+  .min(1)
+  .max(128)
+  .regex(/^[\x21-\x7e]+$/, 'printable ASCII without spaces')
+  .openapi({ example: 'g_3f2a9c1e-7b1d-4c55-9e0a-1c3b5d7f9a2b' })
+
+/** Names of resources chosen by admins (leaderboards, queues): URL-safe and bounded. */
+export const ResourceId = z
+  .string()
+  .min(1)
+  .max(64)
+  .regex(/^[A-Za-z0-9][A-Za-z0-9_.-]*$/, 'letters, digits, "_", "." and "-", starting with a letter or digit')

@@ -1,0 +1,98 @@
+import type { ContentfulStatusCode } from 'hono/utils/http-status'
+
+/**
+ * Every failure Nexus reports, by its stable problem `type` slug. Clients switch on `type`;
+ * `title` is fixed per type, `detail` varies per occurrence. Documented in docs/problems.md.
+ */
+export const problemTypes = {
+  'malformed-json': { status: 400, title: 'Malformed JSON' },
+  'bad-request': { status: 400, title: 'Bad request' },
+  unauthorized: { status: 401, title: 'Unauthorized' },
+  'token-expired': { status: 401, title: 'Token expired' },
+  forbidden: { status: 403, title: 'Forbidden' },
+  'not-found': { status: 404, title: 'Not found' },
+  'method-not-allowed': { status: 405, title: 'Method not allowed' },
+  conflict: { status: 409, title: 'Conflict' },
+  'idempotency-key-reused': { status: 422, title: 'Idempotency key reused with a different request' },
+  'payload-too-large': { status: 413, title: 'Payload too large' },
+  'unsupported-media-type': { status: 415, title: 'Unsupported media type' },
+  validation: { status: 422, title: 'Validation failed' },
+  'rate-limited': { status: 429, title: 'Too many requests' },
+  'guest-auth-disabled': { status: 403, title: 'Guest authentication is disabled' },
+  internal: { status: 500, title: 'Internal error' },
+  unavailable: { status: 503, title: 'Service unavailable' },
+} as const satisfies Record<string, { status: ContentfulStatusCode; title: string }>
+
+export type ProblemType = keyof typeof problemTypes
+
+/** The URI prefix of every problem `type`; stable across deployments. */
+export const PROBLEM_TYPE_PREFIX = 'urn:nexus:problem:'
+
+export interface ProblemBody {
+  type: string
+  title: string
+  status: number
+  detail?: string
+  instance?: string
+  requestId?: string
+  [extension: string]: unknown
+}
+
+/**
+ * A failure that the error funnel renders as RFC 9457 problem+json. Handlers throw it; nothing
+ * else builds error responses.
+ *
+ * @example
+ * throw new ApiError('not-found', `No leaderboard '${id}'`)
+ * throw new ApiError('rate-limited', 'Slow down', { retryAfter: 12 })
+ */
+export class ApiError extends Error {
+  readonly problem: ProblemType
+  readonly status: ContentfulStatusCode
+  readonly extensions: Record<string, unknown>
+  readonly headers: Record<string, string>
+
+  constructor(
+    problem: ProblemType,
+    detail?: string,
+    extensions: Record<string, unknown> = {},
+    headers: Record<string, string> = {},
+  ) {
+    super(detail ?? problemTypes[problem].title)
+    this.name = 'ApiError'
+    this.problem = problem
+    this.status = problemTypes[problem].status
+    this.extensions = extensions
+    this.headers = headers
+  }
+}
+
+/** Builds the problem+json body for a failure of the given type. */
+export function problemBody(
+  problem: ProblemType,
+  detail: string | undefined,
+  extensions: Record<string, unknown> = {},
+): ProblemBody {
+  const { status, title } = problemTypes[problem]
+  return {
+    type: PROBLEM_TYPE_PREFIX + problem,
+    title,
+    status,
+    ...(detail !== undefined && detail !== title ? { detail } : {}),
+    ...extensions,
+  }
+}
+
+/** A problem+json Response, for places outside Hono's context (Durable Object upgrades). */
+export function problemResponse(
+  problem: ProblemType,
+  detail?: string,
+  extensions: Record<string, unknown> = {},
+  headers: Record<string, string> = {},
+): Response {
+  const body = problemBody(problem, detail, extensions)
+  return new Response(JSON.stringify(body), {
+    status: body.status,
+    headers: { 'content-type': 'application/problem+json', ...headers },
+  })
+}

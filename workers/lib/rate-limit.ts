@@ -1,0 +1,84 @@
+import type { RedisAccelerator } from './redis.ts'
+
+export interface LimitDecision {
+  allowed: boolean
+  /** Seconds until the window that refused this request ends (only when refused). */
+  retryAfter: number
+  remaining: number
+}
+
+/**
+ * Fixed-window counters kept in the isolate: the fallback when Redis is absent or down. Each
+ * isolate counts on its own, so the effective limit is per isolate; the Durable Objects still
+ * enforce the exact per-player limits where they matter (score submissions).
+ */
+export class MemoryWindowCounter {
+  private readonly windows = new Map<string, { windowStart: number; count: number }>()
+  private readonly maxKeys: number
+
+  constructor(maxKeys = 10_000) {
+    this.maxKeys = maxKeys
+  }
+
+  hit(key: string, limit: number, windowMs: number, now = Date.now()): LimitDecision {
+    const windowStart = now - (now % windowMs)
+    let w = this.windows.get(key)
+    if (!w || w.windowStart !== windowStart) {
+      if (!w && this.windows.size >= this.maxKeys) this.evictOld(windowStart)
+      w = { windowStart, count: 0 }
+      this.windows.set(key, w)
+    }
+    w.count++
+    return decide(w.count, limit, windowStart + windowMs - now)
+  }
+
+  private evictOld(currentWindowStart: number): void {
+    for (const [k, w] of this.windows) if (w.windowStart !== currentWindowStart) this.windows.delete(k)
+    // Still full of live keys: drop the oldest inserted rather than grow without bound.
+    while (this.windows.size >= this.maxKeys) {
+      const first = this.windows.keys().next().value
+      if (first === undefined) break
+      this.windows.delete(first)
+    }
+  }
+}
+
+function decide(count: number, limit: number, msLeft: number): LimitDecision {
+  return {
+    allowed: count <= limit,
+    retryAfter: Math.max(1, Math.ceil(msLeft / 1000)),
+    remaining: Math.max(0, limit - count),
+  }
+}
+
+const memory = new MemoryWindowCounter()
+
+/**
+ * Counts one hit for `key` in a fixed window shared by every location through Redis, falling
+ * back to this isolate's own counter when Redis is absent or failing.
+ *
+ * @example
+ * const d = await hitWindow(getRedis(env), `guest:${ip}`, 30, 60_000)
+ * if (!d.allowed) throw new ApiError('rate-limited', …, {}, { 'retry-after': String(d.retryAfter) })
+ */
+export async function hitWindow(
+  redis: RedisAccelerator | null,
+  key: string,
+  limit: number,
+  windowMs: number,
+  now = Date.now(),
+): Promise<LimitDecision> {
+  if (redis) {
+    const windowStart = now - (now % windowMs)
+    const redisKey = `nexus:rl:${key}:${windowStart}`
+    const count = await redis.run('ratelimit', async (r) => {
+      const tx = r.multi()
+      tx.incr(redisKey)
+      tx.pexpire(redisKey, windowMs + 1000)
+      const [n] = (await tx.exec()) as [number, number]
+      return n
+    })
+    if (typeof count === 'number') return decide(count, limit, windowStart + windowMs - now)
+  }
+  return memory.hit(key, limit, windowMs, now)
+}

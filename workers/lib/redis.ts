@@ -1,0 +1,140 @@
+import { Redis } from '@upstash/redis/cloudflare'
+import { counter, gauge } from './metrics.ts'
+import { errorFields, log } from './log.ts'
+
+const redisFailures = counter('nexus_redis_failures_total', 'Redis calls that failed or timed out')
+const redisSkipped = counter(
+  'nexus_redis_skipped_total',
+  'Redis calls skipped because the circuit breaker was open',
+)
+const redisCircuitOpen = gauge('nexus_redis_circuit_open', '1 while the Redis circuit breaker is open')
+
+export interface AcceleratorOptions {
+  /** Per-call deadline; Redis is an accelerator, so a slow answer is worth less than none. */
+  timeoutMs?: number
+  /** Consecutive failures that open the circuit. */
+  failureThreshold?: number
+  /** How long the circuit stays open before one trial call is let through. */
+  openMs?: number
+  now?: () => number
+}
+
+/**
+ * Upstash Redis as an accelerator: every call has a deadline, failures are counted, and after
+ * `failureThreshold` consecutive failures the circuit opens and calls return `undefined` at once
+ * for `openMs`, then one trial call decides whether it closes. Callers always have a fallback
+ * (the Durable Object, the Cache API), so `undefined` means "go the slow way", never an error.
+ *
+ * @example
+ * const cached = await accel.run('top.get', (r) => r.get<string>(key))
+ * if (cached === undefined) { ... read from the Durable Object ... }
+ */
+export class RedisAccelerator {
+  readonly redis: Redis
+  private readonly timeoutMs: number
+  private readonly failureThreshold: number
+  private readonly openMs: number
+  private readonly now: () => number
+  private consecutiveFailures = 0
+  private openUntil = 0
+  private trialInFlight = false
+
+  constructor(redis: Redis, opts: AcceleratorOptions = {}) {
+    this.redis = redis
+    this.timeoutMs = opts.timeoutMs ?? 250
+    this.failureThreshold = opts.failureThreshold ?? 3
+    this.openMs = opts.openMs ?? 10_000
+    this.now = opts.now ?? Date.now
+  }
+
+  get state(): 'closed' | 'open' | 'half-open' {
+    if (this.consecutiveFailures < this.failureThreshold) return 'closed'
+    return this.now() < this.openUntil ? 'open' : 'half-open'
+  }
+
+  /** Runs `fn` against Redis within the deadline; `undefined` if Redis is unavailable. */
+  async run<T>(operation: string, fn: (redis: Redis) => Promise<T>): Promise<T | undefined> {
+    const state = this.state
+    if (state === 'open' || (state === 'half-open' && this.trialInFlight)) {
+      redisSkipped.inc({ operation })
+      return undefined
+    }
+    if (state === 'half-open') this.trialInFlight = true
+    try {
+      const result = await withDeadline(fn(this.redis), this.timeoutMs)
+      this.consecutiveFailures = 0
+      redisCircuitOpen.set({}, 0)
+      return result
+    } catch (err) {
+      this.recordFailure(operation, err)
+      return undefined
+    } finally {
+      if (state === 'half-open') this.trialInFlight = false
+    }
+  }
+
+  /** Probes Redis regardless of the breaker, for readiness checks. */
+  async ping(timeoutMs = 1000): Promise<boolean> {
+    try {
+      return (await withDeadline(this.redis.ping(), timeoutMs)) === 'PONG'
+    } catch {
+      return false
+    }
+  }
+
+  private recordFailure(operation: string, err: unknown): void {
+    redisFailures.inc({ operation })
+    this.consecutiveFailures++
+    if (this.consecutiveFailures >= this.failureThreshold) {
+      this.openUntil = this.now() + this.openMs
+      redisCircuitOpen.set({}, 1)
+    }
+    log('warn', 'redis call failed', { operation, ...errorFields(err), failures: this.consecutiveFailures })
+  }
+}
+
+class DeadlineExceeded extends Error {
+  constructor(ms: number) {
+    super(`Redis did not answer within ${ms} ms`)
+    this.name = 'DeadlineExceeded'
+  }
+}
+
+function withDeadline<T>(p: Promise<T>, ms: number): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new DeadlineExceeded(ms)), ms)
+  })
+  return Promise.race([p, deadline]).finally(() => clearTimeout(timer))
+}
+
+export interface RedisEnv {
+  UPSTASH_REDIS_REST_URL?: string
+  UPSTASH_REDIS_REST_TOKEN?: string
+}
+
+const accelerators = new Map<string, RedisAccelerator>()
+
+/**
+ * The Redis accelerator for this environment, or null when Redis is not configured. One per
+ * URL per isolate, so the breaker's memory spans requests.
+ */
+export function getRedis(env: RedisEnv): RedisAccelerator | null {
+  const url = env.UPSTASH_REDIS_REST_URL
+  if (!url) return null
+  let accel = accelerators.get(url)
+  if (!accel) {
+    const redis = new Redis({
+      url,
+      token: env.UPSTASH_REDIS_REST_TOKEN ?? '',
+      // Retries would multiply the deadline; the breaker and the fallback path handle failure.
+      retry: false,
+      enableTelemetry: false,
+      // The default auto-pipelining batches concurrent calls of one request into one round trip.
+      enableAutoPipelining: true,
+    })
+    accel = new RedisAccelerator(redis)
+    accelerators.set(url, accel)
+  }
+  return accel
+}

@@ -1,0 +1,53 @@
+import type { Context, MiddlewareHandler } from 'hono'
+import type { AppEnv } from '../app-env.ts'
+import { authenticate, bearer, type Principal } from '../lib/auth.ts'
+import { ApiError } from '../lib/problem.ts'
+
+async function principalOf(c: Context<AppEnv>): Promise<Principal> {
+  const existing = c.get('principal')
+  if (existing) return existing
+  const credential = bearer(c.req.header('authorization'))
+  if (!credential) {
+    throw new ApiError('unauthorized', 'Send "Authorization: Bearer <token>"', {}, {
+      'www-authenticate': 'Bearer realm="nexus"',
+    })
+  }
+  const principal = await authenticate(c.env, credential)
+  c.set('principal', principal)
+  return principal
+}
+
+/**
+ * Requires a player token or the admin key (a game server acting for players).
+ *
+ * @example
+ * scores.post('/:id/scores', requirePrincipal(), handler)
+ */
+export const requirePrincipal = (): MiddlewareHandler<AppEnv> =>
+  async function requirePrincipal(c, next) {
+    await principalOf(c)
+    await next()
+  }
+
+/** Requires a player token; the admin key is refused with 403. */
+export const requirePlayer = (): MiddlewareHandler<AppEnv> =>
+  async function requirePlayer(c, next) {
+    const p = await principalOf(c)
+    if (p.kind !== 'player') throw new ApiError('forbidden', 'This route is for players')
+    await next()
+  }
+
+/** Requires the admin key; a player token is refused with 403. */
+export const requireAdmin = (): MiddlewareHandler<AppEnv> =>
+  async function requireAdmin(c, next) {
+    const p = await principalOf(c)
+    if (p.kind !== 'admin') throw new ApiError('forbidden', 'This route needs the admin key')
+    await next()
+  }
+
+/** The authenticated player's id; throws 403 for the admin key. */
+export function playerId(c: Context<AppEnv>): string {
+  const p = c.get('principal')
+  if (p?.kind !== 'player') throw new ApiError('forbidden', 'This route is for players')
+  return p.playerId
+}

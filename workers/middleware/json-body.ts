@@ -1,0 +1,36 @@
+import type { MiddlewareHandler } from 'hono'
+import type { AppEnv } from '../app-env.ts'
+import { ApiError } from '../lib/problem.ts'
+
+const BODY_METHODS = new Set(['POST', 'PUT', 'PATCH'])
+
+function hasBody(headers: Headers): boolean {
+  const length = headers.get('content-length')
+  if (length !== null) return Number(length) > 0
+  return headers.has('transfer-encoding')
+}
+
+/**
+ * Every request body Nexus accepts is JSON: a body of another type is 415, and a body that is
+ * not valid JSON is 400 `malformed-json`, before any handler or validator runs. Parsing here
+ * also fills Hono's body cache, so validators do not parse twice.
+ */
+export const jsonBody = (): MiddlewareHandler<AppEnv> =>
+  async function jsonBody(c, next) {
+    if (BODY_METHODS.has(c.req.method) && hasBody(c.req.raw.headers)) {
+      const type = c.req.header('content-type') ?? ''
+      if (!/^application\/(?:[\w.+-]+\+)?json\s*(?:;|$)/i.test(type)) {
+        throw new ApiError(
+          'unsupported-media-type',
+          `Request bodies must be application/json, not '${type.slice(0, 100) || 'none'}'`,
+        )
+      }
+      try {
+        await c.req.json()
+      } catch (err) {
+        if (err instanceof ApiError) throw err
+        throw new ApiError('malformed-json', 'The request body is not valid JSON')
+      }
+    }
+    await next()
+  }

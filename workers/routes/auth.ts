@@ -1,0 +1,72 @@
+import { createRoute, z } from '@hono/zod-openapi'
+import { sql } from 'drizzle-orm'
+import { getDb } from '../db/client.ts'
+import { players } from '../db/schema.ts'
+import { issuePlayerToken } from '../lib/auth.ts'
+import { boundedInt } from '../lib/config.ts'
+import { newRouter, problemResponses } from '../lib/openapi.ts'
+import { ApiError } from '../lib/problem.ts'
+import { clientIp, edgeRateLimit } from '../middleware/rate-limit.ts'
+
+export const auth = newRouter()
+
+const GuestRequest = z
+  .object({
+    deviceId: z
+      .string()
+      .min(8)
+      .max(128)
+      .regex(/^[A-Za-z0-9._:-]+$/, 'letters, digits, ".", "_", ":" and "-"')
+      .openapi({
+        description:
+          'A random identifier the client generates once and keeps; whoever presents it is this player.',
+        example: 'b3c1f0e2-5a4d-4f6b-9c8e-7d2a1b0c9e8f',
+      }),
+  })
+  .strict()
+  .openapi('GuestRequest')
+
+const TokenResponse = z
+  .object({
+    token: z.string(),
+    playerId: z.string(),
+    expiresAt: z.number().int().openapi({ description: 'Unix time in milliseconds' }),
+  })
+  .openapi('TokenResponse')
+
+const guestRoute = createRoute({
+  method: 'post',
+  path: '/guest',
+  summary: 'Issue a guest token for a device',
+  description:
+    'The same deviceId always maps to the same player. Call again to refresh an expiring token.',
+  middleware: [
+    edgeRateLimit({
+      name: 'guest-auth',
+      limit: (c) => boundedInt(c.env.GUEST_AUTH_PER_MINUTE, 30, 1, 10_000),
+      key: clientIp,
+    }),
+  ] as const,
+  request: { body: { content: { 'application/json': { schema: GuestRequest } }, required: true } },
+  responses: {
+    200: { description: 'A player token', content: { 'application/json': { schema: TokenResponse } } },
+    ...problemResponses(400, 403, 413, 415, 422, 429, 503),
+  },
+})
+
+auth.openapi(guestRoute, async (c) => {
+  if ((c.env.GUEST_AUTH ?? 'on') === 'off') {
+    throw new ApiError('guest-auth-disabled', 'This deployment does not issue guest tokens')
+  }
+  const { deviceId } = c.req.valid('json')
+  const db = getDb(c.env)
+  // One statement, so concurrent first logins of one device converge on one player.
+  const [row] = await db
+    .insert(players)
+    .values({ id: `g_${crypto.randomUUID()}`, deviceId })
+    .onConflictDoUpdate({ target: players.deviceId, set: { updatedAt: sql`now()` } })
+    .returning({ id: players.id })
+  if (!row) throw new Error('guest upsert returned no row')
+  const { token, expiresAt } = await issuePlayerToken(c.env, row.id)
+  return c.json({ token, playerId: row.id, expiresAt }, 200)
+})

@@ -1,0 +1,71 @@
+import { Hono } from 'hono'
+import type { AppEnv } from '../app-env.ts'
+import { getSql } from '../db/client.ts'
+import { renderMetrics } from '../lib/metrics.ts'
+import { problemBody } from '../lib/problem.ts'
+import { getRedis } from '../lib/redis.ts'
+import { docsPage } from './docs-page.ts'
+
+export const ops = new Hono<AppEnv>()
+
+const PROBE_TIMEOUT_MS = 2000
+
+ops.get('/health', (c) => c.json({ status: 'ok' }))
+
+type Check = 'up' | 'down' | 'not-configured'
+
+async function probe(run: () => Promise<unknown>): Promise<Check> {
+  let timer: ReturnType<typeof setTimeout> | undefined
+  try {
+    await Promise.race([
+      run(),
+      new Promise((_, reject) => {
+        timer = setTimeout(() => reject(new Error('probe timed out')), PROBE_TIMEOUT_MS)
+      }),
+    ])
+    return 'up'
+  } catch {
+    return 'down'
+  } finally {
+    clearTimeout(timer)
+  }
+}
+
+/**
+ * Ready when Postgres answers, and Redis too if it is configured. Redis being down makes Nexus
+ * slower, not unavailable, but an operator wants to see it here: it reports 503 as well, with
+ * each dependency named.
+ */
+ops.get('/ready', async (c) => {
+  const redis = getRedis(c.env)
+  const [postgres, redisCheck] = await Promise.all([
+    c.env.DATABASE_URL
+      ? probe(() => getSql(c.env)`select 1 as ok`)
+      : Promise.resolve<Check>('not-configured'),
+    redis ? probe(async () => {
+      if (!(await redis.ping(PROBE_TIMEOUT_MS))) throw new Error('no PONG')
+    }) : Promise.resolve<Check>('not-configured'),
+  ])
+  const checks = { postgres, redis: redisCheck }
+  const down = Object.entries(checks)
+    .filter(([name, v]) => v === 'down' || (name === 'postgres' && v === 'not-configured'))
+    .map(([k]) => k)
+  c.header('cache-control', 'no-store')
+  if (down.length === 0) return c.json({ status: 'ready', checks })
+  return c.json(
+    {
+      ...problemBody('unavailable', `Not ready: ${down.join(', ')} unreachable`),
+      requestId: c.get('requestId'),
+      checks,
+    },
+    503,
+    { 'content-type': 'application/problem+json' },
+  )
+})
+
+ops.get('/metrics', (c) => {
+  c.header('cache-control', 'no-store')
+  return c.body(renderMetrics(), 200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8' })
+})
+
+ops.get('/docs', (c) => c.html(docsPage()))

@@ -1,0 +1,256 @@
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import pg from 'pg'
+import type { CustomTypesConfig, FieldDef, PoolClient, QueryConfig, QueryResult } from 'pg'
+import { HttpError, readBody, sendJson } from '../http.ts'
+
+export interface SqlTarget {
+  host: string
+  port: number
+}
+
+interface QueryBody {
+  query: string
+  params: unknown[]
+}
+
+type HttpResult = {
+  command: string
+  rowCount: number | null
+  rows: unknown[]
+  fields: {
+    name: string
+    dataTypeID: number
+    tableID: number
+    columnID: number
+    dataTypeSize: number
+    dataTypeModifier: number
+    format: string
+  }[]
+  rowAsArray: boolean
+}
+
+// Values come back exactly as Postgres's text output: the driver parses them itself.
+const RAW_TEXT: CustomTypesConfig = { getTypeParser: () => (value: string) => value }
+
+const ISOLATION: Record<string, string> = {
+  ReadUncommitted: 'READ UNCOMMITTED',
+  ReadCommitted: 'READ COMMITTED',
+  RepeatableRead: 'REPEATABLE READ',
+  Serializable: 'SERIALIZABLE',
+}
+
+// Fields of a Postgres error, as Neon's HTTP API reports them (and the driver copies them).
+const ERROR_FIELDS = [
+  'severity',
+  'code',
+  'detail',
+  'hint',
+  'position',
+  'internalPosition',
+  'internalQuery',
+  'where',
+  'schema',
+  'table',
+  'column',
+  'dataType',
+  'constraint',
+  'file',
+  'line',
+  'routine',
+] as const
+
+const MAX_POOLS = 32
+
+function header(req: IncomingMessage, name: string): string | undefined {
+  const value = req.headers[name.toLowerCase()]
+  return Array.isArray(value) ? value[0] : value
+}
+
+function parseQuery(raw: unknown): QueryBody {
+  if (typeof raw !== 'object' || raw === null) throw new HttpError(400, 'invalid query object')
+  const { query, params } = raw as { query?: unknown; params?: unknown }
+  if (typeof query !== 'string') throw new HttpError(400, '"query" must be a string')
+  if (params !== undefined && !Array.isArray(params)) {
+    throw new HttpError(400, '"params" must be an array')
+  }
+  return { query, params: params ?? [] }
+}
+
+function toHttpResult(result: QueryResult, arrayMode: boolean): HttpResult {
+  return {
+    command: result.command,
+    rowCount: result.rowCount,
+    rows: result.rows as unknown[],
+    fields: result.fields.map((f: FieldDef) => ({
+      name: f.name,
+      dataTypeID: f.dataTypeID,
+      tableID: f.tableID,
+      columnID: f.columnID,
+      dataTypeSize: f.dataTypeSize,
+      dataTypeModifier: f.dataTypeModifier,
+      format: f.format,
+    })),
+    rowAsArray: arrayMode,
+  }
+}
+
+function errorBody(error: pg.DatabaseError): Record<string, string> {
+  const body: Record<string, string> = { message: error.message }
+  for (const field of ERROR_FIELDS) {
+    const value = error[field]
+    if (value !== undefined) body[field] = value
+  }
+  return body
+}
+
+/**
+ * Neon's SQL-over-HTTP endpoint (`POST /sql`, used by `neon()` and drizzle's neon-http) on top of
+ * node-postgres. Credentials come from the `Neon-Connection-String` header, but the host and
+ * port are always the local Postgres's. Every query uses the extended protocol, so one
+ * statement per query is enforced as on Neon.
+ */
+export class SqlOverHttp {
+  readonly #target: SqlTarget
+  readonly #pools = new Map<string, pg.Pool>()
+  readonly #maxBodyBytes: number
+
+  constructor(target: SqlTarget, maxBodyBytes = 10 * 1024 * 1024) {
+    this.#target = target
+    this.#maxBodyBytes = maxBodyBytes
+  }
+
+  /** Answers one `POST /sql` request. */
+  async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    let pool: pg.Pool
+    let body: unknown
+    try {
+      pool = this.#pool(header(req, 'Neon-Connection-String'))
+      body = JSON.parse((await readBody(req, this.#maxBodyBytes)).toString('utf8'))
+    } catch (error) {
+      req.resume()
+      if (error instanceof HttpError) sendJson(res, error.status, { message: error.message })
+      else sendJson(res, 400, { message: 'request body is not valid JSON' })
+      return
+    }
+    const rawText = header(req, 'Neon-Raw-Text-Output') === 'true'
+    const arrayMode = header(req, 'Neon-Array-Mode') === 'true'
+    const config = (q: QueryBody): QueryConfig & { rowMode?: 'array'; queryMode: 'extended' } => ({
+      text: q.query,
+      values: q.params,
+      ...(rawText ? { types: RAW_TEXT } : {}),
+      ...(arrayMode ? { rowMode: 'array' as const } : {}),
+      queryMode: 'extended',
+    })
+
+    try {
+      const batch = (body as { queries?: unknown } | null)?.queries
+      if (batch === undefined) {
+        const query = parseQuery(body)
+        const result = await pool.query(config(query))
+        sendJson(res, 200, toHttpResult(result, arrayMode))
+        return
+      }
+      if (!Array.isArray(batch)) throw new HttpError(400, '"queries" must be an array')
+      const queries = batch.map(parseQuery)
+      const begin = this.#beginStatement(req)
+      const client = await pool.connect()
+      let broken: Error | undefined
+      try {
+        await client.query(begin)
+        const results: HttpResult[] = []
+        for (const query of queries) {
+          results.push(toHttpResult(await client.query(config(query)), arrayMode))
+        }
+        await client.query('COMMIT')
+        sendJson(res, 200, { results })
+      } catch (error) {
+        broken = await this.#rollback(client, error)
+        throw error
+      } finally {
+        client.release(broken)
+      }
+    } catch (error) {
+      if (error instanceof HttpError) sendJson(res, error.status, { message: error.message })
+      else if (error instanceof pg.DatabaseError) sendJson(res, 400, errorBody(error))
+      else sendJson(res, 502, { message: `cannot reach Postgres: ${(error as Error).message}` })
+    }
+  }
+
+  /** Ends every pool. */
+  async close(): Promise<void> {
+    const pools = [...this.#pools.values()]
+    this.#pools.clear()
+    await Promise.all(pools.map((p) => p.end().catch(() => undefined)))
+  }
+
+  #beginStatement(req: IncomingMessage): string {
+    const parts = ['BEGIN']
+    const isolation = header(req, 'Neon-Batch-Isolation-Level')
+    if (isolation !== undefined) {
+      const level = ISOLATION[isolation]
+      if (level === undefined) throw new HttpError(400, `unknown isolation level ${isolation}`)
+      parts.push(`ISOLATION LEVEL ${level}`)
+    }
+    const readOnly = header(req, 'Neon-Batch-Read-Only')
+    if (readOnly !== undefined) parts.push(readOnly === 'true' ? 'READ ONLY' : 'READ WRITE')
+    const deferrable = header(req, 'Neon-Batch-Deferrable')
+    if (deferrable !== undefined) {
+      parts.push(deferrable === 'true' ? 'DEFERRABLE' : 'NOT DEFERRABLE')
+    }
+    return parts.join(' ')
+  }
+
+  // Returns an error when the connection is unusable and must be discarded, not reused.
+  async #rollback(client: PoolClient, cause: unknown): Promise<Error | undefined> {
+    if (!(cause instanceof pg.DatabaseError)) return cause instanceof Error ? cause : new Error()
+    try {
+      await client.query('ROLLBACK')
+      return undefined
+    } catch (error) {
+      return error instanceof Error ? error : new Error(String(error))
+    }
+  }
+
+  #pool(connectionString: string | undefined): pg.Pool {
+    if (connectionString === undefined) {
+      throw new HttpError(400, 'missing Neon-Connection-String header')
+    }
+    let url: URL
+    try {
+      url = new URL(connectionString)
+    } catch {
+      throw new HttpError(400, 'Neon-Connection-String is not a valid URL')
+    }
+    if (url.protocol !== 'postgres:' && url.protocol !== 'postgresql:') {
+      throw new HttpError(400, 'Neon-Connection-String must be a postgres:// URL')
+    }
+    const user = decodeURIComponent(url.username)
+    const password = decodeURIComponent(url.password)
+    const database = decodeURIComponent(url.pathname.slice(1))
+    if (user === '' || database === '') {
+      throw new HttpError(400, 'Neon-Connection-String needs a user and a database')
+    }
+    const key = JSON.stringify([user, password, database])
+    let pool = this.#pools.get(key)
+    if (pool !== undefined) return pool
+    if (this.#pools.size >= MAX_POOLS) {
+      const [oldestKey, oldest] = this.#pools.entries().next().value ?? []
+      if (oldestKey !== undefined) this.#pools.delete(oldestKey)
+      void oldest?.end().catch(() => undefined)
+    }
+    pool = new pg.Pool({
+      host: this.#target.host,
+      port: this.#target.port,
+      user,
+      password,
+      database,
+      max: 5,
+      idleTimeoutMillis: 10_000,
+      allowExitOnIdle: true,
+    })
+    // An idle client losing its connection (Postgres restarted) must not crash the process.
+    pool.on('error', () => undefined)
+    this.#pools.set(key, pool)
+    return pool
+  }
+}

@@ -1,0 +1,138 @@
+import { existsSync } from 'node:fs'
+import { chmod, mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import pg from 'pg'
+import { afterEach, describe, expect, it } from 'vitest'
+import { startPostgres } from '../../local/postgres.ts'
+import type { LocalPostgres } from '../../local/postgres.ts'
+import { childPids, pidAlive } from '../../local/process.ts'
+import { startRedis } from '../../local/redis.ts'
+import { RespConnection } from '../../local/upstash-rest/resp.ts'
+
+async function query<T extends pg.QueryResultRow>(url: string, text: string): Promise<T[]> {
+  const client = new pg.Client(url)
+  await client.connect()
+  try {
+    return (await client.query<T>(text)).rows
+  } finally {
+    await client.end()
+  }
+}
+
+/** Stops the server and checks that neither the postmaster nor any of its children survive. */
+async function stopAndCheck(server: LocalPostgres): Promise<void> {
+  const children = childPids(server.pid)
+  expect(children.length).toBeGreaterThan(0) // checkpointer, walwriter…: the check means something
+  await server.stop()
+  expect(pidAlive(server.pid)).toBe(false)
+  for (const pid of children) expect(pidAlive(pid)).toBe(false)
+}
+
+// Whatever a failing test leaves running is stopped here (stop() is idempotent).
+const started = new Set<LocalPostgres>()
+async function start(opts: Parameters<typeof startPostgres>[0]): Promise<LocalPostgres> {
+  const server = await startPostgres(opts)
+  started.add(server)
+  return server
+}
+afterEach(async () => {
+  await Promise.all([...started].map((s) => s.stop()))
+  started.clear()
+})
+
+describe('startPostgres', () => {
+  it("'debian': a temporary cluster with password auth, removed on stop", async () => {
+    const server = await start({ kind: 'debian' })
+    expect(server.url).toBe(`postgresql://nexus:${server.password}@127.0.0.1:${server.port}/nexus`)
+    const [row] = await query<{ v: string; db: string; dir: string; fsync: string }>(
+      server.url,
+      "SELECT current_setting('server_version_num') AS v, current_database() AS db, current_setting('data_directory') AS dir, current_setting('fsync') AS fsync",
+    )
+    expect(Number(row?.v)).toBeGreaterThanOrEqual(150000)
+    expect(row?.db).toBe('nexus')
+    expect(row?.fsync).toBe('off')
+    const hba = await query<{ auth_method: string; address: string }>(
+      server.url,
+      'SELECT auth_method, address FROM pg_hba_file_rules',
+    )
+    expect(hba).toEqual([{ auth_method: 'password', address: '127.0.0.1' }])
+
+    const wrong = new URL(server.url)
+    wrong.password = 'nope'
+    await expect(query(wrong.toString(), 'SELECT 1')).rejects.toMatchObject({ code: '28P01' })
+
+    expect(existsSync(row?.dir ?? '')).toBe(true)
+    await stopAndCheck(server)
+    expect(existsSync(row?.dir ?? '')).toBe(false)
+  })
+
+  it("'embedded': a persistent data directory survives a restart", async () => {
+    const root = await mkdtemp(join(tmpdir(), 'nexus-pg-test-'))
+    const dataDir = join(root, 'pg')
+    try {
+      await expect(start({ kind: 'embedded', dataDir })).rejects.toThrow(/cannot enter/)
+      await chmod(root, 0o755)
+      const first = await start({ kind: 'embedded', dataDir })
+      expect(first.password).toBe('nexus')
+      const [version] = await query<{ v: string }>(
+        first.url,
+        "SELECT current_setting('server_version_num') AS v",
+      )
+      expect(Number(version?.v)).toBeGreaterThanOrEqual(170000)
+      await query(
+        first.url,
+        "CREATE TABLE kept (note text); INSERT INTO kept VALUES ('still here')",
+      )
+      await stopAndCheck(first)
+      expect(existsSync(join(dataDir, 'PG_VERSION'))).toBe(true)
+
+      // The Debian binaries are an older major version: refused with a clear message.
+      await expect(start({ kind: 'debian', dataDir })).rejects.toThrow(/PostgreSQL \d+ cluster/)
+      expect(existsSync(join(dataDir, 'PG_VERSION'))).toBe(true)
+
+      const second = await start({ kind: 'embedded', dataDir })
+      expect(await query(second.url, 'SELECT note FROM kept')).toEqual([{ note: 'still here' }])
+      await stopAndCheck(second)
+      expect(existsSync(join(dataDir, 'PG_VERSION'))).toBe(true)
+    } finally {
+      await rm(root, { recursive: true, force: true })
+    }
+  })
+})
+
+describe('startRedis', () => {
+  it('starts redis-server without persistence and stops it completely', async () => {
+    const server = await startRedis()
+    try {
+      const conn = await RespConnection.open(server.host, server.port)
+      try {
+        const [pong, save, aof] = await conn.send([
+          ['PING'],
+          ['CONFIG', 'GET', 'save'],
+          ['CONFIG', 'GET', 'appendonly'],
+        ])
+        expect(pong).toBe('PONG')
+        expect(save).toEqual([Buffer.from('save'), Buffer.from('')])
+        expect(aof).toEqual([Buffer.from('appendonly'), Buffer.from('no')])
+      } finally {
+        conn.close()
+      }
+      expect(pidAlive(server.pid)).toBe(true)
+    } finally {
+      await server.stop()
+    }
+    expect(pidAlive(server.pid)).toBe(false)
+    await expect(RespConnection.open(server.host, server.port)).rejects.toThrow(/ECONNREFUSED/)
+  })
+
+  it('says so clearly when redis-server is not on PATH', async () => {
+    const path = process.env.PATH
+    process.env.PATH = '/nonexistent'
+    try {
+      await expect(startRedis()).rejects.toThrow(/redis-server is not on PATH/)
+    } finally {
+      process.env.PATH = path
+    }
+  })
+})

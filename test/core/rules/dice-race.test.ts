@@ -1,0 +1,453 @@
+import fc from 'fast-check'
+import { describe, expect, it } from 'vitest'
+import type { DiceEvent, DiceState } from '../../../workers/core/rules/dice-race.ts'
+import { diceRace } from '../../../workers/core/rules/dice-race.ts'
+import type { Input, LogRecord, MatchState } from '../../../workers/core/rules/index.ts'
+import {
+  createMatch,
+  createRng,
+  isRuleError,
+  replay,
+  seedRng,
+  step,
+} from '../../../workers/core/rules/index.ts'
+import { deepFreeze, mustCreate, runLive } from './helpers.ts'
+
+const roster = (...ids: string[]) => ids.map((playerId, team) => ({ playerId, team }))
+const ROLL = { type: 'action', action: 'roll' }
+const roll = (player: string, tick = 0): Input => ({ kind: 'action', player, tick, action: ROLL })
+const absent = (player: string, tick = 0): Input => ({ kind: 'absent', player, tick })
+
+type Match = MatchState<DiceState>
+
+function ok(match: Match, input: Input): { match: Match; event: DiceEvent } {
+  const out = step(diceRace, match, input)
+  if (isRuleError(out)) throw new Error(`refused: ${out.error.code}`)
+  if (out.record?.event == null) throw new Error('no event')
+  return { match: out.match, event: out.record.event }
+}
+
+function refusedWith(match: Match, input: Input): string {
+  const before = JSON.stringify(match)
+  const out = step(diceRace, deepFreeze(match), input)
+  expect(JSON.stringify(match)).toBe(before)
+  if (!isRuleError(out)) throw new Error('accepted')
+  return out.error.code
+}
+
+describe('dice-race', () => {
+  it('starts everyone at 0 with the first roster player to move', () => {
+    const match = mustCreate(diceRace, { roster: roster('a', 'b'), seed: 's' })
+    expect(match.game).toEqual({
+      target: 100,
+      players: [
+        { playerId: 'a', team: 0, position: 0, forfeited: false },
+        { playerId: 'b', team: 1, position: 0, forfeited: false },
+      ],
+      turn: 0,
+      rolls: 0,
+      winner: null,
+      ended: null,
+    })
+    expect(diceRace.result(match.game)).toBeNull()
+  })
+
+  it('checks options and roster size', () => {
+    const setup = { roster: roster('a', 'b'), seed: 's' }
+    expect(mustCreate(diceRace, { ...setup, options: { target: 7 } }).game.target).toBe(7)
+    for (const options of [{ target: 0 }, { target: 1.5 }, { target: '9' }, { goal: 9 }, [], 5]) {
+      const out = createMatch(diceRace, { ...setup, options })
+      expect(isRuleError(out) && out.error.code).toBe('invalid_options')
+    }
+    const many = Array.from({ length: 17 }, (_, i) => `p${i}`)
+    for (const bad of [
+      { roster: [], seed: 's' },
+      { roster: roster(...many), seed: 's' },
+      { roster: roster('a', 'a'), seed: 's' },
+      { roster: [{ playerId: '', team: 0 }], seed: 's' },
+      { roster: [{ playerId: 'a', team: -1 }], seed: 's' },
+      { roster: roster('a'), seed: '' },
+    ]) {
+      const out = createMatch(diceRace, bad)
+      expect(isRuleError(out) && out.error.code).toBe('invalid_setup')
+    }
+  })
+
+  it('rolls the seeded die for the player in turn, in roster order', () => {
+    let match = mustCreate(diceRace, { roster: roster('a', 'b', 'c'), seed: 'turns' })
+    const dice = createRng(seedRng('turns'))
+    const expected = { a: 0, b: 0, c: 0 }
+    const order = ['a', 'b', 'c', 'a', 'b', 'c', 'a'] as const
+    order.forEach((player, i) => {
+      const die = dice.int(1, 6)
+      expected[player] += die
+      const out = ok(match, roll(player, i))
+      match = out.match
+      expect(out.event).toEqual({
+        kind: 'roll',
+        player,
+        die,
+        position: expected[player],
+        next: order[(i + 1) % 3] ?? 'b',
+        winner: null,
+      })
+    })
+    expect(match.game.players.map((p) => p.position)).toEqual([expected.a, expected.b, expected.c])
+    expect(match.game.rolls).toBe(7)
+    expect(match.seq).toBe(7)
+  })
+
+  it('refuses out-of-turn rolls, strangers and bad payloads without any change', () => {
+    const match = mustCreate(diceRace, { roster: roster('a', 'b'), seed: 's' })
+    expect(refusedWith(match, roll('b'))).toBe('not_your_turn')
+    expect(refusedWith(match, roll('zed'))).toBe('not_a_player')
+    const payloads: unknown[] = [
+      null,
+      'roll',
+      42,
+      ['roll'],
+      {},
+      { action: 'jump' },
+      { action: 'ROLL' },
+      { action: 6 },
+      { action: ['roll'] },
+      { type: 'chat', action: 'roll' },
+      { type: 'action', action: 'roll', die: 6 },
+      { action: 'roll', x: 'y'.repeat(100_000) },
+      new Date(),
+    ]
+    for (const action of payloads) {
+      expect(refusedWith(match, { kind: 'action', player: 'a', tick: 0, action })).toBe(
+        'invalid_action',
+      )
+    }
+    // A bare `{ action: 'roll' }` (no envelope type) is accepted too.
+    expect(
+      ok(match, { kind: 'action', player: 'a', tick: 0, action: { action: 'roll' } }),
+    ).toBeTruthy()
+  })
+
+  it('ends when someone reaches the target, and accepts nothing after', () => {
+    // Target 1: the first roll always wins.
+    const match0 = mustCreate(diceRace, {
+      roster: roster('a', 'b', 'c'),
+      seed: 'end',
+      options: { target: 1 },
+    })
+    const { match, event } = ok(match0, roll('a'))
+    expect(event).toMatchObject({ kind: 'roll', player: 'a', next: null, winner: 'a' })
+    expect(match.game.turn).toBe(-1)
+    expect(diceRace.result(match.game)).toEqual({
+      reason: 'finished',
+      winner: 'a',
+      placements: [
+        { playerId: 'a', team: 0, place: 1, score: event.kind === 'roll' ? event.position : -1 },
+        { playerId: 'b', team: 1, place: 2, score: 0 },
+        { playerId: 'c', team: 2, place: 3, score: 0 },
+      ],
+    })
+    expect(refusedWith(match, roll('a'))).toBe('game_over')
+    expect(refusedWith(match, roll('b'))).toBe('game_over')
+    expect(refusedWith(match, absent('b'))).toBe('game_over')
+    // The rules refuse on their own too, not only through the engine.
+    const direct = diceRace.apply(
+      match.game,
+      { action: 'roll' },
+      { player: 'b', tick: 0, rng: createRng(match.rng) },
+    )
+    expect(isRuleError(direct) && direct.error.code).toBe('game_over')
+  })
+
+  it('takes a forfeiting player out of the turn order and ends by forfeit', () => {
+    let match = mustCreate(diceRace, { roster: roster('a', 'b', 'c'), seed: 'ff' })
+    match = ok(match, roll('a')).match // b to move
+    // b, whose turn it is, forfeits: the turn passes to c.
+    const f1 = ok(match, absent('b'))
+    expect(f1.event).toEqual({ kind: 'forfeit', player: 'b', next: 'c', winner: null, ended: null })
+    match = f1.match
+    expect(refusedWith(match, roll('b'))).toBe('not_your_turn')
+    expect(refusedWith(match, absent('b'))).toBe('already_absent')
+    expect(refusedWith(match, absent('nobody'))).toBe('not_a_player')
+    match = ok(match, roll('c')).match
+    expect(match.game.turn).toBe(0) // back to a, skipping b
+    match = ok(match, roll('a')).match
+    // It is c's turn; a forfeits out of turn, which leaves c alone: c wins by forfeit.
+    const f2 = ok(match, absent('a'))
+    expect(f2.event).toEqual({
+      kind: 'forfeit',
+      player: 'a',
+      next: null,
+      winner: 'c',
+      ended: 'forfeit',
+    })
+    const result = diceRace.result(f2.match.game)
+    expect(result?.reason).toBe('forfeit')
+    expect(result?.winner).toBe('c')
+    // c first, then the leavers by position, ties to the earlier in turn order.
+    const [pa, pb] = [
+      f2.match.game.players[0]?.position ?? 0,
+      f2.match.game.players[1]?.position ?? 0,
+    ]
+    const leavers = pa >= pb ? ['a', 'b'] : ['b', 'a']
+    expect(result?.placements.map((p) => p.playerId)).toEqual(['c', ...leavers])
+    expect(result?.placements.map((p) => p.place)).toEqual([1, 2, 3])
+  })
+
+  it('abandons a solo game whose only player leaves', () => {
+    const match = mustCreate(diceRace, { roster: roster('solo'), seed: 's' })
+    const { match: after, event } = ok(match, absent('solo'))
+    expect(event).toEqual({
+      kind: 'forfeit',
+      player: 'solo',
+      next: null,
+      winner: null,
+      ended: 'abandoned',
+    })
+    expect(diceRace.result(after.game)).toEqual({
+      reason: 'abandoned',
+      winner: null,
+      placements: [{ playerId: 'solo', team: 0, place: 1, score: 0 }],
+    })
+  })
+
+  it('places the winner, then players still in by position, then leavers; ties by turn order', () => {
+    const p = (playerId: string, position: number, forfeited = false) => ({
+      playerId,
+      team: 0,
+      position,
+      forfeited,
+    })
+    const state: DiceState = {
+      target: 100,
+      players: [
+        p('a', 40),
+        p('b', 70, true),
+        p('c', 100),
+        p('d', 40),
+        p('e', 55),
+        p('f', 70, true),
+      ],
+      turn: -1,
+      rolls: 0,
+      winner: 'c',
+      ended: 'finished',
+    }
+    expect(diceRace.result(state)?.placements.map((x) => [x.playerId, x.place])).toEqual([
+      ['c', 1],
+      ['e', 2],
+      ['a', 3],
+      ['d', 4],
+      ['b', 5],
+      ['f', 6],
+    ])
+  })
+})
+
+// ---------------------------------------------------------------------------------------------
+// Model-based property test: an independent, imperative simulation of the rules predicts every
+// outcome (accepted or which refusal, and each event) for random inputs from random players.
+
+/** `who`: a roster index, `ids.length` for a stranger, or -1 for whoever the model says moves. */
+type Op = { kind: 'roll'; who: number; payload: number } | { kind: 'absent'; who: number }
+
+const PAYLOADS: unknown[] = [
+  ROLL,
+  { action: 'roll' },
+  { action: 'jump' },
+  { type: 'action' },
+  'roll',
+  null,
+  { type: 'action', action: 'roll', extra: true },
+]
+const VALID_PAYLOADS = new Set([0, 1])
+
+interface Expected {
+  code?: string
+  event?: DiceEvent
+}
+
+/** Turn ops into inputs (resolving "whoever moves" by the model) and predict each outcome. */
+function simulate(
+  ids: string[],
+  seed: string,
+  target: number,
+  ops: Op[],
+): { inputs: Input[]; expected: Expected[] } {
+  const dice = createRng(seedRng(seed))
+  const pos = ids.map(() => 0)
+  const out = ids.map(() => false)
+  let turn = 0
+  let over = false
+  const nextIn = (from: number): number => {
+    for (let k = 1; k <= ids.length; k++) {
+      if (!out[(from + k) % ids.length]) return (from + k) % ids.length
+    }
+    return -1
+  }
+  const inputs: Input[] = []
+  const expected = ops.map((op, tick): Expected => {
+    const who = op.who === -1 ? Math.max(turn, 0) : op.who < ids.length ? op.who : -1
+    const name = who === -1 ? 'stranger' : (ids[who] as string)
+    inputs.push(
+      op.kind === 'roll'
+        ? { kind: 'action', player: name, tick, action: PAYLOADS[op.payload] }
+        : { kind: 'absent', player: name, tick },
+    )
+    if (over) return { code: 'game_over' }
+    if (op.kind === 'roll') {
+      if (!VALID_PAYLOADS.has(op.payload)) return { code: 'invalid_action' }
+      if (who === -1) return { code: 'not_a_player' }
+      if (out[who] || who !== turn) return { code: 'not_your_turn' }
+      const die = dice.int(1, 6)
+      const position = (pos[who] ?? 0) + die
+      pos[who] = position
+      if (position >= target) {
+        over = true
+        return { event: { kind: 'roll', player: name, die, position, next: null, winner: name } }
+      }
+      turn = nextIn(who)
+      const next = ids[turn] ?? null
+      return { event: { kind: 'roll', player: name, die, position, next, winner: null } }
+    }
+    if (who === -1) return { code: 'not_a_player' }
+    if (out[who]) return { code: 'already_absent' }
+    out[who] = true
+    const left = ids.filter((_, i) => !out[i])
+    if (left.length === 0) {
+      over = true
+      return {
+        event: { kind: 'forfeit', player: name, next: null, winner: null, ended: 'abandoned' },
+      }
+    }
+    if (left.length === 1 && ids.length > 1) {
+      over = true
+      const winner = left[0] ?? null
+      return { event: { kind: 'forfeit', player: name, next: null, winner, ended: 'forfeit' } }
+    }
+    if (turn === who) turn = nextIn(who)
+    const next = ids[turn] ?? null
+    return { event: { kind: 'forfeit', player: name, next, winner: null, ended: null } }
+  })
+  return { inputs, expected }
+}
+
+const gameArb = fc
+  .record({
+    players: fc.integer({ min: 1, max: 5 }),
+    seed: fc.string({ minLength: 1, maxLength: 20 }),
+    target: fc.oneof(fc.integer({ min: 1, max: 40 }), fc.constant(100)),
+  })
+  .chain(({ players, seed, target }) =>
+    fc.record({
+      ids: fc.constant(Array.from({ length: players }, (_, i) => `p${i}`)),
+      seed: fc.constant(seed),
+      target: fc.constant(target),
+      ops: fc.array(
+        fc.oneof(
+          {
+            weight: 30,
+            arbitrary: fc.record({
+              kind: fc.constant('roll' as const),
+              who: fc.oneof({ weight: 3, arbitrary: fc.constant(-1) }, fc.nat(players)),
+              payload: fc.oneof(
+                { weight: 4, arbitrary: fc.constant(0) },
+                fc.nat(PAYLOADS.length - 1),
+              ),
+            }),
+          },
+          {
+            weight: 1,
+            arbitrary: fc.record({
+              kind: fc.constant('absent' as const),
+              who: fc.oneof(fc.constant(-1), fc.nat(players)),
+            }),
+          },
+        ),
+        { maxLength: 150, size: 'max' },
+      ),
+    }),
+  )
+
+describe('dice-race properties', () => {
+  it('agrees with an independent simulation on every input', () => {
+    fc.assert(
+      fc.property(gameArb, ({ ids, seed, target, ops }) => {
+        const start = mustCreate(diceRace, { roster: roster(...ids), seed, options: { target } })
+        const { inputs, expected } = simulate(ids, seed, target, ops)
+        const live = runLive(diceRace, start, inputs)
+        live.results.forEach((got, i) => {
+          const want = expected[i] as Expected
+          if (want.code !== undefined) expect(isRuleError(got) && got.error.code).toBe(want.code)
+          else expect((got as LogRecord<DiceEvent>).event).toEqual(want.event)
+        })
+      }),
+      { numRuns: 300 },
+    )
+  })
+
+  it('keeps its invariants: growing positions, one mover, one winner, nothing after the end', () => {
+    fc.assert(
+      fc.property(gameArb, ({ ids, seed, target, ops }) => {
+        let match = mustCreate(diceRace, { roster: roster(...ids), seed, options: { target } })
+        for (const input of simulate(ids, seed, target, ops).inputs) {
+          const before = match.game
+          const out = step(diceRace, match, input)
+          if (before.ended !== null) {
+            expect(isRuleError(out) && out.error.code).toBe('game_over')
+            continue
+          }
+          if (isRuleError(out)) continue
+          const after = out.match.game
+          after.players.forEach((p, i) =>
+            expect(p.position).toBeGreaterThanOrEqual(before.players[i]?.position ?? 0),
+          )
+          const moved = after.players.filter((p, i) => p.position !== before.players[i]?.position)
+          if (input.kind === 'action') {
+            // Only the player in turn moves, by one die.
+            expect(moved.map((p) => p.playerId)).toEqual([before.players[before.turn]?.playerId])
+            expect(input.player).toBe(before.players[before.turn]?.playerId)
+            const gain = (moved[0]?.position ?? 0) - (before.players[before.turn]?.position ?? 0)
+            expect(gain >= 1 && gain <= 6).toBe(true)
+          } else {
+            expect(moved).toEqual([])
+          }
+          const result = diceRace.result(after)
+          if (result !== null) {
+            const winners = result.placements.filter((p) => p.place === 1)
+            expect(winners).toHaveLength(1)
+            expect(new Set(result.placements.map((p) => p.place)).size).toBe(ids.length)
+            if (result.reason === 'finished') {
+              expect(
+                after.players.find((p) => p.playerId === result.winner)?.position,
+              ).toBeGreaterThanOrEqual(target)
+            } else if (result.reason === 'forfeit') {
+              expect(after.players.filter((p) => !p.forfeited).map((p) => p.playerId)).toEqual([
+                result.winner,
+              ])
+            } else {
+              expect(result.winner).toBeNull()
+            }
+            if (result.winner !== null) expect(winners[0]?.playerId).toBe(result.winner)
+          } else {
+            // While running, the player in turn is still in the game.
+            expect(after.players[after.turn]?.forfeited).toBe(false)
+          }
+          match = out.match
+        }
+      }),
+      { numRuns: 300 },
+    )
+  })
+
+  it('replays its log into the live state', () => {
+    fc.assert(
+      fc.property(gameArb, ({ ids, seed, target, ops }) => {
+        const setup = { roster: roster(...ids), seed, options: { target } }
+        const { inputs } = simulate(ids, seed, target, ops)
+        const live = runLive(diceRace, mustCreate(diceRace, setup), inputs)
+        expect(replay(diceRace, setup, live.records)).toEqual(live.match)
+      }),
+      { numRuns: 200 },
+    )
+  })
+})

@@ -1,0 +1,310 @@
+import fc from 'fast-check'
+import { describe, expect, it } from 'vitest'
+import type {
+  GameSetup,
+  Input,
+  LogRecord,
+  Rules,
+  TickContext,
+} from '../../../workers/core/rules/index.ts'
+import {
+  ReplayError,
+  createMatch,
+  createRng,
+  diceRace,
+  getRules,
+  isRuleError,
+  relay,
+  replay,
+  ruleError,
+  rulesNames,
+  seedRng,
+  step,
+} from '../../../workers/core/rules/index.ts'
+import { mustCreate, roundTrip, runLive } from './helpers.ts'
+
+const PLAYERS = ['p0', 'p1', 'p2', 'p3']
+
+const setupArb = (rules: { players: { min: number } }, options: fc.Arbitrary<unknown>) =>
+  fc.record({
+    roster: fc
+      .integer({ min: Math.max(1, rules.players.min), max: PLAYERS.length })
+      .map((n) => PLAYERS.slice(0, n).map((playerId, team) => ({ playerId, team }))),
+    seed: fc.string({ minLength: 1, maxLength: 16 }),
+    options,
+  })
+
+/** A player from the roster pool or a stranger. */
+const playerArb = fc.oneof({ weight: 6, arbitrary: fc.constantFrom(...PLAYERS) }, fc.constant('x'))
+
+/** Junk an attacker might send as an action. */
+const junkArb: fc.Arbitrary<unknown> = fc.oneof(
+  fc.anything({ maxDepth: 2 }),
+  fc.constant({ action: 'message', data: 'z'.repeat(5000) }),
+  fc.constant({ action: 'roll', extra: 1 }),
+  fc.constant({ type: 'other', action: 'roll' }),
+)
+
+/** Inputs with ticks that mostly grow and sometimes go back (which must be refused). */
+function inputsArb(validAction: fc.Arbitrary<unknown>): fc.Arbitrary<Input[]> {
+  const op = fc.oneof(
+    {
+      weight: 10,
+      arbitrary: fc.record({
+        kind: fc.constant('action' as const),
+        player: playerArb,
+        action: fc.oneof({ weight: 4, arbitrary: validAction }, junkArb),
+      }),
+    },
+    {
+      weight: 1,
+      arbitrary: fc.record({ kind: fc.constant('absent' as const), player: playerArb }),
+    },
+    {
+      weight: 1,
+      arbitrary: fc.record({ kind: fc.constant('return' as const), player: playerArb }),
+    },
+    { weight: 1, arbitrary: fc.record({ kind: fc.constant('tick' as const) }) },
+  )
+  return fc
+    .array(fc.tuple(op, fc.integer({ min: -1, max: 3 })), { maxLength: 80, size: 'max' })
+    .map((ops) => {
+      let tick = 0
+      return ops.map(([o, dt]): Input => {
+        tick = Math.max(0, tick + dt)
+        return { ...o, tick } as Input
+      })
+    })
+}
+
+const messageArb = fc.record({
+  type: fc.constant('action'),
+  action: fc.constant('message'),
+  data: fc.jsonValue({ maxDepth: 3 }),
+})
+const rollArb = fc.constant({ type: 'action', action: 'roll' })
+
+const cases = [
+  { rules: relay, setup: setupArb(relay, fc.constant(undefined)), inputs: inputsArb(messageArb) },
+  {
+    rules: diceRace,
+    setup: setupArb(diceRace, fc.record({ target: fc.integer({ min: 1, max: 30 }) })),
+    inputs: inputsArb(rollArb),
+  },
+] as const
+
+function checkLog(records: readonly LogRecord[]): void {
+  records.forEach((r, i) => expect(r.seq).toBe(i + 1))
+  for (let i = 1; i < records.length; i++) {
+    expect(records[i]?.input.tick).toBeGreaterThanOrEqual(records[i - 1]?.input.tick ?? 0)
+  }
+}
+
+describe.each(cases)('engine with $rules.name', ({ rules, setup, inputs }) => {
+  const r = rules as Rules<unknown, unknown, unknown>
+
+  it('replaying the log gives the live state; refusals change nothing', () => {
+    fc.assert(
+      fc.property(setup, inputs, (s: GameSetup, ins) => {
+        const live = runLive(r, mustCreate(r, s), ins) // refusals are checked inside
+        checkLog(live.records)
+        expect(live.match.seq).toBe(live.records.length)
+        expect(live.match.tick).toBe(live.records.at(-1)?.input.tick ?? 0)
+        expect(roundTrip(live.match)).toEqual(live.match) // plain JSON
+        expect(replay(r, s, live.records)).toEqual(live.match)
+        // The log as storage returns it (JSON) replays the same.
+        expect(replay(r, roundTrip(s), roundTrip(live.records))).toEqual(live.match)
+      }),
+      { numRuns: 150 },
+    )
+  })
+
+  it('the same seed and inputs give the same game, across evictions too', () => {
+    fc.assert(
+      fc.property(setup, inputs, (s: GameSetup, ins) => {
+        const first = runLive(r, mustCreate(r, s), ins)
+        const again = runLive(r, mustCreate(r, roundTrip(s)), ins)
+        const evicted = runLive(r, roundTrip(mustCreate(r, s)), ins, { evictEveryStep: true })
+        expect(again.results).toEqual(first.results)
+        expect(evicted.results).toEqual(first.results)
+        expect(evicted.match).toEqual(first.match)
+      }),
+      { numRuns: 100 },
+    )
+  })
+
+  it('refuses inputs that go back in time, and everything once the game is over', () => {
+    fc.assert(
+      fc.property(setup, inputs, (s: GameSetup, ins) => {
+        const live = runLive(r, mustCreate(r, s), ins)
+        let lastTick = 0
+        ins.forEach((input, i) => {
+          const got = live.results[i]
+          const stale = input.tick < lastTick
+          expect(isRuleError(got) && got.error.code === 'invalid_tick').toBe(stale)
+          if (got && !isRuleError(got)) lastTick = got.input.tick
+        })
+        // Checked directly: a stale tick is refused.
+        if (live.match.tick > 0) {
+          const out = step(r, live.match, { kind: 'tick', tick: live.match.tick - 1 })
+          expect(isRuleError(out) && out.error.code).toBe('invalid_tick')
+        }
+        if (r.result(live.match.game) !== null) {
+          for (const input of ins) {
+            const out = step(r, live.match, { ...input, tick: live.match.tick })
+            expect(isRuleError(out) && out.error.code).toBe('game_over')
+          }
+        }
+      }),
+      { numRuns: 100 },
+    )
+  })
+})
+
+/** The first seq whose die the seed `seed` would roll differently from the log. */
+function firstDifferentDie(seed: string, records: LogRecord[]): number {
+  const dice = createRng(seedRng(seed))
+  const i = records.findIndex((r) => (r.event as { die: number }).die !== dice.int(1, 6))
+  if (i === -1) throw new Error('pick another seed')
+  return i + 1
+}
+
+describe('replay', () => {
+  const setup: GameSetup = {
+    roster: [
+      { playerId: 'a', team: 0 },
+      { playerId: 'b', team: 1 },
+    ],
+    seed: 'tamper',
+  }
+  const inputs: Input[] = Array.from({ length: 6 }, (_, i) => ({
+    kind: 'action',
+    player: i % 2 === 0 ? 'a' : 'b',
+    tick: i,
+    action: { action: 'roll' },
+  }))
+  const live = runLive(diceRace, mustCreate(diceRace, setup), inputs)
+
+  it('rebuilds the live match', () => {
+    expect(live.records).toHaveLength(6)
+    expect(replay(diceRace, setup, live.records)).toEqual(live.match)
+    expect(replay(diceRace, setup, [])).toEqual(mustCreate(diceRace, setup))
+  })
+
+  it('detects a changed event, a gap, a reordering, a foreign seed and a refused input', () => {
+    const records = roundTrip(live.records)
+    const changed = roundTrip(records)
+    const third = changed[2] as LogRecord<{ die: number }>
+    if (third.event) third.event.die = third.event.die === 6 ? 1 : third.event.die + 1
+    const swapped = [records[1], records[0], ...records.slice(2)] as LogRecord[]
+    const renumbered = swapped.map((rec, i) => ({ ...rec, seq: i + 1 }))
+    const cases: [LogRecord[], GameSetup, number][] = [
+      [changed, setup, 3],
+      [[...records.slice(0, 2), ...records.slice(3)], setup, 4],
+      [renumbered, setup, 1],
+      [records, { ...setup, seed: 'other' }, firstDifferentDie('other', records)],
+    ]
+    for (const [log, s, seq] of cases) {
+      let caught: unknown
+      try {
+        replay(diceRace, s, log)
+      } catch (e) {
+        caught = e
+      }
+      expect(caught).toBeInstanceOf(ReplayError)
+      expect((caught as ReplayError).seq).toBe(seq)
+    }
+    expect(() => replay(diceRace, { ...setup, roster: [] }, records)).toThrow(ReplayError)
+  })
+})
+
+/** A minimal real-time rule to exercise the tick path: a counter that moves on some ticks. */
+interface Clock {
+  count: number
+  silent: number
+}
+const clock: Rules<Clock, { action: 'noop' }, { count: number }> = {
+  name: 'clock',
+  players: { min: 1, max: 2 },
+  tickRate: 10,
+  init: () => ({ count: 0, silent: 0 }),
+  parseAction: (raw) =>
+    typeof raw === 'object' && raw !== null && 'action' in raw && raw.action === 'noop'
+      ? { action: 'noop' }
+      : ruleError('invalid_action', 'noop only'),
+  apply: (state, _a, ctx) => ({ state, event: { count: state.count + ctx.rng.int(0, 0) } }),
+  onTick(state: Clock, ctx: TickContext) {
+    if (ctx.tick % 3 === 0) {
+      const count = state.count + ctx.rng.int(1, 6)
+      return { state: { ...state, count }, event: { count } }
+    }
+    if (ctx.tick % 5 === 0) return { state: { ...state, silent: state.silent + 1 } }
+    return { state }
+  },
+  onAbsent: () => ruleError('ignored', 'nothing to do'),
+  result: (state) =>
+    state.count >= 1000 ? { placements: [], reason: 'finished', winner: null } : null,
+  view: (state) => state,
+}
+
+describe('ticks', () => {
+  const setup: GameSetup = { roster: [{ playerId: 'a', team: 0 }], seed: 'clock' }
+  const ticks: Input[] = Array.from({ length: 31 }, (_, tick) => ({ kind: 'tick', tick }))
+
+  it('logs only ticks that did something, and replays them', () => {
+    const live = runLive(clock, mustCreate(clock, setup), ticks)
+    const logged = live.records.map((r) => [r.input.tick, r.event === null ? 'silent' : 'event'])
+    const expected = ticks
+      .map((t) => t.tick)
+      .filter((t) => t % 3 === 0 || t % 5 === 0)
+      .map((t) => [t, t % 3 === 0 ? 'event' : 'silent'])
+    expect(logged).toEqual(expected)
+    expect(live.match.game.silent).toBe(expected.filter(([, k]) => k === 'silent').length)
+    // Unlogged ticks left the match as it was, so the same ticks are replayed from the log alone.
+    expect(replay(clock, setup, live.records)).toEqual(live.match)
+  })
+
+  it('treats absent hooks of event-driven rules as nothing to log', () => {
+    const match = mustCreate(relay, { ...setup })
+    expect(step(relay, match, { kind: 'tick', tick: 5 })).toEqual({ match, record: null })
+    const dice = mustCreate(diceRace, { ...setup })
+    expect(step(diceRace, dice, { kind: 'return', player: 'a', tick: 0 })).toEqual({
+      match: dice,
+      record: null,
+    })
+  })
+})
+
+describe('guards', () => {
+  const setup: GameSetup = { roster: [{ playerId: 'a', team: 0 }], seed: 'g' }
+
+  it('refuses a match built by other rules and odd ticks', () => {
+    const match = mustCreate(relay, setup)
+    const wrong = step(diceRace, match as never, { kind: 'tick', tick: 0 })
+    expect(isRuleError(wrong) && wrong.error.code).toBe('wrong_rules')
+    for (const tick of [-1, 0.5, Number.NaN, Infinity]) {
+      const out = step(relay, match, { kind: 'tick', tick })
+      expect(isRuleError(out) && out.error.code).toBe('invalid_tick')
+    }
+  })
+
+  it('checks the setup before the rules see it', () => {
+    for (const bad of [null, {}, { roster: 'a', seed: 's' }, { roster: [null], seed: 's' }]) {
+      const out = createMatch(relay, bad as unknown as GameSetup)
+      expect(isRuleError(out) && out.error.code).toBe('invalid_setup')
+    }
+    const long = createMatch(relay, { roster: [{ playerId: 'x'.repeat(129), team: 0 }], seed: 's' })
+    expect(isRuleError(long) && long.error.code).toBe('invalid_setup')
+  })
+})
+
+describe('registry', () => {
+  it('names the shipped rules and hands them out', () => {
+    expect([...rulesNames].sort()).toEqual(['dice-race', 'relay'])
+    expect(getRules('relay')).toBe(relay)
+    expect(getRules('dice-race')).toBe(diceRace)
+    expect(getRules('chess')).toBeUndefined()
+    expect(getRules('__proto__')).toBeUndefined()
+    expect(getRules('toString')).toBeUndefined()
+  })
+})

@@ -1,0 +1,120 @@
+import fc from 'fast-check'
+import { describe, expect, it } from 'vitest'
+import { checkJson, jsonEqual, utf8Length } from '../../../workers/core/rules/json.ts'
+import { utf16Arb } from './helpers.ts'
+
+const limits = { maxBytes: 4096, maxDepth: 16 }
+
+function nested(depth: number): unknown {
+  let v: unknown = 0
+  for (let i = 0; i < depth; i++) v = [v]
+  return v
+}
+
+describe('checkJson', () => {
+  it('accepts JSON values within bounds and returns an equal private copy', () => {
+    fc.assert(
+      fc.property(fc.jsonValue({ maxDepth: 4 }), (value) => {
+        const text = JSON.stringify(value)
+        const bytes = new TextEncoder().encode(text).length
+        const out = checkJson(value, limits)
+        if (bytes > limits.maxBytes) {
+          expect(out).toMatchObject({ ok: false, tooLarge: true })
+          return
+        }
+        expect(out).toEqual({ ok: true, value: JSON.parse(text), bytes })
+        if (out.ok && typeof value === 'object' && value !== null) expect(out.value).not.toBe(value)
+      }),
+      { numRuns: 200 },
+    )
+  })
+
+  it('draws the size line at exactly maxBytes of UTF-8', () => {
+    // '"' + 4094 chars + '"' = 4096 bytes; 'é' is 2 bytes in UTF-8.
+    expect(checkJson('a'.repeat(4094), limits).ok).toBe(true)
+    expect(checkJson('a'.repeat(4095), limits)).toMatchObject({ ok: false, tooLarge: true })
+    expect(checkJson('é'.repeat(2047), limits).ok).toBe(true)
+    expect(checkJson('é'.repeat(2048), limits)).toMatchObject({ ok: false, tooLarge: true })
+    expect(checkJson({ k: 'x'.repeat(4088) }, limits).ok).toBe(true) // {"k":"…"} = 4096
+    expect(checkJson({ k: 'x'.repeat(4089) }, limits).ok).toBe(false)
+  })
+
+  it('draws the depth line at maxDepth', () => {
+    expect(checkJson(nested(16), limits).ok).toBe(true)
+    expect(checkJson(nested(17), limits)).toMatchObject({ ok: false, tooLarge: false })
+    // Far deeper than any stack: refused without recursion.
+    expect(checkJson(nested(100_000), limits).ok).toBe(false)
+  })
+
+  it('refuses values that are not plain JSON', () => {
+    const cyclic: unknown[] = []
+    cyclic.push(cyclic)
+    const bad: unknown[] = [
+      undefined,
+      Number.NaN,
+      Infinity,
+      -Infinity,
+      10n,
+      () => 1,
+      Symbol('s'),
+      new Date(0),
+      new Map(),
+      { a: undefined },
+      { toJSON: () => 1 },
+      [1, , 3],
+      cyclic,
+    ]
+    for (const value of bad) expect(checkJson(value, limits).ok).toBe(false)
+  })
+
+  it('keeps a __proto__ key as data and never touches prototypes', () => {
+    const raw: unknown = JSON.parse('{"__proto__":{"polluted":true}}')
+    const out = checkJson(raw, limits)
+    expect(out.ok).toBe(true)
+    if (!out.ok) return
+    expect(Object.getPrototypeOf(out.value)).toBe(Object.prototype)
+    expect(Object.hasOwn(out.value as object, '__proto__')).toBe(true)
+    expect(({} as Record<string, unknown>).polluted).toBeUndefined()
+  })
+})
+
+describe('utf8Length', () => {
+  it('agrees with TextEncoder', () => {
+    fc.assert(
+      fc.property(utf16Arb, (s) => {
+        expect(utf8Length(s)).toBe(new TextEncoder().encode(s).length)
+      }),
+    )
+    expect(utf8Length('\ud800')).toBe(3)
+    expect(utf8Length('a\udc00b')).toBe(5)
+  })
+})
+
+describe('jsonEqual', () => {
+  it('is structural and ignores key order', () => {
+    expect(jsonEqual({ a: 1, b: [1, { c: null }] }, { b: [1, { c: null }], a: 1 })).toBe(true)
+    expect(jsonEqual({ a: 1 }, { a: 1, b: 2 })).toBe(false)
+    expect(jsonEqual([1, 2], [2, 1])).toBe(false)
+    expect(jsonEqual([], {})).toBe(false)
+    expect(jsonEqual(null, {})).toBe(false)
+    expect(jsonEqual('1', 1)).toBe(false)
+  })
+
+  it('agrees with comparing canonical JSON text', () => {
+    const canonical = (v: unknown): string =>
+      JSON.stringify(v, (_k, x: unknown) =>
+        x !== null && typeof x === 'object' && !Array.isArray(x)
+          ? Object.fromEntries(Object.entries(x).sort(([p], [q]) => (p < q ? -1 : p > q ? 1 : 0)))
+          : x,
+      )
+    fc.assert(
+      fc.property(fc.jsonValue({ maxDepth: 3 }), fc.jsonValue({ maxDepth: 3 }), (a, b) => {
+        const a2 = JSON.parse(JSON.stringify(a)) as unknown
+        const b2 = JSON.parse(JSON.stringify(b)) as unknown
+        expect(jsonEqual(a2, b2)).toBe(canonical(a2) === canonical(b2))
+        expect(jsonEqual(a2, JSON.parse(JSON.stringify(a2)))).toBe(true)
+      }),
+      { numRuns: 200 },
+    )
+  })
+})

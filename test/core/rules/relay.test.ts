@@ -1,0 +1,133 @@
+import { describe, expect, it } from 'vitest'
+import type { Input, MatchState } from '../../../workers/core/rules/index.ts'
+import { createMatch, isRuleError, step } from '../../../workers/core/rules/index.ts'
+import type { RelayEvent, RelayState } from '../../../workers/core/rules/relay.ts'
+import { relay } from '../../../workers/core/rules/relay.ts'
+import { deepFreeze, mustCreate } from './helpers.ts'
+
+type Match = MatchState<RelayState>
+const setup = {
+  roster: [
+    { playerId: 'a', team: 0 },
+    { playerId: 'b', team: 1 },
+  ],
+  seed: 'relay',
+}
+const say = (player: string, data: unknown, tick = 0): Input => ({
+  kind: 'action',
+  player,
+  tick,
+  action: { type: 'action', action: 'message', data },
+})
+const absent = (player: string): Input => ({ kind: 'absent', player, tick: 0 })
+const back = (player: string): Input => ({ kind: 'return', player, tick: 0 })
+
+function ok(match: Match, input: Input): { match: Match; event: RelayEvent } {
+  const out = step(relay, match, input)
+  if (isRuleError(out)) throw new Error(`refused: ${out.error.code}`)
+  if (out.record?.event == null) throw new Error('no event')
+  return { match: out.match, event: out.record.event }
+}
+
+function refusedWith(match: Match, input: Input): string {
+  const before = JSON.stringify(match)
+  const out = step(relay, deepFreeze(match), input)
+  expect(JSON.stringify(match)).toBe(before)
+  if (!isRuleError(out)) throw new Error('accepted')
+  return out.error.code
+}
+
+describe('relay', () => {
+  it('relays any JSON message to everyone with the sender stamped by the server', () => {
+    let match = mustCreate(relay, setup)
+    for (const data of [
+      { x: 1, y: [2, 3] },
+      'hi',
+      0,
+      null,
+      true,
+      [],
+      { nested: { deep: ['ok'] } },
+    ]) {
+      const out = ok(match, say('b', data))
+      expect(out.event).toEqual({ kind: 'message', from: 'b', data })
+      match = out.match
+    }
+    expect(match.game.messages).toBe(7)
+    expect(relay.result(match.game)).toBeNull()
+    // A client cannot pretend to be someone else: `from` is not a field it may send.
+    const spoof = {
+      kind: 'action',
+      player: 'b',
+      tick: 0,
+      action: { action: 'message', data: 1, from: 'a' },
+    } as const
+    expect(refusedWith(match, spoof)).toBe('invalid_action')
+  })
+
+  it('refuses malformed, unknown and oversize actions without any change', () => {
+    const match = mustCreate(relay, setup)
+    const bad: [unknown, string][] = [
+      [null, 'invalid_action'],
+      ['message', 'invalid_action'],
+      [{ action: 'message' }, 'invalid_action'],
+      [{ action: 'shout', data: 1 }, 'invalid_action'],
+      [{ type: 'join', action: 'message', data: 1 }, 'invalid_action'],
+      [{ action: 'message', data: undefined }, 'invalid_action'],
+      [{ action: 'message', data: Number.NaN }, 'invalid_action'],
+      [{ action: 'message', data: { when: new Date(0) } }, 'invalid_action'],
+      [
+        { action: 'message', data: JSON.parse('['.repeat(17) + ']'.repeat(17)) as unknown },
+        'invalid_action',
+      ],
+      [{ action: 'message', data: 'x'.repeat(4095) }, 'too_large'],
+      [{ action: 'message', data: Array.from({ length: 2100 }, () => 1) }, 'too_large'],
+    ]
+    for (const [action, code] of bad) {
+      expect(refusedWith(match, { kind: 'action', player: 'a', tick: 0, action })).toBe(code)
+    }
+    expect(refusedWith(match, say('stranger', 1))).toBe('not_a_player')
+    // Just inside the bounds.
+    ok(match, say('a', 'x'.repeat(4094)))
+    ok(match, say('a', JSON.parse('['.repeat(16) + ']'.repeat(16)) as unknown))
+  })
+
+  it('takes no options', () => {
+    const out = createMatch(relay, { ...setup, options: { anything: true } })
+    expect(isRuleError(out) && out.error.code).toBe('invalid_options')
+  })
+
+  it('ends, abandoned, only once every player is absent at the same time', () => {
+    let match = mustCreate(relay, setup)
+    match = ok(match, absent('a')).match
+    expect(refusedWith(match, absent('a'))).toBe('already_absent')
+    // a comes back by reconnecting; b by speaking.
+    match = ok(match, back('a')).match
+    expect(refusedWith(match, back('a'))).toBe('not_absent')
+    match = ok(match, absent('b')).match
+    match = ok(match, say('b', 'back')).match
+    expect(match.game.players.map((p) => p.absent)).toEqual([false, false])
+    match = ok(match, absent('a')).match
+    expect(relay.result(match.game)).toBeNull()
+    const last = ok(match, absent('b'))
+    expect(last.event).toEqual({ kind: 'absent', player: 'b', ended: true })
+    expect(relay.result(last.match.game)).toEqual({
+      reason: 'abandoned',
+      winner: null,
+      placements: [
+        { playerId: 'a', team: 0, place: 1 },
+        { playerId: 'b', team: 1, place: 1 },
+      ],
+    })
+    expect(refusedWith(last.match, say('a', 'hello?'))).toBe('game_over')
+    expect(refusedWith(last.match, back('a'))).toBe('game_over')
+  })
+
+  it('keeps relayed data private from later mutation by the caller', () => {
+    const data = { n: 1 }
+    const out = step(relay, mustCreate(relay, setup), say('a', data))
+    if (isRuleError(out)) throw new Error('refused')
+    data.n = 2
+    expect(out.record?.event).toEqual({ kind: 'message', from: 'a', data: { n: 1 } })
+  })
+})

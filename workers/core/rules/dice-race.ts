@@ -1,0 +1,220 @@
+import { isPlainObject } from './json.ts'
+import type { ActionContext, Applied, GameResult, GameSetup, RuleError, Rules } from './types.ts'
+import { ruleError } from './types.ts'
+
+/**
+ * dice-race: turn-based and authoritative. Players take turns in roster order; the player whose
+ * turn it is sends `{"type":"action","action":"roll"}`, the server rolls a seeded die (1–6) and
+ * moves them forward; the first to reach `target` (default 100) wins.
+ *
+ * A player absent past the grace period forfeits: they leave the turn order for good (a later
+ * reconnection does not bring them back). When one player remains they win by forfeit; when none
+ * remain (a solo game) the game is abandoned.
+ *
+ * Placements: the winner first, then players still in the game by position (highest first), then
+ * those who forfeited by position; ties go to the earlier player in turn order. Ranking leavers
+ * below everyone who stayed keeps abandoning from ever paying off in ratings.
+ *
+ * Refusals: `not_your_turn` (someone else's turn, or the sender forfeited), `not_a_player`,
+ * `game_over`, `invalid_action` (anything but a roll, malformed payloads), `already_absent`.
+ */
+
+export const DEFAULT_TARGET = 100
+const MAX_TARGET = 10_000
+const DIE_SIDES = 6
+
+export interface DicePlayer {
+  playerId: string
+  team: number
+  position: number
+  /** True once absent past the grace period: out of the turn order for good. */
+  forfeited: boolean
+}
+
+export interface DiceState {
+  target: number
+  /** In turn order (the roster's order). */
+  players: DicePlayer[]
+  /** Index in `players` of whose turn it is; -1 once the game is over. */
+  turn: number
+  /** Accepted rolls so far. */
+  rolls: number
+  winner: string | null
+  /** Why it ended; null while it runs. */
+  ended: GameResult['reason'] | null
+}
+
+export interface DiceAction {
+  action: 'roll'
+}
+
+export type DiceEvent =
+  | {
+      kind: 'roll'
+      player: string
+      die: number
+      /** The roller's new position. */
+      position: number
+      /** Whose turn it is now; null once the game is over. */
+      next: string | null
+      winner: string | null
+    }
+  | {
+      kind: 'forfeit'
+      player: string
+      next: string | null
+      winner: string | null
+      /** Set when the game ended with this forfeit. */
+      ended: GameResult['reason'] | null
+    }
+
+export interface DiceOptions {
+  /** Position to reach to win, 1 to 10000; default 100. */
+  target?: number
+}
+
+function init(setup: GameSetup): DiceState | RuleError {
+  let target = DEFAULT_TARGET
+  const { options } = setup
+  if (options !== undefined && options !== null) {
+    if (!isPlainObject(options) || Object.keys(options).some((k) => k !== 'target')) {
+      return ruleError('invalid_options', 'dice-race options are { target?: number }')
+    }
+    if (options.target !== undefined) {
+      const t = options.target
+      if (typeof t !== 'number' || !Number.isInteger(t) || t < 1 || t > MAX_TARGET) {
+        return ruleError('invalid_options', `target must be an integer from 1 to ${MAX_TARGET}`)
+      }
+      target = t
+    }
+  }
+  return {
+    target,
+    players: setup.roster.map(({ playerId, team }) => ({
+      playerId,
+      team,
+      position: 0,
+      forfeited: false,
+    })),
+    turn: 0,
+    rolls: 0,
+    winner: null,
+    ended: null,
+  }
+}
+
+function parseAction(raw: unknown): DiceAction | RuleError {
+  if (!isPlainObject(raw)) return ruleError('invalid_action', 'an action must be an object')
+  for (const key of Object.keys(raw)) {
+    if (key !== 'type' && key !== 'action') {
+      return ruleError('invalid_action', `unexpected field ${key.slice(0, 32)}`)
+    }
+  }
+  if ('type' in raw && raw.type !== 'action') {
+    return ruleError('invalid_action', 'type must be "action"')
+  }
+  if (raw.action !== 'roll') return ruleError('invalid_action', 'the only action is "roll"')
+  return { action: 'roll' }
+}
+
+/** The next player still in the game after index `from`, cyclically (may be `from` itself). */
+function nextActive(players: readonly DicePlayer[], from: number): number {
+  for (let k = 1; k <= players.length; k++) {
+    const i = (from + k) % players.length
+    if (players[i]?.forfeited === false) return i
+  }
+  return -1
+}
+
+function apply(
+  state: DiceState,
+  _action: DiceAction,
+  ctx: ActionContext,
+): Applied<DiceState, DiceEvent> | RuleError {
+  if (state.ended !== null) return ruleError('game_over', 'the game is over')
+  const index = state.players.findIndex((p) => p.playerId === ctx.player)
+  const me = state.players[index]
+  if (me === undefined) return ruleError('not_a_player', 'you are not in this game')
+  if (me.forfeited) return ruleError('not_your_turn', 'you forfeited this game')
+  if (index !== state.turn) {
+    const current = state.players[state.turn]?.playerId ?? 'nobody'
+    return ruleError('not_your_turn', `it is ${current}'s turn`)
+  }
+  const die = ctx.rng.int(1, DIE_SIDES)
+  const position = me.position + die
+  const players = state.players.map((p, i) => (i === index ? { ...p, position } : p))
+  const won = position >= state.target
+  const turn = won ? -1 : nextActive(players, index)
+  const next = won ? null : (players[turn]?.playerId ?? null)
+  const winner = won ? me.playerId : null
+  return {
+    state: {
+      ...state,
+      players,
+      turn,
+      rolls: state.rolls + 1,
+      winner,
+      ended: won ? 'finished' : null,
+    },
+    event: { kind: 'roll', player: me.playerId, die, position, next, winner },
+  }
+}
+
+function onAbsent(state: DiceState, ctx: ActionContext): Applied<DiceState, DiceEvent> | RuleError {
+  if (state.ended !== null) return ruleError('game_over', 'the game is over')
+  const index = state.players.findIndex((p) => p.playerId === ctx.player)
+  const me = state.players[index]
+  if (me === undefined) return ruleError('not_a_player', `${ctx.player} is not in this game`)
+  if (me.forfeited) return ruleError('already_absent', `${ctx.player} already forfeited`)
+  const players = state.players.map((p, i) => (i === index ? { ...p, forfeited: true } : p))
+  const remaining = players.filter((p) => !p.forfeited)
+  let turn = state.turn === index ? nextActive(players, index) : state.turn
+  let winner: string | null = null
+  let ended: DiceState['ended'] = null
+  if (remaining.length === 1 && players.length > 1) {
+    winner = remaining[0]?.playerId ?? null
+    ended = 'forfeit'
+    turn = -1
+  } else if (remaining.length === 0) {
+    ended = 'abandoned'
+    turn = -1
+  }
+  const next = turn === -1 ? null : (players[turn]?.playerId ?? null)
+  return {
+    state: { ...state, players, turn, winner, ended },
+    event: { kind: 'forfeit', player: me.playerId, next, winner, ended },
+  }
+}
+
+function result(state: DiceState): GameResult | null {
+  if (state.ended === null) return null
+  const order = state.players
+    .map((p, i) => ({ p, i }))
+    .sort((x, y) => {
+      const rank = (d: DicePlayer): number =>
+        d.playerId === state.winner ? 0 : d.forfeited ? 2 : 1
+      return rank(x.p) - rank(y.p) || y.p.position - x.p.position || x.i - y.i
+    })
+  return {
+    placements: order.map(({ p }, k) => ({
+      playerId: p.playerId,
+      team: p.team,
+      place: k + 1,
+      score: p.position,
+    })),
+    reason: state.ended,
+    winner: state.winner,
+  }
+}
+
+/** The dice-race rules module (everything is public, so `view` is the whole state). */
+export const diceRace: Rules<DiceState, DiceAction, DiceEvent> = {
+  name: 'dice-race',
+  players: { min: 1, max: 16 },
+  init,
+  parseAction,
+  apply,
+  onAbsent,
+  result,
+  view: (state) => state,
+}

@@ -1,0 +1,233 @@
+import { jsonEqual } from './json.ts'
+import { createRng, seedRng } from './rng.ts'
+import type { GameSetup, Rules, RngState, RuleError } from './types.ts'
+import { isRuleError, ruleError } from './types.ts'
+
+/**
+ * The engine a GameSession DO runs: one pure `step()` for live inputs and one `replay()` that
+ * rebuilds a match from its log through that same `step()`. See types.ts for the determinism
+ * argument.
+ */
+
+/** Everything a match is, as plain JSON: what the DO persists. */
+export interface MatchState<S = unknown> {
+  /** Name of the rules that produced `game`. */
+  rules: string
+  /** Sequence number of the last log record (0 before any). */
+  seq: number
+  /** Tick of the last log record (0 before any); inputs may not go back in time. */
+  tick: number
+  /** sfc32 words; advanced only by accepted inputs. */
+  rng: RngState
+  game: S
+}
+
+/** A player's action; `action` is untrusted as received, and parsed as stored in the log. */
+export interface ActionInput {
+  kind: 'action'
+  player: string
+  tick: number
+  action: unknown
+}
+/** A clock tick, for rules with a `tickRate`. */
+export interface TickInput {
+  kind: 'tick'
+  tick: number
+}
+/** A player stayed disconnected past the grace period. */
+export interface AbsentInput {
+  kind: 'absent'
+  player: string
+  tick: number
+}
+/** A player reconnected after being reported absent. */
+export interface ReturnInput {
+  kind: 'return'
+  player: string
+  tick: number
+}
+export type Input = ActionInput | TickInput | AbsentInput | ReturnInput
+
+/**
+ * One accepted input and the event it produced. Broadcast as `{"type":"event", seq, …}` and
+ * stored in order; `replay()` re-applies `input` and checks it yields `event` again.
+ */
+export interface LogRecord<E = unknown> {
+  seq: number
+  input: Input
+  /** null only for a tick that changed state without an event. */
+  event: E | null
+}
+
+/** An accepted input: the next match, and the record to log and broadcast (null: nothing to log). */
+export interface Stepped<S, E> {
+  match: MatchState<S>
+  record: LogRecord<E> | null
+}
+
+const MAX_PLAYER_ID_LENGTH = 128
+const MAX_SEED_LENGTH = 256
+
+/**
+ * Start a match: check the roster against the rules, seed the RNG, build the initial state.
+ * @example
+ * const match = createMatch(diceRace, { roster: [{ playerId: 'a', team: 0 }, { playerId: 'b', team: 1 }], seed })
+ * if (isRuleError(match)) throw new Error(match.error.message)
+ */
+export function createMatch<S, A, E>(
+  rules: Rules<S, A, E>,
+  setup: GameSetup,
+): MatchState<S> | RuleError {
+  const problem = checkSetup(rules, setup)
+  if (problem !== null) return ruleError('invalid_setup', problem)
+  const rng = createRng(seedRng(setup.seed))
+  const game = rules.init(setup, rng)
+  if (isRuleError(game)) return game
+  return { rules: rules.name, seq: 0, tick: 0, rng: rng.state(), game }
+}
+
+function checkSetup<S, A, E>(rules: Rules<S, A, E>, setup: GameSetup): string | null {
+  if (typeof setup !== 'object' || setup === null) return 'setup must be an object'
+  const { roster, seed } = setup
+  if (typeof seed !== 'string' || seed.length === 0 || seed.length > MAX_SEED_LENGTH) {
+    return `seed must be a string of 1 to ${MAX_SEED_LENGTH} characters`
+  }
+  if (!Array.isArray(roster)) return 'roster must be an array'
+  const { min, max } = rules.players
+  if (roster.length < min || roster.length > max) {
+    return `${rules.name} needs ${min} to ${max} players, got ${roster.length}`
+  }
+  const seen = new Set<string>()
+  for (const entry of roster) {
+    if (typeof entry !== 'object' || entry === null) return 'roster entries must be objects'
+    const { playerId, team } = entry
+    if (
+      typeof playerId !== 'string' ||
+      playerId.length === 0 ||
+      playerId.length > MAX_PLAYER_ID_LENGTH
+    ) {
+      return `playerId must be a string of 1 to ${MAX_PLAYER_ID_LENGTH} characters`
+    }
+    if (!Number.isSafeInteger(team) || team < 0) return 'team must be a non-negative integer'
+    if (seen.has(playerId)) return `duplicate player ${playerId}`
+    seen.add(playerId)
+  }
+  return null
+}
+
+/**
+ * Apply one input. A refusal (`RuleError`) means nothing changed: the DO sends the error to the
+ * sender only. Otherwise persist `match` and, if `record` is non-null, append and broadcast it.
+ * Never mutates `match`.
+ * @example
+ * const out = step(rules, match, { kind: 'action', player: 'a', tick: 0, action: { type: 'action', action: 'roll' } })
+ * if (isRuleError(out)) send(ws, { type: 'error', ...out.error })
+ * else if (out.record) broadcast({ type: 'event', ...out.record })
+ */
+export function step<S, A, E>(
+  rules: Rules<S, A, E>,
+  match: MatchState<S>,
+  input: Input,
+): Stepped<S, E> | RuleError {
+  if (match.rules !== rules.name) {
+    return ruleError('wrong_rules', `match runs ${match.rules}, not ${rules.name}`)
+  }
+  if (!Number.isSafeInteger(input.tick) || input.tick < match.tick) {
+    return ruleError('invalid_tick', `tick must be an integer >= ${match.tick}`)
+  }
+  if (input.kind !== 'tick' && typeof input.player !== 'string') {
+    return ruleError('invalid_input', 'player must be a string')
+  }
+  if (rules.result(match.game) !== null) return ruleError('game_over', 'the game is over')
+
+  const rng = createRng(match.rng)
+  const ctx = { tick: input.tick, rng }
+  let logged: Input
+  let state: S
+  let event: E | undefined
+  switch (input.kind) {
+    case 'action': {
+      const action = rules.parseAction(input.action)
+      if (isRuleError(action)) return action
+      const out = rules.apply(match.game, action, { ...ctx, player: input.player })
+      if (isRuleError(out)) return out
+      state = out.state
+      event = out.event
+      logged = { kind: 'action', player: input.player, tick: input.tick, action }
+      break
+    }
+    case 'absent':
+    case 'return': {
+      const hook = input.kind === 'absent' ? rules.onAbsent : rules.onReturn
+      if (hook === undefined) return { match, record: null }
+      const out = hook.call(rules, match.game, { ...ctx, player: input.player })
+      if (isRuleError(out)) return out
+      state = out.state
+      event = out.event
+      logged = { kind: input.kind, player: input.player, tick: input.tick }
+      break
+    }
+    case 'tick': {
+      if (rules.onTick === undefined) return { match, record: null }
+      const out = rules.onTick(match.game, ctx)
+      if (out.state === match.game && out.event === undefined) return { match, record: null }
+      state = out.state
+      event = out.event
+      logged = { kind: 'tick', tick: input.tick }
+      break
+    }
+    default:
+      return ruleError('invalid_input', 'unknown input kind')
+  }
+  const seq = match.seq + 1
+  // A tick that changed state without an event still needs a record (replay needs the input);
+  // null keeps the record plain JSON.
+  const record: LogRecord<E> = { seq, input: logged, event: event ?? null }
+  return {
+    match: { rules: rules.name, seq, tick: input.tick, rng: rng.state(), game: state },
+    record,
+  }
+}
+
+/** Thrown by `replay()` when the log does not reproduce itself (corruption or impure rules). */
+export class ReplayError extends Error {
+  readonly seq: number
+  constructor(seq: number, message: string) {
+    super(`replay diverged at seq ${seq}: ${message}`)
+    this.name = 'ReplayError'
+    this.seq = seq
+  }
+}
+
+/**
+ * Rebuild a match from its setup and log, re-applying every input through `step()` and checking
+ * that each one is accepted with the same event. The DO uses it after a restart; tests use it to
+ * prove the live state is the replayed state.
+ * @example
+ * const match = replay(rules, setup, await loadRecords())
+ * @throws ReplayError if a record is out of order, refused, or produces a different event.
+ */
+export function replay<S, A, E>(
+  rules: Rules<S, A, E>,
+  setup: GameSetup,
+  records: readonly LogRecord<unknown>[],
+): MatchState<S> {
+  const start = createMatch(rules, setup)
+  if (isRuleError(start)) throw new ReplayError(0, `setup refused: ${start.error.message}`)
+  let match: MatchState<S> = start
+  for (const record of records) {
+    if (record.seq !== match.seq + 1) {
+      throw new ReplayError(record.seq, `expected seq ${match.seq + 1}`)
+    }
+    const out = step(rules, match, record.input)
+    if (isRuleError(out)) {
+      throw new ReplayError(record.seq, `input refused (${out.error.code}): ${out.error.message}`)
+    }
+    if (out.record === null) throw new ReplayError(record.seq, 'input produced no record')
+    if (!jsonEqual(out.record, record)) {
+      throw new ReplayError(record.seq, 'a different event or input was produced')
+    }
+    match = out.match
+  }
+  return match
+}

@@ -1,0 +1,29 @@
+import { diceRace } from './dice-race.ts'
+import { relay } from './relay.ts'
+import type { AnyRules } from './types.ts'
+
+export type * from './types.ts'
+export { isRuleError, ruleError } from './types.ts'
+export { createMatch, replay, ReplayError, step } from './engine.ts'
+export type { Input, LogRecord, MatchState, Stepped } from './engine.ts'
+export { createRng, isRngState, seedRng } from './rng.ts'
+export { diceRace } from './dice-race.ts'
+export { relay } from './relay.ts'
+
+const registry: ReadonlyMap<string, AnyRules> = new Map<string, AnyRules>([
+  [relay.name, relay],
+  [diceRace.name, diceRace],
+])
+
+/** Names of the shipped rules, for validating a queue's `rules` field. */
+export const rulesNames: readonly string[] = Object.freeze([...registry.keys()])
+
+/**
+ * The rules module registered under `name`, or undefined.
+ * @example
+ * const rules = getRules(queue.rules)
+ * if (!rules) throw new HTTPException(400, { message: `unknown rules ${queue.rules}` })
+ */
+export function getRules(name: string): AnyRules | undefined {
+  return registry.get(name)
+}

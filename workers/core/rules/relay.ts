@@ -1,0 +1,146 @@
+import type { JsonValue } from './json.ts'
+import { checkJson, isPlainObject } from './json.ts'
+import type { ActionContext, Applied, GameResult, GameSetup, RuleError, Rules } from './types.ts'
+import { ruleError } from './types.ts'
+
+/**
+ * relay: the server keeps order and fans out, clients decide everything else (chat, positions,
+ * client-authoritative games). `{"type":"action","action":"message","data":<JSON>}` becomes the
+ * event `{ kind: 'message', from, data }` for everyone, with `from` the authenticated sender.
+ *
+ * `data` must be plain JSON of at most 4 KiB (UTF-8 of its JSON text) nested at most 16 deep.
+ * A relay never ends by itself, except when every player has been absent past the grace period
+ * (reason `abandoned`, no winner, everyone placed 1st). A player reported absent counts as present
+ * again when they reconnect (`onReturn`) or send a message.
+ */
+
+export const RELAY_LIMITS = { maxBytes: 4096, maxDepth: 16 } as const
+
+export interface RelayPlayer {
+  playerId: string
+  team: number
+  absent: boolean
+}
+
+export interface RelayState {
+  players: RelayPlayer[]
+  /** Messages relayed so far. */
+  messages: number
+  /** True once every player has been absent at the same time. */
+  ended: boolean
+}
+
+export interface RelayAction {
+  action: 'message'
+  data: JsonValue
+}
+
+export type RelayEvent =
+  | { kind: 'message'; from: string; data: JsonValue }
+  | { kind: 'absent'; player: string; ended: boolean }
+  | { kind: 'returned'; player: string }
+
+function init(setup: GameSetup): RelayState | RuleError {
+  if (setup.options !== undefined && setup.options !== null) {
+    return ruleError('invalid_options', 'relay takes no options')
+  }
+  return {
+    players: setup.roster.map(({ playerId, team }) => ({ playerId, team, absent: false })),
+    messages: 0,
+    ended: false,
+  }
+}
+
+function parseAction(raw: unknown): RelayAction | RuleError {
+  if (!isPlainObject(raw)) return ruleError('invalid_action', 'an action must be an object')
+  for (const key of Object.keys(raw)) {
+    if (key !== 'type' && key !== 'action' && key !== 'data') {
+      return ruleError('invalid_action', `unexpected field ${key.slice(0, 32)}`)
+    }
+  }
+  if ('type' in raw && raw.type !== 'action') {
+    return ruleError('invalid_action', 'type must be "action"')
+  }
+  if (raw.action !== 'message') return ruleError('invalid_action', 'the only action is "message"')
+  if (!('data' in raw)) return ruleError('invalid_action', 'a message needs data')
+  const checked = checkJson(raw.data, RELAY_LIMITS)
+  if (!checked.ok) {
+    return ruleError(checked.tooLarge ? 'too_large' : 'invalid_action', `data: ${checked.reason}`)
+  }
+  return { action: 'message', data: checked.value }
+}
+
+function findPlayer(state: RelayState, player: string): number {
+  return state.players.findIndex((p) => p.playerId === player)
+}
+
+function setAbsent(state: RelayState, index: number, absent: boolean): RelayPlayer[] {
+  return state.players.map((p, i) => (i === index ? { ...p, absent } : p))
+}
+
+function apply(
+  state: RelayState,
+  action: RelayAction,
+  ctx: ActionContext,
+): Applied<RelayState, RelayEvent> | RuleError {
+  if (state.ended) return ruleError('game_over', 'the game is over')
+  const index = findPlayer(state, ctx.player)
+  if (index === -1) return ruleError('not_a_player', 'you are not in this game')
+  const players = state.players[index]?.absent ? setAbsent(state, index, false) : state.players
+  return {
+    state: { ...state, players, messages: state.messages + 1 },
+    event: { kind: 'message', from: ctx.player, data: action.data },
+  }
+}
+
+function onAbsent(
+  state: RelayState,
+  ctx: ActionContext,
+): Applied<RelayState, RelayEvent> | RuleError {
+  if (state.ended) return ruleError('game_over', 'the game is over')
+  const index = findPlayer(state, ctx.player)
+  if (index === -1) return ruleError('not_a_player', `${ctx.player} is not in this game`)
+  if (state.players[index]?.absent) return ruleError('already_absent', `${ctx.player} is absent`)
+  const players = setAbsent(state, index, true)
+  const ended = players.every((p) => p.absent)
+  return {
+    state: { ...state, players, ended },
+    event: { kind: 'absent', player: ctx.player, ended },
+  }
+}
+
+function onReturn(
+  state: RelayState,
+  ctx: ActionContext,
+): Applied<RelayState, RelayEvent> | RuleError {
+  if (state.ended) return ruleError('game_over', 'the game is over')
+  const index = findPlayer(state, ctx.player)
+  if (index === -1) return ruleError('not_a_player', `${ctx.player} is not in this game`)
+  if (!state.players[index]?.absent) return ruleError('not_absent', `${ctx.player} is present`)
+  return {
+    state: { ...state, players: setAbsent(state, index, false) },
+    event: { kind: 'returned', player: ctx.player },
+  }
+}
+
+function result(state: RelayState): GameResult | null {
+  if (!state.ended) return null
+  return {
+    placements: state.players.map((p) => ({ playerId: p.playerId, team: p.team, place: 1 })),
+    reason: 'abandoned',
+    winner: null,
+  }
+}
+
+/** The relay rules module (nothing is hidden, so `view` is the whole state). */
+export const relay: Rules<RelayState, RelayAction, RelayEvent> = {
+  name: 'relay',
+  players: { min: 1, max: 64 },
+  init,
+  parseAction,
+  apply,
+  onAbsent,
+  onReturn,
+  result,
+  view: (state) => state,
+}

@@ -1,0 +1,438 @@
+import fc from 'fast-check'
+import { describe, expect, it } from 'vitest'
+import {
+  MatchIndex,
+  allowedGap,
+  ticketRating,
+  type Match,
+  type QueueRules,
+  type Ticket,
+} from '../../workers/core/matching.ts'
+
+const duel: QueueRules = { teams: 2, teamSize: 1, maxRatingGap: 100, widenPerSecond: 10 }
+
+function solo(id: string, rating: number, enqueuedAt = 0): Ticket {
+  return { id, players: [{ playerId: `p-${id}`, rating }], enqueuedAt }
+}
+
+function party(id: string, ratings: number[], enqueuedAt = 0): Ticket {
+  return {
+    id,
+    players: ratings.map((rating, i) => ({ playerId: `p-${id}-${i}`, rating })),
+    enqueuedAt,
+  }
+}
+
+function ids(match: Match): string[] {
+  return match.tickets.map((t) => t.id).sort()
+}
+
+/** Gap by the rules' formula, computed here rather than by the module under test. */
+function gapOf(rules: QueueRules, t: Ticket, now: number): number {
+  const waited = Math.max(0, now - t.enqueuedAt)
+  const gap = rules.maxRatingGap + (rules.widenPerSecond * waited) / 1000
+  return Math.min(gap, Math.max(rules.maxWidenedGap ?? Infinity, rules.maxRatingGap))
+}
+
+function mean(t: Ticket): number {
+  return t.players.reduce((s, p) => s + p.rating, 0) / t.players.length
+}
+
+function accepts(rules: QueueRules, a: Ticket, b: Ticket, now: number, slack = 0): boolean {
+  const d = Math.abs(mean(a) - mean(b))
+  return d <= Math.min(gapOf(rules, a, now), gapOf(rules, b, now)) + slack
+}
+
+describe('MatchIndex: windows', () => {
+  it('matches two solo tickets within the window, one per team', () => {
+    const index = new MatchIndex(duel)
+    index.add(solo('a', 1500))
+    index.add(solo('b', 1580))
+    const matches = index.findMatches(0)
+    expect(matches).toHaveLength(1)
+    expect(ids(matches[0]!)).toEqual(['a', 'b'])
+    expect(matches[0]!.teams.map((t) => t.playerIds)).toEqual([['p-a'], ['p-b']])
+    expect(index.size).toBe(0)
+  })
+
+  it('does not match tickets outside the window and never will without widening', () => {
+    const index = new MatchIndex({ ...duel, widenPerSecond: 0 })
+    index.add(solo('a', 1500))
+    index.add(solo('b', 1601))
+    expect(index.findMatches(0)).toEqual([])
+    expect(index.findMatches(1e9)).toEqual([])
+    expect(index.nextUsefulCheck(1e9)).toBeNull()
+    expect(index.size).toBe(2)
+  })
+
+  it('matches far-apart tickets exactly when the younger window reaches the distance', () => {
+    // Distance 200, start gap 100, +10/s: the window of b (enqueued at 4s) reaches 200 after 10 s
+    // of waiting, at 14 000 ms; a's window (enqueued at 0) got there at 10 000 ms already.
+    const index = new MatchIndex(duel)
+    index.add(solo('a', 1500, 0))
+    index.add(solo('b', 1700, 4000))
+    expect(index.findMatches(4000)).toEqual([])
+    expect(index.nextUsefulCheck(4000)).toBe(14_000)
+    expect(index.findMatches(13_999)).toEqual([])
+    const matches = index.findMatches(14_000)
+    expect(matches.map(ids)).toEqual([['a', 'b']])
+  })
+
+  it('caps the widened gap at maxWidenedGap', () => {
+    const index = new MatchIndex({ ...duel, maxWidenedGap: 150 })
+    index.add(solo('a', 1500))
+    index.add(solo('b', 1660))
+    expect(index.findMatches(3_600_000)).toEqual([])
+    expect(index.nextUsefulCheck(3_600_000)).toBeNull()
+    expect(allowedGap({ ...duel, maxWidenedGap: 150 }, solo('x', 0), 3_600_000)).toBe(150)
+  })
+
+  it('needs both tickets to accept: an old wide window does not pull in a new narrow one', () => {
+    const index = new MatchIndex(duel)
+    index.add(solo('old', 1500, 0))
+    expect(index.findMatches(60_000)).toEqual([]) // old now accepts ±700
+    index.add(solo('new', 1800, 60_000)) // new accepts ±100 only
+    expect(index.findMatches(60_000)).toEqual([])
+    // new's window reaches 300 after 20 s of waiting.
+    expect(index.nextUsefulCheck(60_000)).toBe(80_000)
+    expect(index.findMatches(79_999)).toEqual([])
+    expect(index.findMatches(80_000).map(ids)).toEqual([['new', 'old']])
+  })
+
+  it('rates a party by the mean of its players', () => {
+    expect(ticketRating(party('p', [1400, 1700]))).toBe(1550)
+  })
+})
+
+describe('MatchIndex: order', () => {
+  it('serves the oldest ticket first, with its nearest partner', () => {
+    // b and c are the closest pair, but a is older and accepts b.
+    const index = new MatchIndex(duel)
+    index.add(solo('c', 1560, 2000))
+    index.add(solo('b', 1550, 1000))
+    index.add(solo('a', 1500, 0))
+    const matches = index.findMatches(2000)
+    expect(matches.map(ids)).toEqual([['a', 'b']])
+    expect(index.has('c')).toBe(true)
+  })
+
+  it('prefers the older of two equally near partners', () => {
+    const index = new MatchIndex(duel)
+    index.add(solo('anchor', 1500, 0))
+    index.add(solo('young-up', 1540, 300))
+    index.add(solo('old-down', 1460, 100))
+    index.add(solo('young-down', 1460, 200))
+    expect(index.findMatches(300)[0]!.tickets.map((t) => t.id)).toEqual(['anchor', 'old-down'])
+  })
+
+  it('among equal ratings below the anchor, takes the oldest', () => {
+    const index = new MatchIndex(duel)
+    index.add(solo('anchor', 1500, 0))
+    index.add(solo('c', 1480, 300))
+    index.add(solo('a', 1480, 100))
+    index.add(solo('b', 1480, 200))
+    index.add(solo('far', 1470, 50))
+    const matches = index.findMatches(300).map((m) => m.tickets.map((t) => t.id))
+    // anchor takes the oldest 1480; then far (the oldest left) takes the older remaining 1480.
+    expect(matches).toEqual([
+      ['anchor', 'a'],
+      ['far', 'b'],
+    ])
+    expect([...index.tickets()].map((t) => t.id)).toEqual(['c'])
+  })
+
+  it('retries later when a search is cut short by maxScan', () => {
+    const index = new MatchIndex(duel, { maxScan: 0, retryMs: 500 })
+    index.add(solo('a', 1500))
+    index.add(solo('b', 1505))
+    expect(index.findMatches(0)).toEqual([])
+    expect(index.nextUsefulCheck(0)).toBe(500)
+  })
+
+  it('with max, leaves the remaining work for the next call, still oldest first', () => {
+    const index = new MatchIndex(duel)
+    for (let i = 0; i < 6; i++) index.add(solo(`t${i}`, 1500 + i, 5 - i))
+    const first = index.findMatches(10, { max: 1 })
+    expect(first.map(ids)).toEqual([['t4', 't5']])
+    expect(index.nextUsefulCheck(10)).toBe(10)
+    const rest = index.findMatches(10)
+    expect(rest.map(ids)).toEqual([
+      ['t2', 't3'],
+      ['t0', 't1'],
+    ])
+  })
+
+  it('removes cancelled tickets', () => {
+    const index = new MatchIndex(duel)
+    index.add(solo('a', 1500))
+    index.add(solo('b', 1510))
+    expect(index.remove('a')).toBe(true)
+    expect(index.remove('a')).toBe(false)
+    expect(index.has('a')).toBe(false)
+    expect(index.findMatches(0)).toEqual([])
+    expect(index.size).toBe(1)
+    expect(() => index.add(solo('b', 1))).toThrow(/already waiting/)
+  })
+})
+
+describe('MatchIndex: teams', () => {
+  const wide: QueueRules = { teams: 2, teamSize: 2, maxRatingGap: 1000, widenPerSecond: 0 }
+
+  it('keeps a party on one team and balances the totals', () => {
+    const index = new MatchIndex(wide)
+    index.add(party('duo', [1450, 1550], 0))
+    index.add(solo('low', 1400, 1))
+    index.add(solo('high', 1600, 2))
+    const [match] = index.findMatches(2)
+    expect(match).toBeDefined()
+    const teams = match!.teams.map((t) => t.ticketIds.slice().sort())
+    expect(teams).toContainEqual(['duo'])
+    expect(teams).toContainEqual(['high', 'low'])
+    expect(match!.teams.map((t) => t.totalRating)).toEqual([3000, 3000])
+    expect(match!.teams.find((t) => t.ticketIds[0] === 'duo')!.playerIds.sort()).toEqual([
+      'p-duo-0',
+      'p-duo-1',
+    ])
+  })
+
+  it('splits four solos into the most even teams', () => {
+    const index = new MatchIndex(wide)
+    const ratings = [1000, 1100, 1900, 1950]
+    ratings.forEach((r, i) => index.add(solo(`s${i}`, r, i)))
+    const [match] = index.findMatches(10)
+    // Brute force: the three ways to split four players into two pairs.
+    const total = ratings.reduce((a, b) => a + b, 0)
+    const spreads = [1, 2, 3].map((j) => Math.abs(total - 2 * (ratings[0]! + ratings[j]!)))
+    const teams = match!.teams.map((t) => t.totalRating)
+    expect(Math.abs(teams[0]! - teams[1]!)).toBe(Math.min(...spreads))
+  })
+
+  it('does not match parties that cannot fill teams exactly', () => {
+    const index = new MatchIndex({ ...wide, teamSize: 3 })
+    index.add(party('p1', [1500, 1500], 0))
+    index.add(party('p2', [1500, 1500], 1))
+    index.add(party('p3', [1500, 1500], 2))
+    index.add(solo('s1', 1500, 3))
+    expect(index.findMatches(10)).toEqual([]) // 2+2+2+1 players cannot make 3+3
+    index.add(solo('s2', 1500, 4))
+    const [match] = index.findMatches(10)
+    expect(match!.teams.map((t) => t.playerIds.length)).toEqual([3, 3])
+    expect(match!.tickets).toHaveLength(4)
+    expect(index.size).toBe(1)
+  })
+
+  it('rejects a party larger than a team', () => {
+    const index = new MatchIndex(wide)
+    expect(() => index.add(party('big', [1, 2, 3]))).toThrow(RangeError)
+  })
+
+  it('fills a one-team lobby from a single full party at once', () => {
+    const index = new MatchIndex({ teams: 1, teamSize: 3, maxRatingGap: 0, widenPerSecond: 0 })
+    index.add(party('trio', [1000, 2000, 3000]))
+    expect(index.findMatches(0).map(ids)).toEqual([['trio']])
+  })
+
+  it('validates the rules', () => {
+    expect(() => new MatchIndex({ ...duel, teams: 0 })).toThrow(RangeError)
+    expect(() => new MatchIndex({ ...duel, teamSize: 17 })).toThrow(RangeError)
+    expect(() => new MatchIndex({ ...duel, maxRatingGap: -1 })).toThrow(RangeError)
+  })
+})
+
+// Integer ratings and times with 10 points/s keep every boundary exact in floating point.
+const ratingArb = fc.integer({ min: 1000, max: 2000 })
+
+describe('MatchIndex: properties', () => {
+  const shapes: QueueRules[] = [
+    { teams: 2, teamSize: 1, maxRatingGap: 50, widenPerSecond: 10 },
+    { teams: 2, teamSize: 2, maxRatingGap: 80, widenPerSecond: 10 },
+    { teams: 2, teamSize: 3, maxRatingGap: 60, widenPerSecond: 10, maxWidenedGap: 200 },
+    { teams: 3, teamSize: 2, maxRatingGap: 100, widenPerSecond: 10 },
+    { teams: 2, teamSize: 5, maxRatingGap: 150, widenPerSecond: 10 },
+  ]
+
+  it('matches are disjoint, mutually accepting, correctly sized, and leave the index', () => {
+    fc.assert(
+      fc.property(
+        fc.constantFrom(...shapes),
+        fc.array(
+          fc.record({
+            ratings: fc.array(ratingArb, { minLength: 1, maxLength: 3 }),
+            enqueuedAt: fc.integer({ min: 0, max: 60_000 }),
+          }),
+          { maxLength: 80 },
+        ),
+        fc.integer({ min: 0, max: 90_000 }),
+        (rules, specs, later) => {
+          const index = new MatchIndex(rules)
+          const tickets = specs
+            .map((s, i) => party(`t${i}`, s.ratings.slice(0, rules.teamSize), s.enqueuedAt))
+            .filter((t) => t.players.length > 0)
+          for (const t of tickets) index.add(t)
+          const now = 60_000 + later
+          const matches = index.findMatches(now)
+          const seen = new Set<string>()
+          for (const m of matches) {
+            expect(m.teams).toHaveLength(rules.teams)
+            const inTeams = m.teams.flatMap((t) => t.ticketIds).sort()
+            expect(inTeams).toEqual(ids(m))
+            for (const team of m.teams) {
+              expect(team.playerIds).toHaveLength(rules.teamSize)
+              const members = m.tickets.filter((t) => team.ticketIds.includes(t.id))
+              expect(team.playerIds.sort()).toEqual(
+                members.flatMap((t) => t.players.map((p) => p.playerId)).sort(),
+              )
+              const sum = members.flatMap((t) => t.players).reduce((s, p) => s + p.rating, 0)
+              expect(team.totalRating).toBeCloseTo(sum, 6)
+            }
+            for (const a of m.tickets) {
+              expect(seen.has(a.id)).toBe(false)
+              seen.add(a.id)
+              expect(index.has(a.id)).toBe(false)
+              for (const b of m.tickets) expect(accepts(rules, a, b, now, 1e-9)).toBe(true)
+            }
+          }
+          expect(index.size).toBe(tickets.length - seen.size)
+          for (const t of tickets) if (!seen.has(t.id)) expect(index.has(t.id)).toBe(true)
+        },
+      ),
+      { numRuns: 300 },
+    )
+  })
+
+  it('1v1 over time equals a brute-force oldest-first, nearest-partner matcher, and is maximal', () => {
+    const rules: QueueRules = { teams: 2, teamSize: 1, maxRatingGap: 30, widenPerSecond: 10 }
+    type Op =
+      | { kind: 'join'; rating: number; back: number }
+      | { kind: 'cancel'; pick: number }
+      | { kind: 'tick'; dt: number }
+    const opArb: fc.Arbitrary<Op> = fc.oneof(
+      {
+        weight: 5,
+        arbitrary: fc.record({
+          kind: fc.constant('join'),
+          rating: ratingArb,
+          back: fc.integer({ min: 0, max: 5000 }),
+        }),
+      },
+      { weight: 1, arbitrary: fc.record({ kind: fc.constant('cancel'), pick: fc.nat() }) },
+      {
+        weight: 3,
+        arbitrary: fc.record({
+          kind: fc.constant('tick'),
+          dt: fc.integer({ min: 0, max: 20_000 }),
+        }),
+      },
+    )
+    fc.assert(
+      fc.property(fc.array(opArb, { maxLength: 120 }), (ops) => {
+        const index = new MatchIndex(rules)
+        let waiting: Ticket[] = [] // reference state, in insertion order
+        let now = 10_000
+        let n = 0
+        const check = (): void => {
+          // Reference: oldest first (enqueuedAt, then insertion), nearest accepting partner,
+          // ties to the older partner.
+          const byAge = waiting
+            .map((t, i) => ({ t, i }))
+            .sort((x, y) => x.t.enqueuedAt - y.t.enqueuedAt || x.i - y.i)
+          const taken = new Set<string>()
+          const expected: string[][] = []
+          for (const { t: a } of byAge) {
+            if (taken.has(a.id)) continue
+            let best: Ticket | undefined
+            for (const { t: b } of byAge) {
+              if (b === a || taken.has(b.id) || !accepts(rules, a, b, now)) continue
+              const d = Math.abs(mean(a) - mean(b))
+              if (best === undefined || d < Math.abs(mean(a) - mean(best))) best = b
+            }
+            if (best === undefined) continue
+            taken.add(a.id).add(best.id)
+            expected.push([a.id, best.id])
+          }
+          const actual = index.findMatches(now).map((m) => m.tickets.map((t) => t.id))
+          expect(actual).toEqual(expected)
+          waiting = waiting.filter((t) => !taken.has(t.id))
+          // Maximal: no two remaining tickets accept each other.
+          for (const a of waiting) {
+            for (const b of waiting) if (a !== b) expect(accepts(rules, a, b, now)).toBe(false)
+          }
+          // The alarm time is the first instant a remaining pair accepts each other.
+          let first = Infinity
+          for (const a of waiting) {
+            for (const b of waiting) {
+              if (a === b) continue
+              const d = Math.abs(mean(a) - mean(b))
+              const t =
+                Math.max(a.enqueuedAt, b.enqueuedAt) + ((d - rules.maxRatingGap) * 1000) / 10
+              first = Math.min(first, t)
+            }
+          }
+          // Due times of tickets whose future partner has left may be early, never late.
+          const next = index.nextUsefulCheck(now)
+          if (first === Infinity) expect(next === null || next >= now).toBe(true)
+          else {
+            expect(next).not.toBeNull()
+            expect(next!).toBeLessThanOrEqual(first)
+          }
+        }
+        for (const op of ops) {
+          if (op.kind === 'join') {
+            const t = solo(`j${n++}`, op.rating, now - op.back)
+            index.add(t)
+            waiting.push(t)
+            check()
+          } else if (op.kind === 'cancel') {
+            if (waiting.length === 0) continue
+            const t = waiting[op.pick % waiting.length]!
+            expect(index.remove(t.id)).toBe(true)
+            waiting = waiting.filter((x) => x !== t)
+          } else {
+            now += op.dt
+            check()
+          }
+        }
+      }),
+      { numRuns: 300 },
+    )
+  })
+
+  it('an incremental index finds what a freshly built one finds, for any queue shape', () => {
+    // The live index searches only tickets whose neighbourhood changed (joins, cancels, widening);
+    // a new index given the same tickets searches them all. They must find the same matches.
+    fc.assert(
+      fc.property(
+        fc.constantFrom(...shapes),
+        fc.array(
+          fc.record({
+            ratings: fc.array(ratingArb, { minLength: 1, maxLength: 2 }),
+            dt: fc.integer({ min: 0, max: 4000 }),
+            cancel: fc.option(fc.nat(), { freq: 4 }),
+            find: fc.boolean(),
+          }),
+          { maxLength: 60 },
+        ),
+        (rules, steps) => {
+          const live = new MatchIndex(rules)
+          let now = 0
+          steps.forEach((step, i) => {
+            now += step.dt
+            if (step.cancel !== null && live.size > 0) {
+              const waiting = [...live.tickets()]
+              expect(live.remove(waiting[step.cancel % waiting.length]!.id)).toBe(true)
+            }
+            live.add(party(`t${i}`, step.ratings.slice(0, rules.teamSize), now))
+            if (!step.find) return
+            const fresh = new MatchIndex(rules)
+            for (const t of live.tickets()) fresh.add(t)
+            expect(live.findMatches(now)).toEqual(fresh.findMatches(now))
+            const again = new MatchIndex(rules)
+            for (const t of live.tickets()) again.add(t)
+            expect(again.findMatches(now)).toEqual([])
+          })
+        },
+      ),
+      { numRuns: 300 },
+    )
+  })
+})

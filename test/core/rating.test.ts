@@ -1,0 +1,152 @@
+import fc from 'fast-check'
+import { describe, expect, it } from 'vitest'
+import {
+  conservativeRating,
+  defaultRating,
+  glicko2,
+  updateRatings,
+  type RatedPlayer,
+} from '../../workers/core/rating.ts'
+
+function player(id: string, rating = 1500, rd = 350, volatility = 0.06): RatedPlayer {
+  return { id, rating, rd, volatility }
+}
+
+describe('glicko2', () => {
+  it("reproduces the worked example of Glickman's Glicko-2 paper", () => {
+    const next = glicko2({ rating: 1500, rd: 200, volatility: 0.06 }, [
+      { opponent: { rating: 1400, rd: 30 }, score: 1 },
+      { opponent: { rating: 1550, rd: 100 }, score: 0 },
+      { opponent: { rating: 1700, rd: 300 }, score: 0 },
+    ])
+    // The paper: μ' = −0.2069, φ' = 0.8722, σ' = 0.05999, i.e. r' = 1464.06, RD' = 151.52. The
+    // paper rounds μ' before converting; unrounded, r' is 1464.05.
+    expect((next.rating - 1500) / 173.7178).toBeCloseTo(-0.2069, 4)
+    expect(next.rd / 173.7178).toBeCloseTo(0.8722, 4)
+    expect(Math.abs(next.rating - 1464.06)).toBeLessThan(0.01)
+    expect(next.rd).toBeCloseTo(151.52, 2)
+    // The paper prints σ' truncated to 0.05999.
+    expect(next.volatility).toBeGreaterThanOrEqual(0.05999)
+    expect(next.volatility).toBeLessThan(0.06)
+  })
+
+  it('lets RD grow by the volatility over an idle period', () => {
+    const next = glicko2({ rating: 1700, rd: 50, volatility: 0.06 }, [])
+    expect(next.rating).toBe(1700)
+    // √(φ² + σ²) on the Glicko-2 scale, back to Glicko: √(50² + (0.06·173.7178)²).
+    expect(next.rd).toBeCloseTo(Math.sqrt(50 ** 2 + (0.06 * 173.7178) ** 2), 9)
+  })
+
+  it('rejects impossible inputs', () => {
+    expect(() => glicko2({ rating: NaN, rd: 100, volatility: 0.06 }, [])).toThrow(RangeError)
+    expect(() => glicko2({ rating: 1500, rd: 0, volatility: 0.06 }, [])).toThrow(RangeError)
+    expect(() => glicko2({ rating: 1500, rd: 100, volatility: 0 }, [])).toThrow(RangeError)
+  })
+})
+
+describe('updateRatings', () => {
+  it('starts from 1500 / 350 / 0.06 and offers a conservative rating', () => {
+    expect(defaultRating()).toEqual({ rating: 1500, rd: 350, volatility: 0.06 })
+    expect(conservativeRating({ rating: 1600, rd: 50, volatility: 0.06 })).toBe(1500)
+  })
+
+  it('1v1 between equals: the winner gains exactly what the loser loses', () => {
+    const [a, b] = updateRatings([[player('a', 1500, 120)], [player('b', 1500, 120)]], [1, 2])
+    expect(a!.id).toBe('a')
+    expect(a!.rating).toBeGreaterThan(1500)
+    expect(b!.rating).toBeLessThan(1500)
+    expect(a!.rating - 1500).toBeCloseTo(1500 - b!.rating, 9)
+    expect(a!.rd).toBeLessThan(120)
+    expect(a!.rd).toBeCloseTo(b!.rd, 9)
+  })
+
+  it('1v1: beating a stronger player is worth more than beating a weaker one', () => {
+    const [up] = updateRatings([[player('a', 1500, 80)], [player('b', 1800, 80)]], [1, 2])
+    const [down] = updateRatings([[player('a', 1500, 80)], [player('b', 1200, 80)]], [1, 2])
+    expect(up!.rating - 1500).toBeGreaterThan(down!.rating - 1500)
+    expect(down!.rating).toBeGreaterThan(1500)
+  })
+
+  it('a draw between equals leaves ratings unchanged and narrows RD', () => {
+    const out = updateRatings([[player('a', 1620, 90)], [player('b', 1620, 90)]], [1, 1])
+    for (const p of out) {
+      expect(p.rating).toBe(1620)
+      expect(p.rd).toBeLessThan(90)
+    }
+  })
+
+  it('free-for-all: placements are pairwise results, better places gain more', () => {
+    const players = ['a', 'b', 'c', 'd'].map((id) => [player(id, 1500, 200)])
+    const out = updateRatings(players, [1, 2, 2, 4])
+    const by = new Map(out.map((p) => [p.id, p.rating]))
+    expect(by.get('a')!).toBeGreaterThan(by.get('b')!)
+    expect(by.get('b')).toBe(by.get('c'))
+    expect(by.get('c')!).toBeGreaterThan(by.get('d')!)
+    // a: three wins; the same as rating a against three 1500/200 opponents directly.
+    const direct = glicko2(player('a', 1500, 200), [
+      { opponent: { rating: 1500, rd: 200 }, score: 1 },
+      { opponent: { rating: 1500, rd: 200 }, score: 1 },
+      { opponent: { rating: 1500, rd: 200 }, score: 1 },
+    ])
+    expect(by.get('a')).toBe(direct.rating)
+    // Second of four with a tie: a loss to a, a draw with c, a win over d.
+    const b = glicko2(player('b', 1500, 200), [
+      { opponent: { rating: 1500, rd: 200 }, score: 0 },
+      { opponent: { rating: 1500, rd: 200 }, score: 0.5 },
+      { opponent: { rating: 1500, rd: 200 }, score: 1 },
+    ])
+    expect(by.get('b')).toBeCloseTo(b.rating, 9)
+  })
+
+  it('teams: each player is rated against the opposing team as one composite opponent', () => {
+    const red = [player('r1', 1400, 100), player('r2', 1600, 300)]
+    const blue = [player('b1', 1450, 50), player('b2', 1550, 50)]
+    const out = updateRatings([red, blue], [1, 2])
+    // Blue as one opponent: mean rating 1500, RD √((50² + 50²)/2) = 50.
+    const r2 = glicko2(red[1]!, [{ opponent: { rating: 1500, rd: 50 }, score: 1 }])
+    expect(out.find((p) => p.id === 'r2')).toEqual({ id: 'r2', ...r2 })
+    const r1 = out.find((p) => p.id === 'r1')!
+    const moved = out.find((p) => p.id === 'r2')!
+    // The uncertain newcomer moves more than the settled teammate.
+    expect(moved.rating - 1600).toBeGreaterThan(r1.rating - 1400)
+    for (const id of ['b1', 'b2'])
+      expect(out.find((p) => p.id === id)!.rating).toBeLessThan(id === 'b1' ? 1450 : 1550)
+  })
+
+  it('validates the shape of the result', () => {
+    expect(() => updateRatings([[player('a')]], [1])).toThrow(RangeError)
+    expect(() => updateRatings([[player('a')], [player('b')]], [1])).toThrow(RangeError)
+    expect(() => updateRatings([[player('a')], []], [1, 2])).toThrow(RangeError)
+  })
+
+  it('is deterministic and keeps every value finite with RD within [30, 350]', () => {
+    const playerArb = fc.record({
+      rating: fc.double({ min: -1000, max: 5000, noNaN: true }),
+      rd: fc.double({ min: 1, max: 600, noNaN: true }),
+      volatility: fc.double({ min: 0.001, max: 0.5, noNaN: true }),
+    })
+    fc.assert(
+      fc.property(
+        fc.array(fc.array(playerArb, { minLength: 1, maxLength: 4 }), {
+          minLength: 2,
+          maxLength: 6,
+        }),
+        fc.array(fc.integer({ min: 1, max: 6 }), { minLength: 6, maxLength: 6 }),
+        (teamsRaw, places) => {
+          const teams = teamsRaw.map((t, i) => t.map((p, j) => ({ id: `${i}-${j}`, ...p })))
+          const placements = places.slice(0, teams.length)
+          const out = updateRatings(teams, placements)
+          expect(out).toEqual(updateRatings(teams, placements))
+          expect(out).toHaveLength(teams.flat().length)
+          for (const p of out) {
+            expect(Number.isFinite(p.rating)).toBe(true)
+            expect(p.rd).toBeGreaterThanOrEqual(30)
+            expect(p.rd).toBeLessThanOrEqual(350)
+            expect(Number.isFinite(p.volatility) && p.volatility > 0).toBe(true)
+          }
+        },
+      ),
+      { numRuns: 500 },
+    )
+  })
+})

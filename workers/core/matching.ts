@@ -1,0 +1,1049 @@
+/**
+ * Matchmaking for one queue: waiting tickets, and the search that turns them into matches.
+ *
+ * Rules. A ticket's allowed rating gap grows while it waits:
+ * `gap(t) = min(maxWidenedGap, maxRatingGap + widenPerSecond * (t - enqueuedAt) / 1000)`.
+ * Two tickets accept each other when `|rating_a - rating_b| <= min(gap_a, gap_b)`, and a match is a
+ * set of whole tickets in which every pair accepts each other, packed into `teams` teams of exactly
+ * `teamSize` players with every party on one team. The oldest waiting ticket is tried first.
+ *
+ * Why this is cheap with 100,000 waiting tickets:
+ * - Tickets sit in a rating-ordered block list, so the candidates of a ticket are found by walking
+ *   outward from its rating, nearest first, and the walk stops at the edge of the window shared by
+ *   the members chosen so far (a member must lie inside every member's window).
+ * - A ticket whose search failed is "clean": it cannot match until some ticket newly accepts it,
+ *   because the search only depends on which pairs accept each other. Each clean ticket keeps the
+ *   exact time at which its next acceptance appears (windows widen, so an acceptance, once there,
+ *   stays), held in a min-heap; `findMatches` re-checks only tickets that are due, new, or whose
+ *   neighbour gained an acceptance (a new acceptance between u and v can change the outcome for u,
+ *   v and anyone who accepts both, and all of those accept u). So a call after one join touches
+ *   the new ticket's neighbourhood, not the pool.
+ * - "Accepts" is decided by one function of the pair (`acceptTime`, the instant from which both
+ *   windows cover the distance), so due times and checks can never disagree through rounding.
+ *
+ * The search from a ticket is greedy (nearest compatible tickets first, equal distances oldest
+ * first), which is exact for two solo tickets (1v1): if a 1v1 ticket stays unmatched, no waiting
+ * ticket accepts it both ways. For larger matches it can miss a set that a full clique search
+ * would find; such a ticket is searched again whenever its neighbourhood gains an acceptance or
+ * loses a ticket it accepted (a nearer ticket may have been what blocked it). Either way the
+ * incremental index finds exactly what a freshly built index over the same tickets would.
+ */
+
+/** A queue's matching rules. */
+export interface QueueRules {
+  /** Number of teams in a match, 1..16 (1 is a co-operative lobby, 2 a versus match). */
+  teams: number
+  /** Players per team, 1..16. */
+  teamSize: number
+  /** Allowed rating gap when a ticket is enqueued. */
+  maxRatingGap: number
+  /** How fast the allowed gap grows while a ticket waits, in rating points per second. */
+  widenPerSecond: number
+  /** Upper bound of the widened gap; unbounded when absent. */
+  maxWidenedGap?: number
+}
+
+/** One player inside a ticket. */
+export interface TicketPlayer {
+  playerId: string
+  rating: number
+}
+
+/** A solo player or a party that must play on one team. */
+export interface Ticket {
+  id: string
+  players: TicketPlayer[]
+  /** When the ticket entered the queue, in epoch milliseconds. */
+  enqueuedAt: number
+}
+
+/** One team of a match. */
+export interface MatchTeam {
+  playerIds: string[]
+  ticketIds: string[]
+  /** Sum of the team's player ratings. */
+  totalRating: number
+}
+
+/** A match: its tickets (the one that was searched from first) and its balanced teams. */
+export interface Match {
+  tickets: Ticket[]
+  teams: MatchTeam[]
+}
+
+/** Tuning knobs; the defaults suit every queue shape the rules allow. */
+export interface MatchIndexOptions {
+  /**
+   * Most tickets one search, wake-up or due-time computation walks through before it settles for
+   * a conservative answer. Bounds the worst case; reached only by pathological pools.
+   */
+  maxScan?: number
+  /** Retry delay for a ticket whose search stopped at `maxScan` without an answer. */
+  retryMs?: number
+}
+
+/** Mean rating of a ticket's players: the rating the matcher compares. */
+export function ticketRating(ticket: Ticket): number {
+  let sum = 0
+  for (const p of ticket.players) sum += p.rating
+  return sum / ticket.players.length
+}
+
+/**
+ * The rating gap a ticket accepts at time `now`.
+ * @example allowedGap({ teams: 2, teamSize: 1, maxRatingGap: 100, widenPerSecond: 10 }, t, t.enqueuedAt + 5000) // 150
+ */
+export function allowedGap(rules: QueueRules, ticket: Ticket, now: number): number {
+  const cap = Math.max(rules.maxWidenedGap ?? Infinity, rules.maxRatingGap)
+  const waited = Math.max(0, now - ticket.enqueuedAt)
+  return Math.min(cap, rules.maxRatingGap + (rules.widenPerSecond * waited) / 1000)
+}
+
+interface Key {
+  rating: number
+  enqueuedAt: number
+  seq: number
+}
+
+interface Entry extends Key {
+  ticket: Ticket
+  id: string
+  size: number
+  /** Sum of the players' ratings. */
+  weight: number
+  /** Value of the add counter when the ticket was added. */
+  addEpoch: number
+  /** Waiting to be searched from (in the ready heap) rather than clean. */
+  ready: boolean
+  /** Its neighbours must be told about acceptances it gained (it is new or its due time came). */
+  needsWake: boolean
+  /** Time its neighbours were last told; a ready ticket carried into a later call tells again. */
+  wokeAt: number
+  /** Time and add counter of its last failed search. */
+  checkedAt: number
+  checkEpoch: number
+  /** Earliest time a new acceptance can appear, for clean tickets. */
+  due: number
+  readyPos: number
+  duePos: number
+}
+
+function compareKey(a: Key, b: Key): number {
+  if (a.rating !== b.rating) return a.rating < b.rating ? -1 : 1
+  return compareAge(a, b)
+}
+
+function compareAge(a: Key, b: Key): number {
+  if (a.enqueuedAt !== b.enqueuedAt) return a.enqueuedAt < b.enqueuedAt ? -1 : 1
+  return a.seq - b.seq
+}
+
+const BLOCK_MAX = 512
+
+/** A mutable position in a BlockList: entry `i` of block `b`; `b === -1` is past either end. */
+class Cursor {
+  b = -1
+  i = 0
+
+  set(other: Cursor): void {
+    this.b = other.b
+    this.i = other.i
+  }
+
+  equals(other: Cursor): boolean {
+    return this.b === other.b && this.i === other.i
+  }
+}
+
+/**
+ * Entries in key order, as a list of sorted blocks: inserts and removals move at most one block
+ * (a short memmove), lookups are two binary searches, and walking is array indexing.
+ */
+class BlockList {
+  blocks: Entry[][] = []
+  size = 0
+  private readonly scratch = new Cursor()
+
+  /** Moves `c` to the first entry not less than `key`; false, and `c` nowhere, past the end. */
+  seek(key: Key, c: Cursor): boolean {
+    const blocks = this.blocks
+    let lo = 0
+    let hi = blocks.length
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1
+      const block = blocks[mid]!
+      if (compareKey(block[block.length - 1]!, key) < 0) lo = mid + 1
+      else hi = mid
+    }
+    if (lo === blocks.length) {
+      c.b = -1
+      return false
+    }
+    const block = blocks[lo]!
+    let a = 0
+    let z = block.length
+    while (a < z) {
+      const mid = (a + z) >>> 1
+      if (compareKey(block[mid]!, key) < 0) a = mid + 1
+      else z = mid
+    }
+    c.b = lo
+    c.i = a
+    return true
+  }
+
+  /** Moves `c` onto `entry`, which must be in the list. */
+  locate(entry: Entry, c: Cursor): void {
+    if (!this.seek(entry, c) || this.at(c) !== entry) throw new Error('entry not in list')
+  }
+
+  insert(entry: Entry): void {
+    this.size++
+    const blocks = this.blocks
+    if (blocks.length === 0) {
+      blocks.push([entry])
+      return
+    }
+    const c = this.scratch
+    if (!this.seek(entry, c)) {
+      c.b = blocks.length - 1
+      c.i = blocks[c.b]!.length
+    }
+    const block = blocks[c.b]!
+    block.splice(c.i, 0, entry)
+    if (block.length > BLOCK_MAX) blocks.splice(c.b + 1, 0, block.splice(BLOCK_MAX >>> 1))
+  }
+
+  remove(entry: Entry): void {
+    const c = this.scratch
+    this.locate(entry, c)
+    this.size--
+    const block = this.blocks[c.b]!
+    block.splice(c.i, 1)
+    if (block.length === 0) this.blocks.splice(c.b, 1)
+  }
+
+  at(c: Cursor): Entry {
+    return this.blocks[c.b]![c.i]!
+  }
+
+  /** Moves `c` to the next entry; false, and `c` nowhere, at the end. */
+  advance(c: Cursor): boolean {
+    if (c.b < 0) return false
+    if (++c.i < this.blocks[c.b]!.length) return true
+    c.i = 0
+    if (++c.b < this.blocks.length) return true
+    c.b = -1
+    return false
+  }
+
+  /** Moves `c` to the previous entry; false, and `c` nowhere, at the start. */
+  retreat(c: Cursor): boolean {
+    if (c.b < 0) return false
+    if (--c.i >= 0) return true
+    if (--c.b >= 0) {
+      c.i = this.blocks[c.b]!.length - 1
+      return true
+    }
+    return false
+  }
+}
+
+/**
+ * Walks a list outward from an anchor in order of rating distance; equal distances come oldest
+ * first, on either side, so the choice among equally good partners is by age. Below the anchor,
+ * each run of equal ratings is entered at its oldest entry (found by binary search) and read
+ * forward, since the list holds equal ratings oldest first.
+ */
+class Outward {
+  readonly list: BlockList
+  readonly rating: number
+  private readonly up = new Cursor()
+  /** Next unread entry below the anchor, outside the current run. */
+  private readonly below = new Cursor()
+  private readonly run = new Cursor()
+  private readonly runEnd = new Cursor()
+  private inRun = false
+  private upOpen = true
+  private downOpen = true
+  /** The entry, distance and side of the last `next()`. */
+  entry: Entry | undefined
+  distance = 0
+  isUp = false
+
+  constructor(list: BlockList, anchor: Entry) {
+    this.list = list
+    this.rating = anchor.rating
+    list.locate(anchor, this.up)
+    this.below.set(this.up)
+    list.advance(this.up)
+    list.retreat(this.below)
+  }
+
+  private downHead(): Entry | undefined {
+    if (this.inRun) return this.list.at(this.run)
+    if (this.below.b < 0) return undefined
+    const list = this.list
+    const rating = list.at(this.below).rating
+    this.runEnd.set(this.below)
+    list.seek({ rating, enqueuedAt: -Infinity, seq: -Infinity }, this.run)
+    this.below.set(this.run)
+    list.retreat(this.below)
+    this.inRun = true
+    return list.at(this.run)
+  }
+
+  /** Stops the walk on one side (the caller saw an entry beyond its bound there). */
+  close(up: boolean): void {
+    if (up) this.upOpen = false
+    else this.downOpen = false
+  }
+
+  /** Steps to the nearest unread entry; false when both sides are done. */
+  next(): boolean {
+    const u = this.upOpen && this.up.b >= 0 ? this.list.at(this.up) : undefined
+    const d = this.downOpen ? this.downHead() : undefined
+    if (d === undefined) {
+      if (u === undefined) return false
+    } else if (u === undefined || this.rating - d.rating < u.rating - this.rating) {
+      return this.stepDown(d)
+    } else if (this.rating - d.rating === u.rating - this.rating && compareAge(d, u) < 0) {
+      return this.stepDown(d)
+    }
+    this.entry = u
+    this.distance = u!.rating - this.rating
+    this.isUp = true
+    this.list.advance(this.up)
+    return true
+  }
+
+  private stepDown(d: Entry): boolean {
+    this.entry = d
+    this.distance = this.rating - d.rating
+    this.isUp = false
+    if (this.run.equals(this.runEnd)) this.inRun = false
+    else this.list.advance(this.run)
+    return true
+  }
+}
+
+/** Binary min-heap that records each entry's slot, so entries can leave from the middle. */
+class Heap {
+  items: Entry[] = []
+  less: (a: Entry, b: Entry) => boolean
+  setPos: (e: Entry, pos: number) => void
+  getPos: (e: Entry) => number
+
+  constructor(
+    less: (a: Entry, b: Entry) => boolean,
+    getPos: (e: Entry) => number,
+    setPos: (e: Entry, pos: number) => void,
+  ) {
+    this.less = less
+    this.getPos = getPos
+    this.setPos = setPos
+  }
+
+  get size(): number {
+    return this.items.length
+  }
+
+  peek(): Entry | undefined {
+    return this.items[0]
+  }
+
+  push(e: Entry): void {
+    this.items.push(e)
+    this.setPos(e, this.items.length - 1)
+    this.up(this.items.length - 1)
+  }
+
+  pop(): Entry | undefined {
+    const top = this.items[0]
+    if (top !== undefined) this.delete(top)
+    return top
+  }
+
+  delete(e: Entry): void {
+    const i = this.getPos(e)
+    if (i < 0) return
+    const last = this.items.pop()!
+    this.setPos(e, -1)
+    if (last === e) return
+    this.items[i] = last
+    this.setPos(last, i)
+    this.up(i)
+    this.down(this.getPos(last))
+  }
+
+  private up(i: number): void {
+    const items = this.items
+    const e = items[i]!
+    while (i > 0) {
+      const p = (i - 1) >>> 1
+      const parent = items[p]!
+      if (!this.less(e, parent)) break
+      items[i] = parent
+      this.setPos(parent, i)
+      i = p
+    }
+    items[i] = e
+    this.setPos(e, i)
+  }
+
+  private down(i: number): void {
+    const items = this.items
+    const n = items.length
+    const e = items[i]!
+    for (;;) {
+      let c = 2 * i + 1
+      if (c >= n) break
+      if (c + 1 < n && this.less(items[c + 1]!, items[c]!)) c++
+      const child = items[c]!
+      if (!this.less(child, e)) break
+      items[i] = child
+      this.setPos(child, i)
+      i = c
+    }
+    items[i] = e
+    this.setPos(e, i)
+  }
+}
+
+type SearchResult = { members: Entry[]; bins: Entry[][] } | 'none' | 'inconclusive'
+
+function checkInt(name: string, value: number, min: number, max: number): void {
+  if (!Number.isInteger(value) || value < min || value > max) {
+    throw new RangeError(`${name} must be an integer in ${min}..${max}`)
+  }
+}
+
+function checkNonNegative(name: string, value: number): void {
+  if (!Number.isFinite(value) || value < 0) {
+    throw new RangeError(`${name} must be a finite number >= 0`)
+  }
+}
+
+/**
+ * The waiting tickets of one queue and the matcher over them. Pure and synchronous: the MatchPool
+ * Durable Object owns one, calls `add` on each join, `remove` on cancel, and `findMatches` after
+ * each join and on its alarm, scheduled at `nextUsefulCheck`.
+ *
+ * @example
+ * const index = new MatchIndex({ teams: 2, teamSize: 1, maxRatingGap: 100, widenPerSecond: 10 })
+ * index.add({ id: 't1', players: [{ playerId: 'a', rating: 1500 }], enqueuedAt: 0 })
+ * index.add({ id: 't2', players: [{ playerId: 'b', rating: 1550 }], enqueuedAt: 1000 })
+ * index.findMatches(1000) // one match, teams [['a'], ['b']]
+ */
+export class MatchIndex {
+  readonly rules: Readonly<QueueRules>
+  private readonly players: number
+  private readonly base: number
+  private readonly widen: number
+  private readonly cap: number
+  private readonly maxScan: number
+  private readonly retryMs: number
+  private readonly partitions: number[][]
+  private readonly entries = new Map<string, Entry>()
+  private readonly all = new BlockList()
+  private readonly clean = new BlockList()
+  private readonly ready = new Heap(
+    (a, b) => compareAge(a, b) < 0,
+    (e) => e.readyPos,
+    (e, p) => {
+      e.readyPos = p
+    },
+  )
+  private readonly dueHeap = new Heap(
+    (a, b) => a.due < b.due,
+    (e) => e.duePos,
+    (e, p) => {
+      e.duePos = p
+    },
+  )
+  private pendingWake: Entry[] = []
+  /** Tickets that left since their neighbours were last told. */
+  private departed: Entry[] = []
+  private seq = 0
+  private epoch = 0
+  private clock = -Infinity
+
+  constructor(rules: QueueRules, options: MatchIndexOptions = {}) {
+    checkInt('teams', rules.teams, 1, 16)
+    checkInt('teamSize', rules.teamSize, 1, 16)
+    checkNonNegative('maxRatingGap', rules.maxRatingGap)
+    checkNonNegative('widenPerSecond', rules.widenPerSecond)
+    if (rules.maxWidenedGap !== undefined && !(rules.maxWidenedGap >= 0)) {
+      throw new RangeError('maxWidenedGap must be >= 0')
+    }
+    this.rules = { ...rules }
+    this.players = rules.teams * rules.teamSize
+    this.base = rules.maxRatingGap
+    this.widen = rules.widenPerSecond
+    this.cap = Math.max(rules.maxWidenedGap ?? Infinity, rules.maxRatingGap)
+    this.maxScan = options.maxScan ?? 4096
+    this.retryMs = options.retryMs ?? 1000
+    this.partitions = partitionsOf(rules.teamSize)
+  }
+
+  /** Number of waiting tickets. */
+  get size(): number {
+    return this.entries.size
+  }
+
+  has(ticketId: string): boolean {
+    return this.entries.has(ticketId)
+  }
+
+  get(ticketId: string): Ticket | undefined {
+    return this.entries.get(ticketId)?.ticket
+  }
+
+  /** Waiting tickets, in no particular order. */
+  *tickets(): IterableIterator<Ticket> {
+    for (const e of this.entries.values()) yield e.ticket
+  }
+
+  /**
+   * Adds a waiting ticket. Throws on a duplicate id, an empty ticket, a party larger than a team,
+   * or a non-finite rating or time.
+   */
+  add(ticket: Ticket): void {
+    if (this.entries.has(ticket.id)) throw new Error(`ticket ${ticket.id} is already waiting`)
+    const size = ticket.players.length
+    if (size < 1 || size > this.rules.teamSize) {
+      throw new RangeError(`a ticket holds 1..${this.rules.teamSize} players`)
+    }
+    let weight = 0
+    for (const p of ticket.players) weight += p.rating
+    const rating = weight / size
+    if (!Number.isFinite(rating) || !Number.isFinite(ticket.enqueuedAt)) {
+      throw new RangeError('ticket ratings and enqueuedAt must be finite')
+    }
+    const entry: Entry = {
+      ticket,
+      id: ticket.id,
+      size,
+      weight,
+      rating: rating === 0 ? 0 : rating,
+      enqueuedAt: ticket.enqueuedAt,
+      seq: this.seq++,
+      addEpoch: ++this.epoch,
+      ready: false,
+      needsWake: false,
+      wokeAt: -Infinity,
+      checkedAt: -Infinity,
+      checkEpoch: -1,
+      due: Infinity,
+      readyPos: -1,
+      duePos: -1,
+    }
+    this.entries.set(ticket.id, entry)
+    this.all.insert(entry)
+    this.makeReady(entry, true)
+  }
+
+  /** Removes a waiting ticket (cancelled or gone); false when it was not waiting. */
+  remove(ticketId: string): boolean {
+    const entry = this.entries.get(ticketId)
+    if (entry === undefined) return false
+    this.detach(entry)
+    return true
+  }
+
+  /**
+   * Finds matches among the waiting tickets at time `now`, oldest ticket first, removes the
+   * matched tickets and returns the matches. `max` bounds the work of one call; the rest carries
+   * over to the next. Time never runs backwards here: an earlier `now` than a previous call's is
+   * treated as that call's.
+   */
+  findMatches(now: number, opts: { max?: number } = {}): Match[] {
+    if (Number.isNaN(now)) throw new RangeError('now must be a number')
+    now = Math.max(now, this.clock)
+    this.clock = now
+    const max = opts.max ?? Infinity
+    const matches: Match[] = []
+
+    for (let top = this.dueHeap.peek(); top !== undefined && top.due <= now;) {
+      this.dueHeap.delete(top)
+      this.clean.remove(top)
+      this.makeReady(top, true)
+      top = this.dueHeap.peek()
+    }
+    // Every acceptance that appeared since the last call is announced before any search, so the
+    // tickets it concerns are all ready and searched oldest first.
+    const pending = this.pendingWake
+    this.pendingWake = []
+    for (const e of pending) {
+      if (!e.needsWake || this.entries.get(e.id) !== e) continue
+      e.needsWake = false
+      e.wokeAt = now
+      this.wake(e, now)
+    }
+    this.wakeDeparted(now)
+
+    while (matches.length < max) {
+      const u = this.ready.peek()
+      if (u === undefined) break
+      if (u.wokeAt < now) {
+        // Left ready by an earlier call that hit `max`: acceptances may have appeared since.
+        u.wokeAt = now
+        if (this.wake(u, now)) continue
+      }
+      this.ready.delete(u)
+      u.ready = false
+      const found = this.search(u, now)
+      if (typeof found === 'string') {
+        this.makeClean(u, now, found === 'inconclusive')
+        continue
+      }
+      for (const m of found.members) {
+        if (m !== u) this.detach(m)
+        else {
+          this.entries.delete(u.id)
+          this.all.remove(u)
+          this.departed.push(u)
+        }
+      }
+      this.wakeDeparted(now)
+      matches.push(this.buildMatch(found.members, found.bins))
+    }
+    return matches
+  }
+
+  /**
+   * When `findMatches` next has something to do: `now` if work is pending, else the earliest time
+   * a waiting ticket gains a partner that accepts it (rounded up to a whole millisecond), or null
+   * when nothing can happen until a ticket joins. The DO sets its alarm to this.
+   */
+  nextUsefulCheck(now: number): number | null {
+    if (this.ready.size > 0 || this.pendingWake.length > 0) return now
+    if (this.departed.length > 0 && this.clean.size > 0) return now
+    const top = this.dueHeap.peek()
+    if (top === undefined) return null
+    return Math.max(now, Math.ceil(top.due))
+  }
+
+  private makeReady(e: Entry, needsWake: boolean): void {
+    e.ready = true
+    this.ready.push(e)
+    if (needsWake) {
+      e.needsWake = true
+      this.pendingWake.push(e)
+    }
+  }
+
+  private makeClean(e: Entry, now: number, inconclusive: boolean): void {
+    e.ready = false
+    e.needsWake = false
+    e.checkedAt = now
+    e.checkEpoch = this.epoch
+    e.due = inconclusive ? now + this.retryMs : this.nextDue(e, now)
+    this.clean.insert(e)
+    if (e.due !== Infinity) this.dueHeap.push(e)
+  }
+
+  private detach(e: Entry): void {
+    this.entries.delete(e.id)
+    this.all.remove(e)
+    if (e.ready) this.ready.delete(e)
+    else {
+      this.clean.remove(e)
+      this.dueHeap.delete(e)
+    }
+    e.needsWake = false
+    this.departed.push(e)
+  }
+
+  /**
+   * A greedy search that failed may succeed once a nearer ticket that blocked it is gone, so clean
+   * tickets that accepted a departed ticket are searched again.
+   */
+  private wakeDeparted(now: number): void {
+    const departed = this.departed
+    this.departed = []
+    if (this.clean.size === 0) return
+    for (const d of departed) {
+      const g = this.reachAt(d, now)
+      const woken: Entry[] = []
+      const c = new Cursor()
+      const key = { rating: d.rating - g, enqueuedAt: -Infinity, seq: -Infinity }
+      for (let ok = this.clean.seek(key, c); ok; ok = this.clean.advance(c)) {
+        const w = this.clean.at(c)
+        if (w.rating > d.rating + g) break
+        if (this.acceptTime(d, w) <= now) woken.push(w)
+      }
+      for (const w of woken) {
+        this.clean.remove(w)
+        this.dueHeap.delete(w)
+        w.ready = true
+        w.wokeAt = now
+        this.ready.push(w)
+      }
+    }
+  }
+
+  /** Time from which ticket `e`'s window covers distance `d`. */
+  private reach(e: Entry, d: number): number {
+    if (d <= this.base) return -Infinity
+    if (this.widen <= 0 || d > this.cap) return Infinity
+    return e.enqueuedAt + (1000 * (d - this.base)) / this.widen
+  }
+
+  /** Time from which `a` and `b` accept each other. */
+  private acceptTime(a: Entry, b: Entry): number {
+    const d = Math.abs(a.rating - b.rating)
+    return Math.max(this.reach(a, d), this.reach(b, d))
+  }
+
+  /** Window half-width for walking; a hair wide so rounding never hides a partner. */
+  private reachAt(e: Entry, now: number): number {
+    const waited = Math.max(0, now - e.enqueuedAt)
+    const gap = Math.min(this.cap, this.base + (this.widen * waited) / 1000)
+    return gap + 1e-9 * (Math.abs(e.rating) + gap + 1)
+  }
+
+  /**
+   * Tells clean tickets that accept `u` that their neighbourhood changed, if it did since their
+   * last search. Returns whether one of them is older than `u` (it must be searched first).
+   */
+  private wake(u: Entry, now: number): boolean {
+    if (this.clean.size === 0) return false
+    const g = this.reachAt(u, now)
+    const hi = u.rating + g
+    const woken: Entry[] = []
+    const c = new Cursor()
+    const key = { rating: u.rating - g, enqueuedAt: -Infinity, seq: -Infinity }
+    for (let ok = this.clean.seek(key, c); ok; ok = this.clean.advance(c)) {
+      const w = this.clean.at(c)
+      if (w.rating > hi) break
+      if (this.acceptTime(u, w) <= now) woken.push(w)
+    }
+    if (woken.length === 0) return false
+
+    // An acceptance (u, v) that is new to w may change w's search when w accepts u, so find the
+    // newest acceptance of u: by arrival of a ticket, and by time.
+    let newestAdd = u.addEpoch
+    let newestTime = -Infinity
+    let exact = true
+    let scanned = 0
+    for (let ok = this.all.seek(key, c); ok; ok = this.all.advance(c)) {
+      const v = this.all.at(c)
+      if (v.rating > hi) break
+      if (++scanned > this.maxScan) {
+        exact = false
+        break
+      }
+      if (v === u) continue
+      const t = this.acceptTime(u, v)
+      if (t > now) continue
+      if (v.addEpoch > newestAdd) newestAdd = v.addEpoch
+      if (t > newestTime) newestTime = t
+    }
+    let older = false
+    for (const w of woken) {
+      if (exact && w.checkEpoch >= newestAdd && w.checkedAt >= newestTime) continue
+      this.clean.remove(w)
+      this.dueHeap.delete(w)
+      w.ready = true
+      w.wokeAt = now
+      this.ready.push(w)
+      if (compareAge(w, u) < 0) older = true
+    }
+    return older
+  }
+
+  /** Earliest time after `now` at which some waiting ticket newly accepts `u` both ways. */
+  private nextDue(u: Entry, now: number): number {
+    let best = Infinity
+    let scanned = 0
+    const walk = new Outward(this.all, u)
+    while (walk.next()) {
+      const lower = this.reach(u, walk.distance)
+      // Farther tickets on this side need u's window to grow at least this much.
+      if (lower >= best) {
+        walk.close(walk.isUp)
+        continue
+      }
+      if (++scanned > this.maxScan) return Math.min(best, lower > now ? lower : now + this.retryMs)
+      const t = Math.max(lower, this.reach(walk.entry!, walk.distance))
+      if (t > now && t < best) best = t
+    }
+    return best
+  }
+
+  /** Greedy search for a match containing `u`: nearest compatible tickets first. */
+  private search(u: Entry, now: number): SearchResult {
+    const n = this.players
+    const teamSize = this.rules.teamSize
+    const pool: Entry[] = [u]
+    const counts = new Array<number>(teamSize + 1).fill(0)
+    counts[u.size] = 1
+    let total = u.size
+    if (total >= n) {
+      const bins = this.pack(pool, counts, u.size)
+      if (bins !== null) return bins
+    }
+    let ur = this.reachAt(u, now)
+    let lo = u.rating - ur
+    let hi = u.rating + ur
+    let scanned = 0
+    const walk = new Outward(this.all, u)
+    while (walk.next()) {
+      const c = walk.entry!
+      if (c.rating > hi || c.rating < lo) {
+        walk.close(walk.isUp)
+        continue
+      }
+      if (++scanned > this.maxScan) return 'inconclusive'
+      // More tickets of a size than could ever fit add nothing a nearer one does not.
+      if (counts[c.size]! >= this.rules.teams * Math.floor(teamSize / c.size)) continue
+      let ok = true
+      for (const m of pool) {
+        if (this.acceptTime(m, c) > now) {
+          ok = false
+          break
+        }
+      }
+      if (!ok) continue
+      pool.push(c)
+      counts[c.size]!++
+      total += c.size
+      ur = this.reachAt(c, now)
+      if (c.rating - ur > lo) lo = c.rating - ur
+      if (c.rating + ur < hi) hi = c.rating + ur
+      if (total >= n) {
+        const found = this.pack(pool, counts, u.size)
+        if (found !== null) return found
+      }
+    }
+    return 'none'
+  }
+
+  /** Chooses which pool tickets form the match and how they split into teams, or null. */
+  private pack(
+    pool: Entry[],
+    counts: number[],
+    anchorSize: number,
+  ): { members: Entry[]; bins: Entry[][] } | null {
+    const { teams, teamSize } = this.rules
+    const sizeBins = packSizes(counts, anchorSize, teams, teamSize, this.partitions)
+    if (sizeBins === null) return null
+    // Nearer tickets first within each size; the anchor is the first of its size.
+    const bySize = new Map<number, Entry[]>()
+    for (const e of pool) {
+      const list = bySize.get(e.size)
+      if (list === undefined) bySize.set(e.size, [e])
+      else list.push(e)
+    }
+    const taken = new Map<number, number>()
+    const bins: Entry[][] = sizeBins.map((sizes) =>
+      sizes.map((s) => {
+        const k = taken.get(s) ?? 0
+        taken.set(s, k + 1)
+        return bySize.get(s)![k]!
+      }),
+    )
+    const members = pool.filter((e) => {
+      const k = taken.get(e.size) ?? 0
+      return bySize.get(e.size)!.indexOf(e) < k
+    })
+    return { members, bins: balance(bins, teams, teamSize) }
+  }
+
+  private buildMatch(members: Entry[], bins: Entry[][]): Match {
+    return {
+      tickets: members.map((m) => m.ticket),
+      teams: bins.map((bin) => {
+        const playerIds: string[] = []
+        let totalRating = 0
+        for (const e of bin) {
+          for (const p of e.ticket.players) {
+            playerIds.push(p.playerId)
+            totalRating += p.rating
+          }
+        }
+        return { playerIds, ticketIds: bin.map((e) => e.id), totalRating }
+      }),
+    }
+  }
+}
+
+/** Partitions of `n` into parts (largest part first), in descending lexicographic order. */
+function partitionsOf(n: number): number[][] {
+  const out: number[][] = []
+  const parts: number[] = []
+  const go = (left: number, maxPart: number): void => {
+    if (left === 0) {
+      out.push(parts.slice())
+      return
+    }
+    for (let p = Math.min(left, maxPart); p >= 1; p--) {
+      parts.push(p)
+      go(left - p, p)
+      parts.pop()
+    }
+  }
+  go(n, n)
+  return out
+}
+
+const PACK_BUDGET = 20_000
+
+/**
+ * Splits party sizes into `teams` bins of exactly `teamSize`, using at most `counts[s]` parties of
+ * size s and at least one of `anchorSize`. Bins are interchangeable, so each bin's partition is at
+ * or after the previous bin's in the list; the search is bounded by a node budget.
+ */
+function packSizes(
+  counts: number[],
+  anchorSize: number,
+  teams: number,
+  teamSize: number,
+  partitions: number[][],
+): number[][] | null {
+  let solo = true
+  let total = 0
+  for (let s = 1; s < counts.length; s++) {
+    total += s * counts[s]!
+    if (s > 1 && counts[s]! > 0) solo = false
+  }
+  if (total < teams * teamSize) return null
+  if (solo) return Array.from({ length: teams }, () => new Array<number>(teamSize).fill(1))
+
+  const left = counts.slice()
+  const chosen: number[][] = []
+  let budget = PACK_BUDGET
+  const fits = (parts: number[]): boolean => {
+    for (let i = 0; i < parts.length;) {
+      const s = parts[i]!
+      let k = 0
+      while (i < parts.length && parts[i] === s) {
+        k++
+        i++
+      }
+      if (left[s]! < k) return false
+    }
+    return true
+  }
+  const go = (bin: number, from: number): boolean => {
+    if (bin === teams) return left[anchorSize]! < counts[anchorSize]!
+    for (let p = from; p < partitions.length; p++) {
+      if (--budget < 0) return false
+      const parts = partitions[p]!
+      if (!fits(parts)) continue
+      for (const s of parts) left[s]!--
+      chosen.push(parts)
+      if (go(bin + 1, p)) return true
+      chosen.pop()
+      for (const s of parts) left[s]!++
+    }
+    return false
+  }
+  return go(0, 0) ? chosen.map((parts) => parts.slice()) : null
+}
+
+const BALANCE_BUDGET = 4_000
+
+/**
+ * Rearranges whole tickets among teams (keeping every team at exactly `teamSize`) to make the
+ * team rating totals as even as possible: a budgeted exact search (largest tickets first, into
+ * the weakest team first, so its first answer is the classic greedy one), then pairwise swaps of
+ * equal-size tickets while the sum of squared deviations drops.
+ */
+function balance(bins: Entry[][], teams: number, teamSize: number): Entry[][] {
+  // One ticket per team: swapping whole teams changes nothing.
+  if (teams === 1 || bins.every((bin) => bin.length === 1)) return bins
+  const items = bins.flat()
+  const weights = items.map((e) => e.weight)
+  const order = items
+    .map((_, i) => i)
+    .sort((a, b) => items[b]!.size - items[a]!.size || weights[b]! - weights[a]!)
+  let best = bins.map((bin) => bin.map((e) => items.indexOf(e)))
+  let bestSpread = spreadOf(best, weights)
+
+  const totals = new Array<number>(teams).fill(0)
+  const room = new Array<number>(teams).fill(teamSize)
+  const assign: number[][] = Array.from({ length: teams }, () => [])
+  let budget = BALANCE_BUDGET
+  const go = (k: number): void => {
+    if (budget-- < 0 || bestSpread <= 1e-9) return
+    if (k === order.length) {
+      let hi = -Infinity
+      let lo = Infinity
+      for (const t of totals) {
+        if (t > hi) hi = t
+        if (t < lo) lo = t
+      }
+      if (hi - lo < bestSpread - 1e-9) {
+        bestSpread = hi - lo
+        best = assign.map((a) => a.slice())
+      }
+      return
+    }
+    const i = order[k]!
+    const size = items[i]!.size
+    const teamOrder = totals.map((_, t) => t).sort((a, b) => totals[a]! - totals[b]! || a - b)
+    let emptyTried = false
+    for (const t of teamOrder) {
+      if (room[t]! < size) continue
+      if (room[t] === teamSize) {
+        // Empty teams are interchangeable.
+        if (emptyTried) continue
+        emptyTried = true
+      }
+      room[t]! -= size
+      totals[t]! += weights[i]!
+      assign[t]!.push(i)
+      go(k + 1)
+      assign[t]!.pop()
+      totals[t]! -= weights[i]!
+      room[t]! += size
+    }
+  }
+  go(0)
+
+  const team = best.map((a) => a.slice())
+  const sums = team.map((a) => a.reduce((s, i) => s + weights[i]!, 0))
+  for (let pass = 0; pass < 32; pass++) {
+    let improved = false
+    for (let a = 0; a < teams; a++) {
+      for (let b = a + 1; b < teams; b++) {
+        for (let x = 0; x < team[a]!.length; x++) {
+          for (let y = 0; y < team[b]!.length; y++) {
+            const i = team[a]![x]!
+            const j = team[b]![y]!
+            if (items[i]!.size !== items[j]!.size) continue
+            const delta = weights[j]! - weights[i]!
+            const sa = sums[a]!
+            const sb = sums[b]!
+            // (sa + δ)² + (sb − δ)² < sa² + sb²  ⇔  δ (δ + sa − sb) < 0
+            if (delta * (delta + sa - sb) < -1e-9) {
+              team[a]![x] = j
+              team[b]![y] = i
+              sums[a] = sa + delta
+              sums[b] = sb - delta
+              improved = true
+            }
+          }
+        }
+      }
+    }
+    if (!improved) break
+  }
+  // With three or more teams a smaller sum of squares can still widen the spread.
+  const final = spreadOf(team, weights) <= bestSpread ? team : best
+  return final.map((a) => a.map((i) => items[i]!))
+}
+
+function spreadOf(teams: number[][], weights: number[]): number {
+  let hi = -Infinity
+  let lo = Infinity
+  for (const team of teams) {
+    let s = 0
+    for (const i of team) s += weights[i]!
+    if (s > hi) hi = s
+    if (s < lo) lo = s
+  }
+  return hi - lo
+}

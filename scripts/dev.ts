@@ -51,7 +51,11 @@ async function main(): Promise<void> {
   let relay = configured('NEON_LOCAL_RELAY')
   if (!databaseUrl) {
     mkdirSync(`${root}.nexus`, { recursive: true })
-    const pg = await startPostgres({ kind: 'embedded', dataDir: `${root}.nexus/pg`, persistent: true })
+    const pg = await startPostgres({
+      kind: 'embedded',
+      dataDir: `${root}.nexus/pg`,
+      persistent: true,
+    })
     stops.push(() => pg.stop())
     const neonRelay = await startNeonRelay({ postgresPort: pg.port })
     stops.push(() => neonRelay.close())
@@ -59,7 +63,9 @@ async function main(): Promise<void> {
     relay = `127.0.0.1:${neonRelay.port}`
     vars.DATABASE_URL = databaseUrl
     vars.NEON_LOCAL_RELAY = relay
-    console.log(`[nexus] embedded PostgreSQL on 127.0.0.1:${pg.port} (data in .nexus/pg), Neon relay on ${relay}`)
+    console.log(
+      `[nexus] embedded PostgreSQL on 127.0.0.1:${pg.port} (data in .nexus/pg), Neon relay on ${relay}`,
+    )
   }
   await runMigrations({ databaseUrl, relay })
   console.log('[nexus] migrations applied')
@@ -72,9 +78,22 @@ async function main(): Promise<void> {
       `Redis: ${configured('UPSTASH_REDIS_REST_URL') ? 'on' : 'off (Cache API only)'}`,
   )
 
-  const args = ['wrangler', 'dev', '--ip', '127.0.0.1', '--port', String(port), '--show-interactive-dev-session=false']
+  const args = [
+    'wrangler',
+    'dev',
+    '--ip',
+    '127.0.0.1',
+    '--port',
+    String(port),
+    '--show-interactive-dev-session=false',
+  ]
   for (const [k, v] of Object.entries(vars)) args.push('--var', `${k}:${v}`)
-  const child: ChildProcess = spawn('npx', args, { cwd: root, stdio: 'inherit', detached: true, env: process.env })
+  const child: ChildProcess = spawn('npx', args, {
+    cwd: root,
+    stdio: 'inherit',
+    detached: true,
+    env: process.env,
+  })
   stops.push(async () => {
     if (child.exitCode !== null || child.pid === undefined) return
     try {

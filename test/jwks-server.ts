@@ -6,7 +6,11 @@ import { createServer } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { exportJWK, generateKeyPair } from 'jose'
 
-export async function startJwksServer(): Promise<{ url: string; privateJwk: string; close(): Promise<void> }> {
+export async function startJwksServer(): Promise<{
+  url: string
+  privateJwk: string
+  close(): Promise<void>
+}> {
   const { publicKey, privateKey } = await generateKeyPair('RS256', { extractable: true })
   const pub = { ...(await exportJWK(publicKey)), kid: 'test-idp-key', alg: 'RS256', use: 'sig' }
   const priv = { ...(await exportJWK(privateKey)), kid: 'test-idp-key', alg: 'RS256' }

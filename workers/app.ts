@@ -20,7 +20,10 @@ import { playerRoutes } from './routes/players.ts'
 export const MAX_BODY_BYTES = 64 * 1024
 
 function renderProblem(c: Context<AppEnv>, err: ApiError): Response {
-  const body = { ...problemBody(err.problem, err.message, err.extensions), requestId: c.get('requestId') }
+  const body = {
+    ...problemBody(err.problem, err.message, err.extensions),
+    requestId: c.get('requestId'),
+  }
   return new Response(JSON.stringify(body), {
     status: err.status,
     headers: {
@@ -55,21 +58,31 @@ export function createApp(): OpenAPIHono<AppEnv> {
   })
   app.use(requestId({ headerName: 'x-request-id', limitLength: 128 }))
   app.use(observe())
-  app.use(methodNotAllowed({
-    app,
-    onMethodNotAllowed: (c, methods) =>
-      renderProblem(
-        c as Context<AppEnv>,
-        new ApiError('method-not-allowed', `${c.req.method} is not allowed here; use ${methods.join(', ')}`, {}, {
-          allow: methods.join(', '),
-        }),
-      ),
-  }))
+  app.use(
+    methodNotAllowed({
+      app,
+      onMethodNotAllowed: (c, methods) =>
+        renderProblem(
+          c as Context<AppEnv>,
+          new ApiError(
+            'method-not-allowed',
+            `${c.req.method} is not allowed here; use ${methods.join(', ')}`,
+            {},
+            {
+              allow: methods.join(', '),
+            },
+          ),
+        ),
+    }),
+  )
   app.use(
     bodyLimit({
       maxSize: MAX_BODY_BYTES,
       onError: () => {
-        throw new ApiError('payload-too-large', `Request bodies are limited to ${MAX_BODY_BYTES} bytes`)
+        throw new ApiError(
+          'payload-too-large',
+          `Request bodies are limited to ${MAX_BODY_BYTES} bytes`,
+        )
       },
     }),
   )
@@ -114,7 +127,10 @@ export function createApp(): OpenAPIHono<AppEnv> {
       path: c.req.path,
       ...errorFields(err),
     })
-    return renderProblem(c, new ApiError('internal', 'Something went wrong; the request id identifies it in the logs'))
+    return renderProblem(
+      c,
+      new ApiError('internal', 'Something went wrong; the request id identifies it in the logs'),
+    )
   })
 
   return app

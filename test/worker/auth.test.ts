@@ -8,7 +8,10 @@ const testEnv = env as unknown as Record<string, string>
 /** A route any player may call but that needs a valid principal: the admin route answers 403 for players. */
 const ADMIN_PROBE = '/v1/admin/players/someone'
 
-async function hs256(claims: Record<string, unknown>, opts: { secret?: string; exp?: number; aud?: string; iss?: string; sub?: string } = {}) {
+async function hs256(
+  claims: Record<string, unknown>,
+  opts: { secret?: string; exp?: number; aud?: string; iss?: string; sub?: string } = {},
+) {
   const now = Math.floor(Date.now() / 1000)
   return new SignJWT(claims)
     .setProtectedHeader({ alg: 'HS256' })
@@ -36,7 +39,14 @@ async function idpToken(opts: { aud?: string; iss?: string; exp?: number; sub?: 
 /** GET /v1/players/me/... does not exist yet in the foundation; the admin probe tells apart 401 (who?) from 403 (not allowed). */
 async function statusFor(credential: string | null) {
   const init = credential === null ? {} : bearer(credential)
-  return problem(await call(ADMIN_PROBE, { ...init, method: 'PUT', headers: { ...(init.headers ?? {}), 'content-type': 'application/json' }, body: '{"name":"x"}' }))
+  return problem(
+    await call(ADMIN_PROBE, {
+      ...init,
+      method: 'PUT',
+      headers: { ...(init.headers ?? {}), 'content-type': 'application/json' },
+      body: '{"name":"x"}',
+    }),
+  )
 }
 
 describe('guest auth', () => {
@@ -50,14 +60,20 @@ describe('guest auth', () => {
     expect(ja.playerId).toMatch(/^g_/)
     expect(jb.playerId).toBe(ja.playerId)
     expect(ja.expiresAt).toBeGreaterThan(Date.now())
-    const other = (await (await call('/v1/auth/guest', json('POST', { deviceId: `device-${crypto.randomUUID()}` }))).json()) as { playerId: string }
+    const other = (await (
+      await call('/v1/auth/guest', json('POST', { deviceId: `device-${crypto.randomUUID()}` }))
+    ).json()) as { playerId: string }
     expect(other.playerId).not.toBe(ja.playerId)
   })
 
   it('concurrent first logins of one device converge on one player', async () => {
     const deviceId = `device-${crypto.randomUUID()}`
     const results = await Promise.all(
-      Array.from({ length: 8 }, () => call('/v1/auth/guest', json('POST', { deviceId })).then((r) => r.json() as Promise<{ playerId: string }>)),
+      Array.from({ length: 8 }, () =>
+        call('/v1/auth/guest', json('POST', { deviceId })).then(
+          (r) => r.json() as Promise<{ playerId: string }>,
+        ),
+      ),
     )
     expect(new Set(results.map((r) => r.playerId)).size).toBe(1)
   })
@@ -69,14 +85,26 @@ describe('guest auth', () => {
   })
 
   it('can be switched off', async () => {
-    const p = await problem(await callWithEnv({ GUEST_AUTH: 'off' }, '/v1/auth/guest', json('POST', { deviceId: 'device-off-1' })))
+    const p = await problem(
+      await callWithEnv(
+        { GUEST_AUTH: 'off' },
+        '/v1/auth/guest',
+        json('POST', { deviceId: 'device-off-1' }),
+      ),
+    )
     expect(p).toMatchObject({ status: 403, type: 'urn:nexus:problem:guest-auth-disabled' })
   })
 
   it('is rate limited per client address with Retry-After', async () => {
     const ip = `198.51.100.${Math.floor(Math.random() * 250)}`
     const send = () =>
-      callWithEnv({ GUEST_AUTH_PER_MINUTE: '3' }, '/v1/auth/guest', json('POST', { deviceId: `rl-${crypto.randomUUID()}` }, undefined, { 'cf-connecting-ip': ip }))
+      callWithEnv(
+        { GUEST_AUTH_PER_MINUTE: '3' },
+        '/v1/auth/guest',
+        json('POST', { deviceId: `rl-${crypto.randomUUID()}` }, undefined, {
+          'cf-connecting-ip': ip,
+        }),
+      )
     const statuses: number[] = []
     let limited: Response | undefined
     for (let i = 0; i < 5; i++) {
@@ -98,40 +126,66 @@ describe('bad credentials, one by one', () => {
   it('missing token → 401 with WWW-Authenticate', async () => {
     const res = await call(ADMIN_PROBE, json('PUT', { name: 'x' }))
     expect(res.headers.get('www-authenticate')).toContain('Bearer')
-    expect(await problem(res)).toMatchObject({ status: 401, type: 'urn:nexus:problem:unauthorized' })
+    expect(await problem(res)).toMatchObject({
+      status: 401,
+      type: 'urn:nexus:problem:unauthorized',
+    })
   })
 
   it('a malformed Authorization header → 401', async () => {
-    const res = await call(ADMIN_PROBE, { method: 'PUT', headers: { authorization: 'Basic Zm9vOmJhcg==', 'content-type': 'application/json' }, body: '{}' })
-    expect(await problem(res)).toMatchObject({ status: 401, type: 'urn:nexus:problem:unauthorized' })
+    const res = await call(ADMIN_PROBE, {
+      method: 'PUT',
+      headers: { authorization: 'Basic Zm9vOmJhcg==', 'content-type': 'application/json' },
+      body: '{}',
+    })
+    expect(await problem(res)).toMatchObject({
+      status: 401,
+      type: 'urn:nexus:problem:unauthorized',
+    })
   })
 
   it('forged token (wrong secret) → 401', async () => {
-    expect(await statusFor(await hs256({}, { secret: 'not-the-secret-at-all-0123456789' }))).toMatchObject({ status: 401, type: 'urn:nexus:problem:unauthorized' })
+    expect(
+      await statusFor(await hs256({}, { secret: 'not-the-secret-at-all-0123456789' })),
+    ).toMatchObject({ status: 401, type: 'urn:nexus:problem:unauthorized' })
   })
 
   it('tampered payload → 401', async () => {
     const token = await hs256({})
     const [h, , s] = token.split('.')
-    const payload = btoa(JSON.stringify({ sub: 'someone-else', iss: 'nexus', aud: 'nexus:player', exp: 9999999999 })).replace(/=+$/, '').replace(/\+/g, '-').replace(/\//g, '_')
+    const payload = btoa(
+      JSON.stringify({ sub: 'someone-else', iss: 'nexus', aud: 'nexus:player', exp: 9999999999 }),
+    )
+      .replace(/=+$/, '')
+      .replace(/\+/g, '-')
+      .replace(/\//g, '_')
     expect(await statusFor(`${h}.${payload}.${s}`)).toMatchObject({ status: 401 })
   })
 
   it('alg "none" → 401', async () => {
     const enc = (o: unknown) => btoa(JSON.stringify(o)).replace(/=+$/, '')
     const token = `${enc({ alg: 'none' })}.${enc({ sub: 'x', iss: 'nexus', aud: 'nexus:player', exp: 9999999999 })}.`
-    expect(await statusFor(token)).toMatchObject({ status: 401, type: 'urn:nexus:problem:unauthorized' })
+    expect(await statusFor(token)).toMatchObject({
+      status: 401,
+      type: 'urn:nexus:problem:unauthorized',
+    })
   })
 
   it('expired token → 401 token-expired; within the clock-skew tolerance → accepted', async () => {
     const now = Math.floor(Date.now() / 1000)
-    expect(await statusFor(await hs256({}, { exp: now - 120 }))).toMatchObject({ status: 401, type: 'urn:nexus:problem:token-expired' })
+    expect(await statusFor(await hs256({}, { exp: now - 120 }))).toMatchObject({
+      status: 401,
+      type: 'urn:nexus:problem:token-expired',
+    })
     // Expired 10 s ago, within the 30 s tolerance: authenticated (then 403 on the admin route).
     expect(await statusFor(await hs256({}, { exp: now - 10 }))).toMatchObject({ status: 403 })
   })
 
   it('wrong audience → 401', async () => {
-    expect(await statusFor(await hs256({}, { aud: 'nexus:session' }))).toMatchObject({ status: 401, type: 'urn:nexus:problem:unauthorized' })
+    expect(await statusFor(await hs256({}, { aud: 'nexus:session' }))).toMatchObject({
+      status: 401,
+      type: 'urn:nexus:problem:unauthorized',
+    })
   })
 
   it('wrong issuer → 401', async () => {
@@ -139,7 +193,10 @@ describe('bad credentials, one by one', () => {
   })
 
   it('wrong admin key → 401, right one → 200', async () => {
-    expect(await statusFor('not-the-admin-key')).toMatchObject({ status: 401, type: 'urn:nexus:problem:unauthorized' })
+    expect(await statusFor('not-the-admin-key')).toMatchObject({
+      status: 401,
+      type: 'urn:nexus:problem:unauthorized',
+    })
     expect(await statusFor(ADMIN_KEY + 'x')).toMatchObject({ status: 401 })
     const ok = await call(ADMIN_PROBE, json('PUT', { name: 'x' }, ADMIN_KEY))
     expect(ok.status).toBe(200)
@@ -154,8 +211,12 @@ describe("a studio's own identity provider (JWKS)", () => {
 
   it('refuses wrong audience, wrong issuer, expired, and a key not in the JWKS', async () => {
     expect(await statusFor(await idpToken({ aud: 'another-game' }))).toMatchObject({ status: 401 })
-    expect(await statusFor(await idpToken({ iss: 'https://evil.test' }))).toMatchObject({ status: 401 })
-    expect(await statusFor(await idpToken({ exp: Math.floor(Date.now() / 1000) - 300 }))).toMatchObject({ status: 401, type: 'urn:nexus:problem:token-expired' })
+    expect(await statusFor(await idpToken({ iss: 'https://evil.test' }))).toMatchObject({
+      status: 401,
+    })
+    expect(
+      await statusFor(await idpToken({ exp: Math.floor(Date.now() / 1000) - 300 })),
+    ).toMatchObject({ status: 401, type: 'urn:nexus:problem:token-expired' })
     const { privateKey } = await generateKeyPair('RS256')
     const stranger = await new SignJWT({})
       .setProtectedHeader({ alg: 'RS256', kid: 'test-idp-key' })
@@ -164,6 +225,9 @@ describe("a studio's own identity provider (JWKS)", () => {
       .setAudience('nexus-game')
       .setExpirationTime('10m')
       .sign(privateKey)
-    expect(await statusFor(stranger)).toMatchObject({ status: 401, type: 'urn:nexus:problem:unauthorized' })
+    expect(await statusFor(stranger)).toMatchObject({
+      status: 401,
+      type: 'urn:nexus:problem:unauthorized',
+    })
   })
 })

@@ -7,7 +7,11 @@ const PROBLEM = 'application/problem+json'
 describe('the error funnel renders RFC 9457 problems', () => {
   it('404 for an unknown route', async () => {
     const p = await problem(await call('/v1/nope'))
-    expect(p).toMatchObject({ status: 404, contentType: PROBLEM, type: 'urn:nexus:problem:not-found' })
+    expect(p).toMatchObject({
+      status: 404,
+      contentType: PROBLEM,
+      type: 'urn:nexus:problem:not-found',
+    })
     expect(p.body.title).toBe('Not found')
     expect(typeof p.body.requestId).toBe('string')
   })
@@ -15,28 +19,58 @@ describe('the error funnel renders RFC 9457 problems', () => {
   it('405 with Allow for a known path and a wrong method', async () => {
     const res = await call('/v1/auth/guest', { method: 'GET' })
     const p = await problem(res)
-    expect(p).toMatchObject({ status: 405, contentType: PROBLEM, type: 'urn:nexus:problem:method-not-allowed' })
+    expect(p).toMatchObject({
+      status: 405,
+      contentType: PROBLEM,
+      type: 'urn:nexus:problem:method-not-allowed',
+    })
     expect(res.headers.get('allow')).toContain('POST')
   })
 
   it('400 for malformed JSON, before validation', async () => {
     const p = await problem(
-      await call('/v1/auth/guest', { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"deviceId": ' }),
+      await call('/v1/auth/guest', {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: '{"deviceId": ',
+      }),
     )
-    expect(p).toMatchObject({ status: 400, contentType: PROBLEM, type: 'urn:nexus:problem:malformed-json' })
+    expect(p).toMatchObject({
+      status: 400,
+      contentType: PROBLEM,
+      type: 'urn:nexus:problem:malformed-json',
+    })
   })
 
   it('415 for a body that is not JSON', async () => {
     const p = await problem(
-      await call('/v1/auth/guest', { method: 'POST', headers: { 'content-type': 'text/plain' }, body: 'deviceId=abc' }),
+      await call('/v1/auth/guest', {
+        method: 'POST',
+        headers: { 'content-type': 'text/plain' },
+        body: 'deviceId=abc',
+      }),
     )
-    expect(p).toMatchObject({ status: 415, contentType: PROBLEM, type: 'urn:nexus:problem:unsupported-media-type' })
+    expect(p).toMatchObject({
+      status: 415,
+      contentType: PROBLEM,
+      type: 'urn:nexus:problem:unsupported-media-type',
+    })
   })
 
   it('413 for a body over the cap, whatever its content', async () => {
     const big = JSON.stringify({ deviceId: 'x'.repeat(70 * 1024) })
-    const p = await problem(await call('/v1/auth/guest', { method: 'POST', headers: { 'content-type': 'application/json' }, body: big }))
-    expect(p).toMatchObject({ status: 413, contentType: PROBLEM, type: 'urn:nexus:problem:payload-too-large' })
+    const p = await problem(
+      await call('/v1/auth/guest', {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: big,
+      }),
+    )
+    expect(p).toMatchObject({
+      status: 413,
+      contentType: PROBLEM,
+      type: 'urn:nexus:problem:payload-too-large',
+    })
   })
 
   it('413 also for a streamed body without Content-Length', async () => {
@@ -49,19 +83,30 @@ describe('the error funnel renders RFC 9457 problems', () => {
       },
     })
     const p = await problem(
-      await call('/v1/auth/guest', { method: 'POST', headers: { 'content-type': 'application/json' }, body, duplex: 'half' } as RequestInit),
+      await call('/v1/auth/guest', {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body,
+        duplex: 'half',
+      } as RequestInit),
     )
     expect(p).toMatchObject({ status: 413, type: 'urn:nexus:problem:payload-too-large' })
   })
 
   it('422 naming the failing field', async () => {
     const p = await problem(await call('/v1/auth/guest', json('POST', { deviceId: 42 })))
-    expect(p).toMatchObject({ status: 422, contentType: PROBLEM, type: 'urn:nexus:problem:validation' })
+    expect(p).toMatchObject({
+      status: 422,
+      contentType: PROBLEM,
+      type: 'urn:nexus:problem:validation',
+    })
     expect(p.body.errors).toEqual([expect.objectContaining({ path: 'deviceId' })])
   })
 
   it('422 for unknown fields and for a JSON body of the wrong shape', async () => {
-    const extra = await problem(await call('/v1/auth/guest', json('POST', { deviceId: 'abcdefgh-1', admin: true })))
+    const extra = await problem(
+      await call('/v1/auth/guest', json('POST', { deviceId: 'abcdefgh-1', admin: true })),
+    )
     expect(extra).toMatchObject({ status: 422, type: 'urn:nexus:problem:validation' })
     const array = await problem(await call('/v1/auth/guest', json('POST', ['abcdefgh'])))
     expect(array).toMatchObject({ status: 422, type: 'urn:nexus:problem:validation' })
@@ -71,9 +116,19 @@ describe('the error funnel renders RFC 9457 problems', () => {
     const id = `bounds-${crypto.randomUUID()}`
     const ok = await call(`/v1/admin/players/${id}`, json('PUT', { rating: 1234 }, ADMIN_KEY))
     expect(ok.status).toBe(200)
-    for (const bad of [{ rating: -1 }, { rating: 1e9 }, { rating: 'NaN' }, { name: '' }, { name: 'x'.repeat(65) }, {}]) {
+    for (const bad of [
+      { rating: -1 },
+      { rating: 1e9 },
+      { rating: 'NaN' },
+      { name: '' },
+      { name: 'x'.repeat(65) },
+      {},
+    ]) {
       const p = await problem(await call(`/v1/admin/players/${id}`, json('PUT', bad, ADMIN_KEY)))
-      expect(p, JSON.stringify(bad)).toMatchObject({ status: 422, type: 'urn:nexus:problem:validation' })
+      expect(p, JSON.stringify(bad)).toMatchObject({
+        status: 422,
+        type: 'urn:nexus:problem:validation',
+      })
     }
     const again = await call(`/v1/admin/players/${id}`, json('PUT', { name: 'Ada' }, ADMIN_KEY))
     expect(await again.json()).toMatchObject({ playerId: id, name: 'Ada', rating: 1234 })

@@ -10,7 +10,10 @@ const unreachablePostgres = {
   NEON_LOCAL_RELAY: testEnv.TEST_UNREACHABLE_NEON_RELAY,
 }
 /** Nothing listens on port 1 of the loopback: an Upstash endpoint that is down. */
-const unreachableRedis = { UPSTASH_REDIS_REST_URL: 'http://127.0.0.1:1', UPSTASH_REDIS_REST_TOKEN: 'x' }
+const unreachableRedis = {
+  UPSTASH_REDIS_REST_URL: 'http://127.0.0.1:1',
+  UPSTASH_REDIS_REST_TOKEN: 'x',
+}
 
 describe('operations endpoints', () => {
   it('/health answers without touching dependencies', async () => {
@@ -29,7 +32,11 @@ describe('operations endpoints', () => {
     const res = await callWithEnv(unreachablePostgres, '/ready')
     expect(res.status).toBe(503)
     expect(res.headers.get('content-type')).toBe('application/problem+json')
-    const body = (await res.json()) as { type: string; checks: Record<string, string>; detail: string }
+    const body = (await res.json()) as {
+      type: string
+      checks: Record<string, string>
+      detail: string
+    }
     expect(body.type).toBe('urn:nexus:problem:unavailable')
     expect(body.checks).toEqual({ postgres: 'down', redis: 'up' })
     expect(body.detail).toContain('postgres')
@@ -38,19 +45,31 @@ describe('operations endpoints', () => {
   it('/ready is 503 naming Redis when it is down, and Postgres still up', async () => {
     const res = await callWithEnv(unreachableRedis, '/ready')
     expect(res.status).toBe(503)
-    expect(((await res.json()) as { checks: unknown }).checks).toEqual({ postgres: 'up', redis: 'down' })
+    expect(((await res.json()) as { checks: unknown }).checks).toEqual({
+      postgres: 'up',
+      redis: 'down',
+    })
   })
 
   it('/ready without Redis configured reports it as not configured and is ready', async () => {
     const res = await callWithEnv({ UPSTASH_REDIS_REST_URL: undefined }, '/ready')
     expect(res.status).toBe(200)
-    expect(((await res.json()) as { checks: unknown }).checks).toEqual({ postgres: 'up', redis: 'not-configured' })
+    expect(((await res.json()) as { checks: unknown }).checks).toEqual({
+      postgres: 'up',
+      redis: 'not-configured',
+    })
   })
 
   it('keeps serving when Redis is down: guest auth works on the in-isolate rate limit', async () => {
     const started = Date.now()
     for (let i = 0; i < 5; i++) {
-      const res = await callWithEnv(unreachableRedis, '/v1/auth/guest', json('POST', { deviceId: `redis-down-${crypto.randomUUID()}` }, undefined, { 'cf-connecting-ip': `203.0.113.${i}` }))
+      const res = await callWithEnv(
+        unreachableRedis,
+        '/v1/auth/guest',
+        json('POST', { deviceId: `redis-down-${crypto.randomUUID()}` }, undefined, {
+          'cf-connecting-ip': `203.0.113.${i}`,
+        }),
+      )
       expect(res.status).toBe(200)
     }
     // The breaker opens after a few failures, so later requests do not wait for Redis at all.
@@ -62,20 +81,37 @@ describe('operations endpoints', () => {
     await call('/v1/does-not-exist')
     const text = await (await call('/metrics')).text()
     expect(text).toContain('# TYPE nexus_http_requests_total counter')
-    expect(text).toMatch(/nexus_http_requests_total\{method="GET",route="\/health",status="200"\} \d+/)
-    expect(text).toMatch(/nexus_http_requests_total\{method="GET",route="unmatched",status="404"\} \d+/)
-    expect(text).toMatch(/nexus_http_request_duration_seconds_bucket\{le="\+Inf",method="GET",route="\/health",status="200"\} \d+/)
+    expect(text).toMatch(
+      /nexus_http_requests_total\{method="GET",route="\/health",status="200"\} \d+/,
+    )
+    expect(text).toMatch(
+      /nexus_http_requests_total\{method="GET",route="unmatched",status="404"\} \d+/,
+    )
+    expect(text).toMatch(
+      /nexus_http_request_duration_seconds_bucket\{method="GET",route="\/health",status="200",le="\+Inf"\} \d+/,
+    )
   })
 
   it('/openapi.json describes the routes with the schemas that validate them', async () => {
     const doc = (await (await call('/openapi.json')).json()) as {
       openapi: string
-      paths: Record<string, Record<string, { requestBody?: { content: Record<string, { schema: unknown }> } }>>
-      components: { schemas: Record<string, { properties?: Record<string, { maxLength?: number; minLength?: number }> }> }
+      paths: Record<
+        string,
+        Record<string, { requestBody?: { content: Record<string, { schema: unknown }> } }>
+      >
+      components: {
+        schemas: Record<
+          string,
+          { properties?: Record<string, { maxLength?: number; minLength?: number }> }
+        >
+      }
     }
     expect(doc.openapi).toBe('3.1.0')
     expect(doc.paths['/v1/auth/guest']?.post).toBeDefined()
-    expect(doc.components.schemas.GuestRequest?.properties?.deviceId).toMatchObject({ minLength: 8, maxLength: 128 })
+    expect(doc.components.schemas.GuestRequest?.properties?.deviceId).toMatchObject({
+      minLength: 8,
+      maxLength: 128,
+    })
     expect(doc.components.schemas.Problem).toBeDefined()
   })
 
@@ -90,10 +126,14 @@ describe('the Neon driver reaches the real PostgreSQL', () => {
   it('runs queries and a transaction through the relay', async () => {
     configureLocalRelay(testEnv.DATABASE_URL!, testEnv.NEON_LOCAL_RELAY!)
     const sql = neon(testEnv.DATABASE_URL!)
-    const [row] = await sql`select current_setting('server_version_num')::int as v, 1 + ${41}::int as answer`
+    const [row] =
+      await sql`select current_setting('server_version_num')::int as v, 1 + ${41}::int as answer`
     expect(row).toMatchObject({ answer: 42 })
     expect(Number(row!.v)).toBeGreaterThanOrEqual(150000)
-    const [, count] = await sql.transaction([sql`select 1`, sql`select count(*)::int as n from players`])
+    const [, count] = await sql.transaction([
+      sql`select 1`,
+      sql`select count(*)::int as n from players`,
+    ])
     expect(typeof (count as { n: number }[])[0]!.n).toBe('number')
   })
 })

@@ -43,8 +43,12 @@ export const leaderboards = pgTable('leaderboards', {
   id: text('id').primaryKey(),
   config: jsonb('config').notNull(),
   version: integer('version').notNull().default(1),
-  createdAt: timestamp('created_at', { withTimezone: true, mode: 'date' }).notNull().default(sql`now()`),
-  updatedAt: timestamp('updated_at', { withTimezone: true, mode: 'date' }).notNull().default(sql`now()`),
+  createdAt: timestamp('created_at', { withTimezone: true, mode: 'date' })
+    .notNull()
+    .default(sql`now()`),
+  updatedAt: timestamp('updated_at', { withTimezone: true, mode: 'date' })
+    .notNull()
+    .default(sql`now()`),
 })
 
 /** One row per closed cycle: its window and how its archive went. */
@@ -95,7 +99,9 @@ export const rewards = pgTable(
     playerId: text('player_id').notNull(),
     rank: integer('rank').notNull(),
     reward: jsonb('reward').notNull(),
-    createdAt: timestamp('created_at', { withTimezone: true, mode: 'date' }).notNull().default(sql`now()`),
+    createdAt: timestamp('created_at', { withTimezone: true, mode: 'date' })
+      .notNull()
+      .default(sql`now()`),
   },
   (t) => [
     primaryKey({ columns: [t.leaderboardId, t.cycle, t.playerId] }),

@@ -28,8 +28,7 @@ export interface AuthEnv {
 }
 
 export type Principal =
-  | { kind: 'player'; playerId: string; source: 'nexus' | 'jwks' }
-  | { kind: 'admin' }
+  { kind: 'player'; playerId: string; source: 'nexus' | 'jwks' } | { kind: 'admin' }
 
 const encoder = new TextEncoder()
 
@@ -130,7 +129,8 @@ function checkTokenShape(token: string): void {
 
 function tokenError(err: unknown): ApiError {
   if (err instanceof ApiError) return err
-  if (err instanceof joseErrors.JWTExpired) return new ApiError('token-expired', 'The token has expired')
+  if (err instanceof joseErrors.JWTExpired)
+    return new ApiError('token-expired', 'The token has expired')
   if (err instanceof joseErrors.JWTClaimValidationFailed) {
     return new ApiError('unauthorized', `The token's "${err.claim}" claim is not accepted`)
   }

@@ -66,7 +66,8 @@ export class Counter {
 
   render(): string {
     const lines = [`# HELP ${this.name} ${this.help}`, `# TYPE ${this.name} counter`]
-    for (const s of this.series.values()) lines.push(`${this.name}${renderLabels(s.labels)} ${s.value}`)
+    for (const s of this.series.values())
+      lines.push(`${this.name}${renderLabels(s.labels)} ${s.value}`)
     return lines.join('\n')
   }
 }
@@ -90,7 +91,8 @@ export class Gauge {
 
   render(): string {
     const lines = [`# HELP ${this.name} ${this.help}`, `# TYPE ${this.name} gauge`]
-    for (const s of this.series.values()) lines.push(`${this.name}${renderLabels(s.labels)} ${s.value}`)
+    for (const s of this.series.values())
+      lines.push(`${this.name}${renderLabels(s.labels)} ${s.value}`)
     return lines.join('\n')
   }
 }
@@ -128,7 +130,9 @@ export class Histogram {
     const lines = [`# HELP ${this.name} ${this.help}`, `# TYPE ${this.name} histogram`]
     for (const s of this.series.values()) {
       this.buckets.forEach((b, i) =>
-        lines.push(`${this.name}_bucket${renderLabels(s.labels, ['le', String(b)])} ${s.counts[i]}`),
+        lines.push(
+          `${this.name}_bucket${renderLabels(s.labels, ['le', String(b)])} ${s.counts[i]}`,
+        ),
       )
       lines.push(`${this.name}_bucket${renderLabels(s.labels, ['le', '+Inf'])} ${s.count}`)
       lines.push(`${this.name}_sum${renderLabels(s.labels)} ${s.sum}`)
@@ -162,7 +166,10 @@ export function renderMetrics(): string {
   return [...registry.values()].map((m) => m.render()).join('\n\n') + '\n'
 }
 
-export const httpRequests = counter('nexus_http_requests_total', 'HTTP requests by route and status')
+export const httpRequests = counter(
+  'nexus_http_requests_total',
+  'HTTP requests by route and status',
+)
 export const httpDuration = histogram(
   'nexus_http_request_duration_seconds',
   'HTTP request latency by route and status',

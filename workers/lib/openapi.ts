@@ -26,7 +26,9 @@ export function newRouter(): OpenAPIHono<AppEnv> {
         const first = errors[0]
         throw new ApiError(
           'validation',
-          first ? `Invalid ${where}: ${first.path || '(root)'}: ${first.message}` : `Invalid ${where}`,
+          first
+            ? `Invalid ${where}: ${first.path || '(root)'}: ${first.message}`
+            : `Invalid ${where}`,
           { errors },
         )
       }
@@ -48,7 +50,10 @@ export const Problem = z
 
 /** Responses every route may give, merged into each route's `responses`. */
 export function problemResponses(...statuses: number[]) {
-  const out: Record<number, { description: string; content: Record<string, { schema: typeof Problem }> }> = {}
+  const out: Record<
+    number,
+    { description: string; content: Record<string, { schema: typeof Problem }> }
+  > = {}
   for (const s of statuses) {
     out[s] = {
       description: 'A problem (RFC 9457)',
@@ -71,4 +76,7 @@ export const ResourceId = z
   .string()
   .min(1)
   .max(64)
-  .regex(/^[A-Za-z0-9][A-Za-z0-9_.-]*$/, 'letters, digits, "_", "." and "-", starting with a letter or digit')
+  .regex(
+    /^[A-Za-z0-9][A-Za-z0-9_.-]*$/,
+    'letters, digits, "_", "." and "-", starting with a letter or digit',
+  )

@@ -13,7 +13,10 @@ export const problemTypes = {
   'not-found': { status: 404, title: 'Not found' },
   'method-not-allowed': { status: 405, title: 'Method not allowed' },
   conflict: { status: 409, title: 'Conflict' },
-  'idempotency-key-reused': { status: 422, title: 'Idempotency key reused with a different request' },
+  'idempotency-key-reused': {
+    status: 422,
+    title: 'Idempotency key reused with a different request',
+  },
   'payload-too-large': { status: 413, title: 'Payload too large' },
   'unsupported-media-type': { status: 415, title: 'Unsupported media type' },
   validation: { status: 422, title: 'Validation failed' },

@@ -33,7 +33,8 @@ export class MemoryWindowCounter {
   }
 
   private evictOld(currentWindowStart: number): void {
-    for (const [k, w] of this.windows) if (w.windowStart !== currentWindowStart) this.windows.delete(k)
+    for (const [k, w] of this.windows)
+      if (w.windowStart !== currentWindowStart) this.windows.delete(k)
     // Still full of live keys: drop the oldest inserted rather than grow without bound.
     while (this.windows.size >= this.maxKeys) {
       const first = this.windows.keys().next().value

@@ -68,7 +68,9 @@ export async function cachedRead(c: Context<AppEnv>, opts: CachedReadOptions): P
 
   let pending = inflight.get(opts.key)
   if (!pending || bypass) {
-    pending = opts.load().then(({ status, body }) => ({ status, text: JSON.stringify(body), storedAt: Date.now() }))
+    pending = opts
+      .load()
+      .then(({ status, body }) => ({ status, text: JSON.stringify(body), storedAt: Date.now() }))
     if (!bypass) {
       inflight.set(opts.key, pending)
       void pending.finally(() => inflight.delete(opts.key)).catch(() => {})
@@ -106,7 +108,13 @@ export async function cachedRead(c: Context<AppEnv>, opts: CachedReadOptions): P
   }
 }
 
-async function putEdge(cache: Cache, key: string, text: string, storedAt: number, ttlMs: number): Promise<void> {
+async function putEdge(
+  cache: Cache,
+  key: string,
+  text: string,
+  storedAt: number,
+  ttlMs: number,
+): Promise<void> {
   const left = Math.max(1, Math.floor((storedAt + ttlMs - Date.now()) / 1000))
   await cache.put(
     cacheRequest(key),

@@ -7,7 +7,10 @@ const redisSkipped = counter(
   'nexus_redis_skipped_total',
   'Redis calls skipped because the circuit breaker was open',
 )
-const redisCircuitOpen = gauge('nexus_redis_circuit_open', '1 while the Redis circuit breaker is open')
+const redisCircuitOpen = gauge(
+  'nexus_redis_circuit_open',
+  '1 while the Redis circuit breaker is open',
+)
 
 export interface AcceleratorOptions {
   /** Per-call deadline; Redis is an accelerator, so a slow answer is worth less than none. */
@@ -89,7 +92,11 @@ export class RedisAccelerator {
       this.openUntil = this.now() + this.openMs
       redisCircuitOpen.set({}, 1)
     }
-    log('warn', 'redis call failed', { operation, ...errorFields(err), failures: this.consecutiveFailures })
+    log('warn', 'redis call failed', {
+      operation,
+      ...errorFields(err),
+      failures: this.consecutiveFailures,
+    })
   }
 }
 

@@ -7,7 +7,11 @@ export function all<T>(sql: SqlStorage, query: string, ...bindings: SqlStorageVa
 }
 
 /** The first row of a query, or undefined. */
-export function one<T>(sql: SqlStorage, query: string, ...bindings: SqlStorageValue[]): T | undefined {
+export function one<T>(
+  sql: SqlStorage,
+  query: string,
+  ...bindings: SqlStorageValue[]
+): T | undefined {
   const rows = sql.exec(query, ...bindings).toArray()
   return rows[0] as T | undefined
 }

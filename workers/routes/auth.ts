@@ -49,7 +49,10 @@ const guestRoute = createRoute({
   ] as const,
   request: { body: { content: { 'application/json': { schema: GuestRequest } }, required: true } },
   responses: {
-    200: { description: 'A player token', content: { 'application/json': { schema: TokenResponse } } },
+    200: {
+      description: 'A player token',
+      content: { 'application/json': { schema: TokenResponse } },
+    },
     ...problemResponses(400, 403, 413, 415, 422, 429, 503),
   },
 })

@@ -42,9 +42,11 @@ ops.get('/ready', async (c) => {
     c.env.DATABASE_URL
       ? probe(() => getSql(c.env)`select 1 as ok`)
       : Promise.resolve<Check>('not-configured'),
-    redis ? probe(async () => {
-      if (!(await redis.ping(PROBE_TIMEOUT_MS))) throw new Error('no PONG')
-    }) : Promise.resolve<Check>('not-configured'),
+    redis
+      ? probe(async () => {
+          if (!(await redis.ping(PROBE_TIMEOUT_MS))) throw new Error('no PONG')
+        })
+      : Promise.resolve<Check>('not-configured'),
   ])
   const checks = { postgres, redis: redisCheck }
   const down = Object.entries(checks)
@@ -65,7 +67,9 @@ ops.get('/ready', async (c) => {
 
 ops.get('/metrics', (c) => {
   c.header('cache-control', 'no-store')
-  return c.body(renderMetrics(), 200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8' })
+  return c.body(renderMetrics(), 200, {
+    'content-type': 'text/plain; version=0.0.4; charset=utf-8',
+  })
 })
 
 ops.get('/docs', (c) => c.html(docsPage()))

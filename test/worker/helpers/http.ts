@@ -18,13 +18,22 @@ export async function callWithEnv(
   init: RequestInit = {},
 ): Promise<Response> {
   const ctx = createExecutionContext()
-  const res = await worker.fetch(new Request(BASE + path, init), { ...(env as Env), ...overrides }, ctx)
+  const res = await worker.fetch(
+    new Request(BASE + path, init),
+    { ...(env as Env), ...overrides },
+    ctx,
+  )
   await waitOnExecutionContext(ctx)
   return res
 }
 
 /** JSON request init with a bearer credential. */
-export function json(method: string, body: unknown, credential?: string, headers: Record<string, string> = {}): RequestInit {
+export function json(
+  method: string,
+  body: unknown,
+  credential?: string,
+  headers: Record<string, string> = {},
+): RequestInit {
   return {
     method,
     headers: {
@@ -45,13 +54,24 @@ let deviceCounter = 0
 /** A new guest player with its token. */
 export async function newGuest(): Promise<{ token: string; playerId: string }> {
   const deviceId = `test-device-${crypto.randomUUID()}-${deviceCounter++}`
-  const res = await call('/v1/auth/guest', json('POST', { deviceId }, undefined, { 'cf-connecting-ip': `10.9.${deviceCounter % 250}.${deviceCounter % 200}` }))
+  const res = await call(
+    '/v1/auth/guest',
+    json('POST', { deviceId }, undefined, {
+      'cf-connecting-ip': `10.9.${deviceCounter % 250}.${deviceCounter % 200}`,
+    }),
+  )
   if (res.status !== 200) throw new Error(`guest auth failed: ${res.status} ${await res.text()}`)
   return (await res.json()) as { token: string; playerId: string }
 }
 
 /** Asserts-friendly view of a problem response. */
-export async function problem(res: Response): Promise<{ status: number; contentType: string | null; type: string; detail?: string; body: Record<string, unknown> }> {
+export async function problem(res: Response): Promise<{
+  status: number
+  contentType: string | null
+  type: string
+  detail?: string
+  body: Record<string, unknown>
+}> {
   const body = (await res.json()) as Record<string, unknown>
   return {
     status: res.status,

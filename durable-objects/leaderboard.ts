@@ -1,0 +1,1075 @@
+import { DurableObject } from 'cloudflare:workers'
+import {
+  parseSchedule,
+  nextBoundary,
+  previousBoundary,
+  type Schedule,
+} from '../workers/core/cycle.ts'
+import {
+  applySubmission,
+  rewardFor,
+  type CycleRules,
+  type LeaderboardConfig,
+  type RewardTier,
+} from '../workers/core/leaderboard.ts'
+import {
+  compareEntries,
+  decodeCursor,
+  encodeCursor,
+  RankIndex,
+  type RankEntry,
+  type RankKey,
+} from '../workers/core/rank-index.ts'
+import type { Env } from '../workers/env.ts'
+import {
+  NeonArchiveWriter,
+  type ArchiveReward,
+  type ArchiveRow,
+  type ArchiveWriter,
+} from '../workers/leaderboards/archive-writer.ts'
+import { loadLeaderboardConfig } from '../workers/leaderboards/config-store.ts'
+import { errorFields, log } from '../workers/lib/log.ts'
+import { counter, histogram } from '../workers/lib/metrics.ts'
+import type { ProblemType } from '../workers/lib/problem.ts'
+import { all, one } from '../workers/lib/sql.ts'
+
+const SCHEMA_VERSION = 1
+/** Rows per archive page: each page is one Neon transaction. */
+export const ARCHIVE_PAGE_SIZE = 1000
+/** Rows deleted per statement once a cycle is safely in Neon. */
+const PURGE_BATCH = 10_000
+/** One alarm invocation works this long, then yields to a fresh one. */
+const ARCHIVE_BUDGET_MS = 20_000
+const IDEMPOTENCY_TTL_MS = 24 * 60 * 60 * 1000
+const IDEMPOTENCY_SWEEP_BATCH = 5000
+const SWEEP_INTERVAL_MS = 10 * 60 * 1000
+const MAX_BACKOFF_MS = 5 * 60 * 1000
+/** How long a client may take to page through `top`: replaced versions are kept this long. */
+const WALK_TTL_MS = 5 * 60 * 1000
+/** At most this many replaced versions are kept; older walks then restart. */
+const MAX_HISTORY = 200_000
+
+const submissions = counter(
+  'nexus_leaderboard_submissions_total',
+  'Score submissions accepted (replays included)',
+)
+const rejections = counter(
+  'nexus_leaderboard_rejections_total',
+  'Score submissions refused, by reason',
+)
+const rowsArchived = counter(
+  'nexus_leaderboard_rows_archived_total',
+  'Rows written to the Neon archive',
+)
+const closeRetries = counter(
+  'nexus_leaderboard_close_retries_total',
+  'Archive attempts that failed and were retried',
+)
+const closeDuration = histogram(
+  'nexus_leaderboard_close_duration_seconds',
+  'From a cycle freezing to its archive being complete in Neon',
+  [0.1, 0.5, 1, 5, 10, 30, 60, 120, 300, 900, 3600],
+)
+
+/** What the board's current cycle is and by which rules it ranks. */
+interface CurrentCycle extends CycleRules {
+  cycle: number
+  startsAt: number
+  endsAt: number | null
+}
+
+interface CloseRow {
+  cycle: number
+  starts_at: number
+  ends_at: number
+  sort_order: string
+  rewards: string
+  entries: number
+  state: 'archiving' | 'purging' | 'done'
+  cursor: string | null
+  archived: number
+  attempts: number
+  next_attempt_at: number
+  last_error: string | null
+  closed_at: number
+  finished_at: number | null
+  reason: string
+}
+
+interface EntryRow {
+  player_id: string
+  score: number
+  subscore: number
+  seq: number
+  metadata: string | null
+  submitted_at: number
+}
+
+/** A refusal the Worker renders as problem+json. */
+export interface BoardProblem {
+  ok: false
+  problem: ProblemType
+  detail: string
+  extensions?: Record<string, unknown>
+  headers?: Record<string, string>
+}
+
+export interface SubmitInput {
+  boardId: string
+  playerId: string
+  score: number
+  subscore: number
+  /** Canonical JSON text, or null. */
+  metadata: string | null
+  idempotencyKey: string
+  /** SHA-256 of the canonical request, to tell a retry from a different request under one key. */
+  requestHash: string
+}
+
+export interface SubmitResult {
+  cycle: number
+  score: number
+  best: number
+  rank: number
+  replayed: boolean
+}
+
+export interface BoardEntry {
+  rank: number
+  playerId: string
+  score: number
+  subscore: number
+  metadata: Json
+}
+
+export interface CycleInfo {
+  cycle: number
+  startsAt: number
+  endsAt: number | null
+  entries: number
+}
+
+export interface CloseStatus {
+  cycle: number
+  state: 'archiving' | 'purging' | 'done'
+  entries: number
+  archived: number
+  attempts: number
+  nextAttemptAt: number | null
+  lastError: string | null
+  reason: string
+}
+
+type Reply<T> = ({ ok: true } & T) | BoardProblem
+
+function refuse(
+  problem: ProblemType,
+  detail: string,
+  extensions?: Record<string, unknown>,
+  headers?: Record<string, string>,
+): BoardProblem {
+  rejections.inc({ reason: problem })
+  return {
+    ok: false,
+    problem,
+    detail,
+    ...(extensions ? { extensions } : {}),
+    ...(headers ? { headers } : {}),
+  }
+}
+
+/**
+ * One leaderboard: the single writer of its live cycle.
+ *
+ * Lifecycle:
+ * - constructor: creates the schema once, loads the current cycle and rebuilds the in-memory
+ *   rank index from SQLite, before any request is let in.
+ * - `configure`: receives configuration from the Worker (Neon is the record).
+ * - `submit` / reads: every call first rolls the cycle over if its end has passed, so writes after
+ *   a boundary land in the new cycle at once and closing never blocks them.
+ * - `close` / boundary: freezes the cycle (its rows stay in SQLite under their cycle number) and
+ *   archives it into Neon page by page from the alarm, recording progress after each page that
+ *   Neon acknowledged; only then are the frozen rows deleted.
+ * - `alarm`: cycle end, archive pages and retries with backoff, expiry of idempotency keys. It is
+ *   idempotent, since the runtime retries it.
+ */
+export class Leaderboard extends DurableObject<Env> {
+  private readonly sql: SqlStorage
+  private boardId: string | null = null
+  private config: LeaderboardConfig | null = null
+  private schedule: Schedule | null = null
+  private current: CurrentCycle | null = null
+  private index = new RankIndex('desc')
+  private seq = 0
+  /**
+   * Versions of entries replaced recently, so a walk through `top` reads one consistent snapshot
+   * (the board as of the walk's first page): no entry is repeated or skipped however scores move
+   * between pages. Keyed by the version's seq; `replaced` says which player and when.
+   */
+  private history = new RankIndex('desc')
+  private replaced = new Map<string, { playerId: string; replacedAt: number; at: number }>()
+  /** Walks whose snapshot is older than this seq can no longer be served exactly. */
+  private historyHorizon = 0
+  private archiving: Promise<void> | null = null
+  /** Replaceable so tests can inject faults between pages; production always writes to Neon. */
+  archiveWriter: ArchiveWriter
+  /** The board's clock; tests move it forward instead of sleeping past a cycle boundary. */
+  now: () => number = Date.now
+
+  constructor(ctx: DurableObjectState, env: Env) {
+    super(ctx, env)
+    this.sql = ctx.storage.sql
+    this.archiveWriter = new NeonArchiveWriter(env)
+    void ctx.blockConcurrencyWhile(async () => this.load())
+  }
+
+  private get actor(): string {
+    return `Leaderboard:${this.boardId ?? this.ctx.id.toString()}`
+  }
+
+  private load(): void {
+    this.sql.exec(`CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)`)
+    const version = Number(
+      one<{ value: string }>(this.sql, `SELECT value FROM meta WHERE key = 'schema'`)?.value ?? 0,
+    )
+    if (version < 1) {
+      this.sql.exec(`
+        CREATE TABLE IF NOT EXISTS entries (
+          cycle INTEGER NOT NULL, player_id TEXT NOT NULL,
+          score REAL NOT NULL, subscore REAL NOT NULL, seq INTEGER NOT NULL,
+          ord_score REAL NOT NULL, ord_sub REAL NOT NULL,
+          metadata TEXT, submitted_at INTEGER NOT NULL,
+          PRIMARY KEY (cycle, player_id)
+        ) WITHOUT ROWID;
+        CREATE INDEX IF NOT EXISTS entries_order ON entries (cycle, ord_score, ord_sub, seq, player_id);
+        CREATE TABLE IF NOT EXISTS idempotency (
+          player_id TEXT NOT NULL, key TEXT NOT NULL, request_hash TEXT NOT NULL,
+          response TEXT NOT NULL, created_at INTEGER NOT NULL,
+          PRIMARY KEY (player_id, key)
+        ) WITHOUT ROWID;
+        CREATE INDEX IF NOT EXISTS idempotency_created ON idempotency (created_at);
+        CREATE TABLE IF NOT EXISTS submit_windows (
+          player_id TEXT PRIMARY KEY, window_start INTEGER NOT NULL, count INTEGER NOT NULL
+        ) WITHOUT ROWID;
+        CREATE TABLE IF NOT EXISTS closes (
+          cycle INTEGER PRIMARY KEY, starts_at INTEGER NOT NULL, ends_at INTEGER NOT NULL,
+          sort_order TEXT NOT NULL, rewards TEXT NOT NULL, entries INTEGER NOT NULL,
+          state TEXT NOT NULL, cursor TEXT, archived INTEGER NOT NULL DEFAULT 0,
+          attempts INTEGER NOT NULL DEFAULT 0, next_attempt_at INTEGER NOT NULL DEFAULT 0,
+          last_error TEXT, closed_at INTEGER NOT NULL, finished_at INTEGER, reason TEXT NOT NULL
+        );
+      `)
+      this.sql.exec(
+        `INSERT OR REPLACE INTO meta (key, value) VALUES ('schema', ?)`,
+        String(SCHEMA_VERSION),
+      )
+    }
+    const meta = new Map(
+      all<{ key: string; value: string }>(this.sql, `SELECT key, value FROM meta`).map((r) => [
+        r.key,
+        r.value,
+      ]),
+    )
+    this.boardId = meta.get('board_id') ?? null
+    this.seq = Number(meta.get('seq') ?? 0)
+    const config = meta.get('config')
+    if (config) this.applyConfig(JSON.parse(config) as LeaderboardConfig)
+    const current = meta.get('current')
+    if (current) {
+      this.current = JSON.parse(current) as CurrentCycle
+      this.rebuildIndex()
+    }
+    // Replaced versions are not persisted: walks begun before this wake restart.
+    this.historyHorizon = this.seq
+  }
+
+  private resetHistory(): void {
+    this.history = new RankIndex(this.current!.sortOrder)
+    this.replaced.clear()
+    this.historyHorizon = this.seq
+  }
+
+  /** Keeps the version a submission replaces, for walks that started before it. */
+  private remember(previous: RankEntry, replacedAt: number, now: number): void {
+    const id = `v${previous.seq}`
+    this.history.upsert({
+      playerId: id,
+      score: previous.score,
+      subscore: previous.subscore,
+      seq: previous.seq,
+    })
+    this.replaced.set(id, { playerId: previous.playerId, replacedAt, at: now })
+    for (const [oldId, v] of this.replaced) {
+      if (v.at >= now - WALK_TTL_MS && this.replaced.size <= MAX_HISTORY) break
+      this.replaced.delete(oldId)
+      this.history.remove(oldId)
+      if (v.replacedAt > this.historyHorizon) this.historyHorizon = v.replacedAt
+    }
+  }
+
+  private rebuildIndex(): void {
+    const cur = this.current!
+    this.index = new RankIndex(cur.sortOrder)
+    this.history = new RankIndex(cur.sortOrder)
+    this.replaced.clear()
+    const cursor = this.sql.exec<{
+      player_id: string
+      score: number
+      subscore: number
+      seq: number
+    }>(`SELECT player_id, score, subscore, seq FROM entries WHERE cycle = ?`, cur.cycle)
+    this.index.load(
+      (function* () {
+        for (const r of cursor)
+          yield { playerId: r.player_id, score: r.score, subscore: r.subscore, seq: r.seq }
+      })(),
+    )
+  }
+
+  private applyConfig(config: LeaderboardConfig): void {
+    const schedule = parseSchedule(config.cycle)
+    if ('error' in schedule) throw new Error(`stored cycle is invalid: ${schedule.error}`)
+    this.config = config
+    this.schedule = schedule
+  }
+
+  private setMeta(key: string, value: string): void {
+    this.sql.exec(`INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)`, key, value)
+  }
+
+  private saveCurrent(): void {
+    this.setMeta('current', JSON.stringify(this.current))
+  }
+
+  /** Makes sure the board knows its configuration, fetching it from Neon after a cold start. */
+  private async ensureConfigured(boardId: string): Promise<boolean> {
+    if (this.config) return true
+    const config = await loadLeaderboardConfig(this.env, boardId)
+    if (!config) return false
+    // Another call may have configured the board while this one waited for Neon.
+    if (!this.config) this.configureNow(boardId, config, this.now())
+    return true
+  }
+
+  /**
+   * Stores a new configuration. A new board starts cycle 1 now. On a live board, bounds, limits
+   * and rewards apply at once (rewards are those in force when the cycle closes); a schedule
+   * change moves the current cycle's end to the new schedule's next boundary; sortOrder and
+   * operator take effect at the next cycle, so one cycle is always ranked by one rule.
+   */
+  async configure(boardId: string, config: LeaderboardConfig): Promise<CycleInfo> {
+    this.configureNow(boardId, config, this.now())
+    await this.scheduleAlarm()
+    return this.cycleInfo()
+  }
+
+  private configureNow(boardId: string, config: LeaderboardConfig, now: number): void {
+    const previousCycle = JSON.stringify(this.config?.cycle ?? null)
+    this.applyConfig(config)
+    this.ctx.storage.transactionSync(() => {
+      this.boardId = boardId
+      this.setMeta('board_id', boardId)
+      this.setMeta('config', JSON.stringify(config))
+      if (!this.current) {
+        this.current = {
+          cycle: 1,
+          startsAt: previousBoundary(this.schedule!, now) ?? now,
+          endsAt: nextBoundary(this.schedule!, now),
+          sortOrder: config.sortOrder,
+          operator: config.operator,
+        }
+        this.index = new RankIndex(config.sortOrder)
+        this.resetHistory()
+        this.saveCurrent()
+      } else if (JSON.stringify(config.cycle) !== previousCycle) {
+        this.current.endsAt = nextBoundary(this.schedule!, now)
+        this.saveCurrent()
+      }
+    })
+  }
+
+  private cycleInfo(): CycleInfo {
+    const cur = this.current!
+    return {
+      cycle: cur.cycle,
+      startsAt: cur.startsAt,
+      endsAt: cur.endsAt,
+      entries: this.index.size,
+    }
+  }
+
+  /** Rolls over to a new cycle if the current one has ended; true if it did. */
+  private rollover(now: number): boolean {
+    const cur = this.current
+    if (!cur || cur.endsAt === null || now < cur.endsAt) return false
+    this.freeze(now, cur.endsAt, 'schedule')
+    return true
+  }
+
+  /**
+   * Ends the current cycle at `endsAt` and starts the next one. The frozen rows stay in SQLite
+   * under their cycle number until Neon has them; the new cycle starts empty, in memory and on
+   * disk, in the same synchronous step, so no write can land in between.
+   */
+  private freeze(now: number, endsAt: number, reason: 'schedule' | 'manual'): void {
+    const cur = this.current!
+    const config = this.config!
+    const schedule = this.schedule!
+    const entries = this.index.size
+    this.ctx.storage.transactionSync(() => {
+      this.sql.exec(
+        `INSERT OR IGNORE INTO closes (cycle, starts_at, ends_at, sort_order, rewards, entries, state, closed_at, reason)
+         VALUES (?, ?, ?, ?, ?, ?, 'archiving', ?, ?)`,
+        cur.cycle,
+        cur.startsAt,
+        endsAt,
+        cur.sortOrder,
+        JSON.stringify(config.rewards),
+        entries,
+        now,
+        reason,
+      )
+      this.current = {
+        cycle: cur.cycle + 1,
+        startsAt: reason === 'manual' ? now : (previousBoundary(schedule, now) ?? now),
+        endsAt: nextBoundary(schedule, now),
+        sortOrder: config.sortOrder,
+        operator: config.operator,
+      }
+      this.saveCurrent()
+    })
+    this.index = new RankIndex(this.current!.sortOrder)
+    this.resetHistory()
+    log('info', 'cycle frozen', { actor: this.actor, cycle: cur.cycle, entries, reason })
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Submissions
+
+  /**
+   * Applies one score submission. Everything between the idempotency check and the write is
+   * synchronous, so concurrent submissions (even with one key) are serialised by the object.
+   * What happens on retry: the same key and body replay the stored answer with `replayed: true`;
+   * the same key with another body is refused. A refused submission stores nothing.
+   */
+  async submit(input: SubmitInput): Promise<Reply<{ result: SubmitResult }>> {
+    if (!(await this.ensureConfigured(input.boardId)))
+      return refuse('not-found', `No leaderboard '${input.boardId}'`)
+    const now = this.now()
+    if (this.rollover(now)) await this.scheduleAlarm()
+    const config = this.config!
+
+    const stored = one<{ request_hash: string; response: string }>(
+      this.sql,
+      `SELECT request_hash, response FROM idempotency WHERE player_id = ? AND key = ?`,
+      input.playerId,
+      input.idempotencyKey,
+    )
+    if (stored) {
+      if (stored.request_hash !== input.requestHash) {
+        return refuse(
+          'idempotency-key-reused',
+          'This Idempotency-Key was used for a different submission',
+        )
+      }
+      submissions.inc({ replayed: 'true' })
+      return {
+        ok: true,
+        result: { ...(JSON.parse(stored.response) as SubmitResult), replayed: true },
+      }
+    }
+
+    if (input.score < config.scoreMin || input.score > config.scoreMax) {
+      return refuse(
+        'validation',
+        `score must be between ${config.scoreMin} and ${config.scoreMax}`,
+        {
+          errors: [
+            { path: 'score', message: `must be between ${config.scoreMin} and ${config.scoreMax}` },
+          ],
+        },
+      )
+    }
+    if (input.subscore < config.subscoreMin || input.subscore > config.subscoreMax) {
+      return refuse(
+        'validation',
+        `subscore must be between ${config.subscoreMin} and ${config.subscoreMax}`,
+        {
+          errors: [
+            {
+              path: 'subscore',
+              message: `must be between ${config.subscoreMin} and ${config.subscoreMax}`,
+            },
+          ],
+        },
+      )
+    }
+    if (input.metadata !== null && utf8Length(input.metadata) > config.metadataMaxBytes) {
+      return refuse(
+        'validation',
+        `metadata is limited to ${config.metadataMaxBytes} bytes of JSON on this board`,
+        {
+          errors: [{ path: 'metadata', message: `at most ${config.metadataMaxBytes} bytes` }],
+        },
+      )
+    }
+
+    const windowStart = now - (now % 60_000)
+    const win = one<{ window_start: number; count: number }>(
+      this.sql,
+      `SELECT window_start, count FROM submit_windows WHERE player_id = ?`,
+      input.playerId,
+    )
+    const used = win && win.window_start === windowStart ? win.count : 0
+    if (used >= config.submitsPerMinute) {
+      const retryAfter = Math.max(1, Math.ceil((windowStart + 60_000 - now) / 1000))
+      return refuse(
+        'rate-limited',
+        `At most ${config.submitsPerMinute} submissions per minute on this board`,
+        { retryAfter },
+        { 'retry-after': String(retryAfter) },
+      )
+    }
+
+    const cur = this.current!
+    const previous = this.index.get(input.playerId)
+    const outcome = applySubmission(cur.operator, cur.sortOrder, previous, {
+      score: input.score,
+      subscore: input.subscore,
+    })
+    if (
+      !Number.isFinite(outcome.score) ||
+      outcome.score < config.scoreMin ||
+      outcome.score > config.scoreMax
+    ) {
+      return refuse(
+        'validation',
+        `the total would leave the board's bounds [${config.scoreMin}, ${config.scoreMax}]`,
+        {
+          errors: [{ path: 'score', message: 'total out of bounds' }],
+        },
+      )
+    }
+
+    let entry: RankEntry | undefined = previous
+    this.ctx.storage.transactionSync(() => {
+      if (outcome.changed) {
+        const seq = ++this.seq
+        entry = { playerId: input.playerId, score: outcome.score, subscore: outcome.subscore, seq }
+        const dir = cur.sortOrder === 'desc' ? -1 : 1
+        this.sql.exec(
+          `INSERT OR REPLACE INTO entries (cycle, player_id, score, subscore, seq, ord_score, ord_sub, metadata, submitted_at)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+          cur.cycle,
+          input.playerId,
+          outcome.score,
+          outcome.subscore,
+          seq,
+          outcome.score * dir + 0,
+          outcome.subscore * dir + 0,
+          input.metadata,
+          now,
+        )
+        this.setMeta('seq', String(seq))
+      }
+      this.sql.exec(
+        `INSERT OR REPLACE INTO submit_windows (player_id, window_start, count) VALUES (?, ?, ?)`,
+        input.playerId,
+        windowStart,
+        used + 1,
+      )
+    })
+    if (outcome.changed && entry) {
+      this.index.upsert(entry)
+      if (previous) this.remember(previous, entry.seq, now)
+    }
+    const result: SubmitResult = {
+      cycle: cur.cycle,
+      score: input.score,
+      best: outcome.score,
+      rank: this.index.rankOf(input.playerId)!,
+      replayed: false,
+    }
+    this.sql.exec(
+      `INSERT INTO idempotency (player_id, key, request_hash, response, created_at) VALUES (?, ?, ?, ?, ?)`,
+      input.playerId,
+      input.idempotencyKey,
+      input.requestHash,
+      JSON.stringify(result),
+      now,
+    )
+    submissions.inc({ replayed: 'false' })
+    if (!(await this.ctx.storage.getAlarm())) await this.scheduleAlarm()
+    return { ok: true, result }
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Reads
+
+  /** Configuration and the current cycle, or null for an unknown board. */
+  async info(boardId: string): Promise<{ config: LeaderboardConfig; cycle: CycleInfo } | null> {
+    if (!(await this.ensureConfigured(boardId))) return null
+    if (this.rollover(this.now())) await this.scheduleAlarm()
+    return { config: this.config!, cycle: this.cycleInfo() }
+  }
+
+  /**
+   * A page of the current cycle. The first page fixes a snapshot (the board's write sequence
+   * number); every later page reads the board as of that snapshot, from the live index and the
+   * versions replaced since, so a walk neither repeats nor skips an entry while scores change.
+   * Cursors carry (cycle, snapshot, last rank, last key); one from a closed cycle, or older than
+   * the kept history, is refused with 409 and the client starts again.
+   */
+  async top(
+    boardId: string,
+    cursor: string | null,
+    limit: number,
+  ): Promise<
+    Reply<{ cycle: number; entries: BoardEntry[]; nextCursor: string | null; total: number }>
+  > {
+    if (!(await this.ensureConfigured(boardId)))
+      return refuse('not-found', `No leaderboard '${boardId}'`)
+    if (this.rollover(this.now())) await this.scheduleAlarm()
+    const cur = this.current!
+    let walk: BoardCursor = { cycle: cur.cycle, snapshot: this.seq, lastRank: 0, key: null }
+    if (cursor !== null) {
+      const parsed = parseBoardCursor(cursor)
+      if (!parsed) {
+        return refuse('validation', 'cursor is not valid', {
+          errors: [{ path: 'cursor', message: 'not a cursor this board issued' }],
+        })
+      }
+      if (parsed.cycle !== cur.cycle) {
+        return refuse(
+          'conflict',
+          `The cursor belongs to cycle ${parsed.cycle}; the board is now in cycle ${cur.cycle}. Start again without a cursor.`,
+          {
+            cycle: cur.cycle,
+          },
+        )
+      }
+      if (parsed.snapshot < this.historyHorizon || parsed.snapshot > this.seq) {
+        return refuse(
+          'conflict',
+          'The cursor is too old to continue consistently. Start again without a cursor.',
+          { cycle: cur.cycle },
+        )
+      }
+      walk = parsed
+    }
+    const page = this.snapshotPage(walk.key, walk.snapshot, limit)
+    const entries = await this.decorate(page, walk.lastRank + 1)
+    const last = page[page.length - 1]
+    const more = last !== undefined && this.snapshotPage(last, walk.snapshot, 1).length > 0
+    return {
+      ok: true,
+      cycle: cur.cycle,
+      entries,
+      nextCursor: more
+        ? formatBoardCursor({
+            cycle: cur.cycle,
+            snapshot: walk.snapshot,
+            lastRank: walk.lastRank + page.length,
+            key: last,
+          })
+        : null,
+      total: this.index.size,
+    }
+  }
+
+  /** Up to `limit` entries after `after` in the board as it was at write `snapshot`. */
+  private snapshotPage(after: RankKey | null, snapshot: number, limit: number): RankEntry[] {
+    const live: RankEntry[] = []
+    let from = after
+    // Live entries written after the snapshot are skipped; their earlier versions come from history.
+    while (live.length < limit) {
+      const chunk = this.index.page(from, Math.max(limit, 32))
+      for (const e of chunk) if (e.seq <= snapshot && live.length < limit) live.push(e)
+      if (chunk.length === 0) break
+      from = chunk[chunk.length - 1]!
+      if (chunk.length < Math.max(limit, 32)) break
+    }
+    if (this.replaced.size === 0) return live
+    const old: RankEntry[] = []
+    from = after
+    while (old.length < limit) {
+      const chunk = this.history.page(from, Math.max(limit, 32))
+      for (const v of chunk) {
+        const info = this.replaced.get(v.playerId)!
+        if (v.seq <= snapshot && snapshot < info.replacedAt && old.length < limit) {
+          old.push({ playerId: info.playerId, score: v.score, subscore: v.subscore, seq: v.seq })
+        }
+      }
+      if (chunk.length < Math.max(limit, 32)) break
+      from = chunk[chunk.length - 1]!
+    }
+    const order = this.current!.sortOrder
+    return [...live, ...old].sort((a, b) => compareEntries(order, a, b)).slice(0, limit)
+  }
+
+  /** A player's standing in the current cycle (entry null when the player has not scored). */
+  async player(
+    boardId: string,
+    playerId: string,
+  ): Promise<Reply<{ cycle: number; entry: BoardEntry | null; total: number }>> {
+    if (!(await this.ensureConfigured(boardId)))
+      return refuse('not-found', `No leaderboard '${boardId}'`)
+    if (this.rollover(this.now())) await this.scheduleAlarm()
+    const e = this.index.get(playerId)
+    return {
+      ok: true,
+      cycle: this.current!.cycle,
+      entry: e ? ((await this.withRanksAndMetadata([e]))[0] ?? null) : null,
+      total: this.index.size,
+    }
+  }
+
+  /** A window of `limit` entries around a player, shifted at the edges of the board. */
+  async around(
+    boardId: string,
+    playerId: string,
+    limit: number,
+  ): Promise<Reply<{ cycle: number; entries: BoardEntry[]; total: number }>> {
+    if (!(await this.ensureConfigured(boardId)))
+      return refuse('not-found', `No leaderboard '${boardId}'`)
+    if (this.rollover(this.now())) await this.scheduleAlarm()
+    if (!this.index.has(playerId)) {
+      return refuse(
+        'not-found',
+        `Player '${playerId}' has no score in cycle ${this.current!.cycle}`,
+      )
+    }
+    return {
+      ok: true,
+      cycle: this.current!.cycle,
+      entries: await this.withRanksAndMetadata(this.index.around(playerId, limit)),
+      total: this.index.size,
+    }
+  }
+
+  /** Contiguous live entries in order: one rank lookup for the first. */
+  private withRanksAndMetadata(page: RankEntry[]): Promise<BoardEntry[]> {
+    if (page.length === 0) return Promise.resolve([])
+    return this.decorate(page, this.index.rankOf(page[0]!.playerId)!)
+  }
+
+  /**
+   * Adds ranks (contiguous from `firstRank`) and metadata, read in bounded batches. Metadata
+   * belongs to the version that set the score; a replaced version shows none.
+   */
+  private async decorate(page: RankEntry[], firstRank: number): Promise<BoardEntry[]> {
+    const meta = new Map<string, { seq: number; metadata: string | null }>()
+    for (let i = 0; i < page.length; i += 90) {
+      const chunk = page.slice(i, i + 90).map((e) => e.playerId)
+      const rows = all<{ player_id: string; seq: number; metadata: string | null }>(
+        this.sql,
+        `SELECT player_id, seq, metadata FROM entries WHERE cycle = ? AND player_id IN (${chunk.map(() => '?').join(',')})`,
+        this.current!.cycle,
+        ...chunk,
+      )
+      for (const r of rows) meta.set(r.player_id, r)
+    }
+    return page.map((e, i) => {
+      const m = meta.get(e.playerId)
+      return {
+        rank: firstRank + i,
+        playerId: e.playerId,
+        score: e.score,
+        subscore: e.subscore,
+        metadata: m && m.seq === e.seq && m.metadata ? (JSON.parse(m.metadata) as Json) : null,
+      }
+    })
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Closing
+
+  /**
+   * Closes a cycle now (admin) and starts archiving it. With `cycle`, only that cycle is closed,
+   * and only if it is still current: a retried or racing close of the same cycle (or one the
+   * schedule closed first) answers with the existing close and changes nothing. Without it, the
+   * current cycle is closed. With `retryNow`, an archive waiting out a backoff retries at once.
+   */
+  async close(
+    boardId: string,
+    opts: { retryNow?: boolean; cycle?: number } = {},
+  ): Promise<Reply<{ closed: CloseStatus; current: CycleInfo }>> {
+    if (!(await this.ensureConfigured(boardId)))
+      return refuse('not-found', `No leaderboard '${boardId}'`)
+    const now = this.now()
+    this.rollover(now)
+    const closedCycle = opts.cycle ?? this.current!.cycle
+    if (closedCycle === this.current!.cycle) this.freeze(now, now, 'manual')
+    else if (!this.closeStatus(closedCycle)) {
+      return refuse(
+        'conflict',
+        `Cycle ${closedCycle} is not the current cycle (${this.current!.cycle}) and has not closed`,
+        {
+          cycle: this.current!.cycle,
+        },
+      )
+    }
+    if (opts.retryNow) this.sql.exec(`UPDATE closes SET next_attempt_at = 0 WHERE state != 'done'`)
+    await this.ctx.storage.setAlarm(now)
+    return { ok: true, closed: this.closeStatus(closedCycle)!, current: this.cycleInfo() }
+  }
+
+  /** The scheduled path (cron): rolls over if due and makes sure pending archives progress. */
+  async tick(boardId: string): Promise<{ rolledOver: boolean; pending: number }> {
+    if (!(await this.ensureConfigured(boardId))) return { rolledOver: false, pending: 0 }
+    const rolledOver = this.rollover(this.now())
+    const pending = one<{ n: number }>(
+      this.sql,
+      `SELECT count(*) AS n FROM closes WHERE state != 'done'`,
+    )!.n
+    if (rolledOver || pending > 0) await this.scheduleAlarm()
+    return { rolledOver, pending }
+  }
+
+  /** Progress of a closed cycle's archive, or null if that cycle has not closed here. */
+  closeStatus(cycle: number): CloseStatus | null {
+    const row = one<CloseRow>(this.sql, `SELECT * FROM closes WHERE cycle = ?`, cycle)
+    if (!row) return null
+    return {
+      cycle: row.cycle,
+      state: row.state,
+      entries: row.entries,
+      archived: row.archived,
+      attempts: row.attempts,
+      nextAttemptAt: row.state === 'done' ? null : row.next_attempt_at,
+      lastError: row.last_error,
+      reason: row.reason,
+    }
+  }
+
+  /**
+   * Runs the archive until done, out of time, or failed (then backs off). Only one run at a time:
+   * a concurrent caller waits for the running one instead of writing the same pages twice.
+   */
+  async runArchive(opts: { force?: boolean } = {}): Promise<void> {
+    if (this.archiving) return this.archiving
+    this.archiving = this.archiveLoop(opts.force ?? false).finally(() => {
+      this.archiving = null
+    })
+    return this.archiving
+  }
+
+  private async archiveLoop(force: boolean): Promise<void> {
+    const deadline = this.now() + ARCHIVE_BUDGET_MS
+    for (;;) {
+      const close = one<CloseRow>(
+        this.sql,
+        `SELECT * FROM closes WHERE state != 'done' ORDER BY cycle LIMIT 1`,
+      )
+      if (!close) return
+      if (!force && close.next_attempt_at > this.now()) return
+      if (this.now() > deadline) return
+      try {
+        if (close.state === 'archiving') await this.archiveNextPage(close)
+        else this.purgeSome(close)
+      } catch (err) {
+        const attempts = close.attempts + 1
+        const backoff = Math.min(MAX_BACKOFF_MS, 1000 * 2 ** Math.min(attempts - 1, 16))
+        const message = err instanceof Error ? err.message : String(err)
+        this.sql.exec(
+          `UPDATE closes SET attempts = ?, next_attempt_at = ?, last_error = ? WHERE cycle = ?`,
+          attempts,
+          this.now() + backoff,
+          message.slice(0, 500),
+          close.cycle,
+        )
+        closeRetries.inc()
+        log('warn', 'archive page failed; will retry', {
+          actor: this.actor,
+          cycle: close.cycle,
+          archived: close.archived,
+          attempts,
+          backoffMs: backoff,
+          ...errorFields(err),
+        })
+        return
+      }
+      force = false
+    }
+  }
+
+  private async archiveNextPage(close: CloseRow): Promise<void> {
+    const after = close.cursor
+      ? (JSON.parse(close.cursor) as [number, number, number, string])
+      : null
+    const rows = after
+      ? all<EntryRow & { ord_score: number; ord_sub: number }>(
+          this.sql,
+          `SELECT player_id, score, subscore, seq, metadata, submitted_at, ord_score, ord_sub FROM entries
+            WHERE cycle = ? AND (ord_score, ord_sub, seq, player_id) > (?, ?, ?, ?)
+            ORDER BY ord_score, ord_sub, seq, player_id LIMIT ?`,
+          close.cycle,
+          ...after,
+          ARCHIVE_PAGE_SIZE,
+        )
+      : all<EntryRow & { ord_score: number; ord_sub: number }>(
+          this.sql,
+          `SELECT player_id, score, subscore, seq, metadata, submitted_at, ord_score, ord_sub FROM entries
+            WHERE cycle = ? ORDER BY ord_score, ord_sub, seq, player_id LIMIT ?`,
+          close.cycle,
+          ARCHIVE_PAGE_SIZE,
+        )
+    const base = {
+      leaderboardId: this.boardId!,
+      cycle: close.cycle,
+      startsAt: close.starts_at,
+      endsAt: close.ends_at,
+      entries: close.entries,
+    }
+    if (rows.length === 0) {
+      await this.archiveWriter.complete({ ...base, archivedThrough: close.archived })
+      this.sql.exec(
+        `UPDATE closes SET state = 'purging', attempts = 0, next_attempt_at = 0, last_error = NULL WHERE cycle = ?`,
+        close.cycle,
+      )
+      closeDuration.observe({}, (this.now() - close.closed_at) / 1000)
+      log('info', 'cycle archived', { actor: this.actor, cycle: close.cycle, rows: close.archived })
+      return
+    }
+    const tiers = JSON.parse(close.rewards) as RewardTier[]
+    const archiveRows: ArchiveRow[] = []
+    const rewards: ArchiveReward[] = []
+    rows.forEach((r, i) => {
+      const rank = close.archived + i + 1
+      archiveRows.push({
+        playerId: r.player_id,
+        rank,
+        score: r.score,
+        subscore: r.subscore,
+        metadata: r.metadata,
+        submittedAt: r.submitted_at,
+      })
+      const tier = rewardFor(tiers, rank)
+      if (tier) rewards.push({ playerId: r.player_id, rank, reward: JSON.stringify(tier.reward) })
+    })
+    const archivedThrough = close.archived + rows.length
+    await this.archiveWriter.writePage({ ...base, rows: archiveRows, rewards, archivedThrough })
+    // Neon has the page: only now does the cursor move past it.
+    const last = rows[rows.length - 1]!
+    this.sql.exec(
+      `UPDATE closes SET cursor = ?, archived = ?, attempts = 0, next_attempt_at = 0, last_error = NULL WHERE cycle = ?`,
+      JSON.stringify([last.ord_score, last.ord_sub, last.seq, last.player_id]),
+      archivedThrough,
+      close.cycle,
+    )
+    rowsArchived.inc({}, rows.length)
+  }
+
+  private purgeSome(close: CloseRow): void {
+    const deleted = this.sql.exec(
+      `DELETE FROM entries WHERE cycle = ? AND player_id IN (SELECT player_id FROM entries WHERE cycle = ? LIMIT ?)`,
+      close.cycle,
+      close.cycle,
+      PURGE_BATCH,
+    ).rowsWritten
+    if (deleted === 0) {
+      this.sql.exec(
+        `UPDATE closes SET state = 'done', finished_at = ? WHERE cycle = ?`,
+        this.now(),
+        close.cycle,
+      )
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // The alarm: one schedule for every timed job of the board.
+
+  override async alarm(): Promise<void> {
+    try {
+      const now = this.now()
+      this.rollover(now)
+      await this.runArchive()
+      this.sweep(now)
+    } catch (err) {
+      log('error', 'alarm failed', { actor: this.actor, ...errorFields(err) })
+    } finally {
+      await this.scheduleAlarm()
+    }
+  }
+
+  /** Deletes expired idempotency keys and stale rate windows, a bounded batch at a time. */
+  private sweep(now: number): void {
+    const due = Number(
+      one<{ value: string }>(this.sql, `SELECT value FROM meta WHERE key = 'next_sweep'`)?.value ??
+        0,
+    )
+    if (now < due) return
+    this.sql.exec(
+      `DELETE FROM idempotency WHERE (player_id, key) IN
+         (SELECT player_id, key FROM idempotency WHERE created_at < ? LIMIT ?)`,
+      now - IDEMPOTENCY_TTL_MS,
+      IDEMPOTENCY_SWEEP_BATCH,
+    )
+    this.sql.exec(`DELETE FROM submit_windows WHERE window_start < ?`, now - 120_000)
+    this.setMeta('next_sweep', String(now + SWEEP_INTERVAL_MS))
+  }
+
+  private async scheduleAlarm(): Promise<void> {
+    const now = this.now()
+    const candidates: number[] = []
+    if (this.current?.endsAt != null) candidates.push(this.current.endsAt)
+    const pending = one<{ t: number | null }>(
+      this.sql,
+      `SELECT min(next_attempt_at) AS t FROM closes WHERE state != 'done'`,
+    )
+    if (pending?.t != null) candidates.push(Math.max(pending.t, now))
+    const hasKeys = one<{ t: number | null }>(
+      this.sql,
+      `SELECT min(created_at) AS t FROM idempotency`,
+    )
+    if (hasKeys?.t != null) {
+      const due = Number(
+        one<{ value: string }>(this.sql, `SELECT value FROM meta WHERE key = 'next_sweep'`)
+          ?.value ?? 0,
+      )
+      candidates.push(Math.max(due, hasKeys.t + IDEMPOTENCY_TTL_MS, now))
+    }
+    if (candidates.length === 0) return
+    const next = Math.min(...candidates)
+    const existing = await this.ctx.storage.getAlarm()
+    if (existing === null || existing > next || existing < now)
+      await this.ctx.storage.setAlarm(next)
+  }
+}
+
+function utf8Length(s: string): number {
+  return new TextEncoder().encode(s).length
+}
+
+interface BoardCursor {
+  cycle: number
+  /** The write sequence number the walk reads the board as of. */
+  snapshot: number
+  /** Rank of the last entry returned so far. */
+  lastRank: number
+  key: RankKey | null
+}
+
+type Json = string | number | boolean | null | Json[] | { [key: string]: Json }
+
+/** `cycle.snapshot.lastRank.key`: opaque to clients, checked strictly here. */
+function formatBoardCursor(c: BoardCursor & { key: RankKey }): string {
+  return `${c.cycle}.${c.snapshot}.${c.lastRank}.${encodeCursor(c.key)}`
+}
+
+function parseBoardCursor(cursor: string): (BoardCursor & { key: RankKey }) | null {
+  const parts = cursor.split('.')
+  if (parts.length !== 4) return null
+  const [cycle, snapshot, lastRank] = parts
+    .slice(0, 3)
+    .map((p) => (/^(0|[1-9][0-9]{0,15})$/.test(p) ? Number(p) : NaN)) as [number, number, number]
+  if (
+    !(cycle >= 1) ||
+    !(snapshot >= 0) ||
+    !(lastRank >= 1) ||
+    ![cycle, snapshot, lastRank].every(Number.isSafeInteger)
+  )
+    return null
+  const key = decodeCursor(parts[3])
+  return key ? { cycle, snapshot, lastRank, key } : null
+}

@@ -1,0 +1,12 @@
+import type { Env as NexusEnv } from '../workers/env.ts'
+
+declare global {
+  namespace Cloudflare {
+    // The bindings the tests see are the Worker's own, plus the services the global setup provides.
+    interface Env extends NexusEnv {
+      TEST_IDP_PRIVATE_JWK?: string
+      TEST_UNREACHABLE_DATABASE_URL?: string
+      TEST_UNREACHABLE_NEON_RELAY?: string
+    }
+  }
+}

@@ -1,0 +1,77 @@
+import { neon } from '@neondatabase/serverless'
+import { env } from 'cloudflare:workers'
+import { configureLocalRelay } from '../../../workers/db/client.ts'
+import { ADMIN_KEY, call, json } from './http.ts'
+
+const testEnv = env as unknown as Record<string, string>
+
+/** A fresh board id per test, so tests never share state. */
+export function boardId(prefix = 'lb'): string {
+  return `${prefix}-${crypto.randomUUID().slice(0, 8)}`
+}
+
+export async function createBoard(
+  config: Record<string, unknown> = {},
+  id = boardId(),
+): Promise<string> {
+  const res = await call(`/v1/admin/leaderboards/${id}`, json('PUT', config, ADMIN_KEY))
+  if (res.status !== 201) throw new Error(`create board: ${res.status} ${await res.text()}`)
+  return id
+}
+
+let keyCounter = 0
+
+/** Submits as a game server (admin key) for a player. */
+export function submitFor(
+  board: string,
+  playerId: string,
+  body: Record<string, unknown>,
+  key = `k-${keyCounter++}-${crypto.randomUUID()}`,
+): Promise<Response> {
+  return call(
+    `/v1/leaderboards/${board}/scores`,
+    json('POST', { ...body, playerId }, ADMIN_KEY, { 'idempotency-key': key }),
+  )
+}
+
+/** Submits with a player's own token. */
+export function submitAs(
+  board: string,
+  token: string,
+  body: Record<string, unknown>,
+  key = `k-${keyCounter++}-${crypto.randomUUID()}`,
+): Promise<Response> {
+  return call(
+    `/v1/leaderboards/${board}/scores`,
+    json('POST', body, token, { 'idempotency-key': key }),
+  )
+}
+
+/** A read that bypasses every cache layer, to see the board as it is now. */
+export async function fresh<T>(path: string, headers: Record<string, string> = {}): Promise<T> {
+  const res = await call(path, { headers: { 'cache-control': 'no-cache', ...headers } })
+  if (res.status !== 200) throw new Error(`${path}: ${res.status} ${await res.text()}`)
+  return (await res.json()) as T
+}
+
+export interface TopEntry {
+  rank: number
+  playerId: string
+  name: string | null
+  score: number
+  subscore: number
+  metadata: unknown
+}
+
+export interface Top {
+  cycle: number
+  entries: TopEntry[]
+  nextCursor: string | null
+  total: number
+}
+
+/** Direct SQL against the test PostgreSQL, through the Neon driver, for asserting what Neon holds. */
+export function pg() {
+  configureLocalRelay(testEnv.DATABASE_URL!, testEnv.NEON_LOCAL_RELAY!)
+  return neon(testEnv.DATABASE_URL!)
+}

@@ -1,0 +1,358 @@
+import { env } from 'cloudflare:workers'
+import {
+  createExecutionContext,
+  createScheduledController,
+  runInDurableObject,
+  waitOnExecutionContext,
+} from 'cloudflare:test'
+import { describe, expect, it } from 'vitest'
+import type { CloseStatus, Leaderboard } from '../../durable-objects/leaderboard.ts'
+import { NeonArchiveWriter, type ArchiveWriter } from '../../workers/leaderboards/archive-writer.ts'
+import worker from '../../workers/index.ts'
+import { ADMIN_KEY, call, json, newGuest, problem } from './helpers/http.ts'
+import { createBoard, fresh, pg, submitFor, type Top } from './helpers/boards.ts'
+
+const N = 10_000
+const REWARDS = [
+  { fromRank: 1, toRank: 1, reward: { coins: 1000, badge: 'champion' } },
+  { fromRank: 2, toRank: 10, reward: { coins: 100 } },
+  { fromRank: 11, toRank: 100, reward: { coins: 10 } },
+]
+
+function stub(board: string) {
+  return env.LEADERBOARD.getByName(board)
+}
+
+/** Player i scores (i * 7919) % N: a permutation of 0..N-1, so the expected rank of each is known. */
+const scoreOf = (i: number) => (i * 7919) % N
+const playerOf = (i: number) => `c${String(i).padStart(5, '0')}`
+
+async function seedBoard(
+  board: string,
+  extra: (inst: Leaderboard) => Promise<void> = async () => {},
+) {
+  await runInDurableObject(stub(board), async (inst: Leaderboard) => {
+    for (let i = 0; i < N; i++) {
+      const r = await inst.submit({
+        boardId: board,
+        playerId: playerOf(i),
+        score: scoreOf(i),
+        subscore: 0,
+        metadata: i % 1000 === 0 ? '{"lap":1}' : null,
+        idempotencyKey: `seed-${i}`,
+        requestHash: `h${i}`,
+      })
+      if (!r.ok) throw new Error(r.detail)
+    }
+    await extra(inst)
+  })
+}
+
+async function closeNow(board: string, body?: unknown): Promise<Response> {
+  return call(
+    `/v1/admin/leaderboards/${board}/close`,
+    body === undefined
+      ? { method: 'POST', headers: { authorization: `Bearer ${ADMIN_KEY}` } }
+      : json('POST', body, ADMIN_KEY),
+  )
+}
+
+async function status(board: string, cycle: number): Promise<CloseStatus> {
+  return runInDurableObject(stub(board), (inst: Leaderboard) => inst.closeStatus(cycle)!)
+}
+
+/** Drives the archive to completion the way the alarm does, without waiting for backoffs. */
+async function archiveUntilDone(board: string, cycle: number): Promise<CloseStatus> {
+  for (let i = 0; i < 100; i++) {
+    const s = await status(board, cycle)
+    if (s.state === 'done') return s
+    await runInDurableObject(stub(board), (inst: Leaderboard) => inst.runArchive({ force: true }))
+  }
+  throw new Error('archive did not finish')
+}
+
+/** What Neon holds for a cycle: counts and the facts that prove exactly-once. */
+async function archived(board: string, cycle: number) {
+  const sql = pg()
+  const [a] =
+    await sql`select count(*)::int as rows, count(distinct rank)::int as ranks, min(rank)::int as min, max(rank)::int as max,
+                               count(distinct player_id)::int as players from leaderboard_archive where leaderboard_id = ${board} and cycle = ${cycle}`
+  const [r] = await sql`select count(*)::int as rewards, count(distinct player_id)::int as rewarded,
+                               coalesce(sum((reward->>'coins')::int), 0)::int as coins from rewards where leaderboard_id = ${board} and cycle = ${cycle}`
+  const [c] =
+    await sql`select entries, archived_rows, completed_at is not null as complete from leaderboard_cycles where leaderboard_id = ${board} and cycle = ${cycle}`
+  return { ...a, ...r, cycle: c }
+}
+
+const EXPECTED_COINS = 1000 + 9 * 100 + 90 * 10
+
+function expectExactlyOnce(a: Awaited<ReturnType<typeof archived>>) {
+  expect(a).toMatchObject({
+    rows: N,
+    ranks: N,
+    min: 1,
+    max: N,
+    players: N,
+    rewards: 100,
+    rewarded: 100,
+    coins: EXPECTED_COINS,
+  })
+  expect(a.cycle).toEqual({ entries: N, archived_rows: N, complete: true })
+}
+
+async function entriesLeftInObject(board: string, cycle: number): Promise<number> {
+  return runInDurableObject(stub(board), (inst: Leaderboard, state) => {
+    void inst
+    return state.storage.sql
+      .exec<{ n: number }>('SELECT count(*) AS n FROM entries WHERE cycle = ?', cycle)
+      .one().n
+  })
+}
+
+describe('closing a cycle of 10,000 entries', () => {
+  it('archives exactly 10,000 rows with their ranks, pays each reward once, then frees the object', async () => {
+    const board = await createBoard({ rewards: REWARDS })
+    const { token, playerId } = await newGuest()
+    await seedBoard(board, async (inst) => {
+      // A real player takes first place with a score above every seeded one.
+      await inst.submit({
+        boardId: board,
+        playerId,
+        score: N + 5,
+        subscore: 0,
+        metadata: null,
+        idempotencyKey: 'guest',
+        requestHash: 'g',
+      })
+    })
+    const res = await closeNow(board)
+    expect(res.status).toBe(202)
+    const body = (await res.json()) as { closed: CloseStatus; current: { cycle: number } }
+    expect(body.closed).toMatchObject({ cycle: 1, entries: N + 1, reason: 'manual' })
+    expect(body.current.cycle).toBe(2)
+
+    const done = await archiveUntilDone(board, 1)
+    expect(done).toMatchObject({ state: 'done', archived: N + 1 })
+    const sql = pg()
+    const [counts] =
+      await sql`select count(*)::int as n, max(rank)::int as max from leaderboard_archive where leaderboard_id = ${board} and cycle = 1`
+    expect(counts).toEqual({ n: N + 1, max: N + 1 })
+    // Ranks follow the order: the guest first, then score N-1 at rank 2 … score 0 at rank N+1.
+    const sample =
+      await sql`select player_id, rank, score from leaderboard_archive where leaderboard_id = ${board} and cycle = 1 and rank in (1, 2, 5000, 10001) order by rank`
+    const playerWithScore = (s: number) =>
+      playerOf(Array.from({ length: N }, (_, i) => i).find((i) => scoreOf(i) === s)!)
+    expect(sample).toEqual([
+      { player_id: playerId, rank: 1, score: N + 5 },
+      { player_id: playerWithScore(N - 1), rank: 2, score: N - 1 },
+      { player_id: playerWithScore(N - 4999), rank: 5000, score: N - 4999 },
+      { player_id: playerWithScore(0), rank: N + 1, score: 0 },
+    ])
+    const [rw] =
+      await sql`select count(*)::int as n from rewards where leaderboard_id = ${board} and cycle = 1`
+    expect(rw!.n).toBe(100)
+    expect(await entriesLeftInObject(board, 1)).toBe(0)
+
+    // The guest sees their reward; the closed cycle is served from Neon; history lists the result.
+    const mine = await fresh<{
+      rewards: { leaderboardId: string; cycle: number; rank: number; reward: unknown }[]
+    }>('/v1/players/me/rewards', { authorization: `Bearer ${token}` })
+    expect(mine.rewards).toEqual([
+      expect.objectContaining({
+        leaderboardId: board,
+        cycle: 1,
+        rank: 1,
+        reward: { coins: 1000, badge: 'champion' },
+      }),
+    ])
+    const closedTop = await fresh<Top & { complete: boolean }>(
+      `/v1/leaderboards/${board}/cycles/1/top?limit=3`,
+    )
+    expect(closedTop).toMatchObject({ cycle: 1, complete: true, total: N + 1 })
+    expect(closedTop.entries.map((e) => e.rank)).toEqual([1, 2, 3])
+    const page2 = await fresh<Top>(
+      `/v1/leaderboards/${board}/cycles/1/top?limit=3&cursor=${closedTop.nextCursor}`,
+    )
+    expect(page2.entries.map((e) => e.rank)).toEqual([4, 5, 6])
+    const history = await fresh<{ results: { cycle: number; rank: number }[] }>(
+      `/v1/leaderboards/${board}/players/me/history`,
+      { authorization: `Bearer ${token}` },
+    )
+    expect(history.results).toEqual([
+      expect.objectContaining({ cycle: 1, rank: 1, entries: N + 1 }),
+    ])
+    // The live board is empty and taking scores in cycle 2.
+    expect((await fresh<Top>(`/v1/leaderboards/${board}/top`)).total).toBe(0)
+    const next = (await (await submitFor(board, 'later', { score: 1 })).json()) as { cycle: number }
+    expect(next.cycle).toBe(2)
+  })
+
+  it('resumes exactly after a fault between pages, and after a crash between Neon’s commit and the progress record', async () => {
+    const board = await createBoard({ rewards: REWARDS })
+    await seedBoard(board, async (inst) => {
+      const real = new NeonArchiveWriter(env)
+      let pages = 0
+      const faulty: ArchiveWriter = {
+        async writePage(page) {
+          pages++
+          if (pages === 2) {
+            // Neon commits the page, then the object dies before recording it.
+            await real.writePage(page)
+            throw new Error('injected crash after commit')
+          }
+          if (pages === 5) throw new Error('injected fault before commit')
+          return real.writePage(page)
+        },
+        complete: (p) => real.complete(p),
+      }
+      inst.archiveWriter = faulty
+    })
+    expect((await closeNow(board)).status).toBe(202)
+    await runInDurableObject(stub(board), (inst: Leaderboard) => inst.runArchive({ force: true }))
+    let s = await status(board, 1)
+    expect(s).toMatchObject({
+      state: 'archiving',
+      archived: 1000,
+      attempts: 1,
+      lastError: 'injected crash after commit',
+    })
+    expect(s.nextAttemptAt).toBeGreaterThan(Date.now())
+    await runInDurableObject(stub(board), (inst: Leaderboard) => inst.runArchive({ force: true }))
+    s = await status(board, 1)
+    expect(s).toMatchObject({
+      state: 'archiving',
+      archived: 3000,
+      attempts: 1,
+      lastError: 'injected fault before commit',
+    })
+    // The frozen rows stay until Neon has all of them.
+    expect(await entriesLeftInObject(board, 1)).toBe(N)
+    await runInDurableObject(stub(board), (inst: Leaderboard) => {
+      inst.archiveWriter = new NeonArchiveWriter(env)
+    })
+    await archiveUntilDone(board, 1)
+    expectExactlyOnce(await archived(board, 1))
+    expect(await entriesLeftInObject(board, 1)).toBe(0)
+  })
+
+  it('with Postgres unreachable for a while, backs off, keeps everything, and finishes when it returns', async () => {
+    const board = await createBoard({ rewards: REWARDS })
+    await seedBoard(board, async (inst) => {
+      inst.archiveWriter = new NeonArchiveWriter({
+        DATABASE_URL: env.TEST_UNREACHABLE_DATABASE_URL,
+        NEON_LOCAL_RELAY: env.TEST_UNREACHABLE_NEON_RELAY,
+      })
+    })
+    expect((await closeNow(board)).status).toBe(202)
+    const backoffs: number[] = []
+    for (let i = 0; i < 3; i++) {
+      const before = Date.now()
+      await runInDurableObject(stub(board), (inst: Leaderboard) => inst.runArchive({ force: true }))
+      const s = await status(board, 1)
+      expect(s).toMatchObject({ state: 'archiving', archived: 0, attempts: i + 1 })
+      backoffs.push(s.nextAttemptAt! - before)
+    }
+    // Exponential backoff: each wait at least as long as the last.
+    expect(backoffs[1]!).toBeGreaterThan(backoffs[0]!)
+    expect(backoffs[2]!).toBeGreaterThan(backoffs[1]!)
+    // Closing never blocks the next cycle.
+    const during = (await (await submitFor(board, 'during-outage', { score: 3 })).json()) as {
+      cycle: number
+    }
+    expect(during.cycle).toBe(2)
+    const metrics = await (await call('/metrics')).text()
+    expect(metrics).toMatch(/nexus_leaderboard_close_retries_total \d+/)
+
+    await runInDurableObject(stub(board), (inst: Leaderboard) => {
+      inst.archiveWriter = new NeonArchiveWriter(env)
+    })
+    await archiveUntilDone(board, 1)
+    expectExactlyOnce(await archived(board, 1))
+  })
+
+  it('two closes racing (and the archive run twice at once) close one cycle and write everything once', async () => {
+    const board = await createBoard({ rewards: REWARDS })
+    await seedBoard(board)
+    const [a, b] = await Promise.all([closeNow(board, { cycle: 1 }), closeNow(board, { cycle: 1 })])
+    expect([a.status, b.status]).toEqual([202, 202])
+    const bodies = (await Promise.all([a.json(), b.json()])) as {
+      closed: CloseStatus
+      current: { cycle: number }
+    }[]
+    expect(bodies.map((x) => x.closed.cycle)).toEqual([1, 1])
+    expect(bodies.map((x) => x.current.cycle)).toEqual([2, 2])
+    // A retry of the close after the fact is still the same close.
+    const retry = (await (await closeNow(board, { cycle: 1 })).json()) as {
+      current: { cycle: number }
+    }
+    expect(retry.current.cycle).toBe(2)
+    // Closing a cycle that never existed is a conflict.
+    expect((await problem(await closeNow(board, { cycle: 7 }))).status).toBe(409)
+
+    await runInDurableObject(stub(board), async (inst: Leaderboard) => {
+      await Promise.all([
+        inst.runArchive({ force: true }),
+        inst.runArchive({ force: true }),
+        inst.alarm(),
+      ])
+    })
+    await archiveUntilDone(board, 1)
+    expectExactlyOnce(await archived(board, 1))
+    // Running the finished archive again writes nothing.
+    await runInDurableObject(stub(board), (inst: Leaderboard) => inst.runArchive({ force: true }))
+    expectExactlyOnce(await archived(board, 1))
+  })
+})
+
+describe('cycles close on schedule', () => {
+  it('the cron closes a board whose cycle ended, and writes after the boundary go to the new cycle', async () => {
+    const board = await createBoard({
+      cycle: { every: '1m' },
+      rewards: [{ fromRank: 1, toRank: 1, reward: { coins: 5 } }],
+    })
+    await submitFor(board, 'early', { score: 10 })
+    const info = await fresh<{ cycle: { cycle: number; endsAt: number } }>(
+      `/v1/leaderboards/${board}`,
+    )
+    expect(info.cycle.cycle).toBe(1)
+    // Move the board's clock past the boundary instead of waiting a minute.
+    const skew = info.cycle.endsAt - Date.now() + 1000
+    await runInDurableObject(stub(board), (inst: Leaderboard) => {
+      inst.now = () => Date.now() + skew
+    })
+    const ctx = createExecutionContext()
+    await worker.scheduled(
+      createScheduledController({ scheduledTime: Date.now() + skew, cron: '* * * * *' }),
+      env,
+      ctx,
+    )
+    await waitOnExecutionContext(ctx)
+    const s = await status(board, 1)
+    expect(s).toMatchObject({ cycle: 1, reason: 'schedule', entries: 1 })
+    const after = (await (await submitFor(board, 'late', { score: 99 })).json()) as {
+      cycle: number
+      rank: number
+    }
+    expect(after).toMatchObject({ cycle: 2, rank: 1 })
+    await archiveUntilDone(board, 1)
+    const [row] =
+      await pg()`select player_id, rank from leaderboard_archive where leaderboard_id = ${board} and cycle = 1`
+    expect(row).toEqual({ player_id: 'early', rank: 1 })
+    const [reward] = await pg()`select player_id from rewards where leaderboard_id = ${board}`
+    expect(reward).toEqual({ player_id: 'early' })
+  })
+
+  it('a late write to an ended cycle goes to the new one even without the cron', async () => {
+    const board = await createBoard({ cycle: { every: '1m' } })
+    await submitFor(board, 'a', { score: 1 })
+    await runInDurableObject(stub(board), (inst: Leaderboard) => {
+      inst.now = () => Date.now() + 61_000
+    })
+    const r = (await (await submitFor(board, 'b', { score: 2 })).json()) as {
+      cycle: number
+      rank: number
+    }
+    expect(r).toMatchObject({ cycle: 2, rank: 1 })
+    expect((await status(board, 1)).entries).toBe(1)
+  })
+})

@@ -1,0 +1,125 @@
+import { describe, expect, it } from 'vitest'
+import { ADMIN_KEY, call, json, newGuest, problem } from './helpers/http.ts'
+import { boardId, createBoard } from './helpers/boards.ts'
+
+describe('leaderboard configuration', () => {
+  it('creates a board with defaults (201), then updates it (200), readable by anyone', async () => {
+    const id = boardId()
+    const created = await call(
+      `/v1/admin/leaderboards/${id}`,
+      json('PUT', { cycle: { every: '5m' } }, ADMIN_KEY),
+    )
+    expect(created.status).toBe(201)
+    const body = (await created.json()) as {
+      config: Record<string, unknown>
+      cycle: { cycle: number; startsAt: number; endsAt: number }
+    }
+    expect(body.config).toMatchObject({
+      sortOrder: 'desc',
+      operator: 'best',
+      submitsPerMinute: 10,
+      metadataMaxBytes: 512,
+      rewards: [],
+    })
+    expect(body.cycle.cycle).toBe(1)
+    // 5-minute cycles are aligned to the epoch: the window contains now and spans 5 minutes.
+    expect(body.cycle.endsAt - body.cycle.startsAt).toBe(5 * 60_000)
+    expect(body.cycle.startsAt % (5 * 60_000)).toBe(0)
+    expect(body.cycle.startsAt).toBeLessThanOrEqual(Date.now())
+    expect(body.cycle.endsAt).toBeGreaterThan(Date.now())
+
+    const updated = await call(
+      `/v1/admin/leaderboards/${id}`,
+      json('PUT', { cycle: { every: '5m' }, sortOrder: 'asc', submitsPerMinute: 30 }, ADMIN_KEY),
+    )
+    expect(updated.status).toBe(200)
+    const info = (await (
+      await call(`/v1/leaderboards/${id}`, { headers: { 'cache-control': 'no-cache' } })
+    ).json()) as { config: Record<string, unknown>; cycle: { cycle: number } }
+    expect(info.config).toMatchObject({ sortOrder: 'asc', submitsPerMinute: 30 })
+    expect(info.cycle.cycle).toBe(1)
+  })
+
+  it('refuses each invalid configuration with 422 naming the field, and keeps the old one', async () => {
+    const id = await createBoard({ scoreMax: 1000 })
+    const bad: [Record<string, unknown>, string][] = [
+      [{ sortOrder: 'sideways' }, 'sortOrder'],
+      [{ operator: 'max' }, 'operator'],
+      [{ cycle: { every: '30s' } }, 'cycle'],
+      [{ cycle: { cron: '0 0 31 2 *' } }, 'cycle'],
+      [{ cycle: { every: '5m', cron: '* * * * *' } }, 'cycle'],
+      [{ cycle: '5m' }, 'cycle'],
+      [{ scoreMin: 10, scoreMax: 5 }, 'scoreMax'],
+      [{ scoreMax: 1e300 }, 'scoreMax'],
+      [{ submitsPerMinute: 0 }, 'submitsPerMinute'],
+      [{ submitsPerMinute: 1.5 }, 'submitsPerMinute'],
+      [{ metadataMaxBytes: 100_000 }, 'metadataMaxBytes'],
+      [
+        {
+          rewards: [
+            { fromRank: 1, toRank: 10, reward: { coins: 1 } },
+            { fromRank: 5, toRank: 20, reward: { coins: 1 } },
+          ],
+        },
+        'rewards',
+      ],
+      [{ rewards: [{ fromRank: 3, toRank: 1, reward: {} }] }, 'rewards.0.toRank'],
+      [
+        { rewards: [{ fromRank: 1, toRank: 1, reward: { blob: 'x'.repeat(2000) } }] },
+        'rewards.0.reward',
+      ],
+      [{ colour: 'blue' }, ''],
+    ]
+    for (const [config, path] of bad) {
+      const p = await problem(
+        await call(`/v1/admin/leaderboards/${id}`, json('PUT', config, ADMIN_KEY)),
+      )
+      expect(p, JSON.stringify(config)).toMatchObject({
+        status: 422,
+        type: 'urn:nexus:problem:validation',
+      })
+      if (path)
+        expect(
+          (p.body.errors as { path: string }[]).map((e) => e.path),
+          JSON.stringify(config),
+        ).toContain(path)
+    }
+    const info = (await (
+      await call(`/v1/leaderboards/${id}`, { headers: { 'cache-control': 'no-cache' } })
+    ).json()) as { config: { scoreMax: number } }
+    expect(info.config.scoreMax).toBe(1000)
+  })
+
+  it('is admin-only: a player token gets 403, no credential 401', async () => {
+    const { token } = await newGuest()
+    expect(
+      (await problem(await call(`/v1/admin/leaderboards/${boardId()}`, json('PUT', {}, token))))
+        .status,
+    ).toBe(403)
+    expect(
+      (await problem(await call(`/v1/admin/leaderboards/${boardId()}`, json('PUT', {})))).status,
+    ).toBe(401)
+  })
+
+  it('an unknown board is 404 on every read', async () => {
+    const id = boardId('missing')
+    for (const path of [
+      `/v1/leaderboards/${id}`,
+      `/v1/leaderboards/${id}/top`,
+      `/v1/leaderboards/${id}/players/p1`,
+      `/v1/leaderboards/${id}/around/p1`,
+    ]) {
+      const p = await problem(await call(path))
+      expect(p, path).toMatchObject({ status: 404, type: 'urn:nexus:problem:not-found' })
+    }
+  })
+
+  it('a board id outside the allowed alphabet or length is 422', async () => {
+    for (const id of ['a'.repeat(65), '-leading-dash', 'sp%20ace']) {
+      const p = await problem(
+        await call(`/v1/admin/leaderboards/${id}`, json('PUT', {}, ADMIN_KEY)),
+      )
+      expect(p.status, id).toBe(422)
+    }
+  })
+})

@@ -1,0 +1,195 @@
+import { env } from 'cloudflare:workers'
+import { evictDurableObject } from 'cloudflare:test'
+import { describe, expect, it } from 'vitest'
+import { ADMIN_KEY, call, json, newGuest, problem } from './helpers/http.ts'
+import { createBoard, fresh, submitFor, type Top } from './helpers/boards.ts'
+
+/** Seeds `n` players p000..p(n-1) with distinct scores through the public API. */
+async function seed(board: string, n: number, score: (i: number) => number): Promise<void> {
+  for (let i = 0; i < n; i++) {
+    const res = await submitFor(board, `p${String(i).padStart(3, '0')}`, { score: score(i) })
+    if (res.status !== 200) throw new Error(`seed: ${res.status} ${await res.text()}`)
+  }
+}
+
+describe('top pages with cursors', () => {
+  it('walks the whole board in pages with contiguous ranks', async () => {
+    const b = await createBoard({ submitsPerMinute: 600 })
+    await seed(b, 25, (i) => i * 3)
+    const seen: { rank: number; playerId: string; score: number }[] = []
+    let cursor: string | null = null
+    let pages = 0
+    do {
+      const page: Top = await fresh<Top>(
+        `/v1/leaderboards/${b}/top?limit=7${cursor ? `&cursor=${cursor}` : ''}`,
+      )
+      seen.push(...page.entries)
+      cursor = page.nextCursor
+      pages++
+    } while (cursor && pages < 10)
+    expect(pages).toBe(4)
+    expect(seen.map((e) => e.rank)).toEqual(Array.from({ length: 25 }, (_, i) => i + 1))
+    expect(seen.map((e) => e.score)).toEqual(Array.from({ length: 25 }, (_, i) => (24 - i) * 3))
+  })
+
+  it('neither skips nor repeats an entry while scores change between pages', async () => {
+    const b = await createBoard({ operator: 'set', submitsPerMinute: 600 })
+    await seed(b, 30, (i) => 1000 - i * 10) // p000 = 1000 (rank 1) … p029 = 710
+    const first = await fresh<Top>(`/v1/leaderboards/${b}/top?limit=10`)
+    const seen = first.entries.map((e) => e.playerId)
+    // Between pages: someone already seen drops to the bottom, someone not yet seen jumps to the top,
+    // someone not yet seen moves within the unseen part, and a new player arrives below the cursor.
+    await submitFor(b, 'p002', { score: 1 })
+    await submitFor(b, 'p025', { score: 5000 })
+    await submitFor(b, 'p015', { score: 712 })
+    await submitFor(b, 'newcomer', { score: 800 })
+    const walked = [...first.entries]
+    let cursor = first.nextCursor
+    while (cursor) {
+      const page: Top = await fresh<Top>(`/v1/leaderboards/${b}/top?limit=10&cursor=${cursor}`)
+      walked.push(...page.entries)
+      cursor = page.nextCursor
+    }
+    // The walk reads the board as of its first page: every one of the 30, once, in their order then,
+    // with contiguous ranks, whatever moved in between. (The changes show on the next walk.)
+    expect(walked.map((e) => e.playerId)).toEqual(
+      Array.from({ length: 30 }, (_, i) => `p${String(i).padStart(3, '0')}`),
+    )
+    expect(walked.map((e) => e.score)).toEqual(Array.from({ length: 30 }, (_, i) => 1000 - i * 10))
+    expect(walked.map((e) => e.rank)).toEqual(Array.from({ length: 30 }, (_, i) => i + 1))
+    expect(seen).toHaveLength(10)
+    const next = await fresh<Top>(`/v1/leaderboards/${b}/top?limit=3`)
+    expect(next.entries.map((e) => e.playerId)).toEqual(['p025', 'p000', 'p001'])
+  })
+
+  it('a forged cursor is 422; a cursor from a closed cycle is 409', async () => {
+    const b = await createBoard()
+    await seed(b, 3, (i) => i)
+    const p1 = await problem(await call(`/v1/leaderboards/${b}/top?cursor=1.AAAA`))
+    expect(p1).toMatchObject({ status: 422, type: 'urn:nexus:problem:validation' })
+    const page = await fresh<Top>(`/v1/leaderboards/${b}/top?limit=1`)
+    const closed = await call(`/v1/admin/leaderboards/${b}/close`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${ADMIN_KEY}` },
+    })
+    expect(closed.status).toBe(202)
+    const p2 = await problem(
+      await call(`/v1/leaderboards/${b}/top?cursor=${page.nextCursor}`, {
+        headers: { 'cache-control': 'no-cache' },
+      }),
+    )
+    expect(p2).toMatchObject({ status: 409, type: 'urn:nexus:problem:conflict' })
+  })
+
+  it('limit is bounded: 0, 101 and "ten" are 422', async () => {
+    const b = await createBoard()
+    for (const limit of ['0', '101', 'ten', '-1', '1.5']) {
+      const p = await problem(await call(`/v1/leaderboards/${b}/top?limit=${limit}`))
+      expect(p.status, limit).toBe(422)
+    }
+  })
+})
+
+describe('a player and the players around them', () => {
+  it('player rank by id and by "me"; a player without a score has entry null', async () => {
+    const b = await createBoard()
+    const { token, playerId } = await newGuest()
+    await seed(b, 5, (i) => i * 10)
+    await call(
+      `/v1/leaderboards/${b}/scores`,
+      json('POST', { score: 25 }, token, { 'idempotency-key': 'me-1' }),
+    )
+    const byId = await fresh<{ entry: { rank: number; score: number } | null; total: number }>(
+      `/v1/leaderboards/${b}/players/${playerId}`,
+    )
+    expect(byId.entry).toMatchObject({ rank: 3, score: 25 })
+    expect(byId.total).toBe(6)
+    const me = await fresh<{ playerId: string; entry: { rank: number } }>(
+      `/v1/leaderboards/${b}/players/me`,
+      { authorization: `Bearer ${token}` },
+    )
+    expect(me).toMatchObject({ playerId, entry: { rank: 3 } })
+    const nobody = await fresh<{ entry: null }>(`/v1/leaderboards/${b}/players/nobody`)
+    expect(nobody.entry).toBeNull()
+    expect((await problem(await call(`/v1/leaderboards/${b}/players/me`))).status).toBe(401)
+  })
+
+  it('around: centred in the middle, shifted at the top and the bottom, whole board when small', async () => {
+    const b = await createBoard({ submitsPerMinute: 600 })
+    await seed(b, 20, (i) => 100 - i) // p000 rank 1 … p019 rank 20
+    const ranks = async (p: string, limit: number) =>
+      (await fresh<Top>(`/v1/leaderboards/${b}/around/${p}?limit=${limit}`)).entries.map(
+        (e) => e.rank,
+      )
+    expect(await ranks('p009', 5)).toEqual([8, 9, 10, 11, 12])
+    expect(await ranks('p000', 5)).toEqual([1, 2, 3, 4, 5])
+    expect(await ranks('p001', 5)).toEqual([1, 2, 3, 4, 5])
+    expect(await ranks('p019', 5)).toEqual([16, 17, 18, 19, 20])
+    expect(await ranks('p018', 4)).toEqual([17, 18, 19, 20])
+    expect(await ranks('p010', 100)).toEqual(Array.from({ length: 20 }, (_, i) => i + 1))
+    const p = await problem(await call(`/v1/leaderboards/${b}/around/nobody`))
+    expect(p).toMatchObject({ status: 404, type: 'urn:nexus:problem:not-found' })
+  })
+
+  it('names come from the players table', async () => {
+    const b = await createBoard()
+    await call('/v1/admin/players/named-one', json('PUT', { name: 'Ada' }, ADMIN_KEY))
+    await submitFor(b, 'named-one', { score: 3 })
+    expect((await fresh<Top>(`/v1/leaderboards/${b}/top`)).entries[0]).toMatchObject({
+      playerId: 'named-one',
+      name: 'Ada',
+    })
+  })
+})
+
+describe('edge cache', () => {
+  it('serves repeated reads from the cache with an honest max-age, and no-cache reads fresh', async () => {
+    const b = await createBoard()
+    await submitFor(b, 'a', { score: 1 })
+    const first = await call(`/v1/leaderboards/${b}/top`)
+    expect(first.headers.get('x-cache')).toBe('MISS')
+    const maxAge = Number(/max-age=(\d+)/.exec(first.headers.get('cache-control') ?? '')?.[1])
+    expect(first.headers.get('cache-control')).toMatch(/^public, max-age=\d+$/)
+    expect(maxAge).toBeLessThanOrEqual(5)
+    await first.body?.cancel()
+    await submitFor(b, 'b', { score: 2 })
+    const second = await call(`/v1/leaderboards/${b}/top`)
+    // Still the cached page (within its ≤ 5 s), and it says how old it is.
+    expect(second.headers.get('x-cache')).toMatch(/^HIT/)
+    expect(((await second.json()) as Top).total).toBe(1)
+    expect(Number(second.headers.get('age'))).toBeLessThanOrEqual(5)
+    const bypass = await fresh<Top>(`/v1/leaderboards/${b}/top`)
+    expect(bypass.total).toBe(2)
+  })
+
+  it('with Redis down, reads are still served from the Durable Object', async () => {
+    const b = await createBoard()
+    await submitFor(b, 'a', { score: 1 })
+    const { callWithEnv } = await import('./helpers/http.ts')
+    const res = await callWithEnv(
+      { UPSTASH_REDIS_REST_URL: 'http://127.0.0.1:1', UPSTASH_REDIS_REST_TOKEN: 'x' },
+      `/v1/leaderboards/${b}/top`,
+      {
+        headers: { 'cache-control': 'no-cache' },
+      },
+    )
+    expect(res.status).toBe(200)
+    expect(((await res.json()) as Top).entries[0]!.playerId).toBe('a')
+  })
+})
+
+describe('the board survives eviction', () => {
+  it('rebuilds its index from SQLite with the same standings', async () => {
+    const b = await createBoard({ submitsPerMinute: 600 })
+    await seed(b, 15, (i) => (i * 7) % 11)
+    const before = await fresh<Top>(`/v1/leaderboards/${b}/top?limit=100`)
+    await evictDurableObject(env.LEADERBOARD.getByName(b))
+    const after = await fresh<Top>(`/v1/leaderboards/${b}/top?limit=100`)
+    expect(after).toEqual(before)
+    // And it keeps accepting writes in order after the wake.
+    await submitFor(b, 'p003', { score: 100 })
+    expect((await fresh<Top>(`/v1/leaderboards/${b}/top?limit=1`)).entries[0]!.playerId).toBe(
+      'p003',
+    )
+  })
+})

@@ -1,0 +1,302 @@
+import { describe, expect, it } from 'vitest'
+import { ADMIN_KEY, call, json, newGuest, problem } from './helpers/http.ts'
+import { createBoard, fresh, submitAs, submitFor, type Top } from './helpers/boards.ts'
+
+async function top(board: string, limit = 100): Promise<Top> {
+  return fresh<Top>(`/v1/leaderboards/${board}/top?limit=${limit}`)
+}
+
+const ids = (t: Top) => t.entries.map((e) => e.playerId)
+
+describe('ordering and operators', () => {
+  it('desc: highest first; ties broken by subscore, then by the earlier submission', async () => {
+    const b = await createBoard({ submitsPerMinute: 600 })
+    await submitFor(b, 'late-tie', { score: 50 })
+    await submitFor(b, 'low', { score: 10 })
+    await submitFor(b, 'high', { score: 99.5 })
+    await submitFor(b, 'later-tie', { score: 50 })
+    await submitFor(b, 'sub-wins', { score: 50, subscore: 3 })
+    const t = await top(b)
+    expect(ids(t)).toEqual(['high', 'sub-wins', 'late-tie', 'later-tie', 'low'])
+    expect(t.entries.map((e) => e.rank)).toEqual([1, 2, 3, 4, 5])
+    expect(t.total).toBe(5)
+  })
+
+  it('asc (race times): lowest first, fractional times kept exactly', async () => {
+    const b = await createBoard({ sortOrder: 'asc', scoreMin: 0, scoreMax: 3600 })
+    await submitFor(b, 'a', { score: 52.317 })
+    await submitFor(b, 'b', { score: 49.001 })
+    await submitFor(b, 'c', { score: 61.25 })
+    const t = await top(b)
+    expect(ids(t)).toEqual(['b', 'a', 'c'])
+    expect(t.entries[0]!.score).toBe(49.001)
+  })
+
+  it('best keeps the better score; a worse one changes nothing but is answered', async () => {
+    const b = await createBoard({ sortOrder: 'asc' })
+    await submitFor(b, 'p', { score: 50 })
+    const worse = (await (await submitFor(b, 'p', { score: 55 })).json()) as {
+      score: number
+      best: number
+      rank: number
+    }
+    expect(worse).toMatchObject({ score: 55, best: 50, rank: 1 })
+    const better = (await (await submitFor(b, 'p', { score: 45 })).json()) as { best: number }
+    expect(better.best).toBe(45)
+    expect((await top(b)).entries[0]!.score).toBe(45)
+  })
+
+  it('a tie with your own best keeps the earlier submission time', async () => {
+    const b = await createBoard({ submitsPerMinute: 600 })
+    await submitFor(b, 'first', { score: 10 })
+    await submitFor(b, 'second', { score: 10 })
+    await submitFor(b, 'first', { score: 10 })
+    expect(ids(await top(b))).toEqual(['first', 'second'])
+  })
+
+  it('set replaces the score, even with a worse one', async () => {
+    const b = await createBoard({ operator: 'set' })
+    await submitFor(b, 'p', { score: 80 })
+    await submitFor(b, 'q', { score: 60 })
+    await submitFor(b, 'p', { score: 20 })
+    const t = await top(b)
+    expect(ids(t)).toEqual(['q', 'p'])
+    expect(t.entries[1]!.score).toBe(20)
+  })
+
+  it('incr adds to the score, and refuses a total past the bounds', async () => {
+    const b = await createBoard({ operator: 'incr', scoreMin: 0, scoreMax: 100 })
+    await submitFor(b, 'p', { score: 30 })
+    const r = (await (await submitFor(b, 'p', { score: 45 })).json()) as {
+      score: number
+      best: number
+    }
+    expect(r).toMatchObject({ score: 45, best: 75 })
+    const over = await problem(await submitFor(b, 'p', { score: 30 }))
+    expect(over).toMatchObject({ status: 422, type: 'urn:nexus:problem:validation' })
+    expect((await top(b)).entries[0]!.score).toBe(75)
+  })
+
+  it('metadata rides along with the entry that ranks', async () => {
+    const b = await createBoard({ sortOrder: 'asc' })
+    await submitFor(b, 'p', { score: 50, metadata: { car: 'red', lap: [1, 2] } })
+    await submitFor(b, 'p', { score: 60, metadata: { car: 'blue' } })
+    expect((await top(b)).entries[0]!.metadata).toEqual({ car: 'red', lap: [1, 2] })
+  })
+})
+
+describe('idempotency', () => {
+  it('a retry with the same key returns the first answer with replayed: true and counts once', async () => {
+    const b = await createBoard({ operator: 'incr' })
+    const first = await submitFor(b, 'p', { score: 5 }, 'same-key')
+    const again = await submitFor(b, 'p', { score: 5 }, 'same-key')
+    const a = (await first.json()) as Record<string, unknown>
+    const r = (await again.json()) as Record<string, unknown>
+    expect(a.replayed).toBe(false)
+    expect(r).toEqual({ ...a, replayed: true })
+    expect((await top(b)).entries[0]!.score).toBe(5)
+  })
+
+  it('concurrent retries of one key apply once', async () => {
+    const b = await createBoard({ operator: 'incr', submitsPerMinute: 600 })
+    const replies = await Promise.all(
+      Array.from({ length: 10 }, () =>
+        submitFor(b, 'p', { score: 1 }, 'burst-key').then(
+          (r) => r.json() as Promise<{ replayed: boolean }>,
+        ),
+      ),
+    )
+    expect(replies.filter((r) => !r.replayed)).toHaveLength(1)
+    expect((await top(b)).entries[0]!.score).toBe(1)
+  })
+
+  it('the same key with a different body is refused and changes nothing', async () => {
+    const b = await createBoard()
+    await submitFor(b, 'p', { score: 5 }, 'k1')
+    const p = await problem(await submitFor(b, 'p', { score: 500 }, 'k1'))
+    expect(p).toMatchObject({ status: 422, type: 'urn:nexus:problem:idempotency-key-reused' })
+    expect((await top(b)).entries[0]!.score).toBe(5)
+  })
+
+  it('keys are per player: two players may use the same key', async () => {
+    const b = await createBoard()
+    await submitFor(b, 'p', { score: 5 }, 'shared')
+    const other = (await (await submitFor(b, 'q', { score: 7 }, 'shared')).json()) as {
+      replayed: boolean
+    }
+    expect(other.replayed).toBe(false)
+    expect((await top(b)).total).toBe(2)
+  })
+
+  it('metadata key order does not make a retry look different', async () => {
+    const b = await createBoard()
+    await submitFor(b, 'p', { score: 5, metadata: { a: 1, b: 2 } }, 'k-order')
+    const r = (await (
+      await submitFor(b, 'p', { score: 5, metadata: { b: 2, a: 1 } }, 'k-order')
+    ).json()) as { replayed: boolean }
+    expect(r.replayed).toBe(true)
+  })
+})
+
+describe('rate limit', () => {
+  it('refuses the submission past submitsPerMinute with 429 and Retry-After; refused ones change nothing', async () => {
+    const b = await createBoard({ submitsPerMinute: 3, operator: 'incr' })
+    const statuses: number[] = []
+    let limited: Response | undefined
+    for (let i = 0; i < 5; i++) {
+      const res = await submitFor(b, 'p', { score: 1 })
+      statuses.push(res.status)
+      if (res.status === 429) limited ??= res
+      else await res.body?.cancel()
+    }
+    // A minute boundary may reset the window once during the loop.
+    const accepted = statuses.filter((s) => s === 200).length
+    expect(accepted).toBeGreaterThanOrEqual(3)
+    expect(accepted).toBeLessThanOrEqual(4)
+    const p = await problem(limited!)
+    expect(p).toMatchObject({ status: 429, type: 'urn:nexus:problem:rate-limited' })
+    const retryAfter = Number(limited!.headers.get('retry-after'))
+    expect(retryAfter).toBeGreaterThanOrEqual(1)
+    expect(retryAfter).toBeLessThanOrEqual(60)
+    expect((await top(b)).entries[0]!.score).toBe(accepted)
+  })
+
+  it('a replay does not count against the limit and is answered even when limited', async () => {
+    const b = await createBoard({ submitsPerMinute: 1 })
+    await submitFor(b, 'p', { score: 1 }, 'once')
+    const replay = await submitFor(b, 'p', { score: 1 }, 'once')
+    expect(replay.status).toBe(200)
+  })
+})
+
+describe('who may submit', () => {
+  it('a player submits for themselves with their token; naming another player is 403', async () => {
+    const b = await createBoard()
+    const { token, playerId } = await newGuest()
+    const ok = (await (await submitAs(b, token, { score: 12 })).json()) as { rank: number }
+    expect(ok.rank).toBe(1)
+    expect((await fresh<Top>(`/v1/leaderboards/${b}/top`)).entries[0]!.playerId).toBe(playerId)
+    const p = await problem(await submitAs(b, token, { score: 99, playerId: 'someone-else' }))
+    expect(p).toMatchObject({ status: 403, type: 'urn:nexus:problem:forbidden' })
+  })
+
+  it('the admin key must name the player', async () => {
+    const b = await createBoard()
+    const p = await problem(
+      await call(
+        `/v1/leaderboards/${b}/scores`,
+        json('POST', { score: 1 }, ADMIN_KEY, { 'idempotency-key': 'x1' }),
+      ),
+    )
+    expect(p).toMatchObject({ status: 422, type: 'urn:nexus:problem:validation' })
+  })
+})
+
+describe('bad input is refused with problem+json and changes nothing', () => {
+  it('each one, by its status and type', async () => {
+    const b = await createBoard({ scoreMin: 0, scoreMax: 1000, metadataMaxBytes: 64 })
+    await submitFor(b, 'p', { score: 10 })
+    const { token } = await newGuest()
+    const post = (
+      body: string,
+      headers: Record<string, string> = {},
+      credential: string | null = ADMIN_KEY,
+    ) =>
+      call(`/v1/leaderboards/${b}/scores`, {
+        method: 'POST',
+        headers: {
+          'content-type': 'application/json',
+          'idempotency-key': crypto.randomUUID(),
+          ...(credential ? { authorization: `Bearer ${credential}` } : {}),
+          ...headers,
+        },
+        body,
+      })
+    const cases: [string, Promise<Response>, number, string][] = [
+      ['score as a string', post('{"playerId":"p","score":"12"}'), 422, 'validation'],
+      ['score "NaN"', post('{"playerId":"p","score":"NaN"}'), 422, 'validation'],
+      ['score "Infinity"', post('{"playerId":"p","score":"Infinity"}'), 422, 'validation'],
+      [
+        'score 1e309 (parses to Infinity)',
+        post('{"playerId":"p","score":1e309}'),
+        422,
+        'validation',
+      ],
+      ['score null', post('{"playerId":"p","score":null}'), 422, 'validation'],
+      ['score missing', post('{"playerId":"p"}'), 422, 'validation'],
+      ['score above the board maximum', post('{"playerId":"p","score":1001}'), 422, 'validation'],
+      ['score below the board minimum', post('{"playerId":"p","score":-1}'), 422, 'validation'],
+      ['score beyond any board', post('{"playerId":"p","score":1e16}'), 422, 'validation'],
+      [
+        'subscore as a string',
+        post('{"playerId":"p","score":1,"subscore":"a"}'),
+        422,
+        'validation',
+      ],
+      [
+        'metadata over the board limit',
+        post(JSON.stringify({ playerId: 'p', score: 1, metadata: { x: 'y'.repeat(100) } })),
+        422,
+        'validation',
+      ],
+      [
+        'metadata over the hard limit',
+        post(JSON.stringify({ playerId: 'p', score: 1, metadata: { x: 'y'.repeat(5000) } })),
+        422,
+        'validation',
+      ],
+      ['metadata an array', post('{"playerId":"p","score":1,"metadata":[1,2]}'), 422, 'validation'],
+      [
+        'metadata nested too deep',
+        post(
+          JSON.stringify({
+            playerId: 'p',
+            score: 1,
+            metadata: { a: { b: { c: { d: { e: { f: { g: { h: { i: 1 } } } } } } } } },
+          }),
+        ),
+        422,
+        'validation',
+      ],
+      ['unknown field', post('{"playerId":"p","score":1,"cheat":true}'), 422, 'validation'],
+      [
+        'missing Idempotency-Key',
+        call(`/v1/leaderboards/${b}/scores`, json('POST', { playerId: 'p', score: 1 }, ADMIN_KEY)),
+        422,
+        'validation',
+      ],
+      [
+        'Idempotency-Key too long',
+        post('{"playerId":"p","score":1}', { 'idempotency-key': 'k'.repeat(129) }),
+        422,
+        'validation',
+      ],
+      ['malformed JSON', post('{"playerId":"p","score":'), 400, 'malformed-json'],
+      [
+        'not JSON',
+        post('score=1', { 'content-type': 'application/x-www-form-urlencoded' }),
+        415,
+        'unsupported-media-type',
+      ],
+      ['missing token', post('{"score":1}', {}, null), 401, 'unauthorized'],
+      ['forged token', post('{"score":1}', {}, token.slice(0, -4) + 'AAAA'), 401, 'unauthorized'],
+    ]
+    for (const [name, res, status, type] of cases) {
+      const p = await problem(await res)
+      expect(p, name).toMatchObject({
+        status,
+        type: `urn:nexus:problem:${type}`,
+        contentType: 'application/problem+json',
+      })
+    }
+    const t = await fresh<Top>(`/v1/leaderboards/${b}/top`)
+    expect(t.total).toBe(1)
+    expect(t.entries[0]).toMatchObject({ playerId: 'p', score: 10 })
+  })
+
+  it('an unknown board is 404 and creates nothing', async () => {
+    const p = await problem(await submitFor('no-such-board-x1', 'p', { score: 1 }))
+    expect(p).toMatchObject({ status: 404, type: 'urn:nexus:problem:not-found' })
+    expect((await problem(await call('/v1/leaderboards/no-such-board-x1'))).status).toBe(404)
+  })
+})

@@ -1,0 +1,115 @@
+/**
+ * Leaderboard rules that need no storage: how a submission changes a player's standing, which
+ * reward a rank earns, and how configuration changes apply to a live board.
+ */
+import type { SortOrder } from './rank-index.ts'
+
+export type Operator = 'best' | 'set' | 'incr'
+
+export interface RewardTier {
+  fromRank: number
+  toRank: number
+  reward: Record<string, unknown>
+}
+
+/** A board's configuration, as validated at the edge and stored in Neon and in the board. */
+export interface LeaderboardConfig {
+  name: string | null
+  sortOrder: SortOrder
+  operator: Operator
+  cycle: { every: string } | { cron: string } | null
+  scoreMin: number
+  scoreMax: number
+  subscoreMin: number
+  subscoreMax: number
+  rewards: RewardTier[]
+  submitsPerMinute: number
+  metadataMaxBytes: number
+}
+
+/** The player's standing before a submission, if any. */
+export interface Standing {
+  score: number
+  subscore: number
+}
+
+export type Outcome =
+  | { changed: true; score: number; subscore: number }
+  | { changed: false; score: number; subscore: number }
+
+/** Whether (score, subscore) a ranks strictly ahead of b in this order. */
+export function ranksAhead(order: SortOrder, a: Standing, b: Standing): boolean {
+  const dir = order === 'desc' ? -1 : 1
+  if (a.score !== b.score) return (a.score - b.score) * dir < 0
+  return (a.subscore - b.subscore) * dir < 0
+}
+
+/**
+ * Applies a submission to a player's standing:
+ * - `best` keeps the better of the two (a tie keeps the earlier one, so it keeps its tie-break);
+ * - `set` replaces it;
+ * - `incr` adds score and subscore to it.
+ * The result says whether the standing changed, which decides whether the submission's time
+ * becomes the entry's tie-break time.
+ *
+ * @example
+ * applySubmission('best', 'asc', { score: 52.1, subscore: 0 }, { score: 50.4, subscore: 0 })
+ * // { changed: true, score: 50.4, subscore: 0 }
+ */
+export function applySubmission(
+  operator: Operator,
+  order: SortOrder,
+  previous: Standing | undefined,
+  submitted: Standing,
+): Outcome {
+  if (!previous) return { changed: true, ...submitted }
+  switch (operator) {
+    case 'set':
+      return { changed: true, ...submitted }
+    case 'incr':
+      return {
+        changed: true,
+        score: previous.score + submitted.score,
+        subscore: previous.subscore + submitted.subscore,
+      }
+    case 'best':
+      return ranksAhead(order, submitted, previous)
+        ? { changed: true, ...submitted }
+        : { changed: false, ...previous }
+  }
+}
+
+/**
+ * The reward a final rank earns, or undefined. Tiers are validated not to overlap, so at most
+ * one matches.
+ */
+export function rewardFor(tiers: readonly RewardTier[], rank: number): RewardTier | undefined {
+  return tiers.find((t) => rank >= t.fromRank && rank <= t.toRank)
+}
+
+/** The highest rank any tier pays (0 when none), so archiving knows when rewards are done. */
+export function lastRewardedRank(tiers: readonly RewardTier[]): number {
+  return tiers.reduce((max, t) => Math.max(max, t.toRank), 0)
+}
+
+/** A description of the first pair of overlapping tiers, or null. */
+export function overlappingTiers(tiers: readonly RewardTier[]): string | null {
+  const sorted = [...tiers].sort((a, b) => a.fromRank - b.fromRank)
+  for (let i = 1; i < sorted.length; i++) {
+    const a = sorted[i - 1]!
+    const b = sorted[i]!
+    if (b.fromRank <= a.toRank) {
+      return `ranks ${a.fromRank}-${a.toRank} and ${b.fromRank}-${b.toRank} overlap`
+    }
+  }
+  return null
+}
+
+/**
+ * The settings a cycle keeps from its start to its close. Changing them on a live board takes
+ * effect at the next cycle, so the entries of one cycle are always ranked by one rule.
+ */
+export interface CycleRules {
+  sortOrder: SortOrder
+  operator: Operator
+}

@@ -1,0 +1,131 @@
+import { getSql, type DbEnv } from '../db/client.ts'
+
+export interface ArchiveRow {
+  playerId: string
+  rank: number
+  score: number
+  subscore: number
+  /** JSON text, or null. */
+  metadata: string | null
+  submittedAt: number
+}
+
+export interface ArchiveReward {
+  playerId: string
+  rank: number
+  /** JSON text. */
+  reward: string
+}
+
+export interface ArchivePage {
+  leaderboardId: string
+  cycle: number
+  startsAt: number
+  endsAt: number
+  entries: number
+  rows: ArchiveRow[]
+  rewards: ArchiveReward[]
+  /** Rows archived once this page is in, counting earlier pages. */
+  archivedThrough: number
+}
+
+/**
+ * Where a closing cycle's pages go. One implementation writes to Neon; tests wrap it to inject
+ * faults between pages.
+ */
+export interface ArchiveWriter {
+  /** Writes one page in one transaction; writing the same page again changes nothing. */
+  writePage(page: ArchivePage): Promise<void>
+  /** Marks the cycle's archive complete; idempotent. */
+  complete(page: Omit<ArchivePage, 'rows' | 'rewards'>): Promise<void>
+}
+
+/**
+ * Writes archive pages into Neon over the HTTP driver: each page is one transaction of set-based
+ * inserts (unnest of parameter arrays: one round trip, no per-row statements). Unique keys
+ * (board, cycle, player) in `leaderboard_archive` and `rewards` with ON CONFLICT DO NOTHING make
+ * a retried page a no-op, so a crash between Neon's commit and the Durable Object recording its
+ * progress loses nothing and duplicates nothing.
+ */
+export class NeonArchiveWriter implements ArchiveWriter {
+  private readonly env: DbEnv
+
+  constructor(env: DbEnv) {
+    this.env = env
+  }
+
+  async writePage(page: ArchivePage): Promise<void> {
+    const sql = getSql(this.env)
+    const queries = [
+      cycleUpsert(sql, page, false),
+      sql.query(
+        `insert into leaderboard_archive
+           (leaderboard_id, cycle, player_id, rank, score, subscore, name, metadata, submitted_at)
+         select $1, $2, u.player_id, u.rank, u.score, u.subscore, p.name, u.metadata::jsonb,
+                to_timestamp(u.submitted_at / 1000.0)
+           from unnest($3::text[], $4::int[], $5::float8[], $6::float8[], $7::text[], $8::bigint[])
+                as u(player_id, rank, score, subscore, metadata, submitted_at)
+           left join players p on p.id = u.player_id
+         on conflict (leaderboard_id, cycle, player_id) do nothing`,
+        [
+          page.leaderboardId,
+          page.cycle,
+          page.rows.map((r) => r.playerId),
+          page.rows.map((r) => r.rank),
+          page.rows.map((r) => r.score),
+          page.rows.map((r) => r.subscore),
+          page.rows.map((r) => r.metadata),
+          page.rows.map((r) => r.submittedAt),
+        ],
+      ),
+    ]
+    if (page.rewards.length > 0) {
+      queries.push(
+        sql.query(
+          `insert into rewards (leaderboard_id, cycle, player_id, rank, reward)
+           select $1, $2, u.player_id, u.rank, u.reward::jsonb
+             from unnest($3::text[], $4::int[], $5::text[]) as u(player_id, rank, reward)
+           on conflict (leaderboard_id, cycle, player_id) do nothing`,
+          [
+            page.leaderboardId,
+            page.cycle,
+            page.rewards.map((r) => r.playerId),
+            page.rewards.map((r) => r.rank),
+            page.rewards.map((r) => r.reward),
+          ],
+        ),
+      )
+    }
+    await sql.transaction(queries)
+  }
+
+  async complete(page: Omit<ArchivePage, 'rows' | 'rewards'>): Promise<void> {
+    const sql = getSql(this.env)
+    await cycleUpsert(sql, page, true)
+  }
+}
+
+function cycleUpsert(
+  sql: ReturnType<typeof getSql>,
+  page: Omit<ArchivePage, 'rows' | 'rewards'>,
+  complete: boolean,
+) {
+  return sql.query(
+    `insert into leaderboard_cycles
+       (leaderboard_id, cycle, starts_at, ends_at, entries, archived_rows, completed_at)
+     values ($1, $2, to_timestamp($3 / 1000.0), to_timestamp($4 / 1000.0), $5, $6,
+             case when $7::boolean then now() end)
+     on conflict (leaderboard_id, cycle) do update set
+       archived_rows = greatest(leaderboard_cycles.archived_rows, excluded.archived_rows),
+       completed_at = coalesce(leaderboard_cycles.completed_at, excluded.completed_at)`,
+    [
+      page.leaderboardId,
+      page.cycle,
+      page.startsAt,
+      page.endsAt,
+      page.entries,
+      page.archivedThrough,
+      complete,
+    ],
+  )
+}

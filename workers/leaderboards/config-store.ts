@@ -1,0 +1,46 @@
+import { eq, sql } from 'drizzle-orm'
+import type { LeaderboardConfig } from '../core/leaderboard.ts'
+import { getDb, type DbEnv } from '../db/client.ts'
+import { leaderboards } from '../db/schema.ts'
+
+/** The stored configuration of a board, or null if there is no such board. */
+export async function loadLeaderboardConfig(
+  env: DbEnv,
+  id: string,
+): Promise<LeaderboardConfig | null> {
+  const [row] = await getDb(env)
+    .select({ config: leaderboards.config })
+    .from(leaderboards)
+    .where(eq(leaderboards.id, id))
+  return row ? (row.config as LeaderboardConfig) : null
+}
+
+/** Creates or replaces a board's configuration; returns whether it was created. */
+export async function saveLeaderboardConfig(
+  env: DbEnv,
+  id: string,
+  config: LeaderboardConfig,
+): Promise<{ created: boolean; version: number }> {
+  const [row] = await getDb(env)
+    .insert(leaderboards)
+    .values({ id, config })
+    .onConflictDoUpdate({
+      target: leaderboards.id,
+      set: { config, version: sql`${leaderboards.version} + 1`, updatedAt: sql`now()` },
+    })
+    .returning({ version: leaderboards.version })
+  const version = row?.version ?? 1
+  return { created: version === 1, version }
+}
+
+/** Boards with a schedule, a page at a time in id order (for the cron). */
+export async function scheduledBoards(env: DbEnv, afterId: string, limit: number) {
+  return getDb(env)
+    .select({ id: leaderboards.id, config: leaderboards.config })
+    .from(leaderboards)
+    .where(
+      sql`${leaderboards.id} > ${afterId} and ${leaderboards.config}->'cycle' <> 'null'::jsonb`,
+    )
+    .orderBy(leaderboards.id)
+    .limit(limit)
+}

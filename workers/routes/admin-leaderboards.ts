@@ -1,0 +1,159 @@
+import { createRoute, z } from '@hono/zod-openapi'
+import type { LeaderboardConfig } from '../core/leaderboard.ts'
+import { saveLeaderboardConfig } from '../leaderboards/config-store.ts'
+import { boardStub } from '../leaderboards/stub.ts'
+import { newRouter, problemResponses, ResourceId } from '../lib/openapi.ts'
+import { ApiError } from '../lib/problem.ts'
+import { requireAdmin } from '../middleware/auth.ts'
+import { LeaderboardConfigInput } from './leaderboard-schemas.ts'
+
+export const adminLeaderboards = newRouter()
+
+const BoardParam = z.object({ id: ResourceId })
+
+const CycleInfo = z.object({
+  cycle: z.number().int(),
+  startsAt: z.number(),
+  endsAt: z.number().nullable(),
+  entries: z.number().int(),
+})
+
+const CloseStatus = z
+  .object({
+    cycle: z.number().int(),
+    state: z.enum(['archiving', 'purging', 'done']),
+    entries: z.number().int(),
+    archived: z.number().int(),
+    attempts: z.number().int(),
+    nextAttemptAt: z.number().nullable(),
+    lastError: z.string().nullable(),
+    reason: z.string(),
+  })
+  .openapi('CloseStatus')
+
+const putRoute = createRoute({
+  method: 'put',
+  path: '/{id}',
+  summary: 'Create or update a leaderboard',
+  description:
+    'Stored in Neon, then pushed to the board. On a live board, bounds, rate and metadata limits and ' +
+    'rewards apply at once; a new cycle schedule moves the current cycle’s end to its next boundary; ' +
+    'sortOrder and operator take effect at the next cycle.',
+  middleware: [requireAdmin()] as const,
+  request: {
+    params: BoardParam,
+    body: { content: { 'application/json': { schema: LeaderboardConfigInput } }, required: true },
+  },
+  responses: {
+    200: {
+      description: 'Updated',
+      content: {
+        'application/json': {
+          schema: z.object({
+            id: z.string(),
+            config: LeaderboardConfigInput,
+            cycle: CycleInfo,
+            version: z.number().int(),
+          }),
+        },
+      },
+    },
+    201: {
+      description: 'Created',
+      content: {
+        'application/json': {
+          schema: z.object({
+            id: z.string(),
+            config: LeaderboardConfigInput,
+            cycle: CycleInfo,
+            version: z.number().int(),
+          }),
+        },
+      },
+    },
+    ...problemResponses(400, 401, 403, 413, 415, 422),
+  },
+})
+
+adminLeaderboards.openapi(putRoute, async (c) => {
+  const { id } = c.req.valid('param')
+  const config: LeaderboardConfig = c.req.valid('json')
+  // Neon first: it is the record. If pushing to the board then fails, the board fetches the
+  // config from Neon on its next call, and a retry of this request pushes it again.
+  const { created, version } = await saveLeaderboardConfig(c.env, id, config)
+  const cycle = await boardStub(c.env, id).configure(id, config)
+  return c.json({ id, config, cycle, version }, created ? 201 : 200)
+})
+
+const closeRoute = createRoute({
+  method: 'post',
+  path: '/{id}/close',
+  summary: 'Close the current cycle now',
+  description:
+    'Ends the current cycle at once and starts the next, which runs to the following boundary. ' +
+    'The closed cycle is archived to Neon in the background (see the cycle status). Calling it while an ' +
+    'archive waits out a retry backoff retries at once.',
+  middleware: [requireAdmin()] as const,
+  request: {
+    params: BoardParam,
+    body: {
+      required: false,
+      content: {
+        'application/json': {
+          schema: z
+            .object({
+              cycle: z.number().int().min(1).max(2_000_000_000).optional().openapi({
+                description:
+                  'Close only this cycle, and only if it is still current (safe to retry)',
+              }),
+            })
+            .strict(),
+        },
+      },
+    },
+  },
+  responses: {
+    202: {
+      description: 'Closed; archiving',
+      content: {
+        'application/json': { schema: z.object({ closed: CloseStatus, current: CycleInfo }) },
+      },
+    },
+    ...problemResponses(401, 403, 404),
+  },
+})
+
+adminLeaderboards.openapi(closeRoute, async (c) => {
+  const { id } = c.req.valid('param')
+  const body =
+    c.req.header('content-length') && c.req.header('content-length') !== '0'
+      ? c.req.valid('json')
+      : {}
+  const r = await boardStub(c.env, id).close(id, {
+    retryNow: true,
+    ...(body.cycle ? { cycle: body.cycle } : {}),
+  })
+  if (!r.ok) throw new ApiError(r.problem, r.detail, r.extensions ?? {})
+  return c.json({ closed: r.closed, current: r.current }, 202)
+})
+
+const statusRoute = createRoute({
+  method: 'get',
+  path: '/{id}/cycles/{cycle}',
+  summary: "A closed cycle's archive progress",
+  middleware: [requireAdmin()] as const,
+  request: {
+    params: z.object({ id: ResourceId, cycle: z.coerce.number().int().min(1).max(2_000_000_000) }),
+  },
+  responses: {
+    200: { description: 'Progress', content: { 'application/json': { schema: CloseStatus } } },
+    ...problemResponses(401, 403, 404, 422),
+  },
+})
+
+adminLeaderboards.openapi(statusRoute, async (c) => {
+  const { id, cycle } = c.req.valid('param')
+  const status = await boardStub(c.env, id).closeStatus(cycle)
+  if (!status) throw new ApiError('not-found', `Cycle ${cycle} of '${id}' has not closed`)
+  return c.json(status, 200)
+})

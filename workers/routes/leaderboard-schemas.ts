@@ -1,0 +1,152 @@
+import { z } from '@hono/zod-openapi'
+import { parseSchedule } from '../core/cycle.ts'
+import { overlappingTiers } from '../core/leaderboard.ts'
+
+/** No score anywhere may exceed this magnitude; boards narrow it with scoreMin/scoreMax. */
+export const SCORE_LIMIT = 1e15
+/** Hard cap on a submission's metadata; boards choose a limit at or below it. */
+export const METADATA_HARD_LIMIT = 4096
+const MAX_JSON_DEPTH = 8
+
+const Score = z.number().min(-SCORE_LIMIT).max(SCORE_LIMIT)
+
+/** Depth of a JSON value; deep nesting is refused before it costs anything to store or hash. */
+function depth(v: unknown): number {
+  if (v === null || typeof v !== 'object') return 0
+  const children = Array.isArray(v) ? v : Object.values(v)
+  let max = 0
+  for (const child of children) max = Math.max(max, depth(child))
+  return max + 1
+}
+
+const Reward = z
+  .record(z.string().max(64), z.unknown())
+  .refine((r) => JSON.stringify(r).length <= 1024, 'a reward is at most 1024 bytes of JSON')
+  .refine((r) => depth(r) <= MAX_JSON_DEPTH, `nested at most ${MAX_JSON_DEPTH} levels`)
+  .openapi({ example: { coins: 500, badge: 'gold' } })
+
+const RewardTier = z
+  .object({
+    fromRank: z.number().int().min(1).max(100_000),
+    toRank: z.number().int().min(1).max(100_000),
+    reward: Reward,
+  })
+  .strict()
+  .refine((t) => t.fromRank <= t.toRank, { message: 'fromRank must be ≤ toRank', path: ['toRank'] })
+
+const Cycle = z
+  .union([
+    z.object({ every: z.string().max(16) }).strict(),
+    z.object({ cron: z.string().max(128) }).strict(),
+    z.null(),
+  ])
+  .superRefine((v, ctx) => {
+    const parsed = parseSchedule(v)
+    if ('error' in parsed) ctx.addIssue({ code: 'custom', message: parsed.error })
+  })
+  .openapi({
+    example: { every: '5m' },
+    description: '{"every":"5m"} | {"cron":"0 0 * * 1"} (UTC) | null',
+  })
+
+export const LeaderboardConfigInput = z
+  .object({
+    name: z.string().trim().min(1).max(64).nullable().default(null),
+    sortOrder: z.enum(['asc', 'desc']).default('desc'),
+    operator: z.enum(['best', 'set', 'incr']).default('best'),
+    cycle: Cycle.default(null),
+    scoreMin: Score.default(-SCORE_LIMIT),
+    scoreMax: Score.default(SCORE_LIMIT),
+    subscoreMin: Score.default(-SCORE_LIMIT),
+    subscoreMax: Score.default(SCORE_LIMIT),
+    rewards: z.array(RewardTier).max(50).default([]),
+    submitsPerMinute: z.number().int().min(1).max(600).default(10),
+    metadataMaxBytes: z.number().int().min(0).max(METADATA_HARD_LIMIT).default(512),
+  })
+  .strict()
+  .superRefine((c, ctx) => {
+    if (c.scoreMin > c.scoreMax)
+      ctx.addIssue({ code: 'custom', path: ['scoreMax'], message: 'scoreMax must be ≥ scoreMin' })
+    if (c.subscoreMin > c.subscoreMax) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['subscoreMax'],
+        message: 'subscoreMax must be ≥ subscoreMin',
+      })
+    }
+    const overlap = overlappingTiers(c.rewards)
+    if (overlap) ctx.addIssue({ code: 'custom', path: ['rewards'], message: overlap })
+  })
+  .openapi('LeaderboardConfig')
+
+const Metadata = z
+  .record(z.string().max(64), z.unknown())
+  .refine(
+    (m) => JSON.stringify(m).length <= METADATA_HARD_LIMIT,
+    `at most ${METADATA_HARD_LIMIT} bytes of JSON`,
+  )
+  .refine((m) => depth(m) <= MAX_JSON_DEPTH, `nested at most ${MAX_JSON_DEPTH} levels`)
+
+export const ScoreSubmission = z
+  .object({
+    score: Score.openapi({
+      description: 'A finite number within the board’s bounds',
+      example: 52.317,
+    }),
+    subscore: Score.default(0),
+    metadata: Metadata.nullable().default(null),
+    playerId: z
+      .string()
+      .min(1)
+      .max(128)
+      .regex(/^[\x21-\x7e]+$/)
+      .optional()
+      .openapi({ description: 'Only with the admin key: the player a game server submits for' }),
+  })
+  .strict()
+  .openapi('ScoreSubmission')
+
+export const SubmitResult = z
+  .object({
+    cycle: z.number().int(),
+    score: z.number().openapi({ description: 'The score this request submitted' }),
+    best: z.number().openapi({ description: "The player's standing score after it (what ranks)" }),
+    rank: z.number().int(),
+    replayed: z
+      .boolean()
+      .openapi({ description: 'true when this answers a retry of an earlier request' }),
+  })
+  .openapi('SubmitResult')
+
+export const Entry = z
+  .object({
+    rank: z.number().int(),
+    playerId: z.string(),
+    name: z.string().nullable(),
+    score: z.number(),
+    subscore: z.number(),
+    metadata: z.unknown(),
+  })
+  .openapi('Entry')
+
+export const TopPage = z
+  .object({
+    cycle: z.number().int(),
+    entries: z.array(Entry),
+    nextCursor: z.string().nullable(),
+    total: z.number().int(),
+  })
+  .openapi('TopPage')
+
+export const Limit = (max: number, fallback: number) =>
+  z.coerce.number().int().min(1).max(max).default(fallback).openapi({ type: 'integer' })
+
+export const Cursor = z.string().min(1).max(1100).optional()
+
+/** Sorts object keys recursively, so equal metadata hashes equally whatever its key order. */
+export function canonicalJson(v: unknown): string {
+  if (v === null || typeof v !== 'object') return JSON.stringify(v)
+  if (Array.isArray(v)) return `[${v.map(canonicalJson).join(',')}]`
+  const keys = Object.keys(v).sort()
+  return `{${keys.map((k) => `${JSON.stringify(k)}:${canonicalJson((v as Record<string, unknown>)[k])}`).join(',')}}`
+}

@@ -1,0 +1,501 @@
+import { createRoute, z } from '@hono/zod-openapi'
+import type { Context } from 'hono'
+import type { AppEnv } from '../app-env.ts'
+import type { BoardEntry, BoardProblem } from '../../durable-objects/leaderboard.ts'
+import { boardStub } from '../leaderboards/stub.ts'
+import { boundedInt } from '../lib/config.ts'
+import { newRouter, PlayerId, problemResponses, ResourceId } from '../lib/openapi.ts'
+import { ApiError } from '../lib/problem.ts'
+import { cachedRead } from '../lib/read-cache.ts'
+import { getSql } from '../db/client.ts'
+import { playerNames } from '../leaderboards/names.ts'
+import { edgeRateLimit } from '../middleware/rate-limit.ts'
+import { requirePlayer, requirePrincipal } from '../middleware/auth.ts'
+import {
+  canonicalJson,
+  Cursor,
+  Entry,
+  Limit,
+  ScoreSubmission,
+  SubmitResult,
+  TopPage,
+} from './leaderboard-schemas.ts'
+
+export const leaderboardRoutes = newRouter()
+
+/** Live reads may be this stale, end to end; the contract promises at most 5 s. */
+const LIVE_TTL_SECONDS = 4
+/** A completed archive never changes. */
+const ARCHIVE_TTL_SECONDS = 300
+
+const IdempotencyKey = z
+  .string()
+  .min(1)
+  .max(128)
+  .regex(/^[\x21-\x7e]+$/, 'printable ASCII without spaces')
+  .openapi({
+    description: 'Unique per logical submission; a retry sends the same key',
+    example: '7d0e3c52-run-118',
+  })
+
+const BoardParam = z.object({ id: ResourceId })
+
+function board(c: Context<AppEnv>, id: string) {
+  return boardStub(c.env, id)
+}
+
+function fail(p: BoardProblem): never {
+  throw new ApiError(p.problem, p.detail, p.extensions ?? {}, p.headers ?? {})
+}
+
+async function named(c: Context<AppEnv>, entries: BoardEntry[]) {
+  const names = await playerNames(
+    c.env,
+    entries.map((e) => e.playerId),
+  )
+  return entries.map((e) => ({
+    rank: e.rank,
+    playerId: e.playerId,
+    name: names.get(e.playerId) ?? null,
+    score: e.score,
+    subscore: e.subscore,
+    metadata: e.metadata,
+  }))
+}
+
+function problemPayload(p: BoardProblem) {
+  return {
+    status: new ApiError(p.problem).status,
+    body: {
+      type: `urn:nexus:problem:${p.problem}`,
+      title: new ApiError(p.problem).message,
+      status: new ApiError(p.problem).status,
+      detail: p.detail,
+      ...(p.extensions ?? {}),
+    },
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+const getBoardRoute = createRoute({
+  method: 'get',
+  path: '/{id}',
+  summary: 'A leaderboard: its configuration and current cycle',
+  request: { params: BoardParam },
+  responses: {
+    200: {
+      description: 'Configuration and current cycle',
+      content: {
+        'application/json': {
+          schema: z.object({
+            id: z.string(),
+            config: z.record(z.string(), z.unknown()),
+            cycle: z.object({
+              cycle: z.number().int(),
+              startsAt: z.number(),
+              endsAt: z.number().nullable(),
+              entries: z.number().int(),
+            }),
+          }),
+        },
+      },
+    },
+    ...problemResponses(404, 422),
+  },
+})
+
+leaderboardRoutes.openapi(getBoardRoute, (async (c: Context<AppEnv>) => {
+  const { id } = c.req.param() as { id: string }
+  return cachedRead(c, {
+    key: `lb:${id}:info`,
+    ttlSeconds: LIVE_TTL_SECONDS,
+    visibility: 'public',
+    load: async () => {
+      const info = await board(c, id).info(id)
+      if (!info)
+        return problemPayload({ ok: false, problem: 'not-found', detail: `No leaderboard '${id}'` })
+      return { status: 200, body: { id, config: info.config, cycle: info.cycle } }
+    },
+  })
+}) as never)
+
+// ---------------------------------------------------------------------------------------------
+
+const submitRoute = createRoute({
+  method: 'post',
+  path: '/{id}/scores',
+  summary: 'Submit a score',
+  description:
+    'Needs a player token, or the admin key with `playerId` (a game server submitting for a player). ' +
+    'A retry with the same Idempotency-Key returns the first answer with `replayed: true`; the same key ' +
+    'with a different body is refused (422 idempotency-key-reused). Keys are remembered for 24 h.',
+  middleware: [
+    requirePrincipal(),
+    edgeRateLimit({
+      name: 'score-submit',
+      limit: (c) => boundedInt(c.env.EDGE_SUBMITS_PER_MINUTE, 120, 1, 100_000),
+      // Only when Redis is configured: the Durable Object enforces each board's exact limit anyway.
+      key: (c) => {
+        const p = c.get('principal')
+        return c.env.UPSTASH_REDIS_REST_URL && p?.kind === 'player' ? p.playerId : undefined
+      },
+    }),
+  ] as const,
+  request: {
+    params: BoardParam,
+    headers: z.object({ 'idempotency-key': IdempotencyKey }),
+    body: { content: { 'application/json': { schema: ScoreSubmission } }, required: true },
+  },
+  responses: {
+    200: {
+      description: 'Accepted (or replayed)',
+      content: { 'application/json': { schema: SubmitResult } },
+    },
+    ...problemResponses(400, 401, 403, 404, 413, 415, 422, 429),
+  },
+})
+
+leaderboardRoutes.openapi(submitRoute, async (c) => {
+  const { id } = c.req.valid('param')
+  const body = c.req.valid('json')
+  const key = c.req.valid('header')['idempotency-key']
+  const principal = c.get('principal')!
+  let playerId: string
+  if (principal.kind === 'admin') {
+    if (!body.playerId) {
+      throw new ApiError('validation', 'With the admin key, say which player: playerId', {
+        errors: [{ path: 'playerId', message: 'required with the admin key' }],
+      })
+    }
+    playerId = body.playerId
+  } else {
+    if (body.playerId !== undefined && body.playerId !== principal.playerId) {
+      throw new ApiError('forbidden', 'Players submit only their own scores')
+    }
+    playerId = principal.playerId
+  }
+  const metadata = body.metadata === null ? null : canonicalJson(body.metadata)
+  const requestHash = await sha256(
+    canonicalJson([id, playerId, body.score, body.subscore, metadata]),
+  )
+  const reply = await board(c, id).submit({
+    boardId: id,
+    playerId,
+    score: body.score,
+    subscore: body.subscore,
+    metadata,
+    idempotencyKey: key,
+    requestHash,
+  })
+  if (!reply.ok) fail(reply)
+  return c.json(reply.result, 200)
+})
+
+// ---------------------------------------------------------------------------------------------
+
+const topRoute = createRoute({
+  method: 'get',
+  path: '/{id}/top',
+  summary: 'The current cycle, best first, a page at a time',
+  description:
+    'Pass `nextCursor` back as `cursor` for the next page. Cursors name the last entry seen, so pages ' +
+    'neither repeat nor skip entries while scores change. Served from the edge cache, at most 5 s stale.',
+  request: { params: BoardParam, query: z.object({ limit: Limit(100, 10), cursor: Cursor }) },
+  responses: {
+    200: { description: 'A page', content: { 'application/json': { schema: TopPage } } },
+    ...problemResponses(404, 409, 422),
+  },
+})
+
+leaderboardRoutes.openapi(topRoute, (async (c: Context<AppEnv>) => {
+  const { id } = c.req.param() as { id: string }
+  const { limit, cursor } = (
+    c.req as unknown as { valid(t: 'query'): { limit: number; cursor?: string } }
+  ).valid('query')
+  return cachedRead(c, {
+    key: `lb:${id}:top:${limit}:${cursor ?? ''}`,
+    ttlSeconds: LIVE_TTL_SECONDS,
+    visibility: 'public',
+    load: async () => {
+      const r = await board(c, id).top(id, cursor ?? null, limit)
+      if (!r.ok) return problemPayload(r)
+      return {
+        status: 200,
+        body: {
+          cycle: r.cycle,
+          entries: await named(c, r.entries),
+          nextCursor: r.nextCursor,
+          total: r.total,
+        },
+      }
+    },
+  })
+}) as never)
+
+// ---------------------------------------------------------------------------------------------
+
+const PlayerParam = z.object({ id: ResourceId, playerId: z.union([z.literal('me'), PlayerId]) })
+
+function resolvePlayer(c: Context<AppEnv>, playerId: string): string {
+  if (playerId !== 'me') return playerId
+  const p = c.get('principal')
+  if (p?.kind !== 'player') throw new ApiError('forbidden', '"me" needs a player token')
+  return p.playerId
+}
+
+const playerRoute = createRoute({
+  method: 'get',
+  path: '/{id}/players/{playerId}',
+  summary: "A player's rank and score in the current cycle (`me` for the caller)",
+  middleware: [
+    async function authForMe(c, next) {
+      if (c.req.param('playerId') === 'me') return requirePlayer()(c, next)
+      await next()
+    },
+  ] as const,
+  request: { params: PlayerParam },
+  responses: {
+    200: {
+      description: "The player's standing; entry is null when they have no score this cycle",
+      content: {
+        'application/json': {
+          schema: z.object({
+            cycle: z.number().int(),
+            playerId: z.string(),
+            entry: Entry.nullable(),
+            total: z.number().int(),
+          }),
+        },
+      },
+    },
+    ...problemResponses(401, 403, 404, 422),
+  },
+})
+
+leaderboardRoutes.openapi(playerRoute, (async (c: Context<AppEnv>) => {
+  const { id, playerId: raw } = c.req.param() as { id: string; playerId: string }
+  const playerId = resolvePlayer(c, raw)
+  return cachedRead(c, {
+    key: `lb:${id}:player:${playerId}`,
+    ttlSeconds: LIVE_TTL_SECONDS,
+    visibility: raw === 'me' ? 'private' : 'public',
+    load: async () => {
+      const r = await board(c, id).player(id, playerId)
+      if (!r.ok) return problemPayload(r)
+      const entry = r.entry ? (await named(c, [r.entry]))[0]! : null
+      return { status: 200, body: { cycle: r.cycle, playerId, entry, total: r.total } }
+    },
+  })
+}) as never)
+
+const aroundRoute = createRoute({
+  method: 'get',
+  path: '/{id}/around/{playerId}',
+  summary: 'Entries around a player (`me` for the caller), shifted at the edges of the board',
+  middleware: [
+    async function authForMe(c, next) {
+      if (c.req.param('playerId') === 'me') return requirePlayer()(c, next)
+      await next()
+    },
+  ] as const,
+  request: { params: PlayerParam, query: z.object({ limit: Limit(100, 11) }) },
+  responses: {
+    200: {
+      description: 'A window of entries',
+      content: {
+        'application/json': {
+          schema: z.object({
+            cycle: z.number().int(),
+            entries: z.array(Entry),
+            total: z.number().int(),
+          }),
+        },
+      },
+    },
+    ...problemResponses(401, 403, 404, 422),
+  },
+})
+
+leaderboardRoutes.openapi(aroundRoute, (async (c: Context<AppEnv>) => {
+  const { id, playerId: raw } = c.req.param() as { id: string; playerId: string }
+  const { limit } = (c.req as unknown as { valid(t: 'query'): { limit: number } }).valid('query')
+  const playerId = resolvePlayer(c, raw)
+  return cachedRead(c, {
+    key: `lb:${id}:around:${playerId}:${limit}`,
+    ttlSeconds: LIVE_TTL_SECONDS,
+    visibility: raw === 'me' ? 'private' : 'public',
+    load: async () => {
+      const r = await board(c, id).around(id, playerId, limit)
+      if (!r.ok) return problemPayload(r)
+      return {
+        status: 200,
+        body: { cycle: r.cycle, entries: await named(c, r.entries), total: r.total },
+      }
+    },
+  })
+}) as never)
+
+// ---------------------------------------------------------------------------------------------
+// History, from Neon
+
+const CycleParam = z.object({
+  id: ResourceId,
+  cycle: z.coerce.number().int().min(1).max(2_000_000_000),
+})
+
+const cycleTopRoute = createRoute({
+  method: 'get',
+  path: '/{id}/cycles/{cycle}/top',
+  summary: "A closed cycle's final standings, from the archive",
+  description: '`complete` is false while the cycle is still being archived.',
+  request: { params: CycleParam, query: z.object({ limit: Limit(1000, 10), cursor: Cursor }) },
+  responses: {
+    200: {
+      description: 'A page of the archive',
+      content: {
+        'application/json': {
+          schema: TopPage.extend({
+            complete: z.boolean(),
+            entries: z.array(Entry.extend({ submittedAt: z.string() })),
+          }),
+        },
+      },
+    },
+    ...problemResponses(404, 422),
+  },
+})
+
+leaderboardRoutes.openapi(cycleTopRoute, (async (c: Context<AppEnv>) => {
+  const { id } = c.req.param() as { id: string }
+  const { cycle, limit, cursor } = {
+    ...(c.req as unknown as { valid(t: 'param'): { cycle: number } }).valid('param'),
+    ...(c.req as unknown as { valid(t: 'query'): { limit: number; cursor?: string } }).valid(
+      'query',
+    ),
+  }
+  const afterRank = cursor === undefined ? 0 : Number(cursor)
+  if (
+    !Number.isSafeInteger(afterRank) ||
+    afterRank < 0 ||
+    (cursor !== undefined && String(afterRank) !== cursor)
+  ) {
+    throw new ApiError('validation', 'cursor is not valid', {
+      errors: [{ path: 'cursor', message: 'not a cursor this endpoint issued' }],
+    })
+  }
+  const sql = getSql(c.env)
+  const [meta] = (await sql.query(
+    'select entries, completed_at from leaderboard_cycles where leaderboard_id = $1 and cycle = $2',
+    [id, cycle],
+  )) as { entries: number; completed_at: string | null }[]
+  if (!meta) throw new ApiError('not-found', `Cycle ${cycle} of '${id}' is not archived (yet)`)
+  const complete = meta.completed_at !== null
+  return cachedRead(c, {
+    key: `lb:${id}:cycle:${cycle}:${limit}:${afterRank}`,
+    ttlSeconds: complete ? ARCHIVE_TTL_SECONDS : LIVE_TTL_SECONDS,
+    visibility: 'public',
+    load: async () => {
+      const rows = (await sql.query(
+        `select rank, player_id, name, score, subscore, metadata, submitted_at from leaderboard_archive
+          where leaderboard_id = $1 and cycle = $2 and rank > $3 order by rank limit $4`,
+        [id, cycle, afterRank, limit],
+      )) as {
+        rank: number
+        player_id: string
+        name: string | null
+        score: number
+        subscore: number
+        metadata: unknown
+        submitted_at: string
+      }[]
+      const last = rows[rows.length - 1]
+      return {
+        status: 200,
+        body: {
+          cycle,
+          complete,
+          total: meta.entries,
+          entries: rows.map((r) => ({
+            rank: r.rank,
+            playerId: r.player_id,
+            name: r.name,
+            score: r.score,
+            subscore: r.subscore,
+            metadata: r.metadata,
+            submittedAt: new Date(r.submitted_at).toISOString(),
+          })),
+          nextCursor:
+            last && rows.length === limit && last.rank < meta.entries ? String(last.rank) : null,
+        },
+      }
+    },
+  })
+}) as never)
+
+const historyRoute = createRoute({
+  method: 'get',
+  path: '/{id}/players/{playerId}/history',
+  summary: "A player's results across closed cycles, newest first",
+  middleware: [
+    async function authForMe(c, next) {
+      if (c.req.param('playerId') === 'me') return requirePlayer()(c, next)
+      await next()
+    },
+  ] as const,
+  request: {
+    params: PlayerParam,
+    query: z.object({
+      limit: Limit(100, 20),
+      before: z.coerce.number().int().min(1).max(2_000_000_000).optional(),
+    }),
+  },
+  responses: {
+    200: {
+      description: 'Results, newest cycle first; pass nextBefore as before for older ones',
+      content: {
+        'application/json': {
+          schema: z.object({
+            results: z.array(
+              z.object({
+                cycle: z.number().int(),
+                rank: z.number().int(),
+                score: z.number(),
+                subscore: z.number(),
+                entries: z.number().int(),
+              }),
+            ),
+            nextBefore: z.number().int().nullable(),
+          }),
+        },
+      },
+    },
+    ...problemResponses(401, 403, 422),
+  },
+})
+
+leaderboardRoutes.openapi(historyRoute, (async (c: Context<AppEnv>) => {
+  const { id, playerId: raw } = c.req.param() as { id: string; playerId: string }
+  const { limit, before } = (
+    c.req as unknown as { valid(t: 'query'): { limit: number; before?: number } }
+  ).valid('query')
+  const playerId = resolvePlayer(c, raw)
+  const rows = (await getSql(c.env).query(
+    `select a.cycle, a.rank, a.score, a.subscore, c.entries from leaderboard_archive a
+       join leaderboard_cycles c on c.leaderboard_id = a.leaderboard_id and c.cycle = a.cycle
+      where a.player_id = $1 and a.leaderboard_id = $2 and a.cycle < $3
+      order by a.cycle desc limit $4`,
+    [playerId, id, before ?? 2_147_483_647, limit],
+  )) as { cycle: number; rank: number; score: number; subscore: number; entries: number }[]
+  const last = rows[rows.length - 1]
+  c.header('cache-control', 'private, max-age=0')
+  return c.json(
+    { results: rows, nextBefore: rows.length === limit && last ? last.cycle : null },
+    200,
+  )
+}) as never)
+
+async function sha256(text: string): Promise<string> {
+  const digest = await crypto.subtle.digest('SHA-256', new TextEncoder().encode(text))
+  return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, '0')).join('')
+}

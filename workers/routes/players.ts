@@ -1,0 +1,100 @@
+import { createRoute, z } from '@hono/zod-openapi'
+import { getSql } from '../db/client.ts'
+import { newRouter, problemResponses } from '../lib/openapi.ts'
+import { ApiError } from '../lib/problem.ts'
+import { playerId, requirePlayer } from '../middleware/auth.ts'
+import { Limit } from './leaderboard-schemas.ts'
+
+export const playerRoutes = newRouter()
+
+const Reward = z
+  .object({
+    leaderboardId: z.string(),
+    cycle: z.number().int(),
+    rank: z.number().int(),
+    reward: z.unknown(),
+    createdAt: z.string(),
+  })
+  .openapi('Reward')
+
+const rewardsRoute = createRoute({
+  method: 'get',
+  path: '/me/rewards',
+  summary: "The caller's rewards, newest first",
+  middleware: [requirePlayer()] as const,
+  request: { query: z.object({ limit: Limit(100, 50), cursor: z.string().max(200).optional() }) },
+  responses: {
+    200: {
+      description: 'Rewards; pass nextCursor as cursor for older ones',
+      content: {
+        'application/json': {
+          schema: z.object({ rewards: z.array(Reward), nextCursor: z.string().nullable() }),
+        },
+      },
+    },
+    ...problemResponses(401, 403, 422),
+  },
+})
+
+/** Cursor: the last row's (created_at, leaderboard_id, cycle), so pages are stable. */
+function parseCursor(cursor: string | undefined): [string, string, number] | null {
+  if (cursor === undefined) return null
+  try {
+    const v = JSON.parse(atob(cursor.replace(/-/g, '+').replace(/_/g, '/'))) as unknown
+    if (
+      Array.isArray(v) &&
+      v.length === 3 &&
+      typeof v[0] === 'string' &&
+      !Number.isNaN(Date.parse(v[0])) &&
+      typeof v[1] === 'string' &&
+      Number.isSafeInteger(v[2])
+    ) {
+      return [v[0], v[1], v[2] as number]
+    }
+  } catch {
+    // falls through to the error below
+  }
+  throw new ApiError('validation', 'cursor is not valid', {
+    errors: [{ path: 'cursor', message: 'not a cursor this endpoint issued' }],
+  })
+}
+
+playerRoutes.openapi(rewardsRoute, async (c) => {
+  const me = playerId(c)
+  const { limit, cursor } = c.req.valid('query')
+  const after = parseCursor(cursor)
+  const rows = (await getSql(c.env).query(
+    `select leaderboard_id, cycle, rank, reward, created_at, to_char(created_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') as created_iso
+       from rewards
+      where player_id = $1 and ($2::timestamptz is null or (created_at, leaderboard_id, cycle) < ($2::timestamptz, $3, $4))
+      order by created_at desc, leaderboard_id desc, cycle desc limit $5`,
+    [me, after?.[0] ?? null, after?.[1] ?? '', after?.[2] ?? 0, limit],
+  )) as {
+    leaderboard_id: string
+    cycle: number
+    rank: number
+    reward: unknown
+    created_iso: string
+  }[]
+  const last = rows[rows.length - 1]
+  c.header('cache-control', 'private, no-store')
+  return c.json(
+    {
+      rewards: rows.map((r) => ({
+        leaderboardId: r.leaderboard_id,
+        cycle: r.cycle,
+        rank: r.rank,
+        reward: r.reward,
+        createdAt: r.created_iso,
+      })),
+      nextCursor:
+        rows.length === limit && last
+          ? btoa(JSON.stringify([last.created_iso, last.leaderboard_id, last.cycle]))
+              .replace(/\+/g, '-')
+              .replace(/\//g, '_')
+              .replace(/=+$/, '')
+          : null,
+    },
+    200,
+  )
+})

@@ -1,0 +1,45 @@
+import { previousBoundary, parseSchedule } from './core/cycle.ts'
+import type { Env } from './env.ts'
+import { scheduledBoards } from './leaderboards/config-store.ts'
+import { boardStub } from './leaderboards/stub.ts'
+import { errorFields, log, setLogLevel } from './lib/log.ts'
+import { counter } from './lib/metrics.ts'
+
+const cronRuns = counter(
+  'nexus_cron_boards_poked_total',
+  'Boards the cron asked to roll over or resume archiving',
+)
+
+const PAGE = 200
+/** A boundary this recent may not have been acted on yet; older ones have had the board's own alarm. */
+const LOOKBACK_MS = 10 * 60 * 1000
+
+/**
+ * The every-minute cron: a safety net for the boards' own alarms. It walks every scheduled board
+ * in pages and pokes those whose cycle boundary passed recently, so a board whose alarm was lost
+ * still closes on time. Poking is idempotent: a board that already rolled over does nothing.
+ */
+export async function runScheduled(env: Env, now: number): Promise<{ poked: number }> {
+  setLogLevel(env.LOG_LEVEL)
+  let after = ''
+  let poked = 0
+  for (;;) {
+    const boards = await scheduledBoards(env, after, PAGE)
+    const due = boards.filter((b) => {
+      const schedule = parseSchedule((b.config as { cycle: unknown }).cycle)
+      if ('error' in schedule) return false
+      const boundary = previousBoundary(schedule, now)
+      return boundary !== null && now - boundary < LOOKBACK_MS
+    })
+    const results = await Promise.allSettled(due.map((b) => boardStub(env, b.id).tick(b.id)))
+    results.forEach((r, i) => {
+      if (r.status === 'rejected')
+        log('error', 'cron tick failed', { board: due[i]!.id, ...errorFields(r.reason) })
+      else poked++
+    })
+    cronRuns.inc({}, due.length)
+    if (boards.length < PAGE) break
+    after = boards[boards.length - 1]!.id
+  }
+  return { poked }
+}

@@ -36,6 +36,8 @@ import { all, one } from '../workers/lib/sql.ts'
 const SCHEMA_VERSION = 1
 /** Rows per archive page: each page is one Neon transaction. */
 export const ARCHIVE_PAGE_SIZE = 1000
+/** Archive pages in flight at once: each is its own transaction, so they need no ordering. */
+const ARCHIVE_CONCURRENCY = 4
 /** Rows deleted per statement once a cycle is safely in Neon. */
 const PURGE_BATCH = 10_000
 /** One alarm invocation works this long, then yields to a fresh one. */
@@ -95,6 +97,9 @@ interface CloseRow {
   finished_at: number | null
   reason: string
 }
+
+/** A position in a frozen cycle's order: (ord_score, ord_sub, seq, player_id). */
+type PageKey = [number, number, number, string]
 
 interface EntryRow {
   player_id: string
@@ -551,38 +556,14 @@ export class Leaderboard extends DurableObject<Env> {
       )
     }
 
-    let entry: RankEntry | undefined = previous
-    this.ctx.storage.transactionSync(() => {
-      if (outcome.changed) {
-        const seq = ++this.seq
-        entry = { playerId: input.playerId, score: outcome.score, subscore: outcome.subscore, seq }
-        const dir = cur.sortOrder === 'desc' ? -1 : 1
-        this.sql.exec(
-          `INSERT OR REPLACE INTO entries (cycle, player_id, score, subscore, seq, ord_score, ord_sub, metadata, submitted_at)
-           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-          cur.cycle,
-          input.playerId,
-          outcome.score,
-          outcome.subscore,
-          seq,
-          outcome.score * dir + 0,
-          outcome.subscore * dir + 0,
-          input.metadata,
-          now,
-        )
-        this.setMeta('seq', String(seq))
-      }
-      this.sql.exec(
-        `INSERT OR REPLACE INTO submit_windows (player_id, window_start, count) VALUES (?, ?, ?)`,
-        input.playerId,
-        windowStart,
-        used + 1,
-      )
-    })
-    if (outcome.changed && entry) {
-      this.index.upsert(entry)
-      if (previous) this.remember(previous, entry.seq, now)
-    }
+    // The index moves first so the answer (with its rank) exists before anything is written; the
+    // entry, the rate window and the stored answer then commit in one transaction, so a retry
+    // after a crash finds either all of them or none. If the write fails, the index moves back.
+    const seq = this.seq + 1
+    const entry: RankEntry | undefined = outcome.changed
+      ? { playerId: input.playerId, score: outcome.score, subscore: outcome.subscore, seq }
+      : previous
+    if (outcome.changed) this.index.upsert(entry!)
     const result: SubmitResult = {
       cycle: cur.cycle,
       score: input.score,
@@ -590,17 +571,131 @@ export class Leaderboard extends DurableObject<Env> {
       rank: this.index.rankOf(input.playerId)!,
       replayed: false,
     }
-    this.sql.exec(
-      `INSERT INTO idempotency (player_id, key, request_hash, response, created_at) VALUES (?, ?, ?, ?, ?)`,
-      input.playerId,
-      input.idempotencyKey,
-      input.requestHash,
-      JSON.stringify(result),
-      now,
-    )
+    try {
+      this.ctx.storage.transactionSync(() => {
+        if (outcome.changed) {
+          const dir = cur.sortOrder === 'desc' ? -1 : 1
+          this.sql.exec(
+            `INSERT OR REPLACE INTO entries (cycle, player_id, score, subscore, seq, ord_score, ord_sub, metadata, submitted_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+            cur.cycle,
+            input.playerId,
+            outcome.score,
+            outcome.subscore,
+            seq,
+            outcome.score * dir + 0,
+            outcome.subscore * dir + 0,
+            input.metadata,
+            now,
+          )
+          this.setMeta('seq', String(seq))
+        }
+        this.sql.exec(
+          `INSERT OR REPLACE INTO submit_windows (player_id, window_start, count) VALUES (?, ?, ?)`,
+          input.playerId,
+          windowStart,
+          used + 1,
+        )
+        this.sql.exec(
+          `INSERT INTO idempotency (player_id, key, request_hash, response, created_at) VALUES (?, ?, ?, ?, ?)`,
+          input.playerId,
+          input.idempotencyKey,
+          input.requestHash,
+          JSON.stringify(result),
+          now,
+        )
+      })
+    } catch (err) {
+      if (outcome.changed) {
+        if (previous) this.index.upsert(previous)
+        else this.index.remove(input.playerId)
+      }
+      throw err
+    }
+    if (outcome.changed) {
+      this.seq = seq
+      if (previous) this.remember(previous, seq, now)
+    }
     submissions.inc({ replayed: 'false' })
     if (!(await this.ctx.storage.getAlarm())) await this.scheduleAlarm()
     return { ok: true, result }
+  }
+
+  /**
+   * Sets many players' standings in the current cycle at once (an admin migrating a board from
+   * another system, or a game server's batch). Each entry replaces the player's standing, as
+   * `set` does, so importing the same batch again changes nothing; the batch is one transaction.
+   * Bounds and metadata limits are checked for the whole batch before anything is written.
+   */
+  async importEntries(
+    boardId: string,
+    entries: { playerId: string; score: number; subscore: number; metadata: string | null }[],
+  ): Promise<Reply<{ cycle: number; imported: number; total: number }>> {
+    if (!(await this.ensureConfigured(boardId)))
+      return refuse('not-found', `No leaderboard '${boardId}'`)
+    const now = this.now()
+    if (this.rollover(now)) await this.scheduleAlarm()
+    const config = this.config!
+    for (let i = 0; i < entries.length; i++) {
+      const e = entries[i]!
+      if (
+        e.score < config.scoreMin ||
+        e.score > config.scoreMax ||
+        e.subscore < config.subscoreMin ||
+        e.subscore > config.subscoreMax
+      ) {
+        return refuse('validation', `entries.${i}: score or subscore outside the board's bounds`, {
+          errors: [{ path: `entries.${i}.score`, message: 'outside the board’s bounds' }],
+        })
+      }
+      if (e.metadata !== null && utf8Length(e.metadata) > config.metadataMaxBytes) {
+        return refuse(
+          'validation',
+          `entries.${i}: metadata over ${config.metadataMaxBytes} bytes`,
+          {
+            errors: [
+              {
+                path: `entries.${i}.metadata`,
+                message: `at most ${config.metadataMaxBytes} bytes`,
+              },
+            ],
+          },
+        )
+      }
+    }
+    const cur = this.current!
+    const dir = cur.sortOrder === 'desc' ? -1 : 1
+    const changed: { next: RankEntry; previous: RankEntry | undefined }[] = []
+    this.ctx.storage.transactionSync(() => {
+      for (const e of entries) {
+        const previous = this.index.get(e.playerId)
+        if (previous && previous.score === e.score && previous.subscore === e.subscore) continue
+        const seq = ++this.seq
+        this.sql.exec(
+          `INSERT OR REPLACE INTO entries (cycle, player_id, score, subscore, seq, ord_score, ord_sub, metadata, submitted_at)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+          cur.cycle,
+          e.playerId,
+          e.score,
+          e.subscore,
+          seq,
+          e.score * dir + 0,
+          e.subscore * dir + 0,
+          e.metadata,
+          now,
+        )
+        changed.push({
+          next: { playerId: e.playerId, score: e.score, subscore: e.subscore, seq },
+          previous,
+        })
+      }
+      this.setMeta('seq', String(this.seq))
+    })
+    for (const { next, previous } of changed) {
+      this.index.upsert(next)
+      if (previous) this.remember(previous, next.seq, now)
+    }
+    return { ok: true, cycle: cur.cycle, imported: changed.length, total: this.index.size }
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -868,7 +963,13 @@ export class Leaderboard extends DurableObject<Env> {
         if (close.state === 'archiving') await this.archiveNextPage(close)
         else this.purgeSome(close)
       } catch (err) {
-        const attempts = close.attempts + 1
+        // Consecutive failures without progress: a batch that moved the cursor reset the count.
+        const attempts =
+          one<{ attempts: number }>(
+            this.sql,
+            `SELECT attempts FROM closes WHERE cycle = ?`,
+            close.cycle,
+          )!.attempts + 1
         const backoff = Math.min(MAX_BACKOFF_MS, 1000 * 2 ** Math.min(attempts - 1, 16))
         const message = err instanceof Error ? err.message : String(err)
         this.sql.exec(
@@ -893,27 +994,12 @@ export class Leaderboard extends DurableObject<Env> {
     }
   }
 
+  /**
+   * Sends the next pages (up to ARCHIVE_CONCURRENCY at once, each its own Neon transaction) and
+   * moves the recorded cursor over the longest run of acknowledged pages from the start. A page
+   * acknowledged after a failed one is simply sent again next time: pages are idempotent.
+   */
   private async archiveNextPage(close: CloseRow): Promise<void> {
-    const after = close.cursor
-      ? (JSON.parse(close.cursor) as [number, number, number, string])
-      : null
-    const rows = after
-      ? all<EntryRow & { ord_score: number; ord_sub: number }>(
-          this.sql,
-          `SELECT player_id, score, subscore, seq, metadata, submitted_at, ord_score, ord_sub FROM entries
-            WHERE cycle = ? AND (ord_score, ord_sub, seq, player_id) > (?, ?, ?, ?)
-            ORDER BY ord_score, ord_sub, seq, player_id LIMIT ?`,
-          close.cycle,
-          ...after,
-          ARCHIVE_PAGE_SIZE,
-        )
-      : all<EntryRow & { ord_score: number; ord_sub: number }>(
-          this.sql,
-          `SELECT player_id, score, subscore, seq, metadata, submitted_at, ord_score, ord_sub FROM entries
-            WHERE cycle = ? ORDER BY ord_score, ord_sub, seq, player_id LIMIT ?`,
-          close.cycle,
-          ARCHIVE_PAGE_SIZE,
-        )
     const base = {
       leaderboardId: this.boardId!,
       cycle: close.cycle,
@@ -921,7 +1007,41 @@ export class Leaderboard extends DurableObject<Env> {
       endsAt: close.ends_at,
       entries: close.entries,
     }
-    if (rows.length === 0) {
+    const tiers = JSON.parse(close.rewards) as RewardTier[]
+    let after = close.cursor ? (JSON.parse(close.cursor) as PageKey) : null
+    let archived = close.archived
+    const pages: { last: PageKey; archivedThrough: number; send: () => Promise<void> }[] = []
+    for (let p = 0; p < ARCHIVE_CONCURRENCY; p++) {
+      const rows = this.pageAfter(close.cycle, after)
+      if (rows.length === 0) break
+      const archiveRows: ArchiveRow[] = []
+      const rewards: ArchiveReward[] = []
+      rows.forEach((r, i) => {
+        const rank = archived + i + 1
+        archiveRows.push({
+          playerId: r.player_id,
+          rank,
+          score: r.score,
+          subscore: r.subscore,
+          metadata: r.metadata,
+          submittedAt: r.submitted_at,
+        })
+        const tier = rewardFor(tiers, rank)
+        if (tier) rewards.push({ playerId: r.player_id, rank, reward: JSON.stringify(tier.reward) })
+      })
+      const last = rows[rows.length - 1]!
+      const archivedThrough = archived + rows.length
+      pages.push({
+        last: [last.ord_score, last.ord_sub, last.seq, last.player_id],
+        archivedThrough,
+        send: () =>
+          this.archiveWriter.writePage({ ...base, rows: archiveRows, rewards, archivedThrough }),
+      })
+      after = pages[pages.length - 1]!.last
+      archived = archivedThrough
+    }
+
+    if (pages.length === 0) {
       await this.archiveWriter.complete({ ...base, archivedThrough: close.archived })
       this.sql.exec(
         `UPDATE closes SET state = 'purging', attempts = 0, next_attempt_at = 0, last_error = NULL WHERE cycle = ?`,
@@ -931,33 +1051,44 @@ export class Leaderboard extends DurableObject<Env> {
       log('info', 'cycle archived', { actor: this.actor, cycle: close.cycle, rows: close.archived })
       return
     }
-    const tiers = JSON.parse(close.rewards) as RewardTier[]
-    const archiveRows: ArchiveRow[] = []
-    const rewards: ArchiveReward[] = []
-    rows.forEach((r, i) => {
-      const rank = close.archived + i + 1
-      archiveRows.push({
-        playerId: r.player_id,
-        rank,
-        score: r.score,
-        subscore: r.subscore,
-        metadata: r.metadata,
-        submittedAt: r.submitted_at,
-      })
-      const tier = rewardFor(tiers, rank)
-      if (tier) rewards.push({ playerId: r.player_id, rank, reward: JSON.stringify(tier.reward) })
-    })
-    const archivedThrough = close.archived + rows.length
-    await this.archiveWriter.writePage({ ...base, rows: archiveRows, rewards, archivedThrough })
-    // Neon has the page: only now does the cursor move past it.
-    const last = rows[rows.length - 1]!
-    this.sql.exec(
-      `UPDATE closes SET cursor = ?, archived = ?, attempts = 0, next_attempt_at = 0, last_error = NULL WHERE cycle = ?`,
-      JSON.stringify([last.ord_score, last.ord_sub, last.seq, last.player_id]),
-      archivedThrough,
-      close.cycle,
-    )
-    rowsArchived.inc({}, rows.length)
+
+    const outcomes = await Promise.allSettled(pages.map((page) => page.send()))
+    const acknowledged = outcomes.findIndex((o) => o.status === 'rejected')
+    const done = acknowledged === -1 ? pages.length : acknowledged
+    if (done > 0) {
+      // Neon has these pages: only now does the cursor move past them.
+      const page = pages[done - 1]!
+      this.sql.exec(
+        `UPDATE closes SET cursor = ?, archived = ?, attempts = 0, next_attempt_at = 0, last_error = NULL WHERE cycle = ?`,
+        JSON.stringify(page.last),
+        page.archivedThrough,
+        close.cycle,
+      )
+      rowsArchived.inc({}, page.archivedThrough - close.archived)
+    }
+    if (acknowledged !== -1) throw (outcomes[acknowledged] as PromiseRejectedResult).reason
+  }
+
+  /** The next page of a frozen cycle in rank order, after a key (from the start when null). */
+  private pageAfter(cycle: number, after: PageKey | null) {
+    type Row = EntryRow & { ord_score: number; ord_sub: number }
+    return after
+      ? all<Row>(
+          this.sql,
+          `SELECT player_id, score, subscore, seq, metadata, submitted_at, ord_score, ord_sub FROM entries
+            WHERE cycle = ? AND (ord_score, ord_sub, seq, player_id) > (?, ?, ?, ?)
+            ORDER BY ord_score, ord_sub, seq, player_id LIMIT ?`,
+          cycle,
+          ...after,
+          ARCHIVE_PAGE_SIZE,
+        )
+      : all<Row>(
+          this.sql,
+          `SELECT player_id, score, subscore, seq, metadata, submitted_at, ord_score, ord_sub FROM entries
+            WHERE cycle = ? ORDER BY ord_score, ord_sub, seq, player_id LIMIT ?`,
+          cycle,
+          ARCHIVE_PAGE_SIZE,
+        )
   }
 
   private purgeSome(close: CloseRow): void {

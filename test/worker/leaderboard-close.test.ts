@@ -191,16 +191,20 @@ describe('closing a cycle of 10,000 entries', () => {
     const board = await createBoard({ rewards: REWARDS })
     await seedBoard(board, async (inst) => {
       const real = new NeonArchiveWriter(env)
-      let pages = 0
+      const failed = new Set<number>()
       const faulty: ArchiveWriter = {
         async writePage(page) {
-          pages++
-          if (pages === 2) {
+          // Each fault strikes once, on the page ending at that row, whatever else is in flight.
+          if (page.archivedThrough === 3000 && !failed.has(3000)) {
+            failed.add(3000)
             // Neon commits the page, then the object dies before recording it.
             await real.writePage(page)
             throw new Error('injected crash after commit')
           }
-          if (pages === 5) throw new Error('injected fault before commit')
+          if (page.archivedThrough === 5000 && !failed.has(5000)) {
+            failed.add(5000)
+            throw new Error('injected fault before commit')
+          }
           return real.writePage(page)
         },
         complete: (p) => real.complete(p),
@@ -210,9 +214,10 @@ describe('closing a cycle of 10,000 entries', () => {
     expect((await closeNow(board)).status).toBe(202)
     await runInDurableObject(stub(board), (inst: Leaderboard) => inst.runArchive({ force: true }))
     let s = await status(board, 1)
+    // Pages before the failed one are recorded; the failed one and any after it are sent again.
     expect(s).toMatchObject({
       state: 'archiving',
-      archived: 1000,
+      archived: 2000,
       attempts: 1,
       lastError: 'injected crash after commit',
     })
@@ -221,7 +226,7 @@ describe('closing a cycle of 10,000 entries', () => {
     s = await status(board, 1)
     expect(s).toMatchObject({
       state: 'archiving',
-      archived: 3000,
+      archived: 4000,
       attempts: 1,
       lastError: 'injected fault before commit',
     })

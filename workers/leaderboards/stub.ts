@@ -6,6 +6,7 @@ export type BoardApi = Pick<
   Leaderboard,
   | 'configure'
   | 'submit'
+  | 'importEntries'
   | 'info'
   | 'top'
   | 'player'

@@ -5,7 +5,7 @@ import { boardStub } from '../leaderboards/stub.ts'
 import { newRouter, problemResponses, ResourceId } from '../lib/openapi.ts'
 import { ApiError } from '../lib/problem.ts'
 import { requireAdmin } from '../middleware/auth.ts'
-import { LeaderboardConfigInput } from './leaderboard-schemas.ts'
+import { canonicalJson, LeaderboardConfigInput, ImportEntry } from './leaderboard-schemas.ts'
 
 export const adminLeaderboards = newRouter()
 
@@ -156,4 +156,54 @@ adminLeaderboards.openapi(statusRoute, async (c) => {
   const status = await boardStub(c.env, id).closeStatus(cycle)
   if (!status) throw new ApiError('not-found', `Cycle ${cycle} of '${id}' has not closed`)
   return c.json(status, 200)
+})
+
+const importRoute = createRoute({
+  method: 'post',
+  path: '/{id}/entries',
+  summary: 'Import standings into the current cycle',
+  description:
+    'Sets up to 500 players’ standings at once, each replacing the player’s current one (as the `set` ' +
+    'operator does), in one transaction: importing the same batch again changes nothing. For migrating a ' +
+    'board from another system or for a game server’s batch of results.',
+  middleware: [requireAdmin()] as const,
+  request: {
+    params: BoardParam,
+    body: {
+      required: true,
+      content: { 'application/json': { schema: z.object({ entries: z.array(ImportEntry).min(1).max(500) }).strict() } },
+    },
+  },
+  responses: {
+    200: {
+      description: 'Imported',
+      content: { 'application/json': { schema: z.object({ cycle: z.number().int(), imported: z.number().int(), total: z.number().int() }) } },
+    },
+    ...problemResponses(400, 401, 403, 404, 413, 415, 422),
+  },
+})
+
+adminLeaderboards.openapi(importRoute, async (c) => {
+  const { id } = c.req.valid('param')
+  const { entries } = c.req.valid('json')
+  const seen = new Set<string>()
+  for (const [i, e] of entries.entries()) {
+    if (seen.has(e.playerId)) {
+      throw new ApiError('validation', `entries.${i}: player '${e.playerId}' appears twice`, {
+        errors: [{ path: `entries.${i}.playerId`, message: 'duplicate player in the batch' }],
+      })
+    }
+    seen.add(e.playerId)
+  }
+  const r = await boardStub(c.env, id).importEntries(
+    id,
+    entries.map((e) => ({
+      playerId: e.playerId,
+      score: e.score,
+      subscore: e.subscore,
+      metadata: e.metadata === null ? null : canonicalJson(e.metadata),
+    })),
+  )
+  if (!r.ok) throw new ApiError(r.problem, r.detail, r.extensions ?? {})
+  return c.json({ cycle: r.cycle, imported: r.imported, total: r.total }, 200)
 })

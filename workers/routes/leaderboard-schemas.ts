@@ -106,6 +106,15 @@ export const ScoreSubmission = z
   .strict()
   .openapi('ScoreSubmission')
 
+export const ImportEntry = z
+  .object({
+    playerId: z.string().min(1).max(128).regex(/^[\x21-\x7e]+$/),
+    score: Score,
+    subscore: Score.default(0),
+    metadata: Metadata.nullable().default(null),
+  })
+  .strict()
+
 export const SubmitResult = z
   .object({
     cycle: z.number().int(),

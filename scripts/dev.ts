@@ -10,11 +10,11 @@
  *
  * Ctrl-C stops wrangler, the relay and Postgres.
  */
-import { spawn, type ChildProcess } from 'node:child_process'
 import { existsSync, mkdirSync, readFileSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import { startNeonRelay, startPostgres } from '../local/index.ts'
 import { runMigrations } from './migrate.ts'
+import { startWranglerDev } from './wrangler-dev.ts'
 
 const root = fileURLToPath(new URL('..', import.meta.url))
 const port = Number(process.env.PORT ?? 8787)
@@ -78,44 +78,13 @@ async function main(): Promise<void> {
       `Redis: ${configured('UPSTASH_REDIS_REST_URL') ? 'on' : 'off (Cache API only)'}`,
   )
 
-  const args = [
-    'wrangler',
-    'dev',
-    '--ip',
-    '127.0.0.1',
-    '--port',
-    String(port),
-    '--show-interactive-dev-session=false',
-  ]
-  for (const [k, v] of Object.entries(vars)) args.push('--var', `${k}:${v}`)
-  const child: ChildProcess = spawn('npx', args, {
-    cwd: root,
-    stdio: 'inherit',
-    detached: true,
-    env: process.env,
-  })
-  stops.push(async () => {
-    if (child.exitCode !== null || child.pid === undefined) return
-    try {
-      process.kill(-child.pid, 'SIGTERM')
-    } catch {
-      return
-    }
-    await new Promise<void>((resolve) => {
-      const timer = setTimeout(() => {
-        try {
-          process.kill(-child.pid!, 'SIGKILL')
-        } catch {
-          // already gone
-        }
-        resolve()
-      }, 5000)
-      child.once('exit', () => {
-        clearTimeout(timer)
-        resolve()
-      })
-    })
-  })
+  const wrangler = startWranglerDev({ port, vars })
+  stops.push(() => wrangler.stop())
+  wrangler.ready.then(
+    () => console.log(`[nexus] serving on ${wrangler.url} (Ctrl-C stops everything)`),
+    () => {},
+  )
+  const child = wrangler.child
   child.once('exit', (code) => void stopAll(code ?? 0))
 }
 

@@ -1,0 +1,143 @@
+/**
+ * HTTP submissions and top reads through the local Worker, against a no-op route (/health) of
+ * the same Worker, same load generator, same run. Rounds alternate the scenarios so drift on this
+ * shared machine hits them alike; we report medians over rounds and ratios to the no-op.
+ *
+ *   npx node bench/leaderboard-http.bench.ts [--rounds 5] [--seconds 5] [--concurrency 16]
+ */
+import { writeFileSync, mkdirSync } from 'node:fs'
+import { fmt, median, quantile, runLoad } from './lib/load.ts'
+import { startStack } from './lib/stack.ts'
+
+const arg = (name: string, fallback: number) => {
+  const i = process.argv.indexOf(`--${name}`)
+  return i > 0 ? Number(process.argv[i + 1]) : fallback
+}
+const ROUNDS = arg('rounds', 5)
+const SECONDS = arg('seconds', 5)
+const CONCURRENCY = arg('concurrency', 16)
+
+const stack = await startStack()
+try {
+  const admin = { authorization: `Bearer ${stack.adminKey}`, 'content-type': 'application/json' }
+  const board = 'bench-board'
+  const put = await fetch(`${stack.url}/v1/admin/leaderboards/${board}`, {
+    method: 'PUT',
+    headers: admin,
+    body: JSON.stringify({ submitsPerMinute: 600 }),
+  })
+  if (!put.ok) throw new Error(`create board: ${put.status} ${await put.text()}`)
+  // A board of realistic size before measuring reads.
+  for (let b = 0; b < 20; b++) {
+    const entries = Array.from({ length: 500 }, (_, i) => ({
+      playerId: `seed-${b}-${i}`,
+      score: Math.round(Math.random() * 1e6),
+    }))
+    const r = await fetch(`${stack.url}/v1/admin/leaderboards/${board}/entries`, {
+      method: 'POST',
+      headers: admin,
+      body: JSON.stringify({ entries }),
+    })
+    if (!r.ok) throw new Error(`seed: ${r.status} ${await r.text()}`)
+  }
+
+  let submitted = 0
+  const scenarios: Record<string, (i: number) => Promise<boolean>> = {
+    'no-op (GET /health)': async () => (await fetch(`${stack.url}/health`)).ok,
+    'submit (POST /scores)': async () => {
+      const n = submitted++
+      const res = await fetch(`${stack.url}/v1/leaderboards/${board}/scores`, {
+        method: 'POST',
+        headers: { ...admin, 'idempotency-key': `bench-${n}` },
+        body: JSON.stringify({ playerId: `bench-player-${n}`, score: Math.random() * 1e6 }),
+      })
+      await res.arrayBuffer()
+      return res.ok
+    },
+    'top, edge-cached (GET /top?limit=10)': async () => {
+      const res = await fetch(`${stack.url}/v1/leaderboards/${board}/top?limit=10`)
+      await res.arrayBuffer()
+      return res.ok
+    },
+    'top, uncached (Cache-Control: no-cache)': async () => {
+      const res = await fetch(`${stack.url}/v1/leaderboards/${board}/top?limit=10`, {
+        headers: { 'cache-control': 'no-cache' },
+      })
+      await res.arrayBuffer()
+      return res.ok
+    },
+  }
+  // Warm up every path (JIT, connections, caches).
+  for (const send of Object.values(scenarios))
+    await runLoad({ concurrency: CONCURRENCY, durationMs: 1000, send })
+
+  const rows: Record<
+    string,
+    {
+      tput: number[]
+      p50: number[]
+      p99: number[]
+      errors: number
+      ratio: number[]
+      p99ratio: number[]
+    }
+  > = {}
+  for (let round = 0; round < ROUNDS; round++) {
+    const results: Record<string, { tput: number; p50: number; p99: number; errors: number }> = {}
+    for (const [name, send] of Object.entries(scenarios)) {
+      const r = await runLoad({ concurrency: CONCURRENCY, durationMs: SECONDS * 1000, send })
+      results[name] = {
+        tput: r.throughput,
+        p50: quantile(r.latenciesMs, 0.5),
+        p99: quantile(r.latenciesMs, 0.99),
+        errors: r.errors,
+      }
+    }
+    const base = results['no-op (GET /health)']!
+    for (const [name, r] of Object.entries(results)) {
+      const row = (rows[name] ??= {
+        tput: [],
+        p50: [],
+        p99: [],
+        errors: 0,
+        ratio: [],
+        p99ratio: [],
+      })
+      row.tput.push(r.tput)
+      row.p50.push(r.p50)
+      row.p99.push(r.p99)
+      row.errors += r.errors
+      row.ratio.push(r.tput / base.tput)
+      row.p99ratio.push(r.p99 / base.p99)
+    }
+    console.error(`round ${round + 1}/${ROUNDS} done`)
+  }
+
+  const lines = [
+    '| scenario | throughput (req/s, median) | vs no-op | p50 ms | p99 ms | p99 vs no-op | errors |',
+    '| --- | ---: | ---: | ---: | ---: | ---: | ---: |',
+    ...Object.entries(rows).map(
+      ([name, r]) =>
+        `| ${name} | ${fmt(median(r.tput), 0)} | ${fmt(median(r.ratio) * 100, 0)}% | ${fmt(median(r.p50), 2)} | ${fmt(median(r.p99), 2)} | ${fmt(median(r.p99ratio), 2)}× | ${r.errors} |`,
+    ),
+  ]
+  const md = [
+    '# Leaderboard HTTP benchmark',
+    '',
+    `Local Worker under \`wrangler dev\` (workerd), real PostgreSQL behind the Neon relay, no Redis. ${ROUNDS} rounds × ${SECONDS} s per scenario, ` +
+      `${CONCURRENCY} concurrent keep-alive clients in one Node process on the same 2-core machine. Medians over rounds; ratios are taken within each round. ` +
+      `Board pre-filled with 10,000 entries; submissions add one new player each. Node ${process.version}, ${new Date().toISOString().slice(0, 10)}.`,
+    '',
+    `Command: \`npx node bench/leaderboard-http.bench.ts --rounds ${ROUNDS} --seconds ${SECONDS} --concurrency ${CONCURRENCY}\``,
+    '',
+    ...lines,
+    '',
+    'Goal: submissions and top reads at ≥ 50% of the no-op throughput, with p99 under 3× the no-op p99.',
+    '',
+  ].join('\n')
+  console.log(md)
+  mkdirSync('bench/results', { recursive: true })
+  writeFileSync('bench/results/leaderboard-http.md', md)
+} finally {
+  await stack.stop()
+}

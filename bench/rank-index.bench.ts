@@ -1,0 +1,439 @@
+/**
+ * RankIndex against redis-server's sorted set, same operations and sizes, on this machine.
+ * Run: npx node bench/rank-index.bench.ts   (writes bench/results/rank-index.md)
+ *
+ * Fairness:
+ * - Redis gets plain scores with member = playerId (no composite tie-break encoding, which would
+ *   only slow it down); scores are random integers in [0, 1e9), so ties are rare for both.
+ * - Redis is driven through a pipelining client: one write per batch, so its per-command network
+ *   cost is amortised over the batch (pipeline depth = batch size, printed in the report). Each
+ *   point operation is its own command (one ZADD per submission), as a game server would send them.
+ * - RankIndex is called in-process with the same batches and the same random operations; its
+ *   numbers therefore contain no network at all, which is the point of keeping the index in the
+ *   Durable Object.
+ * - Each figure is the median over RUNS runs of (operations / time spent in timed batches); p99 is
+ *   over every batch of every run. One unmeasured warm-up run precedes each measurement.
+ */
+import { mkdirSync, writeFileSync } from 'node:fs'
+import { cpus } from 'node:os'
+import { dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { RankIndex } from '../workers/core/rank-index.ts'
+import type { RankEntry } from '../workers/core/rank-index.ts'
+import { startRedis } from '../local/redis.ts'
+import { RespClient, RespError } from './lib/resp.ts'
+import type { RespValue } from './lib/resp.ts'
+
+const SIZES = [1_000, 100_000, 1_000_000]
+const RUNS = 7
+/** Point operations per batch, and Redis pipeline depth for them. */
+const POINT_BATCH = 1_000
+/** Range reads per batch (each returns up to 100 entries), and Redis pipeline depth for them. */
+const RANGE_BATCH = 100
+const POINT_OPS = 50_000
+const RANGE_OPS = 5_000
+/** Runs for bulk loads, which take seconds each at 1M entries. */
+const LOAD_RUNS = 3
+const TOP = 100
+const AROUND = 21
+const KEY = 'bench:board'
+
+interface Measured {
+  opsPerSec: number
+  p99Ms: number
+}
+
+interface Row {
+  size: number
+  op: string
+  batch: string
+  index: Measured
+  redis: Measured
+}
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b)
+  const mid = sorted.length >>> 1
+  return sorted.length % 2 === 1
+    ? (sorted[mid] as number)
+    : ((sorted[mid - 1] as number) + (sorted[mid] as number)) / 2
+}
+
+function percentile(values: number[], p: number): number {
+  const sorted = [...values].sort((a, b) => a - b)
+  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)] as number
+}
+
+/** A run reports its per-batch times; ops/s is computed from their sum. */
+type Run = () => Promise<{ ops: number; batchMs: number[] }>
+
+async function measure(run: Run, runs = RUNS, warmUp = true): Promise<Measured> {
+  if (warmUp) await run() // JIT for the index, caches and allocator for Redis
+  const throughputs: number[] = []
+  const batches: number[] = []
+  for (let i = 0; i < runs; i++) {
+    const { ops, batchMs } = await run()
+    const total = batchMs.reduce((a, b) => a + b, 0)
+    throughputs.push((ops / total) * 1000)
+    batches.push(...batchMs)
+  }
+  return { opsPerSec: median(throughputs), p99Ms: percentile(batches, 99) }
+}
+
+/** Deterministic PRNG (mulberry32) so both contenders see the same operations. */
+function prng(seed: number): () => number {
+  let a = seed >>> 0
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0
+    let t = a
+    t = Math.imul(t ^ (t >>> 15), t | 1)
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
+  }
+}
+
+/** Times `body(from, to)` over [0, ops) in batches of `batch`. */
+function timeSync(ops: number, batch: number, body: (from: number, to: number) => void): number[] {
+  const times: number[] = []
+  for (let from = 0; from < ops; from += batch) {
+    const to = Math.min(ops, from + batch)
+    const t0 = performance.now()
+    body(from, to)
+    times.push(performance.now() - t0)
+  }
+  return times
+}
+
+async function timeAsync(
+  ops: number,
+  batch: number,
+  body: (from: number, to: number) => Promise<void>,
+): Promise<number[]> {
+  const times: number[] = []
+  for (let from = 0; from < ops; from += batch) {
+    const to = Math.min(ops, from + batch)
+    const t0 = performance.now()
+    await body(from, to)
+    times.push(performance.now() - t0)
+  }
+  return times
+}
+
+function checkReplies(replies: RespValue[]): RespValue[] {
+  for (const reply of replies) if (reply instanceof RespError) throw reply
+  return replies
+}
+
+let sink = 0
+
+async function benchSize(
+  size: number,
+  redis: RespClient,
+  rows: Row[],
+  log: (s: string) => void,
+): Promise<void> {
+  const random = prng(size)
+  const ids: string[] = []
+  const scores: number[] = []
+  for (let i = 0; i < size; i++) {
+    ids.push(`player:${i}`)
+    scores.push(Math.floor(random() * 1e9))
+  }
+  let seq = 0
+  const index = new RankIndex('desc')
+  const pointBatch = Math.min(POINT_BATCH, size)
+  const add = (label: string, batch: string, i: Measured, r: Measured) => {
+    rows.push({ size, op: label, batch, index: i, redis: r })
+    log(
+      `${size.toLocaleString('en-US')} ${label}: index ${Math.round(i.opsPerSec).toLocaleString('en-US')}/s, ` +
+        `redis ${Math.round(r.opsPerSec).toLocaleString('en-US')}/s`,
+    )
+  }
+  const zaddMany = (key: string, from: number, to: number): string[][] => {
+    const commands: string[][] = []
+    for (let start = from; start < to; start += 1_000) {
+      const command = ['ZADD', key]
+      for (let i = start; i < Math.min(to, start + 1_000); i++) {
+        command.push(String(scores[i]), ids[i] as string)
+      }
+      commands.push(command)
+    }
+    return commands
+  }
+
+  // insert: new players join a board that already holds size - fresh entries, so every insert
+  // happens at (nearly) the target size. They are removed again, untimed, after each run; a
+  // board smaller than POINT_OPS is rebuilt from empty until POINT_OPS inserts were made.
+  const fresh = Math.min(POINT_OPS, size)
+  const base = size - fresh
+  const reps = Math.ceil(POINT_OPS / fresh)
+  index.load(
+    ids
+      .slice(0, base)
+      .map((playerId, i) => ({ playerId, score: scores[i] as number, subscore: 0, seq: seq++ })),
+  )
+  await redis.command('DEL', KEY)
+  checkReplies(await redis.pipeline(zaddMany(KEY, 0, base)))
+  const insertIndex = await measure(async () => {
+    const batchMs: number[] = []
+    for (let rep = 0; rep < reps; rep++) {
+      batchMs.push(
+        ...timeSync(fresh, pointBatch, (from, to) => {
+          for (let i = base + from; i < base + to; i++) {
+            index.upsert({
+              playerId: ids[i] as string,
+              score: scores[i] as number,
+              subscore: 0,
+              seq: seq++,
+            })
+          }
+        }),
+      )
+      for (let i = base; i < size; i++) index.remove(ids[i] as string)
+    }
+    return { ops: fresh * reps, batchMs }
+  })
+  const insertRedis = await measure(async () => {
+    const batchMs: number[] = []
+    for (let rep = 0; rep < reps; rep++) {
+      batchMs.push(
+        ...(await timeAsync(fresh, pointBatch, async (from, to) => {
+          const commands: string[][] = []
+          for (let i = base + from; i < base + to; i++) {
+            commands.push(['ZADD', KEY, String(scores[i]), ids[i] as string])
+          }
+          checkReplies(await redis.pipeline(commands))
+        })),
+      )
+      const removals: string[][] = []
+      for (let i = base; i < size; i++) removals.push(['ZREM', KEY, ids[i] as string])
+      checkReplies(await redis.pipeline(removals))
+    }
+    return { ops: fresh * reps, batchMs }
+  })
+  add('insert (ZADD new member)', `${pointBatch}`, insertIndex, insertRedis)
+  for (let i = base; i < size; i++) {
+    index.upsert({
+      playerId: ids[i] as string,
+      score: scores[i] as number,
+      subscore: 0,
+      seq: seq++,
+    })
+  }
+  checkReplies(await redis.pipeline(zaddMany(KEY, base, size)))
+  const card = await redis.command('ZCARD', KEY)
+  if (card !== size || index.size !== size)
+    throw new Error(`built ${card} / ${index.size}, wanted ${size}`)
+
+  // update: a random player's score changes.
+  const opIds: string[] = []
+  const opScores: number[] = []
+  const newOps = () => {
+    opIds.length = 0
+    opScores.length = 0
+    for (let i = 0; i < POINT_OPS; i++) {
+      opIds.push(ids[Math.floor(random() * size)] as string)
+      opScores.push(Math.floor(random() * 1e9))
+    }
+  }
+  const updateIndex = await measure(async () => {
+    newOps()
+    const batchMs = timeSync(POINT_OPS, POINT_BATCH, (from, to) => {
+      for (let i = from; i < to; i++) {
+        index.upsert({
+          playerId: opIds[i] as string,
+          score: opScores[i] as number,
+          subscore: 0,
+          seq: seq++,
+        })
+      }
+    })
+    return { ops: POINT_OPS, batchMs }
+  })
+  const updateRedis = await measure(async () => {
+    newOps()
+    const batchMs = await timeAsync(POINT_OPS, POINT_BATCH, async (from, to) => {
+      const commands: string[][] = []
+      for (let i = from; i < to; i++)
+        commands.push(['ZADD', KEY, String(opScores[i]), opIds[i] as string])
+      checkReplies(await redis.pipeline(commands))
+    })
+    return { ops: POINT_OPS, batchMs }
+  })
+  add('update (ZADD existing)', `${POINT_BATCH}`, updateIndex, updateRedis)
+
+  // rank of a random player.
+  const rankIndex = await measure(async () => {
+    newOps()
+    const batchMs = timeSync(POINT_OPS, POINT_BATCH, (from, to) => {
+      for (let i = from; i < to; i++) sink += index.rankOf(opIds[i] as string) as number
+    })
+    return { ops: POINT_OPS, batchMs }
+  })
+  const rankRedis = await measure(async () => {
+    newOps()
+    const batchMs = await timeAsync(POINT_OPS, POINT_BATCH, async (from, to) => {
+      const commands: string[][] = []
+      for (let i = from; i < to; i++) commands.push(['ZREVRANK', KEY, opIds[i] as string])
+      for (const r of checkReplies(await redis.pipeline(commands))) sink += r as number
+    })
+    return { ops: POINT_OPS, batchMs }
+  })
+  add('rank (ZREVRANK)', `${POINT_BATCH}`, rankIndex, rankRedis)
+
+  // top page: the first 100 entries.
+  const topIndex = await measure(async () => {
+    const batchMs = timeSync(RANGE_OPS, RANGE_BATCH, (from, to) => {
+      for (let i = from; i < to; i++) sink += index.page(null, TOP).length
+    })
+    return { ops: RANGE_OPS, batchMs }
+  })
+  const topRedis = await measure(async () => {
+    const batchMs = await timeAsync(RANGE_OPS, RANGE_BATCH, async (from, to) => {
+      const commands: string[][] = []
+      for (let i = from; i < to; i++) {
+        commands.push(['ZREVRANGE', KEY, '0', String(TOP - 1), 'WITHSCORES'])
+      }
+      for (const r of checkReplies(await redis.pipeline(commands)))
+        sink += (r as RespValue[]).length
+    })
+    return { ops: RANGE_OPS, batchMs }
+  })
+  add(`top ${TOP} (ZREVRANGE 0 ${TOP - 1})`, `${RANGE_BATCH}`, topIndex, topRedis)
+
+  // around: rank of a random player, then the 21 entries centred on it.
+  const window = Math.min(AROUND, size)
+  const aroundIndex = await measure(async () => {
+    newOps()
+    const batchMs = timeSync(RANGE_OPS, RANGE_BATCH, (from, to) => {
+      for (let i = from; i < to; i++) sink += index.around(opIds[i] as string, AROUND).length
+    })
+    return { ops: RANGE_OPS, batchMs }
+  })
+  const aroundRedis = await measure(async () => {
+    newOps()
+    const batchMs = await timeAsync(RANGE_OPS, RANGE_BATCH, async (from, to) => {
+      const ranks: string[][] = []
+      for (let i = from; i < to; i++) ranks.push(['ZREVRANK', KEY, opIds[i] as string])
+      const replies = checkReplies(await redis.pipeline(ranks))
+      const ranges = replies.map((r) => {
+        const start = Math.max(0, Math.min((r as number) - ((window - 1) >>> 1), size - window))
+        return ['ZREVRANGE', KEY, String(start), String(start + window - 1), 'WITHSCORES']
+      })
+      for (const r of checkReplies(await redis.pipeline(ranges))) sink += (r as RespValue[]).length
+    })
+    return { ops: RANGE_OPS, batchMs }
+  })
+  add(`around ${AROUND} (ZREVRANK + ZREVRANGE)`, `${RANGE_BATCH}`, aroundIndex, aroundRedis)
+
+  // bulk load: the Durable Object's rebuild on wake, against ZADD with 1,000 members per command.
+  // Fewer runs: at 1M one load takes seconds on each side.
+  const loadReps = Math.ceil(POINT_OPS / size)
+  const entries: RankEntry[] = ids.map((playerId, i) => ({
+    playerId,
+    score: scores[i] as number,
+    subscore: 0,
+    seq: i,
+  }))
+  const warm = size < 1_000_000
+  const loadIndex = await measure(
+    async () => {
+      const batchMs: number[] = []
+      for (let rep = 0; rep < loadReps; rep++) {
+        const target = new RankIndex('desc')
+        batchMs.push(...timeSync(1, 1, () => target.load(entries)))
+        sink += target.size
+      }
+      return { ops: size * loadReps, batchMs }
+    },
+    LOAD_RUNS,
+    warm,
+  )
+  const loadCommands = zaddMany(`${KEY}:load`, 0, size)
+  const loadRedis = await measure(
+    async () => {
+      const batchMs: number[] = []
+      for (let rep = 0; rep < loadReps; rep++) {
+        await redis.command('DEL', `${KEY}:load`)
+        batchMs.push(
+          ...(await timeAsync(1, 1, async () => {
+            checkReplies(await redis.pipeline(loadCommands))
+          })),
+        )
+      }
+      await redis.command('DEL', `${KEY}:load`)
+      return { ops: size * loadReps, batchMs }
+    },
+    LOAD_RUNS,
+    warm,
+  )
+  add('bulk load (load / ZADD ×1000 members)', 'whole board', loadIndex, loadRedis)
+  await redis.command('DEL', KEY)
+}
+
+function fmt(n: number): string {
+  return Math.round(n).toLocaleString('en-US')
+}
+
+function fmtMs(ms: number): string {
+  return ms >= 100 ? ms.toFixed(0) : ms >= 1 ? ms.toFixed(2) : ms.toFixed(3)
+}
+
+async function main(): Promise<void> {
+  const started = Date.now()
+  const server = await startRedis()
+  const redis = await RespClient.connect(server.port)
+  const serverVersion = /redis_version:(\S+)/.exec(String(await redis.command('INFO', 'server')))?.[1] ?? 'unknown'
+  const rows: Row[] = []
+  try {
+    for (const size of SIZES)
+      await benchSize(size, redis, rows, (s) => process.stderr.write(`${s}\n`))
+  } finally {
+    redis.close()
+    await server.stop()
+  }
+
+  const rank = (size: number) => {
+    const row = rows.find((r) => r.size === size && r.op.startsWith('rank'))
+    if (row === undefined) throw new Error('missing rank row')
+    return row
+  }
+  const small = rank(1_000)
+  const large = rank(1_000_000)
+  const lines = [
+    '## RankIndex vs Redis sorted set',
+    '',
+    `Machine: ${cpus()[0]?.model ?? 'unknown CPU'}, ${cpus().length} cores; Node ${process.version}; redis-server ${serverVersion} on 127.0.0.1.`,
+    `Each figure: median over ${RUNS} runs (after a warm-up run) of operations per second; p99 is of per-batch`,
+    `wall time over all runs. Redis is pipelined: pipeline depth = the batch size (${POINT_BATCH} for point operations,`,
+    `${RANGE_BATCH} for range reads; around needs two round trips per batch, ranks then ranges). Point operations`,
+    `per run: ${fmt(POINT_OPS)} (random players, uniform); range reads per run: ${fmt(RANGE_OPS)}. Insert adds new`,
+    `players to a board already holding the rest of the entries (removed again untimed; the 1,000 board is`,
+    `rebuilt from empty). Bulk load: ${LOAD_RUNS} runs, a "batch" is one whole board (RankIndex.load from unsorted`,
+    'entries vs pipelined ZADDs of 1,000 members each); no warm-up at 1M. Redis members are player ids with plain',
+    'scores (no composite tie-break encoding, which would only slow Redis down); RankIndex orders by score,',
+    'subscore, seq, player id. RankIndex runs in-process: its figures contain no network, Redis figures do.',
+    '',
+    '| entries | operation | batch | RankIndex ops/s | RankIndex p99 batch (ms) | Redis ops/s | Redis p99 batch (ms) | RankIndex ÷ Redis |',
+    '|---:|---|---:|---:|---:|---:|---:|---:|',
+    ...rows.map(
+      (r) =>
+        `| ${fmt(r.size)} | ${r.op} | ${r.batch} | ${fmt(r.index.opsPerSec)} | ${fmtMs(r.index.p99Ms)} | ` +
+        `${fmt(r.redis.opsPerSec)} | ${fmtMs(r.redis.p99Ms)} | ${(r.index.opsPerSec / r.redis.opsPerSec).toFixed(1)}× |`,
+    ),
+    '',
+    `rank at 1,000,000 vs 1,000 entries (time per operation): RankIndex ${(small.index.opsPerSec / large.index.opsPerSec).toFixed(2)}×, ` +
+      `Redis ${(small.redis.opsPerSec / large.redis.opsPerSec).toFixed(2)}×.`,
+    '',
+    `Total benchmark time: ${((Date.now() - started) / 1000).toFixed(0)} s.`,
+    '',
+  ]
+  const report = lines.join('\n')
+  process.stdout.write(report)
+  const out = join(dirname(fileURLToPath(import.meta.url)), 'results', 'rank-index.md')
+  mkdirSync(dirname(out), { recursive: true })
+  writeFileSync(out, report)
+  if (sink === Number.MIN_VALUE) process.stderr.write('') // keeps results observable
+}
+
+await main()

@@ -134,6 +134,17 @@ describe('RankIndex basics', () => {
     expect(index.get('a')?.score).toBe(1)
   })
 
+  it('returns entries that are plain data to JSON, spread and structured clone', () => {
+    const index = new RankIndex('desc')
+    index.upsert(entry('a', 1.5, 7, 2))
+    const stored = index.get('a') as RankEntry
+    const plain = { playerId: 'a', score: 1.5, subscore: 2, seq: 7 }
+    expect(JSON.parse(JSON.stringify(stored))).toStrictEqual(plain)
+    expect({ ...stored }).toStrictEqual(plain)
+    expect(structuredClone(stored)).toStrictEqual(plain)
+    expect(Object.keys(stored).sort()).toEqual(['playerId', 'score', 'seq', 'subscore'])
+  })
+
   it('breaks ties by subscore, then earlier submission, then player id', () => {
     const index = new RankIndex('desc')
     index.upsert(entry('late', 10, 3))
@@ -277,7 +288,7 @@ describe('RankIndex basics', () => {
       }
     }
     checkAgainst(index, 'asc', model)
-  })
+  }, 30_000)
   it('rebalances under churn at both ends (merges and borrows at every level)', () => {
     for (const order of ['asc', 'desc'] as const) {
       const index = new RankIndex(order)
@@ -304,7 +315,7 @@ describe('RankIndex basics', () => {
       }
       checkAgainst(index, order, model)
     }
-  })
+  }, 30_000)
 })
 
 type Op =

@@ -2,17 +2,22 @@
  * The live standings of one leaderboard cycle: an in-memory order-statistic index, rebuilt from the
  * Durable Object's SQLite table when the object wakes.
  *
- * Why a counted B+tree (and not a skip list or a treap):
- * - Depth. With fan-out 64 a million entries sit under 3 inner levels plus a leaf; the top levels
- *   are a few KB and stay in cache, so a lookup at 1M costs about as many cache misses as at 1K.
- *   A skip list or treap walks ~20 pointer hops at 1M, each a likely miss.
- * - rankOf needs no comparisons at all: each entry's slot points at its leaf and every node at its
- *   parent, so the rank is "position in the leaf + counts of the left siblings on the way up",
- *   found by pointer-identity scans of short contiguous arrays.
- * - Leaves are chained, so pages, windows and archiving walk entries in order without a stack.
- * - Bulk load from a sorted array builds the tree bottom-up in O(n) after the sort.
- * Costs: inserts shift up to 64 pointers inside a leaf (a memmove, cheap next to a cache miss) and
- * splits/merges touch up to 64 parent or leaf pointers (amortised O(1) per operation).
+ * Why a counted B+tree (and not a skip list or a treap): at a million entries every operation is
+ * bound by memory latency, so the structure that touches the fewest cache lines wins.
+ * - Depth. Nodes hold up to 64 entries or children, so 1M entries sit under three inner levels
+ *   whose top two (about ten nodes) stay in cache: a lookup touches the leaf and one inner node in
+ *   cold memory. A skip list or treap hops ~20 pointers at 1M, each a likely miss.
+ * - Scores live inline. Every node keeps its keys' scores in a parallel array of numbers, so
+ *   descending the tree compares numbers in one contiguous array and dereferences an entry only
+ *   when scores tie.
+ * - rankOf and remove need no comparisons: each entry points at its leaf (a private field) and
+ *   every node at its parent, so the rank is "position in the leaf + counts of left siblings on the
+ *   way up", found by identity scans of short arrays.
+ * - Leaves are chained, so pages, windows and archiving walk entries in order without a stack, and
+ *   a bulk load builds the tree bottom-up after one sort (numeric, on a Float64Array).
+ * - One object per entry: the returned entries are the stored ones.
+ * Costs: an insert shifts up to 64 slots of two arrays inside a leaf (measured: 64 beats 32 and
+ * 128 here across 1K–1M entries); splits and merges move up to 64 pointers (amortised O(1)).
  *
  * Order: score (ascending or descending per the board), then subscore in the same direction, then
  * the earlier submission (smaller seq), then playerId compared by code point, which is the same
@@ -34,7 +39,11 @@ export interface RankKey {
   readonly seq: number
 }
 
-/** One player's standing in the live cycle. */
+/**
+ * One player's standing in the live cycle. Entries returned by the index are its own immutable
+ * objects: plain data for JSON, spread and structured clone (the link to the tree is a private
+ * field, invisible to all three).
+ */
 export type RankEntry = RankKey
 
 const LEAF_MAX = 64
@@ -42,7 +51,8 @@ const LEAF_MIN = LEAF_MAX >>> 2
 const INNER_MAX = 64
 const INNER_MIN = INNER_MAX >>> 2
 /** Bulk load fills nodes to 3/4 so the first inserts after a wake do not split every leaf. */
-const LOAD_FILL = (LEAF_MAX * 3) >>> 2
+const LEAF_FILL = (LEAF_MAX * 3) >>> 2
+const INNER_FILL = (INNER_MAX * 3) >>> 2
 
 /** Compares player ids by code point, i.e. like their UTF-8 bytes; JS `<` compares UTF-16 units. */
 function compareIds(a: string, b: string): number {
@@ -92,34 +102,45 @@ export function compareEntries(order: SortOrder, a: RankKey, b: RankKey): number
 }
 
 /**
- * Internal holder of one entry. Immutable key fields (inner nodes keep slots as separators, even
- * after the entry is gone), the public entry object, and the leaf currently holding it.
+ * A stored entry. Key fields are immutable (inner nodes keep entries as separators, even after
+ * they leave the board); the leaf holding it is private so the object stays plain data outside.
  */
-class Slot {
+class Standing implements RankEntry {
   readonly playerId: string
   readonly score: number
   readonly subscore: number
   readonly seq: number
-  readonly entry: RankEntry
-  leaf: Node | null = null
+  #leaf: Node | null = null
 
-  constructor(entry: RankEntry) {
-    this.playerId = entry.playerId
-    this.score = entry.score
-    this.subscore = entry.subscore
-    this.seq = entry.seq
-    this.entry = entry
+  constructor(playerId: string, score: number, subscore: number, seq: number) {
+    this.playerId = playerId
+    this.score = score
+    this.subscore = subscore
+    this.seq = seq
+  }
+
+  static leafOf(s: Standing): Node {
+    return s.#leaf as Node
+  }
+
+  static setLeaf(s: Standing, leaf: Node | null): void {
+    s.#leaf = leaf
   }
 }
+
+const leafOf = Standing.leafOf
+const setLeaf = Standing.setLeaf
 
 /**
  * One class for leaves and inner nodes keeps property access monomorphic.
  * Leaf: `keys` are the entries in order. Inner: `keys[i]` (i ≥ 1) separates child i-1 (all keys
  * smaller) from child i (all keys greater or equal); `keys[0]` is a placeholder never used to route.
+ * `scores[i]` is always `keys[i].score`.
  */
 class Node {
   readonly isLeaf: boolean
-  keys: Slot[] = []
+  keys: Standing[] = []
+  scores: number[] = []
   children: Node[] = []
   /** counts[i] = number of entries under children[i]. */
   counts: number[] = []
@@ -133,7 +154,7 @@ class Node {
   }
 }
 
-/** Insert without `splice`, which allocates its (empty) result array on every call. */
+/** For the rarer child/count shifts; `splice` would allocate its result array on every call. */
 function insertAt<T>(arr: T[], index: number, value: T): void {
   let j = arr.length
   arr.push(value)
@@ -150,11 +171,50 @@ function removeAt<T>(arr: T[], index: number): void {
   arr.pop()
 }
 
+// The hot shifts get their own loops over the two arrays: a generic helper shared by object and
+// number arrays went polymorphic and was the most expensive part of upsert.
+function insertKey(node: Node, index: number, key: Standing): void {
+  const keys = node.keys
+  const scores = node.scores
+  let j = keys.length
+  keys.push(key)
+  scores.push(key.score)
+  while (j > index) {
+    keys[j] = keys[j - 1] as Standing
+    scores[j] = scores[j - 1] as number
+    j--
+  }
+  keys[index] = key
+  scores[index] = key.score
+}
+
+function removeKey(node: Node, index: number): void {
+  const keys = node.keys
+  const scores = node.scores
+  const last = keys.length - 1
+  for (let j = index; j < last; j++) {
+    keys[j] = keys[j + 1] as Standing
+    scores[j] = scores[j + 1] as number
+  }
+  keys.pop()
+  scores.pop()
+}
+
+function setKey(node: Node, index: number, key: Standing): void {
+  node.keys[index] = key
+  node.scores[index] = key.score
+}
+
+function pushKey(node: Node, key: Standing): void {
+  node.keys.push(key)
+  node.scores.push(key.score)
+}
+
 function fanout(node: Node): number {
   return node.isLeaf ? node.keys.length : node.children.length
 }
 
-function toEntry(input: RankEntry): RankEntry {
+function toStanding(input: RankEntry): Standing {
   if (input === null || typeof input !== 'object') throw new TypeError('entry must be an object')
   const { playerId, score, subscore, seq } = input
   if (typeof playerId !== 'string' || playerId.length === 0) {
@@ -164,7 +224,7 @@ function toEntry(input: RankEntry): RankEntry {
   if (!Number.isFinite(subscore)) throw new RangeError('subscore must be a finite number')
   if (!Number.isSafeInteger(seq)) throw new RangeError('seq must be a safe integer')
   // x + 0 turns -0 into 0 so equal scores compare, serialise and round-trip as equal.
-  return { playerId, score: score + 0, subscore: subscore + 0, seq }
+  return new Standing(playerId, score + 0, subscore + 0, seq)
 }
 
 function checkLimit(limit: number): void {
@@ -175,7 +235,7 @@ function checkLimit(limit: number): void {
 
 /**
  * Order-statistic index of a leaderboard's live cycle. Every operation is O(log n); rankOf and
- * remove find their leaf through the entry's slot rather than by comparison.
+ * remove find their leaf through the entry rather than by comparison.
  *
  * @example
  * const index = new RankIndex('desc')
@@ -191,7 +251,7 @@ export class RankIndex {
   #root: Node = new Node(true)
   /** The leftmost leaf never changes identity: merges always keep the left node. */
   #first: Node = this.#root
-  readonly #byId = new Map<string, Slot>()
+  #byId = new Map<string, Standing>()
   /** Bumped by every mutation so iterators can refuse to continue over a changed tree. */
   #version = 0
   /** Out-parameters of #locate, to avoid allocating a pair per call. */
@@ -216,7 +276,7 @@ export class RankIndex {
 
   /** The player's entry, or undefined. */
   get(playerId: string): RankEntry | undefined {
-    return this.#byId.get(playerId)?.entry
+    return this.#byId.get(playerId)
   }
 
   /**
@@ -224,34 +284,34 @@ export class RankIndex {
    * is copied (and -0 normalised to 0); throws on a non-finite score/subscore or non-integer seq.
    */
   upsert(input: RankEntry): RankEntry | undefined {
-    const slot = new Slot(toEntry(input))
-    const old = this.#byId.get(slot.playerId)
+    const entry = toStanding(input)
+    const old = this.#byId.get(entry.playerId)
     this.#version++
-    this.#byId.set(slot.playerId, slot)
+    this.#byId.set(entry.playerId, entry)
     if (old !== undefined) {
-      if (this.#replaceInPlace(old, slot)) return old.entry
+      if (this.#replaceInPlace(old, entry)) return old
       this.#detach(old)
     }
-    this.#attach(slot)
-    return old?.entry
+    this.#attach(entry)
+    return old
   }
 
   /** Removes the player's entry and returns it, or undefined if there was none. */
   remove(playerId: string): RankEntry | undefined {
-    const slot = this.#byId.get(playerId)
-    if (slot === undefined) return undefined
+    const entry = this.#byId.get(playerId)
+    if (entry === undefined) return undefined
     this.#version++
     this.#byId.delete(playerId)
-    this.#detach(slot)
-    return slot.entry
+    this.#detach(entry)
+    return entry
   }
 
   /** 1-based rank of the player, or undefined if absent. */
   rankOf(playerId: string): number | undefined {
-    const slot = this.#byId.get(playerId)
-    if (slot === undefined) return undefined
-    let node = slot.leaf as Node
-    let rank = node.keys.indexOf(slot) + 1
+    const entry = this.#byId.get(playerId)
+    if (entry === undefined) return undefined
+    let node = leafOf(entry)
+    let rank = node.keys.indexOf(entry) + 1
     let parent = node.parent
     while (parent !== null) {
       const counts = parent.counts
@@ -267,7 +327,7 @@ export class RankIndex {
   at(rank: number): RankEntry | undefined {
     if (!Number.isSafeInteger(rank) || rank < 1 || rank > this.#root.size) return undefined
     this.#locate(rank - 1)
-    return (this.#foundLeaf.keys[this.#foundIndex] as Slot).entry
+    return this.#foundLeaf.keys[this.#foundIndex]
   }
 
   /** How many entries sort strictly before `key` (so an entry with that key has rank result+1). */
@@ -276,12 +336,12 @@ export class RankIndex {
     let node = this.#root
     let rank = 0
     while (!node.isLeaf) {
-      const ci = this.#route(node, key)
+      const ci = route(dir, node, key)
       const counts = node.counts
       for (let j = 0; j < ci; j++) rank += counts[j] as number
       node = node.children[ci] as Node
     }
-    return rank + lowerBound(dir, node.keys, key)
+    return rank + bound(dir, node, key, false)
   }
 
   /**
@@ -294,18 +354,11 @@ export class RankIndex {
     checkLimit(limit)
     const out: RankEntry[] = []
     if (limit === 0) return out
-    let leaf: Node | null
-    let i: number
-    if (after === null) {
-      leaf = this.#first
-      i = 0
-    } else {
-      let node = this.#root
-      while (!node.isLeaf) node = node.children[this.#route(node, after)] as Node
-      leaf = node
-      i = upperBound(this.#dir, node.keys, after)
-    }
-    return collect(leaf, i, limit, out)
+    if (after === null) return collect(this.#first, 0, limit, out)
+    const dir = this.#dir
+    let node = this.#root
+    while (!node.isLeaf) node = node.children[route(dir, node, after)] as Node
+    return collect(node, bound(dir, node, after, true), limit, out)
   }
 
   /**
@@ -357,7 +410,7 @@ export class RankIndex {
     let i = this.#foundIndex
     while (leaf !== null) {
       for (; i < leaf.keys.length; i++) {
-        yield (leaf.keys[i] as Slot).entry
+        yield leaf.keys[i] as Standing
         if (this.#version !== version) throw new Error('RankIndex was modified during iteration')
       }
       leaf = leaf.next
@@ -380,25 +433,28 @@ export class RankIndex {
    * everything before touching the index, so a bad entry leaves it unchanged.
    */
   load(entries: Iterable<RankEntry>): void {
-    const byId = new Map<string, Slot>()
+    const byId = new Map<string, Standing>()
     for (const e of entries) {
-      const slot = new Slot(toEntry(e))
-      byId.set(slot.playerId, slot)
+      const entry = toStanding(e)
+      byId.set(entry.playerId, entry)
     }
-    const dir = this.#dir
-    const slots = Array.from(byId.values())
-    slots.sort((a, b) => compareKeys(dir, a, b))
+    const sorted = sortStandings(this.#dir, Array.from(byId.values()))
     this.clear()
-    for (const slot of slots) this.#byId.set(slot.playerId, slot)
-    if (slots.length === 0) return
+    // The de-duplicating map becomes the index's map: building a second one costs ~1 s at 1M here.
+    this.#byId = byId
+    if (sorted.length === 0) return
 
     let level: Node[] = []
     let prev: Node | null = null
-    for (const [from, to] of chunks(slots.length, LOAD_FILL)) {
+    for (const [from, to] of chunks(sorted.length, LEAF_FILL)) {
       const leaf = new Node(true)
-      leaf.keys = slots.slice(from, to)
+      leaf.keys = sorted.slice(from, to)
+      for (let i = from; i < to; i++) {
+        const entry = sorted[i] as Standing
+        leaf.scores.push(entry.score)
+        setLeaf(entry, leaf)
+      }
       leaf.size = to - from
-      for (const slot of leaf.keys) slot.leaf = leaf
       leaf.prev = prev
       if (prev !== null) prev.next = leaf
       prev = leaf
@@ -406,12 +462,12 @@ export class RankIndex {
     }
     while (level.length > 1) {
       const up: Node[] = []
-      for (const [from, to] of chunks(level.length, (INNER_MAX * 3) >>> 2)) {
+      for (const [from, to] of chunks(level.length, INNER_FILL)) {
         const inner = new Node(false)
         inner.children = level.slice(from, to)
         for (const child of inner.children) {
           child.parent = inner
-          inner.keys.push(firstSlot(child))
+          pushKey(inner, child.keys[0] as Standing)
           inner.counts.push(child.size)
           inner.size += child.size
         }
@@ -434,16 +490,25 @@ export class RankIndex {
       throw new Error(`RankIndex invariant: ${msg}`)
     }
     const leaves: Node[] = []
-    const visit = (node: Node, lower: Slot | null, upper: Slot | null, isRoot: boolean): number => {
+    const visit = (
+      node: Node,
+      lower: Standing | null,
+      upper: Standing | null,
+      isRoot: boolean,
+    ): number => {
+      if (node.keys.length !== node.scores.length) fail('scores length')
+      node.keys.forEach((key, i) => {
+        if (!Object.is(node.scores[i], key.score)) fail('scores out of sync')
+      })
       if (node.isLeaf) {
         if (!isRoot && node.keys.length < LEAF_MIN) fail('leaf underfull')
         if (node.keys.length > LEAF_MAX) fail('leaf overfull')
         if (node.size !== node.keys.length) fail('leaf size')
-        for (const slot of node.keys) {
-          if (slot.leaf !== node) fail('slot.leaf')
-          if (this.#byId.get(slot.playerId) !== slot) fail('slot not in map')
-          if (lower !== null && compareKeys(dir, slot, lower) < 0) fail('key below separator')
-          if (upper !== null && compareKeys(dir, slot, upper) >= 0) fail('key above separator')
+        for (const entry of node.keys) {
+          if (leafOf(entry) !== node) fail('entry leaf')
+          if (this.#byId.get(entry.playerId) !== entry) fail('entry not in map')
+          if (lower !== null && compareKeys(dir, entry, lower) < 0) fail('key below separator')
+          if (upper !== null && compareKeys(dir, entry, upper) >= 0) fail('key above separator')
         }
         leaves.push(node)
         return node.size
@@ -455,11 +520,14 @@ export class RankIndex {
       for (let i = 0; i < n; i++) {
         const child = node.children[i] as Node
         if (child.parent !== node) fail('parent pointer')
-        if (i >= 2 && compareKeys(dir, node.keys[i - 1] as Slot, node.keys[i] as Slot) >= 0) {
+        if (
+          i >= 2 &&
+          compareKeys(dir, node.keys[i - 1] as Standing, node.keys[i] as Standing) >= 0
+        ) {
           fail('separators out of order')
         }
-        const lo = i === 0 ? lower : (node.keys[i] as Slot)
-        const hi = i === n - 1 ? upper : (node.keys[i + 1] as Slot)
+        const lo = i === 0 ? lower : (node.keys[i] as Standing)
+        const hi = i === n - 1 ? upper : (node.keys[i + 1] as Standing)
         const size = visit(child, lo, hi, false)
         if (node.counts[i] !== size) fail('count')
         total += size
@@ -470,31 +538,17 @@ export class RankIndex {
     if (this.#root.parent !== null) fail('root parent')
     if (visit(this.#root, null, null, true) !== this.#byId.size) fail('size')
     if (leaves[0] !== this.#first) fail('first leaf')
-    let prevSlot: Slot | null = null
+    let previous: Standing | null = null
     for (let i = 0; i < leaves.length; i++) {
       const leaf = leaves[i] as Node
       if (leaf.prev !== (leaves[i - 1] ?? null) || leaf.next !== (leaves[i + 1] ?? null)) {
         fail('leaf chain')
       }
-      for (const slot of leaf.keys) {
-        if (prevSlot !== null && compareKeys(dir, prevSlot, slot) >= 0) fail('leaf order')
-        prevSlot = slot
+      for (const entry of leaf.keys) {
+        if (previous !== null && compareKeys(dir, previous, entry) >= 0) fail('leaf order')
+        previous = entry
       }
     }
-  }
-
-  /** Child index for `key`: the last child whose separator is ≤ key. */
-  #route(node: Node, key: RankKey): number {
-    const keys = node.keys
-    const dir = this.#dir
-    let lo = 1
-    let hi = keys.length
-    while (lo < hi) {
-      const mid = (lo + hi) >>> 1
-      if (compareKeys(dir, keys[mid] as Slot, key) <= 0) lo = mid + 1
-      else hi = mid
-    }
-    return lo - 1
   }
 
   /** Sets #foundLeaf/#foundIndex to the entry at 0-based position `pos` (< size). */
@@ -514,39 +568,40 @@ export class RankIndex {
   }
 
   /** A score change that keeps the entry between its two neighbours in the same leaf. */
-  #replaceInPlace(old: Slot, slot: Slot): boolean {
-    const leaf = old.leaf as Node
+  #replaceInPlace(old: Standing, entry: Standing): boolean {
+    const leaf = leafOf(old)
     const keys = leaf.keys
     const i = keys.indexOf(old)
     if (i <= 0 || i >= keys.length - 1) return false
     const dir = this.#dir
-    if (compareKeys(dir, keys[i - 1] as Slot, slot) >= 0) return false
-    if (compareKeys(dir, slot, keys[i + 1] as Slot) >= 0) return false
-    keys[i] = slot
-    slot.leaf = leaf
-    old.leaf = null
+    if (compareKeys(dir, keys[i - 1] as Standing, entry) >= 0) return false
+    if (compareKeys(dir, entry, keys[i + 1] as Standing) >= 0) return false
+    setKey(leaf, i, entry)
+    setLeaf(entry, leaf)
+    setLeaf(old, null)
     return true
   }
 
-  #attach(slot: Slot): void {
+  #attach(entry: Standing): void {
+    const dir = this.#dir
     let node = this.#root
     while (!node.isLeaf) {
-      const ci = this.#route(node, slot)
+      const ci = route(dir, node, entry)
       ;(node.counts[ci] as number)++
       node.size++
       node = node.children[ci] as Node
     }
-    insertAt(node.keys, lowerBound(this.#dir, node.keys, slot), slot)
+    insertKey(node, bound(dir, node, entry, false), entry)
     node.size++
-    slot.leaf = node
+    setLeaf(entry, node)
     if (node.keys.length > LEAF_MAX) this.#splitLeaf(node)
   }
 
-  #detach(slot: Slot): void {
-    const leaf = slot.leaf as Node
-    removeAt(leaf.keys, leaf.keys.indexOf(slot))
+  #detach(entry: Standing): void {
+    const leaf = leafOf(entry)
+    removeKey(leaf, leaf.keys.indexOf(entry))
     leaf.size--
-    slot.leaf = null
+    setLeaf(entry, null)
     let node = leaf
     let parent = node.parent
     while (parent !== null) {
@@ -567,15 +622,17 @@ export class RankIndex {
 
   #splitLeaf(leaf: Node): void {
     const right = new Node(true)
-    right.keys = leaf.keys.splice(leaf.keys.length >>> 1)
-    for (const slot of right.keys) slot.leaf = right
+    const mid = leaf.keys.length >>> 1
+    right.keys = leaf.keys.splice(mid)
+    right.scores = leaf.scores.splice(mid)
+    for (const entry of right.keys) setLeaf(entry, right)
     right.size = right.keys.length
     leaf.size = leaf.keys.length
     right.next = leaf.next
     if (right.next !== null) right.next.prev = right
     right.prev = leaf
     leaf.next = right
-    this.#insertRight(leaf, right, right.keys[0] as Slot)
+    this.#insertRight(leaf, right, right.keys[0] as Standing)
   }
 
   #splitInner(node: Node): void {
@@ -584,22 +641,24 @@ export class RankIndex {
     right.children = node.children.splice(mid)
     right.counts = node.counts.splice(mid)
     right.keys = node.keys.splice(mid)
+    right.scores = node.scores.splice(mid)
     for (let i = 0; i < right.children.length; i++) {
       ;(right.children[i] as Node).parent = right
       right.size += right.counts[i] as number
     }
     node.size -= right.size
-    this.#insertRight(node, right, right.keys[0] as Slot)
+    this.#insertRight(node, right, right.keys[0] as Standing)
   }
 
   /** Links a freshly split-off `right` after `left` in left's parent (growing the root if needed). */
-  #insertRight(left: Node, right: Node, separator: Slot): void {
+  #insertRight(left: Node, right: Node, separator: Standing): void {
     const parent = left.parent
     if (parent === null) {
       const root = new Node(false)
       root.children = [left, right]
       root.counts = [left.size, right.size]
-      root.keys = [firstSlot(left), separator]
+      pushKey(root, left.keys[0] as Standing)
+      pushKey(root, separator)
       root.size = left.size + right.size
       left.parent = root
       right.parent = root
@@ -610,7 +669,7 @@ export class RankIndex {
     parent.counts[ci] = left.size
     insertAt(parent.children, ci + 1, right)
     insertAt(parent.counts, ci + 1, right.size)
-    insertAt(parent.keys, ci + 1, separator)
+    insertKey(parent, ci + 1, separator)
     right.parent = parent
     if (parent.children.length > INNER_MAX) this.#splitInner(parent)
   }
@@ -635,9 +694,9 @@ export class RankIndex {
     const left = parent.children[k] as Node
     const right = parent.children[k + 1] as Node
     if (left.isLeaf) {
-      for (const slot of right.keys) {
-        slot.leaf = left
-        left.keys.push(slot)
+      for (const entry of right.keys) {
+        setLeaf(entry, left)
+        pushKey(left, entry)
       }
       left.next = right.next
       if (left.next !== null) left.next.prev = left
@@ -648,14 +707,14 @@ export class RankIndex {
         left.children.push(child)
         left.counts.push(right.counts[j] as number)
         // right.keys[0] is only a placeholder; the parent's separator is the real bound.
-        left.keys.push(j === 0 ? (parent.keys[k + 1] as Slot) : (right.keys[j] as Slot))
+        pushKey(left, j === 0 ? (parent.keys[k + 1] as Standing) : (right.keys[j] as Standing))
       }
     }
     left.size += right.size
     parent.counts[k] = left.size
     removeAt(parent.children, k + 1)
     removeAt(parent.counts, k + 1)
-    removeAt(parent.keys, k + 1)
+    removeKey(parent, k + 1)
     right.parent = null
   }
 
@@ -663,19 +722,20 @@ export class RankIndex {
     const node = parent.children[ci] as Node
     const left = parent.children[ci - 1] as Node
     let moved: number
-    let separator: Slot
+    let separator: Standing
     if (node.isLeaf) {
-      const slot = left.keys.pop() as Slot
-      insertAt(node.keys, 0, slot)
-      slot.leaf = node
+      separator = left.keys.pop() as Standing
+      left.scores.pop()
+      insertKey(node, 0, separator)
+      setLeaf(separator, node)
       moved = 1
-      separator = slot
     } else {
       const child = left.children.pop() as Node
       moved = left.counts.pop() as number
-      separator = left.keys.pop() as Slot
-      node.keys[0] = parent.keys[ci] as Slot
-      insertAt(node.keys, 0, separator)
+      separator = left.keys.pop() as Standing
+      left.scores.pop()
+      setKey(node, 0, parent.keys[ci] as Standing)
+      insertKey(node, 0, separator)
       insertAt(node.children, 0, child)
       insertAt(node.counts, 0, moved)
       child.parent = node
@@ -684,7 +744,7 @@ export class RankIndex {
     node.size += moved
     parent.counts[ci - 1] = left.size
     parent.counts[ci] = node.size
-    parent.keys[ci] = separator
+    setKey(parent, ci, separator)
   }
 
   #borrowFromRight(parent: Node, ci: number): void {
@@ -692,53 +752,61 @@ export class RankIndex {
     const right = parent.children[ci + 1] as Node
     let moved: number
     if (node.isLeaf) {
-      const slot = right.keys[0] as Slot
-      removeAt(right.keys, 0)
-      node.keys.push(slot)
-      slot.leaf = node
+      const entry = right.keys[0] as Standing
+      removeKey(right, 0)
+      pushKey(node, entry)
+      setLeaf(entry, node)
       moved = 1
     } else {
       const child = right.children[0] as Node
       moved = right.counts[0] as number
       removeAt(right.children, 0)
       removeAt(right.counts, 0)
-      removeAt(right.keys, 0)
+      removeKey(right, 0)
       node.children.push(child)
       node.counts.push(moved)
-      node.keys.push(parent.keys[ci + 1] as Slot)
+      pushKey(node, parent.keys[ci + 1] as Standing)
       child.parent = node
     }
     right.size -= moved
     node.size += moved
     parent.counts[ci] = node.size
     parent.counts[ci + 1] = right.size
-    parent.keys[ci + 1] = right.keys[0] as Slot
+    setKey(parent, ci + 1, right.keys[0] as Standing)
   }
 }
 
-function firstSlot(node: Node): Slot {
-  return node.keys[0] as Slot
+/**
+ * Whether `keys[i]` sorts before `key` (or at-or-before when `orEqual`), reading the inline score
+ * first and the entry itself only on a tie.
+ */
+function before(dir: number, node: Node, i: number, key: RankKey, orEqual: boolean): boolean {
+  const s = node.scores[i] as number
+  const t = key.score
+  if (s !== t) return dir > 0 ? s < t : s > t
+  const c = compareKeys(dir, node.keys[i] as Standing, key)
+  return orEqual ? c <= 0 : c < 0
 }
 
-/** First index whose key is ≥ `key`. */
-function lowerBound(dir: number, keys: Slot[], key: RankKey): number {
-  let lo = 0
-  let hi = keys.length
+/** Child of an inner node to descend into for `key`: the last one whose separator is ≤ key. */
+function route(dir: number, node: Node, key: RankKey): number {
+  let lo = 1
+  let hi = node.keys.length
   while (lo < hi) {
     const mid = (lo + hi) >>> 1
-    if (compareKeys(dir, keys[mid] as Slot, key) < 0) lo = mid + 1
+    if (before(dir, node, mid, key, true)) lo = mid + 1
     else hi = mid
   }
-  return lo
+  return lo - 1
 }
 
-/** First index whose key is > `key`. */
-function upperBound(dir: number, keys: Slot[], key: RankKey): number {
+/** First index in a leaf whose key is ≥ `key` (or > `key` when `after`). */
+function bound(dir: number, node: Node, key: RankKey, after: boolean): number {
   let lo = 0
-  let hi = keys.length
+  let hi = node.keys.length
   while (lo < hi) {
     const mid = (lo + hi) >>> 1
-    if (compareKeys(dir, keys[mid] as Slot, key) <= 0) lo = mid + 1
+    if (before(dir, node, mid, key, after)) lo = mid + 1
     else hi = mid
   }
   return lo
@@ -748,11 +816,48 @@ function collect(leaf: Node | null, i: number, limit: number, out: RankEntry[]):
   while (leaf !== null) {
     const keys = leaf.keys
     for (; i < keys.length; i++) {
-      out.push((keys[i] as Slot).entry)
+      out.push(keys[i] as Standing)
       if (out.length === limit) return out
     }
     leaf = leaf.next
     i = 0
+  }
+  return out
+}
+
+/**
+ * Sorts entries into board order. A comparator sort of a million objects is slow (tens of millions
+ * of JS calls, each chasing two pointers); instead the scores are sorted natively as a
+ * Float64Array, each entry is placed into its score's bucket, and only runs of equal scores are
+ * sorted with the full comparator.
+ */
+function sortStandings(dir: number, items: Standing[]): Standing[] {
+  const n = items.length
+  const values = new Float64Array(n)
+  // dir * score + 0: descending boards sort negated scores; + 0 keeps every zero as +0.
+  for (let i = 0; i < n; i++) values[i] = dir * (items[i] as Standing).score + 0
+  const sorted = values.slice().sort()
+  const filled = new Int32Array(n)
+  const out = new Array<Standing>(n)
+  for (let i = 0; i < n; i++) {
+    const v = values[i] as number
+    let lo = 0
+    let hi = n
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1
+      if ((sorted[mid] as number) < v) lo = mid + 1
+      else hi = mid
+    }
+    out[lo + (filled[lo] as number)++] = items[i] as Standing
+  }
+  for (let start = 0; start < n;) {
+    let end = start + 1
+    while (end < n && sorted[end] === sorted[start]) end++
+    if (end - start > 1) {
+      const run = out.slice(start, end).sort((a, b) => compareKeys(dir, a, b))
+      for (let j = 0; j < run.length; j++) out[start + j] = run[j] as Standing
+    }
+    start = end
   }
   return out
 }

@@ -383,7 +383,8 @@ async function main(): Promise<void> {
   const started = Date.now()
   const server = await startRedis()
   const redis = await RespClient.connect(server.port)
-  const serverVersion = /redis_version:(\S+)/.exec(String(await redis.command('INFO', 'server')))?.[1] ?? 'unknown'
+  const serverVersion =
+    /redis_version:(\S+)/.exec(String(await redis.command('INFO', 'server')))?.[1] ?? 'unknown'
   const rows: Row[] = []
   try {
     for (const size of SIZES)
@@ -401,7 +402,9 @@ async function main(): Promise<void> {
   const small = rank(1_000)
   const large = rank(1_000_000)
   const lines = [
-    '## RankIndex vs Redis sorted set',
+    '# RankIndex vs Redis sorted set',
+    '',
+    'Command: `npx node bench/rank-index.bench.ts`',
     '',
     `Machine: ${cpus()[0]?.model ?? 'unknown CPU'}, ${cpus().length} cores; Node ${process.version}; redis-server ${serverVersion} on 127.0.0.1.`,
     `Each figure: median over ${RUNS} runs (after a warm-up run) of operations per second; p99 is of per-batch`,

@@ -193,3 +193,21 @@ describe('the board survives eviction', () => {
     )
   })
 })
+
+describe('Redis as the cache shared by every location', () => {
+  it('answers from Redis when this location’s cache has nothing', async () => {
+    const b = await createBoard()
+    await submitFor(b, 'a', { score: 1 })
+    // callWithEnv waits for the background cache writes (waitUntil) to finish.
+    const { callWithEnv } = await import('./helpers/http.ts')
+    const first = await callWithEnv({}, `/v1/leaderboards/${b}/top?limit=5`)
+    expect(first.headers.get('x-cache')).toBe('MISS')
+    await first.body?.cancel()
+    // Another location: its own Cache API is empty; simulate by dropping this location's entry.
+    const key = `https://read-cache.nexus.internal/${encodeURIComponent(`lb:${b}:top:5:`)}`
+    await caches.default.delete(new Request(key))
+    const second = await call(`/v1/leaderboards/${b}/top?limit=5`)
+    expect(second.headers.get('x-cache')).toBe('HIT redis')
+    expect(((await second.json()) as Top).entries[0]!.playerId).toBe('a')
+  })
+})

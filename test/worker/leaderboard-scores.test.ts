@@ -304,10 +304,19 @@ describe('bad input is refused with problem+json and changes nothing', () => {
 describe('importing standings (admin)', () => {
   it('sets many standings in one batch; re-importing the same batch changes nothing', async () => {
     const b = await createBoard({ scoreMax: 1_000_000 })
-    const entries = Array.from({ length: 300 }, (_, i) => ({ playerId: `imp${i}`, score: (i * 37) % 300 }))
-    const first = await call(`/v1/admin/leaderboards/${b}/entries`, json('POST', { entries }, ADMIN_KEY))
+    const entries = Array.from({ length: 300 }, (_, i) => ({
+      playerId: `imp${i}`,
+      score: (i * 37) % 300,
+    }))
+    const first = await call(
+      `/v1/admin/leaderboards/${b}/entries`,
+      json('POST', { entries }, ADMIN_KEY),
+    )
     expect(await first.json()).toEqual({ cycle: 1, imported: 300, total: 300 })
-    const again = await call(`/v1/admin/leaderboards/${b}/entries`, json('POST', { entries }, ADMIN_KEY))
+    const again = await call(
+      `/v1/admin/leaderboards/${b}/entries`,
+      json('POST', { entries }, ADMIN_KEY),
+    )
     expect(await again.json()).toEqual({ cycle: 1, imported: 0, total: 300 })
     const t = await top(b, 3)
     expect(t.entries.map((e) => e.score)).toEqual([299, 298, 297])
@@ -319,16 +328,73 @@ describe('importing standings (admin)', () => {
   it('refuses a batch with an out-of-bounds entry, a duplicate player, or over 500 entries, writing none of it', async () => {
     const b = await createBoard({ scoreMax: 100 })
     const cases: [unknown, number][] = [
-      [{ entries: [{ playerId: 'a', score: 1 }, { playerId: 'b', score: 101 }] }, 422],
-      [{ entries: [{ playerId: 'a', score: 1 }, { playerId: 'a', score: 2 }] }, 422],
+      [
+        {
+          entries: [
+            { playerId: 'a', score: 1 },
+            { playerId: 'b', score: 101 },
+          ],
+        },
+        422,
+      ],
+      [
+        {
+          entries: [
+            { playerId: 'a', score: 1 },
+            { playerId: 'a', score: 2 },
+          ],
+        },
+        422,
+      ],
       [{ entries: Array.from({ length: 501 }, (_, i) => ({ playerId: `x${i}`, score: 1 })) }, 422],
       [{ entries: [] }, 422],
     ]
     for (const [body, status] of cases) {
-      expect((await problem(await call(`/v1/admin/leaderboards/${b}/entries`, json('POST', body, ADMIN_KEY)))).status).toBe(status)
+      expect(
+        (
+          await problem(
+            await call(`/v1/admin/leaderboards/${b}/entries`, json('POST', body, ADMIN_KEY)),
+          )
+        ).status,
+      ).toBe(status)
     }
     expect((await top(b)).total).toBe(0)
     const { token } = await newGuest()
-    expect((await problem(await call(`/v1/admin/leaderboards/${b}/entries`, json('POST', { entries: [{ playerId: 'a', score: 1 }] }, token)))).status).toBe(403)
+    expect(
+      (
+        await problem(
+          await call(
+            `/v1/admin/leaderboards/${b}/entries`,
+            json('POST', { entries: [{ playerId: 'a', score: 1 }] }, token),
+          ),
+        )
+      ).status,
+    ).toBe(403)
+  })
+})
+
+describe('edge rate limit through Redis', () => {
+  it('limits a player across boards at the edge when Redis is configured', async () => {
+    const { callWithEnv } = await import('./helpers/http.ts')
+    const { token } = await newGuest()
+    const boards = [
+      await createBoard({ submitsPerMinute: 600 }),
+      await createBoard({ submitsPerMinute: 600 }),
+    ]
+    const statuses: number[] = []
+    for (let i = 0; i < 4; i++) {
+      const res = await callWithEnv(
+        { EDGE_SUBMITS_PER_MINUTE: '2' },
+        `/v1/leaderboards/${boards[i % 2]}/scores`,
+        json('POST', { score: i }, token, { 'idempotency-key': `edge-${i}` }),
+      )
+      statuses.push(res.status)
+      if (res.status === 429)
+        expect(Number(res.headers.get('retry-after'))).toBeGreaterThanOrEqual(1)
+      await res.body?.cancel()
+    }
+    // Two per minute across both boards (a minute boundary in the loop may allow one more).
+    expect(statuses.filter((s) => s === 200).length).toBeLessThanOrEqual(3)
+    expect(statuses).toContain(429)
   })
 })

@@ -1,0 +1,46 @@
+/**
+ * Rebuilds BENCHMARKS.md from the result files each benchmark writes (bench/results/*.md and
+ * bench/load/results/*.md), so the document always shows the numbers of the last run of each,
+ * with the command that made them.
+ *
+ *   npx node bench/report.ts
+ */
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
+
+const sections: [string, string][] = [
+  ['bench/results', 'rank-index.md'],
+  ['bench/results', 'leaderboard-http.md'],
+  ['bench/results', 'leaderboard-close.md'],
+  ['bench/results', 'matching.md'],
+  ['bench/results', 'matchmaking.md'],
+  ['bench/results', 'sessions.md'],
+]
+const extra = (dir: string) =>
+  existsSync(dir)
+    ? readdirSync(dir)
+        .filter((f) => f.endsWith('.md'))
+        .sort()
+    : []
+for (const f of extra('bench/results'))
+  if (!sections.some(([, n]) => n === f)) sections.push(['bench/results', f])
+for (const f of extra('bench/load/results')) sections.push(['bench/load/results', f])
+
+const intro = `# Benchmarks
+
+Measured on this project's reference machine: 2 shared cores, 24 GiB, Debian 12, Node 22. Absolute
+times on such a machine are noise; what these numbers are for is the ratios, each taken against a
+baseline in the same process or the same run (redis-server, a no-op route of the same Worker,
+PostgreSQL's COPY, Colyseus). Each section says the command that produced it; \`npx node
+bench/report.ts\` rebuilds this file from the latest results.
+`
+
+const parts = [intro]
+for (const [dir, file] of sections) {
+  const path = `${dir}/${file}`
+  if (!existsSync(path)) continue
+  const text = readFileSync(path, 'utf8').trim()
+  // Demote every heading one level so each result file is a section of this document.
+  parts.push(text.replace(/^(#+) /gm, (_, h: string) => `#${h} `))
+}
+writeFileSync('BENCHMARKS.md', parts.join('\n\n') + '\n')
+console.log(`BENCHMARKS.md: ${parts.length - 1} sections`)

@@ -11,10 +11,14 @@ import { observe } from './middleware/observe.ts'
 import { jsonBody } from './middleware/json-body.ts'
 import { adminLeaderboards } from './routes/admin-leaderboards.ts'
 import { adminPlayers } from './routes/admin-players.ts'
+import { adminQueues } from './routes/admin-queues.ts'
+import { adminSessions } from './routes/admin-sessions.ts'
 import { auth } from './routes/auth.ts'
 import { leaderboardRoutes } from './routes/leaderboards.ts'
+import { matchmakingRoutes } from './routes/matchmaking.ts'
 import { ops } from './routes/ops.ts'
 import { playerRoutes } from './routes/players.ts'
+import { sessionRoutes } from './routes/sessions.ts'
 
 /** No request body Nexus accepts is larger; routes bound their fields far below this. */
 export const MAX_BODY_BYTES = 64 * 1024
@@ -94,6 +98,10 @@ export function createApp(): OpenAPIHono<AppEnv> {
   app.route('/v1/admin/leaderboards', adminLeaderboards)
   app.route('/v1/leaderboards', leaderboardRoutes)
   app.route('/v1/players', playerRoutes)
+  app.route('/v1/admin/queues', adminQueues)
+  app.route('/v1/matchmaking', matchmakingRoutes)
+  app.route('/v1/admin/sessions', adminSessions)
+  app.route('/v1/sessions', sessionRoutes)
 
   app.doc31('/openapi.json', {
     openapi: '3.1.0',

@@ -1,4 +1,6 @@
+import type { GameSession } from '../durable-objects/game-session.ts'
 import type { Leaderboard } from '../durable-objects/leaderboard.ts'
+import type { MatchPool } from '../durable-objects/match-pool.ts'
 
 /**
  * Bindings, variables and secrets of the Worker. Every variable is optional at the type level so
@@ -6,6 +8,8 @@ import type { Leaderboard } from '../durable-objects/leaderboard.ts'
  */
 export interface Env {
   LEADERBOARD: DurableObjectNamespace<Leaderboard>
+  MATCH_POOL: DurableObjectNamespace<MatchPool>
+  GAME_SESSION: DurableObjectNamespace<GameSession>
 
   /** HS256 secret for player tokens Nexus issues (guest tokens) and accepts. */
   AUTH_SECRET?: string

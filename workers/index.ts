@@ -2,7 +2,9 @@ import { createApp } from './app.ts'
 import type { Env } from './env.ts'
 import { runScheduled } from './scheduled.ts'
 
+export { GameSession } from '../durable-objects/game-session.ts'
 export { Leaderboard } from '../durable-objects/leaderboard.ts'
+export { MatchPool } from '../durable-objects/match-pool.ts'
 
 const app = createApp()
 

@@ -108,3 +108,52 @@ export const rewards = pgTable(
     index('rewards_player_idx').on(t.playerId, t.createdAt),
   ],
 )
+
+/** Matchmaking queue configuration (Neon is the record; each MatchPool keeps a copy). */
+export const queues = pgTable('queues', {
+  id: text('id').primaryKey(),
+  config: jsonb('config').notNull(),
+  version: integer('version').notNull().default(1),
+  createdAt: timestamp('created_at', { withTimezone: true, mode: 'date' }).notNull().default(sql`now()`),
+  updatedAt: timestamp('updated_at', { withTimezone: true, mode: 'date' }).notNull().default(sql`now()`),
+})
+
+/** Every game session created (by the matchmaker or an admin), for listing and auditing. */
+export const gameSessions = pgTable(
+  'game_sessions',
+  {
+    id: text('id').primaryKey(),
+    queue: text('queue'),
+    region: text('region'),
+    rules: text('rules').notNull(),
+    roster: jsonb('roster').notNull(),
+    status: text('status').notNull(),
+    createdAt: timestamp('created_at', { withTimezone: true, mode: 'date' }).notNull().default(sql`now()`),
+    endedAt: timestamp('ended_at', { withTimezone: true, mode: 'date' }),
+  },
+  (t) => [index('game_sessions_status_idx').on(t.status, t.createdAt)],
+)
+
+/**
+ * The result of a finished match. The primary key (session) makes recording it exactly once:
+ * the rating update is in the same transaction and only happens when this row is new.
+ */
+export const matchResults = pgTable('match_results', {
+  sessionId: text('session_id').primaryKey(),
+  queue: text('queue'),
+  rules: text('rules').notNull(),
+  result: jsonb('result').notNull(),
+  ratingChanges: jsonb('rating_changes').notNull(),
+  createdAt: timestamp('created_at', { withTimezone: true, mode: 'date' }).notNull().default(sql`now()`),
+})
+
+/** A finished session's event log, archived page by page; (session, seq) makes pages idempotent. */
+export const sessionLogs = pgTable(
+  'session_logs',
+  {
+    sessionId: text('session_id').notNull(),
+    seq: integer('seq').notNull(),
+    record: jsonb('record').notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.sessionId, t.seq] })],
+)

@@ -1,0 +1,214 @@
+/**
+ * Join → match_found latency over WebSockets through the local Worker and one MatchPool, next to
+ * a ping → pong round trip on the same sockets (the no-op: Worker-free, pool-only). Scenarios:
+ * - burst: N clients send `join` at the same instant (everyone matchable; 2 teams × 1);
+ * - paced: pairs join one pair at a time (the unloaded latency of one match);
+ * - ping burst: the same N sockets send `ping` at once.
+ *
+ *   npx node bench/matchmaking.bench.ts [--clients 200] [--rounds 3]
+ */
+import { mkdirSync, writeFileSync } from 'node:fs'
+import WebSocket from 'ws'
+import { fmt, median, quantile } from './lib/load.ts'
+import { startStack } from './lib/stack.ts'
+
+const arg = (name: string, fallback: number) => {
+  const i = process.argv.indexOf(`--${name}`)
+  return i > 0 ? Number(process.argv[i + 1]) : fallback
+}
+const CLIENTS = Math.max(2, Math.floor(arg('clients', 200) / 2) * 2)
+const ROUNDS = arg('rounds', 3)
+const TIMEOUT_MS = 30_000
+
+type Message = { type: string; [k: string]: unknown }
+
+/** An open socket whose messages are handed to whoever waits for them next. */
+class Client {
+  readonly ws: WebSocket
+  readonly token: string
+  /** Every message type received, in order (for diagnosing a stuck client). */
+  readonly seen: string[] = []
+  ticketId: string | null = null
+  private waiter: ((m: Message) => void) | null = null
+
+  private constructor(ws: WebSocket, token: string) {
+    this.ws = ws
+    this.token = token
+    ws.on('message', (data) => {
+      const m = JSON.parse(String(data)) as Message
+      this.seen.push(m.type)
+      if (m.type === 'queued') this.ticketId = String(m.ticketId)
+      this.waiter?.(m)
+    })
+  }
+
+  static open(url: string, token: string): Promise<Client> {
+    return new Promise((resolve, reject) => {
+      const ws = new WebSocket(url, { headers: { authorization: `Bearer ${token}` } })
+      const client = new Client(ws, token)
+      ws.once('open', () => resolve(client))
+      ws.once('error', reject)
+      ws.once('unexpected-response', (_req, res) => {
+        let body = ''
+        res.on('data', (chunk: Buffer) => (body += String(chunk)))
+        res.on('end', () => reject(new Error(`upgrade ${res.statusCode}: ${body}`)))
+      })
+    })
+  }
+
+  /** Sends `frame` and resolves with the milliseconds until a message of `type` arrives. */
+  timed(frame: Message, type: string): Promise<number> {
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(
+        () => reject(new Error(`no ${type} in ${TIMEOUT_MS} ms`)),
+        TIMEOUT_MS,
+      )
+      const t0 = performance.now()
+      this.waiter = (m) => {
+        if (m.type === 'error') reject(new Error(JSON.stringify(m)))
+        if (m.type !== type) return
+        clearTimeout(timer)
+        this.waiter = null
+        resolve(performance.now() - t0)
+      }
+      this.ws.send(JSON.stringify(frame))
+    })
+  }
+
+  close(): void {
+    this.ws.close(1000)
+  }
+}
+
+const stack = await startStack({ vars: { GUEST_AUTH_PER_MINUTE: '10000' } })
+try {
+  const admin = { authorization: `Bearer ${stack.adminKey}`, 'content-type': 'application/json' }
+  const queue = 'bench-duel'
+  const put = await fetch(`${stack.url}/v1/admin/queues/${queue}`, {
+    method: 'PUT',
+    headers: admin,
+    body: JSON.stringify({
+      teams: 2,
+      teamSize: 1,
+      rules: 'relay',
+      maxRatingGap: 5000,
+      widenPerSecond: 0,
+      regions: ['local'],
+    }),
+  })
+  if (!put.ok) throw new Error(`create queue: ${put.status} ${await put.text()}`)
+
+  const tokens: string[] = []
+  for (let i = 0; i < CLIENTS; i += 16) {
+    const batch = await Promise.all(
+      Array.from({ length: Math.min(16, CLIENTS - i) }, async (_, j) => {
+        const res = await fetch(`${stack.url}/v1/auth/guest`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify({ deviceId: `bench-device-${i + j}` }),
+        })
+        if (!res.ok) throw new Error(`guest: ${res.status} ${await res.text()}`)
+        return ((await res.json()) as { token: string }).token
+      }),
+    )
+    tokens.push(...batch)
+  }
+  const wsUrl = `${stack.url.replace(/^http/, 'ws')}/v1/matchmaking/${queue}`
+  const openAll = () => Promise.all(tokens.map((t) => Client.open(wsUrl, t)))
+
+  /** Waits for every timed frame; if any failed, shows what the stuck clients' tickets say. */
+  const settled = async (clients: Client[], runs: Promise<number>[]): Promise<number[]> => {
+    const results = await Promise.allSettled(runs)
+    const failed = results.flatMap((r, i) => (r.status === 'rejected' ? [i] : []))
+    if (failed.length === 0) return results.map((r) => (r as PromiseFulfilledResult<number>).value)
+    for (const i of failed.slice(0, 5)) {
+      const c = clients[i]!
+      const ticket = c.ticketId
+        ? await (
+            await fetch(`${stack.url}/v1/matchmaking/tickets/${c.ticketId}`, {
+              headers: { authorization: `Bearer ${c.token}` },
+            })
+          ).text()
+        : 'no ticket'
+      console.error(`client ${i}: seen ${c.seen.join(',')}; ticket ${ticket}`)
+    }
+    throw new Error(
+      `${failed.length} clients failed: ${String((results[failed[0]!] as PromiseRejectedResult).reason)}`,
+    )
+  }
+
+  const rows: Record<string, { p50: number[]; p99: number[]; max: number[] }> = {}
+  const record = (name: string, latencies: number[]) => {
+    const row = (rows[name] ??= { p50: [], p99: [], max: [] })
+    row.p50.push(quantile(latencies, 0.5))
+    row.p99.push(quantile(latencies, 0.99))
+    row.max.push(Math.max(...latencies))
+  }
+
+  // Warm-up: one full burst, not recorded.
+  for (let round = 0; round <= ROUNDS; round++) {
+    let clients = await openAll()
+    const pings = await settled(
+      clients,
+      clients.map((c) => c.timed({ type: 'ping' }, 'pong')),
+    )
+    const burst = await settled(
+      clients,
+      clients.map((c) => c.timed({ type: 'join' }, 'match_found')),
+    )
+    for (const c of clients) c.close()
+
+    clients = await openAll()
+    const paced: number[] = []
+    for (let i = 0; i < clients.length; i += 2) {
+      const pair = [clients[i]!, clients[i + 1]!]
+      paced.push(
+        ...(await settled(
+          pair,
+          pair.map((c) => c.timed({ type: 'join' }, 'match_found')),
+        )),
+      )
+    }
+    for (const c of clients) c.close()
+    if (round === 0) continue
+    record(`ping → pong, ${CLIENTS} at once (no-op)`, pings)
+    record(`join → match_found, ${CLIENTS} at once`, burst)
+    record('join → match_found, one pair at a time', paced)
+    console.error(`round ${round}/${ROUNDS} done`)
+  }
+
+  const md = [
+    '# Matchmaking WebSocket benchmark',
+    '',
+    `Local Worker under \`wrangler dev\` (workerd), real PostgreSQL behind the Neon relay. ${CLIENTS} guest players on ` +
+      `WebSockets (the \`ws\` client, one Node process on the same machine) to one pool (2 teams × 1, everyone ` +
+      `matchable), ${ROUNDS} rounds after a warm-up; medians over rounds. Latency is from sending the frame to ` +
+      `receiving the answer; a match includes recording it in the pool's SQLite and creating its GameSession. ` +
+      `Node ${process.version}, ${new Date().toISOString().slice(0, 10)}.`,
+    '',
+    `Command: \`npx node bench/matchmaking.bench.ts --clients ${CLIENTS} --rounds ${ROUNDS}\``,
+    '',
+    '| scenario | p50 ms | p99 ms | max ms |',
+    '| --- | ---: | ---: | ---: |',
+    ...Object.entries(rows).map(
+      ([name, r]) =>
+        `| ${name} | ${fmt(median(r.p50), 1)} | ${fmt(median(r.p99), 1)} | ${fmt(median(r.max), 1)} |`,
+    ),
+    '',
+  ].join('\n')
+  console.log(md)
+  mkdirSync('bench/results', { recursive: true })
+  writeFileSync('bench/results/matchmaking.md', md)
+} catch (err) {
+  // What the pool saw, to tell a slow match from a lost one.
+  const metrics = await (await fetch(`${stack.url}/metrics`)).text()
+  console.error(
+    metrics
+      .split('\n')
+      .filter((l) => l.startsWith('nexus_matchmaking') && !l.includes('_bucket'))
+      .join('\n'),
+  )
+  throw err
+} finally {
+  await stack.stop()
+}

@@ -1,0 +1,1005 @@
+import { DurableObject } from 'cloudflare:workers'
+import {
+  createMatch,
+  getRules,
+  isRuleError,
+  step,
+  type AnyRules,
+  type GameResult,
+  type Input,
+  type LogRecord,
+  type MatchState,
+  type RosterEntry,
+  type RuleError,
+} from '../workers/core/rules/index.ts'
+import { jsonEqual } from '../workers/core/rules/json.ts'
+import type { Env } from '../workers/env.ts'
+import { boardStub } from '../workers/leaderboards/stub.ts'
+import { errorFields, log } from '../workers/lib/log.ts'
+import { counter, histogram } from '../workers/lib/metrics.ts'
+import { problemResponse, type ProblemType } from '../workers/lib/problem.ts'
+import { all, one } from '../workers/lib/sql.ts'
+import {
+  ClientMessage,
+  SessionSetupSchema,
+  type ServerMessage,
+  type SessionStatus,
+} from '../workers/sessions/schemas.ts'
+import {
+  NeonSessionStore,
+  type RatingChange,
+  type SessionStore,
+} from '../workers/sessions/store.ts'
+
+/**
+ * GameSession: one match, its single writer. Design (why it is built this way):
+ *
+ * Storage (SQLite, schema versioned in `meta`):
+ * - `meta`: the normalized setup (with the secret seed) and its hash, status, creation time, the
+ *   latest MatchState snapshot, the result and its rating changes.
+ * - `log`: one row per accepted input (`seq` primary key, the engine's LogRecord as JSON).
+ * - `timers`: grace deadlines of players who are not connected (also set at creation for every
+ *   player, so a no-show is handled like a leaver); `absent`: players reported absent, who get a
+ *   `return` input when they reconnect.
+ * - `work`: pending durable work with backoff: `register` (list the session in Neon) and `end`
+ *   (record result + ratings → submit to the leaderboard → archive the log in pages → keep the
+ *   finished session for the retention period → clear storage).
+ *
+ * Inputs: every accepted input goes `step()` → one `transactionSync` (append the log record, save
+ * a snapshot every `snapshotEvery` records and at the end, mark the end) → broadcast
+ * `{"type":"event", seq, event}` to every socket. The object runs one event at a time and the
+ * broadcast is synchronous right after the write, so all clients see one order, and nothing is
+ * sent that is not stored. A refused input changes nothing and answers the sender only.
+ *
+ * Waking (after eviction or a restart): load the latest snapshot and re-apply the log records
+ * after it through the same `step()`, checking each record reproduces itself; sockets survive
+ * hibernation, their player is in their attachment.
+ *
+ * Sockets (hibernation API): the Worker verifies the session token and forwards the upgrade with
+ * the player in `x-nexus-session-player` (the object is reachable only through the Worker). A
+ * fresh join gets `welcome {seq, state}`; `?since=<seq>` gets `resumed {since, seq}` then exactly
+ * the events `since+1 … seq` from the log, then live ones: no gap, no duplicate. Frames are capped
+ * at 8 KiB and rate-limited per socket (token bucket: 20/s, burst 40; buckets are in memory, so a
+ * wake refills them). Reserved close codes (1005, 1006, 1015) are never echoed.
+ *
+ * Presence: the last socket of a player closing starts a grace timer; past it, the rules get an
+ * `absent` input (dice-race: forfeit). Reconnecting in time cancels the timer.
+ *
+ * Clock: `tick` is milliseconds since creation, or, for rules with a `tickRate`, ticks since
+ * creation; an alarm then feeds a `tick` input at that rate while the game runs. Every timed job
+ * shares the one alarm; `now` is a field tests move instead of sleeping.
+ *
+ * The end: when `rules.result()` turns non-null, the status becomes `finished` in the same write
+ * as the last record, everyone gets the event and `ended {result}`, sockets close, and the `end`
+ * job starts. Neon being down delays it (retried with backoff); nothing is lost because the
+ * object keeps everything until Neon has acknowledged it. After the retention period the storage
+ * is cleared except a tombstone (the setup hash, so a late `create` stays idempotent); reads then
+ * come from Neon.
+ *
+ * Leaderboard submissions at the end: each player placed first in a result with a winner gets
+ * score 1 (a win; meant for an `incr` board), idempotency key `session:<id>`.
+ */
+
+const SCHEMA_VERSION = 1
+/** A snapshot of the match every this many log records (wake = snapshot + at most this many steps). */
+export const SNAPSHOT_EVERY = 50
+/** How long a disconnected player may stay away before the rules hear of it. */
+export const GRACE_MS = 60_000
+/** How long a player may take to connect at all. */
+export const JOIN_GRACE_MS = 120_000
+/** How long a finished session stays in the object after its archive is complete. */
+export const RETENTION_MS = 24 * 60 * 60 * 1000
+/** Log records per archive write (one statement each). */
+export const ARCHIVE_PAGE_SIZE = 500
+export const MAX_FRAME_BYTES = 8 * 1024
+export const RATE_PER_SECOND = 20
+export const RATE_BURST = 40
+const MAX_SOCKETS_PER_PLAYER = 4
+const MAX_BACKOFF_MS = 5 * 60 * 1000
+const WORK_BUDGET_MS = 20_000
+/** The Worker names the verified player in this header; clients cannot reach the object. */
+export const PLAYER_HEADER = 'x-nexus-session-player'
+const RESERVED_CLOSE_CODES = new Set([1005, 1006, 1015])
+
+const inputsAccepted = counter('nexus_session_inputs_total', 'Inputs accepted into session logs')
+const inputsRefused = counter('nexus_session_refusals_total', 'Socket frames refused, by code')
+const endsRecorded = counter('nexus_session_results_total', 'Results recorded in Neon')
+const endRetries = counter('nexus_session_end_retries_total', 'End-of-game work retried')
+const gameLength = histogram(
+  'nexus_session_duration_seconds',
+  'From creation to the end of the game',
+  [10, 30, 60, 120, 300, 600, 1800, 3600, 7200],
+)
+
+/** What the matchmaker (or the admin route) hands a new session. */
+export interface SessionSetup {
+  /** The object is addressed by `env.GAME_SESSION.getByName(sessionId)`. */
+  sessionId: string
+  /** A name in `rulesNames` (workers/core/rules/index.ts). */
+  rules: string
+  /** In turn order. */
+  roster: { playerId: string; team: number }[]
+  /** Secret; drawn with crypto.getRandomValues. */
+  seed: string
+  /** Rules options (e.g. dice-race `{ target }`). */
+  options?: unknown
+  queue?: string | null
+  region?: string | null
+  /** Where results are submitted at the end (may be null). */
+  leaderboardId?: string | null
+}
+
+interface NormalizedSetup {
+  sessionId: string
+  rules: string
+  roster: RosterEntry[]
+  seed: string
+  options: unknown
+  queue: string | null
+  region: string | null
+  leaderboardId: string | null
+}
+
+export type CreateResult =
+  { ok: true; created: boolean } | { ok: false; problem: ProblemType; detail: string }
+
+export interface NotFound {
+  ok: false
+  problem: 'not-found'
+  detail: string
+  /** True when the session existed and its storage was cleared: Neon has it. */
+  purged: boolean
+}
+
+export interface SessionInfo {
+  ok: true
+  sessionId: string
+  rules: string
+  status: SessionStatus
+  roster: RosterEntry[]
+  queue: string | null
+  leaderboardId: string | null
+  seq: number
+  createdAt: number
+  endedAt: number | null
+  result: GameResult | null
+  ratingChanges: RatingChange[] | null
+}
+
+export type EndStage = 'record' | 'submit' | 'archive' | 'retain' | 'done'
+
+export interface EndStatus {
+  stage: EndStage
+  archived: number
+  attempts: number
+  nextAttemptAt: number | null
+  lastError: string | null
+}
+
+interface WorkRow {
+  job: 'register' | 'end'
+  stage: string
+  cursor: number
+  attempts: number
+  next_attempt_at: number
+  last_error: string | null
+}
+
+interface Attachment {
+  playerId: string
+}
+
+interface Bucket {
+  tokens: number
+  at: number
+}
+
+/** Thrown by a work step to retry later without it counting as a crash (e.g. rate-limited). */
+class RetryLater extends Error {}
+
+/**
+ * One game session: roster, event log, rules, clock. See the design notes above.
+ */
+export class GameSession extends DurableObject<Env> {
+  private readonly sql: SqlStorage
+  private setup: NormalizedSetup | null = null
+  private setupHash: string | null = null
+  private rules: AnyRules | null = null
+  private match: MatchState | null = null
+  private status: SessionStatus | null = null
+  private createdAt = 0
+  private purged = false
+  private readonly buckets = new WeakMap<WebSocket, Bucket>()
+  private working: Promise<void> | null = null
+  /** Replaceable so tests can inject faults; production writes to Neon. */
+  store: SessionStore
+  /** The session's clock; tests move it instead of sleeping. */
+  now: () => number = Date.now
+  /** Snapshot interval; tests lower it to cover snapshot + tail replay on wake. */
+  snapshotEvery = SNAPSHOT_EVERY
+  graceMs = GRACE_MS
+  joinGraceMs = JOIN_GRACE_MS
+  retentionMs = RETENTION_MS
+
+  constructor(ctx: DurableObjectState, env: Env) {
+    super(ctx, env)
+    this.sql = ctx.storage.sql
+    this.store = new NeonSessionStore(env)
+    ctx.setWebSocketAutoResponse(
+      new WebSocketRequestResponsePair('{"type":"ping"}', '{"type":"pong"}'),
+    )
+    void ctx.blockConcurrencyWhile(async () => this.load())
+  }
+
+  private get actor(): string {
+    return `GameSession:${this.setup?.sessionId ?? this.ctx.id.toString()}`
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Loading
+
+  private createSchema(): void {
+    this.sql.exec(`CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)`)
+    const version = Number(this.getMeta('schema') ?? 0)
+    if (version < 1) {
+      this.sql.exec(`
+        CREATE TABLE IF NOT EXISTS log (seq INTEGER PRIMARY KEY, record TEXT NOT NULL);
+        CREATE TABLE IF NOT EXISTS timers (player_id TEXT PRIMARY KEY, due INTEGER NOT NULL) WITHOUT ROWID;
+        CREATE TABLE IF NOT EXISTS absent (player_id TEXT PRIMARY KEY) WITHOUT ROWID;
+        CREATE TABLE IF NOT EXISTS work (
+          job TEXT PRIMARY KEY, stage TEXT NOT NULL, cursor INTEGER NOT NULL DEFAULT 0,
+          attempts INTEGER NOT NULL DEFAULT 0, next_attempt_at INTEGER NOT NULL DEFAULT 0,
+          last_error TEXT
+        ) WITHOUT ROWID;
+      `)
+      this.setMeta('schema', String(SCHEMA_VERSION))
+    }
+  }
+
+  private load(): void {
+    // An object nobody created writes nothing: probing ids leaves no storage behind.
+    const hasSchema = one<{ x: number }>(
+      this.sql,
+      `SELECT 1 AS x FROM sqlite_master WHERE type = 'table' AND name = 'meta'`,
+    )
+    if (!hasSchema) return
+    this.createSchema()
+    this.setupHash = this.getMeta('setup_hash') ?? null
+    this.purged = this.getMeta('purged') === '1'
+    const setup = this.getMeta('setup')
+    if (!setup) return
+    this.setup = JSON.parse(setup) as NormalizedSetup
+    this.rules = getRules(this.setup.rules) ?? null
+    if (!this.rules) throw new Error(`${this.actor}: unknown rules ${this.setup.rules}`)
+    this.status = (this.getMeta('status') ?? 'live') as SessionStatus
+    this.createdAt = Number(this.getMeta('created_at') ?? 0)
+    let match = JSON.parse(this.getMeta('snapshot')!) as MatchState
+    // The tail after the snapshot goes through the same step() that produced it.
+    for (const row of this.sql.exec<{ record: string }>(
+      `SELECT record FROM log WHERE seq > ? ORDER BY seq`,
+      match.seq,
+    )) {
+      const record = JSON.parse(row.record) as LogRecord
+      const out = step(this.rules, match, record.input)
+      if (isRuleError(out) || !out.record || !jsonEqual(out.record, record)) {
+        throw new Error(`${this.actor}: log record ${record.seq} does not replay`)
+      }
+      match = out.match
+    }
+    this.match = match
+    if (this.status === 'live') {
+      // Sockets closed while the object was gone (eviction, restart) never reported it.
+      const due = this.now() + this.graceMs
+      const absent = new Set(
+        all<{ player_id: string }>(this.sql, `SELECT player_id FROM absent`).map(
+          (r) => r.player_id,
+        ),
+      )
+      for (const p of this.setup.roster) {
+        if (!absent.has(p.playerId) && this.openSockets(p.playerId).length === 0) {
+          this.sql.exec(
+            `INSERT OR IGNORE INTO timers (player_id, due) VALUES (?, ?)`,
+            p.playerId,
+            due,
+          )
+        }
+      }
+    }
+  }
+
+  private getMeta(key: string): string | undefined {
+    return one<{ value: string }>(this.sql, `SELECT value FROM meta WHERE key = ?`, key)?.value
+  }
+
+  private setMeta(key: string, value: string): void {
+    this.sql.exec(`INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)`, key, value)
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Creation
+
+  /**
+   * Creates the session. Idempotent: the same setup again answers `created: false` and changes
+   * nothing (also after the storage was cleared); a different setup under this id is a conflict.
+   */
+  async create(input: SessionSetup): Promise<CreateResult> {
+    const parsed = SessionSetupSchema.safeParse(input)
+    if (!parsed.success) {
+      const issue = parsed.error.issues[0]
+      return {
+        ok: false,
+        problem: 'validation',
+        detail: `${issue?.path.join('.') || '(root)'}: ${issue?.message ?? 'invalid'}`,
+      }
+    }
+    const s = parsed.data
+    const setup: NormalizedSetup = {
+      sessionId: s.sessionId,
+      rules: s.rules,
+      roster: s.roster.map((p) => ({ playerId: p.playerId, team: p.team })),
+      seed: s.seed,
+      options: s.options ?? null,
+      queue: s.queue ?? null,
+      region: s.region ?? null,
+      leaderboardId: s.leaderboardId ?? null,
+    }
+    const hash = await sha256(canonicalJson(setup))
+    // From here to the write nothing awaits, so a racing create sees this one's result.
+    if (this.setupHash !== null) {
+      if (this.setupHash === hash) return { ok: true, created: false }
+      return {
+        ok: false,
+        problem: 'conflict',
+        detail: `Session '${s.sessionId}' exists with a different setup`,
+      }
+    }
+    const rules = getRules(setup.rules)!
+    const match = createMatch(rules, {
+      roster: setup.roster,
+      seed: setup.seed,
+      ...(setup.options !== null ? { options: setup.options } : {}),
+    })
+    if (isRuleError(match)) {
+      return { ok: false, problem: 'validation', detail: match.error.message }
+    }
+    const now = this.now()
+    this.ctx.storage.transactionSync(() => {
+      this.createSchema()
+      this.setMeta('setup', JSON.stringify(setup))
+      this.setMeta('setup_hash', hash)
+      this.setMeta('session_id', setup.sessionId)
+      this.setMeta('created_at', String(now))
+      this.setMeta('status', 'live')
+      this.setMeta('snapshot', JSON.stringify(match))
+      for (const p of setup.roster) {
+        this.sql.exec(
+          `INSERT OR REPLACE INTO timers (player_id, due) VALUES (?, ?)`,
+          p.playerId,
+          now + this.joinGraceMs,
+        )
+      }
+      this.sql.exec(`INSERT OR REPLACE INTO work (job, stage) VALUES ('register', 'pending')`)
+    })
+    this.setup = setup
+    this.setupHash = hash
+    this.rules = rules
+    this.match = match
+    this.status = 'live'
+    this.createdAt = now
+    log('info', 'session created', {
+      actor: this.actor,
+      rules: setup.rules,
+      players: setup.roster.length,
+    })
+    // Listing it in Neon is not on the critical path: if Neon is down, the alarm retries.
+    await this.runEndWork()
+    await this.scheduleAlarm()
+    return { ok: true, created: true }
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Reads
+
+  /** Status, roster and result; `not-found` (with `purged`) when there is no live copy here. */
+  info(): SessionInfo | NotFound {
+    if (!this.setup || !this.match || !this.status) return this.notFound()
+    const result = this.getMeta('result')
+    const changes = this.getMeta('rating_changes')
+    const endedAt = this.getMeta('ended_at')
+    return {
+      ok: true,
+      sessionId: this.setup.sessionId,
+      rules: this.setup.rules,
+      status: this.status,
+      roster: this.setup.roster,
+      queue: this.setup.queue,
+      leaderboardId: this.setup.leaderboardId,
+      seq: this.match.seq,
+      createdAt: this.createdAt,
+      endedAt: endedAt ? Number(endedAt) : null,
+      result: result ? (JSON.parse(result) as GameResult) : null,
+      ratingChanges: changes ? (JSON.parse(changes) as RatingChange[]) : null,
+    }
+  }
+
+  /** Log records from `from` (inclusive), at most `limit`, and where the next page starts. */
+  events(
+    from: number,
+    limit: number,
+  ): { ok: true; events: LogRecord[]; nextFrom: number | null; seq: number } | NotFound {
+    if (!this.setup || !this.match) return this.notFound()
+    const rows = all<{ seq: number; record: string }>(
+      this.sql,
+      `SELECT seq, record FROM log WHERE seq >= ? ORDER BY seq LIMIT ?`,
+      from,
+      limit,
+    )
+    const events = rows.map((r) => JSON.parse(r.record) as LogRecord)
+    const last = rows[rows.length - 1]
+    return {
+      ok: true,
+      events,
+      nextFrom: last && last.seq < this.match.seq ? last.seq + 1 : null,
+      seq: this.match.seq,
+    }
+  }
+
+  /** The live match as the object holds it (tests compare it with a replay of the log). */
+  current(): { status: SessionStatus; match: MatchState; setup: SessionSetup } | null {
+    if (!this.setup || !this.match || !this.status) return null
+    return { status: this.status, match: this.match, setup: this.setup }
+  }
+
+  /** Progress of the end-of-game work, or null while the game runs. */
+  endStatus(): EndStatus | null {
+    if (!this.setup) return this.purged ? doneStatus() : null
+    const row = one<WorkRow>(this.sql, `SELECT * FROM work WHERE job = 'end'`)
+    if (!row) return this.purged ? doneStatus() : null
+    return {
+      stage: row.stage as EndStage,
+      archived: row.cursor,
+      attempts: row.attempts,
+      nextAttemptAt: row.stage === 'done' ? null : row.next_attempt_at,
+      lastError: row.last_error,
+    }
+  }
+
+  private notFound(): NotFound {
+    return {
+      ok: false,
+      problem: 'not-found',
+      detail: this.purged ? 'The session has ended and was archived' : 'No such session',
+      purged: this.purged,
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Sockets
+
+  /**
+   * Accepts a socket for the player the Worker verified (header `x-nexus-session-player`).
+   * Refusals are problem+json responses the Worker passes on, before any upgrade.
+   */
+  override async fetch(request: Request): Promise<Response> {
+    if (request.headers.get('upgrade')?.toLowerCase() !== 'websocket') {
+      return problemResponse('bad-request', 'Expected a WebSocket upgrade')
+    }
+    if (!this.setup || !this.match || !this.rules) {
+      return problemResponse('not-found', 'No such session (or it ended and was archived)')
+    }
+    const player = request.headers.get(PLAYER_HEADER) ?? ''
+    if (!this.setup.roster.some((p) => p.playerId === player)) {
+      return problemResponse('forbidden', 'You are not a player of this session')
+    }
+    const sinceRaw = new URL(request.url).searchParams.get('since')
+    let since: number | null = null
+    if (sinceRaw !== null) {
+      since = /^(0|[1-9][0-9]{0,14})$/.test(sinceRaw) ? Number(sinceRaw) : NaN
+      if (!(since >= 0 && since <= this.match.seq)) {
+        return problemResponse(
+          'validation',
+          `since must be an integer from 0 to ${this.match.seq}`,
+          {
+            errors: [{ path: 'since', message: `0 to ${this.match.seq}` }],
+          },
+        )
+      }
+    }
+    if (this.openSockets(player).length >= MAX_SOCKETS_PER_PLAYER) {
+      return problemResponse('conflict', `At most ${MAX_SOCKETS_PER_PLAYER} connections per player`)
+    }
+    const pair = new WebSocketPair()
+    const server = pair[1]
+    this.ctx.acceptWebSocket(server, [player])
+    server.serializeAttachment({ playerId: player } satisfies Attachment)
+    // Everything below runs without awaiting, so no live event can slip in between.
+    if (since === null) {
+      send(server, {
+        type: 'welcome',
+        seq: this.match.seq,
+        state: this.rules.view(this.match.game, player),
+        you: player,
+        status: this.status!,
+      })
+    } else {
+      send(server, { type: 'resumed', since, seq: this.match.seq })
+      for (const row of this.sql.exec<{ record: string }>(
+        `SELECT record FROM log WHERE seq > ? ORDER BY seq`,
+        since,
+      )) {
+        server.send(eventFrame(JSON.parse(row.record) as LogRecord))
+      }
+    }
+    if (this.status === 'live') {
+      this.sql.exec(`DELETE FROM timers WHERE player_id = ?`, player)
+      const wasAbsent = this.sql.exec(`DELETE FROM absent WHERE player_id = ?`, player).rowsWritten
+      if (wasAbsent > 0) this.applyInput({ kind: 'return', player, tick: this.tickAt(this.now()) })
+    } else {
+      this.sendEnded(server)
+    }
+    await this.scheduleAlarm()
+    return new Response(null, { status: 101, webSocket: pair[0] })
+  }
+
+  override async webSocketMessage(ws: WebSocket, message: string | ArrayBuffer): Promise<void> {
+    try {
+      const player = attachment(ws)?.playerId
+      if (!player) {
+        ws.close(1008, 'unknown connection')
+        return
+      }
+      if (typeof message !== 'string') return this.refuse(ws, 'binary', 'Frames are JSON text')
+      if (message.length > MAX_FRAME_BYTES / 3 && utf8Length(message) > MAX_FRAME_BYTES) {
+        return this.refuse(ws, 'too_large', `Frames are limited to ${MAX_FRAME_BYTES} bytes`)
+      }
+      if (!this.takeToken(ws)) {
+        return this.refuse(
+          ws,
+          'rate_limited',
+          `At most ${RATE_PER_SECOND} frames per second (burst ${RATE_BURST})`,
+        )
+      }
+      let raw: unknown
+      try {
+        raw = JSON.parse(message)
+      } catch {
+        return this.refuse(ws, 'malformed', 'Frames must be JSON')
+      }
+      const msg = ClientMessage.safeParse(raw)
+      if (!msg.success) {
+        return this.refuse(ws, 'invalid_message', 'Send {"type":"action", …} or {"type":"ping"}')
+      }
+      if (msg.data.type === 'ping') return void send(ws, { type: 'pong' })
+      if (this.status !== 'live' || !this.match) {
+        return this.refuse(ws, 'game_over', 'The game is over')
+      }
+      const out = this.applyInput({
+        kind: 'action',
+        player,
+        tick: this.tickAt(this.now()),
+        action: msg.data,
+      })
+      if (isRuleError(out)) return this.refuse(ws, out.error.code, out.error.message)
+      if (this.status !== 'live') await this.scheduleAlarm()
+    } catch (err) {
+      log('error', 'socket message failed', { actor: this.actor, ...errorFields(err) })
+      this.refuse(ws, 'internal', 'Something went wrong')
+    }
+  }
+
+  override async webSocketClose(ws: WebSocket, code: number, reason: string): Promise<void> {
+    if (!RESERVED_CLOSE_CODES.has(code)) {
+      try {
+        ws.close(code, reason)
+      } catch {
+        // Already closed: nothing to answer.
+      }
+    }
+    await this.disconnected(ws)
+  }
+
+  override async webSocketError(ws: WebSocket, error: unknown): Promise<void> {
+    log('warn', 'socket error', { actor: this.actor, ...errorFields(error) })
+    await this.disconnected(ws)
+  }
+
+  private async disconnected(ws: WebSocket): Promise<void> {
+    try {
+      const player = attachment(ws)?.playerId
+      if (!player || this.status !== 'live') return
+      if (this.openSockets(player).some((s) => s !== ws)) return
+      this.sql.exec(
+        `INSERT OR REPLACE INTO timers (player_id, due) VALUES (?, ?)`,
+        player,
+        this.now() + this.graceMs,
+      )
+      await this.scheduleAlarm()
+    } catch (err) {
+      log('error', 'disconnect handling failed', { actor: this.actor, ...errorFields(err) })
+    }
+  }
+
+  private openSockets(player: string): WebSocket[] {
+    return this.ctx
+      .getWebSockets(player)
+      .filter((s) => s.readyState === WebSocket.OPEN || s.readyState === WebSocket.CONNECTING)
+  }
+
+  private refuse(ws: WebSocket, code: string, message: string): void {
+    inputsRefused.inc({ code })
+    send(ws, { type: 'error', code, message })
+  }
+
+  private takeToken(ws: WebSocket): boolean {
+    const now = this.now()
+    const b = this.buckets.get(ws) ?? { tokens: RATE_BURST, at: now }
+    const tokens = Math.min(
+      RATE_BURST,
+      b.tokens + (Math.max(0, now - b.at) * RATE_PER_SECOND) / 1000,
+    )
+    const ok = tokens >= 1
+    this.buckets.set(ws, { tokens: ok ? tokens - 1 : tokens, at: now })
+    return ok
+  }
+
+  private broadcast(frame: string): void {
+    for (const ws of this.ctx.getWebSockets()) {
+      try {
+        ws.send(frame)
+      } catch {
+        // A socket closing under us; its close handler deals with it.
+      }
+    }
+  }
+
+  private sendEnded(ws: WebSocket): void {
+    const result = this.getMeta('result')
+    if (!result) return
+    send(ws, { type: 'ended', seq: this.match!.seq, result: JSON.parse(result) as GameResult })
+    ws.close(1000, 'game over')
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Inputs
+
+  private tickAt(now: number): number {
+    const elapsed = Math.max(0, now - this.createdAt)
+    const rate = this.rules?.tickRate
+    const tick = rate ? Math.floor((elapsed * rate) / 1000) : elapsed
+    return Math.max(this.match?.tick ?? 0, tick)
+  }
+
+  /**
+   * Applies one input: refused → nothing changes; accepted → logged (and the end marked) in one
+   * transaction, then broadcast. Returns the record (null when the input changed nothing).
+   */
+  private applyInput(input: Input): LogRecord | null | RuleError {
+    const out = step(this.rules!, this.match!, input)
+    if (isRuleError(out)) return out
+    if (!out.record) return null
+    const record = out.record
+    const result = this.rules!.result(out.match.game)
+    const now = this.now()
+    this.ctx.storage.transactionSync(() => {
+      this.sql.exec(
+        `INSERT INTO log (seq, record) VALUES (?, ?)`,
+        record.seq,
+        JSON.stringify(record),
+      )
+      if (record.seq % this.snapshotEvery === 0 || result) {
+        this.setMeta('snapshot', JSON.stringify(out.match))
+      }
+      if (result) {
+        this.setMeta('status', 'finished')
+        this.setMeta('result', JSON.stringify(result))
+        this.setMeta('ended_at', String(now))
+        this.sql.exec(`DELETE FROM timers`)
+        this.sql.exec(`INSERT OR IGNORE INTO work (job, stage) VALUES ('end', 'record')`)
+      }
+    })
+    this.match = out.match
+    inputsAccepted.inc({ rules: this.rules!.name, kind: input.kind })
+    this.broadcast(eventFrame(record))
+    if (result) {
+      this.status = 'finished'
+      gameLength.observe({ rules: this.rules!.name }, (now - this.createdAt) / 1000)
+      log('info', 'game over', { actor: this.actor, reason: result.reason, winner: result.winner })
+      for (const ws of this.ctx.getWebSockets()) {
+        try {
+          this.sendEnded(ws)
+        } catch {
+          // Closing already.
+        }
+      }
+    }
+    return record
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // The alarm: grace timers, the tick loop, durable work, retention.
+
+  override async alarm(): Promise<void> {
+    try {
+      const now = this.now()
+      if (this.status === 'live' && this.match) {
+        const due = all<{ player_id: string }>(
+          this.sql,
+          `SELECT player_id FROM timers WHERE due <= ? ORDER BY due, player_id`,
+          now,
+        )
+        for (const { player_id: player } of due) {
+          if (this.status !== 'live') break
+          this.ctx.storage.transactionSync(() => {
+            this.sql.exec(`DELETE FROM timers WHERE player_id = ?`, player)
+            this.sql.exec(`INSERT OR IGNORE INTO absent (player_id) VALUES (?)`, player)
+          })
+          const out = this.applyInput({ kind: 'absent', player, tick: this.tickAt(now) })
+          if (isRuleError(out)) {
+            log('debug', 'absence refused by the rules', {
+              actor: this.actor,
+              player,
+              ...out.error,
+            })
+          }
+        }
+        if (this.status === 'live' && this.rules?.tickRate) {
+          this.applyInput({ kind: 'tick', tick: this.tickAt(now) })
+        }
+      }
+      await this.runEndWork()
+    } catch (err) {
+      log('error', 'alarm failed', { actor: this.actor, ...errorFields(err) })
+    } finally {
+      await this.scheduleAlarm()
+    }
+  }
+
+  private async scheduleAlarm(): Promise<void> {
+    if (this.purged || !this.setup) return
+    const now = this.now()
+    const candidates: number[] = []
+    if (this.status === 'live') {
+      const t = one<{ t: number | null }>(this.sql, `SELECT min(due) AS t FROM timers`)?.t
+      if (t != null) candidates.push(t)
+      const rate = this.rules?.tickRate
+      if (rate) candidates.push(this.createdAt + ((this.tickAt(now) + 1) * 1000) / rate)
+    }
+    const w = one<{ t: number | null }>(
+      this.sql,
+      `SELECT min(next_attempt_at) AS t FROM work WHERE stage != 'done'`,
+    )?.t
+    if (w != null) candidates.push(w)
+    if (candidates.length === 0) return
+    const next = Math.max(now, Math.min(...candidates))
+    const existing = await this.ctx.storage.getAlarm()
+    if (existing === null || existing > next || existing < now) {
+      await this.ctx.storage.setAlarm(next)
+    }
+  }
+
+  /**
+   * Runs pending durable work (register, then the end's stages) until done, out of time, or
+   * failed (then it backs off). One run at a time: a concurrent caller waits for the running one.
+   * `force` ignores a backoff (not the retention period). Returns the end's progress.
+   */
+  async runEndWork(opts: { force?: boolean } = {}): Promise<EndStatus | null> {
+    if (!this.setup) return this.endStatus()
+    if (!this.working) {
+      this.working = this.workLoop(opts.force ?? false).finally(() => {
+        this.working = null
+      })
+    }
+    await this.working
+    return this.endStatus()
+  }
+
+  private async workLoop(force: boolean): Promise<void> {
+    const deadline = this.now() + WORK_BUDGET_MS
+    for (let i = 0; i < 10_000 && !this.purged; i++) {
+      const job = one<WorkRow>(
+        this.sql,
+        `SELECT * FROM work WHERE stage != 'done' ORDER BY job LIMIT 1`,
+      )
+      if (!job) return
+      const now = this.now()
+      if (job.stage === 'retain') {
+        if (job.next_attempt_at > now) return
+      } else if (!force && job.next_attempt_at > now) return
+      if (now > deadline) return
+      try {
+        await this.workStep(job)
+      } catch (err) {
+        const attempts = job.attempts + 1
+        const backoff = Math.min(MAX_BACKOFF_MS, 1000 * 2 ** Math.min(attempts - 1, 16))
+        const message = err instanceof Error ? err.message : String(err)
+        if (this.purged) return
+        this.sql.exec(
+          `UPDATE work SET attempts = ?, next_attempt_at = ?, last_error = ? WHERE job = ?`,
+          attempts,
+          this.now() + backoff,
+          message.slice(0, 500),
+          job.job,
+        )
+        endRetries.inc({ job: job.job, stage: job.stage })
+        log(err instanceof RetryLater ? 'info' : 'warn', 'session work failed; will retry', {
+          actor: this.actor,
+          job: job.job,
+          stage: job.stage,
+          attempts,
+          backoffMs: backoff,
+          ...errorFields(err),
+        })
+        return
+      }
+      force = false
+    }
+  }
+
+  private advance(job: string, stage: string, extra: { cursor?: number; due?: number } = {}): void {
+    this.sql.exec(
+      `UPDATE work SET stage = ?, cursor = coalesce(?, cursor), attempts = 0, next_attempt_at = ?,
+              last_error = NULL WHERE job = ?`,
+      stage,
+      extra.cursor ?? null,
+      extra.due ?? 0,
+      job,
+    )
+  }
+
+  private async workStep(job: WorkRow): Promise<void> {
+    const setup = this.setup!
+    const record = {
+      sessionId: setup.sessionId,
+      rules: setup.rules,
+      roster: setup.roster,
+      queue: setup.queue,
+      region: setup.region,
+    }
+    if (job.job === 'register') {
+      await this.store.register(record, this.createdAt)
+      this.advance('register', 'done')
+      return
+    }
+    switch (job.stage) {
+      case 'record': {
+        const result = JSON.parse(this.getMeta('result')!) as GameResult
+        const endedAt = Number(this.getMeta('ended_at'))
+        const out = await this.store.recordResult({ ...record, result, endedAt })
+        this.ctx.storage.transactionSync(() => {
+          this.setMeta('rating_changes', JSON.stringify(out.ratingChanges))
+          // The result upserted the session's Neon row too.
+          this.advance('register', 'done')
+          this.advance('end', setup.leaderboardId ? 'submit' : 'archive')
+        })
+        if (out.recorded) endsRecorded.inc({ rules: setup.rules })
+        log('info', 'result recorded', { actor: this.actor, recorded: out.recorded })
+        return
+      }
+      case 'submit': {
+        await this.submitToLeaderboard(setup.leaderboardId!)
+        this.advance('end', 'archive')
+        return
+      }
+      case 'archive': {
+        const rows = all<{ seq: number; record: string }>(
+          this.sql,
+          `SELECT seq, record FROM log WHERE seq > ? ORDER BY seq LIMIT ?`,
+          job.cursor,
+          ARCHIVE_PAGE_SIZE,
+        )
+        if (rows.length === 0) {
+          this.advance('end', 'retain', { due: this.now() + this.retentionMs })
+          return
+        }
+        await this.store.archiveLog(
+          setup.sessionId,
+          rows.map((r) => JSON.parse(r.record) as LogRecord),
+        )
+        // Neon has the page: only now does the cursor move past it.
+        this.advance('end', 'archive', { cursor: rows[rows.length - 1]!.seq })
+        return
+      }
+      case 'retain':
+        await this.purge()
+        return
+      default:
+        throw new Error(`unknown stage ${job.stage}`)
+    }
+  }
+
+  /** Winners get score 1 on the queue's board; the key makes a repeated submission a replay. */
+  private async submitToLeaderboard(boardId: string): Promise<void> {
+    const setup = this.setup!
+    const result = JSON.parse(this.getMeta('result')!) as GameResult
+    if (result.winner === null) return
+    for (const p of result.placements.filter((x) => x.place === 1)) {
+      const idempotencyKey = `session:${setup.sessionId}`
+      const reply = await boardStub(this.env, boardId).submit({
+        boardId,
+        playerId: p.playerId,
+        score: 1,
+        subscore: 0,
+        metadata: null,
+        idempotencyKey,
+        requestHash: await sha256(canonicalJson([boardId, p.playerId, 1, 0, null, idempotencyKey])),
+      })
+      if (reply.ok) continue
+      if (reply.problem === 'rate-limited') throw new RetryLater(reply.detail)
+      // A missing board or a score it refuses will not get better by retrying.
+      log('warn', 'leaderboard refused a session result', {
+        actor: this.actor,
+        boardId,
+        player: p.playerId,
+        problem: reply.problem,
+        detail: reply.detail,
+      })
+    }
+  }
+
+  /** Clears the storage once Neon has everything, keeping a tombstone for idempotent creates. */
+  private async purge(): Promise<void> {
+    const hash = this.setupHash
+    const sessionId = this.setup?.sessionId ?? ''
+    for (const ws of this.ctx.getWebSockets()) {
+      try {
+        ws.close(1001, 'session archived')
+      } catch {
+        // Closing already.
+      }
+    }
+    await this.ctx.storage.deleteAlarm()
+    await this.ctx.storage.deleteAll()
+    this.createSchema()
+    if (hash) this.setMeta('setup_hash', hash)
+    this.setMeta('session_id', sessionId)
+    this.setMeta('purged', '1')
+    this.setup = null
+    this.rules = null
+    this.match = null
+    this.status = null
+    this.purged = true
+    log('info', 'session storage cleared', { actor: this.actor, sessionId })
+  }
+}
+
+function doneStatus(): EndStatus {
+  return { stage: 'done', archived: 0, attempts: 0, nextAttemptAt: null, lastError: null }
+}
+
+function send(ws: WebSocket, message: ServerMessage): void {
+  ws.send(JSON.stringify(message))
+}
+
+function eventFrame(record: LogRecord): string {
+  return JSON.stringify({
+    type: 'event',
+    seq: record.seq,
+    event: record.event,
+  } satisfies ServerMessage)
+}
+
+function attachment(ws: WebSocket): Attachment | null {
+  const a = ws.deserializeAttachment() as Attachment | null
+  return a && typeof a.playerId === 'string' ? a : null
+}
+
+function utf8Length(s: string): number {
+  return new TextEncoder().encode(s).length
+}
+
+/** JSON with sorted keys: equal values give equal text. */
+function canonicalJson(v: unknown): string {
+  if (v === null || typeof v !== 'object') return JSON.stringify(v) ?? 'null'
+  if (Array.isArray(v)) return `[${v.map(canonicalJson).join(',')}]`
+  const o = v as Record<string, unknown>
+  return `{${Object.keys(o)
+    .filter((k) => o[k] !== undefined)
+    .sort()
+    .map((k) => `${JSON.stringify(k)}:${canonicalJson(o[k])}`)
+    .join(',')}}`
+}
+
+async function sha256(text: string): Promise<string> {
+  const digest = await crypto.subtle.digest('SHA-256', new TextEncoder().encode(text))
+  return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, '0')).join('')
+}

@@ -1,0 +1,1143 @@
+import { DurableObject } from 'cloudflare:workers'
+import {
+  MatchIndex,
+  type Match,
+  type QueueRules,
+  type TicketPlayer,
+} from '../workers/core/matching.ts'
+import type { Env } from '../workers/env.ts'
+import type { QueueConfig } from '../workers/matchmaking/config.ts'
+import {
+  CLIENT_MESSAGE_TYPES,
+  ClientMessage,
+  MAX_CLIENT_FRAME_BYTES,
+  type ErrorCode,
+  type MatchPlayer,
+  type ServerMessage,
+  type TicketAttributesValue,
+} from '../workers/matchmaking/protocol.ts'
+import {
+  gameSessionCreator,
+  newSeed,
+  type CreateSessionResult,
+  type SessionCreator,
+  type SessionSetup,
+} from '../workers/matchmaking/session.ts'
+import { newTicketId } from '../workers/matchmaking/stub.ts'
+import { errorFields, log } from '../workers/lib/log.ts'
+import { counter, gauge, histogram } from '../workers/lib/metrics.ts'
+import type { ProblemType } from '../workers/lib/problem.ts'
+import { issueSessionToken } from '../workers/lib/session-token.ts'
+import { all, one } from '../workers/lib/sql.ts'
+
+/*
+ * MatchPool: the waiting room of one queue in one region, addressed as
+ * `env.MATCH_POOL.getByName(`${queue}:${region}`)`. Decisions:
+ *
+ * - Tickets. Ids are `queue:region:uuid`, so `GET /v1/matchmaking/tickets/:id` finds the pool
+ *   from the id alone (parsed strictly by `parseTicketId`). A ticket's players, ratings, times
+ *   and state live in SQLite; the rating-ordered `MatchIndex` is rebuilt from the waiting rows
+ *   whenever the object wakes, so an evicted pool loses nothing.
+ * - States: waiting → matching (match persisted, session not yet confirmed) → matched; or
+ *   waiting → cancelled (by the player, a disconnect past the grace, a queue change that no
+ *   longer fits it) or expired (its TTL passed). Finished tickets stay readable for
+ *   RESULT_RETENTION_MS (so a long-polling client picks up its match), then are swept.
+ * - One active ticket per player per pool (the `active` table's primary key). A second join by
+ *   the same player returns the ticket it already has (waiting or matching) with
+ *   `existing: true`: joins are idempotent, and a socket that reconnects simply re-attaches. A
+ *   party ticket naming a player who already waits elsewhere in the pool is refused (conflict).
+ *   Two regions of a queue are two pools: a player may wait in both; that is the client's choice.
+ * - Ratings come from the Worker (Neon `players`, 1500 for unknown players); whatever a client
+ *   sends as `rating` is ignored. A socket's rating is read when it connects.
+ * - Parties: one ticket, several players, always on one team. Party invites are out of scope, so
+ *   only the admin key (a game server that formed the party) creates multi-player tickets over
+ *   HTTP; a player's own join may name no party but itself.
+ * - A match is made in one synchronous step: `findMatches` takes the tickets out of the index and
+ *   the same `transactionSync` writes the match (session id, roster and seed fixed forever) and
+ *   moves its tickets to `matching`. Only then is the GameSession created, with that stored
+ *   setup; `create` is idempotent per session id, so a retry (from the alarm, after a failure or
+ *   an eviction mid-call) never makes a second session. On success the tickets become `matched`
+ *   and every connected member gets `match_found` with a token for that session and player.
+ *   Failures back off (1 s doubling to 60 s); after MAX_CREATE_ATTEMPTS, or a refusal that no
+ *   retry can fix, the match is abandoned and its tickets cancelled (`session_failed`): tickets
+ *   never return to the pool, so no player can end up in two matches.
+ * - Sockets use the hibernation API: tag `p:<playerId>`, attachment `{playerId, rating,
+ *   ticketId}`. A socket that closes while its (socket-made) ticket waits starts a grace of
+ *   `graceMs` (10 s); a new socket of the same player in the same pool before the grace ends
+ *   re-attaches the ticket, otherwise the alarm cancels it (`disconnected`). HTTP tickets have no
+ *   grace: their TTL bounds an abandoned client.
+ * - Client frames are at most 4 KiB of JSON, parsed with zod; anything else is answered with an
+ *   `error` frame on that socket only and changes nothing.
+ * - One alarm for all timed work: the index's next useful check, expiries, disconnect graces,
+ *   session-create retries and sweeps. It is idempotent (the runtime retries alarms).
+ * - Time: `now` is a field, so tests move time forward instead of sleeping.
+ */
+
+const SCHEMA_VERSION = 1
+/** Finished tickets and matches stay readable this long. */
+export const RESULT_RETENTION_MS = 10 * 60 * 1000
+/** Recent wait times kept for percentiles. */
+const WAIT_SAMPLES = 500
+const MAX_CREATE_ATTEMPTS = 12
+const MAX_BACKOFF_MS = 60_000
+/** Matches made per `findMatches` call; the rest carries over to an immediate alarm. */
+const MATCHES_PER_STEP = 64
+/** Longest long-poll the pool holds. */
+export const MAX_WAIT_MS = 25_000
+
+const waitingTickets = gauge('nexus_matchmaking_waiting_tickets', 'Tickets waiting, per pool')
+const waitingPlayers = gauge('nexus_matchmaking_waiting_players', 'Players waiting, per pool')
+const ticketOutcomes = counter(
+  'nexus_matchmaking_tickets_total',
+  'Tickets by outcome: joined, matched, cancelled, disconnected, expired, session_failed',
+)
+const matchesMade = counter('nexus_matchmaking_matches_total', 'Matches created, per pool')
+const waitSeconds = histogram(
+  'nexus_matchmaking_wait_seconds',
+  'From join to match, per pool',
+  [1, 2, 5, 10, 20, 30, 60, 120, 300, 600],
+)
+const waitP50 = gauge('nexus_matchmaking_wait_p50_seconds', 'Median recent wait, per pool')
+const waitP95 = gauge('nexus_matchmaking_wait_p95_seconds', '95th percentile recent wait, per pool')
+const matchesPerMinute = gauge(
+  'nexus_matchmaking_matches_per_minute',
+  'Matches created in the last minute, per pool',
+)
+const createFailures = counter(
+  'nexus_matchmaking_session_create_failures_total',
+  'GameSession create attempts that failed (retried unless abandoned)',
+)
+
+export type TicketStatus = 'waiting' | 'matching' | 'matched' | 'cancelled' | 'expired'
+
+/** A ticket as clients see it. */
+export interface TicketView {
+  ticketId: string
+  queue: string
+  region: string
+  status: TicketStatus
+  /** The player who joined (the party leader). */
+  leader: string
+  players: string[]
+  attributes: TicketAttributesValue | null
+  enqueuedAt: number
+  expiresAt: number
+  /** Why a ticket was cancelled; null otherwise. */
+  reason: string | null
+  /** The match, once its session exists. */
+  match: { sessionId: string; players: MatchPlayer[] } | null
+}
+
+/** A refusal the Worker renders as problem+json. */
+export interface PoolProblem {
+  ok: false
+  problem: ProblemType
+  detail: string
+  extensions?: Record<string, unknown>
+}
+
+type Reply<T> = ({ ok: true } & T) | PoolProblem
+
+/** Who asks about a ticket: a player (only its own tickets) or the admin key. */
+export type Viewer = { kind: 'admin' } | { kind: 'player'; playerId: string }
+
+export interface JoinInput {
+  queue: string
+  region: string
+  config: QueueConfig
+  version: number
+  /** The leader first; ratings as stored in Neon. */
+  players: TicketPlayer[]
+  attributes?: TicketAttributesValue | null
+}
+
+/** What the Worker tells the pool when it forwards a socket upgrade (header `x-nexus-socket`). */
+export interface SocketContext {
+  queue: string
+  region: string
+  config: QueueConfig
+  version: number
+  playerId: string
+  rating: number
+}
+
+export const SOCKET_CONTEXT_HEADER = 'x-nexus-socket'
+
+export interface PoolStats {
+  region: string
+  waitingTickets: number
+  waitingPlayers: number
+  matchesLastMinute: number
+  /** Recent join-to-match waits, milliseconds (at most the last 500). */
+  waitSamplesMs: number[]
+}
+
+interface TicketRow {
+  id: string
+  state: TicketStatus
+  leader: string
+  players: string
+  attributes: string | null
+  transport: 'http' | 'socket'
+  enqueued_at: number
+  expires_at: number
+  grace_until: number | null
+  match_id: string | null
+  reason: string | null
+  finished_at: number | null
+}
+
+interface MatchRow {
+  id: string
+  state: 'pending' | 'created' | 'failed'
+  setup: string
+  ticket_ids: string
+  created_at: number
+  attempts: number
+  next_attempt_at: number
+  last_error: string | null
+  done_at: number | null
+}
+
+interface Attachment {
+  playerId: string
+  rating: number
+  ticketId: string | null
+}
+
+const RESERVED_CLOSE_CODES = new Set([1005, 1006, 1015])
+
+function problem(
+  p: ProblemType,
+  detail: string,
+  extensions?: Record<string, unknown>,
+): PoolProblem {
+  return { ok: false, problem: p, detail, ...(extensions ? { extensions } : {}) }
+}
+
+function rulesOf(config: QueueConfig): QueueRules {
+  return {
+    teams: config.teams,
+    teamSize: config.teamSize,
+    maxRatingGap: config.maxRatingGap,
+    widenPerSecond: config.widenPerSecond,
+    ...(config.maxWidenedGap !== undefined ? { maxWidenedGap: config.maxWidenedGap } : {}),
+  }
+}
+
+/** Players in turn order: first of each team, then second of each team, and so on. */
+function rosterOf(match: Match): MatchPlayer[] {
+  const roster: MatchPlayer[] = []
+  const longest = Math.max(...match.teams.map((t) => t.playerIds.length))
+  for (let i = 0; i < longest; i++) {
+    match.teams.forEach((t, team) => {
+      const playerId = t.playerIds[i]
+      if (playerId !== undefined) roster.push({ playerId, team })
+    })
+  }
+  return roster
+}
+
+/** Nearest-rank percentile of sorted values. */
+function percentile(sorted: number[], p: number): number | null {
+  if (sorted.length === 0) return null
+  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!
+}
+
+/**
+ * The pool of one (queue, region). See the comment at the top of this file for its decisions.
+ *
+ * Lifecycle:
+ * - constructor: schema once, then config and waiting tickets from SQLite into the index.
+ * - `configure` / `join`: the Worker passes the queue config with its Neon version; a newer one
+ *   replaces the stored copy and rebuilds the index.
+ * - `fetch`: WebSocket upgrades only; messages arrive in `webSocketMessage` even after the
+ *   object hibernated.
+ * - `alarm`: expiries, graces, matching as windows widen, session retries, sweeps.
+ */
+export class MatchPool extends DurableObject<Env> {
+  private readonly sql: SqlStorage
+  private queue: string | null = null
+  private region: string | null = null
+  private config: QueueConfig | null = null
+  private version = 0
+  private index: MatchIndex | null = null
+  private waitingPlayerTotal = 0
+  private readonly waiters = new Map<string, Set<() => void>>()
+  private readonly delivering = new Set<string>()
+  /** Replaceable so tests can inject failures; production creates the session's Durable Object. */
+  sessionCreator: SessionCreator
+  /** The pool's clock; tests move it forward instead of sleeping. */
+  now: () => number = Date.now
+  /** How long a socket ticket survives its last socket closing. */
+  graceMs = 10_000
+
+  constructor(ctx: DurableObjectState, env: Env) {
+    super(ctx, env)
+    this.sql = ctx.storage.sql
+    this.sessionCreator = gameSessionCreator(env)
+    void ctx.blockConcurrencyWhile(async () => this.load())
+  }
+
+  private get actor(): string {
+    return `MatchPool:${this.queue ?? '?'}:${this.region ?? this.ctx.id.toString()}`
+  }
+
+  private load(): void {
+    this.sql.exec(`CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)`)
+    const version = Number(
+      one<{ value: string }>(this.sql, `SELECT value FROM meta WHERE key = 'schema'`)?.value ?? 0,
+    )
+    if (version < 1) {
+      this.sql.exec(`
+        CREATE TABLE IF NOT EXISTS tickets (
+          id TEXT PRIMARY KEY, state TEXT NOT NULL, leader TEXT NOT NULL, players TEXT NOT NULL,
+          attributes TEXT, transport TEXT NOT NULL, enqueued_at INTEGER NOT NULL,
+          expires_at INTEGER NOT NULL, grace_until INTEGER, match_id TEXT, reason TEXT,
+          finished_at INTEGER
+        );
+        CREATE INDEX IF NOT EXISTS tickets_state ON tickets (state, expires_at);
+        CREATE INDEX IF NOT EXISTS tickets_finished ON tickets (finished_at)
+          WHERE finished_at IS NOT NULL;
+        CREATE INDEX IF NOT EXISTS tickets_grace ON tickets (grace_until)
+          WHERE grace_until IS NOT NULL;
+        CREATE TABLE IF NOT EXISTS active (
+          player_id TEXT PRIMARY KEY, ticket_id TEXT NOT NULL
+        ) WITHOUT ROWID;
+        CREATE INDEX IF NOT EXISTS active_ticket ON active (ticket_id);
+        CREATE TABLE IF NOT EXISTS matches (
+          id TEXT PRIMARY KEY, state TEXT NOT NULL, setup TEXT NOT NULL, ticket_ids TEXT NOT NULL,
+          created_at INTEGER NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+          next_attempt_at INTEGER NOT NULL, last_error TEXT, done_at INTEGER
+        );
+        CREATE INDEX IF NOT EXISTS matches_state ON matches (state, next_attempt_at);
+        CREATE TABLE IF NOT EXISTS wait_samples (
+          seq INTEGER PRIMARY KEY AUTOINCREMENT, at INTEGER NOT NULL, wait_ms INTEGER NOT NULL
+        );
+      `)
+      this.setMeta('schema', String(SCHEMA_VERSION))
+    }
+    const meta = new Map(
+      all<{ key: string; value: string }>(this.sql, `SELECT key, value FROM meta`).map((r) => [
+        r.key,
+        r.value,
+      ]),
+    )
+    this.queue = meta.get('queue') ?? null
+    this.region = meta.get('region') ?? null
+    this.version = Number(meta.get('version') ?? 0)
+    const config = meta.get('config')
+    if (config) {
+      this.config = JSON.parse(config) as QueueConfig
+      this.rebuildIndex()
+    }
+  }
+
+  private setMeta(key: string, value: string): void {
+    this.sql.exec(`INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)`, key, value)
+  }
+
+  /** Loads every waiting ticket into a fresh index (after a wake or a config change). */
+  private rebuildIndex(): void {
+    const config = this.config!
+    const index = new MatchIndex(rulesOf(config))
+    const misfits: string[] = []
+    for (const row of all<TicketRow>(this.sql, `SELECT * FROM tickets WHERE state = 'waiting'`)) {
+      const players = JSON.parse(row.players) as TicketPlayer[]
+      if (players.length > config.teamSize) misfits.push(row.id)
+      else index.add({ id: row.id, players, enqueuedAt: row.enqueued_at })
+    }
+    this.index = index
+    this.waitingPlayerTotal = 0
+    for (const t of index.tickets()) this.waitingPlayerTotal += t.players.length
+    for (const id of misfits) this.finish(id, 'cancelled', 'queue_changed', this.now())
+    this.updateGauges()
+  }
+
+  private applyConfig(queue: string, region: string, config: QueueConfig, version: number): void {
+    if (this.config && version <= this.version) return
+    this.ctx.storage.transactionSync(() => {
+      this.setMeta('queue', queue)
+      this.setMeta('region', region)
+      this.setMeta('config', JSON.stringify(config))
+      this.setMeta('version', String(version))
+    })
+    this.queue = queue
+    this.region = region
+    this.config = config
+    this.version = version
+    this.rebuildIndex()
+  }
+
+  /** Receives a queue configuration (Neon is the record); an older version changes nothing. */
+  async configure(
+    queue: string,
+    region: string,
+    config: QueueConfig,
+    version: number,
+  ): Promise<{ version: number; waiting: number }> {
+    this.applyConfig(queue, region, config, version)
+    await this.scheduleAlarm()
+    return { version: this.version, waiting: this.index?.size ?? 0 }
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Tickets
+
+  /**
+   * Enqueues a ticket (or returns the one its player already has) and runs matching; the reply
+   * shows the ticket after matching, so it may already be matched.
+   */
+  async join(input: JoinInput): Promise<Reply<{ ticket: TicketView; existing: boolean }>> {
+    this.applyConfig(input.queue, input.region, input.config, input.version)
+    const entered = this.enqueue(input.players, input.attributes ?? null, 'http')
+    if (!entered.ok) return entered
+    await this.settle()
+    return { ok: true, ticket: this.view(this.row(entered.ticketId)!), existing: entered.existing }
+  }
+
+  /** The synchronous half of a join: duplicate check, rows, index. */
+  private enqueue(
+    players: TicketPlayer[],
+    attributes: TicketAttributesValue | null,
+    transport: 'http' | 'socket',
+  ): Reply<{ ticketId: string; existing: boolean }> {
+    const config = this.config!
+    const now = this.now()
+    this.housekeep(now)
+    const ids = players.map((p) => p.playerId)
+    if (ids.length > config.maxPartySize) {
+      return problem('validation', `A ticket holds at most ${config.maxPartySize} players`, {
+        errors: [{ path: 'party', message: `at most ${config.maxPartySize} players` }],
+      })
+    }
+    const held = all<{ player_id: string; ticket_id: string }>(
+      this.sql,
+      `SELECT player_id, ticket_id FROM active WHERE player_id IN (${ids.map(() => '?').join(',')})`,
+      ...ids,
+    )
+    if (held.length > 0) {
+      const ticketId = held[0]!.ticket_id
+      const existing = this.row(ticketId)!
+      const members = JSON.parse(existing.players) as TicketPlayer[]
+      const same =
+        held.length === ids.length &&
+        held.every((h) => h.ticket_id === ticketId) &&
+        members.length === ids.length
+      if (same || (ids.length === 1 && held.length === 1))
+        return { ok: true, ticketId, existing: true }
+      return problem(
+        'conflict',
+        `Player '${held[0]!.player_id}' already has a ticket in this queue`,
+        { players: held.map((h) => h.player_id) },
+      )
+    }
+    const ticketId = newTicketId(this.queue!, this.region!)
+    const expiresAt = now + config.ticketTtlSeconds * 1000
+    this.ctx.storage.transactionSync(() => {
+      this.sql.exec(
+        `INSERT INTO tickets (id, state, leader, players, attributes, transport, enqueued_at, expires_at)
+         VALUES (?, 'waiting', ?, ?, ?, ?, ?, ?)`,
+        ticketId,
+        ids[0]!,
+        JSON.stringify(players),
+        attributes ? JSON.stringify(attributes) : null,
+        transport,
+        now,
+        expiresAt,
+      )
+      for (const id of ids)
+        this.sql.exec(`INSERT INTO active (player_id, ticket_id) VALUES (?, ?)`, id, ticketId)
+    })
+    this.index!.add({ id: ticketId, players, enqueuedAt: now })
+    this.waitingPlayerTotal += players.length
+    ticketOutcomes.inc({ ...this.labels(), outcome: 'joined' })
+    this.updateGauges()
+    return { ok: true, ticketId, existing: false }
+  }
+
+  /**
+   * A ticket, if `viewer` may see it (its players, or the admin key). With `waitMs`, a ticket
+   * still waiting or matching is held until it changes or the wait ends (long-poll).
+   */
+  async ticket(
+    ticketId: string,
+    viewer: Viewer,
+    waitMs = 0,
+  ): Promise<Reply<{ ticket: TicketView }>> {
+    const before = this.readable(ticketId, viewer)
+    if (!before.ok) return before
+    if (this.housekeep(this.now())) await this.scheduleAlarm()
+    let row = this.row(ticketId)
+    if (row && waitMs > 0 && (row.state === 'waiting' || row.state === 'matching')) {
+      await this.waitForChange(ticketId, Math.min(waitMs, MAX_WAIT_MS))
+      row = this.row(ticketId)
+    }
+    if (!row) return problem('not-found', `No ticket '${ticketId}'`)
+    return { ok: true, ticket: this.view(row) }
+  }
+
+  /** Cancels a waiting ticket; cancelling a cancelled ticket again answers the same. */
+  async cancel(ticketId: string, viewer: Viewer): Promise<Reply<{ ticket: TicketView }>> {
+    const before = this.readable(ticketId, viewer)
+    if (!before.ok) return before
+    const now = this.now()
+    this.housekeep(now)
+    const row = this.row(ticketId)!
+    if (row.state === 'waiting') this.finish(ticketId, 'cancelled', 'cancelled', now)
+    else if (row.state !== 'cancelled') {
+      return problem(
+        'conflict',
+        `Ticket '${ticketId}' is ${row.state} and can no longer be cancelled`,
+        {
+          status: row.state,
+        },
+      )
+    }
+    await this.scheduleAlarm()
+    return { ok: true, ticket: this.view(this.row(ticketId)!) }
+  }
+
+  private readable(ticketId: string, viewer: Viewer): Reply<{ row: TicketRow }> {
+    const row = this.row(ticketId)
+    // Someone else's ticket is indistinguishable from no ticket.
+    if (
+      !row ||
+      (viewer.kind === 'player' &&
+        !(JSON.parse(row.players) as TicketPlayer[]).some((p) => p.playerId === viewer.playerId))
+    ) {
+      return problem('not-found', `No ticket '${ticketId}'`)
+    }
+    return { ok: true, row }
+  }
+
+  private row(ticketId: string): TicketRow | undefined {
+    return one<TicketRow>(this.sql, `SELECT * FROM tickets WHERE id = ?`, ticketId)
+  }
+
+  private view(row: TicketRow): TicketView {
+    let match: TicketView['match'] = null
+    if (row.state === 'matched' && row.match_id) {
+      const m = one<{ setup: string }>(
+        this.sql,
+        `SELECT setup FROM matches WHERE id = ?`,
+        row.match_id,
+      )
+      if (m) {
+        const setup = JSON.parse(m.setup) as SessionSetup
+        match = { sessionId: setup.sessionId, players: setup.roster }
+      }
+    }
+    return {
+      ticketId: row.id,
+      queue: this.queue!,
+      region: this.region!,
+      status: row.state,
+      leader: row.leader,
+      players: (JSON.parse(row.players) as TicketPlayer[]).map((p) => p.playerId),
+      attributes: row.attributes ? (JSON.parse(row.attributes) as TicketAttributesValue) : null,
+      enqueuedAt: row.enqueued_at,
+      expiresAt: row.expires_at,
+      reason: row.state === 'cancelled' ? row.reason : null,
+      match,
+    }
+  }
+
+  private waitForChange(ticketId: string, ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      let set = this.waiters.get(ticketId)
+      if (!set) this.waiters.set(ticketId, (set = new Set()))
+      const done = () => {
+        clearTimeout(timer)
+        set.delete(done)
+        if (set.size === 0 && this.waiters.get(ticketId) === set) this.waiters.delete(ticketId)
+        resolve()
+      }
+      const timer = setTimeout(done, ms)
+      set.add(done)
+    })
+  }
+
+  private wake(ticketId: string): void {
+    const set = this.waiters.get(ticketId)
+    if (set) for (const done of [...set]) done()
+  }
+
+  /**
+   * Ends a waiting ticket (cancelled or expired): out of the index, the player free to join
+   * again, its sockets told and closed, long-polls answered.
+   */
+  private finish(
+    ticketId: string,
+    state: 'cancelled' | 'expired',
+    reason: string,
+    now: number,
+  ): void {
+    const row = this.row(ticketId)
+    if (!row || row.state !== 'waiting') return
+    this.ctx.storage.transactionSync(() => {
+      this.sql.exec(
+        `UPDATE tickets SET state = ?, reason = ?, finished_at = ?, grace_until = NULL WHERE id = ?`,
+        state,
+        reason,
+        now,
+        ticketId,
+      )
+      this.sql.exec(`DELETE FROM active WHERE ticket_id = ?`, ticketId)
+    })
+    if (this.index?.remove(ticketId)) {
+      this.waitingPlayerTotal -= (JSON.parse(row.players) as TicketPlayer[]).length
+    }
+    ticketOutcomes.inc({ ...this.labels(), outcome: state === 'expired' ? 'expired' : reason })
+    this.updateGauges()
+    const message: ServerMessage =
+      state === 'expired' ? { type: 'expired', ticketId } : { type: 'cancelled', ticketId, reason }
+    for (const ws of this.socketsOf(row)) {
+      this.send(ws, message)
+      this.detachSocket(ws)
+      this.closeSocket(ws, 1000, state === 'expired' ? 'ticket expired' : 'ticket cancelled')
+    }
+    this.wake(ticketId)
+  }
+
+  /** Expires tickets and ends graces that are due; true if anything changed. */
+  private housekeep(now: number): boolean {
+    // Two indexed lookups: this runs on every join, so it must not scan the waiting tickets.
+    const expired = all<{ id: string }>(
+      this.sql,
+      `SELECT id FROM tickets WHERE state = 'waiting' AND expires_at <= ?`,
+      now,
+    )
+    for (const t of expired) this.finish(t.id, 'expired', 'expired', now)
+    const gone = all<{ id: string }>(
+      this.sql,
+      `SELECT id FROM tickets WHERE grace_until IS NOT NULL AND grace_until <= ?`,
+      now,
+    )
+    for (const t of gone) this.finish(t.id, 'cancelled', 'disconnected', now)
+    return expired.length + gone.length > 0
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Matching
+
+  /** Runs matching now, persists what it found, creates due sessions, and sets the alarm. */
+  private async settle(): Promise<void> {
+    this.matchNow(this.now())
+    await this.deliverDue(this.now())
+    await this.scheduleAlarm()
+  }
+
+  /**
+   * Finds matches and records them in the same synchronous step that took their tickets out of
+   * the index: nothing can interleave, and a crash before the write leaves the tickets waiting.
+   */
+  private matchNow(now: number): void {
+    const index = this.index
+    const config = this.config
+    if (!index || !config) return
+    const found = index.findMatches(now, { max: MATCHES_PER_STEP })
+    if (found.length === 0) return
+    for (const m of found) for (const t of m.tickets) this.waitingPlayerTotal -= t.players.length
+    try {
+      this.ctx.storage.transactionSync(() => {
+        for (const m of found) {
+          const sessionId = crypto.randomUUID()
+          const setup: SessionSetup = {
+            sessionId,
+            rules: config.rules,
+            roster: rosterOf(m),
+            seed: newSeed(),
+            ...(config.rulesOptions !== undefined ? { options: config.rulesOptions } : {}),
+            queue: this.queue,
+            region: this.region,
+            leaderboardId: config.leaderboardId,
+          }
+          const ticketIds = m.tickets.map((t) => t.id)
+          this.sql.exec(
+            `INSERT INTO matches (id, state, setup, ticket_ids, created_at, next_attempt_at)
+             VALUES (?, 'pending', ?, ?, ?, ?)`,
+            sessionId,
+            JSON.stringify(setup),
+            JSON.stringify(ticketIds),
+            now,
+            now,
+          )
+          for (const id of ticketIds) {
+            this.sql.exec(
+              `UPDATE tickets SET state = 'matching', match_id = ?, grace_until = NULL WHERE id = ? AND state = 'waiting'`,
+              sessionId,
+              id,
+            )
+          }
+        }
+      })
+    } catch (err) {
+      // The index already let the tickets go; SQLite still has them waiting, so start over from it.
+      log('error', 'recording matches failed', { actor: this.actor, ...errorFields(err) })
+      this.rebuildIndex()
+      return
+    }
+    this.updateGauges()
+  }
+
+  /** Creates the sessions of pending matches whose attempt is due. */
+  private async deliverDue(now: number): Promise<void> {
+    const due = all<{ id: string }>(
+      this.sql,
+      `SELECT id FROM matches WHERE state = 'pending' AND next_attempt_at <= ? ORDER BY created_at`,
+      now,
+    )
+    await Promise.all(due.map((m) => this.deliver(m.id)))
+  }
+
+  private async deliver(matchId: string): Promise<void> {
+    if (this.delivering.has(matchId)) return
+    this.delivering.add(matchId)
+    try {
+      const row = one<MatchRow>(this.sql, `SELECT * FROM matches WHERE id = ?`, matchId)
+      if (!row || row.state !== 'pending') return
+      const setup = JSON.parse(row.setup) as SessionSetup
+      let result: CreateSessionResult
+      try {
+        result = await this.sessionCreator(setup)
+      } catch (err) {
+        result = {
+          ok: false,
+          problem: 'unavailable',
+          detail: err instanceof Error ? err.message : String(err),
+        }
+      }
+      if (result.ok) await this.completeMatch(row, setup)
+      else this.failAttempt(row, result)
+    } finally {
+      this.delivering.delete(matchId)
+    }
+  }
+
+  private async completeMatch(row: MatchRow, setup: SessionSetup): Promise<void> {
+    const now = this.now()
+    const ticketIds = JSON.parse(row.ticket_ids) as string[]
+    const tickets = ticketIds.map((id) => this.row(id)).filter((t): t is TicketRow => !!t)
+    this.ctx.storage.transactionSync(() => {
+      this.sql.exec(`UPDATE matches SET state = 'created', done_at = ? WHERE id = ?`, now, row.id)
+      for (const t of tickets) {
+        this.sql.exec(
+          `UPDATE tickets SET state = 'matched', finished_at = ? WHERE id = ?`,
+          now,
+          t.id,
+        )
+        this.sql.exec(`DELETE FROM active WHERE ticket_id = ?`, t.id)
+        this.sql.exec(
+          `INSERT INTO wait_samples (at, wait_ms) VALUES (?, ?)`,
+          now,
+          Math.max(0, row.created_at - t.enqueued_at),
+        )
+      }
+      this.sql.exec(
+        `DELETE FROM wait_samples WHERE seq <= (SELECT max(seq) FROM wait_samples) - ?`,
+        WAIT_SAMPLES,
+      )
+    })
+    const labels = this.labels()
+    matchesMade.inc(labels)
+    for (const t of tickets) {
+      ticketOutcomes.inc({ ...labels, outcome: 'matched' }, 1)
+      waitSeconds.observe(labels, Math.max(0, row.created_at - t.enqueued_at) / 1000)
+    }
+    this.updateRates(now)
+    // Tokens first (signing awaits), then every send in one synchronous pass.
+    const deliveries = tickets.flatMap((t) =>
+      this.socketsOf(t).map((ws) => ({
+        t,
+        ws,
+        playerId: (ws.deserializeAttachment() as Attachment).playerId,
+      })),
+    )
+    const tokens = await Promise.all(
+      // Session tokens are checked against real time, whatever the pool's clock says.
+      deliveries.map((d) =>
+        issueSessionToken(this.env, setup.sessionId, d.playerId).catch((err: unknown) => {
+          log('error', 'signing a session token failed', { actor: this.actor, ...errorFields(err) })
+          return null
+        }),
+      ),
+    )
+    deliveries.forEach(({ t, ws }, i) => {
+      const token = tokens[i]
+      // Without a token the socket is left open: the client reads its ticket over HTTP.
+      if (!token) return
+      this.send(ws, {
+        type: 'match_found',
+        ticketId: t.id,
+        sessionId: setup.sessionId,
+        token,
+        players: setup.roster,
+      })
+      this.detachSocket(ws)
+      this.closeSocket(ws, 1000, 'match found')
+    })
+    for (const t of tickets) this.wake(t.id)
+  }
+
+  private failAttempt(row: MatchRow, result: Extract<CreateSessionResult, { ok: false }>): void {
+    const now = this.now()
+    const attempts = row.attempts + 1
+    createFailures.inc(this.labels())
+    const hopeless =
+      attempts >= MAX_CREATE_ATTEMPTS ||
+      result.problem === 'conflict' ||
+      result.problem === 'validation'
+    log(hopeless ? 'error' : 'warn', 'session create failed', {
+      actor: this.actor,
+      sessionId: row.id,
+      attempts,
+      problem: result.problem,
+      detail: result.detail,
+      abandoned: hopeless,
+    })
+    if (!hopeless) {
+      const backoff = Math.min(MAX_BACKOFF_MS, 1000 * 2 ** (attempts - 1))
+      this.sql.exec(
+        `UPDATE matches SET attempts = ?, next_attempt_at = ?, last_error = ? WHERE id = ?`,
+        attempts,
+        now + backoff,
+        result.detail.slice(0, 500),
+        row.id,
+      )
+      return
+    }
+    const ticketIds = JSON.parse(row.ticket_ids) as string[]
+    this.ctx.storage.transactionSync(() => {
+      this.sql.exec(
+        `UPDATE matches SET state = 'failed', attempts = ?, last_error = ?, done_at = ? WHERE id = ?`,
+        attempts,
+        result.detail.slice(0, 500),
+        now,
+        row.id,
+      )
+      for (const id of ticketIds) {
+        this.sql.exec(
+          `UPDATE tickets SET state = 'cancelled', reason = 'session_failed', finished_at = ? WHERE id = ?`,
+          now,
+          id,
+        )
+        this.sql.exec(`DELETE FROM active WHERE ticket_id = ?`, id)
+      }
+    })
+    for (const id of ticketIds) {
+      const t = this.row(id)
+      if (!t) continue
+      ticketOutcomes.inc({ ...this.labels(), outcome: 'session_failed' })
+      for (const ws of this.socketsOf(t)) {
+        this.send(ws, { type: 'cancelled', ticketId: id, reason: 'session_failed' })
+        this.detachSocket(ws)
+        this.closeSocket(ws, 1011, 'session could not be created')
+      }
+      this.wake(id)
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Sockets
+
+  /** WebSocket upgrades forwarded by the Worker, which authenticated the player. */
+  override async fetch(request: Request): Promise<Response> {
+    if (request.headers.get('upgrade')?.toLowerCase() !== 'websocket') {
+      return new Response('expected a WebSocket upgrade', { status: 426 })
+    }
+    const raw = request.headers.get(SOCKET_CONTEXT_HEADER)
+    if (!raw) return new Response('missing socket context', { status: 400 })
+    const sc = JSON.parse(raw) as SocketContext
+    this.applyConfig(sc.queue, sc.region, sc.config, sc.version)
+    const now = this.now()
+    if (this.housekeep(now)) await this.scheduleAlarm()
+    const { 0: client, 1: server } = new WebSocketPair()
+    this.ctx.acceptWebSocket(server, [`p:${sc.playerId}`])
+    const attachment: Attachment = { playerId: sc.playerId, rating: sc.rating, ticketId: null }
+    // A reconnect: the player's socket ticket is still waiting, so this socket takes it over.
+    const held = one<{ ticket_id: string }>(
+      this.sql,
+      `SELECT ticket_id FROM active WHERE player_id = ?`,
+      sc.playerId,
+    )
+    if (held) {
+      const row = this.row(held.ticket_id)!
+      attachment.ticketId = row.id
+      this.sql.exec(`UPDATE tickets SET grace_until = NULL WHERE id = ?`, row.id)
+      server.serializeAttachment(attachment)
+      this.send(server, {
+        type: 'queued',
+        ticketId: row.id,
+        existing: true,
+        expiresAt: row.expires_at,
+      })
+    } else {
+      server.serializeAttachment(attachment)
+    }
+    return new Response(null, { status: 101, webSocket: client })
+  }
+
+  override async webSocketMessage(ws: WebSocket, message: string | ArrayBuffer): Promise<void> {
+    try {
+      await this.onMessage(ws, message)
+    } catch (err) {
+      log('error', 'socket message failed', { actor: this.actor, ...errorFields(err) })
+      this.sendError(ws, 'unavailable', 'The message could not be handled; try again')
+    }
+  }
+
+  private async onMessage(ws: WebSocket, message: string | ArrayBuffer): Promise<void> {
+    const size = typeof message === 'string' ? message.length : message.byteLength
+    if (size > MAX_CLIENT_FRAME_BYTES) {
+      return this.sendError(
+        ws,
+        'too_large',
+        `Frames are limited to ${MAX_CLIENT_FRAME_BYTES} bytes`,
+      )
+    }
+    if (typeof message !== 'string') {
+      return this.sendError(ws, 'malformed', 'Frames are JSON text')
+    }
+    let data: unknown
+    try {
+      data = JSON.parse(message)
+    } catch {
+      return this.sendError(ws, 'malformed', 'The frame is not valid JSON')
+    }
+    const type = (data as { type?: unknown } | null)?.type
+    if (typeof type !== 'string' || !CLIENT_MESSAGE_TYPES.includes(type)) {
+      return this.sendError(ws, 'unknown_type', `Known types: ${CLIENT_MESSAGE_TYPES.join(', ')}`)
+    }
+    const parsed = ClientMessage.safeParse(data)
+    if (!parsed.success) {
+      const issue = parsed.error.issues[0]
+      return this.sendError(
+        ws,
+        'invalid',
+        issue ? `${issue.path.map(String).join('.') || '(root)'}: ${issue.message}` : 'invalid',
+      )
+    }
+    const msg = parsed.data
+    const att = ws.deserializeAttachment() as Attachment
+    switch (msg.type) {
+      case 'ping':
+        return this.send(ws, { type: 'pong' })
+      case 'cancel': {
+        const row = att.ticketId ? this.row(att.ticketId) : undefined
+        if (!row || row.state !== 'waiting') {
+          return this.sendError(ws, 'not_queued', 'There is no waiting ticket to cancel')
+        }
+        this.finish(row.id, 'cancelled', 'cancelled', this.now())
+        await this.scheduleAlarm()
+        return
+      }
+      case 'join': {
+        if (msg.party && !(msg.party.length === 1 && msg.party[0] === att.playerId)) {
+          return this.sendError(
+            ws,
+            'party_forbidden',
+            'Party tickets are created by a game server with the admin key',
+          )
+        }
+        if (!this.config) return this.sendError(ws, 'unavailable', 'The queue is not configured')
+        const entered = this.enqueue(
+          [{ playerId: att.playerId, rating: att.rating }],
+          msg.attributes ?? null,
+          'socket',
+        )
+        if (!entered.ok) {
+          return this.sendError(
+            ws,
+            entered.problem === 'conflict' ? 'conflict' : 'invalid',
+            entered.detail,
+          )
+        }
+        const row = this.row(entered.ticketId)!
+        ws.serializeAttachment({ ...att, ticketId: row.id } satisfies Attachment)
+        this.sql.exec(`UPDATE tickets SET grace_until = NULL WHERE id = ?`, row.id)
+        this.send(ws, {
+          type: 'queued',
+          ticketId: row.id,
+          existing: entered.existing,
+          expiresAt: row.expires_at,
+        })
+        await this.settle()
+        return
+      }
+    }
+  }
+
+  override async webSocketClose(ws: WebSocket, code: number, reason: string): Promise<void> {
+    if (!RESERVED_CLOSE_CODES.has(code)) this.closeSocket(ws, code, reason)
+    await this.onSocketGone(ws)
+  }
+
+  override async webSocketError(ws: WebSocket, error: unknown): Promise<void> {
+    log('warn', 'socket error', { actor: this.actor, ...errorFields(error) })
+    await this.onSocketGone(ws)
+  }
+
+  /** The last socket of a waiting socket ticket left: its grace starts. */
+  private async onSocketGone(ws: WebSocket): Promise<void> {
+    try {
+      const att = ws.deserializeAttachment() as Attachment | null
+      if (!att?.ticketId) return
+      const row = this.row(att.ticketId)
+      if (!row || row.state !== 'waiting' || row.transport !== 'socket') return
+      if (this.socketsOf(row).some((other) => other !== ws)) return
+      this.sql.exec(
+        `UPDATE tickets SET grace_until = ? WHERE id = ?`,
+        this.now() + this.graceMs,
+        row.id,
+      )
+      await this.scheduleAlarm()
+    } catch (err) {
+      log('error', 'socket close handling failed', { actor: this.actor, ...errorFields(err) })
+    }
+  }
+
+  /** Open sockets attached to a ticket. */
+  private socketsOf(row: TicketRow): WebSocket[] {
+    const out: WebSocket[] = []
+    for (const p of JSON.parse(row.players) as TicketPlayer[]) {
+      for (const ws of this.ctx.getWebSockets(`p:${p.playerId}`)) {
+        if (ws.readyState !== WebSocket.OPEN) continue
+        const att = ws.deserializeAttachment() as Attachment | null
+        if (att?.ticketId === row.id) out.push(ws)
+      }
+    }
+    return out
+  }
+
+  private detachSocket(ws: WebSocket): void {
+    const att = ws.deserializeAttachment() as Attachment | null
+    if (att) ws.serializeAttachment({ ...att, ticketId: null } satisfies Attachment)
+  }
+
+  private send(ws: WebSocket, message: ServerMessage): void {
+    try {
+      ws.send(JSON.stringify(message))
+    } catch {
+      // Gone already: its close handler does the bookkeeping.
+    }
+  }
+
+  private sendError(ws: WebSocket, code: ErrorCode, message: string): void {
+    this.send(ws, { type: 'error', code, message })
+  }
+
+  private closeSocket(ws: WebSocket, code: number, reason: string): void {
+    try {
+      ws.close(code, reason)
+    } catch {
+      // Already closing or closed.
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Stats
+
+  /** Waiting counts, matches in the last minute and recent wait times of this pool. */
+  async stats(region: string): Promise<PoolStats> {
+    const now = this.now()
+    if (this.housekeep(now)) await this.scheduleAlarm()
+    return {
+      region,
+      waitingTickets: this.index?.size ?? 0,
+      waitingPlayers: this.waitingPlayerTotal,
+      matchesLastMinute: this.matchesSince(now - 60_000),
+      waitSamplesMs: all<{ wait_ms: number }>(
+        this.sql,
+        `SELECT wait_ms FROM wait_samples ORDER BY seq DESC LIMIT ?`,
+        WAIT_SAMPLES,
+      ).map((r) => r.wait_ms),
+    }
+  }
+
+  private matchesSince(since: number): number {
+    return one<{ n: number }>(
+      this.sql,
+      `SELECT count(*) AS n FROM matches WHERE state = 'created' AND created_at >= ?`,
+      since,
+    )!.n
+  }
+
+  private labels(): { queue: string; region: string } {
+    return { queue: this.queue ?? '?', region: this.region ?? '?' }
+  }
+
+  private updateGauges(): void {
+    if (!this.queue) return
+    waitingTickets.set(this.labels(), this.index?.size ?? 0)
+    waitingPlayers.set(this.labels(), this.waitingPlayerTotal)
+  }
+
+  private updateRates(now: number): void {
+    const labels = this.labels()
+    matchesPerMinute.set(labels, this.matchesSince(now - 60_000))
+    const sorted = all<{ wait_ms: number }>(
+      this.sql,
+      `SELECT wait_ms FROM wait_samples ORDER BY wait_ms`,
+    ).map((r) => r.wait_ms)
+    waitP50.set(labels, (percentile(sorted, 50) ?? 0) / 1000)
+    waitP95.set(labels, (percentile(sorted, 95) ?? 0) / 1000)
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // The alarm: one schedule for every timed job of the pool.
+
+  override async alarm(): Promise<void> {
+    try {
+      const now = this.now()
+      this.housekeep(now)
+      this.matchNow(now)
+      await this.deliverDue(now)
+      this.sweep(this.now())
+    } catch (err) {
+      log('error', 'alarm failed', { actor: this.actor, ...errorFields(err) })
+    } finally {
+      await this.scheduleAlarm()
+    }
+  }
+
+  /** Forgets finished tickets, matches and samples past their retention. */
+  private sweep(now: number): void {
+    const before = now - RESULT_RETENTION_MS
+    this.sql.exec(`DELETE FROM tickets WHERE finished_at IS NOT NULL AND finished_at < ?`, before)
+    this.sql.exec(`DELETE FROM matches WHERE state != 'pending' AND done_at < ?`, before)
+  }
+
+  private async scheduleAlarm(): Promise<void> {
+    const now = this.now()
+    const candidates: number[] = []
+    const check = this.index?.nextUsefulCheck(now)
+    if (check != null) candidates.push(check)
+    // Each a min over its own index.
+    const expiry = one<{ t: number | null }>(
+      this.sql,
+      `SELECT min(expires_at) AS t FROM tickets WHERE state = 'waiting'`,
+    )
+    if (expiry?.t != null) candidates.push(expiry.t)
+    const grace = one<{ t: number | null }>(
+      this.sql,
+      `SELECT min(grace_until) AS t FROM tickets WHERE grace_until IS NOT NULL`,
+    )
+    if (grace?.t != null) candidates.push(grace.t)
+    const m = one<{ t: number | null }>(
+      this.sql,
+      `SELECT min(next_attempt_at) AS t FROM matches WHERE state = 'pending'`,
+    )
+    if (m?.t != null) candidates.push(m.t)
+    const f = one<{ t: number | null }>(
+      this.sql,
+      `SELECT min(finished_at) AS t FROM tickets WHERE finished_at IS NOT NULL`,
+    )
+    if (f?.t != null) candidates.push(f.t + RESULT_RETENTION_MS)
+    if (candidates.length === 0) return
+    const next = Math.max(now, Math.min(...candidates))
+    const existing = await this.ctx.storage.getAlarm()
+    if (existing === null || existing > next || existing < now)
+      await this.ctx.storage.setAlarm(next)
+  }
+}

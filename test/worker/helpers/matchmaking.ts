@@ -1,0 +1,120 @@
+import { runInDurableObject } from 'cloudflare:test'
+import { env } from 'cloudflare:workers'
+import type { MatchPool, TicketView } from '../../../durable-objects/match-pool.ts'
+import type { SessionCreator, SessionSetup } from '../../../workers/matchmaking/session.ts'
+import { poolName } from '../../../workers/matchmaking/stub.ts'
+import { ADMIN_KEY, call, json } from './http.ts'
+
+/** A fresh queue id per test, so tests never share pools. */
+export function queueId(prefix = 'q'): string {
+  return `${prefix}-${crypto.randomUUID().slice(0, 8)}`
+}
+
+export const DUEL = {
+  teams: 2,
+  teamSize: 1,
+  rules: 'dice-race',
+  maxRatingGap: 100,
+  widenPerSecond: 10,
+  regions: ['eu'],
+}
+
+export async function createQueue(
+  config: Record<string, unknown> = {},
+  id = queueId(),
+): Promise<string> {
+  const res = await call(`/v1/admin/queues/${id}`, json('PUT', { ...DUEL, ...config }, ADMIN_KEY))
+  if (res.status !== 201) throw new Error(`create queue: ${res.status} ${await res.text()}`)
+  return id
+}
+
+export function poolOf(queue: string, region = 'eu') {
+  return env.MATCH_POOL.getByName(poolName(queue, region))
+}
+
+/** Every `create` the pools under test received, by session id (a retry appends). */
+export const sessionCalls = new Map<string, SessionSetup[]>()
+
+/** Records each call and answers like an idempotent GameSession would. */
+export const recordingCreator: SessionCreator = async (setup) => {
+  const calls = sessionCalls.get(setup.sessionId) ?? []
+  calls.push(setup)
+  sessionCalls.set(setup.sessionId, calls)
+  return { ok: true, created: calls.length === 1 }
+}
+
+/** A clock tests move by hand; it starts an hour ahead so real alarms never fire mid-test. */
+export interface Clock {
+  t: number
+}
+
+export function newClock(): Clock {
+  return { t: Date.now() + 3_600_000 }
+}
+
+/**
+ * Gives a pool the test's clock and session creator (again after an eviction, which makes a
+ * new instance). `graceMs` shortens or keeps the disconnect grace.
+ */
+export async function rig(
+  queue: string,
+  clock: Clock,
+  opts: { region?: string; creator?: SessionCreator; graceMs?: number } = {},
+): Promise<void> {
+  await runInDurableObject(poolOf(queue, opts.region), (inst: MatchPool) => {
+    inst.now = () => clock.t
+    inst.sessionCreator = opts.creator ?? recordingCreator
+    if (opts.graceMs !== undefined) inst.graceMs = opts.graceMs
+  })
+}
+
+/** Sets a player's stored rating (admin route), creating the player. */
+export async function setRating(playerId: string, rating: number): Promise<void> {
+  const res = await call(`/v1/admin/players/${playerId}`, json('PUT', { rating }, ADMIN_KEY))
+  if (res.status !== 200) throw new Error(`set rating: ${res.status} ${await res.text()}`)
+}
+
+export type Ticket = TicketView & {
+  existing?: boolean
+  match: (TicketView['match'] & { token?: string; tokens?: Record<string, string> }) | null
+}
+
+/** Joins over HTTP as a game server (admin key) for `playerId`, with an optional party. */
+export async function joinFor(
+  queue: string,
+  playerId: string,
+  body: Record<string, unknown> = {},
+): Promise<Ticket> {
+  const res = await call(
+    `/v1/matchmaking/${queue}/tickets`,
+    json('POST', { playerId, ...body }, ADMIN_KEY),
+  )
+  if (res.status !== 201 && res.status !== 200)
+    throw new Error(`join: ${res.status} ${await res.text()}`)
+  return (await res.json()) as Ticket
+}
+
+/** Reads a ticket with a credential (admin key by default). */
+export async function ticketOf(
+  ticketId: string,
+  credential = ADMIN_KEY,
+  wait = 0,
+): Promise<Ticket> {
+  const res = await call(`/v1/matchmaking/tickets/${ticketId}${wait ? `?wait=${wait}` : ''}`, {
+    headers: { authorization: `Bearer ${credential}` },
+  })
+  if (res.status !== 200) throw new Error(`ticket: ${res.status} ${await res.text()}`)
+  return (await res.json()) as Ticket
+}
+
+/** Runs the pool's alarm handler now (whatever time it was set for), as the runtime would. */
+export async function fireAlarm(queue: string, region = 'eu'): Promise<void> {
+  await runInDurableObject(poolOf(queue, region), (inst: MatchPool) => inst.alarm())
+}
+
+/** When the pool's alarm is set for, or null. */
+export async function alarmAt(queue: string, region = 'eu'): Promise<number | null> {
+  return runInDurableObject(poolOf(queue, region), (_inst: MatchPool, state) =>
+    state.storage.getAlarm(),
+  )
+}

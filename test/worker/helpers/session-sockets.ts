@@ -1,0 +1,185 @@
+import { env } from 'cloudflare:workers'
+import type { GameSession } from '../../../durable-objects/game-session.ts'
+import type { DiceState } from '../../../workers/core/rules/dice-race.ts'
+import { ADMIN_KEY, call, json } from './http.ts'
+
+/** A frame the session sent, loosely typed for assertions. */
+export interface Frame {
+  type: string
+  seq?: number
+  [key: string]: unknown
+}
+
+const DEFAULT_WAIT_MS = 5000
+
+/**
+ * A client socket on a game session that records every frame. `next()` takes the first frame not
+ * yet taken that matches, waiting for it with a bound that FAILS the test — never a sleep.
+ */
+export class TestSocket {
+  readonly ws: WebSocket
+  /** Every frame received, in order. */
+  readonly frames: Frame[] = []
+  private readonly pending: Frame[] = []
+  private waiters: { match: (f: Frame) => boolean; resolve: (f: Frame) => void }[] = []
+  closed: { code: number; reason: string } | null = null
+  private closeWaiters: (() => void)[] = []
+
+  constructor(ws: WebSocket) {
+    this.ws = ws
+    ws.accept()
+    ws.addEventListener('message', (e) => {
+      const frame = JSON.parse(String(e.data)) as Frame
+      this.frames.push(frame)
+      const i = this.waiters.findIndex((w) => w.match(frame))
+      if (i >= 0) {
+        const [w] = this.waiters.splice(i, 1)
+        w!.resolve(frame)
+      } else this.pending.push(frame)
+    })
+    ws.addEventListener('close', (e) => {
+      this.closed = { code: e.code, reason: e.reason }
+      for (const w of this.closeWaiters) w()
+      this.closeWaiters = []
+    })
+  }
+
+  /** The next frame (matching `match`), or a test failure after `timeoutMs`. */
+  next(match: (f: Frame) => boolean = () => true, timeoutMs = DEFAULT_WAIT_MS): Promise<Frame> {
+    const i = this.pending.findIndex(match)
+    if (i >= 0) return Promise.resolve(this.pending.splice(i, 1)[0]!)
+    return new Promise<Frame>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.waiters = this.waiters.filter((w) => w.resolve !== done)
+        reject(
+          new Error(
+            `no matching frame within ${timeoutMs} ms; received ${JSON.stringify(this.frames).slice(-800)}`,
+          ),
+        )
+      }, timeoutMs)
+      const done = (f: Frame) => {
+        clearTimeout(timer)
+        resolve(f)
+      }
+      this.waiters.push({ match, resolve: done })
+    })
+  }
+
+  /** The next frame of a type. */
+  nextOf(type: string, timeoutMs?: number): Promise<Frame> {
+    return this.next((f) => f.type === type, timeoutMs)
+  }
+
+  /** Frames received but not taken yet. */
+  untaken(): Frame[] {
+    return [...this.pending]
+  }
+
+  send(message: unknown): void {
+    this.ws.send(typeof message === 'string' ? message : JSON.stringify(message))
+  }
+
+  roll(): void {
+    this.send({ type: 'action', action: 'roll' })
+  }
+
+  /** Resolves when the server closed the socket, or fails after `timeoutMs`. */
+  whenClosed(timeoutMs = DEFAULT_WAIT_MS): Promise<{ code: number; reason: string }> {
+    if (this.closed) return Promise.resolve(this.closed)
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error('socket not closed in time')), timeoutMs)
+      this.closeWaiters.push(() => {
+        clearTimeout(timer)
+        resolve(this.closed!)
+      })
+    })
+  }
+
+  close(): void {
+    try {
+      this.ws.close(1000, 'bye')
+    } catch {
+      // Already closed.
+    }
+  }
+}
+
+/** The raw upgrade response for a session socket. */
+export function upgrade(
+  sessionId: string,
+  token: string | null,
+  opts: { since?: number | string; viaQuery?: boolean } = {},
+): Promise<Response> {
+  const q = new URLSearchParams()
+  if (opts.since !== undefined) q.set('since', String(opts.since))
+  if (token && opts.viaQuery) q.set('token', token)
+  const qs = q.size > 0 ? `?${q}` : ''
+  return call(`/v1/sessions/${sessionId}${qs}`, {
+    headers: {
+      upgrade: 'websocket',
+      ...(token && !opts.viaQuery ? { authorization: `Bearer ${token}` } : {}),
+    },
+  })
+}
+
+/** Opens a socket and fails loudly if the upgrade is refused. */
+export async function connect(
+  sessionId: string,
+  token: string,
+  opts: { since?: number; viaQuery?: boolean } = {},
+): Promise<TestSocket> {
+  const res = await upgrade(sessionId, token, opts)
+  if (res.status !== 101 || !res.webSocket) {
+    throw new Error(`upgrade refused: ${res.status} ${await res.text()}`)
+  }
+  return new TestSocket(res.webSocket)
+}
+
+export interface Created {
+  sessionId: string
+  tokens: Record<string, string>
+}
+
+/** Creates a session through the admin route. */
+export async function createSession(body: Record<string, unknown>): Promise<Created> {
+  const res = await call('/v1/admin/sessions', json('POST', body, ADMIN_KEY))
+  if (res.status !== 201) throw new Error(`create session: ${res.status} ${await res.text()}`)
+  return (await res.json()) as Created
+}
+
+/** Fresh player ids, unique per test. */
+export function playerIds(n: number, prefix = 'p'): string[] {
+  const tag = crypto.randomUUID().slice(0, 8)
+  return Array.from({ length: n }, (_, i) => `${prefix}${i}-${tag}`)
+}
+
+export function sessionObject(sessionId: string): DurableObjectStub<GameSession> {
+  return env.GAME_SESSION.getByName(sessionId)
+}
+
+/** The dice-race state of a welcome frame. */
+export function diceState(frame: Frame): DiceState {
+  return frame.state as DiceState
+}
+
+/**
+ * Plays a dice-race to the end: whoever's turn it is (from the events) rolls, until `ended`.
+ * Returns the events in order as the first socket saw them.
+ */
+export async function playToEnd(
+  sockets: Record<string, TestSocket>,
+  first: string,
+  maxRolls = 200,
+): Promise<Frame[]> {
+  const watcher = Object.values(sockets)[0]!
+  const events: Frame[] = []
+  let turn: string | null = first
+  for (let i = 0; i < maxRolls && turn !== null; i++) {
+    sockets[turn]!.roll()
+    const e = await watcher.nextOf('event')
+    events.push(e)
+    turn = (e.event as { next: string | null }).next
+  }
+  if (turn !== null) throw new Error('the game did not end')
+  return events
+}

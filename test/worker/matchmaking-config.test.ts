@@ -1,0 +1,111 @@
+import { runInDurableObject } from 'cloudflare:test'
+import { describe, expect, it } from 'vitest'
+import type { MatchPool } from '../../durable-objects/match-pool.ts'
+import { ADMIN_KEY, call, json, newGuest, problem } from './helpers/http.ts'
+import { pg } from './helpers/boards.ts'
+import { DUEL, poolOf, queueId } from './helpers/matchmaking.ts'
+
+function put(id: string, body: unknown, credential = ADMIN_KEY) {
+  return call(`/v1/admin/queues/${id}`, json('PUT', body, credential))
+}
+
+describe('PUT /v1/admin/queues/:queue', () => {
+  it('creates with defaults, stores in Neon, pushes to every region; an update bumps the version', async () => {
+    const id = queueId()
+    const res = await put(id, { ...DUEL, regions: ['eu', 'us'] })
+    expect(res.status).toBe(201)
+    const created = (await res.json()) as { config: Record<string, unknown>; version: number }
+    expect(created.version).toBe(1)
+    expect(created.config).toMatchObject({
+      maxPartySize: 1,
+      ticketTtlSeconds: 300,
+      leaderboardId: null,
+      regions: ['eu', 'us'],
+    })
+    const [row] = await pg()`select config, version from queues where id = ${id}`
+    expect(row!.version).toBe(1)
+    expect((row!.config as { rules: string }).rules).toBe('dice-race')
+
+    const upd = await put(id, {
+      ...DUEL,
+      teamSize: 2,
+      maxPartySize: 2,
+      regions: ['eu', 'us'],
+      ticketTtlSeconds: 60,
+      rulesOptions: { target: 50 },
+      leaderboardId: 'season-1',
+    })
+    expect(upd.status).toBe(200)
+    expect(((await upd.json()) as { version: number }).version).toBe(2)
+    for (const region of ['eu', 'us']) {
+      const seen = await runInDurableObject(poolOf(id, region), async (inst: MatchPool) =>
+        inst.configure(id, region, { ...DUEL, maxPartySize: 1 } as never, 1),
+      )
+      // The pool already holds version 2: an older push changes nothing.
+      expect(seen.version).toBe(2)
+    }
+    const get = await call(`/v1/admin/queues/${id}`, {
+      headers: { authorization: `Bearer ${ADMIN_KEY}` },
+    })
+    expect(((await get.json()) as { config: { teamSize: number } }).config.teamSize).toBe(2)
+    const pub = await call(`/v1/matchmaking/${id}`)
+    expect(await pub.json()).toMatchObject({
+      teams: 2,
+      teamSize: 2,
+      regions: ['eu', 'us'],
+      ticketTtlSeconds: 60,
+    })
+  })
+
+  it.each([
+    ['teams', { teams: 0 }],
+    ['teamSize', { teamSize: 1.5 }],
+    ['teamSize', { teams: 16, teamSize: 16, rules: 'dice-race' }],
+    ['rules', { rules: 'chess' }],
+    ['maxRatingGap', { maxRatingGap: -1 }],
+    ['widenPerSecond', { widenPerSecond: 'fast' }],
+    ['regions', { regions: [] }],
+    ['regions', { regions: ['eu', 'eu'] }],
+    ['regions.0', { regions: ['EU West'] }],
+    ['maxPartySize', { maxPartySize: 2 }],
+    ['ticketTtlSeconds', { ticketTtlSeconds: 5 }],
+    ['maxWidenedGap', { maxWidenedGap: 50 }],
+    ['rulesOptions', { rulesOptions: { target: 'lots' } }],
+    ['leaderboardId', { leaderboardId: 'bad id' }],
+    ['', { extra: true }],
+  ])('refuses a bad %s with 422 naming it', async (path, patch) => {
+    const res = await put(queueId(), { ...DUEL, ...patch })
+    const p = await problem(res)
+    expect(p.status).toBe(422)
+    expect(p.type).toBe('urn:nexus:problem:validation')
+    const paths = (p.body.errors as { path: string }[]).map((e) => e.path)
+    expect(paths).toContain(path)
+  })
+
+  it('refuses a missing field, the reserved name, players and no credential', async () => {
+    const { teams: _teams, ...noTeams } = DUEL
+    const missing = await problem(await put(queueId(), noTeams))
+    expect(missing.status).toBe(422)
+    expect((missing.body.errors as { path: string }[]).map((e) => e.path)).toContain('teams')
+    expect((await put('tickets', DUEL)).status).toBe(422)
+    const guest = await newGuest()
+    expect((await put(queueId(), DUEL, guest.token)).status).toBe(403)
+    expect((await call(`/v1/admin/queues/${queueId()}`, json('PUT', DUEL))).status).toBe(401)
+  })
+
+  it('unknown queues are 404 for joins, sockets and stats', async () => {
+    const guest = await newGuest()
+    const q = queueId()
+    expect((await call(`/v1/matchmaking/${q}/tickets`, json('POST', {}, guest.token))).status).toBe(
+      404,
+    )
+    expect((await call(`/v1/matchmaking/${q}/stats`)).status).toBe(404)
+    expect(
+      (
+        await call(`/v1/matchmaking/${q}`, {
+          headers: { upgrade: 'websocket', authorization: `Bearer ${guest.token}` },
+        })
+      ).status,
+    ).toBe(404)
+  })
+})

@@ -1,0 +1,203 @@
+import { evictDurableObject, runDurableObjectAlarm, runInDurableObject } from 'cloudflare:test'
+import { env } from 'cloudflare:workers'
+import { describe, expect, it } from 'vitest'
+import { GameSession } from '../../durable-objects/game-session.ts'
+import type { MatchPool } from '../../durable-objects/match-pool.ts'
+import type { SessionCreator, SessionSetup } from '../../workers/matchmaking/session.ts'
+import { gameSessionCreator } from '../../workers/matchmaking/session.ts'
+import { newGuest } from './helpers/http.ts'
+import {
+  alarmAt,
+  createQueue,
+  joinFor,
+  newClock,
+  poolOf,
+  recordingCreator,
+  rig,
+  sessionCalls,
+  setRating,
+  ticketOf,
+} from './helpers/matchmaking.ts'
+import { collect, connect, nextOfType } from './helpers/sockets.ts'
+
+function matchRows(queue: string) {
+  return runInDurableObject(poolOf(queue), (_i: MatchPool, state) =>
+    state.storage.sql
+      .exec<{ id: string; state: string; attempts: number; setup: string }>(
+        `SELECT id, state, attempts, setup FROM matches`,
+      )
+      .toArray(),
+  )
+}
+
+describe('eviction', () => {
+  it('an evicted pool keeps its waiting tickets and still matches them when the window allows', async () => {
+    const q = await createQueue({ maxRatingGap: 100, widenPerSecond: 10 })
+    const clock = newClock()
+    await rig(q, clock)
+    const [a, b] = [`${q}-a`, `${q}-b`]
+    await setRating(a, 1500)
+    await setRating(b, 1700)
+    const t0 = clock.t
+    const ta = await joinFor(q, a)
+    const tb = await joinFor(q, b)
+    // Both windows reach 200 after (200 - 100) / 10 = 10 s.
+    expect(await alarmAt(q)).toBe(t0 + 10_000)
+
+    await evictDurableObject(poolOf(q))
+    await rig(q, clock)
+    expect((await ticketOf(ta.ticketId)).status).toBe('waiting')
+    const waiting = await runInDurableObject(poolOf(q), async (inst: MatchPool) => inst.stats('eu'))
+    expect(waiting.waitingTickets).toBe(2)
+
+    clock.t = t0 + 10_000
+    expect(await runDurableObjectAlarm(poolOf(q))).toBe(true)
+    const [ma, mb] = [await ticketOf(ta.ticketId), await ticketOf(tb.ticketId)]
+    expect(ma.status).toBe('matched')
+    expect(mb.match!.sessionId).toBe(ma.match!.sessionId)
+  })
+
+  it('a socket survives the pool being evicted and still receives match_found', async () => {
+    const q = await createQueue()
+    const clock = newClock()
+    await rig(q, clock)
+    const [g, rival] = await Promise.all([newGuest(), newGuest()])
+    const ws = await connect(`/v1/matchmaking/${q}`, g.token)
+    ws.send(JSON.stringify({ type: 'join' }))
+    const { ticketId } = await nextOfType<{ ticketId: string }>(ws, 'queued')
+    await evictDurableObject(poolOf(q))
+    await rig(q, clock)
+    await joinFor(q, rival.playerId)
+    const found = await nextOfType<{ ticketId: string; sessionId: string }>(ws, 'match_found')
+    expect(found.ticketId).toBe(ticketId)
+  })
+})
+
+describe('creating the session', () => {
+  it('a failing create is retried from the alarm with the same session (across an eviction), never a second one', async () => {
+    const q = await createQueue()
+    const clock = newClock()
+    const attempts: SessionSetup[] = []
+    // Fails outright once, then creates the session but loses the answer, then succeeds.
+    const flaky: SessionCreator = async (setup) => {
+      attempts.push(setup)
+      if (attempts.length === 1) return { ok: false, problem: 'unavailable', detail: 'down' }
+      if (attempts.length === 2) {
+        await recordingCreator(setup)
+        throw new Error('connection reset')
+      }
+      return recordingCreator(setup)
+    }
+    await rig(q, clock, { creator: flaky })
+    const t0 = clock.t
+    const ta = await joinFor(q, `${q}-a`)
+    const tb = await joinFor(q, `${q}-b`)
+    expect(tb.status).toBe('matching')
+    expect(await alarmAt(q)).toBe(t0 + 1000)
+
+    clock.t = t0 + 1000
+    await runDurableObjectAlarm(poolOf(q))
+    expect(attempts).toHaveLength(2)
+    expect((await ticketOf(ta.ticketId)).status).toBe('matching')
+    expect(await alarmAt(q)).toBe(t0 + 1000 + 2000)
+
+    await evictDurableObject(poolOf(q))
+    await rig(q, clock, { creator: flaky })
+    clock.t = t0 + 3000
+    await runDurableObjectAlarm(poolOf(q))
+    expect(attempts).toHaveLength(3)
+
+    const ids = new Set(attempts.map((s) => s.sessionId))
+    expect(ids.size).toBe(1)
+    const [sessionId] = [...ids] as [string]
+    expect(new Set(attempts.map((s) => s.seed)).size).toBe(1)
+    expect(sessionCalls.get(sessionId)).toHaveLength(2)
+    const rows = await matchRows(q)
+    expect(rows).toHaveLength(1)
+    expect(rows[0]).toMatchObject({ id: sessionId, state: 'created' })
+    const [ma, mb] = [await ticketOf(ta.ticketId), await ticketOf(tb.ticketId)]
+    expect(ma.match!.sessionId).toBe(sessionId)
+    expect(mb.match!.sessionId).toBe(sessionId)
+    // The roster, rules and seed handed over are the ones the match was made with.
+    expect(attempts[0]!.roster.map((p) => p.playerId).sort()).toEqual([`${q}-a`, `${q}-b`])
+    expect(attempts[0]!.rules).toBe('dice-race')
+    expect(attempts[0]!.seed).toMatch(/^[0-9a-f]{64}$/)
+  })
+
+  const hasCreate = typeof (GameSession.prototype as { create?: unknown }).create === 'function'
+  it.skipIf(!hasCreate)(
+    'the real GameSession: created once, and a retry with the same setup creates nothing',
+    async () => {
+      const q = await createQueue()
+      const clock = newClock()
+      await rig(q, clock, { creator: gameSessionCreator(env) })
+      await joinFor(q, `${q}-a`)
+      const tb = await joinFor(q, `${q}-b`)
+      expect(tb.status).toBe('matched')
+      const [row] = await matchRows(q)
+      const setup = JSON.parse(row!.setup) as SessionSetup
+      expect(setup.sessionId).toBe(tb.match!.sessionId)
+      expect(await gameSessionCreator(env)(setup)).toEqual({ ok: true, created: false })
+    },
+  )
+})
+
+describe('load', () => {
+  it('280 simultaneous joins (HTTP and sockets): everyone in exactly one match, one match_found per socket', async () => {
+    const q = await createQueue({ maxRatingGap: 5000, widenPerSecond: 0 })
+    const clock = newClock()
+    await rig(q, clock)
+    const httpPlayers = Array.from({ length: 240 }, (_, i) => `${q}-h${i}`)
+    const guests = await Promise.all(Array.from({ length: 40 }, () => newGuest()))
+    const sockets = await Promise.all(guests.map((g) => connect(`/v1/matchmaking/${q}`, g.token)))
+    // Duplicate joins are tested on their own: here one might land after its first ticket was
+    // matched, which is a new, legitimate ticket.
+    const joins = httpPlayers.map((p) => joinFor(q, p))
+    for (const ws of sockets) ws.send(JSON.stringify({ type: 'join' }))
+    const tickets = await Promise.all(joins)
+    const founds = await Promise.all(
+      sockets.map((ws) =>
+        nextOfType<{ sessionId: string; players: { playerId: string }[] }>(
+          ws,
+          'match_found',
+          15_000,
+        ),
+      ),
+    )
+
+    expect(new Set(tickets.map((t) => t.ticketId)).size).toBe(httpPlayers.length)
+    const finals = await Promise.all(tickets.map((t) => ticketOf(t.ticketId)))
+    const rosters = new Map<string, string[]>()
+    for (const t of finals) {
+      expect(t.status).toBe('matched')
+      rosters.set(
+        t.match!.sessionId,
+        t.match!.players.map((p) => p.playerId),
+      )
+    }
+    for (const f of founds)
+      rosters.set(
+        f.sessionId,
+        f.players.map((p) => p.playerId),
+      )
+    const everyone = new Map<string, string>()
+    for (const [sessionId, roster] of rosters) {
+      expect(roster).toHaveLength(2)
+      for (const p of roster) {
+        expect(everyone.get(p), `${p} in two matches`).toBeUndefined()
+        everyone.set(p, sessionId)
+      }
+    }
+    expect(everyone.size).toBe(httpPlayers.length + guests.length)
+    for (const [i, f] of founds.entries()) {
+      expect(everyone.get(guests[i]!.playerId)).toBe(f.sessionId)
+      // Exactly one match_found per socket.
+      expect(
+        collect(sockets[i]!).filter((m) => (m as { type: string }).type === 'match_found'),
+      ).toHaveLength(1)
+    }
+    const rows = await matchRows(q)
+    expect(rows).toHaveLength(rosters.size)
+    for (const r of rows) expect(sessionCalls.get(r.id)).toHaveLength(1)
+  })
+})

@@ -1,0 +1,234 @@
+import { runInDurableObject } from 'cloudflare:test'
+import { env } from 'cloudflare:workers'
+import { describe, expect, it } from 'vitest'
+import type { MatchPool } from '../../durable-objects/match-pool.ts'
+import { verifySessionToken } from '../../workers/lib/session-token.ts'
+import { ADMIN_KEY, newGuest, problem } from './helpers/http.ts'
+import { createQueue, fireAlarm, newClock, poolOf, rig, ticketOf } from './helpers/matchmaking.ts'
+import { closed, collect, connect, nextOfType, until, upgrade } from './helpers/sockets.ts'
+
+interface Queued {
+  ticketId: string
+  existing: boolean
+}
+interface Found {
+  ticketId: string
+  sessionId: string
+  token: string
+  players: { playerId: string; team: number }[]
+}
+interface ErrorFrame {
+  code: string
+  message: string
+}
+
+/** The disconnect grace deadline the pool stored for a ticket, once set. */
+function graceOf(queue: string, ticketId: string): Promise<number | undefined> {
+  return runInDurableObject(poolOf(queue), (_i: MatchPool, state) => {
+    const row = state.storage.sql
+      .exec<{ grace_until: number | null }>(
+        `SELECT grace_until FROM tickets WHERE id = ?`,
+        ticketId,
+      )
+      .toArray()[0]
+    return row?.grace_until ?? undefined
+  })
+}
+
+async function waitingCount(queue: string): Promise<number> {
+  return runInDurableObject(
+    poolOf(queue),
+    async (inst: MatchPool) => (await inst.stats('eu')).waitingTickets,
+  )
+}
+
+describe('sockets: join to match_found', () => {
+  it('two players (header and ?token=) are queued, then each gets match_found with its own session token', async () => {
+    const q = await createQueue()
+    const clock = newClock()
+    await rig(q, clock)
+    const [a, b] = await Promise.all([newGuest(), newGuest()])
+    const wa = await connect(`/v1/matchmaking/${q}?region=eu`, a.token)
+    const wb = await connect(`/v1/matchmaking/${q}`, b.token, 'query')
+    wa.send(JSON.stringify({ type: 'join' }))
+    const qa = await nextOfType<Queued>(wa, 'queued')
+    expect(qa.ticketId.startsWith(`${q}:eu:`)).toBe(true)
+    expect(qa.existing).toBe(false)
+    wb.send(JSON.stringify({ type: 'join', attributes: { mode: 'ranked' } }))
+    const qb = await nextOfType<Queued>(wb, 'queued')
+    const [fa, fb] = await Promise.all([
+      nextOfType<Found>(wa, 'match_found'),
+      nextOfType<Found>(wb, 'match_found'),
+    ])
+    expect(fa.sessionId).toBe(fb.sessionId)
+    expect(fa.ticketId).toBe(qa.ticketId)
+    expect(fb.ticketId).toBe(qb.ticketId)
+    expect(fa.players.map((p) => p.playerId).sort()).toEqual([a.playerId, b.playerId].sort())
+    expect(await verifySessionToken(env, fa.token, fa.sessionId)).toBe(a.playerId)
+    expect(await verifySessionToken(env, fb.token, fb.sessionId)).toBe(b.playerId)
+    await expect(verifySessionToken(env, fa.token, 'another-session')).rejects.toThrow()
+    expect((await closed(wa)).code).toBe(1000)
+    const tb = await ticketOf(qb.ticketId, b.token)
+    expect(tb.status).toBe('matched')
+    expect(tb.attributes).toEqual({ mode: 'ranked' })
+  })
+
+  it('refuses unauthenticated, forged and admin sockets before the upgrade, and unknown regions', async () => {
+    const q = await createQueue()
+    const none = await problem(await upgrade(`/v1/matchmaking/${q}`))
+    expect(none.status).toBe(401)
+    expect(none.contentType).toBe('application/problem+json')
+    expect((await upgrade(`/v1/matchmaking/${q}`, 'x.y.z')).status).toBe(401)
+    expect((await upgrade(`/v1/matchmaking/${q}`, 'not-the-admin-key')).status).toBe(401)
+    expect((await upgrade(`/v1/matchmaking/${q}`, ADMIN_KEY)).status).toBe(403)
+    const g = await newGuest()
+    const region = await problem(await upgrade(`/v1/matchmaking/${q}?region=mars`, g.token))
+    expect(region.status).toBe(422)
+    expect(await waitingCount(q)).toBe(0)
+  })
+
+  it('a second join on the socket returns the same ticket', async () => {
+    const q = await createQueue()
+    await rig(q, newClock())
+    const g = await newGuest()
+    const ws = await connect(`/v1/matchmaking/${q}`, g.token)
+    ws.send(JSON.stringify({ type: 'join' }))
+    const first = await nextOfType<Queued>(ws, 'queued')
+    ws.send(JSON.stringify({ type: 'join', rating: 9999 }))
+    const second = await nextOfType<Queued>(ws, 'queued')
+    expect(second.ticketId).toBe(first.ticketId)
+    expect(second.existing).toBe(true)
+    expect(await waitingCount(q)).toBe(1)
+    ws.close(1000)
+  })
+})
+
+describe('sockets: cancel, malformed frames', () => {
+  it('cancel leaves the queue; cancelling with nothing waiting is an error frame', async () => {
+    const q = await createQueue()
+    await rig(q, newClock())
+    const g = await newGuest()
+    const ws = await connect(`/v1/matchmaking/${q}`, g.token)
+    ws.send(JSON.stringify({ type: 'cancel' }))
+    expect((await nextOfType<ErrorFrame>(ws, 'error')).code).toBe('not_queued')
+    ws.send(JSON.stringify({ type: 'join' }))
+    const { ticketId } = await nextOfType<Queued>(ws, 'queued')
+    ws.send(JSON.stringify({ type: 'cancel' }))
+    const c = await nextOfType<{ ticketId: string; reason: string }>(ws, 'cancelled')
+    expect(c).toMatchObject({ ticketId, reason: 'cancelled' })
+    const t = await ticketOf(ticketId, g.token)
+    expect(t.status).toBe('cancelled')
+    expect(t.reason).toBe('cancelled')
+    expect(await waitingCount(q)).toBe(0)
+  })
+
+  it('answers each malformed frame with an error frame to that socket only and changes nothing', async () => {
+    const q = await createQueue({ maxRatingGap: 0, widenPerSecond: 0 })
+    await rig(q, newClock())
+    const [g, other] = await Promise.all([newGuest(), newGuest()])
+    const ws = await connect(`/v1/matchmaking/${q}`, g.token)
+    const bystander = await connect(`/v1/matchmaking/${q}`, other.token)
+    // Before any ticket: a bad join creates none.
+    ws.send(JSON.stringify({ type: 'join', attributes: { nested: { no: 1 } } }))
+    expect((await nextOfType<ErrorFrame>(ws, 'error')).code).toBe('invalid')
+    expect(await waitingCount(q)).toBe(0)
+    ws.send(JSON.stringify({ type: 'join' }))
+    const { ticketId } = await nextOfType<Queued>(ws, 'queued')
+
+    const bad: [string | ArrayBuffer, string][] = [
+      ['{not json', 'malformed'],
+      ['"join"', 'unknown_type'],
+      ['null', 'unknown_type'],
+      [JSON.stringify({ type: 'dance' }), 'unknown_type'],
+      [JSON.stringify({ type: 'cancel', now: true }), 'invalid'],
+      [JSON.stringify({ type: 'join', party: [g.playerId, 'friend'] }), 'party_forbidden'],
+      [JSON.stringify({ type: 'join', party: 'everyone' }), 'invalid'],
+      [JSON.stringify({ type: 'join', pad: 'x'.repeat(5000) }), 'too_large'],
+      [new TextEncoder().encode('{"type":"cancel"}').buffer as ArrayBuffer, 'malformed'],
+    ]
+    for (const [frame, code] of bad) {
+      ws.send(frame)
+      const e = await nextOfType<ErrorFrame>(ws, 'error')
+      expect(e.code, String(frame).slice(0, 40)).toBe(code)
+      expect(typeof e.message).toBe('string')
+    }
+    ws.send(JSON.stringify({ type: 'ping' }))
+    await nextOfType(ws, 'pong')
+    expect((await ticketOf(ticketId, g.token)).status).toBe('waiting')
+    expect(await waitingCount(q)).toBe(1)
+    expect(collect(bystander)).toEqual([])
+    ws.close(1000)
+    bystander.close(1000)
+  })
+})
+
+describe('sockets: disconnect, reconnect, expiry', () => {
+  it('a disconnect cancels the ticket once the grace has passed, not before', async () => {
+    const q = await createQueue()
+    const clock = newClock()
+    await rig(q, clock, { graceMs: 10_000 })
+    const g = await newGuest()
+    const ws = await connect(`/v1/matchmaking/${q}`, g.token)
+    ws.send(JSON.stringify({ type: 'join' }))
+    const { ticketId } = await nextOfType<Queued>(ws, 'queued')
+    const closedAt = clock.t
+    ws.close(1000, 'bye')
+    const grace = await until(() => graceOf(q, ticketId), 5000, 'grace start')
+    expect(grace).toBe(closedAt + 10_000)
+    clock.t = grace - 1
+    await fireAlarm(q)
+    expect((await ticketOf(ticketId, g.token)).status).toBe('waiting')
+    clock.t = grace
+    await fireAlarm(q)
+    const t = await ticketOf(ticketId, g.token)
+    expect(t.status).toBe('cancelled')
+    expect(t.reason).toBe('disconnected')
+  })
+
+  it('a reconnect within the grace keeps the ticket, and the new socket gets the match', async () => {
+    const q = await createQueue()
+    const clock = newClock()
+    await rig(q, clock, { graceMs: 10_000 })
+    const [g, rival] = await Promise.all([newGuest(), newGuest()])
+    const first = await connect(`/v1/matchmaking/${q}`, g.token)
+    first.send(JSON.stringify({ type: 'join' }))
+    const { ticketId } = await nextOfType<Queued>(first, 'queued')
+    first.close(1001, 'network')
+    const grace = await until(() => graceOf(q, ticketId), 5000, 'grace start')
+    clock.t += 5000
+    const second = await connect(`/v1/matchmaking/${q}`, g.token)
+    const resumed = await nextOfType<Queued>(second, 'queued')
+    expect(resumed).toMatchObject({ ticketId, existing: true })
+    expect(await graceOf(q, ticketId)).toBeUndefined()
+    clock.t = grace + 1000
+    await fireAlarm(q)
+    expect((await ticketOf(ticketId, g.token)).status).toBe('waiting')
+    const r = await connect(`/v1/matchmaking/${q}`, rival.token)
+    r.send(JSON.stringify({ type: 'join' }))
+    const found = await nextOfType<Found>(second, 'match_found')
+    expect(found.ticketId).toBe(ticketId)
+    expect((await nextOfType<Found>(r, 'match_found')).sessionId).toBe(found.sessionId)
+  })
+
+  it('an expired ticket leaves with an expired message; HTTP says expired', async () => {
+    const q = await createQueue({ ticketTtlSeconds: 30 })
+    const clock = newClock()
+    await rig(q, clock)
+    const g = await newGuest()
+    const ws = await connect(`/v1/matchmaking/${q}`, g.token)
+    ws.send(JSON.stringify({ type: 'join' }))
+    const { ticketId } = await nextOfType<Queued>(ws, 'queued')
+    const expiresAt = clock.t + 30_000
+    clock.t = expiresAt - 1
+    await fireAlarm(q)
+    expect((await ticketOf(ticketId, g.token)).status).toBe('waiting')
+    clock.t = expiresAt
+    await fireAlarm(q)
+    expect(await nextOfType(ws, 'expired')).toEqual({ type: 'expired', ticketId })
+    expect((await closed(ws)).code).toBe(1000)
+    const t = await ticketOf(ticketId, g.token)
+    expect(t.status).toBe('expired')
+    expect(t.expiresAt).toBe(expiresAt)
+    expect(await waitingCount(q)).toBe(0)
+  })
+})

@@ -1,0 +1,164 @@
+import { describe, expect, it } from 'vitest'
+import { ADMIN_KEY, call, json, newGuest, problem } from './helpers/http.ts'
+import {
+  createQueue,
+  fireAlarm,
+  newClock,
+  rig,
+  setRating,
+  ticketOf,
+  type Ticket,
+} from './helpers/matchmaking.ts'
+
+function joinAs(
+  queue: string,
+  token: string,
+  body: Record<string, unknown> = {},
+): Promise<Response> {
+  return call(`/v1/matchmaking/${queue}/tickets`, json('POST', body, token))
+}
+
+function del(ticketId: string, token: string): Promise<Response> {
+  return call(`/v1/matchmaking/tickets/${ticketId}`, {
+    method: 'DELETE',
+    headers: { authorization: `Bearer ${token}` },
+  })
+}
+
+function get(ticketId: string, token: string): Promise<Response> {
+  return call(`/v1/matchmaking/tickets/${ticketId}`, {
+    headers: { authorization: `Bearer ${token}` },
+  })
+}
+
+describe('HTTP tickets', () => {
+  it('a long-poll is answered when the ticket is matched, with the caller’s session token', async () => {
+    const q = await createQueue()
+    await rig(q, newClock())
+    const [a, b] = await Promise.all([newGuest(), newGuest()])
+    const ta = (await (await joinAs(q, a.token)).json()) as Ticket
+    expect(ta.status).toBe('waiting')
+    let answered = false
+    const poll = ticketOf(ta.ticketId, a.token, 20).then((t) => {
+      answered = true
+      return t
+    })
+    // A short poll on a waiting ticket comes back waiting once its wait is over.
+    expect((await ticketOf(ta.ticketId, a.token, 0.2)).status).toBe('waiting')
+    expect(answered).toBe(false)
+    const tb = (await (await joinAs(q, b.token)).json()) as Ticket
+    expect(tb.status).toBe('matched')
+    const t = await poll
+    expect(t.status).toBe('matched')
+    expect(t.match!.sessionId).toBe(tb.match!.sessionId)
+    expect(typeof t.match!.token).toBe('string')
+    expect(t.match!.token).not.toBe(tb.match!.token)
+  })
+
+  it('players read and cancel only their own tickets; cancel is idempotent; matched tickets cannot be cancelled', async () => {
+    const q = await createQueue({ maxRatingGap: 0, widenPerSecond: 0 })
+    await rig(q, newClock())
+    const [owner, other] = await Promise.all([newGuest(), newGuest()])
+    await setRating(other.playerId, 2500)
+    const t = (await (await joinAs(q, owner.token)).json()) as Ticket
+    expect((await get(t.ticketId, other.token)).status).toBe(404)
+    expect((await del(t.ticketId, other.token)).status).toBe(404)
+    expect((await ticketOf(t.ticketId, owner.token)).status).toBe('waiting')
+    expect((await get(t.ticketId, ADMIN_KEY)).status).toBe(200)
+    expect((await get(t.ticketId, 'nope')).status).toBe(401)
+
+    const c1 = await del(t.ticketId, owner.token)
+    expect(c1.status).toBe(200)
+    expect(((await c1.json()) as Ticket).status).toBe('cancelled')
+    const c2 = await del(t.ticketId, owner.token)
+    expect(c2.status).toBe(200)
+    expect(((await c2.json()) as Ticket).reason).toBe('cancelled')
+
+    expect((await get('not-a-ticket', owner.token)).status).toBe(422)
+    expect((await get(`${q}:eu:00000000-0000-4000-8000-000000000000`, owner.token)).status).toBe(
+      404,
+    )
+
+    // A matched ticket: too late to cancel.
+    const x = await newGuest()
+    const y = await newGuest()
+    await setRating(x.playerId, 1700)
+    await setRating(y.playerId, 1700)
+    const tx = (await (await joinAs(q, x.token)).json()) as Ticket
+    await joinAs(q, y.token)
+    const late = await problem(await del(tx.ticketId, x.token))
+    expect(late.status).toBe(409)
+    expect(late.body.status).toBe('matched')
+  })
+
+  it('an expired ticket reads as expired (even before the alarm runs) and cannot be cancelled', async () => {
+    const q = await createQueue({ ticketTtlSeconds: 10 })
+    const clock = newClock()
+    await rig(q, clock)
+    const g = await newGuest()
+    const t = (await (await joinAs(q, g.token)).json()) as Ticket
+    expect(t.expiresAt).toBe(clock.t + 10_000)
+    clock.t = t.expiresAt
+    const read = await ticketOf(t.ticketId, g.token)
+    expect(read.status).toBe('expired')
+    expect((await del(t.ticketId, g.token)).status).toBe(409)
+    const again = (await (await joinAs(q, g.token)).json()) as Ticket
+    expect(again.ticketId).not.toBe(t.ticketId)
+  })
+})
+
+describe('stats', () => {
+  it('waiting per region, matches per minute and wait percentiles, also on /metrics', async () => {
+    const q = await createQueue({ regions: ['eu', 'us'], maxRatingGap: 50, widenPerSecond: 0 })
+    const clock = newClock()
+    await rig(q, clock)
+    await rig(q, clock, { region: 'us' })
+    const t0 = clock.t
+    const admin = (playerId: string, region = 'eu') =>
+      call(`/v1/matchmaking/${q}/tickets`, json('POST', { playerId, region }, ADMIN_KEY))
+    const ids = ['a', 'b', 'c', 'd', 'e'].map((n) => `${q}-${n}`)
+    await Promise.all(ids.map((p) => setRating(p, 1500)))
+    await setRating(ids[2]!, 1800)
+    await setRating(ids[3]!, 1800)
+    await admin(ids[0]!)
+    clock.t = t0 + 4000
+    await admin(ids[1]!) // matches a: waits 4000 and 0
+    await admin(ids[2]!)
+    clock.t = t0 + 10_000
+    await admin(ids[3]!) // matches c: waits 6000 and 0
+    await admin(ids[4]!, 'us')
+
+    const res = await call(`/v1/matchmaking/${q}/stats`)
+    expect(res.status).toBe(200)
+    const s = (await res.json()) as {
+      waitingTickets: number
+      matchesPerMinute: number
+      waitSeconds: { p50: number; p95: number }
+      regions: { region: string; waitingTickets: number; waitingPlayers: number }[]
+    }
+    const waits = [4000, 0, 6000, 0].sort((x, y) => x - y)
+    const rank = (p: number) => waits[Math.ceil((p / 100) * waits.length) - 1]! / 1000
+    expect(s.waitingTickets).toBe(1)
+    expect(s.matchesPerMinute).toBe(2)
+    expect(s.waitSeconds).toEqual({ p50: rank(50), p95: rank(95) })
+    expect(s.regions).toEqual([
+      expect.objectContaining({ region: 'eu', waitingTickets: 0, waitingPlayers: 0 }),
+      expect.objectContaining({ region: 'us', waitingTickets: 1, waitingPlayers: 1 }),
+    ])
+    // A minute later the matches no longer count.
+    clock.t = t0 + 4000 + 60_001
+    await fireAlarm(q)
+    const later = (await (await call(`/v1/matchmaking/${q}/stats`)).json()) as {
+      matchesPerMinute: number
+    }
+    expect(later.matchesPerMinute).toBe(1)
+
+    const metrics = await (await call('/metrics')).text()
+    expect(metrics).toContain(`nexus_matchmaking_waiting_tickets{queue="${q}",region="us"} 1`)
+    expect(metrics).toContain(`nexus_matchmaking_matches_total{queue="${q}",region="eu"} 2`)
+    expect(metrics).toContain(`nexus_matchmaking_wait_seconds_count{queue="${q}",region="eu"} 4`)
+    expect(metrics).toContain(
+      `nexus_matchmaking_wait_p95_seconds{queue="${q}",region="eu"} ${rank(95)}`,
+    )
+  })
+})

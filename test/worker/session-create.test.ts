@@ -1,0 +1,153 @@
+import { env } from 'cloudflare:workers'
+import { describe, expect, it } from 'vitest'
+import type { SessionSetup } from '../../durable-objects/game-session.ts'
+import { verifySessionToken } from '../../workers/lib/session-token.ts'
+import { sessionStub } from '../../workers/sessions/stub.ts'
+import { pg } from './helpers/boards.ts'
+import { ADMIN_KEY, bearer, call, json, newGuest, problem } from './helpers/http.ts'
+import { createSession, playerIds } from './helpers/session-sockets.ts'
+
+function setupFor(players: string[], extra: Partial<SessionSetup> = {}): SessionSetup {
+  return {
+    sessionId: `s_t-${crypto.randomUUID()}`,
+    rules: 'dice-race',
+    roster: players.map((playerId, team) => ({ playerId, team })),
+    seed: 'a'.repeat(64),
+    options: { target: 20 },
+    queue: 'duel',
+    region: 'eu',
+    leaderboardId: null,
+    ...extra,
+  }
+}
+
+describe('creating sessions', () => {
+  it('as an admin: answers the session id and a session token per player, and lists it in Neon', async () => {
+    const players = playerIds(3)
+    const { sessionId, tokens } = await createSession({
+      rules: 'dice-race',
+      roster: players.map((playerId) => ({ playerId })),
+      options: { target: 10 },
+    })
+    expect(sessionId).toMatch(/^s_[0-9a-f-]{36}$/)
+    expect(Object.keys(tokens).sort()).toEqual([...players].sort())
+    for (const p of players) expect(await verifySessionToken(env, tokens[p]!, sessionId)).toBe(p)
+    const rows =
+      (await pg()`select rules, status, roster from game_sessions where id = ${sessionId}`) as {
+        rules: string
+        status: string
+        roster: unknown
+      }[]
+    expect(rows).toEqual([
+      {
+        rules: 'dice-race',
+        status: 'live',
+        roster: players.map((playerId, team) => ({ playerId, team })),
+      },
+    ])
+  })
+
+  it('refuses bad requests with 422 naming the field, and players with 403', async () => {
+    const players = playerIds(2)
+    const bad: [unknown, string][] = [
+      [{ rules: 'chess', roster: [{ playerId: players[0] }] }, 'rules'],
+      [{ rules: 'relay', roster: [] }, 'roster'],
+      [{ rules: 'relay', roster: [{ playerId: 'x' }, { playerId: 'x' }] }, 'roster'],
+      [{ rules: 'relay', roster: [{ playerId: 'x y' }] }, 'roster.0.playerId'],
+      [{ rules: 'relay', roster: [{ playerId: 'x' }], seed: 'mine' }, ''],
+    ]
+    for (const [body, path] of bad) {
+      const p = await problem(await call('/v1/admin/sessions', json('POST', body, ADMIN_KEY)))
+      expect([p.status, p.type]).toEqual([422, 'urn:nexus:problem:validation'])
+      const errors = p.body.errors as { path: string }[]
+      expect(errors.map((e) => e.path)).toContain(path)
+    }
+    // Refused by the rules themselves: options out of range, too many players.
+    const target = await call(
+      '/v1/admin/sessions',
+      json(
+        'POST',
+        { rules: 'dice-race', roster: [{ playerId: 'x' }], options: { target: 0 } },
+        ADMIN_KEY,
+      ),
+    )
+    expect((await problem(target)).status).toBe(422)
+    const crowd = await call(
+      '/v1/admin/sessions',
+      json(
+        'POST',
+        { rules: 'dice-race', roster: playerIds(17).map((playerId) => ({ playerId })) },
+        ADMIN_KEY,
+      ),
+    )
+    expect((await problem(crowd)).detail).toMatch(/1 to 16 players/)
+    const guest = await newGuest()
+    const asPlayer = await call(
+      '/v1/admin/sessions',
+      json('POST', { rules: 'relay', roster: [{ playerId: guest.playerId }] }, guest.token),
+    )
+    expect((await problem(asPlayer)).status).toBe(403)
+  })
+
+  it('by the matchmaker: create is idempotent for the same setup and a conflict for another', async () => {
+    const setup = setupFor(playerIds(2))
+    const stub = sessionStub(env, setup.sessionId)
+    const [a, b] = await Promise.all([stub.create(setup), stub.create(setup)])
+    expect([a, b]).toContainEqual({ ok: true, created: true })
+    expect([a, b]).toContainEqual({ ok: true, created: false })
+    expect(await stub.create(structuredClone(setup))).toEqual({ ok: true, created: false })
+    expect(await stub.create({ ...setup, seed: 'b'.repeat(64) })).toMatchObject({
+      ok: false,
+      problem: 'conflict',
+    })
+    expect(await stub.create({ ...setup, options: { target: 21 } })).toMatchObject({
+      ok: false,
+      problem: 'conflict',
+    })
+    const info = await stub.info()
+    expect(info).toMatchObject({ ok: true, status: 'live', seq: 0, queue: 'duel' })
+    const bad = setupFor(['x'], { rules: 'poker' })
+    expect(await sessionStub(env, bad.sessionId).create(bad)).toMatchObject({
+      ok: false,
+      problem: 'validation',
+    })
+  })
+})
+
+describe('GET /v1/sessions/:id', () => {
+  it('shows status and roster to its players (session or player token) and admins only', async () => {
+    const member = await newGuest()
+    const outsider = await newGuest()
+    const [other] = playerIds(1)
+    const { sessionId, tokens } = await createSession({
+      rules: 'dice-race',
+      roster: [{ playerId: member.playerId }, { playerId: other! }],
+    })
+    const expected = {
+      sessionId,
+      rules: 'dice-race',
+      status: 'live',
+      roster: [
+        { playerId: member.playerId, team: 0 },
+        { playerId: other, team: 1 },
+      ],
+      seq: 0,
+      endedAt: null,
+      result: null,
+    }
+    for (const credential of [tokens[other!]!, member.token, ADMIN_KEY]) {
+      const res = await call(`/v1/sessions/${sessionId}`, bearer(credential))
+      expect(res.status).toBe(200)
+      expect(await res.json()).toMatchObject(expected)
+    }
+    expect(
+      (await problem(await call(`/v1/sessions/${sessionId}`, bearer(outsider.token)))).status,
+    ).toBe(403)
+    expect((await problem(await call(`/v1/sessions/${sessionId}`))).status).toBe(401)
+    expect((await problem(await call(`/v1/sessions/${sessionId}`, bearer('nope')))).status).toBe(
+      401,
+    )
+    const missing = await call('/v1/sessions/s_missing', bearer(ADMIN_KEY))
+    expect((await problem(missing)).type).toBe('urn:nexus:problem:not-found')
+  })
+})

@@ -1,0 +1,352 @@
+import { env } from 'cloudflare:workers'
+import { runInDurableObject } from 'cloudflare:test'
+import { describe, expect, it } from 'vitest'
+import { RETENTION_MS, type GameSession } from '../../durable-objects/game-session.ts'
+import { updateRatings, type Rating } from '../../workers/core/rating.ts'
+import type { GameResult, LogRecord } from '../../workers/core/rules/index.ts'
+import { NeonSessionStore, type SessionStore } from '../../workers/sessions/store.ts'
+import { createBoard, fresh, pg } from './helpers/boards.ts'
+import { ADMIN_KEY, bearer, call, problem } from './helpers/http.ts'
+import {
+  connect,
+  createSession,
+  playerIds,
+  playToEnd,
+  sessionObject,
+  type TestSocket,
+} from './helpers/session-sockets.ts'
+
+async function inObject<R>(
+  sessionId: string,
+  fn: (inst: GameSession, state: DurableObjectState) => R | Promise<R>,
+) {
+  return runInDurableObject(sessionObject(sessionId), fn)
+}
+
+async function seedRatings(ratings: Record<string, Rating>): Promise<void> {
+  const sql = pg()
+  for (const [id, r] of Object.entries(ratings)) {
+    await sql`insert into players (id, rating, rating_deviation, rating_volatility)
+              values (${id}, ${r.rating}, ${r.rd}, ${r.volatility})`
+  }
+}
+
+async function ratingsOf(ids: string[]): Promise<Record<string, Rating>> {
+  const rows = (await pg()`select id, rating, rating_deviation, rating_volatility from players
+                           where id = any(${ids})`) as {
+    id: string
+    rating: number
+    rating_deviation: number
+    rating_volatility: number
+  }[]
+  return Object.fromEntries(
+    rows.map((r) => [
+      r.id,
+      { rating: r.rating, rd: r.rating_deviation, volatility: r.rating_volatility },
+    ]),
+  )
+}
+
+/** What one 1v1 result does to two ratings, by the Glicko-2 module (tested on its own). */
+function expectedAfter(
+  ratings: Record<string, Rating>,
+  winner: string,
+  loser: string,
+): Record<string, Rating> {
+  const [w, l] = updateRatings(
+    [[{ id: winner, ...ratings[winner]! }], [{ id: loser, ...ratings[loser]! }]],
+    [1, 2],
+  )
+  return {
+    [winner]: { rating: w!.rating, rd: w!.rd, volatility: w!.volatility },
+    [loser]: { rating: l!.rating, rd: l!.rd, volatility: l!.volatility },
+  }
+}
+
+async function resultRows(sessionId: string) {
+  return (await pg()`select result, rating_changes from match_results where session_id = ${sessionId}`) as {
+    result: GameResult
+    rating_changes: unknown[]
+  }[]
+}
+
+/** Plays a 2-player dice-race to 10; returns the winner, the loser and the final event seq. */
+async function playGame(
+  opts: { leaderboardId?: string; before?: (sessionId: string) => Promise<void> } = {},
+) {
+  const players = playerIds(2)
+  const { sessionId, tokens } = await createSession({
+    rules: 'dice-race',
+    roster: players.map((playerId) => ({ playerId })),
+    options: { target: 10 },
+    ...(opts.leaderboardId ? { leaderboardId: opts.leaderboardId } : {}),
+  })
+  if (opts.before) await opts.before(sessionId)
+  const sockets: Record<string, TestSocket> = {}
+  for (const p of players) {
+    sockets[p] = await connect(sessionId, tokens[p]!)
+    await sockets[p].nextOf('welcome')
+  }
+  const events = await playToEnd(sockets, players[0]!)
+  const ended = await sockets[players[1]!]!.nextOf('ended')
+  const result = ended.result as GameResult
+  const winner = result.winner!
+  const loser = players.find((p) => p !== winner)!
+  return { sessionId, tokens, players, winner, loser, seq: events.length, result }
+}
+
+describe('the end of a game', () => {
+  it('records one result and rates once, even with the end work run twice at once', async () => {
+    const players: string[] = []
+    const initial: Record<string, Rating> = {}
+    const game = await playGame({
+      before: async (sessionId) => {
+        const roster = await inObject(sessionId, (inst) => inst.current()!.setup.roster)
+        roster.forEach((p, i) => {
+          players.push(p.playerId)
+          initial[p.playerId] = { rating: 1600 - 200 * i, rd: 120 + 60 * i, volatility: 0.06 }
+        })
+        await seedRatings(initial)
+      },
+    })
+    const [s1, s2] = await Promise.all([
+      inObject(game.sessionId, (inst) => inst.runEndWork({ force: true })),
+      inObject(game.sessionId, (inst) => inst.runEndWork({ force: true })),
+    ])
+    expect(s1?.stage).toBe('retain')
+    expect(s2?.stage).toBe('retain')
+    const rows = await resultRows(game.sessionId)
+    expect(rows).toHaveLength(1)
+    expect(rows[0]!.result).toEqual(game.result)
+    const after = await ratingsOf(players)
+    const expected = expectedAfter(initial, game.winner, game.loser)
+    for (const p of players) {
+      expect(after[p]!.rating).toBeCloseTo(expected[p]!.rating, 9)
+      expect(after[p]!.rd).toBeCloseTo(expected[p]!.rd, 9)
+    }
+    expect(after[game.winner]!.rating).toBeGreaterThan(initial[game.winner]!.rating)
+    expect(after[game.loser]!.rating).toBeLessThan(initial[game.loser]!.rating)
+
+    const [s] = (await pg()`select status, ended_at is not null as ended from game_sessions
+                            where id = ${game.sessionId}`) as { status: string; ended: boolean }[]
+    expect(s).toEqual({ status: 'finished', ended: true })
+    const logs =
+      (await pg()`select seq, record from session_logs where session_id = ${game.sessionId}
+                             order by seq`) as { seq: number; record: LogRecord }[]
+    expect(logs.map((l) => l.seq)).toEqual(Array.from({ length: game.seq }, (_, i) => i + 1))
+
+    const res = await call(`/v1/sessions/${game.sessionId}`, bearer(game.tokens[game.loser]!))
+    expect(res.status).toBe(200)
+    const view = (await res.json()) as Record<string, unknown>
+    expect(view).toMatchObject({
+      sessionId: game.sessionId,
+      rules: 'dice-race',
+      status: 'finished',
+      seq: game.seq,
+      result: { winner: game.winner, reason: 'finished' },
+    })
+    expect(view.roster).toEqual(players.map((playerId, team) => ({ playerId, team })))
+    expect((view.ratingChanges as { playerId: string }[]).map((c) => c.playerId).sort()).toEqual(
+      [...players].sort(),
+    )
+  })
+
+  it('in Neon: two racing records of one result write one row and rate once; two results both count', async () => {
+    const [a, b] = playerIds(2, 'n')
+    const initial = {
+      [a!]: { rating: 1500, rd: 200, volatility: 0.06 },
+      [b!]: { rating: 1500, rd: 200, volatility: 0.06 },
+    }
+    await seedRatings(initial)
+    const store = new NeonSessionStore(env)
+    const result = (winner: string, loser: string): GameResult => ({
+      placements: [
+        { playerId: winner, team: winner === a ? 0 : 1, place: 1 },
+        { playerId: loser, team: loser === a ? 0 : 1, place: 2 },
+      ],
+      reason: 'finished',
+      winner,
+    })
+    const base = {
+      rules: 'dice-race',
+      roster: [
+        { playerId: a!, team: 0 },
+        { playerId: b!, team: 1 },
+      ],
+      queue: null,
+      region: null,
+      endedAt: Date.now(),
+    }
+    const s1 = `s_race-${crypto.randomUUID()}`
+    const outs = await Promise.all([
+      store.recordResult({ ...base, sessionId: s1, result: result(a!, b!) }),
+      store.recordResult({ ...base, sessionId: s1, result: result(a!, b!) }),
+    ])
+    expect(outs.map((o) => o.recorded).sort()).toEqual([false, true])
+    const once = expectedAfter(initial, a!, b!)
+    let now = await ratingsOf([a!, b!])
+    expect(now[a!]!.rating).toBeCloseTo(once[a!]!.rating, 9)
+    expect(now[b!]!.rating).toBeCloseTo(once[b!]!.rating, 9)
+    expect(await resultRows(s1)).toHaveLength(1)
+
+    // Two different matches of the same players racing: neither update is lost.
+    const s2 = `s_race-${crypto.randomUUID()}`
+    const s3 = `s_race-${crypto.randomUUID()}`
+    const two = await Promise.all([
+      store.recordResult({ ...base, sessionId: s2, result: result(a!, b!) }),
+      store.recordResult({ ...base, sessionId: s3, result: result(b!, a!) }),
+    ])
+    expect(two.map((o) => o.recorded)).toEqual([true, true])
+    now = await ratingsOf([a!, b!])
+    const orderOne = expectedAfter(expectedAfter(once, a!, b!), b!, a!)
+    const orderTwo = expectedAfter(expectedAfter(once, b!, a!), a!, b!)
+    const matches = (e: Record<string, Rating>) =>
+      Math.abs(now[a!]!.rating - e[a!]!.rating) < 1e-9 &&
+      Math.abs(now[b!]!.rating - e[b!]!.rating) < 1e-9
+    expect(matches(orderOne) || matches(orderTwo)).toBe(true)
+  })
+
+  it('a crash after Neon committed, then the retry: still one result and one rating update', async () => {
+    let commits = 0
+    const game = await playGame({
+      before: async (sessionId) => {
+        await inObject(sessionId, (inst) => {
+          const real = new NeonSessionStore(env)
+          const crashing: SessionStore = {
+            register: (s, t) => real.register(s, t),
+            async recordResult(input) {
+              const out = await real.recordResult(input)
+              commits++
+              throw new Error(`injected crash after commit (${out.recorded})`)
+            },
+            archiveLog: (id, r) => real.archiveLog(id, r),
+          }
+          inst.store = crashing
+        })
+      },
+    })
+    const initial: Record<string, Rating> = {
+      [game.winner]: { rating: 1500, rd: 350, volatility: 0.06 },
+      [game.loser]: { rating: 1500, rd: 350, volatility: 0.06 },
+    }
+    let status = await inObject(game.sessionId, (inst) => inst.runEndWork({ force: true }))
+    expect(status).toMatchObject({ stage: 'record' })
+    expect(status!.attempts).toBeGreaterThanOrEqual(1)
+    expect(status!.lastError).toMatch(/injected crash after commit/)
+    expect(commits).toBeGreaterThanOrEqual(1)
+    await inObject(game.sessionId, (inst) => {
+      inst.store = new NeonSessionStore(env)
+    })
+    status = await inObject(game.sessionId, (inst) => inst.runEndWork({ force: true }))
+    expect(status).toMatchObject({ stage: 'retain', attempts: 0, lastError: null })
+    expect(await resultRows(game.sessionId)).toHaveLength(1)
+    const after = await ratingsOf([game.winner, game.loser])
+    const expected = expectedAfter(initial, game.winner, game.loser)
+    expect(after[game.winner]!.rating).toBeCloseTo(expected[game.winner]!.rating, 9)
+    expect(after[game.loser]!.rating).toBeCloseTo(expected[game.loser]!.rating, 9)
+  })
+
+  it('with Neon unreachable at the end, backs off, keeps everything, and finishes later', async () => {
+    const game = await playGame({
+      before: async (sessionId) => {
+        await inObject(sessionId, (inst) => {
+          inst.store = new NeonSessionStore({
+            DATABASE_URL: env.TEST_UNREACHABLE_DATABASE_URL,
+            NEON_LOCAL_RELAY: env.TEST_UNREACHABLE_NEON_RELAY,
+          })
+        })
+      },
+    })
+    const first = await inObject(game.sessionId, (inst) => inst.runEndWork({ force: true }))
+    const second = await inObject(game.sessionId, (inst) => inst.runEndWork({ force: true }))
+    expect(first).toMatchObject({ stage: 'record' })
+    expect(second).toMatchObject({ stage: 'record' })
+    expect(second!.attempts).toBeGreaterThan(first!.attempts)
+    expect(second!.nextAttemptAt!).toBeGreaterThan(Date.now())
+    expect(await resultRows(game.sessionId)).toHaveLength(0)
+    // The session is still whole in the object meanwhile.
+    const info = await inObject(game.sessionId, (inst) => inst.info())
+    expect(info).toMatchObject({ ok: true, status: 'finished', seq: game.seq })
+
+    await inObject(game.sessionId, (inst) => {
+      inst.store = new NeonSessionStore(env)
+    })
+    const done = await inObject(game.sessionId, (inst) => inst.runEndWork({ force: true }))
+    expect(done).toMatchObject({ stage: 'retain', archived: game.seq })
+    expect(await resultRows(game.sessionId)).toHaveLength(1)
+    const [n] =
+      (await pg()`select count(*)::int as n from session_logs where session_id = ${game.sessionId}`) as {
+        n: number
+      }[]
+    expect(n!.n).toBe(game.seq)
+  })
+
+  it("submits the winner's result to the queue's leaderboard exactly once", async () => {
+    const board = await createBoard({ operator: 'incr' })
+    const game = await playGame({ leaderboardId: board })
+    await inObject(game.sessionId, (inst) => inst.runEndWork({ force: true }))
+    // As if the object died after the board took the score: the submission runs again.
+    await inObject(game.sessionId, async (inst, state) => {
+      state.storage.sql.exec(`UPDATE work SET stage = 'submit' WHERE job = 'end'`)
+      await inst.runEndWork({ force: true })
+    })
+    const mine = await fresh<{ entry: { score: number } | null }>(
+      `/v1/leaderboards/${board}/players/${game.winner}`,
+    )
+    expect(mine.entry?.score).toBe(1)
+    const loser = await fresh<{ entry: unknown }>(`/v1/leaderboards/${board}/players/${game.loser}`)
+    expect(loser.entry).toBeNull()
+  })
+
+  it('after the retention period clears the object; reads then come from Neon, creates stay idempotent', async () => {
+    const game = await playGame()
+    await inObject(game.sessionId, (inst) => inst.runEndWork({ force: true }))
+    const live = (await (
+      await call(`/v1/sessions/${game.sessionId}/events?limit=500`, bearer(ADMIN_KEY))
+    ).json()) as { events: LogRecord[] }
+    const setup = await inObject(game.sessionId, (inst) => inst.current()!.setup)
+
+    // Not yet: the retention period has not passed.
+    let status = await inObject(game.sessionId, (inst) => inst.runEndWork({ force: true }))
+    expect(status?.stage).toBe('retain')
+    status = await inObject(game.sessionId, (inst) => {
+      const base = inst.now()
+      inst.now = () => base + RETENTION_MS + 1000
+      return inst.runEndWork()
+    })
+    expect(status?.stage).toBe('done')
+    const left = await inObject(game.sessionId, (_inst, state) => ({
+      log: state.storage.sql.exec<{ n: number }>('SELECT count(*) AS n FROM log').one().n,
+      meta: state.storage.sql
+        .exec<{ key: string }>('SELECT key FROM meta ORDER BY key')
+        .toArray()
+        .map((r) => r.key),
+    }))
+    expect(left).toEqual({ log: 0, meta: ['purged', 'schema', 'session_id', 'setup_hash'] })
+
+    const res = await call(`/v1/sessions/${game.sessionId}`, bearer(game.tokens[game.winner]!))
+    expect(res.status).toBe(200)
+    expect(await res.json()).toMatchObject({
+      sessionId: game.sessionId,
+      status: 'finished',
+      seq: null,
+      result: { winner: game.winner },
+    })
+    const archived = (await (
+      await call(`/v1/sessions/${game.sessionId}/events?limit=3`, bearer(game.tokens[game.loser]!))
+    ).json()) as { events: LogRecord[]; nextFrom: number | null }
+    expect(archived.events).toEqual(live.events.slice(0, 3))
+    expect(archived.nextFrom).toBe(live.events.length > 3 ? 4 : null)
+
+    const again = await inObject(game.sessionId, (inst) => inst.create(setup))
+    expect(again).toEqual({ ok: true, created: false })
+    const other = await inObject(game.sessionId, (inst) =>
+      inst.create({ ...setup, seed: `${setup.seed}x` }),
+    )
+    expect(other).toMatchObject({ ok: false, problem: 'conflict' })
+    const socket = await call(`/v1/sessions/${game.sessionId}`, {
+      headers: { upgrade: 'websocket', authorization: `Bearer ${game.tokens[game.winner]}` },
+    })
+    expect((await problem(socket)).status).toBe(404)
+  })
+})

@@ -1,0 +1,264 @@
+import { env } from 'cloudflare:workers'
+import { evictDurableObject, runDurableObjectAlarm, runInDurableObject } from 'cloudflare:test'
+import { describe, expect, it } from 'vitest'
+import { GRACE_MS, JOIN_GRACE_MS, type GameSession } from '../../durable-objects/game-session.ts'
+import {
+  getRules,
+  replay,
+  type LogRecord,
+  type MatchState,
+} from '../../workers/core/rules/index.ts'
+import { ADMIN_KEY, bearer, call, newGuest, problem } from './helpers/http.ts'
+import {
+  connect,
+  createSession,
+  playerIds,
+  sessionObject,
+  type Frame,
+  type TestSocket,
+} from './helpers/session-sockets.ts'
+
+async function inObject<R>(
+  sessionId: string,
+  fn: (inst: GameSession, state: DurableObjectState) => R | Promise<R>,
+) {
+  return runInDurableObject(sessionObject(sessionId), fn)
+}
+
+const matchOf = (sessionId: string) => inObject(sessionId, (inst) => inst.current()!.match)
+
+/** Waits (bounded) until the object holds a grace timer for `player`. */
+async function timerSet(sessionId: string, player: string): Promise<void> {
+  for (let i = 0; i < 200; i++) {
+    const n = await inObject(
+      sessionId,
+      (_inst, state) =>
+        state.storage.sql
+          .exec<{ n: number }>('SELECT count(*) AS n FROM timers WHERE player_id = ?', player)
+          .one().n,
+    )
+    if (n === 1) return
+    await new Promise((r) => setTimeout(r, 10))
+  }
+  throw new Error(`no grace timer for ${player}`)
+}
+
+/** Moves the object's clock `ms` ahead and fires its alarm now. */
+async function advance(sessionId: string, ms: number): Promise<void> {
+  await inObject(sessionId, (inst) => {
+    const base = inst.now()
+    inst.now = () => base + ms
+  })
+  expect(await runDurableObjectAlarm(sessionObject(sessionId))).toBe(true)
+}
+
+function eventSeqs(s: TestSocket): number[] {
+  return s.frames.filter((f) => f.type === 'event').map((f) => f.seq!)
+}
+
+async function untilSeq(s: TestSocket, seq: number): Promise<void> {
+  if (!s.frames.some((f) => f.type === 'event' && f.seq === seq)) {
+    await s.next((f) => f.type === 'event' && f.seq === seq)
+  }
+}
+
+describe('reconnecting', () => {
+  it('with ?since= gets exactly the missed events, then live ones, even while events keep coming', async () => {
+    const players = playerIds(3)
+    const { sessionId, tokens } = await createSession({
+      rules: 'relay',
+      roster: players.map((playerId) => ({ playerId })),
+    })
+    const [a, b, c] = await Promise.all(players.map((p) => connect(sessionId, tokens[p]!)))
+    for (const s of [a!, b!, c!]) await s.nextOf('welcome')
+    a!.send({ type: 'action', action: 'message', data: 1 })
+    a!.send({ type: 'action', action: 'message', data: 2 })
+    await untilSeq(c!, 2)
+    c!.close()
+    for (let i = 3; i <= 6; i++) a!.send({ type: 'action', action: 'message', data: i })
+    await untilSeq(b!, 6)
+    // Reconnect while A keeps sending: the resume must interleave with live events cleanly.
+    for (let i = 7; i <= 20; i++) a!.send({ type: 'action', action: 'message', data: i })
+    const c2 = await connect(sessionId, tokens[players[2]!]!, { since: 2 })
+    const resumed = await c2.nextOf('resumed')
+    expect(resumed.since).toBe(2)
+    expect(resumed.seq).toBeGreaterThanOrEqual(6)
+    for (let i = 21; i <= 25; i++) a!.send({ type: 'action', action: 'message', data: i })
+    await untilSeq(c2, 25)
+    await untilSeq(b!, 25)
+    expect(eventSeqs(c2)).toEqual(Array.from({ length: 23 }, (_, i) => i + 3))
+    expect(c2.frames[0]).toEqual(resumed)
+    expect(c2.frames.some((f) => f.type === 'welcome')).toBe(false)
+    // The same events as a socket that never left saw, in the same order.
+    const bEvents = b!.frames.filter((f) => f.type === 'event' && f.seq! >= 3)
+    expect(c2.frames.filter((f) => f.type === 'event')).toEqual(bEvents)
+    for (const s of [a!, b!, c2]) s.close()
+  })
+
+  it('forfeits players absent past the grace period (and no-shows), and ends by forfeit', async () => {
+    const players = playerIds(3)
+    const [pa, pb, pc] = players as [string, string, string]
+    const { sessionId, tokens } = await createSession({
+      rules: 'dice-race',
+      roster: players.map((playerId) => ({ playerId })),
+      options: { target: 1000 },
+    })
+    const a = await connect(sessionId, tokens[pa]!)
+    const b = await connect(sessionId, tokens[pb]!)
+    await a.nextOf('welcome')
+    await b.nextOf('welcome')
+    a.roll()
+    await untilSeq(b, 1)
+    b.roll()
+    await untilSeq(a, 2)
+    // C never connected: past the join grace, C forfeits and leaves the turn order.
+    await advance(sessionId, JOIN_GRACE_MS + 1000)
+    await untilSeq(a, 3)
+    const forfeit = a.frames.find((f) => f.seq === 3)!.event
+    expect(forfeit).toEqual({ kind: 'forfeit', player: pc, next: pa, winner: null, ended: null })
+    // B leaves; coming back within the grace period changes nothing…
+    b.close()
+    await timerSet(sessionId, pb)
+    const b2 = await connect(sessionId, tokens[pb]!, { since: 3 })
+    await b2.nextOf('resumed')
+    await runDurableObjectAlarm(sessionObject(sessionId))
+    a.roll()
+    await untilSeq(b2, 4)
+    expect((b2.frames.find((f) => f.seq === 4)!.event as { kind: string }).kind).toBe('roll')
+    // …leaving for longer than the grace period forfeits: A is the last one in, and wins.
+    b2.close()
+    await timerSet(sessionId, pb)
+    await advance(sessionId, 2 * JOIN_GRACE_MS + GRACE_MS + 1000)
+    const end = await a.nextOf('ended')
+    expect(end.result).toMatchObject({ reason: 'forfeit', winner: pa })
+    expect(
+      a.frames.find((f) => f.seq === 5)!.event as { kind: string; player: string },
+    ).toMatchObject({
+      kind: 'forfeit',
+      player: pb,
+    })
+    expect((await a.whenClosed()).code).toBe(1000)
+    const info = await inObject(sessionId, (inst) => inst.info())
+    expect(info).toMatchObject({ status: 'finished', seq: 5 })
+  })
+})
+
+describe('eviction', () => {
+  it('resumes mid-game from the snapshot and log tail with the same state; hibernated sockets go on', async () => {
+    const players = playerIds(2)
+    const { sessionId, tokens } = await createSession({
+      rules: 'dice-race',
+      roster: players.map((playerId) => ({ playerId })),
+      options: { target: 1000 },
+    })
+    await inObject(sessionId, (inst) => {
+      inst.snapshotEvery = 3
+    })
+    const sockets = await Promise.all(players.map((p) => connect(sessionId, tokens[p]!)))
+    for (const s of sockets) await s.nextOf('welcome')
+    for (let i = 0; i < 7; i++) {
+      sockets[i % 2]!.roll()
+      await untilSeq(sockets[0]!, i + 1)
+    }
+    const before = await matchOf(sessionId)
+    expect(before.seq).toBe(7)
+    const snapshotSeq = await inObject(
+      sessionId,
+      (_i, state) =>
+        (
+          JSON.parse(
+            state.storage.sql
+              .exec<{ value: string }>(`SELECT value FROM meta WHERE key = 'snapshot'`)
+              .one().value,
+          ) as MatchState
+        ).seq,
+    )
+    expect(snapshotSeq).toBe(6)
+
+    await evictDurableObject(sessionObject(sessionId), { webSockets: 'hibernate' })
+    expect(await matchOf(sessionId)).toEqual(before)
+    // The hibernated sockets still work: the next player rolls, both see seq 8.
+    sockets[1]!.roll()
+    await untilSeq(sockets[0]!, 8)
+    await untilSeq(sockets[1]!, 8)
+    const at8 = await matchOf(sessionId)
+
+    await evictDurableObject(sessionObject(sessionId), { webSockets: 'close' })
+    await sockets[0]!.whenClosed()
+    expect(await matchOf(sessionId)).toEqual(at8)
+    const again = await Promise.all(
+      players.map((p) => connect(sessionId, tokens[p]!, { since: 8 })),
+    )
+    for (const s of again) expect(await s.nextOf('resumed')).toMatchObject({ since: 8, seq: 8 })
+    again[0]!.roll()
+    await untilSeq(again[1]!, 9)
+    expect(eventSeqs(again[1]!)).toEqual([9])
+    for (const s of again) s.close()
+  })
+})
+
+describe('the event log', () => {
+  it('is served a page at a time to players and admins, and replays to the live state', async () => {
+    const players = playerIds(3)
+    const { sessionId, tokens } = await createSession({
+      rules: 'dice-race',
+      roster: players.map((playerId) => ({ playerId })),
+      options: { target: 25 },
+    })
+    const sockets = await Promise.all(players.map((p) => connect(sessionId, tokens[p]!)))
+    for (const s of sockets) await s.nextOf('welcome')
+    let turn: string | null = players[0]!
+    let rolls = 0
+    while (turn !== null && rolls < 11) {
+      sockets[players.indexOf(turn)]!.roll()
+      const e: Frame = await sockets[0]!.nextOf('event')
+      turn = (e.event as { next: string | null }).next
+      rolls++
+    }
+    const events: LogRecord[] = []
+    let from: number | null = 1
+    let pages = 0
+    while (from !== null && pages < 50) {
+      const res = await call(
+        `/v1/sessions/${sessionId}/events?from=${from}&limit=4`,
+        bearer(tokens[players[1]!]!),
+      )
+      expect(res.status).toBe(200)
+      const page = (await res.json()) as { events: LogRecord[]; nextFrom: number | null }
+      expect(page.events.length).toBeLessThanOrEqual(4)
+      events.push(...page.events)
+      from = page.nextFrom
+      pages++
+    }
+    expect(events.map((e) => e.seq)).toEqual(Array.from({ length: rolls }, (_, i) => i + 1))
+    expect(pages).toBe(Math.ceil(rolls / 4))
+    // Every socket saw these very events.
+    const seen = sockets[2]!.frames.filter((f) => f.type === 'event')
+    expect(seen.map((f) => f.event)).toEqual(events.map((e) => e.event))
+
+    const { match, setup } = await inObject(sessionId, (inst) => inst.current()!)
+    const replayed = replay(
+      getRules('dice-race')!,
+      {
+        roster: setup.roster,
+        seed: setup.seed,
+        options: setup.options,
+      },
+      events,
+    )
+    expect(replayed).toEqual(match)
+
+    const admin = await call(`/v1/sessions/${sessionId}/events?limit=2`, bearer(ADMIN_KEY))
+    expect(((await admin.json()) as { events: LogRecord[] }).events.map((e) => e.seq)).toEqual([
+      1, 2,
+    ])
+    const outsider = await newGuest()
+    const refused = await call(`/v1/sessions/${sessionId}/events`, bearer(outsider.token))
+    expect((await problem(refused)).status).toBe(403)
+    const tooMany = await call(`/v1/sessions/${sessionId}/events?limit=501`, bearer(ADMIN_KEY))
+    expect((await problem(tooMany)).status).toBe(422)
+    for (const s of sockets) s.close()
+  })
+})
+
+void env

@@ -1,0 +1,224 @@
+import { env } from 'cloudflare:workers'
+import { runInDurableObject } from 'cloudflare:test'
+import { describe, expect, it } from 'vitest'
+import type { GameSession } from '../../durable-objects/game-session.ts'
+import { RATE_BURST } from '../../durable-objects/game-session.ts'
+import { issueSessionToken } from '../../workers/lib/session-token.ts'
+import { signScopedToken } from '../../workers/lib/auth.ts'
+import { newGuest, problem } from './helpers/http.ts'
+import {
+  connect,
+  createSession,
+  diceState,
+  playerIds,
+  sessionObject,
+  upgrade,
+  type Frame,
+} from './helpers/session-sockets.ts'
+
+async function diceGame(n: number, target = 10) {
+  const players = playerIds(n)
+  const created = await createSession({
+    rules: 'dice-race',
+    roster: players.map((playerId) => ({ playerId })),
+    options: { target },
+  })
+  return { ...created, players }
+}
+
+async function matchOf(sessionId: string) {
+  return runInDurableObject(sessionObject(sessionId), (inst: GameSession) => inst.current()!.match)
+}
+
+describe('session sockets', () => {
+  it('welcomes a roster member with seq 0 and the initial state', async () => {
+    const { sessionId, tokens, players } = await diceGame(2)
+    const a = await connect(sessionId, tokens[players[0]!]!)
+    const w = await a.nextOf('welcome')
+    expect(w).toMatchObject({ type: 'welcome', seq: 0, you: players[0], status: 'live' })
+    const state = diceState(w)
+    expect(state.players.map((p) => [p.playerId, p.position])).toEqual([
+      [players[0], 0],
+      [players[1], 0],
+    ])
+    expect(state.turn).toBe(0)
+    expect(state.target).toBe(10)
+    // The seed and RNG words never reach clients.
+    expect(JSON.stringify(w)).not.toMatch(/rng|seed/)
+    // Browsers pass the token in the query string.
+    const b = await connect(sessionId, tokens[players[1]!]!, { viaQuery: true })
+    expect(await b.nextOf('welcome')).toMatchObject({ seq: 0, you: players[1] })
+    a.close()
+    b.close()
+  })
+
+  it('runs turns in roster order and broadcasts every event to everyone in one order', async () => {
+    const { sessionId, tokens, players } = await diceGame(3, 1000)
+    const sockets = await Promise.all(players.map((p) => connect(sessionId, tokens[p]!)))
+    for (const s of sockets) await s.nextOf('welcome')
+    // Three full rounds: players roll in roster order.
+    const expectedOrder: string[] = []
+    for (let round = 0; round < 3; round++) {
+      for (let i = 0; i < players.length; i++) {
+        sockets[i]!.roll()
+        expectedOrder.push(players[i]!)
+        // Wait for this roll to be applied before the next player rolls.
+        await sockets[i]!.next((f) => f.type === 'event' && f.seq === expectedOrder.length)
+      }
+    }
+    const seen = await Promise.all(
+      sockets.map(async (s) => {
+        if (!s.frames.some((f) => f.type === 'event' && f.seq === 9)) {
+          await s.next((f) => f.type === 'event' && f.seq === 9)
+        }
+        return s.frames.filter((f): f is Frame => f.type === 'event')
+      }),
+    )
+    for (const events of seen) {
+      expect(events.map((e) => e.seq)).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9])
+      expect(events).toEqual(seen[0])
+    }
+    const rolls = seen[0]!.map((e) => e.event as { player: string; die: number; position: number })
+    expect(rolls.map((r) => r.player)).toEqual(expectedOrder)
+    // Positions are the running sum of each player's dice.
+    const pos = new Map<string, number>()
+    for (const r of rolls) {
+      expect(r.die).toBeGreaterThanOrEqual(1)
+      expect(r.die).toBeLessThanOrEqual(6)
+      pos.set(r.player, (pos.get(r.player) ?? 0) + r.die)
+      expect(r.position).toBe(pos.get(r.player))
+    }
+    for (const s of sockets) s.close()
+  })
+
+  it('refuses an out-of-turn roll to the sender only, with no change', async () => {
+    const { sessionId, tokens, players } = await diceGame(2, 1000)
+    const [a, b] = await Promise.all(players.map((p) => connect(sessionId, tokens[p]!)))
+    await a!.nextOf('welcome')
+    await b!.nextOf('welcome')
+    const before = await matchOf(sessionId)
+    b!.roll()
+    const err = await b!.nextOf('error')
+    expect(err).toMatchObject({ code: 'not_your_turn' })
+    expect(await matchOf(sessionId)).toEqual(before)
+    // A's next frame is the event of its own valid roll: nothing was sent to A for B's refusal.
+    a!.roll()
+    const first = await a!.next()
+    expect(first).toMatchObject({ type: 'event', seq: 1 })
+    expect((first.event as { player: string }).player).toBe(players[0])
+    expect(a!.frames.filter((f) => f.type !== 'welcome')).toEqual([first])
+    a!.close()
+    b!.close()
+  })
+
+  it('refuses malformed, unknown, invalid and oversize frames without changing anything', async () => {
+    const { sessionId, tokens, players } = await diceGame(2, 1000)
+    const a = await connect(sessionId, tokens[players[0]!]!)
+    await a.nextOf('welcome')
+    const before = await matchOf(sessionId)
+    a.send('{not json')
+    expect(await a.nextOf('error')).toMatchObject({ code: 'malformed' })
+    a.send({ type: 'teleport' })
+    expect(await a.nextOf('error')).toMatchObject({ code: 'invalid_message' })
+    a.send({ type: 'action', action: 'cheat' })
+    expect(await a.nextOf('error')).toMatchObject({ code: 'invalid_action' })
+    a.send({ type: 'action', action: 'roll', extra: 1 })
+    expect(await a.nextOf('error')).toMatchObject({ code: 'invalid_action' })
+    a.send({ type: 'action', action: 'roll', pad: 'x'.repeat(9000) })
+    expect(await a.nextOf('error')).toMatchObject({ code: 'too_large' })
+    a.ws.send(new Uint8Array([1, 2, 3]))
+    expect(await a.nextOf('error')).toMatchObject({ code: 'binary' })
+    expect(await matchOf(sessionId)).toEqual(before)
+    expect(a.frames.filter((f) => f.type === 'event')).toEqual([])
+    a.send({ type: 'ping' })
+    expect(await a.nextOf('pong')).toEqual({ type: 'pong' })
+    a.close()
+  })
+
+  it('rate-limits each socket: past the burst, frames are refused and not applied', async () => {
+    const players = playerIds(2)
+    const { sessionId, tokens } = await createSession({
+      rules: 'relay',
+      roster: players.map((playerId) => ({ playerId })),
+    })
+    const a = await connect(sessionId, tokens[players[0]!]!)
+    await a.nextOf('welcome')
+    // A frozen clock: the bucket does not refill during the burst, so the count is exact.
+    await runInDurableObject(sessionObject(sessionId), (inst: GameSession) => {
+      const t = Date.now()
+      inst.now = () => t
+    })
+    const total = RATE_BURST + 15
+    for (let i = 0; i < total; i++) a.send({ type: 'action', action: 'message', data: { i } })
+    const replies: Frame[] = []
+    for (let i = 0; i < total; i++) replies.push(await a.next((f) => f.type !== 'welcome'))
+    const events = replies.filter((f) => f.type === 'event')
+    const limited = replies.filter((f) => f.type === 'error' && f.code === 'rate_limited')
+    expect(events).toHaveLength(RATE_BURST)
+    expect(limited).toHaveLength(15)
+    // The first RATE_BURST messages are the ones applied, in order.
+    expect(events.map((e) => (e.event as { data: { i: number } }).data.i)).toEqual(
+      Array.from({ length: RATE_BURST }, (_, i) => i),
+    )
+    expect((await matchOf(sessionId)).seq).toBe(RATE_BURST)
+    a.close()
+  })
+
+  it('refuses intruders before the upgrade with problem+json', async () => {
+    const { sessionId, tokens, players } = await diceGame(2)
+    const other = await diceGame(2)
+    const guest = await newGuest()
+    const cases: [string, Response, number, string][] = [
+      ['no token', await upgrade(sessionId, null), 401, 'unauthorized'],
+      ['a player token', await upgrade(sessionId, guest.token), 401, 'unauthorized'],
+      [
+        "another session's token",
+        await upgrade(sessionId, other.tokens[other.players[0]!]!),
+        403,
+        'forbidden',
+      ],
+      [
+        'a forged token',
+        await upgrade(
+          sessionId,
+          await signScopedToken(
+            { AUTH_SECRET: 'not-the-secret-0123456789abcdef0123456789' },
+            'nexus:session',
+            players[0]!,
+            { sid: sessionId },
+            3600,
+          ),
+        ),
+        401,
+        'unauthorized',
+      ],
+      [
+        'a tampered token',
+        await upgrade(sessionId, tokens[players[0]!]!.slice(0, -2) + 'xx'),
+        401,
+        'unauthorized',
+      ],
+      [
+        'a valid token for someone not on the roster',
+        await upgrade(sessionId, await issueSessionToken(env, sessionId, 'stranger')),
+        403,
+        'forbidden',
+      ],
+      [
+        'an unknown session',
+        await upgrade('s_nope', await issueSessionToken(env, 's_nope', 'x')),
+        404,
+        'not-found',
+      ],
+    ]
+    for (const [name, res, status, type] of cases) {
+      expect(res.webSocket, name).toBeFalsy()
+      const p = await problem(res)
+      expect([name, p.status, p.type]).toEqual([name, status, `urn:nexus:problem:${type}`])
+      expect(p.contentType).toBe('application/problem+json')
+    }
+    // since beyond the log is refused too.
+    const res = await upgrade(sessionId, tokens[players[0]!]!, { since: 5 })
+    expect((await problem(res)).status).toBe(422)
+  })
+})

@@ -1,0 +1,178 @@
+import { z } from '@hono/zod-openapi'
+import { eq, sql } from 'drizzle-orm'
+import { createMatch, getRules, isRuleError, rulesNames } from '../core/rules/index.ts'
+import { getDb, type DbEnv } from '../db/client.ts'
+import { queues } from '../db/schema.ts'
+import { ResourceId } from '../lib/openapi.ts'
+
+/** Rules options are stored with the queue and copied into every session; keep them small. */
+const MAX_RULES_OPTIONS_BYTES = 4096
+
+/** Region names: short, lowercase, URL-safe (`eu`, `us-east`). */
+export const RegionId = z
+  .string()
+  .min(1)
+  .max(32)
+  .regex(
+    /^[a-z0-9][a-z0-9-]*$/,
+    'lowercase letters, digits and "-", starting with a letter or digit',
+  )
+  .openapi({ example: 'eu' })
+
+/** A queue's stored configuration, with every default filled in. */
+export interface QueueConfig {
+  teams: number
+  teamSize: number
+  rules: string
+  rulesOptions?: unknown
+  maxRatingGap: number
+  widenPerSecond: number
+  maxWidenedGap?: number
+  regions: string[]
+  maxPartySize: number
+  ticketTtlSeconds: number
+  leaderboardId: string | null
+}
+
+/**
+ * `PUT /v1/admin/queues/:queue` body. Cross-field rules (match size within the rules' player
+ * range, party size within a team, options the rules accept) report the field to change.
+ */
+export const QueueConfigInput = z
+  .object({
+    teams: z.number().int().min(1).max(16).openapi({ example: 2 }),
+    teamSize: z.number().int().min(1).max(16).openapi({ example: 1 }),
+    rules: z
+      .string()
+      .refine((r) => rulesNames.includes(r), `one of: ${rulesNames.join(', ')}`)
+      .openapi({ example: 'dice-race' }),
+    rulesOptions: z.unknown().optional().openapi({ description: 'Options for the rules module' }),
+    maxRatingGap: z.number().min(0).max(10_000).openapi({ example: 100 }),
+    widenPerSecond: z.number().min(0).max(10_000).openapi({ example: 10 }),
+    maxWidenedGap: z
+      .number()
+      .min(0)
+      .max(100_000)
+      .optional()
+      .openapi({ description: 'Upper bound of the widened gap; unbounded when absent' }),
+    regions: z
+      .array(RegionId)
+      .min(1)
+      .max(16)
+      .refine((r) => new Set(r).size === r.length, 'regions must be distinct')
+      .openapi({ example: ['eu', 'us'] }),
+    maxPartySize: z
+      .number()
+      .int()
+      .min(1)
+      .max(16)
+      .optional()
+      .openapi({ description: 'Most players on one ticket; defaults to teamSize' }),
+    ticketTtlSeconds: z
+      .number()
+      .int()
+      .min(10)
+      .max(3600)
+      .optional()
+      .openapi({ description: 'A waiting ticket expires after this long (default 300)' }),
+    leaderboardId: ResourceId.nullable()
+      .optional()
+      .openapi({ description: 'Where finished sessions submit results' }),
+  })
+  .strict()
+  .superRefine((q, ctx) => {
+    const rules = getRules(q.rules)
+    if (rules) {
+      const size = q.teams * q.teamSize
+      if (size < rules.players.min || size > rules.players.max) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['teamSize'],
+          message: `${q.rules} needs ${rules.players.min} to ${rules.players.max} players; teams × teamSize is ${size}`,
+        })
+      } else if (q.rulesOptions !== undefined) {
+        const text = JSON.stringify(q.rulesOptions)
+        if (new TextEncoder().encode(text).length > MAX_RULES_OPTIONS_BYTES) {
+          ctx.addIssue({
+            code: 'custom',
+            path: ['rulesOptions'],
+            message: `at most ${MAX_RULES_OPTIONS_BYTES} bytes of JSON`,
+          })
+        } else {
+          // A trial start refuses options the rules would refuse when the first match starts.
+          const roster = Array.from({ length: size }, (_, i) => ({
+            playerId: `p${i}`,
+            team: i % q.teams,
+          }))
+          const trial = createMatch(rules, { roster, seed: 'validate', options: q.rulesOptions })
+          if (isRuleError(trial)) {
+            ctx.addIssue({ code: 'custom', path: ['rulesOptions'], message: trial.error.message })
+          }
+        }
+      }
+    }
+    if (q.maxPartySize !== undefined && q.maxPartySize > q.teamSize) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['maxPartySize'],
+        message: 'a party plays on one team: at most teamSize',
+      })
+    }
+    if (q.maxWidenedGap !== undefined && q.maxWidenedGap < q.maxRatingGap) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['maxWidenedGap'],
+        message: 'must be at least maxRatingGap',
+      })
+    }
+  })
+  .openapi('QueueConfig')
+
+export type QueueConfigBody = z.infer<typeof QueueConfigInput>
+
+/** Fills the documented defaults in. */
+export function normalizeQueueConfig(input: QueueConfigBody): QueueConfig {
+  return {
+    teams: input.teams,
+    teamSize: input.teamSize,
+    rules: input.rules,
+    ...(input.rulesOptions !== undefined ? { rulesOptions: input.rulesOptions } : {}),
+    maxRatingGap: input.maxRatingGap,
+    widenPerSecond: input.widenPerSecond,
+    ...(input.maxWidenedGap !== undefined ? { maxWidenedGap: input.maxWidenedGap } : {}),
+    regions: input.regions,
+    maxPartySize: input.maxPartySize ?? input.teamSize,
+    ticketTtlSeconds: input.ticketTtlSeconds ?? 300,
+    leaderboardId: input.leaderboardId ?? null,
+  }
+}
+
+/** A queue's configuration and its version (each update adds one), or null. */
+export async function loadQueueConfig(
+  env: DbEnv,
+  id: string,
+): Promise<{ config: QueueConfig; version: number } | null> {
+  const [row] = await getDb(env)
+    .select({ config: queues.config, version: queues.version })
+    .from(queues)
+    .where(eq(queues.id, id))
+  return row ? { config: row.config as QueueConfig, version: row.version } : null
+}
+
+/** Creates or replaces a queue's configuration; returns whether it was created. */
+export async function saveQueueConfig(
+  env: DbEnv,
+  id: string,
+  config: QueueConfig,
+): Promise<{ created: boolean; version: number }> {
+  const [row] = await getDb(env)
+    .insert(queues)
+    .values({ id, config })
+    .onConflictDoUpdate({
+      target: queues.id,
+      set: { config, version: sql`${queues.version} + 1`, updatedAt: sql`now()` },
+    })
+    .returning({ version: queues.version })
+  const version = row?.version ?? 1
+  return { created: version === 1, version }
+}

@@ -1,0 +1,84 @@
+import { z } from '@hono/zod-openapi'
+import { PlayerId } from '../lib/openapi.ts'
+
+/**
+ * The matchmaking wire protocol, defined once: what clients send over the socket (validated at
+ * the pool's edge) and what the pool sends back. HTTP tickets reuse the same `join` fields.
+ */
+
+/** Largest client frame the pool reads; anything longer is refused unparsed. */
+export const MAX_CLIENT_FRAME_BYTES = 4096
+
+/** Free-form ticket attributes: small, flat, stored with the ticket and echoed back. */
+export const TicketAttributes = z
+  .record(
+    z.string().min(1).max(32),
+    z.union([z.string().max(128), z.number().finite(), z.boolean()]),
+  )
+  .refine((a) => Object.keys(a).length <= 16, 'at most 16 attributes')
+  .openapi({ example: { mode: 'ranked' } })
+
+export type TicketAttributesValue = z.infer<typeof TicketAttributes>
+
+/** Everyone on a ticket, the joining player included; they play on one team. */
+export const Party = z
+  .array(PlayerId)
+  .min(1)
+  .max(16)
+  .refine((p) => new Set(p).size === p.length, 'party members must be distinct')
+
+const Join = z
+  .object({
+    type: z.literal('join'),
+    // Accepted for compatibility and ignored: the pool uses the rating Nexus stores.
+    rating: z.unknown().optional(),
+    party: Party.optional(),
+    attributes: TicketAttributes.optional(),
+  })
+  .strict()
+
+const Cancel = z.object({ type: z.literal('cancel') }).strict()
+const Ping = z.object({ type: z.literal('ping') }).strict()
+
+/** Every message a client may send on a matchmaking socket. */
+export const ClientMessage = z.discriminatedUnion('type', [Join, Cancel, Ping])
+export type ClientMessage = z.infer<typeof ClientMessage>
+
+/** Client message types, to tell an unknown type from a malformed known one. */
+export const CLIENT_MESSAGE_TYPES: readonly string[] = ['join', 'cancel', 'ping']
+
+/** A player of a found match and the team it plays on (0-based). */
+export interface MatchPlayer {
+  playerId: string
+  team: number
+}
+
+/** Every message the pool sends on a matchmaking socket. */
+export type ServerMessage =
+  | { type: 'queued'; ticketId: string; existing: boolean; expiresAt: number }
+  | {
+      type: 'match_found'
+      ticketId: string
+      sessionId: string
+      token: string
+      players: MatchPlayer[]
+    }
+  | { type: 'cancelled'; ticketId: string; reason: string }
+  | { type: 'expired'; ticketId: string }
+  | { type: 'pong' }
+  | { type: 'error'; code: ErrorCode; message: string }
+
+/**
+ * Error frame codes: `too_large` and `malformed` (not JSON), `unknown_type`, `invalid` (a known
+ * type with bad fields), `party_forbidden`, `not_queued` (cancel without a waiting ticket),
+ * `conflict` (a party member already waits), `unavailable` (the queue changed under the socket).
+ */
+export type ErrorCode =
+  | 'too_large'
+  | 'malformed'
+  | 'unknown_type'
+  | 'invalid'
+  | 'party_forbidden'
+  | 'not_queued'
+  | 'conflict'
+  | 'unavailable'

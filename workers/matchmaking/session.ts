@@ -1,0 +1,44 @@
+import type { Env } from '../env.ts'
+import type { ProblemType } from '../lib/problem.ts'
+import type { MatchPlayer } from './protocol.ts'
+
+/**
+ * What the pool hands a GameSession when it creates a match: the agreed interface between the
+ * matchmaker and `durable-objects/game-session.ts` (declared here too, so the pool depends on
+ * the shape, not on the session's implementation).
+ */
+export interface SessionSetup {
+  /** The session's Durable Object is `env.GAME_SESSION.getByName(sessionId)`. */
+  sessionId: string
+  rules: string
+  /** In turn order. */
+  roster: MatchPlayer[]
+  /** Secret; drawn with crypto.getRandomValues. */
+  seed: string
+  options?: unknown
+  queue?: string | null
+  region?: string | null
+  leaderboardId?: string | null
+}
+
+export type CreateSessionResult =
+  { ok: true; created: boolean } | { ok: false; problem: ProblemType; detail: string }
+
+/** Creates a session; idempotent for the same setup (the pool retries with the very same one). */
+export type SessionCreator = (setup: SessionSetup) => Promise<CreateSessionResult>
+
+interface SessionApi {
+  create(setup: SessionSetup): Promise<CreateSessionResult>
+}
+
+/** The production creator: the session's own Durable Object. */
+export function gameSessionCreator(env: Pick<Env, 'GAME_SESSION'>): SessionCreator {
+  return (setup) =>
+    (env.GAME_SESSION.getByName(setup.sessionId) as unknown as SessionApi).create(setup)
+}
+
+/** A secret seed: 32 random bytes, hex. */
+export function newSeed(): string {
+  const bytes = crypto.getRandomValues(new Uint8Array(32))
+  return [...bytes].map((b) => b.toString(16).padStart(2, '0')).join('')
+}

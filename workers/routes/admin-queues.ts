@@ -1,0 +1,96 @@
+import { createRoute, z } from '@hono/zod-openapi'
+import { log, errorFields } from '../lib/log.ts'
+import { newRouter, problemResponses, ResourceId } from '../lib/openapi.ts'
+import { ApiError } from '../lib/problem.ts'
+import {
+  loadQueueConfig,
+  normalizeQueueConfig,
+  QueueConfigInput,
+  saveQueueConfig,
+} from '../matchmaking/config.ts'
+import { poolStub } from '../matchmaking/stub.ts'
+import { requireAdmin } from '../middleware/auth.ts'
+
+export const adminQueues = newRouter()
+
+// `tickets` would shadow /v1/matchmaking/tickets/:ticketId.
+const QueueId = ResourceId.refine((q) => q !== 'tickets', '"tickets" is reserved')
+
+const QueueParam = z.object({ queue: QueueId })
+
+const StoredQueue = z
+  .object({
+    id: z.string(),
+    config: z.object({
+      teams: z.number().int(),
+      teamSize: z.number().int(),
+      rules: z.string(),
+      rulesOptions: z.unknown().optional(),
+      maxRatingGap: z.number(),
+      widenPerSecond: z.number(),
+      maxWidenedGap: z.number().optional(),
+      regions: z.array(z.string()),
+      maxPartySize: z.number().int(),
+      ticketTtlSeconds: z.number().int(),
+      leaderboardId: z.string().nullable(),
+    }),
+    version: z.number().int(),
+  })
+  .openapi('Queue')
+
+const putRoute = createRoute({
+  method: 'put',
+  path: '/{queue}',
+  summary: 'Create or update a matchmaking queue',
+  description:
+    'Stored in Neon, then pushed to each region’s pool. Waiting tickets keep their join time and ' +
+    'are matched under the new settings at once; a party that no longer fits a team is cancelled ' +
+    '(`queue_changed`). A pool that missed the push picks the new version up with its next join.',
+  middleware: [requireAdmin()] as const,
+  request: {
+    params: QueueParam,
+    body: { content: { 'application/json': { schema: QueueConfigInput } }, required: true },
+  },
+  responses: {
+    200: { description: 'Updated', content: { 'application/json': { schema: StoredQueue } } },
+    201: { description: 'Created', content: { 'application/json': { schema: StoredQueue } } },
+    ...problemResponses(400, 401, 403, 413, 415, 422),
+  },
+})
+
+adminQueues.openapi(putRoute, async (c) => {
+  const { queue } = c.req.valid('param')
+  const config = normalizeQueueConfig(c.req.valid('json'))
+  const { created, version } = await saveQueueConfig(c.env, queue, config)
+  // Neon is the record and every join carries the version, so a failed push only delays it.
+  const pushed = await Promise.allSettled(
+    config.regions.map((region) =>
+      poolStub(c.env, queue, region).configure(queue, region, config, version),
+    ),
+  )
+  for (const p of pushed) {
+    if (p.status === 'rejected') {
+      log('warn', 'queue config push failed', { queue, version, ...errorFields(p.reason) })
+    }
+  }
+  return c.json({ id: queue, config, version }, created ? 201 : 200)
+})
+
+const getRoute = createRoute({
+  method: 'get',
+  path: '/{queue}',
+  summary: 'A queue’s stored configuration',
+  middleware: [requireAdmin()] as const,
+  request: { params: QueueParam },
+  responses: {
+    200: { description: 'The queue', content: { 'application/json': { schema: StoredQueue } } },
+    ...problemResponses(401, 403, 404, 422),
+  },
+})
+
+adminQueues.openapi(getRoute, async (c) => {
+  const { queue } = c.req.valid('param')
+  const q = await loadQueueConfig(c.env, queue)
+  if (!q) throw new ApiError('not-found', `No queue '${queue}'`)
+  return c.json({ id: queue, config: q.config, version: q.version }, 200)
+})

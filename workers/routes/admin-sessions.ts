@@ -1,0 +1,90 @@
+import { createRoute, z } from '@hono/zod-openapi'
+import { rulesNames } from '../core/rules/index.ts'
+import { newRouter, PlayerId, problemResponses, ResourceId } from '../lib/openapi.ts'
+import { ApiError } from '../lib/problem.ts'
+import { issueSessionToken } from '../lib/session-token.ts'
+import { requireAdmin } from '../middleware/auth.ts'
+import { MAX_ROSTER } from '../sessions/schemas.ts'
+import { sessionStub } from '../sessions/stub.ts'
+
+export const adminSessions = newRouter()
+
+const CreateSession = z
+  .object({
+    rules: z.enum(rulesNames as [string, ...string[]]),
+    roster: z
+      .array(
+        z
+          .object({
+            playerId: PlayerId,
+            team: z.number().int().min(0).max(MAX_ROSTER).optional().openapi({
+              description: 'Team index; default: the player’s position (everyone for themselves)',
+            }),
+          })
+          .strict(),
+      )
+      .min(1)
+      .max(MAX_ROSTER)
+      .refine((r) => new Set(r.map((p) => p.playerId)).size === r.length, {
+        message: 'player ids must be unique',
+      })
+      .openapi({ description: 'In turn order' }),
+    options: z.record(z.string(), z.unknown()).optional().openapi({
+      description: 'Rules options, e.g. dice-race `{"target": 10}`',
+    }),
+    leaderboardId: ResourceId.optional().openapi({
+      description: 'Winners get score 1 on this board at the end',
+    }),
+    queue: ResourceId.optional(),
+  })
+  .strict()
+  .openapi('CreateSession')
+
+const createSessionRoute = createRoute({
+  method: 'post',
+  path: '/',
+  summary: 'Create a game session directly (custom games, tests)',
+  description:
+    'The server draws the seed. Answers the session id and one session token per player, for ' +
+    '`GET /v1/sessions/{id}` (socket and plain).',
+  middleware: [requireAdmin()] as const,
+  request: {
+    body: { content: { 'application/json': { schema: CreateSession } }, required: true },
+  },
+  responses: {
+    201: {
+      description: 'Created',
+      content: {
+        'application/json': {
+          schema: z.object({
+            sessionId: z.string(),
+            tokens: z.record(z.string(), z.string()),
+          }),
+        },
+      },
+    },
+    ...problemResponses(400, 401, 403, 413, 415, 422),
+  },
+})
+
+adminSessions.openapi(createSessionRoute, async (c) => {
+  const body = c.req.valid('json')
+  const sessionId = `s_${crypto.randomUUID()}`
+  const seedBytes = crypto.getRandomValues(new Uint8Array(32))
+  const seed = [...seedBytes].map((b) => b.toString(16).padStart(2, '0')).join('')
+  const r = await sessionStub(c.env, sessionId).create({
+    sessionId,
+    rules: body.rules,
+    roster: body.roster.map((p, i) => ({ playerId: p.playerId, team: p.team ?? i })),
+    seed,
+    ...(body.options !== undefined ? { options: body.options } : {}),
+    queue: body.queue ?? null,
+    region: null,
+    leaderboardId: body.leaderboardId ?? null,
+  })
+  if (!r.ok) throw new ApiError(r.problem, r.detail)
+  const tokens: Record<string, string> = {}
+  for (const p of body.roster)
+    tokens[p.playerId] = await issueSessionToken(c.env, sessionId, p.playerId)
+  return c.json({ sessionId, tokens }, 201)
+})

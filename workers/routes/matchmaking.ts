@@ -1,0 +1,439 @@
+import { createRoute, z } from '@hono/zod-openapi'
+import type { Context } from 'hono'
+import type { AppEnv } from '../app-env.ts'
+import {
+  MAX_WAIT_MS,
+  SOCKET_CONTEXT_HEADER,
+  type PoolProblem,
+  type SocketContext,
+  type TicketView,
+  type Viewer,
+} from '../../durable-objects/match-pool.ts'
+import { authenticate, bearer, type Principal } from '../lib/auth.ts'
+import { newRouter, PlayerId, problemResponses, ResourceId } from '../lib/openapi.ts'
+import { ApiError } from '../lib/problem.ts'
+import { issueSessionToken } from '../lib/session-token.ts'
+import { loadQueueConfig, RegionId, type QueueConfig } from '../matchmaking/config.ts'
+import { Party, TicketAttributes } from '../matchmaking/protocol.ts'
+import { storedRatings } from '../matchmaking/ratings.ts'
+import { parseTicketId, poolFetcher, poolStub } from '../matchmaking/stub.ts'
+import { requirePrincipal } from '../middleware/auth.ts'
+
+export const matchmakingRoutes = newRouter()
+
+const QueueParam = z.object({ queue: ResourceId })
+
+const TicketIdParam = z
+  .string()
+  .max(160)
+  .refine((id) => parseTicketId(id) !== null, 'not a ticket id (queue:region:uuid)')
+  .openapi({ example: 'duel:eu:0f8c2a4e-4a1b-4c9e-9b1a-3f5d7e9a1c2b' })
+
+const MatchPlayer = z.object({ playerId: z.string(), team: z.number().int() })
+
+const Ticket = z
+  .object({
+    ticketId: z.string(),
+    queue: z.string(),
+    region: z.string(),
+    status: z.enum(['waiting', 'matching', 'matched', 'cancelled', 'expired']).openapi({
+      description:
+        'waiting; matching (the match is made, its session is being created); matched; ' +
+        'cancelled (see reason: cancelled, disconnected, queue_changed, session_failed); expired',
+    }),
+    leader: z.string(),
+    players: z.array(z.string()),
+    attributes: z.record(z.string(), z.union([z.string(), z.number(), z.boolean()])).nullable(),
+    enqueuedAt: z.number(),
+    expiresAt: z.number(),
+    reason: z.string().nullable(),
+    match: z
+      .object({
+        sessionId: z.string(),
+        players: z.array(MatchPlayer),
+        token: z
+          .string()
+          .optional()
+          .openapi({ description: "The caller's session token (player callers)" }),
+        tokens: z
+          .record(z.string(), z.string())
+          .optional()
+          .openapi({ description: 'A session token per player (admin callers)' }),
+      })
+      .nullable(),
+    existing: z.boolean().optional(),
+  })
+  .openapi('Ticket')
+
+function fail(p: PoolProblem): never {
+  throw new ApiError(p.problem, p.detail, p.extensions ?? {})
+}
+
+function viewerOf(principal: Principal): Viewer {
+  return principal.kind === 'admin'
+    ? { kind: 'admin' }
+    : { kind: 'player', playerId: principal.playerId }
+}
+
+async function queueConfig(
+  c: Context<AppEnv>,
+  queue: string,
+): Promise<{ config: QueueConfig; version: number }> {
+  const q = await loadQueueConfig(c.env, queue)
+  if (!q) throw new ApiError('not-found', `No queue '${queue}'`)
+  return q
+}
+
+function regionOf(config: QueueConfig, region: string | undefined): string {
+  if (region === undefined) return config.regions[0]!
+  if (!config.regions.includes(region)) {
+    throw new ApiError('validation', `Region '${region}' is not one of this queue's regions`, {
+      errors: [{ path: 'region', message: `one of: ${config.regions.join(', ')}` }],
+    })
+  }
+  return region
+}
+
+/** Adds session tokens to a matched ticket: the caller's own, or everyone's for the admin key. */
+async function withTokens(c: Context<AppEnv>, ticket: TicketView, viewer: Viewer) {
+  if (!ticket.match) return ticket
+  const { sessionId } = ticket.match
+  if (viewer.kind === 'player') {
+    const token = await issueSessionToken(c.env, sessionId, viewer.playerId)
+    return { ...ticket, match: { ...ticket.match, token } }
+  }
+  const tokens: Record<string, string> = {}
+  for (const p of ticket.players) tokens[p] = await issueSessionToken(c.env, sessionId, p)
+  return { ...ticket, match: { ...ticket.match, tokens } }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+const getTicketRoute = createRoute({
+  method: 'get',
+  path: '/tickets/{ticketId}',
+  summary: 'A ticket’s status (long-poll with ?wait=)',
+  description:
+    'Players read only their own tickets (another player’s ticket is 404); the admin key reads any. ' +
+    'With `wait` (seconds, at most 25) a waiting ticket is held until it changes or the wait ends. ' +
+    'A matched ticket carries the session and a session token.',
+  middleware: [requirePrincipal()] as const,
+  request: {
+    params: z.object({ ticketId: TicketIdParam }),
+    query: z.object({
+      wait: z.coerce
+        .number()
+        .min(0)
+        .max(MAX_WAIT_MS / 1000)
+        .optional(),
+    }),
+  },
+  responses: {
+    200: { description: 'The ticket', content: { 'application/json': { schema: Ticket } } },
+    ...problemResponses(401, 403, 404, 422),
+  },
+})
+
+matchmakingRoutes.openapi(getTicketRoute, async (c) => {
+  const { ticketId } = c.req.valid('param')
+  const { wait } = c.req.valid('query')
+  const { queue, region } = parseTicketId(ticketId)!
+  const viewer = viewerOf(c.get('principal')!)
+  const r = await poolStub(c.env, queue, region).ticket(
+    ticketId,
+    viewer,
+    Math.round((wait ?? 0) * 1000),
+  )
+  if (!r.ok) fail(r)
+  c.header('cache-control', 'no-store')
+  return c.json(await withTokens(c, r.ticket, viewer), 200)
+})
+
+const cancelTicketRoute = createRoute({
+  method: 'delete',
+  path: '/tickets/{ticketId}',
+  summary: 'Cancel a waiting ticket',
+  description:
+    'Any player on the ticket may cancel it (the whole party leaves). Cancelling again answers the ' +
+    'same; a ticket already matched or expired is 409.',
+  middleware: [requirePrincipal()] as const,
+  request: { params: z.object({ ticketId: TicketIdParam }) },
+  responses: {
+    200: { description: 'Cancelled', content: { 'application/json': { schema: Ticket } } },
+    ...problemResponses(401, 403, 404, 409, 422),
+  },
+})
+
+matchmakingRoutes.openapi(cancelTicketRoute, async (c) => {
+  const { ticketId } = c.req.valid('param')
+  const { queue, region } = parseTicketId(ticketId)!
+  const r = await poolStub(c.env, queue, region).cancel(ticketId, viewerOf(c.get('principal')!))
+  if (!r.ok) fail(r)
+  return c.json(r.ticket, 200)
+})
+
+// ---------------------------------------------------------------------------------------------
+
+const JoinBody = z
+  .object({
+    region: RegionId.optional().openapi({ description: "Default: the queue's first region" }),
+    rating: z.unknown().optional().openapi({
+      description: 'Ignored: matchmaking uses the rating Nexus stores',
+    }),
+    party: Party.optional().openapi({
+      description:
+        'Everyone on the ticket, the leader included; more than one player needs the admin key',
+    }),
+    attributes: TicketAttributes.optional(),
+    playerId: PlayerId.optional().openapi({
+      description: 'With the admin key: the leader (a game server joining for its players)',
+    }),
+  })
+  .strict()
+  .openapi('JoinTicket')
+
+const joinRoute = createRoute({
+  method: 'post',
+  path: '/{queue}/tickets',
+  summary: 'Join a queue over plain HTTP',
+  description:
+    'For clients that cannot hold a socket: poll the ticket (long-poll) until it is matched. A player ' +
+    'who already holds a ticket in this pool gets that ticket back (200, `existing: true`). Party ' +
+    'tickets (several players on one team) are made with the admin key by a game server.',
+  middleware: [requirePrincipal()] as const,
+  request: {
+    params: QueueParam,
+    body: { content: { 'application/json': { schema: JoinBody } }, required: true },
+  },
+  responses: {
+    201: { description: 'Queued', content: { 'application/json': { schema: Ticket } } },
+    200: {
+      description: 'The ticket this player already has',
+      content: { 'application/json': { schema: Ticket } },
+    },
+    ...problemResponses(400, 401, 403, 404, 409, 413, 415, 422),
+  },
+})
+
+matchmakingRoutes.openapi(joinRoute, async (c) => {
+  const { queue } = c.req.valid('param')
+  const body = c.req.valid('json')
+  const principal = c.get('principal')!
+  let leader: string
+  if (principal.kind === 'admin') {
+    if (!body.playerId) {
+      throw new ApiError('validation', 'With the admin key, say which player leads: playerId', {
+        errors: [{ path: 'playerId', message: 'required with the admin key' }],
+      })
+    }
+    leader = body.playerId
+    if (body.party && !body.party.includes(leader)) {
+      throw new ApiError('validation', 'The party must include its leader (playerId)', {
+        errors: [{ path: 'party', message: 'must include playerId' }],
+      })
+    }
+  } else {
+    if (body.playerId !== undefined && body.playerId !== principal.playerId) {
+      throw new ApiError('forbidden', 'Players join only for themselves')
+    }
+    leader = principal.playerId
+    if (body.party && !(body.party.length === 1 && body.party[0] === leader)) {
+      throw new ApiError(
+        'forbidden',
+        'Party tickets are created by a game server with the admin key',
+      )
+    }
+  }
+  const ids = [leader, ...(body.party ?? []).filter((p) => p !== leader)]
+  const [{ config, version }, ratings] = await Promise.all([
+    queueConfig(c, queue),
+    storedRatings(c.env, ids),
+  ])
+  const region = regionOf(config, body.region)
+  if (ids.length > config.maxPartySize) {
+    throw new ApiError('validation', `A ticket holds at most ${config.maxPartySize} players`, {
+      errors: [{ path: 'party', message: `at most ${config.maxPartySize} players` }],
+    })
+  }
+  const r = await poolStub(c.env, queue, region).join({
+    queue,
+    region,
+    config,
+    version,
+    players: ids.map((playerId) => ({ playerId, rating: ratings.get(playerId)! })),
+    attributes: body.attributes ?? null,
+  })
+  if (!r.ok) fail(r)
+  const ticket = await withTokens(c, r.ticket, viewerOf(principal))
+  return c.json({ ...ticket, existing: r.existing }, r.existing ? 200 : 201)
+})
+
+// ---------------------------------------------------------------------------------------------
+
+const Percentiles = z.object({ p50: z.number().nullable(), p95: z.number().nullable() })
+
+const statsRoute = createRoute({
+  method: 'get',
+  path: '/{queue}/stats',
+  summary: 'Waiting players, match rate and wait times of a queue',
+  description:
+    'Waiting per region, matches created in the last minute, and the median and 95th percentile ' +
+    'wait (join to match, seconds) over each region’s last 500 matched tickets.',
+  request: { params: QueueParam },
+  responses: {
+    200: {
+      description: 'Stats',
+      content: {
+        'application/json': {
+          schema: z.object({
+            queue: z.string(),
+            waitingTickets: z.number().int(),
+            waitingPlayers: z.number().int(),
+            matchesPerMinute: z.number().int(),
+            waitSeconds: Percentiles,
+            regions: z.array(
+              z.object({
+                region: z.string(),
+                waitingTickets: z.number().int(),
+                waitingPlayers: z.number().int(),
+                matchesPerMinute: z.number().int(),
+                waitSeconds: Percentiles,
+              }),
+            ),
+          }),
+        },
+      },
+    },
+    ...problemResponses(404, 422),
+  },
+})
+
+function percentiles(samplesMs: number[]) {
+  const sorted = [...samplesMs].sort((a, b) => a - b)
+  const at = (p: number) =>
+    sorted.length === 0
+      ? null
+      : sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]! / 1000
+  return { p50: at(50), p95: at(95) }
+}
+
+matchmakingRoutes.openapi(statsRoute, async (c) => {
+  const { queue } = c.req.valid('param')
+  const { config } = await queueConfig(c, queue)
+  const pools = await Promise.all(
+    config.regions.map((region) => poolStub(c.env, queue, region).stats(region)),
+  )
+  c.header('cache-control', 'no-store')
+  return c.json(
+    {
+      queue,
+      waitingTickets: pools.reduce((n, p) => n + p.waitingTickets, 0),
+      waitingPlayers: pools.reduce((n, p) => n + p.waitingPlayers, 0),
+      matchesPerMinute: pools.reduce((n, p) => n + p.matchesLastMinute, 0),
+      waitSeconds: percentiles(pools.flatMap((p) => p.waitSamplesMs)),
+      regions: pools.map((p) => ({
+        region: p.region,
+        waitingTickets: p.waitingTickets,
+        waitingPlayers: p.waitingPlayers,
+        matchesPerMinute: p.matchesLastMinute,
+        waitSeconds: percentiles(p.waitSamplesMs),
+      })),
+    },
+    200,
+  )
+})
+
+// ---------------------------------------------------------------------------------------------
+
+const socketRoute = createRoute({
+  method: 'get',
+  path: '/{queue}',
+  summary: 'Join a queue over a WebSocket (or, without an upgrade, read the queue)',
+  description:
+    'With `Upgrade: websocket` and a player token (`Authorization: Bearer …`, or `?token=` for ' +
+    'browsers): send `{"type":"join"}`; receive `{"type":"queued","ticketId"}`, then ' +
+    '`{"type":"match_found","sessionId","token","players"}` (or `expired` / `cancelled`). Send ' +
+    '`{"type":"cancel"}` to leave. A bad frame gets `{"type":"error","code","message"}` and changes ' +
+    'nothing. Closing the socket cancels the ticket after a 10 s grace unless the player reconnects. ' +
+    'Without an upgrade: the queue’s public settings.',
+  request: {
+    params: QueueParam,
+    query: z.object({
+      region: RegionId.optional(),
+      token: z.string().max(4096).optional(),
+    }),
+  },
+  responses: {
+    101: { description: 'Switching protocols (WebSocket)' },
+    200: {
+      description: 'The queue’s public settings',
+      content: {
+        'application/json': {
+          schema: z.object({
+            queue: z.string(),
+            teams: z.number().int(),
+            teamSize: z.number().int(),
+            rules: z.string(),
+            regions: z.array(z.string()),
+            maxPartySize: z.number().int(),
+            ticketTtlSeconds: z.number().int(),
+          }),
+        },
+      },
+    },
+    ...problemResponses(401, 403, 404, 422),
+  },
+})
+
+matchmakingRoutes.openapi(socketRoute, (async (c: Context<AppEnv>) => {
+  const queue = c.req.param('queue')!
+  const query = c.req.query()
+  if (c.req.header('upgrade')?.toLowerCase() !== 'websocket') {
+    const { config } = await queueConfig(c, queue)
+    return c.json(
+      {
+        queue,
+        teams: config.teams,
+        teamSize: config.teamSize,
+        rules: config.rules,
+        regions: config.regions,
+        maxPartySize: config.maxPartySize,
+        ticketTtlSeconds: config.ticketTtlSeconds,
+      },
+      200,
+    )
+  }
+  // Before any upgrade: an unauthenticated socket never opens.
+  const credential = bearer(c.req.header('authorization')) ?? query.token
+  if (!credential) {
+    throw new ApiError(
+      'unauthorized',
+      'Send "Authorization: Bearer <token>" or ?token=<token>',
+      {},
+      { 'www-authenticate': 'Bearer realm="nexus"' },
+    )
+  }
+  const principal = await authenticate(c.env, credential)
+  c.set('principal', principal)
+  if (principal.kind !== 'player') {
+    throw new ApiError('forbidden', 'Matchmaking sockets are for players; game servers use HTTP')
+  }
+  const [{ config, version }, ratings] = await Promise.all([
+    queueConfig(c, queue),
+    storedRatings(c.env, [principal.playerId]),
+  ])
+  const region = regionOf(config, query.region)
+  const context: SocketContext = {
+    queue,
+    region,
+    config,
+    version,
+    playerId: principal.playerId,
+    rating: ratings.get(principal.playerId)!,
+  }
+  const headers = new Headers({ upgrade: 'websocket' })
+  headers.set(SOCKET_CONTEXT_HEADER, JSON.stringify(context))
+  return poolFetcher(c.env, queue, region).fetch(
+    new Request('https://match-pool/socket', { headers }),
+  )
+}) as never)

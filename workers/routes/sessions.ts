@@ -1,0 +1,236 @@
+import { createRoute, z } from '@hono/zod-openapi'
+import type { Context } from 'hono'
+import { decodeJwt } from 'jose'
+import type { AppEnv } from '../app-env.ts'
+import { PLAYER_HEADER } from '../../durable-objects/game-session.ts'
+import type { RosterEntry } from '../core/rules/index.ts'
+import { bearer, isAdminKey, verifyPlayerToken } from '../lib/auth.ts'
+import { newRouter, problemResponses } from '../lib/openapi.ts'
+import { ApiError } from '../lib/problem.ts'
+import { SESSION_AUDIENCE, verifySessionToken } from '../lib/session-token.ts'
+import { SessionId } from '../sessions/schemas.ts'
+import { loadArchivedEvents, loadArchivedSession } from '../sessions/store.ts'
+import { sessionStub } from '../sessions/stub.ts'
+
+export const sessionRoutes = newRouter()
+
+/** Most log records one page of `/events` returns. */
+export const MAX_EVENTS_PAGE = 500
+
+const SessionParam = z.object({ id: SessionId })
+
+const Placement = z.object({
+  playerId: z.string(),
+  team: z.number().int(),
+  place: z.number().int(),
+  score: z.number().optional(),
+})
+
+const RatingChange = z.object({
+  playerId: z.string(),
+  before: z.object({ rating: z.number(), rd: z.number(), volatility: z.number() }),
+  after: z.object({ rating: z.number(), rd: z.number(), volatility: z.number() }),
+})
+
+const SessionView = z
+  .object({
+    sessionId: z.string(),
+    rules: z.string(),
+    status: z.enum(['live', 'finished']),
+    roster: z.array(z.object({ playerId: z.string(), team: z.number().int() })),
+    queue: z.string().nullable(),
+    seq: z.number().int().nullable().openapi({ description: 'Last event; null once archived' }),
+    createdAt: z.number(),
+    endedAt: z.number().nullable(),
+    result: z
+      .object({
+        placements: z.array(Placement),
+        reason: z.enum(['finished', 'forfeit', 'abandoned']),
+        winner: z.string().nullable(),
+      })
+      .nullable(),
+    ratingChanges: z.array(RatingChange).nullable(),
+  })
+  .openapi('Session')
+
+type Viewer = { kind: 'admin' } | { kind: 'player'; playerId: string }
+
+function credentialOf(c: Context<AppEnv>): string {
+  const credential = bearer(c.req.header('authorization')) ?? c.req.query('token')
+  if (!credential) {
+    throw new ApiError(
+      'unauthorized',
+      'Send "Authorization: Bearer <token>" (or ?token= on a socket)',
+      {},
+      { 'www-authenticate': 'Bearer realm="nexus"' },
+    )
+  }
+  return credential
+}
+
+/** The admin key, a session token for this session, or a player token. */
+async function viewerOf(c: Context<AppEnv>, sessionId: string): Promise<Viewer> {
+  const credential = credentialOf(c)
+  if (await isAdminKey(c.env, credential)) return { kind: 'admin' }
+  if (!credential.includes('.')) throw new ApiError('unauthorized', 'The admin key is not valid')
+  let audience: unknown
+  try {
+    audience = decodeJwt(credential).aud
+  } catch {
+    throw new ApiError('unauthorized', 'The bearer token is not a JWT')
+  }
+  const forSessions = Array.isArray(audience)
+    ? audience.includes(SESSION_AUDIENCE)
+    : audience === SESSION_AUDIENCE
+  if (forSessions) {
+    return { kind: 'player', playerId: await verifySessionToken(c.env, credential, sessionId) }
+  }
+  const p = await verifyPlayerToken(c.env, credential)
+  if (p.kind !== 'player') throw new ApiError('unauthorized', 'A player token is required')
+  return { kind: 'player', playerId: p.playerId }
+}
+
+function authorize(viewer: Viewer, roster: readonly RosterEntry[]): void {
+  if (viewer.kind === 'admin') return
+  if (!roster.some((p) => p.playerId === viewer.playerId)) {
+    throw new ApiError('forbidden', 'Only the players of this session may see it')
+  }
+}
+
+/** Verifies the session token, then hands the upgrade to the session's object. */
+async function connect(c: Context<AppEnv>, sessionId: string): Promise<Response> {
+  const player = await verifySessionToken(c.env, credentialOf(c), sessionId)
+  const url = new URL('https://game-session.internal/connect')
+  const since = c.req.query('since')
+  if (since !== undefined) url.searchParams.set('since', since)
+  // A new request: only the verified player travels to the object, never client headers.
+  return c.env.GAME_SESSION.getByName(sessionId).fetch(
+    new Request(url, { headers: { upgrade: 'websocket', [PLAYER_HEADER]: player } }),
+  )
+}
+
+const getRoute = createRoute({
+  method: 'get',
+  path: '/{id}',
+  summary: 'A session: status, roster, result — or its socket when upgraded',
+  description:
+    'With `Upgrade: websocket` and the session token (`Authorization: Bearer` or `?token=`): the game ' +
+    'socket. The server sends `{"type":"welcome","seq","state"}`; clients send `{"type":"action",…}`; ' +
+    'everyone receives `{"type":"event","seq","event"}` in one order; a refused frame gets ' +
+    '`{"type":"error","code","message"}` (sender only). `?since=<seq>` instead sends ' +
+    '`{"type":"resumed","since","seq"}` and exactly the events after `since`, then live ones. At the end: ' +
+    '`{"type":"ended","seq","result"}` and the socket closes. Frames: at most 8 KiB, 20/s (burst 40).\n\n' +
+    'Without upgrade: the session for its players (session or player token) and admins. Once a finished ' +
+    'session is archived (24 h after its end), the answer comes from Neon with `seq: null`.',
+  request: {
+    params: SessionParam,
+    query: z.object({
+      token: z.string().max(4096).optional(),
+      since: z.string().max(16).optional(),
+    }),
+  },
+  responses: {
+    101: { description: 'Switching to the game socket' },
+    200: { description: 'The session', content: { 'application/json': { schema: SessionView } } },
+    ...problemResponses(401, 403, 404, 409, 422),
+  },
+})
+
+sessionRoutes.openapi(getRoute, (async (c: Context<AppEnv>) => {
+  const { id } = c.req.param() as { id: string }
+  if (c.req.header('upgrade')?.toLowerCase() === 'websocket') return connect(c, id)
+  const viewer = await viewerOf(c, id)
+  const info = await sessionStub(c.env, id).info()
+  if (info.ok) {
+    authorize(viewer, info.roster)
+    return c.json({
+      sessionId: info.sessionId,
+      rules: info.rules,
+      status: info.status,
+      roster: info.roster,
+      queue: info.queue,
+      seq: info.seq,
+      createdAt: info.createdAt,
+      endedAt: info.endedAt,
+      result: info.result,
+      ratingChanges: info.ratingChanges,
+    })
+  }
+  const archived = info.purged ? await loadArchivedSession(c.env, id) : null
+  if (!archived) throw new ApiError('not-found', `No session '${id}'`)
+  authorize(viewer, archived.roster)
+  return c.json({
+    sessionId: archived.sessionId,
+    rules: archived.rules,
+    status: archived.status,
+    roster: archived.roster,
+    queue: archived.queue,
+    seq: null,
+    createdAt: archived.createdAt,
+    endedAt: archived.endedAt,
+    result: archived.result,
+    ratingChanges: archived.ratingChanges,
+  })
+}) as never)
+
+const LogRecordSchema = z
+  .object({
+    seq: z.number().int(),
+    input: z.record(z.string(), z.unknown()),
+    event: z.unknown(),
+  })
+  .openapi('SessionLogRecord')
+
+const eventsRoute = createRoute({
+  method: 'get',
+  path: '/{id}/events',
+  summary: "A session's event log, a page at a time",
+  description:
+    'Log records `{seq, input, event}` from `from` (inclusive, default 1), at most `limit` (default ' +
+    `100, at most ${MAX_EVENTS_PAGE}). Pass \`nextFrom\` back as \`from\` for the next page; null means ` +
+    "the end of the log so far. Replaying the records from the start reproduces the session's state.",
+  request: {
+    params: SessionParam,
+    query: z.object({
+      from: z.coerce.number().int().min(1).max(Number.MAX_SAFE_INTEGER).default(1),
+      limit: z.coerce.number().int().min(1).max(MAX_EVENTS_PAGE).default(100),
+      token: z.string().max(4096).optional(),
+    }),
+  },
+  responses: {
+    200: {
+      description: 'A page of the log',
+      content: {
+        'application/json': {
+          schema: z.object({
+            events: z.array(LogRecordSchema),
+            nextFrom: z.number().int().nullable(),
+          }),
+        },
+      },
+    },
+    ...problemResponses(401, 403, 404, 422),
+  },
+})
+
+sessionRoutes.openapi(eventsRoute, (async (c: Context<AppEnv>) => {
+  const { id } = c.req.param() as { id: string }
+  const { from, limit } = (
+    c.req as unknown as { valid(t: 'query'): { from: number; limit: number } }
+  ).valid('query')
+  const viewer = await viewerOf(c, id)
+  const stub = sessionStub(c.env, id)
+  const info = await stub.info()
+  if (info.ok) {
+    authorize(viewer, info.roster)
+    const page = await stub.events(from, limit)
+    if (page.ok) return c.json({ events: page.events, nextFrom: page.nextFrom })
+  }
+  const archived = !info.ok && info.purged ? await loadArchivedSession(c.env, id) : null
+  if (!archived) throw new ApiError('not-found', `No session '${id}'`)
+  authorize(viewer, archived.roster)
+  const events = await loadArchivedEvents(c.env, id, from, limit + 1)
+  const more = events.length > limit
+  const page = events.slice(0, limit)
+  return c.json({ events: page, nextFrom: more ? page[page.length - 1]!.seq + 1 : null })
+}) as never)

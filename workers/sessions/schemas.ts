@@ -1,0 +1,70 @@
+import { z } from '@hono/zod-openapi'
+import type { GameResult } from '../core/rules/index.ts'
+import { rulesNames } from '../core/rules/index.ts'
+import { PlayerId, ResourceId } from '../lib/openapi.ts'
+
+/**
+ * The wire protocol of a game-session socket, defined once: what clients may send (validated
+ * here, at the edge of the object) and what the server sends (built with `satisfies`).
+ */
+
+/** Session ids: what the matchmaker and the admin route mint; URL-safe and bounded. */
+export const SessionId = z
+  .string()
+  .min(1)
+  .max(128)
+  .regex(/^[A-Za-z0-9][A-Za-z0-9_.-]*$/, 'letters, digits, "_", "." and "-"')
+  .openapi({ example: 's_0b6f7c1e-2a34-4d1f-9a55-3f2e1d0c9b8a' })
+
+/** Most players a session may have, whatever the rules allow. */
+export const MAX_ROSTER = 64
+
+export const RosterEntry = z.object({
+  playerId: PlayerId,
+  team: z.number().int().min(0).max(MAX_ROSTER),
+})
+
+/** What `GameSession.create` accepts (the matchmaker's `SessionSetup`), checked strictly. */
+export const SessionSetupSchema = z
+  .object({
+    sessionId: SessionId,
+    rules: z.string().refine((r) => rulesNames.includes(r), {
+      message: `one of ${rulesNames.join(', ')}`,
+    }),
+    roster: z
+      .array(RosterEntry)
+      .min(1)
+      .max(MAX_ROSTER)
+      .refine((r) => new Set(r.map((p) => p.playerId)).size === r.length, {
+        message: 'player ids must be unique',
+      }),
+    seed: z.string().min(16).max(256),
+    options: z.unknown().optional(),
+    queue: ResourceId.nullable().optional(),
+    region: z.string().max(64).nullable().optional(),
+    leaderboardId: ResourceId.nullable().optional(),
+  })
+  .strict()
+
+/** Frames a client may send, by `type`. An action's other fields are the rules' business. */
+export const ClientMessage = z.discriminatedUnion('type', [
+  z.looseObject({ type: z.literal('action') }),
+  z.object({ type: z.literal('ping') }).strict(),
+])
+export type ClientMessage = z.infer<typeof ClientMessage>
+
+/** Frames the server sends. */
+export type ServerMessage =
+  /** A fresh join: the state as this player may see it, as of `seq`. */
+  | { type: 'welcome'; seq: number; state: unknown; you: string; status: SessionStatus }
+  /** A reconnect with `?since=`: the events `since+1 … seq` follow at once, then live ones. */
+  | { type: 'resumed'; since: number; seq: number }
+  /** One accepted input, to everyone, in `seq` order with no gaps. */
+  | { type: 'event'; seq: number; event: unknown }
+  /** A refused frame, to its sender only; nothing changed. */
+  | { type: 'error'; code: string; message: string }
+  /** The game is over; the socket closes after this. */
+  | { type: 'ended'; seq: number; result: GameResult }
+  | { type: 'pong' }
+
+export type SessionStatus = 'live' | 'finished'

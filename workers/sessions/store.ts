@@ -1,0 +1,293 @@
+import type { GameResult, LogRecord, RosterEntry } from '../core/rules/index.ts'
+import { defaultRating, updateRatings, type RatedPlayer } from '../core/rating.ts'
+import { getSql, pgErrorCode, type DbEnv } from '../db/client.ts'
+
+/** A session as Neon lists it (`game_sessions`). */
+export interface SessionRecord {
+  sessionId: string
+  rules: string
+  roster: RosterEntry[]
+  queue: string | null
+  region: string | null
+}
+
+/** A player's rating before and after one match. */
+export interface RatingChange {
+  playerId: string
+  before: { rating: number; rd: number; volatility: number }
+  after: { rating: number; rd: number; volatility: number }
+}
+
+export interface ResultInput extends SessionRecord {
+  result: GameResult
+  endedAt: number
+}
+
+export interface Recorded {
+  /** False when the result was already recorded (a repeated or racing end): nothing changed. */
+  recorded: boolean
+  /** The rating changes this call applied; empty when it applied none. */
+  ratingChanges: RatingChange[]
+}
+
+/**
+ * Where a GameSession's durable facts go. One implementation writes to Neon; tests wrap it to
+ * inject faults (Neon down, a crash after commit).
+ */
+export interface SessionStore {
+  /** Lists the session (status `live`); doing it again changes nothing. */
+  register(session: SessionRecord, createdAt: number): Promise<void>
+  /**
+   * Records the result and updates the players' ratings in one transaction, only if the result
+   * is new: a second call for the same session (retry, race) changes nothing.
+   */
+  recordResult(input: ResultInput): Promise<Recorded>
+  /** Archives log records; writing the same records again changes nothing. */
+  archiveLog(sessionId: string, records: readonly LogRecord[]): Promise<void>
+}
+
+/** Optimistic rating updates retry this often when another match rated the same players meanwhile. */
+const RATING_ATTEMPTS = 5
+
+/**
+ * Whether a result changes ratings: abandoned games do not (nobody won anything), and a match
+ * needs two teams to be rated at all.
+ */
+export function isRated(result: GameResult): boolean {
+  if (result.reason === 'abandoned') return false
+  return new Set(result.placements.map((p) => p.team)).size >= 2
+}
+
+/**
+ * New ratings for a result: one team per team index, placed at its best member's place (Glicko-2
+ * over pairwise team results, see workers/core/rating.ts).
+ *
+ * @example
+ * ratingChangesFor(result, new Map([['a', { rating: 1500, rd: 350, volatility: 0.06 }]]))
+ */
+export function ratingChangesFor(
+  result: GameResult,
+  current: ReadonlyMap<string, { rating: number; rd: number; volatility: number }>,
+): RatingChange[] {
+  if (!isRated(result)) return []
+  const byTeam = new Map<number, { players: RatedPlayer[]; place: number }>()
+  for (const p of result.placements) {
+    const r = current.get(p.playerId) ?? defaultRating()
+    const team = byTeam.get(p.team) ?? { players: [], place: p.place }
+    team.players.push({ id: p.playerId, ...r })
+    team.place = Math.min(team.place, p.place)
+    byTeam.set(p.team, team)
+  }
+  const teams = [...byTeam.entries()].sort((a, b) => a[0] - b[0]).map(([, t]) => t)
+  const rated = updateRatings(
+    teams.map((t) => t.players),
+    teams.map((t) => t.place),
+  )
+  return rated.map((after) => {
+    const before = current.get(after.id) ?? defaultRating()
+    return {
+      playerId: after.id,
+      before: { rating: before.rating, rd: before.rd, volatility: before.volatility },
+      after: { rating: after.rating, rd: after.rd, volatility: after.volatility },
+    }
+  })
+}
+
+/**
+ * The Neon implementation, over the HTTP driver (no interactive transactions):
+ *
+ * - `recordResult` reads the players' ratings, computes the new ones, then writes in one
+ *   transaction whose main statement inserts the `match_results` row (primary key: the session)
+ *   and, only if that insert happened, updates the ratings — guarded by the values it read, so a
+ *   rating another match changed in between makes the statement fail (division by zero on a
+ *   count mismatch) and the whole write is retried from a fresh read. Two ends of one session
+ *   racing: the second waits on the primary key, inserts nothing, updates nothing.
+ * - `archiveLog` inserts records with ON CONFLICT DO NOTHING on (session, seq).
+ */
+export class NeonSessionStore implements SessionStore {
+  private readonly env: DbEnv
+
+  constructor(env: DbEnv) {
+    this.env = env
+  }
+
+  async register(s: SessionRecord, createdAt: number): Promise<void> {
+    const sql = getSql(this.env)
+    await sql.query(
+      `insert into game_sessions (id, queue, region, rules, roster, status, created_at)
+       values ($1, $2, $3, $4, $5::jsonb, 'live', to_timestamp($6 / 1000.0))
+       on conflict (id) do nothing`,
+      [s.sessionId, s.queue, s.region, s.rules, JSON.stringify(s.roster), createdAt],
+    )
+  }
+
+  async recordResult(input: ResultInput): Promise<Recorded> {
+    const ids = input.result.placements.map((p) => p.playerId)
+    for (let attempt = 1; ; attempt++) {
+      const sql = getSql(this.env)
+      const rows = (await sql.query(
+        `select id, rating, rating_deviation, rating_volatility from players where id = any($1::text[])`,
+        [ids],
+      )) as { id: string; rating: number; rating_deviation: number; rating_volatility: number }[]
+      const current = new Map(
+        rows.map((r) => [
+          r.id,
+          {
+            rating: Number(r.rating),
+            rd: Number(r.rating_deviation),
+            volatility: Number(r.rating_volatility),
+          },
+        ]),
+      )
+      const changes = ratingChangesFor(input.result, current)
+      try {
+        const results = await sql.transaction([
+          // Players of an identity provider appear on first use; new ones start at the defaults
+          // the guard below expects.
+          sql.query(
+            `insert into players (id) select unnest($1::text[]) on conflict (id) do nothing`,
+            [ids],
+          ),
+          sql.query(
+            `with ins as (
+               insert into match_results (session_id, queue, rules, result, rating_changes)
+               values ($1, $2, $3, $4::jsonb, $5::jsonb)
+               on conflict (session_id) do nothing
+               returning session_id
+             ),
+             upd as (
+               update players p
+                  set rating = u.rating, rating_deviation = u.rd, rating_volatility = u.vol,
+                      updated_at = now()
+                 from unnest($6::text[], $7::float8[], $8::float8[], $9::float8[],
+                             $10::float8[], $11::float8[], $12::float8[])
+                      as u(id, rating, rd, vol, old_rating, old_rd, old_vol)
+                where p.id = u.id and exists (select 1 from ins)
+                  and p.rating = u.old_rating and p.rating_deviation = u.old_rd
+                  and p.rating_volatility = u.old_vol
+               returning p.id
+             )
+             select (select count(*) from ins)::int as inserted,
+                    1 / (case when not exists (select 1 from ins)
+                                or (select count(*) from upd) = $13 then 1 else 0 end) as ok`,
+            [
+              input.sessionId,
+              input.queue,
+              input.rules,
+              JSON.stringify(input.result),
+              JSON.stringify(changes),
+              changes.map((c) => c.playerId),
+              changes.map((c) => c.after.rating),
+              changes.map((c) => c.after.rd),
+              changes.map((c) => c.after.volatility),
+              changes.map((c) => c.before.rating),
+              changes.map((c) => c.before.rd),
+              changes.map((c) => c.before.volatility),
+              changes.length,
+            ],
+          ),
+          sql.query(
+            `insert into game_sessions (id, queue, region, rules, roster, status, ended_at)
+             values ($1, $2, $3, $4, $5::jsonb, 'finished', to_timestamp($6 / 1000.0))
+             on conflict (id) do update set status = 'finished',
+               ended_at = coalesce(game_sessions.ended_at, excluded.ended_at)`,
+            [
+              input.sessionId,
+              input.queue,
+              input.region,
+              input.rules,
+              JSON.stringify(input.roster),
+              input.endedAt,
+            ],
+          ),
+        ])
+        const main = results[1] as { inserted: number }[]
+        const inserted = Number(main[0]?.inserted ?? 0) === 1
+        return { recorded: inserted, ratingChanges: inserted ? changes : [] }
+      } catch (err) {
+        // 22012: a rating changed between the read and the write; read again.
+        if (pgErrorCode(err) === '22012' && attempt < RATING_ATTEMPTS) continue
+        throw err
+      }
+    }
+  }
+
+  async archiveLog(sessionId: string, records: readonly LogRecord[]): Promise<void> {
+    if (records.length === 0) return
+    const sql = getSql(this.env)
+    await sql.query(
+      `insert into session_logs (session_id, seq, record)
+       select $1, u.seq, u.record::jsonb from unnest($2::int[], $3::text[]) as u(seq, record)
+       on conflict (session_id, seq) do nothing`,
+      [sessionId, records.map((r) => r.seq), records.map((r) => JSON.stringify(r))],
+    )
+  }
+}
+
+/** A finished, purged session as Neon remembers it. */
+export interface ArchivedSession {
+  sessionId: string
+  rules: string
+  status: string
+  roster: RosterEntry[]
+  queue: string | null
+  createdAt: number
+  endedAt: number | null
+  result: GameResult | null
+  ratingChanges: RatingChange[] | null
+}
+
+/** A session from Neon (after its object's storage was cleared), or null. */
+export async function loadArchivedSession(
+  env: DbEnv,
+  sessionId: string,
+): Promise<ArchivedSession | null> {
+  const sql = getSql(env)
+  const rows = (await sql.query(
+    `select s.id, s.rules, s.status, s.roster, s.queue,
+            extract(epoch from s.created_at) * 1000 as created_at,
+            extract(epoch from s.ended_at) * 1000 as ended_at,
+            r.result, r.rating_changes
+       from game_sessions s left join match_results r on r.session_id = s.id
+      where s.id = $1`,
+    [sessionId],
+  )) as {
+    id: string
+    rules: string
+    status: string
+    roster: RosterEntry[]
+    queue: string | null
+    created_at: string | number
+    ended_at: string | number | null
+    result: GameResult | null
+    rating_changes: RatingChange[] | null
+  }[]
+  const r = rows[0]
+  if (!r) return null
+  return {
+    sessionId: r.id,
+    rules: r.rules,
+    status: r.status,
+    roster: r.roster,
+    queue: r.queue,
+    createdAt: Math.round(Number(r.created_at)),
+    endedAt: r.ended_at === null ? null : Math.round(Number(r.ended_at)),
+    result: r.result,
+    ratingChanges: r.rating_changes,
+  }
+}
+
+/** Archived log records `from …` (inclusive), at most `limit`. */
+export async function loadArchivedEvents(
+  env: DbEnv,
+  sessionId: string,
+  from: number,
+  limit: number,
+): Promise<LogRecord[]> {
+  const sql = getSql(env)
+  const rows = (await sql.query(
+    `select record from session_logs where session_id = $1 and seq >= $2 order by seq limit $3`,
+    [sessionId, from, limit],
+  )) as { record: LogRecord }[]
+  return rows.map((r) => r.record)
+}

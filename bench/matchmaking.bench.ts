@@ -10,6 +10,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs'
 import WebSocket from 'ws'
 import { fmt, median, quantile } from './lib/load.ts'
+import { colyseusClient, startColyseus, type ColyseusRoom } from './lib/colyseus.ts'
 import { startStack } from './lib/stack.ts'
 
 const arg = (name: string, fallback: number) => {
@@ -80,6 +81,7 @@ class Client {
   }
 }
 
+let nexusRows: Record<string, { p50: number[]; p99: number[]; max: number[] }> = {}
 const stack = await startStack({ vars: { GUEST_AUTH_PER_MINUTE: '10000' } })
 try {
   const admin = { authorization: `Bearer ${stack.adminKey}`, 'content-type': 'application/json' }
@@ -177,28 +179,7 @@ try {
     console.error(`round ${round}/${ROUNDS} done`)
   }
 
-  const md = [
-    '# Matchmaking WebSocket benchmark',
-    '',
-    `Local Worker under \`wrangler dev\` (workerd), real PostgreSQL behind the Neon relay. ${CLIENTS} guest players on ` +
-      `WebSockets (the \`ws\` client, one Node process on the same machine) to one pool (2 teams × 1, everyone ` +
-      `matchable), ${ROUNDS} rounds after a warm-up; medians over rounds. Latency is from sending the frame to ` +
-      `receiving the answer; a match includes recording it in the pool's SQLite and creating its GameSession. ` +
-      `Node ${process.version}, ${new Date().toISOString().slice(0, 10)}.`,
-    '',
-    `Command: \`npx node bench/matchmaking.bench.ts --clients ${CLIENTS} --rounds ${ROUNDS}\``,
-    '',
-    '| scenario | p50 ms | p99 ms | max ms |',
-    '| --- | ---: | ---: | ---: |',
-    ...Object.entries(rows).map(
-      ([name, r]) =>
-        `| ${name} | ${fmt(median(r.p50), 1)} | ${fmt(median(r.p99), 1)} | ${fmt(median(r.max), 1)} |`,
-    ),
-    '',
-  ].join('\n')
-  console.log(md)
-  mkdirSync('bench/results', { recursive: true })
-  writeFileSync('bench/results/matchmaking.md', md)
+  nexusRows = rows
 } catch (err) {
   // What the pool saw, to tell a slow match from a lost one.
   const metrics = await (await fetch(`${stack.url}/metrics`)).text()
@@ -212,3 +193,74 @@ try {
 } finally {
   await stack.stop()
 }
+
+// --- Colyseus: its own matchmaking for the same number of clients, same machine ---------------
+// A client asks to join a 2-player room (`joinOrCreate`: an HTTP seat reservation, then a socket to
+// the room); Colyseus fills rooms in arrival order and the room tells both players when it is full.
+const peerRows: Record<string, { p50: number[]; p99: number[]; max: number[] }> = {}
+const colyseus = await startColyseus()
+try {
+  const join = async (): Promise<{ ms: number; room: ColyseusRoom }> => {
+    const client = await colyseusClient(colyseus.url)
+    const t0 = performance.now()
+    const room = await client.joinOrCreate('duel', { size: 2 })
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error('no match_found from Colyseus')), TIMEOUT_MS)
+      room.onMessage('match_found', () => {
+        clearTimeout(timer)
+        resolve()
+      })
+    })
+    return { ms: performance.now() - t0, room }
+  }
+  for (let round = 0; round <= ROUNDS; round++) {
+    const burst = await Promise.all(Array.from({ length: CLIENTS }, () => join()))
+    await Promise.all(burst.map((b) => b.room.leave(true)))
+    const paced: { ms: number; room: ColyseusRoom }[] = []
+    for (let i = 0; i < CLIENTS; i += 2) paced.push(...(await Promise.all([join(), join()])))
+    await Promise.all(paced.map((b) => b.room.leave(true)))
+    if (round === 0) continue
+    for (const [name, v] of [
+      [`join → match_found, ${CLIENTS} at once`, burst.map((b) => b.ms)],
+      ['join → match_found, one pair at a time', paced.map((b) => b.ms)],
+    ] as const) {
+      const row = (peerRows[name] ??= { p50: [], p99: [], max: [] })
+      row.p50.push(quantile(v, 0.5))
+      row.p99.push(quantile(v, 0.99))
+      row.max.push(Math.max(...v))
+    }
+    console.error(`colyseus round ${round}/${ROUNDS} done`)
+  }
+} finally {
+  await colyseus.stop()
+}
+
+const table = (rows: typeof peerRows, who: string) =>
+  Object.entries(rows).map(
+    ([name, r]) =>
+      `| ${who}: ${name} | ${fmt(median(r.p50), 1)} | ${fmt(median(r.p99), 1)} | ${fmt(median(r.max), 1)} |`,
+  )
+const md = [
+  '# Matchmaking: join to match, Nexus and Colyseus',
+  '',
+  `Local Worker under \`wrangler dev\` (workerd), real PostgreSQL behind the Neon relay. ${CLIENTS} guest players on ` +
+    `WebSockets (the \`ws\` client, one Node process on the same machine) to one pool (2 teams × 1, everyone ` +
+    `matchable), ${ROUNDS} rounds after a warm-up; medians over rounds. Latency is from sending \`join\` to ` +
+    `receiving \`match_found\`; a Nexus match includes recording it in the pool's SQLite, creating its GameSession ` +
+    `(and listing it in Neon) and signing a session token per player. Colyseus 0.18, same machine, its own process: ` +
+    `\`joinOrCreate\` of a 2-player room, from the call to the room telling both players it is full (its seat ` +
+    `reservation and room socket included; no ratings). Node ${process.version}, ${new Date().toISOString().slice(0, 10)}.`,
+  '',
+  `Command: \`npx node bench/matchmaking.bench.ts --clients ${CLIENTS} --rounds ${ROUNDS}\``,
+  '',
+  '| scenario | p50 ms | p99 ms | max ms |',
+  '| --- | ---: | ---: | ---: |',
+  ...table(nexusRows, 'Nexus'),
+  ...table(peerRows, 'Colyseus'),
+  '',
+  'Goal: p99 time to match under 100 ms once enough players wait, and faster than Colyseus.',
+  '',
+].join('\n')
+console.log(md)
+mkdirSync('bench/results', { recursive: true })
+writeFileSync('bench/results/matchmaking.md', md)

@@ -1,0 +1,243 @@
+/**
+ * Event fan-out latency of game sessions through the local Worker, side by side with a Colyseus
+ * room broadcasting the same messages to the same number of clients, in the same run.
+ *
+ * Each session has `players` clients, each sending `rate` actions per second; every action becomes
+ * an event for all of them. Latency is from a sender's `send` to each recipient's receipt (all
+ * clients are in this process, so they share one clock). `--sessions` runs that many sessions at
+ * once, to see how it holds under load. Baseline on the Nexus sockets: `ping` → `pong`, which the
+ * runtime answers without running the object's code.
+ *
+ * The run also checks what the latency must not cost: on Nexus every client receives every event,
+ * in the same order, with contiguous sequence numbers.
+ *
+ *   npx node bench/sessions.bench.ts [--players 8] [--rate 20] [--seconds 10] [--sessions 1]
+ */
+import { mkdirSync, writeFileSync } from 'node:fs'
+import WebSocket from 'ws'
+import { colyseusClient, startColyseus, type ColyseusRoom } from './lib/colyseus.ts'
+import { fmt, median, quantile } from './lib/load.ts'
+import { startStack } from './lib/stack.ts'
+
+const arg = (name: string, fallback: number) => {
+  const i = process.argv.indexOf(`--${name}`)
+  return i > 0 ? Number(process.argv[i + 1]) : fallback
+}
+const PLAYERS = Math.max(2, arg('players', 8))
+const RATE = Math.max(1, arg('rate', 20))
+const SECONDS = Math.max(1, arg('seconds', 10))
+const SESSIONS = Math.max(1, arg('sessions', 1))
+const PINGS = 200
+const TIMEOUT_MS = 60_000
+
+/** One client of one session, whichever server it talks to. */
+interface Player {
+  send(n: number, t: number): void
+  /** Called with the event's room-wide sequence number and the sender's timestamp. */
+  onEvent(cb: (seq: number, t: number) => void): void
+  close(): void
+}
+
+interface Frame {
+  type: string
+  seq?: number
+  event?: { kind: string; from: string; data: { n: number; t: number } }
+  code?: string
+}
+
+function open(url: string): Promise<WebSocket> {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(url)
+    ws.once('open', () => resolve(ws))
+    ws.once('error', reject)
+    ws.once('unexpected-response', (_req, res) => {
+      let body = ''
+      res.on('data', (chunk: Buffer) => (body += String(chunk)))
+      res.on('end', () => reject(new Error(`upgrade ${res.statusCode}: ${body}`)))
+    })
+  })
+}
+
+/**
+ * Drives `sessions` (arrays of players) for SECONDS at RATE per player and returns every
+ * recipient's latency, checking each session's clients all saw the same contiguous sequence.
+ */
+async function fanout(
+  sessions: Player[][],
+): Promise<{ latencies: number[]; elapsed: number; ordered: boolean }> {
+  const perSession = PLAYERS * RATE * SECONDS
+  const expected = perSession * PLAYERS * sessions.length
+  const latencies: number[] = []
+  const seqs = sessions.map((players) => players.map(() => [] as number[]))
+  let received = 0
+  const allIn = new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(
+      () => reject(new Error(`only ${received} of ${expected} events arrived`)),
+      SECONDS * 1000 + TIMEOUT_MS,
+    )
+    sessions.forEach((players, s) =>
+      players.forEach((p, i) =>
+        p.onEvent((seq, t) => {
+          latencies.push(performance.now() - t)
+          seqs[s]![i]!.push(seq)
+          if (++received === expected) {
+            clearTimeout(timer)
+            resolve()
+          }
+        }),
+      ),
+    )
+  })
+  const started = performance.now()
+  const interval = 1000 / RATE
+  await Promise.all(
+    sessions.flatMap((players, s) =>
+      players.map(async (p, i) => {
+        // Phases staggered across every client of every session, so load is steady.
+        const offset = (interval * (s * PLAYERS + i)) / (PLAYERS * sessions.length)
+        for (let n = 0; n < RATE * SECONDS; n++) {
+          const wait = started + offset + n * interval - performance.now()
+          if (wait > 0) await new Promise((r) => setTimeout(r, wait))
+          p.send(n, performance.now())
+        }
+      }),
+    ),
+  )
+  await allIn
+  const elapsed = (performance.now() - started) / 1000
+  const ordered = seqs.every((clients) => {
+    const first = clients[0]!
+    return first.every((s, k) => s === k + 1) && clients.every((c) => c.join() === first.join())
+  })
+  return { latencies, elapsed, ordered }
+}
+
+const row = (name: string, v: number[]) =>
+  `| ${name} | ${v.length} | ${fmt(median(v), 2)} | ${fmt(quantile(v, 0.99), 2)} | ${fmt(Math.max(...v), 2)} |`
+
+// --- Nexus -----------------------------------------------------------------------------------
+const stack = await startStack()
+let nexus: Awaited<ReturnType<typeof fanout>>
+const pingMs: number[] = []
+const refusals: string[] = []
+try {
+  const wsBase = stack.url.replace(/^http/, 'ws')
+  const sessions: Player[][] = []
+  const sockets: WebSocket[] = []
+  for (let s = 0; s < SESSIONS; s++) {
+    const ids = Array.from({ length: PLAYERS }, (_, i) => `bench-s${s}-p${i}`)
+    const res = await fetch(`${stack.url}/v1/admin/sessions`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${stack.adminKey}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ rules: 'relay', roster: ids.map((playerId) => ({ playerId })) }),
+    })
+    if (res.status !== 201) throw new Error(`create: ${res.status} ${await res.text()}`)
+    const { sessionId, tokens } = (await res.json()) as {
+      sessionId: string
+      tokens: Record<string, string>
+    }
+    const socks = await Promise.all(
+      ids.map((p) => open(`${wsBase}/v1/sessions/${sessionId}?token=${tokens[p]}`)),
+    )
+    sockets.push(...socks)
+    sessions.push(
+      socks.map((ws) => ({
+        send: (n, t) =>
+          ws.send(JSON.stringify({ type: 'action', action: 'message', data: { n, t } })),
+        onEvent: (cb) =>
+          ws.on('message', (data) => {
+            const f = JSON.parse(String(data)) as Frame
+            if (f.type === 'error') refusals.push(f.code ?? '?')
+            if (f.type === 'event' && f.event?.kind === 'message') cb(f.seq!, f.event.data.t)
+          }),
+        close: () => ws.close(1000),
+      })),
+    )
+  }
+  // Baseline: ping → pong round trips, one at a time per socket, on the first session.
+  await Promise.all(
+    sockets.slice(0, PLAYERS).map(async (ws) => {
+      for (let i = 0; i < PINGS / PLAYERS; i++) {
+        const t0 = performance.now()
+        await new Promise<void>((resolve) => {
+          const on = (data: WebSocket.RawData) => {
+            if ((JSON.parse(String(data)) as Frame).type !== 'pong') return
+            ws.off('message', on)
+            resolve()
+          }
+          ws.on('message', on)
+          ws.send('{"type":"ping"}')
+        })
+        pingMs.push(performance.now() - t0)
+      }
+    }),
+  )
+  nexus = await fanout(sessions)
+  for (const p of sessions.flat()) p.close()
+  if (!nexus.ordered) throw new Error('Nexus clients saw different or non-contiguous sequences')
+  if (refusals.length > 0) throw new Error(`refused: ${refusals.slice(0, 5).join(', ')}`)
+} finally {
+  await stack.stop()
+}
+
+// --- Colyseus, same clients and load -----------------------------------------------------------
+const colyseus = await startColyseus()
+let peer: Awaited<ReturnType<typeof fanout>>
+try {
+  const sessions: Player[][] = []
+  for (let s = 0; s < SESSIONS; s++) {
+    const first = await (await colyseusClient(colyseus.url)).joinOrCreate('relay', { session: s })
+    const roomId = (first as unknown as { roomId: string }).roomId
+    const rooms: ColyseusRoom[] = [first]
+    for (let i = 1; i < PLAYERS; i++) {
+      const c = (await colyseusClient(colyseus.url)) as unknown as {
+        joinById(id: string): Promise<ColyseusRoom>
+      }
+      rooms.push(await c.joinById(roomId))
+    }
+    sessions.push(
+      rooms.map((room) => ({
+        send: (n, t) => room.send('action', { n, t }),
+        onEvent: (cb) =>
+          room.onMessage('event', (m: never) =>
+            cb((m as { seq: number }).seq, (m as { data: { t: number } }).data.t),
+          ),
+        close: () => void room.leave(true),
+      })),
+    )
+  }
+  peer = await fanout(sessions)
+  for (const p of sessions.flat()) p.close()
+} finally {
+  await colyseus.stop()
+}
+
+const total = PLAYERS * RATE * SECONDS * SESSIONS
+const md = [
+  '# Game sessions: event fan-out, Nexus and Colyseus',
+  '',
+  `Command: \`npx node bench/sessions.bench.ts --players ${PLAYERS} --rate ${RATE} --seconds ${SECONDS} --sessions ${SESSIONS}\``,
+  '',
+  `${SESSIONS} session(s) at once, ${PLAYERS} players each, every player sending ${RATE} actions/s for ${SECONDS} s ` +
+    `(${fmt(total / nexus.elapsed, 0)} actions/s in, ${fmt((total * PLAYERS) / nexus.elapsed, 0)} events/s out on Nexus). ` +
+    'Latency: a sender’s `send` to each recipient receiving the event (same process, same clock). Nexus: local Worker under ' +
+    '`wrangler dev` (workerd), one `relay` GameSession per session, each action validated, written to the session’s durable log ' +
+    'and broadcast with its sequence number. Colyseus 0.18: a room per session broadcasting each message with a room sequence ' +
+    'number, no log. Both servers run as their own process on the same 2 cores as the clients.',
+  '',
+  '| measure | samples | p50 ms | p99 ms | max ms |',
+  '| --- | ---: | ---: | ---: | ---: |',
+  row('Nexus: action → event, every recipient', nexus.latencies),
+  row('Colyseus: message → broadcast, every recipient', peer.latencies),
+  row('Nexus: ping → pong (baseline)', pingMs),
+  '',
+  `Nexus p99 / Colyseus p99: ${fmt(quantile(nexus.latencies, 0.99) / quantile(peer.latencies, 0.99), 2)}×. ` +
+    `Every Nexus client received all events of its session in the same order, without a gap (${nexus.ordered ? 'checked' : 'FAILED'}); ` +
+    `Colyseus clients too (${peer.ordered ? 'checked' : 'not in order'}).`,
+  '',
+  'Goal: p99 under 20 ms locally and no worse than Colyseus.',
+  '',
+].join('\n')
+mkdirSync('bench/results', { recursive: true })
+writeFileSync(`bench/results/sessions${SESSIONS > 1 ? `-${SESSIONS}` : ''}.md`, md)
+console.log(md)

@@ -574,20 +574,7 @@ export class Leaderboard extends DurableObject<Env> {
     try {
       this.ctx.storage.transactionSync(() => {
         if (outcome.changed) {
-          const dir = cur.sortOrder === 'desc' ? -1 : 1
-          this.sql.exec(
-            `INSERT OR REPLACE INTO entries (cycle, player_id, score, subscore, seq, ord_score, ord_sub, metadata, submitted_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-            cur.cycle,
-            input.playerId,
-            outcome.score,
-            outcome.subscore,
-            seq,
-            outcome.score * dir + 0,
-            outcome.subscore * dir + 0,
-            input.metadata,
-            now,
-          )
+          this.writeEntry(entry!, input.metadata, now)
           this.setMeta('seq', String(seq))
         }
         this.sql.exec(
@@ -664,30 +651,14 @@ export class Leaderboard extends DurableObject<Env> {
       }
     }
     const cur = this.current!
-    const dir = cur.sortOrder === 'desc' ? -1 : 1
     const changed: { next: RankEntry; previous: RankEntry | undefined }[] = []
     this.ctx.storage.transactionSync(() => {
       for (const e of entries) {
         const previous = this.index.get(e.playerId)
         if (previous && previous.score === e.score && previous.subscore === e.subscore) continue
-        const seq = ++this.seq
-        this.sql.exec(
-          `INSERT OR REPLACE INTO entries (cycle, player_id, score, subscore, seq, ord_score, ord_sub, metadata, submitted_at)
-           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-          cur.cycle,
-          e.playerId,
-          e.score,
-          e.subscore,
-          seq,
-          e.score * dir + 0,
-          e.subscore * dir + 0,
-          e.metadata,
-          now,
-        )
-        changed.push({
-          next: { playerId: e.playerId, score: e.score, subscore: e.subscore, seq },
-          previous,
-        })
+        const next = { playerId: e.playerId, score: e.score, subscore: e.subscore, seq: ++this.seq }
+        this.writeEntry(next, e.metadata, now)
+        changed.push({ next, previous })
       }
       this.setMeta('seq', String(this.seq))
     })
@@ -696,6 +667,28 @@ export class Leaderboard extends DurableObject<Env> {
       if (previous) this.remember(previous, next.seq, now)
     }
     return { ok: true, cycle: cur.cycle, imported: changed.length, total: this.index.size }
+  }
+
+  /**
+   * Writes a player's standing in the current cycle. `ord_*` hold the score and subscore negated
+   * on descending boards, so the archive walks every board with one ascending index.
+   */
+  private writeEntry(entry: RankEntry, metadata: string | null, now: number): void {
+    const cur = this.current!
+    const dir = cur.sortOrder === 'desc' ? -1 : 1
+    this.sql.exec(
+      `INSERT OR REPLACE INTO entries (cycle, player_id, score, subscore, seq, ord_score, ord_sub, metadata, submitted_at)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      cur.cycle,
+      entry.playerId,
+      entry.score,
+      entry.subscore,
+      entry.seq,
+      entry.score * dir + 0,
+      entry.subscore * dir + 0,
+      metadata,
+      now,
+    )
   }
 
   // ---------------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ const extra = (dir: string) =>
     : []
 for (const f of extra('bench/results'))
   if (!sections.some(([, n]) => n === f)) sections.push(['bench/results', f])
-for (const f of extra('bench/load/results')) sections.push(['bench/load/results', f])
+if (existsSync('bench/load/RESULTS.md')) sections.push(['bench/load', 'RESULTS.md'])
 
 const intro = `# Benchmarks
 
@@ -38,7 +38,10 @@ const parts = [intro]
 for (const [dir, file] of sections) {
   const path = `${dir}/${file}`
   if (!existsSync(path)) continue
-  const text = readFileSync(path, 'utf8').trim()
+  // Links in a result file are relative to its folder; this document sits at the top.
+  const text = readFileSync(path, 'utf8')
+    .trim()
+    .replace(/\]\((?!https?:|\/)([^)]+)\)/g, `](${dir}/$1)`)
   // Demote every heading one level so each result file is a section of this document.
   parts.push(text.replace(/^(#+) /gm, (_, h: string) => `#${h} `))
 }

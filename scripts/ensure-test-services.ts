@@ -1,7 +1,8 @@
 /**
- * Runs before `npm test`: the tests need a real redis-server, and prefer Debian's PostgreSQL
- * (they fall back to the embedded one). On a Debian machine where we are root, missing packages
- * are installed with apt-get; elsewhere we say what to install and stop.
+ * Runs before `npm test`: the tests need a real redis-server and a Chromium for the dashboard's
+ * browser tests, and prefer Debian's PostgreSQL (they fall back to the embedded one). On a Debian
+ * machine where we are root, missing packages are installed with apt-get; elsewhere we say what
+ * to install and stop.
  */
 import { execFileSync, spawnSync } from 'node:child_process'
 import { existsSync, readdirSync } from 'node:fs'
@@ -23,6 +24,8 @@ function hasDebianPostgres(): boolean {
 const missing: string[] = []
 if (!onPath('redis-server')) missing.push('redis-server')
 if (!hasDebianPostgres()) missing.push('postgresql')
+const chromium = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium'
+if (!existsSync(chromium)) missing.push('chromium')
 
 if (missing.length > 0) {
   const canApt = process.getuid?.() === 0 && onPath('apt-get')
@@ -34,9 +37,10 @@ if (missing.length > 0) {
       stdio: 'inherit',
       env,
     })
-  } else if (missing.includes('redis-server')) {
+  } else if (missing.includes('redis-server') || missing.includes('chromium')) {
     console.error(
-      '[nexus] the tests need redis-server on PATH (Debian/Ubuntu: apt-get install redis-server; macOS: brew install redis).',
+      '[nexus] the tests need redis-server on PATH (Debian/Ubuntu: apt-get install redis-server; macOS: brew install redis) ' +
+        'and Chromium for the browser tests (apt-get install chromium, or set CHROMIUM_PATH).',
     )
     process.exit(1)
   } else {

@@ -23,10 +23,23 @@ export function startWranglerDev(opts: {
   /** Where Durable Object storage lives; default `.wrangler/state` (kept between runs). */
   persistTo?: string
 }): WranglerDev {
-  const args = ['wrangler', 'dev', '--ip', '127.0.0.1', '--port', String(opts.port), '--show-interactive-dev-session=false']
+  const args = [
+    'wrangler',
+    'dev',
+    '--ip',
+    '127.0.0.1',
+    '--port',
+    String(opts.port),
+    '--show-interactive-dev-session=false',
+  ]
   if (opts.persistTo) args.push('--persist-to', opts.persistTo)
   for (const [k, v] of Object.entries(opts.vars)) args.push('--var', `${k}:${v}`)
-  const child = spawn('npx', args, { cwd: root, stdio: opts.stdio ?? 'inherit', detached: true, env: process.env })
+  const child = spawn('npx', args, {
+    cwd: root,
+    stdio: opts.stdio ?? 'inherit',
+    detached: true,
+    env: process.env,
+  })
   const url = `http://127.0.0.1:${opts.port}`
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()))
 

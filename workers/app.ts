@@ -14,6 +14,7 @@ import { adminPlayers } from './routes/admin-players.ts'
 import { adminQueues } from './routes/admin-queues.ts'
 import { adminSessions } from './routes/admin-sessions.ts'
 import { auth } from './routes/auth.ts'
+import { dashboard } from './routes/dashboard.ts'
 import { leaderboardRoutes } from './routes/leaderboards.ts'
 import { matchmakingRoutes } from './routes/matchmaking.ts'
 import { ops } from './routes/ops.ts'
@@ -102,6 +103,7 @@ export function createApp(): OpenAPIHono<AppEnv> {
   app.route('/v1/matchmaking', matchmakingRoutes)
   app.route('/v1/admin/sessions', adminSessions)
   app.route('/v1/sessions', sessionRoutes)
+  app.route('/dashboard', dashboard)
 
   app.doc31('/openapi.json', {
     openapi: '3.1.0',

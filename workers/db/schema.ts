@@ -114,8 +114,12 @@ export const queues = pgTable('queues', {
   id: text('id').primaryKey(),
   config: jsonb('config').notNull(),
   version: integer('version').notNull().default(1),
-  createdAt: timestamp('created_at', { withTimezone: true, mode: 'date' }).notNull().default(sql`now()`),
-  updatedAt: timestamp('updated_at', { withTimezone: true, mode: 'date' }).notNull().default(sql`now()`),
+  createdAt: timestamp('created_at', { withTimezone: true, mode: 'date' })
+    .notNull()
+    .default(sql`now()`),
+  updatedAt: timestamp('updated_at', { withTimezone: true, mode: 'date' })
+    .notNull()
+    .default(sql`now()`),
 })
 
 /** Every game session created (by the matchmaker or an admin), for listing and auditing. */
@@ -128,7 +132,9 @@ export const gameSessions = pgTable(
     rules: text('rules').notNull(),
     roster: jsonb('roster').notNull(),
     status: text('status').notNull(),
-    createdAt: timestamp('created_at', { withTimezone: true, mode: 'date' }).notNull().default(sql`now()`),
+    createdAt: timestamp('created_at', { withTimezone: true, mode: 'date' })
+      .notNull()
+      .default(sql`now()`),
     endedAt: timestamp('ended_at', { withTimezone: true, mode: 'date' }),
   },
   (t) => [index('game_sessions_status_idx').on(t.status, t.createdAt)],
@@ -144,7 +150,9 @@ export const matchResults = pgTable('match_results', {
   rules: text('rules').notNull(),
   result: jsonb('result').notNull(),
   ratingChanges: jsonb('rating_changes').notNull(),
-  createdAt: timestamp('created_at', { withTimezone: true, mode: 'date' }).notNull().default(sql`now()`),
+  createdAt: timestamp('created_at', { withTimezone: true, mode: 'date' })
+    .notNull()
+    .default(sql`now()`),
 })
 
 /** A finished session's event log, archived page by page; (session, seq) makes pages idempotent. */

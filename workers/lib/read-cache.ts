@@ -5,10 +5,24 @@ import { getRedis } from './redis.ts'
 
 const cacheLookups = counter('nexus_cache_lookups_total', 'Cached reads by layer and outcome')
 
-/** Stored alongside a cached body so every layer can tell its age. */
+/** Stored alongside a cached body so every layer can tell its age and how costly it was. */
 interface CachedBody {
   body: string
   storedAt: number
+  /** How long producing the answer took, for early refresh. */
+  computeMs?: number
+}
+
+/**
+ * Probabilistic early expiration ("XFetch", Vattani et al. 2015): each reader of a cached answer
+ * refreshes it early with a probability that rises as expiry nears and with how long the answer
+ * took to produce. Under load one reader refreshes shortly before expiry while the rest keep
+ * hitting, so an expiry does not send every reader to the Durable Object at once. It needs no
+ * coordination between requests (a Worker may not share one request's I/O with another).
+ */
+function refreshEarly(storedAt: number, ttlMs: number, computeMs: number, now: number): boolean {
+  const delta = Math.max(1, computeMs)
+  return now - delta * Math.log(Math.random()) >= storedAt + ttlMs
 }
 
 export interface CachedReadOptions {
@@ -22,8 +36,6 @@ export interface CachedReadOptions {
   load: () => Promise<{ status: number; body: unknown }>
 }
 
-const inflight = new Map<string, Promise<{ status: number; text: string; storedAt: number }>>()
-
 function cacheRequest(key: string): Request {
   return new Request(`https://read-cache.nexus.internal/${encodeURIComponent(key)}`)
 }
@@ -32,9 +44,10 @@ function cacheRequest(key: string): Request {
  * Serves a JSON read through the location's Cache API, then Redis (shared by every location,
  * when configured), then `load` (the Durable Object). Each layer stores the time the answer was
  * produced and serves it only while younger than the TTL, and `Cache-Control: max-age` is the
- * time left, so no client sees data more than `ttlSeconds` older than the source. Concurrent
- * misses for one key in an isolate share one load, so an expiry does not stampede the object.
- * A client sending `Cache-Control: no-cache` gets a fresh answer (which refreshes the caches).
+ * time left, so no client sees data more than `ttlSeconds` older than the source. Readers refresh
+ * an entry early with rising probability as it nears expiry (see `refreshEarly`), so an expiry
+ * does not stampede the object. A client sending `Cache-Control: no-cache` gets a fresh answer
+ * (which refreshes the caches).
  *
  * @example
  * return cachedRead(c, { key: `lb:${id}:top:${limit}:${cursor}`, ttlSeconds: 4, visibility: 'public', load })
@@ -50,7 +63,8 @@ export async function cachedRead(c: Context<AppEnv>, opts: CachedReadOptions): P
   if (!bypass && cache) {
     const hit = await cache.match(cacheRequest(opts.key))
     const storedAt = Number(hit?.headers.get('x-stored-at'))
-    if (hit && now - storedAt < ttlMs) {
+    const computeMs = Number(hit?.headers.get('x-compute-ms') ?? 1)
+    if (hit && now - storedAt < ttlMs && !refreshEarly(storedAt, ttlMs, computeMs, now)) {
       cacheLookups.inc({ layer: 'edge', outcome: 'hit' })
       return respond(await hit.text(), storedAt, 'HIT edge')
     }
@@ -58,27 +72,26 @@ export async function cachedRead(c: Context<AppEnv>, opts: CachedReadOptions): P
   }
   if (!bypass && redis) {
     const hit = await redis.run('read-cache.get', (r) => r.get<CachedBody>(redisKey))
-    if (hit && typeof hit.body === 'string' && now - hit.storedAt < ttlMs) {
+    if (
+      hit &&
+      typeof hit.body === 'string' &&
+      now - hit.storedAt < ttlMs &&
+      !refreshEarly(hit.storedAt, ttlMs, hit.computeMs ?? 1, now)
+    ) {
       cacheLookups.inc({ layer: 'redis', outcome: 'hit' })
-      if (cache) c.executionCtx.waitUntil(putEdge(cache, opts.key, hit.body, hit.storedAt, ttlMs))
+      if (cache)
+        c.executionCtx.waitUntil(
+          putEdge(cache, opts.key, hit.body, hit.storedAt, ttlMs, hit.computeMs ?? 1),
+        )
       return respond(hit.body, hit.storedAt, 'HIT redis')
     }
     cacheLookups.inc({ layer: 'redis', outcome: hit === undefined ? 'unavailable' : 'miss' })
   }
 
-  let pending = inflight.get(opts.key)
-  if (!pending || bypass) {
-    pending = opts
-      .load()
-      .then(({ status, body }) => ({ status, text: JSON.stringify(body), storedAt: Date.now() }))
-    if (!bypass) {
-      inflight.set(opts.key, pending)
-      void pending.finally(() => inflight.delete(opts.key)).catch(() => {})
-    }
-  } else {
-    cacheLookups.inc({ layer: 'load', outcome: 'coalesced' })
-  }
-  const fresh = await pending
+  const started = Date.now()
+  const loaded = await opts.load()
+  const fresh = { status: loaded.status, text: JSON.stringify(loaded.body), storedAt: Date.now() }
+  const computeMs = Math.max(1, fresh.storedAt - started)
   if (fresh.status !== 200) {
     return new Response(fresh.text, {
       status: fresh.status,
@@ -86,9 +99,9 @@ export async function cachedRead(c: Context<AppEnv>, opts: CachedReadOptions): P
     })
   }
   const stores: Promise<unknown>[] = []
-  if (cache) stores.push(putEdge(cache, opts.key, fresh.text, fresh.storedAt, ttlMs))
+  if (cache) stores.push(putEdge(cache, opts.key, fresh.text, fresh.storedAt, ttlMs, computeMs))
   if (redis) {
-    const value: CachedBody = { body: fresh.text, storedAt: fresh.storedAt }
+    const value: CachedBody = { body: fresh.text, storedAt: fresh.storedAt, computeMs }
     stores.push(redis.run('read-cache.set', (r) => r.set(redisKey, value, { px: ttlMs })))
   }
   c.executionCtx.waitUntil(Promise.all(stores))
@@ -114,6 +127,7 @@ async function putEdge(
   text: string,
   storedAt: number,
   ttlMs: number,
+  computeMs: number,
 ): Promise<void> {
   const left = Math.max(1, Math.floor((storedAt + ttlMs - Date.now()) / 1000))
   await cache.put(
@@ -123,6 +137,7 @@ async function putEdge(
         'content-type': 'application/json',
         'cache-control': `public, s-maxage=${left}`,
         'x-stored-at': String(storedAt),
+        'x-compute-ms': String(computeMs),
       },
     }),
   )

@@ -137,8 +137,11 @@ export function getRedis(env: RedisEnv): RedisAccelerator | null {
       // Retries would multiply the deadline; the breaker and the fallback path handle failure.
       retry: false,
       enableTelemetry: false,
-      // The default auto-pipelining batches concurrent calls of one request into one round trip.
-      enableAutoPipelining: true,
+      // Off: the client is shared by every request of the isolate, and auto-pipelining would
+      // batch one request's command into another request's fetch, which Workers forbid
+      // ("Cannot perform I/O on behalf of a different request"). Multi-command calls use
+      // explicit pipelines or transactions instead.
+      enableAutoPipelining: false,
     })
     accel = new RedisAccelerator(redis)
     accelerators.set(url, accel)

@@ -171,13 +171,25 @@ const importRoute = createRoute({
     params: BoardParam,
     body: {
       required: true,
-      content: { 'application/json': { schema: z.object({ entries: z.array(ImportEntry).min(1).max(500) }).strict() } },
+      content: {
+        'application/json': {
+          schema: z.object({ entries: z.array(ImportEntry).min(1).max(500) }).strict(),
+        },
+      },
     },
   },
   responses: {
     200: {
       description: 'Imported',
-      content: { 'application/json': { schema: z.object({ cycle: z.number().int(), imported: z.number().int(), total: z.number().int() }) } },
+      content: {
+        'application/json': {
+          schema: z.object({
+            cycle: z.number().int(),
+            imported: z.number().int(),
+            total: z.number().int(),
+          }),
+        },
+      },
     },
     ...problemResponses(400, 401, 403, 404, 413, 415, 422),
   },

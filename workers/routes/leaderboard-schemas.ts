@@ -108,7 +108,11 @@ export const ScoreSubmission = z
 
 export const ImportEntry = z
   .object({
-    playerId: z.string().min(1).max(128).regex(/^[\x21-\x7e]+$/),
+    playerId: z
+      .string()
+      .min(1)
+      .max(128)
+      .regex(/^[\x21-\x7e]+$/),
     score: Score,
     subscore: Score.default(0),
     metadata: Metadata.nullable().default(null),

@@ -1,0 +1,80 @@
+import { Auth, type KeyValueStorage, memoryStorage } from './auth.ts'
+import { type Credential, DEFAULT_RETRY, type RetryPolicy, Transport } from './http.ts'
+import { Leaderboards } from './leaderboards.ts'
+import { Matchmaking, type SocketSettings } from './matchmaking.ts'
+import { Sessions } from './sessions.ts'
+import { platformSockets, type SocketFactory } from './socket.ts'
+
+export interface ClientOptions {
+  /** Where Nexus answers, e.g. `https://nexus.example.workers.dev` or `http://127.0.0.1:8787`. */
+  baseUrl: string
+  /** Defaults to the global `fetch`. */
+  fetch?: typeof fetch
+  /** Opens sockets; defaults to the global `WebSocket`. */
+  WebSocket?: SocketFactory
+  /** Keeps the guest device id; defaults to memory (pass `localStorage` in a browser). */
+  storage?: KeyValueStorage
+  retry?: Partial<RetryPolicy>
+  /** Per request, default 10 s. */
+  timeoutMs?: number
+  /** Renew tokens this long before they expire, default 5 minutes. */
+  refreshMarginMs?: number
+  /** Game servers only: the admin key, for submitting scores for players. Never ship it in a game. */
+  adminKey?: string
+  /** Consecutive socket reconnects before giving up (matchmaking then falls back to HTTP). */
+  maxReconnects?: number
+}
+
+/** The Nexus client: `auth`, `leaderboards`, `matchmaking`, `sessions`. */
+export interface NexusClient {
+  readonly auth: Auth
+  readonly leaderboards: Leaderboards
+  readonly matchmaking: Matchmaking
+  readonly sessions: Sessions
+  /** The typed HTTP layer, for operations the helpers do not wrap. */
+  readonly http: Transport
+}
+
+/**
+ * Creates a client.
+ *
+ * @example
+ * const nexus = createClient({ baseUrl: 'http://127.0.0.1:8787', storage: localStorage })
+ * await nexus.auth.guest()
+ * await nexus.leaderboards.submit('daily', { score: 4200 })
+ */
+export function createClient(options: ClientOptions): NexusClient {
+  const retry = { ...DEFAULT_RETRY, ...options.retry }
+  const fetchImpl = options.fetch ?? ((input, init) => fetch(input, init))
+  // Each needs the other only when called: the transport asks auth for tokens, auth signs in
+  // through the transport.
+  const transport: Transport = new Transport({
+    baseUrl: options.baseUrl,
+    fetch: fetchImpl,
+    retry,
+    timeoutMs: options.timeoutMs ?? 10_000,
+    adminKey: options.adminKey,
+    playerToken: (refresh) => auth.token(refresh),
+  })
+  const auth = new Auth({
+    transport: () => transport,
+    storage: options.storage ?? memoryStorage(),
+    refreshMarginMs: options.refreshMarginMs ?? 5 * 60_000,
+    now: () => Date.now(),
+  })
+  const sockets: SocketSettings = {
+    factory: options.WebSocket ?? platformSockets(),
+    openTimeoutMs: options.timeoutMs ?? 10_000,
+    maxReconnects: options.maxReconnects ?? 8,
+    backoff: { ...retry, attempts: Number.MAX_SAFE_INTEGER },
+  }
+  const who = (): Credential =>
+    auth.signedIn || !options.adminKey ? { kind: 'player' } : { kind: 'admin' }
+  return {
+    auth,
+    leaderboards: new Leaderboards(transport, who),
+    matchmaking: new Matchmaking({ t: transport, auth, sockets }),
+    sessions: new Sessions({ t: transport, sockets }),
+    http: transport,
+  }
+}

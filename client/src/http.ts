@@ -1,0 +1,186 @@
+import type { Paths } from './api.gen.ts'
+import { NexusNetworkError, NexusProblem, readProblem, unexpectedAnswer } from './problem.ts'
+
+type Method = 'get' | 'put' | 'post' | 'delete'
+type OkStatus = 200 | 201 | 202
+
+/** The operation of a path and method in the generated API types. */
+export type Operation<P extends keyof Paths, M extends keyof Paths[P]> = Paths[P][M]
+/** The success body of an operation (its 200, 201 or 202 response). */
+export type Ok<P extends keyof Paths, M extends keyof Paths[P]> =
+  Operation<P, M> extends { responses: infer R } ? R[Extract<keyof R, OkStatus>] : never
+/** The request body of an operation. */
+export type BodyOf<P extends keyof Paths, M extends keyof Paths[P]> =
+  Operation<P, M> extends { body: infer B } ? B : never
+/** The query parameters of an operation. */
+export type QueryOf<P extends keyof Paths, M extends keyof Paths[P]> =
+  Operation<P, M> extends { query: infer Q } ? Q : never
+/** The path parameters of an operation. */
+export type PathOf<P extends keyof Paths, M extends keyof Paths[P]> =
+  Operation<P, M> extends { path: infer Q } ? Q : never
+
+/** Retries of network failures, 5xx and 429 answers, with exponential backoff and full jitter. */
+export interface RetryPolicy {
+  /** Attempts in all, the first included. */
+  attempts: number
+  baseDelayMs: number
+  maxDelayMs: number
+}
+
+export const DEFAULT_RETRY: RetryPolicy = { attempts: 4, baseDelayMs: 200, maxDelayMs: 5000 }
+
+/**
+ * Who a request is sent as: the signed-in player (refreshed and retried once on 401), the
+ * admin key, an explicit credential (a session token), or no one.
+ */
+export type Credential =
+  { kind: 'player' } | { kind: 'admin' } | { kind: 'bearer'; token: string } | { kind: 'none' }
+
+export interface RequestOptions<P extends keyof Paths, M extends keyof Paths[P]> {
+  path?: PathOf<P, M>
+  query?: QueryOf<P, M>
+  body?: BodyOf<P, M>
+  headers?: Record<string, string>
+  as?: Credential
+  /** Retry on network failures, 5xx and 429; only for requests safe to repeat. */
+  retry?: boolean
+  /** Overrides the client's timeout (long polls wait longer). */
+  timeoutMs?: number
+  signal?: AbortSignal
+}
+
+export interface TransportOptions {
+  baseUrl: string
+  fetch: typeof fetch
+  retry: RetryPolicy
+  timeoutMs: number
+  adminKey: string | undefined
+  /** The player token; `refresh` forces a new one (after a 401). */
+  playerToken: (refresh: boolean) => Promise<string>
+}
+
+export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms))
+
+/** Backoff before retry `n` (0-based): full jitter under an exponential cap. */
+export function backoff(policy: RetryPolicy, n: number): number {
+  return Math.random() * Math.min(policy.maxDelayMs, policy.baseDelayMs * 2 ** n)
+}
+
+function retriable(status: number): boolean {
+  return status === 429 || status === 502 || status === 503 || status === 504 || status === 500
+}
+
+/**
+ * Typed HTTP to Nexus: path and query from the generated `Paths`, bodies checked at compile time,
+ * answers parsed as the documented success type or thrown as `NexusProblem`.
+ */
+export class Transport {
+  readonly options: TransportOptions
+
+  constructor(options: TransportOptions) {
+    this.options = options
+  }
+
+  url(path: string, params: Record<string, unknown> = {}, query: Record<string, unknown> = {}) {
+    const filled = path.replace(/\{(\w+)\}/g, (_, name: string) => {
+      const v = params[name]
+      if (v === undefined) throw new TypeError(`missing path parameter ${name}`)
+      return encodeURIComponent(String(v))
+    })
+    const u = new URL(this.options.baseUrl.replace(/\/+$/, '') + filled)
+    for (const [k, v] of Object.entries(query)) {
+      if (v !== undefined && v !== null) u.searchParams.set(k, String(v))
+    }
+    return u.toString()
+  }
+
+  private async authorization(as: Credential, refresh: boolean): Promise<string | undefined> {
+    switch (as.kind) {
+      case 'player':
+        return `Bearer ${await this.options.playerToken(refresh)}`
+      case 'admin':
+        if (!this.options.adminKey) throw new TypeError('this client has no adminKey')
+        return `Bearer ${this.options.adminKey}`
+      case 'bearer':
+        return `Bearer ${as.token}`
+      case 'none':
+        return undefined
+    }
+  }
+
+  /**
+   * Sends one operation and returns its success body.
+   *
+   * @example
+   * const page = await transport.request('get', '/v1/leaderboards/{id}/top', { path: { id: 'daily' }, query: { limit: 10 } })
+   */
+  async request<P extends keyof Paths, M extends keyof Paths[P] & Method>(
+    method: M,
+    path: P,
+    opts: RequestOptions<P, M> = {},
+  ): Promise<Ok<P, M>> {
+    const res = await this.send(method, path, opts)
+    if (res.status === 204) return undefined as Ok<P, M>
+    return (await res.json()) as Ok<P, M>
+  }
+
+  /** Like `request`, but answers the raw successful Response (status and headers matter). */
+  async send<P extends keyof Paths, M extends keyof Paths[P] & Method>(
+    method: M,
+    path: P,
+    opts: RequestOptions<P, M> = {},
+  ): Promise<Response> {
+    const url = this.url(
+      path as string,
+      (opts.path ?? {}) as Record<string, unknown>,
+      (opts.query ?? {}) as Record<string, unknown>,
+    )
+    const as = opts.as ?? { kind: 'none' }
+    const policy = opts.retry ? this.options.retry : { ...this.options.retry, attempts: 1 }
+    const timeoutMs = opts.timeoutMs ?? this.options.timeoutMs
+    let refreshed = false
+    let lastError: unknown
+    for (let attempt = 0; attempt < policy.attempts;) {
+      const headers: Record<string, string> = { accept: 'application/json', ...opts.headers }
+      const authorization = await this.authorization(as, false)
+      if (authorization) headers.authorization = authorization
+      if (opts.body !== undefined) headers['content-type'] = 'application/json'
+      let res: Response
+      try {
+        res = await this.options.fetch(url, {
+          method: method.toUpperCase(),
+          headers,
+          ...(opts.body !== undefined ? { body: JSON.stringify(opts.body) } : {}),
+          signal: opts.signal
+            ? AbortSignal.any([opts.signal, AbortSignal.timeout(timeoutMs)])
+            : AbortSignal.timeout(timeoutMs),
+        })
+      } catch (err) {
+        if (opts.signal?.aborted) throw err
+        lastError = new NexusNetworkError(`${method.toUpperCase()} ${url} failed`, { cause: err })
+        attempt++
+        if (attempt < policy.attempts) await sleep(backoff(policy, attempt - 1))
+        continue
+      }
+      if (res.ok) return res
+      const problem = (await readProblem(res)) ?? unexpectedAnswer(res)
+      // An expired or revoked player token: get a new one and try again, once, uncounted.
+      if (res.status === 401 && as.kind === 'player' && !refreshed) {
+        refreshed = true
+        await this.options.playerToken(true)
+        continue
+      }
+      lastError = problem
+      attempt++
+      if (!retriable(res.status) || attempt >= policy.attempts) break
+      const wait =
+        problem.retryAfter !== undefined ? problem.retryAfter * 1000 : backoff(policy, attempt - 1)
+      // A server asking for a longer pause than the policy allows gets its answer surfaced.
+      if (wait > policy.maxDelayMs) break
+      await sleep(wait)
+    }
+    throw lastError
+  }
+}
+
+export { NexusProblem }

@@ -1,0 +1,161 @@
+import type { Schemas } from './api.gen.ts'
+import type { Credential, Ok, QueryOf, Transport } from './http.ts'
+
+export type Entry = Schemas['Entry']
+export type TopPage = Schemas['TopPage']
+export type SubmitResult = Schemas['SubmitResult']
+export type BoardInfo = Ok<'/v1/leaderboards/{id}', 'get'>
+export type Standing = Ok<'/v1/leaderboards/{id}/players/{playerId}', 'get'>
+export type AroundPage = Ok<'/v1/leaderboards/{id}/around/{playerId}', 'get'>
+export type HistoryPage = Ok<'/v1/leaderboards/{id}/players/{playerId}/history', 'get'>
+export type ArchivePage = Ok<'/v1/leaderboards/{id}/cycles/{cycle}/top', 'get'>
+export type RewardsPage = Ok<'/v1/players/me/rewards', 'get'>
+
+/** What a player submits; `playerId` is only for game servers using the admin key. */
+export type Submission = Schemas['ScoreSubmission']
+
+export interface ReadOptions {
+  /** Skip every cache (edge and Redis) and read the board as it is now. Costs more. */
+  fresh?: boolean
+}
+
+/**
+ * Leaderboards: submit with automatic idempotency keys and retries; live reads (top, rank,
+ * around) that may be up to 5 s stale; history from the archive.
+ */
+export class Leaderboards {
+  private readonly t: Transport
+  private readonly who: () => Credential
+
+  constructor(transport: Transport, who: () => Credential) {
+    this.t = transport
+    this.who = who
+  }
+
+  /**
+   * Submits a score. One idempotency key is drawn per call and reused by every retry, so a
+   * submission that timed out but was applied is not applied twice (the answer then says
+   * `replayed: true`). Pass your own key to make a submission idempotent across restarts.
+   *
+   * @example
+   * const { rank, best } = await nexus.leaderboards.submit('daily', { score: 4200 })
+   */
+  submit(
+    board: string,
+    submission: Submission,
+    opts: { idempotencyKey?: string } = {},
+  ): Promise<SubmitResult> {
+    const key = opts.idempotencyKey ?? crypto.randomUUID()
+    return this.t.request('post', '/v1/leaderboards/{id}/scores', {
+      path: { id: board },
+      headers: { 'idempotency-key': key },
+      body: submission,
+      as: submission.playerId !== undefined ? { kind: 'admin' } : this.who(),
+      retry: true,
+    })
+  }
+
+  /** The board's configuration and current cycle. */
+  info(board: string, opts: ReadOptions = {}): Promise<BoardInfo> {
+    return this.t.request('get', '/v1/leaderboards/{id}', {
+      path: { id: board },
+      headers: fresh(opts),
+      retry: true,
+    })
+  }
+
+  /** A page of the current cycle, best first; pass `nextCursor` back as `cursor`. */
+  top(
+    board: string,
+    query: QueryOf<'/v1/leaderboards/{id}/top', 'get'> = {},
+    opts: ReadOptions = {},
+  ): Promise<TopPage> {
+    return this.t.request('get', '/v1/leaderboards/{id}/top', {
+      path: { id: board },
+      query,
+      headers: fresh(opts),
+      retry: true,
+    })
+  }
+
+  /**
+   * Every entry of the current cycle, page by page (stable under concurrent submits).
+   *
+   * @example
+   * for await (const e of nexus.leaderboards.entries('daily')) console.log(e.rank, e.name)
+   */
+  async *entries(board: string, pageSize = 100, opts: ReadOptions = {}): AsyncGenerator<Entry> {
+    let cursor: string | undefined
+    do {
+      const page = await this.top(board, { limit: pageSize, ...(cursor ? { cursor } : {}) }, opts)
+      yield* page.entries
+      cursor = page.nextCursor ?? undefined
+    } while (cursor)
+  }
+
+  /** A player's rank and score this cycle; `'me'` (the default) is the signed-in player. */
+  rank(board: string, playerId = 'me', opts: ReadOptions = {}): Promise<Standing> {
+    return this.t.request('get', '/v1/leaderboards/{id}/players/{playerId}', {
+      path: { id: board, playerId },
+      headers: fresh(opts),
+      as: playerId === 'me' ? { kind: 'player' } : { kind: 'none' },
+      retry: true,
+    })
+  }
+
+  /** The entries around a player (`limit` in all, default 11), shifted at the board's edges. */
+  around(
+    board: string,
+    playerId = 'me',
+    query: QueryOf<'/v1/leaderboards/{id}/around/{playerId}', 'get'> = {},
+    opts: ReadOptions = {},
+  ): Promise<AroundPage> {
+    return this.t.request('get', '/v1/leaderboards/{id}/around/{playerId}', {
+      path: { id: board, playerId },
+      query,
+      headers: fresh(opts),
+      as: playerId === 'me' ? { kind: 'player' } : { kind: 'none' },
+      retry: true,
+    })
+  }
+
+  /** A player's results in closed cycles, newest first; pass `nextBefore` back as `before`. */
+  history(
+    board: string,
+    playerId = 'me',
+    query: QueryOf<'/v1/leaderboards/{id}/players/{playerId}/history', 'get'> = {},
+  ): Promise<HistoryPage> {
+    return this.t.request('get', '/v1/leaderboards/{id}/players/{playerId}/history', {
+      path: { id: board, playerId },
+      query,
+      as: playerId === 'me' ? { kind: 'player' } : { kind: 'none' },
+      retry: true,
+    })
+  }
+
+  /** A closed cycle's final standings from the archive (`complete` false while archiving). */
+  archive(
+    board: string,
+    cycle: number,
+    query: QueryOf<'/v1/leaderboards/{id}/cycles/{cycle}/top', 'get'> = {},
+  ): Promise<ArchivePage> {
+    return this.t.request('get', '/v1/leaderboards/{id}/cycles/{cycle}/top', {
+      path: { id: board, cycle },
+      query,
+      retry: true,
+    })
+  }
+
+  /** The signed-in player's rewards, newest first. */
+  rewards(query: QueryOf<'/v1/players/me/rewards', 'get'> = {}): Promise<RewardsPage> {
+    return this.t.request('get', '/v1/players/me/rewards', {
+      query,
+      as: { kind: 'player' },
+      retry: true,
+    })
+  }
+}
+
+function fresh(opts: ReadOptions): Record<string, string> {
+  return opts.fresh ? { 'cache-control': 'no-cache' } : {}
+}

@@ -1,0 +1,88 @@
+import type { ProblemType } from '../../workers/lib/problem.ts'
+import type { Schemas } from './api.gen.ts'
+
+/** The `type` URIs Nexus uses all start with this; the rest is the slug clients switch on. */
+export const PROBLEM_PREFIX = 'urn:nexus:problem:'
+
+export type { ProblemType }
+
+/**
+ * A failure the server reported as RFC 9457 problem+json. `problem` is the stable slug
+ * (`'rate-limited'`, `'not-found'`, …); `body` keeps every extension member.
+ *
+ * @example
+ * try { await nexus.leaderboards.submit('daily', { score: 10 }) }
+ * catch (e) { if (e instanceof NexusProblem && e.problem === 'rate-limited') showCooldown(e.retryAfter) }
+ */
+export class NexusProblem extends Error {
+  readonly problem: ProblemType | 'unknown'
+  readonly type: string
+  readonly title: string
+  readonly status: number
+  readonly detail: string | undefined
+  readonly requestId: string | undefined
+  readonly errors: { path: string; message: string }[]
+  /** Seconds the server asked the client to wait (`retryAfter` member or `Retry-After`). */
+  readonly retryAfter: number | undefined
+  readonly body: Schemas['Problem'] & Record<string, unknown>
+
+  constructor(
+    body: Schemas['Problem'] & Record<string, unknown>,
+    retryAfterHeader?: string | null,
+  ) {
+    super(body.detail ?? body.title)
+    this.name = 'NexusProblem'
+    this.body = body
+    this.type = body.type
+    this.problem = body.type.startsWith(PROBLEM_PREFIX)
+      ? (body.type.slice(PROBLEM_PREFIX.length) as ProblemType)
+      : 'unknown'
+    this.title = body.title
+    this.status = body.status
+    this.detail = body.detail
+    this.requestId = body.requestId
+    this.errors = body.errors ?? []
+    const fromBody = typeof body.retryAfter === 'number' ? body.retryAfter : undefined
+    const fromHeader = retryAfterHeader ? Number(retryAfterHeader) : NaN
+    this.retryAfter = fromBody ?? (Number.isFinite(fromHeader) ? fromHeader : undefined)
+  }
+}
+
+/** The request never got an answer (network down, timeout, aborted, socket refused). */
+export class NexusNetworkError extends Error {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options)
+    this.name = 'NexusNetworkError'
+  }
+}
+
+/** A problem+json body from an arbitrary answer; null when it is not one. */
+export async function readProblem(res: Response): Promise<NexusProblem | null> {
+  const type = res.headers.get('content-type') ?? ''
+  if (!type.includes('json')) return null
+  let body: unknown
+  try {
+    body = await res.json()
+  } catch {
+    return null
+  }
+  if (
+    typeof body === 'object' &&
+    body !== null &&
+    typeof (body as { type?: unknown }).type === 'string' &&
+    typeof (body as { status?: unknown }).status === 'number'
+  ) {
+    return new NexusProblem(body as Schemas['Problem'], res.headers.get('retry-after'))
+  }
+  return null
+}
+
+/** A problem for an answer that was not problem+json (a proxy's HTML error page, say). */
+export function unexpectedAnswer(res: Response): NexusProblem {
+  return new NexusProblem({
+    type: 'about:blank',
+    title: res.statusText || 'Unexpected response',
+    status: res.status,
+    detail: `HTTP ${res.status} without a problem+json body`,
+  })
+}

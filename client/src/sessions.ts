@@ -1,0 +1,256 @@
+import type { GameResult } from '../../workers/core/rules/types.ts'
+import type {
+  ServerMessage as SessionServerMessage,
+  SessionStatus,
+} from '../../workers/sessions/schemas.ts'
+import type { Schemas } from './api.gen.ts'
+import { backoff, type Ok, type QueryOf, sleep, type Transport } from './http.ts'
+import { NexusNetworkError, NexusProblem } from './problem.ts'
+import type { SocketSettings } from './matchmaking.ts'
+import { Emitter, isOpen, messageText, openSocket, type SocketLike, toSocketUrl } from './socket.ts'
+
+export type { GameResult, SessionServerMessage, SessionStatus }
+export type SessionView = Schemas['Session']
+export type EventsPage = Ok<'/v1/sessions/{id}/events', 'get'>
+
+export interface GameEvents {
+  /** A fresh join: the state as this player may see it, as of `seq`. */
+  welcome: { seq: number; state: unknown; you: string; status: SessionStatus }
+  /** A reconnect resumed after `since`; the missed events follow as `event`s. */
+  resumed: { since: number; seq: number }
+  /** One accepted input, in order, never repeated, never skipped. */
+  event: { seq: number; event: unknown }
+  /** The server refused one of this player's frames; nothing changed. */
+  refused: { code: string; message: string }
+  ended: { seq: number; result: GameResult }
+  reconnecting: { attempt: number; delayMs: number; since: number | null }
+}
+
+/**
+ * A live connection to a game session. It keeps the last `seq` it saw and, when the socket drops,
+ * reconnects with `?since=seq`, so listeners get every event exactly once, in order.
+ *
+ * @example
+ * const game = nexus.sessions.connect(match.sessionId, match.token)
+ * game.on('event', ({ event }) => render(event))
+ * game.send({ action: 'roll' })
+ * const result = await game.ended
+ */
+export class GameConnection extends Emitter<GameEvents> {
+  readonly sessionId: string
+  /** The last event seen (the welcome's seq at first); null before the first welcome. */
+  seq: number | null = null
+  /** Resolves with the result when the game ends; rejects if the session cannot be reached. */
+  readonly ended: Promise<GameResult>
+  /** Resolves once the first welcome (or resume) arrived. */
+  readonly ready: Promise<void>
+  private socket: SocketLike | null = null
+  private done = false
+  private resolveEnded!: (r: GameResult) => void
+  private rejectEnded!: (e: unknown) => void
+  private resolveReady!: () => void
+  private readonly t: Transport
+  private readonly token: string
+  private readonly sockets: SocketSettings
+
+  constructor(
+    sessionId: string,
+    token: string,
+    opts: { since?: number },
+    deps: { t: Transport; sockets: SocketSettings },
+  ) {
+    super()
+    this.sessionId = sessionId
+    this.token = token
+    this.t = deps.t
+    this.sockets = deps.sockets
+    if (opts.since !== undefined) this.seq = opts.since
+    this.ended = new Promise<GameResult>((resolve, reject) => {
+      this.resolveEnded = resolve
+      this.rejectEnded = reject
+    })
+    this.ready = new Promise<void>((resolve) => (this.resolveReady = resolve))
+    this.ended.catch(() => {})
+    void this.run().catch((err: unknown) => this.fail(err))
+  }
+
+  /** Whether a socket is open right now. */
+  get connected(): boolean {
+    return isOpen(this.socket)
+  }
+
+  /**
+   * Sends an action (`{type: 'action'}` is added). Throws `NexusNetworkError` while reconnecting:
+   * whether an action sent into a dropping socket was applied shows in the resumed events.
+   */
+  send(action: Record<string, unknown>): void {
+    if (!isOpen(this.socket)) throw new NexusNetworkError('not connected to the session')
+    this.socket.send(JSON.stringify({ ...action, type: 'action' }))
+  }
+
+  /** Closes the connection for good (the server's absence grace then applies). */
+  close(): void {
+    this.done = true
+    if (isOpen(this.socket)) this.socket.close(1000, 'bye')
+    this.rejectEnded(new NexusNetworkError('connection closed by the client'))
+  }
+
+  private async run(): Promise<void> {
+    let failures = 0
+    while (!this.done) {
+      const url = toSocketUrl(
+        this.t.url(
+          '/v1/sessions/{id}',
+          { id: this.sessionId },
+          { token: this.token, ...(this.seq !== null ? { since: this.seq } : {}) },
+        ),
+      )
+      let socket: SocketLike
+      try {
+        socket = await openSocket(this.sockets.factory!, url, this.sockets.openTimeoutMs)
+      } catch (err) {
+        failures++
+        // Browsers hide a refused upgrade's answer; the plain GET tells why (404, 403, 401).
+        const view = await this.t.request('get', '/v1/sessions/{id}', {
+          path: { id: this.sessionId },
+          as: { kind: 'bearer', token: this.token },
+          retry: true,
+        })
+        if (view.status === 'finished' && view.result && view.seq === null) {
+          // Archived: no socket will ever open again, but the result is known.
+          this.finish(view.seq ?? this.seq ?? 0, view.result)
+          return
+        }
+        if (failures > this.sockets.maxReconnects) throw err
+        await this.pause(failures)
+        continue
+      }
+      failures = 0
+      this.socket = socket
+      await this.serve(socket)
+      this.socket = null
+      if (this.done) return
+      failures++
+      if (failures > this.sockets.maxReconnects) {
+        throw new NexusNetworkError('the session socket keeps closing')
+      }
+      await this.pause(failures)
+    }
+  }
+
+  private async pause(attempt: number): Promise<void> {
+    const delayMs = backoff(this.sockets.backoff, attempt - 1)
+    this.emit('reconnecting', { attempt, delayMs, since: this.seq })
+    await sleep(delayMs)
+  }
+
+  private serve(socket: SocketLike): Promise<void> {
+    return new Promise<void>((resolve) => {
+      socket.addEventListener('close', () => resolve())
+      socket.addEventListener('message', (e) => {
+        const text = messageText(e)
+        if (text === null) return
+        let msg: SessionServerMessage
+        try {
+          msg = JSON.parse(text) as SessionServerMessage
+        } catch {
+          return
+        }
+        this.onMessage(msg, socket)
+      })
+    })
+  }
+
+  private onMessage(msg: SessionServerMessage, socket: SocketLike): void {
+    switch (msg.type) {
+      case 'welcome':
+        this.seq = msg.seq
+        this.emit('welcome', { seq: msg.seq, state: msg.state, you: msg.you, status: msg.status })
+        this.resolveReady()
+        return
+      case 'resumed':
+        this.emit('resumed', { since: msg.since, seq: msg.seq })
+        this.resolveReady()
+        return
+      case 'event':
+        if (this.seq !== null && msg.seq <= this.seq) return
+        if (this.seq !== null && msg.seq !== this.seq + 1) {
+          // Never expected (the server resumes without gaps); reconnecting from seq repairs it.
+          socket.close(4000, 'gap')
+          return
+        }
+        this.seq = msg.seq
+        this.emit('event', { seq: msg.seq, event: msg.event })
+        return
+      case 'error':
+        this.emit('refused', { code: msg.code, message: msg.message })
+        return
+      case 'ended':
+        this.finish(msg.seq, msg.result)
+        return
+      case 'pong':
+        return
+    }
+  }
+
+  private finish(seq: number, result: GameResult): void {
+    if (this.done) return
+    this.done = true
+    this.emit('ended', { seq, result })
+    this.resolveReady()
+    this.resolveEnded(result)
+    if (isOpen(this.socket)) this.socket.close(1000, 'ended')
+  }
+
+  private fail(err: unknown): void {
+    if (this.done) return
+    this.done = true
+    if (isOpen(this.socket)) this.socket.close(1000, 'failed')
+    this.rejectEnded(err)
+  }
+}
+
+/** Game sessions: the live socket, and the session and its log over HTTP. */
+export class Sessions {
+  private readonly deps: { t: Transport; sockets: SocketSettings }
+
+  constructor(deps: { t: Transport; sockets: SocketSettings }) {
+    this.deps = deps
+  }
+
+  /**
+   * Connects to a session with the token the match gave (`since` resumes after that seq, e.g.
+   * after an app restart that kept it).
+   */
+  connect(sessionId: string, token: string, opts: { since?: number } = {}): GameConnection {
+    if (!this.deps.sockets.factory) {
+      throw new NexusNetworkError('no WebSocket on this platform: pass `WebSocket` to createClient')
+    }
+    return new GameConnection(sessionId, token, opts, this.deps)
+  }
+
+  /** Status, roster and result, for players of the session (its token) and admins. */
+  get(sessionId: string, token: string): Promise<SessionView> {
+    return this.deps.t.request('get', '/v1/sessions/{id}', {
+      path: { id: sessionId },
+      as: { kind: 'bearer', token },
+      retry: true,
+    })
+  }
+
+  /** A page of the event log; pass `nextFrom` back as `from`. */
+  events(
+    sessionId: string,
+    token: string,
+    query: Omit<QueryOf<'/v1/sessions/{id}/events', 'get'>, 'token'> = {},
+  ): Promise<EventsPage> {
+    return this.deps.t.request('get', '/v1/sessions/{id}/events', {
+      path: { id: sessionId },
+      query,
+      as: { kind: 'bearer', token },
+      retry: true,
+    })
+  }
+}
+
+export { NexusProblem }

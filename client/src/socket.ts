@@ -1,0 +1,141 @@
+import { NexusNetworkError } from './problem.ts'
+
+/** What a socket event carries: `data` for messages, `code`/`reason` for closes. */
+export interface SocketEvent {
+  data?: unknown
+  code?: number
+  reason?: string
+}
+
+/** The part of the WHATWG WebSocket the SDK uses; browsers' and Node 22's fit as they are. */
+export interface SocketLike {
+  readonly readyState: number
+  send(data: string): void
+  close(code?: number, reason?: string): void
+  addEventListener(
+    type: 'open' | 'message' | 'close' | 'error',
+    listener: (e: SocketEvent) => void,
+  ): void
+}
+
+/** Opens a socket to a `ws:`/`wss:` URL (the token travels in `?token=`). */
+export type SocketFactory = (url: string) => SocketLike
+
+const OPEN = 1
+
+/** The platform's WebSocket (browsers, Node ≥ 22, Deno, Bun), or null where there is none. */
+export function platformSockets(): SocketFactory | null {
+  const Ctor = (globalThis as { WebSocket?: new (url: string) => unknown }).WebSocket
+  if (typeof Ctor !== 'function') return null
+  return (url) => new Ctor(url) as SocketLike
+}
+
+/** `http(s)://host/path` → `ws(s)://host/path`. */
+export function toSocketUrl(httpUrl: string): string {
+  return httpUrl.replace(/^http/, 'ws')
+}
+
+/**
+ * Opens a socket and resolves once it is open; rejects when it closes, errors or takes longer
+ * than `timeoutMs` first (a refused upgrade looks like that: browsers hide the HTTP answer).
+ */
+export function openSocket(
+  factory: SocketFactory,
+  url: string,
+  timeoutMs: number,
+): Promise<SocketLike> {
+  return new Promise((resolve, reject) => {
+    let settled = false
+    let socket: SocketLike
+    try {
+      socket = factory(url)
+    } catch (err) {
+      reject(new NexusNetworkError('could not create the socket', { cause: err }))
+      return
+    }
+    const timer = setTimeout(() => {
+      if (settled) return
+      settled = true
+      try {
+        socket.close()
+      } catch {
+        // never opened
+      }
+      reject(new NexusNetworkError(`socket did not open within ${timeoutMs} ms`))
+    }, timeoutMs)
+    const fail = (why: string) => () => {
+      if (settled) return
+      settled = true
+      clearTimeout(timer)
+      reject(new NexusNetworkError(why))
+    }
+    socket.addEventListener('open', () => {
+      if (settled) return
+      settled = true
+      clearTimeout(timer)
+      resolve(socket)
+    })
+    socket.addEventListener('error', fail('socket failed to open'))
+    socket.addEventListener('close', fail('socket closed before opening'))
+    if (socket.readyState === OPEN && !settled) {
+      settled = true
+      clearTimeout(timer)
+      resolve(socket)
+    }
+  })
+}
+
+/** Text of a message event, or null for binary frames the protocols never send. */
+export function messageText(e: SocketEvent): string | null {
+  return typeof e.data === 'string' ? e.data : null
+}
+
+export function isOpen(socket: SocketLike | null): socket is SocketLike {
+  return socket !== null && socket.readyState === OPEN
+}
+
+type Listener<T> = (value: T) => void
+
+/** A minimal typed event emitter. */
+export class Emitter<Events extends object> {
+  private readonly listeners = new Map<keyof Events, Set<Listener<never>>>()
+
+  /**
+   * Listens to one event type; returns the function that stops listening.
+   *
+   * @example
+   * const off = ticket.on('queued', ({ ticketId }) => console.log(ticketId))
+   */
+  on<K extends keyof Events>(type: K, listener: Listener<Events[K]>): () => void {
+    let set = this.listeners.get(type)
+    if (!set) this.listeners.set(type, (set = new Set()))
+    set.add(listener as Listener<never>)
+    return () => set.delete(listener as Listener<never>)
+  }
+
+  /**
+   * The next event of one type, as a promise.
+   *
+   * @example
+   * const { ticketId } = await ticket.once('queued')
+   */
+  once<K extends keyof Events>(type: K): Promise<Events[K]> {
+    return new Promise((resolve) => {
+      const off = this.on(type, (v) => {
+        off()
+        resolve(v)
+      })
+    })
+  }
+
+  protected emit<K extends keyof Events>(type: K, value: Events[K]): void {
+    for (const l of this.listeners.get(type) ?? []) {
+      try {
+        ;(l as Listener<Events[K]>)(value)
+      } catch (err) {
+        // A listener's bug must not break the connection's bookkeeping.
+        console.error(err)
+      }
+    }
+  }
+}

@@ -1,0 +1,402 @@
+/**
+ * The client SDK against the real local server (wrangler dev, real Durable Objects, PostgreSQL
+ * behind the Neon relay, Redis behind the Upstash endpoint), with Node's own fetch and WebSocket.
+ */
+import { readFileSync } from 'node:fs'
+import { describe, expect, it } from 'vitest'
+import { GENERATED_PATH, renderClientTypes } from '../../client/scripts/generate.ts'
+import {
+  createClient,
+  MatchmakingEnded,
+  NexusProblem,
+  type GameConnection,
+  type Match,
+  type NexusClient,
+  type SocketFactory,
+  type SocketLike,
+} from '../../client/src/index.ts'
+import { playDuel } from '../../examples/dice-duel.ts'
+import { admin, eventually, guestClient, stack, uid, within } from './helpers.ts'
+
+describe('types', () => {
+  it('api.gen.ts is generated from the server’s current OpenAPI document', async () => {
+    const doc = (await (await fetch(`${stack().url}/openapi.json`)).json()) as unknown
+    expect(readFileSync(GENERATED_PATH, 'utf8')).toBe(await renderClientTypes(doc))
+  })
+})
+
+describe('auth', () => {
+  it('the same device is the same player; a new device a new one', async () => {
+    const a = createClient({ baseUrl: stack().url })
+    const b = createClient({ baseUrl: stack().url })
+    const device = `device-${crypto.randomUUID()}`
+    const first = await a.auth.guest(device)
+    const again = await b.auth.guest(device)
+    const other = await b.auth.guest(`device-${crypto.randomUUID()}`)
+    expect(again.playerId).toBe(first.playerId)
+    expect(other.playerId).not.toBe(first.playerId)
+  })
+
+  it('keeps a generated device id in the storage it is given', async () => {
+    const store = new Map<string, string>()
+    const storage = {
+      getItem: (k: string) => store.get(k) ?? null,
+      setItem: (k: string, v: string) => void store.set(k, v),
+    }
+    const one = await createClient({ baseUrl: stack().url, storage }).auth.guest()
+    const two = await createClient({ baseUrl: stack().url, storage }).auth.guest()
+    expect(store.size).toBe(1)
+    expect(two.playerId).toBe(one.playerId)
+  })
+
+  it('renews a token the server refuses and retries the request once', async () => {
+    const board = uid('auth')
+    await admin('PUT', `/v1/admin/leaderboards/${board}`, {})
+    const real = await guestClient()
+    const realToken = await real.auth.token()
+    let calls = 0
+    const nexus = createClient({ baseUrl: stack().url })
+    await nexus.auth.useTokens(async () => {
+      calls++
+      // The first token is garbage: the server answers 401 and the client must fetch another.
+      return calls === 1
+        ? { token: 'not-a-token', expiresAt: Date.now() + 3600_000 }
+        : { token: realToken, expiresAt: Date.now() + 3600_000 }
+    })
+    const r = await nexus.leaderboards.submit(board, { score: 7 })
+    expect(calls).toBe(2)
+    expect(r.rank).toBe(1)
+  })
+
+  it('renews a token that is about to expire before using it', async () => {
+    let guestCalls = 0
+    const nexus = createClient({
+      baseUrl: stack().url,
+      // Every token counts as expiring: each call must renew first.
+      refreshMarginMs: 10 * 24 * 3600_000,
+      fetch: (input, init) => {
+        if (String(input).endsWith('/v1/auth/guest')) guestCalls++
+        return fetch(input, init)
+      },
+    })
+    await nexus.auth.guest(`renew-${crypto.randomUUID()}`)
+    await nexus.leaderboards.rewards()
+    await nexus.leaderboards.rewards()
+    expect(guestCalls).toBe(3)
+  })
+})
+
+describe('leaderboards', () => {
+  it('top, rank and around agree with the scores submitted', async () => {
+    const board = uid('lb')
+    await admin('PUT', `/v1/admin/leaderboards/${board}`, { submitsPerMinute: 600 })
+    const players = await Promise.all(Array.from({ length: 6 }, () => guestClient()))
+    const scores = [50, 10, 70, 30, 60, 20]
+    for (const [i, p] of players.entries())
+      await p.leaderboards.submit(board, { score: scores[i]! })
+    const expected = players
+      .map((p, i) => ({ playerId: p.auth.playerId!, score: scores[i]! }))
+      .sort((a, b) => b.score - a.score)
+
+    const top = await players[0]!.leaderboards.top(board, { limit: 4 }, { fresh: true })
+    expect(top.entries.map((e) => [e.playerId, e.score])).toEqual(
+      expected.slice(0, 4).map((e) => [e.playerId, e.score]),
+    )
+    expect(top.total).toBe(6)
+    const all: string[] = []
+    for await (const e of players[0]!.leaderboards.entries(board, 2, { fresh: true }))
+      all.push(e.playerId)
+    expect(all).toEqual(expected.map((e) => e.playerId))
+
+    const me = players[3]!
+    const myRank = expected.findIndex((e) => e.playerId === me.auth.playerId) + 1
+    const standing = await me.leaderboards.rank(board, 'me', { fresh: true })
+    expect(standing.entry?.rank).toBe(myRank)
+    const around = await me.leaderboards.around(board, 'me', { limit: 3 }, { fresh: true })
+    expect(around.entries.map((e) => e.rank)).toEqual([myRank - 1, myRank, myRank + 1])
+  })
+
+  it('a submission whose answer was lost is retried with the same key and applied once', async () => {
+    const board = uid('idem')
+    await admin('PUT', `/v1/admin/leaderboards/${board}`, {
+      operator: 'incr',
+      submitsPerMinute: 600,
+    })
+    let submits = 0
+    const keys: string[] = []
+    const nexus = await guestClient({
+      retry: { baseDelayMs: 10 },
+      fetch: async (input, init) => {
+        const res = await fetch(input, init)
+        if (String(input).endsWith('/scores')) {
+          submits++
+          keys.push(new Headers(init?.headers).get('idempotency-key') ?? '')
+          // The server applied it, but the answer never reaches the game.
+          if (submits === 1) throw new TypeError('fetch failed: connection reset')
+        }
+        return res
+      },
+    })
+    const r = await nexus.leaderboards.submit(board, { score: 5 })
+    expect(submits).toBe(2)
+    expect(keys[0]).toBe(keys[1])
+    expect(r.replayed).toBe(true)
+    expect(r.best).toBe(5) // incremented once, not twice
+    const second = await nexus.leaderboards.submit(board, { score: 5 })
+    expect(second).toMatchObject({ best: 10, replayed: false })
+  })
+
+  it('failures surface as typed problems', async () => {
+    const nexus = await guestClient()
+    const missing = await nexus.leaderboards.top(uid('nope')).catch((e: unknown) => e)
+    expect(missing).toBeInstanceOf(NexusProblem)
+    expect(missing).toMatchObject({ problem: 'not-found', status: 404 })
+
+    const board = uid('bounds')
+    await admin('PUT', `/v1/admin/leaderboards/${board}`, { scoreMax: 100 })
+    const invalid = (await nexus.leaderboards
+      .submit(board, { score: 1000 })
+      .catch((e: unknown) => e)) as NexusProblem
+    expect(invalid).toBeInstanceOf(NexusProblem)
+    expect(invalid.problem).toBe('validation')
+    expect(invalid.type).toBe('urn:nexus:problem:validation')
+    expect(invalid.requestId).toBeTruthy()
+  })
+
+  it('history and the archive show a closed cycle', async () => {
+    const board = uid('hist')
+    await admin('PUT', `/v1/admin/leaderboards/${board}`, { cycle: { every: '1h' } })
+    const [a, b] = await Promise.all([guestClient(), guestClient()])
+    await a.leaderboards.submit(board, { score: 3 })
+    await b.leaderboards.submit(board, { score: 9 })
+    const { cycle } = await a.leaderboards.info(board, { fresh: true })
+    await admin('POST', `/v1/admin/leaderboards/${board}/close`, { cycle: cycle.cycle })
+    await eventually('the archive', async () => {
+      const s = (await admin('GET', `/v1/admin/leaderboards/${board}/cycles/${cycle.cycle}`)) as {
+        state: string
+      }
+      return s.state === 'done'
+    })
+    const history = await a.leaderboards.history(board)
+    expect(history.results).toEqual([
+      { cycle: cycle.cycle, rank: 2, score: 3, subscore: 0, entries: 2 },
+    ])
+    const archive = await a.leaderboards.archive(board, cycle.cycle)
+    expect(archive.complete).toBe(true)
+    expect(archive.entries.map((e) => e.playerId)).toEqual([b.auth.playerId, a.auth.playerId])
+  })
+})
+
+/** A socket factory that records the sockets it opens, so a test can cut one. */
+function recordingSockets(): { factory: SocketFactory; opened: SocketLike[] } {
+  const opened: SocketLike[] = []
+  return {
+    opened,
+    factory: (url) => {
+      const s = new WebSocket(url) as unknown as SocketLike
+      opened.push(s)
+      return s
+    },
+  }
+}
+
+/** A platform whose sockets never open (a proxy that strips upgrades, say). */
+const brokenSockets: SocketFactory = () => {
+  const listeners: Record<string, ((e: object) => void)[]> = {}
+  setTimeout(() => {
+    for (const l of listeners.error ?? []) l({})
+    for (const l of listeners.close ?? []) l({ code: 1006 })
+  }, 5)
+  return {
+    readyState: 0,
+    send: () => {},
+    close: () => {},
+    addEventListener: (type, l) => void (listeners[type] ??= []).push(l as (e: object) => void),
+  }
+}
+
+async function duelQueue(target = 6): Promise<string> {
+  const queue = uid('duel')
+  await admin('PUT', `/v1/admin/queues/${queue}`, {
+    teams: 2,
+    teamSize: 1,
+    rules: 'dice-race',
+    rulesOptions: { target },
+    maxRatingGap: 1000,
+    widenPerSecond: 100,
+    regions: ['eu'],
+  })
+  return queue
+}
+
+describe('matchmaking', () => {
+  it('two players over sockets get the same match', async () => {
+    const queue = await duelQueue()
+    const [a, b] = await Promise.all([guestClient(), guestClient()])
+    const ta = a.matchmaking.join(queue)
+    const queued = await within(ta.once('queued'), 'queued')
+    expect(queued.ticketId).toMatch(new RegExp(`^${queue}:eu:`))
+    const tb = b.matchmaking.join(queue)
+    const [ma, mb] = await Promise.all([ta.matched, tb.matched])
+    expect(ma.sessionId).toBe(mb.sessionId)
+    expect(new Set(ma.players.map((p) => p.playerId))).toEqual(
+      new Set([a.auth.playerId, b.auth.playerId]),
+    )
+    expect(ta.transport).toBe('websocket')
+  })
+
+  it('falls back to HTTP long-polling when sockets do not open', async () => {
+    const queue = await duelQueue()
+    const a = await guestClient({
+      WebSocket: brokenSockets,
+      maxReconnects: 1,
+      retry: { baseDelayMs: 10 },
+    })
+    const b = await guestClient()
+    const ta = a.matchmaking.join(queue)
+    await within(ta.once('transport'), 'the fallback')
+    await within(ta.once('queued'), 'queued over HTTP')
+    expect(ta.transport).toBe('http')
+    const tb = b.matchmaking.join(queue)
+    const [ma, mb] = await Promise.all([ta.matched, tb.matched])
+    expect(ma.sessionId).toBe(mb.sessionId)
+    expect(ma.token).not.toBe(mb.token)
+  })
+
+  it('a dropped socket reconnects and keeps its ticket', async () => {
+    const queue = await duelQueue()
+    const sockets = recordingSockets()
+    const a = await guestClient({ WebSocket: sockets.factory, retry: { baseDelayMs: 50 } })
+    const ta = a.matchmaking.join(queue)
+    const first = await within(ta.once('queued'), 'queued')
+    const requeued = within(ta.once('queued'), 'queued again')
+    sockets.opened[0]!.close(4001, 'network went away')
+    const again = await requeued
+    expect(sockets.opened.length).toBe(2)
+    expect(again).toMatchObject({ ticketId: first.ticketId, existing: true })
+    const b = await guestClient()
+    const [ma, mb] = await Promise.all([ta.matched, b.matchmaking.join(queue).matched])
+    expect(ma.sessionId).toBe(mb.sessionId)
+  })
+
+  it('cancel ends the ticket; stats and unknown queues', async () => {
+    const queue = await duelQueue()
+    const a = await guestClient()
+    const t = a.matchmaking.join(queue)
+    await within(t.once('queued'), 'queued')
+    const stats = await a.matchmaking.stats(queue)
+    expect(stats.waitingPlayers).toBe(1)
+    await t.cancel()
+    await expect(t.matched).rejects.toBeInstanceOf(MatchmakingEnded)
+    expect((await a.matchmaking.stats(queue)).waitingPlayers).toBe(0)
+
+    const missing = a.matchmaking.join(uid('nope'))
+    const err = await missing.matched.catch((e: unknown) => e)
+    expect(err).toBeInstanceOf(NexusProblem)
+    expect(err).toMatchObject({ problem: 'not-found' })
+  })
+})
+
+/** Plays dice-race to the end: each player rolls whenever the last event says it is their turn. */
+function autoRoll(game: GameConnection, me: string, first: string): void {
+  let mine = first === me
+  const roll = () => {
+    if (mine && game.connected) {
+      mine = false
+      game.send({ action: 'roll' })
+    }
+  }
+  game.on('welcome', () => roll())
+  game.on('resumed', () => setTimeout(roll, 50))
+  game.on('event', ({ event }) => {
+    const next = (event as { next?: string | null }).next
+    if (next !== undefined) mine = next === me
+    roll()
+  })
+}
+
+describe('sessions', () => {
+  async function matchPair(): Promise<[NexusClient, Match, NexusClient, Match]> {
+    const queue = await duelQueue(12)
+    const [a, b] = await Promise.all([guestClient(), guestClient()])
+    const ta = a.matchmaking.join(queue)
+    await within(ta.once('queued'), 'queued')
+    const [ma, mb] = await Promise.all([ta.matched, b.matchmaking.join(queue).matched])
+    return [a, ma, b, mb]
+  }
+
+  it('plays a game to the end; a dropped player resumes without gaps or repeats', async () => {
+    const [a, ma, b, mb] = await matchPair()
+    const sockets = recordingSockets()
+    const aSdk = createClient({
+      baseUrl: stack().url,
+      WebSocket: sockets.factory,
+      retry: { baseDelayMs: 20 },
+    })
+    const ga = aSdk.sessions.connect(ma.sessionId, ma.token)
+    const gb = b.sessions.connect(mb.sessionId, mb.token)
+    const seen: Record<string, number[]> = { a: [], b: [] }
+    ga.on('event', ({ seq }) => seen.a!.push(seq))
+    gb.on('event', ({ seq }) => seen.b!.push(seq))
+    const first = ma.players[0]!.playerId
+    autoRoll(ga, a.auth.playerId!, first)
+    autoRoll(gb, b.auth.playerId!, first)
+    let cut = false
+    ga.on('event', ({ seq }) => {
+      // Mid-game, the network drops under player A.
+      if (seq === 3 && !cut) {
+        cut = true
+        sockets.opened[0]!.close(4002, 'wifi lost')
+      }
+    })
+    const resumed = within(ga.once('resumed'), 'the resume', 20_000)
+    const [ra, rb] = await Promise.all([ga.ended, gb.ended])
+    expect((await resumed).since).toBeGreaterThanOrEqual(3)
+    expect(sockets.opened.length).toBeGreaterThanOrEqual(2)
+    expect(ra).toEqual(rb)
+    expect(ra.reason).toBe('finished')
+    expect([a.auth.playerId, b.auth.playerId]).toContain(ra.winner)
+    // Both saw every event exactly once, in order: 1, 2, … n.
+    const log = await b.sessions.events(mb.sessionId, mb.token, { limit: 500 })
+    const seqs = log.events.map((e) => e.seq)
+    expect(seqs).toEqual(Array.from({ length: seqs.length }, (_, i) => i + 1))
+    expect(seen.a).toEqual(seqs.slice(seqs.indexOf(seen.a![0]!)))
+    expect(seen.b).toEqual(seqs.slice(seqs.indexOf(seen.b![0]!)))
+    const view = await a.sessions.get(ma.sessionId, ma.token)
+    expect(view.status).toBe('finished')
+  })
+
+  it('a refused action is reported to its sender; a wrong token is a typed problem', async () => {
+    const [a, ma, , mb] = await matchPair()
+    const { roster } = await a.sessions.get(ma.sessionId, ma.token)
+    // The player who does not move first tries to roll.
+    const waiting = roster[1]!.playerId === a.auth.playerId ? ma : mb
+    const nexus = createClient({ baseUrl: stack().url })
+    const g = nexus.sessions.connect(waiting.sessionId, waiting.token)
+    await g.ready
+    const refused = within(g.once('refused'), 'the refusal')
+    g.send({ action: 'roll' })
+    expect((await refused).code).toBe('not_your_turn')
+    g.close()
+
+    const bad = nexus.sessions.connect(ma.sessionId, 'not-a-token')
+    const err = await bad.ended.catch((e: unknown) => e)
+    expect(err).toBeInstanceOf(NexusProblem)
+    expect((err as NexusProblem).status).toBe(401)
+  })
+})
+
+describe('examples/dice-duel.ts', () => {
+  it('two players queue, play to the end and record the win', async () => {
+    const queue = await duelQueue(20)
+    const board = uid('wins')
+    await admin('PUT', `/v1/admin/leaderboards/${board}`, { operator: 'incr' })
+    const [a, b] = await Promise.all([guestClient(), guestClient()])
+    const results = await Promise.all([a, b].map((n) => playDuel(n, { queue, board })))
+    const winners = results.filter((r) => r.won)
+    expect(winners).toHaveLength(1)
+    expect(winners[0]!.rank).toBe(1)
+    expect(results.find((r) => !r.won)!.rank).toBeNull()
+    expect(results.reduce((n, r) => n + r.rolls, 0)).toBeGreaterThanOrEqual(20 / 6)
+  })
+})

@@ -1,0 +1,187 @@
+/**
+ * The operator dashboard in a real browser: Debian's Chromium, headless, driven by
+ * playwright-core, against the local stack with real boards, queues and sessions behind it.
+ * Screenshots go to test-artifacts/dashboard/.
+ */
+import { mkdirSync } from 'node:fs'
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { chromium, type BrowserContext, type Page } from 'playwright-core'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import type { MatchTicket, NexusClient } from '../../client/src/index.ts'
+import { admin, eventually, guestClient, stack, uid, within } from './helpers.ts'
+
+const ARTIFACTS = 'test-artifacts/dashboard'
+const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium'
+
+let context: BrowserContext
+let profile: string
+let page: Page
+const problems: string[] = []
+
+const board = uid('season')
+const queue = uid('arena')
+const players: { nexus: NexusClient; name: string; score: number }[] = []
+let waiting: MatchTicket
+let sessionId: string
+
+beforeAll(async () => {
+  mkdirSync(ARTIFACTS, { recursive: true })
+  // Real data first, through the public API, as a game and an operator would make it.
+  await admin('PUT', `/v1/admin/leaderboards/${board}`, {
+    name: 'Season 1',
+    cycle: { every: '1h' },
+    rewards: [{ fromRank: 1, toRank: 3, reward: { coins: 500 } }],
+    submitsPerMinute: 600,
+  })
+  for (let i = 0; i < 12; i++) {
+    const nexus = await guestClient()
+    const name = `Player ${String.fromCharCode(65 + i)}`
+    await admin('PUT', `/v1/admin/players/${nexus.auth.playerId}`, { name })
+    players.push({ nexus, name, score: 1000 + ((i * 7919) % 5000) })
+  }
+  // Cycle 1: four players, then closed, archived and rewarded.
+  for (const p of players.slice(0, 4)) await p.nexus.leaderboards.submit(board, { score: p.score })
+  const { cycle } = await players[0]!.nexus.leaderboards.info(board, { fresh: true })
+  await admin('POST', `/v1/admin/leaderboards/${board}/close`, { cycle: cycle.cycle })
+  await eventually('the archive', async () => {
+    const s = (await admin('GET', `/v1/admin/leaderboards/${board}/cycles/${cycle.cycle}`)) as {
+      state: string
+    }
+    return s.state === 'done'
+  })
+  // Cycle 2, live: everyone.
+  for (const p of players) await p.nexus.leaderboards.submit(board, { score: p.score })
+
+  await admin('PUT', `/v1/admin/queues/${queue}`, {
+    teams: 2,
+    teamSize: 2,
+    rules: 'relay',
+    maxRatingGap: 50,
+    widenPerSecond: 1,
+    regions: ['eu', 'us'],
+  })
+  waiting = players[0]!.nexus.matchmaking.join(queue, { region: 'eu' })
+  await within(waiting.once('queued'), 'queued')
+  const created = (await admin('POST', '/v1/admin/sessions', {
+    rules: 'dice-race',
+    roster: [
+      { playerId: players[1]!.nexus.auth.playerId },
+      { playerId: players[2]!.nexus.auth.playerId },
+    ],
+  })) as { sessionId: string }
+  sessionId = created.sessionId
+
+  profile = await mkdtemp(join(tmpdir(), 'nexus-chromium-'))
+  context = await chromium.launchPersistentContext(profile, {
+    executablePath: CHROMIUM,
+    headless: true,
+    viewport: { width: 1280, height: 900 },
+    args: [
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-quic',
+      '--no-first-run',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+    ],
+  })
+  page = context.pages()[0] ?? (await context.newPage())
+  page.on('console', (m) => {
+    if (m.type() === 'error') problems.push(`console: ${m.text()}`)
+  })
+  page.on('pageerror', (e) => problems.push(`page: ${e.message}`))
+  // The page may only talk to its own origin.
+  page.on('request', (r) => {
+    if (!r.url().startsWith(stack().url)) problems.push(`external request: ${r.url()}`)
+  })
+}, 120_000)
+
+afterAll(async () => {
+  await waiting?.cancel().catch(() => {})
+  await context?.close()
+  if (profile) await rm(profile, { recursive: true, force: true })
+})
+
+describe('dashboard in Chromium', () => {
+  it('asks for the admin key and refuses a wrong one', async () => {
+    await page.goto(`${stack().url}/dashboard?interval=1000`)
+    await page.locator('#admin-key').waitFor()
+    expect(await page.locator('#app').isHidden()).toBe(true)
+    await page.fill('#admin-key', 'wrong-key')
+    await page.click('#login-form button')
+    await expect.poll(() => page.textContent('#login-error')).toContain('refused')
+    expect(await page.evaluate(() => sessionStorage.length)).toBe(0)
+    // The browser logs the refused check itself; that one is expected, nothing else is.
+    expect(problems.map((p) => p.replace(/\(.*\)/, ''))).toEqual([
+      'console: Failed to load resource: the server responded with a status of 401 ',
+    ])
+    problems.length = 0
+    await page.screenshot({ path: `${ARTIFACTS}/01-login.png` })
+  })
+
+  it('shows boards with their cycle, the live top 10, archives and rewards paid', async () => {
+    await page.fill('#admin-key', stack().adminKey)
+    await page.click('#login-form button')
+    const row = page.locator(`#boards tbody tr[data-board="${board}"]`)
+    await row.waitFor()
+    const cells = await row.locator('td').allTextContents()
+    expect(cells[0]).toBe(`Season 1 (${board})`)
+    expect(cells[1]).toBe('every 1h')
+    expect(cells[2]).toBe('2')
+    expect(cells[3]).toBe('12')
+    expect(cells[5]).toBe('3')
+    await row.click()
+    await expect.poll(() => page.getAttribute('#top10', 'data-entries')).toBe('10')
+    const expected = [...players].sort((a, b) => b.score - a.score).slice(0, 10)
+    const labels = await page.locator('#top10 svg text').allTextContents()
+    for (const [i, p] of expected.entries()) expect(labels).toContain(`#${i + 1} ${p.name}`)
+    const bars = await page
+      .locator('#top10 svg rect')
+      .evaluateAll((rs) => rs.map((r) => Number(r.getAttribute('data-value'))))
+    expect(bars).toEqual(expected.map((p) => p.score))
+    const cycle1 = await page.locator('#cycles tbody tr').first().locator('td').allTextContents()
+    expect(cycle1[0]).toBe('1')
+    expect(cycle1[2]).toBe('4')
+    expect(cycle1[4]).toBe('archived')
+    const rewards = await page.locator('#rewards tbody tr').first().locator('td').allTextContents()
+    expect(rewards).toEqual(['1', '3', '#1–#3'])
+  })
+
+  it('shows queues with waiting players and live sessions', async () => {
+    const q = page.locator(`#queues tbody tr[data-queue="${queue}"]`)
+    await q.waitFor()
+    const cells = await q.locator('td').allTextContents()
+    expect(cells.slice(0, 5)).toEqual([queue, 'relay', '2×2', 'eu: 1, us: 0', '1'])
+    await page.locator(`#sessions tbody tr[data-session="${sessionId}"]`).waitFor()
+    const live = Number(await page.textContent('#live-count'))
+    expect(live).toBeGreaterThanOrEqual(1)
+  })
+
+  it('charts request rates from /metrics as traffic arrives', async () => {
+    // Traffic between two refreshes shows up as a rate and a line.
+    const first = Number(await page.getAttribute('body', 'data-refreshed'))
+    for (let i = 0; i < 20; i++) await fetch(`${stack().url}/v1/leaderboards/${board}/top`)
+    await expect
+      .poll(async () => Number(await page.getAttribute('body', 'data-refreshed')), {
+        timeout: 10_000,
+      })
+      .toBeGreaterThan(first)
+    await page.locator('#chart-rate svg path').waitFor()
+    const route = page.locator('#routes tbody tr', { hasText: 'GET /v1/leaderboards/:id/top' })
+    const requests = Number((await route.locator('td').nth(1).textContent())!.replace(/,/g, ''))
+    expect(requests).toBeGreaterThanOrEqual(20)
+    await page.screenshot({ path: `${ARTIFACTS}/02-dashboard.png`, fullPage: true })
+  })
+
+  it('keeps the key for the tab only, signs out, and loads nothing from elsewhere', async () => {
+    await page.reload()
+    await page.locator(`#boards tbody tr[data-board="${board}"]`).waitFor()
+    await page.click('#signout')
+    expect(await page.evaluate(() => sessionStorage.length)).toBe(0)
+    expect(await page.locator('#login').isVisible()).toBe(true)
+    expect(problems).toEqual([])
+  })
+})

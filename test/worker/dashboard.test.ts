@@ -1,0 +1,167 @@
+import { describe, expect, it } from 'vitest'
+import {
+  bucketQuantile,
+  parsePrometheus,
+  summarizeMetrics,
+} from '../../workers/dashboard/metrics.ts'
+import { Counter, Histogram } from '../../workers/lib/metrics.ts'
+import { createBoard } from './helpers/boards.ts'
+import { ADMIN_KEY, bearer, call, json, newGuest } from './helpers/http.ts'
+
+describe('the dashboard page', () => {
+  it('is a shell with no data, under a CSP that allows only its own origin', async () => {
+    const res = await call('/dashboard')
+    expect(res.status).toBe(200)
+    const csp = res.headers.get('content-security-policy')!
+    expect(csp).toContain("default-src 'none'")
+    expect(csp).toContain("script-src 'self'")
+    expect(csp).not.toContain('unsafe-inline')
+    expect(res.headers.get('x-frame-options')).toBe('DENY')
+    const html = await res.text()
+    expect(html).toContain('<script src="/dashboard/app.js" defer></script>')
+    expect(html).not.toMatch(/<script>[^<]/)
+    const js = await call('/dashboard/app.js')
+    expect(js.headers.get('content-type')).toContain('javascript')
+    expect(await js.text()).toContain("var API = '/dashboard/api'")
+  })
+})
+
+describe('the dashboard API', () => {
+  it('needs the admin key', async () => {
+    const none = await call('/dashboard/api/overview')
+    expect(none.status).toBe(401)
+    expect(none.headers.get('content-type')).toBe('application/problem+json')
+    const { token } = await newGuest()
+    expect((await call('/dashboard/api/overview', bearer(token))).status).toBe(403)
+    expect((await call('/dashboard/api/overview', bearer('wrong-key'))).status).toBe(401)
+  })
+
+  it('lists boards with their cycle, queues with their waiting players, and traffic', async () => {
+    const board = await createBoard({ name: 'Weekly', cycle: { every: '1h' } })
+    const queue = `q-${crypto.randomUUID().slice(0, 8)}`
+    const put = await call(
+      `/v1/admin/queues/${queue}`,
+      json(
+        'PUT',
+        {
+          teams: 2,
+          teamSize: 1,
+          rules: 'relay',
+          maxRatingGap: 100,
+          widenPerSecond: 10,
+          regions: ['eu'],
+        },
+        ADMIN_KEY,
+      ),
+    )
+    expect(put.status).toBe(201)
+    const { token } = await newGuest()
+    const join = await call(`/v1/matchmaking/${queue}/tickets`, json('POST', {}, token))
+    expect(join.status).toBe(201)
+
+    const res = await call('/dashboard/api/overview', bearer(ADMIN_KEY))
+    expect(res.status).toBe(200)
+    expect(res.headers.get('cache-control')).toBe('no-store')
+    const o = (await res.json()) as {
+      boards: { id: string; name: string; cycle: { cycle: number; entries: number } }[]
+      queues: { id: string; waitingPlayers: number; regions: { region: string }[] }[]
+      metrics: { routes: { route: string; requests: number }[] }
+    }
+    expect(o.boards.find((b) => b.id === board)).toMatchObject({
+      name: 'Weekly',
+      cycle: { cycle: 1, entries: 0 },
+    })
+    expect(o.queues.find((q) => q.id === queue)).toMatchObject({
+      waitingPlayers: 1,
+      regions: [{ region: 'eu' }],
+    })
+    const routes = o.metrics.routes.map((r) => r.route)
+    expect(routes).toContain('/v1/matchmaking/:queue/tickets')
+
+    const detail = await call(`/dashboard/api/boards/${board}`, bearer(ADMIN_KEY))
+    expect(detail.status).toBe(200)
+    expect(await detail.json()).toMatchObject({ id: board, top: [], cycles: [], rewards: [] })
+    const missing = await call('/dashboard/api/boards/no-such-board-x', bearer(ADMIN_KEY))
+    expect(missing.status).toBe(404)
+  })
+})
+
+describe('metrics summary', () => {
+  it('reads back what the registry renders', () => {
+    const c = new Counter('t_requests_total', 'test')
+    c.inc({ method: 'GET', route: '/a', status: 200 }, 7)
+    c.inc({ method: 'GET', route: '/a', status: 503 }, 2)
+    c.inc({ method: 'POST', route: '/b "x"', status: 404 })
+    const samples = parsePrometheus(c.render())
+    expect(samples).toEqual([
+      { name: 't_requests_total', labels: { method: 'GET', route: '/a', status: '200' }, value: 7 },
+      { name: 't_requests_total', labels: { method: 'GET', route: '/a', status: '503' }, value: 2 },
+      {
+        name: 't_requests_total',
+        labels: { method: 'POST', route: '/b "x"', status: '404' },
+        value: 1,
+      },
+    ])
+  })
+
+  it('estimates quantiles inside the bucket that holds the true one', () => {
+    const buckets = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5]
+    for (let run = 0; run < 50; run++) {
+      const h = new Histogram('t_duration_seconds', 'test', buckets)
+      const values = Array.from(
+        { length: 1 + Math.floor(Math.random() * 400) },
+        () => Math.random() ** 3 * 3,
+      )
+      for (const v of values) h.observe({ route: '/x' }, v)
+      const cumulative = parsePrometheus(h.render())
+        .filter((s) => s.name === 't_duration_seconds_bucket')
+        .map(
+          (s) =>
+            [s.labels.le === '+Inf' ? Infinity : Number(s.labels.le), s.value] as [number, number],
+        )
+      const sorted = [...values].sort((a, b) => a - b)
+      for (const q of [0.5, 0.95, 0.99]) {
+        const truth = sorted[Math.max(0, Math.ceil(q * sorted.length) - 1)]!
+        const est = bucketQuantile(cumulative, q)!
+        const upper = buckets.find((b) => truth <= b) ?? Infinity
+        const lower = [...buckets].reverse().find((b) => b < truth) ?? 0
+        // Within the true value's bucket (the +Inf bucket answers its lower edge).
+        expect(est).toBeGreaterThanOrEqual(lower)
+        expect(est).toBeLessThanOrEqual(Number.isFinite(upper) ? upper : lower)
+      }
+    }
+    expect(
+      bucketQuantile(
+        [
+          [1, 0],
+          [Infinity, 0],
+        ],
+        0.5,
+      ),
+    ).toBeNull()
+  })
+
+  it('counts 4xx and 5xx per route across statuses', () => {
+    const text = [
+      'nexus_http_requests_total{method="GET",route="/a",status="200"} 90',
+      'nexus_http_requests_total{method="GET",route="/a",status="429"} 6',
+      'nexus_http_requests_total{method="GET",route="/a",status="500"} 4',
+      'nexus_http_request_duration_seconds_bucket{method="GET",route="/a",status="200",le="0.1"} 90',
+      'nexus_http_request_duration_seconds_bucket{method="GET",route="/a",status="200",le="+Inf"} 90',
+      'nexus_http_request_duration_seconds_bucket{method="GET",route="/a",status="500",le="0.1"} 0',
+      'nexus_http_request_duration_seconds_bucket{method="GET",route="/a",status="500",le="+Inf"} 4',
+      'nexus_pool_waiting{queue="q",region="eu"} 3',
+      'nexus_pool_waiting{queue="q",region="us"} 2',
+    ].join('\n')
+    const s = summarizeMetrics(text)
+    expect(s).toMatchObject({ requests: 100, clientErrors: 6, serverErrors: 4 })
+    expect(s.routes[0]).toMatchObject({
+      route: '/a',
+      requests: 100,
+      clientErrors: 6,
+      serverErrors: 4,
+    })
+    expect(s.routes[0]!.p50).toBeCloseTo((0.1 * 47) / 90, 6)
+    expect(s.families).toEqual([{ name: 'nexus_pool_waiting', value: 5, series: 2 }])
+  })
+})

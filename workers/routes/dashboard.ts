@@ -1,0 +1,258 @@
+import { Hono } from 'hono'
+import type { AppEnv } from '../app-env.ts'
+import { DASHBOARD_CSS } from '../dashboard/styles.ts'
+import { DASHBOARD_HTML } from '../dashboard/page.ts'
+import { DASHBOARD_JS } from '../dashboard/app.ts'
+import { summarizeMetrics } from '../dashboard/metrics.ts'
+import { getSql } from '../db/client.ts'
+import { boardStub } from '../leaderboards/stub.ts'
+import { playerNames } from '../leaderboards/names.ts'
+import { errorFields, log } from '../lib/log.ts'
+import { renderMetrics } from '../lib/metrics.ts'
+import { ApiError } from '../lib/problem.ts'
+import type { QueueConfig } from '../matchmaking/config.ts'
+import { poolStub } from '../matchmaking/stub.ts'
+import { requireAdmin } from '../middleware/auth.ts'
+
+/**
+ * The operator dashboard. `/dashboard` serves a page that holds no data: it asks for the admin
+ * key, keeps it in `sessionStorage` (gone with the tab) and reads `/dashboard/api/*` with
+ * `Authorization: Bearer`, which only the admin key opens. Scripts and styles are same-origin
+ * files, so the page runs under a CSP that allows nothing else.
+ */
+export const dashboard = new Hono<AppEnv>()
+
+/** Boards and queues shown in the overview (each costs a Durable Object call per refresh). */
+const MAX_LISTED = 50
+const MAX_LIVE_SESSIONS = 50
+
+const CSP = [
+  "default-src 'none'",
+  "script-src 'self'",
+  "style-src 'self'",
+  "connect-src 'self'",
+  "img-src 'self' data:",
+  "base-uri 'none'",
+  "form-action 'none'",
+  "frame-ancestors 'none'",
+].join('; ')
+
+const pageHeaders = {
+  'content-security-policy': CSP,
+  'x-frame-options': 'DENY',
+  'x-content-type-options': 'nosniff',
+  'referrer-policy': 'no-referrer',
+  'cache-control': 'no-store',
+}
+
+dashboard.get('/', (c) => c.html(DASHBOARD_HTML, 200, pageHeaders))
+dashboard.get('/app.js', (c) =>
+  c.body(DASHBOARD_JS, 200, {
+    ...pageHeaders,
+    'content-type': 'text/javascript; charset=utf-8',
+  }),
+)
+dashboard.get('/app.css', (c) =>
+  c.body(DASHBOARD_CSS, 200, { ...pageHeaders, 'content-type': 'text/css; charset=utf-8' }),
+)
+
+dashboard.use('/api/*', requireAdmin(), async function noStore(c, next) {
+  await next()
+  c.header('cache-control', 'no-store')
+})
+
+/** Wait percentiles (seconds) from raw samples in milliseconds, by nearest rank. */
+function waitPercentiles(samplesMs: number[]) {
+  const sorted = [...samplesMs].sort((a, b) => a - b)
+  const at = (q: number) =>
+    sorted.length === 0
+      ? null
+      : sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))]! / 1000
+  return { p50: at(0.5), p95: at(0.95), p99: at(0.99), samples: sorted.length }
+}
+
+/** One failing board or pool must not blank the whole page: it shows as an error row. */
+async function settle<T>(what: string, run: () => Promise<T>): Promise<T | { error: string }> {
+  try {
+    return await run()
+  } catch (err) {
+    log('warn', 'dashboard read failed', { what, ...errorFields(err) })
+    return { error: err instanceof Error ? err.message : String(err) }
+  }
+}
+
+dashboard.get('/api/overview', async (c) => {
+  const sql = getSql(c.env)
+  const [boards, queues, live, rewardTotals] = await Promise.all([
+    sql.query(
+      `select id, config->>'name' as name, version from leaderboards order by updated_at desc limit $1`,
+      [MAX_LISTED],
+    ) as unknown as Promise<{ id: string; name: string | null; version: number }[]>,
+    sql.query(`select id, config, version from queues order by updated_at desc limit $1`, [
+      MAX_LISTED,
+    ]) as unknown as Promise<{ id: string; config: QueueConfig; version: number }[]>,
+    sql.query(
+      `select id, queue, region, rules, roster, extract(epoch from created_at) * 1000 as created_ms
+         from game_sessions where status = 'live' order by created_at desc limit $1`,
+      [MAX_LIVE_SESSIONS],
+    ) as unknown as Promise<
+      {
+        id: string
+        queue: string | null
+        region: string | null
+        rules: string
+        roster: { playerId: string; team: number }[]
+        created_ms: string
+      }[]
+    >,
+    sql.query(
+      `select leaderboard_id, count(*)::int as rewards, count(distinct cycle)::int as cycles
+         from rewards group by leaderboard_id`,
+    ) as unknown as Promise<{ leaderboard_id: string; rewards: number; cycles: number }[]>,
+  ])
+  const [liveCount] = (await sql.query(
+    `select count(*)::int as n from game_sessions where status = 'live'`,
+  )) as { n: number }[]
+  const paid = new Map(rewardTotals.map((r) => [r.leaderboard_id, r]))
+
+  const boardRows = await Promise.all(
+    boards.map(async (b) => {
+      const info = await settle(`board ${b.id}`, () => boardStub(c.env, b.id).info(b.id))
+      return {
+        id: b.id,
+        name: b.name,
+        version: b.version,
+        cycle: info && !('error' in info) ? info.cycle : null,
+        schedule: info && !('error' in info) ? info.config.cycle : null,
+        error: info && 'error' in info ? info.error : null,
+        rewardsPaid: paid.get(b.id)?.rewards ?? 0,
+      }
+    }),
+  )
+
+  const queueRows = await Promise.all(
+    queues.map(async (q) => {
+      const regions = await Promise.all(
+        q.config.regions.map(async (region) => {
+          const s = await settle(`pool ${q.id}:${region}`, () =>
+            poolStub(c.env, q.id, region).stats(region),
+          )
+          if ('error' in s) return { region, error: s.error }
+          return {
+            region,
+            waitingTickets: s.waitingTickets,
+            waitingPlayers: s.waitingPlayers,
+            matchesPerMinute: s.matchesLastMinute,
+            waitSeconds: waitPercentiles(s.waitSamplesMs),
+            samplesMs: s.waitSamplesMs,
+          }
+        }),
+      )
+      const ok = regions.filter((r) => !('error' in r)) as Extract<
+        (typeof regions)[number],
+        { waitingTickets: number }
+      >[]
+      return {
+        id: q.id,
+        version: q.version,
+        rules: q.config.rules,
+        teams: q.config.teams,
+        teamSize: q.config.teamSize,
+        waitingTickets: ok.reduce((n, r) => n + r.waitingTickets, 0),
+        waitingPlayers: ok.reduce((n, r) => n + r.waitingPlayers, 0),
+        matchesPerMinute: ok.reduce((n, r) => n + r.matchesPerMinute, 0),
+        waitSeconds: waitPercentiles(ok.flatMap((r) => r.samplesMs)),
+        regions: regions.map((r) => {
+          if ('error' in r) return r
+          const { samplesMs: _omitted, ...rest } = r
+          return rest
+        }),
+      }
+    }),
+  )
+
+  return c.json({
+    now: Date.now(),
+    boards: boardRows,
+    queues: queueRows,
+    sessions: {
+      live: liveCount?.n ?? 0,
+      recent: live.map((s) => ({
+        id: s.id,
+        queue: s.queue,
+        region: s.region,
+        rules: s.rules,
+        players: s.roster.map((p) => p.playerId),
+        createdAt: Number(s.created_ms),
+      })),
+    },
+    metrics: summarizeMetrics(renderMetrics()),
+  })
+})
+
+dashboard.get('/api/boards/:id', async (c) => {
+  const id = c.req.param('id')
+  if (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/.test(id)) {
+    throw new ApiError('validation', 'Not a leaderboard id', {
+      errors: [{ path: 'id', message: 'letters, digits, "_", "." and "-"' }],
+    })
+  }
+  const sql = getSql(c.env)
+  const stub = boardStub(c.env, id)
+  const [info, top, cycles, rewards] = await Promise.all([
+    stub.info(id),
+    stub.top(id, null, 10),
+    sql.query(
+      `select cycle, extract(epoch from starts_at) * 1000 as starts_ms, extract(epoch from ends_at) * 1000 as ends_ms,
+              entries, archived_rows, extract(epoch from completed_at) * 1000 as completed_ms
+         from leaderboard_cycles where leaderboard_id = $1 order by cycle desc limit 10`,
+      [id],
+    ) as unknown as Promise<
+      {
+        cycle: number
+        starts_ms: string
+        ends_ms: string
+        entries: number
+        archived_rows: number
+        completed_ms: string | null
+      }[]
+    >,
+    sql.query(
+      `select cycle, count(*)::int as players, min(rank)::int as best_rank, max(rank)::int as worst_rank
+         from rewards where leaderboard_id = $1 group by cycle order by cycle desc limit 10`,
+      [id],
+    ) as unknown as Promise<
+      { cycle: number; players: number; best_rank: number; worst_rank: number }[]
+    >,
+  ])
+  if (!info) throw new ApiError('not-found', `No leaderboard '${id}'`)
+  const entries = top.ok ? top.entries : []
+  const names = await playerNames(
+    c.env,
+    entries.map((e) => e.playerId),
+  )
+  return c.json({
+    id,
+    config: info.config,
+    cycle: info.cycle,
+    top: entries.map((e) => ({
+      rank: e.rank,
+      playerId: e.playerId,
+      name: names.get(e.playerId) ?? null,
+      score: e.score,
+    })),
+    cycles: cycles.map((r) => ({
+      cycle: r.cycle,
+      startsAt: Number(r.starts_ms),
+      endsAt: Number(r.ends_ms),
+      entries: r.entries,
+      archived: r.archived_rows,
+      completedAt: r.completed_ms === null ? null : Number(r.completed_ms),
+    })),
+    rewards: rewards.map((r) => ({
+      cycle: r.cycle,
+      players: r.players,
+      ranks: [r.best_rank, r.worst_rank],
+    })),
+  })
+})

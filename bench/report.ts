@@ -42,8 +42,12 @@ for (const [dir, file] of sections) {
   const text = readFileSync(path, 'utf8')
     .trim()
     .replace(/\]\((?!https?:|\/)([^)]+)\)/g, `](${dir}/$1)`)
-  // Demote every heading one level so each result file is a section of this document.
-  parts.push(text.replace(/^(#+) /gm, (_, h: string) => `#${h} `))
+  // Shift headings so each result file's top heading is a section (##) of this document.
+  const top = Math.min(...[...text.matchAll(/^(#+) /gm)].map((m) => m[1]!.length))
+  const shift = Number.isFinite(top) ? 2 - top : 0
+  parts.push(
+    text.replace(/^(#+) /gm, (_, h: string) => `${'#'.repeat(Math.max(1, h.length + shift))} `),
+  )
 }
 writeFileSync('BENCHMARKS.md', parts.join('\n\n') + '\n')
 console.log(`BENCHMARKS.md: ${parts.length - 1} sections`)

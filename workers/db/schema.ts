@@ -36,20 +36,28 @@ export const players = pgTable(
 )
 
 /**
+ * Columns of a resource whose configuration an admin sets: Neon keeps the record, the resource's
+ * Durable Object a copy. `version` grows by one at each change.
+ */
+function configColumns() {
+  return {
+    id: text('id').primaryKey(),
+    config: jsonb('config').notNull(),
+    version: integer('version').notNull().default(1),
+    createdAt: timestamp('created_at', { withTimezone: true, mode: 'date' })
+      .notNull()
+      .default(sql`now()`),
+    updatedAt: timestamp('updated_at', { withTimezone: true, mode: 'date' })
+      .notNull()
+      .default(sql`now()`),
+  }
+}
+
+/**
  * Leaderboard configuration. Neon is the record; the board's Durable Object keeps a copy it
  * receives on every change (and fetches from here if it wakes without one).
  */
-export const leaderboards = pgTable('leaderboards', {
-  id: text('id').primaryKey(),
-  config: jsonb('config').notNull(),
-  version: integer('version').notNull().default(1),
-  createdAt: timestamp('created_at', { withTimezone: true, mode: 'date' })
-    .notNull()
-    .default(sql`now()`),
-  updatedAt: timestamp('updated_at', { withTimezone: true, mode: 'date' })
-    .notNull()
-    .default(sql`now()`),
-})
+export const leaderboards = pgTable('leaderboards', configColumns())
 
 /** One row per closed cycle: its window and how its archive went. */
 export const leaderboardCycles = pgTable(
@@ -110,17 +118,7 @@ export const rewards = pgTable(
 )
 
 /** Matchmaking queue configuration (Neon is the record; each MatchPool keeps a copy). */
-export const queues = pgTable('queues', {
-  id: text('id').primaryKey(),
-  config: jsonb('config').notNull(),
-  version: integer('version').notNull().default(1),
-  createdAt: timestamp('created_at', { withTimezone: true, mode: 'date' })
-    .notNull()
-    .default(sql`now()`),
-  updatedAt: timestamp('updated_at', { withTimezone: true, mode: 'date' })
-    .notNull()
-    .default(sql`now()`),
-})
+export const queues = pgTable('queues', configColumns())
 
 /** Every game session created (by the matchmaker or an admin), for listing and auditing. */
 export const gameSessions = pgTable(

@@ -130,7 +130,7 @@ try {
   const md = [
     '# Closing a 1,000,000-entry cycle',
     '',
-    `Local Worker under \`wrangler dev\`, real PostgreSQL ${'(temporary cluster, fsync off)'} behind the Neon relay. ${ENTRIES.toLocaleString('en')} entries ` +
+    `${stack.runtime}, real PostgreSQL ${'(temporary cluster, fsync off)'} behind the Neon relay. ${ENTRIES.toLocaleString('en')} entries ` +
       `imported through the admin API, then \`POST /close\`; the board's alarm archives pages of 1,000 rows (one Neon HTTP transaction each: archive rows + rewards + progress), ` +
       `then purges the frozen rows from the Durable Object. The baseline is \`\\copy\` of the same rows into a table with the same keys and indexes, same server, same run. Node ${process.version}, ${new Date().toISOString().slice(0, 10)}.`,
     '',

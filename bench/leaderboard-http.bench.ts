@@ -124,7 +124,7 @@ try {
   const md = [
     '# Leaderboard HTTP benchmark',
     '',
-    `Local Worker under \`wrangler dev\` (workerd), real PostgreSQL behind the Neon relay, no Redis. ${ROUNDS} rounds × ${SECONDS} s per scenario, ` +
+    `${stack.runtime}, real PostgreSQL behind the Neon relay, no Redis. ${ROUNDS} rounds × ${SECONDS} s per scenario, ` +
       `${CONCURRENCY} concurrent keep-alive clients in one Node process on the same 2-core machine. Medians over rounds; ratios are taken within each round. ` +
       `Board pre-filled with 10,000 entries; submissions add one new player each. Node ${process.version}, ${new Date().toISOString().slice(0, 10)}.`,
     '',

@@ -243,7 +243,7 @@ const table = (rows: typeof peerRows, who: string) =>
 const md = [
   '# Matchmaking: join to match, Nexus and Colyseus',
   '',
-  `Local Worker under \`wrangler dev\` (workerd), real PostgreSQL behind the Neon relay. ${CLIENTS} guest players on ` +
+  `${stack.runtime}, real PostgreSQL behind the Neon relay. ${CLIENTS} guest players on ` +
     `WebSockets (the \`ws\` client, one Node process on the same machine) to one pool (2 teams × 1, everyone ` +
     `matchable), ${ROUNDS} rounds after a warm-up; medians over rounds. Latency is from sending \`join\` to ` +
     `receiving \`match_found\`; a Nexus match includes recording it in the pool's SQLite, creating its GameSession ` +

@@ -227,8 +227,8 @@ const md = [
   '',
   `${SESSIONS} session(s) at once, ${PLAYERS} players each, every player sending ${RATE} actions/s for ${SECONDS} s ` +
     `(${fmt(total / nexus.elapsed, 0)} actions/s in, ${fmt((total * PLAYERS) / nexus.elapsed, 0)} events/s out on Nexus). ` +
-    'Latency: a sender’s `send` to each recipient receiving the event (same process, same clock). Nexus: local Worker under ' +
-    '`wrangler dev` (workerd), one `relay` GameSession per session, each action validated, written to the session’s durable log ' +
+    'Latency: a sender’s `send` to each recipient receiving the event (same process, same clock). ' +
+    `Nexus: ${stack.runtime}, one \`relay\` GameSession per session, each action validated, written to the session’s durable log ` +
     'and broadcast with its sequence number. Colyseus 0.18: a room per session broadcasting each message with a room sequence ' +
     'number, no log. Both servers run as their own process on the same 2 cores as the clients.',
   '',

@@ -3,10 +3,12 @@
  * relay (migrated), optionally redis-server behind the Upstash endpoint, and `wrangler dev`
  * serving the Worker on 127.0.0.1. Everything stops with `stop()`.
  */
+import { execFileSync, spawn } from 'node:child_process'
 import { existsSync } from 'node:fs'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
 import { freePort } from '../../local/process.ts'
 import { startNeonRelay, startPostgres, startRedis, startUpstashRest } from '../../local/index.ts'
 import { runMigrations } from '../../scripts/migrate.ts'
@@ -14,8 +16,12 @@ import { startWranglerDev } from '../../scripts/wrangler-dev.ts'
 
 export const BENCH_ADMIN_KEY = 'bench-admin-key'
 
+const root = fileURLToPath(new URL('../../', import.meta.url))
+
 export interface Stack {
   url: string
+  /** How the Worker is served, for reports. */
+  runtime: string
   adminKey: string
   databaseUrl: string
   postgresPort: number
@@ -23,7 +29,16 @@ export interface Stack {
 }
 
 export async function startStack(
-  opts: { redis?: boolean; vars?: Record<string, string> } = {},
+  opts: {
+    redis?: boolean
+    vars?: Record<string, string>
+    /**
+     * `miniflare` (default, or NEXUS_BENCH_RUNTIME): the bundled Worker served by Miniflare, one
+     * workerd between client and code, as on Cloudflare. `wrangler`: `wrangler dev`, which adds
+     * its own proxy in front (two workerd hops per request and per WebSocket frame).
+     */
+    runtime?: 'miniflare' | 'wrangler'
+  } = {},
 ): Promise<Stack> {
   const stops: (() => Promise<void>)[] = []
   const stop = async () => {
@@ -51,23 +66,30 @@ export async function startStack(
       vars.UPSTASH_REDIS_REST_URL = upstash.url
       vars.UPSTASH_REDIS_REST_TOKEN = 'bench'
     }
-    // Durable Object storage in a fresh directory in memory (tmpfs when there is one), as the
-    // PostgreSQL beside it runs with fsync off: a local disk's fsync per commit would otherwise
-    // dominate every durable write, which on Cloudflare is a replicated commit, not a local fsync.
-    const state = await mkdtemp(
-      join(existsSync('/dev/shm') ? '/dev/shm' : tmpdir(), 'nexus-bench-state-'),
-    )
-    stops.push(() => rm(state, { recursive: true, force: true }))
-    const wrangler = startWranglerDev({
-      port: await freePort(),
-      vars,
-      stdio: 'ignore',
-      persistTo: state,
-    })
-    stops.push(() => wrangler.stop())
-    await wrangler.ready
+    const port = await freePort()
+    const runtime =
+      opts.runtime ?? (process.env.NEXUS_BENCH_RUNTIME === 'wrangler' ? 'wrangler' : 'miniflare')
+    if (runtime === 'miniflare') {
+      const server = await startMiniflareServer(port, vars)
+      stops.push(server.stop)
+    } else {
+      // Durable Object storage in a fresh directory in memory (tmpfs when there is one), as the
+      // PostgreSQL beside it runs with fsync off: a local disk's fsync per commit would otherwise
+      // dominate every durable write, which on Cloudflare is a replicated commit, not a local fsync.
+      const state = await mkdtemp(
+        join(existsSync('/dev/shm') ? '/dev/shm' : tmpdir(), 'nexus-bench-state-'),
+      )
+      stops.push(() => rm(state, { recursive: true, force: true }))
+      const wrangler = startWranglerDev({ port, vars, stdio: 'ignore', persistTo: state })
+      stops.push(() => wrangler.stop())
+      await wrangler.ready
+    }
     return {
-      url: wrangler.url,
+      url: `http://127.0.0.1:${port}`,
+      runtime:
+        runtime === 'miniflare'
+          ? 'Local Worker served by Miniflare (workerd, no dev proxy)'
+          : 'Local Worker under `wrangler dev` (workerd behind its dev proxy)',
       adminKey: BENCH_ADMIN_KEY,
       databaseUrl: pg.url,
       postgresPort: pg.port,
@@ -76,5 +98,43 @@ export async function startStack(
   } catch (err) {
     await stop()
     throw err
+  }
+}
+
+/** Bundles the Worker as `wrangler deploy` would, then serves it with Miniflare in a child process. */
+async function startMiniflareServer(
+  port: number,
+  vars: Record<string, string>,
+): Promise<{ stop(): Promise<void> }> {
+  const out = await mkdtemp(join(tmpdir(), 'nexus-bench-bundle-'))
+  execFileSync('npx', ['wrangler', 'deploy', '--dry-run', '--outdir', out], {
+    cwd: root,
+    stdio: 'ignore',
+  })
+  const child = spawn(
+    process.execPath,
+    [`${root}bench/lib/miniflare-server.ts`, JSON.stringify({ port, modulesRoot: out, vars })],
+    {
+      cwd: root,
+      stdio: ['ignore', 'pipe', 'inherit'],
+    },
+  )
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()))
+  await new Promise<void>((resolve, reject) => {
+    child.once('exit', (code) => reject(new Error(`miniflare exited with ${code}`)))
+    child.stdout!.on('data', (d: Buffer) => {
+      if (String(d).includes('listening')) resolve()
+    })
+  })
+  return {
+    async stop() {
+      if (child.exitCode === null) {
+        child.kill('SIGTERM')
+        const timer = setTimeout(() => child.kill('SIGKILL'), 5000)
+        await exited
+        clearTimeout(timer)
+      }
+      await rm(out, { recursive: true, force: true })
+    },
   }
 }

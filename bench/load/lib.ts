@@ -331,7 +331,12 @@ export const LOAD_VARS = {
 
 /** Starts a stack for one scenario run on its own (the runner shares one). */
 export async function withStack<T>(run: (ctx: Ctx) => Promise<T>): Promise<T> {
-  const stack = await startStack({ redis: true, vars: LOAD_VARS })
+  // The runs recorded in BENCHMARKS.md used wrangler dev; NEXUS_BENCH_RUNTIME=miniflare measures without its proxy.
+  const stack = await startStack({
+    redis: true,
+    vars: LOAD_VARS,
+    runtime: process.env.NEXUS_BENCH_RUNTIME === 'miniflare' ? 'miniflare' : 'wrangler',
+  })
   try {
     return await run(ctxOf(stack))
   } finally {

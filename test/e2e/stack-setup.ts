@@ -13,6 +13,8 @@ declare module 'vitest' {
 
 export default async function setup(project: TestProject) {
   const stack = await startStack({
+    // What `npm run dev` runs: wrangler dev, proxy included.
+    runtime: 'wrangler',
     redis: true,
     // Every test signs in from 127.0.0.1: the per-address guest limit would throttle the suite.
     vars: { GUEST_AUTH_PER_MINUTE: '10000', EDGE_SUBMITS_PER_MINUTE: '100000' },

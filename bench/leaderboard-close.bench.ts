@@ -9,14 +9,10 @@
  */
 import { spawn } from 'node:child_process'
 import { mkdirSync, writeFileSync } from 'node:fs'
-import { fmt } from './lib/load.ts'
+import { flag, fmt } from './lib/load.ts'
 import { startStack } from './lib/stack.ts'
 
-const arg = (name: string, fallback: number) => {
-  const i = process.argv.indexOf(`--${name}`)
-  return i > 0 ? Number(process.argv[i + 1]) : fallback
-}
-const ENTRIES = arg('entries', 1_000_000)
+const ENTRIES = flag('entries', 1_000_000)
 const BATCH = 500
 
 function psql(url: string, args: string[], stdin?: string): Promise<string> {

@@ -6,16 +6,12 @@
  *   npx node bench/leaderboard-http.bench.ts [--rounds 5] [--seconds 5] [--concurrency 16]
  */
 import { writeFileSync, mkdirSync } from 'node:fs'
-import { fmt, median, quantile, runLoad } from './lib/load.ts'
+import { flag, fmt, median, quantile, runLoad } from './lib/load.ts'
 import { startStack } from './lib/stack.ts'
 
-const arg = (name: string, fallback: number) => {
-  const i = process.argv.indexOf(`--${name}`)
-  return i > 0 ? Number(process.argv[i + 1]) : fallback
-}
-const ROUNDS = arg('rounds', 5)
-const SECONDS = arg('seconds', 5)
-const CONCURRENCY = arg('concurrency', 16)
+const ROUNDS = flag('rounds', 5)
+const SECONDS = flag('seconds', 5)
+const CONCURRENCY = flag('concurrency', 16)
 
 const stack = await startStack()
 try {

@@ -9,16 +9,12 @@
  */
 import { mkdirSync, writeFileSync } from 'node:fs'
 import WebSocket from 'ws'
-import { fmt, median, quantile } from './lib/load.ts'
+import { flag, fmt, median, quantile } from './lib/load.ts'
 import { colyseusClient, startColyseus, type ColyseusRoom } from './lib/colyseus.ts'
 import { startStack } from './lib/stack.ts'
 
-const arg = (name: string, fallback: number) => {
-  const i = process.argv.indexOf(`--${name}`)
-  return i > 0 ? Number(process.argv[i + 1]) : fallback
-}
-const CLIENTS = Math.max(2, Math.floor(arg('clients', 200) / 2) * 2)
-const ROUNDS = arg('rounds', 3)
+const CLIENTS = Math.max(2, Math.floor(flag('clients', 200) / 2) * 2)
+const ROUNDS = flag('rounds', 3)
 const TIMEOUT_MS = 30_000
 
 type Message = { type: string; [k: string]: unknown }

@@ -16,17 +16,13 @@
 import { mkdirSync, writeFileSync } from 'node:fs'
 import WebSocket from 'ws'
 import { colyseusClient, startColyseus, type ColyseusRoom } from './lib/colyseus.ts'
-import { fmt, median, quantile } from './lib/load.ts'
+import { flag, fmt, median, quantile } from './lib/load.ts'
 import { startStack } from './lib/stack.ts'
 
-const arg = (name: string, fallback: number) => {
-  const i = process.argv.indexOf(`--${name}`)
-  return i > 0 ? Number(process.argv[i + 1]) : fallback
-}
-const PLAYERS = Math.max(2, arg('players', 8))
-const RATE = Math.max(1, arg('rate', 20))
-const SECONDS = Math.max(1, arg('seconds', 10))
-const SESSIONS = Math.max(1, arg('sessions', 1))
+const PLAYERS = Math.max(2, flag('players', 8))
+const RATE = Math.max(1, flag('rate', 20))
+const SECONDS = Math.max(1, flag('seconds', 10))
+const SESSIONS = Math.max(1, flag('sessions', 1))
 const PINGS = 200
 const TIMEOUT_MS = 60_000
 

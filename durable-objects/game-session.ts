@@ -18,7 +18,7 @@ import { boardStub } from '../workers/leaderboards/stub.ts'
 import { errorFields, log } from '../workers/lib/log.ts'
 import { counter, histogram } from '../workers/lib/metrics.ts'
 import { problemResponse, type ProblemType } from '../workers/lib/problem.ts'
-import { all, one } from '../workers/lib/sql.ts'
+import { all, one, schemaVersion, setSchemaVersion } from '../workers/lib/sql.ts'
 import {
   ClientMessage,
   SessionSetupSchema,
@@ -239,9 +239,7 @@ export class GameSession extends DurableObject<Env> {
   // Loading
 
   private createSchema(): void {
-    this.sql.exec(`CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)`)
-    const version = Number(this.getMeta('schema') ?? 0)
-    if (version < 1) {
+    if (schemaVersion(this.sql) < 1) {
       this.sql.exec(`
         CREATE TABLE IF NOT EXISTS log (seq INTEGER PRIMARY KEY, record TEXT NOT NULL);
         CREATE TABLE IF NOT EXISTS timers (player_id TEXT PRIMARY KEY, due INTEGER NOT NULL) WITHOUT ROWID;
@@ -252,7 +250,7 @@ export class GameSession extends DurableObject<Env> {
           last_error TEXT
         ) WITHOUT ROWID;
       `)
-      this.setMeta('schema', String(SCHEMA_VERSION))
+      setSchemaVersion(this.sql, SCHEMA_VERSION)
     }
   }
 

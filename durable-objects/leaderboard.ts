@@ -31,7 +31,7 @@ import { loadLeaderboardConfig } from '../workers/leaderboards/config-store.ts'
 import { errorFields, log } from '../workers/lib/log.ts'
 import { counter, histogram } from '../workers/lib/metrics.ts'
 import type { ProblemType } from '../workers/lib/problem.ts'
-import { all, one } from '../workers/lib/sql.ts'
+import { all, one, schemaVersion, setSchemaVersion } from '../workers/lib/sql.ts'
 
 const SCHEMA_VERSION = 1
 /** Rows per archive page: each page is one Neon transaction. */
@@ -233,11 +233,7 @@ export class Leaderboard extends DurableObject<Env> {
   }
 
   private load(): void {
-    this.sql.exec(`CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)`)
-    const version = Number(
-      one<{ value: string }>(this.sql, `SELECT value FROM meta WHERE key = 'schema'`)?.value ?? 0,
-    )
-    if (version < 1) {
+    if (schemaVersion(this.sql) < 1) {
       this.sql.exec(`
         CREATE TABLE IF NOT EXISTS entries (
           cycle INTEGER NOT NULL, player_id TEXT NOT NULL,
@@ -264,10 +260,7 @@ export class Leaderboard extends DurableObject<Env> {
           last_error TEXT, closed_at INTEGER NOT NULL, finished_at INTEGER, reason TEXT NOT NULL
         );
       `)
-      this.sql.exec(
-        `INSERT OR REPLACE INTO meta (key, value) VALUES ('schema', ?)`,
-        String(SCHEMA_VERSION),
-      )
+      setSchemaVersion(this.sql, SCHEMA_VERSION)
     }
     const meta = new Map(
       all<{ key: string; value: string }>(this.sql, `SELECT key, value FROM meta`).map((r) => [

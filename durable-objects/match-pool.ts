@@ -28,7 +28,7 @@ import { errorFields, log } from '../workers/lib/log.ts'
 import { counter, gauge, histogram } from '../workers/lib/metrics.ts'
 import type { ProblemType } from '../workers/lib/problem.ts'
 import { issueSessionToken } from '../workers/lib/session-token.ts'
-import { all, one } from '../workers/lib/sql.ts'
+import { all, one, schemaVersion, setSchemaVersion } from '../workers/lib/sql.ts'
 
 /*
  * MatchPool: the waiting room of one queue in one region, addressed as
@@ -284,11 +284,7 @@ export class MatchPool extends DurableObject<Env> {
   }
 
   private load(): void {
-    this.sql.exec(`CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)`)
-    const version = Number(
-      one<{ value: string }>(this.sql, `SELECT value FROM meta WHERE key = 'schema'`)?.value ?? 0,
-    )
-    if (version < 1) {
+    if (schemaVersion(this.sql) < 1) {
       this.sql.exec(`
         CREATE TABLE IF NOT EXISTS tickets (
           id TEXT PRIMARY KEY, state TEXT NOT NULL, leader TEXT NOT NULL, players TEXT NOT NULL,
@@ -315,7 +311,7 @@ export class MatchPool extends DurableObject<Env> {
           seq INTEGER PRIMARY KEY AUTOINCREMENT, at INTEGER NOT NULL, wait_ms INTEGER NOT NULL
         );
       `)
-      this.setMeta('schema', String(SCHEMA_VERSION))
+      setSchemaVersion(this.sql, SCHEMA_VERSION)
     }
     const meta = new Map(
       all<{ key: string; value: string }>(this.sql, `SELECT key, value FROM meta`).map((r) => [

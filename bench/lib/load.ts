@@ -61,3 +61,10 @@ export function median(values: readonly number[]): number {
 export function fmt(n: number, digits = 1): string {
   return Number.isFinite(n) ? n.toFixed(digits) : 'n/a'
 }
+
+/** A numeric command-line option `--name value`, or its default when absent or not a number. */
+export function flag(name: string, fallback: number): number {
+  const i = process.argv.indexOf(`--${name}`)
+  const v = i > 0 ? Number(process.argv[i + 1]) : NaN
+  return Number.isFinite(v) ? v : fallback
+}

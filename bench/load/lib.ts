@@ -311,11 +311,7 @@ export async function writeReport(r: Report): Promise<{ pass: boolean; markdown:
 }
 
 /** Command-line flags: `--name value`. */
-export function flag(name: string, fallback: number): number {
-  const i = process.argv.indexOf(`--${name}`)
-  const v = i > 0 ? Number(process.argv[i + 1]) : NaN
-  return Number.isFinite(v) ? v : fallback
-}
+export { flag } from '../lib/load.ts'
 
 export interface Ctx {
   stack: Stack

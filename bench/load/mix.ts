@@ -2,7 +2,7 @@
  * The players' traffic mix shared by the steady, soak and close scenarios: 70% reads (top,
  * around a player, a player's rank) and 30% submits, from a pool of guest players.
  */
-import { noteFailure, ok, type Ctx } from './lib.ts'
+import { closedLoop, guests, must, noteFailure, ok, Recorder, type Ctx } from './lib.ts'
 
 export interface Player {
   token: string
@@ -103,4 +103,28 @@ export async function enroll(ctx: Ctx, board: string, players: Player[]): Promis
       }
     }),
   )
+}
+
+/**
+ * The steady mix both the steady and the soak scenarios run: a fresh board pre-filled with 10,000
+ * entries, `players` guests, and `concurrency` closed-loop clients for `seconds`.
+ */
+export async function runSteadyMix(
+  ctx: Ctx,
+  name: string,
+  opts: { seconds: number; concurrency: number; players: number },
+): Promise<Recorder> {
+  const board = `load-${name}-${Date.now()}`
+  await must(ctx, 'PUT', `/v1/admin/leaderboards/${board}`, { submitsPerMinute: 600 })
+  await seedBoard(ctx, board, 10_000)
+  const players = await guests(ctx, opts.players)
+  await enroll(ctx, board, players)
+  const rec = new Recorder()
+  await closedLoop({
+    rec,
+    concurrency: opts.concurrency,
+    durationMs: opts.seconds * 1000,
+    next: playerMix(ctx, board, players),
+  })
+  return rec
 }

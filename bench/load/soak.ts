@@ -5,35 +5,14 @@
  *   npx node bench/load/soak.ts [--seconds 180] [--concurrency 12] [--players 200]
  */
 import { fileURLToPath } from 'node:url'
-import {
-  closedLoop,
-  flag,
-  guests,
-  must,
-  Recorder,
-  summarize,
-  withStack,
-  writeReport,
-  type Ctx,
-} from './lib.ts'
-import { enroll, playerMix, seedBoard } from './mix.ts'
+import { flag, summarize, withStack, writeReport, type Ctx } from './lib.ts'
+import { runSteadyMix } from './mix.ts'
 
 export async function soak(ctx: Ctx) {
   const seconds = flag('soak-seconds', flag('seconds', 180))
   const concurrency = flag('concurrency', 12)
   const nPlayers = flag('players', 200)
-  const board = `load-soak-${Date.now()}`
-  await must(ctx, 'PUT', `/v1/admin/leaderboards/${board}`, { submitsPerMinute: 600 })
-  await seedBoard(ctx, board, 10_000)
-  const players = await guests(ctx, nPlayers)
-  await enroll(ctx, board, players)
-  const rec = new Recorder()
-  await closedLoop({
-    rec,
-    concurrency,
-    durationMs: seconds * 1000,
-    next: playerMix(ctx, board, players),
-  })
+  const rec = await runSteadyMix(ctx, 'soak', { seconds, concurrency, players: nPlayers })
   const third = (seconds * 1000) / 3
   const first = summarize(rec.recs.filter((r) => r.t < third))
   const last = summarize(rec.recs.filter((r) => r.t >= 2 * third))

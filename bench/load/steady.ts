@@ -4,35 +4,14 @@
  *   npx node bench/load/steady.ts [--seconds 30] [--concurrency 32] [--players 200]
  */
 import { fileURLToPath } from 'node:url'
-import {
-  closedLoop,
-  flag,
-  guests,
-  must,
-  Recorder,
-  summarize,
-  withStack,
-  writeReport,
-  type Ctx,
-} from './lib.ts'
-import { enroll, playerMix, seedBoard } from './mix.ts'
+import { flag, summarize, withStack, writeReport, type Ctx } from './lib.ts'
+import { runSteadyMix } from './mix.ts'
 
 export async function steady(ctx: Ctx) {
   const seconds = flag('seconds', 30)
   const concurrency = flag('concurrency', 32)
   const nPlayers = flag('players', 200)
-  const board = `load-steady-${Date.now()}`
-  await must(ctx, 'PUT', `/v1/admin/leaderboards/${board}`, { submitsPerMinute: 600 })
-  await seedBoard(ctx, board, 10_000)
-  const players = await guests(ctx, nPlayers)
-  await enroll(ctx, board, players)
-  const rec = new Recorder()
-  await closedLoop({
-    rec,
-    concurrency,
-    durationMs: seconds * 1000,
-    next: playerMix(ctx, board, players),
-  })
+  const rec = await runSteadyMix(ctx, 'steady', { seconds, concurrency, players: nPlayers })
   const all = summarize(rec.recs)
   const reads = summarize(rec.recs.filter((r) => r.kind !== 'submit'))
   const submits = summarize(rec.recs.filter((r) => r.kind === 'submit'))

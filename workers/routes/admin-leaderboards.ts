@@ -18,6 +18,13 @@ const CycleInfo = z.object({
   entries: z.number().int(),
 })
 
+const BoardSaved = z.object({
+  id: z.string(),
+  config: LeaderboardConfigInput,
+  cycle: CycleInfo,
+  version: z.number().int(),
+})
+
 const CloseStatus = z
   .object({
     cycle: z.number().int(),
@@ -49,12 +56,7 @@ const putRoute = createRoute({
       description: 'Updated',
       content: {
         'application/json': {
-          schema: z.object({
-            id: z.string(),
-            config: LeaderboardConfigInput,
-            cycle: CycleInfo,
-            version: z.number().int(),
-          }),
+          schema: BoardSaved,
         },
       },
     },
@@ -62,12 +64,7 @@ const putRoute = createRoute({
       description: 'Created',
       content: {
         'application/json': {
-          schema: z.object({
-            id: z.string(),
-            config: LeaderboardConfigInput,
-            cycle: CycleInfo,
-            version: z.number().int(),
-          }),
+          schema: BoardSaved,
         },
       },
     },

@@ -78,6 +78,8 @@ const SCHEMA_VERSION = 1
 export const RESULT_RETENTION_MS = 10 * 60 * 1000
 /** Recent wait times kept for percentiles. */
 const WAIT_SAMPLES = 500
+/** Matches-per-minute and wait percentiles are gauges: recomputed at most this often. */
+const RATES_EVERY_MS = 1000
 const MAX_CREATE_ATTEMPTS = 12
 const MAX_BACKOFF_MS = 60_000
 /** Matches made per `findMatches` call; the rest carries over to an immediate alarm. */
@@ -265,6 +267,15 @@ export class MatchPool extends DurableObject<Env> {
   private waitingPlayerTotal = 0
   private readonly waiters = new Map<string, Set<() => void>>()
   private readonly delivering = new Set<string>()
+  /**
+   * The earliest waiting ticket's expiry or socket grace end, if known: housekeeping on every
+   * join and connect skips its two queries until then. Only ever too early (a cancel or match
+   * leaves it as it was), which costs one recount, never a missed expiry.
+   */
+  private nextDeadline: number | null = null
+  /** When the rate gauges were last computed; a burst of matches recomputes them once a second. */
+  private ratesAt = -Infinity
+  private ratesStale = false
   /** Replaceable so tests can inject failures; production creates the session's Durable Object. */
   sessionCreator: SessionCreator
   /** The pool's clock; tests move it forward instead of sleeping. */
@@ -344,6 +355,7 @@ export class MatchPool extends DurableObject<Env> {
       else index.add({ id: row.id, players, enqueuedAt: row.enqueued_at })
     }
     this.index = index
+    this.nextDeadline = null
     this.waitingPlayerTotal = 0
     for (const t of index.tickets()) this.waitingPlayerTotal += t.players.length
     for (const id of misfits) this.finish(id, 'cancelled', 'queue_changed', this.now())
@@ -445,6 +457,7 @@ export class MatchPool extends DurableObject<Env> {
       for (const id of ids)
         this.sql.exec(`INSERT INTO active (player_id, ticket_id) VALUES (?, ?)`, id, ticketId)
     })
+    this.deadlineAt(expiresAt)
     this.index!.add({ id: ticketId, players, enqueuedAt: now })
     this.waitingPlayerTotal += players.length
     ticketOutcomes.inc({ ...this.labels(), outcome: 'joined' })
@@ -598,6 +611,7 @@ export class MatchPool extends DurableObject<Env> {
 
   /** Expires tickets and ends graces that are due; true if anything changed. */
   private housekeep(now: number): boolean {
+    if (this.nextDeadline !== null && now < this.nextDeadline) return false
     // Two indexed lookups: this runs on every join, so it must not scan the waiting tickets.
     const expired = all<{ id: string }>(
       this.sql,
@@ -611,7 +625,25 @@ export class MatchPool extends DurableObject<Env> {
       now,
     )
     for (const t of gone) this.finish(t.id, 'cancelled', 'disconnected', now)
+    this.nextDeadline = this.earliestDeadline()
     return expired.length + gone.length > 0
+  }
+
+  /** The earliest expiry or grace end still ahead (Infinity when there is none). */
+  private earliestDeadline(): number {
+    const expiry = one<{ t: number | null }>(
+      this.sql,
+      `SELECT min(expires_at) AS t FROM tickets WHERE state = 'waiting'`,
+    )
+    const grace = one<{ t: number | null }>(
+      this.sql,
+      `SELECT min(grace_until) AS t FROM tickets WHERE grace_until IS NOT NULL`,
+    )
+    return Math.min(expiry?.t ?? Infinity, grace?.t ?? Infinity)
+  }
+
+  private deadlineAt(t: number): void {
+    if (this.nextDeadline !== null) this.nextDeadline = Math.min(this.nextDeadline, t)
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -982,11 +1014,9 @@ export class MatchPool extends DurableObject<Env> {
       const row = this.row(att.ticketId)
       if (!row || row.state !== 'waiting' || row.transport !== 'socket') return
       if (this.socketsOf(row).some((other) => other !== ws)) return
-      this.sql.exec(
-        `UPDATE tickets SET grace_until = ? WHERE id = ?`,
-        this.now() + this.graceMs,
-        row.id,
-      )
+      const graceUntil = this.now() + this.graceMs
+      this.sql.exec(`UPDATE tickets SET grace_until = ? WHERE id = ?`, graceUntil, row.id)
+      this.deadlineAt(graceUntil)
       await this.scheduleAlarm()
     } catch (err) {
       log('error', 'socket close handling failed', { actor: this.actor, ...errorFields(err) })
@@ -1070,6 +1100,12 @@ export class MatchPool extends DurableObject<Env> {
   }
 
   private updateRates(now: number): void {
+    if (now < this.ratesAt + RATES_EVERY_MS) {
+      this.ratesStale = true
+      return
+    }
+    this.ratesAt = now
+    this.ratesStale = false
     const labels = this.labels()
     matchesPerMinute.set(labels, this.matchesSince(now - 60_000))
     const sorted = all<{ wait_ms: number }>(
@@ -1090,6 +1126,7 @@ export class MatchPool extends DurableObject<Env> {
       this.matchNow(now)
       await this.deliverDue(now)
       this.sweep(this.now())
+      if (this.ratesStale) this.updateRates(this.now())
     } catch (err) {
       log('error', 'alarm failed', { actor: this.actor, ...errorFields(err) })
     } finally {
@@ -1110,16 +1147,9 @@ export class MatchPool extends DurableObject<Env> {
     const check = this.index?.nextUsefulCheck(now)
     if (check != null) candidates.push(check)
     // Each a min over its own index.
-    const expiry = one<{ t: number | null }>(
-      this.sql,
-      `SELECT min(expires_at) AS t FROM tickets WHERE state = 'waiting'`,
-    )
-    if (expiry?.t != null) candidates.push(expiry.t)
-    const grace = one<{ t: number | null }>(
-      this.sql,
-      `SELECT min(grace_until) AS t FROM tickets WHERE grace_until IS NOT NULL`,
-    )
-    if (grace?.t != null) candidates.push(grace.t)
+    this.nextDeadline ??= this.earliestDeadline()
+    if (this.nextDeadline !== Infinity) candidates.push(this.nextDeadline)
+    if (this.ratesStale) candidates.push(this.ratesAt + RATES_EVERY_MS)
     const m = one<{ t: number | null }>(
       this.sql,
       `SELECT min(next_attempt_at) AS t FROM matches WHERE state = 'pending'`,

@@ -5,18 +5,24 @@
  *
  *   node bench/lib/miniflare-server.ts '{"port":8788,"modulesRoot":"/tmp/x","vars":{…}}'
  */
+import { writeFileSync } from 'node:fs'
 import { convertV4MiniflareOptions, Miniflare } from 'miniflare'
+import WebSocket from 'ws'
 
-const { port, modulesRoot, vars } = JSON.parse(process.argv[2] ?? '{}') as {
+const { port, modulesRoot, vars, profile } = JSON.parse(process.argv[2] ?? '{}') as {
   port: number
   modulesRoot: string
   vars: Record<string, string>
+  /** Where to write a CPU profile of the Worker's isolate (NEXUS_BENCH_PROFILE), if anywhere. */
+  profile?: string
 }
+const inspectorPort = profile ? port + 1 : undefined
 const sqlite = (className: string) => ({ className, useSQLite: true })
 const mf = new Miniflare(
   convertV4MiniflareOptions({
     host: '127.0.0.1',
     port,
+    ...(inspectorPort ? { inspectorPort } : {}),
     workers: [
       {
         name: 'nexus',
@@ -36,7 +42,56 @@ const mf = new Miniflare(
   }),
 )
 await mf.ready
+const profiler = inspectorPort ? await startProfiler(inspectorPort) : null
 console.log(`miniflare listening on ${port}`)
-const stop = () => void mf.dispose().then(() => process.exit(0))
+const stop = () =>
+  void (profiler ? profiler.stop() : Promise.resolve())
+    .catch((err: unknown) => console.error('profile failed', err))
+    .then(() => mf.dispose())
+    .then(() => process.exit(0))
 process.on('SIGTERM', stop)
 process.on('SIGINT', stop)
+// Miniflare's own exit hook answers SIGTERM first, so the parent asks for a clean stop (the
+// profile written) on stdin.
+process.stdin.on('data', (d) => {
+  if (String(d).includes('stop')) stop()
+})
+
+/**
+ * Samples the Worker's isolate (its Durable Objects included) through workerd's inspector, for
+ * finding where a benchmark's time goes; `chrome://inspect` or `bench/lib/profile-summary.ts`
+ * reads the result.
+ */
+async function startProfiler(port: number): Promise<{ stop(): Promise<void> }> {
+  const targets = (await (await fetch(`http://127.0.0.1:${port}/json/list`)).json()) as {
+    title: string
+    webSocketDebuggerUrl: string
+  }[]
+  const target = targets.find((t) => t.title.includes('nexus')) ?? targets[0]
+  if (!target) throw new Error('no inspector target')
+  const ws = new WebSocket(target.webSocketDebuggerUrl)
+  await new Promise((resolve, reject) => ws.once('open', resolve).once('error', reject))
+  let nextId = 1
+  const pending = new Map<number, (result: unknown) => void>()
+  ws.on('message', (data) => {
+    const m = JSON.parse(String(data)) as { id?: number; result?: unknown }
+    if (m.id !== undefined) pending.get(m.id)?.(m.result)
+  })
+  const call = (method: string, params: object = {}) =>
+    new Promise<unknown>((resolve) => {
+      const id = nextId++
+      pending.set(id, resolve)
+      ws.send(JSON.stringify({ id, method, params }))
+    })
+  await call('Profiler.enable')
+  await call('Profiler.setSamplingInterval', { interval: 200 })
+  await call('Profiler.start')
+  return {
+    async stop() {
+      const result = (await call('Profiler.stop')) as { profile: unknown }
+      writeFileSync(profile!, JSON.stringify(result.profile))
+      console.error(`profile written to ${profile}`)
+      ws.close()
+    },
+  }
+}

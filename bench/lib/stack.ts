@@ -113,10 +113,21 @@ async function startMiniflareServer(
   })
   const child = spawn(
     process.execPath,
-    [`${root}bench/lib/miniflare-server.ts`, JSON.stringify({ port, modulesRoot: out, vars })],
+    [
+      `${root}bench/lib/miniflare-server.ts`,
+      JSON.stringify({
+        port,
+        modulesRoot: out,
+        vars,
+        ...(process.env.NEXUS_BENCH_PROFILE ? { profile: process.env.NEXUS_BENCH_PROFILE } : {}),
+      }),
+    ],
     {
       cwd: root,
-      stdio: ['ignore', 'pipe', 'inherit'],
+      // Miniflare keeps Durable Object storage under the temporary directory: in memory, as for
+      // wrangler dev above, so a disk's fsync is not what the benchmarks measure.
+      env: { ...process.env, ...(existsSync('/dev/shm') ? { TMPDIR: '/dev/shm' } : {}) },
+      stdio: ['pipe', 'pipe', 'inherit'],
     },
   )
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()))
@@ -128,6 +139,11 @@ async function startMiniflareServer(
   })
   return {
     async stop() {
+      if (child.exitCode === null) {
+        child.stdin!.write('stop\n')
+        await Promise.race([exited, new Promise((r) => setTimeout(r, 2000))])
+        if (process.env.NEXUS_BENCH_PROFILE) await exited
+      }
       if (child.exitCode === null) {
         child.kill('SIGTERM')
         const timer = setTimeout(() => child.kill('SIGKILL'), 5000)

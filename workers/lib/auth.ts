@@ -32,9 +32,29 @@ export type Principal =
 
 const encoder = new TextEncoder()
 
-function secretKey(env: AuthEnv): Uint8Array {
-  if (!env.AUTH_SECRET) throw new ApiError('unavailable', 'AUTH_SECRET is not configured')
-  return encoder.encode(env.AUTH_SECRET)
+/**
+ * The HMAC key for AUTH_SECRET, imported once per isolate: every signed or verified token would
+ * otherwise pay a WebCrypto key import (measurable when a pool signs a token per matched player).
+ */
+const hmacKeys = new Map<string, Promise<CryptoKey>>()
+
+function secretKey(env: AuthEnv): Promise<CryptoKey> {
+  const secret = env.AUTH_SECRET
+  if (!secret) throw new ApiError('unavailable', 'AUTH_SECRET is not configured')
+  let key = hmacKeys.get(secret)
+  if (!key) {
+    key = crypto.subtle.importKey(
+      'raw',
+      encoder.encode(secret),
+      { name: 'HMAC', hash: 'SHA-256' },
+      false,
+      ['sign', 'verify'],
+    )
+    // A rotated secret replaces the old key; the map never holds more than a few.
+    if (hmacKeys.size >= 4) hmacKeys.clear()
+    hmacKeys.set(secret, key)
+  }
+  return key
 }
 
 /** Lifetime of tokens Nexus issues, from TOKEN_TTL_SECONDS (default one day, bounded). */
@@ -63,7 +83,7 @@ export async function issuePlayerToken(
     .setAudience(PLAYER_AUDIENCE)
     .setIssuedAt(iat)
     .setExpirationTime(exp)
-    .sign(secretKey(env))
+    .sign(await secretKey(env))
   return { token, expiresAt: exp * 1000 }
 }
 
@@ -79,14 +99,14 @@ export async function signScopedToken(
   now = Date.now(),
 ): Promise<string> {
   const iat = Math.floor(now / 1000)
-  return new SignJWT(claims)
+  return await new SignJWT(claims)
     .setProtectedHeader({ alg: 'HS256', typ: 'JWT' })
     .setSubject(subject)
     .setIssuer(NEXUS_ISSUER)
     .setAudience(audience)
     .setIssuedAt(iat)
     .setExpirationTime(iat + ttlSeconds)
-    .sign(secretKey(env))
+    .sign(await secretKey(env))
 }
 
 /** Verifies a token Nexus signed for `audience`; returns its claims or throws 401. */
@@ -97,7 +117,7 @@ export async function verifyScopedToken(
 ): Promise<JWTPayload & { sub: string }> {
   checkTokenShape(token)
   try {
-    const { payload } = await jwtVerify(token, secretKey(env), {
+    const { payload } = await jwtVerify(token, await secretKey(env), {
       algorithms: ['HS256'],
       issuer: NEXUS_ISSUER,
       audience,
@@ -155,7 +175,7 @@ export async function verifyPlayerToken(env: AuthEnv, token: string): Promise<Pr
   }
   try {
     if (alg === 'HS256' && env.AUTH_SECRET) {
-      const { payload } = await jwtVerify(token, secretKey(env), {
+      const { payload } = await jwtVerify(token, await secretKey(env), {
         algorithms: ['HS256'],
         issuer: NEXUS_ISSUER,
         audience: PLAYER_AUDIENCE,

@@ -53,6 +53,11 @@ export default defineConfig({
                 ADMIN_KEY: 'test-admin-key',
                 GUEST_AUTH: 'on',
                 LOG_LEVEL: 'silent',
+                // Not the defaults (60 s, 120 s, 24 h), so session-timings.test.ts can tell that
+                // configured values take effect; tests that move clocks by the defaults still pass.
+                SESSION_GRACE_SECONDS: '30',
+                SESSION_JOIN_GRACE_SECONDS: '90',
+                SESSION_RETENTION_HOURS: '12',
               },
             },
           })),

@@ -15,6 +15,7 @@ import {
 import { jsonEqual } from '../workers/core/rules/json.ts'
 import type { Env } from '../workers/env.ts'
 import { boardStub } from '../workers/leaderboards/stub.ts'
+import { boundedInt } from '../workers/lib/config.ts'
 import { errorFields, log } from '../workers/lib/log.ts'
 import { counter, histogram } from '../workers/lib/metrics.ts'
 import { problemResponse, type ProblemType } from '../workers/lib/problem.ts'
@@ -63,7 +64,8 @@ import {
  * wake refills them). Reserved close codes (1005, 1006, 1015) are never echoed.
  *
  * Presence: the last socket of a player closing starts a grace timer; past it, the rules get an
- * `absent` input (dice-race: forfeit). Reconnecting in time cancels the timer.
+ * `absent` input (dice-race, hot-potato: forfeit). Reconnecting in time cancels the timer. The
+ * graces and the retention below come from the environment (`sessionTimings`).
  *
  * Clock: `tick` is milliseconds since creation, or, for rules with a `tickRate`, ticks since
  * creation; an alarm then feeds a `tick` input at that rate while the game runs. Every timed job
@@ -83,11 +85,11 @@ import {
 const SCHEMA_VERSION = 1
 /** A snapshot of the match every this many log records (wake = snapshot + at most this many steps). */
 export const SNAPSHOT_EVERY = 50
-/** How long a disconnected player may stay away before the rules hear of it. */
+/** How long a disconnected player may stay away before the rules hear of it (default). */
 export const GRACE_MS = 60_000
-/** How long a player may take to connect at all. */
+/** How long a player may take to connect at all (default). */
 export const JOIN_GRACE_MS = 120_000
-/** How long a finished session stays in the object after its archive is complete. */
+/** How long a finished session stays in the object after its archive is complete (default). */
 export const RETENTION_MS = 24 * 60 * 60 * 1000
 /** Log records per archive write (one statement each). */
 export const ARCHIVE_PAGE_SIZE = 500
@@ -194,6 +196,38 @@ interface Bucket {
   at: number
 }
 
+/** Accepted ranges of the timing variables: seconds, seconds, hours. */
+export const SESSION_TIMING_BOUNDS = {
+  SESSION_GRACE_SECONDS: { min: 5, max: 3600 },
+  SESSION_JOIN_GRACE_SECONDS: { min: 5, max: 3600 },
+  SESSION_RETENTION_HOURS: { min: 1, max: 720 },
+} as const
+
+type TimingVar = keyof typeof SESSION_TIMING_BOUNDS
+
+export interface SessionTimings {
+  graceMs: number
+  joinGraceMs: number
+  retentionMs: number
+}
+
+/**
+ * The session timings from the environment, each bounded; a missing or out-of-range value gives
+ * the default (a typo must neither forfeit players on every blip nor keep sessions forever).
+ * @example sessionTimings({ SESSION_GRACE_SECONDS: '30' }).graceMs // 30_000
+ */
+export function sessionTimings(env: Partial<Pick<Env, TimingVar>>): SessionTimings {
+  const read = (name: TimingVar, fallbackMs: number, unitMs: number): number => {
+    const { min, max } = SESSION_TIMING_BOUNDS[name]
+    return boundedInt(env[name], fallbackMs / unitMs, min, max) * unitMs
+  }
+  return {
+    graceMs: read('SESSION_GRACE_SECONDS', GRACE_MS, 1000),
+    joinGraceMs: read('SESSION_JOIN_GRACE_SECONDS', JOIN_GRACE_MS, 1000),
+    retentionMs: read('SESSION_RETENTION_HOURS', RETENTION_MS, 3_600_000),
+  }
+}
+
 /** Thrown by a work step to retry later without it counting as a crash (e.g. rate-limited). */
 class RetryLater extends Error {}
 
@@ -217,13 +251,18 @@ export class GameSession extends DurableObject<Env> {
   now: () => number = Date.now
   /** Snapshot interval; tests lower it to cover snapshot + tail replay on wake. */
   snapshotEvery = SNAPSHOT_EVERY
-  graceMs = GRACE_MS
-  joinGraceMs = JOIN_GRACE_MS
-  retentionMs = RETENTION_MS
+  /** From SESSION_GRACE_SECONDS, SESSION_JOIN_GRACE_SECONDS, SESSION_RETENTION_HOURS. */
+  graceMs: number
+  joinGraceMs: number
+  retentionMs: number
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env)
     this.sql = ctx.storage.sql
+    const timings = sessionTimings(env)
+    this.graceMs = timings.graceMs
+    this.joinGraceMs = timings.joinGraceMs
+    this.retentionMs = timings.retentionMs
     this.store = new NeonSessionStore(env)
     ctx.setWebSocketAutoResponse(
       new WebSocketRequestResponsePair('{"type":"ping"}', '{"type":"pong"}'),

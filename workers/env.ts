@@ -37,6 +37,13 @@ export interface Env {
   /** Per-player submissions per minute across boards at the edge, when Redis is configured (default 120). */
   EDGE_SUBMITS_PER_MINUTE?: string
 
+  /** Game sessions: how long a disconnected player may stay away, seconds (default 60, 5–3600). */
+  SESSION_GRACE_SECONDS?: string
+  /** How long a player may take to connect to a new session, seconds (default 120, 5–3600). */
+  SESSION_JOIN_GRACE_SECONDS?: string
+  /** How long a finished, archived session stays readable in its object, hours (default 24, 1–720). */
+  SESSION_RETENTION_HOURS?: string
+
   /** 'debug' | 'info' (default) | 'warn' | 'error' | 'silent'. */
   LOG_LEVEL?: string
 }

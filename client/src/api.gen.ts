@@ -180,7 +180,7 @@ export interface Schemas {
     playerId?: string
   }
   CreateSession: {
-    rules: 'relay' | 'dice-race'
+    rules: 'relay' | 'dice-race' | 'hot-potato'
     /** In turn order */
     roster: Array<{
       playerId: string

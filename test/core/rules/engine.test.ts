@@ -13,6 +13,7 @@ import {
   createRng,
   diceRace,
   getRules,
+  hotPotato,
   isRuleError,
   relay,
   replay,
@@ -83,6 +84,10 @@ const messageArb = fc.record({
   data: fc.jsonValue({ maxDepth: 3 }),
 })
 const rollArb = fc.constant({ type: 'action', action: 'roll' })
+const potatoArb = fc.oneof(
+  fc.constant({ type: 'action', action: 'ready' }),
+  fc.record({ type: fc.constant('action'), action: fc.constant('pass'), to: playerArb }),
+)
 
 const cases = [
   { rules: relay, setup: setupArb(relay, fc.constant(undefined)), inputs: inputsArb(messageArb) },
@@ -90,6 +95,16 @@ const cases = [
     rules: diceRace,
     setup: setupArb(diceRace, fc.record({ target: fc.integer({ min: 1, max: 30 }) })),
     inputs: inputsArb(rollArb),
+  },
+  {
+    rules: hotPotato,
+    setup: setupArb(
+      hotPotato,
+      fc
+        .record({ minFuse: fc.integer({ min: 1, max: 6 }), spread: fc.nat(6) })
+        .map(({ minFuse, spread }) => ({ minFuse, maxFuse: minFuse + spread, startAfter: 10 })),
+    ),
+    inputs: inputsArb(potatoArb),
   },
 ] as const
 
@@ -300,9 +315,10 @@ describe('guards', () => {
 
 describe('registry', () => {
   it('names the shipped rules and hands them out', () => {
-    expect([...rulesNames].sort()).toEqual(['dice-race', 'relay'])
+    expect([...rulesNames].sort()).toEqual(['dice-race', 'hot-potato', 'relay'])
     expect(getRules('relay')).toBe(relay)
     expect(getRules('dice-race')).toBe(diceRace)
+    expect(getRules('hot-potato')).toBe(hotPotato)
     expect(getRules('chess')).toBeUndefined()
     expect(getRules('__proto__')).toBeUndefined()
     expect(getRules('toString')).toBeUndefined()

@@ -1,4 +1,5 @@
 import { diceRace } from './dice-race.ts'
+import { hotPotato } from './hot-potato.ts'
 import { relay } from './relay.ts'
 import type { AnyRules } from './types.ts'
 
@@ -8,11 +9,13 @@ export { createMatch, replay, ReplayError, step } from './engine.ts'
 export type { Input, LogRecord, MatchState, Stepped } from './engine.ts'
 export { createRng, isRngState, seedRng } from './rng.ts'
 export { diceRace } from './dice-race.ts'
+export { hotPotato } from './hot-potato.ts'
 export { relay } from './relay.ts'
 
 const registry: ReadonlyMap<string, AnyRules> = new Map<string, AnyRules>([
   [relay.name, relay],
   [diceRace.name, diceRace],
+  [hotPotato.name, hotPotato],
 ])
 
 /** Names of the shipped rules, for validating a queue's `rules` field. */

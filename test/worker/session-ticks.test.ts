@@ -1,0 +1,243 @@
+import { evictDurableObject, runDurableObjectAlarm, runInDurableObject } from 'cloudflare:test'
+import { describe, expect, it } from 'vitest'
+import type { GameSession } from '../../durable-objects/game-session.ts'
+import type { PotatoEvent, PotatoState } from '../../workers/core/rules/hot-potato.ts'
+import {
+  getRules,
+  replay,
+  type GameResult,
+  type LogRecord,
+} from '../../workers/core/rules/index.ts'
+import { ADMIN_KEY, bearer, call } from './helpers/http.ts'
+import {
+  connect,
+  createSession,
+  playerIds,
+  sessionObject,
+  type Frame,
+  type TestSocket,
+} from './helpers/session-sockets.ts'
+import { until } from './helpers/sockets.ts'
+
+/**
+ * hot-potato is real-time: its fuse only burns through the session's tick loop (the object's
+ * alarm, 5 ticks per second). These tests run on the real clock and real alarms, with short
+ * fuses, and wait for frames with bounded deadlines.
+ */
+
+/** Upper bound for anything the tick loop must do in these games (fuses are at most 3 s). */
+const TICK_WAIT_MS = 15_000
+
+async function inObject<R>(
+  sessionId: string,
+  fn: (inst: GameSession, state: DurableObjectState) => R | Promise<R>,
+) {
+  return runInDurableObject(sessionObject(sessionId), fn)
+}
+
+const eventOf = (f: Frame) => f.event as PotatoEvent
+
+/** The next event of a kind on a socket. */
+function nextKind(s: TestSocket, kind: PotatoEvent['kind']): Promise<Frame> {
+  return s.next((f) => f.type === 'event' && eventOf(f).kind === kind, TICK_WAIT_MS)
+}
+
+/** The whole log, a page at a time, as a player reads it. */
+async function readLog(sessionId: string, token: string): Promise<LogRecord<PotatoEvent>[]> {
+  const records: LogRecord<PotatoEvent>[] = []
+  let from: number | null = 1
+  for (let pages = 0; from !== null && pages < 20; pages++) {
+    const res = await call(`/v1/sessions/${sessionId}/events?from=${from}&limit=500`, bearer(token))
+    expect(res.status).toBe(200)
+    const page = (await res.json()) as { events: LogRecord<PotatoEvent>[]; nextFrom: number | null }
+    records.push(...page.events)
+    from = page.nextFrom
+  }
+  return records
+}
+
+/** The live match equals a replay of the log served over HTTP. */
+async function expectReplayIsLive(
+  sessionId: string,
+  token: string,
+): Promise<LogRecord<PotatoEvent>[]> {
+  const records = await readLog(sessionId, token)
+  const { match, setup } = await inObject(sessionId, (inst) => inst.current()!)
+  const replayed = replay(
+    getRules('hot-potato')!,
+    { roster: setup.roster, seed: setup.seed, options: setup.options },
+    records,
+  )
+  expect(replayed).toEqual(match)
+  return records
+}
+
+describe('a real-time game on the tick loop', () => {
+  it('lights, burns and ends by ticks alone; the log replays to the live state; then ticking stops', async () => {
+    const players = playerIds(2)
+    const { sessionId, tokens } = await createSession({
+      rules: 'hot-potato',
+      roster: players.map((playerId) => ({ playerId })),
+      options: { startAfter: 3, minFuse: 3, maxFuse: 6 },
+    })
+    const [a, b] = await Promise.all(players.map((p) => connect(sessionId, tokens[p]!)))
+    const welcome = await a!.nextOf('welcome')
+    expect(welcome.state as PotatoState).toMatchObject({ holder: null, explodesAt: null })
+    await b!.nextOf('welcome')
+
+    // Nobody sends anything: the alarm's ticks light the fuse, then the potato explodes.
+    const lit = eventOf(await nextKind(a!, 'lit'))
+    expect(lit.tick).toBeGreaterThanOrEqual(3)
+    if (lit.kind !== 'lit') throw new Error('not lit')
+    expect(players).toContain(lit.holder)
+    expect(lit.explodesAt - lit.tick).toBeGreaterThanOrEqual(3)
+    expect(lit.explodesAt - lit.tick).toBeLessThanOrEqual(6)
+    const boom = eventOf(await nextKind(a!, 'exploded'))
+    const winner = players.find((p) => p !== lit.holder)!
+    expect(boom).toMatchObject({ player: lit.holder, winner, ended: 'finished', holder: null })
+    expect(boom.tick).toBeGreaterThanOrEqual(lit.explodesAt)
+
+    for (const s of [a!, b!]) {
+      const ended = await s.nextOf('ended', TICK_WAIT_MS)
+      expect(ended.seq).toBe(2)
+      expect(ended.result as GameResult).toEqual({
+        reason: 'finished',
+        winner,
+        placements: [
+          { playerId: winner, team: players.indexOf(winner), place: 1 },
+          { playerId: lit.holder, team: players.indexOf(lit.holder), place: 2 },
+        ],
+      })
+      expect((await s.whenClosed()).code).toBe(1000)
+    }
+
+    // Only the two ticks that changed something were logged, both as tick inputs; the socket saw
+    // exactly those events.
+    const records = await expectReplayIsLive(sessionId, tokens[winner]!)
+    expect(records.map((r) => [r.seq, r.input.kind, r.event?.kind])).toEqual([
+      [1, 'tick', 'lit'],
+      [2, 'tick', 'exploded'],
+    ])
+    expect(a!.frames.filter((f) => f.type === 'event').map((f) => f.event)).toEqual(
+      records.map((r) => r.event),
+    )
+
+    // Over: the end work runs to its retention wait and the alarm is set for that, not for a tick.
+    const end = await inObject(sessionId, (inst) => inst.runEndWork({ force: true }))
+    expect(end?.stage).toBe('retain')
+    // The alarm that ended the game may still be finishing (it reschedules last).
+    const after = await until(
+      () =>
+        inObject(sessionId, async (inst, state) => {
+          const alarm = await state.storage.getAlarm()
+          return alarm === end!.nextAttemptAt
+            ? { alarm, now: inst.now(), retentionMs: inst.retentionMs }
+            : undefined
+        }),
+      5000,
+      'the retention alarm',
+    )
+    expect(after.alarm! - after.now).toBeGreaterThan(after.retentionMs - 60_000)
+    // Firing it early changes nothing and sets it back to the retention deadline.
+    expect(await runDurableObjectAlarm(sessionObject(sessionId))).toBe(true)
+    const again = await inObject(sessionId, async (inst, state) => ({
+      alarm: await state.storage.getAlarm(),
+      seq: inst.current()!.match.seq,
+      status: inst.current()!.status,
+    }))
+    expect(again).toEqual({ alarm: end!.nextAttemptAt, seq: 2, status: 'finished' })
+  })
+
+  it('takes ready and pass over the socket, refuses bad ones, and plays rounds to the last one standing', async () => {
+    const players = playerIds(3)
+    const { sessionId, tokens } = await createSession({
+      rules: 'hot-potato',
+      roster: players.map((playerId) => ({ playerId })),
+      options: { minFuse: 8, maxFuse: 12 },
+    })
+    const sockets = await Promise.all(players.map((p) => connect(sessionId, tokens[p]!)))
+    for (const s of sockets) await s.nextOf('welcome')
+    const watcher = sockets[0]!
+    const bySocket = (p: string) => sockets[players.indexOf(p)]!
+
+    sockets[0]!.send({ type: 'action', action: 'pass', to: players[1] })
+    expect(await sockets[0]!.nextOf('error')).toMatchObject({ code: 'not_started' })
+    for (const s of sockets) s.send({ type: 'action', action: 'ready' })
+    let lit: PotatoEvent | undefined
+    for (let i = 0; i < 3; i++) {
+      const e = eventOf(await nextKind(watcher, 'ready'))
+      if (e.kind === 'ready' && e.explodesAt !== null) lit = e
+    }
+    if (lit?.kind !== 'ready' || lit.holder === null) throw new Error('the fuse was not lit')
+    const holder = lit.holder
+    const others = players.filter((p) => p !== holder)
+    bySocket(others[0]!).send({ type: 'action', action: 'pass', to: others[1] })
+    expect(await bySocket(others[0]!).nextOf('error')).toMatchObject({ code: 'not_holder' })
+    bySocket(holder).send({ type: 'action', action: 'pass', to: holder })
+    expect(await bySocket(holder).nextOf('error')).toMatchObject({ code: 'invalid_target' })
+    bySocket(holder).send({ type: 'action', action: 'pass', to: others[0] })
+    const passed = eventOf(await nextKind(watcher, 'pass'))
+    expect(passed).toMatchObject({ from: holder, to: others[0], explodesAt: lit.explodesAt })
+
+    // Two explosions by the clock end a three-player game.
+    const first = eventOf(await nextKind(watcher, 'exploded'))
+    expect(first).toMatchObject({ player: others[0], winner: null, ended: null })
+    const second = eventOf(await nextKind(watcher, 'exploded'))
+    if (first.kind !== 'exploded' || second.kind !== 'exploded') throw new Error('unexpected')
+    expect(second.player).toBe(first.holder)
+    const winner = players.find((p) => p !== first.player && p !== second.player)!
+    expect(second).toMatchObject({ winner, ended: 'finished' })
+    const ended = await watcher.nextOf('ended', TICK_WAIT_MS)
+    expect((ended.result as GameResult).placements.map((p) => p.playerId)).toEqual([
+      winner,
+      second.player,
+      first.player,
+    ])
+    const records = await expectReplayIsLive(sessionId, ADMIN_KEY)
+    expect(records.map((r) => r.input.kind)).toEqual([
+      'action',
+      'action',
+      'action',
+      'action',
+      'tick',
+      'tick',
+    ])
+  })
+
+  it('keeps ticking after the object is evicted mid-game, with hibernated and with new sockets', async () => {
+    const players = playerIds(3)
+    const { sessionId, tokens } = await createSession({
+      rules: 'hot-potato',
+      roster: players.map((playerId) => ({ playerId })),
+      options: { minFuse: 6, maxFuse: 10 },
+    })
+    const sockets = await Promise.all(players.map((p) => connect(sessionId, tokens[p]!)))
+    for (const s of sockets) await s.nextOf('welcome')
+    for (const s of sockets) s.send({ type: 'action', action: 'ready' })
+    for (let i = 0; i < 3; i++) await nextKind(sockets[0]!, 'ready')
+    const lit = await inObject(sessionId, (inst) => inst.current()!.match)
+    expect(lit.seq).toBe(3)
+    expect((lit.game as PotatoState).explodesAt).not.toBeNull()
+
+    // Evicted while the fuse burns: only the stored alarm can bring the object back to tick.
+    await evictDurableObject(sessionObject(sessionId), { webSockets: 'hibernate' })
+    const first = await nextKind(sockets[1]!, 'exploded')
+    expect(first.seq).toBe(4)
+    expect(eventOf(first)).toMatchObject({ winner: null, ended: null })
+
+    await evictDurableObject(sessionObject(sessionId), { webSockets: 'close' })
+    await sockets[0]!.whenClosed()
+    const live = players.filter((p) => p !== (eventOf(first) as { player: string }).player)
+    const back = await Promise.all(live.map((p) => connect(sessionId, tokens[p]!, { since: 4 })))
+    for (const s of back) expect(await s.nextOf('resumed')).toMatchObject({ since: 4 })
+    const second = await nextKind(back[0]!, 'exploded')
+    expect(second.seq).toBe(5)
+    expect(eventOf(second)).toMatchObject({ ended: 'finished' })
+    for (const s of back) {
+      expect(await s.nextOf('ended', TICK_WAIT_MS)).toMatchObject({ seq: 5 })
+      // Exactly the events after `since`, no gap, no duplicate.
+      expect(s.frames.filter((f) => f.type === 'event').map((f) => f.seq)).toEqual([5])
+    }
+    await expectReplayIsLive(sessionId, ADMIN_KEY)
+  })
+})

@@ -1,0 +1,118 @@
+import { env } from 'cloudflare:workers'
+import { runDurableObjectAlarm, runInDurableObject } from 'cloudflare:test'
+import { describe, expect, it } from 'vitest'
+import {
+  GRACE_MS,
+  JOIN_GRACE_MS,
+  RETENTION_MS,
+  sessionTimings,
+  type GameSession,
+} from '../../durable-objects/game-session.ts'
+import { connect, createSession, playerIds, sessionObject } from './helpers/session-sockets.ts'
+import { until } from './helpers/sockets.ts'
+
+/**
+ * The worker test project sets SESSION_GRACE_SECONDS=30, SESSION_JOIN_GRACE_SECONDS=90 and
+ * SESSION_RETENTION_HOURS=12 (vitest.config.ts): shorter than the defaults, so a forfeit or a
+ * retention deadline at the configured time shows the configuration took effect.
+ */
+const GRACE = Number(env.SESSION_GRACE_SECONDS) * 1000
+const JOIN_GRACE = Number(env.SESSION_JOIN_GRACE_SECONDS) * 1000
+const RETENTION = Number(env.SESSION_RETENTION_HOURS) * 3_600_000
+
+async function inObject<R>(
+  sessionId: string,
+  fn: (inst: GameSession, state: DurableObjectState) => R | Promise<R>,
+) {
+  return runInDurableObject(sessionObject(sessionId), fn)
+}
+
+/** Sets the object's clock to `at` and fires its alarm now. */
+async function alarmAt(sessionId: string, at: number): Promise<void> {
+  await inObject(sessionId, (inst) => {
+    inst.now = () => at
+  })
+  expect(await runDurableObjectAlarm(sessionObject(sessionId))).toBe(true)
+}
+
+const seqOf = (sessionId: string) => inObject(sessionId, (inst) => inst.current()!.match.seq)
+
+describe('session timings', () => {
+  it('come from the environment, bounded, with the defaults for missing or bad values', () => {
+    expect(sessionTimings({})).toEqual({
+      graceMs: GRACE_MS,
+      joinGraceMs: JOIN_GRACE_MS,
+      retentionMs: RETENTION_MS,
+    })
+    expect(
+      sessionTimings({
+        SESSION_GRACE_SECONDS: '5',
+        SESSION_JOIN_GRACE_SECONDS: '3600',
+        SESSION_RETENTION_HOURS: '720',
+      }),
+    ).toEqual({ graceMs: 5000, joinGraceMs: 3_600_000, retentionMs: 720 * 3_600_000 })
+    for (const bad of ['', '0', '4', '3601', '1.5', '-30', '30s', 'NaN']) {
+      expect(sessionTimings({ SESSION_GRACE_SECONDS: bad }).graceMs).toBe(GRACE_MS)
+      expect(sessionTimings({ SESSION_JOIN_GRACE_SECONDS: bad }).joinGraceMs).toBe(JOIN_GRACE_MS)
+    }
+    for (const bad of ['', '0', '721', '2.5', 'day']) {
+      expect(sessionTimings({ SESSION_RETENTION_HOURS: bad }).retentionMs).toBe(RETENTION_MS)
+    }
+  })
+
+  it('the configured grace, join grace and retention govern a live session', async () => {
+    expect([GRACE, JOIN_GRACE, RETENTION]).toEqual([30_000, 90_000, 12 * 3_600_000])
+    expect(GRACE).toBeLessThan(GRACE_MS)
+    expect(JOIN_GRACE).toBeLessThan(JOIN_GRACE_MS)
+    expect(RETENTION).toBeLessThan(RETENTION_MS)
+
+    const players = playerIds(3)
+    const [pa, pb, pc] = players as [string, string, string]
+    const { sessionId, tokens } = await createSession({
+      rules: 'dice-race',
+      roster: players.map((playerId) => ({ playerId })),
+      options: { target: 1000 },
+    })
+    const a = await connect(sessionId, tokens[pa]!)
+    const b = await connect(sessionId, tokens[pb]!)
+    await a.nextOf('welcome')
+    await b.nextOf('welcome')
+    const createdAt = await inObject(sessionId, (inst) => {
+      const info = inst.info()
+      if (!info.ok) throw new Error('no session')
+      return info.createdAt
+    })
+
+    // C never connects: still in just before the configured join grace, out at it.
+    await alarmAt(sessionId, createdAt + JOIN_GRACE - 1)
+    expect(await seqOf(sessionId)).toBe(0)
+    await alarmAt(sessionId, createdAt + JOIN_GRACE)
+    const noShow = await a.nextOf('event')
+    expect(noShow).toMatchObject({ seq: 1, event: { kind: 'forfeit', player: pc } })
+
+    // B leaves at a known time: the grace timer is exactly the configured grace.
+    const left = createdAt + JOIN_GRACE
+    b.close()
+    const due = await until(
+      () =>
+        inObject(sessionId, (_inst, state) => {
+          const row = state.storage.sql
+            .exec<{ due: number }>('SELECT due FROM timers WHERE player_id = ?', pb)
+            .toArray()[0]
+          return row?.due
+        }),
+      5000,
+      'the grace timer',
+    )
+    expect(due).toBe(left + GRACE)
+    await alarmAt(sessionId, left + GRACE - 1)
+    expect(await seqOf(sessionId)).toBe(1)
+    await alarmAt(sessionId, left + GRACE)
+    const ended = await a.nextOf('ended')
+    expect(ended.result).toMatchObject({ reason: 'forfeit', winner: pa })
+
+    // The end work archives the game and waits the configured retention before clearing it.
+    const end = await inObject(sessionId, (inst) => inst.runEndWork({ force: true }))
+    expect(end).toMatchObject({ stage: 'retain', nextAttemptAt: left + GRACE + RETENTION })
+  })
+})

@@ -1,0 +1,359 @@
+import { isPlainObject } from './json.ts'
+import type {
+  ActionContext,
+  Applied,
+  GameResult,
+  GameSetup,
+  Rng,
+  RuleError,
+  Rules,
+  TickContext,
+} from './types.ts'
+import { ruleError } from './types.ts'
+
+/**
+ * hot-potato: real-time, driven by the session's clock at `HOT_POTATO_TICK_RATE` ticks per second.
+ *
+ * Start: players say `{"type":"action","action":"ready"}`. The fuse is lit when every player still
+ * in is ready, or at tick `startAfter` (default 150, 30 s) whoever is ready, so one idle client
+ * cannot hold a match forever and nobody loses to a fuse that burnt before they connected. When
+ * it is lit, the seeded RNG picks the holder among the players still in and the fuse length
+ * (`minFuse` to `maxFuse` ticks, defaults 15 to 50: 3 to 10 s).
+ *
+ * Play: the holder sends `{"type":"action","action":"pass","to":"<playerId>"}` to hand the potato
+ * to any other player still in. Passing does not reset the fuse. On the first tick at or after
+ * `explodesAt` the holder is out and, if more than one player remains, a new round starts at once
+ * (new holder and new fuse from the RNG). The last player in wins (`finished`).
+ *
+ * The fuse is a deadline in ticks rather than a counter decremented per tick: the session feeds
+ * one tick per alarm with the current tick number, and alarms can run late or skip ticks (a busy
+ * object, an eviction). With a deadline the outcome depends on game time only, and a tick before
+ * the deadline changes nothing, so it is neither stored nor broadcast. For the same reason a pass
+ * at or after `explodesAt` is refused (`too_late`) even if the tick that explodes the potato has
+ * not been applied yet. Events carry their `tick`, so clients can show the countdown.
+ *
+ * A player absent past the grace period forfeits: out for good (a later reconnection does not
+ * bring them back). If they held the potato, a new round starts. When one player remains they
+ * win by forfeit.
+ *
+ * Placements: the winner, then players the potato knocked out (the later, the better), then
+ * those who forfeited (the later, the better). Ranking leavers below everyone who played on keeps
+ * leaving from ever paying off in ratings.
+ *
+ * Refusals: `not_a_player`, `out` (the sender is out), `game_over`, `invalid_action` (malformed
+ * payloads), `already_ready`, `already_started` (ready after the fuse was lit), `not_started`
+ * (pass before it), `not_holder`, `invalid_target` (self, stranger, or a player who is out),
+ * `too_late`, and for absences `already_absent` / `already_out`.
+ */
+
+export const HOT_POTATO_TICK_RATE = 5
+export const HOT_POTATO_DEFAULTS = { minFuse: 15, maxFuse: 50, startAfter: 150 } as const
+/** Upper bound of every tick option: 10 minutes at 5 ticks per second. */
+export const MAX_OPTION_TICKS = 3000
+const MAX_PLAYER_ID_LENGTH = 128
+
+export interface PotatoPlayer {
+  playerId: string
+  team: number
+  ready: boolean
+  /** Why the player is out; null while in. */
+  out: 'exploded' | 'absent' | null
+}
+
+export interface PotatoState {
+  minFuse: number
+  maxFuse: number
+  startAfter: number
+  /** In roster order. */
+  players: PotatoPlayer[]
+  /** Who holds the potato; null before the fuse is lit and once the game is over. */
+  holder: string | null
+  /** Tick at which the current fuse burns out; null before it is lit and once the game is over. */
+  explodesAt: number | null
+  /** Fuses lit so far. */
+  round: number
+  passes: number
+  /** Players who are out, in the order they went out. */
+  outOrder: string[]
+  winner: string | null
+  /** Why it ended; null while it runs. */
+  ended: GameResult['reason'] | null
+}
+
+export type PotatoAction = { action: 'ready' } | { action: 'pass'; to: string }
+
+/** Every event says where the potato is now: `holder` and `explodesAt` after the event. */
+export type PotatoEvent =
+  | {
+      kind: 'ready'
+      player: string
+      tick: number
+      holder: string | null
+      explodesAt: number | null
+    }
+  /** `startAfter` was reached before everyone was ready. */
+  | { kind: 'lit'; tick: number; holder: string; explodesAt: number }
+  | { kind: 'pass'; from: string; to: string; tick: number; explodesAt: number }
+  | {
+      kind: 'exploded' | 'forfeit'
+      player: string
+      tick: number
+      holder: string | null
+      explodesAt: number | null
+      winner: string | null
+      /** Set when the game ended with this event. */
+      ended: GameResult['reason'] | null
+    }
+
+export interface PotatoOptions {
+  /** Shortest fuse in ticks (1 to 3000, default 15). */
+  minFuse?: number
+  /** Longest fuse in ticks (minFuse to 3000, default 50). */
+  maxFuse?: number
+  /** Tick at which the fuse is lit even if not everyone is ready (1 to 3000, default 150). */
+  startAfter?: number
+}
+
+const OPTION_KEYS = ['minFuse', 'maxFuse', 'startAfter'] as const
+
+function init(setup: GameSetup): PotatoState | RuleError {
+  const values: Record<(typeof OPTION_KEYS)[number], number> = { ...HOT_POTATO_DEFAULTS }
+  const { options } = setup
+  if (options !== undefined && options !== null) {
+    if (
+      !isPlainObject(options) ||
+      Object.keys(options).some((k) => !(OPTION_KEYS as readonly string[]).includes(k))
+    ) {
+      return ruleError(
+        'invalid_options',
+        'hot-potato options are { minFuse?: number, maxFuse?: number, startAfter?: number }',
+      )
+    }
+    for (const key of OPTION_KEYS) {
+      const v = options[key]
+      if (v === undefined) continue
+      if (typeof v !== 'number' || !Number.isInteger(v) || v < 1 || v > MAX_OPTION_TICKS) {
+        return ruleError(
+          'invalid_options',
+          `${key} must be an integer from 1 to ${MAX_OPTION_TICKS}`,
+        )
+      }
+      values[key] = v
+    }
+  }
+  if (values.minFuse > values.maxFuse) {
+    return ruleError(
+      'invalid_options',
+      `minFuse (${values.minFuse}) must not exceed maxFuse (${values.maxFuse})`,
+    )
+  }
+  return {
+    ...values,
+    players: setup.roster.map(({ playerId, team }) => ({
+      playerId,
+      team,
+      ready: false,
+      out: null,
+    })),
+    holder: null,
+    explodesAt: null,
+    round: 0,
+    passes: 0,
+    outOrder: [],
+    winner: null,
+    ended: null,
+  }
+}
+
+function parseAction(raw: unknown): PotatoAction | RuleError {
+  if (!isPlainObject(raw)) return ruleError('invalid_action', 'an action must be an object')
+  if ('type' in raw && raw.type !== 'action') {
+    return ruleError('invalid_action', 'type must be "action"')
+  }
+  const allowed = raw.action === 'pass' ? ['type', 'action', 'to'] : ['type', 'action']
+  for (const key of Object.keys(raw)) {
+    if (!allowed.includes(key)) {
+      return ruleError('invalid_action', `unexpected field ${key.slice(0, 32)}`)
+    }
+  }
+  if (raw.action === 'ready') return { action: 'ready' }
+  if (raw.action !== 'pass') return ruleError('invalid_action', 'actions are "ready" and "pass"')
+  const to = raw.to
+  if (typeof to !== 'string' || to.length === 0 || to.length > MAX_PLAYER_ID_LENGTH) {
+    return ruleError(
+      'invalid_action',
+      `to must be a player id of 1 to ${MAX_PLAYER_ID_LENGTH} characters`,
+    )
+  }
+  return { action: 'pass', to }
+}
+
+function inGame(players: readonly PotatoPlayer[]): PotatoPlayer[] {
+  return players.filter((p) => p.out === null)
+}
+
+/** A new round among the players still in: a holder and a fuse, both from the seeded RNG. */
+function lightFuse(
+  state: PotatoState,
+  players: PotatoPlayer[],
+  tick: number,
+  rng: Rng,
+): Pick<PotatoState, 'holder' | 'explodesAt' | 'round'> {
+  const live = inGame(players)
+  const holder = live[rng.int(0, live.length - 1)]?.playerId ?? null
+  const explodesAt = tick + rng.int(state.minFuse, state.maxFuse)
+  return { holder, explodesAt, round: state.round + 1 }
+}
+
+/**
+ * `player` goes out: the game ends if one player remains, a new round starts if they held the
+ * potato, and otherwise (while waiting) the fuse is lit if everyone left is ready.
+ */
+function knockOut(
+  state: PotatoState,
+  player: string,
+  cause: 'exploded' | 'absent',
+  tick: number,
+  rng: Rng,
+): Applied<PotatoState, PotatoEvent> {
+  const players = state.players.map((p) => (p.playerId === player ? { ...p, out: cause } : p))
+  const outOrder = [...state.outOrder, player]
+  const live = inGame(players)
+  let next: PotatoState
+  if (live.length <= 1) {
+    const winner = live[0]?.playerId ?? null
+    const ended: GameResult['reason'] =
+      winner === null ? 'abandoned' : cause === 'exploded' ? 'finished' : 'forfeit'
+    next = { ...state, players, outOrder, holder: null, explodesAt: null, winner, ended }
+  } else if (state.explodesAt === null) {
+    next = { ...state, players, outOrder }
+    if (live.every((p) => p.ready)) next = { ...next, ...lightFuse(state, players, tick, rng) }
+  } else if (state.holder === player) {
+    next = { ...state, players, outOrder, ...lightFuse(state, players, tick, rng) }
+  } else {
+    next = { ...state, players, outOrder }
+  }
+  return {
+    state: next,
+    event: {
+      kind: cause === 'exploded' ? 'exploded' : 'forfeit',
+      player,
+      tick,
+      holder: next.holder,
+      explodesAt: next.explodesAt,
+      winner: next.winner,
+      ended: next.ended,
+    },
+  }
+}
+
+function apply(
+  state: PotatoState,
+  action: PotatoAction,
+  ctx: ActionContext,
+): Applied<PotatoState, PotatoEvent> | RuleError {
+  if (state.ended !== null) return ruleError('game_over', 'the game is over')
+  const me = state.players.find((p) => p.playerId === ctx.player)
+  if (me === undefined) return ruleError('not_a_player', 'you are not in this game')
+  if (me.out !== null) return ruleError('out', 'you are out of this game')
+
+  if (action.action === 'ready') {
+    if (state.explodesAt !== null) return ruleError('already_started', 'the fuse is already lit')
+    if (me.ready) return ruleError('already_ready', 'you are ready already')
+    const players = state.players.map((p) => (p === me ? { ...p, ready: true } : p))
+    let next: PotatoState = { ...state, players }
+    if (inGame(players).every((p) => p.ready)) {
+      next = { ...next, ...lightFuse(state, players, ctx.tick, ctx.rng) }
+    }
+    return {
+      state: next,
+      event: {
+        kind: 'ready',
+        player: me.playerId,
+        tick: ctx.tick,
+        holder: next.holder,
+        explodesAt: next.explodesAt,
+      },
+    }
+  }
+
+  if (state.explodesAt === null) return ruleError('not_started', 'the fuse is not lit yet')
+  if (state.holder !== me.playerId) {
+    return ruleError('not_holder', `${state.holder ?? 'nobody'} holds the potato`)
+  }
+  if (ctx.tick >= state.explodesAt) return ruleError('too_late', 'the fuse has burnt out')
+  const target = state.players.find((p) => p.playerId === action.to)
+  if (target === undefined || target === me || target.out !== null) {
+    return ruleError('invalid_target', 'pass to another player who is still in')
+  }
+  return {
+    state: { ...state, holder: target.playerId, passes: state.passes + 1 },
+    event: {
+      kind: 'pass',
+      from: me.playerId,
+      to: target.playerId,
+      tick: ctx.tick,
+      explodesAt: state.explodesAt,
+    },
+  }
+}
+
+function onTick(state: PotatoState, ctx: TickContext): { state: PotatoState; event?: PotatoEvent } {
+  if (state.ended !== null) return { state }
+  if (state.explodesAt === null) {
+    if (ctx.tick < state.startAfter) return { state }
+    const lit = lightFuse(state, state.players, ctx.tick, ctx.rng)
+    return {
+      state: { ...state, ...lit },
+      event: { kind: 'lit', tick: ctx.tick, holder: lit.holder!, explodesAt: lit.explodesAt! },
+    }
+  }
+  if (ctx.tick < state.explodesAt || state.holder === null) return { state }
+  return knockOut(state, state.holder, 'exploded', ctx.tick, ctx.rng)
+}
+
+function onAbsent(
+  state: PotatoState,
+  ctx: ActionContext,
+): Applied<PotatoState, PotatoEvent> | RuleError {
+  if (state.ended !== null) return ruleError('game_over', 'the game is over')
+  const me = state.players.find((p) => p.playerId === ctx.player)
+  if (me === undefined) return ruleError('not_a_player', `${ctx.player} is not in this game`)
+  if (me.out === 'absent') return ruleError('already_absent', `${ctx.player} already forfeited`)
+  if (me.out !== null) return ruleError('already_out', `${ctx.player} is out already`)
+  return knockOut(state, me.playerId, 'absent', ctx.tick, ctx.rng)
+}
+
+function result(state: PotatoState): GameResult | null {
+  if (state.ended === null) return null
+  const outAt = new Map(state.outOrder.map((id, i) => [id, i]))
+  const rank = (p: PotatoPlayer): number =>
+    p.playerId === state.winner ? 0 : p.out === 'absent' ? 2 : 1
+  const order = state.players
+    .map((p, i) => ({ p, i }))
+    .sort(
+      (x, y) =>
+        rank(x.p) - rank(y.p) ||
+        (outAt.get(y.p.playerId) ?? -1) - (outAt.get(x.p.playerId) ?? -1) ||
+        x.i - y.i,
+    )
+  return {
+    placements: order.map(({ p }, k) => ({ playerId: p.playerId, team: p.team, place: k + 1 })),
+    reason: state.ended,
+    winner: state.winner,
+  }
+}
+
+/** The hot-potato rules module (everything is public, so `view` is the whole state). */
+export const hotPotato: Rules<PotatoState, PotatoAction, PotatoEvent> = {
+  name: 'hot-potato',
+  players: { min: 2, max: 32 },
+  tickRate: HOT_POTATO_TICK_RATE,
+  init,
+  parseAction,
+  apply,
+  onTick,
+  onAbsent,
+  result,
+  view: (state) => state,
+}

@@ -751,7 +751,7 @@ export class GameSession extends DurableObject<Env> {
       })
     }
     this.match = out.match
-    inputsAccepted.inc({ rules: this.rules!.name, kind: input.kind })
+    inputsAccepted.inc({ kind: input.kind, rules: this.rules!.name })
     this.broadcast(eventFrame(record))
     if (result) {
       this.status = 'finished'

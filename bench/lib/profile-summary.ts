@@ -33,7 +33,9 @@ profile.samples.forEach((id, i) => {
 const top = flag('top', 40)
 console.log(`total ${(total / 1000).toFixed(0)} ms sampled`)
 for (const [key, us] of [...self].sort((a, b) => b[1] - a[1]).slice(0, top)) {
-  console.log(`${((100 * us) / total).toFixed(1).padStart(5)}%  ${(us / 1000).toFixed(1).padStart(8)} ms  ${key}`)
+  console.log(
+    `${((100 * us) / total).toFixed(1).padStart(5)}%  ${(us / 1000).toFixed(1).padStart(8)} ms  ${key}`,
+  )
 }
 
 // `--callers <function>`: whose calls that function's self time came from.
@@ -66,12 +68,17 @@ if (process.argv.includes('--inclusive')) {
     const seen = new Set<string>()
     for (let n: ProfileNode | undefined = byId.get(id); n; n = parent.get(n.id)) {
       const f = n.callFrame
-      seen.add(`${f.functionName || '(anonymous)'} ${f.url.split('/').slice(-1)[0]}:${f.lineNumber + 1}`)
+      seen.add(
+        `${f.functionName || '(anonymous)'} ${f.url.split('/').slice(-1)[0]}:${f.lineNumber + 1}`,
+      )
     }
-    for (const key of seen) inclusive.set(key, (inclusive.get(key) ?? 0) + (profile.timeDeltas[i] ?? 0))
+    for (const key of seen)
+      inclusive.set(key, (inclusive.get(key) ?? 0) + (profile.timeDeltas[i] ?? 0))
   })
   console.log('\ninclusive:')
   for (const [key, us] of [...inclusive].sort((a, b) => b[1] - a[1]).slice(0, top)) {
-    console.log(`${((100 * us) / total).toFixed(1).padStart(5)}%  ${(us / 1000).toFixed(1).padStart(8)} ms  ${key}`)
+    console.log(
+      `${((100 * us) / total).toFixed(1).padStart(5)}%  ${(us / 1000).toFixed(1).padStart(8)} ms  ${key}`,
+    )
   }
 }

@@ -364,7 +364,16 @@ export class GameSession extends DurableObject<Env> {
    * Creates the session. Idempotent: the same setup again answers `created: false` and changes
    * nothing (also after the storage was cleared); a different setup under this id is a conflict.
    */
-  async create(input: SessionSetup): Promise<CreateResult> {
+  /**
+   * `listing: 'deferred'` (the matchmaker) returns as soon as the session exists and lists it in
+   * Neon from the alarm right after, so players hear of their match without waiting for a Neon
+   * round trip; the default (admin creation) returns once it is listed, or once a first attempt
+   * failed (the alarm retries).
+   */
+  async create(
+    input: SessionSetup,
+    opts: { listing?: 'now' | 'deferred' } = {},
+  ): Promise<CreateResult> {
     const parsed = SessionSetupSchema.safeParse(input)
     if (!parsed.success) {
       const issue = parsed.error.issues[0]
@@ -433,8 +442,8 @@ export class GameSession extends DurableObject<Env> {
       rules: setup.rules,
       players: setup.roster.length,
     })
-    // Listing it in Neon is not on the critical path: if Neon is down, the alarm retries.
-    await this.runEndWork()
+    // A failed listing does not fail the creation: the alarm retries it.
+    if (opts.listing !== 'deferred') await this.runEndWork()
     await this.scheduleAlarm()
     return { ok: true, created: true }
   }

@@ -18,7 +18,8 @@ import {
   setRating,
   ticketOf,
 } from './helpers/matchmaking.ts'
-import { collect, connect, nextOfType } from './helpers/sockets.ts'
+import { pg } from './helpers/boards.ts'
+import { collect, connect, nextOfType, until } from './helpers/sockets.ts'
 
 function matchRows(queue: string) {
   return runInDurableObject(poolOf(queue), (_i: MatchPool, state) =>
@@ -138,6 +139,17 @@ describe('creating the session', () => {
       const setup = JSON.parse(row!.setup) as SessionSetup
       expect(setup.sessionId).toBe(tb.match!.sessionId)
       expect(await gameSessionCreator(env)(setup)).toEqual({ ok: true, created: false })
+      // The match did not wait for Neon: the session lists itself from its alarm right after.
+      await runDurableObjectAlarm(env.GAME_SESSION.getByName(setup.sessionId))
+      const listed = await until(async () => {
+        const rows = (await pg()`select status, queue from game_sessions
+                                  where id = ${setup.sessionId}`) as {
+          status: string
+          queue: string
+        }[]
+        return rows.length > 0 ? rows : undefined
+      })
+      expect(listed).toEqual([{ status: 'live', queue: q }])
     },
   )
 })

@@ -28,13 +28,21 @@ export type CreateSessionResult =
 export type SessionCreator = (setup: SessionSetup) => Promise<CreateSessionResult>
 
 interface SessionApi {
-  create(setup: SessionSetup): Promise<CreateSessionResult>
+  create(
+    setup: SessionSetup,
+    opts?: { listing?: 'now' | 'deferred' },
+  ): Promise<CreateSessionResult>
 }
 
-/** The production creator: the session's own Durable Object. */
+/**
+ * The production creator: the session's own Durable Object. Its listing in Neon follows from the
+ * session's alarm, so `match_found` does not wait for a Neon round trip.
+ */
 export function gameSessionCreator(env: Pick<Env, 'GAME_SESSION'>): SessionCreator {
   return (setup) =>
-    (env.GAME_SESSION.getByName(setup.sessionId) as unknown as SessionApi).create(setup)
+    (env.GAME_SESSION.getByName(setup.sessionId) as unknown as SessionApi).create(setup, {
+      listing: 'deferred',
+    })
 }
 
 /** A secret seed: 32 random bytes, hex. */

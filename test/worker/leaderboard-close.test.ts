@@ -148,6 +148,14 @@ describe('closing a cycle of 10,000 entries', () => {
       { player_id: playerWithScore(N - 4999), rank: 5000, score: N - 4999 },
       { player_id: playerWithScore(0), rank: N + 1, score: 0 },
     ])
+    // Metadata and submission times come through as stored, each with its own player.
+    const extras =
+      await sql`select player_id, metadata, subscore, submitted_at > now() - interval '1 hour' as recent from leaderboard_archive
+                where leaderboard_id = ${board} and cycle = 1 and player_id in (${playerOf(1000)}, ${playerOf(1001)}) order by player_id`
+    expect(extras).toEqual([
+      { player_id: playerOf(1000), metadata: { lap: 1 }, subscore: 0, recent: true },
+      { player_id: playerOf(1001), metadata: null, subscore: 0, recent: true },
+    ])
     const [rw] =
       await sql`select count(*)::int as n from rewards where leaderboard_id = ${board} and cycle = 1`
     expect(rw!.n).toBe(100)

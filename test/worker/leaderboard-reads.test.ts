@@ -1,5 +1,5 @@
 import { env } from 'cloudflare:workers'
-import { evictDurableObject } from 'cloudflare:test'
+import { evictDurableObject, runInDurableObject } from 'cloudflare:test'
 import { describe, expect, it } from 'vitest'
 import { ADMIN_KEY, call, json, newGuest, problem } from './helpers/http.ts'
 import { createBoard, fresh, submitFor, type Top } from './helpers/boards.ts'
@@ -191,6 +191,39 @@ describe('the board survives eviction', () => {
     expect((await fresh<Top>(`/v1/leaderboards/${b}/top?limit=1`)).entries[0]!.playerId).toBe(
       'p003',
     )
+  })
+})
+
+describe('a board stored by the previous schema', () => {
+  it('moves to the covering rank index on its next wake, standings unchanged', async () => {
+    const b = await createBoard({ submitsPerMinute: 600 })
+    await seed(b, 12, (i) => (i * 5) % 7)
+    const before = await fresh<Top>(`/v1/leaderboards/${b}/top?limit=100`)
+    const stub = env.LEADERBOARD.getByName(b)
+    // Put the object back as schema 1 left it: the narrower order index, version 1.
+    await runInDurableObject(stub, (_i, state) => {
+      state.storage.sql.exec(`
+        DROP INDEX entries_rank;
+        CREATE INDEX entries_order ON entries (cycle, ord_score, ord_sub, seq, player_id);
+        UPDATE meta SET value = '1' WHERE key = 'schema';
+      `)
+    })
+    await evictDurableObject(stub)
+    expect(await fresh<Top>(`/v1/leaderboards/${b}/top?limit=100`)).toEqual(before)
+    const indexes = await runInDurableObject(stub, (_i, state) => ({
+      names: state.storage.sql
+        .exec<{ name: string }>(
+          `SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'entries' ORDER BY name`,
+        )
+        .toArray()
+        .map((r) => r.name),
+      version: state.storage.sql
+        .exec<{ value: string }>(`SELECT value FROM meta WHERE key = 'schema'`)
+        .one().value,
+    }))
+    expect(indexes.names).toContain('entries_rank')
+    expect(indexes.names).not.toContain('entries_order')
+    expect(indexes.version).toBe('2')
   })
 })
 

@@ -28,10 +28,7 @@ export type CreateSessionResult =
 export type SessionCreator = (setup: SessionSetup) => Promise<CreateSessionResult>
 
 interface SessionApi {
-  create(
-    setup: SessionSetup,
-    opts?: { listing?: 'now' | 'deferred' },
-  ): Promise<CreateSessionResult>
+  create(setup: SessionSetup, opts?: { listing?: 'now' | 'deferred' }): Promise<CreateSessionResult>
 }
 
 /**

@@ -41,7 +41,12 @@ class Client {
 
   static open(url: string, token: string): Promise<Client> {
     return new Promise((resolve, reject) => {
-      const ws = new WebSocket(url, { headers: { authorization: `Bearer ${token}` } })
+      // No permessage-deflate, as Nexus deployed (wrangler.toml: no_web_socket_compression) and
+      // Colyseus agree: Miniflare's own entry worker would otherwise negotiate it locally.
+      const ws = new WebSocket(url, {
+        headers: { authorization: `Bearer ${token}` },
+        perMessageDeflate: false,
+      })
       const client = new Client(ws, token)
       ws.once('open', () => resolve(client))
       ws.once('error', reject)

@@ -43,7 +43,9 @@ interface Frame {
 
 function open(url: string): Promise<WebSocket> {
   return new Promise((resolve, reject) => {
-    const ws = new WebSocket(url)
+    // No permessage-deflate, as Nexus deployed (wrangler.toml: no_web_socket_compression) and
+    // Colyseus agree: Miniflare's own entry worker would otherwise negotiate it locally.
+    const ws = new WebSocket(url, { perMessageDeflate: false })
     ws.once('open', () => resolve(ws))
     ws.once('error', reject)
     ws.once('unexpected-response', (_req, res) => {

@@ -30,7 +30,7 @@ const mf = new Miniflare(
         scriptPath: `${modulesRoot}/index.js`,
         modulesRoot,
         compatibilityDate: '2026-11-01',
-        compatibilityFlags: ['nodejs_compat'],
+        compatibilityFlags: ['nodejs_compat', 'no_web_socket_compression'],
         durableObjects: {
           LEADERBOARD: sqlite('Leaderboard'),
           MATCH_POOL: sqlite('MatchPool'),

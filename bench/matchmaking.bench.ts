@@ -248,7 +248,7 @@ const md = [
     `WebSockets (the \`ws\` client, one Node process on the same machine) to one pool (2 teams × 1, everyone ` +
     `matchable), ${ROUNDS} rounds after a warm-up; medians over rounds. Latency is from sending \`join\` to ` +
     `receiving \`match_found\`; a Nexus match includes recording it in the pool's SQLite, creating its GameSession ` +
-    `(and listing it in Neon) and signing a session token per player. Colyseus 0.18, same machine, its own process: ` +
+    `(which lists itself in Neon right after, from its own alarm) and signing a session token per player. Colyseus 0.18, same machine, its own process: ` +
     `\`joinOrCreate\` of a 2-player room, from the call to the room telling both players it is full (its seat ` +
     `reservation and room socket included; no ratings). Node ${process.version}, ${new Date().toISOString().slice(0, 10)}.`,
   '',

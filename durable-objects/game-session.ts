@@ -363,8 +363,7 @@ export class GameSession extends DurableObject<Env> {
   /**
    * Creates the session. Idempotent: the same setup again answers `created: false` and changes
    * nothing (also after the storage was cleared); a different setup under this id is a conflict.
-   */
-  /**
+   *
    * `listing: 'deferred'` (the matchmaker) returns as soon as the session exists and lists it in
    * Neon from the alarm right after, so players hear of their match without waiting for a Neon
    * round trip; the default (admin creation) returns once it is listed, or once a first attempt

@@ -1,7 +1,6 @@
 import { env } from 'cloudflare:workers'
-import { runInDurableObject } from 'cloudflare:test'
 import { describe, expect, it } from 'vitest'
-import { RETENTION_MS, type GameSession } from '../../durable-objects/game-session.ts'
+import { RETENTION_MS } from '../../durable-objects/game-session.ts'
 import { updateRatings, type Rating } from '../../workers/core/rating.ts'
 import type { GameResult, LogRecord } from '../../workers/core/rules/index.ts'
 import { NeonSessionStore, type SessionStore } from '../../workers/sessions/store.ts'
@@ -10,18 +9,11 @@ import { ADMIN_KEY, bearer, call, problem } from './helpers/http.ts'
 import {
   connect,
   createSession,
+  inObject,
   playerIds,
   playToEnd,
-  sessionObject,
   type TestSocket,
 } from './helpers/session-sockets.ts'
-
-async function inObject<R>(
-  sessionId: string,
-  fn: (inst: GameSession, state: DurableObjectState) => R | Promise<R>,
-) {
-  return runInDurableObject(sessionObject(sessionId), fn)
-}
 
 async function seedRatings(ratings: Record<string, Rating>): Promise<void> {
   const sql = pg()

@@ -1,7 +1,7 @@
 import { env } from 'cloudflare:workers'
-import { evictDurableObject, runDurableObjectAlarm, runInDurableObject } from 'cloudflare:test'
+import { evictDurableObject, runDurableObjectAlarm } from 'cloudflare:test'
 import { describe, expect, it } from 'vitest'
-import { GRACE_MS, JOIN_GRACE_MS, type GameSession } from '../../durable-objects/game-session.ts'
+import { GRACE_MS, JOIN_GRACE_MS } from '../../durable-objects/game-session.ts'
 import {
   getRules,
   replay,
@@ -12,18 +12,12 @@ import { ADMIN_KEY, bearer, call, newGuest, problem } from './helpers/http.ts'
 import {
   connect,
   createSession,
+  type Frame,
+  inObject,
   playerIds,
   sessionObject,
-  type Frame,
   type TestSocket,
 } from './helpers/session-sockets.ts'
-
-async function inObject<R>(
-  sessionId: string,
-  fn: (inst: GameSession, state: DurableObjectState) => R | Promise<R>,
-) {
-  return runInDurableObject(sessionObject(sessionId), fn)
-}
 
 const matchOf = (sessionId: string) => inObject(sessionId, (inst) => inst.current()!.match)
 

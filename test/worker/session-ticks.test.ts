@@ -1,6 +1,5 @@
-import { evictDurableObject, runDurableObjectAlarm, runInDurableObject } from 'cloudflare:test'
+import { evictDurableObject, runDurableObjectAlarm } from 'cloudflare:test'
 import { describe, expect, it } from 'vitest'
-import type { GameSession } from '../../durable-objects/game-session.ts'
 import type { PotatoEvent, PotatoState } from '../../workers/core/rules/hot-potato.ts'
 import {
   getRules,
@@ -12,9 +11,10 @@ import { ADMIN_KEY, bearer, call } from './helpers/http.ts'
 import {
   connect,
   createSession,
+  type Frame,
+  inObject,
   playerIds,
   sessionObject,
-  type Frame,
   type TestSocket,
 } from './helpers/session-sockets.ts'
 import { until } from './helpers/sockets.ts'
@@ -27,13 +27,6 @@ import { until } from './helpers/sockets.ts'
 
 /** Upper bound for anything the tick loop must do in these games (fuses are at most 3 s). */
 const TICK_WAIT_MS = 15_000
-
-async function inObject<R>(
-  sessionId: string,
-  fn: (inst: GameSession, state: DurableObjectState) => R | Promise<R>,
-) {
-  return runInDurableObject(sessionObject(sessionId), fn)
-}
 
 const eventOf = (f: Frame) => f.event as PotatoEvent
 

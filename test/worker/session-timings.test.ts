@@ -1,14 +1,19 @@
 import { env } from 'cloudflare:workers'
-import { runDurableObjectAlarm, runInDurableObject } from 'cloudflare:test'
+import { runDurableObjectAlarm } from 'cloudflare:test'
 import { describe, expect, it } from 'vitest'
 import {
   GRACE_MS,
   JOIN_GRACE_MS,
   RETENTION_MS,
   sessionTimings,
-  type GameSession,
 } from '../../durable-objects/game-session.ts'
-import { connect, createSession, playerIds, sessionObject } from './helpers/session-sockets.ts'
+import {
+  connect,
+  createSession,
+  inObject,
+  playerIds,
+  sessionObject,
+} from './helpers/session-sockets.ts'
 import { until } from './helpers/sockets.ts'
 
 /**
@@ -19,13 +24,6 @@ import { until } from './helpers/sockets.ts'
 const GRACE = Number(env.SESSION_GRACE_SECONDS) * 1000
 const JOIN_GRACE = Number(env.SESSION_JOIN_GRACE_SECONDS) * 1000
 const RETENTION = Number(env.SESSION_RETENTION_HOURS) * 3_600_000
-
-async function inObject<R>(
-  sessionId: string,
-  fn: (inst: GameSession, state: DurableObjectState) => R | Promise<R>,
-) {
-  return runInDurableObject(sessionObject(sessionId), fn)
-}
 
 /** Sets the object's clock to `at` and fires its alarm now. */
 async function alarmAt(sessionId: string, at: number): Promise<void> {

@@ -1,3 +1,4 @@
+import { numberArrayLiteral, textArrayLiteral } from '../db/array-literal.ts'
 import { getSql, type DbEnv } from '../db/client.ts'
 
 /**
@@ -78,12 +79,12 @@ export class NeonArchiveWriter implements ArchiveWriter {
         [
           page.leaderboardId,
           page.cycle,
-          textArray(page.rows.playerIds),
-          numberArray(page.rows.ranks),
-          numberArray(page.rows.scores),
-          numberArray(page.rows.subscores),
-          textArray(page.rows.metadata),
-          numberArray(page.rows.submittedAt),
+          textArrayLiteral(page.rows.playerIds),
+          numberArrayLiteral(page.rows.ranks),
+          numberArrayLiteral(page.rows.scores),
+          numberArrayLiteral(page.rows.subscores),
+          textArrayLiteral(page.rows.metadata),
+          numberArrayLiteral(page.rows.submittedAt),
         ],
       ),
     ]
@@ -137,28 +138,4 @@ function cycleUpsert(
       complete,
     ],
   )
-}
-
-// The page's columns go over as Postgres array literals, the text the driver would make of the
-// arrays, written here because the driver quotes and regex-escapes every element (numbers too):
-// about a sixth of the object's CPU per page.
-
-const NEEDS_ESCAPE = /["\\]/
-const ESCAPED = /["\\]/g
-
-/** `{1,2.5,-3}`: finite numbers need no quoting (String() gives a form float8/int/bigint read). */
-function numberArray(values: readonly number[]): string {
-  return `{${values.join(',')}}`
-}
-
-/** `{"a","b \"c\"",NULL}`: every element quoted, with `"` and `\` escaped. */
-function textArray(values: readonly (string | null)[]): string {
-  let out = '{'
-  for (let i = 0; i < values.length; i++) {
-    if (i > 0) out += ','
-    const v = values[i]
-    if (v === null || v === undefined) out += 'NULL'
-    else out += `"${NEEDS_ESCAPE.test(v) ? v.replace(ESCAPED, '\\$&') : v}"`
-  }
-  return `${out}}`
 }

@@ -11,29 +11,16 @@ import {
   seedRng,
   step,
 } from '../../../workers/core/rules/index.ts'
-import { deepFreeze, mustCreate, runLive } from './helpers.ts'
+import { accepted, mustCreate, refusalCode, roster, runLive } from './helpers.ts'
 
-const roster = (...ids: string[]) => ids.map((playerId, team) => ({ playerId, team }))
 const ROLL = { type: 'action', action: 'roll' }
 const roll = (player: string, tick = 0): Input => ({ kind: 'action', player, tick, action: ROLL })
 const absent = (player: string, tick = 0): Input => ({ kind: 'absent', player, tick })
 
 type Match = MatchState<DiceState>
 
-function ok(match: Match, input: Input): { match: Match; event: DiceEvent } {
-  const out = step(diceRace, match, input)
-  if (isRuleError(out)) throw new Error(`refused: ${out.error.code}`)
-  if (out.record?.event == null) throw new Error('no event')
-  return { match: out.match, event: out.record.event }
-}
-
-function refusedWith(match: Match, input: Input): string {
-  const before = JSON.stringify(match)
-  const out = step(diceRace, deepFreeze(match), input)
-  expect(JSON.stringify(match)).toBe(before)
-  if (!isRuleError(out)) throw new Error('accepted')
-  return out.error.code
-}
+const ok = (match: Match, input: Input) => accepted(diceRace, match, input)
+const refusedWith = (match: Match, input: Input) => refusalCode(diceRace, match, input)
 
 describe('dice-race', () => {
   it('starts everyone at 0 with the first roster player to move', () => {

@@ -1,4 +1,5 @@
 import fc from 'fast-check'
+import { expect } from 'vitest'
 import type {
   Input,
   LogRecord,
@@ -20,6 +21,34 @@ export function deepFreeze<T>(value: T): T {
 /** A JSON round trip, as DO storage would do. */
 export function roundTrip<T>(value: T): T {
   return JSON.parse(JSON.stringify(value)) as T
+}
+
+/** A roster in turn order, each player on its own team. */
+export const roster = (...ids: string[]) => ids.map((playerId, team) => ({ playerId, team }))
+
+/** Steps an input the rules must accept with an event; returns the new match and the event. */
+export function accepted<S, A, E>(
+  rules: Rules<S, A, E>,
+  match: MatchState<S>,
+  input: Input,
+): { match: MatchState<S>; event: E } {
+  const out = step(rules, match, input)
+  if (isRuleError(out)) throw new Error(`refused: ${out.error.code}`)
+  if (out.record?.event == null) throw new Error('no event')
+  return { match: out.match, event: out.record.event }
+}
+
+/** Steps an input the rules must refuse, checking the match is untouched; returns the code. */
+export function refusalCode<S, A, E>(
+  rules: Rules<S, A, E>,
+  match: MatchState<S>,
+  input: Input,
+): string {
+  const before = JSON.stringify(match)
+  const out = step(rules, deepFreeze(match), input)
+  expect(JSON.stringify(match)).toBe(before)
+  if (!isRuleError(out)) throw new Error('accepted')
+  return out.error.code
 }
 
 export function mustCreate<S, A, E>(

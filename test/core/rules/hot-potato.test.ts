@@ -15,9 +15,8 @@ import {
   seedRng,
   step,
 } from '../../../workers/core/rules/index.ts'
-import { deepFreeze, mustCreate, roundTrip, runLive } from './helpers.ts'
+import { accepted, mustCreate, refusalCode, roster, roundTrip, runLive } from './helpers.ts'
 
-const roster = (...ids: string[]) => ids.map((playerId, team) => ({ playerId, team }))
 const ready = (player: string, tick = 0): Input => ({
   kind: 'action',
   player,
@@ -35,20 +34,8 @@ const absent = (player: string, t = 0): Input => ({ kind: 'absent', player, tick
 
 type Match = MatchState<PotatoState>
 
-function ok(match: Match, input: Input): { match: Match; event: PotatoEvent } {
-  const out = step(hotPotato, match, input)
-  if (isRuleError(out)) throw new Error(`refused: ${out.error.code}`)
-  if (out.record?.event == null) throw new Error('no event')
-  return { match: out.match, event: out.record.event }
-}
-
-function refusedWith(match: Match, input: Input): string {
-  const before = JSON.stringify(match)
-  const out = step(hotPotato, deepFreeze(match), input)
-  expect(JSON.stringify(match)).toBe(before)
-  if (!isRuleError(out)) throw new Error('accepted')
-  return out.error.code
-}
+const ok = (match: Match, input: Input) => accepted(hotPotato, match, input)
+const refusedWith = (match: Match, input: Input) => refusalCode(hotPotato, match, input)
 
 /** A tick that changes nothing: no record, the very same match back. */
 function quietTick(match: Match, t: number): void {

@@ -1,9 +1,9 @@
 import { describe, expect, it } from 'vitest'
 import type { Input, MatchState } from '../../../workers/core/rules/index.ts'
 import { createMatch, isRuleError, step } from '../../../workers/core/rules/index.ts'
-import type { RelayEvent, RelayState } from '../../../workers/core/rules/relay.ts'
+import type { RelayState } from '../../../workers/core/rules/relay.ts'
 import { relay } from '../../../workers/core/rules/relay.ts'
-import { deepFreeze, mustCreate } from './helpers.ts'
+import { accepted, mustCreate, refusalCode } from './helpers.ts'
 
 type Match = MatchState<RelayState>
 const setup = {
@@ -22,20 +22,8 @@ const say = (player: string, data: unknown, tick = 0): Input => ({
 const absent = (player: string): Input => ({ kind: 'absent', player, tick: 0 })
 const back = (player: string): Input => ({ kind: 'return', player, tick: 0 })
 
-function ok(match: Match, input: Input): { match: Match; event: RelayEvent } {
-  const out = step(relay, match, input)
-  if (isRuleError(out)) throw new Error(`refused: ${out.error.code}`)
-  if (out.record?.event == null) throw new Error('no event')
-  return { match: out.match, event: out.record.event }
-}
-
-function refusedWith(match: Match, input: Input): string {
-  const before = JSON.stringify(match)
-  const out = step(relay, deepFreeze(match), input)
-  expect(JSON.stringify(match)).toBe(before)
-  if (!isRuleError(out)) throw new Error('accepted')
-  return out.error.code
-}
+const ok = (match: Match, input: Input) => accepted(relay, match, input)
+const refusedWith = (match: Match, input: Input) => refusalCode(relay, match, input)
 
 describe('relay', () => {
   it('relays any JSON message to everyone with the sender stamped by the server', () => {

@@ -1,3 +1,4 @@
+import { runInDurableObject } from 'cloudflare:test'
 import { env } from 'cloudflare:workers'
 import type { GameSession } from '../../../durable-objects/game-session.ts'
 import type { DiceState } from '../../../workers/core/rules/dice-race.ts'
@@ -155,6 +156,14 @@ export function playerIds(n: number, prefix = 'p'): string[] {
 
 export function sessionObject(sessionId: string): DurableObjectStub<GameSession> {
   return env.GAME_SESSION.getByName(sessionId)
+}
+
+/** Runs `fn` inside a session's object, with its instance and storage. */
+export function inObject<R>(
+  sessionId: string,
+  fn: (inst: GameSession, state: DurableObjectState) => R | Promise<R>,
+): Promise<R> {
+  return runInDurableObject(sessionObject(sessionId), fn)
 }
 
 /** The dice-race state of a welcome frame. */

@@ -18,6 +18,7 @@ import { boardStub } from '../workers/leaderboards/stub.ts'
 import { boundedInt } from '../workers/lib/config.ts'
 import { errorFields, log } from '../workers/lib/log.ts'
 import { counter, histogram } from '../workers/lib/metrics.ts'
+import { sendMetricsSoon } from '../workers/lib/metrics-flush.ts'
 import { problemResponse, type ProblemType } from '../workers/lib/problem.ts'
 import { all, one, schemaVersion, setSchemaVersion } from '../workers/lib/sql.ts'
 import {
@@ -680,6 +681,7 @@ export class GameSession extends DurableObject<Env> {
 
   private refuse(ws: WebSocket, code: string, message: string): void {
     inputsRefused.inc({ code })
+    void sendMetricsSoon(this.env)
     send(ws, { type: 'error', code, message })
   }
 
@@ -760,6 +762,7 @@ export class GameSession extends DurableObject<Env> {
     }
     this.match = out.match
     inputsAccepted.inc({ kind: input.kind, rules: this.rules!.name })
+    void sendMetricsSoon(this.env)
     this.broadcast(eventFrame(record))
     if (result) {
       this.status = 'finished'
@@ -882,6 +885,7 @@ export class GameSession extends DurableObject<Env> {
           job.job,
         )
         endRetries.inc({ job: job.job, stage: job.stage })
+        void sendMetricsSoon(this.env)
         log(err instanceof RetryLater ? 'info' : 'warn', 'session work failed; will retry', {
           actor: this.actor,
           job: job.job,
@@ -933,6 +937,7 @@ export class GameSession extends DurableObject<Env> {
           this.advance('end', setup.leaderboardId ? 'submit' : 'archive')
         })
         if (out.recorded) endsRecorded.inc({ rules: setup.rules })
+        void sendMetricsSoon(this.env)
         log('info', 'result recorded', { actor: this.actor, recorded: out.recorded })
         return
       }

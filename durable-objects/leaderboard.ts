@@ -31,6 +31,7 @@ import {
 import { loadLeaderboardConfig } from '../workers/leaderboards/config-store.ts'
 import { errorFields, log } from '../workers/lib/log.ts'
 import { counter, histogram } from '../workers/lib/metrics.ts'
+import { sendMetricsSoon } from '../workers/lib/metrics-flush.ts'
 import type { ProblemType } from '../workers/lib/problem.ts'
 import { all, one, schemaVersion, setSchemaVersion } from '../workers/lib/sql.ts'
 
@@ -470,6 +471,15 @@ export class Leaderboard extends DurableObject<Env> {
    * the same key with another body is refused. A refused submission stores nothing.
    */
   async submit(input: SubmitInput): Promise<Reply<{ result: SubmitResult }>> {
+    try {
+      return await this.trySubmit(input)
+    } finally {
+      // Accepted or refused, the submission was counted.
+      void sendMetricsSoon(this.env)
+    }
+  }
+
+  private async trySubmit(input: SubmitInput): Promise<Reply<{ result: SubmitResult }>> {
     if (!(await this.ensureConfigured(input.boardId)))
       return refuse('not-found', `No leaderboard '${input.boardId}'`)
     const now = this.now()
@@ -988,6 +998,7 @@ export class Leaderboard extends DurableObject<Env> {
           close.cycle,
         )
         closeRetries.inc()
+        void sendMetricsSoon(this.env)
         log('warn', 'archive page failed; will retry', {
           actor: this.actor,
           cycle: close.cycle,
@@ -1039,6 +1050,7 @@ export class Leaderboard extends DurableObject<Env> {
         close.cycle,
       )
       closeDuration.observe({}, (this.now() - close.closed_at) / 1000)
+      void sendMetricsSoon(this.env)
       log('info', 'cycle archived', { actor: this.actor, cycle: close.cycle, rows: close.archived })
       return null
     }
@@ -1074,6 +1086,7 @@ export class Leaderboard extends DurableObject<Env> {
         close.cycle,
       )
       rowsArchived.inc({}, page.archivedThrough - close.archived)
+      void sendMetricsSoon(this.env)
     }
     if (acknowledged !== -1) throw (outcomes[acknowledged] as PromiseRejectedResult).reason
     return next

@@ -26,6 +26,7 @@ import {
 import { newTicketId } from '../workers/matchmaking/stub.ts'
 import { errorFields, log } from '../workers/lib/log.ts'
 import { counter, gauge, histogram } from '../workers/lib/metrics.ts'
+import { sendMetricsSoon } from '../workers/lib/metrics-flush.ts'
 import type { ProblemType } from '../workers/lib/problem.ts'
 import { issueSessionToken } from '../workers/lib/session-token.ts'
 import { all, one, schemaVersion, setSchemaVersion } from '../workers/lib/sql.ts'
@@ -812,6 +813,7 @@ export class MatchPool extends DurableObject<Env> {
     const now = this.now()
     const attempts = row.attempts + 1
     createFailures.inc(this.labels())
+    void sendMetricsSoon(this.env)
     const hopeless =
       attempts >= MAX_CREATE_ATTEMPTS ||
       result.problem === 'conflict' ||
@@ -1097,6 +1099,7 @@ export class MatchPool extends DurableObject<Env> {
     if (!this.queue) return
     waitingTickets.set(this.labels(), this.index?.size ?? 0)
     waitingPlayers.set(this.labels(), this.waitingPlayerTotal)
+    void sendMetricsSoon(this.env)
   }
 
   private updateRates(now: number): void {
@@ -1114,6 +1117,7 @@ export class MatchPool extends DurableObject<Env> {
     ).map((r) => r.wait_ms)
     waitP50.set(labels, (percentile(sorted, 50) ?? 0) / 1000)
     waitP95.set(labels, (percentile(sorted, 95) ?? 0) / 1000)
+    void sendMetricsSoon(this.env)
   }
 
   // ---------------------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 import type { GameSession } from '../durable-objects/game-session.ts'
 import type { Leaderboard } from '../durable-objects/leaderboard.ts'
 import type { MatchPool } from '../durable-objects/match-pool.ts'
+import type { MetricsHub } from '../durable-objects/metrics-hub.ts'
 
 /**
  * Bindings, variables and secrets of the Worker. Every variable is optional at the type level so
@@ -10,6 +11,7 @@ export interface Env {
   LEADERBOARD: DurableObjectNamespace<Leaderboard>
   MATCH_POOL: DurableObjectNamespace<MatchPool>
   GAME_SESSION: DurableObjectNamespace<GameSession>
+  METRICS_HUB: DurableObjectNamespace<MetricsHub>
 
   /** HS256 secret for player tokens Nexus issues (guest tokens) and accepts. */
   AUTH_SECRET?: string

@@ -4,6 +4,7 @@ import {
   parsePrometheus,
   summarizeMetrics,
 } from '../../workers/dashboard/metrics.ts'
+import { renderFamilies } from '../../workers/lib/metric-families.ts'
 import { Counter, Histogram } from '../../workers/lib/metrics.ts'
 import { createBoard } from './helpers/boards.ts'
 import { ADMIN_KEY, bearer, call, json, newGuest } from './helpers/http.ts'
@@ -92,7 +93,7 @@ describe('metrics summary', () => {
     c.inc({ method: 'GET', route: '/a', status: 200 }, 7)
     c.inc({ method: 'GET', route: '/a', status: 503 }, 2)
     c.inc({ method: 'POST', route: '/b "x"', status: 404 })
-    const samples = parsePrometheus(c.render())
+    const samples = parsePrometheus(renderFamilies([c.family()]))
     expect(samples).toEqual([
       { name: 't_requests_total', labels: { method: 'GET', route: '/a', status: '200' }, value: 7 },
       { name: 't_requests_total', labels: { method: 'GET', route: '/a', status: '503' }, value: 2 },
@@ -113,7 +114,7 @@ describe('metrics summary', () => {
         () => Math.random() ** 3 * 3,
       )
       for (const v of values) h.observe({ route: '/x' }, v)
-      const cumulative = parsePrometheus(h.render())
+      const cumulative = parsePrometheus(renderFamilies([h.family()]))
         .filter((s) => s.name === 't_duration_seconds_bucket')
         .map(
           (s) =>

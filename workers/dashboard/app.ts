@@ -187,6 +187,9 @@ export const DASHBOARD_JS = String.raw`
   function renderTraffic(o) {
     var now = o.now
     var m = o.metrics
+    $('traffic-scope').textContent = o.metricsScope === 'isolate'
+      ? 'from /metrics: this isolate only, the metrics hub is unreachable'
+      : 'from /metrics, every isolate'
     var sample = { t: now, requests: m.requests, client: m.clientErrors, server: m.serverErrors, routes: {} }
     m.routes.forEach(function (r) { sample.routes[r.method + ' ' + r.route] = r.requests })
     var prev = state.prev

@@ -37,7 +37,7 @@ export const DASHBOARD_HTML = `<!doctype html>
   <section class="stats" id="headline"></section>
 
   <section class="card" id="traffic">
-    <h2>Traffic <small>from /metrics, this isolate</small></h2>
+    <h2>Traffic <small id="traffic-scope">from /metrics</small></h2>
     <div class="charts">
       <figure><figcaption>Requests per second</figcaption><div id="chart-rate" class="chart"></div></figure>
       <figure><figcaption>Errors per second (4xx, 5xx)</figcaption><div id="chart-errors" class="chart"></div></figure>

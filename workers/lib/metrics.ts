@@ -1,17 +1,45 @@
+import {
+  type BucketSeries,
+  type Family,
+  type GaugeSeries,
+  type LabelValues,
+  MAX_SERIES_PER_METRIC,
+  type MetricsBatch,
+  renderFamilies,
+  type ValueSeries,
+} from './metric-families.ts'
+
 /**
- * A small Prometheus registry. Counters and histograms live in the isolate that recorded them:
- * locally (wrangler dev, tests) the Worker and its Durable Objects share one isolate, so
- * `/metrics` sees everything; on Cloudflare each isolate reports its own share (see
- * docs/operating.md for aggregating them).
+ * A small Prometheus registry, one per isolate. Locally (wrangler dev, tests) the Worker and its
+ * Durable Objects share one isolate; on Cloudflare a Durable Object usually runs in another
+ * isolate than the Worker that answers `/metrics`. So each isolate sends what it counted to the
+ * MetricsHub in batches (`takeBatch`, then `acknowledgeBatch` once the hub has it), and
+ * `/metrics` serves the hub's totals (workers/lib/metrics-flush.ts).
+ *
+ * A batch carries what changed since the last acknowledged one. Until it is acknowledged, every
+ * `takeBatch` returns it again, unchanged and with the same sequence number, so a batch that was
+ * delivered twice (a retry after a lost answer, two flushes racing) is applied once by the hub;
+ * what is counted meanwhile waits for the next batch.
  */
 
 type Labels = Record<string, string | number>
 
 const DEFAULT_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60]
 
-interface Series {
+interface CounterSeries {
   labels: Labels
   value: number
+  /** The part of `value` the hub has acknowledged. */
+  sent: number
+}
+
+interface GaugeSeriesState {
+  labels: Labels
+  value: number
+  at: number
+  /** Counts sets: `at` alone misses two sets within one millisecond (or one frozen clock). */
+  version: number
+  sentVersion: number
 }
 
 interface HistogramSeries {
@@ -19,7 +47,13 @@ interface HistogramSeries {
   counts: number[]
   sum: number
   count: number
+  sentCounts: number[]
+  sentSum: number
+  sentCount: number
 }
+
+/** Set by every change, cleared when a batch takes the changes: a cheap test per request. */
+let changedSinceBatch = false
 
 /** The series key: labels in name order, whatever order the caller wrote them in. */
 function labelKey(labels: Labels): string {
@@ -42,25 +76,22 @@ function sortedLabelKey(labels: Labels): string {
     .join(',')
 }
 
-function renderLabels(labels: Labels, extra?: [string, string]): string {
-  const parts = Object.keys(labels)
-    .sort()
-    .map((k) => `${k}="${escapeLabel(String(labels[k]))}"`)
-  if (extra) parts.push(`${extra[0]}="${extra[1]}"`)
-  return parts.length ? `{${parts.join(',')}}` : ''
+function labelValues(labels: Labels): LabelValues {
+  const out: LabelValues = {}
+  for (const k in labels) out[k] = String(labels[k])
+  return out
 }
 
-function escapeLabel(v: string): string {
-  return v.replace(/\\/g, '\\\\').replace(/\n/g, '\\n').replace(/"/g, '\\"')
+/** What a metric hands the registry for a batch: its changes, and how to mark them sent. */
+interface Unsent {
+  family: Family
+  markSent: () => void
 }
-
-// A misbehaving caller could otherwise grow a series per distinct label value forever.
-const MAX_SERIES_PER_METRIC = 2000
 
 export class Counter {
   readonly name: string
   readonly help: string
-  private readonly series = new Map<string, Series>()
+  private readonly series = new Map<string, CounterSeries>()
 
   constructor(name: string, help: string) {
     this.name = name
@@ -68,28 +99,48 @@ export class Counter {
   }
 
   inc(labels: Labels = {}, by = 1): void {
+    changedSinceBatch = true
     const key = labelKey(labels)
     const s = this.series.get(key)
     if (s) s.value += by
-    else if (this.series.size < MAX_SERIES_PER_METRIC) this.series.set(key, { labels, value: by })
+    else if (this.series.size < MAX_SERIES_PER_METRIC)
+      this.series.set(key, { labels, value: by, sent: 0 })
   }
 
   get(labels: Labels = {}): number {
     return this.series.get(labelKey(labels))?.value ?? 0
   }
 
-  render(): string {
-    const lines = [`# HELP ${this.name} ${this.help}`, `# TYPE ${this.name} counter`]
+  family(): Family {
+    const series: ValueSeries[] = []
     for (const s of this.series.values())
-      lines.push(`${this.name}${renderLabels(s.labels)} ${s.value}`)
-    return lines.join('\n')
+      series.push({ labels: labelValues(s.labels), value: s.value })
+    return { kind: 'counter', name: this.name, help: this.help, series }
+  }
+
+  unsent(): Unsent | undefined {
+    const changed: [CounterSeries, number][] = []
+    for (const s of this.series.values()) if (s.value !== s.sent) changed.push([s, s.value])
+    if (changed.length === 0) return undefined
+    return {
+      family: {
+        kind: 'counter',
+        name: this.name,
+        help: this.help,
+        series: changed.map(([s, value]) => ({
+          labels: labelValues(s.labels),
+          value: value - s.sent,
+        })),
+      },
+      markSent: () => changed.forEach(([s, value]) => (s.sent = value)),
+    }
   }
 }
 
 export class Gauge {
   readonly name: string
   readonly help: string
-  private readonly series = new Map<string, Series>()
+  private readonly series = new Map<string, GaugeSeriesState>()
 
   constructor(name: string, help: string) {
     this.name = name
@@ -97,17 +148,40 @@ export class Gauge {
   }
 
   set(labels: Labels, value: number): void {
+    changedSinceBatch = true
     const key = labelKey(labels)
     const s = this.series.get(key)
-    if (s) s.value = value
-    else if (this.series.size < MAX_SERIES_PER_METRIC) this.series.set(key, { labels, value })
+    const at = Date.now()
+    if (s) {
+      s.value = value
+      s.at = at
+      s.version++
+    } else if (this.series.size < MAX_SERIES_PER_METRIC) {
+      this.series.set(key, { labels, value, at, version: 1, sentVersion: 0 })
+    }
   }
 
-  render(): string {
-    const lines = [`# HELP ${this.name} ${this.help}`, `# TYPE ${this.name} gauge`]
+  family(): Family {
+    const series: GaugeSeries[] = []
     for (const s of this.series.values())
-      lines.push(`${this.name}${renderLabels(s.labels)} ${s.value}`)
-    return lines.join('\n')
+      series.push({ labels: labelValues(s.labels), value: s.value, at: s.at })
+    return { kind: 'gauge', name: this.name, help: this.help, series }
+  }
+
+  unsent(): Unsent | undefined {
+    const changed: [GaugeSeriesState, number][] = []
+    for (const s of this.series.values())
+      if (s.version !== s.sentVersion) changed.push([s, s.version])
+    if (changed.length === 0) return undefined
+    const series = changed.map(([s]) => ({
+      labels: labelValues(s.labels),
+      value: s.value,
+      at: s.at,
+    }))
+    return {
+      family: { kind: 'gauge', name: this.name, help: this.help, series },
+      markSent: () => changed.forEach(([s, version]) => (s.sentVersion = version)),
+    }
   }
 }
 
@@ -124,11 +198,21 @@ export class Histogram {
   }
 
   observe(labels: Labels, value: number): void {
+    changedSinceBatch = true
     const key = labelKey(labels)
     let s = this.series.get(key)
     if (!s) {
       if (this.series.size >= MAX_SERIES_PER_METRIC) return
-      s = { labels, counts: this.buckets.map(() => 0), sum: 0, count: 0 }
+      const zeros = this.buckets.map(() => 0)
+      s = {
+        labels,
+        counts: zeros,
+        sum: 0,
+        count: 0,
+        sentCounts: [...zeros],
+        sentSum: 0,
+        sentCount: 0,
+      }
       this.series.set(key, s)
     }
     for (let i = 0; i < this.buckets.length; i++) if (value <= this.buckets[i]!) s.counts[i]!++
@@ -140,19 +224,49 @@ export class Histogram {
     return this.series.get(labelKey(labels))?.count ?? 0
   }
 
-  render(): string {
-    const lines = [`# HELP ${this.name} ${this.help}`, `# TYPE ${this.name} histogram`]
+  family(): Family {
+    const series: BucketSeries[] = []
     for (const s of this.series.values()) {
-      this.buckets.forEach((b, i) =>
-        lines.push(
-          `${this.name}_bucket${renderLabels(s.labels, ['le', String(b)])} ${s.counts[i]}`,
-        ),
-      )
-      lines.push(`${this.name}_bucket${renderLabels(s.labels, ['le', '+Inf'])} ${s.count}`)
-      lines.push(`${this.name}_sum${renderLabels(s.labels)} ${s.sum}`)
-      lines.push(`${this.name}_count${renderLabels(s.labels)} ${s.count}`)
+      series.push({
+        labels: labelValues(s.labels),
+        counts: [...s.counts],
+        sum: s.sum,
+        count: s.count,
+      })
     }
-    return lines.join('\n')
+    return { kind: 'histogram', name: this.name, help: this.help, buckets: this.buckets, series }
+  }
+
+  unsent(): Unsent | undefined {
+    const changed: [HistogramSeries, BucketSeries][] = []
+    for (const s of this.series.values()) {
+      if (s.count === s.sentCount) continue
+      changed.push([
+        s,
+        { labels: labelValues(s.labels), counts: [...s.counts], sum: s.sum, count: s.count },
+      ])
+    }
+    if (changed.length === 0) return undefined
+    return {
+      family: {
+        kind: 'histogram',
+        name: this.name,
+        help: this.help,
+        buckets: this.buckets,
+        series: changed.map(([s, now]) => ({
+          labels: now.labels,
+          counts: now.counts.map((c, i) => c - s.sentCounts[i]!),
+          sum: now.sum - s.sentSum,
+          count: now.count - s.sentCount,
+        })),
+      },
+      markSent: () =>
+        changed.forEach(([s, now]) => {
+          s.sentCounts = now.counts
+          s.sentSum = now.sum
+          s.sentCount = now.count
+        }),
+    }
   }
 }
 
@@ -175,9 +289,51 @@ export const gauge = (name: string, help: string): Gauge => register(new Gauge(n
 export const histogram = (name: string, help: string, buckets?: number[]): Histogram =>
   register(new Histogram(name, help, buckets))
 
-/** Prometheus text exposition of every registered metric. */
+/** Everything this isolate has counted since it started. */
+export function localFamilies(): Family[] {
+  return [...registry.values()].map((m) => m.family())
+}
+
+/** Prometheus text exposition of this isolate's metrics. */
 export function renderMetrics(): string {
-  return [...registry.values()].map((m) => m.render()).join('\n\n') + '\n'
+  return renderFamilies(localFamilies())
+}
+
+/** Identifies this isolate's batches; random, so isolates never collide. */
+export const metricsSource = crypto.randomUUID()
+let lastSeq = 0
+let pending: { batch: MetricsBatch; markSent: () => void } | undefined
+
+/**
+ * The batch to send to the hub: the unacknowledged one if there is one, otherwise everything
+ * counted since the last acknowledged batch (undefined when nothing was).
+ */
+export function takeBatch(): MetricsBatch | undefined {
+  if (pending) return pending.batch
+  changedSinceBatch = false
+  const unsent: Unsent[] = []
+  for (const m of registry.values()) {
+    const u = m.unsent()
+    if (u) unsent.push(u)
+  }
+  if (unsent.length === 0) return undefined
+  pending = {
+    batch: { source: metricsSource, seq: ++lastSeq, families: unsent.map((u) => u.family) },
+    markSent: () => unsent.forEach((u) => u.markSent()),
+  }
+  return pending.batch
+}
+
+/** The hub has applied batch `seq`: its changes will not be sent again. */
+export function acknowledgeBatch(seq: number): void {
+  if (pending?.batch.seq !== seq) return
+  pending.markSent()
+  pending = undefined
+}
+
+/** Whether anything counted here has not reached the hub yet. */
+export function hasUnsentMetrics(): boolean {
+  return pending !== undefined || changedSinceBatch
 }
 
 export const httpRequests = counter(

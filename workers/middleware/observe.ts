@@ -3,10 +3,12 @@ import { matchedRoutes } from 'hono/route'
 import type { AppEnv } from '../app-env.ts'
 import { log } from '../lib/log.ts'
 import { httpDuration, httpRequests } from '../lib/metrics.ts'
+import { sendMetricsIfDue } from '../lib/metrics-flush.ts'
 
 /**
  * One structured log line and one metrics observation per request, labelled by the matched
- * route pattern (never the raw path, which would make a series per player).
+ * route pattern (never the raw path, which would make a series per player); then, once every
+ * few seconds, this isolate's metrics go to the MetricsHub.
  *
  * @example
  * app.use(observe())
@@ -21,6 +23,8 @@ export const observe = (): MiddlewareHandler<AppEnv> =>
     const status = c.res.status
     httpRequests.inc({ method: c.req.method, route, status })
     httpDuration.observe({ method: c.req.method, route, status }, durationMs / 1000)
+    const sending = sendMetricsIfDue(c.env)
+    if (sending) c.executionCtx.waitUntil(sending)
     const principal = c.get('principal')
     log(status >= 500 ? 'error' : 'info', 'request', {
       requestId: c.get('requestId'),

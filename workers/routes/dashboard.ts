@@ -8,7 +8,8 @@ import { getSql } from '../db/client.ts'
 import { boardStub } from '../leaderboards/stub.ts'
 import { playerNames } from '../leaderboards/names.ts'
 import { errorFields, log } from '../lib/log.ts'
-import { renderMetrics } from '../lib/metrics.ts'
+import { renderFamilies } from '../lib/metric-families.ts'
+import { clusterMetrics } from '../lib/metrics-flush.ts'
 import { ApiError } from '../lib/problem.ts'
 import type { QueueConfig } from '../matchmaking/config.ts'
 import { poolStub } from '../matchmaking/stub.ts'
@@ -83,7 +84,7 @@ async function settle<T>(what: string, run: () => Promise<T>): Promise<T | { err
 
 dashboard.get('/api/overview', async (c) => {
   const sql = getSql(c.env)
-  const [boards, queues, live, rewardTotals] = await Promise.all([
+  const [boards, queues, live, rewardTotals, metrics] = await Promise.all([
     sql.query(
       `select id, config->>'name' as name, version from leaderboards order by updated_at desc limit $1`,
       [MAX_LISTED],
@@ -109,6 +110,7 @@ dashboard.get('/api/overview', async (c) => {
       `select leaderboard_id, count(*)::int as rewards, count(distinct cycle)::int as cycles
          from rewards group by leaderboard_id`,
     ) as unknown as Promise<{ leaderboard_id: string; rewards: number; cycles: number }[]>,
+    clusterMetrics(c.env),
   ])
   const [liveCount] = (await sql.query(
     `select count(*)::int as n from game_sessions where status = 'live'`,
@@ -186,7 +188,8 @@ dashboard.get('/api/overview', async (c) => {
         createdAt: Number(s.created_ms),
       })),
     },
-    metrics: summarizeMetrics(renderMetrics()),
+    metrics: summarizeMetrics(renderFamilies(metrics.families)),
+    metricsScope: metrics.scope,
   })
 })
 

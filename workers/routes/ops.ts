@@ -1,7 +1,8 @@
 import { Hono } from 'hono'
 import type { AppEnv } from '../app-env.ts'
 import { getSql } from '../db/client.ts'
-import { renderMetrics } from '../lib/metrics.ts'
+import { renderFamilies } from '../lib/metric-families.ts'
+import { clusterMetrics } from '../lib/metrics-flush.ts'
 import { problemBody } from '../lib/problem.ts'
 import { getRedis } from '../lib/redis.ts'
 import { docsPage } from './docs-page.ts'
@@ -65,10 +66,13 @@ ops.get('/ready', async (c) => {
   )
 })
 
-ops.get('/metrics', (c) => {
+ops.get('/metrics', async (c) => {
+  const { families, scope } = await clusterMetrics(c.env)
   c.header('cache-control', 'no-store')
-  return c.body(renderMetrics(), 200, {
+  return c.body(renderFamilies(families), 200, {
     'content-type': 'text/plain; version=0.0.4; charset=utf-8',
+    // 'cluster': every isolate's totals from the MetricsHub; 'isolate': the hub was unreachable.
+    'nexus-metrics-scope': scope,
   })
 })
 

@@ -1,0 +1,167 @@
+import { DurableObject } from 'cloudflare:workers'
+import type { Env } from '../workers/env.ts'
+import {
+  type Family,
+  MetricsAggregate,
+  type MetricsBatch,
+  MetricsBatchSchema,
+  seriesKey,
+} from '../workers/lib/metric-families.ts'
+import { all, one, schemaVersion, setSchemaVersion } from '../workers/lib/sql.ts'
+
+/*
+ * MetricsHub: the totals of every isolate's metrics, addressed as
+ * `env.METRICS_HUB.getByName(`shard:${n}`)` (workers/lib/metrics-flush.ts picks the shard from
+ * the isolate's source id, and `/metrics` merges all shards). Decisions:
+ *
+ * - Isolates send batches of what changed since their last acknowledged batch, numbered per
+ *   source. A batch at or below the source's last applied number was applied already (a retry
+ *   whose answer was lost, two flushes racing) and is acknowledged without applying it again, so
+ *   no count is lost or doubled. The batch and its source's new number are written in one
+ *   synchronous step, so a crash leaves either both or neither.
+ * - Totals live in memory (`MetricsAggregate`), loaded from SQLite on wake; each batch writes back
+ *   the series it changed. Storage is bounded by the series limits of the families, not by time.
+ * - Sources silent for SOURCE_RETENTION_MS are forgotten: isolates come and go, and an isolate
+ *   retries an unacknowledged batch within seconds, never a week later.
+ */
+
+/** How long a silent source's last batch number is kept. */
+const SOURCE_RETENTION_MS = 7 * 24 * 3600_000
+/** Forgotten sources are swept at most this often. */
+const SWEEP_EVERY_MS = 3600_000
+
+export type RecordResult =
+  { ok: true; applied: boolean } | { ok: false; problem: 'validation'; detail: string }
+
+export class MetricsHub extends DurableObject<Env> {
+  private readonly sql: SqlStorage
+  private totals = new MetricsAggregate()
+  private sweptAt = -Infinity
+
+  constructor(ctx: DurableObjectState, env: Env) {
+    super(ctx, env)
+    this.sql = ctx.storage.sql
+    if (schemaVersion(this.sql) < 1) {
+      this.sql.exec(`
+        CREATE TABLE IF NOT EXISTS sources (
+          source TEXT PRIMARY KEY, last_seq INTEGER NOT NULL, seen_at INTEGER NOT NULL
+        );
+        CREATE INDEX IF NOT EXISTS sources_seen ON sources (seen_at);
+        CREATE TABLE IF NOT EXISTS families (
+          name TEXT PRIMARY KEY, kind TEXT NOT NULL, help TEXT NOT NULL, buckets TEXT
+        );
+        CREATE TABLE IF NOT EXISTS series (
+          name TEXT NOT NULL, key TEXT NOT NULL, data TEXT NOT NULL, PRIMARY KEY (name, key)
+        );
+      `)
+      setSchemaVersion(this.sql, 1)
+    }
+    this.load()
+  }
+
+  private load(): void {
+    const families = all<{ name: string; kind: string; help: string; buckets: string | null }>(
+      this.sql,
+      `SELECT name, kind, help, buckets FROM families`,
+    )
+    for (const f of families) {
+      const series = all<{ data: string }>(
+        this.sql,
+        `SELECT data FROM series WHERE name = ?`,
+        f.name,
+      ).map((r) => JSON.parse(r.data) as never)
+      this.totals.add(
+        f.kind === 'histogram'
+          ? {
+              kind: 'histogram',
+              name: f.name,
+              help: f.help,
+              buckets: JSON.parse(f.buckets!) as number[],
+              series,
+            }
+          : ({ kind: f.kind, name: f.name, help: f.help, series } as Family),
+      )
+    }
+  }
+
+  /** Applies one isolate's batch once, however many times it arrives. */
+  record(input: unknown): RecordResult {
+    const parsed = MetricsBatchSchema.safeParse(input)
+    if (!parsed.success) {
+      return { ok: false, problem: 'validation', detail: parsed.error.issues[0]!.message }
+    }
+    const batch: MetricsBatch = parsed.data
+    const now = Date.now()
+    const last = one<{ last_seq: number }>(
+      this.sql,
+      `SELECT last_seq FROM sources WHERE source = ?`,
+      batch.source,
+    )
+    if (last && batch.seq <= last.last_seq) {
+      this.sql.exec(`UPDATE sources SET seen_at = ? WHERE source = ?`, now, batch.source)
+      return { ok: true, applied: false }
+    }
+    try {
+      this.ctx.storage.transactionSync(() => this.applyBatch(batch, now))
+    } catch (err) {
+      // The transaction rolled back; the totals in memory must not keep half a batch.
+      this.totals = new MetricsAggregate()
+      this.load()
+      throw err
+    }
+    return { ok: true, applied: true }
+  }
+
+  private applyBatch(batch: MetricsBatch, now: number): void {
+    for (const family of batch.families) this.apply(family)
+    this.sql.exec(
+      `INSERT INTO sources (source, last_seq, seen_at) VALUES (?, ?, ?)
+         ON CONFLICT (source) DO UPDATE SET last_seq = excluded.last_seq, seen_at = excluded.seen_at`,
+      batch.source,
+      batch.seq,
+      now,
+    )
+    if (now - this.sweptAt >= SWEEP_EVERY_MS) {
+      this.sweptAt = now
+      this.sql.exec(`DELETE FROM sources WHERE seen_at < ?`, now - SOURCE_RETENTION_MS)
+    }
+  }
+
+  private apply(family: Family): void {
+    const stored = one<{ kind: string; buckets: string | null }>(
+      this.sql,
+      `SELECT kind, buckets FROM families WHERE name = ?`,
+      family.name,
+    )
+    const buckets = family.kind === 'histogram' ? JSON.stringify(family.buckets) : null
+    if (stored && (stored.kind !== family.kind || stored.buckets !== buckets)) {
+      // The aggregate starts this family afresh (a deploy changed its type or buckets).
+      this.sql.exec(`DELETE FROM series WHERE name = ?`, family.name)
+    }
+    this.sql.exec(
+      `INSERT INTO families (name, kind, help, buckets) VALUES (?, ?, ?, ?)
+       ON CONFLICT (name) DO UPDATE SET kind = excluded.kind, help = excluded.help,
+         buckets = excluded.buckets`,
+      family.name,
+      family.kind,
+      family.help,
+      buckets,
+    )
+    const touched = this.totals.add(family)
+    const changed = this.totals.family(family.name, touched.keys)
+    for (const s of changed?.series ?? []) {
+      this.sql.exec(
+        `INSERT INTO series (name, key, data) VALUES (?, ?, ?)
+         ON CONFLICT (name, key) DO UPDATE SET data = excluded.data`,
+        family.name,
+        seriesKey(s.labels),
+        JSON.stringify(s),
+      )
+    }
+  }
+
+  /** Every family's totals. */
+  families(): Family[] {
+    return this.totals.families()
+  }
+}

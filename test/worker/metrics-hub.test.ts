@@ -1,0 +1,157 @@
+import { evictDurableObject } from 'cloudflare:test'
+import { env } from 'cloudflare:workers'
+import { describe, expect, it } from 'vitest'
+import type { Env } from '../../workers/env.ts'
+import { parsePrometheus } from '../../workers/dashboard/metrics.ts'
+import type { Family } from '../../workers/lib/metric-families.ts'
+import { call, callWithEnv } from './helpers/http.ts'
+
+const testEnv = env as unknown as Env
+const hub = (shard: number) => testEnv.METRICS_HUB.getByName(`shard:${shard}`)
+
+/** Stands for another isolate: a source id of its own and its own batch numbers. */
+function otherIsolate() {
+  const source = crypto.randomUUID()
+  return {
+    source,
+    batch: (seq: number, families: Family[]) => ({ source, seq, families }),
+  }
+}
+
+const counterOf = (name: string, value: number, labels: Record<string, string> = {}): Family => ({
+  kind: 'counter',
+  name,
+  help: 'test',
+  series: [{ labels, value }],
+})
+
+async function scrape(): Promise<{ scope: string | null; value: (name: string) => number }> {
+  const res = await call('/metrics')
+  expect(res.status).toBe(200)
+  const samples = parsePrometheus(await res.text())
+  return {
+    scope: res.headers.get('nexus-metrics-scope'),
+    value: (name) => samples.filter((s) => s.name === name).reduce((sum, s) => sum + s.value, 0),
+  }
+}
+
+describe('/metrics across isolates', () => {
+  it('adds up every isolate’s batches, each applied once however often it arrives', async () => {
+    const name = `nexus_test_${crypto.randomUUID().replaceAll('-', '')}_total`
+    const a = otherIsolate()
+    const b = otherIsolate()
+    expect(await hub(1).record(a.batch(1, [counterOf(name, 5)]))).toEqual({
+      ok: true,
+      applied: true,
+    })
+    expect(await hub(3).record(b.batch(1, [counterOf(name, 7)]))).toEqual({
+      ok: true,
+      applied: true,
+    })
+    let m = await scrape()
+    expect(m.scope).toBe('cluster')
+    expect(m.value(name)).toBe(12)
+
+    // The answer to a's first batch was lost and it sends it again; then an old one turns up.
+    expect(await hub(1).record(a.batch(1, [counterOf(name, 5)]))).toEqual({
+      ok: true,
+      applied: false,
+    })
+    expect(await hub(1).record(a.batch(2, [counterOf(name, 3)]))).toMatchObject({ applied: true })
+    expect(await hub(1).record(a.batch(1, [counterOf(name, 5)]))).toMatchObject({ applied: false })
+    m = await scrape()
+    expect(m.value(name)).toBe(15)
+  })
+
+  it('shows the gauge value set last, from whichever isolate set it', async () => {
+    const name = `nexus_test_${crypto.randomUUID().replaceAll('-', '')}`
+    const gaugeAt = (value: number, at: number): Family => ({
+      kind: 'gauge',
+      name,
+      help: 'test',
+      series: [{ labels: { pool: 'ranked:eu' }, value, at }],
+    })
+    const now = Date.now()
+    await hub(0).record(otherIsolate().batch(1, [gaugeAt(4, now)]))
+    // An isolate that set the gauge earlier reports later, on another shard.
+    await hub(2).record(otherIsolate().batch(1, [gaugeAt(9, now - 5_000)]))
+    expect((await scrape()).value(name)).toBe(4)
+  })
+
+  it('refuses a malformed batch and changes nothing', async () => {
+    const name = `nexus_test_${crypto.randomUUID().replaceAll('-', '')}_total`
+    const a = otherIsolate()
+    await hub(1).record(a.batch(1, [counterOf(name, 2)]))
+    const bad: unknown[] = [
+      a.batch(2, [counterOf(name, -1)]),
+      a.batch(2, [counterOf(name, 1, { le: '5' })]),
+      a.batch(2, [counterOf(`${name} 1`, 1)]),
+      { ...a.batch(2, [counterOf(name, 1)]), seq: 1.5 },
+      { ...a.batch(2, [counterOf(name, 1)]), extra: true },
+      'not a batch',
+    ]
+    for (const batch of bad) {
+      expect(await hub(1).record(batch)).toMatchObject({ ok: false, problem: 'validation' })
+    }
+    expect((await scrape()).value(name)).toBe(2)
+    // The refused batches did not use up the number: batch 2 is still applied.
+    expect(await hub(1).record(a.batch(2, [counterOf(name, 1)]))).toMatchObject({ applied: true })
+    expect((await scrape()).value(name)).toBe(3)
+  })
+
+  it('keeps its totals and batch numbers when evicted', async () => {
+    const name = `nexus_test_${crypto.randomUUID().replaceAll('-', '')}_seconds`
+    const a = otherIsolate()
+    const histogramOf = (value: number): Family => ({
+      kind: 'histogram',
+      name,
+      help: 'test',
+      buckets: [1, 10],
+      series: [{ labels: {}, counts: [value <= 1 ? 1 : 0, 1], sum: value, count: 1 }],
+    })
+    await hub(2).record(a.batch(1, [histogramOf(0.5), counterOf(`${name}_total`, 4)]))
+    await hub(2).record(a.batch(2, [histogramOf(4)]))
+    await evictDurableObject(hub(2))
+    expect(await hub(2).record(a.batch(2, [histogramOf(4)]))).toMatchObject({ applied: false })
+    const m = await scrape()
+    expect(m.value(`${name}_count`)).toBe(2)
+    expect(m.value(`${name}_sum`)).toBe(4.5)
+    expect(m.value(`${name}_total`)).toBe(4)
+  })
+})
+
+describe("this isolate's own metrics", () => {
+  /** Answered requests to /health, as a /metrics response (served with `env`) reports them. */
+  async function healthCount(overrides: Partial<Env> = {}) {
+    const res = await callWithEnv(overrides, '/metrics')
+    expect(res.status).toBe(200)
+    const count = parsePrometheus(await res.text())
+      .filter(
+        (s) =>
+          s.name === 'nexus_http_requests_total' &&
+          s.labels.route === '/health' &&
+          s.labels.status === '200',
+      )
+      .reduce((n, s) => n + s.value, 0)
+    return { count, scope: res.headers.get('nexus-metrics-scope') }
+  }
+
+  it('are counted once each, scrape after scrape', async () => {
+    const before = await healthCount()
+    for (let i = 0; i < 3; i++) expect((await call('/health')).status).toBe(200)
+    expect(await healthCount()).toEqual({ count: before.count + 3, scope: 'cluster' })
+    expect(await healthCount()).toEqual({ count: before.count + 3, scope: 'cluster' })
+  })
+
+  it('are served alone while the hub cannot answer, and reach it later, once', async () => {
+    const before = await healthCount()
+    for (let i = 0; i < 2; i++) expect((await call('/health')).status).toBe(200)
+    // A binding to objects that have no hub methods: every call to the hub fails.
+    const brokenHub = { METRICS_HUB: testEnv.LEADERBOARD as unknown as Env['METRICS_HUB'] }
+    const degraded = await healthCount(brokenHub)
+    expect(degraded.scope).toBe('isolate')
+    // This isolate's own total since it started, which includes everything it counted.
+    expect(degraded.count).toBeGreaterThanOrEqual(2)
+    expect(await healthCount()).toEqual({ count: before.count + 2, scope: 'cluster' })
+  })
+})

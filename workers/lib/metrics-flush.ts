@@ -1,0 +1,149 @@
+import type { RecordResult } from '../../durable-objects/metrics-hub.ts'
+import type { Env } from '../env.ts'
+import { errorFields, log } from './log.ts'
+import { type Family, type MetricsBatch, mergeFamilies } from './metric-families.ts'
+import {
+  acknowledgeBatch,
+  hasUnsentMetrics,
+  localFamilies,
+  metricsSource,
+  takeBatch,
+} from './metrics.ts'
+
+/**
+ * Moves this isolate's metrics to the MetricsHub and reads the totals back for `/metrics`.
+ *
+ * - An isolate sends at most one batch every FLUSH_INTERVAL_MS: a Durable Object keeps sending
+ *   while it counts anything; the Worker sends after a request once the interval has passed.
+ * - `/metrics` first sends this isolate's own changes, so what the answering isolate counted is
+ *   always included; other isolates' are at most FLUSH_INTERVAL_MS old.
+ * - If the hub cannot be reached, `/metrics` answers with this isolate's own numbers and says so
+ *   (`nexus-metrics-scope: isolate`); unsent changes stay in the isolate for the next batch.
+ */
+
+export const FLUSH_INTERVAL_MS = 10_000
+/**
+ * Isolates spread over this many hub objects, so one object never takes every isolate's batches;
+ * `/metrics` reads them all. Changing it moves isolates to other shards, which is safe: a shard
+ * keeps what it was sent, and the merge adds shards up.
+ */
+export const METRICS_HUB_SHARDS = 4
+/** How long `/metrics` waits for the hub before answering with this isolate's numbers. */
+const HUB_TIMEOUT_MS = 5_000
+
+interface HubApi {
+  record(batch: MetricsBatch): Promise<RecordResult>
+  families(): Promise<Family[]>
+}
+
+function hub(env: Pick<Env, 'METRICS_HUB'>, shard: number): HubApi {
+  return env.METRICS_HUB.getByName(`shard:${shard}`) as unknown as HubApi
+}
+
+function shardOf(source: string): number {
+  let h = 0
+  for (let i = 0; i < source.length; i++) h = (h * 31 + source.charCodeAt(i)) >>> 0
+  return h % METRICS_HUB_SHARDS
+}
+
+const ownShard = shardOf(metricsSource)
+let lastSentAt = -Infinity
+/** When the running send loop started. */
+let sendingSince: number | undefined
+
+/**
+ * Sends this isolate's unsent metrics now, until none are left. Safe to run concurrently with
+ * another send: both deliver the same numbered batch and the hub applies it once.
+ *
+ * @throws when the hub cannot be reached; the changes stay unsent.
+ */
+export async function sendMetrics(env: Pick<Env, 'METRICS_HUB'>): Promise<void> {
+  // Bounded: what is counted while a batch travels goes in the next one.
+  for (let round = 0; round < 3; round++) {
+    const batch = takeBatch()
+    if (!batch) return
+    lastSentAt = Date.now()
+    const result = await hub(env, ownShard).record(batch)
+    if (!result.ok) {
+      // A batch the hub refuses would be refused forever and hold back every later one.
+      log('error', 'metrics batch refused', { source: batch.source, detail: result.detail })
+    }
+    acknowledgeBatch(batch.seq)
+  }
+}
+
+/**
+ * For a Durable Object, after it counted something: sends unsent metrics at most every
+ * FLUSH_INTERVAL_MS for as long as there are any. The object stays alive while the loop waits
+ * (at most FLUSH_INTERVAL_MS after its last change), and its later changes ride the same loop.
+ */
+export function sendMetricsSoon(env: Pick<Env, 'METRICS_HUB'>): void {
+  if (!hasUnsentMetrics()) return
+  const now = Date.now()
+  // A loop started in a context that has since gone away (a Worker request, where a local
+  // isolate shares the registry with its objects) never wakes; a newer caller takes over.
+  if (sendingSince !== undefined && now - sendingSince < 2 * FLUSH_INTERVAL_MS) return
+  const since = now
+  sendingSince = since
+  void sendLoop(env)
+    .catch((err: unknown) => log('warn', 'metrics not sent', errorFields(err)))
+    .finally(() => {
+      if (sendingSince === since) sendingSince = undefined
+    })
+}
+
+/**
+ * For the Worker, after a request: sends unsent metrics if FLUSH_INTERVAL_MS has passed since the
+ * last send, returning the promise for `waitUntil`; otherwise nothing. It never waits, so no
+ * request is held open for metrics: what a Worker isolate counts goes with the next request
+ * after the interval (or the next `/metrics` it answers).
+ */
+export function sendMetricsIfDue(env: Pick<Env, 'METRICS_HUB'>): Promise<void> | undefined {
+  if (!hasUnsentMetrics()) return undefined
+  const now = Date.now()
+  if (now < lastSentAt + FLUSH_INTERVAL_MS) return undefined
+  if (sendingSince !== undefined && now - sendingSince < 2 * FLUSH_INTERVAL_MS) return undefined
+  const since = now
+  sendingSince = since
+  return sendMetrics(env)
+    .catch((err: unknown) => log('warn', 'metrics not sent', errorFields(err)))
+    .finally(() => {
+      if (sendingSince === since) sendingSince = undefined
+    })
+}
+
+async function sendLoop(env: Pick<Env, 'METRICS_HUB'>): Promise<void> {
+  while (hasUnsentMetrics()) {
+    const wait = lastSentAt + FLUSH_INTERVAL_MS - Date.now()
+    if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait))
+    await sendMetrics(env)
+  }
+}
+
+/**
+ * Every isolate's metrics as the hub totals them, this isolate's latest included; or, if the hub
+ * cannot be reached, this isolate's own.
+ */
+export async function clusterMetrics(
+  env: Pick<Env, 'METRICS_HUB'>,
+): Promise<{ families: Family[]; scope: 'cluster' | 'isolate' }> {
+  let timer: ReturnType<typeof setTimeout> | undefined
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error('metrics hub timed out')), HUB_TIMEOUT_MS)
+  })
+  try {
+    const read = (async () => {
+      await sendMetrics(env)
+      return Promise.all(
+        Array.from({ length: METRICS_HUB_SHARDS }, (_, shard) => hub(env, shard).families()),
+      )
+    })()
+    const shards = await Promise.race([read, timeout])
+    return { families: mergeFamilies(shards), scope: 'cluster' }
+  } catch (err) {
+    log('warn', 'metrics hub unavailable; serving this isolate only', errorFields(err))
+    return { families: localFamilies(), scope: 'isolate' }
+  } finally {
+    clearTimeout(timer)
+  }
+}

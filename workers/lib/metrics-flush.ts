@@ -46,7 +46,6 @@ function shardOf(source: string): number {
   return h % METRICS_HUB_SHARDS
 }
 
-const ownShard = shardOf(metricsSource)
 let lastSentAt = -Infinity
 /** When the running send loop started. */
 let sendingSince: number | undefined
@@ -63,7 +62,7 @@ export async function sendMetrics(env: Pick<Env, 'METRICS_HUB'>): Promise<void> 
     const batch = takeBatch()
     if (!batch) return
     lastSentAt = Date.now()
-    const result = await hub(env, ownShard).record(batch)
+    const result = await hub(env, shardOf(batch.source)).record(batch)
     if (!result.ok) {
       // A batch the hub refuses would be refused forever and hold back every later one.
       log('error', 'metrics batch refused', { source: batch.source, detail: result.detail })

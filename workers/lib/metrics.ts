@@ -299,8 +299,15 @@ export function renderMetrics(): string {
   return renderFamilies(localFamilies())
 }
 
-/** Identifies this isolate's batches; random, so isolates never collide. */
-export const metricsSource = crypto.randomUUID()
+let source: string | undefined
+
+/**
+ * Identifies this isolate's batches; random, so isolates never collide. Made on first use:
+ * workerd allows no random values in global scope.
+ */
+export function metricsSource(): string {
+  return (source ??= crypto.randomUUID())
+}
 let lastSeq = 0
 let pending: { batch: MetricsBatch; markSent: () => void } | undefined
 
@@ -318,7 +325,7 @@ export function takeBatch(): MetricsBatch | undefined {
   }
   if (unsent.length === 0) return undefined
   pending = {
-    batch: { source: metricsSource, seq: ++lastSeq, families: unsent.map((u) => u.family) },
+    batch: { source: metricsSource(), seq: ++lastSeq, families: unsent.map((u) => u.family) },
     markSent: () => unsent.forEach((u) => u.markSent()),
   }
   return pending.batch

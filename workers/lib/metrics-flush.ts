@@ -6,7 +6,6 @@ import {
   acknowledgeBatch,
   hasUnsentMetrics,
   localFamilies,
-  metricsSource,
   takeBatch,
 } from './metrics.ts'
 

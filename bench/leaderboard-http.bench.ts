@@ -50,7 +50,7 @@ try {
       await res.arrayBuffer()
       return res.ok
     },
-    'top, edge-cached (GET /top?limit=10)': async () => {
+    'top, cached (GET /top?limit=10)': async () => {
       const res = await fetch(`${stack.url}/v1/leaderboards/${board}/top?limit=10`)
       await res.arrayBuffer()
       return res.ok

@@ -36,13 +36,39 @@ export interface CachedReadOptions {
   load: () => Promise<{ status: number; body: unknown }>
 }
 
+/**
+ * Answers this isolate produced or fetched lately, oldest first (a Map keeps insertion order). A
+ * hot read (a board's top page) is then served without even the Cache API's lookup, which is a
+ * call out of the isolate. Entries carry the time the answer was produced, like every other
+ * layer, so the same TTL bounds their staleness; size and count are bounded.
+ */
+const isolateReads = new Map<string, CachedBody>()
+const MAX_ISOLATE_READS = 500
+const MAX_ISOLATE_READ_CHARS = 32 * 1024
+
+function rememberRead(key: string, entry: CachedBody): void {
+  if (entry.body.length > MAX_ISOLATE_READ_CHARS) return
+  const known = isolateReads.get(key)
+  if (known && known.storedAt > entry.storedAt) return
+  isolateReads.delete(key)
+  isolateReads.set(key, entry)
+  if (isolateReads.size > MAX_ISOLATE_READS) {
+    isolateReads.delete(isolateReads.keys().next().value!)
+  }
+}
+
+/** Forgets every answer this isolate holds in memory, as a newly started isolate would have none. */
+export function forgetIsolateReads(): void {
+  isolateReads.clear()
+}
+
 function cacheRequest(key: string): Request {
   return new Request(`https://read-cache.nexus.internal/${encodeURIComponent(key)}`)
 }
 
 /**
- * Serves a JSON read through the location's Cache API, then Redis (shared by every location,
- * when configured), then `load` (the Durable Object). Each layer stores the time the answer was
+ * Serves a JSON read from this isolate's memory, then the location's Cache API, then Redis
+ * (shared by every location, when configured), then `load` (the Durable Object). Each layer stores the time the answer was
  * produced and serves it only while younger than the TTL, and `Cache-Control: max-age` is the
  * time left, so no client sees data more than `ttlSeconds` older than the source. Readers refresh
  * an entry early with rising probability as it nears expiry (see `refreshEarly`), so an expiry
@@ -60,13 +86,27 @@ export async function cachedRead(c: Context<AppEnv>, opts: CachedReadOptions): P
   const redis = getRedis(c.env)
   const redisKey = `nexus:read:${opts.key}`
 
+  if (!bypass) {
+    const hit = isolateReads.get(opts.key)
+    if (
+      hit &&
+      now - hit.storedAt < ttlMs &&
+      !refreshEarly(hit.storedAt, ttlMs, hit.computeMs ?? 1, now)
+    ) {
+      cacheLookups.inc({ layer: 'memory', outcome: 'hit' })
+      return respond(hit.body, hit.storedAt, 'HIT memory')
+    }
+    cacheLookups.inc({ layer: 'memory', outcome: 'miss' })
+  }
   if (!bypass && cache) {
     const hit = await cache.match(cacheRequest(opts.key))
     const storedAt = Number(hit?.headers.get('x-stored-at'))
     const computeMs = Number(hit?.headers.get('x-compute-ms') ?? 1)
     if (hit && now - storedAt < ttlMs && !refreshEarly(storedAt, ttlMs, computeMs, now)) {
       cacheLookups.inc({ layer: 'edge', outcome: 'hit' })
-      return respond(await hit.text(), storedAt, 'HIT edge')
+      const body = await hit.text()
+      rememberRead(opts.key, { body, storedAt, computeMs })
+      return respond(body, storedAt, 'HIT edge')
     }
     cacheLookups.inc({ layer: 'edge', outcome: 'miss' })
   }
@@ -79,6 +119,7 @@ export async function cachedRead(c: Context<AppEnv>, opts: CachedReadOptions): P
       !refreshEarly(hit.storedAt, ttlMs, hit.computeMs ?? 1, now)
     ) {
       cacheLookups.inc({ layer: 'redis', outcome: 'hit' })
+      rememberRead(opts.key, hit)
       if (cache)
         c.executionCtx.waitUntil(
           putEdge(cache, opts.key, hit.body, hit.storedAt, ttlMs, hit.computeMs ?? 1),
@@ -98,6 +139,7 @@ export async function cachedRead(c: Context<AppEnv>, opts: CachedReadOptions): P
       headers: { 'content-type': 'application/problem+json', 'cache-control': 'no-store' },
     })
   }
+  rememberRead(opts.key, { body: fresh.text, storedAt: fresh.storedAt, computeMs })
   const stores: Promise<unknown>[] = []
   if (cache) stores.push(putEdge(cache, opts.key, fresh.text, fresh.storedAt, ttlMs, computeMs))
   if (redis) {

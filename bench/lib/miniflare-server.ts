@@ -35,6 +35,7 @@ const mf = new Miniflare(
           LEADERBOARD: sqlite('Leaderboard'),
           MATCH_POOL: sqlite('MatchPool'),
           GAME_SESSION: sqlite('GameSession'),
+          METRICS_HUB: sqlite('MetricsHub'),
         },
         bindings: vars,
       },

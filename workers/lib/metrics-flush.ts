@@ -2,12 +2,7 @@ import type { RecordResult } from '../../durable-objects/metrics-hub.ts'
 import type { Env } from '../env.ts'
 import { errorFields, log } from './log.ts'
 import { type Family, type MetricsBatch, mergeFamilies } from './metric-families.ts'
-import {
-  acknowledgeBatch,
-  hasUnsentMetrics,
-  localFamilies,
-  takeBatch,
-} from './metrics.ts'
+import { acknowledgeBatch, hasUnsentMetrics, localFamilies, takeBatch } from './metrics.ts'
 
 /**
  * Moves this isolate's metrics to the MetricsHub and reads the totals back for `/metrics`.

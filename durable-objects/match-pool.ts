@@ -5,6 +5,7 @@ import {
   type QueueRules,
   type TicketPlayer,
 } from '../workers/core/matching.ts'
+import { partyJoinRefusal } from '../workers/core/party.ts'
 import type { Env } from '../workers/env.ts'
 import type { QueueConfig } from '../workers/matchmaking/config.ts'
 import {
@@ -24,6 +25,7 @@ import {
   type SessionSetup,
 } from '../workers/matchmaking/session.ts'
 import { newTicketId } from '../workers/matchmaking/stub.ts'
+import { recordPartyTicket } from '../workers/parties/store.ts'
 import { errorFields, log } from '../workers/lib/log.ts'
 import { counter, gauge, histogram } from '../workers/lib/metrics.ts'
 import { sendMetricsSoon } from '../workers/lib/metrics-flush.ts'
@@ -50,9 +52,16 @@ import { all, one, schemaVersion, setSchemaVersion } from '../workers/lib/sql.ts
  *   Two regions of a queue are two pools: a player may wait in both; that is the client's choice.
  * - Ratings come from the Worker (Neon `players`, 1500 for unknown players); whatever a client
  *   sends as `rating` is ignored. A socket's rating is read when it connects.
- * - Parties: one ticket, several players, always on one team. Party invites are out of scope, so
- *   only the admin key (a game server that formed the party) creates multi-player tickets over
- *   HTTP; a player's own join may name no party but itself.
+ * - Parties: one ticket, several players, always on one team. A game server with the admin key
+ *   names any party over HTTP. Players form parties themselves (Neon `parties`, see
+ *   workers/parties/store.ts); a player's join may name a party only when the player leads one
+ *   and names exactly its members. The Worker checks that against Neon on HTTP joins; for a
+ *   socket it reads the player's party when the socket connects and passes it in the socket
+ *   context, and the `join` frame is checked against that copy, which is trusted for
+ *   PARTY_READ_MAX_AGE_MS (after that a party join needs a reconnect, which reads it again).
+ *   When a party ticket is made, the members' open sockets in this pool are attached to it and
+ *   told (`queued`), so they get `match_found` without joining themselves; a socket-made party
+ *   ticket is recorded on the party in Neon (`ticketId`) for members who poll over HTTP.
  * - A match is made in one synchronous step: `findMatches` takes the tickets out of the index and
  *   the same `transactionSync` writes the match (session id, roster and seed fixed forever) and
  *   moves its tickets to `matching`. Only then is the GameSession created, with that stored
@@ -87,6 +96,8 @@ const MAX_BACKOFF_MS = 60_000
 const MATCHES_PER_STEP = 64
 /** Longest long-poll the pool holds. */
 export const MAX_WAIT_MS = 25_000
+/** How long the party a socket's connect read stays trusted for a party `join` on it. */
+export const PARTY_READ_MAX_AGE_MS = 60_000
 
 const waitingTickets = gauge('nexus_matchmaking_waiting_tickets', 'Tickets waiting, per pool')
 const waitingPlayers = gauge('nexus_matchmaking_waiting_players', 'Players waiting, per pool')
@@ -154,6 +165,14 @@ export interface JoinInput {
   attributes?: TicketAttributesValue | null
 }
 
+/** The party a socket's player is in, as the Worker read it from Neon when the socket connected. */
+export interface SocketParty {
+  id: string
+  leader: string
+  /** Every member with their stored rating: the leader first (it leads the ticket). */
+  players: TicketPlayer[]
+}
+
 /** What the Worker tells the pool when it forwards a socket upgrade (header `x-nexus-socket`). */
 export interface SocketContext {
   queue: string
@@ -162,6 +181,7 @@ export interface SocketContext {
   version: number
   playerId: string
   rating: number
+  party: SocketParty | null
 }
 
 export const SOCKET_CONTEXT_HEADER = 'x-nexus-socket'
@@ -206,6 +226,8 @@ interface Attachment {
   playerId: string
   rating: number
   ticketId: string | null
+  /** The player's party when the socket connected, and when that was (the pool's clock). */
+  party?: (SocketParty & { readAt: number }) | null
 }
 
 const RESERVED_CLOSE_CODES = new Set([1005, 1006, 1015])
@@ -401,6 +423,7 @@ export class MatchPool extends DurableObject<Env> {
     this.applyConfig(input.queue, input.region, input.config, input.version)
     const entered = this.enqueue(input.players, input.attributes ?? null, 'http')
     if (!entered.ok) return entered
+    if (!entered.existing) this.attachMembers(this.row(entered.ticketId)!)
     await this.settle()
     return { ok: true, ticket: this.view(this.row(entered.ticketId)!), existing: entered.existing }
   }
@@ -884,7 +907,12 @@ export class MatchPool extends DurableObject<Env> {
     if (this.housekeep(now)) await this.scheduleAlarm()
     const { 0: client, 1: server } = new WebSocketPair()
     this.ctx.acceptWebSocket(server, [`p:${sc.playerId}`])
-    const attachment: Attachment = { playerId: sc.playerId, rating: sc.rating, ticketId: null }
+    const attachment: Attachment = {
+      playerId: sc.playerId,
+      rating: sc.rating,
+      ticketId: null,
+      party: sc.party ? { ...sc.party, readAt: now } : null,
+    }
     // A reconnect: the player's socket ticket is still waiting, so this socket takes it over.
     const held = one<{ ticket_id: string }>(
       this.sql,
@@ -963,16 +991,15 @@ export class MatchPool extends DurableObject<Env> {
         return
       }
       case 'join': {
+        let party: SocketParty | null = null
         if (msg.party && !(msg.party.length === 1 && msg.party[0] === att.playerId)) {
-          return this.sendError(
-            ws,
-            'party_forbidden',
-            'Party tickets are created by a game server with the admin key',
-          )
+          const p = this.socketParty(att, msg.party)
+          if (typeof p === 'string') return this.sendError(ws, 'party_forbidden', p)
+          party = p
         }
         if (!this.config) return this.sendError(ws, 'unavailable', 'The queue is not configured')
         const entered = this.enqueue(
-          [{ playerId: att.playerId, rating: att.rating }],
+          party?.players ?? [{ playerId: att.playerId, rating: att.rating }],
           msg.attributes ?? null,
           'socket',
         )
@@ -992,9 +1019,59 @@ export class MatchPool extends DurableObject<Env> {
           existing: entered.existing,
           expiresAt: row.expires_at,
         })
-        await this.settle()
+        if (!entered.existing) this.attachMembers(row, ws)
+        await Promise.all([this.settle(), party && this.recordPartyTicket(party.id, row.id)])
         return
       }
+    }
+  }
+
+  /**
+   * The party a socket's `join` naming `named` queues, or why it may not: checked against the
+   * party the Worker read when the socket connected, trusted for PARTY_READ_MAX_AGE_MS.
+   */
+  private socketParty(att: Attachment, named: readonly string[]): SocketParty | string {
+    const party = att.party ?? null
+    if (party && this.now() - party.readAt > PARTY_READ_MAX_AGE_MS) {
+      return (
+        `Your party was read when this socket connected, over ${PARTY_READ_MAX_AGE_MS / 1000} s ` +
+        'ago; reconnect to join with it'
+      )
+    }
+    const roster = party && { ...party, members: party.players.map((p) => p.playerId) }
+    const refusal = partyJoinRefusal(roster, att.playerId, named)
+    return refusal ? `${refusal} (as read when this socket connected)` : party!
+  }
+
+  /**
+   * Attaches the other players' open sockets in this pool to their new party ticket and tells
+   * them (`queued`), so members who connected before their leader joined get `match_found` too.
+   */
+  private attachMembers(row: TicketRow, except?: WebSocket): void {
+    const players = JSON.parse(row.players) as TicketPlayer[]
+    if (players.length < 2) return
+    for (const p of players) {
+      for (const ws of this.ctx.getWebSockets(`p:${p.playerId}`)) {
+        if (ws === except || ws.readyState !== WebSocket.OPEN) continue
+        const att = ws.deserializeAttachment() as Attachment | null
+        if (!att || att.ticketId === row.id) continue
+        ws.serializeAttachment({ ...att, ticketId: row.id } satisfies Attachment)
+        this.send(ws, {
+          type: 'queued',
+          ticketId: row.id,
+          existing: true,
+          expiresAt: row.expires_at,
+        })
+      }
+    }
+  }
+
+  /** Best effort: the ticket stands whether or not Neon takes the note. */
+  private async recordPartyTicket(partyId: string, ticketId: string): Promise<void> {
+    try {
+      await recordPartyTicket(this.env, partyId, ticketId)
+    } catch (err) {
+      log('warn', 'party ticket not recorded', { actor: this.actor, partyId, ...errorFields(err) })
     }
   }
 

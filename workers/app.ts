@@ -18,6 +18,7 @@ import { dashboard } from './routes/dashboard.ts'
 import { leaderboardRoutes } from './routes/leaderboards.ts'
 import { matchmakingRoutes } from './routes/matchmaking.ts'
 import { ops } from './routes/ops.ts'
+import { partyRoutes } from './routes/parties.ts'
 import { playerRoutes } from './routes/players.ts'
 import { sessionRoutes } from './routes/sessions.ts'
 
@@ -101,6 +102,7 @@ export function createApp(): OpenAPIHono<AppEnv> {
   app.route('/v1/players', playerRoutes)
   app.route('/v1/admin/queues', adminQueues)
   app.route('/v1/matchmaking', matchmakingRoutes)
+  app.route('/v1/parties', partyRoutes)
   app.route('/v1/admin/sessions', adminSessions)
   app.route('/v1/sessions', sessionRoutes)
   app.route('/dashboard', dashboard)

@@ -108,6 +108,12 @@ export interface Schemas {
     reward?: unknown
     createdAt: string
   }
+  ReceivedPartyInvite: {
+    partyId: string
+    leader: string
+    invitedAt: string
+    expiresAt: string
+  }
   Queue: {
     id: string
     config: {
@@ -173,11 +179,32 @@ export interface Schemas {
     region?: string
     /** Ignored: matchmaking uses the rating Nexus stores */
     rating?: unknown
-    /** Everyone on the ticket, the leader included; more than one player needs the admin key */
+    /** Everyone on the ticket, the leader included. With a player token: exactly the members of the party the caller leads (any order); with the admin key: any players */
     party?: Array<string>
     attributes?: Record<string, string | number | boolean>
     /** With the admin key: the leader (a game server joining for its players) */
     playerId?: string
+  }
+  Party: {
+    id: string
+    leader: string
+    /** Longest-standing first; the first after the leader leads next */
+    members: Array<{
+      playerId: string
+      joinedAt: string
+    }>
+    /** Pending invites (expired ones are not listed) */
+    invites: Array<{
+      playerId: string
+      invitedAt: string
+      expiresAt: string
+    }>
+    /** The latest matchmaking ticket the leader made for the party (read it with GET /v1/matchmaking/tickets/{ticketId}); null before the first */
+    ticketId: string | null
+    createdAt: string
+  }
+  PartyInviteRequest: {
+    playerId: string
   }
   CreateSession: {
     rules: 'relay' | 'dice-race' | 'hot-potato'
@@ -596,6 +623,25 @@ export interface Paths {
       }
     }
   }
+  '/v1/players/me/party-invites': {
+    /** Pending party invites to the caller, newest first */
+    get: {
+      path: Record<string, never>
+      query: {
+        limit?: number
+      }
+      headers: Record<string, never>
+      body: undefined
+      responses: {
+        200: {
+          invites: Array<Schemas['ReceivedPartyInvite']>
+        }
+        401: Schemas['Problem']
+        403: Schemas['Problem']
+        422: Schemas['Problem']
+      }
+    }
+  }
   '/v1/admin/queues/{queue}': {
     /** A queue’s stored configuration */
     get: {
@@ -751,6 +797,133 @@ export interface Paths {
           maxPartySize: number
           ticketTtlSeconds: number
         }
+        401: Schemas['Problem']
+        403: Schemas['Problem']
+        404: Schemas['Problem']
+        422: Schemas['Problem']
+      }
+    }
+  }
+  '/v1/parties': {
+    /** Form a party, led by the caller */
+    post: {
+      path: Record<string, never>
+      query: Record<string, never>
+      headers: Record<string, never>
+      body: undefined
+      responses: {
+        201: Schemas['Party']
+        401: Schemas['Problem']
+        403: Schemas['Problem']
+        409: Schemas['Problem']
+      }
+    }
+  }
+  '/v1/parties/me': {
+    /** The caller's party */
+    get: {
+      path: Record<string, never>
+      query: Record<string, never>
+      headers: Record<string, never>
+      body: undefined
+      responses: {
+        200: Schemas['Party']
+        401: Schemas['Problem']
+        403: Schemas['Problem']
+        404: Schemas['Problem']
+      }
+    }
+  }
+  '/v1/parties/{partyId}': {
+    /** A party the caller is in or invited to */
+    get: {
+      path: {
+        partyId: string
+      }
+      query: Record<string, never>
+      headers: Record<string, never>
+      body: undefined
+      responses: {
+        200: Schemas['Party']
+        401: Schemas['Problem']
+        403: Schemas['Problem']
+        404: Schemas['Problem']
+        422: Schemas['Problem']
+      }
+    }
+  }
+  '/v1/parties/{partyId}/invites': {
+    /** Invite a player (leader only) */
+    post: {
+      path: {
+        partyId: string
+      }
+      query: Record<string, never>
+      headers: Record<string, never>
+      body: Schemas['PartyInviteRequest']
+      responses: {
+        200: Schemas['Party']
+        201: Schemas['Party']
+        400: Schemas['Problem']
+        401: Schemas['Problem']
+        403: Schemas['Problem']
+        404: Schemas['Problem']
+        409: Schemas['Problem']
+        415: Schemas['Problem']
+        422: Schemas['Problem']
+      }
+    }
+  }
+  '/v1/parties/{partyId}/invites/{playerId}': {
+    /** Revoke an invite (leader) or decline one (the invitee, `me`) */
+    delete: {
+      path: {
+        partyId: string
+        playerId: 'me' | string
+      }
+      query: Record<string, never>
+      headers: Record<string, never>
+      body: undefined
+      responses: {
+        204: undefined
+        401: Schemas['Problem']
+        403: Schemas['Problem']
+        404: Schemas['Problem']
+        422: Schemas['Problem']
+      }
+    }
+  }
+  '/v1/parties/{partyId}/members': {
+    /** Accept an invite: the caller joins the party */
+    post: {
+      path: {
+        partyId: string
+      }
+      query: Record<string, never>
+      headers: Record<string, never>
+      body: undefined
+      responses: {
+        200: Schemas['Party']
+        401: Schemas['Problem']
+        403: Schemas['Problem']
+        404: Schemas['Problem']
+        409: Schemas['Problem']
+        422: Schemas['Problem']
+      }
+    }
+  }
+  '/v1/parties/{partyId}/members/{playerId}': {
+    /** Leave the party (`me`), or remove a member (leader) */
+    delete: {
+      path: {
+        partyId: string
+        playerId: 'me' | string
+      }
+      query: Record<string, never>
+      headers: Record<string, never>
+      body: undefined
+      responses: {
+        204: undefined
         401: Schemas['Problem']
         403: Schemas['Problem']
         404: Schemas['Problem']

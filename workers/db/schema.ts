@@ -163,3 +163,62 @@ export const sessionLogs = pgTable(
   },
   (t) => [primaryKey({ columns: [t.sessionId, t.seq] })],
 )
+
+/**
+ * Parties players form themselves (invites, accepts, leaves). The leader is also a member row;
+ * `ticket_id` is the party's latest matchmaking ticket, recorded when the leader joins a queue
+ * with the party, so members who cannot hold a socket can find and poll it.
+ */
+export const parties = pgTable('parties', {
+  id: text('id').primaryKey(),
+  leader: text('leader').notNull(),
+  ticketId: text('ticket_id'),
+  createdAt: timestamp('created_at', { withTimezone: true, mode: 'date' })
+    .notNull()
+    .default(sql`now()`),
+  updatedAt: timestamp('updated_at', { withTimezone: true, mode: 'date' })
+    .notNull()
+    .default(sql`now()`),
+})
+
+/**
+ * Who is in which party. `player_id` is the primary key, so a player is in at most one party:
+ * two accepts racing for the same player are decided by it, and the loser's transaction rolls
+ * back whole.
+ */
+export const partyMembers = pgTable(
+  'party_members',
+  {
+    playerId: text('player_id').primaryKey(),
+    partyId: text('party_id')
+      .notNull()
+      .references(() => parties.id, { onDelete: 'cascade' }),
+    joinedAt: timestamp('joined_at', { withTimezone: true, mode: 'date' })
+      .notNull()
+      .default(sql`now()`),
+  },
+  (t) => [index('party_members_party_idx').on(t.partyId, t.joinedAt)],
+)
+
+/**
+ * Pending invites. Expired rows are ignored by every read and deleted a bounded batch at a time
+ * on each invite write, so the table holds little more than the live invites.
+ */
+export const partyInvites = pgTable(
+  'party_invites',
+  {
+    partyId: text('party_id')
+      .notNull()
+      .references(() => parties.id, { onDelete: 'cascade' }),
+    playerId: text('player_id').notNull(),
+    invitedAt: timestamp('invited_at', { withTimezone: true, mode: 'date' })
+      .notNull()
+      .default(sql`now()`),
+    expiresAt: timestamp('expires_at', { withTimezone: true, mode: 'date' }).notNull(),
+  },
+  (t) => [
+    primaryKey({ columns: [t.partyId, t.playerId] }),
+    index('party_invites_player_idx').on(t.playerId, t.expiresAt),
+    index('party_invites_expires_idx').on(t.expiresAt),
+  ],
+)

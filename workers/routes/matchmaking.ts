@@ -9,7 +9,9 @@ import {
   type TicketView,
   type Viewer,
 } from '../../durable-objects/match-pool.ts'
+import { partyJoinRefusal } from '../core/party.ts'
 import { authenticate, bearer, type Principal } from '../lib/auth.ts'
+import { errorFields, log } from '../lib/log.ts'
 import { newRouter, PlayerId, problemResponses, ResourceId } from '../lib/openapi.ts'
 import { ApiError } from '../lib/problem.ts'
 import { issueSessionToken } from '../lib/session-token.ts'
@@ -18,6 +20,7 @@ import { Party, TicketAttributes } from '../matchmaking/protocol.ts'
 import { storedRatings } from '../matchmaking/ratings.ts'
 import { parseTicketId, poolFetcher, poolStub } from '../matchmaking/stub.ts'
 import { requirePrincipal } from '../middleware/auth.ts'
+import { partyRosterOf, recordPartyTicket } from '../parties/store.ts'
 
 export const matchmakingRoutes = newRouter()
 
@@ -172,6 +175,19 @@ matchmakingRoutes.openapi(cancelTicketRoute, async (c) => {
   return c.json(r.ticket, 200)
 })
 
+/** Records the party's ticket for its members; the ticket stands whether or not Neon takes it. */
+async function noteTicket(c: Context<AppEnv>, partyId: string, ticketId: string): Promise<void> {
+  try {
+    await recordPartyTicket(c.env, partyId, ticketId)
+  } catch (err) {
+    log('warn', 'party ticket not recorded', {
+      requestId: c.get('requestId'),
+      partyId,
+      ...errorFields(err),
+    })
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 
 const JoinBody = z
@@ -182,7 +198,8 @@ const JoinBody = z
     }),
     party: Party.optional().openapi({
       description:
-        'Everyone on the ticket, the leader included; more than one player needs the admin key',
+        'Everyone on the ticket, the leader included. With a player token: exactly the members ' +
+        'of the party the caller leads (any order); with the admin key: any players',
     }),
     attributes: TicketAttributes.optional(),
     playerId: PlayerId.optional().openapi({
@@ -198,8 +215,10 @@ const joinRoute = createRoute({
   summary: 'Join a queue over plain HTTP',
   description:
     'For clients that cannot hold a socket: poll the ticket (long-poll) until it is matched. A player ' +
-    'who already holds a ticket in this pool gets that ticket back (200, `existing: true`). Party ' +
-    'tickets (several players on one team) are made with the admin key by a game server.',
+    'who already holds a ticket in this pool gets that ticket back (200, `existing: true`), so a ' +
+    "party member joining alone gets the party's ticket. Party tickets (several players on one " +
+    'team) are made by the leader of a party (POST /v1/parties), naming exactly its members, or ' +
+    'by a game server with the admin key; anything else is 403 with the reason in `detail`.',
   middleware: [requirePrincipal()] as const,
   request: {
     params: QueueParam,
@@ -220,6 +239,8 @@ matchmakingRoutes.openapi(joinRoute, async (c) => {
   const body = c.req.valid('json')
   const principal = c.get('principal')!
   let leader: string
+  /** The player-formed party this join is for, once checked against Neon. */
+  let partyId: string | null = null
   if (principal.kind === 'admin') {
     if (!body.playerId) {
       throw new ApiError('validation', 'With the admin key, say which player leads: playerId', {
@@ -238,10 +259,10 @@ matchmakingRoutes.openapi(joinRoute, async (c) => {
     }
     leader = principal.playerId
     if (body.party && !(body.party.length === 1 && body.party[0] === leader)) {
-      throw new ApiError(
-        'forbidden',
-        'Party tickets are created by a game server with the admin key',
-      )
+      const roster = await partyRosterOf(c.env, leader)
+      const refusal = partyJoinRefusal(roster, leader, body.party)
+      if (refusal) throw new ApiError('forbidden', refusal)
+      partyId = roster!.id
     }
   }
   const ids = [leader, ...(body.party ?? []).filter((p) => p !== leader)]
@@ -264,6 +285,7 @@ matchmakingRoutes.openapi(joinRoute, async (c) => {
     attributes: body.attributes ?? null,
   })
   if (!r.ok) fail(r)
+  if (partyId) await noteTicket(c, partyId, r.ticket.ticketId)
   const ticket = await withTokens(c, r.ticket, viewerOf(principal))
   return c.json({ ...ticket, existing: r.existing }, r.existing ? 200 : 201)
 })
@@ -351,7 +373,8 @@ const socketRoute = createRoute({
   summary: 'Join a queue over a WebSocket (or, without an upgrade, read the queue)',
   description:
     'With `Upgrade: websocket` and a player token (`Authorization: Bearer …`, or `?token=` for ' +
-    'browsers): send `{"type":"join"}`; receive `{"type":"queued","ticketId"}`, then ' +
+    'browsers): send `{"type":"join"}` (a party leader adds `"party"`: every member\'s id, as ' +
+    'read when the socket connected); receive `{"type":"queued","ticketId"}`, then ' +
     '`{"type":"match_found","sessionId","token","players"}` (or `expired` / `cancelled`). Send ' +
     '`{"type":"cancel"}` to leave. A bad frame gets `{"type":"error","code","message"}` and changes ' +
     'nothing. Closing the socket cancels the ticket after a 10 s grace unless the player reconnects. ' +
@@ -418,9 +441,12 @@ matchmakingRoutes.openapi(socketRoute, (async (c: Context<AppEnv>) => {
   if (principal.kind !== 'player') {
     throw new ApiError('forbidden', 'Matchmaking sockets are for players; game servers use HTTP')
   }
-  const [{ config, version }, ratings] = await Promise.all([
+  // The party is read now, not when a `join` frame names it: frames go to the pool, which has
+  // no Neon reads of its own; it trusts this copy for a bounded time (PARTY_READ_MAX_AGE_MS).
+  const [{ config, version }, ratings, party] = await Promise.all([
     queueConfig(c, queue),
     storedRatings(c.env, [principal.playerId]),
+    partyRosterOf(c.env, principal.playerId),
   ])
   const region = regionOf(config, query.region)
   const context: SocketContext = {
@@ -430,6 +456,14 @@ matchmakingRoutes.openapi(socketRoute, (async (c: Context<AppEnv>) => {
     version,
     playerId: principal.playerId,
     rating: ratings.get(principal.playerId)!,
+    party: party && {
+      id: party.id,
+      leader: party.leader,
+      players: party.members.map((playerId) => ({
+        playerId,
+        rating: party.ratings.get(playerId)!,
+      })),
+    },
   }
   const headers = new Headers({ upgrade: 'websocket' })
   headers.set(SOCKET_CONTEXT_HEADER, JSON.stringify(context))

@@ -3,6 +3,7 @@ import { getSql } from '../db/client.ts'
 import { newRouter, problemResponses } from '../lib/openapi.ts'
 import { ApiError } from '../lib/problem.ts'
 import { playerId, requirePlayer } from '../middleware/auth.ts'
+import { receivedInvites } from '../parties/store.ts'
 import { Limit } from './leaderboard-schemas.ts'
 
 export const playerRoutes = newRouter()
@@ -97,4 +98,38 @@ playerRoutes.openapi(rewardsRoute, async (c) => {
     },
     200,
   )
+})
+
+const ReceivedInvite = z
+  .object({
+    partyId: z.string(),
+    leader: z.string(),
+    invitedAt: z.string(),
+    expiresAt: z.string(),
+  })
+  .openapi('ReceivedPartyInvite')
+
+const partyInvitesRoute = createRoute({
+  method: 'get',
+  path: '/me/party-invites',
+  summary: 'Pending party invites to the caller, newest first',
+  description:
+    'Unexpired invites only. Accept one with POST /v1/parties/{partyId}/members, decline it with ' +
+    'DELETE /v1/parties/{partyId}/invites/me.',
+  middleware: [requirePlayer()] as const,
+  request: { query: z.object({ limit: Limit(100, 50) }) },
+  responses: {
+    200: {
+      description: 'Invites',
+      content: { 'application/json': { schema: z.object({ invites: z.array(ReceivedInvite) }) } },
+    },
+    ...problemResponses(401, 403, 422),
+  },
+})
+
+playerRoutes.openapi(partyInvitesRoute, async (c) => {
+  const { limit } = c.req.valid('query')
+  const invites = await receivedInvites(c.env, playerId(c), limit)
+  c.header('cache-control', 'private, no-store')
+  return c.json({ invites }, 200)
 })

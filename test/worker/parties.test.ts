@@ -1,0 +1,573 @@
+import { runInDurableObject } from 'cloudflare:test'
+import { env } from 'cloudflare:workers'
+import { describe, expect, it } from 'vitest'
+import type { MatchPool } from '../../durable-objects/match-pool.ts'
+import { INVITE_TTL_SECONDS, MAX_PARTY_SIZE } from '../../workers/core/party.ts'
+import { issuePlayerToken } from '../../workers/lib/auth.ts'
+import { verifySessionToken } from '../../workers/lib/session-token.ts'
+import { pg } from './helpers/boards.ts'
+import { ADMIN_KEY, bearer, call, json, problem } from './helpers/http.ts'
+import {
+  createQueue,
+  joinFor,
+  newClock,
+  poolOf,
+  rig,
+  ticketOf,
+  type Ticket,
+} from './helpers/matchmaking.ts'
+import { collect, connect, nextOfType, until } from './helpers/sockets.ts'
+
+interface Party {
+  id: string
+  leader: string
+  members: { playerId: string; joinedAt: string }[]
+  invites: { playerId: string; invitedAt: string; expiresAt: string }[]
+  ticketId: string | null
+  createdAt: string
+}
+interface Player {
+  playerId: string
+  token: string
+}
+interface Queued {
+  ticketId: string
+  existing: boolean
+}
+interface Found {
+  ticketId: string
+  sessionId: string
+  token: string
+  players: { playerId: string; team: number }[]
+}
+
+/** A player with a real player token (as an identity provider's player: no row until used). */
+async function player(id = `pp-${crypto.randomUUID()}`): Promise<Player> {
+  return { playerId: id, token: (await issuePlayerToken(env, id)).token }
+}
+
+function players(n: number): Promise<Player[]> {
+  return Promise.all(Array.from({ length: n }, () => player()))
+}
+
+function send(method: string, path: string, who: Player | string, body?: unknown) {
+  const token = typeof who === 'string' ? who : who.token
+  return call(path, body === undefined ? { ...bearer(token), method } : json(method, body, token))
+}
+
+async function ok<T = Party>(res: Promise<Response>, status = 200): Promise<T> {
+  const r = await res
+  if (r.status !== status) throw new Error(`expected ${status}, got ${r.status}: ${await r.text()}`)
+  return (await r.json()) as T
+}
+
+const create = (p: Player) => ok(send('POST', '/v1/parties', p), 201)
+const invite = (partyId: string, by: Player, who: Player) =>
+  send('POST', `/v1/parties/${partyId}/invites`, by, { playerId: who.playerId })
+const accept = (partyId: string, p: Player) => send('POST', `/v1/parties/${partyId}/members`, p)
+const leave = (partyId: string, by: Player, who = 'me') =>
+  send('DELETE', `/v1/parties/${partyId}/members/${who}`, by)
+const uninvite = (partyId: string, by: Player, who = 'me') =>
+  send('DELETE', `/v1/parties/${partyId}/invites/${who}`, by)
+const myInvites = async (p: Player) =>
+  (
+    await ok<{ invites: { partyId: string; leader: string; expiresAt: string }[] }>(
+      send('GET', '/v1/players/me/party-invites', p),
+    )
+  ).invites
+
+/** A party of `members` led by the first, formed through the routes. */
+async function formParty(members: Player[]): Promise<Party> {
+  const [leader, ...rest] = members
+  const party = await create(leader!)
+  for (const m of rest) {
+    await ok(invite(party.id, leader!, m), 201)
+    await ok(accept(party.id, m))
+  }
+  return ok(send('GET', '/v1/parties/me', leader!))
+}
+
+/** Everything Neon holds about a party (expired invites included), to show nothing changed. */
+async function stored(partyId: string) {
+  const sql = pg()
+  const [party, members, invites] = await Promise.all([
+    sql`select leader, ticket_id, updated_at from parties where id = ${partyId}`,
+    sql`select player_id, joined_at from party_members where party_id = ${partyId} order by player_id`,
+    sql`select player_id, expires_at from party_invites where party_id = ${partyId} order by player_id`,
+  ])
+  return JSON.stringify({ party, members, invites })
+}
+
+async function expectProblem(res: Promise<Response>, status: number, type: string) {
+  const p = await problem(await res)
+  expect(p.contentType).toBe('application/problem+json')
+  expect({ status: p.status, type: p.type }).toEqual({
+    status,
+    type: `urn:nexus:problem:${type}`,
+  })
+  return p
+}
+
+async function waiting(queue: string): Promise<number> {
+  return runInDurableObject(
+    poolOf(queue),
+    async (inst: MatchPool) => (await inst.stats('eu')).waitingTickets,
+  )
+}
+
+describe('forming a party', () => {
+  it('create, invite, list invites, accept: members and invitees read the party', async () => {
+    const [a, b, c] = await players(3)
+    const party = await create(a!)
+    expect(party).toMatchObject({ leader: a!.playerId, invites: [], ticketId: null })
+    expect(party.members.map((m) => m.playerId)).toEqual([a!.playerId])
+    expect(await ok(send('GET', '/v1/parties/me', a!))).toEqual(party)
+    await expectProblem(send('GET', '/v1/parties/me', b!), 404, 'not-found')
+
+    const before = Date.now()
+    const invited = await ok(invite(party.id, a!, b!), 201)
+    expect(invited.invites.map((i) => i.playerId)).toEqual([b!.playerId])
+    const expiresAt = Date.parse(invited.invites[0]!.expiresAt)
+    expect(expiresAt).toBeGreaterThanOrEqual(before + INVITE_TTL_SECONDS * 1000 - 5000)
+    expect(expiresAt).toBeLessThanOrEqual(Date.now() + INVITE_TTL_SECONDS * 1000 + 5000)
+
+    const received = await myInvites(b!)
+    expect(received).toEqual([
+      expect.objectContaining({
+        partyId: party.id,
+        leader: a!.playerId,
+        expiresAt: invited.invites[0]!.expiresAt,
+      }),
+    ])
+    // The invitee reads the party before deciding; a stranger cannot.
+    expect((await ok(send('GET', `/v1/parties/${party.id}`, b!))).id).toBe(party.id)
+    await expectProblem(send('GET', `/v1/parties/${party.id}`, c!), 404, 'not-found')
+
+    // Inviting again refreshes the same invite.
+    const again = await ok(invite(party.id, a!, b!), 200)
+    expect(again.invites).toHaveLength(1)
+    expect(Date.parse(again.invites[0]!.expiresAt)).toBeGreaterThanOrEqual(expiresAt)
+
+    const joined = await ok(accept(party.id, b!))
+    expect(joined.members.map((m) => m.playerId)).toEqual([a!.playerId, b!.playerId])
+    expect(joined.invites).toEqual([])
+    expect(await myInvites(b!)).toEqual([])
+    // Accepting again, as a member: the party, unchanged.
+    const state = await stored(party.id)
+    expect(await ok(accept(party.id, b!))).toEqual(joined)
+    expect(await stored(party.id)).toBe(state)
+    expect(await ok(send('GET', '/v1/parties/me', b!))).toEqual(joined)
+  })
+
+  it('a player in a party cannot form or join another (409, naming the party)', async () => {
+    const [a, b] = await players(2)
+    const p1 = await create(a!)
+    const again = await expectProblem(send('POST', '/v1/parties', a!), 409, 'conflict')
+    expect(again.detail).toContain(p1.id)
+    expect(again.body.partyId).toBe(p1.id)
+    const p2 = await create(b!)
+    await ok(invite(p2.id, b!, a!), 201)
+    const state = [await stored(p1.id), await stored(p2.id)]
+    const taken = await expectProblem(accept(p2.id, a!), 409, 'conflict')
+    expect(taken.detail).toContain(p1.id)
+    // Nothing moved; the invite stays, to accept after leaving.
+    expect([await stored(p1.id), await stored(p2.id)]).toEqual(state)
+    expect((await leave(p1.id, a!)).status).toBe(204)
+    expect((await ok(accept(p2.id, a!))).members.map((m) => m.playerId)).toEqual([
+      b!.playerId,
+      a!.playerId,
+    ])
+  })
+
+  it('the admin key is not a player: 403 on every party route', async () => {
+    const [a] = await players(1)
+    const party = await create(a!)
+    const id = party.id
+    const routes: [string, string, unknown?][] = [
+      ['POST', '/v1/parties'],
+      ['GET', '/v1/parties/me'],
+      ['GET', `/v1/parties/${id}`],
+      ['POST', `/v1/parties/${id}/invites`, { playerId: 'someone' }],
+      ['DELETE', `/v1/parties/${id}/invites/someone`],
+      ['POST', `/v1/parties/${id}/members`],
+      ['DELETE', `/v1/parties/${id}/members/${a!.playerId}`],
+      ['GET', '/v1/players/me/party-invites'],
+    ]
+    const state = await stored(id)
+    for (const [method, path, body] of routes) {
+      await expectProblem(send(method, path, ADMIN_KEY, body), 403, 'forbidden')
+    }
+    await expectProblem(call('/v1/parties/me'), 401, 'unauthorized')
+    expect(await stored(id)).toBe(state)
+  })
+})
+
+describe('declining, revoking, leaving', () => {
+  it('the invitee declines, the leader revokes; repeats answer 204 again', async () => {
+    const [a, b, c, d, e] = await players(5)
+    const party = await formParty([a!, d!])
+    await ok(invite(party.id, a!, b!), 201)
+    await ok(invite(party.id, a!, c!), 201)
+    await ok(invite(party.id, a!, e!), 201)
+
+    expect((await uninvite(party.id, b!)).status).toBe(204)
+    expect((await uninvite(party.id, b!)).status).toBe(204)
+    expect(await myInvites(b!)).toEqual([])
+    await expectProblem(send('GET', `/v1/parties/${party.id}`, b!), 404, 'not-found')
+    await expectProblem(accept(party.id, b!), 404, 'not-found')
+
+    expect((await uninvite(party.id, a!, c!.playerId)).status).toBe(204)
+    expect((await uninvite(party.id, a!, c!.playerId)).status).toBe(204)
+    await expectProblem(accept(party.id, c!), 404, 'not-found')
+
+    // Someone else's invite: a member who does not lead is 403, a stranger 404.
+    const state = await stored(party.id)
+    const member = await expectProblem(uninvite(party.id, d!, e!.playerId), 403, 'forbidden')
+    expect(member.detail).toContain(a!.playerId)
+    await expectProblem(uninvite(party.id, c!, e!.playerId), 404, 'not-found')
+    expect(await stored(party.id)).toBe(state)
+    expect(
+      (await ok(send('GET', `/v1/parties/${party.id}`, e!))).invites.map((i) => i.playerId),
+    ).toEqual([e!.playerId])
+  })
+
+  it('a leaving leader hands over to the longest-standing member; the last to leave ends the party', async () => {
+    const [a, b, c, d, x] = await players(5)
+    const party = await formParty([a!, b!, c!])
+    expect(party.members.map((m) => m.playerId)).toEqual([a!.playerId, b!.playerId, c!.playerId])
+
+    expect((await leave(party.id, a!)).status).toBe(204)
+    expect((await leave(party.id, a!)).status).toBe(204)
+    const handed = await ok(send('GET', `/v1/parties/${party.id}`, c!))
+    expect(handed.leader).toBe(b!.playerId)
+    expect(handed.members.map((m) => m.playerId)).toEqual([b!.playerId, c!.playerId])
+    await expectProblem(send('GET', `/v1/parties/${party.id}`, a!), 404, 'not-found')
+    // The new leader leads: invites and removes.
+    await ok(invite(party.id, b!, d!), 201)
+    await ok(accept(party.id, d!))
+    await expectProblem(invite(party.id, c!, x!), 403, 'forbidden')
+
+    expect((await leave(party.id, b!, c!.playerId)).status).toBe(204)
+    expect((await leave(party.id, b!, c!.playerId)).status).toBe(204)
+    await expectProblem(send('GET', '/v1/parties/me', c!), 404, 'not-found')
+    // Removing someone else: the removed player is now a stranger (404), a member 403.
+    const state = await stored(party.id)
+    await expectProblem(leave(party.id, c!, b!.playerId), 404, 'not-found')
+    await expectProblem(leave(party.id, d!, b!.playerId), 403, 'forbidden')
+    expect(await stored(party.id)).toBe(state)
+
+    await ok(invite(party.id, b!, x!), 201)
+    expect((await leave(party.id, b!, b!.playerId)).status).toBe(204)
+    expect((await ok(send('GET', '/v1/parties/me', d!))).leader).toBe(d!.playerId)
+    expect((await leave(party.id, d!)).status).toBe(204)
+    const sql = pg()
+    expect(await sql`select id from parties where id = ${party.id}`).toEqual([])
+    // Its invites went with it.
+    expect(await sql`select 1 from party_invites where party_id = ${party.id}`).toEqual([])
+    expect(await myInvites(x!)).toEqual([])
+    expect((await leave(party.id, d!)).status).toBe(204)
+    await expectProblem(accept(party.id, x!), 404, 'not-found')
+  })
+})
+
+describe('invite refusals change nothing', () => {
+  it('403 for members, 404 for strangers, 409 for members and a full party, 422 for bad input', async () => {
+    const [a, b, c, s] = await players(4)
+    const party = await formParty([a!, b!])
+    const state = await stored(party.id)
+    await expectProblem(invite(party.id, b!, c!), 403, 'forbidden')
+    await expectProblem(invite(party.id, s!, c!), 404, 'not-found')
+    const self = await expectProblem(invite(party.id, a!, a!), 409, 'conflict')
+    expect(self.detail).toContain('already a member')
+    await expectProblem(invite(party.id, a!, b!), 409, 'conflict')
+    await expectProblem(invite(crypto.randomUUID(), a!, c!), 404, 'not-found')
+    const bad: [string, unknown][] = [
+      [`/v1/parties/${party.id}/invites`, {}],
+      [`/v1/parties/${party.id}/invites`, { playerId: 'x'.repeat(129) }],
+      [`/v1/parties/${party.id}/invites`, { playerId: 'has space' }],
+      [`/v1/parties/${party.id}/invites`, { playerId: c!.playerId, extra: 1 }],
+      ['/v1/parties/not-a-party/invites', { playerId: c!.playerId }],
+    ]
+    for (const [path, body] of bad) {
+      const p = await expectProblem(send('POST', path, a!, body), 422, 'validation')
+      expect((p.body.errors as unknown[]).length).toBeGreaterThan(0)
+    }
+    await expectProblem(
+      call(`/v1/parties/${party.id}/invites`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${a!.token}`, 'content-type': 'application/json' },
+        body: '{"playerId":',
+      }),
+      400,
+      'malformed-json',
+    )
+    await expectProblem(send('GET', '/v1/parties/12345', a!), 422, 'validation')
+    await expectProblem(
+      send('DELETE', `/v1/parties/${party.id}/members/a b`, a!),
+      422,
+      'validation',
+    )
+    expect(await stored(party.id)).toBe(state)
+  })
+
+  it(`a party holds at most ${MAX_PARTY_SIZE} members and pending invites`, async () => {
+    const [a, b, ...rest] = await players(MAX_PARTY_SIZE + 1)
+    const party = await formParty([a!, b!])
+    const invitees = rest.slice(0, MAX_PARTY_SIZE - 2)
+    for (const p of invitees) await ok(invite(party.id, a!, p), 201)
+    const state = await stored(party.id)
+    const full = await expectProblem(
+      invite(party.id, a!, rest[MAX_PARTY_SIZE - 2]!),
+      409,
+      'conflict',
+    )
+    expect(full.detail).toContain(String(MAX_PARTY_SIZE))
+    expect(await stored(party.id)).toBe(state)
+    // Re-inviting someone already counted is a refresh, not a new place.
+    await ok(invite(party.id, a!, invitees[0]!), 200)
+    // An expired invite frees its place, and the next invite write sweeps it away.
+    await pg()`update party_invites set expires_at = now() - interval '1 second'
+                where party_id = ${party.id} and player_id = ${invitees[1]!.playerId}`
+    await ok(invite(party.id, a!, rest[MAX_PARTY_SIZE - 2]!), 201)
+    expect(
+      await pg()`select 1 from party_invites where party_id = ${party.id} and player_id = ${invitees[1]!.playerId}`,
+    ).toEqual([])
+  })
+
+  it('an expired invite is not listed and cannot be accepted', async () => {
+    const [a, b] = await players(2)
+    const party = await create(a!)
+    await ok(invite(party.id, a!, b!), 201)
+    await pg()`update party_invites set expires_at = now() - interval '1 second'
+                where party_id = ${party.id} and player_id = ${b!.playerId}`
+    expect(await myInvites(b!)).toEqual([])
+    expect((await ok(send('GET', `/v1/parties/${party.id}`, a!))).invites).toEqual([])
+    await expectProblem(send('GET', `/v1/parties/${party.id}`, b!), 404, 'not-found')
+    const state = await stored(party.id)
+    const p = await expectProblem(accept(party.id, b!), 404, 'not-found')
+    expect(p.detail).toContain('expired')
+    // A refused invite sweeps nothing either: the expired row is still there.
+    await expectProblem(invite(party.id, a!, a!), 409, 'conflict')
+    expect(await stored(party.id)).toBe(state)
+    await expectProblem(send('GET', '/v1/parties/me', b!), 404, 'not-found')
+    // Inviting again sweeps the expired invite and makes a new one, which can be accepted.
+    await ok(invite(party.id, a!, b!), 201)
+    expect((await ok(accept(party.id, b!))).members).toHaveLength(2)
+  })
+})
+
+describe('concurrency', () => {
+  it('two accepts at once: the player ends in exactly one party, the other keeps its invite', async () => {
+    for (let round = 0; round < 3; round++) {
+      const [l1, l2, x] = await players(3)
+      const [p1, p2] = await Promise.all([create(l1!), create(l2!)])
+      await Promise.all([ok(invite(p1.id, l1!, x!), 201), ok(invite(p2.id, l2!, x!), 201)])
+      const [r1, r2] = await Promise.all([accept(p1.id, x!), accept(p2.id, x!)])
+      expect([r1.status, r2.status].sort()).toEqual([200, 409])
+      const [won, lost] = r1.status === 200 ? [p1, p2] : [p2, p1]
+      const loser = await problem(r1.status === 200 ? r2 : r1)
+      expect(loser.type).toBe('urn:nexus:problem:conflict')
+      expect(loser.detail).toContain(won.id)
+      const sql = pg()
+      expect(
+        await sql`select party_id from party_members where player_id = ${x!.playerId}`,
+      ).toEqual([{ party_id: won.id }])
+      expect(
+        await sql`select player_id from party_members where party_id = ${lost.id}`,
+      ).toHaveLength(1)
+      expect(
+        await sql`select 1 from party_invites where party_id = ${lost.id} and player_id = ${x!.playerId}`,
+      ).toHaveLength(1)
+      expect(
+        await sql`select 1 from party_invites where party_id = ${won.id} and player_id = ${x!.playerId}`,
+      ).toHaveLength(0)
+    }
+  })
+})
+
+describe('queueing as a party over HTTP', () => {
+  it("the leader's join puts every member on one ticket; members read it, re-join into it, and play on one team", async () => {
+    const q = await createQueue({ teamSize: 2, maxPartySize: 2, maxRatingGap: 100 })
+    await rig(q, newClock())
+    const [a, b] = await players(2)
+    const party = await formParty([a!, b!])
+    const res = await send('POST', `/v1/matchmaking/${q}/tickets`, a!, {
+      party: [b!.playerId, a!.playerId],
+    })
+    expect(res.status).toBe(201)
+    const ticket = (await res.json()) as Ticket
+    expect(ticket.players).toEqual([a!.playerId, b!.playerId])
+    expect(ticket.leader).toBe(a!.playerId)
+    expect((await ok(send('GET', '/v1/parties/me', b!))).ticketId).toBe(ticket.ticketId)
+    expect((await ticketOf(ticket.ticketId, b!.token)).status).toBe('waiting')
+    // A member joining alone gets the party's ticket.
+    const mine = await ok<Ticket>(send('POST', `/v1/matchmaking/${q}/tickets`, b!, {}))
+    expect(mine).toMatchObject({ ticketId: ticket.ticketId, existing: true })
+    // So does the leader naming the party again.
+    const again = await ok<Ticket>(
+      send('POST', `/v1/matchmaking/${q}/tickets`, a!, { party: [a!.playerId, b!.playerId] }),
+    )
+    expect(again).toMatchObject({ ticketId: ticket.ticketId, existing: true })
+    expect(await waiting(q)).toBe(1)
+
+    const s1 = `${q}-s1`
+    const s2 = `${q}-s2`
+    await joinFor(q, s1)
+    const last = await joinFor(q, s2)
+    expect(last.status).toBe('matched')
+    const team = new Map(last.match!.players.map((p) => [p.playerId, p.team]))
+    expect(team.get(a!.playerId)).toBe(team.get(b!.playerId))
+    expect(team.get(s1)).toBe(team.get(s2))
+    expect(team.get(s1)).not.toBe(team.get(a!.playerId))
+    const forB = await ticketOf(ticket.ticketId, b!.token)
+    expect(forB.status).toBe('matched')
+    expect(await verifySessionToken(env, forB.match!.token!, forB.match!.sessionId)).toBe(
+      b!.playerId,
+    )
+    // The party outlives its match.
+    expect((await ok(send('GET', '/v1/parties/me', a!))).id).toBe(party.id)
+  })
+
+  it('a member who does not lead, a wrong member list, or no party: 403 and no ticket', async () => {
+    const q = await createQueue({ teamSize: 3, maxPartySize: 2 })
+    await rig(q, newClock())
+    const [a, b, c, loner, stranger] = await players(5)
+    const party = await formParty([a!, b!, c!])
+    const join = (p: Player, ids: Player[]) =>
+      send('POST', `/v1/matchmaking/${q}/tickets`, p, { party: ids.map((x) => x.playerId) })
+    const cases: [Player, Player[], string][] = [
+      [b!, [a!, b!, c!], 'leader'],
+      [a!, [a!, b!], 'missing'],
+      [a!, [a!, b!, stranger!], 'Not members'],
+      [loner!, [loner!, stranger!], 'no party'],
+    ]
+    for (const [who, ids, reason] of cases) {
+      const p = await expectProblem(join(who, ids), 403, 'forbidden')
+      expect(p.detail).toContain(reason)
+    }
+    // The right list, but more players than this queue's tickets hold.
+    const big = await expectProblem(join(a!, [c!, b!, a!]), 422, 'validation')
+    expect(big.body.errors).toEqual([{ path: 'party', message: 'at most 2 players' }])
+    expect(await waiting(q)).toBe(0)
+    expect((await ok(send('GET', `/v1/parties/${party.id}`, a!))).ticketId).toBeNull()
+  })
+
+  it('a game server still queues any party with the admin key', async () => {
+    const q = await createQueue({ teamSize: 2, maxPartySize: 2 })
+    await rig(q, newClock())
+    const t = await joinFor(q, `${q}-x`, { party: [`${q}-x`, `${q}-y`] })
+    expect(t.players).toEqual([`${q}-x`, `${q}-y`])
+  })
+})
+
+describe('queueing as a party over sockets', () => {
+  it("members' sockets get the leader's party ticket, then match_found on one team", async () => {
+    const q = await createQueue({ teamSize: 3, maxPartySize: 3, maxRatingGap: 100 })
+    await rig(q, newClock())
+    const [a, b, c] = await players(3)
+    const party = await formParty([a!, b!, c!])
+    const url = `/v1/matchmaking/${q}`
+    // b is connected before the leader joins; c connects after.
+    const wb = await connect(url, b!.token)
+    const wa = await connect(url, a!.token)
+    wa.send(JSON.stringify({ type: 'join', party: [c!.playerId, a!.playerId, b!.playerId] }))
+    const qa = await nextOfType<Queued>(wa, 'queued')
+    expect(qa.existing).toBe(false)
+    const qb = await nextOfType<Queued>(wb, 'queued')
+    expect(qb.ticketId).toBe(qa.ticketId)
+    const wc = await connect(url, c!.token)
+    const qc = await nextOfType<Queued>(wc, 'queued')
+    expect(qc).toMatchObject({ ticketId: qa.ticketId, existing: true })
+    // Sending join anyway changes nothing: the party's ticket again.
+    wc.send(JSON.stringify({ type: 'join' }))
+    expect(await nextOfType<Queued>(wc, 'queued')).toMatchObject({
+      ticketId: qa.ticketId,
+      existing: true,
+    })
+    const t = await ticketOf(qa.ticketId, c!.token)
+    expect(t.players).toEqual([a!.playerId, b!.playerId, c!.playerId])
+    await until(async () => {
+      const p = await ok(send('GET', `/v1/parties/${party.id}`, b!))
+      return p.ticketId === qa.ticketId ? true : undefined
+    })
+
+    const solos = [1, 2, 3].map((i) => `${q}-s${i}`)
+    for (const s of solos) await joinFor(q, s)
+    const found = await Promise.all([wa, wb, wc].map((ws) => nextOfType<Found>(ws, 'match_found')))
+    expect(new Set(found.map((f) => f.sessionId)).size).toBe(1)
+    const team = new Map(found[0]!.players.map((p) => [p.playerId, p.team]))
+    expect(new Set([a, b, c].map((p) => team.get(p!.playerId))).size).toBe(1)
+    expect(new Set(solos.map((s) => team.get(s))).size).toBe(1)
+    expect(team.get(solos[0]!)).not.toBe(team.get(a!.playerId))
+    for (const [i, p] of [a, b, c].entries()) {
+      expect(await verifySessionToken(env, found[i]!.token, found[i]!.sessionId)).toBe(p!.playerId)
+    }
+    for (const ws of [wa, wb, wc]) ws.close(1000)
+  })
+
+  it('a member who does not lead, a wrong list, or a stale read: party_forbidden and no ticket', async () => {
+    const q = await createQueue({ teamSize: 3, maxPartySize: 3 })
+    const clock = newClock()
+    await rig(q, clock)
+    const [a, b, c, loner, stranger] = await players(5)
+    const party = await formParty([a!, b!, c!])
+    const url = `/v1/matchmaking/${q}`
+    const ids = (...ps: Player[]) => ps.map((p) => p.playerId)
+    const wb = await connect(url, b!.token)
+    const wa = await connect(url, a!.token)
+    const wl = await connect(url, loner!.token)
+    const cases: [WebSocket, string[], string][] = [
+      [wb, ids(a!, b!, c!), 'leader'],
+      [wa, ids(a!, b!), 'missing'],
+      [wa, ids(a!, b!, c!, stranger!), 'Not members'],
+      [wl, ids(loner!, stranger!), 'no party'],
+    ]
+    for (const [ws, party, reason] of cases) {
+      ws.send(JSON.stringify({ type: 'join', party }))
+      const e = await nextOfType<{ code: string; message: string }>(ws, 'error')
+      expect(e.code).toBe('party_forbidden')
+      expect(e.message).toContain(reason)
+    }
+    expect(await waiting(q)).toBe(0)
+    expect(collect(wb).filter((m) => (m as { type: string }).type === 'queued')).toEqual([])
+
+    // The party read at connect is trusted for a minute; later, a party join needs a reconnect.
+    clock.t += 61_000
+    wa.send(JSON.stringify({ type: 'join', party: ids(a!, b!, c!) }))
+    const stale = await nextOfType<{ code: string; message: string }>(wa, 'error')
+    expect(stale.code).toBe('party_forbidden')
+    expect(stale.message).toContain('reconnect')
+    expect(await waiting(q)).toBe(0)
+    wa.close(1000)
+    const again = await connect(url, a!.token)
+    again.send(JSON.stringify({ type: 'join', party: ids(a!, b!, c!) }))
+    const queued = await nextOfType<Queued>(again, 'queued')
+    expect((await nextOfType<Queued>(wb, 'queued')).ticketId).toBe(queued.ticketId)
+    expect(await waiting(q)).toBe(1)
+    expect((await ok(send('GET', '/v1/parties/me', a!))).id).toBe(party.id)
+    for (const ws of [again, wb, wl]) ws.close(1000)
+  })
+
+  it(`a leader socket carries a full party of ${MAX_PARTY_SIZE} with the longest ids`, async () => {
+    const q = await createQueue({
+      teams: 1,
+      teamSize: MAX_PARTY_SIZE,
+      maxPartySize: MAX_PARTY_SIZE,
+    })
+    await rig(q, newClock())
+    const members = await Promise.all(
+      Array.from({ length: MAX_PARTY_SIZE }, (_, i) =>
+        player(`${i}-${crypto.randomUUID()}`.padEnd(128, 'x')),
+      ),
+    )
+    await formParty(members)
+    const ws = await connect(`/v1/matchmaking/${q}`, members[0]!.token)
+    ws.send(JSON.stringify({ type: 'join', party: members.map((m) => m.playerId) }))
+    await nextOfType<Queued>(ws, 'queued')
+    const found = await nextOfType<Found>(ws, 'match_found')
+    expect(found.players.map((p) => p.playerId).sort()).toEqual(
+      members.map((m) => m.playerId).sort(),
+    )
+    ws.close(1000)
+  })
+})

@@ -1,0 +1,449 @@
+import { INVITE_TTL_SECONDS, MAX_PARTY_SIZE, type PartyRoster } from '../core/party.ts'
+import { defaultRating } from '../core/rating.ts'
+import { getSql, pgErrorCode, type DbEnv } from '../db/client.ts'
+import { ApiError } from '../lib/problem.ts'
+
+/*
+ * Parties in Neon (`parties`, `party_members`, `party_invites`), over the HTTP driver. It has no
+ * interactive transactions, so every write is one non-interactive transaction that:
+ *
+ * 1. locks the party's row (`for update`), so writes to one party run one after another and each
+ *    statement after the lock sees the others' committed effects (READ COMMITTED takes a new
+ *    snapshot per statement): the size bound holds under concurrent invites, and a leader
+ *    handover never races a leave;
+ * 2. writes with guards in the statements themselves (only the leader invites, only a valid
+ *    invite becomes a membership), so a refused write writes nothing;
+ * 3. reads the facts that say why a guarded write wrote nothing, and the party as it now is.
+ *
+ * One round trip per request; a refused request changed nothing. A player is in at most one
+ * party because `party_members.player_id` is the primary key: of two accepts racing for one
+ * player, the second fails on it (23505) and its whole transaction, invite included, rolls back.
+ */
+
+/** Expired invites deleted per invite write: enough to outpace the one row a write adds. */
+const EXPIRED_SWEEP = 100
+
+export interface PartyMember {
+  playerId: string
+  joinedAt: string
+}
+
+export interface PartyInvite {
+  playerId: string
+  invitedAt: string
+  expiresAt: string
+}
+
+/** A party as its members and invitees read it. */
+export interface PartyView {
+  id: string
+  leader: string
+  /** Longest-standing first; the first is the next leader if the leader leaves. */
+  members: PartyMember[]
+  /** Pending, unexpired invites. */
+  invites: PartyInvite[]
+  /** The latest matchmaking ticket the leader made for the party, if any. */
+  ticketId: string | null
+  createdAt: string
+}
+
+/** An invite as its invitee lists it. */
+export interface ReceivedInvite {
+  partyId: string
+  leader: string
+  invitedAt: string
+  expiresAt: string
+}
+
+const iso = (col: string) => `to_char(${col} at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')`
+
+/** The party view of the party `where` picks: no row when there is none. */
+const view = (where: string) => `
+  select p.id, p.leader, p.ticket_id, ${iso('p.created_at')} as created_at,
+    coalesce((select json_agg(json_build_object('playerId', m.player_id, 'joinedAt', ${iso('m.joined_at')})
+                              order by m.joined_at, m.player_id)
+                from party_members m where m.party_id = p.id), '[]'::json) as members,
+    coalesce((select json_agg(json_build_object('playerId', i.player_id,
+                                                'invitedAt', ${iso('i.invited_at')},
+                                                'expiresAt', ${iso('i.expires_at')})
+                              order by i.invited_at, i.player_id)
+                from party_invites i where i.party_id = p.id and i.expires_at > now()), '[]'::json)
+      as invites
+    from parties p where ${where}`
+
+/** The view of party `$1`. */
+const VIEW = view('p.id = $1')
+
+/** What a caller (`$2`) is to party `$1`; no row when the party does not exist. */
+const ROLE = `
+  select p.leader,
+    exists (select 1 from party_members m where m.party_id = p.id and m.player_id = $2) as member,
+    exists (select 1 from party_invites i where i.party_id = p.id and i.player_id = $2
+                                         and i.expires_at > now()) as invited
+    from parties p where p.id = $1`
+
+const LOCK = `select id from parties where id = $1 for update`
+
+interface ViewRow {
+  id: string
+  leader: string
+  ticket_id: string | null
+  created_at: string
+  members: PartyMember[]
+  invites: PartyInvite[]
+}
+
+interface RoleRow {
+  leader: string
+  member: boolean
+  invited: boolean
+}
+
+function viewOf(row: ViewRow): PartyView {
+  return {
+    id: row.id,
+    leader: row.leader,
+    members: row.members,
+    invites: row.invites,
+    ticketId: row.ticket_id,
+    createdAt: row.created_at,
+  }
+}
+
+/** The 404 for a party the caller is neither in nor invited to (or that does not exist). */
+export function partyNotFound(partyId: string): ApiError {
+  return new ApiError('not-found', `No party '${partyId}' that you are in or invited to`)
+}
+
+/** Refuses a caller who is not the leader: 403 if they can see the party, else 404. */
+function leaderOnly(partyId: string, role: RoleRow | undefined, what: string): ApiError {
+  if (role && (role.member || role.invited)) {
+    return new ApiError('forbidden', `Only the party's leader ('${role.leader}') ${what}`)
+  }
+  return partyNotFound(partyId)
+}
+
+/** The party `playerId` is in, if any (for the 409 that names it). */
+async function partyIdOf(env: DbEnv, playerId: string): Promise<string | null> {
+  const rows = (await getSql(env).query(`select party_id from party_members where player_id = $1`, [
+    playerId,
+  ])) as { party_id: string }[]
+  return rows[0]?.party_id ?? null
+}
+
+async function alreadyInParty(env: DbEnv, playerId: string): Promise<ApiError> {
+  const current = await partyIdOf(env, playerId)
+  return new ApiError(
+    'conflict',
+    current
+      ? `You are already in party '${current}'; leave it first (a player is in one party at a time)`
+      : 'You are already in a party; leave it first (a player is in one party at a time)',
+    current ? { partyId: current } : {},
+  )
+}
+
+/**
+ * Creates a party led by `leader`, who becomes its first member. 409 `conflict` when the
+ * leader is already in a party.
+ */
+export async function createParty(env: DbEnv, leader: string): Promise<PartyView> {
+  const sql = getSql(env)
+  const id = crypto.randomUUID()
+  try {
+    const results = await sql.transaction([
+      sql.query(`insert into parties (id, leader) values ($1, $2)`, [id, leader]),
+      sql.query(`insert into party_members (party_id, player_id) values ($1, $2)`, [id, leader]),
+      sql.query(VIEW, [id]),
+    ])
+    return viewOf((results[2] as ViewRow[])[0]!)
+  } catch (err) {
+    if (pgErrorCode(err) === '23505') throw await alreadyInParty(env, leader)
+    throw err
+  }
+}
+
+/** The party `playerId` is a member of, or null. */
+export async function partyOfPlayer(env: DbEnv, playerId: string): Promise<PartyView | null> {
+  const rows = (await getSql(env).query(
+    view('p.id = (select party_id from party_members where player_id = $1)'),
+    [playerId],
+  )) as ViewRow[]
+  return rows[0] ? viewOf(rows[0]) : null
+}
+
+/** A party, if `caller` is a member or holds a pending invite to it; otherwise null. */
+export async function visibleParty(
+  env: DbEnv,
+  partyId: string,
+  caller: string,
+): Promise<PartyView | null> {
+  const rows = (await getSql(env).query(
+    view(`p.id = $1
+      and (exists (select 1 from party_members where party_id = $1 and player_id = $2)
+        or exists (select 1 from party_invites
+                    where party_id = $1 and player_id = $2 and expires_at > now()))`),
+    [partyId, caller],
+  )) as ViewRow[]
+  return rows[0] ? viewOf(rows[0]) : null
+}
+
+/**
+ * Invites `target` to the party (the caller must lead it); inviting again while the invite is
+ * pending refreshes its expiry (`created` false). Each invite written also sweeps a bounded
+ * batch of expired invites, so they never pile up. Refusals: 404 (no such party for
+ * the caller), 403 (a member or invitee who is not the leader), 409 (`target` is already a
+ * member, or the party is full).
+ */
+export async function invite(
+  env: DbEnv,
+  partyId: string,
+  caller: string,
+  target: string,
+): Promise<{ party: PartyView; created: boolean }> {
+  const sql = getSql(env)
+  const results = await sql.transaction([
+    sql.query(LOCK, [partyId]),
+    sql.query(ROLE, [partyId, caller]),
+    sql.query(
+      `select
+         exists (select 1 from party_members where party_id = $1 and player_id = $2) as member,
+         exists (select 1 from party_invites where party_id = $1 and player_id = $2
+                                              and expires_at > now()) as pending`,
+      [partyId, target],
+    ),
+    // The sweep rides on writes that happen, so a refused invite deletes nothing either; it
+    // leaves the row being written alone (one statement may not change a row twice).
+    sql.query(
+      `with written as (
+         insert into party_invites (party_id, player_id, expires_at)
+         select p.id, $3, now() + make_interval(secs => $4)
+           from parties p
+          where p.id = $1 and p.leader = $2
+            and not exists (select 1 from party_members where party_id = $1 and player_id = $3)
+            and (select count(*) from party_members where party_id = $1)
+              + (select count(*) from party_invites
+                  where party_id = $1 and player_id <> $3 and expires_at > now()) < $5
+         on conflict (party_id, player_id)
+           do update set invited_at = excluded.invited_at, expires_at = excluded.expires_at
+         returning 1
+       ),
+       swept as (
+         delete from party_invites
+          where ctid = any(array(
+                  select ctid from party_invites
+                   where expires_at <= now() and not (party_id = $1 and player_id = $3)
+                   limit $6 for update skip locked))
+            and exists (select 1 from written)
+       )
+       select count(*)::int as written from written`,
+      [partyId, caller, target, INVITE_TTL_SECONDS, MAX_PARTY_SIZE, EXPIRED_SWEEP],
+    ),
+    sql.query(VIEW, [partyId]),
+  ])
+  const role = (results[1] as RoleRow[])[0]
+  const invitee = (results[2] as { member: boolean; pending: boolean }[])[0]!
+  const written = (results[3] as { written: number }[])[0]!.written === 1
+  if (!role?.member || role.leader !== caller) throw leaderOnly(partyId, role, 'invites players')
+  if (invitee.member) {
+    throw new ApiError('conflict', `'${target}' is already a member of this party`)
+  }
+  if (!written) {
+    throw new ApiError(
+      'conflict',
+      `The party is full: at most ${MAX_PARTY_SIZE} members and pending invites together`,
+      { limit: MAX_PARTY_SIZE },
+    )
+  }
+  return { party: viewOf((results[4] as ViewRow[])[0]!), created: !invitee.pending }
+}
+
+/** Pending, unexpired invites `playerId` received, newest first. */
+export async function receivedInvites(
+  env: DbEnv,
+  playerId: string,
+  limit: number,
+): Promise<ReceivedInvite[]> {
+  const rows = (await getSql(env).query(
+    `select i.party_id, p.leader, ${iso('i.invited_at')} as invited_at,
+            ${iso('i.expires_at')} as expires_at
+       from party_invites i join parties p on p.id = i.party_id
+      where i.player_id = $1 and i.expires_at > now()
+      order by i.invited_at desc, i.party_id
+      limit $2`,
+    [playerId, limit],
+  )) as { party_id: string; leader: string; invited_at: string; expires_at: string }[]
+  return rows.map((r) => ({
+    partyId: r.party_id,
+    leader: r.leader,
+    invitedAt: r.invited_at,
+    expiresAt: r.expires_at,
+  }))
+}
+
+/**
+ * Accepts the caller's invite: the invite is consumed and the caller becomes a member, both or
+ * neither. A member of this party accepting again gets the party. Refusals: 404 (no pending
+ * invite: never sent, revoked, declined or expired), 409 (the caller is in another party; the
+ * invite stays, to accept after leaving).
+ */
+export async function acceptInvite(
+  env: DbEnv,
+  partyId: string,
+  caller: string,
+): Promise<PartyView> {
+  const sql = getSql(env)
+  let results: unknown[]
+  try {
+    results = await sql.transaction([
+      sql.query(LOCK, [partyId]),
+      sql.query(
+        `with inv as (
+           delete from party_invites
+            where party_id = $1 and player_id = $2 and expires_at > now()
+           returning party_id
+         ),
+         ins as (
+           insert into party_members (party_id, player_id) select party_id, $2 from inv
+           returning player_id
+         ),
+         touched as (
+           update parties set updated_at = now() where id = $1 and exists (select 1 from ins)
+         )
+         select count(*) from ins`,
+        [partyId, caller],
+      ),
+      sql.query(
+        `select exists (select 1 from party_members where party_id = $1 and player_id = $2)
+                  as member,
+                (select ${iso('expires_at')} from party_invites
+                  where party_id = $1 and player_id = $2) as expired_at`,
+        [partyId, caller],
+      ),
+      sql.query(VIEW, [partyId]),
+    ])
+  } catch (err) {
+    if (pgErrorCode(err) === '23505') throw await alreadyInParty(env, caller)
+    throw err
+  }
+  const state = (results[2] as { member: boolean; expired_at: string | null }[])[0]!
+  if (!state.member) {
+    throw new ApiError(
+      'not-found',
+      state.expired_at
+        ? `Your invite to party '${partyId}' expired at ${state.expired_at}; ask for a new one`
+        : `No pending invite to party '${partyId}' (never sent, revoked, declined, or the party ended)`,
+    )
+  }
+  return viewOf((results[3] as ViewRow[])[0]!)
+}
+
+/**
+ * Removes an invite: the leader revokes it, or the invitee declines. Idempotent: once the
+ * caller may ask, the answer is the same whether or not there was an invite to remove.
+ * Refusals: 403 (a member or invitee who is not the leader, for someone else's invite), 404
+ * (a stranger to the party, for someone else's invite).
+ */
+export async function deleteInvite(
+  env: DbEnv,
+  partyId: string,
+  caller: string,
+  target: string,
+): Promise<void> {
+  const sql = getSql(env)
+  const results = await sql.transaction([
+    sql.query(LOCK, [partyId]),
+    sql.query(ROLE, [partyId, caller]),
+    sql.query(
+      `delete from party_invites
+        where party_id = $1 and player_id = $2
+          and ($2 = $3 or exists (select 1 from parties where id = $1 and leader = $3))`,
+      [partyId, target, caller],
+    ),
+  ])
+  if (target === caller) return
+  const role = (results[1] as RoleRow[])[0]
+  if (role?.leader !== caller) throw leaderOnly(partyId, role, 'revokes invites')
+}
+
+/**
+ * Removes a member: a member leaves (`target` is the caller), or the leader removes one. A
+ * leader who leaves hands over to the longest-standing member; the last member leaving deletes
+ * the party and its invites. Idempotent like `deleteInvite`. Refusals: 403 (a member or
+ * invitee who is not the leader, removing someone else), 404 (a stranger, the same).
+ */
+export async function removeMember(
+  env: DbEnv,
+  partyId: string,
+  caller: string,
+  target: string,
+): Promise<void> {
+  const sql = getSql(env)
+  const results = await sql.transaction([
+    sql.query(LOCK, [partyId]),
+    sql.query(ROLE, [partyId, caller]),
+    sql.query(
+      `with gone as (
+         delete from party_members
+          where party_id = $1 and player_id = $2
+            and ($2 = $3 or exists (select 1 from parties where id = $1 and leader = $3))
+         returning player_id
+       )
+       update parties set updated_at = now() where id = $1 and exists (select 1 from gone)`,
+      [partyId, target, caller],
+    ),
+    sql.query(
+      `update parties p
+          set leader = (select m.player_id from party_members m where m.party_id = p.id
+                         order by m.joined_at, m.player_id limit 1)
+        where p.id = $1
+          and not exists (select 1 from party_members m
+                           where m.party_id = p.id and m.player_id = p.leader)
+          and exists (select 1 from party_members m where m.party_id = p.id)`,
+      [partyId],
+    ),
+    sql.query(
+      `delete from parties p
+        where p.id = $1 and not exists (select 1 from party_members m where m.party_id = p.id)`,
+      [partyId],
+    ),
+  ])
+  if (target === caller) return
+  const role = (results[1] as RoleRow[])[0]
+  if (role?.leader !== caller) throw leaderOnly(partyId, role, 'removes members')
+}
+
+/**
+ * The party `playerId` is in, as matchmaking needs it: the leader first, then the members in
+ * joining order, each with the rating matchmaking uses (the stored one; 1500 without a row).
+ */
+export async function partyRosterOf(
+  env: DbEnv,
+  playerId: string,
+): Promise<(PartyRoster & { ratings: Map<string, number> }) | null> {
+  const rows = (await getSql(env).query(
+    `select p.id, p.leader, m.player_id, pl.rating
+       from party_members me
+       join parties p on p.id = me.party_id
+       join party_members m on m.party_id = p.id
+       left join players pl on pl.id = m.player_id
+      where me.player_id = $1
+      order by m.player_id = p.leader desc, m.joined_at, m.player_id`,
+    [playerId],
+  )) as { id: string; leader: string; player_id: string; rating: number | string | null }[]
+  const first = rows[0]
+  if (!first) return null
+  const ratings = new Map<string, number>()
+  for (const r of rows) {
+    ratings.set(r.player_id, r.rating === null ? defaultRating().rating : Number(r.rating))
+  }
+  return { id: first.id, leader: first.leader, members: rows.map((r) => r.player_id), ratings }
+}
+
+/** Records the party's latest matchmaking ticket, for members to find (`ticketId`). */
+export async function recordPartyTicket(
+  env: DbEnv,
+  partyId: string,
+  ticketId: string,
+): Promise<void> {
+  await getSql(env).query(`update parties set ticket_id = $2 where id = $1`, [partyId, ticketId])
+}

@@ -1,0 +1,220 @@
+import { createRoute, z } from '@hono/zod-openapi'
+import type { Context } from 'hono'
+import type { AppEnv } from '../app-env.ts'
+import { INVITE_TTL_SECONDS, MAX_PARTY_SIZE } from '../core/party.ts'
+import { newRouter, PlayerId, problemResponses } from '../lib/openapi.ts'
+import { ApiError } from '../lib/problem.ts'
+import { playerId, requirePlayer } from '../middleware/auth.ts'
+import {
+  acceptInvite,
+  createParty,
+  deleteInvite,
+  invite,
+  partyNotFound,
+  partyOfPlayer,
+  removeMember,
+  visibleParty,
+} from '../parties/store.ts'
+
+/**
+ * Parties players form themselves: a leader invites, invitees accept or decline, members leave,
+ * and the leader queues the whole party (see docs/matchmaking.md). Player tokens only: the admin
+ * key is not a player (a game server that forms parties itself names them on its joins).
+ */
+export const partyRoutes = newRouter()
+
+const PartyId = z.uuid().openapi({ example: '6f1d2c3b-4a5e-4f60-9a8b-7c6d5e4f3a2b' })
+
+/** A player id, or `me` for the caller. */
+const PlayerOrMe = z.union([z.literal('me'), PlayerId])
+
+const Party = z
+  .object({
+    id: z.string(),
+    leader: z.string(),
+    members: z
+      .array(z.object({ playerId: z.string(), joinedAt: z.string() }))
+      .openapi({ description: 'Longest-standing first; the first after the leader leads next' }),
+    invites: z
+      .array(z.object({ playerId: z.string(), invitedAt: z.string(), expiresAt: z.string() }))
+      .openapi({ description: 'Pending invites (expired ones are not listed)' }),
+    ticketId: z
+      .string()
+      .nullable()
+      .openapi({
+        description:
+          'The latest matchmaking ticket the leader made for the party (read it with ' +
+          'GET /v1/matchmaking/tickets/{ticketId}); null before the first',
+      }),
+    createdAt: z.string(),
+  })
+  .openapi('Party')
+
+const partyJson = { 'application/json': { schema: Party } }
+
+function resolve(c: Context<AppEnv>, raw: string): string {
+  return raw === 'me' ? playerId(c) : raw
+}
+
+// ---------------------------------------------------------------------------------------------
+
+const createPartyRoute = createRoute({
+  method: 'post',
+  path: '/',
+  summary: 'Form a party, led by the caller',
+  description:
+    'The caller becomes the leader and first member. A player is in one party at a time: a ' +
+    'member of another party gets 409 (leave it first).',
+  middleware: [requirePlayer()] as const,
+  responses: {
+    201: { description: 'The new party', content: partyJson },
+    ...problemResponses(401, 403, 409),
+  },
+})
+
+partyRoutes.openapi(createPartyRoute, async (c) => {
+  const party = await createParty(c.env, playerId(c))
+  return c.json(party, 201)
+})
+
+const myPartyRoute = createRoute({
+  method: 'get',
+  path: '/me',
+  summary: "The caller's party",
+  middleware: [requirePlayer()] as const,
+  responses: {
+    200: { description: 'The party', content: partyJson },
+    ...problemResponses(401, 403, 404),
+  },
+})
+
+partyRoutes.openapi(myPartyRoute, async (c) => {
+  const party = await partyOfPlayer(c.env, playerId(c))
+  if (!party) throw new ApiError('not-found', 'You are in no party')
+  c.header('cache-control', 'private, no-store')
+  return c.json(party, 200)
+})
+
+const PartyParam = z.object({ partyId: PartyId })
+
+const getPartyRoute = createRoute({
+  method: 'get',
+  path: '/{partyId}',
+  summary: 'A party the caller is in or invited to',
+  description: 'Members and players with a pending invite read it; for anyone else it is 404.',
+  middleware: [requirePlayer()] as const,
+  request: { params: PartyParam },
+  responses: {
+    200: { description: 'The party', content: partyJson },
+    ...problemResponses(401, 403, 404, 422),
+  },
+})
+
+partyRoutes.openapi(getPartyRoute, async (c) => {
+  const { partyId } = c.req.valid('param')
+  const party = await visibleParty(c.env, partyId, playerId(c))
+  if (!party) throw partyNotFound(partyId)
+  c.header('cache-control', 'private, no-store')
+  return c.json(party, 200)
+})
+
+// ---------------------------------------------------------------------------------------------
+
+const InviteBody = z.object({ playerId: PlayerId }).strict().openapi('PartyInviteRequest')
+
+const inviteRoute = createRoute({
+  method: 'post',
+  path: '/{partyId}/invites',
+  summary: 'Invite a player (leader only)',
+  description:
+    `The invite can be accepted for ${INVITE_TTL_SECONDS / 60} minutes; inviting the same player ` +
+    `again refreshes it (200). A party holds at most ${MAX_PARTY_SIZE} members and pending invites ` +
+    'together. 403 for members who do not lead, 404 for players not in or invited to the party, ' +
+    '409 when the player is already a member (the caller included) or the party is full.',
+  middleware: [requirePlayer()] as const,
+  request: {
+    params: PartyParam,
+    body: { content: { 'application/json': { schema: InviteBody } }, required: true },
+  },
+  responses: {
+    201: { description: 'Invited; the party', content: partyJson },
+    200: { description: 'The invite was refreshed; the party', content: partyJson },
+    ...problemResponses(400, 401, 403, 404, 409, 415, 422),
+  },
+})
+
+partyRoutes.openapi(inviteRoute, async (c) => {
+  const { partyId } = c.req.valid('param')
+  const body = c.req.valid('json')
+  const r = await invite(c.env, partyId, playerId(c), body.playerId)
+  return c.json(r.party, r.created ? 201 : 200)
+})
+
+const revokeRoute = createRoute({
+  method: 'delete',
+  path: '/{partyId}/invites/{playerId}',
+  summary: 'Revoke an invite (leader) or decline one (the invitee, `me`)',
+  description:
+    'Idempotent: 204 whether or not an invite was there, once the caller may ask (the invitee ' +
+    'for their own invite, the leader for any). 403 for other members and invitees, 404 for ' +
+    'anyone else.',
+  middleware: [requirePlayer()] as const,
+  request: { params: z.object({ partyId: PartyId, playerId: PlayerOrMe }) },
+  responses: {
+    204: { description: 'No such invite any more' },
+    ...problemResponses(401, 403, 404, 422),
+  },
+})
+
+partyRoutes.openapi(revokeRoute, async (c) => {
+  const params = c.req.valid('param')
+  await deleteInvite(c.env, params.partyId, playerId(c), resolve(c, params.playerId))
+  return c.body(null, 204)
+})
+
+// ---------------------------------------------------------------------------------------------
+
+const acceptRoute = createRoute({
+  method: 'post',
+  path: '/{partyId}/members',
+  summary: 'Accept an invite: the caller joins the party',
+  description:
+    'Consumes the invite. 404 when there is no pending invite (never sent, revoked, declined or ' +
+    'expired; the detail says which it can tell); 409 when the caller is in another party (the ' +
+    'invite stays: leave, then accept). A member of this party accepting again gets the party (200).',
+  middleware: [requirePlayer()] as const,
+  request: { params: PartyParam },
+  responses: {
+    200: { description: 'The party, with the caller as a member', content: partyJson },
+    ...problemResponses(401, 403, 404, 409, 422),
+  },
+})
+
+partyRoutes.openapi(acceptRoute, async (c) => {
+  const { partyId } = c.req.valid('param')
+  return c.json(await acceptInvite(c.env, partyId, playerId(c)), 200)
+})
+
+const leaveRoute = createRoute({
+  method: 'delete',
+  path: '/{partyId}/members/{playerId}',
+  summary: 'Leave the party (`me`), or remove a member (leader)',
+  description:
+    'A leader who leaves hands the party to the longest-standing member; the last member leaving ' +
+    'ends the party and its invites. Leaving does not cancel a waiting matchmaking ticket (cancel ' +
+    'it with DELETE /v1/matchmaking/tickets/{ticketId}). Idempotent: 204 whether or not the ' +
+    'player was a member, once the caller may ask. 403 for members and invitees removing someone ' +
+    'else without leading, 404 for anyone else.',
+  middleware: [requirePlayer()] as const,
+  request: { params: z.object({ partyId: PartyId, playerId: PlayerOrMe }) },
+  responses: {
+    204: { description: 'Not a member any more' },
+    ...problemResponses(401, 403, 404, 422),
+  },
+})
+
+partyRoutes.openapi(leaveRoute, async (c) => {
+  const params = c.req.valid('param')
+  await removeMember(c.env, params.partyId, playerId(c), resolve(c, params.playerId))
+  return c.body(null, 204)
+})

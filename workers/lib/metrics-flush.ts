@@ -41,8 +41,17 @@ function shardOf(source: string): number {
 }
 
 let lastSentAt = -Infinity
-/** When the running send loop started. */
-let sendingSince: number | undefined
+/**
+ * The send under way, if any, and when it last showed life. A send started in a context that has
+ * since gone away (a Worker request, where a local isolate shares the registry with its objects)
+ * never wakes again; once its heartbeat is older than two intervals, a newer caller takes over,
+ * and the old one, should it wake after all, sees it is no longer the owner and stops.
+ */
+let sender: { beat: number } | undefined
+
+function senderAlive(now: number): boolean {
+  return sender !== undefined && now - sender.beat < 2 * FLUSH_INTERVAL_MS
+}
 
 /**
  * Sends this isolate's unsent metrics now, until none are left. Safe to run concurrently with
@@ -71,17 +80,13 @@ export async function sendMetrics(env: Pick<Env, 'METRICS_HUB'>): Promise<void> 
  * (at most FLUSH_INTERVAL_MS after its last change), and its later changes ride the same loop.
  */
 export function sendMetricsSoon(env: Pick<Env, 'METRICS_HUB'>): void {
-  if (!hasUnsentMetrics()) return
-  const now = Date.now()
-  // A loop started in a context that has since gone away (a Worker request, where a local
-  // isolate shares the registry with its objects) never wakes; a newer caller takes over.
-  if (sendingSince !== undefined && now - sendingSince < 2 * FLUSH_INTERVAL_MS) return
-  const since = now
-  sendingSince = since
-  void sendLoop(env)
+  if (!hasUnsentMetrics() || senderAlive(Date.now())) return
+  const me = { beat: Date.now() }
+  sender = me
+  void sendLoop(env, me)
     .catch((err: unknown) => log('warn', 'metrics not sent', errorFields(err)))
     .finally(() => {
-      if (sendingSince === since) sendingSince = undefined
+      if (sender === me) sender = undefined
     })
 }
 
@@ -92,23 +97,26 @@ export function sendMetricsSoon(env: Pick<Env, 'METRICS_HUB'>): void {
  * after the interval (or the next `/metrics` it answers).
  */
 export function sendMetricsIfDue(env: Pick<Env, 'METRICS_HUB'>): Promise<void> | undefined {
-  if (!hasUnsentMetrics()) return undefined
   const now = Date.now()
-  if (now < lastSentAt + FLUSH_INTERVAL_MS) return undefined
-  if (sendingSince !== undefined && now - sendingSince < 2 * FLUSH_INTERVAL_MS) return undefined
-  const since = now
-  sendingSince = since
+  if (!hasUnsentMetrics() || now < lastSentAt + FLUSH_INTERVAL_MS || senderAlive(now)) {
+    return undefined
+  }
+  const me = { beat: now }
+  sender = me
   return sendMetrics(env)
     .catch((err: unknown) => log('warn', 'metrics not sent', errorFields(err)))
     .finally(() => {
-      if (sendingSince === since) sendingSince = undefined
+      if (sender === me) sender = undefined
     })
 }
 
-async function sendLoop(env: Pick<Env, 'METRICS_HUB'>): Promise<void> {
-  while (hasUnsentMetrics()) {
-    const wait = lastSentAt + FLUSH_INTERVAL_MS - Date.now()
+async function sendLoop(env: Pick<Env, 'METRICS_HUB'>, me: { beat: number }): Promise<void> {
+  while (sender === me && hasUnsentMetrics()) {
+    me.beat = Date.now()
+    const wait = lastSentAt + FLUSH_INTERVAL_MS - me.beat
     if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait))
+    if (sender !== me) return
+    me.beat = Date.now()
     await sendMetrics(env)
   }
 }

@@ -1,0 +1,95 @@
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
+import type { Env } from '../../workers/env.ts'
+import {
+  type Family,
+  MetricsAggregate,
+  type MetricsBatch,
+} from '../../workers/lib/metric-families.ts'
+import { setLogLevel } from '../../workers/lib/log.ts'
+import { FLUSH_INTERVAL_MS, sendMetricsSoon } from '../../workers/lib/metrics-flush.ts'
+import { counter } from '../../workers/lib/metrics.ts'
+
+/**
+ * The hub's contract in memory (apply each source's batch number once, add up the rest), so the
+ * isolate side's timing can run on a fake clock; the hub object itself is tested in workerd
+ * (test/worker/metrics-hub.test.ts).
+ */
+class HubOnTheSide {
+  readonly totals = new MetricsAggregate()
+  private readonly lastSeq = new Map<string, number>()
+  calls = 0
+  down = false
+
+  env(): Pick<Env, 'METRICS_HUB'> {
+    const stub = {
+      record: async (batch: MetricsBatch) => {
+        this.calls++
+        if (this.down) throw new Error('hub unreachable')
+        if (batch.seq <= (this.lastSeq.get(batch.source) ?? 0)) return { ok: true, applied: false }
+        this.lastSeq.set(batch.source, batch.seq)
+        for (const f of batch.families) this.totals.add(f)
+        return { ok: true, applied: true }
+      },
+      families: async (): Promise<Family[]> => this.totals.families(),
+    }
+    return { METRICS_HUB: { getByName: () => stub } as unknown as Env['METRICS_HUB'] }
+  }
+
+  total(name: string): number {
+    const f = this.totals.families().find((x) => x.name === name)
+    return f?.kind === 'counter' ? f.series.reduce((n, s) => n + s.value, 0) : 0
+  }
+}
+
+/** Lets the loop's promises settle between fake-clock steps. */
+const settle = () => vi.advanceTimersByTimeAsync(0)
+
+// The sender keeps the time of its last send across tests: each test's clock starts later.
+let startAt = Date.now()
+
+describe('a Durable Object sending its metrics', () => {
+  beforeEach(() => {
+    setLogLevel('silent')
+    startAt += 24 * 3600_000
+    vi.useFakeTimers({ now: startAt })
+  })
+  afterEach(() => {
+    vi.useRealTimers()
+  })
+
+  it('sends once per interval under steady traffic, however long it lasts', async () => {
+    const hub = new HubOnTheSide()
+    const env = hub.env()
+    const actions = counter('nexus_test_flush_steady_total', 'test')
+    const seconds = 120
+    for (let t = 0; t < seconds * 10; t++) {
+      actions.inc()
+      sendMetricsSoon(env)
+      await vi.advanceTimersByTimeAsync(100)
+    }
+    await vi.advanceTimersByTimeAsync(2 * FLUSH_INTERVAL_MS)
+    expect(hub.total('nexus_test_flush_steady_total')).toBe(seconds * 10)
+    // One send per interval (plus the first, at once): no second loop joins in as time passes.
+    expect(hub.calls).toBeLessThanOrEqual((seconds * 1000) / FLUSH_INTERVAL_MS + 2)
+  })
+
+  it('keeps what the hub did not take and delivers it, once, when the hub is back', async () => {
+    const hub = new HubOnTheSide()
+    const env = hub.env()
+    const joins = counter('nexus_test_flush_outage_total', 'test')
+    await vi.advanceTimersByTimeAsync(2 * FLUSH_INTERVAL_MS)
+    hub.down = true
+    for (let i = 0; i < 5; i++) {
+      joins.inc()
+      sendMetricsSoon(env)
+      await vi.advanceTimersByTimeAsync(FLUSH_INTERVAL_MS)
+    }
+    expect(hub.total('nexus_test_flush_outage_total')).toBe(0)
+    hub.down = false
+    joins.inc()
+    sendMetricsSoon(env)
+    await vi.advanceTimersByTimeAsync(FLUSH_INTERVAL_MS)
+    await settle()
+    expect(hub.total('nexus_test_flush_outage_total')).toBe(6)
+  })
+})

@@ -412,31 +412,49 @@ export async function removeMember(
   if (role?.leader !== caller) throw leaderOnly(partyId, role, 'removes members')
 }
 
+/** A player as matchmaking sees them: their rating and, if they are in one, their party. */
+export interface MatchmakingPlayer {
+  /** The stored rating (1500 without a row). */
+  rating: number
+  /** The leader first, then the members in joining order, each with their rating. */
+  party: (PartyRoster & { ratings: Map<string, number> }) | null
+}
+
 /**
- * The party `playerId` is in, as matchmaking needs it: the leader first, then the members in
- * joining order, each with the rating matchmaking uses (the stored one; 1500 without a row).
+ * `playerId`'s rating and party in one round trip (a socket connect needs both).
  */
-export async function partyRosterOf(
-  env: DbEnv,
-  playerId: string,
-): Promise<(PartyRoster & { ratings: Map<string, number> }) | null> {
+export async function matchmakingPlayer(env: DbEnv, playerId: string): Promise<MatchmakingPlayer> {
   const rows = (await getSql(env).query(
-    `select p.id, p.leader, m.player_id, pl.rating
-       from party_members me
-       join parties p on p.id = me.party_id
-       join party_members m on m.party_id = p.id
+    `select own.rating as own_rating, p.id, p.leader, m.player_id, pl.rating
+       from (select $1::text as id) me
+       left join players own on own.id = me.id
+       left join party_members mine on mine.player_id = me.id
+       left join parties p on p.id = mine.party_id
+       left join party_members m on m.party_id = p.id
        left join players pl on pl.id = m.player_id
-      where me.player_id = $1
       order by m.player_id = p.leader desc, m.joined_at, m.player_id`,
     [playerId],
-  )) as { id: string; leader: string; player_id: string; rating: number | string | null }[]
-  const first = rows[0]
-  if (!first) return null
+  )) as {
+    own_rating: number | string | null
+    id: string | null
+    leader: string | null
+    player_id: string | null
+    rating: number | string | null
+  }[]
+  const ratingOf = (r: number | string | null) => (r === null ? defaultRating().rating : Number(r))
+  const first = rows[0]!
+  if (first.id === null) return { rating: ratingOf(first.own_rating), party: null }
   const ratings = new Map<string, number>()
-  for (const r of rows) {
-    ratings.set(r.player_id, r.rating === null ? defaultRating().rating : Number(r.rating))
+  for (const r of rows) ratings.set(r.player_id!, ratingOf(r.rating))
+  return {
+    rating: ratingOf(first.own_rating),
+    party: {
+      id: first.id,
+      leader: first.leader!,
+      members: rows.map((r) => r.player_id!),
+      ratings,
+    },
   }
-  return { id: first.id, leader: first.leader, members: rows.map((r) => r.player_id), ratings }
 }
 
 /** Records the party's latest matchmaking ticket, for members to find (`ticketId`). */

@@ -20,7 +20,7 @@ import { Party, TicketAttributes } from '../matchmaking/protocol.ts'
 import { storedRatings } from '../matchmaking/ratings.ts'
 import { parseTicketId, poolFetcher, poolStub } from '../matchmaking/stub.ts'
 import { requirePrincipal } from '../middleware/auth.ts'
-import { partyRosterOf, recordPartyTicket } from '../parties/store.ts'
+import { matchmakingPlayer, recordPartyTicket } from '../parties/store.ts'
 
 export const matchmakingRoutes = newRouter()
 
@@ -259,7 +259,7 @@ matchmakingRoutes.openapi(joinRoute, async (c) => {
     }
     leader = principal.playerId
     if (body.party && !(body.party.length === 1 && body.party[0] === leader)) {
-      const roster = await partyRosterOf(c.env, leader)
+      const roster = (await matchmakingPlayer(c.env, leader)).party
       const refusal = partyJoinRefusal(roster, leader, body.party)
       if (refusal) throw new ApiError('forbidden', refusal)
       partyId = roster!.id
@@ -443,10 +443,9 @@ matchmakingRoutes.openapi(socketRoute, (async (c: Context<AppEnv>) => {
   }
   // The party is read now, not when a `join` frame names it: frames go to the pool, which has
   // no Neon reads of its own; it trusts this copy for a bounded time (PARTY_READ_MAX_AGE_MS).
-  const [{ config, version }, ratings, party] = await Promise.all([
+  const [{ config, version }, { rating, party }] = await Promise.all([
     queueConfig(c, queue),
-    storedRatings(c.env, [principal.playerId]),
-    partyRosterOf(c.env, principal.playerId),
+    matchmakingPlayer(c.env, principal.playerId),
   ])
   const region = regionOf(config, query.region)
   const context: SocketContext = {
@@ -455,7 +454,7 @@ matchmakingRoutes.openapi(socketRoute, (async (c: Context<AppEnv>) => {
     config,
     version,
     playerId: principal.playerId,
-    rating: ratings.get(principal.playerId)!,
+    rating,
     party: party && {
       id: party.id,
       leader: party.leader,

@@ -2,6 +2,7 @@ import { Auth, type KeyValueStorage, memoryStorage } from './auth.ts'
 import { type Credential, DEFAULT_RETRY, type RetryPolicy, Transport } from './http.ts'
 import { Leaderboards } from './leaderboards.ts'
 import { Matchmaking, type SocketSettings } from './matchmaking.ts'
+import { Parties } from './parties.ts'
 import { Sessions } from './sessions.ts'
 import { platformSockets, type SocketFactory } from './socket.ts'
 
@@ -25,11 +26,12 @@ export interface ClientOptions {
   maxReconnects?: number
 }
 
-/** The Nexus client: `auth`, `leaderboards`, `matchmaking`, `sessions`. */
+/** The Nexus client: `auth`, `leaderboards`, `matchmaking`, `parties`, `sessions`. */
 export interface NexusClient {
   readonly auth: Auth
   readonly leaderboards: Leaderboards
   readonly matchmaking: Matchmaking
+  readonly parties: Parties
   readonly sessions: Sessions
   /** The typed HTTP layer, for operations the helpers do not wrap. */
   readonly http: Transport
@@ -74,6 +76,7 @@ export function createClient(options: ClientOptions): NexusClient {
     auth,
     leaderboards: new Leaderboards(transport, who),
     matchmaking: new Matchmaking({ t: transport, auth, sockets }),
+    parties: new Parties(transport),
     sessions: new Sessions({ t: transport, sockets }),
     http: transport,
   }

@@ -29,6 +29,14 @@ export {
   type TicketEvents,
 } from './matchmaking.ts'
 export {
+  Parties,
+  type Party,
+  type PartyInvite,
+  type PartyMember,
+  type ReceivedPartyInvite,
+  type ReceivedPartyInvites,
+} from './parties.ts'
+export {
   GameConnection,
   Sessions,
   type EventsPage,

@@ -33,6 +33,12 @@ export interface Match {
 export interface JoinOptions {
   region?: string
   attributes?: TicketAttributesValue
+  /**
+   * A party leader queueing the party: every member's player id, the leader included (in any
+   * order; `joinWithParty` fills it from the party). Anyone else naming a party is refused
+   * (`NexusProblem` `forbidden`).
+   */
+  party?: string[]
   /** `auto` (default): WebSocket, falling back to HTTP long-polling when sockets fail. */
   transport?: 'auto' | 'websocket' | 'http'
 }
@@ -71,11 +77,19 @@ export interface SocketSettings {
 const LONG_POLL_SECONDS = 20
 /** After a reconnect the pool re-attaches a waiting ticket at once; past this we ask over HTTP. */
 const REATTACH_WAIT_MS = 3000
+/** How often a party member without a socket reads the party for the leader's new ticket. */
+const PARTY_POLL_MS = 2000
+
+/** Whether a ticket can still end in a match. */
+function live(t: Ticket): boolean {
+  return t.status === 'waiting' || t.status === 'matching'
+}
 
 /**
  * One player in one queue: joins over a WebSocket (reconnecting, re-attaching the same ticket
  * within the server's 10 s grace) or, when sockets do not work, over HTTP with long-polling.
- * Await `matched` for the session; `cancel()` leaves.
+ * Await `matched` for the session; `cancel()` leaves (on a party ticket, the whole party).
+ * A party member's ticket (`waitForParty`) never joins: it waits for the leader's ticket.
  *
  * @example
  * const ticket = nexus.matchmaking.join('duel')
@@ -94,16 +108,26 @@ export class MatchTicket extends Emitter<TicketEvents> {
   private rejectMatch!: (e: unknown) => void
   private readonly deps: { t: Transport; auth: Auth; sockets: SocketSettings }
   private readonly opts: JoinOptions
+  /** `member`: a party member waiting for the ticket the leader makes, never joining itself. */
+  private readonly role: 'join' | 'member'
+  /** A member's party ticket that had ended before the wait began (the last game's). */
+  private staleTicketId: string | null = null
+  private connects = 0
+  /** The pool's region: as asked, or the region of the party ticket a member took up. */
+  private region: string | undefined
 
   constructor(
     queue: string,
     opts: JoinOptions,
     deps: { t: Transport; auth: Auth; sockets: SocketSettings },
+    role: 'join' | 'member' = 'join',
   ) {
     super()
     this.queue = queue
     this.opts = opts
     this.deps = deps
+    this.role = role
+    this.region = opts.region
     this.matched = new Promise<Match>((resolve, reject) => {
       this.resolveMatch = resolve
       this.rejectMatch = reject
@@ -117,6 +141,11 @@ export class MatchTicket extends Emitter<TicketEvents> {
   async cancel(): Promise<void> {
     if (this.done) return
     const ticketId = this.ticketId
+    if (this.role === 'member' && ticketId === null) {
+      // Nothing on the server to leave: the leader has not queued yet.
+      this.end('cancelled', 'cancelled')
+      return
+    }
     if (isOpen(this.socket) && this.transport === 'websocket') {
       const ended = new Promise<void>((resolve) => {
         this.on('ended', () => resolve())
@@ -146,6 +175,8 @@ export class MatchTicket extends Emitter<TicketEvents> {
 
   private async run(): Promise<void> {
     const mode = this.opts.transport ?? 'auto'
+    if (this.role === 'member') await this.startMember()
+    if (this.done) return
     if (mode !== 'http' && this.deps.sockets.factory) {
       const fallback = await this.runSocket()
       if (this.done) return
@@ -168,7 +199,7 @@ export class MatchTicket extends Emitter<TicketEvents> {
           '/v1/matchmaking/{queue}',
           { queue: this.queue },
           {
-            region: this.opts.region,
+            region: this.region,
             token,
           },
         ),
@@ -209,6 +240,7 @@ export class MatchTicket extends Emitter<TicketEvents> {
 
   /** Handles one open socket; resolves when it closes. */
   private serveSocket(socket: SocketLike): Promise<void> {
+    const reconnect = this.connects++ > 0
     return new Promise<void>((resolve) => {
       let attached = false
       socket.addEventListener('message', (e) => {
@@ -225,9 +257,30 @@ export class MatchTicket extends Emitter<TicketEvents> {
       })
       socket.addEventListener('close', () => resolve())
       if (this.ticketId === null) {
+        if (this.role === 'member') {
+          // A member waits: the leader's new ticket attaches this socket and sends `queued`. One
+          // made while the socket was down (and perhaps already matched) shows on the party.
+          if (reconnect) {
+            const region = this.region
+            setTimeout(() => {
+              if (attached || this.done || this.ticketId !== null) return
+              void this.checkParty()
+                .then((found) => {
+                  if (!found || this.done || !isOpen(socket)) return
+                  // A live ticket this socket was not attached to: a member's join attaches it,
+                  // in the ticket's pool (a reconnect there re-attaches it by itself).
+                  if (this.region === region) socket.send(JSON.stringify({ type: 'join' }))
+                  else socket.close(1000, 'region')
+                })
+                .catch((err: unknown) => this.fail(err))
+            }, REATTACH_WAIT_MS)
+          }
+          return
+        }
         socket.send(
           JSON.stringify({
             type: 'join',
+            ...(this.opts.party ? { party: this.opts.party } : {}),
             ...(this.opts.attributes ? { attributes: this.opts.attributes } : {}),
           }),
         )
@@ -275,19 +328,27 @@ export class MatchTicket extends Emitter<TicketEvents> {
         this.end('expired', 'expired')
         socket.close(1000, 'expired')
         return
-      case 'error':
+      case 'error': {
         // `not_queued` answers a cancel that raced the end of the ticket; nothing to do.
         if (msg.code === 'not_queued') return
+        // The same problems an HTTP join gets for the same refusal.
+        const [problem, status] =
+          msg.code === 'conflict'
+            ? (['conflict', 409] as const)
+            : msg.code === 'party_forbidden'
+              ? (['forbidden', 403] as const)
+              : (['bad-request', 400] as const)
         this.fail(
           new NexusProblem({
-            type: `urn:nexus:problem:${msg.code === 'conflict' ? 'conflict' : 'bad-request'}`,
+            type: `urn:nexus:problem:${problem}`,
             title: msg.code,
-            status: msg.code === 'conflict' ? 409 : 400,
+            status,
             detail: msg.message,
           }),
         )
         socket.close(1000, 'error')
         return
+      }
       case 'pong':
         return
     }
@@ -295,11 +356,14 @@ export class MatchTicket extends Emitter<TicketEvents> {
 
   private async runHttp(): Promise<void> {
     const { t } = this.deps
+    if (this.ticketId === null && this.role === 'member') await this.pollParty()
+    if (this.done) return
     if (this.ticketId === null) {
       const ticket = await t.request('post', '/v1/matchmaking/{queue}/tickets', {
         path: { queue: this.queue },
         body: {
           ...(this.opts.region ? { region: this.opts.region } : {}),
+          ...(this.opts.party ? { party: this.opts.party } : {}),
           ...(this.opts.attributes ? { attributes: this.opts.attributes } : {}),
         },
         as: { kind: 'player' },
@@ -324,6 +388,57 @@ export class MatchTicket extends Emitter<TicketEvents> {
       }
       this.settle(ticket)
     }
+  }
+
+  /**
+   * A member's first look at the party: fails when the player is in none, takes up a ticket the
+   * leader already made, and remembers an ended one so that it is not mistaken for a new one.
+   */
+  private async startMember(): Promise<void> {
+    const party = await this.readParty()
+    if (party.ticketId === null) return
+    const ticket = await this.read(party.ticketId)
+    if (!live(ticket) || ticket.queue !== this.queue) {
+      this.staleTicketId = ticket.ticketId
+      return
+    }
+    this.takeUp(ticket)
+  }
+
+  /** Without a socket, nothing pushes the leader's ticket: read the party until it names one. */
+  private async pollParty(): Promise<void> {
+    while (!this.done && !(await this.checkParty())) await sleep(PARTY_POLL_MS)
+  }
+
+  /** Takes up the leader's new ticket if the party names one; true when it did. */
+  private async checkParty(): Promise<boolean> {
+    const party = await this.readParty()
+    if (party.ticketId === null || party.ticketId === this.staleTicketId) return false
+    const ticket = await this.read(party.ticketId)
+    if (this.done || this.ticketId !== null) return true
+    if (ticket.queue !== this.queue) {
+      // The leader queued elsewhere; this wait is for this queue only.
+      this.staleTicketId = ticket.ticketId
+      return false
+    }
+    this.takeUp(ticket)
+    this.settle(ticket)
+    return true
+  }
+
+  /** A member takes up the party's ticket, in whichever region the leader queued. */
+  private takeUp(ticket: Ticket): void {
+    this.ticketId = ticket.ticketId
+    this.region = ticket.region
+    this.emit('queued', { ticketId: ticket.ticketId, existing: true, expiresAt: ticket.expiresAt })
+  }
+
+  private readParty() {
+    return this.deps.t.request('get', '/v1/parties/me', {
+      as: { kind: 'player' },
+      retry: true,
+      signal: this.abort.signal,
+    })
   }
 
   private read(ticketId: string, waitSeconds = 0): Promise<Ticket> {
@@ -363,6 +478,7 @@ export class MatchTicket extends Emitter<TicketEvents> {
     if (this.done) return
     this.done = true
     this.abort.abort()
+    if (isOpen(this.socket)) this.socket.close(1000, 'matched')
     this.emit('match', m)
     this.resolveMatch(m)
   }
@@ -371,6 +487,7 @@ export class MatchTicket extends Emitter<TicketEvents> {
     if (this.done) return
     this.done = true
     this.abort.abort()
+    if (isOpen(this.socket)) this.socket.close(1000, outcome)
     this.emit('ended', { outcome, reason })
     this.rejectMatch(new MatchmakingEnded(outcome, reason))
   }
@@ -395,6 +512,40 @@ export class Matchmaking {
   /** Joins a queue as the signed-in player; see `MatchTicket`. */
   join(queue: string, opts: JoinOptions = {}): MatchTicket {
     return new MatchTicket(queue, opts, this.deps)
+  }
+
+  /**
+   * A party leader queues the party: reads the signed-in player's party and joins naming its
+   * members (one ticket, one team). No party: `NexusProblem` `not-found`, from the read; a member
+   * who does not lead: `matched` rejects with `forbidden` naming the leader. Members call
+   * `waitForParty` with the same queue and region.
+   *
+   * @example
+   * const ticket = await nexus.matchmaking.joinWithParty('squads')
+   * const match = await ticket.matched
+   */
+  async joinWithParty(queue: string, opts: Omit<JoinOptions, 'party'> = {}): Promise<MatchTicket> {
+    const party = await this.deps.t.request('get', '/v1/parties/me', {
+      as: { kind: 'player' },
+      retry: true,
+    })
+    return this.join(queue, { ...opts, party: party.members.map((m) => m.playerId) })
+  }
+
+  /**
+   * A party member's side of a party join: never joins, waits for the ticket the leader makes
+   * in this queue and region and resolves `matched` with this player's own token. Over a socket
+   * the server attaches it to the leader's new ticket; over HTTP it reads the party until its
+   * `ticketId` names a new ticket. Open it before the leader queues (a ticket that ended before
+   * the wait began is taken as the last game's). `cancel()` on a ticket takes the whole party
+   * out. Rejects with `NexusProblem` `not-found` when the player is in no party.
+   *
+   * @example
+   * const ticket = friend.matchmaking.waitForParty('squads')
+   * const match = await ticket.matched
+   */
+  waitForParty(queue: string, opts: Omit<JoinOptions, 'party' | 'attributes'> = {}): MatchTicket {
+    return new MatchTicket(queue, opts, this.deps, 'member')
   }
 
   /** Waiting players, matches per minute and wait percentiles. */

@@ -297,6 +297,148 @@ describe('matchmaking', () => {
   })
 })
 
+describe('parties', () => {
+  /** The problem a call was refused with (fails the test if it was not refused). */
+  async function refusal(call: Promise<unknown>): Promise<NexusProblem> {
+    const err = await call.then(
+      () => null,
+      (e: unknown) => e,
+    )
+    expect(err).toBeInstanceOf(NexusProblem)
+    return err as NexusProblem
+  }
+
+  it('create, invite, accept, decline, revoke; a member cannot invite; the leader hands over on leaving', async () => {
+    const [leader, friend, third] = await Promise.all([guestClient(), guestClient(), guestClient()])
+    const [L, F, T] = [leader, friend, third].map((n) => n.auth.playerId!) as [
+      string,
+      string,
+      string,
+    ]
+    expect(await leader.parties.mine()).toBeNull()
+    const party = await leader.parties.create()
+    expect(party).toMatchObject({ leader: L, invites: [], ticketId: null })
+    expect(party.members.map((m) => m.playerId)).toEqual([L])
+
+    const invited = await leader.parties.invite(party.id, F)
+    expect(invited.invites.map((i) => i.playerId)).toEqual([F])
+    const { invites } = await friend.parties.invites({ limit: 5 })
+    expect(invites).toEqual([expect.objectContaining({ partyId: party.id, leader: L })])
+    // An invitee reads the party it is invited to before deciding.
+    expect((await friend.parties.get(party.id)).leader).toBe(L)
+    const joined = await friend.parties.accept(party.id)
+    expect(joined.members.map((m) => m.playerId)).toEqual([L, F])
+    expect(joined.invites).toEqual([])
+    expect((await friend.parties.invites()).invites).toEqual([])
+    expect((await friend.parties.mine())?.id).toBe(party.id)
+
+    // Only the leader invites: a member is refused with a typed problem naming the leader.
+    const forbidden = await refusal(friend.parties.invite(party.id, T))
+    expect(forbidden).toMatchObject({
+      type: 'urn:nexus:problem:forbidden',
+      problem: 'forbidden',
+      status: 403,
+    })
+    expect(forbidden.detail).toContain(L)
+    expect((await leader.parties.get(party.id)).invites).toEqual([])
+
+    // Declined by the invitee, then revoked by the leader: either way the invite is gone.
+    await leader.parties.invite(party.id, T)
+    await third.parties.decline(party.id)
+    expect((await third.parties.invites()).invites).toEqual([])
+    await leader.parties.invite(party.id, T)
+    await leader.parties.revoke(party.id, T)
+    expect(await refusal(third.parties.accept(party.id))).toMatchObject({ problem: 'not-found' })
+    const other = await refusal(third.parties.get(party.id))
+    expect(other).toMatchObject({ problem: 'not-found', status: 404 })
+
+    // The leader leaves: the longest-standing member leads, and removes members.
+    await leader.parties.leave(party.id)
+    expect(await leader.parties.mine()).toBeNull()
+    const handed = await friend.parties.mine()
+    expect(handed).toMatchObject({ id: party.id, leader: F })
+    expect(handed!.members.map((m) => m.playerId)).toEqual([F])
+    await friend.parties.invite(party.id, T)
+    await third.parties.accept(party.id)
+    await friend.parties.remove(party.id, T)
+    expect(await third.parties.mine()).toBeNull()
+    // The last member leaving ends the party.
+    await friend.parties.leave(party.id)
+    expect(await friend.parties.mine()).toBeNull()
+  })
+
+  it('the leader queues the party over HTTP: every member on one ticket, one team, one match', async () => {
+    const queue = uid('squad')
+    await admin('PUT', `/v1/admin/queues/${queue}`, {
+      teams: 2,
+      teamSize: 3,
+      maxPartySize: 3,
+      rules: 'dice-race',
+      maxRatingGap: 1000,
+      widenPerSecond: 100,
+      regions: ['eu'],
+    })
+    const [leader, onSocket, overHttp, loner] = await Promise.all([
+      guestClient(),
+      guestClient(),
+      guestClient(),
+      guestClient(),
+    ])
+    const party = await leader.parties.create()
+    for (const member of [onSocket, overHttp]) {
+      await leader.parties.invite(party.id, member.auth.playerId!)
+      await member.parties.accept(party.id)
+    }
+    const ids = [leader, onSocket, overHttp].map((n) => n.auth.playerId!)
+
+    // Neither someone in no party nor a member who does not lead queues a party.
+    const alone = loner.matchmaking.waitForParty(queue)
+    expect(await refusal(alone.matched)).toMatchObject({ problem: 'not-found' })
+    const notLeader = await onSocket.matchmaking.joinWithParty(queue)
+    const refused = await refusal(notLeader.matched)
+    expect(refused).toMatchObject({ type: 'urn:nexus:problem:forbidden', status: 403 })
+    expect(refused.detail).toContain(ids[0])
+    expect((await leader.parties.mine())!.ticketId).toBeNull()
+
+    // Members wait first: one on its socket, one reading the party over HTTP.
+    const socketWait = onSocket.matchmaking.waitForParty(queue)
+    const httpWait = overHttp.matchmaking.waitForParty(queue, { transport: 'http' })
+    const socketQueued = socketWait.once('queued')
+    const httpQueued = httpWait.once('queued')
+    const lead = await leader.matchmaking.joinWithParty(queue, { transport: 'http' })
+    const queued = await within(lead.once('queued'), 'the party ticket')
+    expect(lead.transport).toBe('http')
+    const [viaSocket, viaHttp] = await Promise.all([
+      within(socketQueued, "the socket member's queued"),
+      within(httpQueued, "the HTTP member's queued"),
+    ])
+    expect(viaSocket.ticketId).toBe(queued.ticketId)
+    expect(viaHttp.ticketId).toBe(queued.ticketId)
+    expect(socketWait.transport).toBe('websocket')
+    expect((await overHttp.parties.mine())!.ticketId).toBe(queued.ticketId)
+    expect((await leader.matchmaking.stats(queue)).waitingPlayers).toBe(3)
+
+    const opponents = await Promise.all(Array.from({ length: 3 }, () => guestClient()))
+    const theirs = opponents.map((o) => o.matchmaking.join(queue).matched)
+    const [ml, ms, mh, ...mo] = await within(
+      Promise.all([lead.matched, socketWait.matched, httpWait.matched, ...theirs]),
+      'the match',
+      20_000,
+    )
+    const sessions = new Set([ml, ms, mh, ...mo].map((m) => m.sessionId))
+    expect(sessions.size).toBe(1)
+    expect(new Set([ml, ms, mh].map((m) => m.ticketId))).toEqual(new Set([queued.ticketId]))
+    const team = new Map(ml.players.map((p) => [p.playerId, p.team]))
+    expect(ml.players).toHaveLength(6)
+    expect(new Set(ids.map((id) => team.get(id))).size).toBe(1)
+    expect(new Set(opponents.map((o) => team.get(o.auth.playerId!)))).toEqual(
+      new Set([1 - team.get(ids[0]!)!]),
+    )
+    // Each member holds its own token for the session.
+    expect(new Set([ml.token, ms.token, mh.token]).size).toBe(3)
+  })
+})
+
 /** Plays dice-race to the end: each player rolls whenever the last event says it is their turn. */
 function autoRoll(game: GameConnection, me: string, first: string): void {
   let mine = first === me

@@ -11,7 +11,11 @@
  * The run also checks what the latency must not cost: on Nexus every client receives every event,
  * in the same order, with contiguous sequence numbers.
  *
- *   npx node bench/sessions.bench.ts [--players 8] [--rate 20] [--seconds 10] [--sessions 1]
+ * `--runs` repeats the measurement (Nexus, then Colyseus, alternating, both servers up throughout);
+ * the table gives the median over runs of each run's p50 and p99, and the ratio is the median of
+ * each run's Nexus p99 over the Colyseus p99 of the same run.
+ *
+ *   npx node bench/sessions.bench.ts [--players 8] [--rate 20] [--seconds 10] [--sessions 1] [--runs 1]
  */
 import { mkdirSync, writeFileSync } from 'node:fs'
 import WebSocket from 'ws'
@@ -23,6 +27,7 @@ const PLAYERS = Math.max(2, flag('players', 8))
 const RATE = Math.max(1, flag('rate', 20))
 const SECONDS = Math.max(1, flag('seconds', 10))
 const SESSIONS = Math.max(1, flag('sessions', 1))
+const RUNS = Math.max(1, flag('runs', 1))
 const PINGS = 200
 const TIMEOUT_MS = 60_000
 
@@ -110,23 +115,17 @@ async function fanout(
   return { latencies, elapsed, ordered }
 }
 
-const row = (name: string, v: number[]) =>
-  `| ${name} | ${v.length} | ${fmt(median(v), 2)} | ${fmt(quantile(v, 0.99), 2)} | ${fmt(
-    v.reduce((m, x) => (x > m ? x : m), -Infinity),
-    2,
-  )} |`
-
-// --- Nexus -----------------------------------------------------------------------------------
-const stack = await startStack()
-let nexus: Awaited<ReturnType<typeof fanout>>
-const pingMs: number[] = []
-const refusals: string[] = []
-try {
+/** Opens SESSIONS Nexus sessions (admin-created `relay` games) with every player's socket. */
+async function nexusSessions(
+  stack: Awaited<ReturnType<typeof startStack>>,
+  run: number,
+  refusals: string[],
+): Promise<{ sessions: Player[][]; sockets: WebSocket[] }> {
   const wsBase = stack.url.replace(/^http/, 'ws')
   const sessions: Player[][] = []
   const sockets: WebSocket[] = []
   for (let s = 0; s < SESSIONS; s++) {
-    const ids = Array.from({ length: PLAYERS }, (_, i) => `bench-s${s}-p${i}`)
+    const ids = Array.from({ length: PLAYERS }, (_, i) => `bench-r${run}-s${s}-p${i}`)
     const res = await fetch(`${stack.url}/v1/admin/sessions`, {
       method: 'POST',
       headers: { authorization: `Bearer ${stack.adminKey}`, 'content-type': 'application/json' },
@@ -155,7 +154,12 @@ try {
       })),
     )
   }
-  // Baseline: ping → pong round trips, one at a time per socket, on the first session.
+  return { sessions, sockets }
+}
+
+/** Ping → pong round trips, one at a time per socket, on the first session's sockets. */
+async function pings(sockets: WebSocket[]): Promise<number[]> {
+  const out: number[] = []
   await Promise.all(
     sockets.slice(0, PLAYERS).map(async (ws) => {
       for (let i = 0; i < PINGS / PLAYERS; i++) {
@@ -169,33 +173,26 @@ try {
           ws.on('message', on)
           ws.send('{"type":"ping"}')
         })
-        pingMs.push(performance.now() - t0)
+        out.push(performance.now() - t0)
       }
     }),
   )
-  nexus = await fanout(sessions)
-  for (const p of sessions.flat()) p.close()
-  if (!nexus.ordered) throw new Error('Nexus clients saw different or non-contiguous sequences')
-  if (refusals.length > 0) throw new Error(`refused: ${refusals.slice(0, 5).join(', ')}`)
-} finally {
-  await stack.stop()
+  return out
 }
 
-// --- Colyseus, same clients and load -----------------------------------------------------------
-const colyseus = await startColyseus()
-let peer: Awaited<ReturnType<typeof fanout>>
-try {
+/** Opens SESSIONS Colyseus rooms of PLAYERS clients each. */
+async function colyseusSessions(url: string): Promise<Player[][]> {
   const sessions: Player[][] = []
   for (let s = 0; s < SESSIONS; s++) {
     const first = await (
-      (await colyseusClient(colyseus.url)) as unknown as {
+      (await colyseusClient(url)) as unknown as {
         create(name: string): Promise<ColyseusRoom>
       }
     ).create('relay')
     const roomId = (first as unknown as { roomId: string }).roomId
     const rooms: ColyseusRoom[] = [first]
     for (let i = 1; i < PLAYERS; i++) {
-      const c = (await colyseusClient(colyseus.url)) as unknown as {
+      const c = (await colyseusClient(url)) as unknown as {
         joinById(id: string): Promise<ColyseusRoom>
       }
       rooms.push(await c.joinById(roomId))
@@ -211,17 +208,63 @@ try {
       })),
     )
   }
-  peer = await fanout(sessions)
-  for (const p of sessions.flat()) p.close()
+  return sessions
+}
+
+interface RunResult {
+  latencies: number[]
+  elapsed: number
+  ordered: boolean
+}
+
+// Both servers stay up for every run; runs alternate Nexus and Colyseus, so drift on this shared
+// machine hits them alike, and each run's ratio compares neighbours.
+const stack = await startStack()
+const colyseus = await startColyseus()
+const nexusRuns: RunResult[] = []
+const peerRuns: RunResult[] = []
+const pingMs: number[] = []
+const refusals: string[] = []
+try {
+  for (let run = 0; run < RUNS; run++) {
+    const { sessions, sockets } = await nexusSessions(stack, run, refusals)
+    pingMs.push(...(await pings(sockets)))
+    const nexus = await fanout(sessions)
+    for (const p of sessions.flat()) p.close()
+    if (!nexus.ordered) throw new Error('Nexus clients saw different or non-contiguous sequences')
+    if (refusals.length > 0) throw new Error(`refused: ${refusals.slice(0, 5).join(', ')}`)
+    nexusRuns.push(nexus)
+
+    const rooms = await colyseusSessions(colyseus.url)
+    const peer = await fanout(rooms)
+    for (const p of rooms.flat()) p.close()
+    peerRuns.push(peer)
+    console.error(`run ${run + 1}/${RUNS} done`)
+  }
 } finally {
   await colyseus.stop()
+  await stack.stop()
 }
+
+const p99 = (r: RunResult) => quantile(r.latencies, 0.99)
+const ratios = nexusRuns.map((r, i) => p99(r) / p99(peerRuns[i]!))
+const nexus = {
+  elapsed: median(nexusRuns.map((r) => r.elapsed)),
+  ordered: nexusRuns.every((r) => r.ordered),
+}
+const peer = { ordered: peerRuns.every((r) => r.ordered) }
+/** Median over runs of each run's p50 and p99; the worst single latency of any run. */
+const row = (name: string, runs: number[][]) =>
+  `| ${name} | ${runs.reduce((n, r) => n + r.length, 0)} | ${fmt(median(runs.map((r) => median(r))), 2)} | ${fmt(
+    median(runs.map((r) => quantile(r, 0.99))),
+    2,
+  )} | ${fmt(Math.max(...runs.map((r) => r.reduce((m, x) => (x > m ? x : m), -Infinity))), 2)} |`
 
 const total = PLAYERS * RATE * SECONDS * SESSIONS
 const md = [
   `# Game sessions: event fan-out, ${SESSIONS === 1 ? '1 session' : `${SESSIONS} sessions at once`}, Nexus and Colyseus`,
   '',
-  `Command: \`npx node bench/sessions.bench.ts --players ${PLAYERS} --rate ${RATE} --seconds ${SECONDS} --sessions ${SESSIONS}\``,
+  `Command: \`npx node bench/sessions.bench.ts --players ${PLAYERS} --rate ${RATE} --seconds ${SECONDS} --sessions ${SESSIONS} --runs ${RUNS}\``,
   '',
   `${SESSIONS} session(s) at once, ${PLAYERS} players each, every player sending ${RATE} actions/s for ${SECONDS} s ` +
     `(${fmt(total / nexus.elapsed, 0)} actions/s in, ${fmt((total * PLAYERS) / nexus.elapsed, 0)} events/s out on Nexus). ` +
@@ -232,11 +275,18 @@ const md = [
   '',
   '| measure | samples | p50 ms | p99 ms | max ms |',
   '| --- | ---: | ---: | ---: | ---: |',
-  row('Nexus: action → event, every recipient', nexus.latencies),
-  row('Colyseus: message → broadcast, every recipient', peer.latencies),
-  row('Nexus: ping → pong (baseline)', pingMs),
+  row(
+    'Nexus: action → event, every recipient',
+    nexusRuns.map((r) => r.latencies),
+  ),
+  row(
+    'Colyseus: message → broadcast, every recipient',
+    peerRuns.map((r) => r.latencies),
+  ),
+  row('Nexus: ping → pong (baseline)', [pingMs]),
   '',
-  `Nexus p99 / Colyseus p99: ${fmt(quantile(nexus.latencies, 0.99) / quantile(peer.latencies, 0.99), 2)}×. ` +
+  `${RUNS} run(s). Nexus p99 / Colyseus p99, median over runs: ${fmt(median(ratios), 2)}× ` +
+    `(each run: ${ratios.map((r) => `${fmt(r, 2)}×`).join(', ')}). ` +
     `Every Nexus client received all events of its session in the same order, without a gap (${nexus.ordered ? 'checked' : 'FAILED'}); ` +
     `Colyseus clients too (${peer.ordered ? 'checked' : 'not in order'}).`,
   '',

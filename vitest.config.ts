@@ -51,6 +51,7 @@ export default defineConfig({
                 ...inject('services'),
                 AUTH_SECRET: 'test-auth-secret-0123456789abcdef0123456789',
                 ADMIN_KEY: 'test-admin-key',
+                METRICS_TOKEN: 'test-metrics-token',
                 GUEST_AUTH: 'on',
                 LOG_LEVEL: 'silent',
                 // Not the defaults (60 s, 120 s, 24 h), so session-timings.test.ts can tell that

@@ -21,6 +21,8 @@ export interface Env {
   JWT_AUDIENCE?: string
   /** Bearer key for /v1/admin routes and for game servers submitting on a player's behalf. */
   ADMIN_KEY?: string
+  /** Bearer token that may read /metrics only (a Prometheus scrape); the admin key may too. */
+  METRICS_TOKEN?: string
   /** 'on' (default) or 'off': whether POST /v1/auth/guest issues tokens. */
   GUEST_AUTH?: string
   /** Lifetime of issued guest tokens, seconds (default 86400). */

@@ -9,7 +9,7 @@ import { describe, expect, it } from 'vitest'
 import type { CloseStatus, Leaderboard } from '../../durable-objects/leaderboard.ts'
 import { NeonArchiveWriter, type ArchiveWriter } from '../../workers/leaderboards/archive-writer.ts'
 import worker from '../../workers/index.ts'
-import { ADMIN_KEY, call, json, newGuest, problem } from './helpers/http.ts'
+import { ADMIN_KEY, bearer, call, json, newGuest, problem } from './helpers/http.ts'
 import { createBoard, fresh, pg, submitFor, type Top } from './helpers/boards.ts'
 
 const N = 10_000
@@ -273,7 +273,7 @@ describe('closing a cycle of 10,000 entries', () => {
       cycle: number
     }
     expect(during.cycle).toBe(2)
-    const metrics = await (await call('/metrics')).text()
+    const metrics = await (await call('/metrics', bearer(ADMIN_KEY))).text()
     expect(metrics).toMatch(/nexus_leaderboard_close_retries_total \d+/)
 
     await runInDurableObject(stub(board), (inst: Leaderboard) => {

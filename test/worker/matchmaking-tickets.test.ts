@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { ADMIN_KEY, call, json, newGuest, problem } from './helpers/http.ts'
+import { ADMIN_KEY, bearer, call, json, newGuest, problem } from './helpers/http.ts'
 import {
   createQueue,
   fireAlarm,
@@ -153,7 +153,7 @@ describe('stats', () => {
     }
     expect(later.matchesPerMinute).toBe(1)
 
-    const metrics = await (await call('/metrics')).text()
+    const metrics = await (await call('/metrics', bearer(ADMIN_KEY))).text()
     expect(metrics).toContain(`nexus_matchmaking_waiting_tickets{queue="${q}",region="us"} 1`)
     expect(metrics).toContain(`nexus_matchmaking_matches_total{queue="${q}",region="eu"} 2`)
     expect(metrics).toContain(`nexus_matchmaking_wait_seconds_count{queue="${q}",region="eu"} 4`)

@@ -4,7 +4,10 @@ import { describe, expect, it } from 'vitest'
 import type { Env } from '../../workers/env.ts'
 import { parsePrometheus } from '../../workers/dashboard/metrics.ts'
 import type { Family } from '../../workers/lib/metric-families.ts'
-import { call, callWithEnv } from './helpers/http.ts'
+import { bearer, call, callWithEnv } from './helpers/http.ts'
+
+/** What a Prometheus scrape presents (vitest.config.ts sets METRICS_TOKEN for the tests). */
+const scrapeAuth = bearer('test-metrics-token')
 
 const testEnv = env as unknown as Env
 const hub = (shard: number) => testEnv.METRICS_HUB.getByName(`shard:${shard}`)
@@ -26,7 +29,7 @@ const counterOf = (name: string, value: number, labels: Record<string, string> =
 })
 
 async function scrape(): Promise<{ scope: string | null; value: (name: string) => number }> {
-  const res = await call('/metrics')
+  const res = await call('/metrics', scrapeAuth)
   expect(res.status).toBe(200)
   const samples = parsePrometheus(await res.text())
   return {
@@ -123,7 +126,7 @@ describe('/metrics across isolates', () => {
 describe("this isolate's own metrics", () => {
   /** Answered requests to /health, as a /metrics response (served with `env`) reports them. */
   async function healthCount(overrides: Partial<Env> = {}) {
-    const res = await callWithEnv(overrides, '/metrics')
+    const res = await callWithEnv(overrides, '/metrics', scrapeAuth)
     expect(res.status).toBe(200)
     const count = parsePrometheus(await res.text())
       .filter(

@@ -2,7 +2,7 @@ import { env } from 'cloudflare:workers'
 import { neon } from '@neondatabase/serverless'
 import { describe, expect, it } from 'vitest'
 import { configureLocalRelay } from '../../workers/db/client.ts'
-import { call, callWithEnv, json } from './helpers/http.ts'
+import { ADMIN_KEY, bearer, call, callWithEnv, json, newGuest } from './helpers/http.ts'
 
 const testEnv = env as unknown as Record<string, string>
 const unreachablePostgres = {
@@ -79,7 +79,7 @@ describe('operations endpoints', () => {
   it('/metrics exposes request counts and latency per route and status', async () => {
     await call('/health')
     await call('/v1/does-not-exist')
-    const text = await (await call('/metrics')).text()
+    const text = await (await call('/metrics', bearer(ADMIN_KEY))).text()
     expect(text).toContain('# TYPE nexus_http_requests_total counter')
     expect(text).toMatch(
       /nexus_http_requests_total\{method="GET",route="\/health",status="200"\} \d+/,
@@ -90,6 +90,26 @@ describe('operations endpoints', () => {
     expect(text).toMatch(
       /nexus_http_request_duration_seconds_bucket\{method="GET",route="\/health",status="200",le="\+Inf"\} \d+/,
     )
+  })
+
+  it('/metrics answers the metrics token and the admin key only', async () => {
+    for (const credential of ['test-metrics-token', ADMIN_KEY]) {
+      const res = await call('/metrics', bearer(credential))
+      expect(res.status).toBe(200)
+      expect(await res.text()).toContain('# TYPE nexus_http_requests_total counter')
+    }
+    const anonymous = await call('/metrics')
+    expect(anonymous.status).toBe(401)
+    expect(anonymous.headers.get('content-type')).toBe('application/problem+json')
+    expect(((await anonymous.json()) as { type: string }).type).toBe(
+      'urn:nexus:problem:unauthorized',
+    )
+    const wrong = await call('/metrics', bearer('not-the-metrics-token'))
+    expect(wrong.status).toBe(401)
+    expect(await wrong.text()).not.toContain('nexus_http_requests_total')
+    const player = await call('/metrics', bearer((await newGuest()).token))
+    expect(player.status).toBe(403)
+    expect(((await player.json()) as { type: string }).type).toBe('urn:nexus:problem:forbidden')
   })
 
   it('/openapi.json describes the routes with the schemas that validate them', async () => {

@@ -24,6 +24,7 @@ export interface AuthEnv {
   JWT_ISSUER?: string
   JWT_AUDIENCE?: string
   ADMIN_KEY?: string
+  METRICS_TOKEN?: string
   TOKEN_TTL_SECONDS?: string
 }
 
@@ -217,10 +218,19 @@ function isPrintable(s: string): boolean {
  * their contents nor their lengths leak through timing.
  */
 export async function isAdminKey(env: AuthEnv, presented: string): Promise<boolean> {
-  if (!env.ADMIN_KEY) return false
+  return sameSecret(presented, env.ADMIN_KEY)
+}
+
+/** Whether `presented` is the metrics scrape token (METRICS_TOKEN), compared in constant time. */
+export async function isMetricsToken(env: AuthEnv, presented: string): Promise<boolean> {
+  return sameSecret(presented, env.METRICS_TOKEN)
+}
+
+async function sameSecret(presented: string, secret: string | undefined): Promise<boolean> {
+  if (!secret) return false
   const [a, b] = await Promise.all([
     crypto.subtle.digest('SHA-256', encoder.encode(presented)),
-    crypto.subtle.digest('SHA-256', encoder.encode(env.ADMIN_KEY)),
+    crypto.subtle.digest('SHA-256', encoder.encode(secret)),
   ])
   return crypto.subtle.timingSafeEqual(a, b)
 }

@@ -1,6 +1,6 @@
 import type { Context, MiddlewareHandler } from 'hono'
 import type { AppEnv } from '../app-env.ts'
-import { authenticate, bearer, type Principal } from '../lib/auth.ts'
+import { authenticate, bearer, isMetricsToken, type Principal } from '../lib/auth.ts'
 import { ApiError } from '../lib/problem.ts'
 
 async function principalOf(c: Context<AppEnv>): Promise<Principal> {
@@ -56,3 +56,18 @@ export function playerId(c: Context<AppEnv>): string {
   if (p?.kind !== 'player') throw new ApiError('forbidden', 'This route is for players')
   return p.playerId
 }
+
+/**
+ * Requires the metrics scrape token (METRICS_TOKEN), so a Prometheus config need not hold the
+ * admin key, or the admin key itself; a player token is refused with 403.
+ */
+export const requireMetricsReader = (): MiddlewareHandler<AppEnv> =>
+  async function requireMetricsReader(c, next) {
+    const credential = bearer(c.req.header('authorization'))
+    if (credential && (await isMetricsToken(c.env, credential))) return next()
+    const p = await principalOf(c)
+    if (p.kind !== 'admin') {
+      throw new ApiError('forbidden', '/metrics needs the metrics token or the admin key')
+    }
+    await next()
+  }

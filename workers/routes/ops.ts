@@ -5,6 +5,7 @@ import { renderFamilies } from '../lib/metric-families.ts'
 import { clusterMetrics } from '../lib/metrics-flush.ts'
 import { problemBody } from '../lib/problem.ts'
 import { getRedis } from '../lib/redis.ts'
+import { requireMetricsReader } from '../middleware/auth.ts'
 import { docsPage } from './docs-page.ts'
 
 export const ops = new Hono<AppEnv>()
@@ -66,7 +67,8 @@ ops.get('/ready', async (c) => {
   )
 })
 
-ops.get('/metrics', async (c) => {
+// Counts per route, queue and board say a lot about a game: not for the open internet.
+ops.get('/metrics', requireMetricsReader(), async (c) => {
   const { families, scope } = await clusterMetrics(c.env)
   c.header('cache-control', 'no-store')
   return c.body(renderFamilies(families), 200, {

@@ -4,19 +4,18 @@ import { describe, expect, it } from 'vitest'
 import type { MatchPool } from '../../durable-objects/match-pool.ts'
 import { verifySessionToken } from '../../workers/lib/session-token.ts'
 import { ADMIN_KEY, newGuest, problem } from './helpers/http.ts'
-import { createQueue, fireAlarm, newClock, poolOf, rig, ticketOf } from './helpers/matchmaking.ts'
+import {
+  createQueue,
+  fireAlarm,
+  newClock,
+  poolOf,
+  rig,
+  ticketOf,
+  type Found,
+  type Queued,
+} from './helpers/matchmaking.ts'
 import { closed, collect, connect, nextOfType, until, upgrade } from './helpers/sockets.ts'
 
-interface Queued {
-  ticketId: string
-  existing: boolean
-}
-interface Found {
-  ticketId: string
-  sessionId: string
-  token: string
-  players: { playerId: string; team: number }[]
-}
 interface ErrorFrame {
   code: string
   message: string

@@ -15,6 +15,8 @@ import {
   rig,
   ticketOf,
   type Ticket,
+  type Found,
+  type Queued,
 } from './helpers/matchmaking.ts'
 import { collect, connect, nextOfType, until } from './helpers/sockets.ts'
 
@@ -29,16 +31,6 @@ interface Party {
 interface Player {
   playerId: string
   token: string
-}
-interface Queued {
-  ticketId: string
-  existing: boolean
-}
-interface Found {
-  ticketId: string
-  sessionId: string
-  token: string
-  players: { playerId: string; team: number }[]
 }
 
 /** A player with a real player token (as an identity provider's player: no row until used). */

@@ -118,3 +118,17 @@ export async function alarmAt(queue: string, region = 'eu'): Promise<number | nu
     state.storage.getAlarm(),
   )
 }
+
+/** The pool's `queued` frame. */
+export interface Queued {
+  ticketId: string
+  existing: boolean
+}
+
+/** The pool's `match_found` frame. */
+export interface Found {
+  ticketId: string
+  sessionId: string
+  token: string
+  players: { playerId: string; team: number }[]
+}

@@ -1,6 +1,7 @@
 import type { Context } from 'hono'
 import type { AppEnv } from '../app-env.ts'
 import { counter } from './metrics.ts'
+import { RecentAnswers } from './recent-answers.ts'
 import { getRedis } from './redis.ts'
 
 const cacheLookups = counter('nexus_cache_lookups_total', 'Cached reads by layer and outcome')
@@ -37,25 +38,12 @@ export interface CachedReadOptions {
 }
 
 /**
- * Answers this isolate produced or fetched lately, oldest first (a Map keeps insertion order). A
- * hot read (a board's top page) is then served without even the Cache API's lookup, which is a
- * call out of the isolate. Entries carry the time the answer was produced, like every other
- * layer, so the same TTL bounds their staleness; size and count are bounded.
+ * The first layer: answers this isolate produced or fetched lately. A hot read (a board's top page)
+ * is then served without even the Cache API's lookup, which is a call out of the isolate. Entries
+ * carry the time the answer was produced, like every other layer, so the same TTL bounds their
+ * staleness.
  */
-const isolateReads = new Map<string, CachedBody>()
-const MAX_ISOLATE_READS = 500
-const MAX_ISOLATE_READ_CHARS = 32 * 1024
-
-function rememberRead(key: string, entry: CachedBody): void {
-  if (entry.body.length > MAX_ISOLATE_READ_CHARS) return
-  const known = isolateReads.get(key)
-  if (known && known.storedAt > entry.storedAt) return
-  isolateReads.delete(key)
-  isolateReads.set(key, entry)
-  if (isolateReads.size > MAX_ISOLATE_READS) {
-    isolateReads.delete(isolateReads.keys().next().value!)
-  }
-}
+const isolateReads = new RecentAnswers(500, 32 * 1024)
 
 /** Forgets every answer this isolate holds in memory, as a newly started isolate would have none. */
 export function forgetIsolateReads(): void {
@@ -105,7 +93,7 @@ export async function cachedRead(c: Context<AppEnv>, opts: CachedReadOptions): P
     if (hit && now - storedAt < ttlMs && !refreshEarly(storedAt, ttlMs, computeMs, now)) {
       cacheLookups.inc({ layer: 'edge', outcome: 'hit' })
       const body = await hit.text()
-      rememberRead(opts.key, { body, storedAt, computeMs })
+      isolateReads.remember(opts.key, { body, storedAt, computeMs })
       return respond(body, storedAt, 'HIT edge')
     }
     cacheLookups.inc({ layer: 'edge', outcome: 'miss' })
@@ -119,7 +107,7 @@ export async function cachedRead(c: Context<AppEnv>, opts: CachedReadOptions): P
       !refreshEarly(hit.storedAt, ttlMs, hit.computeMs ?? 1, now)
     ) {
       cacheLookups.inc({ layer: 'redis', outcome: 'hit' })
-      rememberRead(opts.key, hit)
+      isolateReads.remember(opts.key, hit)
       if (cache)
         c.executionCtx.waitUntil(
           putEdge(cache, opts.key, hit.body, hit.storedAt, ttlMs, hit.computeMs ?? 1),
@@ -139,7 +127,7 @@ export async function cachedRead(c: Context<AppEnv>, opts: CachedReadOptions): P
       headers: { 'content-type': 'application/problem+json', 'cache-control': 'no-store' },
     })
   }
-  rememberRead(opts.key, { body: fresh.text, storedAt: fresh.storedAt, computeMs })
+  isolateReads.remember(opts.key, { body: fresh.text, storedAt: fresh.storedAt, computeMs })
   const stores: Promise<unknown>[] = []
   if (cache) stores.push(putEdge(cache, opts.key, fresh.text, fresh.storedAt, ttlMs, computeMs))
   if (redis) {

@@ -128,25 +128,29 @@ export class MetricsHub extends DurableObject<Env> {
   }
 
   private apply(family: Family): void {
-    const stored = one<{ kind: string; buckets: string | null }>(
+    const stored = one<{ kind: string; help: string; buckets: string | null }>(
       this.sql,
-      `SELECT kind, buckets FROM families WHERE name = ?`,
+      `SELECT kind, help, buckets FROM families WHERE name = ?`,
       family.name,
     )
     const buckets = family.kind === 'histogram' ? JSON.stringify(family.buckets) : null
-    if (stored && (stored.kind !== family.kind || stored.buckets !== buckets)) {
+    const reshaped = stored && (stored.kind !== family.kind || stored.buckets !== buckets)
+    if (reshaped) {
       // The aggregate starts this family afresh (a deploy changed its type or buckets).
       this.sql.exec(`DELETE FROM series WHERE name = ?`, family.name)
     }
-    this.sql.exec(
-      `INSERT INTO families (name, kind, help, buckets) VALUES (?, ?, ?, ?)
+    // Most batches change only series: the family's row is written when it is new or changed.
+    if (!stored || reshaped || stored.help !== family.help) {
+      this.sql.exec(
+        `INSERT INTO families (name, kind, help, buckets) VALUES (?, ?, ?, ?)
        ON CONFLICT (name) DO UPDATE SET kind = excluded.kind, help = excluded.help,
          buckets = excluded.buckets`,
-      family.name,
-      family.kind,
-      family.help,
-      buckets,
-    )
+        family.name,
+        family.kind,
+        family.help,
+        buckets,
+      )
+    }
     const touched = this.totals.add(family)
     const changed = this.totals.family(family.name, touched.keys)
     for (const s of changed?.series ?? []) {

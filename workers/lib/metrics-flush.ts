@@ -81,13 +81,7 @@ export async function sendMetrics(env: Pick<Env, 'METRICS_HUB'>): Promise<void> 
  */
 export function sendMetricsSoon(env: Pick<Env, 'METRICS_HUB'>): void {
   if (!hasUnsentMetrics() || senderAlive(Date.now())) return
-  const me = { beat: Date.now() }
-  sender = me
-  void sendLoop(env, me)
-    .catch((err: unknown) => log('warn', 'metrics not sent', errorFields(err)))
-    .finally(() => {
-      if (sender === me) sender = undefined
-    })
+  void asSender((me) => sendLoop(env, me))
 }
 
 /**
@@ -101,9 +95,14 @@ export function sendMetricsIfDue(env: Pick<Env, 'METRICS_HUB'>): Promise<void> |
   if (!hasUnsentMetrics() || now < lastSentAt + FLUSH_INTERVAL_MS || senderAlive(now)) {
     return undefined
   }
-  const me = { beat: now }
+  return asSender(() => sendMetrics(env))
+}
+
+/** Runs `send` as this isolate's one sender; a failure is logged and its changes stay unsent. */
+function asSender(send: (me: { beat: number }) => Promise<void>): Promise<void> {
+  const me = { beat: Date.now() }
   sender = me
-  return sendMetrics(env)
+  return send(me)
     .catch((err: unknown) => log('warn', 'metrics not sent', errorFields(err)))
     .finally(() => {
       if (sender === me) sender = undefined

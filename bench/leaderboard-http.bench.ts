@@ -4,6 +4,9 @@
  * shared machine hits them alike; we report medians over rounds and ratios to the no-op.
  *
  *   npx node bench/leaderboard-http.bench.ts [--rounds 5] [--seconds 5] [--concurrency 16]
+ *
+ * `--only submit` runs the no-op and the scenarios whose name contains "submit" (for profiling
+ * one path); such a run prints its table but does not replace bench/results.
  */
 import { writeFileSync, mkdirSync } from 'node:fs'
 import { flag, fmt, median, quantile, runLoad } from './lib/load.ts'
@@ -12,6 +15,8 @@ import { startStack } from './lib/stack.ts'
 const ROUNDS = flag('rounds', 5)
 const SECONDS = flag('seconds', 5)
 const CONCURRENCY = flag('concurrency', 16)
+const onlyAt = process.argv.indexOf('--only')
+const ONLY = onlyAt > 0 ? process.argv[onlyAt + 1] : undefined
 
 const stack = await startStack()
 try {
@@ -62,6 +67,10 @@ try {
       await res.arrayBuffer()
       return res.ok
     },
+  }
+  if (ONLY) {
+    for (const name of Object.keys(scenarios))
+      if (!name.startsWith('no-op') && !name.includes(ONLY)) delete scenarios[name]
   }
   // Warm up every path (JIT, connections, caches).
   for (const send of Object.values(scenarios))
@@ -132,8 +141,10 @@ try {
     '',
   ].join('\n')
   console.log(md)
-  mkdirSync('bench/results', { recursive: true })
-  writeFileSync('bench/results/leaderboard-http.md', md)
+  if (!ONLY) {
+    mkdirSync('bench/results', { recursive: true })
+    writeFileSync('bench/results/leaderboard-http.md', md)
+  }
 } finally {
   await stack.stop()
 }

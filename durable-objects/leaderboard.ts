@@ -486,13 +486,24 @@ export class Leaderboard extends DurableObject<Env> {
     if (this.rollover(now)) await this.scheduleAlarm()
     const config = this.config!
 
-    const stored = one<{ request_hash: string; response: string }>(
+    // The key's stored answer and the player's rate window, in one statement: this runs on
+    // every submission.
+    const seen = one<{
+      request_hash: string | null
+      response: string | null
+      window_start: number | null
+      count: number | null
+    }>(
       this.sql,
-      `SELECT request_hash, response FROM idempotency WHERE player_id = ? AND key = ?`,
+      `SELECT i.request_hash, i.response, w.window_start, w.count
+         FROM (SELECT 1)
+         LEFT JOIN idempotency i ON i.player_id = ?1 AND i.key = ?2
+         LEFT JOIN submit_windows w ON w.player_id = ?1`,
       input.playerId,
       input.idempotencyKey,
-    )
-    if (stored) {
+    )!
+    if (seen.request_hash !== null && seen.response !== null) {
+      const stored = { request_hash: seen.request_hash, response: seen.response }
       if (stored.request_hash !== input.requestHash) {
         return refuse(
           'idempotency-key-reused',
@@ -542,12 +553,7 @@ export class Leaderboard extends DurableObject<Env> {
     }
 
     const windowStart = now - (now % 60_000)
-    const win = one<{ window_start: number; count: number }>(
-      this.sql,
-      `SELECT window_start, count FROM submit_windows WHERE player_id = ?`,
-      input.playerId,
-    )
-    const used = win && win.window_start === windowStart ? win.count : 0
+    const used = seen.window_start === windowStart ? (seen.count ?? 0) : 0
     if (used >= config.submitsPerMinute) {
       const retryAfter = Math.max(1, Math.ceil((windowStart + 60_000 - now) / 1000))
       return refuse(

@@ -201,6 +201,21 @@ describe('bad credentials, one by one', () => {
     const ok = await call(ADMIN_PROBE, json('PUT', { name: 'x' }, ADMIN_KEY))
     expect(ok.status).toBe(200)
   })
+
+  it('an admin key shaped like a JWT still works as the admin key; one character off → 401', async () => {
+    // Tokens are verified before the key comparison, so this shape takes the other path.
+    const jwtShapedKey = 'aaaa.bbbb.cccc'
+    const put = (key: string) =>
+      callWithEnv({ ADMIN_KEY: jwtShapedKey }, ADMIN_PROBE, json('PUT', { name: 'x' }, key))
+    expect((await put(jwtShapedKey)).status).toBe(200)
+    expect(await problem(await put('aaaa.bbbb.cccd'))).toMatchObject({
+      status: 401,
+      type: 'urn:nexus:problem:unauthorized',
+    })
+    // A player token is still a player there, not an admin.
+    const { token } = await newGuest()
+    expect((await put(token)).status).toBe(403)
+  })
 })
 
 describe("a studio's own identity provider (JWKS)", () => {

@@ -25,7 +25,11 @@ import {
   type SessionSetup,
 } from '../workers/matchmaking/session.ts'
 import { newTicketId } from '../workers/matchmaking/stub.ts'
-import { recordPartyTicket } from '../workers/parties/store.ts'
+import {
+  matchmakingPlayer,
+  recordPartyTicket,
+  type MatchmakingPlayer,
+} from '../workers/parties/store.ts'
 import { errorFields, log } from '../workers/lib/log.ts'
 import { counter, gauge, histogram } from '../workers/lib/metrics.ts'
 import { sendMetricsSoon } from '../workers/lib/metrics-flush.ts'
@@ -55,13 +59,13 @@ import { all, one, schemaVersion, setSchemaVersion } from '../workers/lib/sql.ts
  * - Parties: one ticket, several players, always on one team. A game server with the admin key
  *   names any party over HTTP. Players form parties themselves (Neon `parties`, see
  *   workers/parties/store.ts); a player's join may name a party only when the player leads one
- *   and names exactly its members. The Worker checks that against Neon on HTTP joins; for a
- *   socket it reads the player's party when the socket connects and passes it in the socket
- *   context, and the `join` frame is checked against that copy, which is trusted for
- *   PARTY_READ_MAX_AGE_MS (after that a party join needs a reconnect, which reads it again).
- *   When a party ticket is made, the members' open sockets in this pool are attached to it and
- *   told (`queued`), so they get `match_found` without joining themselves; a socket-made party
- *   ticket is recorded on the party in Neon (`ticketId`) for members who poll over HTTP.
+ *   and names exactly its members, checked against Neon at that join (by the Worker over HTTP,
+ *   by the pool for a socket's `join` frame). When a party ticket is made, the members' open
+ *   sockets in this pool are attached to it and told (`queued`), so they get `match_found`
+ *   without joining themselves. The ticket is recorded on the party in Neon (`ticketId`, for
+ *   members who poll over HTTP) only if the members are still the ticket's players; if they
+ *   changed meanwhile the ticket is cancelled (`party_changed`). A membership change after the
+ *   record (accept, leave, remove) cancels the recorded ticket the same way (parties routes).
  * - A match is made in one synchronous step: `findMatches` takes the tickets out of the index and
  *   the same `transactionSync` writes the match (session id, roster and seed fixed forever) and
  *   moves its tickets to `matching`. Only then is the GameSession created, with that stored
@@ -96,8 +100,6 @@ const MAX_BACKOFF_MS = 60_000
 const MATCHES_PER_STEP = 64
 /** Longest long-poll the pool holds. */
 export const MAX_WAIT_MS = 25_000
-/** How long the party a socket's connect read stays trusted for a party `join` on it. */
-export const PARTY_READ_MAX_AGE_MS = 60_000
 
 const waitingTickets = gauge('nexus_matchmaking_waiting_tickets', 'Tickets waiting, per pool')
 const waitingPlayers = gauge('nexus_matchmaking_waiting_players', 'Players waiting, per pool')
@@ -165,7 +167,7 @@ export interface JoinInput {
   attributes?: TicketAttributesValue | null
 }
 
-/** The party a socket's player is in, as the Worker read it from Neon when the socket connected. */
+/** The party a socket's `join` queues, as read from Neon for that join. */
 export interface SocketParty {
   id: string
   leader: string
@@ -181,7 +183,6 @@ export interface SocketContext {
   version: number
   playerId: string
   rating: number
-  party: SocketParty | null
 }
 
 export const SOCKET_CONTEXT_HEADER = 'x-nexus-socket'
@@ -226,8 +227,6 @@ interface Attachment {
   playerId: string
   rating: number
   ticketId: string | null
-  /** The player's party when the socket connected, and when that was (the pool's clock). */
-  party?: (SocketParty & { readAt: number }) | null
 }
 
 const RESERVED_CLOSE_CODES = new Set([1005, 1006, 1015])
@@ -510,14 +509,22 @@ export class MatchPool extends DurableObject<Env> {
     return { ok: true, ticket: this.view(row) }
   }
 
-  /** Cancels a waiting ticket; cancelling a cancelled ticket again answers the same. */
-  async cancel(ticketId: string, viewer: Viewer): Promise<Reply<{ ticket: TicketView }>> {
+  /**
+   * Cancels a waiting ticket; cancelling a cancelled ticket again answers the same. `reason` is
+   * `party_changed` when a party's membership changed after its ticket was made (the parties
+   * routes, with the admin viewer).
+   */
+  async cancel(
+    ticketId: string,
+    viewer: Viewer,
+    reason: 'cancelled' | 'party_changed' = 'cancelled',
+  ): Promise<Reply<{ ticket: TicketView }>> {
     const before = this.readable(ticketId, viewer)
     if (!before.ok) return before
     const now = this.now()
     this.housekeep(now)
     const row = this.row(ticketId)!
-    if (row.state === 'waiting') this.finish(ticketId, 'cancelled', 'cancelled', now)
+    if (row.state === 'waiting') this.finish(ticketId, 'cancelled', reason, now)
     else if (row.state !== 'cancelled') {
       return problem(
         'conflict',
@@ -911,7 +918,6 @@ export class MatchPool extends DurableObject<Env> {
       playerId: sc.playerId,
       rating: sc.rating,
       ticketId: null,
-      party: sc.party ? { ...sc.party, readAt: now } : null,
     }
     // A reconnect: the player's socket ticket is still waiting, so this socket takes it over.
     const held = one<{ ticket_id: string }>(
@@ -993,9 +999,11 @@ export class MatchPool extends DurableObject<Env> {
       case 'join': {
         let party: SocketParty | null = null
         if (msg.party && !(msg.party.length === 1 && msg.party[0] === att.playerId)) {
-          const p = this.socketParty(att, msg.party)
-          if (typeof p === 'string') return this.sendError(ws, 'party_forbidden', p)
-          party = p
+          const p = await this.currentParty(att.playerId, msg.party)
+          if (!p.ok) return this.sendError(ws, p.code, p.message)
+          party = p.party
+          // The read awaited Neon: the socket may have gone meanwhile.
+          if (ws.readyState !== WebSocket.OPEN) return
         }
         if (!this.config) return this.sendError(ws, 'unavailable', 'The queue is not configured')
         const entered = this.enqueue(
@@ -1020,27 +1028,40 @@ export class MatchPool extends DurableObject<Env> {
           expiresAt: row.expires_at,
         })
         if (!entered.existing) this.attachMembers(row, ws)
-        await Promise.all([this.settle(), party && this.recordPartyTicket(party.id, row.id)])
+        await Promise.all([this.settle(), party && this.recordPartyTicket(party.id, row)])
         return
       }
     }
   }
 
   /**
-   * The party a socket's `join` naming `named` queues, or why it may not: checked against the
-   * party the Worker read when the socket connected, trusted for PARTY_READ_MAX_AGE_MS.
+   * The party a socket's `join` naming `named` queues, read from Neon now (a party changes
+   * while its members hold sockets open), or why it may not.
    */
-  private socketParty(att: Attachment, named: readonly string[]): SocketParty | string {
-    const party = att.party ?? null
-    if (party && this.now() - party.readAt > PARTY_READ_MAX_AGE_MS) {
-      return (
-        `Your party was read when this socket connected, over ${PARTY_READ_MAX_AGE_MS / 1000} s ` +
-        'ago; reconnect to join with it'
-      )
+  private async currentParty(
+    playerId: string,
+    named: readonly string[],
+  ): Promise<{ ok: true; party: SocketParty } | { ok: false; code: ErrorCode; message: string }> {
+    let read: MatchmakingPlayer
+    try {
+      read = await matchmakingPlayer(this.env, playerId)
+    } catch (err) {
+      log('warn', 'party not read', { actor: this.actor, playerId, ...errorFields(err) })
+      return { ok: false, code: 'unavailable', message: 'Parties cannot be read now; try again' }
     }
-    const roster = party && { ...party, members: party.players.map((p) => p.playerId) }
-    const refusal = partyJoinRefusal(roster, att.playerId, named)
-    return refusal ? `${refusal} (as read when this socket connected)` : party!
+    const party = read.party
+    const refusal = partyJoinRefusal(party, playerId, named)
+    if (refusal || !party) {
+      return { ok: false, code: 'party_forbidden', message: refusal ?? 'You are in no party' }
+    }
+    return {
+      ok: true,
+      party: {
+        id: party.id,
+        leader: party.leader,
+        players: party.members.map((id) => ({ playerId: id, rating: party.ratings.get(id)! })),
+      },
+    }
   }
 
   /**
@@ -1066,13 +1087,25 @@ export class MatchPool extends DurableObject<Env> {
     }
   }
 
-  /** Best effort: the ticket stands whether or not Neon takes the note. */
-  private async recordPartyTicket(partyId: string, ticketId: string): Promise<void> {
+  /**
+   * Notes the ticket on the party in Neon, for members who poll over HTTP. If the party's members
+   * changed since they were read for this join, the ticket no longer stands for the party and is
+   * cancelled (`party_changed`), as a change after the note cancels it from the parties routes.
+   * A failed note is logged and the ticket stands.
+   */
+  private async recordPartyTicket(partyId: string, row: TicketRow): Promise<void> {
+    const players = (JSON.parse(row.players) as TicketPlayer[]).map((p) => p.playerId)
+    let current: boolean
     try {
-      await recordPartyTicket(this.env, partyId, ticketId)
+      current = await recordPartyTicket(this.env, partyId, row.id, players)
     } catch (err) {
       log('warn', 'party ticket not recorded', { actor: this.actor, partyId, ...errorFields(err) })
+      return
     }
+    if (current) return
+    log('info', 'party changed while joining', { actor: this.actor, partyId, ticketId: row.id })
+    this.finish(row.id, 'cancelled', 'party_changed', this.now())
+    await this.scheduleAlarm()
   }
 
   override async webSocketClose(ws: WebSocket, code: number, reason: string): Promise<void> {

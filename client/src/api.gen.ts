@@ -153,7 +153,7 @@ export interface Schemas {
     ticketId: string
     queue: string
     region: string
-    /** waiting; matching (the match is made, its session is being created); matched; cancelled (see reason: cancelled, disconnected, queue_changed, session_failed); expired */
+    /** waiting; matching (the match is made, its session is being created); matched; cancelled (see reason: cancelled, disconnected, queue_changed, session_failed, party_changed); expired */
     status: 'waiting' | 'matching' | 'matched' | 'cancelled' | 'expired'
     leader: string
     players: Array<string>

@@ -337,7 +337,9 @@ export class MatchTicket extends Emitter<TicketEvents> {
             ? (['conflict', 409] as const)
             : msg.code === 'party_forbidden'
               ? (['forbidden', 403] as const)
-              : (['bad-request', 400] as const)
+              : msg.code === 'unavailable'
+                ? (['unavailable', 503] as const)
+                : (['bad-request', 400] as const)
         this.fail(
           new NexusProblem({
             type: `urn:nexus:problem:${problem}`,

@@ -112,8 +112,8 @@ export class Parties {
 
   /**
    * Leaves the party. A leader who leaves hands it to the longest-standing member; the last
-   * member's leaving ends it. Leaving does not cancel a waiting matchmaking ticket (cancel the
-   * `MatchTicket`, which takes the whole party out). Idempotent.
+   * member's leaving ends it. The party's waiting matchmaking ticket is cancelled (reason
+   * `party_changed`), since it no longer stands for the party. Idempotent.
    */
   leave(partyId: string): Promise<void> {
     return this.remove(partyId, 'me')

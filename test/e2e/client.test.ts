@@ -437,6 +437,48 @@ describe('parties', () => {
     // Each member holds its own token for the session.
     expect(new Set([ml.token, ms.token, mh.token]).size).toBe(3)
   })
+
+  it("a member leaving ends the party's ticket for every member, with reason party_changed", async () => {
+    const queue = uid('squad')
+    await admin('PUT', `/v1/admin/queues/${queue}`, {
+      teams: 2,
+      teamSize: 3,
+      maxPartySize: 3,
+      rules: 'dice-race',
+      maxRatingGap: 1000,
+      widenPerSecond: 100,
+      regions: ['eu'],
+    })
+    const [leader, member, leaving] = await Promise.all([
+      guestClient(),
+      guestClient(),
+      guestClient(),
+    ])
+    const party = await leader.parties.create()
+    for (const m of [member, leaving]) {
+      await leader.parties.invite(party.id, m.auth.playerId!)
+      await m.parties.accept(party.id)
+    }
+    const waiting = member.matchmaking.waitForParty(queue)
+    const memberQueued = waiting.once('queued')
+    const lead = await leader.matchmaking.joinWithParty(queue)
+    const queued = await within(lead.once('queued'), 'the party ticket')
+    expect((await within(memberQueued, "the member's queued")).ticketId).toBe(queued.ticketId)
+
+    await leaving.parties.leave(party.id)
+    for (const ticket of [lead, waiting]) {
+      const ended = await within(
+        ticket.matched.then(
+          () => null,
+          (e: unknown) => e,
+        ),
+        'the end of the ticket',
+      )
+      expect(ended).toBeInstanceOf(MatchmakingEnded)
+      expect(ended).toMatchObject({ outcome: 'cancelled', reason: 'party_changed' })
+    }
+    expect((await leader.parties.mine())!.ticketId).toBeNull()
+  })
 })
 
 /** Plays dice-race to the end: each player rolls whenever the last event says it is their turn. */

@@ -4,6 +4,7 @@ import { describe, expect, it } from 'vitest'
 import type { MatchPool } from '../../durable-objects/match-pool.ts'
 import { INVITE_TTL_SECONDS, MAX_PARTY_SIZE } from '../../workers/core/party.ts'
 import { issuePlayerToken } from '../../workers/lib/auth.ts'
+import { recordPartyTicket } from '../../workers/parties/store.ts'
 import { verifySessionToken } from '../../workers/lib/session-token.ts'
 import { pg } from './helpers/boards.ts'
 import { ADMIN_KEY, bearer, call, json, problem } from './helpers/http.ts'
@@ -444,6 +445,91 @@ describe('queueing as a party over HTTP', () => {
     expect((await ok(send('GET', `/v1/parties/${party.id}`, a!))).ticketId).toBeNull()
   })
 
+  it("a member leaving cancels the party's waiting ticket (party_changed), and members' sockets hear it", async () => {
+    const q = await createQueue({ teamSize: 3, maxPartySize: 3 })
+    await rig(q, newClock())
+    const [a, b, c] = await players(3)
+    const party = await formParty([a!, b!, c!])
+    const wb = await connect(`/v1/matchmaking/${q}`, b!.token)
+    const ticket = await ok<Ticket>(
+      send('POST', `/v1/matchmaking/${q}/tickets`, a!, {
+        party: [a!, b!, c!].map((p) => p.playerId),
+      }),
+      201,
+    )
+    expect((await nextOfType<Queued>(wb, 'queued')).ticketId).toBe(ticket.ticketId)
+    expect((await ok(send('GET', `/v1/parties/${party.id}`, a!))).ticketId).toBe(ticket.ticketId)
+
+    expect((await leave(party.id, c!)).status).toBe(204)
+    const cancelled = await nextOfType<{ ticketId: string; reason: string }>(wb, 'cancelled')
+    expect(cancelled).toMatchObject({ ticketId: ticket.ticketId, reason: 'party_changed' })
+    expect(await ticketOf(ticket.ticketId, a!.token)).toMatchObject({
+      status: 'cancelled',
+      reason: 'party_changed',
+    })
+    expect(await waiting(q)).toBe(0)
+    expect((await ok(send('GET', `/v1/parties/${party.id}`, a!))).ticketId).toBeNull()
+    // Leaving again changes nothing more; the party queues again as it now is.
+    expect((await leave(party.id, c!)).status).toBe(204)
+    const next = await ok<Ticket>(
+      send('POST', `/v1/matchmaking/${q}/tickets`, a!, { party: [a!.playerId, b!.playerId] }),
+      201,
+    )
+    expect(next.ticketId).not.toBe(ticket.ticketId)
+    expect(await waiting(q)).toBe(1)
+  })
+
+  it('a new member cancels the waiting ticket; an invite alone does not', async () => {
+    const q = await createQueue({ teamSize: 3, maxPartySize: 3 })
+    await rig(q, newClock())
+    const [a, b, d] = await players(3)
+    const party = await formParty([a!, b!])
+    const ticket = await ok<Ticket>(
+      send('POST', `/v1/matchmaking/${q}/tickets`, a!, { party: [a!.playerId, b!.playerId] }),
+      201,
+    )
+    await ok(invite(party.id, a!, d!), 201)
+    expect((await ticketOf(ticket.ticketId)).status).toBe('waiting')
+    const joined = await ok(accept(party.id, d!))
+    expect(joined.ticketId).toBeNull()
+    expect(await ticketOf(ticket.ticketId)).toMatchObject({
+      status: 'cancelled',
+      reason: 'party_changed',
+    })
+    expect(await waiting(q)).toBe(0)
+  })
+
+  it('a ticket recorded for a party whose members changed since the join read them is cancelled', async () => {
+    const q = await createQueue({ teamSize: 3, maxPartySize: 3 })
+    await rig(q, newClock())
+    const [a, b, gone] = await players(3)
+    const party = await formParty([a!, b!])
+    // The race, laid out in order: a join read [a, b, gone]; `gone` left before the ticket was
+    // recorded on the party.
+    const ticket = await joinFor(q, a!.playerId, { party: [a!, b!, gone!].map((p) => p.playerId) })
+    await runInDurableObject(poolOf(q), async (inst: MatchPool, state) => {
+      const row = state.storage.sql
+        .exec(`SELECT * FROM tickets WHERE id = ?`, ticket.ticketId)
+        .one()
+      await (
+        inst as unknown as { recordPartyTicket(id: string, row: unknown): Promise<void> }
+      ).recordPartyTicket(party.id, row)
+    })
+    expect(await ticketOf(ticket.ticketId)).toMatchObject({
+      status: 'cancelled',
+      reason: 'party_changed',
+    })
+    expect((await ok(send('GET', `/v1/parties/${party.id}`, a!))).ticketId).toBeNull()
+    // The same roster as the party's members (in any order) is recorded.
+    const right = await joinFor(q, a!.playerId, { party: [b!.playerId, a!.playerId] })
+    expect(await recordPartyTicket(env, party.id, right.ticketId, [b!.playerId, a!.playerId])).toBe(
+      true,
+    )
+    expect((await ok(send('GET', `/v1/parties/${party.id}`, b!))).ticketId).toBe(right.ticketId)
+    expect(await recordPartyTicket(env, party.id, 'other', [a!.playerId])).toBe(false)
+    expect((await ok(send('GET', `/v1/parties/${party.id}`, b!))).ticketId).toBe(right.ticketId)
+  })
+
   it('a game server still queues any party with the admin key', async () => {
     const q = await createQueue({ teamSize: 2, maxPartySize: 2 })
     await rig(q, newClock())
@@ -497,10 +583,9 @@ describe('queueing as a party over sockets', () => {
     for (const ws of [wa, wb, wc]) ws.close(1000)
   })
 
-  it('a member who does not lead, a wrong list, or a stale read: party_forbidden and no ticket', async () => {
+  it('a member who does not lead, a wrong list, or an old roster: party_forbidden and no ticket', async () => {
     const q = await createQueue({ teamSize: 3, maxPartySize: 3 })
-    const clock = newClock()
-    await rig(q, clock)
+    await rig(q, newClock())
     const [a, b, c, loner, stranger] = await players(5)
     const party = await formParty([a!, b!, c!])
     const url = `/v1/matchmaking/${q}`
@@ -523,21 +608,21 @@ describe('queueing as a party over sockets', () => {
     expect(await waiting(q)).toBe(0)
     expect(collect(wb).filter((m) => (m as { type: string }).type === 'queued')).toEqual([])
 
-    // The party read at connect is trusted for a minute; later, a party join needs a reconnect.
-    clock.t += 61_000
+    // The join is checked against the party as it is now, not as it was when the socket
+    // connected: c leaves after the sockets opened, so the old roster is refused on the same
+    // socket and the new one is accepted.
+    expect((await leave(party.id, c!)).status).toBe(204)
     wa.send(JSON.stringify({ type: 'join', party: ids(a!, b!, c!) }))
-    const stale = await nextOfType<{ code: string; message: string }>(wa, 'error')
-    expect(stale.code).toBe('party_forbidden')
-    expect(stale.message).toContain('reconnect')
+    const old = await nextOfType<{ code: string; message: string }>(wa, 'error')
+    expect(old.code).toBe('party_forbidden')
+    expect(old.message).toContain('Not members')
     expect(await waiting(q)).toBe(0)
-    wa.close(1000)
-    const again = await connect(url, a!.token)
-    again.send(JSON.stringify({ type: 'join', party: ids(a!, b!, c!) }))
-    const queued = await nextOfType<Queued>(again, 'queued')
+    wa.send(JSON.stringify({ type: 'join', party: ids(a!, b!) }))
+    const queued = await nextOfType<Queued>(wa, 'queued')
     expect((await nextOfType<Queued>(wb, 'queued')).ticketId).toBe(queued.ticketId)
     expect(await waiting(q)).toBe(1)
     expect((await ok(send('GET', '/v1/parties/me', a!))).id).toBe(party.id)
-    for (const ws of [again, wb, wl]) ws.close(1000)
+    for (const ws of [wa, wb, wl]) ws.close(1000)
   })
 
   it(`a leader socket carries a full party of ${MAX_PARTY_SIZE} with the longest ids`, async () => {

@@ -71,7 +71,8 @@ export type ServerMessage =
 /**
  * Error frame codes: `too_large` and `malformed` (not JSON), `unknown_type`, `invalid` (a known
  * type with bad fields), `party_forbidden`, `not_queued` (cancel without a waiting ticket),
- * `conflict` (a party member already waits), `unavailable` (the queue changed under the socket).
+ * `conflict` (a party member already waits), `unavailable` (the queue changed under the socket,
+ * or the party could not be read: try again).
  */
 export type ErrorCode =
   | 'too_large'

@@ -38,3 +38,23 @@ export function parseTicketId(id: string): { queue: string; region: string } | n
   const m = TICKET_ID.exec(id)
   return m ? { queue: m[1]!, region: m[2]! } : null
 }
+
+/**
+ * Cancels a party's ticket that no longer stands for the party (its members changed), with
+ * reason `party_changed`; true if it is now cancelled. A ticket no longer waiting (matched,
+ * expired) is left as it is. A pool that cannot be reached throws, for the caller to log: its
+ * membership change has committed either way.
+ */
+export async function cancelPartyTicket(
+  env: Pick<Env, 'MATCH_POOL'>,
+  ticketId: string,
+): Promise<boolean> {
+  const pool = parseTicketId(ticketId)
+  if (!pool) return false
+  const r = await poolStub(env, pool.queue, pool.region).cancel(
+    ticketId,
+    { kind: 'admin' },
+    'party_changed',
+  )
+  return r.ok && r.ticket.status === 'cancelled'
+}

@@ -290,14 +290,15 @@ export async function acceptInvite(
   env: DbEnv,
   partyId: string,
   caller: string,
-): Promise<PartyView> {
+): Promise<MembershipChange<PartyView>> {
   const sql = getSql(env)
   let results: unknown[]
   try {
     results = await sql.transaction([
       sql.query(LOCK, [partyId]),
       sql.query(
-        `with inv as (
+        `with old as (select ticket_id from parties where id = $1),
+         inv as (
            delete from party_invites
             where party_id = $1 and player_id = $2 and expires_at > now()
            returning party_id
@@ -307,9 +308,10 @@ export async function acceptInvite(
            returning player_id
          ),
          touched as (
-           update parties set updated_at = now() where id = $1 and exists (select 1 from ins)
+           update parties set updated_at = now(), ticket_id = null
+            where id = $1 and exists (select 1 from ins)
          )
-         select count(*) from ins`,
+         select (select ticket_id from old) as stale_ticket from ins`,
         [partyId, caller],
       ),
       sql.query(
@@ -325,6 +327,7 @@ export async function acceptInvite(
     if (pgErrorCode(err) === '23505') throw await alreadyInParty(env, caller)
     throw err
   }
+  const staleTicket = (results[1] as { stale_ticket: string | null }[])[0]?.stale_ticket ?? null
   const state = (results[2] as { member: boolean; expired_at: string | null }[])[0]!
   if (!state.member) {
     throw new ApiError(
@@ -334,7 +337,7 @@ export async function acceptInvite(
         : `No pending invite to party '${partyId}' (never sent, revoked, declined, or the party ended)`,
     )
   }
-  return viewOf((results[3] as ViewRow[])[0]!)
+  return { result: viewOf((results[3] as ViewRow[])[0]!), staleTicket }
 }
 
 /**
@@ -376,19 +379,22 @@ export async function removeMember(
   partyId: string,
   caller: string,
   target: string,
-): Promise<void> {
+): Promise<MembershipChange<void>> {
   const sql = getSql(env)
   const results = await sql.transaction([
     sql.query(LOCK, [partyId]),
     sql.query(ROLE, [partyId, caller]),
     sql.query(
-      `with gone as (
+      `with old as (select ticket_id from parties where id = $1),
+       gone as (
          delete from party_members
           where party_id = $1 and player_id = $2
             and ($2 = $3 or exists (select 1 from parties where id = $1 and leader = $3))
          returning player_id
        )
-       update parties set updated_at = now() where id = $1 and exists (select 1 from gone)`,
+       update parties set updated_at = now(), ticket_id = null
+        where id = $1 and exists (select 1 from gone)
+       returning (select ticket_id from old) as stale_ticket`,
       [partyId, target, caller],
     ),
     sql.query(
@@ -407,9 +413,21 @@ export async function removeMember(
       [partyId],
     ),
   ])
-  if (target === caller) return
+  const staleTicket = (results[2] as { stale_ticket: string | null }[])[0]?.stale_ticket ?? null
+  if (target === caller) return { result: undefined, staleTicket }
   const role = (results[1] as RoleRow[])[0]
   if (role?.leader !== caller) throw leaderOnly(partyId, role, 'removes members')
+  return { result: undefined, staleTicket }
+}
+
+/**
+ * What a membership change answers besides its result: the matchmaking ticket the party had
+ * recorded before the change (now cleared on the party), which no longer stands for the party
+ * and is for the caller to cancel.
+ */
+export interface MembershipChange<T> {
+  result: T
+  staleTicket: string | null
 }
 
 /** A player as matchmaking sees them: their rating and, if they are in one, their party. */
@@ -457,11 +475,26 @@ export async function matchmakingPlayer(env: DbEnv, playerId: string): Promise<M
   }
 }
 
-/** Records the party's latest matchmaking ticket, for members to find (`ticketId`). */
+/**
+ * Records the party's latest matchmaking ticket, for members to find (`ticketId`), if the party
+ * still has exactly the ticket's players. False when its members changed since they were read
+ * for the join (or the party ended): the ticket no longer stands for the party, and the caller
+ * cancels it, as a membership change cancels a ticket recorded before it.
+ */
 export async function recordPartyTicket(
   env: DbEnv,
   partyId: string,
   ticketId: string,
-): Promise<void> {
-  await getSql(env).query(`update parties set ticket_id = $2 where id = $1`, [partyId, ticketId])
+  players: readonly string[],
+): Promise<boolean> {
+  const rows = (await getSql(env).query(
+    `update parties p set ticket_id = $2
+      where p.id = $1
+        and (select array_agg(m.player_id order by m.player_id collate "C")
+               from party_members m where m.party_id = p.id)
+          = (select array_agg(x order by x collate "C") from unnest($3::text[]) x)
+      returning p.id`,
+    [partyId, ticketId, players],
+  )) as unknown[]
+  return rows.length > 0
 }

@@ -18,7 +18,7 @@ import { issueSessionToken } from '../lib/session-token.ts'
 import { loadQueueConfig, RegionId, type QueueConfig } from '../matchmaking/config.ts'
 import { Party, TicketAttributes } from '../matchmaking/protocol.ts'
 import { storedRatings } from '../matchmaking/ratings.ts'
-import { parseTicketId, poolFetcher, poolStub } from '../matchmaking/stub.ts'
+import { cancelPartyTicket, parseTicketId, poolFetcher, poolStub } from '../matchmaking/stub.ts'
 import { requirePrincipal } from '../middleware/auth.ts'
 import { matchmakingPlayer, recordPartyTicket } from '../parties/store.ts'
 
@@ -42,7 +42,7 @@ const Ticket = z
     status: z.enum(['waiting', 'matching', 'matched', 'cancelled', 'expired']).openapi({
       description:
         'waiting; matching (the match is made, its session is being created); matched; ' +
-        'cancelled (see reason: cancelled, disconnected, queue_changed, session_failed); expired',
+        'cancelled (see reason: cancelled, disconnected, queue_changed, session_failed, party_changed); expired',
     }),
     leader: z.string(),
     players: z.array(z.string()),
@@ -175,17 +175,29 @@ matchmakingRoutes.openapi(cancelTicketRoute, async (c) => {
   return c.json(r.ticket, 200)
 })
 
-/** Records the party's ticket for its members; the ticket stands whether or not Neon takes it. */
-async function noteTicket(c: Context<AppEnv>, partyId: string, ticketId: string): Promise<void> {
+/**
+ * Records the party's ticket for its members. If the party's members changed since this join
+ * read them, the ticket is cancelled (`party_changed`) and the join answers 409. A failed record
+ * is logged and the ticket stands.
+ */
+async function noteTicket(c: Context<AppEnv>, partyId: string, ticket: TicketView): Promise<void> {
+  let current: boolean
   try {
-    await recordPartyTicket(c.env, partyId, ticketId)
+    current = await recordPartyTicket(c.env, partyId, ticket.ticketId, ticket.players)
   } catch (err) {
     log('warn', 'party ticket not recorded', {
       requestId: c.get('requestId'),
       partyId,
       ...errorFields(err),
     })
+    return
   }
+  if (current) return
+  // Matched already, in the moment before this check: the match stands.
+  if (!(await cancelPartyTicket(c.env, ticket.ticketId))) return
+  throw new ApiError('conflict', 'The party changed while joining; join again with its members', {
+    partyId,
+  })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -218,7 +230,8 @@ const joinRoute = createRoute({
     'who already holds a ticket in this pool gets that ticket back (200, `existing: true`), so a ' +
     "party member joining alone gets the party's ticket. Party tickets (several players on one " +
     'team) are made by the leader of a party (POST /v1/parties), naming exactly its members, or ' +
-    'by a game server with the admin key; anything else is 403 with the reason in `detail`.',
+    'by a game server with the admin key; anything else is 403 with the reason in `detail`. A party ' +
+    'whose members change while the join is under way gets 409 and no ticket: join again.',
   middleware: [requirePrincipal()] as const,
   request: {
     params: QueueParam,
@@ -285,7 +298,7 @@ matchmakingRoutes.openapi(joinRoute, async (c) => {
     attributes: body.attributes ?? null,
   })
   if (!r.ok) fail(r)
-  if (partyId) await noteTicket(c, partyId, r.ticket.ticketId)
+  if (partyId) await noteTicket(c, partyId, r.ticket)
   const ticket = await withTokens(c, r.ticket, viewerOf(principal))
   return c.json({ ...ticket, existing: r.existing }, r.existing ? 200 : 201)
 })
@@ -441,11 +454,10 @@ matchmakingRoutes.openapi(socketRoute, (async (c: Context<AppEnv>) => {
   if (principal.kind !== 'player') {
     throw new ApiError('forbidden', 'Matchmaking sockets are for players; game servers use HTTP')
   }
-  // The party is read now, not when a `join` frame names it: frames go to the pool, which has
-  // no Neon reads of its own; it trusts this copy for a bounded time (PARTY_READ_MAX_AGE_MS).
-  const [{ config, version }, { rating, party }] = await Promise.all([
+  // The rating is read once per socket; a party is read by the pool when a `join` names one.
+  const [{ config, version }, ratings] = await Promise.all([
     queueConfig(c, queue),
-    matchmakingPlayer(c.env, principal.playerId),
+    storedRatings(c.env, [principal.playerId]),
   ])
   const region = regionOf(config, query.region)
   const context: SocketContext = {
@@ -454,15 +466,7 @@ matchmakingRoutes.openapi(socketRoute, (async (c: Context<AppEnv>) => {
     config,
     version,
     playerId: principal.playerId,
-    rating,
-    party: party && {
-      id: party.id,
-      leader: party.leader,
-      players: party.members.map((playerId) => ({
-        playerId,
-        rating: party.ratings.get(playerId)!,
-      })),
-    },
+    rating: ratings.get(principal.playerId)!,
   }
   const headers = new Headers({ upgrade: 'websocket' })
   headers.set(SOCKET_CONTEXT_HEADER, JSON.stringify(context))

@@ -3,7 +3,9 @@ import type { Context } from 'hono'
 import type { AppEnv } from '../app-env.ts'
 import { INVITE_TTL_SECONDS, MAX_PARTY_SIZE } from '../core/party.ts'
 import { newRouter, PlayerId, problemResponses } from '../lib/openapi.ts'
+import { errorFields, log } from '../lib/log.ts'
 import { ApiError } from '../lib/problem.ts'
+import { cancelPartyTicket } from '../matchmaking/stub.ts'
 import { playerId, requirePlayer } from '../middleware/auth.ts'
 import {
   acceptInvite,
@@ -181,7 +183,9 @@ const acceptRoute = createRoute({
   description:
     'Consumes the invite. 404 when there is no pending invite (never sent, revoked, declined or ' +
     'expired; the detail says which it can tell); 409 when the caller is in another party (the ' +
-    'invite stays: leave, then accept). A member of this party accepting again gets the party (200).',
+    'invite stays: leave, then accept). A member of this party accepting again gets the party (200). ' +
+    "The party's waiting matchmaking ticket, if any, is cancelled (reason `party_changed`): it was " +
+    'made without the new member.',
   middleware: [requirePlayer()] as const,
   request: { params: PartyParam },
   responses: {
@@ -192,7 +196,9 @@ const acceptRoute = createRoute({
 
 partyRoutes.openapi(acceptRoute, async (c) => {
   const { partyId } = c.req.valid('param')
-  return c.json(await acceptInvite(c.env, partyId, playerId(c)), 200)
+  const { result, staleTicket } = await acceptInvite(c.env, partyId, playerId(c))
+  await cancelStaleTicket(c, partyId, staleTicket)
+  return c.json(result, 200)
 })
 
 const leaveRoute = createRoute({
@@ -201,8 +207,8 @@ const leaveRoute = createRoute({
   summary: 'Leave the party (`me`), or remove a member (leader)',
   description:
     'A leader who leaves hands the party to the longest-standing member; the last member leaving ' +
-    'ends the party and its invites. Leaving does not cancel a waiting matchmaking ticket (cancel ' +
-    'it with DELETE /v1/matchmaking/tickets/{ticketId}). Idempotent: 204 whether or not the ' +
+    "ends the party and its invites. The party's waiting matchmaking ticket, if any, is cancelled " +
+    '(reason `party_changed`): it no longer stands for the party. Idempotent: 204 whether or not the ' +
     'player was a member, once the caller may ask. 403 for members and invitees removing someone ' +
     'else without leading, 404 for anyone else.',
   middleware: [requirePlayer()] as const,
@@ -215,6 +221,34 @@ const leaveRoute = createRoute({
 
 partyRoutes.openapi(leaveRoute, async (c) => {
   const params = c.req.valid('param')
-  await removeMember(c.env, params.partyId, playerId(c), resolve(c, params.playerId))
+  const { staleTicket } = await removeMember(
+    c.env,
+    params.partyId,
+    playerId(c),
+    resolve(c, params.playerId),
+  )
+  await cancelStaleTicket(c, params.partyId, staleTicket)
   return c.body(null, 204)
 })
+
+/**
+ * After a membership change: the party's ticket from before no longer stands for it. The change
+ * has committed either way, so a pool that cannot be reached is logged, not answered as an error.
+ */
+async function cancelStaleTicket(
+  c: Context<AppEnv>,
+  partyId: string,
+  ticketId: string | null,
+): Promise<void> {
+  if (!ticketId) return
+  try {
+    await cancelPartyTicket(c.env, ticketId)
+  } catch (err) {
+    log('warn', 'stale party ticket not cancelled', {
+      requestId: c.get('requestId'),
+      partyId,
+      ticketId,
+      ...errorFields(err),
+    })
+  }
+}

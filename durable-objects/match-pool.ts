@@ -100,6 +100,8 @@ const MAX_BACKOFF_MS = 60_000
 const MATCHES_PER_STEP = 64
 /** Longest long-poll the pool holds. */
 export const MAX_WAIT_MS = 25_000
+/** A party `join` waits this long for Neon's answer, then answers `unavailable`. */
+const PARTY_READ_TIMEOUT_MS = 5_000
 
 const waitingTickets = gauge('nexus_matchmaking_waiting_tickets', 'Tickets waiting, per pool')
 const waitingPlayers = gauge('nexus_matchmaking_waiting_players', 'Players waiting, per pool')
@@ -943,6 +945,23 @@ export class MatchPool extends DurableObject<Env> {
   }
 
   override async webSocketMessage(ws: WebSocket, message: string | ArrayBuffer): Promise<void> {
+    // One socket's frames are handled in the order they came: a party `join` awaits Neon, and a
+    // `cancel` sent right after it must find the ticket that join makes, not overtake it.
+    const handled = (this.inFlight.get(ws) ?? Promise.resolve()).then(() =>
+      this.handleFrame(ws, message),
+    )
+    this.inFlight.set(ws, handled)
+    try {
+      await handled
+    } finally {
+      if (this.inFlight.get(ws) === handled) this.inFlight.delete(ws)
+    }
+  }
+
+  /** Frames of each socket still being handled (a socket with none has no entry). */
+  private readonly inFlight = new Map<WebSocket, Promise<void>>()
+
+  private async handleFrame(ws: WebSocket, message: string | ArrayBuffer): Promise<void> {
     try {
       await this.onMessage(ws, message)
     } catch (err) {
@@ -1043,11 +1062,22 @@ export class MatchPool extends DurableObject<Env> {
     named: readonly string[],
   ): Promise<{ ok: true; party: SocketParty } | { ok: false; code: ErrorCode; message: string }> {
     let read: MatchmakingPlayer
+    let timer: ReturnType<typeof setTimeout> | undefined
     try {
-      read = await matchmakingPlayer(this.env, playerId)
+      read = await Promise.race([
+        matchmakingPlayer(this.env, playerId),
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(
+            () => reject(new Error(`party read took over ${PARTY_READ_TIMEOUT_MS} ms`)),
+            PARTY_READ_TIMEOUT_MS,
+          )
+        }),
+      ])
     } catch (err) {
       log('warn', 'party not read', { actor: this.actor, playerId, ...errorFields(err) })
       return { ok: false, code: 'unavailable', message: 'Parties cannot be read now; try again' }
+    } finally {
+      clearTimeout(timer)
     }
     const party = read.party
     const refusal = partyJoinRefusal(party, playerId, named)

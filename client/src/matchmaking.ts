@@ -113,6 +113,8 @@ export class MatchTicket extends Emitter<TicketEvents> {
   /** A member's party ticket that had ended before the wait began (the last game's). */
   private staleTicketId: string | null = null
   private connects = 0
+  /** `unavailable` answers to this ticket's join so far. */
+  private unavailableAnswers = 0
   /** The pool's region: as asked, or the region of the party ticket a member took up. */
   private region: string | undefined
 
@@ -140,8 +142,8 @@ export class MatchTicket extends Emitter<TicketEvents> {
   /** Leaves the queue. Resolves once the server confirms (or the ticket already ended). */
   async cancel(): Promise<void> {
     if (this.done) return
-    const ticketId = this.ticketId
-    if (this.role === 'member' && ticketId === null) {
+    const idBefore = this.ticketId
+    if (this.role === 'member' && idBefore === null) {
       // Nothing on the server to leave: the leader has not queued yet.
       this.end('cancelled', 'cancelled')
       return
@@ -155,6 +157,8 @@ export class MatchTicket extends Emitter<TicketEvents> {
       await Promise.race([ended, sleep(5000)])
       if (this.done) return
     }
+    // A join answered while the cancel was on its way made the ticket after all.
+    const ticketId = this.ticketId ?? idBefore
     if (ticketId) {
       try {
         const t = await this.deps.t.request('delete', '/v1/matchmaking/tickets/{ticketId}', {
@@ -331,6 +335,16 @@ export class MatchTicket extends Emitter<TicketEvents> {
       case 'error': {
         // `not_queued` answers a cancel that raced the end of the ticket; nothing to do.
         if (msg.code === 'not_queued') return
+        // The server could not answer the join for now (e.g. it could not read the party): a new
+        // socket sends it again after the usual reconnect backoff, up to maxReconnects times.
+        if (
+          msg.code === 'unavailable' &&
+          this.ticketId === null &&
+          this.unavailableAnswers++ < this.deps.sockets.maxReconnects
+        ) {
+          socket.close(1000, 'unavailable')
+          return
+        }
         // The same problems an HTTP join gets for the same refusal.
         const [problem, status] =
           msg.code === 'conflict'

@@ -530,6 +530,85 @@ describe('queueing as a party over HTTP', () => {
     expect((await ok(send('GET', `/v1/parties/${party.id}`, b!))).ticketId).toBe(right.ticketId)
   })
 
+  it('a party waiting in two queues loses both tickets when the leader removes a member; a matched ticket keeps its match', async () => {
+    const q1 = await createQueue({ teamSize: 3, maxPartySize: 3 })
+    const q2 = await createQueue({ teamSize: 3, maxPartySize: 3 })
+    const q3 = await createQueue({ teamSize: 2, maxPartySize: 2, maxRatingGap: 100 })
+    for (const q of [q1, q2, q3]) await rig(q, newClock())
+    const [a, b, c] = await players(3)
+    const party = await formParty([a!, b!, c!])
+    const join = (q: string, ps: Player[]) =>
+      ok<Ticket>(
+        send('POST', `/v1/matchmaking/${q}/tickets`, a!, { party: ps.map((p) => p.playerId) }),
+        201,
+      )
+    const t1 = await join(q1, [a!, b!, c!])
+    const t2 = await join(q2, [a!, b!, c!])
+    expect((await ok(send('GET', `/v1/parties/${party.id}`, b!))).ticketId).toBe(t2.ticketId)
+
+    expect((await leave(party.id, a!, c!.playerId)).status).toBe(204)
+    for (const t of [t1, t2]) {
+      expect(await ticketOf(t.ticketId)).toMatchObject({
+        status: 'cancelled',
+        reason: 'party_changed',
+      })
+    }
+    expect((await ok(send('GET', `/v1/parties/${party.id}`, b!))).ticketId).toBeNull()
+
+    // Queued again as a pair, matched, and then a member leaves: the match stands, and the party
+    // still points its members at the matched ticket.
+    const t3 = await join(q3, [a!, b!])
+    const solo = await joinFor(q3, `${q3}-s1`)
+    await joinFor(q3, `${q3}-s2`)
+    expect((await ticketOf(t3.ticketId)).status).toBe('matched')
+    expect(solo.ticketId).not.toBe(t3.ticketId)
+    expect((await leave(party.id, b!)).status).toBe(204)
+    expect((await ticketOf(t3.ticketId, a!.token)).status).toBe('matched')
+    expect((await ok(send('GET', `/v1/parties/${party.id}`, a!))).ticketId).toBe(t3.ticketId)
+  })
+
+  it('a note racing a membership change waits for it and is refused: the change and the note are ordered by the party lock', async () => {
+    const [a, b, c] = await players(3)
+    const party = await formParty([a!, b!, c!])
+    const sql = pg()
+    const marker = `party_race_${crypto.randomUUID().replaceAll('-', '')}`
+    // A membership change that holds the party's lock for a moment, as removeMember's does.
+    const change = sql.transaction([
+      sql.query(`select id from parties where id = $1 for update`, [party.id]),
+      sql.query(`delete from party_members where party_id = $1 and player_id = $2`, [
+        party.id,
+        c!.playerId,
+      ]),
+      sql.query(`select pg_sleep(0.5) as ${marker}`),
+    ])
+    await until(
+      async () =>
+        (
+          await sql.query(
+            `select 1 from pg_stat_activity where state = 'active' and query like $1`,
+            [`%${marker}%`],
+          )
+        ).length > 0 || undefined,
+      5000,
+      'the change holding the lock',
+    )
+    // The join read the old roster; its note arrives while the change holds the lock.
+    const noted = recordPartyTicket(
+      env,
+      party.id,
+      'race:eu:ticket',
+      [a!, b!, c!].map((p) => p.playerId),
+    )
+    await change
+    expect(await noted).toBe(false)
+    const [row] = await sql.query(
+      `select ticket_id, (select count(*)::int from party_tickets where party_id = $1) as noted
+         from parties where id = $1`,
+      [party.id],
+    )
+    expect(row).toEqual({ ticket_id: null, noted: 0 })
+  })
+
   it('a game server still queues any party with the admin key', async () => {
     const q = await createQueue({ teamSize: 2, maxPartySize: 2 })
     await rig(q, newClock())
@@ -623,6 +702,21 @@ describe('queueing as a party over sockets', () => {
     expect(await waiting(q)).toBe(1)
     expect((await ok(send('GET', '/v1/parties/me', a!))).id).toBe(party.id)
     for (const ws of [wa, wb, wl]) ws.close(1000)
+  })
+
+  it('a cancel sent right after a party join on the same socket cancels the ticket that join made', async () => {
+    const q = await createQueue({ teamSize: 3, maxPartySize: 3 })
+    await rig(q, newClock())
+    const [a, b] = await players(2)
+    await formParty([a!, b!])
+    const ws = await connect(`/v1/matchmaking/${q}`, a!.token)
+    ws.send(JSON.stringify({ type: 'join', party: [a!.playerId, b!.playerId] }))
+    ws.send(JSON.stringify({ type: 'cancel' }))
+    const queued = await nextOfType<Queued>(ws, 'queued')
+    const cancelled = await nextOfType<{ ticketId: string; reason: string }>(ws, 'cancelled')
+    expect(cancelled).toMatchObject({ ticketId: queued.ticketId, reason: 'cancelled' })
+    expect(collect(ws).some((m) => (m as { type: string }).type === 'error')).toBe(false)
+    expect(await waiting(q)).toBe(0)
   })
 
   it(`a leader socket carries a full party of ${MAX_PARTY_SIZE} with the longest ids`, async () => {

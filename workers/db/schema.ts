@@ -182,6 +182,27 @@ export const parties = pgTable('parties', {
 })
 
 /**
+ * Every ticket a party's leader made for the party in the last two hours (longer than any ticket
+ * lives), in any queue and region: a membership change cancels all of them, since a party may
+ * wait in several pools at once. `parties.ticket_id` is the latest of them. A row is written only
+ * while the party's members are the ticket's players (see `recordPartyTicket`), and rows older
+ * than two hours are pruned on each write.
+ */
+export const partyTickets = pgTable(
+  'party_tickets',
+  {
+    partyId: text('party_id')
+      .notNull()
+      .references(() => parties.id, { onDelete: 'cascade' }),
+    ticketId: text('ticket_id').notNull(),
+    notedAt: timestamp('noted_at', { withTimezone: true, mode: 'date' })
+      .notNull()
+      .default(sql`now()`),
+  },
+  (t) => [primaryKey({ columns: [t.partyId, t.ticketId] })],
+)
+
+/**
  * Who is in which party. `player_id` is the primary key, so a player is in at most one party:
  * two accepts racing for the same player are decided by it, and the loser's transaction rolls
  * back whole.

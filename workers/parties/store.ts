@@ -297,8 +297,7 @@ export async function acceptInvite(
     results = await sql.transaction([
       sql.query(LOCK, [partyId]),
       sql.query(
-        `with old as (select ticket_id from parties where id = $1),
-         inv as (
+        `with inv as (
            delete from party_invites
             where party_id = $1 and player_id = $2 and expires_at > now()
            returning party_id
@@ -308,10 +307,9 @@ export async function acceptInvite(
            returning player_id
          ),
          touched as (
-           update parties set updated_at = now(), ticket_id = null
-            where id = $1 and exists (select 1 from ins)
+           update parties set updated_at = now() where id = $1 and exists (select 1 from ins)
          )
-         select (select ticket_id from old) as stale_ticket from ins`,
+         select (${NOTED_TICKETS}) as stale_tickets from ins`,
         [partyId, caller],
       ),
       sql.query(
@@ -327,7 +325,7 @@ export async function acceptInvite(
     if (pgErrorCode(err) === '23505') throw await alreadyInParty(env, caller)
     throw err
   }
-  const staleTicket = (results[1] as { stale_ticket: string | null }[])[0]?.stale_ticket ?? null
+  const staleTickets = (results[1] as { stale_tickets: string[] }[])[0]?.stale_tickets ?? []
   const state = (results[2] as { member: boolean; expired_at: string | null }[])[0]!
   if (!state.member) {
     throw new ApiError(
@@ -337,7 +335,7 @@ export async function acceptInvite(
         : `No pending invite to party '${partyId}' (never sent, revoked, declined, or the party ended)`,
     )
   }
-  return { result: viewOf((results[3] as ViewRow[])[0]!), staleTicket }
+  return { result: viewOf((results[3] as ViewRow[])[0]!), staleTickets }
 }
 
 /**
@@ -385,16 +383,14 @@ export async function removeMember(
     sql.query(LOCK, [partyId]),
     sql.query(ROLE, [partyId, caller]),
     sql.query(
-      `with old as (select ticket_id from parties where id = $1),
-       gone as (
+      `with gone as (
          delete from party_members
           where party_id = $1 and player_id = $2
             and ($2 = $3 or exists (select 1 from parties where id = $1 and leader = $3))
          returning player_id
        )
-       update parties set updated_at = now(), ticket_id = null
-        where id = $1 and exists (select 1 from gone)
-       returning (select ticket_id from old) as stale_ticket`,
+       update parties set updated_at = now() where id = $1 and exists (select 1 from gone)
+       returning (${NOTED_TICKETS}) as stale_tickets`,
       [partyId, target, caller],
     ),
     sql.query(
@@ -413,22 +409,29 @@ export async function removeMember(
       [partyId],
     ),
   ])
-  const staleTicket = (results[2] as { stale_ticket: string | null }[])[0]?.stale_ticket ?? null
-  if (target === caller) return { result: undefined, staleTicket }
+  const staleTickets = (results[2] as { stale_tickets: string[] }[])[0]?.stale_tickets ?? []
+  if (target === caller) return { result: undefined, staleTickets }
   const role = (results[1] as RoleRow[])[0]
   if (role?.leader !== caller) throw leaderOnly(partyId, role, 'removes members')
-  return { result: undefined, staleTicket }
+  return { result: undefined, staleTickets }
 }
 
 /**
- * What a membership change answers besides its result: the matchmaking ticket the party had
- * recorded before the change (now cleared on the party), which no longer stands for the party
- * and is for the caller to cancel.
+ * What a membership change answers besides its result: the matchmaking tickets noted for the
+ * party before the change, which no longer stand for it. The caller cancels them, then forgets
+ * them (`forgetPartyTickets`); until then they stay noted, so a later change tries again.
  */
 export interface MembershipChange<T> {
   result: T
-  staleTicket: string | null
+  staleTickets: string[]
 }
+
+/** Every ticket noted for party `$1` (see `party_tickets`), as a text[] (empty when none). */
+const NOTED_TICKETS = `select coalesce(array_agg(t.ticket_id order by t.noted_at), '{}')
+                         from party_tickets t where t.party_id = $1`
+
+/** How long a noted ticket is kept: longer than any ticket can wait (ticketTtlSeconds ≤ 1 h). */
+const NOTED_TICKET_HOURS = 2
 
 /** A player as matchmaking sees them: their rating and, if they are in one, their party. */
 export interface MatchmakingPlayer {
@@ -476,10 +479,12 @@ export async function matchmakingPlayer(env: DbEnv, playerId: string): Promise<M
 }
 
 /**
- * Records the party's latest matchmaking ticket, for members to find (`ticketId`), if the party
- * still has exactly the ticket's players. False when its members changed since they were read
- * for the join (or the party ended): the ticket no longer stands for the party, and the caller
- * cancels it, as a membership change cancels a ticket recorded before it.
+ * Notes a matchmaking ticket on the party (`party_tickets`, and `ticketId` for members to find)
+ * if the party's members are still exactly the ticket's players. False when they changed since
+ * they were read for the join (or the party ended): the ticket no longer stands for the party,
+ * and the caller cancels it. The comparison runs under the party's row lock, in a statement that
+ * starts after any membership change holding that lock has committed, so a change and a note
+ * are ordered: either the change finds the ticket noted, or the note finds the change.
  */
 export async function recordPartyTicket(
   env: DbEnv,
@@ -487,14 +492,53 @@ export async function recordPartyTicket(
   ticketId: string,
   players: readonly string[],
 ): Promise<boolean> {
-  const rows = (await getSql(env).query(
-    `update parties p set ticket_id = $2
-      where p.id = $1
-        and (select array_agg(m.player_id order by m.player_id collate "C")
-               from party_members m where m.party_id = p.id)
-          = (select array_agg(x order by x collate "C") from unnest($3::text[]) x)
-      returning p.id`,
-    [partyId, ticketId, players],
-  )) as unknown[]
-  return rows.length > 0
+  const sql = getSql(env)
+  const results = await sql.transaction([
+    sql.query(LOCK, [partyId]),
+    sql.query(
+      `with current as (
+         select 1 from parties p
+          where p.id = $1
+            and (select array_agg(m.player_id order by m.player_id collate "C")
+                   from party_members m where m.party_id = p.id)
+              = (select array_agg(x order by x collate "C") from unnest($3::text[]) x)
+       ),
+       noted as (
+         insert into party_tickets (party_id, ticket_id) select $1, $2 from current
+         on conflict (party_id, ticket_id) do nothing
+       ),
+       latest as (
+         update parties set ticket_id = $2 where id = $1 and exists (select 1 from current)
+       ),
+       pruned as (
+         delete from party_tickets
+          where party_id = $1 and noted_at < now() - make_interval(hours => ${NOTED_TICKET_HOURS})
+       )
+       select exists (select 1 from current) as current`,
+      [partyId, ticketId, players],
+    ),
+  ])
+  return (results[1] as { current: boolean }[])[0]?.current === true
+}
+
+/**
+ * After a membership change's tickets were dealt with: `settled` are the tickets whose pools
+ * answered (cancelled now, or already matched or ended), no longer to be cancelled; `cancelled`
+ * are those that were cancelled, which members must not be pointed at any more. A matched
+ * ticket stays the party's `ticketId`, so members who poll still find their match.
+ */
+export async function forgetPartyTickets(
+  env: DbEnv,
+  partyId: string,
+  settled: readonly string[],
+  cancelled: readonly string[],
+): Promise<void> {
+  if (settled.length === 0) return
+  await getSql(env).query(
+    `with forgotten as (
+       delete from party_tickets where party_id = $1 and ticket_id = any($2::text[])
+     )
+     update parties set ticket_id = null where id = $1 and ticket_id = any($3::text[])`,
+    [partyId, settled, cancelled],
+  )
 }

@@ -193,8 +193,25 @@ async function noteTicket(c: Context<AppEnv>, partyId: string, ticket: TicketVie
     return
   }
   if (current) return
+  let cancelled: boolean
+  try {
+    cancelled = await cancelPartyTicket(c.env, ticket.ticketId)
+  } catch (err) {
+    log('warn', "changed party's ticket not cancelled", {
+      requestId: c.get('requestId'),
+      partyId,
+      ticketId: ticket.ticketId,
+      ...errorFields(err),
+    })
+    throw new ApiError(
+      'unavailable',
+      'The party changed while joining, and its new ticket could not be cancelled: cancel it, ' +
+        'then join again with the members',
+      { ticketId: ticket.ticketId },
+    )
+  }
   // Matched already, in the moment before this check: the match stands.
-  if (!(await cancelPartyTicket(c.env, ticket.ticketId))) return
+  if (!cancelled) return
   throw new ApiError('conflict', 'The party changed while joining; join again with its members', {
     partyId,
   })
@@ -442,12 +459,7 @@ matchmakingRoutes.openapi(socketRoute, (async (c: Context<AppEnv>) => {
   // Before any upgrade: an unauthenticated socket never opens.
   const credential = bearer(c.req.header('authorization')) ?? query.token
   if (!credential) {
-    throw new ApiError(
-      'unauthorized',
-      'Send "Authorization: Bearer <token>" or ?token=<token>',
-      {},
-      { 'www-authenticate': 'Bearer realm="nexus"' },
-    )
+    throw new ApiError('unauthorized', 'Send "Authorization: Bearer <token>" or ?token=<token>')
   }
   const principal = await authenticate(c.env, credential)
   c.set('principal', principal)

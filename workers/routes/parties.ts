@@ -11,6 +11,7 @@ import {
   acceptInvite,
   createParty,
   deleteInvite,
+  forgetPartyTickets,
   invite,
   partyNotFound,
   partyOfPlayer,
@@ -196,8 +197,9 @@ const acceptRoute = createRoute({
 
 partyRoutes.openapi(acceptRoute, async (c) => {
   const { partyId } = c.req.valid('param')
-  const { result, staleTicket } = await acceptInvite(c.env, partyId, playerId(c))
-  await cancelStaleTicket(c, partyId, staleTicket)
+  const { result, staleTickets } = await acceptInvite(c.env, partyId, playerId(c))
+  const cancelled = await cancelStaleTickets(c, partyId, staleTickets)
+  if (result.ticketId !== null && cancelled.includes(result.ticketId)) result.ticketId = null
   return c.json(result, 200)
 })
 
@@ -221,34 +223,55 @@ const leaveRoute = createRoute({
 
 partyRoutes.openapi(leaveRoute, async (c) => {
   const params = c.req.valid('param')
-  const { staleTicket } = await removeMember(
+  const { staleTickets } = await removeMember(
     c.env,
     params.partyId,
     playerId(c),
     resolve(c, params.playerId),
   )
-  await cancelStaleTicket(c, params.partyId, staleTicket)
+  await cancelStaleTickets(c, params.partyId, staleTickets)
   return c.body(null, 204)
 })
 
 /**
- * After a membership change: the party's ticket from before no longer stands for it. The change
- * has committed either way, so a pool that cannot be reached is logged, not answered as an error.
+ * After a membership change: the party's tickets from before no longer stand for it, so each is
+ * cancelled in its pool (`party_changed`); a ticket already matched keeps its match. Tickets
+ * whose pool answered are forgotten; one whose pool could not be reached stays noted, for the
+ * next change to try again, and is logged: the change has committed either way, so the caller
+ * still gets its answer. Returns the tickets cancelled.
  */
-async function cancelStaleTicket(
+async function cancelStaleTickets(
   c: Context<AppEnv>,
   partyId: string,
-  ticketId: string | null,
-): Promise<void> {
-  if (!ticketId) return
+  tickets: readonly string[],
+): Promise<string[]> {
+  if (tickets.length === 0) return []
+  const outcomes = await Promise.allSettled(tickets.map((t) => cancelPartyTicket(c.env, t)))
+  const settled: string[] = []
+  const cancelled: string[] = []
+  outcomes.forEach((outcome, i) => {
+    const ticketId = tickets[i]!
+    if (outcome.status === 'fulfilled') {
+      settled.push(ticketId)
+      if (outcome.value) cancelled.push(ticketId)
+    } else {
+      log('warn', 'stale party ticket not cancelled', {
+        requestId: c.get('requestId'),
+        partyId,
+        ticketId,
+        ...errorFields(outcome.reason),
+      })
+    }
+  })
   try {
-    await cancelPartyTicket(c.env, ticketId)
+    await forgetPartyTickets(c.env, partyId, settled, cancelled)
   } catch (err) {
-    log('warn', 'stale party ticket not cancelled', {
+    // Harmless: cancelling a settled ticket again changes nothing.
+    log('warn', 'party tickets not forgotten', {
       requestId: c.get('requestId'),
       partyId,
-      ticketId,
       ...errorFields(err),
     })
   }
+  return cancelled
 }

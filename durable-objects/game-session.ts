@@ -529,7 +529,8 @@ export class GameSession extends DurableObject<Env> {
 
   /**
    * Accepts a socket for the player the Worker verified (header `x-nexus-session-player`).
-   * Refusals are problem+json responses the Worker passes on, before any upgrade.
+   * Refusals are problem+json responses, before any upgrade; the Worker renders them through its
+   * error funnel.
    */
   override async fetch(request: Request): Promise<Response> {
     if (request.headers.get('upgrade')?.toLowerCase() !== 'websocket') {

@@ -5,6 +5,7 @@ import { HTTPException } from 'hono/http-exception'
 import { methodNotAllowed } from 'hono/method-not-allowed'
 import { requestId } from 'hono/request-id'
 import type { AppEnv } from './app-env.ts'
+import { isDatabaseUnreachable } from './db/client.ts'
 import { errorFields, log, setLogLevel } from './lib/log.ts'
 import { ApiError, problemBody, type ProblemType } from './lib/problem.ts'
 import { observe } from './middleware/observe.ts'
@@ -25,19 +26,23 @@ import { sessionRoutes } from './routes/sessions.ts'
 /** No request body Nexus accepts is larger; routes bound their fields far below this. */
 export const MAX_BODY_BYTES = 64 * 1024
 
+/** RFC 9110 §15.5.2: every 401 carries a challenge, whatever was wrong with the credential. */
+const BEARER_CHALLENGE = 'Bearer realm="nexus"'
+
 function renderProblem(c: Context<AppEnv>, err: ApiError): Response {
   const body = {
     ...problemBody(err.problem, err.message, err.extensions),
     requestId: c.get('requestId'),
   }
-  return new Response(JSON.stringify(body), {
-    status: err.status,
-    headers: {
-      'content-type': 'application/problem+json',
-      'x-request-id': c.get('requestId') ?? '',
-      ...err.headers,
-    },
+  const headers = new Headers({
+    'content-type': 'application/problem+json',
+    'x-request-id': c.get('requestId') ?? '',
   })
+  for (const [name, value] of Object.entries(err.headers)) headers.set(name, value)
+  if (err.status === 401 && !headers.has('www-authenticate')) {
+    headers.set('www-authenticate', BEARER_CHALLENGE)
+  }
+  return new Response(JSON.stringify(body), { status: err.status, headers })
 }
 
 const httpExceptionProblems: Partial<Record<number, ProblemType>> = {
@@ -132,6 +137,20 @@ export function createApp(): OpenAPIHono<AppEnv> {
     if (err instanceof HTTPException) {
       const problem = httpExceptionProblems[err.status]
       if (problem) return renderProblem(c, new ApiError(problem, err.message || undefined))
+    }
+    if (isDatabaseUnreachable(err)) {
+      const cause = (err as { cause?: unknown }).cause
+      log('warn', 'database unreachable', {
+        requestId: c.get('requestId'),
+        method: c.req.method,
+        path: c.req.path,
+        ...errorFields(err),
+        ...(cause === undefined ? {} : { cause: String(cause) }),
+      })
+      return renderProblem(
+        c,
+        new ApiError('unavailable', 'The database is unreachable; retry shortly'),
+      )
     }
     log('error', 'unhandled error', {
       requestId: c.get('requestId'),

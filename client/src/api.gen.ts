@@ -370,9 +370,14 @@ export interface Paths {
             entries: number
           }
         }
+        400: Schemas['Problem']
         401: Schemas['Problem']
         403: Schemas['Problem']
         404: Schemas['Problem']
+        409: Schemas['Problem']
+        413: Schemas['Problem']
+        415: Schemas['Problem']
+        422: Schemas['Problem']
       }
     }
   }

@@ -37,16 +37,18 @@ async function idpToken(opts: { aud?: string; iss?: string; exp?: number; sub?: 
 }
 
 /** GET /v1/players/me/... does not exist yet in the foundation; the admin probe tells apart 401 (who?) from 403 (not allowed). */
-async function statusFor(credential: string | null) {
+async function probe(credential: string | null): Promise<Response> {
   const init = credential === null ? {} : bearer(credential)
-  return problem(
-    await call(ADMIN_PROBE, {
-      ...init,
-      method: 'PUT',
-      headers: { ...(init.headers ?? {}), 'content-type': 'application/json' },
-      body: '{"name":"x"}',
-    }),
-  )
+  return call(ADMIN_PROBE, {
+    ...init,
+    method: 'PUT',
+    headers: { ...(init.headers ?? {}), 'content-type': 'application/json' },
+    body: '{"name":"x"}',
+  })
+}
+
+async function statusFor(credential: string | null) {
+  return problem(await probe(credential))
 }
 
 describe('guest auth', () => {
@@ -125,7 +127,7 @@ describe('guest auth', () => {
 describe('bad credentials, one by one', () => {
   it('missing token → 401 with WWW-Authenticate', async () => {
     const res = await call(ADMIN_PROBE, json('PUT', { name: 'x' }))
-    expect(res.headers.get('www-authenticate')).toContain('Bearer')
+    expect(res.headers.get('www-authenticate')).toBe('Bearer realm="nexus"')
     expect(await problem(res)).toMatchObject({
       status: 401,
       type: 'urn:nexus:problem:unauthorized',
@@ -144,10 +146,13 @@ describe('bad credentials, one by one', () => {
     })
   })
 
-  it('forged token (wrong secret) → 401', async () => {
-    expect(
-      await statusFor(await hs256({}, { secret: 'not-the-secret-at-all-0123456789' })),
-    ).toMatchObject({ status: 401, type: 'urn:nexus:problem:unauthorized' })
+  it('forged token (wrong secret) → 401 with WWW-Authenticate', async () => {
+    const res = await probe(await hs256({}, { secret: 'not-the-secret-at-all-0123456789' }))
+    expect(res.headers.get('www-authenticate')).toBe('Bearer realm="nexus"')
+    expect(await problem(res)).toMatchObject({
+      status: 401,
+      type: 'urn:nexus:problem:unauthorized',
+    })
   })
 
   it('tampered payload → 401', async () => {
@@ -192,8 +197,10 @@ describe('bad credentials, one by one', () => {
     expect(await statusFor(await hs256({}, { iss: 'someone' }))).toMatchObject({ status: 401 })
   })
 
-  it('wrong admin key → 401, right one → 200', async () => {
-    expect(await statusFor('not-the-admin-key')).toMatchObject({
+  it('wrong admin key → 401 with WWW-Authenticate, right one → 200', async () => {
+    const wrong = await probe('not-the-admin-key')
+    expect(wrong.headers.get('www-authenticate')).toBe('Bearer realm="nexus"')
+    expect(await problem(wrong)).toMatchObject({
       status: 401,
       type: 'urn:nexus:problem:unauthorized',
     })

@@ -1,5 +1,7 @@
+import { env } from 'cloudflare:workers'
 import { describe, expect, it } from 'vitest'
 import { createApp } from '../../workers/app.ts'
+import { getSql } from '../../workers/db/client.ts'
 import { call, json, problem, ADMIN_KEY } from './helpers/http.ts'
 
 const PROBLEM = 'application/problem+json'
@@ -146,5 +148,13 @@ describe('the error funnel renders RFC 9457 problems', () => {
     expect(text).not.toContain('secret')
     expect(JSON.parse(text)).toMatchObject({ type: 'urn:nexus:problem:internal', status: 500 })
     expect(JSON.parse(text).requestId).toBe(res.headers.get('x-request-id'))
+  })
+
+  it('500 for an error Postgres reports (it has a SQLSTATE): the database answered', async () => {
+    const app = createApp()
+    app.get('/divide', async (c) => c.json(await getSql(c.env).query('select 1 / 0 as x')))
+    const res = await app.request('/divide', {}, { ...env, LOG_LEVEL: 'silent' })
+    expect(res.status).toBe(500)
+    expect(((await res.json()) as { type: string }).type).toBe('urn:nexus:problem:internal')
   })
 })

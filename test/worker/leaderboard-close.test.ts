@@ -57,6 +57,22 @@ async function closeNow(board: string, body?: unknown): Promise<Response> {
   )
 }
 
+/** The same close with its body streamed (chunked: no Content-Length), as some clients send it. */
+async function closeStreamed(board: string, body: unknown): Promise<Response> {
+  const bytes = new TextEncoder().encode(JSON.stringify(body))
+  return call(`/v1/admin/leaderboards/${board}/close`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${ADMIN_KEY}`, 'content-type': 'application/json' },
+    body: new ReadableStream<Uint8Array>({
+      start(controller) {
+        controller.enqueue(bytes)
+        controller.close()
+      },
+    }),
+    duplex: 'half',
+  } as RequestInit)
+}
+
 async function status(board: string, cycle: number): Promise<CloseStatus> {
   return runInDurableObject(stub(board), (inst: Leaderboard) => inst.closeStatus(cycle)!)
 }
@@ -314,6 +330,30 @@ describe('closing a cycle of 10,000 entries', () => {
     // Running the finished archive again writes nothing.
     await runInDurableObject(stub(board), (inst: Leaderboard) => inst.runArchive({ force: true }))
     expectExactlyOnce(await archived(board, 1))
+  })
+})
+
+describe('closing a named cycle', () => {
+  it('reads the cycle from a streamed body too: a retry closes nothing new, a cycle not current is 409', async () => {
+    const board = await createBoard()
+    await submitFor(board, 'only', { score: 1 })
+    expect((await closeNow(board, { cycle: 1 })).status).toBe(202)
+
+    const retried = await closeStreamed(board, { cycle: 1 })
+    expect(retried.status).toBe(202)
+    expect(await retried.json()).toMatchObject({ closed: { cycle: 1 }, current: { cycle: 2 } })
+
+    const withLength = await problem(await closeNow(board, { cycle: 7 }))
+    const streamed = await problem(await closeStreamed(board, { cycle: 7 }))
+    expect(withLength).toMatchObject({ status: 409, type: 'urn:nexus:problem:conflict' })
+    expect(streamed).toMatchObject({ status: 409, type: 'urn:nexus:problem:conflict' })
+    expect(streamed.body.cycle).toBe(withLength.body.cycle)
+
+    // Cycle 2 is still the current one, open and unclosed.
+    const cycle2 = await call(`/v1/admin/leaderboards/${board}/cycles/2`, bearer(ADMIN_KEY))
+    expect(cycle2.status).toBe(404)
+    const info = await fresh<{ cycle: { cycle: number } }>(`/v1/leaderboards/${board}`)
+    expect(info.cycle.cycle).toBe(2)
   })
 })
 

@@ -2,7 +2,7 @@ import { env } from 'cloudflare:workers'
 import { evictDurableObject, runInDurableObject } from 'cloudflare:test'
 import { describe, expect, it } from 'vitest'
 import { ADMIN_KEY, call, json, newGuest, problem } from './helpers/http.ts'
-import { createBoard, fresh, submitFor, type Top } from './helpers/boards.ts'
+import { boardId, createBoard, fresh, submitFor, type Top } from './helpers/boards.ts'
 import { forgetIsolateReads } from '../../workers/lib/read-cache.ts'
 
 /** Seeds `n` players p000..p(n-1) with distinct scores through the public API. */
@@ -80,6 +80,21 @@ describe('top pages with cursors', () => {
       }),
     )
     expect(p2).toMatchObject({ status: 409, type: 'urn:nexus:problem:conflict' })
+  })
+
+  it('a missing board is 404 with the request id, and the refusal is not cached', async () => {
+    const missing = boardId('missing')
+    for (const path of [`/v1/leaderboards/${missing}`, `/v1/leaderboards/${missing}/top`]) {
+      const res = await call(path)
+      const p = await problem(res)
+      expect(p, path).toMatchObject({ status: 404, type: 'urn:nexus:problem:not-found' })
+      expect(p.body.requestId, path).toBeTruthy()
+      expect(res.headers.get('x-request-id'), path).toBe(p.body.requestId)
+      expect(res.headers.get('cache-control'), path).toBe('no-store')
+    }
+    // Created a moment later, it is found at once.
+    await createBoard({}, missing)
+    expect((await call(`/v1/leaderboards/${missing}`)).status).toBe(200)
   })
 
   it('limit is bounded: 0, 101 and "ten" are 422', async () => {

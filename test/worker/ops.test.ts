@@ -42,6 +42,37 @@ describe('operations endpoints', () => {
     expect(body.detail).toContain('postgres')
   })
 
+  it('a request that needs Postgres while it is unreachable is 503 unavailable, not 500', async () => {
+    const responses = [
+      await callWithEnv(
+        unreachablePostgres,
+        '/v1/auth/guest',
+        json('POST', { deviceId: `pg-down-${crypto.randomUUID()}` }, undefined, {
+          'cf-connecting-ip': '203.0.113.200',
+        }),
+      ),
+      await callWithEnv(
+        unreachablePostgres,
+        `/v1/matchmaking/pg-down-${crypto.randomUUID()}/stats`,
+      ),
+      // The SQL endpoint itself down, not only Postgres behind it: the driver's fetch throws.
+      await callWithEnv(
+        {
+          DATABASE_URL: 'postgresql://nexus:nexus@127.0.0.1:1/nexus',
+          NEON_LOCAL_RELAY: '127.0.0.1:1',
+        },
+        `/v1/matchmaking/pg-down-${crypto.randomUUID()}/stats`,
+      ),
+    ]
+    for (const res of responses) {
+      expect(res.status).toBe(503)
+      expect(res.headers.get('content-type')).toBe('application/problem+json')
+      const body = (await res.json()) as { type: string; requestId: string }
+      expect(body.type).toBe('urn:nexus:problem:unavailable')
+      expect(body.requestId).toBe(res.headers.get('x-request-id'))
+    }
+  })
+
   it('/ready is 503 naming Redis when it is down, and Postgres still up', async () => {
     const res = await callWithEnv(unreachableRedis, '/ready')
     expect(res.status).toBe(503)

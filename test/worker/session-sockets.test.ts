@@ -14,6 +14,7 @@ import {
   sessionObject,
   upgrade,
   type Frame,
+  type TestSocket,
 } from './helpers/session-sockets.ts'
 
 async function diceGame(n: number, target = 10) {
@@ -164,6 +165,28 @@ describe('session sockets', () => {
     a.close()
   })
 
+  it('refuses a fifth socket of one player with 409, and its other sockets stay open', async () => {
+    const { sessionId, tokens, players } = await diceGame(2)
+    const token = tokens[players[0]!]!
+    const open: TestSocket[] = []
+    for (let i = 0; i < 4; i++) {
+      const ws = await connect(sessionId, token)
+      await ws.nextOf('welcome')
+      open.push(ws)
+    }
+    const fifth = await upgrade(sessionId, token)
+    expect(fifth.webSocket).toBeFalsy()
+    const p = await problem(fifth)
+    expect(p).toMatchObject({ status: 409, type: 'urn:nexus:problem:conflict' })
+    expect(p.body.requestId).toBeTruthy()
+    expect(fifth.headers.get('x-request-id')).toBe(p.body.requestId)
+    // The limit is per player: the other player still connects.
+    const other = await connect(sessionId, tokens[players[1]!]!)
+    await other.nextOf('welcome')
+    expect(open.every((ws) => ws.closed === null)).toBe(true)
+    for (const ws of [...open, other]) ws.close()
+  })
+
   it('refuses intruders before the upgrade with problem+json', async () => {
     const { sessionId, tokens, players } = await diceGame(2)
     const other = await diceGame(2)
@@ -216,6 +239,10 @@ describe('session sockets', () => {
       const p = await problem(res)
       expect([name, p.status, p.type]).toEqual([name, status, `urn:nexus:problem:${type}`])
       expect(p.contentType).toBe('application/problem+json')
+      // Refusals from the session's object carry the request id like the Worker's own.
+      expect(p.body.requestId, name).toBeTruthy()
+      expect(res.headers.get('x-request-id'), name).toBe(p.body.requestId)
+      if (status === 401) expect(res.headers.get('www-authenticate'), name).toMatch(/^Bearer /)
     }
     // since beyond the log is refused too.
     const res = await upgrade(sessionId, tokens[players[0]!]!, { since: 5 })

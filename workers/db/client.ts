@@ -1,4 +1,4 @@
-import { neon, neonConfig } from '@neondatabase/serverless'
+import { neon, neonConfig, NeonDbError } from '@neondatabase/serverless'
 import { drizzle, type NeonHttpDatabase } from 'drizzle-orm/neon-http'
 import { ApiError } from '../lib/problem.ts'
 import * as schema from './schema.ts'
@@ -89,4 +89,20 @@ export function pgErrorCode(err: unknown): string | undefined {
     e = (e as { cause?: unknown }).cause
   }
   return undefined
+}
+
+/**
+ * Whether a failed query never got an answer from Postgres: the Neon driver could not reach its
+ * endpoint (its fetch threw) or the endpoint refused without a SQLSTATE (the compute is down or
+ * cannot be woken). Drizzle wraps the driver's error in one whose `cause` it is. An error with a
+ * SQLSTATE came from Postgres itself and is not this.
+ */
+export function isDatabaseUnreachable(err: unknown): boolean {
+  if (pgErrorCode(err) !== undefined) return false
+  let e: unknown = err
+  for (let i = 0; i < 3 && e && typeof e === 'object'; i++) {
+    if (e instanceof NeonDbError) return true
+    e = (e as { cause?: unknown }).cause
+  }
+  return false
 }

@@ -99,3 +99,35 @@ export function problemResponse(
     headers: { 'content-type': 'application/problem+json', ...headers },
   })
 }
+
+/** Fields of a problem body that are not its extensions. */
+const STANDARD_FIELDS = new Set(['type', 'title', 'status', 'detail', 'instance', 'requestId'])
+
+/**
+ * The ApiError a `problemResponse` stands for, so a refusal built outside Hono (a Durable Object's
+ * upgrade) reaches the client through the error funnel, with the request id, like any other.
+ * Anything else is not a refusal but a fault, and is thrown as one.
+ */
+export async function apiErrorFrom(res: Response): Promise<ApiError> {
+  const text = await res.text()
+  let body: ProblemBody | undefined
+  try {
+    body = JSON.parse(text) as ProblemBody
+  } catch {
+    body = undefined
+  }
+  const slug = body?.type?.startsWith(PROBLEM_TYPE_PREFIX)
+    ? body.type.slice(PROBLEM_TYPE_PREFIX.length)
+    : ''
+  if (!body || !Object.hasOwn(problemTypes, slug)) {
+    throw new Error(`Expected a problem response, got ${res.status}: ${text.slice(0, 200)}`)
+  }
+  const extensions = Object.fromEntries(
+    Object.entries(body).filter(([k]) => !STANDARD_FIELDS.has(k)),
+  )
+  const headers: Record<string, string> = {}
+  res.headers.forEach((value, name) => {
+    if (name !== 'content-type' && name !== 'content-length') headers[name] = value
+  })
+  return new ApiError(slug as ProblemType, body.detail, extensions, headers)
+}

@@ -1,6 +1,7 @@
 import type { Context } from 'hono'
 import type { AppEnv } from '../app-env.ts'
 import { counter } from './metrics.ts'
+import { ApiError } from './problem.ts'
 import { RecentAnswers } from './recent-answers.ts'
 import { getRedis } from './redis.ts'
 
@@ -33,8 +34,11 @@ export interface CachedReadOptions {
   ttlSeconds: number
   /** 'private' answers may be cached by the client only, never by shared caches. */
   visibility: 'public' | 'private'
-  /** Produces the fresh answer; only 200s are cached. */
-  load: () => Promise<{ status: number; body: unknown }>
+  /**
+   * Produces the fresh answer (a 200 body). A refusal is thrown as an ApiError, which the error
+   * funnel renders like any other and no layer caches.
+   */
+  load: () => Promise<unknown>
 }
 
 /**
@@ -118,15 +122,21 @@ export async function cachedRead(c: Context<AppEnv>, opts: CachedReadOptions): P
   }
 
   const started = Date.now()
-  const loaded = await opts.load()
-  const fresh = { status: loaded.status, text: JSON.stringify(loaded.body), storedAt: Date.now() }
-  const computeMs = Math.max(1, fresh.storedAt - started)
-  if (fresh.status !== 200) {
-    return new Response(fresh.text, {
-      status: fresh.status,
-      headers: { 'content-type': 'application/problem+json', 'cache-control': 'no-store' },
-    })
+  let loaded: unknown
+  try {
+    loaded = await opts.load()
+  } catch (err) {
+    // Nor may the client or a cache in between keep it: the board may exist a moment later.
+    if (err instanceof ApiError) {
+      throw new ApiError(err.problem, err.message, err.extensions, {
+        'cache-control': 'no-store',
+        ...err.headers,
+      })
+    }
+    throw err
   }
+  const fresh = { text: JSON.stringify(loaded), storedAt: Date.now() }
+  const computeMs = Math.max(1, fresh.storedAt - started)
   isolateReads.remember(opts.key, { body: fresh.text, storedAt: fresh.storedAt, computeMs })
   const stores: Promise<unknown>[] = []
   if (cache) stores.push(putEdge(cache, opts.key, fresh.text, fresh.storedAt, ttlMs, computeMs))

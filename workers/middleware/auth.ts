@@ -8,14 +8,7 @@ async function principalOf(c: Context<AppEnv>): Promise<Principal> {
   if (existing) return existing
   const credential = bearer(c.req.header('authorization'))
   if (!credential) {
-    throw new ApiError(
-      'unauthorized',
-      'Send "Authorization: Bearer <token>"',
-      {},
-      {
-        'www-authenticate': 'Bearer realm="nexus"',
-      },
-    )
+    throw new ApiError('unauthorized', 'Send "Authorization: Bearer <token>"')
   }
   const principal = await authenticate(c.env, credential)
   c.set('principal', principal)

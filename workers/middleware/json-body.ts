@@ -4,7 +4,11 @@ import { ApiError } from '../lib/problem.ts'
 
 const BODY_METHODS = new Set(['POST', 'PUT', 'PATCH'])
 
-function hasBody(headers: Headers): boolean {
+/**
+ * Whether a request carries a body: a positive Content-Length, or a streamed (chunked) body,
+ * which has Transfer-Encoding and no length.
+ */
+export function hasBody(headers: Headers): boolean {
   const length = headers.get('content-length')
   if (length !== null) return Number(length) > 0
   return headers.has('transfer-encoding')

@@ -5,6 +5,7 @@ import { boardStub } from '../leaderboards/stub.ts'
 import { newRouter, problemResponses, ResourceId } from '../lib/openapi.ts'
 import { ApiError } from '../lib/problem.ts'
 import { requireAdmin } from '../middleware/auth.ts'
+import { hasBody } from '../middleware/json-body.ts'
 import { canonicalJson, LeaderboardConfigInput, ImportEntry } from './leaderboard-schemas.ts'
 
 export const adminLeaderboards = newRouter()
@@ -116,16 +117,14 @@ const closeRoute = createRoute({
         'application/json': { schema: z.object({ closed: CloseStatus, current: CycleInfo }) },
       },
     },
-    ...problemResponses(401, 403, 404),
+    ...problemResponses(400, 401, 403, 404, 409, 413, 415, 422),
   },
 })
 
 adminLeaderboards.openapi(closeRoute, async (c) => {
   const { id } = c.req.valid('param')
-  const body =
-    c.req.header('content-length') && c.req.header('content-length') !== '0'
-      ? c.req.valid('json')
-      : {}
+  // The body is optional; a streamed one (no Content-Length) names its cycle all the same.
+  const body = hasBody(c.req.raw.headers) ? c.req.valid('json') : {}
   const r = await boardStub(c.env, id).close(id, {
     retryNow: true,
     ...(body.cycle ? { cycle: body.cycle } : {}),

@@ -63,19 +63,6 @@ async function named(c: Context<AppEnv>, entries: BoardEntry[]) {
   }))
 }
 
-function problemPayload(p: BoardProblem) {
-  return {
-    status: new ApiError(p.problem).status,
-    body: {
-      type: `urn:nexus:problem:${p.problem}`,
-      title: new ApiError(p.problem).message,
-      status: new ApiError(p.problem).status,
-      detail: p.detail,
-      ...(p.extensions ?? {}),
-    },
-  }
-}
-
 // ---------------------------------------------------------------------------------------------
 
 const getBoardRoute = createRoute({
@@ -113,9 +100,8 @@ leaderboardRoutes.openapi(getBoardRoute, (async (c: Context<AppEnv>) => {
     visibility: 'public',
     load: async () => {
       const info = await board(c, id).info(id)
-      if (!info)
-        return problemPayload({ ok: false, problem: 'not-found', detail: `No leaderboard '${id}'` })
-      return { status: 200, body: { id, config: info.config, cycle: info.cycle } }
+      if (!info) throw new ApiError('not-found', `No leaderboard '${id}'`)
+      return { id, config: info.config, cycle: info.cycle }
     },
   })
 }) as never)
@@ -219,15 +205,12 @@ leaderboardRoutes.openapi(topRoute, (async (c: Context<AppEnv>) => {
     visibility: 'public',
     load: async () => {
       const r = await board(c, id).top(id, cursor ?? null, limit)
-      if (!r.ok) return problemPayload(r)
+      if (!r.ok) fail(r)
       return {
-        status: 200,
-        body: {
-          cycle: r.cycle,
-          entries: await named(c, r.entries),
-          nextCursor: r.nextCursor,
-          total: r.total,
-        },
+        cycle: r.cycle,
+        entries: await named(c, r.entries),
+        nextCursor: r.nextCursor,
+        total: r.total,
       }
     },
   })
@@ -282,9 +265,9 @@ leaderboardRoutes.openapi(playerRoute, (async (c: Context<AppEnv>) => {
     visibility: raw === 'me' ? 'private' : 'public',
     load: async () => {
       const r = await board(c, id).player(id, playerId)
-      if (!r.ok) return problemPayload(r)
+      if (!r.ok) fail(r)
       const entry = r.entry ? (await named(c, [r.entry]))[0]! : null
-      return { status: 200, body: { cycle: r.cycle, playerId, entry, total: r.total } }
+      return { cycle: r.cycle, playerId, entry, total: r.total }
     },
   })
 }) as never)
@@ -327,11 +310,8 @@ leaderboardRoutes.openapi(aroundRoute, (async (c: Context<AppEnv>) => {
     visibility: raw === 'me' ? 'private' : 'public',
     load: async () => {
       const r = await board(c, id).around(id, playerId, limit)
-      if (!r.ok) return problemPayload(r)
-      return {
-        status: 200,
-        body: { cycle: r.cycle, entries: await named(c, r.entries), total: r.total },
-      }
+      if (!r.ok) fail(r)
+      return { cycle: r.cycle, entries: await named(c, r.entries), total: r.total }
     },
   })
 }) as never)
@@ -411,23 +391,20 @@ leaderboardRoutes.openapi(cycleTopRoute, (async (c: Context<AppEnv>) => {
       }[]
       const last = rows[rows.length - 1]
       return {
-        status: 200,
-        body: {
-          cycle,
-          complete,
-          total: meta.entries,
-          entries: rows.map((r) => ({
-            rank: r.rank,
-            playerId: r.player_id,
-            name: r.name,
-            score: r.score,
-            subscore: r.subscore,
-            metadata: r.metadata,
-            submittedAt: new Date(r.submitted_at).toISOString(),
-          })),
-          nextCursor:
-            last && rows.length === limit && last.rank < meta.entries ? String(last.rank) : null,
-        },
+        cycle,
+        complete,
+        total: meta.entries,
+        entries: rows.map((r) => ({
+          rank: r.rank,
+          playerId: r.player_id,
+          name: r.name,
+          score: r.score,
+          subscore: r.subscore,
+          metadata: r.metadata,
+          submittedAt: new Date(r.submitted_at).toISOString(),
+        })),
+        nextCursor:
+          last && rows.length === limit && last.rank < meta.entries ? String(last.rank) : null,
       }
     },
   })

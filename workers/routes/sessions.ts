@@ -6,7 +6,7 @@ import { PLAYER_HEADER } from '../../durable-objects/game-session.ts'
 import type { RosterEntry } from '../core/rules/index.ts'
 import { bearer, isAdminKey, verifyPlayerToken } from '../lib/auth.ts'
 import { newRouter, problemResponses } from '../lib/openapi.ts'
-import { ApiError } from '../lib/problem.ts'
+import { ApiError, apiErrorFrom } from '../lib/problem.ts'
 import { SESSION_AUDIENCE, verifySessionToken } from '../lib/session-token.ts'
 import { SessionId } from '../sessions/schemas.ts'
 import { loadArchivedEvents, loadArchivedSession } from '../sessions/store.ts'
@@ -61,8 +61,6 @@ function credentialOf(c: Context<AppEnv>): string {
     throw new ApiError(
       'unauthorized',
       'Send "Authorization: Bearer <token>" (or ?token= on a socket)',
-      {},
-      { 'www-authenticate': 'Bearer realm="nexus"' },
     )
   }
   return credential
@@ -104,9 +102,11 @@ async function connect(c: Context<AppEnv>, sessionId: string): Promise<Response>
   const since = c.req.query('since')
   if (since !== undefined) url.searchParams.set('since', since)
   // A new request: only the verified player travels to the object, never client headers.
-  return c.env.GAME_SESSION.getByName(sessionId).fetch(
+  const res = await c.env.GAME_SESSION.getByName(sessionId).fetch(
     new Request(url, { headers: { upgrade: 'websocket', [PLAYER_HEADER]: player } }),
   )
+  if (res.status === 101) return res
+  throw await apiErrorFrom(res)
 }
 
 const getRoute = createRoute({

@@ -273,7 +273,12 @@ export class GameSession extends DurableObject<Env> {
     ctx.setWebSocketAutoResponse(
       new WebSocketRequestResponsePair('{"type":"ping"}', '{"type":"pong"}'),
     )
-    void ctx.blockConcurrencyWhile(async () => this.load())
+    void ctx.blockConcurrencyWhile(async () => {
+      this.load()
+      // Timers load() wrote for sockets lost with the last instance (a deploy, a restart) need
+      // an alarm, or a session nobody returns to would never forfeit, end or be archived.
+      await this.scheduleAlarm()
+    })
   }
 
   private get actor(): string {
@@ -397,7 +402,11 @@ export class GameSession extends DurableObject<Env> {
     const hash = await sha256(canonicalJson(setup))
     // From here to the write nothing awaits, so a racing create sees this one's result.
     if (this.setupHash !== null) {
-      if (this.setupHash === hash) return { ok: true, created: false }
+      if (this.setupHash === hash) {
+        // A retried create may follow one that committed but was cut off before its alarm.
+        await this.scheduleAlarm()
+        return { ok: true, created: false }
+      }
       return {
         ok: false,
         problem: 'conflict',
@@ -601,16 +610,17 @@ export class GameSession extends DurableObject<Env> {
         ws.close(1008, 'unknown connection')
         return
       }
-      if (typeof message !== 'string') return this.refuse(ws, 'binary', 'Frames are JSON text')
-      if (message.length > MAX_FRAME_BYTES / 3 && utf8Length(message) > MAX_FRAME_BYTES) {
-        return this.refuse(ws, 'too_large', `Frames are limited to ${MAX_FRAME_BYTES} bytes`)
-      }
+      // Every frame counts against the rate first, refused ones too: each costs an answer.
       if (!this.takeToken(ws)) {
         return this.refuse(
           ws,
           'rate_limited',
           `At most ${RATE_PER_SECOND} frames per second (burst ${RATE_BURST})`,
         )
+      }
+      if (typeof message !== 'string') return this.refuse(ws, 'binary', 'Frames are JSON text')
+      if (message.length > MAX_FRAME_BYTES / 3 && utf8Length(message) > MAX_FRAME_BYTES) {
+        return this.refuse(ws, 'too_large', `Frames are limited to ${MAX_FRAME_BYTES} bytes`)
       }
       let raw: unknown
       try {
@@ -930,7 +940,12 @@ export class GameSession extends DurableObject<Env> {
       case 'record': {
         const result = JSON.parse(this.getMeta('result')!) as GameResult
         const endedAt = Number(this.getMeta('ended_at'))
-        const out = await this.store.recordResult({ ...record, result, endedAt })
+        const out = await this.store.recordResult({
+          ...record,
+          result,
+          createdAt: this.createdAt,
+          endedAt,
+        })
         this.ctx.storage.transactionSync(() => {
           this.setMeta('rating_changes', JSON.stringify(out.ratingChanges))
           // The result upserted the session's Neon row too.

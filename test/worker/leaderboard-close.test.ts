@@ -357,6 +357,30 @@ describe('closing a named cycle', () => {
   })
 })
 
+describe('metadata PostgreSQL cannot store', () => {
+  it('held from before submissions refused it, does not stop the archive: it arrives with U+FFFD', async () => {
+    const board = await createBoard()
+    await runInDurableObject(stub(board), async (inst: Leaderboard) => {
+      const r = await inst.submit({
+        boardId: board,
+        playerId: 'legacy',
+        score: 1,
+        subscore: 0,
+        // As canonicalJson stored it: JSON escapes for a NUL and an unpaired surrogate.
+        metadata: '{"\\ud800":"a\\u0000b"}',
+        idempotencyKey: 'legacy-1',
+        requestHash: 'h-legacy',
+      })
+      if (!r.ok) throw new Error(r.detail)
+    })
+    expect((await closeNow(board)).status).toBe(202)
+    expect((await archiveUntilDone(board, 1)).state).toBe('done')
+    const rows = await pg()`select player_id, metadata from leaderboard_archive
+                            where leaderboard_id = ${board} and cycle = 1`
+    expect(rows).toEqual([{ player_id: 'legacy', metadata: { '\ufffd': 'a\ufffdb' } }])
+  })
+})
+
 describe('cycles close on schedule', () => {
   it('the cron closes a board whose cycle ended, and writes after the boundary go to the new cycle', async () => {
     const board = await createBoard({

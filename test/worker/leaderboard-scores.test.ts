@@ -246,6 +246,19 @@ describe('bad input is refused with problem+json and changes nothing', () => {
         'validation',
       ],
       ['metadata an array', post('{"playerId":"p","score":1,"metadata":[1,2]}'), 422, 'validation'],
+      // PostgreSQL's jsonb refuses both: stored, they would stop the cycle's archive for good.
+      [
+        'metadata with a NUL character',
+        post('{"playerId":"p","score":1,"metadata":{"x":"a\\u0000b"}}'),
+        422,
+        'validation',
+      ],
+      [
+        'metadata key with an unpaired surrogate',
+        post('{"playerId":"p","score":1,"metadata":{"\\ud800":1}}'),
+        422,
+        'validation',
+      ],
       [
         'metadata nested too deep',
         post(

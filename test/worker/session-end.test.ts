@@ -167,6 +167,7 @@ describe('the end of a game', () => {
       ],
       queue: null,
       region: null,
+      createdAt: Date.now() - 60_000,
       endedAt: Date.now(),
     }
     const s1 = `s_race-${crypto.randomUUID()}`
@@ -180,6 +181,12 @@ describe('the end of a game', () => {
     expect(now[a!]!.rating).toBeCloseTo(once[a!]!.rating, 9)
     expect(now[b!]!.rating).toBeCloseTo(once[b!]!.rating, 9)
     expect(await resultRows(s1)).toHaveLength(1)
+    // A retry after a lost answer changes nothing and still learns the changes that were applied.
+    const winner = outs.find((o) => o.recorded)!
+    const retried = await store.recordResult({ ...base, sessionId: s1, result: result(a!, b!) })
+    expect(retried.recorded).toBe(false)
+    expect(retried.ratingChanges).toEqual(winner.ratingChanges)
+    expect((await ratingsOf([a!]))[a!]!.rating).toBeCloseTo(once[a!]!.rating, 9)
 
     // Two different matches of the same players racing: neither update is lost.
     const s2 = `s_race-${crypto.randomUUID()}`
@@ -236,6 +243,16 @@ describe('the end of a game', () => {
     const expected = expectedAfter(initial, game.winner, game.loser)
     expect(after[game.winner]!.rating).toBeCloseTo(expected[game.winner]!.rating, 9)
     expect(after[game.loser]!.rating).toBeCloseTo(expected[game.loser]!.rating, 9)
+    // The session shows the changes the lost answer carried, as Neon recorded them.
+    const [stored] = (await pg()`select rating_changes from match_results
+                                 where session_id = ${game.sessionId}`) as {
+      rating_changes: unknown[]
+    }[]
+    const view = (await (
+      await call(`/v1/sessions/${game.sessionId}`, bearer(ADMIN_KEY))
+    ).json()) as { ratingChanges: unknown[] }
+    expect(stored!.rating_changes).toHaveLength(2)
+    expect(view.ratingChanges).toEqual(stored!.rating_changes)
   })
 
   it('with Neon unreachable at the end, backs off, keeps everything, and finishes later', async () => {

@@ -165,6 +165,52 @@ describe('session sockets', () => {
     a.close()
   })
 
+  it('counts refused frames (binary, oversize) against the rate too', async () => {
+    const players = playerIds(1)
+    const { sessionId, tokens } = await createSession({
+      rules: 'relay',
+      roster: players.map((playerId) => ({ playerId })),
+    })
+    const a = await connect(sessionId, tokens[players[0]!]!)
+    await a.nextOf('welcome')
+    await runInDurableObject(sessionObject(sessionId), (inst: GameSession) => {
+      const t = Date.now()
+      inst.now = () => t
+    })
+    const total = RATE_BURST + 10
+    const big = 'x'.repeat(9000)
+    for (let i = 0; i < total; i++) a.ws.send(i % 2 ? big : new Uint8Array([1, 2, 3]))
+    const codes: string[] = []
+    for (let i = 0; i < total; i++) codes.push((await a.nextOf('error')).code as string)
+    expect(codes.filter((c) => c === 'rate_limited')).toHaveLength(10)
+    expect(codes.slice(0, RATE_BURST).every((c) => c === 'binary' || c === 'too_large')).toBe(true)
+    a.close()
+  })
+
+  it('refuses relay data PostgreSQL could not archive (NUL, an unpaired surrogate): no event', async () => {
+    const players = playerIds(2)
+    const { sessionId, tokens } = await createSession({
+      rules: 'relay',
+      roster: players.map((playerId) => ({ playerId })),
+    })
+    const [a, b] = await Promise.all(players.map((p) => connect(sessionId, tokens[p]!)))
+    await a!.nextOf('welcome')
+    await b!.nextOf('welcome')
+    for (const frame of [
+      '{"type":"action","action":"message","data":"a\\u0000b"}',
+      '{"type":"action","action":"message","data":{"\\ud800":1}}',
+    ]) {
+      a!.ws.send(frame)
+      expect(await a!.nextOf('error')).toMatchObject({ code: 'invalid_action' })
+    }
+    a!.send({ type: 'action', action: 'message', data: 'fine' })
+    const event = await b!.nextOf('event')
+    expect(event.seq).toBe(1)
+    expect((await matchOf(sessionId)).seq).toBe(1)
+    a!.close()
+    b!.close()
+  })
+
   it('refuses a fifth socket of one player with 409, and its other sockets stay open', async () => {
     const { sessionId, tokens, players } = await diceGame(2)
     const token = tokens[players[0]!]!

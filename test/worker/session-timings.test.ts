@@ -1,5 +1,5 @@
 import { env } from 'cloudflare:workers'
-import { runDurableObjectAlarm } from 'cloudflare:test'
+import { evictDurableObject, runDurableObjectAlarm } from 'cloudflare:test'
 import { describe, expect, it } from 'vitest'
 import {
   GRACE_MS,
@@ -14,6 +14,7 @@ import {
   playerIds,
   sessionObject,
 } from './helpers/session-sockets.ts'
+import { ADMIN_KEY, bearer, call } from './helpers/http.ts'
 import { until } from './helpers/sockets.ts'
 
 /**
@@ -112,5 +113,35 @@ describe('session timings', () => {
     // The end work archives the game and waits the configured retention before clearing it.
     const end = await inObject(sessionId, (inst) => inst.runEndWork({ force: true }))
     expect(end).toMatchObject({ stage: 'retain', nextAttemptAt: left + GRACE + RETENTION })
+  })
+
+  it('sockets lost with the object (a restart) still forfeit: waking it arms an alarm for their grace', async () => {
+    const players = playerIds(2)
+    const { sessionId, tokens } = await createSession({
+      rules: 'dice-race',
+      roster: players.map((playerId) => ({ playerId })),
+      options: { target: 1000 },
+    })
+    const sockets = await Promise.all(players.map((p) => connect(sessionId, tokens[p]!)))
+    for (const s of sockets) await s.nextOf('welcome')
+    const createdAt = await inObject(sessionId, (inst) => {
+      const info = inst.info()
+      if (!info.ok) throw new Error('no session')
+      return info.createdAt
+    })
+    // Both joined: the join grace's alarm fires with nothing left to do.
+    await alarmAt(sessionId, createdAt + JOIN_GRACE)
+    // The object goes away with its sockets, and no close is ever reported; a read wakes it.
+    await evictDurableObject(sessionObject(sessionId), { webSockets: 'close' })
+    await sockets[0]!.whenClosed()
+    expect((await call(`/v1/sessions/${sessionId}`, bearer(ADMIN_KEY))).status).toBe(200)
+    const woke = await inObject(sessionId, async (_inst, state) => ({
+      alarm: await state.storage.getAlarm(),
+      due: state.storage.sql.exec<{ due: number }>('SELECT min(due) AS due FROM timers').one().due,
+    }))
+    expect(woke.alarm).toBe(woke.due)
+    await alarmAt(sessionId, woke.due)
+    const info = await inObject(sessionId, (inst) => inst.info())
+    expect(info).toMatchObject({ ok: true, status: 'finished' })
   })
 })

@@ -1,5 +1,6 @@
 import { numberArrayLiteral, textArrayLiteral } from '../db/array-literal.ts'
 import { getSql, type DbEnv } from '../db/client.ts'
+import { storableJsonText } from '../core/rules/json.ts'
 
 /**
  * A page's rows column by column, in rank order: the parameter arrays the set-based insert
@@ -83,7 +84,10 @@ export class NeonArchiveWriter implements ArchiveWriter {
           numberArrayLiteral(page.rows.ranks),
           numberArrayLiteral(page.rows.scores),
           numberArrayLiteral(page.rows.subscores),
-          textArrayLiteral(page.rows.metadata),
+          // Refused at submission now; a board may still hold metadata stored before that.
+          textArrayLiteral(
+            page.rows.metadata.map((m) => (m === null ? null : storableJsonText(m))),
+          ),
           numberArrayLiteral(page.rows.submittedAt),
         ],
       ),

@@ -4,6 +4,7 @@ import { createMatch, getRules, isRuleError, rulesNames } from '../core/rules/in
 import { getDb, type DbEnv } from '../db/client.ts'
 import { queues } from '../db/schema.ts'
 import { ResourceId } from '../lib/openapi.ts'
+import { NOT_STORABLE_REASON, storableJson } from '../core/rules/json.ts'
 
 /** Rules options are stored with the queue and copied into every session; keep them small. */
 const MAX_RULES_OPTIONS_BYTES = 4096
@@ -46,7 +47,11 @@ export const QueueConfigInput = z
       .string()
       .refine((r) => rulesNames.includes(r), `one of: ${rulesNames.join(', ')}`)
       .openapi({ example: 'dice-race' }),
-    rulesOptions: z.unknown().optional().openapi({ description: 'Options for the rules module' }),
+    rulesOptions: z
+      .unknown()
+      .refine(storableJson, NOT_STORABLE_REASON)
+      .optional()
+      .openapi({ description: 'Options for the rules module' }),
     maxRatingGap: z.number().min(0).max(10_000).openapi({ example: 100 }),
     widenPerSecond: z.number().min(0).max(10_000).openapi({ example: 10 }),
     maxWidenedGap: z

@@ -4,13 +4,14 @@ import { getDb } from '../db/client.ts'
 import { players } from '../db/schema.ts'
 import { newRouter, PlayerId, problemResponses } from '../lib/openapi.ts'
 import { requireAdmin } from '../middleware/auth.ts'
+import { NOT_STORABLE_REASON, storableText } from '../core/rules/json.ts'
 
 export const adminPlayers = newRouter()
 
 const PlayerUpdate = z
   .object({
     rating: z.number().min(0).max(5000).optional(),
-    name: z.string().trim().min(1).max(64).optional(),
+    name: z.string().trim().min(1).max(64).refine(storableText, NOT_STORABLE_REASON).optional(),
   })
   .strict()
   .refine((v) => v.rating !== undefined || v.name !== undefined, 'give rating, name or both')

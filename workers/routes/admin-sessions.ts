@@ -6,6 +6,7 @@ import { issueSessionToken } from '../lib/session-token.ts'
 import { requireAdmin } from '../middleware/auth.ts'
 import { MAX_ROSTER } from '../sessions/schemas.ts'
 import { sessionStub } from '../sessions/stub.ts'
+import { NOT_STORABLE_REASON, storableJson } from '../core/rules/json.ts'
 
 export const adminSessions = newRouter()
 
@@ -29,9 +30,13 @@ const CreateSession = z
         message: 'player ids must be unique',
       })
       .openapi({ description: 'In turn order' }),
-    options: z.record(z.string(), z.unknown()).optional().openapi({
-      description: 'Rules options, e.g. dice-race `{"target": 10}`',
-    }),
+    options: z
+      .record(z.string(), z.unknown())
+      .refine(storableJson, NOT_STORABLE_REASON)
+      .optional()
+      .openapi({
+        description: 'Rules options, e.g. dice-race `{"target": 10}`',
+      }),
     leaderboardId: ResourceId.optional().openapi({
       description: 'Winners get score 1 on this board at the end',
     }),

@@ -1,6 +1,7 @@
 import { z } from '@hono/zod-openapi'
 import { parseSchedule } from '../core/cycle.ts'
 import { overlappingTiers } from '../core/leaderboard.ts'
+import { NOT_STORABLE_REASON, storableJson, storableText } from '../core/rules/json.ts'
 
 /** No score anywhere may exceed this magnitude; boards narrow it with scoreMin/scoreMax. */
 export const SCORE_LIMIT = 1e15
@@ -21,6 +22,7 @@ function depth(v: unknown): number {
 
 const Reward = z
   .record(z.string().max(64), z.unknown())
+  .refine(storableJson, NOT_STORABLE_REASON)
   .refine((r) => JSON.stringify(r).length <= 1024, 'a reward is at most 1024 bytes of JSON')
   .refine((r) => depth(r) <= MAX_JSON_DEPTH, `nested at most ${MAX_JSON_DEPTH} levels`)
   .openapi({ example: { coins: 500, badge: 'gold' } })
@@ -51,7 +53,14 @@ const Cycle = z
 
 export const LeaderboardConfigInput = z
   .object({
-    name: z.string().trim().min(1).max(64).nullable().default(null),
+    name: z
+      .string()
+      .trim()
+      .min(1)
+      .max(64)
+      .refine(storableText, NOT_STORABLE_REASON)
+      .nullable()
+      .default(null),
     sortOrder: z.enum(['asc', 'desc']).default('desc'),
     operator: z.enum(['best', 'set', 'incr']).default('best'),
     cycle: Cycle.default(null),
@@ -81,6 +90,7 @@ export const LeaderboardConfigInput = z
 
 const Metadata = z
   .record(z.string().max(64), z.unknown())
+  .refine(storableJson, NOT_STORABLE_REASON)
   .refine(
     (m) => JSON.stringify(m).length <= METADATA_HARD_LIMIT,
     `at most ${METADATA_HARD_LIMIT} bytes of JSON`,

@@ -2,6 +2,7 @@ import { z } from '@hono/zod-openapi'
 import type { GameResult } from '../core/rules/index.ts'
 import { rulesNames } from '../core/rules/index.ts'
 import { PlayerId, ResourceId } from '../lib/openapi.ts'
+import { NOT_STORABLE_REASON, storableJson, storableText } from '../core/rules/json.ts'
 
 /**
  * The wire protocol of a game-session socket, defined once: what clients may send (validated
@@ -38,8 +39,8 @@ export const SessionSetupSchema = z
       .refine((r) => new Set(r.map((p) => p.playerId)).size === r.length, {
         message: 'player ids must be unique',
       }),
-    seed: z.string().min(16).max(256),
-    options: z.unknown().optional(),
+    seed: z.string().min(16).max(256).refine(storableText, NOT_STORABLE_REASON),
+    options: z.unknown().refine(storableJson, NOT_STORABLE_REASON).optional(),
     queue: ResourceId.nullable().optional(),
     region: z.string().max(64).nullable().optional(),
     leaderboardId: ResourceId.nullable().optional(),

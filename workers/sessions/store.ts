@@ -1,6 +1,7 @@
 import type { GameResult, LogRecord, RosterEntry } from '../core/rules/index.ts'
 import { defaultRating, updateRatings, type RatedPlayer } from '../core/rating.ts'
 import { getSql, pgErrorCode, type DbEnv } from '../db/client.ts'
+import { storableJsonText } from '../core/rules/json.ts'
 
 /** A session as Neon lists it (`game_sessions`). */
 export interface SessionRecord {
@@ -20,13 +21,18 @@ export interface RatingChange {
 
 export interface ResultInput extends SessionRecord {
   result: GameResult
+  /** When the session was created: its Neon row's `created_at` if the listing had not landed. */
+  createdAt: number
   endedAt: number
 }
 
 export interface Recorded {
   /** False when the result was already recorded (a repeated or racing end): nothing changed. */
   recorded: boolean
-  /** The rating changes this call applied; empty when it applied none. */
+  /**
+   * The result's rating changes: applied by this call, or, when it was already recorded, as the
+   * call that recorded it applied them (a retry after a lost answer still learns them).
+   */
   ratingChanges: RatingChange[]
 }
 
@@ -168,6 +174,7 @@ export class NeonSessionStore implements SessionStore {
                returning p.id
              )
              select (select count(*) from ins)::int as inserted,
+                    (select rating_changes from match_results where session_id = $1) as stored,
                     1 / (case when not exists (select 1 from ins)
                                 or (select count(*) from upd) = $13 then 1 else 0 end) as ok`,
             [
@@ -187,8 +194,9 @@ export class NeonSessionStore implements SessionStore {
             ],
           ),
           sql.query(
-            `insert into game_sessions (id, queue, region, rules, roster, status, ended_at)
-             values ($1, $2, $3, $4, $5::jsonb, 'finished', to_timestamp($6 / 1000.0))
+            `insert into game_sessions (id, queue, region, rules, roster, status, created_at, ended_at)
+             values ($1, $2, $3, $4, $5::jsonb, 'finished', to_timestamp($7 / 1000.0),
+                     to_timestamp($6 / 1000.0))
              on conflict (id) do update set status = 'finished',
                ended_at = coalesce(game_sessions.ended_at, excluded.ended_at)`,
             [
@@ -198,12 +206,14 @@ export class NeonSessionStore implements SessionStore {
               input.rules,
               JSON.stringify(input.roster),
               input.endedAt,
+              input.createdAt,
             ],
           ),
         ])
-        const main = results[1] as { inserted: number }[]
+        // `stored` is the row from before this statement (its own insert is not visible to it).
+        const main = results[1] as { inserted: number; stored: RatingChange[] | null }[]
         const inserted = Number(main[0]?.inserted ?? 0) === 1
-        return { recorded: inserted, ratingChanges: inserted ? changes : [] }
+        return { recorded: inserted, ratingChanges: inserted ? changes : (main[0]?.stored ?? []) }
       } catch (err) {
         // 22012: a rating changed between the read and the write; read again.
         if (pgErrorCode(err) === '22012' && attempt < RATING_ATTEMPTS) continue
@@ -219,7 +229,12 @@ export class NeonSessionStore implements SessionStore {
       `insert into session_logs (session_id, seq, record)
        select $1, u.seq, u.record::jsonb from unnest($2::int[], $3::text[]) as u(seq, record)
        on conflict (session_id, seq) do nothing`,
-      [sessionId, records.map((r) => r.seq), records.map((r) => JSON.stringify(r))],
+      // Such text is refused as input now; a log may still hold records written before that.
+      [
+        sessionId,
+        records.map((r) => r.seq),
+        records.map((r) => storableJsonText(JSON.stringify(r))),
+      ],
     )
   }
 }

@@ -1,6 +1,13 @@
 import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
-import { checkJson, jsonEqual, utf8Length } from '../../../workers/core/rules/json.ts'
+import {
+  checkJson,
+  jsonEqual,
+  storableJson,
+  storableJsonText,
+  storableText,
+  utf8Length,
+} from '../../../workers/core/rules/json.ts'
 import { utf16Arb } from './helpers.ts'
 
 const limits = { maxBytes: 4096, maxDepth: 16 }
@@ -75,6 +82,46 @@ describe('checkJson', () => {
     expect(Object.getPrototypeOf(out.value)).toBe(Object.prototype)
     expect(Object.hasOwn(out.value as object, '__proto__')).toBe(true)
     expect(({} as Record<string, unknown>).polluted).toBeUndefined()
+  })
+})
+
+describe('what PostgreSQL can store', () => {
+  // Each of these makes Postgres refuse a jsonb (or text) value on every retry.
+  const unstorable = ['a\u0000b', 'x\ud800', '\udc00y', 'a\udbff\u0041']
+  const storable = ['plain', 'é 中 😀', '\ud83d\ude00', '\\u0000 written out']
+
+  it('tells strings PostgreSQL refuses from those it keeps', () => {
+    for (const s of unstorable) expect(storableText(s), JSON.stringify(s)).toBe(false)
+    for (const s of storable) expect(storableText(s), JSON.stringify(s)).toBe(true)
+  })
+
+  it('checkJson refuses such strings as values and as keys, and changes nothing', () => {
+    for (const s of unstorable) {
+      for (const value of [s, [1, { deep: s }], { [s]: 1 }]) {
+        const out = checkJson(value, limits)
+        expect(out).toMatchObject({ ok: false, tooLarge: false })
+        expect(storableJson(value)).toBe(false)
+      }
+    }
+    expect(checkJson({ ok: storable }, limits).ok).toBe(true)
+    expect(storableJson({ ok: storable, n: [1, null, true] })).toBe(true)
+  })
+
+  it('storableJsonText replaces them with U+FFFD in stored text, and leaves other text as it is', () => {
+    const stored = JSON.stringify({ m: 'a\u0000b', ['k\ud800']: ['\udc00', 'fine'] })
+    const fixed = storableJsonText(stored)
+    expect(JSON.parse(fixed)).toEqual({ m: 'a\ufffdb', ['k\ufffd']: ['\ufffd', 'fine'] })
+    expect(storableJson(JSON.parse(fixed))).toBe(true)
+    // Any code units at all: the answer is always storable, and unchanged when it already was.
+    fc.assert(
+      fc.property(fc.jsonValue({ maxDepth: 3, stringUnit: 'binary' }), (value) => {
+        const text = JSON.stringify(value)
+        const out = JSON.parse(storableJsonText(text)) as unknown
+        expect(storableJson(out)).toBe(true)
+        expect(checkJson(value, { maxBytes: 1e6, maxDepth: 16 }).ok).toBe(storableJson(value))
+        if (storableJson(value)) expect(out).toEqual(JSON.parse(text))
+      }),
+    )
   })
 })
 

@@ -33,6 +33,7 @@ export function checkJson(value: unknown, limits: JsonLimits): JsonCheck {
         return { ok: false, tooLarge: false, reason: 'numbers must be finite' }
       atLeast += 1
     } else if (typeof v === 'string') {
+      if (!storableText(v)) return { ok: false, tooLarge: false, reason: NOT_STORABLE_REASON }
       atLeast += v.length + 2
     } else if (typeof v === 'object') {
       if (depth >= limits.maxDepth) {
@@ -49,6 +50,7 @@ export function checkJson(value: unknown, limits: JsonLimits): JsonCheck {
         const entries = Object.entries(v)
         atLeast += 2 + Math.max(0, entries.length - 1)
         for (const [k, item] of entries) {
+          if (!storableText(k)) return { ok: false, tooLarge: false, reason: NOT_STORABLE_REASON }
           atLeast += k.length + 3
           stack.push({ v: item, depth: depth + 1 })
         }
@@ -64,6 +66,70 @@ export function checkJson(value: unknown, limits: JsonLimits): JsonCheck {
   const bytes = utf8Length(text)
   if (bytes > limits.maxBytes) return tooLarge(limits)
   return { ok: true, value: JSON.parse(text) as JsonValue, bytes }
+}
+
+/**
+ * What PostgreSQL cannot store in `text` or `jsonb`: NUL, and UTF-16 surrogates without their
+ * pair (which JSON.stringify writes as `\ud800`-style escapes). Anything that reaches Neon (an
+ * archived log record, leaderboard metadata, a reward, a name) must be free of both, or the
+ * write that carries it fails on every retry.
+ */
+const NOT_STORABLE = /\u0000|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/
+const NOT_STORABLE_ALL = new RegExp(NOT_STORABLE.source, 'g')
+
+/** Why a string or key cannot be stored (see NOT_STORABLE). */
+export const NOT_STORABLE_REASON = 'strings must not contain NUL or unpaired UTF-16 surrogates'
+
+/**
+ * Whether PostgreSQL can store this string.
+ * @example storableText('a\u0000b') // false
+ */
+export function storableText(text: string): boolean {
+  return !NOT_STORABLE.test(text)
+}
+
+/**
+ * Whether every string and object key in a JSON-like value can be stored (see storableText).
+ * Iterative, so deep input cannot overflow the stack.
+ */
+export function storableJson(value: unknown): boolean {
+  const stack: unknown[] = [value]
+  while (stack.length > 0) {
+    const v = stack.pop()
+    if (typeof v === 'string') {
+      if (!storableText(v)) return false
+    } else if (Array.isArray(v)) {
+      stack.push(...(v as unknown[]))
+    } else if (v !== null && typeof v === 'object') {
+      for (const [k, item] of Object.entries(v)) {
+        if (!storableText(k)) return false
+        stack.push(item)
+      }
+    }
+  }
+  return true
+}
+
+/**
+ * JSON text that PostgreSQL's jsonb accepts: NUL and unpaired surrogates in strings and keys
+ * become U+FFFD. Input is refused with them now; this is for text stored before that, so an
+ * archive holding it can still drain. Text without them comes back unchanged.
+ * @example storableJsonText('{"m":"a\\u0000b"}') // '{"m":"a\ufffdb"}'
+ */
+export function storableJsonText(text: string): string {
+  // JSON.stringify writes both as \u escapes; without one there is nothing to replace.
+  if (!/\\u(?:0000|d[89a-f])/i.test(text)) return text
+  const clean = (v: unknown): unknown => {
+    if (typeof v === 'string') return v.replace(NOT_STORABLE_ALL, '\ufffd')
+    if (Array.isArray(v)) return v.map(clean)
+    if (v !== null && typeof v === 'object') {
+      return Object.fromEntries(
+        Object.entries(v).map(([k, item]) => [k.replace(NOT_STORABLE_ALL, '\ufffd'), clean(item)]),
+      )
+    }
+    return v
+  }
+  return JSON.stringify(clean(JSON.parse(text)))
 }
 
 function tooLarge(limits: JsonLimits): JsonCheck {

@@ -46,6 +46,8 @@ const ARCHIVE_BUDGET_MS = 20_000
 const IDEMPOTENCY_TTL_MS = 24 * 60 * 60 * 1000
 const IDEMPOTENCY_SWEEP_BATCH = 5000
 const SWEEP_INTERVAL_MS = 10 * 60 * 1000
+/** One sweep deletes batches for at most this long, then leaves the rest to an alarm 1 s later. */
+const SWEEP_BUDGET_MS = 200
 const MAX_BACKOFF_MS = 5 * 60 * 1000
 /** How long a client may take to page through `top`: replaced versions are kept this long. */
 const WALK_TTL_MS = 5 * 60 * 1000
@@ -376,7 +378,11 @@ export class Leaderboard extends DurableObject<Env> {
    * operator take effect at the next cycle, so one cycle is always ranked by one rule.
    */
   async configure(boardId: string, config: LeaderboardConfig): Promise<CycleInfo> {
-    this.configureNow(boardId, config, this.now())
+    const now = this.now()
+    // A cycle that ended under the old schedule ends as it was, before the new one applies:
+    // otherwise a new schedule would stretch it to the new boundary, unclosed and unpaid.
+    this.rollover(now)
+    this.configureNow(boardId, config, now)
     await this.scheduleAlarm()
     return this.cycleInfo()
   }
@@ -497,10 +503,12 @@ export class Leaderboard extends DurableObject<Env> {
       this.sql,
       `SELECT i.request_hash, i.response, w.window_start, w.count
          FROM (SELECT 1)
-         LEFT JOIN idempotency i ON i.player_id = ?1 AND i.key = ?2
+         LEFT JOIN idempotency i ON i.player_id = ?1 AND i.key = ?2 AND i.created_at >= ?3
          LEFT JOIN submit_windows w ON w.player_id = ?1`,
       input.playerId,
       input.idempotencyKey,
+      // A key older than its 24 h is forgotten, swept or not yet.
+      now - IDEMPOTENCY_TTL_MS,
     )!
     if (seen.request_hash !== null && seen.response !== null) {
       const stored = { request_hash: seen.request_hash, response: seen.response }
@@ -583,6 +591,17 @@ export class Leaderboard extends DurableObject<Env> {
         },
       )
     }
+    if (
+      !Number.isFinite(outcome.subscore) ||
+      outcome.subscore < config.subscoreMin ||
+      outcome.subscore > config.subscoreMax
+    ) {
+      return refuse(
+        'validation',
+        `the subscore total would leave the board's bounds [${config.subscoreMin}, ${config.subscoreMax}]`,
+        { errors: [{ path: 'subscore', message: 'total out of bounds' }] },
+      )
+    }
 
     // The index moves first so the answer (with its rank) exists before anything is written; the
     // entry, the rate window and the stored answer then commit in one transaction, so a retry
@@ -612,7 +631,8 @@ export class Leaderboard extends DurableObject<Env> {
           used + 1,
         )
         this.sql.exec(
-          `INSERT INTO idempotency (player_id, key, request_hash, response, created_at) VALUES (?, ?, ?, ?, ?)`,
+          // REPLACE: an expired key not yet swept is taken as new.
+          `INSERT OR REPLACE INTO idempotency (player_id, key, request_hash, response, created_at) VALUES (?, ?, ?, ?, ?)`,
           input.playerId,
           input.idempotencyKey,
           input.requestHash,
@@ -807,7 +827,9 @@ export class Leaderboard extends DurableObject<Env> {
     }
     if (this.replaced.size === 0) return live
     const old: RankEntry[] = []
-    from = after
+    // History keys versions by `v<seq>`, not by player: the cursor's own version, if it is an old
+    // one, must compare equal to be left out (seqs are unique, so nothing else is).
+    from = after ? { ...after, playerId: `v${after.seq}` } : null
     while (old.length < limit) {
       const chunk = this.history.page(from, Math.max(limit, 32))
       for (const v of chunk) {
@@ -1208,14 +1230,23 @@ export class Leaderboard extends DurableObject<Env> {
         0,
     )
     if (now < due) return
-    this.sql.exec(
-      `DELETE FROM idempotency WHERE (player_id, key) IN
-         (SELECT player_id, key FROM idempotency WHERE created_at < ? LIMIT ?)`,
-      now - IDEMPOTENCY_TTL_MS,
-      IDEMPOTENCY_SWEEP_BATCH,
-    )
+    // Batches until the expired keys are gone or the budget is spent; a busy board expires keys
+    // as fast as it takes them, so one batch per interval would fall behind for good.
+    const started = Date.now()
+    let more = false
+    for (;;) {
+      const deleted = this.sql.exec(
+        `DELETE FROM idempotency WHERE (player_id, key) IN
+           (SELECT player_id, key FROM idempotency WHERE created_at < ? LIMIT ?)`,
+        now - IDEMPOTENCY_TTL_MS,
+        IDEMPOTENCY_SWEEP_BATCH,
+      ).rowsWritten
+      more = deleted >= IDEMPOTENCY_SWEEP_BATCH
+      if (!more || Date.now() - started > SWEEP_BUDGET_MS) break
+    }
     this.sql.exec(`DELETE FROM submit_windows WHERE window_start < ?`, now - 120_000)
-    this.setMeta('next_sweep', String(now + SWEEP_INTERVAL_MS))
+    // With keys left over, the next alarm comes right back for them.
+    this.setMeta('next_sweep', String(more ? now + 1000 : now + SWEEP_INTERVAL_MS))
   }
 
   private async scheduleAlarm(): Promise<void> {

@@ -357,6 +357,54 @@ describe('closing a named cycle', () => {
   })
 })
 
+describe('reading a cycle while it is archived', () => {
+  it('stops a page at the first rank not in Neon yet, and the complete cycle is not served from that answer', async () => {
+    const board = await createBoard({ submitsPerMinute: 600 })
+    await runInDurableObject(stub(board), async (inst: Leaderboard) => {
+      for (let i = 0; i < 2500; i++) {
+        const r = await inst.submit({
+          boardId: board,
+          playerId: `h${String(i).padStart(5, '0')}`,
+          score: i,
+          subscore: 0,
+          metadata: null,
+          idempotencyKey: `k${i}`,
+          requestHash: `h${i}`,
+        })
+        if (!r.ok) throw new Error(r.detail)
+      }
+      // The page of ranks 1001–2000 fails once; 2001–2500 goes in before it.
+      const real = new NeonArchiveWriter(env)
+      let failed = false
+      const faulty: ArchiveWriter = {
+        async writePage(page) {
+          if (page.archivedThrough === 2000 && !failed) {
+            failed = true
+            throw new Error('injected: Neon blip')
+          }
+          return real.writePage(page)
+        },
+        complete: (p) => real.complete(p),
+      }
+      inst.archiveWriter = faulty
+    })
+    expect((await closeNow(board)).status).toBe(202)
+    await runInDurableObject(stub(board), (inst: Leaderboard) => inst.runArchive({ force: true }))
+    const url = `/v1/leaderboards/${board}/cycles/1/top?limit=5&cursor=1000`
+    const during = (await (await call(url)).json()) as Top & { complete: boolean }
+    expect(during).toMatchObject({ complete: false, entries: [], nextCursor: null })
+    const first = (await (
+      await call(`/v1/leaderboards/${board}/cycles/1/top?limit=5`)
+    ).json()) as Top
+    expect(first.entries.map((e) => e.rank)).toEqual([1, 2, 3, 4, 5])
+
+    expect((await archiveUntilDone(board, 1)).state).toBe('done')
+    const after = (await (await call(url)).json()) as Top & { complete: boolean }
+    expect(after.complete).toBe(true)
+    expect(after.entries.map((e) => e.rank)).toEqual([1001, 1002, 1003, 1004, 1005])
+  })
+})
+
 describe('metadata PostgreSQL cannot store', () => {
   it('held from before submissions refused it, does not stop the archive: it arrives with U+FFFD', async () => {
     const board = await createBoard()
@@ -417,6 +465,33 @@ describe('cycles close on schedule', () => {
     expect(row).toEqual({ player_id: 'early', rank: 1 })
     const [reward] = await pg()`select player_id from rewards where leaderboard_id = ${board}`
     expect(reward).toEqual({ player_id: 'early' })
+  })
+
+  it('a schedule change after a boundary the board has not rolled over yet closes the ended cycle first', async () => {
+    const board = await createBoard({ cycle: { every: '1h' }, submitsPerMinute: 600 })
+    const out = await runInDurableObject(stub(board), async (inst: Leaderboard) => {
+      const submit = (playerId: string, key: string) =>
+        inst.submit({
+          boardId: board,
+          playerId,
+          score: 10,
+          subscore: 0,
+          metadata: null,
+          idempotencyKey: key,
+          requestHash: key,
+        })
+      await submit('before', 'k1')
+      const info = (await inst.info(board))!
+      const end = info.cycle.endsAt!
+      // 30 s past the hour, before any alarm or request rolled the cycle over.
+      inst.now = () => end + 30_000
+      const after = await inst.configure(board, { ...info.config, cycle: { every: '1d' } })
+      const late = await submit('after', 'k2')
+      return { end, after, late, closed: inst.closeStatus(1) }
+    })
+    expect(out.after.cycle).toBe(2)
+    expect(out.late).toMatchObject({ ok: true, result: { cycle: 2 } })
+    expect(out.closed).toMatchObject({ cycle: 1, entries: 1 })
   })
 
   it('a late write to an ended cycle goes to the new one even without the cron', async () => {

@@ -44,6 +44,8 @@ describe('top pages with cursors', () => {
     await submitFor(b, 'p025', { score: 5000 })
     await submitFor(b, 'p015', { score: 712 })
     await submitFor(b, 'newcomer', { score: 800 })
+    // And the last entry of the first page (the cursor's own entry) moves.
+    await submitFor(b, 'p009', { score: 4000 })
     const walked = [...first.entries]
     let cursor = first.nextCursor
     while (cursor) {
@@ -60,7 +62,7 @@ describe('top pages with cursors', () => {
     expect(walked.map((e) => e.rank)).toEqual(Array.from({ length: 30 }, (_, i) => i + 1))
     expect(seen).toHaveLength(10)
     const next = await fresh<Top>(`/v1/leaderboards/${b}/top?limit=3`)
-    expect(next.entries.map((e) => e.playerId)).toEqual(['p025', 'p000', 'p001'])
+    expect(next.entries.map((e) => e.playerId)).toEqual(['p025', 'p009', 'p000'])
   })
 
   it('a forged cursor is 422; a cursor from a closed cycle is 409', async () => {

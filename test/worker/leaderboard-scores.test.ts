@@ -1,4 +1,7 @@
+import { runInDurableObject } from 'cloudflare:test'
+import { env } from 'cloudflare:workers'
 import { describe, expect, it } from 'vitest'
+import type { Leaderboard } from '../../durable-objects/leaderboard.ts'
 import { ADMIN_KEY, call, json, newGuest, problem } from './helpers/http.ts'
 import { createBoard, fresh, submitAs, submitFor, type Top } from './helpers/boards.ts'
 
@@ -77,6 +80,15 @@ describe('ordering and operators', () => {
     expect((await top(b)).entries[0]!.score).toBe(75)
   })
 
+  it('incr refuses a subscore total past the bounds too', async () => {
+    const b = await createBoard({ operator: 'incr', subscoreMin: 0, subscoreMax: 100 })
+    await submitFor(b, 'p', { score: 1, subscore: 60 })
+    const over = await problem(await submitFor(b, 'p', { score: 1, subscore: 60 }))
+    expect(over).toMatchObject({ status: 422, type: 'urn:nexus:problem:validation' })
+    expect(over.body.errors).toEqual([{ path: 'subscore', message: 'total out of bounds' }])
+    expect((await top(b)).entries[0]).toMatchObject({ score: 1, subscore: 60 })
+  })
+
   it('metadata rides along with the entry that ranks', async () => {
     const b = await createBoard({ sortOrder: 'asc' })
     await submitFor(b, 'p', { score: 50, metadata: { car: 'red', lap: [1, 2] } })
@@ -116,6 +128,49 @@ describe('idempotency', () => {
     const p = await problem(await submitFor(b, 'p', { score: 500 }, 'k1'))
     expect(p).toMatchObject({ status: 422, type: 'urn:nexus:problem:idempotency-key-reused' })
     expect((await top(b)).entries[0]!.score).toBe(5)
+  })
+
+  it('keys expire after 24 h, swept or not; a backlog of expired keys is swept in full', async () => {
+    const b = await createBoard({ operator: 'incr', submitsPerMinute: 600 })
+    await submitFor(b, 'p', { score: 5 }, 'old-key')
+    const out = await runInDurableObject(
+      env.LEADERBOARD.getByName(b),
+      async (inst: Leaderboard, state) => {
+        const sql = state.storage.sql
+        const day = 24 * 3_600_000
+        // The key above, and 12,000 others, written just over a day ago.
+        sql.exec(`UPDATE idempotency SET created_at = ?`, Date.now() - day - 1000)
+        for (let i = 0; i < 12_000; i++) {
+          sql.exec(
+            `INSERT INTO idempotency VALUES (?, ?, 'h', '{}', ?)`,
+            `x${i}`,
+            `k${i}`,
+            Date.now() - day - 1000,
+          )
+        }
+        // Not swept yet: the expired key is a new submission all the same.
+        const again = await inst.submit({
+          boardId: b,
+          playerId: 'p',
+          score: 5,
+          subscore: 0,
+          metadata: null,
+          idempotencyKey: 'old-key',
+          requestHash: 'another body',
+        })
+        sql.exec(`DELETE FROM meta WHERE key = 'next_sweep'`)
+        await inst.alarm()
+        const left = sql
+          .exec<{ n: number }>(
+            `SELECT count(*) AS n FROM idempotency WHERE created_at < ?`,
+            Date.now() - day,
+          )
+          .one().n
+        return { again, left }
+      },
+    )
+    expect(out.again).toMatchObject({ ok: true, result: { replayed: false, best: 10 } })
+    expect(out.left).toBe(0)
   })
 
   it('keys are per player: two players may use the same key', async () => {

@@ -135,8 +135,10 @@ export async function cachedRead(c: Context<AppEnv>, opts: CachedReadOptions): P
     }
     throw err
   }
-  const fresh = { text: JSON.stringify(loaded), storedAt: Date.now() }
-  const computeMs = Math.max(1, fresh.storedAt - started)
+  // Dated when the load began, not when it ended: the board answered at some point in between,
+  // and a slow load (names from a waking Neon) must not stretch how stale an answer can be.
+  const fresh = { text: JSON.stringify(loaded), storedAt: started }
+  const computeMs = Math.max(1, Date.now() - started)
   isolateReads.remember(opts.key, { body: fresh.text, storedAt: fresh.storedAt, computeMs })
   const stores: Promise<unknown>[] = []
   if (cache) stores.push(putEdge(cache, opts.key, fresh.text, fresh.storedAt, ttlMs, computeMs))

@@ -76,8 +76,9 @@ const putRoute = createRoute({
 adminLeaderboards.openapi(putRoute, async (c) => {
   const { id } = c.req.valid('param')
   const config: LeaderboardConfig = c.req.valid('json')
-  // Neon first: it is the record. If pushing to the board then fails, the board fetches the
-  // config from Neon on its next call, and a retry of this request pushes it again.
+  // Neon first: it is the record. If pushing to the board then fails, the request fails and a
+  // retry pushes it again; a board that has never had a config fetches it from Neon on its
+  // first call. (A board that has one keeps it until a push succeeds.)
   const { created, version } = await saveLeaderboardConfig(c.env, id, config)
   const cycle = await boardStub(c.env, id).configure(id, config)
   return c.json({ id, config, cycle, version }, created ? 201 : 200)

@@ -372,7 +372,8 @@ leaderboardRoutes.openapi(cycleTopRoute, (async (c: Context<AppEnv>) => {
   if (!meta) throw new ApiError('not-found', `Cycle ${cycle} of '${id}' is not archived (yet)`)
   const complete = meta.completed_at !== null
   return cachedRead(c, {
-    key: `lb:${id}:cycle:${cycle}:${limit}:${afterRank}`,
+    // A page read while archiving is not the page once complete: they are cached apart.
+    key: `lb:${id}:cycle:${cycle}:${complete ? 'done' : 'partial'}:${limit}:${afterRank}`,
     ttlSeconds: complete ? ARCHIVE_TTL_SECONDS : LIVE_TTL_SECONDS,
     visibility: 'public',
     load: async () => {
@@ -389,6 +390,10 @@ leaderboardRoutes.openapi(cycleTopRoute, (async (c: Context<AppEnv>) => {
         metadata: unknown
         submitted_at: string
       }[]
+      // Archive pages commit in any order: while archiving, a later page may be in before an
+      // earlier one. The answer stops at the first missing rank, so a walk never passes a gap.
+      const gap = rows.findIndex((r, i) => r.rank !== afterRank + i + 1)
+      if (gap !== -1) rows.length = gap
       const last = rows[rows.length - 1]
       return {
         cycle,
@@ -404,7 +409,9 @@ leaderboardRoutes.openapi(cycleTopRoute, (async (c: Context<AppEnv>) => {
           submittedAt: new Date(r.submitted_at).toISOString(),
         })),
         nextCursor:
-          last && rows.length === limit && last.rank < meta.entries ? String(last.rank) : null,
+          last && (rows.length === limit || gap !== -1) && last.rank < meta.entries
+            ? String(last.rank)
+            : null,
       }
     },
   })

@@ -95,6 +95,8 @@ const WAIT_SAMPLES = 500
 /** Matches-per-minute and wait percentiles are gauges: recomputed at most this often. */
 const RATES_EVERY_MS = 1000
 const MAX_CREATE_ATTEMPTS = 12
+/** A session create gets this long; its match is retried from the alarm when the time is up. */
+const CREATE_LEASE_MS = 30_000
 const MAX_BACKOFF_MS = 60_000
 /** Matches made per `findMatches` call; the rest carries over to an immediate alarm. */
 const MATCHES_PER_STEP = 64
@@ -300,6 +302,8 @@ export class MatchPool extends DurableObject<Env> {
   /** When the rate gauges were last computed; a burst of matches recomputes them once a second. */
   private ratesAt = -Infinity
   private ratesStale = false
+  /** When the matches-per-minute gauge next falls (a counted match leaves the minute), if ever. */
+  private ratesDropAt: number | null = null
   /** Replaceable so tests can inject failures; production creates the session's Durable Object. */
   sessionCreator: SessionCreator
   /** The pool's clock; tests move it forward instead of sleeping. */
@@ -373,9 +377,11 @@ export class MatchPool extends DurableObject<Env> {
     const config = this.config!
     const index = new MatchIndex(rulesOf(config))
     const misfits: string[] = []
+    // A region taken out of the queue matches no one any more: its tickets leave.
+    const regionGone = this.region !== null && !config.regions.includes(this.region)
     for (const row of all<TicketRow>(this.sql, `SELECT * FROM tickets WHERE state = 'waiting'`)) {
       const players = JSON.parse(row.players) as TicketPlayer[]
-      if (players.length > config.teamSize) misfits.push(row.id)
+      if (regionGone || players.length > config.teamSize) misfits.push(row.id)
       else index.add({ id: row.id, players, enqueuedAt: row.enqueued_at })
     }
     this.index = index
@@ -386,8 +392,14 @@ export class MatchPool extends DurableObject<Env> {
     this.updateGauges()
   }
 
-  private applyConfig(queue: string, region: string, config: QueueConfig, version: number): void {
-    if (this.config && version <= this.version) return
+  /** Takes a newer configuration; true if it did. */
+  private applyConfig(
+    queue: string,
+    region: string,
+    config: QueueConfig,
+    version: number,
+  ): boolean {
+    if (this.config && version <= this.version) return false
     this.ctx.storage.transactionSync(() => {
       this.setMeta('queue', queue)
       this.setMeta('region', region)
@@ -399,6 +411,7 @@ export class MatchPool extends DurableObject<Env> {
     this.config = config
     this.version = version
     this.rebuildIndex()
+    return true
   }
 
   /** Receives a queue configuration (Neon is the record); an older version changes nothing. */
@@ -457,8 +470,11 @@ export class MatchPool extends DurableObject<Env> {
         held.length === ids.length &&
         held.every((h) => h.ticket_id === ticketId) &&
         members.length === ids.length
-      if (same || (ids.length === 1 && held.length === 1))
+      if (same || (ids.length === 1 && held.length === 1)) {
+        // A player on the ticket is here: a disconnect grace running on it ends.
+        this.sql.exec(`UPDATE tickets SET grace_until = NULL WHERE id = ?`, ticketId)
         return { ok: true, ticketId, existing: true }
+      }
       return problem(
         'conflict',
         `Player '${held[0]!.player_id}' already has a ticket in this queue`,
@@ -742,13 +758,25 @@ export class MatchPool extends DurableObject<Env> {
     this.updateGauges()
   }
 
-  /** Creates the sessions of pending matches whose attempt is due. */
+  /**
+   * Creates the sessions of pending matches whose attempt is due. Each attempt first takes a
+   * lease: its next attempt moves CREATE_LEASE_MS ahead and the alarm is armed for it, so an
+   * instance reset during the call leaves a retry behind, and the alarm does not spin on
+   * attempts still in flight.
+   */
   private async deliverDue(now: number): Promise<void> {
     const due = all<{ id: string }>(
       this.sql,
       `SELECT id FROM matches WHERE state = 'pending' AND next_attempt_at <= ? ORDER BY created_at`,
       now,
     )
+    if (due.length === 0) return
+    this.sql.exec(
+      `UPDATE matches SET next_attempt_at = ? WHERE state = 'pending' AND next_attempt_at <= ?`,
+      now + CREATE_LEASE_MS,
+      now,
+    )
+    await this.scheduleAlarm()
     await Promise.all(due.map((m) => this.deliver(m.id)))
   }
 
@@ -760,14 +788,25 @@ export class MatchPool extends DurableObject<Env> {
       if (!row || row.state !== 'pending') return
       const setup = JSON.parse(row.setup) as SessionSetup
       let result: CreateSessionResult
+      let timer: ReturnType<typeof setTimeout> | undefined
       try {
-        result = await this.sessionCreator(setup)
+        result = await Promise.race([
+          this.sessionCreator(setup),
+          new Promise<never>((_, reject) => {
+            timer = setTimeout(
+              () => reject(new Error(`no answer within ${CREATE_LEASE_MS} ms`)),
+              CREATE_LEASE_MS,
+            )
+          }),
+        ])
       } catch (err) {
         result = {
           ok: false,
           problem: 'unavailable',
           detail: err instanceof Error ? err.message : String(err),
         }
+      } finally {
+        clearTimeout(timer)
       }
       if (result.ok) await this.completeMatch(row, setup)
       else this.failAttempt(row, result)
@@ -911,9 +950,10 @@ export class MatchPool extends DurableObject<Env> {
     const raw = request.headers.get(SOCKET_CONTEXT_HEADER)
     if (!raw) return new Response('missing socket context', { status: 400 })
     const sc = JSON.parse(raw) as SocketContext
-    this.applyConfig(sc.queue, sc.region, sc.config, sc.version)
+    const changed = this.applyConfig(sc.queue, sc.region, sc.config, sc.version)
     const now = this.now()
-    if (this.housekeep(now)) await this.scheduleAlarm()
+    // A newer config may let waiting tickets match now (a wider gap): the alarm looks again.
+    if (this.housekeep(now) || changed) await this.scheduleAlarm()
     const { 0: client, 1: server } = new WebSocketPair()
     this.ctx.acceptWebSocket(server, [`p:${sc.playerId}`])
     const attachment: Attachment = {
@@ -1251,6 +1291,13 @@ export class MatchPool extends DurableObject<Env> {
     this.ratesStale = false
     const labels = this.labels()
     matchesPerMinute.set(labels, this.matchesSince(now - 60_000))
+    // The gauge must fall as matches leave the last minute, with or without new ones.
+    const oldest = one<{ t: number | null }>(
+      this.sql,
+      `SELECT min(created_at) AS t FROM matches WHERE state = 'created' AND created_at >= ?`,
+      now - 60_000,
+    )?.t
+    this.ratesDropAt = oldest == null ? null : oldest + 60_000 + 1
     const sorted = all<{ wait_ms: number }>(
       this.sql,
       `SELECT wait_ms FROM wait_samples ORDER BY wait_ms`,
@@ -1270,7 +1317,10 @@ export class MatchPool extends DurableObject<Env> {
       this.matchNow(now)
       await this.deliverDue(now)
       this.sweep(this.now())
-      if (this.ratesStale) this.updateRates(this.now())
+      const later = this.now()
+      if (this.ratesStale || (this.ratesDropAt !== null && later >= this.ratesDropAt)) {
+        this.updateRates(later)
+      }
     } catch (err) {
       log('error', 'alarm failed', { actor: this.actor, ...errorFields(err) })
     } finally {
@@ -1281,8 +1331,9 @@ export class MatchPool extends DurableObject<Env> {
   /** Forgets finished tickets, matches and samples past their retention. */
   private sweep(now: number): void {
     const before = now - RESULT_RETENTION_MS
-    this.sql.exec(`DELETE FROM tickets WHERE finished_at IS NOT NULL AND finished_at < ?`, before)
-    this.sql.exec(`DELETE FROM matches WHERE state != 'pending' AND done_at < ?`, before)
+    // `<=`: the alarm comes exactly at finished_at + RESULT_RETENTION_MS.
+    this.sql.exec(`DELETE FROM tickets WHERE finished_at IS NOT NULL AND finished_at <= ?`, before)
+    this.sql.exec(`DELETE FROM matches WHERE state != 'pending' AND done_at <= ?`, before)
   }
 
   private async scheduleAlarm(): Promise<void> {
@@ -1294,6 +1345,7 @@ export class MatchPool extends DurableObject<Env> {
     this.nextDeadline ??= this.earliestDeadline()
     if (this.nextDeadline !== Infinity) candidates.push(this.nextDeadline)
     if (this.ratesStale) candidates.push(this.ratesAt + RATES_EVERY_MS)
+    if (this.ratesDropAt !== null) candidates.push(this.ratesDropAt)
     const m = one<{ t: number | null }>(
       this.sql,
       `SELECT min(next_attempt_at) AS t FROM matches WHERE state = 'pending'`,

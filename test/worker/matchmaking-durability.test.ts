@@ -154,6 +154,40 @@ describe('creating the session', () => {
   )
 })
 
+describe('a reset while a session is being created', () => {
+  it('leaves a retry behind: the alarm comes back for the match when its lease ends, not at the tickets’ expiry', async () => {
+    const q = await createQueue({ ticketTtlSeconds: 3600 })
+    const clock = newClock()
+    let calls = 0
+    const hangsOnce: SessionCreator = async (setup) => {
+      calls++
+      // The first call never answers: the reset below cuts it off.
+      if (calls === 1) return new Promise(() => {})
+      return recordingCreator(setup)
+    }
+    await rig(q, clock, { creator: hangsOnce })
+    const ta = await joinFor(q, `${q}-a`)
+    const pending = joinFor(q, `${q}-b`).catch((err: unknown) => err)
+    await until(async () => (calls > 0 ? true : undefined))
+    // While the call is out, the alarm is set for the end of its lease, not for now (no spinning)
+    // and not for the tickets' expiry an hour away.
+    const lease = (await alarmAt(q))! - clock.t
+    expect(lease).toBeGreaterThan(1000)
+    expect(lease).toBeLessThanOrEqual(30_000)
+    await runInDurableObject(poolOf(q), (_i: MatchPool, state) => state.abort('reset')).catch(
+      () => undefined,
+    )
+    await pending
+    await rig(q, clock)
+    expect((await ticketOf(ta.ticketId)).status).toBe('matching')
+    clock.t += lease
+    expect(await runDurableObjectAlarm(poolOf(q))).toBe(true)
+    const after = await ticketOf(ta.ticketId)
+    expect(after.status).toBe('matched')
+    expect(sessionCalls.get(after.match!.sessionId)).toHaveLength(1)
+  })
+})
+
 describe('load', () => {
   it('280 simultaneous joins (HTTP and sockets): everyone in exactly one match, one match_found per socket', async () => {
     const q = await createQueue({ maxRatingGap: 5000, widenPerSecond: 0 })

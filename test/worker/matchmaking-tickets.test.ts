@@ -1,9 +1,17 @@
+import { runDurableObjectAlarm, runInDurableObject } from 'cloudflare:test'
 import { describe, expect, it } from 'vitest'
+import type { MatchPool } from '../../durable-objects/match-pool.ts'
+import { localFamilies } from '../../workers/lib/metrics.ts'
 import { ADMIN_KEY, bearer, call, json, newGuest, problem } from './helpers/http.ts'
+import { connect, nextOfType, until } from './helpers/sockets.ts'
 import {
+  alarmAt,
   createQueue,
+  DUEL,
   fireAlarm,
+  joinFor,
   newClock,
+  poolOf,
   rig,
   setRating,
   ticketOf,
@@ -160,5 +168,82 @@ describe('stats', () => {
     expect(metrics).toContain(
       `nexus_matchmaking_wait_p95_seconds{queue="${q}",region="eu"} ${rank(95)}`,
     )
+  })
+})
+
+describe('queue changes and graces', () => {
+  it('a region taken out of a queue cancels its waiting tickets (queue_changed) instead of matching them', async () => {
+    const q = await createQueue({ regions: ['eu', 'us'] })
+    const clock = newClock()
+    await rig(q, clock, { region: 'us' })
+    const ta = await joinFor(q, `${q}-a`, { region: 'us' })
+    const put = await call(
+      `/v1/admin/queues/${q}`,
+      json('PUT', { ...DUEL, regions: ['eu'] }, ADMIN_KEY),
+    )
+    expect(put.status).toBe(200)
+    expect(await ticketOf(ta.ticketId)).toMatchObject({
+      status: 'cancelled',
+      reason: 'queue_changed',
+    })
+    // Someone who could have matched it before the change finds nobody there.
+    const tb = await joinFor(q, `${q}-b`)
+    expect(tb.status).toBe('waiting')
+  })
+
+  it('an HTTP join by a player whose socket ticket is in its disconnect grace ends the grace', async () => {
+    const q = await createQueue()
+    const clock = newClock()
+    await rig(q, clock)
+    const g = await newGuest()
+    const ws = await connect(`/v1/matchmaking/${q}`, g.token)
+    ws.send(JSON.stringify({ type: 'join' }))
+    const { ticketId } = await nextOfType<{ ticketId: string }>(ws, 'queued')
+    ws.close(1000, 'bye')
+    await until(async () =>
+      (await runInDurableObject(
+        poolOf(q),
+        (_i: MatchPool, state) =>
+          state.storage.sql
+            .exec<{ g: number | null }>(
+              `SELECT grace_until AS g FROM tickets WHERE id = ?`,
+              ticketId,
+            )
+            .one().g,
+      )) !== null
+        ? true
+        : undefined,
+    )
+    const again = (await (await joinAs(q, g.token)).json()) as Ticket
+    expect(again).toMatchObject({ ticketId, existing: true })
+    clock.t += 60_000
+    await fireAlarm(q)
+    expect((await ticketOf(ticketId)).status).toBe('waiting')
+  })
+
+  it('matches per minute falls back to 0 on /metrics a minute after the last match, with no join since', async () => {
+    const q = await createQueue()
+    const clock = newClock()
+    await rig(q, clock)
+    await joinFor(q, `${q}-a`)
+    expect((await joinFor(q, `${q}-b`)).status).toBe('matched')
+    const gauge = () =>
+      (
+        localFamilies().find((f) => f.name === 'nexus_matchmaking_matches_per_minute')!.series as {
+          labels: Record<string, string>
+          value: number
+        }[]
+      ).find((x) => x.labels.queue === q)?.value
+    expect(gauge()).toBe(1)
+    const matchedAt = clock.t
+    // Whatever else the pool has due first, its alarm comes by the time the match leaves the
+    // minute, and then the gauge falls.
+    for (let i = 0; i < 5 && gauge() !== 0; i++) {
+      const next = (await alarmAt(q))!
+      expect(next).toBeLessThanOrEqual(matchedAt + 60_001)
+      clock.t = next
+      expect(await runDurableObjectAlarm(poolOf(q))).toBe(true)
+    }
+    expect(gauge()).toBe(0)
   })
 })

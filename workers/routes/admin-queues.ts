@@ -61,10 +61,13 @@ const putRoute = createRoute({
 adminQueues.openapi(putRoute, async (c) => {
   const { queue } = c.req.valid('param')
   const config = normalizeQueueConfig(c.req.valid('json'))
+  const previous = await loadQueueConfig(c.env, queue)
   const { created, version } = await saveQueueConfig(c.env, queue, config)
   // Neon is the record and every join carries the version, so a failed push only delays it.
+  // Regions taken out hear it too: their waiting tickets leave with `queue_changed`.
+  const regions = new Set([...config.regions, ...(previous?.config.regions ?? [])])
   const pushed = await Promise.allSettled(
-    config.regions.map((region) =>
+    [...regions].map((region) =>
       poolStub(c.env, queue, region).configure(queue, region, config, version),
     ),
   )

@@ -217,6 +217,8 @@ export class Leaderboard extends DurableObject<Env> {
   private current: CurrentCycle | null = null
   private index = new RankIndex('desc')
   private seq = 0
+  /** The Neon version of the configuration in force (0: not known, as before versions were kept). */
+  private configVersion = 0
   /**
    * Versions of entries replaced recently, so a walk through `top` reads one consistent snapshot
    * (the board as of the walk's first page): no entry is repeated or skipped however scores move
@@ -292,6 +294,7 @@ export class Leaderboard extends DurableObject<Env> {
     )
     this.boardId = meta.get('board_id') ?? null
     this.seq = Number(meta.get('seq') ?? 0)
+    this.configVersion = Number(meta.get('config_version') ?? 0)
     const config = meta.get('config')
     if (config) this.applyConfig(JSON.parse(config) as LeaderboardConfig)
     const current = meta.get('current')
@@ -364,10 +367,10 @@ export class Leaderboard extends DurableObject<Env> {
   /** Makes sure the board knows its configuration, fetching it from Neon after a cold start. */
   private async ensureConfigured(boardId: string): Promise<boolean> {
     if (this.config) return true
-    const config = await loadLeaderboardConfig(this.env, boardId)
-    if (!config) return false
+    const stored = await loadLeaderboardConfig(this.env, boardId)
+    if (!stored) return false
     // Another call may have configured the board while this one waited for Neon.
-    if (!this.config) this.configureNow(boardId, config, this.now())
+    if (!this.config) this.configureNow(boardId, stored.config, this.now(), stored.version)
     return true
   }
 
@@ -377,23 +380,39 @@ export class Leaderboard extends DurableObject<Env> {
    * change moves the current cycle's end to the new schedule's next boundary; sortOrder and
    * operator take effect at the next cycle, so one cycle is always ranked by one rule.
    */
-  async configure(boardId: string, config: LeaderboardConfig): Promise<CycleInfo> {
+  async configure(
+    boardId: string,
+    config: LeaderboardConfig,
+    version?: number,
+  ): Promise<CycleInfo> {
+    // Pushes of two PUTs may arrive in either order: an older version than the one applied
+    // changes nothing, so the board ends on Neon's last word.
+    if (version !== undefined && this.config && version <= this.configVersion) {
+      return this.cycleInfo()
+    }
     const now = this.now()
     // A cycle that ended under the old schedule ends as it was, before the new one applies:
     // otherwise a new schedule would stretch it to the new boundary, unclosed and unpaid.
     this.rollover(now)
-    this.configureNow(boardId, config, now)
+    this.configureNow(boardId, config, now, version)
     await this.scheduleAlarm()
     return this.cycleInfo()
   }
 
-  private configureNow(boardId: string, config: LeaderboardConfig, now: number): void {
+  private configureNow(
+    boardId: string,
+    config: LeaderboardConfig,
+    now: number,
+    version?: number,
+  ): void {
     const previousCycle = JSON.stringify(this.config?.cycle ?? null)
     this.applyConfig(config)
+    if (version !== undefined) this.configVersion = version
     this.ctx.storage.transactionSync(() => {
       this.boardId = boardId
       this.setMeta('board_id', boardId)
       this.setMeta('config', JSON.stringify(config))
+      if (version !== undefined) this.setMeta('config_version', String(version))
       if (!this.current) {
         this.current = {
           cycle: 1,

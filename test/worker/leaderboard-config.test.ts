@@ -1,4 +1,8 @@
+import { runInDurableObject } from 'cloudflare:test'
+import { env } from 'cloudflare:workers'
 import { describe, expect, it } from 'vitest'
+import type { Leaderboard } from '../../durable-objects/leaderboard.ts'
+import type { LeaderboardConfig } from '../../workers/core/leaderboard.ts'
 import { ADMIN_KEY, call, json, newGuest, problem } from './helpers/http.ts'
 import { boardId, createBoard } from './helpers/boards.ts'
 
@@ -88,6 +92,25 @@ describe('leaderboard configuration', () => {
       await call(`/v1/leaderboards/${id}`, { headers: { 'cache-control': 'no-cache' } })
     ).json()) as { config: { scoreMax: number } }
     expect(info.config.scoreMax).toBe(1000)
+  })
+
+  it('pushes arriving out of order end on the newest version: an older one changes nothing', async () => {
+    const id = await createBoard({ scoreMax: 100 })
+    const put = (body: unknown) =>
+      call(`/v1/admin/leaderboards/${id}`, json('PUT', body, ADMIN_KEY)).then(
+        (r) => r.json() as Promise<{ config: LeaderboardConfig; version: number }>,
+      )
+    const v2 = await put({ scoreMax: 200 })
+    const v3 = await put({ scoreMax: 300 })
+    expect([v2.version, v3.version]).toEqual([2, 3])
+    // Version 2's push arrives late, after version 3's.
+    await runInDurableObject(env.LEADERBOARD.getByName(id), (inst: Leaderboard) =>
+      inst.configure(id, v2.config, v2.version),
+    )
+    const board = (await (await call(`/v1/leaderboards/${id}`)).json()) as {
+      config: LeaderboardConfig
+    }
+    expect(board.config.scoreMax).toBe(300)
   })
 
   it('is admin-only: a player token gets 403, no credential 401', async () => {

@@ -7,12 +7,12 @@ import { leaderboards } from '../db/schema.ts'
 export async function loadLeaderboardConfig(
   env: DbEnv,
   id: string,
-): Promise<LeaderboardConfig | null> {
+): Promise<{ config: LeaderboardConfig; version: number } | null> {
   const [row] = await getDb(env)
-    .select({ config: leaderboards.config })
+    .select({ config: leaderboards.config, version: leaderboards.version })
     .from(leaderboards)
     .where(eq(leaderboards.id, id))
-  return row ? (row.config as LeaderboardConfig) : null
+  return row ? { config: row.config as LeaderboardConfig, version: row.version } : null
 }
 
 /** Creates or replaces a board's configuration; returns whether it was created. */

@@ -78,9 +78,10 @@ adminLeaderboards.openapi(putRoute, async (c) => {
   const config: LeaderboardConfig = c.req.valid('json')
   // Neon first: it is the record. If pushing to the board then fails, the request fails and a
   // retry pushes it again; a board that has never had a config fetches it from Neon on its
-  // first call. (A board that has one keeps it until a push succeeds.)
+  // first call. (A board that has one keeps it until a push succeeds.) The push carries Neon's
+  // version, so of two PUTs racing, the board keeps the later one whatever order they arrive in.
   const { created, version } = await saveLeaderboardConfig(c.env, id, config)
-  const cycle = await boardStub(c.env, id).configure(id, config)
+  const cycle = await boardStub(c.env, id).configure(id, config, version)
   return c.json({ id, config, cycle, version }, created ? 201 : 200)
 })
 

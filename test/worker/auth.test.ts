@@ -252,4 +252,25 @@ describe("a studio's own identity provider (JWKS)", () => {
       type: 'urn:nexus:problem:unauthorized',
     })
   })
+
+  it('without JWT_ISSUER or JWT_AUDIENCE, no identity-provider token is accepted: 503, not a player', async () => {
+    const token = await idpToken()
+    for (const unset of [{ JWT_ISSUER: '' }, { JWT_AUDIENCE: '' }]) {
+      const res = await callWithEnv(unset, ADMIN_PROBE, json('PUT', { name: 'x' }, token))
+      expect(await problem(res)).toMatchObject({
+        status: 503,
+        type: 'urn:nexus:problem:unavailable',
+      })
+    }
+  })
+
+  it("the provider's keys out of reach is 503 with Retry-After, not 401: the token may be fine", async () => {
+    const res = await callWithEnv(
+      { JWKS_URL: `http://127.0.0.1:9/${crypto.randomUUID()}/jwks.json` },
+      ADMIN_PROBE,
+      json('PUT', { name: 'x' }, await idpToken()),
+    )
+    expect(await problem(res)).toMatchObject({ status: 503, type: 'urn:nexus:problem:unavailable' })
+    expect(res.headers.get('retry-after')).toBe('30')
+  })
 })

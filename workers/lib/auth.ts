@@ -1,11 +1,15 @@
 import {
+  createLocalJWKSet,
   createRemoteJWKSet,
   decodeProtectedHeader,
   errors as joseErrors,
   jwtVerify,
   SignJWT,
+  type FlattenedJWSInput,
+  type JWSHeaderParameters,
   type JWTPayload,
 } from 'jose'
+import { errorFields, log } from './log.ts'
 import { ApiError } from './problem.ts'
 
 /** Issuer of the tokens Nexus signs itself. */
@@ -131,15 +135,58 @@ export async function verifyScopedToken(
   }
 }
 
-const jwksByUrl = new Map<string, ReturnType<typeof createRemoteJWKSet>>()
+/** After a failed key-set fetch, the keys served last are used this long before trying again. */
+const JWKS_RETRY_MS = 30_000
 
-function remoteJwks(url: string) {
-  let jwks = jwksByUrl.get(url)
-  if (!jwks) {
-    jwks = createRemoteJWKSet(new URL(url), { timeoutDuration: 3000, cooldownDuration: 30_000 })
-    jwksByUrl.set(url, jwks)
+interface JwksState {
+  remote: ReturnType<typeof createRemoteJWKSet>
+  failedAt: number
+}
+
+const jwksByUrl = new Map<string, JwksState>()
+
+/**
+ * The key for a token of the studio's identity provider. While the provider's key set cannot be
+ * fetched, the keys it served last keep verifying (stale-if-error): an outage there must not
+ * sign every player out. With no keys at all, the answer is 503, not 401: the token may be fine.
+ */
+async function identityProviderKey(
+  url: string,
+  header: JWSHeaderParameters,
+  token: FlattenedJWSInput,
+): Promise<CryptoKey> {
+  let state = jwksByUrl.get(url)
+  if (!state) {
+    state = {
+      remote: createRemoteJWKSet(new URL(url), { timeoutDuration: 3000, cooldownDuration: 30_000 }),
+      failedAt: 0,
+    }
+    jwksByUrl.set(url, state)
   }
-  return jwks
+  const last = state.remote.jwks()
+  if (last && Date.now() - state.failedAt < JWKS_RETRY_MS) {
+    return createLocalJWKSet(last)(header, token)
+  }
+  try {
+    return await state.remote(header, token)
+  } catch (err) {
+    // A token naming a key the provider does not have is the token's fault.
+    if (
+      err instanceof joseErrors.JWKSNoMatchingKey ||
+      err instanceof joseErrors.JWKSMultipleMatchingKeys
+    ) {
+      throw err
+    }
+    state.failedAt = Date.now()
+    log('warn', 'identity provider keys not fetched', { url, ...errorFields(err) })
+    if (last) return createLocalJWKSet(last)(header, token)
+    throw new ApiError(
+      'unavailable',
+      "The identity provider's keys cannot be fetched now; try again",
+      {},
+      { 'retry-after': String(JWKS_RETRY_MS / 1000) },
+    )
+  }
 }
 
 /** Three base64url segments: header, payload, signature. */
@@ -189,10 +236,20 @@ export async function verifyPlayerToken(env: AuthEnv, token: string): Promise<Pr
       return { kind: 'player', playerId: playerIdFrom(payload), source: 'nexus' }
     }
     if (env.JWKS_URL && alg && alg !== 'none' && !alg.startsWith('HS')) {
-      const { payload } = await jwtVerify(token, remoteJwks(env.JWKS_URL), {
+      // Key sets are often shared by many apps (one per Firebase, one per Auth0 tenant): without
+      // an issuer and audience to check, a token minted for any of them would pass.
+      if (!env.JWT_ISSUER || !env.JWT_AUDIENCE) {
+        log('error', 'JWKS_URL is set without JWT_ISSUER and JWT_AUDIENCE')
+        throw new ApiError(
+          'unavailable',
+          'Identity provider tokens are not accepted: the server is missing JWT_ISSUER or JWT_AUDIENCE',
+        )
+      }
+      const jwksUrl = env.JWKS_URL
+      const { payload } = await jwtVerify(token, (h, t) => identityProviderKey(jwksUrl, h, t), {
         algorithms: ['RS256', 'RS384', 'RS512', 'PS256', 'ES256', 'ES384', 'ES512', 'EdDSA'],
-        ...(env.JWT_ISSUER ? { issuer: env.JWT_ISSUER } : {}),
-        ...(env.JWT_AUDIENCE ? { audience: env.JWT_AUDIENCE } : {}),
+        issuer: env.JWT_ISSUER,
+        audience: env.JWT_AUDIENCE,
         clockTolerance: CLOCK_SKEW_SECONDS,
         requiredClaims: ['sub', 'exp'],
       })

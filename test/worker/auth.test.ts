@@ -122,6 +122,24 @@ describe('guest auth', () => {
     expect(Number(limited!.headers.get('retry-after'))).toBeGreaterThanOrEqual(1)
     expect(Number(limited!.headers.get('retry-after'))).toBeLessThanOrEqual(60)
   })
+
+  it('counts an IPv6 client by its /64: rotating addresses inside it does not reset the limit', async () => {
+    const prefix = `2001:db8:${Math.floor(Math.random() * 0xffff).toString(16)}:7`
+    const statuses: number[] = []
+    for (let i = 1; i <= 6; i++) {
+      const res = await callWithEnv(
+        { GUEST_AUTH_PER_MINUTE: '3' },
+        '/v1/auth/guest',
+        json('POST', { deviceId: `rl6-${crypto.randomUUID()}` }, undefined, {
+          'cf-connecting-ip': `${prefix}::${i.toString(16)}`,
+        }),
+      )
+      statuses.push(res.status)
+      await res.body?.cancel()
+    }
+    // Six addresses, one /64, a limit of 3 (a window boundary may reset the count once).
+    expect(statuses.filter((s) => s === 429).length).toBeGreaterThanOrEqual(1)
+  })
 })
 
 describe('bad credentials, one by one', () => {

@@ -4,6 +4,7 @@ import { counter } from '../lib/metrics.ts'
 import { ApiError } from '../lib/problem.ts'
 import { hitWindow } from '../lib/rate-limit.ts'
 import { getRedis } from '../lib/redis.ts'
+import { rateLimitAddress } from '../core/client-address.ts'
 
 const rejections = counter('nexus_rate_limited_total', 'Requests refused by an edge rate limit')
 
@@ -45,7 +46,7 @@ export const edgeRateLimit = (opts: EdgeRateLimitOptions): MiddlewareHandler<App
   }
 }
 
-/** The client's address as Cloudflare reports it. */
+/** The client's address as Cloudflare reports it, as rate limits count it (IPv6 by its /64). */
 export function clientIp(c: Context<AppEnv>): string {
-  return c.req.header('cf-connecting-ip') ?? 'unknown'
+  return rateLimitAddress(c.req.header('cf-connecting-ip') ?? 'unknown')
 }

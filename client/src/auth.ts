@@ -100,11 +100,16 @@ export class Auth {
     this.source = null
   }
 
-  /** A valid token, renewed first when it is about to expire or `force` says so. */
-  async token(force = false): Promise<string> {
+  /**
+   * A valid token, renewed first when it is about to expire or `force` says so. With `rejected`
+   * (the token a server just refused), a forced renewal happens only if that token is still the
+   * current one: of many requests refused at once, the first renews and the rest use its token.
+   */
+  async token(force = false, rejected?: string): Promise<string> {
     if (!this.source) throw new Error('Not signed in: call auth.guest() or auth.useTokens() first')
     const stale = !this.current || this.current.expiresAt - this.now() < this.refreshMarginMs
-    if (force || stale) {
+    const renewedSince = rejected !== undefined && !!this.current && this.current.token !== rejected
+    if ((force && !renewedSince) || stale) {
       this.renewing ??= (async () => {
         try {
           await this.source!()

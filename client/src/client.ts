@@ -56,7 +56,7 @@ export function createClient(options: ClientOptions): NexusClient {
     retry,
     timeoutMs: options.timeoutMs ?? 10_000,
     adminKey: options.adminKey,
-    playerToken: (refresh) => auth.token(refresh),
+    playerToken: (refresh, rejected) => auth.token(refresh, rejected),
   })
   const auth = new Auth({
     transport: () => transport,

@@ -56,7 +56,7 @@ export interface TransportOptions {
   timeoutMs: number
   adminKey: string | undefined
   /** The player token; `refresh` forces a new one (after a 401). */
-  playerToken: (refresh: boolean) => Promise<string>
+  playerToken: (refresh: boolean, rejected?: string) => Promise<string>
 }
 
 export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms))
@@ -167,7 +167,7 @@ export class Transport {
       // An expired or revoked player token: get a new one and try again, once, uncounted.
       if (res.status === 401 && as.kind === 'player' && !refreshed) {
         refreshed = true
-        await this.options.playerToken(true)
+        await this.options.playerToken(true, headers.authorization?.slice('Bearer '.length))
         continue
       }
       lastError = problem

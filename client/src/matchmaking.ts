@@ -6,8 +6,9 @@ import type {
 import type { Schemas } from './api.gen.ts'
 import type { Auth } from './auth.ts'
 import { backoff, type Ok, type RetryPolicy, sleep, type Transport } from './http.ts'
-import { NexusProblem } from './problem.ts'
+import { isTransient, NexusProblem } from './problem.ts'
 import {
+  HEALTHY_SOCKET_MS,
   Emitter,
   isOpen,
   messageText,
@@ -215,11 +216,16 @@ export class MatchTicket extends Emitter<TicketEvents> {
         lastError = err
         failures++
         if (failures === 1 || failures > sockets.maxReconnects) {
-          // The HTTP answer says whether the queue itself is the problem (404, 401…).
-          await this.deps.t.request('get', '/v1/matchmaking/{queue}', {
-            path: { queue: this.queue },
-            retry: true,
-          })
+          // The HTTP answer says whether the queue itself is the problem (404, 401…); the network
+          // being away, or the server failing for now, says nothing: keep trying.
+          try {
+            await this.deps.t.request('get', '/v1/matchmaking/{queue}', {
+              path: { queue: this.queue },
+              retry: true,
+            })
+          } catch (readErr) {
+            if (!isTransient(readErr)) throw readErr
+          }
         }
         if (failures > sockets.maxReconnects) return lastError
         const delayMs = backoff(sockets.backoff, failures - 1)
@@ -227,13 +233,15 @@ export class MatchTicket extends Emitter<TicketEvents> {
         await sleep(delayMs)
         continue
       }
-      failures = 0
+      const openedAt = Date.now()
       this.socket = socket
       if (this.transport !== 'websocket') this.emit('transport', 'websocket')
       this.transport = 'websocket'
       await this.serveSocket(socket)
       this.socket = null
       if (this.done) return null
+      // Only a socket that stayed up a while starts the count again (see HEALTHY_SOCKET_MS).
+      if (Date.now() - openedAt >= HEALTHY_SOCKET_MS) failures = 0
       failures++
       const delayMs = backoff(sockets.backoff, failures - 1)
       this.emit('reconnecting', { attempt: failures, delayMs })

@@ -86,3 +86,9 @@ export function unexpectedAnswer(res: Response): NexusProblem {
     detail: `HTTP ${res.status} without a problem+json body`,
   })
 }
+
+/** An error that says nothing about the resource asked for: the network, or the server failing for now. */
+export function isTransient(err: unknown): boolean {
+  if (err instanceof NexusNetworkError) return true
+  return err instanceof NexusProblem && (err.status >= 500 || err.status === 429)
+}

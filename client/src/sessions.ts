@@ -5,9 +5,17 @@ import type {
 } from '../../workers/sessions/schemas.ts'
 import type { Schemas } from './api.gen.ts'
 import { backoff, type Ok, type QueryOf, sleep, type Transport } from './http.ts'
-import { NexusNetworkError, NexusProblem } from './problem.ts'
+import { isTransient, NexusNetworkError, NexusProblem } from './problem.ts'
 import type { SocketSettings } from './matchmaking.ts'
-import { Emitter, isOpen, messageText, openSocket, type SocketLike, toSocketUrl } from './socket.ts'
+import {
+  Emitter,
+  HEALTHY_SOCKET_MS,
+  isOpen,
+  messageText,
+  openSocket,
+  type SocketLike,
+  toSocketUrl,
+} from './socket.ts'
 
 export type { GameResult, SessionServerMessage, SessionStatus }
 export type SessionView = Schemas['Session']
@@ -95,6 +103,14 @@ export class GameConnection extends Emitter<GameEvents> {
     this.rejectEnded(new NexusNetworkError('connection closed by the client'))
   }
 
+  private readSession() {
+    return this.t.request('get', '/v1/sessions/{id}', {
+      path: { id: this.sessionId },
+      as: { kind: 'bearer', token: this.token },
+      retry: true,
+    })
+  }
+
   private async run(): Promise<void> {
     let failures = 0
     while (!this.done) {
@@ -111,11 +127,17 @@ export class GameConnection extends Emitter<GameEvents> {
       } catch (err) {
         failures++
         // Browsers hide a refused upgrade's answer; the plain GET tells why (404, 403, 401).
-        const view = await this.t.request('get', '/v1/sessions/{id}', {
-          path: { id: this.sessionId },
-          as: { kind: 'bearer', token: this.token },
-          retry: true,
-        })
+        // The network being away (or the server briefly failing) is no answer: keep trying, as
+        // the server holds the seat for its grace.
+        let view: Awaited<ReturnType<typeof this.readSession>>
+        try {
+          view = await this.readSession()
+        } catch (readErr) {
+          if (!isTransient(readErr)) throw readErr
+          if (failures > this.sockets.maxReconnects) throw err
+          await this.pause(failures)
+          continue
+        }
         if (view.status === 'finished' && view.result && view.seq === null) {
           // Archived: no socket will ever open again, but the result is known.
           this.finish(view.seq ?? this.seq ?? 0, view.result)
@@ -125,11 +147,14 @@ export class GameConnection extends Emitter<GameEvents> {
         await this.pause(failures)
         continue
       }
-      failures = 0
+      const openedAt = Date.now()
       this.socket = socket
       await this.serve(socket)
       this.socket = null
       if (this.done) return
+      // Only a socket that stayed up a while starts the count again: one that opens and drops
+      // at once must not reconnect forever without backing off.
+      if (Date.now() - openedAt >= HEALTHY_SOCKET_MS) failures = 0
       failures++
       if (failures > this.sockets.maxReconnects) {
         throw new NexusNetworkError('the session socket keeps closing')

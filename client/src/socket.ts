@@ -139,3 +139,6 @@ export class Emitter<Events extends object> {
     }
   }
 }
+
+/** A socket up this long is taken as healthy: its drop starts the reconnect count afresh. */
+export const HEALTHY_SOCKET_MS = 10_000

@@ -1,0 +1,84 @@
+import { describe, expect, it } from 'vitest'
+import { createClient } from '../../client/src/client.ts'
+import { NexusNetworkError } from '../../client/src/problem.ts'
+import type { SocketEvent, SocketLike } from '../../client/src/socket.ts'
+
+function jsonRes(status: number, body: unknown): Response {
+  return new Response(JSON.stringify(body), {
+    status,
+    headers: { 'content-type': status >= 400 ? 'application/problem+json' : 'application/json' },
+  })
+}
+
+describe('client SDK under failure', () => {
+  it('many requests refused with 401 at once renew the token once, then all succeed', async () => {
+    let renewals = 0
+    let current = ''
+    const valid = new Set<string>()
+    const fetchImpl = (async (input: RequestInfo | URL, init?: RequestInit) => {
+      const url = new URL(String(input))
+      if (url.pathname === '/v1/auth/guest') {
+        renewals++
+        current = `tok-${renewals}`
+        valid.add(current)
+        return jsonRes(200, { token: current, playerId: 'g_1', expiresAt: Date.now() + 86_400_000 })
+      }
+      const token = (init?.headers as Record<string, string>).authorization!.slice(7)
+      // Answers arrive staggered, as real ones do: the refusals do not all land together.
+      await new Promise((r) => setTimeout(r, Number(url.searchParams.get('limit') ?? 1) * 5))
+      if (!valid.has(token))
+        return jsonRes(401, { type: 'urn:nexus:problem:unauthorized', title: 'x', status: 401 })
+      return jsonRes(200, { rewards: [] })
+    }) as typeof fetch
+    const client = createClient({ baseUrl: 'http://nexus.test', fetch: fetchImpl })
+    await client.auth.guest('device-abcdef-123456')
+    expect(renewals).toBe(1)
+    // The server stops accepting the token everyone holds (a rotated secret).
+    valid.clear()
+    const results = await Promise.allSettled(
+      Array.from({ length: 8 }, (_, i) => client.leaderboards.rewards({ limit: i + 1 })),
+    )
+    expect(results.every((r) => r.status === 'fulfilled')).toBe(true)
+    expect(renewals).toBe(2)
+  })
+
+  it('a session socket that opens and drops at once backs off and gives up after maxReconnects', async () => {
+    let opens = 0
+    const factory = (): SocketLike => {
+      const listeners: Record<string, ((e: SocketEvent) => void)[]> = {}
+      const s: SocketLike & { readyState: number } = {
+        readyState: 0,
+        send() {},
+        close() {
+          s.readyState = 3
+        },
+        addEventListener(type, l) {
+          ;(listeners[type] ??= []).push(l)
+        },
+      }
+      setTimeout(() => {
+        opens++
+        s.readyState = 1
+        for (const l of listeners.open ?? []) l({})
+        setTimeout(() => {
+          s.readyState = 3
+          for (const l of listeners.close ?? []) l({ code: 1006 })
+        }, 1)
+      }, 1)
+      return s
+    }
+    const client = createClient({
+      baseUrl: 'http://nexus.test',
+      fetch: (async () => jsonRes(200, {})) as unknown as typeof fetch,
+      WebSocket: factory,
+      maxReconnects: 3,
+    })
+    const game = client.sessions.connect('s1', 'tok')
+    const delays: number[] = []
+    game.on('reconnecting', ({ delayMs }) => delays.push(delayMs))
+    await expect(game.ended).rejects.toBeInstanceOf(NexusNetworkError)
+    expect(opens).toBe(4)
+    expect(delays).toHaveLength(3)
+    game.close()
+  })
+})

@@ -8,6 +8,8 @@ export interface Schemas {
     playerId: string
     /** Unix time in milliseconds */
     expiresAt: number
+    /** Seconds the token stays valid from now: for clients to time renewal by their own clock, which may be far from the server's */
+    expiresIn: number
   }
   Problem: {
     type: string

@@ -23,7 +23,16 @@ export type TokenSource = () => Promise<{ token: string; expiresAt: number }>
  * time however many requests are waiting for it.
  */
 export class Auth {
-  private current: { token: string; expiresAt: number; playerId: string | null } | null = null
+  /**
+   * `expiresAt` is on this device's clock. `lifetimeMs` is how long the token lived when issued,
+   * when known, so renewal never starts before half of it has passed.
+   */
+  private current: {
+    token: string
+    expiresAt: number
+    lifetimeMs?: number
+    playerId: string | null
+  } | null = null
   private source: TokenSource | null = null
   private renewing: Promise<void> | null = null
   private readonly transport: () => Transport
@@ -77,7 +86,15 @@ export class Auth {
       body: { deviceId },
       retry: true,
     })
-    this.current = { token: t.token, expiresAt: t.expiresAt, playerId: t.playerId }
+    // Timed by this device's clock from the server's "valid for": a device clock set far off
+    // (players move it to skip timers) must not make every token look expired.
+    const lifetimeMs = t.expiresIn * 1000
+    this.current = {
+      token: t.token,
+      expiresAt: this.now() + lifetimeMs,
+      lifetimeMs,
+      playerId: t.playerId,
+    }
     return t
   }
 
@@ -107,7 +124,8 @@ export class Auth {
    */
   async token(force = false, rejected?: string): Promise<string> {
     if (!this.source) throw new Error('Not signed in: call auth.guest() or auth.useTokens() first')
-    const stale = !this.current || this.current.expiresAt - this.now() < this.refreshMarginMs
+    const margin = Math.min(this.refreshMarginMs, (this.current?.lifetimeMs ?? Infinity) / 2)
+    const stale = !this.current || this.current.expiresAt - this.now() < margin
     const renewedSince = rejected !== undefined && !!this.current && this.current.token !== rejected
     if ((force && !renewedSince) || stale) {
       this.renewing ??= (async () => {

@@ -3,6 +3,9 @@ import { createClient } from '../../client/src/client.ts'
 import { NexusNetworkError } from '../../client/src/problem.ts'
 import type { SocketEvent, SocketLike } from '../../client/src/socket.ts'
 
+/** The real clock, kept before a test moves the device's. */
+const serverClock = Date.now
+
 function jsonRes(status: number, body: unknown): Response {
   return new Response(JSON.stringify(body), {
     status,
@@ -80,5 +83,39 @@ describe('client SDK under failure', () => {
     expect(opens).toBe(4)
     expect(delays).toHaveLength(3)
     game.close()
+  })
+
+  it('a device clock a day ahead, or a short token lifetime, does not make every request sign in again', async () => {
+    for (const { ttlSeconds, clockAheadMs } of [
+      { ttlSeconds: 86_400, clockAheadMs: 86_400_000 },
+      { ttlSeconds: 120, clockAheadMs: 0 },
+    ]) {
+      let signIns = 0
+      const fetchImpl = (async (input: RequestInfo | URL) => {
+        const url = new URL(String(input))
+        if (url.pathname === '/v1/auth/guest') {
+          signIns++
+          return jsonRes(200, {
+            token: `tok-${signIns}`,
+            playerId: 'g_1',
+            // The server's clock, not the device's.
+            expiresAt: serverClock() + ttlSeconds * 1000,
+            expiresIn: ttlSeconds,
+          })
+        }
+        return jsonRes(200, { rewards: [] })
+      }) as typeof fetch
+      const client = createClient({ baseUrl: 'http://nexus.test', fetch: fetchImpl })
+      const realNow = Date.now
+      // The device's clock, as the SDK reads it.
+      Date.now = () => realNow() + clockAheadMs
+      try {
+        await client.auth.guest('device-abcdef-123456')
+        for (let i = 0; i < 10; i++) await client.leaderboards.rewards()
+      } finally {
+        Date.now = realNow
+      }
+      expect(signIns).toBe(1)
+    }
   })
 })

@@ -31,6 +31,14 @@ const TokenResponse = z
     token: z.string(),
     playerId: z.string(),
     expiresAt: z.number().int().openapi({ description: 'Unix time in milliseconds' }),
+    expiresIn: z
+      .number()
+      .int()
+      .openapi({
+        description:
+          'Seconds the token stays valid from now: for clients to time renewal by their own ' +
+          "clock, which may be far from the server's",
+      }),
   })
   .openapi('TokenResponse')
 
@@ -71,5 +79,6 @@ auth.openapi(guestRoute, async (c) => {
     .returning({ id: players.id })
   if (!row) throw new Error('guest upsert returned no row')
   const { token, expiresAt } = await issuePlayerToken(c.env, row.id)
-  return c.json({ token, playerId: row.id, expiresAt }, 200)
+  const expiresIn = Math.max(0, Math.floor((expiresAt - Date.now()) / 1000))
+  return c.json({ token, playerId: row.id, expiresAt, expiresIn }, 200)
 })

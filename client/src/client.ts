@@ -18,7 +18,7 @@ export interface ClientOptions {
   retry?: Partial<RetryPolicy>
   /** Per request, default 10 s. */
   timeoutMs?: number
-  /** Renew tokens this long before they expire, default 5 minutes. */
+  /** Renew tokens this long before they expire (at most half their lifetime), default 5 minutes. */
   refreshMarginMs?: number
   /** Game servers only: the admin key, for submitting scores for players. Never ship it in a game. */
   adminKey?: string

@@ -72,17 +72,24 @@ describe('auth', () => {
     let guestCalls = 0
     const nexus = createClient({
       baseUrl: stack().url,
-      // Every token counts as expiring: each call must renew first.
-      refreshMarginMs: 10 * 24 * 3600_000,
       fetch: (input, init) => {
         if (String(input).endsWith('/v1/auth/guest')) guestCalls++
         return fetch(input, init)
       },
     })
-    await nexus.auth.guest(`renew-${crypto.randomUUID()}`)
-    await nexus.leaderboards.rewards()
-    await nexus.leaderboards.rewards()
-    expect(guestCalls).toBe(3)
+    const issued = await nexus.auth.guest(`renew-${crypto.randomUUID()}`)
+    const realNow = Date.now
+    // Two minutes before the token's end, by this device's clock: inside the renewal margin.
+    Date.now = () => realNow() + (issued.expiresIn - 120) * 1000
+    try {
+      await nexus.leaderboards.rewards()
+      expect(guestCalls).toBe(2)
+      // The new token is fresh: the next call uses it as it is.
+      await nexus.leaderboards.rewards()
+      expect(guestCalls).toBe(2)
+    } finally {
+      Date.now = realNow
+    }
   })
 })
 

@@ -118,4 +118,76 @@ describe('client SDK under failure', () => {
       expect(signIns).toBe(1)
     }
   })
+
+  it('a game connection rides out a short network loss: it reconnects and resumes, it does not end', async () => {
+    let down = false
+    let opens = 0
+    const live: (() => void)[] = []
+    const factory = (): SocketLike => {
+      const listeners: Record<string, ((e: SocketEvent) => void)[]> = {}
+      const s: SocketLike & { readyState: number } = {
+        readyState: 0,
+        send() {},
+        close() {
+          s.readyState = 3
+        },
+        addEventListener(type, l) {
+          ;(listeners[type] ??= []).push(l)
+        },
+      }
+      const emit = (type: string, e: SocketEvent) => {
+        for (const l of listeners[type] ?? []) l(e)
+      }
+      setTimeout(() => {
+        if (down) {
+          s.readyState = 3
+          emit('error', {})
+          emit('close', { code: 1006 })
+          return
+        }
+        opens++
+        s.readyState = 1
+        emit('open', {})
+        const welcome =
+          opens === 1
+            ? { type: 'welcome', seq: 0, state: {}, you: 'p', status: 'live' }
+            : { type: 'resumed', since: 0, seq: 0 }
+        setTimeout(() => emit('message', { data: JSON.stringify(welcome) }), 1)
+        live.push(() => {
+          s.readyState = 3
+          emit('close', { code: 1006 })
+        })
+      }, 1)
+      return s
+    }
+    const fetchImpl = (async () => {
+      if (down) throw new TypeError('fetch failed (offline)')
+      return jsonRes(200, { status: 'live', seq: 0, result: null })
+    }) as unknown as typeof fetch
+    const client = createClient({
+      baseUrl: 'http://nexus.test',
+      fetch: fetchImpl,
+      WebSocket: factory,
+      retry: { attempts: 2, baseDelayMs: 10, maxDelayMs: 50 },
+    })
+    const game = client.sessions.connect('s1', 'tok')
+    await game.ready
+    let ended: unknown = null
+    game.ended.catch((err: unknown) => (ended = err))
+    // The network goes away: the socket drops, reopening fails and so does the read behind it.
+    const failedAttempts: number[] = []
+    game.on('reconnecting', ({ attempt }) => failedAttempts.push(attempt))
+    const resumed = new Promise<void>((resolve) => game.on('resumed', () => resolve()))
+    down = true
+    for (const drop of live.splice(0)) drop()
+    await new Promise<void>((resolve) => {
+      const check = () => (failedAttempts.length >= 3 ? resolve() : setTimeout(check, 5))
+      check()
+    })
+    down = false
+    await resumed
+    expect(ended).toBeNull()
+    expect(opens).toBe(2)
+    game.close()
+  })
 })

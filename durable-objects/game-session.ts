@@ -32,6 +32,7 @@ import {
   type RatingChange,
   type SessionStore,
 } from '../workers/sessions/store.ts'
+import { sha256Hex } from '../workers/lib/hash.ts'
 
 /**
  * GameSession: one match, its single writer. Design (why it is built this way):
@@ -399,7 +400,7 @@ export class GameSession extends DurableObject<Env> {
       region: s.region ?? null,
       leaderboardId: s.leaderboardId ?? null,
     }
-    const hash = await sha256(canonicalJson(setup))
+    const hash = await sha256Hex(canonicalJson(setup))
     // From here to the write nothing awaits, so a racing create sees this one's result.
     if (this.setupHash !== null) {
       if (this.setupHash === hash) {
@@ -1003,7 +1004,9 @@ export class GameSession extends DurableObject<Env> {
         subscore: 0,
         metadata: null,
         idempotencyKey,
-        requestHash: await sha256(canonicalJson([boardId, p.playerId, 1, 0, null, idempotencyKey])),
+        requestHash: await sha256Hex(
+          canonicalJson([boardId, p.playerId, 1, 0, null, idempotencyKey]),
+        ),
       })
       if (reply.ok) continue
       if (reply.problem === 'rate-limited') throw new RetryLater(reply.detail)
@@ -1086,9 +1089,4 @@ function canonicalJson(v: unknown): string {
     .sort()
     .map((k) => `${JSON.stringify(k)}:${canonicalJson(o[k])}`)
     .join(',')}}`
-}
-
-async function sha256(text: string): Promise<string> {
-  const digest = await crypto.subtle.digest('SHA-256', new TextEncoder().encode(text))
-  return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, '0')).join('')
 }

@@ -1,6 +1,7 @@
 import { env } from 'cloudflare:workers'
 import { importJWK, SignJWT, generateKeyPair } from 'jose'
 import { describe, expect, it } from 'vitest'
+import { pg } from './helpers/boards.ts'
 import { ADMIN_KEY, bearer, call, callWithEnv, json, newGuest, problem } from './helpers/http.ts'
 
 const testEnv = env as unknown as Record<string, string>
@@ -52,10 +53,15 @@ async function statusFor(credential: string | null) {
 }
 
 describe('guest auth', () => {
-  it('issues a token and the same player for the same deviceId', async () => {
+  it('issues a token and the same player for the same deviceId, which Neon holds only hashed', async () => {
     const deviceId = `device-${crypto.randomUUID()}`
     const a = await call('/v1/auth/guest', json('POST', { deviceId }))
     const b = await call('/v1/auth/guest', json('POST', { deviceId }))
+    const stored = await pg()`select device_id from players where device_id = ${deviceId}
+                                or device_id = encode(sha256(convert_to(${deviceId}, 'UTF8')), 'hex')`
+    expect(stored).toHaveLength(1)
+    expect(stored[0]!.device_id).not.toBe(deviceId)
+    expect(stored[0]!.device_id).toMatch(/^[0-9a-f]{64}$/)
     expect(a.status).toBe(200)
     const ja = (await a.json()) as { token: string; playerId: string; expiresAt: number }
     const jb = (await b.json()) as { token: string; playerId: string }

@@ -20,6 +20,7 @@ export const players = pgTable(
   'players',
   {
     id: text('id').primaryKey(),
+    /** A guest's device id as its SHA-256 (hex), never in the clear: it is the guest's credential. */
     deviceId: text('device_id').unique(),
     name: text('name'),
     rating: doublePrecision('rating').notNull().default(1500),

@@ -7,6 +7,7 @@ import { boundedInt } from '../lib/config.ts'
 import { newRouter, problemResponses } from '../lib/openapi.ts'
 import { ApiError } from '../lib/problem.ts'
 import { clientIp, edgeRateLimit } from '../middleware/rate-limit.ts'
+import { sha256Hex } from '../lib/hash.ts'
 
 export const auth = newRouter()
 
@@ -71,10 +72,13 @@ auth.openapi(guestRoute, async (c) => {
   }
   const { deviceId } = c.req.valid('json')
   const db = getDb(c.env)
+  // Stored as its SHA-256: the device id is the guest's only credential, and a copy of the
+  // table must not be enough to sign in as anyone.
+  const deviceKey = await sha256Hex(deviceId)
   // One statement, so concurrent first logins of one device converge on one player.
   const [row] = await db
     .insert(players)
-    .values({ id: `g_${crypto.randomUUID()}`, deviceId })
+    .values({ id: `g_${crypto.randomUUID()}`, deviceId: deviceKey })
     .onConflictDoUpdate({ target: players.deviceId, set: { updatedAt: sql`now()` } })
     .returning({ id: players.id })
   if (!row) throw new Error('guest upsert returned no row')

@@ -20,6 +20,7 @@ import {
   SubmitResult,
   TopPage,
 } from './leaderboard-schemas.ts'
+import { sha256Hex } from '../lib/hash.ts'
 
 export const leaderboardRoutes = newRouter()
 
@@ -162,7 +163,7 @@ leaderboardRoutes.openapi(submitRoute, async (c) => {
     playerId = principal.playerId
   }
   const metadata = body.metadata === null ? null : canonicalJson(body.metadata)
-  const requestHash = await sha256(
+  const requestHash = await sha256Hex(
     canonicalJson([id, playerId, body.score, body.subscore, metadata]),
   )
   const reply = await board(c, id).submit({
@@ -478,8 +479,3 @@ leaderboardRoutes.openapi(historyRoute, (async (c: Context<AppEnv>) => {
     200,
   )
 }) as never)
-
-async function sha256(text: string): Promise<string> {
-  const digest = await crypto.subtle.digest('SHA-256', new TextEncoder().encode(text))
-  return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, '0')).join('')
-}

@@ -530,8 +530,7 @@ export class Leaderboard extends DurableObject<Env> {
       now - IDEMPOTENCY_TTL_MS,
     )!
     if (seen.request_hash !== null && seen.response !== null) {
-      const stored = { request_hash: seen.request_hash, response: seen.response }
-      if (stored.request_hash !== input.requestHash) {
+      if (seen.request_hash !== input.requestHash) {
         return refuse(
           'idempotency-key-reused',
           'This Idempotency-Key was used for a different submission',
@@ -540,7 +539,7 @@ export class Leaderboard extends DurableObject<Env> {
       submissions.inc({ replayed: 'true' })
       return {
         ok: true,
-        result: { ...(JSON.parse(stored.response) as SubmitResult), replayed: true },
+        result: { ...(JSON.parse(seen.response) as SubmitResult), replayed: true },
       }
     }
 
@@ -597,29 +596,17 @@ export class Leaderboard extends DurableObject<Env> {
       score: input.score,
       subscore: input.subscore,
     })
-    if (
-      !Number.isFinite(outcome.score) ||
-      outcome.score < config.scoreMin ||
-      outcome.score > config.scoreMax
-    ) {
-      return refuse(
-        'validation',
-        `the total would leave the board's bounds [${config.scoreMin}, ${config.scoreMax}]`,
-        {
-          errors: [{ path: 'score', message: 'total out of bounds' }],
-        },
-      )
-    }
-    if (
-      !Number.isFinite(outcome.subscore) ||
-      outcome.subscore < config.subscoreMin ||
-      outcome.subscore > config.subscoreMax
-    ) {
-      return refuse(
-        'validation',
-        `the subscore total would leave the board's bounds [${config.subscoreMin}, ${config.subscoreMax}]`,
-        { errors: [{ path: 'subscore', message: 'total out of bounds' }] },
-      )
+    // With `incr` a total can leave the bounds a single submission respects.
+    const totals = [
+      ['score', 'the total', outcome.score, config.scoreMin, config.scoreMax],
+      ['subscore', 'the subscore total', outcome.subscore, config.subscoreMin, config.subscoreMax],
+    ] as const
+    for (const [path, what, total, min, max] of totals) {
+      if (!Number.isFinite(total) || total < min || total > max) {
+        return refuse('validation', `${what} would leave the board's bounds [${min}, ${max}]`, {
+          errors: [{ path, message: 'total out of bounds' }],
+        })
+      }
     }
 
     // The index moves first so the answer (with its rank) exists before anything is written; the

@@ -1,5 +1,11 @@
 import type { Paths } from './api.gen.ts'
-import { NexusNetworkError, NexusProblem, readProblem, unexpectedAnswer } from './problem.ts'
+import {
+  NexusNetworkError,
+  NexusProblem,
+  readProblem,
+  retriable,
+  unexpectedAnswer,
+} from './problem.ts'
 
 type Method = 'get' | 'put' | 'post' | 'delete'
 type OkStatus = 200 | 201 | 202
@@ -64,10 +70,6 @@ export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(r
 /** Backoff before retry `n` (0-based): full jitter under an exponential cap. */
 export function backoff(policy: RetryPolicy, n: number): number {
   return Math.random() * Math.min(policy.maxDelayMs, policy.baseDelayMs * 2 ** n)
-}
-
-function retriable(status: number): boolean {
-  return status === 429 || status === 502 || status === 503 || status === 504 || status === 500
 }
 
 /**

@@ -90,5 +90,10 @@ export function unexpectedAnswer(res: Response): NexusProblem {
 /** An error that says nothing about the resource asked for: the network, or the server failing for now. */
 export function isTransient(err: unknown): boolean {
   if (err instanceof NexusNetworkError) return true
-  return err instanceof NexusProblem && (err.status >= 500 || err.status === 429)
+  return err instanceof NexusProblem && retriable(err.status)
+}
+
+/** An answer worth asking again for: too many requests, or the server failing for now. */
+export function retriable(status: number): boolean {
+  return status === 429 || status === 500 || status === 502 || status === 503 || status === 504
 }

@@ -13,6 +13,57 @@ function jsonRes(status: number, body: unknown): Response {
   })
 }
 
+/**
+ * A socket the test drives: `script` runs a moment after the client creates it, with ways to
+ * open it, drop it, fail it and send it a frame.
+ */
+function scriptedSocket(
+  script: (socket: {
+    open(): void
+    drop(): void
+    fail(): void
+    receive(frame: unknown): void
+  }) => void,
+): SocketLike {
+  const listeners: Record<string, ((e: SocketEvent) => void)[]> = {}
+  const s: SocketLike & { readyState: number } = {
+    readyState: 0,
+    send() {},
+    close() {
+      s.readyState = 3
+    },
+    addEventListener(type, l) {
+      ;(listeners[type] ??= []).push(l)
+    },
+  }
+  const emit = (type: string, e: SocketEvent) => {
+    for (const l of listeners[type] ?? []) l(e)
+  }
+  setTimeout(
+    () =>
+      script({
+        open() {
+          s.readyState = 1
+          emit('open', {})
+        },
+        drop() {
+          s.readyState = 3
+          emit('close', { code: 1006 })
+        },
+        fail() {
+          s.readyState = 3
+          emit('error', {})
+          emit('close', { code: 1006 })
+        },
+        receive(frame) {
+          emit('message', { data: JSON.stringify(frame) })
+        },
+      }),
+    1,
+  )
+  return s
+}
+
 describe('client SDK under failure', () => {
   it('many requests refused with 401 at once renew the token once, then all succeed', async () => {
     let renewals = 0
@@ -47,29 +98,12 @@ describe('client SDK under failure', () => {
 
   it('a session socket that opens and drops at once backs off and gives up after maxReconnects', async () => {
     let opens = 0
-    const factory = (): SocketLike => {
-      const listeners: Record<string, ((e: SocketEvent) => void)[]> = {}
-      const s: SocketLike & { readyState: number } = {
-        readyState: 0,
-        send() {},
-        close() {
-          s.readyState = 3
-        },
-        addEventListener(type, l) {
-          ;(listeners[type] ??= []).push(l)
-        },
-      }
-      setTimeout(() => {
+    const factory = () =>
+      scriptedSocket((socket) => {
         opens++
-        s.readyState = 1
-        for (const l of listeners.open ?? []) l({})
-        setTimeout(() => {
-          s.readyState = 3
-          for (const l of listeners.close ?? []) l({ code: 1006 })
-        }, 1)
-      }, 1)
-      return s
-    }
+        socket.open()
+        setTimeout(() => socket.drop(), 1)
+      })
     const client = createClient({
       baseUrl: 'http://nexus.test',
       fetch: (async () => jsonRes(200, {})) as unknown as typeof fetch,
@@ -123,43 +157,18 @@ describe('client SDK under failure', () => {
     let down = false
     let opens = 0
     const live: (() => void)[] = []
-    const factory = (): SocketLike => {
-      const listeners: Record<string, ((e: SocketEvent) => void)[]> = {}
-      const s: SocketLike & { readyState: number } = {
-        readyState: 0,
-        send() {},
-        close() {
-          s.readyState = 3
-        },
-        addEventListener(type, l) {
-          ;(listeners[type] ??= []).push(l)
-        },
-      }
-      const emit = (type: string, e: SocketEvent) => {
-        for (const l of listeners[type] ?? []) l(e)
-      }
-      setTimeout(() => {
-        if (down) {
-          s.readyState = 3
-          emit('error', {})
-          emit('close', { code: 1006 })
-          return
-        }
+    const factory = () =>
+      scriptedSocket((socket) => {
+        if (down) return socket.fail()
         opens++
-        s.readyState = 1
-        emit('open', {})
+        socket.open()
         const welcome =
           opens === 1
             ? { type: 'welcome', seq: 0, state: {}, you: 'p', status: 'live' }
             : { type: 'resumed', since: 0, seq: 0 }
-        setTimeout(() => emit('message', { data: JSON.stringify(welcome) }), 1)
-        live.push(() => {
-          s.readyState = 3
-          emit('close', { code: 1006 })
-        })
-      }, 1)
-      return s
-    }
+        setTimeout(() => socket.receive(welcome), 1)
+        live.push(() => socket.drop())
+      })
     const fetchImpl = (async () => {
       if (down) throw new TypeError('fetch failed (offline)')
       return jsonRes(200, { status: 'live', seq: 0, result: null })

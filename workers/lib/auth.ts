@@ -141,6 +141,8 @@ const JWKS_RETRY_MS = 30_000
 interface JwksState {
   remote: ReturnType<typeof createRemoteJWKSet>
   failedAt: number
+  /** The keys served last, as of the last failed fetch (built once, not per request). */
+  fallback: ReturnType<typeof createLocalJWKSet> | null
 }
 
 const jwksByUrl = new Map<string, JwksState>()
@@ -160,12 +162,12 @@ async function identityProviderKey(
     state = {
       remote: createRemoteJWKSet(new URL(url), { timeoutDuration: 3000, cooldownDuration: 30_000 }),
       failedAt: 0,
+      fallback: null,
     }
     jwksByUrl.set(url, state)
   }
-  const last = state.remote.jwks()
-  if (last && Date.now() - state.failedAt < JWKS_RETRY_MS) {
-    return createLocalJWKSet(last)(header, token)
+  if (state.fallback && Date.now() - state.failedAt < JWKS_RETRY_MS) {
+    return state.fallback(header, token)
   }
   try {
     return await state.remote(header, token)
@@ -179,7 +181,9 @@ async function identityProviderKey(
     }
     state.failedAt = Date.now()
     log('warn', 'identity provider keys not fetched', { url, ...errorFields(err) })
-    if (last) return createLocalJWKSet(last)(header, token)
+    const last = state.remote.jwks()
+    state.fallback = last ? createLocalJWKSet(last) : null
+    if (state.fallback) return state.fallback(header, token)
     throw new ApiError(
       'unavailable',
       "The identity provider's keys cannot be fetched now; try again",

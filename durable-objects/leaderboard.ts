@@ -216,7 +216,18 @@ export class Leaderboard extends DurableObject<Env> {
   private schedule: Schedule | null = null
   private current: CurrentCycle | null = null
   private index = new RankIndex('desc')
+  /**
+   * The last submission's sequence number. Persisted only with the current cycle (saveCurrent):
+   * between cycle changes the highest seq among the cycle's entries is the same number, so a
+   * wake takes the larger of the two and a submission writes no meta row.
+   */
   private seq = 0
+  /**
+   * Accepted submissions per player in the current minute, for the rate limit. Every accepted
+   * submission writes exactly one idempotency record in its transaction (replays and refusals
+   * write none), so the records are the durable count, read back when the window changes.
+   */
+  private window: { start: number; counts: Map<string, number> } | null = null
   /** The Neon version of the configuration in force (0: not known, as before versions were kept). */
   private configVersion = 0
   /**
@@ -286,6 +297,12 @@ export class Leaderboard extends DurableObject<Env> {
       `)
       setSchemaVersion(this.sql, 2)
     }
+    if (schemaVersion(this.sql) < 3) {
+      // Rate windows are counted from the idempotency records (one per accepted submission), so
+      // a submission writes one row fewer; see windowCounts.
+      this.sql.exec(`DROP TABLE IF EXISTS submit_windows`)
+      setSchemaVersion(this.sql, 3)
+    }
     const meta = new Map(
       all<{ key: string; value: string }>(this.sql, `SELECT key, value FROM meta`).map((r) => [
         r.key,
@@ -341,12 +358,32 @@ export class Leaderboard extends DurableObject<Env> {
       subscore: number
       seq: number
     }>(`SELECT player_id, score, subscore, seq FROM entries WHERE cycle = ?`, cur.cycle)
+    let maxSeq = 0
     this.index.load(
       (function* () {
-        for (const r of cursor)
+        for (const r of cursor) {
+          if (r.seq > maxSeq) maxSeq = r.seq
           yield { playerId: r.player_id, score: r.score, subscore: r.subscore, seq: r.seq }
+        }
       })(),
     )
+    if (maxSeq > this.seq) this.seq = maxSeq
+  }
+
+  /** This minute's accepted submissions per player, recounted from SQLite when the minute changes. */
+  private windowCounts(windowStart: number): Map<string, number> {
+    if (this.window?.start !== windowStart) {
+      const counts = new Map<string, number>()
+      for (const r of this.sql.exec<{ player_id: string; n: number }>(
+        `SELECT player_id, count(*) AS n FROM idempotency
+          WHERE created_at >= ? AND created_at < ? GROUP BY player_id`,
+        windowStart,
+        windowStart + 60_000,
+      ))
+        counts.set(r.player_id, r.n)
+      this.window = { start: windowStart, counts }
+    }
+    return this.window.counts
   }
 
   private applyConfig(config: LeaderboardConfig): void {
@@ -362,6 +399,8 @@ export class Leaderboard extends DurableObject<Env> {
 
   private saveCurrent(): void {
     this.setMeta('current', JSON.stringify(this.current))
+    // A new cycle starts with no entries to recover the seq from.
+    this.setMeta('seq', String(this.seq))
   }
 
   /** Makes sure the board knows its configuration, fetching it from Neon after a cold start. */
@@ -511,25 +550,16 @@ export class Leaderboard extends DurableObject<Env> {
     if (this.rollover(now)) await this.scheduleAlarm()
     const config = this.config!
 
-    // The key's stored answer and the player's rate window, in one statement: this runs on
-    // every submission.
-    const seen = one<{
-      request_hash: string | null
-      response: string | null
-      window_start: number | null
-      count: number | null
-    }>(
+    const seen = one<{ request_hash: string; response: string }>(
       this.sql,
-      `SELECT i.request_hash, i.response, w.window_start, w.count
-         FROM (SELECT 1)
-         LEFT JOIN idempotency i ON i.player_id = ?1 AND i.key = ?2 AND i.created_at >= ?3
-         LEFT JOIN submit_windows w ON w.player_id = ?1`,
+      `SELECT request_hash, response FROM idempotency
+        WHERE player_id = ? AND key = ? AND created_at >= ?`,
       input.playerId,
       input.idempotencyKey,
       // A key older than its 24 h is forgotten, swept or not yet.
       now - IDEMPOTENCY_TTL_MS,
-    )!
-    if (seen.request_hash !== null && seen.response !== null) {
+    )
+    if (seen) {
       if (seen.request_hash !== input.requestHash) {
         return refuse(
           'idempotency-key-reused',
@@ -579,7 +609,8 @@ export class Leaderboard extends DurableObject<Env> {
     }
 
     const windowStart = now - (now % 60_000)
-    const used = seen.window_start === windowStart ? (seen.count ?? 0) : 0
+    const windowCounts = this.windowCounts(windowStart)
+    const used = windowCounts.get(input.playerId) ?? 0
     if (used >= config.submitsPerMinute) {
       const retryAfter = Math.max(1, Math.ceil((windowStart + 60_000 - now) / 1000))
       return refuse(
@@ -610,8 +641,9 @@ export class Leaderboard extends DurableObject<Env> {
     }
 
     // The index moves first so the answer (with its rank) exists before anything is written; the
-    // entry, the rate window and the stored answer then commit in one transaction, so a retry
-    // after a crash finds either all of them or none. If the write fails, the index moves back.
+    // entry and the stored answer (which is also the rate window's count) then commit in one
+    // transaction, so a retry after a crash finds both or neither. If the write fails, the index
+    // moves back.
     const seq = this.seq + 1
     const entry: RankEntry | undefined = outcome.changed
       ? { playerId: input.playerId, score: outcome.score, subscore: outcome.subscore, seq }
@@ -626,16 +658,7 @@ export class Leaderboard extends DurableObject<Env> {
     }
     try {
       this.ctx.storage.transactionSync(() => {
-        if (outcome.changed) {
-          this.writeEntry(entry!, input.metadata, now)
-          this.setMeta('seq', String(seq))
-        }
-        this.sql.exec(
-          `INSERT OR REPLACE INTO submit_windows (player_id, window_start, count) VALUES (?, ?, ?)`,
-          input.playerId,
-          windowStart,
-          used + 1,
-        )
+        if (outcome.changed) this.writeEntry(entry!, input.metadata, now)
         this.sql.exec(
           // REPLACE: an expired key not yet swept is taken as new.
           `INSERT OR REPLACE INTO idempotency (player_id, key, request_hash, response, created_at) VALUES (?, ?, ?, ?, ?)`,
@@ -653,6 +676,7 @@ export class Leaderboard extends DurableObject<Env> {
       }
       throw err
     }
+    windowCounts.set(input.playerId, used + 1)
     if (outcome.changed) {
       this.seq = seq
       if (previous) this.remember(previous, seq, now)
@@ -714,7 +738,6 @@ export class Leaderboard extends DurableObject<Env> {
         this.writeEntry(next, e.metadata, now)
         changed.push({ next, previous })
       }
-      this.setMeta('seq', String(this.seq))
     })
     for (const { next, previous } of changed) {
       this.index.upsert(next)
@@ -1229,7 +1252,7 @@ export class Leaderboard extends DurableObject<Env> {
     }
   }
 
-  /** Deletes expired idempotency keys and stale rate windows, a bounded batch at a time. */
+  /** Deletes expired idempotency keys, a bounded batch at a time. */
   private sweep(now: number): void {
     const due = Number(
       one<{ value: string }>(this.sql, `SELECT value FROM meta WHERE key = 'next_sweep'`)?.value ??
@@ -1250,7 +1273,6 @@ export class Leaderboard extends DurableObject<Env> {
       more = deleted >= IDEMPOTENCY_SWEEP_BATCH
       if (!more || Date.now() - started > SWEEP_BUDGET_MS) break
     }
-    this.sql.exec(`DELETE FROM submit_windows WHERE window_start < ?`, now - 120_000)
     // With keys left over, the next alarm comes right back for them.
     this.setMeta('next_sweep', String(more ? now + 1000 : now + SWEEP_INTERVAL_MS))
   }

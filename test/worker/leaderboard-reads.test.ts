@@ -220,7 +220,7 @@ describe('the board survives eviction', () => {
 })
 
 describe('a board stored by the previous schema', () => {
-  it('moves to the covering rank index on its next wake, standings unchanged', async () => {
+  it('moves to the current schema on its next wake (covering rank index, no rate-window table), standings unchanged', async () => {
     const b = await createBoard({ submitsPerMinute: 600 })
     await seed(b, 12, (i) => (i * 5) % 7)
     const before = await fresh<Top>(`/v1/leaderboards/${b}/top?limit=100`)
@@ -230,6 +230,9 @@ describe('a board stored by the previous schema', () => {
       state.storage.sql.exec(`
         DROP INDEX entries_rank;
         CREATE INDEX entries_order ON entries (cycle, ord_score, ord_sub, seq, player_id);
+        CREATE TABLE submit_windows (
+          player_id TEXT PRIMARY KEY, window_start INTEGER NOT NULL, count INTEGER NOT NULL
+        ) WITHOUT ROWID;
         UPDATE meta SET value = '1' WHERE key = 'schema';
       `)
     })
@@ -242,13 +245,18 @@ describe('a board stored by the previous schema', () => {
         )
         .toArray()
         .map((r) => r.name),
+      windowsTable: state.storage.sql
+        .exec(`SELECT name FROM sqlite_master WHERE name = 'submit_windows'`)
+        .toArray().length,
       version: state.storage.sql
         .exec<{ value: string }>(`SELECT value FROM meta WHERE key = 'schema'`)
         .one().value,
     }))
     expect(indexes.names).toContain('entries_rank')
     expect(indexes.names).not.toContain('entries_order')
-    expect(indexes.version).toBe('2')
+    // Rate windows are counted from the idempotency records since version 3.
+    expect(indexes.windowsTable).toBe(0)
+    expect(indexes.version).toBe('3')
   })
 })
 

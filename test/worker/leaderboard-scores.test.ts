@@ -1,4 +1,4 @@
-import { runInDurableObject } from 'cloudflare:test'
+import { evictDurableObject, runInDurableObject } from 'cloudflare:test'
 import { env } from 'cloudflare:workers'
 import { describe, expect, it } from 'vitest'
 import type { Leaderboard } from '../../durable-objects/leaderboard.ts'
@@ -47,6 +47,16 @@ describe('ordering and operators', () => {
     const better = (await (await submitFor(b, 'p', { score: 45 })).json()) as { best: number }
     expect(better.best).toBe(45)
     expect((await top(b)).entries[0]!.score).toBe(45)
+  })
+
+  it('ties stay in submission order across a wake of the object', async () => {
+    const b = await createBoard({ submitsPerMinute: 600 })
+    // Player ids in the opposite order, so only the submission order can put z-first ahead.
+    await submitFor(b, 'z-first', { score: 50 })
+    await submitFor(b, 'm-other', { score: 70 })
+    await evictDurableObject(env.LEADERBOARD.getByName(b))
+    await submitFor(b, 'a-later', { score: 50 })
+    expect(ids(await top(b))).toEqual(['m-other', 'z-first', 'a-later'])
   })
 
   it('a tie with your own best keeps the earlier submission time', async () => {
@@ -214,6 +224,32 @@ describe('rate limit', () => {
     expect(retryAfter).toBeGreaterThanOrEqual(1)
     expect(retryAfter).toBeLessThanOrEqual(60)
     expect((await top(b)).entries[0]!.score).toBe(accepted)
+  })
+
+  it('the count survives the object being evicted mid-minute, and a new minute starts afresh', async () => {
+    const b = await createBoard({ submitsPerMinute: 2, operator: 'incr' })
+    const stub = env.LEADERBOARD.getByName(b)
+    // The board's clock, pinned mid-minute so the window cannot turn during the test.
+    const minute = Math.floor(Date.now() / 60_000) * 60_000 + 30_000
+    const pin = (t: number) =>
+      runInDurableObject(stub, (inst: Leaderboard) => {
+        inst.now = () => t
+      })
+    await pin(minute)
+    expect((await submitFor(b, 'p', { score: 1 }, 'k1')).status).toBe(200)
+    expect((await submitFor(b, 'p', { score: 1 }, 'k2')).status).toBe(200)
+    expect((await submitFor(b, 'other', { score: 1 }, 'k1')).status).toBe(200)
+    await evictDurableObject(stub)
+    await pin(minute + 10_000)
+    const limited = await submitFor(b, 'p', { score: 1 }, 'k3')
+    expect(limited.status).toBe(429)
+    expect(limited.headers.get('retry-after')).toBe('20')
+    // Other players keep their own count; a replay is still answered.
+    expect((await submitFor(b, 'other', { score: 1 }, 'k2')).status).toBe(200)
+    expect((await submitFor(b, 'p', { score: 1 }, 'k2')).status).toBe(200)
+    await pin(minute + 60_000)
+    expect((await submitFor(b, 'p', { score: 1 }, 'k3')).status).toBe(200)
+    expect((await top(b)).entries.find((e) => e.playerId === 'p')!.score).toBe(3)
   })
 
   it('a replay does not count against the limit and is answered even when limited', async () => {

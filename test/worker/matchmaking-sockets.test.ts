@@ -3,13 +3,17 @@ import { env } from 'cloudflare:workers'
 import { describe, expect, it } from 'vitest'
 import type { MatchPool } from '../../durable-objects/match-pool.ts'
 import { verifySessionToken } from '../../workers/lib/session-token.ts'
+import { pg } from './helpers/boards.ts'
 import { ADMIN_KEY, newGuest, problem } from './helpers/http.ts'
 import {
+  alarmAt,
   createQueue,
   fireAlarm,
   newClock,
   poolOf,
+  joinFor,
   rig,
+  setRating,
   ticketOf,
   type Found,
   type Queued,
@@ -99,6 +103,36 @@ describe('sockets: join to match_found', () => {
     expect(second.existing).toBe(true)
     expect(await waitingCount(q)).toBe(1)
     ws.close(1000)
+  })
+})
+
+describe('sockets: a newer configuration', () => {
+  it('a socket bringing a newer config than the pool holds makes the pool look for matches again', async () => {
+    const q = await createQueue({ maxRatingGap: 50, widenPerSecond: 0 })
+    const clock = newClock()
+    await rig(q, clock)
+    const [low, high] = [`low-${q}`, `high-${q}`]
+    await setRating(low, 1000)
+    await setRating(high, 1400)
+    const a = await joinFor(q, low)
+    const b = await joinFor(q, high)
+    expect([a.status, b.status]).toEqual(['waiting', 'waiting'])
+    // Nothing to match until a ticket expires: the alarm waits for that.
+    expect((await alarmAt(q))!).toBeGreaterThan(clock.t + 60_000)
+    // The studio widens the gap, but the push to the pool is lost: only Neon has version 2.
+    await pg()`update queues
+      set config = jsonb_set(config, '{maxRatingGap}', '500'), version = version + 1
+      where id = ${q}`
+    const guest = await newGuest()
+    const ws = await connect(`/v1/matchmaking/${q}?region=eu`, guest.token)
+    // The socket's connect carried version 2: matching is due now, not at the expiry.
+    expect((await alarmAt(q))!).toBeLessThanOrEqual(clock.t)
+    await fireAlarm(q)
+    expect((await ticketOf(a.ticketId)).status).toBe('matched')
+    expect((await ticketOf(b.ticketId)).match?.sessionId).toBe(
+      (await ticketOf(a.ticketId)).match?.sessionId,
+    )
+    ws.close()
   })
 })
 

@@ -13,24 +13,32 @@ function jsonRes(status: number, body: unknown): Response {
   })
 }
 
+interface ScriptedSocket {
+  open(): void
+  drop(): void
+  fail(): void
+  receive(frame: unknown): void
+}
+
 /**
  * A socket the test drives: `script` runs a moment after the client creates it, with ways to
- * open it, drop it, fail it and send it a frame.
+ * open it, drop it, fail it and send it a frame; `onSend` sees each frame the client sends.
  */
 function scriptedSocket(
-  script: (socket: {
-    open(): void
-    drop(): void
-    fail(): void
-    receive(frame: unknown): void
-  }) => void,
+  script: (socket: ScriptedSocket) => void,
+  onSend?: (frame: { type: string; [k: string]: unknown }, socket: ScriptedSocket) => void,
 ): SocketLike {
   const listeners: Record<string, ((e: SocketEvent) => void)[]> = {}
   const s: SocketLike & { readyState: number } = {
     readyState: 0,
-    send() {},
-    close() {
+    send(data) {
+      onSend?.(JSON.parse(String(data)) as { type: string }, driver)
+    },
+    close(code?: number) {
+      if (s.readyState === 3) return
       s.readyState = 3
+      // As a browser's socket does: the close event follows the call.
+      setTimeout(() => emit('close', { code: code ?? 1000 }), 0)
     },
     addEventListener(type, l) {
       ;(listeners[type] ??= []).push(l)
@@ -39,28 +47,25 @@ function scriptedSocket(
   const emit = (type: string, e: SocketEvent) => {
     for (const l of listeners[type] ?? []) l(e)
   }
-  setTimeout(
-    () =>
-      script({
-        open() {
-          s.readyState = 1
-          emit('open', {})
-        },
-        drop() {
-          s.readyState = 3
-          emit('close', { code: 1006 })
-        },
-        fail() {
-          s.readyState = 3
-          emit('error', {})
-          emit('close', { code: 1006 })
-        },
-        receive(frame) {
-          emit('message', { data: JSON.stringify(frame) })
-        },
-      }),
-    1,
-  )
+  const driver: ScriptedSocket = {
+    open() {
+      s.readyState = 1
+      emit('open', {})
+    },
+    drop() {
+      s.readyState = 3
+      emit('close', { code: 1006 })
+    },
+    fail() {
+      s.readyState = 3
+      emit('error', {})
+      emit('close', { code: 1006 })
+    },
+    receive(frame) {
+      emit('message', { data: JSON.stringify(frame) })
+    },
+  }
+  setTimeout(() => script(driver), 1)
   return s
 }
 
@@ -117,6 +122,54 @@ describe('client SDK under failure', () => {
     expect(opens).toBe(4)
     expect(delays).toHaveLength(3)
     game.close()
+  })
+
+  it('a party join the server cannot answer for now (`unavailable`) is sent again on a new socket, and fails with 503 after maxReconnects', async () => {
+    const guest = (async (input: RequestInfo | URL) =>
+      new URL(String(input)).pathname === '/v1/auth/guest'
+        ? jsonRes(200, { token: 'tok', playerId: 'g_1', expiresAt: Date.now() + 3_600_000 })
+        : jsonRes(200, {})) as typeof fetch
+    const party = ['g_1', 'g_2']
+    for (const unavailableAnswers of [2, 4]) {
+      const joins: unknown[][] = []
+      const factory = () =>
+        scriptedSocket(
+          (socket) => socket.open(),
+          (frame, socket) => {
+            if (frame.type !== 'join') return
+            joins.push(frame.party as unknown[])
+            if (joins.length <= unavailableAnswers) {
+              socket.receive({ type: 'error', code: 'unavailable', message: 'party not read' })
+              return
+            }
+            socket.receive({ type: 'queued', ticketId: 't1', existing: false, expiresAt: 0 })
+            socket.receive({
+              type: 'match_found',
+              ticketId: 't1',
+              sessionId: 's1',
+              token: 'session-token',
+              players: [],
+            })
+          },
+        )
+      const client = createClient({
+        baseUrl: 'http://nexus.test',
+        fetch: guest,
+        WebSocket: factory,
+        maxReconnects: 3,
+        retry: { baseDelayMs: 1, maxDelayMs: 5 },
+      })
+      await client.auth.guest('device-abcdef-123456')
+      const ticket = client.matchmaking.join('squads', { party, transport: 'websocket' })
+      if (unavailableAnswers <= 3) {
+        expect((await ticket.matched).sessionId).toBe('s1')
+        // The same join, party and all, on each new socket.
+        expect(joins).toEqual(Array.from({ length: unavailableAnswers + 1 }, () => party))
+      } else {
+        await expect(ticket.matched).rejects.toMatchObject({ status: 503 })
+        expect(joins).toHaveLength(4)
+      }
+    }
   })
 
   it('a device clock a day ahead, or a short token lifetime, does not make every request sign in again', async () => {

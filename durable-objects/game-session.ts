@@ -61,7 +61,9 @@ import { sha256Hex } from '../workers/lib/hash.ts'
  * Sockets (hibernation API): the Worker verifies the session token and forwards the upgrade with
  * the player in `x-nexus-session-player` (the object is reachable only through the Worker). A
  * fresh join gets `welcome {seq, state}`; `?since=<seq>` gets `resumed {since, seq}` then exactly
- * the events `since+1 … seq` from the log, then live ones: no gap, no duplicate. Frames are capped
+ * the events `since+1 … seq` from the log, then live ones: no gap, no duplicate. A long resume
+ * goes out RESUME_CHUNK events per turn, so other players' actions are not held up behind it:
+ * the socket joins the live broadcasts in the same turn as its last chunk. Frames are capped
  * at 8 KiB and rate-limited per socket (token bucket: 20/s, burst 40; buckets are in memory, so a
  * wake refills them). Reserved close codes (1005, 1006, 1015) are never echoed.
  *
@@ -99,6 +101,8 @@ export const MAX_FRAME_BYTES = 8 * 1024
 export const RATE_PER_SECOND = 20
 export const RATE_BURST = 40
 const MAX_SOCKETS_PER_PLAYER = 4
+/** Missed events a resume sends per turn of the object. */
+export const RESUME_CHUNK = 500
 const MAX_BACKOFF_MS = 5 * 60 * 1000
 const WORK_BUDGET_MS = 20_000
 /** The Worker names the verified player in this header; clients cannot reach the object. */
@@ -258,6 +262,13 @@ export class GameSession extends DurableObject<Env> {
   now: () => number = Date.now
   /** Snapshot interval; tests lower it to cover snapshot + tail replay on wake. */
   snapshotEvery = SNAPSHOT_EVERY
+  /** Events a resume sends per turn; tests lower it to cover a resume in several turns. */
+  resumeChunk = RESUME_CHUNK
+  /**
+   * Sockets still being sent the events they missed: live broadcasts skip them (their resume
+   * reads those events from the log), and they join in the turn of their last chunk.
+   */
+  private readonly resuming = new Set<WebSocket>()
   /** From SESSION_GRACE_SECONDS, SESSION_JOIN_GRACE_SECONDS, SESSION_RETENTION_HOURS. */
   graceMs: number
   joinGraceMs: number
@@ -586,22 +597,65 @@ export class GameSession extends DurableObject<Env> {
       })
     } else {
       send(server, { type: 'resumed', since, seq: this.match.seq })
-      for (const row of this.sql.exec<{ record: string }>(
-        `SELECT record FROM log WHERE seq > ? ORDER BY seq`,
-        since,
-      )) {
-        server.send(eventFrame(JSON.parse(row.record) as LogRecord))
+      const sent = this.sendMissed(server, since)
+      if (sent !== null) {
+        this.resuming.add(server)
+        void this.resume(server, sent)
       }
     }
     if (this.status === 'live') {
       this.sql.exec(`DELETE FROM timers WHERE player_id = ?`, player)
       const wasAbsent = this.sql.exec(`DELETE FROM absent WHERE player_id = ?`, player).rowsWritten
       if (wasAbsent > 0) this.applyInput({ kind: 'return', player, tick: this.tickAt(this.now()) })
-    } else {
+    } else if (!this.resuming.has(server)) {
       this.sendEnded(server)
     }
     await this.scheduleAlarm()
     return new Response(null, { status: 101, webSocket: pair[0] })
+  }
+
+  /**
+   * Sends up to `resumeChunk` logged events after `after`; returns the last seq sent when more
+   * may follow, or null when the socket has every event so far.
+   */
+  private sendMissed(ws: WebSocket, after: number): number | null {
+    let last = after
+    let n = 0
+    for (const row of this.sql.exec<{ seq: number; record: string }>(
+      `SELECT seq, record FROM log WHERE seq > ? ORDER BY seq LIMIT ?`,
+      after,
+      this.resumeChunk,
+    )) {
+      ws.send(eventFrame(JSON.parse(row.record) as LogRecord))
+      last = row.seq
+      n++
+    }
+    return n < this.resumeChunk ? null : last
+  }
+
+  /**
+   * The rest of a long resume, a chunk per turn. The check that nothing is left and the socket's
+   * joining the broadcasts happen in one synchronous step, so no event falls between them.
+   */
+  private async resume(ws: WebSocket, after: number): Promise<void> {
+    try {
+      let sent: number | null = after
+      while (sent !== null) {
+        await new Promise((resolve) => setTimeout(resolve, 0))
+        if (!this.resuming.has(ws)) return
+        sent = this.sendMissed(ws, sent)
+      }
+      this.resuming.delete(ws)
+      if (this.status !== 'live') this.sendEnded(ws)
+    } catch (err) {
+      this.resuming.delete(ws)
+      log('warn', 'resume failed', { actor: this.actor, ...errorFields(err) })
+      try {
+        ws.close(1011, 'resume failed; reconnect with since')
+      } catch {
+        // Already closed.
+      }
+    }
   }
 
   override async webSocketMessage(ws: WebSocket, message: string | ArrayBuffer): Promise<void> {
@@ -660,12 +714,14 @@ export class GameSession extends DurableObject<Env> {
       }
     }
     this.sockets?.delete(ws)
+    this.resuming.delete(ws)
     await this.disconnected(ws)
   }
 
   override async webSocketError(ws: WebSocket, error: unknown): Promise<void> {
     log('warn', 'socket error', { actor: this.actor, ...errorFields(error) })
     this.sockets?.delete(ws)
+    this.resuming.delete(ws)
     await this.disconnected(ws)
   }
 
@@ -712,6 +768,7 @@ export class GameSession extends DurableObject<Env> {
   private broadcast(frame: string): void {
     this.sockets ??= new Set(this.ctx.getWebSockets())
     for (const ws of this.sockets) {
+      if (this.resuming.size > 0 && this.resuming.has(ws)) continue
       try {
         ws.send(frame)
       } catch {
@@ -781,6 +838,8 @@ export class GameSession extends DurableObject<Env> {
       gameLength.observe({ rules: this.rules!.name }, (now - this.createdAt) / 1000)
       log('info', 'game over', { actor: this.actor, reason: result.reason, winner: result.winner })
       for (const ws of this.ctx.getWebSockets()) {
+        // A socket still resuming gets `ended` after the last event it missed.
+        if (this.resuming.has(ws)) continue
         try {
           this.sendEnded(ws)
         } catch {
@@ -1025,6 +1084,7 @@ export class GameSession extends DurableObject<Env> {
   private async purge(): Promise<void> {
     const hash = this.setupHash
     const sessionId = this.setup?.sessionId ?? ''
+    this.resuming.clear()
     for (const ws of this.ctx.getWebSockets()) {
       try {
         ws.close(1001, 'session archived')

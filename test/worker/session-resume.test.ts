@@ -89,6 +89,67 @@ describe('reconnecting', () => {
     for (const s of [a!, b!, c2]) s.close()
   })
 
+  it('a long resume goes out a chunk per turn, other players’ events interleaved, still exactly once and in order', async () => {
+    const players = playerIds(3)
+    const { sessionId, tokens } = await createSession({
+      rules: 'relay',
+      roster: players.map((playerId) => ({ playerId })),
+    })
+    const [a, b, c] = await Promise.all(players.map((p) => connect(sessionId, tokens[p]!)))
+    for (const s of [a!, b!, c!]) await s.nextOf('welcome')
+    c!.close()
+    for (let i = 1; i <= 30; i++) a!.send({ type: 'action', action: 'message', data: i })
+    await untilSeq(b!, 30)
+    // Three events per turn: C's resume of 30 takes ten turns, while A keeps sending.
+    await inObject(sessionId, (inst) => {
+      inst.resumeChunk = 3
+    })
+    const c2 = await connect(sessionId, tokens[players[2]!]!, { since: 0 })
+    for (let i = 31; i <= 38; i++) a!.send({ type: 'action', action: 'message', data: i })
+    await untilSeq(c2, 38)
+    await untilSeq(b!, 38)
+    expect(eventSeqs(c2)).toEqual(Array.from({ length: 38 }, (_, i) => i + 1))
+    expect(c2.frames.filter((f) => f.type === 'event')).toEqual(
+      b!.frames.filter((f) => f.type === 'event'),
+    )
+    // Then live: the next event reaches C once.
+    a!.send({ type: 'action', action: 'message', data: 39 })
+    await untilSeq(c2, 39)
+    expect(eventSeqs(c2).filter((seq) => seq === 39)).toHaveLength(1)
+    for (const s of [a!, b!, c2]) s.close()
+  })
+
+  it('a long resume of a game that has ended sends every event, then `ended`, then closes', async () => {
+    const players = playerIds(2)
+    const { sessionId, tokens } = await createSession({
+      rules: 'relay',
+      roster: players.map((playerId) => ({ playerId })),
+    })
+    const [a, b] = await Promise.all(players.map((p) => connect(sessionId, tokens[p]!)))
+    for (const s of [a!, b!]) await s.nextOf('welcome')
+    for (let i = 1; i <= 10; i++) a!.send({ type: 'action', action: 'message', data: i })
+    await untilSeq(b!, 10)
+    a!.close()
+    b!.close()
+    for (const p of players) await timerSet(sessionId, p)
+    // Everyone away past the grace: a relay ends.
+    await advance(sessionId, GRACE_MS + 1000)
+    const info = (await inObject(sessionId, (inst) => inst.info())) as {
+      status: string
+      seq: number
+    }
+    expect(info.status).toBe('finished')
+    const seq = info.seq
+    await inObject(sessionId, (inst) => {
+      inst.resumeChunk = 4
+    })
+    const again = await connect(sessionId, tokens[players[0]!]!, { since: 0 })
+    const ended = await again.nextOf('ended')
+    expect(eventSeqs(again)).toEqual(Array.from({ length: seq }, (_, i) => i + 1))
+    expect(again.frames.at(-1)).toEqual(ended)
+    expect((await again.whenClosed()).code).toBe(1000)
+  })
+
   it('forfeits players absent past the grace period (and no-shows), and ends by forfeit', async () => {
     const players = playerIds(3)
     const [pa, pb, pc] = players as [string, string, string]

@@ -56,15 +56,22 @@ async function untilSeq(s: TestSocket, seq: number): Promise<void> {
   }
 }
 
+/** A relay session of `n` players, each connected and welcomed. */
+async function relayWithEveryone(n: number) {
+  const players = playerIds(n)
+  const { sessionId, tokens } = await createSession({
+    rules: 'relay',
+    roster: players.map((playerId) => ({ playerId })),
+  })
+  const sockets = await Promise.all(players.map((p) => connect(sessionId, tokens[p]!)))
+  for (const s of sockets) await s.nextOf('welcome')
+  return { players, sessionId, tokens, sockets }
+}
+
 describe('reconnecting', () => {
   it('with ?since= gets exactly the missed events, then live ones, even while events keep coming', async () => {
-    const players = playerIds(3)
-    const { sessionId, tokens } = await createSession({
-      rules: 'relay',
-      roster: players.map((playerId) => ({ playerId })),
-    })
-    const [a, b, c] = await Promise.all(players.map((p) => connect(sessionId, tokens[p]!)))
-    for (const s of [a!, b!, c!]) await s.nextOf('welcome')
+    const { players, sessionId, tokens, sockets } = await relayWithEveryone(3)
+    const [a, b, c] = sockets
     a!.send({ type: 'action', action: 'message', data: 1 })
     a!.send({ type: 'action', action: 'message', data: 2 })
     await untilSeq(c!, 2)
@@ -90,13 +97,8 @@ describe('reconnecting', () => {
   })
 
   it('a long resume goes out a chunk per turn, other players’ events interleaved, still exactly once and in order', async () => {
-    const players = playerIds(3)
-    const { sessionId, tokens } = await createSession({
-      rules: 'relay',
-      roster: players.map((playerId) => ({ playerId })),
-    })
-    const [a, b, c] = await Promise.all(players.map((p) => connect(sessionId, tokens[p]!)))
-    for (const s of [a!, b!, c!]) await s.nextOf('welcome')
+    const { players, sessionId, tokens, sockets } = await relayWithEveryone(3)
+    const [a, b, c] = sockets
     c!.close()
     for (let i = 1; i <= 30; i++) a!.send({ type: 'action', action: 'message', data: i })
     await untilSeq(b!, 30)
@@ -120,13 +122,8 @@ describe('reconnecting', () => {
   })
 
   it('a long resume of a game that has ended sends every event, then `ended`, then closes', async () => {
-    const players = playerIds(2)
-    const { sessionId, tokens } = await createSession({
-      rules: 'relay',
-      roster: players.map((playerId) => ({ playerId })),
-    })
-    const [a, b] = await Promise.all(players.map((p) => connect(sessionId, tokens[p]!)))
-    for (const s of [a!, b!]) await s.nextOf('welcome')
+    const { players, sessionId, tokens, sockets } = await relayWithEveryone(2)
+    const [a, b] = sockets
     for (let i = 1; i <= 10; i++) a!.send({ type: 'action', action: 'message', data: i })
     await untilSeq(b!, 10)
     a!.close()

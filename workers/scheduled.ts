@@ -4,6 +4,7 @@ import { scheduledBoards } from './leaderboards/config-store.ts'
 import { boardStub } from './leaderboards/stub.ts'
 import { errorFields, log, setLogLevel } from './lib/log.ts'
 import { counter } from './lib/metrics.ts'
+import { retryStalePartyTickets } from './parties/stale-tickets.ts'
 
 const cronRuns = counter(
   'nexus_cron_boards_poked_total',
@@ -18,9 +19,24 @@ const LOOKBACK_MS = 10 * 60 * 1000
  * The every-minute cron: a safety net for the boards' own alarms. It walks every scheduled board
  * in pages and pokes those whose cycle boundary passed recently, so a board whose alarm was lost
  * still closes on time. Poking is idempotent: a board that already rolled over does nothing.
+ * Then it cancels party tickets a membership change could not reach (`retryStalePartyTickets`).
  */
-export async function runScheduled(env: Env, now: number): Promise<{ poked: number }> {
+export async function runScheduled(
+  env: Env,
+  now: number,
+): Promise<{ poked: number; staleTicketsCancelled: number }> {
   setLogLevel(env.LOG_LEVEL)
+  const { poked } = await pokeBoards(env, now)
+  let staleTicketsCancelled = 0
+  try {
+    staleTicketsCancelled = await retryStalePartyTickets(env)
+  } catch (err) {
+    log('warn', 'stale party tickets not retried', errorFields(err))
+  }
+  return { poked, staleTicketsCancelled }
+}
+
+async function pokeBoards(env: Env, now: number): Promise<{ poked: number }> {
   let after = ''
   let poked = 0
   for (;;) {

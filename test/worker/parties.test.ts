@@ -5,6 +5,7 @@ import type { MatchPool } from '../../durable-objects/match-pool.ts'
 import { INVITE_TTL_SECONDS, MAX_PARTY_SIZE } from '../../workers/core/party.ts'
 import { issuePlayerToken } from '../../workers/lib/auth.ts'
 import { recordPartyTicket } from '../../workers/parties/store.ts'
+import { runScheduled } from '../../workers/scheduled.ts'
 import { verifySessionToken } from '../../workers/lib/session-token.ts'
 import { pg } from './helpers/boards.ts'
 import { ADMIN_KEY, bearer, call, json, problem } from './helpers/http.ts'
@@ -565,6 +566,50 @@ describe('queueing as a party over HTTP', () => {
     expect((await leave(party.id, b!)).status).toBe(204)
     expect((await ticketOf(t3.ticketId, a!.token)).status).toBe('matched')
     expect((await ok(send('GET', `/v1/parties/${party.id}`, a!))).ticketId).toBe(t3.ticketId)
+  })
+
+  it('a ticket a membership change could not cancel (its pool unreachable) is cancelled by the next cron; later notes are not', async () => {
+    const q = await createQueue({ teamSize: 3, maxPartySize: 3 })
+    const q2 = await createQueue({ teamSize: 3, maxPartySize: 2 })
+    for (const queue of [q, q2]) await rig(queue, newClock())
+    const [a, b, c, d, e] = await players(5)
+    const party = await formParty([a!, b!, c!])
+    const other = await formParty([d!, e!])
+    const joinAs = (q: string, leader: Player, ps: Player[]) =>
+      ok<Ticket>(
+        send('POST', `/v1/matchmaking/${q}/tickets`, leader, {
+          party: ps.map((p) => p.playerId),
+        }),
+        201,
+      )
+    const t = await joinAs(q, a!, [a!, b!, c!])
+    const untouched = await joinAs(q2, d!, [d!, e!])
+    // C leaves, and the change commits as the leave route commits it, but the cancellation
+    // never reaches the pool: the ticket stays waiting and noted.
+    await pg()`with gone as (
+        delete from party_members where party_id = ${party.id} and player_id = ${c!.playerId}
+        returning player_id
+      )
+      update parties set updated_at = clock_timestamp()
+       where id = ${party.id} and exists (select 1 from gone)`
+    expect((await ticketOf(t.ticketId)).status).toBe('waiting')
+
+    await runScheduled(env, Date.now())
+    expect(await ticketOf(t.ticketId, a!.token)).toMatchObject({
+      status: 'cancelled',
+      reason: 'party_changed',
+    })
+    expect((await ok(send('GET', `/v1/parties/${party.id}`, a!))).ticketId).toBeNull()
+    const noted = await pg()`select ticket_id from party_tickets where party_id = ${party.id}`
+    expect(noted).toHaveLength(0)
+    // A party whose members did not change keeps its ticket.
+    expect((await ticketOf(untouched.ticketId)).status).toBe('waiting')
+
+    // The party as it now is queues again; that note is newer than the change, so it stands.
+    const again = await joinAs(q, a!, [a!, b!])
+    await runScheduled(env, Date.now())
+    expect((await ticketOf(again.ticketId)).status).toBe('waiting')
+    expect((await ok(send('GET', `/v1/parties/${party.id}`, b!))).ticketId).toBe(again.ticketId)
   })
 
   it('a note racing a membership change waits for it and is refused: the change and the note are ordered by the party lock', async () => {

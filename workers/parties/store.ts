@@ -307,7 +307,8 @@ export async function acceptInvite(
            returning player_id
          ),
          touched as (
-           update parties set updated_at = now() where id = $1 and exists (select 1 from ins)
+           update parties set updated_at = clock_timestamp()
+            where id = $1 and exists (select 1 from ins)
          )
          select (${NOTED_TICKETS}) as stale_tickets from ins`,
         [partyId, caller],
@@ -389,7 +390,7 @@ export async function removeMember(
             and ($2 = $3 or exists (select 1 from parties where id = $1 and leader = $3))
          returning player_id
        )
-       update parties set updated_at = now() where id = $1 and exists (select 1 from gone)
+       update parties set updated_at = clock_timestamp() where id = $1 and exists (select 1 from gone)
        returning (${NOTED_TICKETS}) as stale_tickets`,
       [partyId, target, caller],
     ),
@@ -419,7 +420,7 @@ export async function removeMember(
 /**
  * What a membership change answers besides its result: the matchmaking tickets noted for the
  * party before the change, which no longer stand for it. The caller cancels them, then forgets
- * them (`forgetPartyTickets`); until then they stay noted, so a later change tries again.
+ * them (`forgetPartyTickets`); until then they stay noted, for the cron or a later change.
  */
 export interface MembershipChange<T> {
   result: T
@@ -504,7 +505,8 @@ export async function recordPartyTicket(
               = (select array_agg(x order by x collate "C") from unnest($3::text[]) x)
        ),
        noted as (
-         insert into party_tickets (party_id, ticket_id) select $1, $2 from current
+         insert into party_tickets (party_id, ticket_id, noted_at)
+         select $1, $2, clock_timestamp() from current
          on conflict (party_id, ticket_id) do nothing
        ),
        latest as (
@@ -519,6 +521,25 @@ export async function recordPartyTicket(
     ),
   ])
   return (results[1] as { current: boolean }[])[0]?.current === true
+}
+
+/**
+ * Tickets noted for a party before its latest membership change, oldest first: a change
+ * cancels the party's tickets and forgets those whose pool answered, so these are the ones whose
+ * pool could not be reached. Notes and changes both stamp `clock_timestamp()` under the party's
+ * lock, after any change or note holding it committed, so the order of the stamps is the order
+ * of the events (a transaction's `now()` is its start, which can precede a wait for the lock).
+ */
+export async function stalePartyTickets(
+  env: DbEnv,
+  limit: number,
+): Promise<{ partyId: string; ticketId: string }[]> {
+  const rows = (await getSql(env).query(
+    `select t.party_id, t.ticket_id from party_tickets t join parties p on p.id = t.party_id
+      where t.noted_at < p.updated_at order by t.noted_at limit $1`,
+    [limit],
+  )) as { party_id: string; ticket_id: string }[]
+  return rows.map((r) => ({ partyId: r.party_id, ticketId: r.ticket_id }))
 }
 
 /**

@@ -3,15 +3,13 @@ import type { Context } from 'hono'
 import type { AppEnv } from '../app-env.ts'
 import { INVITE_TTL_SECONDS, MAX_PARTY_SIZE } from '../core/party.ts'
 import { newRouter, PlayerId, problemResponses } from '../lib/openapi.ts'
-import { errorFields, log } from '../lib/log.ts'
 import { ApiError } from '../lib/problem.ts'
-import { cancelPartyTicket } from '../matchmaking/stub.ts'
 import { playerId, requirePlayer } from '../middleware/auth.ts'
+import { cancelStaleTickets } from '../parties/stale-tickets.ts'
 import {
   acceptInvite,
   createParty,
   deleteInvite,
-  forgetPartyTickets,
   invite,
   partyNotFound,
   partyOfPlayer,
@@ -198,7 +196,9 @@ const acceptRoute = createRoute({
 partyRoutes.openapi(acceptRoute, async (c) => {
   const { partyId } = c.req.valid('param')
   const { result, staleTickets } = await acceptInvite(c.env, partyId, playerId(c))
-  const cancelled = await cancelStaleTickets(c, partyId, staleTickets)
+  const cancelled = await cancelStaleTickets(c.env, partyId, staleTickets, {
+    requestId: c.get('requestId'),
+  })
   if (result.ticketId !== null && cancelled.includes(result.ticketId)) result.ticketId = null
   return c.json(result, 200)
 })
@@ -229,49 +229,8 @@ partyRoutes.openapi(leaveRoute, async (c) => {
     playerId(c),
     resolve(c, params.playerId),
   )
-  await cancelStaleTickets(c, params.partyId, staleTickets)
+  await cancelStaleTickets(c.env, params.partyId, staleTickets, {
+    requestId: c.get('requestId'),
+  })
   return c.body(null, 204)
 })
-
-/**
- * After a membership change: the party's tickets from before no longer stand for it, so each is
- * cancelled in its pool (`party_changed`); a ticket already matched keeps its match. Tickets
- * whose pool answered are forgotten; one whose pool could not be reached stays noted, for the
- * next change to try again, and is logged: the change has committed either way, so the caller
- * still gets its answer. Returns the tickets cancelled.
- */
-async function cancelStaleTickets(
-  c: Context<AppEnv>,
-  partyId: string,
-  tickets: readonly string[],
-): Promise<string[]> {
-  if (tickets.length === 0) return []
-  const outcomes = await Promise.allSettled(tickets.map((t) => cancelPartyTicket(c.env, t)))
-  const settled: string[] = []
-  const cancelled: string[] = []
-  outcomes.forEach((outcome, i) => {
-    const ticketId = tickets[i]!
-    if (outcome.status === 'fulfilled') {
-      settled.push(ticketId)
-      if (outcome.value) cancelled.push(ticketId)
-    } else {
-      log('warn', 'stale party ticket not cancelled', {
-        requestId: c.get('requestId'),
-        partyId,
-        ticketId,
-        ...errorFields(outcome.reason),
-      })
-    }
-  })
-  try {
-    await forgetPartyTickets(c.env, partyId, settled, cancelled)
-  } catch (err) {
-    // Harmless: cancelling a settled ticket again changes nothing.
-    log('warn', 'party tickets not forgotten', {
-      requestId: c.get('requestId'),
-      partyId,
-      ...errorFields(err),
-    })
-  }
-  return cancelled
-}

@@ -26,7 +26,13 @@ export async function runScheduled(
   now: number,
 ): Promise<{ poked: number; staleTicketsCancelled: number }> {
   setLogLevel(env.LOG_LEVEL)
-  const { poked } = await pokeBoards(env, now)
+  // Each job on its own: one failing (Neon down, say) does not skip the other.
+  let poked = 0
+  try {
+    ;({ poked } = await pokeBoards(env, now))
+  } catch (err) {
+    log('error', 'cron: boards not walked', errorFields(err))
+  }
   let staleTicketsCancelled = 0
   try {
     staleTicketsCancelled = await retryStalePartyTickets(env)

@@ -612,6 +612,39 @@ describe('queueing as a party over HTTP', () => {
     expect((await ok(send('GET', `/v1/parties/${party.id}`, b!))).ticketId).toBe(again.ticketId)
   })
 
+  it('the cron spares a ticket a join re-confirmed after the party changed back, and cancels one whose party ended', async () => {
+    const q = await createQueue({ teamSize: 3, maxPartySize: 3 })
+    await rig(q, newClock())
+    const [a, b, c, d, e] = await players(5)
+    const party = await formParty([a!, b!, c!])
+    const pair = await formParty([d!, e!])
+    const joinAs = (leader: Player, ps: Player[]) =>
+      send('POST', `/v1/matchmaking/${q}/tickets`, leader, { party: ps.map((p) => p.playerId) })
+    const t = await ok<Ticket>(joinAs(a!, [a!, b!, c!]), 201)
+    const u = await ok<Ticket>(joinAs(d!, [d!, e!]), 201)
+    // C leaves and comes back, and neither change reaches the pool (as with the routes when the
+    // pool cannot be reached): T is noted before the latest change…
+    const sql = pg()
+    await sql`delete from party_members where party_id = ${party.id} and player_id = ${c!.playerId}`
+    await sql`update parties set updated_at = clock_timestamp() where id = ${party.id}`
+    await sql`insert into party_members (party_id, player_id) values (${party.id}, ${c!.playerId})`
+    await sql`update parties set updated_at = clock_timestamp() where id = ${party.id}`
+    // …until the leader's join, handed T again, confirms it for the party as it now is.
+    const again = await ok<Ticket & { existing: boolean }>(joinAs(a!, [a!, b!, c!]), 200)
+    expect(again).toMatchObject({ ticketId: t.ticketId, existing: true })
+    // The pair's party ends (both leave) without its ticket being cancelled.
+    await sql`delete from party_members where party_id = ${pair.id}`
+    await sql`delete from parties where id = ${pair.id}`
+
+    await runScheduled(env, Date.now())
+    expect((await ticketOf(t.ticketId)).status).toBe('waiting')
+    expect(await ticketOf(u.ticketId)).toMatchObject({
+      status: 'cancelled',
+      reason: 'party_changed',
+    })
+    expect(await sql`select 1 from party_tickets where party_id = ${pair.id}`).toHaveLength(0)
+  })
+
   it('a note racing a membership change waits for it and is refused: the change and the note are ordered by the party lock', async () => {
     const [a, b, c] = await players(3)
     const party = await formParty([a!, b!, c!])

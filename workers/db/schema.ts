@@ -186,15 +186,15 @@ export const parties = pgTable('parties', {
  * Every ticket a party's leader made for the party in the last two hours (longer than any ticket
  * lives), in any queue and region: a membership change cancels all of them, since a party may
  * wait in several pools at once. `parties.ticket_id` is the latest of them. A row is written only
- * while the party's members are the ticket's players (see `recordPartyTicket`), and rows older
- * than two hours are pruned on each write.
+ * while the party's members are the ticket's players (see `recordPartyTicket`); rows older than
+ * two hours are pruned on each write and by the cron.
  */
 export const partyTickets = pgTable(
   'party_tickets',
   {
-    partyId: text('party_id')
-      .notNull()
-      .references(() => parties.id, { onDelete: 'cascade' }),
+    // No foreign key: a note outlives its party (the last member leaving deletes it) until the
+    // ticket is known cancelled, so the cron can still cancel one a change could not reach.
+    partyId: text('party_id').notNull(),
     ticketId: text('ticket_id').notNull(),
     notedAt: timestamp('noted_at', { withTimezone: true, mode: 'date' })
       .notNull()

@@ -507,7 +507,8 @@ export async function recordPartyTicket(
        noted as (
          insert into party_tickets (party_id, ticket_id, noted_at)
          select $1, $2, clock_timestamp() from current
-         on conflict (party_id, ticket_id) do nothing
+         -- A join handed its existing ticket confirms it for the party as it is now.
+         on conflict (party_id, ticket_id) do update set noted_at = excluded.noted_at
        ),
        latest as (
          update parties set ticket_id = $2 where id = $1 and exists (select 1 from current)
@@ -524,21 +525,31 @@ export async function recordPartyTicket(
 }
 
 /**
- * Tickets noted for a party before its latest membership change, oldest first: a change
- * cancels the party's tickets and forgets those whose pool answered, so these are the ones whose
- * pool could not be reached. Notes and changes both stamp `clock_timestamp()` under the party's
- * lock, after any change or note holding it committed, so the order of the stamps is the order
- * of the events (a transaction's `now()` is its start, which can precede a wait for the lock).
+ * Tickets noted for a party before its latest membership change (or for a party that has since
+ * ended), oldest first: a change cancels the party's tickets and forgets those whose pool
+ * answered, so these are the ones whose pool could not be reached. Notes and changes both stamp
+ * `clock_timestamp()` under the party's lock, after any change or note holding it committed, so
+ * the order of the stamps is the order of the events (a transaction's `now()` is its start, which
+ * can precede a wait for the lock). Notes too old to stand for a waiting ticket are pruned first.
  */
 export async function stalePartyTickets(
   env: DbEnv,
   limit: number,
 ): Promise<{ partyId: string; ticketId: string }[]> {
-  const rows = (await getSql(env).query(
-    `select t.party_id, t.ticket_id from party_tickets t join parties p on p.id = t.party_id
-      where t.noted_at < p.updated_at order by t.noted_at limit $1`,
-    [limit],
-  )) as { party_id: string; ticket_id: string }[]
+  const sql = getSql(env)
+  const [, rows] = (await sql.transaction([
+    sql.query(
+      `delete from party_tickets
+        where noted_at < now() - make_interval(hours => ${NOTED_TICKET_HOURS})`,
+    ),
+    sql.query(
+      `select t.party_id, t.ticket_id
+         from party_tickets t left join parties p on p.id = t.party_id
+        where p.id is null or t.noted_at < p.updated_at
+        order by t.noted_at limit $1`,
+      [limit],
+    ),
+  ])) as [unknown, { party_id: string; ticket_id: string }[]]
   return rows.map((r) => ({ partyId: r.party_id, ticketId: r.ticket_id }))
 }
 

@@ -1,0 +1,1 @@
+ALTER TABLE "party_tickets" DROP CONSTRAINT "party_tickets_party_id_parties_id_fk";

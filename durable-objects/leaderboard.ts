@@ -627,12 +627,14 @@ export class Leaderboard extends DurableObject<Env> {
       score: input.score,
       subscore: input.subscore,
     })
-    // With `incr` a total can leave the bounds a single submission respects.
+    // With `incr` a total can leave the bounds a single submission respects. A standing the
+    // submission leaves as it was is not checked: bounds lowered below a player's best must not
+    // refuse their later, in-bounds scores.
     const totals = [
       ['score', 'the total', outcome.score, config.scoreMin, config.scoreMax],
       ['subscore', 'the subscore total', outcome.subscore, config.subscoreMin, config.subscoreMax],
     ] as const
-    for (const [path, what, total, min, max] of totals) {
+    for (const [path, what, total, min, max] of outcome.changed ? totals : []) {
       if (!Number.isFinite(total) || total < min || total > max) {
         return refuse('validation', `${what} would leave the board's bounds [${min}, ${max}]`, {
           errors: [{ path, message: 'total out of bounds' }],

@@ -99,6 +99,24 @@ describe('ordering and operators', () => {
     expect((await top(b)).entries[0]).toMatchObject({ score: 1, subscore: 60 })
   })
 
+  it('bounds lowered below a best: that player’s later in-bounds scores are answered, not refused', async () => {
+    const b = await createBoard({ scoreMax: 1000, subscoreMax: 100, submitsPerMinute: 600 })
+    await submitFor(b, 'p', { score: 900, subscore: 50 })
+    const lowered = await call(
+      `/v1/admin/leaderboards/${b}`,
+      json('PUT', { scoreMax: 500, subscoreMax: 10, submitsPerMinute: 600 }, ADMIN_KEY),
+    )
+    expect(lowered.status).toBe(200)
+    // Not better: the standing stays as it was, as for anyone else's worse score.
+    const worse = await submitFor(b, 'p', { score: 400, subscore: 5 })
+    expect(worse.status).toBe(200)
+    expect(await worse.json()).toMatchObject({ score: 400, best: 900, rank: 1 })
+    // Out of the new bounds: refused as for everyone.
+    const over = await problem(await submitFor(b, 'p', { score: 600 }))
+    expect(over).toMatchObject({ status: 422, type: 'urn:nexus:problem:validation' })
+    expect((await top(b)).entries[0]).toMatchObject({ playerId: 'p', score: 900, subscore: 50 })
+  })
+
   it('metadata rides along with the entry that ranks', async () => {
     const b = await createBoard({ sortOrder: 'asc' })
     await submitFor(b, 'p', { score: 50, metadata: { car: 'red', lap: [1, 2] } })

@@ -389,6 +389,10 @@ export class MatchPool extends DurableObject<Env> {
     this.waitingPlayerTotal = 0
     for (const t of index.tickets()) this.waitingPlayerTotal += t.players.length
     for (const id of misfits) this.finish(id, 'cancelled', 'queue_changed', this.now())
+    if (regionGone) {
+      // Sockets without a ticket would otherwise join a region the queue no longer has.
+      for (const ws of this.ctx.getWebSockets()) this.closeSocket(ws, 1000, 'region removed')
+    }
     this.updateGauges()
   }
 
@@ -451,6 +455,12 @@ export class MatchPool extends DurableObject<Env> {
     const config = this.config!
     const now = this.now()
     this.housekeep(now)
+    // A join that read the queue just before the region was taken out of it.
+    if (this.region !== null && !config.regions.includes(this.region)) {
+      return problem('validation', `Region '${this.region}' is not one of this queue's regions`, {
+        errors: [{ path: 'region', message: `one of: ${config.regions.join(', ')}` }],
+      })
+    }
     const ids = players.map((p) => p.playerId)
     if (ids.length > config.maxPartySize) {
       return problem('validation', `A ticket holds at most ${config.maxPartySize} players`, {

@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest'
 import type { MatchPool } from '../../durable-objects/match-pool.ts'
 import { localFamilies } from '../../workers/lib/metrics.ts'
 import { ADMIN_KEY, bearer, call, json, newGuest, problem } from './helpers/http.ts'
-import { connect, nextOfType, until } from './helpers/sockets.ts'
+import { closed, connect, nextOfType, until } from './helpers/sockets.ts'
 import {
   alarmAt,
   createQueue,
@@ -189,6 +189,40 @@ describe('queue changes and graces', () => {
     // Someone who could have matched it before the change finds nobody there.
     const tb = await joinFor(q, `${q}-b`)
     expect(tb.status).toBe('waiting')
+  })
+
+  it('a removed region takes no new tickets: open sockets there are closed, and a join that read the old config is refused', async () => {
+    const q = await createQueue({ regions: ['eu', 'us'] })
+    const clock = newClock()
+    await rig(q, clock, { region: 'us' })
+    const [g1, g2] = await Promise.all([newGuest(), newGuest()])
+    const s1 = await connect(`/v1/matchmaking/${q}?region=us`, g1.token)
+    const s2 = await connect(`/v1/matchmaking/${q}?region=us`, g2.token)
+    const put = await call(
+      `/v1/admin/queues/${q}`,
+      json('PUT', { ...DUEL, regions: ['eu'] }, ADMIN_KEY),
+    )
+    expect(put.status).toBe(200)
+    // Connected before the change, without a ticket: closed rather than left to join there.
+    for (const ws of [s1, s2]) expect((await closed(ws)).reason).toBe('region removed')
+    // A join that read version 1 from Neon just before the change reaches the pool after it.
+    const v1 = { ...DUEL, regions: ['eu', 'us'], maxPartySize: 1, ticketTtlSeconds: 600 }
+    const late = await runInDurableObject(poolOf(q, 'us'), (inst: MatchPool) =>
+      inst.join({
+        queue: q,
+        region: 'us',
+        config: v1 as never,
+        version: 1,
+        players: [{ playerId: `${q}-late`, rating: 1500 }],
+      }),
+    )
+    expect(late).toMatchObject({ ok: false, problem: 'validation' })
+    expect(
+      await runInDurableObject(
+        poolOf(q, 'us'),
+        async (inst: MatchPool) => (await inst.stats('us')).waitingTickets,
+      ),
+    ).toBe(0)
   })
 
   it('an HTTP join by a player whose socket ticket is in its disconnect grace ends the grace', async () => {

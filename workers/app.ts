@@ -135,6 +135,13 @@ export function createApp(): OpenAPIHono<AppEnv> {
   app.onError((err, c) => {
     if (err instanceof ApiError) return renderProblem(c, err)
     if (err instanceof HTTPException) {
+      // Hono's validator reading an empty or broken body that carries a JSON content type.
+      if (err.status === 400 && /malformed json/i.test(err.message)) {
+        return renderProblem(
+          c,
+          new ApiError('malformed-json', 'The request body is not valid JSON'),
+        )
+      }
       const problem = httpExceptionProblems[err.status]
       if (problem) return renderProblem(c, new ApiError(problem, err.message || undefined))
     }

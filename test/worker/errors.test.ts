@@ -2,7 +2,8 @@ import { env } from 'cloudflare:workers'
 import { describe, expect, it } from 'vitest'
 import { createApp } from '../../workers/app.ts'
 import { getSql } from '../../workers/db/client.ts'
-import { call, json, problem, ADMIN_KEY } from './helpers/http.ts'
+import { createBoard } from './helpers/boards.ts'
+import { bearer, call, json, problem, ADMIN_KEY } from './helpers/http.ts'
 
 const PROBLEM = 'application/problem+json'
 
@@ -42,6 +43,33 @@ describe('the error funnel renders RFC 9457 problems', () => {
       contentType: PROBLEM,
       type: 'urn:nexus:problem:malformed-json',
     })
+  })
+
+  it('an empty body with a JSON content type is 400 malformed-json, like any other broken JSON', async () => {
+    const p = await problem(
+      await call('/v1/auth/guest', {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'content-length': '0' },
+        body: '',
+      }),
+    )
+    expect(p).toMatchObject({ status: 400, type: 'urn:nexus:problem:malformed-json' })
+  })
+
+  it('a PUT without a body is 422 and changes nothing (it would otherwise reset every setting)', async () => {
+    const board = await createBoard({ cycle: { every: '1h' }, scoreMax: 100 })
+    for (const path of [
+      `/v1/admin/leaderboards/${board}`,
+      `/v1/admin/queues/q-empty-put`,
+      `/v1/admin/players/p-empty-put`,
+    ]) {
+      const p = await problem(await call(path, { method: 'PUT', ...bearer(ADMIN_KEY) }))
+      expect(p).toMatchObject({ status: 422, type: 'urn:nexus:problem:validation' })
+    }
+    const info = (await (await call(`/v1/leaderboards/${board}`)).json()) as {
+      config: { cycle: unknown; scoreMax: number }
+    }
+    expect(info.config).toMatchObject({ cycle: { every: '1h' }, scoreMax: 100 })
   })
 
   it('415 for a body that is not JSON', async () => {

@@ -17,10 +17,20 @@ export function hasBody(headers: Headers): boolean {
 /**
  * Every request body Nexus accepts is JSON: a body of another type is 415, and a body that is
  * not valid JSON is 400 `malformed-json`, before any handler or validator runs. Parsing here
- * also fills Hono's body cache, so validators do not parse twice.
+ * also fills Hono's body cache, so validators do not parse twice. Every PUT replaces a
+ * resource with its body, so a PUT without one is 422: the validators would read it as `{}`,
+ * which for a leaderboard is "every setting back to its default".
  */
 export const jsonBody = (): MiddlewareHandler<AppEnv> =>
   async function jsonBody(c, next) {
+    if (
+      c.req.method === 'PUT' &&
+      (c.req.raw.body === null || c.req.header('content-length') === '0')
+    ) {
+      throw new ApiError('validation', 'A PUT needs a JSON body: the whole resource', {
+        errors: [{ path: '(body)', message: 'required' }],
+      })
+    }
     if (BODY_METHODS.has(c.req.method) && hasBody(c.req.raw.headers)) {
       const type = c.req.header('content-type') ?? ''
       if (!/^application\/(?:[\w.+-]+\+)?json\s*(?:;|$)/i.test(type)) {

@@ -28,6 +28,7 @@ import {
   type ArchiveReward,
   type ArchiveWriter,
 } from '../workers/leaderboards/archive-writer.ts'
+import { isDatabaseUnreachable } from '../workers/db/client.ts'
 import { loadLeaderboardConfig } from '../workers/leaderboards/config-store.ts'
 import { errorFields, log } from '../workers/lib/log.ts'
 import { counter, histogram } from '../workers/lib/metrics.ts'
@@ -403,14 +404,25 @@ export class Leaderboard extends DurableObject<Env> {
     this.setMeta('seq', String(this.seq))
   }
 
-  /** Makes sure the board knows its configuration, fetching it from Neon after a cold start. */
-  private async ensureConfigured(boardId: string): Promise<boolean> {
-    if (this.config) return true
-    const stored = await loadLeaderboardConfig(this.env, boardId)
-    if (!stored) return false
+  /**
+   * Makes sure the board knows its configuration, fetching it from Neon after a cold start; null
+   * when it does, else why not (`not-found`, or `unavailable` while Neon cannot be reached).
+   */
+  private async ensureConfigured(boardId: string): Promise<BoardProblem | null> {
+    if (this.config) return null
+    let stored: Awaited<ReturnType<typeof loadLeaderboardConfig>>
+    try {
+      stored = await loadLeaderboardConfig(this.env, boardId)
+    } catch (err) {
+      // Thrown, it would cross the RPC as a plain error and answer 500.
+      if (!isDatabaseUnreachable(err)) throw err
+      log('warn', 'board config not read', { actor: this.actor, ...errorFields(err) })
+      return refuse('unavailable', 'The database is unreachable; retry shortly')
+    }
+    if (!stored) return refuse('not-found', `No leaderboard '${boardId}'`)
     // Another call may have configured the board while this one waited for Neon.
     if (!this.config) this.configureNow(boardId, stored.config, this.now(), stored.version)
-    return true
+    return null
   }
 
   /**
@@ -544,8 +556,8 @@ export class Leaderboard extends DurableObject<Env> {
   }
 
   private async trySubmit(input: SubmitInput): Promise<Reply<{ result: SubmitResult }>> {
-    if (!(await this.ensureConfigured(input.boardId)))
-      return refuse('not-found', `No leaderboard '${input.boardId}'`)
+    const unknown = await this.ensureConfigured(input.boardId)
+    if (unknown) return unknown
     const now = this.now()
     if (this.rollover(now)) await this.scheduleAlarm()
     const config = this.config!
@@ -698,8 +710,8 @@ export class Leaderboard extends DurableObject<Env> {
     boardId: string,
     entries: { playerId: string; score: number; subscore: number; metadata: string | null }[],
   ): Promise<Reply<{ cycle: number; imported: number; total: number }>> {
-    if (!(await this.ensureConfigured(boardId)))
-      return refuse('not-found', `No leaderboard '${boardId}'`)
+    const unknown = await this.ensureConfigured(boardId)
+    if (unknown) return unknown
     const now = this.now()
     if (this.rollover(now)) await this.scheduleAlarm()
     const config = this.config!
@@ -773,9 +785,12 @@ export class Leaderboard extends DurableObject<Env> {
   // ---------------------------------------------------------------------------------------------
   // Reads
 
-  /** Configuration and the current cycle, or null for an unknown board. */
-  async info(boardId: string): Promise<{ config: LeaderboardConfig; cycle: CycleInfo } | null> {
-    if (!(await this.ensureConfigured(boardId))) return null
+  /** Configuration and the current cycle; null for an unknown board; a problem if Neon is down. */
+  async info(
+    boardId: string,
+  ): Promise<{ config: LeaderboardConfig; cycle: CycleInfo } | BoardProblem | null> {
+    const unknown = await this.ensureConfigured(boardId)
+    if (unknown) return unknown.problem === 'not-found' ? null : unknown
     if (this.rollover(this.now())) await this.scheduleAlarm()
     return { config: this.config!, cycle: this.cycleInfo() }
   }
@@ -794,8 +809,8 @@ export class Leaderboard extends DurableObject<Env> {
   ): Promise<
     Reply<{ cycle: number; entries: BoardEntry[]; nextCursor: string | null; total: number }>
   > {
-    if (!(await this.ensureConfigured(boardId)))
-      return refuse('not-found', `No leaderboard '${boardId}'`)
+    const unknown = await this.ensureConfigured(boardId)
+    if (unknown) return unknown
     if (this.rollover(this.now())) await this.scheduleAlarm()
     const cur = this.current!
     let walk: BoardCursor = { cycle: cur.cycle, snapshot: this.seq, lastRank: 0, key: null }
@@ -881,8 +896,8 @@ export class Leaderboard extends DurableObject<Env> {
     boardId: string,
     playerId: string,
   ): Promise<Reply<{ cycle: number; entry: BoardEntry | null; total: number }>> {
-    if (!(await this.ensureConfigured(boardId)))
-      return refuse('not-found', `No leaderboard '${boardId}'`)
+    const unknown = await this.ensureConfigured(boardId)
+    if (unknown) return unknown
     if (this.rollover(this.now())) await this.scheduleAlarm()
     const e = this.index.get(playerId)
     return {
@@ -899,8 +914,8 @@ export class Leaderboard extends DurableObject<Env> {
     playerId: string,
     limit: number,
   ): Promise<Reply<{ cycle: number; entries: BoardEntry[]; total: number }>> {
-    if (!(await this.ensureConfigured(boardId)))
-      return refuse('not-found', `No leaderboard '${boardId}'`)
+    const unknown = await this.ensureConfigured(boardId)
+    if (unknown) return unknown
     if (this.rollover(this.now())) await this.scheduleAlarm()
     if (!this.index.has(playerId)) {
       return refuse(
@@ -963,8 +978,8 @@ export class Leaderboard extends DurableObject<Env> {
     boardId: string,
     opts: { retryNow?: boolean; cycle?: number } = {},
   ): Promise<Reply<{ closed: CloseStatus; current: CycleInfo }>> {
-    if (!(await this.ensureConfigured(boardId)))
-      return refuse('not-found', `No leaderboard '${boardId}'`)
+    const unknown = await this.ensureConfigured(boardId)
+    if (unknown) return unknown
     const now = this.now()
     this.rollover(now)
     const closedCycle = opts.cycle ?? this.current!.cycle
@@ -985,7 +1000,7 @@ export class Leaderboard extends DurableObject<Env> {
 
   /** The scheduled path (cron): rolls over if due and makes sure pending archives progress. */
   async tick(boardId: string): Promise<{ rolledOver: boolean; pending: number }> {
-    if (!(await this.ensureConfigured(boardId))) return { rolledOver: false, pending: 0 }
+    if (await this.ensureConfigured(boardId)) return { rolledOver: false, pending: 0 }
     const rolledOver = this.rollover(this.now())
     const pending = one<{ n: number }>(
       this.sql,

@@ -481,7 +481,8 @@ describe('cycles close on schedule', () => {
           requestHash: key,
         })
       await submit('before', 'k1')
-      const info = (await inst.info(board))!
+      const info = await inst.info(board)
+      if (!info || !('config' in info)) throw new Error('no board info')
       const end = info.cycle.endsAt!
       // 30 s past the hour, before any alarm or request rolled the cycle over.
       inst.now = () => end + 30_000

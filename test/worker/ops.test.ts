@@ -1,6 +1,8 @@
+import { runInDurableObject } from 'cloudflare:test'
 import { env } from 'cloudflare:workers'
 import { neon } from '@neondatabase/serverless'
 import { describe, expect, it } from 'vitest'
+import type { Leaderboard } from '../../durable-objects/leaderboard.ts'
 import { configureLocalRelay } from '../../workers/db/client.ts'
 import { ADMIN_KEY, bearer, call, callWithEnv, json, newGuest } from './helpers/http.ts'
 
@@ -70,6 +72,27 @@ describe('operations endpoints', () => {
       const body = (await res.json()) as { type: string; requestId: string }
       expect(body.type).toBe('urn:nexus:problem:unavailable')
       expect(body.requestId).toBe(res.headers.get('x-request-id'))
+    }
+  })
+
+  it('a board its object has not loaded answers 503 unavailable while Neon is down, not 500', async () => {
+    const id = `pg-down-board-${crypto.randomUUID().slice(0, 8)}`
+    const stub = env.LEADERBOARD.getByName(id)
+    // The object reads its configuration from Neon on first use; here Neon is out of reach.
+    await runInDurableObject(stub, (inst: Leaderboard) => {
+      ;(inst as unknown as { env: unknown }).env = { ...env, ...unreachablePostgres }
+    })
+    const responses = [
+      await call(`/v1/leaderboards/${id}/top`),
+      await call(`/v1/leaderboards/${id}`),
+      await call(
+        `/v1/leaderboards/${id}/scores`,
+        json('POST', { playerId: 'p', score: 1 }, ADMIN_KEY, { 'idempotency-key': 'k' }),
+      ),
+    ]
+    for (const res of responses) {
+      expect(res.status).toBe(503)
+      expect(((await res.json()) as { type: string }).type).toBe('urn:nexus:problem:unavailable')
     }
   })
 

@@ -124,8 +124,8 @@ dashboard.get('/api/overview', async (c) => {
         id: b.id,
         name: b.name,
         version: b.version,
-        cycle: info && !('error' in info) ? info.cycle : null,
-        schedule: info && !('error' in info) ? info.config.cycle : null,
+        cycle: info && 'cycle' in info ? info.cycle : null,
+        schedule: info && 'config' in info ? info.config.cycle : null,
         error: info && 'error' in info ? info.error : null,
         rewardsPaid: paid.get(b.id)?.rewards ?? 0,
       }
@@ -229,6 +229,7 @@ dashboard.get('/api/boards/:id', async (c) => {
     >,
   ])
   if (!info) throw new ApiError('not-found', `No leaderboard '${id}'`)
+  if ('ok' in info) throw new ApiError(info.problem, info.detail)
   const entries = top.ok ? top.entries : []
   const names = await playerNames(
     c.env,

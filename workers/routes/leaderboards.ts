@@ -102,6 +102,7 @@ leaderboardRoutes.openapi(getBoardRoute, (async (c: Context<AppEnv>) => {
     load: async () => {
       const info = await board(c, id).info(id)
       if (!info) throw new ApiError('not-found', `No leaderboard '${id}'`)
+      if ('ok' in info) fail(info)
       return { id, config: info.config, cycle: info.cycle }
     },
   })

@@ -96,6 +96,25 @@ describe('operations endpoints', () => {
     }
   })
 
+  it('an Upstash URL the client refuses (a rediss:// string) is Redis down, not a 500 on every route', async () => {
+    const misconfigured = {
+      UPSTASH_REDIS_REST_URL: 'rediss://default:pw@example.upstash.io:6379',
+      UPSTASH_REDIS_REST_TOKEN: 'x',
+    }
+    const ready = await callWithEnv(misconfigured, '/ready')
+    expect(ready.status).toBe(503)
+    expect(((await ready.json()) as { checks: unknown }).checks).toEqual({
+      postgres: 'up',
+      redis: 'down',
+    })
+    const guest = await callWithEnv(
+      misconfigured,
+      '/v1/auth/guest',
+      json('POST', { deviceId: `bad-redis-url-${crypto.randomUUID()}` }),
+    )
+    expect(guest.status).toBe(200)
+  })
+
   it('/ready is 503 naming Redis when it is down, and Postgres still up', async () => {
     const res = await callWithEnv(unreachableRedis, '/ready')
     expect(res.status).toBe(503)

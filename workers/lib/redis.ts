@@ -131,9 +131,22 @@ export function getRedis(env: RedisEnv): RedisAccelerator | null {
   if (!url) return null
   let accel = accelerators.get(url)
   if (!accel) {
-    const redis = new Redis({
+    accel = new RedisAccelerator(newRedis(url, env.UPSTASH_REDIS_REST_TOKEN ?? ''))
+    accelerators.set(url, accel)
+  }
+  return accel
+}
+
+/**
+ * The Upstash client, or, for a URL it refuses (the `rediss://` connection string, a pasted
+ * newline), a stand-in failing every call with that error: Redis is then down, as `/ready`
+ * says, and the paths that use it fall back, instead of every request failing with a 500.
+ */
+function newRedis(url: string, token: string): Redis {
+  try {
+    return new Redis({
       url,
-      token: env.UPSTASH_REDIS_REST_TOKEN ?? '',
+      token,
       // Retries would multiply the deadline; the breaker and the fallback path handle failure.
       retry: false,
       enableTelemetry: false,
@@ -143,8 +156,11 @@ export function getRedis(env: RedisEnv): RedisAccelerator | null {
       // explicit pipelines or transactions instead.
       enableAutoPipelining: false,
     })
-    accel = new RedisAccelerator(redis)
-    accelerators.set(url, accel)
+  } catch (err) {
+    log('error', 'UPSTASH_REDIS_REST_URL is not usable; Redis is treated as down', errorFields(err))
+    const failing = () => {
+      throw err
+    }
+    return new Proxy({}, { get: () => failing }) as Redis
   }
-  return accel
 }

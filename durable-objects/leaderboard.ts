@@ -30,6 +30,7 @@ import {
 } from '../workers/leaderboards/archive-writer.ts'
 import { isDatabaseUnreachable } from '../workers/db/client.ts'
 import { loadLeaderboardConfig } from '../workers/leaderboards/config-store.ts'
+import { submissionRefusals } from '../workers/leaderboards/metrics.ts'
 import { errorFields, log } from '../workers/lib/log.ts'
 import { counter, histogram } from '../workers/lib/metrics.ts'
 import { sendMetricsSoon } from '../workers/lib/metrics-flush.ts'
@@ -58,10 +59,6 @@ const MAX_HISTORY = 200_000
 const submissions = counter(
   'nexus_leaderboard_submissions_total',
   'Score submissions accepted (replays included)',
-)
-const rejections = counter(
-  'nexus_leaderboard_rejections_total',
-  'Score submissions refused, by reason',
 )
 const rowsArchived = counter(
   'nexus_leaderboard_rows_archived_total',
@@ -185,7 +182,6 @@ function refuse(
   extensions?: Record<string, unknown>,
   headers?: Record<string, string>,
 ): BoardProblem {
-  rejections.inc({ reason: problem })
   return {
     ok: false,
     problem,
@@ -548,7 +544,9 @@ export class Leaderboard extends DurableObject<Env> {
    */
   async submit(input: SubmitInput): Promise<Reply<{ result: SubmitResult }>> {
     try {
-      return await this.trySubmit(input)
+      const reply = await this.trySubmit(input)
+      if (!reply.ok) submissionRefusals.inc({ reason: reply.problem })
+      return reply
     } finally {
       // Accepted or refused, the submission was counted.
       void sendMetricsSoon(this.env)

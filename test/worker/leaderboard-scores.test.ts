@@ -2,6 +2,7 @@ import { evictDurableObject, runInDurableObject } from 'cloudflare:test'
 import { env } from 'cloudflare:workers'
 import { describe, expect, it } from 'vitest'
 import type { Leaderboard } from '../../durable-objects/leaderboard.ts'
+import { localFamilies } from '../../workers/lib/metrics.ts'
 import { ADMIN_KEY, call, json, newGuest, problem } from './helpers/http.ts'
 import { createBoard, fresh, submitAs, submitFor, type Top } from './helpers/boards.ts'
 
@@ -218,6 +219,34 @@ describe('idempotency', () => {
       await submitFor(b, 'p', { score: 5, metadata: { b: 2, a: 1 } }, 'k-order')
     ).json()) as { replayed: boolean }
     expect(r.replayed).toBe(true)
+  })
+})
+
+describe('the rejections metric', () => {
+  it('counts refused submissions, whoever refused them, and not refused reads', async () => {
+    const b = await createBoard({ submitsPerMinute: 1 })
+    const refusals = () => {
+      const family = localFamilies().find((f) => f.name === 'nexus_leaderboard_rejections_total')
+      const series = (family?.series ?? []) as { labels: { reason: string }; value: number }[]
+      return (reason: string) => series.find((x) => x.labels.reason === reason)?.value ?? 0
+    }
+    const before = refusals()
+    // Refused reads: a player with no score, a broken cursor.
+    await (await call(`/v1/leaderboards/${b}/around/nobody`)).body?.cancel()
+    await (await call(`/v1/leaderboards/${b}/top?cursor=notacursor`)).body?.cancel()
+    // Refused by the Worker: a score that is not a number.
+    await (await submitFor(b, 'p', { score: 'ten' as unknown as number })).body?.cancel()
+    // Refused by the board: over the limit, within one minute of the board's clock.
+    const minute = Math.floor(Date.now() / 60_000) * 60_000 + 30_000
+    await runInDurableObject(env.LEADERBOARD.getByName(b), (inst: Leaderboard) => {
+      inst.now = () => minute
+    })
+    expect((await submitFor(b, 'p', { score: 1 })).status).toBe(200)
+    expect((await submitFor(b, 'p', { score: 2 })).status).toBe(429)
+    const after = refusals()
+    expect(after('validation') - before('validation')).toBe(1)
+    expect(after('not-found') - before('not-found')).toBe(0)
+    expect(after('rate-limited') - before('rate-limited')).toBe(1)
   })
 })
 

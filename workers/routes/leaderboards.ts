@@ -1,7 +1,8 @@
 import { createRoute, z } from '@hono/zod-openapi'
-import type { Context } from 'hono'
+import type { Context, MiddlewareHandler } from 'hono'
 import type { AppEnv } from '../app-env.ts'
 import type { BoardEntry, BoardProblem } from '../../durable-objects/leaderboard.ts'
+import { submissionRefusals } from '../leaderboards/metrics.ts'
 import { boardStub } from '../leaderboards/stub.ts'
 import { boundedInt } from '../lib/config.ts'
 import { newRouter, PlayerId, problemResponses, ResourceId } from '../lib/openapi.ts'
@@ -45,8 +46,22 @@ function board(c: Context<AppEnv>, id: string) {
   return boardStub(c.env, id)
 }
 
+/** A refusal the board made (and counted, for submissions). */
+class BoardRefusal extends ApiError {}
+
 function fail(p: BoardProblem): never {
-  throw new ApiError(p.problem, p.detail, p.extensions ?? {}, p.headers ?? {})
+  throw new BoardRefusal(p.problem, p.detail, p.extensions ?? {}, p.headers ?? {})
+}
+
+/** Counts the submissions the Worker refuses before asking the board (which counts its own). */
+const countRefusedSubmissions: MiddlewareHandler<AppEnv> = async function countRefusedSubmissions(
+  c,
+  next,
+) {
+  await next()
+  if (c.error instanceof ApiError && !(c.error instanceof BoardRefusal)) {
+    submissionRefusals.inc({ reason: c.error.problem })
+  }
 }
 
 async function named(c: Context<AppEnv>, entries: BoardEntry[]) {
@@ -119,6 +134,7 @@ const submitRoute = createRoute({
     'A retry with the same Idempotency-Key returns the first answer with `replayed: true`; the same key ' +
     'with a different body is refused (422 idempotency-key-reused). Keys are remembered for 24 h.',
   middleware: [
+    countRefusedSubmissions,
     requirePrincipal(),
     edgeRateLimit({
       name: 'score-submit',

@@ -365,6 +365,9 @@ export class MatchPool extends DurableObject<Env> {
     if (config) {
       this.config = JSON.parse(config) as QueueConfig
       this.rebuildIndex()
+      // The rate gauges the last instance published may be out of date (it was evicted before
+      // they fell): the next alarm, which that instance armed for the fall, recomputes them.
+      this.ratesStale = true
     }
   }
 

@@ -1,4 +1,4 @@
-import { runDurableObjectAlarm, runInDurableObject } from 'cloudflare:test'
+import { evictDurableObject, runDurableObjectAlarm, runInDurableObject } from 'cloudflare:test'
 import { describe, expect, it } from 'vitest'
 import type { MatchPool } from '../../durable-objects/match-pool.ts'
 import { localFamilies } from '../../workers/lib/metrics.ts'
@@ -255,29 +255,38 @@ describe('queue changes and graces', () => {
     expect((await ticketOf(ticketId)).status).toBe('waiting')
   })
 
-  it('matches per minute falls back to 0 on /metrics a minute after the last match, with no join since', async () => {
-    const q = await createQueue()
-    const clock = newClock()
-    await rig(q, clock)
-    await joinFor(q, `${q}-a`)
-    expect((await joinFor(q, `${q}-b`)).status).toBe('matched')
-    const gauge = () =>
-      (
-        localFamilies().find((f) => f.name === 'nexus_matchmaking_matches_per_minute')!.series as {
-          labels: Record<string, string>
-          value: number
-        }[]
-      ).find((x) => x.labels.queue === q)?.value
-    expect(gauge()).toBe(1)
-    const matchedAt = clock.t
-    // Whatever else the pool has due first, its alarm comes by the time the match leaves the
-    // minute, and then the gauge falls.
-    for (let i = 0; i < 5 && gauge() !== 0; i++) {
-      const next = (await alarmAt(q))!
-      expect(next).toBeLessThanOrEqual(matchedAt + 60_001)
-      clock.t = next
-      expect(await runDurableObjectAlarm(poolOf(q))).toBe(true)
-    }
-    expect(gauge()).toBe(0)
-  })
+  it.each([false, true])(
+    'matches per minute falls back to 0 on /metrics a minute after the last match, with no join since (the pool evicted in between: %s)',
+    async (evicted) => {
+      const q = await createQueue()
+      const clock = newClock()
+      await rig(q, clock)
+      await joinFor(q, `${q}-a`)
+      expect((await joinFor(q, `${q}-b`)).status).toBe('matched')
+      if (evicted) {
+        // A new instance knows nothing of the value the last one published.
+        await evictDurableObject(poolOf(q))
+        await rig(q, clock)
+      }
+      const gauge = () =>
+        (
+          localFamilies().find((f) => f.name === 'nexus_matchmaking_matches_per_minute')!
+            .series as {
+            labels: Record<string, string>
+            value: number
+          }[]
+        ).find((x) => x.labels.queue === q)?.value
+      expect(gauge()).toBe(1)
+      const matchedAt = clock.t
+      // Whatever else the pool has due first, its alarm comes by the time the match leaves the
+      // minute, and then the gauge falls.
+      for (let i = 0; i < 5 && gauge() !== 0; i++) {
+        const next = (await alarmAt(q))!
+        expect(next).toBeLessThanOrEqual(matchedAt + 60_001)
+        clock.t = next
+        expect(await runDurableObjectAlarm(poolOf(q))).toBe(true)
+      }
+      expect(gauge()).toBe(0)
+    },
+  )
 })

@@ -11,8 +11,9 @@ import { acknowledgeBatch, hasUnsentMetrics, localFamilies, takeBatch } from './
  *   while it counts anything; the Worker sends after a request once the interval has passed.
  * - `/metrics` first sends this isolate's own changes, so what the answering isolate counted is
  *   always included; other isolates' are at most FLUSH_INTERVAL_MS old.
- * - If the hub cannot be reached, `/metrics` answers with this isolate's own numbers and says so
- *   (`nexus-metrics-scope: isolate`); unsent changes stay in the isolate for the next batch.
+ * - If the hub cannot be reached, `clusterMetrics` gives this isolate's own numbers and says so
+ *   (scope `isolate`: the dashboard shows them, `/metrics` refuses with 503); unsent changes stay
+ *   in the isolate for the next batch.
  */
 
 export const FLUSH_INTERVAL_MS = 10_000

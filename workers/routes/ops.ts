@@ -3,7 +3,7 @@ import type { AppEnv } from '../app-env.ts'
 import { getSql } from '../db/client.ts'
 import { renderFamilies } from '../lib/metric-families.ts'
 import { clusterMetrics } from '../lib/metrics-flush.ts'
-import { problemBody } from '../lib/problem.ts'
+import { ApiError, problemBody } from '../lib/problem.ts'
 import { getRedis } from '../lib/redis.ts'
 import { requireMetricsReader } from '../middleware/auth.ts'
 import { docsPage } from './docs-page.ts'
@@ -71,9 +71,13 @@ ops.get('/ready', async (c) => {
 ops.get('/metrics', requireMetricsReader(), async (c) => {
   const { families, scope } = await clusterMetrics(c.env)
   c.header('cache-control', 'no-store')
+  // One isolate's totals under the cluster's names would read as counter resets, and the next
+  // full scrape as a jump of the whole cluster's count: a failed scrape (a gap) is honest.
+  if (scope === 'isolate') {
+    throw new ApiError('unavailable', 'The metrics hub is unreachable; the scrape is not served')
+  }
   return c.body(renderFamilies(families), 200, {
     'content-type': 'text/plain; version=0.0.4; charset=utf-8',
-    // 'cluster': every isolate's totals from the MetricsHub; 'isolate': the hub was unreachable.
     'nexus-metrics-scope': scope,
   })
 })

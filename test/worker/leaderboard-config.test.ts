@@ -72,6 +72,11 @@ describe('leaderboard configuration', () => {
         { rewards: [{ fromRank: 1, toRank: 1, reward: { blob: 'x'.repeat(2000) } }] },
         'rewards.0.reward',
       ],
+      // 1,000 characters but 3,000 bytes: the limit is in bytes.
+      [
+        { rewards: [{ fromRank: 1, toRank: 1, reward: { blob: '€'.repeat(1000) } }] },
+        'rewards.0.reward',
+      ],
       [{ colour: 'blue' }, ''],
     ]
     for (const [config, path] of bad) {

@@ -12,6 +12,8 @@ const MAX_JSON_DEPTH = 8
 const Score = z.number().min(-SCORE_LIMIT).max(SCORE_LIMIT)
 
 /** Depth of a JSON value; deep nesting is refused before it costs anything to store or hash. */
+const utf8 = new TextEncoder()
+
 function depth(v: unknown): number {
   if (v === null || typeof v !== 'object') return 0
   const children = Array.isArray(v) ? v : Object.values(v)
@@ -23,7 +25,11 @@ function depth(v: unknown): number {
 const Reward = z
   .record(z.string().max(64), z.unknown())
   .refine(storableJson, NOT_STORABLE_REASON)
-  .refine((r) => JSON.stringify(r).length <= 1024, 'a reward is at most 1024 bytes of JSON')
+  // Bytes of UTF-8, as stored: a string's length counts UTF-16 units (a "€" is 1, but 3 bytes).
+  .refine(
+    (r) => utf8.encode(JSON.stringify(r)).length <= 1024,
+    'a reward is at most 1024 bytes of JSON',
+  )
   .refine((r) => depth(r) <= MAX_JSON_DEPTH, `nested at most ${MAX_JSON_DEPTH} levels`)
   .openapi({ example: { coins: 500, badge: 'gold' } })
 

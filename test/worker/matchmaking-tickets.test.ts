@@ -2,6 +2,7 @@ import { evictDurableObject, runDurableObjectAlarm, runInDurableObject } from 'c
 import { describe, expect, it } from 'vitest'
 import type { MatchPool } from '../../durable-objects/match-pool.ts'
 import { localFamilies } from '../../workers/lib/metrics.ts'
+import { pg } from './helpers/boards.ts'
 import { ADMIN_KEY, bearer, call, json, newGuest, problem } from './helpers/http.ts'
 import { closed, connect, nextOfType, until } from './helpers/sockets.ts'
 import {
@@ -189,6 +190,27 @@ describe('queue changes and graces', () => {
     // Someone who could have matched it before the change finds nobody there.
     const tb = await joinFor(q, `${q}-b`)
     expect(tb.status).toBe('waiting')
+  })
+
+  it('a region whose removal never reached its pool hears it with the next change', async () => {
+    const q = await createQueue({ regions: ['eu', 'us'] })
+    await rig(q, newClock(), { region: 'us' })
+    const t = await joinFor(q, `${q}-a`, { region: 'us' })
+    // Version 2 takes 'us' out, but its push to the 'us' pool is lost (written to Neon alone,
+    // as a PUT whose push failed leaves it).
+    await pg()`update queues set config = jsonb_set(config, '{regions}', '["eu"]'),
+      version = version + 1 where id = ${q}`
+    expect((await ticketOf(t.ticketId)).status).toBe('waiting')
+    // Version 3, also without 'us': every region the queue ever had is told.
+    const put = await call(
+      `/v1/admin/queues/${q}`,
+      json('PUT', { ...DUEL, regions: ['eu'], maxRatingGap: 150 }, ADMIN_KEY),
+    )
+    expect(put.status).toBe(200)
+    expect(await ticketOf(t.ticketId)).toMatchObject({
+      status: 'cancelled',
+      reason: 'queue_changed',
+    })
   })
 
   it('a removed region takes no new tickets: open sockets there are closed, and a join that read the old config is refused', async () => {

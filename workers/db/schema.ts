@@ -119,7 +119,15 @@ export const rewards = pgTable(
 )
 
 /** Matchmaking queue configuration (Neon is the record; each MatchPool keeps a copy). */
-export const queues = pgTable('queues', configColumns())
+export const queues = pgTable('queues', {
+  ...configColumns(),
+  // Every region the queue has had: a config push goes to all of them, so a region's pool hears
+  // that it was taken out even if the push of that change failed (it gets no joins to learn it).
+  knownRegions: text('known_regions')
+    .array()
+    .notNull()
+    .default(sql`'{}'::text[]`),
+})
 
 /** Every game session created (by the matchmaker or an admin), for listing and auditing. */
 export const gameSessions = pgTable(

@@ -164,20 +164,28 @@ export async function loadQueueConfig(
   return row ? { config: row.config as QueueConfig, version: row.version } : null
 }
 
-/** Creates or replaces a queue's configuration; returns whether it was created. */
+/**
+ * Creates or replaces a queue's configuration; returns whether it was created, and every region
+ * the queue has had (this config's included), which the config must be pushed to.
+ */
 export async function saveQueueConfig(
   env: DbEnv,
   id: string,
   config: QueueConfig,
-): Promise<{ created: boolean; version: number }> {
+): Promise<{ created: boolean; version: number; knownRegions: string[] }> {
   const [row] = await getDb(env)
     .insert(queues)
-    .values({ id, config })
+    .values({ id, config, knownRegions: config.regions })
     .onConflictDoUpdate({
       target: queues.id,
-      set: { config, version: sql`${queues.version} + 1`, updatedAt: sql`now()` },
+      set: {
+        config,
+        version: sql`${queues.version} + 1`,
+        updatedAt: sql`now()`,
+        knownRegions: sql`array(select distinct r from unnest(${queues.knownRegions} || excluded.known_regions) r order by r)`,
+      },
     })
-    .returning({ version: queues.version })
+    .returning({ version: queues.version, knownRegions: queues.knownRegions })
   const version = row?.version ?? 1
-  return { created: version === 1, version }
+  return { created: version === 1, version, knownRegions: row?.knownRegions ?? config.regions }
 }

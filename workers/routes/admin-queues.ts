@@ -43,9 +43,11 @@ const putRoute = createRoute({
   path: '/{queue}',
   summary: 'Create or update a matchmaking queue',
   description:
-    'Stored in Neon, then pushed to each region’s pool. Waiting tickets keep their join time and ' +
-    'are matched under the new settings at once; a party that no longer fits a team is cancelled ' +
-    '(`queue_changed`). A pool that missed the push picks the new version up with its next join.',
+    'Stored in Neon, then pushed to the pool of every region the queue has had. Waiting tickets ' +
+    'keep their join time and time-to-live and are matched under the new settings at once; a ' +
+    'party that no longer fits a team, and tickets in a region taken out, are cancelled ' +
+    '(`queue_changed`). A pool that missed the push picks the new version up with its next join, ' +
+    'or, for a region taken out, with the next change.',
   middleware: [requireAdmin()] as const,
   request: {
     params: QueueParam,
@@ -61,13 +63,12 @@ const putRoute = createRoute({
 adminQueues.openapi(putRoute, async (c) => {
   const { queue } = c.req.valid('param')
   const config = normalizeQueueConfig(c.req.valid('json'))
-  const previous = await loadQueueConfig(c.env, queue)
-  const { created, version } = await saveQueueConfig(c.env, queue, config)
+  const { created, version, knownRegions } = await saveQueueConfig(c.env, queue, config)
   // Neon is the record and every join carries the version, so a failed push only delays it.
-  // Regions taken out hear it too: their waiting tickets leave with `queue_changed`.
-  const regions = new Set([...config.regions, ...(previous?.config.regions ?? [])])
+  // Regions taken out hear it too, at this change or any later one (a push can fail, and such a
+  // region gets no joins to learn it from): their waiting tickets leave with `queue_changed`.
   const pushed = await Promise.allSettled(
-    [...regions].map((region) =>
+    knownRegions.map((region) =>
       poolStub(c.env, queue, region).configure(queue, region, config, version),
     ),
   )

@@ -155,8 +155,9 @@ export async function cachedRead(c: Context<AppEnv>, opts: CachedReadOptions): P
       status: 200,
       headers: {
         'content-type': 'application/json',
+        // max-age is already the time left; an Age beside it would be taken off again by every
+        // HTTP cache downstream (RFC 9111 §4.2.3), which would keep the answer half as long.
         'cache-control': `${opts.visibility}, max-age=${left}`,
-        age: String(Math.max(0, Math.floor((Date.now() - storedAt) / 1000))),
         'x-cache': source,
       },
     })

@@ -161,6 +161,9 @@ export interface CycleInfo {
   startsAt: number
   endsAt: number | null
   entries: number
+  /** The rules this cycle ranks by: a change of either takes effect at the next cycle. */
+  sortOrder: CycleRules['sortOrder']
+  operator: CycleRules['operator']
 }
 
 export interface CloseStatus {
@@ -485,6 +488,8 @@ export class Leaderboard extends DurableObject<Env> {
       startsAt: cur.startsAt,
       endsAt: cur.endsAt,
       entries: this.index.size,
+      sortOrder: cur.sortOrder,
+      operator: cur.operator,
     }
   }
 

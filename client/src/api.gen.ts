@@ -325,6 +325,10 @@ export interface Paths {
             startsAt: number
             endsAt: number | null
             entries: number
+            /** The order this cycle ranks by (a config change applies from the next cycle) */
+            sortOrder: 'asc' | 'desc'
+            /** How this cycle combines scores (a config change applies from the next cycle) */
+            operator: 'best' | 'set' | 'incr'
           }
           version: number
         }
@@ -336,6 +340,10 @@ export interface Paths {
             startsAt: number
             endsAt: number | null
             entries: number
+            /** The order this cycle ranks by (a config change applies from the next cycle) */
+            sortOrder: 'asc' | 'desc'
+            /** How this cycle combines scores (a config change applies from the next cycle) */
+            operator: 'best' | 'set' | 'incr'
           }
           version: number
         }
@@ -370,6 +378,10 @@ export interface Paths {
             startsAt: number
             endsAt: number | null
             entries: number
+            /** The order this cycle ranks by (a config change applies from the next cycle) */
+            sortOrder: 'asc' | 'desc'
+            /** How this cycle combines scores (a config change applies from the next cycle) */
+            operator: 'best' | 'set' | 'incr'
           }
         }
         400: Schemas['Problem']
@@ -452,6 +464,10 @@ export interface Paths {
             startsAt: number
             endsAt: number | null
             entries: number
+            /** The order this cycle ranks by (a config change applies from the next cycle) */
+            sortOrder: 'asc' | 'desc'
+            /** How this cycle combines scores (a config change applies from the next cycle) */
+            operator: 'best' | 'set' | 'incr'
           }
         }
         404: Schemas['Problem']

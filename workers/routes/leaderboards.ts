@@ -99,6 +99,14 @@ const getBoardRoute = createRoute({
               startsAt: z.number(),
               endsAt: z.number().nullable(),
               entries: z.number().int(),
+              sortOrder: z.enum(['asc', 'desc']).openapi({
+                description:
+                  'The order this cycle ranks by (a config change applies from the next cycle)',
+              }),
+              operator: z.enum(['best', 'set', 'incr']).openapi({
+                description:
+                  'How this cycle combines scores (a config change applies from the next cycle)',
+              }),
             }),
           }),
         },

@@ -2,7 +2,7 @@ import { runInDurableObject } from 'cloudflare:test'
 import { describe, expect, it } from 'vitest'
 import type { MatchPool } from '../../durable-objects/match-pool.ts'
 import { ADMIN_KEY, call, json, newGuest, problem } from './helpers/http.ts'
-import { pg } from './helpers/boards.ts'
+import { createBoard, pg } from './helpers/boards.ts'
 import { DUEL, poolOf, queueId } from './helpers/matchmaking.ts'
 
 function put(id: string, body: unknown, credential = ADMIN_KEY) {
@@ -26,6 +26,7 @@ describe('PUT /v1/admin/queues/:queue', () => {
     expect(row!.version).toBe(1)
     expect((row!.config as { rules: string }).rules).toBe('dice-race')
 
+    const board = await createBoard({ operator: 'incr' })
     const upd = await put(id, {
       ...DUEL,
       teamSize: 2,
@@ -33,7 +34,7 @@ describe('PUT /v1/admin/queues/:queue', () => {
       regions: ['eu', 'us'],
       ticketTtlSeconds: 60,
       rulesOptions: { target: 50 },
-      leaderboardId: 'season-1',
+      leaderboardId: board,
     })
     expect(upd.status).toBe(200)
     expect(((await upd.json()) as { version: number }).version).toBe(2)
@@ -72,6 +73,7 @@ describe('PUT /v1/admin/queues/:queue', () => {
     ['maxWidenedGap', { maxWidenedGap: 50 }],
     ['rulesOptions', { rulesOptions: { target: 'lots' } }],
     ['leaderboardId', { leaderboardId: 'bad id' }],
+    ['leaderboardId', { leaderboardId: 'no-such-board-anywhere' }],
     ['', { extra: true }],
   ])('refuses a bad %s with 422 naming it', async (path, patch) => {
     const res = await put(queueId(), { ...DUEL, ...patch })

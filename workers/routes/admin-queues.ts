@@ -8,6 +8,7 @@ import {
   QueueConfigInput,
   saveQueueConfig,
 } from '../matchmaking/config.ts'
+import { loadLeaderboardConfig } from '../leaderboards/config-store.ts'
 import { poolStub } from '../matchmaking/stub.ts'
 import { requireAdmin } from '../middleware/auth.ts'
 
@@ -63,6 +64,12 @@ const putRoute = createRoute({
 adminQueues.openapi(putRoute, async (c) => {
   const { queue } = c.req.valid('param')
   const config = normalizeQueueConfig(c.req.valid('json'))
+  // A mistyped board would drop every result with only a log line to show for it.
+  if (config.leaderboardId && !(await loadLeaderboardConfig(c.env, config.leaderboardId))) {
+    throw new ApiError('validation', `No leaderboard '${config.leaderboardId}'`, {
+      errors: [{ path: 'leaderboardId', message: 'no such leaderboard' }],
+    })
+  }
   const { created, version, knownRegions } = await saveQueueConfig(c.env, queue, config)
   // Neon is the record and every join carries the version, so a failed push only delays it.
   // Regions taken out hear it too, at this change or any later one (a push can fail, and such a

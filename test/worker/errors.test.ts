@@ -1,7 +1,7 @@
 import { env } from 'cloudflare:workers'
 import { describe, expect, it } from 'vitest'
 import { createApp } from '../../workers/app.ts'
-import { getSql } from '../../workers/db/client.ts'
+import { getSql, isDatabaseUnreachable } from '../../workers/db/client.ts'
 import { createBoard } from './helpers/boards.ts'
 import { bearer, call, json, problem, ADMIN_KEY } from './helpers/http.ts'
 
@@ -184,5 +184,22 @@ describe('the error funnel renders RFC 9457 problems', () => {
     const res = await app.request('/divide', {}, { ...env, LOG_LEVEL: 'silent' })
     expect(res.status).toBe(500)
     expect(((await res.json()) as { type: string }).type).toBe('urn:nexus:problem:internal')
+  })
+})
+
+describe('which database errors are 503', () => {
+  it("Postgres saying it cannot serve now (its backend terminated: 57P01) is; a query's own error is not", async () => {
+    const failure = async (query: string) => {
+      try {
+        await getSql(env as never).query(query)
+      } catch (err) {
+        return err
+      }
+      throw new Error(`no error from ${query}`)
+    }
+    expect(
+      isDatabaseUnreachable(await failure('select pg_terminate_backend(pg_backend_pid())')),
+    ).toBe(true)
+    expect(isDatabaseUnreachable(await failure('select * from no_such_table'))).toBe(false)
   })
 })

@@ -92,13 +92,22 @@ export function pgErrorCode(err: unknown): string | undefined {
 }
 
 /**
+ * SQLSTATEs that say the server is not there for us right now, not that the query was wrong:
+ * connection exceptions (class 08), admin or crash shutdown, cannot connect now (57P01–57P03),
+ * too many connections (53300).
+ */
+const UNAVAILABLE_SQLSTATE = /^(08...|57P0[123]|53300)$/
+
+/**
  * Whether a failed query never got an answer from Postgres: the Neon driver could not reach its
- * endpoint (its fetch threw) or the endpoint refused without a SQLSTATE (the compute is down or
- * cannot be woken). Drizzle wraps the driver's error in one whose `cause` it is. An error with a
- * SQLSTATE came from Postgres itself and is not this.
+ * endpoint (its fetch threw), the endpoint refused without a SQLSTATE (the compute is down or
+ * cannot be woken), or Postgres answered that it cannot serve now (UNAVAILABLE_SQLSTATE).
+ * Drizzle wraps the driver's error in one whose `cause` it is. Any other SQLSTATE is about the
+ * query and is not this.
  */
 export function isDatabaseUnreachable(err: unknown): boolean {
-  if (pgErrorCode(err) !== undefined) return false
+  const code = pgErrorCode(err)
+  if (code !== undefined) return UNAVAILABLE_SQLSTATE.test(code)
   let e: unknown = err
   for (let i = 0; i < 3 && e && typeof e === 'object'; i++) {
     if (e instanceof NeonDbError) return true

@@ -574,7 +574,7 @@ describe('queueing as a party over HTTP', () => {
     for (const queue of [q, q2]) await rig(queue, newClock())
     const [a, b, c, d, e] = await players(5)
     const party = await formParty([a!, b!, c!])
-    const other = await formParty([d!, e!])
+    await formParty([d!, e!])
     const joinAs = (q: string, leader: Player, ps: Player[]) =>
       ok<Ticket>(
         send('POST', `/v1/matchmaking/${q}/tickets`, leader, {

@@ -189,6 +189,29 @@ describe('edge cache', () => {
     expect(bypass.total).toBe(2)
   })
 
+  it('an early refresh chosen at one layer goes to the board, not to the same answer one layer down', async () => {
+    const b = await createBoard()
+    await submitFor(b, 'a', { score: 1 })
+    const first = await call(`/v1/leaderboards/${b}/top`)
+    expect(first.headers.get('x-cache')).toBe('MISS')
+    await first.body?.cancel()
+    await submitFor(b, 'b', { score: 2 })
+    // The memory layer draws "refresh now" (a draw of 0 always does); every later draw says
+    // "keep", so the edge, holding the same answer, would serve it again if asked to roll.
+    const random = Math.random
+    let draws = 0
+    Math.random = () => (draws++ === 0 ? 0 : 0.999999)
+    let refreshed: Response
+    try {
+      refreshed = await call(`/v1/leaderboards/${b}/top`)
+    } finally {
+      Math.random = random
+    }
+    expect(draws).toBeGreaterThan(0)
+    expect(refreshed.headers.get('x-cache')).toBe('MISS')
+    expect(((await refreshed.json()) as Top).total).toBe(2)
+  })
+
   it('with Redis down, reads are still served from the Durable Object', async () => {
     const b = await createBoard()
     await submitFor(b, 'a', { score: 1 })

@@ -77,14 +77,20 @@ export async function cachedRead(c: Context<AppEnv>, opts: CachedReadOptions): P
   const cache = typeof caches !== 'undefined' ? caches.default : undefined
   const redis = getRedis(c.env)
   const redisKey = `nexus:read:${opts.key}`
+  // The answer a layer chose to refresh early, by when it was produced: the layers below hold
+  // the same answer under the same date, and rolling again for it at each would make an early
+  // refresh ever rarer the more layers there are, until expiry sent everyone to the object.
+  let refreshing = -Infinity
+  const usable = (storedAt: number, computeMs: number): boolean => {
+    if (!(now - storedAt < ttlMs) || storedAt <= refreshing) return false
+    if (!refreshEarly(storedAt, ttlMs, computeMs, now)) return true
+    refreshing = storedAt
+    return false
+  }
 
   if (!bypass) {
     const hit = isolateReads.get(opts.key)
-    if (
-      hit &&
-      now - hit.storedAt < ttlMs &&
-      !refreshEarly(hit.storedAt, ttlMs, hit.computeMs ?? 1, now)
-    ) {
+    if (hit && usable(hit.storedAt, hit.computeMs ?? 1)) {
       cacheLookups.inc({ layer: 'memory', outcome: 'hit' })
       return respond(hit.body, hit.storedAt, 'HIT memory')
     }
@@ -94,7 +100,7 @@ export async function cachedRead(c: Context<AppEnv>, opts: CachedReadOptions): P
     const hit = await cache.match(cacheRequest(opts.key))
     const storedAt = Number(hit?.headers.get('x-stored-at'))
     const computeMs = Number(hit?.headers.get('x-compute-ms') ?? 1)
-    if (hit && now - storedAt < ttlMs && !refreshEarly(storedAt, ttlMs, computeMs, now)) {
+    if (hit && usable(storedAt, computeMs)) {
       cacheLookups.inc({ layer: 'edge', outcome: 'hit' })
       const body = await hit.text()
       isolateReads.remember(opts.key, { body, storedAt, computeMs })
@@ -104,12 +110,7 @@ export async function cachedRead(c: Context<AppEnv>, opts: CachedReadOptions): P
   }
   if (!bypass && redis) {
     const hit = await redis.run('read-cache.get', (r) => r.get<CachedBody>(redisKey))
-    if (
-      hit &&
-      typeof hit.body === 'string' &&
-      now - hit.storedAt < ttlMs &&
-      !refreshEarly(hit.storedAt, ttlMs, hit.computeMs ?? 1, now)
-    ) {
+    if (hit && typeof hit.body === 'string' && usable(hit.storedAt, hit.computeMs ?? 1)) {
       cacheLookups.inc({ layer: 'redis', outcome: 'hit' })
       isolateReads.remember(opts.key, hit)
       if (cache)

@@ -1,6 +1,7 @@
 import { previousBoundary, parseSchedule } from './core/cycle.ts'
 import type { Env } from './env.ts'
-import { scheduledBoards } from './leaderboards/config-store.ts'
+import { markConfigPushed, scheduledBoards, unpushedConfigs } from './leaderboards/config-store.ts'
+import type { LeaderboardConfig } from './core/leaderboard.ts'
 import { boardStub } from './leaderboards/stub.ts'
 import { errorFields, log, setLogLevel } from './lib/log.ts'
 import { counter } from './lib/metrics.ts'
@@ -19,12 +20,13 @@ const LOOKBACK_MS = 10 * 60 * 1000
  * The every-minute cron: a safety net for the boards' own alarms. It walks every scheduled board
  * in pages and pokes those whose cycle boundary passed recently, so a board whose alarm was lost
  * still closes on time. Poking is idempotent: a board that already rolled over does nothing.
- * Then it cancels party tickets a membership change could not reach (`retryStalePartyTickets`).
+ * Then it pushes board configurations whose push a PUT lost, and cancels party tickets a
+ * membership change could not reach (`retryStalePartyTickets`).
  */
 export async function runScheduled(
   env: Env,
   now: number,
-): Promise<{ poked: number; staleTicketsCancelled: number }> {
+): Promise<{ poked: number; configsPushed: number; staleTicketsCancelled: number }> {
   setLogLevel(env.LOG_LEVEL)
   // Each job on its own: one failing (Neon down, say) does not skip the other.
   let poked = 0
@@ -33,13 +35,34 @@ export async function runScheduled(
   } catch (err) {
     log('error', 'cron: boards not walked', errorFields(err))
   }
+  let configsPushed = 0
+  try {
+    configsPushed = await pushLostConfigs(env)
+  } catch (err) {
+    log('warn', 'cron: lost config pushes not retried', errorFields(err))
+  }
   let staleTicketsCancelled = 0
   try {
     staleTicketsCancelled = await retryStalePartyTickets(env)
   } catch (err) {
     log('warn', 'stale party tickets not retried', errorFields(err))
   }
-  return { poked, staleTicketsCancelled }
+  return { poked, configsPushed, staleTicketsCancelled }
+}
+
+/** Boards whose last configuration push was lost get it again (the board ignores an older one). */
+async function pushLostConfigs(env: Env): Promise<number> {
+  let pushed = 0
+  for (const b of await unpushedConfigs(env, PAGE)) {
+    try {
+      await boardStub(env, b.id).configure(b.id, b.config as LeaderboardConfig, b.version)
+      await markConfigPushed(env, b.id, b.version)
+      pushed++
+    } catch (err) {
+      log('warn', 'config push retry failed', { board: b.id, ...errorFields(err) })
+    }
+  }
+  return pushed
 }
 
 async function pokeBoards(env: Env, now: number): Promise<{ poked: number }> {

@@ -4,7 +4,8 @@ import { describe, expect, it } from 'vitest'
 import type { Leaderboard } from '../../durable-objects/leaderboard.ts'
 import type { LeaderboardConfig } from '../../workers/core/leaderboard.ts'
 import { ADMIN_KEY, call, json, newGuest, problem } from './helpers/http.ts'
-import { boardId, createBoard } from './helpers/boards.ts'
+import { boardId, createBoard, pg, submitFor } from './helpers/boards.ts'
+import { runScheduled } from '../../workers/scheduled.ts'
 
 describe('leaderboard configuration', () => {
   it('creates a board with defaults (201), then updates it (200), readable by anyone', async () => {
@@ -43,6 +44,20 @@ describe('leaderboard configuration', () => {
     expect(info.config).toMatchObject({ sortOrder: 'asc', submitsPerMinute: 30 })
     // The running cycle still ranks by the rules it started with, and says so.
     expect(info.cycle).toMatchObject({ cycle: 1, sortOrder: 'desc', operator: 'best' })
+  })
+
+  it('a configuration whose push to the board was lost reaches it with the next cron', async () => {
+    const id = await createBoard({ scoreMax: 1000, submitsPerMinute: 600 })
+    // Version 2 is in Neon, but its push never reached the board (as a PUT that failed after
+    // saving leaves it).
+    await pg()`update leaderboards set config = jsonb_set(config, '{scoreMax}', '500'),
+      version = version + 1 where id = ${id}`
+    expect((await submitFor(id, 'p1', { score: 800 })).status).toBe(200)
+    await runScheduled(env, Date.now())
+    const refused = await problem(await submitFor(id, 'p2', { score: 800 }))
+    expect(refused).toMatchObject({ status: 422, type: 'urn:nexus:problem:validation' })
+    const [row] = await pg()`select version, pushed_version from leaderboards where id = ${id}`
+    expect(row).toEqual({ version: 2, pushed_version: 2 })
   })
 
   it('refuses each invalid configuration with 422 naming the field, and keeps the old one', async () => {

@@ -58,7 +58,12 @@ function configColumns() {
  * Leaderboard configuration. Neon is the record; the board's Durable Object keeps a copy it
  * receives on every change (and fetches from here if it wakes without one).
  */
-export const leaderboards = pgTable('leaderboards', configColumns())
+export const leaderboards = pgTable('leaderboards', {
+  ...configColumns(),
+  // The latest version the board's object acknowledged: below `version`, a push was lost, and
+  // the cron pushes it again.
+  pushedVersion: integer('pushed_version').notNull().default(0),
+})
 
 /** One row per closed cycle: its window and how its archive went. */
 export const leaderboardCycles = pgTable(

@@ -33,6 +33,24 @@ export async function saveLeaderboardConfig(
   return { created: version === 1, version }
 }
 
+/** Records that the board's object acknowledged `version` (never moving back). */
+export async function markConfigPushed(env: DbEnv, id: string, version: number): Promise<void> {
+  await getDb(env)
+    .update(leaderboards)
+    .set({ pushedVersion: sql`greatest(${leaderboards.pushedVersion}, ${version})` })
+    .where(eq(leaderboards.id, id))
+}
+
+/** Boards whose latest configuration their object has not acknowledged, oldest change first. */
+export async function unpushedConfigs(env: DbEnv, limit: number) {
+  return getDb(env)
+    .select({ id: leaderboards.id, config: leaderboards.config, version: leaderboards.version })
+    .from(leaderboards)
+    .where(sql`${leaderboards.pushedVersion} < ${leaderboards.version}`)
+    .orderBy(leaderboards.updatedAt)
+    .limit(limit)
+}
+
 /** Boards with a schedule, a page at a time in id order (for the cron). */
 export async function scheduledBoards(env: DbEnv, afterId: string, limit: number) {
   return getDb(env)

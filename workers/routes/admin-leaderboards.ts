@@ -1,6 +1,6 @@
 import { createRoute, z } from '@hono/zod-openapi'
 import type { LeaderboardConfig } from '../core/leaderboard.ts'
-import { saveLeaderboardConfig } from '../leaderboards/config-store.ts'
+import { markConfigPushed, saveLeaderboardConfig } from '../leaderboards/config-store.ts'
 import { boardStub } from '../leaderboards/stub.ts'
 import { newRouter, problemResponses, ResourceId } from '../lib/openapi.ts'
 import { ApiError } from '../lib/problem.ts'
@@ -88,6 +88,8 @@ adminLeaderboards.openapi(putRoute, async (c) => {
   // version, so of two PUTs racing, the board keeps the later one whatever order they arrive in.
   const { created, version } = await saveLeaderboardConfig(c.env, id, config)
   const cycle = await boardStub(c.env, id).configure(id, config, version)
+  // Unmarked (this push failed, or the Worker stopped here), the cron pushes it again.
+  await markConfigPushed(c.env, id, version)
   return c.json({ id, config, cycle, version }, created ? 201 : 200)
 })
 

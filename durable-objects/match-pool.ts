@@ -393,8 +393,13 @@ export class MatchPool extends DurableObject<Env> {
     for (const t of index.tickets()) this.waitingPlayerTotal += t.players.length
     for (const id of misfits) this.finish(id, 'cancelled', 'queue_changed', this.now())
     if (regionGone) {
-      // Sockets without a ticket would otherwise join a region the queue no longer has.
-      for (const ws of this.ctx.getWebSockets()) this.closeSocket(ws, 1000, 'region removed')
+      // Sockets without a ticket would otherwise join a region the queue no longer has. Those on
+      // a waiting ticket closed with it just now; those on a match still being created stay for
+      // their `match_found`.
+      for (const ws of this.ctx.getWebSockets()) {
+        const att = ws.deserializeAttachment() as Attachment | null
+        if (!att?.ticketId) this.closeSocket(ws, 1000, 'region removed')
+      }
     }
     this.updateGauges()
   }

@@ -13,11 +13,14 @@ import {
   joinFor,
   newClock,
   poolOf,
+  recordingCreator,
   rig,
   setRating,
   ticketOf,
+  type Found,
   type Ticket,
 } from './helpers/matchmaking.ts'
+import type { SessionCreator } from '../../workers/matchmaking/session.ts'
 
 function joinAs(
   queue: string,
@@ -190,6 +193,34 @@ describe('queue changes and graces', () => {
     // Someone who could have matched it before the change finds nobody there.
     const tb = await joinFor(q, `${q}-b`)
     expect(tb.status).toBe('waiting')
+  })
+
+  it('a region taken out keeps the sockets of a match still being created open for its match_found', async () => {
+    const q = await createQueue({ regions: ['eu', 'us'] })
+    const clock = newClock()
+    let sessionsUp = false
+    const creator: SessionCreator = async (setup) =>
+      sessionsUp ? recordingCreator(setup) : { ok: false, problem: 'unavailable', detail: 'down' }
+    await rig(q, clock, { region: 'us', creator })
+    const [g1, g2] = await Promise.all([newGuest(), newGuest()])
+    const sockets = [
+      await connect(`/v1/matchmaking/${q}?region=us`, g1.token),
+      await connect(`/v1/matchmaking/${q}?region=us`, g2.token),
+    ]
+    for (const ws of sockets) {
+      ws.send(JSON.stringify({ type: 'join' }))
+      await nextOfType(ws, 'queued')
+    }
+    const put = await call(
+      `/v1/admin/queues/${q}`,
+      json('PUT', { ...DUEL, regions: ['eu'] }, ADMIN_KEY),
+    )
+    expect(put.status).toBe(200)
+    // The session comes up at the retry: both players hear of their match on the same sockets.
+    sessionsUp = true
+    clock.t += 60_000
+    await fireAlarm(q, 'us')
+    for (const ws of sockets) expect(await nextOfType<Found>(ws, 'match_found')).toBeTruthy()
   })
 
   it('a region whose removal never reached its pool hears it with the next change', async () => {

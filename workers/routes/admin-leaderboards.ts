@@ -2,6 +2,7 @@ import { createRoute, z } from '@hono/zod-openapi'
 import type { LeaderboardConfig } from '../core/leaderboard.ts'
 import { markConfigPushed, saveLeaderboardConfig } from '../leaderboards/config-store.ts'
 import { boardStub } from '../leaderboards/stub.ts'
+import { errorFields, log } from '../lib/log.ts'
 import { newRouter, problemResponses, ResourceId } from '../lib/openapi.ts'
 import { ApiError } from '../lib/problem.ts'
 import { requireAdmin } from '../middleware/auth.ts'
@@ -88,8 +89,13 @@ adminLeaderboards.openapi(putRoute, async (c) => {
   // version, so of two PUTs racing, the board keeps the later one whatever order they arrive in.
   const { created, version } = await saveLeaderboardConfig(c.env, id, config)
   const cycle = await boardStub(c.env, id).configure(id, config, version)
-  // Unmarked (this push failed, or the Worker stopped here), the cron pushes it again.
-  await markConfigPushed(c.env, id, version)
+  // Unmarked (this push failed, or the Worker stopped here), the cron pushes it again, which
+  // the board ignores once it has it: a failed mark must not fail a PUT already in force.
+  try {
+    await markConfigPushed(c.env, id, version)
+  } catch (err) {
+    log('warn', 'config push not marked', { board: id, version, ...errorFields(err) })
+  }
   return c.json({ id, config, cycle, version }, created ? 201 : 200)
 })
 

@@ -126,7 +126,12 @@ dashboard.get('/api/overview', async (c) => {
         version: b.version,
         cycle: info && 'cycle' in info ? info.cycle : null,
         schedule: info && 'config' in info ? info.config.cycle : null,
-        error: info && 'error' in info ? info.error : null,
+        error:
+          info && 'error' in info
+            ? info.error
+            : info && 'ok' in info
+              ? info.detail // the board could not read its configuration (Neon down)
+              : null,
         rewardsPaid: paid.get(b.id)?.rewards ?? 0,
       }
     }),

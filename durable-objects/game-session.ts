@@ -768,7 +768,7 @@ export class GameSession extends DurableObject<Env> {
   private broadcast(frame: string): void {
     this.sockets ??= new Set(this.ctx.getWebSockets())
     for (const ws of this.sockets) {
-      if (this.resuming.size > 0 && this.resuming.has(ws)) continue
+      if (this.resuming.has(ws)) continue
       try {
         ws.send(frame)
       } catch {

@@ -649,11 +649,13 @@ export class Leaderboard extends DurableObject<Env> {
       ['score', 'the total', outcome.score, config.scoreMin, config.scoreMax],
       ['subscore', 'the subscore total', outcome.subscore, config.subscoreMin, config.subscoreMax],
     ] as const
-    for (const [path, what, total, min, max] of outcome.changed ? totals : []) {
-      if (!Number.isFinite(total) || total < min || total > max) {
-        return refuse('validation', `${what} would leave the board's bounds [${min}, ${max}]`, {
-          errors: [{ path, message: 'total out of bounds' }],
-        })
+    if (outcome.changed) {
+      for (const [path, what, total, min, max] of totals) {
+        if (!Number.isFinite(total) || total < min || total > max) {
+          return refuse('validation', `${what} would leave the board's bounds [${min}, ${max}]`, {
+            errors: [{ path, message: 'total out of bounds' }],
+          })
+        }
       }
     }
 
@@ -788,12 +790,12 @@ export class Leaderboard extends DurableObject<Env> {
   // ---------------------------------------------------------------------------------------------
   // Reads
 
-  /** Configuration and the current cycle; null for an unknown board; a problem if Neon is down. */
+  /** Configuration and the current cycle, or why not (an unknown board, Neon down). */
   async info(
     boardId: string,
-  ): Promise<{ config: LeaderboardConfig; cycle: CycleInfo } | BoardProblem | null> {
+  ): Promise<{ config: LeaderboardConfig; cycle: CycleInfo } | BoardProblem> {
     const unknown = await this.ensureConfigured(boardId)
-    if (unknown) return unknown.problem === 'not-found' ? null : unknown
+    if (unknown) return unknown
     if (this.rollover(this.now())) await this.scheduleAlarm()
     return { config: this.config!, cycle: this.cycleInfo() }
   }

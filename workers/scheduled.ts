@@ -28,26 +28,23 @@ export async function runScheduled(
   now: number,
 ): Promise<{ poked: number; configsPushed: number; staleTicketsCancelled: number }> {
   setLogLevel(env.LOG_LEVEL)
-  // Each job on its own: one failing (Neon down, say) does not skip the other.
-  let poked = 0
-  try {
-    ;({ poked } = await pokeBoards(env, now))
-  } catch (err) {
-    log('error', 'cron: boards not walked', errorFields(err))
-  }
-  let configsPushed = 0
-  try {
-    configsPushed = await pushLostConfigs(env)
-  } catch (err) {
-    log('warn', 'cron: lost config pushes not retried', errorFields(err))
-  }
-  let staleTicketsCancelled = 0
-  try {
-    staleTicketsCancelled = await retryStalePartyTickets(env)
-  } catch (err) {
-    log('warn', 'stale party tickets not retried', errorFields(err))
-  }
+  // Each job on its own: one failing (Neon down, say) does not skip the others.
+  const poked = await job('boards not walked', () => pokeBoards(env, now))
+  const configsPushed = await job('lost config pushes not retried', () => pushLostConfigs(env))
+  const staleTicketsCancelled = await job('stale party tickets not retried', () =>
+    retryStalePartyTickets(env),
+  )
   return { poked, configsPushed, staleTicketsCancelled }
+}
+
+/** Runs one of the cron's jobs; a failure is logged and counts as nothing done. */
+async function job(failure: string, run: () => Promise<number>): Promise<number> {
+  try {
+    return await run()
+  } catch (err) {
+    log('error', `cron: ${failure}`, errorFields(err))
+    return 0
+  }
 }
 
 /** Boards whose last configuration push was lost get it again (the board ignores an older one). */
@@ -65,7 +62,8 @@ async function pushLostConfigs(env: Env): Promise<number> {
   return pushed
 }
 
-async function pokeBoards(env: Env, now: number): Promise<{ poked: number }> {
+/** Pokes the boards whose cycle boundary passed recently; returns how many answered. */
+async function pokeBoards(env: Env, now: number): Promise<number> {
   let after = ''
   let poked = 0
   for (;;) {
@@ -86,5 +84,5 @@ async function pokeBoards(env: Env, now: number): Promise<{ poked: number }> {
     if (boards.length < PAGE) break
     after = boards[boards.length - 1]!.id
   }
-  return { poked }
+  return poked
 }

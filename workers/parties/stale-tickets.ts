@@ -55,7 +55,9 @@ export async function retryStalePartyTickets(env: Env): Promise<number> {
   const stale = await stalePartyTickets(env, RETRY_BATCH)
   const byParty = new Map<string, string[]>()
   for (const { partyId, ticketId } of stale) {
-    byParty.set(partyId, [...(byParty.get(partyId) ?? []), ticketId])
+    const tickets = byParty.get(partyId) ?? []
+    tickets.push(ticketId)
+    byParty.set(partyId, tickets)
   }
   let cancelled = 0
   for (const [partyId, tickets] of byParty) {

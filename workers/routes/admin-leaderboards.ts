@@ -7,24 +7,16 @@ import { newRouter, problemResponses, ResourceId } from '../lib/openapi.ts'
 import { ApiError } from '../lib/problem.ts'
 import { requireAdmin } from '../middleware/auth.ts'
 import { hasBody } from '../middleware/json-body.ts'
-import { canonicalJson, LeaderboardConfigInput, ImportEntry } from './leaderboard-schemas.ts'
+import {
+  canonicalJson,
+  CycleInfo,
+  LeaderboardConfigInput,
+  ImportEntry,
+} from './leaderboard-schemas.ts'
 
 export const adminLeaderboards = newRouter()
 
 const BoardParam = z.object({ id: ResourceId })
-
-const CycleInfo = z.object({
-  cycle: z.number().int(),
-  startsAt: z.number(),
-  endsAt: z.number().nullable(),
-  entries: z.number().int(),
-  sortOrder: z.enum(['asc', 'desc']).openapi({
-    description: 'The order this cycle ranks by (a config change applies from the next cycle)',
-  }),
-  operator: z.enum(['best', 'set', 'incr']).openapi({
-    description: 'How this cycle combines scores (a config change applies from the next cycle)',
-  }),
-})
 
 const BoardSaved = z.object({
   id: z.string(),

@@ -124,14 +124,10 @@ dashboard.get('/api/overview', async (c) => {
         id: b.id,
         name: b.name,
         version: b.version,
-        cycle: info && 'cycle' in info ? info.cycle : null,
-        schedule: info && 'config' in info ? info.config.cycle : null,
-        error:
-          info && 'error' in info
-            ? info.error
-            : info && 'ok' in info
-              ? info.detail // the board could not read its configuration (Neon down)
-              : null,
+        cycle: 'cycle' in info ? info.cycle : null,
+        schedule: 'config' in info ? info.config.cycle : null,
+        // `error`: the call failed; `detail`: the board could not read its configuration.
+        error: 'error' in info ? info.error : 'ok' in info ? info.detail : null,
         rewardsPaid: paid.get(b.id)?.rewards ?? 0,
       }
     }),
@@ -233,7 +229,6 @@ dashboard.get('/api/boards/:id', async (c) => {
       { cycle: number; players: number; best_rank: number; worst_rank: number }[]
     >,
   ])
-  if (!info) throw new ApiError('not-found', `No leaderboard '${id}'`)
   if ('ok' in info) throw new ApiError(info.problem, info.detail)
   const entries = top.ok ? top.entries : []
   const names = await playerNames(

@@ -103,6 +103,20 @@ const Metadata = z
   )
   .refine((m) => depth(m) <= MAX_JSON_DEPTH, `nested at most ${MAX_JSON_DEPTH} levels`)
 
+/** The current cycle of a board, as the board reports it. */
+export const CycleInfo = z.object({
+  cycle: z.number().int(),
+  startsAt: z.number(),
+  endsAt: z.number().nullable(),
+  entries: z.number().int(),
+  sortOrder: z.enum(['asc', 'desc']).openapi({
+    description: 'The order this cycle ranks by (a config change applies from the next cycle)',
+  }),
+  operator: z.enum(['best', 'set', 'incr']).openapi({
+    description: 'How this cycle combines scores (a config change applies from the next cycle)',
+  }),
+})
+
 export const ScoreSubmission = z
   .object({
     score: Score.openapi({

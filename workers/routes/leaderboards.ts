@@ -15,6 +15,7 @@ import { requirePlayer, requirePrincipal } from '../middleware/auth.ts'
 import {
   canonicalJson,
   Cursor,
+  CycleInfo,
   Entry,
   Limit,
   ScoreSubmission,
@@ -94,20 +95,7 @@ const getBoardRoute = createRoute({
           schema: z.object({
             id: z.string(),
             config: z.record(z.string(), z.unknown()),
-            cycle: z.object({
-              cycle: z.number().int(),
-              startsAt: z.number(),
-              endsAt: z.number().nullable(),
-              entries: z.number().int(),
-              sortOrder: z.enum(['asc', 'desc']).openapi({
-                description:
-                  'The order this cycle ranks by (a config change applies from the next cycle)',
-              }),
-              operator: z.enum(['best', 'set', 'incr']).openapi({
-                description:
-                  'How this cycle combines scores (a config change applies from the next cycle)',
-              }),
-            }),
+            cycle: CycleInfo,
           }),
         },
       },
@@ -124,7 +112,6 @@ leaderboardRoutes.openapi(getBoardRoute, (async (c: Context<AppEnv>) => {
     visibility: 'public',
     load: async () => {
       const info = await board(c, id).info(id)
-      if (!info) throw new ApiError('not-found', `No leaderboard '${id}'`)
       if ('ok' in info) fail(info)
       return { id, config: info.config, cycle: info.cycle }
     },

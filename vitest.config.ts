@@ -54,6 +54,9 @@ export default defineConfig({
                 METRICS_TOKEN: 'test-metrics-token',
                 GUEST_AUTH: 'on',
                 LOG_LEVEL: 'silent',
+                // Tests read fresh (no-cache) far more often than a client may; the limit's own
+                // test sets its value.
+                FRESH_READS_PER_MINUTE: '1000000',
                 // Not the defaults (60 s, 120 s, 24 h), so session-timings.test.ts can tell that
                 // configured values take effect; tests that move clocks by the defaults still pass.
                 SESSION_GRACE_SECONDS: '30',

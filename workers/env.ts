@@ -40,6 +40,11 @@ export interface Env {
 
   /** Per-player submissions per minute across boards at the edge, when Redis is configured (default 120). */
   EDGE_SUBMITS_PER_MINUTE?: string
+  /**
+   * Reads with `Cache-Control: no-cache` a client address may send per minute (default 120,
+   * 1–1,000,000); past it, reads are served from the caches (at most 5 s stale).
+   */
+  FRESH_READS_PER_MINUTE?: string
 
   /** Game sessions: how long a disconnected player may stay away, seconds (default 60, 5–3600). */
   SESSION_GRACE_SECONDS?: string

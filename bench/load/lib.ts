@@ -322,6 +322,7 @@ export interface Ctx {
 export const LOAD_VARS = {
   GUEST_AUTH_PER_MINUTE: '10000',
   EDGE_SUBMITS_PER_MINUTE: '100000',
+  FRESH_READS_PER_MINUTE: '1000000',
   LOG_LEVEL: 'error',
 }
 

@@ -17,7 +17,11 @@ export default async function setup(project: TestProject) {
     runtime: 'wrangler',
     redis: true,
     // Every test signs in from 127.0.0.1: the per-address guest limit would throttle the suite.
-    vars: { GUEST_AUTH_PER_MINUTE: '10000', EDGE_SUBMITS_PER_MINUTE: '100000' },
+    vars: {
+      GUEST_AUTH_PER_MINUTE: '10000',
+      EDGE_SUBMITS_PER_MINUTE: '100000',
+      FRESH_READS_PER_MINUTE: '1000000',
+    },
   })
   project.provide('stack', { url: stack.url, adminKey: stack.adminKey })
   return () => stack.stop()

@@ -4,6 +4,12 @@ import { describe, expect, it } from 'vitest'
 import { ADMIN_KEY, call, json, newGuest, problem } from './helpers/http.ts'
 import { boardId, createBoard, fresh, submitFor, type Top } from './helpers/boards.ts'
 import { forgetIsolateReads } from '../../workers/lib/read-cache.ts'
+import { localFamilies } from '../../workers/lib/metrics.ts'
+
+function counterTotal(name: string): number {
+  const family = localFamilies().find((f) => f.name === name)
+  return ((family?.series ?? []) as { value: number }[]).reduce((sum, s) => sum + s.value, 0)
+}
 
 /** Seeds `n` players p000..p(n-1) with distinct scores through the public API. */
 async function seed(board: string, n: number, score: (i: number) => number): Promise<void> {
@@ -225,6 +231,53 @@ describe('edge cache', () => {
     )
     expect(res.status).toBe(200)
     expect(((await res.json()) as Top).entries[0]!.playerId).toBe('a')
+  })
+})
+
+describe('fresh reads (Cache-Control: no-cache)', () => {
+  it('past FRESH_READS_PER_MINUTE per client address are served from the caches, and say so', async () => {
+    const { callWithEnv } = await import('./helpers/http.ts')
+    const b = await createBoard()
+    await submitFor(b, 'a', { score: 1 })
+    const hex = () => Math.floor(Math.random() * 0xffff).toString(16)
+    // Addresses no other test uses; an IPv6 client is counted by its /64.
+    const prefix = `2001:db8:${hex()}:${hex()}`
+    const read = (ip: string) =>
+      callWithEnv({ FRESH_READS_PER_MINUTE: '2' }, `/v1/leaderboards/${b}/top`, {
+        headers: { 'cache-control': 'no-cache', 'cf-connecting-ip': ip },
+      })
+    const limitedBefore = counterTotal('nexus_fresh_reads_limited_total')
+    const seen: { limited: boolean; cache: string | null; total: number }[] = []
+    for (let i = 0; i < 4; i++) {
+      // The board changes before every read, so a fresh answer and a cached one differ.
+      await submitFor(b, `p${i}`, { score: 10 + i })
+      const res = await read(`${prefix}::${i + 1}`)
+      seen.push({
+        limited: res.headers.get('x-fresh-read') === 'limited',
+        cache: res.headers.get('x-cache'),
+        total: ((await res.json()) as Top).total,
+      })
+    }
+    // 'a' and p0…pi are on the board at read i.
+    seen.forEach((s, i) => {
+      if (s.limited) {
+        expect(s.cache).toBe('HIT memory')
+        expect(s.total).toBeLessThan(i + 2)
+      } else {
+        expect(s.cache).toBe('MISS')
+        expect(s.total).toBe(i + 2)
+      }
+    })
+    expect(seen.slice(0, 2).map((s) => s.limited)).toEqual([false, false])
+    // Two a minute (a minute boundary during the loop may allow one more).
+    const limited = seen.filter((s) => s.limited).length
+    expect(limited).toBeGreaterThanOrEqual(1)
+    expect(counterTotal('nexus_fresh_reads_limited_total') - limitedBefore).toBe(limited)
+    // Another client is not limited by this one.
+    const other = await read(`2001:db8:${hex()}:${hex()}::1`)
+    expect(other.headers.get('x-cache')).toBe('MISS')
+    expect(other.headers.get('x-fresh-read')).toBeNull()
+    expect(((await other.json()) as Top).total).toBe(5)
   })
 })
 

@@ -1,11 +1,21 @@
 import type { Context } from 'hono'
 import type { AppEnv } from '../app-env.ts'
+import { rateLimitAddress } from '../core/client-address.ts'
+import { boundedInt } from './config.ts'
 import { counter } from './metrics.ts'
 import { ApiError } from './problem.ts'
+import { hitWindow } from './rate-limit.ts'
 import { RecentAnswers } from './recent-answers.ts'
 import { getRedis } from './redis.ts'
 
 const cacheLookups = counter('nexus_cache_lookups_total', 'Cached reads by layer and outcome')
+const freshReadsLimited = counter(
+  'nexus_fresh_reads_limited_total',
+  'Reads asking for a fresh answer (Cache-Control: no-cache) served from the caches instead, past FRESH_READS_PER_MINUTE',
+)
+
+/** Fresh reads a client address may ask for per minute before it is served from the caches. */
+export const DEFAULT_FRESH_READS_PER_MINUTE = 120
 
 /** Stored alongside a cached body so every layer can tell its age and how costly it was. */
 interface CachedBody {
@@ -73,7 +83,12 @@ function cacheRequest(key: string): Request {
 export async function cachedRead(c: Context<AppEnv>, opts: CachedReadOptions): Promise<Response> {
   const now = Date.now()
   const ttlMs = opts.ttlSeconds * 1000
-  const bypass = /no-cache|no-store|max-age=0/i.test(c.req.header('cache-control') ?? '')
+  const asked = /no-cache|no-store|max-age=0/i.test(c.req.header('cache-control') ?? '')
+  // A fresh answer costs the board a call, so asking for one is limited per client address
+  // (through Redis when configured): past the limit the read is served like any other, at most
+  // ttlSeconds stale, and says so in `x-fresh-read`.
+  const limited = asked && !(await freshReadAllowed(c))
+  const bypass = asked && !limited
   const cache = typeof caches !== 'undefined' ? caches.default : undefined
   const redis = getRedis(c.env)
   const redisKey = `nexus:read:${opts.key}`
@@ -160,9 +175,23 @@ export async function cachedRead(c: Context<AppEnv>, opts: CachedReadOptions): P
         // HTTP cache downstream (RFC 9111 §4.2.3), which would keep the answer half as long.
         'cache-control': `${opts.visibility}, max-age=${left}`,
         'x-cache': source,
+        ...(limited ? { 'x-fresh-read': 'limited' } : {}),
       },
     })
   }
+}
+
+async function freshReadAllowed(c: Context<AppEnv>): Promise<boolean> {
+  const limit = boundedInt(
+    c.env.FRESH_READS_PER_MINUTE,
+    DEFAULT_FRESH_READS_PER_MINUTE,
+    1,
+    1_000_000,
+  )
+  const address = rateLimitAddress(c.req.header('cf-connecting-ip') ?? 'unknown')
+  const d = await hitWindow(getRedis(c.env), `fresh-read:${address}`, limit, 60_000)
+  if (!d.allowed) freshReadsLimited.inc()
+  return d.allowed
 }
 
 async function putEdge(

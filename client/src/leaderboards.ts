@@ -15,7 +15,11 @@ export type RewardsPage = Ok<'/v1/players/me/rewards', 'get'>
 export type Submission = Schemas['ScoreSubmission']
 
 export interface ReadOptions {
-  /** Skip every cache (edge and Redis) and read the board as it is now. Costs more. */
+  /**
+   * Skip every cache (edge and Redis) and read the board as it is now. Costs more, and is limited
+   * per client address (`FRESH_READS_PER_MINUTE`); past the limit the read is served from the
+   * caches as usual.
+   */
   fresh?: boolean
 }
 

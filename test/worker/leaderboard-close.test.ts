@@ -2,6 +2,7 @@ import { env } from 'cloudflare:workers'
 import {
   createExecutionContext,
   createScheduledController,
+  evictDurableObject,
   runInDurableObject,
   waitOnExecutionContext,
 } from 'cloudflare:test'
@@ -507,5 +508,108 @@ describe('cycles close on schedule', () => {
     }
     expect(r).toMatchObject({ cycle: 2, rank: 1 })
     expect((await status(board, 1)).entries).toBe(1)
+  })
+})
+
+describe('a board with a long history of closed cycles', () => {
+  it('its alarm and the cron’s tick read the pending archives only, not a row per closed cycle', async () => {
+    const board = await createBoard({ cycle: { every: '1m' } })
+    // Two weeks of a `1m` board: 20,000 cycles closed and archived, cycle 20,001 running.
+    await runInDurableObject(stub(board), (_inst: Leaderboard, state) => {
+      state.storage.sql.exec(
+        `WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 20000)
+         INSERT INTO closes (cycle, starts_at, ends_at, sort_order, rewards, entries, state, closed_at, finished_at, reason)
+         SELECT i, i * 60000, i * 60000 + 60000, 'desc', '[]', 0, 'done', i * 60000 + 60000, i * 60000 + 60000, 'schedule' FROM n`,
+      )
+      state.storage.sql.exec(
+        `UPDATE meta SET value = json_set(value, '$.cycle', 20001) WHERE key = 'current'`,
+      )
+    })
+    await evictDurableObject(stub(board))
+    expect((await submitFor(board, 'a', { score: 1 })).status).toBe(200)
+    const rowsRead = await runInDurableObject(stub(board), async (inst: Leaderboard) => {
+      // Counts the rows each of the board's own queries reads from its (real) SQLite storage.
+      const holder = inst as unknown as { sql: SqlStorage }
+      const real = holder.sql
+      const cursors: SqlStorageCursor<Record<string, SqlStorageValue>>[] = []
+      holder.sql = new Proxy(real, {
+        get(target, prop) {
+          if (prop === 'exec') {
+            return (query: string, ...bindings: SqlStorageValue[]) => {
+              const cursor = target.exec(query, ...bindings)
+              cursors.push(cursor)
+              return cursor
+            }
+          }
+          const value = Reflect.get(target, prop) as unknown
+          return typeof value === 'function' ? (value as () => unknown).bind(target) : value
+        },
+      })
+      try {
+        await inst.tick(board)
+        await inst.alarm()
+      } finally {
+        holder.sql = real
+      }
+      return cursors.reduce((sum, c) => sum + c.rowsRead, 0)
+    })
+    expect(rowsRead).toBeLessThan(100)
+    // The running cycle still closes and archives as cycle 20,001.
+    expect((await closeNow(board, { cycle: 20001 })).status).toBe(202)
+    expect(await archiveUntilDone(board, 20001)).toMatchObject({ state: 'done', archived: 1 })
+  })
+})
+
+describe('history cursors', () => {
+  /** The cursor encoding the rewards route uses (base64url JSON), around any value. */
+  const forged = (v: unknown) =>
+    btoa(JSON.stringify(v)).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '')
+
+  it('rewards page by their cursor; one the route never issued is 422, never a 500', async () => {
+    const { token, playerId } = await newGuest()
+    const rewards = [{ fromRank: 1, toRank: 1, reward: { coins: 1 } }]
+    for (const board of [await createBoard({ rewards }), await createBoard({ rewards })]) {
+      await submitFor(board, playerId, { score: 1 })
+      expect((await closeNow(board, { cycle: 1 })).status).toBe(202)
+      await archiveUntilDone(board, 1)
+    }
+    type Page = { rewards: { leaderboardId: string }[]; nextCursor: string | null }
+    const mine = (query: string) =>
+      call(`/v1/players/me/rewards?${query}`, bearer(token, { 'cache-control': 'no-cache' }))
+    const first = (await (await mine('limit=1')).json()) as Page
+    expect(first.rewards).toHaveLength(1)
+    const second = (await (await mine(`limit=1&cursor=${first.nextCursor}`)).json()) as Page
+    expect(second.rewards).toHaveLength(1)
+    expect(second.rewards[0]!.leaderboardId).not.toBe(first.rewards[0]!.leaderboardId)
+
+    const cursors = [
+      forged(['2025-01-01T00:00:00.000000Z', 'lb-a', 3_000_000_000]), // past int4
+      forged(['2025-01-01T00:00:00.000000Z', 'lb\u0000a', 1]), // a NUL PostgreSQL refuses
+      forged(['2020', 'lb-a', 1]), // Date.parse reads it, PostgreSQL does not
+      forged(['2025-02-30T00:00:00.000000Z', 'lb-a', 1]), // Date.parse rolls it into March
+      forged(['2025-01-01T00:00:00.000000Z', 'lb-a', 0]),
+    ]
+    for (const cursor of cursors) {
+      const p = await problem(await mine(`cursor=${cursor}`))
+      expect(p).toMatchObject({ status: 422, type: 'urn:nexus:problem:validation' })
+    }
+  })
+
+  it('a closed cycle’s page cursor past any rank Neon can hold is 422, never a 500', async () => {
+    const board = await createBoard()
+    await submitFor(board, 'only', { score: 1 })
+    expect((await closeNow(board, { cycle: 1 })).status).toBe(202)
+    await archiveUntilDone(board, 1)
+    const page = (cursor: string) =>
+      call(`/v1/leaderboards/${board}/cycles/1/top?cursor=${cursor}`, {
+        headers: { 'cache-control': 'no-cache' },
+      })
+    expect(await problem(await page('3000000000'))).toMatchObject({
+      status: 422,
+      type: 'urn:nexus:problem:validation',
+    })
+    // The last rank Neon can hold is still a cursor: past the end, an empty page.
+    const last = (await (await page('2147483647')).json()) as Top
+    expect(last).toMatchObject({ entries: [], nextCursor: null })
   })
 })

@@ -334,7 +334,7 @@ describe('a board stored by the previous schema', () => {
     expect(indexes.names).not.toContain('entries_order')
     // Rate windows are counted from the idempotency records since version 3.
     expect(indexes.windowsTable).toBe(0)
-    expect(indexes.version).toBe('3')
+    expect(indexes.version).toBe('4')
   })
 })
 

@@ -371,6 +371,8 @@ leaderboardRoutes.openapi(cycleTopRoute, (async (c: Context<AppEnv>) => {
   if (
     !Number.isSafeInteger(afterRank) ||
     afterRank < 0 ||
+    // Ranks are int4 in Neon: a larger cursor was never issued and PostgreSQL would refuse it.
+    afterRank > 2_147_483_647 ||
     (cursor !== undefined && String(afterRank) !== cursor)
   ) {
     throw new ApiError('validation', 'cursor is not valid', {

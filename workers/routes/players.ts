@@ -1,6 +1,6 @@
 import { createRoute, z } from '@hono/zod-openapi'
 import { getSql } from '../db/client.ts'
-import { newRouter, problemResponses } from '../lib/openapi.ts'
+import { newRouter, problemResponses, ResourceId } from '../lib/openapi.ts'
 import { ApiError } from '../lib/problem.ts'
 import { playerId, requirePlayer } from '../middleware/auth.ts'
 import { receivedInvites } from '../parties/store.ts'
@@ -37,18 +37,31 @@ const rewardsRoute = createRoute({
   },
 })
 
+/** A reward's created_at as the cursor carries it: UTC to the microsecond, a real date after 1970. */
+function isIssuedAt(text: string): boolean {
+  if (!/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$/.test(text)) return false
+  const t = Date.parse(text)
+  // Date.parse rolls 30 February over into March; PostgreSQL refuses it.
+  return t >= 0 && new Date(t).toISOString().slice(0, 19) === text.slice(0, 19)
+}
+
 /** Cursor: the last row's (created_at, leaderboard_id, cycle), so pages are stable. */
 function parseCursor(cursor: string | undefined): [string, string, number] | null {
   if (cursor === undefined) return null
   try {
     const v = JSON.parse(atob(cursor.replace(/-/g, '+').replace(/_/g, '/'))) as unknown
+    // Exactly what this endpoint issues (PostgreSQL refuses more than Date.parse does, and its
+    // columns are text ids and int4 cycles), so a forged cursor is 422, not a database error.
     if (
       Array.isArray(v) &&
       v.length === 3 &&
       typeof v[0] === 'string' &&
-      !Number.isNaN(Date.parse(v[0])) &&
+      isIssuedAt(v[0]) &&
       typeof v[1] === 'string' &&
-      Number.isSafeInteger(v[2])
+      ResourceId.safeParse(v[1]).success &&
+      Number.isSafeInteger(v[2]) &&
+      (v[2] as number) >= 1 &&
+      (v[2] as number) <= 2_147_483_647
     ) {
       return [v[0], v[1], v[2] as number]
     }

@@ -33,7 +33,7 @@ import {
 import { errorFields, log } from '../workers/lib/log.ts'
 import { counter, gauge, histogram } from '../workers/lib/metrics.ts'
 import { sendMetricsSoon } from '../workers/lib/metrics-flush.ts'
-import type { ProblemType } from '../workers/lib/problem.ts'
+import { problemResponse, type ProblemType } from '../workers/lib/problem.ts'
 import { issueSessionToken } from '../workers/lib/session-token.ts'
 import { all, one, schemaVersion, setSchemaVersion } from '../workers/lib/sql.ts'
 
@@ -102,6 +102,9 @@ const MAX_BACKOFF_MS = 60_000
 const MATCHES_PER_STEP = 64
 /** Longest long-poll the pool holds. */
 export const MAX_WAIT_MS = 25_000
+/** Open sockets one player may hold on one pool (tabs, devices, a reconnect before the old
+ * socket is noticed closed); one more is refused (409), as on a game session. */
+const MAX_SOCKETS_PER_PLAYER = 4
 /** A party `join` waits this long for Neon's answer, then answers `unavailable`. */
 const PARTY_READ_TIMEOUT_MS = 5_000
 
@@ -972,6 +975,15 @@ export class MatchPool extends DurableObject<Env> {
     const now = this.now()
     // A newer config may let waiting tickets match now (a wider gap): the alarm looks again.
     if (this.housekeep(now) || changed) await this.scheduleAlarm()
+    const open = this.ctx
+      .getWebSockets(`p:${sc.playerId}`)
+      .filter((ws) => ws.readyState === WebSocket.OPEN)
+    if (open.length >= MAX_SOCKETS_PER_PLAYER) {
+      return problemResponse(
+        'conflict',
+        `At most ${MAX_SOCKETS_PER_PLAYER} connections per player to one pool`,
+      )
+    }
     const { 0: client, 1: server } = new WebSocketPair()
     this.ctx.acceptWebSocket(server, [`p:${sc.playerId}`])
     const attachment: Attachment = {
@@ -1065,8 +1077,11 @@ export class MatchPool extends DurableObject<Env> {
       case 'ping':
         return this.send(ws, { type: 'pong' })
       case 'cancel': {
+        // A ticket that ran out before this cancel expired (as HTTP says), not cancelled.
+        const swept = this.housekeep(this.now())
         const row = att.ticketId ? this.row(att.ticketId) : undefined
         if (!row || row.state !== 'waiting') {
+          if (swept) await this.scheduleAlarm()
           return this.sendError(ws, 'not_queued', 'There is no waiting ticket to cancel')
         }
         this.finish(row.id, 'cancelled', 'cancelled', this.now())
@@ -1079,10 +1094,16 @@ export class MatchPool extends DurableObject<Env> {
           const p = await this.currentParty(att.playerId, msg.party)
           if (!p.ok) return this.sendError(ws, p.code, p.message)
           party = p.party
-          // The read awaited Neon: the socket may have gone meanwhile.
-          if (ws.readyState !== WebSocket.OPEN) return
         }
         if (!this.config) return this.sendError(ws, 'unavailable', 'The queue is not configured')
+        // Due expiries and graces end first: one that ends this socket's own ticket tells the
+        // socket and closes it, and a closed socket queues nothing (no one would hear of the
+        // match). A party read awaited Neon: the socket may have gone meanwhile, too.
+        const swept = this.housekeep(this.now())
+        if (ws.readyState !== WebSocket.OPEN) {
+          if (swept) await this.scheduleAlarm()
+          return
+        }
         const entered = this.enqueue(
           party?.players ?? [{ playerId: att.playerId, rating: att.rating }],
           msg.attributes ?? null,

@@ -823,6 +823,7 @@ export interface Paths {
         401: Schemas['Problem']
         403: Schemas['Problem']
         404: Schemas['Problem']
+        409: Schemas['Problem']
         422: Schemas['Problem']
       }
     }

@@ -90,6 +90,32 @@ describe('sockets: join to match_found', () => {
     expect(await waitingCount(q)).toBe(0)
   })
 
+  it('a player holds at most 4 sockets on one pool: a 5th is refused with 409 and the open ones keep working', async () => {
+    const q = await createQueue()
+    await rig(q, newClock())
+    const [g, other] = await Promise.all([newGuest(), newGuest()])
+    const open: WebSocket[] = []
+    for (let i = 0; i < 4; i++) open.push(await connect(`/v1/matchmaking/${q}`, g.token))
+    const fifth = await problem(await upgrade(`/v1/matchmaking/${q}`, g.token))
+    expect(fifth.status).toBe(409)
+    expect(fifth.contentType).toBe('application/problem+json')
+    expect(fifth.body.type).toBe('urn:nexus:problem:conflict')
+    // Another player is not affected, and a closed socket frees its place.
+    const o = await connect(`/v1/matchmaking/${q}`, other.token)
+    open[3]!.close(1000)
+    await closed(open[3]!)
+    await until(async () => {
+      const res = await upgrade(`/v1/matchmaking/${q}`, g.token)
+      if (res.status !== 101) return undefined
+      res.webSocket!.accept()
+      res.webSocket!.close(1000)
+      return true
+    })
+    open[0]!.send(JSON.stringify({ type: 'join' }))
+    expect((await nextOfType<Queued>(open[0]!, 'queued')).existing).toBe(false)
+    for (const ws of [...open.slice(0, 3), o]) ws.close(1000)
+  })
+
   it('a second join on the socket returns the same ticket', async () => {
     const q = await createQueue()
     await rig(q, newClock())
@@ -263,5 +289,42 @@ describe('sockets: disconnect, reconnect, expiry', () => {
     expect(t.status).toBe('expired')
     expect(t.expiresAt).toBe(expiresAt)
     expect(await waitingCount(q)).toBe(0)
+  })
+
+  it('a join sent as the ticket runs out (before the alarm) gets expired and queues nothing: no rival is matched with a player who is gone', async () => {
+    const q = await createQueue({ ticketTtlSeconds: 30 })
+    const clock = newClock()
+    await rig(q, clock)
+    const [g, rival] = await Promise.all([newGuest(), newGuest()])
+    const ws = await connect(`/v1/matchmaking/${q}`, g.token)
+    ws.send(JSON.stringify({ type: 'join' }))
+    const { ticketId } = await nextOfType<Queued>(ws, 'queued')
+    // The expiry is due, but the pool's alarm has not run yet when the frame arrives.
+    clock.t += 30_000
+    ws.send(JSON.stringify({ type: 'join' }))
+    expect(await nextOfType(ws, 'expired')).toEqual({ type: 'expired', ticketId })
+    expect((await closed(ws)).reason).toBe('ticket expired')
+    expect(collect(ws).map((m) => (m as { type: string }).type)).toEqual(['queued', 'expired'])
+    expect(await waitingCount(q)).toBe(0)
+    const r = await joinFor(q, rival.playerId)
+    expect(r.status).toBe('waiting')
+  })
+
+  it('a cancel sent after the ticket ran out (before the alarm) finds it expired, as HTTP does', async () => {
+    const q = await createQueue({ ticketTtlSeconds: 30 })
+    const clock = newClock()
+    await rig(q, clock)
+    const g = await newGuest()
+    const ws = await connect(`/v1/matchmaking/${q}`, g.token)
+    ws.send(JSON.stringify({ type: 'join' }))
+    const { ticketId } = await nextOfType<Queued>(ws, 'queued')
+    clock.t += 30_000
+    ws.send(JSON.stringify({ type: 'cancel' }))
+    expect(await nextOfType(ws, 'expired')).toEqual({ type: 'expired', ticketId })
+    await closed(ws)
+    expect(collect(ws).map((m) => (m as { type: string }).type)).toEqual(['queued', 'expired'])
+    const t = await ticketOf(ticketId, g.token)
+    expect(t.status).toBe('expired')
+    expect(t.reason).toBeNull()
   })
 })

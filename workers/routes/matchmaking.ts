@@ -13,7 +13,7 @@ import { partyJoinRefusal } from '../core/party.ts'
 import { authenticate, bearer, type Principal } from '../lib/auth.ts'
 import { errorFields, log } from '../lib/log.ts'
 import { newRouter, PlayerId, problemResponses, ResourceId } from '../lib/openapi.ts'
-import { ApiError } from '../lib/problem.ts'
+import { ApiError, apiErrorFrom } from '../lib/problem.ts'
 import { issueSessionToken } from '../lib/session-token.ts'
 import { loadQueueConfig, RegionId, type QueueConfig } from '../matchmaking/config.ts'
 import { Party, TicketAttributes } from '../matchmaking/protocol.ts'
@@ -404,10 +404,11 @@ const socketRoute = createRoute({
   description:
     'With `Upgrade: websocket` and a player token (`Authorization: Bearer …`, or `?token=` for ' +
     'browsers): send `{"type":"join"}` (a party leader adds `"party"`: every member\'s id, as ' +
-    'read when the socket connected); receive `{"type":"queued","ticketId"}`, then ' +
+    'Neon holds the party at that join); receive `{"type":"queued","ticketId"}`, then ' +
     '`{"type":"match_found","sessionId","token","players"}` (or `expired` / `cancelled`). Send ' +
     '`{"type":"cancel"}` to leave. A bad frame gets `{"type":"error","code","message"}` and changes ' +
     'nothing. Closing the socket cancels the ticket after a 10 s grace unless the player reconnects. ' +
+    'A player holds at most 4 sockets on one pool; a 5th is 409. ' +
     'Without an upgrade: the queue’s public settings.',
   request: {
     params: QueueParam,
@@ -434,7 +435,7 @@ const socketRoute = createRoute({
         },
       },
     },
-    ...problemResponses(401, 403, 404, 422),
+    ...problemResponses(401, 403, 404, 409, 422),
   },
 })
 
@@ -482,7 +483,9 @@ matchmakingRoutes.openapi(socketRoute, (async (c: Context<AppEnv>) => {
   }
   const headers = new Headers({ upgrade: 'websocket' })
   headers.set(SOCKET_CONTEXT_HEADER, JSON.stringify(context))
-  return poolFetcher(c.env, queue, region).fetch(
+  const res = await poolFetcher(c.env, queue, region).fetch(
     new Request('https://match-pool/socket', { headers }),
   )
+  if (res.status === 101) return res
+  throw await apiErrorFrom(res)
 }) as never)

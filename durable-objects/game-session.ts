@@ -68,8 +68,10 @@ import { sha256Hex } from '../workers/lib/hash.ts'
  * wake refills them). Reserved close codes (1005, 1006, 1015) are never echoed.
  *
  * Presence: the last socket of a player closing starts a grace timer; past it, the rules get an
- * `absent` input (dice-race, hot-potato: forfeit). Reconnecting in time cancels the timer. The
- * graces and the retention below come from the environment (`sessionTimings`).
+ * `absent` input (dice-race, hot-potato: forfeit). Reconnecting in time cancels the timer. Sockets
+ * lost with the object report no close: its next wake (load()) starts their grace, and while the
+ * game is live the alarm is never more than a grace ahead, so that wake comes. The graces and the
+ * retention below come from the environment (`sessionTimings`).
  *
  * Clock: `tick` is milliseconds since creation, or, for rules with a `tickRate`, ticks since
  * creation; an alarm then feeds a `tick` input at that rate while the game runs. Every timed job
@@ -898,6 +900,10 @@ export class GameSession extends DurableObject<Env> {
       if (t != null) candidates.push(t)
       const rate = this.rules?.tickRate
       if (rate) candidates.push(this.createdAt + ((this.tickAt(now) + 1) * 1000) / rate)
+      // A watchdog: sockets lost with the object (a deploy, a restart) report no close, and only
+      // a wake starts their grace (load()). Without it a game whose players all left that way
+      // would wait for a request that may never come, and never end.
+      candidates.push(now + this.graceMs)
     }
     const w = one<{ t: number | null }>(
       this.sql,

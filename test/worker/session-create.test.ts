@@ -55,6 +55,11 @@ describe('creating sessions', () => {
       [{ rules: 'relay', roster: [{ playerId: 'x' }, { playerId: 'x' }] }, 'roster'],
       [{ rules: 'relay', roster: [{ playerId: 'x y' }] }, 'roster.0.playerId'],
       [{ rules: 'relay', roster: [{ playerId: 'x' }], seed: 'mine' }, ''],
+      // A mistyped board would silently drop every result of the game.
+      [
+        { rules: 'relay', roster: [{ playerId: 'x' }], leaderboardId: 'no-such-board-anywhere' },
+        'leaderboardId',
+      ],
     ]
     for (const [body, path] of bad) {
       const p = await problem(await call('/v1/admin/sessions', json('POST', body, ADMIN_KEY)))

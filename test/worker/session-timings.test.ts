@@ -144,4 +144,36 @@ describe('session timings', () => {
     const info = await inObject(sessionId, (inst) => inst.info())
     expect(info).toMatchObject({ ok: true, status: 'finished' })
   })
+
+  it('a game whose players all vanished with the object (a restart) ends even if nobody comes back', async () => {
+    const players = playerIds(2)
+    const { sessionId, tokens } = await createSession({
+      rules: 'dice-race',
+      roster: players.map((playerId) => ({ playerId })),
+      options: { target: 1000 },
+    })
+    const sockets = await Promise.all(players.map((p) => connect(sessionId, tokens[p]!)))
+    for (const s of sockets) await s.nextOf('welcome')
+    const createdAt = await inObject(sessionId, (inst) => {
+      const info = inst.info()
+      if (!info.ok) throw new Error('no session')
+      return info.createdAt
+    })
+    await alarmAt(sessionId, createdAt + JOIN_GRACE)
+    // Everyone is connected and nothing is due, yet an alarm stays armed: it is what wakes the
+    // object if its sockets go with it and no request ever comes again.
+    const armed = await inObject(sessionId, (_inst, state) => state.storage.getAlarm())
+    expect(armed).not.toBeNull()
+    expect(armed!).toBeLessThanOrEqual(createdAt + JOIN_GRACE + GRACE)
+    await evictDurableObject(sessionObject(sessionId), { webSockets: 'close' })
+    await sockets[0]!.whenClosed()
+    // That alarm wakes it, which starts the lost players' grace (from the real clock, so already
+    // past at the alarm's time): they forfeit and the game ends.
+    await alarmAt(sessionId, armed!)
+    expect(await inObject(sessionId, (inst) => inst.info())).toMatchObject({
+      ok: true,
+      status: 'finished',
+      result: { reason: 'forfeit' },
+    })
+  })
 })

@@ -1,5 +1,6 @@
 import { createRoute, z } from '@hono/zod-openapi'
 import { rulesNames } from '../core/rules/index.ts'
+import { loadLeaderboardConfig } from '../leaderboards/config-store.ts'
 import { newRouter, PlayerId, problemResponses, ResourceId } from '../lib/openapi.ts'
 import { ApiError } from '../lib/problem.ts'
 import { issueSessionToken } from '../lib/session-token.ts'
@@ -74,6 +75,12 @@ const createSessionRoute = createRoute({
 
 adminSessions.openapi(createSessionRoute, async (c) => {
   const body = c.req.valid('json')
+  // A mistyped board would drop every result of the game with only a log line to show for it.
+  if (body.leaderboardId && !(await loadLeaderboardConfig(c.env, body.leaderboardId))) {
+    throw new ApiError('validation', `No leaderboard '${body.leaderboardId}'`, {
+      errors: [{ path: 'leaderboardId', message: 'no such leaderboard' }],
+    })
+  }
   const sessionId = `s_${crypto.randomUUID()}`
   const seedBytes = crypto.getRandomValues(new Uint8Array(32))
   const seed = [...seedBytes].map((b) => b.toString(16).padStart(2, '0')).join('')

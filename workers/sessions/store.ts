@@ -301,7 +301,8 @@ export async function loadArchivedEvents(
 ): Promise<LogRecord[]> {
   const sql = getSql(env)
   const rows = (await sql.query(
-    `select record from session_logs where session_id = $1 and seq >= $2 order by seq limit $3`,
+    // bigint: `from` may lie past the int column's range (an empty page, not an error).
+    `select record from session_logs where session_id = $1 and seq >= $2::bigint order by seq limit $3`,
     [sessionId, from, limit],
   )) as { record: LogRecord }[]
   return rows.map((r) => r.record)

@@ -14,10 +14,17 @@ export async function startJwksServer(): Promise<{
   const { publicKey, privateKey } = await generateKeyPair('RS256', { extractable: true })
   const pub = { ...(await exportJWK(publicKey)), kid: 'test-idp-key', alg: 'RS256', use: 'sig' }
   const priv = { ...(await exportJWK(privateKey)), kid: 'test-idp-key', alg: 'RS256' }
+  // A provider mid-rotation whose keys have no ids: the test key and another, both without `kid`.
+  const { kid: _kid, ...unnamed } = pub
+  const next = await exportJWK((await generateKeyPair('RS256', { extractable: true })).publicKey)
+  const rotating = { keys: [{ ...next, alg: 'RS256', use: 'sig' }, unnamed] }
   const server = createServer((req, res) => {
     if (req.url === '/.well-known/jwks.json') {
       res.writeHead(200, { 'content-type': 'application/json' })
       res.end(JSON.stringify({ keys: [pub] }))
+    } else if (req.url === '/rotating/jwks.json') {
+      res.writeHead(200, { 'content-type': 'application/json' })
+      res.end(JSON.stringify(rotating))
     } else {
       res.writeHead(404).end()
     }

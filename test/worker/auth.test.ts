@@ -103,6 +103,28 @@ describe('guest auth', () => {
     expect(p).toMatchObject({ status: 403, type: 'urn:nexus:problem:guest-auth-disabled' })
   })
 
+  it('stays off when GUEST_AUTH is spelled "OFF", "false", "0" or "no": only a clear "on" leaves it open', async () => {
+    const guest = (value: string) =>
+      callWithEnv(
+        { GUEST_AUTH: value },
+        '/v1/auth/guest',
+        json('POST', { deviceId: `device-${crypto.randomUUID()}` }, undefined, {
+          'cf-connecting-ip': `192.0.2.${Math.floor(Math.random() * 250)}`,
+        }),
+      )
+    for (const off of ['OFF', 'Off', ' off', 'false', '0', 'no', 'disabled']) {
+      expect(await problem(await guest(off)), off).toMatchObject({
+        status: 403,
+        type: 'urn:nexus:problem:guest-auth-disabled',
+      })
+    }
+    for (const on of ['ON', 'true', '1', 'yes']) {
+      const res = await guest(on)
+      expect(res.status, on).toBe(200)
+      await res.body?.cancel()
+    }
+  })
+
   it('is rate limited per client address with Retry-After', async () => {
     const ip = `198.51.100.${Math.floor(Math.random() * 250)}`
     const send = () =>
@@ -277,11 +299,45 @@ describe("a studio's own identity provider (JWKS)", () => {
     })
   })
 
+  it('accepts a token without kid while the key set holds several keys without ids (mid-rotation)', async () => {
+    const JWKS_URL = testEnv.JWKS_URL!.replace('/.well-known/jwks.json', '/rotating/jwks.json')
+    const sign = async (key: CryptoKey | Uint8Array) =>
+      new SignJWT({})
+        .setProtectedHeader({ alg: 'RS256' })
+        .setSubject('idp|user-43')
+        .setIssuer('https://idp.test')
+        .setAudience('nexus-game')
+        .setExpirationTime('10m')
+        .sign(key)
+    const put = async (token: string) =>
+      problem(await callWithEnv({ JWKS_URL }, ADMIN_PROBE, json('PUT', { name: 'x' }, token)))
+    const signed = await sign(await importJWK(JSON.parse(testEnv.TEST_IDP_PRIVATE_JWK!), 'RS256'))
+    // Authenticated as a player; the probe route is admin-only.
+    expect(await put(signed)).toMatchObject({ status: 403 })
+    // A key in neither: still refused.
+    const { privateKey } = await generateKeyPair('RS256')
+    expect(await put(await sign(privateKey))).toMatchObject({
+      status: 401,
+      type: 'urn:nexus:problem:unauthorized',
+    })
+  })
+
   it('without JWT_ISSUER or JWT_AUDIENCE, no identity-provider token is accepted: 503, not a player', async () => {
     const token = await idpToken()
     for (const unset of [{ JWT_ISSUER: '' }, { JWT_AUDIENCE: '' }]) {
       const res = await callWithEnv(unset, ADMIN_PROBE, json('PUT', { name: 'x' }, token))
       expect(await problem(res)).toMatchObject({
+        status: 503,
+        type: 'urn:nexus:problem:unavailable',
+      })
+    }
+  })
+
+  it('a JWKS_URL that is not an http(s) URL is 503, not 401: the server is misconfigured, not the token', async () => {
+    const token = await idpToken()
+    for (const JWKS_URL of ['idp.test/.well-known/jwks.json', 'ftp://idp.test/jwks.json']) {
+      const res = await callWithEnv({ JWKS_URL }, ADMIN_PROBE, json('PUT', { name: 'x' }, token))
+      expect(await problem(res), JWKS_URL).toMatchObject({
         status: 503,
         type: 'urn:nexus:problem:unavailable',
       })

@@ -8,6 +8,7 @@ import {
   type FlattenedJWSInput,
   type JWSHeaderParameters,
   type JWTPayload,
+  type JWTVerifyOptions,
 } from 'jose'
 import { errorFields, log } from './log.ts'
 import { ApiError } from './problem.ts'
@@ -193,6 +194,15 @@ async function identityProviderKey(
   }
 }
 
+function isHttpUrl(value: string): boolean {
+  try {
+    const { protocol } = new URL(value)
+    return protocol === 'https:' || protocol === 'http:'
+  } catch {
+    return false
+  }
+}
+
 /** Three base64url segments: header, payload, signature. */
 const JWT_SHAPE = /^[\w-]+\.[\w-]+\.[\w-]*$/
 
@@ -249,20 +259,51 @@ export async function verifyPlayerToken(env: AuthEnv, token: string): Promise<Pr
           'Identity provider tokens are not accepted: the server is missing JWT_ISSUER or JWT_AUDIENCE',
         )
       }
+      // A misconfigured server, not a bad token: 401 would make clients sign their players out.
+      if (!isHttpUrl(env.JWKS_URL)) {
+        log('error', 'JWKS_URL is not an http(s) URL', { url: env.JWKS_URL })
+        throw new ApiError(
+          'unavailable',
+          'Identity provider tokens are not accepted: the server has an invalid JWKS_URL',
+        )
+      }
       const jwksUrl = env.JWKS_URL
-      const { payload } = await jwtVerify(token, (h, t) => identityProviderKey(jwksUrl, h, t), {
+      const options: JWTVerifyOptions = {
         algorithms: ['RS256', 'RS384', 'RS512', 'PS256', 'ES256', 'ES384', 'ES512', 'EdDSA'],
         issuer: env.JWT_ISSUER,
         audience: env.JWT_AUDIENCE,
         clockTolerance: CLOCK_SKEW_SECONDS,
         requiredClaims: ['sub', 'exp'],
-      })
+      }
+      const payload = await jwtVerify(token, (h, t) => identityProviderKey(jwksUrl, h, t), options)
+        .then((verified) => verified.payload)
+        .catch((err: unknown) => {
+          // A token without `kid` while the key set holds several keys of its type (a provider
+          // rotating keys that have no ids): the token is good if one of them verifies it.
+          if (!(err instanceof joseErrors.JWKSMultipleMatchingKeys)) throw err
+          return verifyWithAnyKey(token, err, options)
+        })
       return { kind: 'player', playerId: playerIdFrom(payload), source: 'jwks' }
     }
   } catch (err) {
     throw tokenError(err)
   }
   throw new ApiError('unauthorized', `Tokens signed with ${alg ?? 'no algorithm'} are not accepted`)
+}
+
+async function verifyWithAnyKey(
+  token: string,
+  keys: AsyncIterable<CryptoKey>,
+  options: JWTVerifyOptions,
+): Promise<JWTPayload> {
+  for await (const key of keys) {
+    try {
+      return (await jwtVerify(token, key, options)).payload
+    } catch (err) {
+      if (!(err instanceof joseErrors.JWSSignatureVerificationFailed)) throw err
+    }
+  }
+  throw new joseErrors.JWSSignatureVerificationFailed()
 }
 
 function playerIdFrom(payload: JWTPayload): string {

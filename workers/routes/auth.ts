@@ -66,8 +66,17 @@ const guestRoute = createRoute({
   },
 })
 
+/**
+ * Whether GUEST_AUTH leaves guest sign-in on: unset, `on`, `true`, `1` or `yes` (any case). Any
+ * other value is taken as meant to switch it off, so `OFF` or `false` cannot leave it open.
+ */
+function guestAuthEnabled(raw: string | undefined): boolean {
+  const value = raw?.trim().toLowerCase()
+  return !value || ['on', 'true', '1', 'yes'].includes(value)
+}
+
 auth.openapi(guestRoute, async (c) => {
-  if ((c.env.GUEST_AUTH ?? 'on') === 'off') {
+  if (!guestAuthEnabled(c.env.GUEST_AUTH)) {
     throw new ApiError('guest-auth-disabled', 'This deployment does not issue guest tokens')
   }
   const { deviceId } = c.req.valid('json')

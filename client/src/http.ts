@@ -65,7 +65,18 @@ export interface TransportOptions {
   playerToken: (refresh: boolean, rejected?: string) => Promise<string>
 }
 
-export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms))
+/** Waits `ms`, or less when `signal` aborts first (leaving no timer behind). */
+export const sleep = (ms: number, signal?: AbortSignal) =>
+  new Promise<void>((resolve) => {
+    if (signal?.aborted) return resolve()
+    const done = () => {
+      clearTimeout(timer)
+      signal?.removeEventListener('abort', done)
+      resolve()
+    }
+    const timer = setTimeout(done, ms)
+    signal?.addEventListener('abort', done)
+  })
 
 /** Backoff before retry `n` (0-based): full jitter under an exponential cap. */
 export function backoff(policy: RetryPolicy, n: number): number {
@@ -161,7 +172,7 @@ export class Transport {
         if (opts.signal?.aborted) throw err
         lastError = new NexusNetworkError(`${method.toUpperCase()} ${url} failed`, { cause: err })
         attempt++
-        if (attempt < policy.attempts) await sleep(backoff(policy, attempt - 1))
+        if (attempt < policy.attempts) await sleep(backoff(policy, attempt - 1), opts.signal)
         continue
       }
       if (res.ok) return res
@@ -179,7 +190,7 @@ export class Transport {
         problem.retryAfter !== undefined ? problem.retryAfter * 1000 : backoff(policy, attempt - 1)
       // A server asking for a longer pause than the policy allows gets its answer surfaced.
       if (wait > policy.maxDelayMs) break
-      await sleep(wait)
+      await sleep(wait, opts.signal)
     }
     throw lastError
   }

@@ -155,19 +155,14 @@ export class MatchTicket extends Emitter<TicketEvents> {
         this.on('match', () => resolve())
       })
       this.socket.send(JSON.stringify({ type: 'cancel' }))
-      await Promise.race([ended, sleep(5000)])
+      await Promise.race([ended, sleep(5000, this.abort.signal)])
       if (this.done) return
     }
     // A join answered while the cancel was on its way made the ticket after all.
     const ticketId = this.ticketId ?? idBefore
     if (ticketId) {
       try {
-        const t = await this.deps.t.request('delete', '/v1/matchmaking/tickets/{ticketId}', {
-          path: { ticketId },
-          as: { kind: 'player' },
-          retry: true,
-        })
-        this.settle(t)
+        this.settle(await this.deleteTicket(ticketId))
       } catch (err) {
         // Matched in the meantime: the match wins, as it does on the server.
         if (!(err instanceof NexusProblem && err.problem === 'conflict')) throw err
@@ -230,8 +225,13 @@ export class MatchTicket extends Emitter<TicketEvents> {
         if (failures > sockets.maxReconnects) return lastError
         const delayMs = backoff(sockets.backoff, failures - 1)
         this.emit('reconnecting', { attempt: failures, delayMs })
-        await sleep(delayMs)
+        await sleep(delayMs, this.abort.signal)
         continue
+      }
+      if (this.done) {
+        // Cancelled while the socket was opening: it must not join.
+        socket.close(1000, 'cancelled')
+        return null
       }
       const openedAt = Date.now()
       this.socket = socket
@@ -245,7 +245,7 @@ export class MatchTicket extends Emitter<TicketEvents> {
       failures++
       const delayMs = backoff(sockets.backoff, failures - 1)
       this.emit('reconnecting', { attempt: failures, delayMs })
-      await sleep(delayMs)
+      await sleep(delayMs, this.abort.signal)
     }
     return null
   }
@@ -255,6 +255,8 @@ export class MatchTicket extends Emitter<TicketEvents> {
     const reconnect = this.connects++ > 0
     return new Promise<void>((resolve) => {
       let attached = false
+      // The re-attach check below; a socket that closes first leaves it to the next one.
+      let reattach: ReturnType<typeof setTimeout> | undefined
       socket.addEventListener('message', (e) => {
         const text = messageText(e)
         if (text === null) return
@@ -267,14 +269,17 @@ export class MatchTicket extends Emitter<TicketEvents> {
         if (msg.type === 'queued') attached = true
         this.onSocketMessage(msg, socket)
       })
-      socket.addEventListener('close', () => resolve())
+      socket.addEventListener('close', () => {
+        clearTimeout(reattach)
+        resolve()
+      })
       if (this.ticketId === null) {
         if (this.role === 'member') {
           // A member waits: the leader's new ticket attaches this socket and sends `queued`. One
           // made while the socket was down (and perhaps already matched) shows on the party.
           if (reconnect) {
             const region = this.region
-            setTimeout(() => {
+            reattach = setTimeout(() => {
               if (attached || this.done || this.ticketId !== null) return
               void this.checkParty()
                 .then((found) => {
@@ -299,7 +304,7 @@ export class MatchTicket extends Emitter<TicketEvents> {
       } else {
         // A reconnect: the pool re-attaches a waiting ticket by itself. Joining again could make a
         // second ticket if this one was matched meanwhile, so ask over HTTP instead.
-        setTimeout(() => {
+        reattach = setTimeout(() => {
           if (attached || this.done || !this.ticketId) return
           void this.read(this.ticketId)
             .then((t) => {
@@ -382,7 +387,11 @@ export class MatchTicket extends Emitter<TicketEvents> {
     const { t } = this.deps
     if (this.ticketId === null && this.role === 'member') await this.pollParty()
     if (this.done) return
-    if (this.ticketId === null) {
+    // A ticket a socket made: the server cancels it once its socket has been gone for the grace
+    // (10 s) unless the player joins again, which answers that same ticket while it is live.
+    const socketTicket = this.role === 'join' ? this.ticketId : null
+    if (socketTicket !== null && this.settle(await this.read(socketTicket))) return
+    if (this.ticketId === null || socketTicket !== null) {
       const ticket = await t.request('post', '/v1/matchmaking/{queue}/tickets', {
         path: { queue: this.queue },
         body: {
@@ -394,18 +403,26 @@ export class MatchTicket extends Emitter<TicketEvents> {
         // Joins are idempotent: a retry gets the ticket the first attempt made.
         retry: true,
       })
-      this.ticketId = ticket.ticketId
-      this.emit('queued', {
-        ticketId: ticket.ticketId,
-        existing: ticket.existing ?? false,
-        expiresAt: ticket.expiresAt,
-      })
-      if (this.settle(ticket)) return
+      if (this.done || (socketTicket !== null && ticket.ticketId !== socketTicket)) {
+        // Cancelled while the join was on its way, or the socket's ticket ended just before it:
+        // the ticket this join made must not wait on alone (the loop below reads the old one).
+        await this.deleteTicket(ticket.ticketId)
+      } else {
+        this.ticketId = ticket.ticketId
+        this.emit('queued', {
+          ticketId: ticket.ticketId,
+          existing: ticket.existing ?? false,
+          expiresAt: ticket.expiresAt,
+        })
+        if (this.settle(ticket)) return
+      }
     }
+    const ticketId = this.ticketId
+    if (ticketId === null) return
     while (!this.done) {
       let ticket: Ticket
       try {
-        ticket = await this.read(this.ticketId, LONG_POLL_SECONDS)
+        ticket = await this.read(ticketId, LONG_POLL_SECONDS)
       } catch (err) {
         if (this.done) return
         throw err
@@ -431,7 +448,7 @@ export class MatchTicket extends Emitter<TicketEvents> {
 
   /** Without a socket, nothing pushes the leader's ticket: read the party until it names one. */
   private async pollParty(): Promise<void> {
-    while (!this.done && !(await this.checkParty())) await sleep(PARTY_POLL_MS)
+    while (!this.done && !(await this.checkParty())) await sleep(PARTY_POLL_MS, this.abort.signal)
   }
 
   /** Takes up the leader's new ticket if the party names one; true when it did. */
@@ -462,6 +479,14 @@ export class MatchTicket extends Emitter<TicketEvents> {
       as: { kind: 'player' },
       retry: true,
       signal: this.abort.signal,
+    })
+  }
+
+  private deleteTicket(ticketId: string): Promise<Ticket> {
+    return this.deps.t.request('delete', '/v1/matchmaking/tickets/{ticketId}', {
+      path: { ticketId },
+      as: { kind: 'player' },
+      retry: true,
     })
   }
 

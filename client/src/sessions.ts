@@ -50,13 +50,19 @@ export class GameConnection extends Emitter<GameEvents> {
   seq: number | null = null
   /** Resolves with the result when the game ends; rejects if the session cannot be reached. */
   readonly ended: Promise<GameResult>
-  /** Resolves once the first welcome (or resume) arrived. */
+  /**
+   * Resolves once the first welcome (or resume) arrived; rejects as `ended` does when the
+   * session cannot be reached (or the connection is closed) before that.
+   */
   readonly ready: Promise<void>
   private socket: SocketLike | null = null
   private done = false
+  /** Aborted when the connection is over: cuts a reconnect pause short. */
+  private readonly stop = new AbortController()
   private resolveEnded!: (r: GameResult) => void
   private rejectEnded!: (e: unknown) => void
   private resolveReady!: () => void
+  private rejectReady!: (e: unknown) => void
   private readonly t: Transport
   private readonly token: string
   private readonly sockets: SocketSettings
@@ -77,8 +83,12 @@ export class GameConnection extends Emitter<GameEvents> {
       this.resolveEnded = resolve
       this.rejectEnded = reject
     })
-    this.ready = new Promise<void>((resolve) => (this.resolveReady = resolve))
+    this.ready = new Promise<void>((resolve, reject) => {
+      this.resolveReady = resolve
+      this.rejectReady = reject
+    })
     this.ended.catch(() => {})
+    this.ready.catch(() => {})
     void this.run().catch((err: unknown) => this.fail(err))
   }
 
@@ -99,8 +109,11 @@ export class GameConnection extends Emitter<GameEvents> {
   /** Closes the connection for good (the server's absence grace then applies). */
   close(): void {
     this.done = true
+    this.stop.abort()
     if (isOpen(this.socket)) this.socket.close(1000, 'bye')
-    this.rejectEnded(new NexusNetworkError('connection closed by the client'))
+    const closed = new NexusNetworkError('connection closed by the client')
+    this.rejectReady(closed)
+    this.rejectEnded(closed)
   }
 
   private readSession() {
@@ -147,6 +160,11 @@ export class GameConnection extends Emitter<GameEvents> {
         await this.pause(failures)
         continue
       }
+      if (this.done) {
+        // Closed while the socket was opening.
+        socket.close(1000, 'bye')
+        return
+      }
       const openedAt = Date.now()
       this.socket = socket
       await this.serve(socket)
@@ -166,7 +184,7 @@ export class GameConnection extends Emitter<GameEvents> {
   private async pause(attempt: number): Promise<void> {
     const delayMs = backoff(this.sockets.backoff, attempt - 1)
     this.emit('reconnecting', { attempt, delayMs, since: this.seq })
-    await sleep(delayMs)
+    await sleep(delayMs, this.stop.signal)
   }
 
   private serve(socket: SocketLike): Promise<void> {
@@ -221,6 +239,7 @@ export class GameConnection extends Emitter<GameEvents> {
   private finish(seq: number, result: GameResult): void {
     if (this.done) return
     this.done = true
+    this.stop.abort()
     this.emit('ended', { seq, result })
     this.resolveReady()
     this.resolveEnded(result)
@@ -230,7 +249,9 @@ export class GameConnection extends Emitter<GameEvents> {
   private fail(err: unknown): void {
     if (this.done) return
     this.done = true
+    this.stop.abort()
     if (isOpen(this.socket)) this.socket.close(1000, 'failed')
+    this.rejectReady(err)
     this.rejectEnded(err)
   }
 }

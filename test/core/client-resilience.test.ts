@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import { createClient } from '../../client/src/client.ts'
+import { MatchmakingEnded } from '../../client/src/matchmaking.ts'
 import { NexusNetworkError } from '../../client/src/problem.ts'
 import type { SocketEvent, SocketLike } from '../../client/src/socket.ts'
 
@@ -18,6 +19,8 @@ interface ScriptedSocket {
   drop(): void
   fail(): void
   receive(frame: unknown): void
+  /** Whether the client closed it (or it dropped). */
+  closed(): boolean
 }
 
 /**
@@ -64,10 +67,30 @@ function scriptedSocket(
     receive(frame) {
       emit('message', { data: JSON.stringify(frame) })
     },
+    closed: () => s.readyState === 3,
   }
   setTimeout(() => script(driver), 1)
   return s
 }
+
+/** A fetch that signs guests in and answers everything else with `rest`. */
+function guestFetch(
+  rest: (url: URL, init?: RequestInit) => Promise<Response> | Response,
+): typeof fetch {
+  return (async (input: RequestInfo | URL, init?: RequestInit) => {
+    const url = new URL(String(input))
+    if (url.pathname === '/v1/auth/guest')
+      return jsonRes(200, { token: 'tok', playerId: 'g_1', expiresIn: 3600, expiresAt: 0 })
+    return rest(url, init)
+  }) as typeof fetch
+}
+
+/** A ticket as the HTTP routes answer it. */
+const ticket = (fields: Record<string, unknown>) =>
+  jsonRes(200, { ticketId: 't1', queue: 'duel', region: 'eu', expiresAt: 0, ...fields })
+
+/** Timers keeping the process alive right now. */
+const liveTimers = () => process.getActiveResourcesInfo().filter((r) => r === 'Timeout').length
 
 describe('client SDK under failure', () => {
   it('many requests refused with 401 at once renew the token once, then all succeed', async () => {
@@ -251,5 +274,212 @@ describe('client SDK under failure', () => {
     expect(ended).toBeNull()
     expect(opens).toBe(2)
     game.close()
+  })
+
+  it('a ticket cancelled while its socket is still opening sends no join and closes the socket', async () => {
+    const frames: string[] = []
+    const sockets: ScriptedSocket[] = []
+    let created!: () => void
+    const socketCreated = new Promise<void>((resolve) => (created = resolve))
+    let opened!: () => void
+    const socketOpened = new Promise<void>((resolve) => (opened = resolve))
+    const client = createClient({
+      baseUrl: 'http://nexus.test',
+      fetch: guestFetch(() => jsonRes(200, {})),
+      WebSocket: () => {
+        created()
+        return scriptedSocket(
+          (socket) => {
+            sockets.push(socket)
+            setTimeout(() => {
+              socket.open()
+              opened()
+            }, 10)
+          },
+          (frame) => frames.push(frame.type),
+        )
+      },
+    })
+    await client.auth.guest('device-abcdef-123456')
+    const t = client.matchmaking.join('duel')
+    await socketCreated
+    await t.cancel()
+    await expect(t.matched).rejects.toBeInstanceOf(MatchmakingEnded)
+    // The socket opens after the cancel: it must not queue the player.
+    await socketOpened
+    await new Promise((resolve) => setTimeout(resolve, 0))
+    expect(frames).toEqual([])
+    expect(sockets).toHaveLength(1)
+    expect(sockets[0]!.closed()).toBe(true)
+  })
+
+  it('a game connection closed while its socket is still opening closes that socket', async () => {
+    const sockets: ScriptedSocket[] = []
+    let opened!: () => void
+    const socketOpened = new Promise<void>((resolve) => (opened = resolve))
+    const client = createClient({
+      baseUrl: 'http://nexus.test',
+      fetch: guestFetch(() => jsonRes(200, {})),
+      WebSocket: () =>
+        scriptedSocket((socket) => {
+          sockets.push(socket)
+          setTimeout(() => {
+            socket.open()
+            opened()
+          }, 10)
+        }),
+    })
+    const game = client.sessions.connect('s1', 'tok')
+    game.close()
+    await socketOpened
+    await new Promise((resolve) => setTimeout(resolve, 0))
+    expect(sockets).toHaveLength(1)
+    expect(sockets[0]!.closed()).toBe(true)
+    expect(game.connected).toBe(false)
+  })
+
+  it('a ticket cancelled while its HTTP join is on its way leaves no ticket on the server', async () => {
+    let answerJoin!: () => void
+    const joinAnswered = new Promise<void>((resolve) => (answerJoin = resolve))
+    const deleted: string[] = []
+    let deletedOne!: () => void
+    const deletion = new Promise<void>((resolve) => (deletedOne = resolve))
+    const client = createClient({
+      baseUrl: 'http://nexus.test',
+      fetch: guestFetch(async (url, init) => {
+        if (init?.method === 'POST' && url.pathname === '/v1/matchmaking/duel/tickets') {
+          await joinAnswered
+          return ticket({ status: 'waiting', existing: false })
+        }
+        if (init?.method === 'DELETE') {
+          deleted.push(url.pathname)
+          deletedOne()
+          return ticket({ status: 'cancelled', reason: 'cancelled' })
+        }
+        return ticket({ status: 'waiting' })
+      }),
+    })
+    await client.auth.guest('device-abcdef-123456')
+    const t = client.matchmaking.join('duel', { transport: 'http' })
+    const queued: unknown[] = []
+    t.on('queued', (q) => queued.push(q))
+    await new Promise((resolve) => setTimeout(resolve, 10))
+    await t.cancel()
+    // The join reaches the server after all and makes a ticket: the client takes it back.
+    answerJoin()
+    await deletion
+    expect(deleted).toEqual(['/v1/matchmaking/tickets/t1'])
+    expect(queued).toEqual([])
+  })
+
+  it('`ready` rejects, as `ended` does, when the session cannot be reached', async () => {
+    const client = createClient({
+      baseUrl: 'http://nexus.test',
+      fetch: (async () =>
+        jsonRes(401, {
+          type: 'urn:nexus:problem:unauthorized',
+          title: 'Unauthorized',
+          status: 401,
+        })) as unknown as typeof fetch,
+      WebSocket: () => scriptedSocket((socket) => socket.fail()),
+    })
+    const game = client.sessions.connect('s1', 'not-a-token')
+    await expect(game.ready).rejects.toMatchObject({ problem: 'unauthorized', status: 401 })
+    await expect(game.ended).rejects.toMatchObject({ status: 401 })
+  })
+
+  it('a socket ticket that falls back to HTTP joins again over HTTP, ending the server’s grace on the same ticket', async () => {
+    let opens = 0
+    const joins: unknown[] = []
+    let rejoined = false
+    let readsInGrace = 0
+    const client = createClient({
+      baseUrl: 'http://nexus.test',
+      maxReconnects: 1,
+      retry: { baseDelayMs: 1, maxDelayMs: 5 },
+      fetch: guestFetch((url, init) => {
+        if (init?.method === 'POST' && url.pathname === '/v1/matchmaking/duel/tickets') {
+          joins.push(JSON.parse(String(init.body)))
+          rejoined = true
+          // The player's ticket is still waiting: the join answers it.
+          return ticket({ status: 'waiting', existing: true })
+        }
+        if (url.pathname === '/v1/matchmaking/tickets/t1') {
+          if (rejoined) {
+            return ticket({
+              status: 'matched',
+              match: { sessionId: 's1', token: 'session-token', players: [] },
+            })
+          }
+          // As the pool does: without a join, the grace runs out and the ticket is cancelled.
+          return readsInGrace++ === 0
+            ? ticket({ status: 'waiting' })
+            : ticket({ status: 'cancelled', reason: 'disconnected' })
+        }
+        return jsonRes(200, {})
+      }),
+      WebSocket: () =>
+        scriptedSocket(
+          (socket) => {
+            if (opens++ > 0) return socket.fail()
+            socket.open()
+          },
+          (frame, socket) => {
+            if (frame.type !== 'join') return
+            socket.receive({ type: 'queued', ticketId: 't1', existing: false, expiresAt: 0 })
+            setTimeout(() => socket.drop(), 5)
+          },
+        ),
+    })
+    await client.auth.guest('device-abcdef-123456')
+    const t = client.matchmaking.join('duel', { region: 'eu' })
+    const match = await t.matched
+    expect(t.transport).toBe('http')
+    expect(match).toMatchObject({ ticketId: 't1', sessionId: 's1' })
+    expect(joins).toEqual([{ region: 'eu' }])
+  })
+
+  it('close() during a reconnect pause, and a confirmed socket cancel, leave no timer behind', async () => {
+    const before = liveTimers()
+    const sessions = createClient({
+      baseUrl: 'http://nexus.test',
+      fetch: guestFetch(() => jsonRes(200, {})),
+      retry: { baseDelayMs: 4000, maxDelayMs: 4000 },
+      WebSocket: () =>
+        scriptedSocket((socket) => {
+          socket.open()
+          setTimeout(() => {
+            socket.receive({ type: 'welcome', seq: 0, state: {}, you: 'p', status: 'live' })
+            socket.drop()
+          }, 1)
+        }),
+    })
+    const game = sessions.sessions.connect('s1', 'tok')
+    const { delayMs } = await game.once('reconnecting')
+    game.close()
+    await new Promise((resolve) => setTimeout(resolve, 10))
+    // Up to 4 s of pause was left; Math.random() giving under 10 ms would prove nothing.
+    expect(delayMs).toBeGreaterThan(10)
+    expect(liveTimers()).toBe(before)
+
+    const matchmaking = createClient({
+      baseUrl: 'http://nexus.test',
+      fetch: guestFetch(() => jsonRes(200, {})),
+      WebSocket: () =>
+        scriptedSocket(
+          (socket) => socket.open(),
+          (frame, socket) => {
+            if (frame.type === 'join')
+              socket.receive({ type: 'queued', ticketId: 't1', existing: false, expiresAt: 0 })
+            if (frame.type === 'cancel') socket.receive({ type: 'cancelled', reason: 'cancelled' })
+          },
+        ),
+    })
+    await matchmaking.auth.guest('device-abcdef-123456')
+    const t = matchmaking.matchmaking.join('duel')
+    await t.once('queued')
+    await t.cancel()
+    await new Promise((resolve) => setTimeout(resolve, 10))
+    expect(liveTimers()).toBe(before)
   })
 })

@@ -286,6 +286,41 @@ describe('matchmaking', () => {
     expect(ma.sessionId).toBe(mb.sessionId)
   })
 
+  it('a dropped socket that cannot reconnect falls back to HTTP and keeps its ticket past the 10 s grace', async () => {
+    const queue = await duelQueue()
+    const opened: SocketLike[] = []
+    // The first socket works; after it drops, sockets never open again (a proxy change, say).
+    const a = await guestClient({
+      maxReconnects: 1,
+      retry: { baseDelayMs: 10 },
+      WebSocket: (url) => {
+        if (opened.length > 0) return brokenSockets(url)
+        const s = new WebSocket(url) as unknown as SocketLike
+        opened.push(s)
+        return s
+      },
+    })
+    const ta = a.matchmaking.join(queue)
+    const first = await within(ta.once('queued'), 'queued')
+    const fellBack = within(ta.once('transport'), 'the fallback')
+    opened[0]!.close(4001, 'network went away')
+    expect(await fellBack).toBe('http')
+    let ended: unknown = null
+    ta.matched.catch((e: unknown) => (ended = e))
+    // The pool cancels a socket ticket 10 s after its socket is gone unless the player is back:
+    // the wait is the server's grace running out, not a race.
+    await new Promise((resolve) => setTimeout(resolve, 12_000))
+    expect(ended).toBeNull()
+    expect((await a.matchmaking.stats(queue)).waitingPlayers).toBe(1)
+    const b = await guestClient()
+    const [ma, mb] = await within(
+      Promise.all([ta.matched, b.matchmaking.join(queue).matched]),
+      'the match',
+    )
+    expect(ma.sessionId).toBe(mb.sessionId)
+    expect(ma.ticketId).toBe(first.ticketId)
+  })
+
   it('cancel ends the ticket; stats and unknown queues', async () => {
     const queue = await duelQueue()
     const a = await guestClient()

@@ -84,8 +84,10 @@ import { sha256Hex } from '../workers/lib/hash.ts'
  * is cleared except a tombstone (the setup hash, so a late `create` stays idempotent); reads then
  * come from Neon.
  *
- * Leaderboard submissions at the end: each player placed first in a result with a winner gets
- * score 1 (a win; meant for an `incr` board), idempotency key `session:<id>`.
+ * Leaderboard submissions at the end: each member of the team placed first in a result with a
+ * winner gets score 1 (a win; meant for an `incr` board), idempotency key `session:<id>`. A board
+ * that is rate-limiting the player or cannot read its configuration (`unavailable`) is retried
+ * with backoff; a refusal no retry can fix (no such board, out of bounds) is logged and skipped.
  */
 
 const SCHEMA_VERSION = 1
@@ -1055,12 +1057,16 @@ export class GameSession extends DurableObject<Env> {
     }
   }
 
-  /** Winners get score 1 on the queue's board; the key makes a repeated submission a replay. */
+  /**
+   * Winners get score 1 on the queue's board; the key makes a repeated submission a replay. The
+   * winners are every member of a team placed first: the team the ratings count as the winner.
+   */
   private async submitToLeaderboard(boardId: string): Promise<void> {
     const setup = this.setup!
     const result = JSON.parse(this.getMeta('result')!) as GameResult
     if (result.winner === null) return
-    for (const p of result.placements.filter((x) => x.place === 1)) {
+    const winningTeams = new Set(result.placements.filter((x) => x.place === 1).map((x) => x.team))
+    for (const p of result.placements.filter((x) => winningTeams.has(x.team))) {
       const idempotencyKey = `session:${setup.sessionId}`
       const reply = await boardStub(this.env, boardId).submit({
         boardId,
@@ -1075,6 +1081,8 @@ export class GameSession extends DurableObject<Env> {
       })
       if (reply.ok) continue
       if (reply.problem === 'rate-limited') throw new RetryLater(reply.detail)
+      // The board could not read its configuration (Neon down at its cold start): transient.
+      if (reply.problem === 'unavailable') throw new Error(reply.detail)
       // A missing board or a score it refuses will not get better by retrying.
       log('warn', 'leaderboard refused a session result', {
         actor: this.actor,

@@ -1,10 +1,12 @@
+import { runInDurableObject } from 'cloudflare:test'
 import { env } from 'cloudflare:workers'
 import { describe, expect, it } from 'vitest'
 import { RETENTION_MS } from '../../durable-objects/game-session.ts'
+import type { Leaderboard } from '../../durable-objects/leaderboard.ts'
 import { updateRatings, type Rating } from '../../workers/core/rating.ts'
 import type { GameResult, LogRecord } from '../../workers/core/rules/index.ts'
 import { NeonSessionStore, type SessionStore } from '../../workers/sessions/store.ts'
-import { createBoard, fresh, pg } from './helpers/boards.ts'
+import { boardId, createBoard, fresh, pg } from './helpers/boards.ts'
 import { ADMIN_KEY, bearer, call, problem } from './helpers/http.ts'
 import {
   connect,
@@ -62,14 +64,23 @@ async function resultRows(sessionId: string) {
   }[]
 }
 
-/** Plays a 2-player dice-race to 10; returns the winner, the loser and the final event seq. */
+/**
+ * Plays a dice-race to 10 (two players by default); returns the winner (and the winning team's
+ * members), a loser and the final event seq.
+ */
 async function playGame(
-  opts: { leaderboardId?: string; before?: (sessionId: string) => Promise<void> } = {},
+  opts: {
+    leaderboardId?: string
+    before?: (sessionId: string) => Promise<void>
+    /** Each player's team, in turn order (default: two players, one per team). */
+    teams?: number[]
+  } = {},
 ) {
-  const players = playerIds(2)
+  const teams = opts.teams ?? [0, 1]
+  const players = playerIds(teams.length)
   const { sessionId, tokens } = await createSession({
     rules: 'dice-race',
-    roster: players.map((playerId) => ({ playerId })),
+    roster: players.map((playerId, i) => ({ playerId, team: teams[i] })),
     options: { target: 10 },
     ...(opts.leaderboardId ? { leaderboardId: opts.leaderboardId } : {}),
   })
@@ -84,7 +95,9 @@ async function playGame(
   const result = ended.result as GameResult
   const winner = result.winner!
   const loser = players.find((p) => p !== winner)!
-  return { sessionId, tokens, players, winner, loser, seq: events.length, result }
+  const teamOf = (p: string) => teams[players.indexOf(p)]
+  const winners = players.filter((p) => teamOf(p) === teamOf(winner))
+  return { sessionId, tokens, players, winner, winners, loser, seq: events.length, result }
 }
 
 describe('the end of a game', () => {
@@ -305,6 +318,53 @@ describe('the end of a game', () => {
     expect(mine.entry?.score).toBe(1)
     const loser = await fresh<{ entry: unknown }>(`/v1/leaderboards/${board}/players/${game.loser}`)
     expect(loser.entry).toBeNull()
+  })
+
+  it('a team win counts on the board for every member of the winning team, as in the ratings', async () => {
+    const board = await createBoard({ operator: 'incr' })
+    const game = await playGame({ leaderboardId: board, teams: [0, 1, 0, 1] })
+    await inObject(game.sessionId, (inst) => inst.runEndWork({ force: true }))
+    const [row] = await resultRows(game.sessionId)
+    const rated = row!.rating_changes as { playerId: string; before: Rating; after: Rating }[]
+    const won = rated.filter((c) => c.after.rating > c.before.rating).map((c) => c.playerId)
+    expect(won.sort()).toEqual([...game.winners].sort())
+    expect(game.winners).toHaveLength(2)
+    for (const p of game.players) {
+      const mine = await fresh<{ entry: { score: number } | null }>(
+        `/v1/leaderboards/${board}/players/${p}`,
+      )
+      expect(mine.entry?.score ?? null, p).toBe(game.winners.includes(p) ? 1 : null)
+    }
+  })
+
+  it('a board that cannot read its configuration (Neon down as it starts) gets the win later', async () => {
+    const template = await createBoard({ operator: 'incr' })
+    const board = boardId()
+    // In Neon, but never handed to its object (a PUT whose hand-over failed): on first use the
+    // object reads its configuration from Neon, which is out of reach for it here.
+    await pg()`insert into leaderboards (id, config)
+               select ${board}, config from leaderboards where id = ${template}`
+    const setBoardEnv = (boardEnv: unknown) =>
+      runInDurableObject(env.LEADERBOARD.getByName(board), (inst: Leaderboard) => {
+        ;(inst as unknown as { env: unknown }).env = boardEnv
+      })
+    await setBoardEnv({
+      ...env,
+      DATABASE_URL: env.TEST_UNREACHABLE_DATABASE_URL,
+      NEON_LOCAL_RELAY: env.TEST_UNREACHABLE_NEON_RELAY,
+    })
+    const game = await playGame({ leaderboardId: board })
+    const first = await inObject(game.sessionId, (inst) => inst.runEndWork({ force: true }))
+    expect(first).toMatchObject({ stage: 'submit', attempts: 1 })
+    expect(first!.lastError).toMatch(/unreachable/)
+
+    await setBoardEnv(env)
+    const done = await inObject(game.sessionId, (inst) => inst.runEndWork({ force: true }))
+    expect(done).toMatchObject({ stage: 'retain', archived: game.seq })
+    const mine = await fresh<{ entry: { score: number } | null }>(
+      `/v1/leaderboards/${board}/players/${game.winner}`,
+    )
+    expect(mine.entry?.score).toBe(1)
   })
 
   it('after the retention period clears the object; reads then come from Neon (any page), creates stay idempotent', async () => {

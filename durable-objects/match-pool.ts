@@ -87,7 +87,7 @@ import { all, one, schemaVersion, setSchemaVersion } from '../workers/lib/sql.ts
  * - Time: `now` is a field, so tests move time forward instead of sleeping.
  */
 
-const SCHEMA_VERSION = 1
+const SCHEMA_VERSION = 2
 /** Finished tickets and matches stay readable this long. */
 export const RESULT_RETENTION_MS = 10 * 60 * 1000
 /** Recent wait times kept for percentiles. */
@@ -352,6 +352,15 @@ export class MatchPool extends DurableObject<Env> {
         CREATE TABLE IF NOT EXISTS wait_samples (
           seq INTEGER PRIMARY KEY AUTOINCREMENT, at INTEGER NOT NULL, wait_ms INTEGER NOT NULL
         );
+      `)
+      setSchemaVersion(this.sql, 1)
+    }
+    if (schemaVersion(this.sql) < 2) {
+      // Finished matches stay RESULT_RETENTION_MS (a busy pool keeps tens of thousands): the
+      // alarm's sweep and the matches-per-minute gauge must find theirs without reading them all.
+      this.sql.exec(`
+        CREATE INDEX IF NOT EXISTS matches_done ON matches (done_at) WHERE done_at IS NOT NULL;
+        CREATE INDEX IF NOT EXISTS matches_created ON matches (state, created_at);
       `)
       setSchemaVersion(this.sql, SCHEMA_VERSION)
     }
@@ -1372,7 +1381,10 @@ export class MatchPool extends DurableObject<Env> {
     const before = now - RESULT_RETENTION_MS
     // `<=`: the alarm comes exactly at finished_at + RESULT_RETENTION_MS.
     this.sql.exec(`DELETE FROM tickets WHERE finished_at IS NOT NULL AND finished_at <= ?`, before)
-    this.sql.exec(`DELETE FROM matches WHERE state != 'pending' AND done_at <= ?`, before)
+    this.sql.exec(
+      `DELETE FROM matches WHERE done_at IS NOT NULL AND done_at <= ? AND state != 'pending'`,
+      before,
+    )
   }
 
   private async scheduleAlarm(): Promise<void> {

@@ -175,6 +175,67 @@ describe('stats', () => {
   })
 })
 
+describe('a busy pool', () => {
+  it('its alarm and stats read the matches they need, not every match kept for retention', async () => {
+    const q = await createQueue()
+    const clock = newClock()
+    await rig(q, clock)
+    await joinFor(q, `${q}-a`)
+    const now = clock.t
+    // Ten minutes of a busy pool: 10,000 matches kept for retention, 100 of them in the last
+    // minute, and 50 more past their retention, due to be swept.
+    await runInDurableObject(poolOf(q), (_i: MatchPool, state) => {
+      state.storage.sql.exec(
+        `WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 10150)
+         INSERT INTO matches (id, state, setup, ticket_ids, created_at, next_attempt_at, done_at)
+         SELECT 'm' || i, 'created', '{}', '[]', t, 0, t
+           FROM (SELECT i, CASE WHEN i <= 50 THEN ? - 700000 - i
+                                WHEN i <= 150 THEN ? - i
+                                ELSE ? - 300000 - i END AS t FROM n)`,
+        now,
+        now,
+        now,
+      )
+    })
+    const { rowsRead, stats, left } = await runInDurableObject(
+      poolOf(q),
+      async (inst: MatchPool, state) => {
+        // Counts the rows each of the pool's own queries reads from its (real) SQLite storage.
+        const holder = inst as unknown as { sql: SqlStorage }
+        const real = holder.sql
+        const cursors: SqlStorageCursor<Record<string, SqlStorageValue>>[] = []
+        holder.sql = new Proxy(real, {
+          get(target, prop) {
+            if (prop === 'exec') {
+              return (query: string, ...bindings: SqlStorageValue[]) => {
+                const cursor = target.exec(query, ...bindings)
+                cursors.push(cursor)
+                return cursor
+              }
+            }
+            const value = Reflect.get(target, prop) as unknown
+            return typeof value === 'function' ? (value as () => unknown).bind(target) : value
+          },
+        })
+        let stats: Awaited<ReturnType<MatchPool['stats']>>
+        try {
+          await inst.alarm()
+          stats = await inst.stats('eu')
+        } finally {
+          holder.sql = real
+        }
+        const left = state.storage.sql
+          .exec<{ n: number }>(`SELECT count(*) AS n FROM matches`)
+          .one().n
+        return { rowsRead: cursors.reduce((sum, c) => sum + c.rowsRead, 0), stats, left }
+      },
+    )
+    expect(stats.matchesLastMinute).toBe(100)
+    expect(left).toBe(10_100)
+    expect(rowsRead).toBeLessThan(1000)
+  })
+})
+
 describe('queue changes and graces', () => {
   it('a region taken out of a queue cancels its waiting tickets (queue_changed) instead of matching them', async () => {
     const q = await createQueue({ regions: ['eu', 'us'] })

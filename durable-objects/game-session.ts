@@ -861,24 +861,34 @@ export class GameSession extends DurableObject<Env> {
     try {
       const now = this.now()
       if (this.status === 'live' && this.match) {
-        const due = all<{ player_id: string }>(
+        const due = all<{ player_id: string; due: number }>(
           this.sql,
-          `SELECT player_id FROM timers WHERE due <= ? ORDER BY due, player_id`,
+          `SELECT player_id, due FROM timers WHERE due <= ? ORDER BY due, player_id`,
           now,
         )
-        for (const { player_id: player } of due) {
-          if (this.status !== 'live') break
-          this.ctx.storage.transactionSync(() => {
-            this.sql.exec(`DELETE FROM timers WHERE player_id = ?`, player)
-            this.sql.exec(`INSERT OR IGNORE INTO absent (player_id) VALUES (?)`, player)
-          })
-          const out = this.applyInput({ kind: 'absent', player, tick: this.tickAt(now) })
-          if (isRuleError(out)) {
-            log('debug', 'absence refused by the rules', {
-              actor: this.actor,
-              player,
-              ...out.error,
+        for (let i = 0; i < due.length && this.status === 'live';) {
+          // Graces that end at the same moment (nobody connected at all, or every socket lost in
+          // a restart) end together: in player-id order, the first absences would hand the last
+          // player a win by forfeit for having left as they did.
+          let end = i
+          while (end < due.length && due[end]!.due === due[i]!.due) end++
+          const together = due.slice(i, end).map((d) => d.player_id)
+          i = end
+          if (this.abandonedBy(together, now)) continue
+          for (const player of together) {
+            if (this.status !== 'live') break
+            this.ctx.storage.transactionSync(() => {
+              this.sql.exec(`DELETE FROM timers WHERE player_id = ?`, player)
+              this.sql.exec(`INSERT OR IGNORE INTO absent (player_id) VALUES (?)`, player)
             })
+            const out = this.applyInput({ kind: 'absent', player, tick: this.tickAt(now) })
+            if (isRuleError(out)) {
+              log('debug', 'absence refused by the rules', {
+                actor: this.actor,
+                player,
+                ...out.error,
+              })
+            }
           }
         }
         if (this.status === 'live' && this.rules?.tickRate) {
@@ -891,6 +901,31 @@ export class GameSession extends DurableObject<Env> {
     } finally {
       await this.scheduleAlarm()
     }
+  }
+
+  /**
+   * Ends the game without a winner when `players`, whose graces ended together, are everyone
+   * still in it, for rules that can say so (`onAbandon`); false when that is not the case.
+   */
+  private abandonedBy(players: string[], now: number): boolean {
+    if (players.length < 2 || !this.rules!.onAbandon) return false
+    const away = new Set(
+      all<{ player_id: string }>(this.sql, `SELECT player_id FROM absent`).map((r) => r.player_id),
+    )
+    const leaving = new Set(players)
+    const stillIn = this.setup!.roster.filter((p) => !away.has(p.playerId))
+    if (!stillIn.every((p) => leaving.has(p.playerId))) return false
+    this.ctx.storage.transactionSync(() => {
+      for (const player of players) {
+        this.sql.exec(`DELETE FROM timers WHERE player_id = ?`, player)
+        this.sql.exec(`INSERT OR IGNORE INTO absent (player_id) VALUES (?)`, player)
+      }
+    })
+    const out = this.applyInput({ kind: 'abandon', tick: this.tickAt(now) })
+    if (isRuleError(out)) {
+      log('debug', 'abandon refused by the rules', { actor: this.actor, ...out.error })
+    }
+    return true
   }
 
   private async scheduleAlarm(): Promise<void> {

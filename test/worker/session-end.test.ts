@@ -337,6 +337,36 @@ describe('the end of a game', () => {
     }
   })
 
+  it('a game nobody joined ends abandoned at the join grace: no winner, no rating moves, no win on the board', async () => {
+    const board = await createBoard({ operator: 'incr' })
+    const players = playerIds(2)
+    const initial = { rating: 1500, rd: 200, volatility: 0.06 }
+    await seedRatings(Object.fromEntries(players.map((p) => [p, initial])))
+    const { sessionId } = await createSession({
+      rules: 'dice-race',
+      roster: players.map((playerId) => ({ playerId })),
+      leaderboardId: board,
+    })
+    // Both join graces end at the same moment; the alarm handles them then.
+    await inObject(sessionId, async (inst, state) => {
+      const { due } = state.storage.sql
+        .exec<{ due: number }>('SELECT max(due) AS due FROM timers')
+        .one()
+      inst.now = () => due
+      await inst.alarm()
+      await inst.runEndWork({ force: true })
+    })
+    const [row] = await resultRows(sessionId)
+    expect(row!.result).toMatchObject({ reason: 'abandoned', winner: null })
+    expect(row!.rating_changes).toEqual([])
+    const after = await ratingsOf(players)
+    for (const p of players) expect(after[p]).toEqual(initial)
+    for (const p of players) {
+      const mine = await fresh<{ entry: unknown }>(`/v1/leaderboards/${board}/players/${p}`)
+      expect(mine.entry).toBeNull()
+    }
+  })
+
   it('a board that cannot read its configuration (Neon down as it starts) gets the win later', async () => {
     const template = await createBoard({ operator: 'incr' })
     const board = boardId()

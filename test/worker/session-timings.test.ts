@@ -115,7 +115,7 @@ describe('session timings', () => {
     expect(end).toMatchObject({ stage: 'retain', nextAttemptAt: left + GRACE + RETENTION })
   })
 
-  it('sockets lost with the object (a restart) still forfeit: waking it arms an alarm for their grace', async () => {
+  it('sockets lost with the object (a restart) still count as gone: waking it arms an alarm for their grace', async () => {
     const players = playerIds(2)
     const { sessionId, tokens } = await createSession({
       rules: 'dice-race',
@@ -142,7 +142,8 @@ describe('session timings', () => {
     expect(woke.alarm).toBe(woke.due)
     await alarmAt(sessionId, woke.due)
     const info = await inObject(sessionId, (inst) => inst.info())
-    expect(info).toMatchObject({ ok: true, status: 'finished' })
+    // Both went at once: neither wins by the other's forfeit.
+    expect(info).toMatchObject({ ok: true, status: 'finished', result: { reason: 'abandoned' } })
   })
 
   it('a game whose players all vanished with the object (a restart) ends even if nobody comes back', async () => {
@@ -168,12 +169,12 @@ describe('session timings', () => {
     await evictDurableObject(sessionObject(sessionId), { webSockets: 'close' })
     await sockets[0]!.whenClosed()
     // That alarm wakes it, which starts the lost players' grace (from the real clock, so already
-    // past at the alarm's time): they forfeit and the game ends.
+    // past at the alarm's time): everyone left together, so the game ends without a winner.
     await alarmAt(sessionId, armed!)
     expect(await inObject(sessionId, (inst) => inst.info())).toMatchObject({
       ok: true,
       status: 'finished',
-      result: { reason: 'forfeit' },
+      result: { reason: 'abandoned', winner: null },
     })
   })
 })

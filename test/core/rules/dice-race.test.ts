@@ -197,6 +197,29 @@ describe('dice-race', () => {
     })
   })
 
+  it('ends abandoned, with no winner, when everyone still in goes away together', () => {
+    const start = mustCreate(diceRace, { roster: roster('a', 'b', 'c'), seed: 's' })
+    // a rolls; c leaves; then a and b go at once (their graces ended together).
+    const inputs: Input[] = [roll('a'), absent('c'), { kind: 'abandon', tick: 0 }]
+    const live = runLive(diceRace, start, inputs)
+    expect(live.records.at(-1)!.event).toEqual({
+      kind: 'abandoned',
+      players: ['a', 'b'],
+      ended: 'abandoned',
+    })
+    const result = diceRace.result(live.match.game)!
+    expect(result).toMatchObject({ reason: 'abandoned', winner: null })
+    expect(result.placements.map((p) => p.playerId).sort()).toEqual(['a', 'b', 'c'])
+    // Logged like any input: the log replays into the live state, and nothing follows it.
+    expect(replay(diceRace, { roster: roster('a', 'b', 'c'), seed: 's' }, live.records)).toEqual(
+      live.match,
+    )
+    expect(refusedWith(live.match, roll('b'))).toBe('game_over')
+    // Reported one at a time instead, the first report hands the other a win by forfeit.
+    const beforeAbandon = runLive(diceRace, start, inputs.slice(0, 2)).match
+    expect(ok(beforeAbandon, absent('a')).event).toMatchObject({ winner: 'b', ended: 'forfeit' })
+  })
+
   it('places the winner, then players still in by position, then leavers; ties by turn order', () => {
     const p = (playerId: string, position: number, forfeited = false) => ({
       playerId,

@@ -365,6 +365,29 @@ describe('hot-potato', () => {
     expect(g.match.game).toMatchObject({ holder: null, explodesAt: null })
   })
 
+  it('ends abandoned, with no winner, when everyone still in goes away together', () => {
+    const setup = { roster: roster('a', 'b', 'c'), seed: 'potato' }
+    const inputs: Input[] = [
+      ready('a'),
+      ready('b'),
+      ready('c'),
+      absent('c', 1),
+      { kind: 'abandon', tick: 2 },
+    ]
+    const live = runLive(hotPotato, mustCreate(hotPotato, setup), inputs)
+    expect(live.records.at(-1)!.event).toEqual({
+      kind: 'abandoned',
+      players: ['a', 'b'],
+      tick: 2,
+      holder: null,
+      explodesAt: null,
+      ended: 'abandoned',
+    })
+    expect(hotPotato.result(live.match.game)).toMatchObject({ reason: 'abandoned', winner: null })
+    expect(replay(hotPotato, setup, live.records)).toEqual(live.match)
+    expect(refusedWith(live.match, tick(3))).toBe('game_over')
+  })
+
   it('places the winner, then the exploded (later is better), then the leavers (later is better)', () => {
     const p = (playerId: string, out: 'exploded' | 'absent' | null) => ({
       playerId,

@@ -111,6 +111,11 @@ describe('relay', () => {
     expect(refusedWith(last.match, back('a'))).toBe('game_over')
   })
 
+  it('has no abandon input: its last absence already ends a game without a winner', () => {
+    const match = mustCreate(relay, setup)
+    expect(refusedWith(match, { kind: 'abandon', tick: 0 })).toBe('invalid_input')
+  })
+
   it('keeps relayed data private from later mutation by the caller', () => {
     const data = { n: 1 }
     const out = step(relay, mustCreate(relay, setup), say('a', data))

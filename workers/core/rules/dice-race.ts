@@ -9,7 +9,8 @@ import { ruleError } from './types.ts'
  *
  * A player absent past the grace period forfeits: they leave the turn order for good (a later
  * reconnection does not bring them back). When one player remains they win by forfeit; when none
- * remain (a solo game) the game is abandoned.
+ * remain (a solo game), or all who remained went away together (`onAbandon`), the game is
+ * abandoned.
  *
  * Placements: the winner first, then players still in the game by position (highest first), then
  * those who forfeited by position; ties go to the earlier player in turn order. Ranking leavers
@@ -67,6 +68,8 @@ export type DiceEvent =
       /** Set when the game ended with this forfeit. */
       ended: GameResult['reason'] | null
     }
+  /** Every player still in the game went away together: over, without a winner. */
+  | { kind: 'abandoned'; players: string[]; ended: 'abandoned' }
 
 export interface DiceOptions {
   /** Position to reach to win, 1 to 10000; default 100. */
@@ -186,6 +189,15 @@ function onAbsent(state: DiceState, ctx: ActionContext): Applied<DiceState, Dice
   }
 }
 
+function onAbandon(state: DiceState): Applied<DiceState, DiceEvent> {
+  const left = state.players.filter((p) => !p.forfeited).map((p) => p.playerId)
+  const players = state.players.map((p) => (p.forfeited ? p : { ...p, forfeited: true }))
+  return {
+    state: { ...state, players, turn: -1, winner: null, ended: 'abandoned' },
+    event: { kind: 'abandoned', players: left, ended: 'abandoned' },
+  }
+}
+
 function result(state: DiceState): GameResult | null {
   if (state.ended === null) return null
   const order = state.players
@@ -215,6 +227,7 @@ export const diceRace: Rules<DiceState, DiceAction, DiceEvent> = {
   parseAction,
   apply,
   onAbsent,
+  onAbandon,
   result,
   view: (state) => state,
 }

@@ -46,7 +46,16 @@ export interface ReturnInput {
   player: string
   tick: number
 }
-export type Input = ActionInput | TickInput | AbsentInput | ReturnInput
+/**
+ * Every player still in the game stayed away past the same deadline (nobody connected at all, or
+ * every socket went with a restart): reported one by one, the first reports would hand the last
+ * one a win by forfeit. Only for rules with `onAbandon`.
+ */
+export interface AbandonInput {
+  kind: 'abandon'
+  tick: number
+}
+export type Input = ActionInput | TickInput | AbsentInput | ReturnInput | AbandonInput
 
 /**
  * One accepted input and the event it produced. Broadcast as `{"type":"event", seq, …}` and
@@ -135,7 +144,7 @@ export function step<S, A, E>(
   if (!Number.isSafeInteger(input.tick) || input.tick < match.tick) {
     return ruleError('invalid_tick', `tick must be an integer >= ${match.tick}`)
   }
-  if (input.kind !== 'tick' && typeof input.player !== 'string') {
+  if (input.kind !== 'tick' && input.kind !== 'abandon' && typeof input.player !== 'string') {
     return ruleError('invalid_input', 'player must be a string')
   }
   if (rules.result(match.game) !== null) return ruleError('game_over', 'the game is over')
@@ -165,6 +174,16 @@ export function step<S, A, E>(
       state = out.state
       event = out.event
       logged = { kind: input.kind, player: input.player, tick: input.tick }
+      break
+    }
+    case 'abandon': {
+      if (rules.onAbandon === undefined) {
+        return ruleError('invalid_input', `${rules.name} has no abandon input`)
+      }
+      const out = rules.onAbandon(match.game, ctx)
+      state = out.state
+      event = out.event
+      logged = { kind: 'abandon', tick: input.tick }
       break
     }
     case 'tick': {

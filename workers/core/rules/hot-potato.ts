@@ -104,6 +104,15 @@ export type PotatoEvent =
       /** Set when the game ended with this event. */
       ended: GameResult['reason'] | null
     }
+  /** Every player still in the game went away together: over, without a winner. */
+  | {
+      kind: 'abandoned'
+      players: string[]
+      tick: number
+      holder: null
+      explodesAt: null
+      ended: 'abandoned'
+    }
 
 export interface PotatoOptions {
   /** Shortest fuse in ticks (1 to 3000, default 15). */
@@ -324,6 +333,32 @@ function onAbsent(
   return knockOut(state, me.playerId, 'absent', ctx.tick, ctx.rng)
 }
 
+function onAbandon(state: PotatoState, ctx: TickContext): Applied<PotatoState, PotatoEvent> {
+  const left = inGame(state.players).map((p) => p.playerId)
+  const players = state.players.map((p) =>
+    left.includes(p.playerId) ? { ...p, out: 'absent' as const } : p,
+  )
+  return {
+    state: {
+      ...state,
+      players,
+      outOrder: [...state.outOrder, ...left],
+      holder: null,
+      explodesAt: null,
+      winner: null,
+      ended: 'abandoned',
+    },
+    event: {
+      kind: 'abandoned',
+      players: left,
+      tick: ctx.tick,
+      holder: null,
+      explodesAt: null,
+      ended: 'abandoned',
+    },
+  }
+}
+
 function result(state: PotatoState): GameResult | null {
   if (state.ended === null) return null
   const outAt = new Map(state.outOrder.map((id, i) => [id, i]))
@@ -354,6 +389,7 @@ export const hotPotato: Rules<PotatoState, PotatoAction, PotatoEvent> = {
   apply,
   onTick,
   onAbsent,
+  onAbandon,
   result,
   view: (state) => state,
 }

@@ -120,6 +120,12 @@ export interface Rules<S, A, E = unknown> {
   onAbsent(state: S, ctx: ActionContext): Applied<S, E> | RuleError
   /** `ctx.player` came back after `onAbsent`. Optional; refuse if it changes nothing. */
   onReturn?(state: S, ctx: ActionContext): Applied<S, E> | RuleError
+  /**
+   * Every player still in the game went away at once (their graces ended together): end the game
+   * without a winner (`abandoned`). Optional: rules where the last `onAbsent` already ends a game
+   * without a winner need none; rules that would give the last one reported a win by forfeit do.
+   */
+  onAbandon?(state: S, ctx: TickContext): Applied<S, E>
   /** Non-null once the game is over; after that the engine refuses every input (`game_over`). */
   result(state: S): GameResult | null
   /** What `player` may see (hidden information); sent in `welcome`. */

@@ -6,7 +6,7 @@ import {
 } from '../../workers/dashboard/metrics.ts'
 import { renderFamilies } from '../../workers/lib/metric-families.ts'
 import { Counter, Histogram } from '../../workers/lib/metrics.ts'
-import { createBoard } from './helpers/boards.ts'
+import { createBoard, pg } from './helpers/boards.ts'
 import { ADMIN_KEY, bearer, call, json, newGuest } from './helpers/http.ts'
 
 describe('the dashboard page', () => {
@@ -84,6 +84,20 @@ describe('the dashboard API', () => {
     expect(await detail.json()).toMatchObject({ id: board, top: [], cycles: [], rewards: [] })
     const missing = await call('/dashboard/api/boards/no-such-board-x', bearer(ADMIN_KEY))
     expect(missing.status).toBe(404)
+  })
+})
+
+describe('the dashboard overview at scale', () => {
+  it("counts a board's rewards of the last day, not its whole history", async () => {
+    const board = await createBoard({ cycle: { every: '1h' } })
+    // Two rewards today, three from a week ago (cycles closed long since).
+    await pg()`insert into rewards (leaderboard_id, cycle, player_id, rank, reward, created_at)
+      select ${board}, c, 'p' || c, 1, '{}'::jsonb,
+             case when c <= 2 then now() - interval '1 hour' else now() - interval '7 days' end
+        from generate_series(1, 5) as c`
+    const res = await call('/dashboard/api/overview', bearer(ADMIN_KEY))
+    const o = (await res.json()) as { boards: { id: string; rewardsPaidLastDay: number }[] }
+    expect(o.boards.find((b) => b.id === board)?.rewardsPaidLastDay).toBe(2)
   })
 })
 

@@ -232,7 +232,7 @@ export const DASHBOARD_JS = String.raw`
         td(b.cycle ? fmt(b.cycle.cycle) : '–', 'num'),
         td(b.cycle ? fmt(b.cycle.entries) : '–', 'num'),
         td(b.cycle ? when(b.cycle.endsAt, o.now) : '–'),
-        td(fmt(b.rewardsPaid), 'num'),
+        td(fmt(b.rewardsPaidLastDay), 'num'),
       ])
       tr.addEventListener('click', function () { selectBoard(b.id) })
       return tr

@@ -120,6 +120,8 @@ export const rewards = pgTable(
   (t) => [
     primaryKey({ columns: [t.leaderboardId, t.cycle, t.playerId] }),
     index('rewards_player_idx').on(t.playerId, t.createdAt),
+    // The dashboard's rewards paid in the last day, per board, without reading a board's history.
+    index('rewards_board_recent_idx').on(t.leaderboardId, t.createdAt),
   ],
 )
 

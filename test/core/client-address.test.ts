@@ -5,6 +5,11 @@ describe('rateLimitAddress', () => {
   it('counts an IPv4 address as itself, also when IPv4-mapped', () => {
     expect(rateLimitAddress('192.0.2.7')).toBe('192.0.2.7')
     expect(rateLimitAddress('::ffff:192.0.2.7')).toBe('192.0.2.7')
+    // Other spellings of the same mapped address: not one shared 0:0:0:0::/64 counter.
+    for (const s of ['0:0:0:0:0:ffff:192.0.2.7', '::FFFF:c000:207', '0000::ffff:c000:0207']) {
+      expect(rateLimitAddress(s)).toBe('192.0.2.7')
+    }
+    expect(rateLimitAddress('::ffff:c633:6401')).toBe('198.51.100.1')
   })
 
   it('counts every address of one IPv6 /64 as one client, whatever its spelling', () => {

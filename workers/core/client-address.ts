@@ -11,6 +11,12 @@ export function rateLimitAddress(ip: string): string {
   if (mapped) return mapped[1]!
   const groups = expandIpv6(ip)
   if (!groups) return ip
+  // An IPv4-mapped address however spelled (0:0:0:0:0:ffff:192.0.2.7, ::ffff:c000:207) is that
+  // IPv4 client; by its /64 every such client would share one counter.
+  if (groups.slice(0, 5).every((g) => /^0+$/.test(g)) && groups[5] === 'ffff') {
+    const [hi, lo] = [parseInt(groups[6]!, 16), parseInt(groups[7]!, 16)]
+    return `${hi >>> 8}.${hi & 255}.${lo >>> 8}.${lo & 255}`
+  }
   return `${groups
     .slice(0, 4)
     .map((g) => g.replace(/^0+(?=.)/, ''))

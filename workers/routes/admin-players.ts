@@ -8,10 +8,23 @@ import { NOT_STORABLE_REASON, storableText } from '../core/rules/json.ts'
 
 export const adminPlayers = newRouter()
 
+/** Control characters (line breaks, tabs, escapes, C1): they break any UI that shows a name. */
+const CONTROL = /\p{Cc}/u
+/** A character that shows: not whitespace, control or format (zero-width, bidi marks). */
+const VISIBLE = /[^\p{Z}\p{Cc}\p{Cf}]/u
+
 const PlayerUpdate = z
   .object({
     rating: z.number().min(0).max(5000).optional(),
-    name: z.string().trim().min(1).max(64).refine(storableText, NOT_STORABLE_REASON).optional(),
+    name: z
+      .string()
+      .trim()
+      .min(1)
+      .max(64)
+      .refine(storableText, NOT_STORABLE_REASON)
+      .refine((s) => !CONTROL.test(s), 'names must not contain control characters')
+      .refine((s) => VISIBLE.test(s), 'names must contain a visible character')
+      .optional(),
   })
   .strict()
   .refine((v) => v.rating !== undefined || v.name !== undefined, 'give rating, name or both')

@@ -577,9 +577,7 @@ export class MatchPool extends DurableObject<Env> {
       return problem(
         'conflict',
         `Ticket '${ticketId}' is ${row.state} and can no longer be cancelled`,
-        {
-          status: row.state,
-        },
+        { ticketStatus: row.state },
       )
     }
     await this.scheduleAlarm()

@@ -283,6 +283,7 @@ export interface Paths {
         415: Schemas['Problem']
         422: Schemas['Problem']
         429: Schemas['Problem']
+        500: Schemas['Problem']
         503: Schemas['Problem']
       }
     }
@@ -304,6 +305,8 @@ export interface Paths {
         413: Schemas['Problem']
         415: Schemas['Problem']
         422: Schemas['Problem']
+        500: Schemas['Problem']
+        503: Schemas['Problem']
       }
     }
   }
@@ -353,6 +356,8 @@ export interface Paths {
         413: Schemas['Problem']
         415: Schemas['Problem']
         422: Schemas['Problem']
+        500: Schemas['Problem']
+        503: Schemas['Problem']
       }
     }
   }
@@ -392,6 +397,8 @@ export interface Paths {
         413: Schemas['Problem']
         415: Schemas['Problem']
         422: Schemas['Problem']
+        500: Schemas['Problem']
+        503: Schemas['Problem']
       }
     }
   }
@@ -411,6 +418,8 @@ export interface Paths {
         403: Schemas['Problem']
         404: Schemas['Problem']
         422: Schemas['Problem']
+        500: Schemas['Problem']
+        503: Schemas['Problem']
       }
     }
   }
@@ -443,6 +452,8 @@ export interface Paths {
         413: Schemas['Problem']
         415: Schemas['Problem']
         422: Schemas['Problem']
+        500: Schemas['Problem']
+        503: Schemas['Problem']
       }
     }
   }
@@ -472,6 +483,8 @@ export interface Paths {
         }
         404: Schemas['Problem']
         422: Schemas['Problem']
+        500: Schemas['Problem']
+        503: Schemas['Problem']
       }
     }
   }
@@ -496,6 +509,8 @@ export interface Paths {
         415: Schemas['Problem']
         422: Schemas['Problem']
         429: Schemas['Problem']
+        500: Schemas['Problem']
+        503: Schemas['Problem']
       }
     }
   }
@@ -516,6 +531,8 @@ export interface Paths {
         404: Schemas['Problem']
         409: Schemas['Problem']
         422: Schemas['Problem']
+        500: Schemas['Problem']
+        503: Schemas['Problem']
       }
     }
   }
@@ -540,6 +557,8 @@ export interface Paths {
         403: Schemas['Problem']
         404: Schemas['Problem']
         422: Schemas['Problem']
+        500: Schemas['Problem']
+        503: Schemas['Problem']
       }
     }
   }
@@ -565,6 +584,8 @@ export interface Paths {
         403: Schemas['Problem']
         404: Schemas['Problem']
         422: Schemas['Problem']
+        500: Schemas['Problem']
+        503: Schemas['Problem']
       }
     }
   }
@@ -592,6 +613,8 @@ export interface Paths {
         }
         404: Schemas['Problem']
         422: Schemas['Problem']
+        500: Schemas['Problem']
+        503: Schemas['Problem']
       }
     }
   }
@@ -622,6 +645,8 @@ export interface Paths {
         401: Schemas['Problem']
         403: Schemas['Problem']
         422: Schemas['Problem']
+        500: Schemas['Problem']
+        503: Schemas['Problem']
       }
     }
   }
@@ -643,6 +668,8 @@ export interface Paths {
         401: Schemas['Problem']
         403: Schemas['Problem']
         422: Schemas['Problem']
+        500: Schemas['Problem']
+        503: Schemas['Problem']
       }
     }
   }
@@ -662,6 +689,8 @@ export interface Paths {
         401: Schemas['Problem']
         403: Schemas['Problem']
         422: Schemas['Problem']
+        500: Schemas['Problem']
+        503: Schemas['Problem']
       }
     }
   }
@@ -680,6 +709,8 @@ export interface Paths {
         403: Schemas['Problem']
         404: Schemas['Problem']
         422: Schemas['Problem']
+        500: Schemas['Problem']
+        503: Schemas['Problem']
       }
     }
     /** Create or update a matchmaking queue */
@@ -699,6 +730,8 @@ export interface Paths {
         413: Schemas['Problem']
         415: Schemas['Problem']
         422: Schemas['Problem']
+        500: Schemas['Problem']
+        503: Schemas['Problem']
       }
     }
   }
@@ -719,6 +752,8 @@ export interface Paths {
         403: Schemas['Problem']
         404: Schemas['Problem']
         422: Schemas['Problem']
+        500: Schemas['Problem']
+        503: Schemas['Problem']
       }
     }
     /** Cancel a waiting ticket */
@@ -736,6 +771,8 @@ export interface Paths {
         404: Schemas['Problem']
         409: Schemas['Problem']
         422: Schemas['Problem']
+        500: Schemas['Problem']
+        503: Schemas['Problem']
       }
     }
   }
@@ -759,6 +796,8 @@ export interface Paths {
         413: Schemas['Problem']
         415: Schemas['Problem']
         422: Schemas['Problem']
+        500: Schemas['Problem']
+        503: Schemas['Problem']
       }
     }
   }
@@ -794,6 +833,8 @@ export interface Paths {
         }
         404: Schemas['Problem']
         422: Schemas['Problem']
+        500: Schemas['Problem']
+        503: Schemas['Problem']
       }
     }
   }
@@ -825,6 +866,8 @@ export interface Paths {
         404: Schemas['Problem']
         409: Schemas['Problem']
         422: Schemas['Problem']
+        500: Schemas['Problem']
+        503: Schemas['Problem']
       }
     }
   }
@@ -840,6 +883,8 @@ export interface Paths {
         401: Schemas['Problem']
         403: Schemas['Problem']
         409: Schemas['Problem']
+        500: Schemas['Problem']
+        503: Schemas['Problem']
       }
     }
   }
@@ -855,6 +900,8 @@ export interface Paths {
         401: Schemas['Problem']
         403: Schemas['Problem']
         404: Schemas['Problem']
+        500: Schemas['Problem']
+        503: Schemas['Problem']
       }
     }
   }
@@ -873,6 +920,8 @@ export interface Paths {
         403: Schemas['Problem']
         404: Schemas['Problem']
         422: Schemas['Problem']
+        500: Schemas['Problem']
+        503: Schemas['Problem']
       }
     }
   }
@@ -893,8 +942,11 @@ export interface Paths {
         403: Schemas['Problem']
         404: Schemas['Problem']
         409: Schemas['Problem']
+        413: Schemas['Problem']
         415: Schemas['Problem']
         422: Schemas['Problem']
+        500: Schemas['Problem']
+        503: Schemas['Problem']
       }
     }
   }
@@ -914,6 +966,8 @@ export interface Paths {
         403: Schemas['Problem']
         404: Schemas['Problem']
         422: Schemas['Problem']
+        500: Schemas['Problem']
+        503: Schemas['Problem']
       }
     }
   }
@@ -933,6 +987,8 @@ export interface Paths {
         404: Schemas['Problem']
         409: Schemas['Problem']
         422: Schemas['Problem']
+        500: Schemas['Problem']
+        503: Schemas['Problem']
       }
     }
   }
@@ -952,6 +1008,8 @@ export interface Paths {
         403: Schemas['Problem']
         404: Schemas['Problem']
         422: Schemas['Problem']
+        500: Schemas['Problem']
+        503: Schemas['Problem']
       }
     }
   }
@@ -973,6 +1031,8 @@ export interface Paths {
         413: Schemas['Problem']
         415: Schemas['Problem']
         422: Schemas['Problem']
+        500: Schemas['Problem']
+        503: Schemas['Problem']
       }
     }
   }
@@ -996,6 +1056,8 @@ export interface Paths {
         404: Schemas['Problem']
         409: Schemas['Problem']
         422: Schemas['Problem']
+        500: Schemas['Problem']
+        503: Schemas['Problem']
       }
     }
   }
@@ -1021,6 +1083,8 @@ export interface Paths {
         403: Schemas['Problem']
         404: Schemas['Problem']
         422: Schemas['Problem']
+        500: Schemas['Problem']
+        503: Schemas['Problem']
       }
     }
   }

@@ -3,7 +3,9 @@ import { describe, expect, it } from 'vitest'
 import { createApp } from '../../workers/app.ts'
 import { getSql, isDatabaseUnreachable } from '../../workers/db/client.ts'
 import { createBoard } from './helpers/boards.ts'
-import { bearer, call, json, problem, ADMIN_KEY } from './helpers/http.ts'
+import { bearer, call, callWithEnv, json, problem, ADMIN_KEY } from './helpers/http.ts'
+
+const testEnv = env as unknown as Record<string, string>
 
 const PROBLEM = 'application/problem+json'
 
@@ -152,6 +154,12 @@ describe('the error funnel renders RFC 9457 problems', () => {
       { rating: 'NaN' },
       { name: '' },
       { name: 'x'.repeat(65) },
+      // Control characters break the UIs that show names; a name must show something.
+      { name: 'Ada\nLovelace' },
+      { name: 'Ada\u0007' },
+      { name: '\u0085Ada' },
+      { name: '\u200b' },
+      { name: '\u200e\u202e' },
       {},
     ]) {
       const p = await problem(await call(`/v1/admin/players/${id}`, json('PUT', bad, ADMIN_KEY)))
@@ -162,6 +170,11 @@ describe('the error funnel renders RFC 9457 problems', () => {
     }
     const again = await call(`/v1/admin/players/${id}`, json('PUT', { name: 'Ada' }, ADMIN_KEY))
     expect(await again.json()).toMatchObject({ playerId: id, name: 'Ada', rating: 1234 })
+    // Any script, emoji sequences (joined with U+200D) and bidi marks inside a name are fine.
+    for (const name of ['Zoë 李', '👩\u200d💻 Ada', '\u05e9\u05dc\u05d5\u05dd\u200f 7']) {
+      const res = await call(`/v1/admin/players/${id}`, json('PUT', { name }, ADMIN_KEY))
+      expect(await res.json(), name).toMatchObject({ name })
+    }
   })
 
   it('500 without internals for an unexpected error, with a request id to find it in logs', async () => {
@@ -184,6 +197,39 @@ describe('the error funnel renders RFC 9457 problems', () => {
     const res = await app.request('/divide', {}, { ...env, LOG_LEVEL: 'silent' })
     expect(res.status).toBe(500)
     expect(((await res.json()) as { type: string }).type).toBe('urn:nexus:problem:internal')
+  })
+})
+
+describe('the OpenAPI document lists the statuses any route may answer', () => {
+  it('503 with Postgres unreachable, on a route that reads it; every operation lists 500 and 503', async () => {
+    const guest = await call('/v1/auth/guest', json('POST', { deviceId: 'doc-503-device' }))
+    const { token } = (await guest.json()) as { token: string }
+    const res = await callWithEnv(
+      {
+        DATABASE_URL: testEnv.TEST_UNREACHABLE_DATABASE_URL,
+        NEON_LOCAL_RELAY: testEnv.TEST_UNREACHABLE_NEON_RELAY,
+      },
+      '/v1/players/me/rewards',
+      bearer(token),
+    )
+    expect(await problem(res)).toMatchObject({
+      status: 503,
+      contentType: PROBLEM,
+      type: 'urn:nexus:problem:unavailable',
+    })
+    const doc = (await (await call('/openapi.json')).json()) as {
+      paths: Record<string, Record<string, { responses: Record<string, unknown> }>>
+    }
+    const missing: string[] = []
+    for (const [path, ops] of Object.entries(doc.paths)) {
+      for (const [method, op] of Object.entries(ops)) {
+        for (const status of ['500', '503']) {
+          if (!op.responses[status]) missing.push(`${method} ${path} ${status}`)
+        }
+      }
+    }
+    expect(missing).toEqual([])
+    expect(Object.keys(doc.paths).length).toBeGreaterThan(20)
   })
 })
 

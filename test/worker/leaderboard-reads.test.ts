@@ -112,6 +112,32 @@ describe('top pages with cursors', () => {
       expect(p.status, limit).toBe(422)
     }
   })
+
+  it('every limit the reads enforce is stated in the OpenAPI document, with its default', async () => {
+    const doc = (await (await call('/openapi.json')).json()) as {
+      paths: Record<string, Record<string, { parameters?: { name: string; schema: unknown }[] }>>
+    }
+    const limitOf = (path: string) =>
+      doc.paths[path]?.get?.parameters?.find((p) => p.name === 'limit')?.schema
+    const expected: Record<string, [max: number, dflt: number]> = {
+      '/v1/leaderboards/{id}/top': [100, 10],
+      '/v1/leaderboards/{id}/around/{playerId}': [100, 11],
+      '/v1/leaderboards/{id}/cycles/{cycle}/top': [1000, 10],
+      '/v1/leaderboards/{id}/players/{playerId}/history': [100, 20],
+      '/v1/players/me/rewards': [100, 50],
+    }
+    for (const [path, [maximum, dflt]] of Object.entries(expected)) {
+      expect(limitOf(path), path).toMatchObject({
+        type: 'integer',
+        minimum: 1,
+        maximum,
+        default: dflt,
+      })
+    }
+    const b = await createBoard()
+    expect((await call(`/v1/leaderboards/${b}/top?limit=100`)).status).toBe(200)
+    expect((await call(`/v1/leaderboards/${b}/top?limit=101`)).status).toBe(422)
+  })
 })
 
 describe('a player and the players around them', () => {
@@ -135,6 +161,16 @@ describe('a player and the players around them', () => {
     expect(me).toMatchObject({ playerId, entry: { rank: 3 } })
     const nobody = await fresh<{ entry: null }>(`/v1/leaderboards/${b}/players/nobody`)
     expect(nobody.entry).toBeNull()
+    // The document admits that null: `{$ref: Entry}` or null, not Entry and (object or null).
+    const doc = (await (await call('/openapi.json')).json()) as {
+      paths: Record<string, { get: { responses: Record<string, unknown> } }>
+    }
+    const answer = doc.paths['/v1/leaderboards/{id}/players/{playerId}']!.get.responses['200'] as {
+      content: { 'application/json': { schema: { properties: { entry: unknown } } } }
+    }
+    expect(answer.content['application/json'].schema.properties.entry).toEqual({
+      anyOf: [{ $ref: '#/components/schemas/Entry' }, { type: 'null' }],
+    })
     expect((await problem(await call(`/v1/leaderboards/${b}/players/me`))).status).toBe(401)
   })
 

@@ -48,13 +48,19 @@ export const Problem = z
   })
   .openapi('Problem')
 
-/** Responses every route may give, merged into each route's `responses`. */
+/**
+ * Any route may answer these: 500 for a bug, 503 while a dependency is down (Postgres, or the
+ * identity provider's keys for a route that reads a token; see docs/problems.md).
+ */
+const ALWAYS_POSSIBLE = [500, 503]
+
+/** A route's problem responses (the given statuses and those any route may give). */
 export function problemResponses(...statuses: number[]) {
   const out: Record<
     number,
     { description: string; content: Record<string, { schema: typeof Problem }> }
   > = {}
-  for (const s of statuses) {
+  for (const s of [...statuses, ...ALWAYS_POSSIBLE]) {
     out[s] = {
       description: 'A problem (RFC 9457)',
       content: { 'application/problem+json': { schema: Problem } },

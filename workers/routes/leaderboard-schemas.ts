@@ -182,7 +182,13 @@ export const TopPage = z
   .openapi('TopPage')
 
 export const Limit = (max: number, fallback: number) =>
-  z.coerce.number().int().min(1).max(max).default(fallback).openapi({ type: 'integer' })
+  z.coerce
+    .number()
+    .int()
+    .min(1)
+    .max(max)
+    .default(fallback)
+    .openapi({ type: 'integer', minimum: 1, maximum: max, default: fallback })
 
 export const Cursor = z.string().min(1).max(1100).optional()
 

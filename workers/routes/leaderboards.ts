@@ -259,7 +259,7 @@ const playerRoute = createRoute({
           schema: z.object({
             cycle: z.number().int(),
             playerId: z.string(),
-            entry: Entry.nullable(),
+            entry: z.union([Entry, z.null()]),
             total: z.number().int(),
           }),
         },

@@ -140,7 +140,7 @@ const inviteRoute = createRoute({
   responses: {
     201: { description: 'Invited; the party', content: partyJson },
     200: { description: 'The invite was refreshed; the party', content: partyJson },
-    ...problemResponses(400, 401, 403, 404, 409, 415, 422),
+    ...problemResponses(400, 401, 403, 404, 409, 413, 415, 422),
   },
 })
 

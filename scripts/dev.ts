@@ -11,6 +11,7 @@
  * Ctrl-C stops wrangler, the relay and Postgres.
  */
 import { existsSync, mkdirSync, readFileSync } from 'node:fs'
+import { createServer } from 'node:net'
 import { fileURLToPath } from 'node:url'
 import { startNeonRelay, startPostgres } from '../local/index.ts'
 import { runMigrations } from './migrate.ts'
@@ -18,6 +19,47 @@ import { startWranglerDev } from './wrangler-dev.ts'
 
 const root = fileURLToPath(new URL('..', import.meta.url))
 const port = Number(process.env.PORT ?? 8787)
+
+/**
+ * The Worker's settings (workers/env.ts). wrangler reads .dev.vars itself but not the environment,
+ * so those set in the environment are handed to it here.
+ */
+const SETTINGS = [
+  'DATABASE_URL',
+  'NEON_LOCAL_RELAY',
+  'AUTH_SECRET',
+  'ADMIN_KEY',
+  'METRICS_TOKEN',
+  'JWKS_URL',
+  'JWT_ISSUER',
+  'JWT_AUDIENCE',
+  'GUEST_AUTH',
+  'TOKEN_TTL_SECONDS',
+  'GUEST_AUTH_PER_MINUTE',
+  'EDGE_SUBMITS_PER_MINUTE',
+  'FRESH_READS_PER_MINUTE',
+  'UPSTASH_REDIS_REST_URL',
+  'UPSTASH_REDIS_REST_TOKEN',
+  'SESSION_GRACE_SECONDS',
+  'SESSION_JOIN_GRACE_SECONDS',
+  'SESSION_RETENTION_HOURS',
+  'LOG_LEVEL',
+]
+
+/** Why nothing can listen on 127.0.0.1:`port` (undefined when it is free). */
+function portProblem(port: number): Promise<string | undefined> {
+  return new Promise((resolve) => {
+    const server = createServer()
+    server.once('error', (err: NodeJS.ErrnoException) =>
+      resolve(
+        err.code === 'EADDRINUSE'
+          ? `port ${port} on 127.0.0.1 is in use: stop what holds it, or pick another with PORT=${port + 1} npm run dev`
+          : `cannot listen on 127.0.0.1:${port}: ${err.message}`,
+      ),
+    )
+    server.listen(port, '127.0.0.1', () => server.close(() => resolve(undefined)))
+  })
+}
 
 function readDevVars(): Record<string, string> {
   const file = `${root}.dev.vars`
@@ -31,13 +73,15 @@ function readDevVars(): Record<string, string> {
 }
 
 const stops: (() => Promise<void>)[] = []
-let stopping = false
-async function stopAll(code: number): Promise<never> {
-  if (!stopping) {
-    stopping = true
+// One shutdown, which every later caller waits for: wrangler exiting because we stopped it must
+// not end the process before the relay and PostgreSQL are stopped (an immediate shutdown).
+let stopping: Promise<never> | undefined
+function stopAll(code: number): Promise<never> {
+  stopping ??= (async () => {
     for (const stop of stops.reverse()) await stop().catch((err: unknown) => console.error(err))
-  }
-  process.exit(code)
+    process.exit(code)
+  })()
+  return stopping
 }
 process.on('SIGINT', () => void stopAll(0))
 process.on('SIGTERM', () => void stopAll(0))
@@ -46,6 +90,15 @@ async function main(): Promise<void> {
   const devVars = readDevVars()
   const configured = (k: string) => process.env[k] ?? devVars[k]
   const vars: Record<string, string> = {}
+  for (const name of SETTINGS) {
+    const value = process.env[name]
+    if (value !== undefined) vars[name] = value
+  }
+  const busy = await portProblem(port)
+  if (busy) {
+    console.error(`[nexus] ${busy}`)
+    return stopAll(1)
+  }
 
   let databaseUrl = configured('DATABASE_URL')
   let relay = configured('NEON_LOCAL_RELAY')
@@ -70,11 +123,12 @@ async function main(): Promise<void> {
   await runMigrations({ databaseUrl, relay })
   console.log('[nexus] migrations applied')
 
-  if (!configured('ADMIN_KEY')) vars.ADMIN_KEY = 'dev-admin-key'
+  const defaultAdminKey = !configured('ADMIN_KEY')
+  if (defaultAdminKey) vars.ADMIN_KEY = 'dev-admin-key'
   if (!configured('AUTH_SECRET')) vars.AUTH_SECRET = 'dev-auth-secret-change-me-in-production'
   if (!configured('GUEST_AUTH')) vars.GUEST_AUTH = 'on'
   console.log(
-    `[nexus] admin key: ${vars.ADMIN_KEY ? 'dev-admin-key (default)' : 'from .dev.vars/env'}; ` +
+    `[nexus] admin key: ${defaultAdminKey ? 'dev-admin-key (default)' : 'from .dev.vars/env'}; ` +
       `Redis: ${configured('UPSTASH_REDIS_REST_URL') ? 'on' : 'off (Cache API only)'}`,
   )
 

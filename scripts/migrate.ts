@@ -10,7 +10,7 @@
 import { neonConfig, Pool } from '@neondatabase/serverless'
 import { drizzle } from 'drizzle-orm/neon-serverless'
 import { migrate } from 'drizzle-orm/neon-serverless/migrator'
-import { fileURLToPath } from 'node:url'
+import { fileURLToPath, pathToFileURL } from 'node:url'
 import { WebSocket } from 'ws'
 import { configureLocalRelay } from '../workers/db/client.ts'
 
@@ -34,7 +34,9 @@ export async function runMigrations(opts: { databaseUrl: string; relay?: string 
   }
 }
 
-if (import.meta.url === `file://${process.argv[1]}`) {
+// Run as a script (not imported by dev or the tests). pathToFileURL escapes the path as
+// import.meta.url does: a checkout under a path with a space must not skip the migrations.
+if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
   const databaseUrl = process.env.DATABASE_URL
   if (!databaseUrl) {
     console.error('DATABASE_URL is not set: point it at your Neon database (see README).')

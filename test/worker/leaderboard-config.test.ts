@@ -94,6 +94,8 @@ describe('leaderboard configuration', () => {
         'rewards.0.reward',
       ],
       [{ colour: 'blue' }, ''],
+      [{ name: 'Weekly\nCup' }, 'name'],
+      [{ name: '\u200b' }, 'name'],
     ]
     for (const [config, path] of bad) {
       const p = await problem(

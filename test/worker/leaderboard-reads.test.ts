@@ -159,6 +159,16 @@ describe('a player and the players around them', () => {
       { authorization: `Bearer ${token}` },
     )
     expect(me).toMatchObject({ playerId, entry: { rank: 3 } })
+    // Cached by the player's own client only, and per credential.
+    const mine = await call(`/v1/leaderboards/${b}/players/me`, {
+      headers: { authorization: `Bearer ${token}` },
+    })
+    expect(mine.headers.get('cache-control')).toMatch(/^private, max-age=\d+$/)
+    expect(mine.headers.get('vary')).toBe('Authorization')
+    await mine.body?.cancel()
+    const anyone = await call(`/v1/leaderboards/${b}/players/${playerId}`)
+    expect(anyone.headers.get('vary')).toBeNull()
+    await anyone.body?.cancel()
     const nobody = await fresh<{ entry: null }>(`/v1/leaderboards/${b}/players/nobody`)
     expect(nobody.entry).toBeNull()
     // The document admits that null: `{$ref: Entry}` or null, not Entry and (object or null).

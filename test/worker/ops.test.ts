@@ -133,6 +133,14 @@ describe('operations endpoints', () => {
     })
   })
 
+  it('/ready without DATABASE_URL says Postgres is not configured, not that it is unreachable', async () => {
+    const res = await callWithEnv({ DATABASE_URL: undefined }, '/ready')
+    expect(res.status).toBe(503)
+    const body = (await res.json()) as { checks: Record<string, string>; detail: string }
+    expect(body.checks.postgres).toBe('not-configured')
+    expect(body.detail).toBe('Not ready: postgres not configured (DATABASE_URL)')
+  })
+
   it('keeps serving when Redis is down: guest auth works on the in-isolate rate limit', async () => {
     const started = Date.now()
     for (let i = 0; i < 5; i++) {

@@ -1,6 +1,7 @@
 import { OpenAPIHono, z } from '@hono/zod-openapi'
 import type { Context } from 'hono'
 import type { AppEnv } from '../app-env.ts'
+import { NOT_STORABLE_REASON, storableText } from '../core/rules/json.ts'
 import { ApiError, PROBLEM_TYPE_PREFIX } from './problem.ts'
 
 /** At most this many validation issues are reported, so an error body stays small. */
@@ -70,6 +71,21 @@ export function problemResponses(...statuses: number[]) {
 }
 
 /** Player ids: opaque, printable, bounded. */
+/** Control characters (line breaks, tabs, escapes, C1): they break any UI that shows a name. */
+const CONTROL = /\p{Cc}/u
+/** A character that shows: not whitespace, control or format (zero-width, bidi marks). */
+const VISIBLE = /[^\p{Z}\p{Cc}\p{Cf}]/u
+
+/** A name people see (a player's, a board's): 1–64 characters after trimming, and it shows. */
+export const DisplayName = z
+  .string()
+  .trim()
+  .min(1)
+  .max(64)
+  .refine(storableText, NOT_STORABLE_REASON)
+  .refine((s) => !CONTROL.test(s), 'names must not contain control characters')
+  .refine((s) => VISIBLE.test(s), 'names must contain a visible character')
+
 export const PlayerId = z
   .string()
   .min(1)

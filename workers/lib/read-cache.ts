@@ -175,6 +175,9 @@ export async function cachedRead(c: Context<AppEnv>, opts: CachedReadOptions): P
         // HTTP cache downstream (RFC 9111 §4.2.3), which would keep the answer half as long.
         'cache-control': `${opts.visibility}, max-age=${left}`,
         'x-cache': source,
+        // A private answer is the caller's own (`me`): a browser shared by two players must not
+        // hand one the other's from its cache.
+        ...(opts.visibility === 'private' ? { vary: 'Authorization' } : {}),
         ...(limited ? { 'x-fresh-read': 'limited' } : {}),
       },
     })

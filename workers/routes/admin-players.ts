@@ -2,29 +2,15 @@ import { createRoute, z } from '@hono/zod-openapi'
 import { sql } from 'drizzle-orm'
 import { getDb } from '../db/client.ts'
 import { players } from '../db/schema.ts'
-import { newRouter, PlayerId, problemResponses } from '../lib/openapi.ts'
+import { DisplayName, newRouter, PlayerId, problemResponses } from '../lib/openapi.ts'
 import { requireAdmin } from '../middleware/auth.ts'
-import { NOT_STORABLE_REASON, storableText } from '../core/rules/json.ts'
 
 export const adminPlayers = newRouter()
-
-/** Control characters (line breaks, tabs, escapes, C1): they break any UI that shows a name. */
-const CONTROL = /\p{Cc}/u
-/** A character that shows: not whitespace, control or format (zero-width, bidi marks). */
-const VISIBLE = /[^\p{Z}\p{Cc}\p{Cf}]/u
 
 const PlayerUpdate = z
   .object({
     rating: z.number().min(0).max(5000).optional(),
-    name: z
-      .string()
-      .trim()
-      .min(1)
-      .max(64)
-      .refine(storableText, NOT_STORABLE_REASON)
-      .refine((s) => !CONTROL.test(s), 'names must not contain control characters')
-      .refine((s) => VISIBLE.test(s), 'names must contain a visible character')
-      .optional(),
+    name: DisplayName.optional(),
   })
   .strict()
   .refine((v) => v.rating !== undefined || v.name !== undefined, 'give rating, name or both')

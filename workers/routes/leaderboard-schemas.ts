@@ -1,7 +1,8 @@
 import { z } from '@hono/zod-openapi'
 import { parseSchedule } from '../core/cycle.ts'
 import { overlappingTiers } from '../core/leaderboard.ts'
-import { NOT_STORABLE_REASON, storableJson, storableText } from '../core/rules/json.ts'
+import { NOT_STORABLE_REASON, storableJson } from '../core/rules/json.ts'
+import { DisplayName } from '../lib/openapi.ts'
 
 /** No score anywhere may exceed this magnitude; boards narrow it with scoreMin/scoreMax. */
 export const SCORE_LIMIT = 1e15
@@ -59,14 +60,7 @@ const Cycle = z
 
 export const LeaderboardConfigInput = z
   .object({
-    name: z
-      .string()
-      .trim()
-      .min(1)
-      .max(64)
-      .refine(storableText, NOT_STORABLE_REASON)
-      .nullable()
-      .default(null),
+    name: DisplayName.nullable().default(null),
     sortOrder: z.enum(['asc', 'desc']).default('desc'),
     operator: z.enum(['best', 'set', 'incr']).default('best'),
     cycle: Cycle.default(null),

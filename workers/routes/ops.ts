@@ -51,14 +51,18 @@ ops.get('/ready', async (c) => {
       : Promise.resolve<Check>('not-configured'),
   ])
   const checks = { postgres, redis: redisCheck }
-  const down = Object.entries(checks)
-    .filter(([name, v]) => v === 'down' || (name === 'postgres' && v === 'not-configured'))
-    .map(([k]) => k)
+  const problems = Object.entries(checks).flatMap(([name, v]) =>
+    v === 'down'
+      ? [`${name} unreachable`]
+      : name === 'postgres' && v === 'not-configured'
+        ? ['postgres not configured (DATABASE_URL)']
+        : [],
+  )
   c.header('cache-control', 'no-store')
-  if (down.length === 0) return c.json({ status: 'ready', checks })
+  if (problems.length === 0) return c.json({ status: 'ready', checks })
   return c.json(
     {
-      ...problemBody('unavailable', `Not ready: ${down.join(', ')} unreachable`),
+      ...problemBody('unavailable', `Not ready: ${problems.join(', ')}`),
       requestId: c.get('requestId'),
       checks,
     },

@@ -909,11 +909,14 @@ export class GameSession extends DurableObject<Env> {
    */
   private abandonedBy(players: string[], now: number): boolean {
     if (players.length < 2 || !this.rules!.onAbandon) return false
-    const away = new Set(
-      all<{ player_id: string }>(this.sql, `SELECT player_id FROM absent`).map((r) => r.player_id),
-    )
+    const tick = this.tickAt(now)
     const leaving = new Set(players)
-    const stillIn = this.setup!.roster.filter((p) => !away.has(p.playerId))
+    // Still in: those whose absence the rules would take. Not the `absent` table: a player who
+    // forfeited and came back to watch, or one the potato knocked out, is out of it yet not there.
+    const stillIn = this.setup!.roster.filter(
+      (p) =>
+        !isRuleError(step(this.rules!, this.match!, { kind: 'absent', player: p.playerId, tick })),
+    )
     if (!stillIn.every((p) => leaving.has(p.playerId))) return false
     this.ctx.storage.transactionSync(() => {
       for (const player of players) {
@@ -921,7 +924,7 @@ export class GameSession extends DurableObject<Env> {
         this.sql.exec(`INSERT OR IGNORE INTO absent (player_id) VALUES (?)`, player)
       }
     })
-    const out = this.applyInput({ kind: 'abandon', tick: this.tickAt(now) })
+    const out = this.applyInput({ kind: 'abandon', tick })
     if (isRuleError(out)) {
       log('debug', 'abandon refused by the rules', { actor: this.actor, ...out.error })
     }

@@ -406,7 +406,18 @@ export class MatchTicket extends Emitter<TicketEvents> {
       if (this.done || (socketTicket !== null && ticket.ticketId !== socketTicket)) {
         // Cancelled while the join was on its way, or the socket's ticket ended just before it:
         // the ticket this join made must not wait on alone (the loop below reads the old one).
-        await this.deleteTicket(ticket.ticketId)
+        const left = await this.deleteTicket(ticket.ticketId).then(
+          () => true,
+          (err: unknown) => {
+            if (err instanceof NexusProblem && err.problem === 'conflict') return false
+            throw err
+          },
+        )
+        // The join's own matching matched it as it was made: that match stands (as in cancel()),
+        // unless the socket's ticket has one too, which the loop below then takes.
+        if (!left && socketTicket !== null && !this.done) {
+          if ((await this.read(socketTicket)).status !== 'matched') this.ticketId = ticket.ticketId
+        }
       } else {
         this.ticketId = ticket.ticketId
         this.emit('queued', {

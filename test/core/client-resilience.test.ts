@@ -482,4 +482,60 @@ describe('client SDK under failure', () => {
     await new Promise((resolve) => setTimeout(resolve, 10))
     expect(liveTimers()).toBe(before)
   })
+
+  it('a socket ticket whose HTTP re-join makes a new ticket that matches at once keeps a match: the old one’s, or else the new one', async () => {
+    const matched = (ticketId: string, sessionId: string) =>
+      ticket({ ticketId, status: 'matched', match: { sessionId, token: 'tok', players: [] } })
+    for (const [old, expected] of [
+      [() => matched('t1', 's1'), { ticketId: 't1', sessionId: 's1' }],
+      [
+        () => ticket({ status: 'cancelled', reason: 'disconnected' }),
+        { ticketId: 't2', sessionId: 's2' },
+      ],
+    ] as const) {
+      let opens = 0
+      let reads = 0
+      const deleted: string[] = []
+      const client = createClient({
+        baseUrl: 'http://nexus.test',
+        maxReconnects: 1,
+        retry: { baseDelayMs: 1, maxDelayMs: 5 },
+        fetch: guestFetch((url, init) => {
+          // t1 ended between the fallback's read and its join: the join makes t2, and the
+          // matching the join runs matches t2 at once, so it can no longer be cancelled.
+          if (init?.method === 'POST' && url.pathname === '/v1/matchmaking/duel/tickets')
+            return matched('t2', 's2')
+          if (init?.method === 'DELETE') {
+            deleted.push(url.pathname)
+            return jsonRes(409, {
+              type: 'urn:nexus:problem:conflict',
+              title: 'Conflict',
+              status: 409,
+              ticketStatus: 'matched',
+            })
+          }
+          if (url.pathname === '/v1/matchmaking/tickets/t1')
+            return reads++ === 0 ? ticket({ status: 'waiting' }) : old()
+          if (url.pathname === '/v1/matchmaking/tickets/t2') return matched('t2', 's2')
+          return jsonRes(200, {})
+        }),
+        WebSocket: () =>
+          scriptedSocket(
+            (socket) => {
+              if (opens++ > 0) return socket.fail()
+              socket.open()
+            },
+            (frame, socket) => {
+              if (frame.type !== 'join') return
+              socket.receive({ type: 'queued', ticketId: 't1', existing: false, expiresAt: 0 })
+              setTimeout(() => socket.drop(), 5)
+            },
+          ),
+      })
+      await client.auth.guest('device-abcdef-123456')
+      const t = client.matchmaking.join('duel', { region: 'eu' })
+      expect(await t.matched).toMatchObject(expected)
+      expect(deleted).toEqual(['/v1/matchmaking/tickets/t2'])
+    }
+  })
 })

@@ -177,4 +177,49 @@ describe('session timings', () => {
       result: { reason: 'abandoned', winner: null },
     })
   })
+
+  it('players who leave together end it abandoned even if one who forfeited earlier came back to watch', async () => {
+    const players = playerIds(3)
+    const [pa, pb, pc] = players as [string, string, string]
+    const { sessionId, tokens } = await createSession({
+      rules: 'dice-race',
+      roster: players.map((playerId) => ({ playerId })),
+      options: { target: 1000 },
+    })
+    const a = await connect(sessionId, tokens[pa]!)
+    const b = await connect(sessionId, tokens[pb]!)
+    await a.nextOf('welcome')
+    await b.nextOf('welcome')
+    const createdAt = await inObject(sessionId, (inst) => {
+      const info = inst.info()
+      if (!info.ok) throw new Error('no session')
+      return info.createdAt
+    })
+    // C forfeits at the join grace, then connects to watch: out of the game, yet not absent.
+    await alarmAt(sessionId, createdAt + JOIN_GRACE)
+    expect(await a.nextOf('event')).toMatchObject({ event: { kind: 'forfeit', player: pc } })
+    const c = await connect(sessionId, tokens[pc]!)
+    await c.nextOf('welcome')
+    // A and B, everyone still in, leave at the same moment.
+    const left = createdAt + JOIN_GRACE + 1000
+    await inObject(sessionId, (inst) => {
+      inst.now = () => left
+    })
+    a.close()
+    b.close()
+    await until(
+      () =>
+        inObject(sessionId, (_inst, state) => {
+          const { n } = state.storage.sql
+            .exec<{ n: number }>('SELECT count(*) AS n FROM timers')
+            .one()
+          return n === 2 ? n : undefined
+        }),
+      5000,
+      'both grace timers',
+    )
+    await alarmAt(sessionId, left + GRACE)
+    const ended = await c.nextOf('ended')
+    expect(ended.result).toMatchObject({ reason: 'abandoned', winner: null })
+  })
 })

@@ -12,6 +12,7 @@ import { NeonArchiveWriter, type ArchiveWriter } from '../../workers/leaderboard
 import worker from '../../workers/index.ts'
 import { ADMIN_KEY, bearer, call, json, newGuest, problem } from './helpers/http.ts'
 import { createBoard, fresh, pg, submitFor, type Top } from './helpers/boards.ts'
+import { countRowsRead } from './helpers/rows-read.ts'
 
 const N = 10_000
 const REWARDS = [
@@ -527,32 +528,12 @@ describe('a board with a long history of closed cycles', () => {
     })
     await evictDurableObject(stub(board))
     expect((await submitFor(board, 'a', { score: 1 })).status).toBe(200)
-    const rowsRead = await runInDurableObject(stub(board), async (inst: Leaderboard) => {
-      // Counts the rows each of the board's own queries reads from its (real) SQLite storage.
-      const holder = inst as unknown as { sql: SqlStorage }
-      const real = holder.sql
-      const cursors: SqlStorageCursor<Record<string, SqlStorageValue>>[] = []
-      holder.sql = new Proxy(real, {
-        get(target, prop) {
-          if (prop === 'exec') {
-            return (query: string, ...bindings: SqlStorageValue[]) => {
-              const cursor = target.exec(query, ...bindings)
-              cursors.push(cursor)
-              return cursor
-            }
-          }
-          const value = Reflect.get(target, prop) as unknown
-          return typeof value === 'function' ? (value as () => unknown).bind(target) : value
-        },
-      })
-      try {
+    const { rowsRead } = await runInDurableObject(stub(board), (inst: Leaderboard) =>
+      countRowsRead(inst, async () => {
         await inst.tick(board)
         await inst.alarm()
-      } finally {
-        holder.sql = real
-      }
-      return cursors.reduce((sum, c) => sum + c.rowsRead, 0)
-    })
+      }),
+    )
     expect(rowsRead).toBeLessThan(100)
     // The running cycle still closes and archives as cycle 20,001.
     expect((await closeNow(board, { cycle: 20001 })).status).toBe(202)

@@ -21,6 +21,7 @@ import {
   type Ticket,
 } from './helpers/matchmaking.ts'
 import type { SessionCreator } from '../../workers/matchmaking/session.ts'
+import { countRowsRead } from './helpers/rows-read.ts'
 
 function joinAs(
   queue: string,
@@ -204,34 +205,14 @@ describe('a busy pool', () => {
     const { rowsRead, stats, left } = await runInDurableObject(
       poolOf(q),
       async (inst: MatchPool, state) => {
-        // Counts the rows each of the pool's own queries reads from its (real) SQLite storage.
-        const holder = inst as unknown as { sql: SqlStorage }
-        const real = holder.sql
-        const cursors: SqlStorageCursor<Record<string, SqlStorageValue>>[] = []
-        holder.sql = new Proxy(real, {
-          get(target, prop) {
-            if (prop === 'exec') {
-              return (query: string, ...bindings: SqlStorageValue[]) => {
-                const cursor = target.exec(query, ...bindings)
-                cursors.push(cursor)
-                return cursor
-              }
-            }
-            const value = Reflect.get(target, prop) as unknown
-            return typeof value === 'function' ? (value as () => unknown).bind(target) : value
-          },
-        })
-        let stats: Awaited<ReturnType<MatchPool['stats']>>
-        try {
+        const counted = await countRowsRead(inst, async () => {
           await inst.alarm()
-          stats = await inst.stats('eu')
-        } finally {
-          holder.sql = real
-        }
+          return inst.stats('eu')
+        })
         const left = state.storage.sql
           .exec<{ n: number }>(`SELECT count(*) AS n FROM matches`)
           .one().n
-        return { rowsRead: cursors.reduce((sum, c) => sum + c.rowsRead, 0), stats, left }
+        return { rowsRead: counted.rowsRead, stats: counted.result, left }
       },
     )
     expect(stats.matchesLastMinute).toBe(100)

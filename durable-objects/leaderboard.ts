@@ -731,15 +731,15 @@ export class Leaderboard extends DurableObject<Env> {
     const config = this.config!
     for (let i = 0; i < entries.length; i++) {
       const e = entries[i]!
-      if (
-        e.score < config.scoreMin ||
-        e.score > config.scoreMax ||
-        e.subscore < config.subscoreMin ||
-        e.subscore > config.subscoreMax
-      ) {
-        return refuse('validation', `entries.${i}: score or subscore outside the board's bounds`, {
-          errors: [{ path: `entries.${i}.score`, message: 'outside the board’s bounds' }],
-        })
+      for (const [field, value, min, max] of [
+        ['score', e.score, config.scoreMin, config.scoreMax],
+        ['subscore', e.subscore, config.subscoreMin, config.subscoreMax],
+      ] as const) {
+        if (value < min || value > max) {
+          return refuse('validation', `entries.${i}: ${field} outside the board's bounds`, {
+            errors: [{ path: `entries.${i}.${field}`, message: 'outside the board’s bounds' }],
+          })
+        }
       }
       if (e.metadata !== null && utf8Length(e.metadata) > config.metadataMaxBytes) {
         return refuse(
@@ -758,10 +758,22 @@ export class Leaderboard extends DurableObject<Env> {
     }
     const cur = this.current!
     const changed: { next: RankEntry; previous: RankEntry | undefined }[] = []
+    let metadataOnly = 0
     this.ctx.storage.transactionSync(() => {
       for (const e of entries) {
         const previous = this.index.get(e.playerId)
-        if (previous && previous.score === e.score && previous.subscore === e.subscore) continue
+        if (previous && previous.score === e.score && previous.subscore === e.subscore) {
+          // The same standing keeps its place among ties; only new metadata is written, and counts.
+          const metadataChanged = this.sql.exec(
+            `UPDATE entries SET metadata = ? WHERE cycle = ? AND player_id = ? AND metadata IS NOT ?`,
+            e.metadata,
+            cur.cycle,
+            e.playerId,
+            e.metadata,
+          ).rowsWritten
+          if (metadataChanged > 0) metadataOnly++
+          continue
+        }
         const next = { playerId: e.playerId, score: e.score, subscore: e.subscore, seq: ++this.seq }
         this.writeEntry(next, e.metadata, now)
         changed.push({ next, previous })
@@ -771,7 +783,12 @@ export class Leaderboard extends DurableObject<Env> {
       this.index.upsert(next)
       if (previous) this.remember(previous, next.seq, now)
     }
-    return { ok: true, cycle: cur.cycle, imported: changed.length, total: this.index.size }
+    return {
+      ok: true,
+      cycle: cur.cycle,
+      imported: changed.length + metadataOnly,
+      total: this.index.size,
+    }
   }
 
   /**

@@ -522,6 +522,32 @@ describe('importing standings (admin)', () => {
       ).status,
     ).toBe(403)
   })
+
+  it('an out-of-bounds subscore is refused naming entries.N.subscore, not the score', async () => {
+    const b = await createBoard({ subscoreMax: 10 })
+    const p = await problem(
+      await call(
+        `/v1/admin/leaderboards/${b}/entries`,
+        json('POST', { entries: [{ playerId: 'a', score: 1, subscore: 11 }] }, ADMIN_KEY),
+      ),
+    )
+    expect(p).toMatchObject({ status: 422, type: 'urn:nexus:problem:validation' })
+    expect(p.body.errors).toEqual([expect.objectContaining({ path: 'entries.0.subscore' })])
+    expect((await top(b)).total).toBe(0)
+  })
+
+  it('re-importing a standing with new metadata replaces the metadata and keeps its place among ties', async () => {
+    const b = await createBoard()
+    const post = (entries: unknown[]) =>
+      call(`/v1/admin/leaderboards/${b}/entries`, json('POST', { entries }, ADMIN_KEY))
+    await post([{ playerId: 'first', score: 5, metadata: { v: 1 } }])
+    await submitFor(b, 'second', { score: 5 })
+    const again = await post([{ playerId: 'first', score: 5, metadata: { v: 2 } }])
+    expect(await again.json()).toEqual({ cycle: 1, imported: 1, total: 2 })
+    const t = await top(b)
+    expect(ids(t)).toEqual(['first', 'second'])
+    expect(t.entries[0]!.metadata).toEqual({ v: 2 })
+  })
 })
 
 describe('edge rate limit through Redis', () => {

@@ -5,6 +5,7 @@ import {
   MetricsAggregate,
   MetricsBatchSchema,
   mergeFamilies,
+  renderFamilies,
 } from '../../workers/lib/metric-families.ts'
 import {
   acknowledgeBatch,
@@ -100,6 +101,37 @@ describe('merging metric families', () => {
       buckets: [1, 2, 5],
       series: [{ counts: [1, 1, 1], sum: 0.5, count: 1 }],
     })
+  })
+
+  it("merges shards in this isolate's histogram shape, whichever shard holds a stale one", () => {
+    const fresh: Family = {
+      kind: 'histogram',
+      name: 'h_seconds',
+      help: 'h',
+      buckets: [1, 2],
+      series: [{ labels: {}, counts: [1, 1], sum: 0.5, count: 1 }],
+    }
+    // A shard that no isolate of the new version reported this histogram to yet.
+    const stale: Family = {
+      ...fresh,
+      buckets: [5],
+      series: [{ labels: {}, counts: [4], sum: 9, count: 4 }],
+    }
+    const current: Family = { ...fresh, series: [] }
+    for (const shards of [
+      [[fresh], [stale]],
+      [[stale], [fresh]],
+    ]) {
+      expect(only(mergeFamilies(shards, [current]), 'h_seconds')).toEqual(fresh)
+    }
+  })
+
+  it('escapes backslashes and newlines in HELP', () => {
+    const text = renderFamilies([{ kind: 'counter', name: 'x_total', help: 'a\nb\\c', series: [] }])
+    expect(text.split('\n').slice(0, 2)).toEqual([
+      '# HELP x_total a\\nb\\\\c',
+      '# TYPE x_total counter',
+    ])
   })
 
   it('holds at most MAX_SERIES_PER_METRIC series per metric', () => {

@@ -1,5 +1,13 @@
 import { describe, expect, it } from 'vitest'
-import { counter, renderMetrics } from '../../workers/lib/metrics.ts'
+import { MetricsBatchSchema } from '../../workers/lib/metric-families.ts'
+import {
+  acknowledgeBatch,
+  counter,
+  gauge,
+  histogram,
+  renderMetrics,
+  takeBatch,
+} from '../../workers/lib/metrics.ts'
 
 describe('metrics registry', () => {
   it('counts the same labels written in any order as one series', () => {
@@ -12,5 +20,31 @@ describe('metrics registry', () => {
       .split('\n')
       .filter((l) => l.startsWith('nexus_test_label_order_total{'))
     expect(lines).toEqual(['nexus_test_label_order_total{method="GET",route="/a",status="200"} 3'])
+  })
+
+  it('ignores NaN, infinite and negative amounts, which would get every batch refused', () => {
+    for (let b = takeBatch(); b; b = takeBatch()) acknowledgeBatch(b.seq)
+    const c = counter('nexus_test_bad_amount_total', 'test')
+    const g = gauge('nexus_test_bad_amount', 'test')
+    const h = histogram('nexus_test_bad_amount_seconds', 'test', [1, 2])
+    c.inc({}, 2)
+    g.set({}, 3)
+    h.observe({}, 1.5)
+    c.inc({}, NaN)
+    c.inc({}, -1)
+    c.inc({}, Infinity)
+    g.set({}, NaN)
+    g.set({}, -Infinity)
+    h.observe({}, NaN)
+    h.observe({}, Infinity)
+    const batch = takeBatch()!
+    expect(MetricsBatchSchema.safeParse(batch).success).toBe(true)
+    const byName = Object.fromEntries(batch.families.map((f) => [f.name, f.series]))
+    expect(byName.nexus_test_bad_amount_total).toEqual([{ labels: {}, value: 2 }])
+    expect(byName.nexus_test_bad_amount).toMatchObject([{ labels: {}, value: 3 }])
+    expect(byName.nexus_test_bad_amount_seconds).toEqual([
+      { labels: {}, counts: [0, 1], sum: 1.5, count: 1 },
+    ])
+    acknowledgeBatch(batch.seq)
   })
 })

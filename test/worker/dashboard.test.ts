@@ -119,6 +119,19 @@ describe('metrics summary', () => {
     ])
   })
 
+  it('unescapes label values in one pass: an escaped backslash before "n" is no newline', () => {
+    const value = 'a\\n"b\nc\\'
+    const text = renderFamilies([
+      {
+        kind: 'counter',
+        name: 't_total',
+        help: 't',
+        series: [{ labels: { route: value }, value: 1 }],
+      },
+    ])
+    expect(parsePrometheus(text)).toEqual([{ name: 't_total', labels: { route: value }, value: 1 }])
+  })
+
   it('estimates quantiles inside the bucket that holds the true one', () => {
     const buckets = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5]
     for (let run = 0; run < 50; run++) {

@@ -24,7 +24,8 @@ export function parsePrometheus(text: string): Sample[] {
     if (Number.isNaN(value)) continue
     const labels: Record<string, string> = {}
     for (const l of (m[2] ?? '').matchAll(LABEL)) {
-      labels[l[1]!] = l[2]!.replace(/\\n/g, '\n').replace(/\\(["\\])/g, '$1')
+      // One pass: `\\n` is a backslash and an "n", not a backslash and a newline.
+      labels[l[1]!] = l[2]!.replace(/\\(["\\n])/g, (_, c: string) => (c === 'n' ? '\n' : c))
     }
     out.push({ name: m[1]!, labels, value })
   }

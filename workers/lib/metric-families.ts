@@ -249,10 +249,30 @@ function sameBuckets(a: readonly number[], b: readonly number[]): boolean {
   return a.length === b.length && a.every((v, i) => v === b[i])
 }
 
-/** The merge of several lists of families (the hub's shards), by the rules above. */
-export function mergeFamilies(lists: readonly Family[][]): Family[] {
+/**
+ * The merge of several lists of families (the hub's shards), by the rules above. A family whose
+ * type or buckets differ from `current` (this isolate's registry) is left out: after a deploy
+ * changed a histogram's buckets, a shard no new isolate reported that histogram to still holds
+ * the old shape, and adding it would start the new one afresh again, hiding it for good.
+ */
+export function mergeFamilies(
+  lists: readonly Family[][],
+  current: readonly Family[] = [],
+): Family[] {
+  const shapes = new Map(current.map((f) => [f.name, f]))
   const total = new MetricsAggregate()
-  for (const list of lists) for (const f of list) total.add(f)
+  for (const list of lists) {
+    for (const f of list) {
+      const c = shapes.get(f.name)
+      if (
+        c &&
+        (c.kind !== f.kind ||
+          (c.kind === 'histogram' && !sameBuckets(c.buckets, (f as typeof c).buckets)))
+      )
+        continue
+      total.add(f)
+    }
+  }
   return total.families()
 }
 
@@ -262,7 +282,8 @@ export function renderFamilies(families: readonly Family[]): string {
 }
 
 function renderFamily(f: Family): string {
-  const lines = [`# HELP ${f.name} ${f.help}`, `# TYPE ${f.name} ${f.kind}`]
+  const help = f.help.replace(/\\/g, '\\\\').replace(/\n/g, '\\n')
+  const lines = [`# HELP ${f.name} ${help}`, `# TYPE ${f.name} ${f.kind}`]
   if (f.kind === 'histogram') {
     for (const s of f.series) {
       f.buckets.forEach((b, i) =>

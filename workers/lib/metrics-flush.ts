@@ -140,7 +140,7 @@ export async function clusterMetrics(
       )
     })()
     const shards = await Promise.race([read, timeout])
-    return { families: mergeFamilies(shards), scope: 'cluster' }
+    return { families: mergeFamilies(shards, localFamilies()), scope: 'cluster' }
   } catch (err) {
     log('warn', 'metrics hub unavailable; serving this isolate only', errorFields(err))
     return { families: localFamilies(), scope: 'isolate' }

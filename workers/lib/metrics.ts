@@ -99,6 +99,9 @@ export class Counter {
   }
 
   inc(labels: Labels = {}, by = 1): void {
+    // The hub refuses a batch with a negative or non-finite amount, and with it every other
+    // change the batch carries; a value that stays NaN would have every later batch refused too.
+    if (!(by >= 0 && by < Infinity)) return
     changedSinceBatch = true
     const key = labelKey(labels)
     const s = this.series.get(key)
@@ -148,6 +151,8 @@ export class Gauge {
   }
 
   set(labels: Labels, value: number): void {
+    // NaN or ±Infinity would get the whole batch refused by the hub (see Counter.inc).
+    if (!Number.isFinite(value)) return
     changedSinceBatch = true
     const key = labelKey(labels)
     const s = this.series.get(key)
@@ -198,6 +203,8 @@ export class Histogram {
   }
 
   observe(labels: Labels, value: number): void {
+    // A non-finite sum would get this and every later batch refused by the hub (see Counter.inc).
+    if (!Number.isFinite(value)) return
     changedSinceBatch = true
     const key = labelKey(labels)
     let s = this.series.get(key)

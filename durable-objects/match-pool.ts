@@ -551,6 +551,8 @@ export class MatchPool extends DurableObject<Env> {
     let row = this.row(ticketId)
     if (row && waitMs > 0 && (row.state === 'waiting' || row.state === 'matching')) {
       await this.waitForChange(ticketId, Math.min(waitMs, MAX_WAIT_MS))
+      // A ticket that ran out while held, before the alarm got to it, answers expired.
+      if (this.housekeep(this.now())) await this.scheduleAlarm()
       row = this.row(ticketId)
     }
     if (!row) return problem('not-found', `No ticket '${ticketId}'`)

@@ -122,6 +122,26 @@ describe('HTTP tickets', () => {
     const again = (await (await joinAs(q, g.token)).json()) as Ticket
     expect(again.ticketId).not.toBe(t.ticketId)
   })
+
+  it('a long-poll whose wait ends after the ticket ran out (before the alarm) answers expired', async () => {
+    const q = await createQueue({ ticketTtlSeconds: 10 })
+    const clock = newClock()
+    await rig(q, clock)
+    const g = await newGuest()
+    const t = (await (await joinAs(q, g.token)).json()) as Ticket
+    const poll = ticketOf(t.ticketId, g.token, 0.5)
+    // Held by the pool first; then the ticket runs out while the poll waits.
+    await until(() =>
+      runInDurableObject(poolOf(q), (inst: MatchPool) =>
+        (inst as unknown as { waiters: Map<string, unknown> }).waiters.has(t.ticketId)
+          ? true
+          : undefined,
+      ),
+    )
+    clock.t = t.expiresAt
+    const read = await poll
+    expect(read.status).toBe('expired')
+  })
 })
 
 describe('stats', () => {

@@ -65,7 +65,8 @@ import { sha256Hex } from '../workers/lib/hash.ts'
  * goes out RESUME_CHUNK events per turn, so other players' actions are not held up behind it:
  * the socket joins the live broadcasts in the same turn as its last chunk. Frames are capped
  * at 8 KiB and rate-limited per socket (token bucket: 20/s, burst 40; buckets are in memory, so a
- * wake refills them). Reserved close codes (1005, 1006, 1015) are never echoed.
+ * wake refills them). A client's close is answered with its code; reserved ones (1005, 1006, 1015)
+ * cannot be sent, so those get a close without a code.
  *
  * Presence: the last socket of a player closing starts a grace timer; past it, the rules get an
  * `absent` input (dice-race, hot-potato: forfeit). Reconnecting in time cancels the timer. Sockets
@@ -710,12 +711,13 @@ export class GameSession extends DurableObject<Env> {
   }
 
   override async webSocketClose(ws: WebSocket, code: number, reason: string): Promise<void> {
-    if (!RESERVED_CLOSE_CODES.has(code)) {
-      try {
-        ws.close(code, reason)
-      } catch {
-        // Already closed: nothing to answer.
-      }
+    try {
+      // A reserved code cannot be sent back, but the close still needs its answer (a client that
+      // closed without a code would otherwise wait for it until its own timeout).
+      if (RESERVED_CLOSE_CODES.has(code)) ws.close()
+      else ws.close(code, reason)
+    } catch {
+      // Already closed: nothing to answer.
     }
     this.sockets?.delete(ws)
     this.resuming.delete(ws)
@@ -895,7 +897,17 @@ export class GameSession extends DurableObject<Env> {
           this.applyInput({ kind: 'tick', tick: this.tickAt(now) })
         }
       }
-      await this.runEndWork()
+      if (this.status === 'live') {
+        // While the game runs, the alarm does not wait on Neon (listing the session): a slow or
+        // hanging Neon would stop the tick loop and the graces. The work arms the alarm when done.
+        void this.runEndWork()
+          .then(() => this.scheduleAlarm())
+          .catch((err: unknown) => {
+            log('error', 'session work failed', { actor: this.actor, ...errorFields(err) })
+          })
+      } else {
+        await this.runEndWork()
+      }
     } catch (err) {
       log('error', 'alarm failed', { actor: this.actor, ...errorFields(err) })
     } finally {
@@ -945,10 +957,13 @@ export class GameSession extends DurableObject<Env> {
       // would wait for a request that may never come, and never end.
       candidates.push(now + this.graceMs)
     }
-    const w = one<{ t: number | null }>(
-      this.sql,
-      `SELECT min(next_attempt_at) AS t FROM work WHERE stage != 'done'`,
-    )?.t
+    // Work under way arms the alarm itself when it is done (alarm()).
+    const w = this.working
+      ? null
+      : one<{ t: number | null }>(
+          this.sql,
+          `SELECT min(next_attempt_at) AS t FROM work WHERE stage != 'done'`,
+        )?.t
     if (w != null) candidates.push(w)
     if (candidates.length === 0) return
     const next = Math.max(now, Math.min(...candidates))

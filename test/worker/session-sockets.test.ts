@@ -233,6 +233,19 @@ describe('session sockets', () => {
     for (const ws of [...open, other]) ws.close()
   })
 
+  it('answers a close without a code, so the client’s close completes (and it may connect again)', async () => {
+    const { sessionId, tokens, players } = await diceGame(2)
+    const token = tokens[players[0]!]!
+    // `ws.close()` with no arguments, as browsers' clients often do: the server sees 1005, a code
+    // it may not send back, but it must still answer the close.
+    for (let i = 0; i < 5; i++) {
+      const ws = await connect(sessionId, token)
+      await ws.nextOf('welcome')
+      ws.ws.close()
+      expect(await ws.whenClosed()).toEqual({ code: 1005, reason: '' })
+    }
+  })
+
   it('refuses intruders before the upgrade with problem+json', async () => {
     const { sessionId, tokens, players } = await diceGame(2)
     const other = await diceGame(2)

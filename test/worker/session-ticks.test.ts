@@ -1,3 +1,4 @@
+import { env } from 'cloudflare:workers'
 import { evictDurableObject, runDurableObjectAlarm } from 'cloudflare:test'
 import { describe, expect, it } from 'vitest'
 import type { PotatoEvent, PotatoState } from '../../workers/core/rules/hot-potato.ts'
@@ -7,6 +8,7 @@ import {
   type GameResult,
   type LogRecord,
 } from '../../workers/core/rules/index.ts'
+import { NeonSessionStore } from '../../workers/sessions/store.ts'
 import { ADMIN_KEY, bearer, call } from './helpers/http.ts'
 import {
   connect,
@@ -232,5 +234,41 @@ describe('a real-time game on the tick loop', () => {
       expect(s.frames.filter((f) => f.type === 'event').map((f) => f.seq)).toEqual([5])
     }
     await expectReplayIsLive(sessionId, ADMIN_KEY)
+  })
+  it('keeps ticking while the session waits on Neon (its listing hangs)', async () => {
+    const players = playerIds(2)
+    const { sessionId, tokens } = await createSession({
+      rules: 'hot-potato',
+      roster: players.map((playerId) => ({ playerId })),
+      options: { minFuse: 3, maxFuse: 6 },
+    })
+    let release!: () => void
+    const neonAnswers = new Promise<void>((resolve) => (release = resolve))
+    await inObject(sessionId, (inst, state) => {
+      const real = new NeonSessionStore(env)
+      inst.store = {
+        register: async (s, t) => {
+          await neonAnswers
+          return real.register(s, t)
+        },
+        recordResult: (input) => real.recordResult(input),
+        archiveLog: (id, records) => real.archiveLog(id, records),
+      }
+      // The listing is still to do (as after a failed first attempt), and Neon does not answer.
+      state.storage.sql.exec(
+        `UPDATE work SET stage = 'pending', next_attempt_at = 0 WHERE job = 'register'`,
+      )
+    })
+    const [a, b] = await Promise.all(players.map((p) => connect(sessionId, tokens[p]!)))
+    await a!.nextOf('welcome')
+    await b!.nextOf('welcome')
+    for (const s of [a!, b!]) s.send({ type: 'action', action: 'ready' })
+    // The fuse burns by ticks alone: they must not wait for Neon.
+    expect(eventOf(await nextKind(a!, 'exploded'))).toMatchObject({ ended: 'finished' })
+    release()
+    await a!.nextOf('ended', TICK_WAIT_MS)
+    const end = await inObject(sessionId, (inst) => inst.runEndWork({ force: true }))
+    // Once Neon answers, the listing and the end go through.
+    expect(end).toMatchObject({ stage: 'retain' })
   })
 })

@@ -1227,7 +1227,15 @@ export class MatchPool extends DurableObject<Env> {
   }
 
   override async webSocketClose(ws: WebSocket, code: number, reason: string): Promise<void> {
-    if (!RESERVED_CLOSE_CODES.has(code)) this.closeSocket(ws, code, reason)
+    // A reserved code cannot be sent back, but the close still needs its answer (a client that
+    // closed without a code would otherwise wait for it until its own timeout).
+    if (RESERVED_CLOSE_CODES.has(code)) {
+      try {
+        ws.close()
+      } catch {
+        // Already closing or closed.
+      }
+    } else this.closeSocket(ws, code, reason)
     await this.onSocketGone(ws)
   }
 

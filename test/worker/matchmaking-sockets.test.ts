@@ -90,6 +90,19 @@ describe('sockets: join to match_found', () => {
     expect(await waitingCount(q)).toBe(0)
   })
 
+  it('answers a close without a code, so the client’s close completes', async () => {
+    const q = await createQueue()
+    await rig(q, newClock())
+    const g = await newGuest()
+    // `ws.close()` with no arguments: the pool sees 1005, a code it may not send back, but it
+    // must still answer the close.
+    for (let i = 0; i < 5; i++) {
+      const ws = await connect(`/v1/matchmaking/${q}`, g.token)
+      ws.close()
+      expect(await closed(ws)).toEqual({ code: 1005, reason: '' })
+    }
+  })
+
   it('a player holds at most 4 sockets on one pool: a 5th is refused with 409 and the open ones keep working', async () => {
     const q = await createQueue()
     await rig(q, newClock())

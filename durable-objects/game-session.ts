@@ -33,6 +33,7 @@ import {
   type SessionStore,
 } from '../workers/sessions/store.ts'
 import { sha256Hex } from '../workers/lib/hash.ts'
+import { answerClose } from '../workers/lib/socket-close.ts'
 
 /**
  * GameSession: one match, its single writer. Design (why it is built this way):
@@ -112,7 +113,6 @@ const MAX_BACKOFF_MS = 5 * 60 * 1000
 const WORK_BUDGET_MS = 20_000
 /** The Worker names the verified player in this header; clients cannot reach the object. */
 export const PLAYER_HEADER = 'x-nexus-session-player'
-const RESERVED_CLOSE_CODES = new Set([1005, 1006, 1015])
 
 const inputsAccepted = counter('nexus_session_inputs_total', 'Inputs accepted into session logs')
 const inputsRefused = counter('nexus_session_refusals_total', 'Socket frames refused, by code')
@@ -711,14 +711,7 @@ export class GameSession extends DurableObject<Env> {
   }
 
   override async webSocketClose(ws: WebSocket, code: number, reason: string): Promise<void> {
-    try {
-      // A reserved code cannot be sent back, but the close still needs its answer (a client that
-      // closed without a code would otherwise wait for it until its own timeout).
-      if (RESERVED_CLOSE_CODES.has(code)) ws.close()
-      else ws.close(code, reason)
-    } catch {
-      // Already closed: nothing to answer.
-    }
+    answerClose(ws, code, reason)
     this.sockets?.delete(ws)
     this.resuming.delete(ws)
     await this.disconnected(ws)

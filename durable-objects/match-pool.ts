@@ -35,6 +35,7 @@ import { counter, gauge, histogram } from '../workers/lib/metrics.ts'
 import { sendMetricsSoon } from '../workers/lib/metrics-flush.ts'
 import { problemResponse, type ProblemType } from '../workers/lib/problem.ts'
 import { issueSessionToken } from '../workers/lib/session-token.ts'
+import { answerClose } from '../workers/lib/socket-close.ts'
 import { all, one, schemaVersion, setSchemaVersion } from '../workers/lib/sql.ts'
 
 /*
@@ -235,8 +236,6 @@ interface Attachment {
   rating: number
   ticketId: string | null
 }
-
-const RESERVED_CLOSE_CODES = new Set([1005, 1006, 1015])
 
 function problem(
   p: ProblemType,
@@ -1227,15 +1226,7 @@ export class MatchPool extends DurableObject<Env> {
   }
 
   override async webSocketClose(ws: WebSocket, code: number, reason: string): Promise<void> {
-    // A reserved code cannot be sent back, but the close still needs its answer (a client that
-    // closed without a code would otherwise wait for it until its own timeout).
-    if (RESERVED_CLOSE_CODES.has(code)) {
-      try {
-        ws.close()
-      } catch {
-        // Already closing or closed.
-      }
-    } else this.closeSocket(ws, code, reason)
+    answerClose(ws, code, reason)
     await this.onSocketGone(ws)
   }
 

@@ -90,6 +90,26 @@ const ticket = (fields: Record<string, unknown>) =>
   jsonRes(200, { ticketId: 't1', queue: 'duel', region: 'eu', expiresAt: 0, ...fields })
 
 /** Timers keeping the process alive right now. */
+/**
+ * Sockets for a matchmaking ticket that falls back to HTTP: the first opens, answers the join
+ * with ticket t1 and drops; every later one fails to open.
+ */
+function ticketThenNoSocket(): () => SocketLike {
+  let opens = 0
+  return () =>
+    scriptedSocket(
+      (socket) => {
+        if (opens++ > 0) return socket.fail()
+        socket.open()
+      },
+      (frame, socket) => {
+        if (frame.type !== 'join') return
+        socket.receive({ type: 'queued', ticketId: 't1', existing: false, expiresAt: 0 })
+        setTimeout(() => socket.drop(), 5)
+      },
+    )
+}
+
 const liveTimers = () => process.getActiveResourcesInfo().filter((r) => r === 'Timeout').length
 
 describe('client SDK under failure', () => {
@@ -389,7 +409,6 @@ describe('client SDK under failure', () => {
   })
 
   it('a socket ticket that falls back to HTTP joins again over HTTP, ending the server’s grace on the same ticket', async () => {
-    let opens = 0
     const joins: unknown[] = []
     let rejoined = false
     let readsInGrace = 0
@@ -418,18 +437,7 @@ describe('client SDK under failure', () => {
         }
         return jsonRes(200, {})
       }),
-      WebSocket: () =>
-        scriptedSocket(
-          (socket) => {
-            if (opens++ > 0) return socket.fail()
-            socket.open()
-          },
-          (frame, socket) => {
-            if (frame.type !== 'join') return
-            socket.receive({ type: 'queued', ticketId: 't1', existing: false, expiresAt: 0 })
-            setTimeout(() => socket.drop(), 5)
-          },
-        ),
+      WebSocket: ticketThenNoSocket(),
     })
     await client.auth.guest('device-abcdef-123456')
     const t = client.matchmaking.join('duel', { region: 'eu' })
@@ -493,7 +501,6 @@ describe('client SDK under failure', () => {
         { ticketId: 't2', sessionId: 's2' },
       ],
     ] as const) {
-      let opens = 0
       let reads = 0
       const deleted: string[] = []
       const client = createClient({
@@ -519,18 +526,7 @@ describe('client SDK under failure', () => {
           if (url.pathname === '/v1/matchmaking/tickets/t2') return matched('t2', 's2')
           return jsonRes(200, {})
         }),
-        WebSocket: () =>
-          scriptedSocket(
-            (socket) => {
-              if (opens++ > 0) return socket.fail()
-              socket.open()
-            },
-            (frame, socket) => {
-              if (frame.type !== 'join') return
-              socket.receive({ type: 'queued', ticketId: 't1', existing: false, expiresAt: 0 })
-              setTimeout(() => socket.drop(), 5)
-            },
-          ),
+        WebSocket: ticketThenNoSocket(),
       })
       await client.auth.guest('device-abcdef-123456')
       const t = client.matchmaking.join('duel', { region: 'eu' })

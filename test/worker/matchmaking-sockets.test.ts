@@ -45,6 +45,18 @@ async function waitingCount(queue: string): Promise<number> {
   )
 }
 
+/** A player waiting on a socket in a new queue whose tickets live 30 s, the pool on a test clock. */
+async function waitingOnSocket() {
+  const q = await createQueue({ ticketTtlSeconds: 30 })
+  const clock = newClock()
+  await rig(q, clock)
+  const g = await newGuest()
+  const ws = await connect(`/v1/matchmaking/${q}`, g.token)
+  ws.send(JSON.stringify({ type: 'join' }))
+  const { ticketId } = await nextOfType<Queued>(ws, 'queued')
+  return { q, clock, g, ws, ticketId }
+}
+
 describe('sockets: join to match_found', () => {
   it('two players (header and ?token=) are queued, then each gets match_found with its own session token', async () => {
     const q = await createQueue()
@@ -283,13 +295,7 @@ describe('sockets: disconnect, reconnect, expiry', () => {
   })
 
   it('an expired ticket leaves with an expired message; HTTP says expired', async () => {
-    const q = await createQueue({ ticketTtlSeconds: 30 })
-    const clock = newClock()
-    await rig(q, clock)
-    const g = await newGuest()
-    const ws = await connect(`/v1/matchmaking/${q}`, g.token)
-    ws.send(JSON.stringify({ type: 'join' }))
-    const { ticketId } = await nextOfType<Queued>(ws, 'queued')
+    const { q, clock, g, ws, ticketId } = await waitingOnSocket()
     const expiresAt = clock.t + 30_000
     clock.t = expiresAt - 1
     await fireAlarm(q)
@@ -305,13 +311,8 @@ describe('sockets: disconnect, reconnect, expiry', () => {
   })
 
   it('a join sent as the ticket runs out (before the alarm) gets expired and queues nothing: no rival is matched with a player who is gone', async () => {
-    const q = await createQueue({ ticketTtlSeconds: 30 })
-    const clock = newClock()
-    await rig(q, clock)
-    const [g, rival] = await Promise.all([newGuest(), newGuest()])
-    const ws = await connect(`/v1/matchmaking/${q}`, g.token)
-    ws.send(JSON.stringify({ type: 'join' }))
-    const { ticketId } = await nextOfType<Queued>(ws, 'queued')
+    const { q, clock, ws, ticketId } = await waitingOnSocket()
+    const rival = await newGuest()
     // The expiry is due, but the pool's alarm has not run yet when the frame arrives.
     clock.t += 30_000
     ws.send(JSON.stringify({ type: 'join' }))
@@ -324,13 +325,7 @@ describe('sockets: disconnect, reconnect, expiry', () => {
   })
 
   it('a cancel sent after the ticket ran out (before the alarm) finds it expired, as HTTP does', async () => {
-    const q = await createQueue({ ticketTtlSeconds: 30 })
-    const clock = newClock()
-    await rig(q, clock)
-    const g = await newGuest()
-    const ws = await connect(`/v1/matchmaking/${q}`, g.token)
-    ws.send(JSON.stringify({ type: 'join' }))
-    const { ticketId } = await nextOfType<Queued>(ws, 'queued')
+    const { clock, g, ws, ticketId } = await waitingOnSocket()
     clock.t += 30_000
     ws.send(JSON.stringify({ type: 'cancel' }))
     expect(await nextOfType(ws, 'expired')).toEqual({ type: 'expired', ticketId })

@@ -13,6 +13,7 @@ import {
   inObject,
   playerIds,
   sessionObject,
+  type TestSocket,
 } from './helpers/session-sockets.ts'
 import { ADMIN_KEY, bearer, call } from './helpers/http.ts'
 import { until } from './helpers/sockets.ts'
@@ -35,6 +36,30 @@ async function alarmAt(sessionId: string, at: number): Promise<void> {
 }
 
 const seqOf = (sessionId: string) => inObject(sessionId, (inst) => inst.current()!.match.seq)
+
+/**
+ * A dice-race too long to finish by rolling during a test, with the `connected` players' sockets
+ * open and welcomed, and its creation time by the object's clock.
+ */
+async function liveDiceGame(players: string[], connected: string[] = players) {
+  const { sessionId, tokens } = await createSession({
+    rules: 'dice-race',
+    roster: players.map((playerId) => ({ playerId })),
+    options: { target: 1000 },
+  })
+  const sockets = []
+  for (const p of connected) {
+    const socket = await connect(sessionId, tokens[p]!)
+    await socket.nextOf('welcome')
+    sockets.push(socket)
+  }
+  const createdAt = await inObject(sessionId, (inst) => {
+    const info = inst.info()
+    if (!info.ok) throw new Error('no session')
+    return info.createdAt
+  })
+  return { sessionId, tokens, sockets, createdAt }
+}
 
 describe('session timings', () => {
   it('come from the environment, bounded, with the defaults for missing or bad values', () => {
@@ -67,20 +92,8 @@ describe('session timings', () => {
 
     const players = playerIds(3)
     const [pa, pb, pc] = players as [string, string, string]
-    const { sessionId, tokens } = await createSession({
-      rules: 'dice-race',
-      roster: players.map((playerId) => ({ playerId })),
-      options: { target: 1000 },
-    })
-    const a = await connect(sessionId, tokens[pa]!)
-    const b = await connect(sessionId, tokens[pb]!)
-    await a.nextOf('welcome')
-    await b.nextOf('welcome')
-    const createdAt = await inObject(sessionId, (inst) => {
-      const info = inst.info()
-      if (!info.ok) throw new Error('no session')
-      return info.createdAt
-    })
+    const { sessionId, sockets, createdAt } = await liveDiceGame(players, [pa, pb])
+    const [a, b] = sockets as [TestSocket, TestSocket]
 
     // C never connects: still in just before the configured join grace, out at it.
     await alarmAt(sessionId, createdAt + JOIN_GRACE - 1)
@@ -116,19 +129,7 @@ describe('session timings', () => {
   })
 
   it('sockets lost with the object (a restart) still count as gone: waking it arms an alarm for their grace', async () => {
-    const players = playerIds(2)
-    const { sessionId, tokens } = await createSession({
-      rules: 'dice-race',
-      roster: players.map((playerId) => ({ playerId })),
-      options: { target: 1000 },
-    })
-    const sockets = await Promise.all(players.map((p) => connect(sessionId, tokens[p]!)))
-    for (const s of sockets) await s.nextOf('welcome')
-    const createdAt = await inObject(sessionId, (inst) => {
-      const info = inst.info()
-      if (!info.ok) throw new Error('no session')
-      return info.createdAt
-    })
+    const { sessionId, sockets, createdAt } = await liveDiceGame(playerIds(2))
     // Both joined: the join grace's alarm fires with nothing left to do.
     await alarmAt(sessionId, createdAt + JOIN_GRACE)
     // The object goes away with its sockets, and no close is ever reported; a read wakes it.
@@ -147,19 +148,7 @@ describe('session timings', () => {
   })
 
   it('a game whose players all vanished with the object (a restart) ends even if nobody comes back', async () => {
-    const players = playerIds(2)
-    const { sessionId, tokens } = await createSession({
-      rules: 'dice-race',
-      roster: players.map((playerId) => ({ playerId })),
-      options: { target: 1000 },
-    })
-    const sockets = await Promise.all(players.map((p) => connect(sessionId, tokens[p]!)))
-    for (const s of sockets) await s.nextOf('welcome')
-    const createdAt = await inObject(sessionId, (inst) => {
-      const info = inst.info()
-      if (!info.ok) throw new Error('no session')
-      return info.createdAt
-    })
+    const { sessionId, sockets, createdAt } = await liveDiceGame(playerIds(2))
     await alarmAt(sessionId, createdAt + JOIN_GRACE)
     // Everyone is connected and nothing is due, yet an alarm stays armed: it is what wakes the
     // object if its sockets go with it and no request ever comes again.
@@ -181,20 +170,8 @@ describe('session timings', () => {
   it('players who leave together end it abandoned even if one who forfeited earlier came back to watch', async () => {
     const players = playerIds(3)
     const [pa, pb, pc] = players as [string, string, string]
-    const { sessionId, tokens } = await createSession({
-      rules: 'dice-race',
-      roster: players.map((playerId) => ({ playerId })),
-      options: { target: 1000 },
-    })
-    const a = await connect(sessionId, tokens[pa]!)
-    const b = await connect(sessionId, tokens[pb]!)
-    await a.nextOf('welcome')
-    await b.nextOf('welcome')
-    const createdAt = await inObject(sessionId, (inst) => {
-      const info = inst.info()
-      if (!info.ok) throw new Error('no session')
-      return info.createdAt
-    })
+    const { sessionId, tokens, sockets, createdAt } = await liveDiceGame(players, [pa, pb])
+    const [a, b] = sockets as [TestSocket, TestSocket]
     // C forfeits at the join grace, then connects to watch: out of the game, yet not absent.
     await alarmAt(sessionId, createdAt + JOIN_GRACE)
     expect(await a.nextOf('event')).toMatchObject({ event: { kind: 'forfeit', player: pc } })

@@ -1,6 +1,6 @@
 import type { Context } from 'hono'
 import type { AppEnv } from '../app-env.ts'
-import { rateLimitAddress } from '../core/client-address.ts'
+import { clientIp } from '../middleware/rate-limit.ts'
 import { boundedInt } from './config.ts'
 import { counter } from './metrics.ts'
 import { ApiError } from './problem.ts'
@@ -191,8 +191,7 @@ async function freshReadAllowed(c: Context<AppEnv>): Promise<boolean> {
     1,
     1_000_000,
   )
-  const address = rateLimitAddress(c.req.header('cf-connecting-ip') ?? 'unknown')
-  const d = await hitWindow(getRedis(c.env), `fresh-read:${address}`, limit, 60_000)
+  const d = await hitWindow(getRedis(c.env), `fresh-read:${clientIp(c)}`, limit, 60_000)
   if (!d.allowed) freshReadsLimited.inc()
   return d.allowed
 }

@@ -16,6 +16,7 @@ import {
   playToEnd,
   type TestSocket,
 } from './helpers/session-sockets.ts'
+import { until } from './helpers/sockets.ts'
 
 async function seedRatings(ratings: Record<string, Rating>): Promise<void> {
   const sql = pg()
@@ -356,6 +357,41 @@ describe('the end of a game', () => {
       await inst.alarm()
       await inst.runEndWork({ force: true })
     })
+    const [row] = await resultRows(sessionId)
+    expect(row!.result).toMatchObject({ reason: 'abandoned', winner: null })
+    expect(row!.rating_changes).toEqual([])
+    const after = await ratingsOf(players)
+    for (const p of players) expect(after[p]).toEqual(initial)
+    for (const p of players) {
+      const mine = await fresh<{ entry: unknown }>(`/v1/leaderboards/${board}/players/${p}`)
+      expect(mine.entry).toBeNull()
+    }
+  })
+
+  it('a hot-potato match nobody readies ends abandoned at startAfter: no winner, no rating moves, no win on the board', async () => {
+    const board = await createBoard({ operator: 'incr' })
+    const players = playerIds(3)
+    const initial = { rating: 1500, rd: 200, volatility: 0.06 }
+    await seedRatings(Object.fromEntries(players.map((p) => [p, initial])))
+    // Nobody connects. Lit anyway, the fuse would knock players out one by one and hand the last
+    // a rated win; the tick at startAfter (0.6 s, well before the join grace) ends it instead.
+    const { sessionId } = await createSession({
+      rules: 'hot-potato',
+      roster: players.map((playerId) => ({ playerId })),
+      options: { startAfter: 3, minFuse: 1, maxFuse: 1 },
+      leaderboardId: board,
+    })
+    const info = await until(
+      () =>
+        inObject(sessionId, (inst) => {
+          const now = inst.current()
+          return now?.status === 'live' ? undefined : now
+        }),
+      15_000,
+      'the end of the game',
+    )
+    expect(info!.match.seq).toBe(1)
+    await inObject(sessionId, (inst) => inst.runEndWork({ force: true }))
     const [row] = await resultRows(sessionId)
     expect(row!.result).toMatchObject({ reason: 'abandoned', winner: null })
     expect(row!.rating_changes).toEqual([])

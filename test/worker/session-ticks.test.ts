@@ -80,7 +80,10 @@ describe('a real-time game on the tick loop', () => {
     expect(welcome.state as PotatoState).toMatchObject({ holder: null, explodesAt: null })
     await b!.nextOf('welcome')
 
-    // Nobody sends anything: the alarm's ticks light the fuse, then the potato explodes.
+    // One player is ready, the other never says so: at startAfter the alarm's ticks light the
+    // fuse all the same, then the potato explodes.
+    a!.send({ type: 'action', action: 'ready' })
+    expect(eventOf(await nextKind(b!, 'ready'))).toMatchObject({ player: players[0], holder: null })
     const lit = eventOf(await nextKind(a!, 'lit'))
     expect(lit.tick).toBeGreaterThanOrEqual(3)
     if (lit.kind !== 'lit') throw new Error('not lit')
@@ -94,7 +97,7 @@ describe('a real-time game on the tick loop', () => {
 
     for (const s of [a!, b!]) {
       const ended = await s.nextOf('ended', TICK_WAIT_MS)
-      expect(ended.seq).toBe(2)
+      expect(ended.seq).toBe(3)
       expect(ended.result as GameResult).toEqual({
         reason: 'finished',
         winner,
@@ -106,12 +109,13 @@ describe('a real-time game on the tick loop', () => {
       expect((await s.whenClosed()).code).toBe(1000)
     }
 
-    // Only the two ticks that changed something were logged, both as tick inputs; the socket saw
-    // exactly those events.
+    // The ready and only the two ticks that changed something were logged; the socket saw exactly
+    // those events.
     const records = await expectReplayIsLive(sessionId, tokens[winner]!)
     expect(records.map((r) => [r.seq, r.input.kind, r.event?.kind])).toEqual([
-      [1, 'tick', 'lit'],
-      [2, 'tick', 'exploded'],
+      [1, 'action', 'ready'],
+      [2, 'tick', 'lit'],
+      [3, 'tick', 'exploded'],
     ])
     expect(a!.frames.filter((f) => f.type === 'event').map((f) => f.event)).toEqual(
       records.map((r) => r.event),
@@ -140,7 +144,7 @@ describe('a real-time game on the tick loop', () => {
       seq: inst.current()!.match.seq,
       status: inst.current()!.status,
     }))
-    expect(again).toEqual({ alarm: end!.nextAttemptAt, seq: 2, status: 'finished' })
+    expect(again).toEqual({ alarm: end!.nextAttemptAt, seq: 3, status: 'finished' })
   })
 
   it('takes ready and pass over the socket, refuses bad ones, and plays rounds to the last one standing', async () => {

@@ -63,6 +63,7 @@ describe('hot-potato', () => {
     const match = mustCreate(hotPotato, { roster: roster('a', 'b'), seed: 's' })
     expect(match.game).toEqual({
       ...HOT_POTATO_DEFAULTS,
+      nobodyReadyEnds: true,
       players: [
         { playerId: 'a', team: 0, ready: false, out: null },
         { playerId: 'b', team: 1, ready: false, out: null },
@@ -273,6 +274,33 @@ describe('hot-potato', () => {
     const direct = hotPotato.onTick!(end.match.game, { tick: 99, rng: createRng(end.match.rng) })
     expect(direct.state).toBe(end.match.game)
     expect(direct.event).toBeUndefined()
+  })
+
+  it('ends abandoned at startAfter when nobody is ready, so nobody wins a match nobody played', () => {
+    const setup = { roster: roster('a', 'b', 'c'), seed: 'idle', options: { startAfter: 20 } }
+    let match = mustCreate(hotPotato, setup)
+    // A player who went away before the start is not "still in": the others decide.
+    match = ok(match, absent('c', 4)).match
+    quietTick(match, 19)
+    const end = ok(match, tick(20))
+    expect(end.event).toEqual({
+      kind: 'abandoned',
+      players: ['a', 'b'],
+      tick: 20,
+      holder: null,
+      explodesAt: null,
+      ended: 'abandoned',
+    })
+    expect(hotPotato.result(end.match.game)).toMatchObject({ reason: 'abandoned', winner: null })
+    expect(refusedWith(end.match, ready('a', 21))).toBe('game_over')
+
+    // A match created before the rule has no `nobodyReadyEnds` in its state: it still lights,
+    // so the log it wrote replays to the same game.
+    const { nobodyReadyEnds: _, ...before } = mustCreate(hotPotato, setup).game
+    const older: Match = { ...mustCreate(hotPotato, setup), game: before }
+    const lit = ok(older, tick(20))
+    expect(lit.event).toMatchObject({ kind: 'lit', tick: 20 })
+    expect(['a', 'b', 'c']).toContain(lit.match.game.holder)
   })
 
   it('forfeits absent players: a new round if they held it, the last one in wins by forfeit', () => {
@@ -531,6 +559,21 @@ function simulate(
     if (op.kind === 'tick') {
       if (explodesAt === null) {
         if (t < opts.startAfter) return {}
+        const live = liveIdx()
+        if (!live.some((i) => isReady[i])) {
+          over = true
+          for (const i of live) out[i] = 'absent'
+          return {
+            event: {
+              kind: 'abandoned',
+              players: live.map((i) => ids[i]!),
+              tick: t,
+              holder: null,
+              explodesAt: null,
+              ended: 'abandoned',
+            },
+          }
+        }
         light(t)
         return { event: { kind: 'lit', tick: t, holder: name(holder)!, explodesAt: explodesAt! } }
       }
@@ -664,10 +707,16 @@ describe('hot-potato properties', () => {
           } else {
             expect(result.placements.map((p) => p.place)).toEqual(ids.map((_, i) => i + 1))
             expect(new Set(result.placements.map((p) => p.playerId)).size).toBe(ids.length)
-            expect(result.placements[0]?.playerId).toBe(result.winner)
-            expect(after.players.filter((p) => p.out === null).map((p) => p.playerId)).toEqual([
-              result.winner,
-            ])
+            const stillIn = after.players.filter((p) => p.out === null).map((p) => p.playerId)
+            if (result.reason === 'abandoned') {
+              // Only ever when nobody was ready at startAfter: nobody wins, nobody is left in.
+              expect(result.winner).toBeNull()
+              expect(before.players.some((p) => p.out === null && p.ready)).toBe(false)
+              expect(stillIn).toEqual([])
+            } else {
+              expect(result.placements[0]?.playerId).toBe(result.winner)
+              expect(stillIn).toEqual([result.winner])
+            }
           }
           match = out.match
         }

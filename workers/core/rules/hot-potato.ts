@@ -15,10 +15,16 @@ import { ruleError } from './types.ts'
  * hot-potato: real-time, driven by the session's clock at `HOT_POTATO_TICK_RATE` ticks per second.
  *
  * Start: players say `{"type":"action","action":"ready"}`. The fuse is lit when every player still
- * in is ready, or at tick `startAfter` (default 150, 30 s) whoever is ready, so one idle client
- * cannot hold a match forever and nobody loses to a fuse that burnt before they connected. When
- * it is lit, the seeded RNG picks the holder among the players still in and the fuse length
+ * in is ready, or at tick `startAfter` (default 150, 30 s) if at least one of them is, so one idle
+ * client cannot hold a match forever and nobody loses to a fuse that burnt before they connected.
+ * When it is lit, the seeded RNG picks the holder among the players still in and the fuse length
  * (`minFuse` to `maxFuse` ticks, defaults 15 to 50: 3 to 10 s).
+ *
+ * Nobody ready at `startAfter` ends the game `abandoned`, without a winner. Nobody connected, or
+ * everyone who did sat idle: lit anyway, the fuse would play the match out by itself and hand the
+ * last player left a rated win nobody played for. (The rules cannot tell a player who never
+ * connected from one who idles, so "nobody ready" is what both look like here.) Matches created
+ * before this rule (their state has no `nobodyReadyEnds`) keep lighting, so their logs replay.
  *
  * Play: the holder sends `{"type":"action","action":"pass","to":"<playerId>"}` to hand the potato
  * to any other player still in. Passing does not reset the fuse. On the first tick at or after
@@ -64,6 +70,11 @@ export interface PotatoState {
   minFuse: number
   maxFuse: number
   startAfter: number
+  /**
+   * Nobody ready at `startAfter` ends the game `abandoned`. True for every new match; absent in
+   * states created before the rule, which light the fuse regardless, as their logs recorded.
+   */
+  nobodyReadyEnds?: true
   /** In roster order. */
   players: PotatoPlayer[]
   /** Who holds the potato; null before the fuse is lit and once the game is over. */
@@ -104,7 +115,10 @@ export type PotatoEvent =
       /** Set when the game ended with this event. */
       ended: GameResult['reason'] | null
     }
-  /** Every player still in the game went away together: over, without a winner. */
+  /**
+   * Every player still in the game went away together, or nobody was ready at `startAfter`: over,
+   * without a winner.
+   */
   | {
       kind: 'abandoned'
       players: string[]
@@ -158,6 +172,7 @@ function init(setup: GameSetup): PotatoState | RuleError {
   }
   return {
     ...values,
+    nobodyReadyEnds: true,
     players: setup.roster.map(({ playerId, team }) => ({
       playerId,
       team,
@@ -311,6 +326,9 @@ function onTick(state: PotatoState, ctx: TickContext): { state: PotatoState; eve
   if (state.ended !== null) return { state }
   if (state.explodesAt === null) {
     if (ctx.tick < state.startAfter) return { state }
+    if (state.nobodyReadyEnds && !inGame(state.players).some((p) => p.ready)) {
+      return onAbandon(state, ctx)
+    }
     const lit = lightFuse(state, state.players, ctx.tick, ctx.rng)
     return {
       state: { ...state, ...lit },

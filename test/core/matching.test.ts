@@ -221,6 +221,32 @@ describe('MatchIndex: teams', () => {
     expect(index.size).toBe(1)
   })
 
+  it('matches waiting parties that could not fill a team once a ticket that completes them comes in reach', () => {
+    const rules = { teams: 2, teamSize: 4, maxRatingGap: 50, widenPerSecond: 10 }
+    const index = new MatchIndex(rules)
+    index.add(party('a', [1500, 1500, 1500], 0))
+    index.add(party('b', [1510, 1510, 1510], 0))
+    expect(index.findMatches(1000)).toEqual([]) // 3 + 3 cannot make 4 + 4
+    // Sizes that fit, but 200 away: a window of 50 + 10/s reaches them after 15 s of waiting.
+    index.add(solo('c', 1700, 1000))
+    index.add(solo('d', 1710, 1000))
+    expect(index.findMatches(1000)).toEqual([])
+    // Every member must accept every other: the farthest pair, a (1500, since 0) and d (1710,
+    // since 1 s), needs d's window to cover 210, which it does 16 s after d joined: at 17 s.
+    let match: Match | undefined
+    let at = 1000
+    for (let checks = 0; match === undefined && checks < 20; checks++) {
+      const due = index.nextUsefulCheck(at)
+      if (due === null) break
+      at = due
+      match = index.findMatches(at)[0]
+    }
+    expect(at).toBe(17_000)
+    expect(ids(match!)).toEqual(['a', 'b', 'c', 'd'])
+    expect(match!.teams.map((t) => t.playerIds.length)).toEqual([4, 4])
+    expect(index.size).toBe(0)
+  })
+
   it('rejects a party larger than a team', () => {
     const index = new MatchIndex(wide)
     expect(() => index.add(party('big', [1, 2, 3]))).toThrow(RangeError)
@@ -249,6 +275,8 @@ describe('MatchIndex: properties', () => {
     { teams: 2, teamSize: 3, maxRatingGap: 60, widenPerSecond: 10, maxWidenedGap: 200 },
     { teams: 3, teamSize: 2, maxRatingGap: 100, widenPerSecond: 10 },
     { teams: 2, teamSize: 5, maxRatingGap: 150, widenPerSecond: 10 },
+    // Parties of 3 cannot make a team of 4 on their own, so many states here cannot fill teams.
+    { teams: 2, teamSize: 4, maxRatingGap: 80, widenPerSecond: 10 },
   ]
 
   it('matches are disjoint, mutually accepting, correctly sized, and leave the index', () => {
@@ -405,7 +433,7 @@ describe('MatchIndex: properties', () => {
         fc.constantFrom(...shapes),
         fc.array(
           fc.record({
-            ratings: fc.array(ratingArb, { minLength: 1, maxLength: 2 }),
+            ratings: fc.array(ratingArb, { minLength: 1, maxLength: 3 }),
             dt: fc.integer({ min: 0, max: 4000 }),
             cancel: fc.option(fc.nat(), { freq: 4 }),
             find: fc.boolean(),

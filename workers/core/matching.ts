@@ -410,7 +410,12 @@ class Heap {
   }
 }
 
-type SearchResult = { members: Entry[]; bins: Entry[][] } | 'none' | 'inconclusive'
+/**
+ * `none`: no match now; `inconclusive`: the search stopped at `maxScan`; `unfillable`: the waiting
+ * tickets' party sizes cannot make the teams whatever their ratings (nothing changes that until a
+ * ticket joins or leaves).
+ */
+type SearchResult = { members: Entry[]; bins: Entry[][] } | 'none' | 'inconclusive' | 'unfillable'
 
 function checkInt(name: string, value: number, min: number, max: number): void {
   if (!Number.isInteger(value) || value < min || value > max) {
@@ -462,6 +467,10 @@ export class MatchIndex {
     },
   )
   private pendingWake: Entry[] = []
+  /** Waiting tickets by party size (index = size). */
+  private readonly sizeCounts: number[]
+  /** `fillable[s]`: whether the waiting sizes can make the teams with a party of s; filled lazily. */
+  private fillable: (boolean | undefined)[] = []
   /** Tickets that left since their neighbours were last told. */
   private departed: Entry[] = []
   private seq = 0
@@ -484,6 +493,7 @@ export class MatchIndex {
     this.maxScan = options.maxScan ?? 4096
     this.retryMs = options.retryMs ?? 1000
     this.partitions = partitionsOf(rules.teamSize)
+    this.sizeCounts = new Array<number>(rules.teamSize + 1).fill(0)
   }
 
   /** Number of waiting tickets. */
@@ -540,6 +550,7 @@ export class MatchIndex {
     }
     this.entries.set(ticket.id, entry)
     this.all.insert(entry)
+    this.countSize(size, 1)
     this.makeReady(entry, true)
   }
 
@@ -594,7 +605,7 @@ export class MatchIndex {
       u.ready = false
       const found = this.search(u, now)
       if (typeof found === 'string') {
-        this.makeClean(u, now, found === 'inconclusive')
+        this.makeClean(u, now, found)
         continue
       }
       for (const m of found.members) {
@@ -602,6 +613,7 @@ export class MatchIndex {
         else {
           this.entries.delete(u.id)
           this.all.remove(u)
+          this.countSize(u.size, -1)
           this.departed.push(u)
         }
       }
@@ -633,12 +645,20 @@ export class MatchIndex {
     }
   }
 
-  private makeClean(e: Entry, now: number, inconclusive: boolean): void {
+  private makeClean(e: Entry, now: number, why: 'none' | 'inconclusive' | 'unfillable'): void {
     e.ready = false
     e.needsWake = false
     e.checkedAt = now
     e.checkEpoch = this.epoch
-    e.due = inconclusive ? now + this.retryMs : this.nextDue(e, now)
+    // Unfillable: no window's growth helps until the sizes change. A match the sizes allow only
+    // once a ticket has joined must contain that ticket, whose arrival and due times wake every
+    // ticket that accepts it, so this one needs no due time of its own.
+    e.due =
+      why === 'inconclusive'
+        ? now + this.retryMs
+        : why === 'unfillable'
+          ? Infinity
+          : this.nextDue(e, now)
     this.clean.insert(e)
     if (e.due !== Infinity) this.dueHeap.push(e)
   }
@@ -646,6 +666,7 @@ export class MatchIndex {
   private detach(e: Entry): void {
     this.entries.delete(e.id)
     this.all.remove(e)
+    this.countSize(e.size, -1)
     if (e.ready) this.ready.delete(e)
     else {
       this.clean.remove(e)
@@ -671,7 +692,7 @@ export class MatchIndex {
       for (let ok = this.clean.seek(key, c); ok; ok = this.clean.advance(c)) {
         const w = this.clean.at(c)
         if (w.rating > d.rating + g) break
-        if (this.acceptTime(d, w) <= now) woken.push(w)
+        if (this.acceptTime(d, w) <= now && this.canFill(w.size)) woken.push(w)
       }
       for (const w of woken) {
         this.clean.remove(w)
@@ -717,7 +738,8 @@ export class MatchIndex {
     for (let ok = this.clean.seek(key, c); ok; ok = this.clean.advance(c)) {
       const w = this.clean.at(c)
       if (w.rating > hi) break
-      if (this.acceptTime(u, w) <= now) woken.push(w)
+      // A ticket whose size cannot fill teams now would only be searched to say so again.
+      if (this.acceptTime(u, w) <= now && this.canFill(w.size)) woken.push(w)
     }
     if (woken.length === 0) return false
 
@@ -772,8 +794,34 @@ export class MatchIndex {
     return best
   }
 
+  private countSize(size: number, delta: number): void {
+    this.sizeCounts[size]! += delta
+    this.fillable = []
+  }
+
+  /**
+   * Whether the waiting tickets' party sizes, ratings aside, can make the teams with a party of
+   * `size` in them. Without this, parties that can never add up to a team (parties of 9 to 15 for
+   * teams of 16) had every ticket walk its whole window on each join: quadratic in the queue.
+   */
+  private canFill(size: number): boolean {
+    let known = this.fillable[size]
+    if (known === undefined) {
+      const { teams, teamSize } = this.rules
+      // More tickets of a size than could ever fit in the teams change nothing.
+      const counts = this.sizeCounts.map((c, s) =>
+        s === 0 ? 0 : Math.min(c, teams * Math.floor(teamSize / s)),
+      )
+      // A search cut short by its budget proves nothing, so only a finished one blocks.
+      known = packSizes(counts, size, teams, teamSize, this.partitions) !== 'impossible'
+      this.fillable[size] = known
+    }
+    return known
+  }
+
   /** Greedy search for a match containing `u`: nearest compatible tickets first. */
   private search(u: Entry, now: number): SearchResult {
+    if (!this.canFill(u.size)) return 'unfillable'
     const n = this.players
     const teamSize = this.rules.teamSize
     const pool: Entry[] = [u]
@@ -828,7 +876,7 @@ export class MatchIndex {
   ): { members: Entry[]; bins: Entry[][] } | null {
     const { teams, teamSize } = this.rules
     const sizeBins = packSizes(counts, anchorSize, teams, teamSize, this.partitions)
-    if (sizeBins === null) return null
+    if (typeof sizeBins === 'string') return null
     // Nearer tickets first within each size; the anchor is the first of its size.
     const bySize = new Map<number, Entry[]>()
     for (const e of pool) {
@@ -893,7 +941,8 @@ const PACK_BUDGET = 20_000
 /**
  * Splits party sizes into `teams` bins of exactly `teamSize`, using at most `counts[s]` parties of
  * size s and at least one of `anchorSize`. Bins are interchangeable, so each bin's partition is at
- * or after the previous bin's in the list; the search is bounded by a node budget.
+ * or after the previous bin's in the list; the search is bounded by a node budget. `impossible`
+ * when no split exists, `gave-up` when the budget ran out first.
  */
 function packSizes(
   counts: number[],
@@ -901,14 +950,14 @@ function packSizes(
   teams: number,
   teamSize: number,
   partitions: number[][],
-): number[][] | null {
+): number[][] | 'impossible' | 'gave-up' {
   let solo = true
   let total = 0
   for (let s = 1; s < counts.length; s++) {
     total += s * counts[s]!
     if (s > 1 && counts[s]! > 0) solo = false
   }
-  if (total < teams * teamSize) return null
+  if (total < teams * teamSize || !(counts[anchorSize]! > 0)) return 'impossible'
   if (solo) return Array.from({ length: teams }, () => new Array<number>(teamSize).fill(1))
 
   const left = counts.slice()
@@ -926,11 +975,15 @@ function packSizes(
     }
     return true
   }
+  // Only the team shapes these sizes can make at all; each level of the search checks them again
+  // against what the teams before it took.
+  const shapes = partitions.filter(fits)
+  if (!shapes.some((parts) => parts.includes(anchorSize))) return 'impossible'
   const go = (bin: number, from: number): boolean => {
     if (bin === teams) return left[anchorSize]! < counts[anchorSize]!
-    for (let p = from; p < partitions.length; p++) {
+    for (let p = from; p < shapes.length && budget >= 0; p++) {
       if (--budget < 0) return false
-      const parts = partitions[p]!
+      const parts = shapes[p]!
       if (!fits(parts)) continue
       for (const s of parts) left[s]!--
       chosen.push(parts)
@@ -940,7 +993,8 @@ function packSizes(
     }
     return false
   }
-  return go(0, 0) ? chosen.map((parts) => parts.slice()) : null
+  if (go(0, 0)) return chosen.map((parts) => parts.slice())
+  return budget < 0 ? 'gave-up' : 'impossible'
 }
 
 const BALANCE_BUDGET = 4_000

@@ -13,6 +13,7 @@ const sections: [string, string][] = [
   ['bench/results', 'leaderboard-close.md'],
   ['bench/results', 'matching.md'],
   ['bench/results', 'matchmaking.md'],
+  ['bench/results', 'session-create.md'],
   ['bench/results', 'sessions.md'],
 ]
 const extra = (dir: string) =>

@@ -211,6 +211,31 @@ describe('session sockets', () => {
     b!.close()
   })
 
+  it("refuses relay messages past the session's maxMessages to the sender: log_full, no event", async () => {
+    const players = playerIds(2)
+    const { sessionId, tokens } = await createSession({
+      rules: 'relay',
+      roster: players.map((playerId) => ({ playerId })),
+      options: { maxMessages: 2 },
+    })
+    const [a, b] = await Promise.all(players.map((p) => connect(sessionId, tokens[p]!)))
+    await a!.nextOf('welcome')
+    await b!.nextOf('welcome')
+    a!.send({ type: 'action', action: 'message', data: 1 })
+    b!.send({ type: 'action', action: 'message', data: 2 })
+    expect((await a!.nextOf('event')).seq).toBe(1)
+    expect((await a!.nextOf('event')).seq).toBe(2)
+    b!.send({ type: 'action', action: 'message', data: 3 })
+    expect(await b!.nextOf('error')).toMatchObject({ code: 'log_full' })
+    // The refusal went to the sender only; a ping answered after it proves nothing else came.
+    a!.send({ type: 'ping' })
+    await a!.nextOf('pong')
+    expect(a!.frames.filter((f) => f.type === 'event')).toHaveLength(2)
+    expect((await matchOf(sessionId)).seq).toBe(2)
+    a!.close()
+    b!.close()
+  })
+
   it('refuses a fifth socket of one player with 409, and its other sockets stay open', async () => {
     const { sessionId, tokens, players } = await diceGame(2)
     const token = tokens[players[0]!]!

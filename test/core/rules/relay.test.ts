@@ -80,9 +80,41 @@ describe('relay', () => {
     ok(match, say('a', JSON.parse('['.repeat(16) + ']'.repeat(16)) as unknown))
   })
 
-  it('takes no options', () => {
-    const out = createMatch(relay, { ...setup, options: { anything: true } })
-    expect(isRuleError(out) && out.error.code).toBe('invalid_options')
+  it('takes only maxMessages as an option, from 1 to 1,000,000', () => {
+    expect(mustCreate(relay, setup).game.maxMessages).toBe(1_000_000)
+    expect(mustCreate(relay, { ...setup, options: { maxMessages: 1 } }).game.maxMessages).toBe(1)
+    expect(mustCreate(relay, { ...setup, options: null }).game.maxMessages).toBe(1_000_000)
+    for (const options of [
+      { anything: true },
+      { maxMessages: 0 },
+      { maxMessages: 1_000_001 },
+      { maxMessages: 2.5 },
+      { maxMessages: '10' },
+      { maxMessages: Number.POSITIVE_INFINITY },
+      [],
+      7,
+    ]) {
+      const out = createMatch(relay, { ...setup, options })
+      expect(isRuleError(out) && out.error.code, JSON.stringify(options)).toBe('invalid_options')
+    }
+  })
+
+  it('refuses messages past maxMessages, and still ends when everyone leaves', () => {
+    let match = mustCreate(relay, { ...setup, options: { maxMessages: 2 } })
+    match = ok(match, say('a', 1)).match
+    match = ok(match, say('b', 2)).match
+    expect(refusedWith(match, say('a', 3))).toBe('log_full')
+    expect(match.game.messages).toBe(2)
+    // Presence still works, and the last absence ends it as usual.
+    match = ok(match, absent('a')).match
+    expect(refusedWith(match, say('a', 'back?'))).toBe('log_full')
+    const last = ok(match, absent('b'))
+    expect(relay.result(last.match.game)).toMatchObject({ reason: 'abandoned', winner: null })
+
+    // A relay created before the bound has no maxMessages in its state: unbounded, as recorded.
+    const { maxMessages: _, ...before } = mustCreate(relay, setup).game
+    const older: Match = { ...mustCreate(relay, setup), game: { ...before, messages: 5_000_000 } }
+    expect(ok(older, say('a', 'still')).match.game.messages).toBe(5_000_001)
   })
 
   it('ends, abandoned, only once every player is absent at the same time', () => {

@@ -12,9 +12,18 @@ import { ruleError } from './types.ts'
  * A relay never ends by itself, except when every player has been absent past the grace period
  * (reason `abandoned`, no winner, everyone placed 1st). A player reported absent counts as present
  * again when they reconnect (`onReturn`) or send a message.
+ *
+ * A relay holds at most `maxMessages` messages (option, 1 to 1,000,000, default 1,000,000); past
+ * that, messages are refused (`log_full`) and the session ends as any relay does, when everyone
+ * has left. Every message is a record in the session's log, kept in its object while it runs and
+ * archived to Neon after: without a bound, a room nobody leaves would grow its storage forever
+ * (1,000,000 messages of up to 4 KiB is at most 4 GiB, inside a Durable Object's 10 GB). States
+ * from before the bound (no `maxMessages`) stay unbounded, so their logs replay as recorded.
  */
 
 export const RELAY_LIMITS = { maxBytes: 4096, maxDepth: 16 } as const
+/** The most messages one relay may hold, and the default of its `maxMessages` option. */
+export const RELAY_MAX_MESSAGES = 1_000_000
 
 export interface RelayPlayer {
   playerId: string
@@ -26,6 +35,8 @@ export interface RelayState {
   players: RelayPlayer[]
   /** Messages relayed so far. */
   messages: number
+  /** Messages after which more are refused (`log_full`); absent in states from before the bound. */
+  maxMessages?: number
   /** True once every player has been absent at the same time. */
   ended: boolean
 }
@@ -40,13 +51,33 @@ export type RelayEvent =
   | { kind: 'absent'; player: string; ended: boolean }
   | { kind: 'returned'; player: string }
 
+export interface RelayOptions {
+  /** Messages after which more are refused (1 to 1,000,000, default 1,000,000). */
+  maxMessages?: number
+}
+
 function init(setup: GameSetup): RelayState | RuleError {
-  if (setup.options !== undefined && setup.options !== null) {
-    return ruleError('invalid_options', 'relay takes no options')
+  let maxMessages = RELAY_MAX_MESSAGES
+  const { options } = setup
+  if (options !== undefined && options !== null) {
+    if (!isPlainObject(options) || Object.keys(options).some((k) => k !== 'maxMessages')) {
+      return ruleError('invalid_options', 'relay options are { maxMessages?: number }')
+    }
+    const v = options.maxMessages
+    if (v !== undefined) {
+      if (typeof v !== 'number' || !Number.isInteger(v) || v < 1 || v > RELAY_MAX_MESSAGES) {
+        return ruleError(
+          'invalid_options',
+          `maxMessages must be an integer from 1 to ${RELAY_MAX_MESSAGES.toLocaleString('en-US')}`,
+        )
+      }
+      maxMessages = v
+    }
   }
   return {
     players: setup.roster.map(({ playerId, team }) => ({ playerId, team, absent: false })),
     messages: 0,
+    maxMessages,
     ended: false,
   }
 }
@@ -86,6 +117,12 @@ function apply(
   if (state.ended) return ruleError('game_over', 'the game is over')
   const index = findPlayer(state, ctx.player)
   if (index === -1) return ruleError('not_a_player', 'you are not in this game')
+  if (state.maxMessages !== undefined && state.messages >= state.maxMessages) {
+    return ruleError(
+      'log_full',
+      `this session holds its limit of ${state.maxMessages} messages; start a new one`,
+    )
+  }
   const players = state.players[index]?.absent ? setAbsent(state, index, false) : state.players
   return {
     state: { ...state, players, messages: state.messages + 1 },

@@ -429,7 +429,10 @@ export class Leaderboard extends DurableObject<Env> {
     }
     if (!stored) return refuse('not-found', `No leaderboard '${boardId}'`)
     // Another call may have configured the board while this one waited for Neon.
-    if (!this.config) this.configureNow(boardId, stored.config, this.now(), stored.version)
+    if (this.config) return null
+    this.configureNow(boardId, stored.config, this.now(), stored.version)
+    // As a pushed configuration does: the cycle's end wakes the board, whoever calls next.
+    await this.scheduleAlarm()
     return null
   }
 

@@ -11,7 +11,7 @@ import type { CloseStatus, Leaderboard } from '../../durable-objects/leaderboard
 import { NeonArchiveWriter, type ArchiveWriter } from '../../workers/leaderboards/archive-writer.ts'
 import worker from '../../workers/index.ts'
 import { ADMIN_KEY, bearer, call, json, newGuest, problem } from './helpers/http.ts'
-import { createBoard, fresh, pg, submitFor, type Top } from './helpers/boards.ts'
+import { boardId, createBoard, fresh, pg, submitFor, type Top } from './helpers/boards.ts'
 import { countRowsRead } from './helpers/rows-read.ts'
 
 const N = 10_000
@@ -495,6 +495,28 @@ describe('cycles close on schedule', () => {
     expect(out.after.cycle).toBe(2)
     expect(out.late).toMatchObject({ ok: true, result: { cycle: 2 } })
     expect(out.closed).toMatchObject({ cycle: 1, entries: 1 })
+  })
+
+  it('a board first configured from Neon (its push lost) sets its alarm for the cycle end on that first call', async () => {
+    const template = await createBoard({ cycle: { every: '1h' } })
+    const board = boardId()
+    // In Neon, never handed to its object (a PUT whose push failed): the first read configures it.
+    await pg()`insert into leaderboards (id, config)
+               select ${board}, config from leaderboards where id = ${template}`
+    const res = await call(`/v1/leaderboards/${board}/top`, {
+      headers: { 'cache-control': 'no-cache' },
+    })
+    expect(res.status).toBe(200)
+    const { alarm, endsAt } = await runInDurableObject(
+      stub(board),
+      async (inst: Leaderboard, state) => {
+        const info = await inst.info(board)
+        if (!info || !('config' in info)) throw new Error('no board info')
+        return { alarm: await state.storage.getAlarm(), endsAt: info.cycle.endsAt }
+      },
+    )
+    expect(endsAt).not.toBeNull()
+    expect(alarm).toBe(endsAt)
   })
 
   it('a late write to an ended cycle goes to the new one even without the cron', async () => {

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest'
 import type { Input, MatchState } from '../../../workers/core/rules/index.ts'
 import { createMatch, isRuleError, step } from '../../../workers/core/rules/index.ts'
 import type { RelayState } from '../../../workers/core/rules/relay.ts'
-import { relay } from '../../../workers/core/rules/relay.ts'
+import { RELAY_LIMITS, RELAY_MAX_MESSAGES, relay } from '../../../workers/core/rules/relay.ts'
 import { accepted, mustCreate, refusalCode } from './helpers.ts'
 
 type Match = MatchState<RelayState>
@@ -80,14 +80,14 @@ describe('relay', () => {
     ok(match, say('a', JSON.parse('['.repeat(16) + ']'.repeat(16)) as unknown))
   })
 
-  it('takes only maxMessages as an option, from 1 to 1,000,000', () => {
-    expect(mustCreate(relay, setup).game.maxMessages).toBe(1_000_000)
+  it('takes only maxMessages as an option, from 1 to 500,000', () => {
+    expect(mustCreate(relay, setup).game.maxMessages).toBe(500_000)
     expect(mustCreate(relay, { ...setup, options: { maxMessages: 1 } }).game.maxMessages).toBe(1)
-    expect(mustCreate(relay, { ...setup, options: null }).game.maxMessages).toBe(1_000_000)
+    expect(mustCreate(relay, { ...setup, options: null }).game.maxMessages).toBe(500_000)
     for (const options of [
       { anything: true },
       { maxMessages: 0 },
-      { maxMessages: 1_000_001 },
+      { maxMessages: 500_001 },
       { maxMessages: 2.5 },
       { maxMessages: '10' },
       { maxMessages: Number.POSITIVE_INFINITY },
@@ -115,6 +115,22 @@ describe('relay', () => {
     const { maxMessages: _, ...before } = mustCreate(relay, setup).game
     const older: Match = { ...mustCreate(relay, setup), game: { ...before, messages: 5_000_000 } }
     expect(ok(older, say('a', 'still')).match.game.messages).toBe(5_000_001)
+  })
+
+  it("keeps a full log inside a Durable Object's 10 GB, though every record holds its data twice", () => {
+    const player = 'p'.repeat(128)
+    const full = {
+      ...mustCreate(relay, { roster: [{ playerId: player, team: 0 }], seed: 's' }),
+      seq: RELAY_MAX_MESSAGES - 1,
+    }
+    const data = 'x'.repeat(RELAY_LIMITS.maxBytes - 2)
+    const out = step(relay, full, { ...say(player, data), tick: Number.MAX_SAFE_INTEGER })
+    if (isRuleError(out)) throw new Error(out.error.message)
+    const bytes = new TextEncoder().encode(JSON.stringify(out.record)).length
+    expect(bytes).toBeGreaterThan(2 * RELAY_LIMITS.maxBytes)
+    // What the docs say (about 8.6 KB, about 4.3 GB), with room for SQLite's pages.
+    expect(bytes).toBeLessThan(8700)
+    expect(bytes * RELAY_MAX_MESSAGES).toBeLessThan(4.5e9)
   })
 
   it('ends, abandoned, only once every player is absent at the same time', () => {

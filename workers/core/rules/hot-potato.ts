@@ -133,7 +133,10 @@ export interface PotatoOptions {
   minFuse?: number
   /** Longest fuse in ticks (minFuse to 3000, default 50). */
   maxFuse?: number
-  /** Tick at which the fuse is lit even if not everyone is ready (1 to 3000, default 150). */
+  /**
+   * Tick at which the fuse is lit if at least one player still in is ready, and the game ends
+   * `abandoned` if none is (1 to 3000, default 150).
+   */
   startAfter?: number
 }
 

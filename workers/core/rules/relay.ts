@@ -13,17 +13,19 @@ import { ruleError } from './types.ts'
  * (reason `abandoned`, no winner, everyone placed 1st). A player reported absent counts as present
  * again when they reconnect (`onReturn`) or send a message.
  *
- * A relay holds at most `maxMessages` messages (option, 1 to 1,000,000, default 1,000,000); past
+ * A relay holds at most `maxMessages` messages (option, 1 to 500,000, default 500,000); past
  * that, messages are refused (`log_full`) and the session ends as any relay does, when everyone
  * has left. Every message is a record in the session's log, kept in its object while it runs and
- * archived to Neon after: without a bound, a room nobody leaves would grow its storage forever
- * (1,000,000 messages of up to 4 KiB is at most 4 GiB, inside a Durable Object's 10 GB). States
- * from before the bound (no `maxMessages`) stay unbounded, so their logs replay as recorded.
+ * archived to Neon after: without a bound, a room nobody leaves would grow its storage forever.
+ * A record holds `data` twice (the logged action and its event), so the largest is about 8.6 KB
+ * and 500,000 of them about 4.3 GB, well inside a Durable Object's 10 GB (raising `RELAY_LIMITS`
+ * or the ceiling needs this sum done again). States from before the bound (no `maxMessages`)
+ * stay unbounded, so their logs replay as recorded.
  */
 
 export const RELAY_LIMITS = { maxBytes: 4096, maxDepth: 16 } as const
 /** The most messages one relay may hold, and the default of its `maxMessages` option. */
-export const RELAY_MAX_MESSAGES = 1_000_000
+export const RELAY_MAX_MESSAGES = 500_000
 
 export interface RelayPlayer {
   playerId: string
@@ -52,7 +54,7 @@ export type RelayEvent =
   | { kind: 'returned'; player: string }
 
 export interface RelayOptions {
-  /** Messages after which more are refused (1 to 1,000,000, default 1,000,000). */
+  /** Messages after which more are refused (1 to 500,000, default 500,000). */
   maxMessages?: number
 }
 

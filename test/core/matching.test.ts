@@ -247,6 +247,71 @@ describe('MatchIndex: teams', () => {
     expect(index.size).toBe(0)
   })
 
+  describe('parties that cannot fill teams still steer the greedy walks of those that can', () => {
+    // One team of 7 and no solos: parties of 4 (need a 3 or a 1) and of 6 (need a 1) can never
+    // be in a match, but a pair (2) and a five (5) can. The walk from the pair `w` takes the
+    // nearest tickets that accept everyone taken so far, at most one party of each size that only
+    // fits once, and `d` is turned away by a party of 6 that never accepts it, unless a nearer
+    // party of 6 took that place first. So whether w finds d depends on when two tickets that can
+    // never be matched come to accept each other.
+    const rules: QueueRules = { teams: 1, teamSize: 7, maxRatingGap: 60, widenPerSecond: 10 }
+    const sized = (id: string, size: number, rating: number, at: number): Ticket =>
+      party(id, new Array<number>(size).fill(rating), at)
+
+    /** Runs findMatches at every nextUsefulCheck from `from` up to `until`, like the DO's alarm. */
+    function alarms(index: MatchIndex, from: number, until: number): [number, string[]][] {
+      const found: [number, string[]][] = []
+      let at = from
+      for (let checks = 0; checks < 100; checks++) {
+        const due = index.nextUsefulCheck(at)
+        if (due === null || due > until) break
+        at = due
+        for (const m of index.findMatches(at)) found.push([at, ids(m)])
+      }
+      return found
+    }
+
+    it('wakes the walk when two tickets it took or turned away come to accept each other', () => {
+      const index = new MatchIndex({ ...rules, maxWidenedGap: 100 })
+      index.add(sized('w', 2, 1500, 0))
+      index.add(sized('a', 4, 1490, 0)) // w's nearest: taken first
+      index.add(sized('c', 6, 1445, 0)) // accepts w and a; never accepts d (113 apart)
+      index.add(sized('d', 5, 1558, 0)) // accepts w from the start, a from 0.8 s
+      index.add(sized('x', 4, 1605, 0)) // d's nearest, never accepts w: d's own walk never finds w
+      expect(index.findMatches(0)).toEqual([])
+      expect(alarms(index, 0, 10_000)).toEqual([])
+      // b is nearer to w than c and accepts w and d at once, but a (62 away) only 0.2 s later:
+      // from then b takes the place of a party of 6 in w's walk, c is no longer taken, and d is.
+      // Neither a nor b can ever be in a match, so neither has a due time for that.
+      index.add(sized('b', 6, 1552, 10_000))
+      expect(index.findMatches(10_000)).toEqual([])
+      const fresh = new MatchIndex({ ...rules, maxWidenedGap: 100 })
+      for (const t of index.tickets()) fresh.add(t)
+      expect(fresh.findMatches(10_200).map(ids)).toEqual([['d', 'w']])
+      expect(alarms(index, 10_000, 60_000)).toEqual([[10_200, ['d', 'w']]])
+    })
+
+    it('wakes the walk when a party that cannot fill teams comes to accept one that can', () => {
+      const index = new MatchIndex({ ...rules, maxRatingGap: 40, maxWidenedGap: 80 })
+      index.add(sized('w', 2, 1500, 0))
+      index.add(sized('a', 4, 1495, 0))
+      index.add(sized('c', 6, 1430, 0)) // accepts w from 3 s, a from 2.5 s; never d
+      index.add(sized('d', 5, 1575, 0)) // accepts w from 3.5 s, a from 4 s
+      index.add(sized('x', 6, 1581, 0)) // d's nearest, never accepts w: d's own walk never finds w
+      expect(index.findMatches(0)).toEqual([])
+      expect(alarms(index, 0, 10_000)).toEqual([])
+      // J joins after w last searched, nearer to w than c: it accepts d at once, w from 12.5 s
+      // and a from 13 s, when it takes c's place in w's walk and d is taken. Neither w nor a
+      // knew J when they last searched, and J can never be in a match itself.
+      index.add(sized('J', 6, 1565, 10_000))
+      expect(index.findMatches(10_000)).toEqual([])
+      const fresh = new MatchIndex({ ...rules, maxRatingGap: 40, maxWidenedGap: 80 })
+      for (const t of index.tickets()) fresh.add(t)
+      expect(fresh.findMatches(13_000).map(ids)).toEqual([['d', 'w']])
+      expect(alarms(index, 10_000, 60_000)).toEqual([[13_000, ['d', 'w']]])
+    })
+  })
+
   it('rejects a party larger than a team', () => {
     const index = new MatchIndex(wide)
     expect(() => index.add(party('big', [1, 2, 3]))).toThrow(RangeError)

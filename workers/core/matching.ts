@@ -18,6 +18,12 @@
  *   neighbour gained an acceptance (a new acceptance between u and v can change the outcome for u,
  *   v and anyone who accepts both, and all of those accept u). So a call after one join touches
  *   the new ticket's neighbourhood, not the pool.
+ * - A ticket whose party size cannot make the teams with the sizes waiting (ratings aside) is not
+ *   searched, and has no due time for its acceptances with others like it: thousands of parties
+ *   that can never fill a team would otherwise be searched on every join and woken at every
+ *   acceptance. It still sits in other tickets' walks and can turn tickets away there, so a
+ *   failed search also keeps the first time one of its own steps could go otherwise (`revisit`),
+ *   and such a ticket is still due when it comes to accept a ticket that can fill teams.
  * - "Accepts" is decided by one function of the pair (`acceptTime`, the instant from which both
  *   windows cover the distance), so due times and checks can never disagree through rounding.
  *
@@ -471,6 +477,12 @@ export class MatchIndex {
   private readonly sizeCounts: number[]
   /** `fillable[s]`: whether the waiting sizes can make the teams with a party of s; filled lazily. */
   private fillable: (boolean | undefined)[] = []
+  /**
+   * Set by a search that found nothing: the earliest time a ticket it turned away (or could not
+   * reach) becomes acceptable to the tickets it had taken at that point, when its walk may go
+   * differently.
+   */
+  private revisit = Infinity
   /** Tickets that left since their neighbours were last told. */
   private departed: Entry[] = []
   private seq = 0
@@ -650,15 +662,19 @@ export class MatchIndex {
     e.needsWake = false
     e.checkedAt = now
     e.checkEpoch = this.epoch
-    // Unfillable: no window's growth helps until the sizes change. A match the sizes allow only
-    // once a ticket has joined must contain that ticket, whose arrival and due times wake every
-    // ticket that accepts it, so this one needs no due time of its own.
+    // Unfillable: no window's growth helps this ticket's own search until the sizes change. A
+    // match the sizes allow only once a ticket has joined must contain that ticket, whose arrival
+    // and due times wake every ticket that accepts it. But this ticket still sits in the walks of
+    // tickets that can fill teams, where it can turn others away: it must wake them when it comes
+    // to accept them (they did not know it when they last searched). How the tickets in a walk
+    // come to accept each other is that search's own `revisit`, so acceptances between tickets
+    // that cannot fill teams need no due time.
     e.due =
       why === 'inconclusive'
         ? now + this.retryMs
         : why === 'unfillable'
-          ? Infinity
-          : this.nextDue(e, now)
+          ? this.nextDue(e, now, true)
+          : Math.min(this.nextDue(e, now), this.revisit)
     this.clean.insert(e)
     if (e.due !== Infinity) this.dueHeap.push(e)
   }
@@ -775,8 +791,12 @@ export class MatchIndex {
     return older
   }
 
-  /** Earliest time after `now` at which some waiting ticket newly accepts `u` both ways. */
-  private nextDue(u: Entry, now: number): number {
+  /**
+   * Earliest time after `now` at which some waiting ticket newly accepts `u` both ways; with
+   * `fillers`, only tickets whose party size can fill teams count.
+   */
+  private nextDue(u: Entry, now: number, fillers = false): number {
+    if (fillers && !this.anyFillable()) return Infinity
     let best = Infinity
     let scanned = 0
     const walk = new Outward(this.all, u)
@@ -788,6 +808,7 @@ export class MatchIndex {
         continue
       }
       if (++scanned > this.maxScan) return Math.min(best, lower > now ? lower : now + this.retryMs)
+      if (fillers && !this.canFill(walk.entry!.size)) continue
       const t = Math.max(lower, this.reach(walk.entry!, walk.distance))
       if (t > now && t < best) best = t
     }
@@ -795,8 +816,19 @@ export class MatchIndex {
   }
 
   private countSize(size: number, delta: number): void {
-    this.sizeCounts[size]! += delta
-    this.fillable = []
+    const before = this.sizeCounts[size]!
+    this.sizeCounts[size] = before + delta
+    // Only counts up to what the teams could hold change what can fill them.
+    const cap = this.rules.teams * Math.floor(this.rules.teamSize / size)
+    if (Math.min(before, cap) !== Math.min(before + delta, cap)) this.fillable = []
+  }
+
+  /** Whether some waiting ticket's party size can fill teams. */
+  private anyFillable(): boolean {
+    for (let s = 1; s < this.sizeCounts.length; s++) {
+      if (this.sizeCounts[s]! > 0 && this.canFill(s)) return true
+    }
+    return false
   }
 
   /**
@@ -819,8 +851,14 @@ export class MatchIndex {
     return known
   }
 
-  /** Greedy search for a match containing `u`: nearest compatible tickets first. */
+  /**
+   * Greedy search for a match containing `u`: nearest compatible tickets first. When it finds
+   * none, `revisit` is the first time one of its steps could go otherwise: a ticket it turned away
+   * is accepted by all it had taken, or the window it stopped at reaches farther. Those tickets
+   * may have no due time of their own (a party that cannot fill teams), so `u` keeps this one.
+   */
   private search(u: Entry, now: number): SearchResult {
+    this.revisit = Infinity
     if (!this.canFill(u.size)) return 'unfillable'
     const n = this.players
     const teamSize = this.rules.teamSize
@@ -841,19 +879,24 @@ export class MatchIndex {
       const c = walk.entry!
       if (c.rating > hi || c.rating < lo) {
         walk.close(walk.isUp)
+        // Tickets past this one on this side, there now, need every window taken so far to
+        // cover at least this far (`u` alone: its due time covers them).
+        if (pool.length > 1) {
+          let t = -Infinity
+          for (const m of pool) t = Math.max(t, this.reach(m, Math.abs(m.rating - c.rating)))
+          this.revisit = Math.min(this.revisit, t > now ? t : now + 1)
+        }
         continue
       }
       if (++scanned > this.maxScan) return 'inconclusive'
       // More tickets of a size than could ever fit add nothing a nearer one does not.
       if (counts[c.size]! >= this.rules.teams * Math.floor(teamSize / c.size)) continue
-      let ok = true
-      for (const m of pool) {
-        if (this.acceptTime(m, c) > now) {
-          ok = false
-          break
-        }
+      let t = -Infinity
+      for (const m of pool) t = Math.max(t, this.acceptTime(m, c))
+      if (t > now) {
+        if (t < this.revisit) this.revisit = t
+        continue
       }
-      if (!ok) continue
       pool.push(c)
       counts[c.size]!++
       total += c.size

@@ -18,6 +18,28 @@ import {
 } from './helpers/session-sockets.ts'
 import { until } from './helpers/sockets.ts'
 
+const INITIAL_RATING: Rating = { rating: 1500, rd: 200, volatility: 0.06 }
+
+/**
+ * The session's result in Neon is `abandoned` without a winner, and it moved nobody: ratings as
+ * seeded (INITIAL_RATING), no entry on the queue's board.
+ */
+async function expectAbandonedUnrated(
+  sessionId: string,
+  board: string,
+  players: string[],
+): Promise<void> {
+  const [row] = await resultRows(sessionId)
+  expect(row!.result).toMatchObject({ reason: 'abandoned', winner: null })
+  expect(row!.rating_changes).toEqual([])
+  const after = await ratingsOf(players)
+  for (const p of players) expect(after[p]).toEqual(INITIAL_RATING)
+  for (const p of players) {
+    const mine = await fresh<{ entry: unknown }>(`/v1/leaderboards/${board}/players/${p}`)
+    expect(mine.entry).toBeNull()
+  }
+}
+
 async function seedRatings(ratings: Record<string, Rating>): Promise<void> {
   const sql = pg()
   for (const [id, r] of Object.entries(ratings)) {
@@ -341,8 +363,7 @@ describe('the end of a game', () => {
   it('a game nobody joined ends abandoned at the join grace: no winner, no rating moves, no win on the board', async () => {
     const board = await createBoard({ operator: 'incr' })
     const players = playerIds(2)
-    const initial = { rating: 1500, rd: 200, volatility: 0.06 }
-    await seedRatings(Object.fromEntries(players.map((p) => [p, initial])))
+    await seedRatings(Object.fromEntries(players.map((p) => [p, INITIAL_RATING])))
     const { sessionId } = await createSession({
       rules: 'dice-race',
       roster: players.map((playerId) => ({ playerId })),
@@ -357,22 +378,13 @@ describe('the end of a game', () => {
       await inst.alarm()
       await inst.runEndWork({ force: true })
     })
-    const [row] = await resultRows(sessionId)
-    expect(row!.result).toMatchObject({ reason: 'abandoned', winner: null })
-    expect(row!.rating_changes).toEqual([])
-    const after = await ratingsOf(players)
-    for (const p of players) expect(after[p]).toEqual(initial)
-    for (const p of players) {
-      const mine = await fresh<{ entry: unknown }>(`/v1/leaderboards/${board}/players/${p}`)
-      expect(mine.entry).toBeNull()
-    }
+    await expectAbandonedUnrated(sessionId, board, players)
   })
 
   it('a hot-potato match nobody readies ends abandoned at startAfter: no winner, no rating moves, no win on the board', async () => {
     const board = await createBoard({ operator: 'incr' })
     const players = playerIds(3)
-    const initial = { rating: 1500, rd: 200, volatility: 0.06 }
-    await seedRatings(Object.fromEntries(players.map((p) => [p, initial])))
+    await seedRatings(Object.fromEntries(players.map((p) => [p, INITIAL_RATING])))
     // Nobody connects. Lit anyway, the fuse would knock players out one by one and hand the last
     // a rated win; the tick at startAfter (0.6 s, well before the join grace) ends it instead.
     const { sessionId } = await createSession({
@@ -392,15 +404,7 @@ describe('the end of a game', () => {
     )
     expect(info!.match.seq).toBe(1)
     await inObject(sessionId, (inst) => inst.runEndWork({ force: true }))
-    const [row] = await resultRows(sessionId)
-    expect(row!.result).toMatchObject({ reason: 'abandoned', winner: null })
-    expect(row!.rating_changes).toEqual([])
-    const after = await ratingsOf(players)
-    for (const p of players) expect(after[p]).toEqual(initial)
-    for (const p of players) {
-      const mine = await fresh<{ entry: unknown }>(`/v1/leaderboards/${board}/players/${p}`)
-      expect(mine.entry).toBeNull()
-    }
+    await expectAbandonedUnrated(sessionId, board, players)
   })
 
   it('a board that cannot read its configuration (Neon down as it starts) gets the win later', async () => {

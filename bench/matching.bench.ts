@@ -313,7 +313,8 @@ function main(): void {
   lines.push('')
   lines.push(
     '- A ticket whose party size cannot make the teams with the sizes waiting (ratings aside) is ' +
-      'not searched, and is searched again only once a ticket that accepts it joins. Before that ' +
+      'not searched; it is due again only when it comes to accept a ticket that can fill teams, ' +
+      'and a failed search keeps the first time its walk could go otherwise. Before that ' +
       '(2026-12-02, the previous `workers/core/matching.ts` on the same machine, 100 joins after a ' +
       'warm-up), every join had each ticket that accepted the newcomer walk its whole window: 17.5 ' +
       'ms at p50 per join for 4 teams of 16 and 10.2 ms for 2 teams of 4, with 400 to 510 waiting.',

@@ -12,6 +12,7 @@ import WebSocket from 'ws'
 import { flag, fmt, median, quantile } from './lib/load.ts'
 import { colyseusClient, startColyseus, type ColyseusRoom } from './lib/colyseus.ts'
 import { startStack } from './lib/stack.ts'
+import { ctxOf, must } from './load/lib.ts'
 
 const CLIENTS = Math.max(2, Math.floor(flag('clients', 200) / 2) * 2)
 const ROUNDS = flag('rounds', 3)
@@ -85,21 +86,15 @@ class Client {
 let nexusRows: Record<string, { p50: number[]; p99: number[]; max: number[] }> = {}
 const stack = await startStack({ vars: { GUEST_AUTH_PER_MINUTE: '10000' } })
 try {
-  const admin = { authorization: `Bearer ${stack.adminKey}`, 'content-type': 'application/json' }
   const queue = 'bench-duel'
-  const put = await fetch(`${stack.url}/v1/admin/queues/${queue}`, {
-    method: 'PUT',
-    headers: admin,
-    body: JSON.stringify({
-      teams: 2,
-      teamSize: 1,
-      rules: 'relay',
-      maxRatingGap: 5000,
-      widenPerSecond: 0,
-      regions: ['local'],
-    }),
+  await must(ctxOf(stack), 'PUT', `/v1/admin/queues/${queue}`, {
+    teams: 2,
+    teamSize: 1,
+    rules: 'relay',
+    maxRatingGap: 5000,
+    widenPerSecond: 0,
+    regions: ['local'],
   })
-  if (!put.ok) throw new Error(`create queue: ${put.status} ${await put.text()}`)
 
   const tokens: string[] = []
   for (let i = 0; i < CLIENTS; i += 16) {

@@ -12,6 +12,7 @@ import { mkdirSync, writeFileSync } from 'node:fs'
 import { cpuMs, descendantsNamed } from './lib/process-cpu.ts'
 import { flag, median, runLoad } from './lib/load.ts'
 import { startStack } from './lib/stack.ts'
+import { ctxOf, must, ok } from './load/lib.ts'
 
 const ROUNDS = flag('rounds', 5)
 const SECONDS = flag('seconds', 3)
@@ -27,91 +28,60 @@ const perOp = new Map<string, number[]>()
 try {
   const workerd = descendantsNamed('workerd')
   if (workerd.length === 0) throw new Error('no workerd process found under this one')
-  const admin = { authorization: `Bearer ${stack.adminKey}`, 'content-type': 'application/json' }
+  const ctx = ctxOf(stack)
   const queue = 'bench-pairs'
-  const put = await fetch(`${stack.url}/v1/admin/queues/${queue}`, {
-    method: 'PUT',
-    headers: admin,
-    body: JSON.stringify({
-      teams: 2,
-      teamSize: 1,
-      rules: 'relay',
-      maxRatingGap: 5000,
-      widenPerSecond: 0,
-      regions: ['local'],
-    }),
+  await must(ctx, 'PUT', `/v1/admin/queues/${queue}`, {
+    teams: 2,
+    teamSize: 1,
+    rules: 'relay',
+    maxRatingGap: 5000,
+    widenPerSecond: 0,
+    regions: ['local'],
   })
-  if (!put.ok) throw new Error(`create queue: ${put.status} ${await put.text()}`)
-
   // A live session to read: the same call path as creating one, to an object that exists.
-  const made = await fetch(`${stack.url}/v1/admin/sessions`, {
-    method: 'POST',
-    headers: admin,
-    body: JSON.stringify({
-      rules: 'relay',
-      roster: [{ playerId: 'reader-a' }, { playerId: 'reader-b' }],
-    }),
-  })
-  if (made.status !== 201) throw new Error(`create session: ${made.status} ${await made.text()}`)
-  const { sessionId } = (await made.json()) as { sessionId: string }
+  const { sessionId } = (await must(ctx, 'POST', '/v1/admin/sessions', {
+    rules: 'relay',
+    roster: [{ playerId: 'reader-a' }, { playerId: 'reader-b' }],
+  })) as { sessionId: string }
 
   let run = 0
-  const join = async (playerId: string) => {
-    const res = await fetch(`${stack.url}/v1/matchmaking/${queue}/tickets`, {
-      method: 'POST',
-      headers: admin,
-      body: JSON.stringify({ playerId }),
-    })
-    await res.arrayBuffer()
-    return res.status === 201
-  }
+  const send = (path: string, body?: unknown) =>
+    ok(
+      fetch(stack.url + path, {
+        method: body === undefined ? 'GET' : 'POST',
+        headers: ctx.admin,
+        ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
+      }),
+    )
   const scenarios: Scenario[] = [
-    {
-      name: 'no-op (`GET /health`)',
-      send: async () => {
-        const res = await fetch(`${stack.url}/health`)
-        await res.arrayBuffer()
-        return res.ok
-      },
-    },
+    { name: 'no-op (`GET /health`)', send: () => send('/health') },
     {
       // The unit of a session's listing and of an HTTP join's rating read.
       name: 'one Neon query (`GET /ready`: `select 1` through the Neon driver)',
-      send: async () => {
-        const res = await fetch(`${stack.url}/ready`)
-        await res.arrayBuffer()
-        return res.ok
-      },
+      send: () => send('/ready'),
     },
     {
       name: 'read a live session (`GET /v1/sessions/:id`: one call to an existing object)',
-      send: async () => {
-        const res = await fetch(`${stack.url}/v1/sessions/${sessionId}`, { headers: admin })
-        await res.arrayBuffer()
-        return res.ok
-      },
+      send: () => send(`/v1/sessions/${sessionId}`),
     },
     {
       name: 'create a relay session for 2 (`POST /v1/admin/sessions`, listed in Neon)',
-      send: async (i) => {
-        const res = await fetch(`${stack.url}/v1/admin/sessions`, {
-          method: 'POST',
-          headers: admin,
-          body: JSON.stringify({
-            rules: 'relay',
-            roster: [{ playerId: `c${run}-${i}-a` }, { playerId: `c${run}-${i}-b` }],
-          }),
-        })
-        await res.arrayBuffer()
-        return res.status === 201
-      },
+      send: (i) =>
+        send('/v1/admin/sessions', {
+          rules: 'relay',
+          roster: [{ playerId: `c${run}-${i}-a` }, { playerId: `c${run}-${i}-b` }],
+        }),
     },
     {
       // Both join at once, so the second join makes the match: its session is created, listed
       // from the session's alarm, and both tickets turn matched.
       name: 'match a pair: two HTTP joins (a game server for its players)',
       send: async (i) => {
-        const [a, b] = await Promise.all([join(`m${run}-${i}-a`), join(`m${run}-${i}-b`)])
+        const tickets = `/v1/matchmaking/${queue}/tickets`
+        const [a, b] = await Promise.all([
+          send(tickets, { playerId: `m${run}-${i}-a` }),
+          send(tickets, { playerId: `m${run}-${i}-b` }),
+        ])
         return a && b
       },
     },

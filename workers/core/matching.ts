@@ -475,6 +475,8 @@ export class MatchIndex {
   private pendingWake: Entry[] = []
   /** Waiting tickets by party size (index = size). */
   private readonly sizeCounts: number[]
+  /** Most tickets of each size (index = size) the teams could ever hold; more change nothing. */
+  private readonly sizeCaps: number[]
   /** `fillable[s]`: whether the waiting sizes can make the teams with a party of s; filled lazily. */
   private fillable: (boolean | undefined)[] = []
   /**
@@ -506,6 +508,9 @@ export class MatchIndex {
     this.retryMs = options.retryMs ?? 1000
     this.partitions = partitionsOf(rules.teamSize)
     this.sizeCounts = new Array<number>(rules.teamSize + 1).fill(0)
+    this.sizeCaps = this.sizeCounts.map((_, s) =>
+      s === 0 ? 0 : rules.teams * Math.floor(rules.teamSize / s),
+    )
   }
 
   /** Number of waiting tickets. */
@@ -819,7 +824,7 @@ export class MatchIndex {
     const before = this.sizeCounts[size]!
     this.sizeCounts[size] = before + delta
     // Only counts up to what the teams could hold change what can fill them.
-    const cap = this.rules.teams * Math.floor(this.rules.teamSize / size)
+    const cap = this.sizeCaps[size]!
     if (Math.min(before, cap) !== Math.min(before + delta, cap)) this.fillable = []
   }
 
@@ -840,10 +845,7 @@ export class MatchIndex {
     let known = this.fillable[size]
     if (known === undefined) {
       const { teams, teamSize } = this.rules
-      // More tickets of a size than could ever fit in the teams change nothing.
-      const counts = this.sizeCounts.map((c, s) =>
-        s === 0 ? 0 : Math.min(c, teams * Math.floor(teamSize / s)),
-      )
+      const counts = this.sizeCounts.map((c, s) => Math.min(c, this.sizeCaps[s]!))
       // A search cut short by its budget proves nothing, so only a finished one blocks.
       known = packSizes(counts, size, teams, teamSize, this.partitions) !== 'impossible'
       this.fillable[size] = known
@@ -890,7 +892,7 @@ export class MatchIndex {
       }
       if (++scanned > this.maxScan) return 'inconclusive'
       // More tickets of a size than could ever fit add nothing a nearer one does not.
-      if (counts[c.size]! >= this.rules.teams * Math.floor(teamSize / c.size)) continue
+      if (counts[c.size]! >= this.sizeCaps[c.size]!) continue
       let t = -Infinity
       for (const m of pool) t = Math.max(t, this.acceptTime(m, c))
       if (t > now) {

@@ -281,6 +281,26 @@ async function benchSize(
   })
   add('rank (ZREVRANK)', `${POINT_BATCH}`, rankIndex, rankRedis)
 
+  // score of a random player: the lookup by id that every rank by player starts with, and nothing
+  // else. Its growth from 1,000 to 1,000,000 entries is the floor under rank's (see the report).
+  const scoreIndex = await measure(async () => {
+    newOps()
+    const batchMs = timeSync(POINT_OPS, POINT_BATCH, (from, to) => {
+      for (let i = from; i < to; i++) sink += (index.get(opIds[i] as string) as RankEntry).score
+    })
+    return { ops: POINT_OPS, batchMs }
+  })
+  const scoreRedis = await measure(async () => {
+    newOps()
+    const batchMs = await timeAsync(POINT_OPS, POINT_BATCH, async (from, to) => {
+      const commands: string[][] = []
+      for (let i = from; i < to; i++) commands.push(['ZSCORE', KEY, opIds[i] as string])
+      for (const r of checkReplies(await redis.pipeline(commands))) sink += Number(r)
+    })
+    return { ops: POINT_OPS, batchMs }
+  })
+  add('score (ZSCORE)', `${POINT_BATCH}`, scoreIndex, scoreRedis)
+
   // top page: the first 100 entries.
   const topIndex = await measure(async () => {
     const batchMs = timeSync(RANGE_OPS, RANGE_BATCH, (from, to) => {
@@ -394,13 +414,13 @@ async function main(): Promise<void> {
     await server.stop()
   }
 
-  const rank = (size: number) => {
-    const row = rows.find((r) => r.size === size && r.op.startsWith('rank'))
-    if (row === undefined) throw new Error('missing rank row')
-    return row
+  const row = (size: number, op: string) => {
+    const found = rows.find((r) => r.size === size && r.op.startsWith(op))
+    if (found === undefined) throw new Error(`missing ${op} row`)
+    return found
   }
-  const small = rank(1_000)
-  const large = rank(1_000_000)
+  const growth = (op: string, who: 'index' | 'redis') =>
+    (row(1_000, op)[who].opsPerSec / row(1_000_000, op)[who].opsPerSec).toFixed(2)
   const lines = [
     '# RankIndex vs Redis sorted set',
     '',
@@ -425,8 +445,10 @@ async function main(): Promise<void> {
         `${fmt(r.redis.opsPerSec)} | ${fmtMs(r.redis.p99Ms)} | ${(r.index.opsPerSec / r.redis.opsPerSec).toFixed(1)}× |`,
     ),
     '',
-    `rank at 1,000,000 vs 1,000 entries (time per operation): RankIndex ${(small.index.opsPerSec / large.index.opsPerSec).toFixed(2)}×, ` +
-      `Redis ${(small.redis.opsPerSec / large.redis.opsPerSec).toFixed(2)}×.`,
+    `rank at 1,000,000 vs 1,000 entries (time per operation): RankIndex ${growth('rank', 'index')}×, ` +
+      `Redis ${growth('rank', 'redis')}×.`,
+    `score at 1,000,000 vs 1,000 entries (the lookup by player id alone): RankIndex ${growth('score', 'index')}×, ` +
+      `Redis ${growth('score', 'redis')}×.`,
     '',
     `Total benchmark time: ${((Date.now() - started) / 1000).toFixed(0)} s.`,
     '',

@@ -505,12 +505,37 @@ export class Leaderboard extends DurableObject<Env> {
     }
   }
 
-  /** Rolls over to a new cycle if the current one has ended; true if it did. */
+  /**
+   * Moves on from a cycle whose scheduled end has passed: closes it, or, if nobody entered it,
+   * carries it into the period containing `now`. True if the cycle's window moved either way.
+   */
   private rollover(now: number): boolean {
     const cur = this.current
     if (!cur || cur.endsAt === null || now < cur.endsAt) return false
-    this.freeze(now, cur.endsAt, 'schedule')
+    if (this.index.size === 0) this.carryEmpty(now)
+    else this.freeze(now, cur.endsAt, 'schedule')
     return true
+  }
+
+  /**
+   * A cycle nobody entered is not closed at its boundary: closing it would archive nothing and
+   * pay nobody, yet leave a close row here and a cycle row in Neon for every period an idle board
+   * sits through (288 a day for a `5m` board, forever). It keeps its number and starts over in
+   * the current period, ranked by the configuration in force, as a new cycle would be.
+   */
+  private carryEmpty(now: number): void {
+    const config = this.config!
+    const schedule = this.schedule!
+    this.current = {
+      cycle: this.current!.cycle,
+      startsAt: previousBoundary(schedule, now) ?? now,
+      endsAt: nextBoundary(schedule, now),
+      sortOrder: config.sortOrder,
+      operator: config.operator,
+    }
+    this.saveCurrent()
+    this.index = new RankIndex(config.sortOrder)
+    this.resetHistory()
   }
 
   /**

@@ -469,6 +469,71 @@ describe('cycles close on schedule', () => {
     expect(reward).toEqual({ player_id: 'early' })
   })
 
+  it('a cycle nobody entered is carried over its boundaries, not closed: no close, no Neon row, until someone plays', async () => {
+    const board = await createBoard({
+      cycle: { every: '1m' },
+      rewards: [{ fromRank: 1, toRank: 1, reward: { coins: 5 } }],
+    })
+    type Info = { cycle: { cycle: number; startsAt: number; endsAt: number; entries: number } }
+    const before = await fresh<Info>(`/v1/leaderboards/${board}`)
+    const firstEnd = before.cycle.endsAt
+    let skew = 0
+    const cronAt = async (t: number) => {
+      skew = t - Date.now()
+      await runInDurableObject(stub(board), (inst: Leaderboard) => {
+        inst.now = () => Date.now() + skew
+      })
+      const ctx = createExecutionContext()
+      await worker.scheduled(
+        createScheduledController({ scheduledTime: t, cron: '* * * * *' }),
+        env,
+        ctx,
+      )
+      await waitOnExecutionContext(ctx)
+    }
+    // Three boundaries pass, the cron running after each, with nobody submitting.
+    for (let k = 0; k < 3; k++) await cronAt(firstEnd + k * 60_000 + 1000)
+    const idle = await fresh<Info>(`/v1/leaderboards/${board}`)
+    expect(idle.cycle).toMatchObject({
+      cycle: 1,
+      startsAt: firstEnd + 2 * 60_000,
+      endsAt: firstEnd + 3 * 60_000,
+      entries: 0,
+    })
+    const closesHere = await runInDurableObject(
+      stub(board),
+      (_inst: Leaderboard, state) =>
+        state.storage.sql.exec<{ n: number }>('SELECT count(*) AS n FROM closes').one().n,
+    )
+    expect(closesHere).toBe(0)
+    const [cycles] =
+      await pg()`select count(*)::int as n from leaderboard_cycles where leaderboard_id = ${board}`
+    expect(cycles).toEqual({ n: 0 })
+    expect((await call(`/v1/admin/leaderboards/${board}/cycles/1`, bearer(ADMIN_KEY))).status).toBe(
+      404,
+    )
+
+    // The first entry lands in cycle 1, which closes at its (carried) boundary like any other.
+    const first = (await (await submitFor(board, 'first', { score: 3 })).json()) as {
+      cycle: number
+      rank: number
+    }
+    expect(first).toMatchObject({ cycle: 1, rank: 1 })
+    await cronAt(firstEnd + 3 * 60_000 + 1000)
+    expect(await status(board, 1)).toMatchObject({ cycle: 1, reason: 'schedule', entries: 1 })
+    expect(await archiveUntilDone(board, 1)).toMatchObject({ state: 'done', archived: 1 })
+    const [reward] =
+      await pg()`select player_id, cycle from rewards where leaderboard_id = ${board}`
+    expect(reward).toEqual({ player_id: 'first', cycle: 1 })
+
+    // An admin's close is explicit: it closes an empty cycle too.
+    const closed = await closeNow(board)
+    expect(closed.status).toBe(202)
+    expect(await closed.json()).toMatchObject({
+      closed: { cycle: 2, entries: 0, reason: 'manual' },
+    })
+  })
+
   it('a schedule change after a boundary the board has not rolled over yet closes the ended cycle first', async () => {
     const board = await createBoard({ cycle: { every: '1h' }, submitsPerMinute: 600 })
     const out = await runInDurableObject(stub(board), async (inst: Leaderboard) => {

@@ -139,6 +139,12 @@ try {
     '',
     ...lines,
     '',
+    'Throughput vs the no-op in each round (the spread behind the medians):',
+    '',
+    ...Object.entries(rows)
+      .filter(([name]) => name !== 'no-op (GET /health)')
+      .map(([name, r]) => `- ${name}: ${r.ratio.map((x) => `${fmt(x * 100, 0)}%`).join(', ')}`),
+    '',
     'Goal: submissions and top reads at ≥ 50% of the no-op throughput, with p99 under 3× the no-op p99.',
     '',
   ].join('\n')

@@ -1030,8 +1030,10 @@ export class Leaderboard extends DurableObject<Env> {
   /**
    * Closes a cycle now (admin) and starts archiving it. With `cycle`, only that cycle is closed,
    * and only if it is still current: a retried or racing close of the same cycle (or one the
-   * schedule closed first) answers with the existing close and changes nothing. Without it, the
-   * current cycle is closed. With `retryNow`, an archive waiting out a backoff retries at once.
+   * schedule closed first) answers with the existing close and changes nothing. A cycle nobody
+   * entered is carried at its boundary, not closed, so it is still current after it and a close
+   * naming it then closes it. Without `cycle`, the current cycle is closed. With `retryNow`, an
+   * archive waiting out a backoff retries at once.
    */
   async close(
     boardId: string,

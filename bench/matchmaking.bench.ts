@@ -3,9 +3,11 @@
  * a ping → pong round trip on the same sockets (the no-op: Worker-free, pool-only). Scenarios:
  * - burst: N clients send `join` at the same instant (everyone matchable; 2 teams × 1);
  * - paced: pairs join one pair at a time (the unloaded latency of one match);
+ * - steady: a pair joins every --pair-interval ms (default 10: 100 matches a second) without
+ *   waiting for earlier pairs, the sustained load of a busy queue;
  * - ping burst: the same N sockets send `ping` at once.
  *
- *   npx node bench/matchmaking.bench.ts [--clients 200] [--rounds 3]
+ *   npx node bench/matchmaking.bench.ts [--clients 200] [--rounds 3] [--pair-interval 10]
  */
 import { mkdirSync, writeFileSync } from 'node:fs'
 import WebSocket from 'ws'
@@ -17,6 +19,26 @@ import { ctxOf, must } from './load/lib.ts'
 const CLIENTS = Math.max(2, Math.floor(flag('clients', 200) / 2) * 2)
 const ROUNDS = flag('rounds', 3)
 const TIMEOUT_MS = 30_000
+/** Steady scenario: milliseconds between one pair's joins and the next pair's. */
+const PAIR_INTERVAL_MS = flag('pair-interval', 10)
+
+/**
+ * Starts `start(k)` for pairs k = 0, 1, … at a fixed schedule (open loop: a late answer does not
+ * delay the next pair) and returns every promise it started, in order.
+ */
+async function onSchedule<T>(
+  pairs: number,
+  start: (k: number) => Promise<T>[],
+): Promise<Promise<T>[]> {
+  const started: Promise<T>[] = []
+  const t0 = performance.now()
+  for (let k = 0; k < pairs; k++) {
+    started.push(...start(k))
+    const due = t0 + (k + 1) * PAIR_INTERVAL_MS
+    await new Promise((resolve) => setTimeout(resolve, Math.max(0, due - performance.now())))
+  }
+  return started
+}
 
 type Message = { type: string; [k: string]: unknown }
 
@@ -168,10 +190,20 @@ try {
       )
     }
     for (const c of clients) c.close()
+
+    clients = await openAll()
+    const steady = await settled(
+      clients,
+      await onSchedule(clients.length / 2, (k) =>
+        [clients[2 * k]!, clients[2 * k + 1]!].map((c) => c.timed({ type: 'join' }, 'match_found')),
+      ),
+    )
+    for (const c of clients) c.close()
     if (round === 0) continue
     record(`ping → pong, ${CLIENTS} at once (no-op)`, pings)
     record(`join → match_found, ${CLIENTS} at once`, burst)
     record('join → match_found, one pair at a time', paced)
+    record(`join → match_found, a pair every ${PAIR_INTERVAL_MS} ms`, steady)
     console.error(`round ${round}/${ROUNDS} done`)
   }
 
@@ -215,10 +247,13 @@ try {
     const paced: { ms: number; room: ColyseusRoom }[] = []
     for (let i = 0; i < CLIENTS; i += 2) paced.push(...(await Promise.all([join(), join()])))
     await Promise.all(paced.map((b) => b.room.leave(true)))
+    const steady = await Promise.all(await onSchedule(CLIENTS / 2, () => [join(), join()]))
+    await Promise.all(steady.map((b) => b.room.leave(true)))
     if (round === 0) continue
     for (const [name, v] of [
       [`join → match_found, ${CLIENTS} at once`, burst.map((b) => b.ms)],
       ['join → match_found, one pair at a time', paced.map((b) => b.ms)],
+      [`join → match_found, a pair every ${PAIR_INTERVAL_MS} ms`, steady.map((b) => b.ms)],
     ] as const) {
       const row = (peerRows[name] ??= { p50: [], p99: [], max: [] })
       row.p50.push(quantile(v, 0.5))
@@ -247,7 +282,7 @@ const md = [
     `\`joinOrCreate\` of a 2-player room, from the call to the room telling both players it is full (its seat ` +
     `reservation and room socket included; no ratings). Node ${process.version}, ${new Date().toISOString().slice(0, 10)}.`,
   '',
-  `Command: \`npx node bench/matchmaking.bench.ts --clients ${CLIENTS} --rounds ${ROUNDS}\``,
+  `Command: \`npx node bench/matchmaking.bench.ts --clients ${CLIENTS} --rounds ${ROUNDS} --pair-interval ${PAIR_INTERVAL_MS}\``,
   '',
   '| scenario | p50 ms | p99 ms | max ms |',
   '| --- | ---: | ---: | ---: |',

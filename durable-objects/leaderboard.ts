@@ -476,13 +476,7 @@ export class Leaderboard extends DurableObject<Env> {
       this.setMeta('config', JSON.stringify(config))
       if (version !== undefined) this.setMeta('config_version', String(version))
       if (!this.current) {
-        this.current = {
-          cycle: 1,
-          startsAt: previousBoundary(this.schedule!, now) ?? now,
-          endsAt: nextBoundary(this.schedule!, now),
-          sortOrder: config.sortOrder,
-          operator: config.operator,
-        }
+        this.current = this.cycleFrom(1, previousBoundary(this.schedule!, now) ?? now, now)
         this.index = new RankIndex(config.sortOrder)
         this.resetHistory()
         this.saveCurrent()
@@ -521,21 +515,31 @@ export class Leaderboard extends DurableObject<Env> {
    * A cycle nobody entered is not closed at its boundary: closing it would archive nothing and
    * pay nobody, yet leave a close row here and a cycle row in Neon for every period an idle board
    * sits through (288 a day for a `5m` board, forever). It keeps its number and starts over in
-   * the current period, ranked by the configuration in force, as a new cycle would be.
+   * the current period, ranked by the configuration in force, as a new cycle would be. One
+   * synchronous write of the cycle record: a crash before it leaves the ended window, which the
+   * next call carries the same way, and nothing can interleave with it.
    */
   private carryEmpty(now: number): void {
+    const startsAt = previousBoundary(this.schedule!, now) ?? now
+    this.current = this.cycleFrom(this.current!.cycle, startsAt, now)
+    this.saveCurrent()
+    this.index = new RankIndex(this.current.sortOrder)
+    this.resetHistory()
+  }
+
+  /**
+   * A cycle from `startsAt` to the schedule's next boundary after `now`, ranked by the
+   * configuration in force: what a new board, a close and a carried empty cycle each start.
+   */
+  private cycleFrom(cycle: number, startsAt: number, now: number): CurrentCycle {
     const config = this.config!
-    const schedule = this.schedule!
-    this.current = {
-      cycle: this.current!.cycle,
-      startsAt: previousBoundary(schedule, now) ?? now,
-      endsAt: nextBoundary(schedule, now),
+    return {
+      cycle,
+      startsAt,
+      endsAt: nextBoundary(this.schedule!, now),
       sortOrder: config.sortOrder,
       operator: config.operator,
     }
-    this.saveCurrent()
-    this.index = new RankIndex(config.sortOrder)
-    this.resetHistory()
   }
 
   /**
@@ -561,13 +565,11 @@ export class Leaderboard extends DurableObject<Env> {
         now,
         reason,
       )
-      this.current = {
-        cycle: cur.cycle + 1,
-        startsAt: reason === 'manual' ? now : (previousBoundary(schedule, now) ?? now),
-        endsAt: nextBoundary(schedule, now),
-        sortOrder: config.sortOrder,
-        operator: config.operator,
-      }
+      this.current = this.cycleFrom(
+        cur.cycle + 1,
+        reason === 'manual' ? now : (previousBoundary(schedule, now) ?? now),
+        now,
+      )
       this.saveCurrent()
     })
     this.index = new RankIndex(this.current!.sortOrder)

@@ -24,6 +24,14 @@ import {
   type SessionCreator,
   type SessionSetup,
 } from '../workers/matchmaking/session.ts'
+import {
+  CLAIM_MAX_AGE_MS,
+  claimQueue,
+  FENCE_RETENTION_MS,
+  type FenceEntry,
+  type FenceReply,
+  type QueueClaim,
+} from '../workers/matchmaking/claims.ts'
 import { newTicketId } from '../workers/matchmaking/stub.ts'
 import {
   matchmakingPlayer,
@@ -37,6 +45,7 @@ import { problemResponse, type ProblemType } from '../workers/lib/problem.ts'
 import { issueSessionToken } from '../workers/lib/session-token.ts'
 import { answerClose } from '../workers/lib/socket-close.ts'
 import { all, one, schemaVersion, setSchemaVersion } from '../workers/lib/sql.ts'
+import { within } from '../workers/lib/within.ts'
 
 /*
  * MatchPool: the waiting room of one queue in one region, addressed as
@@ -88,7 +97,7 @@ import { all, one, schemaVersion, setSchemaVersion } from '../workers/lib/sql.ts
  * - Time: `now` is a field, so tests move time forward instead of sleeping.
  */
 
-const SCHEMA_VERSION = 2
+const SCHEMA_VERSION = 3
 /** Finished tickets and matches stay readable this long. */
 export const RESULT_RETENTION_MS = 10 * 60 * 1000
 /** Recent wait times kept for percentiles. */
@@ -106,8 +115,11 @@ export const MAX_WAIT_MS = 25_000
 /** Open sockets one player may hold on one pool (tabs, devices, a reconnect before the old
  * socket is noticed closed); one more is refused (409), as on a game session. */
 const MAX_SOCKETS_PER_PLAYER = 4
-/** A party `join` waits this long for Neon's answer, then answers `unavailable`. */
-const PARTY_READ_TIMEOUT_MS = 5_000
+/**
+ * A socket `join` that reads its party or takes a claim waits this long for Neon (and the other
+ * regions' pools), then answers `unavailable`.
+ */
+const NEON_TIMEOUT_MS = 5_000
 
 const waitingTickets = gauge('nexus_matchmaking_waiting_tickets', 'Tickets waiting, per pool')
 const waitingPlayers = gauge('nexus_matchmaking_waiting_players', 'Players waiting, per pool')
@@ -162,6 +174,12 @@ export interface PoolProblem {
 
 type Reply<T> = ({ ok: true } & T) | PoolProblem
 
+/** A join refused because these players' claims on the queue are missing or fenced here. */
+interface Superseded {
+  ok: false
+  superseded: string[]
+}
+
 /** Who asks about a ticket: a player (only its own tickets) or the admin key. */
 export type Viewer = { kind: 'admin' } | { kind: 'player'; playerId: string }
 
@@ -173,6 +191,8 @@ export interface JoinInput {
   /** The leader first; ratings as stored in Neon. */
   players: TicketPlayer[]
   attributes?: TicketAttributesValue | null
+  /** Every player's claim on the queue (`claimQueue`), taken for this join. */
+  claim: QueueClaim
 }
 
 /** The party a socket's `join` queues, as read from Neon for that join. */
@@ -191,6 +211,8 @@ export interface SocketContext {
   version: number
   playerId: string
   rating: number
+  /** The player's claim on the queue taken at connect, if it could be (`claimQueue`). */
+  claim: { version: number; claimedAt: number } | null
 }
 
 export const SOCKET_CONTEXT_HEADER = 'x-nexus-socket'
@@ -235,6 +257,11 @@ interface Attachment {
   playerId: string
   rating: number
   ticketId: string | null
+  /**
+   * The player's claim on the queue this socket holds (from its connect, or its last `join` that
+   * took one): a `join` with it needs no Neon. Null once a join elsewhere fenced it.
+   */
+  claim: number | null
 }
 
 function problem(
@@ -361,6 +388,16 @@ export class MatchPool extends DurableObject<Env> {
         CREATE INDEX IF NOT EXISTS matches_done ON matches (done_at) WHERE done_at IS NOT NULL;
         CREATE INDEX IF NOT EXISTS matches_created ON matches (state, created_at);
       `)
+      setSchemaVersion(this.sql, 2)
+    }
+    if (schemaVersion(this.sql) < 3) {
+      // Claims on the queue refused here because a newer join of the player came elsewhere.
+      this.sql.exec(`
+        CREATE TABLE IF NOT EXISTS fences (
+          player_id TEXT PRIMARY KEY, up_to INTEGER NOT NULL, at INTEGER NOT NULL
+        ) WITHOUT ROWID;
+        CREATE INDEX IF NOT EXISTS fences_at ON fences (at);
+      `)
       setSchemaVersion(this.sql, SCHEMA_VERSION)
     }
     const meta = new Map(
@@ -458,19 +495,36 @@ export class MatchPool extends DurableObject<Env> {
    */
   async join(input: JoinInput): Promise<Reply<{ ticket: TicketView; existing: boolean }>> {
     this.applyConfig(input.queue, input.region, input.config, input.version)
-    const entered = this.enqueue(input.players, input.attributes ?? null, 'http')
-    if (!entered.ok) return entered
+    const claims =
+      Date.now() - input.claim.claimedAt <= CLAIM_MAX_AGE_MS ? input.claim.versions : {}
+    const entered = this.enqueue(input.players, input.attributes ?? null, 'http', claims)
+    if (!entered.ok) {
+      if ('superseded' in entered) {
+        return problem(
+          'conflict',
+          `Player '${entered.superseded[0]}' joined this queue in another region since this ` +
+            'join began (or the join took over 5 minutes): it is refused',
+          { players: entered.superseded },
+        )
+      }
+      return entered
+    }
     if (!entered.existing) this.attachMembers(this.row(entered.ticketId)!)
     await this.settle()
     return { ok: true, ticket: this.view(this.row(entered.ticketId)!), existing: entered.existing }
   }
 
-  /** The synchronous half of a join: duplicate check, rows, index. */
+  /**
+   * The synchronous half of a join: duplicate check, claim check, rows, index. A new ticket needs
+   * every player's claim on the queue (`claims`, by player id) newer than any fence here;
+   * otherwise the join is `superseded`, naming the players whose claims are missing or fenced.
+   */
   private enqueue(
     players: TicketPlayer[],
     attributes: TicketAttributesValue | null,
     transport: 'http' | 'socket',
-  ): Reply<{ ticketId: string; existing: boolean }> {
+    claims: Readonly<Record<string, number>>,
+  ): Reply<{ ticketId: string; existing: boolean }> | Superseded {
     const config = this.config!
     const now = this.now()
     this.housekeep(now)
@@ -510,6 +564,8 @@ export class MatchPool extends DurableObject<Env> {
         { players: held.map((h) => h.player_id) },
       )
     }
+    const superseded = this.fenced(ids, claims)
+    if (superseded.length > 0) return { ok: false, superseded }
     const ticketId = newTicketId(this.queue!, this.region!)
     const expiresAt = now + config.ticketTtlSeconds * 1000
     this.ctx.storage.transactionSync(() => {
@@ -533,6 +589,74 @@ export class MatchPool extends DurableObject<Env> {
     ticketOutcomes.inc({ ...this.labels(), outcome: 'joined' })
     this.updateGauges()
     return { ok: true, ticketId, existing: false }
+  }
+
+  /** Of `ids`, the players whose claim is missing from `claims` or fenced here. */
+  private fenced(ids: string[], claims: Readonly<Record<string, number>>): string[] {
+    const fences = new Map(
+      all<{ player_id: string; up_to: number }>(
+        this.sql,
+        `SELECT player_id, up_to FROM fences WHERE player_id IN (${ids.map(() => '?').join(',')})`,
+        ...ids,
+      ).map((f) => [f.player_id, f.up_to]),
+    )
+    return ids.filter((id) => {
+      const version = claims[id]
+      return version === undefined || version <= (fences.get(id) ?? 0)
+    })
+  }
+
+  /** A socket's connect-time claim, if it is still good here (not too old, not fenced). */
+  private connectClaim(playerId: string, claim: SocketContext['claim']): number | null {
+    if (!claim || Date.now() - claim.claimedAt > CLAIM_MAX_AGE_MS) return null
+    return this.fenced([playerId], { [playerId]: claim.version }).length === 0
+      ? claim.version
+      : null
+  }
+
+  /**
+   * A join of these players came in another region of the queue. If one of them holds a live
+   * ticket here (waiting, or in a match being made), that join is refused and nothing changes.
+   * Otherwise this pool refuses their claims up to `upTo` from now on, including those its
+   * sockets hold (a `join` on such a socket takes a new claim, which asks that region in turn).
+   */
+  async fence(entries: FenceEntry[]): Promise<FenceReply> {
+    // A ticket that ran out is not live, even before the alarm that ends it.
+    const swept = this.housekeep(this.now())
+    try {
+      const ids = entries.map((e) => e.playerId)
+      const held = one<{ player_id: string; ticket_id: string }>(
+        this.sql,
+        `SELECT player_id, ticket_id FROM active
+         WHERE player_id IN (${ids.map(() => '?').join(',')}) LIMIT 1`,
+        ...ids,
+      )
+      if (held) return { ok: false, playerId: held.player_id, ticketId: held.ticket_id }
+      const at = Date.now()
+      this.ctx.storage.transactionSync(() => {
+        this.sql.exec(`DELETE FROM fences WHERE at < ?`, at - FENCE_RETENTION_MS)
+        for (const e of entries) {
+          this.sql.exec(
+            `INSERT INTO fences (player_id, up_to, at) VALUES (?, ?, ?)
+             ON CONFLICT (player_id) DO UPDATE SET up_to = max(up_to, excluded.up_to), at = excluded.at`,
+            e.playerId,
+            e.upTo,
+            at,
+          )
+        }
+      })
+      for (const e of entries) {
+        for (const ws of this.ctx.getWebSockets(`p:${e.playerId}`)) {
+          const att = ws.deserializeAttachment() as Attachment | null
+          if (att?.claim != null && att.claim <= e.upTo) {
+            ws.serializeAttachment({ ...att, claim: null } satisfies Attachment)
+          }
+        }
+      }
+      return { ok: true }
+    } finally {
+      if (swept) await this.scheduleAlarm()
+    }
   }
 
   /**
@@ -998,6 +1122,7 @@ export class MatchPool extends DurableObject<Env> {
       playerId: sc.playerId,
       rating: sc.rating,
       ticketId: null,
+      claim: this.connectClaim(sc.playerId, sc.claim),
     }
     // A reconnect: the player's socket ticket is still waiting, so this socket takes it over.
     const held = one<{ ticket_id: string }>(
@@ -1112,11 +1237,43 @@ export class MatchPool extends DurableObject<Env> {
           if (swept) await this.scheduleAlarm()
           return
         }
-        const entered = this.enqueue(
-          party?.players ?? [{ playerId: att.playerId, rating: att.rating }],
-          msg.attributes ?? null,
+        const players = party?.players ?? [{ playerId: att.playerId, rating: att.rating }]
+        const attributes = msg.attributes ?? null
+        // The socket's own claim (read now: a fence may have dropped it since the frame came).
+        const held = (ws.deserializeAttachment() as Attachment).claim ?? null
+        let entered = this.enqueue(
+          players,
+          attributes,
           'socket',
+          held === null ? {} : { [att.playerId]: held },
         )
+        if (!entered.ok && 'superseded' in entered) {
+          // A party's members, or a player who joined elsewhere since connecting: a new claim,
+          // which asks the other regions (one Neon statement, and a call to each region asked).
+          const claimed = await this.claimFor(
+            players.map((p) => p.playerId),
+            att.playerId,
+          )
+          if (!claimed.ok) {
+            await this.scheduleAlarm()
+            return this.sendError(ws, claimed.code, claimed.message)
+          }
+          if (ws.readyState !== WebSocket.OPEN) return this.scheduleAlarm()
+          const version = claimed.claim.versions[att.playerId]!
+          ws.serializeAttachment({
+            ...(ws.deserializeAttachment() as Attachment),
+            claim: version,
+          } satisfies Attachment)
+          entered = this.enqueue(players, attributes, 'socket', claimed.claim.versions)
+          if (!entered.ok && 'superseded' in entered) {
+            await this.scheduleAlarm()
+            return this.sendError(
+              ws,
+              'conflict',
+              `Player '${entered.superseded[0]}' joined this queue in another region meanwhile`,
+            )
+          }
+        }
         if (!entered.ok) {
           return this.sendError(
             ws,
@@ -1125,7 +1282,10 @@ export class MatchPool extends DurableObject<Env> {
           )
         }
         const row = this.row(entered.ticketId)!
-        ws.serializeAttachment({ ...att, ticketId: row.id } satisfies Attachment)
+        ws.serializeAttachment({
+          ...(ws.deserializeAttachment() as Attachment),
+          ticketId: row.id,
+        } satisfies Attachment)
         this.sql.exec(`UPDATE tickets SET grace_until = NULL WHERE id = ?`, row.id)
         this.send(ws, {
           type: 'queued',
@@ -1141,6 +1301,41 @@ export class MatchPool extends DurableObject<Env> {
   }
 
   /**
+   * Takes a claim on the queue for `ids` (`claimQueue`) for a socket's `join`, or says why not:
+   * one of them waits in another region (`conflict`), or Neon or a pool did not answer in time.
+   */
+  private async claimFor(
+    ids: string[],
+    caller: string,
+  ): Promise<{ ok: true; claim: QueueClaim } | { ok: false; code: ErrorCode; message: string }> {
+    let r: Awaited<ReturnType<typeof claimQueue>>
+    try {
+      r = await within(
+        claimQueue(this.env, this.queue!, this.region!, ids),
+        NEON_TIMEOUT_MS,
+        'queue claim',
+      )
+    } catch (err) {
+      log('warn', 'queue claim not taken', { actor: this.actor, ...errorFields(err) })
+      return {
+        ok: false,
+        code: 'unavailable',
+        message: 'The queue cannot be joined now; try again',
+      }
+    }
+    if (r.ok) return r
+    return {
+      ok: false,
+      code: 'conflict',
+      message:
+        r.playerId === caller
+          ? `You already wait in region '${r.region}' of this queue (ticket ${r.ticketId}): ` +
+            'cancel it there to join here'
+          : `Player '${r.playerId}' already waits in region '${r.region}' of this queue`,
+    }
+  }
+
+  /**
    * The party a socket's `join` naming `named` queues, read from Neon now (a party changes
    * while its members hold sockets open), or why it may not.
    */
@@ -1149,22 +1344,11 @@ export class MatchPool extends DurableObject<Env> {
     named: readonly string[],
   ): Promise<{ ok: true; party: SocketParty } | { ok: false; code: ErrorCode; message: string }> {
     let read: MatchmakingPlayer
-    let timer: ReturnType<typeof setTimeout> | undefined
     try {
-      read = await Promise.race([
-        matchmakingPlayer(this.env, playerId),
-        new Promise<never>((_, reject) => {
-          timer = setTimeout(
-            () => reject(new Error(`party read took over ${PARTY_READ_TIMEOUT_MS} ms`)),
-            PARTY_READ_TIMEOUT_MS,
-          )
-        }),
-      ])
+      read = await within(matchmakingPlayer(this.env, playerId), NEON_TIMEOUT_MS, 'party read')
     } catch (err) {
       log('warn', 'party not read', { actor: this.actor, playerId, ...errorFields(err) })
       return { ok: false, code: 'unavailable', message: 'Parties cannot be read now; try again' }
-    } finally {
-      clearTimeout(timer)
     }
     const party = read.party
     const refusal = partyJoinRefusal(party, playerId, named)
@@ -1377,6 +1561,8 @@ export class MatchPool extends DurableObject<Env> {
 
   /** Forgets finished tickets, matches and samples past their retention. */
   private sweep(now: number): void {
+    // Fences keep real time (claims carry it), whatever the pool's clock says.
+    this.sql.exec(`DELETE FROM fences WHERE at < ?`, Date.now() - FENCE_RETENTION_MS)
     const before = now - RESULT_RETENTION_MS
     // `<=`: the alarm comes exactly at finished_at + RESULT_RETENTION_MS.
     this.sql.exec(`DELETE FROM tickets WHERE finished_at IS NOT NULL AND finished_at <= ?`, before)

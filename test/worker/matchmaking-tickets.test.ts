@@ -333,6 +333,7 @@ describe('queue changes and graces', () => {
         config: v1 as never,
         version: 1,
         players: [{ playerId: `${q}-late`, rating: 1500 }],
+        claim: { versions: { [`${q}-late`]: 1 }, claimedAt: Date.now() },
       }),
     )
     expect(late).toMatchObject({ ok: false, problem: 'validation' })

@@ -1,5 +1,6 @@
 import { sql } from 'drizzle-orm'
 import {
+  bigint,
   doublePrecision,
   index,
   integer,
@@ -136,6 +137,25 @@ export const queues = pgTable('queues', {
     .default(sql`'{}'::text[]`),
 })
 
+/**
+ * Which regions of a queue a player may hold a ticket in: one claim per (queue, player), so a
+ * player waits in at most one region of a queue. `version` grows with every join (or socket
+ * connect) of that player to the queue; `regions` maps each region that may still hold a live
+ * ticket to the version claimed there. A join fences the other regions before queueing
+ * (docs/matchmaking.md, "One ticket per queue").
+ */
+export const queueClaims = pgTable(
+  'queue_claims',
+  {
+    queue: text('queue').notNull(),
+    playerId: text('player_id').notNull(),
+    version: bigint('version', { mode: 'number' }).notNull(),
+    regions: jsonb('regions').$type<Record<string, number>>().notNull(),
+    claimedAt: timestamp('claimed_at', { withTimezone: true }).notNull().defaultNow(),
+  },
+  (t) => [primaryKey({ columns: [t.queue, t.playerId] })],
+)
+
 /** Every game session created (by the matchmaker or an admin), for listing and auditing. */
 export const gameSessions = pgTable(
   'game_sessions',
@@ -200,7 +220,7 @@ export const parties = pgTable('parties', {
 /**
  * Every ticket a party's leader made for the party in the last two hours (longer than any ticket
  * lives), in any queue and region: a membership change cancels all of them, since a party may
- * wait in several pools at once. `parties.ticket_id` is the latest of them. A row is written only
+ * wait in several queues at once. `parties.ticket_id` is the latest of them. A row is written only
  * while the party's members are the ticket's players (see `recordPartyTicket`); rows older than
  * two hours are pruned on each write and by the cron.
  */

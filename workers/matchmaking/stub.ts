@@ -2,7 +2,10 @@ import type { MatchPool } from '../../durable-objects/match-pool.ts'
 import type { Env } from '../env.ts'
 
 /** The pool's RPC surface, with the plain return types its methods declare. */
-export type PoolApi = Pick<MatchPool, 'configure' | 'join' | 'ticket' | 'cancel' | 'stats'>
+export type PoolApi = Pick<
+  MatchPool,
+  'configure' | 'join' | 'ticket' | 'cancel' | 'stats' | 'fence'
+>
 
 /** Name of the pool of one queue in one region. */
 export function poolName(queue: string, region: string): string {

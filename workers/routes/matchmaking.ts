@@ -15,6 +15,8 @@ import { errorFields, log } from '../lib/log.ts'
 import { newRouter, PlayerId, problemResponses, ResourceId } from '../lib/openapi.ts'
 import { ApiError, apiErrorFrom } from '../lib/problem.ts'
 import { issueSessionToken } from '../lib/session-token.ts'
+import { within } from '../lib/within.ts'
+import { claimQueue, type ClaimResult, type QueueClaim } from '../matchmaking/claims.ts'
 import { loadQueueConfig, RegionId, type QueueConfig } from '../matchmaking/config.ts'
 import { Party, TicketAttributes } from '../matchmaking/protocol.ts'
 import { storedRatings } from '../matchmaking/ratings.ts'
@@ -95,6 +97,45 @@ function regionOf(config: QueueConfig, region: string | undefined): string {
     })
   }
   return region
+}
+
+/** A socket connect waits this long for its claim on the queue, then connects without one. */
+const CONNECT_CLAIM_TIMEOUT_MS = 5_000
+
+/**
+ * Claims the queue for a join's players (one ticket per player per queue, across regions), or
+ * refuses the join: 409 when one of them already waits in another region, 503 when Neon or a
+ * pool cannot be reached. The ticket is named to its own player and the admin key only.
+ */
+async function claimForJoin(
+  c: Context<AppEnv>,
+  queue: string,
+  region: string,
+  ids: string[],
+  principal: Principal,
+): Promise<QueueClaim> {
+  let r: ClaimResult
+  try {
+    r = await claimQueue(c.env, queue, region, ids)
+  } catch (err) {
+    log('warn', 'queue claim not taken', {
+      requestId: c.get('requestId'),
+      queue,
+      region,
+      ...errorFields(err),
+    })
+    throw new ApiError('unavailable', 'The queue cannot be joined now; try again')
+  }
+  if (r.ok) return r.claim
+  const own = principal.kind === 'admin' || principal.playerId === r.playerId
+  throw new ApiError(
+    'conflict',
+    own
+      ? `Player '${r.playerId}' already waits in region '${r.region}' of this queue: cancel that ` +
+          'ticket, or join that region'
+      : `Player '${r.playerId}' already waits in region '${r.region}' of this queue`,
+    { players: [r.playerId], region: r.region, ...(own ? { ticketId: r.ticketId } : {}) },
+  )
 }
 
 /** Adds session tokens to a matched ticket: the caller's own, or everyone's for the admin key. */
@@ -248,7 +289,10 @@ const joinRoute = createRoute({
     "party member joining alone gets the party's ticket. Party tickets (several players on one " +
     'team) are made by the leader of a party (POST /v1/parties), naming exactly its members, or ' +
     'by a game server with the admin key; anything else is 403 with the reason in `detail`. A party ' +
-    'whose members change while the join is under way gets 409 and no ticket: join again.',
+    'whose members change while the join is under way gets 409 and no ticket: join again. A ' +
+    'player waits in one region of a queue at a time: while a ticket of one of the players waits ' +
+    'in another region, the join is 409 naming that `region` (and, to that player and the admin ' +
+    'key, its `ticketId`); cancel it to switch regions.',
   middleware: [requirePrincipal()] as const,
   request: {
     params: QueueParam,
@@ -306,6 +350,7 @@ matchmakingRoutes.openapi(joinRoute, async (c) => {
       errors: [{ path: 'party', message: `at most ${config.maxPartySize} players` }],
     })
   }
+  const claim = await claimForJoin(c, queue, region, ids, principal)
   const r = await poolStub(c.env, queue, region).join({
     queue,
     region,
@@ -313,12 +358,42 @@ matchmakingRoutes.openapi(joinRoute, async (c) => {
     version,
     players: ids.map((playerId) => ({ playerId, rating: ratings.get(playerId)! })),
     attributes: body.attributes ?? null,
+    claim,
   })
   if (!r.ok) fail(r)
   if (partyId) await noteTicket(c, partyId, r.ticket)
   const ticket = await withTokens(c, r.ticket, viewerOf(principal))
   return c.json({ ...ticket, existing: r.existing }, r.existing ? 200 : 201)
 })
+
+/**
+ * The player's claim on the queue for a socket, taken at connect so a `join` on it needs no Neon.
+ * Without one (the player waits in another region, or Neon or a pool did not answer in time) the
+ * socket still opens: its `join` takes the claim then, and says why if it cannot.
+ */
+async function connectClaim(
+  c: Context<AppEnv>,
+  queue: string,
+  region: string,
+  playerId: string,
+): Promise<SocketContext['claim']> {
+  try {
+    const r = await within(
+      claimQueue(c.env, queue, region, [playerId]),
+      CONNECT_CLAIM_TIMEOUT_MS,
+      'queue claim',
+    )
+    return r.ok ? { version: r.claim.versions[playerId]!, claimedAt: r.claim.claimedAt } : null
+  } catch (err) {
+    log('warn', 'queue claim not taken at connect', {
+      requestId: c.get('requestId'),
+      queue,
+      region,
+      ...errorFields(err),
+    })
+    return null
+  }
+}
 
 // ---------------------------------------------------------------------------------------------
 
@@ -408,7 +483,8 @@ const socketRoute = createRoute({
     '`{"type":"match_found","sessionId","token","players"}` (or `expired` / `cancelled`). Send ' +
     '`{"type":"cancel"}` to leave. A bad frame gets `{"type":"error","code","message"}` and changes ' +
     'nothing. Closing the socket cancels the ticket after a 10 s grace unless the player reconnects. ' +
-    'A player holds at most 4 sockets on one pool; a 5th is 409. ' +
+    'A player holds at most 4 sockets on one pool; a 5th is 409. A `join` while the player ' +
+    'waits in another region of the queue gets an `error` with code `conflict`. ' +
     'Without an upgrade: the queue’s public settings.',
   request: {
     params: QueueParam,
@@ -480,6 +556,7 @@ matchmakingRoutes.openapi(socketRoute, (async (c: Context<AppEnv>) => {
     version,
     playerId: principal.playerId,
     rating: ratings.get(principal.playerId)!,
+    claim: await connectClaim(c, queue, region, principal.playerId),
   }
   const headers = new Headers({ upgrade: 'websocket' })
   headers.set(SOCKET_CONTEXT_HEADER, JSON.stringify(context))

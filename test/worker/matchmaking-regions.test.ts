@@ -1,0 +1,264 @@
+import { runInDurableObject } from 'cloudflare:test'
+import { describe, expect, it } from 'vitest'
+import type { MatchPool } from '../../durable-objects/match-pool.ts'
+import { CLAIM_MAX_AGE_MS } from '../../workers/matchmaking/claims.ts'
+import { pg } from './helpers/boards.ts'
+import { ADMIN_KEY, call, json, newGuest, problem } from './helpers/http.ts'
+import { connect, nextOfType } from './helpers/sockets.ts'
+import {
+  createQueue,
+  DUEL,
+  fireAlarm,
+  newClock,
+  poolOf,
+  rig,
+  sessionCalls,
+  setRating,
+  ticketOf,
+  type Queued,
+  type Ticket,
+} from './helpers/matchmaking.ts'
+
+/*
+ * One ticket per player per queue, across its regions: each region is its own pool, and a join
+ * fences the other regions through the player's claim in Neon (workers/matchmaking/claims.ts).
+ */
+
+const TWO_REGIONS = { regions: ['eu', 'us'] }
+
+function joinAs(queue: string, token: string, region: string): Promise<Response> {
+  return call(`/v1/matchmaking/${queue}/tickets`, json('POST', { region }, token))
+}
+
+function cancel(ticketId: string, token: string): Promise<Response> {
+  return call(`/v1/matchmaking/tickets/${ticketId}`, {
+    method: 'DELETE',
+    headers: { authorization: `Bearer ${token}` },
+  })
+}
+
+async function waiting(queue: string, region: string): Promise<number> {
+  return runInDurableObject(
+    poolOf(queue, region),
+    async (inst: MatchPool) => (await inst.stats(region)).waitingTickets,
+  )
+}
+
+async function rigBoth(queue: string): Promise<void> {
+  const clock = newClock()
+  await rig(queue, clock, { region: 'eu' })
+  await rig(queue, clock, { region: 'us' })
+}
+
+describe('one ticket per player per queue, across regions', () => {
+  it('a join in a second region while the first ticket waits is refused (409 naming it) and queues nothing; after a cancel it queues there', async () => {
+    const q = await createQueue(TWO_REGIONS)
+    await rigBoth(q)
+    const g = await newGuest()
+    const eu = await joinAs(q, g.token, 'eu')
+    expect(eu.status).toBe(201)
+    const inEu = (await eu.json()) as Ticket
+
+    const us = await joinAs(q, g.token, 'us')
+    expect(us.status).toBe(409)
+    const p = await problem(us)
+    expect(p.type).toMatch(/conflict$/)
+    expect(p.body).toMatchObject({ region: 'eu', ticketId: inEu.ticketId, players: [g.playerId] })
+    expect(await waiting(q, 'us')).toBe(0)
+    expect((await ticketOf(inEu.ticketId, g.token)).status).toBe('waiting')
+
+    // The same region again is the ticket the player has (no claim conflict with itself).
+    const again = await joinAs(q, g.token, 'eu')
+    expect(again.status).toBe(200)
+    expect(((await again.json()) as Ticket).ticketId).toBe(inEu.ticketId)
+
+    expect((await cancel(inEu.ticketId, g.token)).status).toBe(200)
+    const moved = await joinAs(q, g.token, 'us')
+    expect(moved.status).toBe(201)
+    const inUs = (await moved.json()) as Ticket
+    expect(inUs.ticketId).toMatch(new RegExp(`^${q}:us:`))
+    // And now eu refuses, naming us.
+    const back = await joinAs(q, g.token, 'eu')
+    expect(back.status).toBe(409)
+    expect((await problem(back)).body).toMatchObject({ region: 'us', ticketId: inUs.ticketId })
+    expect(await waiting(q, 'eu')).toBe(0)
+  })
+
+  it('a matched ticket no longer holds the player: the next join may be in another region', async () => {
+    const q = await createQueue(TWO_REGIONS)
+    await rigBoth(q)
+    const [a, b] = await Promise.all([newGuest(), newGuest()])
+    expect((await joinAs(q, a.token, 'eu')).status).toBe(201)
+    const tb = (await (await joinAs(q, b.token, 'eu')).json()) as Ticket
+    expect(tb.status).toBe('matched')
+    const next = await joinAs(q, a.token, 'us')
+    expect(next.status).toBe(201)
+    expect(((await next.json()) as Ticket).status).toBe('waiting')
+  })
+
+  it('a party is refused in one region while a member waits alone in another; the conflict names the member', async () => {
+    const q = await createQueue({ ...TWO_REGIONS, teamSize: 2, maxPartySize: 2 })
+    await rigBoth(q)
+    const [leader, member] = [`${q}-lead`, `${q}-member`]
+    const solo = await call(
+      `/v1/matchmaking/${q}/tickets`,
+      json('POST', { playerId: member, region: 'us' }, ADMIN_KEY),
+    )
+    expect(solo.status).toBe(201)
+    const soloTicket = (await solo.json()) as Ticket
+    const party = await call(
+      `/v1/matchmaking/${q}/tickets`,
+      json('POST', { playerId: leader, party: [leader, member], region: 'eu' }, ADMIN_KEY),
+    )
+    expect(party.status).toBe(409)
+    expect((await problem(party)).body).toMatchObject({
+      players: [member],
+      region: 'us',
+      ticketId: soloTicket.ticketId,
+    })
+    expect(await waiting(q, 'eu')).toBe(0)
+    // The leader was not queued either: alone, the leader may join anywhere.
+    const alone = await call(
+      `/v1/matchmaking/${q}/tickets`,
+      json('POST', { playerId: leader, region: 'us' }, ADMIN_KEY),
+    )
+    expect(alone.status).toBe(201)
+  })
+
+  it('joins racing in two regions: each player queues in exactly one, and once they can match, no player is in two matches', async () => {
+    // Ratings 200 apart and no window: nobody can match while the joins race, so a ticket
+    // leaves only by a refusal, never by a match that frees its player to join again.
+    const q = await createQueue({ ...TWO_REGIONS, maxRatingGap: 0, widenPerSecond: 0 })
+    await rigBoth(q)
+    const players = Array.from({ length: 24 }, (_, i) => `${q}-p${i}`)
+    await Promise.all(players.map((p, i) => setRating(p, i * 200)))
+    const results = await Promise.all(
+      players.flatMap((playerId) =>
+        ['eu', 'us'].map(async (region) => {
+          const res = await call(
+            `/v1/matchmaking/${q}/tickets`,
+            json('POST', { playerId, region }, ADMIN_KEY),
+          )
+          return { playerId, region, status: res.status }
+        }),
+      ),
+    )
+    for (const playerId of players) {
+      // One queued; the other was refused: its pool found the player's ticket there (409 naming
+      // it), or the other join had fenced its claim (409, superseded).
+      const statuses = results.filter((r) => r.playerId === playerId).map((r) => r.status)
+      expect(statuses.sort()).toEqual([201, 409])
+    }
+    const counts = { eu: await waiting(q, 'eu'), us: await waiting(q, 'us') }
+    expect(counts.eu + counts.us).toBe(players.length)
+
+    // Now any two may match: each pool matches what it holds, and nobody twice.
+    const put = await call(
+      `/v1/admin/queues/${q}`,
+      json('PUT', { ...DUEL, ...TWO_REGIONS, maxRatingGap: 5000 }, ADMIN_KEY),
+    )
+    expect(put.status).toBe(200)
+    await fireAlarm(q, 'eu')
+    await fireAlarm(q, 'us')
+    const matched = new Map<string, number>()
+    for (const [, calls] of sessionCalls) {
+      const setup = calls[0]!
+      if (setup.queue !== q) continue
+      for (const p of setup.roster) matched.set(p.playerId, (matched.get(p.playerId) ?? 0) + 1)
+    }
+    expect([...matched.values()].every((n) => n === 1)).toBe(true)
+    // Pairs within each region; an odd one out per region stays waiting.
+    expect(matched.size).toBe(players.length - (counts.eu % 2) - (counts.us % 2))
+  })
+
+  it("a socket's join after its player queued in another region gets a conflict frame and queues nothing; once that ticket is gone, it queues", async () => {
+    const q = await createQueue(TWO_REGIONS)
+    await rigBoth(q)
+    const g = await newGuest()
+    // Connected first: the socket's claim is taken at connect, then fenced by the HTTP join.
+    const ws = await connect(`/v1/matchmaking/${q}?region=us`, g.token)
+    const eu = (await (await joinAs(q, g.token, 'eu')).json()) as Ticket
+    ws.send(JSON.stringify({ type: 'join' }))
+    const err = await nextOfType<{ code: string; message: string }>(ws, 'error')
+    expect(err.code).toBe('conflict')
+    expect(err.message).toContain("region 'eu'")
+    expect(err.message).toContain(eu.ticketId)
+    expect(await waiting(q, 'us')).toBe(0)
+
+    expect((await cancel(eu.ticketId, g.token)).status).toBe(200)
+    ws.send(JSON.stringify({ type: 'join' }))
+    const queued = await nextOfType<Queued>(ws, 'queued')
+    expect(queued.ticketId).toMatch(new RegExp(`^${q}:us:`))
+    // The socket's ticket now holds the player: an HTTP join in eu is refused.
+    const refused = await joinAs(q, g.token, 'eu')
+    expect(refused.status).toBe(409)
+    expect((await problem(refused)).body).toMatchObject({ region: 'us', ticketId: queued.ticketId })
+    ws.close(1000)
+  })
+
+  it('a socket ticket in its disconnect grace still holds the player; once the grace ends, another region takes the join', async () => {
+    const q = await createQueue(TWO_REGIONS)
+    const clock = newClock()
+    await rig(q, clock, { region: 'eu', graceMs: 10_000 })
+    await rig(q, clock, { region: 'us' })
+    const g = await newGuest()
+    const ws = await connect(`/v1/matchmaking/${q}?region=eu`, g.token)
+    ws.send(JSON.stringify({ type: 'join' }))
+    const { ticketId } = await nextOfType<Queued>(ws, 'queued')
+    ws.close(1000)
+    // Until the pool has seen the close and started the grace, and during the grace: refused.
+    expect((await joinAs(q, g.token, 'us')).status).toBe(409)
+    clock.t += 10_001
+    const res = await joinAs(q, g.token, 'us')
+    expect(res.status).toBe(201)
+    expect((await ticketOf(ticketId, g.token)).status).toBe('cancelled')
+  })
+
+  it('a join whose claim was fenced, or taken too long ago, is refused by the pool and queues nothing', async () => {
+    const q = await createQueue(TWO_REGIONS)
+    await rigBoth(q)
+    const player = `${q}-late`
+    const input = (version: number, claimedAt = Date.now()) => ({
+      queue: q,
+      region: 'us',
+      config: { ...DUEL, ...TWO_REGIONS } as never,
+      version: 1,
+      players: [{ playerId: player, rating: 1500 }],
+      claim: { versions: { [player]: version }, claimedAt },
+    })
+    // As a newer join in eu does: claims up to 4 are refused in us from now on.
+    const fenced = await runInDurableObject(poolOf(q, 'us'), async (inst: MatchPool) => {
+      const reply = await inst.fence([{ playerId: player, upTo: 4 }])
+      const old = await inst.join(input(4))
+      const stale = await inst.join(input(5, Date.now() - CLAIM_MAX_AGE_MS - 1))
+      return { reply, old, stale, waiting: (await inst.stats('us')).waitingTickets }
+    })
+    expect(fenced.reply).toEqual({ ok: true })
+    expect(fenced.old).toMatchObject({
+      ok: false,
+      problem: 'conflict',
+      extensions: { players: [player] },
+    })
+    expect(fenced.stale).toMatchObject({ ok: false, problem: 'conflict' })
+    expect(fenced.waiting).toBe(0)
+    // A newer claim queues, and then a fence is refused: the player's ticket here is live.
+    const newer = await runInDurableObject(poolOf(q, 'us'), async (inst: MatchPool) => {
+      const joined = await inst.join(input(5))
+      return { joined, reply: await inst.fence([{ playerId: player, upTo: 9 }]) }
+    })
+    expect(newer.joined).toMatchObject({ ok: true, existing: false })
+    expect(newer.reply).toMatchObject({ ok: false, playerId: player })
+  })
+
+  it('a region switch leaves the claim naming only the region joined (the next join asks no other pool)', async () => {
+    const q = await createQueue(TWO_REGIONS)
+    await rigBoth(q)
+    const g = await newGuest()
+    const t = (await (await joinAs(q, g.token, 'eu')).json()) as Ticket
+    await cancel(t.ticketId, g.token)
+    expect((await joinAs(q, g.token, 'us')).status).toBe(201)
+    const rows = await pg()`select version::int as version, regions from queue_claims
+      where queue = ${q} and player_id = ${g.playerId}`
+    expect(rows).toEqual([{ version: 2, regions: { us: 2 } }])
+  })
+})

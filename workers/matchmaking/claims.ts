@@ -1,0 +1,134 @@
+import { numberArrayLiteral, textArrayLiteral } from '../db/array-literal.ts'
+import { getSql, type DbEnv } from '../db/client.ts'
+import { log, errorFields } from '../lib/log.ts'
+import type { Env } from '../env.ts'
+import { poolStub } from './stub.ts'
+
+/*
+ * One ticket per player per queue, across the queue's regions.
+ *
+ * Each region is its own MatchPool, the one writer of its tickets, so no pool can see another's.
+ * A claim in Neon (`queue_claims`, one row per queue and player) orders a player's joins: each
+ * join (and each socket connect) takes the next `version`, and the row's `regions` names every
+ * region that may still hold one of the player's tickets. Before queueing in region R, the join
+ * fences every other region named there: that pool either answers that the player has a live
+ * ticket there (the join is refused, 409), or promises to refuse any claim of the player up to
+ * the join's version minus one, from now on. So of two joins in two regions, whichever queues
+ * second finds the first's ticket, or the first finds its fence: never two live tickets. Row
+ * locks serialise the upserts, so every join's fences cover every claim taken before it.
+ *
+ * A pool also takes a claim itself when a socket's `join` finds the socket's connect-time claim
+ * fenced (the player joined elsewhere since), and for a party's members.
+ */
+
+/** A pool accepts an in-flight claim this long after it was taken; later, it must be taken anew. */
+export const CLAIM_MAX_AGE_MS = 5 * 60_000
+
+/** How long a pool keeps a fence: well past CLAIM_MAX_AGE_MS, so no claim it fences outlives it. */
+export const FENCE_RETENTION_MS = 15 * 60_000
+
+/** The claims a join holds: each player's version, and when they were taken (real time). */
+export interface QueueClaim {
+  versions: Record<string, number>
+  claimedAt: number
+}
+
+/** A player on the ticket already waits in another region of the queue. */
+export interface ClaimConflict {
+  ok: false
+  playerId: string
+  region: string
+  ticketId: string
+}
+
+export type ClaimResult = { ok: true; claim: QueueClaim } | ClaimConflict
+
+/** What a pool answers to a fence: done, or the live ticket that refuses it. */
+export type FenceReply = { ok: true } | { ok: false; playerId: string; ticketId: string }
+
+export interface FenceEntry {
+  playerId: string
+  /** Every claim of this player up to this version is refused from now on. */
+  upTo: number
+}
+
+/**
+ * Takes the next claim on `queue` in `region` for each of `playerIds` and fences the other
+ * regions that may hold their tickets. Throws when Neon or a pool cannot be reached (the caller
+ * answers `unavailable`): the claims may then be taken and some regions fenced, which refuses
+ * only claims older than these, so a retry is safe.
+ */
+export async function claimQueue(
+  env: Pick<Env, 'MATCH_POOL'> & DbEnv,
+  queue: string,
+  region: string,
+  playerIds: readonly string[],
+): Promise<ClaimResult> {
+  // One lock order for every statement, so two party joins sharing members cannot deadlock.
+  const ids = [...new Set(playerIds)].sort()
+  const sql = getSql(env)
+  const rows = (await sql.query(
+    `insert into queue_claims (queue, player_id, version, regions)
+     select $1, p, 1, jsonb_build_object($2::text, 1) from unnest($3::text[]) as p order by p
+     on conflict (queue, player_id) do update set
+       version = queue_claims.version + 1,
+       regions = queue_claims.regions || jsonb_build_object($2::text, queue_claims.version + 1),
+       claimed_at = now()
+     returning player_id, version::float8 as version, regions`,
+    [queue, region, textArrayLiteral(ids)],
+  )) as { player_id: string; version: number; regions: Record<string, number> }[]
+  const claimedAt = Date.now()
+  const versions: Record<string, number> = {}
+  const fences = new Map<string, FenceEntry[]>()
+  for (const row of rows) {
+    versions[row.player_id] = row.version
+    for (const other of Object.keys(row.regions)) {
+      if (other === region) continue
+      let entries = fences.get(other)
+      if (!entries) fences.set(other, (entries = []))
+      entries.push({ playerId: row.player_id, upTo: row.version - 1 })
+    }
+  }
+  const claim = { versions, claimedAt }
+  if (fences.size === 0) return { ok: true, claim }
+  const replies = await Promise.all(
+    [...fences].map(async ([other, entries]) => ({
+      region: other,
+      reply: await poolStub(env, queue, other).fence(entries),
+    })),
+  )
+  for (const { region: held, reply } of replies) {
+    if (!reply.ok)
+      return { ok: false, playerId: reply.playerId, region: held, ticketId: reply.ticketId }
+  }
+  await forgetFenced(env, queue, region, [...fences.values()].flat())
+  return { ok: true, claim }
+}
+
+/**
+ * Drops the regions just fenced from the claims (those not claimed again since), so the next
+ * join asks only regions that may hold a ticket. Only an optimisation: a region left named is
+ * fenced again next time, so a failure is logged and ignored.
+ */
+async function forgetFenced(
+  env: DbEnv,
+  queue: string,
+  region: string,
+  fenced: FenceEntry[],
+): Promise<void> {
+  const upTo = new Map<string, number>()
+  for (const f of fenced) upTo.set(f.playerId, f.upTo)
+  try {
+    await getSql(env).query(
+      `update queue_claims c set regions = (
+         select coalesce(jsonb_object_agg(e.key, e.value), '{}'::jsonb)
+         from jsonb_each(c.regions) e
+         where e.key = $2 or (e.value)::bigint > x.up_to)
+       from unnest($3::text[], $4::bigint[]) as x(player_id, up_to)
+       where c.queue = $1 and c.player_id = x.player_id`,
+      [queue, region, textArrayLiteral([...upTo.keys()]), numberArrayLiteral([...upTo.values()])],
+    )
+  } catch (err) {
+    log('warn', 'fenced regions not forgotten', { queue, region, ...errorFields(err) })
+  }
+}

@@ -212,7 +212,13 @@ export interface SocketContext {
   playerId: string
   rating: number
   /** The player's claim on the queue taken at connect, if it could be (`claimQueue`). */
-  claim: { version: number; claimedAt: number } | null
+  claim: SocketClaim | null
+}
+
+/** One player's claim on the queue: its version, and when it was taken (real time). */
+export interface SocketClaim {
+  version: number
+  claimedAt: number
 }
 
 export const SOCKET_CONTEXT_HEADER = 'x-nexus-socket'
@@ -259,9 +265,10 @@ interface Attachment {
   ticketId: string | null
   /**
    * The player's claim on the queue this socket holds (from its connect, or its last `join` that
-   * took one): a `join` with it needs no Neon. Null once a join elsewhere fenced it.
+   * took one): a `join` with it needs no Neon while it is good (CLAIM_MAX_AGE_MS). Null once a
+   * join elsewhere fenced it.
    */
-  claim: number | null
+  claim?: SocketClaim | null
 }
 
 function problem(
@@ -495,6 +502,8 @@ export class MatchPool extends DurableObject<Env> {
    */
   async join(input: JoinInput): Promise<Reply<{ ticket: TicketView; existing: boolean }>> {
     this.applyConfig(input.queue, input.region, input.config, input.version)
+    // A Worker of the version before claims, during a gradual deployment: its client retries.
+    if (!input.claim) return problem('unavailable', 'The queue cannot be joined now; try again')
     const claims =
       Date.now() - input.claim.claimedAt <= CLAIM_MAX_AGE_MS ? input.claim.versions : {}
     const entered = this.enqueue(input.players, input.attributes ?? null, 'http', claims)
@@ -606,12 +615,13 @@ export class MatchPool extends DurableObject<Env> {
     })
   }
 
-  /** A socket's connect-time claim, if it is still good here (not too old, not fenced). */
-  private connectClaim(playerId: string, claim: SocketContext['claim']): number | null {
+  /**
+   * A socket's claim, if it is good here: taken within CLAIM_MAX_AGE_MS and not fenced. Every
+   * claim ages out, so a pool need keep a fence only FENCE_RETENTION_MS.
+   */
+  private goodClaim(playerId: string, claim: SocketClaim | null | undefined): SocketClaim | null {
     if (!claim || Date.now() - claim.claimedAt > CLAIM_MAX_AGE_MS) return null
-    return this.fenced([playerId], { [playerId]: claim.version }).length === 0
-      ? claim.version
-      : null
+    return this.fenced([playerId], { [playerId]: claim.version }).length === 0 ? claim : null
   }
 
   /**
@@ -648,7 +658,7 @@ export class MatchPool extends DurableObject<Env> {
       for (const e of entries) {
         for (const ws of this.ctx.getWebSockets(`p:${e.playerId}`)) {
           const att = ws.deserializeAttachment() as Attachment | null
-          if (att?.claim != null && att.claim <= e.upTo) {
+          if (att?.claim && att.claim.version <= e.upTo) {
             ws.serializeAttachment({ ...att, claim: null } satisfies Attachment)
           }
         }
@@ -1122,7 +1132,7 @@ export class MatchPool extends DurableObject<Env> {
       playerId: sc.playerId,
       rating: sc.rating,
       ticketId: null,
-      claim: this.connectClaim(sc.playerId, sc.claim),
+      claim: this.goodClaim(sc.playerId, sc.claim),
     }
     // A reconnect: the player's socket ticket is still waiting, so this socket takes it over.
     const held = one<{ ticket_id: string }>(
@@ -1240,12 +1250,12 @@ export class MatchPool extends DurableObject<Env> {
         const players = party?.players ?? [{ playerId: att.playerId, rating: att.rating }]
         const attributes = msg.attributes ?? null
         // The socket's own claim (read now: a fence may have dropped it since the frame came).
-        const held = (ws.deserializeAttachment() as Attachment).claim ?? null
+        const held = this.goodClaim(att.playerId, (ws.deserializeAttachment() as Attachment).claim)
         let entered = this.enqueue(
           players,
           attributes,
           'socket',
-          held === null ? {} : { [att.playerId]: held },
+          held === null ? {} : { [att.playerId]: held.version },
         )
         if (!entered.ok && 'superseded' in entered) {
           // A party's members, or a player who joined elsewhere since connecting: a new claim,
@@ -1259,10 +1269,14 @@ export class MatchPool extends DurableObject<Env> {
             return this.sendError(ws, claimed.code, claimed.message)
           }
           if (ws.readyState !== WebSocket.OPEN) return this.scheduleAlarm()
-          const version = claimed.claim.versions[att.playerId]!
+          // Kept for the socket's next join only if no fence came while the claim was taken: a
+          // fence then found no claim on the socket to drop, and would not come again.
           ws.serializeAttachment({
             ...(ws.deserializeAttachment() as Attachment),
-            claim: version,
+            claim: this.goodClaim(att.playerId, {
+              version: claimed.claim.versions[att.playerId]!,
+              claimedAt: claimed.claim.claimedAt,
+            }),
           } satisfies Attachment)
           entered = this.enqueue(players, attributes, 'socket', claimed.claim.versions)
           if (!entered.ok && 'superseded' in entered) {

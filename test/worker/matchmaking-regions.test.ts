@@ -1,10 +1,15 @@
 import { runInDurableObject } from 'cloudflare:test'
 import { describe, expect, it } from 'vitest'
 import type { MatchPool } from '../../durable-objects/match-pool.ts'
-import { CLAIM_MAX_AGE_MS } from '../../workers/matchmaking/claims.ts'
+import type { Env } from '../../workers/env.ts'
+import {
+  CLAIM_MAX_AGE_MS,
+  FENCE_RETENTION_MS,
+  type FenceEntry,
+} from '../../workers/matchmaking/claims.ts'
 import { pg } from './helpers/boards.ts'
 import { ADMIN_KEY, call, json, newGuest, problem } from './helpers/http.ts'
-import { connect, nextOfType } from './helpers/sockets.ts'
+import { connect, nextOfType, until } from './helpers/sockets.ts'
 import {
   createQueue,
   DUEL,
@@ -48,6 +53,41 @@ async function rigBoth(queue: string): Promise<void> {
   const clock = newClock()
   await rig(queue, clock, { region: 'eu' })
   await rig(queue, clock, { region: 'us' })
+}
+
+/**
+ * Holds the `fence` calls a pool makes to other pools until `release()`: the moment a claim is
+ * under way, made wide enough to put another join in it. A plain flag both sides poll, since a
+ * promise made here cannot be awaited inside the Durable Object.
+ */
+function holdFences(queue: string, region: string) {
+  const gate = { reached: false, released: false }
+  const installed = runInDurableObject(poolOf(queue, region), (inst: MatchPool) => {
+    const holder = inst as unknown as { env: Env }
+    const real = holder.env
+    const pools = {
+      getByName(name: string) {
+        const stub = real.MATCH_POOL.getByName(name)
+        return {
+          async fence(entries: FenceEntry[]) {
+            gate.reached = true
+            while (!gate.released) await new Promise((r) => setTimeout(r, 5))
+            return stub.fence(entries)
+          },
+        }
+      },
+    }
+    holder.env = new Proxy(real, {
+      get: (target, key) => (key === 'MATCH_POOL' ? pools : Reflect.get(target, key)),
+    })
+  })
+  return {
+    installed,
+    reached: until(async () => (gate.reached ? true : undefined), 5000, 'a fence call'),
+    release: () => {
+      gate.released = true
+    },
+  }
 }
 
 describe('one ticket per player per queue, across regions', () => {
@@ -212,6 +252,38 @@ describe('one ticket per player per queue, across regions', () => {
     const res = await joinAs(q, g.token, 'us')
     expect(res.status).toBe(201)
     expect((await ticketOf(ticketId, g.token)).status).toBe('cancelled')
+  })
+
+  it("a fence that comes while a socket's join is taking its claim leaves the socket without it: its next join asks again, after the fence is long gone", async () => {
+    const q = await createQueue(TWO_REGIONS)
+    await rigBoth(q)
+    const g = await newGuest()
+    const us = await connect(`/v1/matchmaking/${q}?region=us`, g.token)
+    // A connect in eu fences the us socket's claim: its join must take a new one.
+    const eu0 = await connect(`/v1/matchmaking/${q}?region=eu`, g.token)
+    eu0.close(1000)
+    // Hold the us pool's call to fence eu, so a newer claim can come in the meantime.
+    const gate = holdFences(q, 'us')
+    await gate.installed
+    us.send(JSON.stringify({ type: 'join' }))
+    await gate.reached
+    const eu = await connect(`/v1/matchmaking/${q}?region=eu`, g.token)
+    gate.release()
+    expect((await nextOfType<{ code: string }>(us, 'error')).code).toBe('conflict')
+    eu.send(JSON.stringify({ type: 'join' }))
+    await nextOfType<Queued>(eu, 'queued')
+    // The fence in us has been swept (as 15 minutes later): the socket must not queue on the
+    // claim it was taking when the fence came.
+    await runInDurableObject(poolOf(q, 'us'), (_i: MatchPool, state) => {
+      state.storage.sql.exec(`UPDATE fences SET at = at - ?`, FENCE_RETENTION_MS + 60_000)
+    })
+    await fireAlarm(q, 'us')
+    us.send(JSON.stringify({ type: 'join' }))
+    const err = await nextOfType<{ code: string; message: string }>(us, 'error')
+    expect(err.code).toBe('conflict')
+    expect(err.message).toContain("region 'eu'")
+    expect(await waiting(q, 'us')).toBe(0)
+    for (const ws of [us, eu]) ws.close(1000)
   })
 
   it('a join whose claim was fenced, or taken too long ago, is refused by the pool and queues nothing', async () => {

@@ -117,7 +117,10 @@ async function forgetFenced(
   fenced: FenceEntry[],
 ): Promise<void> {
   const upTo = new Map<string, number>()
-  for (const f of fenced) upTo.set(f.playerId, f.upTo)
+  // Sorted, as the upsert locks them: two statements sharing players cannot deadlock.
+  for (const f of [...fenced].sort((a, b) => (a.playerId < b.playerId ? -1 : 1))) {
+    upTo.set(f.playerId, f.upTo)
+  }
   try {
     await getSql(env).query(
       `update queue_claims c set regions = (

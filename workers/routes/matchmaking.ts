@@ -99,8 +99,11 @@ function regionOf(config: QueueConfig, region: string | undefined): string {
   return region
 }
 
-/** A socket connect waits this long for its claim on the queue, then connects without one. */
-const CONNECT_CLAIM_TIMEOUT_MS = 5_000
+/**
+ * A join waits this long for its claim on the queue (503 after it); a socket connect, then
+ * connects without one.
+ */
+const CLAIM_TIMEOUT_MS = 5_000
 
 /**
  * Claims the queue for a join's players (one ticket per player per queue, across regions), or
@@ -116,7 +119,7 @@ async function claimForJoin(
 ): Promise<QueueClaim> {
   let r: ClaimResult
   try {
-    r = await claimQueue(c.env, queue, region, ids)
+    r = await within(claimQueue(c.env, queue, region, ids), CLAIM_TIMEOUT_MS, 'queue claim')
   } catch (err) {
     log('warn', 'queue claim not taken', {
       requestId: c.get('requestId'),
@@ -132,7 +135,7 @@ async function claimForJoin(
     'conflict',
     own
       ? `Player '${r.playerId}' already waits in region '${r.region}' of this queue: cancel that ` +
-          'ticket, or join that region'
+          'ticket to join here'
       : `Player '${r.playerId}' already waits in region '${r.region}' of this queue`,
     { players: [r.playerId], region: r.region, ...(own ? { ticketId: r.ticketId } : {}) },
   )
@@ -380,7 +383,7 @@ async function connectClaim(
   try {
     const r = await within(
       claimQueue(c.env, queue, region, [playerId]),
-      CONNECT_CLAIM_TIMEOUT_MS,
+      CLAIM_TIMEOUT_MS,
       'queue claim',
     )
     return r.ok ? { version: r.claim.versions[playerId]!, claimedAt: r.claim.claimedAt } : null

@@ -782,6 +782,35 @@ describe('queueing as a party over sockets', () => {
     for (const ws of [wa, wb, wl]) ws.close(1000)
   })
 
+  it("a leader's socket join is refused while a member waits alone in another region of the queue; the member's ticket id is not shown to the leader", async () => {
+    const q = await createQueue({ regions: ['eu', 'us'], teamSize: 2, maxPartySize: 2 })
+    const clock = newClock()
+    await rig(q, clock)
+    await rig(q, clock, { region: 'us' })
+    const [a, b] = await players(2)
+    await formParty([a!, b!])
+    const solo = await ok<Ticket>(
+      send('POST', `/v1/matchmaking/${q}/tickets`, b!, { region: 'us' }),
+      201,
+    )
+    const wa = await connect(`/v1/matchmaking/${q}?region=eu`, a!.token)
+    wa.send(JSON.stringify({ type: 'join', party: [a!.playerId, b!.playerId] }))
+    const e = await nextOfType<{ code: string; message: string }>(wa, 'error')
+    expect(e.code).toBe('conflict')
+    expect(e.message).toContain(`Player '${b!.playerId}' already waits in region 'us'`)
+    expect(e.message).not.toContain(solo.ticketId)
+    expect(await waiting(q)).toBe(0)
+
+    // Once the member's own ticket is cancelled, the same socket queues the party.
+    expect((await send('DELETE', `/v1/matchmaking/tickets/${solo.ticketId}`, b!)).status).toBe(200)
+    wa.send(JSON.stringify({ type: 'join', party: [a!.playerId, b!.playerId] }))
+    const queued = await nextOfType<Queued>(wa, 'queued')
+    expect((await ticketOf(queued.ticketId)).players.sort()).toEqual(
+      [a!.playerId, b!.playerId].sort(),
+    )
+    wa.close(1000)
+  })
+
   it('a cancel sent right after a party join on the same socket cancels the ticket that join made', async () => {
     const q = await createQueue({ teamSize: 3, maxPartySize: 3 })
     await rig(q, newClock())

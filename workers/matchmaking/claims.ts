@@ -17,11 +17,11 @@ import { poolStub } from './stub.ts'
  * second finds the first's ticket, or the first finds its fence: never two live tickets. Row
  * locks serialise the upserts, so every join's fences cover every claim taken before it.
  *
- * A pool also takes a claim itself when a socket's `join` finds the socket's connect-time claim
- * fenced (the player joined elsewhere since), and for a party's members.
+ * A pool also takes a claim itself when a socket's `join` finds the socket's claim fenced (the
+ * player joined elsewhere since) or too old, and for a party's members.
  */
 
-/** A pool accepts an in-flight claim this long after it was taken; later, it must be taken anew. */
+/** Every claim is good this long after it was taken: a pool refuses an older one. */
 export const CLAIM_MAX_AGE_MS = 5 * 60_000
 
 /** How long a pool keeps a fence: well past CLAIM_MAX_AGE_MS, so no claim it fences outlives it. */

@@ -322,6 +322,19 @@ describe('one ticket per player per queue, across regions', () => {
     expect(newer.reply).toMatchObject({ ok: false, playerId: player })
   })
 
+  it('a join refused as invalid (unknown region, party too large, unknown queue) takes no claim', async () => {
+    const q = await createQueue(TWO_REGIONS)
+    const [a, b] = [`${q}-a`, `${q}-b`]
+    const join = (queue: string, body: Record<string, unknown>) =>
+      call(`/v1/matchmaking/${queue}/tickets`, json('POST', { playerId: a, ...body }, ADMIN_KEY))
+    expect((await join(q, { region: 'ap' })).status).toBe(422)
+    // DUEL: one player per ticket.
+    expect((await join(q, { region: 'eu', party: [a, b] })).status).toBe(422)
+    expect((await join(`${q}-none`, { region: 'eu' })).status).toBe(404)
+    const rows = await pg()`select player_id from queue_claims where queue like ${`${q}%`}`
+    expect(rows).toEqual([])
+  })
+
   it('a region switch leaves the claim naming only the region joined (the next join asks no other pool)', async () => {
     const q = await createQueue(TWO_REGIONS)
     await rigBoth(q)

@@ -1,7 +1,9 @@
+import { defaultRating } from '../core/rating.ts'
 import { numberArrayLiteral, textArrayLiteral } from '../db/array-literal.ts'
 import { getSql, type DbEnv } from '../db/client.ts'
 import { log, errorFields } from '../lib/log.ts'
 import type { Env } from '../env.ts'
+import type { QueueConfig } from './config.ts'
 import { poolStub } from './stub.ts'
 
 /*
@@ -52,6 +54,82 @@ export interface FenceEntry {
   upTo: number
 }
 
+/** What the claim upsert returns for each player. */
+interface ClaimRow {
+  player_id: string
+  version: number
+  regions: Record<string, number>
+}
+
+/**
+ * The upsert that takes the next claim on `queue` for each of `ids` (sorted: one lock order for
+ * every statement, so two party joins sharing members cannot deadlock). The region is `$2`, or
+ * the queue's first region when `$2` is null. Nothing is claimed unless the queue has that region
+ * and takes tickets that large: a join's region comes from its caller, a claim must not name
+ * regions that are not the queue's (their pools would be asked to fence), and a join refused as
+ * invalid changes nothing.
+ */
+const CLAIM_UPSERT = `
+  with target as (
+    select coalesce($2::text, q.config->'regions'->>0) as region
+    from queues q where q.id = $1
+  )
+  insert into queue_claims (queue, player_id, version, regions)
+  select $1, p, 1, jsonb_build_object(t.region, 1)
+  from unnest($3::text[]) as p, target t
+  where exists (
+    select 1 from queues q
+    where q.id = $1 and q.config->'regions' ? t.region
+      and (q.config->>'maxPartySize')::int >= cardinality($3::text[])
+  )
+  order by p
+  on conflict (queue, player_id) do update set
+    version = queue_claims.version + 1,
+    regions = queue_claims.regions
+      || jsonb_build_object((select region from target), queue_claims.version + 1),
+    claimed_at = now()
+  returning player_id, version::float8 as version, regions`
+
+function sortedIds(playerIds: readonly string[]): string[] {
+  return [...new Set(playerIds)].sort()
+}
+
+/** What an HTTP join or a socket connect reads from Neon, with the claim it takes there. */
+export interface JoinRead {
+  /** The queue's configuration, or null for an unknown queue (then nothing was claimed). */
+  queue: { config: QueueConfig; version: number } | null
+  /**
+   * Each player's stored Glicko-2 rating: the mean, not the conservative value (windows compare
+   * skill, and uncertainty is what widening absorbs); 1500 for a player Nexus has not seen.
+   */
+  ratings: Map<string, number>
+  /** The claims taken, or none when the queue has no such region. */
+  claimed: ClaimRow[]
+}
+
+/**
+ * One Neon round trip for a join: the queue, the players' ratings, and the next claim on the
+ * queue for each player in `region` (the queue's first when undefined). The caller checks the
+ * queue and region, then passes `claimed` to `fenceOthers` before queueing.
+ */
+export async function readAndClaim(
+  env: DbEnv,
+  queue: string,
+  region: string | undefined,
+  playerIds: readonly string[],
+): Promise<JoinRead> {
+  const ids = sortedIds(playerIds)
+  const sql = getSql(env)
+  const [queues, players, claimed] = (await sql.transaction([
+    sql.query(`select config, version from queues where id = $1`, [queue]),
+    sql.query(`select id, rating from players where id = any($1::text[])`, [textArrayLiteral(ids)]),
+    sql.query(CLAIM_UPSERT, [queue, region ?? null, textArrayLiteral(ids)]),
+  ])) as [{ config: QueueConfig; version: number }[], { id: string; rating: number }[], ClaimRow[]]
+  const ratings = new Map(players.map((p) => [p.id, p.rating]))
+  for (const id of ids) if (!ratings.has(id)) ratings.set(id, defaultRating().rating)
+  return { queue: queues[0] ?? null, ratings, claimed }
+}
+
 /**
  * Takes the next claim on `queue` in `region` for each of `playerIds` and fences the other
  * regions that may hold their tickets. Throws when Neon or a pool cannot be reached (the caller
@@ -64,19 +142,25 @@ export async function claimQueue(
   region: string,
   playerIds: readonly string[],
 ): Promise<ClaimResult> {
-  // One lock order for every statement, so two party joins sharing members cannot deadlock.
-  const ids = [...new Set(playerIds)].sort()
   const sql = getSql(env)
-  const rows = (await sql.query(
-    `insert into queue_claims (queue, player_id, version, regions)
-     select $1, p, 1, jsonb_build_object($2::text, 1) from unnest($3::text[]) as p order by p
-     on conflict (queue, player_id) do update set
-       version = queue_claims.version + 1,
-       regions = queue_claims.regions || jsonb_build_object($2::text, queue_claims.version + 1),
-       claimed_at = now()
-     returning player_id, version::float8 as version, regions`,
-    [queue, region, textArrayLiteral(ids)],
-  )) as { player_id: string; version: number; regions: Record<string, number> }[]
+  const rows = (await sql.query(CLAIM_UPSERT, [
+    queue,
+    region,
+    textArrayLiteral(sortedIds(playerIds)),
+  ])) as ClaimRow[]
+  return fenceOthers(env, queue, region, rows)
+}
+
+/**
+ * The second half of a claim: fences every other region the claims name (usually none), then
+ * forgets them. A conflict when one of them holds a live ticket of a player on the claim.
+ */
+export async function fenceOthers(
+  env: Pick<Env, 'MATCH_POOL'> & DbEnv,
+  queue: string,
+  region: string,
+  rows: readonly ClaimRow[],
+): Promise<ClaimResult> {
   const claimedAt = Date.now()
   const versions: Record<string, number> = {}
   const fences = new Map<string, FenceEntry[]>()

@@ -16,10 +16,15 @@ import { newRouter, PlayerId, problemResponses, ResourceId } from '../lib/openap
 import { ApiError, apiErrorFrom } from '../lib/problem.ts'
 import { issueSessionToken } from '../lib/session-token.ts'
 import { within } from '../lib/within.ts'
-import { claimQueue, type ClaimResult, type QueueClaim } from '../matchmaking/claims.ts'
+import {
+  fenceOthers,
+  readAndClaim,
+  type ClaimResult,
+  type JoinRead,
+  type QueueClaim,
+} from '../matchmaking/claims.ts'
 import { loadQueueConfig, RegionId, type QueueConfig } from '../matchmaking/config.ts'
 import { Party, TicketAttributes } from '../matchmaking/protocol.ts'
-import { storedRatings } from '../matchmaking/ratings.ts'
 import { cancelPartyTicket, parseTicketId, poolFetcher, poolStub } from '../matchmaking/stub.ts'
 import { requirePrincipal } from '../middleware/auth.ts'
 import { matchmakingPlayer, recordPartyTicket } from '../parties/store.ts'
@@ -100,26 +105,21 @@ function regionOf(config: QueueConfig, region: string | undefined): string {
 }
 
 /**
- * A join waits this long for its claim on the queue (503 after it); a socket connect, then
- * connects without one.
+ * Completes a join's claim on the queue (one ticket per player per queue, across regions) by
+ * fencing the other regions it names, or refuses the join: 409 when one of the players already
+ * waits in another region, 503 when a pool cannot be reached. The ticket is named to its own
+ * player and the admin key only.
  */
-const CLAIM_TIMEOUT_MS = 5_000
-
-/**
- * Claims the queue for a join's players (one ticket per player per queue, across regions), or
- * refuses the join: 409 when one of them already waits in another region, 503 when Neon or a
- * pool cannot be reached. The ticket is named to its own player and the admin key only.
- */
-async function claimForJoin(
+async function fenceForJoin(
   c: Context<AppEnv>,
   queue: string,
   region: string,
-  ids: string[],
+  read: JoinRead,
   principal: Principal,
 ): Promise<QueueClaim> {
   let r: ClaimResult
   try {
-    r = await within(claimQueue(c.env, queue, region, ids), CLAIM_TIMEOUT_MS, 'queue claim')
+    r = await fenceOthers(c.env, queue, region, read.claimed)
   } catch (err) {
     log('warn', 'queue claim not taken', {
       requestId: c.get('requestId'),
@@ -343,17 +343,18 @@ matchmakingRoutes.openapi(joinRoute, async (c) => {
     }
   }
   const ids = [leader, ...(body.party ?? []).filter((p) => p !== leader)]
-  const [{ config, version }, ratings] = await Promise.all([
-    queueConfig(c, queue),
-    storedRatings(c.env, ids),
-  ])
+  // The queue, the ratings and the players' claims on the queue, in one Neon round trip.
+  const read = await readAndClaim(c.env, queue, body.region, ids)
+  if (!read.queue) throw new ApiError('not-found', `No queue '${queue}'`)
+  const { config, version } = read.queue
+  const { ratings } = read
   const region = regionOf(config, body.region)
   if (ids.length > config.maxPartySize) {
     throw new ApiError('validation', `A ticket holds at most ${config.maxPartySize} players`, {
       errors: [{ path: 'party', message: `at most ${config.maxPartySize} players` }],
     })
   }
-  const claim = await claimForJoin(c, queue, region, ids, principal)
+  const claim = await fenceForJoin(c, queue, region, read, principal)
   const r = await poolStub(c.env, queue, region).join({
     queue,
     region,
@@ -369,24 +370,30 @@ matchmakingRoutes.openapi(joinRoute, async (c) => {
   return c.json({ ...ticket, existing: r.existing }, r.existing ? 200 : 201)
 })
 
+/** A socket connect waits this long for the other regions' pools, then connects without a claim. */
+const FENCE_TIMEOUT_MS = 5_000
+
 /**
- * The player's claim on the queue for a socket, taken at connect so a `join` on it needs no Neon.
- * Without one (the player waits in another region, or Neon or a pool did not answer in time) the
- * socket still opens: its `join` takes the claim then, and says why if it cannot.
+ * The player's claim on the queue for a socket, taken at connect (with the rating) so a `join` on
+ * it needs no Neon. Without one (the player waits in another region, or a pool did not answer in
+ * time) the socket still opens: its `join` takes the claim then, and says why if it cannot.
  */
 async function connectClaim(
   c: Context<AppEnv>,
   queue: string,
   region: string,
+  read: JoinRead,
   playerId: string,
 ): Promise<SocketContext['claim']> {
   try {
     const r = await within(
-      claimQueue(c.env, queue, region, [playerId]),
-      CLAIM_TIMEOUT_MS,
-      'queue claim',
+      fenceOthers(c.env, queue, region, read.claimed),
+      FENCE_TIMEOUT_MS,
+      'fencing other regions',
     )
-    return r.ok ? { version: r.claim.versions[playerId]!, claimedAt: r.claim.claimedAt } : null
+    return r.ok && r.claim.versions[playerId] !== undefined
+      ? { version: r.claim.versions[playerId], claimedAt: r.claim.claimedAt }
+      : null
   } catch (err) {
     log('warn', 'queue claim not taken at connect', {
       requestId: c.get('requestId'),
@@ -546,11 +553,11 @@ matchmakingRoutes.openapi(socketRoute, (async (c: Context<AppEnv>) => {
   if (principal.kind !== 'player') {
     throw new ApiError('forbidden', 'Matchmaking sockets are for players; game servers use HTTP')
   }
-  // The rating is read once per socket; a party is read by the pool when a `join` names one.
-  const [{ config, version }, ratings] = await Promise.all([
-    queueConfig(c, queue),
-    storedRatings(c.env, [principal.playerId]),
-  ])
+  // The rating and the claim are taken once per socket, with the queue, in one Neon round trip;
+  // a party is read by the pool when a `join` names one.
+  const read = await readAndClaim(c.env, queue, query.region, [principal.playerId])
+  if (!read.queue) throw new ApiError('not-found', `No queue '${queue}'`)
+  const { config, version } = read.queue
   const region = regionOf(config, query.region)
   const context: SocketContext = {
     queue,
@@ -558,8 +565,8 @@ matchmakingRoutes.openapi(socketRoute, (async (c: Context<AppEnv>) => {
     config,
     version,
     playerId: principal.playerId,
-    rating: ratings.get(principal.playerId)!,
-    claim: await connectClaim(c, queue, region, principal.playerId),
+    rating: read.ratings.get(principal.playerId)!,
+    claim: await connectClaim(c, queue, region, read, principal.playerId),
   }
   const headers = new Headers({ upgrade: 'websocket' })
   headers.set(SOCKET_CONTEXT_HEADER, JSON.stringify(context))

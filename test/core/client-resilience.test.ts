@@ -110,7 +110,34 @@ function ticketThenNoSocket(): () => SocketLike {
     )
 }
 
-const liveTimers = () => process.getActiveResourcesInfo().filter((r) => r === 'Timeout').length
+/**
+ * Counts the timers started from now on that have neither fired nor been cleared, until
+ * `restore()`. Only these: the process's own count also moves with timers other tests left.
+ */
+function trackTimers(): { pending(): number; restore(): void } {
+  const pending = new Set<unknown>()
+  const realSet = globalThis.setTimeout
+  const realClear = globalThis.clearTimeout
+  globalThis.setTimeout = ((fn: (...a: unknown[]) => void, ms?: number, ...args: unknown[]) => {
+    const id = realSet(() => {
+      pending.delete(id)
+      fn(...args)
+    }, ms)
+    pending.add(id)
+    return id
+  }) as typeof setTimeout
+  globalThis.clearTimeout = ((id: Parameters<typeof clearTimeout>[0]) => {
+    pending.delete(id)
+    realClear(id)
+  }) as typeof clearTimeout
+  return {
+    pending: () => pending.size,
+    restore() {
+      globalThis.setTimeout = realSet
+      globalThis.clearTimeout = realClear
+    },
+  }
+}
 
 describe('client SDK under failure', () => {
   it('many requests refused with 401 at once renew the token once, then all succeed', async () => {
@@ -448,47 +475,52 @@ describe('client SDK under failure', () => {
   })
 
   it('close() during a reconnect pause, and a confirmed socket cancel, leave no timer behind', async () => {
-    const before = liveTimers()
-    const sessions = createClient({
-      baseUrl: 'http://nexus.test',
-      fetch: guestFetch(() => jsonRes(200, {})),
-      retry: { baseDelayMs: 4000, maxDelayMs: 4000 },
-      WebSocket: () =>
-        scriptedSocket((socket) => {
-          socket.open()
-          setTimeout(() => {
-            socket.receive({ type: 'welcome', seq: 0, state: {}, you: 'p', status: 'live' })
-            socket.drop()
-          }, 1)
-        }),
-    })
-    const game = sessions.sessions.connect('s1', 'tok')
-    const { delayMs } = await game.once('reconnecting')
-    game.close()
-    await new Promise((resolve) => setTimeout(resolve, 10))
-    // Up to 4 s of pause was left; Math.random() giving under 10 ms would prove nothing.
-    expect(delayMs).toBeGreaterThan(10)
-    expect(liveTimers()).toBe(before)
+    const timers = trackTimers()
+    try {
+      const sessions = createClient({
+        baseUrl: 'http://nexus.test',
+        fetch: guestFetch(() => jsonRes(200, {})),
+        retry: { baseDelayMs: 4000, maxDelayMs: 4000 },
+        WebSocket: () =>
+          scriptedSocket((socket) => {
+            socket.open()
+            setTimeout(() => {
+              socket.receive({ type: 'welcome', seq: 0, state: {}, you: 'p', status: 'live' })
+              socket.drop()
+            }, 1)
+          }),
+      })
+      const game = sessions.sessions.connect('s1', 'tok')
+      const { delayMs } = await game.once('reconnecting')
+      game.close()
+      await new Promise((resolve) => setTimeout(resolve, 10))
+      // Up to 4 s of pause was left; Math.random() giving under 10 ms would prove nothing.
+      expect(delayMs).toBeGreaterThan(10)
+      expect(timers.pending()).toBe(0)
 
-    const matchmaking = createClient({
-      baseUrl: 'http://nexus.test',
-      fetch: guestFetch(() => jsonRes(200, {})),
-      WebSocket: () =>
-        scriptedSocket(
-          (socket) => socket.open(),
-          (frame, socket) => {
-            if (frame.type === 'join')
-              socket.receive({ type: 'queued', ticketId: 't1', existing: false, expiresAt: 0 })
-            if (frame.type === 'cancel') socket.receive({ type: 'cancelled', reason: 'cancelled' })
-          },
-        ),
-    })
-    await matchmaking.auth.guest('device-abcdef-123456')
-    const t = matchmaking.matchmaking.join('duel')
-    await t.once('queued')
-    await t.cancel()
-    await new Promise((resolve) => setTimeout(resolve, 10))
-    expect(liveTimers()).toBe(before)
+      const matchmaking = createClient({
+        baseUrl: 'http://nexus.test',
+        fetch: guestFetch(() => jsonRes(200, {})),
+        WebSocket: () =>
+          scriptedSocket(
+            (socket) => socket.open(),
+            (frame, socket) => {
+              if (frame.type === 'join')
+                socket.receive({ type: 'queued', ticketId: 't1', existing: false, expiresAt: 0 })
+              if (frame.type === 'cancel')
+                socket.receive({ type: 'cancelled', reason: 'cancelled' })
+            },
+          ),
+      })
+      await matchmaking.auth.guest('device-abcdef-123456')
+      const t = matchmaking.matchmaking.join('duel')
+      await t.once('queued')
+      await t.cancel()
+      await new Promise((resolve) => setTimeout(resolve, 10))
+      expect(timers.pending()).toBe(0)
+    } finally {
+      timers.restore()
+    }
   })
 
   it('a socket ticket whose HTTP re-join makes a new ticket that matches at once keeps a match: the old one’s, or else the new one', async () => {

@@ -321,6 +321,42 @@ describe('matchmaking', () => {
     expect(ma.ticketId).toBe(first.ticketId)
   })
 
+  it('a player waits in one region of a queue: a join elsewhere fails with conflict, over sockets and HTTP', async () => {
+    const queue = uid('duel')
+    await admin('PUT', `/v1/admin/queues/${queue}`, {
+      teams: 2,
+      teamSize: 1,
+      rules: 'dice-race',
+      maxRatingGap: 0,
+      widenPerSecond: 0,
+      regions: ['eu', 'us'],
+    })
+    const a = await guestClient()
+    const inEu = a.matchmaking.join(queue, { region: 'eu' })
+    const queued = await within(inEu.once('queued'), 'queued')
+    const overSocket = await a.matchmaking
+      .join(queue, { region: 'us' })
+      .matched.catch((e: unknown) => e)
+    expect(overSocket).toBeInstanceOf(NexusProblem)
+    expect(overSocket).toMatchObject({ problem: 'conflict', status: 409 })
+    expect((overSocket as NexusProblem).detail).toContain("region 'eu'")
+    const overHttp = await a.matchmaking
+      .join(queue, { region: 'us', transport: 'http' })
+      .matched.catch((e: unknown) => e)
+    expect(overHttp).toBeInstanceOf(NexusProblem)
+    expect((overHttp as NexusProblem).body).toMatchObject({
+      region: 'eu',
+      ticketId: queued.ticketId,
+    })
+    // Cancelled in eu, the player can wait in us.
+    await inEu.cancel()
+    const inUs = a.matchmaking.join(queue, { region: 'us' })
+    expect((await within(inUs.once('queued'), 'queued in us')).ticketId).toMatch(
+      new RegExp(`^${queue}:us:`),
+    )
+    await inUs.cancel()
+  })
+
   it('cancel ends the ticket; stats and unknown queues', async () => {
     const queue = await duelQueue()
     const a = await guestClient()

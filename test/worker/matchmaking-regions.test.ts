@@ -1,4 +1,5 @@
 import { runInDurableObject } from 'cloudflare:test'
+import { env } from 'cloudflare:workers'
 import { describe, expect, it } from 'vitest'
 import type { MatchPool } from '../../durable-objects/match-pool.ts'
 import type { Env } from '../../workers/env.ts'
@@ -284,6 +285,37 @@ describe('one ticket per player per queue, across regions', () => {
     expect(err.message).toContain("region 'eu'")
     expect(await waiting(q, 'us')).toBe(0)
     for (const ws of [us, eu]) ws.close(1000)
+  })
+
+  it("with Neon unreachable, a socket's join that needs a new claim gets unavailable and queues nothing; once Neon is back it queues", async () => {
+    const q = await createQueue(TWO_REGIONS)
+    await rigBoth(q)
+    const g = await newGuest()
+    const us = await connect(`/v1/matchmaking/${q}?region=us`, g.token)
+    // A ticket in eu, cancelled: the us socket's claim is fenced, so its join must claim anew.
+    const eu = (await (await joinAs(q, g.token, 'eu')).json()) as Ticket
+    expect((await cancel(eu.ticketId, g.token)).status).toBe(200)
+    const setNeon = (reachable: boolean) =>
+      runInDurableObject(poolOf(q, 'us'), (inst: MatchPool) => {
+        const holder = inst as unknown as { env: Env & { realEnv?: Env } }
+        const real = holder.env.realEnv ?? holder.env
+        holder.env = reachable
+          ? real
+          : ({
+              ...real,
+              realEnv: real,
+              DATABASE_URL: env.TEST_UNREACHABLE_DATABASE_URL,
+              NEON_LOCAL_RELAY: env.TEST_UNREACHABLE_NEON_RELAY,
+            } as Env & { realEnv: Env })
+      })
+    await setNeon(false)
+    us.send(JSON.stringify({ type: 'join' }))
+    expect((await nextOfType<{ code: string }>(us, 'error', 10_000)).code).toBe('unavailable')
+    expect(await waiting(q, 'us')).toBe(0)
+    await setNeon(true)
+    us.send(JSON.stringify({ type: 'join' }))
+    expect((await nextOfType<Queued>(us, 'queued')).ticketId).toMatch(new RegExp(`^${q}:us:`))
+    us.close(1000)
   })
 
   it('a join whose claim was fenced, or taken too long ago, is refused by the pool and queues nothing', async () => {

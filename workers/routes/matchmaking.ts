@@ -121,7 +121,7 @@ async function fenceForJoin(
   try {
     r = await fenceOthers(c.env, queue, region, read.claimed)
   } catch (err) {
-    log('warn', 'queue claim not taken', {
+    log('warn', 'other regions not fenced for a join', {
       requestId: c.get('requestId'),
       queue,
       region,
@@ -395,7 +395,7 @@ async function connectClaim(
       ? { version: r.claim.versions[playerId], claimedAt: r.claim.claimedAt }
       : null
   } catch (err) {
-    log('warn', 'queue claim not taken at connect', {
+    log('warn', 'other regions not fenced at connect', {
       requestId: c.get('requestId'),
       queue,
       region,

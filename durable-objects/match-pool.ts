@@ -28,6 +28,7 @@ import {
   CLAIM_MAX_AGE_MS,
   claimQueue,
   FENCE_RETENTION_MS,
+  joinsRefused,
   type FenceEntry,
   type FenceReply,
   type QueueClaim,
@@ -509,6 +510,7 @@ export class MatchPool extends DurableObject<Env> {
     const entered = this.enqueue(input.players, input.attributes ?? null, 'http', claims)
     if (!entered.ok) {
       if ('superseded' in entered) {
+        this.countRefusal('superseded')
         return problem(
           'conflict',
           `Player '${entered.superseded[0]}' joined this queue in another region since this ` +
@@ -1265,6 +1267,7 @@ export class MatchPool extends DurableObject<Env> {
             att.playerId,
           )
           if (!claimed.ok) {
+            if (claimed.code === 'conflict') this.countRefusal('other_region')
             await this.scheduleAlarm()
             return this.sendError(ws, claimed.code, claimed.message)
           }
@@ -1280,6 +1283,7 @@ export class MatchPool extends DurableObject<Env> {
           } satisfies Attachment)
           entered = this.enqueue(players, attributes, 'socket', claimed.claim.versions)
           if (!entered.ok && 'superseded' in entered) {
+            this.countRefusal('superseded')
             await this.scheduleAlarm()
             return this.sendError(
               ws,
@@ -1518,6 +1522,11 @@ export class MatchPool extends DurableObject<Env> {
 
   private labels(): { queue: string; region: string } {
     return { queue: this.queue ?? '?', region: this.region ?? '?' }
+  }
+
+  private countRefusal(reason: 'other_region' | 'superseded'): void {
+    joinsRefused.inc({ ...this.labels(), reason })
+    void sendMetricsSoon(this.env)
   }
 
   private updateGauges(): void {

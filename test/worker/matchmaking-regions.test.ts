@@ -8,6 +8,7 @@ import {
   FENCE_RETENTION_MS,
   type FenceEntry,
 } from '../../workers/matchmaking/claims.ts'
+import { localFamilies } from '../../workers/lib/metrics.ts'
 import { pg } from './helpers/boards.ts'
 import { ADMIN_KEY, call, json, newGuest, problem } from './helpers/http.ts'
 import { connect, nextOfType, until } from './helpers/sockets.ts'
@@ -47,6 +48,17 @@ async function waiting(queue: string, region: string): Promise<number> {
   return runInDurableObject(
     poolOf(queue, region),
     async (inst: MatchPool) => (await inst.stats(region)).waitingTickets,
+  )
+}
+
+/** The refusals counted for this rule in this isolate, for a queue, region and reason. */
+function refusals(queue: string, region: string, reason: string): number {
+  const family = localFamilies().find((f) => f.name === 'nexus_matchmaking_joins_refused_total')
+  const series = (family?.series ?? []) as { labels: Record<string, string>; value: number }[]
+  return (
+    series.find(
+      (x) => x.labels.queue === queue && x.labels.region === region && x.labels.reason === reason,
+    )?.value ?? 0
   )
 }
 
@@ -107,6 +119,7 @@ describe('one ticket per player per queue, across regions', () => {
     expect(p.body).toMatchObject({ region: 'eu', ticketId: inEu.ticketId, players: [g.playerId] })
     expect(await waiting(q, 'us')).toBe(0)
     expect((await ticketOf(inEu.ticketId, g.token)).status).toBe('waiting')
+    expect(refusals(q, 'us', 'other_region')).toBe(1)
 
     // The same region again is the ticket the player has (no claim conflict with itself).
     const again = await joinAs(q, g.token, 'eu')
@@ -345,6 +358,7 @@ describe('one ticket per player per queue, across regions', () => {
     })
     expect(fenced.stale).toMatchObject({ ok: false, problem: 'conflict' })
     expect(fenced.waiting).toBe(0)
+    expect(refusals(q, 'us', 'superseded')).toBe(2)
     // A newer claim queues, and then a fence is refused: the player's ticket here is live.
     const newer = await runInDurableObject(poolOf(q, 'us'), async (inst: MatchPool) => {
       const joined = await inst.join(input(5))

@@ -2,6 +2,7 @@ import { defaultRating } from '../core/rating.ts'
 import { numberArrayLiteral, textArrayLiteral } from '../db/array-literal.ts'
 import { getSql, type DbEnv } from '../db/client.ts'
 import { log, errorFields } from '../lib/log.ts'
+import { counter } from '../lib/metrics.ts'
 import type { Env } from '../env.ts'
 import type { QueueConfig } from './config.ts'
 import { poolStub } from './stub.ts'
@@ -22,6 +23,16 @@ import { poolStub } from './stub.ts'
  * A pool also takes a claim itself when a socket's `join` finds the socket's claim fenced (the
  * player joined elsewhere since) or too old, and for a party's members.
  */
+
+/**
+ * Joins refused for this rule, by queue, region and reason: `other_region` (a player on the
+ * ticket waits in another region of the queue) or `superseded` (a player joined there while this
+ * join was under way, or the join's claim ran out).
+ */
+export const joinsRefused = counter(
+  'nexus_matchmaking_joins_refused_total',
+  'Joins refused because a player waits in another region of the queue, by reason',
+)
 
 /** Every claim is good this long after it was taken: a pool refuses an older one. */
 export const CLAIM_MAX_AGE_MS = 5 * 60_000

@@ -18,6 +18,7 @@ import { issueSessionToken } from '../lib/session-token.ts'
 import { within } from '../lib/within.ts'
 import {
   fenceOthers,
+  joinsRefused,
   readAndClaim,
   type ClaimResult,
   type JoinRead,
@@ -130,6 +131,7 @@ async function fenceForJoin(
     throw new ApiError('unavailable', 'The queue cannot be joined now; try again')
   }
   if (r.ok) return r.claim
+  joinsRefused.inc({ queue, region, reason: 'other_region' })
   const own = principal.kind === 'admin' || principal.playerId === r.playerId
   throw new ApiError(
     'conflict',

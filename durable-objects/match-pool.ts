@@ -1342,6 +1342,14 @@ export class MatchPool extends DurableObject<Env> {
       }
     }
     if (r.ok) return r
+    if ('queueChanged' in r) {
+      // Its push reaches this pool shortly; the join then gets the settings' own answer.
+      return {
+        ok: false,
+        code: 'unavailable',
+        message: "The queue's settings are changing; try again",
+      }
+    }
     return {
       ok: false,
       code: 'conflict',

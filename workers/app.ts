@@ -5,7 +5,7 @@ import { HTTPException } from 'hono/http-exception'
 import { methodNotAllowed } from 'hono/method-not-allowed'
 import { requestId } from 'hono/request-id'
 import type { AppEnv } from './app-env.ts'
-import { isDatabaseUnreachable } from './db/client.ts'
+import { isDatabaseUnreachable, isTransientDatabaseError } from './db/client.ts'
 import { errorFields, log, setLogLevel } from './lib/log.ts'
 import { ApiError, problemBody, type ProblemType } from './lib/problem.ts'
 import { observe } from './middleware/observe.ts'
@@ -157,6 +157,18 @@ export function createApp(): OpenAPIHono<AppEnv> {
       return renderProblem(
         c,
         new ApiError('unavailable', 'The database is unreachable; retry shortly'),
+      )
+    }
+    if (isTransientDatabaseError(err)) {
+      log('warn', 'database query lost a race or timed out', {
+        requestId: c.get('requestId'),
+        method: c.req.method,
+        path: c.req.path,
+        ...errorFields(err),
+      })
+      return renderProblem(
+        c,
+        new ApiError('unavailable', 'The database could not finish the request now; retry'),
       )
     }
     log('error', 'unhandled error', {

@@ -1,7 +1,12 @@
 import { env } from 'cloudflare:workers'
 import { describe, expect, it } from 'vitest'
 import { createApp } from '../../workers/app.ts'
-import { getSql, isDatabaseUnreachable } from '../../workers/db/client.ts'
+import {
+  getSql,
+  isDatabaseUnreachable,
+  isTransientDatabaseError,
+  pgErrorCode,
+} from '../../workers/db/client.ts'
 import { createBoard } from './helpers/boards.ts'
 import { bearer, call, callWithEnv, json, problem, ADMIN_KEY } from './helpers/http.ts'
 
@@ -247,5 +252,22 @@ describe('which database errors are 503', () => {
       isDatabaseUnreachable(await failure('select pg_terminate_backend(pg_backend_pid())')),
     ).toBe(true)
     expect(isDatabaseUnreachable(await failure('select * from no_such_table'))).toBe(false)
+  })
+
+  it('a query cancelled by its statement timeout (57014) may succeed again, and is 503; a wrong query is not', async () => {
+    const sql = getSql(env as never)
+    const timedOut = await sql
+      .transaction([sql.query('set local statement_timeout = 10'), sql.query('select pg_sleep(1)')])
+      .then(
+        () => null,
+        (err: unknown) => err,
+      )
+    expect(pgErrorCode(timedOut)).toBe('57014')
+    expect(isTransientDatabaseError(timedOut)).toBe(true)
+    const wrong = await sql.query('select * from no_such_table').then(
+      () => null,
+      (err: unknown) => err,
+    )
+    expect(isTransientDatabaseError(wrong)).toBe(false)
   })
 })

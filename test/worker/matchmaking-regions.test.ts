@@ -331,6 +331,26 @@ describe('one ticket per player per queue, across regions', () => {
     us.close(1000)
   })
 
+  it("a socket's join that needs a new claim after Neon's settings dropped its region (the push not yet arrived) gets unavailable and claims nothing", async () => {
+    const q = await createQueue(TWO_REGIONS)
+    await rigBoth(q)
+    const g = await newGuest()
+    const us = await connect(`/v1/matchmaking/${q}?region=us`, g.token)
+    const eu = (await (await joinAs(q, g.token, 'eu')).json()) as Ticket
+    expect((await cancel(eu.ticketId, g.token)).status).toBe(200)
+    // us leaves the queue in Neon; the us pool has not heard yet.
+    await pg()`update queues set config = jsonb_set(config, '{regions}', '["eu"]') where id = ${q}`
+    us.send(JSON.stringify({ type: 'join' }))
+    const err = await nextOfType<{ code: string; message: string }>(us, 'error')
+    expect(err).toMatchObject({ code: 'unavailable' })
+    expect(err.message).toContain('settings are changing')
+    expect(await waiting(q, 'us')).toBe(0)
+    const rows =
+      await pg()`select regions from queue_claims where queue = ${q} and player_id = ${g.playerId}`
+    expect(rows).toEqual([{ regions: { eu: 2 } }])
+    us.close(1000)
+  })
+
   it('a join whose claim was fenced, or taken too long ago, is refused by the pool and queues nothing', async () => {
     const q = await createQueue(TWO_REGIONS)
     await rigBoth(q)

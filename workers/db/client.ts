@@ -99,6 +99,19 @@ export function pgErrorCode(err: unknown): string | undefined {
 const UNAVAILABLE_SQLSTATE = /^(08...|57P0[123]|53300)$/
 
 /**
+ * SQLSTATEs of a query that lost a race or a time limit, not one that was wrong: serialization
+ * failure (40001), deadlock (40P01), lock not available (55P03), cancelled by a statement
+ * timeout (57014). The same request can succeed when sent again.
+ */
+const TRANSIENT_SQLSTATE = /^(40001|40P01|55P03|57014)$/
+
+/** Whether a failed query may succeed when sent again as it is (TRANSIENT_SQLSTATE). */
+export function isTransientDatabaseError(err: unknown): boolean {
+  const code = pgErrorCode(err)
+  return code !== undefined && TRANSIENT_SQLSTATE.test(code)
+}
+
+/**
  * Whether a failed query never got an answer from Postgres: the Neon driver could not reach its
  * endpoint (its fetch threw), the endpoint refused without a SQLSTATE (the compute is down or
  * cannot be woken), or Postgres answered that it cannot serve now (UNAVAILABLE_SQLSTATE).

@@ -54,7 +54,13 @@ export interface ClaimConflict {
   ticketId: string
 }
 
-export type ClaimResult = { ok: true; claim: QueueClaim } | ClaimConflict
+/** The queue's settings in Neon do not take this ticket in this region any more. */
+export interface QueueChanged {
+  ok: false
+  queueChanged: true
+}
+
+export type ClaimResult = { ok: true; claim: QueueClaim } | ClaimConflict | QueueChanged
 
 /** What a pool answers to a fence: done, or the live ticket that refuses it. */
 export type FenceReply = { ok: true } | { ok: false; playerId: string; ticketId: string }
@@ -73,33 +79,42 @@ interface ClaimRow {
 }
 
 /**
- * The upsert that takes the next claim on `queue` for each of `ids` (sorted: one lock order for
- * every statement, so two party joins sharing members cannot deadlock). The region is `$2`, or
- * the queue's first region when `$2` is null. Nothing is claimed unless the queue has that region
- * and takes tickets that large: a join's region comes from its caller, a claim must not name
- * regions that are not the queue's (their pools would be asked to fence), and a join refused as
- * invalid changes nothing.
+ * Takes the next claim on `queue` for each of `ids` (sorted: one lock order for every statement,
+ * so two party joins sharing members cannot deadlock), and answers with the queue as this
+ * statement saw it, so the caller validates against the very config the claim was checked
+ * against (separate statements each see their own snapshot, and a config change between them
+ * would let a refused join claim, or an accepted one not). The region is `$2`, or the queue's
+ * first region when `$2` is null. Nothing is claimed unless the queue has that region and takes
+ * tickets that large: a join's region comes from its caller, a claim must not name regions that
+ * are not the queue's (their pools would be asked to fence), and a join refused as invalid
+ * changes nothing.
  */
 const CLAIM_UPSERT = `
-  with target as (
-    select coalesce($2::text, q.config->'regions'->>0) as region
-    from queues q where q.id = $1
-  )
-  insert into queue_claims (queue, player_id, version, regions)
-  select $1, p, 1, jsonb_build_object(t.region, 1)
-  from unnest($3::text[]) as p, target t
-  where exists (
-    select 1 from queues q
-    where q.id = $1 and q.config->'regions' ? t.region
+  with q as (select config, version from queues where id = $1),
+  target as (select coalesce($2::text, q.config->'regions'->>0) as region from q),
+  claimed as (
+    insert into queue_claims (queue, player_id, version, regions)
+    select $1, p, 1, jsonb_build_object(t.region, 1)
+    from unnest($3::text[]) as p, target t, q
+    where q.config->'regions' ? t.region
       and (q.config->>'maxPartySize')::int >= cardinality($3::text[])
+    order by p
+    on conflict (queue, player_id) do update set
+      version = queue_claims.version + 1,
+      regions = queue_claims.regions
+        || jsonb_build_object((select region from target), queue_claims.version + 1),
+      claimed_at = now()
+    returning player_id, version::float8 as version, regions
   )
-  order by p
-  on conflict (queue, player_id) do update set
-    version = queue_claims.version + 1,
-    regions = queue_claims.regions
-      || jsonb_build_object((select region from target), queue_claims.version + 1),
-    claimed_at = now()
-  returning player_id, version::float8 as version, regions`
+  select (select config from q) as config, (select version from q) as version,
+    coalesce((select json_agg(claimed) from claimed), '[]'::json) as claimed`
+
+/** The one row CLAIM_UPSERT answers. */
+interface ClaimAnswer {
+  config: QueueConfig | null
+  version: number | null
+  claimed: ClaimRow[]
+}
 
 function sortedIds(playerIds: readonly string[]): string[] {
   return [...new Set(playerIds)].sort()
@@ -131,14 +146,17 @@ export async function readAndClaim(
 ): Promise<JoinRead> {
   const ids = sortedIds(playerIds)
   const sql = getSql(env)
-  const [queues, players, claimed] = (await sql.transaction([
-    sql.query(`select config, version from queues where id = $1`, [queue]),
+  const [players, [answer]] = (await sql.transaction([
     sql.query(`select id, rating from players where id = any($1::text[])`, [textArrayLiteral(ids)]),
     sql.query(CLAIM_UPSERT, [queue, region ?? null, textArrayLiteral(ids)]),
-  ])) as [{ config: QueueConfig; version: number }[], { id: string; rating: number }[], ClaimRow[]]
+  ])) as [{ id: string; rating: number }[], ClaimAnswer[]]
   const ratings = new Map(players.map((p) => [p.id, p.rating]))
   for (const id of ids) if (!ratings.has(id)) ratings.set(id, defaultRating().rating)
-  return { queue: queues[0] ?? null, ratings, claimed }
+  return {
+    queue: answer!.config ? { config: answer!.config, version: answer!.version! } : null,
+    ratings,
+    claimed: answer!.claimed,
+  }
 }
 
 /**
@@ -153,13 +171,16 @@ export async function claimQueue(
   region: string,
   playerIds: readonly string[],
 ): Promise<ClaimResult> {
-  const sql = getSql(env)
-  const rows = (await sql.query(CLAIM_UPSERT, [
+  const ids = sortedIds(playerIds)
+  const [answer] = (await getSql(env).query(CLAIM_UPSERT, [
     queue,
     region,
-    textArrayLiteral(sortedIds(playerIds)),
-  ])) as ClaimRow[]
-  return fenceOthers(env, queue, region, rows)
+    textArrayLiteral(ids),
+  ])) as ClaimAnswer[]
+  // The queue as Neon holds it no longer takes this ticket here (a region or size change on its
+  // way to the pool): nothing was claimed, and the pool, once told, refuses the join as invalid.
+  if (answer!.claimed.length < ids.length) return { ok: false, queueChanged: true }
+  return fenceOthers(env, queue, region, answer!.claimed)
 }
 
 /**
@@ -171,7 +192,7 @@ export async function fenceOthers(
   queue: string,
   region: string,
   rows: readonly ClaimRow[],
-): Promise<ClaimResult> {
+): Promise<{ ok: true; claim: QueueClaim } | ClaimConflict> {
   const claimedAt = Date.now()
   const versions: Record<string, number> = {}
   const fences = new Map<string, FenceEntry[]>()

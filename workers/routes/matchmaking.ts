@@ -20,7 +20,6 @@ import {
   fenceOthers,
   joinsRefused,
   readAndClaim,
-  type ClaimResult,
   type JoinRead,
   type QueueClaim,
 } from '../matchmaking/claims.ts'
@@ -118,7 +117,8 @@ async function fenceForJoin(
   read: JoinRead,
   principal: Principal,
 ): Promise<QueueClaim> {
-  let r: ClaimResult
+  // Validated against the config the claim was checked against: every player has a claim.
+  let r: Awaited<ReturnType<typeof fenceOthers>>
   try {
     r = await fenceOthers(c.env, queue, region, read.claimed)
   } catch (err) {

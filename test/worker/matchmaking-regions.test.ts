@@ -103,6 +103,20 @@ function holdFences(queue: string, region: string) {
   }
 }
 
+/**
+ * A player's socket in us whose claim is fenced: the player then queued in eu and cancelled, so
+ * the socket's next join must take a new claim.
+ */
+async function socketWithFencedClaim() {
+  const q = await createQueue(TWO_REGIONS)
+  await rigBoth(q)
+  const g = await newGuest()
+  const us = await connect(`/v1/matchmaking/${q}?region=us`, g.token)
+  const eu = (await (await joinAs(q, g.token, 'eu')).json()) as Ticket
+  expect((await cancel(eu.ticketId, g.token)).status).toBe(200)
+  return { q, g, us }
+}
+
 describe('one ticket per player per queue, across regions', () => {
   it('a join in a second region while the first ticket waits is refused (409 naming it) and queues nothing; after a cancel it queues there', async () => {
     const q = await createQueue(TWO_REGIONS)
@@ -301,13 +315,7 @@ describe('one ticket per player per queue, across regions', () => {
   })
 
   it("with Neon unreachable, a socket's join that needs a new claim gets unavailable and queues nothing; once Neon is back it queues", async () => {
-    const q = await createQueue(TWO_REGIONS)
-    await rigBoth(q)
-    const g = await newGuest()
-    const us = await connect(`/v1/matchmaking/${q}?region=us`, g.token)
-    // A ticket in eu, cancelled: the us socket's claim is fenced, so its join must claim anew.
-    const eu = (await (await joinAs(q, g.token, 'eu')).json()) as Ticket
-    expect((await cancel(eu.ticketId, g.token)).status).toBe(200)
+    const { q, us } = await socketWithFencedClaim()
     const setNeon = (reachable: boolean) =>
       runInDurableObject(poolOf(q, 'us'), (inst: MatchPool) => {
         const holder = inst as unknown as { env: Env & { realEnv?: Env } }
@@ -332,12 +340,7 @@ describe('one ticket per player per queue, across regions', () => {
   })
 
   it("a socket's join that needs a new claim after Neon's settings dropped its region (the push not yet arrived) gets unavailable and claims nothing", async () => {
-    const q = await createQueue(TWO_REGIONS)
-    await rigBoth(q)
-    const g = await newGuest()
-    const us = await connect(`/v1/matchmaking/${q}?region=us`, g.token)
-    const eu = (await (await joinAs(q, g.token, 'eu')).json()) as Ticket
-    expect((await cancel(eu.ticketId, g.token)).status).toBe(200)
+    const { q, g, us } = await socketWithFencedClaim()
     // us leaves the queue in Neon; the us pool has not heard yet.
     await pg()`update queues set config = jsonb_set(config, '{regions}', '["eu"]') where id = ${q}`
     us.send(JSON.stringify({ type: 'join' }))

@@ -5,6 +5,7 @@ import type { LeaderboardConfig } from './core/leaderboard.ts'
 import { boardStub } from './leaderboards/stub.ts'
 import { errorFields, log, setLogLevel } from './lib/log.ts'
 import { counter } from './lib/metrics.ts'
+import { pruneIdleClaims } from './matchmaking/claims.ts'
 import { retryStalePartyTickets } from './parties/stale-tickets.ts'
 
 const cronRuns = counter(
@@ -20,13 +21,19 @@ const LOOKBACK_MS = 10 * 60 * 1000
  * The every-minute cron: a safety net for the boards' own alarms. It walks every scheduled board
  * in pages and pokes those whose cycle boundary passed recently, so a board whose alarm was lost
  * still closes on time. Poking is idempotent: a board that already rolled over does nothing.
- * Then it pushes board configurations whose push a PUT lost, and cancels party tickets a
- * membership change could not reach (`retryStalePartyTickets`).
+ * Then it pushes board configurations whose push a PUT lost, cancels party tickets a
+ * membership change could not reach (`retryStalePartyTickets`), and prunes idle claims on queues
+ * (`pruneIdleClaims`).
  */
 export async function runScheduled(
   env: Env,
   now: number,
-): Promise<{ poked: number; configsPushed: number; staleTicketsCancelled: number }> {
+): Promise<{
+  poked: number
+  configsPushed: number
+  staleTicketsCancelled: number
+  claimsPruned: number
+}> {
   setLogLevel(env.LOG_LEVEL)
   // Each job on its own: one failing (Neon down, say) does not skip the others.
   const poked = await job('boards not walked', () => pokeBoards(env, now))
@@ -34,7 +41,8 @@ export async function runScheduled(
   const staleTicketsCancelled = await job('stale party tickets not retried', () =>
     retryStalePartyTickets(env),
   )
-  return { poked, configsPushed, staleTicketsCancelled }
+  const claimsPruned = await job('idle queue claims not pruned', () => pruneIdleClaims(env))
+  return { poked, configsPushed, staleTicketsCancelled, claimsPruned }
 }
 
 /** Runs one of the cron's jobs; a failure is logged and counts as nothing done. */

@@ -3,6 +3,7 @@ import { env } from 'cloudflare:workers'
 import { describe, expect, it } from 'vitest'
 import type { MatchPool } from '../../durable-objects/match-pool.ts'
 import type { Env } from '../../workers/env.ts'
+import { runScheduled } from '../../workers/scheduled.ts'
 import {
   CLAIM_MAX_AGE_MS,
   FENCE_RETENTION_MS,
@@ -389,6 +390,42 @@ describe('one ticket per player per queue, across regions', () => {
     })
     expect(newer.joined).toMatchObject({ ok: true, existing: false })
     expect(newer.reply).toMatchObject({ ok: false, playerId: player })
+  })
+
+  it('the cron prunes claims idle for two hours; recent ones stay, and a pruned player joins again at version 1', async () => {
+    const q = await createQueue(TWO_REGIONS)
+    await rigBoth(q)
+    const [idle, recent] = [`${q}-idle`, `${q}-recent`]
+    for (const [playerId, region] of [
+      [idle, 'eu'],
+      [recent, 'us'],
+    ]) {
+      const res = await call(
+        `/v1/matchmaking/${q}/tickets`,
+        json('POST', { playerId, region }, ADMIN_KEY),
+      )
+      expect(res.status).toBe(201)
+      const t = (await res.json()) as Ticket
+      expect((await cancel(t.ticketId, ADMIN_KEY)).status).toBe(200)
+    }
+    await pg()`update queue_claims set claimed_at = now() - interval '2 hours 1 minute'
+      where queue = ${q} and player_id = ${idle}`
+    await pg()`update queue_claims set claimed_at = now() - interval '1 hour 59 minutes'
+      where queue = ${q} and player_id = ${recent}`
+    const { claimsPruned } = await runScheduled(env as never, Date.now())
+    expect(claimsPruned).toBeGreaterThanOrEqual(1)
+    const left =
+      await pg()`select player_id from queue_claims where queue = ${q} order by player_id`
+    expect(left).toEqual([{ player_id: recent }])
+    // A new row for the idle player, in the other region: nothing of the old one refuses it.
+    const again = await call(
+      `/v1/matchmaking/${q}/tickets`,
+      json('POST', { playerId: idle, region: 'us' }, ADMIN_KEY),
+    )
+    expect(again.status).toBe(201)
+    const [row] = await pg()`select version::int as version, regions from queue_claims
+      where queue = ${q} and player_id = ${idle}`
+    expect(row).toEqual({ version: 1, regions: { us: 1 } })
   })
 
   it('a join refused as invalid (unknown region, party too large, unknown queue) takes no claim', async () => {

@@ -153,7 +153,11 @@ export const queueClaims = pgTable(
     regions: jsonb('regions').$type<Record<string, number>>().notNull(),
     claimedAt: timestamp('claimed_at', { withTimezone: true }).notNull().defaultNow(),
   },
-  (t) => [primaryKey({ columns: [t.queue, t.playerId] })],
+  (t) => [
+    primaryKey({ columns: [t.queue, t.playerId] }),
+    // The cron prunes claims idle past any ticket's life (`pruneIdleClaims`).
+    index('queue_claims_claimed_at_idx').on(t.claimedAt),
+  ],
 )
 
 /** Every game session created (by the matchmaker or an admin), for listing and auditing. */

@@ -71,6 +71,36 @@ export interface FenceEntry {
   upTo: number
 }
 
+/**
+ * A claim row untouched this long is pruned by the cron. Safe because nothing it stood for is
+ * left by then: a ticket is made within CLAIM_MAX_AGE_MS of its claim and lives at most an hour
+ * (`ticketTtlSeconds` ≤ 3600) plus the minutes a match's session creation may retry; fences
+ * from it are gone after FENCE_RETENTION_MS, and sockets' claims after CLAIM_MAX_AGE_MS. The
+ * player's next join starts a new row at version 1, which no remaining fence refuses.
+ */
+export const CLAIM_IDLE_HOURS = 2
+
+/** Idle claim rows the cron deletes per run; more wait for the next minute. */
+const PRUNE_BATCH = 5_000
+
+/**
+ * For the cron: deletes claim rows idle for CLAIM_IDLE_HOURS (at most PRUNE_BATCH), so
+ * `queue_claims` holds only recent players, not everyone who ever joined. A join racing the
+ * delete either updates the row first (it is then not idle and stays) or makes a new one.
+ */
+export async function pruneIdleClaims(env: DbEnv): Promise<number> {
+  const rows = await getSql(env).query(
+    `delete from queue_claims
+      where (queue, player_id) in (
+              select queue, player_id from queue_claims
+               where claimed_at < now() - make_interval(hours => ${CLAIM_IDLE_HOURS})
+               order by claimed_at limit ${PRUNE_BATCH})
+        and claimed_at < now() - make_interval(hours => ${CLAIM_IDLE_HOURS})
+      returning 1`,
+  )
+  return rows.length
+}
+
 /** What the claim upsert returns for each player. */
 interface ClaimRow {
   player_id: string

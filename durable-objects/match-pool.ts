@@ -602,13 +602,19 @@ export class MatchPool extends DurableObject<Env> {
     return { ok: true, ticketId, existing: false }
   }
 
-  /** Of `ids`, the players whose claim is missing from `claims` or fenced here. */
+  /**
+   * Of `ids`, the players whose claim is missing from `claims` or fenced here. A fence past
+   * FENCE_RETENTION_MS counts for nothing even before a sweep deletes it: every claim it refused
+   * has aged out, and a claim row pruned since restarts its versions below it.
+   */
   private fenced(ids: string[], claims: Readonly<Record<string, number>>): string[] {
     const fences = new Map(
       all<{ player_id: string; up_to: number }>(
         this.sql,
-        `SELECT player_id, up_to FROM fences WHERE player_id IN (${ids.map(() => '?').join(',')})`,
+        `SELECT player_id, up_to FROM fences
+         WHERE player_id IN (${ids.map(() => '?').join(',')}) AND at >= ?`,
         ...ids,
+        Date.now() - FENCE_RETENTION_MS,
       ).map((f) => [f.player_id, f.up_to]),
     )
     return ids.filter((id) => {

@@ -392,6 +392,26 @@ describe('one ticket per player per queue, across regions', () => {
     expect(newer.reply).toMatchObject({ ok: false, playerId: player })
   })
 
+  it('a fence past its 15 minutes refuses nothing, swept or not (a pruned claim row restarts at version 1)', async () => {
+    const q = await createQueue(TWO_REGIONS)
+    await rigBoth(q)
+    const player = `${q}-back`
+    const joined = await runInDurableObject(poolOf(q, 'us'), async (inst: MatchPool, state) => {
+      await inst.fence([{ playerId: player, upTo: 7 }])
+      // As if set 16 minutes ago, in a pool that has had no alarm since to sweep it.
+      state.storage.sql.exec(`UPDATE fences SET at = at - ?`, FENCE_RETENTION_MS + 60_000)
+      return inst.join({
+        queue: q,
+        region: 'us',
+        config: { ...DUEL, ...TWO_REGIONS } as never,
+        version: 1,
+        players: [{ playerId: player, rating: 1500 }],
+        claim: { versions: { [player]: 1 }, claimedAt: Date.now() },
+      })
+    })
+    expect(joined).toMatchObject({ ok: true, existing: false })
+  })
+
   it('the cron prunes claims idle for two hours; recent ones stay, and a pruned player joins again at version 1', async () => {
     const q = await createQueue(TWO_REGIONS)
     await rigBoth(q)

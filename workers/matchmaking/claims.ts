@@ -37,7 +37,10 @@ export const joinsRefused = counter(
 /** Every claim is good this long after it was taken: a pool refuses an older one. */
 export const CLAIM_MAX_AGE_MS = 5 * 60_000
 
-/** How long a pool keeps a fence: well past CLAIM_MAX_AGE_MS, so no claim it fences outlives it. */
+/**
+ * How long a fence counts (and is kept): well past CLAIM_MAX_AGE_MS, so no claim it refuses
+ * outlives it.
+ */
 export const FENCE_RETENTION_MS = 15 * 60_000
 
 /** The claims a join holds: each player's version, and when they were taken (real time). */
@@ -67,7 +70,7 @@ export type FenceReply = { ok: true } | { ok: false; playerId: string; ticketId:
 
 export interface FenceEntry {
   playerId: string
-  /** Every claim of this player up to this version is refused from now on. */
+  /** Every claim of this player up to this version is refused from now on (FENCE_RETENTION_MS). */
   upTo: number
 }
 

@@ -27,6 +27,7 @@ import {
 import {
   CLAIM_MAX_AGE_MS,
   claimQueue,
+  conflictDetail,
   FENCE_RETENTION_MS,
   joinsRefused,
   type FenceEntry,
@@ -278,6 +279,11 @@ function problem(
   extensions?: Record<string, unknown>,
 ): PoolProblem {
   return { ok: false, problem: p, detail, ...(extensions ? { extensions } : {}) }
+}
+
+/** A claim still within CLAIM_MAX_AGE_MS of its taking (real time), or null. */
+function unexpired(claim: SocketClaim | null | undefined): SocketClaim | null {
+  return claim && Date.now() - claim.claimedAt <= CLAIM_MAX_AGE_MS ? claim : null
 }
 
 function rulesOf(config: QueueConfig): QueueRules {
@@ -628,8 +634,9 @@ export class MatchPool extends DurableObject<Env> {
    * claim ages out, so a pool need keep a fence only FENCE_RETENTION_MS.
    */
   private goodClaim(playerId: string, claim: SocketClaim | null | undefined): SocketClaim | null {
-    if (!claim || Date.now() - claim.claimedAt > CLAIM_MAX_AGE_MS) return null
-    return this.fenced([playerId], { [playerId]: claim.version }).length === 0 ? claim : null
+    const fresh = unexpired(claim)
+    if (!fresh) return null
+    return this.fenced([playerId], { [playerId]: fresh.version }).length === 0 ? fresh : null
   }
 
   /**
@@ -959,25 +966,14 @@ export class MatchPool extends DurableObject<Env> {
       if (!row || row.state !== 'pending') return
       const setup = JSON.parse(row.setup) as SessionSetup
       let result: CreateSessionResult
-      let timer: ReturnType<typeof setTimeout> | undefined
       try {
-        result = await Promise.race([
-          this.sessionCreator(setup),
-          new Promise<never>((_, reject) => {
-            timer = setTimeout(
-              () => reject(new Error(`no answer within ${CREATE_LEASE_MS} ms`)),
-              CREATE_LEASE_MS,
-            )
-          }),
-        ])
+        result = await within(this.sessionCreator(setup), CREATE_LEASE_MS, 'session creation')
       } catch (err) {
         result = {
           ok: false,
           problem: 'unavailable',
           detail: err instanceof Error ? err.message : String(err),
         }
-      } finally {
-        clearTimeout(timer)
       }
       if (result.ok) await this.completeMatch(row, setup)
       else this.failAttempt(row, result)
@@ -1257,8 +1253,9 @@ export class MatchPool extends DurableObject<Env> {
         }
         const players = party?.players ?? [{ playerId: att.playerId, rating: att.rating }]
         const attributes = msg.attributes ?? null
-        // The socket's own claim (read now: a fence may have dropped it since the frame came).
-        const held = this.goodClaim(att.playerId, (ws.deserializeAttachment() as Attachment).claim)
+        // The socket's own claim (read now: a fence may have dropped it since the frame came);
+        // `enqueue` checks it against the fences.
+        const held = unexpired((ws.deserializeAttachment() as Attachment).claim)
         let entered = this.enqueue(
           players,
           attributes,
@@ -1356,15 +1353,7 @@ export class MatchPool extends DurableObject<Env> {
         message: "The queue's settings are changing; try again",
       }
     }
-    return {
-      ok: false,
-      code: 'conflict',
-      message:
-        r.playerId === caller
-          ? `You already wait in region '${r.region}' of this queue (ticket ${r.ticketId}): ` +
-            'cancel it there to join here'
-          : `Player '${r.playerId}' already waits in region '${r.region}' of this queue`,
-    }
+    return { ok: false, code: 'conflict', message: conflictDetail(r, caller) }
   }
 
   /**

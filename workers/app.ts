@@ -145,31 +145,25 @@ export function createApp(): OpenAPIHono<AppEnv> {
       const problem = httpExceptionProblems[err.status]
       if (problem) return renderProblem(c, new ApiError(problem, err.message || undefined))
     }
-    if (isDatabaseUnreachable(err)) {
+    // The database could not serve the request now (not that the request was wrong): 503.
+    const unavailable = isDatabaseUnreachable(err)
+      ? { what: 'database unreachable', detail: 'The database is unreachable; retry shortly' }
+      : isTransientDatabaseError(err)
+        ? {
+            what: 'database query lost a race or timed out',
+            detail: 'The database could not finish the request now; retry',
+          }
+        : null
+    if (unavailable) {
       const cause = (err as { cause?: unknown }).cause
-      log('warn', 'database unreachable', {
+      log('warn', unavailable.what, {
         requestId: c.get('requestId'),
         method: c.req.method,
         path: c.req.path,
         ...errorFields(err),
         ...(cause === undefined ? {} : { cause: String(cause) }),
       })
-      return renderProblem(
-        c,
-        new ApiError('unavailable', 'The database is unreachable; retry shortly'),
-      )
-    }
-    if (isTransientDatabaseError(err)) {
-      log('warn', 'database query lost a race or timed out', {
-        requestId: c.get('requestId'),
-        method: c.req.method,
-        path: c.req.path,
-        ...errorFields(err),
-      })
-      return renderProblem(
-        c,
-        new ApiError('unavailable', 'The database could not finish the request now; retry'),
-      )
+      return renderProblem(c, new ApiError('unavailable', unavailable.detail))
     }
     log('error', 'unhandled error', {
       requestId: c.get('requestId'),

@@ -3,6 +3,7 @@ import type { Env } from '../env.ts'
 import { errorFields, log } from './log.ts'
 import { type Family, type MetricsBatch, mergeFamilies } from './metric-families.ts'
 import { acknowledgeBatch, hasUnsentMetrics, localFamilies, takeBatch } from './metrics.ts'
+import { within } from './within.ts'
 
 /**
  * Moves this isolate's metrics to the MetricsHub and reads the totals back for `/metrics`.
@@ -128,10 +129,6 @@ async function sendLoop(env: Pick<Env, 'METRICS_HUB'>, me: { beat: number }): Pr
 export async function clusterMetrics(
   env: Pick<Env, 'METRICS_HUB'>,
 ): Promise<{ families: Family[]; scope: 'cluster' | 'isolate' }> {
-  let timer: ReturnType<typeof setTimeout> | undefined
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error('metrics hub timed out')), HUB_TIMEOUT_MS)
-  })
   try {
     const read = (async () => {
       await sendMetrics(env)
@@ -139,12 +136,10 @@ export async function clusterMetrics(
         Array.from({ length: METRICS_HUB_SHARDS }, (_, shard) => hub(env, shard).families()),
       )
     })()
-    const shards = await Promise.race([read, timeout])
+    const shards = await within(read, HUB_TIMEOUT_MS, 'metrics hub')
     return { families: mergeFamilies(shards, localFamilies()), scope: 'cluster' }
   } catch (err) {
     log('warn', 'metrics hub unavailable; serving this isolate only', errorFields(err))
     return { families: localFamilies(), scope: 'isolate' }
-  } finally {
-    clearTimeout(timer)
   }
 }

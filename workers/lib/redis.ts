@@ -1,6 +1,7 @@
 import { Redis } from '@upstash/redis/cloudflare'
 import { counter, gauge } from './metrics.ts'
 import { errorFields, log } from './log.ts'
+import { within } from './within.ts'
 
 const redisFailures = counter('nexus_redis_failures_total', 'Redis calls that failed or timed out')
 const redisSkipped = counter(
@@ -64,7 +65,7 @@ export class RedisAccelerator {
     }
     if (state === 'half-open') this.trialInFlight = true
     try {
-      const result = await withDeadline(fn(this.redis), this.timeoutMs)
+      const result = await within(fn(this.redis), this.timeoutMs, 'Redis')
       this.consecutiveFailures = 0
       redisCircuitOpen.set({}, 0)
       return result
@@ -79,7 +80,7 @@ export class RedisAccelerator {
   /** Probes Redis regardless of the breaker, for readiness checks. */
   async ping(timeoutMs = 1000): Promise<boolean> {
     try {
-      return (await withDeadline(this.redis.ping(), timeoutMs)) === 'PONG'
+      return (await within(this.redis.ping(), timeoutMs, 'Redis')) === 'PONG'
     } catch {
       return false
     }
@@ -98,21 +99,6 @@ export class RedisAccelerator {
       failures: this.consecutiveFailures,
     })
   }
-}
-
-class DeadlineExceeded extends Error {
-  constructor(ms: number) {
-    super(`Redis did not answer within ${ms} ms`)
-    this.name = 'DeadlineExceeded'
-  }
-}
-
-function withDeadline<T>(p: Promise<T>, ms: number): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined
-  const deadline = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new DeadlineExceeded(ms)), ms)
-  })
-  return Promise.race([p, deadline]).finally(() => clearTimeout(timer))
 }
 
 export interface RedisEnv {

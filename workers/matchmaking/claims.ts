@@ -65,6 +65,17 @@ export interface QueueChanged {
 
 export type ClaimResult = { ok: true; claim: QueueClaim } | ClaimConflict | QueueChanged
 
+/**
+ * Why a join is refused for a conflict, in words: the ticket is named only to its own player
+ * (`caller`) or the admin key (`caller` null).
+ */
+export function conflictDetail(c: ClaimConflict, caller: string | null): string {
+  const where = `Player '${c.playerId}' already waits in region '${c.region}' of this queue`
+  return caller === null || caller === c.playerId
+    ? `${where} (ticket ${c.ticketId}): cancel it to join here`
+    : where
+}
+
 /** What a pool answers to a fence: done, or the live ticket that refuses it. */
 export type FenceReply = { ok: true } | { ok: false; playerId: string; ticketId: string }
 

@@ -17,6 +17,7 @@ import { ApiError, apiErrorFrom } from '../lib/problem.ts'
 import { issueSessionToken } from '../lib/session-token.ts'
 import { within } from '../lib/within.ts'
 import {
+  conflictDetail,
   fenceOthers,
   joinsRefused,
   readAndClaim,
@@ -132,15 +133,13 @@ async function fenceForJoin(
   }
   if (r.ok) return r.claim
   joinsRefused.inc({ queue, region, reason: 'other_region' })
-  const own = principal.kind === 'admin' || principal.playerId === r.playerId
-  throw new ApiError(
-    'conflict',
-    own
-      ? `Player '${r.playerId}' already waits in region '${r.region}' of this queue: cancel that ` +
-          'ticket to join here'
-      : `Player '${r.playerId}' already waits in region '${r.region}' of this queue`,
-    { players: [r.playerId], region: r.region, ...(own ? { ticketId: r.ticketId } : {}) },
-  )
+  const caller = principal.kind === 'admin' ? null : principal.playerId
+  const own = caller === null || caller === r.playerId
+  throw new ApiError('conflict', conflictDetail(r, caller), {
+    players: [r.playerId],
+    region: r.region,
+    ...(own ? { ticketId: r.ticketId } : {}),
+  })
 }
 
 /** Adds session tokens to a matched ticket: the caller's own, or everyone's for the admin key. */

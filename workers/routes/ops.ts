@@ -6,6 +6,7 @@ import { clusterMetrics } from '../lib/metrics-flush.ts'
 import { ApiError, problemBody } from '../lib/problem.ts'
 import { getRedis } from '../lib/redis.ts'
 import { requireMetricsReader } from '../middleware/auth.ts'
+import { within } from '../lib/within.ts'
 import { docsPage } from './docs-page.ts'
 
 export const ops = new Hono<AppEnv>()
@@ -17,19 +18,11 @@ ops.get('/health', (c) => c.json({ status: 'ok' }))
 type Check = 'up' | 'down' | 'not-configured'
 
 async function probe(run: () => Promise<unknown>): Promise<Check> {
-  let timer: ReturnType<typeof setTimeout> | undefined
   try {
-    await Promise.race([
-      run(),
-      new Promise((_, reject) => {
-        timer = setTimeout(() => reject(new Error('probe timed out')), PROBE_TIMEOUT_MS)
-      }),
-    ])
+    await within(run(), PROBE_TIMEOUT_MS, 'probe')
     return 'up'
   } catch {
     return 'down'
-  } finally {
-    clearTimeout(timer)
   }
 }
 

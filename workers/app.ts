@@ -127,6 +127,12 @@ export function createApp(): OpenAPIHono<AppEnv> {
     scheme: 'bearer',
     bearerFormat: 'JWT or admin key',
   })
+  app.openAPIRegistry.registerComponent('securitySchemes', 'token', {
+    type: 'apiKey',
+    in: 'query',
+    name: 'token',
+    description: 'WebSocket upgrades only: browsers cannot set a header on a socket',
+  })
 
   app.notFound((c) =>
     renderProblem(c, new ApiError('not-found', `No route for ${c.req.method} ${c.req.path}`)),

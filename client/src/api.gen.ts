@@ -137,7 +137,7 @@ export interface Schemas {
     teams: number
     teamSize: number
     rules: string
-    /** Options for the rules module */
+    /** Options for the rules module; at most 4096 bytes of JSON, 8 levels deep */
     rulesOptions?: unknown
     maxRatingGap: number
     widenPerSecond: number
@@ -216,7 +216,7 @@ export interface Schemas {
       /** Team index; default: the player’s position (everyone for themselves) */
       team?: number
     }>
-    /** Rules options, e.g. dice-race `{"target": 10}` */
+    /** Rules options, e.g. dice-race `{"target": 10}`; at most 4096 bytes of JSON, 8 levels deep */
     options?: Record<string, unknown>
     /** Winners get score 1 on this board at the end */
     leaderboardId?: string
@@ -883,6 +883,7 @@ export interface Paths {
         401: Schemas['Problem']
         403: Schemas['Problem']
         409: Schemas['Problem']
+        422: Schemas['Problem']
         500: Schemas['Problem']
         503: Schemas['Problem']
       }
@@ -1070,7 +1071,6 @@ export interface Paths {
       query: {
         from?: number
         limit?: number
-        token?: string
       }
       headers: Record<string, never>
       body: undefined

@@ -1,11 +1,52 @@
-import { OpenAPIHono, z } from '@hono/zod-openapi'
+import { createRoute as createOpenApiRoute, OpenAPIHono, z } from '@hono/zod-openapi'
+import type { RouteConfig } from '@hono/zod-openapi'
 import type { Context } from 'hono'
 import type { AppEnv } from '../app-env.ts'
-import { NOT_STORABLE_REASON, storableText } from '../core/rules/json.ts'
+import { checkJson, NOT_STORABLE_REASON, storableText } from '../core/rules/json.ts'
+import type { JsonLimits } from '../core/rules/json.ts'
 import { ApiError, PROBLEM_TYPE_PREFIX } from './problem.ts'
 
 /** At most this many validation issues are reported, so an error body stays small. */
 const MAX_REPORTED_ISSUES = 20
+
+/** The OpenAPI security requirement of a route that takes `Authorization: Bearer`. */
+export const BEARER: Record<string, string[]>[] = [{ bearer: [] }]
+/** Either credential of a WebSocket route: the header, or `?token=` (browsers cannot set it). */
+export const BEARER_OR_QUERY_TOKEN: Record<string, string[]>[] = [{ bearer: [] }, { token: [] }]
+
+const authenticating = new WeakSet<object>()
+const authenticatingSometimes = new WeakSet<object>()
+
+/** Marks a middleware that requires a credential, so routes using it say so in the OpenAPI document. */
+export function requiresCredential<T extends object>(middleware: T): T {
+  authenticating.add(middleware)
+  return middleware
+}
+
+/** Marks a middleware that requires a credential for some requests only (`me` in the path). */
+export function mayRequireCredential<T extends object>(middleware: T): T {
+  authenticatingSometimes.add(middleware)
+  return middleware
+}
+
+/**
+ * `createRoute` that declares `security: bearer` for every route whose middleware requires a
+ * credential, so the document cannot drift from what the routes enforce. A route that checks
+ * its credential itself (sockets, session reads) sets `security` explicitly.
+ */
+export function createRoute<P extends string, R extends Omit<RouteConfig, 'path'> & { path: P }>(
+  config: R,
+) {
+  const middleware = [config.middleware ?? []].flat().filter((m) => typeof m === 'function')
+  const security = middleware.some((m) => authenticating.has(m))
+    ? BEARER
+    : middleware.some((m) => authenticatingSometimes.has(m))
+      ? [{}, ...BEARER]
+      : undefined
+  return createOpenApiRoute(
+    config.security === undefined && security ? ({ ...config, security } as R) : config,
+  )
+}
 
 /**
  * A router for one resource. Request validation failures become 422 `validation` problems that
@@ -34,6 +75,20 @@ export function newRouter(): OpenAPIHono<AppEnv> {
         )
       }
     },
+  })
+}
+
+/**
+ * A free-form JSON field (metadata, a reward, rules options): plain JSON that PostgreSQL can
+ * store, at most `limits.maxBytes` of UTF-8 and `limits.maxDepth` levels deep. The walk is
+ * iterative and stops at the first bound crossed, so hostile nesting is a 422, never a stack
+ * overflow in a check or in the hashing and storing after it.
+ * @example const Metadata = boundedJson(z.record(z.string(), z.unknown()), { maxBytes: 4096, maxDepth: 8 })
+ */
+export function boundedJson<T extends z.ZodType>(schema: T, limits: JsonLimits) {
+  return schema.superRefine((value, ctx) => {
+    const checked = checkJson(value, limits)
+    if (!checked.ok) ctx.addIssue({ code: 'custom', message: checked.reason })
   })
 }
 

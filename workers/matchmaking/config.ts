@@ -1,13 +1,16 @@
 import { z } from '@hono/zod-openapi'
 import { eq, sql } from 'drizzle-orm'
-import { createMatch, getRules, isRuleError, rulesNames } from '../core/rules/index.ts'
+import {
+  createMatch,
+  getRules,
+  isRuleError,
+  RULES_OPTIONS_LIMITS,
+  rulesNames,
+} from '../core/rules/index.ts'
+import { checkJson } from '../core/rules/json.ts'
 import { getDb, type DbEnv } from '../db/client.ts'
 import { queues } from '../db/schema.ts'
-import { ResourceId } from '../lib/openapi.ts'
-import { NOT_STORABLE_REASON, storableJson } from '../core/rules/json.ts'
-
-/** Rules options are stored with the queue and copied into every session; keep them small. */
-const MAX_RULES_OPTIONS_BYTES = 4096
+import { boundedJson, ResourceId } from '../lib/openapi.ts'
 
 /** Region names: short, lowercase, URL-safe (`eu`, `us-east`). */
 export const RegionId = z
@@ -47,11 +50,11 @@ export const QueueConfigInput = z
       .string()
       .refine((r) => rulesNames.includes(r), `one of: ${rulesNames.join(', ')}`)
       .openapi({ example: 'dice-race' }),
-    rulesOptions: z
-      .unknown()
-      .refine(storableJson, NOT_STORABLE_REASON)
+    rulesOptions: boundedJson(z.unknown(), RULES_OPTIONS_LIMITS)
       .optional()
-      .openapi({ description: 'Options for the rules module' }),
+      .openapi({
+        description: `Options for the rules module; at most ${RULES_OPTIONS_LIMITS.maxBytes} bytes of JSON, ${RULES_OPTIONS_LIMITS.maxDepth} levels deep`,
+      }),
     maxRatingGap: z.number().min(0).max(10_000).openapi({ example: 100 }),
     widenPerSecond: z.number().min(0).max(10_000).openapi({ example: 10 }),
     maxWidenedGap: z
@@ -95,24 +98,19 @@ export const QueueConfigInput = z
           path: ['teamSize'],
           message: `${q.rules} needs ${rules.players.min} to ${rules.players.max} players; teams × teamSize is ${size}`,
         })
-      } else if (q.rulesOptions !== undefined) {
-        const text = JSON.stringify(q.rulesOptions)
-        if (new TextEncoder().encode(text).length > MAX_RULES_OPTIONS_BYTES) {
-          ctx.addIssue({
-            code: 'custom',
-            path: ['rulesOptions'],
-            message: `at most ${MAX_RULES_OPTIONS_BYTES} bytes of JSON`,
-          })
-        } else {
-          // A trial start refuses options the rules would refuse when the first match starts.
-          const roster = Array.from({ length: size }, (_, i) => ({
-            playerId: `p${i}`,
-            team: i % q.teams,
-          }))
-          const trial = createMatch(rules, { roster, seed: 'validate', options: q.rulesOptions })
-          if (isRuleError(trial)) {
-            ctx.addIssue({ code: 'custom', path: ['rulesOptions'], message: trial.error.message })
-          }
+      } else if (
+        q.rulesOptions !== undefined &&
+        // Options out of bounds are reported by their field's own check.
+        checkJson(q.rulesOptions, RULES_OPTIONS_LIMITS).ok
+      ) {
+        // A trial start refuses options the rules would refuse when the first match starts.
+        const roster = Array.from({ length: size }, (_, i) => ({
+          playerId: `p${i}`,
+          team: i % q.teams,
+        }))
+        const trial = createMatch(rules, { roster, seed: 'validate', options: q.rulesOptions })
+        if (isRuleError(trial)) {
+          ctx.addIssue({ code: 'custom', path: ['rulesOptions'], message: trial.error.message })
         }
       }
     }

@@ -48,3 +48,25 @@ export const jsonBody = (): MiddlewareHandler<AppEnv> =>
     }
     await next()
   }
+
+/**
+ * For a POST that takes no input (form a party, accept an invite): no body, or `{}`. A field
+ * sent anyway is a 422 naming it, so a client that thinks it is passing something learns that
+ * it is not. The body was parsed by `jsonBody` already.
+ */
+export const noBodyFields = (): MiddlewareHandler<AppEnv> =>
+  async function noBodyFields(c, next) {
+    if (hasBody(c.req.raw.headers)) {
+      const body: unknown = await c.req.json()
+      const isObject = typeof body === 'object' && body !== null && !Array.isArray(body)
+      const fields = isObject ? Object.keys(body).slice(0, 20) : []
+      if (!isObject || fields.length > 0) {
+        throw new ApiError('validation', 'This request takes no body: send none, or {}', {
+          errors: isObject
+            ? fields.map((path) => ({ path, message: 'unknown field' }))
+            : [{ path: '(body)', message: 'must be {} or absent' }],
+        })
+      }
+    }
+    await next()
+  }

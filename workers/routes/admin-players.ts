@@ -1,8 +1,8 @@
-import { createRoute, z } from '@hono/zod-openapi'
+import { z } from '@hono/zod-openapi'
 import { sql } from 'drizzle-orm'
 import { getDb } from '../db/client.ts'
 import { players } from '../db/schema.ts'
-import { DisplayName, newRouter, PlayerId, problemResponses } from '../lib/openapi.ts'
+import { createRoute, DisplayName, newRouter, PlayerId, problemResponses } from '../lib/openapi.ts'
 import { requireAdmin } from '../middleware/auth.ts'
 
 export const adminPlayers = newRouter()

@@ -1,6 +1,6 @@
-import { createRoute, z } from '@hono/zod-openapi'
+import { z } from '@hono/zod-openapi'
 import { log, errorFields } from '../lib/log.ts'
-import { newRouter, problemResponses, ResourceId } from '../lib/openapi.ts'
+import { createRoute, newRouter, problemResponses, ResourceId } from '../lib/openapi.ts'
 import { ApiError } from '../lib/problem.ts'
 import {
   loadQueueConfig,

@@ -1,13 +1,26 @@
-import { createRoute, z } from '@hono/zod-openapi'
-import { rulesNames } from '../core/rules/index.ts'
+import { z } from '@hono/zod-openapi'
+import {
+  createMatch,
+  getRules,
+  isRuleError,
+  RULES_OPTIONS_LIMITS,
+  rulesNames,
+} from '../core/rules/index.ts'
+import { checkJson } from '../core/rules/json.ts'
 import { loadLeaderboardConfig } from '../leaderboards/config-store.ts'
-import { newRouter, PlayerId, problemResponses, ResourceId } from '../lib/openapi.ts'
+import {
+  createRoute,
+  boundedJson,
+  newRouter,
+  PlayerId,
+  problemResponses,
+  ResourceId,
+} from '../lib/openapi.ts'
 import { ApiError } from '../lib/problem.ts'
 import { issueSessionToken } from '../lib/session-token.ts'
 import { requireAdmin } from '../middleware/auth.ts'
 import { MAX_ROSTER } from '../sessions/schemas.ts'
 import { sessionStub } from '../sessions/stub.ts'
-import { NOT_STORABLE_REASON, storableJson } from '../core/rules/json.ts'
 
 export const adminSessions = newRouter()
 
@@ -31,12 +44,10 @@ const CreateSession = z
         message: 'player ids must be unique',
       })
       .openapi({ description: 'In turn order' }),
-    options: z
-      .record(z.string(), z.unknown())
-      .refine(storableJson, NOT_STORABLE_REASON)
+    options: boundedJson(z.record(z.string(), z.unknown()), RULES_OPTIONS_LIMITS)
       .optional()
       .openapi({
-        description: 'Rules options, e.g. dice-race `{"target": 10}`',
+        description: `Rules options, e.g. dice-race \`{"target": 10}\`; at most ${RULES_OPTIONS_LIMITS.maxBytes} bytes of JSON, ${RULES_OPTIONS_LIMITS.maxDepth} levels deep`,
       }),
     leaderboardId: ResourceId.optional().openapi({
       description: 'Winners get score 1 on this board at the end',
@@ -44,6 +55,27 @@ const CreateSession = z
     queue: ResourceId.optional(),
   })
   .strict()
+  .superRefine((s, ctx) => {
+    const rules = getRules(s.rules)
+    if (!rules) return
+    const { min, max } = rules.players
+    if (s.roster.length < min || s.roster.length > max) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['roster'],
+        message: `${s.rules} needs ${min} to ${max} players`,
+      })
+      return
+    }
+    // Options out of bounds are reported by their field's own check.
+    if (s.options === undefined || !checkJson(s.options, RULES_OPTIONS_LIMITS).ok) return
+    // The same trial start the session makes, so a refusal names the field to change.
+    const roster = s.roster.map((p, i) => ({ playerId: p.playerId, team: p.team ?? i }))
+    const trial = createMatch(rules, { roster, seed: 'validate', options: s.options })
+    if (isRuleError(trial)) {
+      ctx.addIssue({ code: 'custom', path: ['options'], message: trial.error.message })
+    }
+  })
   .openapi('CreateSession')
 
 const createSessionRoute = createRoute({
@@ -94,7 +126,14 @@ adminSessions.openapi(createSessionRoute, async (c) => {
     region: null,
     leaderboardId: body.leaderboardId ?? null,
   })
-  if (!r.ok) throw new ApiError(r.problem, r.detail)
+  // The checks above are the session's own, so a refusal here is not expected; it still says why.
+  if (!r.ok) {
+    throw new ApiError(
+      r.problem,
+      r.detail,
+      r.problem === 'validation' ? { errors: [{ path: '', message: r.detail }] } : undefined,
+    )
+  }
   const tokens: Record<string, string> = {}
   for (const p of body.roster)
     tokens[p.playerId] = await issueSessionToken(c.env, sessionId, p.playerId)

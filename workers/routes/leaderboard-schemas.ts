@@ -1,38 +1,21 @@
 import { z } from '@hono/zod-openapi'
 import { parseSchedule } from '../core/cycle.ts'
 import { overlappingTiers } from '../core/leaderboard.ts'
-import { NOT_STORABLE_REASON, storableJson } from '../core/rules/json.ts'
-import { DisplayName } from '../lib/openapi.ts'
+import { boundedJson, DisplayName } from '../lib/openapi.ts'
 
 /** No score anywhere may exceed this magnitude; boards narrow it with scoreMin/scoreMax. */
 export const SCORE_LIMIT = 1e15
 /** Hard cap on a submission's metadata; boards choose a limit at or below it. */
 export const METADATA_HARD_LIMIT = 4096
+/** Deep nesting is refused before it costs anything to store, hash or sort. */
 const MAX_JSON_DEPTH = 8
 
 const Score = z.number().min(-SCORE_LIMIT).max(SCORE_LIMIT)
 
-/** Depth of a JSON value; deep nesting is refused before it costs anything to store or hash. */
-const utf8 = new TextEncoder()
-
-function depth(v: unknown): number {
-  if (v === null || typeof v !== 'object') return 0
-  const children = Array.isArray(v) ? v : Object.values(v)
-  let max = 0
-  for (const child of children) max = Math.max(max, depth(child))
-  return max + 1
-}
-
-const Reward = z
-  .record(z.string().max(64), z.unknown())
-  .refine(storableJson, NOT_STORABLE_REASON)
-  // Bytes of UTF-8, as stored: a string's length counts UTF-16 units (a "€" is 1, but 3 bytes).
-  .refine(
-    (r) => utf8.encode(JSON.stringify(r)).length <= 1024,
-    'a reward is at most 1024 bytes of JSON',
-  )
-  .refine((r) => depth(r) <= MAX_JSON_DEPTH, `nested at most ${MAX_JSON_DEPTH} levels`)
-  .openapi({ example: { coins: 500, badge: 'gold' } })
+const Reward = boundedJson(z.record(z.string().max(64), z.unknown()), {
+  maxBytes: 1024,
+  maxDepth: MAX_JSON_DEPTH,
+}).openapi({ example: { coins: 500, badge: 'gold' } })
 
 const RewardTier = z
   .object({
@@ -88,14 +71,10 @@ export const LeaderboardConfigInput = z
   })
   .openapi('LeaderboardConfig')
 
-const Metadata = z
-  .record(z.string().max(64), z.unknown())
-  .refine(storableJson, NOT_STORABLE_REASON)
-  .refine(
-    (m) => JSON.stringify(m).length <= METADATA_HARD_LIMIT,
-    `at most ${METADATA_HARD_LIMIT} bytes of JSON`,
-  )
-  .refine((m) => depth(m) <= MAX_JSON_DEPTH, `nested at most ${MAX_JSON_DEPTH} levels`)
+const Metadata = boundedJson(z.record(z.string().max(64), z.unknown()), {
+  maxBytes: METADATA_HARD_LIMIT,
+  maxDepth: MAX_JSON_DEPTH,
+})
 
 /** The current cycle of a board, as the board reports it. */
 export const CycleInfo = z.object({

@@ -1,17 +1,17 @@
-import { createRoute, z } from '@hono/zod-openapi'
+import { z } from '@hono/zod-openapi'
 import type { Context, MiddlewareHandler } from 'hono'
 import type { AppEnv } from '../app-env.ts'
 import type { BoardEntry, BoardProblem } from '../../durable-objects/leaderboard.ts'
 import { submissionRefusals } from '../leaderboards/metrics.ts'
 import { boardStub } from '../leaderboards/stub.ts'
 import { boundedInt } from '../lib/config.ts'
-import { newRouter, PlayerId, problemResponses, ResourceId } from '../lib/openapi.ts'
+import { createRoute, newRouter, PlayerId, problemResponses, ResourceId } from '../lib/openapi.ts'
 import { ApiError } from '../lib/problem.ts'
 import { cachedRead } from '../lib/read-cache.ts'
 import { getSql } from '../db/client.ts'
 import { playerNames } from '../leaderboards/names.ts'
 import { edgeRateLimit } from '../middleware/rate-limit.ts'
-import { requirePlayer, requirePrincipal } from '../middleware/auth.ts'
+import { requirePlayerForMe, requirePrincipal } from '../middleware/auth.ts'
 import {
   canonicalJson,
   Cursor,
@@ -244,12 +244,7 @@ const playerRoute = createRoute({
   method: 'get',
   path: '/{id}/players/{playerId}',
   summary: "A player's rank and score in the current cycle (`me` for the caller)",
-  middleware: [
-    async function authForMe(c, next) {
-      if (c.req.param('playerId') === 'me') return requirePlayer()(c, next)
-      await next()
-    },
-  ] as const,
+  middleware: [requirePlayerForMe()] as const,
   request: { params: PlayerParam },
   responses: {
     200: {
@@ -289,12 +284,7 @@ const aroundRoute = createRoute({
   method: 'get',
   path: '/{id}/around/{playerId}',
   summary: 'Entries around a player (`me` for the caller), shifted at the edges of the board',
-  middleware: [
-    async function authForMe(c, next) {
-      if (c.req.param('playerId') === 'me') return requirePlayer()(c, next)
-      await next()
-    },
-  ] as const,
+  middleware: [requirePlayerForMe()] as const,
   request: { params: PlayerParam, query: z.object({ limit: Limit(100, 11) }) },
   responses: {
     200: {
@@ -436,12 +426,7 @@ const historyRoute = createRoute({
   method: 'get',
   path: '/{id}/players/{playerId}/history',
   summary: "A player's results across closed cycles, newest first",
-  middleware: [
-    async function authForMe(c, next) {
-      if (c.req.param('playerId') === 'me') return requirePlayer()(c, next)
-      await next()
-    },
-  ] as const,
+  middleware: [requirePlayerForMe()] as const,
   request: {
     params: PlayerParam,
     query: z.object({

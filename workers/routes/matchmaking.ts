@@ -1,4 +1,4 @@
-import { createRoute, z } from '@hono/zod-openapi'
+import { z } from '@hono/zod-openapi'
 import type { Context } from 'hono'
 import type { AppEnv } from '../app-env.ts'
 import {
@@ -12,7 +12,14 @@ import {
 import { partyJoinRefusal } from '../core/party.ts'
 import { authenticate, bearer, type Principal } from '../lib/auth.ts'
 import { errorFields, log } from '../lib/log.ts'
-import { newRouter, PlayerId, problemResponses, ResourceId } from '../lib/openapi.ts'
+import {
+  BEARER_OR_QUERY_TOKEN,
+  createRoute,
+  newRouter,
+  PlayerId,
+  problemResponses,
+  ResourceId,
+} from '../lib/openapi.ts'
 import { ApiError, apiErrorFrom } from '../lib/problem.ts'
 import { issueSessionToken } from '../lib/session-token.ts'
 import { within } from '../lib/within.ts'
@@ -487,6 +494,8 @@ const socketRoute = createRoute({
   method: 'get',
   path: '/{queue}',
   summary: 'Join a queue over a WebSocket (or, without an upgrade, read the queue)',
+  // The plain read needs no credential; the socket needs either.
+  security: [{}, ...BEARER_OR_QUERY_TOKEN],
   description:
     'With `Upgrade: websocket` and a player token (`Authorization: Bearer …`, or `?token=` for ' +
     'browsers): send `{"type":"join"}` (a party leader adds `"party"`: every member\'s id, as ' +

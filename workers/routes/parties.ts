@@ -1,10 +1,11 @@
-import { createRoute, z } from '@hono/zod-openapi'
+import { z } from '@hono/zod-openapi'
 import type { Context } from 'hono'
 import type { AppEnv } from '../app-env.ts'
 import { INVITE_TTL_SECONDS, MAX_PARTY_SIZE } from '../core/party.ts'
-import { newRouter, PlayerId, problemResponses } from '../lib/openapi.ts'
+import { createRoute, newRouter, PlayerId, problemResponses } from '../lib/openapi.ts'
 import { ApiError } from '../lib/problem.ts'
 import { playerId, requirePlayer } from '../middleware/auth.ts'
+import { noBodyFields } from '../middleware/json-body.ts'
 import { cancelStaleTickets } from '../parties/stale-tickets.ts'
 import {
   acceptInvite,
@@ -66,10 +67,10 @@ const createPartyRoute = createRoute({
   description:
     'The caller becomes the leader and first member. A player is in one party at a time: a ' +
     'member of another party gets 409 (leave it first).',
-  middleware: [requirePlayer()] as const,
+  middleware: [requirePlayer(), noBodyFields()] as const,
   responses: {
     201: { description: 'The new party', content: partyJson },
-    ...problemResponses(401, 403, 409),
+    ...problemResponses(401, 403, 409, 422),
   },
 })
 
@@ -185,7 +186,7 @@ const acceptRoute = createRoute({
     'invite stays: leave, then accept). A member of this party accepting again gets the party (200). ' +
     "The party's waiting matchmaking ticket, if any, is cancelled (reason `party_changed`): it was " +
     'made without the new member.',
-  middleware: [requirePlayer()] as const,
+  middleware: [requirePlayer(), noBodyFields()] as const,
   request: { params: PartyParam },
   responses: {
     200: { description: 'The party, with the caller as a member', content: partyJson },

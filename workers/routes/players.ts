@@ -1,6 +1,6 @@
-import { createRoute, z } from '@hono/zod-openapi'
+import { z } from '@hono/zod-openapi'
 import { getSql } from '../db/client.ts'
-import { newRouter, problemResponses, ResourceId } from '../lib/openapi.ts'
+import { createRoute, newRouter, problemResponses, ResourceId } from '../lib/openapi.ts'
 import { ApiError } from '../lib/problem.ts'
 import { playerId, requirePlayer } from '../middleware/auth.ts'
 import { receivedInvites } from '../parties/store.ts'

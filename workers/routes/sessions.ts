@@ -1,11 +1,17 @@
-import { createRoute, z } from '@hono/zod-openapi'
+import { z } from '@hono/zod-openapi'
 import type { Context } from 'hono'
 import { decodeJwt } from 'jose'
 import type { AppEnv } from '../app-env.ts'
 import { PLAYER_HEADER } from '../../durable-objects/game-session.ts'
 import type { RosterEntry } from '../core/rules/index.ts'
 import { bearer, isAdminKey, verifyPlayerToken } from '../lib/auth.ts'
-import { newRouter, problemResponses } from '../lib/openapi.ts'
+import {
+  BEARER,
+  BEARER_OR_QUERY_TOKEN,
+  createRoute,
+  newRouter,
+  problemResponses,
+} from '../lib/openapi.ts'
 import { ApiError, apiErrorFrom } from '../lib/problem.ts'
 import { SESSION_AUDIENCE, verifySessionToken } from '../lib/session-token.ts'
 import { SessionId } from '../sessions/schemas.ts'
@@ -55,12 +61,19 @@ const SessionView = z
 
 type Viewer = { kind: 'admin' } | { kind: 'player'; playerId: string }
 
-function credentialOf(c: Context<AppEnv>): string {
-  const credential = bearer(c.req.header('authorization')) ?? c.req.query('token')
+/**
+ * The request's credential. `?token=` counts only on a socket upgrade, which browsers cannot
+ * give a header: in the URL of a plain request it would end up in proxy logs and referrers.
+ */
+function credentialOf(c: Context<AppEnv>, { socket }: { socket: boolean }): string {
+  const credential =
+    bearer(c.req.header('authorization')) ?? (socket ? c.req.query('token') : undefined)
   if (!credential) {
     throw new ApiError(
       'unauthorized',
-      'Send "Authorization: Bearer <token>" (or ?token= on a socket)',
+      socket || c.req.query('token') === undefined
+        ? 'Send "Authorization: Bearer <token>" (or ?token= on a socket)'
+        : '?token= is for sockets only: send "Authorization: Bearer <token>"',
     )
   }
   return credential
@@ -68,7 +81,7 @@ function credentialOf(c: Context<AppEnv>): string {
 
 /** The admin key, a session token for this session, or a player token. */
 async function viewerOf(c: Context<AppEnv>, sessionId: string): Promise<Viewer> {
-  const credential = credentialOf(c)
+  const credential = credentialOf(c, { socket: false })
   if (await isAdminKey(c.env, credential)) return { kind: 'admin' }
   if (!credential.includes('.')) throw new ApiError('unauthorized', 'The admin key is not valid')
   let audience: unknown
@@ -97,7 +110,7 @@ function authorize(viewer: Viewer, roster: readonly RosterEntry[]): void {
 
 /** Verifies the session token, then hands the upgrade to the session's object. */
 async function connect(c: Context<AppEnv>, sessionId: string): Promise<Response> {
-  const player = await verifySessionToken(c.env, credentialOf(c), sessionId)
+  const player = await verifySessionToken(c.env, credentialOf(c, { socket: true }), sessionId)
   const url = new URL('https://game-session.internal/connect')
   const since = c.req.query('since')
   if (since !== undefined) url.searchParams.set('since', since)
@@ -120,8 +133,10 @@ const getRoute = createRoute({
     '`{"type":"error","code","message"}` (sender only). `?since=<seq>` instead sends ' +
     '`{"type":"resumed","since","seq"}` and exactly the events after `since`, then live ones. At the end: ' +
     '`{"type":"ended","seq","result"}` and the socket closes. Frames: at most 8 KiB, 20/s (burst 40).\n\n' +
-    'Without upgrade: the session for its players (session or player token) and admins. Once a finished ' +
-    'session is archived (24 h after its end), the answer comes from Neon with `seq: null`.',
+    'Without upgrade: the session for its players (session or player token, in the header only) and ' +
+    'admins. Once a finished session is archived (24 h after its end), the answer comes from Neon with ' +
+    '`seq: null`.',
+  security: BEARER_OR_QUERY_TOKEN,
   request: {
     params: SessionParam,
     query: z.object({
@@ -185,6 +200,7 @@ const eventsRoute = createRoute({
   method: 'get',
   path: '/{id}/events',
   summary: "A session's event log, a page at a time",
+  security: BEARER,
   description:
     'Log records `{seq, input, event}` from `from` (inclusive, default 1), at most `limit` (default ' +
     `100, at most ${MAX_EVENTS_PAGE}). Pass \`nextFrom\` back as \`from\` for the next page; null means ` +
@@ -194,7 +210,6 @@ const eventsRoute = createRoute({
     query: z.object({
       from: z.coerce.number().int().min(1).max(Number.MAX_SAFE_INTEGER).default(1),
       limit: z.coerce.number().int().min(1).max(MAX_EVENTS_PAGE).default(100),
-      token: z.string().max(4096).optional(),
     }),
   },
   responses: {

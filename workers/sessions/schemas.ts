@@ -1,8 +1,8 @@
 import { z } from '@hono/zod-openapi'
 import type { GameResult } from '../core/rules/index.ts'
-import { rulesNames } from '../core/rules/index.ts'
-import { PlayerId, ResourceId } from '../lib/openapi.ts'
-import { NOT_STORABLE_REASON, storableJson, storableText } from '../core/rules/json.ts'
+import { RULES_OPTIONS_LIMITS, rulesNames } from '../core/rules/index.ts'
+import { boundedJson, PlayerId, ResourceId } from '../lib/openapi.ts'
+import { NOT_STORABLE_REASON, storableText } from '../core/rules/json.ts'
 
 /**
  * The wire protocol of a game-session socket, defined once: what clients may send (validated
@@ -40,7 +40,7 @@ export const SessionSetupSchema = z
         message: 'player ids must be unique',
       }),
     seed: z.string().min(16).max(256).refine(storableText, NOT_STORABLE_REASON),
-    options: z.unknown().refine(storableJson, NOT_STORABLE_REASON).optional(),
+    options: boundedJson(z.unknown(), RULES_OPTIONS_LIMITS).optional(),
     queue: ResourceId.nullable().optional(),
     region: z.string().max(64).nullable().optional(),
     leaderboardId: ResourceId.nullable().optional(),

@@ -1,6 +1,7 @@
 import { diceRace } from './dice-race.ts'
 import { hotPotato } from './hot-potato.ts'
 import { relay } from './relay.ts'
+import type { JsonLimits } from './json.ts'
 import type { AnyRules } from './types.ts'
 
 export type * from './types.ts'
@@ -17,6 +18,12 @@ const registry: ReadonlyMap<string, AnyRules> = new Map<string, AnyRules>([
   [diceRace.name, diceRace],
   [hotPotato.name, hotPotato],
 ])
+
+/**
+ * Rules options are stored with a queue and copied into every session it makes; the shipped
+ * rules read a field or two. Bounded in size and nesting wherever they come in.
+ */
+export const RULES_OPTIONS_LIMITS: JsonLimits = { maxBytes: 4096, maxDepth: 8 }
 
 /** Names of the shipped rules, for validating a queue's `rules` field. */
 export const rulesNames: readonly string[] = Object.freeze([...registry.keys()])

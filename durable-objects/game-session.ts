@@ -101,8 +101,15 @@ export const GRACE_MS = 60_000
 export const JOIN_GRACE_MS = 120_000
 /** How long a finished session stays in the object after its archive is complete (default). */
 export const RETENTION_MS = 24 * 60 * 60 * 1000
-/** Log records per archive write (one statement each). */
+/** Log records per archive write (one statement each), at most. */
 export const ARCHIVE_PAGE_SIZE = 500
+/**
+ * Record text per archive write, at most (always at least one record). Every layer on the way to
+ * Neon escapes it again (the array literal, then the request's JSON), so a quote-heavy page
+ * grows up to fourfold: 2 MiB stays under Neon's 10 MiB request limit, which a page of 500 large
+ * relay messages crossed on every retry.
+ */
+export const ARCHIVE_PAGE_CHARS = 2 * 1024 * 1024
 export const MAX_FRAME_BYTES = 8 * 1024
 export const RATE_PER_SECOND = 20
 export const RATE_BURST = 40
@@ -1087,12 +1094,13 @@ export class GameSession extends DurableObject<Env> {
           this.advance('end', 'retain', { due: this.now() + this.retentionMs })
           return
         }
+        const page = pageBySize(rows, ARCHIVE_PAGE_CHARS)
         await this.store.archiveLog(
           setup.sessionId,
-          rows.map((r) => JSON.parse(r.record) as LogRecord),
+          page.map((r) => JSON.parse(r.record) as LogRecord),
         )
         // Neon has the page: only now does the cursor move past it.
-        this.advance('end', 'archive', { cursor: rows[rows.length - 1]!.seq })
+        this.advance('end', 'archive', { cursor: page[page.length - 1]!.seq })
         return
       }
       case 'retain':
@@ -1200,6 +1208,17 @@ function utf8Length(s: string): number {
 }
 
 /** JSON with sorted keys: equal values give equal text. */
+/** The longest prefix of `rows` whose record text stays within `maxChars`; never empty. */
+function pageBySize<T extends { record: string }>(rows: T[], maxChars: number): T[] {
+  let chars = 0
+  let end = 0
+  while (end < rows.length && (end === 0 || chars + rows[end]!.record.length <= maxChars)) {
+    chars += rows[end]!.record.length
+    end++
+  }
+  return rows.slice(0, end)
+}
+
 function canonicalJson(v: unknown): string {
   if (v === null || typeof v !== 'object') return JSON.stringify(v) ?? 'null'
   if (Array.isArray(v)) return `[${v.map(canonicalJson).join(',')}]`

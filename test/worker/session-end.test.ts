@@ -326,6 +326,49 @@ describe('the end of a game', () => {
     expect(n!.n).toBe(game.seq)
   })
 
+  it("archives a log of large, quote-heavy relay messages whole: pages are cut by size, under Neon's request limit", async () => {
+    const players = playerIds(2)
+    const { sessionId } = await createSession({
+      rules: 'relay',
+      roster: players.map((playerId) => ({ playerId })),
+    })
+    // A client sending its state as a JSON string: each quote is escaped once in the record, then
+    // again by every layer to Neon. 500 such records made one 500-record page over 10 MiB.
+    const state: Record<string, string> = {}
+    for (
+      let i = 0;
+      JSON.stringify(JSON.stringify({ ...state, [`k${i}`]: 'v' })).length <= 4096;
+      i++
+    )
+      state[`k${i}`] = 'v'
+    const data = JSON.stringify(state)
+    const status = await inObject(sessionId, async (inst) => {
+      const session = inst as unknown as { applyInput(input: unknown): unknown }
+      for (let i = 0; i < 500; i++) {
+        const out = session.applyInput({
+          kind: 'action',
+          player: players[i % 2],
+          tick: i,
+          action: { type: 'action', action: 'message', data },
+        })
+        expect(out).toHaveProperty('seq')
+      }
+      for (const p of players) session.applyInput({ kind: 'absent', player: p, tick: 1000 })
+      return inst.runEndWork({ force: true })
+    })
+    const seq = await inObject(sessionId, (inst) => inst.info())
+    expect(seq).toMatchObject({ ok: true, status: 'finished' })
+    const last = (seq as { seq: number }).seq
+    expect(last).toBe(502)
+    expect(status).toMatchObject({ stage: 'retain', archived: last })
+    const [n] =
+      (await pg()`select count(*)::int as n, max(seq)::int as top from session_logs where session_id = ${sessionId}`) as {
+        n: number
+        top: number
+      }[]
+    expect(n).toEqual({ n: last, top: last })
+  })
+
   it("submits the winner's result to the queue's leaderboard exactly once", async () => {
     const board = await createBoard({ operator: 'incr' })
     const game = await playGame({ leaderboardId: board })

@@ -138,6 +138,11 @@ export interface SubmitInput {
   idempotencyKey: string
   /** SHA-256 of the canonical request, to tell a retry from a different request under one key. */
   requestHash: string
+  /**
+   * The Worker's edge limit refused this request: answer it only if it replays a stored answer
+   * (a retry is never refused for the limit its first attempt used up), and change nothing.
+   */
+  replayOnly?: boolean
 }
 
 export interface SubmitResult {
@@ -193,6 +198,9 @@ function refuse(
     ...(headers ? { headers } : {}),
   }
 }
+
+/** A `replayOnly` submission that replays nothing: the Worker answers it with its edge 429. */
+const NOT_A_REPLAY: BoardProblem = refuse('rate-limited', 'Not a replay, and over the edge limit')
 
 /**
  * One leaderboard: the single writer of its live cycle.
@@ -589,7 +597,8 @@ export class Leaderboard extends DurableObject<Env> {
   async submit(input: SubmitInput): Promise<Reply<{ result: SubmitResult }>> {
     try {
       const reply = await this.trySubmit(input)
-      if (!reply.ok) submissionRefusals.inc({ reason: reply.problem })
+      // The Worker answers (and counts) a request over its edge limit that is not a replay.
+      if (!reply.ok && reply !== NOT_A_REPLAY) submissionRefusals.inc({ reason: reply.problem })
       return reply
     } finally {
       // Accepted or refused, the submission was counted.
@@ -626,6 +635,7 @@ export class Leaderboard extends DurableObject<Env> {
         result: { ...(JSON.parse(seen.response) as SubmitResult), replayed: true },
       }
     }
+    if (input.replayOnly) return NOT_A_REPLAY
 
     if (input.score < config.scoreMin || input.score > config.scoreMax) {
       return refuse(

@@ -574,4 +574,40 @@ describe('edge rate limit through Redis', () => {
     expect(statuses.filter((s) => s === 200).length).toBeLessThanOrEqual(3)
     expect(statuses).toContain(429)
   })
+
+  it('counts well-formed submissions only, and answers a replay past the limit; what it refuses changes nothing', async () => {
+    const { callWithEnv } = await import('./helpers/http.ts')
+    const { token, playerId } = await newGuest()
+    const b = await createBoard({ operator: 'incr', submitsPerMinute: 600 })
+    const send = (key: string, body: unknown) =>
+      callWithEnv(
+        { EDGE_SUBMITS_PER_MINUTE: '2' },
+        `/v1/leaderboards/${b}/scores`,
+        json('POST', body, token, { 'idempotency-key': key }),
+      )
+    // Malformed: refused before the edge counts them.
+    for (let i = 0; i < 3; i++) expect((await send(`bad-${i}`, { score: 'x' })).status).toBe(422)
+    const first = await send('a', { score: 1 })
+    expect(first.status).toBe(200)
+    const firstAnswer = (await first.json()) as Record<string, unknown>
+    expect((await send('b', { score: 2 })).status).toBe(200)
+    // Over the limit (a minute boundary may let one more through first).
+    let refused: Response | null = null
+    for (let i = 0; i < 3 && !refused; i++) {
+      const res = await send(`c-${i}`, { score: 100 })
+      if (res.status === 429) refused = res
+      else await res.body?.cancel()
+    }
+    expect(refused).not.toBeNull()
+    expect(await problem(refused!)).toMatchObject({ type: 'urn:nexus:problem:rate-limited' })
+    // The first submission's retry gets its first answer all the same.
+    const replay = await send('a', { score: 1 })
+    expect(replay.status).toBe(200)
+    expect(await replay.json()).toEqual({ ...firstAnswer, replayed: true })
+    // Only the accepted submissions count on the board.
+    const standing = await fresh<{ entry: { score: number } | null }>(
+      `/v1/leaderboards/${b}/players/${playerId}`,
+    )
+    expect([3, 103]).toContain(standing.entry!.score)
+  })
 })

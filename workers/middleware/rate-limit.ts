@@ -25,25 +25,43 @@ export interface EdgeRateLimitOptions {
  * @example
  * auth.post('/guest', edgeRateLimit({ name: 'guest', limit: 30, key: clientIp }), handler)
  */
-export const edgeRateLimit = (opts: EdgeRateLimitOptions): MiddlewareHandler<AppEnv> => {
-  const windowMs = (opts.windowSeconds ?? 60) * 1000
-  return async function edgeRateLimit(c, next) {
-    const key = opts.key(c)
-    if (key !== undefined) {
-      const limit = typeof opts.limit === 'function' ? opts.limit(c) : opts.limit
-      const d = await hitWindow(getRedis(c.env), `${opts.name}:${key}`, limit, windowMs)
-      if (!d.allowed) {
-        rejections.inc({ limit: opts.name })
-        throw new ApiError(
-          'rate-limited',
-          `Too many ${opts.name} requests; retry in ${d.retryAfter} s`,
-          { retryAfter: d.retryAfter },
-          { 'retry-after': String(d.retryAfter) },
-        )
-      }
+export const edgeRateLimit = (opts: EdgeRateLimitOptions): MiddlewareHandler<AppEnv> =>
+  async function edgeRateLimit(c, next) {
+    const refusal = await overEdgeLimit(c, opts)
+    if (refusal) {
+      rejections.inc({ limit: opts.name })
+      throw refusal
     }
     await next()
   }
+
+/**
+ * Counts this request against an edge limit. Returns the 429 to answer when it is over the
+ * limit (not yet counted in `nexus_rate_limited_total`: see `countEdgeRefusal`), else null. For
+ * a route that must look at the request before refusing it (a submission's replay is answered
+ * past the limit).
+ */
+export async function overEdgeLimit(
+  c: Context<AppEnv>,
+  opts: EdgeRateLimitOptions,
+): Promise<ApiError | null> {
+  const key = opts.key(c)
+  if (key === undefined) return null
+  const limit = typeof opts.limit === 'function' ? opts.limit(c) : opts.limit
+  const windowMs = (opts.windowSeconds ?? 60) * 1000
+  const d = await hitWindow(getRedis(c.env), `${opts.name}:${key}`, limit, windowMs)
+  if (d.allowed) return null
+  return new ApiError(
+    'rate-limited',
+    `Too many ${opts.name} requests; retry in ${d.retryAfter} s`,
+    { retryAfter: d.retryAfter },
+    { 'retry-after': String(d.retryAfter) },
+  )
+}
+
+/** Counts a refusal by the edge limit `name` in `nexus_rate_limited_total`. */
+export function countEdgeRefusal(name: string): void {
+  rejections.inc({ limit: name })
 }
 
 /** The client's address as Cloudflare reports it, as rate limits count it (IPv6 by its /64). */

@@ -10,7 +10,11 @@ import { ApiError } from '../lib/problem.ts'
 import { cachedRead } from '../lib/read-cache.ts'
 import { getSql } from '../db/client.ts'
 import { playerNames } from '../leaderboards/names.ts'
-import { edgeRateLimit } from '../middleware/rate-limit.ts'
+import {
+  countEdgeRefusal,
+  overEdgeLimit,
+  type EdgeRateLimitOptions,
+} from '../middleware/rate-limit.ts'
 import { requirePlayerForMe, requirePrincipal } from '../middleware/auth.ts'
 import {
   canonicalJson,
@@ -120,6 +124,20 @@ leaderboardRoutes.openapi(getBoardRoute, (async (c: Context<AppEnv>) => {
 
 // ---------------------------------------------------------------------------------------------
 
+/**
+ * A player's submissions across boards, per minute. Only when Redis is configured: the Durable
+ * Object enforces each board's exact limit anyway. Counted in the handler, after validation, so
+ * a malformed request uses none of it.
+ */
+const SUBMIT_EDGE_LIMIT: EdgeRateLimitOptions = {
+  name: 'score-submit',
+  limit: (c) => boundedInt(c.env.EDGE_SUBMITS_PER_MINUTE, 120, 1, 100_000),
+  key: (c) => {
+    const p = c.get('principal')
+    return c.env.UPSTASH_REDIS_REST_URL && p?.kind === 'player' ? p.playerId : undefined
+  },
+}
+
 const submitRoute = createRoute({
   method: 'post',
   path: '/{id}/scores',
@@ -128,19 +146,7 @@ const submitRoute = createRoute({
     'Needs a player token, or the admin key with `playerId` (a game server submitting for a player). ' +
     'A retry with the same Idempotency-Key returns the first answer with `replayed: true`; the same key ' +
     'with a different body is refused (422 idempotency-key-reused). Keys are remembered for 24 h.',
-  middleware: [
-    countRefusedSubmissions,
-    requirePrincipal(),
-    edgeRateLimit({
-      name: 'score-submit',
-      limit: (c) => boundedInt(c.env.EDGE_SUBMITS_PER_MINUTE, 120, 1, 100_000),
-      // Only when Redis is configured: the Durable Object enforces each board's exact limit anyway.
-      key: (c) => {
-        const p = c.get('principal')
-        return c.env.UPSTASH_REDIS_REST_URL && p?.kind === 'player' ? p.playerId : undefined
-      },
-    }),
-  ] as const,
+  middleware: [countRefusedSubmissions, requirePrincipal()] as const,
   request: {
     params: BoardParam,
     headers: z.object({ 'idempotency-key': IdempotencyKey }),
@@ -178,6 +184,9 @@ leaderboardRoutes.openapi(submitRoute, async (c) => {
   const requestHash = await sha256Hex(
     canonicalJson([id, playerId, body.score, body.subscore, metadata]),
   )
+  // Over the edge limit, the board still answers a replay (a retry must get its first answer),
+  // and refuses anything else without a change.
+  const overLimit = await overEdgeLimit(c, SUBMIT_EDGE_LIMIT)
   const reply = await board(c, id).submit({
     boardId: id,
     playerId,
@@ -186,8 +195,15 @@ leaderboardRoutes.openapi(submitRoute, async (c) => {
     metadata,
     idempotencyKey: key,
     requestHash,
+    ...(overLimit ? { replayOnly: true } : {}),
   })
-  if (!reply.ok) fail(reply)
+  if (!reply.ok) {
+    if (overLimit && reply.problem === 'rate-limited') {
+      countEdgeRefusal(SUBMIT_EDGE_LIMIT.name)
+      throw overLimit
+    }
+    fail(reply)
+  }
   return c.json(reply.result, 200)
 })
 

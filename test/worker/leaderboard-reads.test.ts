@@ -210,6 +210,17 @@ describe('a player and the players around them', () => {
       name: 'Ada',
     })
   })
+
+  it('a rename shows at once on reads served by the isolate that took it', async () => {
+    const b = await createBoard()
+    const player = `renamed-${crypto.randomUUID().slice(0, 8)}`
+    await call(`/v1/admin/players/${player}`, json('PUT', { name: 'Alpha' }, ADMIN_KEY))
+    await submitFor(b, player, { score: 3 })
+    const nameOnTop = async () => (await fresh<Top>(`/v1/leaderboards/${b}/top`)).entries[0]!.name
+    expect(await nameOnTop()).toBe('Alpha')
+    await call(`/v1/admin/players/${player}`, json('PUT', { name: 'Bravo' }, ADMIN_KEY))
+    expect(await nameOnTop()).toBe('Bravo')
+  })
 })
 
 describe('edge cache', () => {

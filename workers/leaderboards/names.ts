@@ -5,6 +5,11 @@ const NAME_TTL_MS = 60_000
 const MAX_CACHED = 20_000
 const names = new Map<string, { name: string | null; at: number }>()
 
+/** Forgets a player's name in this isolate (it was just changed here). */
+export function forgetPlayerName(id: string): void {
+  names.delete(id)
+}
+
 /**
  * Display names for players, from Neon, remembered for a minute per isolate. Names decorate a
  * read; if Neon is down the read still succeeds, with names left null.

@@ -2,6 +2,7 @@ import { z } from '@hono/zod-openapi'
 import { sql } from 'drizzle-orm'
 import { getDb } from '../db/client.ts'
 import { players } from '../db/schema.ts'
+import { forgetPlayerName } from '../leaderboards/names.ts'
 import { createRoute, DisplayName, newRouter, PlayerId, problemResponses } from '../lib/openapi.ts'
 import { requireAdmin } from '../middleware/auth.ts'
 
@@ -54,6 +55,8 @@ adminPlayers.openapi(putPlayerRoute, async (c) => {
     .onConflictDoUpdate({ target: players.id, set })
     .returning()
   if (!row) throw new Error('player upsert returned no row')
+  // Other isolates take the new name within their minute (docs/leaderboards.md, Reads).
+  if (update.name !== undefined) forgetPlayerName(playerId)
   return c.json(
     { playerId: row.id, name: row.name, rating: row.rating, ratingDeviation: row.ratingDeviation },
     200,

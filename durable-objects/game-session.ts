@@ -618,7 +618,11 @@ export class GameSession extends DurableObject<Env> {
     if (this.status === 'live') {
       this.sql.exec(`DELETE FROM timers WHERE player_id = ?`, player)
       const wasAbsent = this.sql.exec(`DELETE FROM absent WHERE player_id = ?`, player).rowsWritten
-      if (wasAbsent > 0) this.applyInput({ kind: 'return', player, tick: this.tickAt(this.now()) })
+      if (wasAbsent > 0) {
+        const tick = this.tickAt(this.now())
+        this.catchUp(tick)
+        if (this.status === 'live') this.applyInput({ kind: 'return', player, tick })
+      }
     } else if (!this.resuming.has(server)) {
       this.sendEnded(server)
     }
@@ -703,12 +707,11 @@ export class GameSession extends DurableObject<Env> {
       if (this.status !== 'live' || !this.match) {
         return this.refuse(ws, 'game_over', 'The game is over')
       }
-      const out = this.applyInput({
-        kind: 'action',
-        player,
-        tick: this.tickAt(this.now()),
-        action: msg.data,
-      })
+      const tick = this.tickAt(this.now())
+      this.catchUp(tick)
+      // The clock ended the game before this frame: everyone, the sender too, was sent `ended`.
+      if (this.status !== 'live') return await this.scheduleAlarm()
+      const out = this.applyInput({ kind: 'action', player, tick, action: msg.data })
       if (isRuleError(out)) return this.refuse(ws, out.error.code, out.error.message)
       if (this.status !== 'live') await this.scheduleAlarm()
     } catch (err) {
@@ -794,6 +797,15 @@ export class GameSession extends DurableObject<Env> {
   // ---------------------------------------------------------------------------------------------
   // Inputs
 
+  /**
+   * For rules with a tick loop: runs the game's clock up to `tick` before an input stamped with
+   * it, so a deadline that passed first (a fuse, `startAfter`) takes effect first, however late
+   * the alarm or the frame comes. A tick that changes nothing is not logged.
+   */
+  private catchUp(tick: number): void {
+    if (this.rules?.tickRate && this.status === 'live') this.applyInput({ kind: 'tick', tick })
+  }
+
   private tickAt(now: number): number {
     const elapsed = Math.max(0, now - this.createdAt)
     const rate = this.rules?.tickRate
@@ -875,15 +887,20 @@ export class GameSession extends DurableObject<Env> {
           let end = i
           while (end < due.length && due[end]!.due === due[i]!.due) end++
           const together = due.slice(i, end).map((d) => d.player_id)
+          // The graces ended at `due`, however late this alarm runs: what the game's clock did
+          // before then happens first, and the absences are stamped with that moment.
+          const tick = this.tickAt(due[i]!.due)
           i = end
-          if (this.abandonedBy(together, now)) continue
+          this.catchUp(tick)
+          if (this.status !== 'live') break
+          if (this.abandonedBy(together, tick)) continue
           for (const player of together) {
             if (this.status !== 'live') break
             this.ctx.storage.transactionSync(() => {
               this.sql.exec(`DELETE FROM timers WHERE player_id = ?`, player)
               this.sql.exec(`INSERT OR IGNORE INTO absent (player_id) VALUES (?)`, player)
             })
-            const out = this.applyInput({ kind: 'absent', player, tick: this.tickAt(now) })
+            const out = this.applyInput({ kind: 'absent', player, tick })
             if (isRuleError(out)) {
               log('debug', 'absence refused by the rules', {
                 actor: this.actor,
@@ -919,9 +936,8 @@ export class GameSession extends DurableObject<Env> {
    * Ends the game without a winner when `players`, whose graces ended together, are everyone
    * still in it, for rules that can say so (`onAbandon`); false when that is not the case.
    */
-  private abandonedBy(players: string[], now: number): boolean {
+  private abandonedBy(players: string[], tick: number): boolean {
     if (players.length < 2 || !this.rules!.onAbandon) return false
-    const tick = this.tickAt(now)
     const leaving = new Set(players)
     // Still in: those whose absence the rules would take. Not the `absent` table: a player who
     // forfeited and came back to watch, or one the potato knocked out, is out of it yet not there.

@@ -276,3 +276,82 @@ describe('a real-time game on the tick loop', () => {
     expect(end).toMatchObject({ stage: 'retain' })
   })
 })
+
+describe('deadlines the game clock passed before a late alarm or frame', () => {
+  /** Moves the object's clock `ms` ahead of real time from now on. */
+  const clockAhead = (inst: { now: () => number }, ms: number) => {
+    inst.now = () => Date.now() + ms
+  }
+
+  it('a fuse that burnt out before a grace ended wins over that grace, whichever the alarm sees first', async () => {
+    const players = playerIds(2)
+    const { sessionId, tokens } = await createSession({
+      rules: 'hot-potato',
+      roster: players.map((playerId) => ({ playerId })),
+      // A fuse of 10 s, fixed, so the order of the two deadlines is known.
+      options: { minFuse: 50, maxFuse: 50 },
+    })
+    await inObject(sessionId, (inst) => {
+      inst.graceMs = 20_000
+    })
+    const sockets = await Promise.all(players.map((p) => connect(sessionId, tokens[p]!)))
+    for (const s of sockets) await s.nextOf('welcome')
+    for (const s of sockets) s.send({ type: 'action', action: 'ready' })
+    let holder: string | null = null
+    for (let i = 0; i < 2; i++) {
+      const e = eventOf(await nextKind(sockets[0]!, 'ready'))
+      if (e.kind === 'ready' && e.holder !== null) holder = e.holder
+    }
+    if (holder === null) throw new Error('the fuse was not lit')
+    const other = players.find((p) => p !== holder)!
+    // The one without the potato leaves: its grace ends 20 s on, 10 s after the fuse.
+    sockets[players.indexOf(other)]!.close()
+    await until(() =>
+      inObject(
+        sessionId,
+        (_inst, state) =>
+          state.storage.sql.exec(`SELECT 1 FROM timers WHERE player_id = ?`, other).toArray()
+            .length === 1,
+      ),
+    )
+    // One alarm, 30 s late, sees both deadlines passed.
+    const result = await inObject(sessionId, async (inst) => {
+      clockAhead(inst, 30_000)
+      await inst.alarm()
+      return inst.info()
+    })
+    // The potato burnt out in the holder's hands first: the one who left had already won.
+    expect(result).toMatchObject({
+      ok: true,
+      status: 'finished',
+      result: { winner: other, reason: 'finished' },
+    })
+    await expectReplayIsLive(sessionId, ADMIN_KEY)
+  })
+
+  it('a "ready" arriving after startAfter, before the alarm: nobody was ready in time, so the game is abandoned', async () => {
+    const players = playerIds(2)
+    const { sessionId, tokens } = await createSession({
+      rules: 'hot-potato',
+      roster: players.map((playerId) => ({ playerId })),
+      options: { startAfter: 25 },
+    })
+    const [a, b] = await Promise.all(players.map((p) => connect(sessionId, tokens[p]!)))
+    await a!.nextOf('welcome')
+    await b!.nextOf('welcome')
+    // 10 s pass (startAfter is 5 s) and the alarm has not run yet.
+    await inObject(sessionId, async (inst, state) => {
+      await state.storage.deleteAlarm()
+      clockAhead(inst, 10_000)
+    })
+    a!.send({ type: 'action', action: 'ready' })
+    for (const s of [a!, b!]) {
+      expect(eventOf(await nextKind(s, 'abandoned'))).toMatchObject({ tick: 50 })
+      const ended = await s.nextOf('ended', TICK_WAIT_MS)
+      expect(ended.result).toMatchObject({ winner: null, reason: 'abandoned' })
+    }
+    expect(a!.frames.filter((f) => f.type === 'event' || f.type === 'error')).toHaveLength(1)
+    const records = await expectReplayIsLive(sessionId, ADMIN_KEY)
+    expect(records.map((r) => r.input.kind)).toEqual(['tick'])
+  })
+})

@@ -217,8 +217,49 @@ describe('the end of a game', () => {
     expect(now[a!]!.rating).toBeCloseTo(once[a!]!.rating, 9)
     expect(now[b!]!.rating).toBeCloseTo(once[b!]!.rating, 9)
     expect(await resultRows(s1)).toHaveLength(1)
-    // A retry after a lost answer changes nothing and still learns the changes that were applied.
+    // The record that lost the race learns the changes the winner applied, as a retry does.
     const winner = outs.find((o) => o.recorded)!
+    expect(winner.ratingChanges).toHaveLength(2)
+    for (const o of outs) expect(o.ratingChanges).toEqual(winner.ratingChanges)
+    // The same race with the overlap made certain: each record's insert of the result waits 300 ms
+    // before going in (a trigger for these session ids only), so both are past their earlier
+    // statements when the second insert meets the first's uncommitted row and waits on its commit.
+    const sql = pg()
+    await sql.query(`create or replace function nexus_test_slow_insert() returns trigger
+      language plpgsql as $$ begin perform pg_sleep(0.3); return new; end $$`)
+    await sql.query(`drop trigger if exists nexus_test_slow_insert on match_results`)
+    await sql.query(`create trigger nexus_test_slow_insert before insert on match_results
+      for each row when (new.session_id like 's_slowrace-%') execute function nexus_test_slow_insert()`)
+    try {
+      const slow = `s_slowrace-${crypto.randomUUID()}`
+      const [x, y] = playerIds(2, 'slow')
+      // Players who exist already: new ones would order the two records at their first insert.
+      await seedRatings({ [x!]: INITIAL_RATING, [y!]: INITIAL_RATING })
+      const record = () =>
+        store.recordResult({
+          ...base,
+          roster: [
+            { playerId: x!, team: 0 },
+            { playerId: y!, team: 1 },
+          ],
+          sessionId: slow,
+          result: {
+            placements: [
+              { playerId: x!, team: 0, place: 1 },
+              { playerId: y!, team: 1, place: 2 },
+            ],
+            reason: 'finished',
+            winner: x!,
+          },
+        })
+      const pair = await Promise.all([record(), record()])
+      expect(pair.map((o) => o.recorded).sort()).toEqual([false, true])
+      expect(pair[0]!.ratingChanges).toHaveLength(2)
+      expect(pair[1]!.ratingChanges).toEqual(pair[0]!.ratingChanges)
+    } finally {
+      await sql.query(`drop trigger if exists nexus_test_slow_insert on match_results`)
+    }
+    // A retry after a lost answer changes nothing and still learns the changes that were applied.
     const retried = await store.recordResult({ ...base, sessionId: s1, result: result(a!, b!) })
     expect(retried.recorded).toBe(false)
     expect(retried.ratingChanges).toEqual(winner.ratingChanges)

@@ -174,7 +174,6 @@ export class NeonSessionStore implements SessionStore {
                returning p.id
              )
              select (select count(*) from ins)::int as inserted,
-                    (select rating_changes from match_results where session_id = $1) as stored,
                     1 / (case when not exists (select 1 from ins)
                                 or (select count(*) from upd) = $13 then 1 else 0 end) as ok`,
             [
@@ -209,11 +208,19 @@ export class NeonSessionStore implements SessionStore {
               input.createdAt,
             ],
           ),
+          // A statement of its own, so its snapshot includes a racing record that committed
+          // while the insert above waited on it (read committed: one snapshot per statement).
+          sql.query(`select rating_changes from match_results where session_id = $1`, [
+            input.sessionId,
+          ]),
         ])
-        // `stored` is the row from before this statement (its own insert is not visible to it).
-        const main = results[1] as { inserted: number; stored: RatingChange[] | null }[]
+        const main = results[1] as { inserted: number }[]
+        const stored = results[3] as { rating_changes: RatingChange[] | null }[]
         const inserted = Number(main[0]?.inserted ?? 0) === 1
-        return { recorded: inserted, ratingChanges: inserted ? changes : (main[0]?.stored ?? []) }
+        return {
+          recorded: inserted,
+          ratingChanges: inserted ? changes : (stored[0]?.rating_changes ?? []),
+        }
       } catch (err) {
         // 22012: a rating changed between the read and the write; read again.
         if (pgErrorCode(err) === '22012' && attempt < RATING_ATTEMPTS) continue

@@ -220,8 +220,8 @@ export class ReplayError extends Error {
 
 /**
  * Rebuild a match from its setup and log, re-applying every input through `step()` and checking
- * that each one is accepted with the same event. Clients use it on a session's events, tests to
- * prove the live state is the replayed state. (The DO itself wakes from its stored snapshot and
+ * that each one is accepted with the same event. It needs the setup's secret seed, so it is the
+ * server's and the tests' tool: tests prove with it that the live state is the replayed state. (The DO itself wakes from its stored snapshot and
  * feeds only the log after it through `step()`, so a rules change keyed on a state field leaves
  * sessions created before it as they were.)
  * @example

@@ -93,7 +93,11 @@ export interface PotatoState {
 
 export type PotatoAction = { action: 'ready' } | { action: 'pass'; to: string }
 
-/** Every event says where the potato is now: `holder` and `explodesAt` after the event. */
+/**
+ * Every event says where the potato is now: `holder` (for a `pass`, `to`) and `explodesAt` after
+ * the event. (A pass has no `holder` field: adding one would change the events of logs already
+ * written, which `replay()` checks.)
+ */
 export type PotatoEvent =
   | {
       kind: 'ready'

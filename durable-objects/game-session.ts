@@ -1136,7 +1136,11 @@ export class GameSession extends DurableObject<Env> {
     const result = JSON.parse(this.getMeta('result')!) as GameResult
     if (result.winner === null) return
     const winningTeams = new Set(result.placements.filter((x) => x.place === 1).map((x) => x.team))
+    // Winners already on the board are noted, so a stage retried past the board's 24 h memory of
+    // idempotency keys (a winner rate-limited, a board down for a day) never counts one twice.
+    const submitted = new Set(JSON.parse(this.getMeta('submitted') ?? '[]') as string[])
     for (const p of result.placements.filter((x) => winningTeams.has(x.team))) {
+      if (submitted.has(p.playerId)) continue
       const idempotencyKey = `session:${setup.sessionId}`
       const reply = await boardStub(this.env, boardId).submit({
         boardId,
@@ -1149,7 +1153,11 @@ export class GameSession extends DurableObject<Env> {
           canonicalJson([boardId, p.playerId, 1, 0, null, idempotencyKey]),
         ),
       })
-      if (reply.ok) continue
+      if (reply.ok) {
+        submitted.add(p.playerId)
+        this.setMeta('submitted', JSON.stringify([...submitted]))
+        continue
+      }
       if (reply.problem === 'rate-limited') throw new RetryLater(reply.detail)
       // The board could not read its configuration (Neon down at its cold start): transient.
       if (reply.problem === 'unavailable') throw new Error(reply.detail)

@@ -6,7 +6,7 @@ import type { Leaderboard } from '../../durable-objects/leaderboard.ts'
 import { updateRatings, type Rating } from '../../workers/core/rating.ts'
 import type { GameResult, LogRecord } from '../../workers/core/rules/index.ts'
 import { NeonSessionStore, type SessionStore } from '../../workers/sessions/store.ts'
-import { boardId, createBoard, fresh, pg } from './helpers/boards.ts'
+import { boardId, createBoard, fresh, pg, submitFor } from './helpers/boards.ts'
 import { ADMIN_KEY, bearer, call, problem } from './helpers/http.ts'
 import {
   connect,
@@ -442,6 +442,46 @@ describe('the end of a game', () => {
       )
       expect(mine.entry?.score ?? null, p).toBe(game.winners.includes(p) ? 1 : null)
     }
+  })
+
+  it('a winner already on the board is not counted again when the stage is retried after the board forgot its key (24 h)', async () => {
+    const board = await createBoard({ operator: 'incr', submitsPerMinute: 1 })
+    const failing: SessionStore = {
+      register: async () => {},
+      recordResult: () => Promise.reject(new Error('Neon is down')),
+      archiveLog: () => Promise.reject(new Error('Neon is down')),
+    }
+    // The end work waits at its first stage until the test knows the winners.
+    const game = await playGame({
+      leaderboardId: board,
+      teams: [0, 1, 0, 1],
+      before: (sessionId) =>
+        inObject(sessionId, (inst) => {
+          inst.store = failing
+        }),
+    })
+    const winners = game.result.placements
+      .filter((p) => game.winners.includes(p.playerId))
+      .map((p) => p.playerId)
+    // The second winner has used this minute's one submission: the stage stops after the first.
+    await submitFor(board, winners[1]!, { score: 5 })
+    await inObject(game.sessionId, (inst) => {
+      inst.store = new NeonSessionStore(env)
+    })
+    const stopped = await inObject(game.sessionId, (inst) => inst.runEndWork({ force: true }))
+    expect(stopped).toMatchObject({ stage: 'submit' })
+    const scoreOf = async (p: string) =>
+      (await fresh<{ entry: { score: number } | null }>(`/v1/leaderboards/${board}/players/${p}`))
+        .entry?.score ?? null
+    expect(await scoreOf(winners[0]!)).toBe(1)
+    // A day and more later (the board no longer remembers the key), the stage runs again.
+    await runInDurableObject(env.LEADERBOARD.getByName(board), (inst: Leaderboard) => {
+      inst.now = () => Date.now() + 25 * 60 * 60 * 1000
+    })
+    const done = await inObject(game.sessionId, (inst) => inst.runEndWork({ force: true }))
+    expect(done).toMatchObject({ stage: 'retain' })
+    expect(await scoreOf(winners[0]!)).toBe(1)
+    expect(await scoreOf(winners[1]!)).toBe(6)
   })
 
   it('a game nobody joined ends abandoned at the join grace: no winner, no rating moves, no win on the board', async () => {

@@ -1,13 +1,6 @@
 import { z } from '@hono/zod-openapi'
 import { eq, sql } from 'drizzle-orm'
-import {
-  createMatch,
-  getRules,
-  isRuleError,
-  RULES_OPTIONS_LIMITS,
-  rulesNames,
-} from '../core/rules/index.ts'
-import { checkJson } from '../core/rules/json.ts'
+import { getRules, optionsRefusal, RULES_OPTIONS_LIMITS, rulesNames } from '../core/rules/index.ts'
 import { getDb, type DbEnv } from '../db/client.ts'
 import { queues } from '../db/schema.ts'
 import { boundedJson, ResourceId } from '../lib/openapi.ts'
@@ -98,20 +91,14 @@ export const QueueConfigInput = z
           path: ['teamSize'],
           message: `${q.rules} needs ${rules.players.min} to ${rules.players.max} players; teams × teamSize is ${size}`,
         })
-      } else if (
-        q.rulesOptions !== undefined &&
-        // Options out of bounds are reported by their field's own check.
-        checkJson(q.rulesOptions, RULES_OPTIONS_LIMITS).ok
-      ) {
+      } else if (q.rulesOptions !== undefined) {
         // A trial start refuses options the rules would refuse when the first match starts.
         const roster = Array.from({ length: size }, (_, i) => ({
           playerId: `p${i}`,
           team: i % q.teams,
         }))
-        const trial = createMatch(rules, { roster, seed: 'validate', options: q.rulesOptions })
-        if (isRuleError(trial)) {
-          ctx.addIssue({ code: 'custom', path: ['rulesOptions'], message: trial.error.message })
-        }
+        const refusal = optionsRefusal(rules, roster, q.rulesOptions)
+        if (refusal) ctx.addIssue({ code: 'custom', path: ['rulesOptions'], message: refusal })
       }
     }
     if (q.maxPartySize !== undefined && q.maxPartySize > q.teamSize) {

@@ -1,12 +1,5 @@
 import { z } from '@hono/zod-openapi'
-import {
-  createMatch,
-  getRules,
-  isRuleError,
-  RULES_OPTIONS_LIMITS,
-  rulesNames,
-} from '../core/rules/index.ts'
-import { checkJson } from '../core/rules/json.ts'
+import { getRules, optionsRefusal, RULES_OPTIONS_LIMITS, rulesNames } from '../core/rules/index.ts'
 import { loadLeaderboardConfig } from '../leaderboards/config-store.ts'
 import {
   createRoute,
@@ -67,14 +60,11 @@ const CreateSession = z
       })
       return
     }
-    // Options out of bounds are reported by their field's own check.
-    if (s.options === undefined || !checkJson(s.options, RULES_OPTIONS_LIMITS).ok) return
+    if (s.options === undefined) return
     // The same trial start the session makes, so a refusal names the field to change.
     const roster = s.roster.map((p, i) => ({ playerId: p.playerId, team: p.team ?? i }))
-    const trial = createMatch(rules, { roster, seed: 'validate', options: s.options })
-    if (isRuleError(trial)) {
-      ctx.addIssue({ code: 'custom', path: ['options'], message: trial.error.message })
-    }
+    const refusal = optionsRefusal(rules, roster, s.options)
+    if (refusal) ctx.addIssue({ code: 'custom', path: ['options'], message: refusal })
   })
   .openapi('CreateSession')
 

@@ -1,8 +1,9 @@
 import { diceRace } from './dice-race.ts'
 import { hotPotato } from './hot-potato.ts'
 import { relay } from './relay.ts'
-import type { JsonLimits } from './json.ts'
-import type { AnyRules } from './types.ts'
+import { createMatch } from './engine.ts'
+import { checkJson, type JsonLimits } from './json.ts'
+import { isRuleError, type AnyRules, type RosterEntry } from './types.ts'
 
 export type * from './types.ts'
 export { isRuleError, ruleError } from './types.ts'
@@ -24,6 +25,21 @@ const registry: ReadonlyMap<string, AnyRules> = new Map<string, AnyRules>([
  * rules read a field or two. Bounded in size and nesting wherever they come in.
  */
 export const RULES_OPTIONS_LIMITS: JsonLimits = { maxBytes: 4096, maxDepth: 8 }
+
+/**
+ * Why `rules` would refuse to start a match of `roster` with `options` (a trial start), or null.
+ * Options outside RULES_OPTIONS_LIMITS give null: their own field check reports them.
+ * @example optionsRefusal(diceRace, roster, { target: 0 }) // 'target must be an integer from 1 to 10000'
+ */
+export function optionsRefusal(
+  rules: AnyRules,
+  roster: RosterEntry[],
+  options: unknown,
+): string | null {
+  if (!checkJson(options, RULES_OPTIONS_LIMITS).ok) return null
+  const trial = createMatch(rules, { roster, seed: 'validate', options })
+  return isRuleError(trial) ? trial.error.message : null
+}
 
 /** Names of the shipped rules, for validating a queue's `rules` field. */
 export const rulesNames: readonly string[] = Object.freeze([...registry.keys()])

@@ -1231,7 +1231,6 @@ function utf8Length(s: string): number {
   return new TextEncoder().encode(s).length
 }
 
-/** JSON with sorted keys: equal values give equal text. */
 /** The longest prefix of `rows` whose record text stays within `maxChars`; never empty. */
 function pageBySize<T extends { record: string }>(rows: T[], maxChars: number): T[] {
   let chars = 0
@@ -1243,6 +1242,7 @@ function pageBySize<T extends { record: string }>(rows: T[], maxChars: number): 
   return rows.slice(0, end)
 }
 
+/** JSON with sorted keys: equal values give equal text. */
 function canonicalJson(v: unknown): string {
   if (v === null || typeof v !== 'object') return JSON.stringify(v) ?? 'null'
   if (Array.isArray(v)) return `[${v.map(canonicalJson).join(',')}]`

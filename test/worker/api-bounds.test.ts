@@ -44,6 +44,31 @@ describe('free-form JSON fields are bounded in depth, however deep the input', (
     expect(top.entries.map((e) => e.metadata)).toEqual([nestedObject(8)])
   })
 
+  it('a "__proto__" key in metadata is refused, not dropped; nested, it is kept like any key', async () => {
+    const board = await createBoard()
+    const guest = await newGuest()
+    const submit = (body: string, key: string) =>
+      call(`/v1/leaderboards/${board}/scores`, {
+        method: 'POST',
+        headers: {
+          'content-type': 'application/json',
+          authorization: `Bearer ${guest.token}`,
+          'idempotency-key': key,
+        },
+        body,
+      })
+    const p = await problem(await submit('{"score":1,"metadata":{"__proto__":{"x":1}}}', 'proto-1'))
+    expect(p).toMatchObject({ status: 422, type: 'urn:nexus:problem:validation' })
+    expect(p.body.errors).toEqual([
+      { path: 'metadata.__proto__', message: '"__proto__" cannot be a key' },
+    ])
+    expect((await fresh<Top>(`/v1/leaderboards/${board}/top`)).entries).toEqual([])
+    const nested = '{"score":1,"metadata":{"a":{"__proto__":{"x":1}}}}'
+    expect((await submit(nested, 'proto-2')).status).toBe(200)
+    const [entry] = (await fresh<Top>(`/v1/leaderboards/${board}/top`)).entries
+    expect(JSON.stringify(entry!.metadata)).toBe('{"a":{"__proto__":{"x":1}}}')
+  })
+
   it('metadata on an import and a reward on a board config: 422 for deep nesting, nothing changes', async () => {
     const board = await createBoard({ rewards: [{ fromRank: 1, toRank: 1, reward: { coins: 5 } }] })
     const imported = await call(`/v1/admin/leaderboards/${board}/entries`, {

@@ -12,7 +12,21 @@ const MAX_JSON_DEPTH = 8
 
 const Score = z.number().min(-SCORE_LIMIT).max(SCORE_LIMIT)
 
-const Reward = boundedJson(z.record(z.string().max(64), z.unknown()), {
+/**
+ * A JSON object of keys up to 64 characters (metadata, a reward). A top-level `__proto__` key is
+ * refused: the schema's copy of the object drops it, so it would vanish without a word.
+ */
+const JsonObject = z
+  .unknown()
+  .openapi({ type: 'object', additionalProperties: {} })
+  .superRefine((v, ctx) => {
+    if (typeof v === 'object' && v !== null && Object.hasOwn(v, '__proto__')) {
+      ctx.addIssue({ code: 'custom', path: ['__proto__'], message: '"__proto__" cannot be a key' })
+    }
+  })
+  .pipe(z.record(z.string().max(64), z.unknown()))
+
+const Reward = boundedJson(JsonObject, {
   maxBytes: 1024,
   maxDepth: MAX_JSON_DEPTH,
 }).openapi({ example: { coins: 500, badge: 'gold' } })
@@ -71,10 +85,14 @@ export const LeaderboardConfigInput = z
   })
   .openapi('LeaderboardConfig')
 
-const Metadata = boundedJson(z.record(z.string().max(64), z.unknown()), {
+const Metadata = boundedJson(JsonObject, {
   maxBytes: METADATA_HARD_LIMIT,
   maxDepth: MAX_JSON_DEPTH,
 })
+
+const NullableMetadata = Metadata.nullable()
+  .default(null)
+  .openapi({ type: ['object', 'null'], additionalProperties: {} })
 
 /** The current cycle of a board, as the board reports it. */
 export const CycleInfo = z.object({
@@ -97,7 +115,7 @@ export const ScoreSubmission = z
       example: 52.317,
     }),
     subscore: Score.default(0),
-    metadata: Metadata.nullable().default(null),
+    metadata: NullableMetadata,
     playerId: z
       .string()
       .min(1)
@@ -118,7 +136,7 @@ export const ImportEntry = z
       .regex(/^[\x21-\x7e]+$/),
     score: Score,
     subscore: Score.default(0),
-    metadata: Metadata.nullable().default(null),
+    metadata: NullableMetadata,
   })
   .strict()
 

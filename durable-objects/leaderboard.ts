@@ -448,7 +448,8 @@ export class Leaderboard extends DurableObject<Env> {
    * Stores a new configuration. A new board starts cycle 1 now. On a live board, bounds, limits
    * and rewards apply at once (rewards are those in force when the cycle closes); a schedule
    * change moves the current cycle's end to the new schedule's next boundary; sortOrder and
-   * operator take effect at the next cycle, so one cycle is always ranked by one rule.
+   * operator take effect at the next cycle, so one cycle is always ranked by one rule (at once
+   * while the current cycle has no entries).
    */
   async configure(
     boardId: string,
@@ -488,8 +489,21 @@ export class Leaderboard extends DurableObject<Env> {
         this.index = new RankIndex(config.sortOrder)
         this.resetHistory()
         this.saveCurrent()
-      } else if (JSON.stringify(config.cycle) !== previousCycle) {
-        this.current.endsAt = nextBoundary(this.schedule!, now)
+      } else {
+        if (JSON.stringify(config.cycle) !== previousCycle) {
+          this.current.endsAt = nextBoundary(this.schedule!, now)
+        }
+        // A cycle nobody entered yet has nothing ranked by the old rule: it takes the new one now
+        // (else a board without a schedule would keep it until someone closed a cycle by hand).
+        const cur = this.current
+        if (
+          this.index.size === 0 &&
+          (cur.sortOrder !== config.sortOrder || cur.operator !== config.operator)
+        ) {
+          this.current = { ...cur, sortOrder: config.sortOrder, operator: config.operator }
+          this.index = new RankIndex(config.sortOrder)
+          this.resetHistory()
+        }
         this.saveCurrent()
       }
     })

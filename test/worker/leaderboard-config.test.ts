@@ -4,7 +4,7 @@ import { describe, expect, it } from 'vitest'
 import type { Leaderboard } from '../../durable-objects/leaderboard.ts'
 import type { LeaderboardConfig } from '../../workers/core/leaderboard.ts'
 import { ADMIN_KEY, call, json, newGuest, problem } from './helpers/http.ts'
-import { boardId, createBoard, pg, submitFor } from './helpers/boards.ts'
+import { boardId, createBoard, fresh, pg, submitFor, type Top } from './helpers/boards.ts'
 import { runScheduled } from '../../workers/scheduled.ts'
 
 describe('leaderboard configuration', () => {
@@ -33,6 +33,8 @@ describe('leaderboard configuration', () => {
     expect(body.cycle.startsAt).toBeLessThanOrEqual(Date.now())
     expect(body.cycle.endsAt).toBeGreaterThan(Date.now())
 
+    // Someone is ranked, so the running cycle keeps its rules (an empty one would take the new).
+    expect((await submitFor(id, 'ranked', { score: 1 })).status).toBe(200)
     const updated = await call(
       `/v1/admin/leaderboards/${id}`,
       json('PUT', { cycle: { every: '5m' }, sortOrder: 'asc', submitsPerMinute: 30 }, ADMIN_KEY),
@@ -134,6 +136,31 @@ describe('leaderboard configuration', () => {
       config: LeaderboardConfig
     }
     expect(board.config.scoreMax).toBe(300)
+  })
+
+  it('a new order applies at once to a cycle nobody entered yet, and waits for the next cycle once someone has', async () => {
+    const id = await createBoard()
+    const put = (body: unknown) =>
+      call(`/v1/admin/leaderboards/${id}`, json('PUT', body, ADMIN_KEY))
+    const cycleOf = async () =>
+      (await fresh<{ cycle: { sortOrder: string; operator: string } }>(`/v1/leaderboards/${id}`))
+        .cycle
+    expect((await put({ sortOrder: 'asc', operator: 'incr' })).status).toBe(200)
+    expect(await cycleOf()).toMatchObject({ sortOrder: 'asc', operator: 'incr' })
+    for (const [player, score] of [
+      ['low', 1],
+      ['high', 2],
+    ] as const)
+      expect((await submitFor(id, player, { score })).status).toBe(200)
+    expect((await submitFor(id, 'low', { score: 5 })).status).toBe(200)
+    const top = await fresh<Top>(`/v1/leaderboards/${id}/top`)
+    expect(top.entries.map((e) => [e.playerId, e.score])).toEqual([
+      ['high', 2],
+      ['low', 6],
+    ])
+    // With entries ranked by it, the cycle keeps its rule.
+    expect((await put({ sortOrder: 'desc' })).status).toBe(200)
+    expect(await cycleOf()).toMatchObject({ sortOrder: 'asc', operator: 'incr' })
   })
 
   it('is admin-only: a player token gets 403, no credential 401', async () => {

@@ -705,15 +705,23 @@ export class Leaderboard extends DurableObject<Env> {
       score: input.score,
       subscore: input.subscore,
     })
-    // With `incr` a total can leave the bounds a single submission respects. A standing the
-    // submission leaves as it was is not checked: bounds lowered below a player's best must not
-    // refuse their later, in-bounds scores.
+    // With `incr` a total can leave the bounds a single submission respects. What the submission
+    // leaves as it was is not checked, the standing or one of its totals: bounds lowered below a
+    // player's best (or subscore total) must not refuse their later, in-bounds scores.
     const totals = [
-      ['score', 'the total', outcome.score, config.scoreMin, config.scoreMax],
-      ['subscore', 'the subscore total', outcome.subscore, config.subscoreMin, config.subscoreMax],
+      ['score', 'the total', outcome.score, previous?.score, config.scoreMin, config.scoreMax],
+      [
+        'subscore',
+        'the subscore total',
+        outcome.subscore,
+        previous?.subscore,
+        config.subscoreMin,
+        config.subscoreMax,
+      ],
     ] as const
     if (outcome.changed) {
-      for (const [path, what, total, min, max] of totals) {
+      for (const [path, what, total, before, min, max] of totals) {
+        if (total === before) continue
         if (!Number.isFinite(total) || total < min || total > max) {
           return refuse('validation', `${what} would leave the board's bounds [${min}, ${max}]`, {
             errors: [{ path, message: 'total out of bounds' }],

@@ -100,6 +100,23 @@ describe('ordering and operators', () => {
     expect((await top(b)).entries[0]).toMatchObject({ score: 1, subscore: 60 })
   })
 
+  it('incr with a subscore bound lowered below a total: score-only submissions still count', async () => {
+    const b = await createBoard({ operator: 'incr', subscoreMax: 100, submitsPerMinute: 600 })
+    await submitFor(b, 'p', { score: 1, subscore: 60 })
+    const put = await call(
+      `/v1/admin/leaderboards/${b}`,
+      json('PUT', { operator: 'incr', subscoreMax: 10, submitsPerMinute: 600 }, ADMIN_KEY),
+    )
+    expect(put.status).toBe(200)
+    // The subscore total stays as it was (60, above the new 10): only the score moves.
+    expect((await submitFor(b, 'p', { score: 2 })).status).toBe(200)
+    expect((await top(b)).entries[0]).toMatchObject({ score: 3, subscore: 60 })
+    // Moving the subscore total is checked against the new bound.
+    const over = await problem(await submitFor(b, 'p', { score: 1, subscore: 1 }))
+    expect(over.body.errors).toEqual([{ path: 'subscore', message: 'total out of bounds' }])
+    expect((await top(b)).entries[0]).toMatchObject({ score: 3, subscore: 60 })
+  })
+
   it('bounds lowered below a best: that player’s later in-bounds scores are answered, not refused', async () => {
     const b = await createBoard({ scoreMax: 1000, subscoreMax: 100, submitsPerMinute: 600 })
     await submitFor(b, 'p', { score: 900, subscore: 50 })

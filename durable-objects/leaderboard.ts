@@ -264,7 +264,11 @@ export class Leaderboard extends DurableObject<Env> {
     return `Leaderboard:${this.boardId ?? this.ctx.id.toString()}`
   }
 
+  /** The schema exists; false once the object of an id nobody created dropped it. */
+  private schemaReady = false
+
   private load(): void {
+    this.schemaReady = true
     if (schemaVersion(this.sql) < 1) {
       this.sql.exec(`
         CREATE TABLE IF NOT EXISTS entries (
@@ -426,6 +430,7 @@ export class Leaderboard extends DurableObject<Env> {
    */
   private async ensureConfigured(boardId: string): Promise<BoardProblem | null> {
     if (this.config) return null
+    if (!this.schemaReady) this.load()
     let stored: Awaited<ReturnType<typeof loadLeaderboardConfig>>
     try {
       stored = await loadLeaderboardConfig(this.env, boardId)
@@ -435,9 +440,16 @@ export class Leaderboard extends DurableObject<Env> {
       log('warn', 'board config not read', { actor: this.actor, ...errorFields(err) })
       return refuse('unavailable', 'The database is unreachable; retry shortly')
     }
-    if (!stored) return refuse('not-found', `No leaderboard '${boardId}'`)
     // Another call may have configured the board while this one waited for Neon.
     if (this.config) return null
+    if (!stored) {
+      if (this.boardId !== null) return refuse('not-found', `No leaderboard '${boardId}'`)
+      // An id nobody created: drop the empty schema, so that reads of made-up ids leave no
+      // storage behind (an object with any stored data is kept, and billed, for good).
+      await this.ctx.storage.deleteAll()
+      this.schemaReady = false
+      return refuse('not-found', `No leaderboard '${boardId}'`)
+    }
     this.configureNow(boardId, stored.config, this.now(), stored.version)
     // As a pushed configuration does: the cycle's end wakes the board, whoever calls next.
     await this.scheduleAlarm()
@@ -461,6 +473,7 @@ export class Leaderboard extends DurableObject<Env> {
     if (version !== undefined && this.config && version <= this.configVersion) {
       return this.cycleInfo()
     }
+    if (!this.schemaReady) this.load()
     const now = this.now()
     // A cycle that ended under the old schedule ends as it was, before the new one applies:
     // otherwise a new schedule would stretch it to the new boundary, unclosed and unpaid.
@@ -1107,6 +1120,7 @@ export class Leaderboard extends DurableObject<Env> {
 
   /** Progress of a closed cycle's archive, or null if that cycle has not closed here. */
   closeStatus(cycle: number): CloseStatus | null {
+    if (!this.schemaReady) return null
     const row = one<CloseRow>(this.sql, `SELECT * FROM closes WHERE cycle = ?`, cycle)
     if (!row) return null
     return {
@@ -1352,6 +1366,7 @@ export class Leaderboard extends DurableObject<Env> {
   // The alarm: one schedule for every timed job of the board.
 
   override async alarm(): Promise<void> {
+    if (!this.schemaReady) return
     try {
       const now = this.now()
       this.rollover(now)

@@ -185,6 +185,25 @@ describe('leaderboard configuration', () => {
       const p = await problem(await call(path))
       expect(p, path).toMatchObject({ status: 404, type: 'urn:nexus:problem:not-found' })
     }
+    const submitted = await problem(await submitFor(id, 'p1', { score: 1 }))
+    expect(submitted).toMatchObject({ status: 404 })
+    // The made-up id's object keeps nothing: no tables, no alarm.
+    const left = await runInDurableObject(env.LEADERBOARD.getByName(id), async (_inst, state) => ({
+      tables: state.storage.sql
+        .exec<{ name: string }>(
+          `SELECT name FROM sqlite_master WHERE name NOT LIKE '\_cf%' ESCAPE '\\'`,
+        )
+        .toArray()
+        .map((r) => r.name),
+      alarm: await state.storage.getAlarm(),
+    }))
+    expect(left).toEqual({ tables: [], alarm: null })
+    // Created later under that id, the board works from the same object.
+    await createBoard({}, id)
+    expect((await submitFor(id, 'p1', { score: 7 })).status).toBe(200)
+    expect((await fresh<Top>(`/v1/leaderboards/${id}/top`)).entries.map((e) => e.score)).toEqual([
+      7,
+    ])
   })
 
   it('a board id outside the allowed alphabet or length is 422', async () => {

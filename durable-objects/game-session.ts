@@ -619,9 +619,10 @@ export class GameSession extends DurableObject<Env> {
       this.sql.exec(`DELETE FROM timers WHERE player_id = ?`, player)
       const wasAbsent = this.sql.exec(`DELETE FROM absent WHERE player_id = ?`, player).rowsWritten
       if (wasAbsent > 0) {
-        const tick = this.tickAt(this.now())
-        this.catchUp(tick)
-        if (this.status === 'live') this.applyInput({ kind: 'return', player, tick })
+        const now = this.now()
+        if (this.rules?.tickRate) this.runClock(now)
+        if (this.status === 'live')
+          this.applyInput({ kind: 'return', player, tick: this.tickAt(now) })
       }
     } else if (!this.resuming.has(server)) {
       this.sendEnded(server)
@@ -707,10 +708,11 @@ export class GameSession extends DurableObject<Env> {
       if (this.status !== 'live' || !this.match) {
         return this.refuse(ws, 'game_over', 'The game is over')
       }
-      const tick = this.tickAt(this.now())
-      this.catchUp(tick)
+      const now = this.now()
+      if (this.rules?.tickRate) this.runClock(now)
       // The clock ended the game before this frame: everyone, the sender too, was sent `ended`.
       if (this.status !== 'live') return await this.scheduleAlarm()
+      const tick = this.tickAt(now)
       const out = this.applyInput({ kind: 'action', player, tick, action: msg.data })
       if (isRuleError(out)) return this.refuse(ws, out.error.code, out.error.message)
       if (this.status !== 'live') await this.scheduleAlarm()
@@ -874,46 +876,7 @@ export class GameSession extends DurableObject<Env> {
   override async alarm(): Promise<void> {
     try {
       const now = this.now()
-      if (this.status === 'live' && this.match) {
-        const due = all<{ player_id: string; due: number }>(
-          this.sql,
-          `SELECT player_id, due FROM timers WHERE due <= ? ORDER BY due, player_id`,
-          now,
-        )
-        for (let i = 0; i < due.length && this.status === 'live';) {
-          // Graces that end at the same moment (nobody connected at all, or every socket lost in
-          // a restart) end together: in player-id order, the first absences would hand the last
-          // player a win by forfeit for having left as they did.
-          let end = i
-          while (end < due.length && due[end]!.due === due[i]!.due) end++
-          const together = due.slice(i, end).map((d) => d.player_id)
-          // The graces ended at `due`, however late this alarm runs: what the game's clock did
-          // before then happens first, and the absences are stamped with that moment.
-          const tick = this.tickAt(due[i]!.due)
-          i = end
-          this.catchUp(tick)
-          if (this.status !== 'live') break
-          if (this.abandonedBy(together, tick)) continue
-          for (const player of together) {
-            if (this.status !== 'live') break
-            this.ctx.storage.transactionSync(() => {
-              this.sql.exec(`DELETE FROM timers WHERE player_id = ?`, player)
-              this.sql.exec(`INSERT OR IGNORE INTO absent (player_id) VALUES (?)`, player)
-            })
-            const out = this.applyInput({ kind: 'absent', player, tick })
-            if (isRuleError(out)) {
-              log('debug', 'absence refused by the rules', {
-                actor: this.actor,
-                player,
-                ...out.error,
-              })
-            }
-          }
-        }
-        if (this.status === 'live' && this.rules?.tickRate) {
-          this.applyInput({ kind: 'tick', tick: this.tickAt(now) })
-        }
-      }
+      if (this.status === 'live' && this.match) this.runClock(now)
       if (this.status === 'live') {
         // While the game runs, the alarm does not wait on Neon (listing the session): a slow or
         // hanging Neon would stop the tick loop and the graces. The work arms the alarm when done.
@@ -929,6 +892,53 @@ export class GameSession extends DurableObject<Env> {
       log('error', 'alarm failed', { actor: this.actor, ...errorFields(err) })
     } finally {
       await this.scheduleAlarm()
+    }
+  }
+
+  /**
+   * Everything the clock owes the game up to `now`, in time order: each group of graces that
+   * ended (preceded by the tick of its moment), then, for rules with a tick loop, the tick of
+   * `now`. The alarm runs it; so does any input to a tick-loop game, before the input, since a
+   * frame may arrive before a late alarm and must not jump the clock past graces that ended.
+   */
+  private runClock(now: number): void {
+    const due = all<{ player_id: string; due: number }>(
+      this.sql,
+      `SELECT player_id, due FROM timers WHERE due <= ? ORDER BY due, player_id`,
+      now,
+    )
+    for (let i = 0; i < due.length && this.status === 'live';) {
+      // Graces that end at the same moment (nobody connected at all, or every socket lost in
+      // a restart) end together: in player-id order, the first absences would hand the last
+      // player a win by forfeit for having left as they did.
+      let end = i
+      while (end < due.length && due[end]!.due === due[i]!.due) end++
+      const together = due.slice(i, end).map((d) => d.player_id)
+      // The graces ended at `due`, however late the clock runs: what the game's clock did
+      // before then happens first, and the absences are stamped with that moment.
+      const tick = this.tickAt(due[i]!.due)
+      i = end
+      this.catchUp(tick)
+      if (this.status !== 'live') break
+      if (this.abandonedBy(together, tick)) continue
+      for (const player of together) {
+        if (this.status !== 'live') break
+        this.ctx.storage.transactionSync(() => {
+          this.sql.exec(`DELETE FROM timers WHERE player_id = ?`, player)
+          this.sql.exec(`INSERT OR IGNORE INTO absent (player_id) VALUES (?)`, player)
+        })
+        const out = this.applyInput({ kind: 'absent', player, tick })
+        if (isRuleError(out)) {
+          log('debug', 'absence refused by the rules', {
+            actor: this.actor,
+            player,
+            ...out.error,
+          })
+        }
+      }
+    }
+    if (this.status === 'live' && this.rules?.tickRate) {
+      this.applyInput({ kind: 'tick', tick: this.tickAt(now) })
     }
   }
 

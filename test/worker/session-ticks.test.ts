@@ -329,6 +329,49 @@ describe('deadlines the game clock passed before a late alarm or frame', () => {
     await expectReplayIsLive(sessionId, ADMIN_KEY)
   })
 
+  it('a frame arriving before a late alarm runs the graces that ended first, then the fuse', async () => {
+    const players = playerIds(2)
+    const { sessionId, tokens } = await createSession({
+      rules: 'hot-potato',
+      roster: players.map((playerId) => ({ playerId })),
+      options: { minFuse: 50, maxFuse: 50 },
+    })
+    await inObject(sessionId, (inst) => {
+      inst.graceMs = 5_000
+    })
+    const sockets = await Promise.all(players.map((p) => connect(sessionId, tokens[p]!)))
+    for (const s of sockets) await s.nextOf('welcome')
+    for (const s of sockets) s.send({ type: 'action', action: 'ready' })
+    let holder: string | null = null
+    for (let i = 0; i < 2; i++) {
+      const e = eventOf(await nextKind(sockets[0]!, 'ready'))
+      if (e.kind === 'ready' && e.holder !== null) holder = e.holder
+    }
+    if (holder === null) throw new Error('the fuse was not lit')
+    const other = players.find((p) => p !== holder)!
+    // The other player leaves: its grace ends 5 s on, 5 s before the fuse burns out.
+    sockets[players.indexOf(other)]!.close()
+    await until(() =>
+      inObject(
+        sessionId,
+        (_inst, state) =>
+          state.storage.sql.exec(`SELECT 1 FROM timers WHERE player_id = ?`, other).toArray()
+            .length === 1,
+      ),
+    )
+    // 30 s on, the alarm has not run; the holder's frame comes first.
+    await inObject(sessionId, async (inst, state) => {
+      await state.storage.deleteAlarm()
+      clockAhead(inst, 30_000)
+    })
+    const mine = sockets[players.indexOf(holder)]!
+    mine.send({ type: 'action', action: 'pass', to: other })
+    const ended = await mine.nextOf('ended', TICK_WAIT_MS)
+    // The other player was gone before the potato burnt: the holder won by forfeit.
+    expect(ended.result).toMatchObject({ winner: holder, reason: 'forfeit' })
+    await expectReplayIsLive(sessionId, ADMIN_KEY)
+  })
+
   it('a "ready" arriving after startAfter, before the alarm: nobody was ready in time, so the game is abandoned', async () => {
     const players = playerIds(2)
     const { sessionId, tokens } = await createSession({

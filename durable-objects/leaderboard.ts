@@ -634,6 +634,9 @@ export class Leaderboard extends DurableObject<Env> {
   }
 
   private async trySubmit(input: SubmitInput): Promise<Reply<{ result: SubmitResult }>> {
+    // Over the edge limit, a board that was never configured has nothing to replay: no Neon
+    // lookup for it (the edge limit is there to shed such load).
+    if (input.replayOnly && !this.config) return NOT_A_REPLAY
     const unknown = await this.ensureConfigured(input.boardId)
     if (unknown) return unknown
     const now = this.now()

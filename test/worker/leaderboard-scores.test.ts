@@ -616,7 +616,17 @@ describe('edge rate limit through Redis', () => {
       else await res.body?.cancel()
     }
     expect(refused).not.toBeNull()
+    const windowLeft = Number(refused!.headers.get('retry-after'))
     expect(await problem(refused!)).toMatchObject({ type: 'urn:nexus:problem:rate-limited' })
+    // A board nobody created has nothing to replay: 429 too, without waking anything up. (Only
+    // checked with a second or more of the window left, so a new minute cannot reset the count.)
+    const made = await callWithEnv(
+      { EDGE_SUBMITS_PER_MINUTE: '2' },
+      `/v1/leaderboards/no-such-board-${crypto.randomUUID().slice(0, 8)}/scores`,
+      json('POST', { score: 1 }, token, { 'idempotency-key': 'z' }),
+    )
+    if (windowLeft >= 2) expect(made.status).toBe(429)
+    await made.body?.cancel()
     // The first submission's retry gets its first answer all the same.
     const replay = await send('a', { score: 1 })
     expect(replay.status).toBe(200)

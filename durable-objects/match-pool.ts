@@ -6,6 +6,7 @@ import {
   type TicketPlayer,
 } from '../workers/core/matching.ts'
 import { partyJoinRefusal } from '../workers/core/party.ts'
+import { utf8Length } from '../workers/core/rules/json.ts'
 import type { Env } from '../workers/env.ts'
 import type { QueueConfig } from '../workers/matchmaking/config.ts'
 import {
@@ -365,7 +366,11 @@ export class MatchPool extends DurableObject<Env> {
     return `MatchPool:${this.queue ?? '?'}:${this.region ?? this.ctx.id.toString()}`
   }
 
+  /** The schema exists; false once the pool of a made-up ticket id dropped it (forgetUnknown). */
+  private schemaReady = false
+
   private load(): void {
+    this.schemaReady = true
     if (schemaVersion(this.sql) < 1) {
       this.sql.exec(`
         CREATE TABLE IF NOT EXISTS tickets (
@@ -433,6 +438,20 @@ export class MatchPool extends DurableObject<Env> {
     }
   }
 
+  private ensureSchema(): void {
+    if (!this.schemaReady) this.load()
+  }
+
+  /**
+   * A pool that was never configured (a ticket id naming a queue or region that does not exist)
+   * drops the schema its wake made, so made-up ids leave no stored object behind.
+   */
+  private async forgetUnknown(ticketId: string): Promise<Reply<never>> {
+    await this.ctx.storage.deleteAll()
+    this.schemaReady = false
+    return problem('not-found', `No ticket '${ticketId}'`)
+  }
+
   private setMeta(key: string, value: string): void {
     this.sql.exec(`INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)`, key, value)
   }
@@ -495,6 +514,7 @@ export class MatchPool extends DurableObject<Env> {
     config: QueueConfig,
     version: number,
   ): Promise<{ version: number; waiting: number }> {
+    this.ensureSchema()
     this.applyConfig(queue, region, config, version)
     await this.scheduleAlarm()
     return { version: this.version, waiting: this.index?.size ?? 0 }
@@ -508,7 +528,11 @@ export class MatchPool extends DurableObject<Env> {
    * shows the ticket after matching, so it may already be matched.
    */
   async join(input: JoinInput): Promise<Reply<{ ticket: TicketView; existing: boolean }>> {
-    this.applyConfig(input.queue, input.region, input.config, input.version)
+    this.ensureSchema()
+    const changed = this.applyConfig(input.queue, input.region, input.config, input.version)
+    // A newer configuration makes matching due now (windows may have widened), even when this
+    // join itself is refused: the settle below does not run then.
+    if (changed) await this.scheduleAlarm()
     // A Worker of the version before claims, during a gradual deployment: its client retries.
     if (!input.claim) return problem('unavailable', 'The queue cannot be joined now; try again')
     const claims =
@@ -646,6 +670,7 @@ export class MatchPool extends DurableObject<Env> {
    * sockets hold (a `join` on such a socket takes a new claim, which asks that region in turn).
    */
   async fence(entries: FenceEntry[]): Promise<FenceReply> {
+    this.ensureSchema()
     // A ticket that ran out is not live, even before the alarm that ends it.
     const swept = this.housekeep(this.now())
     try {
@@ -693,6 +718,8 @@ export class MatchPool extends DurableObject<Env> {
     viewer: Viewer,
     waitMs = 0,
   ): Promise<Reply<{ ticket: TicketView }>> {
+    this.ensureSchema()
+    if (!this.config && this.queue === null) return this.forgetUnknown(ticketId)
     const before = this.readable(ticketId, viewer)
     if (!before.ok) return before
     if (this.housekeep(this.now())) await this.scheduleAlarm()
@@ -717,6 +744,8 @@ export class MatchPool extends DurableObject<Env> {
     viewer: Viewer,
     reason: 'cancelled' | 'party_changed' = 'cancelled',
   ): Promise<Reply<{ ticket: TicketView }>> {
+    this.ensureSchema()
+    if (!this.config && this.queue === null) return this.forgetUnknown(ticketId)
     const before = this.readable(ticketId, viewer)
     if (!before.ok) return before
     const now = this.now()
@@ -1111,6 +1140,7 @@ export class MatchPool extends DurableObject<Env> {
 
   /** WebSocket upgrades forwarded by the Worker, which authenticated the player. */
   override async fetch(request: Request): Promise<Response> {
+    this.ensureSchema()
     if (request.headers.get('upgrade')?.toLowerCase() !== 'websocket') {
       return new Response('expected a WebSocket upgrade', { status: 426 })
     }
@@ -1188,7 +1218,13 @@ export class MatchPool extends DurableObject<Env> {
   }
 
   private async onMessage(ws: WebSocket, message: string | ArrayBuffer): Promise<void> {
-    const size = typeof message === 'string' ? message.length : message.byteLength
+    // Bytes of UTF-8, as the limit says: a string's length counts UTF-16 units ("€" is 1, 3 bytes).
+    const size =
+      typeof message !== 'string'
+        ? message.byteLength
+        : message.length > MAX_CLIENT_FRAME_BYTES || message.length * 3 <= MAX_CLIENT_FRAME_BYTES
+          ? message.length
+          : utf8Length(message)
     if (size > MAX_CLIENT_FRAME_BYTES) {
       return this.sendError(
         ws,
@@ -1500,6 +1536,7 @@ export class MatchPool extends DurableObject<Env> {
 
   /** Waiting counts, matches in the last minute and recent wait times of this pool. */
   async stats(region: string): Promise<PoolStats> {
+    this.ensureSchema()
     const now = this.now()
     if (this.housekeep(now)) await this.scheduleAlarm()
     return {
@@ -1568,6 +1605,7 @@ export class MatchPool extends DurableObject<Env> {
   // The alarm: one schedule for every timed job of the pool.
 
   override async alarm(): Promise<void> {
+    if (!this.schemaReady) return
     try {
       const now = this.now()
       this.housekeep(now)

@@ -4,7 +4,7 @@ import { describe, expect, it } from 'vitest'
 import type { MatchPool } from '../../durable-objects/match-pool.ts'
 import { verifySessionToken } from '../../workers/lib/session-token.ts'
 import { pg } from './helpers/boards.ts'
-import { ADMIN_KEY, newGuest, problem } from './helpers/http.ts'
+import { ADMIN_KEY, call, json, newGuest, problem } from './helpers/http.ts'
 import {
   alarmAt,
   createQueue,
@@ -185,6 +185,42 @@ describe('sockets: a newer configuration', () => {
     )
     ws.close()
   })
+
+  it('an HTTP join the pool refuses still brings its newer config: matching is due now', async () => {
+    const q = await createQueue({
+      teamSize: 2,
+      maxPartySize: 2,
+      rules: 'relay',
+      maxRatingGap: 50,
+      widenPerSecond: 0,
+    })
+    const clock = newClock()
+    await rig(q, clock)
+    const [low, low2, high, high2] = ['low', 'low2', 'high', 'high2'].map((n) => `${n}-${q}`) as [
+      string,
+      string,
+      string,
+      string,
+    ]
+    for (const p of [low, low2]) await setRating(p, 1000)
+    for (const p of [high, high2]) await setRating(p, 1400)
+    const a = await joinFor(q, low, { party: [low, low2] })
+    const b = await joinFor(q, high, { party: [high, high2] })
+    expect((await alarmAt(q))!).toBeGreaterThan(clock.t + 60_000)
+    await pg()`update queues
+      set config = jsonb_set(config, '{maxRatingGap}', '500'), version = version + 1
+      where id = ${q}`
+    // A join refused by the pool (its party names a player who already waits), carrying version 2.
+    const refused = await call(
+      `/v1/matchmaking/${q}/tickets`,
+      json('POST', { playerId: `x-${q}`, party: [`x-${q}`, low] }, ADMIN_KEY),
+    )
+    expect(refused.status).toBe(409)
+    expect((await alarmAt(q))!).toBeLessThanOrEqual(clock.t)
+    await fireAlarm(q)
+    expect((await ticketOf(a.ticketId)).status).toBe('matched')
+    expect((await ticketOf(b.ticketId)).status).toBe('matched')
+  })
 })
 
 describe('sockets: cancel, malformed frames', () => {
@@ -228,6 +264,16 @@ describe('sockets: cancel, malformed frames', () => {
       [JSON.stringify({ type: 'join', party: [g.playerId, 'friend'] }), 'party_forbidden'],
       [JSON.stringify({ type: 'join', party: 'everyone' }), 'invalid'],
       [JSON.stringify({ type: 'join', pad: 'x'.repeat(5000) }), 'too_large'],
+      // 2,212 characters but 6,308 bytes of UTF-8: the limit counts bytes.
+      [
+        JSON.stringify({
+          type: 'join',
+          attributes: Object.fromEntries(
+            Array.from({ length: 16 }, (_, i) => [`k${i}`, '€'.repeat(128)]),
+          ),
+        }),
+        'too_large',
+      ],
       [new TextEncoder().encode('{"type":"cancel"}').buffer as ArrayBuffer, 'malformed'],
     ]
     for (const [frame, code] of bad) {

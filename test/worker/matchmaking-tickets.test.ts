@@ -144,6 +144,31 @@ describe('HTTP tickets', () => {
   })
 })
 
+describe('made-up ticket ids', () => {
+  it('are 404 to read and to cancel, and leave no stored pool behind', async () => {
+    const g = await newGuest()
+    const queue = `fake-${crypto.randomUUID().slice(0, 8)}`
+    const id = `${queue}:eu:${crypto.randomUUID()}`
+    for (const init of [bearer(g.token), { method: 'DELETE', ...bearer(g.token) }]) {
+      const p = await problem(await call(`/v1/matchmaking/tickets/${id}`, init))
+      expect(p).toMatchObject({ status: 404, type: 'urn:nexus:problem:not-found' })
+    }
+    const left = await runInDurableObject(poolOf(queue, 'eu'), (_inst, state) =>
+      state.storage.sql
+        .exec<{ name: string }>(
+          `SELECT name FROM sqlite_master WHERE name NOT LIKE '\_cf%' ESCAPE '\\'`,
+        )
+        .toArray()
+        .map((r) => r.name),
+    )
+    expect(left).toEqual([])
+    // A queue created later under that name works from the same objects.
+    await createQueue({}, queue)
+    const ticket = await joinFor(queue, `p-${queue}`)
+    expect(ticket.status).toBe('waiting')
+  })
+})
+
 describe('stats', () => {
   it('waiting per region, matches per minute and wait percentiles, also on /metrics', async () => {
     const q = await createQueue({ regions: ['eu', 'us'], maxRatingGap: 50, widenPerSecond: 0 })

@@ -10,7 +10,7 @@ import { retryStalePartyTickets } from './parties/stale-tickets.ts'
 
 const cronRuns = counter(
   'nexus_cron_boards_poked_total',
-  'Boards the cron asked to roll over or resume archiving',
+  'Boards whose cycle the cron rolled over or whose archive it resumed: their own alarm had not',
 )
 
 const PAGE = 200
@@ -83,12 +83,17 @@ async function pokeBoards(env: Env, now: number): Promise<number> {
       return boundary !== null && now - boundary < LOOKBACK_MS
     })
     const results = await Promise.allSettled(due.map((b) => boardStub(env, b.id).tick(b.id)))
+    let nudged = 0
     results.forEach((r, i) => {
-      if (r.status === 'rejected')
+      if (r.status === 'rejected') {
         log('error', 'cron tick failed', { board: due[i]!.id, ...errorFields(r.reason) })
-      else poked++
+        return
+      }
+      poked++
+      // Only a board that had something to do: its own alarm should have done it.
+      if (r.value.rolledOver || r.value.pending > 0) nudged++
     })
-    cronRuns.inc({}, due.length)
+    cronRuns.inc({}, nudged)
     if (boards.length < PAGE) break
     after = boards[boards.length - 1]!.id
   }

@@ -6,6 +6,7 @@ import type { LeaderboardConfig } from '../../workers/core/leaderboard.ts'
 import { ADMIN_KEY, call, json, newGuest, problem } from './helpers/http.ts'
 import { boardId, createBoard, fresh, pg, submitFor, type Top } from './helpers/boards.ts'
 import { runScheduled } from '../../workers/scheduled.ts'
+import { localFamilies } from '../../workers/lib/metrics.ts'
 
 describe('leaderboard configuration', () => {
   it('creates a board with defaults (201), then updates it (200), readable by anyone', async () => {
@@ -161,6 +162,21 @@ describe('leaderboard configuration', () => {
     // With entries ranked by it, the cycle keeps its rule.
     expect((await put({ sortOrder: 'desc' })).status).toBe(200)
     expect(await cycleOf()).toMatchObject({ sortOrder: 'asc', operator: 'incr' })
+  })
+
+  it('the cron counts only boards it had to nudge, not every board whose boundary is recent', async () => {
+    const id = await createBoard({ cycle: { every: '1m' } })
+    await runScheduled(env, Date.now())
+    // The board's own tick has done whatever was due: the cron finds nothing to do.
+    await runInDurableObject(env.LEADERBOARD.getByName(id), (inst: Leaderboard) => inst.tick(id))
+    const nudged = () =>
+      localFamilies()
+        .find((f) => f.name === 'nexus_cron_boards_poked_total')
+        ?.series.reduce((n, x) => n + ('value' in x ? x.value : 0), 0) ?? 0
+    const before = nudged()
+    await runScheduled(env, Date.now())
+    await runScheduled(env, Date.now())
+    expect(nudged() - before).toBe(0)
   })
 
   it('is admin-only: a player token gets 403, no credential 401', async () => {

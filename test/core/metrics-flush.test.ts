@@ -92,4 +92,21 @@ describe('a Durable Object sending its metrics', () => {
     await settle()
     expect(hub.total('nexus_test_flush_outage_total')).toBe(6)
   })
+
+  it('an object that goes quiet after a failed send still delivers, once the hub is back', async () => {
+    const hub = new HubOnTheSide()
+    const env = hub.env()
+    const closes = counter('nexus_test_flush_quiet_total', 'test')
+    await vi.advanceTimersByTimeAsync(2 * FLUSH_INTERVAL_MS)
+    hub.down = true
+    closes.inc({}, 7)
+    sendMetricsSoon(env)
+    await vi.advanceTimersByTimeAsync(FLUSH_INTERVAL_MS)
+    expect(hub.total('nexus_test_flush_quiet_total')).toBe(0)
+    // Nothing more is counted; the hub comes back.
+    hub.down = false
+    await vi.advanceTimersByTimeAsync(2 * FLUSH_INTERVAL_MS)
+    await settle()
+    expect(hub.total('nexus_test_flush_quiet_total')).toBe(7)
+  })
 })

@@ -37,6 +37,7 @@ describe('metrics registry', () => {
     g.set({}, -Infinity)
     h.observe({}, NaN)
     h.observe({}, Infinity)
+    h.observe({}, -5)
     const batch = takeBatch()!
     expect(MetricsBatchSchema.safeParse(batch).success).toBe(true)
     const byName = Object.fromEntries(batch.families.map((f) => [f.name, f.series]))

@@ -118,7 +118,13 @@ async function sendLoop(env: Pick<Env, 'METRICS_HUB'>, me: { beat: number }): Pr
     if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait))
     if (sender !== me) return
     me.beat = Date.now()
-    await sendMetrics(env)
+    try {
+      await sendMetrics(env)
+    } catch (err) {
+      // The loop goes on (an interval later): an object that counts nothing more would
+      // otherwise keep its unsent changes until it is evicted, and lose them then.
+      log('warn', 'metrics not sent; will retry', errorFields(err))
+    }
   }
 }
 

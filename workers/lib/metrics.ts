@@ -203,8 +203,9 @@ export class Histogram {
   }
 
   observe(labels: Labels, value: number): void {
-    // A non-finite sum would get this and every later batch refused by the hub (see Counter.inc).
-    if (!Number.isFinite(value)) return
+    // A non-finite sum would get this and every later batch refused by the hub (see Counter.inc);
+    // a negative one would make _sum go backwards, which Prometheus reads as a reset.
+    if (!(value >= 0 && value < Infinity)) return
     changedSinceBatch = true
     const key = labelKey(labels)
     let s = this.series.get(key)

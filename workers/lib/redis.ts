@@ -1,5 +1,5 @@
 import { Redis } from '@upstash/redis/cloudflare'
-import { counter, gauge } from './metrics.ts'
+import { counter } from './metrics.ts'
 import { errorFields, log } from './log.ts'
 import { within } from './within.ts'
 
@@ -8,9 +8,11 @@ const redisSkipped = counter(
   'nexus_redis_skipped_total',
   'Redis calls skipped because the circuit breaker was open',
 )
-const redisCircuitOpen = gauge(
-  'nexus_redis_circuit_open',
-  '1 while the Redis circuit breaker is open',
+// A counter, not a 0/1 gauge: every isolate has its own breaker, and counts add up across them
+// where one gauge series would show whichever isolate wrote last.
+const redisCircuitOpens = counter(
+  'nexus_redis_circuit_opens_total',
+  "Times an isolate's Redis circuit breaker opened (Redis skipped for a while after failures)",
 )
 
 export interface AcceleratorOptions {
@@ -67,7 +69,6 @@ export class RedisAccelerator {
     try {
       const result = await within(fn(this.redis), this.timeoutMs, 'Redis')
       this.consecutiveFailures = 0
-      redisCircuitOpen.set({}, 0)
       return result
     } catch (err) {
       this.recordFailure(operation, err)
@@ -91,7 +92,7 @@ export class RedisAccelerator {
     this.consecutiveFailures++
     if (this.consecutiveFailures >= this.failureThreshold) {
       this.openUntil = this.now() + this.openMs
-      redisCircuitOpen.set({}, 1)
+      redisCircuitOpens.inc()
     }
     log('warn', 'redis call failed', {
       operation,

@@ -5,6 +5,7 @@ import type { LeaderboardConfig } from './core/leaderboard.ts'
 import { boardStub } from './leaderboards/stub.ts'
 import { errorFields, log, setLogLevel } from './lib/log.ts'
 import { counter } from './lib/metrics.ts'
+import { within } from './lib/within.ts'
 import { pruneIdleClaims } from './matchmaking/claims.ts'
 import { retryStalePartyTickets } from './parties/stale-tickets.ts'
 
@@ -55,12 +56,22 @@ async function job(failure: string, run: () => Promise<number>): Promise<number>
   }
 }
 
+/**
+ * A board that does not answer within this (stuck on a slow Neon at its wake, say) is left for
+ * the next run, so it cannot hold up the other boards and the cron's later jobs.
+ */
+const BOARD_CALL_MS = 20_000
+
 /** Boards whose last configuration push was lost get it again (the board ignores an older one). */
 async function pushLostConfigs(env: Env): Promise<number> {
   let pushed = 0
   for (const b of await unpushedConfigs(env, PAGE)) {
     try {
-      await boardStub(env, b.id).configure(b.id, b.config as LeaderboardConfig, b.version)
+      await within(
+        boardStub(env, b.id).configure(b.id, b.config as LeaderboardConfig, b.version),
+        BOARD_CALL_MS,
+        'config push',
+      )
       await markConfigPushed(env, b.id, b.version)
       pushed++
     } catch (err) {
@@ -82,7 +93,9 @@ async function pokeBoards(env: Env, now: number): Promise<number> {
       const boundary = previousBoundary(schedule, now)
       return boundary !== null && now - boundary < LOOKBACK_MS
     })
-    const results = await Promise.allSettled(due.map((b) => boardStub(env, b.id).tick(b.id)))
+    const results = await Promise.allSettled(
+      due.map((b) => within(boardStub(env, b.id).tick(b.id), BOARD_CALL_MS, 'board tick')),
+    )
     let nudged = 0
     results.forEach((r, i) => {
       if (r.status === 'rejected') {

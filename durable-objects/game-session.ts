@@ -12,7 +12,7 @@ import {
   type RosterEntry,
   type RuleError,
 } from '../workers/core/rules/index.ts'
-import { jsonEqual } from '../workers/core/rules/json.ts'
+import { exceedsUtf8Bytes, jsonEqual } from '../workers/core/rules/json.ts'
 import type { Env } from '../workers/env.ts'
 import { boardStub } from '../workers/leaderboards/stub.ts'
 import { boundedInt } from '../workers/lib/config.ts'
@@ -691,7 +691,7 @@ export class GameSession extends DurableObject<Env> {
         )
       }
       if (typeof message !== 'string') return this.refuse(ws, 'binary', 'Frames are JSON text')
-      if (message.length > MAX_FRAME_BYTES / 3 && utf8Length(message) > MAX_FRAME_BYTES) {
+      if (exceedsUtf8Bytes(message, MAX_FRAME_BYTES)) {
         return this.refuse(ws, 'too_large', `Frames are limited to ${MAX_FRAME_BYTES} bytes`)
       }
       let raw: unknown
@@ -937,9 +937,7 @@ export class GameSession extends DurableObject<Env> {
         }
       }
     }
-    if (this.status === 'live' && this.rules?.tickRate) {
-      this.applyInput({ kind: 'tick', tick: this.tickAt(now) })
-    }
+    this.catchUp(this.tickAt(now))
   }
 
   /**
@@ -1235,10 +1233,6 @@ function attachment(ws: WebSocket): Attachment | null {
   if (!a || typeof a.playerId !== 'string') return null
   attachments.set(ws, a)
   return a
-}
-
-function utf8Length(s: string): number {
-  return new TextEncoder().encode(s).length
 }
 
 /** The longest prefix of `rows` whose record text stays within `maxChars`; never empty. */

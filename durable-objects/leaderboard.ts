@@ -22,6 +22,7 @@ import {
   type RankKey,
 } from '../workers/core/rank-index.ts'
 import type { Env } from '../workers/env.ts'
+import { utf8Length } from '../workers/core/rules/json.ts'
 import {
   NeonArchiveWriter,
   type ArchiveColumns,
@@ -267,6 +268,10 @@ export class Leaderboard extends DurableObject<Env> {
   /** The schema exists; false once the object of an id nobody created dropped it. */
   private schemaReady = false
 
+  private ensureSchema(): void {
+    if (!this.schemaReady) this.load()
+  }
+
   private load(): void {
     this.schemaReady = true
     if (schemaVersion(this.sql) < 1) {
@@ -430,7 +435,7 @@ export class Leaderboard extends DurableObject<Env> {
    */
   private async ensureConfigured(boardId: string): Promise<BoardProblem | null> {
     if (this.config) return null
-    if (!this.schemaReady) this.load()
+    this.ensureSchema()
     let stored: Awaited<ReturnType<typeof loadLeaderboardConfig>>
     try {
       stored = await loadLeaderboardConfig(this.env, boardId)
@@ -443,11 +448,12 @@ export class Leaderboard extends DurableObject<Env> {
     // Another call may have configured the board while this one waited for Neon.
     if (this.config) return null
     if (!stored) {
-      if (this.boardId !== null) return refuse('not-found', `No leaderboard '${boardId}'`)
-      // An id nobody created: drop the empty schema, so that reads of made-up ids leave no
-      // storage behind (an object with any stored data is kept, and billed, for good).
-      await this.ctx.storage.deleteAll()
-      this.schemaReady = false
+      if (this.boardId === null) {
+        // An id nobody created: drop the empty schema, so that reads of made-up ids leave no
+        // storage behind (an object with any stored data is kept, and billed, for good).
+        await this.ctx.storage.deleteAll()
+        this.schemaReady = false
+      }
       return refuse('not-found', `No leaderboard '${boardId}'`)
     }
     this.configureNow(boardId, stored.config, this.now(), stored.version)
@@ -473,7 +479,7 @@ export class Leaderboard extends DurableObject<Env> {
     if (version !== undefined && this.config && version <= this.configVersion) {
       return this.cycleInfo()
     }
-    if (!this.schemaReady) this.load()
+    this.ensureSchema()
     const now = this.now()
     // A cycle that ended under the old schedule ends as it was, before the new one applies:
     // otherwise a new schedule would stretch it to the new boundary, unclosed and unpaid.
@@ -1433,10 +1439,6 @@ export class Leaderboard extends DurableObject<Env> {
     if (existing === null || existing > next || existing < now)
       await this.ctx.storage.setAlarm(next)
   }
-}
-
-function utf8Length(s: string): number {
-  return new TextEncoder().encode(s).length
 }
 
 interface BoardCursor {

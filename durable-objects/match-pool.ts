@@ -6,7 +6,7 @@ import {
   type TicketPlayer,
 } from '../workers/core/matching.ts'
 import { partyJoinRefusal } from '../workers/core/party.ts'
-import { utf8Length } from '../workers/core/rules/json.ts'
+import { exceedsUtf8Bytes } from '../workers/core/rules/json.ts'
 import type { Env } from '../workers/env.ts'
 import type { QueueConfig } from '../workers/matchmaking/config.ts'
 import {
@@ -1219,13 +1219,11 @@ export class MatchPool extends DurableObject<Env> {
 
   private async onMessage(ws: WebSocket, message: string | ArrayBuffer): Promise<void> {
     // Bytes of UTF-8, as the limit says: a string's length counts UTF-16 units ("€" is 1, 3 bytes).
-    const size =
-      typeof message !== 'string'
-        ? message.byteLength
-        : message.length > MAX_CLIENT_FRAME_BYTES || message.length * 3 <= MAX_CLIENT_FRAME_BYTES
-          ? message.length
-          : utf8Length(message)
-    if (size > MAX_CLIENT_FRAME_BYTES) {
+    const tooLarge =
+      typeof message === 'string'
+        ? exceedsUtf8Bytes(message, MAX_CLIENT_FRAME_BYTES)
+        : message.byteLength > MAX_CLIENT_FRAME_BYTES
+    if (tooLarge) {
       return this.sendError(
         ws,
         'too_large',

@@ -6,6 +6,23 @@ import { createSession, playerIds } from './helpers/session-sockets.ts'
 
 /** `[[[…]]]`, `levels` arrays deep: a few bytes per level, far under the 64 KiB body cap. */
 const nested = (levels: number) => '['.repeat(levels) + ']'.repeat(levels)
+/** A request with a JSON body written as text (nesting JSON.stringify itself would refuse). */
+const sendRaw = (
+  method: string,
+  path: string,
+  credential: string,
+  body: string,
+  headers: Record<string, string> = {},
+) =>
+  call(path, {
+    method,
+    headers: {
+      'content-type': 'application/json',
+      authorization: `Bearer ${credential}`,
+      ...headers,
+    },
+    body,
+  })
 /** An object nested `levels` deep: `{"a":{"a":…{}}}`. */
 const nestedObject = (levels: number): unknown =>
   levels <= 1 ? {} : { a: nestedObject(levels - 1) }
@@ -15,15 +32,13 @@ describe('free-form JSON fields are bounded in depth, however deep the input', (
     const board = await createBoard({ metadataMaxBytes: 4096 })
     const guest = await newGuest()
     const submit = (metadata: string, key: string) =>
-      call(`/v1/leaderboards/${board}/scores`, {
-        method: 'POST',
-        headers: {
-          'content-type': 'application/json',
-          authorization: `Bearer ${guest.token}`,
-          'idempotency-key': key,
-        },
-        body: `{"score":1,"metadata":${metadata}}`,
-      })
+      sendRaw(
+        'POST',
+        `/v1/leaderboards/${board}/scores`,
+        guest.token,
+        `{"score":1,"metadata":${metadata}}`,
+        { 'idempotency-key': key },
+      )
     // Before: a recursive depth check overflowed the stack on 10,000 levels and answered 500.
     for (const [levels, key] of [
       [30_000, 'deep-30000'],
@@ -48,14 +63,8 @@ describe('free-form JSON fields are bounded in depth, however deep the input', (
     const board = await createBoard()
     const guest = await newGuest()
     const submit = (body: string, key: string) =>
-      call(`/v1/leaderboards/${board}/scores`, {
-        method: 'POST',
-        headers: {
-          'content-type': 'application/json',
-          authorization: `Bearer ${guest.token}`,
-          'idempotency-key': key,
-        },
-        body,
+      sendRaw('POST', `/v1/leaderboards/${board}/scores`, guest.token, body, {
+        'idempotency-key': key,
       })
     const p = await problem(await submit('{"score":1,"metadata":{"__proto__":{"x":1}}}', 'proto-1'))
     expect(p).toMatchObject({ status: 422, type: 'urn:nexus:problem:validation' })
@@ -71,22 +80,24 @@ describe('free-form JSON fields are bounded in depth, however deep the input', (
 
   it('metadata on an import and a reward on a board config: 422 for deep nesting, nothing changes', async () => {
     const board = await createBoard({ rewards: [{ fromRank: 1, toRank: 1, reward: { coins: 5 } }] })
-    const imported = await call(`/v1/admin/leaderboards/${board}/entries`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json', authorization: `Bearer ${ADMIN_KEY}` },
-      body: `{"entries":[{"playerId":"a","score":1,"metadata":{"a":${nested(30_000)}}}]}`,
-    })
+    const imported = await sendRaw(
+      'POST',
+      `/v1/admin/leaderboards/${board}/entries`,
+      ADMIN_KEY,
+      `{"entries":[{"playerId":"a","score":1,"metadata":{"a":${nested(30_000)}}}]}`,
+    )
     expect(await problem(imported)).toMatchObject({
       status: 422,
       type: 'urn:nexus:problem:validation',
     })
     expect((await fresh<Top>(`/v1/leaderboards/${board}/top`)).entries).toEqual([])
 
-    const config = await call(`/v1/admin/leaderboards/${board}`, {
-      method: 'PUT',
-      headers: { 'content-type': 'application/json', authorization: `Bearer ${ADMIN_KEY}` },
-      body: `{"rewards":[{"fromRank":1,"toRank":1,"reward":{"a":${nested(30_000)}}}]}`,
-    })
+    const config = await sendRaw(
+      'PUT',
+      `/v1/admin/leaderboards/${board}`,
+      ADMIN_KEY,
+      `{"rewards":[{"fromRank":1,"toRank":1,"reward":{"a":${nested(30_000)}}}]}`,
+    )
     const p = await problem(config)
     expect(p).toMatchObject({ status: 422, type: 'urn:nexus:problem:validation' })
     expect(p.body.errors).toEqual([{ path: 'rewards.0.reward', message: 'nested deeper than 8' }])
@@ -97,11 +108,12 @@ describe('free-form JSON fields are bounded in depth, however deep the input', (
   it('rules options, on a session and on a queue: 422 past 8 levels; a session refused by its rules names the field', async () => {
     const roster = playerIds(2).map((playerId) => ({ playerId }))
     for (const levels of [9, 3000]) {
-      const res = await call('/v1/admin/sessions', {
-        method: 'POST',
-        headers: { 'content-type': 'application/json', authorization: `Bearer ${ADMIN_KEY}` },
-        body: `{"rules":"relay","roster":${JSON.stringify(roster)},"options":{"x":${nested(levels - 1)}}}`,
-      })
+      const res = await sendRaw(
+        'POST',
+        '/v1/admin/sessions',
+        ADMIN_KEY,
+        `{"rules":"relay","roster":${JSON.stringify(roster)},"options":{"x":${nested(levels - 1)}}}`,
+      )
       const p = await problem(res)
       expect(p, `${levels} levels`).toMatchObject({ status: 422 })
       expect(p.body.errors).toEqual([{ path: 'options', message: 'nested deeper than 8' }])
@@ -130,11 +142,12 @@ describe('free-form JSON fields are bounded in depth, however deep the input', (
     await createSession({ rules: 'dice-race', roster, options: { target: 10 } })
 
     const queue = queueId()
-    const res = await call(`/v1/admin/queues/${queue}`, {
-      method: 'PUT',
-      headers: { 'content-type': 'application/json', authorization: `Bearer ${ADMIN_KEY}` },
-      body: `{"teams":2,"teamSize":1,"rules":"relay","maxRatingGap":100,"widenPerSecond":1,"regions":["eu"],"rulesOptions":{"x":${nested(1000)}}}`,
-    })
+    const res = await sendRaw(
+      'PUT',
+      `/v1/admin/queues/${queue}`,
+      ADMIN_KEY,
+      `{"teams":2,"teamSize":1,"rules":"relay","maxRatingGap":100,"widenPerSecond":1,"regions":["eu"],"rulesOptions":{"x":${nested(1000)}}}`,
+    )
     const q = await problem(res)
     expect(q).toMatchObject({ status: 422 })
     expect(q.body.errors).toEqual([{ path: 'rulesOptions', message: 'nested deeper than 8' }])

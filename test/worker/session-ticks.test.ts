@@ -283,16 +283,20 @@ describe('deadlines the game clock passed before a late alarm or frame', () => {
     inst.now = () => Date.now() + ms
   }
 
-  it('a fuse that burnt out before a grace ended wins over that grace, whichever the alarm sees first', async () => {
+  /**
+   * Two players ready a hot-potato game with a fixed 10 s fuse; then the one without the potato
+   * leaves, with a grace of `graceMs`. Resolves once the object has started that grace.
+   */
+  async function litFuseThenLeave(graceMs: number) {
     const players = playerIds(2)
     const { sessionId, tokens } = await createSession({
       rules: 'hot-potato',
       roster: players.map((playerId) => ({ playerId })),
-      // A fuse of 10 s, fixed, so the order of the two deadlines is known.
+      // A fixed fuse, so the order of the deadlines is known.
       options: { minFuse: 50, maxFuse: 50 },
     })
     await inObject(sessionId, (inst) => {
-      inst.graceMs = 20_000
+      inst.graceMs = graceMs
     })
     const sockets = await Promise.all(players.map((p) => connect(sessionId, tokens[p]!)))
     for (const s of sockets) await s.nextOf('welcome')
@@ -304,7 +308,6 @@ describe('deadlines the game clock passed before a late alarm or frame', () => {
     }
     if (holder === null) throw new Error('the fuse was not lit')
     const other = players.find((p) => p !== holder)!
-    // The one without the potato leaves: its grace ends 20 s on, 10 s after the fuse.
     sockets[players.indexOf(other)]!.close()
     await until(() =>
       inObject(
@@ -314,6 +317,12 @@ describe('deadlines the game clock passed before a late alarm or frame', () => {
             .length === 1,
       ),
     )
+    return { sessionId, sockets, players, holder, other }
+  }
+
+  it('a fuse that burnt out before a grace ended wins over that grace, whichever the alarm sees first', async () => {
+    // The one without the potato leaves: its grace ends 20 s on, 10 s after the fuse.
+    const { sessionId, other } = await litFuseThenLeave(20_000)
     // One alarm, 30 s late, sees both deadlines passed.
     const result = await inObject(sessionId, async (inst) => {
       clockAhead(inst, 30_000)
@@ -330,35 +339,8 @@ describe('deadlines the game clock passed before a late alarm or frame', () => {
   })
 
   it('a frame arriving before a late alarm runs the graces that ended first, then the fuse', async () => {
-    const players = playerIds(2)
-    const { sessionId, tokens } = await createSession({
-      rules: 'hot-potato',
-      roster: players.map((playerId) => ({ playerId })),
-      options: { minFuse: 50, maxFuse: 50 },
-    })
-    await inObject(sessionId, (inst) => {
-      inst.graceMs = 5_000
-    })
-    const sockets = await Promise.all(players.map((p) => connect(sessionId, tokens[p]!)))
-    for (const s of sockets) await s.nextOf('welcome')
-    for (const s of sockets) s.send({ type: 'action', action: 'ready' })
-    let holder: string | null = null
-    for (let i = 0; i < 2; i++) {
-      const e = eventOf(await nextKind(sockets[0]!, 'ready'))
-      if (e.kind === 'ready' && e.holder !== null) holder = e.holder
-    }
-    if (holder === null) throw new Error('the fuse was not lit')
-    const other = players.find((p) => p !== holder)!
     // The other player leaves: its grace ends 5 s on, 5 s before the fuse burns out.
-    sockets[players.indexOf(other)]!.close()
-    await until(() =>
-      inObject(
-        sessionId,
-        (_inst, state) =>
-          state.storage.sql.exec(`SELECT 1 FROM timers WHERE player_id = ?`, other).toArray()
-            .length === 1,
-      ),
-    )
+    const { sessionId, sockets, players, holder, other } = await litFuseThenLeave(5_000)
     // 30 s on, the alarm has not run; the holder's frame comes first.
     await inObject(sessionId, async (inst, state) => {
       await state.storage.deleteAlarm()

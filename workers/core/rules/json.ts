@@ -158,6 +158,16 @@ export function utf8Length(text: string): number {
 }
 
 /**
+ * Whether `text` is longer than `maxBytes` of UTF-8, counting only when its length leaves it in
+ * doubt (every UTF-16 unit is 1 to 3 bytes): the check for a socket frame's size limit.
+ * @example exceedsUtf8Bytes('€€', 5) // true: 6 bytes
+ */
+export function exceedsUtf8Bytes(text: string, maxBytes: number): boolean {
+  if (text.length > maxBytes) return true
+  return text.length * 3 > maxBytes && utf8Length(text) > maxBytes
+}
+
+/**
  * Structural equality of two JSON values; object key order does not matter (storage may reorder).
  * @example jsonEqual({ a: 1, b: [2] }, { b: [2], a: 1 }) // true
  */

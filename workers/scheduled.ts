@@ -62,21 +62,33 @@ async function job(failure: string, run: () => Promise<number>): Promise<number>
  */
 const BOARD_CALL_MS = 20_000
 
-/** Boards whose last configuration push was lost get it again (the board ignores an older one). */
+/**
+ * Boards whose last configuration push was lost get it again (the board ignores an older one).
+ * Every such board is tried on every run, a page at a time with the page's pushes side by side:
+ * a first page that fails for good must not keep the boards after it from ever being retried.
+ */
 async function pushLostConfigs(env: Env): Promise<number> {
+  let after = ''
   let pushed = 0
-  for (const b of await unpushedConfigs(env, PAGE)) {
-    try {
-      await within(
-        boardStub(env, b.id).configure(b.id, b.config as LeaderboardConfig, b.version),
-        BOARD_CALL_MS,
-        'config push',
-      )
-      await markConfigPushed(env, b.id, b.version)
-      pushed++
-    } catch (err) {
-      log('warn', 'config push retry failed', { board: b.id, ...errorFields(err) })
-    }
+  for (;;) {
+    const boards = await unpushedConfigs(env, after, PAGE)
+    const results = await Promise.allSettled(
+      boards.map(async (b) => {
+        await within(
+          boardStub(env, b.id).configure(b.id, b.config as LeaderboardConfig, b.version),
+          BOARD_CALL_MS,
+          'config push',
+        )
+        await markConfigPushed(env, b.id, b.version)
+      }),
+    )
+    results.forEach((r, i) => {
+      if (r.status === 'fulfilled') pushed++
+      else
+        log('warn', 'config push retry failed', { board: boards[i]!.id, ...errorFields(r.reason) })
+    })
+    if (boards.length < PAGE) break
+    after = boards[boards.length - 1]!.id
   }
   return pushed
 }

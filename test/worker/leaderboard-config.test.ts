@@ -63,6 +63,32 @@ describe('leaderboard configuration', () => {
     expect(row).toEqual({ version: 2, pushed_version: 2 })
   })
 
+  it('a lost push is retried even behind a full page of pushes that fail for good', async () => {
+    const id = await createBoard({ scoreMax: 1000, submitsPerMinute: 600 })
+    await pg()`update leaderboards set config = jsonb_set(config, '{scoreMax}', '500'),
+      version = version + 1 where id = ${id}`
+    // 201 boards (more than the cron's page) whose stored configuration their objects refuse,
+    // changed before this board's: every push to them fails, every run.
+    const prefix = boardId('stuck')
+    const stuck = Array.from({ length: 201 }, (_, i) => `${prefix}-${i}`)
+    await pg()`insert into leaderboards (id, config, version, pushed_version, updated_at)
+      select unnest(${stuck}::text[]), '{"cycle": {"every": "never"}}'::jsonb, 2, 1,
+        now() - interval '1 hour'`
+    try {
+      const run = await runScheduled(env, Date.now())
+      expect(run.configsPushed).toBeGreaterThanOrEqual(1)
+      const refused = await problem(await submitFor(id, 'p2', { score: 800 }))
+      expect(refused).toMatchObject({ status: 422, type: 'urn:nexus:problem:validation' })
+      const [row] = await pg()`select version, pushed_version from leaderboards where id = ${id}`
+      expect(row).toEqual({ version: 2, pushed_version: 2 })
+      const [left] = await pg()`select count(*)::int as n from leaderboards
+        where id = any(${stuck}) and pushed_version < version`
+      expect(left!.n).toBe(201)
+    } finally {
+      await pg()`delete from leaderboards where id = any(${stuck})`
+    }
+  })
+
   it('refuses each invalid configuration with 422 naming the field, and keeps the old one', async () => {
     const id = await createBoard({ scoreMax: 1000 })
     const bad: [Record<string, unknown>, string][] = [

@@ -41,13 +41,15 @@ export async function markConfigPushed(env: DbEnv, id: string, version: number):
     .where(eq(leaderboards.id, id))
 }
 
-/** Boards whose latest configuration their object has not acknowledged, oldest change first. */
-export async function unpushedConfigs(env: DbEnv, limit: number) {
+/** Boards whose latest configuration their object has not acknowledged, a page at a time in id order. */
+export async function unpushedConfigs(env: DbEnv, afterId: string, limit: number) {
   return getDb(env)
     .select({ id: leaderboards.id, config: leaderboards.config, version: leaderboards.version })
     .from(leaderboards)
-    .where(sql`${leaderboards.pushedVersion} < ${leaderboards.version}`)
-    .orderBy(leaderboards.updatedAt)
+    .where(
+      sql`${leaderboards.id} > ${afterId} and ${leaderboards.pushedVersion} < ${leaderboards.version}`,
+    )
+    .orderBy(leaderboards.id)
     .limit(limit)
 }
 

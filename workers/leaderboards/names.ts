@@ -4,10 +4,16 @@ import { errorFields, log } from '../lib/log.ts'
 const NAME_TTL_MS = 60_000
 const MAX_CACHED = 20_000
 const names = new Map<string, { name: string | null; at: number }>()
+/**
+ * Counts renames this isolate took: a read that began before one may have fetched the old name,
+ * and must not remember it for another minute. Renames are rare, so one counter for all players.
+ */
+let renames = 0
 
 /** Forgets a player's name in this isolate (it was just changed here). */
 export function forgetPlayerName(id: string): void {
   names.delete(id)
+  renames++
 }
 
 /**
@@ -27,6 +33,7 @@ export async function playerNames(
     else missing.push(id)
   }
   if (missing.length === 0 || !env.DATABASE_URL) return out
+  const renamesBefore = renames
   try {
     const rows = (await getSql(env).query(
       'select id, name from players where id = any($1::text[])',
@@ -36,10 +43,11 @@ export async function playerNames(
       name: string | null
     }[]
     const found = new Map(rows.map((r) => [r.id, r.name]))
-    if (names.size + missing.length > MAX_CACHED) names.clear()
+    const remember = renames === renamesBefore
+    if (remember && names.size + missing.length > MAX_CACHED) names.clear()
     for (const id of missing) {
       const name = found.get(id) ?? null
-      names.set(id, { name, at: now })
+      if (remember) names.set(id, { name, at: now })
       out.set(id, name)
     }
   } catch (err) {

@@ -265,7 +265,8 @@ export class Sessions {
   }
 
   /**
-   * Connects to a session with the token the match gave (`since` resumes after that seq, e.g.
+   * Connects to a session with the token the match gave, or the player's own token (a session
+   * token lasts 6 hours; a longer game takes the player's) (`since` resumes after that seq, e.g.
    * after an app restart that kept it).
    */
   connect(sessionId: string, token: string, opts: { since?: number } = {}): GameConnection {

@@ -3,9 +3,9 @@ import { runInDurableObject } from 'cloudflare:test'
 import { describe, expect, it } from 'vitest'
 import type { GameSession } from '../../durable-objects/game-session.ts'
 import { RATE_BURST } from '../../durable-objects/game-session.ts'
-import { issueSessionToken } from '../../workers/lib/session-token.ts'
+import { issueSessionToken, SESSION_TOKEN_TTL_SECONDS } from '../../workers/lib/session-token.ts'
 import { signScopedToken } from '../../workers/lib/auth.ts'
-import { newGuest, problem } from './helpers/http.ts'
+import { ADMIN_KEY, newGuest, problem } from './helpers/http.ts'
 import {
   connect,
   createSession,
@@ -271,13 +271,44 @@ describe('session sockets', () => {
     }
   })
 
+  it('lets a player back in with their own token once the session token has expired', async () => {
+    const g = await newGuest()
+    const { sessionId } = await createSession({
+      rules: 'relay',
+      roster: [{ playerId: g.playerId }],
+    })
+    // The token handed out when the game began, over 6 hours ago (a relay room runs on).
+    const handedOut = await issueSessionToken(
+      env,
+      sessionId,
+      g.playerId,
+      Date.now() - (SESSION_TOKEN_TTL_SECONDS + 60) * 1000,
+    )
+    const expired = await problem(await upgrade(sessionId, handedOut))
+    expect([expired.status, expired.type]).toEqual([401, 'urn:nexus:problem:token-expired'])
+    const s = await connect(sessionId, g.token)
+    expect((await s.nextOf('welcome')).you).toBe(g.playerId)
+    s.send({ type: 'action', action: 'message', data: 'back' })
+    expect(await s.nextOf('event')).toMatchObject({
+      seq: 1,
+      event: { from: g.playerId, data: 'back' },
+    })
+    s.close()
+  })
+
   it('refuses intruders before the upgrade with problem+json', async () => {
     const { sessionId, tokens, players } = await diceGame(2)
     const other = await diceGame(2)
     const guest = await newGuest()
     const cases: [string, Response, number, string][] = [
       ['no token', await upgrade(sessionId, null), 401, 'unauthorized'],
-      ['a player token', await upgrade(sessionId, guest.token), 401, 'unauthorized'],
+      [
+        'a player token, not on the roster',
+        await upgrade(sessionId, guest.token),
+        403,
+        'forbidden',
+      ],
+      ['the admin key', await upgrade(sessionId, ADMIN_KEY), 401, 'unauthorized'],
       [
         "another session's token",
         await upgrade(sessionId, other.tokens[other.players[0]!]!),

@@ -84,6 +84,19 @@ async function viewerOf(c: Context<AppEnv>, sessionId: string): Promise<Viewer> 
   const credential = credentialOf(c, { socket: false })
   if (await isAdminKey(c.env, credential)) return { kind: 'admin' }
   if (!credential.includes('.')) throw new ApiError('unauthorized', 'The admin key is not valid')
+  return { kind: 'player', playerId: await playerOf(c, credential, sessionId) }
+}
+
+/**
+ * The player a JWT speaks for: a session token for this session, or the player's own token. The
+ * session's object then admits only its roster. A player token is taken too because a session
+ * token lasts 6 hours: a player of a longer game (a relay room) must still be able to come back.
+ */
+async function playerOf(
+  c: Context<AppEnv>,
+  credential: string,
+  sessionId: string,
+): Promise<string> {
   let audience: unknown
   try {
     audience = decodeJwt(credential).aud
@@ -93,12 +106,10 @@ async function viewerOf(c: Context<AppEnv>, sessionId: string): Promise<Viewer> 
   const forSessions = Array.isArray(audience)
     ? audience.includes(SESSION_AUDIENCE)
     : audience === SESSION_AUDIENCE
-  if (forSessions) {
-    return { kind: 'player', playerId: await verifySessionToken(c.env, credential, sessionId) }
-  }
+  if (forSessions) return verifySessionToken(c.env, credential, sessionId)
   const p = await verifyPlayerToken(c.env, credential)
   if (p.kind !== 'player') throw new ApiError('unauthorized', 'A player token is required')
-  return { kind: 'player', playerId: p.playerId }
+  return p.playerId
 }
 
 function authorize(viewer: Viewer, roster: readonly RosterEntry[]): void {
@@ -108,9 +119,9 @@ function authorize(viewer: Viewer, roster: readonly RosterEntry[]): void {
   }
 }
 
-/** Verifies the session token, then hands the upgrade to the session's object. */
+/** Verifies the player's token, then hands the upgrade to the session's object. */
 async function connect(c: Context<AppEnv>, sessionId: string): Promise<Response> {
-  const player = await verifySessionToken(c.env, credentialOf(c, { socket: true }), sessionId)
+  const player = await playerOf(c, credentialOf(c, { socket: true }), sessionId)
   const url = new URL('https://game-session.internal/connect')
   const since = c.req.query('since')
   if (since !== undefined) url.searchParams.set('since', since)
@@ -127,7 +138,8 @@ const getRoute = createRoute({
   path: '/{id}',
   summary: 'A session: status, roster, result — or its socket when upgraded',
   description:
-    'With `Upgrade: websocket` and the session token (`Authorization: Bearer` or `?token=`): the game ' +
+    'With `Upgrade: websocket` and the session token, or the token of a player on the roster ' +
+    '(`Authorization: Bearer` or `?token=`; a session token lasts 6 h, a game may last longer): the game ' +
     'socket. The server sends `{"type":"welcome","seq","state"}`; clients send `{"type":"action",…}`; ' +
     'everyone receives `{"type":"event","seq","event"}` in one order; a refused frame gets ' +
     '`{"type":"error","code","message"}` (sender only). `?since=<seq>` instead sends ' +

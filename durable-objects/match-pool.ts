@@ -100,7 +100,7 @@ import { within } from '../workers/lib/within.ts'
  * - Time: `now` is a field, so tests move time forward instead of sleeping.
  */
 
-const SCHEMA_VERSION = 3
+const SCHEMA_VERSION = 4
 /** Finished tickets and matches stay readable this long. */
 export const RESULT_RETENTION_MS = 10 * 60 * 1000
 /** Recent wait times kept for percentiles. */
@@ -416,6 +416,14 @@ export class MatchPool extends DurableObject<Env> {
           player_id TEXT PRIMARY KEY, up_to INTEGER NOT NULL, at INTEGER NOT NULL
         ) WITHOUT ROWID;
         CREATE INDEX IF NOT EXISTS fences_at ON fences (at);
+      `)
+      setSchemaVersion(this.sql, 3)
+    }
+    if (schemaVersion(this.sql) < 4) {
+      // Matches per minute count matches by when they were made (done_at), not paired.
+      this.sql.exec(`
+        CREATE INDEX IF NOT EXISTS matches_made ON matches (state, done_at);
+        DROP INDEX IF EXISTS matches_created;
       `)
       setSchemaVersion(this.sql, SCHEMA_VERSION)
     }
@@ -1027,7 +1035,8 @@ export class MatchPool extends DurableObject<Env> {
         this.sql.exec(
           `INSERT INTO wait_samples (at, wait_ms) VALUES (?, ?)`,
           now,
-          Math.max(0, row.created_at - t.enqueued_at),
+          // The wait a player sees: from the join to match_found, session creation included.
+          Math.max(0, now - t.enqueued_at),
         )
       }
       this.sql.exec(
@@ -1039,7 +1048,7 @@ export class MatchPool extends DurableObject<Env> {
     matchesMade.inc(labels)
     for (const t of tickets) {
       ticketOutcomes.inc({ ...labels, outcome: 'matched' }, 1)
-      waitSeconds.observe(labels, Math.max(0, row.created_at - t.enqueued_at) / 1000)
+      waitSeconds.observe(labels, Math.max(0, now - t.enqueued_at) / 1000)
     }
     this.updateRates(now)
     // Tokens first (signing awaits), then every send in one synchronous pass.
@@ -1550,10 +1559,14 @@ export class MatchPool extends DurableObject<Env> {
     }
   }
 
+  /**
+   * Matches made since `since`, dated by when their session was made and their players told (a
+   * session that came up only after retries counts then, as `nexus_matchmaking_matches_total` does).
+   */
   private matchesSince(since: number): number {
     return one<{ n: number }>(
       this.sql,
-      `SELECT count(*) AS n FROM matches WHERE state = 'created' AND created_at >= ?`,
+      `SELECT count(*) AS n FROM matches WHERE state = 'created' AND done_at >= ?`,
       since,
     )!.n
   }
@@ -1586,7 +1599,7 @@ export class MatchPool extends DurableObject<Env> {
     // The gauge must fall as matches leave the last minute, with or without new ones.
     const oldest = one<{ t: number | null }>(
       this.sql,
-      `SELECT min(created_at) AS t FROM matches WHERE state = 'created' AND created_at >= ?`,
+      `SELECT min(done_at) AS t FROM matches WHERE state = 'created' AND done_at >= ?`,
       now - 60_000,
     )?.t
     this.ratesDropAt = oldest == null ? null : oldest + 60_000 + 1

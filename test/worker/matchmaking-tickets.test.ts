@@ -225,6 +225,37 @@ describe('stats', () => {
   })
 })
 
+describe('stats of a match whose session came up late', () => {
+  it('count it when its players are told, and its waits until then', async () => {
+    const q = await createQueue()
+    const clock = newClock()
+    let up = false
+    const creator: SessionCreator = async (setup) =>
+      up ? recordingCreator(setup) : { ok: false, problem: 'unavailable', detail: 'down' }
+    await rig(q, clock, { creator })
+    const t0 = clock.t
+    await joinFor(q, `${q}-a`)
+    clock.t = t0 + 10_000
+    const b = await joinFor(q, `${q}-b`) // paired now, but sessions cannot be made
+    expect(b.status).toBe('matching')
+    // Sessions come back 70 s after the pairing: the retry makes the match and tells them.
+    clock.t = t0 + 80_000
+    up = true
+    await fireAlarm(q)
+    expect((await ticketOf(b.ticketId)).status).toBe('matched')
+    const s = (await (await call(`/v1/matchmaking/${q}/stats`)).json()) as {
+      matchesPerMinute: number
+      waitSeconds: { p50: number; p95: number }
+    }
+    // Made within the last minute, as the matches counter says; a waited 80 s, b 70 s.
+    expect(s.matchesPerMinute).toBe(1)
+    expect(s.waitSeconds).toEqual({ p50: 70, p95: 80 })
+    const metrics = await (await call('/metrics', bearer(ADMIN_KEY))).text()
+    expect(metrics).toContain(`nexus_matchmaking_matches_total{queue="${q}",region="eu"} 1`)
+    expect(metrics).toContain(`nexus_matchmaking_matches_per_minute{queue="${q}",region="eu"} 1`)
+  })
+})
+
 describe('a busy pool', () => {
   it('its alarm and stats read the matches they need, not every match kept for retention', async () => {
     const q = await createQueue()

@@ -742,7 +742,7 @@ export interface Paths {
         ticketId: string
       }
       query: {
-        wait?: number | null
+        wait?: number
       }
       headers: Record<string, never>
       body: undefined

@@ -219,3 +219,45 @@ describe('the OpenAPI document says which operations need a credential', () => {
     expect(security('get', '/v1/leaderboards/{id}/top')).toBeUndefined()
   })
 })
+
+describe('numbers in URLs are plain decimal', () => {
+  it('limits, cursors of events, cycle numbers and waits written otherwise are 422, not read as other numbers', async () => {
+    const b = await createBoard()
+    const { sessionId } = await createSession({
+      rules: 'relay',
+      roster: playerIds(1).map((playerId) => ({ playerId })),
+    })
+    const g = await newGuest()
+    const ticket = `/v1/matchmaking/tickets/${queueId()}:eu:${crypto.randomUUID()}`
+    const urls: [url: string, param: string, credential: string][] = [
+      [`/v1/leaderboards/${b}/top?limit=%s`, 'limit', ''],
+      [`/v1/leaderboards/${b}/around/p1?limit=%s`, 'limit', ''],
+      [`/v1/sessions/${sessionId}/events?from=%s`, 'from', ADMIN_KEY],
+      [`/v1/sessions/${sessionId}/events?limit=%s`, 'limit', ADMIN_KEY],
+      [`/v1/leaderboards/${b}/cycles/%s/top`, 'cycle', ''],
+      [`/v1/leaderboards/${b}/players/p1/history?before=%s`, 'before', ''],
+      [`/v1/admin/leaderboards/${b}/cycles/%s`, 'cycle', ADMIN_KEY],
+      [`${ticket}?wait=%s`, 'wait', g.token],
+    ]
+    // Each of these is a number to JavaScript's Number(), and none is how a number is written.
+    const spellings = ['1e1', '0x2', '1.0', '%20%203', '%2B3', '01', 'Infinity']
+    for (const [url, param, credential] of urls) {
+      for (const spelling of spellings) {
+        if (param === 'wait' && spelling === '1.0') continue // seconds may have decimals
+        const target = url.replace('%s', spelling)
+        const p = await problem(await call(target, credential ? bearer(credential) : {}))
+        expect([target, p.status, p.type]).toEqual([target, 422, 'urn:nexus:problem:validation'])
+        expect(
+          (p.body.errors as { path: string }[]).map((e) => e.path),
+          target,
+        ).toContain(param)
+      }
+    }
+    // Written plainly, the same numbers are taken.
+    expect((await call(`/v1/leaderboards/${b}/top?limit=10`)).status).toBe(200)
+    expect(
+      (await call(`/v1/sessions/${sessionId}/events?from=1&limit=2`, bearer(ADMIN_KEY))).status,
+    ).toBe(200)
+    expect((await call(`${ticket}?wait=0.5`, bearer(g.token))).status).toBe(404)
+  })
+})

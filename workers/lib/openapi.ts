@@ -92,6 +92,20 @@ export function boundedJson<T extends z.ZodType>(schema: T, limits: JsonLimits) 
   })
 }
 
+/**
+ * A whole number in a URL (path or query), in plain decimal digits. `1e1`, `0x2`, `1.0` or ` 3`
+ * are refused rather than read as other numbers, as `z.coerce.number()` would read them.
+ * @example query: z.object({ from: decimalInt(1, 1e9).default(1) })
+ */
+export function decimalInt(min: number, max: number) {
+  return z
+    .string()
+    .regex(/^(0|[1-9][0-9]{0,15})$/, 'a whole number in decimal digits')
+    .transform(Number)
+    .pipe(z.number().int().min(min).max(max))
+    .openapi({ type: 'integer', minimum: min, maximum: max })
+}
+
 /** The problem+json schema, shared by every route's error responses in the OpenAPI document. */
 export const Problem = z
   .object({

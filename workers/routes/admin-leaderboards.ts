@@ -3,7 +3,7 @@ import type { LeaderboardConfig } from '../core/leaderboard.ts'
 import { markConfigPushed, saveLeaderboardConfig } from '../leaderboards/config-store.ts'
 import { boardStub } from '../leaderboards/stub.ts'
 import { errorFields, log } from '../lib/log.ts'
-import { createRoute, newRouter, problemResponses, ResourceId } from '../lib/openapi.ts'
+import { createRoute, decimalInt, newRouter, problemResponses, ResourceId } from '../lib/openapi.ts'
 import { ApiError } from '../lib/problem.ts'
 import { requireAdmin } from '../middleware/auth.ts'
 import { hasBody } from '../middleware/json-body.ts'
@@ -147,7 +147,7 @@ const statusRoute = createRoute({
   summary: "A closed cycle's archive progress",
   middleware: [requireAdmin()] as const,
   request: {
-    params: z.object({ id: ResourceId, cycle: z.coerce.number().int().min(1).max(2_000_000_000) }),
+    params: z.object({ id: ResourceId, cycle: decimalInt(1, 2_000_000_000) }),
   },
   responses: {
     200: { description: 'Progress', content: { 'application/json': { schema: CloseStatus } } },

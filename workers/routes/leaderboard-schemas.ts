@@ -1,7 +1,7 @@
 import { z } from '@hono/zod-openapi'
 import { parseSchedule } from '../core/cycle.ts'
 import { overlappingTiers } from '../core/leaderboard.ts'
-import { boundedJson, DisplayName } from '../lib/openapi.ts'
+import { boundedJson, decimalInt, DisplayName } from '../lib/openapi.ts'
 
 /** No score anywhere may exceed this magnitude; boards narrow it with scoreMin/scoreMax. */
 export const SCORE_LIMIT = 1e15
@@ -173,11 +173,7 @@ export const TopPage = z
   .openapi('TopPage')
 
 export const Limit = (max: number, fallback: number) =>
-  z.coerce
-    .number()
-    .int()
-    .min(1)
-    .max(max)
+  decimalInt(1, max)
     .default(fallback)
     .openapi({ type: 'integer', minimum: 1, maximum: max, default: fallback })
 

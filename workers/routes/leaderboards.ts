@@ -5,7 +5,14 @@ import type { BoardEntry, BoardProblem } from '../../durable-objects/leaderboard
 import { submissionRefusals } from '../leaderboards/metrics.ts'
 import { boardStub } from '../leaderboards/stub.ts'
 import { boundedInt } from '../lib/config.ts'
-import { createRoute, newRouter, PlayerId, problemResponses, ResourceId } from '../lib/openapi.ts'
+import {
+  createRoute,
+  decimalInt,
+  newRouter,
+  PlayerId,
+  problemResponses,
+  ResourceId,
+} from '../lib/openapi.ts'
 import { ApiError } from '../lib/problem.ts'
 import { cachedRead } from '../lib/read-cache.ts'
 import { getSql } from '../db/client.ts'
@@ -340,7 +347,7 @@ leaderboardRoutes.openapi(aroundRoute, (async (c: Context<AppEnv>) => {
 
 const CycleParam = z.object({
   id: ResourceId,
-  cycle: z.coerce.number().int().min(1).max(2_000_000_000),
+  cycle: decimalInt(1, 2_000_000_000),
 })
 
 const cycleTopRoute = createRoute({
@@ -447,7 +454,7 @@ const historyRoute = createRoute({
     params: PlayerParam,
     query: z.object({
       limit: Limit(100, 20),
-      before: z.coerce.number().int().min(1).max(2_000_000_000).optional(),
+      before: decimalInt(1, 2_000_000_000).optional(),
     }),
   },
   responses: {

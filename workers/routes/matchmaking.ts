@@ -176,11 +176,19 @@ const getTicketRoute = createRoute({
   request: {
     params: z.object({ ticketId: TicketIdParam }),
     query: z.object({
-      wait: z.coerce
-        .number()
-        .min(0)
-        .max(MAX_WAIT_MS / 1000)
-        .optional(),
+      // Seconds, in plain decimal (`1e1` or `0x2` are refused, not read as other numbers).
+      wait: z
+        .string()
+        .regex(/^(0|[1-9][0-9]{0,5})(\.[0-9]{1,3})?$/, 'seconds in decimal, at most 3 decimals')
+        .transform(Number)
+        .pipe(
+          z
+            .number()
+            .min(0)
+            .max(MAX_WAIT_MS / 1000),
+        )
+        .optional()
+        .openapi({ type: 'number', minimum: 0, maximum: MAX_WAIT_MS / 1000 }),
     }),
   },
   responses: {

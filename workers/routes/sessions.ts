@@ -9,6 +9,7 @@ import {
   BEARER,
   BEARER_OR_QUERY_TOKEN,
   createRoute,
+  decimalInt,
   newRouter,
   problemResponses,
 } from '../lib/openapi.ts'
@@ -220,8 +221,8 @@ const eventsRoute = createRoute({
   request: {
     params: SessionParam,
     query: z.object({
-      from: z.coerce.number().int().min(1).max(Number.MAX_SAFE_INTEGER).default(1),
-      limit: z.coerce.number().int().min(1).max(MAX_EVENTS_PAGE).default(100),
+      from: decimalInt(1, Number.MAX_SAFE_INTEGER).default(1),
+      limit: decimalInt(1, MAX_EVENTS_PAGE).default(100),
     }),
   },
   responses: {

@@ -10,7 +10,7 @@ import { describe, expect, it } from 'vitest'
 import type { CloseStatus, Leaderboard } from '../../durable-objects/leaderboard.ts'
 import { NeonArchiveWriter, type ArchiveWriter } from '../../workers/leaderboards/archive-writer.ts'
 import worker from '../../workers/index.ts'
-import { ADMIN_KEY, bearer, call, json, newGuest, problem } from './helpers/http.ts'
+import { ADMIN_KEY, bearer, call, callWithEnv, json, newGuest, problem } from './helpers/http.ts'
 import { boardId, createBoard, fresh, pg, submitFor, type Top } from './helpers/boards.ts'
 import { countRowsRead } from './helpers/rows-read.ts'
 
@@ -360,7 +360,7 @@ describe('closing a named cycle', () => {
 })
 
 describe('reading a cycle while it is archived', () => {
-  it('stops a page at the first rank not in Neon yet, and the complete cycle is not served from that answer', async () => {
+  it('stops a page at the first rank not in Neon yet, with a cursor to read on from; that answer is kept 4 s at most', async () => {
     const board = await createBoard({ submitsPerMinute: 600 })
     await runInDurableObject(stub(board), async (inst: Leaderboard) => {
       for (let i = 0; i < 2500; i++) {
@@ -393,17 +393,23 @@ describe('reading a cycle while it is archived', () => {
     expect((await closeNow(board)).status).toBe(202)
     await runInDurableObject(stub(board), (inst: Leaderboard) => inst.runArchive({ force: true }))
     const url = `/v1/leaderboards/${board}/cycles/1/top?limit=5&cursor=1000`
-    const during = (await (await call(url)).json()) as Top & { complete: boolean }
-    expect(during).toMatchObject({ complete: false, entries: [], nextCursor: null })
+    const duringRes = await call(url)
+    // Ranks 1001–2000 are not in yet: nothing to give, and the cursor to ask again with.
+    const during = (await duringRes.json()) as Top & { complete: boolean }
+    expect(during).toMatchObject({ complete: false, entries: [], nextCursor: '1000' })
+    expect(duringRes.headers.get('cache-control')).toMatch(/max-age=[0-4]$/)
     const first = (await (
       await call(`/v1/leaderboards/${board}/cycles/1/top?limit=5`)
     ).json()) as Top
     expect(first.entries.map((e) => e.rank)).toEqual([1, 2, 3, 4, 5])
 
     expect((await archiveUntilDone(board, 1)).state).toBe('done')
-    const after = (await (await call(url)).json()) as Top & { complete: boolean }
+    const afterRes = await call(url, { headers: { 'cache-control': 'no-cache' } })
+    const after = (await afterRes.json()) as Top & { complete: boolean }
     expect(after.complete).toBe(true)
     expect(after.entries.map((e) => e.rank)).toEqual([1001, 1002, 1003, 1004, 1005])
+    // A finished archive never changes: it is kept for minutes, not seconds.
+    expect(afterRes.headers.get('cache-control')).toMatch(/max-age=(29\d|300)$/)
   })
 })
 
@@ -679,5 +685,79 @@ describe('history cursors', () => {
     // The last rank Neon can hold is still a cursor: past the end, an empty page.
     const last = (await (await page('2147483647')).json()) as Top
     expect(last).toMatchObject({ entries: [], nextCursor: null })
+  })
+})
+
+/** Closes cycle 1 of a board holding `n` entries, with the archive pages `failing` picks failing. */
+async function closeWithFailingPages(
+  board: string,
+  n: number,
+  failing: (through: number) => boolean,
+) {
+  await runInDurableObject(stub(board), async (inst: Leaderboard) => {
+    const entries = Array.from({ length: n }, (_, i) => ({
+      playerId: `p${String(i).padStart(5, '0')}`,
+      score: i,
+      subscore: 0,
+      metadata: null,
+    }))
+    for (let i = 0; i < n; i += 500) {
+      const r = await inst.importEntries(board, entries.slice(i, i + 500))
+      if (!r.ok) throw new Error(r.detail)
+    }
+    const real = new NeonArchiveWriter(env)
+    inst.archiveWriter = {
+      async writePage(page) {
+        if (failing(page.archivedThrough)) throw new Error('injected: Neon blip')
+        return real.writePage(page)
+      },
+      complete: (p) => real.complete(p),
+    }
+  })
+  expect((await closeNow(board)).status).toBe(202)
+  await runInDurableObject(stub(board), (inst: Leaderboard) => inst.runArchive({ force: true }))
+}
+
+describe('a closed cycle read while it is archived', () => {
+  type Page = { complete: boolean; entries: { rank: number }[]; nextCursor: string | null }
+  const read = async (board: string, query = '') =>
+    call(`/v1/leaderboards/${board}/cycles/1/top${query}`, {
+      headers: { 'cache-control': 'no-cache' },
+    })
+
+  it('is 404 until its first ranks are in, even with later ones in first', async () => {
+    const board = await createBoard()
+    await closeWithFailingPages(board, 2000, (through) => through === 1000)
+    const p = await problem(await read(board))
+    expect([p.status, p.type]).toEqual([404, 'urn:nexus:problem:not-found'])
+  })
+
+  it('gives a walk a cursor to go on from at the last rank in, whatever its page size', async () => {
+    // Of 2,500 ranks only 1–1000 are in: a page of 601–1000 is short, and not the end.
+    const board = await createBoard()
+    await closeWithFailingPages(board, 2500, (through) => through !== 1000)
+    const page = (await (await read(board, '?limit=600&cursor=600')).json()) as Page
+    expect(page.complete).toBe(false)
+    expect(page.entries.map((e) => e.rank)).toEqual(Array.from({ length: 400 }, (_, i) => 601 + i))
+    expect(page.nextCursor).toBe('1000')
+  })
+
+  it('once complete, is served from the caches while Neon is unreachable', async () => {
+    const board = await createBoard()
+    await closeWithFailingPages(board, 5, () => false)
+    expect((await archiveUntilDone(board, 1)).state).toBe('done')
+    const path = `/v1/leaderboards/${board}/cycles/1/top?limit=5`
+    const first = await call(path)
+    expect(((await first.json()) as Page).complete).toBe(true)
+    const down = await callWithEnv(
+      {
+        DATABASE_URL: env.TEST_UNREACHABLE_DATABASE_URL,
+        NEON_LOCAL_RELAY: env.TEST_UNREACHABLE_NEON_RELAY,
+      },
+      path,
+    )
+    expect(down.status).toBe(200)
+    expect(down.headers.get('x-cache')).toMatch(/^HIT/)
+    expect(((await down.json()) as Page).entries.map((e) => e.rank)).toEqual([1, 2, 3, 4, 5])
   })
 })

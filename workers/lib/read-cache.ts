@@ -23,6 +23,8 @@ interface CachedBody {
   storedAt: number
   /** How long producing the answer took, for early refresh. */
   computeMs?: number
+  /** The answer's own TTL, when `ttlOf` gave one. */
+  ttlMs?: number
 }
 
 /**
@@ -42,6 +44,11 @@ export interface CachedReadOptions {
   key: string
   /** How stale an answer may be, end to end, after the data changed. */
   ttlSeconds: number
+  /**
+   * When how long an answer may be kept depends on the answer (a finished archive never
+   * changes): its TTL in seconds. Each layer stores it with the answer.
+   */
+  ttlOf?: (answer: unknown) => number
   /** 'private' answers may be cached by the client only, never by shared caches. */
   visibility: 'public' | 'private'
   /**
@@ -96,18 +103,18 @@ export async function cachedRead(c: Context<AppEnv>, opts: CachedReadOptions): P
   // the same answer under the same date, and rolling again for it at each would make an early
   // refresh ever rarer the more layers there are, until expiry sent everyone to the object.
   let refreshing = -Infinity
-  const usable = (storedAt: number, computeMs: number): boolean => {
-    if (!(now - storedAt < ttlMs) || storedAt <= refreshing) return false
-    if (!refreshEarly(storedAt, ttlMs, computeMs, now)) return true
+  const usable = (storedAt: number, computeMs: number, entryTtlMs = ttlMs): boolean => {
+    if (!(now - storedAt < entryTtlMs) || storedAt <= refreshing) return false
+    if (!refreshEarly(storedAt, entryTtlMs, computeMs, now)) return true
     refreshing = storedAt
     return false
   }
 
   if (!bypass) {
     const hit = isolateReads.get(opts.key)
-    if (hit && usable(hit.storedAt, hit.computeMs ?? 1)) {
+    if (hit && usable(hit.storedAt, hit.computeMs ?? 1, hit.ttlMs)) {
       cacheLookups.inc({ layer: 'memory', outcome: 'hit' })
-      return respond(hit.body, hit.storedAt, 'HIT memory')
+      return respond(hit.body, hit.storedAt, 'HIT memory', hit.ttlMs)
     }
     cacheLookups.inc({ layer: 'memory', outcome: 'miss' })
   }
@@ -115,24 +122,29 @@ export async function cachedRead(c: Context<AppEnv>, opts: CachedReadOptions): P
     const hit = await cache.match(cacheRequest(opts.key))
     const storedAt = Number(hit?.headers.get('x-stored-at'))
     const computeMs = Number(hit?.headers.get('x-compute-ms') ?? 1)
-    if (hit && usable(storedAt, computeMs)) {
+    const entryTtl = hit?.headers.get('x-ttl-ms') ? Number(hit.headers.get('x-ttl-ms')) : undefined
+    if (hit && usable(storedAt, computeMs, entryTtl)) {
       cacheLookups.inc({ layer: 'edge', outcome: 'hit' })
       const body = await hit.text()
-      isolateReads.remember(opts.key, { body, storedAt, computeMs })
-      return respond(body, storedAt, 'HIT edge')
+      isolateReads.remember(opts.key, { body, storedAt, computeMs, ttlMs: entryTtl })
+      return respond(body, storedAt, 'HIT edge', entryTtl)
     }
     cacheLookups.inc({ layer: 'edge', outcome: 'miss' })
   }
   if (!bypass && redis) {
     const hit = await redis.run('read-cache.get', (r) => r.get<CachedBody>(redisKey))
-    if (hit && typeof hit.body === 'string' && usable(hit.storedAt, hit.computeMs ?? 1)) {
+    if (
+      hit &&
+      typeof hit.body === 'string' &&
+      usable(hit.storedAt, hit.computeMs ?? 1, hit.ttlMs)
+    ) {
       cacheLookups.inc({ layer: 'redis', outcome: 'hit' })
       isolateReads.remember(opts.key, hit)
       if (cache)
         c.executionCtx.waitUntil(
-          putEdge(cache, opts.key, hit.body, hit.storedAt, ttlMs, hit.computeMs ?? 1),
+          putEdge(cache, opts.key, hit.body, hit.storedAt, hit.ttlMs, hit.computeMs ?? 1, ttlMs),
         )
-      return respond(hit.body, hit.storedAt, 'HIT redis')
+      return respond(hit.body, hit.storedAt, 'HIT redis', hit.ttlMs)
     }
     cacheLookups.inc({ layer: 'redis', outcome: hit === undefined ? 'unavailable' : 'miss' })
   }
@@ -155,18 +167,22 @@ export async function cachedRead(c: Context<AppEnv>, opts: CachedReadOptions): P
   // and a slow load (names from a waking Neon) must not stretch how stale an answer can be.
   const fresh = { text: JSON.stringify(loaded), storedAt: started }
   const computeMs = Math.max(1, Date.now() - started)
-  isolateReads.remember(opts.key, { body: fresh.text, storedAt: fresh.storedAt, computeMs })
+  const answerTtl = opts.ttlOf ? opts.ttlOf(loaded) * 1000 : undefined
+  const value: CachedBody = { body: fresh.text, storedAt: fresh.storedAt, computeMs }
+  if (answerTtl !== undefined) value.ttlMs = answerTtl
+  isolateReads.remember(opts.key, value)
   const stores: Promise<unknown>[] = []
-  if (cache) stores.push(putEdge(cache, opts.key, fresh.text, fresh.storedAt, ttlMs, computeMs))
+  if (cache)
+    stores.push(putEdge(cache, opts.key, fresh.text, fresh.storedAt, answerTtl, computeMs, ttlMs))
   if (redis) {
-    const value: CachedBody = { body: fresh.text, storedAt: fresh.storedAt, computeMs }
-    stores.push(redis.run('read-cache.set', (r) => r.set(redisKey, value, { px: ttlMs })))
+    const px = answerTtl ?? ttlMs
+    stores.push(redis.run('read-cache.set', (r) => r.set(redisKey, value, { px })))
   }
   c.executionCtx.waitUntil(Promise.all(stores))
-  return respond(fresh.text, fresh.storedAt, 'MISS')
+  return respond(fresh.text, fresh.storedAt, 'MISS', answerTtl)
 
-  function respond(text: string, storedAt: number, source: string): Response {
-    const left = Math.max(0, Math.floor((storedAt + ttlMs - Date.now()) / 1000))
+  function respond(text: string, storedAt: number, source: string, entryTtlMs = ttlMs): Response {
+    const left = Math.max(0, Math.floor((storedAt + entryTtlMs - Date.now()) / 1000))
     return new Response(text, {
       status: 200,
       headers: {
@@ -201,9 +217,11 @@ async function putEdge(
   key: string,
   text: string,
   storedAt: number,
-  ttlMs: number,
+  answerTtlMs: number | undefined,
   computeMs: number,
+  readTtlMs: number,
 ): Promise<void> {
+  const ttlMs = answerTtlMs ?? readTtlMs
   const left = Math.max(1, Math.floor((storedAt + ttlMs - Date.now()) / 1000))
   await cache.put(
     cacheRequest(key),
@@ -213,6 +231,7 @@ async function putEdge(
         'cache-control': `public, s-maxage=${left}`,
         'x-stored-at': String(storedAt),
         'x-compute-ms': String(computeMs),
+        ...(answerTtlMs !== undefined ? { 'x-ttl-ms': String(answerTtlMs) } : {}),
       },
     }),
   )

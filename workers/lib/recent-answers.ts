@@ -9,6 +9,8 @@ export interface RecentAnswer {
   storedAt: number
   /** How long producing it took, for early refresh. */
   computeMs?: number
+  /** How long it may be served, when the answer itself decided (else the read's TTL). */
+  ttlMs?: number
 }
 
 export class RecentAnswers {

@@ -393,18 +393,22 @@ leaderboardRoutes.openapi(cycleTopRoute, (async (c: Context<AppEnv>) => {
     })
   }
   const sql = getSql(c.env)
-  const [meta] = (await sql.query(
-    'select entries, completed_at from leaderboard_cycles where leaderboard_id = $1 and cycle = $2',
-    [id, cycle],
-  )) as { entries: number; completed_at: string | null }[]
-  if (!meta) throw new ApiError('not-found', `Cycle ${cycle} of '${id}' is not archived (yet)`)
-  const complete = meta.completed_at !== null
+  const notYet = () => new ApiError('not-found', `Cycle ${cycle} of '${id}' is not archived (yet)`)
   return cachedRead(c, {
-    // A page read while archiving is not the page once complete: they are cached apart.
-    key: `lb:${id}:cycle:${cycle}:${complete ? 'done' : 'partial'}:${limit}:${afterRank}`,
-    ttlSeconds: complete ? ARCHIVE_TTL_SECONDS : LIVE_TTL_SECONDS,
+    key: `lb:${id}:cycle:${cycle}:${limit}:${afterRank}`,
+    ttlSeconds: LIVE_TTL_SECONDS,
+    // A page of a finished archive never changes, so it is kept longer; and since the cycle's
+    // row is read in the load, a cached page is served with Neon down and costs it nothing.
+    ttlOf: (page) =>
+      (page as { complete: boolean }).complete ? ARCHIVE_TTL_SECONDS : LIVE_TTL_SECONDS,
     visibility: 'public',
     load: async () => {
+      const [meta] = (await sql.query(
+        'select entries, completed_at from leaderboard_cycles where leaderboard_id = $1 and cycle = $2',
+        [id, cycle],
+      )) as { entries: number; completed_at: string | null }[]
+      if (!meta) throw notYet()
+      const complete = meta.completed_at !== null
       const rows = (await sql.query(
         `select rank, player_id, name, score, subscore, metadata, submitted_at from leaderboard_archive
           where leaderboard_id = $1 and cycle = $2 and rank > $3 order by rank limit $4`,
@@ -422,7 +426,12 @@ leaderboardRoutes.openapi(cycleTopRoute, (async (c: Context<AppEnv>) => {
       // earlier one. The answer stops at the first missing rank, so a walk never passes a gap.
       const gap = rows.findIndex((r, i) => r.rank !== afterRank + i + 1)
       if (gap !== -1) rows.length = gap
-      const last = rows[rows.length - 1]
+      // Until the first ranks are in, the standings are not there to read, whatever else is.
+      if (!complete && afterRank === 0 && rows.length === 0) throw notYet()
+      const through = rows[rows.length - 1]?.rank ?? afterRank
+      // More to come: a full page, or, while archiving, ranks not in yet (the cursor continues
+      // from the last rank given, or is the request's own when none was: read again later).
+      const more = through < meta.entries && (rows.length === limit || gap !== -1 || !complete)
       return {
         cycle,
         complete,
@@ -436,10 +445,7 @@ leaderboardRoutes.openapi(cycleTopRoute, (async (c: Context<AppEnv>) => {
           metadata: r.metadata,
           submittedAt: new Date(r.submitted_at).toISOString(),
         })),
-        nextCursor:
-          last && (rows.length === limit || gap !== -1) && last.rank < meta.entries
-            ? String(last.rank)
-            : null,
+        nextCursor: more ? String(through) : null,
       }
     },
   })

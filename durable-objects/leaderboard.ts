@@ -1127,6 +1127,18 @@ export class Leaderboard extends DurableObject<Env> {
     return { rolledOver, pending }
   }
 
+  /**
+   * A close's progress, for the admin route: null if that cycle has not closed. An object with no
+   * board stored asks Neon whether the board exists, so an id nobody created keeps nothing.
+   */
+  async closeProgress(boardId: string, cycle: number): Promise<CloseStatus | null | BoardProblem> {
+    if (this.boardId === null) {
+      const unknown = await this.ensureConfigured(boardId)
+      if (unknown) return unknown
+    }
+    return this.closeStatus(cycle)
+  }
+
   /** Progress of a closed cycle's archive, or null if that cycle has not closed here. */
   closeStatus(cycle: number): CloseStatus | null {
     if (!this.schemaReady) return null

@@ -3,10 +3,23 @@ import { env } from 'cloudflare:workers'
 import { describe, expect, it } from 'vitest'
 import type { Leaderboard } from '../../durable-objects/leaderboard.ts'
 import type { LeaderboardConfig } from '../../workers/core/leaderboard.ts'
-import { ADMIN_KEY, call, json, newGuest, problem } from './helpers/http.ts'
+import { ADMIN_KEY, bearer, call, json, newGuest, problem } from './helpers/http.ts'
 import { boardId, createBoard, fresh, pg, submitFor, type Top } from './helpers/boards.ts'
 import { runScheduled } from '../../workers/scheduled.ts'
 import { localFamilies } from '../../workers/lib/metrics.ts'
+
+/** What a board's object has stored: its tables and its alarm. */
+function storedBy(id: string) {
+  return runInDurableObject(env.LEADERBOARD.getByName(id), async (_inst, state) => ({
+    tables: state.storage.sql
+      .exec<{ name: string }>(
+        `SELECT name FROM sqlite_master WHERE name NOT LIKE '\_cf%' ESCAPE '\\'`,
+      )
+      .toArray()
+      .map((r) => r.name),
+    alarm: await state.storage.getAlarm(),
+  }))
+}
 
 describe('leaderboard configuration', () => {
   it('creates a board with defaults (201), then updates it (200), readable by anyone', async () => {
@@ -216,6 +229,13 @@ describe('leaderboard configuration', () => {
     ).toBe(401)
   })
 
+  it("an unknown board's close progress is 404, and its object keeps nothing", async () => {
+    const id = boardId('missing')
+    const p = await problem(await call(`/v1/admin/leaderboards/${id}/cycles/1`, bearer(ADMIN_KEY)))
+    expect(p).toMatchObject({ status: 404, type: 'urn:nexus:problem:not-found' })
+    expect(await storedBy(id)).toEqual({ tables: [], alarm: null })
+  })
+
   it('an unknown board is 404 on every read', async () => {
     const id = boardId('missing')
     for (const path of [
@@ -230,16 +250,7 @@ describe('leaderboard configuration', () => {
     const submitted = await problem(await submitFor(id, 'p1', { score: 1 }))
     expect(submitted).toMatchObject({ status: 404 })
     // The made-up id's object keeps nothing: no tables, no alarm.
-    const left = await runInDurableObject(env.LEADERBOARD.getByName(id), async (_inst, state) => ({
-      tables: state.storage.sql
-        .exec<{ name: string }>(
-          `SELECT name FROM sqlite_master WHERE name NOT LIKE '\_cf%' ESCAPE '\\'`,
-        )
-        .toArray()
-        .map((r) => r.name),
-      alarm: await state.storage.getAlarm(),
-    }))
-    expect(left).toEqual({ tables: [], alarm: null })
+    expect(await storedBy(id)).toEqual({ tables: [], alarm: null })
     // Created later under that id, the board works from the same object.
     await createBoard({}, id)
     expect((await submitFor(id, 'p1', { score: 7 })).status).toBe(200)

@@ -13,7 +13,7 @@ export type BoardApi = Pick<
   | 'around'
   | 'close'
   | 'tick'
-  | 'closeStatus'
+  | 'closeProgress'
   | 'runArchive'
 >
 

@@ -157,7 +157,8 @@ const statusRoute = createRoute({
 
 adminLeaderboards.openapi(statusRoute, async (c) => {
   const { id, cycle } = c.req.valid('param')
-  const status = await boardStub(c.env, id).closeStatus(cycle)
+  const status = await boardStub(c.env, id).closeProgress(id, cycle)
+  if (status && 'ok' in status) throw new ApiError(status.problem, status.detail, status.extensions)
   if (!status) throw new ApiError('not-found', `Cycle ${cycle} of '${id}' has not closed`)
   return c.json(status, 200)
 })

@@ -46,6 +46,8 @@ const ARCHIVE_CONCURRENCY = 4
 const PURGE_BATCH = 10_000
 /** One alarm invocation works this long, then yields to a fresh one. */
 const ARCHIVE_BUDGET_MS = 20_000
+/** An alarm this far past its time is taken as lost by the cron's check. */
+const ALARM_LATE_MS = 60_000
 const IDEMPOTENCY_TTL_MS = 24 * 60 * 60 * 1000
 const IDEMPOTENCY_SWEEP_BATCH = 5000
 const SWEEP_INTERVAL_MS = 10 * 60 * 1000
@@ -1115,16 +1117,26 @@ export class Leaderboard extends DurableObject<Env> {
     return { ok: true, closed: this.closeStatus(closedCycle)!, current: this.cycleInfo() }
   }
 
-  /** The scheduled path (cron): rolls over if due and makes sure pending archives progress. */
-  async tick(boardId: string): Promise<{ rolledOver: boolean; pending: number }> {
-    if (await this.ensureConfigured(boardId)) return { rolledOver: false, pending: 0 }
-    const rolledOver = this.rollover(this.now())
+  /**
+   * The scheduled path (cron): rolls over if due and makes sure pending archives progress.
+   * `stalled`: an archive was pending with no alarm to carry it on (lost, or over a minute late).
+   */
+  async tick(boardId: string): Promise<{ rolledOver: boolean; pending: number; stalled: boolean }> {
+    if (await this.ensureConfigured(boardId))
+      return { rolledOver: false, pending: 0, stalled: false }
+    const now = this.now()
+    const rolledOver = this.rollover(now)
     const pending = one<{ n: number }>(
       this.sql,
       `SELECT count(*) AS n FROM closes WHERE state != 'done'`,
     )!.n
+    let stalled = false
+    if (pending > 0) {
+      const alarm = await this.ctx.storage.getAlarm()
+      stalled = alarm === null || alarm < now - ALARM_LATE_MS
+    }
     if (rolledOver || pending > 0) await this.scheduleAlarm()
-    return { rolledOver, pending }
+    return { rolledOver, pending, stalled }
   }
 
   /**

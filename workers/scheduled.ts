@@ -1,6 +1,11 @@
 import { previousBoundary, parseSchedule } from './core/cycle.ts'
 import type { Env } from './env.ts'
-import { markConfigPushed, scheduledBoards, unpushedConfigs } from './leaderboards/config-store.ts'
+import {
+  boardsArchiving,
+  markConfigPushed,
+  scheduledBoards,
+  unpushedConfigs,
+} from './leaderboards/config-store.ts'
 import type { LeaderboardConfig } from './core/leaderboard.ts'
 import { boardStub } from './leaderboards/stub.ts'
 import { errorFields, log, setLogLevel } from './lib/log.ts'
@@ -93,10 +98,14 @@ async function pushLostConfigs(env: Env): Promise<number> {
   return pushed
 }
 
-/** Pokes the boards whose cycle boundary passed recently; returns how many answered. */
+/**
+ * Pokes the boards whose cycle boundary passed recently, then those with an archive begun in Neon
+ * and not finished (a close long past its boundary, or of a board without a schedule, whose alarm
+ * was lost would otherwise wait for the next boundary, if any); returns how many answered.
+ */
 async function pokeBoards(env: Env, now: number): Promise<number> {
+  const poked = new Set<string>()
   let after = ''
-  let poked = 0
   for (;;) {
     const boards = await scheduledBoards(env, after, PAGE)
     const due = boards.filter((b) => {
@@ -105,22 +114,43 @@ async function pokeBoards(env: Env, now: number): Promise<number> {
       const boundary = previousBoundary(schedule, now)
       return boundary !== null && now - boundary < LOOKBACK_MS
     })
-    const results = await Promise.allSettled(
-      due.map((b) => within(boardStub(env, b.id).tick(b.id), BOARD_CALL_MS, 'board tick')),
+    await tickBoards(
+      env,
+      due.map((b) => b.id),
+      poked,
     )
-    let nudged = 0
-    results.forEach((r, i) => {
-      if (r.status === 'rejected') {
-        log('error', 'cron tick failed', { board: due[i]!.id, ...errorFields(r.reason) })
-        return
-      }
-      poked++
-      // Only a board that had something to do: its own alarm should have done it.
-      if (r.value.rolledOver || r.value.pending > 0) nudged++
-    })
-    cronRuns.inc({}, nudged)
     if (boards.length < PAGE) break
     after = boards[boards.length - 1]!.id
   }
-  return poked
+  after = ''
+  for (;;) {
+    const boards = await boardsArchiving(env, after, PAGE)
+    await tickBoards(
+      env,
+      boards.map((b) => b.id).filter((id) => !poked.has(id)),
+      poked,
+    )
+    if (boards.length < PAGE) break
+    after = boards[boards.length - 1]!.id
+  }
+  return poked.size
+}
+
+/** Ticks boards side by side; adds those that answered to `poked`. */
+async function tickBoards(env: Env, ids: string[], poked: Set<string>): Promise<void> {
+  const results = await Promise.allSettled(
+    ids.map((id) => within(boardStub(env, id).tick(id), BOARD_CALL_MS, 'board tick')),
+  )
+  let nudged = 0
+  results.forEach((r, i) => {
+    if (r.status === 'rejected') {
+      log('error', 'cron tick failed', { board: ids[i]!, ...errorFields(r.reason) })
+      return
+    }
+    poked.add(ids[i]!)
+    // Only a board that had something to do its own alarm should have done: a cycle to roll
+    // over, or an archive left with no alarm to carry it on (one merely in progress is not).
+    if (r.value.rolledOver || r.value.stalled) nudged++
+  })
+  cronRuns.inc({}, nudged)
 }

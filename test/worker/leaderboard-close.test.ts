@@ -13,6 +13,7 @@ import worker from '../../workers/index.ts'
 import { ADMIN_KEY, bearer, call, callWithEnv, json, newGuest, problem } from './helpers/http.ts'
 import { boardId, createBoard, fresh, pg, submitFor, type Top } from './helpers/boards.ts'
 import { countRowsRead } from './helpers/rows-read.ts'
+import { localFamilies } from '../../workers/lib/metrics.ts'
 
 const N = 10_000
 const REWARDS = [
@@ -759,5 +760,44 @@ describe('a closed cycle read while it is archived', () => {
     expect(down.status).toBe(200)
     expect(down.headers.get('x-cache')).toMatch(/^HIT/)
     expect(((await down.json()) as Page).entries.map((e) => e.rank)).toEqual([1, 2, 3, 4, 5])
+  })
+})
+
+describe('the cron as a safety net for archives', () => {
+  it('resumes an archive begun in Neon whose alarm was lost, on a board without a schedule', async () => {
+    const board = await createBoard()
+    // Ranks 1001–2000 go in; the first page fails, and the board's alarm is then lost.
+    await closeWithFailingPages(board, 2000, (through) => through === 1000)
+    // Its next attempt is an hour away (a backoff), and the alarm that would make it is lost.
+    const retryAt = Date.now() + 3_600_000
+    await runInDurableObject(stub(board), async (inst: Leaderboard, state) => {
+      inst.archiveWriter = new NeonArchiveWriter(env)
+      state.storage.sql.exec(`UPDATE closes SET next_attempt_at = ?`, retryAt)
+      await state.storage.deleteAlarm()
+    })
+    const [before] =
+      await pg()`select completed_at from leaderboard_cycles where leaderboard_id = ${board}`
+    expect(before).toEqual({ completed_at: null })
+
+    const nudged = () =>
+      localFamilies()
+        .find((f) => f.name === 'nexus_cron_boards_poked_total')
+        ?.series.reduce((n, x) => n + ('value' in x ? x.value : 0), 0) ?? 0
+    const nudgedBefore = nudged()
+    const ctx = createExecutionContext()
+    await worker.scheduled(
+      createScheduledController({ scheduledTime: Date.now(), cron: '* * * * *' }),
+      env,
+      ctx,
+    )
+    await waitOnExecutionContext(ctx)
+    expect(nudged() - nudgedBefore).toBeGreaterThanOrEqual(1)
+    // The board has its alarm back, for its next attempt; that attempt finishes the archive.
+    const alarm = await runInDurableObject(stub(board), (_i, state) => state.storage.getAlarm())
+    expect(alarm).toBe(retryAt)
+    expect((await archiveUntilDone(board, 1)).state).toBe('done')
+    const [n] =
+      await pg()`select count(*)::int as n from leaderboard_archive where leaderboard_id = ${board}`
+    expect(n).toEqual({ n: 2000 })
   })
 })

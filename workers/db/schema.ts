@@ -78,7 +78,13 @@ export const leaderboardCycles = pgTable(
     archivedRows: integer('archived_rows').notNull().default(0),
     completedAt: timestamp('completed_at', { withTimezone: true, mode: 'date' }),
   },
-  (t) => [primaryKey({ columns: [t.leaderboardId, t.cycle] })],
+  (t) => [
+    primaryKey({ columns: [t.leaderboardId, t.cycle] }),
+    // The cron's safety net finds archives left unfinished without reading every closed cycle.
+    index('leaderboard_cycles_unfinished_idx')
+      .on(t.leaderboardId)
+      .where(sql`${t.completedAt} is null`),
+  ],
 )
 
 /**

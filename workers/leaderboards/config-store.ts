@@ -1,7 +1,7 @@
 import { eq, sql } from 'drizzle-orm'
 import type { LeaderboardConfig } from '../core/leaderboard.ts'
 import { getDb, type DbEnv } from '../db/client.ts'
-import { leaderboards } from '../db/schema.ts'
+import { leaderboardCycles, leaderboards } from '../db/schema.ts'
 
 /** The stored configuration of a board, or null if there is no such board. */
 export async function loadLeaderboardConfig(
@@ -62,5 +62,20 @@ export async function scheduledBoards(env: DbEnv, afterId: string, limit: number
       sql`${leaderboards.id} > ${afterId} and ${leaderboards.config}->'cycle' <> 'null'::jsonb`,
     )
     .orderBy(leaderboards.id)
+    .limit(limit)
+}
+
+/**
+ * Boards with a cycle whose archive has begun in Neon but not finished, a page at a time in id
+ * order (for the cron: such a board's own alarm should be finishing it).
+ */
+export async function boardsArchiving(env: DbEnv, afterId: string, limit: number) {
+  return getDb(env)
+    .selectDistinct({ id: leaderboardCycles.leaderboardId })
+    .from(leaderboardCycles)
+    .where(
+      sql`${leaderboardCycles.completedAt} is null and ${leaderboardCycles.leaderboardId} > ${afterId}`,
+    )
+    .orderBy(leaderboardCycles.leaderboardId)
     .limit(limit)
 }

@@ -5,7 +5,7 @@ import {
   type QueueRules,
   type TicketPlayer,
 } from '../workers/core/matching.ts'
-import { partyJoinRefusal } from '../workers/core/party.ts'
+import { partyJoinRefusal, soloJoin } from '../workers/core/party.ts'
 import { exceedsUtf8Bytes } from '../workers/core/rules/json.ts'
 import type { Env } from '../workers/env.ts'
 import type { QueueConfig } from '../workers/matchmaking/config.ts'
@@ -1280,7 +1280,7 @@ export class MatchPool extends DurableObject<Env> {
       }
       case 'join': {
         let party: SocketParty | null = null
-        if (msg.party && !(msg.party.length === 1 && msg.party[0] === att.playerId)) {
+        if (msg.party) {
           const p = await this.currentParty(att.playerId, msg.party)
           if (!p.ok) return this.sendError(ws, p.code, p.message)
           party = p.party
@@ -1406,7 +1406,9 @@ export class MatchPool extends DurableObject<Env> {
   private async currentParty(
     playerId: string,
     named: readonly string[],
-  ): Promise<{ ok: true; party: SocketParty } | { ok: false; code: ErrorCode; message: string }> {
+  ): Promise<
+    { ok: true; party: SocketParty | null } | { ok: false; code: ErrorCode; message: string }
+  > {
     let read: MatchmakingPlayer
     try {
       read = await within(matchmakingPlayer(this.env, playerId), NEON_TIMEOUT_MS, 'party read')
@@ -1415,6 +1417,8 @@ export class MatchPool extends DurableObject<Env> {
       return { ok: false, code: 'unavailable', message: 'Parties cannot be read now; try again' }
     }
     const party = read.party
+    // Naming only oneself, in no party, is a solo join (null); in a party it misses the others.
+    if (party === null && soloJoin(playerId, named)) return { ok: true, party: null }
     const refusal = partyJoinRefusal(party, playerId, named)
     if (refusal || !party) {
       return { ok: false, code: 'party_forbidden', message: refusal ?? 'You are in no party' }

@@ -432,6 +432,9 @@ describe('queueing as a party over HTTP', () => {
     const cases: [Player, Player[], string][] = [
       [b!, [a!, b!, c!], 'leader'],
       [a!, [a!, b!], 'missing'],
+      // Naming only oneself is a solo join in no party; in one, it would leave the rest behind.
+      [a!, [a!], 'missing'],
+      [b!, [b!], 'leader'],
       [a!, [a!, b!, stranger!], 'Not members'],
       [loner!, [loner!, stranger!], 'no party'],
     ]
@@ -753,6 +756,8 @@ describe('queueing as a party over sockets', () => {
     const cases: [WebSocket, string[], string][] = [
       [wb, ids(a!, b!, c!), 'leader'],
       [wa, ids(a!, b!), 'missing'],
+      [wa, ids(a!), 'missing'],
+      [wb, ids(b!), 'leader'],
       [wa, ids(a!, b!, c!, stranger!), 'Not members'],
       [wl, ids(loner!, stranger!), 'no party'],
     ]

@@ -22,6 +22,11 @@ export interface PartyRoster {
   members: readonly string[]
 }
 
+/** A join whose `party` names only the caller: a solo join, for a player in no party. */
+export function soloJoin(caller: string, named: readonly string[]): boolean {
+  return named.length === 1 && named[0] === caller
+}
+
 /**
  * Why `caller` may not join a queue naming `named` as its party (several players), or null when
  * it may: `caller` leads `party` and `named` holds exactly its members, in any order.

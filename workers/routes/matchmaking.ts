@@ -9,7 +9,7 @@ import {
   type TicketView,
   type Viewer,
 } from '../../durable-objects/match-pool.ts'
-import { partyJoinRefusal } from '../core/party.ts'
+import { partyJoinRefusal, soloJoin } from '../core/party.ts'
 import { authenticate, bearer, type Principal } from '../lib/auth.ts'
 import { errorFields, log } from '../lib/log.ts'
 import {
@@ -351,11 +351,15 @@ matchmakingRoutes.openapi(joinRoute, async (c) => {
       throw new ApiError('forbidden', 'Players join only for themselves')
     }
     leader = principal.playerId
-    if (body.party && !(body.party.length === 1 && body.party[0] === leader)) {
+    if (body.party) {
       const roster = (await matchmakingPlayer(c.env, leader)).party
-      const refusal = partyJoinRefusal(roster, leader, body.party)
-      if (refusal) throw new ApiError('forbidden', refusal)
-      partyId = roster!.id
+      // Naming only oneself is a solo join for a player in no party; in a party, it would leave
+      // the others behind, and is refused like any other party join that misses a member.
+      if (!(roster === null && soloJoin(leader, body.party))) {
+        const refusal = partyJoinRefusal(roster, leader, body.party)
+        if (refusal) throw new ApiError('forbidden', refusal)
+        partyId = roster!.id
+      }
     }
   }
   const ids = [leader, ...(body.party ?? []).filter((p) => p !== leader)]

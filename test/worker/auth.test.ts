@@ -192,6 +192,12 @@ describe('bad credentials, one by one', () => {
     })
   })
 
+  it('a bearer credential that is no token, on a player route → 401 saying so, not naming it an admin key', async () => {
+    const p = await problem(await call('/v1/parties/me', bearer('not-a-jwt')))
+    expect(p).toMatchObject({ status: 401, type: 'urn:nexus:problem:unauthorized' })
+    expect(p.detail).toBe('The bearer credential is neither a token (a JWT) nor the admin key')
+  })
+
   it('forged token (wrong secret) → 401 with WWW-Authenticate', async () => {
     const res = await probe(await hs256({}, { secret: 'not-the-secret-at-all-0123456789' }))
     expect(res.headers.get('www-authenticate')).toBe('Bearer realm="nexus"')

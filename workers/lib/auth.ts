@@ -377,6 +377,10 @@ export async function authenticate(env: AuthEnv, credential: string): Promise<Pr
   }
   if (await isAdminKey(env, credential)) return { kind: 'admin' }
   // Something with no dot can only have been meant as an admin key; with dots, as a token.
-  if (!credential.includes('.')) throw new ApiError('unauthorized', 'The admin key is not valid')
+  if (!credential.includes('.'))
+    throw new ApiError(
+      'unauthorized',
+      'The bearer credential is neither a token (a JWT) nor the admin key',
+    )
   return verifyPlayerToken(env, credential)
 }

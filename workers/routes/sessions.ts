@@ -84,7 +84,11 @@ function credentialOf(c: Context<AppEnv>, { socket }: { socket: boolean }): stri
 async function viewerOf(c: Context<AppEnv>, sessionId: string): Promise<Viewer> {
   const credential = credentialOf(c, { socket: false })
   if (await isAdminKey(c.env, credential)) return { kind: 'admin' }
-  if (!credential.includes('.')) throw new ApiError('unauthorized', 'The admin key is not valid')
+  if (!credential.includes('.'))
+    throw new ApiError(
+      'unauthorized',
+      'The bearer credential is neither a token (a JWT) nor the admin key',
+    )
   return { kind: 'player', playerId: await playerOf(c, credential, sessionId) }
 }
 

@@ -24,6 +24,11 @@ export interface ClientOptions {
   adminKey?: string
   /** Consecutive socket reconnects before giving up (matchmaking then falls back to HTTP). */
   maxReconnects?: number
+  /**
+   * How long a game connection that cannot reach its session keeps trying (after at least
+   * `maxReconnects` attempts), default 60 s: the server holds a player's seat that long.
+   */
+  reconnectForMs?: number
 }
 
 /** The Nexus client: `auth`, `leaderboards`, `matchmaking`, `parties`, `sessions`. */
@@ -68,6 +73,7 @@ export function createClient(options: ClientOptions): NexusClient {
     factory: options.WebSocket ?? platformSockets(),
     openTimeoutMs: options.timeoutMs ?? 10_000,
     maxReconnects: options.maxReconnects ?? 8,
+    reconnectForMs: options.reconnectForMs ?? 60_000,
     backoff: { ...retry, attempts: Number.MAX_SAFE_INTEGER },
   }
   const who = (): Credential =>
@@ -77,7 +83,7 @@ export function createClient(options: ClientOptions): NexusClient {
     leaderboards: new Leaderboards(transport, who),
     matchmaking: new Matchmaking({ t: transport, auth, sockets }),
     parties: new Parties(transport),
-    sessions: new Sessions({ t: transport, sockets }),
+    sessions: new Sessions({ t: transport, auth, sockets }),
     http: transport,
   }
 }

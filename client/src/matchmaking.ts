@@ -6,7 +6,7 @@ import type {
 import type { Schemas } from './api.gen.ts'
 import type { Auth } from './auth.ts'
 import { backoff, type Ok, type RetryPolicy, sleep, type Transport } from './http.ts'
-import { isTransient, NexusProblem } from './problem.ts'
+import { isTransient, NexusNetworkError, NexusProblem } from './problem.ts'
 import {
   HEALTHY_SOCKET_MS,
   Emitter,
@@ -71,6 +71,8 @@ export interface SocketSettings {
   openTimeoutMs: number
   /** Consecutive failed reconnects before giving up on sockets (then HTTP, or failure). */
   maxReconnects: number
+  /** Game connections: how long to keep trying to reach the session, past `maxReconnects`. */
+  reconnectForMs: number
   backoff: RetryPolicy
 }
 
@@ -113,7 +115,8 @@ export class MatchTicket extends Emitter<TicketEvents> {
   private readonly role: 'join' | 'member'
   /** A member's party ticket that had ended before the wait began (the last game's). */
   private staleTicketId: string | null = null
-  private connects = 0
+  /** When the ticket expires on the server (its clock): HTTP polls ride out the network till then. */
+  private expiresAt = 0
   /** `unavailable` answers to this ticket's join so far. */
   private unavailableAnswers = 0
   /** The pool's region: as asked, or the region of the party ticket a member took up. */
@@ -140,7 +143,10 @@ export class MatchTicket extends Emitter<TicketEvents> {
     void this.run().catch((err: unknown) => this.fail(err))
   }
 
-  /** Leaves the queue. Resolves once the server confirms (or the ticket already ended). */
+  /**
+   * Leaves the queue. Resolves once the server confirms (or the ticket already ended). A ticket
+   * already `matching` (its session being made) can no longer leave: `matched` still resolves.
+   */
   async cancel(): Promise<void> {
     if (this.done) return
     const idBefore = this.ticketId
@@ -167,7 +173,9 @@ export class MatchTicket extends Emitter<TicketEvents> {
         // Matched in the meantime: the match wins, as it does on the server.
         if (!(err instanceof NexusProblem && err.problem === 'conflict')) throw err
         const t = await this.read(ticketId)
-        this.settle(t)
+        // Still `matching` (its session being made): it can no longer leave, and the match that
+        // comes is delivered as usual.
+        if (!this.settle(t) && live(t)) return
       }
     }
     this.end('cancelled', 'cancelled')
@@ -193,7 +201,19 @@ export class MatchTicket extends Emitter<TicketEvents> {
     let failures = 0
     let lastError: unknown = null
     while (!this.done) {
-      const token = await auth.token()
+      let token: string
+      try {
+        token = await auth.token()
+      } catch (err) {
+        // Renewing the token needs the network as much as the socket does.
+        if (this.done) return null
+        if (!isTransient(err)) throw err
+        lastError = err
+        failures++
+        if (failures > sockets.maxReconnects) return lastError
+        await this.pause(failures)
+        continue
+      }
       const url = toSocketUrl(
         t.url(
           '/v1/matchmaking/{queue}',
@@ -208,24 +228,19 @@ export class MatchTicket extends Emitter<TicketEvents> {
       try {
         socket = await openSocket(sockets.factory!, url, sockets.openTimeoutMs)
       } catch (err) {
+        if (this.done) return null
         lastError = err
         failures++
-        if (failures === 1 || failures > sockets.maxReconnects) {
-          // The HTTP answer says whether the queue itself is the problem (404, 401…); the network
-          // being away, or the server failing for now, says nothing: keep trying.
-          try {
-            await this.deps.t.request('get', '/v1/matchmaking/{queue}', {
-              path: { queue: this.queue },
-              retry: true,
-            })
-          } catch (readErr) {
-            if (!isTransient(readErr)) throw readErr
-          }
+        if (failures === 1 || failures > sockets.maxReconnects) await this.checkQueue()
+        if (failures === 1) {
+          // The upgrade's 401 is hidden as well: the token may be what was refused (a rotated
+          // secret), so it is renewed once per run of failures, as a 401 over HTTP would be.
+          await auth.token(true, token).catch((renewErr: unknown) => {
+            if (!isTransient(renewErr)) throw renewErr
+          })
         }
         if (failures > sockets.maxReconnects) return lastError
-        const delayMs = backoff(sockets.backoff, failures - 1)
-        this.emit('reconnecting', { attempt: failures, delayMs })
-        await sleep(delayMs, this.abort.signal)
+        await this.pause(failures)
         continue
       }
       if (this.done) {
@@ -243,16 +258,54 @@ export class MatchTicket extends Emitter<TicketEvents> {
       // Only a socket that stayed up a while starts the count again (see HEALTHY_SOCKET_MS).
       if (Date.now() - openedAt >= HEALTHY_SOCKET_MS) failures = 0
       failures++
-      const delayMs = backoff(sockets.backoff, failures - 1)
-      this.emit('reconnecting', { attempt: failures, delayMs })
-      await sleep(delayMs, this.abort.signal)
+      if (failures > sockets.maxReconnects) {
+        return new NexusNetworkError('the matchmaking socket keeps closing')
+      }
+      await this.pause(failures)
     }
     return null
   }
 
+  private async pause(attempt: number): Promise<void> {
+    const delayMs = backoff(this.deps.sockets.backoff, attempt - 1)
+    this.emit('reconnecting', { attempt, delayMs })
+    await sleep(delayMs, this.abort.signal)
+  }
+
+  /**
+   * Throws what an HTTP join would when the queue itself is the problem: browsers hide a refused
+   * upgrade's answer, so the queue is read (404 unknown, 422 for a region it does not have). The
+   * network being away, or the server failing for now, says nothing: the caller keeps trying.
+   */
+  private async checkQueue(): Promise<void> {
+    let info: QueueInfo
+    try {
+      info = await this.deps.t.request('get', '/v1/matchmaking/{queue}', {
+        path: { queue: this.queue },
+        retry: true,
+        signal: this.abort.signal,
+      })
+    } catch (err) {
+      if (!isTransient(err)) throw err
+      return
+    }
+    const region = this.region
+    // Only a list the answer does carry can refuse the region (a proxy's or a mock's may not).
+    const regions: unknown = info.regions
+    if (region !== undefined && Array.isArray(regions) && !regions.includes(region)) {
+      const names = regions.join(', ')
+      throw new NexusProblem({
+        type: 'urn:nexus:problem:validation',
+        title: 'Validation failed',
+        status: 422,
+        detail: `Region '${region}' is not one of this queue's regions (${names})`,
+        errors: [{ path: 'region', message: `one of ${names}` }],
+      })
+    }
+  }
+
   /** Handles one open socket; resolves when it closes. */
   private serveSocket(socket: SocketLike): Promise<void> {
-    const reconnect = this.connects++ > 0
     return new Promise<void>((resolve) => {
       let attached = false
       // The re-attach check below; a socket that closes first leaves it to the next one.
@@ -276,22 +329,21 @@ export class MatchTicket extends Emitter<TicketEvents> {
       if (this.ticketId === null) {
         if (this.role === 'member') {
           // A member waits: the leader's new ticket attaches this socket and sends `queued`. One
-          // made while the socket was down (and perhaps already matched) shows on the party.
-          if (reconnect) {
-            const region = this.region
-            reattach = setTimeout(() => {
-              if (attached || this.done || this.ticketId !== null) return
-              void this.checkParty()
-                .then((found) => {
-                  if (!found || this.done || !isOpen(socket)) return
-                  // A live ticket this socket was not attached to: a member's join attaches it,
-                  // in the ticket's pool (a reconnect there re-attaches it by itself).
-                  if (this.region === region) socket.send(JSON.stringify({ type: 'join' }))
-                  else socket.close(1000, 'region')
-                })
-                .catch((err: unknown) => this.fail(err))
-            }, REATTACH_WAIT_MS)
-          }
+          // made before the socket connected (since the wait's first party read, or while a
+          // socket was down; perhaps in another region, or already matched) shows on the party.
+          const region = this.region
+          reattach = setTimeout(() => {
+            if (attached || this.done || this.ticketId !== null) return
+            void this.checkParty()
+              .then((found) => {
+                if (!found || this.done || !isOpen(socket)) return
+                // A live ticket this socket was not attached to: a member's join attaches it,
+                // in the ticket's pool (a reconnect there re-attaches it by itself).
+                if (this.region === region) socket.send(JSON.stringify({ type: 'join' }))
+                else socket.close(1000, 'region')
+              })
+              .catch((err: unknown) => this.fail(err))
+          }, REATTACH_WAIT_MS)
           return
         }
         socket.send(
@@ -322,6 +374,7 @@ export class MatchTicket extends Emitter<TicketEvents> {
     switch (msg.type) {
       case 'queued':
         this.ticketId = msg.ticketId
+        this.expiresAt = msg.expiresAt
         this.emit('queued', {
           ticketId: msg.ticketId,
           existing: msg.existing,
@@ -366,7 +419,9 @@ export class MatchTicket extends Emitter<TicketEvents> {
               ? (['forbidden', 403] as const)
               : msg.code === 'unavailable'
                 ? (['unavailable', 503] as const)
-                : (['bad-request', 400] as const)
+                : msg.code === 'invalid'
+                  ? (['validation', 422] as const)
+                  : (['bad-request', 400] as const)
         this.fail(
           new NexusProblem({
             type: `urn:nexus:problem:${problem}`,
@@ -430,14 +485,20 @@ export class MatchTicket extends Emitter<TicketEvents> {
     }
     const ticketId = this.ticketId
     if (ticketId === null) return
+    let failures = 0
     while (!this.done) {
       let ticket: Ticket
       try {
         ticket = await this.read(ticketId, LONG_POLL_SECONDS)
       } catch (err) {
         if (this.done) return
-        throw err
+        // The ticket waits on the server whether or not this device can reach it: keep asking
+        // until it would have expired anyway. (A device clock behind the server's asks longer.)
+        if (!isTransient(err) || Date.now() >= this.expiresAt) throw err
+        await this.pause(++failures)
+        continue
       }
+      failures = 0
       this.settle(ticket)
     }
   }
@@ -482,6 +543,7 @@ export class MatchTicket extends Emitter<TicketEvents> {
   private takeUp(ticket: Ticket): void {
     this.ticketId = ticket.ticketId
     this.region = ticket.region
+    this.expiresAt = ticket.expiresAt
     this.emit('queued', { ticketId: ticket.ticketId, existing: true, expiresAt: ticket.expiresAt })
   }
 
@@ -514,6 +576,7 @@ export class MatchTicket extends Emitter<TicketEvents> {
 
   /** Applies an HTTP view of the ticket; true when it ended the ticket. */
   private settle(t: Ticket): boolean {
+    this.expiresAt = t.expiresAt
     if (t.status === 'matched' && t.match?.token) {
       this.finish({
         ticketId: t.ticketId,

@@ -4,7 +4,8 @@ import type {
   SessionStatus,
 } from '../../workers/sessions/schemas.ts'
 import type { Schemas } from './api.gen.ts'
-import { backoff, type Ok, type QueryOf, sleep, type Transport } from './http.ts'
+import type { Auth } from './auth.ts'
+import { backoff, type Credential, type Ok, type QueryOf, sleep, type Transport } from './http.ts'
 import { isTransient, NexusNetworkError, NexusProblem } from './problem.ts'
 import type { SocketSettings } from './matchmaking.ts'
 import {
@@ -20,6 +21,11 @@ import {
 export type { GameResult, SessionServerMessage, SessionStatus }
 export type SessionView = Schemas['Session']
 export type EventsPage = Ok<'/v1/sessions/{id}/events', 'get'>
+/**
+ * The token a game connects with: the match's session token or the player's own, or a function
+ * returning the current one (read again before every reconnect).
+ */
+export type GameToken = string | (() => string | Promise<string>)
 
 export interface GameEvents {
   /** A fresh join: the state as this player may see it, as of `seq`. */
@@ -41,6 +47,7 @@ export interface GameEvents {
  * @example
  * const game = nexus.sessions.connect(match.sessionId, match.token)
  * game.on('event', ({ event }) => render(event))
+ * await game.ready
  * game.send({ action: 'roll' })
  * const result = await game.ended
  */
@@ -64,19 +71,26 @@ export class GameConnection extends Emitter<GameEvents> {
   private resolveReady!: () => void
   private rejectReady!: (e: unknown) => void
   private readonly t: Transport
-  private readonly token: string
+  private readonly auth: Auth | null
+  private readonly token: () => string | Promise<string>
+  /**
+   * Set once the server refused the given token while the client is signed in: a session token
+   * lasts 6 hours, and the player's own token (which auth renews) lets the player back in after.
+   */
+  private asPlayer = false
   private readonly sockets: SocketSettings
 
   constructor(
     sessionId: string,
-    token: string,
+    token: GameToken,
     opts: { since?: number },
-    deps: { t: Transport; sockets: SocketSettings },
+    deps: { t: Transport; auth?: Auth; sockets: SocketSettings },
   ) {
     super()
     this.sessionId = sessionId
-    this.token = token
+    this.token = typeof token === 'string' ? () => token : token
     this.t = deps.t
+    this.auth = deps.auth ?? null
     this.sockets = deps.sockets
     if (opts.since !== undefined) this.seq = opts.since
     this.ended = new Promise<GameResult>((resolve, reject) => {
@@ -116,38 +130,71 @@ export class GameConnection extends Emitter<GameEvents> {
     this.rejectEnded(closed)
   }
 
-  private readSession() {
+  /** The token for the next attempt, read afresh: the one given, or the player's own. */
+  private async currentToken(): Promise<string> {
+    return this.asPlayer ? this.auth!.token() : this.token()
+  }
+
+  private readSession(token: string) {
+    // As the player, the transport renews a refused token and asks again.
+    const as: Credential = this.asPlayer ? { kind: 'player' } : { kind: 'bearer', token }
     return this.t.request('get', '/v1/sessions/{id}', {
       path: { id: this.sessionId },
-      as: { kind: 'bearer', token: this.token },
+      as,
       retry: true,
+      signal: this.stop.signal,
     })
   }
 
   private async run(): Promise<void> {
+    const { maxReconnects, reconnectForMs } = this.sockets
+    // Attempts that failed in a row (they set the backoff), and among them sockets that opened
+    // and dropped at once: the server answers those, so they give up on the count alone.
     let failures = 0
+    let drops = 0
+    // Not reaching the server gives up only once the time budget is spent as well: the server
+    // holds the seat for its grace (60 s), and a player in a tunnel should get it back.
+    let lostAt = Date.now()
+    const outOfTime = () => failures > maxReconnects && Date.now() - lostAt >= reconnectForMs
     while (!this.done) {
+      let token: string
+      try {
+        token = await this.currentToken()
+      } catch (err) {
+        // Renewing the player's token needs the network as much as the socket does.
+        if (this.done) return
+        failures++
+        if (!isTransient(err) || outOfTime()) throw err
+        await this.pause(failures)
+        continue
+      }
       const url = toSocketUrl(
         this.t.url(
           '/v1/sessions/{id}',
           { id: this.sessionId },
-          { token: this.token, ...(this.seq !== null ? { since: this.seq } : {}) },
+          { token, ...(this.seq !== null ? { since: this.seq } : {}) },
         ),
       )
       let socket: SocketLike
       try {
         socket = await openSocket(this.sockets.factory!, url, this.sockets.openTimeoutMs)
       } catch (err) {
+        if (this.done) return
         failures++
         // Browsers hide a refused upgrade's answer; the plain GET tells why (404, 403, 401).
         // The network being away (or the server briefly failing) is no answer: keep trying, as
         // the server holds the seat for its grace.
         let view: Awaited<ReturnType<typeof this.readSession>>
         try {
-          view = await this.readSession()
+          view = await this.readSession(token)
         } catch (readErr) {
+          if (this.done) return
+          if (this.mayConnectAsPlayer(readErr)) {
+            this.asPlayer = true
+            continue
+          }
           if (!isTransient(readErr)) throw readErr
-          if (failures > this.sockets.maxReconnects) throw err
+          if (outOfTime()) throw err
           await this.pause(failures)
           continue
         }
@@ -156,7 +203,11 @@ export class GameConnection extends Emitter<GameEvents> {
           this.finish(view.seq ?? this.seq ?? 0, view.result)
           return
         }
-        if (failures > this.sockets.maxReconnects) throw err
+        // The plain GET takes no `since`, so it cannot say that this was the refusal.
+        if (this.seq !== null && view.seq !== null && this.seq > view.seq) {
+          throw sinceTooFar(this.seq, view.seq)
+        }
+        if (outOfTime()) throw err
         await this.pause(failures)
         continue
       }
@@ -172,13 +223,27 @@ export class GameConnection extends Emitter<GameEvents> {
       if (this.done) return
       // Only a socket that stayed up a while starts the count again: one that opens and drops
       // at once must not reconnect forever without backing off.
-      if (Date.now() - openedAt >= HEALTHY_SOCKET_MS) failures = 0
-      failures++
-      if (failures > this.sockets.maxReconnects) {
-        throw new NexusNetworkError('the session socket keeps closing')
+      if (Date.now() - openedAt >= HEALTHY_SOCKET_MS) {
+        failures = 0
+        drops = 0
       }
+      if (failures === 0) lostAt = Date.now()
+      failures++
+      drops++
+      if (drops > maxReconnects) throw new NexusNetworkError('the session socket keeps closing')
       await this.pause(failures)
     }
+  }
+
+  /** A refused token (a session token past its 6 hours, say) of a client signed in as a player. */
+  private mayConnectAsPlayer(err: unknown): boolean {
+    return (
+      !this.asPlayer &&
+      err instanceof NexusProblem &&
+      err.status === 401 &&
+      this.auth !== null &&
+      this.auth.signedIn
+    )
   }
 
   private async pause(attempt: number): Promise<void> {
@@ -256,20 +321,33 @@ export class GameConnection extends Emitter<GameEvents> {
   }
 }
 
+/** The 422 the server answers a `since` past the session's seq (its socket refusal, unseen). */
+function sinceTooFar(since: number, seq: number): NexusProblem {
+  return new NexusProblem({
+    type: 'urn:nexus:problem:validation',
+    title: 'Validation failed',
+    status: 422,
+    detail: `since must be an integer from 0 to ${seq} (was ${since})`,
+    errors: [{ path: 'since', message: `0 to ${seq}` }],
+  })
+}
+
 /** Game sessions: the live socket, and the session and its log over HTTP. */
 export class Sessions {
-  private readonly deps: { t: Transport; sockets: SocketSettings }
+  private readonly deps: { t: Transport; auth?: Auth; sockets: SocketSettings }
 
-  constructor(deps: { t: Transport; sockets: SocketSettings }) {
+  constructor(deps: { t: Transport; auth?: Auth; sockets: SocketSettings }) {
     this.deps = deps
   }
 
   /**
-   * Connects to a session with the token the match gave, or the player's own token (a session
-   * token lasts 6 hours; a longer game takes the player's) (`since` resumes after that seq, e.g.
-   * after an app restart that kept it).
+   * Connects to a session with the token the match gave, or the player's own token, or a
+   * function returning the current one (called before every reconnect). A session token lasts
+   * 6 hours: when the server refuses it and the client is signed in, the connection goes on with
+   * the player's own token, which auth renews. `since` resumes after that seq (e.g. after an app
+   * restart that kept it); one past the session's seq is refused with `validation` (422).
    */
-  connect(sessionId: string, token: string, opts: { since?: number } = {}): GameConnection {
+  connect(sessionId: string, token: GameToken, opts: { since?: number } = {}): GameConnection {
     if (!this.deps.sockets.factory) {
       throw new NexusNetworkError('no WebSocket on this platform: pass `WebSocket` to createClient')
     }

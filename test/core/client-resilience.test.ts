@@ -1,7 +1,8 @@
-import { describe, expect, it } from 'vitest'
+import { readFileSync } from 'node:fs'
+import { describe, expect, it, vi } from 'vitest'
 import { createClient } from '../../client/src/client.ts'
 import { MatchmakingEnded } from '../../client/src/matchmaking.ts'
-import { NexusNetworkError } from '../../client/src/problem.ts'
+import { NexusNetworkError, NexusProblem } from '../../client/src/problem.ts'
 import type { SocketEvent, SocketLike } from '../../client/src/socket.ts'
 
 /** The real clock, kept before a test moves the device's. */
@@ -83,6 +84,24 @@ function guestFetch(
       return jsonRes(200, { token: 'tok', playerId: 'g_1', expiresIn: 3600, expiresAt: 0 })
     return rest(url, init)
   }) as typeof fetch
+}
+
+const unauthorized = () =>
+  jsonRes(401, { type: 'urn:nexus:problem:unauthorized', title: 'Unauthorized', status: 401 })
+
+/** The bearer token a request carried. */
+const authOf = (init?: RequestInit) =>
+  ((init?.headers as Record<string, string> | undefined)?.authorization ?? '').slice(7)
+
+/** `promise`, or a rejection naming `what` after `ms`. */
+function within<T>(promise: Promise<T>, what: string, ms: number): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined
+  return Promise.race([
+    promise.finally(() => clearTimeout(timer)),
+    new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`timed out waiting for ${what}`)), ms)
+    }),
+  ])
 }
 
 /** A ticket as the HTTP routes answer it. */
@@ -565,5 +584,618 @@ describe('client SDK under failure', () => {
       expect(await t.matched).toMatchObject(expected)
       expect(deleted).toEqual(['/v1/matchmaking/tickets/t2'])
     }
+  })
+})
+
+describe('game connection tokens', () => {
+  it('a game connection reconnects with the player’s current token after auth renewed the one it connected with', async () => {
+    // The server accepts the player's own token on the game socket. The SDK renews it (here: the
+    // guest token is refused once and renewed, as after expiry); the old one is no longer valid.
+    let issued = 0
+    const valid = new Set<string>()
+    const fetchImpl = (async (input: RequestInfo | URL, init?: RequestInit) => {
+      const url = new URL(String(input))
+      if (url.pathname === '/v1/auth/guest') {
+        const token = `player-tok-${++issued}`
+        valid.clear()
+        valid.add(token)
+        return jsonRes(200, { token, playerId: 'g_1', expiresIn: 3600, expiresAt: 0 })
+      }
+      if (url.pathname === '/v1/sessions/s1')
+        return valid.has(authOf(init))
+          ? jsonRes(200, { status: 'live', seq: 3, result: null })
+          : unauthorized()
+      return jsonRes(200, {})
+    }) as typeof fetch
+    const live: ScriptedSocket[] = []
+    const factory = (url: string) =>
+      scriptedSocket((socket) => {
+        const u = new URL(url)
+        if (!valid.has(u.searchParams.get('token') ?? '')) return socket.fail()
+        socket.open()
+        live.push(socket)
+        const since = u.searchParams.get('since')
+        setTimeout(
+          () =>
+            socket.receive(
+              since === null
+                ? { type: 'welcome', seq: 3, state: {}, you: 'g_1', status: 'live' }
+                : { type: 'resumed', since: Number(since), seq: 3 },
+            ),
+          1,
+        )
+      })
+    const client = createClient({
+      baseUrl: 'http://nexus.test',
+      fetch: fetchImpl,
+      WebSocket: factory,
+      maxReconnects: 3,
+      retry: { baseDelayMs: 1, maxDelayMs: 5 },
+    })
+    await client.auth.guest('device-abcdef-123456')
+    const game = client.sessions.connect('s1', await client.auth.token())
+    await within(game.ready, 'welcome', 2000)
+    // The token expires; the SDK renews it (any request would; here explicitly).
+    await client.auth.token(true)
+    // Later the network drops: the connection must come back with the player's current token.
+    live[0]!.drop()
+    const outcome = await within(
+      Promise.race([game.once('resumed').then(() => 'resumed'), game.ended.then(() => 'ended')]),
+      'resume',
+      3000,
+    ).catch((e: unknown) => e)
+    game.close()
+    expect(outcome).toBe('resumed')
+  })
+
+  it('a game connection whose session token expired (6 h) goes on with the player’s own token when the client is signed in', async () => {
+    // docs/sessions.md: "a player coming back after that connects with their player token".
+    let sessionTokenValid = true
+    const fetchImpl = (async (input: RequestInfo | URL, init?: RequestInit) => {
+      const url = new URL(String(input))
+      if (url.pathname === '/v1/auth/guest')
+        return jsonRes(200, {
+          token: 'player-tok',
+          playerId: 'g_1',
+          expiresIn: 86400,
+          expiresAt: 0,
+        })
+      if (url.pathname === '/v1/sessions/s1') {
+        const t = authOf(init)
+        return t === 'player-tok' || (t === 'session-tok' && sessionTokenValid)
+          ? jsonRes(200, { status: 'live', seq: 3, result: null })
+          : unauthorized()
+      }
+      return jsonRes(200, {})
+    }) as typeof fetch
+    const live: ScriptedSocket[] = []
+    const factory = (url: string) =>
+      scriptedSocket((socket) => {
+        const u = new URL(url)
+        const t = u.searchParams.get('token')
+        if (!(t === 'player-tok' || (t === 'session-tok' && sessionTokenValid)))
+          return socket.fail()
+        socket.open()
+        live.push(socket)
+        const since = u.searchParams.get('since')
+        setTimeout(
+          () =>
+            socket.receive(
+              since === null
+                ? { type: 'welcome', seq: 3, state: {}, you: 'g_1', status: 'live' }
+                : { type: 'resumed', since: Number(since), seq: 3 },
+            ),
+          1,
+        )
+      })
+    const client = createClient({
+      baseUrl: 'http://nexus.test',
+      fetch: fetchImpl,
+      WebSocket: factory,
+      maxReconnects: 3,
+      retry: { baseDelayMs: 1, maxDelayMs: 5 },
+    })
+    await client.auth.guest('device-abcdef-123456')
+    const game = client.sessions.connect('s1', 'session-tok')
+    await within(game.ready, 'welcome', 2000)
+    // Six hours later: the session token has expired, then the socket drops.
+    sessionTokenValid = false
+    live[0]!.drop()
+    const outcome = await within(
+      Promise.race([game.once('resumed').then(() => 'resumed'), game.ended.then(() => 'ended')]),
+      'resume',
+      3000,
+    ).catch((e: unknown) => e)
+    game.close()
+    expect(outcome).toBe('resumed')
+  })
+})
+
+describe('game connection reconnect budget', () => {
+  it('a game connection that cannot reach the server keeps trying for reconnectForMs (60 s, the seat’s grace), then gives up', async () => {
+    vi.useFakeTimers()
+    // The longest pauses full jitter can draw: the most patient the SDK can be.
+    const random = vi.spyOn(Math, 'random').mockReturnValue(0.999)
+    try {
+      let down = false
+      const live: ScriptedSocket[] = []
+      const client = createClient({
+        baseUrl: 'http://nexus.test',
+        fetch: (async () => {
+          if (down) throw new TypeError('fetch failed (offline)')
+          return jsonRes(200, { status: 'live', seq: 0, result: null })
+        }) as unknown as typeof fetch,
+        WebSocket: () =>
+          scriptedSocket((socket) => {
+            if (down) return socket.fail()
+            socket.open()
+            live.push(socket)
+            setTimeout(
+              () =>
+                socket.receive({ type: 'welcome', seq: 0, state: {}, you: 'p', status: 'live' }),
+              1,
+            )
+          }),
+      })
+      const game = client.sessions.connect('s1', 'tok')
+      await vi.advanceTimersByTimeAsync(20)
+      await game.ready
+      let gaveUp: unknown = null
+      let gaveUpAfterMs = -1
+      const droppedAt = Date.now()
+      game.ended.catch((e: unknown) => {
+        gaveUp = e
+        gaveUpAfterMs = Date.now() - droppedAt
+      })
+      // The player goes through a tunnel: 50 s without network, inside the 60 s grace, well past
+      // the default 8 attempts.
+      down = true
+      live[0]!.drop()
+      await vi.advanceTimersByTimeAsync(50_000)
+      expect({ stillTrying: gaveUp === null, gaveUpAfterMs }).toEqual({
+        stillTrying: true,
+        gaveUpAfterMs: -1,
+      })
+      // Past the grace the seat is gone: the connection gives up within one more attempt.
+      await vi.advanceTimersByTimeAsync(20_000)
+      expect(gaveUp).toBeInstanceOf(NexusNetworkError)
+      expect(gaveUpAfterMs).toBeGreaterThanOrEqual(60_000)
+      game.close()
+    } finally {
+      random.mockRestore()
+      vi.useRealTimers()
+    }
+  })
+})
+
+describe('game connection close()', () => {
+  it('close() while a game socket is opening that then fails makes no further request', async () => {
+    const requests: string[] = []
+    let failIt!: () => void
+    const client = createClient({
+      baseUrl: 'http://nexus.test',
+      fetch: (async (input: RequestInfo | URL) => {
+        requests.push(new URL(String(input)).pathname)
+        return jsonRes(200, { status: 'live', seq: 0, result: null })
+      }) as unknown as typeof fetch,
+      WebSocket: () => scriptedSocket((socket) => (failIt = () => socket.fail())),
+    })
+    const game = client.sessions.connect('s1', 'tok')
+    await new Promise((r) => setTimeout(r, 10))
+    game.close()
+    failIt()
+    await new Promise((r) => setTimeout(r, 50))
+    expect(requests).toEqual([])
+  })
+})
+
+describe('matchmaking refusals and network loss', () => {
+  it('a socket `invalid` refusal rejects with validation 422, as the HTTP join does', async () => {
+    // match-pool.ts sends `invalid` for enqueue's `validation` (a party over maxPartySize), which
+    // HTTP answers 422 `validation`.
+    const client = createClient({
+      baseUrl: 'http://nexus.test',
+      fetch: guestFetch(() => jsonRes(200, {})),
+      WebSocket: () =>
+        scriptedSocket(
+          (socket) => socket.open(),
+          (frame, socket) => {
+            if (frame.type === 'join')
+              socket.receive({
+                type: 'error',
+                code: 'invalid',
+                message: 'A ticket holds at most 2 players',
+              })
+          },
+        ),
+    })
+    await client.auth.guest('device-abcdef-123456')
+    const t = client.matchmaking.join('squads', { party: ['g_1', 'g_2', 'g_3'] })
+    const err = await t.matched.catch((e: unknown) => e)
+    expect(err).toBeInstanceOf(NexusProblem)
+    expect((err as NexusProblem).problem).toBe('validation')
+    expect((err as NexusProblem).status).toBe(422)
+  })
+
+  it('a region the queue does not have, over `transport: websocket`, rejects with validation 422, not a network error', async () => {
+    // The socket route refuses the upgrade with 422 (region not in the queue); the SDK's check
+    // reads the queue without the region and sees 200.
+    const client = createClient({
+      baseUrl: 'http://nexus.test',
+      maxReconnects: 2,
+      retry: { baseDelayMs: 1, maxDelayMs: 5 },
+      fetch: guestFetch((url) =>
+        url.pathname === '/v1/matchmaking/duel'
+          ? jsonRes(200, {
+              queue: 'duel',
+              teams: 2,
+              teamSize: 1,
+              rules: 'dice-race',
+              regions: ['eu'],
+              maxPartySize: 1,
+              ticketTtlSeconds: 300,
+            })
+          : jsonRes(200, {}),
+      ),
+      WebSocket: () => scriptedSocket((socket) => socket.fail()),
+    })
+    await client.auth.guest('device-abcdef-123456')
+    const t = client.matchmaking.join('duel', { region: 'mars', transport: 'websocket' })
+    const err = await within(t.matched, 'matched', 5000).catch((e: unknown) => e)
+    expect(err).not.toBeInstanceOf(NexusNetworkError)
+    expect(err).toBeInstanceOf(NexusProblem)
+    expect((err as NexusProblem).problem).toBe('validation')
+  })
+
+  it('a matchmaking socket that does not open renews the player’s token (a refused upgrade hides its 401)', async () => {
+    let issued = 0
+    const valid = new Set<string>()
+    const client = createClient({
+      baseUrl: 'http://nexus.test',
+      maxReconnects: 3,
+      retry: { baseDelayMs: 1, maxDelayMs: 5 },
+      fetch: (async (input: RequestInfo | URL) => {
+        const url = new URL(String(input))
+        if (url.pathname === '/v1/auth/guest') {
+          const token = `tok-${++issued}`
+          valid.add(token)
+          return jsonRes(200, { token, playerId: 'g_1', expiresIn: 3600, expiresAt: 0 })
+        }
+        return jsonRes(200, {
+          queue: 'duel',
+          teams: 2,
+          teamSize: 1,
+          rules: 'dice-race',
+          regions: ['eu'],
+          maxPartySize: 1,
+          ticketTtlSeconds: 300,
+        })
+      }) as typeof fetch,
+      WebSocket: (url) =>
+        scriptedSocket(
+          (socket) =>
+            valid.has(new URL(url).searchParams.get('token') ?? '') ? socket.open() : socket.fail(),
+          (frame, socket) => {
+            if (frame.type !== 'join') return
+            socket.receive({
+              type: 'queued',
+              ticketId: 'duel:eu:t1',
+              existing: false,
+              expiresAt: 0,
+            })
+            socket.receive({
+              type: 'match_found',
+              ticketId: 'duel:eu:t1',
+              sessionId: 's1',
+              token: 'session-tok',
+              players: [],
+            })
+          },
+        ),
+    })
+    await client.auth.guest('device-abcdef-123456')
+    // The server stops taking the token (a rotated secret): only a renewed one works.
+    valid.clear()
+    const t = client.matchmaking.join('duel', { transport: 'websocket' })
+    const outcome = await within(t.matched, 'matched', 3000).catch((e: unknown) => e)
+    expect(outcome).toMatchObject({ sessionId: 's1' })
+  })
+
+  it('matchmaking sockets that open and drop at once give up after maxReconnects and fall back to HTTP', async () => {
+    let opens = 0
+    const client = createClient({
+      baseUrl: 'http://nexus.test',
+      maxReconnects: 2,
+      retry: { baseDelayMs: 1, maxDelayMs: 5 },
+      fetch: guestFetch((url, init) => {
+        if (init?.method === 'POST' && url.pathname === '/v1/matchmaking/duel/tickets')
+          return jsonRes(201, {
+            ticketId: 'duel:eu:t1',
+            queue: 'duel',
+            region: 'eu',
+            status: 'matched',
+            expiresAt: 0,
+            existing: false,
+            match: { sessionId: 's1', token: 'session-tok', players: [] },
+          })
+        return jsonRes(200, {})
+      }),
+      WebSocket: () =>
+        scriptedSocket((socket) => {
+          opens++
+          socket.open()
+          setTimeout(() => socket.drop(), 1)
+        }),
+    })
+    await client.auth.guest('device-abcdef-123456')
+    const t = client.matchmaking.join('duel')
+    const outcome = await within(t.matched, 'matched', 3000).catch((e: unknown) => e)
+    await t.cancel().catch(() => {})
+    expect(opens).toBeLessThanOrEqual(3)
+    expect(t.transport).toBe('http')
+    expect(outcome).toMatchObject({ sessionId: 's1' })
+  })
+
+  it('cancel() of a `matching` ticket (its session being made) does not end it: the match still comes', async () => {
+    // DELETE on a matching ticket is 409 (ticketStatus: matching); the server goes on to match it.
+    let cancelAsked = false
+    let readsAfterCancel = 0
+    const view = (status: string, extra: Record<string, unknown> = {}) =>
+      jsonRes(200, {
+        ticketId: 'duel:eu:t1',
+        queue: 'duel',
+        region: 'eu',
+        status,
+        leader: 'g_1',
+        players: ['g_1'],
+        attributes: null,
+        enqueuedAt: 0,
+        expiresAt: 0,
+        reason: null,
+        match: null,
+        ...extra,
+      })
+    const client = createClient({
+      baseUrl: 'http://nexus.test',
+      retry: { baseDelayMs: 1, maxDelayMs: 5 },
+      fetch: guestFetch(async (url, init) => {
+        if (init?.method === 'POST') return view('waiting', { existing: false })
+        if (init?.method === 'DELETE') {
+          cancelAsked = true
+          return jsonRes(409, {
+            type: 'urn:nexus:problem:conflict',
+            title: 'Conflict',
+            status: 409,
+            detail: "Ticket 'duel:eu:t1' is matching and can no longer be cancelled",
+            ticketStatus: 'matching',
+          })
+        }
+        if (!cancelAsked) {
+          await new Promise((r) => setTimeout(r, 20))
+          return view('waiting')
+        }
+        // The session comes up a moment later.
+        return readsAfterCancel++ < 2
+          ? view('matching')
+          : view('matched', { match: { sessionId: 's1', token: 'session-tok', players: [] } })
+      }),
+    })
+    await client.auth.guest('device-abcdef-123456')
+    const t = client.matchmaking.join('duel', { transport: 'http' })
+    await within(t.once('queued'), 'queued', 2000)
+    await t.cancel().catch(() => {})
+    const outcome = await within(t.matched, 'matched', 2000).catch((e: unknown) => e)
+    expect(outcome).toMatchObject({ sessionId: 's1' })
+  })
+
+  it('an HTTP long-poll rides out a 3 s network loss before the ticket’s expiresAt, and matches', async () => {
+    let down = false
+    let matchedOnServer = false
+    const view = (status: string, extra: Record<string, unknown> = {}) =>
+      jsonRes(200, {
+        ticketId: 'duel:eu:t1',
+        queue: 'duel',
+        region: 'eu',
+        status,
+        leader: 'g_1',
+        players: ['g_1'],
+        attributes: null,
+        enqueuedAt: 0,
+        expiresAt: Date.now() + 60_000,
+        reason: null,
+        match: null,
+        ...extra,
+      })
+    const client = createClient({
+      baseUrl: 'http://nexus.test',
+      fetch: guestFetch(async (url, init) => {
+        if (down) throw new TypeError('fetch failed (offline)')
+        if (init?.method === 'POST') return view('waiting', { existing: false })
+        if (matchedOnServer)
+          return view('matched', { match: { sessionId: 's1', token: 'session-tok', players: [] } })
+        await new Promise((r) => setTimeout(r, 20))
+        return view('waiting')
+      }),
+    })
+    await client.auth.guest('device-abcdef-123456')
+    const t = client.matchmaking.join('duel', { transport: 'http' })
+    await within(t.once('queued'), 'queued', 2000)
+    let failed: unknown = null
+    t.matched.catch((e: unknown) => (failed = e))
+    down = true
+    await new Promise((r) => setTimeout(r, 3000))
+    // The network is back; the ticket waited on the server all along and has matched.
+    down = false
+    matchedOnServer = true
+    const outcome = await within(t.matched, 'matched', 5000).catch((e: unknown) => e)
+    expect(failed).toBeNull()
+    expect(outcome).toMatchObject({ sessionId: 's1' })
+  }, 15_000)
+
+  it('a socket ticket whose token renewal fails for the network counts a failed attempt and rides out a 3 s loss', async () => {
+    let down = false
+    let issued = 0
+    let opens = 0
+    const realNow = Date.now
+    const client = createClient({
+      baseUrl: 'http://nexus.test',
+      fetch: (async (input: RequestInfo | URL) => {
+        if (down) throw new TypeError('fetch failed (offline)')
+        const url = new URL(String(input))
+        if (url.pathname === '/v1/auth/guest')
+          return jsonRes(200, {
+            token: `tok-${++issued}`,
+            playerId: 'g_1',
+            expiresIn: 600,
+            expiresAt: 0,
+          })
+        return jsonRes(200, {})
+      }) as typeof fetch,
+      WebSocket: () =>
+        scriptedSocket(
+          (socket) => {
+            if (down) return socket.fail()
+            socket.open()
+            if (++opens > 1)
+              setTimeout(() => {
+                socket.receive({
+                  type: 'queued',
+                  ticketId: 'duel:eu:t1',
+                  existing: true,
+                  expiresAt: 0,
+                })
+                socket.receive({
+                  type: 'match_found',
+                  ticketId: 'duel:eu:t1',
+                  sessionId: 's1',
+                  token: 'session-tok',
+                  players: [],
+                })
+              }, 1)
+          },
+          (frame, socket) => {
+            if (frame.type === 'join') {
+              socket.receive({
+                type: 'queued',
+                ticketId: 'duel:eu:t1',
+                existing: false,
+                expiresAt: 0,
+              })
+              // Six of the token's ten minutes later (it is due for renewal: 5-minute margin),
+              // the network goes away for a few seconds.
+              setTimeout(() => {
+                Date.now = () => realNow() + 360_000
+                down = true
+                socket.drop()
+                setTimeout(() => (down = false), 3000)
+              }, 5)
+            }
+          },
+        ),
+    })
+    await client.auth.guest('device-abcdef-123456')
+    try {
+      const t = client.matchmaking.join('duel')
+      const outcome = await within(t.matched, 'matched', 10_000).catch((e: unknown) => e)
+      expect(outcome).toMatchObject({ sessionId: 's1' })
+    } finally {
+      Date.now = realNow
+    }
+  }, 15_000)
+
+  it('a party member’s first socket finds, on the party, a ticket the leader made before it connected (here already matched)', async () => {
+    let partyReads = 0
+    const client = createClient({
+      baseUrl: 'http://nexus.test',
+      retry: { baseDelayMs: 1, maxDelayMs: 5 },
+      fetch: guestFetch((url) => {
+        if (url.pathname === '/v1/parties/me') {
+          // The wait's first read: no ticket yet. The leader queues just after it.
+          return jsonRes(200, {
+            id: 'p1',
+            leader: 'g_0',
+            members: [],
+            invites: [],
+            createdAt: 0,
+            ticketId: partyReads++ === 0 ? null : 'squads:eu:t1',
+          })
+        }
+        if (decodeURIComponent(url.pathname) === '/v1/matchmaking/tickets/squads:eu:t1')
+          return jsonRes(200, {
+            ticketId: 'squads:eu:t1',
+            queue: 'squads',
+            region: 'eu',
+            status: 'matched',
+            expiresAt: 0,
+            reason: null,
+            match: { sessionId: 's1', token: 'session-tok', players: [] },
+          })
+        return jsonRes(200, {})
+      }),
+      // The socket opens; the pool has no waiting ticket of this player (the leader's ticket
+      // matched before this socket connected), so it never sends anything.
+      WebSocket: () => scriptedSocket((socket) => socket.open()),
+    })
+    await client.auth.guest('device-abcdef-123456')
+    const mine = client.matchmaking.waitForParty('squads')
+    const outcome = await within(mine.matched, 'the member’s match', 8000).catch((e: unknown) => e)
+    await mine.cancel().catch(() => {})
+    expect(outcome).toMatchObject({ sessionId: 's1' })
+  }, 15_000)
+})
+
+describe('game connection resume', () => {
+  it('a `since` past the session’s seq rejects with validation 422 naming since, not a network error', async () => {
+    const client = createClient({
+      baseUrl: 'http://nexus.test',
+      maxReconnects: 1,
+      retry: { baseDelayMs: 1, maxDelayMs: 5 },
+      // The server refuses the upgrade (422); the plain read behind it shows the session's seq.
+      fetch: (async () => jsonRes(200, { status: 'live', seq: 3, result: null })) as typeof fetch,
+      WebSocket: () => scriptedSocket((socket) => socket.fail()),
+    })
+    const game = client.sessions.connect('s1', 'tok', { since: 999 })
+    const err = await within(game.ended, 'the refusal', 2000).catch((e: unknown) => e)
+    expect(err).toBeInstanceOf(NexusProblem)
+    expect(err).toMatchObject({ problem: 'validation', status: 422 })
+    expect((err as NexusProblem).errors.map((e) => e.path)).toEqual(['since'])
+  })
+})
+
+describe('documented examples', () => {
+  it('the game-session examples await `ready` before `send`, which then reaches the server', async () => {
+    // send() throws until the socket is open: every example that sends must wait for it.
+    const guide = readFileSync(new URL('../../docs/getting-started.md', import.meta.url), 'utf8')
+    const sdk = readFileSync(new URL('../../client/src/sessions.ts', import.meta.url), 'utf8')
+    const readme = readFileSync(new URL('../../client/README.md', import.meta.url), 'utf8')
+    for (const text of [guide, sdk, readme]) {
+      for (const example of text.split('sessions.connect(').slice(1)) {
+        const send = example.indexOf('game.send(')
+        if (send === -1 || send > example.indexOf('```')) continue
+        expect(example.slice(0, send)).toContain('await game.ready')
+      }
+    }
+    const sent: unknown[] = []
+    const client = createClient({
+      baseUrl: 'http://nexus.test',
+      fetch: (async () => jsonRes(200, {})) as unknown as typeof fetch,
+      WebSocket: () =>
+        scriptedSocket(
+          (socket) => {
+            socket.open()
+            setTimeout(
+              () =>
+                socket.receive({ type: 'welcome', seq: 0, state: {}, you: 'p', status: 'live' }),
+              1,
+            )
+          },
+          (frame) => sent.push(frame),
+        ),
+    })
+    const game = client.sessions.connect('s1', 'tok')
+    await game.ready
+    game.send({ action: 'roll' })
+    game.close()
+    expect(sent).toEqual([{ action: 'roll', type: 'action' }])
   })
 })

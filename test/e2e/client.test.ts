@@ -8,10 +8,12 @@ import { GENERATED_PATH, renderClientTypes } from '../../client/scripts/generate
 import {
   createClient,
   MatchmakingEnded,
+  NexusNetworkError,
   NexusProblem,
   type GameConnection,
   type Match,
   type NexusClient,
+  type SocketEvent,
   type SocketFactory,
   type SocketLike,
 } from '../../client/src/index.ts'
@@ -222,6 +224,49 @@ const brokenSockets: SocketFactory = () => {
   }
 }
 
+/** Node's WebSocket, created only after `delayMs` (a slow mobile network's upgrade). */
+function slowSockets(delayMs: number): SocketFactory {
+  return (url) => {
+    const listeners: [string, (e: SocketEvent) => void][] = []
+    let real: WebSocket | null = null
+    let closed = false
+    const proxy: SocketLike = {
+      get readyState() {
+        return real ? real.readyState : closed ? 3 : 0
+      },
+      send: (d) => real!.send(d),
+      close: (code, reason) => {
+        closed = true
+        real?.close(code, reason)
+      },
+      addEventListener: (type, l) => {
+        listeners.push([type, l])
+        real?.addEventListener(type, l as never)
+      },
+    }
+    setTimeout(() => {
+      if (closed) return
+      real = new WebSocket(url)
+      for (const [type, l] of listeners) real.addEventListener(type as 'message', l as never)
+    }, delayMs)
+    return proxy
+  }
+}
+
+/** What a call was refused with (fails the test if it was not refused). */
+function refusalOf(call: Promise<unknown>): Promise<unknown> {
+  return within(
+    call.then(
+      () => {
+        throw new Error('expected a refusal')
+      },
+      (e: unknown) => e,
+    ),
+    'the refusal',
+    30_000,
+  )
+}
+
 async function duelQueue(target = 6): Promise<string> {
   const queue = uid('duel')
   await admin('PUT', `/v1/admin/queues/${queue}`, {
@@ -373,6 +418,28 @@ describe('matchmaking', () => {
     expect(err).toBeInstanceOf(NexusProblem)
     expect(err).toMatchObject({ problem: 'not-found' })
   })
+
+  it('a region the queue does not have: a socket join rejects with the 422 an HTTP join gets', async () => {
+    const queue = uid('duel')
+    await admin('PUT', `/v1/admin/queues/${queue}`, {
+      teams: 2,
+      teamSize: 1,
+      rules: 'dice-race',
+      maxRatingGap: 1000,
+      widenPerSecond: 100,
+      regions: ['eu'],
+    })
+    const nexus = await guestClient({ maxReconnects: 1, retry: { baseDelayMs: 10 } })
+    const overHttp = await refusalOf(
+      nexus.matchmaking.join(queue, { region: 'mars', transport: 'http' }).matched,
+    )
+    expect(overHttp).toMatchObject({ problem: 'validation', status: 422 })
+    const overSocket = await refusalOf(
+      nexus.matchmaking.join(queue, { region: 'mars', transport: 'websocket' }).matched,
+    )
+    expect(overSocket).not.toBeInstanceOf(NexusNetworkError)
+    expect(overSocket).toMatchObject({ problem: 'validation', status: 422 })
+  })
 })
 
 describe('parties', () => {
@@ -516,6 +583,65 @@ describe('parties', () => {
     expect(new Set([ml.token, ms.token, mh.token]).size).toBe(3)
   })
 
+  it('a party larger than maxPartySize: the socket join rejects with the same problem as the HTTP join', async () => {
+    const queue = uid('squad')
+    await admin('PUT', `/v1/admin/queues/${queue}`, {
+      teams: 2,
+      teamSize: 2,
+      maxPartySize: 2,
+      rules: 'dice-race',
+      maxRatingGap: 1000,
+      widenPerSecond: 100,
+      regions: ['eu'],
+    })
+    const [leader, m1, m2] = await Promise.all([guestClient(), guestClient(), guestClient()])
+    const party = await leader.parties.create()
+    for (const m of [m1, m2]) {
+      await leader.parties.invite(party.id, m.auth.playerId!)
+      await m.parties.accept(party.id)
+    }
+    const overHttp = await refusal(
+      (await leader.matchmaking.joinWithParty(queue, { transport: 'http' })).matched,
+    )
+    const overSocket = await refusal(
+      (await leader.matchmaking.joinWithParty(queue, { transport: 'websocket' })).matched,
+    )
+    expect({ problem: overSocket.problem, status: overSocket.status }).toEqual({
+      problem: overHttp.problem,
+      status: overHttp.status,
+    })
+  })
+
+  it('a member whose first socket opens just after the leader’s ticket matched still gets the match', async () => {
+    const queue = uid('squad')
+    await admin('PUT', `/v1/admin/queues/${queue}`, {
+      teams: 2,
+      teamSize: 2,
+      rules: 'dice-race',
+      maxRatingGap: 1000,
+      widenPerSecond: 100,
+      regions: ['eu'],
+    })
+    const leader = await guestClient()
+    const member = await guestClient({ WebSocket: slowSockets(3000) })
+    const party = await leader.parties.create()
+    await leader.parties.invite(party.id, member.auth.playerId!)
+    await member.parties.accept(party.id)
+    // Two solo opponents wait already, so the party matches as soon as it queues.
+    const opponents = await Promise.all([guestClient(), guestClient()])
+    const theirs = opponents.map((o) => o.matchmaking.join(queue))
+    await Promise.all(theirs.map((t) => within(t.once('queued'), 'opponent queued')))
+    // As the README: the member starts waiting, then the leader queues the party.
+    const mine = member.matchmaking.waitForParty(queue)
+    const lead = await leader.matchmaking.joinWithParty(queue)
+    const leaderMatch = await within(lead.matched, "the leader's match", 15_000)
+    const memberMatch = await within(mine.matched, "the member's match", 20_000).catch(
+      (e: unknown) => e,
+    )
+    await mine.cancel().catch(() => {})
+    expect(memberMatch).toMatchObject({ sessionId: leaderMatch.sessionId })
+  }, 60_000)
+
   it("a member leaving ends the party's ticket for every member, with reason party_changed", async () => {
     const queue = uid('squad')
     await admin('PUT', `/v1/admin/queues/${queue}`, {
@@ -645,6 +771,27 @@ describe('sessions', () => {
     const err = await bad.ended.catch((e: unknown) => e)
     expect(err).toBeInstanceOf(NexusProblem)
     expect((err as NexusProblem).status).toBe(401)
+  })
+
+  it('a signed-in player whose session token is refused (past its 6 h) gets in with their own token', async () => {
+    const [a, ma] = await matchPair()
+    const game = a.sessions.connect(ma.sessionId, 'an-expired-session-token')
+    await within(game.ready, 'the welcome')
+    expect(game.connected).toBe(true)
+    game.close()
+  })
+
+  it('a resume with a `since` past the session’s seq rejects with the server’s 422, not a network error', async () => {
+    const res = (await admin('POST', '/v1/admin/sessions', {
+      rules: 'relay',
+      roster: [{ playerId: 'since-p1' }],
+    })) as { sessionId: string; tokens: Record<string, string> }
+    const nexus = await guestClient({ maxReconnects: 1, retry: { baseDelayMs: 10 } })
+    const game = nexus.sessions.connect(res.sessionId, res.tokens['since-p1']!, { since: 999 })
+    const err = await refusalOf(game.ended)
+    game.close()
+    expect(err).not.toBeInstanceOf(NexusNetworkError)
+    expect(err).toMatchObject({ problem: 'validation', status: 422 })
   })
 })
 

@@ -16,7 +16,7 @@ import { exceedsUtf8Bytes, jsonEqual } from '../workers/core/rules/json.ts'
 import type { Env } from '../workers/env.ts'
 import { boardStub } from '../workers/leaderboards/stub.ts'
 import { boundedInt } from '../workers/lib/config.ts'
-import { errorFields, log } from '../workers/lib/log.ts'
+import { errorFields, log, setLogLevel } from '../workers/lib/log.ts'
 import { counter, histogram } from '../workers/lib/metrics.ts'
 import { sendMetricsSoon } from '../workers/lib/metrics-flush.ts'
 import { problemResponse, type ProblemType } from '../workers/lib/problem.ts'
@@ -288,6 +288,8 @@ export class GameSession extends DurableObject<Env> {
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env)
+    // On Cloudflare an object may run in an isolate no request of the Worker has set it in.
+    setLogLevel(env.LOG_LEVEL)
     this.sql = ctx.storage.sql
     const timings = sessionTimings(env)
     this.graceMs = timings.graceMs

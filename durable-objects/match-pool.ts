@@ -41,7 +41,7 @@ import {
   recordPartyTicket,
   type MatchmakingPlayer,
 } from '../workers/parties/store.ts'
-import { errorFields, log } from '../workers/lib/log.ts'
+import { errorFields, log, setLogLevel } from '../workers/lib/log.ts'
 import { counter, gauge, histogram } from '../workers/lib/metrics.ts'
 import { sendMetricsSoon } from '../workers/lib/metrics-flush.ts'
 import { problemResponse, type ProblemType } from '../workers/lib/problem.ts'
@@ -357,6 +357,8 @@ export class MatchPool extends DurableObject<Env> {
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env)
+    // On Cloudflare an object may run in an isolate no request of the Worker has set it in.
+    setLogLevel(env.LOG_LEVEL)
     this.sql = ctx.storage.sql
     this.sessionCreator = gameSessionCreator(env)
     void ctx.blockConcurrencyWhile(async () => this.load())

@@ -3,9 +3,10 @@
  *
  *   DATABASE_URL=postgres://… npm run db:migrate
  *
- * Against Neon it connects directly; with NEON_LOCAL_RELAY set it goes through the local relay.
- * drizzle records applied migrations in drizzle.__drizzle_migrations, so running it twice is a
- * no-op, and it takes an advisory lock so two concurrent runs do not race.
+ * Against Neon it connects directly (a pooled connection string is turned into the direct one);
+ * with NEON_LOCAL_RELAY set it goes through the local relay. drizzle records applied migrations
+ * in drizzle.__drizzle_migrations, so running it twice is a no-op, and it takes an advisory lock
+ * so two concurrent runs do not race.
  */
 import { neonConfig, Pool } from '@neondatabase/serverless'
 import { drizzle } from 'drizzle-orm/neon-serverless'
@@ -16,13 +17,31 @@ import { configureLocalRelay } from '../workers/db/client.ts'
 
 const MIGRATIONS_FOLDER = fileURLToPath(new URL('../migrations', import.meta.url))
 
+/** How long a run waits for another run's lock before failing, rather than hanging a deploy. */
+const LOCK_WAIT = '5min'
+
+/**
+ * The direct connection string for a Neon pooled one (its host without `-pooler`), else the
+ * string itself. The pooler runs in transaction mode: each statement may land on another server
+ * connection, so a session's advisory lock would neither keep two runs apart nor be released.
+ */
+export function directConnectionString(databaseUrl: string): string {
+  const url = new URL(databaseUrl)
+  const [endpoint, ...rest] = url.hostname.split('.')
+  if (!endpoint?.endsWith('-pooler') || !url.hostname.endsWith('.neon.tech')) return databaseUrl
+  url.hostname = [endpoint.slice(0, -'-pooler'.length), ...rest].join('.')
+  return url.toString()
+}
+
 export async function runMigrations(opts: { databaseUrl: string; relay?: string }): Promise<void> {
   neonConfig.webSocketConstructor = WebSocket
-  if (opts.relay) configureLocalRelay(opts.databaseUrl, opts.relay)
-  const pool = new Pool({ connectionString: opts.databaseUrl })
+  const databaseUrl = directConnectionString(opts.databaseUrl)
+  if (opts.relay) configureLocalRelay(databaseUrl, opts.relay)
+  const pool = new Pool({ connectionString: databaseUrl })
   try {
     const client = await pool.connect()
     try {
+      await client.query(`set lock_timeout = '${LOCK_WAIT}'`)
       await client.query('select pg_advisory_lock(727274)')
       await migrate(drizzle({ client }), { migrationsFolder: MIGRATIONS_FOLDER })
     } finally {

@@ -219,6 +219,35 @@ describe('idempotency', () => {
     expect(out.left).toBe(0)
   })
 
+  it('one alarm sweeps a bounded number of expired keys and comes back a second later for the rest', async () => {
+    const b = await createBoard()
+    const out = await runInDurableObject(
+      env.LEADERBOARD.getByName(b),
+      async (inst: Leaderboard, state) => {
+        const sql = state.storage.sql
+        const expired = Date.now() - 24 * 3_600_000 - 1000
+        // 45,000 expired keys: more than one alarm's 8 batches of 5,000.
+        sql.exec(
+          `WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 45000)
+         INSERT INTO idempotency SELECT 'x' || i, 'k' || i, 'h', '{}', ? FROM n`,
+          expired,
+        )
+        sql.exec(`DELETE FROM meta WHERE key = 'next_sweep'`)
+        const before = Date.now()
+        await inst.alarm()
+        const left = sql.exec<{ n: number }>(`SELECT count(*) AS n FROM idempotency`).one().n
+        const next = Number(
+          sql.exec<{ value: string }>(`SELECT value FROM meta WHERE key = 'next_sweep'`).one()
+            .value,
+        )
+        return { left, nextIn: next - before, alarm: await state.storage.getAlarm() }
+      },
+    )
+    expect(out.left).toBe(5000)
+    expect(out.nextIn).toBeLessThanOrEqual(1000 + 1000)
+    expect(out.alarm).not.toBeNull()
+  })
+
   it('keys are per player: two players may use the same key', async () => {
     const b = await createBoard()
     await submitFor(b, 'p', { score: 5 }, 'shared')

@@ -42,7 +42,7 @@ export interface Env {
   EDGE_SUBMITS_PER_MINUTE?: string
   /**
    * Reads with `Cache-Control: no-cache` a client address may send per minute (default 120,
-   * 1–1,000,000); past it, reads are served from the caches (at most 5 s stale).
+   * 1–1,000,000); past it, reads are served from the caches (at most 4 s stale).
    */
   FRESH_READS_PER_MINUTE?: string
 

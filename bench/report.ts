@@ -9,6 +9,7 @@ import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
 
 const sections: [string, string][] = [
   ['bench/results', 'rank-index.md'],
+  ['bench/results', 'rank-index-memory.md'],
   ['bench/results', 'leaderboard-http.md'],
   ['bench/results', 'leaderboard-close.md'],
   ['bench/results', 'matching.md'],

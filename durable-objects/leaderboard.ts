@@ -1128,8 +1128,9 @@ export class Leaderboard extends DurableObject<Env> {
    * `stalled`: an archive was pending with no alarm to carry it on (lost, or over a minute late).
    */
   async tick(boardId: string): Promise<{ rolledOver: boolean; pending: number; stalled: boolean }> {
-    if (await this.ensureConfigured(boardId))
+    if (await this.ensureConfigured(boardId)) {
       return { rolledOver: false, pending: 0, stalled: false }
+    }
     const now = this.now()
     const rolledOver = this.rollover(now)
     const pending = one<{ n: number }>(

@@ -6,7 +6,7 @@ import type {
 import type { Schemas } from './api.gen.ts'
 import type { Auth } from './auth.ts'
 import { backoff, type Ok, type RetryPolicy, sleep, type Transport } from './http.ts'
-import { isTransient, NexusNetworkError, NexusProblem } from './problem.ts'
+import { isTransient, NexusNetworkError, NexusProblem, validationProblem } from './problem.ts'
 import {
   HEALTHY_SOCKET_MS,
   Emitter,
@@ -294,13 +294,11 @@ export class MatchTicket extends Emitter<TicketEvents> {
     const regions: unknown = info.regions
     if (region !== undefined && Array.isArray(regions) && !regions.includes(region)) {
       const names = regions.join(', ')
-      throw new NexusProblem({
-        type: 'urn:nexus:problem:validation',
-        title: 'Validation failed',
-        status: 422,
-        detail: `Region '${region}' is not one of this queue's regions (${names})`,
-        errors: [{ path: 'region', message: `one of ${names}` }],
-      })
+      throw validationProblem(
+        `Region '${region}' is not one of this queue's regions (${names})`,
+        'region',
+        `one of ${names}`,
+      )
     }
   }
 

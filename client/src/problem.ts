@@ -87,6 +87,20 @@ export function unexpectedAnswer(res: Response): NexusProblem {
   })
 }
 
+/**
+ * The 422 the server gives for `path`, for a refusal the SDK can only infer (a browser hides a
+ * refused socket upgrade's answer).
+ */
+export function validationProblem(detail: string, path: string, message: string): NexusProblem {
+  return new NexusProblem({
+    type: 'urn:nexus:problem:validation',
+    title: 'Validation failed',
+    status: 422,
+    detail,
+    errors: [{ path, message }],
+  })
+}
+
 /** An error that says nothing about the resource asked for: the network, or the server failing for now. */
 export function isTransient(err: unknown): boolean {
   if (err instanceof NexusNetworkError) return true

@@ -6,7 +6,7 @@ import type {
 import type { Schemas } from './api.gen.ts'
 import type { Auth } from './auth.ts'
 import { backoff, type Credential, type Ok, type QueryOf, sleep, type Transport } from './http.ts'
-import { isTransient, NexusNetworkError, NexusProblem } from './problem.ts'
+import { isTransient, NexusNetworkError, NexusProblem, validationProblem } from './problem.ts'
 import type { SocketSettings } from './matchmaking.ts'
 import {
   Emitter,
@@ -323,13 +323,11 @@ export class GameConnection extends Emitter<GameEvents> {
 
 /** The 422 the server answers a `since` past the session's seq (its socket refusal, unseen). */
 function sinceTooFar(since: number, seq: number): NexusProblem {
-  return new NexusProblem({
-    type: 'urn:nexus:problem:validation',
-    title: 'Validation failed',
-    status: 422,
-    detail: `since must be an integer from 0 to ${seq} (was ${since})`,
-    errors: [{ path: 'since', message: `0 to ${seq}` }],
-  })
+  return validationProblem(
+    `since must be an integer from 0 to ${seq} (was ${since})`,
+    'since',
+    `0 to ${seq}`,
+  )
 }
 
 /** Game sessions: the live socket, and the session and its log over HTTP. */

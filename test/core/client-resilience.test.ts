@@ -587,6 +587,41 @@ describe('client SDK under failure', () => {
   })
 })
 
+/**
+ * A session's sockets as the server runs them: refused unless `accepts` the token; `welcome` on a
+ * first join, `resumed` on a reconnect with `since`.
+ */
+function gameSockets(accepts: (token: string) => boolean) {
+  const live: ScriptedSocket[] = []
+  const factory = (url: string) =>
+    scriptedSocket((socket) => {
+      const u = new URL(url)
+      if (!accepts(u.searchParams.get('token') ?? '')) return socket.fail()
+      socket.open()
+      live.push(socket)
+      const since = u.searchParams.get('since')
+      setTimeout(
+        () =>
+          socket.receive(
+            since === null
+              ? { type: 'welcome', seq: 3, state: {}, you: 'g_1', status: 'live' }
+              : { type: 'resumed', since: Number(since), seq: 3 },
+          ),
+        1,
+      )
+    })
+  return { live, factory }
+}
+
+/** Whether a dropped game came back (`resumed`) or ended, or what it failed with. */
+function resumedOrEnded(game: { once(e: 'resumed'): Promise<unknown>; ended: Promise<unknown> }) {
+  return within(
+    Promise.race([game.once('resumed').then(() => 'resumed'), game.ended.then(() => 'ended')]),
+    'resume',
+    3000,
+  ).catch((e: unknown) => e)
+}
+
 describe('game connection tokens', () => {
   it('a game connection reconnects with the player’s current token after auth renewed the one it connected with', async () => {
     // The server accepts the player's own token on the game socket. The SDK renews it (here: the
@@ -607,24 +642,7 @@ describe('game connection tokens', () => {
           : unauthorized()
       return jsonRes(200, {})
     }) as typeof fetch
-    const live: ScriptedSocket[] = []
-    const factory = (url: string) =>
-      scriptedSocket((socket) => {
-        const u = new URL(url)
-        if (!valid.has(u.searchParams.get('token') ?? '')) return socket.fail()
-        socket.open()
-        live.push(socket)
-        const since = u.searchParams.get('since')
-        setTimeout(
-          () =>
-            socket.receive(
-              since === null
-                ? { type: 'welcome', seq: 3, state: {}, you: 'g_1', status: 'live' }
-                : { type: 'resumed', since: Number(since), seq: 3 },
-            ),
-          1,
-        )
-      })
+    const { live, factory } = gameSockets((token) => valid.has(token))
     const client = createClient({
       baseUrl: 'http://nexus.test',
       fetch: fetchImpl,
@@ -639,11 +657,7 @@ describe('game connection tokens', () => {
     await client.auth.token(true)
     // Later the network drops: the connection must come back with the player's current token.
     live[0]!.drop()
-    const outcome = await within(
-      Promise.race([game.once('resumed').then(() => 'resumed'), game.ended.then(() => 'ended')]),
-      'resume',
-      3000,
-    ).catch((e: unknown) => e)
+    const outcome = await resumedOrEnded(game)
     game.close()
     expect(outcome).toBe('resumed')
   })
@@ -668,26 +682,9 @@ describe('game connection tokens', () => {
       }
       return jsonRes(200, {})
     }) as typeof fetch
-    const live: ScriptedSocket[] = []
-    const factory = (url: string) =>
-      scriptedSocket((socket) => {
-        const u = new URL(url)
-        const t = u.searchParams.get('token')
-        if (!(t === 'player-tok' || (t === 'session-tok' && sessionTokenValid)))
-          return socket.fail()
-        socket.open()
-        live.push(socket)
-        const since = u.searchParams.get('since')
-        setTimeout(
-          () =>
-            socket.receive(
-              since === null
-                ? { type: 'welcome', seq: 3, state: {}, you: 'g_1', status: 'live' }
-                : { type: 'resumed', since: Number(since), seq: 3 },
-            ),
-          1,
-        )
-      })
+    const { live, factory } = gameSockets(
+      (t) => t === 'player-tok' || (t === 'session-tok' && sessionTokenValid),
+    )
     const client = createClient({
       baseUrl: 'http://nexus.test',
       fetch: fetchImpl,
@@ -701,11 +698,7 @@ describe('game connection tokens', () => {
     // Six hours later: the session token has expired, then the socket drops.
     sessionTokenValid = false
     live[0]!.drop()
-    const outcome = await within(
-      Promise.race([game.once('resumed').then(() => 'resumed'), game.ended.then(() => 'ended')]),
-      'resume',
-      3000,
-    ).catch((e: unknown) => e)
+    const outcome = await resumedOrEnded(game)
     game.close()
     expect(outcome).toBe('resumed')
   })

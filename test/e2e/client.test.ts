@@ -420,15 +420,7 @@ describe('matchmaking', () => {
   })
 
   it('a region the queue does not have: a socket join rejects with the 422 an HTTP join gets', async () => {
-    const queue = uid('duel')
-    await admin('PUT', `/v1/admin/queues/${queue}`, {
-      teams: 2,
-      teamSize: 1,
-      rules: 'dice-race',
-      maxRatingGap: 1000,
-      widenPerSecond: 100,
-      regions: ['eu'],
-    })
+    const queue = await duelQueue()
     const nexus = await guestClient({ maxReconnects: 1, retry: { baseDelayMs: 10 } })
     const overHttp = await refusalOf(
       nexus.matchmaking.join(queue, { region: 'mars', transport: 'http' }).matched,

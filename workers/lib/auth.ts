@@ -377,10 +377,14 @@ export async function authenticate(env: AuthEnv, credential: string): Promise<Pr
   }
   if (await isAdminKey(env, credential)) return { kind: 'admin' }
   // Something with no dot can only have been meant as an admin key; with dots, as a token.
-  if (!credential.includes('.'))
-    throw new ApiError(
-      'unauthorized',
-      'The bearer credential is neither a token (a JWT) nor the admin key',
-    )
+  if (!credential.includes('.')) throw notACredential()
   return verifyPlayerToken(env, credential)
+}
+
+/** Something with no dot is no token, and it is not the admin key either. */
+export function notACredential(): ApiError {
+  return new ApiError(
+    'unauthorized',
+    'The bearer credential is neither a token (a JWT) nor the admin key',
+  )
 }

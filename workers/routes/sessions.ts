@@ -4,7 +4,7 @@ import { decodeJwt } from 'jose'
 import type { AppEnv } from '../app-env.ts'
 import { PLAYER_HEADER } from '../../durable-objects/game-session.ts'
 import type { RosterEntry } from '../core/rules/index.ts'
-import { bearer, isAdminKey, verifyPlayerToken } from '../lib/auth.ts'
+import { bearer, isAdminKey, notACredential, verifyPlayerToken } from '../lib/auth.ts'
 import {
   BEARER,
   BEARER_OR_QUERY_TOKEN,
@@ -84,11 +84,7 @@ function credentialOf(c: Context<AppEnv>, { socket }: { socket: boolean }): stri
 async function viewerOf(c: Context<AppEnv>, sessionId: string): Promise<Viewer> {
   const credential = credentialOf(c, { socket: false })
   if (await isAdminKey(c.env, credential)) return { kind: 'admin' }
-  if (!credential.includes('.'))
-    throw new ApiError(
-      'unauthorized',
-      'The bearer credential is neither a token (a JWT) nor the admin key',
-    )
+  if (!credential.includes('.')) throw notACredential()
   return { kind: 'player', playerId: await playerOf(c, credential, sessionId) }
 }
 

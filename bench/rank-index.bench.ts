@@ -5,6 +5,16 @@
  * Fairness:
  * - Redis gets plain scores with member = playerId (no composite tie-break encoding, which would
  *   only slow it down); scores are random integers in [0, 1e9), so ties are rare for both.
+ * - RankIndex holds keys (score, subscore, seq) and no player ids, while ZADD, ZREVRANK and ZSCORE
+ *   take a member and find its score in Redis's own hash. So every index operation that starts from
+ *   a player goes through a `Map<string, RankKey>` from player id to current key kept here beside
+ *   the index, and the map's reads and writes are timed with the index call (insert = map.set +
+ *   insert, update = map.get + replace + map.set, rank = map.get + rankOf, around = map.get +
+ *   around). The map stands in for the Durable Object's SQLite primary-key read, whose cost the
+ *   HTTP benchmark (bench/leaderboard-http.bench.ts) measures. The other way, key to player, is a
+ *   SQLite index read in the Durable Object and is not done here: pages and windows return keys,
+ *   where Redis returns members with scores. A bulk load builds the index alone: the player to key
+ *   lookup is SQLite's and survives a wake, while Redis's ZADD also fills its member hash.
  * - Redis is driven through a pipelining client: one write per batch, so its per-command network
  *   cost is amortised over the batch (pipeline depth = batch size, printed in the report). Each
  *   point operation is its own command (one ZADD per submission), as a game server would send them.
@@ -18,8 +28,8 @@ import { mkdirSync, writeFileSync } from 'node:fs'
 import { cpus } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { RankIndex } from '../workers/core/rank-index.ts'
-import type { RankEntry } from '../workers/core/rank-index.ts'
+import { RankIndex, compareEntries } from '../workers/core/rank-index.ts'
+import type { RankKey } from '../workers/core/rank-index.ts'
 import { startRedis } from '../local/redis.ts'
 import { RespClient, RespError } from './lib/resp.ts'
 import type { RespValue } from './lib/resp.ts'
@@ -141,6 +151,8 @@ async function benchSize(
   }
   let seq = 0
   const index = new RankIndex('desc')
+  /** Player id to current key: the Durable Object's SQLite primary-key read, here a Map. */
+  const keyOf = new Map<string, RankKey>()
   const pointBatch = Math.min(POINT_BATCH, size)
   const add = (label: string, batch: string, i: Measured, r: Measured) => {
     rows.push({ size, op: label, batch, index: i, redis: r })
@@ -149,17 +161,20 @@ async function benchSize(
         `redis ${Math.round(r.opsPerSec).toLocaleString('en-US')}/s`,
     )
   }
-  const zaddMany = (key: string, from: number, to: number): string[][] => {
+  /** ZADDs of 1,000 members each, the players numbered in `order`, in that order. */
+  const zaddMany = (key: string, order: number[]): string[][] => {
     const commands: string[][] = []
-    for (let start = from; start < to; start += 1_000) {
+    for (let start = 0; start < order.length; start += 1_000) {
       const command = ['ZADD', key]
-      for (let i = start; i < Math.min(to, start + 1_000); i++) {
+      for (const i of order.slice(start, start + 1_000)) {
         command.push(String(scores[i]), ids[i] as string)
       }
       commands.push(command)
     }
     return commands
   }
+  const players = (from: number, to: number) =>
+    Array.from({ length: to - from }, (_, i) => from + i)
 
   // insert: new players join a board that already holds size - fresh entries, so every insert
   // happens at (nearly) the target size. They are removed again, untimed, after each run; a
@@ -167,29 +182,28 @@ async function benchSize(
   const fresh = Math.min(POINT_OPS, size)
   const base = size - fresh
   const reps = Math.ceil(POINT_OPS / fresh)
-  index.load(
-    ids
-      .slice(0, base)
-      .map((playerId, i) => ({ playerId, score: scores[i] as number, subscore: 0, seq: seq++ })),
-  )
+  for (let i = 0; i < base; i++) {
+    keyOf.set(ids[i] as string, { score: scores[i] as number, subscore: 0, seq: seq++ })
+  }
+  index.load(keyOf.values())
   await redis.command('DEL', KEY)
-  checkReplies(await redis.pipeline(zaddMany(KEY, 0, base)))
+  checkReplies(await redis.pipeline(zaddMany(KEY, players(0, base))))
   const insertIndex = await measure(async () => {
     const batchMs: number[] = []
     for (let rep = 0; rep < reps; rep++) {
       batchMs.push(
         ...timeSync(fresh, pointBatch, (from, to) => {
           for (let i = base + from; i < base + to; i++) {
-            index.upsert({
-              playerId: ids[i] as string,
-              score: scores[i] as number,
-              subscore: 0,
-              seq: seq++,
-            })
+            const key: RankKey = { score: scores[i] as number, subscore: 0, seq: seq++ }
+            keyOf.set(ids[i] as string, key)
+            index.insert(key)
           }
         }),
       )
-      for (let i = base; i < size; i++) index.remove(ids[i] as string)
+      for (let i = base; i < size; i++) {
+        index.remove(keyOf.get(ids[i] as string) as RankKey)
+        keyOf.delete(ids[i] as string)
+      }
     }
     return { ops: fresh * reps, batchMs }
   })
@@ -213,19 +227,16 @@ async function benchSize(
   })
   add('insert (ZADD new member)', `${pointBatch}`, insertIndex, insertRedis)
   for (let i = base; i < size; i++) {
-    index.upsert({
-      playerId: ids[i] as string,
-      score: scores[i] as number,
-      subscore: 0,
-      seq: seq++,
-    })
+    const key: RankKey = { score: scores[i] as number, subscore: 0, seq: seq++ }
+    keyOf.set(ids[i] as string, key)
+    index.insert(key)
   }
-  checkReplies(await redis.pipeline(zaddMany(KEY, base, size)))
+  checkReplies(await redis.pipeline(zaddMany(KEY, players(base, size))))
   const card = await redis.command('ZCARD', KEY)
-  if (card !== size || index.size !== size)
-    throw new Error(`built ${card} / ${index.size}, wanted ${size}`)
+  if (card !== size || index.size !== size || keyOf.size !== size)
+    throw new Error(`built ${card} / ${index.size} / ${keyOf.size}, wanted ${size}`)
 
-  // update: a random player's score changes.
+  // update: a random player's score changes (a new submission, so a new seq).
   const opIds: string[] = []
   const opScores: number[] = []
   const newOps = () => {
@@ -240,12 +251,10 @@ async function benchSize(
     newOps()
     const batchMs = timeSync(POINT_OPS, POINT_BATCH, (from, to) => {
       for (let i = from; i < to; i++) {
-        index.upsert({
-          playerId: opIds[i] as string,
-          score: opScores[i] as number,
-          subscore: 0,
-          seq: seq++,
-        })
+        const id = opIds[i] as string
+        const next: RankKey = { score: opScores[i] as number, subscore: 0, seq: seq++ }
+        index.replace(keyOf.get(id), next)
+        keyOf.set(id, next)
       }
     })
     return { ops: POINT_OPS, batchMs }
@@ -266,7 +275,9 @@ async function benchSize(
   const rankIndex = await measure(async () => {
     newOps()
     const batchMs = timeSync(POINT_OPS, POINT_BATCH, (from, to) => {
-      for (let i = from; i < to; i++) sink += index.rankOf(opIds[i] as string) as number
+      for (let i = from; i < to; i++) {
+        sink += index.rankOf(keyOf.get(opIds[i] as string) as RankKey) as number
+      }
     })
     return { ops: POINT_OPS, batchMs }
   })
@@ -281,12 +292,12 @@ async function benchSize(
   })
   add('rank (ZREVRANK)', `${POINT_BATCH}`, rankIndex, rankRedis)
 
-  // score of a random player: the lookup by id that every rank by player starts with, and nothing
-  // else. Its growth from 1,000 to 1,000,000 entries is the floor under rank's (see the report).
+  // score of a random player: the lookup by id that every rank by player starts with (here the
+  // map), and nothing else. Its growth with the board is the floor under rank's (see the report).
   const scoreIndex = await measure(async () => {
     newOps()
     const batchMs = timeSync(POINT_OPS, POINT_BATCH, (from, to) => {
-      for (let i = from; i < to; i++) sink += (index.get(opIds[i] as string) as RankEntry).score
+      for (let i = from; i < to; i++) sink += (keyOf.get(opIds[i] as string) as RankKey).score
     })
     return { ops: POINT_OPS, batchMs }
   })
@@ -326,7 +337,9 @@ async function benchSize(
   const aroundIndex = await measure(async () => {
     newOps()
     const batchMs = timeSync(RANGE_OPS, RANGE_BATCH, (from, to) => {
-      for (let i = from; i < to; i++) sink += index.around(opIds[i] as string, AROUND).length
+      for (let i = from; i < to; i++) {
+        sink += index.around(keyOf.get(opIds[i] as string) as RankKey, AROUND).length
+      }
     })
     return { ops: RANGE_OPS, batchMs }
   })
@@ -347,47 +360,55 @@ async function benchSize(
   add(`around ${AROUND} (ZREVRANK + ZREVRANGE)`, `${RANGE_BATCH}`, aroundIndex, aroundRedis)
 
   // bulk load: the Durable Object's rebuild on wake, against ZADD with 1,000 members per command.
-  // Fewer runs: at 1M one load takes seconds on each side.
+  // Twice: from keys in no order, and from keys already in board order, which is how a wake reads
+  // them (SQLite, ORDER BY the rank index) and which load streams straight into leaves without a
+  // sort. Redis gets the members in the same order each time. Fewer runs: at 1M one load takes
+  // seconds on each side.
   const loadReps = Math.ceil(POINT_OPS / size)
-  const entries: RankEntry[] = ids.map((playerId, i) => ({
-    playerId,
-    score: scores[i] as number,
-    subscore: 0,
-    seq: i,
-  }))
   const warm = size < 1_000_000
-  const loadIndex = await measure(
-    async () => {
-      const batchMs: number[] = []
-      for (let rep = 0; rep < loadReps; rep++) {
-        const target = new RankIndex('desc')
-        batchMs.push(...timeSync(1, 1, () => target.load(entries)))
-        sink += target.size
-      }
-      return { ops: size * loadReps, batchMs }
-    },
-    LOAD_RUNS,
-    warm,
+  const unsorted = ids.map((_, i) => i)
+  const keys: RankKey[] = unsorted.map((i) => ({ score: scores[i] as number, subscore: 0, seq: i }))
+  const sorted = [...unsorted].sort((a, b) =>
+    compareEntries('desc', keys[a] as RankKey, keys[b] as RankKey),
   )
-  const loadCommands = zaddMany(`${KEY}:load`, 0, size)
-  const loadRedis = await measure(
-    async () => {
-      const batchMs: number[] = []
-      for (let rep = 0; rep < loadReps; rep++) {
+  const bulkLoad = async (label: string, order: number[]) => {
+    const input = order.map((i) => keys[i] as RankKey)
+    const loadIndex = await measure(
+      async () => {
+        const batchMs: number[] = []
+        for (let rep = 0; rep < loadReps; rep++) {
+          const target = new RankIndex('desc')
+          batchMs.push(...timeSync(1, 1, () => target.load(input)))
+          if (target.size !== size) throw new Error(`loaded ${target.size}, wanted ${size}`)
+          sink += target.size
+        }
+        return { ops: size * loadReps, batchMs }
+      },
+      LOAD_RUNS,
+      warm,
+    )
+    const loadCommands = zaddMany(`${KEY}:load`, order)
+    const loadRedis = await measure(
+      async () => {
+        const batchMs: number[] = []
+        for (let rep = 0; rep < loadReps; rep++) {
+          await redis.command('DEL', `${KEY}:load`)
+          batchMs.push(
+            ...(await timeAsync(1, 1, async () => {
+              checkReplies(await redis.pipeline(loadCommands))
+            })),
+          )
+        }
         await redis.command('DEL', `${KEY}:load`)
-        batchMs.push(
-          ...(await timeAsync(1, 1, async () => {
-            checkReplies(await redis.pipeline(loadCommands))
-          })),
-        )
-      }
-      await redis.command('DEL', `${KEY}:load`)
-      return { ops: size * loadReps, batchMs }
-    },
-    LOAD_RUNS,
-    warm,
-  )
-  add('bulk load (load / ZADD ×1000 members)', 'whole board', loadIndex, loadRedis)
+        return { ops: size * loadReps, batchMs }
+      },
+      LOAD_RUNS,
+      warm,
+    )
+    add(label, 'whole board', loadIndex, loadRedis)
+  }
+  await bulkLoad('bulk load, unsorted (load / ZADD ×1000 members)', unsorted)
+  await bulkLoad('bulk load, in order (load / ZADD ×1000 members)', sorted)
   await redis.command('DEL', KEY)
 }
 
@@ -419,8 +440,10 @@ async function main(): Promise<void> {
     if (found === undefined) throw new Error(`missing ${op} row`)
     return found
   }
+  const smallest = SIZES[0] as number
+  const largest = SIZES[SIZES.length - 1] as number
   const growth = (op: string, who: 'index' | 'redis') =>
-    (row(1_000, op)[who].opsPerSec / row(1_000_000, op)[who].opsPerSec).toFixed(2)
+    (row(smallest, op)[who].opsPerSec / row(largest, op)[who].opsPerSec).toFixed(2)
   const lines = [
     '# RankIndex vs Redis sorted set',
     '',
@@ -432,10 +455,21 @@ async function main(): Promise<void> {
     `${RANGE_BATCH} for range reads; around needs two round trips per batch, ranks then ranges). Point operations`,
     `per run: ${fmt(POINT_OPS)} (random players, uniform); range reads per run: ${fmt(RANGE_OPS)}. Insert adds new`,
     `players to a board already holding the rest of the entries (removed again untimed; the 1,000 board is`,
-    `rebuilt from empty). Bulk load: ${LOAD_RUNS} runs, a "batch" is one whole board (RankIndex.load from unsorted`,
-    'entries vs pipelined ZADDs of 1,000 members each); no warm-up at 1M. Redis members are player ids with plain',
-    'scores (no composite tie-break encoding, which would only slow Redis down); RankIndex orders by score,',
-    'subscore, seq, player id. RankIndex runs in-process: its figures contain no network, Redis figures do.',
+    `rebuilt from empty). Bulk load: ${LOAD_RUNS} runs, a "batch" is one whole board (RankIndex.load vs pipelined`,
+    'ZADDs of 1,000 members each), once from keys in no order and once from keys already in board order, as a',
+    'wake reads them from SQLite (load then skips its sort); Redis gets the members in the same order; no warm-up',
+    'at 1M. Redis members are player ids with plain scores (no composite tie-break encoding, which would only',
+    'slow Redis down); RankIndex orders by score, subscore, seq. RankIndex runs in-process: its figures contain',
+    'no network, Redis figures do.',
+    '',
+    'RankIndex holds keys (score, subscore, seq), not player ids, while ZADD, ZREVRANK and ZSCORE find a',
+    "member's score in Redis's own hash. So the RankIndex figures include the lookup from player id to current",
+    'key in a `Map<string, RankKey>` kept beside the index, timed with it: insert is map.set + insert, update is',
+    'map.get + replace + map.set, rank is map.get + rankOf, around is map.get + around, score is map.get alone.',
+    "The map stands in for the Durable Object's SQLite primary-key read, which the leaderboard HTTP benchmark",
+    'measures. Top and around return keys, Redis members with scores: turning keys into players is a SQLite',
+    'index read in the Durable Object, not timed here. Bulk load builds the index alone (the player lookup is',
+    "SQLite's and outlives a wake), while ZADD also fills Redis's member hash.",
     '',
     '| entries | operation | batch | RankIndex ops/s | RankIndex p99 batch (ms) | Redis ops/s | Redis p99 batch (ms) | RankIndex ÷ Redis |',
     '|---:|---|---:|---:|---:|---:|---:|---:|',
@@ -445,9 +479,9 @@ async function main(): Promise<void> {
         `${fmt(r.redis.opsPerSec)} | ${fmtMs(r.redis.p99Ms)} | ${(r.index.opsPerSec / r.redis.opsPerSec).toFixed(1)}× |`,
     ),
     '',
-    `rank at 1,000,000 vs 1,000 entries (time per operation): RankIndex ${growth('rank', 'index')}×, ` +
+    `rank at ${fmt(largest)} vs ${fmt(smallest)} entries (time per operation): RankIndex ${growth('rank', 'index')}×, ` +
       `Redis ${growth('rank', 'redis')}×.`,
-    `score at 1,000,000 vs 1,000 entries (the lookup by player id alone): RankIndex ${growth('score', 'index')}×, ` +
+    `score at ${fmt(largest)} vs ${fmt(smallest)} entries (the lookup by player id alone, the map here): RankIndex ${growth('score', 'index')}×, ` +
       `Redis ${growth('score', 'redis')}×.`,
     '',
     `Total benchmark time: ${((Date.now() - started) / 1000).toFixed(0)} s.`,

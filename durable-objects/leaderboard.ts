@@ -18,7 +18,6 @@ import {
   decodeCursor,
   encodeCursor,
   RankIndex,
-  type RankEntry,
   type RankKey,
 } from '../workers/core/rank-index.ts'
 import type { Env } from '../workers/env.ts'
@@ -60,8 +59,12 @@ const SWEEP_MAX_BATCHES = 8
 const MAX_BACKOFF_MS = 5 * 60 * 1000
 /** How long a client may take to page through `top`: replaced versions are kept this long. */
 const WALK_TTL_MS = 5 * 60 * 1000
-/** At most this many replaced versions are kept; older walks then restart. */
-const MAX_HISTORY = 200_000
+/**
+ * At most this many replaced versions are kept (about 200 bytes each with the player id); older
+ * walks then restart. 50,000 keeps five minutes of walks at about 170 replacements a second, and
+ * the history under 10 MB of a Durable Object's 128.
+ */
+const MAX_HISTORY = 50_000
 
 const submissions = counter(
   'nexus_leaderboard_submissions_total',
@@ -248,10 +251,11 @@ export class Leaderboard extends DurableObject<Env> {
   /**
    * Versions of entries replaced recently, so a walk through `top` reads one consistent snapshot
    * (the board as of the walk's first page): no entry is repeated or skipped however scores move
-   * between pages. Keyed by the version's seq; `replaced` says which player and when.
+   * between pages. `replaced` is keyed by the version's seq and says whose it was and when it was
+   * replaced (the entries table no longer has it).
    */
   private history = new RankIndex('desc')
-  private replaced = new Map<string, { playerId: string; replacedAt: number; at: number }>()
+  private replaced = new Map<number, ReplacedVersion>()
   /** Walks whose snapshot is older than this seq can no longer be served exactly. */
   private historyHorizon = 0
   private archiving: Promise<void> | null = null
@@ -337,6 +341,12 @@ export class Leaderboard extends DurableObject<Env> {
       )
       setSchemaVersion(this.sql, 4)
     }
+    if (schemaVersion(this.sql) < 5) {
+      // The rank index holds keys, not players: a page's players are read by seq (unique on a
+      // board). A WITHOUT ROWID index carries the primary key, so this is (seq, cycle, player_id).
+      this.sql.exec(`CREATE INDEX IF NOT EXISTS entries_seq ON entries (seq)`)
+      setSchemaVersion(this.sql, 5)
+    }
     const meta = new Map(
       all<{ key: string; value: string }>(this.sql, `SELECT key, value FROM meta`).map((r) => [
         r.key,
@@ -364,19 +374,19 @@ export class Leaderboard extends DurableObject<Env> {
   }
 
   /** Keeps the version a submission replaces, for walks that started before it. */
-  private remember(previous: RankEntry, replacedAt: number, now: number): void {
-    const id = `v${previous.seq}`
-    this.history.upsert({
-      playerId: id,
+  private remember(playerId: string, previous: RankKey, replacedAt: number, now: number): void {
+    this.history.insert(previous)
+    this.replaced.set(previous.seq, {
+      playerId,
       score: previous.score,
       subscore: previous.subscore,
-      seq: previous.seq,
+      replacedAt,
+      at: now,
     })
-    this.replaced.set(id, { playerId: previous.playerId, replacedAt, at: now })
-    for (const [oldId, v] of this.replaced) {
+    for (const [seq, v] of this.replaced) {
       if (v.at >= now - WALK_TTL_MS && this.replaced.size <= MAX_HISTORY) break
-      this.replaced.delete(oldId)
-      this.history.remove(oldId)
+      this.replaced.delete(seq)
+      this.history.remove({ score: v.score, subscore: v.subscore, seq })
       if (v.replacedAt > this.historyHorizon) this.historyHorizon = v.replacedAt
     }
   }
@@ -386,18 +396,19 @@ export class Leaderboard extends DurableObject<Env> {
     this.index = new RankIndex(cur.sortOrder)
     this.history = new RankIndex(cur.sortOrder)
     this.replaced.clear()
-    const cursor = this.sql.exec<{
-      player_id: string
-      score: number
-      subscore: number
-      seq: number
-    }>(`SELECT player_id, score, subscore, seq FROM entries WHERE cycle = ?`, cur.cycle)
+    // In rank order from the covering index, so the keys stream into the tree's leaves with no
+    // sort and no copy of the board. ord_* are the score and subscore times the direction.
+    const dir = cur.sortOrder === 'desc' ? -1 : 1
+    const cursor = this.sql.exec<{ ord_score: number; ord_sub: number; seq: number }>(
+      `SELECT ord_score, ord_sub, seq FROM entries WHERE cycle = ? ORDER BY ord_score, ord_sub, seq`,
+      cur.cycle,
+    )
     let maxSeq = 0
     this.index.load(
       (function* () {
         for (const r of cursor) {
           if (r.seq > maxSeq) maxSeq = r.seq
-          yield { playerId: r.player_id, score: r.score, subscore: r.subscore, seq: r.seq }
+          yield { score: r.ord_score * dir + 0, subscore: r.ord_sub * dir + 0, seq: r.seq }
         }
       })(),
     )
@@ -730,7 +741,7 @@ export class Leaderboard extends DurableObject<Env> {
     }
 
     const cur = this.current!
-    const previous = this.index.get(input.playerId)
+    const previous = this.standingOf(input.playerId)
     const outcome = applySubmission(cur.operator, cur.sortOrder, previous, {
       score: input.score,
       subscore: input.subscore,
@@ -765,20 +776,20 @@ export class Leaderboard extends DurableObject<Env> {
     // transaction, so a retry after a crash finds both or neither. If the write fails, the index
     // moves back.
     const seq = this.seq + 1
-    const entry: RankEntry | undefined = outcome.changed
-      ? { playerId: input.playerId, score: outcome.score, subscore: outcome.subscore, seq }
-      : previous
-    if (outcome.changed) this.index.upsert(entry!)
+    const entry: RankKey = outcome.changed
+      ? { score: outcome.score, subscore: outcome.subscore, seq }
+      : previous!
+    if (outcome.changed) this.index.replace(previous, entry)
     const result: SubmitResult = {
       cycle: cur.cycle,
       score: input.score,
       best: outcome.score,
-      rank: this.index.rankOf(input.playerId)!,
+      rank: this.index.rankOf(entry)!,
       replayed: false,
     }
     try {
       this.ctx.storage.transactionSync(() => {
-        if (outcome.changed) this.writeEntry(entry!, input.metadata, now)
+        if (outcome.changed) this.writeEntry(input.playerId, entry, input.metadata, now)
         this.sql.exec(
           // REPLACE: an expired key not yet swept is taken as new.
           `INSERT OR REPLACE INTO idempotency (player_id, key, request_hash, response, created_at) VALUES (?, ?, ?, ?, ?)`,
@@ -791,15 +802,15 @@ export class Leaderboard extends DurableObject<Env> {
       })
     } catch (err) {
       if (outcome.changed) {
-        if (previous) this.index.upsert(previous)
-        else this.index.remove(input.playerId)
+        this.index.remove(entry)
+        if (previous) this.index.insert(previous)
       }
       throw err
     }
     windowCounts.set(input.playerId, used + 1)
     if (outcome.changed) {
       this.seq = seq
-      if (previous) this.remember(previous, seq, now)
+      if (previous) this.remember(input.playerId, previous, seq, now)
     }
     submissions.inc({ replayed: 'false' })
     if (!(await this.ctx.storage.getAlarm())) await this.scheduleAlarm()
@@ -849,11 +860,12 @@ export class Leaderboard extends DurableObject<Env> {
       }
     }
     const cur = this.current!
-    const changed: { next: RankEntry; previous: RankEntry | undefined }[] = []
+    const changed: { playerId: string; next: RankKey; previous: RankKey | undefined }[] = []
     let metadataOnly = 0
     this.ctx.storage.transactionSync(() => {
       for (const e of entries) {
-        const previous = this.index.get(e.playerId)
+        // Read inside the transaction: a player twice in one batch finds the first write.
+        const previous = this.standingOf(e.playerId)
         if (previous && previous.score === e.score && previous.subscore === e.subscore) {
           // The same standing keeps its place among ties; only new metadata is written, and counts.
           const metadataChanged = this.sql.exec(
@@ -866,14 +878,14 @@ export class Leaderboard extends DurableObject<Env> {
           if (metadataChanged > 0) metadataOnly++
           continue
         }
-        const next = { playerId: e.playerId, score: e.score, subscore: e.subscore, seq: ++this.seq }
-        this.writeEntry(next, e.metadata, now)
-        changed.push({ next, previous })
+        const next = { score: e.score, subscore: e.subscore, seq: ++this.seq }
+        this.writeEntry(e.playerId, next, e.metadata, now)
+        changed.push({ playerId: e.playerId, next, previous })
       }
     })
-    for (const { next, previous } of changed) {
-      this.index.upsert(next)
-      if (previous) this.remember(previous, next.seq, now)
+    for (const { playerId, next, previous } of changed) {
+      this.index.replace(previous, next)
+      if (previous) this.remember(playerId, previous, next.seq, now)
     }
     return {
       ok: true,
@@ -887,14 +899,14 @@ export class Leaderboard extends DurableObject<Env> {
    * Writes a player's standing in the current cycle. `ord_*` hold the score and subscore negated
    * on descending boards, so the archive walks every board with one ascending index.
    */
-  private writeEntry(entry: RankEntry, metadata: string | null, now: number): void {
+  private writeEntry(playerId: string, entry: RankKey, metadata: string | null, now: number): void {
     const cur = this.current!
     const dir = cur.sortOrder === 'desc' ? -1 : 1
     this.sql.exec(
       `INSERT OR REPLACE INTO entries (cycle, player_id, score, subscore, seq, ord_score, ord_sub, metadata, submitted_at)
        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
       cur.cycle,
-      entry.playerId,
+      playerId,
       entry.score,
       entry.subscore,
       entry.seq,
@@ -902,6 +914,19 @@ export class Leaderboard extends DurableObject<Env> {
       entry.subscore * dir + 0,
       metadata,
       now,
+    )
+  }
+
+  /**
+   * The player's key in the current cycle, from the entries table: the rank index holds keys
+   * only, so who has which key is SQLite's to say (a primary-key read).
+   */
+  private standingOf(playerId: string): RankKey | undefined {
+    return one<RankKey>(
+      this.sql,
+      `SELECT score, subscore, seq FROM entries WHERE cycle = ? AND player_id = ?`,
+      this.current!.cycle,
+      playerId,
     )
   }
 
@@ -983,8 +1008,8 @@ export class Leaderboard extends DurableObject<Env> {
   }
 
   /** Up to `limit` entries after `after` in the board as it was at write `snapshot`. */
-  private snapshotPage(after: RankKey | null, snapshot: number, limit: number): RankEntry[] {
-    const live: RankEntry[] = []
+  private snapshotPage(after: RankKey | null, snapshot: number, limit: number): PageItem[] {
+    const live: PageItem[] = []
     let from = after
     // Live entries written after the snapshot are skipped; their earlier versions come from history.
     while (live.length < limit) {
@@ -995,16 +1020,14 @@ export class Leaderboard extends DurableObject<Env> {
       if (chunk.length < Math.max(limit, 32)) break
     }
     if (this.replaced.size === 0) return live
-    const old: RankEntry[] = []
-    // History keys versions by `v<seq>`, not by player: the cursor's own version, if it is an old
-    // one, must compare equal to be left out (seqs are unique, so nothing else is).
-    from = after ? { ...after, playerId: `v${after.seq}` } : null
+    const old: PageItem[] = []
+    from = after
     while (old.length < limit) {
       const chunk = this.history.page(from, Math.max(limit, 32))
       for (const v of chunk) {
-        const info = this.replaced.get(v.playerId)!
+        const info = this.replaced.get(v.seq)!
         if (v.seq <= snapshot && snapshot < info.replacedAt && old.length < limit) {
-          old.push({ playerId: info.playerId, score: v.score, subscore: v.subscore, seq: v.seq })
+          old.push({ ...v, playerId: info.playerId })
         }
       }
       if (chunk.length < Math.max(limit, 32)) break
@@ -1022,11 +1045,24 @@ export class Leaderboard extends DurableObject<Env> {
     const unknown = await this.ensureConfigured(boardId)
     if (unknown) return unknown
     if (this.rollover(this.now())) await this.scheduleAlarm()
-    const e = this.index.get(playerId)
+    const row = one<RankKey & { metadata: string | null }>(
+      this.sql,
+      `SELECT score, subscore, seq, metadata FROM entries WHERE cycle = ? AND player_id = ?`,
+      this.current!.cycle,
+      playerId,
+    )
     return {
       ok: true,
       cycle: this.current!.cycle,
-      entry: e ? ((await this.withRanksAndMetadata([e]))[0] ?? null) : null,
+      entry: row
+        ? {
+            rank: this.index.rankOf(row)!,
+            playerId,
+            score: row.score,
+            subscore: row.subscore,
+            metadata: row.metadata ? (JSON.parse(row.metadata) as Json) : null,
+          }
+        : null,
       total: this.index.size,
     }
   }
@@ -1040,51 +1076,52 @@ export class Leaderboard extends DurableObject<Env> {
     const unknown = await this.ensureConfigured(boardId)
     if (unknown) return unknown
     if (this.rollover(this.now())) await this.scheduleAlarm()
-    if (!this.index.has(playerId)) {
+    const key = this.standingOf(playerId)
+    if (!key) {
       return refuse(
         'not-found',
         `Player '${playerId}' has no score in cycle ${this.current!.cycle}`,
       )
     }
+    const window = this.index.around(key, limit)
     return {
       ok: true,
       cycle: this.current!.cycle,
-      entries: await this.withRanksAndMetadata(this.index.around(playerId, limit)),
+      entries: await this.decorate(window, this.index.rankOf(window[0]!)!),
       total: this.index.size,
     }
   }
 
-  /** Contiguous live entries in order: one rank lookup for the first. */
-  private withRanksAndMetadata(page: RankEntry[]): Promise<BoardEntry[]> {
-    if (page.length === 0) return Promise.resolve([])
-    return this.decorate(page, this.index.rankOf(page[0]!.playerId)!)
-  }
-
   /**
-   * Adds ranks (contiguous from `firstRank`) and metadata, read in bounded batches. Metadata
-   * belongs to the version that set the score; a replaced version shows none.
+   * Adds ranks (contiguous from `firstRank`), players and metadata. A live key's player and
+   * metadata are read by its seq, in bounded batches; a replaced version knows its player and
+   * shows no metadata (metadata belongs to the version that set the score).
    */
-  private async decorate(page: RankEntry[], firstRank: number): Promise<BoardEntry[]> {
-    const meta = new Map<string, { seq: number; metadata: string | null }>()
-    for (let i = 0; i < page.length; i += 90) {
-      const chunk = page.slice(i, i + 90).map((e) => e.playerId)
-      const rows = all<{ player_id: string; seq: number; metadata: string | null }>(
+  private async decorate(page: PageItem[], firstRank: number): Promise<BoardEntry[]> {
+    const live = new Map<number, { player_id: string; metadata: string | null }>()
+    const seqs = page.filter((e) => e.playerId === undefined).map((e) => e.seq)
+    for (let i = 0; i < seqs.length; i += 90) {
+      const chunk = seqs.slice(i, i + 90)
+      // By seq alone (unique on the board): with `cycle = ?` too, SQLite prefers scanning the
+      // whole cycle through entries_rank.
+      for (const r of all<{ player_id: string; seq: number; metadata: string | null }>(
         this.sql,
-        `SELECT player_id, seq, metadata FROM entries WHERE cycle = ? AND player_id IN (${chunk.map(() => '?').join(',')})`,
-        this.current!.cycle,
+        `SELECT player_id, seq, metadata FROM entries WHERE seq IN (${chunk.map(() => '?').join(',')})`,
         ...chunk,
-      )
-      for (const r of rows) meta.set(r.player_id, r)
+      ))
+        live.set(r.seq, r)
     }
     return page.map((e, i) => {
-      const m = meta.get(e.playerId)
-      return {
-        rank: firstRank + i,
-        playerId: e.playerId,
-        score: e.score,
-        subscore: e.subscore,
-        metadata: m && m.seq === e.seq && m.metadata ? (JSON.parse(m.metadata) as Json) : null,
+      let playerId = e.playerId
+      let metadata: Json = null
+      if (playerId === undefined) {
+        const row = live.get(e.seq)
+        // Index and table change in one synchronous step; a key without its row is a bug.
+        if (!row) throw new Error(`rank index has seq ${e.seq}, which the entries table lacks`)
+        playerId = row.player_id
+        metadata = row.metadata ? (JSON.parse(row.metadata) as Json) : null
       }
+      return { rank: firstRank + i, playerId, score: e.score, subscore: e.subscore, metadata }
     })
   }
 
@@ -1481,6 +1518,19 @@ interface BoardCursor {
 }
 
 type Json = string | number | boolean | null | Json[] | { [key: string]: Json }
+
+/** A key on a page: a live one (its player read from SQLite), or a replaced version's. */
+type PageItem = RankKey & { playerId?: string }
+
+/** A standing replaced in the current cycle, kept for walks that began before (keyed by seq). */
+interface ReplacedVersion {
+  playerId: string
+  score: number
+  subscore: number
+  /** The seq of the submission that replaced it. */
+  replacedAt: number
+  at: number
+}
 
 /** `cycle.snapshot.lastRank.key`: opaque to clients, checked strictly here. */
 function formatBoardCursor(c: BoardCursor & { key: RankKey }): string {

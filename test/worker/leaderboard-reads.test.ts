@@ -72,6 +72,23 @@ describe('top pages with cursors', () => {
     expect(next.entries.map((e) => e.playerId)).toEqual(['p025', 'p009', 'p000'])
   })
 
+  it('a cursor from before keys dropped the player id (a walk across an upgrade) goes on', async () => {
+    const b = await createBoard({ submitsPerMinute: 600 })
+    await seed(b, 9, (i) => 100 - i)
+    const first = await fresh<Top>(`/v1/leaderboards/${b}/top?limit=4`)
+    const next = await fresh<Top>(`/v1/leaderboards/${b}/top?limit=4&cursor=${first.nextCursor}`)
+    // The earlier format: the key's last part also named the player, [score, subscore, seq, id].
+    const parts = first.nextCursor!.split('.')
+    const key = JSON.parse(Buffer.from(parts[3]!, 'base64url').toString()) as number[]
+    expect(key).toHaveLength(3)
+    const legacyKey = Buffer.from(JSON.stringify([...key, first.entries[3]!.playerId])).toString(
+      'base64url',
+    )
+    const legacy = [...parts.slice(0, 3), legacyKey].join('.')
+    expect(await fresh<Top>(`/v1/leaderboards/${b}/top?limit=4&cursor=${legacy}`)).toEqual(next)
+    expect(next.entries.map((e) => e.rank)).toEqual([5, 6, 7, 8])
+  })
+
   it('a forged cursor is 422; a cursor from a closed cycle is 409', async () => {
     const b = await createBoard()
     await seed(b, 3, (i) => i)
@@ -369,7 +386,7 @@ describe('the board survives eviction', () => {
 })
 
 describe('a board stored by the previous schema', () => {
-  it('moves to the current schema on its next wake (covering rank index, no rate-window table), standings unchanged', async () => {
+  it('moves to the current schema on its next wake (covering rank index, no rate-window table, players found by seq), standings unchanged', async () => {
     const b = await createBoard({ submitsPerMinute: 600 })
     await seed(b, 12, (i) => (i * 5) % 7)
     const before = await fresh<Top>(`/v1/leaderboards/${b}/top?limit=100`)
@@ -378,6 +395,7 @@ describe('a board stored by the previous schema', () => {
     await runInDurableObject(stub, (_i, state) => {
       state.storage.sql.exec(`
         DROP INDEX entries_rank;
+        DROP INDEX entries_seq;
         CREATE INDEX entries_order ON entries (cycle, ord_score, ord_sub, seq, player_id);
         CREATE TABLE submit_windows (
           player_id TEXT PRIMARY KEY, window_start INTEGER NOT NULL, count INTEGER NOT NULL
@@ -405,7 +423,9 @@ describe('a board stored by the previous schema', () => {
     expect(indexes.names).not.toContain('entries_order')
     // Rate windows are counted from the idempotency records since version 3.
     expect(indexes.windowsTable).toBe(0)
-    expect(indexes.version).toBe('4')
+    // The rank index holds keys only; pages find their players by seq since version 5.
+    expect(indexes.names).toContain('entries_seq')
+    expect(indexes.version).toBe('5')
   })
 })
 

@@ -6,7 +6,7 @@
  * (seq), so no two standings share a key, and the key alone orders them. Who holds a key, and the
  * key a player holds, are SQLite's to answer (the entries table has both), so player ids, a map
  * from them and one object per entry stay out of memory. That is what lets a million-player
- * cycle fit in a Durable Object's 128 MB: about 44 bytes per entry here against about 250 with
+ * cycle fit in a Durable Object's 128 MB: about 43 bytes per entry here against about 250 with
  * ids and objects in memory (bench/rank-index-memory.bench.ts).
  *
  * Why a counted B+tree (and not a skip list or a treap): at a million entries every operation is

@@ -862,6 +862,9 @@ export class Leaderboard extends DurableObject<Env> {
     const cur = this.current!
     const changed: { playerId: string; next: RankKey; previous: RankKey | undefined }[] = []
     let metadataOnly = 0
+    // The board's seq moves only once the batch commits: a rolled-back batch must not leave it
+    // past every stored row, or a wake would recover a lower one and let old cursors through.
+    let seq = this.seq
     this.ctx.storage.transactionSync(() => {
       for (const e of entries) {
         // Read inside the transaction: a player twice in one batch finds the first write.
@@ -878,11 +881,12 @@ export class Leaderboard extends DurableObject<Env> {
           if (metadataChanged > 0) metadataOnly++
           continue
         }
-        const next = { score: e.score, subscore: e.subscore, seq: ++this.seq }
+        const next = { score: e.score, subscore: e.subscore, seq: ++seq }
         this.writeEntry(e.playerId, next, e.metadata, now)
         changed.push({ playerId: e.playerId, next, previous })
       }
     })
+    this.seq = seq
     for (const { playerId, next, previous } of changed) {
       this.index.replace(previous, next)
       if (previous) this.remember(playerId, previous, next.seq, now)
@@ -1084,6 +1088,7 @@ export class Leaderboard extends DurableObject<Env> {
       )
     }
     const window = this.index.around(key, limit)
+    if (window.length === 0) throw new Error(`rank index lacks ${playerId}'s standing`)
     return {
       ok: true,
       cycle: this.current!.cycle,

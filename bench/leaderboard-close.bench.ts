@@ -10,6 +10,7 @@
 import { spawn } from 'node:child_process'
 import { mkdirSync, writeFileSync } from 'node:fs'
 import { flag, fmt } from './lib/load.ts'
+import { descendantsNamed, residentBytes } from './lib/process-cpu.ts'
 import { startStack } from './lib/stack.ts'
 
 const ENTRIES = flag('entries', 1_000_000)
@@ -70,6 +71,29 @@ try {
   const seedSeconds = (performance.now() - seedStarted) / 1000
   console.error(`seeded ${ENTRIES} entries in ${fmt(seedSeconds)} s`)
 
+  // A wake: a new workerd over the same storage, so the board rebuilds its rank index from
+  // SQLite on the first request, as after an eviction or a deploy. Its resident memory is read
+  // with the Worker loaded, before and after the board wakes.
+  await stack.restart!()
+  const health = await fetch(`${stack.url}/health`)
+  if (!health.ok) throw new Error(`health after restart: ${health.status}`)
+  await health.arrayBuffer()
+  const workerd = descendantsNamed('workerd')
+  const rssBefore = residentBytes(workerd)
+  const wakeStarted = performance.now()
+  const woke = await fetch(`${stack.url}/v1/leaderboards/${board}/top?limit=10`, {
+    headers: { 'cache-control': 'no-cache' },
+  })
+  const top = (await woke.json()) as { total?: number }
+  const wakeSeconds = (performance.now() - wakeStarted) / 1000
+  if (!woke.ok || top.total !== ENTRIES) {
+    throw new Error(`wake: ${woke.status} ${JSON.stringify(top).slice(0, 300)}`)
+  }
+  const rssAfter = residentBytes(workerd)
+  console.error(
+    `woke in ${fmt(wakeSeconds)} s, workerd +${fmt((rssAfter - rssBefore) / 2 ** 20)} MiB`,
+  )
+
   const closeStarted = performance.now()
   const closed = await fetch(`${stack.url}/v1/admin/leaderboards/${board}/close`, {
     method: 'POST',
@@ -128,13 +152,15 @@ try {
     '',
     `${stack.runtime}, real PostgreSQL ${'(temporary cluster, fsync off)'} behind the Neon relay. ${ENTRIES.toLocaleString('en')} entries ` +
       `imported through the admin API, then \`POST /close\`; the board's alarm archives pages of 1,000 rows (one Neon HTTP transaction each: archive rows + rewards + progress), ` +
-      `then purges the frozen rows from the Durable Object. The baseline is \`\\copy\` of the same rows into a table with the same keys and indexes, same server, same run. Node ${process.version}, ${new Date().toISOString().slice(0, 10)}.`,
+      `then purges the frozen rows from the Durable Object. Before the close, workerd is restarted over the same storage and the board's first read timed: the wake of a ${ENTRIES.toLocaleString('en')}-entry board, as after an eviction or a deploy. The baseline is \`\\copy\` of the same rows into a table with the same keys and indexes, same server, same run. Node ${process.version}, ${new Date().toISOString().slice(0, 10)}.`,
     '',
     `Command: \`npx node bench/leaderboard-close.bench.ts --entries ${ENTRIES}\``,
     '',
     '| measure | value |',
     '| --- | ---: |',
     `| seed (import API, ${BATCH}/request) | ${fmt(seedSeconds)} s |`,
+    `| wake after a restart: first read, rank index rebuilt from SQLite | ${fmt(wakeSeconds)} s |`,
+    `| workerd resident memory, before → after that wake (${workerd.length} process) | ${fmt(rssBefore / 2 ** 20, 0)} → ${fmt(rssAfter / 2 ** 20, 0)} MiB |`,
     `| close → archive complete in Neon | ${fmt(archiveSeconds)} s (${fmt(ENTRIES / archiveSeconds, 0)} rows/s) |`,
     `| close → frozen rows purged from the object | ${fmt(doneSeconds)} s |`,
     `| PostgreSQL COPY of the same rows | ${fmt(copySeconds)} s (${fmt(ENTRIES / copySeconds, 0)} rows/s) |`,

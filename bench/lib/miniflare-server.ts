@@ -18,30 +18,29 @@ const { port, modulesRoot, vars, profile } = JSON.parse(process.argv[2] ?? '{}')
 }
 const inspectorPort = profile ? port + 1 : undefined
 const sqlite = (className: string) => ({ className, useSQLite: true })
-const mf = new Miniflare(
-  convertV4MiniflareOptions({
-    host: '127.0.0.1',
-    port,
-    ...(inspectorPort ? { inspectorPort } : {}),
-    workers: [
-      {
-        name: 'nexus',
-        modules: true,
-        scriptPath: `${modulesRoot}/index.js`,
-        modulesRoot,
-        compatibilityDate: '2026-11-01',
-        compatibilityFlags: ['nodejs_compat', 'no_web_socket_compression'],
-        durableObjects: {
-          LEADERBOARD: sqlite('Leaderboard'),
-          MATCH_POOL: sqlite('MatchPool'),
-          GAME_SESSION: sqlite('GameSession'),
-          METRICS_HUB: sqlite('MetricsHub'),
-        },
-        bindings: vars,
+const options = convertV4MiniflareOptions({
+  host: '127.0.0.1',
+  port,
+  ...(inspectorPort ? { inspectorPort } : {}),
+  workers: [
+    {
+      name: 'nexus',
+      modules: true,
+      scriptPath: `${modulesRoot}/index.js`,
+      modulesRoot,
+      compatibilityDate: '2026-11-01',
+      compatibilityFlags: ['nodejs_compat', 'no_web_socket_compression'],
+      durableObjects: {
+        LEADERBOARD: sqlite('Leaderboard'),
+        MATCH_POOL: sqlite('MatchPool'),
+        GAME_SESSION: sqlite('GameSession'),
+        METRICS_HUB: sqlite('MetricsHub'),
       },
-    ],
-  }),
-)
+      bindings: vars,
+    },
+  ],
+})
+const mf = new Miniflare(options)
 await mf.ready
 const profiler = inspectorPort ? await startProfiler(inspectorPort) : null
 console.log(`miniflare listening on ${port}`)
@@ -56,6 +55,14 @@ process.on('SIGINT', stop)
 // profile written) on stdin.
 process.stdin.on('data', (d) => {
   if (String(d).includes('stop')) stop()
+  // A new workerd over the same (temporary) storage: every Durable Object wakes from SQLite on its
+  // next request, as after an eviction or a deploy.
+  if (String(d).includes('restart')) {
+    void mf
+      .setOptions(options)
+      .then(() => console.log('restarted'))
+      .catch((err: unknown) => console.error('restart failed', err))
+  }
 })
 
 /**

@@ -48,3 +48,13 @@ export function cpuMs(pids: readonly number[]): number {
   }
   return (ticks * 1000) / TICKS_PER_SECOND
 }
+
+/** Resident memory (VmRSS) of `pids` now, in bytes. */
+export function residentBytes(pids: readonly number[]): number {
+  let kib = 0
+  for (const pid of pids) {
+    const match = /^VmRSS:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))
+    kib += Number(match?.[1] ?? 0)
+  }
+  return kib * 1024
+}

@@ -25,6 +25,11 @@ export interface Stack {
   adminKey: string
   databaseUrl: string
   postgresPort: number
+  /**
+   * Restarts workerd over the same storage, so that every Durable Object wakes from SQLite on its
+   * next request (Miniflare only).
+   */
+  restart?(): Promise<void>
   stop(): Promise<void>
 }
 
@@ -69,9 +74,11 @@ export async function startStack(
     const port = await freePort()
     const runtime =
       opts.runtime ?? (process.env.NEXUS_BENCH_RUNTIME === 'wrangler' ? 'wrangler' : 'miniflare')
+    let restart: (() => Promise<void>) | undefined
     if (runtime === 'miniflare') {
       const server = await startMiniflareServer(port, vars)
       stops.push(server.stop)
+      restart = server.restart
     } else {
       // Durable Object storage in a fresh directory in memory (tmpfs when there is one), as the
       // PostgreSQL beside it runs with fsync off: a local disk's fsync per commit would otherwise
@@ -93,6 +100,7 @@ export async function startStack(
       adminKey: BENCH_ADMIN_KEY,
       databaseUrl: pg.url,
       postgresPort: pg.port,
+      ...(restart ? { restart } : {}),
       stop,
     }
   } catch (err) {
@@ -105,7 +113,7 @@ export async function startStack(
 async function startMiniflareServer(
   port: number,
   vars: Record<string, string>,
-): Promise<{ stop(): Promise<void> }> {
+): Promise<{ stop(): Promise<void>; restart(): Promise<void> }> {
   const out = await mkdtemp(join(tmpdir(), 'nexus-bench-bundle-'))
   execFileSync('npx', ['wrangler', 'deploy', '--dry-run', '--outdir', out], {
     cwd: root,
@@ -138,6 +146,18 @@ async function startMiniflareServer(
     })
   })
   return {
+    async restart() {
+      await new Promise<void>((resolve, reject) => {
+        const onData = (d: Buffer) => {
+          if (!String(d).includes('restarted')) return
+          child.stdout!.off('data', onData)
+          resolve()
+        }
+        child.stdout!.on('data', onData)
+        child.once('exit', (code) => reject(new Error(`miniflare exited with ${code}`)))
+        child.stdin!.write('restart\n')
+      })
+    },
     async stop() {
       if (child.exitCode === null) {
         child.stdin!.write('stop\n')

@@ -268,7 +268,7 @@ export class RankIndex {
   #first: Node = this.#root
   /** Bumped by every mutation so iterators can refuse to continue over a changed tree. */
   #version = 0
-  /** Out-parameters of #locate, to avoid allocating a pair per call. */
+  /** Out-parameters of #locate and rankOfKey, to avoid allocating a pair per call. */
   #foundLeaf: Node = this.#root
   #foundIndex = 0
   /** The path of the last descent: inner nodes and the child taken in each. */
@@ -354,21 +354,14 @@ export class RankIndex {
 
   /** 1-based rank of the key, or undefined if it is not in the index. */
   rankOf(key: RankKey): number | undefined {
-    const s = key.score + 0
-    const u = key.subscore + 0
-    const q = key.seq
-    const dir = this.#dir
-    let node = this.#root
-    let rank = 0
-    while (!node.isLeaf) {
-      const ci = route(dir, node, s, u, q)
-      const counts = node.counts
-      for (let j = 0; j < ci; j++) rank += counts[j] as number
-      node = node.children[ci] as Node
+    const before = this.rankOfKey(key)
+    const leaf = this.#foundLeaf
+    const i = this.#foundIndex
+    if (i >= leaf.n) return undefined
+    if (compareSlot(this.#dir, leaf.keys, i, key.score + 0, key.subscore + 0, key.seq) !== 0) {
+      return undefined
     }
-    const i = bound(dir, node, s, u, q, false)
-    if (i >= node.n || compareSlot(dir, node.keys, i, s, u, q) !== 0) return undefined
-    return rank + i + 1
+    return before + 1
   }
 
   /** How many entries sort strictly before `key` (so an entry with that key has rank result+1). */
@@ -385,7 +378,11 @@ export class RankIndex {
       for (let j = 0; j < ci; j++) rank += counts[j] as number
       node = node.children[ci] as Node
     }
-    return rank + bound(dir, node, s, u, q, false)
+    const i = bound(dir, node, s, u, q, false)
+    // Where the key is or would be, for rankOf.
+    this.#foundLeaf = node
+    this.#foundIndex = i
+    return rank + i
   }
 
   /** The key at a 1-based rank, or undefined outside 1..size. */

@@ -60,9 +60,9 @@ const MAX_BACKOFF_MS = 5 * 60 * 1000
 /** How long a client may take to page through `top`: replaced versions are kept this long. */
 const WALK_TTL_MS = 5 * 60 * 1000
 /**
- * At most this many replaced versions are kept (about 200 bytes each with the player id); older
- * walks then restart. 50,000 keeps five minutes of walks at about 170 replacements a second, and
- * the history under 10 MB of a Durable Object's 128.
+ * At most this many replaced versions are kept (about 250 bytes each with the player id, so about
+ * 12 MB in all of a Durable Object's 128); older walks then restart. 50,000 keeps five minutes of
+ * walks at about 170 replacements a second.
  */
 const MAX_HISTORY = 50_000
 

@@ -18,7 +18,7 @@
  * - Counts. Every inner node keeps the number of entries under each child, so the rank of a key
  *   is the sum of the counts left of the path to it.
  * - Leaves are chained, so pages and windows walk keys in order without a stack, and a bulk load
- *   builds the tree bottom-up after one sort.
+ *   builds the tree bottom-up (sorting first only when its input is out of order).
  * Costs: an insert shifts up to 64 keys of a leaf; splits and merges move up to 64 keys or
  * pointers (amortised O(1)).
  *

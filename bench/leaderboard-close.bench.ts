@@ -74,7 +74,9 @@ try {
   // A wake: a new workerd over the same storage, so the board rebuilds its rank index from
   // SQLite on the first request, as after an eviction or a deploy. Its resident memory is read
   // with the Worker loaded, before and after the board wakes.
-  await stack.restart!()
+  if (!stack.restart)
+    throw new Error('timing a wake needs the Miniflare runtime (not wrangler dev)')
+  await stack.restart()
   const health = await fetch(`${stack.url}/health`)
   if (!health.ok) throw new Error(`health after restart: ${health.status}`)
   await health.arrayBuffer()

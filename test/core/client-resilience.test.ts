@@ -108,6 +108,35 @@ function within<T>(promise: Promise<T>, what: string, ms: number): Promise<T> {
 const ticket = (fields: Record<string, unknown>) =>
   jsonRes(200, { ticketId: 't1', queue: 'duel', region: 'eu', expiresAt: 0, ...fields })
 
+/** The whole view of one player's ticket `duel:eu:t1`, as `GET /v1/matchmaking/tickets/:id` has it. */
+const ticketView = (status: string, extra: Record<string, unknown> = {}) =>
+  jsonRes(200, {
+    ticketId: 'duel:eu:t1',
+    queue: 'duel',
+    region: 'eu',
+    status,
+    leader: 'g_1',
+    players: ['g_1'],
+    attributes: null,
+    enqueuedAt: 0,
+    expiresAt: 0,
+    reason: null,
+    match: null,
+    ...extra,
+  })
+
+/** A pool socket's answer to a join that matches at once: `queued`, then `match_found`. */
+function queueAndMatch(socket: { receive(frame: unknown): void }, existing: boolean): void {
+  socket.receive({ type: 'queued', ticketId: 'duel:eu:t1', existing, expiresAt: 0 })
+  socket.receive({
+    type: 'match_found',
+    ticketId: 'duel:eu:t1',
+    sessionId: 's1',
+    token: 'session-tok',
+    players: [],
+  })
+}
+
 /** Timers keeping the process alive right now. */
 /**
  * Sockets for a matchmaking ticket that falls back to HTTP: the first opens, answers the join
@@ -869,20 +898,7 @@ describe('matchmaking refusals and network loss', () => {
           (socket) =>
             valid.has(new URL(url).searchParams.get('token') ?? '') ? socket.open() : socket.fail(),
           (frame, socket) => {
-            if (frame.type !== 'join') return
-            socket.receive({
-              type: 'queued',
-              ticketId: 'duel:eu:t1',
-              existing: false,
-              expiresAt: 0,
-            })
-            socket.receive({
-              type: 'match_found',
-              ticketId: 'duel:eu:t1',
-              sessionId: 's1',
-              token: 'session-tok',
-              players: [],
-            })
+            if (frame.type === 'join') queueAndMatch(socket, false)
           },
         ),
     })
@@ -933,21 +949,7 @@ describe('matchmaking refusals and network loss', () => {
     // DELETE on a matching ticket is 409 (ticketStatus: matching); the server goes on to match it.
     let cancelAsked = false
     let readsAfterCancel = 0
-    const view = (status: string, extra: Record<string, unknown> = {}) =>
-      jsonRes(200, {
-        ticketId: 'duel:eu:t1',
-        queue: 'duel',
-        region: 'eu',
-        status,
-        leader: 'g_1',
-        players: ['g_1'],
-        attributes: null,
-        enqueuedAt: 0,
-        expiresAt: 0,
-        reason: null,
-        match: null,
-        ...extra,
-      })
+    const view = ticketView
     const client = createClient({
       baseUrl: 'http://nexus.test',
       retry: { baseDelayMs: 1, maxDelayMs: 5 },
@@ -985,20 +987,7 @@ describe('matchmaking refusals and network loss', () => {
     let down = false
     let matchedOnServer = false
     const view = (status: string, extra: Record<string, unknown> = {}) =>
-      jsonRes(200, {
-        ticketId: 'duel:eu:t1',
-        queue: 'duel',
-        region: 'eu',
-        status,
-        leader: 'g_1',
-        players: ['g_1'],
-        attributes: null,
-        enqueuedAt: 0,
-        expiresAt: Date.now() + 60_000,
-        reason: null,
-        match: null,
-        ...extra,
-      })
+      ticketView(status, { expiresAt: Date.now() + 60_000, ...extra })
     const client = createClient({
       baseUrl: 'http://nexus.test',
       fetch: guestFetch(async (url, init) => {
@@ -1049,22 +1038,7 @@ describe('matchmaking refusals and network loss', () => {
           (socket) => {
             if (down) return socket.fail()
             socket.open()
-            if (++opens > 1)
-              setTimeout(() => {
-                socket.receive({
-                  type: 'queued',
-                  ticketId: 'duel:eu:t1',
-                  existing: true,
-                  expiresAt: 0,
-                })
-                socket.receive({
-                  type: 'match_found',
-                  ticketId: 'duel:eu:t1',
-                  sessionId: 's1',
-                  token: 'session-tok',
-                  players: [],
-                })
-              }, 1)
+            if (++opens > 1) setTimeout(() => queueAndMatch(socket, true), 1)
           },
           (frame, socket) => {
             if (frame.type === 'join') {

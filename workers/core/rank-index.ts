@@ -268,7 +268,7 @@ export class RankIndex {
   #first: Node = this.#root
   /** Bumped by every mutation so iterators can refuse to continue over a changed tree. */
   #version = 0
-  /** Out-parameters of #locate and rankOfKey, to avoid allocating a pair per call. */
+  /** Out-parameters of #locate, #seek and rankOfKey, to avoid allocating a pair per call. */
   #foundLeaf: Node = this.#root
   #foundIndex = 0
   /** The path of the last descent: inner nodes and the child taken in each. */
@@ -296,17 +296,13 @@ export class RankIndex {
    * non-finite score or subscore, or a seq that is not a safe integer.
    */
   insert(key: RankKey): boolean {
-    checkKey(key)
-    // x + 0 turns -0 into 0 so equal scores compare, serialise and round-trip as equal.
-    const s = key.score + 0
-    const u = key.subscore + 0
-    const q = key.seq
-    const leaf = this.#descend(s, u, q)
-    const i = bound(this.#dir, leaf, s, u, q, false)
-    if (i < leaf.n && compareSlot(this.#dir, leaf.keys, i, s, u, q) === 0) return false
+    if (this.#seek(key)) return false
+    const leaf = this.#foundLeaf
+    const i = this.#foundIndex
     this.#version++
     openSlot(leaf, i, leaf.n)
-    writeSlot(leaf.keys, i, s, u, q)
+    // x + 0 turns -0 into 0 so equal scores compare, serialise and round-trip as equal.
+    writeSlot(leaf.keys, i, key.score + 0, key.subscore + 0, key.seq)
     leaf.n++
     leaf.size++
     this.#adjustPath(1)
@@ -316,13 +312,9 @@ export class RankIndex {
 
   /** Removes a key; false if it was not there. */
   remove(key: RankKey): boolean {
-    checkKey(key)
-    const s = key.score + 0
-    const u = key.subscore + 0
-    const q = key.seq
-    const leaf = this.#descend(s, u, q)
-    const i = bound(this.#dir, leaf, s, u, q, false)
-    if (i >= leaf.n || compareSlot(this.#dir, leaf.keys, i, s, u, q) !== 0) return false
+    if (!this.#seek(key)) return false
+    const leaf = this.#foundLeaf
+    const i = this.#foundIndex
     this.#version++
     closeSlot(leaf, i, leaf.n)
     leaf.n--
@@ -602,6 +594,22 @@ export class RankIndex {
         previous = key
       }
     }
+  }
+
+  /**
+   * Checks a key and finds its slot: whether it is there, with #foundLeaf/#foundIndex where it is
+   * or would go, and the path to that leaf recorded for insert and remove.
+   */
+  #seek(key: RankKey): boolean {
+    checkKey(key)
+    const s = key.score + 0
+    const u = key.subscore + 0
+    const q = key.seq
+    const leaf = this.#descend(s, u, q)
+    const i = bound(this.#dir, leaf, s, u, q, false)
+    this.#foundLeaf = leaf
+    this.#foundIndex = i
+    return i < leaf.n && compareSlot(this.#dir, leaf.keys, i, s, u, q) === 0
   }
 
   /** Finds the leaf for a key, recording the path of inner nodes and children taken. */

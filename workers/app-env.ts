@@ -7,5 +7,7 @@ export interface AppEnv {
   Variables: {
     requestId: string
     principal?: Principal
+    /** Set by `jsonBody`: the request has a body of at least one byte. */
+    bodyPresent?: boolean
   }
 }

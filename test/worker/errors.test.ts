@@ -8,7 +8,7 @@ import {
   pgErrorCode,
 } from '../../workers/db/client.ts'
 import { createBoard } from './helpers/boards.ts'
-import { bearer, call, callWithEnv, json, problem, ADMIN_KEY } from './helpers/http.ts'
+import { bearer, call, callWithEnv, json, newGuest, problem, ADMIN_KEY } from './helpers/http.ts'
 
 const testEnv = env as unknown as Record<string, string>
 
@@ -77,6 +77,50 @@ describe('the error funnel renders RFC 9457 problems', () => {
       config: { cycle: unknown; scoreMax: number }
     }
     expect(info.config).toMatchObject({ cycle: { every: '1h' }, scoreMax: 100 })
+  })
+
+  it('an empty body is the same however it is framed: Content-Length 0 or streamed (chunked)', async () => {
+    const board = await createBoard({ cycle: { every: '1h' } })
+    const framings = {
+      'content-length 0': () => ({ headers: { 'content-length': '0' }, body: null }),
+      'streamed, no bytes': () => ({
+        headers: {},
+        body: new ReadableStream<Uint8Array>({ start: (c) => c.close() }),
+        duplex: 'half',
+      }),
+    }
+    for (const [framing, init] of Object.entries(framings)) {
+      const send = (path: string, method: string, credential: string, type?: string) => {
+        const i = init()
+        const headers = { ...i.headers, authorization: `Bearer ${credential}` }
+        return call(path, {
+          ...i,
+          method,
+          headers: type ? { ...headers, 'content-type': type } : headers,
+        } as RequestInit)
+      }
+      const guest = await newGuest()
+      // Optional bodies: none is fine; an empty one labelled JSON is broken JSON (docs/problems.md).
+      const closed = await send(`/v1/admin/leaderboards/${board}/close`, 'POST', ADMIN_KEY)
+      expect(closed.status, framing).toBe(202)
+      const labelled = await problem(
+        await send(`/v1/admin/leaderboards/${board}/close`, 'POST', ADMIN_KEY, 'application/json'),
+      )
+      expect(labelled, framing).toMatchObject({
+        status: 400,
+        type: 'urn:nexus:problem:malformed-json',
+      })
+      // A POST that takes no body accepts an empty one, labelled or not.
+      const party = await send('/v1/parties', 'POST', guest.token, 'application/json')
+      expect(party.status, framing).toBe(201)
+      // A PUT needs its whole resource.
+      const put = await problem(await send(`/v1/admin/leaderboards/${board}`, 'PUT', ADMIN_KEY))
+      expect(put, framing).toMatchObject({ status: 422, type: 'urn:nexus:problem:validation' })
+    }
+    const info = (await (await call(`/v1/leaderboards/${board}`)).json()) as {
+      config: { cycle: unknown }
+    }
+    expect(info.config.cycle).toEqual({ every: '1h' })
   })
 
   it('415 for a body that is not JSON', async () => {

@@ -1,17 +1,24 @@
-import type { MiddlewareHandler } from 'hono'
+import type { Context, MiddlewareHandler } from 'hono'
 import type { AppEnv } from '../app-env.ts'
 import { ApiError } from '../lib/problem.ts'
 
 const BODY_METHODS = new Set(['POST', 'PUT', 'PATCH'])
 
+/** Whether the request carries a body of at least one byte, as `jsonBody` found when it ran. */
+export function hasBody(c: Context<AppEnv>): boolean {
+  return c.get('bodyPresent') === true
+}
+
 /**
- * Whether a request carries a body: a positive Content-Length, or a streamed (chunked) body,
- * which has Transfer-Encoding and no length.
+ * A body of at least one byte, however it was framed: a positive Content-Length, or a streamed
+ * (chunked) body that turns out not to be empty. `bodyLimit` has already buffered a streamed
+ * body, so reading it here costs no more than the validators reading it would.
  */
-export function hasBody(headers: Headers): boolean {
-  const length = headers.get('content-length')
-  if (length !== null) return Number(length) > 0
-  return headers.has('transfer-encoding')
+async function carriesBody(c: Context<AppEnv>): Promise<boolean> {
+  if (!BODY_METHODS.has(c.req.method) || c.req.raw.body === null) return false
+  const length = c.req.header('content-length')
+  if (length !== undefined) return Number(length) > 0
+  return (await c.req.arrayBuffer()).byteLength > 0
 }
 
 /**
@@ -23,15 +30,14 @@ export function hasBody(headers: Headers): boolean {
  */
 export const jsonBody = (): MiddlewareHandler<AppEnv> =>
   async function jsonBody(c, next) {
-    if (
-      c.req.method === 'PUT' &&
-      (c.req.raw.body === null || c.req.header('content-length') === '0')
-    ) {
+    const present = await carriesBody(c)
+    c.set('bodyPresent', present)
+    if (c.req.method === 'PUT' && !present) {
       throw new ApiError('validation', 'A PUT needs a JSON body: the whole resource', {
         errors: [{ path: '(body)', message: 'required' }],
       })
     }
-    if (BODY_METHODS.has(c.req.method) && hasBody(c.req.raw.headers)) {
+    if (present) {
       const type = c.req.header('content-type') ?? ''
       if (!/^application\/(?:[\w.+-]+\+)?json\s*(?:;|$)/i.test(type)) {
         throw new ApiError(
@@ -56,7 +62,7 @@ export const jsonBody = (): MiddlewareHandler<AppEnv> =>
  */
 export const noBodyFields = (): MiddlewareHandler<AppEnv> =>
   async function noBodyFields(c, next) {
-    if (hasBody(c.req.raw.headers)) {
+    if (hasBody(c)) {
       const body: unknown = await c.req.json()
       const isObject = typeof body === 'object' && body !== null && !Array.isArray(body)
       const fields = isObject ? Object.keys(body).slice(0, 20) : []

@@ -132,7 +132,7 @@ const closeRoute = createRoute({
 adminLeaderboards.openapi(closeRoute, async (c) => {
   const { id } = c.req.valid('param')
   // The body is optional; a streamed one (no Content-Length) names its cycle all the same.
-  const body = hasBody(c.req.raw.headers) ? c.req.valid('json') : {}
+  const body = hasBody(c) ? c.req.valid('json') : {}
   const r = await boardStub(c.env, id).close(id, {
     retryNow: true,
     ...(body.cycle ? { cycle: body.cycle } : {}),

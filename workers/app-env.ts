@@ -6,6 +6,8 @@ export interface AppEnv {
   Bindings: Env
   Variables: {
     requestId: string
+    /** The caller's own `x-request-id`, when it sent a well-formed one; logged, never trusted. */
+    clientRequestId?: string
     principal?: Principal
     /** Set by `jsonBody`: the request has a body of at least one byte. */
     bodyPresent?: boolean

@@ -1,5 +1,5 @@
 import { env } from 'cloudflare:workers'
-import { describe, expect, it } from 'vitest'
+import { describe, expect, it, vi } from 'vitest'
 import { createApp } from '../../workers/app.ts'
 import {
   getSql,
@@ -238,6 +238,43 @@ describe('the error funnel renders RFC 9457 problems', () => {
     expect(text).not.toContain('secret')
     expect(JSON.parse(text)).toMatchObject({ type: 'urn:nexus:problem:internal', status: 500 })
     expect(JSON.parse(text).requestId).toBe(res.headers.get('x-request-id'))
+  })
+
+  it("the request id is always Nexus's own: a client's x-request-id is logged beside it, never used as it", async () => {
+    const app = createApp()
+    app.get('/explode', () => {
+      throw new Error('boom')
+    })
+    const lines: string[] = []
+    const capture = (line: unknown) => void lines.push(String(line))
+    const spies = [vi.spyOn(console, 'log'), vi.spyOn(console, 'error')]
+    for (const spy of spies) spy.mockImplementation(capture)
+    try {
+      const sameId = { headers: { 'x-request-id': 'trace-7' } }
+      const first = await app.request('/explode', sameId, { LOG_LEVEL: 'info' })
+      const second = await app.request('/explode', sameId, { LOG_LEVEL: 'info' })
+      const ids = [first, second].map((r) => r.headers.get('x-request-id'))
+      expect(ids[0]).not.toBe('trace-7')
+      expect(ids[0]).not.toBe(ids[1])
+      expect(((await first.json()) as { requestId: string }).requestId).toBe(ids[0])
+      const requestLines = lines
+        .map((l) => JSON.parse(l) as Record<string, unknown>)
+        .filter((l) => l.msg === 'request')
+      expect(requestLines.map((l) => [l.requestId, l.clientRequestId])).toEqual([
+        [ids[0], 'trace-7'],
+        [ids[1], 'trace-7'],
+      ])
+      // An id that could break a log line or a search is not logged at all.
+      lines.length = 0
+      await app.request('/explode', { headers: { 'x-request-id': 'a"b c' } }, { LOG_LEVEL: 'info' })
+      const bad = lines
+        .map((l) => JSON.parse(l) as Record<string, unknown>)
+        .find((l) => l.msg === 'request')
+      expect(bad).toBeDefined()
+      expect(bad).not.toHaveProperty('clientRequestId')
+    } finally {
+      for (const spy of spies) spy.mockRestore()
+    }
   })
 
   it('500 for an error Postgres reports (it has a SQLSTATE): the database answered', async () => {

@@ -28,6 +28,7 @@ export const observe = (): MiddlewareHandler<AppEnv> =>
     const principal = c.get('principal')
     log(status >= 500 ? 'error' : 'info', 'request', {
       requestId: c.get('requestId'),
+      clientRequestId: c.get('clientRequestId'),
       method: c.req.method,
       route,
       path: c.req.path,

@@ -54,9 +54,10 @@ export interface ArchiveWriter {
  * a retried page a no-op, so a crash between Neon's commit and the Durable Object recording its
  * progress loses nothing and duplicates nothing.
  *
- * The progress upsert comes last in each transaction: every page updates the same
- * `leaderboard_cycles` row, and its row lock is held until commit, so taken first it would make
- * the pages in flight wait for one another's whole transaction instead of only for the commit.
+ * The progress upsert comes last in each transaction (it is the archive insert's own statement):
+ * every page updates the same `leaderboard_cycles` row, and its row lock is held until commit, so
+ * taken first it would make the pages in flight wait for one another's whole transaction instead
+ * of only for the commit.
  */
 export class NeonArchiveWriter implements ArchiveWriter {
   private readonly env: DbEnv
@@ -67,31 +68,7 @@ export class NeonArchiveWriter implements ArchiveWriter {
 
   async writePage(page: ArchivePage): Promise<void> {
     const sql = getSql(this.env)
-    const queries = [
-      sql.query(
-        `insert into leaderboard_archive
-           (leaderboard_id, cycle, player_id, rank, score, subscore, name, metadata, submitted_at)
-         select $1, $2, u.player_id, u.rank, u.score, u.subscore, p.name, u.metadata::jsonb,
-                to_timestamp(u.submitted_at / 1000.0)
-           from unnest($3::text[], $4::int[], $5::float8[], $6::float8[], $7::text[], $8::bigint[])
-                as u(player_id, rank, score, subscore, metadata, submitted_at)
-           left join players p on p.id = u.player_id
-         on conflict (leaderboard_id, cycle, player_id) do nothing`,
-        [
-          page.leaderboardId,
-          page.cycle,
-          textArrayLiteral(page.rows.playerIds),
-          numberArrayLiteral(page.rows.ranks),
-          numberArrayLiteral(page.rows.scores),
-          numberArrayLiteral(page.rows.subscores),
-          // Refused at submission now; a board may still hold metadata stored before that.
-          textArrayLiteral(
-            page.rows.metadata.map((m) => (m === null ? null : storableJsonText(m))),
-          ),
-          numberArrayLiteral(page.rows.submittedAt),
-        ],
-      ),
-    ]
+    const queries = []
     if (page.rewards.length > 0) {
       queries.push(
         sql.query(
@@ -109,37 +86,64 @@ export class NeonArchiveWriter implements ArchiveWriter {
         ),
       )
     }
-    queries.push(cycleUpsert(sql, page, false))
+    // The cycle's archived_rows grows by the rows this statement inserted, not by the page's
+    // size: a page sent again adds nothing, and pages committing out of order add up exactly.
+    queries.push(
+      sql.query(
+        `with page as (
+           insert into leaderboard_archive
+             (leaderboard_id, cycle, player_id, rank, score, subscore, name, metadata, submitted_at)
+           select $1, $2, u.player_id, u.rank, u.score, u.subscore, p.name, u.metadata::jsonb,
+                  to_timestamp(u.submitted_at / 1000.0)
+             from unnest($3::text[], $4::int[], $5::float8[], $6::float8[], $7::text[], $8::bigint[])
+                  as u(player_id, rank, score, subscore, metadata, submitted_at)
+             left join players p on p.id = u.player_id
+           on conflict (leaderboard_id, cycle, player_id) do nothing
+           returning 1
+         )
+         insert into leaderboard_cycles
+           (leaderboard_id, cycle, starts_at, ends_at, entries, archived_rows)
+         values ($1, $2, to_timestamp($9 / 1000.0), to_timestamp($10 / 1000.0), $11,
+                 (select count(*) from page))
+         on conflict (leaderboard_id, cycle) do update set
+           archived_rows = leaderboard_cycles.archived_rows + excluded.archived_rows`,
+        [
+          page.leaderboardId,
+          page.cycle,
+          textArrayLiteral(page.rows.playerIds),
+          numberArrayLiteral(page.rows.ranks),
+          numberArrayLiteral(page.rows.scores),
+          numberArrayLiteral(page.rows.subscores),
+          // Refused at submission now; a board may still hold metadata stored before that.
+          textArrayLiteral(
+            page.rows.metadata.map((m) => (m === null ? null : storableJsonText(m))),
+          ),
+          numberArrayLiteral(page.rows.submittedAt),
+          page.startsAt,
+          page.endsAt,
+          page.entries,
+        ],
+      ),
+    )
     await sql.transaction(queries)
   }
 
+  /**
+   * Counts the archive once, at the end: exact whatever wrote the pages, an archive begun by an
+   * earlier version (which recorded the highest rank in rather than a count) included.
+   */
   async complete(page: Omit<ArchivePage, 'rows' | 'rewards'>): Promise<void> {
     const sql = getSql(this.env)
-    await cycleUpsert(sql, page, true)
+    await sql.query(
+      `insert into leaderboard_cycles
+         (leaderboard_id, cycle, starts_at, ends_at, entries, archived_rows, completed_at)
+       values ($1, $2, to_timestamp($3 / 1000.0), to_timestamp($4 / 1000.0), $5,
+               (select count(*) from leaderboard_archive where leaderboard_id = $1 and cycle = $2),
+               now())
+       on conflict (leaderboard_id, cycle) do update set
+         archived_rows = excluded.archived_rows,
+         completed_at = coalesce(leaderboard_cycles.completed_at, excluded.completed_at)`,
+      [page.leaderboardId, page.cycle, page.startsAt, page.endsAt, page.entries],
+    )
   }
-}
-
-function cycleUpsert(
-  sql: ReturnType<typeof getSql>,
-  page: Omit<ArchivePage, 'rows' | 'rewards'>,
-  complete: boolean,
-) {
-  return sql.query(
-    `insert into leaderboard_cycles
-       (leaderboard_id, cycle, starts_at, ends_at, entries, archived_rows, completed_at)
-     values ($1, $2, to_timestamp($3 / 1000.0), to_timestamp($4 / 1000.0), $5, $6,
-             case when $7::boolean then now() end)
-     on conflict (leaderboard_id, cycle) do update set
-       archived_rows = greatest(leaderboard_cycles.archived_rows, excluded.archived_rows),
-       completed_at = coalesce(leaderboard_cycles.completed_at, excluded.completed_at)`,
-    [
-      page.leaderboardId,
-      page.cycle,
-      page.startsAt,
-      page.endsAt,
-      page.entries,
-      page.archivedThrough,
-      complete,
-    ],
-  )
 }

@@ -6,19 +6,24 @@
  * an event for all of them. Latency is from a sender's `send` to each recipient's receipt (all
  * clients are in this process, so they share one clock). `--sessions` runs that many sessions at
  * once, to see how it holds under load. Baseline on the Nexus sockets: `ping` → `pong`, which the
- * runtime answers without running the object's code.
+ * runtime answers without running the object's code. Two more contenders on the same workerd tell
+ * the runtime's share from Nexus's: a bare relay object (the floor: accept, number, send) and the
+ * same object appending each event to SQLite first (the floor of a durable log).
  *
  * The run also checks what the latency must not cost: on Nexus every client receives every event,
  * in the same order, with contiguous sequence numbers.
  *
- * `--runs` repeats the measurement (Nexus, then Colyseus, alternating, both servers up throughout);
+ * `--runs` repeats the measurement (Nexus, the floors, then Colyseus, in turn, every server up throughout);
  * the table gives the median over runs of each run's p50 and p99, and the ratio is the median of
  * each run's Nexus p99 over the Colyseus p99 of the same run.
  *
  *   npx node bench/sessions.bench.ts [--players 8] [--rate 20] [--seconds 10] [--sessions 1] [--runs 1]
  */
-import { mkdirSync, writeFileSync } from 'node:fs'
+import { spawn } from 'node:child_process'
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs'
+import { fileURLToPath } from 'node:url'
 import WebSocket from 'ws'
+import { freePort } from '../local/process.ts'
 import { colyseusClient, startColyseus, type ColyseusRoom } from './lib/colyseus.ts'
 import { flag, fmt, median, quantile } from './lib/load.ts'
 import { startStack } from './lib/stack.ts'
@@ -140,21 +145,72 @@ async function nexusSessions(
       ids.map((p) => open(`${wsBase}/v1/sessions/${sessionId}?token=${tokens[p]}`)),
     )
     sockets.push(...socks)
-    sessions.push(
-      socks.map((ws) => ({
-        send: (n, t) =>
-          ws.send(JSON.stringify({ type: 'action', action: 'message', data: { n, t } })),
-        onEvent: (cb) =>
-          ws.on('message', (data) => {
-            const f = JSON.parse(String(data)) as Frame
-            if (f.type === 'error') refusals.push(f.code ?? '?')
-            if (f.type === 'event' && f.event?.kind === 'message') cb(f.seq!, f.event.data.t)
-          }),
-        close: () => ws.close(1000),
-      })),
-    )
+    sessions.push(socketPlayers(socks, refusals))
   }
   return { sessions, sockets }
+}
+
+/** Players on sockets that speak the Nexus session protocol (Nexus, and the workerd floor). */
+function socketPlayers(socks: WebSocket[], refusals: string[]): Player[] {
+  return socks.map((ws) => ({
+    send: (n, t) => ws.send(JSON.stringify({ type: 'action', action: 'message', data: { n, t } })),
+    onEvent: (cb) =>
+      ws.on('message', (data) => {
+        const f = JSON.parse(String(data)) as Frame
+        if (f.type === 'error') refusals.push(f.code ?? '?')
+        if (f.type === 'event' && f.event?.kind === 'message') cb(f.seq!, f.event.data.t)
+      }),
+    close: () => ws.close(1000),
+  }))
+}
+
+/**
+ * The runtime's floor (bench/lib/workerd-relay-server.ts): the same workerd, an object that only
+ * numbers and relays frames. Started as its own process, like Colyseus.
+ */
+async function startWorkerdRelay(): Promise<{ url: string; stop(): Promise<void> }> {
+  const port = await freePort()
+  const child = spawn(
+    process.execPath,
+    [fileURLToPath(new URL('./lib/workerd-relay-server.ts', import.meta.url)), String(port)],
+    {
+      env: { ...process.env, ...(existsSync('/dev/shm') ? { TMPDIR: '/dev/shm' } : {}) },
+      stdio: ['ignore', 'pipe', 'inherit'],
+    },
+  )
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()))
+  await new Promise<void>((resolve, reject) => {
+    child.once('exit', (code) => reject(new Error(`workerd relay exited with ${code}`)))
+    child.stdout!.on('data', (d: Buffer) => {
+      if (String(d).includes('listening')) resolve()
+    })
+  })
+  return {
+    url: `ws://127.0.0.1:${port}`,
+    async stop() {
+      if (child.exitCode !== null) return
+      child.kill('SIGTERM')
+      const timer = setTimeout(() => child.kill('SIGKILL'), 5000)
+      await exited
+      clearTimeout(timer)
+    },
+  }
+}
+
+/** SESSIONS groups of PLAYERS sockets on the workerd floor, one relay object per group. */
+async function floorSessions(
+  url: string,
+  run: number,
+  refusals: string[],
+  logged: boolean,
+): Promise<Player[][]> {
+  const sessions: Player[][] = []
+  for (let s = 0; s < SESSIONS; s++) {
+    const path = `${logged ? '/log' : ''}/r${run}-s${s}`
+    const socks = await Promise.all(Array.from({ length: PLAYERS }, () => open(url + path)))
+    sessions.push(socketPlayers(socks, refusals))
+  }
+  return sessions
 }
 
 /** Ping → pong round trips, one at a time per socket, on the first session's sockets. */
@@ -221,7 +277,10 @@ interface RunResult {
 // machine hits them alike, and each run's ratio compares neighbours.
 const stack = await startStack()
 const colyseus = await startColyseus()
+const floor = await startWorkerdRelay()
 const nexusRuns: RunResult[] = []
+const floorRuns: RunResult[] = []
+const loggedFloorRuns: RunResult[] = []
 const peerRuns: RunResult[] = []
 const pingMs: number[] = []
 const refusals: string[] = []
@@ -235,6 +294,17 @@ try {
     if (refusals.length > 0) throw new Error(`refused: ${refusals.slice(0, 5).join(', ')}`)
     nexusRuns.push(nexus)
 
+    for (const [logged, runs] of [
+      [false, floorRuns],
+      [true, loggedFloorRuns],
+    ] as const) {
+      const bare = await floorSessions(floor.url, run, refusals, logged)
+      const floorRun = await fanout(bare)
+      for (const p of bare.flat()) p.close()
+      if (!floorRun.ordered) throw new Error('workerd floor clients saw different sequences')
+      runs.push(floorRun)
+    }
+
     const rooms = await colyseusSessions(colyseus.url)
     const peer = await fanout(rooms)
     for (const p of rooms.flat()) p.close()
@@ -243,11 +313,15 @@ try {
   }
 } finally {
   await colyseus.stop()
+  await floor.stop()
   await stack.stop()
 }
 
 const p99 = (r: RunResult) => quantile(r.latencies, 0.99)
 const ratios = nexusRuns.map((r, i) => p99(r) / p99(peerRuns[i]!))
+const floorRatios = floorRuns.map((r, i) => p99(r) / p99(peerRuns[i]!))
+const overFloor = nexusRuns.map((r, i) => p99(r) / p99(floorRuns[i]!))
+const overLoggedFloor = nexusRuns.map((r, i) => p99(r) / p99(loggedFloorRuns[i]!))
 const nexus = {
   elapsed: median(nexusRuns.map((r) => r.elapsed)),
   ordered: nexusRuns.every((r) => r.ordered),
@@ -271,13 +345,24 @@ const md = [
     'Latency: a sender’s `send` to each recipient receiving the event (same process, same clock). ' +
     `Nexus: ${stack.runtime}, one \`relay\` GameSession per session, each action validated, written to the session’s durable log ` +
     'and broadcast with its sequence number. Colyseus 0.18: a room per session broadcasting each message with a room sequence ' +
-    'number, no log. Both servers run as their own process on the same 2 cores as the clients.',
+    'number, no log. workerd floor: the same workerd and flags, one Durable Object per session that accepts the sockets ' +
+    '(hibernation API), numbers each frame and sends it to every socket, and nothing else (bench/lib/workerd-relay-server.ts); ' +
+    'with a durable log, the same object also appends each event to a SQLite table first, as a GameSession does. ' +
+    'Each server runs as its own process on the same 2 cores as the clients; runs alternate Nexus, the floor, the logged floor, Colyseus.',
   '',
   '| measure | samples | p50 ms | p99 ms | max ms |',
   '| --- | ---: | ---: | ---: | ---: |',
   row(
     'Nexus: action → event, every recipient',
     nexusRuns.map((r) => r.latencies),
+  ),
+  row(
+    'workerd floor: a bare relay object, every recipient',
+    floorRuns.map((r) => r.latencies),
+  ),
+  row(
+    'workerd floor with a durable log: the same, appending each event to SQLite',
+    loggedFloorRuns.map((r) => r.latencies),
   ),
   row(
     'Colyseus: message → broadcast, every recipient',
@@ -289,6 +374,11 @@ const md = [
     `(each run: ${ratios.map((r) => `${fmt(r, 2)}×`).join(', ')}). ` +
     `Every Nexus client received all events of its session in the same order, without a gap (${nexus.ordered ? 'checked' : 'FAILED'}); ` +
     `Colyseus clients too (${peer.ordered ? 'checked' : 'not in order'}).`,
+  '',
+  `The workerd floor, median over runs of the per-run ratios: its p99 / Colyseus p99 ${fmt(median(floorRatios), 2)}× ` +
+    `(each run: ${floorRatios.map((r) => `${fmt(r, 2)}×`).join(', ')}); Nexus p99 / its p99 ${fmt(median(overFloor), 2)}× ` +
+    `(each run: ${overFloor.map((r) => `${fmt(r, 2)}×`).join(', ')}); ` +
+    `Nexus p99 / the logged floor's p99 ${fmt(median(overLoggedFloor), 2)}× (each run: ${overLoggedFloor.map((r) => `${fmt(r, 2)}×`).join(', ')}).`,
   '',
   'Goal: p99 under 20 ms locally and no worse than Colyseus.',
   '',

@@ -53,6 +53,9 @@ interface Measured {
   p99Ms: number
 }
 
+/** Rank of a key by the tree alone, per board size (no Redis counterpart, so not a table row). */
+const keyRanks = new Map<number, Measured>()
+
 interface Row {
   size: number
   op: string
@@ -292,6 +295,21 @@ async function benchSize(
   })
   add('rank (ZREVRANK)', `${POINT_BATCH}`, rankIndex, rankRedis)
 
+  // rank of a key, the tree alone: the same random players' keys, copied beforehand into fresh
+  // objects side by side, so neither the map nor keys scattered over the heap are timed. Its
+  // growth with the board is the tree's own (see the report); Redis has no such operation.
+  keyRanks.set(
+    size,
+    await measure(async () => {
+      newOps()
+      const keys = opIds.map((id) => ({ ...(keyOf.get(id) as RankKey) }))
+      const batchMs = timeSync(POINT_OPS, POINT_BATCH, (from, to) => {
+        for (let i = from; i < to; i++) sink += index.rankOf(keys[i] as RankKey) as number
+      })
+      return { ops: POINT_OPS, batchMs }
+    }),
+  )
+
   // score of a random player: the lookup by id that every rank by player starts with (here the
   // map), and nothing else. Its growth with the board is the floor under rank's (see the report).
   const scoreIndex = await measure(async () => {
@@ -483,6 +501,8 @@ async function main(): Promise<void> {
       `Redis ${growth('rank', 'redis')}×.`,
     `score at ${fmt(largest)} vs ${fmt(smallest)} entries (the lookup by player id alone, the map here): RankIndex ${growth('score', 'index')}×, ` +
       `Redis ${growth('score', 'redis')}×.`,
+    `rank of a key, the tree alone (no lookup by player; ops/s ${SIZES.map((n) => `${fmt(n)}: ${fmt(keyRanks.get(n)!.opsPerSec)}`).join(', ')}): ` +
+      `${fmt(largest)} vs ${fmt(smallest)} entries ${(keyRanks.get(smallest)!.opsPerSec / keyRanks.get(largest)!.opsPerSec).toFixed(2)}×.`,
     '',
     `Total benchmark time: ${((Date.now() - started) / 1000).toFixed(0)} s.`,
     '',

@@ -6,19 +6,26 @@
  * - steady: a pair joins every --pair-interval ms (default 10: 100 matches a second) without
  *   waiting for earlier pairs, the sustained load of a busy queue;
  * - ping burst: the same N sockets send `ping` at once.
+ * The same scenarios run against two workerd floors (a pool object that only pairs sockets, and
+ * the same creating one object per pair) and Colyseus's own matchmaking.
  *
- *   npx node bench/matchmaking.bench.ts [--clients 200] [--rounds 3] [--pair-interval 10]
+ *   npx node bench/matchmaking.bench.ts [--clients 200] [--rounds 3] [--pair-interval 10] [--only nexus]
+ *
+ * `--only nexus` runs Nexus alone (for profiling with NEXUS_BENCH_PROFILE); nothing is written.
  */
 import { mkdirSync, writeFileSync } from 'node:fs'
 import WebSocket from 'ws'
 import { flag, fmt, median, quantile } from './lib/load.ts'
 import { colyseusClient, startColyseus, type ColyseusRoom } from './lib/colyseus.ts'
 import { startStack } from './lib/stack.ts'
+import { startWorkerdFloor } from './lib/workerd-floor.ts'
 import { ctxOf, must } from './load/lib.ts'
 
 const CLIENTS = Math.max(2, Math.floor(flag('clients', 200) / 2) * 2)
 const ROUNDS = flag('rounds', 3)
 const TIMEOUT_MS = 30_000
+const onlyAt = process.argv.indexOf('--only')
+const ONLY_NEXUS = onlyAt > 0 && process.argv[onlyAt + 1] === 'nexus'
 /** Steady scenario: milliseconds between one pair's joins and the next pair's. */
 const PAIR_INTERVAL_MS = flag('pair-interval', 10)
 
@@ -105,7 +112,78 @@ class Client {
   }
 }
 
-let nexusRows: Record<string, { p50: number[]; p99: number[]; max: number[] }> = {}
+type Rows = Record<string, { p50: number[]; p99: number[]; max: number[] }>
+
+/**
+ * Runs every scenario (ping burst, join burst, one pair at a time, a pair every PAIR_INTERVAL_MS)
+ * on sockets from `openAll`, a warm-up round and then ROUNDS recorded ones.
+ */
+async function scenarios(
+  openAll: () => Promise<Client[]>,
+  settled: (clients: Client[], runs: Promise<number>[]) => Promise<number[]>,
+): Promise<Rows> {
+  const rows: Record<string, { p50: number[]; p99: number[]; max: number[] }> = {}
+  const record = (name: string, latencies: number[]) => {
+    const row = (rows[name] ??= { p50: [], p99: [], max: [] })
+    row.p50.push(quantile(latencies, 0.5))
+    row.p99.push(quantile(latencies, 0.99))
+    row.max.push(Math.max(...latencies))
+  }
+
+  // Warm-up: one full burst, not recorded.
+  for (let round = 0; round <= ROUNDS; round++) {
+    let clients = await openAll()
+    const pings = await settled(
+      clients,
+      clients.map((c) => c.timed({ type: 'ping' }, 'pong')),
+    )
+    const burst = await settled(
+      clients,
+      clients.map((c) => c.timed({ type: 'join' }, 'match_found')),
+    )
+    for (const c of clients) c.close()
+
+    clients = await openAll()
+    const paced: number[] = []
+    for (let i = 0; i < clients.length; i += 2) {
+      const pair = [clients[i]!, clients[i + 1]!]
+      paced.push(
+        ...(await settled(
+          pair,
+          pair.map((c) => c.timed({ type: 'join' }, 'match_found')),
+        )),
+      )
+    }
+    for (const c of clients) c.close()
+
+    clients = await openAll()
+    const steady = await settled(
+      clients,
+      await onSchedule(clients.length / 2, (k) =>
+        [clients[2 * k]!, clients[2 * k + 1]!].map((c) => c.timed({ type: 'join' }, 'match_found')),
+      ),
+    )
+    for (const c of clients) c.close()
+    if (round === 0) continue
+    record(`ping → pong, ${CLIENTS} at once (no-op)`, pings)
+    record(`join → match_found, ${CLIENTS} at once`, burst)
+    record('join → match_found, one pair at a time', paced)
+    record(`join → match_found, a pair every ${PAIR_INTERVAL_MS} ms`, steady)
+    console.error(`round ${round}/${ROUNDS} done`)
+  }
+
+  return rows
+}
+
+/** Table rows of medians over rounds, one per scenario. */
+function table(rows: Rows, who: string): string[] {
+  return Object.entries(rows).map(
+    ([name, r]) =>
+      `| ${who}: ${name} | ${fmt(median(r.p50), 1)} | ${fmt(median(r.p99), 1)} | ${fmt(median(r.max), 1)} |`,
+  )
+}
+
+let nexusRows: Rows = {}
 const stack = await startStack({ vars: { GUEST_AUTH_PER_MINUTE: '10000' } })
 try {
   const queue = 'bench-duel'
@@ -157,57 +235,7 @@ try {
     )
   }
 
-  const rows: Record<string, { p50: number[]; p99: number[]; max: number[] }> = {}
-  const record = (name: string, latencies: number[]) => {
-    const row = (rows[name] ??= { p50: [], p99: [], max: [] })
-    row.p50.push(quantile(latencies, 0.5))
-    row.p99.push(quantile(latencies, 0.99))
-    row.max.push(Math.max(...latencies))
-  }
-
-  // Warm-up: one full burst, not recorded.
-  for (let round = 0; round <= ROUNDS; round++) {
-    let clients = await openAll()
-    const pings = await settled(
-      clients,
-      clients.map((c) => c.timed({ type: 'ping' }, 'pong')),
-    )
-    const burst = await settled(
-      clients,
-      clients.map((c) => c.timed({ type: 'join' }, 'match_found')),
-    )
-    for (const c of clients) c.close()
-
-    clients = await openAll()
-    const paced: number[] = []
-    for (let i = 0; i < clients.length; i += 2) {
-      const pair = [clients[i]!, clients[i + 1]!]
-      paced.push(
-        ...(await settled(
-          pair,
-          pair.map((c) => c.timed({ type: 'join' }, 'match_found')),
-        )),
-      )
-    }
-    for (const c of clients) c.close()
-
-    clients = await openAll()
-    const steady = await settled(
-      clients,
-      await onSchedule(clients.length / 2, (k) =>
-        [clients[2 * k]!, clients[2 * k + 1]!].map((c) => c.timed({ type: 'join' }, 'match_found')),
-      ),
-    )
-    for (const c of clients) c.close()
-    if (round === 0) continue
-    record(`ping → pong, ${CLIENTS} at once (no-op)`, pings)
-    record(`join → match_found, ${CLIENTS} at once`, burst)
-    record('join → match_found, one pair at a time', paced)
-    record(`join → match_found, a pair every ${PAIR_INTERVAL_MS} ms`, steady)
-    console.error(`round ${round}/${ROUNDS} done`)
-  }
-
-  nexusRows = rows
+  nexusRows = await scenarios(openAll, settled)
 } catch (err) {
   // What the pool saw, to tell a slow match from a lost one.
   const metrics = await (await fetch(`${stack.url}/metrics`)).text()
@@ -220,6 +248,26 @@ try {
   throw err
 } finally {
   await stack.stop()
+}
+
+// --- The workerd floors: the same workerd pairing sockets and nothing else -----------------------
+// One pool object pairs joins in arrival order (bench/lib/workerd-pairing-server.ts); with rooms,
+// each pair first gets a new object that keeps its roster in SQLite, as a GameSession at least must.
+if (ONLY_NEXUS) {
+  console.log(table(nexusRows, 'Nexus').join('\n'))
+  process.exit(0)
+}
+const floorRows: Record<string, Rows> = {}
+const floor = await startWorkerdFloor('workerd-pairing-server.ts')
+try {
+  for (const variant of ['pair', 'pair-with-rooms'] as const) {
+    const url = `${floor.url}/${variant}/bench`
+    const openAll = () => Promise.all(Array.from({ length: CLIENTS }, () => Client.open(url, '')))
+    const settled = async (_clients: Client[], runs: Promise<number>[]) => Promise.all(runs)
+    floorRows[variant] = await scenarios(openAll, settled)
+  }
+} finally {
+  await floor.stop()
 }
 
 // --- Colyseus: its own matchmaking for the same number of clients, same machine ---------------
@@ -266,11 +314,6 @@ try {
   await colyseus.stop()
 }
 
-const table = (rows: typeof peerRows, who: string) =>
-  Object.entries(rows).map(
-    ([name, r]) =>
-      `| ${who}: ${name} | ${fmt(median(r.p50), 1)} | ${fmt(median(r.p99), 1)} | ${fmt(median(r.max), 1)} |`,
-  )
 const md = [
   '# Matchmaking: join to match, Nexus and Colyseus',
   '',
@@ -280,13 +323,18 @@ const md = [
     `receiving \`match_found\`; a Nexus match includes recording it in the pool's SQLite, creating its GameSession ` +
     `(which lists itself in Neon right after, from its own alarm) and signing a session token per player. Colyseus 0.18, same machine, its own process: ` +
     `\`joinOrCreate\` of a 2-player room, from the call to the room telling both players it is full (its seat ` +
-    `reservation and room socket included; no ratings). Node ${process.version}, ${new Date().toISOString().slice(0, 10)}.`,
+    `reservation and room socket included; no ratings). The workerd floors: the same workerd and flags, a pool object ` +
+    `that pairs joins in arrival order and nothing else (no token, rating, ticket record or signed token), and the same with ` +
+    `a new object per pair that keeps its roster in SQLite before both are told (bench/lib/workerd-pairing-server.ts). ` +
+    `Node ${process.version}, ${new Date().toISOString().slice(0, 10)}.`,
   '',
   `Command: \`npx node bench/matchmaking.bench.ts --clients ${CLIENTS} --rounds ${ROUNDS} --pair-interval ${PAIR_INTERVAL_MS}\``,
   '',
   '| scenario | p50 ms | p99 ms | max ms |',
   '| --- | ---: | ---: | ---: |',
   ...table(nexusRows, 'Nexus'),
+  ...table(floorRows.pair!, 'workerd floor, pairs only'),
+  ...table(floorRows['pair-with-rooms']!, 'workerd floor, a new object per pair'),
   ...table(peerRows, 'Colyseus'),
   '',
   'Goal: p99 time to match under 100 ms once enough players wait, and faster than Colyseus.',

@@ -19,14 +19,12 @@
  *
  *   npx node bench/sessions.bench.ts [--players 8] [--rate 20] [--seconds 10] [--sessions 1] [--runs 1]
  */
-import { spawn } from 'node:child_process'
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs'
-import { fileURLToPath } from 'node:url'
+import { mkdirSync, writeFileSync } from 'node:fs'
 import WebSocket from 'ws'
-import { freePort } from '../local/process.ts'
 import { colyseusClient, startColyseus, type ColyseusRoom } from './lib/colyseus.ts'
 import { flag, fmt, median, quantile } from './lib/load.ts'
 import { startStack } from './lib/stack.ts'
+import { startWorkerdFloor } from './lib/workerd-floor.ts'
 
 const PLAYERS = Math.max(2, flag('players', 8))
 const RATE = Math.max(1, flag('rate', 20))
@@ -164,39 +162,6 @@ function socketPlayers(socks: WebSocket[], refusals: string[]): Player[] {
   }))
 }
 
-/**
- * The runtime's floor (bench/lib/workerd-relay-server.ts): the same workerd, an object that only
- * numbers and relays frames. Started as its own process, like Colyseus.
- */
-async function startWorkerdRelay(): Promise<{ url: string; stop(): Promise<void> }> {
-  const port = await freePort()
-  const child = spawn(
-    process.execPath,
-    [fileURLToPath(new URL('./lib/workerd-relay-server.ts', import.meta.url)), String(port)],
-    {
-      env: { ...process.env, ...(existsSync('/dev/shm') ? { TMPDIR: '/dev/shm' } : {}) },
-      stdio: ['ignore', 'pipe', 'inherit'],
-    },
-  )
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()))
-  await new Promise<void>((resolve, reject) => {
-    child.once('exit', (code) => reject(new Error(`workerd relay exited with ${code}`)))
-    child.stdout!.on('data', (d: Buffer) => {
-      if (String(d).includes('listening')) resolve()
-    })
-  })
-  return {
-    url: `ws://127.0.0.1:${port}`,
-    async stop() {
-      if (child.exitCode !== null) return
-      child.kill('SIGTERM')
-      const timer = setTimeout(() => child.kill('SIGKILL'), 5000)
-      await exited
-      clearTimeout(timer)
-    },
-  }
-}
-
 /** SESSIONS groups of PLAYERS sockets on the workerd floor, one relay object per group. */
 async function floorSessions(
   url: string,
@@ -277,7 +242,7 @@ interface RunResult {
 // machine hits them alike, and each run's ratio compares neighbours.
 const stack = await startStack()
 const colyseus = await startColyseus()
-const floor = await startWorkerdRelay()
+const floor = await startWorkerdFloor('workerd-relay-server.ts')
 const nexusRuns: RunResult[] = []
 const floorRuns: RunResult[] = []
 const loggedFloorRuns: RunResult[] = []

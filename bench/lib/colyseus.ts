@@ -2,10 +2,11 @@
  * Starts the Colyseus peer (bench/peers) on a free loopback port, installing it from npm into
  * bench/peers/node_modules on first use (it is a benchmark-only dependency, never shipped).
  */
-import { execFileSync, spawn } from 'node:child_process'
+import { execFileSync } from 'node:child_process'
 import { existsSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import { freePort } from '../../local/process.ts'
+import { startServerProcess } from './server-process.ts'
 
 const peers = fileURLToPath(new URL('../peers/', import.meta.url))
 
@@ -16,24 +17,14 @@ export async function startColyseus(): Promise<{ url: string; stop(): Promise<vo
     })
   }
   const port = await freePort()
-  const child = spawn(process.execPath, [`${peers}colyseus-server.ts`, String(port)], {
-    cwd: peers,
-    stdio: ['ignore', 'pipe', 'inherit'],
-  })
-  await new Promise<void>((resolve, reject) => {
-    child.once('exit', (code) => reject(new Error(`colyseus exited with ${code}`)))
-    child.stdout!.on('data', (d: Buffer) => {
-      if (String(d).includes('listening')) resolve()
-    })
-  })
-  return {
-    url: `ws://127.0.0.1:${port}`,
-    async stop() {
-      if (child.exitCode !== null) return
-      child.kill('SIGTERM')
-      await new Promise((r) => child.once('exit', r))
+  const server = await startServerProcess(
+    'colyseus',
+    [`${peers}colyseus-server.ts`, String(port)],
+    {
+      cwd: peers,
     },
-  }
+  )
+  return { url: `ws://127.0.0.1:${port}`, stop: () => server.stop() }
 }
 
 /** The Colyseus client SDK, loaded from bench/peers. */

@@ -12,6 +12,8 @@ import { errorFields, log, setLogLevel } from './lib/log.ts'
 import { counter } from './lib/metrics.ts'
 import { within } from './lib/within.ts'
 import { pruneIdleClaims } from './matchmaking/claims.ts'
+import { markQueuePushed, unpushedQueues, type QueueConfig } from './matchmaking/config.ts'
+import { poolStub } from './matchmaking/stub.ts'
 import { retryStalePartyTickets } from './parties/stale-tickets.ts'
 
 const cronRuns = counter(
@@ -27,7 +29,7 @@ const LOOKBACK_MS = 10 * 60 * 1000
  * The every-minute cron: a safety net for the boards' own alarms. It walks every scheduled board
  * in pages and pokes those whose cycle boundary passed recently, so a board whose alarm was lost
  * still closes on time. Poking is idempotent: a board that already rolled over does nothing.
- * Then it pushes board configurations whose push a PUT lost, cancels party tickets a
+ * Then it pushes board and queue configurations whose push a PUT lost, cancels party tickets a
  * membership change could not reach (`retryStalePartyTickets`), and prunes idle claims on queues
  * (`pruneIdleClaims`).
  */
@@ -43,7 +45,9 @@ export async function runScheduled(
   setLogLevel(env.LOG_LEVEL)
   // Each job on its own: one failing (Neon down, say) does not skip the others.
   const poked = await job('boards not walked', () => pokeBoards(env, now))
-  const configsPushed = await job('lost config pushes not retried', () => pushLostConfigs(env))
+  const configsPushed =
+    (await job('lost config pushes not retried', () => pushLostConfigs(env))) +
+    (await job('lost queue config pushes not retried', () => pushLostQueueConfigs(env)))
   const staleTicketsCancelled = await job('stale party tickets not retried', () =>
     retryStalePartyTickets(env),
   )
@@ -94,6 +98,52 @@ async function pushLostConfigs(env: Env): Promise<number> {
     })
     if (boards.length < PAGE) break
     after = boards[boards.length - 1]!.id
+  }
+  return pushed
+}
+
+/**
+ * Queue regions whose pool has not acknowledged the queue's current version get it again (a pool
+ * ignores a version it has). A region taken out of its queue needs this most: it gets no joins to
+ * learn of its removal from, so its waiting tickets would otherwise hold their players until they
+ * expire. Returns the pushes acknowledged.
+ */
+async function pushLostQueueConfigs(env: Env): Promise<number> {
+  let after = ''
+  let pushed = 0
+  for (;;) {
+    const page = await unpushedQueues(env, after, PAGE)
+    const results = await Promise.allSettled(
+      page.map(async (q) => {
+        const outcomes = await Promise.allSettled(
+          q.regions.map((region) =>
+            within(
+              poolStub(env, q.id, region).configure(
+                q.id,
+                region,
+                q.config as QueueConfig,
+                q.version,
+              ),
+              BOARD_CALL_MS,
+              'queue config push',
+            ),
+          ),
+        )
+        const acknowledged = q.regions.filter((_, i) => outcomes[i]!.status === 'fulfilled')
+        await markQueuePushed(env, q.id, q.version, acknowledged)
+        pushed += acknowledged.length
+        if (acknowledged.length < q.regions.length) throw new Error('a region did not answer')
+      }),
+    )
+    results.forEach((r, i) => {
+      if (r.status === 'rejected')
+        log('warn', 'queue config push retry failed', {
+          queue: page[i]!.id,
+          ...errorFields(r.reason),
+        })
+    })
+    if (page.length < PAGE) break
+    after = page[page.length - 1]!.id
   }
   return pushed
 }

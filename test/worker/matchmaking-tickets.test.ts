@@ -1,4 +1,5 @@
 import { evictDurableObject, runDurableObjectAlarm, runInDurableObject } from 'cloudflare:test'
+import { env } from 'cloudflare:workers'
 import { describe, expect, it } from 'vitest'
 import type { MatchPool } from '../../durable-objects/match-pool.ts'
 import { localFamilies } from '../../workers/lib/metrics.ts'
@@ -22,6 +23,8 @@ import {
 } from './helpers/matchmaking.ts'
 import type { SessionCreator } from '../../workers/matchmaking/session.ts'
 import { countRowsRead } from './helpers/rows-read.ts'
+import { markQueuePushed } from '../../workers/matchmaking/config.ts'
+import { runScheduled } from '../../workers/scheduled.ts'
 
 function joinAs(
   queue: string,
@@ -364,6 +367,32 @@ describe('queue changes and graces', () => {
       status: 'cancelled',
       reason: 'queue_changed',
     })
+  })
+
+  it('a region whose removal never reached its pool hears it from the next cron, without another change', async () => {
+    const q = await createQueue({ regions: ['eu', 'us'] })
+    await rig(q, newClock(), { region: 'us' })
+    const t = await joinFor(q, `${q}-a`, { region: 'us' })
+    const owed = async () =>
+      (await pg()`select unpushed_regions from queues where id = ${q}`)[0]!
+        .unpushed_regions as string[]
+    // The PUT's pushes were acknowledged: nothing is owed.
+    expect(await owed()).toEqual([])
+    // Version 2 takes 'us' out, and its pushes are lost: Neon holds it, and owes it to both
+    // regions, as a PUT whose pushes failed leaves it.
+    await pg()`update queues set config = jsonb_set(config, '{regions}', '["eu"]'),
+      version = version + 1, unpushed_regions = known_regions where id = ${q}`
+    expect((await ticketOf(t.ticketId)).status).toBe('waiting')
+    await runScheduled(env, Date.now())
+    expect(await ticketOf(t.ticketId)).toMatchObject({
+      status: 'cancelled',
+      reason: 'queue_changed',
+    })
+    expect(await owed()).toEqual([])
+    // An acknowledgement of an older version takes nothing off what a newer one is owed.
+    await pg()`update queues set version = version + 1, unpushed_regions = known_regions where id = ${q}`
+    await markQueuePushed(env, q, 2, ['eu', 'us'])
+    expect(await owed()).toEqual(['eu', 'us'])
   })
 
   it('a removed region takes no new tickets: open sockets there are closed, and a join that read the old config is refused', async () => {

@@ -141,6 +141,13 @@ export const queues = pgTable('queues', {
     .array()
     .notNull()
     .default(sql`'{}'::text[]`),
+  // Regions whose pool has not acknowledged the current version: a PUT names every known region,
+  // each acknowledged push takes its region out, and the cron pushes again to those left (a
+  // region taken out gets no joins to learn a lost push from).
+  unpushedRegions: text('unpushed_regions')
+    .array()
+    .notNull()
+    .default(sql`'{}'::text[]`),
 })
 
 /**

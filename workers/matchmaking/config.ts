@@ -1,6 +1,7 @@
 import { z } from '@hono/zod-openapi'
-import { eq, sql } from 'drizzle-orm'
+import { and, eq, sql } from 'drizzle-orm'
 import { getRules, optionsRefusal, RULES_OPTIONS_LIMITS, rulesNames } from '../core/rules/index.ts'
+import { textArrayLiteral } from '../db/array-literal.ts'
 import { getDb, type DbEnv } from '../db/client.ts'
 import { queues } from '../db/schema.ts'
 import { boundedJson, ResourceId } from '../lib/openapi.ts'
@@ -158,19 +159,57 @@ export async function saveQueueConfig(
   id: string,
   config: QueueConfig,
 ): Promise<{ created: boolean; version: number; knownRegions: string[] }> {
+  // Every region the queue has had, old and new; each is owed this version until it acknowledges.
+  const everyRegion = sql`array(select distinct r from unnest(${queues.knownRegions} || excluded.known_regions) r order by r)`
   const [row] = await getDb(env)
     .insert(queues)
-    .values({ id, config, knownRegions: config.regions })
+    .values({ id, config, knownRegions: config.regions, unpushedRegions: config.regions })
     .onConflictDoUpdate({
       target: queues.id,
       set: {
         config,
         version: sql`${queues.version} + 1`,
         updatedAt: sql`now()`,
-        knownRegions: sql`array(select distinct r from unnest(${queues.knownRegions} || excluded.known_regions) r order by r)`,
+        knownRegions: everyRegion,
+        unpushedRegions: everyRegion,
       },
     })
     .returning({ version: queues.version, knownRegions: queues.knownRegions })
   const version = row?.version ?? 1
   return { created: version === 1, version, knownRegions: row?.knownRegions ?? config.regions }
+}
+
+/**
+ * Notes that these regions' pools took `version`. A newer version saved meanwhile owes every
+ * region again, so an acknowledgement of an older one changes nothing.
+ */
+export async function markQueuePushed(
+  env: DbEnv,
+  id: string,
+  version: number,
+  regions: string[],
+): Promise<void> {
+  if (regions.length === 0) return
+  await getDb(env)
+    .update(queues)
+    .set({
+      unpushedRegions: sql`array(select r from unnest(${queues.unpushedRegions}) r
+        where r <> all(${textArrayLiteral(regions)}::text[]) order by r)`,
+    })
+    .where(and(eq(queues.id, id), eq(queues.version, version)))
+}
+
+/** Queues with regions owed their current version, a page at a time in id order (for the cron). */
+export async function unpushedQueues(env: DbEnv, afterId: string, limit: number) {
+  return getDb(env)
+    .select({
+      id: queues.id,
+      config: queues.config,
+      version: queues.version,
+      regions: queues.unpushedRegions,
+    })
+    .from(queues)
+    .where(sql`${queues.id} > ${afterId} and ${queues.unpushedRegions} <> '{}'::text[]`)
+    .orderBy(queues.id)
+    .limit(limit)
 }

@@ -4,6 +4,7 @@ import { createRoute, newRouter, problemResponses, ResourceId } from '../lib/ope
 import { ApiError } from '../lib/problem.ts'
 import {
   loadQueueConfig,
+  markQueuePushed,
   normalizeQueueConfig,
   QueueConfigInput,
   saveQueueConfig,
@@ -48,7 +49,7 @@ const putRoute = createRoute({
     'keep their join time and time-to-live and are matched under the new settings at once; a ' +
     'party that no longer fits a team, and tickets in a region taken out, are cancelled ' +
     '(`queue_changed`). A pool that missed the push picks the new version up with its next join, ' +
-    'or, for a region taken out, with the next change.',
+    'and from the every-minute cron, which pushes again to every region that has not acknowledged it.',
   middleware: [requireAdmin()] as const,
   request: {
     params: QueueParam,
@@ -79,11 +80,19 @@ adminQueues.openapi(putRoute, async (c) => {
       poolStub(c.env, queue, region).configure(queue, region, config, version),
     ),
   )
-  for (const p of pushed) {
-    if (p.status === 'rejected') {
-      log('warn', 'queue config push failed', { queue, version, ...errorFields(p.reason) })
-    }
-  }
+  const acknowledged: string[] = []
+  pushed.forEach((p, i) => {
+    if (p.status === 'fulfilled') acknowledged.push(knownRegions[i]!)
+    else log('warn', 'queue config push failed', { queue, version, ...errorFields(p.reason) })
+  })
+  // The regions left owed this version get it from the cron within a minute.
+  await markQueuePushed(c.env, queue, version, acknowledged).catch((err: unknown) =>
+    log('warn', 'queue config pushes not noted; the cron pushes again', {
+      queue,
+      version,
+      ...errorFields(err),
+    }),
+  )
   return c.json({ id: queue, config, version }, created ? 201 : 200)
 })
 

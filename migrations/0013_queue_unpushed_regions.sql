@@ -1,0 +1,1 @@
+ALTER TABLE "queues" ADD COLUMN "unpushed_regions" text[] DEFAULT '{}'::text[] NOT NULL;

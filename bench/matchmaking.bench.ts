@@ -7,7 +7,8 @@
  *   waiting for earlier pairs, the sustained load of a busy queue;
  * - ping burst: the same N sockets send `ping` at once.
  * The same scenarios run against two workerd floors (a pool object that only pairs sockets, and
- * the same creating one object per pair) and Colyseus's own matchmaking.
+ * the same creating one object per pair) and Colyseus's own matchmaking. For Nexus and the floors
+ * the report also gives workerd's CPU time over each burst (from /proc), steadier than its latency.
  *
  *   npx node bench/matchmaking.bench.ts [--clients 200] [--rounds 3] [--pair-interval 10] [--only nexus]
  *
@@ -17,6 +18,7 @@ import { mkdirSync, writeFileSync } from 'node:fs'
 import WebSocket from 'ws'
 import { flag, fmt, median, quantile } from './lib/load.ts'
 import { colyseusClient, startColyseus, type ColyseusRoom } from './lib/colyseus.ts'
+import { cpuMs, descendantsNamed } from './lib/process-cpu.ts'
 import { startStack } from './lib/stack.ts'
 import { startWorkerdFloor } from './lib/workerd-floor.ts'
 import { ctxOf, must } from './load/lib.ts'
@@ -121,8 +123,11 @@ type Rows = Record<string, { p50: number[]; p99: number[]; max: number[] }>
 async function scenarios(
   openAll: () => Promise<Client[]>,
   settled: (clients: Client[], runs: Promise<number>[]) => Promise<number[]>,
-): Promise<Rows> {
+): Promise<{ rows: Rows; burstCpuMs: number[] }> {
   const rows: Record<string, { p50: number[]; p99: number[]; max: number[] }> = {}
+  /** workerd's CPU time over each recorded burst, from the joins sent to the last match_found. */
+  const burstCpuMs: number[] = []
+  const workerd = descendantsNamed('workerd')
   const record = (name: string, latencies: number[]) => {
     const row = (rows[name] ??= { p50: [], p99: [], max: [] })
     row.p50.push(quantile(latencies, 0.5))
@@ -137,10 +142,12 @@ async function scenarios(
       clients,
       clients.map((c) => c.timed({ type: 'ping' }, 'pong')),
     )
+    const cpuBefore = cpuMs(workerd)
     const burst = await settled(
       clients,
       clients.map((c) => c.timed({ type: 'join' }, 'match_found')),
     )
+    if (round > 0) burstCpuMs.push(cpuMs(workerd) - cpuBefore)
     for (const c of clients) c.close()
 
     clients = await openAll()
@@ -172,7 +179,7 @@ async function scenarios(
     console.error(`round ${round}/${ROUNDS} done`)
   }
 
-  return rows
+  return { rows, burstCpuMs }
 }
 
 /** Table rows of medians over rounds, one per scenario. */
@@ -184,6 +191,7 @@ function table(rows: Rows, who: string): string[] {
 }
 
 let nexusRows: Rows = {}
+const burstCpu: Record<string, number[]> = {}
 const stack = await startStack({ vars: { GUEST_AUTH_PER_MINUTE: '10000' } })
 try {
   const queue = 'bench-duel'
@@ -235,7 +243,9 @@ try {
     )
   }
 
-  nexusRows = await scenarios(openAll, settled)
+  const measured = await scenarios(openAll, settled)
+  nexusRows = measured.rows
+  burstCpu.Nexus = measured.burstCpuMs
 } catch (err) {
   // What the pool saw, to tell a slow match from a lost one.
   const metrics = await (await fetch(`${stack.url}/metrics`)).text()
@@ -255,6 +265,7 @@ try {
 // each pair first gets a new object that keeps its roster in SQLite, as a GameSession at least must.
 if (ONLY_NEXUS) {
   console.log(table(nexusRows, 'Nexus').join('\n'))
+  console.log(`workerd CPU per burst (ms): ${burstCpu.Nexus!.map((x) => fmt(x, 0)).join(', ')}`)
   process.exit(0)
 }
 const floorRows: Record<string, Rows> = {}
@@ -264,7 +275,11 @@ try {
     const url = `${floor.url}/${variant}/bench`
     const openAll = () => Promise.all(Array.from({ length: CLIENTS }, () => Client.open(url, '')))
     const settled = async (_clients: Client[], runs: Promise<number>[]) => Promise.all(runs)
-    floorRows[variant] = await scenarios(openAll, settled)
+    const measured = await scenarios(openAll, settled)
+    floorRows[variant] = measured.rows
+    burstCpu[
+      variant === 'pair' ? 'workerd floor, pairs only' : 'workerd floor, a new object per pair'
+    ] = measured.burstCpuMs
   }
 } finally {
   await floor.stop()
@@ -336,6 +351,16 @@ const md = [
   ...table(floorRows.pair!, 'workerd floor, pairs only'),
   ...table(floorRows['pair-with-rooms']!, 'workerd floor, a new object per pair'),
   ...table(peerRows, 'Colyseus'),
+  '',
+  `workerd's CPU time over the ${CLIENTS}-join burst (from /proc, from the joins sent to the last match_found; median over rounds, ` +
+    `and per match): ${Object.entries(burstCpu)
+      .map(
+        ([who, ms]) =>
+          `${who} ${fmt(median(ms), 0)} ms (${fmt(median(ms) / (CLIENTS / 2), 2)} ms per match)`,
+      )
+      .join('; ')}. Each round: ${Object.entries(burstCpu)
+      .map(([who, ms]) => `${who} ${ms.map((x) => fmt(x, 0)).join(', ')}`)
+      .join('; ')}.`,
   '',
   'Goal: p99 time to match under 100 ms once enough players wait, and faster than Colyseus.',
   '',

@@ -8,7 +8,7 @@
  * - ping burst: the same N sockets send `ping` at once.
  * The same scenarios run against two workerd floors (a pool object that only pairs sockets, and
  * the same creating one object per pair) and Colyseus's own matchmaking. For Nexus and the floors
- * the report also gives workerd's CPU time over each burst (from /proc), steadier than its latency.
+ * the report also gives workerd's CPU time over each burst (from /proc), beside its latency.
  *
  *   npx node bench/matchmaking.bench.ts [--clients 200] [--rounds 3] [--pair-interval 10] [--only nexus]
  *

@@ -21,7 +21,7 @@ import { colyseusClient, startColyseus, type ColyseusRoom } from './lib/colyseus
 import { cpuMs, descendantsNamed } from './lib/process-cpu.ts'
 import { startStack } from './lib/stack.ts'
 import { startWorkerdFloor } from './lib/workerd-floor.ts'
-import { ctxOf, must } from './load/lib.ts'
+import { ctxOf, EVERYONE_MATCHES_DUEL, must } from './load/lib.ts'
 
 const CLIENTS = Math.max(2, Math.floor(flag('clients', 200) / 2) * 2)
 const ROUNDS = flag('rounds', 3)
@@ -195,14 +195,7 @@ const burstCpu: Record<string, number[]> = {}
 const stack = await startStack({ vars: { GUEST_AUTH_PER_MINUTE: '10000' } })
 try {
   const queue = 'bench-duel'
-  await must(ctxOf(stack), 'PUT', `/v1/admin/queues/${queue}`, {
-    teams: 2,
-    teamSize: 1,
-    rules: 'relay',
-    maxRatingGap: 5000,
-    widenPerSecond: 0,
-    regions: ['local'],
-  })
+  await must(ctxOf(stack), 'PUT', `/v1/admin/queues/${queue}`, EVERYONE_MATCHES_DUEL)
 
   const tokens: string[] = []
   for (let i = 0; i < CLIENTS; i += 16) {

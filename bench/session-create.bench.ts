@@ -12,7 +12,7 @@ import { mkdirSync, writeFileSync } from 'node:fs'
 import { cpuMs, descendantsNamed } from './lib/process-cpu.ts'
 import { flag, median, runLoad } from './lib/load.ts'
 import { startStack } from './lib/stack.ts'
-import { ctxOf, must, ok } from './load/lib.ts'
+import { ctxOf, EVERYONE_MATCHES_DUEL, must, ok } from './load/lib.ts'
 
 const ROUNDS = flag('rounds', 5)
 const SECONDS = flag('seconds', 3)
@@ -30,14 +30,7 @@ try {
   if (workerd.length === 0) throw new Error('no workerd process found under this one')
   const ctx = ctxOf(stack)
   const queue = 'bench-pairs'
-  await must(ctx, 'PUT', `/v1/admin/queues/${queue}`, {
-    teams: 2,
-    teamSize: 1,
-    rules: 'relay',
-    maxRatingGap: 5000,
-    widenPerSecond: 0,
-    regions: ['local'],
-  })
+  await must(ctx, 'PUT', `/v1/admin/queues/${queue}`, EVERYONE_MATCHES_DUEL)
   // A live session to read: the same call path as creating one, to an object that exists.
   const { sessionId } = (await must(ctx, 'POST', '/v1/admin/sessions', {
     rules: 'relay',

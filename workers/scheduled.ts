@@ -130,14 +130,22 @@ async function pushLostQueueConfigs(env: Env): Promise<number> {
           ),
         )
         const acknowledged = q.regions.filter((_, i) => outcomes[i]!.status === 'fulfilled')
+        const missed = q.regions.filter((_, i) => outcomes[i]!.status === 'rejected')
+        const firstFailure = outcomes.find((o) => o.status === 'rejected')
+        if (firstFailure) {
+          log('warn', 'queue config push retry failed', {
+            queue: q.id,
+            regions: missed,
+            ...errorFields(firstFailure.reason),
+          })
+        }
         await markQueuePushed(env, q.id, q.version, acknowledged)
         pushed += acknowledged.length
-        if (acknowledged.length < q.regions.length) throw new Error('a region did not answer')
       }),
     )
     results.forEach((r, i) => {
       if (r.status === 'rejected')
-        log('warn', 'queue config push retry failed', {
+        log('warn', 'queue config pushes not noted', {
           queue: page[i]!.id,
           ...errorFields(r.reason),
         })

@@ -8,6 +8,7 @@
 import { writeFileSync } from 'node:fs'
 import { convertV4MiniflareOptions, Miniflare } from 'miniflare'
 import WebSocket from 'ws'
+import { WORKERD_SETTINGS } from './serve-floor.ts'
 
 const { port, modulesRoot, vars, profile } = JSON.parse(process.argv[2] ?? '{}') as {
   port: number
@@ -28,8 +29,7 @@ const options = convertV4MiniflareOptions({
       modules: true,
       scriptPath: `${modulesRoot}/index.js`,
       modulesRoot,
-      compatibilityDate: '2026-11-01',
-      compatibilityFlags: ['nodejs_compat', 'no_web_socket_compression'],
+      ...WORKERD_SETTINGS,
       durableObjects: {
         LEADERBOARD: sqlite('Leaderboard'),
         MATCH_POOL: sqlite('MatchPool'),

@@ -13,7 +13,7 @@
  * GameSession must at least do before its players are told where to go: the floor of a match
  * that makes a session object. `{"type":"ping"}` is answered by the runtime itself, as on Nexus.
  */
-import { convertV4MiniflareOptions, Miniflare } from 'miniflare'
+import { serveFloor } from './serve-floor.ts'
 
 const port = Number(process.argv[2])
 
@@ -77,27 +77,4 @@ export default {
 }
 `
 
-const mf = new Miniflare(
-  convertV4MiniflareOptions({
-    host: '127.0.0.1',
-    port,
-    workers: [
-      {
-        name: 'pairing',
-        modules: true,
-        script,
-        compatibilityDate: '2026-11-01',
-        compatibilityFlags: ['nodejs_compat', 'no_web_socket_compression'],
-        durableObjects: {
-          PAIRER: { className: 'Pairer', useSQLite: true },
-          ROOM: { className: 'Room', useSQLite: true },
-        },
-      },
-    ],
-  }),
-)
-await mf.ready
-console.log(`workerd pairing listening on ${port}`)
-const stop = () => void mf.dispose().then(() => process.exit(0))
-process.on('SIGTERM', stop)
-process.on('SIGINT', stop)
+await serveFloor('pairing', port, script, { PAIRER: 'Pairer', ROOM: 'Room' })

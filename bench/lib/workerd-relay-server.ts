@@ -13,7 +13,7 @@
  * Nexus client's: `{"type":"action","action":"message","data":…}` in, `{"type":"event","seq":n,
  * "event":{"kind":"message","from":"","data":…}}` out to everyone.
  */
-import { convertV4MiniflareOptions, Miniflare } from 'miniflare'
+import { serveFloor } from './serve-floor.ts'
 
 const port = Number(process.argv[2])
 
@@ -63,24 +63,4 @@ export default {
 }
 `
 
-const mf = new Miniflare(
-  convertV4MiniflareOptions({
-    host: '127.0.0.1',
-    port,
-    workers: [
-      {
-        name: 'relay',
-        modules: true,
-        script,
-        compatibilityDate: '2026-11-01',
-        compatibilityFlags: ['nodejs_compat', 'no_web_socket_compression'],
-        durableObjects: { RELAY: { className: 'Relay', useSQLite: true } },
-      },
-    ],
-  }),
-)
-await mf.ready
-console.log(`workerd relay listening on ${port}`)
-const stop = () => void mf.dispose().then(() => process.exit(0))
-process.on('SIGTERM', stop)
-process.on('SIGINT', stop)
+await serveFloor('relay', port, script, { RELAY: 'Relay' })

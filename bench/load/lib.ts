@@ -313,6 +313,16 @@ export async function writeReport(r: Report): Promise<{ pass: boolean; markdown:
 /** Command-line flags: `--name value`. */
 export { flag } from '../lib/load.ts'
 
+/** A 1-v-1 relay queue in the one region `local` where any two players match at once. */
+export const EVERYONE_MATCHES_DUEL = {
+  teams: 2,
+  teamSize: 1,
+  rules: 'relay',
+  maxRatingGap: 5000,
+  widenPerSecond: 0,
+  regions: ['local'],
+}
+
 export interface Ctx {
   stack: Stack
   admin: Record<string, string>

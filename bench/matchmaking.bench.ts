@@ -123,6 +123,8 @@ type Rows = Record<string, { p50: number[]; p99: number[]; max: number[] }>
 async function scenarios(
   openAll: () => Promise<Client[]>,
   settled: (clients: Client[], runs: Promise<number>[]) => Promise<number[]>,
+  /** Profiles each recorded burst (NEXUS_BENCH_PROFILE_WINDOWS), when given. */
+  profileWindow?: { start(): Promise<void>; stop(): Promise<void> },
 ): Promise<{ rows: Rows; burstCpuMs: number[] }> {
   const rows: Record<string, { p50: number[]; p99: number[]; max: number[] }> = {}
   /** workerd's CPU time over each recorded burst, from the joins sent to the last match_found. */
@@ -142,12 +144,14 @@ async function scenarios(
       clients,
       clients.map((c) => c.timed({ type: 'ping' }, 'pong')),
     )
+    if (round > 0) await profileWindow?.start()
     const cpuBefore = cpuMs(workerd)
     const burst = await settled(
       clients,
       clients.map((c) => c.timed({ type: 'join' }, 'match_found')),
     )
     if (round > 0) burstCpuMs.push(cpuMs(workerd) - cpuBefore)
+    if (round > 0) await profileWindow?.stop()
     for (const c of clients) c.close()
 
     clients = await openAll()
@@ -236,7 +240,7 @@ try {
     )
   }
 
-  const measured = await scenarios(openAll, settled)
+  const measured = await scenarios(openAll, settled, stack.profileWindow)
   nexusRows = measured.rows
   burstCpu.Nexus = measured.burstCpuMs
 } catch (err) {

@@ -10,12 +10,19 @@ import { convertV4MiniflareOptions, Miniflare } from 'miniflare'
 import WebSocket from 'ws'
 import { WORKERD_SETTINGS } from './serve-floor.ts'
 
-const { port, modulesRoot, vars, profile } = JSON.parse(process.argv[2] ?? '{}') as {
+const { port, modulesRoot, vars, profile, profileWindows } = JSON.parse(
+  process.argv[2] ?? '{}',
+) as {
   port: number
   modulesRoot: string
   vars: Record<string, string>
   /** Where to write a CPU profile of the Worker's isolate (NEXUS_BENCH_PROFILE), if anywhere. */
   profile?: string
+  /**
+   * Profile only between the parent's `profile-start` and `profile-stop` (a benchmark's measured
+   * windows), one file per window: `<profile>.1`, `<profile>.2`, …
+   */
+  profileWindows?: boolean
 }
 const inspectorPort = profile ? port + 1 : undefined
 const sqlite = (className: string) => ({ className, useSQLite: true })
@@ -42,7 +49,7 @@ const options = convertV4MiniflareOptions({
 })
 const mf = new Miniflare(options)
 await mf.ready
-const profiler = inspectorPort ? await startProfiler(inspectorPort) : null
+const profiler = inspectorPort ? await startProfiler(inspectorPort, !profileWindows) : null
 console.log(`miniflare listening on ${port}`)
 const stop = () =>
   void (profiler ? profiler.stop() : Promise.resolve())
@@ -54,7 +61,11 @@ process.on('SIGINT', stop)
 // Miniflare's own exit hook answers SIGTERM first, so the parent asks for a clean stop (the
 // profile written) on stdin.
 process.stdin.on('data', (d) => {
-  if (String(d).includes('stop')) stop()
+  if (String(d).includes('profile-start')) {
+    void profiler?.start().then(() => console.log('profile-started'))
+  } else if (String(d).includes('profile-stop')) {
+    void profiler?.stop().then(() => console.log('profile-stopped'))
+  } else if (String(d).includes('stop')) stop()
   // A new workerd over the same (temporary) storage: every Durable Object wakes from SQLite on its
   // next request, as after an eviction or a deploy.
   if (String(d).includes('restart')) {
@@ -70,7 +81,10 @@ process.stdin.on('data', (d) => {
  * finding where a benchmark's time goes; `chrome://inspect` or `bench/lib/profile-summary.ts`
  * reads the result.
  */
-async function startProfiler(port: number): Promise<{ stop(): Promise<void> }> {
+async function startProfiler(
+  port: number,
+  now: boolean,
+): Promise<{ start(): Promise<void>; stop(): Promise<void> }> {
   const targets = (await (await fetch(`http://127.0.0.1:${port}/json/list`)).json()) as {
     title: string
     webSocketDebuggerUrl: string
@@ -93,13 +107,22 @@ async function startProfiler(port: number): Promise<{ stop(): Promise<void> }> {
     })
   await call('Profiler.enable')
   await call('Profiler.setSamplingInterval', { interval: 200 })
-  await call('Profiler.start')
+  let running = false
+  let windows = 0
+  const start = async () => {
+    await call('Profiler.start')
+    running = true
+  }
+  if (now) await start()
   return {
+    start,
     async stop() {
+      if (!running) return
+      running = false
       const result = (await call('Profiler.stop')) as { profile: unknown }
-      writeFileSync(profile!, JSON.stringify(result.profile))
-      console.error(`profile written to ${profile}`)
-      ws.close()
+      const file = profileWindows ? `${profile!}.${++windows}` : profile!
+      writeFileSync(file, JSON.stringify(result.profile))
+      console.error(`profile written to ${file}`)
     },
   }
 }

@@ -3,6 +3,10 @@
  *
  *   NEXUS_BENCH_PROFILE=/tmp/x.cpuprofile npx node bench/matchmaking.bench.ts …
  *   npx node bench/lib/profile-summary.ts /tmp/x.cpuprofile [--top 40]
+ *
+ * With NEXUS_BENCH_PROFILE_WINDOWS=1, benchmarks that support it (matchmaking: each recorded
+ * burst) profile only what they measure, one file per window; pass them all
+ * (`/tmp/x.cpuprofile.*`) to sum them.
  */
 import { readFileSync } from 'node:fs'
 import { flag } from './load.ts'
@@ -12,12 +16,23 @@ interface ProfileNode {
   callFrame: { functionName: string; url: string; lineNumber: number }
   children?: number[]
 }
-const file = process.argv[2]
-if (!file) throw new Error('usage: profile-summary.ts <file.cpuprofile> [--top N]')
-const profile = JSON.parse(readFileSync(file, 'utf8')) as {
-  nodes: ProfileNode[]
-  samples: number[]
-  timeDeltas: number[]
+// Several files (one per profiled window) count as one profile.
+const files: string[] = []
+for (const arg of process.argv.slice(2)) {
+  if (arg.startsWith('--')) break
+  files.push(arg)
+}
+if (files.length === 0) throw new Error('usage: profile-summary.ts <file.cpuprofile>… [--top N]')
+const profile = { nodes: [] as ProfileNode[], samples: [] as number[], timeDeltas: [] as number[] }
+for (const [i, file] of files.entries()) {
+  const one = JSON.parse(readFileSync(file, 'utf8')) as typeof profile
+  // Node ids are per file: offset them so that files do not collide.
+  const offset = i * 10_000_000
+  for (const n of one.nodes) {
+    profile.nodes.push({ ...n, id: n.id + offset, children: n.children?.map((c) => c + offset) })
+  }
+  profile.samples.push(...one.samples.map((id) => id + offset))
+  profile.timeDeltas.push(...one.timeDeltas)
 }
 const byId = new Map(profile.nodes.map((n) => [n.id, n]))
 /**

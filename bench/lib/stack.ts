@@ -30,6 +30,11 @@ export interface Stack {
    * next request (Miniflare only).
    */
   restart?(): Promise<void>
+  /**
+   * With NEXUS_BENCH_PROFILE and NEXUS_BENCH_PROFILE_WINDOWS=1 (Miniflare only): profiles only
+   * between `start` and `stop`, one file per window, for a benchmark to profile what it measures.
+   */
+  profileWindow?: { start(): Promise<void>; stop(): Promise<void> }
   stop(): Promise<void>
 }
 
@@ -75,10 +80,12 @@ export async function startStack(
     const runtime =
       opts.runtime ?? (process.env.NEXUS_BENCH_RUNTIME === 'wrangler' ? 'wrangler' : 'miniflare')
     let restart: (() => Promise<void>) | undefined
+    let profileWindow: Stack['profileWindow']
     if (runtime === 'miniflare') {
       const server = await startMiniflareServer(port, vars)
       stops.push(server.stop)
       restart = server.restart
+      profileWindow = server.profileWindow
     } else {
       // Durable Object storage in a fresh directory in memory (tmpfs when there is one), as the
       // PostgreSQL beside it runs with fsync off: a local disk's fsync per commit would otherwise
@@ -101,6 +108,7 @@ export async function startStack(
       databaseUrl: pg.url,
       postgresPort: pg.port,
       ...(restart ? { restart } : {}),
+      ...(profileWindow ? { profileWindow } : {}),
       stop,
     }
   } catch (err) {
@@ -113,8 +121,14 @@ export async function startStack(
 async function startMiniflareServer(
   port: number,
   vars: Record<string, string>,
-): Promise<{ stop(): Promise<void>; restart(): Promise<void> }> {
+): Promise<{
+  stop(): Promise<void>
+  restart(): Promise<void>
+  profileWindow?: Stack['profileWindow']
+}> {
   const out = await mkdtemp(join(tmpdir(), 'nexus-bench-bundle-'))
+  const windows =
+    !!process.env.NEXUS_BENCH_PROFILE && process.env.NEXUS_BENCH_PROFILE_WINDOWS === '1'
   execFileSync('npx', ['wrangler', 'deploy', '--dry-run', '--outdir', out], {
     cwd: root,
     stdio: 'ignore',
@@ -128,6 +142,7 @@ async function startMiniflareServer(
         modulesRoot: out,
         vars,
         ...(process.env.NEXUS_BENCH_PROFILE ? { profile: process.env.NEXUS_BENCH_PROFILE } : {}),
+        ...(windows ? { profileWindows: true } : {}),
       }),
     ],
     {
@@ -145,7 +160,26 @@ async function startMiniflareServer(
       if (String(d).includes('listening')) resolve()
     })
   })
+  /** Sends `command` to the server and waits for its `ack` line. */
+  const ask = (command: string, ack: string) =>
+    new Promise<void>((resolve) => {
+      const onData = (d: Buffer) => {
+        if (!String(d).includes(ack)) return
+        child.stdout!.off('data', onData)
+        resolve()
+      }
+      child.stdout!.on('data', onData)
+      child.stdin!.write(`${command}\n`)
+    })
   return {
+    ...(windows
+      ? {
+          profileWindow: {
+            start: () => ask('profile-start', 'profile-started'),
+            stop: () => ask('profile-stop', 'profile-stopped'),
+          },
+        }
+      : {}),
     async restart() {
       await new Promise<void>((resolve, reject) => {
         const onData = (d: Buffer) => {

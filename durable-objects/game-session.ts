@@ -20,7 +20,7 @@ import { errorFields, log, setLogLevel } from '../workers/lib/log.ts'
 import { counter, histogram } from '../workers/lib/metrics.ts'
 import { sendMetricsSoon } from '../workers/lib/metrics-flush.ts'
 import { problemResponse, type ProblemType } from '../workers/lib/problem.ts'
-import { all, one, schemaVersion, setSchemaVersion } from '../workers/lib/sql.ts'
+import { all, insertRows, one, schemaVersion, setSchemaVersion } from '../workers/lib/sql.ts'
 import {
   ClientMessage,
   SessionSetupSchema,
@@ -451,19 +451,21 @@ export class GameSession extends DurableObject<Env> {
     const now = this.now()
     this.ctx.storage.transactionSync(() => {
       this.createSchema()
-      this.setMeta('setup', JSON.stringify(setup))
-      this.setMeta('setup_hash', hash)
-      this.setMeta('session_id', setup.sessionId)
-      this.setMeta('created_at', String(now))
-      this.setMeta('status', 'live')
-      this.setMeta('snapshot', JSON.stringify(match))
-      for (const p of setup.roster) {
-        this.sql.exec(
-          `INSERT OR REPLACE INTO timers (player_id, due) VALUES (?, ?)`,
-          p.playerId,
-          now + this.joinGraceMs,
-        )
-      }
+      // A statement per table, not per row: a match made waits on this.
+      const meta: [string, string][] = [
+        ['setup', JSON.stringify(setup)],
+        ['setup_hash', hash],
+        ['session_id', setup.sessionId],
+        ['created_at', String(now)],
+        ['status', 'live'],
+        ['snapshot', JSON.stringify(match)],
+      ]
+      insertRows(this.sql, `INSERT OR REPLACE INTO meta (key, value)`, meta)
+      insertRows(
+        this.sql,
+        `INSERT OR REPLACE INTO timers (player_id, due)`,
+        setup.roster.map((p) => [p.playerId, now + this.joinGraceMs]),
+      )
       this.sql.exec(`INSERT OR REPLACE INTO work (job, stage) VALUES ('register', 'pending')`)
     })
     this.setup = setup
@@ -477,9 +479,15 @@ export class GameSession extends DurableObject<Env> {
       rules: setup.rules,
       players: setup.roster.length,
     })
-    // A failed listing does not fail the creation: the alarm retries it.
-    if (opts.listing !== 'deferred') await this.runEndWork()
-    await this.scheduleAlarm()
+    if (opts.listing === 'deferred') {
+      // The listing is due now, and nothing of a new session is due before it: the alarm is now
+      // (what scheduleAlarm would find, in three more steps for each match a pool makes).
+      await this.ctx.storage.setAlarm(now)
+    } else {
+      // A failed listing does not fail the creation: the alarm retries it.
+      await this.runEndWork()
+      await this.scheduleAlarm()
+    }
     return { ok: true, created: true }
   }
 

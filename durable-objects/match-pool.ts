@@ -47,7 +47,7 @@ import { sendMetricsSoon } from '../workers/lib/metrics-flush.ts'
 import { problemResponse, type ProblemType } from '../workers/lib/problem.ts'
 import { issueSessionToken } from '../workers/lib/session-token.ts'
 import { answerClose } from '../workers/lib/socket-close.ts'
-import { all, one, schemaVersion, setSchemaVersion } from '../workers/lib/sql.ts'
+import { all, insertRows, one, schemaVersion, setSchemaVersion } from '../workers/lib/sql.ts'
 import { within } from '../workers/lib/within.ts'
 
 /*
@@ -80,10 +80,11 @@ import { within } from '../workers/lib/within.ts'
  *   changed meanwhile the ticket is cancelled (`party_changed`). A membership change after the
  *   record (accept, leave, remove) cancels the recorded ticket the same way (parties routes).
  * - A match is made in one synchronous step: `findMatches` takes the tickets out of the index and
- *   the same `transactionSync` writes the match (session id, roster and seed fixed forever) and
- *   moves its tickets to `matching`. Only then is the GameSession created, with that stored
- *   setup; `create` is idempotent per session id, so a retry (from the alarm, after a failure or
- *   an eviction mid-call) never makes a second session. On success the tickets become `matched`
+ *   the same `transactionSync` writes the match (session id, roster and seed fixed forever),
+ *   moves its tickets to `matching` and takes the lease of the first creation attempt (the alarm
+ *   is armed for its end before the call). Only then is the GameSession created, with that
+ *   stored setup; `create` is idempotent per session id, so a retry (from the alarm, after a
+ *   failure or an eviction mid-call) never makes a second session. On success the tickets become `matched`
  *   and every connected member gets `match_found` with a token for that session and player.
  *   Failures back off (1 s doubling to 60 s); after MAX_CREATE_ATTEMPTS, or a refusal that no
  *   retry can fix, the match is abandoned and its tickets cancelled (`session_failed`): tickets
@@ -560,9 +561,9 @@ export class MatchPool extends DurableObject<Env> {
       }
       return entered
     }
-    if (!entered.existing) this.attachMembers(this.row(entered.ticketId)!)
+    if (!entered.existing) this.attachMembers(entered.row)
     await this.settle()
-    return { ok: true, ticket: this.view(this.row(entered.ticketId)!), existing: entered.existing }
+    return { ok: true, ticket: this.view(this.row(entered.row.id)!), existing: entered.existing }
   }
 
   /**
@@ -575,7 +576,7 @@ export class MatchPool extends DurableObject<Env> {
     attributes: TicketAttributesValue | null,
     transport: 'http' | 'socket',
     claims: Readonly<Record<string, number>>,
-  ): Reply<{ ticketId: string; existing: boolean }> | Superseded {
+  ): Reply<{ row: TicketRow; existing: boolean }> | Superseded {
     const config = this.config!
     const now = this.now()
     this.housekeep(now)
@@ -607,7 +608,7 @@ export class MatchPool extends DurableObject<Env> {
       if (same || (ids.length === 1 && held.length === 1)) {
         // A player on the ticket is here: a disconnect grace running on it ends.
         this.sql.exec(`UPDATE tickets SET grace_until = NULL WHERE id = ?`, ticketId)
-        return { ok: true, ticketId, existing: true }
+        return { ok: true, row: { ...existing, grace_until: null }, existing: true }
       }
       return problem(
         'conflict',
@@ -619,27 +620,46 @@ export class MatchPool extends DurableObject<Env> {
     if (superseded.length > 0) return { ok: false, superseded }
     const ticketId = newTicketId(this.queue!, this.region!)
     const expiresAt = now + config.ticketTtlSeconds * 1000
+    // The row as written, so that the join need not read it back.
+    const row: TicketRow = {
+      id: ticketId,
+      state: 'waiting',
+      leader: ids[0]!,
+      players: JSON.stringify(players),
+      attributes: attributes ? JSON.stringify(attributes) : null,
+      transport,
+      enqueued_at: now,
+      expires_at: expiresAt,
+      grace_until: null,
+      match_id: null,
+      reason: null,
+      finished_at: null,
+    }
     this.ctx.storage.transactionSync(() => {
       this.sql.exec(
         `INSERT INTO tickets (id, state, leader, players, attributes, transport, enqueued_at, expires_at)
-         VALUES (?, 'waiting', ?, ?, ?, ?, ?, ?)`,
-        ticketId,
-        ids[0]!,
-        JSON.stringify(players),
-        attributes ? JSON.stringify(attributes) : null,
-        transport,
-        now,
-        expiresAt,
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+        row.id,
+        row.state,
+        row.leader,
+        row.players,
+        row.attributes,
+        row.transport,
+        row.enqueued_at,
+        row.expires_at,
       )
-      for (const id of ids)
-        this.sql.exec(`INSERT INTO active (player_id, ticket_id) VALUES (?, ?)`, id, ticketId)
+      insertRows(
+        this.sql,
+        `INSERT INTO active (player_id, ticket_id)`,
+        ids.map((id) => [id, ticketId]),
+      )
     })
     this.deadlineAt(expiresAt)
     this.index!.add({ id: ticketId, players, enqueuedAt: now })
     this.waitingPlayerTotal += players.length
     ticketOutcomes.inc({ ...this.labels(), outcome: 'joined' })
     this.updateGauges()
-    return { ok: true, ticketId, existing: false }
+    return { ok: true, row, existing: false }
   }
 
   /**
@@ -915,24 +935,30 @@ export class MatchPool extends DurableObject<Env> {
   // ---------------------------------------------------------------------------------------------
   // Matching
 
-  /** Runs matching now, persists what it found, creates due sessions, and sets the alarm. */
+  /**
+   * Runs matching now, persists what it found, creates those sessions, and sets the alarm. Earlier
+   * matches whose creation is due again are the alarm's (deliverDue), which is armed for them.
+   */
   private async settle(): Promise<void> {
-    this.matchNow(this.now())
-    await this.deliverDue(this.now())
+    const made = this.matchNow(this.now())
+    if (made.length > 0) await this.deliverAll(made)
     await this.scheduleAlarm()
   }
 
   /**
    * Finds matches and records them in the same synchronous step that took their tickets out of
    * the index: nothing can interleave, and a crash before the write leaves the tickets waiting.
+   * Each is recorded with its first creation attempt's lease already taken (see deliverDue), and
+   * returned for the caller to deliver.
    */
-  private matchNow(now: number): void {
+  private matchNow(now: number): MatchRow[] {
     const index = this.index
     const config = this.config
-    if (!index || !config) return
+    if (!index || !config) return []
     const found = index.findMatches(now, { max: MATCHES_PER_STEP })
-    if (found.length === 0) return
+    if (found.length === 0) return []
     for (const m of found) for (const t of m.tickets) this.waitingPlayerTotal -= t.players.length
+    const made: MatchRow[] = []
     try {
       this.ctx.storage.transactionSync(() => {
         for (const m of found) {
@@ -948,31 +974,44 @@ export class MatchPool extends DurableObject<Env> {
             leaderboardId: config.leaderboardId,
           }
           const ticketIds = m.tickets.map((t) => t.id)
+          const row: MatchRow = {
+            id: sessionId,
+            state: 'pending',
+            setup: JSON.stringify(setup),
+            ticket_ids: JSON.stringify(ticketIds),
+            created_at: now,
+            attempts: 0,
+            next_attempt_at: now + CREATE_LEASE_MS,
+            last_error: null,
+            done_at: null,
+          }
           this.sql.exec(
             `INSERT INTO matches (id, state, setup, ticket_ids, created_at, next_attempt_at)
-             VALUES (?, 'pending', ?, ?, ?, ?)`,
-            sessionId,
-            JSON.stringify(setup),
-            JSON.stringify(ticketIds),
-            now,
-            now,
+             VALUES (?, ?, ?, ?, ?, ?)`,
+            row.id,
+            row.state,
+            row.setup,
+            row.ticket_ids,
+            row.created_at,
+            row.next_attempt_at,
           )
-          for (const id of ticketIds) {
-            this.sql.exec(
-              `UPDATE tickets SET state = 'matching', match_id = ?, grace_until = NULL WHERE id = ? AND state = 'waiting'`,
-              sessionId,
-              id,
-            )
-          }
+          this.sql.exec(
+            `UPDATE tickets SET state = 'matching', match_id = ?, grace_until = NULL
+             WHERE id IN (${ticketIds.map(() => '?').join(', ')}) AND state = 'waiting'`,
+            sessionId,
+            ...ticketIds,
+          )
+          made.push(row)
         }
       })
     } catch (err) {
       // The index already let the tickets go; SQLite still has them waiting, so start over from it.
       log('error', 'recording matches failed', { actor: this.actor, ...errorFields(err) })
       this.rebuildIndex()
-      return
+      return []
     }
     this.updateGauges()
+    return made
   }
 
   /**
@@ -982,9 +1021,9 @@ export class MatchPool extends DurableObject<Env> {
    * attempts still in flight.
    */
   private async deliverDue(now: number): Promise<void> {
-    const due = all<{ id: string }>(
+    const due = all<MatchRow>(
       this.sql,
-      `SELECT id FROM matches WHERE state = 'pending' AND next_attempt_at <= ? ORDER BY created_at`,
+      `SELECT * FROM matches WHERE state = 'pending' AND next_attempt_at <= ? ORDER BY created_at`,
       now,
     )
     if (due.length === 0) return
@@ -993,16 +1032,26 @@ export class MatchPool extends DurableObject<Env> {
       now + CREATE_LEASE_MS,
       now,
     )
-    await this.scheduleAlarm()
-    await Promise.all(due.map((m) => this.deliver(m.id)))
+    await this.deliverAll(due)
   }
 
-  private async deliver(matchId: string): Promise<void> {
-    if (this.delivering.has(matchId)) return
-    this.delivering.add(matchId)
+  /**
+   * Creates the sessions of pending matches whose lease this step took (their rows as read or
+   * written by it), with the alarm armed for the lease first.
+   */
+  private async deliverAll(leased: MatchRow[]): Promise<void> {
+    await this.scheduleAlarm()
+    await Promise.all(leased.map((m) => this.deliver(m)))
+  }
+
+  /**
+   * No other step holds this match: a step delivers only matches whose lease it took, and a lease
+   * lasts as long as the call it covers is given.
+   */
+  private async deliver(row: MatchRow): Promise<void> {
+    if (this.delivering.has(row.id)) return
+    this.delivering.add(row.id)
     try {
-      const row = one<MatchRow>(this.sql, `SELECT * FROM matches WHERE id = ?`, matchId)
-      if (!row || row.state !== 'pending') return
       const setup = JSON.parse(row.setup) as SessionSetup
       let result: CreateSessionResult
       try {
@@ -1017,30 +1066,38 @@ export class MatchPool extends DurableObject<Env> {
       if (result.ok) await this.completeMatch(row, setup)
       else this.failAttempt(row, result)
     } finally {
-      this.delivering.delete(matchId)
+      this.delivering.delete(row.id)
     }
   }
 
   private async completeMatch(row: MatchRow, setup: SessionSetup): Promise<void> {
     const now = this.now()
     const ticketIds = JSON.parse(row.ticket_ids) as string[]
-    const tickets = ticketIds.map((id) => this.row(id)).filter((t): t is TicketRow => !!t)
+    // At most MAX_ROSTER tickets (a ticket holds one player or more), within MAX_BOUND_VALUES.
+    const ticketList = ticketIds.map(() => '?').join(', ')
+    const read = new Map(
+      all<TicketRow>(
+        this.sql,
+        `SELECT * FROM tickets WHERE id IN (${ticketList})`,
+        ...ticketIds,
+      ).map((t) => [t.id, t]),
+    )
+    const tickets = ticketIds.flatMap((id) => read.get(id) ?? [])
     this.ctx.storage.transactionSync(() => {
       this.sql.exec(`UPDATE matches SET state = 'created', done_at = ? WHERE id = ?`, now, row.id)
-      for (const t of tickets) {
-        this.sql.exec(
-          `UPDATE tickets SET state = 'matched', finished_at = ? WHERE id = ?`,
-          now,
-          t.id,
-        )
-        this.sql.exec(`DELETE FROM active WHERE ticket_id = ?`, t.id)
-        this.sql.exec(
-          `INSERT INTO wait_samples (at, wait_ms) VALUES (?, ?)`,
-          now,
-          // The wait a player sees: from the join to match_found, session creation included.
-          Math.max(0, now - t.enqueued_at),
-        )
-      }
+      if (tickets.length === 0) return
+      this.sql.exec(
+        `UPDATE tickets SET state = 'matched', finished_at = ? WHERE id IN (${ticketList})`,
+        now,
+        ...ticketIds,
+      )
+      this.sql.exec(`DELETE FROM active WHERE ticket_id IN (${ticketList})`, ...ticketIds)
+      insertRows(
+        this.sql,
+        `INSERT INTO wait_samples (at, wait_ms)`,
+        // The wait a player sees: from the join to match_found, session creation included.
+        tickets.map((t) => [now, Math.max(0, now - t.enqueued_at)]),
+      )
       this.sql.exec(
         `DELETE FROM wait_samples WHERE seq <= (SELECT max(seq) FROM wait_samples) - ?`,
         WAIT_SAMPLES,
@@ -1347,12 +1404,11 @@ export class MatchPool extends DurableObject<Env> {
             entered.detail,
           )
         }
-        const row = this.row(entered.ticketId)!
+        const row = entered.row
         ws.serializeAttachment({
           ...(ws.deserializeAttachment() as Attachment),
           ticketId: row.id,
         } satisfies Attachment)
-        this.sql.exec(`UPDATE tickets SET grace_until = NULL WHERE id = ?`, row.id)
         this.send(ws, {
           type: 'queued',
           ticketId: row.id,
@@ -1626,7 +1682,8 @@ export class MatchPool extends DurableObject<Env> {
     try {
       const now = this.now()
       this.housekeep(now)
-      this.matchNow(now)
+      const made = this.matchNow(now)
+      if (made.length > 0) await this.deliverAll(made)
       await this.deliverDue(now)
       this.sweep(this.now())
       const later = this.now()
@@ -1663,16 +1720,14 @@ export class MatchPool extends DurableObject<Env> {
     if (this.nextDeadline !== Infinity) candidates.push(this.nextDeadline)
     if (this.ratesStale) candidates.push(this.ratesAt + RATES_EVERY_MS)
     if (this.ratesDropAt !== null) candidates.push(this.ratesDropAt)
-    const m = one<{ t: number | null }>(
+    // One statement: this runs two or three times per match made.
+    const due = one<{ attempt: number | null; finished: number | null }>(
       this.sql,
-      `SELECT min(next_attempt_at) AS t FROM matches WHERE state = 'pending'`,
+      `SELECT (SELECT min(next_attempt_at) FROM matches WHERE state = 'pending') AS attempt,
+              (SELECT min(finished_at) FROM tickets WHERE finished_at IS NOT NULL) AS finished`,
     )
-    if (m?.t != null) candidates.push(m.t)
-    const f = one<{ t: number | null }>(
-      this.sql,
-      `SELECT min(finished_at) AS t FROM tickets WHERE finished_at IS NOT NULL`,
-    )
-    if (f?.t != null) candidates.push(f.t + RESULT_RETENTION_MS)
+    if (due?.attempt != null) candidates.push(due.attempt)
+    if (due?.finished != null) candidates.push(due.finished + RESULT_RETENTION_MS)
     if (candidates.length === 0) return
     const next = Math.max(now, Math.min(...candidates))
     const existing = await this.ctx.storage.getAlarm()

@@ -2,10 +2,12 @@ import { env } from 'cloudflare:workers'
 import { describe, expect, it } from 'vitest'
 import type { SessionSetup } from '../../durable-objects/game-session.ts'
 import { verifySessionToken } from '../../workers/lib/session-token.ts'
+import { MAX_ROSTER } from '../../workers/sessions/schemas.ts'
 import { sessionStub } from '../../workers/sessions/stub.ts'
 import { pg } from './helpers/boards.ts'
 import { ADMIN_KEY, bearer, call, json, newGuest, problem } from './helpers/http.ts'
-import { createSession, playerIds } from './helpers/session-sockets.ts'
+import { createSession, inObject, playerIds } from './helpers/session-sockets.ts'
+import { until } from './helpers/sockets.ts'
 
 function setupFor(players: string[], extra: Partial<SessionSetup> = {}): SessionSetup {
   return {
@@ -116,6 +118,29 @@ describe('creating sessions', () => {
       ok: false,
       problem: 'validation',
     })
+  })
+
+  it('by the matchmaker, a full roster: every player gets a join deadline, and its own alarm lists it in Neon', async () => {
+    const setup = setupFor(playerIds(MAX_ROSTER), { rules: 'relay', options: undefined })
+    const stub = sessionStub(env, setup.sessionId)
+    expect(await stub.create(setup, { listing: 'deferred' })).toEqual({ ok: true, created: true })
+    const deadlines = await inObject(
+      setup.sessionId,
+      (_inst, state) => state.storage.sql.exec(`SELECT count(*) AS n FROM timers`).one().n,
+    )
+    expect(deadlines).toBe(MAX_ROSTER)
+    // Nothing but the session's alarm lists it: no request comes after a deferred create.
+    const rows = await until(
+      async () => {
+        const r = (await pg()`select roster from game_sessions where id = ${setup.sessionId}`) as {
+          roster: unknown[]
+        }[]
+        return r.length > 0 ? r : undefined
+      },
+      5000,
+      'the listing',
+    )
+    expect(rows.map((r) => r.roster.length)).toEqual([MAX_ROSTER])
   })
 })
 

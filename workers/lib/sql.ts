@@ -34,3 +34,24 @@ export function schemaVersion(sql: SqlStorage): number {
 export function setSchemaVersion(sql: SqlStorage, version: number): void {
   sql.exec(`INSERT OR REPLACE INTO meta (key, value) VALUES ('schema', ?)`, String(version))
 }
+
+/**
+ * Most values one statement may bind in a Durable Object's SQLite on Cloudflare (local SQLite
+ * takes far more, so only this bound keeps a statement that works locally working deployed).
+ */
+export const MAX_BOUND_VALUES = 100
+
+/**
+ * Inserts `rows` with as few statements as MAX_BOUND_VALUES allows (one, for the few rows a
+ * match or a session writes). `into` is the statement up to its values: `INSERT INTO t (a, b)`.
+ */
+export function insertRows(sql: SqlStorage, into: string, rows: SqlStorageValue[][]): void {
+  const width = rows[0]?.length ?? 0
+  if (width === 0) return
+  const tuple = `(${new Array<string>(width).fill('?').join(', ')})`
+  const perStatement = Math.max(1, Math.floor(MAX_BOUND_VALUES / width))
+  for (let i = 0; i < rows.length; i += perStatement) {
+    const chunk = rows.slice(i, i + perStatement)
+    sql.exec(`${into} VALUES ${chunk.map(() => tuple).join(', ')}`, ...chunk.flat())
+  }
+}

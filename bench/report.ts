@@ -15,6 +15,7 @@ const sections: [string, string][] = [
   ['bench/results', 'matching.md'],
   ['bench/results', 'matchmaking.md'],
   ['bench/results', 'session-create.md'],
+  ['bench/results', 'runtime-costs.md'],
   ['bench/results', 'sessions.md'],
 ]
 const extra = (dir: string) =>

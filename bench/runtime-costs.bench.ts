@@ -47,6 +47,10 @@ export class Steps extends DurableObject {
     else for (let i = 0; i < n; i++) this.sql.exec(TABLE(i))
     return 1
   }
+  async alarmRead() {
+    await this.ctx.storage.getAlarm()
+    return 1
+  }
   async alarmAt(t) { await this.ctx.storage.setAlarm(t); return 1 }
   async alarm() {}
 }
@@ -57,6 +61,7 @@ const STEPS = {
   insert10: (s, k) => s.insert(k, 10),
   insert2txn: (s, k) => s.insertInTransaction(k, 2),
   insert2: (s, k) => s.insert(k, 2),
+  alarmRead: (s) => s.alarmRead(),
   alarm: (s, k) => s.alarmAt(Date.now() + 3600000 + k),
 }
 const NEW = {
@@ -91,6 +96,7 @@ const STEPS: [string, string][] = [
   ['insert2', '… inserting two rows'],
   ['insert2txn', '… inserting two rows in `transactionSync`'],
   ['insert10', '… inserting ten rows'],
+  ['alarmRead', '… reading its alarm'],
   ['alarm', '… setting its alarm'],
   ['newObject', 'a call into a new object that does nothing'],
   ['newObject1Table', '… that creates one table'],

@@ -13,8 +13,7 @@
  * against the call that does nothing (the baseline in the same round); rounds alternate the
  * steps; medians over rounds.
  */
-import { mkdirSync, writeFileSync } from 'node:fs'
-import { existsSync } from 'node:fs'
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs'
 import { convertV4MiniflareOptions, Miniflare } from 'miniflare'
 import { flag, fmt, median } from './lib/load.ts'
 import { cpuMs, descendantsNamed } from './lib/process-cpu.ts'

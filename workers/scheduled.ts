@@ -77,10 +77,8 @@ const BOARD_CALL_MS = 20_000
  * a first page that fails for good must not keep the boards after it from ever being retried.
  */
 async function pushLostConfigs(env: Env): Promise<number> {
-  let after = ''
   let pushed = 0
-  for (;;) {
-    const boards = await unpushedConfigs(env, after, PAGE)
+  await forEachPage(unpushedConfigs, env, async (boards) => {
     const results = await Promise.allSettled(
       boards.map(async (b) => {
         await within(
@@ -96,9 +94,7 @@ async function pushLostConfigs(env: Env): Promise<number> {
       else
         log('warn', 'config push retry failed', { board: boards[i]!.id, ...errorFields(r.reason) })
     })
-    if (boards.length < PAGE) break
-    after = boards[boards.length - 1]!.id
-  }
+  })
   return pushed
 }
 
@@ -109,10 +105,8 @@ async function pushLostConfigs(env: Env): Promise<number> {
  * expire. Returns the pushes acknowledged.
  */
 async function pushLostQueueConfigs(env: Env): Promise<number> {
-  let after = ''
   let pushed = 0
-  for (;;) {
-    const page = await unpushedQueues(env, after, PAGE)
+  await forEachPage(unpushedQueues, env, async (page) => {
     const results = await Promise.allSettled(
       page.map(async (q) => {
         const outcomes = await Promise.allSettled(
@@ -150,9 +144,7 @@ async function pushLostQueueConfigs(env: Env): Promise<number> {
           ...errorFields(r.reason),
         })
     })
-    if (page.length < PAGE) break
-    after = page[page.length - 1]!.id
-  }
+  })
   return pushed
 }
 
@@ -163,9 +155,7 @@ async function pushLostQueueConfigs(env: Env): Promise<number> {
  */
 async function pokeBoards(env: Env, now: number): Promise<number> {
   const poked = new Set<string>()
-  let after = ''
-  for (;;) {
-    const boards = await scheduledBoards(env, after, PAGE)
+  await forEachPage(scheduledBoards, env, async (boards) => {
     const due = boards.filter((b) => {
       const schedule = parseSchedule((b.config as { cycle: unknown }).cycle)
       if ('error' in schedule) return false
@@ -177,21 +167,32 @@ async function pokeBoards(env: Env, now: number): Promise<number> {
       due.map((b) => b.id),
       poked,
     )
-    if (boards.length < PAGE) break
-    after = boards[boards.length - 1]!.id
-  }
-  after = ''
-  for (;;) {
-    const boards = await boardsArchiving(env, after, PAGE)
-    await tickBoards(
+  })
+  await forEachPage(boardsArchiving, env, (boards) =>
+    tickBoards(
       env,
       boards.map((b) => b.id).filter((id) => !poked.has(id)),
       poked,
-    )
-    if (boards.length < PAGE) break
-    after = boards[boards.length - 1]!.id
-  }
+    ),
+  )
   return poked.size
+}
+
+/**
+ * Runs `each` on every page of `read`'s rows in id order (keyset paging, PAGE rows at a time),
+ * one page after another.
+ */
+async function forEachPage<T extends { id: string }>(
+  read: (env: Env, after: string, limit: number) => Promise<T[]>,
+  env: Env,
+  each: (page: T[]) => Promise<void>,
+): Promise<void> {
+  for (let after = ''; ;) {
+    const page = await read(env, after, PAGE)
+    await each(page)
+    if (page.length < PAGE) return
+    after = page[page.length - 1]!.id
+  }
 }
 
 /** Ticks boards side by side; adds those that answered to `poked`. */

@@ -625,16 +625,17 @@ export class GameSession extends DurableObject<Env> {
         void this.resume(server, sent)
       }
     }
+    // The clock first, before a late alarm: graces that ended before this connection (this
+    // player's among them) count, so one who stayed away past the grace cannot return to escape it.
+    const now = this.now()
+    const wasLive = this.status === 'live'
+    if (wasLive) this.runClock(now)
     if (this.status === 'live') {
       this.sql.exec(`DELETE FROM timers WHERE player_id = ?`, player)
       const wasAbsent = this.sql.exec(`DELETE FROM absent WHERE player_id = ?`, player).rowsWritten
-      if (wasAbsent > 0) {
-        const now = this.now()
-        if (this.rules?.tickRate) this.runClock(now)
-        if (this.status === 'live')
-          this.applyInput({ kind: 'return', player, tick: this.tickAt(now) })
-      }
-    } else if (!this.resuming.has(server)) {
+      if (wasAbsent > 0) this.applyInput({ kind: 'return', player, tick: this.tickAt(now) })
+    } else if (!wasLive && !this.resuming.has(server)) {
+      // (A game the clock has just ended sent `ended` to this socket with everyone's.)
       this.sendEnded(server)
     }
     await this.scheduleAlarm()

@@ -193,6 +193,38 @@ describe('reconnecting', () => {
     const info = await inObject(sessionId, (inst) => inst.info())
     expect(info).toMatchObject({ status: 'finished', seq: 5 })
   })
+
+  it('a player whose grace ended before a late alarm forfeits even if they reconnect first', async () => {
+    const players = playerIds(2)
+    const [pa, pb] = players as [string, string]
+    const { sessionId, tokens } = await createSession({
+      rules: 'dice-race',
+      roster: players.map((playerId) => ({ playerId })),
+      options: { target: 1000 },
+    })
+    const a = await connect(sessionId, tokens[pa]!)
+    const b = await connect(sessionId, tokens[pb]!)
+    await a.nextOf('welcome')
+    await b.nextOf('welcome')
+    b.close()
+    await timerSet(sessionId, pb)
+    // B's grace ends and the alarm that should see it has not run when B comes back.
+    await inObject(sessionId, async (inst, state) => {
+      await state.storage.deleteAlarm()
+      const base = inst.now()
+      inst.now = () => base + GRACE_MS + 1000
+    })
+    const back = await connect(sessionId, tokens[pb]!, { since: 0 })
+    const ended = await back.nextOf('ended')
+    expect(ended.result).toMatchObject({ reason: 'forfeit', winner: pa })
+    // Resumed from 0: the forfeit is the one event, sent once.
+    expect(eventSeqs(back)).toEqual([1])
+    expect(back.frames.find((f) => f.seq === 1)!.event).toMatchObject({
+      kind: 'forfeit',
+      player: pb,
+    })
+    expect((await a.nextOf('ended')).result).toMatchObject({ reason: 'forfeit', winner: pa })
+  })
 })
 
 describe('eviction', () => {

@@ -317,7 +317,7 @@ describe('deadlines the game clock passed before a late alarm or frame', () => {
             .length === 1,
       ),
     )
-    return { sessionId, sockets, players, holder, other }
+    return { sessionId, tokens, sockets, players, holder, other }
   }
 
   it('a fuse that burnt out before a grace ended wins over that grace, whichever the alarm sees first', async () => {
@@ -351,6 +351,23 @@ describe('deadlines the game clock passed before a late alarm or frame', () => {
     const ended = await mine.nextOf('ended', TICK_WAIT_MS)
     // The other player was gone before the potato burnt: the holder won by forfeit.
     expect(ended.result).toMatchObject({ winner: holder, reason: 'forfeit' })
+    await expectReplayIsLive(sessionId, ADMIN_KEY)
+  })
+
+  it('a reconnect arriving before a late alarm runs the graces that ended first: one gone past its grace cannot come back to win', async () => {
+    // The other player leaves: its grace ends 5 s on, 5 s before the fuse burns out.
+    const { sessionId, tokens, sockets, players, holder, other } = await litFuseThenLeave(5_000)
+    await inObject(sessionId, async (inst, state) => {
+      await state.storage.deleteAlarm()
+      clockAhead(inst, 30_000)
+    })
+    // 30 s on, before the alarm, the one who left reconnects: it was gone before the potato
+    // burnt, so the holder has won by forfeit, and the one back finds the game over.
+    const back = await connect(sessionId, tokens[other]!)
+    for (const s of [back, sockets[players.indexOf(holder)]!]) {
+      const ended = await s.nextOf('ended', TICK_WAIT_MS)
+      expect(ended.result).toMatchObject({ winner: holder, reason: 'forfeit' })
+    }
     await expectReplayIsLive(sessionId, ADMIN_KEY)
   })
 

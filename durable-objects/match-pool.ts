@@ -1040,17 +1040,22 @@ export class MatchPool extends DurableObject<Env> {
    * written by it), with the alarm armed for the lease first.
    */
   private async deliverAll(leased: MatchRow[]): Promise<void> {
-    await this.scheduleAlarm()
-    await Promise.all(leased.map((m) => this.deliver(m)))
+    // Claimed before anything awaits, while the rows are current. A call still out for one of
+    // them keeps it: its answer may come a moment after its lease ran out, even while this step
+    // arms the alarm, and a second call then would complete the match twice from a stale row.
+    const claimed = leased.filter((m) => !this.delivering.has(m.id))
+    for (const m of claimed) this.delivering.add(m.id)
+    try {
+      await this.scheduleAlarm()
+    } catch (err) {
+      for (const m of claimed) this.delivering.delete(m.id)
+      throw err
+    }
+    await Promise.all(claimed.map((m) => this.deliver(m)))
   }
 
-  /**
-   * No other step holds this match: a step delivers only matches whose lease it took, and a lease
-   * lasts as long as the call it covers is given.
-   */
+  /** Creates the session of a match deliverAll claimed for this step, and releases the claim. */
   private async deliver(row: MatchRow): Promise<void> {
-    if (this.delivering.has(row.id)) return
-    this.delivering.add(row.id)
     try {
       const setup = JSON.parse(row.setup) as SessionSetup
       let result: CreateSessionResult

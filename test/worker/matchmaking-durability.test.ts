@@ -5,7 +5,7 @@ import { GameSession } from '../../durable-objects/game-session.ts'
 import type { MatchPool } from '../../durable-objects/match-pool.ts'
 import type { SessionCreator, SessionSetup } from '../../workers/matchmaking/session.ts'
 import { gameSessionCreator } from '../../workers/matchmaking/session.ts'
-import { newGuest } from './helpers/http.ts'
+import { ADMIN_KEY, bearer, call, newGuest } from './helpers/http.ts'
 import {
   alarmAt,
   createQueue,
@@ -185,6 +185,51 @@ describe('a reset while a session is being created', () => {
     const after = await ticketOf(ta.ticketId)
     expect(after.status).toBe('matched')
     expect(sessionCalls.get(after.match!.sessionId)).toHaveLength(1)
+  })
+
+  it('an answer that comes after its lease ran out, while the alarm is taking the match up again, completes the match once', async () => {
+    const q = await createQueue({ ticketTtlSeconds: 3600 })
+    const clock = newClock()
+    // Plain flags both sides poll: a promise made here cannot be awaited inside the object.
+    const gate = { calls: 0, answer: false }
+    const slowOnce: SessionCreator = async (setup) => {
+      if (++gate.calls === 1) {
+        while (!gate.answer) await new Promise((r) => setTimeout(r, 5))
+      }
+      return recordingCreator(setup)
+    }
+    await rig(q, clock, { creator: slowOnce })
+    const ta = await joinFor(q, `${q}-a`)
+    const joinB = joinFor(q, `${q}-b`)
+    await until(async () => (gate.calls > 0 ? true : undefined))
+    // The lease runs out with the first call still out. The alarm takes the match up again, and
+    // while it arms itself for the new lease (before its own call), the first call answers.
+    clock.t += 30_000
+    await runInDurableObject(poolOf(q), async (inst: MatchPool, state) => {
+      const pool = inst as unknown as { scheduleAlarm(): Promise<void> }
+      const arm = pool.scheduleAlarm
+      pool.scheduleAlarm = async function (this: MatchPool) {
+        await arm.call(this)
+        gate.answer = true
+        const created = () =>
+          state.storage.sql.exec(`SELECT 1 FROM matches WHERE state = 'created'`).toArray().length >
+          0
+        for (let i = 0; i < 400 && !created(); i++) await new Promise((r) => setTimeout(r, 5))
+      }
+      try {
+        await inst.alarm()
+      } finally {
+        pool.scheduleAlarm = arm
+      }
+    })
+    await joinB
+    const after = await ticketOf(ta.ticketId)
+    expect(after.status).toBe('matched')
+    // One session call, and the match and its two waits counted once.
+    expect(sessionCalls.get(after.match!.sessionId)).toHaveLength(1)
+    const metrics = await (await call('/metrics', bearer(ADMIN_KEY))).text()
+    expect(metrics).toContain(`nexus_matchmaking_matches_total{queue="${q}",region="eu"} 1\n`)
+    expect(metrics).toContain(`nexus_matchmaking_wait_seconds_count{queue="${q}",region="eu"} 2\n`)
   })
 })
 

@@ -65,6 +65,12 @@ const WALK_TTL_MS = 5 * 60 * 1000
  * walks at about 170 replacements a second.
  */
 const MAX_HISTORY = 50_000
+/**
+ * The metadata those versions carry (a walk shows each entry with the metadata of its version),
+ * in UTF-16 code units: at most 4 MB a board. Metadata is at most 4096 bytes an entry, so a board
+ * with large metadata keeps fewer versions, and its older walks restart sooner.
+ */
+const MAX_HISTORY_METADATA = 2_000_000
 
 const submissions = counter(
   'nexus_leaderboard_submissions_total',
@@ -256,6 +262,9 @@ export class Leaderboard extends DurableObject<Env> {
    */
   private history = new RankIndex('desc')
   private replaced = new Map<number, ReplacedVersion>()
+  /** The metadata `replaced` holds, in UTF-16 code units, and its bound (tests lower it). */
+  private replacedMetadata = 0
+  historyMetadataLimit = MAX_HISTORY_METADATA
   /** Walks whose snapshot is older than this seq can no longer be served exactly. */
   private historyHorizon = 0
   private archiving: Promise<void> | null = null
@@ -370,22 +379,32 @@ export class Leaderboard extends DurableObject<Env> {
   private resetHistory(): void {
     this.history = new RankIndex(this.current!.sortOrder)
     this.replaced.clear()
+    this.replacedMetadata = 0
     this.historyHorizon = this.seq
   }
 
   /** Keeps the version a submission replaces, for walks that started before it. */
-  private remember(playerId: string, previous: RankKey, replacedAt: number, now: number): void {
+  private remember(playerId: string, previous: Standing, replacedAt: number, now: number): void {
     this.history.insert(previous)
     this.replaced.set(previous.seq, {
       playerId,
       score: previous.score,
       subscore: previous.subscore,
+      metadata: previous.metadata,
       replacedAt,
       at: now,
     })
+    this.replacedMetadata += previous.metadata?.length ?? 0
     for (const [seq, v] of this.replaced) {
-      if (v.at >= now - WALK_TTL_MS && this.replaced.size <= MAX_HISTORY) break
+      if (
+        v.at >= now - WALK_TTL_MS &&
+        this.replaced.size <= MAX_HISTORY &&
+        this.replacedMetadata <= this.historyMetadataLimit
+      ) {
+        break
+      }
       this.replaced.delete(seq)
+      this.replacedMetadata -= v.metadata?.length ?? 0
       this.history.remove({ score: v.score, subscore: v.subscore, seq })
       if (v.replacedAt > this.historyHorizon) this.historyHorizon = v.replacedAt
     }
@@ -396,6 +415,7 @@ export class Leaderboard extends DurableObject<Env> {
     this.index = new RankIndex(cur.sortOrder)
     this.history = new RankIndex(cur.sortOrder)
     this.replaced.clear()
+    this.replacedMetadata = 0
     // In rank order from the covering index, so the keys stream into the tree's leaves with no
     // sort and no copy of the board. ord_* are the score and subscore times the direction.
     const dir = cur.sortOrder === 'desc' ? -1 : 1
@@ -860,7 +880,7 @@ export class Leaderboard extends DurableObject<Env> {
       }
     }
     const cur = this.current!
-    const changed: { playerId: string; next: RankKey; previous: RankKey | undefined }[] = []
+    const changed: { playerId: string; next: RankKey; previous: Standing | undefined }[] = []
     let metadataOnly = 0
     // The board's seq moves only once the batch commits: a rolled-back batch must not leave it
     // past every stored row, or a wake would recover a lower one and let old cursors through.
@@ -925,10 +945,10 @@ export class Leaderboard extends DurableObject<Env> {
    * The player's key in the current cycle, from the entries table: the rank index holds keys
    * only, so who has which key is SQLite's to say (a primary-key read).
    */
-  private standingOf(playerId: string): RankKey | undefined {
-    return one<RankKey>(
+  private standingOf(playerId: string): Standing | undefined {
+    return one<Standing>(
       this.sql,
-      `SELECT score, subscore, seq FROM entries WHERE cycle = ? AND player_id = ?`,
+      `SELECT score, subscore, seq, metadata FROM entries WHERE cycle = ? AND player_id = ?`,
       this.current!.cycle,
       playerId,
     )
@@ -1031,7 +1051,7 @@ export class Leaderboard extends DurableObject<Env> {
       for (const v of chunk) {
         const info = this.replaced.get(v.seq)!
         if (v.seq <= snapshot && snapshot < info.replacedAt && old.length < limit) {
-          old.push({ ...v, playerId: info.playerId })
+          old.push({ ...v, playerId: info.playerId, metadata: info.metadata })
         }
       }
       if (chunk.length < Math.max(limit, 32)) break
@@ -1099,8 +1119,8 @@ export class Leaderboard extends DurableObject<Env> {
 
   /**
    * Adds ranks (contiguous from `firstRank`), players and metadata. A live key's player and
-   * metadata are read by its seq, in bounded batches; a replaced version knows its player and
-   * shows no metadata (metadata belongs to the version that set the score).
+   * metadata are read by its seq, in bounded batches; a replaced version (a walk's snapshot)
+   * carries its own, the metadata submitted with the score it shows.
    */
   private async decorate(page: PageItem[], firstRank: number): Promise<BoardEntry[]> {
     const live = new Map<number, { player_id: string; metadata: string | null }>()
@@ -1118,7 +1138,7 @@ export class Leaderboard extends DurableObject<Env> {
     }
     return page.map((e, i) => {
       let playerId = e.playerId
-      let metadata: Json = null
+      let metadata: Json = e.metadata ? (JSON.parse(e.metadata) as Json) : null
       if (playerId === undefined) {
         const row = live.get(e.seq)
         // Index and table change in one synchronous step; a key without its row is a bug.
@@ -1525,13 +1545,18 @@ interface BoardCursor {
 type Json = string | number | boolean | null | Json[] | { [key: string]: Json }
 
 /** A key on a page: a live one (its player read from SQLite), or a replaced version's. */
-type PageItem = RankKey & { playerId?: string }
+/** A key of a page; a replaced version's (history) also says whose it was and its metadata. */
+type PageItem = RankKey & { playerId?: string; metadata?: string | null }
+
+/** A player's entry in the current cycle: its key and the metadata submitted with it. */
+type Standing = RankKey & { metadata: string | null }
 
 /** A standing replaced in the current cycle, kept for walks that began before (keyed by seq). */
 interface ReplacedVersion {
   playerId: string
   score: number
   subscore: number
+  metadata: string | null
   /** The seq of the submission that replaced it. */
   replacedAt: number
   at: number

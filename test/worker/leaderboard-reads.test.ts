@@ -73,6 +73,54 @@ describe('top pages with cursors', () => {
     expect(next.entries.map((e) => e.playerId)).toEqual(['p025', 'p009', 'p000'])
   })
 
+  it('a walk shows each entry with the metadata submitted with the score it shows, whatever was submitted since', async () => {
+    const b = await createBoard({ operator: 'set', submitsPerMinute: 600 })
+    for (let i = 0; i < 12; i++) {
+      const res = await submitFor(b, `m${i}`, { score: 100 - i, metadata: { car: `car-${i}` } })
+      expect(res.status).toBe(200)
+    }
+    const first = await fresh<Top>(`/v1/leaderboards/${b}/top?limit=5`)
+    // Between pages, players on the pages still to come submit new scores with new metadata.
+    await submitFor(b, 'm7', { score: 500, metadata: { car: 'new-7' } })
+    await submitFor(b, 'm10', { score: 1, metadata: { car: 'new-10' } })
+    const walked = [...first.entries]
+    let cursor = first.nextCursor
+    for (let pages = 0; cursor && pages < 5; pages++) {
+      const page: Top = await fresh<Top>(`/v1/leaderboards/${b}/top?limit=5&cursor=${cursor}`)
+      walked.push(...page.entries)
+      cursor = page.nextCursor
+    }
+    expect(walked.map((e) => [e.playerId, e.score, e.metadata])).toEqual(
+      Array.from({ length: 12 }, (_, i) => [`m${i}`, 100 - i, { car: `car-${i}` }]),
+    )
+    // A new walk shows the new versions, each with its own metadata.
+    const now = await fresh<Top>(`/v1/leaderboards/${b}/top?limit=1`)
+    expect(now.entries[0]).toMatchObject({ playerId: 'm7', score: 500, metadata: { car: 'new-7' } })
+  })
+
+  it('the metadata kept for walks is bounded: past it, the oldest versions go and a walk that needs them is 409', async () => {
+    const b = await createBoard({ operator: 'set', submitsPerMinute: 600, metadataMaxBytes: 4096 })
+    const car = (tag: string) => ({ car: tag.padEnd(1000, '.') })
+    for (let i = 0; i < 6; i++)
+      await submitFor(b, `m${i}`, { score: 100 - i, metadata: car(`${i}`) })
+    await runInDurableObject(env.LEADERBOARD.getByName(b), (inst: Leaderboard) => {
+      inst.historyMetadataLimit = 3_000
+    })
+    const first = await fresh<Top>(`/v1/leaderboards/${b}/top?limit=2`)
+    // Two replaced versions (about 2,000 code units of metadata) are kept: the walk goes on.
+    await submitFor(b, 'm4', { score: 200, metadata: car('new-4') })
+    await submitFor(b, 'm5', { score: 201, metadata: car('new-5') })
+    const second = await fresh<Top>(`/v1/leaderboards/${b}/top?limit=2&cursor=${first.nextCursor}`)
+    expect(second.entries.map((e) => e.playerId)).toEqual(['m2', 'm3'])
+    // A third is over the bound: the oldest version goes, and the walk that needs it restarts.
+    await submitFor(b, 'm3', { score: 202, metadata: car('new-3') })
+    const res = await call(`/v1/leaderboards/${b}/top?limit=2&cursor=${second.nextCursor}`, {
+      headers: { 'cache-control': 'no-cache' },
+    })
+    expect(res.status).toBe(409)
+    expect((await problem(res)).type).toContain('conflict')
+  })
+
   it('a cursor from before keys dropped the player id (a walk across an upgrade) goes on', async () => {
     const b = await createBoard({ submitsPerMinute: 600 })
     await seed(b, 9, (i) => 100 - i)

@@ -43,6 +43,12 @@ export const ARCHIVE_PAGE_SIZE = 1000
 const ARCHIVE_CONCURRENCY = 4
 /** Rows deleted per statement once a cycle is safely in Neon. */
 const PURGE_BATCH = 10_000
+/**
+ * Statements of PURGE_BATCH one archive run makes (its own step), then the alarm comes straight
+ * back for the rest: counted, not timed (see SWEEP_MAX_BATCHES), so that deleting a million-entry
+ * cycle neither holds the board for its whole length nor commits as one write.
+ */
+const PURGE_MAX_BATCHES = 8
 /** One alarm invocation works this long, then yields to a fresh one. */
 const ARCHIVE_BUDGET_MS = 20_000
 /** An alarm this far past its time is taken as lost by the cron's check. */
@@ -265,6 +271,9 @@ export class Leaderboard extends DurableObject<Env> {
   /** The metadata `replaced` holds, in UTF-16 code units, and its bound (tests lower it). */
   private replacedMetadata = 0
   historyMetadataLimit = MAX_HISTORY_METADATA
+  /** A closed cycle's deletion: rows per statement and statements per run (tests lower them). */
+  purgeBatch = PURGE_BATCH
+  purgeBatchesPerRun = PURGE_MAX_BATCHES
   /** Walks whose snapshot is older than this seq can no longer be served exactly. */
   private historyHorizon = 0
   private archiving: Promise<void> | null = null
@@ -1253,6 +1262,7 @@ export class Leaderboard extends DurableObject<Env> {
     const deadline = this.now() + ARCHIVE_BUDGET_MS
     // Pages read while the previous ones were in flight; used only if they follow the cursor.
     let next: ArchiveBatch | null = null
+    let purged = 0
     for (;;) {
       const close = one<CloseRow>(
         this.sql,
@@ -1264,7 +1274,11 @@ export class Leaderboard extends DurableObject<Env> {
       try {
         if (close.state === 'archiving') {
           next = await this.archiveNextPages(close, next, deadline)
-        } else this.purgeSome(close)
+        } else {
+          // The rest is the next run's: the alarm is due at once (next_attempt_at has passed).
+          if (purged++ === this.purgeBatchesPerRun) return
+          this.purgeSome(close)
+        }
       } catch (err) {
         // Consecutive failures without progress: a batch that moved the cursor reset the count.
         const attempts =
@@ -1453,7 +1467,7 @@ export class Leaderboard extends DurableObject<Env> {
       `DELETE FROM entries WHERE cycle = ? AND player_id IN (SELECT player_id FROM entries WHERE cycle = ? LIMIT ?)`,
       close.cycle,
       close.cycle,
-      PURGE_BATCH,
+      this.purgeBatch,
     ).rowsWritten
     if (deleted === 0) {
       this.sql.exec(
@@ -1544,8 +1558,10 @@ interface BoardCursor {
 
 type Json = string | number | boolean | null | Json[] | { [key: string]: Json }
 
-/** A key on a page: a live one (its player read from SQLite), or a replaced version's. */
-/** A key of a page; a replaced version's (history) also says whose it was and its metadata. */
+/**
+ * A key on a page: a live one (player and metadata read from SQLite), or a replaced version's,
+ * which carries both.
+ */
 type PageItem = RankKey & { playerId?: string; metadata?: string | null }
 
 /** A player's entry in the current cycle: its key and the metadata submitted with it. */

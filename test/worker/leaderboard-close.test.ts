@@ -354,6 +354,57 @@ describe('closing a cycle of 10,000 entries', () => {
   })
 })
 
+describe('freeing the object after a close', () => {
+  it("deletes a closed cycle's rows a bounded number of batches at a time, the alarm coming straight back for the rest", async () => {
+    const board = await createBoard()
+    await runInDurableObject(stub(board), async (inst: Leaderboard) => {
+      for (let i = 0; i < 60; i++) {
+        const r = await inst.submit({
+          boardId: board,
+          playerId: `f${i}`,
+          score: i,
+          subscore: 0,
+          metadata: null,
+          idempotencyKey: `k${i}`,
+          requestHash: `h${i}`,
+        })
+        if (!r.ok) throw new Error(r.detail)
+      }
+      // Batches of 10 rows, two to a run.
+      inst.purgeBatch = 10
+      inst.purgeBatchesPerRun = 2
+    })
+    expect((await closeNow(board)).status).toBe(202)
+    // One run archives the cycle (a page), then deletes two batches of its rows and stops there.
+    await runInDurableObject(stub(board), (inst: Leaderboard) => inst.runArchive({ force: true }))
+    expect(await status(board, 1)).toMatchObject({ state: 'purging', archived: 60 })
+    expect(await entriesLeftInObject(board, 1)).toBe(40)
+    const { alarm, now } = await runInDurableObject(
+      stub(board),
+      async (_i: Leaderboard, state) => ({
+        alarm: await state.storage.getAlarm(),
+        now: Date.now(),
+      }),
+    )
+    expect(alarm).not.toBeNull()
+    expect(alarm!).toBeLessThanOrEqual(now)
+    // The board takes scores in the next cycle between runs.
+    const next = (await (await submitFor(board, 'between', { score: 1 })).json()) as {
+      cycle: number
+    }
+    expect(next.cycle).toBe(2)
+    // The alarm's run deletes two more batches; the runs after finish the deletion.
+    await runInDurableObject(stub(board), (inst: Leaderboard) => inst.alarm())
+    expect(await entriesLeftInObject(board, 1)).toBe(20)
+    expect(await archiveUntilDone(board, 1)).toMatchObject({ state: 'done', archived: 60 })
+    expect(await entriesLeftInObject(board, 1)).toBe(0)
+    expect(await entriesLeftInObject(board, 2)).toBe(1)
+    const [rows] =
+      await pg()`select count(*)::int as n, count(distinct player_id)::int as players from leaderboard_archive where leaderboard_id = ${board} and cycle = 1`
+    expect(rows).toEqual({ n: 60, players: 60 })
+  })
+})
+
 describe('closing a named cycle', () => {
   it('reads the cycle from a streamed body too: a retry closes nothing new, a cycle not current is 409', async () => {
     const board = await createBoard()

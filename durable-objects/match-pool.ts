@@ -351,6 +351,10 @@ export class MatchPool extends DurableObject<Env> {
   private ratesDropAt: number | null = null
   /** Replaceable so tests can inject failures; production creates the session's Durable Object. */
   sessionCreator: SessionCreator
+  /** Notes a party's ticket in Neon (recordPartyTicket); replaceable so tests can hold it. */
+  partyTicketNoter: (partyId: string, ticketId: string, players: string[]) => Promise<boolean>
+  /** How long a socket's frame waits on Neon before it is answered without it (tests lower it). */
+  neonTimeoutMs = NEON_TIMEOUT_MS
   /** The pool's clock; tests move it forward instead of sleeping. */
   now: () => number = Date.now
   /** How long a socket ticket survives its last socket closing. */
@@ -362,6 +366,8 @@ export class MatchPool extends DurableObject<Env> {
     setLogLevel(env.LOG_LEVEL)
     this.sql = ctx.storage.sql
     this.sessionCreator = gameSessionCreator(env)
+    this.partyTicketNoter = (partyId, ticketId, players) =>
+      recordPartyTicket(this.env, partyId, ticketId, players)
     void ctx.blockConcurrencyWhile(async () => this.load())
   }
 
@@ -1439,7 +1445,7 @@ export class MatchPool extends DurableObject<Env> {
     try {
       r = await within(
         claimQueue(this.env, this.queue!, this.region!, ids),
-        NEON_TIMEOUT_MS,
+        this.neonTimeoutMs,
         'queue claim',
       )
     } catch (err) {
@@ -1474,7 +1480,7 @@ export class MatchPool extends DurableObject<Env> {
   > {
     let read: MatchmakingPlayer
     try {
-      read = await within(matchmakingPlayer(this.env, playerId), NEON_TIMEOUT_MS, 'party read')
+      read = await within(matchmakingPlayer(this.env, playerId), this.neonTimeoutMs, 'party read')
     } catch (err) {
       log('warn', 'party not read', { actor: this.actor, playerId, ...errorFields(err) })
       return { ok: false, code: 'unavailable', message: 'Parties cannot be read now; try again' }
@@ -1523,13 +1529,18 @@ export class MatchPool extends DurableObject<Env> {
    * Notes the ticket on the party in Neon, for members who poll over HTTP. If the party's members
    * changed since they were read for this join, the ticket no longer stands for the party and is
    * cancelled (`party_changed`), as a change after the note cancels it from the parties routes.
-   * A failed note is logged and the ticket stands.
+   * A failed note is logged and the ticket stands; so is one Neon has not answered in time, since
+   * the socket's next frames (a cancel) wait for it.
    */
   private async recordPartyTicket(partyId: string, row: TicketRow): Promise<void> {
     const players = (JSON.parse(row.players) as TicketPlayer[]).map((p) => p.playerId)
     let current: boolean
     try {
-      current = await recordPartyTicket(this.env, partyId, row.id, players)
+      current = await within(
+        this.partyTicketNoter(partyId, row.id, players),
+        this.neonTimeoutMs,
+        'party ticket note',
+      )
     } catch (err) {
       log('warn', 'party ticket not recorded', { actor: this.actor, partyId, ...errorFields(err) })
       return

@@ -816,6 +816,32 @@ describe('queueing as a party over sockets', () => {
     wa.close(1000)
   })
 
+  it("a party join whose note Neon does not answer holds the socket's next frames only for the Neon timeout: a cancel after it still cancels", async () => {
+    const q = await createQueue({ teamSize: 3, maxPartySize: 3 })
+    await rig(q, newClock())
+    const [a, b] = await players(2)
+    await formParty([a!, b!])
+    // Neon takes the party read and the claim, then does not answer the note of the ticket.
+    const gate = { noted: false }
+    await runInDurableObject(poolOf(q), (inst: MatchPool) => {
+      inst.neonTimeoutMs = 300
+      inst.partyTicketNoter = () => {
+        gate.noted = true
+        return new Promise<boolean>(() => {})
+      }
+    })
+    const ws = await connect(`/v1/matchmaking/${q}`, a!.token)
+    ws.send(JSON.stringify({ type: 'join', party: [a!.playerId, b!.playerId] }))
+    ws.send(JSON.stringify({ type: 'cancel' }))
+    const queued = await nextOfType<Queued>(ws, 'queued')
+    const cancelled = await nextOfType<{ ticketId: string; reason: string }>(ws, 'cancelled', 5000)
+    expect(gate.noted).toBe(true)
+    expect(cancelled).toMatchObject({ ticketId: queued.ticketId, reason: 'cancelled' })
+    expect((await ticketOf(queued.ticketId)).status).toBe('cancelled')
+    expect(await waiting(q)).toBe(0)
+    ws.close(1000)
+  })
+
   it('a cancel sent right after a party join on the same socket cancels the ticket that join made', async () => {
     const q = await createQueue({ teamSize: 3, maxPartySize: 3 })
     await rig(q, newClock())

@@ -170,7 +170,8 @@ const getTicketRoute = createRoute({
   summary: 'A ticket’s status (long-poll with ?wait=)',
   description:
     'Players read only their own tickets (another player’s ticket is 404); the admin key reads any. ' +
-    'With `wait` (seconds, at most 25) a waiting ticket is held until it changes or the wait ends. ' +
+    'With `wait` (seconds, at most 25) a waiting or matching ticket is held until it is matched, ' +
+    'cancelled or expired, or the wait ends. ' +
     'A matched ticket carries the session and a session token.',
   middleware: [requirePrincipal()] as const,
   request: {

@@ -147,7 +147,8 @@ const getRoute = createRoute({
     '`{"type":"resumed","since","seq"}` and exactly the events after `since`, then live ones. At the end: ' +
     '`{"type":"ended","seq","result"}` and the socket closes. Frames: at most 8 KiB, 20/s (burst 40).\n\n' +
     'Without upgrade: the session for its players (session or player token, in the header only) and ' +
-    'admins. Once a finished session is archived (24 h after its end), the answer comes from Neon with ' +
+    'admins. Once a finished session is archived (its retention, 24 h by default, counted from when ' +
+    'Neon has its result and whole log), the answer comes from Neon with ' +
     '`seq: null`.',
   security: BEARER_OR_QUERY_TOKEN,
   request: {

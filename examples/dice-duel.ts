@@ -41,28 +41,39 @@ export async function playDuel(
   log(`${me}: matched in ${match.sessionId}`)
 
   const game = nexus.sessions.connect(match.sessionId, match.token)
-  let myTurn = false
+  // Whose turn the server last said, and the seq it said it at. A roll is sent once per turn; it
+  // counts once the log moves on. One sent into a dropping socket may be lost: a reconnect whose
+  // log has not moved since then shows that, and the roll is sent again.
+  let turn: string | null = null
+  let seq = 0
+  let sentAt: number | null = null
   let rolls = 0
   const roll = () => {
-    if (!myTurn || !game.connected) return
-    myTurn = false
-    rolls++
+    if (turn !== me || sentAt === seq || !game.connected) return
+    sentAt = seq
     game.send({ action: 'roll' })
   }
-  game.on('welcome', ({ state }) => {
+  game.on('welcome', (w) => {
     // dice-race's state names whose turn it is by index into its players.
-    const s = state as { turn: number; players: { playerId: string }[] }
-    myTurn = s.players[s.turn]?.playerId === me
+    const s = w.state as { turn: number; players: { playerId: string }[] }
+    seq = w.seq
+    turn = s.players[s.turn]?.playerId ?? null
     roll()
   })
-  game.on('event', ({ event }) => {
-    const e = event as { kind?: string; player?: string; die?: number; next?: string | null }
+  game.on('event', (ev) => {
+    const e = ev.event as { kind?: string; player?: string; die?: number; next?: string | null }
+    seq = ev.seq
     if (e.kind === 'roll') log(`${me}: ${e.player} rolled ${e.die}`)
-    if (e.next !== undefined) myTurn = e.next === me
+    if (e.kind === 'roll' && e.player === me) rolls++
+    if (e.next !== undefined) turn = e.next
     roll()
   })
-  // After a reconnect, whose turn it is came with the missed events; roll if it is ours.
-  game.on('resumed', () => roll())
+  // The missed events follow this frame and roll when it is our turn; with none missed, a roll
+  // sent at this seq never reached the game, so it goes again.
+  game.on('resumed', (r) => {
+    if (r.seq === seq) sentAt = null
+    roll()
+  })
   game.on('reconnecting', ({ attempt }) => log(`${me}: reconnecting (attempt ${attempt})`))
   game.on('refused', ({ code }) => log(`${me}: refused (${code})`))
   const result = await game.ended

@@ -800,4 +800,32 @@ describe('examples/dice-duel.ts', () => {
     expect(results.find((r) => !r.won)!.rank).toBeNull()
     expect(results.reduce((n, r) => n + r.rolls, 0)).toBeGreaterThanOrEqual(20 / 6)
   })
+
+  it('a roll sent into a dropping socket goes again after the reconnect, and the game plays to its end', async () => {
+    const queue = await duelQueue(20)
+    const board = uid('wins')
+    await admin('PUT', `/v1/admin/leaderboards/${board}`, { operator: 'incr' })
+    const [a, b] = await Promise.all([guestClient(), guestClient()])
+    // Player a's first roll never reaches the game: its socket drops as it is sent.
+    let dropped = 0
+    const connect = a.sessions.connect.bind(a.sessions)
+    a.sessions.connect = (sessionId, token, opts) => {
+      const game = connect(sessionId, token, opts)
+      const send = game.send.bind(game)
+      game.send = (action) => {
+        if (dropped === 0 && action.action === 'roll') {
+          dropped++
+          ;(game as unknown as { socket: WebSocket }).socket.close(4000, 'dropped')
+          return
+        }
+        send(action)
+      }
+      return game
+    }
+    const results = await Promise.all([a, b].map((n) => playDuel(n, { queue, board })))
+    expect(dropped).toBe(1)
+    expect(results.filter((r) => r.won)).toHaveLength(1)
+    // a rolled after all: the roll it lost was sent again on the resumed socket.
+    expect(results[0]!.rolls).toBeGreaterThan(0)
+  })
 })

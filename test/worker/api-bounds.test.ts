@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest'
 import { createBoard, fresh, type Top } from './helpers/boards.ts'
-import { queueId } from './helpers/matchmaking.ts'
+import { createQueue, queueId } from './helpers/matchmaking.ts'
+import { connect, nextOfType } from './helpers/sockets.ts'
 import { ADMIN_KEY, bearer, call, json, newGuest, problem } from './helpers/http.ts'
 import { createSession, playerIds } from './helpers/session-sockets.ts'
 
@@ -76,6 +77,49 @@ describe('free-form JSON fields are bounded in depth, however deep the input', (
     expect((await submit(nested, 'proto-2')).status).toBe(200)
     const [entry] = (await fresh<Top>(`/v1/leaderboards/${board}/top`)).entries
     expect(JSON.stringify(entry!.metadata)).toBe('{"a":{"__proto__":{"x":1}}}')
+  })
+
+  it('a "__proto__" key in ticket attributes (HTTP and socket) or in session options is refused, not dropped', async () => {
+    const queue = await createQueue()
+    const guest = await newGuest()
+    const join = await problem(
+      await sendRaw(
+        'POST',
+        `/v1/matchmaking/${queue}/tickets`,
+        guest.token,
+        '{"region":"eu","attributes":{"__proto__":"ranked"}}',
+      ),
+    )
+    expect(join).toMatchObject({ status: 422, type: 'urn:nexus:problem:validation' })
+    expect(join.body.errors).toEqual([
+      { path: 'attributes.__proto__', message: '"__proto__" cannot be a key' },
+    ])
+    const ws = await connect(`/v1/matchmaking/${queue}?region=eu`, guest.token)
+    ws.send('{"type":"join","attributes":{"__proto__":"ranked"}}')
+    const refused = await nextOfType<{ code: string; message: string }>(ws, 'error')
+    expect(refused.code).toBe('invalid')
+    expect(refused.message).toContain('__proto__')
+    ws.close(1000)
+    const stats = (await (await call(`/v1/matchmaking/${queue}/stats`)).json()) as {
+      waitingTickets: number
+    }
+    expect(stats.waitingTickets).toBe(0)
+
+    const roster = playerIds(2).map((playerId) => ({ playerId }))
+    const session = await problem(
+      await sendRaw(
+        'POST',
+        '/v1/admin/sessions',
+        ADMIN_KEY,
+        `{"rules":"dice-race","roster":${JSON.stringify(roster)},"options":{"__proto__":{"target":5}}}`,
+      ),
+    )
+    expect(session).toMatchObject({ status: 422, type: 'urn:nexus:problem:validation' })
+    // (The rules' own check of the options refuses it too.)
+    expect(session.body.errors).toContainEqual({
+      path: 'options.__proto__',
+      message: '"__proto__" cannot be a key',
+    })
   })
 
   it('metadata on an import and a reward on a board config: 422 for deep nesting, nothing changes', async () => {

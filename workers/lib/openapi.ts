@@ -93,6 +93,29 @@ export function boundedJson<T extends z.ZodType>(schema: T, limits: JsonLimits) 
 }
 
 /**
+ * A JSON object whose keys and values `record` checks, with a `__proto__` key refused: zod's copy
+ * of the object drops that key, so it would vanish without a word. `openapi` describes the object
+ * in the OpenAPI document (the check runs on the raw input, which the document would otherwise
+ * show as unknown).
+ * @example const Attributes = objectRecord(z.record(z.string().max(32), z.string()), { type: 'object' })
+ */
+export function objectRecord<T extends z.ZodType>(record: T, openapi: Record<string, unknown>) {
+  return z
+    .unknown()
+    .openapi(openapi)
+    .superRefine((v, ctx) => {
+      if (typeof v === 'object' && v !== null && Object.hasOwn(v, '__proto__')) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['__proto__'],
+          message: '"__proto__" cannot be a key',
+        })
+      }
+    })
+    .pipe(record)
+}
+
+/**
  * A whole number in a URL (path or query), in plain decimal digits. `1e1`, `0x2`, `1.0` or ` 3`
  * are refused rather than read as other numbers, as `z.coerce.number()` would read them.
  * @example query: z.object({ from: decimalInt(1, 1e9).default(1) })

@@ -1,5 +1,5 @@
 import { z } from '@hono/zod-openapi'
-import { PlayerId } from '../lib/openapi.ts'
+import { objectRecord, PlayerId } from '../lib/openapi.ts'
 
 /**
  * The matchmaking wire protocol, defined once: what clients send over the socket (validated at
@@ -10,13 +10,23 @@ import { PlayerId } from '../lib/openapi.ts'
 export const MAX_CLIENT_FRAME_BYTES = 4096
 
 /** Free-form ticket attributes: small, flat, stored with the ticket and echoed back. */
-export const TicketAttributes = z
-  .record(
-    z.string().min(1).max(32),
-    z.union([z.string().max(128), z.number().finite(), z.boolean()]),
-  )
-  .refine((a) => Object.keys(a).length <= 16, 'at most 16 attributes')
-  .openapi({ example: { mode: 'ranked' } })
+export const TicketAttributes = objectRecord(
+  z
+    .record(
+      z.string().min(1).max(32),
+      z.union([z.string().max(128), z.number().finite(), z.boolean()]),
+    )
+    .refine((a) => Object.keys(a).length <= 16, 'at most 16 attributes'),
+  {
+    type: 'object',
+    propertyNames: { minLength: 1, maxLength: 32 },
+    additionalProperties: {
+      oneOf: [{ type: 'string', maxLength: 128 }, { type: 'number' }, { type: 'boolean' }],
+    },
+    maxProperties: 16,
+    example: { mode: 'ranked' },
+  },
+)
 
 export type TicketAttributesValue = z.infer<typeof TicketAttributes>
 

@@ -4,6 +4,7 @@ import { loadLeaderboardConfig } from '../leaderboards/config-store.ts'
 import {
   createRoute,
   boundedJson,
+  objectRecord,
   newRouter,
   PlayerId,
   problemResponses,
@@ -37,7 +38,10 @@ const CreateSession = z
         message: 'player ids must be unique',
       })
       .openapi({ description: 'In turn order' }),
-    options: boundedJson(z.record(z.string(), z.unknown()), RULES_OPTIONS_LIMITS)
+    options: boundedJson(
+      objectRecord(z.record(z.string(), z.unknown()), { type: 'object', additionalProperties: {} }),
+      RULES_OPTIONS_LIMITS,
+    )
       .optional()
       .openapi({
         description: `Rules options, e.g. dice-race \`{"target": 10}\`; at most ${RULES_OPTIONS_LIMITS.maxBytes} bytes of JSON, ${RULES_OPTIONS_LIMITS.maxDepth} levels deep`,

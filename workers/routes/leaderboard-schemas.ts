@@ -1,7 +1,7 @@
 import { z } from '@hono/zod-openapi'
 import { parseSchedule } from '../core/cycle.ts'
 import { overlappingTiers } from '../core/leaderboard.ts'
-import { boundedJson, decimalInt, DisplayName } from '../lib/openapi.ts'
+import { boundedJson, decimalInt, DisplayName, objectRecord } from '../lib/openapi.ts'
 
 /** No score anywhere may exceed this magnitude; boards narrow it with scoreMin/scoreMax. */
 export const SCORE_LIMIT = 1e15
@@ -12,19 +12,11 @@ const MAX_JSON_DEPTH = 8
 
 const Score = z.number().min(-SCORE_LIMIT).max(SCORE_LIMIT)
 
-/**
- * A JSON object of keys up to 64 characters (metadata, a reward). A top-level `__proto__` key is
- * refused: the schema's copy of the object drops it, so it would vanish without a word.
- */
-const JsonObject = z
-  .unknown()
-  .openapi({ type: 'object', additionalProperties: {} })
-  .superRefine((v, ctx) => {
-    if (typeof v === 'object' && v !== null && Object.hasOwn(v, '__proto__')) {
-      ctx.addIssue({ code: 'custom', path: ['__proto__'], message: '"__proto__" cannot be a key' })
-    }
-  })
-  .pipe(z.record(z.string().max(64), z.unknown()))
+/** A JSON object of keys up to 64 characters (metadata, a reward). */
+const JsonObject = objectRecord(z.record(z.string().max(64), z.unknown()), {
+  type: 'object',
+  additionalProperties: {},
+})
 
 const Reward = boundedJson(JsonObject, {
   maxBytes: 1024,

@@ -14,6 +14,7 @@ import {
   joinFor,
   newClock,
   poolOf,
+  queueId,
   rig,
   ticketOf,
   type Ticket,
@@ -646,6 +647,52 @@ describe('queueing as a party over HTTP', () => {
       reason: 'party_changed',
     })
     expect(await sql`select 1 from party_tickets where party_id = ${pair.id}`).toHaveLength(0)
+  })
+
+  it('the cron tries every stale note on every run: notes whose pool stays down do not keep the ones after them waiting', async () => {
+    const sql = pg()
+    // 150 notes of ended parties whose tickets are in a pool that does not answer, noted first…
+    const down = queueId('down')
+    const parties = Array.from({ length: 150 }, () => crypto.randomUUID())
+    await sql.query(
+      `insert into party_tickets (party_id, ticket_id, noted_at)
+       select p, $2 || ':eu:' || gen_random_uuid(), now() - interval '10 minutes'
+         from unnest($1::text[]) p`,
+      [parties, down],
+    )
+    // …and, after them in every order, one whose pool answers.
+    const q = await createQueue({ teamSize: 3, maxPartySize: 3 })
+    await rig(q, newClock())
+    const t = await joinFor(q, `${q}-leader`)
+    await sql`insert into party_tickets (party_id, ticket_id) values ('ffffffff-ffff-4fff-bfff-ffffffffffff', ${t.ticketId})`
+    // The pools' class, patched for the test: a cancel of a ticket of `down` fails.
+    type Cancel = (this: MatchPool, ticketId: string, ...rest: unknown[]) => Promise<unknown>
+    let realCancel: Cancel | undefined
+    const poolDown = (isDown: boolean) =>
+      runInDurableObject(poolOf(q), (inst: MatchPool) => {
+        const proto = Object.getPrototypeOf(inst) as { cancel: Cancel }
+        if (!isDown) {
+          proto.cancel = realCancel!
+          return
+        }
+        const cancel = (realCancel = proto.cancel)
+        proto.cancel = async function (ticketId, ...rest) {
+          if (ticketId.startsWith(`${down}:`)) throw new Error('pool down')
+          return cancel.call(this, ticketId, ...rest)
+        }
+      })
+    await poolDown(true)
+    try {
+      await runScheduled(env, Date.now())
+    } finally {
+      await poolDown(false)
+      await sql`delete from party_tickets where party_id = any(${parties})`
+    }
+    expect(await ticketOf(t.ticketId)).toMatchObject({
+      status: 'cancelled',
+      reason: 'party_changed',
+    })
+    expect(await sql`select 1 from party_tickets where ticket_id = ${t.ticketId}`).toHaveLength(0)
   })
 
   it('a note racing a membership change waits for it and is refused: the change and the note are ordered by the party lock', async () => {

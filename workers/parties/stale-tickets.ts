@@ -1,7 +1,14 @@
 import type { Env } from '../env.ts'
 import { errorFields, log } from '../lib/log.ts'
+import { within } from '../lib/within.ts'
 import { cancelPartyTicket } from '../matchmaking/stub.ts'
 import { forgetPartyTickets, stalePartyTickets } from './store.ts'
+
+/**
+ * A pool that does not answer a cancel within this is taken as unreachable: the note stays for
+ * the cron's next run, and neither a membership change's answer nor the cron waits longer.
+ */
+const POOL_CALL_MS = 10_000
 
 /**
  * After a membership change: the party's tickets from before no longer stand for it, so each is
@@ -17,7 +24,9 @@ export async function cancelStaleTickets(
   context: Record<string, unknown> = {},
 ): Promise<string[]> {
   if (tickets.length === 0) return []
-  const outcomes = await Promise.allSettled(tickets.map((t) => cancelPartyTicket(env, t)))
+  const outcomes = await Promise.allSettled(
+    tickets.map((t) => within(cancelPartyTicket(env, t), POOL_CALL_MS, 'party ticket cancel')),
+  )
   const settled: string[] = []
   const cancelled: string[] = []
   outcomes.forEach((outcome, i) => {
@@ -43,25 +52,33 @@ export async function cancelStaleTickets(
   return cancelled
 }
 
-/** Stale tickets the cron retries per run; more wait for the next minute. */
-const RETRY_BATCH = 100
+/** Stale notes the cron reads at a time; it walks all of them on every run. */
+const RETRY_PAGE = 100
 
 /**
  * For the cron: cancels tickets still noted for a party whose members changed after the note
  * (their pool could not be reached at the change), so a party's old roster never stays queued
- * until the next change. Returns how many were cancelled.
+ * until the next change. Every stale note is tried on every run, a page at a time with the
+ * page's parties side by side: notes whose pool stays down must not keep the ones after them
+ * from being retried. Returns how many were cancelled.
  */
 export async function retryStalePartyTickets(env: Env): Promise<number> {
-  const stale = await stalePartyTickets(env, RETRY_BATCH)
-  const byParty = new Map<string, string[]>()
-  for (const { partyId, ticketId } of stale) {
-    const tickets = byParty.get(partyId) ?? []
-    tickets.push(ticketId)
-    byParty.set(partyId, tickets)
-  }
   let cancelled = 0
-  for (const [partyId, tickets] of byParty) {
-    cancelled += (await cancelStaleTickets(env, partyId, tickets, { by: 'cron' })).length
+  for (let after: { partyId: string; ticketId: string } | null = null; ;) {
+    const page = await stalePartyTickets(env, after, RETRY_PAGE)
+    const byParty = new Map<string, string[]>()
+    for (const { partyId, ticketId } of page) {
+      const tickets = byParty.get(partyId) ?? []
+      tickets.push(ticketId)
+      byParty.set(partyId, tickets)
+    }
+    const done = await Promise.all(
+      [...byParty].map(([partyId, tickets]) =>
+        cancelStaleTickets(env, partyId, tickets, { by: 'cron' }),
+      ),
+    )
+    for (const d of done) cancelled += d.length
+    if (page.length < RETRY_PAGE) return cancelled
+    after = page[page.length - 1]!
   }
-  return cancelled
 }

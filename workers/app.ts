@@ -7,6 +7,7 @@ import type { AppEnv } from './app-env.ts'
 import { isDatabaseUnreachable, isTransientDatabaseError } from './db/client.ts'
 import { errorFields, log, setLogLevel } from './lib/log.ts'
 import { ApiError, problemBody, type ProblemType } from './lib/problem.ts'
+import { cors } from './middleware/cors.ts'
 import { observe } from './middleware/observe.ts'
 import { jsonBody } from './middleware/json-body.ts'
 import { adminLeaderboards } from './routes/admin-leaderboards.ts'
@@ -78,6 +79,8 @@ export function createApp(): OpenAPIHono<AppEnv> {
     await next()
   })
   app.use(observe())
+  // Before the method check: a browser's preflight is an OPTIONS no route declares.
+  app.use(cors())
   app.use(
     methodNotAllowed({
       app,

@@ -53,6 +53,12 @@ export interface Env {
   /** How long a finished, archived session stays readable in its object, hours (default 24, 1–720). */
   SESSION_RETENTION_HOURS?: string
 
+  /**
+   * Origins whose browser pages may call the API: `*` (default, any) or a comma-separated list
+   * of origins such as `https://game.example.com`.
+   */
+  CORS_ORIGINS?: string
+
   /** 'debug' | 'info' (default) | 'warn' | 'error' | 'silent'. */
   LOG_LEVEL?: string
 }

@@ -146,6 +146,30 @@ export class GameConnection extends Emitter<GameEvents> {
     })
   }
 
+  /** Emits, in order, the logged events after `seq`, a page at a time (a session's archive). */
+  private async catchUpFromLog(token: string): Promise<void> {
+    const as: Credential = this.asPlayer ? { kind: 'player' } : { kind: 'bearer', token }
+    for (let from: number | null = this.seq! + 1; from !== null && !this.done;) {
+      const page: EventsPage = await this.t.request('get', '/v1/sessions/{id}/events', {
+        path: { id: this.sessionId },
+        query: { from, limit: 500 },
+        as,
+        retry: true,
+        signal: this.stop.signal,
+      })
+      for (const record of page.events) {
+        if (this.done) return
+        if (record.seq <= this.seq!) continue
+        if (record.seq !== this.seq! + 1) {
+          throw new NexusNetworkError(`the archived log skips from ${this.seq} to ${record.seq}`)
+        }
+        this.seq = record.seq
+        this.emit('event', { seq: record.seq, event: record.event })
+      }
+      from = page.nextFrom
+    }
+  }
+
   private async run(): Promise<void> {
     const { maxReconnects, reconnectForMs } = this.sockets
     // Attempts that failed in a row (they set the backoff), and among them sockets that opened
@@ -199,8 +223,11 @@ export class GameConnection extends Emitter<GameEvents> {
           continue
         }
         if (view.status === 'finished' && view.result && view.seq === null) {
-          // Archived: no socket will ever open again, but the result is known.
-          this.finish(view.seq ?? this.seq ?? 0, view.result)
+          // Archived: no socket will ever open again, but the result is known, and the events
+          // this connection has not had yet are in the archived log.
+          if (this.seq !== null) await this.catchUpFromLog(token)
+          if (this.done) return
+          this.finish(this.seq ?? 0, view.result)
           return
         }
         // The plain GET takes no `since`, so it cannot say that this was the refusal.

@@ -1127,6 +1127,53 @@ describe('game connection resume', () => {
     expect(err).toMatchObject({ problem: 'validation', status: 422 })
     expect((err as NexusProblem).errors.map((e) => e.path)).toEqual(['since'])
   })
+
+  it('a reconnect that finds the session archived gets the events it missed from the log, then the end', async () => {
+    const result = { winner: 'g_1', reason: 'finished', ranking: ['g_1', 'g_2'] }
+    const record = (seq: number) => ({
+      seq,
+      input: { kind: 'action', player: 'g_1', tick: seq },
+      event: { n: seq },
+    })
+    const eventReads: string[] = []
+    let sockets = 0
+    const client = createClient({
+      baseUrl: 'http://nexus.test',
+      maxReconnects: 1,
+      retry: { baseDelayMs: 1, maxDelayMs: 5 },
+      fetch: (async (input: RequestInfo | URL) => {
+        const url = new URL(String(input))
+        if (url.pathname === '/v1/sessions/s1') {
+          return jsonRes(200, { status: 'finished', seq: null, result })
+        }
+        // The archive, a page at a time: 3–4, then 5.
+        eventReads.push(url.search)
+        const from = Number(url.searchParams.get('from'))
+        if (from === 3) return jsonRes(200, { events: [record(3), record(4)], nextFrom: 5 })
+        return jsonRes(200, { events: [record(5)], nextFrom: null })
+      }) as typeof fetch,
+      // The first socket has events 1 and 2, then drops; the session is archived meanwhile.
+      WebSocket: () =>
+        scriptedSocket((socket) => {
+          if (sockets++ > 0) return socket.fail()
+          socket.open()
+          setTimeout(() => {
+            socket.receive({ type: 'welcome', seq: 0, state: {}, you: 'g_1', status: 'live' })
+            for (const seq of [1, 2]) socket.receive({ type: 'event', seq, event: { n: seq } })
+            socket.drop()
+          }, 5)
+        }),
+    })
+    const game = client.sessions.connect('s1', 'tok')
+    const seen: number[] = []
+    game.on('event', ({ seq }) => seen.push(seq))
+    let endedAt: number | null = null
+    game.on('ended', ({ seq }) => (endedAt = seq))
+    expect(await within(game.ended, 'the end', 5000)).toEqual(result)
+    expect(seen).toEqual([1, 2, 3, 4, 5])
+    expect(endedAt).toBe(5)
+    expect(eventReads.map((q) => new URLSearchParams(q).get('from'))).toEqual(['3', '5'])
+  })
 })
 
 describe('documented examples', () => {

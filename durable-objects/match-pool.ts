@@ -101,7 +101,7 @@ import { within } from '../workers/lib/within.ts'
  * - Time: `now` is a field, so tests move time forward instead of sleeping.
  */
 
-const SCHEMA_VERSION = 4
+const SCHEMA_VERSION = 5
 /** Finished tickets and matches stay readable this long. */
 export const RESULT_RETENTION_MS = 10 * 60 * 1000
 /** Recent wait times kept for percentiles. */
@@ -197,6 +197,8 @@ export interface JoinInput {
   attributes?: TicketAttributesValue | null
   /** Every player's claim on the queue (`claimQueue`), taken for this join. */
   claim: QueueClaim
+  /** The join's key (`Idempotency-Key`): a join sent again gets the ticket the first one made. */
+  joinKey?: string | null
 }
 
 /** The party a socket's `join` queues, as read from Neon for that join. */
@@ -249,6 +251,7 @@ interface TicketRow {
   match_id: string | null
   reason: string | null
   finished_at: number | null
+  join_key: string | null
 }
 
 interface MatchRow {
@@ -434,6 +437,15 @@ export class MatchPool extends DurableObject<Env> {
         CREATE INDEX IF NOT EXISTS matches_made ON matches (state, done_at);
         DROP INDEX IF EXISTS matches_created;
       `)
+      setSchemaVersion(this.sql, 4)
+    }
+    if (schemaVersion(this.sql) < 5) {
+      // A join's key finds the ticket it made, for as long as the ticket is kept.
+      this.sql.exec(`
+        ALTER TABLE tickets ADD COLUMN join_key TEXT;
+        CREATE UNIQUE INDEX IF NOT EXISTS tickets_join_key ON tickets (leader, join_key)
+          WHERE join_key IS NOT NULL;
+      `)
       setSchemaVersion(this.sql, SCHEMA_VERSION)
     }
     const meta = new Map(
@@ -554,7 +566,13 @@ export class MatchPool extends DurableObject<Env> {
     if (!input.claim) return problem('unavailable', 'The queue cannot be joined now; try again')
     const claims =
       Date.now() - input.claim.claimedAt <= CLAIM_MAX_AGE_MS ? input.claim.versions : {}
-    const entered = this.enqueue(input.players, input.attributes ?? null, 'http', claims)
+    const entered = this.enqueue(
+      input.players,
+      input.attributes ?? null,
+      'http',
+      claims,
+      input.joinKey ?? null,
+    )
     if (!entered.ok) {
       if ('superseded' in entered) {
         this.countRefusal('superseded')
@@ -573,6 +591,36 @@ export class MatchPool extends DurableObject<Env> {
   }
 
   /**
+   * The ticket a join with this key made, while the pool keeps it (as long as it waits, and
+   * RESULT_RETENTION_MS after it ends); null if none. The key names one join: the same key for
+   * other players or other attributes is refused (`idempotency-key-reused`).
+   */
+  private keyedTicket(
+    leader: string,
+    ids: readonly string[],
+    attributes: TicketAttributesValue | null,
+    joinKey: string,
+  ): Reply<{ row: TicketRow }> | null {
+    const row = one<TicketRow>(
+      this.sql,
+      `SELECT * FROM tickets WHERE leader = ? AND join_key = ?`,
+      leader,
+      joinKey,
+    )
+    if (!row) return null
+    const theirs = (JSON.parse(row.players) as TicketPlayer[]).map((p) => p.playerId).sort()
+    const mine = [...ids].sort()
+    const samePlayers = theirs.length === mine.length && theirs.every((id, i) => id === mine[i])
+    if (!samePlayers || row.attributes !== (attributes ? JSON.stringify(attributes) : null)) {
+      return problem(
+        'idempotency-key-reused',
+        'This join key was used for a different join (other players or attributes)',
+      )
+    }
+    return { ok: true, row }
+  }
+
+  /**
    * The synchronous half of a join: duplicate check, claim check, rows, index. A new ticket needs
    * every player's claim on the queue (`claims`, by player id) newer than any fence here;
    * otherwise the join is `superseded`, naming the players whose claims are missing or fenced.
@@ -582,6 +630,7 @@ export class MatchPool extends DurableObject<Env> {
     attributes: TicketAttributesValue | null,
     transport: 'http' | 'socket',
     claims: Readonly<Record<string, number>>,
+    joinKey: string | null = null,
   ): Reply<{ row: TicketRow; existing: boolean }> | Superseded {
     const config = this.config!
     const now = this.now()
@@ -597,6 +646,13 @@ export class MatchPool extends DurableObject<Env> {
       return problem('validation', `A ticket holds at most ${config.maxPartySize} players`, {
         errors: [{ path: 'party', message: `at most ${config.maxPartySize} players` }],
       })
+    }
+    if (joinKey !== null) {
+      const keyed = this.keyedTicket(ids[0]!, ids, attributes, joinKey)
+      if (keyed) {
+        if (!keyed.ok) return keyed
+        if (keyed.row.state !== 'waiting') return { ok: true, row: keyed.row, existing: true }
+      }
     }
     const held = all<{ player_id: string; ticket_id: string }>(
       this.sql,
@@ -640,11 +696,12 @@ export class MatchPool extends DurableObject<Env> {
       match_id: null,
       reason: null,
       finished_at: null,
+      join_key: joinKey,
     }
     this.ctx.storage.transactionSync(() => {
       this.sql.exec(
-        `INSERT INTO tickets (id, state, leader, players, attributes, transport, enqueued_at, expires_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+        `INSERT INTO tickets (id, state, leader, players, attributes, transport, enqueued_at, expires_at, join_key)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
         row.id,
         row.state,
         row.leader,
@@ -653,6 +710,7 @@ export class MatchPool extends DurableObject<Env> {
         row.transport,
         row.enqueued_at,
         row.expires_at,
+        row.join_key,
       )
       insertRows(
         this.sql,
@@ -1349,6 +1407,20 @@ export class MatchPool extends DurableObject<Env> {
         return
       }
       case 'join': {
+        if (msg.joinKey !== undefined && this.config) {
+          // Sent again, its socket having dropped before the answer: a ticket the first one made
+          // that has moved on since is answered as it stands, and nothing is queued.
+          const swept = this.housekeep(this.now())
+          if (swept) await this.scheduleAlarm()
+          const keyed = this.keyedTicket(
+            att.playerId,
+            msg.party ?? [att.playerId],
+            msg.attributes ?? null,
+            msg.joinKey,
+          )
+          if (keyed && !keyed.ok) return this.sendError(ws, 'invalid', keyed.detail)
+          if (keyed && keyed.row.state !== 'waiting') return this.answerFromTicket(ws, keyed.row)
+        }
         let party: SocketParty | null = null
         if (msg.party) {
           const p = await this.currentParty(att.playerId, msg.party)
@@ -1369,11 +1441,13 @@ export class MatchPool extends DurableObject<Env> {
         // The socket's own claim (read now: a fence may have dropped it since the frame came);
         // `enqueue` checks it against the fences.
         const held = unexpired((ws.deserializeAttachment() as Attachment).claim)
+        const joinKey = msg.joinKey ?? null
         let entered = this.enqueue(
           players,
           attributes,
           'socket',
           held === null ? {} : { [att.playerId]: held.version },
+          joinKey,
         )
         if (!entered.ok && 'superseded' in entered) {
           // A party's members, or a player who joined elsewhere since connecting: a new claim,
@@ -1397,7 +1471,7 @@ export class MatchPool extends DurableObject<Env> {
               claimedAt: claimed.claim.claimedAt,
             }),
           } satisfies Attachment)
-          entered = this.enqueue(players, attributes, 'socket', claimed.claim.versions)
+          entered = this.enqueue(players, attributes, 'socket', claimed.claim.versions, joinKey)
           if (!entered.ok && 'superseded' in entered) {
             this.countRefusal('superseded')
             await this.scheduleAlarm()
@@ -1431,6 +1505,47 @@ export class MatchPool extends DurableObject<Env> {
         return
       }
     }
+  }
+
+  /**
+   * Tells a socket how a ticket stands that is no longer waiting, as its own socket was told:
+   * `queued` while its session is being made (the socket then gets `match_found` with the
+   * others), `match_found` with a token once matched, `cancelled` or `expired` once over.
+   */
+  private async answerFromTicket(ws: WebSocket, row: TicketRow): Promise<void> {
+    if (ws.readyState !== WebSocket.OPEN) return
+    const att = ws.deserializeAttachment() as Attachment
+    if (row.state === 'matching') {
+      ws.serializeAttachment({ ...att, ticketId: row.id } satisfies Attachment)
+      return this.send(ws, {
+        type: 'queued',
+        ticketId: row.id,
+        existing: true,
+        expiresAt: row.expires_at,
+      })
+    }
+    if (row.state === 'matched') {
+      const match = this.view(row).match
+      if (!match) {
+        return this.sendError(ws, 'conflict', 'The ticket this join made was matched long ago')
+      }
+      const token = await issueSessionToken(this.env, match.sessionId, att.playerId)
+      this.send(ws, {
+        type: 'match_found',
+        ticketId: row.id,
+        sessionId: match.sessionId,
+        token,
+        players: match.players,
+      })
+      return this.closeSocket(ws, 1000, 'match found')
+    }
+    this.send(
+      ws,
+      row.state === 'expired'
+        ? { type: 'expired', ticketId: row.id }
+        : { type: 'cancelled', ticketId: row.id, reason: row.reason ?? 'cancelled' },
+    )
+    this.closeSocket(ws, 1000, row.state === 'expired' ? 'ticket expired' : 'ticket cancelled')
   }
 
   /**

@@ -783,7 +783,9 @@ export interface Paths {
         queue: string
       }
       query: Record<string, never>
-      headers: Record<string, never>
+      headers: {
+        'idempotency-key'?: string
+      }
       body: Schemas['JoinTicket']
       responses: {
         200: Schemas['Ticket']

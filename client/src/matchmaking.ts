@@ -113,6 +113,12 @@ export class MatchTicket extends Emitter<TicketEvents> {
   private readonly opts: JoinOptions
   /** `member`: a party member waiting for the ticket the leader makes, never joining itself. */
   private readonly role: 'join' | 'member'
+  /**
+   * Names this join on every socket and HTTP attempt: a join sent again after a socket dropped
+   * before its answer (or an HTTP answer lost) gets the ticket the first one made, even matched
+   * or cancelled meanwhile, never a second ticket.
+   */
+  private readonly joinKey = crypto.randomUUID()
   /** A member's party ticket that had ended before the wait began (the last game's). */
   private staleTicketId: string | null = null
   /** When the ticket expires on the server (its clock): HTTP polls ride out the network till then. */
@@ -349,6 +355,7 @@ export class MatchTicket extends Emitter<TicketEvents> {
             type: 'join',
             ...(this.opts.party ? { party: this.opts.party } : {}),
             ...(this.opts.attributes ? { attributes: this.opts.attributes } : {}),
+            joinKey: this.joinKey,
           }),
         )
       } else {
@@ -447,13 +454,14 @@ export class MatchTicket extends Emitter<TicketEvents> {
     if (this.ticketId === null || socketTicket !== null) {
       const ticket = await t.request('post', '/v1/matchmaking/{queue}/tickets', {
         path: { queue: this.queue },
+        headers: { 'idempotency-key': this.joinKey },
         body: {
           ...(this.opts.region ? { region: this.opts.region } : {}),
           ...(this.opts.party ? { party: this.opts.party } : {}),
           ...(this.opts.attributes ? { attributes: this.opts.attributes } : {}),
         },
         as: { kind: 'player' },
-        // Joins are idempotent: a retry gets the ticket the first attempt made.
+        // Keyed: a retry gets the ticket the first attempt made, whatever became of it.
         retry: true,
       })
       if (this.done || (socketTicket !== null && ticket.ticketId !== socketTicket)) {

@@ -371,6 +371,45 @@ describe('client SDK under failure', () => {
     game.close()
   })
 
+  it('a join whose socket drops before any answer is sent again with the same joinKey, so the server can answer the ticket it made', async () => {
+    const joins: Record<string, unknown>[] = []
+    let opens = 0
+    const client = createClient({
+      baseUrl: 'http://nexus.test',
+      retry: { baseDelayMs: 1, maxDelayMs: 5 },
+      fetch: guestFetch(() => jsonRes(200, {})),
+      WebSocket: () =>
+        scriptedSocket(
+          (socket) => {
+            opens++
+            socket.open()
+          },
+          (frame, socket) => {
+            if (frame.type !== 'join') return
+            joins.push(frame)
+            // The first join is taken, but its socket drops before the answer; the second is
+            // answered with the match the first one's ticket got meanwhile.
+            if (joins.length === 1) setTimeout(() => socket.drop(), 1)
+            else
+              socket.receive({
+                type: 'match_found',
+                ticketId: 'duel:eu:t1',
+                sessionId: 's1',
+                token: 'session-tok',
+                players: [],
+              })
+          },
+        ),
+    })
+    await client.auth.guest('device-abcdef-123456')
+    const match = await within(client.matchmaking.join('duel').matched, 'the match', 5000)
+    expect(match.sessionId).toBe('s1')
+    expect(opens).toBe(2)
+    expect(joins).toHaveLength(2)
+    expect(typeof joins[0]!.joinKey).toBe('string')
+    expect(joins[1]!.joinKey).toBe(joins[0]!.joinKey)
+  })
+
   it('a ticket cancelled while its socket is still opening sends no join and closes the socket', async () => {
     const frames: string[] = []
     const sockets: ScriptedSocket[] = []

@@ -340,6 +340,34 @@ describe('sockets: disconnect, reconnect, expiry', () => {
     expect((await nextOfType<Found>(r, 'match_found')).sessionId).toBe(found.sessionId)
   })
 
+  it('a join sent again with its joinKey after the socket dropped before any answer gets the match made meanwhile, and queues nothing', async () => {
+    const q = await createQueue()
+    const clock = newClock()
+    await rig(q, clock, { graceMs: 10_000 })
+    const [g, rival] = await Promise.all([newGuest(), newGuest()])
+    const first = await connect(`/v1/matchmaking/${q}`, g.token)
+    // The join is taken, and the socket drops before the client reads its `queued`.
+    first.send(JSON.stringify({ type: 'join', joinKey: 'join-7' }))
+    await until(async () => ((await waitingCount(q)) === 1 ? true : undefined), 5000, 'the ticket')
+    first.close(1001, 'network')
+    // Matched in the gap, within the ticket's disconnect grace.
+    const matched = await joinFor(q, rival.playerId)
+    expect(matched.status).toBe('matched')
+    // The reconnected client cannot know its ticket: it sends the same join again.
+    const second = await connect(`/v1/matchmaking/${q}`, g.token)
+    second.send(JSON.stringify({ type: 'join', joinKey: 'join-7' }))
+    const found = await nextOfType<Found>(second, 'match_found')
+    expect(found.sessionId).toBe(matched.match!.sessionId)
+    expect(await verifySessionToken(env, found.token, found.sessionId)).toBe(g.playerId)
+    expect(await waitingCount(q)).toBe(0)
+    // The same key for another join is refused on a socket too.
+    const third = await connect(`/v1/matchmaking/${q}`, g.token)
+    third.send(JSON.stringify({ type: 'join', joinKey: 'join-7', attributes: { mode: 'x' } }))
+    expect((await nextOfType<ErrorFrame>(third, 'error')).code).toBe('invalid')
+    expect(await waitingCount(q)).toBe(0)
+    third.close(1000)
+  })
+
   it('an expired ticket leaves with an expired message; HTTP says expired', async () => {
     const { q, clock, g, ws, ticketId } = await waitingOnSocket()
     const expiresAt = clock.t + 30_000

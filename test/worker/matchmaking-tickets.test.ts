@@ -71,6 +71,50 @@ describe('HTTP tickets', () => {
     expect(t.match!.token).not.toBe(tb.match!.token)
   })
 
+  it('a join sent again with its Idempotency-Key gets the ticket the first made, waiting, matched (with its token) or cancelled; never a second ticket', async () => {
+    const q = await createQueue()
+    await rig(q, newClock())
+    const [a, b, c] = await Promise.all([newGuest(), newGuest(), newGuest()])
+    const keyed = (token: string, key: string, body: Record<string, unknown> = {}) =>
+      call(`/v1/matchmaking/${q}/tickets`, json('POST', body, token, { 'idempotency-key': key }))
+    const first = await keyed(a.token, 'join-1')
+    expect(first.status).toBe(201)
+    const ta = (await first.json()) as Ticket
+    const again = await keyed(a.token, 'join-1')
+    expect(again.status).toBe(200)
+    expect((await again.json()) as Ticket).toMatchObject({ ticketId: ta.ticketId, existing: true })
+    // Matched meanwhile: the retry is told of the match, with a token for its session.
+    const tb = (await (await joinAs(q, b.token)).json()) as Ticket
+    expect(tb.status).toBe('matched')
+    const late = await keyed(a.token, 'join-1')
+    expect(late.status).toBe(200)
+    const lateTicket = (await late.json()) as Ticket
+    expect(lateTicket).toMatchObject({ ticketId: ta.ticketId, status: 'matched', existing: true })
+    expect(lateTicket.match!.sessionId).toBe(tb.match!.sessionId)
+    expect(typeof lateTicket.match!.token).toBe('string')
+    // The same key for another join is refused; a new key is a new join.
+    const reused = await problem(await keyed(a.token, 'join-1', { attributes: { mode: 'x' } }))
+    expect(reused).toMatchObject({ status: 422, type: 'urn:nexus:problem:idempotency-key-reused' })
+    const waitingNow = async () =>
+      ((await (await call(`/v1/matchmaking/${q}/stats`)).json()) as { waitingTickets: number })
+        .waitingTickets
+    expect(await waitingNow()).toBe(0)
+    // A cancelled ticket's key answers the cancelled ticket, and queues nothing.
+    const tc = (await (await keyed(c.token, 'join-c')).json()) as Ticket
+    expect((await del(tc.ticketId, c.token)).status).toBe(200)
+    const afterCancel = await keyed(c.token, 'join-c')
+    expect((await afterCancel.json()) as Ticket).toMatchObject({
+      ticketId: tc.ticketId,
+      status: 'cancelled',
+      existing: true,
+    })
+    expect(await waitingNow()).toBe(0)
+    // Bounded like any key: 129 characters, or a space, is 422.
+    for (const bad of ['k'.repeat(129), 'a key']) {
+      expect((await problem(await keyed(c.token, bad))).status).toBe(422)
+    }
+  })
+
   it('players read and cancel only their own tickets; cancel is idempotent; matched tickets cannot be cancelled', async () => {
     const q = await createQueue({ maxRatingGap: 0, widenPerSecond: 0 })
     await rig(q, newClock())

@@ -37,6 +37,16 @@ export const Party = z
   .max(16)
   .refine((p) => new Set(p).size === p.length, 'party members must be distinct')
 
+/**
+ * Names one logical join, so that sending it again (after a dropped socket, a lost answer) finds
+ * the ticket it made, whatever has become of it, instead of making another.
+ */
+export const JoinKey = z
+  .string()
+  .min(1)
+  .max(128)
+  .regex(/^[\x21-\x7e]+$/, 'printable ASCII without spaces')
+
 const Join = z
   .object({
     type: z.literal('join'),
@@ -44,6 +54,7 @@ const Join = z
     rating: z.unknown().optional(),
     party: Party.optional(),
     attributes: TicketAttributes.optional(),
+    joinKey: JoinKey.optional(),
   })
   .strict()
 

@@ -32,7 +32,7 @@ import {
   type QueueClaim,
 } from '../matchmaking/claims.ts'
 import { loadQueueConfig, RegionId, type QueueConfig } from '../matchmaking/config.ts'
-import { Party, TicketAttributes } from '../matchmaking/protocol.ts'
+import { JoinKey, Party, TicketAttributes } from '../matchmaking/protocol.ts'
 import { cancelPartyTicket, parseTicketId, poolFetcher, poolStub } from '../matchmaking/stub.ts'
 import { requirePrincipal } from '../middleware/auth.ts'
 import { matchmakingPlayer, recordPartyTicket } from '../parties/store.ts'
@@ -312,10 +312,19 @@ const joinRoute = createRoute({
     'whose members change while the join is under way gets 409 and no ticket: join again. A ' +
     'player waits in one region of a queue at a time: while a ticket of one of the players waits ' +
     'in another region, the join is 409 naming that `region` (and, to that player and the admin ' +
-    'key, its `ticketId`); cancel it to switch regions.',
+    'key, its `ticketId`); cancel it to switch regions. With an `Idempotency-Key`, the same join ' +
+    'sent again gets the ticket the first one made (200, `existing: true`) in whatever state it is ' +
+    'now, matched with its tokens included, for as long as the pool keeps it (10 minutes after it ' +
+    'ends); the same key for other players or attributes is 422 idempotency-key-reused.',
   middleware: [requirePrincipal()] as const,
   request: {
     params: QueueParam,
+    headers: z.object({
+      'idempotency-key': JoinKey.optional().openapi({
+        description: 'Unique per logical join; a retry sends the same key',
+        example: '0b7c61f2-join-1',
+      }),
+    }),
     body: { content: { 'application/json': { schema: JoinBody } }, required: true },
   },
   responses: {
@@ -331,6 +340,7 @@ const joinRoute = createRoute({
 matchmakingRoutes.openapi(joinRoute, async (c) => {
   const { queue } = c.req.valid('param')
   const body = c.req.valid('json')
+  const joinKey = c.req.valid('header')['idempotency-key'] ?? null
   const principal = c.get('principal')!
   let leader: string
   /** The player-formed party this join is for, once checked against Neon. */
@@ -384,6 +394,7 @@ matchmakingRoutes.openapi(joinRoute, async (c) => {
     players: ids.map((playerId) => ({ playerId, rating: ratings.get(playerId)! })),
     attributes: body.attributes ?? null,
     claim,
+    joinKey,
   })
   if (!r.ok) fail(r)
   if (partyId) await noteTicket(c, partyId, r.ticket)

@@ -1198,12 +1198,18 @@ export class Leaderboard extends DurableObject<Env> {
    * The scheduled path (cron): rolls over if due and makes sure pending archives progress.
    * `stalled`: an archive was pending with no alarm to carry it on (lost, or over a minute late).
    */
-  async tick(boardId: string): Promise<{ rolledOver: boolean; pending: number; stalled: boolean }> {
+  async tick(
+    boardId: string,
+  ): Promise<{ rolledOver: boolean; overdue: boolean; pending: number; stalled: boolean }> {
     if (await this.ensureConfigured(boardId)) {
-      return { rolledOver: false, pending: 0, stalled: false }
+      return { rolledOver: false, overdue: false, pending: 0, stalled: false }
     }
     const now = this.now()
+    const endsAt = this.current?.endsAt ?? null
     const rolledOver = this.rollover(now)
+    // At a boundary the cron may come a moment before the alarm set for it: only a boundary the
+    // alarm should long have acted on says the alarm was lost.
+    const overdue = rolledOver && endsAt !== null && now - endsAt >= ALARM_LATE_MS
     const pending = one<{ n: number }>(
       this.sql,
       `SELECT count(*) AS n FROM closes WHERE state != 'done'`,
@@ -1214,7 +1220,7 @@ export class Leaderboard extends DurableObject<Env> {
       stalled = alarm === null || alarm < now - ALARM_LATE_MS
     }
     if (rolledOver || pending > 0) await this.scheduleAlarm()
-    return { rolledOver, pending, stalled }
+    return { rolledOver, overdue, pending, stalled }
   }
 
   /**

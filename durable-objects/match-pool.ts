@@ -1529,7 +1529,13 @@ export class MatchPool extends DurableObject<Env> {
       if (!match) {
         return this.sendError(ws, 'conflict', 'The ticket this join made was matched long ago')
       }
-      const token = await issueSessionToken(this.env, match.sessionId, att.playerId)
+      let token: string
+      try {
+        token = await issueSessionToken(this.env, match.sessionId, att.playerId)
+      } catch (err) {
+        log('error', 'signing a session token failed', { actor: this.actor, ...errorFields(err) })
+        return this.sendError(ws, 'unavailable', 'The match could not be sent now; try again')
+      }
       this.send(ws, {
         type: 'match_found',
         ticketId: row.id,

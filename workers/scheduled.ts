@@ -208,8 +208,9 @@ async function tickBoards(env: Env, ids: string[], poked: Set<string>): Promise<
     }
     poked.add(ids[i]!)
     // Only a board that had something to do its own alarm should have done: a cycle to roll
-    // over, or an archive left with no alarm to carry it on (one merely in progress is not).
-    if (r.value.rolledOver || r.value.stalled) nudged++
+    // over a minute after its boundary (the cron may just come first), or an archive left with
+    // no alarm to carry it on (one merely in progress is not).
+    if (r.value.overdue || r.value.stalled) nudged++
   })
   cronRuns.inc({}, nudged)
 }

@@ -218,6 +218,53 @@ describe('leaderboard configuration', () => {
     expect(nudged() - before).toBe(0)
   })
 
+  it('the cron that comes just before a boundary’s alarm rolls the board over without counting a lost alarm; with the alarm lost, a minute late, it counts', async () => {
+    const nudged = () =>
+      localFamilies()
+        .find((f) => f.name === 'nexus_cron_boards_poked_total')
+        ?.series.reduce((n, x) => n + ('value' in x ? x.value : 0), 0) ?? 0
+    /**
+     * A 1-minute board whose clock stands `afterBoundary` ms past its cycle's end: its alarm for
+     * the end has not run yet, or (`lost`) is gone.
+     */
+    const boardPast = async (afterBoundary: number, lost: boolean) => {
+      const id = await createBoard({ cycle: { every: '1m' } })
+      expect((await submitFor(id, 'p', { score: 1 })).status).toBe(200)
+      const at = await runInDurableObject(
+        env.LEADERBOARD.getByName(id),
+        async (inst: Leaderboard, state) => {
+          const info = await inst.info(id)
+          if ('ok' in info) throw new Error(info.detail)
+          const t = info.cycle.endsAt! + afterBoundary
+          inst.now = () => t
+          if (lost) await state.storage.deleteAlarm()
+          else expect(await state.storage.getAlarm()).toBe(info.cycle.endsAt)
+          return t
+        },
+      )
+      return { id, at }
+    }
+    /** The cycle the board has stored as current (read without running its clock). */
+    const cycleNumber = (id: string) =>
+      runInDurableObject(env.LEADERBOARD.getByName(id), (_i: Leaderboard, state) => {
+        const row = state.storage.sql
+          .exec<{ value: string }>(`SELECT value FROM meta WHERE key = 'current'`)
+          .one()
+        return (JSON.parse(row.value) as { cycle: number }).cycle
+      })
+    const onTime = await boardPast(5_000, false)
+    let before = nudged()
+    await runScheduled(env, onTime.at)
+    expect(await cycleNumber(onTime.id)).toBe(2)
+    expect(nudged() - before).toBe(0)
+
+    const late = await boardPast(90_000, true)
+    before = nudged()
+    await runScheduled(env, late.at)
+    expect(await cycleNumber(late.id)).toBe(2)
+    expect(nudged() - before).toBe(1)
+  })
+
   it('is admin-only: a player token gets 403, no credential 401', async () => {
     const { token } = await newGuest()
     expect(

@@ -3,7 +3,7 @@
  * the two adapters that let the production Neon and Upstash clients reach them unchanged.
  * Importing this module starts nothing.
  */
-export { startPostgres, hasDebianPostgres } from './postgres.ts'
+export { startPostgres, hasDebianPostgres, serverCanReach } from './postgres.ts'
 export type { LocalPostgres, PostgresKind, StartPostgresOptions } from './postgres.ts'
 export { startRedis } from './redis.ts'
 export type { LocalRedis, StartRedisOptions } from './redis.ts'

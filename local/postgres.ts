@@ -102,6 +102,25 @@ async function findBinaries(kind: PostgresKind): Promise<Binaries> {
   return { initdb, postgres, major: majorVersion(postgres) }
 }
 
+let locale: string | undefined
+/**
+ * The locale the cluster and its processes run in: C.UTF-8 where the system has it (Debian and
+ * most Linux), else C (macOS has no C.UTF-8, and initdb would refuse it). Both order text by code
+ * point, and the cluster's encoding is UTF8 either way.
+ */
+function clusterLocale(): string {
+  if (locale === undefined) {
+    let available = ''
+    try {
+      available = execFileSync('locale', ['-a'], { encoding: 'utf8' })
+    } catch {
+      // No `locale` command: C is always there.
+    }
+    locale = /^c\.utf-?8$/im.test(available) ? 'C.UTF-8' : 'C'
+  }
+  return locale
+}
+
 interface RunAs {
   uid?: number
   gid?: number
@@ -110,12 +129,42 @@ interface RunAs {
 // PostgreSQL refuses to run as root, so as root the server runs as the `postgres` system user.
 function runAsIds(): RunAs {
   if (process.getuid?.() !== 0) return {}
+  const read = (): RunAs => ({
+    uid: Number(execFileSync('id', ['-u', 'postgres'], { encoding: 'utf8' }).trim()),
+    gid: Number(execFileSync('id', ['-g', 'postgres'], { encoding: 'utf8' }).trim()),
+  })
   try {
-    const uid = Number(execFileSync('id', ['-u', 'postgres'], { encoding: 'utf8' }).trim())
-    const gid = Number(execFileSync('id', ['-g', 'postgres'], { encoding: 'utf8' }).trim())
-    return { uid, gid }
+    return read()
   } catch {
-    throw new Error('running as root needs a `postgres` system user to run PostgreSQL as')
+    // Root on a machine without PostgreSQL installed (a fresh container): the user its package
+    // would have made, made here, so that `npm run dev` still needs nothing installed by hand.
+  }
+  try {
+    execFileSync(
+      'useradd',
+      ['--system', '--user-group', '--no-create-home', '--shell', '/usr/sbin/nologin', 'postgres'],
+      { stdio: 'ignore' },
+    )
+    console.log('[nexus] made the `postgres` system user to run PostgreSQL as (not as root)')
+    return read()
+  } catch {
+    throw new Error(
+      'running as root needs a `postgres` system user to run PostgreSQL as ' +
+        '(useradd --system --user-group postgres)',
+    )
+  }
+}
+
+/**
+ * Whether the server (run as `postgres` when we are root) can reach `dir`: as root, every
+ * directory above it must let that user through, which a home directory like /root does not.
+ */
+export function serverCanReach(dir: string): boolean {
+  try {
+    assertTraversable(resolve(dir), runAsIds())
+    return true
+  } catch {
+    return false
   }
 }
 
@@ -157,7 +206,7 @@ function runToEnd(command: string, args: string[], ids: RunAs): Promise<void> {
     const tail = new OutputTail()
     const child = spawn(command, args, {
       ...ids,
-      env: { ...process.env, LC_ALL: 'C.UTF-8', LC_MESSAGES: 'C' },
+      env: { ...process.env, LC_ALL: clusterLocale(), LC_MESSAGES: 'C' },
       stdio: ['ignore', 'pipe', 'pipe'],
     })
     child.stdout.on('data', (c: Buffer) => tail.push(c))
@@ -187,7 +236,7 @@ async function initCluster(bins: Binaries, dataDir: string, password: string, id
         `--pwfile=${pwfile}`,
         '--auth=password',
         '--encoding=UTF8',
-        '--locale=C.UTF-8',
+        `--locale=${clusterLocale()}`,
         '--no-sync',
       ],
       ids,
@@ -273,7 +322,7 @@ export async function startPostgres(opts: StartPostgresOptions = {}): Promise<Lo
   const tail = new OutputTail()
   const child = spawn(bins.postgres, ['-D', dataDir, ...settings.flatMap((s) => ['-c', s])], {
     ...ids,
-    env: { ...process.env, LC_ALL: 'C.UTF-8', LC_MESSAGES: 'C' },
+    env: { ...process.env, LC_ALL: clusterLocale(), LC_MESSAGES: 'C' },
     stdio: ['ignore', 'pipe', 'pipe'],
   })
   const pid = child.pid

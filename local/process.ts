@@ -1,4 +1,4 @@
-import type { ChildProcess } from 'node:child_process'
+import { execFileSync, type ChildProcess } from 'node:child_process'
 import { readFileSync, readdirSync } from 'node:fs'
 import { createServer } from 'node:net'
 
@@ -50,13 +50,13 @@ export function pidAlive(pid: number): boolean {
   }
 }
 
-/** Pids whose parent is `pid`, read from /proc (Linux only; empty elsewhere). */
+/** Pids whose parent is `pid`: from /proc on Linux, from `ps` elsewhere (macOS). */
 export function childPids(pid: number): number[] {
   let entries: string[]
   try {
     entries = readdirSync('/proc')
   } catch {
-    return []
+    return childPidsFromPs(pid)
   }
   const children: number[] = []
   for (const entry of entries) {
@@ -69,6 +69,21 @@ export function childPids(pid: number): number[] {
     } catch {
       // The process ended while we were reading.
     }
+  }
+  return children
+}
+
+function childPidsFromPs(pid: number): number[] {
+  let out: string
+  try {
+    out = execFileSync('ps', ['-A', '-o', 'pid=,ppid='], { encoding: 'utf8' })
+  } catch {
+    return []
+  }
+  const children: number[] = []
+  for (const line of out.split('\n')) {
+    const [child, parent] = line.trim().split(/\s+/).map(Number)
+    if (parent === pid && child !== undefined && Number.isInteger(child)) children.push(child)
   }
   return children
 }

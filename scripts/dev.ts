@@ -10,10 +10,11 @@
  *
  * Ctrl-C stops wrangler, the relay and Postgres.
  */
+import { createHash } from 'node:crypto'
 import { existsSync, mkdirSync, readFileSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { fileURLToPath } from 'node:url'
-import { startNeonRelay, startPostgres } from '../local/index.ts'
+import { serverCanReach, startNeonRelay, startPostgres } from '../local/index.ts'
 import { runMigrations } from './migrate.ts'
 import { startWranglerDev } from './wrangler-dev.ts'
 
@@ -85,6 +86,21 @@ function stopAll(code: number): Promise<never> {
 }
 process.on('SIGINT', () => void stopAll(0))
 process.on('SIGTERM', () => void stopAll(0))
+// A closed terminal: PostgreSQL would take its SIGHUP as "reload", and wrangler runs in a session
+// of its own, so both would outlive us holding .nexus/pg and the port.
+process.on('SIGHUP', () => void stopAll(0))
+
+/**
+ * Where the embedded PostgreSQL keeps its data: `.nexus/pg`, unless we are root in a checkout the
+ * `postgres` user cannot enter (under /root, say). Then a directory of this checkout's own under
+ * /var/lib, which it can.
+ */
+function devDataDir(): string {
+  const local = `${root}.nexus/pg`
+  if (serverCanReach(local)) return local
+  const id = createHash('sha256').update(root).digest('hex').slice(0, 12)
+  return `/var/lib/nexus-dev/${id}/pg`
+}
 
 async function main(): Promise<void> {
   const devVars = readDevVars()
@@ -104,11 +120,8 @@ async function main(): Promise<void> {
   let relay = configured('NEON_LOCAL_RELAY')
   if (!databaseUrl) {
     mkdirSync(`${root}.nexus`, { recursive: true })
-    const pg = await startPostgres({
-      kind: 'embedded',
-      dataDir: `${root}.nexus/pg`,
-      persistent: true,
-    })
+    const dataDir = devDataDir()
+    const pg = await startPostgres({ kind: 'embedded', dataDir, persistent: true })
     stops.push(() => pg.stop())
     const neonRelay = await startNeonRelay({ postgresPort: pg.port })
     stops.push(() => neonRelay.close())
@@ -117,7 +130,7 @@ async function main(): Promise<void> {
     vars.DATABASE_URL = databaseUrl
     vars.NEON_LOCAL_RELAY = relay
     console.log(
-      `[nexus] embedded PostgreSQL on 127.0.0.1:${pg.port} (data in .nexus/pg), Neon relay on ${relay}`,
+      `[nexus] embedded PostgreSQL on 127.0.0.1:${pg.port} (data in ${dataDir}), Neon relay on ${relay}`,
     )
   }
   await runMigrations({ databaseUrl, relay })

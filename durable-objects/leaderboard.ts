@@ -1206,19 +1206,17 @@ export class Leaderboard extends DurableObject<Env> {
     }
     const now = this.now()
     const endsAt = this.current?.endsAt ?? null
+    // Read before the rollover sets the next one: whether the board's own alarm was still there.
+    const alarm = await this.ctx.storage.getAlarm()
     const rolledOver = this.rollover(now)
-    // At a boundary the cron may come a moment before the alarm set for it: only a boundary the
-    // alarm should long have acted on says the alarm was lost.
-    const overdue = rolledOver && endsAt !== null && now - endsAt >= ALARM_LATE_MS
+    // The cron often comes a moment before the alarm set for the boundary, and that alarm would
+    // have done the same: only a boundary with no alarm due for it says the alarm was lost.
+    const overdue = rolledOver && endsAt !== null && (alarm === null || alarm > endsAt)
     const pending = one<{ n: number }>(
       this.sql,
       `SELECT count(*) AS n FROM closes WHERE state != 'done'`,
     )!.n
-    let stalled = false
-    if (pending > 0) {
-      const alarm = await this.ctx.storage.getAlarm()
-      stalled = alarm === null || alarm < now - ALARM_LATE_MS
-    }
+    const stalled = pending > 0 && (alarm === null || alarm < now - ALARM_LATE_MS)
     if (rolledOver || pending > 0) await this.scheduleAlarm()
     return { rolledOver, overdue, pending, stalled }
   }

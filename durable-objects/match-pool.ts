@@ -1490,6 +1490,8 @@ export class MatchPool extends DurableObject<Env> {
           )
         }
         const row = entered.row
+        // The keyed ticket moved on while this join awaited Neon (the party read, a claim).
+        if (row.state !== 'waiting') return this.answerFromTicket(ws, row)
         ws.serializeAttachment({
           ...(ws.deserializeAttachment() as Attachment),
           ticketId: row.id,

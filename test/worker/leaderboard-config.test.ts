@@ -218,7 +218,7 @@ describe('leaderboard configuration', () => {
     expect(nudged() - before).toBe(0)
   })
 
-  it('the cron that comes just before a boundary’s alarm rolls the board over without counting a lost alarm; with the alarm lost, a minute late, it counts', async () => {
+  it('the cron that comes just before a boundary’s alarm rolls the board over without counting a lost alarm; with that alarm lost, it counts', async () => {
     const nudged = () =>
       localFamilies()
         .find((f) => f.name === 'nexus_cron_boards_poked_total')
@@ -258,7 +258,7 @@ describe('leaderboard configuration', () => {
     expect(await cycleNumber(onTime.id)).toBe(2)
     expect(nudged() - before).toBe(0)
 
-    const late = await boardPast(90_000, true)
+    const late = await boardPast(5_000, true)
     before = nudged()
     await runScheduled(env, late.at)
     expect(await cycleNumber(late.id)).toBe(2)

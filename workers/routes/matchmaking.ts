@@ -397,7 +397,9 @@ matchmakingRoutes.openapi(joinRoute, async (c) => {
     joinKey,
   })
   if (!r.ok) fail(r)
-  if (partyId) await noteTicket(c, partyId, r.ticket)
+  // A keyed retry answered with its ticket after that ended: nothing of the party to note.
+  const live = r.ticket.status === 'waiting' || r.ticket.status === 'matching'
+  if (partyId && live) await noteTicket(c, partyId, r.ticket)
   const ticket = await withTokens(c, r.ticket, viewerOf(principal))
   return c.json({ ...ticket, existing: r.existing }, r.existing ? 200 : 201)
 })

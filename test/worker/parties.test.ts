@@ -6,6 +6,7 @@ import { INVITE_TTL_SECONDS, MAX_PARTY_SIZE } from '../../workers/core/party.ts'
 import { issuePlayerToken } from '../../workers/lib/auth.ts'
 import { recordPartyTicket } from '../../workers/parties/store.ts'
 import { runScheduled } from '../../workers/scheduled.ts'
+import { retryStalePartyTickets } from '../../workers/parties/stale-tickets.ts'
 import { verifySessionToken } from '../../workers/lib/session-token.ts'
 import { pg } from './helpers/boards.ts'
 import { ADMIN_KEY, bearer, call, json, problem } from './helpers/http.ts'
@@ -693,6 +694,31 @@ describe('queueing as a party over HTTP', () => {
       reason: 'party_changed',
     })
     expect(await sql`select 1 from party_tickets where ticket_id = ${t.ticketId}`).toHaveLength(0)
+  })
+
+  it('a cron run walks the stale notes from where it starts round to it again, and stops at its time budget', async () => {
+    const q = await createQueue({ teamSize: 3, maxPartySize: 3 })
+    await rig(q, newClock())
+    const [low, high] = [await joinFor(q, `${q}-low`), await joinFor(q, `${q}-high`)]
+    // Notes of ended parties on either side of where the run starts.
+    const lowParty = `10000000-0000-4000-8000-${crypto.randomUUID().slice(-12)}`
+    const highParty = `e0000000-0000-4000-8000-${crypto.randomUUID().slice(-12)}`
+    const sql = pg()
+    await sql`insert into party_tickets (party_id, ticket_id) values (${lowParty}, ${low.ticketId}), (${highParty}, ${high.ticketId})`
+    // Out of time at once: nothing is tried, and the notes wait for the next run.
+    expect(await retryStalePartyTickets(env, { budgetMs: -1, from: '8' })).toBe(0)
+    expect((await ticketOf(low.ticketId)).status).toBe('waiting')
+    // From the middle: the note after it, then, round from the first, the one before it.
+    expect(await retryStalePartyTickets(env, { from: '8' })).toBeGreaterThanOrEqual(2)
+    for (const t of [low, high]) {
+      expect(await ticketOf(t.ticketId)).toMatchObject({
+        status: 'cancelled',
+        reason: 'party_changed',
+      })
+    }
+    expect(
+      await sql`select 1 from party_tickets where party_id in (${lowParty}, ${highParty})`,
+    ).toHaveLength(0)
   })
 
   it('a note racing a membership change waits for it and is refused: the change and the note are ordered by the party lock', async () => {

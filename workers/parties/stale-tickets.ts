@@ -2,7 +2,7 @@ import type { Env } from '../env.ts'
 import { errorFields, log } from '../lib/log.ts'
 import { within } from '../lib/within.ts'
 import { cancelPartyTicket } from '../matchmaking/stub.ts'
-import { forgetPartyTickets, stalePartyTickets } from './store.ts'
+import { forgetPartyTickets, pruneOldPartyTickets, stalePartyTickets } from './store.ts'
 
 /**
  * A pool that does not answer a cancel within this is taken as unreachable: the note stays for
@@ -52,33 +52,59 @@ export async function cancelStaleTickets(
   return cancelled
 }
 
-/** Stale notes the cron reads at a time; it walks all of them on every run. */
+/** Stale notes the cron reads at a time. */
 const RETRY_PAGE = 100
+/**
+ * How long one cron run spends on them: with pools down, each page can take POOL_CALL_MS, and a
+ * run must not still be at it when the next minute's begins.
+ */
+const RETRY_BUDGET_MS = 40_000
+
+type NoteKey = { partyId: string; ticketId: string }
 
 /**
  * For the cron: cancels tickets still noted for a party whose members changed after the note
  * (their pool could not be reached at the change), so a party's old roster never stays queued
- * until the next change. Every stale note is tried on every run, a page at a time with the
- * page's parties side by side: notes whose pool stays down must not keep the ones after them
- * from being retried. Returns how many were cancelled.
+ * until the next change. A run walks the stale notes a page at a time, each page's parties side
+ * by side, from a random party round to it again, until it has seen them all or spent
+ * RETRY_BUDGET_MS: notes whose pool stays down hold up no others, within a run or across runs.
+ * Returns how many were cancelled.
  */
-export async function retryStalePartyTickets(env: Env): Promise<number> {
+export async function retryStalePartyTickets(
+  env: Env,
+  opts: { budgetMs?: number; from?: string } = {},
+): Promise<number> {
+  const started = Date.now()
+  const budget = opts.budgetMs ?? RETRY_BUDGET_MS
+  const from = opts.from ?? crypto.randomUUID()
+  await pruneOldPartyTickets(env)
   let cancelled = 0
-  for (let after: { partyId: string; ticketId: string } | null = null; ;) {
-    const page = await stalePartyTickets(env, after, RETRY_PAGE)
-    const byParty = new Map<string, string[]>()
-    for (const { partyId, ticketId } of page) {
-      const tickets = byParty.get(partyId) ?? []
-      tickets.push(ticketId)
-      byParty.set(partyId, tickets)
+  // Two legs: from `from` to the last note, then from the first note up to `from`.
+  for (const leg of [{ partyId: from, ticketId: '' }, null]) {
+    for (let after: NoteKey | null = leg; ;) {
+      if (Date.now() - started > budget) return cancelled
+      const page = await stalePartyTickets(env, after, RETRY_PAGE)
+      const mine = leg === null ? page.filter((n) => n.partyId < from) : page
+      cancelled += await cancelPage(env, mine)
+      if (page.length < RETRY_PAGE || mine.length < page.length) break
+      after = page[page.length - 1]!
     }
-    const done = await Promise.all(
-      [...byParty].map(([partyId, tickets]) =>
-        cancelStaleTickets(env, partyId, tickets, { by: 'cron' }),
-      ),
-    )
-    for (const d of done) cancelled += d.length
-    if (page.length < RETRY_PAGE) return cancelled
-    after = page[page.length - 1]!
   }
+  return cancelled
+}
+
+/** Cancels a page of stale notes, its parties side by side; returns how many were cancelled. */
+async function cancelPage(env: Env, notes: NoteKey[]): Promise<number> {
+  const byParty = new Map<string, string[]>()
+  for (const { partyId, ticketId } of notes) {
+    const tickets = byParty.get(partyId) ?? []
+    tickets.push(ticketId)
+    byParty.set(partyId, tickets)
+  }
+  const done = await Promise.all(
+    [...byParty].map(([partyId, tickets]) =>
+      cancelStaleTickets(env, partyId, tickets, { by: 'cron' }),
+    ),
+  )
+  return done.reduce((n, d) => n + d.length, 0)
 }

@@ -524,42 +524,34 @@ export async function recordPartyTicket(
   return (results[1] as { current: boolean }[])[0]?.current === true
 }
 
+/** Forgets notes too old to stand for a waiting ticket (tickets live at most an hour). */
+export async function pruneOldPartyTickets(env: DbEnv): Promise<void> {
+  await getSql(env).query(
+    `delete from party_tickets where noted_at < now() - make_interval(hours => ${NOTED_TICKET_HOURS})`,
+  )
+}
+
 /**
  * Tickets noted for a party before its latest membership change (or for a party that has since
- * ended), a page at a time in (party, ticket) order after `after`: a change cancels the party's
+ * ended), a page at a time in (party, ticket) byte order after `after`: a change cancels the party's
  * tickets and forgets those whose pool answered, so these are the ones whose pool could not be
  * reached. Notes and changes both stamp `clock_timestamp()` under the party's lock, after any
  * change or note holding it committed, so the order of the stamps is the order of the events (a
- * transaction's `now()` is its start, which can precede a wait for the lock). Notes too old to
- * stand for a waiting ticket are pruned first, with the first page.
+ * transaction's `now()` is its start, which can precede a wait for the lock).
  */
 export async function stalePartyTickets(
   env: DbEnv,
   after: { partyId: string; ticketId: string } | null,
   limit: number,
 ): Promise<{ partyId: string; ticketId: string }[]> {
-  const sql = getSql(env)
-  const select = sql.query(
+  const rows = (await getSql(env).query(
     `select t.party_id, t.ticket_id
        from party_tickets t left join parties p on p.id = t.party_id
       where (p.id is null or t.noted_at < p.updated_at)
-        and (t.party_id, t.ticket_id) > ($2::text, $3::text)
-      order by t.party_id, t.ticket_id limit $1`,
+        and (t.party_id collate "C", t.ticket_id collate "C") > ($2::text, $3::text)
+      order by t.party_id collate "C", t.ticket_id collate "C" limit $1`,
     [limit, after?.partyId ?? '', after?.ticketId ?? ''],
-  )
-  const rows = (
-    after
-      ? await select
-      : (
-          await sql.transaction([
-            sql.query(
-              `delete from party_tickets
-                where noted_at < now() - make_interval(hours => ${NOTED_TICKET_HOURS})`,
-            ),
-            select,
-          ])
-        )[1]
-  ) as { party_id: string; ticket_id: string }[]
+  )) as { party_id: string; ticket_id: string }[]
   return rows.map((r) => ({ partyId: r.party_id, ticketId: r.ticket_id }))
 }
 

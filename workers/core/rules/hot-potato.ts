@@ -33,8 +33,10 @@ import { ruleError } from './types.ts'
  *
  * The fuse is a deadline in ticks rather than a counter decremented per tick: the session feeds
  * one tick per alarm with the current tick number, and alarms can run late or skip ticks (a busy
- * object, an eviction). With a deadline the outcome depends on game time only, and a tick before
- * the deadline changes nothing, so it is neither stored nor broadcast. For the same reason a pass
+ * object, an eviction). With a deadline a late tick cannot stretch the fuse that is burning, and a
+ * tick before the deadline changes nothing, so it is neither stored nor broadcast. The next round's
+ * fuse is lit at the tick that applied the explosion: after a late alarm, later in game time than
+ * an on-time one would have lit it (the tick is logged, so a replay lights it the same). For the same reason a pass
  * at or after `explodesAt` is refused (`too_late`) even if the tick that explodes the potato has
  * not been applied yet. Events carry their `tick`, so clients can show the countdown.
  *

@@ -76,8 +76,9 @@ import { answerClose } from '../workers/lib/socket-close.ts'
  * retention below come from the environment (`sessionTimings`).
  *
  * Clock: `tick` is milliseconds since creation, or, for rules with a `tickRate`, ticks since
- * creation; an alarm then feeds a `tick` input at that rate while the game runs. Every timed job
- * shares the one alarm; `now` is a field tests move instead of sleeping.
+ * creation; an alarm then feeds a `tick` input at that rate while the game runs, or, for rules
+ * that name their next deadline (`nextTick`, dice-race's turn timer), at that tick only. Every
+ * timed job shares the one alarm; `now` is a field tests move instead of sleeping.
  *
  * The end: when `rules.result()` turns non-null, the status becomes `finished` in the same write
  * as the last record, everyone gets the event and `ended {result}`, sockets close, and the `end`
@@ -986,7 +987,13 @@ export class GameSession extends DurableObject<Env> {
       const t = one<{ t: number | null }>(this.sql, `SELECT min(due) AS t FROM timers`)?.t
       if (t != null) candidates.push(t)
       const rate = this.rules?.tickRate
-      if (rate) candidates.push(this.createdAt + ((this.tickAt(now) + 1) * 1000) / rate)
+      if (rate && this.rules!.nextTick && this.match) {
+        // Rules that name their next deadline are woken for it alone, not every tick.
+        const tick = this.rules!.nextTick(this.match.game)
+        if (tick !== null) candidates.push(this.createdAt + Math.ceil((tick * 1000) / rate))
+      } else if (rate) {
+        candidates.push(this.createdAt + ((this.tickAt(now) + 1) * 1000) / rate)
+      }
       // A watchdog: sockets lost with the object (a deploy, a restart) report no close, and only
       // a wake starts their grace (load()). Without it a game whose players all left that way
       // would wait for a request that may never come, and never end.

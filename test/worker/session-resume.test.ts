@@ -194,6 +194,40 @@ describe('reconnecting', () => {
     expect(info).toMatchObject({ status: 'finished', seq: 5 })
   })
 
+  it('dice-race with turnSeconds: the alarm comes for the turn’s deadline alone, and rolls for a player who let it run out', async () => {
+    const players = playerIds(2)
+    const [pa, pb] = players as [string, string]
+    const { sessionId, tokens } = await createSession({
+      rules: 'dice-race',
+      roster: players.map((playerId) => ({ playerId })),
+      options: { target: 1000, turnSeconds: 5 },
+    })
+    const a = await connect(sessionId, tokens[pa]!)
+    const b = await connect(sessionId, tokens[pb]!)
+    await a.nextOf('welcome')
+    await b.nextOf('welcome')
+    // Woken for the first turn's deadline (5 s in), not for every tick of the game's clock.
+    const { alarm, createdAt } = await inObject(sessionId, async (inst, state) => {
+      const info = inst.info()
+      return { alarm: await state.storage.getAlarm(), createdAt: info.ok ? info.createdAt : 0 }
+    })
+    expect(alarm).toBe(createdAt + 5000)
+    // a lets the turn run out: the alarm at the deadline rolls for a, and b's turn begins.
+    await advance(sessionId, 5000)
+    await untilSeq(b, 1)
+    expect(b.frames.find((f) => f.seq === 1)!.event).toMatchObject({
+      kind: 'roll',
+      player: pa,
+      next: pb,
+      auto: true,
+    })
+    // b rolls in time, as usual.
+    b.roll()
+    await untilSeq(a, 2)
+    expect(a.frames.find((f) => f.seq === 2)!.event).toMatchObject({ kind: 'roll', player: pb })
+    expect(a.frames.find((f) => f.seq === 2)!.event).not.toHaveProperty('auto')
+  })
+
   it('a player whose grace ended before a late alarm forfeits even if they reconnect first', async () => {
     const players = playerIds(2)
     const [pa, pb] = players as [string, string]

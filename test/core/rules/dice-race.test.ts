@@ -378,6 +378,85 @@ const gameArb = fc
     }),
   )
 
+describe('dice-race turn timer (turnSeconds)', () => {
+  const tick = (t: number): Input => ({ kind: 'tick', tick: t })
+  const timed = (turnSeconds = 10) =>
+    mustCreate(diceRace, { roster: roster('a', 'b', 'c'), seed: 't', options: { turnSeconds } })
+
+  it('rolls for a player whose turn ran out, and the next turn runs from that deadline', () => {
+    let match = timed()
+    expect(match.game).toMatchObject({ turnTicks: 10_000, turnEndsAt: 10_000 })
+    expect(diceRace.nextTick!(match.game)).toBe(10_000)
+    // Before the deadline a tick changes nothing, and is not logged.
+    const early = step(diceRace, match, tick(9_999))
+    expect(!isRuleError(early) && early.record).toBeNull()
+    // The alarm comes late (at 15 s): a's turn is rolled for a, and b's turn ends 10 s after a's did.
+    const late = ok(match, tick(15_000))
+    expect(late.event).toMatchObject({ kind: 'roll', player: 'a', next: 'b', auto: true })
+    match = late.match
+    expect(match.game).toMatchObject({ turn: 1, turnEndsAt: 20_000 })
+    // b rolls at 17 s: c's turn ends 10 s after b's roll.
+    const own = ok(match, roll('b', 17_000))
+    expect(own.event).not.toHaveProperty('auto')
+    expect(own.match.game.turnEndsAt).toBe(27_000)
+    // A roll sent after its turn ran out, once the clock has caught up, is refused.
+    const passed = ok(own.match, tick(27_000)).match
+    expect(refusedWith(passed, roll('c', 27_500))).toBe('not_your_turn')
+  })
+
+  it('a forfeit that hands the turn on starts it then; one that does not keeps the deadline', () => {
+    const match = timed()
+    // a, whose turn it is, forfeits at 4 s: b's turn ends at 14 s.
+    const handed = ok(match, absent('a', 4_000)).match
+    expect(handed.game).toMatchObject({ turn: 1, turnEndsAt: 14_000 })
+    // c forfeits at 6 s while it is b's turn: b's deadline stays.
+    const kept = ok(handed, absent('c', 6_000)).match
+    expect(kept.game).toMatchObject({ turnEndsAt: 14_000 })
+    // b is the last one in and wins: no deadline is asked for any more.
+    expect(kept.game.ended).toBe('forfeit')
+    expect(diceRace.nextTick!(kept.game)).toBeNull()
+  })
+
+  it('games without it keep no deadline, ask for no ticks, and ticks change nothing', () => {
+    const match = mustCreate(diceRace, { roster: roster('a', 'b'), seed: 't' })
+    expect(match.game).not.toHaveProperty('turnEndsAt')
+    expect(diceRace.nextTick!(match.game)).toBeNull()
+    const out = step(diceRace, match, tick(10_000_000))
+    expect(!isRuleError(out) && out.record).toBeNull()
+  })
+
+  it('turnSeconds is a whole number of seconds from 5 to 3600', () => {
+    const setup = { roster: roster('a', 'b'), seed: 's' }
+    expect(mustCreate(diceRace, { ...setup, options: { turnSeconds: 5 } }).game.turnTicks).toBe(
+      5000,
+    )
+    for (const turnSeconds of [4, 3601, 1.5, '10', null]) {
+      const out = createMatch(diceRace, { ...setup, options: { turnSeconds } })
+      expect(isRuleError(out) && out.error.code).toBe('invalid_options')
+    }
+  })
+
+  it('a timed game left to its clock plays to the end, and its log replays to the live state', () => {
+    const setup = {
+      roster: roster('a', 'b'),
+      seed: 'idle',
+      options: { target: 20, turnSeconds: 5 },
+    }
+    let match = mustCreate(diceRace, setup)
+    const records: LogRecord[] = []
+    // Nobody ever rolls: each deadline the alarm reaches rolls for the player in turn.
+    for (let i = 0; i < 100 && diceRace.result(match.game) === null; i++) {
+      const out = step(diceRace, match, tick(diceRace.nextTick!(match.game)!))
+      if (isRuleError(out) || !out.record) throw new Error('the deadline did nothing')
+      records.push(out.record)
+      match = out.match
+    }
+    expect(diceRace.result(match.game)).toMatchObject({ reason: 'finished' })
+    expect(records.every((r) => (r.event as DiceEvent & { auto?: true }).auto === true)).toBe(true)
+    expect(replay(diceRace, setup, records)).toEqual(match)
+  })
+})
+
 describe('dice-race properties', () => {
   it('agrees with an independent simulation on every input', () => {
     fc.assert(

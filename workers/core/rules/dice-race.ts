@@ -1,5 +1,13 @@
 import { isPlainObject } from './json.ts'
-import type { ActionContext, Applied, GameResult, GameSetup, RuleError, Rules } from './types.ts'
+import type {
+  ActionContext,
+  Applied,
+  GameResult,
+  GameSetup,
+  RuleError,
+  Rules,
+  TickContext,
+} from './types.ts'
 import { ruleError } from './types.ts'
 
 /**
@@ -18,10 +26,21 @@ import { ruleError } from './types.ts'
  *
  * Refusals: `not_your_turn` (someone else's turn, or the sender forfeited), `not_a_player`,
  * `game_over`, `invalid_action` (anything but a roll, malformed payloads), `already_absent`.
+ *
+ * Turn timer (option `turnSeconds`): a player who has not rolled when their turn's time is up
+ * has the server roll for them (`auto: true`), so one idle client cannot hold the game. Ticks
+ * are milliseconds of game time (`tickRate` 1000, as untimed games count them); the session
+ * wakes only at each turn's deadline (`nextTick`). A deadline is game time: each turn's runs
+ * from the previous deadline or the last accepted input, however late the alarm that applies
+ * it. Games without the option keep no deadline and are never woken.
  */
 
 export const DEFAULT_TARGET = 100
 const MAX_TARGET = 10_000
+const MIN_TURN_SECONDS = 5
+const MAX_TURN_SECONDS = 3600
+/** Ticks are milliseconds: the same clock untimed dice-race games have always logged. */
+const TICKS_PER_SECOND = 1000
 const DIE_SIDES = 6
 
 export interface DicePlayer {
@@ -43,6 +62,10 @@ export interface DiceState {
   winner: string | null
   /** Why it ended; null while it runs. */
   ended: GameResult['reason'] | null
+  /** With `turnSeconds`: a turn's length in ticks (absent in untimed games). */
+  turnTicks?: number
+  /** With `turnSeconds`: the tick at which the current turn is rolled for its player. */
+  turnEndsAt?: number
 }
 
 export interface DiceAction {
@@ -59,6 +82,8 @@ export type DiceEvent =
       /** Whose turn it is now; null once the game is over. */
       next: string | null
       winner: string | null
+      /** Rolled by the server: the player's turn time ran out (`turnSeconds`). */
+      auto?: true
     }
   | {
       kind: 'forfeit'
@@ -74,14 +99,23 @@ export type DiceEvent =
 export interface DiceOptions {
   /** Position to reach to win, 1 to 10000; default 100. */
   target?: number
+  /** Seconds a player has for each turn, 5 to 3600; default none (no turn timer). */
+  turnSeconds?: number
 }
 
 function init(setup: GameSetup): DiceState | RuleError {
   let target = DEFAULT_TARGET
+  let turnTicks: number | undefined
   const { options } = setup
   if (options !== undefined && options !== null) {
-    if (!isPlainObject(options) || Object.keys(options).some((k) => k !== 'target')) {
-      return ruleError('invalid_options', 'dice-race options are { target?: number }')
+    if (
+      !isPlainObject(options) ||
+      Object.keys(options).some((k) => k !== 'target' && k !== 'turnSeconds')
+    ) {
+      return ruleError(
+        'invalid_options',
+        'dice-race options are { target?: number, turnSeconds?: number }',
+      )
     }
     if (options.target !== undefined) {
       const t = options.target
@@ -90,7 +124,24 @@ function init(setup: GameSetup): DiceState | RuleError {
       }
       target = t
     }
+    if (options.turnSeconds !== undefined) {
+      const t = options.turnSeconds
+      if (
+        typeof t !== 'number' ||
+        !Number.isInteger(t) ||
+        t < MIN_TURN_SECONDS ||
+        t > MAX_TURN_SECONDS
+      ) {
+        return ruleError(
+          'invalid_options',
+          `turnSeconds must be an integer from ${MIN_TURN_SECONDS} to ${MAX_TURN_SECONDS}`,
+        )
+      }
+      turnTicks = t * TICKS_PER_SECOND
+    }
   }
+  // Only timed games carry the fields: untimed states stay as they always were.
+  const timer = turnTicks === undefined ? {} : { turnTicks, turnEndsAt: turnTicks }
   return {
     target,
     players: setup.roster.map(({ playerId, team }) => ({
@@ -103,6 +154,7 @@ function init(setup: GameSetup): DiceState | RuleError {
     rolls: 0,
     winner: null,
     ended: null,
+    ...timer,
   }
 }
 
@@ -143,6 +195,21 @@ function apply(
     const current = state.players[state.turn]?.playerId ?? 'nobody'
     return ruleError('not_your_turn', `it is ${current}'s turn`)
   }
+  return roll(state, index, ctx, ctx.tick)
+}
+
+/**
+ * The player at `index` rolls; the next turn's deadline (timed games) is `from` plus a turn: the
+ * roll's moment for a player's own roll, the deadline that ran out for the server's.
+ */
+function roll(
+  state: DiceState,
+  index: number,
+  ctx: TickContext,
+  from: number,
+  auto = false,
+): Applied<DiceState, DiceEvent> {
+  const me = state.players[index]!
   const die = ctx.rng.int(1, DIE_SIDES)
   const position = me.position + die
   const players = state.players.map((p, i) => (i === index ? { ...p, position } : p))
@@ -158,9 +225,35 @@ function apply(
       rolls: state.rolls + 1,
       winner,
       ended: won ? 'finished' : null,
+      ...nextDeadline(state, from),
     },
-    event: { kind: 'roll', player: me.playerId, die, position, next, winner },
+    event: {
+      kind: 'roll',
+      player: me.playerId,
+      die,
+      position,
+      next,
+      winner,
+      ...(auto ? { auto: true as const } : {}),
+    },
   }
+}
+
+/** A timed game's deadline for a turn beginning at `from`; nothing for an untimed one. */
+function nextDeadline(state: DiceState, from: number): Pick<DiceState, 'turnEndsAt'> {
+  return state.turnTicks === undefined ? {} : { turnEndsAt: from + state.turnTicks }
+}
+
+/** A turn whose time ran out is rolled by the server, for its player. */
+function onTick(state: DiceState, ctx: TickContext): { state: DiceState; event?: DiceEvent } {
+  if (state.ended !== null || state.turnEndsAt === undefined || ctx.tick < state.turnEndsAt) {
+    return { state }
+  }
+  return roll(state, state.turn, ctx, state.turnEndsAt, true)
+}
+
+function nextTick(state: DiceState): number | null {
+  return state.ended === null && state.turnEndsAt !== undefined ? state.turnEndsAt : null
 }
 
 function onAbsent(state: DiceState, ctx: ActionContext): Applied<DiceState, DiceEvent> | RuleError {
@@ -183,8 +276,10 @@ function onAbsent(state: DiceState, ctx: ActionContext): Applied<DiceState, Dice
     turn = -1
   }
   const next = turn === -1 ? null : (players[turn]?.playerId ?? null)
+  // A turn handed on by the forfeit starts now; a turn someone else holds keeps its deadline.
+  const timer = turn !== state.turn && turn !== -1 ? nextDeadline(state, ctx.tick) : {}
   return {
-    state: { ...state, players, turn, winner, ended },
+    state: { ...state, players, turn, winner, ended, ...timer },
     event: { kind: 'forfeit', player: me.playerId, next, winner, ended },
   }
 }
@@ -223,9 +318,12 @@ function result(state: DiceState): GameResult | null {
 export const diceRace: Rules<DiceState, DiceAction, DiceEvent> = {
   name: 'dice-race',
   players: { min: 1, max: 16 },
+  tickRate: TICKS_PER_SECOND,
   init,
   parseAction,
   apply,
+  onTick,
+  nextTick,
   onAbsent,
   onAbandon,
   result,

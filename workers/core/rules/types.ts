@@ -116,6 +116,12 @@ export interface Rules<S, A, E = unknown> {
    * when nothing happened; anything else is logged.
    */
   onTick?(state: S, ctx: TickContext): { state: S; event?: E }
+  /**
+   * For rules whose ticks matter only at moments their state knows (a deadline): the next tick at
+   * which `onTick` may change something, or null for none. The session then wakes for that tick
+   * alone instead of every tick. Without it, every tick is fed.
+   */
+  nextTick?(state: S): number | null
   /** `ctx.player` stayed disconnected past the grace period. Refuse if it changes nothing. */
   onAbsent(state: S, ctx: ActionContext): Applied<S, E> | RuleError
   /** `ctx.player` came back after `onAbsent`. Optional; refuse if it changes nothing. */

@@ -115,6 +115,11 @@ export const MAX_FRAME_BYTES = 8 * 1024
 export const RATE_PER_SECOND = 20
 export const RATE_BURST = 40
 const MAX_SOCKETS_PER_PLAYER = 4
+/**
+ * Deadlines one catch-up plays at most (each a logged record): past it, the alarm, due at once,
+ * plays the rest, and frames are served in between.
+ */
+const MAX_DEADLINES_PER_CATCH_UP = 100
 /** Missed events a resume sends per turn of the object. */
 export const RESUME_CHUNK = 500
 const MAX_BACKOFF_MS = 5 * 60 * 1000
@@ -721,7 +726,7 @@ export class GameSession extends DurableObject<Env> {
         return this.refuse(ws, 'game_over', 'The game is over')
       }
       const now = this.now()
-      if (this.rules?.tickRate) this.runClock(now)
+      if (this.clockedFrames()) this.runClock(now)
       // The clock ended the game before this frame: everyone, the sender too, was sent `ended`.
       if (this.status !== 'live') return await this.scheduleAlarm()
       const tick = this.tickAt(now)
@@ -814,10 +819,31 @@ export class GameSession extends DurableObject<Env> {
   /**
    * For rules with a tick loop: runs the game's clock up to `tick` before an input stamped with
    * it, so a deadline that passed first (a fuse, `startAfter`) takes effect first, however late
-   * the alarm or the frame comes. A tick that changes nothing is not logged.
+   * the alarm or the frame comes. A tick that changes nothing is not logged. Rules that name their
+   * deadlines (`nextTick`) get one tick per deadline passed, each at its own moment: a wake after
+   * several turns ran out plays them all, in game time.
    */
   private catchUp(tick: number): void {
-    if (this.rules?.tickRate && this.status === 'live') this.applyInput({ kind: 'tick', tick })
+    const rules = this.rules
+    if (!rules?.tickRate || this.status !== 'live') return
+    if (!rules.nextTick) {
+      this.applyInput({ kind: 'tick', tick })
+      return
+    }
+    for (let n = 0; n < MAX_DEADLINES_PER_CATCH_UP && this.status === 'live'; n++) {
+      const due = rules.nextTick(this.match!.game)
+      if (due === null || due > tick) return
+      const out = this.applyInput({ kind: 'tick', tick: Math.max(due, this.match!.tick) })
+      // A deadline that changed nothing would come round again: stop rather than spin.
+      if (out === null || isRuleError(out)) return
+    }
+  }
+
+  /** Whether frames run the clock first: a tick loop, or rules with a deadline pending. */
+  private clockedFrames(): boolean {
+    const rules = this.rules
+    if (!rules?.tickRate) return false
+    return !rules.nextTick || (this.match !== null && rules.nextTick(this.match.game) !== null)
   }
 
   private tickAt(now: number): number {

@@ -194,38 +194,43 @@ describe('reconnecting', () => {
     expect(info).toMatchObject({ status: 'finished', seq: 5 })
   })
 
-  it('dice-race with turnSeconds: the alarm comes for the turn’s deadline alone, and rolls for a player who let it run out', async () => {
-    const players = playerIds(2)
-    const [pa, pb] = players as [string, string]
+  it('dice-race with turnSeconds: the alarm comes for the turn’s deadline alone; a late one plays every turn that ran out, each at its own moment', async () => {
+    const players = playerIds(3)
+    const [pa, pb, pc] = players as [string, string, string]
     const { sessionId, tokens } = await createSession({
       rules: 'dice-race',
       roster: players.map((playerId) => ({ playerId })),
       options: { target: 1000, turnSeconds: 5 },
     })
-    const a = await connect(sessionId, tokens[pa]!)
-    const b = await connect(sessionId, tokens[pb]!)
-    await a.nextOf('welcome')
-    await b.nextOf('welcome')
+    const [a, b, c] = await Promise.all(players.map((p) => connect(sessionId, tokens[p]!)))
+    for (const s of [a!, b!, c!]) await s.nextOf('welcome')
     // Woken for the first turn's deadline (5 s in), not for every tick of the game's clock.
     const { alarm, createdAt } = await inObject(sessionId, async (inst, state) => {
       const info = inst.info()
       return { alarm: await state.storage.getAlarm(), createdAt: info.ok ? info.createdAt : 0 }
     })
     expect(alarm).toBe(createdAt + 5000)
-    // a lets the turn run out: the alarm at the deadline rolls for a, and b's turn begins.
-    await advance(sessionId, 5000)
-    await untilSeq(b, 1)
-    expect(b.frames.find((f) => f.seq === 1)!.event).toMatchObject({
-      kind: 'roll',
-      player: pa,
-      next: pb,
-      auto: true,
-    })
-    // b rolls in time, as usual.
-    b.roll()
-    await untilSeq(a, 2)
-    expect(a.frames.find((f) => f.seq === 2)!.event).toMatchObject({ kind: 'roll', player: pb })
-    expect(a.frames.find((f) => f.seq === 2)!.event).not.toHaveProperty('auto')
+    // The alarm comes 12 s in: a's turn ran out at 5 s and b's at 10 s; both are rolled for, at
+    // their deadlines, and it is c's turn.
+    await advance(sessionId, 12_000 - (Date.now() - createdAt))
+    await untilSeq(c!, 2)
+    const records = await inObject(sessionId, (inst) => inst.events(1, 10))
+    if (!records.ok) throw new Error('no log')
+    expect(records.events.map((r) => [r.input.kind, r.input.tick])).toEqual([
+      ['tick', 5000],
+      ['tick', 10_000],
+    ])
+    expect(records.events.map((r) => r.event)).toMatchObject([
+      { kind: 'roll', player: pa, next: pb, auto: true },
+      { kind: 'roll', player: pb, next: pc, auto: true },
+    ])
+    // b's roll now is refused: b's turn is over. c rolls in time, as usual.
+    b!.roll()
+    expect((await b!.nextOf('error')).code).toBe('not_your_turn')
+    c!.roll()
+    await untilSeq(a!, 3)
+    expect(a!.frames.find((f) => f.seq === 3)!.event).toMatchObject({ kind: 'roll', player: pc })
+    expect(a!.frames.find((f) => f.seq === 3)!.event).not.toHaveProperty('auto')
   })
 
   it('a player whose grace ended before a late alarm forfeits even if they reconnect first', async () => {

@@ -829,6 +829,21 @@ export class MatchPool extends DurableObject<Env> {
   }
 
   /**
+   * The ticket `leader`'s join with this key made, while the pool keeps it; null if none (or the
+   * pool holds nothing). For a keyed retry the route refused before it reached the pool.
+   */
+  ticketByKey(leader: string, joinKey: string): TicketView | null {
+    if (!this.schemaReady || this.queue === null) return null
+    const row = one<TicketRow>(
+      this.sql,
+      `SELECT * FROM tickets WHERE leader = ? AND join_key = ?`,
+      leader,
+      joinKey,
+    )
+    return row ? this.view(row) : null
+  }
+
+  /**
    * Cancels a waiting ticket; cancelling a cancelled ticket again answers the same. `reason` is
    * `party_changed` when a party's membership changed after its ticket was made (the parties
    * routes, with the admin viewer).

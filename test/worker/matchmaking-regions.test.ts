@@ -315,6 +315,30 @@ describe('one ticket per player per queue, across regions', () => {
     for (const ws of [us, eu]) ws.close(1000)
   })
 
+  it('a keyed join retried after its ticket was matched gets the match, even once the player waits in another region', async () => {
+    const q = await createQueue(TWO_REGIONS)
+    await rigBoth(q)
+    const [g, rival] = await Promise.all([newGuest(), newGuest()])
+    const keyed = (region: string) =>
+      call(
+        `/v1/matchmaking/${q}/tickets`,
+        json('POST', { region }, g.token, { 'idempotency-key': 'eu-join' }),
+      )
+    expect((await keyed('eu')).status).toBe(201)
+    const matched = (await (await joinAs(q, rival.token, 'eu')).json()) as Ticket
+    expect(matched.status).toBe('matched')
+    // The player has moved on to a ticket in us; the eu join's answer was lost, and is retried.
+    expect((await joinAs(q, g.token, 'us')).status).toBe(201)
+    const retry = await keyed('eu')
+    expect(retry.status).toBe(200)
+    const ticket = (await retry.json()) as Ticket
+    expect(ticket).toMatchObject({ status: 'matched', existing: true })
+    expect(ticket.match!.sessionId).toBe(matched.match!.sessionId)
+    expect(typeof ticket.match!.token).toBe('string')
+    // A join without that key is still refused while the player waits in us.
+    expect((await joinAs(q, g.token, 'eu')).status).toBe(409)
+  })
+
   it("with Neon unreachable, a socket's join that needs a new claim gets unavailable and queues nothing; once Neon is back it queues", async () => {
     const { q, us } = await socketWithFencedClaim()
     const setNeon = (reachable: boolean) =>

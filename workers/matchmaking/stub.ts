@@ -4,7 +4,7 @@ import type { Env } from '../env.ts'
 /** The pool's RPC surface, with the plain return types its methods declare. */
 export type PoolApi = Pick<
   MatchPool,
-  'configure' | 'join' | 'ticket' | 'cancel' | 'stats' | 'fence'
+  'configure' | 'join' | 'ticket' | 'ticketByKey' | 'cancel' | 'stats' | 'fence'
 >
 
 /** Name of the pool of one queue in one region. */

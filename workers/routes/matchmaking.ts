@@ -385,7 +385,18 @@ matchmakingRoutes.openapi(joinRoute, async (c) => {
       errors: [{ path: 'party', message: `at most ${config.maxPartySize} players` }],
     })
   }
-  const claim = await fenceForJoin(c, queue, region, read, principal)
+  let claim: QueueClaim
+  try {
+    claim = await fenceForJoin(c, queue, region, read, principal)
+  } catch (err) {
+    // A retry of a keyed join whose ticket was answered (matched, say) before the player joined
+    // elsewhere: its answer is that ticket, not the other region's conflict.
+    if (joinKey === null || !(err instanceof ApiError) || err.problem !== 'conflict') throw err
+    const prior = await poolStub(c.env, queue, region).ticketByKey(leader, joinKey)
+    if (!prior) throw err
+    const ticket = await withTokens(c, prior, viewerOf(principal))
+    return c.json({ ...ticket, existing: true }, 200)
+  }
   const r = await poolStub(c.env, queue, region).join({
     queue,
     region,

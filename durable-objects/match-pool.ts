@@ -601,12 +601,7 @@ export class MatchPool extends DurableObject<Env> {
     attributes: TicketAttributesValue | null,
     joinKey: string,
   ): Reply<{ row: TicketRow }> | null {
-    const row = one<TicketRow>(
-      this.sql,
-      `SELECT * FROM tickets WHERE leader = ? AND join_key = ?`,
-      leader,
-      joinKey,
-    )
+    const row = this.rowByKey(leader, joinKey)
     if (!row) return null
     const theirs = (JSON.parse(row.players) as TicketPlayer[]).map((p) => p.playerId).sort()
     const mine = [...ids].sort()
@@ -834,13 +829,18 @@ export class MatchPool extends DurableObject<Env> {
    */
   ticketByKey(leader: string, joinKey: string): TicketView | null {
     if (!this.schemaReady || this.queue === null) return null
-    const row = one<TicketRow>(
+    const row = this.rowByKey(leader, joinKey)
+    return row ? this.view(row) : null
+  }
+
+  /** The ticket `leader`'s join with this key made, while the pool keeps it. */
+  private rowByKey(leader: string, joinKey: string): TicketRow | undefined {
+    return one<TicketRow>(
       this.sql,
       `SELECT * FROM tickets WHERE leader = ? AND join_key = ?`,
       leader,
       joinKey,
     )
-    return row ? this.view(row) : null
   }
 
   /**

@@ -158,6 +158,7 @@ function runAsIds(): RunAs {
 /**
  * Whether the server (run as `postgres` when we are root) can reach `dir`: as root, every
  * directory above it must let that user through, which a home directory like /root does not.
+ * As root it makes the `postgres` user first if there is none (see runAsIds).
  */
 export function serverCanReach(dir: string): boolean {
   try {

@@ -30,23 +30,37 @@ function stub(board: string) {
 const scoreOf = (i: number) => (i * 7919) % N
 const playerOf = (i: number) => `c${String(i).padStart(5, '0')}`
 
+/** Submits `n` scores straight to the board object: player `player(i)` scores `score(i)`. */
+async function submitEach(
+  inst: Leaderboard,
+  board: string,
+  n: number,
+  player: (i: number) => string,
+  score: (i: number) => number = (i) => i,
+  metadata: (i: number) => string | null = () => null,
+): Promise<void> {
+  for (let i = 0; i < n; i++) {
+    const r = await inst.submit({
+      boardId: board,
+      playerId: player(i),
+      score: score(i),
+      subscore: 0,
+      metadata: metadata(i),
+      idempotencyKey: `seed-${i}`,
+      requestHash: `h${i}`,
+    })
+    if (!r.ok) throw new Error(r.detail)
+  }
+}
+
 async function seedBoard(
   board: string,
   extra: (inst: Leaderboard) => Promise<void> = async () => {},
 ) {
   await runInDurableObject(stub(board), async (inst: Leaderboard) => {
-    for (let i = 0; i < N; i++) {
-      const r = await inst.submit({
-        boardId: board,
-        playerId: playerOf(i),
-        score: scoreOf(i),
-        subscore: 0,
-        metadata: i % 1000 === 0 ? '{"lap":1}' : null,
-        idempotencyKey: `seed-${i}`,
-        requestHash: `h${i}`,
-      })
-      if (!r.ok) throw new Error(r.detail)
-    }
+    await submitEach(inst, board, N, playerOf, scoreOf, (i) =>
+      i % 1000 === 0 ? '{"lap":1}' : null,
+    )
     await extra(inst)
   })
 }
@@ -358,18 +372,7 @@ describe('freeing the object after a close', () => {
   it("deletes a closed cycle's rows a bounded number of batches at a time, the alarm coming straight back for the rest", async () => {
     const board = await createBoard()
     await runInDurableObject(stub(board), async (inst: Leaderboard) => {
-      for (let i = 0; i < 60; i++) {
-        const r = await inst.submit({
-          boardId: board,
-          playerId: `f${i}`,
-          score: i,
-          subscore: 0,
-          metadata: null,
-          idempotencyKey: `k${i}`,
-          requestHash: `h${i}`,
-        })
-        if (!r.ok) throw new Error(r.detail)
-      }
+      await submitEach(inst, board, 60, (i) => `f${i}`)
       // Batches of 10 rows, two to a run.
       inst.purgeBatch = 10
       inst.purgeBatchesPerRun = 2
@@ -433,18 +436,7 @@ describe('reading a cycle while it is archived', () => {
   it('stops a page at the first rank not in Neon yet, with a cursor to read on from; that answer is kept 4 s at most', async () => {
     const board = await createBoard({ submitsPerMinute: 600 })
     await runInDurableObject(stub(board), async (inst: Leaderboard) => {
-      for (let i = 0; i < 2500; i++) {
-        const r = await inst.submit({
-          boardId: board,
-          playerId: `h${String(i).padStart(5, '0')}`,
-          score: i,
-          subscore: 0,
-          metadata: null,
-          idempotencyKey: `k${i}`,
-          requestHash: `h${i}`,
-        })
-        if (!r.ok) throw new Error(r.detail)
-      }
+      await submitEach(inst, board, 2500, (i) => `h${String(i).padStart(5, '0')}`)
       // The page of ranks 1001–2000 fails once; 2001–2500 goes in before it.
       const real = new NeonArchiveWriter(env)
       let failed = false

@@ -56,17 +56,21 @@ async function untilSeq(s: TestSocket, seq: number): Promise<void> {
   }
 }
 
-/** A relay session of `n` players, each connected and welcomed. */
-async function relayWithEveryone(n: number) {
+/** A session of `n` players under `rules` (with `options`), each connected and welcomed. */
+async function everyoneIn(n: number, rules: string, options?: Record<string, unknown>) {
   const players = playerIds(n)
   const { sessionId, tokens } = await createSession({
-    rules: 'relay',
+    rules,
     roster: players.map((playerId) => ({ playerId })),
+    ...(options ? { options } : {}),
   })
   const sockets = await Promise.all(players.map((p) => connect(sessionId, tokens[p]!)))
   for (const s of sockets) await s.nextOf('welcome')
   return { players, sessionId, tokens, sockets }
 }
+
+/** A relay session of `n` players, each connected and welcomed. */
+const relayWithEveryone = (n: number) => everyoneIn(n, 'relay')
 
 describe('reconnecting', () => {
   it('with ?since= gets exactly the missed events, then live ones, even while events keep coming', async () => {
@@ -195,15 +199,12 @@ describe('reconnecting', () => {
   })
 
   it('dice-race with turnSeconds: the alarm comes for the turn’s deadline alone; a late one plays every turn that ran out, each at its own moment', async () => {
-    const players = playerIds(3)
-    const [pa, pb, pc] = players as [string, string, string]
-    const { sessionId, tokens } = await createSession({
-      rules: 'dice-race',
-      roster: players.map((playerId) => ({ playerId })),
-      options: { target: 1000, turnSeconds: 5 },
+    const { players, sessionId, sockets } = await everyoneIn(3, 'dice-race', {
+      target: 1000,
+      turnSeconds: 5,
     })
-    const [a, b, c] = await Promise.all(players.map((p) => connect(sessionId, tokens[p]!)))
-    for (const s of [a!, b!, c!]) await s.nextOf('welcome')
+    const [pa, pb, pc] = players as [string, string, string]
+    const [a, b, c] = sockets
     // Woken for the first turn's deadline (5 s in), not for every tick of the game's clock.
     const { alarm, createdAt } = await inObject(sessionId, async (inst, state) => {
       const info = inst.info()
@@ -234,17 +235,11 @@ describe('reconnecting', () => {
   })
 
   it('a player whose grace ended before a late alarm forfeits even if they reconnect first', async () => {
-    const players = playerIds(2)
-    const [pa, pb] = players as [string, string]
-    const { sessionId, tokens } = await createSession({
-      rules: 'dice-race',
-      roster: players.map((playerId) => ({ playerId })),
-      options: { target: 1000 },
+    const { players, sessionId, tokens, sockets } = await everyoneIn(2, 'dice-race', {
+      target: 1000,
     })
-    const a = await connect(sessionId, tokens[pa]!)
-    const b = await connect(sessionId, tokens[pb]!)
-    await a.nextOf('welcome')
-    await b.nextOf('welcome')
+    const [pa, pb] = players as [string, string]
+    const [a, b] = sockets as [TestSocket, TestSocket]
     b.close()
     await timerSet(sessionId, pb)
     // B's grace ends and the alarm that should see it has not run when B comes back.

@@ -116,6 +116,16 @@ export function objectRecord<T extends z.ZodType>(record: T, openapi: Record<str
 }
 
 /**
+ * A client's key for one logical write (a score submission, a matchmaking join), sent again
+ * unchanged with every retry of it.
+ */
+export const IdempotencyKey = z
+  .string()
+  .min(1)
+  .max(128)
+  .regex(/^[\x21-\x7e]+$/, 'printable ASCII without spaces')
+
+/**
  * A whole number in a URL (path or query), in plain decimal digits. `1e1`, `0x2`, `1.0` or ` 3`
  * are refused rather than read as other numbers, as `z.coerce.number()` would read them.
  * @example query: z.object({ from: decimalInt(1, 1e9).default(1) })

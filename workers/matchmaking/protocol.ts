@@ -1,5 +1,5 @@
 import { z } from '@hono/zod-openapi'
-import { objectRecord, PlayerId } from '../lib/openapi.ts'
+import { IdempotencyKey, objectRecord, PlayerId } from '../lib/openapi.ts'
 
 /**
  * The matchmaking wire protocol, defined once: what clients send over the socket (validated at
@@ -37,16 +37,6 @@ export const Party = z
   .max(16)
   .refine((p) => new Set(p).size === p.length, 'party members must be distinct')
 
-/**
- * Names one logical join, so that sending it again (after a dropped socket, a lost answer) finds
- * the ticket it made, whatever has become of it, instead of making another.
- */
-export const JoinKey = z
-  .string()
-  .min(1)
-  .max(128)
-  .regex(/^[\x21-\x7e]+$/, 'printable ASCII without spaces')
-
 const Join = z
   .object({
     type: z.literal('join'),
@@ -54,7 +44,8 @@ const Join = z
     rating: z.unknown().optional(),
     party: Party.optional(),
     attributes: TicketAttributes.optional(),
-    joinKey: JoinKey.optional(),
+    // Names this join: sent again, it gets the ticket the first one made (see the pool).
+    joinKey: IdempotencyKey.optional(),
   })
   .strict()
 

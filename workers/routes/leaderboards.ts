@@ -8,6 +8,7 @@ import { boundedInt } from '../lib/config.ts'
 import {
   createRoute,
   decimalInt,
+  IdempotencyKey,
   newRouter,
   PlayerId,
   problemResponses,
@@ -42,15 +43,10 @@ const LIVE_TTL_SECONDS = 4
 /** A completed archive never changes. */
 const ARCHIVE_TTL_SECONDS = 300
 
-const IdempotencyKey = z
-  .string()
-  .min(1)
-  .max(128)
-  .regex(/^[\x21-\x7e]+$/, 'printable ASCII without spaces')
-  .openapi({
-    description: 'Unique per logical submission; a retry sends the same key',
-    example: '7d0e3c52-run-118',
-  })
+const SubmissionKey = IdempotencyKey.openapi({
+  description: 'Unique per logical submission; a retry sends the same key',
+  example: '7d0e3c52-run-118',
+})
 
 const BoardParam = z.object({ id: ResourceId })
 
@@ -156,7 +152,7 @@ const submitRoute = createRoute({
   middleware: [countRefusedSubmissions, requirePrincipal()] as const,
   request: {
     params: BoardParam,
-    headers: z.object({ 'idempotency-key': IdempotencyKey }),
+    headers: z.object({ 'idempotency-key': SubmissionKey }),
     body: { content: { 'application/json': { schema: ScoreSubmission } }, required: true },
   },
   responses: {

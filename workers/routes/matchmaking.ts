@@ -15,6 +15,7 @@ import { errorFields, log } from '../lib/log.ts'
 import {
   BEARER_OR_QUERY_TOKEN,
   createRoute,
+  IdempotencyKey,
   newRouter,
   PlayerId,
   problemResponses,
@@ -32,7 +33,7 @@ import {
   type QueueClaim,
 } from '../matchmaking/claims.ts'
 import { loadQueueConfig, RegionId, type QueueConfig } from '../matchmaking/config.ts'
-import { JoinKey, Party, TicketAttributes } from '../matchmaking/protocol.ts'
+import { Party, TicketAttributes } from '../matchmaking/protocol.ts'
 import { cancelPartyTicket, parseTicketId, poolFetcher, poolStub } from '../matchmaking/stub.ts'
 import { requirePrincipal } from '../middleware/auth.ts'
 import { matchmakingPlayer, recordPartyTicket } from '../parties/store.ts'
@@ -320,7 +321,7 @@ const joinRoute = createRoute({
   request: {
     params: QueueParam,
     headers: z.object({
-      'idempotency-key': JoinKey.optional().openapi({
+      'idempotency-key': IdempotencyKey.optional().openapi({
         description: 'Unique per logical join; a retry sends the same key',
         example: '0b7c61f2-join-1',
       }),

@@ -356,6 +356,8 @@ export class MatchPool extends DurableObject<Env> {
   sessionCreator: SessionCreator
   /** Notes a party's ticket in Neon (recordPartyTicket); replaceable so tests can hold it. */
   partyTicketNoter: (partyId: string, ticketId: string, players: string[]) => Promise<boolean>
+  /** Reads a player's party and ratings from Neon (matchmakingPlayer); replaceable likewise. */
+  partyReader: (playerId: string) => Promise<MatchmakingPlayer>
   /** How long a socket's frame waits on Neon before it is answered without it (tests lower it). */
   neonTimeoutMs = NEON_TIMEOUT_MS
   /** The pool's clock; tests move it forward instead of sleeping. */
@@ -371,6 +373,7 @@ export class MatchPool extends DurableObject<Env> {
     this.sessionCreator = gameSessionCreator(env)
     this.partyTicketNoter = (partyId, ticketId, players) =>
       recordPartyTicket(this.env, partyId, ticketId, players)
+    this.partyReader = (playerId) => matchmakingPlayer(this.env, playerId)
     void ctx.blockConcurrencyWhile(async () => this.load())
   }
 
@@ -1618,7 +1621,7 @@ export class MatchPool extends DurableObject<Env> {
   > {
     let read: MatchmakingPlayer
     try {
-      read = await within(matchmakingPlayer(this.env, playerId), this.neonTimeoutMs, 'party read')
+      read = await within(this.partyReader(playerId), this.neonTimeoutMs, 'party read')
     } catch (err) {
       log('warn', 'party not read', { actor: this.actor, playerId, ...errorFields(err) })
       return { ok: false, code: 'unavailable', message: 'Parties cannot be read now; try again' }

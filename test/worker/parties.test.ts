@@ -22,7 +22,7 @@ import {
   type Found,
   type Queued,
 } from './helpers/matchmaking.ts'
-import { collect, connect, nextOfType, until } from './helpers/sockets.ts'
+import { closed, collect, connect, nextOfType, until } from './helpers/sockets.ts'
 
 interface Party {
   id: string
@@ -913,6 +913,55 @@ describe('queueing as a party over sockets', () => {
     expect((await ticketOf(queued.ticketId)).status).toBe('cancelled')
     expect(await waiting(q)).toBe(0)
     ws.close(1000)
+  })
+
+  it('a keyed party join sent again while its ticket is matched during the party read gets match_found once, and queues nothing', async () => {
+    const q = await createQueue({ teamSize: 2, maxPartySize: 2 })
+    await rig(q, newClock(), { graceMs: 10_000 })
+    const [a, b, c, d] = await players(4)
+    await formParty([a!, b!])
+    const join = JSON.stringify({
+      type: 'join',
+      party: [a!.playerId, b!.playerId],
+      joinKey: 'pk-1',
+    })
+    const first = await connect(`/v1/matchmaking/${q}`, a!.token)
+    first.send(join)
+    const queued = await nextOfType<Queued>(first, 'queued')
+    first.close(1001, 'network')
+    // The client sends the join again; while the pool reads the party from Neon for it, two
+    // players join and the waiting ticket is matched.
+    let joinedMeanwhile = 0
+    await runInDurableObject(poolOf(q), (inst: MatchPool) => {
+      const read = inst.partyReader
+      inst.partyReader = async (id) => {
+        if (joinedMeanwhile === 0) {
+          joinedMeanwhile = 1
+          await joinFor(q, c!.playerId)
+          await joinFor(q, d!.playerId)
+          joinedMeanwhile = 2
+        }
+        return read(id)
+      }
+    })
+    const second = await connect(`/v1/matchmaking/${q}`, a!.token)
+    second.send(join)
+    const found = await nextOfType<Found>(second, 'match_found')
+    expect(found.ticketId).toBe(queued.ticketId)
+    expect(await verifySessionToken(env, found.token, found.sessionId)).toBe(a!.playerId)
+    expect(found.players.map((p) => p.playerId).sort()).toEqual(
+      [a, b, c, d].map((p) => p!.playerId).sort(),
+    )
+    await until(async () => (joinedMeanwhile === 2 ? true : undefined), 5000, 'the joins')
+    expect((await closed(second)).code).toBe(1000)
+    // The socket took the waiting ticket over when it connected, then heard of the match once;
+    // the join's own answer found the ticket matched and the socket closed, and added nothing.
+    expect(collect(second).map((m) => (m as { type: string }).type)).toEqual([
+      'queued',
+      'match_found',
+    ])
+    expect(await waiting(q)).toBe(0)
+    expect((await ticketOf(queued.ticketId)).status).toBe('matched')
   })
 
   it('a cancel sent right after a party join on the same socket cancels the ticket that join made', async () => {

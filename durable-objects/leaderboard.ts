@@ -39,6 +39,13 @@ import { all, one, schemaVersion, setSchemaVersion } from '../workers/lib/sql.ts
 
 /** Rows per archive page: each page is one Neon transaction. */
 export const ARCHIVE_PAGE_SIZE = 1000
+/**
+ * Player ids and metadata text per archive page, at most (always at least one row). Every layer
+ * on the way to Neon escapes metadata again (the array literal, then the request's JSON), so
+ * quote-heavy metadata grows up to fourfold: 1,000 rows of 4 KiB crossed Neon's 10 MiB request
+ * limit on every retry, and 2 M characters stays under it.
+ */
+export const ARCHIVE_PAGE_CHARS = 2 * 1024 * 1024
 /** Archive pages in flight at once: each is its own transaction, so they need no ordering. */
 const ARCHIVE_CONCURRENCY = 4
 /** Rows deleted per statement once a cycle is safely in Neon. */
@@ -1414,9 +1421,15 @@ export class Leaderboard extends DurableObject<Env> {
         submittedAt: [],
       }
       const rewards: ArchiveReward[] = []
+      let chars = 0
+      let taken = 0
       for (let i = 0; i < rows.length; i++) {
         const row = rows[i]!
         const playerId = row[0]
+        chars += playerId.length + (row[4]?.length ?? 0)
+        // The rows after it go in the next page (read again from this page's cursor).
+        if (i > 0 && chars > ARCHIVE_PAGE_CHARS) break
+        taken = i + 1
         const rank = ++archived
         columns.playerIds.push(playerId)
         columns.ranks.push(rank)
@@ -1428,7 +1441,7 @@ export class Leaderboard extends DurableObject<Env> {
         const tier = rank <= lastPaid ? rewardFor(tiers, rank) : undefined
         if (tier) rewards.push({ playerId, rank, reward: JSON.stringify(tier.reward) })
       }
-      const [playerId, seq, ordScore, ordSub] = rows[rows.length - 1]!
+      const [playerId, seq, ordScore, ordSub] = rows[taken - 1]!
       after = [ordScore, ordSub, seq, playerId]
       batch.pages.push({
         rows: columns,

@@ -14,6 +14,7 @@ import { ADMIN_KEY, bearer, call, callWithEnv, json, newGuest, problem } from '.
 import { boardId, createBoard, fresh, pg, submitFor, type Top } from './helpers/boards.ts'
 import { countRowsRead } from './helpers/rows-read.ts'
 import { localFamilies } from '../../workers/lib/metrics.ts'
+import { canonicalJson } from '../../workers/routes/leaderboard-schemas.ts'
 
 const N = 10_000
 const REWARDS = [
@@ -496,6 +497,32 @@ describe('metadata PostgreSQL cannot store', () => {
     const rows = await pg()`select player_id, metadata from leaderboard_archive
                             where leaderboard_id = ${board} and cycle = 1`
     expect(rows).toEqual([{ player_id: 'legacy', metadata: { '\ufffd': 'a\ufffdb' } }])
+  })
+
+  it('of the largest size, quote-heavy, on every entry, is archived whole: pages stay under Neon’s request limit', async () => {
+    const board = await createBoard({ metadataMaxBytes: 4096 })
+    const n = 1100
+    // 4,008 bytes as stored; escaped twice on the way to Neon, a 1,000-row page would be 16 MB.
+    const metadataOf = (i: number) => canonicalJson({ q: '"'.repeat(1995), i })
+    await runInDurableObject(stub(board), async (inst: Leaderboard) => {
+      const entries = Array.from({ length: n }, (_, i) => ({
+        playerId: `m${String(i).padStart(5, '0')}`,
+        score: i,
+        subscore: 0,
+        metadata: metadataOf(i),
+      }))
+      for (let i = 0; i < n; i += 500) {
+        const r = await inst.importEntries(board, entries.slice(i, i + 500))
+        if (!r.ok) throw new Error(r.detail)
+      }
+    })
+    expect(new TextEncoder().encode(metadataOf(n - 1)).length).toBeLessThanOrEqual(4096)
+    expect((await closeNow(board)).status).toBe(202)
+    expect((await archiveUntilDone(board, 1)).state).toBe('done')
+    const rows = await pg()`select count(*)::int as rows, count(distinct rank)::int as ranks,
+                                   count(*) filter (where length(metadata->>'q') = 1995)::int as whole
+                              from leaderboard_archive where leaderboard_id = ${board} and cycle = 1`
+    expect(rows).toEqual([{ rows: n, ranks: n, whole: n }])
   })
 })
 

@@ -32,6 +32,7 @@ import {
   type RatingChange,
   type SessionStore,
 } from '../workers/sessions/store.ts'
+import { canonicalJson } from '../workers/lib/canonical-json.ts'
 import { sha256Hex } from '../workers/lib/hash.ts'
 import { answerClose } from '../workers/lib/socket-close.ts'
 
@@ -1288,16 +1289,4 @@ function pageBySize<T extends { record: string }>(rows: T[], maxChars: number): 
     end++
   }
   return rows.slice(0, end)
-}
-
-/** JSON with sorted keys: equal values give equal text. */
-function canonicalJson(v: unknown): string {
-  if (v === null || typeof v !== 'object') return JSON.stringify(v) ?? 'null'
-  if (Array.isArray(v)) return `[${v.map(canonicalJson).join(',')}]`
-  const o = v as Record<string, unknown>
-  return `{${Object.keys(o)
-    .filter((k) => o[k] !== undefined)
-    .sort()
-    .map((k) => `${JSON.stringify(k)}:${canonicalJson(o[k])}`)
-    .join(',')}}`
 }

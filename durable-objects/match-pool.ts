@@ -44,6 +44,7 @@ import {
 import { errorFields, log, setLogLevel } from '../workers/lib/log.ts'
 import { counter, gauge, histogram } from '../workers/lib/metrics.ts'
 import { sendMetricsSoon } from '../workers/lib/metrics-flush.ts'
+import { canonicalJson } from '../workers/lib/canonical-json.ts'
 import { problemResponse, type ProblemType } from '../workers/lib/problem.ts'
 import { issueSessionToken } from '../workers/lib/session-token.ts'
 import { answerClose } from '../workers/lib/socket-close.ts'
@@ -609,7 +610,11 @@ export class MatchPool extends DurableObject<Env> {
     const theirs = (JSON.parse(row.players) as TicketPlayer[]).map((p) => p.playerId).sort()
     const mine = [...ids].sort()
     const samePlayers = theirs.length === mine.length && theirs.every((id, i) => id === mine[i])
-    if (!samePlayers || row.attributes !== (attributes ? JSON.stringify(attributes) : null)) {
+    // The same attributes in another key order are the same join (as a score's metadata is).
+    const sameAttributes =
+      canonicalJson(row.attributes === null ? null : JSON.parse(row.attributes)) ===
+      canonicalJson(attributes)
+    if (!samePlayers || !sameAttributes) {
       return problem(
         'idempotency-key-reused',
         'This join key was used for a different join (other players or attributes)',

@@ -14,7 +14,7 @@ import { ADMIN_KEY, bearer, call, callWithEnv, json, newGuest, problem } from '.
 import { boardId, createBoard, fresh, pg, submitFor, type Top } from './helpers/boards.ts'
 import { countRowsRead } from './helpers/rows-read.ts'
 import { localFamilies } from '../../workers/lib/metrics.ts'
-import { canonicalJson } from '../../workers/routes/leaderboard-schemas.ts'
+import { canonicalJson } from '../../workers/lib/canonical-json.ts'
 
 const N = 10_000
 const REWARDS = [

@@ -115,6 +115,30 @@ describe('HTTP tickets', () => {
     }
   })
 
+  it('a keyed join sent again with its attributes in another order is the same join; other values are refused', async () => {
+    const q = await createQueue()
+    await rig(q, newClock())
+    const a = await newGuest()
+    const keyed = (attributes: Record<string, unknown>) =>
+      call(
+        `/v1/matchmaking/${q}/tickets`,
+        json('POST', { attributes }, a.token, { 'idempotency-key': 'join-attrs' }),
+      )
+    const first = (await (
+      await keyed({ mode: 'ranked', map: 'dust', hardcore: true })
+    ).json()) as Ticket
+    expect((await del(first.ticketId, a.token)).status).toBe(200)
+    // Cancelled, the ticket is answered from its key alone (no waiting ticket to find it by).
+    const reordered = await keyed({ hardcore: true, map: 'dust', mode: 'ranked' })
+    expect(reordered.status).toBe(200)
+    expect((await reordered.json()) as Ticket).toMatchObject({
+      ticketId: first.ticketId,
+      status: 'cancelled',
+    })
+    const other = await problem(await keyed({ hardcore: true, map: 'nuke', mode: 'ranked' }))
+    expect(other).toMatchObject({ status: 422, type: 'urn:nexus:problem:idempotency-key-reused' })
+  })
+
   it('players read and cancel only their own tickets; cancel is idempotent; matched tickets cannot be cancelled', async () => {
     const q = await createQueue({ maxRatingGap: 0, widenPerSecond: 0 })
     await rig(q, newClock())

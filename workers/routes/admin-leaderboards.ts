@@ -7,12 +7,8 @@ import { createRoute, decimalInt, newRouter, problemResponses, ResourceId } from
 import { ApiError } from '../lib/problem.ts'
 import { requireAdmin } from '../middleware/auth.ts'
 import { hasBody } from '../middleware/json-body.ts'
-import {
-  canonicalJson,
-  CycleInfo,
-  LeaderboardConfigInput,
-  ImportEntry,
-} from './leaderboard-schemas.ts'
+import { canonicalJson } from '../lib/canonical-json.ts'
+import { CycleInfo, LeaderboardConfigInput, ImportEntry } from './leaderboard-schemas.ts'
 
 export const adminLeaderboards = newRouter()
 

@@ -170,11 +170,3 @@ export const Limit = (max: number, fallback: number) =>
     .openapi({ type: 'integer', minimum: 1, maximum: max, default: fallback })
 
 export const Cursor = z.string().min(1).max(1100).optional()
-
-/** Sorts object keys recursively, so equal metadata hashes equally whatever its key order. */
-export function canonicalJson(v: unknown): string {
-  if (v === null || typeof v !== 'object') return JSON.stringify(v)
-  if (Array.isArray(v)) return `[${v.map(canonicalJson).join(',')}]`
-  const keys = Object.keys(v).sort()
-  return `{${keys.map((k) => `${JSON.stringify(k)}:${canonicalJson((v as Record<string, unknown>)[k])}`).join(',')}}`
-}

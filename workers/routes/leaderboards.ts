@@ -24,8 +24,8 @@ import {
   type EdgeRateLimitOptions,
 } from '../middleware/rate-limit.ts'
 import { requirePlayerForMe, requirePrincipal } from '../middleware/auth.ts'
+import { canonicalJson } from '../lib/canonical-json.ts'
 import {
-  canonicalJson,
   Cursor,
   CycleInfo,
   Entry,

@@ -644,6 +644,7 @@ export interface Paths {
         }
         401: Schemas['Problem']
         403: Schemas['Problem']
+        404: Schemas['Problem']
         422: Schemas['Problem']
         500: Schemas['Problem']
         503: Schemas['Problem']

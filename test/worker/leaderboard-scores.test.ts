@@ -3,8 +3,8 @@ import { env } from 'cloudflare:workers'
 import { describe, expect, it } from 'vitest'
 import type { Leaderboard } from '../../durable-objects/leaderboard.ts'
 import { localFamilies } from '../../workers/lib/metrics.ts'
-import { ADMIN_KEY, call, json, newGuest, problem } from './helpers/http.ts'
-import { createBoard, fresh, submitAs, submitFor, type Top } from './helpers/boards.ts'
+import { ADMIN_KEY, bearer, call, json, newGuest, problem } from './helpers/http.ts'
+import { createBoard, fresh, pg, submitAs, submitFor, type Top } from './helpers/boards.ts'
 
 async function top(board: string, limit = 100): Promise<Top> {
   return fresh<Top>(`/v1/leaderboards/${board}/top?limit=${limit}`)
@@ -491,10 +491,29 @@ describe('bad input is refused with problem+json and changes nothing', () => {
     expect(t.entries[0]).toMatchObject({ playerId: 'p', score: 10 })
   })
 
-  it('an unknown board is 404 and creates nothing', async () => {
+  it('an unknown board is 404 to a submission and to every read, and creates nothing', async () => {
     const p = await problem(await submitFor('no-such-board-x1', 'p', { score: 1 }))
     expect(p).toMatchObject({ status: 404, type: 'urn:nexus:problem:not-found' })
-    expect((await problem(await call('/v1/leaderboards/no-such-board-x1'))).status).toBe(404)
+    const guest = await newGuest()
+    for (const path of [
+      '',
+      '/top',
+      '/players/p',
+      '/around/p',
+      '/cycles/1/top',
+      `/players/${guest.playerId}/history`,
+      '/players/me/history',
+    ]) {
+      const r = await problem(
+        await call(`/v1/leaderboards/no-such-board-x1${path}`, bearer(guest.token)),
+      )
+      expect({ path, status: r.status, type: r.type }).toEqual({
+        path,
+        status: 404,
+        type: 'urn:nexus:problem:not-found',
+      })
+    }
+    expect(await pg()`select 1 from leaderboards where id = 'no-such-board-x1'`).toEqual([])
   })
 })
 

@@ -479,7 +479,7 @@ const historyRoute = createRoute({
         },
       },
     },
-    ...problemResponses(401, 403, 422),
+    ...problemResponses(401, 403, 404, 422),
   },
 })
 
@@ -496,6 +496,12 @@ leaderboardRoutes.openapi(historyRoute, (async (c: Context<AppEnv>) => {
       order by a.cycle desc limit $4`,
     [playerId, id, before ?? 2_147_483_647, limit],
   )) as { cycle: number; rank: number; score: number; subscore: number; entries: number }[]
+  // No results: a board nobody created is 404, as every other read of it is (a board's config
+  // row outlives its cycles, so this is asked only when there is nothing to show).
+  if (rows.length === 0) {
+    const [board] = await getSql(c.env).query('select 1 from leaderboards where id = $1', [id])
+    if (!board) throw new ApiError('not-found', `No leaderboard '${id}'`)
+  }
   const last = rows[rows.length - 1]
   c.header('cache-control', 'private, max-age=0')
   return c.json(

@@ -1,3 +1,4 @@
+import { locationHintFor } from '../core/location.ts'
 import type { Env } from '../env.ts'
 import type { ProblemType } from '../lib/problem.ts'
 import type { MatchPlayer } from './protocol.ts'
@@ -36,10 +37,15 @@ interface SessionApi {
  * session's alarm, so `match_found` does not wait for a Neon round trip.
  */
 export function gameSessionCreator(env: Pick<Env, 'GAME_SESSION'>): SessionCreator {
-  return (setup) =>
-    (env.GAME_SESSION.getByName(setup.sessionId) as unknown as SessionApi).create(setup, {
-      listing: 'deferred',
-    })
+  return (setup) => {
+    // Created near its players: the pool's region names where (workers/core/location.ts).
+    const locationHint = setup.region ? locationHintFor(setup.region) : null
+    const session = env.GAME_SESSION.getByName(
+      setup.sessionId,
+      locationHint ? { locationHint } : undefined,
+    ) as unknown as SessionApi
+    return session.create(setup, { listing: 'deferred' })
+  }
 }
 
 /** A secret seed: 32 random bytes, hex. */

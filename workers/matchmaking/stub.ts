@@ -1,4 +1,5 @@
 import type { MatchPool } from '../../durable-objects/match-pool.ts'
+import { locationHintFor } from '../core/location.ts'
 import type { Env } from '../env.ts'
 
 /** The pool's RPC surface, with the plain return types its methods declare. */
@@ -17,12 +18,19 @@ export function poolName(queue: string, region: string): string {
  * stub's promised types are the methods' own; the cast spares callers the RPC type mapping.
  */
 export function poolStub(env: Pick<Env, 'MATCH_POOL'>, queue: string, region: string): PoolApi {
-  return env.MATCH_POOL.getByName(poolName(queue, region)) as unknown as PoolApi
+  return poolFetcher(env, queue, region) as unknown as PoolApi
 }
 
-/** The raw stub, for WebSocket upgrades (`fetch`). */
+/**
+ * The raw stub, for WebSocket upgrades (`fetch`). Every call names the region's location hint,
+ * since any call may be the one that creates the pool (workers/core/location.ts).
+ */
 export function poolFetcher(env: Pick<Env, 'MATCH_POOL'>, queue: string, region: string) {
-  return env.MATCH_POOL.getByName(poolName(queue, region))
+  const locationHint = locationHintFor(region)
+  return env.MATCH_POOL.getByName(
+    poolName(queue, region),
+    locationHint ? { locationHint } : undefined,
+  )
 }
 
 const TICKET_ID =

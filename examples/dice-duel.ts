@@ -109,7 +109,7 @@ async function main(): Promise<void> {
       teams: 2,
       teamSize: 1,
       rules: 'dice-race',
-      rulesOptions: { target: 30 },
+      rulesOptions: { target: 30, turnSeconds: 30 },
       maxRatingGap: 200,
       widenPerSecond: 50,
       regions: ['eu'],

@@ -25,7 +25,7 @@ export interface ReadOptions {
 
 /**
  * Leaderboards: submit with automatic idempotency keys and retries; live reads (top, rank,
- * around) that may be up to 5 s stale; history from the archive.
+ * around) that may be up to 4 s stale; history from the archive.
  */
 export class Leaderboards {
   private readonly t: Transport

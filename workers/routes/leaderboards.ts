@@ -217,8 +217,10 @@ const topRoute = createRoute({
   path: '/{id}/top',
   summary: 'The current cycle, best first, a page at a time',
   description:
-    'Pass `nextCursor` back as `cursor` for the next page. Cursors name the last entry seen, so pages ' +
-    'neither repeat nor skip entries while scores change. Served from the edge cache, at most 5 s stale.',
+    'Pass `nextCursor` back as `cursor` for the next page. A walk reads the board as of its first page, ' +
+    'so pages neither repeat nor skip entries while scores change; a cursor older than the 5 minutes of ' +
+    'history the board keeps, from a closed cycle, or from before a restart is 409: start again without ' +
+    'one. Served from the caches, at most 4 s stale (`Cache-Control: no-cache` asks for a fresh read).',
   request: { params: BoardParam, query: z.object({ limit: Limit(100, 10), cursor: Cursor }) },
   responses: {
     200: { description: 'A page', content: { 'application/json': { schema: TopPage } } },

@@ -220,7 +220,7 @@ const cancelTicketRoute = createRoute({
   summary: 'Cancel a waiting ticket',
   description:
     'Any player on the ticket may cancel it (the whole party leaves). Cancelling again answers the ' +
-    'same; a ticket already matched or expired is 409.',
+    'same; a ticket already matched or expired, or being matched at that moment, is 409.',
   middleware: [requirePrincipal()] as const,
   request: { params: z.object({ ticketId: TicketIdParam }) },
   responses: {

@@ -102,6 +102,32 @@ function devDataDir(): string {
   return `/var/lib/nexus-dev/${id}/pg`
 }
 
+/**
+ * wrangler's local dev fires no cron triggers, and a deployed Nexus runs its cron every minute
+ * (the boards' safety net, lost configuration pushes, stale party tickets, idle claims): fire it
+ * at the top of each minute, with that minute as its scheduled time, so local runs as deployed.
+ */
+function startLocalCron(url: string): () => void {
+  let timer: NodeJS.Timeout | undefined
+  const fire = async (minute: number) => {
+    try {
+      const res = await fetch(`${url}/cdn-cgi/local/scheduled?cron=*+*+*+*+*&time=${minute}`)
+      if (!res.ok) console.error(`[nexus] the cron's run failed: ${res.status}`)
+    } catch (err) {
+      console.error('[nexus] the cron could not be fired:', err)
+    }
+  }
+  const next = () => {
+    const minute = Math.floor(Date.now() / 60_000) * 60_000 + 60_000
+    timer = setTimeout(() => {
+      void fire(minute)
+      next()
+    }, minute - Date.now())
+  }
+  next()
+  return () => clearTimeout(timer)
+}
+
 async function main(): Promise<void> {
   const devVars = readDevVars()
   const configured = (k: string) => process.env[k] ?? devVars[k]
@@ -148,7 +174,11 @@ async function main(): Promise<void> {
   const wrangler = startWranglerDev({ port, vars })
   stops.push(() => wrangler.stop())
   wrangler.ready.then(
-    () => console.log(`[nexus] serving on ${wrangler.url} (Ctrl-C stops everything)`),
+    () => {
+      console.log(`[nexus] serving on ${wrangler.url} (Ctrl-C stops everything)`)
+      const stopCron = startLocalCron(wrangler.url)
+      stops.push(async () => stopCron())
+    },
     () => {},
   )
   const child = wrangler.child

@@ -52,7 +52,10 @@ export async function runScheduled(
     retryStalePartyTickets(env),
   )
   const claimsPruned = await job('idle queue claims not pruned', () => pruneIdleClaims(env))
-  return { poked, configsPushed, staleTicketsCancelled, claimsPruned }
+  const done = { poked, configsPushed, staleTicketsCancelled, claimsPruned }
+  // A run that had work to do says so; the quiet ones (most minutes) only at debug.
+  log(Object.values(done).some((n) => n > 0) ? 'info' : 'debug', 'cron run', done)
+  return done
 }
 
 /** Runs one of the cron's jobs; a failure is logged and counts as nothing done. */

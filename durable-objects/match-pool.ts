@@ -1881,7 +1881,11 @@ export class MatchPool extends DurableObject<Env> {
     this.nextDeadline ??= this.earliestDeadline()
     if (this.nextDeadline !== Infinity) candidates.push(this.nextDeadline)
     if (this.ratesStale) candidates.push(this.ratesAt + RATES_EVERY_MS)
-    if (this.ratesDropAt !== null) candidates.push(this.ratesDropAt)
+    // Rates are not recomputed within RATES_EVERY_MS of the last time: an alarm at a drop time
+    // inside that second would only mark them stale, and come straight back, again and again.
+    if (this.ratesDropAt !== null) {
+      candidates.push(Math.max(this.ratesDropAt, this.ratesAt + RATES_EVERY_MS))
+    }
     // One statement: this runs two or three times per match made.
     const due = one<{ attempt: number | null; finished: number | null }>(
       this.sql,

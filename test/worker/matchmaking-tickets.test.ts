@@ -296,6 +296,42 @@ describe('stats', () => {
   })
 })
 
+describe('stats over time', () => {
+  it('a match leaving the last minute within a second of the last rates update is counted out a second after it, the alarm not coming back meanwhile', async () => {
+    const q = await createQueue({ maxRatingGap: 50, widenPerSecond: 0 })
+    const clock = newClock()
+    await rig(q, clock)
+    const t0 = clock.t
+    const ids = ['a', 'b', 'c', 'd'].map((n) => `${q}-${n}`)
+    await Promise.all(ids.map((p) => setRating(p, 1500)))
+    await joinFor(q, ids[0]!)
+    await joinFor(q, ids[1]!) // a match at t0
+    clock.t = t0 + 59_500
+    await joinFor(q, ids[2]!)
+    await joinFor(q, ids[3]!) // a match at t0 + 59.5 s; rates computed then
+    const perMinute = async () =>
+      ((await (await call(`/v1/matchmaking/${q}/stats`)).json()) as { matchesPerMinute: number })
+        .matchesPerMinute
+    expect(await perMinute()).toBe(2)
+    // As the runtime runs an alarm: the alarm that fired is gone unless the handler sets another.
+    const alarmFires = () =>
+      runInDurableObject(poolOf(q), async (inst: MatchPool, state) => {
+        await state.storage.deleteAlarm()
+        await inst.alarm()
+      })
+    // The first match leaves the minute at t0 + 60,001, within a second of the last update: the
+    // alarm then comes once, at the end of that second, not at every moment until it.
+    clock.t = t0 + 60_001
+    await alarmFires()
+    expect((await alarmAt(q))! - t0).toBe(60_500)
+    clock.t = t0 + 60_500
+    await alarmFires()
+    expect(await perMinute()).toBe(1)
+    // Next: the second match leaving its minute.
+    expect((await alarmAt(q))! - t0).toBe(59_500 + 60_001)
+  })
+})
+
 describe('stats of a match whose session came up late', () => {
   it('count it when its players are told, and its waits until then', async () => {
     const q = await createQueue()

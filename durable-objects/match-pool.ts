@@ -121,6 +121,15 @@ export const MAX_WAIT_MS = 25_000
  * socket is noticed closed); one more is refused (409), as on a game session. */
 const MAX_SOCKETS_PER_PLAYER = 4
 /**
+ * Frames one socket may send: a steady rate with a burst (a client sends a join, a cancel and a
+ * ping now and then), and frames waiting behind one still handled (a party join awaits Neon).
+ * Past either, the frame is answered `rate_limited` and dropped: unbounded, one socket could queue
+ * frames in the object's memory faster than Neon answers them, each waiting its turn to call it.
+ */
+export const FRAMES_PER_SECOND = 10
+export const FRAME_BURST = 20
+export const MAX_PENDING_FRAMES = 8
+/**
  * A socket `join` that reads its party or takes a claim waits this long for Neon (and the other
  * regions' pools), then answers `unavailable`.
  */
@@ -1352,6 +1361,15 @@ export class MatchPool extends DurableObject<Env> {
   }
 
   override async webSocketMessage(ws: WebSocket, message: string | ArrayBuffer): Promise<void> {
+    const pending = this.pendingFrames.get(ws) ?? 0
+    if (pending >= MAX_PENDING_FRAMES || !this.takeFrameToken(ws)) {
+      return this.sendError(
+        ws,
+        'rate_limited',
+        `At most ${FRAMES_PER_SECOND} frames a second (burst ${FRAME_BURST}), and ${MAX_PENDING_FRAMES} waiting for an answer`,
+      )
+    }
+    this.pendingFrames.set(ws, pending + 1)
     // One socket's frames are handled in the order they came: a party `join` awaits Neon, and a
     // `cancel` sent right after it must find the ticket that join makes, not overtake it.
     const handled = (this.inFlight.get(ws) ?? Promise.resolve()).then(() =>
@@ -1362,11 +1380,32 @@ export class MatchPool extends DurableObject<Env> {
       await handled
     } finally {
       if (this.inFlight.get(ws) === handled) this.inFlight.delete(ws)
+      const left = (this.pendingFrames.get(ws) ?? 1) - 1
+      if (left > 0) this.pendingFrames.set(ws, left)
+      else this.pendingFrames.delete(ws)
     }
   }
 
   /** Frames of each socket still being handled (a socket with none has no entry). */
   private readonly inFlight = new Map<WebSocket, Promise<void>>()
+  /** How many of each socket's frames are being handled or wait to be (none: no entry). */
+  private readonly pendingFrames = new Map<WebSocket, number>()
+  /** Each socket's frame allowance (gone with the socket object, as after a hibernation). */
+  private readonly frameTokens = new WeakMap<WebSocket, { tokens: number; at: number }>()
+  /** Real time for the frame allowance (tests move it by hand). */
+  frameClock: () => number = Date.now
+
+  private takeFrameToken(ws: WebSocket): boolean {
+    const now = this.frameClock()
+    const b = this.frameTokens.get(ws) ?? { tokens: FRAME_BURST, at: now }
+    const tokens = Math.min(
+      FRAME_BURST,
+      b.tokens + (Math.max(0, now - b.at) * FRAMES_PER_SECOND) / 1000,
+    )
+    const ok = tokens >= 1
+    this.frameTokens.set(ws, { tokens: ok ? tokens - 1 : tokens, at: now })
+    return ok
+  }
 
   private async handleFrame(ws: WebSocket, message: string | ArrayBuffer): Promise<void> {
     try {

@@ -424,9 +424,11 @@ export class MatchTicket extends Emitter<TicketEvents> {
               ? (['forbidden', 403] as const)
               : msg.code === 'unavailable'
                 ? (['unavailable', 503] as const)
-                : msg.code === 'invalid'
-                  ? (['validation', 422] as const)
-                  : (['bad-request', 400] as const)
+                : msg.code === 'rate_limited'
+                  ? (['rate-limited', 429] as const)
+                  : msg.code === 'invalid'
+                    ? (['validation', 422] as const)
+                    : (['bad-request', 400] as const)
         this.fail(
           new NexusProblem({
             type: `urn:nexus:problem:${problem}`,

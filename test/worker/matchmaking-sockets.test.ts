@@ -1,7 +1,12 @@
 import { runInDurableObject } from 'cloudflare:test'
 import { env } from 'cloudflare:workers'
 import { describe, expect, it } from 'vitest'
-import type { MatchPool } from '../../durable-objects/match-pool.ts'
+import {
+  FRAME_BURST,
+  FRAMES_PER_SECOND,
+  MAX_PENDING_FRAMES,
+  type MatchPool,
+} from '../../durable-objects/match-pool.ts'
 import { verifySessionToken } from '../../workers/lib/session-token.ts'
 import { pg } from './helpers/boards.ts'
 import { ADMIN_KEY, call, json, newGuest, problem } from './helpers/http.ts'
@@ -289,6 +294,75 @@ describe('sockets: cancel, malformed frames', () => {
     expect(collect(bystander)).toEqual([])
     ws.close(1000)
     bystander.close(1000)
+  })
+
+  const types = (ws: WebSocket) =>
+    collect(ws).map((m) => {
+      const f = m as { type: string; code?: string }
+      return f.type === 'error' ? `error:${f.code}` : f.type
+    })
+  const count = (ws: WebSocket, type: string) => types(ws).filter((t) => t === type).length
+
+  it(`answers frames past ${FRAME_BURST} at once, or ${FRAMES_PER_SECOND} a second, rate_limited, and drops them`, async () => {
+    const q = await createQueue()
+    await rig(q, newClock())
+    const frameTime = { t: 0 }
+    await runInDurableObject(poolOf(q), (inst: MatchPool) => {
+      inst.frameClock = () => frameTime.t
+    })
+    const g = await newGuest()
+    const ws = await connect(`/v1/matchmaking/${q}`, g.token)
+    for (let i = 0; i < FRAME_BURST + 5; i++) ws.send(JSON.stringify({ type: 'ping' }))
+    await until(
+      async () => (types(ws).length === FRAME_BURST + 5 ? true : undefined),
+      5000,
+      'answers',
+    )
+    expect(count(ws, 'pong')).toBe(FRAME_BURST)
+    expect(count(ws, 'error:rate_limited')).toBe(5)
+    // A second later the allowance has grown by the rate, and a join is taken as usual.
+    frameTime.t += 1000
+    for (let i = 0; i < FRAMES_PER_SECOND - 1; i++) ws.send(JSON.stringify({ type: 'ping' }))
+    ws.send(JSON.stringify({ type: 'join' }))
+    ws.send(JSON.stringify({ type: 'ping' }))
+    await nextOfType<Queued>(ws, 'queued')
+    await until(
+      async () => (count(ws, 'error:rate_limited') === 6 ? true : undefined),
+      5000,
+      'refusal',
+    )
+    expect(count(ws, 'pong')).toBe(FRAME_BURST + FRAMES_PER_SECOND - 1)
+    expect(await waitingCount(q)).toBe(1)
+    ws.close(1000)
+  })
+
+  it(`answers a frame rate_limited while ${MAX_PENDING_FRAMES} wait behind a join that awaits Neon`, async () => {
+    const q = await createQueue()
+    await rig(q, newClock())
+    await runInDurableObject(poolOf(q), (inst: MatchPool) => {
+      inst.neonTimeoutMs = 300
+      // Neon does not answer the party read.
+      inst.partyReader = () => new Promise(() => {})
+    })
+    const g = await newGuest()
+    const ws = await connect(`/v1/matchmaking/${q}`, g.token)
+    ws.send(JSON.stringify({ type: 'join', party: [g.playerId] }))
+    for (let i = 0; i < MAX_PENDING_FRAMES + 2; i++) ws.send(JSON.stringify({ type: 'ping' }))
+    // The join and the 7 pings after it wait their turn; the last 3 are refused at once.
+    await until(
+      async () => (count(ws, 'pong') === MAX_PENDING_FRAMES - 1 ? true : undefined),
+      5000,
+      'pongs',
+    )
+    expect(types(ws)).toEqual([
+      'error:rate_limited',
+      'error:rate_limited',
+      'error:rate_limited',
+      'error:unavailable',
+      ...Array.from({ length: MAX_PENDING_FRAMES - 1 }, () => 'pong'),
+    ])
+    expect(await waitingCount(q)).toBe(0)
+    ws.close(1000)
   })
 })
 

@@ -84,7 +84,8 @@ export type ServerMessage =
  * Error frame codes: `too_large` and `malformed` (not JSON), `unknown_type`, `invalid` (a known
  * type with bad fields), `party_forbidden`, `not_queued` (cancel without a waiting ticket),
  * `conflict` (a party member already waits), `unavailable` (the queue changed under the socket,
- * or the party could not be read: try again).
+ * or the party could not be read: try again), `rate_limited` (too many frames, or too many waiting
+ * for an answer: the frame was dropped).
  */
 export type ErrorCode =
   | 'too_large'
@@ -95,3 +96,4 @@ export type ErrorCode =
   | 'not_queued'
   | 'conflict'
   | 'unavailable'
+  | 'rate_limited'

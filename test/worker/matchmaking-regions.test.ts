@@ -4,6 +4,7 @@ import { describe, expect, it } from 'vitest'
 import type { MatchPool } from '../../durable-objects/match-pool.ts'
 import type { Env } from '../../workers/env.ts'
 import { runScheduled } from '../../workers/scheduled.ts'
+import { pruneIdleClaims } from '../../workers/matchmaking/claims.ts'
 import {
   CLAIM_MAX_AGE_MS,
   FENCE_RETENTION_MS,
@@ -470,6 +471,20 @@ describe('one ticket per player per queue, across regions', () => {
     const [row] = await pg()`select version::int as version, regions from queue_claims
       where queue = ${q} and player_id = ${idle}`
     expect(row).toEqual({ version: 1, regions: { us: 1 } })
+  })
+
+  it('the cron prunes every idle claim in batches, not one batch a run', async () => {
+    const q = await createQueue(TWO_REGIONS)
+    // More than one statement's batch (5,000).
+    const n = 12_000
+    await pg()`insert into queue_claims (queue, player_id, version, regions, claimed_at)
+      select ${q}, 'p' || i, 1, '{"eu":1}'::jsonb, now() - interval '3 hours'
+        from generate_series(1, ${n}) as i`
+    // Other tests' cron runs share the database, so the count it returns may be shared too.
+    await pruneIdleClaims(env as never)
+    expect(await pg()`select count(*)::int as n from queue_claims where queue = ${q}`).toEqual([
+      { n: 0 },
+    ])
   })
 
   it('a join refused as invalid (unknown region, party too large, unknown queue) takes no claim', async () => {

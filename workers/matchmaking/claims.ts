@@ -94,25 +94,35 @@ export interface FenceEntry {
  */
 export const CLAIM_IDLE_HOURS = 2
 
-/** Idle claim rows the cron deletes per run; more wait for the next minute. */
+/** Idle claim rows one statement deletes. */
 const PRUNE_BATCH = 5_000
+/** A cron run deletes batches for at most this long (well inside its own time). */
+const PRUNE_BUDGET_MS = 20_000
 
 /**
- * For the cron: deletes claim rows idle for CLAIM_IDLE_HOURS (at most PRUNE_BATCH), so
- * `queue_claims` holds only recent players, not everyone who ever joined. A join racing the
- * delete either updates the row first (it is then not idle and stays) or makes a new one.
+ * For the cron: deletes claim rows idle for CLAIM_IDLE_HOURS, a batch at a time while batches come
+ * back full, within a time budget, so `queue_claims` holds only recent players, not everyone who
+ * ever joined. (One batch a minute was 7.2 M rows a day, fewer than a large game's players make.)
+ * A join racing the delete either updates the row first (it is then not idle and stays) or makes a
+ * new one.
  */
 export async function pruneIdleClaims(env: DbEnv): Promise<number> {
-  const rows = await getSql(env).query(
-    `delete from queue_claims
-      where (queue, player_id) in (
-              select queue, player_id from queue_claims
-               where claimed_at < now() - make_interval(hours => ${CLAIM_IDLE_HOURS})
-               order by claimed_at limit ${PRUNE_BATCH})
-        and claimed_at < now() - make_interval(hours => ${CLAIM_IDLE_HOURS})
-      returning 1`,
-  )
-  return rows.length
+  const deadline = Date.now() + PRUNE_BUDGET_MS
+  let pruned = 0
+  for (;;) {
+    const rows = await getSql(env).query(
+      `delete from queue_claims
+        where (queue, player_id) in (
+                select queue, player_id from queue_claims
+                 where claimed_at < now() - make_interval(hours => ${CLAIM_IDLE_HOURS})
+                 order by claimed_at limit $1)
+          and claimed_at < now() - make_interval(hours => ${CLAIM_IDLE_HOURS})
+        returning 1`,
+      [PRUNE_BATCH],
+    )
+    pruned += rows.length
+    if (rows.length < PRUNE_BATCH || Date.now() >= deadline) return pruned
+  }
 }
 
 /** What the claim upsert returns for each player. */

@@ -1488,7 +1488,9 @@ export class Leaderboard extends DurableObject<Env> {
     ).rowsWritten
     if (deleted === 0) {
       this.sql.exec(
-        `UPDATE closes SET state = 'done', finished_at = ? WHERE cycle = ?`,
+        // A done close is kept as a record of the cycle (one row per cycle, for good), so what
+        // only its archive needed goes: a board's reward tiers may be KBs, closed every minute.
+        `UPDATE closes SET state = 'done', finished_at = ?, rewards = '[]', cursor = NULL WHERE cycle = ?`,
         this.now(),
         close.cycle,
       )

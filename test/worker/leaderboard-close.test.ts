@@ -177,6 +177,11 @@ describe('closing a cycle of 10,000 entries', () => {
 
     const done = await archiveUntilDone(board, 1)
     expect(done).toMatchObject({ state: 'done', archived: N + 1 })
+    // The close stays on as the cycle's record, without the reward tiers only its archive read.
+    const kept = await runInDurableObject(stub(board), (_inst: Leaderboard, state) =>
+      state.storage.sql.exec(`SELECT rewards, cursor FROM closes WHERE cycle = 1`).toArray(),
+    )
+    expect(kept).toEqual([{ rewards: '[]', cursor: null }])
     const sql = pg()
     const [counts] =
       await sql`select count(*)::int as n, max(rank)::int as max from leaderboard_archive where leaderboard_id = ${board} and cycle = 1`

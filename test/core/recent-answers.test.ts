@@ -21,6 +21,11 @@ describe("the read cache's memory layer", () => {
     const recent = new RecentAnswers(10, 5)
     recent.remember('big', answer('123456'))
     expect(recent.get('big')).toBeUndefined()
+    // The bound is memory: a character outside Latin-1 makes every character two bytes.
+    recent.remember('wide', answer('12€'))
+    expect(recent.get('wide')).toBeUndefined()
+    recent.remember('narrow', answer('12é45'))
+    expect(recent.get('narrow')?.body).toBe('12é45')
     recent.remember('k', answer('new', 2_000))
     recent.remember('k', answer('old', 1_000))
     expect(recent.get('k')).toEqual({ body: 'new', storedAt: 2_000 })

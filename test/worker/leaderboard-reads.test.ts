@@ -3,7 +3,7 @@ import { evictDurableObject, runInDurableObject } from 'cloudflare:test'
 import { describe, expect, it } from 'vitest'
 import { ADMIN_KEY, call, json, newGuest, problem } from './helpers/http.ts'
 import { boardId, createBoard, fresh, pg, submitFor, type Top } from './helpers/boards.ts'
-import { forgetIsolateReads } from '../../workers/lib/read-cache.ts'
+import { forgetIsolateReads, MAX_REDIS_ANSWER_CHARS } from '../../workers/lib/read-cache.ts'
 import { localFamilies } from '../../workers/lib/metrics.ts'
 import { forgetPlayerName, playerNames } from '../../workers/leaderboards/names.ts'
 import type { Leaderboard } from '../../durable-objects/leaderboard.ts'
@@ -528,5 +528,29 @@ describe('Redis as the cache shared by every location', () => {
     const second = await call(`/v1/leaderboards/${b}/top?limit=5`)
     expect(second.headers.get('x-cache')).toBe('HIT redis')
     expect(((await second.json()) as Top).entries[0]!.playerId).toBe('a')
+  })
+
+  it(`keeps answers over ${MAX_REDIS_ANSWER_CHARS / 1024} K characters out of Redis: each location loads its own`, async () => {
+    const b = await createBoard({ metadataMaxBytes: 4096 })
+    await runInDurableObject(env.LEADERBOARD.getByName(b), async (inst: Leaderboard) => {
+      const entries = Array.from({ length: 100 }, (_, i) => ({
+        playerId: `big${i}`,
+        score: i,
+        subscore: 0,
+        metadata: JSON.stringify({ q: '"'.repeat(1995) }),
+      }))
+      const r = await inst.importEntries(b, entries)
+      if (!r.ok) throw new Error(r.detail)
+    })
+    const { callWithEnv } = await import('./helpers/http.ts')
+    const first = await callWithEnv({}, `/v1/leaderboards/${b}/top?limit=100`)
+    expect(first.headers.get('x-cache')).toBe('MISS')
+    expect((await first.text()).length).toBeGreaterThan(MAX_REDIS_ANSWER_CHARS)
+    const key = `https://read-cache.nexus.internal/${encodeURIComponent(`lb:${b}:top:100:`)}`
+    await caches.default.delete(new Request(key))
+    forgetIsolateReads()
+    const second = await call(`/v1/leaderboards/${b}/top?limit=100`)
+    expect(second.headers.get('x-cache')).toBe('MISS')
+    expect(((await second.json()) as Top).entries).toHaveLength(100)
   })
 })

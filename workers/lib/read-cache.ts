@@ -66,6 +66,9 @@ export interface CachedReadOptions {
  */
 const isolateReads = new RecentAnswers(500, 32 * 1024)
 
+/** The largest answer (characters of JSON) shared through Redis; larger ones stay per location. */
+export const MAX_REDIS_ANSWER_CHARS = 256 * 1024
+
 /** Forgets every answer this isolate holds in memory, as a newly started isolate would have none. */
 export function forgetIsolateReads(): void {
   isolateReads.clear()
@@ -174,7 +177,10 @@ export async function cachedRead(c: Context<AppEnv>, opts: CachedReadOptions): P
   const stores: Promise<unknown>[] = []
   if (cache)
     stores.push(putEdge(cache, opts.key, fresh.text, fresh.storedAt, answerTtl, computeMs, ttlMs))
-  if (redis) {
+  // Redis takes answers of up to MAX_REDIS_ANSWER_CHARS: a larger one escaped twice over on its
+  // way to Upstash could pass its 10 MB request limit, or the 250 ms deadline, and each refusal
+  // would count toward opening the breaker for every read.
+  if (redis && fresh.text.length <= MAX_REDIS_ANSWER_CHARS) {
     const px = answerTtl ?? ttlMs
     stores.push(redis.run('read-cache.set', (r) => r.set(redisKey, value, { px })))
   }

@@ -17,11 +17,12 @@ export class RecentAnswers {
   // A Map keeps insertion order: the first key is the one remembered longest ago.
   private readonly answers = new Map<string, RecentAnswer>()
   readonly maxAnswers: number
-  readonly maxChars: number
+  /** The largest answer kept, in bytes of the isolate's memory (see `stringBytes`). */
+  readonly maxBytes: number
 
-  constructor(maxAnswers: number, maxChars: number) {
+  constructor(maxAnswers: number, maxBytes: number) {
     this.maxAnswers = maxAnswers
-    this.maxChars = maxChars
+    this.maxBytes = maxBytes
   }
 
   get(key: string): RecentAnswer | undefined {
@@ -30,7 +31,7 @@ export class RecentAnswers {
 
   /** Keeps `answer` unless it is too large or older than the one already held for `key`. */
   remember(key: string, answer: RecentAnswer): void {
-    if (answer.body.length > this.maxChars) return
+    if (stringBytes(answer.body) > this.maxBytes) return
     const known = this.answers.get(key)
     if (known && known.storedAt > answer.storedAt) return
     this.answers.delete(key)
@@ -45,4 +46,12 @@ export class RecentAnswers {
   clear(): void {
     this.answers.clear()
   }
+}
+
+/**
+ * What a string takes in V8: a byte per character while every character is Latin-1, two once any
+ * is not (a single `€` doubles it). Counting characters alone let a bound meant as 32 KiB hold 64.
+ */
+export function stringBytes(s: string): number {
+  return /[^\u0000-\u00ff]/.test(s) ? s.length * 2 : s.length
 }

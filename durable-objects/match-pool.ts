@@ -172,6 +172,8 @@ export interface TicketView {
   attributes: TicketAttributesValue | null
   enqueuedAt: number
   expiresAt: number
+  /** Milliseconds left when the view was made (0 once over), by the pool's clock. */
+  expiresIn: number
   /** Why a ticket was cancelled; null otherwise. */
   reason: string | null
   /** The match, once its session exists. */
@@ -929,9 +931,18 @@ export class MatchPool extends DurableObject<Env> {
       attributes: row.attributes ? (JSON.parse(row.attributes) as TicketAttributesValue) : null,
       enqueuedAt: row.enqueued_at,
       expiresAt: row.expires_at,
+      expiresIn: this.expiresIn(row),
       reason: row.state === 'cancelled' ? row.reason : null,
       match,
     }
+  }
+
+  /**
+   * How long a ticket has left, by the pool's clock: a client times its own wait by this, since a
+   * device's clock may be far from the server's (players move it to skip game timers).
+   */
+  private expiresIn(row: TicketRow): number {
+    return Math.max(0, row.expires_at - this.now())
   }
 
   private waitForChange(ticketId: string, ms: number): Promise<void> {
@@ -1353,6 +1364,7 @@ export class MatchPool extends DurableObject<Env> {
         ticketId: row.id,
         existing: true,
         expiresAt: row.expires_at,
+        expiresIn: this.expiresIn(row),
       })
     } else {
       server.serializeAttachment(attachment)
@@ -1563,6 +1575,7 @@ export class MatchPool extends DurableObject<Env> {
           ticketId: row.id,
           existing: entered.existing,
           expiresAt: row.expires_at,
+          expiresIn: this.expiresIn(row),
         })
         if (!entered.existing) this.attachMembers(row, ws)
         await Promise.all([this.settle(), party && this.recordPartyTicket(party.id, row)])
@@ -1586,6 +1599,7 @@ export class MatchPool extends DurableObject<Env> {
         ticketId: row.id,
         existing: true,
         expiresAt: row.expires_at,
+        expiresIn: this.expiresIn(row),
       })
     }
     if (row.state === 'matched') {
@@ -1705,6 +1719,7 @@ export class MatchPool extends DurableObject<Env> {
           ticketId: row.id,
           existing: true,
           expiresAt: row.expires_at,
+          expiresIn: this.expiresIn(row),
         })
       }
     }

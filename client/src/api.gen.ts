@@ -162,6 +162,8 @@ export interface Schemas {
     attributes: Record<string, string | number | boolean> | null
     enqueuedAt: number
     expiresAt: number
+    /** Milliseconds the ticket has left when this answer was made (0 once over): time a wait by this and the device's own clock, which may be far from the server's. */
+    expiresIn: number
     reason: string | null
     match: {
       sessionId: string

@@ -121,8 +121,12 @@ export class MatchTicket extends Emitter<TicketEvents> {
   private readonly joinKey = crypto.randomUUID()
   /** A member's party ticket that had ended before the wait began (the last game's). */
   private staleTicketId: string | null = null
-  /** When the ticket expires on the server (its clock): HTTP polls ride out the network till then. */
-  private expiresAt = 0
+  /**
+   * When the ticket expires, by this device's clock (now + the server's `expiresIn`): HTTP polls
+   * ride out the network till then. Not the server's `expiresAt`, since players set device clocks
+   * far off, and a clock ahead would give up on a ticket still waiting.
+   */
+  private expiresBy = 0
   /** `unavailable` answers to this ticket's join so far. */
   private unavailableAnswers = 0
   /** The pool's region: as asked, or the region of the party ticket a member took up. */
@@ -379,7 +383,7 @@ export class MatchTicket extends Emitter<TicketEvents> {
     switch (msg.type) {
       case 'queued':
         this.ticketId = msg.ticketId
-        this.expiresAt = msg.expiresAt
+        this.expiresBy = expiresBy(msg)
         this.emit('queued', {
           ticketId: msg.ticketId,
           existing: msg.existing,
@@ -501,8 +505,8 @@ export class MatchTicket extends Emitter<TicketEvents> {
       } catch (err) {
         if (this.done) return
         // The ticket waits on the server whether or not this device can reach it: keep asking
-        // until it would have expired anyway. (A device clock behind the server's asks longer.)
-        if (!isTransient(err) || Date.now() >= this.expiresAt) throw err
+        // until it would have expired anyway.
+        if (!isTransient(err) || Date.now() >= this.expiresBy) throw err
         await this.pause(++failures)
         continue
       }
@@ -551,7 +555,7 @@ export class MatchTicket extends Emitter<TicketEvents> {
   private takeUp(ticket: Ticket): void {
     this.ticketId = ticket.ticketId
     this.region = ticket.region
-    this.expiresAt = ticket.expiresAt
+    this.expiresBy = expiresBy(ticket)
     this.emit('queued', { ticketId: ticket.ticketId, existing: true, expiresAt: ticket.expiresAt })
   }
 
@@ -584,7 +588,7 @@ export class MatchTicket extends Emitter<TicketEvents> {
 
   /** Applies an HTTP view of the ticket; true when it ended the ticket. */
   private settle(t: Ticket): boolean {
-    this.expiresAt = t.expiresAt
+    this.expiresBy = expiresBy(t)
     if (t.status === 'matched' && t.match?.token) {
       this.finish({
         ticketId: t.ticketId,
@@ -691,4 +695,12 @@ export class Matchmaking {
   info(queue: string): Promise<QueueInfo> {
     return this.deps.t.request('get', '/v1/matchmaking/{queue}', { path: { queue }, retry: true })
   }
+}
+
+/**
+ * When a ticket expires by this device's clock: now plus the time the server said it had left.
+ * (A server from before `expiresIn` sent only its own `expiresAt`.)
+ */
+function expiresBy(t: { expiresAt: number; expiresIn?: number }): number {
+  return Date.now() + (typeof t.expiresIn === 'number' ? t.expiresIn : t.expiresAt - Date.now())
 }

@@ -1022,36 +1022,48 @@ describe('matchmaking refusals and network loss', () => {
     expect(outcome).toMatchObject({ sessionId: 's1' })
   })
 
-  it('an HTTP long-poll rides out a 3 s network loss before the ticket’s expiresAt, and matches', async () => {
-    let down = false
-    let matchedOnServer = false
-    const view = (status: string, extra: Record<string, unknown> = {}) =>
-      ticketView(status, { expiresAt: Date.now() + 60_000, ...extra })
-    const client = createClient({
-      baseUrl: 'http://nexus.test',
-      fetch: guestFetch(async (url, init) => {
-        if (down) throw new TypeError('fetch failed (offline)')
-        if (init?.method === 'POST') return view('waiting', { existing: false })
-        if (matchedOnServer)
-          return view('matched', { match: { sessionId: 's1', token: 'session-tok', players: [] } })
-        await new Promise((r) => setTimeout(r, 20))
-        return view('waiting')
-      }),
-    })
-    await client.auth.guest('device-abcdef-123456')
-    const t = client.matchmaking.join('duel', { transport: 'http' })
-    await within(t.once('queued'), 'queued', 2000)
-    let failed: unknown = null
-    t.matched.catch((e: unknown) => (failed = e))
-    down = true
-    await new Promise((r) => setTimeout(r, 3000))
-    // The network is back; the ticket waited on the server all along and has matched.
-    down = false
-    matchedOnServer = true
-    const outcome = await within(t.matched, 'matched', 5000).catch((e: unknown) => e)
-    expect(failed).toBeNull()
-    expect(outcome).toMatchObject({ sessionId: 's1' })
-  }, 15_000)
+  it('an HTTP long-poll rides out a 3 s network loss before the ticket expires, and matches, with the device clock right or an hour ahead', async () => {
+    // Ahead, the device reads the server's expiresAt as long past: the wait is timed by
+    // expiresIn (what the ticket had left by the server's clock) and the device's own clock.
+    for (const clockAheadMs of [0, 3_600_000]) {
+      let down = false
+      let matchedOnServer = false
+      const view = (status: string, extra: Record<string, unknown> = {}) =>
+        ticketView(status, { expiresAt: serverClock() + 60_000, expiresIn: 60_000, ...extra })
+      const client = createClient({
+        baseUrl: 'http://nexus.test',
+        fetch: guestFetch(async (url, init) => {
+          if (down) throw new TypeError('fetch failed (offline)')
+          if (init?.method === 'POST') return view('waiting', { existing: false })
+          if (matchedOnServer)
+            return view('matched', {
+              match: { sessionId: 's1', token: 'session-tok', players: [] },
+            })
+          await new Promise((r) => setTimeout(r, 20))
+          return view('waiting')
+        }),
+      })
+      const realNow = Date.now
+      Date.now = () => realNow() + clockAheadMs
+      try {
+        await client.auth.guest('device-abcdef-123456')
+        const t = client.matchmaking.join('duel', { transport: 'http' })
+        await within(t.once('queued'), 'queued', 2000)
+        let failed: unknown = null
+        t.matched.catch((e: unknown) => (failed = e))
+        down = true
+        await new Promise((r) => setTimeout(r, 3000))
+        // The network is back; the ticket waited on the server all along and has matched.
+        down = false
+        matchedOnServer = true
+        const outcome = await within(t.matched, 'matched', 5000).catch((e: unknown) => e)
+        expect(failed, `clock ${clockAheadMs} ms ahead`).toBeNull()
+        expect(outcome).toMatchObject({ sessionId: 's1' })
+      } finally {
+        Date.now = realNow
+      }
+    }
+  }, 25_000)
 
   it('a socket ticket whose token renewal fails for the network counts a failed attempt and rides out a 3 s loss', async () => {
     let down = false

@@ -58,7 +58,9 @@ async function waitingOnSocket() {
   const g = await newGuest()
   const ws = await connect(`/v1/matchmaking/${q}`, g.token)
   ws.send(JSON.stringify({ type: 'join' }))
-  const { ticketId } = await nextOfType<Queued>(ws, 'queued')
+  const { ticketId, expiresIn } = await nextOfType<Queued>(ws, 'queued')
+  // The time left by the pool's clock, which clients time their wait by.
+  expect(expiresIn).toBe(30_000)
   return { q, clock, g, ws, ticketId }
 }
 

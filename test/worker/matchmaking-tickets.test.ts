@@ -183,9 +183,14 @@ describe('HTTP tickets', () => {
     const g = await newGuest()
     const t = (await (await joinAs(q, g.token)).json()) as Ticket
     expect(t.expiresAt).toBe(clock.t + 10_000)
+    // What it has left, by the pool's clock: clients time their wait by it, not by expiresAt.
+    expect(t.expiresIn).toBe(10_000)
+    clock.t += 4_000
+    expect((await ticketOf(t.ticketId, g.token)).expiresIn).toBe(6_000)
     clock.t = t.expiresAt
     const read = await ticketOf(t.ticketId, g.token)
     expect(read.status).toBe('expired')
+    expect(read.expiresIn).toBe(0)
     expect((await problem(await del(t.ticketId, g.token))).body).toMatchObject({
       status: 409,
       ticketStatus: 'expired',

@@ -67,7 +67,7 @@ export interface MatchPlayer {
 
 /** Every message the pool sends on a matchmaking socket. */
 export type ServerMessage =
-  | { type: 'queued'; ticketId: string; existing: boolean; expiresAt: number }
+  | { type: 'queued'; ticketId: string; existing: boolean; expiresAt: number; expiresIn: number }
   | {
       type: 'match_found'
       ticketId: string

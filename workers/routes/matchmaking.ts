@@ -65,6 +65,14 @@ const Ticket = z
     attributes: z.record(z.string(), z.union([z.string(), z.number(), z.boolean()])).nullable(),
     enqueuedAt: z.number(),
     expiresAt: z.number(),
+    expiresIn: z
+      .number()
+      .int()
+      .openapi({
+        description:
+          'Milliseconds the ticket has left when this answer was made (0 once over): time a wait by ' +
+          "this and the device's own clock, which may be far from the server's.",
+      }),
     reason: z.string().nullable(),
     match: z
       .object({

@@ -123,6 +123,8 @@ export async function alarmAt(queue: string, region = 'eu'): Promise<number | nu
 export interface Queued {
   ticketId: string
   existing: boolean
+  expiresAt: number
+  expiresIn: number
 }
 
 /** The pool's `match_found` frame. */

@@ -33,6 +33,7 @@ import {
   type SessionStore,
 } from '../workers/sessions/store.ts'
 import { canonicalJson } from '../workers/lib/canonical-json.ts'
+import { takeToken, type Bucket } from '../workers/lib/token-bucket.ts'
 import { sha256Hex } from '../workers/lib/hash.ts'
 import { answerClose } from '../workers/lib/socket-close.ts'
 
@@ -214,11 +215,6 @@ interface WorkRow {
 
 interface Attachment {
   playerId: string
-}
-
-interface Bucket {
-  tokens: number
-  at: number
 }
 
 /** Accepted ranges of the timing variables: seconds, seconds, hours. */
@@ -783,15 +779,7 @@ export class GameSession extends DurableObject<Env> {
   }
 
   private takeToken(ws: WebSocket): boolean {
-    const now = this.now()
-    const b = this.buckets.get(ws) ?? { tokens: RATE_BURST, at: now }
-    const tokens = Math.min(
-      RATE_BURST,
-      b.tokens + (Math.max(0, now - b.at) * RATE_PER_SECOND) / 1000,
-    )
-    const ok = tokens >= 1
-    this.buckets.set(ws, { tokens: ok ? tokens - 1 : tokens, at: now })
-    return ok
+    return takeToken(this.buckets, ws, this.now(), RATE_PER_SECOND, RATE_BURST)
   }
 
   private broadcast(frame: string): void {

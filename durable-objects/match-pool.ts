@@ -45,6 +45,7 @@ import { errorFields, log, setLogLevel } from '../workers/lib/log.ts'
 import { counter, gauge, histogram } from '../workers/lib/metrics.ts'
 import { sendMetricsSoon } from '../workers/lib/metrics-flush.ts'
 import { canonicalJson } from '../workers/lib/canonical-json.ts'
+import { takeToken, type Bucket } from '../workers/lib/token-bucket.ts'
 import { problemResponse, type ProblemType } from '../workers/lib/problem.ts'
 import { issueSessionToken } from '../workers/lib/session-token.ts'
 import { answerClose } from '../workers/lib/socket-close.ts'
@@ -1403,20 +1404,12 @@ export class MatchPool extends DurableObject<Env> {
   /** How many of each socket's frames are being handled or wait to be (none: no entry). */
   private readonly pendingFrames = new Map<WebSocket, number>()
   /** Each socket's frame allowance (gone with the socket object, as after a hibernation). */
-  private readonly frameTokens = new WeakMap<WebSocket, { tokens: number; at: number }>()
+  private readonly frameTokens = new WeakMap<WebSocket, Bucket>()
   /** Real time for the frame allowance (tests move it by hand). */
   frameClock: () => number = Date.now
 
   private takeFrameToken(ws: WebSocket): boolean {
-    const now = this.frameClock()
-    const b = this.frameTokens.get(ws) ?? { tokens: FRAME_BURST, at: now }
-    const tokens = Math.min(
-      FRAME_BURST,
-      b.tokens + (Math.max(0, now - b.at) * FRAMES_PER_SECOND) / 1000,
-    )
-    const ok = tokens >= 1
-    this.frameTokens.set(ws, { tokens: ok ? tokens - 1 : tokens, at: now })
-    return ok
+    return takeToken(this.frameTokens, ws, this.frameClock(), FRAMES_PER_SECOND, FRAME_BURST)
   }
 
   private async handleFrame(ws: WebSocket, message: string | ArrayBuffer): Promise<void> {

@@ -103,7 +103,7 @@ import { within } from '../workers/lib/within.ts'
  * - Time: `now` is a field, so tests move time forward instead of sleeping.
  */
 
-const SCHEMA_VERSION = 5
+const SCHEMA_VERSION = 6
 /** Finished tickets and matches stay readable this long. */
 export const RESULT_RETENTION_MS = 10 * 60 * 1000
 /** Recent wait times kept for percentiles. */
@@ -328,6 +328,11 @@ function rosterOf(match: Match): MatchPlayer[] {
 }
 
 /** Nearest-rank percentile of sorted values. */
+/** What a keyed join asked for, as compared on its retry: its players (any order), its attributes. */
+function joinRequest(ids: readonly string[], attributes: TicketAttributesValue | null): string {
+  return canonicalJson({ players: [...ids].sort(), attributes })
+}
+
 function percentile(sorted: number[], p: number): number | null {
   if (sorted.length === 0) return null
   return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!
@@ -462,6 +467,41 @@ export class MatchPool extends DurableObject<Env> {
         CREATE UNIQUE INDEX IF NOT EXISTS tickets_join_key ON tickets (leader, join_key)
           WHERE join_key IS NOT NULL;
       `)
+      setSchemaVersion(this.sql, 5)
+    }
+    if (schemaVersion(this.sql) < 6) {
+      // A join's key names the ticket it was answered with, made by it or handed to it (a member
+      // handed their party's ticket, a second join handed the waiting one): a retry of either
+      // must find that ticket, not queue the player again once it has moved on.
+      this.sql.exec(`
+        CREATE TABLE IF NOT EXISTS join_keys (
+          player_id TEXT NOT NULL, join_key TEXT NOT NULL, ticket_id TEXT NOT NULL,
+          request TEXT NOT NULL, PRIMARY KEY (player_id, join_key)
+        ) WITHOUT ROWID;
+        CREATE INDEX IF NOT EXISTS join_keys_ticket ON join_keys (ticket_id);
+      `)
+      const keyed = all<{
+        id: string
+        leader: string
+        join_key: string
+        players: string
+        attributes: string | null
+      }>(
+        this.sql,
+        `SELECT id, leader, join_key, players, attributes FROM tickets WHERE join_key IS NOT NULL`,
+      )
+      for (const t of keyed) {
+        const ids = (JSON.parse(t.players) as TicketPlayer[]).map((p) => p.playerId)
+        const attributes =
+          t.attributes === null ? null : (JSON.parse(t.attributes) as TicketAttributesValue)
+        this.sql.exec(
+          `INSERT OR IGNORE INTO join_keys (player_id, join_key, ticket_id, request) VALUES (?, ?, ?, ?)`,
+          t.leader,
+          t.join_key,
+          t.id,
+          joinRequest(ids, attributes),
+        )
+      }
       setSchemaVersion(this.sql, SCHEMA_VERSION)
     }
     const meta = new Map(
@@ -587,7 +627,7 @@ export class MatchPool extends DurableObject<Env> {
       input.attributes ?? null,
       'http',
       claims,
-      input.joinKey ?? null,
+      input.joinKey ? { owner: input.players[0]!.playerId, key: input.joinKey } : null,
     )
     if (!entered.ok) {
       if ('superseded' in entered) {
@@ -607,32 +647,50 @@ export class MatchPool extends DurableObject<Env> {
   }
 
   /**
-   * The ticket a join with this key made, while the pool keeps it (as long as it waits, and
-   * RESULT_RETENTION_MS after it ends); null if none. The key names one join: the same key for
-   * other players or other attributes is refused (`idempotency-key-reused`).
+   * The ticket a join with this key was answered with (made by it, or handed to it), while the
+   * pool keeps it (as long as it waits, and RESULT_RETENTION_MS after it ends); null if none. The
+   * key names one join of `owner`'s: the same key for other players or other attributes is
+   * refused (`idempotency-key-reused`).
    */
   private keyedTicket(
-    leader: string,
+    owner: string,
     ids: readonly string[],
     attributes: TicketAttributesValue | null,
     joinKey: string,
   ): Reply<{ row: TicketRow }> | null {
-    const row = this.rowByKey(leader, joinKey)
-    if (!row) return null
-    const theirs = (JSON.parse(row.players) as TicketPlayer[]).map((p) => p.playerId).sort()
-    const mine = [...ids].sort()
-    const samePlayers = theirs.length === mine.length && theirs.every((id, i) => id === mine[i])
+    const bound = one<{ ticket_id: string; request: string }>(
+      this.sql,
+      `SELECT ticket_id, request FROM join_keys WHERE player_id = ? AND join_key = ?`,
+      owner,
+      joinKey,
+    )
+    if (!bound) return null
     // The same attributes in another key order are the same join (as a score's metadata is).
-    const sameAttributes =
-      canonicalJson(row.attributes === null ? null : JSON.parse(row.attributes)) ===
-      canonicalJson(attributes)
-    if (!samePlayers || !sameAttributes) {
+    if (bound.request !== joinRequest(ids, attributes)) {
       return problem(
         'idempotency-key-reused',
         'This join key was used for a different join (other players or attributes)',
       )
     }
-    return { ok: true, row }
+    const row = this.row(bound.ticket_id)
+    return row ? { ok: true, row } : null
+  }
+
+  /** Remembers which ticket a keyed join was answered with (a retry gets the same one). */
+  private bindKey(
+    owner: string,
+    joinKey: string,
+    ticketId: string,
+    ids: readonly string[],
+    attributes: TicketAttributesValue | null,
+  ): void {
+    this.sql.exec(
+      `INSERT OR IGNORE INTO join_keys (player_id, join_key, ticket_id, request) VALUES (?, ?, ?, ?)`,
+      owner,
+      joinKey,
+      ticketId,
+      joinRequest(ids, attributes),
+    )
   }
 
   /**
@@ -645,29 +703,31 @@ export class MatchPool extends DurableObject<Env> {
     attributes: TicketAttributesValue | null,
     transport: 'http' | 'socket',
     claims: Readonly<Record<string, number>>,
-    joinKey: string | null = null,
+    key: { owner: string; key: string } | null = null,
   ): Reply<{ row: TicketRow; existing: boolean }> | Superseded {
     const config = this.config!
     const now = this.now()
     this.housekeep(now)
+    const ids = players.map((p) => p.playerId)
+    // A retry of a keyed join is answered with its ticket whatever changed since (the queue's
+    // regions or party size, say): that ticket may be matched, and its game wait for the player.
+    if (key !== null) {
+      const keyed = this.keyedTicket(key.owner, ids, attributes, key.key)
+      if (keyed) {
+        if (!keyed.ok) return keyed
+        if (keyed.row.state !== 'waiting') return { ok: true, row: keyed.row, existing: true }
+      }
+    }
     // A join that read the queue just before the region was taken out of it.
     if (this.region !== null && !config.regions.includes(this.region)) {
       return problem('validation', `Region '${this.region}' is not one of this queue's regions`, {
         errors: [{ path: 'region', message: `one of: ${config.regions.join(', ')}` }],
       })
     }
-    const ids = players.map((p) => p.playerId)
     if (ids.length > config.maxPartySize) {
       return problem('validation', `A ticket holds at most ${config.maxPartySize} players`, {
         errors: [{ path: 'party', message: `at most ${config.maxPartySize} players` }],
       })
-    }
-    if (joinKey !== null) {
-      const keyed = this.keyedTicket(ids[0]!, ids, attributes, joinKey)
-      if (keyed) {
-        if (!keyed.ok) return keyed
-        if (keyed.row.state !== 'waiting') return { ok: true, row: keyed.row, existing: true }
-      }
     }
     const held = all<{ player_id: string; ticket_id: string }>(
       this.sql,
@@ -685,6 +745,7 @@ export class MatchPool extends DurableObject<Env> {
       if (same || (ids.length === 1 && held.length === 1)) {
         // A player on the ticket is here: a disconnect grace running on it ends.
         this.sql.exec(`UPDATE tickets SET grace_until = NULL WHERE id = ?`, ticketId)
+        if (key !== null) this.bindKey(key.owner, key.key, ticketId, ids, attributes)
         return { ok: true, row: { ...existing, grace_until: null }, existing: true }
       }
       return problem(
@@ -711,7 +772,7 @@ export class MatchPool extends DurableObject<Env> {
       match_id: null,
       reason: null,
       finished_at: null,
-      join_key: joinKey,
+      join_key: null,
     }
     this.ctx.storage.transactionSync(() => {
       this.sql.exec(
@@ -732,6 +793,7 @@ export class MatchPool extends DurableObject<Env> {
         `INSERT INTO active (player_id, ticket_id)`,
         ids.map((id) => [id, ticketId]),
       )
+      if (key !== null) this.bindKey(key.owner, key.key, ticketId, ids, attributes)
     })
     this.deadlineAt(expiresAt)
     this.index!.add({ id: ticketId, players, enqueuedAt: now })
@@ -844,23 +906,20 @@ export class MatchPool extends DurableObject<Env> {
   }
 
   /**
-   * The ticket `leader`'s join with this key made, while the pool keeps it; null if none (or the
-   * pool holds nothing). For a keyed retry the route refused before it reached the pool.
+   * The ticket `owner`'s join with this key was answered with, while the pool keeps it; null if
+   * none (or the pool holds nothing), `idempotency-key-reused` for the key of another join. For a
+   * keyed retry the route refused before it reached the pool.
    */
-  ticketByKey(leader: string, joinKey: string): TicketView | null {
+  ticketByKey(
+    owner: string,
+    joinKey: string,
+    ids: readonly string[],
+    attributes: TicketAttributesValue | null,
+  ): Reply<{ ticket: TicketView }> | null {
     if (!this.schemaReady || this.queue === null) return null
-    const row = this.rowByKey(leader, joinKey)
-    return row ? this.view(row) : null
-  }
-
-  /** The ticket `leader`'s join with this key made, while the pool keeps it. */
-  private rowByKey(leader: string, joinKey: string): TicketRow | undefined {
-    return one<TicketRow>(
-      this.sql,
-      `SELECT * FROM tickets WHERE leader = ? AND join_key = ?`,
-      leader,
-      joinKey,
-    )
+    const keyed = this.keyedTicket(owner, ids, attributes, joinKey)
+    if (!keyed || !keyed.ok) return keyed
+    return { ok: true, ticket: this.view(keyed.row) }
   }
 
   /**
@@ -1508,7 +1567,7 @@ export class MatchPool extends DurableObject<Env> {
         // The socket's own claim (read now: a fence may have dropped it since the frame came);
         // `enqueue` checks it against the fences.
         const held = unexpired((ws.deserializeAttachment() as Attachment).claim)
-        const joinKey = msg.joinKey ?? null
+        const joinKey = msg.joinKey === undefined ? null : { owner: att.playerId, key: msg.joinKey }
         let entered = this.enqueue(
           players,
           attributes,
@@ -1912,6 +1971,11 @@ export class MatchPool extends DurableObject<Env> {
     this.sql.exec(`DELETE FROM fences WHERE at < ?`, Date.now() - FENCE_RETENTION_MS)
     const before = now - RESULT_RETENTION_MS
     // `<=`: the alarm comes exactly at finished_at + RESULT_RETENTION_MS.
+    this.sql.exec(
+      `DELETE FROM join_keys WHERE ticket_id IN
+         (SELECT id FROM tickets WHERE finished_at IS NOT NULL AND finished_at <= ?)`,
+      before,
+    )
     this.sql.exec(`DELETE FROM tickets WHERE finished_at IS NOT NULL AND finished_at <= ?`, before)
     this.sql.exec(
       `DELETE FROM matches WHERE done_at IS NOT NULL AND done_at <= ? AND state != 'pending'`,

@@ -115,6 +115,86 @@ describe('HTTP tickets', () => {
     }
   })
 
+  it('a keyed join handed the ticket the player already had gets that ticket again on retry, after its match too: never a second ticket', async () => {
+    const q = await createQueue()
+    await rig(q, newClock())
+    const [a, b] = await Promise.all([newGuest(), newGuest()])
+    const keyed = () =>
+      call(`/v1/matchmaking/${q}/tickets`, json('POST', {}, a.token, { 'idempotency-key': 'k-2' }))
+    const first = (await (await joinAs(q, a.token)).json()) as Ticket
+    // A second join (another key, say from a second tab) is handed the waiting ticket; its answer
+    // is lost, and meanwhile the ticket is matched.
+    const handed = await keyed()
+    expect(handed.status).toBe(200)
+    expect(((await handed.json()) as Ticket).ticketId).toBe(first.ticketId)
+    const tb = (await (await joinAs(q, b.token)).json()) as Ticket
+    expect(tb.status).toBe('matched')
+    const retry = await keyed()
+    expect(retry.status).toBe(200)
+    const again = (await retry.json()) as Ticket
+    expect(again).toMatchObject({ ticketId: first.ticketId, status: 'matched', existing: true })
+    expect(again.match!.sessionId).toBe(tb.match!.sessionId)
+    expect(typeof again.match!.token).toBe('string')
+    const stats = (await (await call(`/v1/matchmaking/${q}/stats`)).json()) as {
+      waitingTickets: number
+    }
+    expect(stats.waitingTickets).toBe(0)
+  })
+
+  it('a ticket keyed before join keys had their own table (pool schema 5) is still found by its key after the upgrade', async () => {
+    const q = await createQueue()
+    const clock = newClock()
+    await rig(q, clock)
+    const a = await newGuest()
+    const keyed = () =>
+      call(`/v1/matchmaking/${q}/tickets`, json('POST', {}, a.token, { 'idempotency-key': 'k-5' }))
+    const first = (await (await keyed()).json()) as Ticket
+    // The pool as schema 5 left it (the key on the ticket's row, no join_keys table), then woken:
+    // its load upgrades the schema.
+    await runInDurableObject(poolOf(q), (inst: MatchPool, state) => {
+      const sql = state.storage.sql
+      sql.exec(`UPDATE tickets SET join_key = 'k-5' WHERE id = ?`, first.ticketId)
+      sql.exec(`DROP TABLE join_keys`)
+      sql.exec(`UPDATE meta SET value = '5' WHERE key = 'schema'`)
+      ;(inst as unknown as { load(): void }).load()
+    })
+    expect((await del(first.ticketId, a.token)).status).toBe(200)
+    const retry = await keyed()
+    expect(retry.status).toBe(200)
+    expect((await retry.json()) as Ticket).toMatchObject({
+      ticketId: first.ticketId,
+      status: 'cancelled',
+    })
+  })
+
+  it('a keyed join retried after its region left the queue is answered with its matched ticket, not refused', async () => {
+    const q = await createQueue({ regions: ['eu', 'us'] })
+    await rig(q, newClock())
+    const [a, b] = await Promise.all([newGuest(), newGuest()])
+    const keyed = () =>
+      call(
+        `/v1/matchmaking/${q}/tickets`,
+        json('POST', { region: 'eu' }, a.token, { 'idempotency-key': 'k-3' }),
+      )
+    const first = (await (await keyed()).json()) as Ticket
+    const tb = (await (await joinAs(q, b.token, { region: 'eu' })).json()) as Ticket
+    expect(tb.status).toBe('matched')
+    // The operator takes eu out of the queue before the retry (whose first answer was lost).
+    const put = await call(
+      `/v1/admin/queues/${q}`,
+      json('PUT', { ...DUEL, regions: ['us'] }, ADMIN_KEY),
+    )
+    expect(put.status).toBe(200)
+    const retry = await keyed()
+    expect(retry.status).toBe(200)
+    expect((await retry.json()) as Ticket).toMatchObject({
+      ticketId: first.ticketId,
+      status: 'matched',
+    })
+    // A join without the key is refused as before: eu is not one of the queue's regions.
+    expect((await problem(await joinAs(q, a.token, { region: 'eu' }))).status).toBe(422)
+  })
+
   it('a keyed join sent again with its attributes in another order is the same join; other values are refused', async () => {
     const q = await createQueue()
     await rig(q, newClock())

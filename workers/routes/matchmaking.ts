@@ -383,28 +383,44 @@ matchmakingRoutes.openapi(joinRoute, async (c) => {
     }
   }
   const ids = [leader, ...(body.party ?? []).filter((p) => p !== leader)]
+  const attributes = body.attributes ?? null
+  /**
+   * A retry of a keyed join refused now for what changed since its first try (the player joined
+   * elsewhere, the queue's regions or party size changed) is answered with the ticket that try
+   * got, as it stands (matched, say, its game waiting), when `region`'s pool still keeps it.
+   */
+  const answeredBefore = async (region: string | undefined, refusal: unknown) => {
+    if (joinKey === null || region === undefined || !(refusal instanceof ApiError)) throw refusal
+    if (refusal.problem !== 'conflict' && refusal.problem !== 'validation') throw refusal
+    const prior = await poolStub(c.env, queue, region).ticketByKey(leader, joinKey, ids, attributes)
+    if (!prior) throw refusal
+    if (!prior.ok) fail(prior)
+    const ticket = await withTokens(c, prior.ticket, viewerOf(principal))
+    return c.json({ ...ticket, existing: true }, 200)
+  }
   // The queue, the ratings and the players' claims on the queue, in one Neon round trip.
   const read = await readAndClaim(c.env, queue, body.region, ids)
   if (!read.queue) throw new ApiError('not-found', `No queue '${queue}'`)
   const { config, version } = read.queue
   const { ratings } = read
-  const region = regionOf(config, body.region)
-  if (ids.length > config.maxPartySize) {
-    throw new ApiError('validation', `A ticket holds at most ${config.maxPartySize} players`, {
-      errors: [{ path: 'party', message: `at most ${config.maxPartySize} players` }],
-    })
+  let region: string
+  try {
+    region = regionOf(config, body.region)
+    if (ids.length > config.maxPartySize) {
+      throw new ApiError('validation', `A ticket holds at most ${config.maxPartySize} players`, {
+        errors: [{ path: 'party', message: `at most ${config.maxPartySize} players` }],
+      })
+    }
+  } catch (err) {
+    return answeredBefore(body.region ?? config.regions[0], err)
   }
   let claim: QueueClaim
   try {
     claim = await fenceForJoin(c, queue, region, read, principal)
   } catch (err) {
-    // A retry of a keyed join whose ticket was answered (matched, say) before the player joined
-    // elsewhere: its answer is that ticket, not the other region's conflict.
-    if (joinKey === null || !(err instanceof ApiError) || err.problem !== 'conflict') throw err
-    const prior = await poolStub(c.env, queue, region).ticketByKey(leader, joinKey)
-    if (!prior) throw err
-    const ticket = await withTokens(c, prior, viewerOf(principal))
-    return c.json({ ...ticket, existing: true }, 200)
+    // Its ticket answered (matched, say) before the player joined elsewhere: that, not the other
+    // region's conflict.
+    return answeredBefore(region, err)
   }
   const r = await poolStub(c.env, queue, region).join({
     queue,
@@ -412,7 +428,7 @@ matchmakingRoutes.openapi(joinRoute, async (c) => {
     config,
     version,
     players: ids.map((playerId) => ({ playerId, rating: ratings.get(playerId)! })),
-    attributes: body.attributes ?? null,
+    attributes,
     claim,
     joinKey,
   })

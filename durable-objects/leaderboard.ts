@@ -61,6 +61,11 @@ const ARCHIVE_BUDGET_MS = 20_000
 /** An alarm this far past its time is taken as lost by the cron's check. */
 const ALARM_LATE_MS = 60_000
 const IDEMPOTENCY_TTL_MS = 24 * 60 * 60 * 1000
+/**
+ * The idempotency records' player id for admin imports' keys: no player has it (ids are at least
+ * one character), so an import's key never meets a player's submission key.
+ */
+const IMPORT_KEYS = ''
 const IDEMPOTENCY_SWEEP_BATCH = 5000
 const SWEEP_INTERVAL_MS = 10 * 60 * 1000
 /**
@@ -133,6 +138,12 @@ type PageKey = [number, number, number, string]
 
 /** A frozen entry as the archive reads it: see pageAfter. */
 type PageRow = [string, number, number, number, string | null, number]
+
+interface ImportResult {
+  cycle: number
+  imported: number
+  total: number
+}
 
 /** Archive pages read from a frozen cycle, starting after `cursor` with `archived` rows before. */
 interface ArchiveBatch {
@@ -862,10 +873,32 @@ export class Leaderboard extends DurableObject<Env> {
   async importEntries(
     boardId: string,
     entries: { playerId: string; score: number; subscore: number; metadata: string | null }[],
-  ): Promise<Reply<{ cycle: number; imported: number; total: number }>> {
+    key: { key: string; requestHash: string } | null = null,
+  ): Promise<Reply<{ cycle: number; imported: number; total: number; replayed: boolean }>> {
     const unknown = await this.ensureConfigured(boardId)
     if (unknown) return unknown
     const now = this.now()
+    if (key) {
+      // A retry gets the first answer and changes nothing: sent again after the players had
+      // submitted since, or after the cycle ended, the batch would undo those or land twice.
+      const seen = one<{ request_hash: string; response: string }>(
+        this.sql,
+        `SELECT request_hash, response FROM idempotency
+          WHERE player_id = ? AND key = ? AND created_at >= ?`,
+        IMPORT_KEYS,
+        key.key,
+        now - IDEMPOTENCY_TTL_MS,
+      )
+      if (seen) {
+        if (seen.request_hash !== key.requestHash) {
+          return refuse(
+            'idempotency-key-reused',
+            'This Idempotency-Key was used for a different import',
+          )
+        }
+        return { ok: true, ...(JSON.parse(seen.response) as ImportResult), replayed: true }
+      }
+    }
     if (this.rollover(now)) await this.scheduleAlarm()
     const config = this.config!
     for (let i = 0; i < entries.length; i++) {
@@ -901,7 +934,9 @@ export class Leaderboard extends DurableObject<Env> {
     // The board's seq moves only once the batch commits: a rolled-back batch must not leave it
     // past every stored row, or a wake would recover a lower one and let old cursors through.
     let seq = this.seq
+    let result: ImportResult | undefined
     this.ctx.storage.transactionSync(() => {
+      let newPlayers = 0
       for (const e of entries) {
         // Read inside the transaction: a player twice in one batch finds the first write.
         const previous = this.standingOf(e.playerId)
@@ -920,6 +955,23 @@ export class Leaderboard extends DurableObject<Env> {
         const next = { score: e.score, subscore: e.subscore, seq: ++seq }
         this.writeEntry(e.playerId, next, e.metadata, now)
         changed.push({ playerId: e.playerId, next, previous })
+        if (!previous) newPlayers++
+      }
+      result = {
+        cycle: cur.cycle,
+        imported: changed.length + metadataOnly,
+        total: this.index.size + newPlayers,
+      }
+      if (key) {
+        // With the batch, in its transaction: no batch applied without its key, nor the reverse.
+        this.sql.exec(
+          `INSERT OR REPLACE INTO idempotency (player_id, key, request_hash, response, created_at) VALUES (?, ?, ?, ?, ?)`,
+          IMPORT_KEYS,
+          key.key,
+          key.requestHash,
+          JSON.stringify(result),
+          now,
+        )
       }
     })
     this.seq = seq
@@ -927,12 +979,7 @@ export class Leaderboard extends DurableObject<Env> {
       this.index.replace(previous, next)
       if (previous) this.remember(playerId, previous, next.seq, now)
     }
-    return {
-      ok: true,
-      cycle: cur.cycle,
-      imported: changed.length + metadataOnly,
-      total: this.index.size,
-    }
+    return { ok: true, ...result!, replayed: false }
   }
 
   /**

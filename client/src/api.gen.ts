@@ -432,7 +432,9 @@ export interface Paths {
         id: string
       }
       query: Record<string, never>
-      headers: Record<string, never>
+      headers: {
+        'idempotency-key'?: string
+      }
       body: {
         entries: Array<{
           playerId: string
@@ -446,6 +448,7 @@ export interface Paths {
           cycle: number
           imported: number
           total: number
+          replayed: boolean
         }
         400: Schemas['Problem']
         401: Schemas['Problem']

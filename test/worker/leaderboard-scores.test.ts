@@ -528,17 +528,53 @@ describe('importing standings (admin)', () => {
       `/v1/admin/leaderboards/${b}/entries`,
       json('POST', { entries }, ADMIN_KEY),
     )
-    expect(await first.json()).toEqual({ cycle: 1, imported: 300, total: 300 })
+    expect(await first.json()).toEqual({ cycle: 1, imported: 300, total: 300, replayed: false })
     const again = await call(
       `/v1/admin/leaderboards/${b}/entries`,
       json('POST', { entries }, ADMIN_KEY),
     )
-    expect(await again.json()).toEqual({ cycle: 1, imported: 0, total: 300 })
+    expect(await again.json()).toEqual({ cycle: 1, imported: 0, total: 300, replayed: false })
     const t = await top(b, 3)
     expect(t.entries.map((e) => e.score)).toEqual([299, 298, 297])
     // Imported entries rank with submitted ones.
     await submitFor(b, 'live', { score: 298.5 })
     expect(ids(await top(b, 3))[1]).toBe('live')
+  })
+
+  it('a batch sent again with its Idempotency-Key gets the first answer and changes nothing, even after the players submitted since or the cycle ended', async () => {
+    const b = await createBoard({ operator: 'incr', cycle: { every: '1h' } })
+    const importWith = (key: string, entries: unknown[]) =>
+      call(
+        `/v1/admin/leaderboards/${b}/entries`,
+        json('POST', { entries }, ADMIN_KEY, { 'idempotency-key': key }),
+      )
+    const batch = [{ playerId: 'imp-1', score: 10 }]
+    expect(await (await importWith('batch-1', batch)).json()).toEqual({
+      cycle: 1,
+      imported: 1,
+      total: 1,
+      replayed: false,
+    })
+    // A win counted since (incr), then the batch's retry: the win stays.
+    await submitFor(b, 'imp-1', { score: 1 })
+    expect(await (await importWith('batch-1', batch)).json()).toEqual({
+      cycle: 1,
+      imported: 1,
+      total: 1,
+      replayed: true,
+    })
+    expect((await top(b)).entries.map((e) => [e.playerId, e.score])).toEqual([['imp-1', 11]])
+    // The same key for another batch is refused, and changes nothing.
+    const other = await problem(await importWith('batch-1', [{ playerId: 'imp-1', score: 99 }]))
+    expect(other).toMatchObject({ status: 422, type: 'urn:nexus:problem:idempotency-key-reused' })
+    expect((await top(b)).entries.map((e) => [e.playerId, e.score])).toEqual([['imp-1', 11]])
+    // After the cycle ends, the retry is still the first answer, and the new cycle stays empty.
+    await runInDurableObject(env.LEADERBOARD.getByName(b), (inst: Leaderboard) => {
+      const later = Date.now() + 3_600_000
+      inst.now = () => later
+    })
+    expect(((await (await importWith('batch-1', batch)).json()) as { cycle: number }).cycle).toBe(1)
+    expect((await top(b)).total).toBe(0)
   })
 
   it('refuses a batch with an out-of-bounds entry, a duplicate player, or over 500 entries, writing none of it', async () => {
@@ -608,7 +644,7 @@ describe('importing standings (admin)', () => {
     await post([{ playerId: 'first', score: 5, metadata: { v: 1 } }])
     await submitFor(b, 'second', { score: 5 })
     const again = await post([{ playerId: 'first', score: 5, metadata: { v: 2 } }])
-    expect(await again.json()).toEqual({ cycle: 1, imported: 1, total: 2 })
+    expect(await again.json()).toEqual({ cycle: 1, imported: 1, total: 2, replayed: false })
     const t = await top(b)
     expect(ids(t)).toEqual(['first', 'second'])
     expect(t.entries[0]!.metadata).toEqual({ v: 2 })

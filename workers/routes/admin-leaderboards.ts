@@ -3,7 +3,15 @@ import type { LeaderboardConfig } from '../core/leaderboard.ts'
 import { markConfigPushed, saveLeaderboardConfig } from '../leaderboards/config-store.ts'
 import { boardStub } from '../leaderboards/stub.ts'
 import { errorFields, log } from '../lib/log.ts'
-import { createRoute, decimalInt, newRouter, problemResponses, ResourceId } from '../lib/openapi.ts'
+import {
+  createRoute,
+  decimalInt,
+  IdempotencyKey,
+  newRouter,
+  problemResponses,
+  ResourceId,
+} from '../lib/openapi.ts'
+import { sha256Hex } from '../lib/hash.ts'
 import { ApiError } from '../lib/problem.ts'
 import { requireAdmin } from '../middleware/auth.ts'
 import { hasBody } from '../middleware/json-body.ts'
@@ -165,11 +173,19 @@ const importRoute = createRoute({
   summary: 'Import standings into the current cycle',
   description:
     'Sets up to 500 players’ standings at once, each replacing the player’s current one (as the `set` ' +
-    'operator does), in one transaction: importing the same batch again changes nothing. For migrating a ' +
-    'board from another system or for a game server’s batch of results.',
+    'operator does), in one transaction. For migrating a board from another system or for a game ' +
+    'server’s batch of results. Send an `Idempotency-Key` to make retries safe: a retry gets the first ' +
+    'answer with `replayed: true` and changes nothing (without one, a batch sent again is applied ' +
+    'again, undoing what those players submitted since, or landing in a new cycle); the same key with ' +
+    'another batch is 422 idempotency-key-reused. Keys are remembered for 24 h.',
   middleware: [requireAdmin()] as const,
   request: {
     params: BoardParam,
+    headers: z.object({
+      'idempotency-key': IdempotencyKey.optional().openapi({
+        description: 'Unique per batch; a retry sends the same key',
+      }),
+    }),
     body: {
       required: true,
       content: {
@@ -188,6 +204,7 @@ const importRoute = createRoute({
             cycle: z.number().int(),
             imported: z.number().int(),
             total: z.number().int(),
+            replayed: z.boolean(),
           }),
         },
       },
@@ -208,15 +225,18 @@ adminLeaderboards.openapi(importRoute, async (c) => {
     }
     seen.add(e.playerId)
   }
+  const batch = entries.map((e) => ({
+    playerId: e.playerId,
+    score: e.score,
+    subscore: e.subscore,
+    metadata: e.metadata === null ? null : canonicalJson(e.metadata),
+  }))
+  const key = c.req.valid('header')['idempotency-key']
   const r = await boardStub(c.env, id).importEntries(
     id,
-    entries.map((e) => ({
-      playerId: e.playerId,
-      score: e.score,
-      subscore: e.subscore,
-      metadata: e.metadata === null ? null : canonicalJson(e.metadata),
-    })),
+    batch,
+    key === undefined ? null : { key, requestHash: await sha256Hex(canonicalJson([id, batch])) },
   )
   if (!r.ok) throw new ApiError(r.problem, r.detail, r.extensions ?? {})
-  return c.json({ cycle: r.cycle, imported: r.imported, total: r.total }, 200)
+  return c.json({ cycle: r.cycle, imported: r.imported, total: r.total, replayed: r.replayed }, 200)
 })

@@ -1027,9 +1027,15 @@ export interface Paths {
     post: {
       path: Record<string, never>
       query: Record<string, never>
-      headers: Record<string, never>
+      headers: {
+        'idempotency-key'?: string
+      }
       body: Schemas['CreateSession']
       responses: {
+        200: {
+          sessionId: string
+          tokens: Record<string, string>
+        }
         201: {
           sessionId: string
           tokens: Record<string, string>

@@ -49,6 +49,31 @@ describe('creating sessions', () => {
     ])
   })
 
+  it('as an admin with an Idempotency-Key: a retry answers the same session and creates none; another body under the key is 422', async () => {
+    const players = playerIds(2)
+    const body = { rules: 'dice-race', roster: players.map((playerId) => ({ playerId })) }
+    const create = (b: unknown, key: string) =>
+      call('/v1/admin/sessions', json('POST', b, ADMIN_KEY, { 'idempotency-key': key }))
+    const key = `create-${crypto.randomUUID()}`
+    const first = await create(body, key)
+    expect(first.status).toBe(201)
+    const { sessionId } = (await first.json()) as { sessionId: string }
+    const retry = await create(body, key)
+    expect(retry.status).toBe(200)
+    const again = (await retry.json()) as { sessionId: string; tokens: Record<string, string> }
+    expect(again.sessionId).toBe(sessionId)
+    for (const p of players)
+      expect(await verifySessionToken(env, again.tokens[p]!, sessionId)).toBe(p)
+    const other = await problem(await create({ ...body, options: { target: 10 } }, key))
+    expect(other).toMatchObject({ status: 422, type: 'urn:nexus:problem:idempotency-key-reused' })
+    // One session for the key, in Neon as in its object; another key is another session.
+    const listed = await pg()`select id from game_sessions
+      where roster @> ${JSON.stringify([{ playerId: players[0] }])}::jsonb`
+    expect(listed).toEqual([{ id: sessionId }])
+    const second = (await (await create(body, `${key}-2`)).json()) as { sessionId: string }
+    expect(second.sessionId).not.toBe(sessionId)
+  })
+
   it('refuses bad requests with 422 naming the field, and players with 403', async () => {
     const players = playerIds(2)
     const bad: [unknown, string][] = [

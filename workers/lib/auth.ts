@@ -63,6 +63,15 @@ function secretKey(env: AuthEnv): Promise<CryptoKey> {
   return key
 }
 
+/**
+ * HMAC-SHA256 of `label` under AUTH_SECRET, hex: a value only this deployment can derive from a
+ * client's input (an admin session's seed from its Idempotency-Key, say).
+ */
+export async function keyedDigest(env: AuthEnv, label: string): Promise<string> {
+  const mac = await crypto.subtle.sign('HMAC', await secretKey(env), encoder.encode(label))
+  return [...new Uint8Array(mac)].map((b) => b.toString(16).padStart(2, '0')).join('')
+}
+
 /** Lifetime of tokens Nexus issues, from TOKEN_TTL_SECONDS (default one day, bounded). */
 export function tokenTtlSeconds(env: AuthEnv): number {
   const n = Number(env.TOKEN_TTL_SECONDS ?? 86_400)

@@ -4,6 +4,7 @@ import { loadLeaderboardConfig } from '../leaderboards/config-store.ts'
 import {
   createRoute,
   boundedJson,
+  IdempotencyKey,
   objectRecord,
   newRouter,
   PlayerId,
@@ -11,6 +12,7 @@ import {
   ResourceId,
 } from '../lib/openapi.ts'
 import { ApiError } from '../lib/problem.ts'
+import { keyedDigest } from '../lib/auth.ts'
 import { issueSessionToken } from '../lib/session-token.ts'
 import { requireAdmin } from '../middleware/auth.ts'
 import { MAX_ROSTER } from '../sessions/schemas.ts'
@@ -72,28 +74,34 @@ const CreateSession = z
   })
   .openapi('CreateSession')
 
+const CreatedSession = z.object({
+  sessionId: z.string(),
+  tokens: z.record(z.string(), z.string()),
+})
+
 const createSessionRoute = createRoute({
   method: 'post',
   path: '/',
   summary: 'Create a game session directly (custom games, tests)',
   description:
     'The server draws the seed. Answers the session id and one session token per player, for ' +
-    '`GET /v1/sessions/{id}` (socket and plain).',
+    '`GET /v1/sessions/{id}` (socket and plain). With an `Idempotency-Key`, a retry answers the same ' +
+    'session (200, fresh tokens) and creates nothing; the same key with another body is 422 ' +
+    'idempotency-key-reused. Without one, each request creates a session.',
   middleware: [requireAdmin()] as const,
   request: {
+    headers: z.object({
+      'idempotency-key': IdempotencyKey.optional().openapi({
+        description: 'Unique per session to create; a retry sends the same key',
+      }),
+    }),
     body: { content: { 'application/json': { schema: CreateSession } }, required: true },
   },
   responses: {
-    201: {
-      description: 'Created',
-      content: {
-        'application/json': {
-          schema: z.object({
-            sessionId: z.string(),
-            tokens: z.record(z.string(), z.string()),
-          }),
-        },
-      },
+    201: { description: 'Created', content: { 'application/json': { schema: CreatedSession } } },
+    200: {
+      description: 'Created before, by a request with this Idempotency-Key',
+      content: { 'application/json': { schema: CreatedSession } },
     },
     ...problemResponses(400, 401, 403, 413, 415, 422),
   },
@@ -107,9 +115,20 @@ adminSessions.openapi(createSessionRoute, async (c) => {
       errors: [{ path: 'leaderboardId', message: 'no such leaderboard' }],
     })
   }
-  const sessionId = `s_${crypto.randomUUID()}`
-  const seedBytes = crypto.getRandomValues(new Uint8Array(32))
-  const seed = [...seedBytes].map((b) => b.toString(16).padStart(2, '0')).join('')
+  const key = c.req.valid('header')['idempotency-key']
+  let sessionId: string
+  let seed: string
+  if (key === undefined) {
+    sessionId = `s_${crypto.randomUUID()}`
+    seed = [...crypto.getRandomValues(new Uint8Array(32))]
+      .map((b) => b.toString(16).padStart(2, '0'))
+      .join('')
+  } else {
+    // A retry names the same session with the same secret seed, so the session's own create,
+    // idempotent for one setup, makes nothing new; another body under the key is another setup.
+    sessionId = `s_k${(await keyedDigest(c.env, `admin-session-id:${key}`)).slice(0, 32)}`
+    seed = await keyedDigest(c.env, `admin-session-seed:${key}`)
+  }
   const r = await sessionStub(c.env, sessionId).create({
     sessionId,
     rules: body.rules,
@@ -120,6 +139,12 @@ adminSessions.openapi(createSessionRoute, async (c) => {
     region: null,
     leaderboardId: body.leaderboardId ?? null,
   })
+  if (!r.ok && key !== undefined && r.problem === 'conflict') {
+    throw new ApiError(
+      'idempotency-key-reused',
+      'This Idempotency-Key was used to create a different session',
+    )
+  }
   // The checks above are the session's own, so a refusal here is not expected; it still says why.
   if (!r.ok) {
     throw new ApiError(
@@ -131,5 +156,5 @@ adminSessions.openapi(createSessionRoute, async (c) => {
   const tokens: Record<string, string> = {}
   for (const p of body.roster)
     tokens[p.playerId] = await issueSessionToken(c.env, sessionId, p.playerId)
-  return c.json({ sessionId, tokens }, 201)
+  return c.json({ sessionId, tokens }, r.created ? 201 : 200)
 })

@@ -40,10 +40,11 @@ import { all, one, schemaVersion, setSchemaVersion } from '../workers/lib/sql.ts
 /** Rows per archive page: each page is one Neon transaction. */
 export const ARCHIVE_PAGE_SIZE = 1000
 /**
- * Player ids and metadata text per archive page, at most (always at least one row). Every layer
- * on the way to Neon escapes metadata again (the array literal, then the request's JSON), so
- * quote-heavy metadata grows up to fourfold: 1,000 rows of 4 KiB crossed Neon's 10 MiB request
- * limit on every retry, and 2 M characters stays under it.
+ * Text per archive page, at most (always at least one row): player ids, metadata and the rewards
+ * that go in the same request. Every layer on the way to Neon escapes it again (the array
+ * literal, then the request's JSON), so quote-heavy text grows up to fourfold (as does non-ASCII
+ * text, in UTF-8 bytes): 1,000 rows of 4 KiB crossed Neon's 10 MiB request limit on every retry,
+ * and 2 M characters stays under it.
  */
 export const ARCHIVE_PAGE_CHARS = 2 * 1024 * 1024
 /** Archive pages in flight at once: each is its own transaction, so they need no ordering. */
@@ -382,6 +383,12 @@ export class Leaderboard extends DurableObject<Env> {
       // board). A WITHOUT ROWID index carries the primary key, so this is (seq, cycle, player_id).
       this.sql.exec(`CREATE INDEX IF NOT EXISTS entries_seq ON entries (seq)`)
       setSchemaVersion(this.sql, 5)
+    }
+    if (schemaVersion(this.sql) < 6) {
+      // A done close keeps neither its reward tiers nor its cursor (only its archive read them):
+      // closes done before this stop carrying them too.
+      this.sql.exec(`UPDATE closes SET rewards = '[]', cursor = NULL WHERE state = 'done'`)
+      setSchemaVersion(this.sql, 6)
     }
     const meta = new Map(
       all<{ key: string; value: string }>(this.sql, `SELECT key, value FROM meta`).map((r) => [
@@ -1473,11 +1480,16 @@ export class Leaderboard extends DurableObject<Env> {
       for (let i = 0; i < rows.length; i++) {
         const row = rows[i]!
         const playerId = row[0]
-        chars += playerId.length + (row[4]?.length ?? 0)
+        const rank = archived + 1
+        const tier = rank <= lastPaid ? rewardFor(tiers, rank) : undefined
+        const reward = tier ? JSON.stringify(tier.reward) : null
+        // The page's rewards go in the same request: they count too.
+        chars +=
+          playerId.length + (row[4]?.length ?? 0) + (reward ? playerId.length + reward.length : 0)
         // The rows after it go in the next page (read again from this page's cursor).
         if (i > 0 && chars > ARCHIVE_PAGE_CHARS) break
         taken = i + 1
-        const rank = ++archived
+        archived = rank
         columns.playerIds.push(playerId)
         columns.ranks.push(rank)
         // The inverse of writeEntry's ord_* (exact: only the sign changes).
@@ -1485,8 +1497,7 @@ export class Leaderboard extends DurableObject<Env> {
         columns.subscores.push(row[3] * dir + 0)
         columns.metadata.push(row[4])
         columns.submittedAt.push(row[5])
-        const tier = rank <= lastPaid ? rewardFor(tiers, rank) : undefined
-        if (tier) rewards.push({ playerId, rank, reward: JSON.stringify(tier.reward) })
+        if (reward) rewards.push({ playerId, rank, reward })
       }
       const [playerId, seq, ordScore, ordSub] = rows[taken - 1]!
       after = [ordScore, ordSub, seq, playerId]

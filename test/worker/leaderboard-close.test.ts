@@ -529,6 +529,38 @@ describe('metadata PostgreSQL cannot store', () => {
                               from leaderboard_archive where leaderboard_id = ${board} and cycle = 1`
     expect(rows).toEqual([{ rows: n, ranks: n, whole: n }])
   })
+
+  it('quote-heavy, with a quote-heavy reward for every rank, is archived whole: the rewards in a page’s request count too', async () => {
+    // ~2 KiB of metadata alone lets 1,000 rows under the bound; their 1 KiB rewards, in the same
+    // request, would take it past Neon's 10 MiB.
+    const reward = { t: '"'.repeat(505) }
+    expect(new TextEncoder().encode(JSON.stringify(reward)).length).toBeLessThanOrEqual(1024)
+    const board = await createBoard({
+      metadataMaxBytes: 4096,
+      rewards: [{ fromRank: 1, toRank: 100_000, reward }],
+    })
+    const n = 1100
+    await runInDurableObject(stub(board), async (inst: Leaderboard) => {
+      const entries = Array.from({ length: n }, (_, i) => ({
+        playerId: `r${String(i).padStart(5, '0')}`,
+        score: i,
+        subscore: 0,
+        metadata: canonicalJson({ q: '"'.repeat(1040), i }),
+      }))
+      for (let i = 0; i < n; i += 500) {
+        const r = await inst.importEntries(board, entries.slice(i, i + 500))
+        if (!r.ok) throw new Error(r.detail)
+      }
+    })
+    expect((await closeNow(board)).status).toBe(202)
+    expect((await archiveUntilDone(board, 1)).state).toBe('done')
+    const [a] = await pg()`select count(*)::int as rows from leaderboard_archive
+                            where leaderboard_id = ${board} and cycle = 1`
+    const [r] = await pg()`select count(*)::int as rewards,
+                                  count(*) filter (where length(reward->>'t') = 505)::int as whole
+                             from rewards where leaderboard_id = ${board} and cycle = 1`
+    expect({ ...a, ...r }).toEqual({ rows: n, rewards: n, whole: n })
+  })
 })
 
 describe('cycles close on schedule', () => {

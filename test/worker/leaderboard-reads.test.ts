@@ -485,9 +485,21 @@ describe('a board stored by the previous schema', () => {
         ) WITHOUT ROWID;
         UPDATE meta SET value = '1' WHERE key = 'schema';
       `)
+      // A close done before schema 6, still carrying its reward tiers and cursor.
+      state.storage.sql.exec(`
+        INSERT INTO closes (cycle, starts_at, ends_at, sort_order, rewards, entries, state, cursor,
+                            closed_at, finished_at, reason)
+        VALUES (0, 0, 1, 'desc', '[{"fromRank":1,"toRank":1,"reward":{"coins":1}}]', 1, 'done',
+                '[0,0,1,"p"]', 1, 2, 'schedule');
+      `)
     })
     await evictDurableObject(stub)
     expect(await fresh<Top>(`/v1/leaderboards/${b}/top?limit=100`)).toEqual(before)
+    expect(
+      await runInDurableObject(stub, (_i, state) =>
+        state.storage.sql.exec(`SELECT rewards, cursor FROM closes WHERE cycle = 0`).toArray(),
+      ),
+    ).toEqual([{ rewards: '[]', cursor: null }])
     const indexes = await runInDurableObject(stub, (_i, state) => ({
       names: state.storage.sql
         .exec<{ name: string }>(
@@ -508,7 +520,7 @@ describe('a board stored by the previous schema', () => {
     expect(indexes.windowsTable).toBe(0)
     // The rank index holds keys only; pages find their players by seq since version 5.
     expect(indexes.names).toContain('entries_seq')
-    expect(indexes.version).toBe('5')
+    expect(indexes.version).toBe('6')
   })
 })
 

@@ -910,13 +910,19 @@ export class MatchPool extends DurableObject<Env> {
    * none (or the pool holds nothing), `idempotency-key-reused` for the key of another join. For a
    * keyed retry the route refused before it reached the pool.
    */
-  ticketByKey(
+  async ticketByKey(
     owner: string,
     joinKey: string,
     ids: readonly string[],
     attributes: TicketAttributesValue | null,
-  ): Reply<{ ticket: TicketView }> | null {
-    if (!this.schemaReady || this.queue === null) return null
+  ): Promise<Reply<{ ticket: TicketView }> | null> {
+    if (!this.schemaReady) return null
+    if (this.queue === null) {
+      // A region the client named that no queue ever had: its wake leaves no stored object.
+      await this.ctx.storage.deleteAll()
+      this.schemaReady = false
+      return null
+    }
     const keyed = this.keyedTicket(owner, ids, attributes, joinKey)
     if (!keyed || !keyed.ok) return keyed
     return { ok: true, ticket: this.view(keyed.row) }

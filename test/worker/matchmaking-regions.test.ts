@@ -154,6 +154,47 @@ describe('one ticket per player per queue, across regions', () => {
     expect(await waiting(q, 'eu')).toBe(0)
   })
 
+  it('a keyed retry refused for the other region gets its ticket only when it asks for the same join; another under the key is 422', async () => {
+    const q = await createQueue(TWO_REGIONS)
+    await rigBoth(q)
+    const [g, rival] = await Promise.all([newGuest(), newGuest()])
+    const keyed = (attributes: Record<string, string>) =>
+      call(
+        `/v1/matchmaking/${q}/tickets`,
+        json('POST', { region: 'eu', attributes }, g.token, { 'idempotency-key': 'k-eu' }),
+      )
+    expect((await keyed({ m: 'a' })).status).toBe(201)
+    const rivals = await call(
+      `/v1/matchmaking/${q}/tickets`,
+      json('POST', { region: 'eu', attributes: { m: 'a' } }, rival.token),
+    )
+    expect(((await rivals.json()) as Ticket).status).toBe('matched')
+    // The player now waits in us: a new join in eu would be refused for it.
+    const us = await call(`/v1/matchmaking/${q}/tickets`, json('POST', { region: 'us' }, g.token))
+    expect(us.status).toBe(201)
+    const other = await problem(await keyed({ m: 'b' }))
+    expect(other).toMatchObject({ status: 422, type: 'urn:nexus:problem:idempotency-key-reused' })
+    const same = await keyed({ m: 'a' })
+    expect(same.status).toBe(200)
+    expect(((await same.json()) as Ticket).status).toBe('matched')
+  })
+
+  it('a keyed join naming a region no queue has is 422 and leaves no stored pool behind', async () => {
+    const q = await createQueue(TWO_REGIONS)
+    await rigBoth(q)
+    const g = await newGuest()
+    const res = await call(
+      `/v1/matchmaking/${q}/tickets`,
+      json('POST', { region: 'nowhere' }, g.token, { 'idempotency-key': 'k-x' }),
+    )
+    expect((await problem(res)).status).toBe(422)
+    // The same live object the route asked: its storage is empty again.
+    const tables = await runInDurableObject(poolOf(q, 'nowhere'), (_i: MatchPool, state) =>
+      state.storage.sql.exec(`SELECT name FROM sqlite_master`).toArray(),
+    )
+    expect(tables).toEqual([])
+  })
+
   it('a matched ticket no longer holds the player: the next join may be in another region', async () => {
     const q = await createQueue(TWO_REGIONS)
     await rigBoth(q)

@@ -1,5 +1,6 @@
 import type { Schemas } from './api.gen.ts'
 import type { Transport } from './http.ts'
+import { NexusProblem } from './problem.ts'
 
 /** Where the client keeps its device id between runs (`localStorage` fits in browsers). */
 export interface KeyValueStorage {
@@ -15,8 +16,51 @@ export function memoryStorage(): KeyValueStorage {
 
 export const DEVICE_ID_KEY = 'nexus.deviceId'
 
-/** A token from elsewhere (the studio's own identity provider), and when it expires. */
-export type TokenSource = () => Promise<{ token: string; expiresAt: number }>
+/**
+ * A token from elsewhere (the studio's own identity provider), and how long it lasts: best as
+ * `expiresIn`, the seconds it is valid for from now (as the guest sign-in's `expiresIn`), timed
+ * on this device's clock. `expiresAt` (epoch ms, the provider's clock) alone also works; a device
+ * clock set far off then times a JWT with `iat` and `exp` by its lifetime instead.
+ */
+export type TokenSource = () => Promise<
+  { token: string } & (
+    { expiresIn: number; expiresAt?: number } | { expiresAt: number; expiresIn?: undefined }
+  )
+>
+
+/** What a token source answered, timed: the JWT's own `iat`/`exp` read when they are needed. */
+function timed(
+  t: { token: string; expiresIn?: number; expiresAt?: number },
+  now: number,
+): { expiresAt: number; lifetimeMs?: number } {
+  if (typeof t.expiresIn === 'number') {
+    const lifetimeMs = t.expiresIn * 1000
+    return { expiresAt: now + lifetimeMs, lifetimeMs }
+  }
+  const expiresAt = t.expiresAt ?? now
+  const lifetimeMs = jwtLifetimeMs(t.token)
+  if (lifetimeMs === null) return { expiresAt }
+  // A device clock that reads the expiry as past, or further off than the token lives, is set
+  // wrong (players move it to skip timers): time the lifetime from now on the device's clock.
+  const left = expiresAt - now
+  if (left <= 0 || left > lifetimeMs) return { expiresAt: now + lifetimeMs, lifetimeMs }
+  return { expiresAt, lifetimeMs }
+}
+
+/** `exp - iat` of a JWT, in ms; null for a token that is not a JWT with both. */
+function jwtLifetimeMs(token: string): number | null {
+  const payload = token.split('.')[1]
+  if (token.split('.').length !== 3 || !payload) return null
+  try {
+    const b64 = payload.replace(/-/g, '+').replace(/_/g, '/')
+    const claims = JSON.parse(atob(b64.padEnd(b64.length + ((4 - (b64.length % 4)) % 4), '=')))
+    const { iat, exp } = (claims ?? {}) as { iat?: unknown; exp?: unknown }
+    if (typeof iat !== 'number' || typeof exp !== 'number' || exp <= iat) return null
+    return (exp - iat) * 1000
+  } catch {
+    return null
+  }
+}
 
 /**
  * Holds the player's token and renews it before it expires (and after any 401), one renewal at a
@@ -33,8 +77,15 @@ export class Auth {
     lifetimeMs?: number
     playerId: string | null
   } | null = null
-  private source: TokenSource | null = null
+  private source: (() => Promise<unknown>) | null = null
   private renewing: Promise<void> | null = null
+  /**
+   * Bumped by every sign-in and sign-out: a token fetched for an older one (a renewal still on
+   * its way when the player signed out) must not sign the player back in.
+   */
+  private generation = 0
+  /** After a failed early renewal, none is tried again before this (device clock). */
+  private retryRenewalAt = 0
   private readonly transport: () => Transport
   private readonly storage: KeyValueStorage
   /** Renew when the token has less than this left. */
@@ -76,26 +127,29 @@ export class Auth {
       this.storage.setItem(DEVICE_ID_KEY, id)
     }
     const fixed = id
-    this.source = async () => this.guestToken(fixed)
-    const t = await this.guestToken(fixed)
-    return t
+    const generation = this.signIn()
+    this.source = async () => this.guestToken(fixed, generation)
+    return this.guestToken(fixed, generation)
   }
 
-  private async guestToken(deviceId: string): Promise<Schemas['TokenResponse']> {
+  private async guestToken(deviceId: string, generation: number) {
     const t = await this.transport().request('post', '/v1/auth/guest', {
       body: { deviceId },
       retry: true,
     })
     // Timed by this device's clock from the server's "valid for": a device clock set far off
     // (players move it to skip timers) must not make every token look expired.
-    const lifetimeMs = t.expiresIn * 1000
-    this.current = {
-      token: t.token,
-      expiresAt: this.now() + lifetimeMs,
-      lifetimeMs,
-      playerId: t.playerId,
+    if (generation === this.generation) {
+      this.current = { token: t.token, ...timed(t, this.now()), playerId: t.playerId }
     }
     return t
+  }
+
+  /** Starts a new sign-in: what is on its way for the one before is dropped. */
+  private signIn(): number {
+    this.renewing = null
+    this.retryRenewalAt = 0
+    return ++this.generation
   }
 
   /**
@@ -103,16 +157,19 @@ export class Auth {
    * token nears its expiry or the server refuses it.
    */
   async useTokens(source: TokenSource, playerId: string | null = null): Promise<void> {
+    const generation = this.signIn()
     this.source = async () => {
       const t = await source()
-      this.current = { ...t, playerId }
-      return t
+      if (generation === this.generation) {
+        this.current = { token: t.token, ...timed(t, this.now()), playerId }
+      }
     }
     await this.source()
   }
 
-  /** Forgets the token (the device id stays). */
+  /** Forgets the token (the device id stays); a renewal still on its way is dropped. */
   signOut(): void {
+    this.signIn()
     this.current = null
     this.source = null
   }
@@ -123,20 +180,47 @@ export class Auth {
    * current one: of many requests refused at once, the first renews and the rest use its token.
    */
   async token(force = false, rejected?: string): Promise<string> {
-    if (!this.source) throw new Error('Not signed in: call auth.guest() or auth.useTokens() first')
+    if (!this.source) throw notSignedIn()
     const margin = Math.min(this.refreshMarginMs, (this.current?.lifetimeMs ?? Infinity) / 2)
-    const stale = !this.current || this.current.expiresAt - this.now() < margin
+    const now = this.now()
+    const stale = !this.current || this.current.expiresAt - now < margin
     const renewedSince = rejected !== undefined && !!this.current && this.current.token !== rejected
-    if ((force && !renewedSince) || stale) {
-      this.renewing ??= (async () => {
-        try {
-          await this.source!()
-        } finally {
-          this.renewing = null
+    const forced = force && !renewedSince
+    const valid = !!this.current && this.current.expiresAt > now
+    // An early renewal that failed is not tried on every request: the token still works.
+    if (forced || (stale && !(valid && now < this.retryRenewalAt))) {
+      if (!this.renewing) {
+        const started: Promise<void> = this.source().then(
+          () => {
+            if (this.renewing === started) this.renewing = null
+          },
+          (err: unknown) => {
+            if (this.renewing === started) this.renewing = null
+            throw err
+          },
+        )
+        this.renewing = started
+      }
+      const renewal = this.renewing
+      try {
+        await renewal
+      } catch (err) {
+        // Early (the token has minutes left) and not asked for: the request goes on with the
+        // token it has, and a later one tries again.
+        if (forced || !valid || this.current === null || this.current.expiresAt <= this.now()) {
+          throw err
         }
-      })()
-      await this.renewing
+        const retryAfter = err instanceof NexusProblem ? (err.retryAfter ?? 0) * 1000 : 0
+        this.retryRenewalAt = this.now() + Math.max(retryAfter, RENEWAL_RETRY_MS)
+      }
     }
-    return this.current!.token
+    // Signed out while the renewal was on its way.
+    if (!this.current) throw notSignedIn()
+    return this.current.token
   }
 }
+
+/** How long after a failed early renewal the next is tried (at least; `retryAfter` if longer). */
+const RENEWAL_RETRY_MS = 10_000
+
+const notSignedIn = () => new Error('Not signed in: call auth.guest() or auth.useTokens() first')

@@ -29,6 +29,13 @@ export interface ClientOptions {
    * `maxReconnects` attempts), default 60 s: the server holds a player's seat that long.
    */
   reconnectForMs?: number
+  /**
+   * Open sockets (matchmaking and game) send a ping this often, default 20 s; a socket that
+   * then hears nothing for `pingTimeoutMs` (default 10 s) is taken as dead (a phone that switched
+   * networks keeps a dead connection looking open) and reconnects.
+   */
+  pingIntervalMs?: number
+  pingTimeoutMs?: number
 }
 
 /** The Nexus client: `auth`, `leaderboards`, `matchmaking`, `parties`, `sessions`. */
@@ -74,6 +81,8 @@ export function createClient(options: ClientOptions): NexusClient {
     openTimeoutMs: options.timeoutMs ?? 10_000,
     maxReconnects: options.maxReconnects ?? 8,
     reconnectForMs: options.reconnectForMs ?? 60_000,
+    pingIntervalMs: options.pingIntervalMs ?? 20_000,
+    pingTimeoutMs: options.pingTimeoutMs ?? 10_000,
     backoff: { ...retry, attempts: Number.MAX_SAFE_INTEGER },
   }
   const who = (): Credential =>

@@ -127,22 +127,53 @@ export class Transport {
    * @example
    * const page = await transport.request('get', '/v1/leaderboards/{id}/top', { path: { id: 'daily' }, query: { limit: 10 } })
    */
-  async request<P extends keyof Paths, M extends keyof Paths[P] & Method>(
+  request<P extends keyof Paths, M extends keyof Paths[P] & Method>(
     method: M,
     path: P,
     opts: RequestOptions<P, M> = {},
   ): Promise<Ok<P, M>> {
-    const res = await this.send(method, path, opts)
-    if (res.status === 204) return undefined as Ok<P, M>
-    return (await res.json()) as Ok<P, M>
+    return this.exchange(method, path, opts, async (res) => {
+      if (res.status === 204) return undefined as Ok<P, M>
+      const text = await res.text()
+      try {
+        return JSON.parse(text) as Ok<P, M>
+      } catch {
+        // Whatever answered was not Nexus: a captive portal's sign-in page, say.
+        throw unexpectedAnswer(res, `HTTP ${res.status} whose body is not JSON`)
+      }
+    })
   }
 
-  /** Like `request`, but answers the raw successful Response (status and headers matter). */
-  async send<P extends keyof Paths, M extends keyof Paths[P] & Method>(
+  /**
+   * Like `request`, but answers the successful Response (status and headers matter), its body
+   * already read: a body cut off on the way is retried like any other network failure.
+   */
+  send<P extends keyof Paths, M extends keyof Paths[P] & Method>(
     method: M,
     path: P,
     opts: RequestOptions<P, M> = {},
   ): Promise<Response> {
+    return this.exchange(method, path, opts, async (res) => {
+      const body = await res.arrayBuffer()
+      const empty = res.status === 204 || res.status === 205 || res.status === 304
+      return new Response(empty ? null : body, {
+        status: res.status,
+        statusText: res.statusText,
+        headers: res.headers,
+      })
+    })
+  }
+
+  /**
+   * The retry loop. `read` takes a successful answer's body inside it: a body cut off on the way
+   * fails like the request would have, as a `NexusNetworkError`, retried when `retry` is set.
+   */
+  private async exchange<P extends keyof Paths, M extends keyof Paths[P] & Method, T>(
+    method: M,
+    path: P,
+    opts: RequestOptions<P, M>,
+    read: (res: Response) => Promise<T>,
+  ): Promise<T> {
     const url = this.url(
       path as string,
       (opts.path ?? {}) as Record<string, unknown>,
@@ -158,42 +189,78 @@ export class Transport {
       const authorization = await this.authorization(as, false)
       if (authorization) headers.authorization = authorization
       if (opts.body !== undefined) headers['content-type'] = 'application/json'
-      let res: Response
+      const timeout = AbortSignal.timeout(timeoutMs)
+      // Held until the answer is read: the timeout and the caller's abort cover its body too.
+      const signal = opts.signal ? anySignal([opts.signal, timeout]) : { signal: timeout }
       try {
-        res = await this.options.fetch(url, {
-          method: method.toUpperCase(),
-          headers,
-          ...(opts.body !== undefined ? { body: JSON.stringify(opts.body) } : {}),
-          signal: opts.signal
-            ? AbortSignal.any([opts.signal, AbortSignal.timeout(timeoutMs)])
-            : AbortSignal.timeout(timeoutMs),
-        })
-      } catch (err) {
-        if (opts.signal?.aborted) throw err
-        lastError = new NexusNetworkError(`${method.toUpperCase()} ${url} failed`, { cause: err })
+        let res: Response
+        try {
+          res = await this.options.fetch(url, {
+            method: method.toUpperCase(),
+            headers,
+            ...(opts.body !== undefined ? { body: JSON.stringify(opts.body) } : {}),
+            signal: signal.signal,
+          })
+          if (res.ok) return await read(res)
+        } catch (err) {
+          if (opts.signal?.aborted) throw err
+          // An answer that is not Nexus's would be the same the next time.
+          if (err instanceof NexusProblem) throw err
+          lastError = new NexusNetworkError(`${method.toUpperCase()} ${url} failed`, { cause: err })
+          attempt++
+          if (attempt < policy.attempts) await sleep(backoff(policy, attempt - 1), opts.signal)
+          continue
+        }
+        const problem = (await readProblem(res)) ?? unexpectedAnswer(res)
+        // An expired or revoked player token: get a new one and try again, once, uncounted.
+        if (res.status === 401 && as.kind === 'player' && !refreshed) {
+          refreshed = true
+          await this.options.playerToken(true, headers.authorization?.slice('Bearer '.length))
+          continue
+        }
+        lastError = problem
         attempt++
-        if (attempt < policy.attempts) await sleep(backoff(policy, attempt - 1), opts.signal)
-        continue
+        if (!retriable(res.status) || attempt >= policy.attempts) break
+        const wait =
+          problem.retryAfter !== undefined
+            ? problem.retryAfter * 1000
+            : backoff(policy, attempt - 1)
+        // A server asking for a longer pause than the policy allows gets its answer surfaced.
+        if (wait > policy.maxDelayMs) break
+        await sleep(wait, opts.signal)
+      } finally {
+        signal.release?.()
       }
-      if (res.ok) return res
-      const problem = (await readProblem(res)) ?? unexpectedAnswer(res)
-      // An expired or revoked player token: get a new one and try again, once, uncounted.
-      if (res.status === 401 && as.kind === 'player' && !refreshed) {
-        refreshed = true
-        await this.options.playerToken(true, headers.authorization?.slice('Bearer '.length))
-        continue
-      }
-      lastError = problem
-      attempt++
-      if (!retriable(res.status) || attempt >= policy.attempts) break
-      const wait =
-        problem.retryAfter !== undefined ? problem.retryAfter * 1000 : backoff(policy, attempt - 1)
-      // A server asking for a longer pause than the policy allows gets its answer surfaced.
-      if (wait > policy.maxDelayMs) break
-      await sleep(wait, opts.signal)
     }
     throw lastError
   }
+}
+
+/**
+ * A signal that aborts when any of `signals` does. `AbortSignal.any` where the platform has it
+ * (Safari before 17.4 does not); otherwise by hand, its listeners taken off by `release`.
+ */
+export function anySignal(signals: AbortSignal[]): { signal: AbortSignal; release?: () => void } {
+  if (typeof AbortSignal.any === 'function') return { signal: AbortSignal.any(signals) }
+  const combined = new AbortController()
+  const onAbort = (e: Event) => {
+    release()
+    combined.abort((e.target as AbortSignal).reason)
+  }
+  let released = false
+  const release = () => {
+    if (released) return
+    released = true
+    for (const s of signals) s.removeEventListener('abort', onAbort)
+  }
+  for (const s of signals) {
+    if (s.aborted) {
+      combined.abort(s.reason)
+      return { signal: combined.signal }
+    }
+  }
+  for (const s of signals) s.addEventListener('abort', onAbort)
+  return { signal: combined.signal, release }
 }
 
 export { NexusProblem }

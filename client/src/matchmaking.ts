@@ -11,6 +11,8 @@ import {
   HEALTHY_SOCKET_MS,
   Emitter,
   isOpen,
+  keepalive,
+  type KeepaliveSettings,
   messageText,
   openSocket,
   type SocketFactory,
@@ -66,7 +68,7 @@ export class MatchmakingEnded extends Error {
   }
 }
 
-export interface SocketSettings {
+export interface SocketSettings extends KeepaliveSettings {
   factory: SocketFactory | null
   openTimeoutMs: number
   /** Consecutive failed reconnects before giving up on sockets (then HTTP, or failure). */
@@ -131,6 +133,13 @@ export class MatchTicket extends Emitter<TicketEvents> {
   private unavailableAnswers = 0
   /** The pool's region: as asked, or the region of the party ticket a member took up. */
   private region: string | undefined
+  /** An HTTP join is on its way: a cancel meanwhile leaves it to the answer (`cancelAsked`). */
+  private joining = false
+  /**
+   * `cancel()` came while the HTTP join was on its way: the join's answer decides, since the
+   * ticket it made may have matched at once (and the match then wins, as it does on the server).
+   */
+  private cancelAsked = false
 
   constructor(
     queue: string,
@@ -144,18 +153,25 @@ export class MatchTicket extends Emitter<TicketEvents> {
     this.deps = deps
     this.role = role
     this.region = opts.region
+    if (opts.transport === 'http' || !deps.sockets.factory) this.transport = 'http'
     this.matched = new Promise<Match>((resolve, reject) => {
       this.resolveMatch = resolve
       this.rejectMatch = reject
     })
     // Callers that only listen to events must not see an unhandled rejection.
     this.matched.catch(() => {})
-    void this.run().catch((err: unknown) => this.fail(err))
+    // Started a moment later: listeners attached right after `join()` see its first events
+    // (`transport` for an HTTP ticket).
+    void Promise.resolve()
+      .then(() => this.run())
+      .catch((err: unknown) => this.fail(err))
   }
 
   /**
    * Leaves the queue. Resolves once the server confirms (or the ticket already ended). A ticket
    * already `matching` (its session being made) can no longer leave: `matched` still resolves.
+   * While the HTTP join is on its way it resolves at once, and the join's answer decides: its
+   * ticket leaves, or, matched already, `matched` resolves with the match.
    */
   async cancel(): Promise<void> {
     if (this.done) return
@@ -163,6 +179,11 @@ export class MatchTicket extends Emitter<TicketEvents> {
     if (this.role === 'member' && idBefore === null) {
       // Nothing on the server to leave: the leader has not queued yet.
       this.end('cancelled', 'cancelled')
+      return
+    }
+    if (this.joining && idBefore === null) {
+      // The join's answer names the ticket to leave, or the match it already has.
+      this.cancelAsked = true
       return
     }
     if (isOpen(this.socket) && this.transport === 'websocket') {
@@ -176,22 +197,30 @@ export class MatchTicket extends Emitter<TicketEvents> {
     }
     // A join answered while the cancel was on its way made the ticket after all.
     const ticketId = this.ticketId ?? idBefore
-    if (ticketId) {
-      try {
-        this.settle(await this.deleteTicket(ticketId))
-      } catch (err) {
-        // Matched in the meantime: the match wins, as it does on the server.
-        if (!(err instanceof NexusProblem && err.problem === 'conflict')) throw err
-        const t = await this.read(ticketId)
-        // Still `matching` (its session being made): it can no longer leave, and the match that
-        // comes is delivered as usual.
-        if (!this.settle(t) && live(t)) return
-      }
+    if (ticketId) await this.leave(ticketId)
+    else this.end('cancelled', 'cancelled')
+  }
+
+  /**
+   * Takes the ticket out of the queue and ends this wait; false when the ticket is `matching`
+   * (its session being made): it can no longer leave, and the match that comes is delivered as
+   * usual.
+   */
+  private async leave(ticketId: string): Promise<boolean> {
+    try {
+      this.settle(await this.deleteTicket(ticketId))
+    } catch (err) {
+      // Matched in the meantime: the match wins, as it does on the server.
+      if (!(err instanceof NexusProblem && err.problem === 'conflict')) throw err
+      const t = await this.read(ticketId)
+      if (!this.settle(t) && live(t)) return false
     }
     this.end('cancelled', 'cancelled')
+    return true
   }
 
   private async run(): Promise<void> {
+    if (this.done) return
     const mode = this.opts.transport ?? 'auto'
     if (this.role === 'member') await this.startMember()
     if (this.done) return
@@ -312,13 +341,27 @@ export class MatchTicket extends Emitter<TicketEvents> {
     }
   }
 
-  /** Handles one open socket; resolves when it closes. */
+  /** Handles one open socket; resolves when it closes (or stops answering pings). */
   private serveSocket(socket: SocketLike): Promise<void> {
     return new Promise<void>((resolve) => {
       let attached = false
       // The re-attach check below; a socket that closes first leaves it to the next one.
       let reattach: ReturnType<typeof setTimeout> | undefined
+      // Cuts the check's pauses short when this socket is gone.
+      const gone = new AbortController()
+      const over = () => {
+        clearTimeout(reattach)
+        alive.stop()
+        gone.abort()
+        resolve()
+      }
+      const alive = keepalive(socket, this.deps.sockets, () => {
+        // Its close may take as long as the dead connection does: reconnect now.
+        socket.close(4000, 'keepalive timeout')
+        over()
+      })
       socket.addEventListener('message', (e) => {
+        alive.heard()
         const text = messageText(e)
         if (text === null) return
         let msg: MatchServerMessage
@@ -330,10 +373,7 @@ export class MatchTicket extends Emitter<TicketEvents> {
         if (msg.type === 'queued') attached = true
         this.onSocketMessage(msg, socket)
       })
-      socket.addEventListener('close', () => {
-        clearTimeout(reattach)
-        resolve()
-      })
+      socket.addEventListener('close', over)
       if (this.ticketId === null) {
         if (this.role === 'member') {
           // A member waits: the leader's new ticket attaches this socket and sends `queued`. One
@@ -342,7 +382,11 @@ export class MatchTicket extends Emitter<TicketEvents> {
           const region = this.region
           reattach = setTimeout(() => {
             if (attached || this.done || this.ticketId !== null) return
-            void this.checkParty()
+            // A member has no ticket to expire yet: it waits as long as the socket is up.
+            void this.persist(() => this.checkParty(), {
+              needed: () => !attached && this.ticketId === null && isOpen(socket),
+              signal: gone.signal,
+            })
               .then((found) => {
                 if (!found || this.done || !isOpen(socket)) return
                 // A live ticket this socket was not attached to: a member's join attaches it,
@@ -366,10 +410,15 @@ export class MatchTicket extends Emitter<TicketEvents> {
         // A reconnect: the pool re-attaches a waiting ticket by itself. Joining again could make a
         // second ticket if this one was matched meanwhile, so ask over HTTP instead.
         reattach = setTimeout(() => {
-          if (attached || this.done || !this.ticketId) return
-          void this.read(this.ticketId)
+          const ticketId = this.ticketId
+          if (attached || this.done || !ticketId) return
+          void this.persist(() => this.read(ticketId), {
+            needed: () => !attached && isOpen(socket),
+            giveUp: () => Date.now() >= this.expiresBy,
+            signal: gone.signal,
+          })
             .then((t) => {
-              if (!this.settle(t) && isOpen(socket)) {
+              if (t && !this.settle(t) && isOpen(socket)) {
                 socket.send(JSON.stringify({ type: 'join' }))
               }
             })
@@ -377,6 +426,27 @@ export class MatchTicket extends Emitter<TicketEvents> {
         }, REATTACH_WAIT_MS)
       }
     })
+  }
+
+  /**
+   * `attempt`, tried again after transient failures (the network, the server failing for now)
+   * with backoff, as the ticket waits on the server all the same: undefined once `needed` no
+   * longer holds, and the last failure once `giveUp` says the wait is over (the ticket would
+   * have expired).
+   */
+  private async persist<T>(
+    attempt: () => Promise<T>,
+    opts: { needed: () => boolean; giveUp?: () => boolean; signal: AbortSignal },
+  ): Promise<T | undefined> {
+    for (let failures = 0; !this.done && opts.needed();) {
+      try {
+        return await attempt()
+      } catch (err) {
+        if (this.done || !isTransient(err) || opts.giveUp?.()) throw err
+        await sleep(backoff(this.deps.sockets.backoff, failures++), opts.signal)
+      }
+    }
+    return undefined
   }
 
   private onSocketMessage(msg: MatchServerMessage, socket: SocketLike): void {
@@ -458,19 +528,34 @@ export class MatchTicket extends Emitter<TicketEvents> {
     const socketTicket = this.role === 'join' ? this.ticketId : null
     if (socketTicket !== null && this.settle(await this.read(socketTicket))) return
     if (this.ticketId === null || socketTicket !== null) {
-      const ticket = await t.request('post', '/v1/matchmaking/{queue}/tickets', {
-        path: { queue: this.queue },
-        headers: { 'idempotency-key': this.joinKey },
-        body: {
-          ...(this.opts.region ? { region: this.opts.region } : {}),
-          ...(this.opts.party ? { party: this.opts.party } : {}),
-          ...(this.opts.attributes ? { attributes: this.opts.attributes } : {}),
-        },
-        as: { kind: 'player' },
-        // Keyed: a retry gets the ticket the first attempt made, whatever became of it.
-        retry: true,
-      })
-      if (this.done || (socketTicket !== null && ticket.ticketId !== socketTicket)) {
+      let ticket: Ok<'/v1/matchmaking/{queue}/tickets', 'post'>
+      this.joining = true
+      try {
+        ticket = await t.request('post', '/v1/matchmaking/{queue}/tickets', {
+          path: { queue: this.queue },
+          headers: { 'idempotency-key': this.joinKey },
+          body: {
+            ...(this.opts.region ? { region: this.opts.region } : {}),
+            ...(this.opts.party ? { party: this.opts.party } : {}),
+            ...(this.opts.attributes ? { attributes: this.opts.attributes } : {}),
+          },
+          as: { kind: 'player' },
+          // Keyed: a retry gets the ticket the first attempt made, whatever became of it.
+          retry: true,
+        })
+      } catch (err) {
+        // The player asked to leave; a join that got no answer has no ticket to leave by name.
+        if (this.cancelAsked) return this.end('cancelled', 'cancelled')
+        throw err
+      } finally {
+        this.joining = false
+      }
+      if (this.cancelAsked && !this.done) {
+        // Cancelled while the join was on its way: a match it already has wins (as a cancel
+        // that meets a match does), else its ticket leaves, unless it is `matching` by now.
+        if (this.settle(ticket) || (await this.leave(ticket.ticketId))) return
+        this.ticketId = ticket.ticketId
+      } else if (this.done || (socketTicket !== null && ticket.ticketId !== socketTicket)) {
         // Cancelled while the join was on its way, or the socket's ticket ended just before it:
         // the ticket this join made must not wait on alone (the loop below reads the old one).
         const left = await this.deleteTicket(ticket.ticketId).then(
@@ -530,9 +615,16 @@ export class MatchTicket extends Emitter<TicketEvents> {
     this.takeUp(ticket)
   }
 
-  /** Without a socket, nothing pushes the leader's ticket: read the party until it names one. */
+  /**
+   * Without a socket, nothing pushes the leader's ticket: read the party until it names one,
+   * through network losses too (the member has no ticket that could expire yet).
+   */
   private async pollParty(): Promise<void> {
-    while (!this.done && !(await this.checkParty())) await sleep(PARTY_POLL_MS, this.abort.signal)
+    const needed = () => !this.done
+    while (!(await this.persist(() => this.checkParty(), { needed, signal: this.abort.signal }))) {
+      if (this.done) return
+      await sleep(PARTY_POLL_MS, this.abort.signal)
+    }
   }
 
   /** Takes up the leader's new ticket if the party names one; true when it did. */

@@ -78,12 +78,15 @@ export async function readProblem(res: Response): Promise<NexusProblem | null> {
 }
 
 /** A problem for an answer that was not problem+json (a proxy's HTML error page, say). */
-export function unexpectedAnswer(res: Response): NexusProblem {
+export function unexpectedAnswer(
+  res: Response,
+  detail = `HTTP ${res.status} without a problem+json body`,
+): NexusProblem {
   return new NexusProblem({
     type: 'about:blank',
     title: res.statusText || 'Unexpected response',
     status: res.status,
-    detail: `HTTP ${res.status} without a problem+json body`,
+    detail,
   })
 }
 

@@ -12,6 +12,7 @@ import {
   Emitter,
   HEALTHY_SOCKET_MS,
   isOpen,
+  keepalive,
   messageText,
   openSocket,
   type SocketLike,
@@ -279,10 +280,20 @@ export class GameConnection extends Emitter<GameEvents> {
     await sleep(delayMs, this.stop.signal)
   }
 
+  /** Handles one open socket; resolves when it closes (or stops answering pings). */
   private serve(socket: SocketLike): Promise<void> {
     return new Promise<void>((resolve) => {
-      socket.addEventListener('close', () => resolve())
+      const alive = keepalive(socket, this.sockets, () => {
+        // Its close may take as long as the dead connection does: reconnect now.
+        socket.close(4000, 'keepalive timeout')
+        resolve()
+      })
+      socket.addEventListener('close', () => {
+        alive.stop()
+        resolve()
+      })
       socket.addEventListener('message', (e) => {
+        alive.heard()
         const text = messageText(e)
         if (text === null) return
         let msg: SessionServerMessage

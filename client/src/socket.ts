@@ -142,3 +142,49 @@ export class Emitter<Events extends object> {
 
 /** A socket up this long is taken as healthy: its drop starts the reconnect count afresh. */
 export const HEALTHY_SOCKET_MS = 10_000
+
+/** How often an open socket is pinged, and how long after a ping silence means it is dead. */
+export interface KeepaliveSettings {
+  pingIntervalMs: number
+  pingTimeoutMs: number
+}
+
+/**
+ * Pings an open socket every `pingIntervalMs`; when no frame at all arrives within
+ * `pingTimeoutMs` of a ping, calls `dead`. A connection that died without a close (a phone
+ * switching networks) otherwise looks open for minutes. `heard` is called on every frame;
+ * `stop` when the socket closes. Timers are chained timeouts, so none is left once stopped.
+ */
+export function keepalive(
+  socket: SocketLike,
+  settings: KeepaliveSettings,
+  dead: () => void,
+): { heard(): void; stop(): void } {
+  let next: ReturnType<typeof setTimeout> | undefined
+  let deadline: ReturnType<typeof setTimeout> | undefined
+  let stopped = false
+  const stop = () => {
+    stopped = true
+    clearTimeout(next)
+    clearTimeout(deadline)
+  }
+  const ping = () => {
+    if (stopped) return
+    // Closing already: its close event stops this.
+    if (!isOpen(socket)) return stop()
+    socket.send(JSON.stringify({ type: 'ping' }))
+    deadline ??= setTimeout(() => {
+      stop()
+      dead()
+    }, settings.pingTimeoutMs)
+    next = setTimeout(ping, settings.pingIntervalMs)
+  }
+  next = setTimeout(ping, settings.pingIntervalMs)
+  return {
+    heard() {
+      clearTimeout(deadline)
+      deadline = undefined
+    },
+    stop,
+  }
+}

@@ -22,6 +22,8 @@ interface ScriptedSocket {
   receive(frame: unknown): void
   /** Whether the client closed it (or it dropped). */
   closed(): boolean
+  /** The code and reason the client closed it with; null while it has not. */
+  closedWith(): { code?: number; reason?: string } | null
 }
 
 /**
@@ -33,13 +35,15 @@ function scriptedSocket(
   onSend?: (frame: { type: string; [k: string]: unknown }, socket: ScriptedSocket) => void,
 ): SocketLike {
   const listeners: Record<string, ((e: SocketEvent) => void)[]> = {}
+  let closedWith: { code?: number; reason?: string } | null = null
   const s: SocketLike & { readyState: number } = {
     readyState: 0,
     send(data) {
       onSend?.(JSON.parse(String(data)) as { type: string }, driver)
     },
-    close(code?: number) {
+    close(code?: number, reason?: string) {
       if (s.readyState === 3) return
+      closedWith = { code, reason }
       s.readyState = 3
       // As a browser's socket does: the close event follows the call.
       setTimeout(() => emit('close', { code: code ?? 1000 }), 0)
@@ -69,6 +73,7 @@ function scriptedSocket(
       emit('message', { data: JSON.stringify(frame) })
     },
     closed: () => s.readyState === 3,
+    closedWith: () => closedWith,
   }
   setTimeout(() => script(driver), 1)
   return s
@@ -1262,5 +1267,541 @@ describe('documented examples', () => {
     game.send({ action: 'roll' })
     game.close()
     expect(sent).toEqual([{ action: 'roll', type: 'action' }])
+  })
+})
+
+describe('cancel during an HTTP join', () => {
+  it('cancel() while the HTTP join is on its way keeps the match the join’s answer brings', async () => {
+    const matchedView = (extra: Record<string, unknown> = {}) =>
+      ticketView('matched', {
+        match: { sessionId: 's1', token: 'session-tok', players: [] },
+        ...extra,
+      })
+    // The join is answered matched at once, or waiting and matched before its DELETE lands.
+    for (const joinAnswer of ['matched', 'waiting'] as const) {
+      let answerJoin!: () => void
+      const joinAnswered = new Promise<void>((resolve) => (answerJoin = resolve))
+      let joinArrived!: () => void
+      const joinSent = new Promise<void>((resolve) => (joinArrived = resolve))
+      const client = createClient({
+        baseUrl: 'http://nexus.test',
+        retry: { baseDelayMs: 1, maxDelayMs: 5 },
+        fetch: guestFetch(async (url, init) => {
+          if (init?.method === 'POST') {
+            joinArrived()
+            await joinAnswered
+            return joinAnswer === 'matched'
+              ? matchedView({ existing: false })
+              : ticketView('waiting', { existing: false })
+          }
+          if (init?.method === 'DELETE')
+            return jsonRes(409, {
+              type: 'urn:nexus:problem:conflict',
+              title: 'Conflict',
+              status: 409,
+              ticketStatus: 'matched',
+            })
+          return matchedView()
+        }),
+      })
+      await client.auth.guest('device-abcdef-123456')
+      const t = client.matchmaking.join('duel', { transport: 'http' })
+      const events: string[] = []
+      t.on('match', () => events.push('match'))
+      t.on('ended', ({ outcome }) => events.push(outcome))
+      await joinSent
+      await t.cancel()
+      answerJoin()
+      const outcome = await within(t.matched, 'matched', 2000).catch((e: unknown) => e)
+      expect(outcome, `join answered ${joinAnswer}`).toMatchObject({ sessionId: 's1' })
+      expect(events).toEqual(['match'])
+    }
+  })
+})
+
+describe('socket keepalive', () => {
+  it('a game socket that stops answering pings is closed (4000) and the game resumes on a new socket', async () => {
+    const sockets: ScriptedSocket[] = []
+    let pongsOnFirst = 0
+    let pongsOnSecond = 0
+    let steady!: () => void
+    const answeringPings = new Promise<void>((resolve) => (steady = resolve))
+    const client = createClient({
+      baseUrl: 'http://nexus.test',
+      fetch: (async () => jsonRes(200, { status: 'live', seq: 0, result: null })) as typeof fetch,
+      retry: { baseDelayMs: 1, maxDelayMs: 5 },
+      pingIntervalMs: 20,
+      pingTimeoutMs: 40,
+      WebSocket: (url) =>
+        scriptedSocket(
+          (socket) => {
+            sockets.push(socket)
+            socket.open()
+            const since = new URL(url).searchParams.get('since')
+            setTimeout(
+              () =>
+                socket.receive(
+                  since === null
+                    ? { type: 'welcome', seq: 0, state: {}, you: 'p', status: 'live' }
+                    : { type: 'resumed', since: Number(since), seq: 0 },
+                ),
+              1,
+            )
+          },
+          (frame, socket) => {
+            if (frame.type !== 'ping') return
+            // The first socket's path dies after two pongs, without a close (a network switch).
+            if (socket === sockets[0]) {
+              if (++pongsOnFirst <= 2) socket.receive({ type: 'pong' })
+              return
+            }
+            socket.receive({ type: 'pong' })
+            if (++pongsOnSecond === 5) steady()
+          },
+        ),
+    })
+    const game = client.sessions.connect('s1', 'tok')
+    const resumed = game.once('resumed')
+    await within(game.ready, 'welcome', 2000)
+    await within(resumed, 'the resume on a new socket', 3000)
+    expect(sockets[0]!.closedWith()).toEqual({ code: 4000, reason: 'keepalive timeout' })
+    // A socket that answers its pings stays.
+    await within(answeringPings, 'five pings answered', 3000)
+    expect(sockets).toHaveLength(2)
+    expect(game.connected).toBe(true)
+    game.close()
+  })
+
+  it('a matchmaking socket that stops answering pings is closed (4000) and its ticket re-attached on a new socket', async () => {
+    const sockets: ScriptedSocket[] = []
+    const pings: number[] = []
+    const client = createClient({
+      baseUrl: 'http://nexus.test',
+      fetch: guestFetch(() => jsonRes(200, {})),
+      retry: { baseDelayMs: 1, maxDelayMs: 5 },
+      pingIntervalMs: 20,
+      pingTimeoutMs: 40,
+      WebSocket: () =>
+        scriptedSocket(
+          (socket) => {
+            sockets.push(socket)
+            socket.open()
+            // The pool re-attaches the waiting ticket to the new socket, which then matches.
+            if (sockets.length > 1) setTimeout(() => queueAndMatch(socket, true), 1)
+          },
+          (frame, socket) => {
+            if (frame.type === 'ping') pings.push(sockets.indexOf(socket))
+            // The first socket queues the ticket, then hears nothing more.
+            if (frame.type === 'join')
+              socket.receive({
+                type: 'queued',
+                ticketId: 'duel:eu:t1',
+                existing: false,
+                expiresAt: 0,
+                expiresIn: 60_000,
+              })
+          },
+        ),
+    })
+    await client.auth.guest('device-abcdef-123456')
+    const t = client.matchmaking.join('duel')
+    const outcome = await within(t.matched, 'matched', 3000).catch((e: unknown) => e)
+    expect(outcome).toMatchObject({ sessionId: 's1' })
+    expect(pings[0]).toBe(0)
+    expect(sockets[0]!.closedWith()).toEqual({ code: 4000, reason: 'keepalive timeout' })
+    expect(sockets).toHaveLength(2)
+  })
+})
+
+describe('waits that ride out network loss', () => {
+  /** The party `me`, naming the leader's latest ticket. */
+  const partyOf = (ticketId: string | null) =>
+    jsonRes(200, { id: 'p1', leader: 'g_0', members: [], invites: [], createdAt: 0, ticketId })
+  const matchedSquad = () =>
+    jsonRes(200, {
+      ticketId: 'squads:eu:t1',
+      queue: 'squads',
+      region: 'eu',
+      status: 'matched',
+      expiresAt: 0,
+      reason: null,
+      match: { sessionId: 's1', token: 'session-tok', players: [] },
+    })
+
+  it('a party member’s socket check of the party rides out a network loss', async () => {
+    vi.useFakeTimers()
+    try {
+      let partyReads = 0
+      const client = createClient({
+        baseUrl: 'http://nexus.test',
+        retry: { baseDelayMs: 1, maxDelayMs: 5 },
+        fetch: guestFetch((url) => {
+          if (url.pathname === '/v1/parties/me') {
+            // The wait's first read: no ticket yet. The leader queues (and matches) while the
+            // network is away for the check's first two reads, every retry included.
+            partyReads++
+            if (partyReads === 1) return partyOf(null)
+            if (partyReads <= 9) throw new TypeError('fetch failed (offline)')
+            return partyOf('squads:eu:t1')
+          }
+          if (decodeURIComponent(url.pathname) === '/v1/matchmaking/tickets/squads:eu:t1')
+            return matchedSquad()
+          return jsonRes(200, {})
+        }),
+        // The pool has no waiting ticket of this player: the socket never hears anything.
+        WebSocket: () => scriptedSocket((socket) => socket.open()),
+      })
+      await client.auth.guest('device-abcdef-123456')
+      const mine = client.matchmaking.waitForParty('squads')
+      let outcome: unknown = null
+      mine.matched.then(
+        (m) => (outcome = m),
+        (e: unknown) => (outcome = e),
+      )
+      await vi.advanceTimersByTimeAsync(15_000)
+      expect(outcome).toMatchObject({ sessionId: 's1' })
+      expect(partyReads).toBe(10)
+    } finally {
+      vi.useRealTimers()
+    }
+  })
+
+  it('a reconnected socket’s ticket read rides out a network loss until the ticket would have expired', async () => {
+    for (const networkComesBack of [true, false]) {
+      vi.useFakeTimers()
+      try {
+        let reads = 0
+        let opens = 0
+        const client = createClient({
+          baseUrl: 'http://nexus.test',
+          fetch: guestFetch((url) => {
+            if (url.pathname.startsWith('/v1/matchmaking/tickets/')) {
+              // The ticket matched while the socket was away; reading it fails for a while.
+              if (++reads <= 8 || !networkComesBack) throw new TypeError('fetch failed (offline)')
+              return ticketView('matched', {
+                match: { sessionId: 's1', token: 'session-tok', players: [] },
+              })
+            }
+            return jsonRes(200, {})
+          }),
+          WebSocket: () =>
+            scriptedSocket(
+              (socket) => {
+                socket.open()
+                if (opens++ === 0) setTimeout(() => socket.drop(), 5)
+              },
+              (frame, socket) => {
+                if (frame.type === 'join')
+                  socket.receive({
+                    type: 'queued',
+                    ticketId: 'duel:eu:t1',
+                    existing: false,
+                    expiresAt: 0,
+                    expiresIn: 60_000,
+                  })
+              },
+            ),
+        })
+        await client.auth.guest('device-abcdef-123456')
+        const t = client.matchmaking.join('duel')
+        let outcome: unknown = null
+        t.matched.then(
+          (m) => (outcome = m),
+          (e: unknown) => (outcome = e),
+        )
+        if (networkComesBack) {
+          await vi.advanceTimersByTimeAsync(15_000)
+          expect(outcome).toMatchObject({ sessionId: 's1' })
+        } else {
+          await vi.advanceTimersByTimeAsync(50_000)
+          expect(outcome, 'still waiting 50 s in').toBeNull()
+          await vi.advanceTimersByTimeAsync(20_000)
+          expect(outcome).toBeInstanceOf(NexusNetworkError)
+        }
+        await t.cancel().catch(() => {})
+      } finally {
+        vi.useRealTimers()
+      }
+    }
+  })
+
+  it('a party member polling over HTTP rides out a network loss', async () => {
+    vi.useFakeTimers()
+    try {
+      let partyReads = 0
+      const client = createClient({
+        baseUrl: 'http://nexus.test',
+        retry: { baseDelayMs: 1, maxDelayMs: 5 },
+        fetch: guestFetch((url) => {
+          if (url.pathname === '/v1/parties/me') {
+            // Two reads without a ticket, then three reads' worth of failures, then the ticket.
+            partyReads++
+            if (partyReads <= 2) return partyOf(null)
+            if (partyReads <= 14) throw new TypeError('fetch failed (offline)')
+            return partyOf('squads:eu:t1')
+          }
+          if (decodeURIComponent(url.pathname) === '/v1/matchmaking/tickets/squads:eu:t1')
+            return matchedSquad()
+          return jsonRes(200, {})
+        }),
+      })
+      await client.auth.guest('device-abcdef-123456')
+      const mine = client.matchmaking.waitForParty('squads', { transport: 'http' })
+      let outcome: unknown = null
+      mine.matched.then(
+        (m) => (outcome = m),
+        (e: unknown) => (outcome = e),
+      )
+      await vi.advanceTimersByTimeAsync(30_000)
+      expect(outcome).toMatchObject({ sessionId: 's1' })
+      expect(partyReads).toBe(15)
+    } finally {
+      vi.useRealTimers()
+    }
+  })
+})
+
+describe('HTTP answers', () => {
+  it('a success whose body is cut off is a network failure, retried; a 2xx that is not JSON is an unexpected answer', async () => {
+    for (const mode of ['cut once', 'cut always', 'captive portal'] as const) {
+      const keys: string[] = []
+      const client = createClient({
+        baseUrl: 'http://nexus.test',
+        retry: { baseDelayMs: 1, maxDelayMs: 5 },
+        fetch: guestFetch((_url, init) => {
+          keys.push((init?.headers as Record<string, string>)['idempotency-key']!)
+          if (mode === 'captive portal')
+            return new Response('<html>Sign in to Hotel WiFi</html>', {
+              status: 200,
+              headers: { 'content-type': 'text/html' },
+            })
+          if (mode === 'cut always' || keys.length === 1) {
+            const body = new ReadableStream({
+              start(c) {
+                c.enqueue(new TextEncoder().encode('{"cycle":3,"sco'))
+                c.error(new TypeError('terminated'))
+              },
+            })
+            return new Response(body, { headers: { 'content-type': 'application/json' } })
+          }
+          return jsonRes(200, { cycle: 3, score: 5, best: 5, rank: 1, replayed: true })
+        }),
+      })
+      await client.auth.guest('device-abcdef-123456')
+      const outcome = await client.leaderboards
+        .submit('daily', { score: 5 })
+        .catch((e: unknown) => e)
+      if (mode === 'cut once') {
+        expect(outcome).toMatchObject({ replayed: true })
+        expect(keys).toHaveLength(2)
+        expect(keys[1]).toBe(keys[0])
+      } else if (mode === 'cut always') {
+        expect(outcome).toBeInstanceOf(NexusNetworkError)
+        expect(keys).toHaveLength(4)
+      } else {
+        expect(outcome).toBeInstanceOf(NexusProblem)
+        expect(outcome).toMatchObject({ status: 200, type: 'about:blank' })
+        expect(keys).toHaveLength(1)
+      }
+    }
+  })
+
+  it('without AbortSignal.any (Safari before 17.4) requests still carry the caller’s abort, and leave no listener on its signal', async () => {
+    const any = AbortSignal.any
+    ;(AbortSignal as { any?: unknown }).any = undefined
+    try {
+      const client = createClient({
+        baseUrl: 'http://nexus.test',
+        retry: { baseDelayMs: 1, maxDelayMs: 5 },
+        fetch: (async (_input: RequestInfo | URL, init?: RequestInit) => {
+          if (new URL(String(_input)).searchParams.get('hang') === null) return jsonRes(200, {})
+          // Answers only the abort.
+          return new Promise<Response>((_, reject) =>
+            init!.signal!.addEventListener('abort', () => reject(init!.signal!.reason)),
+          )
+        }) as typeof fetch,
+      })
+      const caller = new AbortController()
+      let listening = 0
+      const add = caller.signal.addEventListener.bind(caller.signal)
+      const remove = caller.signal.removeEventListener.bind(caller.signal)
+      caller.signal.addEventListener = ((...a: Parameters<typeof add>) => {
+        listening++
+        add(...a)
+      }) as typeof add
+      caller.signal.removeEventListener = ((...a: Parameters<typeof remove>) => {
+        listening--
+        remove(...a)
+      }) as typeof remove
+      const path = { path: { queue: 'duel' }, signal: caller.signal, retry: true }
+      await client.http.request('get', '/v1/matchmaking/{queue}', path)
+      expect(listening).toBe(0)
+      const hanging = client.http
+        .request('get', '/v1/matchmaking/{queue}', { ...path, query: { hang: 1 } } as typeof path)
+        .catch((e: unknown) => e)
+      await new Promise((resolve) => setTimeout(resolve, 5))
+      caller.abort(new Error('left the screen'))
+      expect(await within(hanging, 'the abort', 1000)).toMatchObject({ message: 'left the screen' })
+      expect(listening).toBe(0)
+    } finally {
+      AbortSignal.any = any
+    }
+  })
+})
+
+describe('token renewal', () => {
+  /** A fetch whose guest sign-in fails while `down()` and issues `tok-<n>` (1 h) otherwise. */
+  function tokens(down: () => boolean) {
+    const calls = { guest: 0, used: [] as string[] }
+    const fetchImpl = (async (input: RequestInfo | URL, init?: RequestInit) => {
+      if (new URL(String(input)).pathname === '/v1/auth/guest') {
+        calls.guest++
+        if (down())
+          return jsonRes(503, { type: 'urn:nexus:problem:unavailable', title: 'x', status: 503 })
+        return jsonRes(200, {
+          token: `tok-${calls.guest}`,
+          playerId: 'g_1',
+          expiresIn: 3600,
+          expiresAt: 0,
+        })
+      }
+      calls.used.push(authOf(init))
+      return jsonRes(200, { rewards: [] })
+    }) as typeof fetch
+    return { calls, fetchImpl }
+  }
+
+  it('a token with minutes left is used when its early renewal fails; once it has expired the failure surfaces', async () => {
+    let down = false
+    const { calls, fetchImpl } = tokens(() => down)
+    const client = createClient({
+      baseUrl: 'http://nexus.test',
+      fetch: fetchImpl,
+      retry: { baseDelayMs: 1, maxDelayMs: 5 },
+    })
+    await client.auth.guest('device-abcdef-123456')
+    const realNow = Date.now
+    try {
+      // 4 minutes left: inside the 5-minute renewal margin, and the sign-in fails for now.
+      Date.now = () => realNow() + 56 * 60_000
+      down = true
+      await client.leaderboards.rewards()
+      const tried = calls.guest
+      expect(tried).toBeGreaterThan(1)
+      // The next request does not wait for another failing renewal straight away.
+      await client.leaderboards.rewards()
+      expect(calls.guest).toBe(tried)
+      expect(calls.used).toEqual(['tok-1', 'tok-1'])
+      // Expired: a token is needed, and there is none.
+      Date.now = () => realNow() + 61 * 60_000
+      await expect(client.leaderboards.rewards()).rejects.toMatchObject({ status: 503 })
+      expect(calls.used).toHaveLength(2)
+    } finally {
+      Date.now = realNow
+    }
+  })
+
+  it('signOut() while a renewal is on its way stays signed out when the renewal lands', async () => {
+    let release!: () => void
+    const gate = new Promise<void>((resolve) => (release = resolve))
+    let signIns = 0
+    const used: string[] = []
+    const client = createClient({
+      baseUrl: 'http://nexus.test',
+      fetch: (async (input: RequestInfo | URL, init?: RequestInit) => {
+        if (new URL(String(input)).pathname === '/v1/auth/guest') {
+          if (++signIns === 2) await gate
+          return jsonRes(200, {
+            token: `tok-${signIns}`,
+            playerId: 'g_1',
+            expiresIn: 3600,
+            expiresAt: 0,
+          })
+        }
+        used.push(authOf(init))
+        return jsonRes(200, { rewards: [] })
+      }) as typeof fetch,
+    })
+    await client.auth.guest('device-abcdef-123456')
+    // A 401 elsewhere forced a renewal; the player signs out before it lands.
+    const renewal = client.auth.token(true).catch((e: unknown) => e)
+    await new Promise((resolve) => setTimeout(resolve, 5))
+    client.auth.signOut()
+    release()
+    expect(await renewal).toBeInstanceOf(Error)
+    expect(client.auth.signedIn).toBe(false)
+    expect(client.auth.playerId).toBeNull()
+    await expect(client.leaderboards.rewards()).rejects.toThrow(/Not signed in/)
+    expect(used).toEqual([])
+  })
+
+  it('useTokens with a device clock 2 h ahead does not call the token source on every request', async () => {
+    const jwt = (claims: Record<string, number>) =>
+      ['{"alg":"HS256"}', JSON.stringify(claims), 'sig']
+        .map((part) => Buffer.from(part).toString('base64url'))
+        .join('.')
+    const nowS = () => Math.floor(serverClock() / 1000)
+    const sources = {
+      // The provider says how long the token lasts (seconds, as the guest sign-in does).
+      expiresIn: () => ({ token: 'idp', expiresIn: 3600, expiresAt: serverClock() + 3_600_000 }),
+      // Only the provider's own expiry: the JWT's `iat` and `exp` give its lifetime.
+      jwt: () => {
+        const iat = nowS()
+        return { token: jwt({ iat, exp: iat + 3600 }), expiresAt: (iat + 3600) * 1000 }
+      },
+    }
+    for (const [name, source] of Object.entries(sources)) {
+      let calls = 0
+      const client = createClient({
+        baseUrl: 'http://nexus.test',
+        fetch: (async () => jsonRes(200, { rewards: [] })) as unknown as typeof fetch,
+      })
+      const realNow = Date.now
+      Date.now = () => realNow() + 2 * 3_600_000
+      try {
+        await client.auth.useTokens(async () => {
+          calls++
+          return source()
+        }, 'p_1')
+        for (let i = 0; i < 10; i++) await client.leaderboards.rewards()
+      } finally {
+        Date.now = realNow
+      }
+      expect(calls, name).toBe(1)
+    }
+    // With the clock right, a JWT the provider had cached is renewed by its own expiry.
+    let calls = 0
+    const client = createClient({
+      baseUrl: 'http://nexus.test',
+      fetch: (async () => jsonRes(200, { rewards: [] })) as unknown as typeof fetch,
+    })
+    await client.auth.useTokens(async () => {
+      // 57 of its 60 minutes gone at first; fresh after.
+      const iat = nowS() - (calls++ === 0 ? 57 * 60 : 0)
+      return { token: jwt({ iat, exp: iat + 3600 }), expiresAt: (iat + 3600) * 1000 }
+    })
+    for (let i = 0; i < 3; i++) await client.leaderboards.rewards()
+    expect(calls).toBe(2)
+  })
+})
+
+describe('ticket events', () => {
+  it('an HTTP ticket’s `transport` event reaches a listener attached right after join()', async () => {
+    const client = createClient({
+      baseUrl: 'http://nexus.test',
+      fetch: guestFetch(async (_url, init) => {
+        // A long poll holds a while.
+        if (init?.method === 'GET') await new Promise((r) => setTimeout(r, 20))
+        return ticketView('waiting', { existing: false, expiresIn: 60_000 })
+      }),
+    })
+    await client.auth.guest('device-abcdef-123456')
+    const t = client.matchmaking.join('duel', { transport: 'http' })
+    expect(t.transport).toBe('http')
+    const seen: string[] = []
+    t.on('transport', (x) => seen.push(x))
+    await within(t.once('queued'), 'queued', 2000)
+    await t.cancel().catch(() => {})
+    expect(seen).toEqual(['http'])
   })
 })

@@ -392,6 +392,11 @@ export class MatchPool extends DurableObject<Env> {
     this.partyTicketNoter = (partyId, ticketId, players) =>
       recordPartyTicket(this.env, partyId, ticketId, players)
     this.partyReader = (playerId) => matchmakingPlayer(this.env, playerId)
+    // Clients ping every 20 s to notice dead connections: the runtime answers without waking the
+    // pool (or spending a socket's frame allowance).
+    ctx.setWebSocketAutoResponse(
+      new WebSocketRequestResponsePair('{"type":"ping"}', '{"type":"pong"}'),
+    )
     void ctx.blockConcurrencyWhile(async () => this.load())
   }
 

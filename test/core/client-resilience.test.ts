@@ -130,6 +130,15 @@ const ticketView = (status: string, extra: Record<string, unknown> = {}) =>
     ...extra,
   })
 
+/** The pool's `queued` frame for the ticket `duel:eu:t1`, with a minute left. */
+const queuedFrame = (existing = false) => ({
+  type: 'queued',
+  ticketId: 'duel:eu:t1',
+  existing,
+  expiresAt: 0,
+  expiresIn: 60_000,
+})
+
 /** A pool socket's answer to a join that matches at once: `queued`, then `match_found`. */
 function queueAndMatch(socket: { receive(frame: unknown): void }, existing: boolean): void {
   socket.receive({ type: 'queued', ticketId: 'duel:eu:t1', existing, expiresAt: 0 })
@@ -1392,14 +1401,7 @@ describe('socket keepalive', () => {
           (frame, socket) => {
             if (frame.type === 'ping') pings.push(sockets.indexOf(socket))
             // The first socket queues the ticket, then hears nothing more.
-            if (frame.type === 'join')
-              socket.receive({
-                type: 'queued',
-                ticketId: 'duel:eu:t1',
-                existing: false,
-                expiresAt: 0,
-                expiresIn: 60_000,
-              })
+            if (frame.type === 'join') socket.receive(queuedFrame())
           },
         ),
     })
@@ -1491,14 +1493,7 @@ describe('waits that ride out network loss', () => {
                 if (opens++ === 0) setTimeout(() => socket.drop(), 5)
               },
               (frame, socket) => {
-                if (frame.type === 'join')
-                  socket.receive({
-                    type: 'queued',
-                    ticketId: 'duel:eu:t1',
-                    existing: false,
-                    expiresAt: 0,
-                    expiresIn: 60_000,
-                  })
+                if (frame.type === 'join') socket.receive(queuedFrame())
               },
             ),
         })

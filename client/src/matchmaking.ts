@@ -605,9 +605,13 @@ export class MatchTicket extends Emitter<TicketEvents> {
    * leader already made, and remembers an ended one so that it is not mistaken for a new one.
    */
   private async startMember(): Promise<void> {
-    const party = await this.readParty()
-    if (party.ticketId === null) return
-    const ticket = await this.read(party.ticketId)
+    // A network blip here would end a wait the member means to keep, as the later reads would not.
+    const steady = { needed: () => true, signal: this.abort.signal }
+    const party = await this.persist(() => this.readParty(), steady)
+    if (!party || party.ticketId === null) return
+    const ticketId = party.ticketId
+    const ticket = await this.persist(() => this.read(ticketId), steady)
+    if (!ticket) return
     if (!live(ticket) || ticket.queue !== this.queue) {
       this.staleTicketId = ticket.ticketId
       return

@@ -1419,6 +1419,17 @@ describe('waits that ride out network loss', () => {
   /** The party `me`, naming the leader's latest ticket. */
   const partyOf = (ticketId: string | null) =>
     jsonRes(200, { id: 'p1', leader: 'g_0', members: [], invites: [], createdAt: 0, ticketId })
+  const waitingSquad = () =>
+    jsonRes(200, {
+      ticketId: 'squads:eu:t1',
+      queue: 'squads',
+      region: 'eu',
+      status: 'waiting',
+      expiresAt: 0,
+      expiresIn: 60_000,
+      reason: null,
+      match: null,
+    })
   const matchedSquad = () =>
     jsonRes(200, {
       ticketId: 'squads:eu:t1',
@@ -1550,6 +1561,42 @@ describe('waits that ride out network loss', () => {
       await vi.advanceTimersByTimeAsync(30_000)
       expect(outcome).toMatchObject({ sessionId: 's1' })
       expect(partyReads).toBe(15)
+    } finally {
+      vi.useRealTimers()
+    }
+  })
+
+  it("a party member's very first read of the party rides out a network loss too", async () => {
+    vi.useFakeTimers()
+    try {
+      let partyReads = 0
+      let ticketReads = 0
+      const client = createClient({
+        baseUrl: 'http://nexus.test',
+        retry: { baseDelayMs: 1, maxDelayMs: 5 },
+        fetch: guestFetch((url) => {
+          if (url.pathname === '/v1/parties/me') {
+            // The wait's first read and all its retries fail; then the leader's ticket is there.
+            partyReads++
+            if (partyReads <= 8) throw new TypeError('fetch failed (offline)')
+            return partyOf('squads:eu:t1')
+          }
+          // The leader's ticket waits, then matches.
+          if (decodeURIComponent(url.pathname) === '/v1/matchmaking/tickets/squads:eu:t1')
+            return ++ticketReads === 1 ? waitingSquad() : matchedSquad()
+          return jsonRes(200, {})
+        }),
+      })
+      await client.auth.guest('device-abcdef-123456')
+      const mine = client.matchmaking.waitForParty('squads', { transport: 'http' })
+      let outcome: unknown = null
+      mine.matched.then(
+        (m) => (outcome = m),
+        (e: unknown) => (outcome = e),
+      )
+      await vi.advanceTimersByTimeAsync(30_000)
+      expect(outcome).toMatchObject({ sessionId: 's1' })
+      expect(partyReads).toBe(9)
     } finally {
       vi.useRealTimers()
     }

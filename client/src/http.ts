@@ -146,7 +146,8 @@ export class Transport {
 
   /**
    * Like `request`, but answers the successful Response (status and headers matter), its body
-   * already read: a body cut off on the way is retried like any other network failure.
+   * already read: a body cut off on the way is retried like any other network failure. The
+   * answer is a copy: its `url` is empty and `redirected` false.
    */
   send<P extends keyof Paths, M extends keyof Paths[P] & Method>(
     method: M,
@@ -156,10 +157,14 @@ export class Transport {
     return this.exchange(method, path, opts, async (res) => {
       const body = await res.arrayBuffer()
       const empty = res.status === 204 || res.status === 205 || res.status === 304
+      // The body is decoded bytes now: its wire encoding and length no longer describe it.
+      const headers = new Headers(res.headers)
+      headers.delete('content-encoding')
+      headers.delete('content-length')
       return new Response(empty ? null : body, {
         status: res.status,
         statusText: res.statusText,
-        headers: res.headers,
+        headers,
       })
     })
   }

@@ -160,8 +160,7 @@ export class MatchTicket extends Emitter<TicketEvents> {
     })
     // Callers that only listen to events must not see an unhandled rejection.
     this.matched.catch(() => {})
-    // Started a moment later: listeners attached right after `join()` see its first events
-    // (`transport` for an HTTP ticket).
+    // Started a moment later: listeners attached right after `join()` see its first events.
     void Promise.resolve()
       .then(() => this.run())
       .catch((err: unknown) => this.fail(err))
@@ -181,7 +180,8 @@ export class MatchTicket extends Emitter<TicketEvents> {
       this.end('cancelled', 'cancelled')
       return
     }
-    if (this.joining && idBefore === null) {
+    // A second cancel while the first one's leave is under way waits on that one's answer too.
+    if (idBefore === null && (this.joining || this.cancelAsked)) {
       // The join's answer names the ticket to leave, or the match it already has.
       this.cancelAsked = true
       return
@@ -229,8 +229,12 @@ export class MatchTicket extends Emitter<TicketEvents> {
       if (this.done) return
       if (mode === 'websocket') throw fallback
     }
-    this.transport = 'http'
-    this.emit('transport', 'http')
+    // The event says the connection changed; a ticket on HTTP from the start says so in
+    // `transport` (an async caller such as joinWithParty could not listen in time anyway).
+    if (this.transport !== 'http') {
+      this.transport = 'http'
+      this.emit('transport', 'http')
+    }
     await this.runHttp()
   }
 

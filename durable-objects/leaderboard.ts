@@ -722,15 +722,7 @@ export class Leaderboard extends DurableObject<Env> {
     if (this.rollover(now)) await this.scheduleAlarm()
     const config = this.config!
 
-    const seen = one<{ request_hash: string; response: string }>(
-      this.sql,
-      `SELECT request_hash, response FROM idempotency
-        WHERE player_id = ? AND key = ? AND created_at >= ?`,
-      input.playerId,
-      input.idempotencyKey,
-      // A key older than its 24 h is forgotten, swept or not yet.
-      now - IDEMPOTENCY_TTL_MS,
-    )
+    const seen = this.keyedAnswer(input.playerId, input.idempotencyKey, now)
     if (seen) {
       if (seen.request_hash !== input.requestHash) {
         return refuse(
@@ -844,15 +836,7 @@ export class Leaderboard extends DurableObject<Env> {
     try {
       this.ctx.storage.transactionSync(() => {
         if (outcome.changed) this.writeEntry(input.playerId, entry, input.metadata, now)
-        this.sql.exec(
-          // REPLACE: an expired key not yet swept is taken as new.
-          `INSERT OR REPLACE INTO idempotency (player_id, key, request_hash, response, created_at) VALUES (?, ?, ?, ?, ?)`,
-          input.playerId,
-          input.idempotencyKey,
-          input.requestHash,
-          JSON.stringify(result),
-          now,
-        )
+        this.rememberAnswer(input.playerId, input.idempotencyKey, input.requestHash, result, now)
       })
     } catch (err) {
       if (outcome.changed) {
@@ -877,6 +861,41 @@ export class Leaderboard extends DurableObject<Env> {
    * `set` does, so importing the same batch again changes nothing; the batch is one transaction.
    * Bounds and metadata limits are checked for the whole batch before anything is written.
    */
+  /** The first answer to a request with this key, while the key lasts (24 h, swept or not yet). */
+  private keyedAnswer(
+    owner: string,
+    key: string,
+    now: number,
+  ): { request_hash: string; response: string } | undefined {
+    return one<{ request_hash: string; response: string }>(
+      this.sql,
+      `SELECT request_hash, response FROM idempotency
+        WHERE player_id = ? AND key = ? AND created_at >= ?`,
+      owner,
+      key,
+      now - IDEMPOTENCY_TTL_MS,
+    )
+  }
+
+  /** Keeps a keyed request's answer for its retries; called in the transaction of its effect. */
+  private rememberAnswer(
+    owner: string,
+    key: string,
+    requestHash: string,
+    answer: unknown,
+    now: number,
+  ): void {
+    this.sql.exec(
+      // REPLACE: an expired key not yet swept is taken as new.
+      `INSERT OR REPLACE INTO idempotency (player_id, key, request_hash, response, created_at) VALUES (?, ?, ?, ?, ?)`,
+      owner,
+      key,
+      requestHash,
+      JSON.stringify(answer),
+      now,
+    )
+  }
+
   async importEntries(
     boardId: string,
     entries: { playerId: string; score: number; subscore: number; metadata: string | null }[],
@@ -888,14 +907,7 @@ export class Leaderboard extends DurableObject<Env> {
     if (key) {
       // A retry gets the first answer and changes nothing: sent again after the players had
       // submitted since, or after the cycle ended, the batch would undo those or land twice.
-      const seen = one<{ request_hash: string; response: string }>(
-        this.sql,
-        `SELECT request_hash, response FROM idempotency
-          WHERE player_id = ? AND key = ? AND created_at >= ?`,
-        IMPORT_KEYS,
-        key.key,
-        now - IDEMPOTENCY_TTL_MS,
-      )
+      const seen = this.keyedAnswer(IMPORT_KEYS, key.key, now)
       if (seen) {
         if (seen.request_hash !== key.requestHash) {
           return refuse(
@@ -971,14 +983,7 @@ export class Leaderboard extends DurableObject<Env> {
       }
       if (key) {
         // With the batch, in its transaction: no batch applied without its key, nor the reverse.
-        this.sql.exec(
-          `INSERT OR REPLACE INTO idempotency (player_id, key, request_hash, response, created_at) VALUES (?, ?, ?, ?, ?)`,
-          IMPORT_KEYS,
-          key.key,
-          key.requestHash,
-          JSON.stringify(result),
-          now,
-        )
+        this.rememberAnswer(IMPORT_KEYS, key.key, key.requestHash, result, now)
       }
     })
     this.seq = seq

@@ -1550,42 +1550,14 @@ describe('waits that ride out network loss', () => {
     }
   })
 
-  it('a party member polling over HTTP rides out a network loss', async () => {
-    vi.useFakeTimers()
-    try {
-      let partyReads = 0
-      const client = createClient({
-        baseUrl: 'http://nexus.test',
-        retry: { baseDelayMs: 1, maxDelayMs: 5 },
-        fetch: guestFetch((url) => {
-          if (url.pathname === '/v1/parties/me') {
-            // Two reads without a ticket, then three reads' worth of failures, then the ticket.
-            partyReads++
-            if (partyReads <= 2) return partyOf(null)
-            if (partyReads <= 14) throw new TypeError('fetch failed (offline)')
-            return partyOf('squads:eu:t1')
-          }
-          if (decodeURIComponent(url.pathname) === '/v1/matchmaking/tickets/squads:eu:t1')
-            return matchedSquad()
-          return jsonRes(200, {})
-        }),
-      })
-      await client.auth.guest('device-abcdef-123456')
-      const mine = client.matchmaking.waitForParty('squads', { transport: 'http' })
-      let outcome: unknown = null
-      mine.matched.then(
-        (m) => (outcome = m),
-        (e: unknown) => (outcome = e),
-      )
-      await vi.advanceTimersByTimeAsync(30_000)
-      expect(outcome).toMatchObject({ sessionId: 's1' })
-      expect(partyReads).toBe(15)
-    } finally {
-      vi.useRealTimers()
-    }
-  })
-
-  it("a party member's very first read of the party rides out a network loss too", async () => {
+  /**
+   * A party member waiting over HTTP, 30 s of (fake) time in: `party(n)` answers the n-th read of
+   * the party (throwing for a network loss), `ticket(n)` the n-th read of the leader's ticket.
+   */
+  async function memberWaitOverHttp(
+    party: (read: number) => Response,
+    ticket: (read: number) => Response,
+  ): Promise<{ outcome: unknown; partyReads: number }> {
     vi.useFakeTimers()
     try {
       let partyReads = 0
@@ -1594,15 +1566,9 @@ describe('waits that ride out network loss', () => {
         baseUrl: 'http://nexus.test',
         retry: { baseDelayMs: 1, maxDelayMs: 5 },
         fetch: guestFetch((url) => {
-          if (url.pathname === '/v1/parties/me') {
-            // The wait's first read and all its retries fail; then the leader's ticket is there.
-            partyReads++
-            if (partyReads <= 8) throw new TypeError('fetch failed (offline)')
-            return partyOf('squads:eu:t1')
-          }
-          // The leader's ticket waits, then matches.
+          if (url.pathname === '/v1/parties/me') return party(++partyReads)
           if (decodeURIComponent(url.pathname) === '/v1/matchmaking/tickets/squads:eu:t1')
-            return ++ticketReads === 1 ? waitingSquad() : matchedSquad()
+            return ticket(++ticketReads)
           return jsonRes(200, {})
         }),
       })
@@ -1614,11 +1580,35 @@ describe('waits that ride out network loss', () => {
         (e: unknown) => (outcome = e),
       )
       await vi.advanceTimersByTimeAsync(30_000)
-      expect(outcome).toMatchObject({ sessionId: 's1' })
-      expect(partyReads).toBe(9)
+      return { outcome, partyReads }
     } finally {
       vi.useRealTimers()
     }
+  }
+
+  const offline = (): never => {
+    throw new TypeError('fetch failed (offline)')
+  }
+
+  it('a party member polling over HTTP rides out a network loss', async () => {
+    // Two reads without a ticket, then three reads' worth of failures, then the ticket.
+    const { outcome, partyReads } = await memberWaitOverHttp(
+      (n) => (n <= 2 ? partyOf(null) : n <= 14 ? offline() : partyOf('squads:eu:t1')),
+      () => matchedSquad(),
+    )
+    expect(outcome).toMatchObject({ sessionId: 's1' })
+    expect(partyReads).toBe(15)
+  })
+
+  it("a party member's very first read of the party rides out a network loss too", async () => {
+    // The wait's first read and all its retries fail; then the leader's ticket is there, waiting,
+    // then matched.
+    const { outcome, partyReads } = await memberWaitOverHttp(
+      (n) => (n <= 8 ? offline() : partyOf('squads:eu:t1')),
+      (n) => (n === 1 ? waitingSquad() : matchedSquad()),
+    )
+    expect(outcome).toMatchObject({ sessionId: 's1' })
+    expect(partyReads).toBe(9)
   })
 })
 

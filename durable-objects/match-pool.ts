@@ -264,6 +264,7 @@ interface TicketRow {
   match_id: string | null
   reason: string | null
   finished_at: number | null
+  /** Schema 5's join key, read once by the move to `join_keys` (schema 6); null since. */
   join_key: string | null
 }
 
@@ -781,8 +782,8 @@ export class MatchPool extends DurableObject<Env> {
     }
     this.ctx.storage.transactionSync(() => {
       this.sql.exec(
-        `INSERT INTO tickets (id, state, leader, players, attributes, transport, enqueued_at, expires_at, join_key)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+        `INSERT INTO tickets (id, state, leader, players, attributes, transport, enqueued_at, expires_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
         row.id,
         row.state,
         row.leader,
@@ -791,7 +792,6 @@ export class MatchPool extends DurableObject<Env> {
         row.transport,
         row.enqueued_at,
         row.expires_at,
-        row.join_key,
       )
       insertRows(
         this.sql,

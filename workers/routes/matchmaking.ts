@@ -322,7 +322,7 @@ const joinRoute = createRoute({
     'player waits in one region of a queue at a time: while a ticket of one of the players waits ' +
     'in another region, the join is 409 naming that `region` (and, to that player and the admin ' +
     'key, its `ticketId`); cancel it to switch regions. With an `Idempotency-Key`, the same join ' +
-    'sent again gets the ticket the first one made (200, `existing: true`) in whatever state it is ' +
+    'sent again gets the ticket the first one was answered with (200, `existing: true`) in whatever state it is ' +
     'now, matched with its tokens included, for as long as the pool keeps it (10 minutes after it ' +
     'ends); the same key for other players or attributes is 422 idempotency-key-reused.',
   middleware: [requirePrincipal()] as const,
@@ -389,8 +389,8 @@ matchmakingRoutes.openapi(joinRoute, async (c) => {
    * elsewhere, the queue's regions or party size changed) is answered with the ticket that try
    * got, as it stands (matched, say, its game waiting), when `region`'s pool still keeps it.
    */
-  const answeredBefore = async (region: string | undefined, refusal: unknown) => {
-    if (joinKey === null || region === undefined || !(refusal instanceof ApiError)) throw refusal
+  const answeredBefore = async (region: string, refusal: unknown) => {
+    if (joinKey === null || !(refusal instanceof ApiError)) throw refusal
     if (refusal.problem !== 'conflict' && refusal.problem !== 'validation') throw refusal
     const prior = await poolStub(c.env, queue, region).ticketByKey(leader, joinKey, ids, attributes)
     if (!prior) throw refusal
@@ -412,7 +412,7 @@ matchmakingRoutes.openapi(joinRoute, async (c) => {
       })
     }
   } catch (err) {
-    return answeredBefore(body.region ?? config.regions[0], err)
+    return answeredBefore(body.region ?? config.regions[0]!, err)
   }
   let claim: QueueClaim
   try {

@@ -7,6 +7,7 @@ import {
   MetricsBatchSchema,
   seriesKey,
 } from '../workers/lib/metric-families.ts'
+import { log } from '../workers/lib/log.ts'
 import { all, one, schemaVersion, setSchemaVersion } from '../workers/lib/sql.ts'
 
 /*
@@ -37,6 +38,7 @@ export class MetricsHub extends DurableObject<Env> {
   private readonly sql: SqlStorage
   private totals = new MetricsAggregate()
   private sweptAt = -Infinity
+  private readonly warnedFull = new Set<string>()
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env)
@@ -152,6 +154,14 @@ export class MetricsHub extends DurableObject<Env> {
       )
     }
     const touched = this.totals.add(family)
+    if (touched.dropped > 0 && !this.warnedFull.has(family.name)) {
+      // Each isolate caps its own series; many isolates' different series can still pass the cap.
+      this.warnedFull.add(family.name)
+      log('warn', 'metric series limit reached in the hub; new series are not kept', {
+        metric: family.name,
+        dropped: touched.dropped,
+      })
+    }
     const changed = this.totals.family(family.name, touched.keys)
     for (const s of changed?.series ?? []) {
       this.sql.exec(

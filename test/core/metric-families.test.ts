@@ -142,7 +142,14 @@ describe('merging metric families', () => {
     }))
     const touched = total.add({ kind: 'counter', name: 'many_total', help: 'h', series })
     expect(touched.keys).toHaveLength(MAX_SERIES_PER_METRIC)
+    expect(touched.dropped).toBe(5)
     expect(only(total.families(), 'many_total').series).toHaveLength(MAX_SERIES_PER_METRIC)
+    // Series it already holds still count once the family is full.
+    const again = total.add({ kind: 'counter', name: 'many_total', help: 'h', series })
+    expect(again).toMatchObject({ dropped: 5 })
+    expect(again.keys).toHaveLength(MAX_SERIES_PER_METRIC)
+    const first = only(total.families(), 'many_total').series[0] as { value: number }
+    expect(first.value).toBe(2)
   })
 })
 

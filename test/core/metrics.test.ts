@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { MetricsBatchSchema } from '../../workers/lib/metric-families.ts'
+import { MAX_SERIES_PER_METRIC, MetricsBatchSchema } from '../../workers/lib/metric-families.ts'
 import {
   acknowledgeBatch,
   counter,
@@ -47,5 +47,30 @@ describe('metrics registry', () => {
       { labels: {}, counts: [0, 1], sum: 1.5, count: 1 },
     ])
     acknowledgeBatch(batch.seq)
+  })
+
+  it('counts what the series cap turns away, per metric, instead of dropping it silently', () => {
+    const c = counter('nexus_test_many_series_total', 'test')
+    const g = gauge('nexus_test_many_series', 'test')
+    const h = histogram('nexus_test_many_series_seconds', 'test', [1])
+    for (let i = 0; i < MAX_SERIES_PER_METRIC + 3; i++) {
+      c.inc({ board: `b${i}` })
+      g.set({ board: `b${i}` }, i)
+      h.observe({ board: `b${i}` }, 0.5)
+    }
+    // A series the metric already holds still counts.
+    c.inc({ board: 'b0' })
+    expect(c.get({ board: 'b0' })).toBe(2)
+    expect(c.get({ board: `b${MAX_SERIES_PER_METRIC}` })).toBe(0)
+    const dropped = renderMetrics()
+      .split('\n')
+      .filter((l) => l.startsWith('nexus_metric_series_dropped_total{'))
+    expect(dropped).toEqual(
+      expect.arrayContaining([
+        'nexus_metric_series_dropped_total{metric="nexus_test_many_series_total"} 3',
+        'nexus_metric_series_dropped_total{metric="nexus_test_many_series"} 3',
+        'nexus_metric_series_dropped_total{metric="nexus_test_many_series_seconds"} 3',
+      ]),
+    )
   })
 })

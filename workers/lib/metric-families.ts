@@ -142,6 +142,8 @@ type Held =
 export interface Touched {
   name: string
   keys: string[]
+  /** New series refused because the family already held MAX_SERIES_PER_METRIC. */
+  dropped: number
 }
 
 /**
@@ -168,11 +170,13 @@ export class MetricsAggregate {
     }
     held.help = family.help
     const keys: string[] = []
+    let dropped = 0
     for (const incoming of family.series) {
       const key = seriesKey(incoming.labels)
-      if (mergeSeries(held, key, incoming)) keys.push(key)
+      if (!held.series.has(key) && held.series.size >= MAX_SERIES_PER_METRIC) dropped++
+      else if (mergeSeries(held, key, incoming)) keys.push(key)
     }
-    return { name: family.name, keys }
+    return { name: family.name, keys, dropped }
   }
 
   families(): Family[] {
@@ -209,7 +213,6 @@ function mergeSeries(
   incoming: ValueSeries | GaugeSeries | BucketSeries,
 ): boolean {
   const existing = held.series.get(key)
-  if (!existing && held.series.size >= MAX_SERIES_PER_METRIC) return false
   switch (held.kind) {
     case 'counter': {
       const s = incoming as ValueSeries

@@ -8,6 +8,7 @@ import {
   renderFamilies,
   type ValueSeries,
 } from './metric-families.ts'
+import { log } from './log.ts'
 
 /**
  * A small Prometheus registry, one per isolate. Locally (wrangler dev, tests) the Worker and its
@@ -108,6 +109,7 @@ export class Counter {
     if (s) s.value += by
     else if (this.series.size < MAX_SERIES_PER_METRIC)
       this.series.set(key, { labels, value: by, sent: 0 })
+    else seriesRefused(this.name)
   }
 
   get(labels: Labels = {}): number {
@@ -163,6 +165,8 @@ export class Gauge {
       s.version++
     } else if (this.series.size < MAX_SERIES_PER_METRIC) {
       this.series.set(key, { labels, value, at, version: 1, sentVersion: 0 })
+    } else {
+      seriesRefused(this.name)
     }
   }
 
@@ -210,7 +214,7 @@ export class Histogram {
     const key = labelKey(labels)
     let s = this.series.get(key)
     if (!s) {
-      if (this.series.size >= MAX_SERIES_PER_METRIC) return
+      if (this.series.size >= MAX_SERIES_PER_METRIC) return seriesRefused(this.name)
       const zeros = this.buckets.map(() => 0)
       s = {
         labels,
@@ -296,6 +300,30 @@ export const gauge = (name: string, help: string): Gauge => register(new Gauge(n
 /** Registers (or returns the already registered) histogram of this name. */
 export const histogram = (name: string, help: string, buckets?: number[]): Histogram =>
   register(new Histogram(name, help, buckets))
+
+/*
+ * A metric holds at most MAX_SERIES_PER_METRIC series, so a label fed with unbounded values (a
+ * board id per level, say) cannot grow an isolate's memory or the hub's storage for good. What
+ * the cap turns away is counted here and logged once per metric and isolate, so an operator sees
+ * the cap was reached instead of series silently missing. This counter's label is a metric's
+ * name, of which there are far fewer than the cap.
+ */
+const seriesDropped = counter(
+  'nexus_metric_series_dropped_total',
+  `Changes to new series a metric turned away because it already held ${MAX_SERIES_PER_METRIC}`,
+)
+const warnedFull = new Set<string>()
+
+function seriesRefused(metric: string): void {
+  if (metric === seriesDropped.name) return
+  seriesDropped.inc({ metric })
+  if (warnedFull.has(metric)) return
+  warnedFull.add(metric)
+  log('warn', 'metric series limit reached; new series are not counted', {
+    metric,
+    limit: MAX_SERIES_PER_METRIC,
+  })
+}
 
 /** Everything this isolate has counted since it started. */
 export function localFamilies(): Family[] {

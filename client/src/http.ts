@@ -194,9 +194,16 @@ export class Transport {
       const authorization = await this.authorization(as, false)
       if (authorization) headers.authorization = authorization
       if (opts.body !== undefined) headers['content-type'] = 'application/json'
-      const timeout = AbortSignal.timeout(timeoutMs)
+      const timeout = timeoutSignal(timeoutMs)
       // Held until the answer is read: the timeout and the caller's abort cover its body too.
-      const signal = opts.signal ? anySignal([opts.signal, timeout]) : { signal: timeout }
+      const combined = opts.signal ? anySignal([opts.signal, timeout.signal]) : undefined
+      const signal = {
+        signal: combined?.signal ?? timeout.signal,
+        release: () => {
+          combined?.release?.()
+          timeout.release?.()
+        },
+      }
       try {
         let res: Response
         try {
@@ -239,6 +246,20 @@ export class Transport {
     }
     throw lastError
   }
+}
+
+/**
+ * A signal that aborts with a `TimeoutError` after `ms`. `AbortSignal.timeout` where the platform
+ * has it (Safari before 16 does not); otherwise a timer, cleared by `release`.
+ */
+export function timeoutSignal(ms: number): { signal: AbortSignal; release?: () => void } {
+  if (typeof AbortSignal.timeout === 'function') return { signal: AbortSignal.timeout(ms) }
+  const controller = new AbortController()
+  const timer = setTimeout(
+    () => controller.abort(new DOMException('The operation timed out.', 'TimeoutError')),
+    ms,
+  )
+  return { signal: controller.signal, release: () => clearTimeout(timer) }
 }
 
 /**

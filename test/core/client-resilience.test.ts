@@ -1698,6 +1698,57 @@ describe('HTTP answers', () => {
       AbortSignal.any = any
     }
   })
+
+  it('without AbortSignal.timeout (Safari before 16) a request that hangs still times out, and a request answered in time leaves no timer behind', async () => {
+    const timeout = AbortSignal.timeout
+    ;(AbortSignal as { timeout?: unknown }).timeout = undefined
+    const realSet = globalThis.setTimeout
+    const realClear = globalThis.clearTimeout
+    // The request timeouts' timers (30 ms here) that are still set.
+    const pending = new Set<unknown>()
+    globalThis.setTimeout = ((fn: () => void, ms?: number) => {
+      const id = realSet(() => {
+        pending.delete(id)
+        fn()
+      }, ms)
+      if (ms === 30) pending.add(id)
+      return id
+    }) as typeof setTimeout
+    globalThis.clearTimeout = ((id: Parameters<typeof clearTimeout>[0]) => {
+      pending.delete(id)
+      realClear(id)
+    }) as typeof clearTimeout
+    try {
+      let calls = 0
+      const client = createClient({
+        baseUrl: 'http://nexus.test',
+        timeoutMs: 30,
+        retry: { attempts: 2, baseDelayMs: 1, maxDelayMs: 5 },
+        fetch: (async (input: RequestInfo | URL, init?: RequestInit) => {
+          calls++
+          if (new URL(String(input)).searchParams.get('hang') === null) return jsonRes(200, {})
+          return new Promise<Response>((_, reject) =>
+            init!.signal!.addEventListener('abort', () => reject(init!.signal!.reason)),
+          )
+        }) as typeof fetch,
+      })
+      const path = { path: { queue: 'duel' }, retry: true }
+      await client.http.request('get', '/v1/matchmaking/{queue}', path)
+      expect(pending.size).toBe(0)
+      const hanging = client.http
+        .request('get', '/v1/matchmaking/{queue}', { ...path, query: { hang: 1 } } as typeof path)
+        .catch((e: unknown) => e)
+      const outcome = await within(hanging, 'the timeouts', 2000)
+      expect(outcome).toBeInstanceOf(NexusNetworkError)
+      expect((outcome as Error).cause).toMatchObject({ name: 'TimeoutError' })
+      expect(calls).toBe(3)
+      expect(pending.size).toBe(0)
+    } finally {
+      globalThis.setTimeout = realSet
+      globalThis.clearTimeout = realClear
+      AbortSignal.timeout = timeout
+    }
+  })
 })
 
 describe('token renewal', () => {

@@ -374,7 +374,12 @@ export class MatchPool extends DurableObject<Env> {
   /** Replaceable so tests can inject failures; production creates the session's Durable Object. */
   sessionCreator: SessionCreator
   /** Notes a party's ticket in Neon (recordPartyTicket); replaceable so tests can hold it. */
-  partyTicketNoter: (partyId: string, ticketId: string, players: string[]) => Promise<boolean>
+  partyTicketNoter: (
+    partyId: string,
+    ticketId: string,
+    players: string[],
+    enqueuedAt: number,
+  ) => Promise<boolean>
   /** Reads a player's party and ratings from Neon (matchmakingPlayer); replaceable likewise. */
   partyReader: (playerId: string) => Promise<MatchmakingPlayer>
   /** How long a socket's frame waits on Neon before it is answered without it (tests lower it). */
@@ -390,8 +395,8 @@ export class MatchPool extends DurableObject<Env> {
     setLogLevel(env.LOG_LEVEL)
     this.sql = ctx.storage.sql
     this.sessionCreator = gameSessionCreator(env)
-    this.partyTicketNoter = (partyId, ticketId, players) =>
-      recordPartyTicket(this.env, partyId, ticketId, players)
+    this.partyTicketNoter = (partyId, ticketId, players, enqueuedAt) =>
+      recordPartyTicket(this.env, partyId, ticketId, players, enqueuedAt)
     this.partyReader = (playerId) => matchmakingPlayer(this.env, playerId)
     // Clients ping every 20 s to notice dead connections: the runtime answers without waking the
     // pool (or spending a socket's frame allowance).
@@ -1800,7 +1805,7 @@ export class MatchPool extends DurableObject<Env> {
     let current: boolean
     try {
       current = await within(
-        this.partyTicketNoter(partyId, row.id, players),
+        this.partyTicketNoter(partyId, row.id, players, row.enqueued_at),
         this.neonTimeoutMs,
         'party ticket note',
       )

@@ -282,6 +282,8 @@ describe('invite refusals change nothing', () => {
       [`/v1/parties/${party.id}/invites`, { playerId: 'x'.repeat(129) }],
       [`/v1/parties/${party.id}/invites`, { playerId: 'has space' }],
       [`/v1/parties/${party.id}/invites`, { playerId: c!.playerId, extra: 1 }],
+      // `me` names the caller in paths: a member called `me` could never be removed.
+      [`/v1/parties/${party.id}/invites`, { playerId: 'me' }],
       ['/v1/parties/not-a-party/invites', { playerId: c!.playerId }],
     ]
     for (const [path, body] of bad) {
@@ -379,9 +381,80 @@ describe('concurrency', () => {
       ).toHaveLength(0)
     }
   })
+
+  it('an invite written while an accept waits for the lock past its invite’s expiry: the accept is refused, the party never passes its size', async () => {
+    const [leader, ...rest] = await players(MAX_PARTY_SIZE + 1)
+    const members = rest.slice(0, MAX_PARTY_SIZE - 2)
+    const [x, y] = rest.slice(MAX_PARTY_SIZE - 2)
+    const party = await formParty([leader!, ...members])
+    await ok(invite(party.id, leader!, x!), 201)
+    const sql = pg()
+    // X's invite runs out in a second.
+    await sql`update party_invites set expires_at = clock_timestamp() + interval '1 second'
+               where party_id = ${party.id} and player_id = ${x!.playerId}`
+    const marker = `party_cap_${crypto.randomUUID().replaceAll('-', '')}`
+    // The leader's invite of Y holds the party's lock past X's expiry and, X's invite no longer
+    // holding a place, writes Y's.
+    const inviteY = sql.transaction([
+      sql.query(`select id from parties where id = $1 for update`, [party.id]),
+      sql.query(`select pg_sleep(1.5) as ${marker}`),
+      sql.query(
+        `insert into party_invites (party_id, player_id, expires_at)
+         values ($1, $2, now() + interval '1 hour')`,
+        [party.id, y!.playerId],
+      ),
+    ])
+    await until(
+      async () =>
+        (
+          await sql.query(
+            `select 1 from pg_stat_activity where state = 'active' and query like $1`,
+            [`%${marker}%`],
+          )
+        ).length > 0 || undefined,
+      5000,
+      'the invite holding the lock',
+    )
+    // X accepts before the expiry, and waits for the lock until after it.
+    const accepted = accept(party.id, x!)
+    await inviteY
+    const refused = await expectProblem(accepted, 404, 'not-found')
+    expect(refused.detail).toContain('expired')
+    const [row] = await sql.query(
+      `select (select count(*)::int from party_members where party_id = $1)
+            + (select count(*)::int from party_invites
+                where party_id = $1 and expires_at > now()) as places`,
+      [party.id],
+    )
+    expect(row).toEqual({ places: MAX_PARTY_SIZE })
+  })
 })
 
 describe('queueing as a party over HTTP', () => {
+  it('a party that queues and cancels again and again keeps a note of its latest ticket only, which a membership change cancels', async () => {
+    const q = await createQueue({ teamSize: 3, maxPartySize: 3 })
+    const clock = newClock()
+    await rig(q, clock)
+    const [a, b, c] = await players(3)
+    const party = await formParty([a!, b!, c!])
+    const roster = { party: [a!, b!, c!].map((p) => p.playerId) }
+    for (let i = 0; i < 25; i++) {
+      const t = await ok<Ticket>(send('POST', `/v1/matchmaking/${q}/tickets`, a!, roster), 201)
+      await ok(send('DELETE', `/v1/matchmaking/tickets/${t.ticketId}`, a!))
+      clock.t += 1000
+    }
+    const last = await ok<Ticket>(send('POST', `/v1/matchmaking/${q}/tickets`, a!, roster), 201)
+    const notes = () =>
+      pg()`select ticket_id from party_tickets where party_id = ${party.id} order by ticket_id`
+    expect(await notes()).toEqual([{ ticket_id: last.ticketId }])
+    expect((await leave(party.id, c!)).status).toBe(204)
+    expect(await ticketOf(last.ticketId, a!.token)).toMatchObject({
+      status: 'cancelled',
+      reason: 'party_changed',
+    })
+    expect(await notes()).toEqual([])
+  })
+
   it("the leader's join puts every member on one ticket; members read it, re-join into it, and play on one team", async () => {
     const q = await createQueue({ teamSize: 2, maxPartySize: 2, maxRatingGap: 100 })
     await rig(q, newClock())
@@ -528,11 +601,17 @@ describe('queueing as a party over HTTP', () => {
     expect((await ok(send('GET', `/v1/parties/${party.id}`, a!))).ticketId).toBeNull()
     // The same roster as the party's members (in any order) is recorded.
     const right = await joinFor(q, a!.playerId, { party: [b!.playerId, a!.playerId] })
-    expect(await recordPartyTicket(env, party.id, right.ticketId, [b!.playerId, a!.playerId])).toBe(
-      true,
-    )
+    expect(
+      await recordPartyTicket(
+        env,
+        party.id,
+        right.ticketId,
+        [b!.playerId, a!.playerId],
+        right.enqueuedAt,
+      ),
+    ).toBe(true)
     expect((await ok(send('GET', `/v1/parties/${party.id}`, b!))).ticketId).toBe(right.ticketId)
-    expect(await recordPartyTicket(env, party.id, 'other', [a!.playerId])).toBe(false)
+    expect(await recordPartyTicket(env, party.id, 'other', [a!.playerId], Date.now())).toBe(false)
     expect((await ok(send('GET', `/v1/parties/${party.id}`, b!))).ticketId).toBe(right.ticketId)
   })
 
@@ -752,6 +831,7 @@ describe('queueing as a party over HTTP', () => {
       party.id,
       'race:eu:ticket',
       [a!, b!, c!].map((p) => p.playerId),
+      Date.now(),
     )
     await change
     expect(await noted).toBe(false)

@@ -236,10 +236,12 @@ export const parties = pgTable('parties', {
 
 /**
  * Every ticket a party's leader made for the party in the last two hours (longer than any ticket
- * lives), in any queue and region: a membership change cancels all of them, since a party may
- * wait in several queues at once. `parties.ticket_id` is the latest of them. A row is written only
- * while the party's members are the ticket's players (see `recordPartyTicket`); rows older than
- * two hours are pruned on each write and by the cron.
+ * lives), in any queue and region, that may still be waiting: a membership change cancels all of
+ * them, since a party may wait in several queues at once. `parties.ticket_id` is the latest of
+ * them. A row is written only while the party's members are the ticket's players (see
+ * `recordPartyTicket`); a note of the same queue and players made earlier then goes (a player
+ * holds one ticket per queue, so that one has ended); rows older than two hours are pruned on
+ * each write and by the cron.
  */
 export const partyTickets = pgTable(
   'party_tickets',
@@ -251,6 +253,8 @@ export const partyTickets = pgTable(
     notedAt: timestamp('noted_at', { withTimezone: true, mode: 'date' })
       .notNull()
       .default(sql`now()`),
+    /** When the pool made the ticket (ms since the epoch); null on notes from before 0014. */
+    enqueuedAt: bigint('enqueued_at', { mode: 'number' }),
   },
   (t) => [primaryKey({ columns: [t.partyId, t.ticketId] })],
 )

@@ -208,11 +208,15 @@ export async function invite(
       `select
          exists (select 1 from party_members where party_id = $1 and player_id = $2) as member,
          exists (select 1 from party_invites where party_id = $1 and player_id = $2
-                                              and expires_at > now()) as pending`,
+                                              and expires_at > clock_timestamp()) as pending`,
       [partyId, target],
     ),
     // The sweep rides on writes that happen, so a refused invite deletes nothing either; it
     // leaves the row being written alone (one statement may not change a row twice).
+    // Whether an invite still holds a place is judged at `clock_timestamp()`, under the party's
+    // lock, as an accept judges it: by `now()` (the transaction's start, before any wait for the
+    // lock) an accept that waited behind this invite could take a place this invite counted as
+    // freed, and the party would pass its size.
     sql.query(
       `with written as (
          insert into party_invites (party_id, player_id, expires_at)
@@ -222,7 +226,7 @@ export async function invite(
             and not exists (select 1 from party_members where party_id = $1 and player_id = $3)
             and (select count(*) from party_members where party_id = $1)
               + (select count(*) from party_invites
-                  where party_id = $1 and player_id <> $3 and expires_at > now()) < $5
+                  where party_id = $1 and player_id <> $3 and expires_at > clock_timestamp()) < $5
          on conflict (party_id, player_id)
            do update set invited_at = excluded.invited_at, expires_at = excluded.expires_at
          returning 1
@@ -299,7 +303,7 @@ export async function acceptInvite(
       sql.query(
         `with inv as (
            delete from party_invites
-            where party_id = $1 and player_id = $2 and expires_at > now()
+            where party_id = $1 and player_id = $2 and expires_at > clock_timestamp()
            returning party_id
          ),
          ins as (
@@ -492,6 +496,7 @@ export async function recordPartyTicket(
   partyId: string,
   ticketId: string,
   players: readonly string[],
+  enqueuedAt: number,
 ): Promise<boolean> {
   const sql = getSql(env)
   const results = await sql.transaction([
@@ -505,10 +510,25 @@ export async function recordPartyTicket(
               = (select array_agg(x order by x collate "C") from unnest($3::text[]) x)
        ),
        noted as (
-         insert into party_tickets (party_id, ticket_id, noted_at)
-         select $1, $2, clock_timestamp() from current
+         insert into party_tickets (party_id, ticket_id, noted_at, enqueued_at)
+         select $1, $2, clock_timestamp(), $4 from current
          -- A join handed its existing ticket confirms it for the party as it is now.
-         on conflict (party_id, ticket_id) do update set noted_at = excluded.noted_at
+         on conflict (party_id, ticket_id)
+           do update set noted_at = excluded.noted_at, enqueued_at = excluded.enqueued_at
+       ),
+       -- Notes since the latest membership change are of these same players; a player holds one
+       -- ticket per queue, so one of them made before this ticket in this queue has ended (this
+       -- one was made, or handed, instead). Forgetting them keeps a party that queues and cancels
+       -- all day to a note or so per queue, which a membership change then cancels. Notes from
+       -- before the change stay, to be cancelled.
+       ended as (
+         delete from party_tickets t
+          using parties p
+          where t.party_id = $1 and p.id = $1 and exists (select 1 from current)
+            and t.ticket_id <> $2
+            and split_part(t.ticket_id, ':', 1) = split_part($2, ':', 1)
+            and t.noted_at >= p.updated_at
+            and t.enqueued_at < $4
        ),
        latest as (
          update parties set ticket_id = $2 where id = $1 and exists (select 1 from current)
@@ -518,7 +538,7 @@ export async function recordPartyTicket(
           where party_id = $1 and noted_at < now() - make_interval(hours => ${NOTED_TICKET_HOURS})
        )
        select exists (select 1 from current) as current`,
-      [partyId, ticketId, players],
+      [partyId, ticketId, players, enqueuedAt],
     ),
   ])
   return (results[1] as { current: boolean }[])[0]?.current === true

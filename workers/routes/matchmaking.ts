@@ -253,7 +253,13 @@ matchmakingRoutes.openapi(cancelTicketRoute, async (c) => {
 async function noteTicket(c: Context<AppEnv>, partyId: string, ticket: TicketView): Promise<void> {
   let current: boolean
   try {
-    current = await recordPartyTicket(c.env, partyId, ticket.ticketId, ticket.players)
+    current = await recordPartyTicket(
+      c.env,
+      partyId,
+      ticket.ticketId,
+      ticket.players,
+      ticket.enqueuedAt,
+    )
   } catch (err) {
     log('warn', 'party ticket not recorded', {
       requestId: c.get('requestId'),

@@ -122,7 +122,15 @@ partyRoutes.openapi(getPartyRoute, async (c) => {
 
 // ---------------------------------------------------------------------------------------------
 
-const InviteBody = z.object({ playerId: PlayerId }).strict().openapi('PartyInviteRequest')
+const InviteBody = z
+  .object({
+    // `me` names the caller in this API's paths: a member called `me` could not be removed.
+    playerId: PlayerId.refine((id) => id !== 'me', '"me" names the caller, not a player').openapi({
+      description: 'The player to invite; not `me`, which names the caller in paths',
+    }),
+  })
+  .strict()
+  .openapi('PartyInviteRequest')
 
 const inviteRoute = createRoute({
   method: 'post',

@@ -78,6 +78,15 @@ export function createApp(): OpenAPIHono<AppEnv> {
       c.set('clientRequestId', theirs)
     await next()
   })
+  app.use(async function noStoreByDefault(c, next) {
+    await next()
+    // An answer that says nothing of caching is stored by no cache: most such answers carry a
+    // player's own data or tokens (a ticket, a session, an admin-made session's tokens). Cached
+    // reads say what they allow themselves. A socket's 101 is left as the runtime made it.
+    if (c.res.status !== 101 && !c.res.headers.has('cache-control')) {
+      c.header('cache-control', 'no-store')
+    }
+  })
   app.use(observe())
   // Before the method check: a browser's preflight is an OPTIONS no route declares.
   app.use(cors())

@@ -2,6 +2,7 @@ import { env } from 'cloudflare:workers'
 import { importJWK, SignJWT, generateKeyPair } from 'jose'
 import { describe, expect, it } from 'vitest'
 import { pg } from './helpers/boards.ts'
+import { ADMIN_KEY_GUESSES_PER_MINUTE } from '../../workers/middleware/auth.ts'
 import { ADMIN_KEY, bearer, call, callWithEnv, json, newGuest, problem } from './helpers/http.ts'
 
 const testEnv = env as unknown as Record<string, string>
@@ -238,6 +239,26 @@ describe('bad credentials, one by one', () => {
     expect(await statusFor(await hs256({}, { exp: now - 10 }))).toMatchObject({ status: 403 })
   })
 
+  it('a token that expires more than 30 days ahead → 401 naming the limit; 30 days → accepted', async () => {
+    const now = Math.floor(Date.now() / 1000)
+    const tenYears = await statusFor(await hs256({}, { exp: now + 10 * 365 * 86_400 }))
+    expect(tenYears).toMatchObject({ status: 401, type: 'urn:nexus:problem:unauthorized' })
+    expect(tenYears.detail).toContain('30 days')
+    expect(await statusFor(await hs256({}, { exp: now + 31 * 86_400 }))).toMatchObject({
+      status: 401,
+    })
+    // An identity provider's token: the same limit.
+    expect(await statusFor(await idpToken({ exp: now + 30 * 86_400 }))).toMatchObject({
+      status: 403,
+    })
+    expect(await statusFor(await idpToken({ exp: now + 31 * 86_400 }))).toMatchObject({
+      status: 401,
+    })
+    expect(await statusFor(await hs256({}, { exp: now + 30 * 86_400 }))).toMatchObject({
+      status: 403,
+    })
+  })
+
   it('wrong audience → 401', async () => {
     expect(await statusFor(await hs256({}, { aud: 'nexus:session' }))).toMatchObject({
       status: 401,
@@ -259,6 +280,39 @@ describe('bad credentials, one by one', () => {
     expect(await statusFor(ADMIN_KEY + 'x')).toMatchObject({ status: 401 })
     const ok = await call(ADMIN_PROBE, json('PUT', { name: 'x' }, ADMIN_KEY))
     expect(ok.status).toBe(200)
+  })
+
+  it('an address that sent 20 wrong admin keys in a minute gets 429 for its keys, right or wrong; its players and other addresses do not', async () => {
+    const from = (ip: string, credential: string) =>
+      call(ADMIN_PROBE, {
+        method: 'PUT',
+        headers: {
+          authorization: `Bearer ${credential}`,
+          'content-type': 'application/json',
+          'cf-connecting-ip': ip,
+        },
+        body: '{"name":"x"}',
+      })
+    const ip = `198.51.100.${Math.floor(Math.random() * 250)}`
+    for (let i = 0; i < ADMIN_KEY_GUESSES_PER_MINUTE; i++) {
+      expect((await from(ip, `guess-${i}`)).status).toBe(401)
+    }
+    // The guess past the allowance is still compared (and wrong); from then on none is.
+    expect((await from(ip, 'guess-last')).status).toBe(401)
+    const blocked = await from(ip, ADMIN_KEY)
+    expect(blocked.status).toBe(429)
+    expect(Number(blocked.headers.get('retry-after'))).toBeGreaterThan(0)
+    expect(await problem(blocked)).toMatchObject({ type: 'urn:nexus:problem:rate-limited' })
+    expect((await from(ip, 'guess-more')).status).toBe(429)
+    // Players at that address are not held up, and an expired token is still told so (renewal).
+    expect((await from(ip, await hs256({}))).status).toBe(403)
+    const expired = await from(ip, await hs256({}, { exp: Math.floor(Date.now() / 1000) - 120 }))
+    expect(await problem(expired)).toMatchObject({
+      status: 401,
+      type: 'urn:nexus:problem:token-expired',
+    })
+    // Another address still gets its key compared.
+    expect((await from(`203.0.113.${Math.floor(Math.random() * 250)}`, ADMIN_KEY)).status).toBe(200)
   })
 
   it('an admin key shaped like a JWT still works as the admin key; one character off → 401', async () => {

@@ -103,7 +103,18 @@ describe('sockets: join to match_found', () => {
     expect((await upgrade(`/v1/matchmaking/${q}`, 'x.y.z')).status).toBe(401)
     expect((await upgrade(`/v1/matchmaking/${q}`, 'not-the-admin-key')).status).toBe(401)
     expect((await upgrade(`/v1/matchmaking/${q}`, ADMIN_KEY)).status).toBe(403)
+    // In a URL (which logs keep) the admin key is not even compared: 401, as for any non-token.
+    const inUrl = await problem(await upgrade(`/v1/matchmaking/${q}`, ADMIN_KEY, 'query'))
+    expect({ status: inUrl.status, type: inUrl.type }).toEqual({
+      status: 401,
+      type: 'urn:nexus:problem:unauthorized',
+    })
     const g = await newGuest()
+    // A player token in the URL still opens the socket.
+    const viaQuery = await upgrade(`/v1/matchmaking/${q}`, g.token, 'query')
+    expect(viaQuery.status).toBe(101)
+    viaQuery.webSocket!.accept()
+    viaQuery.webSocket!.close(1000)
     const region = await problem(await upgrade(`/v1/matchmaking/${q}?region=mars`, g.token))
     expect(region.status).toBe(422)
     expect(await waitingCount(q)).toBe(0)

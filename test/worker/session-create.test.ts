@@ -33,6 +33,13 @@ describe('creating sessions', () => {
     })
     expect(sessionId).toMatch(/^s_[0-9a-f-]{36}$/)
     expect(Object.keys(tokens).sort()).toEqual([...players].sort())
+    // The answer carries every player's token: no cache may keep it.
+    const again = await call(
+      '/v1/admin/sessions',
+      json('POST', { rules: 'relay', roster: [{ playerId: players[0]! }] }, ADMIN_KEY),
+    )
+    expect(again.status).toBe(201)
+    expect(again.headers.get('cache-control')).toBe('no-store')
     for (const p of players) expect(await verifySessionToken(env, tokens[p]!, sessionId)).toBe(p)
     const rows =
       (await pg()`select rules, status, roster from game_sessions where id = ${sessionId}`) as {
@@ -193,6 +200,8 @@ describe('GET /v1/sessions/:id', () => {
     for (const credential of [tokens[other!]!, member.token, ADMIN_KEY]) {
       const res = await call(`/v1/sessions/${sessionId}`, bearer(credential))
       expect(res.status).toBe(200)
+      // A player's view of its game: no cache keeps it.
+      expect(res.headers.get('cache-control')).toBe('no-store')
       expect(await res.json()).toMatchObject(expected)
     }
     expect(

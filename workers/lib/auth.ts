@@ -72,10 +72,28 @@ export async function keyedDigest(env: AuthEnv, label: string): Promise<string> 
   return [...new Uint8Array(mac)].map((b) => b.toString(16).padStart(2, '0')).join('')
 }
 
+/**
+ * The longest a player token may still have to live when presented (its `exp` from now). Nexus
+ * issues at most this; a token minted further out (a game server's ten-year token) is refused,
+ * so a leaked token dies within a month without rotating AUTH_SECRET for everyone.
+ */
+export const MAX_TOKEN_LIFETIME_SECONDS = 30 * 86_400
+
 /** Lifetime of tokens Nexus issues, from TOKEN_TTL_SECONDS (default one day, bounded). */
 export function tokenTtlSeconds(env: AuthEnv): number {
   const n = Number(env.TOKEN_TTL_SECONDS ?? 86_400)
-  return Number.isInteger(n) && n >= 60 && n <= 30 * 86_400 ? n : 86_400
+  return Number.isInteger(n) && n >= 60 && n <= MAX_TOKEN_LIFETIME_SECONDS ? n : 86_400
+}
+
+/** Refuses a verified token whose `exp` lies beyond MAX_TOKEN_LIFETIME_SECONDS from now. */
+function checkLifetime(payload: JWTPayload): void {
+  const left = (payload.exp ?? 0) - Math.floor(Date.now() / 1000)
+  if (left > MAX_TOKEN_LIFETIME_SECONDS + CLOCK_SKEW_SECONDS) {
+    throw new ApiError(
+      'unauthorized',
+      `The token expires too far ahead: player tokens may live at most ${MAX_TOKEN_LIFETIME_SECONDS / 86_400} days`,
+    )
+  }
 }
 
 /**
@@ -256,6 +274,7 @@ export async function verifyPlayerToken(env: AuthEnv, token: string): Promise<Pr
         clockTolerance: CLOCK_SKEW_SECONDS,
         requiredClaims: ['sub', 'exp'],
       })
+      checkLifetime(payload)
       return { kind: 'player', playerId: playerIdFrom(payload), source: 'nexus' }
     }
     if (env.JWKS_URL && alg && alg !== 'none' && !alg.startsWith('HS')) {
@@ -292,6 +311,7 @@ export async function verifyPlayerToken(env: AuthEnv, token: string): Promise<Pr
           if (!(err instanceof joseErrors.JWKSMultipleMatchingKeys)) throw err
           return verifyWithAnyKey(token, err, options)
         })
+      checkLifetime(payload)
       return { kind: 'player', playerId: playerIdFrom(payload), source: 'jwks' }
     }
   } catch (err) {
@@ -371,20 +391,62 @@ export function bearer(header: string | undefined | null): string | undefined {
 }
 
 /**
+ * Counts wrong admin keys per client, so the key cannot be guessed at the speed requests are
+ * served (the middleware's is per address: workers/middleware/auth.ts).
+ */
+export interface AdminKeyGuard {
+  /** Seconds this client must wait before another admin key of its is compared; 0 if none. */
+  wait(): number
+  /** Counts a wrong admin key from this client. */
+  wrong(): Promise<void>
+}
+
+/**
+ * Whether `credential` is the admin key, with `guard` counting a wrong one. A client past its
+ * allowance gets 429 without a comparison, however right its key.
+ */
+export async function checkAdminKey(
+  env: AuthEnv,
+  credential: string,
+  guard: AdminKeyGuard | undefined,
+): Promise<boolean> {
+  const wait = guard?.wait() ?? 0
+  if (wait > 0) {
+    throw new ApiError(
+      'rate-limited',
+      `Too many wrong admin keys from this address; retry in ${wait} s`,
+      { retryAfter: wait },
+      { 'retry-after': String(wait) },
+    )
+  }
+  if (await isAdminKey(env, credential)) return true
+  await guard?.wrong()
+  return false
+}
+
+/**
  * Authenticates a bearer credential as a player token or the admin key. A credential shaped like
  * a JWT is verified as a token first (the common case pays no key comparison); one that fails
- * verification is still compared with the admin key, so an admin key of any shape works.
+ * verification is still compared with the admin key, so an admin key of any shape works. With a
+ * `guard`, wrong admin keys are counted per client; a token that fails (an expired one, say) is
+ * answered as a token whatever the guard says, so players' renewals never see its 429.
  */
-export async function authenticate(env: AuthEnv, credential: string): Promise<Principal> {
+export async function authenticate(
+  env: AuthEnv,
+  credential: string,
+  guard?: AdminKeyGuard,
+): Promise<Principal> {
   if (JWT_SHAPE.test(credential)) {
     try {
       return await verifyPlayerToken(env, credential)
     } catch (err) {
-      if (await isAdminKey(env, credential)) return { kind: 'admin' }
+      if ((guard?.wait() ?? 0) === 0 && (await isAdminKey(env, credential))) {
+        return { kind: 'admin' }
+      }
       throw err
     }
   }
-  if (await isAdminKey(env, credential)) return { kind: 'admin' }
+  if (await checkAdminKey(env, credential, guard)) return { kind: 'admin' }
   // Something with no dot can only have been meant as an admin key; with dots, as a token.
   if (!credential.includes('.')) throw notACredential()
   return verifyPlayerToken(env, credential)

@@ -1,8 +1,62 @@
 import type { Context, MiddlewareHandler } from 'hono'
 import type { AppEnv } from '../app-env.ts'
-import { authenticate, bearer, isMetricsToken, type Principal } from '../lib/auth.ts'
+import {
+  type AdminKeyGuard,
+  authenticate,
+  bearer,
+  isMetricsToken,
+  type Principal,
+} from '../lib/auth.ts'
 import { mayRequireCredential, requiresCredential } from '../lib/openapi.ts'
 import { ApiError } from '../lib/problem.ts'
+import { hitWindow } from '../lib/rate-limit.ts'
+import { getRedis } from '../lib/redis.ts'
+import { clientIp, countEdgeRefusal } from './rate-limit.ts'
+
+/** Wrong admin keys an address may send a minute before its keys are no longer compared. */
+export const ADMIN_KEY_GUESSES_PER_MINUTE = 20
+
+/**
+ * Addresses past their allowance, until when: consulted before each comparison without a round
+ * trip. Counting is shared through Redis when configured, so an isolate that has not seen an
+ * address learns it is over on that address's first wrong key there.
+ */
+const blockedUntil = new Map<string, number>()
+const MAX_BLOCKED = 10_000
+
+/** Counts nothing: for a request without an address. */
+const UNCOUNTED: AdminKeyGuard = { wait: () => 0, wrong: async () => {} }
+
+/** Counts wrong admin keys by the client's address (IPv6 by its /64). */
+export function adminKeyGuard(c: Context<AppEnv>): AdminKeyGuard {
+  // Cloudflare names every client's address. Without one (a request made inside workerd, as
+  // tests do) nothing is counted: a counter shared by all such requests would let any of them
+  // lock the others out.
+  if (!c.req.header('cf-connecting-ip')) return UNCOUNTED
+  const address = clientIp(c)
+  return {
+    wait() {
+      const until = blockedUntil.get(address)
+      if (until === undefined) return 0
+      const left = until - Date.now()
+      if (left > 0) return Math.ceil(left / 1000)
+      blockedUntil.delete(address)
+      return 0
+    },
+    async wrong() {
+      const d = await hitWindow(
+        getRedis(c.env),
+        `admin-key:${address}`,
+        ADMIN_KEY_GUESSES_PER_MINUTE,
+        60_000,
+      )
+      if (d.allowed) return
+      if (blockedUntil.size >= MAX_BLOCKED) blockedUntil.clear()
+      blockedUntil.set(address, Date.now() + d.retryAfter * 1000)
+      countEdgeRefusal('admin-key')
+    },
+  }
+}
 
 async function principalOf(c: Context<AppEnv>): Promise<Principal> {
   const existing = c.get('principal')
@@ -11,7 +65,7 @@ async function principalOf(c: Context<AppEnv>): Promise<Principal> {
   if (!credential) {
     throw new ApiError('unauthorized', 'Send "Authorization: Bearer <token>"')
   }
-  const principal = await authenticate(c.env, credential)
+  const principal = await authenticate(c.env, credential, adminKeyGuard(c))
   c.set('principal', principal)
   return principal
 }

@@ -12,15 +12,36 @@ export interface Schemas {
     expiresIn: number
   }
   Problem: {
+    /** `urn:nexus:problem:` and one of: malformed-json, bad-request, unauthorized, token-expired, forbidden, not-found, method-not-allowed, conflict, idempotency-key-reused, payload-too-large, unsupported-media-type, validation, rate-limited, guest-auth-disabled, internal, unavailable (see docs/problems.md); clients switch on it */
     type: string
+    /** Fixed for each type */
     title: string
     status: number
+    /** What went wrong this time */
     detail?: string
+    /** Finds the request in the logs (also the x-request-id header) */
     requestId?: string
+    /** validation: each failing field */
     errors?: Array<{
       path: string
       message: string
     }>
+    /** rate-limited: seconds to wait before retrying (as Retry-After) */
+    retryAfter?: number
+    /** conflict: the players who already hold a ticket in the queue, or joined it elsewhere meanwhile */
+    players?: Array<string>
+    /** conflict: the region of the queue where the player already waits */
+    region?: string
+    /** conflict: the caller's waiting ticket in another region; unavailable: the party's ticket to cancel */
+    ticketId?: string
+    /** conflict: why the ticket can no longer be cancelled */
+    ticketStatus?: 'matching' | 'matched' | 'expired'
+    /** conflict: the party the caller is already in, or whose members changed */
+    partyId?: string
+    /** conflict: the board's current cycle (a cursor of another cycle; closing a cycle that is neither current nor closed) */
+    cycle?: number
+    /** conflict: the most members and pending invites a party can have */
+    limit?: number
   }
   GuestRequest: {
     /** A random identifier the client generates once and keeps; whoever presents it is this player. */
@@ -56,6 +77,7 @@ export interface Schemas {
     rewards?: Array<{
       fromRank: number
       toRank: number
+      /** A JSON object of at most 1024 bytes (1 KiB: UTF-8 of its JSON), nested at most 8 levels (the object itself is the first), top-level keys of at most 64 characters (UTF-16 code units), none of them "__proto__", and no NUL or unpaired UTF-16 surrogate in any string or key */
       reward: Record<string, unknown>
     }>
     submitsPerMinute?: number
@@ -85,6 +107,7 @@ export interface Schemas {
     /** A finite number within the board’s bounds */
     score: number
     subscore?: number
+    /** A JSON object or null: at most 4096 bytes (UTF-8 of its JSON) and at most the board's `metadataMaxBytes` (default 512), nested at most 8 levels (the object itself is the first), top-level keys of at most 64 characters (UTF-16 code units), none of them "__proto__", and no NUL or unpaired UTF-16 surrogate in any string or key */
     metadata?: Record<string, unknown> | null
     /** Only with the admin key: the player a game server submits for */
     playerId?: string
@@ -121,7 +144,7 @@ export interface Schemas {
     config: {
       teams: number
       teamSize: number
-      rules: string
+      rules: 'relay' | 'dice-race' | 'hot-potato'
       rulesOptions?: unknown
       maxRatingGap: number
       widenPerSecond: number
@@ -136,7 +159,8 @@ export interface Schemas {
   QueueConfig: {
     teams: number
     teamSize: number
-    rules: string
+    /** The rules module the matched sessions play */
+    rules: 'relay' | 'dice-race' | 'hot-potato'
     /** Options for the rules module; at most 4096 bytes of JSON, 8 levels deep */
     rulesOptions?: unknown
     maxRatingGap: number
@@ -208,6 +232,7 @@ export interface Schemas {
     createdAt: string
   }
   PartyInviteRequest: {
+    /** The player to invite; not `me`, which names the caller in paths */
     playerId: string
   }
   CreateSession: {
@@ -440,6 +465,7 @@ export interface Paths {
           playerId: string
           score: number
           subscore?: number
+          /** A JSON object or null: at most 4096 bytes (UTF-8 of its JSON) and at most the board's `metadataMaxBytes` (default 512), nested at most 8 levels (the object itself is the first), top-level keys of at most 64 characters (UTF-16 code units), none of them "__proto__", and no NUL or unpaired UTF-16 surrogate in any string or key */
           metadata?: Record<string, unknown> | null
         }>
       }
@@ -1059,7 +1085,7 @@ export interface Paths {
       }
       query: {
         token?: string
-        since?: string
+        since?: number
       }
       headers: Record<string, never>
       body: undefined

@@ -4,7 +4,7 @@ import type { Context } from 'hono'
 import type { AppEnv } from '../app-env.ts'
 import { checkJson, NOT_STORABLE_REASON, storableText } from '../core/rules/json.ts'
 import type { JsonLimits } from '../core/rules/json.ts'
-import { ApiError, PROBLEM_TYPE_PREFIX } from './problem.ts'
+import { ApiError, PROBLEM_TYPE_PREFIX, problemTypes } from './problem.ts'
 
 /** At most this many validation issues are reported, so an error body stays small. */
 const MAX_REPORTED_ISSUES = 20
@@ -142,12 +142,58 @@ export function decimalInt(min: number, max: number) {
 /** The problem+json schema, shared by every route's error responses in the OpenAPI document. */
 export const Problem = z
   .object({
-    type: z.string().openapi({ example: `${PROBLEM_TYPE_PREFIX}validation` }),
-    title: z.string(),
+    type: z.string().openapi({
+      example: `${PROBLEM_TYPE_PREFIX}validation`,
+      pattern: `^${PROBLEM_TYPE_PREFIX}[a-z-]+$`,
+      description:
+        `\`${PROBLEM_TYPE_PREFIX}\` and one of: ${Object.keys(problemTypes).join(', ')} ` +
+        '(see docs/problems.md); clients switch on it',
+    }),
+    title: z.string().openapi({ description: 'Fixed for each type' }),
     status: z.number().int(),
-    detail: z.string().optional(),
-    requestId: z.string().optional(),
-    errors: z.array(z.object({ path: z.string(), message: z.string() })).optional(),
+    detail: z.string().optional().openapi({ description: 'What went wrong this time' }),
+    requestId: z
+      .string()
+      .optional()
+      .openapi({ description: 'Finds the request in the logs (also the x-request-id header)' }),
+    errors: z
+      .array(z.object({ path: z.string(), message: z.string() }))
+      .optional()
+      .openapi({ description: 'validation: each failing field' }),
+    retryAfter: z
+      .number()
+      .int()
+      .min(1)
+      .optional()
+      .openapi({ description: 'rate-limited: seconds to wait before retrying (as Retry-After)' }),
+    players: z.array(z.string()).optional().openapi({
+      description:
+        'conflict: the players who already hold a ticket in the queue, or joined it elsewhere meanwhile',
+    }),
+    region: z
+      .string()
+      .optional()
+      .openapi({ description: 'conflict: the region of the queue where the player already waits' }),
+    ticketId: z.string().optional().openapi({
+      description:
+        "conflict: the caller's waiting ticket in another region; unavailable: the party's ticket to cancel",
+    }),
+    ticketStatus: z
+      .enum(['matching', 'matched', 'expired'])
+      .optional()
+      .openapi({ description: 'conflict: why the ticket can no longer be cancelled' }),
+    partyId: z.string().optional().openapi({
+      description: 'conflict: the party the caller is already in, or whose members changed',
+    }),
+    cycle: z.number().int().optional().openapi({
+      description:
+        "conflict: the board's current cycle (a cursor of another cycle; closing a cycle that is neither current nor closed)",
+    }),
+    limit: z
+      .number()
+      .int()
+      .optional()
+      .openapi({ description: 'conflict: the most members and pending invites a party can have' }),
   })
   .openapi('Problem')
 

@@ -43,7 +43,11 @@ export const QueueConfigInput = z
     rules: z
       .string()
       .refine((r) => rulesNames.includes(r), `one of: ${rulesNames.join(', ')}`)
-      .openapi({ example: 'dice-race' }),
+      .openapi({
+        enum: [...rulesNames],
+        example: 'dice-race',
+        description: 'The rules module the matched sessions play',
+      }),
     rulesOptions: boundedJson(z.unknown(), RULES_OPTIONS_LIMITS)
       .optional()
       .openapi({

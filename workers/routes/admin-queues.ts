@@ -2,6 +2,7 @@ import { z } from '@hono/zod-openapi'
 import { log, errorFields } from '../lib/log.ts'
 import { createRoute, newRouter, problemResponses, ResourceId } from '../lib/openapi.ts'
 import { ApiError } from '../lib/problem.ts'
+import { rulesNames } from '../core/rules/index.ts'
 import {
   loadQueueConfig,
   markQueuePushed,
@@ -26,7 +27,7 @@ const StoredQueue = z
     config: z.object({
       teams: z.number().int(),
       teamSize: z.number().int(),
-      rules: z.string(),
+      rules: z.string().openapi({ enum: [...rulesNames] }),
       rulesOptions: z.unknown().optional(),
       maxRatingGap: z.number(),
       widenPerSecond: z.number(),

@@ -7,21 +7,42 @@ import { boundedJson, decimalInt, DisplayName, objectRecord } from '../lib/opena
 export const SCORE_LIMIT = 1e15
 /** Hard cap on a submission's metadata; boards choose a limit at or below it. */
 export const METADATA_HARD_LIMIT = 4096
+/** A board's metadata limit when its config does not set one. */
+const METADATA_DEFAULT_BYTES = 512
 /** Deep nesting is refused before it costs anything to store, hash or sort. */
 const MAX_JSON_DEPTH = 8
+/** Longest top-level key of metadata or a reward, in characters (UTF-16 code units). */
+const MAX_KEY_LENGTH = 64
+/** Largest reward of one tier: UTF-8 bytes of its JSON. */
+const REWARD_MAX_BYTES = 1024
 
 const Score = z.number().min(-SCORE_LIMIT).max(SCORE_LIMIT)
 
+/** JSON Schema's bound on an object's keys (a keyword zod-openapi's metadata type lacks). */
+const KEY_NAMES: Record<string, unknown> = { propertyNames: { maxLength: MAX_KEY_LENGTH } }
+
 /** A JSON object of keys up to 64 characters (metadata, a reward). */
-const JsonObject = objectRecord(z.record(z.string().max(64), z.unknown()), {
+const JsonObject = objectRecord(z.record(z.string().max(MAX_KEY_LENGTH), z.unknown()), {
   type: 'object',
   additionalProperties: {},
+  ...KEY_NAMES,
 })
 
+/** What every free-form JSON object here is held to, for the OpenAPI descriptions. */
+const JSON_OBJECT_RULES =
+  `nested at most ${MAX_JSON_DEPTH} levels (the object itself is the first), top-level keys of ` +
+  `at most ${MAX_KEY_LENGTH} characters (UTF-16 code units), none of them "__proto__", and no ` +
+  'NUL or unpaired UTF-16 surrogate in any string or key'
+
 const Reward = boundedJson(JsonObject, {
-  maxBytes: 1024,
+  maxBytes: REWARD_MAX_BYTES,
   maxDepth: MAX_JSON_DEPTH,
-}).openapi({ example: { coins: 500, badge: 'gold' } })
+}).openapi({
+  example: { coins: 500, badge: 'gold' },
+  description:
+    `A JSON object of at most ${REWARD_MAX_BYTES} bytes (1 KiB: UTF-8 of its JSON), ` +
+    JSON_OBJECT_RULES,
+})
 
 const RewardTier = z
   .object({
@@ -59,7 +80,12 @@ export const LeaderboardConfigInput = z
     subscoreMax: Score.default(SCORE_LIMIT),
     rewards: z.array(RewardTier).max(50).default([]),
     submitsPerMinute: z.number().int().min(1).max(600).default(10),
-    metadataMaxBytes: z.number().int().min(0).max(METADATA_HARD_LIMIT).default(512),
+    metadataMaxBytes: z
+      .number()
+      .int()
+      .min(0)
+      .max(METADATA_HARD_LIMIT)
+      .default(METADATA_DEFAULT_BYTES),
   })
   .strict()
   .superRefine((c, ctx) => {
@@ -84,7 +110,15 @@ const Metadata = boundedJson(JsonObject, {
 
 const NullableMetadata = Metadata.nullable()
   .default(null)
-  .openapi({ type: ['object', 'null'], additionalProperties: {} })
+  .openapi({
+    type: ['object', 'null'],
+    additionalProperties: {},
+    ...KEY_NAMES,
+    description:
+      `A JSON object or null: at most ${METADATA_HARD_LIMIT} bytes (UTF-8 of its JSON) and at ` +
+      `most the board's \`metadataMaxBytes\` (default ${METADATA_DEFAULT_BYTES}), ` +
+      JSON_OBJECT_RULES,
+  })
 
 /** The current cycle of a board, as the board reports it. */
 export const CycleInfo = z.object({

@@ -4,7 +4,13 @@ import { decodeJwt } from 'jose'
 import type { AppEnv } from '../app-env.ts'
 import { PLAYER_HEADER } from '../../durable-objects/game-session.ts'
 import type { RosterEntry } from '../core/rules/index.ts'
-import { bearer, isAdminKey, notACredential, verifyPlayerToken } from '../lib/auth.ts'
+import {
+  bearer,
+  checkAdminKey,
+  isAdminKey,
+  notACredential,
+  verifyPlayerToken,
+} from '../lib/auth.ts'
 import {
   BEARER,
   BEARER_OR_QUERY_TOKEN,
@@ -15,6 +21,7 @@ import {
 } from '../lib/openapi.ts'
 import { ApiError, apiErrorFrom } from '../lib/problem.ts'
 import { SESSION_AUDIENCE, verifySessionToken } from '../lib/session-token.ts'
+import { adminKeyGuard } from '../middleware/auth.ts'
 import { SessionId } from '../sessions/schemas.ts'
 import { loadArchivedEvents, loadArchivedSession } from '../sessions/store.ts'
 import { sessionStub } from '../sessions/stub.ts'
@@ -83,8 +90,13 @@ function credentialOf(c: Context<AppEnv>, { socket }: { socket: boolean }): stri
 /** The admin key, a session token for this session, or a player token. */
 async function viewerOf(c: Context<AppEnv>, sessionId: string): Promise<Viewer> {
   const credential = credentialOf(c, { socket: false })
+  // Something with no dot can only be meant as the admin key, and a wrong one is counted; a
+  // token is verified as one (an admin key shaped like a token still works, uncounted).
+  if (!credential.includes('.')) {
+    if (await checkAdminKey(c.env, credential, adminKeyGuard(c))) return { kind: 'admin' }
+    throw notACredential()
+  }
   if (await isAdminKey(c.env, credential)) return { kind: 'admin' }
-  if (!credential.includes('.')) throw notACredential()
   return { kind: 'player', playerId: await playerOf(c, credential, sessionId) }
 }
 
@@ -155,7 +167,18 @@ const getRoute = createRoute({
     params: SessionParam,
     query: z.object({
       token: z.string().max(4096).optional(),
-      since: z.string().max(16).optional(),
+      since: z
+        .string()
+        .max(16)
+        .optional()
+        .openapi({
+          type: 'integer',
+          minimum: 0,
+          description:
+            "Socket only: resume after this seq, an integer from 0 to the session's current seq in " +
+            'plain decimal digits (no sign, leading zero or exponent); anything else is 422. ' +
+            'Without an upgrade it is not read (beyond being at most 16 characters)',
+        }),
     }),
   },
   responses: {
@@ -222,8 +245,12 @@ const eventsRoute = createRoute({
   request: {
     params: SessionParam,
     query: z.object({
-      from: decimalInt(1, Number.MAX_SAFE_INTEGER).default(1),
-      limit: decimalInt(1, MAX_EVENTS_PAGE).default(100),
+      from: decimalInt(1, Number.MAX_SAFE_INTEGER)
+        .default(1)
+        .openapi({ default: 1, description: 'The first seq to return (inclusive)' }),
+      limit: decimalInt(1, MAX_EVENTS_PAGE)
+        .default(100)
+        .openapi({ default: 100, description: 'Most records in the page' }),
     }),
   },
   responses: {

@@ -1,0 +1,105 @@
+import { describe, expect, it } from 'vitest'
+import { DUEL, queueId } from './helpers/matchmaking.ts'
+import { ADMIN_KEY, call, json, problem } from './helpers/http.ts'
+
+/** The parts of a JSON Schema this file reads. */
+interface Schema {
+  type?: string | string[]
+  enum?: unknown[]
+  description?: string
+  default?: unknown
+  minimum?: number
+  pattern?: string
+  properties?: Record<string, Schema>
+  propertyNames?: { maxLength?: number }
+  $ref?: string
+}
+interface Parameter {
+  name: string
+  in: string
+  schema: Schema
+  description?: string
+}
+interface Doc {
+  components: { schemas: Record<string, Schema> }
+  paths: Record<string, Record<string, { parameters?: Parameter[] }>>
+}
+
+async function openapi(): Promise<Doc> {
+  const res = await call('/openapi.json')
+  expect(res.status).toBe(200)
+  return (await res.json()) as Doc
+}
+
+const props = (s: Schema | undefined): Record<string, Schema> => s?.properties ?? {}
+
+describe('the OpenAPI document states what the code enforces', () => {
+  it('queue rules: the enum is exactly the rules PUT /v1/admin/queues accepts', async () => {
+    const doc = await openapi()
+    const rules = props(doc.components.schemas.QueueConfig).rules!
+    expect([...(rules.enum ?? [])].sort()).toEqual(['dice-race', 'hot-potato', 'relay'])
+    for (const name of rules.enum as string[]) {
+      const res = await call(
+        `/v1/admin/queues/${queueId()}`,
+        json('PUT', { ...DUEL, rules: name }, ADMIN_KEY),
+      )
+      expect(res.status, name).toBe(201)
+    }
+    const refused = await call(
+      `/v1/admin/queues/${queueId()}`,
+      json('PUT', { ...DUEL, rules: 'chess' }, ADMIN_KEY),
+    )
+    const p = await problem(refused)
+    expect(p.status).toBe(422)
+    expect(p.body.errors).toEqual([expect.objectContaining({ path: 'rules' })])
+  })
+
+  it('Problem lists the extension members the code sends, and its type is a nexus URN', async () => {
+    const problemSchema = (await openapi()).components.schemas.Problem
+    const members = props(problemSchema)
+    for (const name of [
+      'retryAfter',
+      'players',
+      'region',
+      'ticketId',
+      'ticketStatus',
+      'partyId',
+      'cycle',
+      'limit',
+    ]) {
+      expect(members[name]?.description, name).toBeTruthy()
+    }
+    expect(members.retryAfter!.type).toBe('integer')
+    expect(members.type!.description).toContain('urn:nexus:problem:')
+    expect(members.type!.description).toContain('rate-limited')
+    expect(
+      new RegExp(members.type!.pattern!).test('urn:nexus:problem:idempotency-key-reused'),
+    ).toBe(true)
+  })
+
+  it('score metadata states its byte, depth and key limits; a reward its 1 KiB', async () => {
+    const doc = await openapi()
+    const metadata = props(doc.components.schemas.ScoreSubmission).metadata!
+    expect(metadata.description).toContain('4096')
+    expect(metadata.description).toContain('metadataMaxBytes')
+    expect(metadata.description).toContain('512')
+    expect(metadata.description).toContain('8 levels')
+    expect(metadata.description).toContain('64')
+    expect(metadata.propertyNames?.maxLength).toBe(64)
+    const tier = JSON.stringify(doc.components.schemas.LeaderboardConfig)
+    expect(tier).toContain('1024 bytes')
+  })
+
+  it('session events state their defaults; the socket’s since is a non-negative integer', async () => {
+    const doc = await openapi()
+    const events = doc.paths['/v1/sessions/{id}/events']!.get!.parameters!
+    const param = (name: string) => events.find((p) => p.in === 'query' && p.name === name)!
+    expect(param('from').schema.default).toBe(1)
+    expect(param('limit').schema.default).toBe(100)
+    const socket = doc.paths['/v1/sessions/{id}']!.get!.parameters!
+    const since = socket.find((p) => p.in === 'query' && p.name === 'since')!
+    expect(since.schema.type).toBe('integer')
+    expect(since.schema.minimum).toBe(0)
+    expect(since.schema.description ?? since.description).toMatch(/current seq/)
+  })
+})

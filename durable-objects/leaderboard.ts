@@ -95,6 +95,10 @@ const submissions = counter(
   'nexus_leaderboard_submissions_total',
   'Score submissions accepted (replays included)',
 )
+const entriesRemoved = counter(
+  'nexus_leaderboard_entries_removed_total',
+  'Entries an admin took out of a current cycle',
+)
 const rowsArchived = counter(
   'nexus_leaderboard_rows_archived_total',
   'Rows written to the Neon archive',
@@ -992,6 +996,38 @@ export class Leaderboard extends DurableObject<Env> {
       if (previous) this.remember(playerId, previous, next.seq, now)
     }
     return { ok: true, ...result!, replayed: false }
+  }
+
+  /**
+   * Takes a player's entry out of the current cycle (a moderator removing a cheater's score):
+   * everyone below moves up at once. Walks begun before see the board as it was when they began,
+   * the entry included, as they do for a replaced score. Removing a player with no entry changes
+   * nothing (`removed: false`), so a retry is harmless. The player may submit again; a retried
+   * submission of theirs answers its first response and does not bring the score back. A cycle
+   * that has closed is archived as it stood: this reaches the current cycle only.
+   */
+  async removeEntry(
+    boardId: string,
+    playerId: string,
+  ): Promise<Reply<{ cycle: number; removed: boolean; total: number }>> {
+    const unknown = await this.ensureConfigured(boardId)
+    if (unknown) return unknown
+    const now = this.now()
+    if (this.rollover(now)) await this.scheduleAlarm()
+    const cur = this.current!
+    const previous = this.standingOf(playerId)
+    if (!previous) return { ok: true, cycle: cur.cycle, removed: false, total: this.index.size }
+    const removedAt = this.seq + 1
+    this.ctx.storage.transactionSync(() => {
+      this.sql.exec(`DELETE FROM entries WHERE cycle = ? AND player_id = ?`, cur.cycle, playerId)
+      // No entry carries this write's seq, so a wake would not recover it from the entries.
+      this.setMeta('seq', String(removedAt))
+    })
+    this.seq = removedAt
+    this.index.remove(previous)
+    this.remember(playerId, previous, removedAt, now)
+    entriesRemoved.inc()
+    return { ok: true, cycle: cur.cycle, removed: true, total: this.index.size }
   }
 
   /**

@@ -488,6 +488,32 @@ export interface Paths {
       }
     }
   }
+  '/v1/admin/leaderboards/{id}/players/{playerId}': {
+    /** Remove a player's entry from the current cycle */
+    delete: {
+      path: {
+        id: string
+        playerId: string
+      }
+      query: Record<string, never>
+      headers: Record<string, never>
+      body: undefined
+      responses: {
+        200: {
+          cycle: number
+          removed: boolean
+          /** Entries in the cycle now */
+          total: number
+        }
+        401: Schemas['Problem']
+        403: Schemas['Problem']
+        404: Schemas['Problem']
+        422: Schemas['Problem']
+        500: Schemas['Problem']
+        503: Schemas['Problem']
+      }
+    }
+  }
   '/v1/leaderboards/{id}': {
     /** A leaderboard: its configuration and current cycle */
     get: {

@@ -468,6 +468,107 @@ describe('the board survives eviction', () => {
   })
 })
 
+describe('removing an entry (moderation)', () => {
+  const remove = (board: string, playerId: string, credential = ADMIN_KEY) =>
+    call(`/v1/admin/leaderboards/${board}/players/${playerId}`, {
+      method: 'DELETE',
+      headers: { authorization: `Bearer ${credential}` },
+    })
+  const ids = (page: Top) => page.entries.map((e) => e.playerId)
+
+  it('takes the entry out at once, closes the ranks up, spares walks begun before, and a retry changes nothing', async () => {
+    const b = await createBoard({ submitsPerMinute: 600 })
+    await seed(b, 10, (i) => i * 10)
+    const before = await fresh<Top>(`/v1/leaderboards/${b}/top?limit=100`)
+    // A walk begins; p001 is on its last page.
+    const first = await fresh<Top>(`/v1/leaderboards/${b}/top?limit=4`)
+
+    const cheaterKey = 'k-cheater-1'
+    const res = await remove(b, 'p001')
+    expect(res.status).toBe(200)
+    expect(await res.json()).toEqual({ cycle: before.cycle, removed: true, total: 9 })
+
+    const now = await fresh<Top>(`/v1/leaderboards/${b}/top?limit=100`)
+    expect(ids(now)).toEqual(ids(before).filter((id) => id !== 'p001'))
+    expect(now.entries.map((e) => e.rank)).toEqual(Array.from({ length: 9 }, (_, i) => i + 1))
+    expect(now.total).toBe(9)
+    const p000 = await fresh<{ entry: { rank: number } }>(`/v1/leaderboards/${b}/players/p000`)
+    expect(p000.entry.rank).toBe(9)
+    expect(await fresh<{ entry: unknown }>(`/v1/leaderboards/${b}/players/p001`)).toMatchObject({
+      entry: null,
+    })
+    const around = await problem(
+      await call(`/v1/leaderboards/${b}/players/p001/around`, {
+        headers: { 'cache-control': 'no-cache' },
+      }),
+    )
+    expect(around.status).toBe(404)
+
+    // The walk begun before goes on over the board as it was: every entry once, p001 included.
+    const walked = [...ids(first)]
+    let cursor = first.nextCursor
+    while (cursor) {
+      const page = await fresh<Top>(`/v1/leaderboards/${b}/top?limit=4&cursor=${cursor}`)
+      walked.push(...ids(page))
+      cursor = page.nextCursor
+    }
+    expect(walked).toEqual(ids(before))
+
+    // Again: nothing to remove, nothing changes.
+    expect(await (await remove(b, 'p001')).json()).toEqual({
+      cycle: before.cycle,
+      removed: false,
+      total: 9,
+    })
+    // Across a wake the board stays as it is, and writes go on in order.
+    await evictDurableObject(env.LEADERBOARD.getByName(b))
+    expect(ids(await fresh<Top>(`/v1/leaderboards/${b}/top?limit=100`))).toEqual(ids(now))
+    // The player may play on: a new submission counts, from nothing.
+    expect((await submitFor(b, 'p001', { score: 5 }, cheaterKey)).status).toBe(200)
+    const back = await fresh<{ entry: { score: number; rank: number } }>(
+      `/v1/leaderboards/${b}/players/p001`,
+    )
+    // 5 ranks it above p000's 0, below p002's 20.
+    expect(back.entry).toMatchObject({ score: 5, rank: 9 })
+    expect(
+      (await fresh<{ entry: { rank: number } }>(`/v1/leaderboards/${b}/players/p000`)).entry.rank,
+    ).toBe(10)
+  })
+
+  it('a retried submission of the removed score answers its first response and does not restore it', async () => {
+    const b = await createBoard({ submitsPerMinute: 600 })
+    const key = `k-removed-${crypto.randomUUID()}`
+    expect((await submitFor(b, 'cheat', { score: 999 }, key)).status).toBe(200)
+    expect((await remove(b, 'cheat')).status).toBe(200)
+    const retry = await submitFor(b, 'cheat', { score: 999 }, key)
+    expect(await retry.json()).toMatchObject({ replayed: true })
+    expect(
+      await fresh<{ entry: unknown; total: number }>(`/v1/leaderboards/${b}/players/cheat`),
+    ).toMatchObject({ entry: null, total: 0 })
+  })
+
+  it('refusals change nothing: 401 without the admin key, 403 for a player, 404 for an unknown board, 422 for a bad player id', async () => {
+    const b = await createBoard({ submitsPerMinute: 600 })
+    await seed(b, 3, (i) => i)
+    const before = await fresh<Top>(`/v1/leaderboards/${b}/top?limit=100`)
+    const guest = await newGuest()
+    expect(
+      (await problem(await call(`/v1/admin/leaderboards/${b}/players/p000`, { method: 'DELETE' })))
+        .status,
+    ).toBe(401)
+    expect((await problem(await remove(b, 'p000', guest.token))).status).toBe(403)
+    expect(
+      (await problem(await remove(`nope-${crypto.randomUUID().slice(0, 8)}`, 'p000'))).status,
+    ).toBe(404)
+    const bad = await problem(await remove(b, 'a%20b'))
+    expect({ status: bad.status, type: bad.type }).toEqual({
+      status: 422,
+      type: 'urn:nexus:problem:validation',
+    })
+    expect(await fresh<Top>(`/v1/leaderboards/${b}/top?limit=100`)).toEqual(before)
+  })
+})
+
 describe('a board stored by the previous schema', () => {
   it('moves to the current schema on its next wake (covering rank index, no rate-window table, players found by seq), standings unchanged', async () => {
     const b = await createBoard({ submitsPerMinute: 600 })

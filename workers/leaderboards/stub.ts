@@ -7,6 +7,7 @@ export type BoardApi = Pick<
   | 'configure'
   | 'submit'
   | 'importEntries'
+  | 'removeEntry'
   | 'info'
   | 'top'
   | 'player'

@@ -8,6 +8,7 @@ import {
   decimalInt,
   IdempotencyKey,
   newRouter,
+  PlayerId,
   problemResponses,
   ResourceId,
 } from '../lib/openapi.ts'
@@ -239,4 +240,41 @@ adminLeaderboards.openapi(importRoute, async (c) => {
   )
   if (!r.ok) throw new ApiError(r.problem, r.detail, r.extensions ?? {})
   return c.json({ cycle: r.cycle, imported: r.imported, total: r.total, replayed: r.replayed }, 200)
+})
+
+const removeRoute = createRoute({
+  method: 'delete',
+  path: '/{id}/players/{playerId}',
+  summary: "Remove a player's entry from the current cycle",
+  description:
+    'For moderation (a cheater’s score): the entry leaves the current cycle at once and everyone ' +
+    'below moves up; cached reads catch up within 5 s, and top-list walks begun before still see ' +
+    'the board as it was when they began. `removed` is false when the player had no entry, so a ' +
+    'retry changes nothing. The player may submit again (a retried submission answers its first ' +
+    'response and does not restore the score). A closed cycle is archived as it stood: check ' +
+    '`cycle` in the answer, since a removal sent after a boundary reaches the new cycle.',
+  middleware: [requireAdmin()] as const,
+  request: { params: z.object({ id: ResourceId, playerId: PlayerId }) },
+  responses: {
+    200: {
+      description: 'The entry is not in the current cycle (any more)',
+      content: {
+        'application/json': {
+          schema: z.object({
+            cycle: z.number().int(),
+            removed: z.boolean(),
+            total: z.number().int().openapi({ description: 'Entries in the cycle now' }),
+          }),
+        },
+      },
+    },
+    ...problemResponses(401, 403, 404, 422),
+  },
+})
+
+adminLeaderboards.openapi(removeRoute, async (c) => {
+  const { id, playerId } = c.req.valid('param')
+  const r = await boardStub(c.env, id).removeEntry(id, playerId)
+  if (!r.ok) throw new ApiError(r.problem, r.detail, r.extensions ?? {})
+  return c.json({ cycle: r.cycle, removed: r.removed, total: r.total }, 200)
 })

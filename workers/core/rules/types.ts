@@ -73,7 +73,11 @@ export interface RuleError {
   error: { code: string; message: string }
 }
 
-/** The outcome of an accepted input: the next state and the event broadcast to everyone. */
+/**
+ * The outcome of an accepted input: the next state and the event broadcast to everyone. Events
+ * and inputs are public to the whole roster (broadcast, and served by the log route): rules with
+ * hidden information keep secrets out of them and show each player theirs through `view`.
+ */
 export interface Applied<S, E> {
   state: S
   event: E
@@ -134,7 +138,10 @@ export interface Rules<S, A, E = unknown> {
   onAbandon?(state: S, ctx: TickContext): Applied<S, E>
   /** Non-null once the game is over; after that the engine refuses every input (`game_over`). */
   result(state: S): GameResult | null
-  /** What `player` may see (hidden information); sent in `welcome`. */
+  /**
+   * What `player` may see (hidden information); sent in `welcome`. Only the state goes through
+   * it: the log's events and inputs reach every roster player as they are.
+   */
   view(state: S, player: string): unknown
 }
 

@@ -7,6 +7,7 @@ import type { AppEnv } from './app-env.ts'
 import { isDatabaseUnreachable, isTransientDatabaseError } from './db/client.ts'
 import { errorFields, log, setLogLevel } from './lib/log.ts'
 import { ApiError, problemBody, type ProblemType } from './lib/problem.ts'
+import { setResponseHeader } from './lib/response-header.ts'
 import { cors } from './middleware/cors.ts'
 import { observe } from './middleware/observe.ts'
 import { jsonBody } from './middleware/json-body.ts'
@@ -84,7 +85,7 @@ export function createApp(): OpenAPIHono<AppEnv> {
     // player's own data or tokens (a ticket, a session, an admin-made session's tokens). Cached
     // reads say what they allow themselves. A socket's 101 is left as the runtime made it.
     if (c.res.status !== 101 && !c.res.headers.has('cache-control')) {
-      c.header('cache-control', 'no-store')
+      setResponseHeader(c, 'cache-control', 'no-store')
     }
   })
   app.use(observe())

@@ -1,6 +1,6 @@
 import type { MiddlewareHandler } from 'hono'
-import { cors as honoCors } from 'hono/cors'
 import type { AppEnv } from '../app-env.ts'
+import { setResponseHeader } from '../lib/response-header.ts'
 
 /** Headers a browser game may send: credentials, bodies, submission keys, fresh reads. */
 const ALLOW_HEADERS = [
@@ -14,6 +14,29 @@ const ALLOW_HEADERS = [
 const EXPOSE_HEADERS = ['x-request-id', 'retry-after', 'x-cache', 'x-fresh-read', 'allow']
 /** How long a browser may reuse a preflight's answer, seconds. */
 const PREFLIGHT_MAX_AGE = 600
+const ALLOW_METHODS = 'GET,POST,PUT,DELETE'
+
+interface Policy {
+  /** `*`: any origin may read answers. */
+  any: boolean
+  origins: ReadonlySet<string>
+}
+
+const policies = new Map<string, Policy>()
+
+function policyOf(setting: string | undefined): Policy {
+  const key = (setting ?? '*').trim() || '*'
+  let policy = policies.get(key)
+  if (!policy) {
+    const origins = key
+      .split(',')
+      .map((o) => o.trim())
+      .filter(Boolean)
+    policy = { any: origins.includes('*'), origins: new Set(origins) }
+    policies.set(key, policy)
+  }
+  return policy
+}
 
 /**
  * Lets browser games on other origins call the API: preflights (`OPTIONS`) are answered with what
@@ -22,26 +45,29 @@ const PREFLIGHT_MAX_AGE = 600
  * (`https://game.example.com`); an origin not on the list gets no `Access-Control-Allow-Origin`,
  * so its browser withholds the answer. Credentials are bearer tokens in a header, never cookies,
  * so `*` lends a page no access it does not hold a token for.
+ *
+ * Hono's own `cors` sets its headers on `c.res` before the route runs, which makes a placeholder
+ * answer that Hono then copies the route's answer over (two more Responses and a header copy on
+ * every request); these headers go on the route's answer once it exists.
  */
 export function cors(): MiddlewareHandler<AppEnv> {
-  const byList = new Map<string, MiddlewareHandler<AppEnv>>()
-  return async (c, next) => {
-    const setting = (c.env.CORS_ORIGINS ?? '*').trim() || '*'
-    let handler = byList.get(setting)
-    if (!handler) {
-      const origins = setting
-        .split(',')
-        .map((o) => o.trim())
-        .filter(Boolean)
-      handler = honoCors({
-        origin: origins.includes('*') ? '*' : origins,
-        allowMethods: ['GET', 'POST', 'PUT', 'DELETE'],
-        allowHeaders: ALLOW_HEADERS,
-        exposeHeaders: EXPOSE_HEADERS,
-        maxAge: PREFLIGHT_MAX_AGE,
-      }) as MiddlewareHandler<AppEnv>
-      byList.set(setting, handler)
+  return async function cors(c, next) {
+    const policy = policyOf(c.env.CORS_ORIGINS)
+    const origin = c.req.header('origin') ?? ''
+    const allowOrigin = policy.any ? '*' : policy.origins.has(origin) ? origin : null
+    if (c.req.method === 'OPTIONS') {
+      if (allowOrigin) c.header('access-control-allow-origin', allowOrigin)
+      c.header('access-control-expose-headers', EXPOSE_HEADERS.join(','))
+      if (!policy.any) c.header('vary', 'Origin', { append: true })
+      c.header('access-control-max-age', String(PREFLIGHT_MAX_AGE))
+      c.header('access-control-allow-methods', ALLOW_METHODS)
+      c.header('access-control-allow-headers', ALLOW_HEADERS.join(','))
+      c.header('vary', 'Access-Control-Request-Headers', { append: true })
+      return c.body(null, 204)
     }
-    return handler(c, next)
+    await next()
+    if (allowOrigin) setResponseHeader(c, 'access-control-allow-origin', allowOrigin)
+    setResponseHeader(c, 'access-control-expose-headers', EXPOSE_HEADERS.join(','))
+    if (!policy.any) setResponseHeader(c, 'vary', 'Origin', true)
   }
 }

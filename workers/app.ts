@@ -19,7 +19,7 @@ import { auth } from './routes/auth.ts'
 import { dashboard } from './routes/dashboard.ts'
 import { leaderboardRoutes } from './routes/leaderboards.ts'
 import { matchmakingRoutes } from './routes/matchmaking.ts'
-import { ops } from './routes/ops.ts'
+import { documentOps, ops } from './routes/ops.ts'
 import { partyRoutes } from './routes/parties.ts'
 import { playerRoutes } from './routes/players.ts'
 import { sessionRoutes } from './routes/sessions.ts'
@@ -144,6 +144,7 @@ export function createApp(): OpenAPIHono<AppEnv> {
         'Errors are RFC 9457 problem+json with a stable `type` (urn:nexus:problem:…).',
     },
   })
+  documentOps(app)
   app.openAPIRegistry.registerComponent('securitySchemes', 'bearer', {
     type: 'http',
     scheme: 'bearer',

@@ -1154,4 +1154,61 @@ export interface Paths {
       }
     }
   }
+  '/health': {
+    /** Liveness: the Worker answers (no dependency is asked) */
+    get: {
+      path: Record<string, never>
+      query: Record<string, never>
+      headers: Record<string, never>
+      body: undefined
+      responses: {
+        200: {
+          status: 'ok'
+        }
+        500: Schemas['Problem']
+        503: Schemas['Problem']
+      }
+    }
+  }
+  '/ready': {
+    /** Readiness: PostgreSQL answers, and Redis when configured */
+    get: {
+      path: Record<string, never>
+      query: Record<string, never>
+      headers: Record<string, never>
+      body: undefined
+      responses: {
+        200: {
+          status: 'ready'
+          checks: {
+            postgres: 'up' | 'down' | 'not-configured'
+            redis: 'up' | 'down' | 'not-configured'
+          }
+        }
+        500: Schemas['Problem']
+        503: Schemas['Problem'] & {
+          checks: {
+            postgres: 'up' | 'down' | 'not-configured'
+            redis: 'up' | 'down' | 'not-configured'
+          }
+        }
+      }
+    }
+  }
+  '/metrics': {
+    /** Prometheus metrics of the whole deployment (text format 0.0.4) */
+    get: {
+      path: Record<string, never>
+      query: Record<string, never>
+      headers: Record<string, never>
+      body: undefined
+      responses: {
+        200: string
+        401: Schemas['Problem']
+        403: Schemas['Problem']
+        500: Schemas['Problem']
+        503: Schemas['Problem']
+      }
+    }
+  }
 }

@@ -102,4 +102,16 @@ describe('the OpenAPI document states what the code enforces', () => {
     expect(since.schema.minimum).toBe(0)
     expect(since.schema.description ?? since.description).toMatch(/current seq/)
   })
+
+  it('the operational routes are in the document, with the statuses they answer', async () => {
+    const doc = await openapi()
+    const statuses = (path: string) =>
+      Object.keys((doc.paths[path]?.get as { responses?: object } | undefined)?.responses ?? {})
+    expect(statuses('/health')).toContain('200')
+    expect(statuses('/ready')).toEqual(expect.arrayContaining(['200', '503']))
+    expect(statuses('/metrics')).toEqual(expect.arrayContaining(['200', '401', '403', '503']))
+    // And they answer as documented.
+    expect((await call('/health')).status).toBe(200)
+    expect((await call('/metrics')).status).toBe(401)
+  })
 })

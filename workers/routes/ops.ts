@@ -1,8 +1,10 @@
+import { type OpenAPIHono, z } from '@hono/zod-openapi'
 import { Hono } from 'hono'
 import type { AppEnv } from '../app-env.ts'
 import { getSql } from '../db/client.ts'
 import { renderFamilies } from '../lib/metric-families.ts'
 import { clusterMetrics } from '../lib/metrics-flush.ts'
+import { Problem, problemResponses } from '../lib/openapi.ts'
 import { ApiError, problemBody } from '../lib/problem.ts'
 import { getRedis } from '../lib/redis.ts'
 import { requireMetricsReader } from '../middleware/auth.ts'
@@ -80,3 +82,60 @@ ops.get('/metrics', requireMetricsReader(), async (c) => {
 })
 
 ops.get('/docs', (c) => c.html(docsPage()))
+
+const Check = z.enum(['up', 'down', 'not-configured'])
+const Checks = z.object({ postgres: Check, redis: Check })
+
+/**
+ * Describes the operational routes in the OpenAPI document. They are plain Hono routes (no
+ * request to validate), so nothing registers them otherwise.
+ */
+export function documentOps(app: OpenAPIHono<AppEnv>): void {
+  const registry = app.openAPIRegistry
+  registry.registerPath({
+    method: 'get',
+    path: '/health',
+    summary: 'Liveness: the Worker answers (no dependency is asked)',
+    responses: {
+      200: {
+        description: 'Alive',
+        content: { 'application/json': { schema: z.object({ status: z.literal('ok') }) } },
+      },
+      ...problemResponses(),
+    },
+  })
+  registry.registerPath({
+    method: 'get',
+    path: '/ready',
+    summary: 'Readiness: PostgreSQL answers, and Redis when configured',
+    description: `Each check has ${PROBE_TIMEOUT_MS / 1000} s. Redis down makes Nexus slower, not unavailable, but is reported (503) so an operator sees it.`,
+    responses: {
+      200: {
+        description: 'Ready',
+        content: {
+          'application/json': {
+            schema: z.object({ status: z.literal('ready'), checks: Checks }),
+          },
+        },
+      },
+      ...problemResponses(),
+      503: {
+        description: 'Not ready, naming each dependency',
+        content: { 'application/problem+json': { schema: Problem.extend({ checks: Checks }) } },
+      },
+    },
+  })
+  registry.registerPath({
+    method: 'get',
+    path: '/metrics',
+    summary: 'Prometheus metrics of the whole deployment (text format 0.0.4)',
+    description:
+      'With the metrics token (METRICS_TOKEN) or the admin key. 503 while the metrics hub cannot ' +
+      'be reached: a gap, never one isolate’s counts read as the whole.',
+    security: [{ bearer: [] }],
+    responses: {
+      200: { description: 'The metrics', content: { 'text/plain': { schema: z.string() } } },
+      ...problemResponses(401, 403),
+    },
+  })
+}

@@ -1002,7 +1002,8 @@ export class Leaderboard extends DurableObject<Env> {
    * Takes a player's entry out of the current cycle (a moderator removing a cheater's score):
    * everyone below moves up at once. Walks begun before see the board as it was when they began,
    * the entry included, as they do for a replaced score. Removing a player with no entry changes
-   * nothing (`removed: false`), so a retry is harmless. The player may submit again; a retried
+   * nothing (`removed: false`), so a retry is harmless unless the player submitted in between
+   * (the retry then removes that new score too). The player may submit again; a retried
    * submission of theirs answers its first response and does not bring the score back. A cycle
    * that has closed is archived as it stood: this reaches the current cycle only.
    */
@@ -1027,6 +1028,7 @@ export class Leaderboard extends DurableObject<Env> {
     this.index.remove(previous)
     this.remember(playerId, previous, removedAt, now)
     entriesRemoved.inc()
+    void sendMetricsSoon(this.env)
     return { ok: true, cycle: cur.cycle, removed: true, total: this.index.size }
   }
 

@@ -315,6 +315,47 @@ describe('bad credentials, one by one', () => {
     expect((await from(`203.0.113.${Math.floor(Math.random() * 250)}`, ADMIN_KEY)).status).toBe(200)
   })
 
+  it('Workers on other zones, which all arrive from one Cloudflare address, are counted by their zone; a client naming a zone is counted by its address', async () => {
+    const from = (headers: Record<string, string>, credential: string, path = ADMIN_PROBE) =>
+      call(path, {
+        method: path === ADMIN_PROBE ? 'PUT' : 'GET',
+        headers: {
+          authorization: `Bearer ${credential}`,
+          'content-type': 'application/json',
+          ...headers,
+        },
+        ...(path === ADMIN_PROBE ? { body: '{"name":"x"}' } : {}),
+      })
+    const workerIp = '2a06:98c0:3600::103'
+    const stranger = {
+      'cf-connecting-ip': workerIp,
+      'cf-worker': `evil-${crypto.randomUUID()}.example`,
+    }
+    const studio = {
+      'cf-connecting-ip': workerIp,
+      'cf-worker': `game-${crypto.randomUUID()}.example`,
+    }
+    for (let i = 0; i <= ADMIN_KEY_GUESSES_PER_MINUTE; i++) {
+      expect((await from(stranger, `guess-${i}`)).status).toBe(401)
+    }
+    expect((await from(stranger, ADMIN_KEY)).status).toBe(429)
+    expect((await from(studio, ADMIN_KEY)).status).toBe(200)
+    // From an ordinary address a CF-Worker header names nothing: a new value each time does not
+    // start a new count.
+    const ip = `198.51.100.${Math.floor(Math.random() * 250)}`
+    for (let i = 0; i <= ADMIN_KEY_GUESSES_PER_MINUTE; i++) {
+      const res = await from({ 'cf-connecting-ip': ip, 'cf-worker': `z${i}.example` }, `g-${i}`)
+      expect(res.status).toBe(401)
+    }
+    expect(
+      (await from({ 'cf-connecting-ip': ip, 'cf-worker': 'fresh.example' }, ADMIN_KEY)).status,
+    ).toBe(429)
+    // Nor is the metrics token compared for a blocked address.
+    expect(
+      (await from({ 'cf-connecting-ip': ip }, testEnv.METRICS_TOKEN!, '/metrics')).status,
+    ).toBe(429)
+  })
+
   it('an admin key shaped like a JWT still works as the admin key; one character off → 401', async () => {
     // Tokens are verified before the key comparison, so this shape takes the other path.
     const jwtShapedKey = 'aaaa.bbbb.cccc'

@@ -535,6 +535,23 @@ describe('removing an entry (moderation)', () => {
     ).toBe(10)
   })
 
+  it('a walk begun right after a removal goes on across a wake', async () => {
+    const b = await createBoard({ submitsPerMinute: 600 })
+    await seed(b, 6, (i) => i)
+    // The highest write on the board is now the removal, which no entry carries.
+    expect((await remove(b, 'p005')).status).toBe(200)
+    const first = await fresh<Top>(`/v1/leaderboards/${b}/top?limit=2`)
+    await evictDurableObject(env.LEADERBOARD.getByName(b))
+    const walked = [...ids(first)]
+    let cursor = first.nextCursor
+    while (cursor) {
+      const page = await fresh<Top>(`/v1/leaderboards/${b}/top?limit=2&cursor=${cursor}`)
+      walked.push(...ids(page))
+      cursor = page.nextCursor
+    }
+    expect(walked).toEqual(['p004', 'p003', 'p002', 'p001', 'p000'])
+  })
+
   it('a retried submission of the removed score answers its first response and does not restore it', async () => {
     const b = await createBoard({ submitsPerMinute: 600 })
     const key = `k-removed-${crypto.randomUUID()}`

@@ -389,15 +389,15 @@ describe('concurrency', () => {
     const party = await formParty([leader!, ...members])
     await ok(invite(party.id, leader!, x!), 201)
     const sql = pg()
-    // X's invite runs out in a second.
-    await sql`update party_invites set expires_at = clock_timestamp() + interval '1 second'
+    // X's invite runs out in two seconds.
+    await sql`update party_invites set expires_at = clock_timestamp() + interval '2 seconds'
                where party_id = ${party.id} and player_id = ${x!.playerId}`
     const marker = `party_cap_${crypto.randomUUID().replaceAll('-', '')}`
     // The leader's invite of Y holds the party's lock past X's expiry and, X's invite no longer
     // holding a place, writes Y's.
     const inviteY = sql.transaction([
       sql.query(`select id from parties where id = $1 for update`, [party.id]),
-      sql.query(`select pg_sleep(1.5) as ${marker}`),
+      sql.query(`select pg_sleep(3) as ${marker}`),
       sql.query(
         `insert into party_invites (party_id, player_id, expires_at)
          values ($1, $2, now() + interval '1 hour')`,
@@ -416,6 +416,9 @@ describe('concurrency', () => {
       'the invite holding the lock',
     )
     // X accepts before the expiry, and waits for the lock until after it.
+    const [early] = await sql`select expires_at > clock_timestamp() as early from party_invites
+                               where party_id = ${party.id} and player_id = ${x!.playerId}`
+    expect(early).toEqual({ early: true })
     const accepted = accept(party.id, x!)
     await inviteY
     const refused = await expectProblem(accepted, 404, 'not-found')
@@ -427,6 +430,41 @@ describe('concurrency', () => {
       [party.id],
     )
     expect(row).toEqual({ places: MAX_PARTY_SIZE })
+  })
+
+  it('an invite that waited for the lock past a pending invite’s expiry counts that place as free', async () => {
+    const [leader, ...rest] = await players(MAX_PARTY_SIZE + 1)
+    const members = rest.slice(0, MAX_PARTY_SIZE - 2)
+    const [x, y] = rest.slice(MAX_PARTY_SIZE - 2)
+    const party = await formParty([leader!, ...members])
+    await ok(invite(party.id, leader!, x!), 201)
+    const sql = pg()
+    await sql`update party_invites set expires_at = clock_timestamp() + interval '2 seconds'
+               where party_id = ${party.id} and player_id = ${x!.playerId}`
+    const marker = `party_free_${crypto.randomUUID().replaceAll('-', '')}`
+    // Something else holds the party's lock past X's expiry (an accept, a leave).
+    const holder = sql.transaction([
+      sql.query(`select id from parties where id = $1 for update`, [party.id]),
+      sql.query(`select pg_sleep(3) as ${marker}`),
+    ])
+    await until(
+      async () =>
+        (
+          await sql.query(
+            `select 1 from pg_stat_activity where state = 'active' and query like $1`,
+            [`%${marker}%`],
+          )
+        ).length > 0 || undefined,
+      5000,
+      'the lock holder',
+    )
+    // The leader invites Y before X's invite expires; the invite waits until after.
+    const [early] = await sql`select expires_at > clock_timestamp() as early from party_invites
+                               where party_id = ${party.id} and player_id = ${x!.playerId}`
+    expect(early).toEqual({ early: true })
+    const invited = invite(party.id, leader!, y!)
+    await holder
+    expect((await invited).status).toBe(201)
   })
 })
 
@@ -576,6 +614,30 @@ describe('queueing as a party over HTTP', () => {
       reason: 'party_changed',
     })
     expect(await waiting(q)).toBe(0)
+  })
+
+  it("a note forgets earlier notes of its own pool only: another region's clock may run behind", async () => {
+    const [a, b] = await players(2)
+    const party = await formParty([a!, b!])
+    const roster = [a!.playerId, b!.playerId]
+    const id = (region: string) => `q-notes:${region}:${crypto.randomUUID()}`
+    const notes = async () =>
+      (
+        await pg()`select ticket_id from party_tickets where party_id = ${party.id} order by ticket_id`
+      ).map((r) => r.ticket_id as string)
+    // Region us made its ticket at its 995, after eu's made at eu's 1000 had ended; eu's note
+    // arrives late. Both stay: their clocks cannot be compared.
+    const us = id('us')
+    const eu = id('eu')
+    expect(await recordPartyTicket(env, party.id, us, roster, 995)).toBe(true)
+    expect(await recordPartyTicket(env, party.id, eu, roster, 1000)).toBe(true)
+    expect(await notes()).toEqual([eu, us].sort())
+    // In one pool, the later ticket's note forgets the earlier one's, and not the other way.
+    const eu2 = id('eu')
+    expect(await recordPartyTicket(env, party.id, eu2, roster, 1005)).toBe(true)
+    expect(await notes()).toEqual([eu2, us].sort())
+    expect(await recordPartyTicket(env, party.id, eu, roster, 1000)).toBe(true)
+    expect(await notes()).toEqual([eu, eu2, us].sort())
   })
 
   it('a ticket recorded for a party whose members changed since the join read them is cancelled', async () => {

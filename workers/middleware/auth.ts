@@ -24,6 +24,9 @@ export const ADMIN_KEY_GUESSES_PER_MINUTE = 20
 const blockedUntil = new Map<string, number>()
 const MAX_BLOCKED = 10_000
 
+/** CF-Connecting-IP of a subrequest from a Worker on another Cloudflare zone. */
+const WORKER_SUBREQUEST_IP = '2a06:98c0:3600::103'
+
 /** Counts nothing: for a request without an address. */
 const UNCOUNTED: AdminKeyGuard = { wait: () => 0, wrong: async () => {} }
 
@@ -32,8 +35,14 @@ export function adminKeyGuard(c: Context<AppEnv>): AdminKeyGuard {
   // Cloudflare names every client's address. Without one (a request made inside workerd, as
   // tests do) nothing is counted: a counter shared by all such requests would let any of them
   // lock the others out.
-  if (!c.req.header('cf-connecting-ip')) return UNCOUNTED
-  const address = clientIp(c)
+  const ip = c.req.header('cf-connecting-ip')
+  if (!ip) return UNCOUNTED
+  // Every Worker on another zone reaches Nexus from this one address, Cloudflare's, with the
+  // calling Worker's zone in CF-Worker (Cloudflare sets both; a client's request carries its
+  // own address): each zone is counted apart, so a stranger's Worker cannot lock out a studio's
+  // game servers running as Workers.
+  const worker = c.req.header('cf-worker')
+  const address = ip === WORKER_SUBREQUEST_IP && worker ? `worker:${worker}` : clientIp(c)
   return {
     wait() {
       const until = blockedUntil.get(address)
@@ -119,7 +128,10 @@ export function playerId(c: Context<AppEnv>): string {
 export const requireMetricsReader = (): MiddlewareHandler<AppEnv> =>
   requiresCredential(async function requireMetricsReader(c, next) {
     const credential = bearer(c.req.header('authorization'))
-    if (credential && (await isMetricsToken(c.env, credential))) return next()
+    // An address past its allowance of wrong keys gets no comparison with the metrics token
+    // either (principalOf answers it 429); a wrong one counts as a wrong admin key there.
+    if (credential && adminKeyGuard(c).wait() === 0 && (await isMetricsToken(c.env, credential)))
+      return next()
     const p = await principalOf(c)
     if (p.kind !== 'admin') {
       throw new ApiError('forbidden', '/metrics needs the metrics token or the admin key')

@@ -518,15 +518,18 @@ export async function recordPartyTicket(
        ),
        -- Notes since the latest membership change are of these same players; a player holds one
        -- ticket per queue, so one of them made before this ticket in this queue has ended (this
-       -- one was made, or handed, instead). Forgetting them keeps a party that queues and cancels
-       -- all day to a note or so per queue, which a membership change then cancels. Notes from
-       -- before the change stay, to be cancelled.
+       -- one was made, or handed, instead). Only notes of this ticket's pool are compared: their
+       -- enqueued_at is that pool's clock, while another region's clock may run a little behind.
+       -- Forgetting them keeps a party that queues and cancels all day to a note or so per queue
+       -- and region, which a membership change then cancels. Notes from before the change stay,
+       -- to be cancelled.
        ended as (
          delete from party_tickets t
           using parties p
           where t.party_id = $1 and p.id = $1 and exists (select 1 from current)
             and t.ticket_id <> $2
             and split_part(t.ticket_id, ':', 1) = split_part($2, ':', 1)
+            and split_part(t.ticket_id, ':', 2) = split_part($2, ':', 2)
             and t.noted_at >= p.updated_at
             and t.enqueued_at < $4
        ),

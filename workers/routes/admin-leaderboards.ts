@@ -250,7 +250,8 @@ const removeRoute = createRoute({
     'For moderation (a cheater’s score): the entry leaves the current cycle at once and everyone ' +
     'below moves up; cached reads catch up within 5 s, and top-list walks begun before still see ' +
     'the board as it was when they began. `removed` is false when the player had no entry, so a ' +
-    'retry changes nothing. The player may submit again (a retried submission answers its first ' +
+    'retry changes nothing (unless the player submitted in between: it removes that score too). ' +
+    'The player may submit again (a retried submission answers its first ' +
     'response and does not restore the score). A closed cycle is archived as it stood: check ' +
     '`cycle` in the answer, since a removal sent after a boundary reaches the new cycle.',
   middleware: [requireAdmin()] as const,

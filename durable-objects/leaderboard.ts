@@ -95,6 +95,16 @@ const submissions = counter(
   'nexus_leaderboard_submissions_total',
   'Score submissions accepted (replays included)',
 )
+/** Bans one board keeps at most (a row each, and a primary-key read per submission). */
+export const MAX_BANS = 100_000
+
+/** A ban as the admin API shows it. */
+export interface BanView {
+  playerId: string
+  reason: string | null
+  bannedAt: string
+}
+
 const entriesRemoved = counter(
   'nexus_leaderboard_entries_removed_total',
   'Entries an admin took out of a current cycle',
@@ -299,6 +309,8 @@ export class Leaderboard extends DurableObject<Env> {
   purgeBatchesPerRun = PURGE_MAX_BATCHES
   /** Walks whose snapshot is older than this seq can no longer be served exactly. */
   private historyHorizon = 0
+  /** Players banned from the board; a submission looks a ban up only while there is one. */
+  private banCount = 0
   private archiving: Promise<void> | null = null
   /** Replaceable so tests can inject faults between pages; production always writes to Neon. */
   archiveWriter: ArchiveWriter
@@ -394,6 +406,15 @@ export class Leaderboard extends DurableObject<Env> {
       this.sql.exec(`UPDATE closes SET rewards = '[]', cursor = NULL WHERE state = 'done'`)
       setSchemaVersion(this.sql, 6)
     }
+    if (schemaVersion(this.sql) < 7) {
+      this.sql.exec(`
+        CREATE TABLE IF NOT EXISTS bans (
+          player_id TEXT PRIMARY KEY, reason TEXT, banned_at INTEGER NOT NULL
+        ) WITHOUT ROWID;
+      `)
+      setSchemaVersion(this.sql, 7)
+    }
+    this.banCount = one<{ n: number }>(this.sql, `SELECT count(*) AS n FROM bans`)!.n
     const meta = new Map(
       all<{ key: string; value: string }>(this.sql, `SELECT key, value FROM meta`).map((r) => [
         r.key,
@@ -741,6 +762,9 @@ export class Leaderboard extends DurableObject<Env> {
       }
     }
     if (input.replayOnly) return NOT_A_REPLAY
+    if (this.isBanned(input.playerId)) {
+      return refuse('forbidden', 'This player is banned from this board')
+    }
 
     if (input.score < config.scoreMin || input.score > config.scoreMax) {
       return refuse(
@@ -1015,21 +1039,108 @@ export class Leaderboard extends DurableObject<Env> {
     if (unknown) return unknown
     const now = this.now()
     if (this.rollover(now)) await this.scheduleAlarm()
+    const removed = this.takeOut(playerId, now, () => {})
+    return { ok: true, cycle: this.current!.cycle, removed, total: this.index.size }
+  }
+
+  /**
+   * Removes the player's entry from the current cycle, with `alsoWrite` in the same transaction;
+   * false (and `alsoWrite` still done) when there was none.
+   */
+  private takeOut(playerId: string, now: number, alsoWrite: () => void): boolean {
     const cur = this.current!
     const previous = this.standingOf(playerId)
-    if (!previous) return { ok: true, cycle: cur.cycle, removed: false, total: this.index.size }
+    if (!previous) {
+      this.ctx.storage.transactionSync(alsoWrite)
+      return false
+    }
     const removedAt = this.seq + 1
     this.ctx.storage.transactionSync(() => {
       this.sql.exec(`DELETE FROM entries WHERE cycle = ? AND player_id = ?`, cur.cycle, playerId)
       // No entry carries this write's seq, so a wake would not recover it from the entries.
       this.setMeta('seq', String(removedAt))
+      alsoWrite()
     })
     this.seq = removedAt
     this.index.remove(previous)
     this.remember(playerId, previous, removedAt, now)
     entriesRemoved.inc()
     void sendMetricsSoon(this.env)
-    return { ok: true, cycle: cur.cycle, removed: true, total: this.index.size }
+    return true
+  }
+
+  /**
+   * Bans a player from the board: their entry leaves the current cycle (as `removeEntry`) and
+   * their submissions are refused (403) until `unban`, in every cycle. Banning again keeps the
+   * first ban's time and takes the new reason. At most MAX_BANS players per board.
+   */
+  async ban(
+    boardId: string,
+    playerId: string,
+    reason: string | null,
+  ): Promise<Reply<{ cycle: number; removed: boolean; total: number }>> {
+    const unknown = await this.ensureConfigured(boardId)
+    if (unknown) return unknown
+    const now = this.now()
+    if (this.rollover(now)) await this.scheduleAlarm()
+    const already = this.isBanned(playerId)
+    if (!already && this.banCount >= MAX_BANS) {
+      return refuse('conflict', `A board holds at most ${MAX_BANS} bans; lift some first`, {
+        limit: MAX_BANS,
+      })
+    }
+    const removed = this.takeOut(playerId, now, () => {
+      this.sql.exec(
+        `INSERT INTO bans (player_id, reason, banned_at) VALUES (?, ?, ?)
+         ON CONFLICT (player_id) DO UPDATE SET reason = excluded.reason`,
+        playerId,
+        reason,
+        now,
+      )
+    })
+    if (!already) this.banCount++
+    return { ok: true, cycle: this.current!.cycle, removed, total: this.index.size }
+  }
+
+  /** Lifts a player's ban; true if there was one. Their removed entries do not come back. */
+  async unban(boardId: string, playerId: string): Promise<Reply<{ lifted: boolean }>> {
+    const unknown = await this.ensureConfigured(boardId)
+    if (unknown) return unknown
+    const lifted = this.sql.exec(`DELETE FROM bans WHERE player_id = ?`, playerId).rowsWritten > 0
+    if (lifted) this.banCount--
+    return { ok: true, lifted }
+  }
+
+  /** The board's bans in player id order, a page at a time after `after`. */
+  async bans(
+    boardId: string,
+    after: string | null,
+    limit: number,
+  ): Promise<Reply<{ bans: BanView[]; next: string | null }>> {
+    const unknown = await this.ensureConfigured(boardId)
+    if (unknown) return unknown
+    const rows = all<{ player_id: string; reason: string | null; banned_at: number }>(
+      this.sql,
+      `SELECT player_id, reason, banned_at FROM bans WHERE player_id > ?
+        ORDER BY player_id LIMIT ?`,
+      after ?? '',
+      limit + 1,
+    )
+    const page = rows.slice(0, limit)
+    return {
+      ok: true,
+      bans: page.map((r) => ({
+        playerId: r.player_id,
+        reason: r.reason,
+        bannedAt: new Date(r.banned_at).toISOString(),
+      })),
+      next: rows.length > limit ? page[page.length - 1]!.player_id : null,
+    }
+  }
+
+  private isBanned(playerId: string): boolean {
+    if (this.banCount === 0) return false
+    return one(this.sql, `SELECT 1 AS banned FROM bans WHERE player_id = ?`, playerId) !== undefined
   }
 
   /**

@@ -93,6 +93,11 @@ export interface Schemas {
     lastError: string | null
     reason: string
   }
+  LeaderboardBan: {
+    playerId: string
+    reason: string | null
+    bannedAt: string
+  }
   SubmitResult: {
     cycle: number
     /** The score this request submitted */
@@ -504,6 +509,87 @@ export interface Paths {
           removed: boolean
           /** Entries in the cycle now */
           total: number
+        }
+        401: Schemas['Problem']
+        403: Schemas['Problem']
+        404: Schemas['Problem']
+        422: Schemas['Problem']
+        500: Schemas['Problem']
+        503: Schemas['Problem']
+      }
+    }
+  }
+  '/v1/admin/leaderboards/{id}/bans/{playerId}': {
+    /** Ban a player from the board */
+    put: {
+      path: {
+        id: string
+        playerId: string
+      }
+      query: Record<string, never>
+      headers: Record<string, never>
+      body: {
+        /** Why, for the studio’s records; shown in the ban list */
+        reason?: string
+      }
+      responses: {
+        200: {
+          cycle: number
+          banned: true
+          /** Whether an entry left the current cycle */
+          removed: boolean
+          total: number
+        }
+        400: Schemas['Problem']
+        401: Schemas['Problem']
+        403: Schemas['Problem']
+        404: Schemas['Problem']
+        409: Schemas['Problem']
+        413: Schemas['Problem']
+        415: Schemas['Problem']
+        422: Schemas['Problem']
+        500: Schemas['Problem']
+        503: Schemas['Problem']
+      }
+    }
+    /** Lift a player's ban */
+    delete: {
+      path: {
+        id: string
+        playerId: string
+      }
+      query: Record<string, never>
+      headers: Record<string, never>
+      body: undefined
+      responses: {
+        200: {
+          lifted: boolean
+        }
+        401: Schemas['Problem']
+        403: Schemas['Problem']
+        404: Schemas['Problem']
+        422: Schemas['Problem']
+        500: Schemas['Problem']
+        503: Schemas['Problem']
+      }
+    }
+  }
+  '/v1/admin/leaderboards/{id}/bans': {
+    /** The board's bans, by player id */
+    get: {
+      path: {
+        id: string
+      }
+      query: {
+        limit?: number
+        cursor?: string
+      }
+      headers: Record<string, never>
+      body: undefined
+      responses: {
+        200: {
+          bans: Array<Schemas['LeaderboardBan']>
+          nextCursor: string | null
         }
         401: Schemas['Problem']
         403: Schemas['Problem']

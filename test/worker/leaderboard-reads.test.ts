@@ -586,6 +586,93 @@ describe('removing an entry (moderation)', () => {
   })
 })
 
+describe('bans', () => {
+  const admin = (method: string, path: string, body?: unknown, credential = ADMIN_KEY) =>
+    call(
+      `/v1/admin/leaderboards/${path}`,
+      body === undefined
+        ? { method, headers: { authorization: `Bearer ${credential}` } }
+        : json(method, body, credential),
+    )
+  const standing = (b: string, p: string) =>
+    fresh<{ entry: { score: number } | null; total: number }>(`/v1/leaderboards/${b}/players/${p}`)
+
+  it('a ban takes the entry out and refuses the player’s submissions in every cycle until lifted', async () => {
+    const b = await createBoard({ submitsPerMinute: 600 })
+    await seed(b, 3, (i) => i + 1)
+    const earlierKey = `k-before-ban-${crypto.randomUUID()}`
+    expect((await submitFor(b, 'p001', { score: 50 }, earlierKey)).status).toBe(200)
+
+    const banned = await admin('PUT', `${b}/bans/p001`, { reason: 'aimbot' })
+    expect(banned.status).toBe(200)
+    expect(await banned.json()).toMatchObject({ banned: true, removed: true, total: 2 })
+    expect(await standing(b, 'p001')).toMatchObject({ entry: null, total: 2 })
+
+    const refused = await problem(await submitFor(b, 'p001', { score: 99 }))
+    expect({ status: refused.status, type: refused.type }).toEqual({
+      status: 403,
+      type: 'urn:nexus:problem:forbidden',
+    })
+    // A retry of a submission answered before the ban gets its answer, and restores nothing.
+    const retry = await submitFor(b, 'p001', { score: 50 }, earlierKey)
+    expect(await retry.json()).toMatchObject({ replayed: true })
+    expect(await standing(b, 'p001')).toMatchObject({ entry: null })
+    // Banning again keeps the first ban, with the new reason; nothing left to remove.
+    const again = await admin('PUT', `${b}/bans/p001`, { reason: 'aimbot, confirmed' })
+    expect(await again.json()).toMatchObject({ banned: true, removed: false })
+    const list = await admin('GET', `${b}/bans`)
+    const { bans } = (await list.json()) as { bans: { playerId: string; reason: string }[] }
+    expect(bans).toEqual([
+      { playerId: 'p001', reason: 'aimbot, confirmed', bannedAt: expect.any(String) },
+    ])
+
+    // The ban outlives a wake and the cycle: the next cycle refuses the player too.
+    await evictDurableObject(env.LEADERBOARD.getByName(b))
+    expect((await admin('POST', `${b}/close`, {})).status).toBe(202)
+    expect((await submitFor(b, 'p001', { score: 7 })).status).toBe(403)
+
+    expect(await (await admin('DELETE', `${b}/bans/p001`)).json()).toEqual({ lifted: true })
+    expect(await (await admin('DELETE', `${b}/bans/p001`)).json()).toEqual({ lifted: false })
+    expect((await submitFor(b, 'p001', { score: 7 })).status).toBe(200)
+    expect(await standing(b, 'p001')).toMatchObject({ entry: { score: 7 } })
+  })
+
+  it('lists bans a page at a time; refusals change nothing', async () => {
+    const b = await createBoard({ submitsPerMinute: 600 })
+    await seed(b, 3, (i) => i)
+    for (const p of ['p002', 'p000', 'p001']) {
+      expect((await admin('PUT', `${b}/bans/${p}`, {})).status).toBe(200)
+    }
+    const first = (await (await admin('GET', `${b}/bans?limit=2`)).json()) as {
+      bans: { playerId: string; reason: string | null }[]
+      nextCursor: string | null
+    }
+    expect(first.bans.map((x) => x.playerId)).toEqual(['p000', 'p001'])
+    expect(first.bans[0]!.reason).toBeNull()
+    const rest = (await (
+      await admin('GET', `${b}/bans?limit=2&cursor=${first.nextCursor}`)
+    ).json()) as {
+      bans: { playerId: string }[]
+      nextCursor: string | null
+    }
+    expect(rest).toMatchObject({ bans: [{ playerId: 'p002' }], nextCursor: null })
+
+    const before = JSON.stringify(await (await admin('GET', `${b}/bans`)).json())
+    const guest = await newGuest()
+    const cases: [Response, number][] = [
+      [await admin('PUT', `${b}/bans/p003`, { reason: 'x'.repeat(257) }), 422],
+      [await admin('PUT', `${b}/bans/p003`, { reason: '' }), 422],
+      [await admin('PUT', `${b}/bans/p003`, { why: 'x' }), 422],
+      [await admin('PUT', `${b}/bans/a%20b`, {}), 422],
+      [await admin('PUT', `${b}/bans/p003`, {}, guest.token), 403],
+      [await admin('PUT', `nope-${crypto.randomUUID().slice(0, 8)}/bans/p003`, {}), 404],
+      [await admin('GET', `${b}/bans?limit=101`), 422],
+    ]
+    for (const [res, status] of cases) expect((await problem(res)).status).toBe(status)
+    expect(JSON.stringify(await (await admin('GET', `${b}/bans`)).json())).toBe(before)
+  })
+})
+
 describe('a board stored by the previous schema', () => {
   it('moves to the current schema on its next wake (covering rank index, no rate-window table, players found by seq), standings unchanged', async () => {
     const b = await createBoard({ submitsPerMinute: 600 })
@@ -638,7 +725,7 @@ describe('a board stored by the previous schema', () => {
     expect(indexes.windowsTable).toBe(0)
     // The rank index holds keys only; pages find their players by seq since version 5.
     expect(indexes.names).toContain('entries_seq')
-    expect(indexes.version).toBe('6')
+    expect(indexes.version).toBe('7')
   })
 })
 

@@ -17,7 +17,8 @@ import { ApiError } from '../lib/problem.ts'
 import { requireAdmin } from '../middleware/auth.ts'
 import { hasBody } from '../middleware/json-body.ts'
 import { canonicalJson } from '../lib/canonical-json.ts'
-import { CycleInfo, LeaderboardConfigInput, ImportEntry } from './leaderboard-schemas.ts'
+import { MAX_BANS } from '../../durable-objects/leaderboard.ts'
+import { CycleInfo, LeaderboardConfigInput, ImportEntry, Limit } from './leaderboard-schemas.ts'
 
 export const adminLeaderboards = newRouter()
 
@@ -278,4 +279,123 @@ adminLeaderboards.openapi(removeRoute, async (c) => {
   const r = await boardStub(c.env, id).removeEntry(id, playerId)
   if (!r.ok) throw new ApiError(r.problem, r.detail, r.extensions ?? {})
   return c.json({ cycle: r.cycle, removed: r.removed, total: r.total }, 200)
+})
+
+const BanParams = z.object({ id: ResourceId, playerId: PlayerId })
+const Ban = z
+  .object({ playerId: z.string(), reason: z.string().nullable(), bannedAt: z.string() })
+  .openapi('LeaderboardBan')
+
+const banRoute = createRoute({
+  method: 'put',
+  path: '/{id}/bans/{playerId}',
+  summary: 'Ban a player from the board',
+  description:
+    'The player’s entry leaves the current cycle (as removing it does) and their submissions are ' +
+    'refused with 403 `forbidden` in every cycle until the ban is lifted; a retried submission ' +
+    'from before still gets its first answer. Banning again keeps the first ban’s time and takes ' +
+    `the new reason. At most ${MAX_BANS.toLocaleString('en')} bans per board (409 past that). ` +
+    'Imports (`POST …/entries`) are the admin’s own and are not checked against bans.',
+  middleware: [requireAdmin()] as const,
+  request: {
+    params: BanParams,
+    body: {
+      required: true,
+      content: {
+        'application/json': {
+          schema: z
+            .object({
+              reason: z.string().min(1).max(256).optional().openapi({
+                description: 'Why, for the studio’s records; shown in the ban list',
+              }),
+            })
+            .strict(),
+        },
+      },
+    },
+  },
+  responses: {
+    200: {
+      description: 'Banned',
+      content: {
+        'application/json': {
+          schema: z.object({
+            cycle: z.number().int(),
+            banned: z.literal(true),
+            removed: z
+              .boolean()
+              .openapi({ description: 'Whether an entry left the current cycle' }),
+            total: z.number().int(),
+          }),
+        },
+      },
+    },
+    ...problemResponses(400, 401, 403, 404, 409, 413, 415, 422),
+  },
+})
+
+adminLeaderboards.openapi(banRoute, async (c) => {
+  const { id, playerId } = c.req.valid('param')
+  const { reason } = c.req.valid('json')
+  const r = await boardStub(c.env, id).ban(id, playerId, reason ?? null)
+  if (!r.ok) throw new ApiError(r.problem, r.detail, r.extensions ?? {})
+  return c.json({ cycle: r.cycle, banned: true as const, removed: r.removed, total: r.total }, 200)
+})
+
+const unbanRoute = createRoute({
+  method: 'delete',
+  path: '/{id}/bans/{playerId}',
+  summary: "Lift a player's ban",
+  description:
+    'The player may submit again; entries the ban removed do not come back. `lifted` is false ' +
+    'when there was no ban, so a retry changes nothing.',
+  middleware: [requireAdmin()] as const,
+  request: { params: BanParams },
+  responses: {
+    200: {
+      description: 'Not banned (any more)',
+      content: { 'application/json': { schema: z.object({ lifted: z.boolean() }) } },
+    },
+    ...problemResponses(401, 403, 404, 422),
+  },
+})
+
+adminLeaderboards.openapi(unbanRoute, async (c) => {
+  const { id, playerId } = c.req.valid('param')
+  const r = await boardStub(c.env, id).unban(id, playerId)
+  if (!r.ok) throw new ApiError(r.problem, r.detail, r.extensions ?? {})
+  return c.json({ lifted: r.lifted }, 200)
+})
+
+const bansRoute = createRoute({
+  method: 'get',
+  path: '/{id}/bans',
+  summary: "The board's bans, by player id",
+  middleware: [requireAdmin()] as const,
+  request: {
+    params: BoardParam,
+    query: z.object({
+      limit: Limit(100, 50),
+      cursor: PlayerId.optional().openapi({ description: 'nextCursor of the page before' }),
+    }),
+  },
+  responses: {
+    200: {
+      description: 'A page of bans',
+      content: {
+        'application/json': {
+          schema: z.object({ bans: z.array(Ban), nextCursor: z.string().nullable() }),
+        },
+      },
+    },
+    ...problemResponses(401, 403, 404, 422),
+  },
+})
+
+adminLeaderboards.openapi(bansRoute, async (c) => {
+  const { id } = c.req.valid('param')
+  const { limit, cursor } = c.req.valid('query')
+  const r = await boardStub(c.env, id).bans(id, cursor ?? null, limit)
+  if (!r.ok) throw new ApiError(r.problem, r.detail, r.extensions ?? {})
+  return c.json({ bans: r.bans, nextCursor: r.next }, 200)
 })

@@ -3,6 +3,7 @@ import {
   createMatch,
   getRules,
   isRuleError,
+  resultOf,
   step,
   type AnyRules,
   type GameResult,
@@ -519,6 +520,35 @@ export class GameSession extends DurableObject<Env> {
     }
   }
 
+  /**
+   * Ends a live game from outside its rules (an admin cancelling it): an `end` input logged and
+   * broadcast like any other, the result `cancelled` (no winner, nobody rated), then the usual
+   * end work (the result in Neon, the log archived). A game already over is answered as it ended,
+   * so a retry changes nothing.
+   */
+  async end(): Promise<SessionInfo | NotFound> {
+    if (!this.setup || !this.match || !this.status) return this.notFound()
+    if (this.status === 'live') {
+      const now = this.now()
+      // What the game's clock did before now happens first, as for any input.
+      this.catchUp(this.tickAt(now))
+      if (this.status === 'live') {
+        const out = this.applyInput({
+          kind: 'end',
+          tick: this.tickAt(now),
+          placements: this.setup.roster.map((p) => ({
+            playerId: p.playerId,
+            team: p.team,
+            place: 1,
+          })),
+        })
+        if (isRuleError(out)) throw new Error(`end refused: ${out.error.message}`)
+        await this.scheduleAlarm()
+      }
+    }
+    return this.info()
+  }
+
   /** Log records from `from` (inclusive), at most `limit`, and where the next page starts. */
   events(
     from: number,
@@ -851,7 +881,7 @@ export class GameSession extends DurableObject<Env> {
     if (isRuleError(out)) return out
     if (!out.record) return null
     const record = out.record
-    const result = this.rules!.result(out.match.game)
+    const result = resultOf(this.rules!, out.match)
     const now = this.now()
     const append = () =>
       this.sql.exec(

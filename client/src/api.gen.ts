@@ -274,7 +274,7 @@ export interface Schemas {
         place: number
         score?: number
       }>
-      reason: 'finished' | 'forfeit' | 'abandoned'
+      reason: 'finished' | 'forfeit' | 'abandoned' | 'cancelled'
       winner: string | null
     } | null
     ratingChanges: Array<{
@@ -1181,6 +1181,29 @@ export interface Paths {
         400: Schemas['Problem']
         401: Schemas['Problem']
         403: Schemas['Problem']
+        413: Schemas['Problem']
+        415: Schemas['Problem']
+        422: Schemas['Problem']
+        500: Schemas['Problem']
+        503: Schemas['Problem']
+      }
+    }
+  }
+  '/v1/admin/sessions/{id}/end': {
+    /** End a live session now (cancel the match) */
+    post: {
+      path: {
+        id: string
+      }
+      query: Record<string, never>
+      headers: Record<string, never>
+      body: undefined
+      responses: {
+        200: Schemas['Session']
+        400: Schemas['Problem']
+        401: Schemas['Problem']
+        403: Schemas['Problem']
+        404: Schemas['Problem']
         413: Schemas['Problem']
         415: Schemas['Problem']
         422: Schemas['Problem']

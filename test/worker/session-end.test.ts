@@ -4,10 +4,15 @@ import { describe, expect, it } from 'vitest'
 import { RETENTION_MS } from '../../durable-objects/game-session.ts'
 import type { Leaderboard } from '../../durable-objects/leaderboard.ts'
 import { updateRatings, type Rating } from '../../workers/core/rating.ts'
-import type { GameResult, LogRecord } from '../../workers/core/rules/index.ts'
+import {
+  getRules,
+  replay,
+  type GameResult,
+  type LogRecord,
+} from '../../workers/core/rules/index.ts'
 import { NeonSessionStore, type SessionStore } from '../../workers/sessions/store.ts'
 import { boardId, createBoard, fresh, pg, submitFor } from './helpers/boards.ts'
-import { ADMIN_KEY, bearer, call, problem } from './helpers/http.ts'
+import { ADMIN_KEY, bearer, call, newGuest, problem } from './helpers/http.ts'
 import {
   connect,
   createSession,
@@ -124,6 +129,90 @@ async function playGame(
 }
 
 describe('the end of a game', () => {
+  it('an admin ends a live game: every socket hears it, the result is cancelled, nobody is rated or put on the board, and a retry changes nothing', async () => {
+    const board = await createBoard({ operator: 'incr' })
+    const players = playerIds(2)
+    await seedRatings(Object.fromEntries(players.map((p) => [p, INITIAL_RATING])))
+    const { sessionId, tokens } = await createSession({
+      rules: 'dice-race',
+      roster: players.map((playerId) => ({ playerId })),
+      options: { target: 100 },
+      leaderboardId: board,
+    })
+    const sockets = await Promise.all(players.map((p) => connect(sessionId, tokens[p]!)))
+    for (const ws of sockets) await ws.nextOf('welcome')
+    sockets[0]!.roll()
+    for (const ws of sockets) await ws.nextOf('event')
+
+    const end = () =>
+      call(`/v1/admin/sessions/${sessionId}/end`, { ...bearer(ADMIN_KEY), method: 'POST' })
+    const res = await end()
+    expect(res.status).toBe(200)
+    const view = (await res.json()) as { status: string; seq: number; result: GameResult }
+    const placements = players.map((playerId, team) => ({ playerId, team, place: 1 }))
+    expect(view).toMatchObject({
+      status: 'finished',
+      seq: 2,
+      result: { reason: 'cancelled', winner: null, placements },
+    })
+    for (const ws of sockets) {
+      expect((await ws.nextOf('event')).event).toEqual({ kind: 'cancelled', ended: 'cancelled' })
+      expect((await ws.nextOf('ended')).result).toEqual(view.result)
+      expect((await ws.whenClosed()).code).toBe(1000)
+    }
+    // The log replays to the state the object holds, the end included.
+    const { match, setup } = await inObject(sessionId, (inst) => inst.current()!)
+    const log = (await (
+      await call(`/v1/sessions/${sessionId}/events`, bearer(ADMIN_KEY))
+    ).json()) as { events: LogRecord[] }
+    expect(log.events.map((e) => e.input.kind)).toEqual(['action', 'end'])
+    const replayed = replay(
+      getRules('dice-race')!,
+      { roster: setup.roster, seed: setup.seed, options: setup.options },
+      log.events,
+    )
+    expect(replayed).toEqual(match)
+
+    // Again: answered as it ended, nothing new logged.
+    const again = await end()
+    expect(await again.json()).toMatchObject({ seq: 2, result: { reason: 'cancelled' } })
+    await inObject(sessionId, (inst) => inst.runEndWork({ force: true }))
+    const [row] = await resultRows(sessionId)
+    expect(row!.result).toMatchObject({ reason: 'cancelled', winner: null })
+    expect(row!.rating_changes).toEqual([])
+    const after = await ratingsOf(players)
+    for (const p of players) expect(after[p]).toEqual(INITIAL_RATING)
+    for (const p of players) {
+      const mine = await fresh<{ entry: unknown }>(`/v1/leaderboards/${board}/players/${p}`)
+      expect(mine.entry).toBeNull()
+    }
+  })
+
+  it('ending a session: 401 without a credential, 403 for a player, 404 for an unknown session, 422 for a bad id, 415 for a body of another type', async () => {
+    const players = playerIds(2)
+    const { sessionId } = await createSession({
+      rules: 'dice-race',
+      roster: players.map((playerId) => ({ playerId })),
+    })
+    const guest = await newGuest()
+    const post = (id: string, init: RequestInit = {}) =>
+      call(`/v1/admin/sessions/${id}/end`, { method: 'POST', ...init })
+    expect((await problem(await post(sessionId))).status).toBe(401)
+    expect((await problem(await post(sessionId, bearer(guest.token)))).status).toBe(403)
+    expect((await problem(await post(`s_${crypto.randomUUID()}`, bearer(ADMIN_KEY)))).status).toBe(
+      404,
+    )
+    expect((await problem(await post('not a session', bearer(ADMIN_KEY)))).status).toBe(422)
+    const typed = await post(sessionId, {
+      headers: { authorization: `Bearer ${ADMIN_KEY}`, 'content-type': 'text/plain' },
+      body: 'end it',
+    })
+    expect((await problem(typed)).status).toBe(415)
+    // None of them ended it.
+    const info = await inObject(sessionId, (inst) => inst.current()!)
+    expect(info.status).toBe('live')
+  })
+
   it('records one result and rates once, even with the end work run twice at once', async () => {
     const players: string[] = []
     const initial: Record<string, Rating> = {}

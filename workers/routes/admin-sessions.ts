@@ -15,7 +15,9 @@ import { ApiError } from '../lib/problem.ts'
 import { keyedDigest } from '../lib/auth.ts'
 import { issueSessionToken } from '../lib/session-token.ts'
 import { requireAdmin } from '../middleware/auth.ts'
-import { MAX_ROSTER } from '../sessions/schemas.ts'
+import { noBodyFields } from '../middleware/json-body.ts'
+import { sessionView, SessionView } from './sessions.ts'
+import { MAX_ROSTER, SessionId } from '../sessions/schemas.ts'
 import { sessionStub } from '../sessions/stub.ts'
 
 export const adminSessions = newRouter()
@@ -157,4 +159,31 @@ adminSessions.openapi(createSessionRoute, async (c) => {
   for (const p of body.roster)
     tokens[p.playerId] = await issueSessionToken(c.env, sessionId, p.playerId)
   return c.json({ sessionId, tokens }, r.created ? 201 : 200)
+})
+
+const endRoute = createRoute({
+  method: 'post',
+  path: '/{id}/end',
+  summary: 'End a live session now (cancel the match)',
+  description:
+    'For a match that must stop (a cheating report, maintenance, a stuck custom game): an `end` ' +
+    'event is logged and broadcast, every socket gets `ended` with the result `cancelled` (no ' +
+    'winner, every player at place 1, nobody rated, nothing submitted to a leaderboard), and the ' +
+    'result and log go to Neon as for any end. A session already over answers as it ended, so a ' +
+    'retry changes nothing.',
+  middleware: [requireAdmin(), noBodyFields()] as const,
+  request: { params: z.object({ id: SessionId }) },
+  responses: {
+    200: {
+      description: 'The session, ended',
+      content: { 'application/json': { schema: SessionView } },
+    },
+    ...problemResponses(400, 401, 403, 404, 413, 415, 422),
+  },
+})
+
+adminSessions.openapi(endRoute, async (c) => {
+  const { id } = c.req.valid('param')
+  const info = await sessionStub(c.env, id).end()
+  return c.json(await sessionView(c, id, info), 200)
 })

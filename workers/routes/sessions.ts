@@ -24,7 +24,7 @@ import { SESSION_AUDIENCE, verifySessionToken } from '../lib/session-token.ts'
 import { adminKeyGuard } from '../middleware/auth.ts'
 import { SessionId } from '../sessions/schemas.ts'
 import { loadArchivedEvents, loadArchivedSession } from '../sessions/store.ts'
-import { sessionStub } from '../sessions/stub.ts'
+import { type SessionApi, sessionStub } from '../sessions/stub.ts'
 
 export const sessionRoutes = newRouter()
 
@@ -46,7 +46,7 @@ const RatingChange = z.object({
   after: z.object({ rating: z.number(), rd: z.number(), volatility: z.number() }),
 })
 
-const SessionView = z
+export const SessionView = z
   .object({
     sessionId: z.string(),
     rules: z.string(),
@@ -59,7 +59,7 @@ const SessionView = z
     result: z
       .object({
         placements: z.array(Placement),
-        reason: z.enum(['finished', 'forfeit', 'abandoned']),
+        reason: z.enum(['finished', 'forfeit', 'abandoned', 'cancelled']),
         winner: z.string().nullable(),
       })
       .nullable(),
@@ -194,9 +194,22 @@ sessionRoutes.openapi(getRoute, (async (c: Context<AppEnv>) => {
   if (c.req.header('upgrade')?.toLowerCase() === 'websocket') return connect(c, id)
   const viewer = await viewerOf(c, id)
   const info = await sessionStub(c.env, id).info()
+  const view = await sessionView(c, id, info)
+  authorize(viewer, view.roster)
+  return c.json(view)
+}) as never)
+
+/**
+ * A session as the API shows it: from its object while it holds the session, from Neon's archive
+ * once its storage was cleared; 404 when neither has it.
+ */
+export async function sessionView(
+  c: Context<AppEnv>,
+  id: string,
+  info: Awaited<ReturnType<SessionApi['info']>>,
+): Promise<z.infer<typeof SessionView>> {
   if (info.ok) {
-    authorize(viewer, info.roster)
-    return c.json({
+    return {
       sessionId: info.sessionId,
       rules: info.rules,
       status: info.status,
@@ -207,15 +220,15 @@ sessionRoutes.openapi(getRoute, (async (c: Context<AppEnv>) => {
       endedAt: info.endedAt,
       result: info.result,
       ratingChanges: info.ratingChanges,
-    })
+    }
   }
   const archived = info.purged ? await loadArchivedSession(c.env, id) : null
   if (!archived) throw new ApiError('not-found', `No session '${id}'`)
-  authorize(viewer, archived.roster)
-  return c.json({
+  return {
     sessionId: archived.sessionId,
     rules: archived.rules,
-    status: archived.status,
+    // A session's storage is cleared only after it ended.
+    status: archived.status === 'live' ? 'live' : 'finished',
     roster: archived.roster,
     queue: archived.queue,
     seq: null,
@@ -223,8 +236,8 @@ sessionRoutes.openapi(getRoute, (async (c: Context<AppEnv>) => {
     endedAt: archived.endedAt,
     result: archived.result,
     ratingChanges: archived.ratingChanges,
-  })
-}) as never)
+  }
+}
 
 const LogRecordSchema = z
   .object({

@@ -56,11 +56,11 @@ export interface SessionStore {
 const RATING_ATTEMPTS = 5
 
 /**
- * Whether a result changes ratings: abandoned games do not (nobody won anything), and a match
+ * Whether a result changes ratings: abandoned and cancelled games do not (nobody won), and a match
  * needs two teams to be rated at all.
  */
 export function isRated(result: GameResult): boolean {
-  if (result.reason === 'abandoned') return false
+  if (result.reason === 'abandoned' || result.reason === 'cancelled') return false
   return new Set(result.placements.map((p) => p.team)).size >= 2
 }
 

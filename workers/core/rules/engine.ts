@@ -1,6 +1,6 @@
 import { jsonEqual } from './json.ts'
 import { createRng, seedRng } from './rng.ts'
-import type { GameSetup, Rules, RngState, RuleError } from './types.ts'
+import type { GameResult, GameSetup, Rules, RngState, RuleError } from './types.ts'
 import { isRuleError, ruleError } from './types.ts'
 
 /**
@@ -20,6 +20,8 @@ export interface MatchState<S = unknown> {
   /** sfc32 words; advanced only by accepted inputs. */
   rng: RngState
   game: S
+  /** The result of a game ended from outside its rules (an `end` input); absent otherwise. */
+  ended?: GameResult
 }
 
 /** A player's action; `action` is untrusted as received, and parsed as stored in the log. */
@@ -55,7 +57,22 @@ export interface AbandonInput {
   kind: 'abandon'
   tick: number
 }
-export type Input = ActionInput | TickInput | AbsentInput | ReturnInput | AbandonInput
+/**
+ * The game is ended from outside its rules (an admin cancelling a match): no winner, nobody rated.
+ * `placements` (the roster, each at place 1) are the result's, carried in the input so that the
+ * engine, which does not hold the roster, replays the same result.
+ */
+export interface EndInput {
+  kind: 'end'
+  tick: number
+  placements: GameResult['placements']
+}
+export type Input = ActionInput | TickInput | AbsentInput | ReturnInput | AbandonInput | EndInput
+
+/** The game's result: the rules' own, or the one an `end` input gave it; null while it runs. */
+export function resultOf<S, A, E>(rules: Rules<S, A, E>, match: MatchState<S>): GameResult | null {
+  return match.ended ?? rules.result(match.game)
+}
 
 /**
  * One accepted input and the event it produced. Broadcast as `{"type":"event", seq, …}` and
@@ -144,16 +161,22 @@ export function step<S, A, E>(
   if (!Number.isSafeInteger(input.tick) || input.tick < match.tick) {
     return ruleError('invalid_tick', `tick must be an integer >= ${match.tick}`)
   }
-  if (input.kind !== 'tick' && input.kind !== 'abandon' && typeof input.player !== 'string') {
+  if (
+    input.kind !== 'tick' &&
+    input.kind !== 'abandon' &&
+    input.kind !== 'end' &&
+    typeof input.player !== 'string'
+  ) {
     return ruleError('invalid_input', 'player must be a string')
   }
-  if (rules.result(match.game) !== null) return ruleError('game_over', 'the game is over')
+  if (resultOf(rules, match) !== null) return ruleError('game_over', 'the game is over')
 
   const rng = createRng(match.rng)
   const ctx = { tick: input.tick, rng }
   let logged: Input
   let state: S
   let event: E | undefined
+  let ended: GameResult | undefined
   switch (input.kind) {
     case 'action': {
       const action = rules.parseAction(input.action)
@@ -186,6 +209,17 @@ export function step<S, A, E>(
       logged = { kind: 'abandon', tick: input.tick }
       break
     }
+    case 'end': {
+      if (!Array.isArray(input.placements) || input.placements.length === 0) {
+        return ruleError('invalid_input', 'placements must list the roster')
+      }
+      state = match.game
+      // Not the rules' event type: every rules module's game can end this way.
+      event = { kind: 'cancelled', ended: 'cancelled' } as E
+      ended = { reason: 'cancelled', winner: null, placements: input.placements }
+      logged = { kind: 'end', tick: input.tick, placements: input.placements }
+      break
+    }
     case 'tick': {
       if (rules.onTick === undefined) return { match, record: null }
       const out = rules.onTick(match.game, ctx)
@@ -203,7 +237,14 @@ export function step<S, A, E>(
   // null keeps the record plain JSON.
   const record: LogRecord<E> = { seq, input: logged, event: event ?? null }
   return {
-    match: { rules: rules.name, seq, tick: input.tick, rng: rng.state(), game: state },
+    match: {
+      rules: rules.name,
+      seq,
+      tick: input.tick,
+      rng: rng.state(),
+      game: state,
+      ...(ended ? { ended } : {}),
+    },
     record,
   }
 }

@@ -87,8 +87,11 @@ export interface Applied<S, E> {
 export interface GameResult {
   /** Every roster player once; place 1 is best. */
   placements: { playerId: string; team: number; place: number; score?: number }[]
-  /** finished: won by play; forfeit: won because others left; abandoned: everyone left. */
-  reason: 'finished' | 'forfeit' | 'abandoned'
+  /**
+   * finished: won by play; forfeit: won because others left; abandoned: everyone left;
+   * cancelled: an admin ended the game (no winner, nobody rated).
+   */
+  reason: 'finished' | 'forfeit' | 'abandoned' | 'cancelled'
   /** The winner's id, or null when there is none (abandoned, or rules without winners). */
   winner: string | null
 }

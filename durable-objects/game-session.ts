@@ -530,8 +530,9 @@ export class GameSession extends DurableObject<Env> {
     if (!this.setup || !this.match || !this.status) return this.notFound()
     if (this.status === 'live') {
       const now = this.now()
-      // What the game's clock did before now happens first, as for any input.
-      this.catchUp(this.tickAt(now))
+      // What the game's clock did before now happens first, as for any input: ticks, and graces
+      // that ran out (a forfeit due before the end stands).
+      this.runClock(now)
       if (this.status === 'live') {
         const out = this.applyInput({
           kind: 'end',
@@ -543,8 +544,9 @@ export class GameSession extends DurableObject<Env> {
           })),
         })
         if (isRuleError(out)) throw new Error(`end refused: ${out.error.message}`)
-        await this.scheduleAlarm()
       }
+      // The end work (or the clock's next deadline) runs from the alarm.
+      await this.scheduleAlarm()
     }
     return this.info()
   }

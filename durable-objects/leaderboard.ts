@@ -1072,7 +1072,7 @@ export class Leaderboard extends DurableObject<Env> {
   /**
    * Bans a player from the board: their entry leaves the current cycle (as `removeEntry`) and
    * their submissions are refused (403) until `unban`, in every cycle. Banning again keeps the
-   * first ban's time and takes the new reason. At most MAX_BANS players per board.
+   * first ban's time, and takes the new reason if it gives one. At most MAX_BANS players per board.
    */
   async ban(
     boardId: string,
@@ -1092,7 +1092,7 @@ export class Leaderboard extends DurableObject<Env> {
     const removed = this.takeOut(playerId, now, () => {
       this.sql.exec(
         `INSERT INTO bans (player_id, reason, banned_at) VALUES (?, ?, ?)
-         ON CONFLICT (player_id) DO UPDATE SET reason = excluded.reason`,
+         ON CONFLICT (player_id) DO UPDATE SET reason = coalesce(excluded.reason, bans.reason)`,
         playerId,
         reason,
         now,

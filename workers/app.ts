@@ -78,6 +78,9 @@ export function createApp(): OpenAPIHono<AppEnv> {
     if (theirs && theirs.length <= 128 && /^[\w.:=-]+$/.test(theirs))
       c.set('clientRequestId', theirs)
     await next()
+    // An answer the route built itself (a cached read, a socket's upgrade) does not carry the
+    // header set above, which Hono adds only to the answers it makes.
+    if (!c.res.headers.has('x-request-id')) setResponseHeader(c, 'x-request-id', id)
   })
   app.use(async function noStoreByDefault(c, next) {
     await next()

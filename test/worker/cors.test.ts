@@ -56,10 +56,13 @@ describe('browser games on another origin (CORS)', () => {
     // So is a read served from a cache.
     const board = await createBoard()
     expect((await submitFor(board, 'cors-1', { score: 5 })).status).toBe(200)
+    const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
     for (let i = 0; i < 2; i++) {
       const top = await call(`/v1/leaderboards/${board}/top`, { headers: { origin: GAME } })
       expect(top.status).toBe(200)
       expect(top.headers.get('access-control-allow-origin')).toBe('*')
+      // The read answers itself (a miss, then a hit), and still carries the request's id.
+      expect(top.headers.get('x-request-id')).toMatch(UUID)
       if (i === 1) expect(top.headers.get('x-cache')).not.toBeNull()
     }
   })
@@ -96,6 +99,7 @@ describe('browser games on another origin (CORS)', () => {
       headers: { upgrade: 'websocket', origin: GAME, authorization: `Bearer ${g.token}` },
     })
     expect(res.status).toBe(101)
+    expect(res.headers.get('x-request-id')).toMatch(/^[0-9a-f-]{36}$/)
     res.webSocket!.accept()
     res.webSocket!.close(1000)
   })

@@ -294,7 +294,7 @@ const banRoute = createRoute({
     'The player’s entry leaves the current cycle (as removing it does) and their submissions are ' +
     'refused with 403 `forbidden` in every cycle until the ban is lifted; a retried submission ' +
     'from before still gets its first answer. Banning again keeps the first ban’s time and takes ' +
-    `the new reason. At most ${MAX_BANS.toLocaleString('en')} bans per board (409 past that). ` +
+    `the new reason, if it gives one. At most ${MAX_BANS.toLocaleString('en')} bans per board (409 past that). ` +
     'Imports (`POST …/entries`) are the admin’s own and are not checked against bans.',
   middleware: [requireAdmin()] as const,
   request: {

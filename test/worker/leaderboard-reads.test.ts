@@ -475,6 +475,16 @@ describe('removing an entry (moderation)', () => {
       headers: { authorization: `Bearer ${credential}` },
     })
   const ids = (page: Top) => page.entries.map((e) => e.playerId)
+  /** The players of a walk from its first page to its end, `limit` a page. */
+  async function walkOn(board: string, first: Top, limit: number): Promise<string[]> {
+    const walked = ids(first)
+    for (let cursor = first.nextCursor; cursor;) {
+      const page = await fresh<Top>(`/v1/leaderboards/${board}/top?limit=${limit}&cursor=${cursor}`)
+      walked.push(...ids(page))
+      cursor = page.nextCursor
+    }
+    return walked
+  }
 
   it('takes the entry out at once, closes the ranks up, spares walks begun before, and a retry changes nothing', async () => {
     const b = await createBoard({ submitsPerMinute: 600 })
@@ -505,14 +515,7 @@ describe('removing an entry (moderation)', () => {
     expect(around.status).toBe(404)
 
     // The walk begun before goes on over the board as it was: every entry once, p001 included.
-    const walked = [...ids(first)]
-    let cursor = first.nextCursor
-    while (cursor) {
-      const page = await fresh<Top>(`/v1/leaderboards/${b}/top?limit=4&cursor=${cursor}`)
-      walked.push(...ids(page))
-      cursor = page.nextCursor
-    }
-    expect(walked).toEqual(ids(before))
+    expect(await walkOn(b, first, 4)).toEqual(ids(before))
 
     // Again: nothing to remove, nothing changes.
     expect(await (await remove(b, 'p001')).json()).toEqual({
@@ -542,14 +545,7 @@ describe('removing an entry (moderation)', () => {
     expect((await remove(b, 'p005')).status).toBe(200)
     const first = await fresh<Top>(`/v1/leaderboards/${b}/top?limit=2`)
     await evictDurableObject(env.LEADERBOARD.getByName(b))
-    const walked = [...ids(first)]
-    let cursor = first.nextCursor
-    while (cursor) {
-      const page = await fresh<Top>(`/v1/leaderboards/${b}/top?limit=2&cursor=${cursor}`)
-      walked.push(...ids(page))
-      cursor = page.nextCursor
-    }
-    expect(walked).toEqual(['p004', 'p003', 'p002', 'p001', 'p000'])
+    expect(await walkOn(b, first, 2)).toEqual(['p004', 'p003', 'p002', 'p001', 'p000'])
   })
 
   it('a retried submission of the removed score answers its first response and does not restore it', async () => {

@@ -111,6 +111,58 @@ async function waiting(queue: string): Promise<number> {
   )
 }
 
+/**
+ * Holds party `partyId`'s row lock for `seconds` (as a membership change does while it runs),
+ * then runs `after` in the same transaction; resolves once the lock is taken, with the
+ * transaction's end.
+ */
+async function holdPartyLock(
+  partyId: string,
+  seconds: number,
+  after: { text: string; params: unknown[] }[] = [],
+): Promise<{ done: Promise<unknown> }> {
+  const sql = pg()
+  const marker = `party_lock_${crypto.randomUUID().replaceAll('-', '')}`
+  const done = sql.transaction([
+    sql.query(`select id from parties where id = $1 for update`, [partyId]),
+    sql.query(`select pg_sleep(${seconds}) as ${marker}`),
+    ...after.map((q) => sql.query(q.text, q.params)),
+  ])
+  await until(
+    async () =>
+      (
+        await sql.query(`select 1 from pg_stat_activity where state = 'active' and query like $1`, [
+          `%${marker}%`,
+        ])
+      ).length > 0 || undefined,
+    5000,
+    'the transaction holding the party lock',
+  )
+  return { done }
+}
+
+/**
+ * A party one place short of full plus `x`'s invite, which runs out in two seconds: the setting
+ * of the invite-expiry races below.
+ */
+async function fullPartyWithExpiringInvite() {
+  const [leader, ...rest] = await players(MAX_PARTY_SIZE + 1)
+  const members = rest.slice(0, MAX_PARTY_SIZE - 2)
+  const [x, y] = rest.slice(MAX_PARTY_SIZE - 2)
+  const party = await formParty([leader!, ...members])
+  await ok(invite(party.id, leader!, x!), 201)
+  await pg()`update party_invites set expires_at = clock_timestamp() + interval '2 seconds'
+             where party_id = ${party.id} and player_id = ${x!.playerId}`
+  return { party, leader: leader!, x: x!, y: y! }
+}
+
+/** Whether `x`'s invite to the party has not run out yet (the race below needs it not to). */
+async function inviteStillPending(partyId: string, x: Player): Promise<boolean> {
+  const [row] = await pg()`select expires_at > clock_timestamp() as pending from party_invites
+                           where party_id = ${partyId} and player_id = ${x.playerId}`
+  return row?.pending === true
+}
+
 describe('forming a party', () => {
   it('create, invite, list invites, accept: members and invitees read the party', async () => {
     const [a, b, c] = await players(3)
@@ -383,47 +435,23 @@ describe('concurrency', () => {
   })
 
   it('an invite written while an accept waits for the lock past its invite’s expiry: the accept is refused, the party never passes its size', async () => {
-    const [leader, ...rest] = await players(MAX_PARTY_SIZE + 1)
-    const members = rest.slice(0, MAX_PARTY_SIZE - 2)
-    const [x, y] = rest.slice(MAX_PARTY_SIZE - 2)
-    const party = await formParty([leader!, ...members])
-    await ok(invite(party.id, leader!, x!), 201)
-    const sql = pg()
-    // X's invite runs out in two seconds.
-    await sql`update party_invites set expires_at = clock_timestamp() + interval '2 seconds'
-               where party_id = ${party.id} and player_id = ${x!.playerId}`
-    const marker = `party_cap_${crypto.randomUUID().replaceAll('-', '')}`
+    const { party, x, y } = await fullPartyWithExpiringInvite()
     // The leader's invite of Y holds the party's lock past X's expiry and, X's invite no longer
     // holding a place, writes Y's.
-    const inviteY = sql.transaction([
-      sql.query(`select id from parties where id = $1 for update`, [party.id]),
-      sql.query(`select pg_sleep(3) as ${marker}`),
-      sql.query(
-        `insert into party_invites (party_id, player_id, expires_at)
-         values ($1, $2, now() + interval '1 hour')`,
-        [party.id, y!.playerId],
-      ),
+    const inviteY = await holdPartyLock(party.id, 3, [
+      {
+        text: `insert into party_invites (party_id, player_id, expires_at)
+               values ($1, $2, now() + interval '1 hour')`,
+        params: [party.id, y.playerId],
+      },
     ])
-    await until(
-      async () =>
-        (
-          await sql.query(
-            `select 1 from pg_stat_activity where state = 'active' and query like $1`,
-            [`%${marker}%`],
-          )
-        ).length > 0 || undefined,
-      5000,
-      'the invite holding the lock',
-    )
     // X accepts before the expiry, and waits for the lock until after it.
-    const [early] = await sql`select expires_at > clock_timestamp() as early from party_invites
-                               where party_id = ${party.id} and player_id = ${x!.playerId}`
-    expect(early).toEqual({ early: true })
-    const accepted = accept(party.id, x!)
-    await inviteY
+    expect(await inviteStillPending(party.id, x)).toBe(true)
+    const accepted = accept(party.id, x)
+    await inviteY.done
     const refused = await expectProblem(accepted, 404, 'not-found')
     expect(refused.detail).toContain('expired')
-    const [row] = await sql.query(
+    const [row] = await pg().query(
       `select (select count(*)::int from party_members where party_id = $1)
             + (select count(*)::int from party_invites
                 where party_id = $1 and expires_at > now()) as places`,
@@ -433,37 +461,13 @@ describe('concurrency', () => {
   })
 
   it('an invite that waited for the lock past a pending invite’s expiry counts that place as free', async () => {
-    const [leader, ...rest] = await players(MAX_PARTY_SIZE + 1)
-    const members = rest.slice(0, MAX_PARTY_SIZE - 2)
-    const [x, y] = rest.slice(MAX_PARTY_SIZE - 2)
-    const party = await formParty([leader!, ...members])
-    await ok(invite(party.id, leader!, x!), 201)
-    const sql = pg()
-    await sql`update party_invites set expires_at = clock_timestamp() + interval '2 seconds'
-               where party_id = ${party.id} and player_id = ${x!.playerId}`
-    const marker = `party_free_${crypto.randomUUID().replaceAll('-', '')}`
+    const { party, leader, x, y } = await fullPartyWithExpiringInvite()
     // Something else holds the party's lock past X's expiry (an accept, a leave).
-    const holder = sql.transaction([
-      sql.query(`select id from parties where id = $1 for update`, [party.id]),
-      sql.query(`select pg_sleep(3) as ${marker}`),
-    ])
-    await until(
-      async () =>
-        (
-          await sql.query(
-            `select 1 from pg_stat_activity where state = 'active' and query like $1`,
-            [`%${marker}%`],
-          )
-        ).length > 0 || undefined,
-      5000,
-      'the lock holder',
-    )
+    const holder = await holdPartyLock(party.id, 3)
     // The leader invites Y before X's invite expires; the invite waits until after.
-    const [early] = await sql`select expires_at > clock_timestamp() as early from party_invites
-                               where party_id = ${party.id} and player_id = ${x!.playerId}`
-    expect(early).toEqual({ early: true })
-    const invited = invite(party.id, leader!, y!)
-    await holder
+    expect(await inviteStillPending(party.id, x)).toBe(true)
+    const invited = invite(party.id, leader, y)
+    await holder.done
     expect((await invited).status).toBe(201)
   })
 })
@@ -865,28 +869,13 @@ describe('queueing as a party over HTTP', () => {
   it('a note racing a membership change waits for it and is refused: the change and the note are ordered by the party lock', async () => {
     const [a, b, c] = await players(3)
     const party = await formParty([a!, b!, c!])
-    const sql = pg()
-    const marker = `party_race_${crypto.randomUUID().replaceAll('-', '')}`
     // A membership change that holds the party's lock for a moment, as removeMember's does.
-    const change = sql.transaction([
-      sql.query(`select id from parties where id = $1 for update`, [party.id]),
-      sql.query(`delete from party_members where party_id = $1 and player_id = $2`, [
-        party.id,
-        c!.playerId,
-      ]),
-      sql.query(`select pg_sleep(0.5) as ${marker}`),
+    const change = await holdPartyLock(party.id, 0.5, [
+      {
+        text: `delete from party_members where party_id = $1 and player_id = $2`,
+        params: [party.id, c!.playerId],
+      },
     ])
-    await until(
-      async () =>
-        (
-          await sql.query(
-            `select 1 from pg_stat_activity where state = 'active' and query like $1`,
-            [`%${marker}%`],
-          )
-        ).length > 0 || undefined,
-      5000,
-      'the change holding the lock',
-    )
     // The join read the old roster; its note arrives while the change holds the lock.
     const noted = recordPartyTicket(
       env,
@@ -895,9 +884,9 @@ describe('queueing as a party over HTTP', () => {
       [a!, b!, c!].map((p) => p.playerId),
       Date.now(),
     )
-    await change
+    await change.done
     expect(await noted).toBe(false)
-    const [row] = await sql.query(
+    const [row] = await pg().query(
       `select ticket_id, (select count(*)::int from party_tickets where party_id = $1) as noted
          from parties where id = $1`,
       [party.id],

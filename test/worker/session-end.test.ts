@@ -26,16 +26,17 @@ import { until } from './helpers/sockets.ts'
 const INITIAL_RATING: Rating = { rating: 1500, rd: 200, volatility: 0.06 }
 
 /**
- * The session's result in Neon is `abandoned` without a winner, and it moved nobody: ratings as
- * seeded (INITIAL_RATING), no entry on the queue's board.
+ * The session's result in Neon is `reason` (`abandoned` unless said) without a winner, and it
+ * moved nobody: ratings as seeded (INITIAL_RATING), no entry on the queue's board.
  */
 async function expectAbandonedUnrated(
   sessionId: string,
   board: string,
   players: string[],
+  reason: GameResult['reason'] = 'abandoned',
 ): Promise<void> {
   const [row] = await resultRows(sessionId)
-  expect(row!.result).toMatchObject({ reason: 'abandoned', winner: null })
+  expect(row!.result).toMatchObject({ reason, winner: null })
   expect(row!.rating_changes).toEqual([])
   const after = await ratingsOf(players)
   for (const p of players) expect(after[p]).toEqual(INITIAL_RATING)
@@ -183,15 +184,7 @@ describe('the end of a game', () => {
     }
     const work = await inObject(sessionId, (inst) => inst.endStatus())
     expect(['archive', 'retain', 'done']).toContain(work!.stage)
-    const [row] = await resultRows(sessionId)
-    expect(row!.result).toMatchObject({ reason: 'cancelled', winner: null })
-    expect(row!.rating_changes).toEqual([])
-    const after = await ratingsOf(players)
-    for (const p of players) expect(after[p]).toEqual(INITIAL_RATING)
-    for (const p of players) {
-      const mine = await fresh<{ entry: unknown }>(`/v1/leaderboards/${board}/players/${p}`)
-      expect(mine.entry).toBeNull()
-    }
+    await expectAbandonedUnrated(sessionId, board, players, 'cancelled')
   })
 
   it('an end sent after a grace ran out: the forfeit due first stands', async () => {

@@ -1026,9 +1026,12 @@ export interface Paths {
       body: undefined
       responses: {
         201: Schemas['Party']
+        400: Schemas['Problem']
         401: Schemas['Problem']
         403: Schemas['Problem']
         409: Schemas['Problem']
+        413: Schemas['Problem']
+        415: Schemas['Problem']
         422: Schemas['Problem']
         500: Schemas['Problem']
         503: Schemas['Problem']
@@ -1129,10 +1132,13 @@ export interface Paths {
       body: undefined
       responses: {
         200: Schemas['Party']
+        400: Schemas['Problem']
         401: Schemas['Problem']
         403: Schemas['Problem']
         404: Schemas['Problem']
         409: Schemas['Problem']
+        413: Schemas['Problem']
+        415: Schemas['Problem']
         422: Schemas['Problem']
         500: Schemas['Problem']
         503: Schemas['Problem']

@@ -227,6 +227,26 @@ describe('forming a party', () => {
     ])
   })
 
+  it('forming a party and accepting take no body: a field is 422, broken JSON 400, another type 415; nothing is formed', async () => {
+    const [a, b] = await players(2)
+    const party = await create(a!)
+    await ok(invite(party.id, a!, b!), 201)
+    const state = await stored(party.id)
+    for (const path of ['/v1/parties', `/v1/parties/${party.id}/members`]) {
+      const raw = (body: string, type: string) =>
+        call(path, {
+          method: 'POST',
+          headers: { authorization: `Bearer ${b!.token}`, 'content-type': type },
+          body,
+        })
+      await expectProblem(raw('{"name":"squad"}', 'application/json'), 422, 'validation')
+      await expectProblem(raw('{"name":', 'application/json'), 400, 'malformed-json')
+      await expectProblem(raw('join me', 'text/plain'), 415, 'unsupported-media-type')
+    }
+    expect(await stored(party.id)).toBe(state)
+    await expectProblem(send('GET', '/v1/parties/me', b!), 404, 'not-found')
+  })
+
   it('the admin key is not a player: 403 on every party route', async () => {
     const [a] = await players(1)
     const party = await create(a!)

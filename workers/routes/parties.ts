@@ -68,9 +68,10 @@ const createPartyRoute = createRoute({
     'The caller becomes the leader and first member. A player is in one party at a time: a ' +
     'member of another party gets 409 (leave it first).',
   middleware: [requirePlayer(), noBodyFields()] as const,
+  // No body, or `{}`; a body that is not JSON, too large or of another type is still refused.
   responses: {
     201: { description: 'The new party', content: partyJson },
-    ...problemResponses(401, 403, 409, 422),
+    ...problemResponses(400, 401, 403, 409, 413, 415, 422),
   },
 })
 
@@ -195,10 +196,11 @@ const acceptRoute = createRoute({
     "The party's waiting matchmaking ticket, if any, is cancelled (reason `party_changed`): it was " +
     'made without the new member.',
   middleware: [requirePlayer(), noBodyFields()] as const,
+  // No body, or `{}`; a body that is not JSON, too large or of another type is still refused.
   request: { params: PartyParam },
   responses: {
     200: { description: 'The party, with the caller as a member', content: partyJson },
-    ...problemResponses(401, 403, 404, 409, 422),
+    ...problemResponses(400, 401, 403, 404, 409, 413, 415, 422),
   },
 })
 

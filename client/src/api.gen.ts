@@ -600,6 +600,41 @@ export interface Paths {
       }
     }
   }
+  '/v1/admin/leaderboards/{id}/cycles/{cycle}/rewards': {
+    /** A closed cycle's rewards, by rank, for paying them out */
+    get: {
+      path: {
+        id: string
+        cycle: number
+      }
+      query: {
+        limit?: number
+        cursor?: number
+      }
+      headers: Record<string, never>
+      body: undefined
+      responses: {
+        200: {
+          cycle: number
+          complete: boolean
+          rewards: Array<{
+            playerId: string
+            rank: number
+            reward?: unknown
+            /** When the close wrote it */
+            paidAt: string
+          }>
+          nextCursor: string | null
+        }
+        401: Schemas['Problem']
+        403: Schemas['Problem']
+        404: Schemas['Problem']
+        422: Schemas['Problem']
+        500: Schemas['Problem']
+        503: Schemas['Problem']
+      }
+    }
+  }
   '/v1/leaderboards/{id}': {
     /** A leaderboard: its configuration and current cycle */
     get: {

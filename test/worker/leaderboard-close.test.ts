@@ -851,6 +851,68 @@ describe('a closed cycle read while it is archived', () => {
       headers: { 'cache-control': 'no-cache' },
     })
 
+  it("an admin lists a cycle's rewards by rank, for paying out: partial while archiving, every reward once when complete", async () => {
+    const board = await createBoard({
+      rewards: [
+        { fromRank: 1, toRank: 1200, reward: { coins: 10 } },
+        { fromRank: 1201, toRank: 1500, reward: { coins: 1 } },
+      ],
+    })
+    type Page = {
+      cycle: number
+      complete: boolean
+      rewards: { playerId: string; rank: number; reward: { coins: number }; paidAt: string }[]
+      nextCursor: string | null
+    }
+    const list = async (query = '') => {
+      const res = await call(
+        `/v1/admin/leaderboards/${board}/cycles/1/rewards?${query}`,
+        bearer(ADMIN_KEY),
+      )
+      expect(res.status).toBe(200)
+      return (await res.json()) as Page
+    }
+    const all = async () => {
+      const out: Page['rewards'] = []
+      let page = await list('limit=400')
+      out.push(...page.rewards)
+      while (page.nextCursor) {
+        page = await list(`limit=400&cursor=${page.nextCursor}`)
+        out.push(...page.rewards)
+      }
+      return { complete: page.complete, rewards: out }
+    }
+    // The page of ranks 1–1,000 fails; 1,001–2,000 is in.
+    await closeWithFailingPages(board, 2000, (through) => through === 1000)
+    const partial = await all()
+    expect(partial.complete).toBe(false)
+    expect(partial.rewards.map((r) => r.rank)).toEqual(
+      Array.from({ length: 500 }, (_, i) => 1001 + i),
+    )
+
+    await runInDurableObject(stub(board), (inst: Leaderboard) => {
+      inst.archiveWriter = new NeonArchiveWriter(env)
+    })
+    await archiveUntilDone(board, 1)
+    const done = await all()
+    expect(done.complete).toBe(true)
+    expect(done.rewards.map((r) => r.rank)).toEqual(Array.from({ length: 1500 }, (_, i) => i + 1))
+    expect(new Set(done.rewards.map((r) => r.playerId)).size).toBe(1500)
+    // The highest score ranks first: p01999 (score 1999) is rank 1.
+    expect(done.rewards[0]).toMatchObject({ playerId: 'p01999', rank: 1, reward: { coins: 10 } })
+    expect(done.rewards[1200]).toMatchObject({ rank: 1201, reward: { coins: 1 } })
+    expect(Date.parse(done.rewards[0]!.paidAt)).not.toBeNaN()
+
+    // Refusals: an unknown cycle 404, a bad cursor or limit 422, a player 403.
+    const status = async (path: string, credential = ADMIN_KEY) =>
+      (await problem(await call(path, bearer(credential)))).status
+    expect(await status(`/v1/admin/leaderboards/${board}/cycles/9/rewards`)).toBe(404)
+    expect(await status(`/v1/admin/leaderboards/${board}/cycles/1/rewards?cursor=x`)).toBe(422)
+    expect(await status(`/v1/admin/leaderboards/${board}/cycles/1/rewards?limit=1001`)).toBe(422)
+    const guest = await newGuest()
+    expect(await status(`/v1/admin/leaderboards/${board}/cycles/1/rewards`, guest.token)).toBe(403)
+  })
+
   it('is 404 until its first ranks are in, even with later ones in first', async () => {
     const board = await createBoard()
     await closeWithFailingPages(board, 2000, (through) => through === 1000)

@@ -1,5 +1,6 @@
 import { z } from '@hono/zod-openapi'
 import type { LeaderboardConfig } from '../core/leaderboard.ts'
+import { getSql } from '../db/client.ts'
 import { markConfigPushed, saveLeaderboardConfig } from '../leaderboards/config-store.ts'
 import { boardStub } from '../leaderboards/stub.ts'
 import { errorFields, log } from '../lib/log.ts'
@@ -398,4 +399,83 @@ adminLeaderboards.openapi(bansRoute, async (c) => {
   const r = await boardStub(c.env, id).bans(id, cursor ?? null, limit)
   if (!r.ok) throw new ApiError(r.problem, r.detail, r.extensions ?? {})
   return c.json({ bans: r.bans, nextCursor: r.next }, 200)
+})
+
+const cycleRewardsRoute = createRoute({
+  method: 'get',
+  path: '/{id}/cycles/{cycle}/rewards',
+  summary: "A closed cycle's rewards, by rank, for paying them out",
+  description:
+    'Every reward the close wrote for the cycle, by rank. A reward is one row per (board, cycle, ' +
+    'player) however often the close ran, so a game server that pays out keyed by that triple ' +
+    'pays each once. `complete` is false while the cycle is still being archived: rewards are ' +
+    'written with their archive pages, in any order, so a page may miss ranks that come later; ' +
+    'pay what is listed and read again once `complete`. Pass `nextCursor` as `cursor` for the ' +
+    'next page. 404 until the close has begun writing to Neon.',
+  middleware: [requireAdmin()] as const,
+  request: {
+    params: z.object({ id: ResourceId, cycle: decimalInt(1, 2_000_000_000) }),
+    query: z.object({
+      limit: Limit(1000, 100),
+      cursor: decimalInt(1, 2_147_483_647)
+        .optional()
+        .openapi({ description: 'nextCursor of the page before' }),
+    }),
+  },
+  responses: {
+    200: {
+      description: 'A page of rewards',
+      content: {
+        'application/json': {
+          schema: z.object({
+            cycle: z.number().int(),
+            complete: z.boolean(),
+            rewards: z.array(
+              z.object({
+                playerId: z.string(),
+                rank: z.number().int(),
+                reward: z.unknown(),
+                paidAt: z.string().openapi({ description: 'When the close wrote it' }),
+              }),
+            ),
+            nextCursor: z.string().nullable(),
+          }),
+        },
+      },
+    },
+    ...problemResponses(401, 403, 404, 422),
+  },
+})
+
+adminLeaderboards.openapi(cycleRewardsRoute, async (c) => {
+  const { id, cycle } = c.req.valid('param')
+  const { limit, cursor } = c.req.valid('query')
+  const sql = getSql(c.env)
+  const [meta] = (await sql.query(
+    'select completed_at from leaderboard_cycles where leaderboard_id = $1 and cycle = $2',
+    [id, cycle],
+  )) as { completed_at: string | null }[]
+  if (!meta) throw new ApiError('not-found', `Cycle ${cycle} of '${id}' is not archived (yet)`)
+  const rows = (await sql.query(
+    `select player_id, rank, reward,
+            to_char(created_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') as paid_at
+       from rewards where leaderboard_id = $1 and cycle = $2 and rank > $3
+      order by rank limit $4`,
+    [id, cycle, cursor ?? 0, limit + 1],
+  )) as { player_id: string; rank: number; reward: unknown; paid_at: string }[]
+  const page = rows.slice(0, limit)
+  return c.json(
+    {
+      cycle,
+      complete: meta.completed_at !== null,
+      rewards: page.map((r) => ({
+        playerId: r.player_id,
+        rank: r.rank,
+        reward: r.reward,
+        paidAt: r.paid_at,
+      })),
+      nextCursor: rows.length > limit ? String(page[page.length - 1]!.rank) : null,
+    },
+    200,
+  )
 })

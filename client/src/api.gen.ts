@@ -40,7 +40,7 @@ export interface Schemas {
     partyId?: string
     /** conflict: the board's current cycle (a cursor of another cycle; closing a cycle that is neither current nor closed) */
     cycle?: number
-    /** conflict: the most members and pending invites a party can have */
+    /** conflict: the most members and pending invites a party can have, or bans a board keeps */
     limit?: number
   }
   GuestRequest: {
@@ -621,8 +621,8 @@ export interface Paths {
             playerId: string
             rank: number
             reward?: unknown
-            /** When the close wrote it */
-            paidAt: string
+            /** When the close wrote the reward; paying it out is the game's */
+            awardedAt: string
           }>
           nextCursor: string | null
         }

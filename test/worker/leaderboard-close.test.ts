@@ -861,7 +861,7 @@ describe('a closed cycle read while it is archived', () => {
     type Page = {
       cycle: number
       complete: boolean
-      rewards: { playerId: string; rank: number; reward: { coins: number }; paidAt: string }[]
+      rewards: { playerId: string; rank: number; reward: { coins: number }; awardedAt: string }[]
       nextCursor: string | null
     }
     const list = async (query = '') => {
@@ -901,7 +901,7 @@ describe('a closed cycle read while it is archived', () => {
     // The highest score ranks first: p01999 (score 1999) is rank 1.
     expect(done.rewards[0]).toMatchObject({ playerId: 'p01999', rank: 1, reward: { coins: 10 } })
     expect(done.rewards[1200]).toMatchObject({ rank: 1201, reward: { coins: 1 } })
-    expect(Date.parse(done.rewards[0]!.paidAt)).not.toBeNaN()
+    expect(Date.parse(done.rewards[0]!.awardedAt)).not.toBeNaN()
 
     // Refusals: an unknown cycle 404, a bad cursor or limit 422, a player 403.
     const status = async (path: string, credential = ADMIN_KEY) =>

@@ -189,11 +189,10 @@ export const Problem = z
       description:
         "conflict: the board's current cycle (a cursor of another cycle; closing a cycle that is neither current nor closed)",
     }),
-    limit: z
-      .number()
-      .int()
-      .optional()
-      .openapi({ description: 'conflict: the most members and pending invites a party can have' }),
+    limit: z.number().int().optional().openapi({
+      description:
+        'conflict: the most members and pending invites a party can have, or bans a board keeps',
+    }),
   })
   .openapi('Problem')
 

@@ -435,7 +435,9 @@ const cycleRewardsRoute = createRoute({
                 playerId: z.string(),
                 rank: z.number().int(),
                 reward: z.unknown(),
-                paidAt: z.string().openapi({ description: 'When the close wrote it' }),
+                awardedAt: z.string().openapi({
+                  description: "When the close wrote the reward; paying it out is the game's",
+                }),
               }),
             ),
             nextCursor: z.string().nullable(),
@@ -458,11 +460,11 @@ adminLeaderboards.openapi(cycleRewardsRoute, async (c) => {
   if (!meta) throw new ApiError('not-found', `Cycle ${cycle} of '${id}' is not archived (yet)`)
   const rows = (await sql.query(
     `select player_id, rank, reward,
-            to_char(created_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') as paid_at
+            to_char(created_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') as awarded_at
        from rewards where leaderboard_id = $1 and cycle = $2 and rank > $3
       order by rank limit $4`,
     [id, cycle, cursor ?? 0, limit + 1],
-  )) as { player_id: string; rank: number; reward: unknown; paid_at: string }[]
+  )) as { player_id: string; rank: number; reward: unknown; awarded_at: string }[]
   const page = rows.slice(0, limit)
   return c.json(
     {
@@ -472,7 +474,7 @@ adminLeaderboards.openapi(cycleRewardsRoute, async (c) => {
         playerId: r.player_id,
         rank: r.rank,
         reward: r.reward,
-        paidAt: r.paid_at,
+        awardedAt: r.awarded_at,
       })),
       nextCursor: rows.length > limit ? String(page[page.length - 1]!.rank) : null,
     },

@@ -1039,19 +1039,19 @@ export class Leaderboard extends DurableObject<Env> {
     if (unknown) return unknown
     const now = this.now()
     if (this.rollover(now)) await this.scheduleAlarm()
-    const removed = this.takeOut(playerId, now, () => {})
+    const removed = this.takeOut(playerId, now)
     return { ok: true, cycle: this.current!.cycle, removed, total: this.index.size }
   }
 
   /**
-   * Removes the player's entry from the current cycle, with `alsoWrite` in the same transaction;
-   * false (and `alsoWrite` still done) when there was none.
+   * Removes the player's entry from the current cycle, with `alsoWrite` (if any) in the same
+   * transaction; false (and `alsoWrite` still done) when there was none.
    */
-  private takeOut(playerId: string, now: number, alsoWrite: () => void): boolean {
+  private takeOut(playerId: string, now: number, alsoWrite?: () => void): boolean {
     const cur = this.current!
     const previous = this.standingOf(playerId)
     if (!previous) {
-      this.ctx.storage.transactionSync(alsoWrite)
+      alsoWrite?.()
       return false
     }
     const removedAt = this.seq + 1
@@ -1059,7 +1059,7 @@ export class Leaderboard extends DurableObject<Env> {
       this.sql.exec(`DELETE FROM entries WHERE cycle = ? AND player_id = ?`, cur.cycle, playerId)
       // No entry carries this write's seq, so a wake would not recover it from the entries.
       this.setMeta('seq', String(removedAt))
-      alsoWrite()
+      alsoWrite?.()
     })
     this.seq = removedAt
     this.index.remove(previous)

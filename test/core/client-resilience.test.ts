@@ -15,6 +15,33 @@ function jsonRes(status: number, body: unknown): Response {
   })
 }
 
+/** The party `me`, naming the leader's latest ticket. */
+const partyOf = (ticketId: string | null) =>
+  jsonRes(200, { id: 'p1', leader: 'g_0', members: [], invites: [], createdAt: 0, ticketId })
+/** The leader's squad ticket, waiting. */
+const waitingSquad = () =>
+  jsonRes(200, {
+    ticketId: 'squads:eu:t1',
+    queue: 'squads',
+    region: 'eu',
+    status: 'waiting',
+    expiresAt: 0,
+    expiresIn: 60_000,
+    reason: null,
+    match: null,
+  })
+/** The leader's squad ticket, matched. */
+const matchedSquad = () =>
+  jsonRes(200, {
+    ticketId: 'squads:eu:t1',
+    queue: 'squads',
+    region: 'eu',
+    status: 'matched',
+    expiresAt: 0,
+    reason: null,
+    match: { sessionId: 's1', token: 'session-tok', players: [] },
+  })
+
 interface ScriptedSocket {
   open(): void
   drop(): void
@@ -1141,27 +1168,11 @@ describe('matchmaking refusals and network loss', () => {
       baseUrl: 'http://nexus.test',
       retry: { baseDelayMs: 1, maxDelayMs: 5 },
       fetch: guestFetch((url) => {
-        if (url.pathname === '/v1/parties/me') {
-          // The wait's first read: no ticket yet. The leader queues just after it.
-          return jsonRes(200, {
-            id: 'p1',
-            leader: 'g_0',
-            members: [],
-            invites: [],
-            createdAt: 0,
-            ticketId: partyReads++ === 0 ? null : 'squads:eu:t1',
-          })
-        }
+        // The wait's first read: no ticket yet. The leader queues just after it.
+        if (url.pathname === '/v1/parties/me')
+          return partyOf(partyReads++ === 0 ? null : 'squads:eu:t1')
         if (decodeURIComponent(url.pathname) === '/v1/matchmaking/tickets/squads:eu:t1')
-          return jsonRes(200, {
-            ticketId: 'squads:eu:t1',
-            queue: 'squads',
-            region: 'eu',
-            status: 'matched',
-            expiresAt: 0,
-            reason: null,
-            match: { sessionId: 's1', token: 'session-tok', players: [] },
-          })
+          return matchedSquad()
         return jsonRes(200, {})
       }),
       // The socket opens; the pool has no waiting ticket of this player (the leader's ticket
@@ -1435,31 +1446,6 @@ describe('socket keepalive', () => {
 })
 
 describe('waits that ride out network loss', () => {
-  /** The party `me`, naming the leader's latest ticket. */
-  const partyOf = (ticketId: string | null) =>
-    jsonRes(200, { id: 'p1', leader: 'g_0', members: [], invites: [], createdAt: 0, ticketId })
-  const waitingSquad = () =>
-    jsonRes(200, {
-      ticketId: 'squads:eu:t1',
-      queue: 'squads',
-      region: 'eu',
-      status: 'waiting',
-      expiresAt: 0,
-      expiresIn: 60_000,
-      reason: null,
-      match: null,
-    })
-  const matchedSquad = () =>
-    jsonRes(200, {
-      ticketId: 'squads:eu:t1',
-      queue: 'squads',
-      region: 'eu',
-      status: 'matched',
-      expiresAt: 0,
-      reason: null,
-      match: { sessionId: 's1', token: 'session-tok', players: [] },
-    })
-
   it('a party member’s socket check of the party rides out a network loss', async () => {
     vi.useFakeTimers()
     try {

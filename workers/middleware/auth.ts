@@ -37,14 +37,20 @@ export function adminKeyGuard(c: Context<AppEnv>): AdminKeyGuard {
   // lock the others out.
   const ip = c.req.header('cf-connecting-ip')
   if (!ip) return UNCOUNTED
-  // Every Worker on another zone reaches Nexus from this one address, Cloudflare's, with the
-  // calling Worker's zone in CF-Worker (Cloudflare sets both; a client's request carries its
-  // own address): each zone is counted apart, so a stranger's Worker cannot lock out a studio's
-  // game servers running as Workers.
-  const worker = c.req.header('cf-worker')
-  const address = ip === WORKER_SUBREQUEST_IP && worker ? `worker:${worker}` : clientIp(c)
+  // Worked out when a key is first compared, not for every request a player's token passes.
+  let address: string | undefined
+  const addressOf = () =>
+    // Every Worker on another zone reaches Nexus from this one address, Cloudflare's, with the
+    // calling Worker's zone in CF-Worker (Cloudflare sets both; a client's request carries its
+    // own address): each zone is counted apart, so a stranger's Worker cannot lock out a
+    // studio's game servers running as Workers.
+    (address ??=
+      ip === WORKER_SUBREQUEST_IP && c.req.header('cf-worker')
+        ? `worker:${c.req.header('cf-worker')}`
+        : clientIp(c))
   return {
     wait() {
+      const address = addressOf()
       const until = blockedUntil.get(address)
       if (until === undefined) return 0
       const left = until - Date.now()
@@ -53,6 +59,7 @@ export function adminKeyGuard(c: Context<AppEnv>): AdminKeyGuard {
       return 0
     },
     async wrong() {
+      const address = addressOf()
       const d = await hitWindow(
         getRedis(c.env),
         `admin-key:${address}`,

@@ -19,7 +19,13 @@ import { requireAdmin } from '../middleware/auth.ts'
 import { hasBody } from '../middleware/json-body.ts'
 import { canonicalJson } from '../lib/canonical-json.ts'
 import { MAX_BANS } from '../../durable-objects/leaderboard.ts'
-import { CycleInfo, LeaderboardConfigInput, ImportEntry, Limit } from './leaderboard-schemas.ts'
+import {
+  CycleInfo,
+  CycleParam,
+  LeaderboardConfigInput,
+  ImportEntry,
+  Limit,
+} from './leaderboard-schemas.ts'
 
 export const adminLeaderboards = newRouter()
 
@@ -154,7 +160,7 @@ const statusRoute = createRoute({
   summary: "A closed cycle's archive progress",
   middleware: [requireAdmin()] as const,
   request: {
-    params: z.object({ id: ResourceId, cycle: decimalInt(1, 2_000_000_000) }),
+    params: CycleParam,
   },
   responses: {
     200: { description: 'Progress', content: { 'application/json': { schema: CloseStatus } } },
@@ -414,7 +420,7 @@ const cycleRewardsRoute = createRoute({
     'next page. 404 until the close has begun writing to Neon.',
   middleware: [requireAdmin()] as const,
   request: {
-    params: z.object({ id: ResourceId, cycle: decimalInt(1, 2_000_000_000) }),
+    params: CycleParam,
     query: z.object({
       limit: Limit(1000, 100),
       cursor: decimalInt(1, 2_147_483_647)

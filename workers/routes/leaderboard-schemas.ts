@@ -1,7 +1,7 @@
 import { z } from '@hono/zod-openapi'
 import { parseSchedule } from '../core/cycle.ts'
 import { overlappingTiers } from '../core/leaderboard.ts'
-import { boundedJson, decimalInt, DisplayName, objectRecord } from '../lib/openapi.ts'
+import { boundedJson, decimalInt, DisplayName, objectRecord, ResourceId } from '../lib/openapi.ts'
 
 /** No score anywhere may exceed this magnitude; boards narrow it with scoreMin/scoreMax. */
 export const SCORE_LIMIT = 1e15
@@ -204,3 +204,6 @@ export const Limit = (max: number, fallback: number) =>
     .openapi({ type: 'integer', minimum: 1, maximum: max, default: fallback })
 
 export const Cursor = z.string().min(1).max(1100).optional()
+
+/** A board and one of its cycles, as a path names them. */
+export const CycleParam = z.object({ id: ResourceId, cycle: decimalInt(1, 2_000_000_000) })

@@ -28,6 +28,7 @@ import { canonicalJson } from '../lib/canonical-json.ts'
 import {
   Cursor,
   CycleInfo,
+  CycleParam,
   Entry,
   Limit,
   ScoreSubmission,
@@ -342,11 +343,6 @@ leaderboardRoutes.openapi(aroundRoute, (async (c: Context<AppEnv>) => {
 
 // ---------------------------------------------------------------------------------------------
 // History, from Neon
-
-const CycleParam = z.object({
-  id: ResourceId,
-  cycle: decimalInt(1, 2_000_000_000),
-})
 
 const cycleTopRoute = createRoute({
   method: 'get',

@@ -35,8 +35,9 @@ import {
   type FenceReply,
   type QueueClaim,
 } from '../workers/matchmaking/claims.ts'
-import { newTicketId } from '../workers/matchmaking/stub.ts'
+import { newTicketId, ticketsOfPool } from '../workers/matchmaking/stub.ts'
 import {
+  forgetPartyTickets,
   matchmakingPlayer,
   recordPartyTicket,
   type MatchmakingPlayer,
@@ -212,6 +213,12 @@ export interface JoinInput {
   claim: QueueClaim
   /** The join's key (`Idempotency-Key`): a join sent again gets the ticket the first one made. */
   joinKey?: string | null
+  /**
+   * The joining party's tickets in this pool noted before its latest membership change (Neon),
+   * which no longer stand for it: cancelled (`party_changed`) before the join is looked at, so
+   * the join is never handed one of them (see `endStaleTickets`).
+   */
+  staleTickets?: readonly string[]
 }
 
 /** The party a socket's `join` queues, as read from Neon for that join. */
@@ -220,6 +227,8 @@ export interface SocketParty {
   leader: string
   /** Every member with their stored rating: the leader first (it leads the ticket). */
   players: TicketPlayer[]
+  /** The party's tickets in this pool from before its latest membership change. */
+  staleTickets: readonly string[]
 }
 
 /** What the Worker tells the pool when it forwards a socket upgrade (header `x-nexus-socket`). */
@@ -623,7 +632,9 @@ export class MatchPool extends DurableObject<Env> {
    * Enqueues a ticket (or returns the one its player already has) and runs matching; the reply
    * shows the ticket after matching, so it may already be matched.
    */
-  async join(input: JoinInput): Promise<Reply<{ ticket: TicketView; existing: boolean }>> {
+  async join(
+    input: JoinInput,
+  ): Promise<Reply<{ ticket: TicketView; existing: boolean; staleCancelled: string[] }>> {
     this.ensureSchema()
     const changed = this.applyConfig(input.queue, input.region, input.config, input.version)
     // A newer configuration makes matching due now (windows may have widened), even when this
@@ -633,6 +644,8 @@ export class MatchPool extends DurableObject<Env> {
     if (!input.claim) return problem('unavailable', 'The queue cannot be joined now; try again')
     const claims =
       Date.now() - input.claim.claimedAt <= CLAIM_MAX_AGE_MS ? input.claim.versions : {}
+    const staleCancelled = this.endStaleTickets(input.staleTickets ?? [])
+    if (staleCancelled.length > 0) await this.scheduleAlarm()
     const entered = this.enqueue(
       input.players,
       input.attributes ?? null,
@@ -654,7 +667,33 @@ export class MatchPool extends DurableObject<Env> {
     }
     if (!entered.existing) this.attachMembers(entered.row)
     await this.settle()
-    return { ok: true, ticket: this.view(this.row(entered.row.id)!), existing: entered.existing }
+    return {
+      ok: true,
+      ticket: this.view(this.row(entered.row.id)!),
+      existing: entered.existing,
+      staleCancelled,
+    }
+  }
+
+  /**
+   * Cancels (`party_changed`) the waiting tickets of a joining party that were noted before its
+   * latest membership change: a change whose pool could not be reached left them waiting, and the
+   * cron will cancel them. Were one handed to this join (its players being the party's again, say a
+   * member left and came back), the cron's cancel, read before this join's note and arriving after
+   * it, would end the ticket the join was answered with; and a change is meant to end the party's
+   * ticket whether or not its pool answered at once. The joining socket is spared the cancel's
+   * message and close: it is about to get its new ticket. Returns the tickets cancelled.
+   */
+  private endStaleTickets(tickets: readonly string[], joining?: WebSocket): string[] {
+    const cancelled: string[] = []
+    for (const ticketId of ticketsOfPool(tickets, this.queue!, this.region!)) {
+      if (this.row(ticketId)?.state !== 'waiting') continue
+      const att = joining?.deserializeAttachment() as Attachment | null | undefined
+      if (att?.ticketId === ticketId) this.detachSocket(joining!)
+      this.finish(ticketId, 'cancelled', 'party_changed', this.now())
+      cancelled.push(ticketId)
+    }
+    return cancelled
   }
 
   /**
@@ -1580,6 +1619,8 @@ export class MatchPool extends DurableObject<Env> {
         }
         const players = party?.players ?? [{ playerId: att.playerId, rating: att.rating }]
         const attributes = msg.attributes ?? null
+        const staleCancelled = this.endStaleTickets(party?.staleTickets ?? [], ws)
+        if (staleCancelled.length > 0) await this.scheduleAlarm()
         // The socket's own claim (read now: a fence may have dropped it since the frame came);
         // `enqueue` checks it against the fences.
         const held = unexpired((ws.deserializeAttachment() as Attachment).claim)
@@ -1646,7 +1687,11 @@ export class MatchPool extends DurableObject<Env> {
           expiresIn: this.expiresIn(row),
         })
         if (!entered.existing) this.attachMembers(row, ws)
-        await Promise.all([this.settle(), party && this.recordPartyTicket(party.id, row)])
+        await Promise.all([
+          this.settle(),
+          party && this.recordPartyTicket(party.id, row),
+          party && this.forgetStaleTickets(party.id, party.staleTickets, staleCancelled),
+        ])
         return
       }
     }
@@ -1765,6 +1810,7 @@ export class MatchPool extends DurableObject<Env> {
         id: party.id,
         leader: party.leader,
         players: party.members.map((id) => ({ playerId: id, rating: party.ratings.get(id)! })),
+        staleTickets: party.staleTickets,
       },
     }
   }
@@ -1790,6 +1836,30 @@ export class MatchPool extends DurableObject<Env> {
           expiresIn: this.expiresIn(row),
         })
       }
+    }
+  }
+
+  /** Forgets the notes of the party's stale tickets in this pool, which `endStaleTickets` settled. */
+  private async forgetStaleTickets(
+    partyId: string,
+    stale: readonly string[],
+    cancelled: readonly string[],
+  ): Promise<void> {
+    const mine = ticketsOfPool(stale, this.queue!, this.region!)
+    if (mine.length === 0) return
+    try {
+      await within(
+        forgetPartyTickets(this.env, partyId, mine, cancelled),
+        this.neonTimeoutMs,
+        'stale party tickets forgotten',
+      )
+    } catch (err) {
+      // Harmless: the cron cancels them again (they are over) and forgets them.
+      log('warn', 'party tickets not forgotten', {
+        actor: this.actor,
+        partyId,
+        ...errorFields(err),
+      })
     }
   }
 

@@ -4,9 +4,9 @@ import { describe, expect, it } from 'vitest'
 import type { MatchPool } from '../../durable-objects/match-pool.ts'
 import { INVITE_TTL_SECONDS, MAX_PARTY_SIZE } from '../../workers/core/party.ts'
 import { issuePlayerToken } from '../../workers/lib/auth.ts'
-import { recordPartyTicket } from '../../workers/parties/store.ts'
+import { recordPartyTicket, stalePartyTickets } from '../../workers/parties/store.ts'
 import { runScheduled } from '../../workers/scheduled.ts'
-import { retryStalePartyTickets } from '../../workers/parties/stale-tickets.ts'
+import { cancelStaleTickets, retryStalePartyTickets } from '../../workers/parties/stale-tickets.ts'
 import { verifySessionToken } from '../../workers/lib/session-token.ts'
 import { pg } from './helpers/boards.ts'
 import { ADMIN_KEY, bearer, call, json, problem } from './helpers/http.ts'
@@ -782,7 +782,7 @@ describe('queueing as a party over HTTP', () => {
     expect((await ok(send('GET', `/v1/parties/${party.id}`, b!))).ticketId).toBe(again.ticketId)
   })
 
-  it('the cron spares a ticket a join re-confirmed after the party changed back, and cancels one whose party ended', async () => {
+  it("a party's join first cancels its ticket from before the latest change, so a cron that read that ticket as stale cannot end the join's; the cron cancels one whose party ended", async () => {
     const q = await createQueue({ teamSize: 3, maxPartySize: 3 })
     await rig(q, newClock())
     const [a, b, c, d, e] = await players(5)
@@ -799,15 +799,37 @@ describe('queueing as a party over HTTP', () => {
     await sql`update parties set updated_at = clock_timestamp() where id = ${party.id}`
     await sql`insert into party_members (party_id, player_id) values (${party.id}, ${c!.playerId})`
     await sql`update parties set updated_at = clock_timestamp() where id = ${party.id}`
-    // …until the leader's join, handed T again, confirms it for the party as it now is.
-    const again = await ok<Ticket & { existing: boolean }>(joinAs(a!, [a!, b!, c!]), 200)
-    expect(again).toMatchObject({ ticketId: t.ticketId, existing: true })
+    // …and a cron run reads it as stale, its call to the pool still to come.
+    const readByCron = (await stalePartyTickets(env, null, 1000)).filter(
+      (n) => n.partyId === party.id,
+    )
+    expect(readByCron.map((n) => n.ticketId)).toEqual([t.ticketId])
+    // The leader joins again with the same three: T, though its players are the party's again,
+    // is cancelled as the change would have cancelled it, and the join gets a ticket of its own.
+    const again = await ok<Ticket & { existing: boolean }>(joinAs(a!, [a!, b!, c!]), 201)
+    expect(again.existing).toBe(false)
+    expect(again.ticketId).not.toBe(t.ticketId)
+    expect(await ticketOf(t.ticketId)).toMatchObject({
+      status: 'cancelled',
+      reason: 'party_changed',
+    })
+    expect(await sql`select ticket_id from party_tickets where party_id = ${party.id}`).toEqual([
+      { ticket_id: again.ticketId },
+    ])
+    // The cron's cancel of what it read arrives now: the join's ticket is not among it.
+    await cancelStaleTickets(
+      env,
+      party.id,
+      readByCron.map((n) => n.ticketId),
+    )
+    expect((await ticketOf(again.ticketId)).status).toBe('waiting')
+    expect((await ok(send('GET', `/v1/parties/${party.id}`, b!))).ticketId).toBe(again.ticketId)
     // The pair's party ends (both leave) without its ticket being cancelled.
     await sql`delete from party_members where party_id = ${pair.id}`
     await sql`delete from parties where id = ${pair.id}`
 
     await runScheduled(env, Date.now())
-    expect((await ticketOf(t.ticketId)).status).toBe('waiting')
+    expect((await ticketOf(again.ticketId)).status).toBe('waiting')
     expect(await ticketOf(u.ticketId)).toMatchObject({
       status: 'cancelled',
       reason: 'party_changed',
@@ -1009,6 +1031,53 @@ describe('queueing as a party over sockets', () => {
     expect(await waiting(q)).toBe(1)
     expect((await ok(send('GET', '/v1/parties/me', a!))).id).toBe(party.id)
     for (const ws of [wa, wb, wl]) ws.close(1000)
+  })
+
+  it("a leader's socket join after changes that never reached the pool cancels the party's old ticket and queues a new one; the leader's socket stays open", async () => {
+    const q = await createQueue({ teamSize: 3, maxPartySize: 3 })
+    await rig(q, newClock())
+    const [a, b, c] = await players(3)
+    const party = await formParty([a!, b!, c!])
+    const url = `/v1/matchmaking/${q}`
+    const wb = await connect(url, b!.token)
+    const wa = await connect(url, a!.token)
+    const roster = [a!.playerId, b!.playerId, c!.playerId]
+    wa.send(JSON.stringify({ type: 'join', party: roster }))
+    const first = await nextOfType<Queued>(wa, 'queued')
+    expect((await nextOfType<Queued>(wb, 'queued')).ticketId).toBe(first.ticketId)
+    await until(async () => {
+      const p = await ok(send('GET', `/v1/parties/${party.id}`, b!))
+      return p.ticketId === first.ticketId ? true : undefined
+    })
+    // C leaves and comes back; neither change reaches the pool.
+    const sql = pg()
+    await sql`delete from party_members where party_id = ${party.id} and player_id = ${c!.playerId}`
+    await sql`update parties set updated_at = clock_timestamp() where id = ${party.id}`
+    await sql`insert into party_members (party_id, player_id) values (${party.id}, ${c!.playerId})`
+    await sql`update parties set updated_at = clock_timestamp() where id = ${party.id}`
+
+    wa.send(JSON.stringify({ type: 'join', party: roster }))
+    const second = await nextOfType<Queued>(wa, 'queued')
+    expect(second.existing).toBe(false)
+    expect(second.ticketId).not.toBe(first.ticketId)
+    // B's socket, on the old ticket, hears it end as it would from the change.
+    expect(await nextOfType<{ reason: string }>(wb, 'cancelled')).toMatchObject({
+      ticketId: first.ticketId,
+      reason: 'party_changed',
+    })
+    expect(wa.readyState).toBe(WebSocket.OPEN)
+    expect(await ticketOf(first.ticketId, a!.token)).toMatchObject({
+      status: 'cancelled',
+      reason: 'party_changed',
+    })
+    expect(await waiting(q)).toBe(1)
+    await until(async () => {
+      const notes = await sql`select ticket_id from party_tickets where party_id = ${party.id}`
+      return notes.length === 1 && notes[0]!.ticket_id === second.ticketId ? true : undefined
+    })
+    await runScheduled(env, Date.now())
+    expect((await ticketOf(second.ticketId, a!.token)).status).toBe('waiting')
+    for (const ws of [wa, wb]) ws.close(1000)
   })
 
   it("a leader's socket join is refused while a member waits alone in another region of the queue; the member's ticket id is not shown to the leader", async () => {

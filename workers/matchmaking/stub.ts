@@ -50,6 +50,12 @@ export function parseTicketId(id: string): { queue: string; region: string } | n
   return m ? { queue: m[1]!, region: m[2]! } : null
 }
 
+/** Of `tickets`, those of the pool of `queue` in `region` (ticket ids name their pool). */
+export function ticketsOfPool(tickets: readonly string[], queue: string, region: string): string[] {
+  const prefix = `${poolName(queue, region)}:`
+  return tickets.filter((t) => t.startsWith(prefix))
+}
+
 /**
  * Cancels a party's ticket that no longer stands for the party (its members changed), with
  * reason `party_changed`; true if it is now cancelled. A ticket no longer waiting (matched,

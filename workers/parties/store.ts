@@ -442,8 +442,12 @@ const NOTED_TICKET_HOURS = 2
 export interface MatchmakingPlayer {
   /** The stored rating (1500 without a row). */
   rating: number
-  /** The leader first, then the members in joining order, each with their rating. */
-  party: (PartyRoster & { ratings: Map<string, number> }) | null
+  /**
+   * The leader first, then the members in joining order, each with their rating; and the tickets
+   * noted for the party before its latest membership change (`staleTickets`), which no longer
+   * stand for it: a change whose pool could not be reached left them waiting (see `joinStale`).
+   */
+  party: (PartyRoster & { ratings: Map<string, number>; staleTickets: string[] }) | null
 }
 
 /**
@@ -451,7 +455,9 @@ export interface MatchmakingPlayer {
  */
 export async function matchmakingPlayer(env: DbEnv, playerId: string): Promise<MatchmakingPlayer> {
   const rows = (await getSql(env).query(
-    `select own.rating as own_rating, p.id, p.leader, m.player_id, pl.rating
+    `select own.rating as own_rating, p.id, p.leader, m.player_id, pl.rating,
+            (select coalesce(array_agg(t.ticket_id), '{}') from party_tickets t
+              where t.party_id = p.id and t.noted_at < p.updated_at) as stale
        from (select $1::text as id) me
        left join players own on own.id = me.id
        left join party_members mine on mine.player_id = me.id
@@ -466,6 +472,7 @@ export async function matchmakingPlayer(env: DbEnv, playerId: string): Promise<M
     leader: string | null
     player_id: string | null
     rating: number | string | null
+    stale: string[] | null
   }[]
   const ratingOf = (r: number | string | null) => (r === null ? defaultRating().rating : Number(r))
   const first = rows[0]!
@@ -479,6 +486,7 @@ export async function matchmakingPlayer(env: DbEnv, playerId: string): Promise<M
       leader: first.leader!,
       members: rows.map((r) => r.player_id!),
       ratings,
+      staleTickets: first.stale ?? [],
     },
   }
 }

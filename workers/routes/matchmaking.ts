@@ -34,9 +34,15 @@ import {
 } from '../matchmaking/claims.ts'
 import { loadQueueConfig, RegionId, type QueueConfig } from '../matchmaking/config.ts'
 import { Party, TicketAttributes } from '../matchmaking/protocol.ts'
-import { cancelPartyTicket, parseTicketId, poolFetcher, poolStub } from '../matchmaking/stub.ts'
+import {
+  cancelPartyTicket,
+  parseTicketId,
+  poolFetcher,
+  poolStub,
+  ticketsOfPool,
+} from '../matchmaking/stub.ts'
 import { adminKeyGuard, requirePrincipal } from '../middleware/auth.ts'
-import { matchmakingPlayer, recordPartyTicket } from '../parties/store.ts'
+import { forgetPartyTickets, matchmakingPlayer, recordPartyTicket } from '../parties/store.ts'
 
 export const matchmakingRoutes = newRouter()
 
@@ -293,6 +299,27 @@ async function noteTicket(c: Context<AppEnv>, partyId: string, ticket: TicketVie
   })
 }
 
+/**
+ * Forgets the party's stale tickets the pool settled before the join (it cancelled those still
+ * waiting). A failure is logged: the cron finds them over, and forgets them then.
+ */
+async function forgetStale(
+  c: Context<AppEnv>,
+  partyId: string,
+  settled: readonly string[],
+  cancelled: readonly string[],
+): Promise<void> {
+  try {
+    await forgetPartyTickets(c.env, partyId, settled, cancelled)
+  } catch (err) {
+    log('warn', 'party tickets not forgotten', {
+      requestId: c.get('requestId'),
+      partyId,
+      ...errorFields(err),
+    })
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 
 const JoinBody = z
@@ -360,6 +387,8 @@ matchmakingRoutes.openapi(joinRoute, async (c) => {
   let leader: string
   /** The player-formed party this join is for, once checked against Neon. */
   let partyId: string | null = null
+  /** That party's tickets noted before its latest membership change. */
+  let staleTickets: readonly string[] = []
   if (principal.kind === 'admin') {
     if (!body.playerId) {
       throw new ApiError('validation', 'With the admin key, say which player leads: playerId', {
@@ -385,6 +414,7 @@ matchmakingRoutes.openapi(joinRoute, async (c) => {
         const refusal = partyJoinRefusal(roster, leader, body.party)
         if (refusal) throw new ApiError('forbidden', refusal)
         partyId = roster!.id
+        staleTickets = roster!.staleTickets
       }
     }
   }
@@ -428,6 +458,7 @@ matchmakingRoutes.openapi(joinRoute, async (c) => {
     // region's conflict.
     return answeredBefore(region, err)
   }
+  const stale = ticketsOfPool(staleTickets, queue, region)
   const r = await poolStub(c.env, queue, region).join({
     queue,
     region,
@@ -437,8 +468,10 @@ matchmakingRoutes.openapi(joinRoute, async (c) => {
     attributes,
     claim,
     joinKey,
+    staleTickets: stale,
   })
   if (!r.ok) fail(r)
+  if (partyId && stale.length > 0) await forgetStale(c, partyId, stale, r.staleCancelled)
   // A keyed retry answered with its ticket after that ended: nothing of the party to note.
   const live = r.ticket.status === 'waiting' || r.ticket.status === 'matching'
   if (partyId && live) await noteTicket(c, partyId, r.ticket)

@@ -14,6 +14,7 @@ import {
   type RuleError,
 } from '../workers/core/rules/index.ts'
 import { exceedsUtf8Bytes, jsonEqual } from '../workers/core/rules/json.ts'
+import { IDEMPOTENCY_TTL_MS } from '../workers/core/leaderboard.ts'
 import type { Env } from '../workers/env.ts'
 import { boardStub } from '../workers/leaderboards/stub.ts'
 import { boundedInt } from '../workers/lib/config.ts'
@@ -94,6 +95,8 @@ import { answerClose } from '../workers/lib/socket-close.ts'
  * winner gets score 1 (a win; meant for an `incr` board), idempotency key `session:<id>`. A board
  * that is rate-limiting the player or cannot read its configuration (`unavailable`) is retried
  * with backoff; a refusal no retry can fix (no such board, out of bounds) is logged and skipped.
+ * A call without an answer is retried only while the board remembers its key (less an hour):
+ * later, a retry could count the win twice, so it is given up on (at most once, logged).
  */
 
 const SCHEMA_VERSION = 1
@@ -134,6 +137,15 @@ const inputsAccepted = counter('nexus_session_inputs_total', 'Inputs accepted in
 const inputsRefused = counter('nexus_session_refusals_total', 'Socket frames refused, by code')
 const endsRecorded = counter('nexus_session_results_total', 'Results recorded in Neon')
 const endRetries = counter('nexus_session_end_retries_total', 'End-of-game work retried')
+const resultsNotSubmitted = counter(
+  'nexus_session_results_not_submitted_total',
+  "Winners' results a board refused, or that were not sent again once a retry could count them twice",
+)
+/**
+ * A board call that got no answer is sent again only this long after it began: within the
+ * board's memory of idempotency keys, less an hour for the two objects' clocks and the call.
+ */
+const UNANSWERED_RETRY_MS = IDEMPOTENCY_TTL_MS - 60 * 60 * 1000
 const gameLength = histogram(
   'nexus_session_duration_seconds',
   'From creation to the end of the game',
@@ -1209,23 +1221,59 @@ export class GameSession extends DurableObject<Env> {
     const result = JSON.parse(this.getMeta('result')!) as GameResult
     if (result.winner === null) return
     const winningTeams = new Set(result.placements.filter((x) => x.place === 1).map((x) => x.team))
-    // Winners already on the board are noted, so a stage retried past the board's 24 h memory of
-    // idempotency keys (a winner rate-limited, a board down for a day) never counts one twice.
+    // Winners already on the board are noted (and those given up on below), so a stage retried
+    // past the board's 24 h memory of idempotency keys (a winner rate-limited, a board down for a
+    // day) never counts one twice.
     const submitted = new Set(JSON.parse(this.getMeta('submitted') ?? '[]') as string[])
+    // A call whose answer never came may have counted the win: when each such call began. Its
+    // retry is a replay only while the board remembers the key, so after that it is not sent.
+    const unanswered = JSON.parse(this.getMeta('submit_unanswered') ?? '{}') as Record<
+      string,
+      number
+    >
     for (const p of result.placements.filter((x) => winningTeams.has(x.team))) {
       if (submitted.has(p.playerId)) continue
+      const since = unanswered[p.playerId]
+      if (since !== undefined && this.now() - since >= UNANSWERED_RETRY_MS) {
+        submitted.add(p.playerId)
+        this.setMeta('submitted', JSON.stringify([...submitted]))
+        resultsNotSubmitted.inc({ reason: 'unanswered' })
+        log(
+          'error',
+          'session result not submitted: the board never answered, and a retry now could count it twice',
+          {
+            actor: this.actor,
+            boardId,
+            player: p.playerId,
+            firstCallAt: since,
+          },
+        )
+        continue
+      }
       const idempotencyKey = `session:${setup.sessionId}`
-      const reply = await boardStub(this.env, boardId).submit({
-        boardId,
-        playerId: p.playerId,
-        score: 1,
-        subscore: 0,
-        metadata: null,
-        idempotencyKey,
-        requestHash: await sha256Hex(
-          canonicalJson([boardId, p.playerId, 1, 0, null, idempotencyKey]),
-        ),
-      })
+      const requestHash = await sha256Hex(
+        canonicalJson([boardId, p.playerId, 1, 0, null, idempotencyKey]),
+      )
+      const startedAt = this.now()
+      let reply: Awaited<ReturnType<ReturnType<typeof boardStub>['submit']>>
+      try {
+        reply = await boardStub(this.env, boardId).submit({
+          boardId,
+          playerId: p.playerId,
+          score: 1,
+          subscore: 0,
+          metadata: null,
+          idempotencyKey,
+          requestHash,
+        })
+      } catch (err) {
+        // The first call without an answer counts: the board may have kept the key since then.
+        if (since === undefined) {
+          unanswered[p.playerId] = startedAt
+          this.setMeta('submit_unanswered', JSON.stringify(unanswered))
+        }
+        throw err
+      }
       if (reply.ok) {
         submitted.add(p.playerId)
         this.setMeta('submitted', JSON.stringify([...submitted]))
@@ -1235,6 +1283,7 @@ export class GameSession extends DurableObject<Env> {
       // The board could not read its configuration (Neon down at its cold start): transient.
       if (reply.problem === 'unavailable') throw new Error(reply.detail)
       // A missing board or a score it refuses will not get better by retrying.
+      resultsNotSubmitted.inc({ reason: reply.problem })
       log('warn', 'leaderboard refused a session result', {
         actor: this.actor,
         boardId,

@@ -7,6 +7,7 @@ import {
 } from '../workers/core/cycle.ts'
 import {
   applySubmission,
+  IDEMPOTENCY_TTL_MS,
   lastRewardedRank,
   rewardFor,
   type CycleRules,
@@ -61,7 +62,6 @@ const PURGE_MAX_BATCHES = 8
 const ARCHIVE_BUDGET_MS = 20_000
 /** An alarm this far past its time is taken as lost by the cron's check. */
 const ALARM_LATE_MS = 60_000
-const IDEMPOTENCY_TTL_MS = 24 * 60 * 60 * 1000
 /**
  * The idempotency records' player id for admin imports' keys: no player has it (ids are at least
  * one character), so an import's key never meets a player's submission key.

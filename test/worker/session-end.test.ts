@@ -1,6 +1,6 @@
 import { runInDurableObject } from 'cloudflare:test'
 import { env } from 'cloudflare:workers'
-import { describe, expect, it } from 'vitest'
+import { describe, expect, it, onTestFinished } from 'vitest'
 import { RETENTION_MS } from '../../durable-objects/game-session.ts'
 import type { Leaderboard } from '../../durable-objects/leaderboard.ts'
 import { updateRatings, type Rating } from '../../workers/core/rating.ts'
@@ -593,6 +593,80 @@ describe('the end of a game', () => {
     expect(done).toMatchObject({ stage: 'retain' })
     expect(await scoreOf(winners[0]!)).toBe(1)
     expect(await scoreOf(winners[1]!)).toBe(6)
+  })
+
+  it('a win whose board call got no answer is sent again while the board remembers its key (a replay), and not at all after: counted once either way', async () => {
+    const board = await createBoard({ operator: 'incr' })
+    const failing: SessionStore = {
+      register: async () => {},
+      recordResult: () => Promise.reject(new Error('Neon is down')),
+      archiveLog: () => Promise.reject(new Error('Neon is down')),
+    }
+    const game = await playGame({
+      leaderboardId: board,
+      teams: [0, 1, 0, 1],
+      before: (sessionId) =>
+        inObject(sessionId, (inst) => {
+          inst.store = failing
+        }),
+    })
+    const [first, second] = game.result.placements
+      .filter((p) => game.winners.includes(p.playerId))
+      .map((p) => p.playerId)
+    // The board counts these players' wins, then the answer is lost on the way back. (RPC calls
+    // the class's methods, so the prototype's is wrapped, for this board only.)
+    const lost = new Set([first!, second!])
+    const proto = await runInDurableObject(
+      env.LEADERBOARD.getByName(board),
+      (inst: Leaderboard) => Object.getPrototypeOf(inst) as Pick<Leaderboard, 'submit'>,
+    )
+    const submit = proto.submit
+    proto.submit = async function (this: Leaderboard, input) {
+      const reply = await submit.call(this, input)
+      if (input.boardId === board && lost.has(input.playerId)) throw new Error('connection reset')
+      return reply
+    }
+    onTestFinished(() => {
+      proto.submit = submit
+    })
+    const scoreOf = async (p: string) =>
+      (await fresh<{ entry: { score: number } | null }>(`/v1/leaderboards/${board}/players/${p}`))
+        .entry?.score ?? null
+    const t0 = Date.now()
+    const at = (hours: number) =>
+      Promise.all([
+        inObject(game.sessionId, (inst) => {
+          inst.now = () => t0 + hours * 3_600_000
+        }),
+        runInDurableObject(env.LEADERBOARD.getByName(board), (inst: Leaderboard) => {
+          inst.now = () => t0 + hours * 3_600_000
+        }),
+      ])
+    await inObject(game.sessionId, (inst) => {
+      inst.store = new NeonSessionStore(env)
+    })
+    expect(
+      await inObject(game.sessionId, (inst) => inst.runEndWork({ force: true })),
+    ).toMatchObject({ stage: 'submit' })
+    expect(await scoreOf(first!)).toBe(1)
+    // Two hours on, the first winner's answer comes through: a replay, still 1. The second's
+    // call is counted and its answer lost in turn.
+    lost.delete(first!)
+    await at(2)
+    expect(
+      await inObject(game.sessionId, (inst) => inst.runEndWork({ force: true })),
+    ).toMatchObject({ stage: 'submit' })
+    expect(await scoreOf(first!)).toBe(1)
+    expect(await scoreOf(second!)).toBe(1)
+    // A day and more after that call (the board forgot the key), the stage ends without sending
+    // it again: sent, it would count as a second win.
+    lost.clear()
+    await at(2 + 24.5)
+    expect(
+      await inObject(game.sessionId, (inst) => inst.runEndWork({ force: true })),
+    ).toMatchObject({ stage: 'retain' })
+    expect(await scoreOf(first!)).toBe(1)
+    expect(await scoreOf(second!)).toBe(1)
   })
 
   it('a game nobody joined ends abandoned at the join grace: no winner, no rating moves, no win on the board', async () => {

@@ -4,6 +4,12 @@
  */
 import type { SortOrder } from './rank-index.ts'
 
+/**
+ * How long a board remembers an idempotency key (and its first answer): a retry within it is a
+ * replay; after it, the same key is a new submission. Bounds the board's storage.
+ */
+export const IDEMPOTENCY_TTL_MS = 24 * 60 * 60 * 1000
+
 export type Operator = 'best' | 'set' | 'incr'
 
 export interface RewardTier {

@@ -67,6 +67,8 @@ const ALARM_LATE_MS = 60_000
  * one character), so an import's key never meets a player's submission key.
  */
 const IMPORT_KEYS = ''
+/** Likewise for admin closes' keys: player ids have no spaces. */
+const CLOSE_KEYS = ' close'
 const IDEMPOTENCY_SWEEP_BATCH = 5000
 const SWEEP_INTERVAL_MS = 10 * 60 * 1000
 /**
@@ -1382,18 +1384,42 @@ export class Leaderboard extends DurableObject<Env> {
    * and only if it is still current: a retried or racing close of the same cycle (or one the
    * schedule closed first) answers with the existing close and changes nothing. A cycle nobody
    * entered is carried at its boundary, not closed, so it is still current after it and a close
-   * naming it then closes it. Without `cycle`, the current cycle is closed. With `retryNow`, an
-   * archive waiting out a backoff retries at once.
+   * naming it then closes it. Without `cycle`, the cycle that was current when the call came is
+   * closed: by its schedule, if its boundary has passed (the alarm being late), else now. With
+   * `key`, a retry (same key, same request) answers with the cycle the first call closed and
+   * closes nothing more. With `retryNow`, an archive waiting out a backoff retries at once.
    */
   async close(
     boardId: string,
-    opts: { retryNow?: boolean; cycle?: number } = {},
-  ): Promise<Reply<{ closed: CloseStatus; current: CycleInfo }>> {
+    opts: {
+      retryNow?: boolean
+      cycle?: number
+      key?: { key: string; requestHash: string } | null
+    } = {},
+  ): Promise<Reply<{ closed: CloseStatus; current: CycleInfo; replayed: boolean }>> {
     const unknown = await this.ensureConfigured(boardId)
     if (unknown) return unknown
     const now = this.now()
-    this.rollover(now)
-    const closedCycle = opts.cycle ?? this.current!.cycle
+    const key = opts.key ?? null
+    const seen = key && this.keyedAnswer(CLOSE_KEYS, key.key, now)
+    if (seen) {
+      if (seen.request_hash !== key!.requestHash) {
+        return refuse('idempotency-key-reused', 'This Idempotency-Key was used for another close')
+      }
+      if (this.rollover(now)) await this.scheduleAlarm()
+      return this.closeAnswer(
+        (JSON.parse(seen.response) as { cycle: number }).cycle,
+        opts,
+        now,
+        true,
+      )
+    }
+    const wasCurrent = this.current!.cycle
+    const rolled = this.rollover(now)
+    // The cycle the caller saw as current, closed by its schedule in this very call: that close
+    // is the answer, not a second one of the cycle that has just begun.
+    const closedCycle =
+      opts.cycle ?? (rolled && this.closeStatus(wasCurrent) ? wasCurrent : this.current!.cycle)
     if (closedCycle === this.current!.cycle) this.freeze(now, now, 'manual')
     else if (!this.closeStatus(closedCycle)) {
       return refuse(
@@ -1404,9 +1430,19 @@ export class Leaderboard extends DurableObject<Env> {
         },
       )
     }
+    if (key) this.rememberAnswer(CLOSE_KEYS, key.key, key.requestHash, { cycle: closedCycle }, now)
+    return this.closeAnswer(closedCycle, opts, now, false)
+  }
+
+  private async closeAnswer(
+    cycle: number,
+    opts: { retryNow?: boolean },
+    now: number,
+    replayed: boolean,
+  ): Promise<Reply<{ closed: CloseStatus; current: CycleInfo; replayed: boolean }>> {
     if (opts.retryNow) this.sql.exec(`UPDATE closes SET next_attempt_at = 0 WHERE state != 'done'`)
     await this.ctx.storage.setAlarm(now)
-    return { ok: true, closed: this.closeStatus(closedCycle)!, current: this.cycleInfo() }
+    return { ok: true, closed: this.closeStatus(cycle)!, current: this.cycleInfo(), replayed }
   }
 
   /**

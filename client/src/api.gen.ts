@@ -400,7 +400,9 @@ export interface Paths {
         id: string
       }
       query: Record<string, never>
-      headers: Record<string, never>
+      headers: {
+        'idempotency-key'?: string
+      }
       body:
         | {
             /** Close only this cycle, and only if it is still current (safe to retry) */
@@ -420,6 +422,8 @@ export interface Paths {
             /** How this cycle combines scores (a config change applies from the next cycle) */
             operator: 'best' | 'set' | 'incr'
           }
+          /** True when this answers a retry of a keyed close */
+          replayed: boolean
         }
         400: Schemas['Problem']
         401: Schemas['Problem']

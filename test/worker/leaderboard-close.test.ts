@@ -563,6 +563,82 @@ describe('metadata PostgreSQL cannot store', () => {
   })
 })
 
+describe('closing without naming the cycle', () => {
+  it('a close that comes after a boundary the board has not rolled over yet answers with that cycle, closed by its schedule; the cycle just begun stays open', async () => {
+    const board = await createBoard({ cycle: { every: '1m' } })
+    await submitFor(board, 'early', { score: 10 })
+    const info = await fresh<{ cycle: { cycle: number; endsAt: number } }>(
+      `/v1/leaderboards/${board}`,
+    )
+    // The boundary passes and the board's alarm is late.
+    const skew = info.cycle.endsAt - Date.now() + 1000
+    await runInDurableObject(stub(board), (inst: Leaderboard) => {
+      inst.now = () => Date.now() + skew
+    })
+    const res = await closeNow(board)
+    expect(res.status).toBe(202)
+    expect(await res.json()).toMatchObject({
+      closed: { cycle: 1, reason: 'schedule', entries: 1 },
+      current: { cycle: 2 },
+      replayed: false,
+    })
+    expect(await runInDurableObject(stub(board), (inst: Leaderboard) => inst.closeStatus(2))).toBe(
+      null,
+    )
+    const late = (await (await submitFor(board, 'late', { score: 5 })).json()) as { cycle: number }
+    expect(late.cycle).toBe(2)
+  })
+
+  it('with an Idempotency-Key a retry answers the first close and closes nothing more; another close with that key is 422; without a key a retry closes the next cycle', async () => {
+    const board = await createBoard()
+    await submitFor(board, 'a', { score: 1 })
+    const keyed = (key: string, body?: unknown) =>
+      call(
+        `/v1/admin/leaderboards/${board}/close`,
+        body === undefined
+          ? {
+              method: 'POST',
+              headers: { authorization: `Bearer ${ADMIN_KEY}`, 'idempotency-key': key },
+            }
+          : {
+              ...json('POST', body, ADMIN_KEY),
+              headers: {
+                authorization: `Bearer ${ADMIN_KEY}`,
+                'content-type': 'application/json',
+                'idempotency-key': key,
+              },
+            },
+      )
+    const first = await keyed('close-1')
+    expect(first.status).toBe(202)
+    expect(await first.json()).toMatchObject({
+      closed: { cycle: 1, entries: 1 },
+      current: { cycle: 2 },
+      replayed: false,
+    })
+    await submitFor(board, 'b', { score: 2 })
+    const again = await keyed('close-1')
+    expect(again.status).toBe(202)
+    expect(await again.json()).toMatchObject({
+      closed: { cycle: 1 },
+      current: { cycle: 2 },
+      replayed: true,
+    })
+    expect(await problem(await keyed('close-1', { cycle: 2 }))).toMatchObject({
+      status: 422,
+      type: 'urn:nexus:problem:idempotency-key-reused',
+    })
+    // Cycle 2 is still open, with b in it.
+    const info = await fresh<{ cycle: { cycle: number }; count: number }>(
+      `/v1/leaderboards/${board}`,
+    )
+    expect(info.cycle.cycle).toBe(2)
+    // Without a key, the same request sent again is a new close: of cycle 2.
+    expect(await (await closeNow(board)).json()).toMatchObject({ closed: { cycle: 2 } })
+    expect(await (await closeNow(board)).json()).toMatchObject({ closed: { cycle: 3 } })
+  })
+})
+
 describe('cycles close on schedule', () => {
   it('the cron closes a board whose cycle ended, and writes after the boundary go to the new cycle', async () => {
     const board = await createBoard({

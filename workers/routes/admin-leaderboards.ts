@@ -111,10 +111,19 @@ const closeRoute = createRoute({
   description:
     'Ends the current cycle at once and starts the next, which runs to the following boundary. ' +
     'The closed cycle is archived to Neon in the background (see the cycle status). Calling it while an ' +
-    'archive waits out a retry backoff retries at once.',
+    'archive waits out a retry backoff retries at once. A cycle whose boundary has passed (its alarm ' +
+    'late) is closed by its schedule, and that is the answer: the cycle begun since is not closed too. ' +
+    'To retry safely, name the `cycle` or send an `Idempotency-Key`: a retry then answers with the ' +
+    'close the first call made (`replayed: true` with a key) and closes nothing more; without either, ' +
+    'a retry after the first call got through closes the next cycle.',
   middleware: [requireAdmin()] as const,
   request: {
     params: BoardParam,
+    headers: z.object({
+      'idempotency-key': IdempotencyKey.optional().openapi({
+        description: 'Unique per close; a retry sends the same key (remembered for 24 h)',
+      }),
+    }),
     body: {
       required: false,
       content: {
@@ -135,7 +144,15 @@ const closeRoute = createRoute({
     202: {
       description: 'Closed; archiving',
       content: {
-        'application/json': { schema: z.object({ closed: CloseStatus, current: CycleInfo }) },
+        'application/json': {
+          schema: z.object({
+            closed: CloseStatus,
+            current: CycleInfo,
+            replayed: z.boolean().openapi({
+              description: 'True when this answers a retry of a keyed close',
+            }),
+          }),
+        },
       },
     },
     ...problemResponses(400, 401, 403, 404, 409, 413, 415, 422),
@@ -146,12 +163,17 @@ adminLeaderboards.openapi(closeRoute, async (c) => {
   const { id } = c.req.valid('param')
   // The body is optional; a streamed one (no Content-Length) names its cycle all the same.
   const body = hasBody(c) ? c.req.valid('json') : {}
+  const key = c.req.valid('header')['idempotency-key']
   const r = await boardStub(c.env, id).close(id, {
     retryNow: true,
     ...(body.cycle ? { cycle: body.cycle } : {}),
+    key:
+      key === undefined
+        ? null
+        : { key, requestHash: await sha256Hex(canonicalJson(['close', id, body.cycle ?? null])) },
   })
   if (!r.ok) throw new ApiError(r.problem, r.detail, r.extensions ?? {})
-  return c.json({ closed: r.closed, current: r.current }, 202)
+  return c.json({ closed: r.closed, current: r.current, replayed: r.replayed }, 202)
 })
 
 const statusRoute = createRoute({

@@ -863,9 +863,22 @@ export class Leaderboard extends DurableObject<Env> {
       rank: this.index.rankOf(entry)!,
       replayed: false,
     }
+    // `set` to the same values or `incr` by zero: the entry keeps its place among ties, and takes
+    // the submission's metadata, as an import of the same standing does (on these boards the
+    // latest submission's metadata rides with the entry; on `best` the best's does).
+    const metadataOnly = !outcome.changed && previous !== undefined && cur.operator !== 'best'
     try {
       this.ctx.storage.transactionSync(() => {
         if (outcome.changed) this.writeEntry(input.playerId, entry, input.metadata, now)
+        else if (metadataOnly) {
+          this.sql.exec(
+            `UPDATE entries SET metadata = ? WHERE cycle = ? AND player_id = ? AND metadata IS NOT ?`,
+            input.metadata,
+            cur.cycle,
+            input.playerId,
+            input.metadata,
+          )
+        }
         this.rememberAnswer(input.playerId, input.idempotencyKey, input.requestHash, result, now)
       })
     } catch (err) {

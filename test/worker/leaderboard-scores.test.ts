@@ -78,6 +78,23 @@ describe('ordering and operators', () => {
     expect(t.entries[1]!.score).toBe(20)
   })
 
+  it('set to the same values, or incr by zero, keeps the entry its place among ties, and takes the new metadata', async () => {
+    for (const operator of ['set', 'incr'] as const) {
+      const b = await createBoard({ operator, submitsPerMinute: 600 })
+      await submitFor(b, 'first', { score: 10, metadata: { run: 1 } })
+      await submitFor(b, 'second', { score: 10 })
+      // A loss reported to an incr board as +0; the same result again on a set board.
+      const again = await submitFor(b, 'first', {
+        score: operator === 'set' ? 10 : 0,
+        metadata: { run: 2 },
+      })
+      expect(await again.json()).toMatchObject({ best: 10, rank: 1 })
+      const t = await top(b)
+      expect(ids(t), operator).toEqual(['first', 'second'])
+      expect(t.entries[0]!.metadata, operator).toEqual({ run: 2 })
+    }
+  })
+
   it('incr adds to the score, and refuses a total past the bounds', async () => {
     const b = await createBoard({ operator: 'incr', scoreMin: 0, scoreMax: 100 })
     await submitFor(b, 'p', { score: 30 })

@@ -55,6 +55,8 @@ export function ranksAhead(order: SortOrder, a: Standing, b: Standing): boolean 
  * - `best` keeps the better of the two (a tie keeps the earlier one, so it keeps its tie-break);
  * - `set` replaces it;
  * - `incr` adds score and subscore to it.
+ * A standing left as it was (`set` to the same values, `incr` by zero) is unchanged, as a `best`
+ * that does not improve is: the entry keeps its tie-break time.
  * The result says whether the standing changed, which decides whether the submission's time
  * becomes the entry's tie-break time.
  *
@@ -71,13 +73,19 @@ export function applySubmission(
   if (!previous) return { changed: true, ...submitted }
   switch (operator) {
     case 'set':
-      return { changed: true, ...submitted }
-    case 'incr':
-      return {
-        changed: true,
-        score: previous.score + submitted.score,
-        subscore: previous.subscore + submitted.subscore,
-      }
+    case 'incr': {
+      const next =
+        operator === 'set'
+          ? submitted
+          : {
+              score: previous.score + submitted.score,
+              subscore: previous.subscore + submitted.subscore,
+            }
+      // The same standing again (a loss reported as +0, say) keeps its tie-break time: the
+      // earliest submission of the standing score, which this one is not.
+      const same = next.score === previous.score && next.subscore === previous.subscore
+      return { changed: !same, score: next.score, subscore: next.subscore }
+    }
     case 'best':
       return ranksAhead(order, submitted, previous)
         ? { changed: true, ...submitted }

@@ -500,8 +500,12 @@ export class GameSession extends DurableObject<Env> {
       // (what scheduleAlarm would find, in three more steps for each match a pool makes).
       await this.ctx.storage.setAlarm(now)
     } else {
-      // A failed listing does not fail the creation: the alarm retries it.
-      await this.runEndWork()
+      // The alarm is armed for the game's own deadlines while the listing awaits Neon: an object
+      // reset during that call would otherwise leave a session nothing ever wakes (never ended,
+      // listed or cleared). A failed listing does not fail the creation: the alarm retries it.
+      const listing = this.runEndWork()
+      await this.scheduleAlarm()
+      await listing
       await this.scheduleAlarm()
     }
     return { ok: true, created: true }

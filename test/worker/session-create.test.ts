@@ -128,6 +128,33 @@ describe('creating sessions', () => {
     expect((await problem(asPlayer)).status).toBe(403)
   })
 
+  it("an admin's create arms the session's alarm before it lists the session in Neon: a reset during that call leaves it a wake", async () => {
+    const setup = setupFor(playerIds(2))
+    let listed!: () => void
+    await inObject(setup.sessionId, (inst) => {
+      const neon = inst.store
+      inst.store = {
+        ...neon,
+        register: (...args) =>
+          new Promise<void>((resolve) => {
+            listed = resolve
+          }).then(() => neon.register(...args)),
+      }
+    })
+    const stub = sessionStub(env, setup.sessionId)
+    const creating = stub.create(setup)
+    // The listing waits on Neon; the game's join-grace deadlines already have their alarm.
+    const alarm = await until(() =>
+      inObject(setup.sessionId, async (_, state) => (await state.storage.getAlarm()) ?? undefined),
+    )
+    expect(alarm).toBeGreaterThan(Date.now())
+    // Resolved in the object's own context, where the listing's promise was made.
+    await inObject(setup.sessionId, () => listed())
+    expect(await creating).toEqual({ ok: true, created: true })
+    const [row] = await pg()`select id from game_sessions where id = ${setup.sessionId}`
+    expect(row).toEqual({ id: setup.sessionId })
+  })
+
   it('by the matchmaker: create is idempotent for the same setup and a conflict for another', async () => {
     const setup = setupFor(playerIds(2))
     const stub = sessionStub(env, setup.sessionId)

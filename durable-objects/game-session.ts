@@ -1310,12 +1310,19 @@ export class GameSession extends DurableObject<Env> {
         // Closing already.
       }
     }
+    // One transaction: the data goes and the tombstone stays together. A `deleteAll()` then a
+    // tombstone written again would be two commits, and a reset between them would leave an empty
+    // object that answers 404 instead of sending readers to Neon.
+    this.ctx.storage.transactionSync(() => {
+      for (const table of ['log', 'timers', 'absent', 'work']) this.sql.exec(`DELETE FROM ${table}`)
+      this.sql.exec(
+        `DELETE FROM meta WHERE key NOT IN ('schema', 'setup_hash', 'session_id', 'purged')`,
+      )
+      if (hash) this.setMeta('setup_hash', hash)
+      this.setMeta('session_id', sessionId)
+      this.setMeta('purged', '1')
+    })
     await this.ctx.storage.deleteAlarm()
-    await this.ctx.storage.deleteAll()
-    this.createSchema()
-    if (hash) this.setMeta('setup_hash', hash)
-    this.setMeta('session_id', sessionId)
-    this.setMeta('purged', '1')
     this.setup = null
     this.rules = null
     this.match = null

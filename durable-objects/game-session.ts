@@ -128,6 +128,14 @@ const MAX_SOCKETS_PER_PLAYER = 4
 const MAX_DEADLINES_PER_CATCH_UP = 100
 /** Missed events a resume sends per turn of the object. */
 export const RESUME_CHUNK = 500
+/**
+ * Missed events one resume may send in all. The runtime gives a server socket no back-pressure:
+ * whatever a resume sends is buffered in the object's memory (128 MB) until the client reads it,
+ * so a resume from the start of a long relay game (events up to 8 KiB each), on several sockets
+ * at once, could reset the object and drop every player. A client further behind reads the log
+ * (`GET /v1/sessions/:id/events`, 500 a page), then resumes from the last event it read.
+ */
+export const MAX_RESUME_EVENTS = 2_000
 const MAX_BACKOFF_MS = 5 * 60 * 1000
 const WORK_BUDGET_MS = 20_000
 /** The Worker names the verified player in this header; clients cannot reach the object. */
@@ -292,6 +300,8 @@ export class GameSession extends DurableObject<Env> {
   snapshotEvery = SNAPSHOT_EVERY
   /** Events a resume sends per turn; tests lower it to cover a resume in several turns. */
   resumeChunk = RESUME_CHUNK
+  /** Events a resume may send in all; tests lower it. */
+  maxResume = MAX_RESUME_EVENTS
   /**
    * Sockets still being sent the events they missed: live broadcasts skip them (their resume
    * reads those events from the log), and they join in the turn of their last chunk.
@@ -650,6 +660,16 @@ export class GameSession extends DurableObject<Env> {
           },
         )
       }
+    }
+    if (since !== null && this.match.seq - since > this.maxResume) {
+      const from = this.match.seq - this.maxResume
+      return problemResponse(
+        'validation',
+        `A resume sends at most ${this.maxResume} missed events: since must be from ${from} to ` +
+          `${this.match.seq}. Read the events after ${since} from GET /v1/sessions/:id/events, ` +
+          'then resume from the last one read',
+        { errors: [{ path: 'since', message: `${from} to ${this.match.seq}` }] },
+      )
     }
     if (this.openSockets(player).length >= MAX_SOCKETS_PER_PLAYER) {
       return problemResponse('conflict', `At most ${MAX_SOCKETS_PER_PLAYER} connections per player`)

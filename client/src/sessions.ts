@@ -235,6 +235,14 @@ export class GameConnection extends Emitter<GameEvents> {
         if (this.seq !== null && view.seq !== null && this.seq > view.seq) {
           throw sinceTooFar(this.seq, view.seq)
         }
+        // Further behind than one resume sends: the missed events come from the log, then the
+        // socket resumes from the last one read. Not a failure of the connection.
+        if (this.seq !== null && view.seq !== null && view.seq - this.seq > MAX_RESUME_EVENTS) {
+          await this.catchUpFromLog(token)
+          if (this.done) return
+          failures--
+          continue
+        }
         if (outOfTime()) throw err
         await this.pause(failures)
         continue
@@ -358,6 +366,13 @@ export class GameConnection extends Emitter<GameEvents> {
     this.rejectEnded(err)
   }
 }
+
+/**
+ * Missed events the server sends one resume at most (`MAX_RESUME_EVENTS` in
+ * durable-objects/game-session.ts; a test keeps the two equal): a connection further behind
+ * reads the rest from the log first.
+ */
+export const MAX_RESUME_EVENTS = 2_000
 
 /** The 422 the server answers a `since` past the session's seq (its socket refusal, unseen). */
 function sinceTooFar(since: number, seq: number): NexusProblem {

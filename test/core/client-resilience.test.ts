@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs'
 import { describe, expect, it, vi } from 'vitest'
 import { createClient } from '../../client/src/client.ts'
 import { MatchmakingEnded } from '../../client/src/matchmaking.ts'
+import { MAX_RESUME_EVENTS } from '../../client/src/sessions.ts'
 import { NexusNetworkError, NexusProblem } from '../../client/src/problem.ts'
 import type { SocketEvent, SocketLike } from '../../client/src/socket.ts'
 
@@ -1202,6 +1203,51 @@ describe('game connection resume', () => {
     expect(err).toBeInstanceOf(NexusProblem)
     expect(err).toMatchObject({ problem: 'validation', status: 422 })
     expect((err as NexusProblem).errors.map((e) => e.path)).toEqual(['since'])
+  })
+
+  it('a connection further behind than one resume sends reads the missed events from the log, then resumes from the last one read', async () => {
+    const live = 1 + MAX_RESUME_EVENTS + 3
+    const record = (seq: number) => ({
+      seq,
+      input: { kind: 'action', player: 'g_1', tick: seq },
+      event: { n: seq },
+    })
+    const sinces: (string | null)[] = []
+    const client = createClient({
+      baseUrl: 'http://nexus.test',
+      maxReconnects: 1,
+      retry: { baseDelayMs: 1, maxDelayMs: 5 },
+      fetch: (async (input: RequestInfo | URL) => {
+        const url = new URL(String(input))
+        if (url.pathname === '/v1/sessions/s1') {
+          return jsonRes(200, { status: 'live', seq: live, result: null })
+        }
+        const from = Number(url.searchParams.get('from'))
+        const limit = Number(url.searchParams.get('limit'))
+        const to = Math.min(from + limit - 1, live)
+        const events = Array.from({ length: to - from + 1 }, (_, i) => record(from + i))
+        return jsonRes(200, { events, nextFrom: to < live ? to + 1 : null })
+      }) as typeof fetch,
+      // The server refuses a resume from 1 (too far behind); from the log's end it resumes.
+      WebSocket: (url: string) =>
+        scriptedSocket((socket) => {
+          const since = new URL(url).searchParams.get('since')
+          sinces.push(since)
+          if (since === '1') return socket.fail()
+          socket.open()
+          setTimeout(() => {
+            socket.receive({ type: 'resumed', since: Number(since), seq: live })
+            socket.receive({ type: 'event', seq: live + 1, event: { n: live + 1 } })
+            socket.receive({ type: 'ended', seq: live + 1, result: { winner: null } })
+          }, 5)
+        }),
+    })
+    const game = client.sessions.connect('s1', 'tok', { since: 1 })
+    const seen: number[] = []
+    game.on('event', ({ seq }) => seen.push(seq))
+    await within(game.ended, 'the end', 5000)
+    expect(seen).toEqual(Array.from({ length: live }, (_, i) => i + 2))
+    expect(sinces).toEqual(['1', String(live)])
   })
 
   it('a reconnect that finds the session archived gets the events it missed from the log, then the end', async () => {

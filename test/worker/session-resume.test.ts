@@ -1,7 +1,8 @@
 import { env } from 'cloudflare:workers'
 import { evictDurableObject, runDurableObjectAlarm } from 'cloudflare:test'
 import { describe, expect, it } from 'vitest'
-import { GRACE_MS, JOIN_GRACE_MS } from '../../durable-objects/game-session.ts'
+import { MAX_RESUME_EVENTS as SDK_MAX_RESUME_EVENTS } from '../../client/src/sessions.ts'
+import { GRACE_MS, JOIN_GRACE_MS, MAX_RESUME_EVENTS } from '../../durable-objects/game-session.ts'
 import {
   getRules,
   replay,
@@ -16,6 +17,7 @@ import {
   inObject,
   playerIds,
   sessionObject,
+  upgrade,
   type TestSocket,
 } from './helpers/session-sockets.ts'
 
@@ -123,6 +125,35 @@ describe('reconnecting', () => {
     await untilSeq(c2, 39)
     expect(eventSeqs(c2).filter((seq) => seq === 39)).toHaveLength(1)
     for (const s of [a!, b!, c2]) s.close()
+  })
+
+  it('a resume further behind than a resume may send is 422 naming since, and sends nothing; from within it, every event after since', async () => {
+    const { players, sessionId, tokens, sockets } = await relayWithEveryone(2)
+    const [a, b] = sockets
+    b!.close()
+    for (let i = 1; i <= 12; i++) a!.send({ type: 'action', action: 'message', data: i })
+    await untilSeq(a!, 12)
+    // The SDK reads the log first when it is further behind than this.
+    expect(SDK_MAX_RESUME_EVENTS).toBe(MAX_RESUME_EVENTS)
+    await inObject(sessionId, (inst) => {
+      inst.maxResume = 5
+    })
+    const token = tokens[players[1]!]!
+    const refused = await upgrade(sessionId, token, { since: 6 })
+    expect(refused.webSocket).toBeFalsy()
+    const p = await problem(refused)
+    expect(p).toMatchObject({ status: 422, type: 'urn:nexus:problem:validation' })
+    expect(p.body.errors).toEqual([{ path: 'since', message: '7 to 12' }])
+    // The older events come from the log; the resume then picks up from the last one read.
+    const page = (await (
+      await call(`/v1/sessions/${sessionId}/events?from=7&limit=1`, bearer(token))
+    ).json()) as { events: { seq: number }[] }
+    expect(page.events.map((e) => e.seq)).toEqual([7])
+    const back = await connect(sessionId, token, { since: 7 })
+    expect(await back.nextOf('resumed')).toMatchObject({ since: 7, seq: 12 })
+    await untilSeq(back, 12)
+    expect(eventSeqs(back)).toEqual([8, 9, 10, 11, 12])
+    for (const s of [a!, back]) s.close()
   })
 
   it('a long resume of a game that has ended sends every event, then `ended`, then closes', async () => {

@@ -33,7 +33,7 @@ import { isDatabaseUnreachable } from '../workers/db/client.ts'
 import { loadLeaderboardConfig } from '../workers/leaderboards/config-store.ts'
 import { submissionRefusals } from '../workers/leaderboards/metrics.ts'
 import { errorFields, log, setLogLevel } from '../workers/lib/log.ts'
-import { counter, histogram } from '../workers/lib/metrics.ts'
+import { counter, gauge, histogram } from '../workers/lib/metrics.ts'
 import { sendMetricsSoon } from '../workers/lib/metrics-flush.ts'
 import type { ProblemType } from '../workers/lib/problem.ts'
 import { all, one, schemaVersion, setSchemaVersion } from '../workers/lib/sql.ts'
@@ -119,6 +119,12 @@ const closeRetries = counter(
   'nexus_leaderboard_close_retries_total',
   'Archive attempts that failed and were retried',
 )
+const storageBytes = gauge(
+  'nexus_leaderboard_storage_bytes',
+  "A board object's SQLite size, per board, as of its latest alarm (Cloudflare's limit: 10 GB an object)",
+)
+/** A board past this logs a warning at each alarm: its storage nears the object's 10 GB. */
+const STORAGE_WARN_BYTES = 8 * 1024 ** 3
 const closeDuration = histogram(
   'nexus_leaderboard_close_duration_seconds',
   'From a cycle freezing to its archive being complete in Neon',
@@ -1771,7 +1777,22 @@ export class Leaderboard extends DurableObject<Env> {
     } catch (err) {
       log('error', 'alarm failed', { actor: this.actor, ...errorFields(err) })
     } finally {
+      this.reportStorage()
       await this.scheduleAlarm()
+    }
+  }
+
+  /**
+   * The object's storage, for operators: entries, and a row per accepted submission kept 24 h for
+   * its key (about 0.3 KB each), grow with play, and a full object refuses every write.
+   */
+  private reportStorage(): void {
+    if (this.boardId === null) return
+    const bytes = this.ctx.storage.sql.databaseSize
+    storageBytes.set({ board: this.boardId }, bytes)
+    void sendMetricsSoon(this.env)
+    if (bytes > STORAGE_WARN_BYTES) {
+      log('warn', 'board storage nears the object limit', { actor: this.actor, bytes })
     }
   }
 

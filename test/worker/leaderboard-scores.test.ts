@@ -1,4 +1,4 @@
-import { evictDurableObject, runInDurableObject } from 'cloudflare:test'
+import { evictDurableObject, runDurableObjectAlarm, runInDurableObject } from 'cloudflare:test'
 import { env } from 'cloudflare:workers'
 import { describe, expect, it } from 'vitest'
 import type { Leaderboard } from '../../durable-objects/leaderboard.ts'
@@ -282,6 +282,31 @@ describe('idempotency', () => {
       await submitFor(b, 'p', { score: 5, metadata: { b: 2, a: 1 } }, 'k-order')
     ).json()) as { replayed: boolean }
     expect(r.replayed).toBe(true)
+  })
+})
+
+describe('the storage metric', () => {
+  it("each alarm reports the board's storage, which grows with its submissions", async () => {
+    const b = await createBoard({ submitsPerMinute: 600 })
+    const bytes = () => {
+      const family = localFamilies().find((f) => f.name === 'nexus_leaderboard_storage_bytes')
+      const series = (family?.series ?? []) as { labels: { board: string }; value: number }[]
+      return series.find((x) => x.labels.board === b)?.value
+    }
+    const stub = env.LEADERBOARD.getByName(b)
+    await submitFor(b, 'first', { score: 1 })
+    expect(await runDurableObjectAlarm(stub)).toBe(true)
+    const small = bytes()!
+    const size = await runInDurableObject(
+      stub,
+      (_: Leaderboard, state) => state.storage.sql.databaseSize,
+    )
+    expect(small).toBe(size)
+    for (let i = 0; i < 300; i++)
+      await submitFor(b, `p${i}`, { score: i, metadata: { pad: 'x'.repeat(200) } })
+    await runInDurableObject(stub, (_: Leaderboard, state) => state.storage.setAlarm(Date.now()))
+    expect(await runDurableObjectAlarm(stub)).toBe(true)
+    expect(bytes()!).toBeGreaterThan(small)
   })
 })
 

@@ -189,6 +189,8 @@ export interface BoardProblem {
   detail: string
   extensions?: Record<string, unknown>
   headers?: Record<string, string>
+  /** Set on the not-found for a board nobody created: its id (not shown to clients). */
+  unknownBoard?: string
 }
 
 export interface SubmitInput {
@@ -560,7 +562,7 @@ export class Leaderboard extends DurableObject<Env> {
         await this.ctx.storage.deleteAll()
         this.schemaReady = false
       }
-      return refuse('not-found', `No leaderboard '${boardId}'`)
+      return { ...refuse('not-found', `No leaderboard '${boardId}'`), unknownBoard: boardId }
     }
     this.configureNow(boardId, stored.config, this.now(), stored.version)
     // As a pushed configuration does: the cycle's end wakes the board, whoever calls next.

@@ -1,6 +1,6 @@
 import { evictDurableObject, runDurableObjectAlarm, runInDurableObject } from 'cloudflare:test'
 import { env } from 'cloudflare:workers'
-import { describe, expect, it } from 'vitest'
+import { describe, expect, it, onTestFinished } from 'vitest'
 import type { Leaderboard } from '../../durable-objects/leaderboard.ts'
 import { localFamilies } from '../../workers/lib/metrics.ts'
 import { ADMIN_KEY, bearer, call, json, newGuest, problem } from './helpers/http.ts'
@@ -556,6 +556,41 @@ describe('bad input is refused with problem+json and changes nothing', () => {
       })
     }
     expect(await pg()`select 1 from leaderboards where id = 'no-such-board-x1'`).toEqual([])
+  })
+})
+
+describe('an unknown board, asked again', () => {
+  it('is answered 404 without waking its object for a moment, until the board is created here', async () => {
+    const id = `unknown-${crypto.randomUUID().slice(0, 8)}`
+    const asked: string[] = []
+    const proto = await runInDurableObject(
+      env.LEADERBOARD.getByName(id),
+      (inst: Leaderboard) => Object.getPrototypeOf(inst) as Pick<Leaderboard, 'top' | 'submit'>,
+    )
+    const { top, submit } = proto
+    proto.top = function (this: Leaderboard, boardId, ...rest) {
+      asked.push(`top ${boardId}`)
+      return top.call(this, boardId, ...rest)
+    }
+    proto.submit = function (this: Leaderboard, input) {
+      asked.push(`submit ${input.boardId}`)
+      return submit.call(this, input)
+    }
+    onTestFinished(() => {
+      Object.assign(proto, { top, submit })
+    })
+    const read = () => call(`/v1/leaderboards/${id}/top`)
+    expect((await problem(await read())).status).toBe(404)
+    expect(asked).toEqual([`top ${id}`])
+    const again = await read()
+    expect(again.headers.get('cache-control')).toBe('no-store')
+    expect(await problem(again)).toMatchObject({ status: 404, type: 'urn:nexus:problem:not-found' })
+    expect(await problem(await submitFor(id, 'p', { score: 1 }))).toMatchObject({ status: 404 })
+    expect(asked).toEqual([`top ${id}`])
+    // Created through this isolate: found at once.
+    await createBoard({}, id)
+    expect((await read()).status).toBe(200)
+    expect(asked).toEqual([`top ${id}`, `top ${id}`])
   })
 })
 

@@ -4,6 +4,7 @@ import type { AppEnv } from '../app-env.ts'
 import type { BoardEntry, BoardProblem } from '../../durable-objects/leaderboard.ts'
 import { submissionRefusals } from '../leaderboards/metrics.ts'
 import { boardStub } from '../leaderboards/stub.ts'
+import { knownUnknown, rememberUnknown } from '../leaderboards/unknown-boards.ts'
 import { boundedInt } from '../lib/config.ts'
 import {
   createRoute,
@@ -51,7 +52,14 @@ const SubmissionKey = IdempotencyKey.openapi({
 
 const BoardParam = z.object({ id: ResourceId })
 
+/**
+ * The board's object, unless the board was just found not to exist: then 404 at once, without
+ * waking an object that would ask Neon again (workers/leaderboards/unknown-boards.ts).
+ */
 function board(c: Context<AppEnv>, id: string) {
+  if (knownUnknown(id)) {
+    throw new ApiError('not-found', `No leaderboard '${id}'`, {}, { 'cache-control': 'no-store' })
+  }
   return boardStub(c.env, id)
 }
 
@@ -59,6 +67,7 @@ function board(c: Context<AppEnv>, id: string) {
 class BoardRefusal extends ApiError {}
 
 function fail(p: BoardProblem): never {
+  if (p.unknownBoard) rememberUnknown(p.unknownBoard)
   throw new BoardRefusal(p.problem, p.detail, p.extensions ?? {}, p.headers ?? {})
 }
 

@@ -303,6 +303,11 @@ export class GameSession extends DurableObject<Env> {
   /** Events a resume may send in all; tests lower it. */
   maxResume = MAX_RESUME_EVENTS
   /**
+   * Set by the latest catch-up when it stopped at MAX_DEADLINES_PER_CATCH_UP with deadlines still
+   * passed: the alarm, due at once, plays the rest, and actions wait for it.
+   */
+  private clockBehind = false
+  /**
    * Sockets still being sent the events they missed: live broadcasts skip them (their resume
    * reads those events from the log), and they join in the turn of their last chunk.
    */
@@ -795,6 +800,16 @@ export class GameSession extends DurableObject<Env> {
       // The clock ended the game before this frame: everyone, the sender too, was sent `ended`.
       if (this.status !== 'live') return await this.scheduleAlarm()
       const tick = this.tickAt(now)
+      if (this.clockBehind) {
+        // More deadlines passed than one catch-up plays (a long stall): applied now, the action
+        // would skip the rest. The alarm, due at once, plays them; the sender sends again.
+        await this.scheduleAlarm()
+        return this.refuse(
+          ws,
+          'catching_up',
+          'Turns that ran out while the game was away are still being played: send again',
+        )
+      }
       const out = this.applyInput({ kind: 'action', player, tick, action: msg.data })
       if (isRuleError(out)) return this.refuse(ws, out.error.code, out.error.message)
       if (this.status !== 'live') await this.scheduleAlarm()
@@ -881,15 +896,20 @@ export class GameSession extends DurableObject<Env> {
    * several turns ran out plays them all, in game time.
    */
   private catchUp(tick: number): void {
+    this.clockBehind = false
     const rules = this.rules
     if (!rules?.tickRate || this.status !== 'live') return
     if (!rules.nextTick) {
       this.applyInput({ kind: 'tick', tick })
       return
     }
-    for (let n = 0; n < MAX_DEADLINES_PER_CATCH_UP && this.status === 'live'; n++) {
+    for (let n = 0; this.status === 'live'; n++) {
       const due = rules.nextTick(this.match!.game)
       if (due === null || due > tick) return
+      if (n === MAX_DEADLINES_PER_CATCH_UP) {
+        this.clockBehind = true
+        return
+      }
       const out = this.applyInput({ kind: 'tick', tick: Math.max(due, this.match!.tick) })
       // A deadline that changed nothing would come round again: stop rather than spin.
       if (out === null || isRuleError(out)) return

@@ -57,6 +57,23 @@ export interface Schemas {
     rating?: number
     name?: string
   }
+  PlayerErasure: {
+    playerId: string
+    /** Whether there was a profile (device link, name, rating) to delete */
+    profileDeleted: boolean
+    /** The party the player was taken out of */
+    leftParty: string | null
+    /** Archived standings whose copied display name was cleared */
+    archivedNamesCleared: number
+    boards: {
+      /** Boards this call walked */
+      walked: number
+      /** Of those, boards whose current cycle held the player's entry */
+      entriesRemoved: number
+      /** Boards remain after this one: call again with `after` set to it (202) */
+      next: string | null
+    }
+  }
   LeaderboardConfig: {
     name?: string | null
     sortOrder?: 'asc' | 'desc'
@@ -336,6 +353,26 @@ export interface Paths {
         403: Schemas['Problem']
         413: Schemas['Problem']
         415: Schemas['Problem']
+        422: Schemas['Problem']
+        500: Schemas['Problem']
+        503: Schemas['Problem']
+      }
+    }
+    /** Erase a player's personal data */
+    delete: {
+      path: {
+        playerId: string
+      }
+      query: {
+        after?: string
+      }
+      headers: Record<string, never>
+      body: undefined
+      responses: {
+        200: Schemas['PlayerErasure']
+        202: Schemas['PlayerErasure']
+        401: Schemas['Problem']
+        403: Schemas['Problem']
         422: Schemas['Problem']
         500: Schemas['Problem']
         503: Schemas['Problem']

@@ -1,0 +1,228 @@
+import { runInDurableObject } from 'cloudflare:test'
+import { env } from 'cloudflare:workers'
+import { describe, expect, it, onTestFinished } from 'vitest'
+import type { Leaderboard } from '../../durable-objects/leaderboard.ts'
+import { erasureLimits } from '../../workers/players/erasure.ts'
+import { createBoard, fresh, pg, submitFor } from './helpers/boards.ts'
+import { ADMIN_KEY, bearer, call, json, newGuest, problem } from './helpers/http.ts'
+
+interface Erasure {
+  playerId: string
+  profileDeleted: boolean
+  leftParty: string | null
+  archivedNamesCleared: number
+  boards: { walked: number; entriesRemoved: number; next: string | null }
+}
+
+const erase = (playerId: string, after?: string, token = ADMIN_KEY) =>
+  call(`/v1/admin/players/${playerId}${after ? `?after=${after}` : ''}`, {
+    ...bearer(token),
+    method: 'DELETE',
+  })
+
+const asPlayer = (token: string, method: string, path: string, body?: unknown) =>
+  call(path, body === undefined ? { ...bearer(token), method } : json(method, body, token))
+
+/**
+ * Erases a player across every board, following `boards.next` (the test database holds other
+ * tests' boards too); the first call's answer and the entries removed over all calls.
+ */
+async function eraseAll(playerId: string): Promise<{ first: Erasure; entriesRemoved: number }> {
+  let first: Erasure | undefined
+  let entriesRemoved = 0
+  for (let after: string | undefined; ;) {
+    const res = await erase(playerId, after)
+    if (res.status !== 200 && res.status !== 202) {
+      throw new Error(`erase: ${res.status} ${await res.text()}`)
+    }
+    const body = (await res.json()) as Erasure
+    expect(res.status).toBe(body.boards.next === null ? 200 : 202)
+    first ??= body
+    entriesRemoved += body.boards.entriesRemoved
+    if (body.boards.next === null) return { first, entriesRemoved }
+    after = body.boards.next
+  }
+}
+
+async function guestWithDevice() {
+  const deviceId = `erase-device-${crypto.randomUUID()}`
+  const login = async () => {
+    const res = await call('/v1/auth/guest', json('POST', { deviceId }))
+    expect(res.status).toBe(200)
+    return (await res.json()) as { token: string; playerId: string }
+  }
+  return { ...(await login()), login }
+}
+
+describe('erasing a player (admin)', () => {
+  it('deletes the profile, hands the party over, drops invites, clears archived names and takes the player off every board; a retry changes nothing', async () => {
+    const sql = pg()
+    const gone = await guestWithDevice()
+    const [member, otherLeader, stays] = [await newGuest(), await newGuest(), await newGuest()]
+    expect(
+      (
+        await call(
+          `/v1/admin/players/${gone.playerId}`,
+          json('PUT', { name: 'Alice Example', rating: 1700 }, ADMIN_KEY),
+        )
+      ).status,
+    ).toBe(200)
+    // The player leads a party of two, and is invited to another.
+    const party = (await (await asPlayer(gone.token, 'POST', '/v1/parties')).json()) as {
+      id: string
+    }
+    await asPlayer(gone.token, 'POST', `/v1/parties/${party.id}/invites`, {
+      playerId: member.playerId,
+    })
+    expect((await asPlayer(member.token, 'POST', `/v1/parties/${party.id}/members`)).status).toBe(
+      200,
+    )
+    const other = (await (await asPlayer(otherLeader.token, 'POST', '/v1/parties')).json()) as {
+      id: string
+    }
+    await asPlayer(otherLeader.token, 'POST', `/v1/parties/${other.id}/invites`, {
+      playerId: gone.playerId,
+    })
+    // On two boards, beside a player who stays; and in a closed cycle's archive, by name.
+    const boards = [await createBoard(), await createBoard()]
+    for (const b of boards) {
+      await submitFor(b, gone.playerId, { score: 50, metadata: { car: 'red' } })
+      await submitFor(b, stays.playerId, { score: 40 })
+    }
+    await sql`insert into leaderboard_archive
+        (leaderboard_id, cycle, player_id, rank, score, subscore, name, submitted_at)
+      values (${boards[0]!}, 1, ${gone.playerId}, 1, 99, 0, 'Alice Example', now()),
+             (${boards[0]!}, 1, ${stays.playerId}, 2, 98, 0, 'Bob', now())`
+
+    const { first, entriesRemoved } = await eraseAll(gone.playerId)
+    expect(first).toMatchObject({
+      playerId: gone.playerId,
+      profileDeleted: true,
+      leftParty: party.id,
+      archivedNamesCleared: 1,
+    })
+    expect(entriesRemoved).toBe(2)
+
+    expect(await sql`select 1 from players where id = ${gone.playerId}`).toEqual([])
+    expect(await sql`select 1 from party_invites where player_id = ${gone.playerId}`).toEqual([])
+    expect(await sql`select 1 from party_members where player_id = ${gone.playerId}`).toEqual([])
+    expect(await sql`select leader from parties where id = ${party.id}`).toEqual([
+      { leader: member.playerId },
+    ])
+    expect(
+      await sql`select player_id, rank, score, name from leaderboard_archive
+                 where leaderboard_id = ${boards[0]!} order by rank`,
+    ).toEqual([
+      { player_id: gone.playerId, rank: 1, score: 99, name: null },
+      { player_id: stays.playerId, rank: 2, score: 98, name: 'Bob' },
+    ])
+    for (const b of boards) {
+      const top = await fresh<{ entries: { playerId: string; rank: number }[] }>(
+        `/v1/leaderboards/${b}/top`,
+      )
+      expect(top.entries).toEqual([expect.objectContaining({ playerId: stays.playerId, rank: 1 })])
+    }
+    // The device is no longer linked: it signs in as someone new.
+    const again = await gone.login()
+    expect(again.playerId).not.toBe(gone.playerId)
+
+    // A retry finds nothing left to do, and says so.
+    const retry = await eraseAll(gone.playerId)
+    expect(retry.first).toMatchObject({
+      profileDeleted: false,
+      leftParty: null,
+      archivedNamesCleared: 0,
+    })
+    expect(retry.entriesRemoved).toBe(0)
+  })
+
+  it('walks the boards a page per call: 202 with the board to go on after, then 200', async () => {
+    const boards = [await createBoard(), await createBoard(), await createBoard()]
+    const player = `erase-${crypto.randomUUID()}`
+    for (const b of boards) await submitFor(b, player, { score: 1 })
+    const perCall = erasureLimits.boardsPerCall
+    erasureLimits.boardsPerCall = 2
+    onTestFinished(() => {
+      erasureLimits.boardsPerCall = perCall
+    })
+    let after: string | undefined
+    let removed = 0
+    for (let calls = 1; ; calls++) {
+      expect(calls).toBeLessThan(10_000)
+      const res = await erase(player, after)
+      const body = (await res.json()) as Erasure
+      removed += body.boards.entriesRemoved
+      expect(res.status).toBe(body.boards.next === null ? 200 : 202)
+      if (body.boards.next === null) break
+      expect(body.boards.walked).toBe(2)
+      after = body.boards.next
+    }
+    expect(removed).toBe(3)
+    for (const b of boards) {
+      const mine = await fresh<{ entry: unknown }>(`/v1/leaderboards/${b}/players/${player}`)
+      expect(mine.entry).toBeNull()
+    }
+  })
+
+  it('a board that cannot be reached is 503 naming it, with Retry-After; the retry finishes the job', async () => {
+    const [up, down] = [await createBoard(), await createBoard()]
+    const player = `erase-${crypto.randomUUID()}`
+    for (const b of [up, down]) await submitFor(b, player, { score: 1 })
+    const proto = await runInDurableObject(
+      env.LEADERBOARD.getByName(down),
+      (inst: Leaderboard) => Object.getPrototypeOf(inst) as Pick<Leaderboard, 'removeEntry'>,
+    )
+    const removeEntry = proto.removeEntry
+    proto.removeEntry = function (this: Leaderboard, boardId, playerId) {
+      if (boardId === down) return Promise.reject(new Error('board down'))
+      return removeEntry.call(this, boardId, playerId)
+    }
+    onTestFinished(() => {
+      proto.removeEntry = removeEntry
+    })
+    // The walk, a page at a time, until the page holding the board that is down.
+    let res: Response
+    for (let after: string | undefined; ;) {
+      res = await erase(player, after)
+      if (res.status !== 202) break
+      after = ((await res.json()) as Erasure).boards.next!
+    }
+    expect(res.headers.get('retry-after')).toBe('5')
+    const p = await problem(res)
+    expect(p).toMatchObject({ status: 503, type: 'urn:nexus:problem:unavailable' })
+    expect(p.body.boards).toEqual([down])
+    expect(
+      (await fresh<{ entry: unknown }>(`/v1/leaderboards/${down}/players/${player}`)).entry,
+    ).not.toBeNull()
+    proto.removeEntry = removeEntry
+    await eraseAll(player)
+    for (const b of [up, down]) {
+      const mine = await fresh<{ entry: unknown }>(`/v1/leaderboards/${b}/players/${player}`)
+      expect(mine.entry).toBeNull()
+    }
+  })
+
+  it('bad input and callers: 401 without a credential, 403 for a player, 422 for a bad id or after, and nothing erased', async () => {
+    const guest = await newGuest()
+    await call(`/v1/admin/players/${guest.playerId}`, json('PUT', { name: 'Kept' }, ADMIN_KEY))
+    const cases: [string, Response, number, string][] = [
+      [
+        'no credential',
+        await call(`/v1/admin/players/${guest.playerId}`, { method: 'DELETE' }),
+        401,
+        'unauthorized',
+      ],
+      ['a player token', await erase(guest.playerId, undefined, guest.token), 403, 'forbidden'],
+      ['an id with a space', await erase('a%20b'), 422, 'validation'],
+      ['an id too long', await erase('p'.repeat(129)), 422, 'validation'],
+      ['a bad after', await erase(guest.playerId, '-x'), 422, 'validation'],
+    ]
+    for (const [name, res, status, type] of cases) {
+      const p = await problem(res)
+      expect([name, p.status, p.type]).toEqual([name, status, `urn:nexus:problem:${type}`])
+    }
+    expect(await pg()`select name from players where id = ${guest.playerId}`).toEqual([
+      { name: 'Kept' },
+    ])
+  })
+})

@@ -1,0 +1,68 @@
+import { getSql, type DbEnv } from '../db/client.ts'
+import { removeMember } from '../parties/store.ts'
+
+/**
+ * What a player's erasure found and did in Neon. `staleTickets` are the matchmaking tickets of the
+ * party the player left, which no longer stand for it (the caller cancels them, as any leave's).
+ */
+export interface NeonErasure {
+  /** Whether Neon had a `players` row (a device link, a name or a rating) to delete. */
+  hadProfile: boolean
+  /** The party the player was in, which goes on without them (or ends, if they were its last). */
+  leftParty: string | null
+  staleTickets: string[]
+  /** Archived standings whose copied display name was cleared. */
+  archivedNamesCleared: number
+}
+
+/**
+ * Erases what Neon holds that identifies a player: their profile row (the guest device link, the
+ * display name, the rating), their party membership (a leader hands over to the longest-standing
+ * member, as when leaving), invites to them, and the display name copied into closed cycles'
+ * archived standings. What stays is keyed by the bare player id and names
+ * nobody once the profile is gone: archived ranks and scores, rewards, match results and rating
+ * changes (other players' records depend on them). Idempotent: erasing again finds nothing.
+ *
+ * Invites go first, so an accept racing the erasure finds its invite gone rather than putting the
+ * player into a party after they left theirs.
+ */
+export async function eraseFromNeon(env: DbEnv, playerId: string): Promise<NeonErasure> {
+  const sql = getSql(env)
+  await sql.query(`delete from party_invites where player_id = $1`, [playerId])
+  const [membership] = (await sql.query(`select party_id from party_members where player_id = $1`, [
+    playerId,
+  ])) as { party_id: string }[]
+  let staleTickets: string[] = []
+  if (membership) {
+    staleTickets = (await removeMember(env, membership.party_id, playerId, playerId)).staleTickets
+  }
+  const results = await sql.transaction([
+    sql.query(
+      `with cleared as (
+         update leaderboard_archive set name = null where player_id = $1 and name is not null
+         returning 1
+       )
+       select count(*)::int as n from cleared`,
+      [playerId],
+    ),
+    sql.query(`delete from players where id = $1 returning 1 as gone`, [playerId]),
+  ])
+  return {
+    hadProfile: (results[1] as unknown[]).length > 0,
+    leftParty: membership?.party_id ?? null,
+    staleTickets,
+    archivedNamesCleared: (results[0] as { n: number }[])[0]?.n ?? 0,
+  }
+}
+
+/** Boards one erasure request walks at most; a deployment with more is walked over several calls. */
+export const erasureLimits = { boardsPerCall: 200 }
+
+/** A page of board ids in byte order after `after` (all boards, configured in Neon). */
+export async function boardsAfter(env: DbEnv, after: string, limit: number): Promise<string[]> {
+  const rows = (await getSql(env).query(
+    `select id from leaderboards where id collate "C" > $1 order by id collate "C" limit $2`,
+    [after, limit],
+  )) as { id: string }[]
+  return rows.map((r) => r.id)
+}

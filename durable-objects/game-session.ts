@@ -1265,7 +1265,7 @@ export class GameSession extends DurableObject<Env> {
     const result = JSON.parse(this.getMeta('result')!) as GameResult
     if (result.winner === null) return
     const winningTeams = new Set(result.placements.filter((x) => x.place === 1).map((x) => x.team))
-    // Winners already on the board are noted (and those given up on below), so a stage retried
+    // Winners already on the board are noted (and those refused or given up on below), so a stage retried
     // past the board's 24 h memory of idempotency keys (a winner rate-limited, a board down for a
     // day) never counts one twice.
     const submitted = new Set(JSON.parse(this.getMeta('submitted') ?? '[]') as string[])
@@ -1326,7 +1326,10 @@ export class GameSession extends DurableObject<Env> {
       if (reply.problem === 'rate-limited') throw new RetryLater(reply.detail)
       // The board could not read its configuration (Neon down at its cold start): transient.
       if (reply.problem === 'unavailable') throw new Error(reply.detail)
-      // A missing board or a score it refuses will not get better by retrying.
+      // A missing board or a score it refuses will not get better by retrying: noted as done
+      // with, so a retry of the stage for another winner neither sends it nor counts it again.
+      submitted.add(p.playerId)
+      this.setMeta('submitted', JSON.stringify([...submitted]))
       resultsNotSubmitted.inc({ reason: reply.problem })
       log('warn', 'leaderboard refused a session result', {
         actor: this.actor,

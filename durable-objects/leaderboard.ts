@@ -121,10 +121,12 @@ const closeRetries = counter(
 )
 const storageBytes = gauge(
   'nexus_leaderboard_storage_bytes',
-  "A board object's SQLite size, per board, as of its latest alarm (Cloudflare's limit: 10 GB an object)",
+  "A board object's SQLite size, per board, as of its latest submission or alarm (Cloudflare's limit: 10 GB an object)",
 )
-/** A board past this logs a warning at each alarm: its storage nears the object's 10 GB. */
+/** A board past this logs a warning as it reports: its storage nears the object's 10 GB. */
 const STORAGE_WARN_BYTES = 8 * 1024 ** 3
+/** A board taking submissions reports its storage this often at most (and at each alarm). */
+const STORAGE_REPORT_MS = 60_000
 const closeDuration = histogram(
   'nexus_leaderboard_close_duration_seconds',
   'From a cycle freezing to its archive being complete in Neon',
@@ -284,6 +286,8 @@ const NOT_A_REPLAY: BoardProblem = refuse('rate-limited', 'Not a replay, and ove
  */
 export class Leaderboard extends DurableObject<Env> {
   private readonly sql: SqlStorage
+  /** When this object last reported its storage (`reportStorage`). */
+  private storageReportedAt = -Infinity
   private boardId: string | null = null
   private config: LeaderboardConfig | null = null
   private schedule: Schedule | null = null
@@ -744,6 +748,9 @@ export class Leaderboard extends DurableObject<Env> {
     } finally {
       // Accepted or refused, the submission was counted.
       void sendMetricsSoon(this.env)
+      // Storage grows with submissions, so it is reported as they come (a board with no schedule
+      // may see no alarm for a day); at most once a minute.
+      if (Date.now() - this.storageReportedAt >= STORAGE_REPORT_MS) this.reportStorage()
     }
   }
 
@@ -1790,6 +1797,7 @@ export class Leaderboard extends DurableObject<Env> {
    */
   private reportStorage(): void {
     if (this.boardId === null) return
+    this.storageReportedAt = Date.now()
     const bytes = this.ctx.storage.sql.databaseSize
     storageBytes.set({ board: this.boardId }, bytes)
     void sendMetricsSoon(this.env)

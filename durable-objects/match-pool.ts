@@ -681,16 +681,20 @@ export class MatchPool extends DurableObject<Env> {
    * cron will cancel them. Were one handed to this join (its players being the party's again, say a
    * member left and came back), the cron's cancel, read before this join's note and arriving after
    * it, would end the ticket the join was answered with; and a change is meant to end the party's
-   * ticket whether or not its pool answered at once. The joining socket is spared the cancel's
-   * message and close: it is about to get its new ticket. Returns the tickets cancelled.
+   * ticket whether or not its pool answered at once. The joining socket, if on one of them, is
+   * told but not closed: its new ticket (or the join's refusal) follows. Returns the tickets
+   * cancelled.
    */
   private endStaleTickets(tickets: readonly string[], joining?: WebSocket): string[] {
     const cancelled: string[] = []
     for (const ticketId of ticketsOfPool(tickets, this.queue!, this.region!)) {
       if (this.row(ticketId)?.state !== 'waiting') continue
       const att = joining?.deserializeAttachment() as Attachment | null | undefined
-      if (att?.ticketId === ticketId) this.detachSocket(joining!)
+      const onIt = att?.ticketId === ticketId
+      if (onIt) this.detachSocket(joining!)
       this.finish(ticketId, 'cancelled', 'party_changed', this.now())
+      // Told, but left open: a new ticket, or the join's refusal, follows on it.
+      if (onIt) this.send(joining!, { type: 'cancelled', ticketId, reason: 'party_changed' })
       cancelled.push(ticketId)
     }
     return cancelled

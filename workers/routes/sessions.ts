@@ -177,7 +177,8 @@ const getRoute = createRoute({
           minimum: 0,
           description:
             "Socket only: resume after this seq, an integer from 0 to the session's current seq in " +
-            'plain decimal digits (no sign, leading zero or exponent); anything else is 422. ' +
+            'plain decimal digits (no sign, leading zero or exponent), at most 2,000 events behind ' +
+            'it (read older events from `/events` first); anything else is 422. ' +
             'Without an upgrade it is not read (beyond being at most 16 characters)',
         }),
     }),

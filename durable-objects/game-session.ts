@@ -706,6 +706,14 @@ export class GameSession extends DurableObject<Env> {
     const now = this.now()
     const wasLive = this.status === 'live'
     if (wasLive) this.runClock(now)
+    if (this.clockBehind && this.status === 'live') {
+      // Deadlines that passed while the game was away are still to be played (by the alarm, due
+      // at once); a return applied now would come before them in the log. The client reconnects
+      // in a moment (1013: try again later).
+      await this.scheduleAlarm()
+      server.close(1013, 'the game is catching up: reconnect')
+      return new Response(null, { status: 101, webSocket: pair[0] })
+    }
     if (this.status === 'live') {
       this.sql.exec(`DELETE FROM timers WHERE player_id = ?`, player)
       const wasAbsent = this.sql.exec(`DELETE FROM absent WHERE player_id = ?`, player).rowsWritten
@@ -1034,6 +1042,9 @@ export class GameSession extends DurableObject<Env> {
       const tick = this.tickAt(due[i]!.due)
       i = end
       this.catchUp(tick)
+      // Deadlines before this grace's end are left: the alarm, due at once, plays them, then
+      // the grace, in order (the grace's timers stay until then).
+      if (this.clockBehind) return
       if (this.status !== 'live') break
       if (this.abandonedBy(together, tick)) continue
       for (const player of together) {

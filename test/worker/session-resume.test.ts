@@ -265,39 +265,46 @@ describe('reconnecting', () => {
     expect(a!.frames.find((f) => f.seq === 3)!.event).not.toHaveProperty('auto')
   })
 
-  it('dice-race with turnSeconds: after more turns ran out than one catch-up plays, an action is refused (catching_up) until the alarm has played them all', async () => {
-    const { players, sessionId, sockets } = await everyoneIn(2, 'dice-race', {
+  it('dice-race with turnSeconds: after more turns ran out than one catch-up plays, an action is refused (catching_up) and a connection closed (1013) until the alarm has played them all', async () => {
+    const { players, sessionId, tokens, sockets } = await everyoneIn(2, 'dice-race', {
       target: 10_000,
       turnSeconds: 5,
     })
-    const [pa] = players as [string, string]
+    const [pa, pb] = players as [string, string]
     const [a, b] = sockets as [TestSocket, TestSocket]
     const createdAt = await inObject(sessionId, (inst) => {
       const info = inst.info()
       return info.ok ? info.createdAt : 0
     })
-    // The alarm stalls for 150 turns' deadlines. A's frame plays the first 100 (a's turn again
-    // after them), yet 50 more are due before A's roll could count.
+    // The alarm stalls for 250 turns' deadlines. A's frame plays the first 100 (a's turn again
+    // after them), yet 150 more are due before A's roll could count.
     await inObject(sessionId, async (inst, state) => {
       await state.storage.deleteAlarm()
-      inst.now = () => createdAt + 150 * 5000 + 2000
+      inst.now = () => createdAt + 250 * 5000 + 2000
     })
     a.roll()
     expect((await a.nextOf('error')).code).toBe('catching_up')
     await untilSeq(b, 100)
     expect(eventSeqs(b).at(-1)).toBe(100)
-    // The alarm, due at once, plays the other 50; then A's turn is A's again, in time.
+    // A connection plays 100 more, and is closed: try again later.
+    const early = await connect(sessionId, tokens[pb]!, { since: 100 })
+    expect((await early.whenClosed()).code).toBe(1013)
+    await untilSeq(b, 200)
+    // The alarm, due at once, plays the last 50; then A's turn is A's again, in time.
     expect(await runDurableObjectAlarm(sessionObject(sessionId))).toBe(true)
-    await untilSeq(b, 150)
+    await untilSeq(b, 250)
     a.roll()
-    await untilSeq(b, 151)
-    const records = await inObject(sessionId, (inst) => inst.events(150, 2))
+    await untilSeq(b, 251)
+    const records = await inObject(sessionId, (inst) => inst.events(250, 2))
     if (!records.ok) throw new Error('no log')
     expect(records.events.map((r) => [r.input.kind, r.input.tick])).toEqual([
-      ['tick', 150 * 5000],
-      ['action', 150 * 5000 + 2000],
+      ['tick', 250 * 5000],
+      ['action', 250 * 5000 + 2000],
     ])
     expect(records.events[1]!.event).toMatchObject({ kind: 'roll', player: pa })
+    const back = await connect(sessionId, tokens[pb]!, { since: 251 })
+    expect(await back.nextOf('resumed')).toMatchObject({ since: 251, seq: 251 })
+    back.close()
   })
 
   it('a player whose grace ended before a late alarm forfeits even if they reconnect first', async () => {

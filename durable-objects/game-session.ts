@@ -1225,6 +1225,8 @@ export class GameSession extends DurableObject<Env> {
         })
         this.ctx.storage.transactionSync(() => {
           this.setMeta('rating_changes', JSON.stringify(out.ratingChanges))
+          // Erased players' wins go on no board (workers/players/erasure.ts).
+          if (out.erased.length > 0) this.setMeta('erased', JSON.stringify(out.erased))
           // The result upserted the session's Neon row too.
           this.advance('register', 'done')
           this.advance('end', setup.leaderboardId ? 'submit' : 'archive')
@@ -1286,8 +1288,9 @@ export class GameSession extends DurableObject<Env> {
       string,
       number
     >
+    const erased = new Set(JSON.parse(this.getMeta('erased') ?? '[]') as string[])
     for (const p of result.placements.filter((x) => winningTeams.has(x.team))) {
-      if (submitted.has(p.playerId)) continue
+      if (submitted.has(p.playerId) || erased.has(p.playerId)) continue
       const since = unanswered[p.playerId]
       if (since !== undefined && this.now() - since >= UNANSWERED_RETRY_MS) {
         submitted.add(p.playerId)

@@ -63,8 +63,8 @@ export interface Schemas {
     profileDeleted: boolean
     /** The party the player was taken out of */
     leftParty: string | null
-    /** Archived standings whose copied display name was cleared */
-    archivedNamesCleared: number
+    /** Archived standings whose copied name and metadata were cleared */
+    archivedRowsCleared: number
     boards: {
       /** Boards this call walked */
       walked: number

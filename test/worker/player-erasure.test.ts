@@ -2,6 +2,7 @@ import { runInDurableObject } from 'cloudflare:test'
 import { env } from 'cloudflare:workers'
 import { describe, expect, it, onTestFinished } from 'vitest'
 import type { Leaderboard } from '../../durable-objects/leaderboard.ts'
+import { NeonArchiveWriter } from '../../workers/leaderboards/archive-writer.ts'
 import { erasureLimits } from '../../workers/players/erasure.ts'
 import { createBoard, fresh, pg, submitFor } from './helpers/boards.ts'
 import { ADMIN_KEY, bearer, call, json, newGuest, problem } from './helpers/http.ts'
@@ -10,7 +11,7 @@ interface Erasure {
   playerId: string
   profileDeleted: boolean
   leftParty: string | null
-  archivedNamesCleared: number
+  archivedRowsCleared: number
   boards: { walked: number; entriesRemoved: number; next: string | null }
 }
 
@@ -90,16 +91,16 @@ describe('erasing a player (admin)', () => {
       await submitFor(b, stays.playerId, { score: 40 })
     }
     await sql`insert into leaderboard_archive
-        (leaderboard_id, cycle, player_id, rank, score, subscore, name, submitted_at)
-      values (${boards[0]!}, 1, ${gone.playerId}, 1, 99, 0, 'Alice Example', now()),
-             (${boards[0]!}, 1, ${stays.playerId}, 2, 98, 0, 'Bob', now())`
+        (leaderboard_id, cycle, player_id, rank, score, subscore, name, metadata, submitted_at)
+      values (${boards[0]!}, 1, ${gone.playerId}, 1, 99, 0, 'Alice Example', '{"city":"Oslo"}', now()),
+             (${boards[0]!}, 1, ${stays.playerId}, 2, 98, 0, 'Bob', '{"city":"Rome"}', now())`
 
     const { first, entriesRemoved } = await eraseAll(gone.playerId)
     expect(first).toMatchObject({
       playerId: gone.playerId,
       profileDeleted: true,
       leftParty: party.id,
-      archivedNamesCleared: 1,
+      archivedRowsCleared: 1,
     })
     expect(entriesRemoved).toBe(2)
 
@@ -110,11 +111,11 @@ describe('erasing a player (admin)', () => {
       { leader: member.playerId },
     ])
     expect(
-      await sql`select player_id, rank, score, name from leaderboard_archive
+      await sql`select player_id, rank, score, name, metadata from leaderboard_archive
                  where leaderboard_id = ${boards[0]!} order by rank`,
     ).toEqual([
-      { player_id: gone.playerId, rank: 1, score: 99, name: null },
-      { player_id: stays.playerId, rank: 2, score: 98, name: 'Bob' },
+      { player_id: gone.playerId, rank: 1, score: 99, name: null, metadata: null },
+      { player_id: stays.playerId, rank: 2, score: 98, name: 'Bob', metadata: { city: 'Rome' } },
     ])
     for (const b of boards) {
       const top = await fresh<{ entries: { playerId: string; rank: number }[] }>(
@@ -131,9 +132,37 @@ describe('erasing a player (admin)', () => {
     expect(retry.first).toMatchObject({
       profileDeleted: false,
       leftParty: null,
-      archivedNamesCleared: 0,
+      archivedRowsCleared: 0,
     })
     expect(retry.entriesRemoved).toBe(0)
+  })
+
+  it('a cycle archived after the erasure keeps the rank and score, without the name or metadata', async () => {
+    const gone = await newGuest()
+    await call(`/v1/admin/players/${gone.playerId}`, json('PUT', { name: 'Gone' }, ADMIN_KEY))
+    await eraseAll(gone.playerId)
+    // A page of a cycle frozen before the erasure, archived after it.
+    const board = `erased-archive-${crypto.randomUUID().slice(0, 8)}`
+    await new NeonArchiveWriter(env).writePage({
+      leaderboardId: board,
+      cycle: 1,
+      startsAt: Date.now() - 60_000,
+      endsAt: Date.now(),
+      entries: 1,
+      rows: {
+        playerIds: [gone.playerId],
+        ranks: [1],
+        scores: [10],
+        subscores: [0],
+        metadata: ['{"home":"Springfield"}'],
+        submittedAt: [Date.now() - 30_000],
+      },
+      rewards: [],
+      archivedThrough: 1,
+    })
+    expect(
+      await pg()`select rank, score, name, metadata from leaderboard_archive where leaderboard_id = ${board}`,
+    ).toEqual([{ rank: 1, score: 10, name: null, metadata: null }])
   })
 
   it('walks the boards a page per call: 202 with the board to go on after, then 200', async () => {

@@ -669,6 +669,40 @@ describe('the end of a game', () => {
     expect(await scoreOf(second!)).toBe(1)
   })
 
+  it('a winner erased while the game ran: no rating or profile for them, no win on the board; the other player is rated', async () => {
+    const board = await createBoard({ operator: 'incr' })
+    const failing: SessionStore = {
+      register: async () => {},
+      recordResult: () => Promise.reject(new Error('Neon is down')),
+      archiveLog: () => Promise.reject(new Error('Neon is down')),
+    }
+    // The end work waits at its first stage while the winner is erased.
+    const game = await playGame({
+      leaderboardId: board,
+      before: (sessionId) =>
+        inObject(sessionId, (inst) => {
+          inst.store = failing
+        }),
+    })
+    const erased = await call(`/v1/admin/players/${game.winner}`, {
+      ...bearer(ADMIN_KEY),
+      method: 'DELETE',
+    })
+    expect([200, 202]).toContain(erased.status)
+    await inObject(game.sessionId, (inst) => {
+      inst.store = new NeonSessionStore(env)
+    })
+    const done = await inObject(game.sessionId, (inst) => inst.runEndWork({ force: true }))
+    expect(done).toMatchObject({ stage: 'retain' })
+    expect(await pg()`select 1 from players where id = ${game.winner}`).toEqual([])
+    const [row] = await resultRows(game.sessionId)
+    const rated = row!.rating_changes as { playerId: string }[]
+    expect(rated.map((c) => c.playerId)).toEqual([game.loser])
+    expect((await pg()`select 1 from players where id = ${game.loser}`).length).toBe(1)
+    const mine = await fresh<{ entry: unknown }>(`/v1/leaderboards/${board}/players/${game.winner}`)
+    expect(mine.entry).toBeNull()
+  })
+
   it('a game nobody joined ends abandoned at the join grace: no winner, no rating moves, no win on the board', async () => {
     const board = await createBoard({ operator: 'incr' })
     const players = playerIds(2)

@@ -38,6 +38,18 @@ export const players = pgTable(
 )
 
 /**
+ * Players erased on request (`DELETE /v1/admin/players/:playerId`), by their bare id: what comes
+ * in under that id afterwards (the result of a match they were already in) recreates no profile
+ * and is archived without their name or metadata.
+ */
+export const erasedPlayers = pgTable('erased_players', {
+  id: text('id').primaryKey(),
+  erasedAt: timestamp('erased_at', { withTimezone: true, mode: 'date' })
+    .notNull()
+    .default(sql`now()`),
+})
+
+/**
  * Columns of a resource whose configuration an admin sets: Neon keeps the record, the resource's
  * Durable Object a copy. `version` grows by one at each change.
  */

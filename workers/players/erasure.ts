@@ -11,17 +11,19 @@ export interface NeonErasure {
   /** The party the player was in, which goes on without them (or ends, if they were its last). */
   leftParty: string | null
   staleTickets: string[]
-  /** Archived standings whose copied display name was cleared. */
-  archivedNamesCleared: number
+  /** Archived standings whose copied display name and metadata were cleared. */
+  archivedRowsCleared: number
 }
 
 /**
  * Erases what Neon holds that identifies a player: their profile row (the guest device link, the
  * display name, the rating), their party membership (a leader hands over to the longest-standing
- * member, as when leaving), invites to them, and the display name copied into closed cycles'
- * archived standings. What stays is keyed by the bare player id and names
- * nobody once the profile is gone: archived ranks and scores, rewards, match results and rating
- * changes (other players' records depend on them). Idempotent: erasing again finds nothing.
+ * member, as when leaving), invites to them, and the display name and metadata copied into closed
+ * cycles' archived standings; and keeps their bare id in `erased_players`, so that what comes in
+ * under it later (a match they were in ending, a cycle still being archived) recreates no profile
+ * and archives no metadata. What stays is keyed by the bare id and names nobody once the profile
+ * is gone: archived ranks and scores, rewards, match results and rating changes (other players'
+ * records depend on them). Idempotent: erasing again finds nothing new.
  *
  * Invites go first, so an accept racing the erasure finds its invite gone rather than putting the
  * player into a party after they left theirs.
@@ -37,9 +39,14 @@ export async function eraseFromNeon(env: DbEnv, playerId: string): Promise<NeonE
     staleTickets = (await removeMember(env, membership.party_id, playerId, playerId)).staleTickets
   }
   const results = await sql.transaction([
+    // First: a result or an archive page committing after this sees the tombstone.
+    sql.query(`insert into erased_players (id) values ($1) on conflict (id) do nothing`, [
+      playerId,
+    ]),
     sql.query(
       `with cleared as (
-         update leaderboard_archive set name = null where player_id = $1 and name is not null
+         update leaderboard_archive set name = null, metadata = null
+          where player_id = $1 and (name is not null or metadata is not null)
          returning 1
        )
        select count(*)::int as n from cleared`,
@@ -48,10 +55,10 @@ export async function eraseFromNeon(env: DbEnv, playerId: string): Promise<NeonE
     sql.query(`delete from players where id = $1 returning 1 as gone`, [playerId]),
   ])
   return {
-    hadProfile: (results[1] as unknown[]).length > 0,
+    hadProfile: (results[2] as unknown[]).length > 0,
     leftParty: membership?.party_id ?? null,
     staleTickets,
-    archivedNamesCleared: (results[0] as { n: number }[])[0]?.n ?? 0,
+    archivedRowsCleared: (results[1] as { n: number }[])[0]?.n ?? 0,
   }
 }
 

@@ -86,10 +86,10 @@ const Erasure = z
       .string()
       .nullable()
       .openapi({ description: 'The party the player was taken out of' }),
-    archivedNamesCleared: z
+    archivedRowsCleared: z
       .number()
       .int()
-      .openapi({ description: 'Archived standings whose copied display name was cleared' }),
+      .openapi({ description: 'Archived standings whose copied name and metadata were cleared' }),
     boards: z.object({
       walked: z.number().int().openapi({ description: 'Boards this call walked' }),
       entriesRemoved: z
@@ -111,9 +111,10 @@ const eraseRoute = createRoute({
     "For a player's request to be forgotten. Deletes their profile (a guest's device link, the " +
     'display name, the rating: the device signs in as a new player afterwards), takes them out of ' +
     'their party (a leader hands over, its queued tickets are cancelled as on any leave) and off ' +
-    'invites, clears the name copied into archived standings, and removes their entry from every ' +
+    'invites, clears the name and metadata copied into archived standings, and removes their entry from every ' +
     "board's current cycle. Ranks, scores, rewards and match results stay under the bare id, which " +
-    'names nobody once the profile is gone. Walks at most 200 boards per call, in id order: 202 ' +
+    'names nobody once the profile is gone; the id is kept as erased, so a match the player was ' +
+    'still in rates and records nothing of theirs. Walks at most 200 boards per call, in id order: 202 ' +
     'with `boards.next` says to call again with `after`; 200 when every board is done. Idempotent: ' +
     'safe to retry, and a board that cannot be reached is 503 (`boards` lists them) for a retry. ' +
     "Tokens already issued stay valid until they expire (at most 30 days): sign the player's " +
@@ -187,7 +188,7 @@ adminPlayers.openapi(eraseRoute, async (c) => {
       playerId,
       profileDeleted: neon.hadProfile,
       leftParty: neon.leftParty,
-      archivedNamesCleared: neon.archivedNamesCleared,
+      archivedRowsCleared: neon.archivedRowsCleared,
       boards: { walked: page.length, entriesRemoved, next },
     },
     next === null ? 200 : 202,

@@ -34,6 +34,11 @@ export interface Recorded {
    * call that recorded it applied them (a retry after a lost answer still learns them).
    */
   ratingChanges: RatingChange[]
+  /**
+   * Players of the result erased since the match was made (`erased_players`): no rating of theirs
+   * changed, no profile was made for them, and nothing of theirs is to go on a board.
+   */
+  erased: string[]
 }
 
 /**
@@ -131,10 +136,17 @@ export class NeonSessionStore implements SessionStore {
     const ids = input.result.placements.map((p) => p.playerId)
     for (let attempt = 1; ; attempt++) {
       const sql = getSql(this.env)
-      const rows = (await sql.query(
-        `select id, rating, rating_deviation, rating_volatility from players where id = any($1::text[])`,
-        [ids],
-      )) as { id: string; rating: number; rating_deviation: number; rating_volatility: number }[]
+      const [rows, erasedRows] = (await sql.transaction([
+        sql.query(
+          `select id, rating, rating_deviation, rating_volatility from players where id = any($1::text[])`,
+          [ids],
+        ),
+        sql.query(`select id from erased_players where id = any($1::text[])`, [ids]),
+      ])) as [
+        { id: string; rating: number; rating_deviation: number; rating_volatility: number }[],
+        { id: string }[],
+      ]
+      const erased = new Set(erasedRows.map((r) => r.id))
       const current = new Map(
         rows.map((r) => [
           r.id,
@@ -145,13 +157,17 @@ export class NeonSessionStore implements SessionStore {
           },
         ]),
       )
-      const changes = ratingChangesFor(input.result, current)
+      // The others are rated against an erased player as against a new one; theirs is not kept.
+      const changes = ratingChangesFor(input.result, current).filter((c) => !erased.has(c.playerId))
       try {
         const results = await sql.transaction([
           // Players of an identity provider appear on first use; new ones start at the defaults
-          // the guard below expects.
+          // the guard below expects. Not an erased one: one erased after the read above has no
+          // row, so the guard's count fails and the read runs again, seeing the erasure.
           sql.query(
-            `insert into players (id) select unnest($1::text[]) on conflict (id) do nothing`,
+            `insert into players (id) select x from unnest($1::text[]) x
+              where not exists (select 1 from erased_players e where e.id = x)
+             on conflict (id) do nothing`,
             [ids],
           ),
           sql.query(
@@ -220,6 +236,7 @@ export class NeonSessionStore implements SessionStore {
         return {
           recorded: inserted,
           ratingChanges: inserted ? changes : (stored[0]?.rating_changes ?? []),
+          erased: [...erased],
         }
       } catch (err) {
         // 22012: a rating changed between the read and the write; read again.

@@ -679,6 +679,22 @@ export class GameSession extends DurableObject<Env> {
     if (this.openSockets(player).length >= MAX_SOCKETS_PER_PLAYER) {
       return problemResponse('conflict', `At most ${MAX_SOCKETS_PER_PLAYER} connections per player`)
     }
+    // The clock first, before a late alarm: graces that ended before this connection (this
+    // player's among them) count, so one who stayed away past the grace cannot return to escape it.
+    const now = this.now()
+    if (this.status === 'live') this.runClock(now)
+    if (this.clockBehind && this.status === 'live') {
+      // Deadlines that passed while the game was away are still to be played (by the alarm, due
+      // at once); a return applied now would come before them in the log. Refused before the
+      // socket exists, so no disconnect restarts this player's grace.
+      await this.scheduleAlarm()
+      return problemResponse(
+        'unavailable',
+        'The game is playing turns that ran out while it was away: connect again in a moment',
+        {},
+        { 'retry-after': '1' },
+      )
+    }
     const pair = new WebSocketPair()
     const server = pair[1]
     this.ctx.acceptWebSocket(server, [player])
@@ -701,25 +717,13 @@ export class GameSession extends DurableObject<Env> {
         void this.resume(server, sent)
       }
     }
-    // The clock first, before a late alarm: graces that ended before this connection (this
-    // player's among them) count, so one who stayed away past the grace cannot return to escape it.
-    const now = this.now()
-    const wasLive = this.status === 'live'
-    if (wasLive) this.runClock(now)
-    if (this.clockBehind && this.status === 'live') {
-      // Deadlines that passed while the game was away are still to be played (by the alarm, due
-      // at once); a return applied now would come before them in the log. The client reconnects
-      // in a moment (1013: try again later).
-      await this.scheduleAlarm()
-      server.close(1013, 'the game is catching up: reconnect')
-      return new Response(null, { status: 101, webSocket: pair[0] })
-    }
     if (this.status === 'live') {
       this.sql.exec(`DELETE FROM timers WHERE player_id = ?`, player)
       const wasAbsent = this.sql.exec(`DELETE FROM absent WHERE player_id = ?`, player).rowsWritten
       if (wasAbsent > 0) this.applyInput({ kind: 'return', player, tick: this.tickAt(now) })
-    } else if (!wasLive && !this.resuming.has(server)) {
-      // (A game the clock has just ended sent `ended` to this socket with everyone's.)
+    } else if (!this.resuming.has(server)) {
+      // Over (perhaps by the clock just now, before this socket joined the broadcasts); a
+      // resuming socket is sent `ended` after its last missed event.
       this.sendEnded(server)
     }
     await this.scheduleAlarm()
@@ -1288,8 +1292,14 @@ export class GameSession extends DurableObject<Env> {
       string,
       number
     >
+    const winners = result.placements.filter((x) => winningTeams.has(x.team))
+    // Erased when the result was recorded, or since (this stage may run long after).
     const erased = new Set(JSON.parse(this.getMeta('erased') ?? '[]') as string[])
-    for (const p of result.placements.filter((x) => winningTeams.has(x.team))) {
+    const pending = winners
+      .map((w) => w.playerId)
+      .filter((id) => !submitted.has(id) && !erased.has(id))
+    for (const id of await this.store.erasedAmong(pending, this.createdAt)) erased.add(id)
+    for (const p of winners) {
       if (submitted.has(p.playerId) || erased.has(p.playerId)) continue
       const since = unanswered[p.playerId]
       if (since !== undefined && this.now() - since >= UNANSWERED_RETRY_MS) {

@@ -4,6 +4,7 @@ import { describe, expect, it, onTestFinished } from 'vitest'
 import type { Leaderboard } from '../../durable-objects/leaderboard.ts'
 import { NeonArchiveWriter } from '../../workers/leaderboards/archive-writer.ts'
 import { erasureLimits } from '../../workers/players/erasure.ts'
+import { NeonSessionStore } from '../../workers/sessions/store.ts'
 import { createBoard, fresh, pg, submitFor } from './helpers/boards.ts'
 import { ADMIN_KEY, bearer, call, json, newGuest, problem } from './helpers/http.ts'
 
@@ -163,6 +164,43 @@ describe('erasing a player (admin)', () => {
     expect(
       await pg()`select rank, score, name, metadata from leaderboard_archive where leaderboard_id = ${board}`,
     ).toEqual([{ rank: 1, score: 10, name: null, metadata: null }])
+  })
+
+  it('a match made before the erasure rates nothing of the erased player; one made after (an identity provider keeps the id) plays them as new', async () => {
+    const tag = crypto.randomUUID().slice(0, 8)
+    const [gone, other] = [`idp-gone-${tag}`, `idp-other-${tag}`]
+    const store = new NeonSessionStore(env)
+    const resultOf = (createdAt: number) =>
+      store.recordResult({
+        sessionId: `s_t-${crypto.randomUUID()}`,
+        rules: 'dice-race',
+        roster: [
+          { playerId: gone, team: 0 },
+          { playerId: other, team: 1 },
+        ],
+        queue: null,
+        region: null,
+        result: {
+          placements: [
+            { playerId: gone, team: 0, place: 1 },
+            { playerId: other, team: 1, place: 2 },
+          ],
+          reason: 'finished',
+          winner: gone,
+        },
+        createdAt,
+        endedAt: Date.now(),
+      })
+    const before = Date.now() - 60_000
+    await eraseAll(gone)
+    const old = await resultOf(before)
+    expect(old.erased).toEqual([gone])
+    expect(old.ratingChanges.map((c) => c.playerId)).toEqual([other])
+    expect(await pg()`select 1 from players where id = ${gone}`).toEqual([])
+    const later = await resultOf(Date.now())
+    expect(later.erased).toEqual([])
+    expect(later.ratingChanges.map((c) => c.playerId).sort()).toEqual([gone, other].sort())
+    expect((await pg()`select 1 from players where id = ${gone}`).length).toBe(1)
   })
 
   it('walks the boards a page per call: 202 with the board to go on after, then 200', async () => {

@@ -407,6 +407,7 @@ describe('the end of a game', () => {
               throw new Error(`injected crash after commit (${out.recorded})`)
             },
             archiveLog: (id, r) => real.archiveLog(id, r),
+            erasedAmong: (ids, since) => real.erasedAmong(ids, since),
           }
           inst.store = crashing
         })
@@ -561,6 +562,7 @@ describe('the end of a game', () => {
       register: async () => {},
       recordResult: () => Promise.reject(new Error('Neon is down')),
       archiveLog: () => Promise.reject(new Error('Neon is down')),
+      erasedAmong: () => Promise.reject(new Error('Neon is down')),
     }
     // The end work waits at its first stage until the test knows the winners.
     const game = await playGame({
@@ -601,6 +603,7 @@ describe('the end of a game', () => {
       register: async () => {},
       recordResult: () => Promise.reject(new Error('Neon is down')),
       archiveLog: () => Promise.reject(new Error('Neon is down')),
+      erasedAmong: () => Promise.reject(new Error('Neon is down')),
     }
     const game = await playGame({
       leaderboardId: board,
@@ -675,6 +678,7 @@ describe('the end of a game', () => {
       register: async () => {},
       recordResult: () => Promise.reject(new Error('Neon is down')),
       archiveLog: () => Promise.reject(new Error('Neon is down')),
+      erasedAmong: () => Promise.reject(new Error('Neon is down')),
     }
     // The end work waits at its first stage while the winner is erased.
     const game = await playGame({
@@ -699,6 +703,44 @@ describe('the end of a game', () => {
     const rated = row!.rating_changes as { playerId: string }[]
     expect(rated.map((c) => c.playerId)).toEqual([game.loser])
     expect((await pg()`select 1 from players where id = ${game.loser}`).length).toBe(1)
+    const mine = await fresh<{ entry: unknown }>(`/v1/leaderboards/${board}/players/${game.winner}`)
+    expect(mine.entry).toBeNull()
+  })
+
+  it('a winner erased after the result was recorded, while its board submission waits: the win goes on no board', async () => {
+    const board = await createBoard({ operator: 'incr', submitsPerMinute: 1 })
+    const failing: SessionStore = {
+      register: async () => {},
+      recordResult: () => Promise.reject(new Error('Neon is down')),
+      archiveLog: () => Promise.reject(new Error('Neon is down')),
+      erasedAmong: () => Promise.reject(new Error('Neon is down')),
+    }
+    const game = await playGame({
+      leaderboardId: board,
+      before: (sessionId) =>
+        inObject(sessionId, (inst) => {
+          inst.store = failing
+        }),
+    })
+    // The winner has used this minute's one submission: the result is recorded, the board's
+    // stage waits.
+    await submitFor(board, game.winner, { score: 5 })
+    await inObject(game.sessionId, (inst) => {
+      inst.store = new NeonSessionStore(env)
+    })
+    expect(
+      await inObject(game.sessionId, (inst) => inst.runEndWork({ force: true })),
+    ).toMatchObject({ stage: 'submit' })
+    const erased = await call(`/v1/admin/players/${game.winner}`, {
+      ...bearer(ADMIN_KEY),
+      method: 'DELETE',
+    })
+    expect([200, 202]).toContain(erased.status)
+    await runInDurableObject(env.LEADERBOARD.getByName(board), (inst: Leaderboard) => {
+      inst.now = () => Date.now() + 61_000
+    })
+    const done = await inObject(game.sessionId, (inst) => inst.runEndWork({ force: true }))
+    expect(done).toMatchObject({ stage: 'retain' })
     const mine = await fresh<{ entry: unknown }>(`/v1/leaderboards/${board}/players/${game.winner}`)
     expect(mine.entry).toBeNull()
   })

@@ -265,7 +265,7 @@ describe('reconnecting', () => {
     expect(a!.frames.find((f) => f.seq === 3)!.event).not.toHaveProperty('auto')
   })
 
-  it('dice-race with turnSeconds: after more turns ran out than one catch-up plays, an action is refused (catching_up) and a connection closed (1013) until the alarm has played them all', async () => {
+  it('dice-race with turnSeconds: after more turns ran out than one catch-up plays, an action is refused (catching_up) and a connection 503 until the alarm has played them all', async () => {
     const { players, sessionId, tokens, sockets } = await everyoneIn(2, 'dice-race', {
       target: 10_000,
       turnSeconds: 5,
@@ -286,9 +286,15 @@ describe('reconnecting', () => {
     expect((await a.nextOf('error')).code).toBe('catching_up')
     await untilSeq(b, 100)
     expect(eventSeqs(b).at(-1)).toBe(100)
-    // A connection plays 100 more, and is closed: try again later.
-    const early = await connect(sessionId, tokens[pb]!, { since: 100 })
-    expect((await early.whenClosed()).code).toBe(1013)
+    // A connection plays 100 more, and is refused: try again in a moment. B's grace is not
+    // touched (no socket was opened to close).
+    const early = await upgrade(sessionId, tokens[pb]!, { since: 100 })
+    expect(early.webSocket).toBeFalsy()
+    expect(early.headers.get('retry-after')).toBe('1')
+    expect(await problem(early)).toMatchObject({
+      status: 503,
+      type: 'urn:nexus:problem:unavailable',
+    })
     await untilSeq(b, 200)
     // The alarm, due at once, plays the last 50; then A's turn is A's again, in time.
     expect(await runDurableObjectAlarm(sessionObject(sessionId))).toBe(true)
@@ -326,7 +332,7 @@ describe('reconnecting', () => {
     expect(ended.result).toMatchObject({ reason: 'forfeit', winner: pa })
     // Resumed from 0: the forfeit is the one event, sent once.
     expect(eventSeqs(back)).toEqual([1])
-    expect(back.frames.find((f) => f.seq === 1)!.event).toMatchObject({
+    expect(back.frames.find((f) => f.type === 'event' && f.seq === 1)!.event).toMatchObject({
       kind: 'forfeit',
       player: pb,
     })

@@ -94,13 +94,15 @@ export class NeonArchiveWriter implements ArchiveWriter {
            insert into leaderboard_archive
              (leaderboard_id, cycle, player_id, rank, score, subscore, name, metadata, submitted_at)
            select $1, $2, u.player_id, u.rank, u.score, u.subscore, p.name,
-                  -- An erased player's metadata is not archived (their name went with them).
+                  -- Not the metadata of a score submitted before its player was erased (their
+                  -- name went with them).
                   case when e.id is null then u.metadata::jsonb end,
                   to_timestamp(u.submitted_at / 1000.0)
              from unnest($3::text[], $4::int[], $5::float8[], $6::float8[], $7::text[], $8::bigint[])
                   as u(player_id, rank, score, subscore, metadata, submitted_at)
              left join players p on p.id = u.player_id
-             left join erased_players e on e.id = u.player_id
+             left join erased_players e
+                    on e.id = u.player_id and e.erased_at >= to_timestamp(u.submitted_at / 1000.0)
            on conflict (leaderboard_id, cycle, player_id) do nothing
            returning 1
          )

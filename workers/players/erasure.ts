@@ -40,9 +40,10 @@ export async function eraseFromNeon(env: DbEnv, playerId: string): Promise<NeonE
   }
   const results = await sql.transaction([
     // First: a result or an archive page committing after this sees the tombstone.
-    sql.query(`insert into erased_players (id) values ($1) on conflict (id) do nothing`, [
-      playerId,
-    ]),
+    sql.query(
+      `insert into erased_players (id) values ($1) on conflict (id) do update set erased_at = now()`,
+      [playerId],
+    ),
     sql.query(
       `with cleared as (
          update leaderboard_archive set name = null, metadata = null

@@ -55,7 +55,13 @@ export interface SessionStore {
   recordResult(input: ResultInput): Promise<Recorded>
   /** Archives log records; writing the same records again changes nothing. */
   archiveLog(sessionId: string, records: readonly LogRecord[]): Promise<void>
+  /** Of `ids`, the players erased since `since` (ms): nothing of theirs goes on a board. */
+  erasedAmong(ids: readonly string[], since: number): Promise<string[]>
 }
+
+/** Players of `$1` erased at or after `$2` (ms since the epoch). */
+const ERASED_SINCE = `select id from erased_players
+                       where id = any($1::text[]) and erased_at >= to_timestamp($2 / 1000.0)`
 
 /** Optimistic rating updates retry this often when another match rated the same players meanwhile. */
 const RATING_ATTEMPTS = 5
@@ -141,7 +147,9 @@ export class NeonSessionStore implements SessionStore {
           `select id, rating, rating_deviation, rating_volatility from players where id = any($1::text[])`,
           [ids],
         ),
-        sql.query(`select id from erased_players where id = any($1::text[])`, [ids]),
+        // Erased since the match was made; one erased before it who came back (an identity
+        // provider's player keeps their id) plays as a new player.
+        sql.query(ERASED_SINCE, [ids, input.createdAt]),
       ])) as [
         { id: string; rating: number; rating_deviation: number; rating_volatility: number }[],
         { id: string }[],
@@ -166,9 +174,10 @@ export class NeonSessionStore implements SessionStore {
           // row, so the guard's count fails and the read runs again, seeing the erasure.
           sql.query(
             `insert into players (id) select x from unnest($1::text[]) x
-              where not exists (select 1 from erased_players e where e.id = x)
+              where not exists (select 1 from erased_players e
+                                 where e.id = x and e.erased_at >= to_timestamp($2 / 1000.0))
              on conflict (id) do nothing`,
-            [ids],
+            [ids, input.createdAt],
           ),
           sql.query(
             `with ins as (
@@ -244,6 +253,12 @@ export class NeonSessionStore implements SessionStore {
         throw err
       }
     }
+  }
+
+  async erasedAmong(ids: readonly string[], since: number): Promise<string[]> {
+    if (ids.length === 0) return []
+    const rows = (await getSql(this.env).query(ERASED_SINCE, [ids, since])) as { id: string }[]
+    return rows.map((r) => r.id)
   }
 
   async archiveLog(sessionId: string, records: readonly LogRecord[]): Promise<void> {

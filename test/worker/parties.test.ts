@@ -72,6 +72,18 @@ const myInvites = async (p: Player) =>
     )
   ).invites
 
+/**
+ * A member leaves and comes back as the routes would commit it, without either change's cancel
+ * reaching the pool (as when it cannot be reached): the party's tickets from before stay noted.
+ */
+async function leaveAndComeBackUnseen(partyId: string, playerId: string): Promise<void> {
+  const sql = pg()
+  await sql`delete from party_members where party_id = ${partyId} and player_id = ${playerId}`
+  await sql`update parties set updated_at = clock_timestamp() where id = ${partyId}`
+  await sql`insert into party_members (party_id, player_id) values (${partyId}, ${playerId})`
+  await sql`update parties set updated_at = clock_timestamp() where id = ${partyId}`
+}
+
 /** A party of `members` led by the first, formed through the routes. */
 async function formParty(members: Player[]): Promise<Party> {
   const [leader, ...rest] = members
@@ -795,10 +807,7 @@ describe('queueing as a party over HTTP', () => {
     // C leaves and comes back, and neither change reaches the pool (as with the routes when the
     // pool cannot be reached): T is noted before the latest change…
     const sql = pg()
-    await sql`delete from party_members where party_id = ${party.id} and player_id = ${c!.playerId}`
-    await sql`update parties set updated_at = clock_timestamp() where id = ${party.id}`
-    await sql`insert into party_members (party_id, player_id) values (${party.id}, ${c!.playerId})`
-    await sql`update parties set updated_at = clock_timestamp() where id = ${party.id}`
+    await leaveAndComeBackUnseen(party.id, c!.playerId)
     // …and a cron run reads it as stale, its call to the pool still to come.
     const readByCron = (await stalePartyTickets(env, null, 1000)).filter(
       (n) => n.partyId === party.id,
@@ -1051,10 +1060,7 @@ describe('queueing as a party over sockets', () => {
     })
     // C leaves and comes back; neither change reaches the pool.
     const sql = pg()
-    await sql`delete from party_members where party_id = ${party.id} and player_id = ${c!.playerId}`
-    await sql`update parties set updated_at = clock_timestamp() where id = ${party.id}`
-    await sql`insert into party_members (party_id, player_id) values (${party.id}, ${c!.playerId})`
-    await sql`update parties set updated_at = clock_timestamp() where id = ${party.id}`
+    await leaveAndComeBackUnseen(party.id, c!.playerId)
 
     wa.send(JSON.stringify({ type: 'join', party: roster }))
     const second = await nextOfType<Queued>(wa, 'queued')

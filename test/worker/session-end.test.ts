@@ -129,6 +129,26 @@ async function playGame(
   return { sessionId, tokens, players, winner, winners, loser, seq: events.length, result }
 }
 
+/** A store whose Neon is down: a game's end work waits at its first stage. */
+function neonDown(): SessionStore {
+  const down = () => Promise.reject(new Error('Neon is down'))
+  return { register: async () => {}, recordResult: down, archiveLog: down, erasedAmong: down }
+}
+
+/**
+ * Plays a game whose end work waits at its first stage (Neon down) until the test gives the
+ * session a working store again (`inst.store = new NeonSessionStore(env)`).
+ */
+function playGameHeld(opts: { leaderboardId?: string; teams?: number[] } = {}) {
+  return playGame({
+    ...opts,
+    before: (sessionId) =>
+      inObject(sessionId, (inst) => {
+        inst.store = neonDown()
+      }),
+  })
+}
+
 describe('the end of a game', () => {
   it('an admin ends a live game: every socket hears it, the result is cancelled, nobody is rated or put on the board, and a retry changes nothing', async () => {
     const board = await createBoard({ operator: 'incr' })
@@ -558,20 +578,10 @@ describe('the end of a game', () => {
 
   it('a winner already on the board is not counted again when the stage is retried after the board forgot its key (24 h)', async () => {
     const board = await createBoard({ operator: 'incr', submitsPerMinute: 1 })
-    const failing: SessionStore = {
-      register: async () => {},
-      recordResult: () => Promise.reject(new Error('Neon is down')),
-      archiveLog: () => Promise.reject(new Error('Neon is down')),
-      erasedAmong: () => Promise.reject(new Error('Neon is down')),
-    }
     // The end work waits at its first stage until the test knows the winners.
-    const game = await playGame({
+    const game = await playGameHeld({
       leaderboardId: board,
       teams: [0, 1, 0, 1],
-      before: (sessionId) =>
-        inObject(sessionId, (inst) => {
-          inst.store = failing
-        }),
     })
     const winners = game.result.placements
       .filter((p) => game.winners.includes(p.playerId))
@@ -599,19 +609,9 @@ describe('the end of a game', () => {
 
   it('a win whose board call got no answer is sent again while the board remembers its key (a replay), and not at all after: counted once either way', async () => {
     const board = await createBoard({ operator: 'incr' })
-    const failing: SessionStore = {
-      register: async () => {},
-      recordResult: () => Promise.reject(new Error('Neon is down')),
-      archiveLog: () => Promise.reject(new Error('Neon is down')),
-      erasedAmong: () => Promise.reject(new Error('Neon is down')),
-    }
-    const game = await playGame({
+    const game = await playGameHeld({
       leaderboardId: board,
       teams: [0, 1, 0, 1],
-      before: (sessionId) =>
-        inObject(sessionId, (inst) => {
-          inst.store = failing
-        }),
     })
     const [first, second] = game.result.placements
       .filter((p) => game.winners.includes(p.playerId))
@@ -674,19 +674,9 @@ describe('the end of a game', () => {
 
   it('a winner erased while the game ran: no rating or profile for them, no win on the board; the other player is rated', async () => {
     const board = await createBoard({ operator: 'incr' })
-    const failing: SessionStore = {
-      register: async () => {},
-      recordResult: () => Promise.reject(new Error('Neon is down')),
-      archiveLog: () => Promise.reject(new Error('Neon is down')),
-      erasedAmong: () => Promise.reject(new Error('Neon is down')),
-    }
     // The end work waits at its first stage while the winner is erased.
-    const game = await playGame({
+    const game = await playGameHeld({
       leaderboardId: board,
-      before: (sessionId) =>
-        inObject(sessionId, (inst) => {
-          inst.store = failing
-        }),
     })
     const erased = await call(`/v1/admin/players/${game.winner}`, {
       ...bearer(ADMIN_KEY),
@@ -709,18 +699,8 @@ describe('the end of a game', () => {
 
   it('a winner erased after the result was recorded, while its board submission waits: the win goes on no board', async () => {
     const board = await createBoard({ operator: 'incr', submitsPerMinute: 1 })
-    const failing: SessionStore = {
-      register: async () => {},
-      recordResult: () => Promise.reject(new Error('Neon is down')),
-      archiveLog: () => Promise.reject(new Error('Neon is down')),
-      erasedAmong: () => Promise.reject(new Error('Neon is down')),
-    }
-    const game = await playGame({
+    const game = await playGameHeld({
       leaderboardId: board,
-      before: (sessionId) =>
-        inObject(sessionId, (inst) => {
-          inst.store = failing
-        }),
     })
     // The winner has used this minute's one submission: the result is recorded, the board's
     // stage waits.

@@ -1282,10 +1282,14 @@ export class GameSession extends DurableObject<Env> {
     const result = JSON.parse(this.getMeta('result')!) as GameResult
     if (result.winner === null) return
     const winningTeams = new Set(result.placements.filter((x) => x.place === 1).map((x) => x.team))
-    // Winners already on the board are noted (and those refused or given up on below), so a stage retried
-    // past the board's 24 h memory of idempotency keys (a winner rate-limited, a board down for a
-    // day) never counts one twice.
+    // Winners done with are noted (on the board, refused, or given up on below), so a stage
+    // retried past the board's 24 h memory of idempotency keys (a winner rate-limited, a board
+    // down for a day) never counts one twice, nor a refusal twice.
     const submitted = new Set(JSON.parse(this.getMeta('submitted') ?? '[]') as string[])
+    const doneWith = (playerId: string) => {
+      submitted.add(playerId)
+      this.setMeta('submitted', JSON.stringify([...submitted]))
+    }
     // A call whose answer never came may have counted the win: when each such call began. Its
     // retry is a replay only while the board remembers the key, so after that it is not sent.
     const unanswered = JSON.parse(this.getMeta('submit_unanswered') ?? '{}') as Record<
@@ -1303,8 +1307,7 @@ export class GameSession extends DurableObject<Env> {
       if (submitted.has(p.playerId) || erased.has(p.playerId)) continue
       const since = unanswered[p.playerId]
       if (since !== undefined && this.now() - since >= UNANSWERED_RETRY_MS) {
-        submitted.add(p.playerId)
-        this.setMeta('submitted', JSON.stringify([...submitted]))
+        doneWith(p.playerId)
         resultsNotSubmitted.inc({ reason: 'unanswered' })
         log(
           'error',
@@ -1323,9 +1326,8 @@ export class GameSession extends DurableObject<Env> {
         canonicalJson([boardId, p.playerId, 1, 0, null, idempotencyKey]),
       )
       const startedAt = this.now()
-      let reply: Awaited<ReturnType<ReturnType<typeof boardStub>['submit']>>
-      try {
-        reply = await boardStub(this.env, boardId).submit({
+      const reply = await boardStub(this.env, boardId)
+        .submit({
           boardId,
           playerId: p.playerId,
           score: 1,
@@ -1334,17 +1336,16 @@ export class GameSession extends DurableObject<Env> {
           idempotencyKey,
           requestHash,
         })
-      } catch (err) {
-        // The first call without an answer counts: the board may have kept the key since then.
-        if (since === undefined) {
-          unanswered[p.playerId] = startedAt
-          this.setMeta('submit_unanswered', JSON.stringify(unanswered))
-        }
-        throw err
-      }
+        .catch((err: unknown) => {
+          // The first call without an answer counts: the board may have kept the key since.
+          if (since === undefined) {
+            unanswered[p.playerId] = startedAt
+            this.setMeta('submit_unanswered', JSON.stringify(unanswered))
+          }
+          throw err
+        })
       if (reply.ok) {
-        submitted.add(p.playerId)
-        this.setMeta('submitted', JSON.stringify([...submitted]))
+        doneWith(p.playerId)
         continue
       }
       if (reply.problem === 'rate-limited') throw new RetryLater(reply.detail)
@@ -1352,8 +1353,7 @@ export class GameSession extends DurableObject<Env> {
       if (reply.problem === 'unavailable') throw new Error(reply.detail)
       // A missing board or a score it refuses will not get better by retrying: noted as done
       // with, so a retry of the stage for another winner neither sends it nor counts it again.
-      submitted.add(p.playerId)
-      this.setMeta('submitted', JSON.stringify([...submitted]))
+      doneWith(p.playerId)
       resultsNotSubmitted.inc({ reason: reply.problem })
       log('warn', 'leaderboard refused a session result', {
         actor: this.actor,
@@ -1367,7 +1367,6 @@ export class GameSession extends DurableObject<Env> {
 
   /** Clears the storage once Neon has everything, keeping a tombstone for idempotent creates. */
   private async purge(): Promise<void> {
-    const hash = this.setupHash
     const sessionId = this.setup?.sessionId ?? ''
     this.resuming.clear()
     for (const ws of this.ctx.getWebSockets()) {
@@ -1382,11 +1381,10 @@ export class GameSession extends DurableObject<Env> {
     // object that answers 404 instead of sending readers to Neon.
     this.ctx.storage.transactionSync(() => {
       for (const table of ['log', 'timers', 'absent', 'work']) this.sql.exec(`DELETE FROM ${table}`)
+      // The tombstone: the setup's hash (a late create stays idempotent) and the session's id.
       this.sql.exec(
         `DELETE FROM meta WHERE key NOT IN ('schema', 'setup_hash', 'session_id', 'purged')`,
       )
-      if (hash) this.setMeta('setup_hash', hash)
-      this.setMeta('session_id', sessionId)
       this.setMeta('purged', '1')
     })
     await this.ctx.storage.deleteAlarm()

@@ -1434,7 +1434,8 @@ export class Leaderboard extends DurableObject<Env> {
       if (seen.request_hash !== key!.requestHash) {
         return refuse('idempotency-key-reused', 'This Idempotency-Key was used for another close')
       }
-      if (this.rollover(now)) await this.scheduleAlarm()
+      // The alarm set for now by the answer carries a rollover on.
+      this.rollover(now)
       return this.closeAnswer(
         (JSON.parse(seen.response) as { cycle: number }).cycle,
         opts,

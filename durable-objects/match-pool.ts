@@ -36,8 +36,8 @@ import {
   type QueueClaim,
 } from '../workers/matchmaking/claims.ts'
 import { newTicketId, ticketsOfPool } from '../workers/matchmaking/stub.ts'
+import { forgetSettledTickets } from '../workers/parties/stale-tickets.ts'
 import {
-  forgetPartyTickets,
   matchmakingPlayer,
   recordPartyTicket,
   type MatchmakingPlayer,
@@ -676,8 +676,8 @@ export class MatchPool extends DurableObject<Env> {
   }
 
   /**
-   * Cancels (`party_changed`) the waiting tickets of a joining party that were noted before its
-   * latest membership change: a change whose pool could not be reached left them waiting, and the
+   * Cancels (`party_changed`) the waiting tickets (of this pool) of a joining party that were noted
+   * before its latest membership change: a change whose pool could not be reached left them waiting, and the
    * cron will cancel them. Were one handed to this join (its players being the party's again, say a
    * member left and came back), the cron's cancel, read before this join's note and arriving after
    * it, would end the ticket the join was answered with; and a change is meant to end the party's
@@ -687,7 +687,7 @@ export class MatchPool extends DurableObject<Env> {
    */
   private endStaleTickets(tickets: readonly string[], joining?: WebSocket): string[] {
     const cancelled: string[] = []
-    for (const ticketId of ticketsOfPool(tickets, this.queue!, this.region!)) {
+    for (const ticketId of tickets) {
       if (this.row(ticketId)?.state !== 'waiting') continue
       const att = joining?.deserializeAttachment() as Attachment | null | undefined
       const onIt = att?.ticketId === ticketId
@@ -1623,7 +1623,8 @@ export class MatchPool extends DurableObject<Env> {
         }
         const players = party?.players ?? [{ playerId: att.playerId, rating: att.rating }]
         const attributes = msg.attributes ?? null
-        const staleCancelled = this.endStaleTickets(party?.staleTickets ?? [], ws)
+        const stale = ticketsOfPool(party?.staleTickets ?? [], this.queue!, this.region!)
+        const staleCancelled = this.endStaleTickets(stale, ws)
         if (staleCancelled.length > 0) await this.scheduleAlarm()
         // The socket's own claim (read now: a fence may have dropped it since the frame came);
         // `enqueue` checks it against the fences.
@@ -1694,7 +1695,15 @@ export class MatchPool extends DurableObject<Env> {
         await Promise.all([
           this.settle(),
           party && this.recordPartyTicket(party.id, row),
-          party && this.forgetStaleTickets(party.id, party.staleTickets, staleCancelled),
+          party &&
+            forgetSettledTickets(
+              this.env,
+              party.id,
+              stale,
+              staleCancelled,
+              { actor: this.actor },
+              this.neonTimeoutMs,
+            ),
         ])
         return
       }
@@ -1840,30 +1849,6 @@ export class MatchPool extends DurableObject<Env> {
           expiresIn: this.expiresIn(row),
         })
       }
-    }
-  }
-
-  /** Forgets the notes of the party's stale tickets in this pool, which `endStaleTickets` settled. */
-  private async forgetStaleTickets(
-    partyId: string,
-    stale: readonly string[],
-    cancelled: readonly string[],
-  ): Promise<void> {
-    const mine = ticketsOfPool(stale, this.queue!, this.region!)
-    if (mine.length === 0) return
-    try {
-      await within(
-        forgetPartyTickets(this.env, partyId, mine, cancelled),
-        this.neonTimeoutMs,
-        'stale party tickets forgotten',
-      )
-    } catch (err) {
-      // Harmless: the cron cancels them again (they are over) and forgets them.
-      log('warn', 'party tickets not forgotten', {
-        actor: this.actor,
-        partyId,
-        ...errorFields(err),
-      })
     }
   }
 

@@ -1188,6 +1188,13 @@ describe('matchmaking refusals and network loss', () => {
   }, 15_000)
 })
 
+/** A session log record as the events route serves it. */
+const record = (seq: number) => ({
+  seq,
+  input: { kind: 'action', player: 'g_1', tick: seq },
+  event: { n: seq },
+})
+
 describe('game connection resume', () => {
   it('a `since` past the session’s seq rejects with validation 422 naming since, not a network error', async () => {
     const client = createClient({
@@ -1207,11 +1214,6 @@ describe('game connection resume', () => {
 
   it('a connection further behind than one resume sends reads the missed events from the log, then resumes from the last one read', async () => {
     const live = 1 + MAX_RESUME_EVENTS + 3
-    const record = (seq: number) => ({
-      seq,
-      input: { kind: 'action', player: 'g_1', tick: seq },
-      event: { n: seq },
-    })
     const sinces: (string | null)[] = []
     const client = createClient({
       baseUrl: 'http://nexus.test',
@@ -1252,11 +1254,6 @@ describe('game connection resume', () => {
 
   it('a reconnect that finds the session archived gets the events it missed from the log, then the end', async () => {
     const result = { winner: 'g_1', reason: 'finished', ranking: ['g_1', 'g_2'] }
-    const record = (seq: number) => ({
-      seq,
-      input: { kind: 'action', player: 'g_1', tick: seq },
-      event: { n: seq },
-    })
     const eventReads: string[] = []
     let sockets = 0
     const client = createClient({

@@ -1,3 +1,4 @@
+import type { DbEnv } from '../db/client.ts'
 import type { Env } from '../env.ts'
 import { errorFields, log } from '../lib/log.ts'
 import { within } from '../lib/within.ts'
@@ -43,13 +44,32 @@ export async function cancelStaleTickets(
       })
     }
   })
+  await forgetSettledTickets(env, partyId, settled, cancelled, context)
+  return cancelled
+}
+
+/**
+ * Forgets the notes of tickets whose pools have settled them (`forgetPartyTickets`), waiting at
+ * most `timeoutMs` when given. A failure is logged and harmless: the notes stay, and cancelling a
+ * settled ticket again (the cron, the next change) changes nothing before they are forgotten.
+ */
+export async function forgetSettledTickets(
+  env: DbEnv,
+  partyId: string,
+  settled: readonly string[],
+  cancelled: readonly string[],
+  context: Record<string, unknown> = {},
+  timeoutMs?: number,
+): Promise<void> {
+  if (settled.length === 0) return
   try {
-    await forgetPartyTickets(env, partyId, settled, cancelled)
+    const forgetting = forgetPartyTickets(env, partyId, settled, cancelled)
+    await (timeoutMs === undefined
+      ? forgetting
+      : within(forgetting, timeoutMs, 'party tickets forgotten'))
   } catch (err) {
-    // Harmless: cancelling a settled ticket again changes nothing.
     log('warn', 'party tickets not forgotten', { ...context, partyId, ...errorFields(err) })
   }
-  return cancelled
 }
 
 /** Stale notes the cron reads at a time. */

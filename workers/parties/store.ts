@@ -445,7 +445,8 @@ export interface MatchmakingPlayer {
   /**
    * The leader first, then the members in joining order, each with their rating; and the tickets
    * noted for the party before its latest membership change (`staleTickets`), which no longer
-   * stand for it: a change whose pool could not be reached left them waiting (see `joinStale`).
+   * stand for it: a change whose pool could not be reached left them waiting (a join cancels them
+   * first: `MatchPool.endStaleTickets`).
    */
   party: (PartyRoster & { ratings: Map<string, number>; staleTickets: string[] }) | null
 }

@@ -42,7 +42,8 @@ import {
   ticketsOfPool,
 } from '../matchmaking/stub.ts'
 import { adminKeyGuard, requirePrincipal } from '../middleware/auth.ts'
-import { forgetPartyTickets, matchmakingPlayer, recordPartyTicket } from '../parties/store.ts'
+import { forgetSettledTickets } from '../parties/stale-tickets.ts'
+import { matchmakingPlayer, recordPartyTicket } from '../parties/store.ts'
 
 export const matchmakingRoutes = newRouter()
 
@@ -299,27 +300,6 @@ async function noteTicket(c: Context<AppEnv>, partyId: string, ticket: TicketVie
   })
 }
 
-/**
- * Forgets the party's stale tickets the pool settled before the join (it cancelled those still
- * waiting). A failure is logged: the cron finds them over, and forgets them then.
- */
-async function forgetStale(
-  c: Context<AppEnv>,
-  partyId: string,
-  settled: readonly string[],
-  cancelled: readonly string[],
-): Promise<void> {
-  try {
-    await forgetPartyTickets(c.env, partyId, settled, cancelled)
-  } catch (err) {
-    log('warn', 'party tickets not forgotten', {
-      requestId: c.get('requestId'),
-      partyId,
-      ...errorFields(err),
-    })
-  }
-}
-
 // ---------------------------------------------------------------------------------------------
 
 const JoinBody = z
@@ -471,7 +451,12 @@ matchmakingRoutes.openapi(joinRoute, async (c) => {
     staleTickets: stale,
   })
   if (!r.ok) fail(r)
-  if (partyId && stale.length > 0) await forgetStale(c, partyId, stale, r.staleCancelled)
+  // The pool settled them (cancelled those still waiting); a note left behind the cron forgets.
+  if (partyId) {
+    await forgetSettledTickets(c.env, partyId, stale, r.staleCancelled, {
+      requestId: c.get('requestId'),
+    })
+  }
   // A keyed retry answered with its ticket after that ended: nothing of the party to note.
   const live = r.ticket.status === 'waiting' || r.ticket.status === 'matching'
   if (partyId && live) await noteTicket(c, partyId, r.ticket)

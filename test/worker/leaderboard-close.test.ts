@@ -836,6 +836,62 @@ describe('a board with a long history of closed cycles', () => {
   })
 })
 
+describe('a board woken by its boundary', () => {
+  /** Whether the object has read its standings into memory since it woke. */
+  const indexLoaded = (inst: Leaderboard) =>
+    (inst as unknown as { loadedIndex: unknown }).loadedIndex !== null
+
+  it('closes and archives its cycle without reading the standings into memory, and reads after a wake rank as before', async () => {
+    const board = await createBoard({ cycle: { every: '1d' }, rewards: REWARDS })
+    const n = 2000
+    await runInDurableObject(stub(board), (inst: Leaderboard) =>
+      submitEach(inst, board, n, playerOf, scoreOf),
+    )
+    const before = await fresh<Top>(`/v1/leaderboards/${board}/top?limit=100`)
+
+    // A wake that is not for the standings (the cron's tick, before the boundary) leaves them on
+    // disk, and the first read after it ranks exactly as before the wake.
+    await evictDurableObject(stub(board))
+    await runInDurableObject(stub(board), async (inst: Leaderboard) => {
+      expect(indexLoaded(inst)).toBe(false)
+      expect(await inst.tick(board)).toMatchObject({ rolledOver: false })
+      expect(indexLoaded(inst)).toBe(false)
+    })
+    expect(await fresh<Top>(`/v1/leaderboards/${board}/top?limit=100`)).toEqual(before)
+
+    // The day ends while the board sleeps; its alarm wakes it to close the cycle.
+    await runInDurableObject(stub(board), (_inst: Leaderboard, state) => {
+      state.storage.sql.exec(
+        `UPDATE meta SET value = json_set(value, '$.endsAt', ?) WHERE key = 'current'`,
+        Date.now() - 1000,
+      )
+    })
+    await evictDurableObject(stub(board))
+    await runInDurableObject(stub(board), async (inst: Leaderboard) => {
+      await inst.alarm()
+      // The cycle rolled over to a new, empty one without the closed one ever being loaded.
+      expect((inst as unknown as { loadedIndex: { size: number } }).loadedIndex.size).toBe(0)
+    })
+    expect(await status(board, 1)).toMatchObject({ entries: n, reason: 'schedule' })
+    expect(await archiveUntilDone(board, 1)).toMatchObject({ state: 'done', archived: n })
+    // The archive ranks from SQLite: scoreOf is a permutation of 0..N-1, so player i's score
+    // among the first n is known, and the archived top 100 is the live top 100.
+    const [top] =
+      await pg()`select array_agg(player_id order by rank) as ids from leaderboard_archive
+                             where leaderboard_id = ${board} and cycle = 1 and rank <= 100`
+    expect(top!.ids).toEqual(before.entries.map((e) => e.playerId))
+    expect(await archived(board, 1)).toMatchObject({ rows: n, rewards: 100, rewarded: 100 })
+
+    // The new cycle takes submissions after another wake, numbered after every earlier one.
+    await evictDurableObject(stub(board))
+    const r = (await (await submitFor(board, 'after', { score: 1 })).json()) as {
+      cycle: number
+      rank: number
+    }
+    expect(r).toMatchObject({ cycle: 2, rank: 1 })
+  })
+})
+
 describe('history cursors', () => {
   /** The cursor encoding the rewards route uses (base64url JSON), around any value. */
   const forged = (v: unknown) =>

@@ -12,7 +12,8 @@ import {
 } from '../../workers/core/rules/index.ts'
 import { NeonSessionStore, type SessionStore } from '../../workers/sessions/store.ts'
 import { boardId, createBoard, fresh, pg, submitFor } from './helpers/boards.ts'
-import { ADMIN_KEY, bearer, call, newGuest, problem } from './helpers/http.ts'
+import { ADMIN_KEY, bearer, call, json, newGuest, problem } from './helpers/http.ts'
+import { localFamilies } from '../../workers/lib/metrics.ts'
 import {
   connect,
   createSession,
@@ -605,6 +606,68 @@ describe('the end of a game', () => {
     expect(done).toMatchObject({ stage: 'retain' })
     expect(await scoreOf(winners[0]!)).toBe(1)
     expect(await scoreOf(winners[1]!)).toBe(6)
+  })
+
+  it('a win the board refuses (a banned winner) is not sent again when the stage is retried for another winner, and is counted once', async () => {
+    const board = await createBoard({ operator: 'incr', submitsPerMinute: 1 })
+    const game = await playGameHeld({ leaderboardId: board, teams: [0, 1, 0, 1] })
+    const [banned, limited] = game.result.placements
+      .filter((p) => game.winners.includes(p.playerId))
+      .map((p) => p.playerId) as [string, string]
+    const ban = await call(
+      `/v1/admin/leaderboards/${board}/bans/${banned}`,
+      json('PUT', { reason: 'aimbot' }, ADMIN_KEY),
+    )
+    expect(ban.status).toBe(200)
+    // The other winner has used this minute's one submission: the stage stops at them.
+    await submitFor(board, limited, { score: 5 })
+    const refusedCount = () =>
+      localFamilies()
+        .find((f) => f.name === 'nexus_session_results_not_submitted_total')
+        ?.series.filter((s) => s.labels.reason === 'forbidden')
+        .reduce((n, s) => n + ('value' in s ? s.value : 0), 0) ?? 0
+    const before = refusedCount()
+    // The board's answer to the banned winner is a refusal no retry changes, so it is not sent
+    // again: this counts every call the board gets for them.
+    let callsForBanned = 0
+    const proto = await runInDurableObject(
+      env.LEADERBOARD.getByName(board),
+      (inst: Leaderboard) => Object.getPrototypeOf(inst) as Pick<Leaderboard, 'submit'>,
+    )
+    const submit = proto.submit
+    proto.submit = async function (this: Leaderboard, input) {
+      if (input.boardId === board && input.playerId === banned) callsForBanned++
+      return submit.call(this, input)
+    }
+    onTestFinished(() => {
+      proto.submit = submit
+    })
+    await inObject(game.sessionId, (inst) => {
+      inst.store = new NeonSessionStore(env)
+    })
+    expect(
+      await inObject(game.sessionId, (inst) => inst.runEndWork({ force: true })),
+    ).toMatchObject({ stage: 'submit' })
+    expect({ calls: callsForBanned, counted: refusedCount() - before }).toEqual({
+      calls: 1,
+      counted: 1,
+    })
+    // A minute on, the stage runs again and puts the other winner's win on the board.
+    await runInDurableObject(env.LEADERBOARD.getByName(board), (inst: Leaderboard) => {
+      inst.now = () => Date.now() + 61_000
+    })
+    expect(
+      await inObject(game.sessionId, (inst) => inst.runEndWork({ force: true })),
+    ).toMatchObject({ stage: 'retain' })
+    expect({ calls: callsForBanned, counted: refusedCount() - before }).toEqual({
+      calls: 1,
+      counted: 1,
+    })
+    const scoreOf = async (p: string) =>
+      (await fresh<{ entry: { score: number } | null }>(`/v1/leaderboards/${board}/players/${p}`))
+        .entry?.score ?? null
+    expect(await scoreOf(limited)).toBe(6)
+    expect(await scoreOf(banned)).toBeNull()
   })
 
   it('a win whose board call got no answer is sent again while the board remembers its key (a replay), and not at all after: counted once either way', async () => {

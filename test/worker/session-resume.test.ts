@@ -313,6 +313,57 @@ describe('reconnecting', () => {
     back.close()
   })
 
+  it('dice-race with turnSeconds: a grace that ended after more turns than one catch-up plays ends after every turn before it, in game time', async () => {
+    const { players, sessionId, sockets } = await everyoneIn(3, 'dice-race', {
+      target: 10_000,
+      turnSeconds: 5,
+    })
+    const [pa, pb, pc] = players as [string, string, string]
+    const [a, b, c] = sockets as [TestSocket, TestSocket, TestSocket]
+    // C leaves with a 600 s grace: 120 turns' deadlines (one catch-up plays 100) pass first.
+    await inObject(sessionId, (inst) => {
+      inst.graceMs = 600_000
+    })
+    c.close()
+    await timerSet(sessionId, pc)
+    const { createdAt, graceEnds } = await inObject(sessionId, (inst, state) => {
+      const info = inst.info()
+      return {
+        createdAt: info.ok ? info.createdAt : 0,
+        graceEnds: state.storage.sql
+          .exec<{ due: number }>('SELECT due FROM timers WHERE player_id = ?', pc)
+          .one().due,
+      }
+    })
+    const graceTick = graceEnds - createdAt
+    expect(Math.floor(graceTick / 5000)).toBe(120)
+    // The alarm stalls until 20 s past the grace's end. A's frame runs the clock: 100 deadlines,
+    // and the grace's end must wait for the other 20.
+    await inObject(sessionId, async (inst, state) => {
+      await state.storage.deleteAlarm()
+      inst.now = () => graceEnds + 20_000
+    })
+    a.roll()
+    expect((await a.nextOf('error')).code).toBe('catching_up')
+    await untilSeq(b, 100)
+    expect(await runDurableObjectAlarm(sessionObject(sessionId))).toBe(true)
+    // 120 turns, C's forfeit at its grace's end, then 4 more turns (A's and B's alone).
+    await untilSeq(b, 125)
+    const records = await inObject(sessionId, (inst) => inst.events(1, 200))
+    if (!records.ok) throw new Error('no log')
+    expect(records.events.map((r) => [r.input.kind, r.input.tick])).toEqual([
+      ...Array.from({ length: 120 }, (_, k) => ['tick', (k + 1) * 5000]),
+      ['absent', graceTick],
+      ...[605_000, 610_000, 615_000, 620_000].map((t) => ['tick', t]),
+    ])
+    const rollers = records.events.map((r) => (r.event as { player: string }).player)
+    expect(rollers.slice(0, 120)).toEqual(
+      Array.from({ length: 120 }, (_, k) => [pa, pb, pc][k % 3]),
+    )
+    expect(records.events[120]!.event).toMatchObject({ kind: 'forfeit', player: pc })
+    expect(rollers.slice(121)).toEqual([pa, pb, pa, pb])
+  })
+
   it('a player whose grace ended before a late alarm forfeits even if they reconnect first', async () => {
     const { players, sessionId, tokens, sockets } = await everyoneIn(2, 'dice-race', {
       target: 1000,

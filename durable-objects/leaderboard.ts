@@ -105,6 +105,8 @@ export interface BanView {
   playerId: string
   reason: string | null
   bannedAt: string
+  /** Placed by the player's account ban, and lifted with it. */
+  byAccount: boolean
 }
 
 const entriesRemoved = counter(
@@ -434,6 +436,12 @@ export class Leaderboard extends DurableObject<Env> {
         ) WITHOUT ROWID;
       `)
       setSchemaVersion(this.sql, 7)
+    }
+    if (schemaVersion(this.sql) < 8) {
+      // A player's account ban (PUT /v1/admin/players/:id/ban) bans them on every board; lifting
+      // it lifts only the bans it placed, never one the board's admin set.
+      this.sql.exec(`ALTER TABLE bans ADD COLUMN by_account INTEGER NOT NULL DEFAULT 0`)
+      setSchemaVersion(this.sql, 8)
     }
     this.banCount = one<{ n: number }>(this.sql, `SELECT count(*) AS n FROM bans`)!.n
     const meta = new Map(
@@ -1141,11 +1149,15 @@ export class Leaderboard extends DurableObject<Env> {
    * Bans a player from the board: their entry leaves the current cycle (as `removeEntry`) and
    * their submissions are refused (403) until `unban`, in every cycle. Banning again keeps the
    * first ban's time, and takes the new reason if it gives one. At most MAX_BANS players per board.
+   * `byAccount`: the ban comes from the player's account ban. It leaves a ban the board's admin
+   * set as it is; one the board's admin sets over it becomes theirs (the account's lifting then
+   * keeps it).
    */
   async ban(
     boardId: string,
     playerId: string,
     reason: string | null,
+    opts: { byAccount?: boolean } = {},
   ): Promise<Reply<{ cycle: number; removed: boolean; total: number }>> {
     const unknown = await this.ensureConfigured(boardId)
     if (unknown) return unknown
@@ -1157,10 +1169,16 @@ export class Leaderboard extends DurableObject<Env> {
         limit: MAX_BANS,
       })
     }
+    const byAccount = opts.byAccount === true
     const removed = this.takeOut(playerId, now, () => {
       this.sql.exec(
-        `INSERT INTO bans (player_id, reason, banned_at) VALUES (?, ?, ?)
-         ON CONFLICT (player_id) DO UPDATE SET reason = coalesce(excluded.reason, bans.reason)`,
+        byAccount
+          ? `INSERT INTO bans (player_id, reason, banned_at, by_account) VALUES (?, ?, ?, 1)
+             ON CONFLICT (player_id) DO UPDATE SET reason = coalesce(excluded.reason, bans.reason)
+             WHERE bans.by_account = 1`
+          : `INSERT INTO bans (player_id, reason, banned_at, by_account) VALUES (?, ?, ?, 0)
+             ON CONFLICT (player_id) DO UPDATE
+             SET reason = coalesce(excluded.reason, bans.reason), by_account = 0`,
         playerId,
         reason,
         now,
@@ -1170,11 +1188,24 @@ export class Leaderboard extends DurableObject<Env> {
     return { ok: true, cycle: this.current!.cycle, removed, total: this.index.size }
   }
 
-  /** Lifts a player's ban; true if there was one. Their removed entries do not come back. */
-  async unban(boardId: string, playerId: string): Promise<Reply<{ lifted: boolean }>> {
+  /**
+   * Lifts a player's ban; true if there was one. Their removed entries do not come back.
+   * `byAccount`: only a ban their account ban placed (the board's admin's own stays).
+   */
+  async unban(
+    boardId: string,
+    playerId: string,
+    opts: { byAccount?: boolean } = {},
+  ): Promise<Reply<{ lifted: boolean }>> {
     const unknown = await this.ensureConfigured(boardId)
     if (unknown) return unknown
-    const lifted = this.sql.exec(`DELETE FROM bans WHERE player_id = ?`, playerId).rowsWritten > 0
+    const lifted =
+      this.sql.exec(
+        opts.byAccount === true
+          ? `DELETE FROM bans WHERE player_id = ? AND by_account = 1`
+          : `DELETE FROM bans WHERE player_id = ?`,
+        playerId,
+      ).rowsWritten > 0
     if (lifted) this.banCount--
     return { ok: true, lifted }
   }
@@ -1187,9 +1218,14 @@ export class Leaderboard extends DurableObject<Env> {
   ): Promise<Reply<{ bans: BanView[]; next: string | null }>> {
     const unknown = await this.ensureConfigured(boardId)
     if (unknown) return unknown
-    const rows = all<{ player_id: string; reason: string | null; banned_at: number }>(
+    const rows = all<{
+      player_id: string
+      reason: string | null
+      banned_at: number
+      by_account: number
+    }>(
       this.sql,
-      `SELECT player_id, reason, banned_at FROM bans WHERE player_id > ?
+      `SELECT player_id, reason, banned_at, by_account FROM bans WHERE player_id > ?
         ORDER BY player_id LIMIT ?`,
       after ?? '',
       limit + 1,
@@ -1201,6 +1237,7 @@ export class Leaderboard extends DurableObject<Env> {
         playerId: r.player_id,
         reason: r.reason,
         bannedAt: new Date(r.banned_at).toISOString(),
+        byAccount: r.by_account === 1,
       })),
       next: rows.length > limit ? page[page.length - 1]!.player_id : null,
     }

@@ -52,6 +52,7 @@ import { issueSessionToken } from '../workers/lib/session-token.ts'
 import { answerClose } from '../workers/lib/socket-close.ts'
 import { all, insertRows, one, schemaVersion, setSchemaVersion } from '../workers/lib/sql.ts'
 import { within } from '../workers/lib/within.ts'
+import { bannedJoinDetail } from '../workers/players/bans.ts'
 
 /*
  * MatchPool: the waiting room of one queue in one region, addressed as
@@ -1816,6 +1817,13 @@ export class MatchPool extends DurableObject<Env> {
     const refusal = partyJoinRefusal(party, playerId, named)
     if (refusal || !party) {
       return { ok: false, code: 'party_forbidden', message: refusal ?? 'You are in no party' }
+    }
+    if (party.banned.length > 0) {
+      return {
+        ok: false,
+        code: 'party_forbidden',
+        message: bannedJoinDetail(playerId, party.banned),
+      }
     }
     return {
       ok: true,

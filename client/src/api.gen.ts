@@ -74,6 +74,35 @@ export interface Schemas {
       next: string | null
     }
   }
+  AccountBanResult: Schemas['AccountBan'] & {
+    boards: {
+      /** Boards this call walked */
+      walked: number
+      /** Of those, boards whose current cycle held the player's entry */
+      entriesRemoved: number
+      /** Boards that refused the ban: they hold 100,000 bans already */
+      full: Array<string>
+      /** Boards remain after this one: call again with `after` set to it (202) */
+      next: string | null
+    }
+  }
+  AccountBan: {
+    playerId: string
+    reason: string | null
+    /** When the player was first banned (ISO 8601) */
+    bannedAt: string
+  }
+  AccountBanLift: {
+    playerId: string
+    lifted: boolean
+    boards: {
+      walked: number
+      /** Of those, boards that held a ban the account ban placed */
+      lifted: number
+      /** Boards remain after this one: call again with `after` set to it (202) */
+      next: string | null
+    }
+  }
   LeaderboardConfig: {
     name?: string | null
     sortOrder?: 'asc' | 'desc'
@@ -114,6 +143,8 @@ export interface Schemas {
     playerId: string
     reason: string | null
     bannedAt: string
+    /** Placed by the player's account ban (`PUT /v1/admin/players/{playerId}/ban`), and lifted with it */
+    byAccount: boolean
   }
   SubmitResult: {
     cycle: number
@@ -371,6 +402,72 @@ export interface Paths {
       responses: {
         200: Schemas['PlayerErasure']
         202: Schemas['PlayerErasure']
+        401: Schemas['Problem']
+        403: Schemas['Problem']
+        422: Schemas['Problem']
+        500: Schemas['Problem']
+        503: Schemas['Problem']
+      }
+    }
+  }
+  '/v1/admin/players/{playerId}/ban': {
+    /** A player's account ban */
+    get: {
+      path: {
+        playerId: string
+      }
+      query: Record<string, never>
+      headers: Record<string, never>
+      body: undefined
+      responses: {
+        200: Schemas['AccountBan']
+        401: Schemas['Problem']
+        403: Schemas['Problem']
+        404: Schemas['Problem']
+        422: Schemas['Problem']
+        500: Schemas['Problem']
+        503: Schemas['Problem']
+      }
+    }
+    /** Ban a player from the whole deployment */
+    put: {
+      path: {
+        playerId: string
+      }
+      query: {
+        after?: string
+      }
+      headers: Record<string, never>
+      body: {
+        /** Why, for the studio’s records; shown in every board’s ban list */
+        reason?: string
+      }
+      responses: {
+        200: Schemas['AccountBanResult']
+        202: Schemas['AccountBanResult']
+        400: Schemas['Problem']
+        401: Schemas['Problem']
+        403: Schemas['Problem']
+        413: Schemas['Problem']
+        415: Schemas['Problem']
+        422: Schemas['Problem']
+        500: Schemas['Problem']
+        503: Schemas['Problem']
+      }
+    }
+    /** Lift a player's account ban */
+    delete: {
+      path: {
+        playerId: string
+      }
+      query: {
+        after?: string
+      }
+      headers: Record<string, never>
+      body: undefined
+      responses: {
+        200: Schemas['AccountBanLift']
+        202: Schemas['AccountBanLift']
         401: Schemas['Problem']
         403: Schemas['Problem']
         422: Schemas['Problem']

@@ -3,7 +3,7 @@ import { env } from 'cloudflare:workers'
 import { describe, expect, it, onTestFinished } from 'vitest'
 import type { Leaderboard } from '../../durable-objects/leaderboard.ts'
 import { NeonArchiveWriter } from '../../workers/leaderboards/archive-writer.ts'
-import { erasureLimits } from '../../workers/players/erasure.ts'
+import { boardWalkLimits } from '../../workers/players/board-walk.ts'
 import { NeonSessionStore } from '../../workers/sessions/store.ts'
 import { createBoard, fresh, pg, submitFor } from './helpers/boards.ts'
 import { ADMIN_KEY, bearer, call, json, newGuest, problem } from './helpers/http.ts'
@@ -207,10 +207,10 @@ describe('erasing a player (admin)', () => {
     const boards = [await createBoard(), await createBoard(), await createBoard()]
     const player = `erase-${crypto.randomUUID()}`
     for (const b of boards) await submitFor(b, player, { score: 1 })
-    const perCall = erasureLimits.boardsPerCall
-    erasureLimits.boardsPerCall = 2
+    const perCall = boardWalkLimits.boardsPerCall
+    boardWalkLimits.boardsPerCall = 2
     onTestFinished(() => {
-      erasureLimits.boardsPerCall = perCall
+      boardWalkLimits.boardsPerCall = perCall
     })
     let after: string | undefined
     let removed = 0

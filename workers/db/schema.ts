@@ -50,6 +50,19 @@ export const erasedPlayers = pgTable('erased_players', {
 })
 
 /**
+ * Players banned across the deployment (`PUT /v1/admin/players/:playerId/ban`): no guest token,
+ * no matchmaking, and a ban on every board. Keyed by the bare id, with no profile needed: players
+ * of an external identity provider may have none.
+ */
+export const playerBans = pgTable('player_bans', {
+  playerId: text('player_id').primaryKey(),
+  reason: text('reason'),
+  bannedAt: timestamp('banned_at', { withTimezone: true, mode: 'date' })
+    .notNull()
+    .default(sql`now()`),
+})
+
+/**
  * Columns of a resource whose configuration an admin sets: Neon keeps the record, the resource's
  * Durable Object a copy. `version` grows by one at each change.
  */

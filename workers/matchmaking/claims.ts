@@ -185,6 +185,8 @@ export interface JoinRead {
   ratings: Map<string, number>
   /** The claims taken, or none when the queue has no such region. */
   claimed: ClaimRow[]
+  /** Those of the players under an account ban (`player_bans`): the join is refused. */
+  banned: string[]
 }
 
 /**
@@ -201,15 +203,23 @@ export async function readAndClaim(
   const ids = sortedIds(playerIds)
   const sql = getSql(env)
   const [players, [answer]] = (await sql.transaction([
-    sql.query(`select id, rating from players where id = any($1::text[])`, [textArrayLiteral(ids)]),
+    sql.query(
+      `select i.id, p.rating, b.player_id is not null as banned
+         from unnest($1::text[]) as i(id)
+         left join players p on p.id = i.id
+         left join player_bans b on b.player_id = i.id`,
+      [textArrayLiteral(ids)],
+    ),
     sql.query(CLAIM_UPSERT, [queue, region ?? null, textArrayLiteral(ids)]),
-  ])) as [{ id: string; rating: number }[], ClaimAnswer[]]
-  const ratings = new Map(players.map((p) => [p.id, p.rating]))
+  ])) as [{ id: string; rating: number | null; banned: boolean }[], ClaimAnswer[]]
+  const ratings = new Map<string, number>()
+  for (const p of players) ratings.set(p.id, p.rating ?? defaultRating().rating)
   for (const id of ids) if (!ratings.has(id)) ratings.set(id, defaultRating().rating)
   return {
     queue: answer!.config ? { config: answer!.config, version: answer!.version! } : null,
     ratings,
     claimed: answer!.claimed,
+    banned: players.filter((p) => p.banned).map((p) => p.id),
   }
 }
 

@@ -448,7 +448,14 @@ export interface MatchmakingPlayer {
    * stand for it: a change whose pool could not be reached left them waiting (a join cancels them
    * first: `MatchPool.endStaleTickets`).
    */
-  party: (PartyRoster & { ratings: Map<string, number>; staleTickets: string[] }) | null
+  party:
+    | (PartyRoster & {
+        ratings: Map<string, number>
+        staleTickets: string[]
+        /** Members under an account ban: the party cannot queue until they leave it. */
+        banned: string[]
+      })
+    | null
 }
 
 /**
@@ -457,6 +464,7 @@ export interface MatchmakingPlayer {
 export async function matchmakingPlayer(env: DbEnv, playerId: string): Promise<MatchmakingPlayer> {
   const rows = (await getSql(env).query(
     `select own.rating as own_rating, p.id, p.leader, m.player_id, pl.rating,
+            exists (select 1 from player_bans b where b.player_id = m.player_id) as banned,
             (select coalesce(array_agg(t.ticket_id), '{}') from party_tickets t
               where t.party_id = p.id and t.noted_at < p.updated_at) as stale
        from (select $1::text as id) me
@@ -473,6 +481,7 @@ export async function matchmakingPlayer(env: DbEnv, playerId: string): Promise<M
     leader: string | null
     player_id: string | null
     rating: number | string | null
+    banned: boolean
     stale: string[] | null
   }[]
   const ratingOf = (r: number | string | null) => (r === null ? defaultRating().rating : Number(r))
@@ -488,6 +497,7 @@ export async function matchmakingPlayer(env: DbEnv, playerId: string): Promise<M
       members: rows.map((r) => r.player_id!),
       ratings,
       staleTickets: first.stale ?? [],
+      banned: rows.filter((r) => r.banned).map((r) => r.player_id!),
     },
   }
 }

@@ -62,15 +62,3 @@ export async function eraseFromNeon(env: DbEnv, playerId: string): Promise<NeonE
     archivedRowsCleared: (results[1] as { n: number }[])[0]?.n ?? 0,
   }
 }
-
-/** Boards one erasure request walks at most; a deployment with more is walked over several calls. */
-export const erasureLimits = { boardsPerCall: 200 }
-
-/** A page of board ids in byte order after `after` (all boards, configured in Neon). */
-export async function boardsAfter(env: DbEnv, after: string, limit: number): Promise<string[]> {
-  const rows = (await getSql(env).query(
-    `select id from leaderboards where id collate "C" > $1 order by id collate "C" limit $2`,
-    [after, limit],
-  )) as { id: string }[]
-  return rows.map((r) => r.id)
-}

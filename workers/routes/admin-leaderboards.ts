@@ -314,7 +314,15 @@ adminLeaderboards.openapi(removeRoute, async (c) => {
 
 const BanParams = z.object({ id: ResourceId, playerId: PlayerId })
 const Ban = z
-  .object({ playerId: z.string(), reason: z.string().nullable(), bannedAt: z.string() })
+  .object({
+    playerId: z.string(),
+    reason: z.string().nullable(),
+    bannedAt: z.string(),
+    byAccount: z.boolean().openapi({
+      description:
+        "Placed by the player's account ban (`PUT /v1/admin/players/{playerId}/ban`), and lifted with it",
+    }),
+  })
   .openapi('LeaderboardBan')
 
 const banRoute = createRoute({
@@ -326,7 +334,8 @@ const banRoute = createRoute({
     'refused with 403 `forbidden` in every cycle until the ban is lifted; a retried submission ' +
     'from before still gets its first answer. Banning again keeps the first ban’s time and takes ' +
     `the new reason, if it gives one. At most ${MAX_BANS.toLocaleString('en')} bans per board (409 past that). ` +
-    'Imports (`POST …/entries`) are the admin’s own and are not checked against bans.',
+    'Imports (`POST …/entries`) are the admin’s own and are not checked against bans. A ban set here ' +
+    'over one the player’s account ban placed becomes the board’s own: lifting the account ban keeps it.',
   middleware: [requireAdmin()] as const,
   request: {
     params: BanParams,

@@ -4,7 +4,7 @@ import { getDb } from '../db/client.ts'
 import { players } from '../db/schema.ts'
 import { forgetPlayerName } from '../leaderboards/names.ts'
 import { boardStub } from '../leaderboards/stub.ts'
-import { errorFields, log } from '../lib/log.ts'
+import { log } from '../lib/log.ts'
 import {
   createRoute,
   DisplayName,
@@ -14,10 +14,12 @@ import {
   ResourceId,
 } from '../lib/openapi.ts'
 import { ApiError } from '../lib/problem.ts'
-import { within } from '../lib/within.ts'
 import { requireAdmin } from '../middleware/auth.ts'
 import { cancelStaleTickets } from '../parties/stale-tickets.ts'
-import { boardsAfter, eraseFromNeon, erasureLimits } from '../players/erasure.ts'
+import { eraseFromNeon } from '../players/erasure.ts'
+import { accountBan, banAccount, liftAccountBan } from '../players/bans.ts'
+import { walkBoards } from '../players/board-walk.ts'
+import { MAX_BANS } from '../../durable-objects/leaderboard.ts'
 
 export const adminPlayers = newRouter()
 
@@ -136,10 +138,6 @@ const eraseRoute = createRoute({
   },
 })
 
-/** Boards called side by side, and how long one may take to answer. */
-const BOARDS_AT_ONCE = 20
-const BOARD_CALL_MS = 10_000
-
 adminPlayers.openapi(eraseRoute, async (c) => {
   const { playerId } = c.req.valid('param')
   const after = c.req.valid('query').after ?? ''
@@ -148,31 +146,19 @@ adminPlayers.openapi(eraseRoute, async (c) => {
   if (neon.leftParty) {
     await cancelStaleTickets(c.env, neon.leftParty, neon.staleTickets, { by: 'erasure' })
   }
-  const perCall = erasureLimits.boardsPerCall
-  const ids = await boardsAfter(c.env, after, perCall + 1)
-  const page = ids.slice(0, perCall)
+  const { outcomes, next } = await walkBoards(c.env, after, 'erasure: board removal', (id) =>
+    boardStub(c.env, id).removeEntry(id, playerId),
+  )
   let entriesRemoved = 0
   const failed: string[] = []
-  for (let i = 0; i < page.length; i += BOARDS_AT_ONCE) {
-    const chunk = page.slice(i, i + BOARDS_AT_ONCE)
-    const outcomes = await Promise.allSettled(
-      chunk.map((id) =>
-        within(boardStub(c.env, id).removeEntry(id, playerId), BOARD_CALL_MS, 'board removal'),
-      ),
-    )
-    outcomes.forEach((o, j) => {
-      if (o.status === 'fulfilled' && o.value.ok) {
-        if (o.value.removed) entriesRemoved++
-        return
-      }
-      failed.push(chunk[j]!)
-      log('warn', 'erasure: entry not removed', {
-        board: chunk[j]!,
-        ...(o.status === 'rejected'
-          ? errorFields(o.reason)
-          : { problem: o.value.ok ? '' : o.value.problem }),
-      })
-    })
+  for (const o of outcomes) {
+    if ('answer' in o && o.answer.ok) {
+      if (o.answer.removed) entriesRemoved++
+      continue
+    }
+    failed.push(o.board)
+    if ('answer' in o && !o.answer.ok)
+      log('warn', 'erasure: entry not removed', { board: o.board, problem: o.answer.problem })
   }
   if (failed.length > 0) {
     throw new ApiError(
@@ -182,15 +168,219 @@ adminPlayers.openapi(eraseRoute, async (c) => {
       { 'retry-after': '5' },
     )
   }
-  const next = ids.length > perCall ? page[page.length - 1]! : null
   return c.json(
     {
       playerId,
       profileDeleted: neon.hadProfile,
       leftParty: neon.leftParty,
       archivedRowsCleared: neon.archivedRowsCleared,
-      boards: { walked: page.length, entriesRemoved, next },
+      boards: { walked: outcomes.length, entriesRemoved, next },
     },
     next === null ? 200 : 202,
   )
+})
+
+const AccountBan = z
+  .object({
+    playerId: z.string(),
+    reason: z.string().nullable(),
+    bannedAt: z.string().openapi({ description: 'When the player was first banned (ISO 8601)' }),
+  })
+  .openapi('AccountBan')
+
+const AfterBoard = z.object({
+  after: ResourceId.optional().openapi({ description: '`boards.next` of the call before' }),
+})
+
+const BoardsNext = ResourceId.nullable().openapi({
+  description: 'Boards remain after this one: call again with `after` set to it (202)',
+})
+
+const AccountBanResult = AccountBan.extend({
+  boards: z.object({
+    walked: z.number().int().openapi({ description: 'Boards this call walked' }),
+    entriesRemoved: z.number().int().openapi({
+      description: "Of those, boards whose current cycle held the player's entry",
+    }),
+    full: z.array(z.string()).openapi({
+      description: `Boards that refused the ban: they hold ${MAX_BANS.toLocaleString('en')} bans already`,
+    }),
+    next: BoardsNext,
+  }),
+}).openapi('AccountBanResult')
+
+const banAccountRoute = createRoute({
+  method: 'put',
+  path: '/{playerId}/ban',
+  summary: 'Ban a player from the whole deployment',
+  description:
+    'For a cheater or an abuser. At once: no guest token is issued to the player (403 ' +
+    '`forbidden`), matchmaking refuses their joins and any party join that includes them (403), ' +
+    'and every board bans them as its own ban does (their entry leaves the current cycle, their ' +
+    'submissions are refused). Walks at most 200 boards per call, in id order: 202 with `boards.next` ' +
+    'says to call again with `after`; 200 when every board is done; 503 lists boards that could not ' +
+    'be reached, for a retry. Idempotent: banning again keeps the first time and takes a new ' +
+    'reason. Not reached: tokens already issued stay valid until they expire for what reads ' +
+    'nothing from Neon (a board created after the ban, a game in progress), and players of your ' +
+    'own identity provider (JWKS) sign in there: stop issuing them tokens. Lift with DELETE.',
+  middleware: [requireAdmin()] as const,
+  request: {
+    params: z.object({ playerId: PlayerId }),
+    query: AfterBoard,
+    body: {
+      required: true,
+      content: {
+        'application/json': {
+          schema: z
+            .object({
+              reason: z.string().min(1).max(256).optional().openapi({
+                description: 'Why, for the studio’s records; shown in every board’s ban list',
+              }),
+            })
+            .strict(),
+        },
+      },
+    },
+  },
+  responses: {
+    200: {
+      description: 'Banned everywhere',
+      content: {
+        'application/json': {
+          schema: AccountBanResult,
+        },
+      },
+    },
+    202: {
+      description: 'Banned in Neon and on the boards walked; more boards remain',
+      content: { 'application/json': { schema: AccountBanResult } },
+    },
+    ...problemResponses(400, 401, 403, 413, 415, 422, 503),
+  },
+})
+
+adminPlayers.openapi(banAccountRoute, async (c) => {
+  const { playerId } = c.req.valid('param')
+  const after = c.req.valid('query').after ?? ''
+  const { reason } = c.req.valid('json')
+  // Neon first: sign-in and matchmaking refuse the player from here on, whatever the boards do.
+  const ban = await banAccount(c.env, playerId, reason ?? null)
+  const { outcomes, next } = await walkBoards(c.env, after, 'account ban: board ban', (id) =>
+    boardStub(c.env, id).ban(id, playerId, ban.reason, { byAccount: true }),
+  )
+  let entriesRemoved = 0
+  const full: string[] = []
+  const failed: string[] = []
+  for (const o of outcomes) {
+    if (!('answer' in o)) failed.push(o.board)
+    else if (o.answer.ok) {
+      if (o.answer.removed) entriesRemoved++
+    } else if (o.answer.problem === 'conflict') full.push(o.board)
+    // A board gone since it was listed has nobody to ban.
+    else if (o.answer.problem !== 'not-found') failed.push(o.board)
+  }
+  if (failed.length > 0) {
+    throw new ApiError(
+      'unavailable',
+      `The player is banned in Neon, but ${failed.length} board(s) could not be reached: retry`,
+      { boards: failed.slice(0, 100) },
+      { 'retry-after': '5' },
+    )
+  }
+  if (full.length > 0) log('warn', 'account ban: boards full of bans', { playerId, boards: full })
+  return c.json(
+    { ...ban, boards: { walked: outcomes.length, entriesRemoved, full, next } },
+    next === null ? 200 : 202,
+  )
+})
+
+const AccountBanLift = z
+  .object({
+    playerId: z.string(),
+    lifted: z.boolean(),
+    boards: z.object({
+      walked: z.number().int(),
+      lifted: z.number().int().openapi({
+        description: 'Of those, boards that held a ban the account ban placed',
+      }),
+      next: BoardsNext,
+    }),
+  })
+  .openapi('AccountBanLift')
+
+const liftAccountBanRoute = createRoute({
+  method: 'delete',
+  path: '/{playerId}/ban',
+  summary: "Lift a player's account ban",
+  description:
+    'The player may sign in, queue and submit again. Lifts the bans the account ban placed on ' +
+    "boards; a ban a board's admin set stays. Entries the ban removed do not come back. Walks " +
+    'boards as the ban does (202 with `boards.next`, 503 for boards that could not be reached); ' +
+    '`lifted` is false when Neon held no ban, so a retry changes nothing.',
+  middleware: [requireAdmin()] as const,
+  request: { params: z.object({ playerId: PlayerId }), query: AfterBoard },
+  responses: {
+    200: {
+      description: 'Not banned (any more) on any board',
+      content: {
+        'application/json': {
+          schema: AccountBanLift,
+        },
+      },
+    },
+    202: {
+      description: 'Lifted in Neon and on the boards walked; more boards remain',
+      content: { 'application/json': { schema: AccountBanLift } },
+    },
+    ...problemResponses(401, 403, 422, 503),
+  },
+})
+
+adminPlayers.openapi(liftAccountBanRoute, async (c) => {
+  const { playerId } = c.req.valid('param')
+  const after = c.req.valid('query').after ?? ''
+  const lifted = (await liftAccountBan(c.env, playerId)) !== null
+  const { outcomes, next } = await walkBoards(c.env, after, 'account ban: board lift', (id) =>
+    boardStub(c.env, id).unban(id, playerId, { byAccount: true }),
+  )
+  let boardsLifted = 0
+  const failed: string[] = []
+  for (const o of outcomes) {
+    if (!('answer' in o)) failed.push(o.board)
+    else if (o.answer.ok) {
+      if (o.answer.lifted) boardsLifted++
+    } else if (o.answer.problem !== 'not-found') failed.push(o.board)
+  }
+  if (failed.length > 0) {
+    throw new ApiError(
+      'unavailable',
+      `The ban is lifted in Neon, but ${failed.length} board(s) could not be reached: retry`,
+      { boards: failed.slice(0, 100) },
+      { 'retry-after': '5' },
+    )
+  }
+  return c.json(
+    { playerId, lifted, boards: { walked: outcomes.length, lifted: boardsLifted, next } },
+    next === null ? 200 : 202,
+  )
+})
+
+const accountBanRoute = createRoute({
+  method: 'get',
+  path: '/{playerId}/ban',
+  summary: "A player's account ban",
+  description: '404 when the player is not banned.',
+  middleware: [requireAdmin()] as const,
+  request: { params: z.object({ playerId: PlayerId }) },
+  responses: {
+    200: { description: 'The ban', content: { 'application/json': { schema: AccountBan } } },
+    ...problemResponses(401, 403, 404, 422),
+  },
+})
+
+adminPlayers.openapi(accountBanRoute, async (c) => {
+  const { playerId } = c.req.valid('param')
+  const ban = await accountBan(c.env, playerId)
+  if (!ban) throw new ApiError('not-found', `Player '${playerId}' is not banned`)
+  return c.json(ban, 200)
 })

@@ -1,7 +1,5 @@
 import { z } from '@hono/zod-openapi'
-import { sql } from 'drizzle-orm'
-import { getDb } from '../db/client.ts'
-import { players } from '../db/schema.ts'
+import { getSql } from '../db/client.ts'
 import { issuePlayerToken } from '../lib/auth.ts'
 import { boundedInt } from '../lib/config.ts'
 import { createRoute, newRouter, problemResponses } from '../lib/openapi.ts'
@@ -48,7 +46,8 @@ const guestRoute = createRoute({
   path: '/guest',
   summary: 'Issue a guest token for a device',
   description:
-    'The same deviceId always maps to the same player. Call again to refresh an expiring token.',
+    'The same deviceId always maps to the same player. Call again to refresh an expiring token. ' +
+    'A player under an account ban gets 403 `forbidden`.',
   middleware: [
     edgeRateLimit({
       name: 'guest-auth',
@@ -80,17 +79,23 @@ auth.openapi(guestRoute, async (c) => {
     throw new ApiError('guest-auth-disabled', 'This deployment does not issue guest tokens')
   }
   const { deviceId } = c.req.valid('json')
-  const db = getDb(c.env)
   // Stored as its SHA-256: the device id is the guest's only credential, and a copy of the
   // table must not be enough to sign in as anyone.
   const deviceKey = await sha256Hex(deviceId)
-  // One statement, so concurrent first logins of one device converge on one player.
-  const [row] = await db
-    .insert(players)
-    .values({ id: `g_${crypto.randomUUID()}`, deviceId: deviceKey })
-    .onConflictDoUpdate({ target: players.deviceId, set: { updatedAt: sql`now()` } })
-    .returning({ id: players.id })
+  // One statement, so concurrent first logins of one device converge on one player; it reads
+  // the player's account ban in the same round trip.
+  const [row] = (await getSql(c.env).query(
+    `with p as (
+       insert into players (id, device_id) values ($1, $2)
+       on conflict (device_id) do update set updated_at = now()
+       returning id
+     )
+     select p.id, b.player_id is not null as banned
+       from p left join player_bans b on b.player_id = p.id`,
+    [`g_${crypto.randomUUID()}`, deviceKey],
+  )) as { id: string; banned: boolean }[]
   if (!row) throw new Error('guest upsert returned no row')
+  if (row.banned) throw new ApiError('forbidden', 'This player is banned')
   const { token, expiresAt } = await issuePlayerToken(c.env, row.id)
   const expiresIn = Math.max(0, Math.floor((expiresAt - Date.now()) / 1000))
   return c.json({ token, playerId: row.id, expiresAt, expiresIn }, 200)

@@ -21,6 +21,7 @@ import {
   problemResponses,
   ResourceId,
 } from '../lib/openapi.ts'
+import { bannedJoinDetail } from '../players/bans.ts'
 import { ApiError, apiErrorFrom } from '../lib/problem.ts'
 import { issueSessionToken } from '../lib/session-token.ts'
 import { within } from '../lib/within.ts'
@@ -417,6 +418,7 @@ matchmakingRoutes.openapi(joinRoute, async (c) => {
   // The queue, the ratings and the players' claims on the queue, in one Neon round trip.
   const read = await readAndClaim(c.env, queue, body.region, ids)
   if (!read.queue) throw new ApiError('not-found', `No queue '${queue}'`)
+  if (read.banned.length > 0) throw new ApiError('forbidden', bannedJoinDetail(leader, read.banned))
   const { config, version } = read.queue
   const { ratings } = read
   let region: string
@@ -658,6 +660,7 @@ matchmakingRoutes.openapi(socketRoute, (async (c: Context<AppEnv>) => {
   // a party is read by the pool when a `join` names one.
   const read = await readAndClaim(c.env, queue, query.region, [principal.playerId])
   if (!read.queue) throw new ApiError('not-found', `No queue '${queue}'`)
+  if (read.banned.length > 0) throw new ApiError('forbidden', 'This player is banned')
   const { config, version } = read.queue
   const region = regionOf(config, query.region)
   const context: SocketContext = {

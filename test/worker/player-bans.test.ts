@@ -1,0 +1,337 @@
+import { runInDurableObject } from 'cloudflare:test'
+import { env } from 'cloudflare:workers'
+import { describe, expect, it, onTestFinished } from 'vitest'
+import type { Leaderboard } from '../../durable-objects/leaderboard.ts'
+import { issuePlayerToken } from '../../workers/lib/auth.ts'
+import { boardWalkLimits } from '../../workers/players/board-walk.ts'
+import { createBoard, fresh, submitAs, submitFor } from './helpers/boards.ts'
+import { ADMIN_KEY, bearer, call, json, problem } from './helpers/http.ts'
+import { createQueue, newClock, rig } from './helpers/matchmaking.ts'
+import { connect, nextOfType, upgrade } from './helpers/sockets.ts'
+
+interface BanResult {
+  playerId: string
+  reason: string | null
+  bannedAt: string
+  boards: { walked: number; entriesRemoved: number; full: string[]; next: string | null }
+}
+interface LiftResult {
+  playerId: string
+  lifted: boolean
+  boards: { walked: number; lifted: number; next: string | null }
+}
+interface BoardBan {
+  playerId: string
+  reason: string | null
+  byAccount: boolean
+}
+
+const banPath = (playerId: string, after?: string) =>
+  `/v1/admin/players/${playerId}/ban${after ? `?after=${after}` : ''}`
+
+/**
+ * Calls a ban or a lift across every board, following `boards.next` (the test database holds
+ * other tests' boards too): the first answer, each board count summed over the calls, and the
+ * boards walked.
+ */
+async function walkAll<T extends { boards: { walked: number; next: string | null } }>(
+  send: (after?: string) => Promise<Response>,
+  count: (body: T) => number,
+): Promise<{ first: T; total: number; walked: number }> {
+  let first: T | undefined
+  let total = 0
+  let walked = 0
+  for (let after: string | undefined; ;) {
+    const res = await send(after)
+    if (res.status !== 200 && res.status !== 202) {
+      throw new Error(`walk: ${res.status} ${await res.text()}`)
+    }
+    const body = (await res.json()) as T
+    expect(res.status).toBe(body.boards.next === null ? 200 : 202)
+    first ??= body
+    total += count(body)
+    walked += body.boards.walked
+    if (body.boards.next === null) return { first, total, walked }
+    after = body.boards.next
+  }
+}
+
+const banAll = (playerId: string, body: Record<string, unknown> = {}) =>
+  walkAll<BanResult>(
+    (after) => call(banPath(playerId, after), json('PUT', body, ADMIN_KEY)),
+    (b) => b.boards.entriesRemoved,
+  )
+const liftAll = (playerId: string) =>
+  walkAll<LiftResult>(
+    (after) => call(banPath(playerId, after), { ...bearer(ADMIN_KEY), method: 'DELETE' }),
+    (b) => b.boards.lifted,
+  )
+
+async function boardBans(board: string): Promise<BoardBan[]> {
+  const res = await call(`/v1/admin/leaderboards/${board}/bans?limit=100`, bearer(ADMIN_KEY))
+  expect(res.status).toBe(200)
+  return ((await res.json()) as { bans: BoardBan[] }).bans
+}
+
+const banOnBoard = (board: string, playerId: string, reason: string) =>
+  call(`/v1/admin/leaderboards/${board}/bans/${playerId}`, json('PUT', { reason }, ADMIN_KEY))
+
+async function guestWithDevice() {
+  const deviceId = `ban-device-${crypto.randomUUID()}`
+  const login = () => call('/v1/auth/guest', json('POST', { deviceId }))
+  const first = await login()
+  expect(first.status).toBe(200)
+  return { ...((await first.json()) as { token: string; playerId: string }), login }
+}
+
+const joinAs = (queue: string, token: string, body: Record<string, unknown> = {}) =>
+  call(`/v1/matchmaking/${queue}/tickets`, json('POST', body, token))
+
+describe('banning a player from the deployment (admin)', () => {
+  it('no guest token, no matchmaking, off every board and refused there; lifting restores each; retries change nothing', async () => {
+    const guest = await guestWithDevice()
+    const boards = [await createBoard(), await createBoard()]
+    for (const b of boards) expect((await submitAs(b, guest.token, { score: 7 })).status).toBe(200)
+    const queue = await createQueue()
+    await rig(queue, newClock())
+
+    const { first, total, walked } = await banAll(guest.playerId, { reason: 'aimbot' })
+    expect(first).toMatchObject({ playerId: guest.playerId, reason: 'aimbot' })
+    expect(total).toBe(2)
+    const got = await call(banPath(guest.playerId), bearer(ADMIN_KEY))
+    expect(await got.json()).toEqual({
+      playerId: guest.playerId,
+      reason: 'aimbot',
+      bannedAt: first.bannedAt,
+    })
+
+    // Signing in again is refused; the token already issued is refused by matchmaking and by
+    // every board, which no longer ranks the player.
+    const signIn = await problem(await guest.login())
+    expect(signIn).toMatchObject({ status: 403, type: 'urn:nexus:problem:forbidden' })
+    expect(signIn.body.detail).toContain('banned')
+    const join = await problem(await joinAs(queue, guest.token))
+    expect(join).toMatchObject({ status: 403, type: 'urn:nexus:problem:forbidden' })
+    const socket = await upgrade(`/v1/matchmaking/${queue}`, guest.token)
+    expect(socket.webSocket).toBeFalsy()
+    expect(await problem(socket)).toMatchObject({
+      status: 403,
+      type: 'urn:nexus:problem:forbidden',
+    })
+    for (const b of boards) {
+      const refused = await problem(await submitAs(b, guest.token, { score: 9 }))
+      expect(refused).toMatchObject({ status: 403, type: 'urn:nexus:problem:forbidden' })
+      expect(
+        await fresh<{ entry: unknown }>(`/v1/leaderboards/${b}/players/${guest.playerId}`),
+      ).toMatchObject({ entry: null })
+      expect(await boardBans(b)).toEqual([
+        expect.objectContaining({ playerId: guest.playerId, reason: 'aimbot', byAccount: true }),
+      ])
+    }
+
+    // Banning again keeps the first time, takes the new reason, and removes nothing more.
+    const again = await banAll(guest.playerId, { reason: 'aimbot, confirmed' })
+    expect(again.first).toMatchObject({ reason: 'aimbot, confirmed', bannedAt: first.bannedAt })
+    expect(again.total).toBe(0)
+    expect((await boardBans(boards[0]!))[0]).toMatchObject({ reason: 'aimbot, confirmed' })
+
+    const lift = await liftAll(guest.playerId)
+    expect(lift.first).toMatchObject({ playerId: guest.playerId, lifted: true })
+    // Every board the ban walked held a ban it placed (other tests' boards too).
+    expect(lift.total).toBe(walked)
+    expect((await call(banPath(guest.playerId), bearer(ADMIN_KEY))).status).toBe(404)
+    expect((await guest.login()).status).toBe(200)
+    expect((await joinAs(queue, guest.token)).status).toBe(201)
+    for (const b of boards) {
+      expect(await boardBans(b)).toEqual([])
+      // The entry the ban removed does not come back; a new score counts.
+      expect(
+        await fresh<{ entry: unknown }>(`/v1/leaderboards/${b}/players/${guest.playerId}`),
+      ).toMatchObject({ entry: null })
+      expect((await submitAs(b, guest.token, { score: 3 })).status).toBe(200)
+    }
+    // Lifting again: nothing to lift, anywhere.
+    const liftAgain = await liftAll(guest.playerId)
+    expect(liftAgain.first.lifted).toBe(false)
+    expect(liftAgain.total).toBe(0)
+  })
+
+  it("a board's own ban outlives the account ban: one set before keeps its reason, one set over it becomes the board's", async () => {
+    const player = `ban-${crypto.randomUUID()}`
+    const [before, after] = [await createBoard(), await createBoard()]
+    expect((await banOnBoard(before, player, 'griefing')).status).toBe(200)
+    const ban = await banAll(player, { reason: 'aimbot' })
+    expect(await boardBans(before)).toEqual([
+      expect.objectContaining({ playerId: player, reason: 'griefing', byAccount: false }),
+    ])
+    expect(await boardBans(after)).toEqual([
+      expect.objectContaining({ playerId: player, reason: 'aimbot', byAccount: true }),
+    ])
+    expect((await banOnBoard(after, player, 'griefing here too')).status).toBe(200)
+    expect(await boardBans(after)).toEqual([
+      expect.objectContaining({ reason: 'griefing here too', byAccount: false }),
+    ])
+    const lift = await liftAll(player)
+    expect(lift.first.lifted).toBe(true)
+    // Every board the ban walked but these two, which hold bans of their own now.
+    expect(lift.total).toBe(ban.walked - 2)
+    for (const b of [before, after]) {
+      expect((await boardBans(b)).map((x) => x.playerId)).toEqual([player])
+      expect((await submitFor(b, player, { score: 1 })).status).toBe(403)
+    }
+  })
+
+  it('a party with a banned member cannot queue, over HTTP or a socket, until the member leaves', async () => {
+    const queue = await createQueue({ teamSize: 2, maxPartySize: 2 })
+    await rig(queue, newClock())
+    const [leader, member] = await Promise.all(
+      [1, 2].map(async () => {
+        const playerId = `ban-p-${crypto.randomUUID()}`
+        return { playerId, token: (await issuePlayerToken(env, playerId)).token }
+      }),
+    )
+    const party = (await (await call('/v1/parties', json('POST', {}, leader!.token))).json()) as {
+      id: string
+    }
+    const invited = await call(
+      `/v1/parties/${party.id}/invites`,
+      json('POST', { playerId: member!.playerId }, leader!.token),
+    )
+    expect(invited.status).toBe(201)
+    expect(
+      (await call(`/v1/parties/${party.id}/members`, { ...bearer(member!.token), method: 'POST' }))
+        .status,
+    ).toBe(200)
+    await banAll(member!.playerId, { reason: 'smurfing' })
+
+    const both = [leader!.playerId, member!.playerId]
+    const http = await problem(await joinAs(queue, leader!.token, { party: both }))
+    expect(http).toMatchObject({ status: 403, type: 'urn:nexus:problem:forbidden' })
+    expect(http.body.detail).toContain(member!.playerId)
+    const ws = await connect(`/v1/matchmaking/${queue}`, leader!.token)
+    ws.send(JSON.stringify({ type: 'join', party: both }))
+    const e = await nextOfType<{ code: string; message: string }>(ws, 'error')
+    expect(e).toMatchObject({ code: 'party_forbidden' })
+    expect(e.message).toContain(member!.playerId)
+
+    // The leader removes the member; alone, the leader queues.
+    const kicked = await call(`/v1/parties/${party.id}/members/${member!.playerId}`, {
+      ...bearer(leader!.token),
+      method: 'DELETE',
+    })
+    expect(kicked.status).toBe(204)
+    ws.send(JSON.stringify({ type: 'join', party: [leader!.playerId] }))
+    expect(await nextOfType<{ ticketId: string }>(ws, 'queued')).toHaveProperty('ticketId')
+    ws.close(1000)
+  })
+
+  it('walks the boards a page per call; a board that cannot be reached is 503 naming it, and the retry finishes the job', async () => {
+    const [up, down] = [await createBoard(), await createBoard()]
+    const player = `ban-${crypto.randomUUID()}`
+    for (const b of [up, down]) await submitFor(b, player, { score: 1 })
+    const perCall = boardWalkLimits.boardsPerCall
+    boardWalkLimits.boardsPerCall = 50
+    const proto = await runInDurableObject(
+      env.LEADERBOARD.getByName(down),
+      (inst: Leaderboard) => Object.getPrototypeOf(inst) as Pick<Leaderboard, 'ban'>,
+    )
+    const ban = proto.ban
+    proto.ban = function (this: Leaderboard, boardId, playerId, reason, opts) {
+      if (boardId === down) return Promise.reject(new Error('board down'))
+      return ban.call(this, boardId, playerId, reason, opts)
+    }
+    onTestFinished(() => {
+      boardWalkLimits.boardsPerCall = perCall
+      proto.ban = ban
+    })
+    let res: Response
+    let after: string | undefined
+    for (;;) {
+      res = await call(banPath(player, after), json('PUT', {}, ADMIN_KEY))
+      if (res.status !== 202) break
+      const body = (await res.json()) as BanResult
+      expect(body.boards.walked).toBe(50)
+      after = body.boards.next!
+    }
+    expect(res.headers.get('retry-after')).toBe('5')
+    const p = await problem(res)
+    expect(p).toMatchObject({ status: 503, type: 'urn:nexus:problem:unavailable' })
+    expect(p.body.boards).toEqual([down])
+    // Banned in Neon already: sign-in and matchmaking refuse from the first call.
+    expect((await call(banPath(player), bearer(ADMIN_KEY))).status).toBe(200)
+    proto.ban = ban
+    // The retry goes on from the page that failed, to the last.
+    for (;;) {
+      const retry = await call(banPath(player, after), json('PUT', {}, ADMIN_KEY))
+      expect([200, 202]).toContain(retry.status)
+      const body = (await retry.json()) as BanResult
+      if (body.boards.next === null) break
+      after = body.boards.next
+    }
+    for (const b of [up, down]) expect((await submitFor(b, player, { score: 2 })).status).toBe(403)
+  })
+
+  it('bad input and callers: 401 without a credential, 403 for a player, 422 for a bad id, reason or after, 415 and 400 for bodies, and nothing banned', async () => {
+    const player = `ban-${crypto.randomUUID()}`
+    const board = await createBoard()
+    await submitFor(board, player, { score: 1 })
+    const { token } = await issuePlayerToken(env, player)
+    const cases: [Promise<Response>, number, string][] = [
+      [
+        call(banPath(player), {
+          method: 'PUT',
+          headers: { 'content-type': 'application/json' },
+          body: '{}',
+        }),
+        401,
+        'unauthorized',
+      ],
+      [call(banPath(player), json('PUT', {}, token)), 403, 'forbidden'],
+      [call(banPath(player), { ...bearer(token), method: 'DELETE' }), 403, 'forbidden'],
+      [call(banPath(player), bearer(token)), 403, 'forbidden'],
+      [call('/v1/admin/players/bad%20id/ban', json('PUT', {}, ADMIN_KEY)), 422, 'validation'],
+      [
+        call(banPath(player), json('PUT', { reason: 'x'.repeat(257) }, ADMIN_KEY)),
+        422,
+        'validation',
+      ],
+      [call(banPath(player), json('PUT', { reason: '' }, ADMIN_KEY)), 422, 'validation'],
+      [call(banPath(player), json('PUT', { reason: 7 }, ADMIN_KEY)), 422, 'validation'],
+      [call(banPath(player), json('PUT', { until: 'never' }, ADMIN_KEY)), 422, 'validation'],
+      [
+        call(`${banPath(player)}?after=${'b'.repeat(300)}`, json('PUT', {}, ADMIN_KEY)),
+        422,
+        'validation',
+      ],
+      [
+        call(banPath(player), {
+          ...bearer(ADMIN_KEY),
+          method: 'PUT',
+          headers: { authorization: `Bearer ${ADMIN_KEY}`, 'content-type': 'text/plain' },
+          body: '{}',
+        }),
+        415,
+        'unsupported-media-type',
+      ],
+      [
+        call(banPath(player), {
+          method: 'PUT',
+          headers: { authorization: `Bearer ${ADMIN_KEY}`, 'content-type': 'application/json' },
+          body: '{"reason":',
+        }),
+        400,
+        'malformed-json',
+      ],
+    ]
+    for (const [res, status, type] of cases) {
+      const p = await problem(await res)
+      expect({ status: p.status, type: p.type }).toEqual({
+        status,
+        type: `urn:nexus:problem:${type}`,
+      })
+    }
+    expect((await call(banPath(player), bearer(ADMIN_KEY))).status).toBe(404)
+    expect(await boardBans(board)).toEqual([])
+    expect((await submitAs(board, token, { score: 2 })).status).toBe(200)
+  })
+})

@@ -1,0 +1,62 @@
+import { getSql, type DbEnv } from '../db/client.ts'
+
+/** A player's account ban, as Neon keeps it. */
+export interface AccountBan {
+  playerId: string
+  reason: string | null
+  bannedAt: string
+}
+
+interface BanRow {
+  player_id: string
+  reason: string | null
+  banned_at: string | Date
+}
+
+const view = (r: BanRow): AccountBan => ({
+  playerId: r.player_id,
+  reason: r.reason,
+  bannedAt: new Date(r.banned_at).toISOString(),
+})
+
+/**
+ * Records a player's account ban. Banning again keeps the first ban's time and takes the new
+ * reason if it gives one, as a board's ban does; so a retried ban changes nothing.
+ */
+export async function banAccount(
+  env: DbEnv,
+  playerId: string,
+  reason: string | null,
+): Promise<AccountBan> {
+  const [row] = (await getSql(env).query(
+    `insert into player_bans (player_id, reason) values ($1, $2)
+     on conflict (player_id) do update set reason = coalesce(excluded.reason, player_bans.reason)
+     returning player_id, reason, banned_at`,
+    [playerId, reason],
+  )) as BanRow[]
+  return view(row!)
+}
+
+/** Lifts a player's account ban; the ban that was lifted, or null if there was none. */
+export async function liftAccountBan(env: DbEnv, playerId: string): Promise<AccountBan | null> {
+  const [row] = (await getSql(env).query(
+    `delete from player_bans where player_id = $1 returning player_id, reason, banned_at`,
+    [playerId],
+  )) as BanRow[]
+  return row ? view(row) : null
+}
+
+/** A player's account ban, or null. */
+export async function accountBan(env: DbEnv, playerId: string): Promise<AccountBan | null> {
+  const [row] = (await getSql(env).query(
+    `select player_id, reason, banned_at from player_bans where player_id = $1`,
+    [playerId],
+  )) as BanRow[]
+  return row ? view(row) : null
+}
+
+/** Why a join is refused when `banned`, among its players, are under account bans. */
+export function bannedJoinDetail(leader: string, banned: readonly string[]): string {
+  if (banned.includes(leader)) return 'This player is banned'
+  return `A member of the party is banned: ${banned.slice(0, 10).join(', ')}`
+}

@@ -619,7 +619,12 @@ describe('bans', () => {
     const list = await admin('GET', `${b}/bans`)
     const { bans } = (await list.json()) as { bans: { playerId: string; reason: string }[] }
     expect(bans).toEqual([
-      { playerId: 'p001', reason: 'aimbot, confirmed', bannedAt: expect.any(String) },
+      {
+        playerId: 'p001',
+        reason: 'aimbot, confirmed',
+        bannedAt: expect.any(String),
+        byAccount: false,
+      },
     ])
 
     // The ban outlives a wake and the cycle: the next cycle refuses the player too.
@@ -684,6 +689,7 @@ describe('a board stored by the previous schema', () => {
         CREATE TABLE submit_windows (
           player_id TEXT PRIMARY KEY, window_start INTEGER NOT NULL, count INTEGER NOT NULL
         ) WITHOUT ROWID;
+        DROP TABLE bans;
         UPDATE meta SET value = '1' WHERE key = 'schema';
       `)
       // A close done before schema 6, still carrying its reward tiers and cursor.
@@ -721,7 +727,7 @@ describe('a board stored by the previous schema', () => {
     expect(indexes.windowsTable).toBe(0)
     // The rank index holds keys only; pages find their players by seq since version 5.
     expect(indexes.names).toContain('entries_seq')
-    expect(indexes.version).toBe('7')
+    expect(indexes.version).toBe('8')
   })
 })
 

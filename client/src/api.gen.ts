@@ -92,6 +92,10 @@ export interface Schemas {
     /** When the player was first banned (ISO 8601) */
     bannedAt: string
   }
+  BanRequest: {
+    /** Why, for the studio’s records; shown in the board’s ban list */
+    reason?: string
+  }
   AccountBanLift: {
     playerId: string
     lifted: boolean
@@ -438,10 +442,7 @@ export interface Paths {
         after?: string
       }
       headers: Record<string, never>
-      body: {
-        /** Why, for the studio’s records; shown in every board’s ban list */
-        reason?: string
-      }
+      body: Schemas['BanRequest']
       responses: {
         200: Schemas['AccountBanResult']
         202: Schemas['AccountBanResult']
@@ -666,10 +667,7 @@ export interface Paths {
       }
       query: Record<string, never>
       headers: Record<string, never>
-      body: {
-        /** Why, for the studio’s records; shown in the ban list */
-        reason?: string
-      }
+      body: Schemas['BanRequest']
       responses: {
         200: {
           cycle: number

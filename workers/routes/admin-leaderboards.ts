@@ -325,6 +325,16 @@ const Ban = z
   })
   .openapi('LeaderboardBan')
 
+/** A ban's body, on a board or on a player's account. */
+export const BanRequest = z
+  .object({
+    reason: z.string().min(1).max(256).optional().openapi({
+      description: 'Why, for the studio’s records; shown in the board’s ban list',
+    }),
+  })
+  .strict()
+  .openapi('BanRequest')
+
 const banRoute = createRoute({
   method: 'put',
   path: '/{id}/bans/{playerId}',
@@ -342,15 +352,7 @@ const banRoute = createRoute({
     body: {
       required: true,
       content: {
-        'application/json': {
-          schema: z
-            .object({
-              reason: z.string().min(1).max(256).optional().openapi({
-                description: 'Why, for the studio’s records; shown in the ban list',
-              }),
-            })
-            .strict(),
-        },
+        'application/json': { schema: BanRequest },
       },
     },
   },

@@ -20,6 +20,7 @@ import { eraseFromNeon } from '../players/erasure.ts'
 import { accountBan, banAccount, liftAccountBan } from '../players/bans.ts'
 import { walkBoards } from '../players/board-walk.ts'
 import { MAX_BANS } from '../../durable-objects/leaderboard.ts'
+import { BanRequest } from './admin-leaderboards.ts'
 
 export const adminPlayers = newRouter()
 
@@ -138,6 +139,19 @@ const eraseRoute = createRoute({
   },
 })
 
+/**
+ * The answer to a walk that could not reach `failed` boards: 503 naming them (the first 100).
+ * Every walk is idempotent, so the caller sends the same call again.
+ */
+function unreached(done: string, failed: readonly string[]): ApiError {
+  return new ApiError(
+    'unavailable',
+    `${done}, but ${failed.length} board(s) could not be reached: retry`,
+    { boards: failed.slice(0, 100) },
+    { 'retry-after': '5' },
+  )
+}
+
 adminPlayers.openapi(eraseRoute, async (c) => {
   const { playerId } = c.req.valid('param')
   const after = c.req.valid('query').after ?? ''
@@ -160,14 +174,7 @@ adminPlayers.openapi(eraseRoute, async (c) => {
     if ('answer' in o && !o.answer.ok)
       log('warn', 'erasure: entry not removed', { board: o.board, problem: o.answer.problem })
   }
-  if (failed.length > 0) {
-    throw new ApiError(
-      'unavailable',
-      `The player is erased from Neon, but ${failed.length} board(s) could not be reached: retry`,
-      { boards: failed.slice(0, 100) },
-      { 'retry-after': '5' },
-    )
-  }
+  if (failed.length > 0) throw unreached('The player is erased from Neon', failed)
   return c.json(
     {
       playerId,
@@ -230,15 +237,7 @@ const banAccountRoute = createRoute({
     body: {
       required: true,
       content: {
-        'application/json': {
-          schema: z
-            .object({
-              reason: z.string().min(1).max(256).optional().openapi({
-                description: 'Why, for the studio’s records; shown in every board’s ban list',
-              }),
-            })
-            .strict(),
-        },
+        'application/json': { schema: BanRequest },
       },
     },
   },
@@ -279,14 +278,7 @@ adminPlayers.openapi(banAccountRoute, async (c) => {
     // A board gone since it was listed has nobody to ban.
     else if (o.answer.problem !== 'not-found') failed.push(o.board)
   }
-  if (failed.length > 0) {
-    throw new ApiError(
-      'unavailable',
-      `The player is banned in Neon, but ${failed.length} board(s) could not be reached: retry`,
-      { boards: failed.slice(0, 100) },
-      { 'retry-after': '5' },
-    )
-  }
+  if (failed.length > 0) throw unreached('The player is banned in Neon', failed)
   if (full.length > 0) log('warn', 'account ban: boards full of bans', { playerId, boards: full })
   return c.json(
     { ...ban, boards: { walked: outcomes.length, entriesRemoved, full, next } },
@@ -351,14 +343,7 @@ adminPlayers.openapi(liftAccountBanRoute, async (c) => {
       if (o.answer.lifted) boardsLifted++
     } else if (o.answer.problem !== 'not-found') failed.push(o.board)
   }
-  if (failed.length > 0) {
-    throw new ApiError(
-      'unavailable',
-      `The ban is lifted in Neon, but ${failed.length} board(s) could not be reached: retry`,
-      { boards: failed.slice(0, 100) },
-      { 'retry-after': '5' },
-    )
-  }
+  if (failed.length > 0) throw unreached('The ban is lifted in Neon', failed)
   return c.json(
     { playerId, lifted, boards: { walked: outcomes.length, lifted: boardsLifted, next } },
     next === null ? 200 : 202,

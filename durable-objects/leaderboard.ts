@@ -486,7 +486,7 @@ export class Leaderboard extends DurableObject<Env> {
   private entryCount(): number {
     if (this.loadedIndex) return this.loadedIndex.size
     if (this.countedEntries === null) {
-      // Nothing changes the cycle's entries without loading the index, so the count holds.
+      // What changes the cycle's entries loads the index, or keeps this count (`takeOut`).
       this.countedEntries = this.current
         ? one<{ n: number }>(
             this.sql,
@@ -1058,6 +1058,9 @@ export class Leaderboard extends DurableObject<Env> {
     // past every stored row, or a wake would recover a lower one and let old cursors through.
     let seq = this.seq
     let result: ImportResult | undefined
+    // Loaded before the batch's rows are written: built inside the transaction, the index would
+    // hold them already and count them twice.
+    const index = this.index
     this.ctx.storage.transactionSync(() => {
       let newPlayers = 0
       for (const e of entries) {
@@ -1083,7 +1086,7 @@ export class Leaderboard extends DurableObject<Env> {
       result = {
         cycle: cur.cycle,
         imported: changed.length + metadataOnly,
-        total: this.index.size + newPlayers,
+        total: index.size + newPlayers,
       }
       if (key) {
         // With the batch, in its transaction: no batch applied without its key, nor the reverse.
@@ -1092,7 +1095,7 @@ export class Leaderboard extends DurableObject<Env> {
     })
     this.seq = seq
     for (const { playerId, next, previous } of changed) {
-      this.index.replace(previous, next)
+      index.replace(previous, next)
       if (previous) this.remember(playerId, previous, next.seq, now)
     }
     return { ok: true, ...result!, replayed: false }
@@ -1116,7 +1119,7 @@ export class Leaderboard extends DurableObject<Env> {
     const now = this.now()
     if (this.rollover(now)) await this.scheduleAlarm()
     const removed = this.takeOut(playerId, now)
-    return { ok: true, cycle: this.current!.cycle, removed, total: this.index.size }
+    return { ok: true, cycle: this.current!.cycle, removed, total: this.entryCount() }
   }
 
   /**
@@ -1138,7 +1141,10 @@ export class Leaderboard extends DurableObject<Env> {
       alsoWrite?.()
     })
     this.seq = removedAt
-    this.index.remove(previous)
+    // A board not read since it woke keeps its standings on disk: a ban or an erasure walking
+    // every board must not load each one's.
+    if (this.loadedIndex) this.loadedIndex.remove(previous)
+    else if (this.countedEntries !== null) this.countedEntries--
     this.remember(playerId, previous, removedAt, now)
     entriesRemoved.inc()
     void sendMetricsSoon(this.env)
@@ -1185,7 +1191,7 @@ export class Leaderboard extends DurableObject<Env> {
       )
     })
     if (!already) this.banCount++
-    return { ok: true, cycle: this.current!.cycle, removed, total: this.index.size }
+    return { ok: true, cycle: this.current!.cycle, removed, total: this.entryCount() }
   }
 
   /**

@@ -1783,6 +1783,9 @@ export class MatchPool extends DurableObject<Env> {
       }
     }
     if (r.ok) return r
+    if ('banned' in r) {
+      return { ok: false, code: 'banned', message: bannedJoinDetail(caller, r.banned) }
+    }
     if ('queueChanged' in r) {
       // Its push reaches this pool shortly; the join then gets the settings' own answer.
       return {
@@ -1821,7 +1824,7 @@ export class MatchPool extends DurableObject<Env> {
     if (party.banned.length > 0) {
       return {
         ok: false,
-        code: 'party_forbidden',
+        code: 'banned',
         message: bannedJoinDetail(playerId, party.banned),
       }
     }

@@ -848,6 +848,11 @@ describe('a board woken by its boundary', () => {
       submitEach(inst, board, n, playerOf, scoreOf),
     )
     const before = await fresh<Top>(`/v1/leaderboards/${board}/top?limit=100`)
+    const lastSeq = await runInDurableObject(
+      stub(board),
+      (_inst: Leaderboard, state) =>
+        state.storage.sql.exec<{ seq: number }>(`SELECT max(seq) AS seq FROM entries`).one().seq,
+    )
 
     // A wake that is not for the standings (the cron's tick, before the boundary) leaves them on
     // disk, and the first read after it ranks exactly as before the wake.
@@ -868,8 +873,17 @@ describe('a board woken by its boundary', () => {
     })
     await evictDurableObject(stub(board))
     await runInDurableObject(stub(board), async (inst: Leaderboard) => {
+      // Every build of the index goes through rebuildIndex: count them.
+      const woken = inst as unknown as { rebuildIndex: () => unknown }
+      const rebuild = woken.rebuildIndex.bind(inst)
+      let builds = 0
+      woken.rebuildIndex = () => {
+        builds++
+        return rebuild()
+      }
       await inst.alarm()
       // The cycle rolled over to a new, empty one without the closed one ever being loaded.
+      expect(builds).toBe(0)
       expect((inst as unknown as { loadedIndex: { size: number } }).loadedIndex.size).toBe(0)
     })
     expect(await status(board, 1)).toMatchObject({ entries: n, reason: 'schedule' })
@@ -882,13 +896,22 @@ describe('a board woken by its boundary', () => {
     expect(top!.ids).toEqual(before.entries.map((e) => e.playerId))
     expect(await archived(board, 1)).toMatchObject({ rows: n, rewards: 100, rewarded: 100 })
 
-    // The new cycle takes submissions after another wake, numbered after every earlier one.
+    // The new cycle takes submissions after another wake (the closed cycle's rows are deleted
+    // by now), numbered after every earlier one.
     await evictDurableObject(stub(board))
     const r = (await (await submitFor(board, 'after', { score: 1 })).json()) as {
       cycle: number
       rank: number
     }
     expect(r).toMatchObject({ cycle: 2, rank: 1 })
+    const seq = await runInDurableObject(
+      stub(board),
+      (_inst: Leaderboard, state) =>
+        state.storage.sql
+          .exec<{ seq: number }>(`SELECT seq FROM entries WHERE cycle = 2 AND player_id = 'after'`)
+          .one().seq,
+    )
+    expect(seq).toBeGreaterThan(lastSeq)
   })
 })
 

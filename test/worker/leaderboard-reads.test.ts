@@ -468,6 +468,67 @@ describe('the board survives eviction', () => {
   })
 })
 
+describe('writes to a board that has just woken', () => {
+  const indexLoaded = (inst: Leaderboard) =>
+    (inst as unknown as { loadedIndex: unknown }).loadedIndex !== null
+
+  it('a removal and a ban answer the true total without reading the standings into memory; an import after a wake counts its new players once, replayed too', async () => {
+    const b = await createBoard({ submitsPerMinute: 600 })
+    await seed(b, 10, (i) => i)
+    const stub = env.LEADERBOARD.getByName(b)
+    await evictDurableObject(stub)
+    const r = await runInDurableObject(stub, async (inst: Leaderboard) => ({
+      removed: await inst.removeEntry(b, 'p001'),
+      banned: await inst.ban(b, 'p002', null),
+      loaded: indexLoaded(inst),
+    }))
+    expect(r.removed).toMatchObject({ ok: true, removed: true, total: 9 })
+    expect(r.banned).toMatchObject({ ok: true, removed: true, total: 8 })
+    expect(r.loaded).toBe(false)
+    const top = await fresh<Top>(`/v1/leaderboards/${b}/top?limit=100`)
+    expect(top.total).toBe(8)
+    expect(top.entries.map((e) => e.playerId)).toEqual([
+      'p009',
+      'p008',
+      'p007',
+      'p006',
+      'p005',
+      'p004',
+      'p003',
+      'p000',
+    ])
+
+    await evictDurableObject(stub)
+    const importOnce = () =>
+      call(
+        `/v1/admin/leaderboards/${b}/entries`,
+        json(
+          'POST',
+          {
+            entries: [
+              { playerId: 'new1', score: 100 },
+              { playerId: 'new2', score: 50 },
+              { playerId: 'p003', score: 99 },
+            ],
+          },
+          ADMIN_KEY,
+          { 'idempotency-key': 'import-after-wake' },
+        ),
+      )
+    const first = await importOnce()
+    expect(first.status).toBe(200)
+    expect(await first.json()).toMatchObject({ imported: 3, total: 10 })
+    expect(await (await importOnce()).json()).toMatchObject({
+      imported: 3,
+      total: 10,
+      replayed: true,
+    })
+    const after = await fresh<Top>(`/v1/leaderboards/${b}/top?limit=3`)
+    expect(after.total).toBe(10)
+    expect(after.entries.map((e) => e.playerId)).toEqual(['new1', 'p003', 'new2'])
+  })
+})
+
 describe('removing an entry (moderation)', () => {
   const remove = (board: string, playerId: string, credential = ADMIN_KEY) =>
     call(`/v1/admin/leaderboards/${board}/players/${playerId}`, {

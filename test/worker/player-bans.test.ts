@@ -2,11 +2,12 @@ import { runInDurableObject } from 'cloudflare:test'
 import { env } from 'cloudflare:workers'
 import { describe, expect, it, onTestFinished } from 'vitest'
 import type { Leaderboard } from '../../durable-objects/leaderboard.ts'
+import type { MatchPool } from '../../durable-objects/match-pool.ts'
 import { issuePlayerToken } from '../../workers/lib/auth.ts'
 import { boardWalkLimits } from '../../workers/players/board-walk.ts'
-import { createBoard, fresh, submitAs, submitFor } from './helpers/boards.ts'
+import { boardId, createBoard, fresh, pg, submitAs, submitFor } from './helpers/boards.ts'
 import { ADMIN_KEY, bearer, call, json, problem } from './helpers/http.ts'
-import { createQueue, newClock, rig } from './helpers/matchmaking.ts'
+import { createQueue, newClock, poolOf, rig } from './helpers/matchmaking.ts'
 import { connect, nextOfType, upgrade } from './helpers/sockets.ts'
 
 interface BanResult {
@@ -30,9 +31,17 @@ const banPath = (playerId: string, after?: string) =>
   `/v1/admin/players/${playerId}/ban${after ? `?after=${after}` : ''}`
 
 /**
- * Calls a ban or a lift across every board, following `boards.next` (the test database holds
- * other tests' boards too): the first answer, each board count summed over the calls, and the
- * boards walked.
+ * This file's boards, and where its walks start: after every other test's boards. Other files run
+ * at the same time against the same database, and one of them briefly keeps boards whose objects
+ * refuse every call (leaderboard-config's lost pushes); a walk reaching those answers 503. The
+ * route's own walk from the first board is the same code, started with `after` empty.
+ */
+const PREFIX = 'zz-bans'
+const newBoard = (config: Record<string, unknown> = {}) => createBoard(config, boardId(PREFIX))
+
+/**
+ * Calls a ban or a lift across this file's boards, following `boards.next`: the first answer,
+ * each board count summed over the calls, and the boards walked.
  */
 async function walkAll<T extends { boards: { walked: number; next: string | null } }>(
   send: (after?: string) => Promise<Response>,
@@ -41,7 +50,7 @@ async function walkAll<T extends { boards: { walked: number; next: string | null
   let first: T | undefined
   let total = 0
   let walked = 0
-  for (let after: string | undefined; ;) {
+  for (let after = PREFIX; ;) {
     const res = await send(after)
     if (res.status !== 200 && res.status !== 202) {
       throw new Error(`walk: ${res.status} ${await res.text()}`)
@@ -90,7 +99,7 @@ const joinAs = (queue: string, token: string, body: Record<string, unknown> = {}
 describe('banning a player from the deployment (admin)', () => {
   it('no guest token, no matchmaking, off every board and refused there; lifting restores each; retries change nothing', async () => {
     const guest = await guestWithDevice()
-    const boards = [await createBoard(), await createBoard()]
+    const boards = [await newBoard(), await newBoard()]
     for (const b of boards) expect((await submitAs(b, guest.token, { score: 7 })).status).toBe(200)
     const queue = await createQueue()
     await rig(queue, newClock())
@@ -158,7 +167,7 @@ describe('banning a player from the deployment (admin)', () => {
 
   it("a board's own ban outlives the account ban: one set before keeps its reason, one set over it becomes the board's", async () => {
     const player = `ban-${crypto.randomUUID()}`
-    const [before, after] = [await createBoard(), await createBoard()]
+    const [before, after] = [await newBoard(), await newBoard()]
     expect((await banOnBoard(before, player, 'griefing')).status).toBe(200)
     const ban = await banAll(player, { reason: 'aimbot' })
     expect(await boardBans(before)).toEqual([
@@ -179,6 +188,31 @@ describe('banning a player from the deployment (admin)', () => {
       expect((await boardBans(b)).map((x) => x.playerId)).toEqual([player])
       expect((await submitFor(b, player, { score: 1 })).status).toBe(403)
     }
+  })
+
+  it('a socket opened before the ban: its join is refused once its claim needs Neon again', async () => {
+    const queue = await createQueue()
+    await rig(queue, newClock())
+    const playerId = `ban-s-${crypto.randomUUID()}`
+    const { token } = await issuePlayerToken(env, playerId)
+    const ws = await connect(`/v1/matchmaking/${queue}`, token)
+    await banAll(playerId, { reason: 'aimbot' })
+    // The claim the socket took when it connected grows too old to join with (5 minutes): the
+    // pool takes a new one from Neon, which refuses it.
+    await runInDurableObject(poolOf(queue), (_inst: MatchPool, state) => {
+      for (const socket of state.getWebSockets()) {
+        const att = socket.deserializeAttachment() as { claim?: { claimedAt: number } | null }
+        if (att.claim) socket.serializeAttachment({ ...att, claim: { ...att.claim, claimedAt: 0 } })
+      }
+    })
+    ws.send(JSON.stringify({ type: 'join' }))
+    const e = await nextOfType<{ code: string; message: string }>(ws, 'error')
+    expect(e).toMatchObject({ code: 'banned', message: 'This player is banned' })
+    const waiting = await runInDurableObject(poolOf(queue), async (inst: MatchPool) =>
+      inst.stats('eu'),
+    )
+    expect(waiting.waitingTickets).toBe(0)
+    ws.close(1000)
   })
 
   it('a party with a banned member cannot queue, over HTTP or a socket, until the member leaves', async () => {
@@ -205,14 +239,20 @@ describe('banning a player from the deployment (admin)', () => {
     await banAll(member!.playerId, { reason: 'smurfing' })
 
     const both = [leader!.playerId, member!.playerId]
+    const claims = () =>
+      pg()`select player_id, version from queue_claims where queue = ${queue} order by player_id`
     const http = await problem(await joinAs(queue, leader!.token, { party: both }))
     expect(http).toMatchObject({ status: 403, type: 'urn:nexus:problem:forbidden' })
     expect(http.body.detail).toContain(member!.playerId)
+    // The refused join claimed nothing on the queue, for the leader either.
+    expect(await claims()).toEqual([])
     const ws = await connect(`/v1/matchmaking/${queue}`, leader!.token)
+    const connected = await claims()
     ws.send(JSON.stringify({ type: 'join', party: both }))
     const e = await nextOfType<{ code: string; message: string }>(ws, 'error')
-    expect(e).toMatchObject({ code: 'party_forbidden' })
+    expect(e).toMatchObject({ code: 'banned' })
     expect(e.message).toContain(member!.playerId)
+    expect(await claims()).toEqual(connected)
 
     // The leader removes the member; alone, the leader queues.
     const kicked = await call(`/v1/parties/${party.id}/members/${member!.playerId}`, {
@@ -226,11 +266,11 @@ describe('banning a player from the deployment (admin)', () => {
   })
 
   it('walks the boards a page per call; a board that cannot be reached is 503 naming it, and the retry finishes the job', async () => {
-    const [up, down] = [await createBoard(), await createBoard()]
+    const [up, down] = [await newBoard(), await newBoard()]
     const player = `ban-${crypto.randomUUID()}`
     for (const b of [up, down]) await submitFor(b, player, { score: 1 })
     const perCall = boardWalkLimits.boardsPerCall
-    boardWalkLimits.boardsPerCall = 50
+    boardWalkLimits.boardsPerCall = 1
     const proto = await runInDurableObject(
       env.LEADERBOARD.getByName(down),
       (inst: Leaderboard) => Object.getPrototypeOf(inst) as Pick<Leaderboard, 'ban'>,
@@ -245,12 +285,12 @@ describe('banning a player from the deployment (admin)', () => {
       proto.ban = ban
     })
     let res: Response
-    let after: string | undefined
+    let after = PREFIX
     for (;;) {
       res = await call(banPath(player, after), json('PUT', {}, ADMIN_KEY))
       if (res.status !== 202) break
       const body = (await res.json()) as BanResult
-      expect(body.boards.walked).toBe(50)
+      expect(body.boards.walked).toBe(1)
       after = body.boards.next!
     }
     expect(res.headers.get('retry-after')).toBe('5')
@@ -273,7 +313,7 @@ describe('banning a player from the deployment (admin)', () => {
 
   it('bad input and callers: 401 without a credential, 403 for a player, 422 for a bad id, reason or after, 415 and 400 for bodies, and nothing banned', async () => {
     const player = `ban-${crypto.randomUUID()}`
-    const board = await createBoard()
+    const board = await newBoard()
     await submitFor(board, player, { score: 1 })
     const { token } = await issuePlayerToken(env, player)
     const cases: [Promise<Response>, number, string][] = [

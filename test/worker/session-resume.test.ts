@@ -320,23 +320,26 @@ describe('reconnecting', () => {
     })
     const [pa, pb, pc] = players as [string, string, string]
     const [a, b, c] = sockets as [TestSocket, TestSocket, TestSocket]
-    // C leaves with a 600 s grace: 120 turns' deadlines (one catch-up plays 100) pass first.
-    await inObject(sessionId, (inst) => {
+    // C leaves 1 s in, with a 600 s grace: 120 turns' deadlines (one catch-up plays 100) pass
+    // first. (The object's clock stops at 1 s, so a slow machine cannot move the grace's end.)
+    const createdAt = await inObject(sessionId, (inst) => {
+      const info = inst.info()
+      const created = info.ok ? info.createdAt : 0
+      inst.now = () => created + 1000
       inst.graceMs = 600_000
+      return created
     })
     c.close()
     await timerSet(sessionId, pc)
-    const { createdAt, graceEnds } = await inObject(sessionId, (inst, state) => {
-      const info = inst.info()
-      return {
-        createdAt: info.ok ? info.createdAt : 0,
-        graceEnds: state.storage.sql
+    const graceEnds = await inObject(
+      sessionId,
+      (_inst, state) =>
+        state.storage.sql
           .exec<{ due: number }>('SELECT due FROM timers WHERE player_id = ?', pc)
           .one().due,
-      }
-    })
+    )
+    expect(graceEnds).toBe(createdAt + 601_000)
     const graceTick = graceEnds - createdAt
-    expect(Math.floor(graceTick / 5000)).toBe(120)
     // The alarm stalls until 20 s past the grace's end. A's frame runs the clock: 100 deadlines,
     // and the grace's end must wait for the other 20.
     await inObject(sessionId, async (inst, state) => {

@@ -63,7 +63,14 @@ export interface QueueChanged {
   queueChanged: true
 }
 
-export type ClaimResult = { ok: true; claim: QueueClaim } | ClaimConflict | QueueChanged
+/** Players on the ticket under an account ban (`player_bans`): nothing was claimed. */
+export interface ClaimBanned {
+  ok: false
+  banned: string[]
+}
+
+export type ClaimResult =
+  { ok: true; claim: QueueClaim } | ClaimConflict | QueueChanged | ClaimBanned
 
 /**
  * Why a join is refused for a conflict, in words: the ticket is named only to its own player
@@ -139,19 +146,21 @@ interface ClaimRow {
  * against (separate statements each see their own snapshot, and a config change between them
  * would let a refused join claim, or an accepted one not). The region is `$2`, or the queue's
  * first region when `$2` is null. Nothing is claimed unless the queue has that region and takes
- * tickets that large: a join's region comes from its caller, a claim must not name regions that
- * are not the queue's (their pools would be asked to fence), and a join refused as invalid
- * changes nothing.
+ * tickets that large, and none of the players is under an account ban (`banned` names those): a
+ * join's region comes from its caller, a claim must not name regions that are not the queue's
+ * (their pools would be asked to fence), and a join refused as invalid or banned changes nothing.
  */
 const CLAIM_UPSERT = `
   with q as (select config, version from queues where id = $1),
   target as (select coalesce($2::text, q.config->'regions'->>0) as region from q),
+  banned as (select player_id from player_bans where player_id = any($3::text[])),
   claimed as (
     insert into queue_claims (queue, player_id, version, regions)
     select $1, p, 1, jsonb_build_object(t.region, 1)
     from unnest($3::text[]) as p, target t, q
     where q.config->'regions' ? t.region
       and (q.config->>'maxPartySize')::int >= cardinality($3::text[])
+      and not exists (select 1 from banned)
     order by p
     on conflict (queue, player_id) do update set
       version = queue_claims.version + 1,
@@ -161,13 +170,15 @@ const CLAIM_UPSERT = `
     returning player_id, version::float8 as version, regions
   )
   select (select config from q) as config, (select version from q) as version,
-    coalesce((select json_agg(claimed) from claimed), '[]'::json) as claimed`
+    coalesce((select json_agg(claimed) from claimed), '[]'::json) as claimed,
+    coalesce((select json_agg(player_id order by player_id) from banned), '[]'::json) as banned`
 
 /** The one row CLAIM_UPSERT answers. */
 interface ClaimAnswer {
   config: QueueConfig | null
   version: number | null
   claimed: ClaimRow[]
+  banned: string[]
 }
 
 function sortedIds(playerIds: readonly string[]): string[] {
@@ -185,7 +196,7 @@ export interface JoinRead {
   ratings: Map<string, number>
   /** The claims taken, or none when the queue has no such region. */
   claimed: ClaimRow[]
-  /** Those of the players under an account ban (`player_bans`): the join is refused. */
+  /** Those of the players under an account ban (`player_bans`): nothing was claimed. */
   banned: string[]
 }
 
@@ -203,23 +214,16 @@ export async function readAndClaim(
   const ids = sortedIds(playerIds)
   const sql = getSql(env)
   const [players, [answer]] = (await sql.transaction([
-    sql.query(
-      `select i.id, p.rating, b.player_id is not null as banned
-         from unnest($1::text[]) as i(id)
-         left join players p on p.id = i.id
-         left join player_bans b on b.player_id = i.id`,
-      [textArrayLiteral(ids)],
-    ),
+    sql.query(`select id, rating from players where id = any($1::text[])`, [textArrayLiteral(ids)]),
     sql.query(CLAIM_UPSERT, [queue, region ?? null, textArrayLiteral(ids)]),
-  ])) as [{ id: string; rating: number | null; banned: boolean }[], ClaimAnswer[]]
-  const ratings = new Map<string, number>()
-  for (const p of players) ratings.set(p.id, p.rating ?? defaultRating().rating)
+  ])) as [{ id: string; rating: number }[], ClaimAnswer[]]
+  const ratings = new Map(players.map((p) => [p.id, p.rating]))
   for (const id of ids) if (!ratings.has(id)) ratings.set(id, defaultRating().rating)
   return {
     queue: answer!.config ? { config: answer!.config, version: answer!.version! } : null,
     ratings,
     claimed: answer!.claimed,
-    banned: players.filter((p) => p.banned).map((p) => p.id),
+    banned: answer!.banned,
   }
 }
 
@@ -241,6 +245,7 @@ export async function claimQueue(
     region,
     textArrayLiteral(ids),
   ])) as ClaimAnswer[]
+  if (answer!.banned.length > 0) return { ok: false, banned: answer!.banned }
   // The queue as Neon holds it no longer takes this ticket here (a region or size change on its
   // way to the pool): nothing was claimed, and the pool, once told, refuses the join as invalid.
   if (answer!.claimed.length < ids.length) return { ok: false, queueChanged: true }

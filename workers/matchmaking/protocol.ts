@@ -85,7 +85,8 @@ export type ServerMessage =
  * type with bad fields), `party_forbidden`, `not_queued` (cancel without a waiting ticket),
  * `conflict` (a party member already waits), `unavailable` (the queue changed under the socket,
  * or the party could not be read: try again), `rate_limited` (too many frames, or too many waiting
- * for an answer: the frame was dropped).
+ * for an answer: the frame was dropped), `banned` (the player, or a member of their party, is
+ * under an account ban).
  */
 export type ErrorCode =
   | 'too_large'
@@ -97,3 +98,4 @@ export type ErrorCode =
   | 'conflict'
   | 'unavailable'
   | 'rate_limited'
+  | 'banned'

@@ -296,8 +296,9 @@ export class Leaderboard extends DurableObject<Env> {
   private current: CurrentCycle | null = null
   /**
    * The current cycle's rank index; null after a wake until something needs it (`index`). A wake
-   * for the cron's tick, an alarm (a boundary, archive pages, key expiry) or a close never reads
-   * the standings into memory: for a million entries that is seconds of CPU and about 70 MB.
+   * for the cron's tick, an alarm (a boundary, archive pages, key expiry), a close, or a removal
+   * or ban (an erasure or account ban walking every board) never reads the standings into
+   * memory: for a million entries that is seconds of CPU and about 70 MB.
    */
   private loadedIndex: RankIndex | null = new RankIndex('desc')
   /** The current cycle's entries counted in SQLite while the index is not loaded (`entryCount`). */

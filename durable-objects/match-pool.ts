@@ -1761,7 +1761,8 @@ export class MatchPool extends DurableObject<Env> {
 
   /**
    * Takes a claim on the queue for `ids` (`claimQueue`) for a socket's `join`, or says why not:
-   * one of them waits in another region (`conflict`), or Neon or a pool did not answer in time.
+   * one of them waits in another region (`conflict`), one of them is under an account ban
+   * (`banned`), or Neon or a pool did not answer in time.
    */
   private async claimFor(
     ids: string[],

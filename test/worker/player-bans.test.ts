@@ -146,7 +146,7 @@ describe('banning a player from the deployment (admin)', () => {
 
     const lift = await liftAll(guest.playerId)
     expect(lift.first).toMatchObject({ playerId: guest.playerId, lifted: true })
-    // Every board the ban walked held a ban it placed (other tests' boards too).
+    // Every board the ban walked held a ban it placed (this file's other boards too).
     expect(lift.total).toBe(walked)
     expect((await call(banPath(guest.playerId), bearer(ADMIN_KEY))).status).toBe(404)
     expect((await guest.login()).status).toBe(200)

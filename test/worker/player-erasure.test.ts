@@ -5,7 +5,7 @@ import type { Leaderboard } from '../../durable-objects/leaderboard.ts'
 import { NeonArchiveWriter } from '../../workers/leaderboards/archive-writer.ts'
 import { boardWalkLimits } from '../../workers/players/board-walk.ts'
 import { NeonSessionStore } from '../../workers/sessions/store.ts'
-import { createBoard, fresh, pg, submitFor } from './helpers/boards.ts'
+import { boardId, createBoard, fresh, pg, submitFor } from './helpers/boards.ts'
 import { ADMIN_KEY, bearer, call, json, newGuest, problem } from './helpers/http.ts'
 
 interface Erasure {
@@ -26,13 +26,22 @@ const asPlayer = (token: string, method: string, path: string, body?: unknown) =
   call(path, body === undefined ? { ...bearer(token), method } : json(method, body, token))
 
 /**
- * Erases a player across every board, following `boards.next` (the test database holds other
- * tests' boards too); the first call's answer and the entries removed over all calls.
+ * This file's boards, and where its walks start: after every other test's boards. Other files run
+ * at the same time against the same database, and one of them briefly keeps boards whose objects
+ * refuse every call (leaderboard-config's lost pushes); a walk reaching those answers 503. The
+ * route's walk from the first board is the same code, started with `after` empty.
+ */
+const PREFIX = 'zz-erase'
+const newBoard = () => createBoard({}, boardId(PREFIX))
+
+/**
+ * Erases a player across this file's boards, following `boards.next`; the first call's answer
+ * and the entries removed over all calls.
  */
 async function eraseAll(playerId: string): Promise<{ first: Erasure; entriesRemoved: number }> {
   let first: Erasure | undefined
   let entriesRemoved = 0
-  for (let after: string | undefined; ;) {
+  for (let after = PREFIX; ;) {
     const res = await erase(playerId, after)
     if (res.status !== 200 && res.status !== 202) {
       throw new Error(`erase: ${res.status} ${await res.text()}`)
@@ -86,7 +95,7 @@ describe('erasing a player (admin)', () => {
       playerId: gone.playerId,
     })
     // On two boards, beside a player who stays; and in a closed cycle's archive, by name.
-    const boards = [await createBoard(), await createBoard()]
+    const boards = [await newBoard(), await newBoard()]
     for (const b of boards) {
       await submitFor(b, gone.playerId, { score: 50, metadata: { car: 'red' } })
       await submitFor(b, stays.playerId, { score: 40 })
@@ -204,7 +213,7 @@ describe('erasing a player (admin)', () => {
   })
 
   it('walks the boards a page per call: 202 with the board to go on after, then 200', async () => {
-    const boards = [await createBoard(), await createBoard(), await createBoard()]
+    const boards = [await newBoard(), await newBoard(), await newBoard()]
     const player = `erase-${crypto.randomUUID()}`
     for (const b of boards) await submitFor(b, player, { score: 1 })
     const perCall = boardWalkLimits.boardsPerCall
@@ -212,7 +221,7 @@ describe('erasing a player (admin)', () => {
     onTestFinished(() => {
       boardWalkLimits.boardsPerCall = perCall
     })
-    let after: string | undefined
+    let after = PREFIX
     let removed = 0
     for (let calls = 1; ; calls++) {
       expect(calls).toBeLessThan(10_000)
@@ -232,7 +241,7 @@ describe('erasing a player (admin)', () => {
   })
 
   it('a board that cannot be reached is 503 naming it, with Retry-After; the retry finishes the job', async () => {
-    const [up, down] = [await createBoard(), await createBoard()]
+    const [up, down] = [await newBoard(), await newBoard()]
     const player = `erase-${crypto.randomUUID()}`
     for (const b of [up, down]) await submitFor(b, player, { score: 1 })
     const proto = await runInDurableObject(
@@ -249,7 +258,7 @@ describe('erasing a player (admin)', () => {
     })
     // The walk, a page at a time, until the page holding the board that is down.
     let res: Response
-    for (let after: string | undefined; ;) {
+    for (let after = PREFIX; ;) {
       res = await erase(player, after)
       if (res.status !== 202) break
       after = ((await res.json()) as Erasure).boards.next!

@@ -80,10 +80,10 @@ export interface Schemas {
       walked: number
       /** Of those, boards whose current cycle held the player's entry */
       entriesRemoved: number
-      /** Boards that refused the ban: they hold 100,000 bans already */
-      full: Array<string>
       /** Boards remain after this one: call again with `after` set to it (202) */
       next: string | null
+      /** Boards that refused the ban: they hold 100,000 bans already */
+      full: Array<string>
     }
   }
   AccountBan: {

@@ -13,7 +13,7 @@ const BOARDS_AT_ONCE = 20
 const BOARD_CALL_MS = 10_000
 
 /** A page of board ids in byte order after `after` (all boards, configured in Neon). */
-export async function boardsAfter(env: DbEnv, after: string, limit: number): Promise<string[]> {
+async function boardsAfter(env: DbEnv, after: string, limit: number): Promise<string[]> {
   const rows = (await getSql(env).query(
     `select id from leaderboards where id collate "C" > $1 order by id collate "C" limit $2`,
     [after, limit],

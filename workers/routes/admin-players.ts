@@ -79,6 +79,25 @@ adminPlayers.openapi(putPlayerRoute, async (c) => {
   )
 })
 
+/** Where a call that walks every board (an erasure, an account ban or its lifting) starts. */
+const AfterBoard = z.object({
+  after: ResourceId.optional().openapi({ description: '`boards.next` of the call before' }),
+})
+
+const BoardsNext = ResourceId.nullable().openapi({
+  description: 'Boards remain after this one: call again with `after` set to it (202)',
+})
+
+/** What such a call did on the boards: an erasure's removals, or an account ban's. */
+const BoardsWalked = z.object({
+  walked: z.number().int().openapi({ description: 'Boards this call walked' }),
+  entriesRemoved: z
+    .number()
+    .int()
+    .openapi({ description: "Of those, boards whose current cycle held the player's entry" }),
+  next: BoardsNext,
+})
+
 const Erasure = z
   .object({
     playerId: z.string(),
@@ -93,16 +112,7 @@ const Erasure = z
       .number()
       .int()
       .openapi({ description: 'Archived standings whose copied name and metadata were cleared' }),
-    boards: z.object({
-      walked: z.number().int().openapi({ description: 'Boards this call walked' }),
-      entriesRemoved: z
-        .number()
-        .int()
-        .openapi({ description: "Of those, boards whose current cycle held the player's entry" }),
-      next: ResourceId.nullable().openapi({
-        description: 'Boards remain after this one: call again with `after` set to it (202)',
-      }),
-    }),
+    boards: BoardsWalked,
   })
   .openapi('PlayerErasure')
 
@@ -125,9 +135,7 @@ const eraseRoute = createRoute({
   middleware: [requireAdmin()] as const,
   request: {
     params: z.object({ playerId: PlayerId }),
-    query: z.object({
-      after: ResourceId.optional().openapi({ description: '`boards.next` of the call before' }),
-    }),
+    query: AfterBoard,
   },
   responses: {
     200: { description: 'Erased everywhere', content: { 'application/json': { schema: Erasure } } },
@@ -195,24 +203,11 @@ const AccountBan = z
   })
   .openapi('AccountBan')
 
-const AfterBoard = z.object({
-  after: ResourceId.optional().openapi({ description: '`boards.next` of the call before' }),
-})
-
-const BoardsNext = ResourceId.nullable().openapi({
-  description: 'Boards remain after this one: call again with `after` set to it (202)',
-})
-
 const AccountBanResult = AccountBan.extend({
-  boards: z.object({
-    walked: z.number().int().openapi({ description: 'Boards this call walked' }),
-    entriesRemoved: z.number().int().openapi({
-      description: "Of those, boards whose current cycle held the player's entry",
-    }),
+  boards: BoardsWalked.extend({
     full: z.array(z.string()).openapi({
       description: `Boards that refused the ban: they hold ${MAX_BANS.toLocaleString('en')} bans already`,
     }),
-    next: BoardsNext,
   }),
 }).openapi('AccountBanResult')
 

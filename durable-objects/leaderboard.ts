@@ -31,6 +31,7 @@ import {
 } from '../workers/leaderboards/archive-writer.ts'
 import { isDatabaseUnreachable } from '../workers/db/client.ts'
 import { loadLeaderboardConfig } from '../workers/leaderboards/config-store.ts'
+import { accountBansAfter } from '../workers/players/bans.ts'
 import { submissionRefusals } from '../workers/leaderboards/metrics.ts'
 import { errorFields, log, setLogLevel } from '../workers/lib/log.ts'
 import { counter, gauge, histogram } from '../workers/lib/metrics.ts'
@@ -99,6 +100,13 @@ const submissions = counter(
 )
 /** Bans one board keeps at most (a row each, and a primary-key read per submission). */
 export const MAX_BANS = 100_000
+/** Meta keys of the account-ban catch-up: the last player id taken on, and when to retry. */
+const ACCOUNT_BANS_AFTER = 'account_bans_after'
+const ACCOUNT_BANS_RETRY_AT = 'account_bans_retry_at'
+const ACCOUNT_BANS_PAGE = 1000
+const ACCOUNT_BANS_PAGES_PER_RUN = 10
+/** How long a board waits to read account bans again after Neon failed it. */
+const ACCOUNT_BANS_RETRY_MS = 30_000
 
 /** A ban as the admin API shows it. */
 export interface BanView {
@@ -336,6 +344,11 @@ export class Leaderboard extends DurableObject<Env> {
   /** Players banned from the board; a submission looks a ban up only while there is one. */
   private banCount = 0
   private archiving: Promise<void> | null = null
+  /** The account-ban catch-up running now, so that a push and the alarm never run two at once. */
+  private catchingUp: Promise<void> | null = null
+  /** Account bans read from Neon per statement, and statements per run (tests lower them). */
+  accountBansPage = ACCOUNT_BANS_PAGE
+  accountBanPagesPerRun = ACCOUNT_BANS_PAGES_PER_RUN
   /** Replaceable so tests can inject faults between pages; production always writes to Neon. */
   archiveWriter: ArchiveWriter
   /** The board's clock; tests move it forward instead of sleeping past a cycle boundary. */
@@ -347,7 +360,11 @@ export class Leaderboard extends DurableObject<Env> {
     setLogLevel(env.LOG_LEVEL)
     this.sql = ctx.storage.sql
     this.archiveWriter = new NeonArchiveWriter(env)
-    void ctx.blockConcurrencyWhile(async () => this.load())
+    void ctx.blockConcurrencyWhile(async () => {
+      this.load()
+      // A board upgraded to catch up with account bans does so on its next alarm.
+      if (this.meta(ACCOUNT_BANS_AFTER) !== undefined) await this.scheduleAlarm()
+    })
   }
 
   private get actor(): string {
@@ -443,6 +460,14 @@ export class Leaderboard extends DurableObject<Env> {
       // it lifts only the bans it placed, never one the board's admin set.
       this.sql.exec(`ALTER TABLE bans ADD COLUMN by_account INTEGER NOT NULL DEFAULT 0`)
       setSchemaVersion(this.sql, 8)
+    }
+    if (schemaVersion(this.sql) < 9) {
+      // Boards created before boards took account bans on at creation may have missed bans
+      // placed before they existed: they catch up once (catchUpAccountBans).
+      if (one(this.sql, `SELECT 1 AS yes FROM meta WHERE key = 'board_id'`)) {
+        this.setMeta(ACCOUNT_BANS_AFTER, '')
+      }
+      setSchemaVersion(this.sql, 9)
     }
     this.banCount = one<{ n: number }>(this.sql, `SELECT count(*) AS n FROM bans`)!.n
     const meta = new Map(
@@ -578,6 +603,10 @@ export class Leaderboard extends DurableObject<Env> {
     this.schedule = schedule
   }
 
+  private meta(key: string): string | undefined {
+    return one<{ value: string }>(this.sql, `SELECT value FROM meta WHERE key = ?`, key)?.value
+  }
+
   private setMeta(key: string, value: string): void {
     this.sql.exec(`INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)`, key, value)
   }
@@ -616,6 +645,7 @@ export class Leaderboard extends DurableObject<Env> {
       return { ...refuse('not-found', `No leaderboard '${boardId}'`), unknownBoard: boardId }
     }
     this.configureNow(boardId, stored.config, this.now(), stored.version)
+    await this.catchUpAccountBans()
     // As a pushed configuration does: the cycle's end wakes the board, whoever calls next.
     await this.scheduleAlarm()
     return null
@@ -644,6 +674,7 @@ export class Leaderboard extends DurableObject<Env> {
     // otherwise a new schedule would stretch it to the new boundary, unclosed and unpaid.
     this.rollover(now)
     this.configureNow(boardId, config, now, version)
+    await this.catchUpAccountBans()
     await this.scheduleAlarm()
     return this.cycleInfo()
   }
@@ -667,6 +698,8 @@ export class Leaderboard extends DurableObject<Env> {
         this.index = new RankIndex(config.sortOrder)
         this.resetHistory()
         this.saveCurrent()
+        // Account bans placed before this board existed walked the boards of their time.
+        this.setMeta(ACCOUNT_BANS_AFTER, '')
       } else {
         if (JSON.stringify(config.cycle) !== previousCycle) {
           this.current.endsAt = nextBoundary(this.schedule!, now)
@@ -1170,13 +1203,27 @@ export class Leaderboard extends DurableObject<Env> {
     if (unknown) return unknown
     const now = this.now()
     if (this.rollover(now)) await this.scheduleAlarm()
-    const already = this.isBanned(playerId)
-    if (!already && this.banCount >= MAX_BANS) {
+    const removed = this.banNow(playerId, reason, opts.byAccount === true, now)
+    if (removed === null) {
       return refuse('conflict', `A board holds at most ${MAX_BANS} bans; lift some first`, {
         limit: MAX_BANS,
       })
     }
-    const byAccount = opts.byAccount === true
+    return { ok: true, cycle: this.current!.cycle, removed, total: this.entryCount() }
+  }
+
+  /**
+   * `ban`'s writes: whether the player's entry left the current cycle, or null when the board
+   * is full of bans and the player not among them.
+   */
+  private banNow(
+    playerId: string,
+    reason: string | null,
+    byAccount: boolean,
+    now: number,
+  ): boolean | null {
+    const already = this.isBanned(playerId)
+    if (!already && this.banCount >= MAX_BANS) return null
     const removed = this.takeOut(playerId, now, () => {
       this.sql.exec(
         byAccount
@@ -1192,7 +1239,66 @@ export class Leaderboard extends DurableObject<Env> {
       )
     })
     if (!already) this.banCount++
-    return { ok: true, cycle: this.current!.cycle, removed, total: this.entryCount() }
+    return removed
+  }
+
+  /**
+   * Takes on the account bans (Neon's `player_bans`) this board may have missed: an account ban
+   * walks the boards that exist when it is placed, so a board created after it bans those
+   * players here, once, when it first gets its configuration (and boards from before this
+   * existed, once after the upgrade). Pages in player id order; the last id applied is kept, so
+   * a crash or an unreachable Neon resumes where it stopped (the alarm retries). A player this
+   * board bans already keeps the ban it has. Lifting an account ban while this runs may leave
+   * its ban here, as a ban racing its lifting does: lift again.
+   */
+  private async catchUpAccountBans(): Promise<void> {
+    if (this.catchingUp) return this.catchingUp
+    this.catchingUp = this.catchUpAccountBansNow().finally(() => {
+      this.catchingUp = null
+    })
+    return this.catchingUp
+  }
+
+  private async catchUpAccountBansNow(): Promise<void> {
+    for (let page = 0; page < this.accountBanPagesPerRun; page++) {
+      const after = this.meta(ACCOUNT_BANS_AFTER)
+      if (after === undefined || !this.current) return
+      let bans: Awaited<ReturnType<typeof accountBansAfter>>
+      try {
+        bans = await accountBansAfter(this.env, after, this.accountBansPage)
+      } catch (err) {
+        log('warn', 'account bans not read', { actor: this.actor, ...errorFields(err) })
+        this.setMeta(ACCOUNT_BANS_RETRY_AT, String(this.now() + ACCOUNT_BANS_RETRY_MS))
+        return
+      }
+      const now = this.now()
+      for (const ban of bans) {
+        if (this.isBanned(ban.playerId)) continue
+        if (this.banNow(ban.playerId, ban.reason, true, now) === null) {
+          log('warn', 'account bans not all taken: the board is full of bans', {
+            actor: this.actor,
+            from: ban.playerId,
+          })
+          this.sql.exec(
+            `DELETE FROM meta WHERE key IN (?, ?)`,
+            ACCOUNT_BANS_AFTER,
+            ACCOUNT_BANS_RETRY_AT,
+          )
+          return
+        }
+      }
+      if (bans.length < this.accountBansPage) {
+        this.sql.exec(
+          `DELETE FROM meta WHERE key IN (?, ?)`,
+          ACCOUNT_BANS_AFTER,
+          ACCOUNT_BANS_RETRY_AT,
+        )
+        return
+      }
+      this.setMeta(ACCOUNT_BANS_AFTER, bans[bans.length - 1]!.playerId)
+    }
+    // More pages than one run takes: the alarm comes straight back for them.
+    this.setMeta(ACCOUNT_BANS_RETRY_AT, String(this.now()))
   }
 
   /**
@@ -1866,6 +1972,7 @@ export class Leaderboard extends DurableObject<Env> {
       this.rollover(now)
       await this.runArchive()
       this.sweep(now)
+      await this.catchUpAccountBans()
     } catch (err) {
       log('error', 'alarm failed', { actor: this.actor, ...errorFields(err) })
     } finally {
@@ -1932,6 +2039,9 @@ export class Leaderboard extends DurableObject<Env> {
           ?.value ?? 0,
       )
       candidates.push(Math.max(due, hasKeys.t + IDEMPOTENCY_TTL_MS, now))
+    }
+    if (this.meta(ACCOUNT_BANS_AFTER) !== undefined) {
+      candidates.push(Math.max(Number(this.meta(ACCOUNT_BANS_RETRY_AT) ?? 0), now))
     }
     if (candidates.length === 0) return
     const next = Math.min(...candidates)

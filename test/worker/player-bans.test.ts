@@ -1,6 +1,6 @@
-import { runInDurableObject } from 'cloudflare:test'
+import { evictDurableObject, runDurableObjectAlarm, runInDurableObject } from 'cloudflare:test'
 import { env } from 'cloudflare:workers'
-import { describe, expect, it, onTestFinished } from 'vitest'
+import { afterEach, describe, expect, it, onTestFinished } from 'vitest'
 import type { Leaderboard } from '../../durable-objects/leaderboard.ts'
 import type { MatchPool } from '../../durable-objects/match-pool.ts'
 import { issuePlayerToken } from '../../workers/lib/auth.ts'
@@ -65,11 +65,24 @@ async function walkAll<T extends { boards: { walked: number; next: string | null
   }
 }
 
-const banAll = (playerId: string, body: Record<string, unknown> = {}) =>
-  walkAll<BanResult>(
+/**
+ * Players this file banned. Every board created anywhere takes on the account bans Neon holds,
+ * so each test takes its own back out of Neon when it ends: later boards start with none.
+ */
+const bannedHere = new Set<string>()
+afterEach(async () => {
+  const ids = [...bannedHere]
+  bannedHere.clear()
+  if (ids.length > 0) await pg()`delete from player_bans where player_id = any(${ids})`
+})
+
+function banAll(playerId: string, body: Record<string, unknown> = {}) {
+  bannedHere.add(playerId)
+  return walkAll<BanResult>(
     (after) => call(banPath(playerId, after), json('PUT', body, ADMIN_KEY)),
     (b) => b.boards.entriesRemoved,
   )
+}
 const liftAll = (playerId: string) =>
   walkAll<LiftResult>(
     (after) => call(banPath(playerId, after), { ...bearer(ADMIN_KEY), method: 'DELETE' }),
@@ -286,6 +299,7 @@ describe('banning a player from the deployment (admin)', () => {
     })
     let res: Response
     let after = PREFIX
+    bannedHere.add(player)
     for (;;) {
       res = await call(banPath(player, after), json('PUT', {}, ADMIN_KEY))
       if (res.status !== 202) break
@@ -309,6 +323,129 @@ describe('banning a player from the deployment (admin)', () => {
       after = body.boards.next
     }
     for (const b of [up, down]) expect((await submitFor(b, player, { score: 2 })).status).toBe(403)
+  })
+
+  it('a board created after the ban takes it on before its creation answers, pushed or configured from Neon on its first call; lifting reaches it', async () => {
+    const player = `ban-late-${crypto.randomUUID()}`
+    const { token } = await issuePlayerToken(env, player)
+    await banAll(player, { reason: 'aimbot' })
+
+    const pushed = await newBoard()
+    expect(await boardBans(pushed)).toEqual([
+      expect.objectContaining({ playerId: player, reason: 'aimbot', byAccount: true }),
+    ])
+    const refused = await problem(await submitAs(pushed, token, { score: 5 }))
+    expect(refused).toMatchObject({ status: 403, type: 'urn:nexus:problem:forbidden' })
+
+    // In Neon, never handed to its object (a PUT whose push failed): the first call configures
+    // it, and a banned player's submission is that first call.
+    const unpushed = boardId(PREFIX)
+    await pg()`insert into leaderboards (id, config)
+               select ${unpushed}, config from leaderboards where id = ${pushed}`
+    const first = await problem(await submitAs(unpushed, token, { score: 5 }))
+    expect(first).toMatchObject({ status: 403, type: 'urn:nexus:problem:forbidden' })
+    expect(await boardBans(unpushed)).toEqual([
+      expect.objectContaining({ playerId: player, byAccount: true }),
+    ])
+
+    const lift = await liftAll(player)
+    expect(lift.first.lifted).toBe(true)
+    for (const b of [pushed, unpushed]) {
+      expect(await boardBans(b)).toEqual([])
+      expect((await submitAs(b, token, { score: 6 })).status).toBe(200)
+    }
+  })
+
+  it('a new board that cannot read the account bans retries from its alarm, pages through them, and resumes after an eviction where it stopped', async () => {
+    const tag = crypto.randomUUID().slice(0, 8)
+    const banned = Array.from(
+      { length: 25 },
+      (_, i) => `ban-many-${tag}-${String(i).padStart(2, '0')}`,
+    )
+    for (const p of banned) bannedHere.add(p)
+    await pg()`insert into player_bans (player_id, reason)
+               select unnest(${banned}::text[]), 'bot farm'`
+    const board = boardId(PREFIX)
+    await pg()`insert into leaderboards (id, config) values (${board}, ${JSON.stringify({
+      sortOrder: 'desc',
+      operator: 'best',
+      cycle: null,
+      submitsPerMinute: 10,
+      metadataMaxBytes: 512,
+      rewards: [],
+    })}::jsonb)`
+    const stubOf = env.LEADERBOARD.getByName(board)
+    const attempt = await runInDurableObject(stubOf, async (inst: Leaderboard, state) => {
+      const reachable = (inst as unknown as { env: typeof env }).env
+      ;(inst as unknown as { env: unknown }).env = {
+        ...reachable,
+        DATABASE_URL: env.TEST_UNREACHABLE_DATABASE_URL,
+        NEON_LOCAL_RELAY: env.TEST_UNREACHABLE_NEON_RELAY,
+      }
+      inst.accountBansPage = 10
+      inst.accountBanPagesPerRun = 2
+      const before = Date.now()
+      const config = (await pg()`select config from leaderboards where id = ${board}`)[0]!.config
+      await inst.configure(board, config as Parameters<Leaderboard['configure']>[1], 1)
+      ;(inst as unknown as { env: unknown }).env = reachable
+      return { before, alarm: await state.storage.getAlarm() }
+    })
+    // Configured all the same; the catch-up waits 30 s rather than hammering Neon.
+    expect(attempt.alarm).toBeGreaterThanOrEqual(attempt.before + 30_000)
+    expect(await boardBans(board)).toEqual([])
+
+    // The retry takes two pages of ten (a run's share), and comes right back for the rest.
+    expect(await runDurableObjectAlarm(stubOf)).toBe(true)
+    const afterOneRun = await boardBans(board)
+    expect(afterOneRun.map((b) => b.playerId)).toEqual(banned.slice(0, 20))
+    expect(afterOneRun.every((b) => b.byAccount && b.reason === 'bot farm')).toBe(true)
+    const next = await runInDurableObject(stubOf, (_i, state) => state.storage.getAlarm())
+    expect(next).not.toBeNull()
+    expect(next!).toBeLessThanOrEqual(Date.now())
+
+    // Evicted before that run, the board goes on from the last player it took (pages of 1,000
+    // again: the test's page size went with the instance).
+    await evictDurableObject(stubOf)
+    await runDurableObjectAlarm(stubOf)
+    expect((await boardBans(board)).map((b) => b.playerId)).toEqual(banned)
+    for (const p of [banned[0]!, banned[24]!]) {
+      expect((await submitFor(board, p, { score: 1 })).status).toBe(403)
+    }
+    expect((await submitFor(board, `not-${tag}`, { score: 1 })).status).toBe(200)
+    // Caught up: no alarm left for it (the board has no schedule and no idempotency keys due).
+    const meta = await runInDurableObject(stubOf, (_i, state) =>
+      state.storage.sql
+        .exec(`SELECT key FROM meta WHERE key LIKE 'account_bans%'`)
+        .toArray()
+        .map((r) => r.key),
+    )
+    expect(meta).toEqual([])
+  })
+
+  it('a board from before boards took account bans on catches up once, on the wake that upgrades it', async () => {
+    const board = await newBoard()
+    const player = `ban-old-${crypto.randomUUID()}`
+    // A ban its walk never brought to this board (as for a board created after it, before this).
+    bannedHere.add(player)
+    await pg()`insert into player_bans (player_id, reason) values (${player}, 'old ban')`
+    expect((await submitFor(board, player, { score: 1 })).status).toBe(200)
+    await runInDurableObject(env.LEADERBOARD.getByName(board), (_i, state) => {
+      state.storage.sql.exec(`UPDATE meta SET value = '8' WHERE key = 'schema'`)
+    })
+    await evictDurableObject(env.LEADERBOARD.getByName(board))
+    // The wake sets the alarm for it; running it takes the ban on and the entry out.
+    const woken = await runInDurableObject(env.LEADERBOARD.getByName(board), (_i, state) =>
+      state.storage.getAlarm(),
+    )
+    expect(woken).not.toBeNull()
+    expect(woken!).toBeLessThanOrEqual(Date.now())
+    expect(await runDurableObjectAlarm(env.LEADERBOARD.getByName(board))).toBe(true)
+    expect(await boardBans(board)).toEqual([
+      expect.objectContaining({ playerId: player, reason: 'old ban', byAccount: true }),
+    ])
+    expect(
+      await fresh<{ entry: unknown }>(`/v1/leaderboards/${board}/players/${player}`),
+    ).toMatchObject({ entry: null })
   })
 
   it('bad input and callers: 401 without a credential, 403 for a player, 422 for a bad id, reason or after, 415 and 400 for bodies, and nothing banned', async () => {

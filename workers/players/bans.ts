@@ -55,6 +55,22 @@ export async function accountBan(env: DbEnv, playerId: string): Promise<AccountB
   return row ? view(row) : null
 }
 
+/**
+ * Account bans in player id order, a page after `after`: what a board created after some of them
+ * takes on (they walked the boards that existed then).
+ */
+export async function accountBansAfter(
+  env: DbEnv,
+  after: string,
+  limit: number,
+): Promise<{ playerId: string; reason: string | null }[]> {
+  const rows = (await getSql(env).query(
+    `select player_id, reason from player_bans where player_id > $1 order by player_id limit $2`,
+    [after, limit],
+  )) as { player_id: string; reason: string | null }[]
+  return rows.map((r) => ({ playerId: r.player_id, reason: r.reason }))
+}
+
 /** Why a join is refused when `banned`, among its players, are under account bans. */
 export function bannedJoinDetail(leader: string, banned: readonly string[]): string {
   if (banned.includes(leader)) return 'This player is banned'

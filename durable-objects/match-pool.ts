@@ -907,31 +907,64 @@ export class MatchPool extends DurableObject<Env> {
         ...ids,
       )
       if (held) return { ok: false, playerId: held.player_id, ticketId: held.ticket_id }
-      const at = Date.now()
-      this.ctx.storage.transactionSync(() => {
-        this.sql.exec(`DELETE FROM fences WHERE at < ?`, at - FENCE_RETENTION_MS)
-        for (const e of entries) {
-          this.sql.exec(
-            `INSERT INTO fences (player_id, up_to, at) VALUES (?, ?, ?)
-             ON CONFLICT (player_id) DO UPDATE SET up_to = max(up_to, excluded.up_to), at = excluded.at`,
-            e.playerId,
-            e.upTo,
-            at,
-          )
-        }
-      })
-      for (const e of entries) {
-        for (const ws of this.ctx.getWebSockets(`p:${e.playerId}`)) {
-          const att = ws.deserializeAttachment() as Attachment | null
-          if (att?.claim && att.claim.version <= e.upTo) {
-            ws.serializeAttachment({ ...att, claim: null } satisfies Attachment)
-          }
-        }
-      }
+      this.fenceNow(entries)
       return { ok: true }
     } finally {
       if (swept) await this.scheduleAlarm()
     }
+  }
+
+  /** Refuses the players' claims up to `upTo` from now on, those its sockets hold included. */
+  private fenceNow(entries: readonly FenceEntry[]): void {
+    const at = Date.now()
+    this.ctx.storage.transactionSync(() => {
+      this.sql.exec(`DELETE FROM fences WHERE at < ?`, at - FENCE_RETENTION_MS)
+      for (const e of entries) {
+        this.sql.exec(
+          `INSERT INTO fences (player_id, up_to, at) VALUES (?, ?, ?)
+           ON CONFLICT (player_id) DO UPDATE SET up_to = max(up_to, excluded.up_to), at = excluded.at`,
+          e.playerId,
+          e.upTo,
+          at,
+        )
+      }
+    })
+    for (const e of entries) {
+      for (const ws of this.ctx.getWebSockets(`p:${e.playerId}`)) {
+        const att = ws.deserializeAttachment() as Attachment | null
+        if (att?.claim && att.claim.version <= e.upTo) {
+          ws.serializeAttachment({ ...att, claim: null } satisfies Attachment)
+        }
+      }
+    }
+  }
+
+  /**
+   * The player is under an account ban from now on (PUT /v1/admin/players/:id/ban, after Neon
+   * has it): the waiting ticket that holds them here is cancelled (`banned`; a party's whole
+   * ticket, every player on it told), and every claim of theirs up to `upTo` (the version Neon
+   * held once the ban was in) is refused, those its sockets hold included. So a join that claimed
+   * before the ban and reaches this pool after it is refused, and a socket's next `join` takes a
+   * new claim, which Neon refuses. A ticket already in a match being made keeps its match.
+   * Idempotent. Answers the ticket cancelled, if any.
+   */
+  async banPlayer(playerId: string, upTo: number): Promise<{ cancelled: string | null }> {
+    this.ensureSchema()
+    const now = this.now()
+    this.housekeep(now)
+    const held = one<{ ticket_id: string }>(
+      this.sql,
+      `SELECT ticket_id FROM active WHERE player_id = ?`,
+      playerId,
+    )
+    let cancelled: string | null = null
+    if (held && this.row(held.ticket_id)?.state === 'waiting') {
+      this.finish(held.ticket_id, 'cancelled', 'banned', now)
+      cancelled = held.ticket_id
+    }
+    this.fenceNow([{ playerId, upTo }])
+    await this.scheduleAlarm()
+    return { cancelled }
   }
 
   /**

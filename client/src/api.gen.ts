@@ -75,6 +75,10 @@ export interface Schemas {
     }
   }
   AccountBanResult: Schemas['AccountBan'] & {
+    tickets: {
+      /** The player's waiting matchmaking tickets this call cancelled (reason `banned`; a party's whole ticket) */
+      cancelled: Array<string>
+    }
     boards: {
       /** Boards this call walked */
       walked: number
@@ -236,7 +240,7 @@ export interface Schemas {
     ticketId: string
     queue: string
     region: string
-    /** waiting; matching (the match is made, its session is being created); matched; cancelled (see reason: cancelled, disconnected, queue_changed, session_failed, party_changed); expired */
+    /** waiting; matching (the match is made, its session is being created); matched; cancelled (see reason: cancelled, disconnected, queue_changed, session_failed, party_changed, banned); expired */
     status: 'waiting' | 'matching' | 'matched' | 'cancelled' | 'expired'
     leader: string
     players: Array<string>

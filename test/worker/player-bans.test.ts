@@ -7,13 +7,23 @@ import { issuePlayerToken } from '../../workers/lib/auth.ts'
 import { boardWalkLimits } from '../../workers/players/board-walk.ts'
 import { boardId, createBoard, fresh, pg, submitAs, submitFor } from './helpers/boards.ts'
 import { ADMIN_KEY, bearer, call, json, problem } from './helpers/http.ts'
-import { createQueue, newClock, poolOf, rig } from './helpers/matchmaking.ts'
+import {
+  createQueue,
+  DUEL,
+  joinFor,
+  newClock,
+  poolOf,
+  rig,
+  ticketOf,
+} from './helpers/matchmaking.ts'
+import { claimQueue } from '../../workers/matchmaking/claims.ts'
 import { connect, nextOfType, upgrade } from './helpers/sockets.ts'
 
 interface BanResult {
   playerId: string
   reason: string | null
   bannedAt: string
+  tickets: { cancelled: string[] }
   boards: { walked: number; entriesRemoved: number; full: string[]; next: string | null }
 }
 interface LiftResult {
@@ -323,6 +333,106 @@ describe('banning a player from the deployment (admin)', () => {
       after = body.boards.next
     }
     for (const b of [up, down]) expect((await submitFor(b, player, { score: 2 })).status).toBe(403)
+  })
+
+  it("cancels the tickets waiting when the ban comes (a party ticket whole, a socket told), drops sockets' claims at once, and refuses a join that claimed before it", async () => {
+    // Two teams of three: the four players below wait without making a match.
+    const queue = await createQueue({ teamSize: 3, maxPartySize: 2 })
+    await rig(queue, newClock())
+    const id = (name: string) => `ban-q-${name}-${crypto.randomUUID().slice(0, 8)}`
+    const [solo, member, mate, onSocket, idle, racing] = [
+      'solo',
+      'member',
+      'mate',
+      'socket',
+      'idle',
+      'racing',
+    ].map(id) as [string, string, string, string, string, string]
+    const soloTicket = await joinFor(queue, solo)
+    const partyTicket = await joinFor(queue, mate, { party: [mate, member] })
+    const socketToken = (await issuePlayerToken(env, onSocket)).token
+    const ws = await connect(`/v1/matchmaking/${queue}`, socketToken)
+    ws.send(JSON.stringify({ type: 'join' }))
+    const queued = await nextOfType<{ ticketId: string }>(ws, 'queued')
+    const idleWs = await connect(
+      `/v1/matchmaking/${queue}`,
+      (await issuePlayerToken(env, idle)).token,
+    )
+    // A join that has its claim from Neon, and reaches the pool only after the ban.
+    const early = await claimQueue(env, queue, 'eu', [racing])
+    if (!early.ok) throw new Error('no claim')
+
+    const soloBan = await banAll(solo)
+    expect(soloBan.first.tickets).toEqual({ cancelled: [soloTicket.ticketId] })
+    expect(await ticketOf(soloTicket.ticketId)).toMatchObject({
+      status: 'cancelled',
+      reason: 'banned',
+    })
+    const memberBan = await banAll(member)
+    expect(memberBan.first.tickets).toEqual({ cancelled: [partyTicket.ticketId] })
+    expect(await ticketOf(partyTicket.ticketId)).toMatchObject({
+      status: 'cancelled',
+      reason: 'banned',
+    })
+    const socketBan = await banAll(onSocket)
+    expect(socketBan.first.tickets).toEqual({ cancelled: [queued.ticketId] })
+    expect(await nextOfType<{ reason: string }>(ws, 'cancelled')).toMatchObject({
+      ticketId: queued.ticketId,
+      reason: 'banned',
+    })
+    // The socket that had not joined yet: its claim is dropped, so its join asks Neon now.
+    expect((await banAll(idle)).first.tickets).toEqual({ cancelled: [] })
+    idleWs.send(JSON.stringify({ type: 'join' }))
+    expect(await nextOfType<{ code: string }>(idleWs, 'error')).toMatchObject({ code: 'banned' })
+    idleWs.close(1000)
+
+    await banAll(racing)
+    const late = await runInDurableObject(poolOf(queue), (inst: MatchPool) =>
+      inst.join({
+        queue,
+        region: 'eu',
+        config: { ...DUEL, teamSize: 3, maxPartySize: 2 } as never,
+        version: 1,
+        players: [{ playerId: racing, rating: 1500 }],
+        claim: early.claim,
+      }),
+    )
+    expect(late).toMatchObject({ ok: false, problem: 'conflict' })
+    expect(
+      (await runInDurableObject(poolOf(queue), (inst: MatchPool) => inst.stats('eu')))
+        .waitingTickets,
+    ).toBe(0)
+    // The innocent party member may queue again, alone.
+    expect((await joinFor(queue, mate)).status).toBe('waiting')
+    // A retry of a ban changes nothing more.
+    expect((await banAll(solo)).first.tickets).toEqual({ cancelled: [] })
+  })
+
+  it('a pool that cannot be reached is 503 naming it, with the player banned in Neon; the retry cancels the ticket', async () => {
+    const queue = await createQueue({ teamSize: 3 })
+    await rig(queue, newClock())
+    const player = `ban-q-down-${crypto.randomUUID().slice(0, 8)}`
+    const ticket = await joinFor(queue, player)
+    const proto = await runInDurableObject(
+      poolOf(queue),
+      (inst: MatchPool) => Object.getPrototypeOf(inst) as Pick<MatchPool, 'banPlayer'>,
+    )
+    const banPlayer = proto.banPlayer
+    proto.banPlayer = () => Promise.reject(new Error('pool down'))
+    onTestFinished(() => {
+      proto.banPlayer = banPlayer
+    })
+    bannedHere.add(player)
+    const res = await call(banPath(player, PREFIX), json('PUT', {}, ADMIN_KEY))
+    expect(res.headers.get('retry-after')).toBe('5')
+    const p = await problem(res)
+    expect(p).toMatchObject({ status: 503, type: 'urn:nexus:problem:unavailable' })
+    expect(p.body.pools).toEqual([`${queue}/eu`])
+    expect((await call(banPath(player), bearer(ADMIN_KEY))).status).toBe(200)
+    expect((await ticketOf(ticket.ticketId)).status).toBe('waiting')
+    proto.banPlayer = banPlayer
+    const retry = await banAll(player)
+    expect(retry.first.tickets).toEqual({ cancelled: [ticket.ticketId] })
   })
 
   it('a board created after the ban takes it on before its creation answers, pushed or configured from Neon on its first call; lifting reaches it', async () => {

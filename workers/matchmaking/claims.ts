@@ -2,6 +2,7 @@ import { defaultRating } from '../core/rating.ts'
 import { numberArrayLiteral, textArrayLiteral } from '../db/array-literal.ts'
 import { getSql, type DbEnv } from '../db/client.ts'
 import { log, errorFields } from '../lib/log.ts'
+import { within } from '../lib/within.ts'
 import { counter } from '../lib/metrics.ts'
 import type { Env } from '../env.ts'
 import type { QueueConfig } from './config.ts'
@@ -319,4 +320,47 @@ async function forgetFenced(
   } catch (err) {
     log('warn', 'fenced regions not forgotten', { queue, region, ...errorFields(err) })
   }
+}
+
+/** A pool that does not answer a ban within this counts as unreachable (the ban is retried). */
+const BAN_POOL_CALL_MS = 10_000
+
+/**
+ * After a player's account ban is in Neon: every pool that may hold a ticket or a claimed socket
+ * of theirs (the regions their claims name, one claim row per queue joined in the last
+ * CLAIM_IDLE_HOURS) cancels their waiting ticket and refuses their claims up to the version
+ * Neon holds now (MatchPool.banPlayer). Read after the ban committed, that version covers every
+ * join that claimed before it; every later claim is refused by Neon itself. Answers the tickets
+ * cancelled and the pools (`queue/region`) that could not be reached, for a retry.
+ */
+export async function banFromQueues(
+  env: Pick<Env, 'MATCH_POOL'> & DbEnv,
+  playerId: string,
+): Promise<{ cancelled: string[]; unreached: string[] }> {
+  const rows = (await getSql(env).query(
+    `select queue, version::float8 as version, regions from queue_claims where player_id = $1`,
+    [playerId],
+  )) as { queue: string; version: number; regions: Record<string, number> }[]
+  const pools = rows.flatMap((r) =>
+    Object.keys(r.regions).map((region) => ({ queue: r.queue, region, upTo: r.version })),
+  )
+  const outcomes = await Promise.allSettled(
+    pools.map((p) =>
+      within(
+        poolStub(env, p.queue, p.region).banPlayer(playerId, p.upTo),
+        BAN_POOL_CALL_MS,
+        'pool ban',
+      ),
+    ),
+  )
+  const cancelled: string[] = []
+  const unreached: string[] = []
+  outcomes.forEach((o, i) => {
+    const pool = `${pools[i]!.queue}/${pools[i]!.region}`
+    if (o.status === 'rejected') {
+      log('warn', 'account ban: pool not reached', { playerId, pool, ...errorFields(o.reason) })
+      unreached.push(pool)
+    } else if (o.value.cancelled) cancelled.push(o.value.cancelled)
+  })
+  return { cancelled, unreached }
 }

@@ -18,6 +18,7 @@ import { requireAdmin } from '../middleware/auth.ts'
 import { cancelStaleTickets } from '../parties/stale-tickets.ts'
 import { eraseFromNeon } from '../players/erasure.ts'
 import { accountBan, banAccount, liftAccountBan } from '../players/bans.ts'
+import { banFromQueues } from '../matchmaking/claims.ts'
 import { walkBoards } from '../players/board-walk.ts'
 import { MAX_BANS } from '../../durable-objects/leaderboard.ts'
 import { BanRequest } from './admin-leaderboards.ts'
@@ -204,6 +205,12 @@ const AccountBan = z
   .openapi('AccountBan')
 
 const AccountBanResult = AccountBan.extend({
+  tickets: z.object({
+    cancelled: z.array(z.string()).openapi({
+      description:
+        "The player's waiting matchmaking tickets this call cancelled (reason `banned`; a party's whole ticket)",
+    }),
+  }),
   boards: BoardsWalked.extend({
     full: z.array(z.string()).openapi({
       description: `Boards that refused the ban: they hold ${MAX_BANS.toLocaleString('en')} bans already`,
@@ -218,12 +225,12 @@ const banAccountRoute = createRoute({
   description:
     'For a cheater or an abuser. At once: no guest token is issued to the player (403 ' +
     '`forbidden`), matchmaking refuses their joins and any party join that includes them (403), ' +
-    'and every board bans them as its own ban does (their entry leaves the current cycle, their ' +
-    'submissions are refused). Walks at most 200 boards per call, in id order: 202 with `boards.next` ' +
+    'a ticket of theirs waiting in a queue is cancelled (reason `banned`), and every board bans ' +
+    'them as its own ban does (their entry leaves the current cycle, their submissions are ' +
+    'refused), boards created later included. Walks at most 200 boards per call, in id order: 202 with `boards.next` ' +
     'says to call again with `after`; 200 when every board is done; 503 lists boards that could not ' +
     'be reached, for a retry. Idempotent: banning again keeps the first time and takes a new ' +
-    'reason. Not reached: tokens already issued stay valid until they expire for what reads ' +
-    'nothing from Neon (a board created after the ban, a game in progress), and players of your ' +
+    'reason. Not reached: a match already made and the game in progress, and players of your ' +
     'own identity provider (JWKS) sign in there: stop issuing them tokens. Lift with DELETE.',
   middleware: [requireAdmin()] as const,
   request: {
@@ -259,6 +266,15 @@ adminPlayers.openapi(banAccountRoute, async (c) => {
   const { reason } = c.req.valid('json')
   // Neon first: sign-in and matchmaking refuse the player from here on, whatever the boards do.
   const ban = await banAccount(c.env, playerId, reason ?? null)
+  const queues = await banFromQueues(c.env, playerId)
+  if (queues.unreached.length > 0) {
+    throw new ApiError(
+      'unavailable',
+      `The player is banned in Neon, but ${queues.unreached.length} queue pool(s) could not be reached: retry`,
+      { pools: queues.unreached },
+      { 'retry-after': '5' },
+    )
+  }
   const { outcomes, next } = await walkBoards(c.env, after, 'account ban: board ban', (id) =>
     boardStub(c.env, id).ban(id, playerId, ban.reason, { byAccount: true }),
   )
@@ -276,7 +292,11 @@ adminPlayers.openapi(banAccountRoute, async (c) => {
   if (failed.length > 0) throw unreached('The player is banned in Neon', failed)
   if (full.length > 0) log('warn', 'account ban: boards full of bans', { playerId, boards: full })
   return c.json(
-    { ...ban, boards: { walked: outcomes.length, entriesRemoved, full, next } },
+    {
+      ...ban,
+      tickets: { cancelled: queues.cancelled },
+      boards: { walked: outcomes.length, entriesRemoved, full, next },
+    },
     next === null ? 200 : 202,
   )
 })

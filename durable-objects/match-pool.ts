@@ -940,15 +940,20 @@ export class MatchPool extends DurableObject<Env> {
   }
 
   /**
-   * The player is under an account ban from now on (PUT /v1/admin/players/:id/ban, after Neon
-   * has it): the waiting ticket that holds them here is cancelled (`banned`; a party's whole
-   * ticket, every player on it told), and every claim of theirs up to `upTo` (the version Neon
-   * held once the ban was in) is refused, those its sockets hold included. So a join that claimed
-   * before the ban and reaches this pool after it is refused, and a socket's next `join` takes a
-   * new claim, which Neon refuses. A ticket already in a match being made keeps its match.
-   * Idempotent. Answers the ticket cancelled, if any.
+   * The player must wait in this queue no more: under an account ban from now on (`banned`), or
+   * erased (`erased`), in Neon already (PUT /v1/admin/players/:id/ban, DELETE
+   * /v1/admin/players/:id). The waiting ticket that holds them here is cancelled with that reason
+   * (a party's whole ticket, every player on it told), and every claim of theirs up to `upTo` (the
+   * version Neon held once the change was in) is refused, those its sockets hold included. So a
+   * join that claimed before the change and reaches this pool after it is refused, and a socket's
+   * next `join` takes a new claim from Neon. A ticket already in a match being made keeps its
+   * match. Idempotent. Answers the ticket cancelled, if any.
    */
-  async banPlayer(playerId: string, upTo: number): Promise<{ cancelled: string | null }> {
+  async removePlayer(
+    playerId: string,
+    upTo: number,
+    reason: 'banned' | 'erased',
+  ): Promise<{ cancelled: string | null }> {
     this.ensureSchema()
     const now = this.now()
     this.housekeep(now)
@@ -959,7 +964,7 @@ export class MatchPool extends DurableObject<Env> {
     )
     let cancelled: string | null = null
     if (held && this.row(held.ticket_id)?.state === 'waiting') {
-      this.finish(held.ticket_id, 'cancelled', 'banned', now)
+      this.finish(held.ticket_id, 'cancelled', reason, now)
       cancelled = held.ticket_id
     }
     this.fenceNow([{ playerId, upTo }])

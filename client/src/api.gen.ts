@@ -65,6 +65,10 @@ export interface Schemas {
     leftParty: string | null
     /** Archived standings whose copied name and metadata were cleared */
     archivedRowsCleared: number
+    tickets: {
+      /** The player's waiting matchmaking tickets this call cancelled (a party's whole ticket; reason `banned` or `erased`) */
+      cancelled: Array<string>
+    }
     boards: {
       /** Boards this call walked */
       walked: number
@@ -76,7 +80,7 @@ export interface Schemas {
   }
   AccountBanResult: Schemas['AccountBan'] & {
     tickets: {
-      /** The player's waiting matchmaking tickets this call cancelled (reason `banned`; a party's whole ticket) */
+      /** The player's waiting matchmaking tickets this call cancelled (a party's whole ticket; reason `banned` or `erased`) */
       cancelled: Array<string>
     }
     boards: {

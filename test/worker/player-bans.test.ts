@@ -415,12 +415,12 @@ describe('banning a player from the deployment (admin)', () => {
     const ticket = await joinFor(queue, player)
     const proto = await runInDurableObject(
       poolOf(queue),
-      (inst: MatchPool) => Object.getPrototypeOf(inst) as Pick<MatchPool, 'banPlayer'>,
+      (inst: MatchPool) => Object.getPrototypeOf(inst) as Pick<MatchPool, 'removePlayer'>,
     )
-    const banPlayer = proto.banPlayer
-    proto.banPlayer = () => Promise.reject(new Error('pool down'))
+    const removePlayer = proto.removePlayer
+    proto.removePlayer = () => Promise.reject(new Error('pool down'))
     onTestFinished(() => {
-      proto.banPlayer = banPlayer
+      proto.removePlayer = removePlayer
     })
     bannedHere.add(player)
     const res = await call(banPath(player, PREFIX), json('PUT', {}, ADMIN_KEY))
@@ -430,7 +430,7 @@ describe('banning a player from the deployment (admin)', () => {
     expect(p.body.pools).toEqual([`${queue}/eu`])
     expect((await call(banPath(player), bearer(ADMIN_KEY))).status).toBe(200)
     expect((await ticketOf(ticket.ticketId)).status).toBe('waiting')
-    proto.banPlayer = banPlayer
+    proto.removePlayer = removePlayer
     const retry = await banAll(player)
     expect(retry.first.tickets).toEqual({ cancelled: [ticket.ticketId] })
   })

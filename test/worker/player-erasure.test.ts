@@ -7,12 +7,14 @@ import { boardWalkLimits } from '../../workers/players/board-walk.ts'
 import { NeonSessionStore } from '../../workers/sessions/store.ts'
 import { boardId, createBoard, fresh, pg, submitFor } from './helpers/boards.ts'
 import { ADMIN_KEY, bearer, call, json, newGuest, problem } from './helpers/http.ts'
+import { createQueue, joinFor, newClock, rig, ticketOf } from './helpers/matchmaking.ts'
 
 interface Erasure {
   playerId: string
   profileDeleted: boolean
   leftParty: string | null
   archivedRowsCleared: number
+  tickets: { cancelled: string[] }
   boards: { walked: number; entriesRemoved: number; next: string | null }
 }
 
@@ -210,6 +212,25 @@ describe('erasing a player (admin)', () => {
     expect(later.erased).toEqual([])
     expect(later.ratingChanges.map((c) => c.playerId).sort()).toEqual([gone, other].sort())
     expect((await pg()`select 1 from players where id = ${gone}`).length).toBe(1)
+  })
+
+  it('cancels a ticket the player has waiting (reason erased), which would otherwise make a profile for them again', async () => {
+    // Two teams of two: one waiting player makes no match.
+    const queue = await createQueue({ teamSize: 2 })
+    await rig(queue, newClock())
+    const gone = `erase-q-${crypto.randomUUID().slice(0, 8)}`
+    const ticket = await joinFor(queue, gone)
+    const { first } = await eraseAll(gone)
+    expect(first.tickets).toEqual({ cancelled: [ticket.ticketId] })
+    expect(await ticketOf(ticket.ticketId)).toMatchObject({ status: 'cancelled', reason: 'erased' })
+    // Three more players would make a match of four with it: they wait, no match is made.
+    const others = []
+    for (const n of [1, 2, 3]) {
+      others.push(await joinFor(queue, `erase-q-other-${n}-${crypto.randomUUID()}`))
+    }
+    for (const t of others) expect((await ticketOf(t.ticketId)).status).toBe('waiting')
+    // Erasing again: nothing left to cancel.
+    expect((await eraseAll(gone)).first.tickets).toEqual({ cancelled: [] })
   })
 
   it('walks the boards a page per call: 202 with the board to go on after, then 200', async () => {

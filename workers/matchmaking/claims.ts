@@ -322,20 +322,21 @@ async function forgetFenced(
   }
 }
 
-/** A pool that does not answer a ban within this counts as unreachable (the ban is retried). */
-const BAN_POOL_CALL_MS = 10_000
+/** A pool that does not answer within this counts as unreachable (the caller retries). */
+const REMOVE_POOL_CALL_MS = 10_000
 
 /**
- * After a player's account ban is in Neon: every pool that may hold a ticket or a claimed socket
- * of theirs (the regions their claims name, one claim row per queue joined in the last
- * CLAIM_IDLE_HOURS) cancels their waiting ticket and refuses their claims up to the version
- * Neon holds now (MatchPool.banPlayer). Read after the ban committed, that version covers every
- * join that claimed before it; every later claim is refused by Neon itself. Answers the tickets
- * cancelled and the pools (`queue/region`) that could not be reached, for a retry.
+ * After a player's account ban or erasure is in Neon (`reason`): every pool that may hold a
+ * ticket or a claimed socket of theirs (the regions their claims name, one claim row per queue
+ * joined in the last CLAIM_IDLE_HOURS) cancels their waiting ticket and refuses their claims up to
+ * the version Neon holds now (MatchPool.removePlayer). Read after the change committed, that
+ * version covers every join that claimed before it. Answers the tickets cancelled and the pools
+ * (`queue/region`) that could not be reached, for a retry.
  */
-export async function banFromQueues(
+export async function removeFromQueues(
   env: Pick<Env, 'MATCH_POOL'> & DbEnv,
   playerId: string,
+  reason: 'banned' | 'erased',
 ): Promise<{ cancelled: string[]; unreached: string[] }> {
   const rows = (await getSql(env).query(
     `select queue, version::float8 as version, regions from queue_claims where player_id = $1`,
@@ -347,9 +348,9 @@ export async function banFromQueues(
   const outcomes = await Promise.allSettled(
     pools.map((p) =>
       within(
-        poolStub(env, p.queue, p.region).banPlayer(playerId, p.upTo),
-        BAN_POOL_CALL_MS,
-        'pool ban',
+        poolStub(env, p.queue, p.region).removePlayer(playerId, p.upTo, reason),
+        REMOVE_POOL_CALL_MS,
+        'pool removal',
       ),
     ),
   )
@@ -358,7 +359,12 @@ export async function banFromQueues(
   outcomes.forEach((o, i) => {
     const pool = `${pools[i]!.queue}/${pools[i]!.region}`
     if (o.status === 'rejected') {
-      log('warn', 'account ban: pool not reached', { playerId, pool, ...errorFields(o.reason) })
+      log('warn', 'player not removed from a pool', {
+        playerId,
+        pool,
+        reason,
+        ...errorFields(o.reason),
+      })
       unreached.push(pool)
     } else if (o.value.cancelled) cancelled.push(o.value.cancelled)
   })

@@ -18,7 +18,7 @@ import { requireAdmin } from '../middleware/auth.ts'
 import { cancelStaleTickets } from '../parties/stale-tickets.ts'
 import { eraseFromNeon } from '../players/erasure.ts'
 import { accountBan, banAccount, liftAccountBan } from '../players/bans.ts'
-import { banFromQueues } from '../matchmaking/claims.ts'
+import { removeFromQueues } from '../matchmaking/claims.ts'
 import { walkBoards } from '../players/board-walk.ts'
 import { MAX_BANS } from '../../durable-objects/leaderboard.ts'
 import { BanRequest } from './admin-leaderboards.ts'
@@ -99,6 +99,15 @@ const BoardsWalked = z.object({
   next: BoardsNext,
 })
 
+/** What a ban or an erasure did in the queues. */
+const TicketsCancelled = z.object({
+  cancelled: z.array(z.string()).openapi({
+    description:
+      "The player's waiting matchmaking tickets this call cancelled (a party's whole ticket; " +
+      'reason `banned` or `erased`)',
+  }),
+})
+
 const Erasure = z
   .object({
     playerId: z.string(),
@@ -113,6 +122,7 @@ const Erasure = z
       .number()
       .int()
       .openapi({ description: 'Archived standings whose copied name and metadata were cleared' }),
+    tickets: TicketsCancelled,
     boards: BoardsWalked,
   })
   .openapi('PlayerErasure')
@@ -125,7 +135,7 @@ const eraseRoute = createRoute({
     "For a player's request to be forgotten. Deletes their profile (a guest's device link, the " +
     'display name, the rating: the device signs in as a new player afterwards), takes them out of ' +
     'their party (a leader hands over, its queued tickets are cancelled as on any leave) and off ' +
-    'invites, clears the name and metadata copied into archived standings, and removes their entry from every ' +
+    'invites, cancels a matchmaking ticket of theirs still waiting (reason `erased`), clears the name and metadata copied into archived standings, and removes their entry from every ' +
     "board's current cycle. Ranks, scores, rewards and match results stay under the bare id, which " +
     'names nobody once the profile is gone; the id is kept as erased, so a match the player was ' +
     'still in rates and records nothing of theirs. Walks at most 200 boards per call, in id order: 202 ' +
@@ -161,6 +171,16 @@ function unreached(done: string, failed: readonly string[]): ApiError {
   )
 }
 
+/** The answer to a ban or an erasure whose pools could not all be reached: 503 naming them. */
+function poolsUnreached(done: string, queues: { unreached: readonly string[] }): ApiError {
+  return new ApiError(
+    'unavailable',
+    `${done}, but ${queues.unreached.length} queue pool(s) could not be reached: retry`,
+    { pools: queues.unreached },
+    { 'retry-after': '5' },
+  )
+}
+
 adminPlayers.openapi(eraseRoute, async (c) => {
   const { playerId } = c.req.valid('param')
   const after = c.req.valid('query').after ?? ''
@@ -169,6 +189,10 @@ adminPlayers.openapi(eraseRoute, async (c) => {
   if (neon.leftParty) {
     await cancelStaleTickets(c.env, neon.leftParty, neon.staleTickets, { by: 'erasure' })
   }
+  // A ticket left waiting would make a match after the erasure, which plays them as a new
+  // player: a profile again.
+  const queues = await removeFromQueues(c.env, playerId, 'erased')
+  if (queues.unreached.length > 0) throw poolsUnreached('The player is erased from Neon', queues)
   const { outcomes, next } = await walkBoards(c.env, after, 'erasure: board removal', (id) =>
     boardStub(c.env, id).removeEntry(id, playerId),
   )
@@ -190,6 +214,7 @@ adminPlayers.openapi(eraseRoute, async (c) => {
       profileDeleted: neon.hadProfile,
       leftParty: neon.leftParty,
       archivedRowsCleared: neon.archivedRowsCleared,
+      tickets: { cancelled: queues.cancelled },
       boards: { walked: outcomes.length, entriesRemoved, next },
     },
     next === null ? 200 : 202,
@@ -205,12 +230,7 @@ const AccountBan = z
   .openapi('AccountBan')
 
 const AccountBanResult = AccountBan.extend({
-  tickets: z.object({
-    cancelled: z.array(z.string()).openapi({
-      description:
-        "The player's waiting matchmaking tickets this call cancelled (reason `banned`; a party's whole ticket)",
-    }),
-  }),
+  tickets: TicketsCancelled,
   boards: BoardsWalked.extend({
     full: z.array(z.string()).openapi({
       description: `Boards that refused the ban: they hold ${MAX_BANS.toLocaleString('en')} bans already`,
@@ -266,15 +286,8 @@ adminPlayers.openapi(banAccountRoute, async (c) => {
   const { reason } = c.req.valid('json')
   // Neon first: sign-in and matchmaking refuse the player from here on, whatever the boards do.
   const ban = await banAccount(c.env, playerId, reason ?? null)
-  const queues = await banFromQueues(c.env, playerId)
-  if (queues.unreached.length > 0) {
-    throw new ApiError(
-      'unavailable',
-      `The player is banned in Neon, but ${queues.unreached.length} queue pool(s) could not be reached: retry`,
-      { pools: queues.unreached },
-      { 'retry-after': '5' },
-    )
-  }
+  const queues = await removeFromQueues(c.env, playerId, 'banned')
+  if (queues.unreached.length > 0) throw poolsUnreached('The player is banned in Neon', queues)
   const { outcomes, next } = await walkBoards(c.env, after, 'account ban: board ban', (id) =>
     boardStub(c.env, id).ban(id, playerId, ban.reason, { byAccount: true }),
   )

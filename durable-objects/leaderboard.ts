@@ -103,6 +103,8 @@ export const MAX_BANS = 100_000
 /** Meta keys of the account-ban catch-up: the last player id taken on, and when to retry. */
 const ACCOUNT_BANS_AFTER = 'account_bans_after'
 const ACCOUNT_BANS_RETRY_AT = 'account_bans_retry_at'
+/** Set for a board that existed before boards took account bans on: it takes the older ones. */
+const ACCOUNT_BANS_OLDER_THAN_BOARD = 'account_bans_older_than_board'
 const ACCOUNT_BANS_PAGE = 1000
 const ACCOUNT_BANS_PAGES_PER_RUN = 10
 /** How long a board waits to read account bans again after Neon failed it. */
@@ -346,6 +348,8 @@ export class Leaderboard extends DurableObject<Env> {
   private archiving: Promise<void> | null = null
   /** The account-ban catch-up running now, so that a push and the alarm never run two at once. */
   private catchingUp: Promise<void> | null = null
+  /** Account bans still to take on (`catchUpAccountBans`); the meta key's value, in memory. */
+  private accountBansPending = false
   /** Account bans read from Neon per statement, and statements per run (tests lower them). */
   accountBansPage = ACCOUNT_BANS_PAGE
   accountBanPagesPerRun = ACCOUNT_BANS_PAGES_PER_RUN
@@ -363,7 +367,7 @@ export class Leaderboard extends DurableObject<Env> {
     void ctx.blockConcurrencyWhile(async () => {
       this.load()
       // A board upgraded to catch up with account bans does so on its next alarm.
-      if (this.meta(ACCOUNT_BANS_AFTER) !== undefined) await this.scheduleAlarm()
+      if (this.accountBansPending) await this.scheduleAlarm()
     })
   }
 
@@ -466,10 +470,12 @@ export class Leaderboard extends DurableObject<Env> {
       // placed before they existed: they catch up once (catchUpAccountBans).
       if (one(this.sql, `SELECT 1 AS yes FROM meta WHERE key = 'board_id'`)) {
         this.setMeta(ACCOUNT_BANS_AFTER, '')
+        this.setMeta(ACCOUNT_BANS_OLDER_THAN_BOARD, '1')
       }
       setSchemaVersion(this.sql, 9)
     }
     this.banCount = one<{ n: number }>(this.sql, `SELECT count(*) AS n FROM bans`)!.n
+    this.accountBansPending = this.meta(ACCOUNT_BANS_AFTER) !== undefined
     const meta = new Map(
       all<{ key: string; value: string }>(this.sql, `SELECT key, value FROM meta`).map((r) => [
         r.key,
@@ -622,7 +628,11 @@ export class Leaderboard extends DurableObject<Env> {
    * when it does, else why not (`not-found`, or `unavailable` while Neon cannot be reached).
    */
   private async ensureConfigured(boardId: string): Promise<BoardProblem | null> {
-    if (this.config) return null
+    if (this.config) {
+      // Nothing is served by a board that has not yet taken on the account bans it should hold.
+      if (this.accountBansPending) await this.awaitAccountBans()
+      return null
+    }
     this.ensureSchema()
     let stored: Awaited<ReturnType<typeof loadLeaderboardConfig>>
     try {
@@ -645,7 +655,7 @@ export class Leaderboard extends DurableObject<Env> {
       return { ...refuse('not-found', `No leaderboard '${boardId}'`), unknownBoard: boardId }
     }
     this.configureNow(boardId, stored.config, this.now(), stored.version)
-    await this.catchUpAccountBans()
+    await this.catchUpAccountBans(Infinity)
     // As a pushed configuration does: the cycle's end wakes the board, whoever calls next.
     await this.scheduleAlarm()
     return null
@@ -674,7 +684,7 @@ export class Leaderboard extends DurableObject<Env> {
     // otherwise a new schedule would stretch it to the new boundary, unclosed and unpaid.
     this.rollover(now)
     this.configureNow(boardId, config, now, version)
-    await this.catchUpAccountBans()
+    await this.catchUpAccountBans(Infinity)
     await this.scheduleAlarm()
     return this.cycleInfo()
   }
@@ -700,6 +710,7 @@ export class Leaderboard extends DurableObject<Env> {
         this.saveCurrent()
         // Account bans placed before this board existed walked the boards of their time.
         this.setMeta(ACCOUNT_BANS_AFTER, '')
+        this.accountBansPending = true
       } else {
         if (JSON.stringify(config.cycle) !== previousCycle) {
           this.current.endsAt = nextBoundary(this.schedule!, now)
@@ -1245,32 +1256,49 @@ export class Leaderboard extends DurableObject<Env> {
   /**
    * Takes on the account bans (Neon's `player_bans`) this board may have missed: an account ban
    * walks the boards that exist when it is placed, so a board created after it bans those
-   * players here, once, when it first gets its configuration (and boards from before this
-   * existed, once after the upgrade). Pages in player id order; the last id applied is kept, so
-   * a crash or an unreachable Neon resumes where it stopped (the alarm retries). A player this
-   * board bans already keeps the ban it has. Lifting an account ban while this runs may leave
-   * its ban here, as a ban racing its lifting does: lift again.
+   * players here, once, when it first gets its configuration. (A board from before this existed
+   * takes, once after the upgrade, the bans older than its creation: newer ones walked it, and a
+   * ban of theirs its admin lifted stays lifted.) Pages in player id order; the last id applied
+   * is kept, so a crash or an unreachable Neon resumes where it stopped, 30 s later (the alarm,
+   * or the next call). A player this board bans already keeps the ban it has. Lifting an account
+   * ban while this runs may leave its ban here, as a ban racing its lifting does: lift again.
+   * `maxPages`: the alarm's runs stop after a few pages and come back; a call waiting for the
+   * bans reads them to the end. Never throws: a failure is logged and retried.
    */
-  private async catchUpAccountBans(): Promise<void> {
-    if (this.catchingUp) return this.catchingUp
-    this.catchingUp = this.catchUpAccountBansNow().finally(() => {
-      this.catchingUp = null
-    })
+  private async catchUpAccountBans(maxPages: number): Promise<void> {
+    while (this.catchingUp) await this.catchingUp
+    if (!this.accountBansPending) return
+    this.catchingUp = this.catchUpAccountBansNow(maxPages)
+      .catch((err: unknown) => {
+        log('warn', 'account bans not taken on', { actor: this.actor, ...errorFields(err) })
+        this.setMeta(ACCOUNT_BANS_RETRY_AT, String(this.now() + ACCOUNT_BANS_RETRY_MS))
+      })
+      .finally(() => {
+        this.catchingUp = null
+      })
     return this.catchingUp
   }
 
-  private async catchUpAccountBansNow(): Promise<void> {
-    for (let page = 0; page < this.accountBanPagesPerRun; page++) {
+  /**
+   * What a call to a board still taking on account bans waits for: the catch-up to its end, unless
+   * Neon failed it and its retry is not due (the board then serves calls without it meanwhile).
+   */
+  private async awaitAccountBans(): Promise<void> {
+    while (this.accountBansPending && this.now() >= Number(this.meta(ACCOUNT_BANS_RETRY_AT) ?? 0)) {
+      await this.catchUpAccountBans(Infinity)
+    }
+    // Failed just now: the alarm comes for the retry.
+    if (this.accountBansPending) await this.scheduleAlarm()
+  }
+
+  private async catchUpAccountBansNow(maxPages: number): Promise<void> {
+    const olderThanBoard = this.meta(ACCOUNT_BANS_OLDER_THAN_BOARD) !== undefined
+    for (let page = 0; page < maxPages; page++) {
       const after = this.meta(ACCOUNT_BANS_AFTER)
-      if (after === undefined || !this.current) return
-      let bans: Awaited<ReturnType<typeof accountBansAfter>>
-      try {
-        bans = await accountBansAfter(this.env, after, this.accountBansPage)
-      } catch (err) {
-        log('warn', 'account bans not read', { actor: this.actor, ...errorFields(err) })
-        this.setMeta(ACCOUNT_BANS_RETRY_AT, String(this.now() + ACCOUNT_BANS_RETRY_MS))
-        return
-      }
+      if (after === undefined || !this.current || this.boardId === null) return
+      const bans = await accountBansAfter(this.env, after, this.accountBansPage, {
+        olderThanBoard: olderThanBoard ? this.boardId : null,
+      })
       const now = this.now()
       for (const ban of bans) {
         if (this.isBanned(ban.playerId)) continue
@@ -1279,26 +1307,28 @@ export class Leaderboard extends DurableObject<Env> {
             actor: this.actor,
             from: ban.playerId,
           })
-          this.sql.exec(
-            `DELETE FROM meta WHERE key IN (?, ?)`,
-            ACCOUNT_BANS_AFTER,
-            ACCOUNT_BANS_RETRY_AT,
-          )
+          this.accountBansDone()
           return
         }
       }
       if (bans.length < this.accountBansPage) {
-        this.sql.exec(
-          `DELETE FROM meta WHERE key IN (?, ?)`,
-          ACCOUNT_BANS_AFTER,
-          ACCOUNT_BANS_RETRY_AT,
-        )
+        this.accountBansDone()
         return
       }
       this.setMeta(ACCOUNT_BANS_AFTER, bans[bans.length - 1]!.playerId)
     }
     // More pages than one run takes: the alarm comes straight back for them.
     this.setMeta(ACCOUNT_BANS_RETRY_AT, String(this.now()))
+  }
+
+  private accountBansDone(): void {
+    this.sql.exec(
+      `DELETE FROM meta WHERE key IN (?, ?, ?)`,
+      ACCOUNT_BANS_AFTER,
+      ACCOUNT_BANS_RETRY_AT,
+      ACCOUNT_BANS_OLDER_THAN_BOARD,
+    )
+    this.accountBansPending = false
   }
 
   /**
@@ -1972,7 +2002,7 @@ export class Leaderboard extends DurableObject<Env> {
       this.rollover(now)
       await this.runArchive()
       this.sweep(now)
-      await this.catchUpAccountBans()
+      await this.catchUpAccountBans(this.accountBanPagesPerRun)
     } catch (err) {
       log('error', 'alarm failed', { actor: this.actor, ...errorFields(err) })
     } finally {
@@ -2040,7 +2070,7 @@ export class Leaderboard extends DurableObject<Env> {
       )
       candidates.push(Math.max(due, hasKeys.t + IDEMPOTENCY_TTL_MS, now))
     }
-    if (this.meta(ACCOUNT_BANS_AFTER) !== undefined) {
+    if (this.accountBansPending) {
       candidates.push(Math.max(Number(this.meta(ACCOUNT_BANS_RETRY_AT) ?? 0), now))
     }
     if (candidates.length === 0) return

@@ -66,7 +66,7 @@ export interface Schemas {
     /** Archived standings whose copied name and metadata were cleared */
     archivedRowsCleared: number
     tickets: {
-      /** The player's waiting matchmaking tickets this call cancelled (a party's whole ticket; reason `banned` or `erased`) */
+      /** The player's waiting matchmaking tickets this call cancelled (a party's whole ticket; reason `banned` or `erased`): only the call that ends the walk (200) does this */
       cancelled: Array<string>
     }
     boards: {
@@ -80,7 +80,7 @@ export interface Schemas {
   }
   AccountBanResult: Schemas['AccountBan'] & {
     tickets: {
-      /** The player's waiting matchmaking tickets this call cancelled (a party's whole ticket; reason `banned` or `erased`) */
+      /** The player's waiting matchmaking tickets this call cancelled (a party's whole ticket; reason `banned` or `erased`): only the call that ends the walk (200) does this */
       cancelled: Array<string>
     }
     boards: {
@@ -244,7 +244,7 @@ export interface Schemas {
     ticketId: string
     queue: string
     region: string
-    /** waiting; matching (the match is made, its session is being created); matched; cancelled (see reason: cancelled, disconnected, queue_changed, session_failed, party_changed, banned); expired */
+    /** waiting; matching (the match is made, its session is being created); matched; cancelled (see reason: cancelled, disconnected, queue_changed, session_failed, party_changed, banned, erased); expired */
     status: 'waiting' | 'matching' | 'matched' | 'cancelled' | 'expired'
     leader: string
     players: Array<string>

@@ -506,21 +506,41 @@ describe('banning a player from the deployment (admin)', () => {
 
     // The retry takes two pages of ten (a run's share), and comes right back for the rest.
     expect(await runDurableObjectAlarm(stubOf)).toBe(true)
-    const afterOneRun = await boardBans(board)
-    expect(afterOneRun.map((b) => b.playerId)).toEqual(banned.slice(0, 20))
-    expect(afterOneRun.every((b) => b.byAccount && b.reason === 'bot farm')).toBe(true)
-    const next = await runInDurableObject(stubOf, (_i, state) => state.storage.getAlarm())
+    // Read in the object's storage: a call through the route would wait for the rest (below).
+    const afterOneRun = await runInDurableObject(stubOf, (_i, state) => ({
+      bans: state.storage.sql
+        .exec<{ player_id: string; reason: string; by_account: number }>(
+          `SELECT player_id, reason, by_account FROM bans ORDER BY player_id`,
+        )
+        .toArray(),
+      alarm: state.storage.getAlarm(),
+    }))
+    expect(afterOneRun.bans.map((b) => b.player_id)).toEqual(banned.slice(0, 20))
+    expect(afterOneRun.bans.every((b) => b.by_account === 1 && b.reason === 'bot farm')).toBe(true)
+    const next = await afterOneRun.alarm
     expect(next).not.toBeNull()
     expect(next!).toBeLessThanOrEqual(Date.now())
 
-    // Evicted before that run, the board goes on from the last player it took (pages of 1,000
-    // again: the test's page size went with the instance).
+    // Evicted before that run, with its retry put off for half an hour, the board goes on from
+    // the last player it took once the retry is due by its clock, and the call that comes then
+    // waits for it: the last banned player's submission is refused.
+    const later = Date.now() + 1_800_000
+    await runInDurableObject(stubOf, async (_i, state) => {
+      state.storage.sql.exec(
+        `UPDATE meta SET value = ? WHERE key = 'account_bans_retry_at'`,
+        String(later),
+      )
+      await state.storage.setAlarm(later)
+    })
     await evictDurableObject(stubOf)
-    await runDurableObjectAlarm(stubOf)
+    const woken = await runInDurableObject(stubOf, (inst: Leaderboard, state) => {
+      inst.now = () => later
+      return state.storage.sql.exec<{ n: number }>(`SELECT count(*) AS n FROM bans`).one().n
+    })
+    expect(woken).toBe(20)
+    expect((await submitFor(board, banned[24]!, { score: 1 })).status).toBe(403)
     expect((await boardBans(board)).map((b) => b.playerId)).toEqual(banned)
-    for (const p of [banned[0]!, banned[24]!]) {
-      expect((await submitFor(board, p, { score: 1 })).status).toBe(403)
-    }
+    expect((await submitFor(board, banned[0]!, { score: 1 })).status).toBe(403)
     expect((await submitFor(board, `not-${tag}`, { score: 1 })).status).toBe(200)
     // Caught up: no alarm left for it (the board has no schedule and no idempotency keys due).
     const meta = await runInDurableObject(stubOf, (_i, state) =>
@@ -534,11 +554,15 @@ describe('banning a player from the deployment (admin)', () => {
 
   it('a board from before boards took account bans on catches up once, on the wake that upgrades it', async () => {
     const board = await newBoard()
-    const player = `ban-old-${crypto.randomUUID()}`
-    // A ban its walk never brought to this board (as for a board created after it, before this).
-    bannedHere.add(player)
-    await pg()`insert into player_bans (player_id, reason) values (${player}, 'old ban')`
-    expect((await submitFor(board, player, { score: 1 })).status).toBe(200)
+    const [player, lifted] = [`ban-old-${crypto.randomUUID()}`, `ban-new-${crypto.randomUUID()}`]
+    // A ban from before the board existed, which no walk brought to it (as for a board created
+    // before this), and a newer one whose walk did and which the board's admin lifted there.
+    bannedHere.add(player).add(lifted)
+    await pg()`insert into player_bans (player_id, reason, banned_at)
+               values (${player}, 'old ban', now() - interval '1 day'), (${lifted}, 'new ban', now())`
+    for (const p of [player, lifted]) {
+      expect((await submitFor(board, p, { score: 1 })).status).toBe(200)
+    }
     await runInDurableObject(env.LEADERBOARD.getByName(board), (_i, state) => {
       state.storage.sql.exec(`UPDATE meta SET value = '8' WHERE key = 'schema'`)
     })
@@ -556,6 +580,7 @@ describe('banning a player from the deployment (admin)', () => {
     expect(
       await fresh<{ entry: unknown }>(`/v1/leaderboards/${board}/players/${player}`),
     ).toMatchObject({ entry: null })
+    expect((await submitFor(board, lifted, { score: 2 })).status).toBe(200)
   })
 
   it('bad input and callers: 401 without a credential, 403 for a player, 422 for a bad id, reason or after, 415 and 400 for bodies, and nothing banned', async () => {

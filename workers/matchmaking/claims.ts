@@ -329,9 +329,11 @@ const REMOVE_POOL_CALL_MS = 10_000
  * After a player's account ban or erasure is in Neon (`reason`): every pool that may hold a
  * ticket or a claimed socket of theirs (the regions their claims name, one claim row per queue
  * joined in the last CLAIM_IDLE_HOURS) cancels their waiting ticket and refuses their claims up to
- * the version Neon holds now (MatchPool.removePlayer). Read after the change committed, that
- * version covers every join that claimed before it. Answers the tickets cancelled and the pools
- * (`queue/region`) that could not be reached, for a retry.
+ * the version Neon holds now (MatchPool.removePlayer). Read after the change committed, and
+ * after any claim in progress on the row, that version covers every join that claimed before it.
+ * (Not a player's first claim on a queue still being inserted at that moment, which this read
+ * cannot see: such a ticket waits until it matches, is cancelled, or expires.) Answers the
+ * tickets cancelled and the pools (`queue/region`) that could not be reached, for a retry.
  */
 export async function removeFromQueues(
   env: Pick<Env, 'MATCH_POOL'> & DbEnv,
@@ -339,7 +341,10 @@ export async function removeFromQueues(
   reason: 'banned' | 'erased',
 ): Promise<{ cancelled: string[]; unreached: string[] }> {
   const rows = (await getSql(env).query(
-    `select queue, version::float8 as version, regions from queue_claims where player_id = $1`,
+    // FOR UPDATE: a claim being taken right now (its statement began before the change
+    // committed, so it did not see it) is waited for, and its version read.
+    `select queue, version::float8 as version, regions from queue_claims where player_id = $1
+     for update`,
     [playerId],
   )) as { queue: string; version: number; regions: Record<string, number> }[]
   const pools = rows.flatMap((r) =>

@@ -57,16 +57,22 @@ export async function accountBan(env: DbEnv, playerId: string): Promise<AccountB
 
 /**
  * Account bans in player id order, a page after `after`: what a board created after some of them
- * takes on (they walked the boards that existed then).
+ * takes on (they walked the boards that existed then). `olderThanBoard`: only bans placed before
+ * that board was created.
  */
 export async function accountBansAfter(
   env: DbEnv,
   after: string,
   limit: number,
+  opts: { olderThanBoard: string | null } = { olderThanBoard: null },
 ): Promise<{ playerId: string; reason: string | null }[]> {
   const rows = (await getSql(env).query(
-    `select player_id, reason from player_bans where player_id > $1 order by player_id limit $2`,
-    [after, limit],
+    `select player_id, reason from player_bans
+      where player_id > $1
+        and ($3::text is null
+             or banned_at < (select created_at from leaderboards where id = $3::text))
+      order by player_id limit $2`,
+    [after, limit, opts.olderThanBoard],
   )) as { player_id: string; reason: string | null }[]
   return rows.map((r) => ({ playerId: r.player_id, reason: r.reason }))
 }

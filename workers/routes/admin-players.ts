@@ -19,6 +19,7 @@ import { cancelStaleTickets } from '../parties/stale-tickets.ts'
 import { eraseFromNeon } from '../players/erasure.ts'
 import { accountBan, banAccount, liftAccountBan } from '../players/bans.ts'
 import { removeFromQueues } from '../matchmaking/claims.ts'
+import type { Env } from '../env.ts'
 import { walkBoards } from '../players/board-walk.ts'
 import { MAX_BANS } from '../../durable-objects/leaderboard.ts'
 import { BanRequest } from './admin-leaderboards.ts'
@@ -104,7 +105,7 @@ const TicketsCancelled = z.object({
   cancelled: z.array(z.string()).openapi({
     description:
       "The player's waiting matchmaking tickets this call cancelled (a party's whole ticket; " +
-      'reason `banned` or `erased`)',
+      'reason `banned` or `erased`): only the call that ends the walk (200) does this',
   }),
 })
 
@@ -135,7 +136,8 @@ const eraseRoute = createRoute({
     "For a player's request to be forgotten. Deletes their profile (a guest's device link, the " +
     'display name, the rating: the device signs in as a new player afterwards), takes them out of ' +
     'their party (a leader hands over, its queued tickets are cancelled as on any leave) and off ' +
-    'invites, cancels a matchmaking ticket of theirs still waiting (reason `erased`), clears the name and metadata copied into archived standings, and removes their entry from every ' +
+    'invites, cancels a matchmaking ticket of theirs still waiting (reason `erased`, by the call ' +
+    'that ends the walk below), clears the name and metadata copied into archived standings, and removes their entry from every ' +
     "board's current cycle. Ranks, scores, rewards and match results stay under the bare id, which " +
     'names nobody once the profile is gone; the id is kept as erased, so a match the player was ' +
     'still in rates and records nothing of theirs. Walks at most 200 boards per call, in id order: 202 ' +
@@ -171,12 +173,22 @@ function unreached(done: string, failed: readonly string[]): ApiError {
   )
 }
 
-/** The answer to a ban or an erasure whose pools could not all be reached: 503 naming them. */
-function poolsUnreached(done: string, queues: { unreached: readonly string[] }): ApiError {
-  return new ApiError(
+/**
+ * A ban's or an erasure's step in the queues (`removeFromQueues`): the tickets cancelled, or 503
+ * naming the pools that could not be reached (the call is idempotent: the caller sends it again).
+ */
+async function leaveQueues(
+  env: Env,
+  playerId: string,
+  reason: 'banned' | 'erased',
+): Promise<string[]> {
+  const { cancelled, unreached } = await removeFromQueues(env, playerId, reason)
+  if (unreached.length === 0) return cancelled
+  const done = reason === 'banned' ? 'The player is banned' : 'The player is erased'
+  throw new ApiError(
     'unavailable',
-    `${done}, but ${queues.unreached.length} queue pool(s) could not be reached: retry`,
-    { pools: queues.unreached },
+    `${done} in Neon and on every board, but ${unreached.length} queue pool(s) could not be reached: retry`,
+    { pools: unreached },
     { 'retry-after': '5' },
   )
 }
@@ -189,10 +201,6 @@ adminPlayers.openapi(eraseRoute, async (c) => {
   if (neon.leftParty) {
     await cancelStaleTickets(c.env, neon.leftParty, neon.staleTickets, { by: 'erasure' })
   }
-  // A ticket left waiting would make a match after the erasure, which plays them as a new
-  // player: a profile again.
-  const queues = await removeFromQueues(c.env, playerId, 'erased')
-  if (queues.unreached.length > 0) throw poolsUnreached('The player is erased from Neon', queues)
   const { outcomes, next } = await walkBoards(c.env, after, 'erasure: board removal', (id) =>
     boardStub(c.env, id).removeEntry(id, playerId),
   )
@@ -208,13 +216,16 @@ adminPlayers.openapi(eraseRoute, async (c) => {
       log('warn', 'erasure: entry not removed', { board: o.board, problem: o.answer.problem })
   }
   if (failed.length > 0) throw unreached('The player is erased from Neon', failed)
+  // A ticket left waiting would make a match after the erasure, which plays them as a new
+  // player: a profile again. Done by the call that ends the walk (see the ban's).
+  const cancelled = next === null ? await leaveQueues(c.env, playerId, 'erased') : []
   return c.json(
     {
       playerId,
       profileDeleted: neon.hadProfile,
       leftParty: neon.leftParty,
       archivedRowsCleared: neon.archivedRowsCleared,
-      tickets: { cancelled: queues.cancelled },
+      tickets: { cancelled },
       boards: { walked: outcomes.length, entriesRemoved, next },
     },
     next === null ? 200 : 202,
@@ -245,9 +256,10 @@ const banAccountRoute = createRoute({
   description:
     'For a cheater or an abuser. At once: no guest token is issued to the player (403 ' +
     '`forbidden`), matchmaking refuses their joins and any party join that includes them (403), ' +
-    'a ticket of theirs waiting in a queue is cancelled (reason `banned`), and every board bans ' +
-    'them as its own ban does (their entry leaves the current cycle, their submissions are ' +
-    'refused), boards created later included. Walks at most 200 boards per call, in id order: 202 with `boards.next` ' +
+    'every board bans them as its own ban does (their entry leaves the current cycle, their ' +
+    'submissions are refused), boards created later included, and the call that ends the walk ' +
+    'cancels a ticket of theirs waiting in a queue (reason `banned`; 503 naming `pools` it could ' +
+    'not reach). Walks at most 200 boards per call, in id order: 202 with `boards.next` ' +
     'says to call again with `after`; 200 when every board is done; 503 lists boards that could not ' +
     'be reached, for a retry. Idempotent: banning again keeps the first time and takes a new ' +
     'reason. Not reached: a match already made and the game in progress, and players of your ' +
@@ -286,8 +298,6 @@ adminPlayers.openapi(banAccountRoute, async (c) => {
   const { reason } = c.req.valid('json')
   // Neon first: sign-in and matchmaking refuse the player from here on, whatever the boards do.
   const ban = await banAccount(c.env, playerId, reason ?? null)
-  const queues = await removeFromQueues(c.env, playerId, 'banned')
-  if (queues.unreached.length > 0) throw poolsUnreached('The player is banned in Neon', queues)
   const { outcomes, next } = await walkBoards(c.env, after, 'account ban: board ban', (id) =>
     boardStub(c.env, id).ban(id, playerId, ban.reason, { byAccount: true }),
   )
@@ -304,10 +314,13 @@ adminPlayers.openapi(banAccountRoute, async (c) => {
   }
   if (failed.length > 0) throw unreached('The player is banned in Neon', failed)
   if (full.length > 0) log('warn', 'account ban: boards full of bans', { playerId, boards: full })
+  // The queues last, by the call that ends the walk: a pool that cannot be reached then makes
+  // that call's retry walk its page of boards again, never every board's.
+  const cancelled = next === null ? await leaveQueues(c.env, playerId, 'banned') : []
   return c.json(
     {
       ...ban,
-      tickets: { cancelled: queues.cancelled },
+      tickets: { cancelled },
       boards: { walked: outcomes.length, entriesRemoved, full, next },
     },
     next === null ? 200 : 202,

@@ -66,7 +66,7 @@ const Ticket = z
     status: z.enum(['waiting', 'matching', 'matched', 'cancelled', 'expired']).openapi({
       description:
         'waiting; matching (the match is made, its session is being created); matched; ' +
-        'cancelled (see reason: cancelled, disconnected, queue_changed, session_failed, party_changed, banned); expired',
+        'cancelled (see reason: cancelled, disconnected, queue_changed, session_failed, party_changed, banned, erased); expired',
     }),
     leader: z.string(),
     players: z.array(z.string()),

@@ -720,7 +720,10 @@ export class GameSession extends DurableObject<Env> {
     if (this.status === 'live') {
       this.sql.exec(`DELETE FROM timers WHERE player_id = ?`, player)
       const wasAbsent = this.sql.exec(`DELETE FROM absent WHERE player_id = ?`, player).rowsWritten
-      if (wasAbsent > 0) this.applyInput({ kind: 'return', player, tick: this.tickAt(now) })
+      const tick = this.tickAt(now)
+      if (wasAbsent > 0) this.applyInput({ kind: 'return', player, tick })
+      // Rules that wait for their players hear of every connection (refused, it logs nothing).
+      this.applyInput({ kind: 'connect', player, tick })
     } else if (!this.resuming.has(server)) {
       // Over (perhaps by the clock just now, before this socket joined the broadcasts); a
       // resuming socket is sent `ended` after its last missed event.

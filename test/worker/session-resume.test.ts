@@ -71,6 +71,32 @@ async function everyoneIn(n: number, rules: string, options?: Record<string, unk
   return { players, sessionId, tokens, sockets }
 }
 
+/**
+ * A timed dice-race session of `n` players, each connected (their `joined` events are seqs 1 to
+ * `n`) while the object's clock stands at the session's creation: its turn clock starts at tick 0.
+ */
+async function timedEveryoneIn(n: number, options: Record<string, unknown>) {
+  const players = playerIds(n)
+  const { sessionId, tokens } = await createSession({
+    rules: 'dice-race',
+    roster: players.map((playerId) => ({ playerId })),
+    options,
+  })
+  const createdAt = await inObject(sessionId, (inst) => {
+    const info = inst.info()
+    const created = info.ok ? info.createdAt : 0
+    inst.now = () => created
+    return created
+  })
+  const sockets = await Promise.all(players.map((p) => connect(sessionId, tokens[p]!)))
+  for (const s of sockets) await s.nextOf('welcome')
+  for (const s of sockets) await untilSeq(s, n)
+  await inObject(sessionId, (inst) => {
+    inst.now = () => Date.now()
+  })
+  return { players, sessionId, tokens, sockets, createdAt }
+}
+
 /** A relay session of `n` players, each connected and welcomed. */
 const relayWithEveryone = (n: number) => everyoneIn(n, 'relay')
 
@@ -229,24 +255,71 @@ describe('reconnecting', () => {
     expect(info).toMatchObject({ status: 'finished', seq: 5 })
   })
 
+  it('dice-race with turnSeconds: the turn clock waits for every player to connect, however long the first waits', async () => {
+    const players = playerIds(2)
+    const [pa, pb] = players as [string, string]
+    const { sessionId, tokens } = await createSession({
+      rules: 'dice-race',
+      roster: players.map((playerId) => ({ playerId })),
+      options: { target: 1000, turnSeconds: 5 },
+    })
+    const createdAt = await inObject(sessionId, (inst) => {
+      const info = inst.info()
+      const created = info.ok ? info.createdAt : 0
+      inst.now = () => created
+      return created
+    })
+    const a = await connect(sessionId, tokens[pa]!)
+    await a.nextOf('welcome')
+    await untilSeq(a, 1)
+    // A minute on, A's turn has not run out: the alarm's run plays no deadline.
+    await inObject(sessionId, (inst) => {
+      inst.now = () => createdAt + 60_000
+    })
+    expect(await runDurableObjectAlarm(sessionObject(sessionId))).toBe(true)
+    const b = await connect(sessionId, tokens[pb]!)
+    await b.nextOf('welcome')
+    await untilSeq(a, 2)
+    const log = await inObject(sessionId, (inst) => inst.events(1, 10))
+    if (!log.ok) throw new Error('no log')
+    expect(log.events.map((r) => [r.input.kind, r.input.tick])).toEqual([
+      ['connect', 0],
+      ['connect', 60_000],
+    ])
+    expect(log.events.map((r) => r.event)).toEqual([
+      { kind: 'joined', player: pa, awaiting: [pb] },
+      { kind: 'joined', player: pb, awaiting: [] },
+    ])
+    // B's arrival started A's turn: the alarm comes 5 s after it.
+    const alarm = await inObject(sessionId, (_inst, state) => state.storage.getAlarm())
+    expect(alarm).toBe(createdAt + 65_000)
+    for (const s of [a, b]) s.close()
+  })
+
   it('dice-race with turnSeconds: the alarm comes for the turn’s deadline alone; a late one plays every turn that ran out, each at its own moment', async () => {
-    const { players, sessionId, sockets } = await everyoneIn(3, 'dice-race', {
+    const { players, sessionId, sockets, createdAt } = await timedEveryoneIn(3, {
       target: 1000,
       turnSeconds: 5,
     })
     const [pa, pb, pc] = players as [string, string, string]
     const [a, b, c] = sockets
+    // Each player's arrival is an event; the last one's started the turn clock.
+    const arrivals = await inObject(sessionId, (inst) => inst.events(1, 3))
+    if (!arrivals.ok) throw new Error('no log')
+    expect(arrivals.events.map((r) => [r.input.kind, r.input.tick])).toEqual([
+      ['connect', 0],
+      ['connect', 0],
+      ['connect', 0],
+    ])
+    expect(arrivals.events[2]!.event).toMatchObject({ kind: 'joined', awaiting: [] })
     // Woken for the first turn's deadline (5 s in), not for every tick of the game's clock.
-    const { alarm, createdAt } = await inObject(sessionId, async (inst, state) => {
-      const info = inst.info()
-      return { alarm: await state.storage.getAlarm(), createdAt: info.ok ? info.createdAt : 0 }
-    })
+    const alarm = await inObject(sessionId, (_inst, state) => state.storage.getAlarm())
     expect(alarm).toBe(createdAt + 5000)
     // The alarm comes 12 s in: a's turn ran out at 5 s and b's at 10 s; both are rolled for, at
     // their deadlines, and it is c's turn.
     await advance(sessionId, 12_000 - (Date.now() - createdAt))
-    await untilSeq(c!, 2)
-    const records = await inObject(sessionId, (inst) => inst.events(1, 10))
+    await untilSeq(c!, 5)
+    const records = await inObject(sessionId, (inst) => inst.events(4, 10))
     if (!records.ok) throw new Error('no log')
     expect(records.events.map((r) => [r.input.kind, r.input.tick])).toEqual([
       ['tick', 5000],
@@ -260,23 +333,19 @@ describe('reconnecting', () => {
     b!.roll()
     expect((await b!.nextOf('error')).code).toBe('not_your_turn')
     c!.roll()
-    await untilSeq(a!, 3)
-    expect(a!.frames.find((f) => f.seq === 3)!.event).toMatchObject({ kind: 'roll', player: pc })
-    expect(a!.frames.find((f) => f.seq === 3)!.event).not.toHaveProperty('auto')
+    await untilSeq(a!, 6)
+    expect(a!.frames.find((f) => f.seq === 6)!.event).toMatchObject({ kind: 'roll', player: pc })
+    expect(a!.frames.find((f) => f.seq === 6)!.event).not.toHaveProperty('auto')
   })
 
   it('dice-race with turnSeconds: after more turns ran out than one catch-up plays, an action is refused (catching_up) and a connection 503 until the alarm has played them all', async () => {
-    const { players, sessionId, tokens, sockets } = await everyoneIn(2, 'dice-race', {
+    const { players, sessionId, tokens, sockets, createdAt } = await timedEveryoneIn(2, {
       target: 10_000,
       turnSeconds: 5,
     })
     const [pa, pb] = players as [string, string]
     const [a, b] = sockets as [TestSocket, TestSocket]
-    const createdAt = await inObject(sessionId, (inst) => {
-      const info = inst.info()
-      return info.ok ? info.createdAt : 0
-    })
-    // The alarm stalls for 250 turns' deadlines. A's frame plays the first 100 (a's turn again
+    // Seqs 1 and 2 are the players' arrivals. The alarm stalls for 250 turns' deadlines. A's frame plays the first 100 (a's turn again
     // after them), yet 150 more are due before A's roll could count.
     await inObject(sessionId, async (inst, state) => {
       await state.storage.deleteAlarm()
@@ -284,37 +353,37 @@ describe('reconnecting', () => {
     })
     a.roll()
     expect((await a.nextOf('error')).code).toBe('catching_up')
-    await untilSeq(b, 100)
-    expect(eventSeqs(b).at(-1)).toBe(100)
+    await untilSeq(b, 102)
+    expect(eventSeqs(b).at(-1)).toBe(102)
     // A connection plays 100 more, and is refused: try again in a moment. B's grace is not
     // touched (no socket was opened to close).
-    const early = await upgrade(sessionId, tokens[pb]!, { since: 100 })
+    const early = await upgrade(sessionId, tokens[pb]!, { since: 102 })
     expect(early.webSocket).toBeFalsy()
     expect(early.headers.get('retry-after')).toBe('1')
     expect(await problem(early)).toMatchObject({
       status: 503,
       type: 'urn:nexus:problem:unavailable',
     })
-    await untilSeq(b, 200)
+    await untilSeq(b, 202)
     // The alarm, due at once, plays the last 50; then A's turn is A's again, in time.
     expect(await runDurableObjectAlarm(sessionObject(sessionId))).toBe(true)
-    await untilSeq(b, 250)
+    await untilSeq(b, 252)
     a.roll()
-    await untilSeq(b, 251)
-    const records = await inObject(sessionId, (inst) => inst.events(250, 2))
+    await untilSeq(b, 253)
+    const records = await inObject(sessionId, (inst) => inst.events(252, 2))
     if (!records.ok) throw new Error('no log')
     expect(records.events.map((r) => [r.input.kind, r.input.tick])).toEqual([
       ['tick', 250 * 5000],
       ['action', 250 * 5000 + 2000],
     ])
     expect(records.events[1]!.event).toMatchObject({ kind: 'roll', player: pa })
-    const back = await connect(sessionId, tokens[pb]!, { since: 251 })
-    expect(await back.nextOf('resumed')).toMatchObject({ since: 251, seq: 251 })
+    const back = await connect(sessionId, tokens[pb]!, { since: 253 })
+    expect(await back.nextOf('resumed')).toMatchObject({ since: 253, seq: 253 })
     back.close()
   })
 
   it('dice-race with turnSeconds: a grace that ended after more turns than one catch-up plays ends after every turn before it, in game time', async () => {
-    const { players, sessionId, sockets } = await everyoneIn(3, 'dice-race', {
+    const { players, sessionId, sockets, createdAt } = await timedEveryoneIn(3, {
       target: 10_000,
       turnSeconds: 5,
     })
@@ -322,12 +391,9 @@ describe('reconnecting', () => {
     const [a, b, c] = sockets as [TestSocket, TestSocket, TestSocket]
     // C leaves 1 s in, with a 600 s grace: 120 turns' deadlines (one catch-up plays 100) pass
     // first. (The object's clock stops at 1 s, so a slow machine cannot move the grace's end.)
-    const createdAt = await inObject(sessionId, (inst) => {
-      const info = inst.info()
-      const created = info.ok ? info.createdAt : 0
-      inst.now = () => created + 1000
+    await inObject(sessionId, (inst) => {
+      inst.now = () => createdAt + 1000
       inst.graceMs = 600_000
-      return created
     })
     c.close()
     await timerSet(sessionId, pc)
@@ -348,11 +414,12 @@ describe('reconnecting', () => {
     })
     a.roll()
     expect((await a.nextOf('error')).code).toBe('catching_up')
-    await untilSeq(b, 100)
+    await untilSeq(b, 103)
     expect(await runDurableObjectAlarm(sessionObject(sessionId))).toBe(true)
-    // 120 turns, C's forfeit at its grace's end, then 4 more turns (A's and B's alone).
-    await untilSeq(b, 125)
-    const records = await inObject(sessionId, (inst) => inst.events(1, 200))
+    // After the three arrivals: 120 turns, C's forfeit at its grace's end, then 4 more turns
+    // (A's and B's alone).
+    await untilSeq(b, 128)
+    const records = await inObject(sessionId, (inst) => inst.events(4, 200))
     if (!records.ok) throw new Error('no log')
     expect(records.events.map((r) => [r.input.kind, r.input.tick])).toEqual([
       ...Array.from({ length: 120 }, (_, k) => ['tick', (k + 1) * 5000]),

@@ -16,6 +16,7 @@ import { accepted, mustCreate, refusalCode, roster, runLive } from './helpers.ts
 const ROLL = { type: 'action', action: 'roll' }
 const roll = (player: string, tick = 0): Input => ({ kind: 'action', player, tick, action: ROLL })
 const absent = (player: string, tick = 0): Input => ({ kind: 'absent', player, tick })
+const connect = (player: string, tick = 0): Input => ({ kind: 'connect', player, tick })
 
 type Match = MatchState<DiceState>
 
@@ -380,8 +381,75 @@ const gameArb = fc
 
 describe('dice-race turn timer (turnSeconds)', () => {
   const tick = (t: number): Input => ({ kind: 'tick', tick: t })
-  const timed = (turnSeconds = 10) =>
-    mustCreate(diceRace, { roster: roster('a', 'b', 'c'), seed: 't', options: { turnSeconds } })
+  /** A timed game of a, b and c, all three connected at tick 0: its clock runs from there. */
+  const timed = (turnSeconds = 10) => {
+    let match = mustCreate(diceRace, {
+      roster: roster('a', 'b', 'c'),
+      seed: 't',
+      options: { turnSeconds },
+    })
+    for (const p of ['a', 'b', 'c']) match = ok(match, connect(p, 0)).match
+    return match
+  }
+
+  it('the clock waits for every player to connect: no turn runs out before, and a player in turn may roll', () => {
+    let match = mustCreate(diceRace, {
+      roster: roster('a', 'b', 'c'),
+      seed: 'w',
+      options: { turnSeconds: 10 },
+    })
+    expect(match.game).toMatchObject({ awaiting: ['a', 'b', 'c'] })
+    expect(match.game).not.toHaveProperty('turnEndsAt')
+    expect(diceRace.nextTick!(match.game)).toBeNull()
+    // However long nobody connects, a tick changes nothing.
+    const idle = step(diceRace, match, { kind: 'tick', tick: 1_000_000 })
+    expect(!isRuleError(idle) && idle.record).toBeNull()
+    const a = ok(match, connect('a', 2_000))
+    expect(a.event).toEqual({ kind: 'joined', player: 'a', awaiting: ['b', 'c'] })
+    match = a.match
+    expect(diceRace.nextTick!(match.game)).toBeNull()
+    // a, in turn, rolls before the others are in: b's turn has no deadline yet.
+    match = ok(match, roll('a', 3_000)).match
+    expect(match.game).toMatchObject({ turn: 1 })
+    expect(match.game).not.toHaveProperty('turnEndsAt')
+    match = ok(match, connect('b', 4_000)).match
+    // A second connection of b changes nothing and is not logged.
+    expect(refusedWith(match, connect('b', 5_000))).toBe('already_joined')
+    // The last one in starts the clock: b's turn runs 10 s from c's arrival.
+    const c = ok(match, connect('c', 7_000))
+    expect(c.event).toEqual({ kind: 'joined', player: 'c', awaiting: [] })
+    expect(c.match.game).toMatchObject({ turn: 1, turnEndsAt: 17_000, awaiting: [] })
+    expect(diceRace.nextTick!(c.match.game)).toBe(17_000)
+    expect(refusedWith(c.match, connect('a', 8_000))).toBe('already_joined')
+  })
+
+  it('one who never connects forfeits when their grace ends, and the clock starts then', () => {
+    let match = mustCreate(diceRace, {
+      roster: roster('a', 'b', 'c'),
+      seed: 'g',
+      options: { turnSeconds: 10 },
+    })
+    match = ok(match, connect('a', 1_000)).match
+    match = ok(match, connect('b', 1_500)).match
+    // c never comes: at the join grace's end c forfeits, and a's turn (still a's) starts then.
+    const gone = ok(match, absent('c', 120_000))
+    expect(gone.event).toMatchObject({ kind: 'forfeit', player: 'c', next: 'a' })
+    expect(gone.match.game).toMatchObject({ turn: 0, turnEndsAt: 130_000, awaiting: [] })
+    // Forfeited, c connecting changes nothing.
+    expect(refusedWith(gone.match, connect('c', 121_000))).toBe('already_joined')
+  })
+
+  it('a timed game from before the clock waited (no awaiting list) takes no notice of connections', () => {
+    const before = mustCreate(diceRace, {
+      roster: roster('a', 'b'),
+      seed: 'old',
+      options: { turnSeconds: 10 },
+    })
+    const { awaiting: _, ...game } = before.game
+    const old = { ...before, game: { ...game, turnEndsAt: 10_000 } }
+    expect(refusedWith(old, connect('a', 500))).toBe('already_joined')
+    expect(diceRace.nextTick!(old.game)).toBe(10_000)
+  })
 
   it('rolls for a player whose turn ran out, and the next turn runs from that deadline', () => {
     let match = timed()
@@ -444,6 +512,12 @@ describe('dice-race turn timer (turnSeconds)', () => {
     }
     let match = mustCreate(diceRace, setup)
     const records: LogRecord[] = []
+    for (const p of ['a', 'b']) {
+      const out = step(diceRace, match, connect(p, 0))
+      if (isRuleError(out) || !out.record) throw new Error('the connection did nothing')
+      records.push(out.record)
+      match = out.match
+    }
     // Nobody ever rolls: each deadline the alarm reaches rolls for the player in turn.
     for (let i = 0; i < 100 && diceRace.result(match.game) === null; i++) {
       const out = step(diceRace, match, tick(diceRace.nextTick!(match.game)!))
@@ -452,7 +526,9 @@ describe('dice-race turn timer (turnSeconds)', () => {
       match = out.match
     }
     expect(diceRace.result(match.game)).toMatchObject({ reason: 'finished' })
-    expect(records.every((r) => (r.event as DiceEvent & { auto?: true }).auto === true)).toBe(true)
+    expect(
+      records.slice(2).every((r) => (r.event as DiceEvent & { auto?: true }).auto === true),
+    ).toBe(true)
     expect(replay(diceRace, setup, records)).toEqual(match)
   })
 })

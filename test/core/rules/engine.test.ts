@@ -65,6 +65,10 @@ function inputsArb(validAction: fc.Arbitrary<unknown>): fc.Arbitrary<Input[]> {
       weight: 1,
       arbitrary: fc.record({ kind: fc.constant('return' as const), player: playerArb }),
     },
+    {
+      weight: 1,
+      arbitrary: fc.record({ kind: fc.constant('connect' as const), player: playerArb }),
+    },
     { weight: 1, arbitrary: fc.record({ kind: fc.constant('tick' as const) }) },
   )
   return fc
@@ -94,6 +98,15 @@ const cases = [
   {
     rules: diceRace,
     setup: setupArb(diceRace, fc.record({ target: fc.integer({ min: 1, max: 30 }) })),
+    inputs: inputsArb(rollArb),
+  },
+  {
+    // Timed: connections start the clock (its deadlines are out of these ticks' reach).
+    rules: diceRace,
+    setup: setupArb(
+      diceRace,
+      fc.record({ target: fc.integer({ min: 1, max: 30 }), turnSeconds: fc.constant(5) }),
+    ),
     inputs: inputsArb(rollArb),
   },
   {
@@ -282,6 +295,10 @@ describe('ticks', () => {
   it('treats absent hooks of event-driven rules as nothing to log', () => {
     const match = mustCreate(relay, { ...setup })
     expect(step(relay, match, { kind: 'tick', tick: 5 })).toEqual({ match, record: null })
+    expect(step(relay, match, { kind: 'connect', player: 'a', tick: 5 })).toEqual({
+      match,
+      record: null,
+    })
     const dice = mustCreate(diceRace, { ...setup })
     expect(step(diceRace, dice, { kind: 'return', player: 'a', tick: 0 })).toEqual({
       match: dice,

@@ -32,7 +32,10 @@ import { ruleError } from './types.ts'
  * are milliseconds of game time (`tickRate` 1000, as untimed games count them); the session
  * wakes only at each turn's deadline (`nextTick`). A deadline is game time: each turn's runs
  * from the previous deadline or the last accepted input, however late the alarm that applies
- * it. Games without the option keep no deadline and are never woken.
+ * it. The clock starts once every player has connected (`onConnect`, a `joined` event each) or
+ * forfeited for never coming, so a first player still connecting is not rolled for; until then a
+ * player in turn may roll, and no turn runs out. Games without the option keep no deadline and
+ * are never woken, and log no connections.
  */
 
 export const DEFAULT_TARGET = 100
@@ -64,8 +67,16 @@ export interface DiceState {
   ended: GameResult['reason'] | null
   /** With `turnSeconds`: a turn's length in ticks (absent in untimed games). */
   turnTicks?: number
-  /** With `turnSeconds`: the tick at which the current turn is rolled for its player. */
+  /**
+   * With `turnSeconds`: the tick at which the current turn is rolled for its player; absent until
+   * the clock starts.
+   */
   turnEndsAt?: number
+  /**
+   * With `turnSeconds`: players still to connect before the clock starts (empty once it has).
+   * Timed games created before this field (2026-12-04) lack it: their clock ran from creation.
+   */
+  awaiting?: string[]
 }
 
 export interface DiceAction {
@@ -95,6 +106,11 @@ export type DiceEvent =
     }
   /** Every player still in the game went away together: over, without a winner. */
   | { kind: 'abandoned'; players: string[]; ended: 'abandoned' }
+  /**
+   * A timed game's player connected for the first time; `awaiting` lists who is still to come,
+   * and when it is empty the turn clock runs (the current turn's deadline is in the state).
+   */
+  | { kind: 'joined'; player: string; awaiting: string[] }
 
 export interface DiceOptions {
   /** Position to reach to win, 1 to 10000; default 100. */
@@ -140,8 +156,12 @@ function init(setup: GameSetup): DiceState | RuleError {
       turnTicks = t * TICKS_PER_SECOND
     }
   }
-  // Only timed games carry the fields: untimed states stay as they always were.
-  const timer = turnTicks === undefined ? {} : { turnTicks, turnEndsAt: turnTicks }
+  // Only timed games carry the fields: untimed states stay as they always were. The clock waits
+  // for every player to connect.
+  const timer =
+    turnTicks === undefined
+      ? {}
+      : { turnTicks, awaiting: setup.roster.map(({ playerId }) => playerId) }
   return {
     target,
     players: setup.roster.map(({ playerId, team }) => ({
@@ -239,9 +259,33 @@ function roll(
   }
 }
 
-/** A timed game's deadline for a turn beginning at `from`; nothing for an untimed one. */
+/**
+ * A timed game's deadline for a turn beginning at `from`; nothing for an untimed one, or while
+ * the clock waits for players to connect.
+ */
 function nextDeadline(state: DiceState, from: number): Pick<DiceState, 'turnEndsAt'> {
-  return state.turnTicks === undefined ? {} : { turnEndsAt: from + state.turnTicks }
+  if (state.turnTicks === undefined || (state.awaiting?.length ?? 0) > 0) return {}
+  return { turnEndsAt: from + state.turnTicks }
+}
+
+/**
+ * A timed game's player connected: the first time, they are no longer awaited, and once nobody
+ * is the current turn's clock starts now. Anything else changes nothing (refused, not logged).
+ */
+function onConnect(
+  state: DiceState,
+  ctx: ActionContext,
+): Applied<DiceState, DiceEvent> | RuleError {
+  if (state.ended !== null) return ruleError('game_over', 'the game is over')
+  if (state.awaiting === undefined || !state.awaiting.includes(ctx.player)) {
+    return ruleError('already_joined', `${ctx.player} has connected before`)
+  }
+  const awaiting = state.awaiting.filter((id) => id !== ctx.player)
+  const started = { ...state, awaiting }
+  return {
+    state: { ...started, ...nextDeadline(started, ctx.tick) },
+    event: { kind: 'joined', player: ctx.player, awaiting },
+  }
 }
 
 /** A turn whose time ran out is rolled by the server, for its player. */
@@ -276,10 +320,16 @@ function onAbsent(state: DiceState, ctx: ActionContext): Applied<DiceState, Dice
     turn = -1
   }
   const next = turn === -1 ? null : (players[turn]?.playerId ?? null)
-  // A turn handed on by the forfeit starts now; a turn someone else holds keeps its deadline.
-  const timer = turn !== state.turn && turn !== -1 ? nextDeadline(state, ctx.tick) : {}
+  // One who never connected is awaited no more: the clock starts if nobody else is awaited.
+  const awaited = state.awaiting?.includes(me.playerId) === true
+  const awaiting = awaited ? { awaiting: state.awaiting!.filter((id) => id !== me.playerId) } : {}
+  const after = { ...state, ...awaiting }
+  // A turn handed on by the forfeit starts now, and so does the one in play when the clock
+  // starts with it; a turn someone else holds keeps its deadline.
+  const starts = awaited && after.awaiting!.length === 0
+  const timer = (turn !== state.turn || starts) && turn !== -1 ? nextDeadline(after, ctx.tick) : {}
   return {
-    state: { ...state, players, turn, winner, ended, ...timer },
+    state: { ...after, players, turn, winner, ended, ...timer },
     event: { kind: 'forfeit', player: me.playerId, next, winner, ended },
   }
 }
@@ -325,6 +375,7 @@ export const diceRace: Rules<DiceState, DiceAction, DiceEvent> = {
   onTick,
   nextTick,
   onAbsent,
+  onConnect,
   onAbandon,
   result,
   view: (state) => state,

@@ -48,6 +48,12 @@ export interface ReturnInput {
   player: string
   tick: number
 }
+/** A player opened a connection to the session (for rules with `onConnect`). */
+export interface ConnectInput {
+  kind: 'connect'
+  player: string
+  tick: number
+}
 /**
  * Every player still in the game stayed away past the same deadline (nobody connected at all, or
  * every socket went with a restart): reported one by one, the first reports would hand the last
@@ -67,7 +73,8 @@ export interface EndInput {
   tick: number
   placements: GameResult['placements']
 }
-export type Input = ActionInput | TickInput | AbsentInput | ReturnInput | AbandonInput | EndInput
+export type Input =
+  ActionInput | TickInput | AbsentInput | ReturnInput | ConnectInput | AbandonInput | EndInput
 
 /** The game's result: the rules' own, or the one an `end` input gave it; null while it runs. */
 export function resultOf<S, A, E>(rules: Rules<S, A, E>, match: MatchState<S>): GameResult | null {
@@ -189,8 +196,14 @@ export function step<S, A, E>(
       break
     }
     case 'absent':
-    case 'return': {
-      const hook = input.kind === 'absent' ? rules.onAbsent : rules.onReturn
+    case 'return':
+    case 'connect': {
+      const hook =
+        input.kind === 'absent'
+          ? rules.onAbsent
+          : input.kind === 'return'
+            ? rules.onReturn
+            : rules.onConnect
       if (hook === undefined) return { match, record: null }
       const out = hook.call(rules, match.game, { ...ctx, player: input.player })
       if (isRuleError(out)) return out

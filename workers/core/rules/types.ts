@@ -134,6 +134,12 @@ export interface Rules<S, A, E = unknown> {
   /** `ctx.player` came back after `onAbsent`. Optional; refuse if it changes nothing. */
   onReturn?(state: S, ctx: ActionContext): Applied<S, E> | RuleError
   /**
+   * `ctx.player` opened a connection (every one: the first, a reconnect, a second tab), after any
+   * `onReturn`. Optional; refuse if it changes nothing, which logs nothing. For rules whose clock
+   * should wait for the players (dice-race's turn timer starts once every player has connected).
+   */
+  onConnect?(state: S, ctx: ActionContext): Applied<S, E> | RuleError
+  /**
    * Every player still in the game went away at once (their graces ended together): end the game
    * without a winner (`abandoned`). Optional: rules where the last `onAbsent` already ends a game
    * without a winner need none; rules that would give the last one reported a win by forfeit do.

@@ -65,6 +65,8 @@ export interface Schemas {
     leftParty: string | null
     /** Archived standings whose copied name and metadata were cleared */
     archivedRowsCleared: number
+    /** The player is under an account ban, which now keeps their guest device's hash so that the device cannot sign in as a new player; lifting the ban deletes it */
+    deviceKeptForBan: boolean
     tickets: {
       /** The player's waiting matchmaking tickets this call cancelled (a party's whole ticket; reason `banned` or `erased`): only the call that ends the walk (200) does this */
       cancelled: Array<string>

@@ -113,7 +113,7 @@ async function guestWithDevice() {
   const login = () => call('/v1/auth/guest', json('POST', { deviceId }))
   const first = await login()
   expect(first.status).toBe(200)
-  return { ...((await first.json()) as { token: string; playerId: string }), login }
+  return { ...((await first.json()) as { token: string; playerId: string }), login, deviceId }
 }
 
 const joinAs = (queue: string, token: string, body: Record<string, unknown> = {}) =>
@@ -581,6 +581,35 @@ describe('banning a player from the deployment (admin)', () => {
       await fresh<{ entry: unknown }>(`/v1/leaderboards/${board}/players/${player}`),
     ).toMatchObject({ entry: null })
     expect((await submitFor(board, lifted, { score: 2 })).status).toBe(200)
+  })
+
+  it("an erasure keeps a banned guest's device banned: it signs in as nobody until the ban is lifted, then as a new player", async () => {
+    const guest = await guestWithDevice()
+    await banAll(guest.playerId, { reason: 'aimbot' })
+    const erased = await call(`/v1/admin/players/${guest.playerId}?after=${PREFIX}`, {
+      ...bearer(ADMIN_KEY),
+      method: 'DELETE',
+    })
+    expect(erased.status).toBe(200)
+    expect(await erased.json()).toMatchObject({ profileDeleted: true, deviceKeptForBan: true })
+    // Neon keeps device ids as their SHA-256.
+    const digest = await crypto.subtle.digest('SHA-256', new TextEncoder().encode(guest.deviceId))
+    const deviceKey = [...new Uint8Array(digest)]
+      .map((b) => b.toString(16).padStart(2, '0'))
+      .join('')
+    const linked = () => pg()`select id from players where device_id = ${deviceKey}`
+    expect(await linked()).toEqual([])
+    // The device, whose profile is gone, is refused, and no new player is made for it.
+    const refused = await problem(await guest.login())
+    expect(refused).toMatchObject({ status: 403, type: 'urn:nexus:problem:forbidden' })
+    expect(await linked()).toEqual([])
+    // Lifting the ban lets the device in again, as the new player an erasure leaves it.
+    expect((await liftAll(guest.playerId)).first.lifted).toBe(true)
+    const again = await guest.login()
+    expect(again.status).toBe(200)
+    const { playerId } = (await again.json()) as { playerId: string }
+    expect(playerId).not.toBe(guest.playerId)
+    expect(await linked()).toEqual([{ id: playerId }])
   })
 
   it('bad input and callers: 401 without a credential, 403 for a player, 422 for a bad id, reason or after, 415 and 400 for bodies, and nothing banned', async () => {

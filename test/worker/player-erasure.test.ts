@@ -113,6 +113,7 @@ describe('erasing a player (admin)', () => {
       profileDeleted: true,
       leftParty: party.id,
       archivedRowsCleared: 1,
+      deviceKeptForBan: false,
     })
     expect(entriesRemoved).toBe(2)
 

@@ -60,6 +60,12 @@ export const playerBans = pgTable('player_bans', {
   bannedAt: timestamp('banned_at', { withTimezone: true, mode: 'date' })
     .notNull()
     .default(sql`now()`),
+  /**
+   * The banned guest's device (its SHA-256, as `players.device_id`), kept when an erasure deletes
+   * the profile that linked it: the device would otherwise sign in as a new, unbanned player.
+   * Deleted with the ban.
+   */
+  deviceId: text('device_id').unique(),
 })
 
 /**

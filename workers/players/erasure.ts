@@ -13,6 +13,11 @@ export interface NeonErasure {
   staleTickets: string[]
   /** Archived standings whose copied display name and metadata were cleared. */
   archivedRowsCleared: number
+  /**
+   * Whether the player is under an account ban that now keeps their guest device (its hash), so
+   * that the device does not sign in as a new, unbanned player. Lifting the ban deletes it.
+   */
+  deviceKeptForBan: boolean
 }
 
 /**
@@ -53,12 +58,21 @@ export async function eraseFromNeon(env: DbEnv, playerId: string): Promise<NeonE
        select count(*)::int as n from cleared`,
       [playerId],
     ),
+    // Before the profile goes: a banned guest's device stays banned (see `deviceKeptForBan`).
+    sql.query(
+      `update player_bans b set device_id = p.device_id
+         from players p
+        where b.player_id = $1 and p.id = $1 and p.device_id is not null
+       returning 1 as kept`,
+      [playerId],
+    ),
     sql.query(`delete from players where id = $1 returning 1 as gone`, [playerId]),
   ])
   return {
-    hadProfile: (results[2] as unknown[]).length > 0,
+    hadProfile: (results[3] as unknown[]).length > 0,
     leftParty: membership?.party_id ?? null,
     staleTickets,
     archivedRowsCleared: (results[1] as { n: number }[])[0]?.n ?? 0,
+    deviceKeptForBan: (results[2] as unknown[]).length > 0,
   }
 }

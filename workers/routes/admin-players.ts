@@ -123,6 +123,11 @@ const Erasure = z
       .number()
       .int()
       .openapi({ description: 'Archived standings whose copied name and metadata were cleared' }),
+    deviceKeptForBan: z.boolean().openapi({
+      description:
+        "The player is under an account ban, which now keeps their guest device's hash so that " +
+        'the device cannot sign in as a new player; lifting the ban deletes it',
+    }),
     tickets: TicketsCancelled,
     boards: BoardsWalked,
   })
@@ -140,7 +145,8 @@ const eraseRoute = createRoute({
     'that ends the walk below), clears the name and metadata copied into archived standings, and removes their entry from every ' +
     "board's current cycle. Ranks, scores, rewards and match results stay under the bare id, which " +
     'names nobody once the profile is gone; the id is kept as erased, so a match the player was ' +
-    'still in rates and records nothing of theirs. Walks at most 200 boards per call, in id order: 202 ' +
+    "still in rates and records nothing of theirs; an account ban keeps a banned guest's device " +
+    '(its hash) so it cannot sign in as a new player. Walks at most 200 boards per call, in id order: 202 ' +
     'with `boards.next` says to call again with `after`; 200 when every board is done. Idempotent: ' +
     'safe to retry, and a board that cannot be reached is 503 (`boards` lists them) for a retry. ' +
     "Tokens already issued stay valid until they expire (at most 30 days): sign the player's " +
@@ -225,6 +231,7 @@ adminPlayers.openapi(eraseRoute, async (c) => {
       profileDeleted: neon.hadProfile,
       leftParty: neon.leftParty,
       archivedRowsCleared: neon.archivedRowsCleared,
+      deviceKeptForBan: neon.deviceKeptForBan,
       tickets: { cancelled },
       boards: { walked: outcomes.length, entriesRemoved, next },
     },

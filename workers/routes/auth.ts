@@ -83,19 +83,24 @@ auth.openapi(guestRoute, async (c) => {
   // table must not be enough to sign in as anyone.
   const deviceKey = await sha256Hex(deviceId)
   // One statement, so concurrent first logins of one device converge on one player; it reads
-  // the player's account ban in the same round trip.
+  // the player's account ban in the same round trip. A device whose banned player was erased is
+  // still banned (the ban kept it), and gets no new player.
   const [row] = (await getSql(c.env).query(
-    `with p as (
-       insert into players (id, device_id) values ($1, $2)
+    `with banned_device as (select 1 from player_bans where device_id = $2),
+     p as (
+       insert into players (id, device_id)
+       select $1, $2 where not exists (select 1 from banned_device)
        on conflict (device_id) do update set updated_at = now()
        returning id
      )
-     select p.id, b.player_id is not null as banned
-       from p left join player_bans b on b.player_id = p.id`,
+     select (select id from p) as id,
+            exists (select 1 from banned_device)
+              or exists (select 1 from p join player_bans b on b.player_id = p.id) as banned`,
     [`g_${crypto.randomUUID()}`, deviceKey],
-  )) as { id: string; banned: boolean }[]
+  )) as { id: string | null; banned: boolean }[]
   if (!row) throw new Error('guest upsert returned no row')
   if (row.banned) throw new ApiError('forbidden', 'This player is banned')
+  if (row.id === null) throw new Error('guest upsert returned no player')
   const { token, expiresAt } = await issuePlayerToken(c.env, row.id)
   const expiresIn = Math.max(0, Math.floor((expiresAt - Date.now()) / 1000))
   return c.json({ token, playerId: row.id, expiresAt, expiresIn }, 200)

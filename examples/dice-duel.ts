@@ -65,7 +65,10 @@ export async function playDuel(
     seq = ev.seq
     if (e.kind === 'roll') log(`${me}: ${e.player} rolled ${e.die}`)
     if (e.kind === 'roll' && e.player === me) rolls++
-    if (e.next !== undefined) turn = e.next
+    // Only a change of turn calls for a roll: a `joined` event (a timed game's arrivals) leaves
+    // the turn as it was, and a roll already sent for it stands.
+    if (e.next === undefined) return
+    turn = e.next
     roll()
   })
   // The missed events follow this frame and roll when it is our turn; with none missed, a roll

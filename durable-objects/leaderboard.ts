@@ -32,6 +32,7 @@ import {
 import { isDatabaseUnreachable } from '../workers/db/client.ts'
 import { loadLeaderboardConfig } from '../workers/leaderboards/config-store.ts'
 import { accountBansAfter } from '../workers/players/bans.ts'
+import { MAX_TOKEN_LIFETIME_SECONDS } from '../workers/lib/auth.ts'
 import { submissionRefusals } from '../workers/leaderboards/metrics.ts'
 import { errorFields, log, setLogLevel } from '../workers/lib/log.ts'
 import { counter, gauge, histogram } from '../workers/lib/metrics.ts'
@@ -107,6 +108,11 @@ const ACCOUNT_BANS_RETRY_AT = 'account_bans_retry_at'
 const ACCOUNT_BANS_OLDER_THAN_BOARD = 'account_bans_older_than_board'
 const ACCOUNT_BANS_PAGE = 1000
 const ACCOUNT_BANS_PAGES_PER_RUN = 10
+/**
+ * How long a board keeps a player's erasure: a token issued before it lives at most this long
+ * (MAX_TOKEN_LIFETIME_SECONDS), and a second more for its whole-second `iat`.
+ */
+const ERASURE_KEPT_MS = (MAX_TOKEN_LIFETIME_SECONDS + 1) * 1000
 /** How long a board waits to read account bans again after Neon failed it. */
 const ACCOUNT_BANS_RETRY_MS = 30_000
 
@@ -217,6 +223,11 @@ export interface SubmitInput {
   idempotencyKey: string
   /** SHA-256 of the canonical request, to tell a retry from a different request under one key. */
   requestHash: string
+  /**
+   * When the player's token was issued (ms), if a player's own token sent it: one issued before
+   * the player's erasure is refused (`removeEntry` with `erasedAt`).
+   */
+  tokenIssuedAt?: number
   /**
    * The Worker's edge limit refused this request: answer it only if it replays a stored answer
    * (a retry is never refused for the limit its first attempt used up), and change nothing.
@@ -345,6 +356,11 @@ export class Leaderboard extends DurableObject<Env> {
   private historyHorizon = 0
   /** Players banned from the board; a submission looks a ban up only while there is one. */
   private banCount = 0
+  /**
+   * Players erased within a token's lifetime; a player's submission looks its token up against
+   * them only while there is one (`tokenPredatesErasure`).
+   */
+  private erasureCount = 0
   private archiving: Promise<void> | null = null
   /** The account-ban catch-up running now, so that a push and the alarm never run two at once. */
   private catchingUp: Promise<void> | null = null
@@ -474,7 +490,19 @@ export class Leaderboard extends DurableObject<Env> {
       }
       setSchemaVersion(this.sql, 9)
     }
+    if (schemaVersion(this.sql) < 10) {
+      // Erased players, kept as long as a token issued before their erasure may live: such a
+      // token's submissions are refused (tokenPredatesErasure).
+      this.sql.exec(`
+        CREATE TABLE IF NOT EXISTS erasures (
+          player_id TEXT PRIMARY KEY, erased_at INTEGER NOT NULL
+        ) WITHOUT ROWID;
+        CREATE INDEX IF NOT EXISTS erasures_at ON erasures (erased_at);
+      `)
+      setSchemaVersion(this.sql, 10)
+    }
     this.banCount = one<{ n: number }>(this.sql, `SELECT count(*) AS n FROM bans`)!.n
+    this.countErasures()
     this.accountBansPending = this.meta(ACCOUNT_BANS_AFTER) !== undefined
     const meta = new Map(
       all<{ key: string; value: string }>(this.sql, `SELECT key, value FROM meta`).map((r) => [
@@ -873,6 +901,12 @@ export class Leaderboard extends DurableObject<Env> {
     if (this.isBanned(input.playerId)) {
       return refuse('forbidden', 'This player is banned from this board')
     }
+    if (this.tokenPredatesErasure(input.playerId, input.tokenIssuedAt)) {
+      return refuse(
+        'forbidden',
+        "This token was issued before the player's data was erased: sign in again",
+      )
+    }
 
     if (input.score < config.scoreMin || input.score > config.scoreMax) {
       return refuse(
@@ -1158,13 +1192,52 @@ export class Leaderboard extends DurableObject<Env> {
   async removeEntry(
     boardId: string,
     playerId: string,
+    opts: { erasedAt?: number } = {},
   ): Promise<Reply<{ cycle: number; removed: boolean; total: number }>> {
     const unknown = await this.ensureConfigured(boardId)
     if (unknown) return unknown
     const now = this.now()
     if (this.rollover(now)) await this.scheduleAlarm()
-    const removed = this.takeOut(playerId, now)
+    const { erasedAt } = opts
+    const removed = this.takeOut(
+      playerId,
+      now,
+      erasedAt === undefined
+        ? undefined
+        : () =>
+            this.sql.exec(
+              `INSERT INTO erasures (player_id, erased_at) VALUES (?, ?)
+               ON CONFLICT (player_id) DO UPDATE SET erased_at = max(erased_at, excluded.erased_at)`,
+              playerId,
+              erasedAt,
+            ),
+    )
+    if (erasedAt !== undefined) {
+      this.countErasures()
+      await this.scheduleAlarm()
+    }
     return { ok: true, cycle: this.current!.cycle, removed, total: this.entryCount() }
+  }
+
+  /**
+   * Whether a submission with a token issued at `issuedAt` comes from before the player's erasure
+   * (`removeEntry` with `erasedAt`): the erased player's own client, still signed in, which would
+   * put a new entry, metadata and all, under the id. A token from after it (a player of an
+   * identity provider coming back under the same id) is theirs. Tokens carry whole seconds, so a
+   * token of the erasure's own second counts as after it.
+   */
+  private tokenPredatesErasure(playerId: string, issuedAt: number | undefined): boolean {
+    if (this.erasureCount === 0 || issuedAt === undefined) return false
+    const erased = one<{ erased_at: number }>(
+      this.sql,
+      `SELECT erased_at FROM erasures WHERE player_id = ?`,
+      playerId,
+    )
+    return erased !== undefined && issuedAt + 1000 <= erased.erased_at
+  }
+
+  private countErasures(): void {
+    this.erasureCount = one<{ n: number }>(this.sql, `SELECT count(*) AS n FROM erasures`)!.n
   }
 
   /**
@@ -2002,6 +2075,7 @@ export class Leaderboard extends DurableObject<Env> {
       this.rollover(now)
       await this.runArchive()
       this.sweep(now)
+      this.forgetErasures(now)
       await this.catchUpAccountBans(this.accountBanPagesPerRun)
     } catch (err) {
       log('error', 'alarm failed', { actor: this.actor, ...errorFields(err) })
@@ -2050,6 +2124,13 @@ export class Leaderboard extends DurableObject<Env> {
     this.setMeta('next_sweep', String(more ? now + 1000 : now + SWEEP_INTERVAL_MS))
   }
 
+  /** Erasures older than any token issued before them refuse nothing more: forgotten. */
+  private forgetErasures(now: number): void {
+    if (this.erasureCount === 0) return
+    this.sql.exec(`DELETE FROM erasures WHERE erased_at <= ?`, now - ERASURE_KEPT_MS)
+    this.countErasures()
+  }
+
   private async scheduleAlarm(): Promise<void> {
     const now = this.now()
     const candidates: number[] = []
@@ -2069,6 +2150,10 @@ export class Leaderboard extends DurableObject<Env> {
           ?.value ?? 0,
       )
       candidates.push(Math.max(due, hasKeys.t + IDEMPOTENCY_TTL_MS, now))
+    }
+    if (this.erasureCount > 0) {
+      const oldest = one<{ t: number }>(this.sql, `SELECT min(erased_at) AS t FROM erasures`)!.t
+      candidates.push(Math.max(oldest + ERASURE_KEPT_MS, now))
     }
     if (this.accountBansPending) {
       candidates.push(Math.max(Number(this.meta(ACCOUNT_BANS_RETRY_AT) ?? 0), now))

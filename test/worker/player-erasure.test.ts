@@ -5,7 +5,8 @@ import type { Leaderboard } from '../../durable-objects/leaderboard.ts'
 import { NeonArchiveWriter } from '../../workers/leaderboards/archive-writer.ts'
 import { boardWalkLimits } from '../../workers/players/board-walk.ts'
 import { NeonSessionStore } from '../../workers/sessions/store.ts'
-import { boardId, createBoard, fresh, pg, submitFor } from './helpers/boards.ts'
+import { boardId, createBoard, fresh, pg, submitAs, submitFor } from './helpers/boards.ts'
+import { issuePlayerToken } from '../../workers/lib/auth.ts'
 import { ADMIN_KEY, bearer, call, json, newGuest, problem } from './helpers/http.ts'
 import { createQueue, joinFor, newClock, rig, ticketOf } from './helpers/matchmaking.ts'
 
@@ -232,6 +233,39 @@ describe('erasing a player (admin)', () => {
     for (const t of others) expect((await ticketOf(t.ticketId)).status).toBe('waiting')
     // Erasing again: nothing left to cancel.
     expect((await eraseAll(gone)).first.tickets).toEqual({ cancelled: [] })
+  })
+
+  it('a token issued before the erasure is refused by every board; one issued after it submits; the boards forget the erasure once no such token can live', async () => {
+    const gone = `idp-tok-${crypto.randomUUID().slice(0, 8)}`
+    const boards = [await newBoard(), await newBoard()]
+    const old = (await issuePlayerToken(env, gone, Date.now() - 60_000)).token
+    for (const b of boards) expect((await submitAs(b, old, { score: 5 })).status).toBe(200)
+    await eraseAll(gone)
+    // The erased player's client, still signed in, cannot put an entry back under the id.
+    for (const b of boards) {
+      const refused = await problem(
+        await submitAs(b, old, { score: 6, metadata: { city: 'Rome' } }),
+      )
+      expect(refused).toMatchObject({ status: 403, type: 'urn:nexus:problem:forbidden' })
+      expect(
+        await fresh<{ entry: unknown }>(`/v1/leaderboards/${b}/players/${gone}`),
+      ).toMatchObject({ entry: null })
+    }
+    // An identity provider's player coming back under the same id signs in anew.
+    const fresher = (await issuePlayerToken(env, gone, Date.now() + 2_000)).token
+    expect((await submitAs(boards[0]!, fresher, { score: 7 })).status).toBe(200)
+    // A game server's submission for the id (the admin key) is not a token of theirs.
+    expect((await submitFor(boards[1]!, gone, { score: 8 })).status).toBe(200)
+    // Past the longest a token may live, the board keeps nothing of the erasure.
+    const left = await runInDurableObject(
+      env.LEADERBOARD.getByName(boards[0]!),
+      async (inst: Leaderboard, state) => {
+        inst.now = () => Date.now() + 31 * 86_400_000
+        await inst.alarm()
+        return state.storage.sql.exec<{ n: number }>(`SELECT count(*) AS n FROM erasures`).one().n
+      },
+    )
+    expect(left).toBe(0)
   })
 
   it('walks the boards a page per call: 202 with the board to go on after, then 200', async () => {

@@ -34,7 +34,19 @@ export interface AuthEnv {
 }
 
 export type Principal =
-  { kind: 'player'; playerId: string; source: 'nexus' | 'jwks' } | { kind: 'admin' }
+  | {
+      kind: 'player'
+      playerId: string
+      source: 'nexus' | 'jwks'
+      /** When the token was issued (its `iat`, in ms), when it says. */
+      issuedAt?: number
+    }
+  | { kind: 'admin' }
+
+/** A verified token's `iat` as `issuedAt` (ms), when it has one. */
+function issuedAt(payload: JWTPayload): { issuedAt?: number } {
+  return typeof payload.iat === 'number' ? { issuedAt: payload.iat * 1000 } : {}
+}
 
 const encoder = new TextEncoder()
 
@@ -275,7 +287,12 @@ export async function verifyPlayerToken(env: AuthEnv, token: string): Promise<Pr
         requiredClaims: ['sub', 'exp'],
       })
       checkLifetime(payload)
-      return { kind: 'player', playerId: playerIdFrom(payload), source: 'nexus' }
+      return {
+        kind: 'player',
+        playerId: playerIdFrom(payload),
+        source: 'nexus',
+        ...issuedAt(payload),
+      }
     }
     if (env.JWKS_URL && alg && alg !== 'none' && !alg.startsWith('HS')) {
       // Key sets are often shared by many apps (one per Firebase, one per Auth0 tenant): without
@@ -312,7 +329,12 @@ export async function verifyPlayerToken(env: AuthEnv, token: string): Promise<Pr
           return verifyWithAnyKey(token, err, options)
         })
       checkLifetime(payload)
-      return { kind: 'player', playerId: playerIdFrom(payload), source: 'jwks' }
+      return {
+        kind: 'player',
+        playerId: playerIdFrom(payload),
+        source: 'jwks',
+        ...issuedAt(payload),
+      }
     }
   } catch (err) {
     throw tokenError(err)

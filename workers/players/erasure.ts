@@ -8,6 +8,8 @@ import { removeMember } from '../parties/store.ts'
 export interface NeonErasure {
   /** Whether Neon had a `players` row (a device link, a name or a rating) to delete. */
   hadProfile: boolean
+  /** When Neon recorded the erasure (ms; this call's, for an erasure sent again). */
+  erasedAt: number
   /** The party the player was in, which goes on without them (or ends, if they were its last). */
   leftParty: string | null
   staleTickets: string[]
@@ -46,7 +48,8 @@ export async function eraseFromNeon(env: DbEnv, playerId: string): Promise<NeonE
   const results = await sql.transaction([
     // First: a result or an archive page committing after this sees the tombstone.
     sql.query(
-      `insert into erased_players (id) values ($1) on conflict (id) do update set erased_at = now()`,
+      `insert into erased_players (id) values ($1) on conflict (id) do update set erased_at = now()
+       returning erased_at`,
       [playerId],
     ),
     sql.query(
@@ -70,6 +73,7 @@ export async function eraseFromNeon(env: DbEnv, playerId: string): Promise<NeonE
   ])
   return {
     hadProfile: (results[3] as unknown[]).length > 0,
+    erasedAt: new Date((results[0] as { erased_at: string | Date }[])[0]!.erased_at).getTime(),
     leftParty: membership?.party_id ?? null,
     staleTickets,
     archivedRowsCleared: (results[1] as { n: number }[])[0]?.n ?? 0,

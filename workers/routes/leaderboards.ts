@@ -208,6 +208,9 @@ leaderboardRoutes.openapi(submitRoute, async (c) => {
     metadata,
     idempotencyKey: key,
     requestHash,
+    ...(principal.kind === 'player' && principal.issuedAt !== undefined
+      ? { tokenIssuedAt: principal.issuedAt }
+      : {}),
     ...(overLimit ? { replayOnly: true } : {}),
   })
   if (!reply.ok) {

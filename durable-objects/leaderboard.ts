@@ -224,8 +224,9 @@ export interface SubmitInput {
   /** SHA-256 of the canonical request, to tell a retry from a different request under one key. */
   requestHash: string
   /**
-   * When the player's token was issued (ms), if a player's own token sent it: one issued before
-   * the player's erasure is refused (`removeEntry` with `erasedAt`).
+   * When the player's token was issued (ms; 0 for a token that does not say), if a player's own
+   * token sent it: one issued before the player's erasure is refused (`removeEntry` with
+   * `erasedAt`). Absent for a game server's submission (the admin key).
    */
   tokenIssuedAt?: number
   /**

@@ -592,6 +592,12 @@ describe('banning a player from the deployment (admin)', () => {
     })
     expect(erased.status).toBe(200)
     expect(await erased.json()).toMatchObject({ profileDeleted: true, deviceKeptForBan: true })
+    // Sent again (a retry, or the next page of a long walk), it still says so.
+    const retried = await call(`/v1/admin/players/${guest.playerId}?after=${PREFIX}`, {
+      ...bearer(ADMIN_KEY),
+      method: 'DELETE',
+    })
+    expect(await retried.json()).toMatchObject({ profileDeleted: false, deviceKeptForBan: true })
     // Neon keeps device ids as their SHA-256.
     const digest = await crypto.subtle.digest('SHA-256', new TextEncoder().encode(guest.deviceId))
     const deviceKey = [...new Uint8Array(digest)]

@@ -48,7 +48,13 @@ export async function eraseFromNeon(env: DbEnv, playerId: string): Promise<NeonE
   const results = await sql.transaction([
     // First: a result or an archive page committing after this sees the tombstone.
     sql.query(
-      `insert into erased_players (id) values ($1) on conflict (id) do update set erased_at = now()
+      // A retried or continued erasure keeps the first one's time, which the boards compare
+      // tokens with (a later one would refuse tokens issued in between); an erasure an hour and
+      // more after the last (a player of an identity provider came back) takes a new one.
+      `insert into erased_players (id) values ($1)
+       on conflict (id) do update set erased_at = case
+         when erased_players.erased_at < now() - interval '1 hour' then now()
+         else erased_players.erased_at end
        returning erased_at`,
       [playerId],
     ),
@@ -61,22 +67,30 @@ export async function eraseFromNeon(env: DbEnv, playerId: string): Promise<NeonE
        select count(*)::int as n from cleared`,
       [playerId],
     ),
-    // Before the profile goes: a banned guest's device stays banned (see `deviceKeptForBan`).
+    // Before the profile goes: a banned guest's device stays banned (see `deviceKeptForBan`),
+    // unless another ban holds it already (a new player a sign-in made for the device while an
+    // earlier erasure ran, banned since).
     sql.query(
       `update player_bans b set device_id = p.device_id
          from players p
         where b.player_id = $1 and p.id = $1 and p.device_id is not null
-       returning 1 as kept`,
+          and not exists (select 1 from player_bans o where o.device_id = p.device_id)`,
+      [playerId],
+    ),
+    // Asked apart from the update: a retried erasure finds the profile gone, the device kept.
+    sql.query(
+      `select exists (select 1 from player_bans where player_id = $1 and device_id is not null)
+         as kept`,
       [playerId],
     ),
     sql.query(`delete from players where id = $1 returning 1 as gone`, [playerId]),
   ])
   return {
-    hadProfile: (results[3] as unknown[]).length > 0,
+    hadProfile: (results[4] as unknown[]).length > 0,
     erasedAt: new Date((results[0] as { erased_at: string | Date }[])[0]!.erased_at).getTime(),
     leftParty: membership?.party_id ?? null,
     staleTickets,
     archivedRowsCleared: (results[1] as { n: number }[])[0]?.n ?? 0,
-    deviceKeptForBan: (results[2] as unknown[]).length > 0,
+    deviceKeptForBan: (results[3] as { kept: boolean }[])[0]?.kept === true,
   }
 }

@@ -208,9 +208,8 @@ leaderboardRoutes.openapi(submitRoute, async (c) => {
     metadata,
     idempotencyKey: key,
     requestHash,
-    ...(principal.kind === 'player' && principal.issuedAt !== undefined
-      ? { tokenIssuedAt: principal.issuedAt }
-      : {}),
+    // A token without `iat` counts as the oldest (an erased player's board refuses it).
+    ...(principal.kind === 'player' ? { tokenIssuedAt: principal.issuedAt ?? 0 } : {}),
     ...(overLimit ? { replayOnly: true } : {}),
   })
   if (!reply.ok) {

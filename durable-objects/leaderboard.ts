@@ -658,7 +658,8 @@ export class Leaderboard extends DurableObject<Env> {
    */
   private async ensureConfigured(boardId: string): Promise<BoardProblem | null> {
     if (this.config) {
-      // Nothing is served by a board that has not yet taken on the account bans it should hold.
+      // A board still taking on account bans answers once it has them (unless Neon failed it
+      // and the retry is not due: awaitAccountBans).
       if (this.accountBansPending) await this.awaitAccountBans()
       return null
     }

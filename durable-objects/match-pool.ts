@@ -31,6 +31,7 @@ import {
   conflictDetail,
   FENCE_RETENTION_MS,
   joinsRefused,
+  STALE_TOKEN_DETAIL,
   type FenceEntry,
   type FenceReply,
   type QueueClaim,
@@ -239,6 +240,8 @@ export interface SocketContext {
   config: QueueConfig
   version: number
   playerId: string
+  /** When the socket's token was issued (ms; 0 when it does not say), for its later claims. */
+  tokenIssuedAt: number
   rating: number
   /** The player's claim on the queue taken at connect, if it could be (`claimQueue`). */
   claim: SocketClaim | null
@@ -292,6 +295,8 @@ interface MatchRow {
 
 interface Attachment {
   playerId: string
+  /** The socket's token's `iat` in ms (SocketContext); absent on sockets from before it was kept. */
+  tokenIssuedAt?: number
   rating: number
   ticketId: string | null
   /**
@@ -1502,6 +1507,7 @@ export class MatchPool extends DurableObject<Env> {
     this.ctx.acceptWebSocket(server, [`p:${sc.playerId}`])
     const attachment: Attachment = {
       playerId: sc.playerId,
+      ...(typeof sc.tokenIssuedAt === 'number' ? { tokenIssuedAt: sc.tokenIssuedAt } : {}),
       rating: sc.rating,
       ticketId: null,
       claim: this.goodClaim(sc.playerId, sc.claim),
@@ -1682,6 +1688,7 @@ export class MatchPool extends DurableObject<Env> {
           const claimed = await this.claimFor(
             players.map((p) => p.playerId),
             att.playerId,
+            att.tokenIssuedAt,
           )
           if (!claimed.ok) {
             if (claimed.code === 'conflict') this.countRefusal('other_region')
@@ -1805,11 +1812,18 @@ export class MatchPool extends DurableObject<Env> {
   private async claimFor(
     ids: string[],
     caller: string,
+    tokenIssuedAt: number | undefined,
   ): Promise<{ ok: true; claim: QueueClaim } | { ok: false; code: ErrorCode; message: string }> {
     let r: Awaited<ReturnType<typeof claimQueue>>
     try {
       r = await within(
-        claimQueue(this.env, this.queue!, this.region!, ids),
+        claimQueue(
+          this.env,
+          this.queue!,
+          this.region!,
+          ids,
+          tokenIssuedAt === undefined ? undefined : { playerId: caller, issuedAt: tokenIssuedAt },
+        ),
         this.neonTimeoutMs,
         'queue claim',
       )
@@ -1825,6 +1839,7 @@ export class MatchPool extends DurableObject<Env> {
     if ('banned' in r) {
       return { ok: false, code: 'banned', message: bannedJoinDetail(caller, r.banned) }
     }
+    if ('staleToken' in r) return { ok: false, code: 'signed_out', message: STALE_TOKEN_DETAIL }
     if ('queueChanged' in r) {
       // Its push reaches this pool shortly; the join then gets the settings' own answer.
       return {

@@ -498,7 +498,7 @@ export class MatchTicket extends Emitter<TicketEvents> {
         const [problem, status] =
           msg.code === 'conflict'
             ? (['conflict', 409] as const)
-            : msg.code === 'party_forbidden' || msg.code === 'banned'
+            : msg.code === 'party_forbidden' || msg.code === 'banned' || msg.code === 'signed_out'
               ? (['forbidden', 403] as const)
               : msg.code === 'unavailable'
                 ? (['unavailable', 503] as const)

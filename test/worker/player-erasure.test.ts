@@ -8,7 +8,9 @@ import { NeonSessionStore } from '../../workers/sessions/store.ts'
 import { boardId, createBoard, fresh, pg, submitAs, submitFor } from './helpers/boards.ts'
 import { issuePlayerToken } from '../../workers/lib/auth.ts'
 import { ADMIN_KEY, bearer, call, json, newGuest, problem } from './helpers/http.ts'
-import { createQueue, joinFor, newClock, rig, ticketOf } from './helpers/matchmaking.ts'
+import { createQueue, joinFor, newClock, poolOf, rig, ticketOf } from './helpers/matchmaking.ts'
+import { connect, nextOfType, upgrade } from './helpers/sockets.ts'
+import type { MatchPool } from '../../durable-objects/match-pool.ts'
 
 interface Erasure {
   playerId: string
@@ -266,6 +268,33 @@ describe('erasing a player (admin)', () => {
       },
     )
     expect(left).toBe(0)
+  })
+
+  it("a token issued before the erasure cannot queue (HTTP, a socket connect, an open socket's next join); one issued after it can", async () => {
+    const queue = await createQueue({ teamSize: 3 })
+    await rig(queue, newClock())
+    const gone = `idp-q-${crypto.randomUUID().slice(0, 8)}`
+    const old = (await issuePlayerToken(env, gone, Date.now() - 60_000)).token
+    const open = await connect(`/v1/matchmaking/${queue}`, old)
+    await eraseAll(gone)
+    const join = (token: string) =>
+      call(`/v1/matchmaking/${queue}/tickets`, json('POST', {}, token))
+    const http = await problem(await join(old))
+    expect(http).toMatchObject({ status: 403, type: 'urn:nexus:problem:forbidden' })
+    expect(http.body.detail).toContain('erased')
+    const socket = await upgrade(`/v1/matchmaking/${queue}`, old)
+    expect(socket.webSocket).toBeFalsy()
+    expect(await problem(socket)).toMatchObject({ status: 403 })
+    // The socket opened before: the erasure dropped its claim, and the claim it asks for now is
+    // refused.
+    open.send(JSON.stringify({ type: 'join' }))
+    expect(await nextOfType<{ code: string }>(open, 'error')).toMatchObject({ code: 'signed_out' })
+    open.close(1000)
+    const waiting = await runInDurableObject(poolOf(queue), (inst: MatchPool) => inst.stats('eu'))
+    expect(waiting.waitingTickets).toBe(0)
+    // An identity provider's player coming back under the id signs in anew, and queues.
+    const fresher = (await issuePlayerToken(env, gone, Date.now() + 2_000)).token
+    expect((await join(fresher)).status).toBe(201)
   })
 
   it('walks the boards a page per call: 202 with the board to go on after, then 200', async () => {

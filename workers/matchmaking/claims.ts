@@ -70,8 +70,29 @@ export interface ClaimBanned {
   banned: string[]
 }
 
+/** The caller's token was issued before their erasure (`erased_players`): nothing was claimed. */
+export interface ClaimStaleToken {
+  ok: false
+  staleToken: true
+}
+
 export type ClaimResult =
-  { ok: true; claim: QueueClaim } | ClaimConflict | QueueChanged | ClaimBanned
+  { ok: true; claim: QueueClaim } | ClaimConflict | QueueChanged | ClaimBanned | ClaimStaleToken
+
+/**
+ * The player whose own token asks for the claim, and when that token was issued (ms; 0 when it
+ * does not say): a token from before the player's erasure claims nothing, so an erased player's
+ * client, still signed in, cannot queue the id into a match that would give it a profile again.
+ * Absent for a game server's join (the admin key).
+ */
+export interface TokenCaller {
+  playerId: string
+  issuedAt: number
+}
+
+/** Why a join with such a token is refused. */
+export const STALE_TOKEN_DETAIL =
+  "This token was issued before the player's data was erased: sign in again"
 
 /**
  * Why a join is refused for a conflict, in words: the ticket is named only to its own player
@@ -155,6 +176,10 @@ const CLAIM_UPSERT = `
   with q as (select config, version from queues where id = $1),
   target as (select coalesce($2::text, q.config->'regions'->>0) as region from q),
   banned as (select player_id from player_bans where player_id = any($3::text[])),
+  stale as (
+    select 1 from erased_players
+     where id = $4::text and erased_at >= to_timestamp(($5::float8 + 1000) / 1000)
+  ),
   claimed as (
     insert into queue_claims (queue, player_id, version, regions)
     select $1, p, 1, jsonb_build_object(t.region, 1)
@@ -162,6 +187,7 @@ const CLAIM_UPSERT = `
     where q.config->'regions' ? t.region
       and (q.config->>'maxPartySize')::int >= cardinality($3::text[])
       and not exists (select 1 from banned)
+      and not exists (select 1 from stale)
     order by p
     on conflict (queue, player_id) do update set
       version = queue_claims.version + 1,
@@ -172,7 +198,8 @@ const CLAIM_UPSERT = `
   )
   select (select config from q) as config, (select version from q) as version,
     coalesce((select json_agg(claimed) from claimed), '[]'::json) as claimed,
-    coalesce((select json_agg(player_id order by player_id) from banned), '[]'::json) as banned`
+    coalesce((select json_agg(player_id order by player_id) from banned), '[]'::json) as banned,
+    exists (select 1 from stale) as stale_token`
 
 /** The one row CLAIM_UPSERT answers. */
 interface ClaimAnswer {
@@ -180,6 +207,12 @@ interface ClaimAnswer {
   version: number | null
   claimed: ClaimRow[]
   banned: string[]
+  stale_token: boolean
+}
+
+/** CLAIM_UPSERT's parameters after the queue, the region and the players. */
+function callerParams(caller: TokenCaller | undefined): [string | null, number | null] {
+  return caller ? [caller.playerId, caller.issuedAt] : [null, null]
 }
 
 function sortedIds(playerIds: readonly string[]): string[] {
@@ -199,6 +232,8 @@ export interface JoinRead {
   claimed: ClaimRow[]
   /** Those of the players under an account ban (`player_bans`): nothing was claimed. */
   banned: string[]
+  /** The caller's token predates their erasure (TokenCaller): nothing was claimed. */
+  staleToken: boolean
 }
 
 /**
@@ -211,12 +246,18 @@ export async function readAndClaim(
   queue: string,
   region: string | undefined,
   playerIds: readonly string[],
+  caller?: TokenCaller,
 ): Promise<JoinRead> {
   const ids = sortedIds(playerIds)
   const sql = getSql(env)
   const [players, [answer]] = (await sql.transaction([
     sql.query(`select id, rating from players where id = any($1::text[])`, [textArrayLiteral(ids)]),
-    sql.query(CLAIM_UPSERT, [queue, region ?? null, textArrayLiteral(ids)]),
+    sql.query(CLAIM_UPSERT, [
+      queue,
+      region ?? null,
+      textArrayLiteral(ids),
+      ...callerParams(caller),
+    ]),
   ])) as [{ id: string; rating: number }[], ClaimAnswer[]]
   const ratings = new Map(players.map((p) => [p.id, p.rating]))
   for (const id of ids) if (!ratings.has(id)) ratings.set(id, defaultRating().rating)
@@ -225,6 +266,7 @@ export async function readAndClaim(
     ratings,
     claimed: answer!.claimed,
     banned: answer!.banned,
+    staleToken: answer!.stale_token,
   }
 }
 
@@ -239,14 +281,17 @@ export async function claimQueue(
   queue: string,
   region: string,
   playerIds: readonly string[],
+  caller?: TokenCaller,
 ): Promise<ClaimResult> {
   const ids = sortedIds(playerIds)
   const [answer] = (await getSql(env).query(CLAIM_UPSERT, [
     queue,
     region,
     textArrayLiteral(ids),
+    ...callerParams(caller),
   ])) as ClaimAnswer[]
   if (answer!.banned.length > 0) return { ok: false, banned: answer!.banned }
+  if (answer!.stale_token) return { ok: false, staleToken: true }
   // The queue as Neon holds it no longer takes this ticket here (a region or size change on its
   // way to the pool): nothing was claimed, and the pool, once told, refuses the join as invalid.
   if (answer!.claimed.length < ids.length) return { ok: false, queueChanged: true }

@@ -86,7 +86,8 @@ export type ServerMessage =
  * `conflict` (a party member already waits), `unavailable` (the queue changed under the socket,
  * or the party could not be read: try again), `rate_limited` (too many frames, or too many waiting
  * for an answer: the frame was dropped), `banned` (the player, or a member of their party, is
- * under an account ban).
+ * under an account ban), `signed_out` (the socket's token was issued before its player's erasure:
+ * sign in again).
  */
 export type ErrorCode =
   | 'too_large'
@@ -99,3 +100,4 @@ export type ErrorCode =
   | 'unavailable'
   | 'rate_limited'
   | 'banned'
+  | 'signed_out'

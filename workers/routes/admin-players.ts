@@ -150,7 +150,7 @@ const eraseRoute = createRoute({
     'with `boards.next` says to call again with `after`; 200 when every board is done. Idempotent: ' +
     'safe to retry, and a board that cannot be reached is 503 (`boards` lists them) for a retry. ' +
     "Tokens already issued stay valid until they expire (at most 30 days): sign the player's " +
-    'client out. Boards refuse their scores (403) from then on.',
+    'client out. Boards and matchmaking refuse them (403) from then on.',
   middleware: [requireAdmin()] as const,
   request: {
     params: z.object({ playerId: PlayerId }),

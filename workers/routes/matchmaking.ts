@@ -30,6 +30,8 @@ import {
   fenceOthers,
   joinsRefused,
   readAndClaim,
+  STALE_TOKEN_DETAIL,
+  type TokenCaller,
   type JoinRead,
   type QueueClaim,
 } from '../matchmaking/claims.ts'
@@ -47,6 +49,13 @@ import { forgetSettledTickets } from '../parties/stale-tickets.ts'
 import { matchmakingPlayer, recordPartyTicket } from '../parties/store.ts'
 
 export const matchmakingRoutes = newRouter()
+
+/** A player's own token as a claim's caller (the admin key has none: a game server's join). */
+function tokenCaller(principal: Principal): TokenCaller | undefined {
+  return principal.kind === 'player'
+    ? { playerId: principal.playerId, issuedAt: principal.issuedAt ?? 0 }
+    : undefined
+}
 
 const QueueParam = z.object({ queue: ResourceId })
 
@@ -416,9 +425,10 @@ matchmakingRoutes.openapi(joinRoute, async (c) => {
     return c.json({ ...ticket, existing: true }, 200)
   }
   // The queue, the ratings and the players' claims on the queue, in one Neon round trip.
-  const read = await readAndClaim(c.env, queue, body.region, ids)
+  const read = await readAndClaim(c.env, queue, body.region, ids, tokenCaller(principal))
   if (!read.queue) throw new ApiError('not-found', `No queue '${queue}'`)
   if (read.banned.length > 0) throw new ApiError('forbidden', bannedJoinDetail(leader, read.banned))
+  if (read.staleToken) throw new ApiError('forbidden', STALE_TOKEN_DETAIL)
   const { config, version } = read.queue
   const { ratings } = read
   let region: string
@@ -658,9 +668,11 @@ matchmakingRoutes.openapi(socketRoute, (async (c: Context<AppEnv>) => {
   }
   // The rating and the claim are taken once per socket, with the queue, in one Neon round trip;
   // a party is read by the pool when a `join` names one.
-  const read = await readAndClaim(c.env, queue, query.region, [principal.playerId])
+  const caller = tokenCaller(principal)!
+  const read = await readAndClaim(c.env, queue, query.region, [principal.playerId], caller)
   if (!read.queue) throw new ApiError('not-found', `No queue '${queue}'`)
   if (read.banned.length > 0) throw new ApiError('forbidden', 'This player is banned')
+  if (read.staleToken) throw new ApiError('forbidden', STALE_TOKEN_DETAIL)
   const { config, version } = read.queue
   const region = regionOf(config, query.region)
   const context: SocketContext = {
@@ -669,6 +681,7 @@ matchmakingRoutes.openapi(socketRoute, (async (c: Context<AppEnv>) => {
     config,
     version,
     playerId: principal.playerId,
+    tokenIssuedAt: caller.issuedAt,
     rating: read.ratings.get(principal.playerId)!,
     claim: await connectClaim(c, queue, region, read, principal.playerId),
   }

@@ -32,7 +32,7 @@ import {
 import { isDatabaseUnreachable } from '../workers/db/client.ts'
 import { loadLeaderboardConfig } from '../workers/leaderboards/config-store.ts'
 import { accountBansAfter } from '../workers/players/bans.ts'
-import { MAX_TOKEN_LIFETIME_SECONDS } from '../workers/lib/auth.ts'
+import { MAX_TOKEN_LIFETIME_SECONDS, STALE_TOKEN_DETAIL } from '../workers/lib/auth.ts'
 import { submissionRefusals } from '../workers/leaderboards/metrics.ts'
 import { errorFields, log, setLogLevel } from '../workers/lib/log.ts'
 import { counter, gauge, histogram } from '../workers/lib/metrics.ts'
@@ -904,10 +904,7 @@ export class Leaderboard extends DurableObject<Env> {
       return refuse('forbidden', 'This player is banned from this board')
     }
     if (this.tokenPredatesErasure(input.playerId, input.tokenIssuedAt)) {
-      return refuse(
-        'forbidden',
-        "This token was issued before the player's data was erased: sign in again",
-      )
+      return refuse('forbidden', STALE_TOKEN_DETAIL)
     }
 
     if (input.score < config.scoreMin || input.score > config.scoreMax) {
@@ -2104,10 +2101,7 @@ export class Leaderboard extends DurableObject<Env> {
 
   /** Deletes expired idempotency keys, a bounded batch at a time. */
   private sweep(now: number): void {
-    const due = Number(
-      one<{ value: string }>(this.sql, `SELECT value FROM meta WHERE key = 'next_sweep'`)?.value ??
-        0,
-    )
+    const due = Number(this.meta('next_sweep') ?? 0)
     if (now < due) return
     // Batches until the expired keys are gone or the budget is spent; a busy board expires keys
     // as fast as it takes them, so one batch per interval would fall behind for good.
@@ -2147,10 +2141,7 @@ export class Leaderboard extends DurableObject<Env> {
       `SELECT min(created_at) AS t FROM idempotency`,
     )
     if (hasKeys?.t != null) {
-      const due = Number(
-        one<{ value: string }>(this.sql, `SELECT value FROM meta WHERE key = 'next_sweep'`)
-          ?.value ?? 0,
-      )
+      const due = Number(this.meta('next_sweep') ?? 0)
       candidates.push(Math.max(due, hasKeys.t + IDEMPOTENCY_TTL_MS, now))
     }
     if (this.erasureCount > 0) {

@@ -25,13 +25,13 @@ import {
   type SessionCreator,
   type SessionSetup,
 } from '../workers/matchmaking/session.ts'
+import { STALE_TOKEN_DETAIL } from '../workers/lib/auth.ts'
 import {
   CLAIM_MAX_AGE_MS,
   claimQueue,
   conflictDetail,
   FENCE_RETENTION_MS,
   joinsRefused,
-  STALE_TOKEN_DETAIL,
   type FenceEntry,
   type FenceReply,
   type QueueClaim,
@@ -1807,7 +1807,8 @@ export class MatchPool extends DurableObject<Env> {
   /**
    * Takes a claim on the queue for `ids` (`claimQueue`) for a socket's `join`, or says why not:
    * one of them waits in another region (`conflict`), one of them is under an account ban
-   * (`banned`), or Neon or a pool did not answer in time.
+   * (`banned`), the socket's token predates its player's erasure (`signed_out`), or Neon or a pool
+   * did not answer in time.
    */
   private async claimFor(
     ids: string[],

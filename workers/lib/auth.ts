@@ -43,6 +43,13 @@ export type Principal =
     }
   | { kind: 'admin' }
 
+/**
+ * Why a player token issued before its player's erasure is refused, by a board (a submission) or
+ * by matchmaking (a join's claim).
+ */
+export const STALE_TOKEN_DETAIL =
+  "This token was issued before the player's data was erased: sign in again"
+
 /** A verified token's `iat` as `issuedAt` (ms), when it has one. */
 function issuedAt(payload: JWTPayload): { issuedAt?: number } {
   return typeof payload.iat === 'number' ? { issuedAt: payload.iat * 1000 } : {}

@@ -90,10 +90,6 @@ export interface TokenCaller {
   issuedAt: number
 }
 
-/** Why a join with such a token is refused. */
-export const STALE_TOKEN_DETAIL =
-  "This token was issued before the player's data was erased: sign in again"
-
 /**
  * Why a join is refused for a conflict, in words: the ticket is named only to its own player
  * (`caller`) or the admin key (`caller` null).

@@ -10,7 +10,13 @@ import {
   type Viewer,
 } from '../../durable-objects/match-pool.ts'
 import { partyJoinRefusal, soloJoin } from '../core/party.ts'
-import { authenticate, bearer, type Principal, verifyPlayerToken } from '../lib/auth.ts'
+import {
+  authenticate,
+  bearer,
+  type Principal,
+  STALE_TOKEN_DETAIL,
+  verifyPlayerToken,
+} from '../lib/auth.ts'
 import { errorFields, log } from '../lib/log.ts'
 import {
   BEARER_OR_QUERY_TOKEN,
@@ -30,7 +36,6 @@ import {
   fenceOthers,
   joinsRefused,
   readAndClaim,
-  STALE_TOKEN_DETAIL,
   type TokenCaller,
   type JoinRead,
   type QueueClaim,

@@ -46,6 +46,26 @@ function renderProblem(c: Context<AppEnv>, err: ApiError): Response {
   return new Response(JSON.stringify(body), { status: err.status, headers })
 }
 
+/** What the runtime sets on an error from a Durable Object call (its error-handling reference). */
+interface DurableObjectError {
+  /** The call may be sent again: the object was restarting, moving, or the connection dropped. */
+  retryable?: boolean
+  /** The object cannot keep up: sending again adds to its load. */
+  overloaded?: boolean
+  /** The object's own code threw it (a bug of ours unless it also says it is retryable). */
+  remote?: boolean
+}
+
+/**
+ * Whether an error from a Durable Object call is the runtime's "not now" rather than a fault in
+ * the object's code: a deploy resetting the object, the object moving, or its queue overflowing.
+ */
+function isDurableObjectUnavailable(err: unknown): boolean {
+  if (!(err instanceof Error)) return false
+  const e = err as DurableObjectError
+  return e.overloaded === true || e.retryable === true
+}
+
 const httpExceptionProblems: Partial<Record<number, ProblemType>> = {
   400: 'bad-request',
   401: 'unauthorized',
@@ -185,7 +205,14 @@ export function createApp(): OpenAPIHono<AppEnv> {
             what: 'database query lost a race or timed out',
             detail: 'The database could not finish the request now; retry',
           }
-        : null
+        : isDurableObjectUnavailable(err)
+          ? {
+              what: 'durable object unavailable',
+              detail: (err as DurableObjectError).overloaded
+                ? 'This object is overloaded; retry in a moment'
+                : 'This object was restarting or moving; retry',
+            }
+          : null
     if (unavailable) {
       const cause = (err as { cause?: unknown }).cause
       log('warn', unavailable.what, {
@@ -195,7 +222,10 @@ export function createApp(): OpenAPIHono<AppEnv> {
         ...errorFields(err),
         ...(cause === undefined ? {} : { cause: String(cause) }),
       })
-      return renderProblem(c, new ApiError('unavailable', unavailable.detail))
+      // An overloaded object sheds load: its callers back off rather than retry at once.
+      const wait: Record<string, string> =
+        (err as DurableObjectError).overloaded === true ? { 'retry-after': '2' } : {}
+      return renderProblem(c, new ApiError('unavailable', unavailable.detail, {}, wait))
     }
     log('error', 'unhandled error', {
       requestId: c.get('requestId'),

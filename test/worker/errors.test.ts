@@ -286,6 +286,54 @@ describe('the error funnel renders RFC 9457 problems', () => {
   })
 })
 
+describe("a Durable Object the runtime cannot reach now is 503, not a bug's 500", () => {
+  /** A LEADERBOARD binding whose every board call fails as the runtime makes it fail. */
+  function failingBoards(error: Error): unknown {
+    const stub = new Proxy({}, { get: () => () => Promise.reject(error) })
+    return { getByName: () => stub, idFromName: () => ({}), get: () => stub }
+  }
+  const runtimeError = (message: string, props: Record<string, boolean>) =>
+    Object.assign(new Error(message), props)
+
+  it('a reset by a deploy is 503 unavailable; an overloaded object is 503 with Retry-After; our own throw is 500', async () => {
+    const board = await createBoard()
+    const guest = await newGuest()
+    const submit = (LEADERBOARD: unknown) =>
+      callWithEnv(
+        { LEADERBOARD: LEADERBOARD as never, LOG_LEVEL: 'silent' },
+        `/v1/leaderboards/${board}/scores`,
+        json('POST', { score: 10 }, guest.token, { 'idempotency-key': crypto.randomUUID() }),
+      )
+
+    const reset = await submit(
+      failingBoards(
+        runtimeError('Durable Object reset because its code was updated.', { retryable: true }),
+      ),
+    )
+    expect(await problem(reset)).toMatchObject({
+      status: 503,
+      type: 'urn:nexus:problem:unavailable',
+    })
+    expect(reset.headers.get('retry-after')).toBeNull()
+
+    const overloaded = await submit(
+      failingBoards(runtimeError('Durable Object is overloaded.', { overloaded: true })),
+    )
+    expect(await problem(overloaded)).toMatchObject({
+      status: 503,
+      type: 'urn:nexus:problem:unavailable',
+    })
+    expect(overloaded.headers.get('retry-after')).toBe('2')
+
+    const bug = await submit(failingBoards(runtimeError('x is undefined', { remote: true })))
+    expect(await problem(bug)).toMatchObject({ status: 500, type: 'urn:nexus:problem:internal' })
+
+    // The real board saw none of it.
+    const standing = await call(`/v1/leaderboards/${board}/players/me`, bearer(guest.token))
+    expect(((await standing.json()) as { entry: unknown }).entry).toBeNull()
+  })
+})
+
 describe('the OpenAPI document lists the statuses any route may answer', () => {
   it('503 with Postgres unreachable, on a route that reads it; every operation lists 500 and 503', async () => {
     const guest = await call('/v1/auth/guest', json('POST', { deviceId: 'doc-503-device' }))

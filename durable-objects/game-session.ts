@@ -69,8 +69,9 @@ import { answerClose } from '../workers/lib/socket-close.ts'
  * the events `since+1 … seq` from the log, then live ones: no gap, no duplicate. A long resume
  * goes out RESUME_CHUNK events per turn, so other players' actions are not held up behind it:
  * the socket joins the live broadcasts in the same turn as its last chunk. Frames are capped
- * at 8 KiB and rate-limited per socket (token bucket: 20/s, burst 40; buckets are in memory, so a
- * wake refills them). A client's close is answered with its code; reserved ones (1005, 1006, 1015)
+ * at 8 KiB and rate-limited per player, across their sockets (token bucket: 20/s, burst 40;
+ * a bucket per socket would refill on every reconnect; buckets are in memory, so a wake refills
+ * them). A client's close is answered with its code; reserved ones (1005, 1006, 1015)
  * cannot be sent, so those get a close without a code.
  *
  * Presence: the last socket of a player closing starts a grace timer; past it, the rules get an
@@ -285,7 +286,8 @@ export class GameSession extends DurableObject<Env> {
   private status: SessionStatus | null = null
   private createdAt = 0
   private purged = false
-  private readonly buckets = new WeakMap<WebSocket, Bucket>()
+  /** Frame buckets by player (at most the roster's 64). */
+  private readonly buckets = new Map<string, Bucket>()
   /**
    * The accepted sockets, listed once per wake and then kept up to date: listing them on every
    * broadcast was a tenth of a busy session's CPU.
@@ -785,7 +787,7 @@ export class GameSession extends DurableObject<Env> {
         return
       }
       // Every frame counts against the rate first, refused ones too: each costs an answer.
-      if (!this.takeToken(ws)) {
+      if (!this.takeToken(player)) {
         return this.refuse(
           ws,
           'rate_limited',
@@ -876,8 +878,8 @@ export class GameSession extends DurableObject<Env> {
     send(ws, { type: 'error', code, message })
   }
 
-  private takeToken(ws: WebSocket): boolean {
-    return takeToken(this.buckets, ws, this.now(), RATE_PER_SECOND, RATE_BURST)
+  private takeToken(player: string): boolean {
+    return takeToken(this.buckets, player, this.now(), RATE_PER_SECOND, RATE_BURST)
   }
 
   private broadcast(frame: string): void {

@@ -136,7 +136,7 @@ describe('session sockets', () => {
     a.close()
   })
 
-  it('rate-limits each socket: past the burst, frames are refused and not applied', async () => {
+  it('rate-limits each player: past the burst, frames are refused and not applied', async () => {
     const players = playerIds(2)
     const { sessionId, tokens } = await createSession({
       rules: 'relay',
@@ -163,6 +163,40 @@ describe('session sockets', () => {
     )
     expect((await matchOf(sessionId)).seq).toBe(RATE_BURST)
     a.close()
+  })
+
+  it("the rate is the player's, not the socket's: a reconnect does not refill it, and a second socket shares it", async () => {
+    const players = playerIds(2)
+    const { sessionId, tokens } = await createSession({
+      rules: 'relay',
+      roster: players.map((playerId) => ({ playerId })),
+    })
+    const token = tokens[players[0]!]!
+    const a = await connect(sessionId, token)
+    await a.nextOf('welcome')
+    await runInDurableObject(sessionObject(sessionId), (inst: GameSession) => {
+      const t = Date.now()
+      inst.now = () => t
+    })
+    for (let i = 0; i < RATE_BURST; i++) a.send({ type: 'action', action: 'message', data: { i } })
+    for (let i = 0; i < RATE_BURST; i++) await a.nextOf('event')
+    a.close()
+    // A new socket of the same player, and one more beside it: the bucket is still empty.
+    const again = await connect(sessionId, token)
+    await again.nextOf('welcome')
+    const beside = await connect(sessionId, token)
+    await beside.nextOf('welcome')
+    again.send({ type: 'action', action: 'message', data: { i: 'again' } })
+    expect(await again.nextOf('error')).toMatchObject({ code: 'rate_limited' })
+    beside.send({ type: 'action', action: 'message', data: { i: 'beside' } })
+    expect(await beside.nextOf('error')).toMatchObject({ code: 'rate_limited' })
+    expect((await matchOf(sessionId)).seq).toBe(RATE_BURST)
+    // The other player's own bucket is untouched.
+    const b = await connect(sessionId, tokens[players[1]!]!)
+    await b.nextOf('welcome')
+    b.send({ type: 'action', action: 'message', data: { i: 'b' } })
+    expect(await b.nextOf('event')).toMatchObject({ event: { from: players[1], data: { i: 'b' } } })
+    for (const ws of [again, beside, b]) ws.close()
   })
 
   it('counts refused frames (binary, oversize) against the rate too', async () => {

@@ -688,8 +688,9 @@ export class MatchPool extends DurableObject<Env> {
    * member left and came back), the cron's cancel, read before this join's note and arriving after
    * it, would end the ticket the join was answered with; and a change is meant to end the party's
    * ticket whether or not its pool answered at once. The joining socket, if on one of them, is
-   * told but not closed: its new ticket (or the join's refusal) follows. Returns the tickets
-   * cancelled.
+   * detached and not told: the answer to its join (the new ticket's `queued`, or the refusal) is
+   * what it hears, as a client that sent a join waits for (a `cancelled` first reads as the end
+   * of its wait: the SDK closed). Returns the tickets cancelled.
    */
   private endStaleTickets(tickets: readonly string[], joining?: WebSocket): string[] {
     const cancelled: string[] = []
@@ -699,8 +700,6 @@ export class MatchPool extends DurableObject<Env> {
       const onIt = att?.ticketId === ticketId
       if (onIt) this.detachSocket(joining!)
       this.finish(ticketId, 'cancelled', 'party_changed', this.now())
-      // Told, but left open: a new ticket, or the join's refusal, follows on it.
-      if (onIt) this.send(joining!, { type: 'cancelled', ticketId, reason: 'party_changed' })
       cancelled.push(ticketId)
     }
     return cancelled

@@ -37,7 +37,7 @@ import {
 import { canonicalJson } from '../workers/lib/canonical-json.ts'
 import { takeToken, type Bucket } from '../workers/lib/token-bucket.ts'
 import { sha256Hex } from '../workers/lib/hash.ts'
-import { answerClose } from '../workers/lib/socket-close.ts'
+import { answerClose, closeSilent, fellSilent } from '../workers/lib/socket-close.ts'
 
 /**
  * GameSession: one match, its single writer. Design (why it is built this way):
@@ -286,6 +286,8 @@ export class GameSession extends DurableObject<Env> {
   private status: SessionStatus | null = null
   private createdAt = 0
   private purged = false
+  /** When each socket last sent a frame the object saw (pings are the runtime's: fellSilent). */
+  private readonly lastFrameAt = new WeakMap<WebSocket, number>()
   /** Frame buckets by player (at most the roster's 64). */
   private readonly buckets = new Map<string, Bucket>()
   /**
@@ -678,6 +680,9 @@ export class GameSession extends DurableObject<Env> {
         { errors: [{ path: 'since', message: `${from} to ${this.match.seq}` }] },
       )
     }
+    // Sockets of this player that died without a close count for nothing: they would otherwise
+    // fill the player's connections until the runtime noticed, and refuse the player's return.
+    await this.dropSilentSockets(this.openSockets(player))
     if (this.openSockets(player).length >= MAX_SOCKETS_PER_PLAYER) {
       return problemResponse('conflict', `At most ${MAX_SOCKETS_PER_PLAYER} connections per player`)
     }
@@ -786,6 +791,7 @@ export class GameSession extends DurableObject<Env> {
         ws.close(1008, 'unknown connection')
         return
       }
+      this.lastFrameAt.set(ws, this.now())
       // Every frame counts against the rate first, refused ones too: each costs an answer.
       if (!this.takeToken(player)) {
         return this.refuse(
@@ -848,6 +854,23 @@ export class GameSession extends DurableObject<Env> {
     this.sockets?.delete(ws)
     this.resuming.delete(ws)
     await this.disconnected(ws)
+  }
+
+  /**
+   * Closes those of `sockets` that fell silent (SILENT_SOCKET_MS: they pinged, then nothing), as
+   * if their clients had closed them: the last of a player's starts the player's grace.
+   */
+  private async dropSilentSockets(sockets: readonly WebSocket[]): Promise<void> {
+    const now = this.now()
+    for (const ws of sockets) {
+      if (ws.readyState !== WebSocket.OPEN) continue
+      if (!fellSilent(this.ctx, ws, now, this.lastFrameAt.get(ws))) continue
+      log('info', 'silent socket closed', { actor: this.actor, player: attachment(ws)?.playerId })
+      closeSilent(ws)
+      this.sockets?.delete(ws)
+      this.resuming.delete(ws)
+      await this.disconnected(ws)
+    }
   }
 
   private async disconnected(ws: WebSocket): Promise<void> {
@@ -1009,6 +1032,8 @@ export class GameSession extends DurableObject<Env> {
     try {
       const now = this.now()
       if (this.status === 'live' && this.match) this.runClock(now)
+      // The watchdog (scheduleAlarm) brings a live game here at least once a grace period.
+      if (this.status === 'live') await this.dropSilentSockets(this.ctx.getWebSockets())
       if (this.status === 'live') {
         // While the game runs, the alarm does not wait on Neon (listing the session): a slow or
         // hanging Neon would stop the tick loop and the graces. The work arms the alarm when done.
@@ -1118,8 +1143,9 @@ export class GameSession extends DurableObject<Env> {
         candidates.push(this.createdAt + ((this.tickAt(now) + 1) * 1000) / rate)
       }
       // A watchdog: sockets lost with the object (a deploy, a restart) report no close, and only
-      // a wake starts their grace (load()). Without it a game whose players all left that way
-      // would wait for a request that may never come, and never end.
+      // a wake starts their grace (load()); nor do connections that died (dropSilentSockets).
+      // Without it a game whose players all left that way would wait for a request that may
+      // never come, and never end.
       candidates.push(now + this.graceMs)
     }
     // Work under way arms the alarm itself when it is done (alarm()).

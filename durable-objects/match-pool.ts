@@ -50,7 +50,12 @@ import { canonicalJson } from '../workers/lib/canonical-json.ts'
 import { takeToken, type Bucket } from '../workers/lib/token-bucket.ts'
 import { problemResponse, type ProblemType } from '../workers/lib/problem.ts'
 import { issueSessionToken } from '../workers/lib/session-token.ts'
-import { answerClose } from '../workers/lib/socket-close.ts'
+import {
+  answerClose,
+  closeSilent,
+  fellSilent,
+  SILENT_SOCKET_MS,
+} from '../workers/lib/socket-close.ts'
 import { all, insertRows, one, schemaVersion, setSchemaVersion } from '../workers/lib/sql.ts'
 import { within } from '../workers/lib/within.ts'
 import { bannedJoinDetail } from '../workers/players/bans.ts'
@@ -372,6 +377,11 @@ export class MatchPool extends DurableObject<Env> {
   private config: QueueConfig | null = null
   private version = 0
   private index: MatchIndex | null = null
+  /**
+   * When a socket on a waiting ticket may next have fallen silent (dropSilentSockets, run by the
+   * alarm); null when none is open. Pings do not wake the pool, so this is recomputed by looking.
+   */
+  private nextSilentCheck: number | null = null
   private waitingPlayerTotal = 0
   private readonly waiters = new Map<string, Set<() => void>>()
   private readonly delivering = new Set<string>()
@@ -1532,6 +1542,8 @@ export class MatchPool extends DurableObject<Env> {
     } else {
       server.serializeAttachment(attachment)
     }
+    // Its ticket's wait (or the one it joins) then has it looked at for silence.
+    this.nextSilentCheck = Math.min(this.nextSilentCheck ?? Infinity, this.now() + SILENT_SOCKET_MS)
     return new Response(null, { status: 101, webSocket: client })
   }
 
@@ -1953,6 +1965,31 @@ export class MatchPool extends DurableObject<Env> {
     await this.onSocketGone(ws)
   }
 
+  /**
+   * Closes the sockets on waiting tickets that fell silent (SILENT_SOCKET_MS: they pinged, then
+   * nothing), as if their clients had closed them: a ticket whose last socket that was starts
+   * its grace, instead of staying matchable until its TTL for a player who is gone.
+   */
+  private async dropSilentSockets(now: number): Promise<void> {
+    let next = Infinity
+    for (const ws of this.ctx.getWebSockets()) {
+      if (ws.readyState !== WebSocket.OPEN) continue
+      const att = ws.deserializeAttachment() as Attachment | null
+      if (!att?.ticketId) continue
+      if (fellSilent(this.ctx, ws, now)) {
+        log('info', 'silent socket closed', { actor: this.actor, ticketId: att.ticketId })
+        closeSilent(ws)
+        await this.onSocketGone(ws)
+        continue
+      }
+      // The moment it would fall silent, if it pings no more; one that has not pinged yet is
+      // looked at again a silence later (it may start pinging meanwhile).
+      const pinged = this.ctx.getWebSocketAutoResponseTimestamp(ws)?.getTime() ?? now
+      next = Math.min(next, Math.max(pinged, now) + SILENT_SOCKET_MS + 1)
+    }
+    this.nextSilentCheck = next === Infinity ? null : next
+  }
+
   /** The last socket of a waiting socket ticket left: its grace starts. */
   private async onSocketGone(ws: WebSocket): Promise<void> {
     try {
@@ -2089,6 +2126,7 @@ export class MatchPool extends DurableObject<Env> {
     if (!this.schemaReady) return
     try {
       const now = this.now()
+      await this.dropSilentSockets(now)
       this.housekeep(now)
       const made = this.matchNow(now)
       if (made.length > 0) await this.deliverAll(made)
@@ -2131,6 +2169,10 @@ export class MatchPool extends DurableObject<Env> {
     // Each a min over its own index.
     this.nextDeadline ??= this.earliestDeadline()
     if (this.nextDeadline !== Infinity) candidates.push(this.nextDeadline)
+    // While tickets wait, a socket of theirs may die without a close (dropSilentSockets).
+    if (this.nextSilentCheck !== null && this.index !== null && this.index.size > 0) {
+      candidates.push(this.nextSilentCheck)
+    }
     if (this.ratesStale) candidates.push(this.ratesAt + RATES_EVERY_MS)
     // Rates are not recomputed within RATES_EVERY_MS of the last time: an alarm at a drop time
     // inside that second would only mark them stale, and come straight back, again and again.

@@ -32,7 +32,8 @@ export interface ClientOptions {
   /**
    * Open sockets (matchmaking and game) send a ping this often, default 20 s; a socket that
    * then hears nothing for `pingTimeoutMs` (default 10 s) is taken as dead (a phone that switched
-   * networks keeps a dead connection looking open) and reconnects.
+   * networks keeps a dead connection looking open) and reconnects. Keep the interval under 90 s:
+   * the server closes a socket that has pinged and then sent nothing for 90 s.
    */
   pingIntervalMs?: number
   pingTimeoutMs?: number

@@ -8,6 +8,7 @@ import {
   type MatchPool,
 } from '../../durable-objects/match-pool.ts'
 import { verifySessionToken } from '../../workers/lib/session-token.ts'
+import { SILENT_SOCKET_MS } from '../../workers/lib/socket-close.ts'
 import { pg } from './helpers/boards.ts'
 import { ADMIN_KEY, call, json, newGuest, problem } from './helpers/http.ts'
 import {
@@ -407,6 +408,42 @@ describe('sockets: disconnect, reconnect, expiry', () => {
     const t = await ticketOf(ticketId, g.token)
     expect(t.status).toBe('cancelled')
     expect(t.reason).toBe('disconnected')
+  })
+
+  it('a socket that pinged and then fell silent (it died without a close) is closed by the alarm, and its ticket is cancelled after the grace', async () => {
+    // Teams of two: the two players here never make a match.
+    const q = await createQueue({ ticketTtlSeconds: 3600, teamSize: 2 })
+    // The pool's clock is the real one here: pings are timed by the runtime.
+    const clock = { t: Date.now() }
+    await rig(q, clock, { graceMs: 10_000 })
+    const [g, quiet] = await Promise.all([newGuest(), newGuest()])
+    const ws = await connect(`/v1/matchmaking/${q}`, g.token)
+    ws.send(JSON.stringify({ type: 'join' }))
+    const { ticketId } = await nextOfType<Queued>(ws, 'queued')
+    // A client that never pings is never judged by silence.
+    const never = await connect(`/v1/matchmaking/${q}`, quiet.token)
+    never.send(JSON.stringify({ type: 'join' }))
+    const other = await nextOfType<Queued>(never, 'queued')
+    ws.send('{"type":"ping"}')
+    await nextOfType(ws, 'pong')
+    const pinged = Date.now()
+    // The alarm comes back for it while the ticket waits, not only at its expiry an hour on.
+    expect((await alarmAt(q))!).toBeLessThanOrEqual(clock.t + SILENT_SOCKET_MS + 1)
+    clock.t = pinged + SILENT_SOCKET_MS - 1_000
+    await fireAlarm(q)
+    expect(await graceOf(q, ticketId)).toBeUndefined()
+    clock.t = pinged + SILENT_SOCKET_MS + 1_000
+    await fireAlarm(q)
+    expect((await closed(ws)).code).toBe(1001)
+    expect(await graceOf(q, ticketId)).toBe(clock.t + 10_000)
+    clock.t += 10_000
+    await fireAlarm(q)
+    expect(await ticketOf(ticketId, g.token)).toMatchObject({
+      status: 'cancelled',
+      reason: 'disconnected',
+    })
+    expect((await ticketOf(other.ticketId, quiet.token)).status).toBe('waiting')
+    never.close(1000)
   })
 
   it('a reconnect within the grace keeps the ticket, and the new socket gets the match', async () => {

@@ -13,10 +13,12 @@ import {
   inObject,
   playerIds,
   sessionObject,
+  upgrade,
   type TestSocket,
 } from './helpers/session-sockets.ts'
 import { ADMIN_KEY, bearer, call } from './helpers/http.ts'
 import { until } from './helpers/sockets.ts'
+import { SILENT_SOCKET_MS } from '../../workers/lib/socket-close.ts'
 
 /**
  * The worker test project sets SESSION_GRACE_SECONDS=30, SESSION_JOIN_GRACE_SECONDS=90 and
@@ -145,6 +147,61 @@ describe('session timings', () => {
     const info = await inObject(sessionId, (inst) => inst.info())
     // Both went at once: neither wins by the other's forfeit.
     expect(info).toMatchObject({ ok: true, status: 'finished', result: { reason: 'abandoned' } })
+  })
+
+  it('a socket that pinged and then fell silent (a connection that died without a close) is closed by the watchdog, and its player forfeits after the grace', async () => {
+    const [pa, pb] = playerIds(2) as [string, string]
+    const { sessionId, sockets, createdAt } = await liveDiceGame([pa, pb])
+    const [a, b] = sockets as [TestSocket, TestSocket]
+    await alarmAt(sessionId, createdAt + JOIN_GRACE)
+    // Both ping now (the runtime answers; the object is not woken); after that A keeps sending
+    // frames, B sends nothing more: its connection died without a close.
+    for (const s of [a, b]) {
+      s.send({ type: 'ping' })
+      await s.nextOf('pong')
+    }
+    const pinged = Date.now()
+    await inObject(sessionId, (inst) => {
+      inst.now = () => pinged + SILENT_SOCKET_MS - 10_000
+    })
+    a.send('not json')
+    expect(await a.nextOf('error')).toMatchObject({ code: 'malformed' })
+    // Not yet silent at SILENT_SOCKET_MS: nothing closes.
+    await alarmAt(sessionId, pinged + SILENT_SOCKET_MS - 1_000)
+    expect(b.closed).toBeNull()
+    // Past it, B's socket is closed and B's grace starts; A, heard from 10 s after its ping, stays.
+    const silentAt = pinged + SILENT_SOCKET_MS + 1_000
+    await alarmAt(sessionId, silentAt)
+    expect((await b.whenClosed()).code).toBe(1001)
+    expect(a.closed).toBeNull()
+    await alarmAt(sessionId, silentAt + GRACE)
+    expect(await a.nextOf('ended')).toMatchObject({ result: { reason: 'forfeit', winner: pa } })
+  })
+
+  it("a player's silent sockets do not hold their connections: a new one is let in past the limit", async () => {
+    const [pa, pb] = playerIds(2) as [string, string]
+    const { sessionId, tokens, sockets, createdAt } = await liveDiceGame([pa, pb])
+    await alarmAt(sessionId, createdAt + JOIN_GRACE)
+    const all = [sockets[1]!]
+    for (let i = 0; i < 3; i++) {
+      const s = await connect(sessionId, tokens[pb]!)
+      await s.nextOf('welcome')
+      all.push(s)
+    }
+    // Four open sockets: a fifth is refused while they are alive.
+    expect((await upgrade(sessionId, tokens[pb]!)).status).toBe(409)
+    for (const s of all) {
+      s.send({ type: 'ping' })
+      await s.nextOf('pong')
+    }
+    const pinged = Date.now()
+    await inObject(sessionId, (inst) => {
+      inst.now = () => pinged + SILENT_SOCKET_MS + 1_000
+    })
+    const back = await connect(sessionId, tokens[pb]!)
+    await back.nextOf('welcome')
+    for (const s of all) expect((await s.whenClosed()).code).toBe(1001)
+    back.close()
   })
 
   it('a game whose players all vanished with the object (a restart) ends even if nobody comes back', async () => {

@@ -14,3 +14,37 @@ export function answerClose(ws: WebSocket, code: number, reason: string): void {
     // Already closing or closed: nothing to answer.
   }
 }
+
+/**
+ * A socket whose client has pinged (`{"type":"ping"}`, which the runtime answers without waking
+ * the object) and then went this long without a ping or another frame is taken as gone. A
+ * connection that dies without a close (a phone switching networks, an app killed) is otherwise
+ * reported only when the runtime's TCP timers give up, minutes later: until then its player would
+ * neither forfeit nor lose a waiting ticket. The SDK pings every 20 s; a client that never pings
+ * is never judged by this.
+ */
+export const SILENT_SOCKET_MS = 90_000
+
+/**
+ * Whether `ws` fell silent (SILENT_SOCKET_MS) by `now`: it pinged at least once, and neither its
+ * last ping nor `lastFrameAt` (its last other frame the object saw, if it keeps that) is recent.
+ */
+export function fellSilent(
+  ctx: DurableObjectState,
+  ws: WebSocket,
+  now: number,
+  lastFrameAt = 0,
+): boolean {
+  const pinged = ctx.getWebSocketAutoResponseTimestamp(ws)
+  if (pinged === null) return false
+  return now - Math.max(pinged.getTime(), lastFrameAt) > SILENT_SOCKET_MS
+}
+
+/** Closes a socket the object has taken as gone; it may already be closing. */
+export function closeSilent(ws: WebSocket): void {
+  try {
+    ws.close(1001, 'no ping for 90 s')
+  } catch {
+    // Already closing or closed.
+  }
+}

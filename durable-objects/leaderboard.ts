@@ -2131,9 +2131,12 @@ export class Leaderboard extends DurableObject<Env> {
     const now = this.now()
     const candidates: number[] = []
     if (this.current?.endsAt != null) candidates.push(this.current.endsAt)
+    // The oldest unfinished close's retry, the one archiveLoop takes first: a newer close behind
+    // it (next_attempt_at 0) would otherwise bring the alarm back at once, again and again, for
+    // as long as the older one backs off (a Neon outage across a cycle boundary).
     const pending = one<{ t: number | null }>(
       this.sql,
-      `SELECT min(next_attempt_at) AS t FROM closes WHERE state != 'done'`,
+      `SELECT next_attempt_at AS t FROM closes WHERE state != 'done' ORDER BY cycle LIMIT 1`,
     )
     if (pending?.t != null) candidates.push(Math.max(pending.t, now))
     const hasKeys = one<{ t: number | null }>(

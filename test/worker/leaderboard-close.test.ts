@@ -340,6 +340,41 @@ describe('closing a cycle of 10,000 entries', () => {
     expectExactlyOnce(await archived(board, 1))
   })
 
+  it('a later close waiting behind one that backs off does not bring the alarm back at once: it waits for the retry', async () => {
+    const board = await createBoard({ rewards: REWARDS })
+    await runInDurableObject(stub(board), async (inst: Leaderboard) => {
+      await submitEach(inst, board, 5, (i) => `w${i}`)
+      inst.archiveWriter = new NeonArchiveWriter({
+        DATABASE_URL: env.TEST_UNREACHABLE_DATABASE_URL,
+        NEON_LOCAL_RELAY: env.TEST_UNREACHABLE_NEON_RELAY,
+      })
+    })
+    expect((await closeNow(board)).status).toBe(202)
+    await runInDurableObject(stub(board), (inst: Leaderboard) => inst.runArchive({ force: true }))
+    expect(await status(board, 1)).toMatchObject({ state: 'archiving', attempts: 1 })
+    // Cycle 2 gets a score and closes too, behind cycle 1 (archives go in cycle order; the
+    // admin's close tries cycle 1 again at once, and fails again).
+    expect((await submitFor(board, 'w-late', { score: 3 })).status).toBe(200)
+    expect((await closeNow(board, { cycle: 2 })).status).toBe(202)
+    const { attempts } = await status(board, 1)
+    // Cycle 1's retry a minute away (as after a few failures), so nothing here comes near it.
+    const retryAt = Date.now() + 60_000
+    const alarm = await runInDurableObject(stub(board), async (inst: Leaderboard, state) => {
+      state.storage.sql.exec(`UPDATE closes SET next_attempt_at = ? WHERE cycle = 1`, retryAt)
+      await inst.alarm()
+      return state.storage.getAlarm()
+    })
+    // The alarm ran nothing (cycle 1's retry is not due) and is set for that retry, not for now.
+    expect(await status(board, 1)).toMatchObject({ attempts })
+    expect(alarm).toBe(retryAt)
+    await runInDurableObject(stub(board), (inst: Leaderboard) => {
+      inst.archiveWriter = new NeonArchiveWriter(env)
+    })
+    await archiveUntilDone(board, 1)
+    await archiveUntilDone(board, 2)
+    expect((await archived(board, 2)).rows).toBe(1)
+  })
+
   it('two closes racing (and the archive run twice at once) close one cycle and write everything once', async () => {
     const board = await createBoard({ rewards: REWARDS })
     await seedBoard(board)

@@ -160,7 +160,7 @@ async function pokeBoards(env: Env, now: number): Promise<number> {
   const poked = new Set<string>()
   await forEachPage(scheduledBoards, env, async (boards) => {
     const due = boards.filter((b) => {
-      const schedule = parseSchedule((b.config as { cycle: unknown }).cycle)
+      const schedule = parseSchedule(b.cycle)
       if ('error' in schedule) return false
       const boundary = previousBoundary(schedule, now)
       return boundary !== null && now - boundary < LOOKBACK_MS

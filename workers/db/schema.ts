@@ -160,6 +160,8 @@ export const rewards = pgTable(
     index('rewards_player_idx').on(t.playerId, t.createdAt),
     // The dashboard's rewards paid in the last day, per board, without reading a board's history.
     index('rewards_board_recent_idx').on(t.leaderboardId, t.createdAt),
+    // A cycle's payout list in rank order, a page at a time (the admin payout route).
+    index('rewards_cycle_rank_idx').on(t.leaderboardId, t.cycle, t.rank),
   ],
 )
 

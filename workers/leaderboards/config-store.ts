@@ -53,10 +53,13 @@ export async function unpushedConfigs(env: DbEnv, afterId: string, limit: number
     .limit(limit)
 }
 
-/** Boards with a schedule, a page at a time in id order (for the cron). */
+/**
+ * Boards with a schedule, a page at a time in id order (for the cron): each board's id and cycle
+ * alone, not its configuration (reward tiers of up to 50 KiB a board, read every minute).
+ */
 export async function scheduledBoards(env: DbEnv, afterId: string, limit: number) {
   return getDb(env)
-    .select({ id: leaderboards.id, config: leaderboards.config })
+    .select({ id: leaderboards.id, cycle: sql<unknown>`${leaderboards.config}->'cycle'` })
     .from(leaderboards)
     .where(
       sql`${leaderboards.id} > ${afterId} and ${leaderboards.config}->'cycle' <> 'null'::jsonb`,

@@ -490,6 +490,16 @@ const cycleRewardsRoute = createRoute({
   },
 })
 
+/**
+ * A page of a cycle's rewards in rank order, after rank `$3`: read through
+ * `rewards_cycle_rank_idx`, so a page costs its rows, not the cycle's whole payout list.
+ */
+export const CYCLE_REWARDS_PAGE = `
+  select player_id, rank, reward,
+         to_char(created_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') as awarded_at
+    from rewards where leaderboard_id = $1 and cycle = $2 and rank > $3
+   order by rank limit $4`
+
 adminLeaderboards.openapi(cycleRewardsRoute, async (c) => {
   const { id, cycle } = c.req.valid('param')
   const { limit, cursor } = c.req.valid('query')
@@ -499,13 +509,12 @@ adminLeaderboards.openapi(cycleRewardsRoute, async (c) => {
     [id, cycle],
   )) as { completed_at: string | null }[]
   if (!meta) throw new ApiError('not-found', `Cycle ${cycle} of '${id}' is not archived (yet)`)
-  const rows = (await sql.query(
-    `select player_id, rank, reward,
-            to_char(created_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') as awarded_at
-       from rewards where leaderboard_id = $1 and cycle = $2 and rank > $3
-      order by rank limit $4`,
-    [id, cycle, cursor ?? 0, limit + 1],
-  )) as { player_id: string; rank: number; reward: unknown; awarded_at: string }[]
+  const rows = (await sql.query(CYCLE_REWARDS_PAGE, [id, cycle, cursor ?? 0, limit + 1])) as {
+    player_id: string
+    rank: number
+    reward: unknown
+    awarded_at: string
+  }[]
   const page = rows.slice(0, limit)
   return c.json(
     {

@@ -39,6 +39,7 @@ import { counter, gauge, histogram } from '../workers/lib/metrics.ts'
 import { sendMetricsSoon } from '../workers/lib/metrics-flush.ts'
 import type { ProblemType } from '../workers/lib/problem.ts'
 import { all, one, schemaVersion, setSchemaVersion } from '../workers/lib/sql.ts'
+import { within } from '../workers/lib/within.ts'
 
 /** Rows per archive page: each page is one Neon transaction. */
 export const ARCHIVE_PAGE_SIZE = 1000
@@ -62,6 +63,12 @@ const PURGE_BATCH = 10_000
 const PURGE_MAX_BATCHES = 8
 /** One alarm invocation works this long, then yields to a fresh one. */
 const ARCHIVE_BUDGET_MS = 20_000
+/**
+ * A page write or completion with no answer in this long counts as failed (and is retried with
+ * backoff): a request that never settles would otherwise hold the archive, and the alarm that
+ * waits on it, for good. A write that did commit meanwhile changes nothing when sent again.
+ */
+const ARCHIVE_CALL_MS = 60_000
 /** An alarm this far past its time is taken as lost by the cron's check. */
 const ALARM_LATE_MS = 60_000
 /**
@@ -353,6 +360,8 @@ export class Leaderboard extends DurableObject<Env> {
   /** A closed cycle's deletion: rows per statement and statements per run (tests lower them). */
   purgeBatch = PURGE_BATCH
   purgeBatchesPerRun = PURGE_MAX_BATCHES
+  /** How long a call to Neon's archive may go unanswered (ARCHIVE_CALL_MS; tests lower it). */
+  archiveCallMs = ARCHIVE_CALL_MS
   /** Walks whose snapshot is older than this seq can no longer be served exactly. */
   private historyHorizon = 0
   /** Players banned from the board; a submission looks a ban up only while there is one. */
@@ -1917,7 +1926,11 @@ export class Leaderboard extends DurableObject<Env> {
     const pages = batch.pages
 
     if (pages.length === 0) {
-      await this.archiveWriter.complete({ ...base, archivedThrough: close.archived })
+      await within(
+        this.archiveWriter.complete({ ...base, archivedThrough: close.archived }),
+        this.archiveCallMs,
+        'completing the archive',
+      )
       this.sql.exec(
         `UPDATE closes SET state = 'purging', attempts = 0, next_attempt_at = 0, last_error = NULL WHERE cycle = ?`,
         close.cycle,
@@ -1930,12 +1943,16 @@ export class Leaderboard extends DurableObject<Env> {
 
     const sending = Promise.allSettled(
       pages.map((page) =>
-        this.archiveWriter.writePage({
-          ...base,
-          rows: page.rows,
-          rewards: page.rewards,
-          archivedThrough: page.archivedThrough,
-        }),
+        within(
+          this.archiveWriter.writePage({
+            ...base,
+            rows: page.rows,
+            rewards: page.rewards,
+            archivedThrough: page.archivedThrough,
+          }),
+          this.archiveCallMs,
+          'an archive page',
+        ),
       ),
     )
     let next: ArchiveBatch | null = null

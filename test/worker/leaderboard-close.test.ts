@@ -376,6 +376,31 @@ describe('closing a cycle of 10,000 entries', () => {
     expect(await archived(board, 2)).toMatchObject({ rows: 1 })
   })
 
+  it('a page Neon never answers counts as failed after the time limit: the archive backs off and is not held, and finishes once Neon answers', async () => {
+    const board = await createBoard({ rewards: REWARDS })
+    await runInDurableObject(stub(board), async (inst: Leaderboard) => {
+      await submitEach(inst, board, 50, (i) => `h${i}`)
+      const real = new NeonArchiveWriter(env)
+      inst.archiveCallMs = 200
+      inst.archiveWriter = {
+        // A request that never settles (a half-open connection).
+        writePage: () => new Promise<never>(() => {}),
+        complete: (p) => real.complete(p),
+      }
+    })
+    expect((await closeNow(board)).status).toBe(202)
+    await runInDurableObject(stub(board), (inst: Leaderboard) => inst.runArchive({ force: true }))
+    const s = await status(board, 1)
+    expect(s).toMatchObject({ state: 'archiving', archived: 0, attempts: 1 })
+    expect(s.lastError).toContain('took over 200 ms')
+    expect(s.nextAttemptAt!).toBeGreaterThan(Date.now())
+    await runInDurableObject(stub(board), (inst: Leaderboard) => {
+      inst.archiveWriter = new NeonArchiveWriter(env)
+    })
+    await archiveUntilDone(board, 1)
+    expect(await archived(board, 1)).toMatchObject({ rows: 50, players: 50 })
+  })
+
   it('two closes racing (and the archive run twice at once) close one cycle and write everything once', async () => {
     const board = await createBoard({ rewards: REWARDS })
     await seedBoard(board)

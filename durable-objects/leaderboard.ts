@@ -90,6 +90,13 @@ const MAX_BACKOFF_MS = 5 * 60 * 1000
 /** How long a client may take to page through `top`: replaced versions are kept this long. */
 const WALK_TTL_MS = 5 * 60 * 1000
 /**
+ * Keys one page of `top` may scan in each index (live, history) before it answers with what it
+ * has and a cursor at the point it reached: entries written after a walk's snapshot are passed
+ * over, and on a board that grew a lot since (or for a forged cursor's old snapshot) a page would
+ * otherwise read most of the board on the object's one thread. About a millisecond of scanning.
+ */
+const PAGE_SCAN_BUDGET = 10_000
+/**
  * At most this many replaced versions are kept (about 250 bytes each with the player id, so about
  * 12 MB in all of a Durable Object's 128); older walks then restart. 50,000 keeps five minutes of
  * walks at about 170 replacements a second.
@@ -360,6 +367,8 @@ export class Leaderboard extends DurableObject<Env> {
   /** A closed cycle's deletion: rows per statement and statements per run (tests lower them). */
   purgeBatch = PURGE_BATCH
   purgeBatchesPerRun = PURGE_MAX_BATCHES
+  /** Keys a page of `top` scans in each index before it answers (PAGE_SCAN_BUDGET; tests lower it). */
+  pageScanBudget = PAGE_SCAN_BUDGET
   /** How long a call to Neon's archive may go unanswered (ARCHIVE_CALL_MS; tests lower it). */
   archiveCallMs = ARCHIVE_CALL_MS
   /** Walks whose snapshot is older than this seq can no longer be served exactly. */
@@ -1564,54 +1573,96 @@ export class Leaderboard extends DurableObject<Env> {
       }
       walk = parsed
     }
-    const page = this.snapshotPage(walk.key, walk.snapshot, limit)
+    // One more than the page: whether there is a next page comes from the same scan.
+    const scan = this.snapshotPage(walk.key, walk.snapshot, limit + 1)
+    const page = scan.items.slice(0, limit)
     const entries = await this.decorate(page, walk.lastRank + 1)
-    const last = page[page.length - 1]
-    const more = last !== undefined && this.snapshotPage(last, walk.snapshot, 1).length > 0
+    // A scan that ran out of budget covered the board up to its frontier: the next page goes on
+    // from there (this one may be short, even empty, but nothing up to there is left out).
+    const nextKey =
+      scan.items.length > limit ? page[limit - 1]! : scan.frontier !== null ? scan.frontier : null
     return {
       ok: true,
       cycle: cur.cycle,
       entries,
-      nextCursor: more
-        ? formatBoardCursor({
-            cycle: cur.cycle,
-            snapshot: walk.snapshot,
-            lastRank: walk.lastRank + page.length,
-            key: last,
-          })
-        : null,
+      nextCursor:
+        nextKey === null
+          ? null
+          : formatBoardCursor({
+              cycle: cur.cycle,
+              snapshot: walk.snapshot,
+              lastRank: walk.lastRank + page.length,
+              key: nextKey,
+            }),
       total: this.index.size,
     }
   }
 
-  /** Up to `limit` entries after `after` in the board as it was at write `snapshot`. */
-  private snapshotPage(after: RankKey | null, snapshot: number, limit: number): PageItem[] {
+  /**
+   * Up to `limit` entries after `after` in the board as it was at write `snapshot`, scanning at
+   * most PAGE_SCAN_BUDGET keys of each index. Entries written after the snapshot are passed over
+   * (their earlier versions come from history), so an old snapshot on a board that grew since
+   * could otherwise make one page read most of the board. When the budget runs out first,
+   * `frontier` is the last key both scans covered: `items` are then exactly the snapshot's
+   * entries after `after` up to it (fewer than `limit`, perhaps none), and the walk goes on
+   * after it. `frontier` is null when the scan was not cut short.
+   */
+  private snapshotPage(
+    after: RankKey | null,
+    snapshot: number,
+    limit: number,
+  ): { items: PageItem[]; frontier: RankKey | null } {
+    const order = this.current!.sortOrder
+    const step = Math.max(limit, 32)
+    const beyond = (key: RankKey, frontier: RankKey | null) =>
+      frontier !== null && compareEntries(order, key, frontier) > 0
+    let frontier: RankKey | null = null
     const live: PageItem[] = []
     let from = after
-    // Live entries written after the snapshot are skipped; their earlier versions come from history.
-    while (live.length < limit) {
-      const chunk = this.index.page(from, Math.max(limit, 32))
-      for (const e of chunk) if (e.seq <= snapshot && live.length < limit) live.push(e)
-      if (chunk.length === 0) break
+    let budget = this.pageScanBudget
+    live: while (live.length < limit) {
+      const chunk = this.index.page(from, step)
+      for (const e of chunk) {
+        if (e.seq <= snapshot && live.push(e) === limit) break live
+      }
+      if (chunk.length < step) break
       from = chunk[chunk.length - 1]!
-      if (chunk.length < Math.max(limit, 32)) break
+      budget -= chunk.length
+      if (budget <= 0) {
+        frontier = from
+        break
+      }
     }
-    if (this.replaced.size === 0) return live
     const old: PageItem[] = []
-    from = after
-    while (old.length < limit) {
-      const chunk = this.history.page(from, Math.max(limit, 32))
-      for (const v of chunk) {
-        const info = this.replaced.get(v.seq)!
-        if (v.seq <= snapshot && snapshot < info.replacedAt && old.length < limit) {
-          old.push({ ...v, playerId: info.playerId, metadata: info.metadata })
+    if (this.replaced.size > 0) {
+      from = after
+      budget = this.pageScanBudget
+      old: while (old.length < limit) {
+        const chunk = this.history.page(from, step)
+        for (const v of chunk) {
+          if (beyond(v, frontier)) break old
+          const info = this.replaced.get(v.seq)!
+          if (v.seq <= snapshot && snapshot < info.replacedAt) {
+            if (old.push({ ...v, playerId: info.playerId, metadata: info.metadata }) === limit) {
+              break old
+            }
+          }
+        }
+        if (chunk.length < step) break
+        from = chunk[chunk.length - 1]!
+        budget -= chunk.length
+        if (budget <= 0) {
+          // Both scans covered the board up to the nearer of their two ends.
+          if (!beyond(from, frontier)) frontier = from
+          break
         }
       }
-      if (chunk.length < Math.max(limit, 32)) break
-      from = chunk[chunk.length - 1]!
     }
-    const order = this.current!.sortOrder
-    return [...live, ...old].sort((a, b) => compareEntries(order, a, b)).slice(0, limit)
+    const items = [...live, ...old]
+      .filter((e) => !beyond(e, frontier))
+      .sort((a, b) => compareEntries(order, a, b))
+      .slice(0, limit)
+    return { items, frontier }
   }
 
   /** A player's standing in the current cycle (entry null when the player has not scored). */

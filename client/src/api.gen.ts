@@ -182,6 +182,7 @@ export interface Schemas {
   TopPage: {
     cycle: number
     entries: Array<Schemas['Entry']>
+    /** The next page, or null at the end. A page may hold fewer entries than `limit` (even none) and still have one: a page scans a bounded part of the board */
     nextCursor: string | null
     total: number
   }

@@ -7,6 +7,7 @@ import { forgetIsolateReads, MAX_REDIS_ANSWER_CHARS } from '../../workers/lib/re
 import { localFamilies } from '../../workers/lib/metrics.ts'
 import { forgetPlayerName, playerNames } from '../../workers/leaderboards/names.ts'
 import type { Leaderboard } from '../../durable-objects/leaderboard.ts'
+import type { RankIndex } from '../../workers/core/rank-index.ts'
 
 function counterTotal(name: string): number {
   const family = localFamilies().find((f) => f.name === name)
@@ -71,6 +72,71 @@ describe('top pages with cursors', () => {
     expect(seen).toHaveLength(10)
     const next = await fresh<Top>(`/v1/leaderboards/${b}/top?limit=3`)
     expect(next.entries.map((e) => e.playerId)).toEqual(['p025', 'p009', 'p000'])
+  })
+
+  it('a page scans a bounded part of the board however much was written since the walk began: short pages, then the rest, each entry once', async () => {
+    const b = await createBoard({ operator: 'set' })
+    const stub = env.LEADERBOARD.getByName(b)
+    const keysScanned: number[] = []
+    await runInDurableObject(stub, async (inst: Leaderboard) => {
+      const r = await inst.importEntries(
+        b,
+        Array.from({ length: 30 }, (_, i) => ({
+          playerId: `p${String(i).padStart(3, '0')}`,
+          score: 1000 - i * 10,
+          subscore: 0,
+          metadata: null,
+        })),
+      )
+      if (!r.ok) throw new Error(r.detail)
+      inst.pageScanBudget = 40
+    })
+    const first = await fresh<Top>(`/v1/leaderboards/${b}/top?limit=5`)
+    // Since the first page: 400 newcomers among the entries not yet read, and two of those
+    // entries move (their versions as of the walk come from history).
+    await runInDurableObject(stub, async (inst: Leaderboard) => {
+      const r = await inst.importEntries(b, [
+        ...Array.from({ length: 400 }, (_, i) => ({
+          playerId: `new${i}`,
+          score: 940 - (i % 250),
+          subscore: 0,
+          metadata: null,
+        })),
+        { playerId: 'p020', score: 5, subscore: 0, metadata: null },
+        { playerId: 'p012', score: 999, subscore: 0, metadata: null },
+      ])
+      if (!r.ok) throw new Error(r.detail)
+      // Count the keys each page reads from the two indexes.
+      const holder = inst as unknown as Record<'index' | 'history', { page: RankIndex['page'] }>
+      for (const name of ['index', 'history'] as const) {
+        const real = holder[name].page.bind(holder[name])
+        holder[name].page = (after, limit) => {
+          const keys = real(after, limit)
+          keysScanned[keysScanned.length - 1]! += keys.length
+          return keys
+        }
+      }
+    })
+    const walked = [...first.entries]
+    const sizes: number[] = []
+    let cursor = first.nextCursor
+    while (cursor && sizes.length < 100) {
+      keysScanned.push(0)
+      const page: Top = await fresh<Top>(`/v1/leaderboards/${b}/top?limit=5&cursor=${cursor}`)
+      walked.push(...page.entries)
+      sizes.push(page.entries.length)
+      cursor = page.nextCursor
+    }
+    expect(cursor).toBeNull()
+    // The board as of the first page: every one of the 30 once, in order, ranks contiguous.
+    expect(walked.map((e) => e.playerId)).toEqual(
+      Array.from({ length: 30 }, (_, i) => `p${String(i).padStart(3, '0')}`),
+    )
+    expect(walked.map((e) => e.rank)).toEqual(Array.from({ length: 30 }, (_, i) => i + 1))
+    // Some pages came back short (the budget ran out among the newcomers), and no page read more
+    // than the budget and a chunk of each index.
+    expect(sizes.some((n) => n < 5)).toBe(true)
+    expect(Math.max(...keysScanned)).toBeLessThanOrEqual(2 * (40 + 32))
   })
 
   it('a walk shows each entry with the metadata submitted with the score it shows, whatever was submitted since', async () => {

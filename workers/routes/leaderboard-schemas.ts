@@ -193,7 +193,14 @@ export const TopPage = z
   .object({
     cycle: z.number().int(),
     entries: z.array(Entry),
-    nextCursor: z.string().nullable(),
+    nextCursor: z
+      .string()
+      .nullable()
+      .openapi({
+        description:
+          'The next page, or null at the end. A page may hold fewer entries than `limit` (even ' +
+          'none) and still have one: a page scans a bounded part of the board',
+      }),
     total: z.number().int(),
   })
   .openapi('TopPage')

@@ -7,6 +7,8 @@ declare global {
       TEST_IDP_PRIVATE_JWK?: string
       TEST_UNREACHABLE_DATABASE_URL?: string
       TEST_UNREACHABLE_NEON_RELAY?: string
+      /** A Neon relay that takes requests and never answers. */
+      TEST_SILENT_NEON_RELAY?: string
     }
   }
 }

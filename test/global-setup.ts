@@ -4,6 +4,8 @@
  * redis-server behind the local Upstash REST endpoint. Everything listens on 127.0.0.1 on free
  * ports with temporary data, and is stopped when the run ends.
  */
+import { createServer } from 'node:http'
+import type { AddressInfo } from 'node:net'
 import type { TestProject } from 'vitest/node'
 import { freePort } from '../local/process.ts'
 import { startNeonRelay, startPostgres, startRedis, startUpstashRest } from '../local/index.ts'
@@ -37,6 +39,16 @@ export default async function setup(project: TestProject) {
     const deadPort = await freePort()
     const deadRelay = await startNeonRelay({ postgresPort: deadPort })
     stops.push(() => deadRelay.close())
+    // And at one that takes requests and never answers (a hung connection).
+    const silent = createServer(() => {})
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve))
+    stops.push(
+      () =>
+        new Promise<void>((resolve) => {
+          silent.closeAllConnections()
+          silent.close(() => resolve())
+        }),
+    )
     const idp = await startJwksServer()
     stops.push(() => idp.close())
     project.provide('services', {
@@ -46,6 +58,7 @@ export default async function setup(project: TestProject) {
       TEST_IDP_PRIVATE_JWK: idp.privateJwk,
       TEST_UNREACHABLE_DATABASE_URL: `postgresql://nexus:nexus@127.0.0.1:${deadPort}/nexus`,
       TEST_UNREACHABLE_NEON_RELAY: `127.0.0.1:${deadRelay.port}`,
+      TEST_SILENT_NEON_RELAY: `127.0.0.1:${(silent.address() as AddressInfo).port}`,
       DATABASE_URL: pg.url,
       NEON_LOCAL_RELAY: relayAddress,
       UPSTASH_REDIS_REST_URL: upstash.url,

@@ -1,7 +1,7 @@
 import { env } from 'cloudflare:workers'
 import { evictDurableObject, runInDurableObject } from 'cloudflare:test'
 import { describe, expect, it } from 'vitest'
-import { ADMIN_KEY, call, json, newGuest, problem } from './helpers/http.ts'
+import { ADMIN_KEY, call, callWithEnv, json, newGuest, problem } from './helpers/http.ts'
 import { boardId, createBoard, fresh, pg, submitFor, type Top } from './helpers/boards.ts'
 import { forgetIsolateReads, MAX_REDIS_ANSWER_CHARS } from '../../workers/lib/read-cache.ts'
 import { localFamilies } from '../../workers/lib/metrics.ts'
@@ -375,6 +375,24 @@ describe('a player and the players around them', () => {
     expect((await fresh<Top>(`/v1/leaderboards/${b}/top`)).entries[0]).toMatchObject({
       playerId: 'named-one',
       name: 'Ada',
+    })
+  })
+
+  it('a Neon that takes the names query and never answers does not hold the read: names come back null', async () => {
+    const b = await createBoard()
+    const player = `hung-name-${crypto.randomUUID().slice(0, 8)}`
+    await call(`/v1/admin/players/${player}`, json('PUT', { name: 'Grace' }, ADMIN_KEY))
+    await submitFor(b, player, { score: 3 })
+    const res = await callWithEnv(
+      { NEON_LOCAL_RELAY: env.TEST_SILENT_NEON_RELAY, LOG_LEVEL: 'silent' },
+      `/v1/leaderboards/${b}/top`,
+      { headers: { 'cache-control': 'no-cache' } },
+    )
+    expect(res.status).toBe(200)
+    expect(((await res.json()) as Top).entries[0]).toMatchObject({ playerId: player, name: null })
+    // Neon answering again, the name is read (the null was not remembered as the name).
+    expect((await fresh<Top>(`/v1/leaderboards/${b}/top`)).entries[0]).toMatchObject({
+      name: 'Grace',
     })
   })
 

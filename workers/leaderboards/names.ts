@@ -1,7 +1,14 @@
 import { getSql, type DbEnv } from '../db/client.ts'
 import { errorFields, log } from '../lib/log.ts'
+import { within } from '../lib/within.ts'
 
 const NAME_TTL_MS = 60_000
+/**
+ * How long a read waits for names: past it the read answers with them null. A Neon that hangs
+ * (rather than failing fast) would otherwise hold every read that misses the caches, and what it
+ * finally produced would already be too old for any cache to keep.
+ */
+const NAMES_WAIT_MS = 1_000
 const MAX_CACHED = 20_000
 const names = new Map<string, { name: string | null; at: number }>()
 /**
@@ -18,7 +25,8 @@ export function forgetPlayerName(id: string): void {
 
 /**
  * Display names for players, from Neon, remembered for a minute per isolate. Names decorate a
- * read; if Neon is down the read still succeeds, with names left null.
+ * read; if Neon is down, or has not answered within NAMES_WAIT_MS, the read still succeeds, with
+ * names left null.
  */
 export async function playerNames(
   env: DbEnv,
@@ -35,13 +43,11 @@ export async function playerNames(
   if (missing.length === 0 || !env.DATABASE_URL) return out
   const renamesBefore = renames
   try {
-    const rows = (await getSql(env).query(
-      'select id, name from players where id = any($1::text[])',
-      [missing],
-    )) as {
-      id: string
-      name: string | null
-    }[]
+    const rows = (await within(
+      getSql(env).query('select id, name from players where id = any($1::text[])', [missing]),
+      NAMES_WAIT_MS,
+      'reading player names',
+    )) as { id: string; name: string | null }[]
     const found = new Map(rows.map((r) => [r.id, r.name]))
     const remember = renames === renamesBefore
     if (remember && names.size + missing.length > MAX_CACHED) names.clear()

@@ -1541,7 +1541,14 @@ export class Leaderboard extends DurableObject<Env> {
     cursor: string | null,
     limit: number,
   ): Promise<
-    Reply<{ cycle: number; entries: BoardEntry[]; nextCursor: string | null; total: number }>
+    Reply<{
+      cycle: number
+      /** When the cycle ends (null: never), so that a cached page does not outlive its cycle. */
+      endsAt: number | null
+      entries: BoardEntry[]
+      nextCursor: string | null
+      total: number
+    }>
   > {
     const unknown = await this.ensureConfigured(boardId)
     if (unknown) return unknown
@@ -1584,6 +1591,7 @@ export class Leaderboard extends DurableObject<Env> {
     return {
       ok: true,
       cycle: cur.cycle,
+      endsAt: cur.endsAt,
       entries,
       nextCursor:
         nextKey === null

@@ -450,6 +450,21 @@ describe('edge cache', () => {
     expect(bypass.total).toBe(2)
   })
 
+  it("a page is not kept past its cycle's end: its cursor would be refused in the next cycle", async () => {
+    const b = await createBoard({ cycle: { every: '1h' } })
+    await submitFor(b, 'a', { score: 1 })
+    // The cycle ends in 2.5 s (as if the test had come just before the boundary).
+    await runInDurableObject(env.LEADERBOARD.getByName(b), (inst: Leaderboard) => {
+      ;(inst as unknown as { current: { endsAt: number } }).current.endsAt = Date.now() + 2_500
+    })
+    const res = await call(`/v1/leaderboards/${b}/top`)
+    expect(res.headers.get('x-cache')).toBe('MISS')
+    // Kept (and allowed downstream) for the time left in the cycle, not the usual 4 s.
+    const maxAge = Number(/max-age=(\d+)/.exec(res.headers.get('cache-control') ?? '')?.[1])
+    expect(maxAge).toBeLessThanOrEqual(2)
+    await res.body?.cancel()
+  })
+
   it('an early refresh chosen at one layer goes to the board, not to the same answer one layer down', async () => {
     const b = await createBoard()
     await submitFor(b, 'a', { score: 1 })

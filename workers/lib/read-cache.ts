@@ -170,7 +170,11 @@ export async function cachedRead(c: Context<AppEnv>, opts: CachedReadOptions): P
   // and a slow load (names from a waking Neon) must not stretch how stale an answer can be.
   const fresh = { text: JSON.stringify(loaded), storedAt: started }
   const computeMs = Math.max(1, Date.now() - started)
-  const answerTtl = opts.ttlOf ? opts.ttlOf(loaded) * 1000 : undefined
+  // Whole milliseconds (Redis takes no fraction); an answer with none left is not kept at all.
+  const answerTtl = opts.ttlOf ? Math.floor(opts.ttlOf(loaded) * 1000) : undefined
+  if (answerTtl !== undefined && answerTtl <= 0) {
+    return respond(fresh.text, fresh.storedAt, 'MISS', 0)
+  }
   const value: CachedBody = { body: fresh.text, storedAt: fresh.storedAt, computeMs }
   if (answerTtl !== undefined) value.ttlMs = answerTtl
   isolateReads.remember(opts.key, value)

@@ -245,13 +245,22 @@ leaderboardRoutes.openapi(topRoute, (async (c: Context<AppEnv>) => {
   const { limit, cursor } = (
     c.req as unknown as { valid(t: 'query'): { limit: number; cursor?: string } }
   ).valid('query')
+  // A page is not kept past its cycle's end: its cursor belongs to that cycle, and a first page
+  // served from a cache after the boundary would hand out a cursor the board refuses (409),
+  // again and again until the cached page expired.
+  let endsAt: number | null = null
   return cachedRead(c, {
     key: `lb:${id}:top:${limit}:${cursor ?? ''}`,
     ttlSeconds: LIVE_TTL_SECONDS,
+    ttlOf: () =>
+      endsAt === null
+        ? LIVE_TTL_SECONDS
+        : Math.max(0, Math.min(LIVE_TTL_SECONDS, (endsAt - Date.now()) / 1000)),
     visibility: 'public',
     load: async () => {
       const r = await board(c, id).top(id, cursor ?? null, limit)
       if (!r.ok) fail(r)
+      endsAt = r.endsAt
       return {
         cycle: r.cycle,
         entries: await named(c, r.entries),

@@ -207,6 +207,85 @@ describe('MatchIndex: teams', () => {
     expect(Math.abs(teams[0]! - teams[1]!)).toBe(Math.min(...spreads))
   })
 
+  /** The least spread of team totals any split of `tickets` into full teams can reach. */
+  function bestSpread(tickets: Ticket[], teams: number, teamSize: number): number {
+    const weights = tickets.map((t) => t.players.reduce((a, p) => a + p.rating, 0))
+    const sizes = tickets.map((t) => t.players.length)
+    const room = new Array<number>(teams).fill(teamSize)
+    const totals = new Array<number>(teams).fill(0)
+    let best = Infinity
+    const go = (k: number): void => {
+      if (k === tickets.length) {
+        best = Math.min(best, Math.max(...totals) - Math.min(...totals))
+        return
+      }
+      for (let t = 0; t < teams; t++) {
+        if (room[t]! < sizes[k]!) continue
+        room[t]! -= sizes[k]!
+        totals[t]! += weights[k]!
+        go(k + 1)
+        room[t]! += sizes[k]!
+        totals[t]! -= weights[k]!
+      }
+    }
+    go(0)
+    return best
+  }
+
+  const spreadOf = (match: Match) => {
+    const totals = match.teams.map((t) => t.totalRating)
+    return Math.max(...totals) - Math.min(...totals)
+  }
+
+  it('splits three teams of five as evenly as any split can (parties kept whole)', () => {
+    const rules: QueueRules = { teams: 3, teamSize: 5, maxRatingGap: 100_000, widenPerSecond: 0 }
+    const ratings = [
+      [1544],
+      [1486],
+      [1831],
+      [1947],
+      [1661],
+      [1436, 1328, 1225],
+      [1630],
+      [1292],
+      [1324],
+      [1759],
+      [1980, 1631],
+      [1864],
+    ]
+    const index = new MatchIndex(rules)
+    const tickets = ratings.map((r, i) => party(`t${i}`, r, i))
+    for (const t of tickets) index.add(t)
+    const [match] = index.findMatches(100)
+    expect(spreadOf(match!)).toBe(bestSpread(tickets, 3, 5))
+  })
+
+  it('property: the teams of a match are the most even split of its tickets', () => {
+    fc.assert(
+      fc.property(
+        fc.constantFrom([2, 4], [3, 3], [2, 6], [4, 2]),
+        fc.array(fc.array(fc.integer({ min: 800, max: 2600 }), { minLength: 1, maxLength: 3 }), {
+          minLength: 4,
+          maxLength: 12,
+        }),
+        ([teams, teamSize], parties) => {
+          const rules: QueueRules = { teams, teamSize, maxRatingGap: 100_000, widenPerSecond: 0 }
+          const index = new MatchIndex(rules)
+          const tickets = parties
+            .filter((r) => r.length <= teamSize)
+            .map((r, i) => party(`t${i}`, r, i))
+          for (const t of tickets) index.add(t)
+          const [match] = index.findMatches(100)
+          if (!match) return
+          const chosen = new Set(match.teams.flatMap((t) => t.ticketIds))
+          const inMatch = tickets.filter((t) => chosen.has(t.id))
+          expect(spreadOf(match)).toBeCloseTo(bestSpread(inMatch, teams, teamSize), 6)
+        },
+      ),
+      { numRuns: 300 },
+    )
+  })
+
   it('does not match parties that cannot fill teams exactly', () => {
     const index = new MatchIndex({ ...wide, teamSize: 3 })
     index.add(party('p1', [1500, 1500], 0))

@@ -1064,9 +1064,13 @@ function balance(bins: Entry[][], teams: number, teamSize: number): Entry[][] {
   const totals = new Array<number>(teams).fill(0)
   const room = new Array<number>(teams).fill(teamSize)
   const assign: number[][] = Array.from({ length: teams }, () => [])
+  // The weight still to place after the first k tickets of `order`.
+  const rest = new Array<number>(order.length + 1).fill(0)
+  for (let k = order.length - 1; k >= 0; k--) rest[k] = rest[k + 1]! + weights[order[k]!]!
   let budget = BALANCE_BUDGET
   const go = (k: number): void => {
     if (budget-- < 0 || bestSpread <= 1e-9) return
+    if (k < order.length && cannotBeat(k)) return
     if (k === order.length) {
       let hi = -Infinity
       let lo = Infinity
@@ -1099,6 +1103,25 @@ function balance(bins: Entry[][], teams: number, teamSize: number): Entry[][] {
       totals[t]! -= weights[i]!
       room[t]! += size
     }
+  }
+  /**
+   * Whether no completion of the first k placements can beat the best spread (branch and bound;
+   * ratings are positive, so totals only grow): the final highest total is at least today's
+   * highest and at least the final mean, and the final lowest at most a full team's total and at
+   * most the mean. Without it the budget ran out on searches of 3 teams and more.
+   */
+  function cannotBeat(k: number): boolean {
+    let hi = -Infinity
+    let lowestFull = Infinity
+    let sum = 0
+    for (let t = 0; t < teams; t++) {
+      const total = totals[t]!
+      sum += total
+      if (total > hi) hi = total
+      if (room[t] === 0 && total < lowestFull) lowestFull = total
+    }
+    const mean = (sum + rest[k]!) / teams
+    return Math.max(hi, mean) - Math.min(lowestFull, mean) >= bestSpread - 1e-9
   }
   go(0)
 

@@ -428,7 +428,11 @@ export class MatchPool extends DurableObject<Env> {
     ctx.setWebSocketAutoResponse(
       new WebSocketRequestResponsePair('{"type":"ping"}', '{"type":"pong"}'),
     )
-    void ctx.blockConcurrencyWhile(async () => this.load())
+    void ctx.blockConcurrencyWhile(async () => {
+      this.load()
+      // Sockets outlive the instance (hibernation, an eviction): look at them a silence from now.
+      if (ctx.getWebSockets().length > 0) this.nextSilentCheck = Date.now() + SILENT_SOCKET_MS
+    })
   }
 
   private get actor(): string {
@@ -2126,7 +2130,10 @@ export class MatchPool extends DurableObject<Env> {
     if (!this.schemaReady) return
     try {
       const now = this.now()
-      await this.dropSilentSockets(now)
+      // Only once one may have fallen silent: alarms come often while matches are made.
+      if (this.nextSilentCheck !== null && now >= this.nextSilentCheck) {
+        await this.dropSilentSockets(now)
+      }
       this.housekeep(now)
       const made = this.matchNow(now)
       if (made.length > 0) await this.deliverAll(made)

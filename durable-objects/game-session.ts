@@ -566,8 +566,11 @@ export class GameSession extends DurableObject<Env> {
     if (this.status === 'live') {
       const now = this.now()
       // What the game's clock did before now happens first, as for any input: ticks, and graces
-      // that ran out (a forfeit due before the end stands).
+      // that ran out (a forfeit due before the end stands). All of it, however far behind the
+      // clock is (a frame or the alarm plays 100 deadlines a turn; an end cannot wait for the
+      // alarm to play the rest, nor skip them).
       this.runClock(now)
+      while (this.clockBehind && this.status === 'live') this.runClock(now)
       if (this.status === 'live') {
         const out = this.applyInput({
           kind: 'end',

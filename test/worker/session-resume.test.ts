@@ -9,7 +9,7 @@ import {
   type LogRecord,
   type MatchState,
 } from '../../workers/core/rules/index.ts'
-import { ADMIN_KEY, bearer, call, newGuest, problem } from './helpers/http.ts'
+import { ADMIN_KEY, bearer, call, json, newGuest, problem } from './helpers/http.ts'
 import {
   connect,
   createSession,
@@ -380,6 +380,46 @@ describe('reconnecting', () => {
     const back = await connect(sessionId, tokens[pb]!, { since: 253 })
     expect(await back.nextOf('resumed')).toMatchObject({ since: 253, seq: 253 })
     back.close()
+  })
+
+  it("dice-race with turnSeconds: an admin's end after more turns ran out than one catch-up plays comes after all of them, and after a forfeit due among them", async () => {
+    const { players, sessionId, sockets, createdAt } = await timedEveryoneIn(3, {
+      target: 10_000,
+      turnSeconds: 5,
+    })
+    const pc = players[2]!
+    const [a, b, c] = sockets as [TestSocket, TestSocket, TestSocket]
+    await inObject(sessionId, (inst) => {
+      inst.now = () => createdAt + 1000
+      inst.graceMs = 600_000
+    })
+    c.close()
+    await timerSet(sessionId, pc)
+    const graceEnds = createdAt + 601_000
+    // The alarm stalls past 250 turns' deadlines (C's grace ends at the 120th); the admin ends
+    // the game then.
+    const endAt = createdAt + 250 * 5000 + 2000
+    await inObject(sessionId, async (inst, state) => {
+      await state.storage.deleteAlarm()
+      inst.now = () => endAt
+    })
+    const res = await call(`/v1/admin/sessions/${sessionId}/end`, json('POST', {}, ADMIN_KEY))
+    expect(res.status).toBe(200)
+    expect(await res.json()).toMatchObject({ status: 'finished', result: { reason: 'cancelled' } })
+    const records = await inObject(sessionId, (inst) => inst.events(4, 500))
+    if (!records.ok) throw new Error('no log')
+    const kinds = records.events.map((r) => [r.input.kind, r.input.tick])
+    // 120 turns, C's forfeit at its grace's end, the other 130 turns, then the end, at its time.
+    expect(kinds.slice(0, 120)).toEqual(
+      Array.from({ length: 120 }, (_, k) => ['tick', (k + 1) * 5000]),
+    )
+    expect(kinds[120]).toEqual(['absent', graceEnds - createdAt])
+    expect(records.events[120]!.event).toMatchObject({ kind: 'forfeit', player: pc })
+    expect(kinds.slice(121, 251)).toEqual(
+      Array.from({ length: 130 }, (_, k) => ['tick', (k + 121) * 5000]),
+    )
+    expect(kinds.slice(251)).toEqual([['end', endAt - createdAt]])
+    for (const s of [a, b]) s.close()
   })
 
   it('dice-race with turnSeconds: a grace that ended after more turns than one catch-up plays ends after every turn before it, in game time', async () => {

@@ -1,4 +1,5 @@
 import { DurableObject } from 'cloudflare:workers'
+import { backOffAlarm } from '../workers/lib/alarm-backoff.ts'
 import {
   createMatch,
   getRules,
@@ -1031,6 +1032,9 @@ export class GameSession extends DurableObject<Env> {
   // ---------------------------------------------------------------------------------------------
   // The alarm: grace timers, the tick loop, durable work, retention.
 
+  /** Alarm runs that failed in a row (backOffAlarm). */
+  private alarmFailures = 0
+
   override async alarm(): Promise<void> {
     try {
       const now = this.now()
@@ -1048,10 +1052,17 @@ export class GameSession extends DurableObject<Env> {
       } else {
         await this.runEndWork()
       }
+      this.alarmFailures = 0
     } catch (err) {
-      log('error', 'alarm failed', { actor: this.actor, ...errorFields(err) })
+      this.alarmFailures++
+      log('error', 'alarm failed', {
+        actor: this.actor,
+        failuresInARow: this.alarmFailures,
+        ...errorFields(err),
+      })
     } finally {
       await this.scheduleAlarm()
+      await backOffAlarm(this.ctx.storage, this.alarmFailures, this.now())
     }
   }
 

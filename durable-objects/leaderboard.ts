@@ -1,4 +1,5 @@
 import { DurableObject } from 'cloudflare:workers'
+import { backOffAlarm } from '../workers/lib/alarm-backoff.ts'
 import {
   parseSchedule,
   nextBoundary,
@@ -2143,6 +2144,9 @@ export class Leaderboard extends DurableObject<Env> {
   // ---------------------------------------------------------------------------------------------
   // The alarm: one schedule for every timed job of the board.
 
+  /** Alarm runs that failed in a row (backOffAlarm). */
+  private alarmFailures = 0
+
   override async alarm(): Promise<void> {
     if (!this.schemaReady) return
     try {
@@ -2152,11 +2156,18 @@ export class Leaderboard extends DurableObject<Env> {
       this.sweep(now)
       this.forgetErasures(now)
       await this.catchUpAccountBans(this.accountBanPagesPerRun)
+      this.alarmFailures = 0
     } catch (err) {
-      log('error', 'alarm failed', { actor: this.actor, ...errorFields(err) })
+      this.alarmFailures++
+      log('error', 'alarm failed', {
+        actor: this.actor,
+        failuresInARow: this.alarmFailures,
+        ...errorFields(err),
+      })
     } finally {
       this.reportStorage()
       await this.scheduleAlarm()
+      await backOffAlarm(this.ctx.storage, this.alarmFailures, this.now())
     }
   }
 

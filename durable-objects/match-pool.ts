@@ -1,4 +1,5 @@
 import { DurableObject } from 'cloudflare:workers'
+import { backOffAlarm } from '../workers/lib/alarm-backoff.ts'
 import {
   MatchIndex,
   type Match,
@@ -2126,6 +2127,9 @@ export class MatchPool extends DurableObject<Env> {
   // ---------------------------------------------------------------------------------------------
   // The alarm: one schedule for every timed job of the pool.
 
+  /** Alarm runs that failed in a row (backOffAlarm). */
+  private alarmFailures = 0
+
   override async alarm(): Promise<void> {
     if (!this.schemaReady) return
     try {
@@ -2143,10 +2147,17 @@ export class MatchPool extends DurableObject<Env> {
       if (this.ratesStale || (this.ratesDropAt !== null && later >= this.ratesDropAt)) {
         this.updateRates(later)
       }
+      this.alarmFailures = 0
     } catch (err) {
-      log('error', 'alarm failed', { actor: this.actor, ...errorFields(err) })
+      this.alarmFailures++
+      log('error', 'alarm failed', {
+        actor: this.actor,
+        failuresInARow: this.alarmFailures,
+        ...errorFields(err),
+      })
     } finally {
       await this.scheduleAlarm()
+      await backOffAlarm(this.ctx.storage, this.alarmFailures, this.now())
     }
   }
 

@@ -204,6 +204,55 @@ describe('session timings', () => {
     back.close()
   })
 
+  it('an alarm run that fails again and again backs off (1 s, 2 s, …) instead of coming back at once; a run that succeeds ends the backoff', async () => {
+    const [pa, pb] = playerIds(2) as [string, string]
+    const { sessionId, sockets, createdAt } = await liveDiceGame([pa, pb])
+    await alarmAt(sessionId, createdAt + JOIN_GRACE)
+    const left = createdAt + JOIN_GRACE + 1000
+    await inObject(sessionId, (inst) => {
+      inst.now = () => left
+    })
+    sockets[1]!.close()
+    await until(
+      () =>
+        inObject(sessionId, (_i, state) =>
+          state.storage.sql.exec<{ n: number }>('SELECT count(*) AS n FROM timers').one().n > 0
+            ? true
+            : undefined,
+        ),
+      5000,
+      "B's grace timer",
+    )
+    const due = left + GRACE
+    // B's grace is due, and every run fails (a storage fault in the clock, say).
+    const runs = await inObject(sessionId, async (inst, state) => {
+      const faulty = inst as unknown as { runClock?: () => void }
+      const fail = () => {
+        faulty.runClock = () => {
+          throw new Error('injected: storage fault')
+        }
+      }
+      const run = async (at: number) => {
+        inst.now = () => at
+        await inst.alarm()
+        return state.storage.getAlarm()
+      }
+      fail()
+      const failing = [await run(due), await run(due), await run(due)]
+      // A run that succeeds (before the grace's end: nothing to do) ...
+      delete faulty.runClock
+      const ok = await run(due - 5000)
+      // ... and the next failure starts the backoff over.
+      fail()
+      const again = await run(due)
+      delete faulty.runClock
+      return { failing, ok, again }
+    })
+    expect(runs.failing).toEqual([due + 1000, due + 2000, due + 4000])
+    expect(runs.ok).toBe(due)
+    expect(runs.again).toBe(due + 1000)
+  })
+
   it('a game whose players all vanished with the object (a restart) ends even if nobody comes back', async () => {
     const { sessionId, sockets, createdAt } = await liveDiceGame(playerIds(2))
     await alarmAt(sessionId, createdAt + JOIN_GRACE)

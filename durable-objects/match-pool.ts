@@ -1,5 +1,6 @@
 import { DurableObject } from 'cloudflare:workers'
 import { backOffAlarm } from '../workers/lib/alarm-backoff.ts'
+import { defaultRating } from '../workers/core/rating.ts'
 import {
   MatchIndex,
   type Match,
@@ -258,6 +259,21 @@ export interface SocketClaim {
   version: number
   claimedAt: number
 }
+
+/**
+ * What the Worker forwards for a socket when Neon could not be read at its connect: the pool
+ * lets it in only to take back a ticket the player already waits on there.
+ */
+export interface ReattachContext {
+  reattachOnly: true
+  playerId: string
+  tokenIssuedAt: number
+}
+
+/** A socket connect refused while Neon cannot be read, the player holding no ticket here. */
+const NEON_DOWN_AT_CONNECT =
+  'The queue cannot be read now (its database is unreachable), and only a ticket already ' +
+  'waiting in this region can be taken back without it; retry shortly'
 
 export const SOCKET_CONTEXT_HEADER = 'x-nexus-socket'
 
@@ -1503,11 +1519,26 @@ export class MatchPool extends DurableObject<Env> {
     }
     const raw = request.headers.get(SOCKET_CONTEXT_HEADER)
     if (!raw) return new Response('missing socket context', { status: 400 })
-    const sc = JSON.parse(raw) as SocketContext
-    const changed = this.applyConfig(sc.queue, sc.region, sc.config, sc.version)
+    const sc = JSON.parse(raw) as SocketContext | ReattachContext
     const now = this.now()
-    // A newer config may let waiting tickets match now (a wider gap): the alarm looks again.
-    if (this.housekeep(now) || changed) await this.scheduleAlarm()
+    let rating: number
+    if ('reattachOnly' in sc) {
+      // Neon could not be read: only a player whose ticket waits here is let in, to take it back
+      // (a new join needs the queue's settings, the player's rating and a claim, all in Neon).
+      if (this.queue === null) return problemResponse('unavailable', NEON_DOWN_AT_CONNECT)
+      if (this.housekeep(now)) await this.scheduleAlarm()
+      const held = this.activeTicketOf(sc.playerId)
+      if (!held) return problemResponse('unavailable', NEON_DOWN_AT_CONNECT)
+      const own = (JSON.parse(held.players) as TicketPlayer[]).find(
+        (p) => p.playerId === sc.playerId,
+      )
+      rating = own?.rating ?? defaultRating().rating
+    } else {
+      const changed = this.applyConfig(sc.queue, sc.region, sc.config, sc.version)
+      // A newer config may let waiting tickets match now (a wider gap): the alarm looks again.
+      if (this.housekeep(now) || changed) await this.scheduleAlarm()
+      rating = sc.rating
+    }
     const open = this.ctx
       .getWebSockets(`p:${sc.playerId}`)
       .filter((ws) => ws.readyState === WebSocket.OPEN)
@@ -1522,23 +1553,19 @@ export class MatchPool extends DurableObject<Env> {
     const attachment: Attachment = {
       playerId: sc.playerId,
       ...(typeof sc.tokenIssuedAt === 'number' ? { tokenIssuedAt: sc.tokenIssuedAt } : {}),
-      rating: sc.rating,
+      rating,
       ticketId: null,
-      claim: this.goodClaim(sc.playerId, sc.claim),
+      claim: 'reattachOnly' in sc ? null : this.goodClaim(sc.playerId, sc.claim),
     }
     // A reconnect: the player's socket ticket is still waiting, so this socket takes it over.
-    const held = one<{ ticket_id: string }>(
-      this.sql,
-      `SELECT ticket_id FROM active WHERE player_id = ?`,
-      sc.playerId,
-    )
-    if (held) {
-      const row = this.row(held.ticket_id)!
+    const row = this.activeTicketOf(sc.playerId)
+    if (row) {
       attachment.ticketId = row.id
       this.sql.exec(`UPDATE tickets SET grace_until = NULL WHERE id = ?`, row.id)
       server.serializeAttachment(attachment)
       this.send(server, {
         type: 'queued',
+        region: this.region!,
         ticketId: row.id,
         existing: true,
         expiresAt: row.expires_at,
@@ -1550,6 +1577,16 @@ export class MatchPool extends DurableObject<Env> {
     // Its ticket's wait (or the one it joins) then has it looked at for silence.
     this.nextSilentCheck = Math.min(this.nextSilentCheck ?? Infinity, this.now() + SILENT_SOCKET_MS)
     return new Response(null, { status: 101, webSocket: client })
+  }
+
+  /** The ticket `playerId` waits on in this pool, if any. */
+  private activeTicketOf(playerId: string): TicketRow | undefined {
+    const held = one<{ ticket_id: string }>(
+      this.sql,
+      `SELECT ticket_id FROM active WHERE player_id = ?`,
+      playerId,
+    )
+    return held ? this.row(held.ticket_id) : undefined
   }
 
   override async webSocketMessage(ws: WebSocket, message: string | ArrayBuffer): Promise<void> {
@@ -1748,6 +1785,7 @@ export class MatchPool extends DurableObject<Env> {
         } satisfies Attachment)
         this.send(ws, {
           type: 'queued',
+          region: this.region!,
           ticketId: row.id,
           existing: entered.existing,
           expiresAt: row.expires_at,
@@ -1784,6 +1822,7 @@ export class MatchPool extends DurableObject<Env> {
       ws.serializeAttachment({ ...att, ticketId: row.id } satisfies Attachment)
       return this.send(ws, {
         type: 'queued',
+        region: this.region!,
         ticketId: row.id,
         existing: true,
         expiresAt: row.expires_at,
@@ -1925,6 +1964,7 @@ export class MatchPool extends DurableObject<Env> {
         ws.serializeAttachment({ ...att, ticketId: row.id } satisfies Attachment)
         this.send(ws, {
           type: 'queued',
+          region: this.region!,
           ticketId: row.id,
           existing: true,
           expiresAt: row.expires_at,

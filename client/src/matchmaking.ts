@@ -457,6 +457,9 @@ export class MatchTicket extends Emitter<TicketEvents> {
     switch (msg.type) {
       case 'queued':
         this.ticketId = msg.ticketId
+        // Reconnects go to this region's pool by name, which needs no read of the queue: the
+        // ticket is taken back there even while the server cannot read the queue's settings.
+        if (typeof msg.region === 'string') this.region = msg.region
         this.expiresBy = expiresBy(msg)
         this.emit('queued', {
           ticketId: msg.ticketId,

@@ -10,7 +10,7 @@ import {
 import { verifySessionToken } from '../../workers/lib/session-token.ts'
 import { SILENT_SOCKET_MS } from '../../workers/lib/socket-close.ts'
 import { pg } from './helpers/boards.ts'
-import { ADMIN_KEY, call, json, newGuest, problem } from './helpers/http.ts'
+import { ADMIN_KEY, call, callWithEnv, json, newGuest, problem } from './helpers/http.ts'
 import {
   alarmAt,
   createQueue,
@@ -24,7 +24,7 @@ import {
   type Found,
   type Queued,
 } from './helpers/matchmaking.ts'
-import { closed, collect, connect, nextOfType, until, upgrade } from './helpers/sockets.ts'
+import { closed, collect, connect, nextOfType, track, until, upgrade } from './helpers/sockets.ts'
 
 interface ErrorFrame {
   code: string
@@ -444,6 +444,55 @@ describe('sockets: disconnect, reconnect, expiry', () => {
     })
     expect((await ticketOf(other.ticketId, quiet.token)).status).toBe('waiting')
     never.close(1000)
+  })
+
+  it('with Neon unreachable, a reconnect to the region its queued named takes the ticket back (the grace ends); a connect with no ticket there is 503', async () => {
+    const q = await createQueue({ teamSize: 2, regions: ['eu', 'us'] })
+    const clock = newClock()
+    await rig(q, clock, { graceMs: 10_000 })
+    const g = await newGuest()
+    const ws = await connect(`/v1/matchmaking/${q}`, g.token)
+    ws.send(JSON.stringify({ type: 'join' }))
+    const queued = await nextOfType<Queued & { region: string }>(ws, 'queued')
+    // The pool says its region: the queue's first, as none was asked for.
+    expect(queued.region).toBe('eu')
+    ws.close(1000, 'network switch')
+    const grace = await until(() => graceOf(q, queued.ticketId), 5000, 'grace start')
+    const neonDown = (path: string, token: string) =>
+      callWithEnv(
+        {
+          DATABASE_URL: env.TEST_UNREACHABLE_DATABASE_URL,
+          NEON_LOCAL_RELAY: env.TEST_UNREACHABLE_NEON_RELAY,
+          LOG_LEVEL: 'silent',
+        },
+        path,
+        { headers: { upgrade: 'websocket', authorization: `Bearer ${token}` } },
+      )
+    const res = await neonDown(`/v1/matchmaking/${q}?region=${queued.region}`, g.token)
+    expect(res.status).toBe(101)
+    const back = res.webSocket!
+    back.accept()
+    track(back)
+    expect(await nextOfType<Queued>(back, 'queued')).toMatchObject({
+      ticketId: queued.ticketId,
+      existing: true,
+    })
+    expect(await graceOf(q, queued.ticketId)).toBeUndefined()
+    clock.t = grace + 1
+    await fireAlarm(q)
+    expect((await ticketOf(queued.ticketId, g.token)).status).toBe('waiting')
+    // A player with nothing waiting cannot join without Neon: 503, nothing queued.
+    const other = await newGuest()
+    expect(
+      await problem(await neonDown(`/v1/matchmaking/${q}?region=eu`, other.token)),
+    ).toMatchObject({
+      status: 503,
+      type: 'urn:nexus:problem:unavailable',
+    })
+    // Nor can a connect that names no region (the pool is found through the queue's settings).
+    expect((await neonDown(`/v1/matchmaking/${q}`, g.token)).status).toBe(503)
+    expect(await waitingCount(q)).toBe(1)
+    back.close(1000)
   })
 
   it('a reconnect within the grace keeps the ticket, and the new socket gets the match', async () => {

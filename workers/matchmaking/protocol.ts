@@ -67,7 +67,15 @@ export interface MatchPlayer {
 
 /** Every message the pool sends on a matchmaking socket. */
 export type ServerMessage =
-  | { type: 'queued'; ticketId: string; existing: boolean; expiresAt: number; expiresIn: number }
+  | {
+      type: 'queued'
+      ticketId: string
+      existing: boolean
+      expiresAt: number
+      expiresIn: number
+      /** The pool's region: a socket reconnecting there needs no read of the queue (Neon down). */
+      region: string
+    }
   | {
       type: 'match_found'
       ticketId: string

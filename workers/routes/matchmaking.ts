@@ -5,6 +5,7 @@ import {
   MAX_WAIT_MS,
   SOCKET_CONTEXT_HEADER,
   type PoolProblem,
+  type ReattachContext,
   type SocketContext,
   type TicketView,
   type Viewer,
@@ -17,6 +18,7 @@ import {
   STALE_TOKEN_DETAIL,
   verifyPlayerToken,
 } from '../lib/auth.ts'
+import { isDatabaseUnreachable, isTransientDatabaseError } from '../db/client.ts'
 import { errorFields, log } from '../lib/log.ts'
 import {
   BEARER_OR_QUERY_TOKEN,
@@ -674,7 +676,33 @@ matchmakingRoutes.openapi(socketRoute, (async (c: Context<AppEnv>) => {
   // The rating and the claim are taken once per socket, with the queue, in one Neon round trip;
   // a party is read by the pool when a `join` names one.
   const caller = tokenCaller(principal)!
-  const read = await readAndClaim(c.env, queue, query.region, [principal.playerId], caller)
+  let read: JoinRead
+  try {
+    read = await readAndClaim(c.env, queue, query.region, [principal.playerId], caller)
+  } catch (err) {
+    // Neon down: a player whose ticket waits in the region named (the SDK names the one its
+    // `queued` said) may still take it back, so a dropped socket does not cost the ticket.
+    if (query.region === undefined || !RegionId.safeParse(query.region).success) throw err
+    if (!isDatabaseUnreachable(err) && !isTransientDatabaseError(err)) throw err
+    log('warn', 'socket connect without Neon: taking a waiting ticket back only', {
+      requestId: c.get('requestId'),
+      queue,
+      region: query.region,
+      ...errorFields(err),
+    })
+    const context: ReattachContext = {
+      reattachOnly: true,
+      playerId: principal.playerId,
+      tokenIssuedAt: caller.issuedAt,
+    }
+    const headers = new Headers({ upgrade: 'websocket' })
+    headers.set(SOCKET_CONTEXT_HEADER, JSON.stringify(context))
+    const res = await poolFetcher(c.env, queue, query.region).fetch(
+      new Request('https://match-pool/socket', { headers }),
+    )
+    if (res.status === 101) return res
+    throw await apiErrorFrom(res)
+  }
   if (!read.queue) throw new ApiError('not-found', `No queue '${queue}'`)
   if (read.banned.length > 0) throw new ApiError('forbidden', 'This player is banned')
   if (read.staleToken) throw new ApiError('forbidden', STALE_TOKEN_DETAIL)

@@ -118,6 +118,11 @@ const SCHEMA_VERSION = 6
 export const RESULT_RETENTION_MS = 10 * 60 * 1000
 /** Recent wait times kept for percentiles. */
 const WAIT_SAMPLES = 500
+/**
+ * Waits older than this leave the percentiles: a region idle since last week must not lend its
+ * waits to the queue's figures (nor keep its own gauges where they were) today.
+ */
+const WAIT_SAMPLE_WINDOW_MS = 60 * 60 * 1000
 /** Matches-per-minute and wait percentiles are gauges: recomputed at most this often. */
 const RATES_EVERY_MS = 1000
 const MAX_CREATE_ATTEMPTS = 12
@@ -2105,7 +2110,8 @@ export class MatchPool extends DurableObject<Env> {
       matchesLastMinute: this.matchesSince(now - 60_000),
       waitSamplesMs: all<{ wait_ms: number }>(
         this.sql,
-        `SELECT wait_ms FROM wait_samples ORDER BY seq DESC LIMIT ?`,
+        `SELECT wait_ms FROM wait_samples WHERE at >= ? ORDER BY seq DESC LIMIT ?`,
+        now - WAIT_SAMPLE_WINDOW_MS,
         WAIT_SAMPLES,
       ).map((r) => r.wait_ms),
     }
@@ -2149,15 +2155,25 @@ export class MatchPool extends DurableObject<Env> {
     const labels = this.labels()
     matchesPerMinute.set(labels, this.matchesSince(now - 60_000))
     // The gauge must fall as matches leave the last minute, with or without new ones.
-    const oldest = one<{ t: number | null }>(
+    // So must the wait percentiles as waits leave their window.
+    const oldest = one<{ match: number | null; sample: number | null }>(
       this.sql,
-      `SELECT min(done_at) AS t FROM matches WHERE state = 'created' AND done_at >= ?`,
+      `SELECT (SELECT min(done_at) FROM matches WHERE state = 'created' AND done_at >= ?) AS match,
+              (SELECT min(at) FROM wait_samples WHERE at >= ?) AS sample`,
       now - 60_000,
-    )?.t
-    this.ratesDropAt = oldest == null ? null : oldest + 60_000 + 1
+      now - WAIT_SAMPLE_WINDOW_MS,
+    )
+    const drops = [
+      oldest?.match == null ? Infinity : oldest.match + 60_000 + 1,
+      // A minute late at most: one alarm takes out the waits of a minute, not one alarm each.
+      oldest?.sample == null ? Infinity : oldest.sample + WAIT_SAMPLE_WINDOW_MS + 60_000,
+    ]
+    const drop = Math.min(...drops)
+    this.ratesDropAt = drop === Infinity ? null : drop
     const sorted = all<{ wait_ms: number }>(
       this.sql,
-      `SELECT wait_ms FROM wait_samples ORDER BY wait_ms`,
+      `SELECT wait_ms FROM wait_samples WHERE at >= ? ORDER BY wait_ms`,
+      now - WAIT_SAMPLE_WINDOW_MS,
     ).map((r) => r.wait_ms)
     waitP50.set(labels, (percentile(sorted, 50) ?? 0) / 1000)
     waitP95.set(labels, (percentile(sorted, 95) ?? 0) / 1000)

@@ -378,6 +378,16 @@ describe('stats', () => {
     expect(metrics).toContain(
       `nexus_matchmaking_wait_p95_seconds{queue="${q}",region="eu"} ${rank(95)}`,
     )
+
+    // An hour on with no match, the waits of then count no more: nor does an idle region keep
+    // its gauges where they were (the alarm comes for them).
+    clock.t = t0 + 10_000 + 60 * 60_000 + 60_000
+    expect((await alarmAt(q))!).toBeLessThanOrEqual(clock.t)
+    await fireAlarm(q)
+    const idle = (await (await call(`/v1/matchmaking/${q}/stats`)).json()) as typeof s
+    expect(idle.waitSeconds).toEqual({ p50: null, p95: null })
+    const after = await (await call('/metrics', bearer(ADMIN_KEY))).text()
+    expect(after).toContain(`nexus_matchmaking_wait_p95_seconds{queue="${q}",region="eu"} 0`)
   })
 })
 

@@ -123,6 +123,8 @@ export const MAX_FRAME_BYTES = 8 * 1024
 export const RATE_PER_SECOND = 20
 export const RATE_BURST = 40
 const MAX_SOCKETS_PER_PLAYER = 4
+/** The alarm looks for silent sockets (SILENT_SOCKET_MS) at most this often. */
+export const SILENT_CHECK_EVERY_MS = 10_000
 /**
  * Deadlines one catch-up plays at most (each a logged record): past it, the alarm, due at once,
  * plays the rest, and frames are served in between.
@@ -287,6 +289,8 @@ export class GameSession extends DurableObject<Env> {
   private status: SessionStatus | null = null
   private createdAt = 0
   private purged = false
+  /** When the alarm next looks for silent sockets (SILENT_CHECK_EVERY_MS). */
+  private silentCheckAt = 0
   /** When each socket last sent a frame the object saw (pings are the runtime's: fellSilent). */
   private readonly lastFrameAt = new WeakMap<WebSocket, number>()
   /** Frame buckets by player (at most the roster's 64). */
@@ -1039,8 +1043,12 @@ export class GameSession extends DurableObject<Env> {
     try {
       const now = this.now()
       if (this.status === 'live' && this.match) this.runClock(now)
-      // The watchdog (scheduleAlarm) brings a live game here at least once a grace period.
-      if (this.status === 'live') await this.dropSilentSockets(this.ctx.getWebSockets())
+      // The watchdog (scheduleAlarm) brings a live game here at least once a grace period; a
+      // tick loop far more often, and looking at every socket at each tick is not needed.
+      if (this.status === 'live' && now >= this.silentCheckAt) {
+        this.silentCheckAt = now + SILENT_CHECK_EVERY_MS
+        await this.dropSilentSockets(this.ctx.getWebSockets())
+      }
       if (this.status === 'live') {
         // While the game runs, the alarm does not wait on Neon (listing the session): a slow or
         // hanging Neon would stop the tick loop and the graces. The work arms the alarm when done.

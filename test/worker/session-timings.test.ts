@@ -5,6 +5,7 @@ import {
   GRACE_MS,
   JOIN_GRACE_MS,
   RETENTION_MS,
+  SILENT_CHECK_EVERY_MS,
   sessionTimings,
 } from '../../durable-objects/game-session.ts'
 import {
@@ -153,7 +154,6 @@ describe('session timings', () => {
     const [pa, pb] = playerIds(2) as [string, string]
     const { sessionId, sockets, createdAt } = await liveDiceGame([pa, pb])
     const [a, b] = sockets as [TestSocket, TestSocket]
-    await alarmAt(sessionId, createdAt + JOIN_GRACE)
     // Both ping now (the runtime answers; the object is not woken); after that A keeps sending
     // frames, B sends nothing more: its connection died without a close.
     for (const s of [a, b]) {
@@ -169,8 +169,9 @@ describe('session timings', () => {
     // Not yet silent at SILENT_SOCKET_MS: nothing closes.
     await alarmAt(sessionId, pinged + SILENT_SOCKET_MS - 1_000)
     expect(b.closed).toBeNull()
-    // Past it, B's socket is closed and B's grace starts; A, heard from 10 s after its ping, stays.
-    const silentAt = pinged + SILENT_SOCKET_MS + 1_000
+    // Past it (and the alarm's next look, at most SILENT_CHECK_EVERY_MS after its last), B's
+    // socket is closed and B's grace starts; A, heard from 10 s after its ping, stays.
+    const silentAt = pinged + SILENT_SOCKET_MS - 1_000 + SILENT_CHECK_EVERY_MS
     await alarmAt(sessionId, silentAt)
     expect((await b.whenClosed()).code).toBe(1001)
     expect(a.closed).toBeNull()

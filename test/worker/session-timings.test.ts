@@ -152,7 +152,7 @@ describe('session timings', () => {
 
   it('a socket that pinged and then fell silent (a connection that died without a close) is closed by the watchdog, and its player forfeits after the grace', async () => {
     const [pa, pb] = playerIds(2) as [string, string]
-    const { sessionId, sockets, createdAt } = await liveDiceGame([pa, pb])
+    const { sessionId, sockets } = await liveDiceGame([pa, pb])
     const [a, b] = sockets as [TestSocket, TestSocket]
     // Both ping now (the runtime answers; the object is not woken); after that A keeps sending
     // frames, B sends nothing more: its connection died without a close.

@@ -1643,7 +1643,9 @@ export class Leaderboard extends DurableObject<Env> {
       }
     }
     const old: PageItem[] = []
-    if (this.replaced.size > 0) {
+    // A snapshot of now (a walk's first page) needs no replaced version: none was replaced after
+    // it. Scanning them anyway could only spend the budget and cut the page short for nothing.
+    if (this.replaced.size > 0 && snapshot < this.seq) {
       from = after
       budget = this.pageScanBudget
       old: while (old.length < limit) {
@@ -2294,7 +2296,8 @@ function parseBoardCursor(cursor: string): (BoardCursor & { key: RankKey }) | nu
   if (
     !(cycle >= 1) ||
     !(snapshot >= 0) ||
-    !(lastRank >= 1) ||
+    // 0: a walk whose pages so far were cut short before any entry (see snapshotPage).
+    !(lastRank >= 0) ||
     ![cycle, snapshot, lastRank].every(Number.isSafeInteger)
   )
     return null

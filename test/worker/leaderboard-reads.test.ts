@@ -139,6 +139,37 @@ describe('top pages with cursors', () => {
     expect(Math.max(...keysScanned)).toBeLessThanOrEqual(2 * (40 + 32))
   })
 
+  it('a first page is never cut short by the versions kept for older walks', async () => {
+    const b = await createBoard({ operator: 'set' })
+    const stub = env.LEADERBOARD.getByName(b)
+    const entries = (score: (i: number) => number) =>
+      Array.from({ length: 100 }, (_, i) => ({
+        playerId: `v${String(i).padStart(3, '0')}`,
+        score: score(i),
+        subscore: 0,
+        metadata: null,
+      }))
+    await runInDurableObject(stub, async (inst: Leaderboard) => {
+      // 100 players, then every one of them lower: 100 replaced versions, all above the board.
+      for (const batch of [entries((i) => 1000 + i), entries((i) => 100 - i)]) {
+        const r = await inst.importEntries(b, batch)
+        if (!r.ok) throw new Error(r.detail)
+      }
+      inst.pageScanBudget = 40
+    })
+    const first = await fresh<Top>(`/v1/leaderboards/${b}/top?limit=5`)
+    expect(first.entries.map((e) => e.playerId)).toEqual(['v000', 'v001', 'v002', 'v003', 'v004'])
+    const walked = [...first.entries]
+    let cursor = first.nextCursor
+    for (let i = 0; cursor && i < 100; i++) {
+      const page: Top = await fresh<Top>(`/v1/leaderboards/${b}/top?limit=5&cursor=${cursor}`)
+      walked.push(...page.entries)
+      cursor = page.nextCursor
+    }
+    expect(walked.map((e) => e.rank)).toEqual(Array.from({ length: 100 }, (_, i) => i + 1))
+    expect(walked.map((e) => e.score)).toEqual(Array.from({ length: 100 }, (_, i) => 100 - i))
+  })
+
   it('a walk shows each entry with the metadata submitted with the score it shows, whatever was submitted since', async () => {
     const b = await createBoard({ operator: 'set', submitsPerMinute: 600 })
     for (let i = 0; i < 12; i++) {

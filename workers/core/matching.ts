@@ -1054,7 +1054,11 @@ function balance(bins: Entry[][], teams: number, teamSize: number): Entry[][] {
   // One ticket per team: swapping whole teams changes nothing.
   if (teams === 1 || bins.every((bin) => bin.length === 1)) return bins
   const items = bins.flat()
-  const weights = items.map((e) => e.weight)
+  // The bound in cannotBeat needs totals that only grow: ratings are shifted to be non-negative.
+  // Every team holds teamSize players, so each total moves by the same amount and the spreads
+  // compared are unchanged.
+  const shift = Math.max(0, ...items.map((e) => -e.weight / e.size))
+  const weights = items.map((e) => e.weight + shift * e.size)
   const order = items
     .map((_, i) => i)
     .sort((a, b) => items[b]!.size - items[a]!.size || weights[b]! - weights[a]!)

@@ -125,6 +125,8 @@ export const RATE_BURST = 40
 const MAX_SOCKETS_PER_PLAYER = 4
 /** The alarm looks for silent sockets (SILENT_SOCKET_MS) at most this often. */
 export const SILENT_CHECK_EVERY_MS = 10_000
+/** Catch-up runs (of 100 deadlines each) an admin's end plays before it answers "send again". */
+const MAX_END_CATCH_UP_RUNS = 20
 /**
  * Deadlines one catch-up plays at most (each a logged record): past it, the alarm, due at once,
  * plays the rest, and frames are served in between.
@@ -195,6 +197,14 @@ interface NormalizedSetup {
 
 export type CreateResult =
   { ok: true; created: boolean } | { ok: false; problem: ProblemType; detail: string }
+
+/** An admin's end that came while the clock owes more turns than one request plays. */
+export interface CatchingUp {
+  ok: false
+  problem: 'unavailable'
+  detail: string
+  retryAfter: number
+}
 
 export interface NotFound {
   ok: false
@@ -566,7 +576,7 @@ export class GameSession extends DurableObject<Env> {
    * end work (the result in Neon, the log archived). A game already over is answered as it ended,
    * so a retry changes nothing.
    */
-  async end(): Promise<SessionInfo | NotFound> {
+  async end(): Promise<SessionInfo | NotFound | CatchingUp> {
     if (!this.setup || !this.match || !this.status) return this.notFound()
     if (this.status === 'live') {
       const now = this.now()
@@ -575,7 +585,19 @@ export class GameSession extends DurableObject<Env> {
       // clock is (a frame or the alarm plays 100 deadlines a turn; an end cannot wait for the
       // alarm to play the rest, nor skip them).
       this.runClock(now)
-      while (this.clockBehind && this.status === 'live') this.runClock(now)
+      for (let runs = 1; this.clockBehind && this.status === 'live'; runs++) {
+        if (runs === MAX_END_CATCH_UP_RUNS) {
+          // More than one request should play: the alarm, due at once, plays on meanwhile.
+          await this.scheduleAlarm()
+          return {
+            ok: false,
+            problem: 'unavailable',
+            detail: 'The game is still playing the turns its clock owes; send the end again',
+            retryAfter: 1,
+          }
+        }
+        this.runClock(now)
+      }
       if (this.status === 'live') {
         const out = this.applyInput({
           kind: 'end',
@@ -886,8 +908,10 @@ export class GameSession extends DurableObject<Env> {
       const player = attachment(ws)?.playerId
       if (!player || this.status !== 'live') return
       if (this.openSockets(player).some((s) => s !== ws)) return
+      // A grace already running is kept: a socket the session closed as silent may still be
+      // reported closed by the runtime later, and that must not start the grace over.
       this.sql.exec(
-        `INSERT OR REPLACE INTO timers (player_id, due) VALUES (?, ?)`,
+        `INSERT OR IGNORE INTO timers (player_id, due) VALUES (?, ?)`,
         player,
         this.now() + this.graceMs,
       )

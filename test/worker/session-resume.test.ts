@@ -422,6 +422,39 @@ describe('reconnecting', () => {
     for (const s of [a, b]) s.close()
   })
 
+  it("dice-race with turnSeconds: an admin's end owed more turns than one request plays is 503 with Retry-After, and ends once they are played", async () => {
+    const { sessionId, createdAt } = await timedEveryoneIn(2, { target: 10_000, turnSeconds: 5 })
+    const turns = 2_500
+    const endAt = createdAt + turns * 5000 + 2000
+    await inObject(sessionId, async (inst, state) => {
+      await state.storage.deleteAlarm()
+      inst.now = () => endAt
+    })
+    const end = () => call(`/v1/admin/sessions/${sessionId}/end`, json('POST', {}, ADMIN_KEY))
+    const first = await end()
+    expect(first.headers.get('retry-after')).toBe('1')
+    expect(await problem(first)).toMatchObject({
+      status: 503,
+      type: 'urn:nexus:problem:unavailable',
+    })
+    let again = await end()
+    for (let i = 0; i < 5 && again.status === 503; i++) again = await end()
+    expect(again.status).toBe(200)
+    expect(await again.json()).toMatchObject({
+      status: 'finished',
+      result: { reason: 'cancelled' },
+    })
+    const match = await inObject(sessionId, (inst) => inst.current()!.match)
+    const last = await inObject(sessionId, (inst) => inst.events(match.seq - 1, 2))
+    if (!last.ok) throw new Error('no log')
+    // Every turn, then the end: two arrivals, 2,500 ticks, the end.
+    expect(match.seq).toBe(2 + turns + 1)
+    expect(last.events.map((r) => [r.input.kind, r.input.tick])).toEqual([
+      ['tick', turns * 5000],
+      ['end', endAt - createdAt],
+    ])
+  })
+
   it('dice-race with turnSeconds: a grace that ended after more turns than one catch-up plays ends after every turn before it, in game time', async () => {
     const { players, sessionId, sockets, createdAt } = await timedEveryoneIn(3, {
       target: 10_000,

@@ -185,5 +185,8 @@ const endRoute = createRoute({
 adminSessions.openapi(endRoute, async (c) => {
   const { id } = c.req.valid('param')
   const info = await sessionStub(c.env, id).end()
+  if (!info.ok && info.problem === 'unavailable') {
+    throw new ApiError('unavailable', info.detail, {}, { 'retry-after': String(info.retryAfter) })
+  }
   return c.json(await sessionView(c, id, info), 200)
 })

@@ -452,8 +452,8 @@ export class MatchPool extends DurableObject<Env> {
     )
     void ctx.blockConcurrencyWhile(async () => {
       this.load()
-      // Sockets outlive the instance (hibernation, an eviction): look at them a silence from now.
-      if (ctx.getWebSockets().length > 0) this.nextSilentCheck = Date.now() + SILENT_SOCKET_MS
+      // Sockets outlive the instance (hibernation, an eviction), and so do their pings' times.
+      this.nextSilentCheck = this.nextSilence(Date.now())
     })
   }
 
@@ -2021,23 +2021,31 @@ export class MatchPool extends DurableObject<Env> {
    * its grace, instead of staying matchable until its TTL for a player who is gone.
    */
   private async dropSilentSockets(now: number): Promise<void> {
-    let next = Infinity
     for (const ws of this.ctx.getWebSockets()) {
       if (ws.readyState !== WebSocket.OPEN) continue
       const att = ws.deserializeAttachment() as Attachment | null
-      if (!att?.ticketId) continue
-      if (fellSilent(this.ctx, ws, now)) {
-        log('info', 'silent socket closed', { actor: this.actor, ticketId: att.ticketId })
-        closeSilent(ws)
-        await this.onSocketGone(ws)
-        continue
-      }
-      // The moment it would fall silent, if it pings no more; one that has not pinged yet is
-      // looked at again a silence later (it may start pinging meanwhile).
-      const pinged = this.ctx.getWebSocketAutoResponseTimestamp(ws)?.getTime() ?? now
-      next = Math.min(next, Math.max(pinged, now) + SILENT_SOCKET_MS + 1)
+      if (!att?.ticketId || !fellSilent(this.ctx, ws, now)) continue
+      log('info', 'silent socket closed', { actor: this.actor, ticketId: att.ticketId })
+      closeSilent(ws)
+      await this.onSocketGone(ws)
     }
-    this.nextSilentCheck = next === Infinity ? null : next
+    this.nextSilentCheck = this.nextSilence(now)
+  }
+
+  /**
+   * When one of the open sockets may next have fallen silent: a silence after its last ping, or
+   * after `now` for one that has not pinged yet (it may start). Sockets without a ticket count
+   * too (a party member's, say), since a ticket may come to them before the next look; the
+   * alarm comes for it only while tickets wait. Null when no socket is open.
+   */
+  private nextSilence(now: number): number | null {
+    let next = Infinity
+    for (const ws of this.ctx.getWebSockets()) {
+      if (ws.readyState !== WebSocket.OPEN) continue
+      const pinged = this.ctx.getWebSocketAutoResponseTimestamp(ws)?.getTime() ?? now
+      next = Math.min(next, pinged + SILENT_SOCKET_MS + 1)
+    }
+    return next === Infinity ? null : next
   }
 
   /** The last socket of a waiting socket ticket left: its grace starts. */
@@ -2048,7 +2056,9 @@ export class MatchPool extends DurableObject<Env> {
       const row = this.row(att.ticketId)
       if (!row || row.state !== 'waiting' || row.transport !== 'socket') return
       if (this.socketsOf(row).some((other) => other !== ws)) return
-      const graceUntil = this.now() + this.graceMs
+      // A grace already running is kept: a socket the pool closed as silent may still be
+      // reported closed by the runtime later, and that must not start the grace over.
+      const graceUntil = row.grace_until ?? this.now() + this.graceMs
       this.sql.exec(`UPDATE tickets SET grace_until = ? WHERE id = ?`, graceUntil, row.id)
       this.deadlineAt(graceUntil)
       await this.scheduleAlarm()

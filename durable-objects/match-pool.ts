@@ -1530,7 +1530,13 @@ export class MatchPool extends DurableObject<Env> {
     if ('reattachOnly' in sc) {
       // Neon could not be read: only a player whose ticket waits here is let in, to take it back
       // (a new join needs the queue's settings, the player's rating and a claim, all in Neon).
-      if (this.queue === null) return problemResponse('unavailable', NEON_DOWN_AT_CONNECT)
+      if (this.queue === null) {
+        // A region no queue ever had here (any player may name one): its wake leaves no
+        // stored object behind.
+        await this.ctx.storage.deleteAll()
+        this.schemaReady = false
+        return problemResponse('unavailable', NEON_DOWN_AT_CONNECT)
+      }
       if (this.housekeep(now)) await this.scheduleAlarm()
       const held = this.activeTicketOf(sc.playerId)
       if (!held) return problemResponse('unavailable', NEON_DOWN_AT_CONNECT)

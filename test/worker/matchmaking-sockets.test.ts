@@ -491,6 +491,12 @@ describe('sockets: disconnect, reconnect, expiry', () => {
     })
     // Nor can a connect that names no region (the pool is found through the queue's settings).
     expect((await neonDown(`/v1/matchmaking/${q}`, g.token)).status).toBe(503)
+    // A region the queue never had is 503 too, and leaves no stored pool behind.
+    expect((await neonDown(`/v1/matchmaking/${q}?region=nowhere`, g.token)).status).toBe(503)
+    const tables = await runInDurableObject(poolOf(q, 'nowhere'), (_i: MatchPool, state) =>
+      state.storage.sql.exec(`SELECT name FROM sqlite_master`).toArray(),
+    )
+    expect(tables).toEqual([])
     expect(await waitingCount(q)).toBe(1)
     back.close(1000)
   })

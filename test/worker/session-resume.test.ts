@@ -97,6 +97,22 @@ async function timedEveryoneIn(n: number, options: Record<string, unknown>) {
   return { players, sessionId, tokens, sockets, createdAt }
 }
 
+/**
+ * A timed dice-race of three (5 s turns) whose third player leaves 1 s in, with a 600 s grace:
+ * 120 turns' deadlines (one catch-up plays 100) pass before it ends. The object's clock stops at
+ * 1 s, so a slow machine cannot move the grace's end.
+ */
+async function thirdLeavesAtOneSecond() {
+  const game = await timedEveryoneIn(3, { target: 10_000, turnSeconds: 5 })
+  await inObject(game.sessionId, (inst) => {
+    inst.now = () => game.createdAt + 1000
+    inst.graceMs = 600_000
+  })
+  game.sockets[2]!.close()
+  await timerSet(game.sessionId, game.players[2]!)
+  return game
+}
+
 /** A relay session of `n` players, each connected and welcomed. */
 const relayWithEveryone = (n: number) => everyoneIn(n, 'relay')
 
@@ -383,18 +399,9 @@ describe('reconnecting', () => {
   })
 
   it("dice-race with turnSeconds: an admin's end after more turns ran out than one catch-up plays comes after all of them, and after a forfeit due among them", async () => {
-    const { players, sessionId, sockets, createdAt } = await timedEveryoneIn(3, {
-      target: 10_000,
-      turnSeconds: 5,
-    })
+    const { players, sessionId, sockets, createdAt } = await thirdLeavesAtOneSecond()
     const pc = players[2]!
-    const [a, b, c] = sockets as [TestSocket, TestSocket, TestSocket]
-    await inObject(sessionId, (inst) => {
-      inst.now = () => createdAt + 1000
-      inst.graceMs = 600_000
-    })
-    c.close()
-    await timerSet(sessionId, pc)
+    const [a, b] = sockets as [TestSocket, TestSocket, TestSocket]
     const graceEnds = createdAt + 601_000
     // The alarm stalls past 250 turns' deadlines (C's grace ends at the 120th); the admin ends
     // the game then.
@@ -456,20 +463,9 @@ describe('reconnecting', () => {
   })
 
   it('dice-race with turnSeconds: a grace that ended after more turns than one catch-up plays ends after every turn before it, in game time', async () => {
-    const { players, sessionId, sockets, createdAt } = await timedEveryoneIn(3, {
-      target: 10_000,
-      turnSeconds: 5,
-    })
+    const { players, sessionId, sockets, createdAt } = await thirdLeavesAtOneSecond()
     const [pa, pb, pc] = players as [string, string, string]
-    const [a, b, c] = sockets as [TestSocket, TestSocket, TestSocket]
-    // C leaves 1 s in, with a 600 s grace: 120 turns' deadlines (one catch-up plays 100) pass
-    // first. (The object's clock stops at 1 s, so a slow machine cannot move the grace's end.)
-    await inObject(sessionId, (inst) => {
-      inst.now = () => createdAt + 1000
-      inst.graceMs = 600_000
-    })
-    c.close()
-    await timerSet(sessionId, pc)
+    const [a, b] = sockets as [TestSocket, TestSocket, TestSocket]
     const graceEnds = await inObject(
       sessionId,
       (_inst, state) =>

@@ -434,9 +434,14 @@ describe("a studio's own identity provider (JWKS)", () => {
     }
   })
 
-  it('a JWKS_URL that is not an http(s) URL is 503, not 401: the server is misconfigured, not the token', async () => {
+  it('a JWKS_URL that is not an https URL (plain http only to this machine) is 503, not 401: the server is misconfigured, not the token', async () => {
     const token = await idpToken()
-    for (const JWKS_URL of ['idp.test/.well-known/jwks.json', 'ftp://idp.test/jwks.json']) {
+    for (const JWKS_URL of [
+      'idp.test/.well-known/jwks.json',
+      'ftp://idp.test/jwks.json',
+      // Keys in cleartext over a network could be swapped on the way.
+      'http://idp.test/.well-known/jwks.json',
+    ]) {
       const res = await callWithEnv({ JWKS_URL }, ADMIN_PROBE, json('PUT', { name: 'x' }, token))
       expect(await problem(res), JWKS_URL).toMatchObject({
         status: 503,

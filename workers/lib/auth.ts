@@ -240,14 +240,22 @@ async function identityProviderKey(
   }
 }
 
-function isHttpUrl(value: string): boolean {
+/**
+ * Whether the identity provider's keys may be fetched from `value`: https, or plain http to this
+ * machine only (a local provider in development and tests). Keys fetched in cleartext over a
+ * network could be swapped on the way, and whoever swapped them could sign in as any player.
+ */
+function isKeySetUrl(value: string): boolean {
   try {
-    const { protocol } = new URL(value)
-    return protocol === 'https:' || protocol === 'http:'
+    const { protocol, hostname } = new URL(value)
+    if (protocol === 'https:') return true
+    return protocol === 'http:' && LOOPBACK_HOSTS.has(hostname)
   } catch {
     return false
   }
 }
+
+const LOOPBACK_HOSTS = new Set(['127.0.0.1', 'localhost', '[::1]'])
 
 /** Three base64url segments: header, payload, signature. */
 const JWT_SHAPE = /^[\w-]+\.[\w-]+\.[\w-]*$/
@@ -312,8 +320,10 @@ export async function verifyPlayerToken(env: AuthEnv, token: string): Promise<Pr
         )
       }
       // A misconfigured server, not a bad token: 401 would make clients sign their players out.
-      if (!isHttpUrl(env.JWKS_URL)) {
-        log('error', 'JWKS_URL is not an http(s) URL', { url: env.JWKS_URL })
+      if (!isKeySetUrl(env.JWKS_URL)) {
+        log('error', 'JWKS_URL is not an https URL (plain http only to this machine)', {
+          url: env.JWKS_URL,
+        })
         throw new ApiError(
           'unavailable',
           'Identity provider tokens are not accepted: the server has an invalid JWKS_URL',

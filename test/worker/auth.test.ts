@@ -443,10 +443,11 @@ describe("a studio's own identity provider (JWKS)", () => {
       'http://idp.test/.well-known/jwks.json',
     ]) {
       const res = await callWithEnv({ JWKS_URL }, ADMIN_PROBE, json('PUT', { name: 'x' }, token))
-      expect(await problem(res), JWKS_URL).toMatchObject({
-        status: 503,
-        type: 'urn:nexus:problem:unavailable',
-      })
+      const p = await problem(res)
+      expect(p, JWKS_URL).toMatchObject({ status: 503, type: 'urn:nexus:problem:unavailable' })
+      // Refused as configured, never fetched (a fetch that failed would say so, with Retry-After).
+      expect(p.body.detail, JWKS_URL).toContain('invalid JWKS_URL')
+      expect(res.headers.get('retry-after'), JWKS_URL).toBeNull()
     }
   })
 

@@ -223,10 +223,22 @@ export class GameConnection extends Emitter<GameEvents> {
           await this.pause(failures)
           continue
         }
+        // Reading the log fails like the socket did when the network is away: keep trying
+        // (`this.seq` moves page by page, so a retry resumes where the read stopped).
+        const fromLog = async (): Promise<boolean> => {
+          try {
+            await this.catchUpFromLog(token)
+            return true
+          } catch (logErr) {
+            if (this.done || !isTransient(logErr) || outOfTime()) throw logErr
+            await this.pause(failures)
+            return false
+          }
+        }
         if (view.status === 'finished' && view.result && view.seq === null) {
           // Archived: no socket will ever open again, but the result is known, and the events
           // this connection has not had yet are in the archived log.
-          if (this.seq !== null) await this.catchUpFromLog(token)
+          if (this.seq !== null && !(await fromLog())) continue
           if (this.done) return
           this.finish(this.seq ?? 0, view.result)
           return
@@ -238,7 +250,7 @@ export class GameConnection extends Emitter<GameEvents> {
         // Further behind than one resume sends: the missed events come from the log, then the
         // socket resumes from the last one read. Not a failure of the connection.
         if (this.seq !== null && view.seq !== null && view.seq - this.seq > MAX_RESUME_EVENTS) {
-          await this.catchUpFromLog(token)
+          if (!(await fromLog())) continue
           if (this.done) return
           failures--
           continue

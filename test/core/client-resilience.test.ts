@@ -1252,6 +1252,47 @@ describe('game connection resume', () => {
     expect(sinces).toEqual(['1', String(live)])
   })
 
+  it('a read of the missed events that fails while the network is away is tried again, not the end of the connection', async () => {
+    const live = 1 + MAX_RESUME_EVENTS + 3
+    let eventReadsFailing = 5
+    const client = createClient({
+      baseUrl: 'http://nexus.test',
+      maxReconnects: 3,
+      retry: { baseDelayMs: 1, maxDelayMs: 5 },
+      fetch: (async (input: RequestInfo | URL) => {
+        const url = new URL(String(input))
+        if (url.pathname === '/v1/sessions/s1') {
+          return jsonRes(200, { status: 'live', seq: live, result: null })
+        }
+        // The network drops while the log is read: more failures than one request's retries.
+        if (eventReadsFailing-- > 0) throw new TypeError('fetch failed')
+        const from = Number(url.searchParams.get('from'))
+        const limit = Number(url.searchParams.get('limit'))
+        const to = Math.min(from + limit - 1, live)
+        const events = Array.from({ length: to - from + 1 }, (_, i) => record(from + i))
+        return jsonRes(200, { events, nextFrom: to < live ? to + 1 : null })
+      }) as typeof fetch,
+      WebSocket: (url: string) =>
+        scriptedSocket((socket) => {
+          const since = new URL(url).searchParams.get('since')
+          if (since === '1') return socket.fail()
+          socket.open()
+          setTimeout(() => {
+            socket.receive({ type: 'resumed', since: Number(since), seq: live })
+            socket.receive({ type: 'event', seq: live + 1, event: { n: live + 1 } })
+            socket.receive({ type: 'ended', seq: live + 1, result: { winner: null } })
+          }, 5)
+        }),
+    })
+    const game = client.sessions.connect('s1', 'tok', { since: 1 })
+    const seen: number[] = []
+    game.on('event', ({ seq }) => seen.push(seq))
+    await within(game.ended, 'the end', 5000)
+    expect(eventReadsFailing).toBeLessThan(0)
+    // Every missed event once, in order, then the live one.
+    expect(seen).toEqual(Array.from({ length: live }, (_, i) => i + 2))
+  })
+
   it('a reconnect that finds the session archived gets the events it missed from the log, then the end', async () => {
     const result = { winner: 'g_1', reason: 'finished', ranking: ['g_1', 'g_2'] }
     const eventReads: string[] = []

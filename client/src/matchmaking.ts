@@ -78,6 +78,8 @@ export interface SocketSettings extends KeepaliveSettings {
   backoff: RetryPolicy
 }
 
+/** How long a ticket being matched is waited for past its expiry (its session's creation retries). */
+const MATCHING_WAIT_MS = 15 * 60_000
 /** A long poll holds this long on the server (its maximum is 25 s). */
 const LONG_POLL_SECONDS = 20
 /** After a reconnect the pool re-attaches a waiting ticket at once; past this we ask over HTTP. */
@@ -691,7 +693,10 @@ export class MatchTicket extends Emitter<TicketEvents> {
 
   /** Applies an HTTP view of the ticket; true when it ended the ticket. */
   private settle(t: Ticket): boolean {
-    this.expiresBy = expiresBy(t)
+    // A ticket being matched is past expiry's reach: the server does not expire it while its
+    // session is made, which may retry for minutes (a ticket matched at the end of its time).
+    this.expiresBy =
+      t.status === 'matching' ? Math.max(expiresBy(t), Date.now() + MATCHING_WAIT_MS) : expiresBy(t)
     if (t.status === 'matched' && t.match?.token) {
       this.finish({
         ticketId: t.ticketId,

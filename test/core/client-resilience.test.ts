@@ -1107,6 +1107,36 @@ describe('matchmaking refusals and network loss', () => {
     }
   }, 25_000)
 
+  it('an HTTP ticket being matched when its time ran out is waited for through a network loss, and its match arrives', async () => {
+    let polls = 0
+    const client = createClient({
+      baseUrl: 'http://nexus.test',
+      retry: { baseDelayMs: 1, maxDelayMs: 5 },
+      fetch: guestFetch(async (_url, init) => {
+        if (init?.method === 'POST') {
+          return ticketView('waiting', { existing: false, expiresAt: serverClock(), expiresIn: 50 })
+        }
+        polls++
+        // Matched as it ran out; its session is still being made.
+        if (polls === 1) {
+          return ticketView('matching', { expiresAt: serverClock(), expiresIn: 0 })
+        }
+        // Then the network drops for more than one request's retries.
+        if (polls <= 7) throw new TypeError('fetch failed (offline)')
+        return ticketView('matched', {
+          expiresAt: serverClock(),
+          expiresIn: 0,
+          match: { sessionId: 's1', token: 'session-tok', players: [] },
+        })
+      }),
+    })
+    await client.auth.guest('device-abcdef-123456')
+    const t = client.matchmaking.join('duel', { transport: 'http' })
+    const outcome = await within(t.matched, 'matched', 10_000).catch((e: unknown) => e)
+    expect(outcome).toMatchObject({ sessionId: 's1' })
+    expect(polls).toBeGreaterThan(7)
+  }, 20_000)
+
   it('a socket ticket whose token renewal fails for the network counts a failed attempt and rides out a 3 s loss', async () => {
     let down = false
     let issued = 0

@@ -1225,6 +1225,34 @@ const record = (seq: number) => ({
   event: { n: seq },
 })
 
+/** The events route's answer to `url` for a log of `live` records. */
+function logPage(url: URL, live: number): Response {
+  const from = Number(url.searchParams.get('from'))
+  const limit = Number(url.searchParams.get('limit'))
+  const to = Math.min(from + limit - 1, live)
+  const events = Array.from({ length: to - from + 1 }, (_, i) => record(from + i))
+  return jsonRes(200, { events, nextFrom: to < live ? to + 1 : null })
+}
+
+/**
+ * A session's sockets for a log of `live` records: a resume from 1 (too far behind) is refused;
+ * one from the log's end resumes, gets one live event and the end. `sinces` hears each resume.
+ */
+function resumingSocket(live: number, sinces: (string | null)[] = []) {
+  return (url: string) =>
+    scriptedSocket((socket) => {
+      const since = new URL(url).searchParams.get('since')
+      sinces.push(since)
+      if (since === '1') return socket.fail()
+      socket.open()
+      setTimeout(() => {
+        socket.receive({ type: 'resumed', since: Number(since), seq: live })
+        socket.receive({ type: 'event', seq: live + 1, event: { n: live + 1 } })
+        socket.receive({ type: 'ended', seq: live + 1, result: { winner: null } })
+      }, 5)
+    })
+}
+
 describe('game connection resume', () => {
   it('a `since` past the session’s seq rejects with validation 422 naming since, not a network error', async () => {
     const client = createClient({
@@ -1254,25 +1282,10 @@ describe('game connection resume', () => {
         if (url.pathname === '/v1/sessions/s1') {
           return jsonRes(200, { status: 'live', seq: live, result: null })
         }
-        const from = Number(url.searchParams.get('from'))
-        const limit = Number(url.searchParams.get('limit'))
-        const to = Math.min(from + limit - 1, live)
-        const events = Array.from({ length: to - from + 1 }, (_, i) => record(from + i))
-        return jsonRes(200, { events, nextFrom: to < live ? to + 1 : null })
+        return logPage(url, live)
       }) as typeof fetch,
       // The server refuses a resume from 1 (too far behind); from the log's end it resumes.
-      WebSocket: (url: string) =>
-        scriptedSocket((socket) => {
-          const since = new URL(url).searchParams.get('since')
-          sinces.push(since)
-          if (since === '1') return socket.fail()
-          socket.open()
-          setTimeout(() => {
-            socket.receive({ type: 'resumed', since: Number(since), seq: live })
-            socket.receive({ type: 'event', seq: live + 1, event: { n: live + 1 } })
-            socket.receive({ type: 'ended', seq: live + 1, result: { winner: null } })
-          }, 5)
-        }),
+      WebSocket: resumingSocket(live, sinces),
     })
     const game = client.sessions.connect('s1', 'tok', { since: 1 })
     const seen: number[] = []
@@ -1296,23 +1309,9 @@ describe('game connection resume', () => {
         }
         // The network drops while the log is read: more failures than one request's retries.
         if (eventReadsFailing-- > 0) throw new TypeError('fetch failed')
-        const from = Number(url.searchParams.get('from'))
-        const limit = Number(url.searchParams.get('limit'))
-        const to = Math.min(from + limit - 1, live)
-        const events = Array.from({ length: to - from + 1 }, (_, i) => record(from + i))
-        return jsonRes(200, { events, nextFrom: to < live ? to + 1 : null })
+        return logPage(url, live)
       }) as typeof fetch,
-      WebSocket: (url: string) =>
-        scriptedSocket((socket) => {
-          const since = new URL(url).searchParams.get('since')
-          if (since === '1') return socket.fail()
-          socket.open()
-          setTimeout(() => {
-            socket.receive({ type: 'resumed', since: Number(since), seq: live })
-            socket.receive({ type: 'event', seq: live + 1, event: { n: live + 1 } })
-            socket.receive({ type: 'ended', seq: live + 1, result: { winner: null } })
-          }, 5)
-        }),
+      WebSocket: resumingSocket(live),
     })
     const game = client.sessions.connect('s1', 'tok', { since: 1 })
     const seen: number[] = []

@@ -43,7 +43,7 @@ export function fellSilent(
 /** Closes a socket the object has taken as gone; it may already be closing. */
 export function closeSilent(ws: WebSocket): void {
   try {
-    ws.close(1001, 'no ping for 90 s')
+    ws.close(1001, `no ping for ${SILENT_SOCKET_MS / 1000} s`)
   } catch {
     // Already closing or closed.
   }

@@ -33,6 +33,7 @@ import {
 import { isDatabaseUnreachable } from '../workers/db/client.ts'
 import { loadLeaderboardConfig } from '../workers/leaderboards/config-store.ts'
 import { accountBansAfter } from '../workers/players/bans.ts'
+import { recentErasuresAfter } from '../workers/players/erasure.ts'
 import { MAX_TOKEN_LIFETIME_SECONDS, STALE_TOKEN_DETAIL } from '../workers/lib/auth.ts'
 import { submissionRefusals } from '../workers/leaderboards/metrics.ts'
 import { errorFields, log, setLogLevel } from '../workers/lib/log.ts'
@@ -116,9 +117,13 @@ const submissions = counter(
 )
 /** Bans one board keeps at most (a row each, and a primary-key read per submission). */
 export const MAX_BANS = 100_000
-/** Meta keys of the account-ban catch-up: the last player id taken on, and when to retry. */
+/**
+ * Meta keys of the catch-up with what the board missed (`catchUp`): the last player id taken on of
+ * the account bans and of the erasures, and when to retry.
+ */
 const ACCOUNT_BANS_AFTER = 'account_bans_after'
-const ACCOUNT_BANS_RETRY_AT = 'account_bans_retry_at'
+const ERASURES_AFTER = 'erasures_after'
+const CATCH_UP_RETRY_AT = 'account_bans_retry_at'
 /** Set for a board that existed before boards took account bans on: it takes the older ones. */
 const ACCOUNT_BANS_OLDER_THAN_BOARD = 'account_bans_older_than_board'
 const ACCOUNT_BANS_PAGE = 1000
@@ -382,11 +387,11 @@ export class Leaderboard extends DurableObject<Env> {
    */
   private erasureCount = 0
   private archiving: Promise<void> | null = null
-  /** The account-ban catch-up running now, so that a push and the alarm never run two at once. */
+  /** The catch-up running now, so that a push and the alarm never run two at once. */
   private catchingUp: Promise<void> | null = null
-  /** Account bans still to take on (`catchUpAccountBans`); the meta key's value, in memory. */
-  private accountBansPending = false
-  /** Account bans read from Neon per statement, and statements per run (tests lower them). */
+  /** Account bans or erasures still to take on (`catchUp`); the meta keys, in memory. */
+  private catchUpPending = false
+  /** Rows read from Neon per statement, and statements per run, of a catch-up (tests lower them). */
   accountBansPage = ACCOUNT_BANS_PAGE
   accountBanPagesPerRun = ACCOUNT_BANS_PAGES_PER_RUN
   /** Replaceable so tests can inject faults between pages; production always writes to Neon. */
@@ -402,8 +407,8 @@ export class Leaderboard extends DurableObject<Env> {
     this.archiveWriter = new NeonArchiveWriter(env)
     void ctx.blockConcurrencyWhile(async () => {
       this.load()
-      // A board upgraded to catch up with account bans does so on its next alarm.
-      if (this.accountBansPending) await this.scheduleAlarm()
+      // A board upgraded to catch up with account bans or erasures does so on its next alarm.
+      if (this.catchUpPending) await this.scheduleAlarm()
     })
   }
 
@@ -503,7 +508,7 @@ export class Leaderboard extends DurableObject<Env> {
     }
     if (schemaVersion(this.sql) < 9) {
       // Boards created before boards took account bans on at creation may have missed bans
-      // placed before they existed: they catch up once (catchUpAccountBans).
+      // placed before they existed: they catch up once (catchUp).
       if (one(this.sql, `SELECT 1 AS yes FROM meta WHERE key = 'board_id'`)) {
         this.setMeta(ACCOUNT_BANS_AFTER, '')
         this.setMeta(ACCOUNT_BANS_OLDER_THAN_BOARD, '1')
@@ -521,9 +526,18 @@ export class Leaderboard extends DurableObject<Env> {
       `)
       setSchemaVersion(this.sql, 10)
     }
+    if (schemaVersion(this.sql) < 11) {
+      // Boards created before boards took erasures on at creation may have missed erasures made
+      // before they existed (within a token's lifetime): they catch up once (catchUp). Taking on
+      // one the board has already changes nothing.
+      if (one(this.sql, `SELECT 1 AS yes FROM meta WHERE key = 'board_id'`)) {
+        this.setMeta(ERASURES_AFTER, '')
+      }
+      setSchemaVersion(this.sql, 11)
+    }
     this.banCount = one<{ n: number }>(this.sql, `SELECT count(*) AS n FROM bans`)!.n
     this.countErasures()
-    this.accountBansPending = this.meta(ACCOUNT_BANS_AFTER) !== undefined
+    this.catchUpPending = this.catchUpLeft()
     const meta = new Map(
       all<{ key: string; value: string }>(this.sql, `SELECT key, value FROM meta`).map((r) => [
         r.key,
@@ -677,9 +691,9 @@ export class Leaderboard extends DurableObject<Env> {
    */
   private async ensureConfigured(boardId: string): Promise<BoardProblem | null> {
     if (this.config) {
-      // A board still taking on account bans answers once it has them (unless Neon failed it
-      // and the retry is not due: awaitAccountBans).
-      if (this.accountBansPending) await this.awaitAccountBans()
+      // A board still taking on account bans or erasures answers once it has them (unless Neon
+      // failed it and the retry is not due: awaitCatchUp).
+      if (this.catchUpPending) await this.awaitCatchUp()
       return null
     }
     this.ensureSchema()
@@ -704,7 +718,7 @@ export class Leaderboard extends DurableObject<Env> {
       return { ...refuse('not-found', `No leaderboard '${boardId}'`), unknownBoard: boardId }
     }
     this.configureNow(boardId, stored.config, this.now(), stored.version)
-    await this.catchUpAccountBans(Infinity)
+    await this.catchUp(Infinity)
     // As a pushed configuration does: the cycle's end wakes the board, whoever calls next.
     await this.scheduleAlarm()
     return null
@@ -733,7 +747,7 @@ export class Leaderboard extends DurableObject<Env> {
     // otherwise a new schedule would stretch it to the new boundary, unclosed and unpaid.
     this.rollover(now)
     this.configureNow(boardId, config, now, version)
-    await this.catchUpAccountBans(Infinity)
+    await this.catchUp(Infinity)
     await this.scheduleAlarm()
     return this.cycleInfo()
   }
@@ -757,9 +771,11 @@ export class Leaderboard extends DurableObject<Env> {
         this.index = new RankIndex(config.sortOrder)
         this.resetHistory()
         this.saveCurrent()
-        // Account bans placed before this board existed walked the boards of their time.
+        // Account bans placed and players erased before this board existed walked the boards
+        // of their time.
         this.setMeta(ACCOUNT_BANS_AFTER, '')
-        this.accountBansPending = true
+        this.setMeta(ERASURES_AFTER, '')
+        this.catchUpPending = true
       } else {
         if (JSON.stringify(config.cycle) !== previousCycle) {
           this.current.endsAt = nextBoundary(this.schedule!, now)
@@ -1220,15 +1236,7 @@ export class Leaderboard extends DurableObject<Env> {
     const removed = this.takeOut(
       playerId,
       now,
-      erasedAt === undefined
-        ? undefined
-        : () =>
-            this.sql.exec(
-              `INSERT INTO erasures (player_id, erased_at) VALUES (?, ?)
-               ON CONFLICT (player_id) DO UPDATE SET erased_at = max(erased_at, excluded.erased_at)`,
-              playerId,
-              erasedAt,
-            ),
+      erasedAt === undefined ? undefined : () => this.noteErasure(playerId, erasedAt),
     )
     if (erasedAt !== undefined) {
       this.countErasures()
@@ -1252,6 +1260,15 @@ export class Leaderboard extends DurableObject<Env> {
       playerId,
     )
     return erased !== undefined && issuedAt + 1000 <= erased.erased_at
+  }
+
+  private noteErasure(playerId: string, erasedAt: number): void {
+    this.sql.exec(
+      `INSERT INTO erasures (player_id, erased_at) VALUES (?, ?)
+       ON CONFLICT (player_id) DO UPDATE SET erased_at = max(erased_at, excluded.erased_at)`,
+      playerId,
+      erasedAt,
+    )
   }
 
   private countErasures(): void {
@@ -1345,9 +1362,10 @@ export class Leaderboard extends DurableObject<Env> {
   }
 
   /**
-   * Takes on the account bans (Neon's `player_bans`) this board may have missed: an account ban
-   * walks the boards that exist when it is placed, so a board created after it bans those
-   * players here, once, when it first gets its configuration. (A board from before this existed
+   * Takes on the account bans (Neon's `player_bans`) and the erasures (`erased_players`, those a
+   * token may still predate) this board may have missed: each walks the boards that exist when
+   * it happens, so a board created after it bans those players here, or refuses their tokens
+   * issued before the erasure, once, when it first gets its configuration. (A board from before this existed
    * takes, once after the upgrade, the bans older than its creation: newer ones walked it, and a
    * ban of theirs its admin lifted stays lifted.) Pages in player id order; the last id applied
    * is kept, so a crash or an unreachable Neon resumes where it stopped, 30 s later (the alarm,
@@ -1356,13 +1374,16 @@ export class Leaderboard extends DurableObject<Env> {
    * `maxPages`: the alarm's runs stop after a few pages and come back; a call waiting for the
    * bans reads them to the end. Never throws: a failure is logged and retried.
    */
-  private async catchUpAccountBans(maxPages: number): Promise<void> {
+  private async catchUp(maxPages: number): Promise<void> {
     while (this.catchingUp) await this.catchingUp
-    if (!this.accountBansPending) return
-    this.catchingUp = this.catchUpAccountBansNow(maxPages)
+    if (!this.catchUpPending) return
+    this.catchingUp = this.catchUpNow(maxPages)
       .catch((err: unknown) => {
-        log('warn', 'account bans not taken on', { actor: this.actor, ...errorFields(err) })
-        this.setMeta(ACCOUNT_BANS_RETRY_AT, String(this.now() + ACCOUNT_BANS_RETRY_MS))
+        log('warn', 'account bans or erasures not taken on', {
+          actor: this.actor,
+          ...errorFields(err),
+        })
+        this.setMeta(CATCH_UP_RETRY_AT, String(this.now() + ACCOUNT_BANS_RETRY_MS))
       })
       .finally(() => {
         this.catchingUp = null
@@ -1371,22 +1392,39 @@ export class Leaderboard extends DurableObject<Env> {
   }
 
   /**
-   * What a call to a board still taking on account bans waits for: the catch-up to its end, unless
-   * Neon failed it and its retry is not due (the board then serves calls without it meanwhile).
+   * What a call to a board still catching up waits for: the catch-up to its end, unless Neon
+   * failed it and its retry is not due (the board then serves calls without it meanwhile).
    */
-  private async awaitAccountBans(): Promise<void> {
-    while (this.accountBansPending && this.now() >= Number(this.meta(ACCOUNT_BANS_RETRY_AT) ?? 0)) {
-      await this.catchUpAccountBans(Infinity)
+  private async awaitCatchUp(): Promise<void> {
+    while (this.catchUpPending && this.now() >= Number(this.meta(CATCH_UP_RETRY_AT) ?? 0)) {
+      await this.catchUp(Infinity)
     }
-    // Failed just now: the alarm comes for the retry.
-    if (this.accountBansPending) await this.scheduleAlarm()
+    // Failed just now, the alarm comes for the retry; done, it comes to forget the erasures taken
+    // on once no token can predate them.
+    await this.scheduleAlarm()
   }
 
-  private async catchUpAccountBansNow(maxPages: number): Promise<void> {
+  private catchUpLeft(): boolean {
+    return this.meta(ACCOUNT_BANS_AFTER) !== undefined || this.meta(ERASURES_AFTER) !== undefined
+  }
+
+  /** Account bans first, then erasures, `maxPages` pages of either in all. */
+  private async catchUpNow(maxPages: number): Promise<void> {
+    if (!this.current || this.boardId === null) return
+    const pages = await this.catchUpAccountBans(maxPages)
+    await this.catchUpErasures(maxPages - pages)
+    this.catchUpPending = this.catchUpLeft()
+    // More pages than one run takes: the alarm comes straight back for them.
+    if (this.catchUpPending) this.setMeta(CATCH_UP_RETRY_AT, String(this.now()))
+    else this.sql.exec(`DELETE FROM meta WHERE key = ?`, CATCH_UP_RETRY_AT)
+  }
+
+  /** Pages of account bans, up to `maxPages`; the pages read. */
+  private async catchUpAccountBans(maxPages: number): Promise<number> {
     const olderThanBoard = this.meta(ACCOUNT_BANS_OLDER_THAN_BOARD) !== undefined
     for (let page = 0; page < maxPages; page++) {
       const after = this.meta(ACCOUNT_BANS_AFTER)
-      if (after === undefined || !this.current || this.boardId === null) return
+      if (after === undefined || this.boardId === null) return page
       const bans = await accountBansAfter(this.env, after, this.accountBansPage, {
         olderThanBoard: olderThanBoard ? this.boardId : null,
       })
@@ -1399,27 +1437,51 @@ export class Leaderboard extends DurableObject<Env> {
             from: ban.playerId,
           })
           this.accountBansDone()
-          return
+          return page + 1
         }
       }
       if (bans.length < this.accountBansPage) {
         this.accountBansDone()
-        return
+        return page + 1
       }
       this.setMeta(ACCOUNT_BANS_AFTER, bans[bans.length - 1]!.playerId)
     }
-    // More pages than one run takes: the alarm comes straight back for them.
-    this.setMeta(ACCOUNT_BANS_RETRY_AT, String(this.now()))
+    return maxPages
   }
 
   private accountBansDone(): void {
     this.sql.exec(
-      `DELETE FROM meta WHERE key IN (?, ?, ?)`,
+      `DELETE FROM meta WHERE key IN (?, ?)`,
       ACCOUNT_BANS_AFTER,
-      ACCOUNT_BANS_RETRY_AT,
       ACCOUNT_BANS_OLDER_THAN_BOARD,
     )
-    this.accountBansPending = false
+  }
+
+  /**
+   * Pages of erasures a token may still predate, up to `maxPages`: each refuses the erased
+   * player's old tokens here as the erasure's walk would have (`removeEntry`'s `erasedAt`). An
+   * entry under the id stays: made since, it came from a newer token or a game server.
+   */
+  private async catchUpErasures(maxPages: number): Promise<void> {
+    for (let page = 0; page < maxPages; page++) {
+      const after = this.meta(ERASURES_AFTER)
+      if (after === undefined) return
+      const erasures = await recentErasuresAfter(
+        this.env,
+        after,
+        this.accountBansPage,
+        ERASURE_KEPT_MS,
+      )
+      this.ctx.storage.transactionSync(() => {
+        for (const e of erasures) this.noteErasure(e.playerId, e.erasedAt)
+        if (erasures.length < this.accountBansPage) {
+          this.sql.exec(`DELETE FROM meta WHERE key = ?`, ERASURES_AFTER)
+        } else {
+          this.setMeta(ERASURES_AFTER, erasures[erasures.length - 1]!.playerId)
+        }
+      })
+      this.countErasures()
+    }
   }
 
   /**
@@ -2157,7 +2219,7 @@ export class Leaderboard extends DurableObject<Env> {
       await this.runArchive()
       this.sweep(now)
       this.forgetErasures(now)
-      await this.catchUpAccountBans(this.accountBanPagesPerRun)
+      await this.catchUp(this.accountBanPagesPerRun)
       this.alarmFailures = 0
     } catch (err) {
       this.alarmFailures++
@@ -2240,8 +2302,8 @@ export class Leaderboard extends DurableObject<Env> {
       const oldest = one<{ t: number }>(this.sql, `SELECT min(erased_at) AS t FROM erasures`)!.t
       candidates.push(Math.max(oldest + ERASURE_KEPT_MS, now))
     }
-    if (this.accountBansPending) {
-      candidates.push(Math.max(Number(this.meta(ACCOUNT_BANS_RETRY_AT) ?? 0), now))
+    if (this.catchUpPending) {
+      candidates.push(Math.max(Number(this.meta(CATCH_UP_RETRY_AT) ?? 0), now))
     }
     if (candidates.length === 0) return
     const next = Math.min(...candidates)

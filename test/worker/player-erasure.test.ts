@@ -1,4 +1,4 @@
-import { runInDurableObject } from 'cloudflare:test'
+import { evictDurableObject, runInDurableObject } from 'cloudflare:test'
 import { env } from 'cloudflare:workers'
 import { describe, expect, it, onTestFinished } from 'vitest'
 import type { Leaderboard } from '../../durable-objects/leaderboard.ts'
@@ -295,6 +295,76 @@ describe('erasing a player (admin)', () => {
     // An identity provider's player coming back under the id signs in anew, and queues.
     const fresher = (await issuePlayerToken(env, gone, Date.now() + 2_000)).token
     expect((await join(fresher)).status).toBe(201)
+  })
+
+  it("a token issued before the erasure puts the id in no party (creating one, accepting an invite: 403, nothing changes), so a leader's join cannot queue it; one issued after it can", async () => {
+    const sql = pg()
+    const gone = `idp-party-${crypto.randomUUID().slice(0, 8)}`
+    const leader = await newGuest()
+    const old = (await issuePlayerToken(env, gone, Date.now() - 60_000)).token
+    await eraseAll(gone)
+    const created = await problem(await asPlayer(old, 'POST', '/v1/parties'))
+    expect(created).toMatchObject({ status: 403, type: 'urn:nexus:problem:forbidden' })
+    expect(created.body.detail).toContain('erased')
+    expect(await sql`select 1 from parties where leader = ${gone}`).toEqual([])
+    // Invited after the erasure (an id is only a name), the old client accepts: refused, and
+    // the invite stays for a newer token.
+    const party = (await (await asPlayer(leader.token, 'POST', '/v1/parties')).json()) as {
+      id: string
+    }
+    expect(
+      (await asPlayer(leader.token, 'POST', `/v1/parties/${party.id}/invites`, { playerId: gone }))
+        .status,
+    ).toBe(201)
+    const accepted = await problem(await asPlayer(old, 'POST', `/v1/parties/${party.id}/members`))
+    expect(accepted).toMatchObject({ status: 403, type: 'urn:nexus:problem:forbidden' })
+    expect(await sql`select 1 from party_members where player_id = ${gone}`).toEqual([])
+    expect(await sql`select 1 from party_invites where player_id = ${gone}`).toHaveLength(1)
+    // The leader queues the party: the erased id is not on the ticket.
+    const queue = await createQueue({ teamSize: 3 })
+    const join = await call(`/v1/matchmaking/${queue}/tickets`, json('POST', {}, leader.token))
+    expect(join.status).toBe(201)
+    const ticket = (await join.json()) as { ticketId: string; players: string[] }
+    expect(ticket.players).toEqual([leader.playerId])
+    // A player of an identity provider coming back under the id accepts with a newer token.
+    const fresher = (await issuePlayerToken(env, gone, Date.now() + 2_000)).token
+    expect((await asPlayer(fresher, 'POST', `/v1/parties/${party.id}/members`)).status).toBe(200)
+    expect(await sql`select 1 from party_members where player_id = ${gone}`).toHaveLength(1)
+  })
+
+  it('a board created after the erasure refuses the old token too (pushed, or configured from Neon on its first call); so does a board from before that upgrade, on its wake', async () => {
+    const gone = `idp-late-${crypto.randomUUID().slice(0, 8)}`
+    const old = (await issuePlayerToken(env, gone, Date.now() - 60_000)).token
+    await eraseAll(gone)
+    const pushed = await newBoard()
+    const refused = await problem(await submitAs(pushed, old, { score: 5 }))
+    expect(refused).toMatchObject({ status: 403, type: 'urn:nexus:problem:forbidden' })
+    // In Neon, never handed to its object (a PUT whose push failed): the submission is the
+    // call that configures it.
+    const unpushed = boardId(PREFIX)
+    await pg()`insert into leaderboards (id, config)
+               select ${unpushed}, config from leaderboards where id = ${pushed}`
+    expect((await submitAs(unpushed, old, { score: 5 })).status).toBe(403)
+    for (const b of [pushed, unpushed]) {
+      expect(
+        await fresh<{ entry: unknown }>(`/v1/leaderboards/${b}/players/${gone}`),
+      ).toMatchObject({ entry: null })
+    }
+    const fresher = (await issuePlayerToken(env, gone, Date.now() + 2_000)).token
+    expect((await submitAs(pushed, fresher, { score: 7 })).status).toBe(200)
+
+    // A board created before boards took erasures on, which an erasure's walk missed (it was
+    // made after the erasure): it takes the erasure on when the wake upgrades it.
+    const missed = `idp-missed-${crypto.randomUUID().slice(0, 8)}`
+    const missedOld = (await issuePlayerToken(env, missed, Date.now() - 60_000)).token
+    const older = await newBoard()
+    await pg()`insert into erased_players (id) values (${missed})`
+    const stub = env.LEADERBOARD.getByName(older)
+    await runInDurableObject(stub, (_i, state) => {
+      state.storage.sql.exec(`UPDATE meta SET value = '10' WHERE key = 'schema'`)
+    })
+    await evictDurableObject(stub)
+    expect((await submitAs(older, missedOld, { score: 5 })).status).toBe(403)
   })
 
   it('walks the boards a page per call: 202 with the board to go on after, then 200', async () => {

@@ -3,6 +3,7 @@ import { numberArrayLiteral, textArrayLiteral } from '../db/array-literal.ts'
 import { getSql, type DbEnv } from '../db/client.ts'
 import { log, errorFields } from '../lib/log.ts'
 import { within } from '../lib/within.ts'
+import { erasedSinceToken } from '../players/stale-token.ts'
 import { counter } from '../lib/metrics.ts'
 import type { Env } from '../env.ts'
 import type { QueueConfig } from './config.ts'
@@ -172,10 +173,7 @@ const CLAIM_UPSERT = `
   with q as (select config, version from queues where id = $1),
   target as (select coalesce($2::text, q.config->'regions'->>0) as region from q),
   banned as (select player_id from player_bans where player_id = any($3::text[])),
-  stale as (
-    select 1 from erased_players
-     where id = $4::text and erased_at >= to_timestamp(($5::float8 + 1000) / 1000)
-  ),
+  stale as (select 1 where ${erasedSinceToken('$4', '$5')}),
   claimed as (
     insert into queue_claims (queue, player_id, version, regions)
     select $1, p, 1, jsonb_build_object(t.region, 1)

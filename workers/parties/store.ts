@@ -1,7 +1,9 @@
 import { INVITE_TTL_SECONDS, MAX_PARTY_SIZE, type PartyRoster } from '../core/party.ts'
 import { defaultRating } from '../core/rating.ts'
 import { getSql, pgErrorCode, type DbEnv } from '../db/client.ts'
+import { STALE_TOKEN_DETAIL } from '../lib/auth.ts'
 import { ApiError } from '../lib/problem.ts'
+import { erasedSinceToken } from '../players/stale-token.ts'
 
 /*
  * Parties in Neon (`parties`, `party_members`, `party_invites`), over the HTTP driver. It has no
@@ -143,21 +145,41 @@ async function alreadyInParty(env: DbEnv, playerId: string): Promise<ApiError> {
 }
 
 /**
- * Creates a party led by `leader`, who becomes its first member. 409 `conflict` when the
- * leader is already in a party.
+ * The player acting with their own token, and when it was issued (ms; 0 when the token does not
+ * say): a token from before the player's erasure puts the id in no party, since the leader's
+ * join would queue it into a match that gives it a profile again.
  */
-export async function createParty(env: DbEnv, leader: string): Promise<PartyView> {
+export interface PartyCaller {
+  playerId: string
+  issuedAt: number
+}
+
+/**
+ * Creates a party led by `leader`, who becomes its first member. 409 `conflict` when the
+ * leader is already in a party; 403 for a token issued before the leader's erasure.
+ */
+export async function createParty(env: DbEnv, leader: PartyCaller): Promise<PartyView> {
   const sql = getSql(env)
   const id = crypto.randomUUID()
+  const params = [id, leader.playerId, leader.issuedAt]
   try {
     const results = await sql.transaction([
-      sql.query(`insert into parties (id, leader) values ($1, $2)`, [id, leader]),
-      sql.query(`insert into party_members (party_id, player_id) values ($1, $2)`, [id, leader]),
+      sql.query(
+        `insert into parties (id, leader) select $1, $2
+          where not ${erasedSinceToken('$2', '$3')}`,
+        params,
+      ),
+      sql.query(
+        `insert into party_members (party_id, player_id) select id, leader from parties where id = $1`,
+        [id],
+      ),
       sql.query(VIEW, [id]),
     ])
-    return viewOf((results[2] as ViewRow[])[0]!)
+    const created = (results[2] as ViewRow[])[0]
+    if (!created) throw new ApiError('forbidden', STALE_TOKEN_DETAIL)
+    return viewOf(created)
   } catch (err) {
-    if (pgErrorCode(err) === '23505') throw await alreadyInParty(env, leader)
+    if (pgErrorCode(err) === '23505') throw await alreadyInParty(env, leader.playerId)
     throw err
   }
 }
@@ -288,12 +310,13 @@ export async function receivedInvites(
  * Accepts the caller's invite: the invite is consumed and the caller becomes a member, both or
  * neither. A member of this party accepting again gets the party. Refusals: 404 (no pending
  * invite: never sent, revoked, declined or expired), 409 (the caller is in another party; the
- * invite stays, to accept after leaving).
+ * invite stays, to accept after leaving), 403 (a token issued before the caller's erasure;
+ * nothing changes).
  */
 export async function acceptInvite(
   env: DbEnv,
   partyId: string,
-  caller: string,
+  { playerId: caller, issuedAt }: PartyCaller,
 ): Promise<MembershipChange<PartyView>> {
   const sql = getSql(env)
   let results: unknown[]
@@ -304,6 +327,7 @@ export async function acceptInvite(
         `with inv as (
            delete from party_invites
             where party_id = $1 and player_id = $2 and expires_at > clock_timestamp()
+              and not ${erasedSinceToken('$2', '$3')}
            returning party_id
          ),
          ins as (
@@ -315,14 +339,15 @@ export async function acceptInvite(
             where id = $1 and exists (select 1 from ins)
          )
          select (${NOTED_TICKETS}) as stale_tickets from ins`,
-        [partyId, caller],
+        [partyId, caller, issuedAt],
       ),
       sql.query(
         `select exists (select 1 from party_members where party_id = $1 and player_id = $2)
                   as member,
                 (select ${iso('expires_at')} from party_invites
-                  where party_id = $1 and player_id = $2) as expired_at`,
-        [partyId, caller],
+                  where party_id = $1 and player_id = $2) as expired_at,
+                ${erasedSinceToken('$2', '$3')} as stale_token`,
+        [partyId, caller, issuedAt],
       ),
       sql.query(VIEW, [partyId]),
     ])
@@ -331,7 +356,14 @@ export async function acceptInvite(
     throw err
   }
   const staleTickets = (results[1] as { stale_tickets: string[] }[])[0]?.stale_tickets ?? []
-  const state = (results[2] as { member: boolean; expired_at: string | null }[])[0]!
+  const state = (
+    results[2] as {
+      member: boolean
+      expired_at: string | null
+      stale_token: boolean
+    }[]
+  )[0]!
+  if (state.stale_token) throw new ApiError('forbidden', STALE_TOKEN_DETAIL)
   if (!state.member) {
     throw new ApiError(
       'not-found',

@@ -16,6 +16,7 @@ import {
   partyOfPlayer,
   removeMember,
   visibleParty,
+  type PartyCaller,
 } from '../parties/store.ts'
 
 /**
@@ -54,6 +55,12 @@ const Party = z
 
 const partyJson = { 'application/json': { schema: Party } }
 
+/** The caller and their token's age (0 when it does not say, as the older). */
+function partyCaller(c: Context<AppEnv>): PartyCaller {
+  const p = c.get('principal')
+  return { playerId: playerId(c), issuedAt: p?.kind === 'player' ? (p.issuedAt ?? 0) : 0 }
+}
+
 function resolve(c: Context<AppEnv>, raw: string): string {
   return raw === 'me' ? playerId(c) : raw
 }
@@ -66,7 +73,8 @@ const createPartyRoute = createRoute({
   summary: 'Form a party, led by the caller',
   description:
     'The caller becomes the leader and first member. A player is in one party at a time: a ' +
-    'member of another party gets 409 (leave it first).',
+    'member of another party gets 409 (leave it first). A token issued before its player was ' +
+    'erased gets 403.',
   middleware: [requirePlayer(), noBodyFields()] as const,
   // No body, or `{}`; a body that is not JSON, too large or of another type is still refused.
   responses: {
@@ -76,7 +84,7 @@ const createPartyRoute = createRoute({
 })
 
 partyRoutes.openapi(createPartyRoute, async (c) => {
-  const party = await createParty(c.env, playerId(c))
+  const party = await createParty(c.env, partyCaller(c))
   return c.json(party, 201)
 })
 
@@ -193,6 +201,7 @@ const acceptRoute = createRoute({
     'Consumes the invite. 404 when there is no pending invite (never sent, revoked, declined or ' +
     'expired; the detail says which it can tell); 409 when the caller is in another party (the ' +
     'invite stays: leave, then accept). A member of this party accepting again gets the party (200). ' +
+    'A token issued before its player was erased gets 403 (the invite stays). ' +
     "The party's waiting matchmaking ticket, if any, is cancelled (reason `party_changed`): it was " +
     'made without the new member.',
   middleware: [requirePlayer(), noBodyFields()] as const,
@@ -206,7 +215,7 @@ const acceptRoute = createRoute({
 
 partyRoutes.openapi(acceptRoute, async (c) => {
   const { partyId } = c.req.valid('param')
-  const { result, staleTickets } = await acceptInvite(c.env, partyId, playerId(c))
+  const { result, staleTickets } = await acceptInvite(c.env, partyId, partyCaller(c))
   const cancelled = await cancelStaleTickets(c.env, partyId, staleTickets, {
     requestId: c.get('requestId'),
   })

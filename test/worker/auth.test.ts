@@ -152,6 +152,32 @@ describe('guest auth', () => {
     expect(Number(limited!.headers.get('retry-after'))).toBeLessThanOrEqual(60)
   })
 
+  it("counts Workers on other zones, which all arrive from one Cloudflare address, by their zone: one zone's sign-ins leave another's allowance whole", async () => {
+    const signIn = (zone: string) =>
+      callWithEnv(
+        { GUEST_AUTH_PER_MINUTE: '3' },
+        '/v1/auth/guest',
+        json('POST', { deviceId: `rlz-${crypto.randomUUID()}` }, undefined, {
+          'cf-connecting-ip': '2a06:98c0:3600::103',
+          'cf-worker': zone,
+        }),
+      )
+    const [stranger, studio] = [
+      `evil-${crypto.randomUUID()}.example`,
+      `game-${crypto.randomUUID()}.example`,
+    ]
+    const statuses: number[] = []
+    for (let i = 0; i < 5; i++) {
+      const res = await signIn(stranger)
+      statuses.push(res.status)
+      await res.body?.cancel()
+    }
+    expect(statuses.filter((s) => s === 429).length).toBeGreaterThanOrEqual(1)
+    const res = await signIn(studio)
+    expect(res.status).toBe(200)
+    await res.body?.cancel()
+  })
+
   it('counts an IPv6 client by its /64: rotating addresses inside it does not reset the limit', async () => {
     const prefix = `2001:db8:${Math.floor(Math.random() * 0xffff).toString(16)}:7`
     const statuses: number[] = []
@@ -369,6 +395,26 @@ describe('bad credentials, one by one', () => {
     // A player token is still a player there, not an admin.
     const { token } = await newGuest()
     expect((await put(token)).status).toBe(403)
+  })
+
+  it('an admin key shaped like a JWT: wrong guesses in that shape count toward the lockout too', async () => {
+    const jwtShapedKey = 'aaaa.bbbb.cccc'
+    const ip = `198.51.100.${Math.floor(Math.random() * 250)}`
+    const put = (key: string, from: string) =>
+      callWithEnv(
+        { ADMIN_KEY: jwtShapedKey },
+        ADMIN_PROBE,
+        json('PUT', { name: 'x' }, key, { 'cf-connecting-ip': from }),
+      )
+    for (let i = 0; i <= ADMIN_KEY_GUESSES_PER_MINUTE; i++) {
+      expect((await put(`aaaa.bbbb.g${i}`, ip)).status).toBe(401)
+    }
+    // Past the allowance the key is not compared from there: the right one is refused (as a
+    // token, which it is shaped like), and from another address it still works.
+    expect((await put(jwtShapedKey, ip)).status).toBe(401)
+    expect((await put(jwtShapedKey, `203.0.113.${Math.floor(Math.random() * 250)}`)).status).toBe(
+      200,
+    )
   })
 })
 

@@ -467,8 +467,9 @@ export async function checkAdminKey(
  * Authenticates a bearer credential as a player token or the admin key. A credential shaped like
  * a JWT is verified as a token first (the common case pays no key comparison); one that fails
  * verification is still compared with the admin key, so an admin key of any shape works. With a
- * `guard`, wrong admin keys are counted per client; a token that fails (an expired one, say) is
- * answered as a token whatever the guard says, so players' renewals never see its 429.
+ * `guard`, wrong admin keys are counted per client (token-shaped ones only when the admin key is
+ * token-shaped too); a token that fails (an expired one, say) is answered as a token whatever the
+ * guard says, so players' renewals never see its 429.
  */
 export async function authenticate(
   env: AuthEnv,
@@ -482,6 +483,10 @@ export async function authenticate(
       if ((guard?.wait() ?? 0) === 0 && (await isAdminKey(env, credential))) {
         return { kind: 'admin' }
       }
+      // An admin key shaped like a token is guessed in that shape, so such guesses count
+      // (uncounted, they would dodge the lockout). With any other admin key, no token-shaped
+      // credential can be it, and a player's expired token is no guess.
+      if (env.ADMIN_KEY && JWT_SHAPE.test(env.ADMIN_KEY)) await guard?.wrong()
       throw err
     }
   }

@@ -24,9 +24,6 @@ export const ADMIN_KEY_GUESSES_PER_MINUTE = 20
 const blockedUntil = new Map<string, number>()
 const MAX_BLOCKED = 10_000
 
-/** CF-Connecting-IP of a subrequest from a Worker on another Cloudflare zone. */
-const WORKER_SUBREQUEST_IP = '2a06:98c0:3600::103'
-
 /** Counts nothing: for a request without an address. */
 const UNCOUNTED: AdminKeyGuard = { wait: () => 0, wrong: async () => {} }
 
@@ -39,15 +36,7 @@ export function adminKeyGuard(c: Context<AppEnv>): AdminKeyGuard {
   if (!ip) return UNCOUNTED
   // Worked out when a key is first compared, not for every request a player's token passes.
   let address: string | undefined
-  const addressOf = () =>
-    // Every Worker on another zone reaches Nexus from this one address, Cloudflare's, with the
-    // calling Worker's zone in CF-Worker (Cloudflare sets both; a client's request carries its
-    // own address): each zone is counted apart, so a stranger's Worker cannot lock out a
-    // studio's game servers running as Workers.
-    (address ??=
-      ip === WORKER_SUBREQUEST_IP && c.req.header('cf-worker')
-        ? `worker:${c.req.header('cf-worker')}`
-        : clientIp(c))
+  const addressOf = () => (address ??= clientIp(c))
   return {
     wait() {
       const address = addressOf()

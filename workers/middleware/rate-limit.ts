@@ -64,7 +64,19 @@ export function countEdgeRefusal(name: string): void {
   rejections.inc({ limit: name })
 }
 
-/** The client's address as Cloudflare reports it, as rate limits count it (IPv6 by its /64). */
+/** CF-Connecting-IP of a subrequest from a Worker on another Cloudflare zone. */
+const WORKER_SUBREQUEST_IP = '2a06:98c0:3600::103'
+
+/**
+ * The client's address as Cloudflare reports it, as rate limits count it (IPv6 by its /64).
+ * Every Worker on another zone reaches Nexus from one address, Cloudflare's, with the calling
+ * Worker's zone in CF-Worker (Cloudflare sets both; a client's request carries its own address):
+ * each zone is counted apart, so a stranger's Worker cannot use up the allowance of a studio's
+ * game servers running as Workers (its guest sign-ins, its admin key's wrong guesses).
+ */
 export function clientIp(c: Context<AppEnv>): string {
-  return rateLimitAddress(c.req.header('cf-connecting-ip') ?? 'unknown')
+  const ip = c.req.header('cf-connecting-ip') ?? 'unknown'
+  const zone = c.req.header('cf-worker')
+  if (ip === WORKER_SUBREQUEST_IP && zone) return `worker:${zone}`
+  return rateLimitAddress(ip)
 }

@@ -42,6 +42,10 @@ export interface Schemas {
     cycle?: number
     /** conflict: the most members and pending invites a party can have, or bans a board keeps */
     limit?: number
+    /** unavailable: the boards an account ban, its lifting or an erasure could not reach (the first 100); send the same call again */
+    boards?: Array<string>
+    /** unavailable: the queue pools (`queue/region`) an account ban or an erasure could not reach; send the same call again */
+    pools?: Array<string>
   }
   GuestRequest: {
     /** A random identifier the client generates once and keeps; whoever presents it is this player. */

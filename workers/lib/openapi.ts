@@ -193,6 +193,14 @@ export const Problem = z
       description:
         'conflict: the most members and pending invites a party can have, or bans a board keeps',
     }),
+    boards: z.array(z.string()).optional().openapi({
+      description:
+        'unavailable: the boards an account ban, its lifting or an erasure could not reach (the first 100); send the same call again',
+    }),
+    pools: z.array(z.string()).optional().openapi({
+      description:
+        'unavailable: the queue pools (`queue/region`) an account ban or an erasure could not reach; send the same call again',
+    }),
   })
   .openapi('Problem')
 

@@ -424,6 +424,15 @@ describe("a studio's own identity provider (JWKS)", () => {
     expect(p.status).toBe(403) // authenticated as a player; the probe route is admin-only
   })
 
+  it("refuses a subject shaped like a guest's id, which would sign in as that guest", async () => {
+    const guest = await newGuest()
+    expect(guest.playerId.startsWith('g_')).toBe(true)
+    const p = await statusFor(await idpToken({ sub: guest.playerId }))
+    expect(p).toMatchObject({ status: 401, type: 'urn:nexus:problem:unauthorized' })
+    expect(p.body.detail).toContain('guest')
+    expect(await statusFor(await idpToken({ sub: 'gg_player' }))).toMatchObject({ status: 403 })
+  })
+
   it('refuses wrong audience, wrong issuer, expired, and a key not in the JWKS', async () => {
     expect(await statusFor(await idpToken({ aud: 'another-game' }))).toMatchObject({ status: 401 })
     expect(await statusFor(await idpToken({ iss: 'https://evil.test' }))).toMatchObject({

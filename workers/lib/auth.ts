@@ -346,9 +346,18 @@ export async function verifyPlayerToken(env: AuthEnv, token: string): Promise<Pr
           return verifyWithAnyKey(token, err, options)
         })
       checkLifetime(payload)
+      const playerId = playerIdFrom(payload)
+      // Guest ids are public (every board shows them): a provider whose subjects players choose
+      // (a user name) would otherwise let a player sign in as a guest who took that id.
+      if (playerId.startsWith(GUEST_ID_PREFIX)) {
+        throw new ApiError(
+          'unauthorized',
+          `The token subject starts with "${GUEST_ID_PREFIX}", which names Nexus's guests`,
+        )
+      }
       return {
         kind: 'player',
-        playerId: playerIdFrom(payload),
+        playerId,
         source: 'jwks',
         ...issuedAt(payload),
       }
@@ -373,6 +382,9 @@ async function verifyWithAnyKey(
   }
   throw new joseErrors.JWSSignatureVerificationFailed()
 }
+
+/** What every guest's player id starts with; an identity provider's subjects may not. */
+export const GUEST_ID_PREFIX = 'g_'
 
 function playerIdFrom(payload: JWTPayload): string {
   const sub = payload.sub

@@ -1,6 +1,6 @@
 import { z } from '@hono/zod-openapi'
 import { getSql } from '../db/client.ts'
-import { issuePlayerToken } from '../lib/auth.ts'
+import { GUEST_ID_PREFIX, issuePlayerToken } from '../lib/auth.ts'
 import { boundedInt } from '../lib/config.ts'
 import { createRoute, newRouter, problemResponses } from '../lib/openapi.ts'
 import { ApiError } from '../lib/problem.ts'
@@ -96,7 +96,7 @@ auth.openapi(guestRoute, async (c) => {
      select (select id from p) as id,
             exists (select 1 from banned_device)
               or exists (select 1 from p join player_bans b on b.player_id = p.id) as banned`,
-    [`g_${crypto.randomUUID()}`, deviceKey],
+    [`${GUEST_ID_PREFIX}${crypto.randomUUID()}`, deviceKey],
   )) as { id: string | null; banned: boolean }[]
   if (!row) throw new Error('guest upsert returned no row')
   if (row.banned) throw new ApiError('forbidden', 'This player is banned')

@@ -17,7 +17,7 @@ import {
   ticketOf,
 } from './helpers/matchmaking.ts'
 import { claimQueue } from '../../workers/matchmaking/claims.ts'
-import { connect, nextOfType, upgrade } from './helpers/sockets.ts'
+import { connect, nextOfType, until, upgrade } from './helpers/sockets.ts'
 
 interface BanResult {
   playerId: string
@@ -406,6 +406,66 @@ describe('banning a player from the deployment (admin)', () => {
     expect((await joinFor(queue, mate)).status).toBe('waiting')
     // A retry of a ban changes nothing more.
     expect((await banAll(solo)).first.tickets).toEqual({ cancelled: [] })
+  })
+
+  it("a player's first join of a queue, whose claim is being taken while the ban commits, is waited for: no ticket of theirs waits after the ban", async () => {
+    const queue = await createQueue({ teamSize: 3 })
+    await rig(queue, newClock())
+    const player = `ban-first-${crypto.randomUUID().slice(0, 8)}`
+    const sql = pg()
+    // Another transaction holds an uncommitted claim row of the player's for a moment, then rolls
+    // back: the join's claim statement, begun before the ban commits, waits on that row, and
+    // inserts the player's first claim after the ban's read of the claims has begun.
+    const marker = `claim_row_${crypto.randomUUID().replaceAll('-', '')}`
+    const held = sql
+      .transaction([
+        sql.query(
+          `insert into queue_claims (queue, player_id, version, regions) values ($1, $2, 1, '{}')`,
+          [queue, player],
+        ),
+        sql.query(`select pg_sleep(1.5) as ${marker}`),
+        sql.query(`select 1 / 0`),
+      ])
+      .catch(() => 'rolled back')
+    const active = (pattern: string, waiting = false) =>
+      until(
+        async () =>
+          (
+            await sql.query(
+              `select 1 from pg_stat_activity where state = 'active' and query like $1
+                  and ($2::boolean = false or wait_event_type = 'Lock')
+                  and pid <> pg_backend_pid()`,
+              [pattern, waiting],
+            )
+          ).length > 0 || undefined,
+        5000,
+        pattern,
+      )
+    await active(`%${marker}%`)
+    const join = call(
+      `/v1/matchmaking/${queue}/tickets`,
+      json('POST', { playerId: player }, ADMIN_KEY),
+    )
+    await active('%insert into queue_claims%on conflict%', true)
+    const ban = banAll(player)
+    expect(await held).toBe('rolled back')
+    const [joined, banned] = await Promise.all([join, ban])
+    // Either the ban's fence reached the pool before the join (refused) or the ban cancelled
+    // the ticket the join made: never a ticket left waiting for the banned player.
+    if (joined.status === 201) {
+      const ticket = (await joined.json()) as { ticketId: string }
+      expect(banned.first.tickets).toEqual({ cancelled: [ticket.ticketId] })
+      expect(await ticketOf(ticket.ticketId)).toMatchObject({
+        status: 'cancelled',
+        reason: 'banned',
+      })
+    } else {
+      expect(joined.status).toBe(409)
+    }
+    expect(
+      (await runInDurableObject(poolOf(queue), (inst: MatchPool) => inst.stats('eu')))
+        .waitingTickets,
+    ).toBe(0)
   })
 
   it('a pool that cannot be reached is 503 naming it, with the player banned in Neon; the retry cancels the ticket', async () => {

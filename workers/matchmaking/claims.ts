@@ -195,6 +195,16 @@ const CLAIM_UPSERT = `
     coalesce((select json_agg(player_id order by player_id) from banned), '[]'::json) as banned,
     exists (select 1 from stale) as stale_token`
 
+/**
+ * Locks the claims of the players in `$1` (a text array) until the transaction ends, in id order
+ * (no two joins deadlock): a join's claim and a ban's or an erasure's read of the claims
+ * (`removeFromQueues`) take it first, so the read waits for a claim under way, even a player's
+ * first on a queue (a row no FOR UPDATE can wait for), and a claim after it sees the ban.
+ * Advisory, on a hash of the id: two players sharing a hash only wait for each other.
+ */
+const LOCK_CLAIMS = `select pg_advisory_xact_lock(hashtextextended('queue_claims:' || p, 0))
+  from unnest($1::text[]) as p order by p`
+
 /** The one row CLAIM_UPSERT answers. */
 interface ClaimAnswer {
   config: QueueConfig | null
@@ -244,7 +254,8 @@ export async function readAndClaim(
 ): Promise<JoinRead> {
   const ids = sortedIds(playerIds)
   const sql = getSql(env)
-  const [players, [answer]] = (await sql.transaction([
+  const [, players, [answer]] = (await sql.transaction([
+    sql.query(LOCK_CLAIMS, [textArrayLiteral(ids)]),
     sql.query(`select id, rating from players where id = any($1::text[])`, [textArrayLiteral(ids)]),
     sql.query(CLAIM_UPSERT, [
       queue,
@@ -252,7 +263,7 @@ export async function readAndClaim(
       textArrayLiteral(ids),
       ...callerParams(caller),
     ]),
-  ])) as [{ id: string; rating: number }[], ClaimAnswer[]]
+  ])) as [unknown, { id: string; rating: number }[], ClaimAnswer[]]
   const ratings = new Map(players.map((p) => [p.id, p.rating]))
   for (const id of ids) if (!ratings.has(id)) ratings.set(id, defaultRating().rating)
   return {
@@ -278,12 +289,11 @@ export async function claimQueue(
   caller?: TokenCaller,
 ): Promise<ClaimResult> {
   const ids = sortedIds(playerIds)
-  const [answer] = (await getSql(env).query(CLAIM_UPSERT, [
-    queue,
-    region,
-    textArrayLiteral(ids),
-    ...callerParams(caller),
-  ])) as ClaimAnswer[]
+  const sql = getSql(env)
+  const [, [answer]] = (await sql.transaction([
+    sql.query(LOCK_CLAIMS, [textArrayLiteral(ids)]),
+    sql.query(CLAIM_UPSERT, [queue, region, textArrayLiteral(ids), ...callerParams(caller)]),
+  ])) as [unknown, ClaimAnswer[]]
   if (answer!.banned.length > 0) return { ok: false, banned: answer!.banned }
   if (answer!.stale_token) return { ok: false, staleToken: true }
   // The queue as Neon holds it no longer takes this ticket here (a region or size change on its
@@ -369,23 +379,25 @@ const REMOVE_POOL_CALL_MS = 10_000
  * ticket or a claimed socket of theirs (the regions their claims name, one claim row per queue
  * joined in the last CLAIM_IDLE_HOURS) cancels their waiting ticket and refuses their claims up to
  * the version Neon holds now (MatchPool.removePlayer). Read after the change committed, and
- * after any claim in progress on the row, that version covers every join that claimed before it.
- * (Not a player's first claim on a queue still being inserted at that moment, which this read
- * cannot see: such a ticket waits until it matches, is cancelled, or expires.) Answers the
- * tickets cancelled and the pools (`queue/region`) that could not be reached, for a retry.
+ * after any claim under way (LOCK_CLAIMS), that version covers every join that claimed before
+ * it; a claim after it sees the change and claims nothing. Answers the tickets cancelled and the
+ * pools (`queue/region`) that could not be reached, for a retry.
  */
 export async function removeFromQueues(
   env: Pick<Env, 'MATCH_POOL'> & DbEnv,
   playerId: string,
   reason: 'banned' | 'erased',
 ): Promise<{ cancelled: string[]; unreached: string[] }> {
-  const rows = (await getSql(env).query(
-    // FOR UPDATE: a claim being taken right now (its statement began before the change
-    // committed, so it did not see it) is waited for, and its version read.
-    `select queue, version::float8 as version, regions from queue_claims where player_id = $1
-     for update`,
-    [playerId],
-  )) as { queue: string; version: number; regions: Record<string, number> }[]
+  const sql = getSql(env)
+  const [, rows] = (await sql.transaction([
+    // A claim being taken right now (its statement began before the change committed, so it
+    // did not see it) is waited for, and its version read.
+    sql.query(LOCK_CLAIMS, [textArrayLiteral([playerId])]),
+    sql.query(
+      `select queue, version::float8 as version, regions from queue_claims where player_id = $1`,
+      [playerId],
+    ),
+  ])) as [unknown, { queue: string; version: number; regions: Record<string, number> }[]]
   const pools = rows.flatMap((r) =>
     Object.keys(r.regions).map((region) => ({ queue: r.queue, region, upTo: r.version })),
   )

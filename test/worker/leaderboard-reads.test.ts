@@ -865,6 +865,7 @@ describe('bans', () => {
     const cases: [Response, number][] = [
       [await admin('PUT', `${b}/bans/p003`, { reason: 'x'.repeat(257) }), 422],
       [await admin('PUT', `${b}/bans/p003`, { reason: '' }), 422],
+      [await admin('PUT', `${b}/bans/p003`, { reason: 'a\u0000b' }), 422],
       [await admin('PUT', `${b}/bans/p003`, { why: 'x' }), 422],
       [await admin('PUT', `${b}/bans/a%20b`, {}), 422],
       [await admin('PUT', `${b}/bans/p003`, {}, guest.token), 403],

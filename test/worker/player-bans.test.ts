@@ -703,6 +703,9 @@ describe('banning a player from the deployment (admin)', () => {
         'validation',
       ],
       [call(banPath(player), json('PUT', { reason: '' }, ADMIN_KEY)), 422, 'validation'],
+      // Text Postgres cannot store: a NUL (was a 500), a lone surrogate (was stored changed).
+      [call(banPath(player), json('PUT', { reason: 'a\u0000b' }, ADMIN_KEY)), 422, 'validation'],
+      [call(banPath(player), json('PUT', { reason: 'a\ud800b' }, ADMIN_KEY)), 422, 'validation'],
       [call(banPath(player), json('PUT', { reason: 7 }, ADMIN_KEY)), 422, 'validation'],
       [call(banPath(player), json('PUT', { until: 'never' }, ADMIN_KEY)), 422, 'validation'],
       [

@@ -1,4 +1,5 @@
 import { z } from '@hono/zod-openapi'
+import { NOT_STORABLE_REASON, storableText } from '../core/rules/json.ts'
 import type { LeaderboardConfig } from '../core/leaderboard.ts'
 import { getSql } from '../db/client.ts'
 import { markConfigPushed, saveLeaderboardConfig } from '../leaderboards/config-store.ts'
@@ -328,9 +329,15 @@ const Ban = z
 /** A ban's body, on a board or on a player's account. */
 export const BanRequest = z
   .object({
-    reason: z.string().min(1).max(256).optional().openapi({
-      description: 'Why, for the studio’s records; shown in the board’s ban list',
-    }),
+    // Stored in Neon (an account ban) or the board's SQLite: text Postgres cannot store (a NUL,
+    // a lone surrogate) is refused here, not by the database as a 500 or silently changed.
+    reason: z
+      .string()
+      .min(1)
+      .max(256)
+      .refine(storableText, NOT_STORABLE_REASON)
+      .optional()
+      .openapi({ description: 'Why, for the studio’s records; shown in the board’s ban list' }),
   })
   .strict()
   .openapi('BanRequest')

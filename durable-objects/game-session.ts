@@ -1412,6 +1412,9 @@ export class GameSession extends DurableObject<Env> {
           metadata: null,
           idempotencyKey,
           requestHash,
+          // As a token from the session's creation: a board the winner's erasure has walked
+          // refuses it, even when Neon showed no erasure a moment ago (erasedAmong above).
+          tokenIssuedAt: this.createdAt,
         })
         .catch((err: unknown) => {
           // The first call without an answer counts: the board may have kept the key since.

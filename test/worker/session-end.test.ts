@@ -788,6 +788,30 @@ describe('the end of a game', () => {
     expect(mine.entry).toBeNull()
   })
 
+  it("a winner whose erasure reaches the board between the submit stage's read of Neon and its call: the board refuses the win", async () => {
+    const board = await createBoard({ operator: 'incr' })
+    const game = await playGameHeld({ leaderboardId: board })
+    // The erasure's walk has reached the board (as `removeEntry` with the erasure's time), and the
+    // stage read Neon just before the erasure committed there: it saw nobody erased.
+    await runInDurableObject(env.LEADERBOARD.getByName(board), (inst: Leaderboard) =>
+      inst.removeEntry(board, game.winner, { erasedAt: Date.now() + 5_000 }),
+    )
+    await inObject(game.sessionId, (inst) => {
+      const real = new NeonSessionStore(env)
+      const beforeTheErasure: SessionStore = {
+        register: (s, t) => real.register(s, t),
+        recordResult: (input) => real.recordResult(input),
+        archiveLog: (id, r) => real.archiveLog(id, r),
+        erasedAmong: async () => [],
+      }
+      inst.store = beforeTheErasure
+    })
+    const done = await inObject(game.sessionId, (inst) => inst.runEndWork({ force: true }))
+    expect(done).toMatchObject({ stage: 'retain' })
+    const mine = await fresh<{ entry: unknown }>(`/v1/leaderboards/${board}/players/${game.winner}`)
+    expect(mine.entry).toBeNull()
+  })
+
   it('a game nobody joined ends abandoned at the join grace: no winner, no rating moves, no win on the board', async () => {
     const board = await createBoard({ operator: 'incr' })
     const players = playerIds(2)

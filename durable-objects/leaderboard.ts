@@ -706,8 +706,9 @@ export class Leaderboard extends DurableObject<Env> {
       log('warn', 'board config not read', { actor: this.actor, ...errorFields(err) })
       return refuse('unavailable', 'The database is unreachable; retry shortly')
     }
-    // Another call may have configured the board while this one waited for Neon.
-    if (this.config) return null
+    // Another call may have configured the board while this one waited for Neon: this one then
+    // waits for its catch-up too, as any call does.
+    if (this.config) return this.ensureConfigured(boardId)
     if (!stored) {
       if (this.boardId === null) {
         // An id nobody created: drop the empty schema, so that reads of made-up ids leave no

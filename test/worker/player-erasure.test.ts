@@ -367,6 +367,25 @@ describe('erasing a player (admin)', () => {
     expect((await submitAs(older, missedOld, { score: 5 })).status).toBe(403)
   })
 
+  it("calls that reach a new board together all wait for what it takes on: none of an erased player's old-token submissions gets in", async () => {
+    const gone = `idp-race-${crypto.randomUUID().slice(0, 8)}`
+    const old = (await issuePlayerToken(env, gone, Date.now() - 60_000)).token
+    await eraseAll(gone)
+    // In Neon only (its push lost): the first calls all read its configuration at once, and
+    // the one that comes back first configures it.
+    const template = await newBoard()
+    const board = boardId(PREFIX)
+    await pg()`insert into leaderboards (id, config)
+               select ${board}, config from leaderboards where id = ${template}`
+    const statuses = await Promise.all(
+      Array.from({ length: 6 }, () => submitAs(board, old, { score: 5 }).then((r) => r.status)),
+    )
+    expect(statuses).toEqual(Array(6).fill(403))
+    expect(
+      await fresh<{ entry: unknown }>(`/v1/leaderboards/${board}/players/${gone}`),
+    ).toMatchObject({ entry: null })
+  })
+
   it('walks the boards a page per call: 202 with the board to go on after, then 200', async () => {
     const boards = [await newBoard(), await newBoard(), await newBoard()]
     const player = `erase-${crypto.randomUUID()}`

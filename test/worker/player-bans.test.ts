@@ -17,6 +17,8 @@ import {
   ticketOf,
 } from './helpers/matchmaking.ts'
 import { claimQueue } from '../../workers/matchmaking/claims.ts'
+import { sha256Hex } from '../../workers/lib/hash.ts'
+import { DEVICE_LOCK } from '../../workers/players/erasure.ts'
 import { connect, nextOfType, until, upgrade } from './helpers/sockets.ts'
 
 interface BanResult {
@@ -676,6 +678,43 @@ describe('banning a player from the deployment (admin)', () => {
     const { playerId } = (await again.json()) as { playerId: string }
     expect(playerId).not.toBe(guest.playerId)
     expect(await linked()).toEqual([{ id: playerId }])
+  })
+
+  it("a banned guest's sign-in while their erasure hands the device to the ban: refused, and no new player is made for the device", async () => {
+    const guest = await guestWithDevice()
+    await banAll(guest.playerId, { reason: 'aimbot' })
+    const deviceKey = await sha256Hex(guest.deviceId)
+    // The erasure's hand-over, held open for a moment as it is while it runs: the device's lock,
+    // the device moved onto the ban, the profile deleted, not yet committed.
+    const sql = pg()
+    const marker = `erasing_${crypto.randomUUID().replaceAll('-', '')}`
+    const erasing = sql.transaction([
+      sql.query(DEVICE_LOCK, [deviceKey]),
+      sql.query(`update player_bans set device_id = $2 where player_id = $1`, [
+        guest.playerId,
+        deviceKey,
+      ]),
+      sql.query(`delete from players where id = $1`, [guest.playerId]),
+      sql.query(`select pg_sleep(1.5) as ${marker}`),
+    ])
+    await until(
+      async () =>
+        (
+          await sql.query(
+            `select 1 from pg_stat_activity where state = 'active' and query like $1`,
+            [`%${marker}%`],
+          )
+        ).length > 0 || undefined,
+      5000,
+      'the erasure under way',
+    )
+    const signIn = guest.login()
+    await erasing
+    expect(await problem(await signIn)).toMatchObject({
+      status: 403,
+      type: 'urn:nexus:problem:forbidden',
+    })
+    expect(await sql.query(`select id from players where device_id = $1`, [deviceKey])).toEqual([])
   })
 
   it('bad input and callers: 401 without a credential, 403 for a player, 422 for a bad id, reason or after, 415 and 400 for bodies, and nothing banned', async () => {

@@ -23,6 +23,13 @@ export interface NeonErasure {
 }
 
 /**
+ * Locks a guest device (`$1`, its hash) until the transaction ends: a guest sign-in and the
+ * erasure that hands the device to the player's ban take it, so a sign-in never sees the player
+ * gone without the device kept (and makes a new, unbanned player for it).
+ */
+export const DEVICE_LOCK = `select pg_advisory_xact_lock(hashtextextended('device:' || $1::text, 0))`
+
+/**
  * Erases what Neon holds that identifies a player: their profile row (the guest device link, the
  * display name, the rating), their party membership (a leader hands over to the longest-standing
  * member, as when leaving), invites to them, and the display name and metadata copied into closed
@@ -32,11 +39,24 @@ export interface NeonErasure {
  * is gone: archived ranks and scores, rewards, match results and rating changes (other players'
  * records depend on them). Idempotent: erasing again finds nothing new.
  *
- * Invites go first, so an accept racing the erasure finds its invite gone rather than putting the
- * player into a party after they left theirs.
+ * The tombstone goes first, then invites, so an accept racing the erasure finds its invite gone
+ * (or its token refused) rather than putting the player into a party after they left theirs.
  */
 export async function eraseFromNeon(env: DbEnv, playerId: string): Promise<NeonErasure> {
   const sql = getSql(env)
+  // First, on its own: what commits after it (a result, an archive page, a party created or an
+  // invite accepted with the player's old token) sees the tombstone. A retried or continued
+  // erasure keeps the first one's time, which the boards compare tokens with (a later one would
+  // refuse tokens issued in between); an erasure an hour and more after the last (a player of an
+  // identity provider came back) takes a new one.
+  const [tombstone] = (await sql.query(
+    `insert into erased_players (id) values ($1)
+     on conflict (id) do update set erased_at = case
+       when erased_players.erased_at < now() - interval '1 hour' then now()
+       else erased_players.erased_at end
+     returning erased_at`,
+    [playerId],
+  )) as { erased_at: string | Date }[]
   await sql.query(`delete from party_invites where player_id = $1`, [playerId])
   const [membership] = (await sql.query(`select party_id from party_members where player_id = $1`, [
     playerId,
@@ -45,17 +65,10 @@ export async function eraseFromNeon(env: DbEnv, playerId: string): Promise<NeonE
   if (membership) {
     staleTickets = (await removeMember(env, membership.party_id, playerId, playerId)).staleTickets
   }
-  const results = await sql.transaction([
-    // First: a result or an archive page committing after this sees the tombstone.
+  const [, ...results] = await sql.transaction([
     sql.query(
-      // A retried or continued erasure keeps the first one's time, which the boards compare
-      // tokens with (a later one would refuse tokens issued in between); an erasure an hour and
-      // more after the last (a player of an identity provider came back) takes a new one.
-      `insert into erased_players (id) values ($1)
-       on conflict (id) do update set erased_at = case
-         when erased_players.erased_at < now() - interval '1 hour' then now()
-         else erased_players.erased_at end
-       returning erased_at`,
+      `select pg_advisory_xact_lock(hashtextextended('device:' || device_id, 0))
+         from players where id = $1 and device_id is not null`,
       [playerId],
     ),
     sql.query(
@@ -86,12 +99,12 @@ export async function eraseFromNeon(env: DbEnv, playerId: string): Promise<NeonE
     sql.query(`delete from players where id = $1 returning 1 as gone`, [playerId]),
   ])
   return {
-    hadProfile: (results[4] as unknown[]).length > 0,
-    erasedAt: new Date((results[0] as { erased_at: string | Date }[])[0]!.erased_at).getTime(),
+    hadProfile: (results[3] as unknown[]).length > 0,
+    erasedAt: new Date(tombstone!.erased_at).getTime(),
     leftParty: membership?.party_id ?? null,
     staleTickets,
-    archivedRowsCleared: (results[1] as { n: number }[])[0]?.n ?? 0,
-    deviceKeptForBan: (results[3] as { kept: boolean }[])[0]?.kept === true,
+    archivedRowsCleared: (results[0] as { n: number }[])[0]?.n ?? 0,
+    deviceKeptForBan: (results[2] as { kept: boolean }[])[0]?.kept === true,
   }
 }
 

@@ -1,6 +1,7 @@
 import { z } from '@hono/zod-openapi'
 import { getSql } from '../db/client.ts'
 import { GUEST_ID_PREFIX, issuePlayerToken } from '../lib/auth.ts'
+import { DEVICE_LOCK } from '../players/erasure.ts'
 import { boundedInt } from '../lib/config.ts'
 import { createRoute, newRouter, problemResponses } from '../lib/openapi.ts'
 import { ApiError } from '../lib/problem.ts'
@@ -84,9 +85,15 @@ auth.openapi(guestRoute, async (c) => {
   const deviceKey = await sha256Hex(deviceId)
   // One statement, so concurrent first logins of one device converge on one player; it reads
   // the player's account ban in the same round trip. A device whose banned player was erased is
-  // still banned (the ban kept it), and gets no new player.
-  const [row] = (await getSql(c.env).query(
-    `with banned_device as (select 1 from player_bans where device_id = $2),
+  // still banned (the ban kept it), and gets no new player. The device's lock comes first, in the
+  // same transaction: an erasure moving the device onto the ban holds it, so this statement's
+  // snapshot comes after that erasure (without it, a sign-in begun before the erasure committed
+  // would wait on the deleted row, then insert a new, unbanned player for the device).
+  const sql = getSql(c.env)
+  const [, [row]] = (await sql.transaction([
+    sql.query(DEVICE_LOCK, [deviceKey]),
+    sql.query(
+      `with banned_device as (select 1 from player_bans where device_id = $2),
      p as (
        insert into players (id, device_id)
        select $1, $2 where not exists (select 1 from banned_device)
@@ -96,8 +103,9 @@ auth.openapi(guestRoute, async (c) => {
      select (select id from p) as id,
             exists (select 1 from banned_device)
               or exists (select 1 from p join player_bans b on b.player_id = p.id) as banned`,
-    [`${GUEST_ID_PREFIX}${crypto.randomUUID()}`, deviceKey],
-  )) as { id: string | null; banned: boolean }[]
+      [`${GUEST_ID_PREFIX}${crypto.randomUUID()}`, deviceKey],
+    ),
+  ])) as [unknown, { id: string | null; banned: boolean }[]]
   if (!row) throw new Error('guest upsert returned no row')
   if (row.banned) throw new ApiError('forbidden', 'This player is banned')
   if (row.id === null) throw new Error('guest upsert returned no player')

@@ -1439,13 +1439,14 @@ export class MatchPool extends DurableObject<Env> {
     )
     deliveries.forEach(({ t, ws }, i) => {
       const token = tokens[i]
-      // Without a token the socket is left open: the client reads its ticket over HTTP.
-      if (!token) return
+      // Without a token (signing failed: AUTH_SECRET gone, say) the match is still told, so the
+      // client stops waiting on a socket nothing more comes on, and reads its ticket over HTTP
+      // for the token (the SDK does, for up to 2 minutes).
       this.send(ws, {
         type: 'match_found',
         ticketId: t.id,
         sessionId: setup.sessionId,
-        token,
+        ...(token ? { token } : {}),
         players: setup.roster,
       })
       this.detachSocket(ws)

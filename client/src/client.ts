@@ -15,6 +15,10 @@ export interface ClientOptions {
   WebSocket?: SocketFactory
   /** Keeps the guest device id; defaults to memory (pass `localStorage` in a browser). */
   storage?: KeyValueStorage
+  /**
+   * Retries of requests (default 4 attempts from 200 ms, capped at 5 s; full jitter). Socket
+   * reconnects back off under the same cap, each drawn from a window of at least 1 s.
+   */
   retry?: Partial<RetryPolicy>
   /** Per request, default 10 s. */
   timeoutMs?: number

@@ -15,6 +15,7 @@ import {
   type KeepaliveSettings,
   messageText,
   openSocket,
+  reconnectDelay,
   type SocketFactory,
   type SocketLike,
   toSocketUrl,
@@ -86,6 +87,13 @@ const LONG_POLL_SECONDS = 20
 const REATTACH_WAIT_MS = 3000
 /** How often a party member without a socket reads the party for the leader's new ticket. */
 const PARTY_POLL_MS = 2000
+/** How long `cancel()` waits for the pool to answer a socket `cancel` before it asks over HTTP. */
+const CANCEL_ANSWER_MS = 5000
+/**
+ * How long a match announced without this player's token is read for the token: a player who
+ * has not connected to the session within its join grace (120 s by default) forfeits anyway.
+ */
+const TOKEN_READ_MS = 120_000
 
 /** Whether a ticket can still end in a match. */
 function live(t: Ticket): boolean {
@@ -138,10 +146,17 @@ export class MatchTicket extends Emitter<TicketEvents> {
   /** An HTTP join is on its way: a cancel meanwhile leaves it to the answer (`cancelAsked`). */
   private joining = false
   /**
-   * `cancel()` came while the HTTP join was on its way: the join's answer decides, since the
-   * ticket it made may have matched at once (and the match then wins, as it does on the server).
+   * `cancel()` came while a join was unanswered (the HTTP join on its way, or a socket `join`
+   * without its `queued`): the join's answer decides, since the ticket it made may have matched
+   * at once (and the match then wins, as it does on the server).
    */
   private cancelAsked = false
+  /** A socket `join` went out: the pool may hold a ticket for it even if no answer came. */
+  private socketJoinSent = false
+  /** The socket a `cancel` frame went out on (one is enough per socket: its frames are ordered). */
+  private cancelSentOn: SocketLike | null = null
+  /** Reading the ticket for a token that `match_found` lacked: no more sockets are needed. */
+  private tokenRead: Promise<void> | null = null
 
   constructor(
     queue: string,
@@ -172,7 +187,8 @@ export class MatchTicket extends Emitter<TicketEvents> {
    * Leaves the queue. Resolves once the server confirms (or the ticket already ended). A ticket
    * already `matching` (its session being made) can no longer leave: `matched` still resolves.
    * While the HTTP join is on its way it resolves at once, and the join's answer decides: its
-   * ticket leaves, or, matched already, `matched` resolves with the match.
+   * ticket leaves, or, matched already, `matched` resolves with the match. So too for a socket
+   * join still unanswered, after up to 5 s for the answer.
    */
   async cancel(): Promise<void> {
     if (this.done) return
@@ -188,19 +204,32 @@ export class MatchTicket extends Emitter<TicketEvents> {
       this.cancelAsked = true
       return
     }
-    if (isOpen(this.socket) && this.transport === 'websocket') {
-      const ended = new Promise<void>((resolve) => {
-        this.on('ended', () => resolve())
-        this.on('match', () => resolve())
-      })
-      this.socket.send(JSON.stringify({ type: 'cancel' }))
-      await Promise.race([ended, sleep(5000, this.abort.signal)])
+    // A socket join sent but unanswered (its `queued` lost with a dropped socket, say) may have
+    // made a ticket that waits out the pool's 10 s disconnect grace, matchable all along: ending
+    // the wait here alone could leave the player matched into a game they left. Only the join's
+    // answer names that ticket, so the join is carried on, as an HTTP join on its way is: the
+    // next socket sends it again (keyed, so it finds that ticket and makes no other) with a
+    // `cancel` right behind it, and whichever answer comes (`queued` is cancelled, the fallback's
+    // HTTP join leaves its ticket) ends the wait.
+    const unanswered = idBefore === null && this.socketJoinSent
+    if (unanswered) this.cancelAsked = true
+    const socket = this.transport === 'websocket' && isOpen(this.socket) ? this.socket : null
+    // The pool handles a socket's frames in order: this cancel follows its join, if unanswered.
+    if (socket) this.sendCancel(socket)
+    if (socket || unanswered) {
+      // Cut short when the ticket ends (its abort); no listener is left behind either way.
+      await sleep(CANCEL_ANSWER_MS, this.abort.signal)
       if (this.done) return
     }
     // A join answered while the cancel was on its way made the ticket after all.
     const ticketId = this.ticketId ?? idBefore
     if (ticketId) await this.leave(ticketId)
-    else this.end('cancelled', 'cancelled')
+    else if (!unanswered) this.end('cancelled', 'cancelled')
+  }
+
+  private sendCancel(socket: SocketLike): void {
+    this.cancelSentOn = socket
+    socket.send(JSON.stringify({ type: 'cancel' }))
   }
 
   /**
@@ -300,6 +329,11 @@ export class MatchTicket extends Emitter<TicketEvents> {
       await this.serveSocket(socket)
       this.socket = null
       if (this.done) return null
+      if (this.tokenRead) {
+        // Matched: only the token is missing, and it comes over HTTP (no socket needed).
+        await this.tokenRead
+        return null
+      }
       // Only a socket that stayed up a while starts the count again (see HEALTHY_SOCKET_MS).
       if (Date.now() - openedAt >= HEALTHY_SOCKET_MS) failures = 0
       failures++
@@ -312,7 +346,7 @@ export class MatchTicket extends Emitter<TicketEvents> {
   }
 
   private async pause(attempt: number): Promise<void> {
-    const delayMs = backoff(this.deps.sockets.backoff, attempt - 1)
+    const delayMs = reconnectDelay(this.deps.sockets.backoff, attempt)
     this.emit('reconnecting', { attempt, delayMs })
     await sleep(delayMs, this.abort.signal)
   }
@@ -412,6 +446,10 @@ export class MatchTicket extends Emitter<TicketEvents> {
             joinKey: this.joinKey,
           }),
         )
+        this.socketJoinSent = true
+        // Cancelled while an earlier join went unanswered: this one finds its ticket (or makes
+        // one), and the cancel right behind it takes that ticket out (see cancel()).
+        if (this.cancelAsked && !this.done && this.cancelSentOn !== socket) this.sendCancel(socket)
       } else {
         // A reconnect: the pool re-attaches a waiting ticket by itself. Joining again could make a
         // second ticket if this one was matched meanwhile, so ask over HTTP instead.
@@ -432,6 +470,44 @@ export class MatchTicket extends Emitter<TicketEvents> {
         }, REATTACH_WAIT_MS)
       }
     })
+  }
+
+  /**
+   * A `match_found` came without this player's session token: reads the ticket, whose answer
+   * carries it, through transient failures and answers still without one, for TOKEN_READ_MS;
+   * then `matched` rejects with `unavailable` (503) naming the session, which a signed-in player
+   * may still join with their own token. A refusal (the ticket no longer kept: `not-found`) is
+   * thrown as it is.
+   */
+  private async readToken(found: { ticketId: string; sessionId: string }): Promise<void> {
+    const giveUpAt = Date.now() + TOKEN_READ_MS
+    const giveUp = (why: string) =>
+      new NexusProblem({
+        type: 'urn:nexus:problem:unavailable',
+        title: 'Service unavailable',
+        status: 503,
+        detail: `Matched into session ${found.sessionId}, but this player's session token could not be read: ${why}`,
+        ticketId: found.ticketId,
+        sessionId: found.sessionId,
+      })
+    for (let misses = 0; !this.done;) {
+      let t: Ticket | undefined
+      try {
+        t = await this.persist(() => this.read(found.ticketId), {
+          needed: () => !this.done,
+          giveUp: () => Date.now() >= giveUpAt,
+          signal: this.abort.signal,
+        })
+      } catch (err) {
+        // Transient failures are thrown only once the time is up.
+        if (this.done || !isTransient(err)) throw err
+        throw giveUp(err instanceof Error ? err.message : String(err))
+      }
+      // Matched with its token: the match (`finish`); ended (never expected): `end`.
+      if (t === undefined || this.settle(t)) return
+      if (Date.now() >= giveUpAt) throw giveUp(`the ticket reads '${t.status}' without one`)
+      await sleep(backoff(this.deps.sockets.backoff, misses++), this.abort.signal)
+    }
   }
 
   /**
@@ -463,6 +539,12 @@ export class MatchTicket extends Emitter<TicketEvents> {
         // ticket is taken back there even while the server cannot read the queue's settings.
         if (typeof msg.region === 'string') this.region = msg.region
         this.expiresBy = expiresBy(msg)
+        if (this.cancelAsked) {
+          // The answer to a join cancelled before it came (a ticket re-attached on connect, say):
+          // the ticket leaves, unless a cancel is on its way on this socket already.
+          if (this.cancelSentOn !== socket) this.sendCancel(socket)
+          return
+        }
         this.emit('queued', {
           ticketId: msg.ticketId,
           existing: msg.existing,
@@ -470,6 +552,14 @@ export class MatchTicket extends Emitter<TicketEvents> {
         })
         return
       case 'match_found':
+        if (!msg.token) {
+          // A pool that could not sign this player's session token sends none and closes the
+          // socket: `matched` must not resolve without one, nor wait forever. The ticket's HTTP
+          // read carries the caller's token, signed by the Worker.
+          this.tokenRead ??= this.readToken(msg).catch((err: unknown) => this.fail(err))
+          socket.close(1000, 'matched')
+          return
+        }
         this.finish({
           ticketId: msg.ticketId,
           sessionId: msg.sessionId,

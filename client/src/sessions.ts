@@ -5,7 +5,7 @@ import type {
 } from '../../workers/sessions/schemas.ts'
 import type { Schemas } from './api.gen.ts'
 import type { Auth } from './auth.ts'
-import { backoff, type Credential, type Ok, type QueryOf, sleep, type Transport } from './http.ts'
+import { type Credential, type Ok, type QueryOf, sleep, type Transport } from './http.ts'
 import { isTransient, NexusNetworkError, NexusProblem, validationProblem } from './problem.ts'
 import type { SocketSettings } from './matchmaking.ts'
 import {
@@ -15,6 +15,7 @@ import {
   keepalive,
   messageText,
   openSocket,
+  reconnectDelay,
   type SocketLike,
   toSocketUrl,
 } from './socket.ts'
@@ -295,7 +296,7 @@ export class GameConnection extends Emitter<GameEvents> {
   }
 
   private async pause(attempt: number): Promise<void> {
-    const delayMs = backoff(this.sockets.backoff, attempt - 1)
+    const delayMs = reconnectDelay(this.sockets.backoff, attempt)
     this.emit('reconnecting', { attempt, delayMs, since: this.seq })
     await sleep(delayMs, this.stop.signal)
   }

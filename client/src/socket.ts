@@ -1,3 +1,4 @@
+import type { RetryPolicy } from './http.ts'
 import { NexusNetworkError } from './problem.ts'
 
 /** What a socket event carries: `data` for messages, `code`/`reason` for closes. */
@@ -142,6 +143,26 @@ export class Emitter<Events extends object> {
 
 /** A socket up this long is taken as healthy: its drop starts the reconnect count afresh. */
 export const HEALTHY_SOCKET_MS = 10_000
+
+/**
+ * The least window a reconnect's delay is drawn from (capped by the policy's `maxDelayMs`). A
+ * server restart or deploy drops every socket of a pool or a Worker at once; drawn from the
+ * retry policy's first window (200 ms by default) they all came back within it, a thundering
+ * herd on one Durable Object. A second spreads them five times wider, and still leaves time for
+ * two more attempts within the matchmaking pool's 10 s disconnect grace.
+ */
+export const RECONNECT_WINDOW_MS = 1000
+
+/**
+ * The pause before reconnect `attempt` (1-based): full jitter, as every retry here, under the
+ * policy's exponential window (doubling from `baseDelayMs`), raised to RECONNECT_WINDOW_MS while
+ * it is smaller, never past `maxDelayMs`. The windows never shrink from one attempt to the next:
+ * 1 s, 1 s, 1 s, 1.6 s, 3.2 s, then 5 s with the default policy.
+ */
+export function reconnectDelay(policy: RetryPolicy, attempt: number): number {
+  const window = Math.max(RECONNECT_WINDOW_MS, policy.baseDelayMs * 2 ** (attempt - 1))
+  return Math.random() * Math.min(policy.maxDelayMs, window)
+}
 
 /** How often an open socket is pinged, and how long after a ping silence means it is dead. */
 export interface KeepaliveSettings {

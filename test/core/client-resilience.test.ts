@@ -2006,3 +2006,265 @@ describe('ticket events', () => {
     expect(seen).toEqual([])
   })
 })
+
+/** Listeners registered on an SDK emitter, in its own registry (a leak shows nowhere else). */
+function listenerCount(emitter: object): number {
+  const registry = (emitter as { listeners?: Map<unknown, Set<unknown>> }).listeners
+  if (!registry) throw new Error('the emitter keeps its listeners elsewhere now')
+  return [...registry.values()].reduce((n, set) => n + set.size, 0)
+}
+
+describe('cancel while a socket join is unanswered', () => {
+  it('cancel() after the socket carrying the join dropped before `queued` takes the ticket the join made out of the pool, over a new socket or the HTTP fallback', async () => {
+    for (const later of ['sockets open', 'sockets fail'] as const) {
+      // The pool as match-pool.ts keeps it: one ticket per join key, found again by a join sent
+      // again with the key (socket or HTTP), cancelled by a socket `cancel` or an HTTP DELETE.
+      const pool = new Map<string, 'waiting' | 'cancelled'>()
+      const join = (key: string) => {
+        const existing = pool.has(key)
+        if (!existing) pool.set(key, 'waiting')
+        return { existing, status: pool.get(key)! }
+      }
+      let sockets = 0
+      const client = createClient({
+        baseUrl: 'http://nexus.test',
+        maxReconnects: 1,
+        retry: { baseDelayMs: 1, maxDelayMs: 5 },
+        fetch: guestFetch((url, init) => {
+          const key = (init?.headers as Record<string, string> | undefined)?.['idempotency-key']
+          if (init?.method === 'POST' && key) {
+            const { existing, status } = join(key)
+            return ticketView(status, { existing, expiresIn: 60_000 })
+          }
+          if (init?.method === 'DELETE') {
+            for (const k of pool.keys()) pool.set(k, 'cancelled')
+            return ticketView('cancelled', { reason: 'cancelled' })
+          }
+          return jsonRes(200, {})
+        }),
+        WebSocket: () => {
+          const n = ++sockets
+          let key: string | null = null
+          return scriptedSocket(
+            (socket) => (n > 1 && later === 'sockets fail' ? socket.fail() : socket.open()),
+            (frame, socket) => {
+              if (frame.type === 'join') {
+                key = frame.joinKey as string
+                const { existing, status } = join(key)
+                // The pool made the ticket; its `queued` is lost as the first socket drops.
+                if (n === 1) return setTimeout(() => socket.drop(), 0)
+                if (status === 'waiting') socket.receive(queuedFrame(existing))
+                else socket.receive({ type: 'cancelled', ticketId: 'duel:eu:t1', reason: status })
+              }
+              if (frame.type === 'cancel') {
+                if (key === null || pool.get(key) !== 'waiting') {
+                  return socket.receive({ type: 'error', code: 'not_queued', message: 'none' })
+                }
+                pool.set(key, 'cancelled')
+                socket.receive({ type: 'cancelled', ticketId: 'duel:eu:t1', reason: 'cancelled' })
+              }
+            },
+          )
+        },
+      })
+      await client.auth.guest('device-abcdef-123456')
+      const t = client.matchmaking.join('duel')
+      const queued: unknown[] = []
+      t.on('queued', (q) => queued.push(q))
+      // The player cancels while the client waits to reconnect: no answer has named the ticket.
+      await within(t.once('reconnecting'), 'the drop', 2000)
+      expect([...pool.values()], later).toEqual(['waiting'])
+      await within(t.cancel(), 'the cancel', 3000)
+      await expect(t.matched).rejects.toBeInstanceOf(MatchmakingEnded)
+      // Left waiting, the pool would match it within its disconnect grace: it must be gone.
+      expect([...pool.values()], later).toEqual(['cancelled'])
+      expect(queued, later).toEqual([])
+    }
+  })
+})
+
+describe('a match without a token', () => {
+  it('a `match_found` without a token (the pool could not sign one) resolves `matched` with the token the ticket’s HTTP read carries', async () => {
+    let reads = 0
+    let sockets = 0
+    const client = createClient({
+      baseUrl: 'http://nexus.test',
+      retry: { baseDelayMs: 1, maxDelayMs: 5 },
+      fetch: guestFetch((url) => {
+        if (decodeURIComponent(url.pathname) !== '/v1/matchmaking/tickets/duel:eu:t1') {
+          return jsonRes(200, {})
+        }
+        // The Worker cannot sign it either for a while (past one request's retries), then can.
+        if (++reads <= 6) {
+          return jsonRes(500, { type: 'urn:nexus:problem:internal', title: 'x', status: 500 })
+        }
+        return ticketView('matched', {
+          match: { sessionId: 's1', token: 'session-tok', players: [] },
+        })
+      }),
+      WebSocket: () => {
+        sockets++
+        return scriptedSocket(
+          (socket) => socket.open(),
+          (frame, socket) => {
+            if (frame.type !== 'join') return
+            socket.receive(queuedFrame())
+            socket.receive({
+              type: 'match_found',
+              ticketId: 'duel:eu:t1',
+              sessionId: 's1',
+              players: [],
+            })
+          },
+        )
+      },
+    })
+    await client.auth.guest('device-abcdef-123456')
+    const t = client.matchmaking.join('duel')
+    const match = await within(t.matched, 'the match', 5000)
+    expect(match).toMatchObject({ ticketId: 'duel:eu:t1', sessionId: 's1', token: 'session-tok' })
+    expect(reads).toBe(7)
+    // Matched: no socket goes back to the pool for it.
+    expect(sockets).toBe(1)
+  })
+
+  it('a `match_found` without a token whose token cannot be read rejects `matched`: the read’s refusal, or once 2 minutes are up, unavailable naming the session', async () => {
+    const realNow = Date.now
+    try {
+      for (const answer of ['not-found', 'failing'] as const) {
+        const client = createClient({
+          baseUrl: 'http://nexus.test',
+          retry: { baseDelayMs: 1, maxDelayMs: 5 },
+          fetch: guestFetch((url) => {
+            if (!url.pathname.startsWith('/v1/matchmaking/tickets/')) return jsonRes(200, {})
+            if (answer === 'not-found') {
+              return jsonRes(404, { type: 'urn:nexus:problem:not-found', title: 'x', status: 404 })
+            }
+            // Failing for now, and the device's clock moves past the two minutes meanwhile.
+            Date.now = () => realNow() + 121_000
+            return jsonRes(503, { type: 'urn:nexus:problem:unavailable', title: 'x', status: 503 })
+          }),
+          WebSocket: () =>
+            scriptedSocket(
+              (socket) => socket.open(),
+              (frame, socket) => {
+                if (frame.type !== 'join') return
+                socket.receive(queuedFrame())
+                socket.receive({
+                  type: 'match_found',
+                  ticketId: 'duel:eu:t1',
+                  sessionId: 's1',
+                  players: [],
+                })
+              },
+            ),
+        })
+        await client.auth.guest('device-abcdef-123456')
+        const t = client.matchmaking.join('duel')
+        const err = await within(t.matched, 'the rejection', 5000).catch((e: unknown) => e)
+        expect(err, answer).toBeInstanceOf(NexusProblem)
+        if (answer === 'not-found') expect(err).toMatchObject({ problem: 'not-found' })
+        else {
+          expect(err).toMatchObject({ problem: 'unavailable', status: 503 })
+          expect((err as NexusProblem).body).toMatchObject({
+            sessionId: 's1',
+            ticketId: 'duel:eu:t1',
+          })
+        }
+        Date.now = realNow
+      }
+    } finally {
+      Date.now = realNow
+    }
+  })
+})
+
+describe('cancel() listeners', () => {
+  it('cancel(), however often it is called, leaves no listener on the ticket', async () => {
+    const client = createClient({
+      baseUrl: 'http://nexus.test',
+      fetch: guestFetch(() => jsonRes(200, {})),
+      WebSocket: () =>
+        scriptedSocket(
+          (socket) => socket.open(),
+          (frame, socket) => {
+            if (frame.type === 'join') socket.receive(queuedFrame())
+            // The pool answers over the network, a moment later.
+            if (frame.type === 'cancel') {
+              setTimeout(
+                () =>
+                  socket.receive({
+                    type: 'cancelled',
+                    ticketId: 'duel:eu:t1',
+                    reason: 'cancelled',
+                  }),
+                5,
+              )
+            }
+          },
+        ),
+    })
+    await client.auth.guest('device-abcdef-123456')
+    const t = client.matchmaking.join('duel')
+    t.on('ended', () => {})
+    await within(t.once('queued'), 'queued', 2000)
+    const mine = listenerCount(t)
+    // A player tapping cancel three times.
+    await within(Promise.all([t.cancel(), t.cancel(), t.cancel()]), 'the cancels', 2000)
+    await expect(t.matched).rejects.toBeInstanceOf(MatchmakingEnded)
+    expect(listenerCount(t)).toBe(mine)
+  })
+})
+
+describe('reconnect jitter', () => {
+  it('sockets dropped together by a server restart reconnect spread over a second, not all within 200 ms', async () => {
+    const clients = 100
+    const game = gameSockets(() => true)
+    const poolSockets: ScriptedSocket[] = []
+    const client = createClient({
+      baseUrl: 'http://nexus.test',
+      fetch: guestFetch((_url, init) =>
+        init?.method === 'DELETE'
+          ? ticketView('cancelled', { reason: 'cancelled' })
+          : jsonRes(200, {}),
+      ),
+      WebSocket: (url) =>
+        url.includes('/v1/sessions/')
+          ? game.factory(url)
+          : scriptedSocket(
+              (socket) => {
+                socket.open()
+                poolSockets.push(socket)
+              },
+              (frame, socket) => {
+                if (frame.type === 'join') socket.receive(queuedFrame())
+              },
+            ),
+    })
+    await client.auth.guest('device-abcdef-123456')
+    const games = Array.from({ length: clients / 2 }, (_, i) =>
+      client.sessions.connect(`s${i}`, 'tok'),
+    )
+    const tickets = Array.from({ length: clients / 2 }, () => client.matchmaking.join('duel'))
+    await within(
+      Promise.all([...games.map((g) => g.ready), ...tickets.map((t) => t.once('queued'))]),
+      'everyone connected',
+      5000,
+    )
+    const delays: number[] = []
+    const reconnects = [
+      ...games.map((g) => g.once('reconnecting')),
+      ...tickets.map((t) => t.once('reconnecting')),
+    ].map((next) => next.then(({ delayMs }) => delays.push(delayMs)))
+    // The server restarts: every socket drops at once.
+    for (const socket of [...game.live.splice(0), ...poolSockets.splice(0)]) socket.drop()
+    await within(Promise.all(reconnects), 'the reconnects', 5000)
+    for (const g of games) g.close()
+    await Promise.all(tickets.map((t) => t.cancel()))
+    expect(delays).toHaveLength(clients)
+    // Full jitter over the first second: about four in five wait 200 ms or more. Still within the
+    // second, well inside the pool's 10 s grace.
+    expect(delays.filter((d) => d >= 200).length).toBeGreaterThan(clients / 2)
+    expect(Math.max(...delays)).toBeLessThan(1000)
+  })
+})

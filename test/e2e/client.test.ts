@@ -209,6 +209,35 @@ function recordingSockets(): { factory: SocketFactory; opened: SocketLike[] } {
   }
 }
 
+/**
+ * Node's WebSocket, except that the first socket loses the pool's answer to its join: the
+ * connection dies (closed 4001) as that answer arrives, so the client never sees it, though the
+ * pool made the ticket. `lost` hears the frame's type.
+ */
+function firstAnswerLost(lost: string[]): SocketFactory {
+  let first = true
+  return (url) => {
+    const real = new WebSocket(url)
+    if (!first) return real as unknown as SocketLike
+    first = false
+    return {
+      get readyState() {
+        return real.readyState
+      },
+      send: (d) => real.send(d),
+      close: (code, reason) => real.close(code, reason),
+      addEventListener: (type, l) => {
+        if (type !== 'message') return real.addEventListener(type, l as never)
+        real.addEventListener('message', (e) => {
+          if (real.readyState !== WebSocket.OPEN) return
+          lost.push((JSON.parse(String(e.data)) as { type: string }).type)
+          real.close(4001, 'network went away')
+        })
+      },
+    }
+  }
+}
+
 /** A platform whose sockets never open (a proxy that strips upgrades, say). */
 const brokenSockets: SocketFactory = () => {
   const listeners: Record<string, ((e: object) => void)[]> = {}
@@ -417,6 +446,20 @@ describe('matchmaking', () => {
     const err = await missing.matched.catch((e: unknown) => e)
     expect(err).toBeInstanceOf(NexusProblem)
     expect(err).toMatchObject({ problem: 'not-found' })
+  })
+
+  it('cancel() while the socket join is unanswered (its `queued` lost with the socket) takes the ticket out of the pool, not only the client', async () => {
+    const queue = await duelQueue()
+    const lost: string[] = []
+    const a = await guestClient({ WebSocket: firstAnswerLost(lost) })
+    const ta = a.matchmaking.join(queue)
+    // The player cancels while the client waits to reconnect, before any answer named the ticket.
+    await within(ta.once('reconnecting'), 'the drop')
+    expect(lost).toEqual(['queued'])
+    await within(ta.cancel(), 'the cancel')
+    await expect(ta.matched).rejects.toBeInstanceOf(MatchmakingEnded)
+    // Left to the pool's 10 s disconnect grace, the ticket would be matched with the next player.
+    expect((await a.matchmaking.stats(queue)).waitingPlayers).toBe(0)
   })
 
   it('a region the queue does not have: a socket join rejects with the 422 an HTTP join gets', async () => {

@@ -1,6 +1,6 @@
 import { runInDurableObject } from 'cloudflare:test'
 import { env } from 'cloudflare:workers'
-import { describe, expect, it } from 'vitest'
+import { describe, expect, it, onTestFinished } from 'vitest'
 import {
   FRAME_BURST,
   FRAMES_PER_SECOND,
@@ -94,6 +94,35 @@ describe('sockets: join to match_found', () => {
     const tb = await ticketOf(qb.ticketId, b.token)
     expect(tb.status).toBe('matched')
     expect(tb.attributes).toEqual({ mode: 'ranked' })
+  })
+
+  it('a match whose session tokens cannot be signed still tells each socket match_found, without a token, and closes it (the client reads its ticket over HTTP)', async () => {
+    const q = await createQueue()
+    await rig(q, newClock())
+    const [a, b] = await Promise.all([newGuest(), newGuest()])
+    const wa = await connect(`/v1/matchmaking/${q}`, a.token)
+    const wb = await connect(`/v1/matchmaking/${q}`, b.token)
+    // The pool's secret is gone (a misconfigured deploy): signing throws.
+    await runInDurableObject(poolOf(q), (inst: MatchPool) => {
+      const holder = inst as unknown as { env: typeof env }
+      const configured = holder.env
+      holder.env = { ...configured, AUTH_SECRET: undefined } as typeof env
+      onTestFinished(() => {
+        holder.env = configured
+      })
+    })
+    wa.send(JSON.stringify({ type: 'join' }))
+    await nextOfType<Queued>(wa, 'queued')
+    wb.send(JSON.stringify({ type: 'join' }))
+    const [fa, fb] = await Promise.all([
+      nextOfType<Found>(wa, 'match_found'),
+      nextOfType<Found>(wb, 'match_found'),
+    ])
+    expect(fa.sessionId).toBe(fb.sessionId)
+    expect(fa).not.toHaveProperty('token')
+    expect(fb).not.toHaveProperty('token')
+    expect((await closed(wa)).code).toBe(1000)
+    expect((await closed(wb)).code).toBe(1000)
   })
 
   it('refuses unauthenticated, forged and admin sockets before the upgrade, and unknown regions', async () => {

@@ -80,7 +80,11 @@ export type ServerMessage =
       type: 'match_found'
       ticketId: string
       sessionId: string
-      token: string
+      /**
+       * The player's session token; absent when the server could not sign one (misconfigured):
+       * read the ticket over HTTP (GET /v1/matchmaking/tickets/{ticketId}), which carries it.
+       */
+      token?: string
       players: MatchPlayer[]
     }
   | { type: 'cancelled'; ticketId: string; reason: string }

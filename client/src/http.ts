@@ -25,7 +25,10 @@ export type QueryOf<P extends keyof Paths, M extends keyof Paths[P]> =
 export type PathOf<P extends keyof Paths, M extends keyof Paths[P]> =
   Operation<P, M> extends { path: infer Q } ? Q : never
 
-/** Retries of network failures, 5xx and 429 answers, with exponential backoff and full jitter. */
+/**
+ * Retries of network failures, 500/502/503/504 and 429 answers (those whose Retry-After is within
+ * `maxDelayMs`), with exponential backoff and full jitter.
+ */
 export interface RetryPolicy {
   /** Attempts in all, the first included. */
   attempts: number

@@ -281,7 +281,7 @@ const removeRoute = createRoute({
   summary: "Remove a player's entry from the current cycle",
   description:
     'For moderation (a cheater’s score): the entry leaves the current cycle at once and everyone ' +
-    'below moves up; cached reads catch up within 5 s, and top-list walks begun before still see ' +
+    'below moves up; cached reads catch up within 4 s, and top-list walks begun before still see ' +
     'the board as it was when they began. `removed` is false when the player had no entry, so a ' +
     'retry changes nothing (unless the player submitted in between: it removes that score too). ' +
     'The player may submit again (a retried submission answers its first ' +

@@ -889,6 +889,45 @@ describe('the end of a game', () => {
     expect(mine.entry?.score).toBe(1)
   })
 
+  it('a clearing that fails partway leaves the session whole (one transaction), and the next run clears it', async () => {
+    const game = await playGame()
+    await inObject(game.sessionId, (inst) => inst.runEndWork({ force: true }))
+    const stored = () =>
+      inObject(game.sessionId, (_inst, state) => ({
+        log: state.storage.sql.exec<{ n: number }>('SELECT count(*) AS n FROM log').one().n,
+        purged: state.storage.sql
+          .exec<{ n: number }>(`SELECT count(*) AS n FROM meta WHERE key = 'purged'`)
+          .one().n,
+      }))
+    const before = await stored()
+    expect(before.log).toBe(game.seq)
+    // The tombstone's write fails, after the log's rows were deleted in the same transaction.
+    await inObject(game.sessionId, async (inst) => {
+      const base = inst.now()
+      inst.now = () => base + RETENTION_MS + 1000
+      const holder = inst as unknown as { setMeta: (key: string, value: string) => void }
+      const setMeta = holder.setMeta
+      holder.setMeta = (key, value) => {
+        if (key === 'purged') throw new Error('injected failure in the clearing')
+        setMeta.call(inst, key, value)
+      }
+      try {
+        await inst.runEndWork().catch(() => undefined)
+      } finally {
+        holder.setMeta = setMeta
+      }
+    })
+    expect(await stored()).toEqual(before)
+    // Its retry, once the failure's backoff is over.
+    const status = await inObject(game.sessionId, (inst) => {
+      const base = inst.now()
+      inst.now = () => base + 60_000
+      return inst.runEndWork()
+    })
+    expect(status?.stage).toBe('done')
+    expect(await stored()).toEqual({ log: 0, purged: 1 })
+  })
+
   it('after the retention period clears the object; reads then come from Neon (any page), creates stay idempotent', async () => {
     const game = await playGame()
     await inObject(game.sessionId, (inst) => inst.runEndWork({ force: true }))

@@ -930,7 +930,7 @@ describe('a board stored by the previous schema', () => {
     expect(indexes.windowsTable).toBe(0)
     // The rank index holds keys only; pages find their players by seq since version 5.
     expect(indexes.names).toContain('entries_seq')
-    expect(indexes.version).toBe('10')
+    expect(indexes.version).toBe('11')
   })
 })
 

@@ -453,7 +453,15 @@ export class GameSession extends DurableObject<Env> {
    */
   async create(
     input: SessionSetup,
-    opts: { listing?: 'now' | 'deferred' } = {},
+    opts: {
+      listing?: 'now' | 'deferred'
+      /**
+       * The setup hash Neon keeps for this id (a keyed admin create sent again): set when the
+       * session was archived and its storage cleared, so a create finding nothing here answers
+       * from it rather than starting the session over.
+       */
+      archivedSetupHash?: string
+    } = {},
   ): Promise<CreateResult> {
     const parsed = SessionSetupSchema.safeParse(input)
     if (!parsed.success) {
@@ -487,6 +495,22 @@ export class GameSession extends DurableObject<Env> {
         ok: false,
         problem: 'conflict',
         detail: `Session '${s.sessionId}' exists with a different setup`,
+      }
+    }
+    if (opts.archivedSetupHash !== undefined) {
+      if (opts.archivedSetupHash === hash) return { ok: true, created: false }
+      return {
+        ok: false,
+        problem: 'conflict',
+        detail: `Session '${s.sessionId}' was played with a different setup`,
+      }
+    }
+    // Cleared here a moment ago, after the caller read Neon: its next read there finds the hash.
+    if (this.purged) {
+      return {
+        ok: false,
+        problem: 'unavailable',
+        detail: `Session '${s.sessionId}' was just archived; send the create again`,
       }
     }
     const rules = getRules(setup.rules)!
@@ -1343,6 +1367,8 @@ export class GameSession extends DurableObject<Env> {
         return
       }
       case 'retain':
+        // Neon keeps what a late create is answered from; the object then keeps nothing.
+        await this.store.keepSetupHash(setup.sessionId, this.setupHash!)
         await this.purge()
         return
       default:
@@ -1445,7 +1471,12 @@ export class GameSession extends DurableObject<Env> {
     }
   }
 
-  /** Clears the storage once Neon has everything, keeping a tombstone for idempotent creates. */
+  /**
+   * Clears the storage once Neon has everything. Nothing is kept: an object with no stored data is
+   * not billed, where a tombstone made every match ever played cost its object's empty tables
+   * (about 28 KB) for good. Reads then come from Neon, and a late create is answered from the
+   * setup hash Neon keeps (`keepSetupHash`).
+   */
   private async purge(): Promise<void> {
     const sessionId = this.setup?.sessionId ?? ''
     this.resuming.clear()
@@ -1456,19 +1487,11 @@ export class GameSession extends DurableObject<Env> {
         // Closing already.
       }
     }
-    // One transaction: the data goes and the tombstone stays together. A `deleteAll()` then a
-    // tombstone written again would be two commits, and a reset between them would leave an empty
-    // object that answers 404 instead of sending readers to Neon.
-    this.ctx.storage.transactionSync(() => {
-      for (const table of ['log', 'timers', 'absent', 'work']) this.sql.exec(`DELETE FROM ${table}`)
-      // The tombstone: the setup's hash (a late create stays idempotent) and the session's id.
-      this.sql.exec(
-        `DELETE FROM meta WHERE key NOT IN ('schema', 'setup_hash', 'session_id', 'purged')`,
-      )
-      this.setMeta('purged', '1')
-    })
     await this.ctx.storage.deleteAlarm()
+    // One step, the alarm's with it: a crash leaves either the whole session or nothing.
+    await this.ctx.storage.deleteAll()
     this.setup = null
+    this.setupHash = null
     this.rules = null
     this.match = null
     this.status = null

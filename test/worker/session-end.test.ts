@@ -1,4 +1,4 @@
-import { runInDurableObject } from 'cloudflare:test'
+import { evictDurableObject, runInDurableObject } from 'cloudflare:test'
 import { env } from 'cloudflare:workers'
 import { describe, expect, it, onTestFinished } from 'vitest'
 import { RETENTION_MS } from '../../durable-objects/game-session.ts'
@@ -18,6 +18,7 @@ import {
   connect,
   createSession,
   inObject,
+  sessionObject,
   playerIds,
   playToEnd,
   type TestSocket,
@@ -133,7 +134,13 @@ async function playGame(
 /** A store whose Neon is down: a game's end work waits at its first stage. */
 function neonDown(): SessionStore {
   const down = () => Promise.reject(new Error('Neon is down'))
-  return { register: async () => {}, recordResult: down, archiveLog: down, erasedAmong: down }
+  return {
+    register: async () => {},
+    recordResult: down,
+    archiveLog: down,
+    erasedAmong: down,
+    keepSetupHash: down,
+  }
 }
 
 /**
@@ -429,6 +436,7 @@ describe('the end of a game', () => {
             },
             archiveLog: (id, r) => real.archiveLog(id, r),
             erasedAmong: (ids, since) => real.erasedAmong(ids, since),
+            keepSetupHash: (id, hash) => real.keepSetupHash(id, hash),
           }
           inst.store = crashing
         })
@@ -803,6 +811,7 @@ describe('the end of a game', () => {
         recordResult: (input) => real.recordResult(input),
         archiveLog: (id, r) => real.archiveLog(id, r),
         erasedAmong: async () => [],
+        keepSetupHash: (id, hash) => real.keepSetupHash(id, hash),
       }
       inst.store = beforeTheErasure
     })
@@ -889,35 +898,88 @@ describe('the end of a game', () => {
     expect(mine.entry?.score).toBe(1)
   })
 
-  it('a clearing that fails partway leaves the session whole (one transaction), and the next run clears it', async () => {
+  it('a keyed admin create sent again after its session was played and cleared: the same session (200) from Neon, and another body under the key is 422', async () => {
+    const players = playerIds(2)
+    const body = { rules: 'dice-race', roster: players.map((playerId) => ({ playerId })) }
+    const key = `cleared-${crypto.randomUUID()}`
+    const create = (b: unknown) =>
+      call('/v1/admin/sessions', json('POST', b, ADMIN_KEY, { 'idempotency-key': key }))
+    const first = await create(body)
+    expect(first.status).toBe(201)
+    const { sessionId } = (await first.json()) as { sessionId: string }
+    const ended = await call(`/v1/admin/sessions/${sessionId}/end`, {
+      ...bearer(ADMIN_KEY),
+      method: 'POST',
+    })
+    expect(ended.status).toBe(200)
+    await inObject(sessionId, (inst) => {
+      inst.store = new NeonSessionStore(env)
+    })
+    expect(await inObject(sessionId, (inst) => inst.runEndWork({ force: true }))).toMatchObject({
+      stage: 'retain',
+    })
+    const cleared = await inObject(sessionId, (inst) => {
+      const base = inst.now()
+      inst.now = () => base + RETENTION_MS + 1000
+      return inst.runEndWork()
+    })
+    expect(cleared?.stage).toBe('done')
+    // A new instance over the empty storage, as after any eviction.
+    await evictDurableObject(sessionObject(sessionId))
+    const retry = await create(body)
+    expect(retry.status).toBe(200)
+    expect(((await retry.json()) as { sessionId: string }).sessionId).toBe(sessionId)
+    const other = await problem(await create({ ...body, options: { target: 10 } }))
+    expect(other).toMatchObject({ status: 422, type: 'urn:nexus:problem:idempotency-key-reused' })
+    // Nothing was started over: the object still holds nothing, and reads come from Neon.
+    const tables = await inObject(
+      sessionId,
+      (_inst, state) =>
+        state.storage.sql
+          .exec<{ n: number }>(`SELECT count(*) AS n FROM sqlite_master WHERE name = 'meta'`)
+          .one().n,
+    )
+    expect(tables).toBe(0)
+    const view = await call(`/v1/sessions/${sessionId}`, bearer(ADMIN_KEY))
+    expect(view.status).toBe(200)
+    expect(await view.json()).toMatchObject({ sessionId, status: 'finished', seq: null })
+  })
+
+  it('a clearing whose Neon write fails (the setup hash a late create is answered from) clears nothing; the next run clears it', async () => {
     const game = await playGame()
     await inObject(game.sessionId, (inst) => inst.runEndWork({ force: true }))
-    const stored = () =>
-      inObject(game.sessionId, (_inst, state) => ({
-        log: state.storage.sql.exec<{ n: number }>('SELECT count(*) AS n FROM log').one().n,
-        purged: state.storage.sql
-          .exec<{ n: number }>(`SELECT count(*) AS n FROM meta WHERE key = 'purged'`)
-          .one().n,
-      }))
-    const before = await stored()
-    expect(before.log).toBe(game.seq)
-    // The tombstone's write fails, after the log's rows were deleted in the same transaction.
+    const logRows = () =>
+      inObject(game.sessionId, (_inst, state) =>
+        state.storage.sql
+          .exec<{ n: number }>(`SELECT count(*) AS n FROM sqlite_master WHERE name = 'log'`)
+          .one().n === 0
+          ? 0
+          : state.storage.sql.exec<{ n: number }>('SELECT count(*) AS n FROM log').one().n,
+      )
+    expect(await logRows()).toBe(game.seq)
+    let failures = 0
     await inObject(game.sessionId, async (inst) => {
       const base = inst.now()
       inst.now = () => base + RETENTION_MS + 1000
-      const holder = inst as unknown as { setMeta: (key: string, value: string) => void }
-      const setMeta = holder.setMeta
-      holder.setMeta = (key, value) => {
-        if (key === 'purged') throw new Error('injected failure in the clearing')
-        setMeta.call(inst, key, value)
+      const real = new NeonSessionStore(env)
+      inst.store = {
+        register: (s, t) => real.register(s, t),
+        recordResult: (input) => real.recordResult(input),
+        archiveLog: (id, r) => real.archiveLog(id, r),
+        erasedAmong: (ids, since) => real.erasedAmong(ids, since),
+        keepSetupHash: async (id, hash) => {
+          if (failures++ === 0) throw new Error('Neon is down')
+          return real.keepSetupHash(id, hash)
+        },
       }
-      try {
-        await inst.runEndWork().catch(() => undefined)
-      } finally {
-        holder.setMeta = setMeta
-      }
+      return inst.runEndWork()
     })
-    expect(await stored()).toEqual(before)
+    expect(failures).toBe(1)
+    expect(await logRows()).toBe(game.seq)
+    expect(
+      (await pg()`select setup_hash from game_sessions where id = ${game.sessionId}`)[0]!
+        .setup_hash,
+    ).toBeNull()
     // Its retry, once the failure's backoff is over.
     const status = await inObject(game.sessionId, (inst) => {
       const base = inst.now()
@@ -925,7 +987,7 @@ describe('the end of a game', () => {
       return inst.runEndWork()
     })
     expect(status?.stage).toBe('done')
-    expect(await stored()).toEqual({ log: 0, purged: 1 })
+    expect(await logRows()).toBe(0)
   })
 
   it('after the retention period clears the object; reads then come from Neon (any page), creates stay idempotent', async () => {
@@ -945,14 +1007,19 @@ describe('the end of a game', () => {
       return inst.runEndWork()
     })
     expect(status?.stage).toBe('done')
-    const left = await inObject(game.sessionId, (_inst, state) => ({
-      log: state.storage.sql.exec<{ n: number }>('SELECT count(*) AS n FROM log').one().n,
-      meta: state.storage.sql
-        .exec<{ key: string }>('SELECT key FROM meta ORDER BY key')
+    // Nothing left in the object (no table, no alarm): Neon keeps the setup's hash instead.
+    const left = await inObject(game.sessionId, async (_inst, state) => ({
+      tables: state.storage.sql
+        .exec<{ name: string }>(
+          `SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE '\_cf\_%' ESCAPE '\\'`,
+        )
         .toArray()
-        .map((r) => r.key),
+        .map((r) => r.name),
+      alarm: await state.storage.getAlarm(),
     }))
-    expect(left).toEqual({ log: 0, meta: ['purged', 'schema', 'session_id', 'setup_hash'] })
+    expect(left).toEqual({ tables: [], alarm: null })
+    const [kept] = await pg()`select setup_hash from game_sessions where id = ${game.sessionId}`
+    expect(kept!.setup_hash).toMatch(/^[0-9a-f]{64}$/)
 
     const res = await call(`/v1/sessions/${game.sessionId}`, bearer(game.tokens[game.winner]!))
     expect(res.status).toBe(200)
@@ -978,10 +1045,14 @@ describe('the end of a game', () => {
       expect(await past.json()).toEqual({ events: [], nextFrom: null })
     }
 
-    const again = await inObject(game.sessionId, (inst) => inst.create(setup))
+    // A create sent again is answered from the hash Neon keeps, and starts nothing over.
+    const archivedSetupHash = kept!.setup_hash as string
+    const again = await inObject(game.sessionId, (inst) =>
+      inst.create(setup, { archivedSetupHash }),
+    )
     expect(again).toEqual({ ok: true, created: false })
     const other = await inObject(game.sessionId, (inst) =>
-      inst.create({ ...setup, seed: `${setup.seed}x` }),
+      inst.create({ ...setup, seed: `${setup.seed}x` }, { archivedSetupHash }),
     )
     expect(other).toMatchObject({ ok: false, problem: 'conflict' })
     const socket = await call(`/v1/sessions/${game.sessionId}`, {

@@ -220,6 +220,11 @@ export const gameSessions = pgTable(
       .notNull()
       .default(sql`now()`),
     endedAt: timestamp('ended_at', { withTimezone: true, mode: 'date' }),
+    /**
+     * The hash of the session's setup, written when its object's storage is cleared: a keyed
+     * admin create sent again after that is answered from it (the object keeps nothing).
+     */
+    setupHash: text('setup_hash'),
   },
   (t) => [index('game_sessions_status_idx').on(t.status, t.createdAt)],
 )

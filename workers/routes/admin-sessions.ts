@@ -19,6 +19,7 @@ import { noBodyFields } from '../middleware/json-body.ts'
 import { sessionView, SessionView } from './sessions.ts'
 import { MAX_ROSTER, SessionId } from '../sessions/schemas.ts'
 import { sessionStub } from '../sessions/stub.ts'
+import { NeonSessionStore } from '../sessions/store.ts'
 
 export const adminSessions = newRouter()
 
@@ -131,16 +132,23 @@ adminSessions.openapi(createSessionRoute, async (c) => {
     sessionId = `s_k${(await keyedDigest(c.env, `admin-session-id:${key}`)).slice(0, 32)}`
     seed = await keyedDigest(c.env, `admin-session-seed:${key}`)
   }
-  const r = await sessionStub(c.env, sessionId).create({
-    sessionId,
-    rules: body.rules,
-    roster: body.roster.map((p, i) => ({ playerId: p.playerId, team: p.team ?? i })),
-    seed,
-    ...(body.options !== undefined ? { options: body.options } : {}),
-    queue: body.queue ?? null,
-    region: null,
-    leaderboardId: body.leaderboardId ?? null,
-  })
+  // A retry may come after the session was played and its storage cleared: Neon then keeps its
+  // setup's hash, which answers it (the object keeps nothing to).
+  const archivedSetupHash =
+    key === undefined ? null : await new NeonSessionStore(c.env).archivedSetupHash(sessionId)
+  const r = await sessionStub(c.env, sessionId).create(
+    {
+      sessionId,
+      rules: body.rules,
+      roster: body.roster.map((p, i) => ({ playerId: p.playerId, team: p.team ?? i })),
+      seed,
+      ...(body.options !== undefined ? { options: body.options } : {}),
+      queue: body.queue ?? null,
+      region: null,
+      leaderboardId: body.leaderboardId ?? null,
+    },
+    archivedSetupHash === null ? {} : { archivedSetupHash },
+  )
   if (!r.ok && key !== undefined && r.problem === 'conflict') {
     throw new ApiError(
       'idempotency-key-reused',

@@ -223,7 +223,8 @@ export async function sessionView(
       ratingChanges: info.ratingChanges,
     }
   }
-  const archived = info.purged ? await loadArchivedSession(c.env, id) : null
+  // An object that holds nothing: a session whose storage was cleared (Neon has it), or none.
+  const archived = await loadArchivedSession(c.env, id)
   if (!archived) throw new ApiError('not-found', `No session '${id}'`)
   return {
     sessionId: archived.sessionId,
@@ -292,15 +293,14 @@ sessionRoutes.openapi(eventsRoute, (async (c: Context<AppEnv>) => {
   const viewer = await viewerOf(c, id)
   const stub = sessionStub(c.env, id)
   const info = await stub.info()
-  let purged = !info.ok && info.purged
   if (info.ok) {
     authorize(viewer, info.roster)
     const page = await stub.events(from, limit)
     if (page.ok) return c.json({ events: page.events, nextFrom: page.nextFrom })
-    // Purged between the two calls: the log is in Neon by then.
-    purged = page.purged === true
+    // Cleared between the two calls: the log is in Neon by then.
   }
-  const archived = purged ? await loadArchivedSession(c.env, id) : null
+  // An object that holds nothing: a session whose storage was cleared (Neon has it), or none.
+  const archived = await loadArchivedSession(c.env, id)
   if (!archived) throw new ApiError('not-found', `No session '${id}'`)
   authorize(viewer, archived.roster)
   const events = await loadArchivedEvents(c.env, id, from, limit + 1)

@@ -57,6 +57,11 @@ export interface SessionStore {
   archiveLog(sessionId: string, records: readonly LogRecord[]): Promise<void>
   /** Of `ids`, the players erased since `since` (ms): nothing of theirs goes on a board. */
   erasedAmong(ids: readonly string[], since: number): Promise<string[]>
+  /**
+   * Keeps the setup's hash on the session's Neon row before the object's storage is cleared, so
+   * that a keyed admin create sent again later is answered from it. Throws if Neon has no row.
+   */
+  keepSetupHash(sessionId: string, setupHash: string): Promise<void>
 }
 
 /** Players of `$1` erased at or after `$2` (ms since the epoch). */
@@ -126,6 +131,23 @@ export class NeonSessionStore implements SessionStore {
 
   constructor(env: DbEnv) {
     this.env = env
+  }
+
+  async keepSetupHash(sessionId: string, setupHash: string): Promise<void> {
+    const rows = await getSql(this.env).query(
+      `update game_sessions set setup_hash = $2 where id = $1 returning 1 as kept`,
+      [sessionId, setupHash],
+    )
+    if (rows.length === 0) throw new Error(`session ${sessionId} is not listed in Neon`)
+  }
+
+  /** The setup hash Neon keeps for a session whose storage was cleared, or null. */
+  async archivedSetupHash(sessionId: string): Promise<string | null> {
+    const [row] = (await getSql(this.env).query(
+      `select setup_hash from game_sessions where id = $1`,
+      [sessionId],
+    )) as { setup_hash: string | null }[]
+    return row?.setup_hash ?? null
   }
 
   async register(s: SessionRecord, createdAt: number): Promise<void> {

@@ -21,13 +21,19 @@ import { all, one, schemaVersion, setSchemaVersion } from '../workers/lib/sql.ts
  *   no count is lost or doubled. The batch and its source's new number are written in one
  *   synchronous step, so a crash leaves either both or neither.
  * - Totals live in memory (`MetricsAggregate`), loaded from SQLite on wake; each batch writes back
- *   the series it changed. Storage is bounded by the series limits of the families, not by time.
+ *   the series it changed. Storage is bounded by the series limits of the families, and a series
+ *   no batch has changed for SERIES_RETENTION_MS is forgotten: a board or queue region that went
+ *   quiet (queues and boards are never deleted) would otherwise hold its place under the limit
+ *   for good, and new ones would find no room. A counter that comes back starts again from what
+ *   the isolates send, which scrapers read as a counter reset.
  * - Sources silent for SOURCE_RETENTION_MS are forgotten: isolates come and go, and an isolate
  *   retries an unacknowledged batch within seconds, never a week later.
  */
 
 /** How long a silent source's last batch number is kept. */
 const SOURCE_RETENTION_MS = 7 * 24 * 3600_000
+/** How long a series no batch changes is kept. */
+export const SERIES_RETENTION_MS = 7 * 24 * 3600_000
 /** Forgotten sources are swept at most this often. */
 const SWEEP_EVERY_MS = 3600_000
 
@@ -39,6 +45,8 @@ export class MetricsHub extends DurableObject<Env> {
   private totals = new MetricsAggregate()
   private sweptAt = -Infinity
   private readonly warnedFull = new Set<string>()
+  /** The hub's clock; tests move it forward instead of waiting a week. */
+  now: () => number = Date.now
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env)
@@ -57,6 +65,13 @@ export class MetricsHub extends DurableObject<Env> {
         );
       `)
       setSchemaVersion(this.sql, 1)
+    }
+    if (schemaVersion(this.sql) < 2) {
+      // Series written before this count as changed now: each gets the whole retention.
+      this.sql.exec(`ALTER TABLE series ADD COLUMN changed_at INTEGER NOT NULL DEFAULT 0`)
+      this.sql.exec(`UPDATE series SET changed_at = ?`, Date.now())
+      this.sql.exec(`CREATE INDEX IF NOT EXISTS series_changed ON series (changed_at)`)
+      setSchemaVersion(this.sql, 2)
     }
     this.load()
   }
@@ -93,7 +108,7 @@ export class MetricsHub extends DurableObject<Env> {
       return { ok: false, problem: 'validation', detail: parsed.error.issues[0]!.message }
     }
     const batch: MetricsBatch = parsed.data
-    const now = Date.now()
+    const now = this.now()
     const last = one<{ last_seq: number }>(
       this.sql,
       `SELECT last_seq FROM sources WHERE source = ?`,
@@ -115,7 +130,7 @@ export class MetricsHub extends DurableObject<Env> {
   }
 
   private applyBatch(batch: MetricsBatch, now: number): void {
-    for (const family of batch.families) this.apply(family)
+    for (const family of batch.families) this.apply(family, now)
     this.sql.exec(
       `INSERT INTO sources (source, last_seq, seen_at) VALUES (?, ?, ?)
          ON CONFLICT (source) DO UPDATE SET last_seq = excluded.last_seq, seen_at = excluded.seen_at`,
@@ -126,10 +141,16 @@ export class MetricsHub extends DurableObject<Env> {
     if (now - this.sweptAt >= SWEEP_EVERY_MS) {
       this.sweptAt = now
       this.sql.exec(`DELETE FROM sources WHERE seen_at < ?`, now - SOURCE_RETENTION_MS)
+      const stale = all<{ name: string; key: string }>(
+        this.sql,
+        `DELETE FROM series WHERE changed_at < ? RETURNING name, key`,
+        now - SERIES_RETENTION_MS,
+      )
+      for (const s of stale) this.totals.forget(s.name, s.key)
     }
   }
 
-  private apply(family: Family): void {
+  private apply(family: Family, now: number): void {
     const stored = one<{ kind: string; help: string; buckets: string | null }>(
       this.sql,
       `SELECT kind, help, buckets FROM families WHERE name = ?`,
@@ -165,11 +186,12 @@ export class MetricsHub extends DurableObject<Env> {
     const changed = this.totals.family(family.name, touched.keys)
     for (const s of changed?.series ?? []) {
       this.sql.exec(
-        `INSERT INTO series (name, key, data) VALUES (?, ?, ?)
-         ON CONFLICT (name, key) DO UPDATE SET data = excluded.data`,
+        `INSERT INTO series (name, key, data, changed_at) VALUES (?, ?, ?, ?)
+         ON CONFLICT (name, key) DO UPDATE SET data = excluded.data, changed_at = excluded.changed_at`,
         family.name,
         seriesKey(s.labels),
         JSON.stringify(s),
+        now,
       )
     }
   }

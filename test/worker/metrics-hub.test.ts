@@ -1,6 +1,7 @@
-import { evictDurableObject } from 'cloudflare:test'
+import { evictDurableObject, runInDurableObject } from 'cloudflare:test'
 import { env } from 'cloudflare:workers'
 import { describe, expect, it } from 'vitest'
+import { SERIES_RETENTION_MS, type MetricsHub } from '../../durable-objects/metrics-hub.ts'
 import type { Env } from '../../workers/env.ts'
 import { parsePrometheus } from '../../workers/dashboard/metrics.ts'
 import type { Family } from '../../workers/lib/metric-families.ts'
@@ -100,6 +101,37 @@ describe('/metrics across isolates', () => {
     // The refused batches did not use up the number: batch 2 is still applied.
     expect(await hub(1).record(a.batch(2, [counterOf(name, 1)]))).toMatchObject({ applied: true })
     expect((await scrape()).value(name)).toBe(3)
+  })
+
+  it('forgets a series no batch changed for a week (freeing its place under the series limit); a busy one stays, through an eviction', async () => {
+    const name = `nexus_test_${crypto.randomUUID().replaceAll('-', '')}_total`
+    const a = otherIsolate()
+    const shard = hub(3)
+    await shard.record(
+      a.batch(1, [
+        {
+          kind: 'counter',
+          name,
+          help: 'test',
+          series: [
+            { labels: { board: 'quiet' }, value: 5 },
+            { labels: { board: 'busy' }, value: 1 },
+          ],
+        },
+      ]),
+    )
+    const eightDays = Date.now() + SERIES_RETENTION_MS + 86_400_000
+    await runInDurableObject(shard, (inst: MetricsHub) => {
+      inst.now = () => eightDays
+    })
+    await shard.record(a.batch(2, [counterOf(name, 2, { board: 'busy' })]))
+    const boards = async () =>
+      (await shard.families())
+        .find((f) => f.name === name)!
+        .series.map((x) => [x.labels.board, (x as { value: number }).value])
+    expect(await boards()).toEqual([['busy', 3]])
+    await evictDurableObject(shard)
+    expect(await boards()).toEqual([['busy', 3]])
   })
 
   it('keeps its totals and batch numbers when evicted', async () => {

@@ -183,6 +183,11 @@ export class MetricsAggregate {
     return [...this.held.values()].map((h) => familyOf(h, [...h.series.values()]))
   }
 
+  /** Drops one series (gone quiet), making room under the family's limit. */
+  forget(name: string, key: string): void {
+    this.held.get(name)?.series.delete(key)
+  }
+
   /** One family with only the named series, for writing back what an `add` changed. */
   family(name: string, keys: readonly string[]): Family | undefined {
     const h = this.held.get(name)

@@ -579,15 +579,20 @@ export class MatchTicket extends Emitter<TicketEvents> {
       case 'error': {
         // `not_queued` answers a cancel that raced the end of the ticket; nothing to do.
         if (msg.code === 'not_queued') return
-        // The server could not answer the join for now (e.g. it could not read the party): a new
-        // socket sends it again after the usual reconnect backoff, up to maxReconnects times.
-        if (
-          msg.code === 'unavailable' &&
-          this.ticketId === null &&
-          this.unavailableAnswers++ < this.deps.sockets.maxReconnects
-        ) {
-          socket.close(1000, 'unavailable')
-          return
+        if (msg.code === 'unavailable' && this.ticketId === null) {
+          // The join made nothing: a cancel waiting for its answer ends the ticket now.
+          this.socketJoinSent = false
+          if (this.cancelAsked) {
+            this.end('cancelled', 'cancelled')
+            socket.close(1000, 'cancelled')
+            return
+          }
+          // The server could not answer the join for now (e.g. it could not read the party): a
+          // new socket sends it again after the usual reconnect backoff, up to maxReconnects times.
+          if (this.unavailableAnswers++ < this.deps.sockets.maxReconnects) {
+            socket.close(1000, 'unavailable')
+            return
+          }
         }
         // The same problems an HTTP join gets for the same refusal.
         const [problem, status] =

@@ -284,6 +284,45 @@ describe('client SDK under failure', () => {
     game.close()
   })
 
+  it('cancel() while a socket join is unanswered ends the ticket at once when the join is then refused as `unavailable` (it made nothing)', async () => {
+    const guest = (async (input: RequestInfo | URL) =>
+      new URL(String(input)).pathname === '/v1/auth/guest'
+        ? jsonRes(200, { token: 'tok', playerId: 'g_1', expiresAt: Date.now() + 3_600_000 })
+        : jsonRes(200, {})) as typeof fetch
+    let answer: (() => void) | undefined
+    let joins = 0
+    const factory = () =>
+      scriptedSocket(
+        (socket) => socket.open(),
+        (frame, socket) => {
+          if (frame.type !== 'join') return
+          joins++
+          answer = () =>
+            socket.receive({ type: 'error', code: 'unavailable', message: 'party not read' })
+        },
+      )
+    const client = createClient({
+      baseUrl: 'http://nexus.test',
+      fetch: guest,
+      WebSocket: factory,
+      retry: { baseDelayMs: 1, maxDelayMs: 5 },
+    })
+    await client.auth.guest('device-abcdef-123456')
+    const ticket = client.matchmaking.join('duel', { transport: 'websocket' })
+    const ended = new Promise<string>((resolve) => ticket.on('ended', (e) => resolve(e.reason)))
+    // The join is out when the pool has it to answer.
+    for (let i = 0; answer === undefined && i < 400; i++) await new Promise((r) => setTimeout(r, 5))
+    expect(answer).toBeDefined()
+    const started = Date.now()
+    const cancelled = ticket.cancel()
+    answer!()
+    await cancelled
+    expect(await ended).toBe('cancelled')
+    // Not the 5 s a cancel waits for an answer that never comes, and no join sent again.
+    expect(Date.now() - started).toBeLessThan(2000)
+    expect(joins).toBe(1)
+  })
+
   it('a party join the server cannot answer for now (`unavailable`) is sent again on a new socket, and fails with 503 after maxReconnects', async () => {
     const guest = (async (input: RequestInfo | URL) =>
       new URL(String(input)).pathname === '/v1/auth/guest'

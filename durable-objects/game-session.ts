@@ -1487,9 +1487,11 @@ export class GameSession extends DurableObject<Env> {
         // Closing already.
       }
     }
-    await this.ctx.storage.deleteAlarm()
-    // One step, the alarm's with it: a crash leaves either the whole session or nothing.
+    // One step: a crash leaves either the whole session, alarm and all (the alarm comes back to
+    // clear it), or nothing. deleteAll() takes the alarm too (compatibility dates from
+    // 2026-02-24); the deleteAlarm() after it is for a runtime that does not.
     await this.ctx.storage.deleteAll()
+    await this.ctx.storage.deleteAlarm()
     this.setup = null
     this.setupHash = null
     this.rules = null

@@ -67,7 +67,7 @@ async function guestWithDevice() {
     expect(res.status).toBe(200)
     return (await res.json()) as { token: string; playerId: string }
   }
-  return { ...(await login()), login }
+  return { ...(await login()), login, deviceId }
 }
 
 describe('erasing a player (admin)', () => {
@@ -384,6 +384,21 @@ describe('erasing a player (admin)', () => {
     expect(
       await fresh<{ entry: unknown }>(`/v1/leaderboards/${board}/players/${gone}`),
     ).toMatchObject({ entry: null })
+  })
+
+  it('a guest signing in while their erasure is under way (its tombstone in, the profile not yet deleted) gets 503, not a token newer than the erasure; once it is done, a new player', async () => {
+    const guest = await guestWithDevice()
+    // An erasure stopped after its first step (Neon failed after it, say), to be sent again.
+    await pg()`insert into erased_players (id) values (${guest.playerId})`
+    const res = await call('/v1/auth/guest', json('POST', { deviceId: guest.deviceId }))
+    expect(res.headers.get('retry-after')).toBe('5')
+    expect(await problem(res)).toMatchObject({
+      status: 503,
+      type: 'urn:nexus:problem:unavailable',
+    })
+    await eraseAll(guest.playerId)
+    const after = await guest.login()
+    expect(after.playerId).not.toBe(guest.playerId)
   })
 
   it('walks the boards a page per call: 202 with the board to go on after, then 200', async () => {

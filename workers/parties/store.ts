@@ -324,10 +324,13 @@ export async function acceptInvite(
     results = await sql.transaction([
       sql.query(LOCK, [partyId]),
       sql.query(
-        `with inv as (
+        // Whether the token predates an erasure is read in this statement's snapshot, the one
+        // the accept is decided by (a later statement could see a tombstone committed between).
+        `with stale as (select ${erasedSinceToken('$2', '$3')} as yes),
+         inv as (
            delete from party_invites
             where party_id = $1 and player_id = $2 and expires_at > clock_timestamp()
-              and not ${erasedSinceToken('$2', '$3')}
+              and not (select yes from stale)
            returning party_id
          ),
          ins as (
@@ -338,16 +341,16 @@ export async function acceptInvite(
            update parties set updated_at = clock_timestamp()
             where id = $1 and exists (select 1 from ins)
          )
-         select (${NOTED_TICKETS}) as stale_tickets from ins`,
+         select (select yes from stale) as stale_token,
+                (select (${NOTED_TICKETS}) from ins) as stale_tickets`,
         [partyId, caller, issuedAt],
       ),
       sql.query(
         `select exists (select 1 from party_members where party_id = $1 and player_id = $2)
                   as member,
                 (select ${iso('expires_at')} from party_invites
-                  where party_id = $1 and player_id = $2) as expired_at,
-                ${erasedSinceToken('$2', '$3')} as stale_token`,
-        [partyId, caller, issuedAt],
+                  where party_id = $1 and player_id = $2) as expired_at`,
+        [partyId, caller],
       ),
       sql.query(VIEW, [partyId]),
     ])
@@ -355,15 +358,10 @@ export async function acceptInvite(
     if (pgErrorCode(err) === '23505') throw await alreadyInParty(env, caller)
     throw err
   }
-  const staleTickets = (results[1] as { stale_tickets: string[] }[])[0]?.stale_tickets ?? []
-  const state = (
-    results[2] as {
-      member: boolean
-      expired_at: string | null
-      stale_token: boolean
-    }[]
-  )[0]!
-  if (state.stale_token) throw new ApiError('forbidden', STALE_TOKEN_DETAIL)
+  const accept = (results[1] as { stale_token: boolean; stale_tickets: string[] | null }[])[0]!
+  const staleTickets = accept.stale_tickets ?? []
+  const state = (results[2] as { member: boolean; expired_at: string | null }[])[0]!
+  if (accept.stale_token) throw new ApiError('forbidden', STALE_TOKEN_DETAIL)
   if (!state.member) {
     throw new ApiError(
       'not-found',

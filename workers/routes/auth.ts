@@ -102,12 +102,24 @@ auth.openapi(guestRoute, async (c) => {
      )
      select (select id from p) as id,
             exists (select 1 from banned_device)
-              or exists (select 1 from p join player_bans b on b.player_id = p.id) as banned`,
+              or exists (select 1 from p join player_bans b on b.player_id = p.id) as banned,
+            exists (select 1 from p join erased_players e on e.id = p.id) as erasing`,
       [`${GUEST_ID_PREFIX}${crypto.randomUUID()}`, deviceKey],
     ),
-  ])) as [unknown, { id: string | null; banned: boolean }[]]
+  ])) as [unknown, { id: string | null; banned: boolean; erasing: boolean }[]]
   if (!row) throw new Error('guest upsert returned no row')
   if (row.banned) throw new ApiError('forbidden', 'This player is banned')
+  // The player's erasure has begun (its tombstone is in) and not yet deleted the profile: a token
+  // for the id now would be newer than the erasure, so nothing would refuse it. Once the erasure
+  // is done, the device signs in as a new player.
+  if (row.erasing) {
+    throw new ApiError(
+      'unavailable',
+      "This player's data is being erased; sign in again shortly",
+      {},
+      { 'retry-after': '5' },
+    )
+  }
   if (row.id === null) throw new Error('guest upsert returned no player')
   const { token, expiresAt } = await issuePlayerToken(c.env, row.id)
   const expiresIn = Math.max(0, Math.floor((expiresAt - Date.now()) / 1000))

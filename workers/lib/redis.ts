@@ -135,7 +135,17 @@ function newRedis(url: string, token: string): Redis {
       url,
       token,
       // Retries would multiply the deadline; the breaker and the fallback path handle failure.
-      retry: false,
+      // (`retry: false` still tries twice in this client: its loop runs attempts + 1 times.)
+      retry: { retries: 0, backoff: () => 0 },
+      // A call past its deadline is abandoned by `within`, not cancelled: this ends its fetch
+      // too, so an unanswered call does not hold one of the request's few connections. As a
+      // function, so each call gets its own (and an abort throws rather than answering
+      // "Aborted"); the longest deadline here, the readiness ping's.
+      signal: () => AbortSignal.timeout(1000),
+      // Off: the client is shared by the isolate's requests, and read-your-writes would make
+      // every read wait for the replica to catch up with any write any request made (rate
+      // counters, cache fills); the cache takes stale answers by design.
+      readYourWrites: false,
       enableTelemetry: false,
       // Off: the client is shared by every request of the isolate, and auto-pipelining would
       // batch one request's command into another request's fetch, which Workers forbid

@@ -12,7 +12,13 @@ const app = createApp()
 
 export default {
   fetch: app.fetch,
-  scheduled(controller, env, ctx) {
-    ctx.waitUntil(runScheduled(env, controller.scheduledTime).finally(() => sendMetricsIfDue(env)))
+  // Awaited, not handed to waitUntil: a cron invocation runs for as long as its handler's own
+  // promise (up to 15 minutes), where work left to waitUntil may be cut off 30 s after it returns.
+  async scheduled(controller, env, _ctx) {
+    try {
+      await runScheduled(env, controller.scheduledTime)
+    } finally {
+      await sendMetricsIfDue(env)
+    }
   },
 } satisfies ExportedHandler<Env>

@@ -1,3 +1,4 @@
+import { NeonDbError } from '@neondatabase/serverless'
 import { env } from 'cloudflare:workers'
 import { describe, expect, it, vi } from 'vitest'
 import { createApp } from '../../workers/app.ts'
@@ -381,6 +382,17 @@ describe('which database errors are 503', () => {
       isDatabaseUnreachable(await failure('select pg_terminate_backend(pg_backend_pid())')),
     ).toBe(true)
     expect(isDatabaseUnreachable(await failure('select * from no_such_table'))).toBe(false)
+  })
+
+  it("Neon's endpoint failing without a SQLSTATE is, but not its answer being too large (HTTP 507: the query's own doing)", () => {
+    // As the driver makes them from Neon's HTTP answers (it names the status in the message).
+    const answered = (status: number, body: string) =>
+      new NeonDbError(`Server error (HTTP status ${status}): ${body}`)
+    expect(isDatabaseUnreachable(answered(502, 'bad gateway'))).toBe(true)
+    expect(isDatabaseUnreachable(answered(503, 'compute is waking up'))).toBe(true)
+    expect(
+      isDatabaseUnreachable(answered(507, 'response is too large (max is 10485760 bytes)')),
+    ).toBe(false)
   })
 
   it('a query cancelled by its statement timeout (57014) may succeed again, and is 503; a wrong query is not', async () => {

@@ -952,6 +952,28 @@ describe('Redis as the cache shared by every location', () => {
     expect(((await second.json()) as Top).entries[0]!.playerId).toBe('a')
   })
 
+  it("keeps one player's standing (rank, around) out of Redis: another location rarely asks for the same player, and each would cost Upstash two commands", async () => {
+    const b = await createBoard()
+    await submitFor(b, 'a', { score: 1 })
+    const { callWithEnv } = await import('./helpers/http.ts')
+    for (const [path, key] of [
+      ['players/a', `lb:${b}:player:a`],
+      ['around/a?limit=5', `lb:${b}:around:a:5`],
+    ] as const) {
+      const first = await callWithEnv({}, `/v1/leaderboards/${b}/${path}`)
+      expect(first.headers.get('x-cache')).toBe('MISS')
+      await first.body?.cancel()
+      // Another location, whose own caches are empty, loads it from the board.
+      await caches.default.delete(
+        new Request(`https://read-cache.nexus.internal/${encodeURIComponent(key)}`),
+      )
+      forgetIsolateReads()
+      const second = await call(`/v1/leaderboards/${b}/${path}`)
+      expect(second.headers.get('x-cache')).toBe('MISS')
+      await second.body?.cancel()
+    }
+  })
+
   it(`keeps answers over ${MAX_REDIS_ANSWER_CHARS / 1024} K characters out of Redis: each location loads its own`, async () => {
     const b = await createBoard({ metadataMaxBytes: 4096 })
     await runInDurableObject(env.LEADERBOARD.getByName(b), async (inst: Leaderboard) => {

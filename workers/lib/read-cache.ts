@@ -52,6 +52,12 @@ export interface CachedReadOptions {
   /** 'private' answers may be cached by the client only, never by shared caches. */
   visibility: 'public' | 'private'
   /**
+   * Whether Redis, shared by every location, holds the answer too (default true). Off for reads
+   * of one player's standing: another location rarely asks for the same player within seconds,
+   * so each such read would pay Upstash a GET and a SET (billed per command) for nothing.
+   */
+  sharedAcrossLocations?: boolean
+  /**
    * Produces the fresh answer (a 200 body). A refusal is thrown as an ApiError, which the error
    * funnel renders like any other and no layer caches.
    */
@@ -100,7 +106,7 @@ export async function cachedRead(c: Context<AppEnv>, opts: CachedReadOptions): P
   const limited = asked && !(await freshReadAllowed(c))
   const bypass = asked && !limited
   const cache = typeof caches !== 'undefined' ? caches.default : undefined
-  const redis = getRedis(c.env)
+  const redis = opts.sharedAcrossLocations === false ? undefined : getRedis(c.env)
   const redisKey = `nexus:read:${opts.key}`
   // The answer a layer chose to refresh early, by when it was produced: the layers below hold
   // the same answer under the same date, and rolling again for it at each would make an early

@@ -313,6 +313,7 @@ leaderboardRoutes.openapi(playerRoute, (async (c: Context<AppEnv>) => {
     key: `lb:${id}:player:${playerId}`,
     ttlSeconds: LIVE_TTL_SECONDS,
     visibility: raw === 'me' ? 'private' : 'public',
+    sharedAcrossLocations: false,
     load: async () => {
       const r = await board(c, id).player(id, playerId)
       if (!r.ok) fail(r)
@@ -353,6 +354,7 @@ leaderboardRoutes.openapi(aroundRoute, (async (c: Context<AppEnv>) => {
     key: `lb:${id}:around:${playerId}:${limit}`,
     ttlSeconds: LIVE_TTL_SECONDS,
     visibility: raw === 'me' ? 'private' : 'public',
+    sharedAcrossLocations: false,
     load: async () => {
       const r = await board(c, id).around(id, playerId, limit)
       if (!r.ok) fail(r)

@@ -1,6 +1,7 @@
 import type { Schemas } from './api.gen.ts'
 import type { Transport } from './http.ts'
-import { NexusProblem } from './problem.ts'
+import { randomUUID } from './platform.ts'
+import { NexusNetworkError, NexusProblem } from './problem.ts'
 
 /** Where the client keeps its device id between runs (`localStorage` fits in browsers). */
 export interface KeyValueStorage {
@@ -77,7 +78,7 @@ export class Auth {
     lifetimeMs?: number
     playerId: string | null
   } | null = null
-  private source: (() => Promise<unknown>) | null = null
+  private source: (() => Promise<void>) | null = null
   private renewing: Promise<void> | null = null
   /**
    * Bumped by every sign-in and sign-out: a token fetched for an older one (a renewal still on
@@ -86,6 +87,7 @@ export class Auth {
   private generation = 0
   /** After a failed early renewal, none is tried again before this (device clock). */
   private retryRenewalAt = 0
+  private readonly signOutListeners = new Set<(token: string | null) => void>()
   private readonly transport: () => Transport
   private readonly storage: KeyValueStorage
   /** Renew when the token has less than this left. */
@@ -115,7 +117,8 @@ export class Auth {
 
   /**
    * Signs in as the guest player of this device. The device id is generated once and kept in the
-   * client's storage, so the same device is the same player on every run.
+   * client's storage, so the same device is the same player on every run. The player signed in
+   * before (if any) is signed out at once: see `useTokens`.
    *
    * @example
    * const { playerId } = await nexus.auth.guest()
@@ -123,13 +126,15 @@ export class Auth {
   async guest(deviceId?: string): Promise<Schemas['TokenResponse']> {
     let id = deviceId ?? this.storage.getItem(DEVICE_ID_KEY)
     if (!id) {
-      id = crypto.randomUUID()
+      id = randomUUID()
       this.storage.setItem(DEVICE_ID_KEY, id)
     }
     const fixed = id
-    const generation = this.signIn()
-    this.source = async () => this.guestToken(fixed, generation)
-    return this.guestToken(fixed, generation)
+    let answer!: Schemas['TokenResponse']
+    await this.signIn(async (generation) => {
+      answer = await this.guestToken(fixed, generation)
+    })
+    return answer
   }
 
   private async guestToken(deviceId: string, generation: number) {
@@ -145,33 +150,111 @@ export class Auth {
     return t
   }
 
-  /** Starts a new sign-in: what is on its way for the one before is dropped. */
-  private signIn(): number {
-    this.renewing = null
-    this.retryRenewalAt = 0
-    return ++this.generation
-  }
-
   /**
    * Uses tokens from another source (the studio's identity provider); called again whenever the
-   * token nears its expiry or the server refuses it.
+   * token nears its expiry or the server refuses it. The player signed in before (if any) is
+   * signed out at once, as `signOut()` does (their tickets and game connections end), and
+   * requests made meanwhile wait for the new token. When the first token cannot be had, this
+   * rejects and the client is left signed out. A source's failure other than a `NexusProblem`
+   * (fetch's `TypeError` offline, say) is thrown as a `NexusNetworkError` whose `cause` it is,
+   * so that it is retried as any network failure is.
    */
   async useTokens(source: TokenSource, playerId: string | null = null): Promise<void> {
-    const generation = this.signIn()
-    this.source = async () => {
-      const t = await source()
+    await this.signIn(async (generation) => {
+      let t: Awaited<ReturnType<TokenSource>>
+      try {
+        t = await source()
+      } catch (err) {
+        if (err instanceof NexusProblem || err instanceof NexusNetworkError) throw err
+        throw new NexusNetworkError('the token source failed', { cause: err })
+      }
       if (generation === this.generation) {
         this.current = { token: t.token, ...timed(t, this.now()), playerId }
       }
-    }
-    await this.source()
+    })
   }
 
-  /** Forgets the token (the device id stays); a renewal still on its way is dropped. */
+  /**
+   * Signs out: forgets the token (the device id stays), drops a renewal still on its way, and
+   * ends this client's live matchmaking tickets (cancelled on the server) and game connections.
+   */
   signOut(): void {
-    this.signIn()
+    this.forget()
+  }
+
+  /**
+   * Called whenever the signed-in player is signed out or replaced, with the token they had (to
+   * leave what they were in), or null when there was none. Returns the function that stops it.
+   * @internal for the SDK's matchmaking and sessions clients.
+   */
+  onSignOut(listener: (token: string | null) => void): () => void {
+    this.signOutListeners.add(listener)
+    return () => this.signOutListeners.delete(listener)
+  }
+
+  /**
+   * Drops the current identity at once (what is on its way for it too) and, unless `quietly`,
+   * tells the listeners; answers the new generation.
+   */
+  private forget(quietly = false): number {
+    const signedIn = this.signedInAs()
     this.current = null
     this.source = null
+    this.renewing = null
+    this.retryRenewalAt = 0
+    const generation = ++this.generation
+    if (signedIn && !quietly) this.signedOut(signedIn.token)
+    return generation
+  }
+
+  /** Who is signed in now (their token, if one is held), or null. */
+  private signedInAs(): { token: string | null; playerId: string | null } | null {
+    if (this.source === null) return null
+    return { token: this.current?.token ?? null, playerId: this.current?.playerId ?? null }
+  }
+
+  private signedOut(token: string | null): void {
+    for (const listener of [...this.signOutListeners]) {
+      try {
+        listener(token)
+      } catch (err) {
+        console.error(err)
+      }
+    }
+  }
+
+  /**
+   * Starts a new sign-in: the previous token is dropped at once, and requests meanwhile wait for
+   * the first one (as the single renewal on its way). The player before is signed out (their
+   * tickets and game connections end) unless the sign-in turns out to be theirs again (a guest
+   * signing in again on the same device, say). Rejects, leaving the client signed out, when that
+   * token cannot be had, or when another sign-in or a sign-out came first.
+   */
+  private async signIn(fetchToken: (generation: number) => Promise<void>): Promise<void> {
+    const before = this.signedInAs()
+    const generation = this.forget(true)
+    const source = () => fetchToken(generation)
+    this.source = source
+    const first: Promise<void> = source().finally(() => {
+      if (this.renewing === first) this.renewing = null
+    })
+    this.renewing = first
+    try {
+      await first
+    } catch (err) {
+      if (generation === this.generation) {
+        this.forget(true)
+        if (before) this.signedOut(before.token)
+      }
+      throw err
+    }
+    if (generation !== this.generation) {
+      // Overtaken: whatever overtook it told the listeners what it had to.
+      throw new Error('Signed out before the sign-in completed')
+    }
+    const samePlayer =
+      before?.playerId != null && before.playerId === (this.current?.playerId ?? null)
+    if (before && !samePlayer) this.signedOut(before.token)
   }
 
   /**

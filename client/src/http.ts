@@ -1,4 +1,5 @@
 import type { Paths } from './api.gen.ts'
+import { timeoutError } from './platform.ts'
 import {
   NexusNetworkError,
   NexusProblem,
@@ -258,10 +259,7 @@ export class Transport {
 export function timeoutSignal(ms: number): { signal: AbortSignal; release?: () => void } {
   if (typeof AbortSignal.timeout === 'function') return { signal: AbortSignal.timeout(ms) }
   const controller = new AbortController()
-  const timer = setTimeout(
-    () => controller.abort(new DOMException('The operation timed out.', 'TimeoutError')),
-    ms,
-  )
+  const timer = setTimeout(() => controller.abort(timeoutError()), ms)
   return { signal: controller.signal, release: () => clearTimeout(timer) }
 }
 

@@ -1,5 +1,6 @@
 import type { Schemas } from './api.gen.ts'
 import type { Credential, Ok, QueryOf, Transport } from './http.ts'
+import { randomUUID } from './platform.ts'
 
 export type Entry = Schemas['Entry']
 export type TopPage = Schemas['TopPage']
@@ -49,7 +50,7 @@ export class Leaderboards {
     submission: Submission,
     opts: { idempotencyKey?: string } = {},
   ): Promise<SubmitResult> {
-    const key = opts.idempotencyKey ?? crypto.randomUUID()
+    const key = opts.idempotencyKey ?? randomUUID()
     return this.t.request('post', '/v1/leaderboards/{id}/scores', {
       path: { id: board },
       headers: { 'idempotency-key': key },

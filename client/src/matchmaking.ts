@@ -5,8 +5,16 @@ import type {
 } from '../../workers/matchmaking/protocol.ts'
 import type { Schemas } from './api.gen.ts'
 import type { Auth } from './auth.ts'
-import { backoff, type Ok, type RetryPolicy, sleep, type Transport } from './http.ts'
+import {
+  backoff,
+  type Credential,
+  type Ok,
+  type RetryPolicy,
+  sleep,
+  type Transport,
+} from './http.ts'
 import { isTransient, NexusNetworkError, NexusProblem, validationProblem } from './problem.ts'
+import { randomUUID } from './platform.ts'
 import {
   HEALTHY_SOCKET_MS,
   Emitter,
@@ -85,7 +93,7 @@ const MATCHING_WAIT_MS = 15 * 60_000
 const LONG_POLL_SECONDS = 20
 /** After a reconnect the pool re-attaches a waiting ticket at once; past this we ask over HTTP. */
 const REATTACH_WAIT_MS = 3000
-/** How often a party member without a socket reads the party for the leader's new ticket. */
+/** How often a party member without a ticket reads the party for the leader's new one. */
 const PARTY_POLL_MS = 2000
 /** How long `cancel()` waits for the pool to answer a socket `cancel` before it asks over HTTP. */
 const CANCEL_ANSWER_MS = 5000
@@ -130,7 +138,7 @@ export class MatchTicket extends Emitter<TicketEvents> {
    * before its answer (or an HTTP answer lost) gets the ticket the first one made, even matched
    * or cancelled meanwhile, never a second ticket.
    */
-  private readonly joinKey = crypto.randomUUID()
+  private readonly joinKey = randomUUID()
   /** A member's party ticket that had ended before the wait began (the last game's). */
   private staleTicketId: string | null = null
   /**
@@ -157,6 +165,10 @@ export class MatchTicket extends Emitter<TicketEvents> {
   private cancelSentOn: SocketLike | null = null
   /** Reading the ticket for a token that `match_found` lacked: no more sockets are needed. */
   private tokenRead: Promise<void> | null = null
+  /** Who leaves the ticket: the player, or after a sign-out the token the player had. */
+  private leaveAs: Credential = { kind: 'player' }
+  /** Stops listening for the player signing out (see `signedOut`). */
+  private readonly offSignOut: () => void
 
   constructor(
     queue: string,
@@ -171,6 +183,7 @@ export class MatchTicket extends Emitter<TicketEvents> {
     this.role = role
     this.region = opts.region
     if (opts.transport === 'http' || !deps.sockets.factory) this.transport = 'http'
+    this.offSignOut = deps.auth.onSignOut((token) => this.signedOut(token))
     this.matched = new Promise<Match>((resolve, reject) => {
       this.resolveMatch = resolve
       this.rejectMatch = reject
@@ -225,6 +238,22 @@ export class MatchTicket extends Emitter<TicketEvents> {
     const ticketId = this.ticketId ?? idBefore
     if (ticketId) await this.leave(ticketId)
     else if (!unanswered) this.end('cancelled', 'cancelled')
+  }
+
+  /**
+   * The player signed out (or another signed in): the ticket ends (`ended`, reason
+   * `signed_out`), and leaves the server with the token it was made with, best effort: a socket
+   * `cancel`, and the HTTP leave of a ticket with a known id (or of one an HTTP join on its way
+   * makes, when it answers).
+   */
+  private signedOut(token: string | null): void {
+    if (this.done) return
+    if (token !== null) this.leaveAs = { kind: 'bearer', token }
+    if (this.transport === 'websocket' && isOpen(this.socket)) this.sendCancel(this.socket)
+    // A member's ticket is the party's: it leaves as a member's cancel() takes it out.
+    const ticketId = this.ticketId
+    if (ticketId !== null && token !== null) void this.deleteTicket(ticketId).catch(() => {})
+    this.end('cancelled', 'signed_out')
   }
 
   private sendCancel(socket: SocketLike): void {
@@ -306,12 +335,15 @@ export class MatchTicket extends Emitter<TicketEvents> {
         lastError = err
         failures++
         if (failures === 1 || failures > sockets.maxReconnects) await this.checkQueue()
+        // Cancelled meanwhile: no renewal, no `reconnecting` after `ended`.
+        if (this.done) return null
         if (failures === 1) {
           // The upgrade's 401 is hidden as well: the token may be what was refused (a rotated
           // secret), so it is renewed once per run of failures, as a 401 over HTTP would be.
           await auth.token(true, token).catch((renewErr: unknown) => {
-            if (!isTransient(renewErr)) throw renewErr
+            if (!this.done && !isTransient(renewErr)) throw renewErr
           })
+          if (this.done) return null
         }
         if (failures > sockets.maxReconnects) return lastError
         await this.pause(failures)
@@ -419,14 +451,26 @@ export class MatchTicket extends Emitter<TicketEvents> {
           // A member waits: the leader's new ticket attaches this socket and sends `queued`. One
           // made before the socket connected (since the wait's first party read, or while a
           // socket was down; perhaps in another region, or already matched) shows on the party.
+          // The leader may queue in another region than this socket's pool, which then never
+          // sends anything: the party is read every PARTY_POLL_MS (as over HTTP) until it names
+          // a ticket.
           const region = this.region
+          const needed = () => !attached && !this.done && this.ticketId === null && isOpen(socket)
+          const watch = async (): Promise<boolean> => {
+            while (needed()) {
+              // A member has no ticket to expire yet: it waits as long as the socket is up.
+              const found = await this.persist(() => this.checkParty(), {
+                needed,
+                signal: gone.signal,
+              })
+              if (found) return true
+              await sleep(PARTY_POLL_MS, gone.signal)
+            }
+            return false
+          }
           reattach = setTimeout(() => {
-            if (attached || this.done || this.ticketId !== null) return
-            // A member has no ticket to expire yet: it waits as long as the socket is up.
-            void this.persist(() => this.checkParty(), {
-              needed: () => !attached && this.ticketId === null && isOpen(socket),
-              signal: gone.signal,
-            })
+            if (!needed()) return
+            void watch()
               .then((found) => {
                 if (!found || this.done || !isOpen(socket)) return
                 // A live ticket this socket was not attached to: a member's join attaches it,
@@ -770,7 +814,7 @@ export class MatchTicket extends Emitter<TicketEvents> {
   private deleteTicket(ticketId: string): Promise<Ticket> {
     return this.deps.t.request('delete', '/v1/matchmaking/tickets/{ticketId}', {
       path: { ticketId },
-      as: { kind: 'player' },
+      as: this.leaveAs,
       retry: true,
     })
   }
@@ -815,6 +859,7 @@ export class MatchTicket extends Emitter<TicketEvents> {
   private finish(m: Match): void {
     if (this.done) return
     this.done = true
+    this.offSignOut()
     this.abort.abort()
     if (isOpen(this.socket)) this.socket.close(1000, 'matched')
     this.emit('match', m)
@@ -824,6 +869,7 @@ export class MatchTicket extends Emitter<TicketEvents> {
   private end(outcome: 'cancelled' | 'expired', reason: string): void {
     if (this.done) return
     this.done = true
+    this.offSignOut()
     this.abort.abort()
     if (isOpen(this.socket)) this.socket.close(1000, outcome)
     this.emit('ended', { outcome, reason })
@@ -833,6 +879,7 @@ export class MatchTicket extends Emitter<TicketEvents> {
   private fail(err: unknown): void {
     if (this.done) return
     this.done = true
+    this.offSignOut()
     this.abort.abort()
     if (isOpen(this.socket)) this.socket.close(1000, 'failed')
     this.rejectMatch(err)
@@ -873,7 +920,8 @@ export class Matchmaking {
   /**
    * A party member's side of a party join: never joins, waits for the ticket the leader makes
    * in this queue and region and resolves `matched` with this player's own token. Over a socket
-   * the server attaches it to the leader's new ticket; over HTTP it reads the party until its
+   * the server attaches it to the leader's new ticket (and the party is read every few seconds
+   * too, for a ticket in another region than the socket's); over HTTP it reads the party until its
    * `ticketId` names a new ticket. Open it before the leader queues (a ticket that ended before
    * the wait began is taken as the last game's). `cancel()` on a ticket takes the whole party
    * out. Rejects with `NexusProblem` `not-found` when the player is in no party.

@@ -81,6 +81,8 @@ export class GameConnection extends Emitter<GameEvents> {
    */
   private asPlayer = false
   private readonly sockets: SocketSettings
+  /** Stops listening for the player signing out, which closes the connection. */
+  private readonly offSignOut: () => void
 
   constructor(
     sessionId: string,
@@ -105,6 +107,9 @@ export class GameConnection extends Emitter<GameEvents> {
     })
     this.ended.catch(() => {})
     this.ready.catch(() => {})
+    this.offSignOut =
+      this.auth?.onSignOut(() => this.shut('connection closed: the player signed out')) ??
+      (() => {})
     void this.run().catch((err: unknown) => this.fail(err))
   }
 
@@ -122,12 +127,20 @@ export class GameConnection extends Emitter<GameEvents> {
     this.socket.send(JSON.stringify({ ...action, type: 'action' }))
   }
 
-  /** Closes the connection for good (the server's absence grace then applies). */
+  /**
+   * Closes the connection for good (the server's absence grace then applies). Signing out (or
+   * in as another player) closes it too.
+   */
   close(): void {
+    this.shut('connection closed by the client')
+  }
+
+  private shut(why: string): void {
     this.done = true
+    this.offSignOut()
     this.stop.abort()
     if (isOpen(this.socket)) this.socket.close(1000, 'bye')
-    const closed = new NexusNetworkError('connection closed by the client')
+    const closed = new NexusNetworkError(why)
     this.rejectReady(closed)
     this.rejectEnded(closed)
   }
@@ -363,6 +376,7 @@ export class GameConnection extends Emitter<GameEvents> {
   private finish(seq: number, result: GameResult): void {
     if (this.done) return
     this.done = true
+    this.offSignOut()
     this.stop.abort()
     this.emit('ended', { seq, result })
     this.resolveReady()
@@ -373,6 +387,7 @@ export class GameConnection extends Emitter<GameEvents> {
   private fail(err: unknown): void {
     if (this.done) return
     this.done = true
+    this.offSignOut()
     this.stop.abort()
     if (isOpen(this.socket)) this.socket.close(1000, 'failed')
     this.rejectReady(err)

@@ -2307,3 +2307,350 @@ describe('reconnect jitter', () => {
     expect(Math.max(...delays)).toBeLessThan(1000)
   })
 })
+
+describe('signing in, out and as another player', () => {
+  it('switching players signs the old one out at once: requests meanwhile wait for the new token, and a failed switch leaves the client signed out', async () => {
+    const used: string[] = []
+    const client = createClient({
+      baseUrl: 'http://nexus.test',
+      fetch: guestFetch((_url, init) => {
+        used.push(authOf(init))
+        return jsonRes(200, { rewards: [] })
+      }),
+    })
+    await client.auth.guest('device-abcdef-123456')
+    expect(client.auth.playerId).toBe('g_1')
+    // The studio's account B, whose provider answers a moment later.
+    let release!: () => void
+    const gate = new Promise<void>((resolve) => (release = resolve))
+    const switching = client.auth.useTokens(async () => {
+      await gate
+      return { token: 'tok-B', expiresIn: 3600 }
+    }, 'B')
+    expect(client.auth.playerId).toBeNull()
+    const during = client.leaderboards.rewards()
+    release()
+    await switching
+    await during
+    expect(client.auth.playerId).toBe('B')
+    expect(used).toEqual(['tok-B'])
+    // A switch to C whose provider cannot be reached: the client is signed out, not still B
+    // (nor C some time later).
+    const failed = client.auth.useTokens(async () => {
+      throw new Error('IdP unreachable')
+    }, 'C')
+    await expect(failed).rejects.toThrow()
+    expect(client.auth.signedIn).toBe(false)
+    expect(client.auth.playerId).toBeNull()
+    await expect(client.leaderboards.rewards()).rejects.toThrow(/Not signed in/)
+    expect(used).toEqual(['tok-B'])
+    // Signing out while a guest sign-in is on its way: it does not end signed in.
+    const guest = client.auth.guest('device-abcdef-123456')
+    client.auth.signOut()
+    await expect(guest).rejects.toThrow()
+    expect(client.auth.signedIn).toBe(false)
+    expect(client.auth.playerId).toBeNull()
+  })
+
+  it('signOut() ends the live tickets (leaving the queue with the player’s token) and closes the game connections', async () => {
+    const deletes: string[] = []
+    const frames: string[] = []
+    let poolSocket: ScriptedSocket | null = null
+    const view = {
+      ticketId: 'duel:eu:t1',
+      queue: 'duel',
+      region: 'eu',
+      status: 'waiting',
+      expiresAt: 0,
+      expiresIn: 300_000,
+      reason: null,
+      match: null,
+    }
+    const client = createClient({
+      baseUrl: 'http://nexus.test',
+      retry: { baseDelayMs: 1, maxDelayMs: 5 },
+      fetch: guestFetch(async (url, init) => {
+        if (init?.method === 'POST') return jsonRes(201, { ...view, existing: false })
+        if (init?.method === 'DELETE') {
+          deletes.push(`${decodeURIComponent(url.pathname)} as ${authOf(init)}`)
+          return jsonRes(200, { ...view, status: 'cancelled', reason: 'cancelled' })
+        }
+        // A long poll that answers "still waiting" after a while.
+        if (url.searchParams.get('wait')) await new Promise((r) => setTimeout(r, 50))
+        return jsonRes(200, view)
+      }),
+      WebSocket: (url) =>
+        scriptedSocket(
+          (socket) => {
+            socket.open()
+            if (url.includes('/v1/sessions/')) {
+              const welcome = { type: 'welcome', seq: 0, state: {}, you: 'g_1', status: 'active' }
+              setTimeout(() => socket.receive(welcome), 1)
+            } else poolSocket = socket
+          },
+          (frame, socket) => {
+            if (url.includes('/v1/sessions/')) return
+            frames.push(frame.type)
+            if (frame.type === 'join') socket.receive({ ...queuedFrame(), ticketId: 'duel2:eu:t2' })
+          },
+        ),
+    })
+    await client.auth.guest('device-abcdef-123456')
+    const overHttp = client.matchmaking.join('duel', { transport: 'http' })
+    const overSocket = client.matchmaking.join('duel2')
+    const game = client.sessions.connect('s1', 'session-tok')
+    await within(
+      Promise.all([overHttp.once('queued'), overSocket.once('queued'), game.ready]),
+      'the tickets and the game',
+      2000,
+    )
+    client.auth.signOut()
+    const ended = (e: unknown) => e instanceof MatchmakingEnded && e.reason === 'signed_out'
+    expect(ended(await overHttp.matched.catch((e: unknown) => e))).toBe(true)
+    expect(ended(await overSocket.matched.catch((e: unknown) => e))).toBe(true)
+    await expect(game.ended).rejects.toThrow(/signed out/)
+    expect(game.connected).toBe(false)
+    expect(poolSocket!.closed()).toBe(true)
+    expect(frames).toContain('cancel')
+    // Both tickets leave the server, sent with the token they were made with.
+    await within(
+      (async () => {
+        while (deletes.length < 2) await new Promise((r) => setTimeout(r, 1))
+      })(),
+      'the DELETEs',
+      2000,
+    )
+    expect(deletes.sort()).toEqual([
+      '/v1/matchmaking/tickets/duel2:eu:t2 as tok',
+      '/v1/matchmaking/tickets/duel:eu:t1 as tok',
+    ])
+  })
+
+  it('signing in again as the same player (guest() again on the device) keeps the live ticket; signing in as another ends it', async () => {
+    const deletes: string[] = []
+    const view = {
+      ticketId: 'duel:eu:t1',
+      queue: 'duel',
+      region: 'eu',
+      status: 'waiting',
+      expiresAt: 0,
+      expiresIn: 300_000,
+      reason: null,
+      match: null,
+    }
+    const client = createClient({
+      baseUrl: 'http://nexus.test',
+      retry: { baseDelayMs: 1, maxDelayMs: 5 },
+      fetch: guestFetch(async (url, init) => {
+        if (init?.method === 'POST') return jsonRes(201, { ...view, existing: false })
+        if (init?.method === 'DELETE') {
+          deletes.push(`${decodeURIComponent(url.pathname)} as ${authOf(init)}`)
+          return jsonRes(200, { ...view, status: 'cancelled', reason: 'cancelled' })
+        }
+        if (url.searchParams.get('wait')) await new Promise((r) => setTimeout(r, 20))
+        return jsonRes(200, view)
+      }),
+    })
+    await client.auth.guest('device-abcdef-123456')
+    const ticket = client.matchmaking.join('duel', { transport: 'http' })
+    await within(ticket.once('queued'), 'queued', 2000)
+    let ended: unknown = null
+    ticket.matched.catch((e: unknown) => (ended = e))
+    await client.auth.guest('device-abcdef-123456')
+    // A few long polls on: still waiting, nothing deleted.
+    await new Promise((r) => setTimeout(r, 100))
+    expect(ended).toBeNull()
+    expect(deletes).toEqual([])
+    await client.auth.useTokens(async () => ({ token: 'other-tok', expiresIn: 3600 }), 'g_2')
+    const e = await ticket.matched.catch((x: unknown) => x)
+    expect(e instanceof MatchmakingEnded && e.reason === 'signed_out').toBe(true)
+    await within(
+      (async () => {
+        while (deletes.length < 1) await new Promise((r) => setTimeout(r, 1))
+      })(),
+      'the DELETE',
+      2000,
+    )
+    expect(deletes).toEqual(['/v1/matchmaking/tickets/duel:eu:t1 as tok'])
+  })
+
+  it('a party member’s socket keeps reading the party until the leader queues, even in another region than its socket’s', async () => {
+    vi.useFakeTimers()
+    try {
+      let leaderQueued = false
+      const sockets: string[] = []
+      const client = createClient({
+        baseUrl: 'http://nexus.test',
+        retry: { baseDelayMs: 1, maxDelayMs: 5 },
+        fetch: guestFetch((url) => {
+          if (url.pathname === '/v1/parties/me')
+            return partyOf(leaderQueued ? 'squads:eu:t1' : null)
+          if (decodeURIComponent(url.pathname) === '/v1/matchmaking/tickets/squads:eu:t1')
+            return waitingSquad()
+          return jsonRes(200, {})
+        }),
+        // The member's first socket is in the queue's default pool, which never hears of the
+        // leader's ticket (made in eu); eu's pool re-attaches the member and matches it.
+        WebSocket: (url) => {
+          sockets.push(new URL(url).searchParams.get('region') ?? 'default')
+          return scriptedSocket((socket) => {
+            socket.open()
+            if (new URL(url).searchParams.get('region') === 'eu') {
+              setTimeout(() => queueAndMatch(socket, true), 5)
+            }
+          })
+        },
+      })
+      await client.auth.guest('device-abcdef-123456')
+      const mine = client.matchmaking.waitForParty('squads')
+      let outcome: unknown = null
+      mine.matched.then(
+        (m) => (outcome = m),
+        (e: unknown) => (outcome = e),
+      )
+      // The leader queues ten seconds into the wait, well after the socket's first check.
+      await vi.advanceTimersByTimeAsync(10_000)
+      leaderQueued = true
+      await vi.advanceTimersByTimeAsync(10_000)
+      expect(outcome).toMatchObject({ sessionId: 's1' })
+      expect(sockets).toEqual(['default', 'eu'])
+    } finally {
+      vi.useRealTimers()
+    }
+  })
+
+  it('a token source that fails for the network (fetch’s TypeError offline) is retried as a network failure is', async () => {
+    let offline = false
+    let opens = 0
+    const client = createClient({
+      baseUrl: 'http://nexus.test',
+      retry: { baseDelayMs: 1, maxDelayMs: 5 },
+      fetch: (async () =>
+        jsonRes(200, { queue: 'duel', regions: ['eu'] })) as unknown as typeof fetch,
+      WebSocket: () =>
+        scriptedSocket(
+          (socket) => {
+            // The first socket fails in a tunnel; the next, once out of it, opens.
+            if (opens++ === 0) return socket.fail()
+            socket.open()
+          },
+          (frame, socket) => {
+            if (frame.type === 'join') queueAndMatch(socket, false)
+          },
+        ),
+    })
+    await client.auth.useTokens(async () => {
+      if (offline) {
+        offline = false
+        throw new TypeError('Failed to fetch')
+      }
+      return { token: 'idp', expiresIn: 3600 }
+    }, 'p1')
+    // The failed socket renews the token (its refusal is hidden), with the provider unreachable.
+    offline = true
+    const t = client.matchmaking.join('duel')
+    const outcome = await within(t.matched, 'matched', 5000).catch((e: unknown) => e)
+    expect(outcome).toMatchObject({ sessionId: 's1' })
+    expect(offline).toBe(false)
+    // The source's own error is kept as the cause; a NexusProblem is thrown as it is.
+    const offlineErr = new TypeError('Failed to fetch')
+    const failed = await client.auth
+      .useTokens(async () => {
+        throw offlineErr
+      })
+      .catch((e: unknown) => e)
+    expect(failed).toBeInstanceOf(NexusNetworkError)
+    expect((failed as Error).cause).toBe(offlineErr)
+    const refused = new NexusProblem({
+      type: 'urn:nexus:problem:forbidden',
+      title: 'x',
+      status: 403,
+    })
+    await expect(client.auth.useTokens(() => Promise.reject(refused))).rejects.toBe(refused)
+  })
+
+  it('cancel() while a failed socket’s token renewal is on its way ends the ticket with no `reconnecting` after `ended`', async () => {
+    let signIns = 0
+    let release!: () => void
+    const gate = new Promise<void>((resolve) => (release = resolve))
+    let renewalStarted!: () => void
+    const renewing = new Promise<void>((resolve) => (renewalStarted = resolve))
+    const client = createClient({
+      baseUrl: 'http://nexus.test',
+      fetch: (async (input: RequestInfo | URL) => {
+        if (new URL(String(input)).pathname === '/v1/auth/guest') {
+          if (++signIns === 2) {
+            renewalStarted()
+            await gate
+          }
+          return jsonRes(200, {
+            token: `tok-${signIns}`,
+            playerId: 'g_1',
+            expiresIn: 3600,
+            expiresAt: 0,
+          })
+        }
+        return jsonRes(200, { queue: 'duel', regions: ['eu'] })
+      }) as typeof fetch,
+      WebSocket: () => scriptedSocket((socket) => socket.fail()),
+    })
+    await client.auth.guest('device-abcdef-123456')
+    const t = client.matchmaking.join('duel')
+    const events: string[] = []
+    t.on('ended', ({ reason }) => events.push(`ended ${reason}`))
+    t.on('reconnecting', () => events.push('reconnecting'))
+    await within(renewing, 'the renewal', 2000)
+    await t.cancel()
+    release()
+    await expect(t.matched).rejects.toBeInstanceOf(MatchmakingEnded)
+    // The renewal lands and the code after it runs.
+    await client.auth.token()
+    await new Promise((r) => setTimeout(r, 10))
+    expect(events).toEqual(['ended cancelled'])
+  })
+
+  it('without crypto.randomUUID (plain-http pages, Safari 15.0–15.3) and DOMException (Hermes) the SDK still makes ids and times requests out', async () => {
+    const randomUUID = crypto.randomUUID
+    const timeout = AbortSignal.timeout
+    const scope = globalThis as { DOMException?: unknown }
+    const domException = scope.DOMException
+    ;(crypto as { randomUUID?: unknown }).randomUUID = undefined
+    ;(AbortSignal as { timeout?: unknown }).timeout = undefined
+    scope.DOMException = undefined
+    try {
+      const keys: string[] = []
+      const storage = new Map<string, string>()
+      const client = createClient({
+        baseUrl: 'http://nexus.test',
+        timeoutMs: 30,
+        retry: { attempts: 1 },
+        storage: {
+          getItem: (k) => storage.get(k) ?? null,
+          setItem: (k, v) => void storage.set(k, v),
+        },
+        fetch: guestFetch((url, init) => {
+          if (url.pathname.endsWith('/scores')) {
+            keys.push((init?.headers as Record<string, string>)['idempotency-key']!)
+            return jsonRes(200, { cycle: 1, score: 1, best: 1, rank: 1, replayed: false })
+          }
+          return new Promise<Response>((_, reject) =>
+            init!.signal!.addEventListener('abort', () => reject(init!.signal!.reason)),
+          )
+        }),
+      })
+      await client.auth.guest()
+      await client.leaderboards.submit('daily', { score: 1 })
+      const v4 = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/
+      expect(storage.get('nexus.deviceId')).toMatch(v4)
+      expect(keys[0]).toMatch(v4)
+      const hanging = client.matchmaking.info('duel').catch((e: unknown) => e)
+      const outcome = await within(hanging, 'the timeout', 2000)
+      expect(outcome).toBeInstanceOf(NexusNetworkError)
+      expect((outcome as Error).cause).toMatchObject({ name: 'TimeoutError' })
+    } finally {
+      crypto.randomUUID = randomUUID
+      AbortSignal.timeout = timeout
+      scope.DOMException = domException
+    }
+  })
+})

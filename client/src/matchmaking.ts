@@ -482,14 +482,7 @@ export class MatchTicket extends Emitter<TicketEvents> {
           }, REATTACH_WAIT_MS)
           return
         }
-        socket.send(
-          JSON.stringify({
-            type: 'join',
-            ...(this.opts.party ? { party: this.opts.party } : {}),
-            ...(this.opts.attributes ? { attributes: this.opts.attributes } : {}),
-            joinKey: this.joinKey,
-          }),
-        )
+        socket.send(this.joinFrame())
         this.socketJoinSent = true
         // Cancelled while an earlier join went unanswered: this one finds its ticket (or makes
         // one), and the cancel right behind it takes that ticket out (see cancel()).
@@ -506,13 +499,28 @@ export class MatchTicket extends Emitter<TicketEvents> {
             signal: gone.signal,
           })
             .then((t) => {
-              if (t && !this.settle(t) && isOpen(socket)) {
-                socket.send(JSON.stringify({ type: 'join' }))
-              }
+              if (!t || this.settle(t) || !isOpen(socket)) return
+              // Still waiting and not re-attached: the owner's join sent again with its key finds
+              // that ticket (or the match made since the read) and makes no other; a bare join
+              // could make a new solo ticket if the ticket ended in between. A member has no join
+              // of its own: its bare join only attaches it to the party's ticket.
+              socket.send(
+                this.role === 'member' ? JSON.stringify({ type: 'join' }) : this.joinFrame(),
+              )
             })
             .catch((err: unknown) => this.fail(err))
         }, REATTACH_WAIT_MS)
       }
+    })
+  }
+
+  /** The owner's join, keyed: sent again, it finds the ticket it made and makes no other. */
+  private joinFrame(): string {
+    return JSON.stringify({
+      type: 'join',
+      ...(this.opts.party ? { party: this.opts.party } : {}),
+      ...(this.opts.attributes ? { attributes: this.opts.attributes } : {}),
+      joinKey: this.joinKey,
     })
   }
 

@@ -1636,6 +1636,46 @@ describe('waits that ride out network loss', () => {
     }
   })
 
+  it('a reconnected socket the pool did not re-attach sends the join again with its key (it finds the ticket, or its match), not a bare join that could make another ticket', async () => {
+    vi.useFakeTimers()
+    try {
+      const joins: Record<string, unknown>[] = []
+      let opens = 0
+      const client = createClient({
+        baseUrl: 'http://nexus.test',
+        fetch: guestFetch((url) =>
+          url.pathname.startsWith('/v1/matchmaking/tickets/')
+            ? ticketView('waiting')
+            : jsonRes(200, {}),
+        ),
+        WebSocket: () =>
+          scriptedSocket(
+            (socket) => {
+              socket.open()
+              if (opens++ === 0) setTimeout(() => socket.drop(), 5)
+            },
+            (frame, socket) => {
+              if (frame.type !== 'join') return
+              joins.push(frame)
+              // Only the first socket's join is answered; the second stays unattached.
+              if (joins.length === 1) socket.receive(queuedFrame())
+            },
+          ),
+      })
+      await client.auth.guest('device-abcdef-123456')
+      const t = client.matchmaking.join('duel', { attributes: { mode: 'ranked' } })
+      await vi.advanceTimersByTimeAsync(10_000)
+      expect(joins).toHaveLength(2)
+      expect(joins[0]!.joinKey).toEqual(expect.any(String))
+      expect(joins[1]).toEqual(joins[0])
+      const cancelled = t.cancel().catch(() => {})
+      await vi.advanceTimersByTimeAsync(10_000)
+      await cancelled
+    } finally {
+      vi.useRealTimers()
+    }
+  })
+
   it('a reconnected socket’s ticket read rides out a network loss until the ticket would have expired', async () => {
     for (const networkComesBack of [true, false]) {
       vi.useFakeTimers()

@@ -2086,6 +2086,55 @@ describe('ticket events', () => {
   })
 })
 
+/** A pool socket that answers a join with `queued`, then a `match_found` without a token. */
+function poolMatchingWithoutToken() {
+  return scriptedSocket(
+    (socket) => socket.open(),
+    (frame, socket) => {
+      if (frame.type !== 'join') return
+      socket.receive(queuedFrame())
+      socket.receive({ type: 'match_found', ticketId: 'duel:eu:t1', sessionId: 's1', players: [] })
+    },
+  )
+}
+
+/**
+ * The HTTP side of one waiting ticket (`duel:eu:t1`): joins make it, long polls answer it still
+ * waiting after a moment, DELETEs are noted with the token they carried; `deleted(n)` waits for n
+ * of them.
+ */
+function oneWaitingTicket() {
+  const deletes: string[] = []
+  const view = {
+    ticketId: 'duel:eu:t1',
+    queue: 'duel',
+    region: 'eu',
+    status: 'waiting',
+    expiresAt: 0,
+    expiresIn: 300_000,
+    reason: null,
+    match: null,
+  }
+  const fetch = guestFetch(async (url, init) => {
+    if (init?.method === 'POST') return jsonRes(201, { ...view, existing: false })
+    if (init?.method === 'DELETE') {
+      deletes.push(`${decodeURIComponent(url.pathname)} as ${authOf(init)}`)
+      return jsonRes(200, { ...view, status: 'cancelled', reason: 'cancelled' })
+    }
+    if (url.searchParams.get('wait')) await new Promise((r) => setTimeout(r, 20))
+    return jsonRes(200, view)
+  })
+  const deleted = (n: number) =>
+    within(
+      (async () => {
+        while (deletes.length < n) await new Promise((r) => setTimeout(r, 1))
+      })(),
+      `${n} DELETE(s)`,
+      2000,
+    )
+  return { deletes, fetch, deleted }
+}
+
 /** Listeners registered on an SDK emitter, in its own registry (a leak shows nowhere else). */
 function listenerCount(emitter: object): number {
   const registry = (emitter as { listeners?: Map<unknown, Set<unknown>> }).listeners
@@ -2183,19 +2232,7 @@ describe('a match without a token', () => {
       }),
       WebSocket: () => {
         sockets++
-        return scriptedSocket(
-          (socket) => socket.open(),
-          (frame, socket) => {
-            if (frame.type !== 'join') return
-            socket.receive(queuedFrame())
-            socket.receive({
-              type: 'match_found',
-              ticketId: 'duel:eu:t1',
-              sessionId: 's1',
-              players: [],
-            })
-          },
-        )
+        return poolMatchingWithoutToken()
       },
     })
     await client.auth.guest('device-abcdef-123456')
@@ -2223,20 +2260,7 @@ describe('a match without a token', () => {
             Date.now = () => realNow() + 121_000
             return jsonRes(503, { type: 'urn:nexus:problem:unavailable', title: 'x', status: 503 })
           }),
-          WebSocket: () =>
-            scriptedSocket(
-              (socket) => socket.open(),
-              (frame, socket) => {
-                if (frame.type !== 'join') return
-                socket.receive(queuedFrame())
-                socket.receive({
-                  type: 'match_found',
-                  ticketId: 'duel:eu:t1',
-                  sessionId: 's1',
-                  players: [],
-                })
-              },
-            ),
+          WebSocket: poolMatchingWithoutToken,
         })
         await client.auth.guest('device-abcdef-123456')
         const t = client.matchmaking.join('duel')
@@ -2393,32 +2417,13 @@ describe('signing in, out and as another player', () => {
   })
 
   it('signOut() ends the live tickets (leaving the queue with the player’s token) and closes the game connections', async () => {
-    const deletes: string[] = []
+    const { deletes, fetch, deleted } = oneWaitingTicket()
     const frames: string[] = []
     let poolSocket: ScriptedSocket | null = null
-    const view = {
-      ticketId: 'duel:eu:t1',
-      queue: 'duel',
-      region: 'eu',
-      status: 'waiting',
-      expiresAt: 0,
-      expiresIn: 300_000,
-      reason: null,
-      match: null,
-    }
     const client = createClient({
       baseUrl: 'http://nexus.test',
       retry: { baseDelayMs: 1, maxDelayMs: 5 },
-      fetch: guestFetch(async (url, init) => {
-        if (init?.method === 'POST') return jsonRes(201, { ...view, existing: false })
-        if (init?.method === 'DELETE') {
-          deletes.push(`${decodeURIComponent(url.pathname)} as ${authOf(init)}`)
-          return jsonRes(200, { ...view, status: 'cancelled', reason: 'cancelled' })
-        }
-        // A long poll that answers "still waiting" after a while.
-        if (url.searchParams.get('wait')) await new Promise((r) => setTimeout(r, 50))
-        return jsonRes(200, view)
-      }),
+      fetch,
       WebSocket: (url) =>
         scriptedSocket(
           (socket) => {
@@ -2453,13 +2458,7 @@ describe('signing in, out and as another player', () => {
     expect(poolSocket!.closed()).toBe(true)
     expect(frames).toContain('cancel')
     // Both tickets leave the server, sent with the token they were made with.
-    await within(
-      (async () => {
-        while (deletes.length < 2) await new Promise((r) => setTimeout(r, 1))
-      })(),
-      'the DELETEs',
-      2000,
-    )
+    await deleted(2)
     expect(deletes.sort()).toEqual([
       '/v1/matchmaking/tickets/duel2:eu:t2 as tok',
       '/v1/matchmaking/tickets/duel:eu:t1 as tok',
@@ -2467,29 +2466,11 @@ describe('signing in, out and as another player', () => {
   })
 
   it('signing in again as the same player (guest() again on the device) keeps the live ticket; signing in as another ends it', async () => {
-    const deletes: string[] = []
-    const view = {
-      ticketId: 'duel:eu:t1',
-      queue: 'duel',
-      region: 'eu',
-      status: 'waiting',
-      expiresAt: 0,
-      expiresIn: 300_000,
-      reason: null,
-      match: null,
-    }
+    const { deletes, fetch, deleted } = oneWaitingTicket()
     const client = createClient({
       baseUrl: 'http://nexus.test',
       retry: { baseDelayMs: 1, maxDelayMs: 5 },
-      fetch: guestFetch(async (url, init) => {
-        if (init?.method === 'POST') return jsonRes(201, { ...view, existing: false })
-        if (init?.method === 'DELETE') {
-          deletes.push(`${decodeURIComponent(url.pathname)} as ${authOf(init)}`)
-          return jsonRes(200, { ...view, status: 'cancelled', reason: 'cancelled' })
-        }
-        if (url.searchParams.get('wait')) await new Promise((r) => setTimeout(r, 20))
-        return jsonRes(200, view)
-      }),
+      fetch,
     })
     await client.auth.guest('device-abcdef-123456')
     const ticket = client.matchmaking.join('duel', { transport: 'http' })
@@ -2504,13 +2485,7 @@ describe('signing in, out and as another player', () => {
     await client.auth.useTokens(async () => ({ token: 'other-tok', expiresIn: 3600 }), 'g_2')
     const e = await ticket.matched.catch((x: unknown) => x)
     expect(e instanceof MatchmakingEnded && e.reason === 'signed_out').toBe(true)
-    await within(
-      (async () => {
-        while (deletes.length < 1) await new Promise((r) => setTimeout(r, 1))
-      })(),
-      'the DELETE',
-      2000,
-    )
+    await deleted(1)
     expect(deletes).toEqual(['/v1/matchmaking/tickets/duel:eu:t1 as tok'])
   })
 

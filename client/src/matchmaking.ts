@@ -95,6 +95,13 @@ const LONG_POLL_SECONDS = 20
 const REATTACH_WAIT_MS = 3000
 /** How often a party member without a ticket reads the party for the leader's new one. */
 const PARTY_POLL_MS = 2000
+/**
+ * How long a queued ticket's socket may stay down before the ticket goes over HTTP: the pool
+ * cancels a ticket 10 s after its socket goes (its disconnect grace), and an HTTP join ends that
+ * grace on the same ticket, so the join must come well within it (reconnects alone can take
+ * longer than the grace when WebSocket stays blocked while HTTP works).
+ */
+const HTTP_WITHIN_GRACE_MS = 6000
 /** How long `cancel()` waits for the pool to answer a socket `cancel` before it asks over HTTP. */
 const CANCEL_ANSWER_MS = 5000
 /**
@@ -303,6 +310,11 @@ export class MatchTicket extends Emitter<TicketEvents> {
     const { sockets, t, auth } = this.deps
     let failures = 0
     let lastError: unknown = null
+    /** When the socket of a queued ticket went, while no other socket has opened since. */
+    let queuedSocketLostAt: number | null = null
+    // A queued ticket whose socket has been gone too long for the pool's grace goes over HTTP.
+    const graceRunningOut = () =>
+      queuedSocketLostAt !== null && Date.now() - queuedSocketLostAt >= HTTP_WITHIN_GRACE_MS
     while (!this.done) {
       let token: string
       try {
@@ -345,7 +357,7 @@ export class MatchTicket extends Emitter<TicketEvents> {
           })
           if (this.done) return null
         }
-        if (failures > sockets.maxReconnects) return lastError
+        if (failures > sockets.maxReconnects || graceRunningOut()) return lastError
         await this.pause(failures)
         continue
       }
@@ -355,6 +367,7 @@ export class MatchTicket extends Emitter<TicketEvents> {
         return null
       }
       const openedAt = Date.now()
+      queuedSocketLostAt = null
       this.socket = socket
       if (this.transport !== 'websocket') this.emit('transport', 'websocket')
       this.transport = 'websocket'
@@ -366,6 +379,7 @@ export class MatchTicket extends Emitter<TicketEvents> {
         await this.tokenRead
         return null
       }
+      if (this.ticketId !== null) queuedSocketLostAt = Date.now()
       // Only a socket that stayed up a while starts the count again (see HEALTHY_SOCKET_MS).
       if (Date.now() - openedAt >= HEALTHY_SOCKET_MS) failures = 0
       failures++

@@ -206,12 +206,11 @@ export interface CatchingUp {
   retryAfter: number
 }
 
+/** No session here: none by this id, or one whose storage was cleared (Neon has it then). */
 export interface NotFound {
   ok: false
   problem: 'not-found'
   detail: string
-  /** True when the session existed and its storage was cleared: Neon has it. */
-  purged: boolean
 }
 
 export interface SessionInfo {
@@ -572,7 +571,7 @@ export class GameSession extends DurableObject<Env> {
   // ---------------------------------------------------------------------------------------------
   // Reads
 
-  /** Status, roster and result; `not-found` (with `purged`) when there is no live copy here. */
+  /** Status, roster and result; `not-found` when there is no live copy here. */
   info(): SessionInfo | NotFound {
     if (!this.setup || !this.match || !this.status) return this.notFound()
     const result = this.getMeta('result')
@@ -687,7 +686,6 @@ export class GameSession extends DurableObject<Env> {
       ok: false,
       problem: 'not-found',
       detail: this.purged ? 'The session has ended and was archived' : 'No such session',
-      purged: this.purged,
     }
   }
 

@@ -126,8 +126,8 @@ const ERASURES_AFTER = 'erasures_after'
 const CATCH_UP_RETRY_AT = 'account_bans_retry_at'
 /** Set for a board that existed before boards took account bans on: it takes the older ones. */
 const ACCOUNT_BANS_OLDER_THAN_BOARD = 'account_bans_older_than_board'
-const ACCOUNT_BANS_PAGE = 1000
-const ACCOUNT_BANS_PAGES_PER_RUN = 10
+const CATCH_UP_PAGE_SIZE = 1000
+const CATCH_UP_PAGES_PER_RUN = 10
 /**
  * How long a board keeps a player's erasure: a token issued before it lives at most this long
  * (MAX_TOKEN_LIFETIME_SECONDS), and a second more for its whole-second `iat`.
@@ -392,8 +392,8 @@ export class Leaderboard extends DurableObject<Env> {
   /** Account bans or erasures still to take on (`catchUp`); the meta keys, in memory. */
   private catchUpPending = false
   /** Rows read from Neon per statement, and statements per run, of a catch-up (tests lower them). */
-  accountBansPage = ACCOUNT_BANS_PAGE
-  accountBanPagesPerRun = ACCOUNT_BANS_PAGES_PER_RUN
+  catchUpPageSize = CATCH_UP_PAGE_SIZE
+  catchUpPagesPerRun = CATCH_UP_PAGES_PER_RUN
   /** Replaceable so tests can inject faults between pages; production always writes to Neon. */
   archiveWriter: ArchiveWriter
   /** The board's clock; tests move it forward instead of sleeping past a cycle boundary. */
@@ -1426,7 +1426,7 @@ export class Leaderboard extends DurableObject<Env> {
     for (let page = 0; page < maxPages; page++) {
       const after = this.meta(ACCOUNT_BANS_AFTER)
       if (after === undefined || this.boardId === null) return page
-      const bans = await accountBansAfter(this.env, after, this.accountBansPage, {
+      const bans = await accountBansAfter(this.env, after, this.catchUpPageSize, {
         olderThanBoard: olderThanBoard ? this.boardId : null,
       })
       const now = this.now()
@@ -1441,7 +1441,7 @@ export class Leaderboard extends DurableObject<Env> {
           return page + 1
         }
       }
-      if (bans.length < this.accountBansPage) {
+      if (bans.length < this.catchUpPageSize) {
         this.accountBansDone()
         return page + 1
       }
@@ -1470,12 +1470,12 @@ export class Leaderboard extends DurableObject<Env> {
       const erasures = await recentErasuresAfter(
         this.env,
         after,
-        this.accountBansPage,
+        this.catchUpPageSize,
         ERASURE_KEPT_MS,
       )
       this.ctx.storage.transactionSync(() => {
         for (const e of erasures) this.noteErasure(e.playerId, e.erasedAt)
-        if (erasures.length < this.accountBansPage) {
+        if (erasures.length < this.catchUpPageSize) {
           this.sql.exec(`DELETE FROM meta WHERE key = ?`, ERASURES_AFTER)
         } else {
           this.setMeta(ERASURES_AFTER, erasures[erasures.length - 1]!.playerId)
@@ -2220,7 +2220,7 @@ export class Leaderboard extends DurableObject<Env> {
       await this.runArchive()
       this.sweep(now)
       this.forgetErasures(now)
-      await this.catchUp(this.accountBanPagesPerRun)
+      await this.catchUp(this.catchUpPagesPerRun)
       this.alarmFailures = 0
     } catch (err) {
       this.alarmFailures++

@@ -14,6 +14,18 @@ function counterTotal(name: string): number {
   return ((family?.series ?? []) as { value: number }[]).reduce((sum, s) => sum + s.value, 0)
 }
 
+/** A walk of `board`'s top from its first page to its end (at most 100 pages), `limit` a page. */
+async function walkFrom(board: string, first: Top, limit: number): Promise<Top['entries']> {
+  const walked = [...first.entries]
+  let cursor = first.nextCursor
+  for (let pages = 0; cursor && pages < 100; pages++) {
+    const page = await fresh<Top>(`/v1/leaderboards/${board}/top?limit=${limit}&cursor=${cursor}`)
+    walked.push(...page.entries)
+    cursor = page.nextCursor
+  }
+  return walked
+}
+
 /** Seeds `n` players p000..p(n-1) with distinct scores through the public API. */
 async function seed(board: string, n: number, score: (i: number) => number): Promise<void> {
   for (let i = 0; i < n; i++) {
@@ -55,13 +67,7 @@ describe('top pages with cursors', () => {
     await submitFor(b, 'newcomer', { score: 800 })
     // And the last entry of the first page (the cursor's own entry) moves.
     await submitFor(b, 'p009', { score: 4000 })
-    const walked = [...first.entries]
-    let cursor = first.nextCursor
-    while (cursor) {
-      const page: Top = await fresh<Top>(`/v1/leaderboards/${b}/top?limit=10&cursor=${cursor}`)
-      walked.push(...page.entries)
-      cursor = page.nextCursor
-    }
+    const walked = await walkFrom(b, first, 10)
     // The walk reads the board as of its first page: every one of the 30, once, in their order then,
     // with contiguous ranks, whatever moved in between. (The changes show on the next walk.)
     expect(walked.map((e) => e.playerId)).toEqual(
@@ -159,13 +165,7 @@ describe('top pages with cursors', () => {
     })
     const first = await fresh<Top>(`/v1/leaderboards/${b}/top?limit=5`)
     expect(first.entries.map((e) => e.playerId)).toEqual(['v000', 'v001', 'v002', 'v003', 'v004'])
-    const walked = [...first.entries]
-    let cursor = first.nextCursor
-    for (let i = 0; cursor && i < 100; i++) {
-      const page: Top = await fresh<Top>(`/v1/leaderboards/${b}/top?limit=5&cursor=${cursor}`)
-      walked.push(...page.entries)
-      cursor = page.nextCursor
-    }
+    const walked = await walkFrom(b, first, 5)
     expect(walked.map((e) => e.rank)).toEqual(Array.from({ length: 100 }, (_, i) => i + 1))
     expect(walked.map((e) => e.score)).toEqual(Array.from({ length: 100 }, (_, i) => 100 - i))
   })
@@ -180,13 +180,7 @@ describe('top pages with cursors', () => {
     // Between pages, players on the pages still to come submit new scores with new metadata.
     await submitFor(b, 'm7', { score: 500, metadata: { car: 'new-7' } })
     await submitFor(b, 'm10', { score: 1, metadata: { car: 'new-10' } })
-    const walked = [...first.entries]
-    let cursor = first.nextCursor
-    for (let pages = 0; cursor && pages < 5; pages++) {
-      const page: Top = await fresh<Top>(`/v1/leaderboards/${b}/top?limit=5&cursor=${cursor}`)
-      walked.push(...page.entries)
-      cursor = page.nextCursor
-    }
+    const walked = await walkFrom(b, first, 5)
     expect(walked.map((e) => [e.playerId, e.score, e.metadata])).toEqual(
       Array.from({ length: 12 }, (_, i) => [`m${i}`, 100 - i, { car: `car-${i}` }]),
     )
@@ -668,13 +662,7 @@ describe('removing an entry (moderation)', () => {
   const ids = (page: Top) => page.entries.map((e) => e.playerId)
   /** The players of a walk from its first page to its end, `limit` a page. */
   async function walkOn(board: string, first: Top, limit: number): Promise<string[]> {
-    const walked = ids(first)
-    for (let cursor = first.nextCursor; cursor;) {
-      const page = await fresh<Top>(`/v1/leaderboards/${board}/top?limit=${limit}&cursor=${cursor}`)
-      walked.push(...ids(page))
-      cursor = page.nextCursor
-    }
-    return walked
+    return (await walkFrom(board, first, limit)).map((e) => e.playerId)
   }
 
   it('takes the entry out at once, closes the ranks up, spares walks begun before, and a retry changes nothing', async () => {

@@ -554,8 +554,8 @@ describe('banning a player from the deployment (admin)', () => {
         DATABASE_URL: env.TEST_UNREACHABLE_DATABASE_URL,
         NEON_LOCAL_RELAY: env.TEST_UNREACHABLE_NEON_RELAY,
       }
-      inst.accountBansPage = 10
-      inst.accountBanPagesPerRun = 2
+      inst.catchUpPageSize = 10
+      inst.catchUpPagesPerRun = 2
       const before = Date.now()
       const config = (await pg()`select config from leaderboards where id = ${board}`)[0]!.config
       await inst.configure(board, config as Parameters<Leaderboard['configure']>[1], 1)

@@ -27,7 +27,12 @@ export interface NeonErasure {
  * erasure that hands the device to the player's ban take it, so a sign-in never sees the player
  * gone without the device kept (and makes a new, unbanned player for it).
  */
-export const DEVICE_LOCK = `select pg_advisory_xact_lock(hashtextextended('device:' || $1::text, 0))`
+export const DEVICE_LOCK = `select ${lockDevice('$1::text')}`
+
+/** The advisory lock of the device whose hash is the SQL expression `device`. */
+function lockDevice(device: string): string {
+  return `pg_advisory_xact_lock(hashtextextended('device:' || ${device}, 0))`
+}
 
 /**
  * Erases what Neon holds that identifies a player: their profile row (the guest device link, the
@@ -67,7 +72,7 @@ export async function eraseFromNeon(env: DbEnv, playerId: string): Promise<NeonE
   }
   const [, ...results] = await sql.transaction([
     sql.query(
-      `select pg_advisory_xact_lock(hashtextextended('device:' || device_id, 0))
+      `select ${lockDevice('device_id')}
          from players where id = $1 and device_id is not null`,
       [playerId],
     ),

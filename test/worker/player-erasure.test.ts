@@ -401,6 +401,50 @@ describe('erasing a player (admin)', () => {
     expect(after.playerId).not.toBe(guest.playerId)
   })
 
+  it("an erasure that fails before the profile is deleted already refuses the old token's party writes; the retry finishes it", async () => {
+    const sql = pg()
+    const guest = await guestWithDevice()
+    const old = (await issuePlayerToken(env, guest.playerId, Date.now() - 60_000)).token
+    const leader = await newGuest()
+    const party = (await (await asPlayer(leader.token, 'POST', '/v1/parties')).json()) as {
+      id: string
+    }
+    // Neon fails the erasure's last step, the profile's deletion, for this player only (other
+    // files share the database).
+    const fn = `fail_erasure_${guest.playerId.replace(/\W/g, '_')}`
+    await sql.query(`create function ${fn}() returns trigger language plpgsql as $$
+      begin raise exception 'injected failure'; end $$`)
+    await sql.query(`create trigger ${fn} before delete on players for each row
+      when (old.id = '${guest.playerId}') execute function ${fn}()`)
+    onTestFinished(async () => {
+      await sql.query(`drop trigger if exists ${fn} on players`)
+      await sql.query(`drop function if exists ${fn}()`)
+    })
+    const failed = await erase(guest.playerId, PREFIX)
+    expect(failed.status).toBeGreaterThanOrEqual(500)
+    expect(await sql`select 1 from players where id = ${guest.playerId}`).toHaveLength(1)
+
+    // Meanwhile the old client forms a party and accepts an invite: both refused, nothing written.
+    const created = await problem(await asPlayer(old, 'POST', '/v1/parties'))
+    expect(created).toMatchObject({ status: 403, type: 'urn:nexus:problem:forbidden' })
+    expect(
+      (
+        await asPlayer(leader.token, 'POST', `/v1/parties/${party.id}/invites`, {
+          playerId: guest.playerId,
+        })
+      ).status,
+    ).toBe(201)
+    const accepted = await problem(await asPlayer(old, 'POST', `/v1/parties/${party.id}/members`))
+    expect(accepted).toMatchObject({ status: 403, type: 'urn:nexus:problem:forbidden' })
+    expect(await sql`select 1 from party_members where player_id = ${guest.playerId}`).toEqual([])
+
+    await sql.query(`drop trigger ${fn} on players`)
+    const { first } = await eraseAll(guest.playerId)
+    expect(first.profileDeleted).toBe(true)
+    expect(await sql`select 1 from players where id = ${guest.playerId}`).toEqual([])
+    expect(await sql`select 1 from party_invites where player_id = ${guest.playerId}`).toEqual([])
+  })
+
   it('walks the boards a page per call: 202 with the board to go on after, then 200', async () => {
     const boards = [await newBoard(), await newBoard(), await newBoard()]
     const player = `erase-${crypto.randomUUID()}`

@@ -4,7 +4,8 @@ import { neon } from '@neondatabase/serverless'
 import { describe, expect, it } from 'vitest'
 import type { Leaderboard } from '../../durable-objects/leaderboard.ts'
 import { configureLocalRelay } from '../../workers/db/client.ts'
-import { ADMIN_KEY, bearer, call, callWithEnv, json, newGuest } from './helpers/http.ts'
+import { pg } from './helpers/boards.ts'
+import { ADMIN_KEY, bearer, call, callWithEnv, json, newGuest, problem } from './helpers/http.ts'
 
 const testEnv = env as unknown as Record<string, string>
 const unreachablePostgres = {
@@ -141,7 +142,7 @@ describe('operations endpoints', () => {
     expect(body.detail).toBe('Not ready: postgres not configured (DATABASE_URL)')
   })
 
-  it('keeps serving when Redis is down: guest auth works on the in-isolate rate limit', async () => {
+  it("keeps serving when Redis is down: guest sign-ins are limited per address by the isolate's own count", async () => {
     const started = Date.now()
     for (let i = 0; i < 5; i++) {
       const res = await callWithEnv(
@@ -155,6 +156,39 @@ describe('operations endpoints', () => {
     }
     // The breaker opens after a few failures, so later requests do not wait for Redis at all.
     expect(Date.now() - started).toBeLessThan(5 * 1000)
+
+    // One address (an IPv6 /64 of its own, so no other test's count is in the way) signs in 7
+    // times at 3 a minute: a window's end may fall inside the loop once, so 3 to 6 get in.
+    const address = `2001:db8:${Math.floor(Math.random() * 0xffff).toString(16)}:${Math.floor(Math.random() * 0xffff).toString(16)}::1`
+    const devices = Array.from({ length: 7 }, () => `redis-down-rl-${crypto.randomUUID()}`)
+    const refused: string[] = []
+    let limited: Response | undefined
+    for (const deviceId of devices) {
+      const res = await callWithEnv(
+        { ...unreachableRedis, GUEST_AUTH_PER_MINUTE: '3' },
+        '/v1/auth/guest',
+        json('POST', { deviceId }, undefined, { 'cf-connecting-ip': address }),
+      )
+      if (res.status === 429) {
+        refused.push(deviceId)
+        limited ??= res
+      } else {
+        expect(res.status).toBe(200)
+        await res.body?.cancel()
+      }
+    }
+    expect(refused.length).toBeGreaterThanOrEqual(1)
+    expect(refused.length).toBeLessThanOrEqual(4)
+    expect(await problem(limited!)).toMatchObject({
+      status: 429,
+      type: 'urn:nexus:problem:rate-limited',
+    })
+    expect(Number(limited!.headers.get('retry-after'))).toBeGreaterThanOrEqual(1)
+    expect(Number(limited!.headers.get('retry-after'))).toBeLessThanOrEqual(60)
+    // A refused sign-in made no player.
+    const made = await pg()`select 1 from players where device_id in (
+      select encode(sha256(convert_to(d, 'UTF8')), 'hex') from unnest(${refused}::text[]) d)`
+    expect(made).toEqual([])
   })
 
   it('/metrics exposes request counts and latency per route and status', async () => {

@@ -5,7 +5,8 @@ import { verifySessionToken } from '../../workers/lib/session-token.ts'
 import { MAX_ROSTER } from '../../workers/sessions/schemas.ts'
 import { sessionStub } from '../../workers/sessions/stub.ts'
 import { pg } from './helpers/boards.ts'
-import { ADMIN_KEY, bearer, call, json, newGuest, problem } from './helpers/http.ts'
+import { ADMIN_KEY_GUESSES_PER_MINUTE } from '../../workers/middleware/auth.ts'
+import { ADMIN_KEY, bearer, call, callWithEnv, json, newGuest, problem } from './helpers/http.ts'
 import { createSession, inObject, playerIds } from './helpers/session-sockets.ts'
 import { until } from './helpers/sockets.ts'
 
@@ -240,5 +241,23 @@ describe('GET /v1/sessions/:id', () => {
     )
     const missing = await call('/v1/sessions/s_missing', bearer(ADMIN_KEY))
     expect((await problem(missing)).type).toBe('urn:nexus:problem:not-found')
+  })
+  it('an admin key with dots: wrong guesses in that shape count toward the lockout here too', async () => {
+    const dottedKey = 'aaaa.bbbb.cccc'
+    const ip = `198.51.100.${Math.floor(Math.random() * 250)}`
+    const read = (key: string, from: string) =>
+      callWithEnv(
+        { ADMIN_KEY: dottedKey },
+        '/v1/sessions/s_missing',
+        bearer(key, { 'cf-connecting-ip': from }),
+      )
+    expect((await read(dottedKey, ip)).status).toBe(404)
+    for (let i = 0; i <= ADMIN_KEY_GUESSES_PER_MINUTE; i++) {
+      expect((await read(`aaaa.bbbb.g${i}`, ip)).status).toBe(401)
+    }
+    // Past the allowance the key is not compared from there: the right one is refused as a
+    // token, while from another address it is the admin's.
+    expect((await read(dottedKey, ip)).status).toBe(401)
+    expect((await read(dottedKey, `203.0.113.${Math.floor(Math.random() * 250)}`)).status).toBe(404)
   })
 })

@@ -91,14 +91,21 @@ function credentialOf(c: Context<AppEnv>, { socket }: { socket: boolean }): stri
 async function viewerOf(c: Context<AppEnv>, sessionId: string): Promise<Viewer> {
   const credential = credentialOf(c, { socket: false })
   // Something with no dot can only be meant as the admin key, and a wrong one is counted; a
-  // token is verified as one (an admin key shaped like a token still works, uncounted).
+  // token is verified as one (an admin key shaped like a token still works).
   const guard = adminKeyGuard(c)
   if (!credential.includes('.')) {
     if (await checkAdminKey(c.env, credential, guard)) return { kind: 'admin' }
     throw notACredential()
   }
   if (guard.wait() === 0 && (await isAdminKey(c.env, credential))) return { kind: 'admin' }
-  return { kind: 'player', playerId: await playerOf(c, credential, sessionId) }
+  try {
+    return { kind: 'player', playerId: await playerOf(c, credential, sessionId) }
+  } catch (err) {
+    // An admin key with dots is guessed with dots: such a guess, no token either, counts toward
+    // the lockout as it does on every other route (uncounted, it would dodge it here).
+    if (c.env.ADMIN_KEY?.includes('.')) await guard.wrong()
+    throw err
+  }
 }
 
 /**

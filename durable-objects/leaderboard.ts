@@ -34,7 +34,11 @@ import { isDatabaseUnreachable } from '../workers/db/client.ts'
 import { loadLeaderboardConfig } from '../workers/leaderboards/config-store.ts'
 import { accountBansAfter } from '../workers/players/bans.ts'
 import { recentErasuresAfter } from '../workers/players/erasure.ts'
-import { MAX_TOKEN_LIFETIME_SECONDS, STALE_TOKEN_DETAIL } from '../workers/lib/auth.ts'
+import {
+  CLOCK_SKEW_SECONDS,
+  MAX_TOKEN_LIFETIME_SECONDS,
+  STALE_TOKEN_DETAIL,
+} from '../workers/lib/auth.ts'
 import { submissionRefusals } from '../workers/leaderboards/metrics.ts'
 import { errorFields, log, setLogLevel } from '../workers/lib/log.ts'
 import { counter, gauge, histogram } from '../workers/lib/metrics.ts'
@@ -129,10 +133,12 @@ const ACCOUNT_BANS_OLDER_THAN_BOARD = 'account_bans_older_than_board'
 const CATCH_UP_PAGE_SIZE = 1000
 const CATCH_UP_PAGES_PER_RUN = 10
 /**
- * How long a board keeps a player's erasure: a token issued before it lives at most this long
- * (MAX_TOKEN_LIFETIME_SECONDS), and a second more for its whole-second `iat`.
+ * How long a board keeps a player's erasure: as long as a token issued before it can be
+ * accepted. That is MAX_TOKEN_LIFETIME_SECONDS, plus the clock skew twice (verification takes
+ * a token up to that long past its `exp`, and an identity provider's `exp` may lie that far past
+ * the lifetime), and a second for the whole-second `iat`.
  */
-const ERASURE_KEPT_MS = (MAX_TOKEN_LIFETIME_SECONDS + 1) * 1000
+const ERASURE_KEPT_MS = (MAX_TOKEN_LIFETIME_SECONDS + 2 * CLOCK_SKEW_SECONDS + 1) * 1000
 /** How long a board waits to read account bans again after Neon failed it. */
 const ACCOUNT_BANS_RETRY_MS = 30_000
 

@@ -100,9 +100,7 @@ describe('free-form JSON fields are bounded in depth, however deep the input', (
     expect(refused.code).toBe('invalid')
     expect(refused.message).toContain('__proto__')
     ws.close(1000)
-    const stats = (await (await call(`/v1/matchmaking/${queue}/stats`)).json()) as {
-      waitingTickets: number
-    }
+    const stats = await fresh<{ waitingTickets: number }>(`/v1/matchmaking/${queue}/stats`)
     expect(stats.waitingTickets).toBe(0)
 
     const roster = playerIds(2).map((playerId) => ({ playerId }))

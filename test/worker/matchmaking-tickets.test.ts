@@ -1,6 +1,6 @@
 import { evictDurableObject, runDurableObjectAlarm, runInDurableObject } from 'cloudflare:test'
 import { env } from 'cloudflare:workers'
-import { describe, expect, it } from 'vitest'
+import { describe, expect, it, onTestFinished } from 'vitest'
 import type { MatchPool } from '../../durable-objects/match-pool.ts'
 import { localFamilies } from '../../workers/lib/metrics.ts'
 import { pg } from './helpers/boards.ts'
@@ -14,6 +14,7 @@ import {
   joinFor,
   newClock,
   poolOf,
+  queueId,
   recordingCreator,
   rig,
   setRating,
@@ -25,6 +26,9 @@ import type { SessionCreator } from '../../workers/matchmaking/session.ts'
 import { countRowsRead } from './helpers/rows-read.ts'
 import { markQueuePushed } from '../../workers/matchmaking/config.ts'
 import { runScheduled } from '../../workers/scheduled.ts'
+
+/** Stats are served through the read caches; these tests read them as they are now. */
+const FRESH = { headers: { 'cache-control': 'no-cache' } }
 
 function joinAs(
   queue: string,
@@ -96,8 +100,11 @@ describe('HTTP tickets', () => {
     const reused = await problem(await keyed(a.token, 'join-1', { attributes: { mode: 'x' } }))
     expect(reused).toMatchObject({ status: 422, type: 'urn:nexus:problem:idempotency-key-reused' })
     const waitingNow = async () =>
-      ((await (await call(`/v1/matchmaking/${q}/stats`)).json()) as { waitingTickets: number })
-        .waitingTickets
+      (
+        (await (await call(`/v1/matchmaking/${q}/stats`, FRESH)).json()) as {
+          waitingTickets: number
+        }
+      ).waitingTickets
     expect(await waitingNow()).toBe(0)
     // A cancelled ticket's key answers the cancelled ticket, and queues nothing.
     const tc = (await (await keyed(c.token, 'join-c')).json()) as Ticket
@@ -135,7 +142,7 @@ describe('HTTP tickets', () => {
     expect(again).toMatchObject({ ticketId: first.ticketId, status: 'matched', existing: true })
     expect(again.match!.sessionId).toBe(tb.match!.sessionId)
     expect(typeof again.match!.token).toBe('string')
-    const stats = (await (await call(`/v1/matchmaking/${q}/stats`)).json()) as {
+    const stats = (await (await call(`/v1/matchmaking/${q}/stats`, FRESH)).json()) as {
       waitingTickets: number
     }
     expect(stats.waitingTickets).toBe(0)
@@ -346,7 +353,7 @@ describe('stats', () => {
     await admin(ids[3]!) // matches c: waits 6000 and 0
     await admin(ids[4]!, 'us')
 
-    const res = await call(`/v1/matchmaking/${q}/stats`)
+    const res = await call(`/v1/matchmaking/${q}/stats`, FRESH)
     expect(res.status).toBe(200)
     const s = (await res.json()) as {
       waitingTickets: number
@@ -366,7 +373,7 @@ describe('stats', () => {
     // A minute later the matches no longer count.
     clock.t = t0 + 4000 + 60_001
     await fireAlarm(q)
-    const later = (await (await call(`/v1/matchmaking/${q}/stats`)).json()) as {
+    const later = (await (await call(`/v1/matchmaking/${q}/stats`, FRESH)).json()) as {
       matchesPerMinute: number
     }
     expect(later.matchesPerMinute).toBe(1)
@@ -384,7 +391,7 @@ describe('stats', () => {
     clock.t = t0 + 10_000 + 60 * 60_000 + 60_000
     expect((await alarmAt(q))!).toBeLessThanOrEqual(clock.t)
     await fireAlarm(q)
-    const idle = (await (await call(`/v1/matchmaking/${q}/stats`)).json()) as typeof s
+    const idle = (await (await call(`/v1/matchmaking/${q}/stats`, FRESH)).json()) as typeof s
     expect(idle.waitSeconds).toEqual({ p50: null, p95: null })
     const after = await (await call('/metrics', bearer(ADMIN_KEY))).text()
     expect(after).toContain(`nexus_matchmaking_wait_p95_seconds{queue="${q}",region="eu"} 0`)
@@ -405,8 +412,11 @@ describe('stats over time', () => {
     await joinFor(q, ids[2]!)
     await joinFor(q, ids[3]!) // a match at t0 + 59.5 s; rates computed then
     const perMinute = async () =>
-      ((await (await call(`/v1/matchmaking/${q}/stats`)).json()) as { matchesPerMinute: number })
-        .matchesPerMinute
+      (
+        (await (await call(`/v1/matchmaking/${q}/stats`, FRESH)).json()) as {
+          matchesPerMinute: number
+        }
+      ).matchesPerMinute
     expect(await perMinute()).toBe(2)
     // As the runtime runs an alarm: the alarm that fired is gone unless the handler sets another.
     const alarmFires = () =>
@@ -445,7 +455,7 @@ describe('stats of a match whose session came up late', () => {
     up = true
     await fireAlarm(q)
     expect((await ticketOf(b.ticketId)).status).toBe('matched')
-    const s = (await (await call(`/v1/matchmaking/${q}/stats`)).json()) as {
+    const s = (await (await call(`/v1/matchmaking/${q}/stats`, FRESH)).json()) as {
       matchesPerMinute: number
       waitSeconds: { p50: number; p95: number }
     }
@@ -693,4 +703,48 @@ describe('queue changes and graces', () => {
       expect(gauge()).toBe(0)
     },
   )
+})
+
+describe("a queue's public reads", () => {
+  it('stats and settings come through the read caches: a second read within their TTL is a hit, which a join does not change; a fresh read shows the join', async () => {
+    const q = await createQueue({ teamSize: 2 })
+    // No early refresh (a draw of 0.999999 keeps an answer until its TTL).
+    const random = Math.random
+    Math.random = () => 0.999999
+    onTestFinished(() => {
+      Math.random = random
+    })
+    for (const path of [`/v1/matchmaking/${q}/stats`, `/v1/matchmaking/${q}`]) {
+      const first = await call(path)
+      expect(first.status).toBe(200)
+      expect(first.headers.get('x-cache')).toBe('MISS')
+      expect(first.headers.get('cache-control')).toMatch(/^public, max-age=[0-4]$/)
+      await first.body?.cancel()
+    }
+    await joinFor(q, `${q}-a`)
+    const cached = await call(`/v1/matchmaking/${q}/stats`)
+    expect(cached.headers.get('x-cache')).toMatch(/^HIT/)
+    expect(((await cached.json()) as { waitingTickets: number }).waitingTickets).toBe(0)
+    const settings = await call(`/v1/matchmaking/${q}`)
+    expect(settings.headers.get('x-cache')).toMatch(/^HIT/)
+    expect(await settings.json()).toMatchObject({ queue: q, teamSize: 2 })
+    const now = await call(`/v1/matchmaking/${q}/stats`, FRESH)
+    expect(((await now.json()) as { waitingTickets: number }).waitingTickets).toBe(1)
+  })
+
+  it('a queue nobody created is remembered for a moment: reads are 404 without asking Neon again; a PUT through this isolate ends that at once', async () => {
+    const q = queueId('unknown')
+    for (const path of [`/v1/matchmaking/${q}/stats`, `/v1/matchmaking/${q}`]) {
+      const p = await problem(await call(path))
+      expect(p).toMatchObject({ status: 404, type: 'urn:nexus:problem:not-found' })
+    }
+    // Written to Neon behind the Worker's back (as another isolate's PUT would): still 404
+    // here, since this isolate does not ask again within the moment.
+    await pg()`insert into queues (id, config) select ${q}, config from queues limit 1`
+    expect((await call(`/v1/matchmaking/${q}/stats`)).status).toBe(404)
+    // This isolate's own PUT is seen at once.
+    const put = await call(`/v1/admin/queues/${q}`, json('PUT', DUEL, ADMIN_KEY))
+    expect(put.status).toBe(200)
+    expect((await call(`/v1/matchmaking/${q}/stats`)).status).toBe(200)
+  })
 })

@@ -4,7 +4,7 @@ import type { LeaderboardConfig } from '../core/leaderboard.ts'
 import { getSql } from '../db/client.ts'
 import { markConfigPushed, saveLeaderboardConfig } from '../leaderboards/config-store.ts'
 import { boardStub } from '../leaderboards/stub.ts'
-import { forgetUnknown } from '../leaderboards/unknown-boards.ts'
+import { unknownBoards } from '../leaderboards/unknown-boards.ts'
 import { errorFields, log } from '../lib/log.ts'
 import {
   createRoute,
@@ -95,7 +95,7 @@ adminLeaderboards.openapi(putRoute, async (c) => {
   // first call. (A board that has one keeps it until a push succeeds.) The push carries Neon's
   // version, so of two PUTs racing, the board keeps the later one whatever order they arrive in.
   const { created, version } = await saveLeaderboardConfig(c.env, id, config)
-  forgetUnknown(id)
+  unknownBoards.forget(id)
   const cycle = await boardStub(c.env, id).configure(id, config, version)
   // Unmarked (this push failed, or the Worker stopped here), the cron pushes it again, which
   // the board ignores once it has it: a failed mark must not fail a PUT already in force.

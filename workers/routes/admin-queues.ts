@@ -12,6 +12,7 @@ import {
 } from '../matchmaking/config.ts'
 import { loadLeaderboardConfig } from '../leaderboards/config-store.ts'
 import { poolStub } from '../matchmaking/stub.ts'
+import { unknownQueues } from '../matchmaking/unknown-queues.ts'
 import { requireAdmin } from '../middleware/auth.ts'
 
 export const adminQueues = newRouter()
@@ -73,6 +74,7 @@ adminQueues.openapi(putRoute, async (c) => {
     })
   }
   const { created, version, knownRegions } = await saveQueueConfig(c.env, queue, config)
+  unknownQueues.forget(queue)
   // Neon is the record and every join carries the version, so a failed push only delays it.
   // Regions taken out hear it too, at this change or any later one (a push can fail, and such a
   // region gets no joins to learn it from): their waiting tickets leave with `queue_changed`.

@@ -4,7 +4,7 @@ import type { AppEnv } from '../app-env.ts'
 import type { BoardEntry, BoardProblem } from '../../durable-objects/leaderboard.ts'
 import { submissionRefusals } from '../leaderboards/metrics.ts'
 import { boardStub } from '../leaderboards/stub.ts'
-import { knownUnknown, rememberUnknown } from '../leaderboards/unknown-boards.ts'
+import { unknownBoards } from '../leaderboards/unknown-boards.ts'
 import { boundedInt } from '../lib/config.ts'
 import {
   createRoute,
@@ -57,7 +57,7 @@ const BoardParam = z.object({ id: ResourceId })
  * waking an object that would ask Neon again (workers/leaderboards/unknown-boards.ts).
  */
 function board(c: Context<AppEnv>, id: string) {
-  if (knownUnknown(id)) {
+  if (unknownBoards.has(id)) {
     throw new ApiError('not-found', `No leaderboard '${id}'`, {}, { 'cache-control': 'no-store' })
   }
   return boardStub(c.env, id)
@@ -67,7 +67,7 @@ function board(c: Context<AppEnv>, id: string) {
 class BoardRefusal extends ApiError {}
 
 function fail(p: BoardProblem): never {
-  if (p.unknownBoard) rememberUnknown(p.unknownBoard)
+  if (p.unknownBoard) unknownBoards.remember(p.unknownBoard)
   throw new BoardRefusal(p.problem, p.detail, p.extensions ?? {}, p.headers ?? {})
 }
 

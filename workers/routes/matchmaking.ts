@@ -33,6 +33,7 @@ import { bannedJoinDetail } from '../players/bans.ts'
 import { ApiError, apiErrorFrom } from '../lib/problem.ts'
 import { issueSessionToken } from '../lib/session-token.ts'
 import { within } from '../lib/within.ts'
+import { cachedRead } from '../lib/read-cache.ts'
 import {
   conflictDetail,
   fenceOthers,
@@ -43,6 +44,7 @@ import {
   type QueueClaim,
 } from '../matchmaking/claims.ts'
 import { loadQueueConfig, RegionId, type QueueConfig } from '../matchmaking/config.ts'
+import { unknownQueues } from '../matchmaking/unknown-queues.ts'
 import { Party, TicketAttributes } from '../matchmaking/protocol.ts'
 import {
   cancelPartyTicket,
@@ -126,12 +128,23 @@ function viewerOf(principal: Principal): Viewer {
     : { kind: 'player', playerId: principal.playerId }
 }
 
+/** How old a queue's public stats may be: they change with every join and match. */
+const STATS_TTL_SECONDS = 2
+/** How long a queue's public settings may be kept after an admin changed them. */
+const SETTINGS_TTL_SECONDS = 4
+
 async function queueConfig(
   c: Context<AppEnv>,
   queue: string,
 ): Promise<{ config: QueueConfig; version: number }> {
+  const missing = () =>
+    new ApiError('not-found', `No queue '${queue}'`, {}, { 'cache-control': 'no-store' })
+  if (unknownQueues.has(queue)) throw missing()
   const q = await loadQueueConfig(c.env, queue)
-  if (!q) throw new ApiError('not-found', `No queue '${queue}'`)
+  if (!q) {
+    unknownQueues.remember(queue)
+    throw missing()
+  }
   return q
 }
 
@@ -528,7 +541,9 @@ const statsRoute = createRoute({
   summary: 'Waiting players, match rate and wait times of a queue',
   description:
     'Waiting per region, matches created in the last minute, and the median and 95th percentile ' +
-    'wait (join to match, seconds) over each region’s last 500 matched tickets.',
+    'wait (join to match, seconds) over each region’s last 500 matched tickets. Served through ' +
+    'the read caches, at most 2 s old (`Cache-Control: no-cache` asks for a fresh answer, limited ' +
+    'per client address as on leaderboard reads).',
   request: { params: QueueParam },
   responses: {
     200: {
@@ -567,31 +582,36 @@ function percentiles(samplesMs: number[]) {
   return { p50: at(50), p95: at(95) }
 }
 
-matchmakingRoutes.openapi(statsRoute, async (c) => {
-  const { queue } = c.req.valid('param')
-  const { config } = await queueConfig(c, queue)
-  const pools = await Promise.all(
-    config.regions.map((region) => poolStub(c.env, queue, region).stats(region)),
-  )
-  c.header('cache-control', 'no-store')
-  return c.json(
-    {
-      queue,
-      waitingTickets: pools.reduce((n, p) => n + p.waitingTickets, 0),
-      waitingPlayers: pools.reduce((n, p) => n + p.waitingPlayers, 0),
-      matchesPerMinute: pools.reduce((n, p) => n + p.matchesLastMinute, 0),
-      waitSeconds: percentiles(pools.flatMap((p) => p.waitSamplesMs)),
-      regions: pools.map((p) => ({
-        region: p.region,
-        waitingTickets: p.waitingTickets,
-        waitingPlayers: p.waitingPlayers,
-        matchesPerMinute: p.matchesLastMinute,
-        waitSeconds: percentiles(p.waitSamplesMs),
-      })),
+matchmakingRoutes.openapi(statsRoute, (async (c: Context<AppEnv>) => {
+  const queue = c.req.param('queue')!
+  // Public and unauthenticated, and each answer asks Neon and every region's pool (which are busy
+  // matching): served through the read caches, a couple of seconds old at most.
+  return cachedRead(c, {
+    key: `mm:${queue}:stats`,
+    ttlSeconds: STATS_TTL_SECONDS,
+    visibility: 'public',
+    load: async () => {
+      const { config } = await queueConfig(c, queue)
+      const pools = await Promise.all(
+        config.regions.map((region) => poolStub(c.env, queue, region).stats(region)),
+      )
+      return {
+        queue,
+        waitingTickets: pools.reduce((n, p) => n + p.waitingTickets, 0),
+        waitingPlayers: pools.reduce((n, p) => n + p.waitingPlayers, 0),
+        matchesPerMinute: pools.reduce((n, p) => n + p.matchesLastMinute, 0),
+        waitSeconds: percentiles(pools.flatMap((p) => p.waitSamplesMs)),
+        regions: pools.map((p) => ({
+          region: p.region,
+          waitingTickets: p.waitingTickets,
+          waitingPlayers: p.waitingPlayers,
+          matchesPerMinute: p.matchesLastMinute,
+          waitSeconds: percentiles(p.waitSamplesMs),
+        })),
+      }
     },
-    200,
-  )
-})
+  })
+}) as never)
 
 // ---------------------------------------------------------------------------------------------
 
@@ -610,7 +630,7 @@ const socketRoute = createRoute({
     'nothing. Closing the socket cancels the ticket after a 10 s grace unless the player reconnects. ' +
     'A player holds at most 4 sockets on one pool; a 5th is 409. A `join` while the player ' +
     'waits in another region of the queue gets an `error` with code `conflict`. ' +
-    'Without an upgrade: the queue’s public settings.',
+    'Without an upgrade: the queue’s public settings, through the read caches (at most 4 s old).',
   request: {
     params: QueueParam,
     query: z.object({
@@ -644,19 +664,23 @@ matchmakingRoutes.openapi(socketRoute, (async (c: Context<AppEnv>) => {
   const queue = c.req.param('queue')!
   const query = c.req.query()
   if (c.req.header('upgrade')?.toLowerCase() !== 'websocket') {
-    const { config } = await queueConfig(c, queue)
-    return c.json(
-      {
-        queue,
-        teams: config.teams,
-        teamSize: config.teamSize,
-        rules: config.rules,
-        regions: config.regions,
-        maxPartySize: config.maxPartySize,
-        ticketTtlSeconds: config.ticketTtlSeconds,
+    return cachedRead(c, {
+      key: `mm:${queue}:settings`,
+      ttlSeconds: SETTINGS_TTL_SECONDS,
+      visibility: 'public',
+      load: async () => {
+        const { config } = await queueConfig(c, queue)
+        return {
+          queue,
+          teams: config.teams,
+          teamSize: config.teamSize,
+          rules: config.rules,
+          regions: config.regions,
+          maxPartySize: config.maxPartySize,
+          ticketTtlSeconds: config.ticketTtlSeconds,
+        }
       },
-      200,
-    )
+    })
   }
   // Before any upgrade: an unauthenticated socket never opens.
   const header = bearer(c.req.header('authorization'))

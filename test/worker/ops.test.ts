@@ -28,7 +28,23 @@ describe('operations endpoints', () => {
   it('/ready is 200 when Postgres and Redis answer', async () => {
     const res = await call('/ready')
     expect(res.status).toBe(200)
-    expect(await res.json()).toEqual({ status: 'ready', checks: { postgres: 'up', redis: 'up' } })
+    expect(await res.json()).toEqual({
+      status: 'ready',
+      checks: { postgres: 'up', redis: 'up' },
+      checkedAt: expect.any(Number),
+    })
+  })
+
+  it('/ready reuses its checks for a second: a loop of requests asks Neon and Redis once', async () => {
+    const before = Date.now()
+    const answers = []
+    for (let i = 0; i < 5; i++) {
+      answers.push((await (await call('/ready')).json()) as { checkedAt: number })
+    }
+    const times = new Set(answers.map((a) => a.checkedAt))
+    // A second's boundary may fall inside the loop once.
+    expect(times.size).toBeLessThanOrEqual(2)
+    for (const a of answers) expect(a.checkedAt).toBeGreaterThan(before - 1_000)
   })
 
   it('/ready is 503 naming Postgres when it is unreachable', async () => {

@@ -29,23 +29,41 @@ async function probe(run: () => Promise<unknown>): Promise<Check> {
 }
 
 /**
+ * How long an isolate reuses its last readiness checks: `/ready` needs no credential, and each
+ * check is a Neon query and a Redis command, which a loop of requests must not multiply. A
+ * monitor polling every few seconds still sees every change within a second.
+ */
+const CHECKS_REUSED_MS = 1_000
+const recentChecks = new Map<string, { at: number; checks: { postgres: Check; redis: Check } }>()
+
+/**
  * Ready when Postgres answers, and Redis too if it is configured. Redis being down makes Nexus
  * slower, not unavailable, but an operator wants to see it here: it reports 503 as well, with
- * each dependency named.
+ * each dependency named, and `checkedAt`, when the checks ran (at most a second before).
  */
 ops.get('/ready', async (c) => {
-  const redis = getRedis(c.env)
-  const [postgres, redisCheck] = await Promise.all([
-    c.env.DATABASE_URL
-      ? probe(() => getSql(c.env)`select 1 as ok`)
-      : Promise.resolve<Check>('not-configured'),
-    redis
-      ? probe(async () => {
-          if (!(await redis.ping(PROBE_TIMEOUT_MS))) throw new Error('no PONG')
-        })
-      : Promise.resolve<Check>('not-configured'),
-  ])
-  const checks = { postgres, redis: redisCheck }
+  const key = `${c.env.DATABASE_URL ?? ''} ${c.env.UPSTASH_REDIS_REST_URL ?? ''}`
+  let recent = recentChecks.get(key)
+  if (!recent || !(Date.now() - recent.at < CHECKS_REUSED_MS)) {
+    const at = Date.now()
+    const redis = getRedis(c.env)
+    const [postgres, redisCheck] = await Promise.all([
+      c.env.DATABASE_URL
+        ? probe(() => getSql(c.env)`select 1 as ok`)
+        : Promise.resolve<Check>('not-configured'),
+      redis
+        ? probe(async () => {
+            if (!(await redis.ping(PROBE_TIMEOUT_MS))) throw new Error('no PONG')
+          })
+        : Promise.resolve<Check>('not-configured'),
+    ])
+    recent = { at, checks: { postgres, redis: redisCheck } }
+    recentChecks.delete(key)
+    recentChecks.set(key, recent)
+    // One key per configuration: a handful at most outside tests.
+    if (recentChecks.size > 16) recentChecks.delete(recentChecks.keys().next().value!)
+  }
+  const { checks, at: checkedAt } = recent
   const problems = Object.entries(checks).flatMap(([name, v]) =>
     v === 'down'
       ? [`${name} unreachable`]
@@ -54,12 +72,13 @@ ops.get('/ready', async (c) => {
         : [],
   )
   c.header('cache-control', 'no-store')
-  if (problems.length === 0) return c.json({ status: 'ready', checks })
+  if (problems.length === 0) return c.json({ status: 'ready', checks, checkedAt })
   return c.json(
     {
       ...problemBody('unavailable', `Not ready: ${problems.join(', ')}`),
       requestId: c.get('requestId'),
       checks,
+      checkedAt,
     },
     503,
     { 'content-type': 'application/problem+json' },
@@ -108,20 +127,24 @@ export function documentOps(app: OpenAPIHono<AppEnv>): void {
     method: 'get',
     path: '/ready',
     summary: 'Readiness: PostgreSQL answers, and Redis when configured',
-    description: `Each check has ${PROBE_TIMEOUT_MS / 1000} s. Redis down makes Nexus slower, not unavailable, but is reported (503) so an operator sees it.`,
+    description: `Each check has ${PROBE_TIMEOUT_MS / 1000} s. Redis down makes Nexus slower, not unavailable, but is reported (503) so an operator sees it. An isolate reuses its checks for ${CHECKS_REUSED_MS / 1000} s (\`checkedAt\`, ms since the epoch, says when they ran).`,
     responses: {
       200: {
         description: 'Ready',
         content: {
           'application/json': {
-            schema: z.object({ status: z.literal('ready'), checks: Checks }),
+            schema: z.object({ status: z.literal('ready'), checks: Checks, checkedAt: z.number() }),
           },
         },
       },
       ...problemResponses(),
       503: {
         description: 'Not ready, naming each dependency',
-        content: { 'application/problem+json': { schema: Problem.extend({ checks: Checks }) } },
+        content: {
+          'application/problem+json': {
+            schema: Problem.extend({ checks: Checks, checkedAt: z.number() }),
+          },
+        },
       },
     },
   })

@@ -1485,6 +1485,7 @@ export interface Paths {
             postgres: 'up' | 'down' | 'not-configured'
             redis: 'up' | 'down' | 'not-configured'
           }
+          checkedAt: number
         }
         500: Schemas['Problem']
         503: Schemas['Problem'] & {
@@ -1492,6 +1493,7 @@ export interface Paths {
             postgres: 'up' | 'down' | 'not-configured'
             redis: 'up' | 'down' | 'not-configured'
           }
+          checkedAt: number
         }
       }
     }

@@ -142,6 +142,13 @@ export const RESUME_CHUNK = 500
  * (`GET /v1/sessions/:id/events`, 500 a page), then resumes from the last event it read.
  */
 export const MAX_RESUME_EVENTS = 2_000
+/**
+ * Missed events one player's resumes may have sent in a minute, across their sockets: a few full
+ * resumes (a flaky network), not a loop of upgrades each asking for the whole backlog again,
+ * which costs the object a read and a send of up to 2,000 events per upgrade. Past it a resume
+ * is 429 with `Retry-After`; a welcome without `since` costs a snapshot and is not counted.
+ */
+export const RESUME_EVENTS_PER_MINUTE = 4 * MAX_RESUME_EVENTS
 const MAX_BACKOFF_MS = 5 * 60 * 1000
 const WORK_BUDGET_MS = 20_000
 /** The Worker names the verified player in this header; clients cannot reach the object. */
@@ -320,6 +327,13 @@ export class GameSession extends DurableObject<Env> {
   resumeChunk = RESUME_CHUNK
   /** Events a resume may send in all; tests lower it. */
   maxResume = MAX_RESUME_EVENTS
+  /** Events one player's resumes may send per minute; tests lower it. */
+  resumedPerMinute = RESUME_EVENTS_PER_MINUTE
+  /**
+   * Events resent to each player by resumes in the current minute. In memory: a loop of
+   * upgrades keeps the object awake, and an eviction forgetting the count costs one more minute.
+   */
+  private readonly resumedThisMinute = new Map<string, { minute: number; events: number }>()
   /**
    * Set by the latest catch-up when it stopped at MAX_DEADLINES_PER_CATCH_UP with deadlines still
    * passed: the alarm, due at once, plays the rest, and actions wait for it.
@@ -732,6 +746,10 @@ export class GameSession extends DurableObject<Env> {
         { errors: [{ path: 'since', message: `${from} to ${this.match.seq}` }] },
       )
     }
+    if (since !== null && since < this.match.seq) {
+      const refusal = this.countResume(player, this.match.seq - since)
+      if (refusal) return refusal
+    }
     // Sockets of this player that died without a close count for nothing: they would otherwise
     // fill the player's connections until the runtime noticed, and refuse the player's return.
     await this.dropSilentSockets(this.openSockets(player))
@@ -790,6 +808,30 @@ export class GameSession extends DurableObject<Env> {
     }
     await this.scheduleAlarm()
     return new Response(null, { status: 101, webSocket: pair[0] })
+  }
+
+  /** Counts a resume's `events` against its player's minute, or refuses it past the budget. */
+  private countResume(player: string, events: number): Response | null {
+    const now = this.now()
+    const minute = Math.floor(now / 60_000)
+    let used = this.resumedThisMinute.get(player)
+    if (!used || used.minute !== minute) {
+      used = { minute, events: 0 }
+      this.resumedThisMinute.set(player, used)
+    }
+    if (used.events + events > this.resumedPerMinute) {
+      const retryAfter = Math.max(1, Math.ceil(((minute + 1) * 60_000 - now) / 1000))
+      return problemResponse(
+        'rate-limited',
+        `Resumes sent this player ${used.events} missed events this minute, of ` +
+          `${this.resumedPerMinute}: resume again in ${retryAfter} s, or read the events from ` +
+          'GET /v1/sessions/:id/events',
+        { retryAfter },
+        { 'retry-after': String(retryAfter) },
+      )
+    }
+    used.events += events
+    return null
   }
 
   /**

@@ -1424,6 +1424,7 @@ export interface Paths {
         404: Schemas['Problem']
         409: Schemas['Problem']
         422: Schemas['Problem']
+        429: Schemas['Problem']
         500: Schemas['Problem']
         503: Schemas['Problem']
       }

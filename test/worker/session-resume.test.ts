@@ -198,6 +198,54 @@ describe('reconnecting', () => {
     for (const s of [a!, back]) s.close()
   })
 
+  it("a player's resumes send at most their minute's budget of missed events: past it a resume is 429 with Retry-After and sends nothing; a welcome is not counted", async () => {
+    const { players, sessionId, tokens, sockets } = await relayWithEveryone(2)
+    const [a, b] = sockets
+    b!.close()
+    for (let i = 1; i <= 6; i++) a!.send({ type: 'action', action: 'message', data: i })
+    await untilSeq(a!, 6)
+    // A fixed minute, 20 s in: each resume from 0 resends 6 events, and the budget is 15.
+    const minute = Math.floor(Date.now() / 60_000) * 60_000
+    await inObject(sessionId, (inst) => {
+      inst.resumedPerMinute = 15
+      inst.now = () => minute + 20_000
+    })
+    const token = tokens[players[1]!]!
+    for (let i = 0; i < 2; i++) {
+      const back = await connect(sessionId, token, { since: 0 })
+      await untilSeq(back, 6)
+      expect(eventSeqs(back)).toEqual([1, 2, 3, 4, 5, 6])
+      back.close()
+    }
+    const refused = await upgrade(sessionId, token, { since: 0 })
+    expect(refused.webSocket).toBeFalsy()
+    expect(refused.headers.get('retry-after')).toBe('40')
+    expect(await problem(refused)).toMatchObject({
+      status: 429,
+      type: 'urn:nexus:problem:rate-limited',
+    })
+    // Within the budget still: 3 events, and a welcome (no since), which sends a snapshot.
+    const near = await connect(sessionId, token, { since: 3 })
+    await untilSeq(near, 6)
+    expect(eventSeqs(near)).toEqual([4, 5, 6])
+    near.close()
+    const fresh = await connect(sessionId, token)
+    expect(await fresh.nextOf('welcome')).toMatchObject({ seq: 6 })
+    fresh.close()
+    // The other player's budget is their own.
+    a!.close()
+    const other = await connect(sessionId, tokens[players[0]!]!, { since: 0 })
+    await untilSeq(other, 6)
+    other.close()
+    // The next minute starts over.
+    await inObject(sessionId, (inst) => {
+      inst.now = () => minute + 60_000
+    })
+    const later = await connect(sessionId, token, { since: 0 })
+    await untilSeq(later, 6)
+    later.close()
+  })
+
   it('a long resume of a game that has ended sends every event, then `ended`, then closes', async () => {
     const { players, sessionId, tokens, sockets } = await relayWithEveryone(2)
     const [a, b] = sockets

@@ -185,7 +185,9 @@ const getRoute = createRoute({
           description:
             "Socket only: resume after this seq, an integer from 0 to the session's current seq in " +
             'plain decimal digits (no sign, leading zero or exponent), at most 2,000 events behind ' +
-            'it (read older events from `/events` first); anything else is 422. ' +
+            "it (read older events from `/events` first); anything else is 422. A player's resumes " +
+            'send at most 8,000 missed events a minute in all: past that a resume is 429 with ' +
+            '`Retry-After`. ' +
             'Without an upgrade it is not read (beyond being at most 16 characters)',
         }),
     }),
@@ -193,7 +195,7 @@ const getRoute = createRoute({
   responses: {
     101: { description: 'Switching to the game socket' },
     200: { description: 'The session', content: { 'application/json': { schema: SessionView } } },
-    ...problemResponses(401, 403, 404, 409, 422),
+    ...problemResponses(401, 403, 404, 409, 422, 429),
   },
 })
 

@@ -556,6 +556,8 @@ describe('client SDK under failure', () => {
   it('a ticket cancelled while its HTTP join is on its way leaves no ticket on the server', async () => {
     let answerJoin!: () => void
     const joinAnswered = new Promise<void>((resolve) => (answerJoin = resolve))
+    let receivedJoin!: () => void
+    const joinReceived = new Promise<void>((resolve) => (receivedJoin = resolve))
     const deleted: string[] = []
     let deletedOne!: () => void
     const deletion = new Promise<void>((resolve) => (deletedOne = resolve))
@@ -563,6 +565,7 @@ describe('client SDK under failure', () => {
       baseUrl: 'http://nexus.test',
       fetch: guestFetch(async (url, init) => {
         if (init?.method === 'POST' && url.pathname === '/v1/matchmaking/duel/tickets') {
+          receivedJoin()
           await joinAnswered
           return ticket({ status: 'waiting', existing: false })
         }
@@ -578,7 +581,7 @@ describe('client SDK under failure', () => {
     const t = client.matchmaking.join('duel', { transport: 'http' })
     const queued: unknown[] = []
     t.on('queued', (q) => queued.push(q))
-    await new Promise((resolve) => setTimeout(resolve, 10))
+    await joinReceived
     await t.cancel()
     // The join reaches the server after all and makes a ticket: the client takes it back.
     answerJoin()
@@ -965,22 +968,35 @@ describe('game connection reconnect budget', () => {
 
 describe('game connection close()', () => {
   it('close() while a game socket is opening that then fails makes no further request', async () => {
-    const requests: string[] = []
-    let failIt!: () => void
-    const client = createClient({
-      baseUrl: 'http://nexus.test',
-      fetch: (async (input: RequestInfo | URL) => {
-        requests.push(new URL(String(input)).pathname)
-        return jsonRes(200, { status: 'live', seq: 0, result: null })
-      }) as unknown as typeof fetch,
-      WebSocket: () => scriptedSocket((socket) => (failIt = () => socket.fail())),
-    })
-    const game = client.sessions.connect('s1', 'tok')
-    await new Promise((r) => setTimeout(r, 10))
-    game.close()
-    failIt()
-    await new Promise((r) => setTimeout(r, 50))
-    expect(requests).toEqual([])
+    // Fake timers: "no further request" is then checked over the whole reconnect budget, not
+    // only over however long a real wait would be.
+    vi.useFakeTimers()
+    try {
+      const requests: string[] = []
+      let sockets = 0
+      let failIt: (() => void) | undefined
+      const client = createClient({
+        baseUrl: 'http://nexus.test',
+        fetch: (async (input: RequestInfo | URL) => {
+          requests.push(new URL(String(input)).pathname)
+          return jsonRes(200, { status: 'live', seq: 0, result: null })
+        }) as unknown as typeof fetch,
+        WebSocket: () => {
+          sockets++
+          return scriptedSocket((socket) => (failIt = () => socket.fail()))
+        },
+      })
+      const game = client.sessions.connect('s1', 'tok')
+      // The socket is made, and its script has run; it has neither opened nor failed.
+      await vi.advanceTimersByTimeAsync(5)
+      expect(failIt).toBeDefined()
+      game.close()
+      failIt!()
+      await vi.advanceTimersByTimeAsync(120_000)
+      expect({ requests, sockets }).toEqual({ requests: [], sockets: 1 })
+    } finally {
+      vi.useRealTimers()
+    }
   })
 })
 
@@ -2519,11 +2535,15 @@ describe('signing in, out and as another player', () => {
   })
 
   it('signing in again as the same player (guest() again on the device) keeps the live ticket; signing in as another ends it', async () => {
-    const { deletes, fetch, deleted } = oneWaitingTicket()
+    const { deletes, fetch: server, deleted } = oneWaitingTicket()
+    let polls = 0
     const client = createClient({
       baseUrl: 'http://nexus.test',
       retry: { baseDelayMs: 1, maxDelayMs: 5 },
-      fetch,
+      fetch: ((input: RequestInfo | URL, init?: RequestInit) => {
+        if (new URL(String(input)).searchParams.get('wait')) polls++
+        return server(input, init)
+      }) as typeof fetch,
     })
     await client.auth.guest('device-abcdef-123456')
     const ticket = client.matchmaking.join('duel', { transport: 'http' })
@@ -2531,8 +2551,15 @@ describe('signing in, out and as another player', () => {
     let ended: unknown = null
     ticket.matched.catch((e: unknown) => (ended = e))
     await client.auth.guest('device-abcdef-123456')
-    // A few long polls on: still waiting, nothing deleted.
-    await new Promise((r) => setTimeout(r, 100))
+    // A few long polls on (an ended ticket would stop polling): still waiting, nothing deleted.
+    const before = polls
+    await within(
+      (async () => {
+        while (polls < before + 3) await new Promise((r) => setTimeout(r, 1))
+      })(),
+      'three more long polls',
+      2000,
+    )
     expect(ended).toBeNull()
     expect(deletes).toEqual([])
     await client.auth.useTokens(async () => ({ token: 'other-tok', expiresIn: 3600 }), 'g_2')

@@ -8,7 +8,7 @@ import {
   isTransientDatabaseError,
   pgErrorCode,
 } from '../../workers/db/client.ts'
-import { createBoard } from './helpers/boards.ts'
+import { createBoard, pg } from './helpers/boards.ts'
 import { bearer, call, callWithEnv, json, newGuest, problem, ADMIN_KEY } from './helpers/http.ts'
 
 const testEnv = env as unknown as Record<string, string>
@@ -66,18 +66,28 @@ describe('the error funnel renders RFC 9457 problems', () => {
 
   it('a PUT without a body is 422 and changes nothing (it would otherwise reset every setting)', async () => {
     const board = await createBoard({ cycle: { every: '1h' }, scoreMax: 100 })
+    const tag = crypto.randomUUID().slice(0, 8)
+    const queue = `q-empty-put-${tag}`
+    const player = `p-empty-put-${tag}`
     for (const path of [
       `/v1/admin/leaderboards/${board}`,
-      `/v1/admin/queues/q-empty-put`,
-      `/v1/admin/players/p-empty-put`,
+      `/v1/admin/queues/${queue}`,
+      `/v1/admin/players/${player}`,
     ]) {
       const p = await problem(await call(path, { method: 'PUT', ...bearer(ADMIN_KEY) }))
-      expect(p).toMatchObject({ status: 422, type: 'urn:nexus:problem:validation' })
+      expect(p).toMatchObject({
+        status: 422,
+        contentType: PROBLEM,
+        type: 'urn:nexus:problem:validation',
+      })
     }
     const info = (await (await call(`/v1/leaderboards/${board}`)).json()) as {
       config: { cycle: unknown; scoreMax: number }
     }
     expect(info.config).toMatchObject({ cycle: { every: '1h' }, scoreMax: 100 })
+    // Nor did the other two create what they name.
+    expect(await pg()`select id from queues where id = ${queue}`).toEqual([])
+    expect(await pg()`select id from players where id = ${player}`).toEqual([])
   })
 
   it('an empty body is the same however it is framed: Content-Length 0 or streamed (chunked)', async () => {

@@ -435,13 +435,14 @@ describe('a player and the players around them', () => {
   it('a name read in flight during a rename is not remembered', async () => {
     const player = `renamed-${crypto.randomUUID().slice(0, 8)}`
     await call(`/v1/admin/players/${player}`, json('PUT', { name: 'Alpha' }, ADMIN_KEY))
-    // A read of the names (a board's page being decorated) is on its way to Neon, and reads the
-    // old name, when this isolate takes a rename: it forgets the name and the new one is stored.
+    // A read of the names (a board's page being decorated) is on its way to Neon when this isolate
+    // takes a rename: the read comes back with the old name, which must not be remembered.
     const inFlight = playerNames(env, [player])
     forgetPlayerName(player)
+    expect((await inFlight).get(player)).toBe('Alpha')
+    // The new name lands in Neon only after that read answered, so the next read can only see it
+    // by asking Neon again (had the old name been remembered, it would say Alpha for a minute).
     await pg()`update players set name = 'Bravo' where id = ${player}`
-    // (It was sent first, so it almost always reads Alpha; if it read Bravo, nothing is tested.)
-    await inFlight
     expect((await playerNames(env, [player])).get(player)).toBe('Bravo')
   })
 })

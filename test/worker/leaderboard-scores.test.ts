@@ -390,10 +390,28 @@ describe('rate limit', () => {
   })
 
   it('a replay does not count against the limit and is answered even when limited', async () => {
-    const b = await createBoard({ submitsPerMinute: 1 })
-    await submitFor(b, 'p', { score: 1 }, 'once')
-    const replay = await submitFor(b, 'p', { score: 1 }, 'once')
+    const b = await createBoard({ submitsPerMinute: 2, operator: 'incr' })
+    // The board's clock, pinned mid-minute so the window cannot turn during the test.
+    const minute = Math.floor(Date.now() / 60_000) * 60_000 + 30_000
+    await runInDurableObject(env.LEADERBOARD.getByName(b), (inst: Leaderboard) => {
+      inst.now = () => minute
+    })
+    const first = await submitFor(b, 'p', { score: 1 }, 'k1')
+    expect(first.status).toBe(200)
+    const answer = (await first.json()) as Record<string, unknown>
+    expect(answer.replayed).toBe(false)
+    const replay = await submitFor(b, 'p', { score: 1 }, 'k1')
     expect(replay.status).toBe(200)
+    expect(await replay.json()).toEqual({ ...answer, replayed: true })
+    // Had the replay counted, the limit of 2 would be used up and k2 refused.
+    expect((await submitFor(b, 'p', { score: 1 }, 'k2')).status).toBe(200)
+    const limited = await problem(await submitFor(b, 'p', { score: 1 }, 'k3'))
+    expect(limited).toMatchObject({ status: 429, type: 'urn:nexus:problem:rate-limited' })
+    const late = await submitFor(b, 'p', { score: 1 }, 'k1')
+    expect(late.status).toBe(200)
+    expect(await late.json()).toEqual({ ...answer, replayed: true })
+    // Only k1 and k2 were applied (the board adds each score).
+    expect((await top(b)).entries).toMatchObject([{ playerId: 'p', score: 2 }])
   })
 })
 
@@ -404,8 +422,23 @@ describe('who may submit', () => {
     const ok = (await (await submitAs(b, token, { score: 12 })).json()) as { rank: number }
     expect(ok.rank).toBe(1)
     expect((await fresh<Top>(`/v1/leaderboards/${b}/top`)).entries[0]!.playerId).toBe(playerId)
-    const p = await problem(await submitAs(b, token, { score: 99, playerId: 'someone-else' }))
+    const other = `someone-else-${crypto.randomUUID().slice(0, 8)}`
+    const p = await problem(await submitAs(b, token, { score: 99, playerId: other }))
     expect(p).toMatchObject({ status: 403, type: 'urn:nexus:problem:forbidden' })
+    // The refused score went to no one: not to the player named, nor to the caller.
+    expect((await fresh<Top>(`/v1/leaderboards/${b}/top`)).entries).toMatchObject([
+      { rank: 1, playerId, score: 12 },
+    ])
+    expect(
+      await problem(
+        await call(`/v1/leaderboards/${b}/around/${other}`, {
+          headers: { 'cache-control': 'no-cache' },
+        }),
+      ),
+    ).toMatchObject({
+      status: 404,
+      type: 'urn:nexus:problem:not-found',
+    })
   })
 
   it('the admin key must name the player', async () => {

@@ -85,14 +85,33 @@ describe('PUT /v1/admin/queues/:queue', () => {
   })
 
   it('refuses a missing field, the reserved name, players and no credential', async () => {
+    const refusal = (status: number, type: string) => ({
+      status,
+      contentType: 'application/problem+json',
+      type: `urn:nexus:problem:${type}`,
+    })
     const { teams: _teams, ...noTeams } = DUEL
-    const missing = await problem(await put(queueId(), noTeams))
-    expect(missing.status).toBe(422)
+    const noTeamsId = queueId()
+    const missing = await problem(await put(noTeamsId, noTeams))
+    expect(missing).toMatchObject(refusal(422, 'validation'))
     expect((missing.body.errors as { path: string }[]).map((e) => e.path)).toContain('teams')
-    expect((await put('tickets', DUEL)).status).toBe(422)
+    expect(await problem(await put('tickets', DUEL))).toMatchObject(refusal(422, 'validation'))
     const guest = await newGuest()
-    expect((await put(queueId(), DUEL, guest.token)).status).toBe(403)
-    expect((await call(`/v1/admin/queues/${queueId()}`, json('PUT', DUEL))).status).toBe(401)
+    const byPlayer = queueId()
+    expect(await problem(await put(byPlayer, DUEL, guest.token))).toMatchObject(
+      refusal(403, 'forbidden'),
+    )
+    const anonymous = queueId()
+    expect(
+      await problem(await call(`/v1/admin/queues/${anonymous}`, json('PUT', DUEL))),
+    ).toMatchObject(refusal(401, 'unauthorized'))
+    // None of them made a queue: not in Neon, and not served to players.
+    const refused = [noTeamsId, byPlayer, anonymous]
+    expect(await pg()`select id from queues where id = any(${[...refused, 'tickets']})`).toEqual([])
+    for (const q of refused) {
+      expect((await call(`/v1/matchmaking/${q}`)).status).toBe(404)
+      expect((await call(`/v1/matchmaking/${q}/stats`)).status).toBe(404)
+    }
   })
 
   it('unknown queues are 404 for joins, sockets and stats', async () => {

@@ -1,7 +1,6 @@
 import { evictDurableObject, runDurableObjectAlarm, runInDurableObject } from 'cloudflare:test'
 import { env } from 'cloudflare:workers'
 import { describe, expect, it } from 'vitest'
-import { GameSession } from '../../durable-objects/game-session.ts'
 import type { MatchPool } from '../../durable-objects/match-pool.ts'
 import type { SessionCreator, SessionSetup } from '../../workers/matchmaking/session.ts'
 import { gameSessionCreator } from '../../workers/matchmaking/session.ts'
@@ -125,33 +124,29 @@ describe('creating the session', () => {
     expect(attempts[0]!.seed).toMatch(/^[0-9a-f]{64}$/)
   })
 
-  const hasCreate = typeof (GameSession.prototype as { create?: unknown }).create === 'function'
-  it.skipIf(!hasCreate)(
-    'the real GameSession: created once, and a retry with the same setup creates nothing',
-    async () => {
-      const q = await createQueue()
-      const clock = newClock()
-      await rig(q, clock, { creator: gameSessionCreator(env) })
-      await joinFor(q, `${q}-a`)
-      const tb = await joinFor(q, `${q}-b`)
-      expect(tb.status).toBe('matched')
-      const [row] = await matchRows(q)
-      const setup = JSON.parse(row!.setup) as SessionSetup
-      expect(setup.sessionId).toBe(tb.match!.sessionId)
-      expect(await gameSessionCreator(env)(setup)).toEqual({ ok: true, created: false })
-      // The match did not wait for Neon: the session lists itself from its alarm right after.
-      await runDurableObjectAlarm(env.GAME_SESSION.getByName(setup.sessionId))
-      const listed = await until(async () => {
-        const rows = (await pg()`select status, queue from game_sessions
+  it('the real GameSession: created once, and a retry with the same setup creates nothing', async () => {
+    const q = await createQueue()
+    const clock = newClock()
+    await rig(q, clock, { creator: gameSessionCreator(env) })
+    await joinFor(q, `${q}-a`)
+    const tb = await joinFor(q, `${q}-b`)
+    expect(tb.status).toBe('matched')
+    const [row] = await matchRows(q)
+    const setup = JSON.parse(row!.setup) as SessionSetup
+    expect(setup.sessionId).toBe(tb.match!.sessionId)
+    expect(await gameSessionCreator(env)(setup)).toEqual({ ok: true, created: false })
+    // The match did not wait for Neon: the session lists itself from its alarm right after.
+    await runDurableObjectAlarm(env.GAME_SESSION.getByName(setup.sessionId))
+    const listed = await until(async () => {
+      const rows = (await pg()`select status, queue from game_sessions
                                   where id = ${setup.sessionId}`) as {
-          status: string
-          queue: string
-        }[]
-        return rows.length > 0 ? rows : undefined
-      })
-      expect(listed).toEqual([{ status: 'live', queue: q }])
-    },
-  )
+        status: string
+        queue: string
+      }[]
+      return rows.length > 0 ? rows : undefined
+    })
+    expect(listed).toEqual([{ status: 'live', queue: q }])
+  })
 })
 
 describe('a reset while a session is being created', () => {

@@ -83,50 +83,78 @@ describe('creating sessions', () => {
   })
 
   it('refuses bad requests with 422 naming the field, and players with 403', async () => {
-    const players = playerIds(2)
-    const bad: [unknown, string][] = [
-      [{ rules: 'chess', roster: [{ playerId: players[0] }] }, 'rules'],
+    // Each case its own players, so that a session created despite the refusal would be found.
+    const one = () => playerIds(1, 'refused')[0]!
+    const dup = one()
+    const bad: [{ roster: { playerId: string }[] } & Record<string, unknown>, string][] = [
+      [{ rules: 'chess', roster: [{ playerId: one() }] }, 'rules'],
       [{ rules: 'relay', roster: [] }, 'roster'],
-      [{ rules: 'relay', roster: [{ playerId: 'x' }, { playerId: 'x' }] }, 'roster'],
-      [{ rules: 'relay', roster: [{ playerId: 'x y' }] }, 'roster.0.playerId'],
-      [{ rules: 'relay', roster: [{ playerId: 'x' }], seed: 'mine' }, ''],
+      [{ rules: 'relay', roster: [{ playerId: dup }, { playerId: dup }] }, 'roster'],
+      [{ rules: 'relay', roster: [{ playerId: `${one()} y` }] }, 'roster.0.playerId'],
+      [{ rules: 'relay', roster: [{ playerId: one() }], seed: 'mine' }, ''],
       // A mistyped board would silently drop every result of the game.
       [
-        { rules: 'relay', roster: [{ playerId: 'x' }], leaderboardId: 'no-such-board-anywhere' },
+        { rules: 'relay', roster: [{ playerId: one() }], leaderboardId: 'no-such-board-anywhere' },
         'leaderboardId',
       ],
     ]
+    const validation = {
+      status: 422,
+      contentType: 'application/problem+json',
+      type: 'urn:nexus:problem:validation',
+    }
+    const refused: string[] = []
+    const since = new Date()
     for (const [body, path] of bad) {
       const p = await problem(await call('/v1/admin/sessions', json('POST', body, ADMIN_KEY)))
-      expect([p.status, p.type]).toEqual([422, 'urn:nexus:problem:validation'])
+      expect(p).toMatchObject(validation)
       const errors = p.body.errors as { path: string }[]
       expect(errors.map((e) => e.path)).toContain(path)
+      refused.push(...body.roster.map((r) => r.playerId))
     }
     // Refused by the rules themselves: options out of range, too many players.
+    const lone = one()
     const target = await call(
       '/v1/admin/sessions',
       json(
         'POST',
-        { rules: 'dice-race', roster: [{ playerId: 'x' }], options: { target: 0 } },
+        { rules: 'dice-race', roster: [{ playerId: lone }], options: { target: 0 } },
         ADMIN_KEY,
       ),
     )
-    expect((await problem(target)).status).toBe(422)
-    const crowd = await call(
-      '/v1/admin/sessions',
-      json(
-        'POST',
-        { rules: 'dice-race', roster: playerIds(17).map((playerId) => ({ playerId })) },
-        ADMIN_KEY,
+    expect(await problem(target)).toMatchObject(validation)
+    refused.push(lone)
+    const crowded = playerIds(17, 'crowd')
+    const crowd = await problem(
+      await call(
+        '/v1/admin/sessions',
+        json(
+          'POST',
+          { rules: 'dice-race', roster: crowded.map((playerId) => ({ playerId })) },
+          ADMIN_KEY,
+        ),
       ),
     )
-    expect((await problem(crowd)).detail).toMatch(/1 to 16 players/)
+    expect(crowd).toMatchObject(validation)
+    expect(crowd.detail).toMatch(/1 to 16 players/)
+    refused.push(...crowded)
     const guest = await newGuest()
     const asPlayer = await call(
       '/v1/admin/sessions',
       json('POST', { rules: 'relay', roster: [{ playerId: guest.playerId }] }, guest.token),
     )
-    expect((await problem(asPlayer)).status).toBe(403)
+    expect(await problem(asPlayer)).toMatchObject({
+      status: 403,
+      contentType: 'application/problem+json',
+      type: 'urn:nexus:problem:forbidden',
+    })
+    refused.push(guest.playerId)
+    // None of them made a session (the empty roster has no player to find it by: its time does).
+    const made = await pg()`select id, roster from game_sessions
+      where exists (
+        select 1 from jsonb_array_elements(roster) r where r->>'playerId' = any(${refused}::text[])
+      ) or (roster = '[]'::jsonb and created_at >= ${since})`
+    expect(made).toEqual([])
   })
 
   it("an admin's create arms the session's alarm before it lists the session in Neon: a reset during that call leaves it a wake", async () => {

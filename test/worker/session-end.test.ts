@@ -247,17 +247,26 @@ describe('the end of a game', () => {
     const guest = await newGuest()
     const post = (id: string, init: RequestInit = {}) =>
       call(`/v1/admin/sessions/${id}/end`, { method: 'POST', ...init })
-    expect((await problem(await post(sessionId))).status).toBe(401)
-    expect((await problem(await post(sessionId, bearer(guest.token)))).status).toBe(403)
-    expect((await problem(await post(`s_${crypto.randomUUID()}`, bearer(ADMIN_KEY)))).status).toBe(
-      404,
+    const refusal = (status: number, type: string) => ({
+      status,
+      contentType: 'application/problem+json',
+      type: `urn:nexus:problem:${type}`,
+    })
+    expect(await problem(await post(sessionId))).toMatchObject(refusal(401, 'unauthorized'))
+    expect(await problem(await post(sessionId, bearer(guest.token)))).toMatchObject(
+      refusal(403, 'forbidden'),
     )
-    expect((await problem(await post('not a session', bearer(ADMIN_KEY)))).status).toBe(422)
+    expect(await problem(await post(`s_${crypto.randomUUID()}`, bearer(ADMIN_KEY)))).toMatchObject(
+      refusal(404, 'not-found'),
+    )
+    expect(await problem(await post('not a session', bearer(ADMIN_KEY)))).toMatchObject(
+      refusal(422, 'validation'),
+    )
     const typed = await post(sessionId, {
       headers: { authorization: `Bearer ${ADMIN_KEY}`, 'content-type': 'text/plain' },
       body: 'end it',
     })
-    expect((await problem(typed)).status).toBe(415)
+    expect(await problem(typed)).toMatchObject(refusal(415, 'unsupported-media-type'))
     // None of them ended it.
     const info = await inObject(sessionId, (inst) => inst.current()!)
     expect(info.status).toBe('live')

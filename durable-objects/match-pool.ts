@@ -133,6 +133,12 @@ const MAX_BACKOFF_MS = 60_000
 const MATCHES_PER_STEP = 64
 /** Longest long-poll the pool holds. */
 export const MAX_WAIT_MS = 25_000
+/**
+ * Long-polls held at once per ticket (a party's members and their devices); a further one
+ * answers the oldest at once, which its client polls again, so a client opening polls without
+ * end (HTTP/2 streams cost it next to nothing) cannot make the pool hold them all.
+ */
+export const MAX_WAITS_PER_TICKET = 16
 /** Open sockets one player may hold on one pool (tabs, devices, a reconnect before the old
  * socket is noticed closed); one more is refused (409), as on a game session. */
 const MAX_SOCKETS_PER_PLAYER = 4
@@ -1154,6 +1160,7 @@ export class MatchPool extends DurableObject<Env> {
         resolve()
       }
       const timer = setTimeout(done, ms)
+      if (set.size >= MAX_WAITS_PER_TICKET) set.values().next().value!()
       set.add(done)
     })
   }

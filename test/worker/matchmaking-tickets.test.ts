@@ -1,7 +1,7 @@
 import { evictDurableObject, runDurableObjectAlarm, runInDurableObject } from 'cloudflare:test'
 import { env } from 'cloudflare:workers'
 import { describe, expect, it, onTestFinished } from 'vitest'
-import type { MatchPool } from '../../durable-objects/match-pool.ts'
+import { MAX_WAITS_PER_TICKET, type MatchPool } from '../../durable-objects/match-pool.ts'
 import { localFamilies } from '../../workers/lib/metrics.ts'
 import { pg } from './helpers/boards.ts'
 import { ADMIN_KEY, bearer, call, json, newGuest, problem } from './helpers/http.ts'
@@ -73,6 +73,43 @@ describe('HTTP tickets', () => {
     expect(t.match!.sessionId).toBe(tb.match!.sessionId)
     expect(typeof t.match!.token).toBe('string')
     expect(t.match!.token).not.toBe(tb.match!.token)
+  })
+
+  it(`a ticket holds at most ${MAX_WAITS_PER_TICKET} long-polls at once: one more answers the oldest, still waiting`, async () => {
+    const q = await createQueue()
+    await rig(q, newClock())
+    const a = await newGuest()
+    const ta = (await (await joinAs(q, a.token)).json()) as Ticket
+    const answered: number[] = []
+    const polls = Array.from({ length: MAX_WAITS_PER_TICKET }, (_, i) =>
+      ticketOf(ta.ticketId, a.token, 20).then((t) => {
+        answered.push(i)
+        return t
+      }),
+    )
+    const held = () =>
+      runInDurableObject(
+        poolOf(q),
+        (inst: MatchPool) =>
+          (inst as unknown as { waiters: Map<string, Set<unknown>> }).waiters.get(ta.ticketId)
+            ?.size ?? 0,
+      )
+    await until(async () => ((await held()) === MAX_WAITS_PER_TICKET ? true : undefined))
+    const extra = ticketOf(ta.ticketId, a.token, 20)
+    // Which poll reached the pool first is the runtime's order: the one answered is the oldest.
+    await until(async () => (answered.length > 0 ? true : undefined))
+    expect(await polls[answered[0]!]!).toMatchObject({ status: 'waiting' })
+    expect(answered).toHaveLength(1)
+    expect(await held()).toBe(MAX_WAITS_PER_TICKET)
+    // The rest, and the one that came last, are answered by the ticket's change.
+    const cancel = await call(`/v1/matchmaking/tickets/${ta.ticketId}`, {
+      method: 'DELETE',
+      ...bearer(a.token),
+    })
+    expect(cancel.status).toBe(200)
+    for (const t of [...polls.filter((_, i) => i !== answered[0]), extra]) {
+      expect((await t).status).toBe('cancelled')
+    }
   })
 
   it('a join sent again with its Idempotency-Key gets the ticket the first made, waiting, matched (with its token) or cancelled; never a second ticket', async () => {

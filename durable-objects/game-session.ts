@@ -154,6 +154,11 @@ const WORK_BUDGET_MS = 20_000
 /** The Worker names the verified player in this header; clients cannot reach the object. */
 export const PLAYER_HEADER = 'x-nexus-session-player'
 
+const sessionsCreated = counter('nexus_session_created_total', 'Sessions created, by rules')
+const sessionsEnded = counter(
+  'nexus_session_ended_total',
+  'Games over, by rules and how they ended (finished, forfeit, abandoned, cancelled)',
+)
 const inputsAccepted = counter('nexus_session_inputs_total', 'Inputs accepted into session logs')
 const inputsRefused = counter('nexus_session_refusals_total', 'Socket frames refused, by code')
 const endsRecorded = counter('nexus_session_results_total', 'Results recorded in Neon')
@@ -561,6 +566,7 @@ export class GameSession extends DurableObject<Env> {
     this.match = match
     this.status = 'live'
     this.createdAt = now
+    sessionsCreated.inc({ rules: setup.rules })
     log('info', 'session created', {
       actor: this.actor,
       rules: setup.rules,
@@ -1107,6 +1113,7 @@ export class GameSession extends DurableObject<Env> {
     if (result) {
       this.status = 'finished'
       gameLength.observe({ rules: this.rules!.name }, (now - this.createdAt) / 1000)
+      sessionsEnded.inc({ rules: this.rules!.name, reason: result.reason })
       log('info', 'game over', { actor: this.actor, reason: result.reason, winner: result.winner })
       for (const ws of this.ctx.getWebSockets()) {
         // A socket still resuming gets `ended` after the last event it missed.

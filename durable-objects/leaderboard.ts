@@ -153,7 +153,7 @@ export interface BanView {
 
 const entriesRemoved = counter(
   'nexus_leaderboard_entries_removed_total',
-  'Entries an admin took out of a current cycle',
+  'Entries taken out of a current cycle, by cause: admin (moderation), ban, erasure',
 )
 const rowsArchived = counter(
   'nexus_leaderboard_rows_archived_total',
@@ -1243,6 +1243,7 @@ export class Leaderboard extends DurableObject<Env> {
     const removed = this.takeOut(
       playerId,
       now,
+      erasedAt === undefined ? 'admin' : 'erasure',
       erasedAt === undefined ? undefined : () => this.noteErasure(playerId, erasedAt),
     )
     if (erasedAt !== undefined) {
@@ -1286,7 +1287,12 @@ export class Leaderboard extends DurableObject<Env> {
    * Removes the player's entry from the current cycle, with `alsoWrite` (if any) in the same
    * transaction; false (and `alsoWrite` still done) when there was none.
    */
-  private takeOut(playerId: string, now: number, alsoWrite?: () => void): boolean {
+  private takeOut(
+    playerId: string,
+    now: number,
+    cause: 'admin' | 'ban' | 'erasure',
+    alsoWrite?: () => void,
+  ): boolean {
     const cur = this.current!
     const previous = this.standingOf(playerId)
     if (!previous) {
@@ -1306,7 +1312,7 @@ export class Leaderboard extends DurableObject<Env> {
     if (this.loadedIndex) this.loadedIndex.remove(previous)
     else if (this.countedEntries !== null) this.countedEntries--
     this.remember(playerId, previous, removedAt, now)
-    entriesRemoved.inc()
+    entriesRemoved.inc({ cause })
     void sendMetricsSoon(this.env)
     return true
   }
@@ -1350,7 +1356,7 @@ export class Leaderboard extends DurableObject<Env> {
   ): boolean | null {
     const already = this.isBanned(playerId)
     if (!already && this.banCount >= MAX_BANS) return null
-    const removed = this.takeOut(playerId, now, () => {
+    const removed = this.takeOut(playerId, now, 'ban', () => {
       this.sql.exec(
         byAccount
           ? `INSERT INTO bans (player_id, reason, banned_at, by_account) VALUES (?, ?, ?, 1)

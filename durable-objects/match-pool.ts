@@ -161,13 +161,16 @@ const waitingTickets = gauge('nexus_matchmaking_waiting_tickets', 'Tickets waiti
 const waitingPlayers = gauge('nexus_matchmaking_waiting_players', 'Players waiting, per pool')
 const ticketOutcomes = counter(
   'nexus_matchmaking_tickets_total',
-  'Tickets by outcome: joined, matched, cancelled, disconnected, expired, session_failed',
+  'Tickets by outcome: joined, matched, cancelled, disconnected, expired, session_failed, ' +
+    'queue_changed, party_changed, banned, erased',
 )
 const matchesMade = counter('nexus_matchmaking_matches_total', 'Matches created, per pool')
 const waitSeconds = histogram(
   'nexus_matchmaking_wait_seconds',
   'From join to match, per pool',
-  [1, 2, 5, 10, 20, 30, 60, 120, 300, 600],
+  // Up to the longest ticket time-to-live (an hour), and past it for matches whose session
+  // took retries.
+  [1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800, 3600, 7200],
 )
 const waitP50 = gauge('nexus_matchmaking_wait_p50_seconds', 'Median recent wait, per pool')
 const waitP95 = gauge('nexus_matchmaking_wait_p95_seconds', '95th percentile recent wait, per pool')

@@ -12,8 +12,8 @@ import { all, one, schemaVersion, setSchemaVersion } from '../workers/lib/sql.ts
 
 /*
  * MetricsHub: the totals of every isolate's metrics, addressed as
- * `env.METRICS_HUB.getByName(`shard:${n}`)` (workers/lib/metrics-flush.ts picks the shard from
- * the isolate's source id, and `/metrics` merges all shards). Decisions:
+ * `env.METRICS_HUB.getByName(`shard:${n}`)` (workers/lib/metrics-flush.ts picks the shard of each
+ * series from its name and labels, and `/metrics` merges all shards). Decisions:
  *
  * - Isolates send batches of what changed since their last acknowledged batch, numbered per
  *   source. A batch at or below the source's last applied number was applied already (a retry
@@ -32,8 +32,11 @@ import { all, one, schemaVersion, setSchemaVersion } from '../workers/lib/sql.ts
 
 /** How long a silent source's last batch number is kept. */
 const SOURCE_RETENTION_MS = 7 * 24 * 3600_000
-/** How long a series no batch changes is kept. */
-export const SERIES_RETENTION_MS = 7 * 24 * 3600_000
+/**
+ * How long a series no batch changes is kept: longer than the longest cycle a board runs on a
+ * schedule (a month), so that a board's close counts, which change once a cycle, stay counters.
+ */
+export const SERIES_RETENTION_MS = 35 * 24 * 3600_000
 /** Forgotten sources are swept at most this often. */
 const SWEEP_EVERY_MS = 3600_000
 

@@ -151,6 +151,24 @@ describe('merging metric families', () => {
     const first = only(total.families(), 'many_total').series[0] as { value: number }
     expect(first.value).toBe(2)
   })
+
+  it('a merge of shards keeps every series each shard holds, though together past that limit', () => {
+    const shard = (from: number) => [
+      {
+        kind: 'counter' as const,
+        name: 'boards_total',
+        help: 'h',
+        series: Array.from({ length: MAX_SERIES_PER_METRIC }, (_, i) => ({
+          labels: { board: `b${from + i}` },
+          value: 1,
+        })),
+      },
+    ]
+    const merged = mergeFamilies([shard(0), shard(MAX_SERIES_PER_METRIC), shard(0)])
+    const series = only(merged, 'boards_total').series as { value: number }[]
+    expect(series).toHaveLength(2 * MAX_SERIES_PER_METRIC)
+    expect(series.reduce((n, s) => n + s.value, 0)).toBe(3 * MAX_SERIES_PER_METRIC)
+  })
 })
 
 describe('batches a hub accepts', () => {

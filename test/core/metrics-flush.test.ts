@@ -6,33 +6,52 @@ import {
   type MetricsBatch,
 } from '../../workers/lib/metric-families.ts'
 import { setLogLevel } from '../../workers/lib/log.ts'
-import { FLUSH_INTERVAL_MS, sendMetricsSoon } from '../../workers/lib/metrics-flush.ts'
+import { FLUSH_INTERVAL_MS, sendMetrics, sendMetricsSoon } from '../../workers/lib/metrics-flush.ts'
 import { counter } from '../../workers/lib/metrics.ts'
 
 /**
- * The hub's contract in memory (apply each source's batch number once, add up the rest), so the
- * isolate side's timing can run on a fake clock; the hub object itself is tested in workerd
- * (test/worker/metrics-hub.test.ts).
+ * The hub's contract in memory (each shard applies each source's batch number once; the shards'
+ * totals add up), so the isolate side's timing can run on a fake clock; the hub object itself is
+ * tested in workerd (test/worker/metrics-hub.test.ts).
  */
 class HubOnTheSide {
-  readonly totals = new MetricsAggregate()
-  private readonly lastSeq = new Map<string, number>()
+  readonly totals = new MetricsAggregate(Infinity)
+  /** Per shard: the last batch number applied of each source. */
+  private readonly lastSeq = new Map<string, Map<string, number>>()
+  /** The shards each series (name and labels) reached. */
+  readonly placements = new Map<string, Set<string>>()
   calls = 0
   down = false
+  /** A shard that fails every call. */
+  downShard: string | null = null
 
   env(): Pick<Env, 'METRICS_HUB'> {
-    const stub = {
+    const stub = (shard: string) => ({
       record: async (batch: MetricsBatch) => {
         this.calls++
-        if (this.down) throw new Error('hub unreachable')
-        if (batch.seq <= (this.lastSeq.get(batch.source) ?? 0)) return { ok: true, applied: false }
-        this.lastSeq.set(batch.source, batch.seq)
-        for (const f of batch.families) this.totals.add(f)
+        if (this.down || shard === this.downShard) throw new Error('hub unreachable')
+        const seen = this.lastSeq.get(shard) ?? new Map<string, number>()
+        this.lastSeq.set(shard, seen)
+        if (batch.seq <= (seen.get(batch.source) ?? 0)) return { ok: true, applied: false }
+        seen.set(batch.source, batch.seq)
+        for (const f of batch.families) {
+          this.totals.add(f)
+          for (const series of f.series) {
+            const id = `${f.name} ${JSON.stringify(series.labels)}`
+            const at = this.placements.get(id) ?? new Set<string>()
+            this.placements.set(id, at.add(shard))
+          }
+        }
         return { ok: true, applied: true }
       },
       families: async (): Promise<Family[]> => this.totals.families(),
+    })
+    const stubs = new Map<string, ReturnType<typeof stub>>()
+    const getByName = (name: string) => {
+      if (!stubs.has(name)) stubs.set(name, stub(name))
+      return stubs.get(name)!
     }
-    return { METRICS_HUB: { getByName: () => stub } as unknown as Env['METRICS_HUB'] }
+    return { METRICS_HUB: { getByName } as unknown as Env['METRICS_HUB'] }
   }
 
   total(name: string): number {
@@ -108,5 +127,44 @@ describe('a Durable Object sending its metrics', () => {
     await vi.advanceTimersByTimeAsync(2 * FLUSH_INTERVAL_MS)
     await settle()
     expect(hub.total('nexus_test_flush_quiet_total')).toBe(7)
+  })
+})
+
+describe('where series go', () => {
+  beforeEach(() => {
+    setLogLevel('silent')
+    startAt += 24 * 3600_000
+    vi.useFakeTimers({ now: startAt })
+  })
+  afterEach(() => {
+    vi.useRealTimers()
+  })
+
+  it('each series to one shard, batch after batch, spread over several; a shard that fails gets its part again, the others do not apply theirs twice', async () => {
+    const hub = new HubOnTheSide()
+    const env = hub.env()
+    const boards = counter('nexus_test_flush_shards_total', 'test')
+    const ids = Array.from({ length: 40 }, (_, i) => `board-${i}`)
+    for (const board of ids) boards.inc({ board })
+    await sendMetrics(env)
+    for (const board of ids) boards.inc({ board }, 2)
+    await sendMetrics(env)
+    const shards = new Set<string>()
+    for (const board of ids) {
+      const at = hub.placements.get(`nexus_test_flush_shards_total ${JSON.stringify({ board })}`)!
+      // Each series went to the same shard both times, whatever else the batch held.
+      expect(at.size).toBe(1)
+      shards.add([...at][0]!)
+    }
+    expect(shards.size).toBeGreaterThan(1)
+    expect(hub.total('nexus_test_flush_shards_total')).toBe(40 * 3)
+
+    // One shard down: the batch is not acknowledged; sent again, only that shard's part is new.
+    hub.downShard = [...shards][0]!
+    for (const board of ids) boards.inc({ board })
+    await expect(sendMetrics(env)).rejects.toThrow('hub unreachable')
+    hub.downShard = null
+    await sendMetrics(env)
+    expect(hub.total('nexus_test_flush_shards_total')).toBe(40 * 4)
   })
 })

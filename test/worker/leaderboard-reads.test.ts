@@ -602,6 +602,12 @@ describe('writes to a board that has just woken', () => {
     await seed(b, 10, (i) => i)
     const stub = env.LEADERBOARD.getByName(b)
     await evictDurableObject(stub)
+    const removals = (cause: string) =>
+      localFamilies()
+        .find((f) => f.name === 'nexus_leaderboard_entries_removed_total')
+        ?.series.filter((s) => s.labels.cause === cause)
+        .reduce((n, s) => n + ('value' in s ? s.value : 0), 0) ?? 0
+    const before = { admin: removals('admin'), ban: removals('ban') }
     const r = await runInDurableObject(stub, async (inst: Leaderboard) => ({
       removed: await inst.removeEntry(b, 'p001'),
       banned: await inst.ban(b, 'p002', null),
@@ -610,6 +616,10 @@ describe('writes to a board that has just woken', () => {
     expect(r.removed).toMatchObject({ ok: true, removed: true, total: 9 })
     expect(r.banned).toMatchObject({ ok: true, removed: true, total: 8 })
     expect(r.loaded).toBe(false)
+    expect({ admin: removals('admin'), ban: removals('ban') }).toEqual({
+      admin: before.admin + 1,
+      ban: before.ban + 1,
+    })
     const top = await fresh<Top>(`/v1/leaderboards/${b}/top?limit=100`)
     expect(top.total).toBe(8)
     expect(top.entries.map((e) => e.playerId)).toEqual([

@@ -238,6 +238,30 @@ describe('the end of a game', () => {
     })
   })
 
+  it('counts sessions created, and games over by rules and how they ended', async () => {
+    const count = (name: string, labels: Record<string, string>) =>
+      localFamilies()
+        .find((f) => f.name === name)
+        ?.series.filter((s) => Object.entries(labels).every(([k, v]) => s.labels[k] === v))
+        .reduce((n, s) => n + ('value' in s ? s.value : 0), 0) ?? 0
+    const created = count('nexus_session_created_total', { rules: 'dice-race' })
+    const cancelled = { rules: 'dice-race', reason: 'cancelled' }
+    const ended = count('nexus_session_ended_total', cancelled)
+    const { sessionId } = await createSession({
+      rules: 'dice-race',
+      roster: playerIds(2).map((playerId) => ({ playerId })),
+    })
+    expect(count('nexus_session_created_total', { rules: 'dice-race' })).toBe(created + 1)
+    expect(count('nexus_session_ended_total', cancelled)).toBe(ended)
+    const end = () =>
+      call(`/v1/admin/sessions/${sessionId}/end`, { ...bearer(ADMIN_KEY), method: 'POST' })
+    expect((await end()).status).toBe(200)
+    expect(count('nexus_session_ended_total', cancelled)).toBe(ended + 1)
+    // Ended twice, counted once.
+    expect((await end()).status).toBe(200)
+    expect(count('nexus_session_ended_total', cancelled)).toBe(ended + 1)
+  })
+
   it('ending a session: 401 without a credential, 403 for a player, 404 for an unknown session, 422 for a bad id, 415 for a body of another type', async () => {
     const players = playerIds(2)
     const { sessionId } = await createSession({

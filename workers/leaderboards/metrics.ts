@@ -8,5 +8,5 @@ import { counter } from '../lib/metrics.ts'
  */
 export const submissionRefusals = counter(
   'nexus_leaderboard_rejections_total',
-  'Score submissions refused, by reason',
+  'Score submissions refused, by reason (unavailable: the board could not reach Neon)',
 )

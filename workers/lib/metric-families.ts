@@ -152,6 +152,12 @@ export interface Touched {
  */
 export class MetricsAggregate {
   private readonly held = new Map<string, Held>()
+  private readonly maxSeries: number
+
+  /** `maxSeries`: series kept per metric; a merge of several aggregates holds their sum. */
+  constructor(maxSeries = MAX_SERIES_PER_METRIC) {
+    this.maxSeries = maxSeries
+  }
 
   add(family: Family): Touched {
     let held = this.held.get(family.name)
@@ -173,7 +179,7 @@ export class MetricsAggregate {
     let dropped = 0
     for (const incoming of family.series) {
       const key = seriesKey(incoming.labels)
-      if (!held.series.has(key) && held.series.size >= MAX_SERIES_PER_METRIC) dropped++
+      if (!held.series.has(key) && held.series.size >= this.maxSeries) dropped++
       else if (mergeSeries(held, key, incoming)) keys.push(key)
     }
     return { name: family.name, keys, dropped }
@@ -268,7 +274,8 @@ export function mergeFamilies(
   current: readonly Family[] = [],
 ): Family[] {
   const shapes = new Map(current.map((f) => [f.name, f]))
-  const total = new MetricsAggregate()
+  // Each list holds up to the limit of its own (a shard, this isolate): all of them fit.
+  const total = new MetricsAggregate(MAX_SERIES_PER_METRIC * Math.max(1, lists.length))
   for (const list of lists) {
     for (const f of list) {
       const c = shapes.get(f.name)

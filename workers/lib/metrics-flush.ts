@@ -1,7 +1,13 @@
 import type { RecordResult } from '../../durable-objects/metrics-hub.ts'
 import type { Env } from '../env.ts'
 import { errorFields, log } from './log.ts'
-import { type Family, type MetricsBatch, mergeFamilies } from './metric-families.ts'
+import {
+  type Family,
+  type LabelValues,
+  type MetricsBatch,
+  mergeFamilies,
+  seriesKey,
+} from './metric-families.ts'
 import { acknowledgeBatch, hasUnsentMetrics, localFamilies, takeBatch } from './metrics.ts'
 import { within } from './within.ts'
 
@@ -19,9 +25,12 @@ import { within } from './within.ts'
 
 export const FLUSH_INTERVAL_MS = 10_000
 /**
- * Isolates spread over this many hub objects, so one object never takes every isolate's batches;
- * `/metrics` reads them all. Changing it moves isolates to other shards, which is safe: a shard
- * keeps what it was sent, and the merge adds shards up.
+ * Series spread over this many hub objects, so one object never takes every isolate's batches;
+ * `/metrics` reads them all. A series always goes to the same one, whichever isolate counted it:
+ * a hub forgets a series gone quiet (SERIES_RETENTION_MS), and spread by isolate, one shard would
+ * drop its share of a series the others still counted, a counter going backwards. Changing the
+ * number moves series to other shards: the merge adds up both while the old shard keeps its
+ * share, which it forgets once the retention has passed, a counter reset to scrapers.
  */
 export const METRICS_HUB_SHARDS = 4
 /** How long `/metrics` waits for the hub before answering with this isolate's numbers. */
@@ -36,10 +45,34 @@ function hub(env: Pick<Env, 'METRICS_HUB'>, shard: number): HubApi {
   return env.METRICS_HUB.getByName(`shard:${shard}`) as unknown as HubApi
 }
 
-function shardOf(source: string): number {
+function shardOf(name: string, labels: LabelValues): number {
+  const id = `${name} ${seriesKey(labels)}`
   let h = 0
-  for (let i = 0; i < source.length; i++) h = (h * 31 + source.charCodeAt(i)) >>> 0
+  for (let i = 0; i < id.length; i++) h = (h * 31 + id.charCodeAt(i)) >>> 0
   return h % METRICS_HUB_SHARDS
+}
+
+/**
+ * A batch's series by the shard each belongs to, as one batch per shard under the batch's own
+ * source and number: each shard applies its part once, however often the batch is sent.
+ */
+function partsByShard(batch: MetricsBatch): Map<number, MetricsBatch> {
+  const parts = new Map<number, MetricsBatch>()
+  for (const family of batch.families) {
+    const byShard = new Map<number, Family['series'][number][]>()
+    for (const series of family.series) {
+      const shard = shardOf(family.name, series.labels)
+      const list = byShard.get(shard)
+      if (list) list.push(series)
+      else byShard.set(shard, [series])
+    }
+    for (const [shard, series] of byShard) {
+      let part = parts.get(shard)
+      if (!part) parts.set(shard, (part = { source: batch.source, seq: batch.seq, families: [] }))
+      part.families.push({ ...family, series } as Family)
+    }
+  }
+  return parts
 }
 
 let lastSentAt = -Infinity
@@ -67,10 +100,15 @@ export async function sendMetrics(env: Pick<Env, 'METRICS_HUB'>): Promise<void> 
     const batch = takeBatch()
     if (!batch) return
     lastSentAt = Date.now()
-    const result = await hub(env, shardOf(batch.source)).record(batch)
-    if (!result.ok) {
-      // A batch the hub refuses would be refused forever and hold back every later one.
-      log('error', 'metrics batch refused', { source: batch.source, detail: result.detail })
+    // Every part or none acknowledged: a batch sent again is skipped by the shards that have it.
+    const results = await Promise.all(
+      [...partsByShard(batch)].map(([shard, part]) => hub(env, shard).record(part)),
+    )
+    for (const result of results) {
+      if (!result.ok) {
+        // A batch the hub refuses would be refused forever and hold back every later one.
+        log('error', 'metrics batch refused', { source: batch.source, detail: result.detail })
+      }
     }
     acknowledgeBatch(batch.seq)
   }

@@ -103,7 +103,7 @@ describe('/metrics across isolates', () => {
     expect((await scrape()).value(name)).toBe(3)
   })
 
-  it('forgets a series no batch changed for a week (freeing its place under the series limit); a busy one stays, through an eviction', async () => {
+  it('forgets a series no batch changed for its retention (freeing its place under the series limit); a busy one stays, through an eviction', async () => {
     const name = `nexus_test_${crypto.randomUUID().replaceAll('-', '')}_total`
     const a = otherIsolate()
     const shard = hub(3)

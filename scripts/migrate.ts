@@ -19,6 +19,8 @@ const MIGRATIONS_FOLDER = fileURLToPath(new URL('../migrations', import.meta.url
 
 /** How long a run waits for another run's lock before failing, rather than hanging a deploy. */
 const LOCK_WAIT = '5min'
+/** How long a migration's statement waits for a table's lock before the run fails. */
+const DDL_LOCK_WAIT = '10s'
 
 /**
  * The direct connection string for a Neon pooled one (its host without `-pooler`), else the
@@ -43,6 +45,10 @@ export async function runMigrations(opts: { databaseUrl: string; relay?: string 
     try {
       await client.query(`set lock_timeout = '${LOCK_WAIT}'`)
       await client.query('select pg_advisory_lock(727274)')
+      // The migrations' own locks wait briefly: a DDL statement queued behind a long query holds
+      // up every later read and write of its table while it waits, so it fails (the run rolls
+      // back, to be run again) rather than stall the live version for minutes.
+      await client.query(`set lock_timeout = '${DDL_LOCK_WAIT}'`)
       await migrate(drizzle({ client }), { migrationsFolder: MIGRATIONS_FOLDER })
     } finally {
       await client.query('select pg_advisory_unlock(727274)').catch(() => {})

@@ -99,6 +99,24 @@ describe('the dashboard overview at scale', () => {
     const o = (await res.json()) as { boards: { id: string; rewardsPaidLastDay: number }[] }
     expect(o.boards.find((b) => b.id === board)?.rewardsPaidLastDay).toBe(2)
   })
+
+  it("a board's page shows the payouts of its last 10 cycles that paid, newest first", async () => {
+    const board = await createBoard({ cycle: { every: '1h' } })
+    // 14 closed cycles; 13 and 7 paid nobody. Cycle c paid ranks 1 to c (c players).
+    await pg()`insert into leaderboard_cycles (leaderboard_id, cycle, starts_at, ends_at, entries)
+      select ${board}, c, now() - interval '1 day', now() - interval '1 hour', 100
+        from generate_series(1, 14) as c`
+    await pg()`insert into rewards (leaderboard_id, cycle, player_id, rank, reward)
+      select ${board}, c, 'p' || r, r, '{}'::jsonb
+        from generate_series(1, 14) as c, generate_series(1, c) as r
+       where c not in (7, 13)`
+    const detail = await call(`/dashboard/api/boards/${board}`, bearer(ADMIN_KEY))
+    const { rewards } = (await detail.json()) as {
+      rewards: { cycle: number; players: number; ranks: [number, number] }[]
+    }
+    const paid = [14, 12, 11, 10, 9, 8, 6, 5, 4, 3]
+    expect(rewards).toEqual(paid.map((c) => ({ cycle: c, players: c, ranks: [1, c] })))
+  })
 })
 
 describe('metrics summary', () => {

@@ -203,6 +203,9 @@ export const queueClaims = pgTable(
     primaryKey({ columns: [t.queue, t.playerId] }),
     // The cron prunes claims idle past any ticket's life (`pruneIdleClaims`).
     index('queue_claims_claimed_at_idx').on(t.claimedAt),
+    // A ban or an erasure reads a player's claims in every queue (`removeFromQueues`), under the
+    // player's lock: the primary key leads with the queue.
+    index('queue_claims_player_idx').on(t.playerId),
   ],
 )
 
@@ -294,7 +297,17 @@ export const partyTickets = pgTable(
     /** When the pool made the ticket (ms since the epoch); null on notes from before 0014. */
     enqueuedAt: bigint('enqueued_at', { mode: 'number' }),
   },
-  (t) => [primaryKey({ columns: [t.partyId, t.ticketId] })],
+  (t) => [
+    primaryKey({ columns: [t.partyId, t.ticketId] }),
+    // The cron walks stale notes in byte order (`stalePartyTickets`), which the primary key, in
+    // the database's collation, cannot give: without this each page sorted the whole table.
+    index('party_tickets_byte_order_idx').on(
+      sql`${t.partyId} collate "C"`,
+      sql`${t.ticketId} collate "C"`,
+    ),
+    // The cron's prune of notes past any ticket's life (`pruneOldPartyTickets`).
+    index('party_tickets_noted_at_idx').on(t.notedAt),
+  ],
 )
 
 /**

@@ -374,6 +374,10 @@ async function forgetFenced(
 /** A pool that does not answer within this counts as unreachable (the caller retries). */
 const REMOVE_POOL_CALL_MS = 10_000
 
+/** A player's claims in every queue ($1 the player). */
+export const CLAIMS_OF_PLAYER = `select queue, version::float8 as version, regions
+  from queue_claims where player_id = $1`
+
 /**
  * After a player's account ban or erasure is in Neon (`reason`): every pool that may hold a
  * ticket or a claimed socket of theirs (the regions their claims name, one claim row per queue
@@ -393,10 +397,7 @@ export async function removeFromQueues(
     // A claim being taken right now (its statement began before the change committed, so it
     // did not see it) is waited for, and its version read.
     sql.query(LOCK_CLAIMS, [textArrayLiteral([playerId])]),
-    sql.query(
-      `select queue, version::float8 as version, regions from queue_claims where player_id = $1`,
-      [playerId],
-    ),
+    sql.query(CLAIMS_OF_PLAYER, [playerId]),
   ])) as [unknown, { queue: string; version: number; regions: Record<string, number> }[]]
   const pools = rows.flatMap((r) =>
     Object.keys(r.regions).map((region) => ({ queue: r.queue, region, upTo: r.version })),

@@ -596,12 +596,21 @@ export async function recordPartyTicket(
   return (results[1] as { current: boolean }[])[0]?.current === true
 }
 
-/** Forgets notes too old to stand for a waiting ticket (tickets live at most an hour). */
+/** The prune of notes too old to stand for a waiting ticket (tickets live at most an hour). */
+export const PRUNE_OLD_PARTY_TICKETS = `delete from party_tickets
+  where noted_at < now() - make_interval(hours => ${NOTED_TICKET_HOURS})`
+
+/** Forgets notes too old to stand for a waiting ticket. */
 export async function pruneOldPartyTickets(env: DbEnv): Promise<void> {
-  await getSql(env).query(
-    `delete from party_tickets where noted_at < now() - make_interval(hours => ${NOTED_TICKET_HOURS})`,
-  )
+  await getSql(env).query(PRUNE_OLD_PARTY_TICKETS)
 }
+
+/** A page of stale notes: ($1 limit, after ($2 party, $3 ticket)), in byte order. */
+export const STALE_PARTY_TICKETS = `select t.party_id, t.ticket_id
+  from party_tickets t left join parties p on p.id = t.party_id
+  where (p.id is null or t.noted_at < p.updated_at)
+    and (t.party_id collate "C", t.ticket_id collate "C") > ($2::text, $3::text)
+  order by t.party_id collate "C", t.ticket_id collate "C" limit $1`
 
 /**
  * Tickets noted for a party before its latest membership change (or for a party that has since
@@ -616,14 +625,11 @@ export async function stalePartyTickets(
   after: { partyId: string; ticketId: string } | null,
   limit: number,
 ): Promise<{ partyId: string; ticketId: string }[]> {
-  const rows = (await getSql(env).query(
-    `select t.party_id, t.ticket_id
-       from party_tickets t left join parties p on p.id = t.party_id
-      where (p.id is null or t.noted_at < p.updated_at)
-        and (t.party_id collate "C", t.ticket_id collate "C") > ($2::text, $3::text)
-      order by t.party_id collate "C", t.ticket_id collate "C" limit $1`,
-    [limit, after?.partyId ?? '', after?.ticketId ?? ''],
-  )) as { party_id: string; ticket_id: string }[]
+  const rows = (await getSql(env).query(STALE_PARTY_TICKETS, [
+    limit,
+    after?.partyId ?? '',
+    after?.ticketId ?? '',
+  ])) as { party_id: string; ticket_id: string }[]
   return rows.map((r) => ({ partyId: r.party_id, ticketId: r.ticket_id }))
 }
 

@@ -85,8 +85,13 @@ async function settle<T>(what: string, run: () => Promise<T>): Promise<T | { err
 dashboard.get('/api/overview', async (c) => {
   const sql = getSql(c.env)
   const [boards, queues, live, rewardTotals, metrics] = await Promise.all([
+    // The latest first, then their names: `config->>'name'` in the outer query reads the
+    // configurations of the boards listed only, not of every board before the sort.
     sql.query(
-      `select id, config->>'name' as name, version from leaderboards order by updated_at desc limit $1`,
+      `select id, config->>'name' as name, version
+         from (select id, config, version, updated_at from leaderboards
+                order by updated_at desc limit $1) latest
+        order by updated_at desc`,
       [MAX_LISTED],
     ) as unknown as Promise<{ id: string; name: string | null; version: number }[]>,
     sql.query(`select id, config, version from queues order by updated_at desc limit $1`, [
@@ -226,9 +231,19 @@ dashboard.get('/api/boards/:id', async (c) => {
         completed_ms: string | null
       }[]
     >,
+    // The last 10 cycles that paid, found from the newest back, then each one's payouts: a
+    // grouping of all the board's rewards first would read its whole history (a `1m` board pays
+    // at every close) every time a dashboard shows the board.
     sql.query(
-      `select cycle, count(*)::int as players, min(rank)::int as best_rank, max(rank)::int as worst_rank
-         from rewards where leaderboard_id = $1 group by cycle order by cycle desc limit 10`,
+      `select c.cycle, r.players, r.best_rank, r.worst_rank
+         from (select cycle from leaderboard_cycles c
+                where leaderboard_id = $1
+                  and exists (select 1 from rewards where leaderboard_id = $1 and cycle = c.cycle)
+                order by cycle desc limit 10) c
+        cross join lateral (
+          select count(*)::int as players, min(rank)::int as best_rank, max(rank)::int as worst_rank
+            from rewards where leaderboard_id = $1 and cycle = c.cycle) r
+        order by c.cycle desc`,
       [id],
     ) as unknown as Promise<
       { cycle: number; players: number; best_rank: number; worst_rank: number }[]

@@ -1,0 +1,46 @@
+import { describe, expect, it } from 'vitest'
+import { CLAIMS_OF_PLAYER } from '../../workers/matchmaking/claims.ts'
+import { PRUNE_OLD_PARTY_TICKETS, STALE_PARTY_TICKETS } from '../../workers/parties/store.ts'
+import { pg } from './helpers/boards.ts'
+
+/**
+ * Queries the cron or a ban runs over tables that grow with the players, planned as PostgreSQL
+ * would plan them on big tables: with sequential scans priced out (the test database's tables
+ * are small, where a scan is cheapest), a query no index serves still gets one, and shows it.
+ */
+async function planOf(
+  query: string,
+  params: unknown[],
+  { sorts = true }: { sorts?: boolean } = {},
+): Promise<string> {
+  const sql = pg()
+  const results = (await sql.transaction([
+    sql.query('set local enable_seqscan = off'),
+    // Priced out too where a page must come in index order, not from sorting what matched.
+    ...(sorts ? [] : [sql.query('set local enable_sort = off')]),
+    // A delete's plan is shown without running it.
+    sql.query(`explain (format json) ${query}`, params),
+  ])) as { 'QUERY PLAN': unknown }[][]
+  return JSON.stringify(results[results.length - 1]![0]!['QUERY PLAN'])
+}
+
+describe('query plans on tables that grow', () => {
+  it("a ban's or an erasure's read of a player's claims goes by an index on the player", async () => {
+    const plan = await planOf(CLAIMS_OF_PLAYER, ['p-plan'])
+    expect(plan).toContain('queue_claims_player_idx')
+    expect(plan).not.toContain('Seq Scan')
+  })
+
+  it("the cron's page of stale party notes walks an index in byte order: no scan, no sort of the table", async () => {
+    const plan = await planOf(STALE_PARTY_TICKETS, [100, '', ''], { sorts: false })
+    expect(plan).toContain('party_tickets_byte_order_idx')
+    expect(plan).not.toContain('"Node Type":"Sort"')
+    expect(plan).not.toContain('Seq Scan')
+  })
+
+  it("the cron's prune of old party notes finds them by an index on their time", async () => {
+    const plan = await planOf(PRUNE_OLD_PARTY_TICKETS, [])
+    expect(plan).toContain('party_tickets_noted_at_idx')
+    expect(plan).not.toContain('Seq Scan')
+  })
+})

@@ -161,6 +161,7 @@ export class Leaderboards {
   }
 }
 
-function fresh(opts: ReadOptions): Record<string, string> {
+/** The headers of a read asking to skip the caches, or none. */
+export function fresh(opts: ReadOptions): Record<string, string> {
   return opts.fresh ? { 'cache-control': 'no-cache' } : {}
 }

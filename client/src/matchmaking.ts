@@ -14,6 +14,7 @@ import {
   type Transport,
 } from './http.ts'
 import { isTransient, NexusNetworkError, NexusProblem, validationProblem } from './problem.ts'
+import { fresh, type ReadOptions } from './leaderboards.ts'
 import { randomUUID } from './platform.ts'
 import {
   HEALTHY_SOCKET_MS,
@@ -956,17 +957,25 @@ export class Matchmaking {
     return new MatchTicket(queue, opts, this.deps, 'member')
   }
 
-  /** Waiting players, matches per minute and wait percentiles. */
-  stats(queue: string): Promise<QueueStats> {
+  /**
+   * Waiting players, matches per minute and wait percentiles, up to 2 s old (`fresh` reads them
+   * as they are now, limited per client address).
+   */
+  stats(queue: string, opts: ReadOptions = {}): Promise<QueueStats> {
     return this.deps.t.request('get', '/v1/matchmaking/{queue}/stats', {
       path: { queue },
+      headers: fresh(opts),
       retry: true,
     })
   }
 
-  /** The queue's public settings (teams, team size, rules, regions). */
-  info(queue: string): Promise<QueueInfo> {
-    return this.deps.t.request('get', '/v1/matchmaking/{queue}', { path: { queue }, retry: true })
+  /** The queue's public settings (teams, team size, rules, regions), up to 4 s old. */
+  info(queue: string, opts: ReadOptions = {}): Promise<QueueInfo> {
+    return this.deps.t.request('get', '/v1/matchmaking/{queue}', {
+      path: { queue },
+      headers: fresh(opts),
+      retry: true,
+    })
   }
 }
 

@@ -385,7 +385,7 @@ describe('matchmaking', () => {
     // the wait is the server's grace running out, not a race.
     await new Promise((resolve) => setTimeout(resolve, 12_000))
     expect(ended).toBeNull()
-    expect((await a.matchmaking.stats(queue)).waitingPlayers).toBe(1)
+    expect((await a.matchmaking.stats(queue, { fresh: true })).waitingPlayers).toBe(1)
     const b = await guestClient()
     const [ma, mb] = await within(
       Promise.all([ta.matched, b.matchmaking.join(queue).matched]),
@@ -436,11 +436,11 @@ describe('matchmaking', () => {
     const a = await guestClient()
     const t = a.matchmaking.join(queue)
     await within(t.once('queued'), 'queued')
-    const stats = await a.matchmaking.stats(queue)
+    const stats = await a.matchmaking.stats(queue, { fresh: true })
     expect(stats.waitingPlayers).toBe(1)
     await t.cancel()
     await expect(t.matched).rejects.toBeInstanceOf(MatchmakingEnded)
-    expect((await a.matchmaking.stats(queue)).waitingPlayers).toBe(0)
+    expect((await a.matchmaking.stats(queue, { fresh: true })).waitingPlayers).toBe(0)
 
     const missing = a.matchmaking.join(uid('nope'))
     const err = await missing.matched.catch((e: unknown) => e)
@@ -459,7 +459,7 @@ describe('matchmaking', () => {
     await within(ta.cancel(), 'the cancel')
     await expect(ta.matched).rejects.toBeInstanceOf(MatchmakingEnded)
     // Left to the pool's 10 s disconnect grace, the ticket would be matched with the next player.
-    expect((await a.matchmaking.stats(queue)).waitingPlayers).toBe(0)
+    expect((await a.matchmaking.stats(queue, { fresh: true })).waitingPlayers).toBe(0)
   })
 
   it('a region the queue does not have: a socket join rejects with the 422 an HTTP join gets', async () => {
@@ -596,7 +596,7 @@ describe('parties', () => {
     expect(viaHttp.ticketId).toBe(queued.ticketId)
     expect(socketWait.transport).toBe('websocket')
     expect((await overHttp.parties.mine())!.ticketId).toBe(queued.ticketId)
-    expect((await leader.matchmaking.stats(queue)).waitingPlayers).toBe(3)
+    expect((await leader.matchmaking.stats(queue, { fresh: true })).waitingPlayers).toBe(3)
 
     const opponents = await Promise.all(Array.from({ length: 3 }, () => guestClient()))
     const theirs = opponents.map((o) => o.matchmaking.join(queue).matched)

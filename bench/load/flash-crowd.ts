@@ -64,9 +64,10 @@ export async function flashCrowd(ctx: Ctx) {
   const deadline = Date.now() + 60_000
   let waiting = -1
   while (Date.now() < deadline) {
-    const stats = (await must(ctx, 'GET', `/v1/matchmaking/${queue}/stats`)) as {
-      waitingPlayers: number
-    }
+    // Fresh: the stats are cached for up to 2 s, which would make the drain look that much later.
+    const stats = (await must(ctx, 'GET', `/v1/matchmaking/${queue}/stats`, undefined, {
+      'cache-control': 'no-cache',
+    })) as { waitingPlayers: number }
     waiting = stats.waitingPlayers
     if (waiting <= 1) break
     await new Promise((r) => setTimeout(r, 250))

@@ -364,10 +364,11 @@ export async function must(
   method: string,
   path: string,
   body?: unknown,
+  headers: Record<string, string> = {},
 ): Promise<unknown> {
   const res = await fetch(ctx.stack.url + path, {
     method,
-    headers: ctx.admin,
+    headers: { ...ctx.admin, ...headers },
     ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
   })
   const text = await res.text()

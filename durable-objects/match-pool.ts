@@ -134,11 +134,12 @@ const MATCHES_PER_STEP = 64
 /** Longest long-poll the pool holds. */
 export const MAX_WAIT_MS = 25_000
 /**
- * Long-polls held at once per ticket (a party's members and their devices); a further one
- * answers the oldest at once, which its client polls again, so a client opening polls without
- * end (HTTP/2 streams cost it next to nothing) cannot make the pool hold them all.
+ * Long-polls one reader (a player, or the admin key) holds at once on a ticket (their devices
+ * and tabs); a further one answers that reader's oldest at once, which its client polls again,
+ * so a client opening polls without end (HTTP/2 streams cost it next to nothing) cannot make
+ * the pool hold them all, nor answer another member's polls early.
  */
-export const MAX_WAITS_PER_TICKET = 16
+export const MAX_WAITS_PER_READER = 4
 /** Open sockets one player may hold on one pool (tabs, devices, a reconnect before the old
  * socket is noticed closed); one more is refused (409), as on a game session. */
 const MAX_SOCKETS_PER_PLAYER = 4
@@ -223,6 +224,11 @@ interface Superseded {
 
 /** Who asks about a ticket: a player (only its own tickets) or the admin key. */
 export type Viewer = { kind: 'admin' } | { kind: 'player'; playerId: string }
+
+/** Who reads a ticket, as a key: the admin key's readers are one reader. */
+function readerKey(viewer: Viewer): string {
+  return viewer.kind === 'admin' ? '' : `p:${viewer.playerId}`
+}
 
 export interface JoinInput {
   queue: string
@@ -414,7 +420,8 @@ export class MatchPool extends DurableObject<Env> {
    */
   private nextSilentCheck: number | null = null
   private waitingPlayerTotal = 0
-  private readonly waiters = new Map<string, Set<() => void>>()
+  /** Long-polls held, by ticket, then by reader (`readerKey`). */
+  private readonly waiters = new Map<string, Map<string, Set<() => void>>>()
   private readonly delivering = new Set<string>()
   /**
    * The earliest waiting ticket's expiry or socket grace end, if known: housekeeping on every
@@ -1037,7 +1044,7 @@ export class MatchPool extends DurableObject<Env> {
     if (this.housekeep(this.now())) await this.scheduleAlarm()
     let row = this.row(ticketId)
     if (row && waitMs > 0 && (row.state === 'waiting' || row.state === 'matching')) {
-      await this.waitForChange(ticketId, Math.min(waitMs, MAX_WAIT_MS))
+      await this.waitForChange(ticketId, readerKey(viewer), Math.min(waitMs, MAX_WAIT_MS))
       // A ticket that ran out while held, before the alarm got to it, answers expired.
       if (this.housekeep(this.now())) await this.scheduleAlarm()
       row = this.row(ticketId)
@@ -1152,25 +1159,31 @@ export class MatchPool extends DurableObject<Env> {
     return Math.max(0, row.expires_at - this.now())
   }
 
-  private waitForChange(ticketId: string, ms: number): Promise<void> {
+  private waitForChange(ticketId: string, reader: string, ms: number): Promise<void> {
     return new Promise((resolve) => {
-      let set = this.waiters.get(ticketId)
-      if (!set) this.waiters.set(ticketId, (set = new Set()))
+      let readers = this.waiters.get(ticketId)
+      if (!readers) this.waiters.set(ticketId, (readers = new Map()))
+      let set = readers.get(reader)
+      if (!set) readers.set(reader, (set = new Set()))
       const done = () => {
         clearTimeout(timer)
         set.delete(done)
-        if (set.size === 0 && this.waiters.get(ticketId) === set) this.waiters.delete(ticketId)
+        if (set.size === 0 && readers.get(reader) === set) readers.delete(reader)
+        if (readers.size === 0 && this.waiters.get(ticketId) === readers) {
+          this.waiters.delete(ticketId)
+        }
         resolve()
       }
       const timer = setTimeout(done, ms)
-      if (set.size >= MAX_WAITS_PER_TICKET) set.values().next().value!()
+      if (set.size >= MAX_WAITS_PER_READER) set.values().next().value!()
       set.add(done)
     })
   }
 
   private wake(ticketId: string): void {
-    const set = this.waiters.get(ticketId)
-    if (set) for (const done of [...set]) done()
+    const readers = this.waiters.get(ticketId)
+    if (!readers) return
+    for (const set of [...readers.values()]) for (const done of [...set]) done()
   }
 
   /**

@@ -1,7 +1,7 @@
 import { evictDurableObject, runDurableObjectAlarm, runInDurableObject } from 'cloudflare:test'
 import { env } from 'cloudflare:workers'
 import { describe, expect, it, onTestFinished } from 'vitest'
-import { MAX_WAITS_PER_TICKET, type MatchPool } from '../../durable-objects/match-pool.ts'
+import { MAX_WAITS_PER_READER, type MatchPool } from '../../durable-objects/match-pool.ts'
 import { localFamilies } from '../../workers/lib/metrics.ts'
 import { pg } from './helpers/boards.ts'
 import { ADMIN_KEY, bearer, call, json, newGuest, problem } from './helpers/http.ts'
@@ -75,39 +75,57 @@ describe('HTTP tickets', () => {
     expect(t.match!.token).not.toBe(tb.match!.token)
   })
 
-  it(`a ticket holds at most ${MAX_WAITS_PER_TICKET} long-polls at once: one more answers the oldest, still waiting`, async () => {
-    const q = await createQueue()
+  it(`a reader holds at most ${MAX_WAITS_PER_READER} long-polls on a ticket: one more answers that reader's oldest, still waiting; other members' polls are theirs`, async () => {
+    const q = await createQueue({ teamSize: 2 })
     await rig(q, newClock())
-    const a = await newGuest()
-    const ta = (await (await joinAs(q, a.token)).json()) as Ticket
-    const answered: number[] = []
-    const polls = Array.from({ length: MAX_WAITS_PER_TICKET }, (_, i) =>
-      ticketOf(ta.ticketId, a.token, 20).then((t) => {
-        answered.push(i)
-        return t
-      }),
-    )
-    const held = () =>
-      runInDurableObject(
-        poolOf(q),
-        (inst: MatchPool) =>
-          (inst as unknown as { waiters: Map<string, Set<unknown>> }).waiters.get(ta.ticketId)
-            ?.size ?? 0,
+    const [leader, member] = await Promise.all([newGuest(), newGuest()])
+    const ticket = (await (
+      await call(
+        `/v1/matchmaking/${q}/tickets`,
+        json(
+          'POST',
+          { playerId: leader.playerId, party: [leader.playerId, member.playerId] },
+          ADMIN_KEY,
+        ),
       )
-    await until(async () => ((await held()) === MAX_WAITS_PER_TICKET ? true : undefined))
-    const extra = ticketOf(ta.ticketId, a.token, 20)
-    // Which poll reached the pool first is the runtime's order: the one answered is the oldest.
+    ).json()) as Ticket
+    expect(ticket.status).toBe('waiting')
+    const answered: string[] = []
+    const poll = (token: string, name: string) =>
+      ticketOf(ticket.ticketId, token, 20).then((t) => {
+        answered.push(name)
+        return t
+      })
+    const held = () =>
+      runInDurableObject(poolOf(q), (inst: MatchPool) =>
+        [
+          ...((inst as unknown as { waiters: Map<string, Map<string, Set<unknown>>> }).waiters
+            .get(ticket.ticketId)
+            ?.values() ?? []),
+        ].reduce((n, set) => n + set.size, 0),
+      )
+    const memberPolls = Array.from({ length: MAX_WAITS_PER_READER }, (_, i) =>
+      poll(member.token, `member-${i}`),
+    )
+    const leaderPolls = Array.from({ length: MAX_WAITS_PER_READER }, (_, i) =>
+      poll(leader.token, `leader-${i}`),
+    )
+    await until(async () => ((await held()) === 2 * MAX_WAITS_PER_READER ? true : undefined))
+    // One more from the leader: one of the leader's own polls is answered, none of the member's.
+    const extra = poll(leader.token, 'leader-extra')
     await until(async () => (answered.length > 0 ? true : undefined))
-    expect(await polls[answered[0]!]!).toMatchObject({ status: 'waiting' })
     expect(answered).toHaveLength(1)
-    expect(await held()).toBe(MAX_WAITS_PER_TICKET)
-    // The rest, and the one that came last, are answered by the ticket's change.
-    const cancel = await call(`/v1/matchmaking/tickets/${ta.ticketId}`, {
+    expect(answered[0]).toMatch(/^leader-\d$/)
+    const early = leaderPolls[Number(answered[0]!.slice('leader-'.length))]!
+    expect(await early).toMatchObject({ status: 'waiting' })
+    expect(await held()).toBe(2 * MAX_WAITS_PER_READER)
+    // The rest are answered by the ticket's change.
+    const cancel = await call(`/v1/matchmaking/tickets/${ticket.ticketId}`, {
       method: 'DELETE',
-      ...bearer(a.token),
+      ...bearer(leader.token),
     })
     expect(cancel.status).toBe(200)
-    for (const t of [...polls.filter((_, i) => i !== answered[0]), extra]) {
+    for (const t of [...memberPolls, ...leaderPolls.filter((p) => p !== early), extra]) {
       expect((await t).status).toBe('cancelled')
     }
   })

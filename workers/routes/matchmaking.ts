@@ -217,7 +217,8 @@ const getTicketRoute = createRoute({
   description:
     'Players read only their own tickets (another player’s ticket is 404); the admin key reads any. ' +
     'With `wait` (seconds, at most 25) a waiting or matching ticket is held until it is matched, ' +
-    'cancelled or expired, or the wait ends. ' +
+    'cancelled or expired, or the wait ends. A reader holds at most 4 such polls on a ticket: ' +
+    'one more answers its oldest at once. ' +
     'A matched ticket carries the session and a session token.',
   middleware: [requirePrincipal()] as const,
   request: {

@@ -231,19 +231,26 @@ dashboard.get('/api/boards/:id', async (c) => {
         completed_ms: string | null
       }[]
     >,
-    // The last 10 cycles that paid, found from the newest back, then each one's payouts: a
-    // grouping of all the board's rewards first would read its whole history (a `1m` board pays
-    // at every close) every time a dashboard shows the board.
+    // The last 10 cycles that paid, each found by one probe of the rewards index from the
+    // newest back (a board that pays nobody costs one probe, not a walk of its cycles), then
+    // each one's payouts: grouping all the board's rewards would read its whole history (a `1m`
+    // board pays at every close) every time a dashboard shows the board.
     sql.query(
-      `select c.cycle, r.players, r.best_rank, r.worst_rank
-         from (select cycle from leaderboard_cycles c
-                where leaderboard_id = $1
-                  and exists (select 1 from rewards where leaderboard_id = $1 and cycle = c.cycle)
-                order by cycle desc limit 10) c
+      `with recursive paid (cycle, n) as (
+         (select cycle, 1 from rewards where leaderboard_id = $1 order by cycle desc limit 1)
+         union all
+         select (select r.cycle from rewards r
+                  where r.leaderboard_id = $1 and r.cycle < paid.cycle
+                  order by r.cycle desc limit 1), n + 1
+           from paid where paid.cycle is not null and n < 10
+       )
+       select paid.cycle, r.players, r.best_rank, r.worst_rank
+         from paid
         cross join lateral (
           select count(*)::int as players, min(rank)::int as best_rank, max(rank)::int as worst_rank
-            from rewards where leaderboard_id = $1 and cycle = c.cycle) r
-        order by c.cycle desc`,
+            from rewards where leaderboard_id = $1 and cycle = paid.cycle) r
+        where paid.cycle is not null
+        order by paid.cycle desc`,
       [id],
     ) as unknown as Promise<
       { cycle: number; players: number; best_rank: number; worst_rank: number }[]

@@ -752,10 +752,6 @@ export class GameSession extends DurableObject<Env> {
         { errors: [{ path: 'since', message: `${from} to ${this.match.seq}` }] },
       )
     }
-    if (since !== null && since < this.match.seq) {
-      const refusal = this.countResume(player, this.match.seq - since)
-      if (refusal) return refusal
-    }
     // Sockets of this player that died without a close count for nothing: they would otherwise
     // fill the player's connections until the runtime noticed, and refuse the player's return.
     await this.dropSilentSockets(this.openSockets(player))
@@ -777,6 +773,12 @@ export class GameSession extends DurableObject<Env> {
         {},
         { 'retry-after': '1' },
       )
+    }
+    // Last of the refusals: an upgrade refused for another reason (the 5th socket, a game
+    // catching up) sends nothing, so it spends none of the player's budget.
+    if (since !== null && since < this.match.seq) {
+      const refusal = this.countResume(player, this.match.seq - since)
+      if (refusal) return refusal
     }
     const pair = new WebSocketPair()
     const server = pair[1]

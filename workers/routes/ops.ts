@@ -39,13 +39,12 @@ const recentChecks = new Map<string, { at: number; checks: { postgres: Check; re
 /**
  * Ready when Postgres answers, and Redis too if it is configured. Redis being down makes Nexus
  * slower, not unavailable, but an operator wants to see it here: it reports 503 as well, with
- * each dependency named, and `checkedAt`, when the checks ran (at most a second before).
+ * each dependency named, and `checkedAt`, when the checks finished (at most a second before).
  */
 ops.get('/ready', async (c) => {
   const key = `${c.env.DATABASE_URL ?? ''} ${c.env.UPSTASH_REDIS_REST_URL ?? ''}`
   let recent = recentChecks.get(key)
   if (!recent || !(Date.now() - recent.at < CHECKS_REUSED_MS)) {
-    const at = Date.now()
     const redis = getRedis(c.env)
     const [postgres, redisCheck] = await Promise.all([
       c.env.DATABASE_URL
@@ -57,7 +56,9 @@ ops.get('/ready', async (c) => {
           })
         : Promise.resolve<Check>('not-configured'),
     ])
-    recent = { at, checks: { postgres, redis: redisCheck } }
+    // Dated when they finished: a probe that timed out took 2 s, and dated from its start it
+    // would be stale at once, each request probing anew while a dependency is down.
+    recent = { at: Date.now(), checks: { postgres, redis: redisCheck } }
     recentChecks.delete(key)
     recentChecks.set(key, recent)
     // One key per configuration: a handful at most outside tests.
@@ -127,7 +128,7 @@ export function documentOps(app: OpenAPIHono<AppEnv>): void {
     method: 'get',
     path: '/ready',
     summary: 'Readiness: PostgreSQL answers, and Redis when configured',
-    description: `Each check has ${PROBE_TIMEOUT_MS / 1000} s. Redis down makes Nexus slower, not unavailable, but is reported (503) so an operator sees it. An isolate reuses its checks for ${CHECKS_REUSED_MS / 1000} s (\`checkedAt\`, ms since the epoch, says when they ran).`,
+    description: `Each check has ${PROBE_TIMEOUT_MS / 1000} s. Redis down makes Nexus slower, not unavailable, but is reported (503) so an operator sees it. An isolate reuses its checks for ${CHECKS_REUSED_MS / 1000} s (\`checkedAt\`, ms since the epoch, says when they finished).`,
     responses: {
       200: {
         description: 'Ready',

@@ -1,6 +1,7 @@
 import { env } from 'cloudflare:workers'
 import { describe, expect, it } from 'vitest'
 import type { SessionSetup } from '../../durable-objects/game-session.ts'
+import { issuePlayerToken } from '../../workers/lib/auth.ts'
 import { verifySessionToken } from '../../workers/lib/session-token.ts'
 import { MAX_ROSTER } from '../../workers/sessions/schemas.ts'
 import { sessionStub } from '../../workers/sessions/stub.ts'
@@ -270,6 +271,29 @@ describe('GET /v1/sessions/:id', () => {
     const missing = await call('/v1/sessions/s_missing', bearer(ADMIN_KEY))
     expect((await problem(missing)).type).toBe('urn:nexus:problem:not-found')
   })
+  it("an admin key with one dot: guesses in its shape count; players' expired tokens, no guess at it, do not", async () => {
+    const dottedKey = 'nexus.prod-key'
+    const read = (key: string, from: string) =>
+      callWithEnv(
+        { ADMIN_KEY: dottedKey },
+        '/v1/sessions/s_missing',
+        bearer(key, { 'cf-connecting-ip': from }),
+      )
+    const player = await newGuest()
+    const expired = (await issuePlayerToken(env, player.playerId, Date.now() - 2 * 86_400_000))
+      .token
+    const quiet = `198.51.100.${Math.floor(Math.random() * 250)}`
+    for (let i = 0; i <= ADMIN_KEY_GUESSES_PER_MINUTE; i++) {
+      expect((await read(expired, quiet)).status).toBe(401)
+    }
+    expect((await read(dottedKey, quiet)).status).toBe(404)
+    const guesser = `203.0.113.${Math.floor(Math.random() * 250)}`
+    for (let i = 0; i <= ADMIN_KEY_GUESSES_PER_MINUTE; i++) {
+      expect((await read(`nexus.g${i}`, guesser)).status).toBe(401)
+    }
+    expect((await read(dottedKey, guesser)).status).toBe(429)
+  })
+
   it('an admin key with dots: wrong guesses in that shape count toward the lockout here too', async () => {
     const dottedKey = 'aaaa.bbbb.cccc'
     const ip = `198.51.100.${Math.floor(Math.random() * 250)}`

@@ -9,6 +9,7 @@ import {
   checkAdminKey,
   isAdminKey,
   notACredential,
+  shapedLikeToken,
   verifyPlayerToken,
 } from '../lib/auth.ts'
 import {
@@ -90,20 +91,29 @@ function credentialOf(c: Context<AppEnv>, { socket }: { socket: boolean }): stri
 /** The admin key, a session token for this session, or a player token. */
 async function viewerOf(c: Context<AppEnv>, sessionId: string): Promise<Viewer> {
   const credential = credentialOf(c, { socket: false })
-  // Something with no dot can only be meant as the admin key, and a wrong one is counted; a
-  // token is verified as one (an admin key shaped like a token still works).
+  // As `authenticate` counts wrong admin keys: anything not shaped like a token can only be
+  // meant as the key, and a wrong one is counted; a token is verified as one (an admin key
+  // shaped like a token still works), and one refused counts only when the key has that shape
+  // (a player's expired token is no guess at any other key).
   const guard = adminKeyGuard(c)
-  if (!credential.includes('.')) {
+  if (!shapedLikeToken(credential)) {
     if (await checkAdminKey(c.env, credential, guard)) return { kind: 'admin' }
-    throw notACredential()
+    if (!credential.includes('.')) throw notACredential()
+  } else if (guard.wait() === 0 && (await isAdminKey(c.env, credential))) {
+    return { kind: 'admin' }
   }
-  if (guard.wait() === 0 && (await isAdminKey(c.env, credential))) return { kind: 'admin' }
   try {
     return { kind: 'player', playerId: await playerOf(c, credential, sessionId) }
   } catch (err) {
-    // An admin key with dots is guessed with dots: such a guess, no token either, counts toward
-    // the lockout as it does on every other route (uncounted, it would dodge it here).
-    if (c.env.ADMIN_KEY?.includes('.')) await guard.wrong()
+    const refusedToken = err instanceof ApiError && err.problem === 'unauthorized'
+    if (
+      refusedToken &&
+      shapedLikeToken(credential) &&
+      c.env.ADMIN_KEY &&
+      shapedLikeToken(c.env.ADMIN_KEY)
+    ) {
+      await guard.wrong()
+    }
     throw err
   }
 }

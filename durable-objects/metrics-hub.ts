@@ -12,7 +12,7 @@ import { all, one, schemaVersion, setSchemaVersion } from '../workers/lib/sql.ts
 
 /*
  * MetricsHub: the totals of every isolate's metrics, addressed as
- * `env.METRICS_HUB.getByName(`shard:${n}`)` (workers/lib/metrics-flush.ts picks the shard of each
+ * `env.METRICS_HUB.getByName(hubShardName(n))` (workers/lib/metrics-flush.ts picks the shard of each
  * series from its name and labels, and `/metrics` merges all shards). Decisions:
  *
  * - Isolates send batches of what changed since their last acknowledged batch, numbered per

@@ -5,13 +5,14 @@ import { SERIES_RETENTION_MS, type MetricsHub } from '../../durable-objects/metr
 import type { Env } from '../../workers/env.ts'
 import { parsePrometheus } from '../../workers/dashboard/metrics.ts'
 import type { Family } from '../../workers/lib/metric-families.ts'
+import { hubShardName } from '../../workers/lib/metrics-flush.ts'
 import { bearer, call, callWithEnv } from './helpers/http.ts'
 
 /** What a Prometheus scrape presents (vitest.config.ts sets METRICS_TOKEN for the tests). */
 const scrapeAuth = bearer('test-metrics-token')
 
 const testEnv = env as unknown as Env
-const hub = (shard: number) => testEnv.METRICS_HUB.getByName(`shard:${shard}`)
+const hub = (shard: number) => testEnv.METRICS_HUB.getByName(hubShardName(shard))
 
 /** Stands for another isolate: a source id of its own and its own batch numbers. */
 function otherIsolate() {

@@ -41,8 +41,18 @@ interface HubApi {
   families(): Promise<Family[]>
 }
 
+/**
+ * The name of a hub shard. `series-shard:` since the hub was sharded by series (2026-12-04): the
+ * `shard:` objects before held each series in shares by isolate, which stopped changing at that
+ * deploy and would have been forgotten a retention later, counters falling by most of their
+ * value. New objects start from zero at the deploy instead, one reset Prometheus reads as such.
+ */
+export function hubShardName(shard: number): string {
+  return `series-shard:${shard}`
+}
+
 function hub(env: Pick<Env, 'METRICS_HUB'>, shard: number): HubApi {
-  return env.METRICS_HUB.getByName(`shard:${shard}`) as unknown as HubApi
+  return env.METRICS_HUB.getByName(hubShardName(shard)) as unknown as HubApi
 }
 
 function shardOf(name: string, labels: LabelValues): number {

@@ -1,6 +1,9 @@
 import type { Schemas } from './api.gen.ts'
 import type { Credential, Ok, QueryOf, Transport } from './http.ts'
 import { randomUUID } from './platform.ts'
+import { fresh, type ReadOptions } from './read-options.ts'
+
+export type { ReadOptions } from './read-options.ts'
 
 export type Entry = Schemas['Entry']
 export type TopPage = Schemas['TopPage']
@@ -14,15 +17,6 @@ export type RewardsPage = Ok<'/v1/players/me/rewards', 'get'>
 
 /** What a player submits; `playerId` is only for game servers using the admin key. */
 export type Submission = Schemas['ScoreSubmission']
-
-export interface ReadOptions {
-  /**
-   * Skip every cache (edge and Redis) and read the board as it is now. Costs more, and is limited
-   * per client address (`FRESH_READS_PER_MINUTE`); past the limit the read is served from the
-   * caches as usual.
-   */
-  fresh?: boolean
-}
 
 /**
  * Leaderboards: submit with automatic idempotency keys and retries; live reads (top, rank,
@@ -159,9 +153,4 @@ export class Leaderboards {
       retry: true,
     })
   }
-}
-
-/** The headers of a read asking to skip the caches, or none. */
-export function fresh(opts: ReadOptions): Record<string, string> {
-  return opts.fresh ? { 'cache-control': 'no-cache' } : {}
 }

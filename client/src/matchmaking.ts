@@ -14,7 +14,7 @@ import {
   type Transport,
 } from './http.ts'
 import { isTransient, NexusNetworkError, NexusProblem, validationProblem } from './problem.ts'
-import { fresh, type ReadOptions } from './leaderboards.ts'
+import { fresh, type ReadOptions } from './read-options.ts'
 import { randomUUID } from './platform.ts'
 import {
   HEALTHY_SOCKET_MS,
@@ -408,6 +408,9 @@ export class MatchTicket extends Emitter<TicketEvents> {
     try {
       info = await this.deps.t.request('get', '/v1/matchmaking/{queue}', {
         path: { queue: this.queue },
+        // Fresh: the settings are cached, and a region just taken out of the queue must be
+        // seen as gone, not retried for as long as a cached answer still lists it.
+        headers: { 'cache-control': 'no-cache' },
         retry: true,
         signal: this.abort.signal,
       })

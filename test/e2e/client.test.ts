@@ -475,6 +475,29 @@ describe('matchmaking', () => {
     expect(overSocket).not.toBeInstanceOf(NexusNetworkError)
     expect(overSocket).toMatchObject({ problem: 'validation', status: 422 })
   })
+
+  it('a region just taken out of the queue: a socket join rejects with 422, though a cached read of the settings still lists it', async () => {
+    const queue = uid('moved')
+    const settings = {
+      teams: 2,
+      teamSize: 1,
+      rules: 'dice-race',
+      maxRatingGap: 1000,
+      widenPerSecond: 100,
+    }
+    await admin('PUT', `/v1/admin/queues/${queue}`, { ...settings, regions: ['eu', 'us'] })
+    const nexus = await guestClient({ maxReconnects: 1, retry: { baseDelayMs: 10 } })
+    expect((await nexus.matchmaking.info(queue)).regions).toEqual(['eu', 'us'])
+    await admin('PUT', `/v1/admin/queues/${queue}`, { ...settings, regions: ['eu'] })
+    // The cached settings (up to 4 s old) still list `us`; the SDK's check of a refused
+    // socket reads them fresh.
+    expect((await nexus.matchmaking.info(queue)).regions).toEqual(['eu', 'us'])
+    const overSocket = await refusalOf(
+      nexus.matchmaking.join(queue, { region: 'us', transport: 'websocket' }).matched,
+    )
+    expect(overSocket).not.toBeInstanceOf(NexusNetworkError)
+    expect(overSocket).toMatchObject({ problem: 'validation', status: 422 })
+  })
 })
 
 describe('parties', () => {

@@ -35,7 +35,12 @@ export function directConnectionString(databaseUrl: string): string {
   return url.toString()
 }
 
-export async function runMigrations(opts: { databaseUrl: string; relay?: string }): Promise<void> {
+export async function runMigrations(opts: {
+  databaseUrl: string
+  relay?: string
+  /** Tests only: another folder of migrations (drizzle's layout). */
+  migrationsFolder?: string
+}): Promise<void> {
   neonConfig.webSocketConstructor = WebSocket
   const databaseUrl = directConnectionString(opts.databaseUrl)
   if (opts.relay) configureLocalRelay(databaseUrl, opts.relay)
@@ -49,7 +54,9 @@ export async function runMigrations(opts: { databaseUrl: string; relay?: string 
       // up every later read and write of its table while it waits, so it fails (the run rolls
       // back, to be run again) rather than stall the live version for minutes.
       await client.query(`set lock_timeout = '${DDL_LOCK_WAIT}'`)
-      await migrate(drizzle({ client }), { migrationsFolder: MIGRATIONS_FOLDER })
+      await migrate(drizzle({ client }), {
+        migrationsFolder: opts.migrationsFolder ?? MIGRATIONS_FOLDER,
+      })
     } finally {
       await client.query('select pg_advisory_unlock(727274)').catch(() => {})
       client.release()

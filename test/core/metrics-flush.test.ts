@@ -66,7 +66,8 @@ const settle = () => vi.advanceTimersByTimeAsync(0)
 // The sender keeps the time of its last send across tests: each test's clock starts later.
 let startAt = Date.now()
 
-describe('a Durable Object sending its metrics', () => {
+/** Each test on a fake clock of its own, a day after the last test's. */
+function onAFakeClock(): void {
   beforeEach(() => {
     setLogLevel('silent')
     startAt += 24 * 3600_000
@@ -75,6 +76,10 @@ describe('a Durable Object sending its metrics', () => {
   afterEach(() => {
     vi.useRealTimers()
   })
+}
+
+describe('a Durable Object sending its metrics', () => {
+  onAFakeClock()
 
   it('sends once per interval under steady traffic, however long it lasts', async () => {
     const hub = new HubOnTheSide()
@@ -131,14 +136,7 @@ describe('a Durable Object sending its metrics', () => {
 })
 
 describe('where series go', () => {
-  beforeEach(() => {
-    setLogLevel('silent')
-    startAt += 24 * 3600_000
-    vi.useFakeTimers({ now: startAt })
-  })
-  afterEach(() => {
-    vi.useRealTimers()
-  })
+  onAFakeClock()
 
   it('each series to one shard, batch after batch, spread over several; a shard that fails gets its part again, the others do not apply theirs twice', async () => {
     const hub = new HubOnTheSide()

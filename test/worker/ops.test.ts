@@ -5,7 +5,16 @@ import { describe, expect, it } from 'vitest'
 import type { Leaderboard } from '../../durable-objects/leaderboard.ts'
 import { configureLocalRelay } from '../../workers/db/client.ts'
 import { pg } from './helpers/boards.ts'
-import { ADMIN_KEY, bearer, call, callWithEnv, json, newGuest, problem } from './helpers/http.ts'
+import {
+  ADMIN_KEY,
+  bearer,
+  call,
+  callWithEnv,
+  json,
+  newGuest,
+  problem,
+  signInsOverTheLimit,
+} from './helpers/http.ts'
 
 const testEnv = env as unknown as Record<string, string>
 const unreachablePostgres = {
@@ -176,23 +185,7 @@ describe('operations endpoints', () => {
     // One address (an IPv6 /64 of its own, so no other test's count is in the way) signs in 7
     // times at 3 a minute: a window's end may fall inside the loop once, so 3 to 6 get in.
     const address = `2001:db8:${Math.floor(Math.random() * 0xffff).toString(16)}:${Math.floor(Math.random() * 0xffff).toString(16)}::1`
-    const devices = Array.from({ length: 7 }, () => `redis-down-rl-${crypto.randomUUID()}`)
-    const refused: string[] = []
-    let limited: Response | undefined
-    for (const deviceId of devices) {
-      const res = await callWithEnv(
-        { ...unreachableRedis, GUEST_AUTH_PER_MINUTE: '3' },
-        '/v1/auth/guest',
-        json('POST', { deviceId }, undefined, { 'cf-connecting-ip': address }),
-      )
-      if (res.status === 429) {
-        refused.push(deviceId)
-        limited ??= res
-      } else {
-        expect(res.status).toBe(200)
-        await res.body?.cancel()
-      }
-    }
+    const { refused, limited } = await signInsOverTheLimit(address, unreachableRedis)
     expect(refused.length).toBeGreaterThanOrEqual(1)
     expect(refused.length).toBeLessThanOrEqual(4)
     expect(await problem(limited!)).toMatchObject({

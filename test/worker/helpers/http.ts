@@ -81,3 +81,32 @@ export async function problem(res: Response): Promise<{
     body,
   }
 }
+
+/**
+ * Seven guest sign-ins from one address at 3 a minute (`GUEST_AUTH_PER_MINUTE`), under `vars`:
+ * the devices refused (a window's end may fall inside the loop once, so 1 to 4 of them), and the
+ * first refusal.
+ */
+export async function signInsOverTheLimit(
+  address: string,
+  vars: Record<string, string | undefined> = {},
+): Promise<{ refused: string[]; limited: Response | undefined }> {
+  const refused: string[] = []
+  let limited: Response | undefined
+  for (let i = 0; i < 7; i++) {
+    const deviceId = `rl-${crypto.randomUUID()}`
+    const res = await callWithEnv(
+      { ...vars, GUEST_AUTH_PER_MINUTE: '3' },
+      '/v1/auth/guest',
+      json('POST', { deviceId }, undefined, { 'cf-connecting-ip': address }),
+    )
+    if (res.status === 429) {
+      refused.push(deviceId)
+      limited ??= res
+    } else {
+      if (res.status !== 200) throw new Error(`sign-in: ${res.status} ${await res.text()}`)
+      await res.body?.cancel()
+    }
+  }
+  return { refused, limited }
+}

@@ -1,5 +1,5 @@
 import { z } from '@hono/zod-openapi'
-import { IdempotencyKey, objectRecord, PlayerId } from '../lib/openapi.ts'
+import { IdempotencyKey, objectRecord, PlayerId } from '../lib/fields.ts'
 
 /**
  * The matchmaking wire protocol, defined once: what clients send over the socket (validated at

@@ -1,7 +1,7 @@
 import { z } from '@hono/zod-openapi'
 import type { GameResult } from '../core/rules/index.ts'
 import { RULES_OPTIONS_LIMITS, rulesNames } from '../core/rules/index.ts'
-import { boundedJson, PlayerId, ResourceId } from '../lib/openapi.ts'
+import { boundedJson, PlayerId, ResourceId } from '../lib/fields.ts'
 import { NOT_STORABLE_REASON, storableText } from '../core/rules/json.ts'
 
 /**

@@ -1,0 +1,89 @@
+import { z } from '@hono/zod-openapi'
+import { checkJson, NOT_STORABLE_REASON, storableText } from '../core/rules/json.ts'
+import type { JsonLimits } from '../core/rules/json.ts'
+
+/*
+ * Field schemas shared by the routes and the protocol messages, which the client SDK's types are
+ * inferred from: nothing here imports the Worker or the Durable Objects, so a browser game
+ * typechecking the SDK does not need the Workers runtime's types.
+ */
+
+/**
+ * A free-form JSON field (metadata, a reward, rules options): plain JSON that PostgreSQL can
+ * store, at most `limits.maxBytes` of UTF-8 and `limits.maxDepth` levels deep. The walk is
+ * iterative and stops at the first bound crossed, so hostile nesting is a 422, never a stack
+ * overflow in a check or in the hashing and storing after it.
+ * @example const Metadata = boundedJson(z.record(z.string(), z.unknown()), { maxBytes: 4096, maxDepth: 8 })
+ */
+export function boundedJson<T extends z.ZodType>(schema: T, limits: JsonLimits) {
+  return schema.superRefine((value, ctx) => {
+    const checked = checkJson(value, limits)
+    if (!checked.ok) ctx.addIssue({ code: 'custom', message: checked.reason })
+  })
+}
+
+/**
+ * A JSON object whose keys and values `record` checks, with a `__proto__` key refused: zod's copy
+ * of the object drops that key, so it would vanish without a word. `openapi` describes the object
+ * in the OpenAPI document (the check runs on the raw input, which the document would otherwise
+ * show as unknown).
+ * @example const Attributes = objectRecord(z.record(z.string().max(32), z.string()), { type: 'object' })
+ */
+export function objectRecord<T extends z.ZodType>(record: T, openapi: Record<string, unknown>) {
+  return z
+    .unknown()
+    .openapi(openapi)
+    .superRefine((v, ctx) => {
+      if (typeof v === 'object' && v !== null && Object.hasOwn(v, '__proto__')) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['__proto__'],
+          message: '"__proto__" cannot be a key',
+        })
+      }
+    })
+    .pipe(record)
+}
+
+/**
+ * A client's key for one logical write (a score submission, a matchmaking join), sent again
+ * unchanged with every retry of it.
+ */
+export const IdempotencyKey = z
+  .string()
+  .min(1)
+  .max(128)
+  .regex(/^[\x21-\x7e]+$/, 'printable ASCII without spaces')
+
+/** Control characters (line breaks, tabs, escapes, C1): they break any UI that shows a name. */
+const CONTROL = /\p{Cc}/u
+/** A character that shows: not whitespace, control or format (zero-width, bidi marks). */
+const VISIBLE = /[^\p{Z}\p{Cc}\p{Cf}]/u
+
+/** A name people see (a player's, a board's): 1–64 characters after trimming, and it shows. */
+export const DisplayName = z
+  .string()
+  .trim()
+  .min(1)
+  .max(64)
+  .refine(storableText, NOT_STORABLE_REASON)
+  .refine((s) => !CONTROL.test(s), 'names must not contain control characters')
+  .refine((s) => VISIBLE.test(s), 'names must contain a visible character')
+
+/** Player ids: opaque, printable, bounded. */
+export const PlayerId = z
+  .string()
+  .min(1)
+  .max(128)
+  .regex(/^[\x21-\x7e]+$/, 'printable ASCII without spaces')
+  .openapi({ example: 'g_3f2a9c1e-7b1d-4c55-9e0a-1c3b5d7f9a2b' })
+
+/** Names of resources chosen by admins (leaderboards, queues): URL-safe and bounded. */
+export const ResourceId = z
+  .string()
+  .min(1)
+  .max(64)
+  .regex(
+    /^[A-Za-z0-9][A-Za-z0-9_.-]*$/,
+    'letters, digits, "_", "." and "-", starting with a letter or digit',
+  )

@@ -149,6 +149,18 @@ describe('guest auth', () => {
     expect(made).toEqual([])
   })
 
+  it('does not count requests without an address (made inside the runtime: a service binding, a test), which would otherwise all share one count', async () => {
+    for (let i = 0; i < 3; i++) {
+      const res = await callWithEnv(
+        { GUEST_AUTH_PER_MINUTE: '1' },
+        '/v1/auth/guest',
+        json('POST', { deviceId: `no-address-${crypto.randomUUID()}` }),
+      )
+      expect(res.status).toBe(200)
+      await res.body?.cancel()
+    }
+  })
+
   it("counts Workers on other zones, which all arrive from one Cloudflare address, by their zone: one zone's sign-ins leave another's allowance whole", async () => {
     const signIn = (zone: string) =>
       callWithEnv(

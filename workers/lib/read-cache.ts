@@ -1,6 +1,6 @@
 import type { Context } from 'hono'
 import type { AppEnv } from '../app-env.ts'
-import { clientIp } from '../middleware/rate-limit.ts'
+import { countedClientIp } from '../middleware/rate-limit.ts'
 import { boundedInt } from './config.ts'
 import { counter } from './metrics.ts'
 import { ApiError } from './problem.ts'
@@ -223,7 +223,9 @@ async function freshReadAllowed(c: Context<AppEnv>): Promise<boolean> {
     1,
     1_000_000,
   )
-  const d = await hitWindow(getRedis(c.env), `fresh-read:${clientIp(c)}`, limit, 60_000)
+  const address = countedClientIp(c)
+  if (address === undefined) return true
+  const d = await hitWindow(getRedis(c.env), `fresh-read:${address}`, limit, 60_000)
   if (!d.allowed) freshReadsLimited.inc()
   return d.allowed
 }

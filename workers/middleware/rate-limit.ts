@@ -68,6 +68,16 @@ export function countEdgeRefusal(name: string): void {
 const WORKER_SUBREQUEST_IP = '2a06:98c0:3600::103'
 
 /**
+ * The address a per-address limit counts, or none (not counted) for a request without one:
+ * Cloudflare names every client's, so such a request was made from inside the runtime (a
+ * service binding, a test); one counter shared by all of them would let any lock the others out,
+ * as the admin-key guard says too.
+ */
+export function countedClientIp(c: Context<AppEnv>): string | undefined {
+  return c.req.header('cf-connecting-ip') === undefined ? undefined : clientIp(c)
+}
+
+/**
  * The client's address as Cloudflare reports it, as rate limits count it (IPv6 by its /64).
  * Every Worker on another zone reaches Nexus from one address, Cloudflare's, with the calling
  * Worker's zone in CF-Worker (Cloudflare sets both; a client's request carries its own address):

@@ -5,7 +5,7 @@ import { DEVICE_LOCK } from '../players/erasure.ts'
 import { boundedInt } from '../lib/config.ts'
 import { createRoute, newRouter, problemResponses } from '../lib/openapi.ts'
 import { ApiError } from '../lib/problem.ts'
-import { clientIp, edgeRateLimit } from '../middleware/rate-limit.ts'
+import { countedClientIp, edgeRateLimit } from '../middleware/rate-limit.ts'
 import { sha256Hex } from '../lib/hash.ts'
 
 export const auth = newRouter()
@@ -53,7 +53,7 @@ const guestRoute = createRoute({
     edgeRateLimit({
       name: 'guest-auth',
       limit: (c) => boundedInt(c.env.GUEST_AUTH_PER_MINUTE, 30, 1, 10_000),
-      key: clientIp,
+      key: countedClientIp,
     }),
   ] as const,
   request: { body: { content: { 'application/json': { schema: GuestRequest } }, required: true } },

@@ -260,11 +260,6 @@ const LOOPBACK_HOSTS = new Set(['127.0.0.1', 'localhost', '[::1]'])
 /** Three base64url segments: header, payload, signature. */
 const JWT_SHAPE = /^[\w-]+\.[\w-]+\.[\w-]*$/
 
-/** Whether `credential` has a JWT's shape (verified or not). */
-export function shapedLikeToken(credential: string): boolean {
-  return JWT_SHAPE.test(credential)
-}
-
 function checkTokenShape(token: string): void {
   if (token.length > MAX_TOKEN_LENGTH || !JWT_SHAPE.test(token)) {
     throw new ApiError('unauthorized', 'The bearer token is not a JWT')

@@ -4,14 +4,7 @@ import { decodeJwt } from 'jose'
 import type { AppEnv } from '../app-env.ts'
 import { PLAYER_HEADER } from '../../durable-objects/game-session.ts'
 import type { RosterEntry } from '../core/rules/index.ts'
-import {
-  bearer,
-  checkAdminKey,
-  isAdminKey,
-  notACredential,
-  shapedLikeToken,
-  verifyPlayerToken,
-} from '../lib/auth.ts'
+import { authenticate, bearer, verifyPlayerToken } from '../lib/auth.ts'
 import {
   BEARER,
   BEARER_OR_QUERY_TOKEN,
@@ -91,31 +84,31 @@ function credentialOf(c: Context<AppEnv>, { socket }: { socket: boolean }): stri
 /** The admin key, a session token for this session, or a player token. */
 async function viewerOf(c: Context<AppEnv>, sessionId: string): Promise<Viewer> {
   const credential = credentialOf(c, { socket: false })
-  // As `authenticate` counts wrong admin keys: anything not shaped like a token can only be
-  // meant as the key, and a wrong one is counted; a token is verified as one (an admin key
-  // shaped like a token still works), and one refused counts only when the key has that shape
-  // (a player's expired token is no guess at any other key).
-  const guard = adminKeyGuard(c)
-  if (!shapedLikeToken(credential)) {
-    if (await checkAdminKey(c.env, credential, guard)) return { kind: 'admin' }
-    if (!credential.includes('.')) throw notACredential()
-  } else if (guard.wait() === 0 && (await isAdminKey(c.env, credential))) {
-    return { kind: 'admin' }
+  // A session token is this route's own; anything else is taken as on every other route, wrong
+  // admin keys counted toward the address's lockout by the same rule.
+  if (forSessions(credential) === true) {
+    return { kind: 'player', playerId: await verifySessionToken(c.env, credential, sessionId) }
   }
+  const principal = await authenticate(c.env, credential, adminKeyGuard(c))
+  return principal.kind === 'admin'
+    ? { kind: 'admin' }
+    : { kind: 'player', playerId: principal.playerId }
+}
+
+/**
+ * Whether a JWT is one for sessions, unverified (only which kind of token it is); null for
+ * anything that is not a JWT.
+ */
+function forSessions(credential: string): boolean | null {
+  let audience: unknown
   try {
-    return { kind: 'player', playerId: await playerOf(c, credential, sessionId) }
-  } catch (err) {
-    const refusedToken = err instanceof ApiError && err.problem === 'unauthorized'
-    if (
-      refusedToken &&
-      shapedLikeToken(credential) &&
-      c.env.ADMIN_KEY &&
-      shapedLikeToken(c.env.ADMIN_KEY)
-    ) {
-      await guard.wrong()
-    }
-    throw err
+    audience = decodeJwt(credential).aud
+  } catch {
+    return null
   }
+  return Array.isArray(audience)
+    ? audience.includes(SESSION_AUDIENCE)
+    : audience === SESSION_AUDIENCE
 }
 
 /**
@@ -128,16 +121,9 @@ async function playerOf(
   credential: string,
   sessionId: string,
 ): Promise<string> {
-  let audience: unknown
-  try {
-    audience = decodeJwt(credential).aud
-  } catch {
-    throw new ApiError('unauthorized', 'The bearer token is not a JWT')
-  }
-  const forSessions = Array.isArray(audience)
-    ? audience.includes(SESSION_AUDIENCE)
-    : audience === SESSION_AUDIENCE
-  if (forSessions) return verifySessionToken(c.env, credential, sessionId)
+  const sessions = forSessions(credential)
+  if (sessions === null) throw new ApiError('unauthorized', 'The bearer token is not a JWT')
+  if (sessions) return verifySessionToken(c.env, credential, sessionId)
   const p = await verifyPlayerToken(c.env, credential)
   if (p.kind !== 'player') throw new ApiError('unauthorized', 'A player token is required')
   return p.playerId

@@ -4,15 +4,6 @@ import type { Context } from 'hono'
 import type { AppEnv } from '../app-env.ts'
 import { ApiError, PROBLEM_TYPE_PREFIX, problemTypes } from './problem.ts'
 
-export {
-  boundedJson,
-  DisplayName,
-  IdempotencyKey,
-  objectRecord,
-  PlayerId,
-  ResourceId,
-} from './fields.ts'
-
 /** At most this many validation issues are reported, so an error body stays small. */
 const MAX_REPORTED_ISSUES = 20
 

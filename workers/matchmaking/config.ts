@@ -4,7 +4,7 @@ import { getRules, optionsRefusal, RULES_OPTIONS_LIMITS, rulesNames } from '../c
 import { textArrayLiteral } from '../db/array-literal.ts'
 import { getDb, type DbEnv } from '../db/client.ts'
 import { queues } from '../db/schema.ts'
-import { boundedJson, ResourceId } from '../lib/openapi.ts'
+import { boundedJson, ResourceId } from '../lib/fields.ts'
 
 /** Region names: short, lowercase, URL-safe (`eu`, `us-east`). */
 export const RegionId = z

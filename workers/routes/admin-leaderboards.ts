@@ -6,15 +6,8 @@ import { markConfigPushed, saveLeaderboardConfig } from '../leaderboards/config-
 import { boardStub } from '../leaderboards/stub.ts'
 import { unknownBoards } from '../leaderboards/unknown-boards.ts'
 import { errorFields, log } from '../lib/log.ts'
-import {
-  createRoute,
-  decimalInt,
-  IdempotencyKey,
-  newRouter,
-  PlayerId,
-  problemResponses,
-  ResourceId,
-} from '../lib/openapi.ts'
+import { createRoute, decimalInt, newRouter, problemResponses } from '../lib/openapi.ts'
+import { IdempotencyKey, PlayerId, ResourceId } from '../lib/fields.ts'
 import { sha256Hex } from '../lib/hash.ts'
 import { ApiError } from '../lib/problem.ts'
 import { requireAdmin } from '../middleware/auth.ts'

@@ -5,14 +5,8 @@ import { players } from '../db/schema.ts'
 import { forgetPlayerName } from '../leaderboards/names.ts'
 import { boardStub } from '../leaderboards/stub.ts'
 import { log } from '../lib/log.ts'
-import {
-  createRoute,
-  DisplayName,
-  newRouter,
-  PlayerId,
-  problemResponses,
-  ResourceId,
-} from '../lib/openapi.ts'
+import { createRoute, newRouter, problemResponses } from '../lib/openapi.ts'
+import { DisplayName, PlayerId, ResourceId } from '../lib/fields.ts'
 import { ApiError } from '../lib/problem.ts'
 import { requireAdmin } from '../middleware/auth.ts'
 import { cancelStaleTickets } from '../parties/stale-tickets.ts'

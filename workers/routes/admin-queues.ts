@@ -1,6 +1,7 @@
 import { z } from '@hono/zod-openapi'
 import { log, errorFields } from '../lib/log.ts'
-import { createRoute, newRouter, problemResponses, ResourceId } from '../lib/openapi.ts'
+import { createRoute, newRouter, problemResponses } from '../lib/openapi.ts'
+import { ResourceId } from '../lib/fields.ts'
 import { ApiError } from '../lib/problem.ts'
 import { rulesNames } from '../core/rules/index.ts'
 import {

@@ -1,16 +1,8 @@
 import { z } from '@hono/zod-openapi'
 import { getRules, optionsRefusal, RULES_OPTIONS_LIMITS, rulesNames } from '../core/rules/index.ts'
 import { loadLeaderboardConfig } from '../leaderboards/config-store.ts'
-import {
-  createRoute,
-  boundedJson,
-  IdempotencyKey,
-  objectRecord,
-  newRouter,
-  PlayerId,
-  problemResponses,
-  ResourceId,
-} from '../lib/openapi.ts'
+import { createRoute, newRouter, problemResponses } from '../lib/openapi.ts'
+import { boundedJson, IdempotencyKey, objectRecord, PlayerId, ResourceId } from '../lib/fields.ts'
 import { ApiError } from '../lib/problem.ts'
 import { keyedDigest } from '../lib/auth.ts'
 import { issueSessionToken } from '../lib/session-token.ts'

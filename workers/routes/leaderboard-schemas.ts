@@ -1,7 +1,8 @@
 import { z } from '@hono/zod-openapi'
 import { parseSchedule } from '../core/cycle.ts'
 import { overlappingTiers } from '../core/leaderboard.ts'
-import { boundedJson, decimalInt, DisplayName, objectRecord, ResourceId } from '../lib/openapi.ts'
+import { decimalInt } from '../lib/openapi.ts'
+import { boundedJson, DisplayName, objectRecord, ResourceId } from '../lib/fields.ts'
 
 /** No score anywhere may exceed this magnitude; boards narrow it with scoreMin/scoreMax. */
 export const SCORE_LIMIT = 1e15

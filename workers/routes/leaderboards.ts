@@ -6,15 +6,8 @@ import { submissionRefusals } from '../leaderboards/metrics.ts'
 import { boardStub } from '../leaderboards/stub.ts'
 import { unknownBoards } from '../leaderboards/unknown-boards.ts'
 import { boundedInt } from '../lib/config.ts'
-import {
-  createRoute,
-  decimalInt,
-  IdempotencyKey,
-  newRouter,
-  PlayerId,
-  problemResponses,
-  ResourceId,
-} from '../lib/openapi.ts'
+import { createRoute, decimalInt, newRouter, problemResponses } from '../lib/openapi.ts'
+import { IdempotencyKey, PlayerId, ResourceId } from '../lib/fields.ts'
 import { ApiError } from '../lib/problem.ts'
 import { cachedRead } from '../lib/read-cache.ts'
 import { getSql } from '../db/client.ts'

@@ -20,15 +20,8 @@ import {
 } from '../lib/auth.ts'
 import { isDatabaseUnreachable, isTransientDatabaseError } from '../db/client.ts'
 import { errorFields, log } from '../lib/log.ts'
-import {
-  BEARER_OR_QUERY_TOKEN,
-  createRoute,
-  IdempotencyKey,
-  newRouter,
-  PlayerId,
-  problemResponses,
-  ResourceId,
-} from '../lib/openapi.ts'
+import { BEARER_OR_QUERY_TOKEN, createRoute, newRouter, problemResponses } from '../lib/openapi.ts'
+import { IdempotencyKey, PlayerId, ResourceId } from '../lib/fields.ts'
 import { bannedJoinDetail } from '../players/bans.ts'
 import { ApiError, apiErrorFrom } from '../lib/problem.ts'
 import { issueSessionToken } from '../lib/session-token.ts'

@@ -1,6 +1,7 @@
 import { z } from '@hono/zod-openapi'
 import { getSql } from '../db/client.ts'
-import { createRoute, newRouter, problemResponses, ResourceId } from '../lib/openapi.ts'
+import { createRoute, newRouter, problemResponses } from '../lib/openapi.ts'
+import { ResourceId } from '../lib/fields.ts'
 import { ApiError } from '../lib/problem.ts'
 import { playerId, requirePlayer } from '../middleware/auth.ts'
 import { receivedInvites } from '../parties/store.ts'

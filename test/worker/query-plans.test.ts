@@ -1,4 +1,7 @@
+import { env } from 'cloudflare:test'
 import { describe, expect, it } from 'vitest'
+import { getDb, type DbEnv } from '../../workers/db/client.ts'
+import { scheduledBoardsQuery } from '../../workers/leaderboards/config-store.ts'
 import { CLAIMS_OF_PLAYER } from '../../workers/matchmaking/claims.ts'
 import { PRUNE_OLD_PARTY_TICKETS, STALE_PARTY_TICKETS } from '../../workers/parties/store.ts'
 import { pg } from './helpers/boards.ts'
@@ -42,5 +45,42 @@ describe('query plans on tables that grow', () => {
     const plan = await planOf(PRUNE_OLD_PARTY_TICKETS, [])
     expect(plan).toContain('party_tickets_noted_at_idx')
     expect(plan).not.toContain('Seq Scan')
+  })
+
+  it("the cron's minute read of scheduled boards reads no board's configuration", async () => {
+    // Boards whose configurations PostgreSQL stores out of line (random text does not compress),
+    // inserted and deleted in the transaction that measures, so no other test ever sees them.
+    const boards = 40
+    const bigConfig = () => ({
+      cycle: null,
+      padding: Array.from({ length: 600 }, () => crypto.randomUUID()).join(''),
+    })
+    const query = scheduledBoardsQuery(getDb(env as unknown as DbEnv), '', 100_000).toSQL()
+    const sql = pg()
+    const blocksTouched = async (withBigBoards: boolean): Promise<number> => {
+      const prefix = `toast-${crypto.randomUUID()}-`
+      const results = (await sql.transaction([
+        ...(withBigBoards
+          ? [
+              sql.query(
+                `insert into leaderboards (id, config, version, pushed_version)
+                 select $1 || n, $2::jsonb, 1, 1 from generate_series(1, $3) n`,
+                [prefix, JSON.stringify(bigConfig()), boards],
+              ),
+            ]
+          : []),
+        sql.query(`explain (analyze, buffers, format json) ${query.sql}`, query.params),
+        ...(withBigBoards
+          ? [sql.query('delete from leaderboards where id like $1', [`${prefix}%`])]
+          : []),
+      ])) as { 'QUERY PLAN': { Plan: Record<string, number> }[] }[][]
+      const plan = results[withBigBoards ? 1 : 0]![0]!['QUERY PLAN'][0]!.Plan
+      return plan['Shared Hit Blocks']! + plan['Shared Read Blocks']!
+    }
+    const without = await blocksTouched(false)
+    const withBig = await blocksTouched(true)
+    // Reading each configuration would fetch its out-of-line pages (and their index): at least
+    // two blocks a board. The boards' own rows are small and share a few pages.
+    expect(withBig - without).toBeLessThan(boards / 4)
   })
 })

@@ -95,6 +95,10 @@ export const leaderboards = pgTable('leaderboards', {
   // The latest version the board's object acknowledged: below `version`, a push was lost, and
   // the cron pushes it again.
   pushedVersion: integer('pushed_version').notNull().default(0),
+  // The configuration's cycle, kept beside it by PostgreSQL: the cron reads every scheduled
+  // board's cycle each minute, and reading it out of `config` decompressed whole configurations
+  // (reward tiers make them tens of KiB, stored out of line).
+  cycle: jsonb('cycle').generatedAlwaysAs(sql`config->'cycle'`),
 })
 
 /** One row per closed cycle: its window and how its archive went. */

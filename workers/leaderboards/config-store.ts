@@ -1,6 +1,6 @@
 import { eq, sql } from 'drizzle-orm'
 import type { LeaderboardConfig } from '../core/leaderboard.ts'
-import { getDb, type DbEnv } from '../db/client.ts'
+import { getDb, type Db, type DbEnv } from '../db/client.ts'
 import { leaderboardCycles, leaderboards } from '../db/schema.ts'
 
 /** The stored configuration of a board, or null if there is no such board. */
@@ -58,12 +58,15 @@ export async function unpushedConfigs(env: DbEnv, afterId: string, limit: number
  * alone, not its configuration (reward tiers of up to 50 KiB a board, read every minute).
  */
 export async function scheduledBoards(env: DbEnv, afterId: string, limit: number) {
-  return getDb(env)
-    .select({ id: leaderboards.id, cycle: sql<unknown>`${leaderboards.config}->'cycle'` })
+  return scheduledBoardsQuery(getDb(env), afterId, limit)
+}
+
+/** The query behind `scheduledBoards`, unsent (its plan is tested). */
+export function scheduledBoardsQuery(db: Db, afterId: string, limit: number) {
+  return db
+    .select({ id: leaderboards.id, cycle: leaderboards.cycle })
     .from(leaderboards)
-    .where(
-      sql`${leaderboards.id} > ${afterId} and ${leaderboards.config}->'cycle' <> 'null'::jsonb`,
-    )
+    .where(sql`${leaderboards.id} > ${afterId} and ${leaderboards.cycle} <> 'null'::jsonb`)
     .orderBy(leaderboards.id)
     .limit(limit)
 }

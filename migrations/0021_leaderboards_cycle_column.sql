@@ -1,0 +1,1 @@
+ALTER TABLE "leaderboards" ADD COLUMN "cycle" jsonb GENERATED ALWAYS AS (config->'cycle') STORED;

@@ -9,6 +9,7 @@ declare global {
       TEST_UNREACHABLE_NEON_RELAY?: string
       /** A Neon relay that takes requests and never answers. */
       TEST_SILENT_NEON_RELAY?: string
+      TEST_SILENT_DATABASE_URL?: string
     }
   }
 }

@@ -59,6 +59,9 @@ export default async function setup(project: TestProject) {
       TEST_UNREACHABLE_DATABASE_URL: `postgresql://nexus:nexus@127.0.0.1:${deadPort}/nexus`,
       TEST_UNREACHABLE_NEON_RELAY: `127.0.0.1:${deadRelay.port}`,
       TEST_SILENT_NEON_RELAY: `127.0.0.1:${(silent.address() as AddressInfo).port}`,
+      // A database of its own behind the silent relay (relays are chosen by the database's
+      // host:port), so a test of it changes where no other connection goes.
+      TEST_SILENT_DATABASE_URL: `postgresql://nexus:nexus@127.0.0.1:${(silent.address() as AddressInfo).port}/nexus`,
       DATABASE_URL: pg.url,
       NEON_LOCAL_RELAY: relayAddress,
       UPSTASH_REDIS_REST_URL: upstash.url,

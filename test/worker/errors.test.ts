@@ -345,6 +345,26 @@ describe("a Durable Object the runtime cannot reach now is 503, not a bug's 500"
   })
 })
 
+describe('a Neon that takes a query and never answers', () => {
+  it('is given up on: a guest sign-in answers 503, not never', async () => {
+    const deviceId = `silent-neon-${crypto.randomUUID()}`
+    const res = await callWithEnv(
+      {
+        DATABASE_URL: testEnv.TEST_SILENT_DATABASE_URL,
+        NEON_LOCAL_RELAY: testEnv.TEST_SILENT_NEON_RELAY,
+        LOG_LEVEL: 'silent',
+      },
+      '/v1/auth/guest',
+      json('POST', { deviceId }),
+    )
+    expect(await problem(res)).toMatchObject({
+      status: 503,
+      contentType: PROBLEM,
+      type: 'urn:nexus:problem:unavailable',
+    })
+  })
+})
+
 describe('the OpenAPI document lists the statuses any route may answer', () => {
   it('503 with Postgres unreachable, on a route that reads it; every operation lists 500 and 503', async () => {
     const guest = await call('/v1/auth/guest', json('POST', { deviceId: 'doc-503-device' }))

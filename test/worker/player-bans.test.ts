@@ -528,6 +528,39 @@ describe('banning a player from the deployment (admin)', () => {
     }
   })
 
+  it('a new board whose Neon takes the bans query and never answers is configured all the same, and retries 30 s later', async () => {
+    const board = boardId(PREFIX)
+    const config = {
+      sortOrder: 'desc',
+      operator: 'best',
+      cycle: null,
+      submitsPerMinute: 10,
+      metadataMaxBytes: 512,
+      rewards: [],
+    }
+    await pg()`insert into leaderboards (id, config) values (${board}, ${JSON.stringify(config)}::jsonb)`
+    const stubOf = env.LEADERBOARD.getByName(board)
+    const attempt = await runInDurableObject(stubOf, async (inst: Leaderboard, state) => {
+      const reachable = (inst as unknown as { env: typeof env }).env
+      ;(inst as unknown as { env: unknown }).env = {
+        ...reachable,
+        DATABASE_URL: env.TEST_SILENT_DATABASE_URL,
+        NEON_LOCAL_RELAY: env.TEST_SILENT_NEON_RELAY,
+      }
+      const before = Date.now()
+      try {
+        await inst.configure(board, config as unknown as Parameters<Leaderboard['configure']>[1], 1)
+      } finally {
+        ;(inst as unknown as { env: unknown }).env = reachable
+      }
+      return { before, alarm: await state.storage.getAlarm() }
+    })
+    // The hung query was given up on (every call to the board waited on it), not waited for.
+    expect(attempt.alarm).toBeGreaterThanOrEqual(attempt.before + 30_000)
+    // And the board serves: its retry is not due, so a call does not wait for it again.
+    expect((await submitFor(board, `silent-bans-${board}`, { score: 4 })).status).toBe(200)
+  })
+
   it('a new board that cannot read the account bans retries from its alarm, pages through them, and resumes after an eviction where it stopped', async () => {
     const tag = crypto.randomUUID().slice(0, 8)
     const banned = Array.from(

@@ -6,6 +6,21 @@ import * as schema from './schema.ts'
 export type Db = NeonHttpDatabase<typeof schema>
 
 /**
+ * How long a query waits for Neon's answer before it counts as unreachable: a 503 on a request
+ * path, a retry with backoff in an object's alarm. Neon answers in milliseconds, or a few seconds
+ * while its compute wakes; a connection that never answers would otherwise hold a request, a
+ * board's catch-up of bans (and every call waiting on it) or a session's end work for as long as
+ * the runtime lets it. Shorter than the SDK's 10 s, so a client gets the 503 rather than its own
+ * timeout. A write cut off may still have committed: every write path already takes that outcome
+ * (an answer lost on the way) and is safe to send again.
+ */
+export const NEON_QUERY_TIMEOUT_MS = 8_000
+
+// The driver turns the abort into "Error connecting to database" (isDatabaseUnreachable).
+neonConfig.fetchFunction = (input: RequestInfo | URL, init?: RequestInit) =>
+  fetch(input, { ...init, signal: init?.signal ?? AbortSignal.timeout(NEON_QUERY_TIMEOUT_MS) })
+
+/**
  * Local relays by the `host:port` of the Postgres they front. The Neon driver's endpoint
  * settings are global to the isolate, so they are functions that pick the relay for the
  * connection's own host; a connection with no local relay goes to Neon as usual.

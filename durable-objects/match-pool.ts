@@ -1574,6 +1574,8 @@ export class MatchPool extends DurableObject<Env> {
       if (this.housekeep(now) || changed) await this.scheduleAlarm()
       rating = sc.rating
     }
+    // Connections that died without a close (a phone off the network) hold none of the places.
+    await this.dropSilentSockets(now, this.ctx.getWebSockets(`p:${sc.playerId}`))
     const open = this.ctx
       .getWebSockets(`p:${sc.playerId}`)
       .filter((ws) => ws.readyState === WebSocket.OPEN)
@@ -2046,16 +2048,16 @@ export class MatchPool extends DurableObject<Env> {
   }
 
   /**
-   * Closes the sockets on waiting tickets that fell silent (SILENT_SOCKET_MS: they pinged, then
-   * nothing), as if their clients had closed them: a ticket whose last socket that was starts
-   * its grace, instead of staying matchable until its TTL for a player who is gone.
+   * Closes the sockets that fell silent (SILENT_SOCKET_MS: they pinged, then nothing), as if their
+   * clients had closed them: a ticket whose last socket that was starts its grace, instead of
+   * staying matchable until its TTL for a player who is gone. Sockets without a ticket go too:
+   * left open, each would be the next silence forever, and the alarm came straight back for it.
    */
-  private async dropSilentSockets(now: number): Promise<void> {
-    for (const ws of this.ctx.getWebSockets()) {
-      if (ws.readyState !== WebSocket.OPEN) continue
+  private async dropSilentSockets(now: number, sockets = this.ctx.getWebSockets()): Promise<void> {
+    for (const ws of sockets) {
+      if (ws.readyState !== WebSocket.OPEN || !fellSilent(this.ctx, ws, now)) continue
       const att = ws.deserializeAttachment() as Attachment | null
-      if (!att?.ticketId || !fellSilent(this.ctx, ws, now)) continue
-      log('info', 'silent socket closed', { actor: this.actor, ticketId: att.ticketId })
+      log('info', 'silent socket closed', { actor: this.actor, ticketId: att?.ticketId ?? null })
       closeSilent(ws)
       await this.onSocketGone(ws)
     }

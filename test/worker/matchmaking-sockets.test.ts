@@ -475,6 +475,55 @@ describe('sockets: disconnect, reconnect, expiry', () => {
     never.close(1000)
   })
 
+  it('a socket without a ticket that fell silent is closed too, and the alarm does not come straight back for it', async () => {
+    const q = await createQueue({ ticketTtlSeconds: 3600, teamSize: 2 })
+    const clock = { t: Date.now() }
+    await rig(q, clock, { graceMs: 10_000 })
+    const [waiting, member] = await Promise.all([newGuest(), newGuest()])
+    const ws = await connect(`/v1/matchmaking/${q}`, waiting.token)
+    ws.send(JSON.stringify({ type: 'join' }))
+    const { ticketId } = await nextOfType<Queued>(ws, 'queued')
+    // A party member's socket, say, waiting for its leader's join: it pings, then its network goes.
+    const idle = await connect(`/v1/matchmaking/${q}`, member.token)
+    idle.send('{"type":"ping"}')
+    await nextOfType(idle, 'pong')
+    const pinged = Date.now()
+    clock.t = pinged + SILENT_SOCKET_MS + 1_000
+    await fireAlarm(q)
+    expect((await closed(idle)).code).toBe(1001)
+    // The alarm comes back at the next instant anything may change, not at once (it looped).
+    expect((await alarmAt(q))!).toBeGreaterThan(clock.t)
+    expect((await ticketOf(ticketId, waiting.token)).status).toBe('waiting')
+    ws.close(1000)
+  })
+
+  it("a player's connections that fell silent do not count against their limit of 4: a fifth connect is taken", async () => {
+    const q = await createQueue({ ticketTtlSeconds: 3600, teamSize: 2 })
+    const clock = { t: Date.now() }
+    await rig(q, clock, { graceMs: 10_000 })
+    const g = await newGuest()
+    const dead: WebSocket[] = []
+    for (let i = 0; i < 4; i++) {
+      const ws = await connect(`/v1/matchmaking/${q}`, g.token)
+      ws.send('{"type":"ping"}')
+      await nextOfType(ws, 'pong')
+      dead.push(ws)
+    }
+    const refused = await call(`/v1/matchmaking/${q}`, {
+      headers: { upgrade: 'websocket', authorization: `Bearer ${g.token}` },
+    })
+    expect(await problem(refused)).toMatchObject({
+      status: 409,
+      type: 'urn:nexus:problem:conflict',
+    })
+    clock.t = Date.now() + SILENT_SOCKET_MS + 1_000
+    const fifth = await connect(`/v1/matchmaking/${q}`, g.token)
+    for (const ws of dead) expect((await closed(ws)).code).toBe(1001)
+    fifth.send(JSON.stringify({ type: 'join' }))
+    expect((await nextOfType<Queued>(fifth, 'queued')).ticketId).toEqual(expect.any(String))
+    fifth.close(1000)
+  })
+
   it('with Neon unreachable, a reconnect to the region its queued named takes the ticket back (the grace ends); a connect with no ticket there is 503', async () => {
     const q = await createQueue({ teamSize: 2, regions: ['eu', 'us'] })
     const clock = newClock()

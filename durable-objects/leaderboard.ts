@@ -724,6 +724,9 @@ export class Leaderboard extends DurableObject<Env> {
       }
       return { ...refuse('not-found', `No leaderboard '${boardId}'`), unknownBoard: boardId }
     }
+    // A call that found no board (its read came back before the board's PUT committed) may have
+    // dropped the empty schema while this one waited.
+    this.ensureSchema()
     this.configureNow(boardId, stored.config, this.now(), stored.version)
     await this.catchUp(Infinity)
     // As a pushed configuration does: the cycle's end wakes the board, whoever calls next.

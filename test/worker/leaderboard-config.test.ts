@@ -276,6 +276,32 @@ describe('leaderboard configuration', () => {
     ).toBe(401)
   })
 
+  it("a board's first call that reads its configuration while a made-up id's call drops the empty schema still configures it", async () => {
+    // A board in Neon whose object has never run: its first calls read the configuration there.
+    const made = await createBoard()
+    const [{ config }] = (await pg()`select config from leaderboards where id = ${made}`) as [
+      { config: unknown },
+    ]
+    const id = boardId('cold')
+    await pg()`insert into leaderboards (id, config) values (${id}, ${JSON.stringify(config)}::jsonb)`
+    const stub = env.LEADERBOARD.getByName(id)
+    await runInDurableObject(stub, async (inst: Leaderboard, state) => {
+      const first = inst.info(id)
+      // While its read is on the way, a call that found no board (its read came back before the
+      // PUT committed) drops the empty schema, as it does for ids nobody created.
+      await state.storage.deleteAll()
+      ;(inst as unknown as { schemaReady: boolean }).schemaReady = false
+      expect(await first).toMatchObject({ cycle: { cycle: 1 } })
+    })
+    // The board works from then on: a submission, a read, the PUT's push again.
+    expect((await submitFor(id, 'cold-player', { score: 5 })).status).toBe(200)
+    expect((await fresh<Top>(`/v1/leaderboards/${id}/top`)).entries).toMatchObject([
+      { playerId: 'cold-player', score: 5 },
+    ])
+    const again = await call(`/v1/admin/leaderboards/${id}`, json('PUT', config, ADMIN_KEY))
+    expect(again.status).toBe(200)
+  })
+
   it("an unknown board's close progress is 404, and its object keeps nothing", async () => {
     const id = boardId('missing')
     const p = await problem(await call(`/v1/admin/leaderboards/${id}/cycles/1`, bearer(ADMIN_KEY)))

@@ -1,1 +1,1 @@
-CREATE INDEX "rewards_cycle_rank_idx" ON "rewards" USING btree ("leaderboard_id","cycle","rank");
+CREATE INDEX IF NOT EXISTS "rewards_cycle_rank_idx" ON "rewards" USING btree ("leaderboard_id","cycle","rank");

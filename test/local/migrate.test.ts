@@ -89,4 +89,35 @@ describe('a migration waiting for a table in use', () => {
     await migrate()
     expect(await built()).toBe(1)
   })
+
+  it('an index on a large table built by hand beforehand (create index concurrently) does not fail the run that brings it', async () => {
+    // A deployment still at 0017, with many rewards: its operator builds 0018's index first.
+    await direct.query('create database upgrade_by_hand')
+    const url = new URL(server.url)
+    url.pathname = '/upgrade_by_hand'
+    const folder = await mkdtemp(join(tmpdir(), 'nexus-migrations-'))
+    onTestFinished(() => rm(folder, { recursive: true, force: true }))
+    const source = fileURLToPath(new URL('../../migrations', import.meta.url))
+    await cp(source, folder, { recursive: true })
+    const journalPath = join(folder, 'meta', '_journal.json')
+    const journal = JSON.parse(await readFile(journalPath, 'utf8')) as {
+      entries: { idx: number; tag: string }[]
+    }
+    const upTo17 = journal.entries.filter((e) => e.idx <= 17)
+    expect(upTo17[upTo17.length - 1]!.tag).toBe('0017_player_bans_device')
+    await writeFile(journalPath, JSON.stringify({ ...journal, entries: upTo17 }))
+    await runMigrations({ databaseUrl: url.href, relay: relay.address, migrationsFolder: folder })
+    const db = new pg.Client(url.href)
+    await db.connect()
+    try {
+      await db.query(
+        `create index concurrently rewards_cycle_rank_idx on rewards (leaderboard_id, cycle, rank)`,
+      )
+      await runMigrations({ databaseUrl: url.href, relay: relay.address })
+      const applied = await db.query(`select count(*)::int as n from drizzle.__drizzle_migrations`)
+      expect(applied.rows[0].n).toBe(journal.entries.length)
+    } finally {
+      await db.end()
+    }
+  })
 })

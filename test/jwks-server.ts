@@ -18,8 +18,21 @@ export async function startJwksServer(): Promise<{
   const { kid: _kid, ...unnamed } = pub
   const next = await exportJWK((await generateKeyPair('RS256', { extractable: true })).publicKey)
   const rotating = { keys: [{ ...next, alg: 'RS256', use: 'sig' }, unnamed] }
+  // Providers that are down: `/failing/<name>/jwks.json` answers 503 and counts the fetches,
+  // which `/failing/<name>/hits` tells.
+  const failingHits = new Map<string, number>()
   const server = createServer((req, res) => {
-    if (req.url === '/.well-known/jwks.json') {
+    const failing = /^\/failing\/([\w-]+)\/(jwks\.json|hits)$/.exec(req.url ?? '')
+    if (failing) {
+      const [, name, what] = failing as unknown as [string, string, string]
+      if (what === 'hits') {
+        res.writeHead(200, { 'content-type': 'application/json' })
+        res.end(JSON.stringify({ hits: failingHits.get(name) ?? 0 }))
+      } else {
+        failingHits.set(name, (failingHits.get(name) ?? 0) + 1)
+        res.writeHead(503).end()
+      }
+    } else if (req.url === '/.well-known/jwks.json') {
       res.writeHead(200, { 'content-type': 'application/json' })
       res.end(JSON.stringify({ keys: [pub] }))
     } else if (req.url === '/rotating/jwks.json') {

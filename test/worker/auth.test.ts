@@ -524,4 +524,25 @@ describe("a studio's own identity provider (JWKS)", () => {
     expect(await problem(res)).toMatchObject({ status: 503, type: 'urn:nexus:problem:unavailable' })
     expect(res.headers.get('retry-after')).toBe('30')
   })
+
+  it('a provider that is down is asked once per 30 s, not once per token (anyone can send tokens)', async () => {
+    const name = crypto.randomUUID()
+    const base = testEnv.JWKS_URL!.replace('/.well-known/jwks.json', `/failing/${name}`)
+    const token = await idpToken()
+    for (let i = 0; i < 10; i++) {
+      const res = await callWithEnv(
+        { JWKS_URL: `${base}/jwks.json` },
+        ADMIN_PROBE,
+        json('PUT', { name: 'x' }, token),
+      )
+      expect(await problem(res)).toMatchObject({
+        status: 503,
+        type: 'urn:nexus:problem:unavailable',
+      })
+      const retryAfter = Number(res.headers.get('retry-after'))
+      expect(retryAfter).toBeGreaterThanOrEqual(1)
+      expect(retryAfter).toBeLessThanOrEqual(30)
+    }
+    expect(await (await fetch(`${base}/hits`)).json()).toEqual({ hits: 1 })
+  })
 })

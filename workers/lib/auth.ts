@@ -213,8 +213,12 @@ async function identityProviderKey(
     }
     jwksByUrl.set(url, state)
   }
-  if (state.fallback && Date.now() - state.failedAt < JWKS_RETRY_MS) {
-    return state.fallback(header, token)
+  const sinceFailure = Date.now() - state.failedAt
+  if (sinceFailure < JWKS_RETRY_MS) {
+    if (state.fallback) return state.fallback(header, token)
+    // No keys to fall back on: refused until the retry is due, not fetched again for every
+    // token, so that anyone sending junk tokens cannot make Nexus hammer the studio's provider.
+    throw keysUnavailable(JWKS_RETRY_MS - sinceFailure)
   }
   try {
     return await state.remote(header, token)
@@ -231,13 +235,17 @@ async function identityProviderKey(
     const last = state.remote.jwks()
     state.fallback = last ? createLocalJWKSet(last) : null
     if (state.fallback) return state.fallback(header, token)
-    throw new ApiError(
-      'unavailable',
-      "The identity provider's keys cannot be fetched now; try again",
-      {},
-      { 'retry-after': String(JWKS_RETRY_MS / 1000) },
-    )
+    throw keysUnavailable(JWKS_RETRY_MS)
   }
+}
+
+function keysUnavailable(retryInMs: number): ApiError {
+  return new ApiError(
+    'unavailable',
+    "The identity provider's keys cannot be fetched now; try again",
+    {},
+    { 'retry-after': String(Math.max(1, Math.ceil(retryInMs / 1000))) },
+  )
 }
 
 /**

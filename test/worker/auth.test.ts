@@ -350,6 +350,28 @@ describe('bad credentials, one by one', () => {
     expect((await from(`203.0.113.${Math.floor(Math.random() * 250)}`, ADMIN_KEY)).status).toBe(200)
   })
 
+  it('a burst of wrong admin keys sent at once is compared no further than the allowance', async () => {
+    const hex = () => Math.floor(Math.random() * 0xffff).toString(16)
+    const ip = `2001:db8:${hex()}:${hex()}::1`
+    const answers = await Promise.all(
+      Array.from({ length: 60 }, (_, i) =>
+        call(ADMIN_PROBE, json('PUT', { name: 'x' }, `burst-${i}`, { 'cf-connecting-ip': ip })),
+      ),
+    )
+    const statuses = answers.map((r) => r.status)
+    // As one after another: the allowance and the guess that reaches it are compared (401).
+    expect(statuses.filter((s) => s === 401).length).toBe(ADMIN_KEY_GUESSES_PER_MINUTE + 1)
+    expect(statuses.filter((s) => s === 429).length).toBe(60 - ADMIN_KEY_GUESSES_PER_MINUTE - 1)
+    // A game server's admin key, sent many at once from one address, is never held up by it.
+    const server = `2001:db8:${hex()}:${hex()}::2`
+    const right = await Promise.all(
+      Array.from({ length: 30 }, () =>
+        call(ADMIN_PROBE, json('PUT', { name: 'x' }, ADMIN_KEY, { 'cf-connecting-ip': server })),
+      ),
+    )
+    expect(right.map((r) => r.status)).toEqual(Array(30).fill(200))
+  })
+
   it('Workers on other zones, which all arrive from one Cloudflare address, are counted by their zone; a client naming a zone is counted by its address', async () => {
     const from = (headers: Record<string, string>, credential: string, path = ADMIN_PROBE) =>
       call(path, {

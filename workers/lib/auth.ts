@@ -456,7 +456,13 @@ export function bearer(header: string | undefined | null): string | undefined {
 export interface AdminKeyGuard {
   /** Seconds this client must wait before another admin key of its is compared; 0 if none. */
   wait(): number
-  /** Counts a wrong admin key from this client. */
+  /**
+   * Counts a key about to be compared against this client's allowance at once, before its
+   * answer: a burst of guesses sent together must not all be compared before the first is
+   * counted. `right()` gives the count back for the admin key itself.
+   */
+  comparing(): { right(): void }
+  /** Counts a wrong admin key from this client (across isolates, where Redis is configured). */
   wrong(): Promise<void>
 }
 
@@ -478,7 +484,11 @@ export async function checkAdminKey(
       { 'retry-after': String(wait) },
     )
   }
-  if (await isAdminKey(env, credential)) return true
+  const compared = guard?.comparing()
+  if (await isAdminKey(env, credential)) {
+    compared?.right()
+    return true
+  }
   await guard?.wrong()
   return false
 }
@@ -500,13 +510,18 @@ export async function authenticate(
     try {
       return await verifyPlayerToken(env, credential)
     } catch (err) {
-      if ((guard?.wait() ?? 0) === 0 && (await isAdminKey(env, credential))) {
-        return { kind: 'admin' }
-      }
       // An admin key shaped like a token is guessed in that shape, so such guesses count
       // (uncounted, they would dodge the lockout). With any other admin key, no token-shaped
       // credential can be it, and a player's expired token is no guess.
-      if (env.ADMIN_KEY && JWT_SHAPE.test(env.ADMIN_KEY)) await guard?.wrong()
+      const counted = env.ADMIN_KEY !== undefined && JWT_SHAPE.test(env.ADMIN_KEY)
+      if ((guard?.wait() ?? 0) === 0) {
+        const compared = counted ? guard?.comparing() : undefined
+        if (await isAdminKey(env, credential)) {
+          compared?.right()
+          return { kind: 'admin' }
+        }
+      }
+      if (counted) await guard?.wrong()
       throw err
     }
   }

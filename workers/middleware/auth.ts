@@ -24,8 +24,22 @@ export const ADMIN_KEY_GUESSES_PER_MINUTE = 20
 const blockedUntil = new Map<string, number>()
 const MAX_BLOCKED = 10_000
 
+/**
+ * Keys this isolate compared, by address, in the current minute: wrong ones and those whose
+ * comparison is under way. Redis's count comes a round trip after each wrong key, so a burst sent
+ * at once was compared in full before the first wrong key was counted; this count is taken before
+ * each comparison. One more than the allowance, as Redis's count lets the guess that reaches it
+ * through.
+ */
+const comparedThisMinute = new Map<string, { minute: number; keys: number }>()
+const MINUTE_MS = 60_000
+
 /** Counts nothing: for a request without an address. */
-const UNCOUNTED: AdminKeyGuard = { wait: () => 0, wrong: async () => {} }
+const UNCOUNTED: AdminKeyGuard = {
+  wait: () => 0,
+  comparing: () => ({ right() {} }),
+  wrong: async () => {},
+}
 
 /** Counts wrong admin keys by the client's address (IPv6 by its /64). */
 export function adminKeyGuard(c: Context<AppEnv>): AdminKeyGuard {
@@ -40,12 +54,37 @@ export function adminKeyGuard(c: Context<AppEnv>): AdminKeyGuard {
   return {
     wait() {
       const address = addressOf()
+      const now = Date.now()
+      const here = comparedThisMinute.get(address)
+      if (
+        here?.minute === Math.floor(now / MINUTE_MS) &&
+        here.keys > ADMIN_KEY_GUESSES_PER_MINUTE
+      ) {
+        return Math.ceil(((here.minute + 1) * MINUTE_MS - now) / 1000)
+      }
       const until = blockedUntil.get(address)
       if (until === undefined) return 0
-      const left = until - Date.now()
+      const left = until - now
       if (left > 0) return Math.ceil(left / 1000)
       blockedUntil.delete(address)
       return 0
+    },
+    comparing() {
+      const address = addressOf()
+      const minute = Math.floor(Date.now() / MINUTE_MS)
+      let here = comparedThisMinute.get(address)
+      if (here?.minute !== minute) {
+        if (comparedThisMinute.size >= MAX_BLOCKED) comparedThisMinute.clear()
+        here = { minute, keys: 0 }
+        comparedThisMinute.set(address, here)
+      }
+      const counted = here
+      counted.keys++
+      return {
+        right() {
+          counted.keys--
+        },
+      }
     },
     async wrong() {
       const address = addressOf()

@@ -305,6 +305,22 @@ describe('bad credentials, one by one', () => {
     expect(await statusFor(await hs256({}, { iss: 'someone' }))).toMatchObject({ status: 401 })
   })
 
+  it('an AUTH_SECRET under 32 bytes signs nothing and accepts nothing: 503 naming it, never a token', async () => {
+    const short = { AUTH_SECRET: 'only-thirty-one-bytes-long-0123', LOG_LEVEL: 'silent' }
+    const guest = await callWithEnv(
+      short,
+      '/v1/auth/guest',
+      json('POST', { deviceId: 'short-secret' }),
+    )
+    const refused = await problem(guest)
+    expect(refused).toMatchObject({ status: 503, type: 'urn:nexus:problem:unavailable' })
+    expect(refused.body.detail).toContain('AUTH_SECRET is too short')
+    // A token signed with that secret (by a game server, say) is not accepted either.
+    const forged = await hs256({}, { secret: short.AUTH_SECRET })
+    const submit = await callWithEnv(short, ADMIN_PROBE, json('PUT', { name: 'x' }, forged))
+    expect(await problem(submit)).toMatchObject({ status: 503 })
+  })
+
   it('wrong admin key → 401 with WWW-Authenticate, right one → 200', async () => {
     const wrong = await probe('not-the-admin-key')
     expect(wrong.headers.get('www-authenticate')).toBe('Bearer realm="nexus"')

@@ -63,9 +63,23 @@ const encoder = new TextEncoder()
  */
 const hmacKeys = new Map<string, Promise<CryptoKey>>()
 
+/**
+ * The shortest AUTH_SECRET Nexus signs with, in UTF-8 bytes: HS256's own key size. Anyone can get
+ * a token signed with it (a guest sign-in) and try secrets against it offline at billions a
+ * second; a short or memorable one would let them forge any player's tokens.
+ */
+export const MIN_AUTH_SECRET_BYTES = 32
+
 function secretKey(env: AuthEnv): Promise<CryptoKey> {
   const secret = env.AUTH_SECRET
   if (!secret) throw new ApiError('unavailable', 'AUTH_SECRET is not configured')
+  if (encoder.encode(secret).length < MIN_AUTH_SECRET_BYTES) {
+    log('error', 'AUTH_SECRET is too short to sign with', { minBytes: MIN_AUTH_SECRET_BYTES })
+    throw new ApiError(
+      'unavailable',
+      `AUTH_SECRET is too short (under ${MIN_AUTH_SECRET_BYTES} bytes): no token is signed or accepted with it`,
+    )
+  }
   let key = hmacKeys.get(secret)
   if (!key) {
     key = crypto.subtle.importKey(

@@ -261,7 +261,16 @@ interface WorkRow {
 
 interface Attachment {
   playerId: string
+  /**
+   * When the socket's last frame came, to within HEARD_AT_EVERY_MS: `lastFrameAt` is memory
+   * only, and a client that pings only when it sends nothing else would otherwise be taken as
+   * silent after the object slept.
+   */
+  heardAt?: number
 }
+
+/** How stale an attachment's `heardAt` may get: it is rewritten at most this often. */
+const HEARD_AT_EVERY_MS = 30_000
 
 /** Accepted ranges of the timing variables: seconds, seconds, hours. */
 export const SESSION_TIMING_BOUNDS = {
@@ -893,7 +902,13 @@ export class GameSession extends DurableObject<Env> {
         ws.close(1008, 'unknown connection')
         return
       }
-      this.lastFrameAt.set(ws, this.now())
+      const heardAt = this.now()
+      this.lastFrameAt.set(ws, heardAt)
+      const att = attachment(ws)!
+      if (!(heardAt - (att.heardAt ?? -Infinity) < HEARD_AT_EVERY_MS)) {
+        att.heardAt = heardAt
+        ws.serializeAttachment(att)
+      }
       // Every frame counts against the rate first, refused ones too: each costs an answer.
       if (!this.takeToken(player)) {
         return this.refuse(
@@ -966,7 +981,8 @@ export class GameSession extends DurableObject<Env> {
     const now = this.now()
     for (const ws of sockets) {
       if (ws.readyState !== WebSocket.OPEN) continue
-      if (!fellSilent(this.ctx, ws, now, this.lastFrameAt.get(ws))) continue
+      const heard = this.lastFrameAt.get(ws) ?? attachment(ws)?.heardAt
+      if (!fellSilent(this.ctx, ws, now, heard)) continue
       log('info', 'silent socket closed', { actor: this.actor, player: attachment(ws)?.playerId })
       closeSilent(ws)
       this.sockets?.delete(ws)
@@ -1567,7 +1583,10 @@ function eventFrame(record: LogRecord): string {
   } satisfies ServerMessage)
 }
 
-/** Attachments never change after accept, so each socket's is read once per wake. */
+/**
+ * Each socket's attachment, read once per wake: only `heardAt` changes after accept, written
+ * through this object.
+ */
 const attachments = new WeakMap<WebSocket, Attachment>()
 
 function attachment(ws: WebSocket): Attachment | null {

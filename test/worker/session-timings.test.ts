@@ -179,6 +179,32 @@ describe('session timings', () => {
     expect(await a.nextOf('ended')).toMatchObject({ result: { reason: 'forfeit', winner: pa } })
   })
 
+  it('a socket heard from is not taken as silent after the object slept: its last frame outlives the wake', async () => {
+    const [pa, pb] = playerIds(2) as [string, string]
+    const { sessionId, sockets } = await liveDiceGame([pa, pb])
+    const [a, b] = sockets as [TestSocket, TestSocket]
+    // A client that pings only when it has sent nothing else: it pinged once, then sent frames.
+    a.send({ type: 'ping' })
+    await a.nextOf('pong')
+    b.send({ type: 'ping' })
+    await b.nextOf('pong')
+    const pinged = Date.now()
+    await inObject(sessionId, (inst) => {
+      inst.now = () => pinged + SILENT_SOCKET_MS - 10_000
+    })
+    a.send('not json')
+    expect(await a.nextOf('error')).toMatchObject({ code: 'malformed' })
+    // The object sleeps between turns: what it kept in memory alone is gone when it wakes.
+    await inObject(sessionId, (inst) => {
+      ;(inst as unknown as { lastFrameAt: WeakMap<WebSocket, number> }).lastFrameAt = new WeakMap()
+    })
+    const silentAt = pinged + SILENT_SOCKET_MS - 1_000 + SILENT_CHECK_EVERY_MS
+    await alarmAt(sessionId, silentAt)
+    // B, silent since its ping, is closed; A, heard from 80 s after it, is not.
+    expect((await b.whenClosed()).code).toBe(1001)
+    expect(a.closed).toBeNull()
+  })
+
   it("a player's silent sockets do not hold their connections: a new one is let in past the limit", async () => {
     const [pa, pb] = playerIds(2) as [string, string]
     const { sessionId, tokens, sockets, createdAt } = await liveDiceGame([pa, pb])

@@ -430,6 +430,16 @@ export class Sessions {
     if (!this.deps.sockets.factory) {
       throw new NexusNetworkError('no WebSocket on this platform: pass `WebSocket` to createClient')
     }
+    const { since } = opts
+    // Refused here, at once: the server's 422 comes on a socket upgrade, which a browser hides,
+    // and the connection would retry it as a network failure.
+    if (since !== undefined && !(Number.isSafeInteger(since) && since >= 0)) {
+      throw validationProblem(
+        `since must be a whole number from 0 (was ${since})`,
+        'since',
+        'a whole number from 0',
+      )
+    }
     return new GameConnection(sessionId, token, opts, this.deps)
   }
 

@@ -284,6 +284,30 @@ describe('client SDK under failure', () => {
     game.close()
   })
 
+  it('a `since` that is not a whole number from 0 is refused at once as validation (422), with no socket opened', () => {
+    let opens = 0
+    const client = createClient({
+      baseUrl: 'http://nexus.test',
+      fetch: (async () => jsonRes(200, {})) as unknown as typeof fetch,
+      WebSocket: () =>
+        scriptedSocket((socket) => {
+          opens++
+          socket.open()
+        }),
+    })
+    for (const since of [-1, 1.5, Number.NaN, Number.MAX_SAFE_INTEGER + 2]) {
+      let err: unknown
+      try {
+        client.sessions.connect('s1', 'tok', { since })
+      } catch (e) {
+        err = e
+      }
+      expect(err, String(since)).toBeInstanceOf(NexusProblem)
+      expect(err, String(since)).toMatchObject({ problem: 'validation', status: 422 })
+    }
+    expect(opens).toBe(0)
+  })
+
   it('cancel() while a socket join is unanswered ends the ticket at once when the join is then refused as `unavailable` (it made nothing)', async () => {
     const guest = (async (input: RequestInfo | URL) =>
       new URL(String(input)).pathname === '/v1/auth/guest'

@@ -10,7 +10,11 @@ import {
 import { partyJoinRefusal, soloJoin } from '../workers/core/party.ts'
 import { exceedsUtf8Bytes } from '../workers/core/rules/json.ts'
 import type { Env } from '../workers/env.ts'
-import type { QueueConfig } from '../workers/matchmaking/config.ts'
+import {
+  DEFAULT_DISCONNECT_GRACE_SECONDS,
+  disconnectGraceMs,
+  type QueueConfig,
+} from '../workers/matchmaking/config.ts'
 import {
   CLIENT_MESSAGE_TYPES,
   ClientMessage,
@@ -449,8 +453,11 @@ export class MatchPool extends DurableObject<Env> {
   neonTimeoutMs = NEON_TIMEOUT_MS
   /** The pool's clock; tests move it forward instead of sleeping. */
   now: () => number = Date.now
-  /** How long a socket ticket survives its last socket closing. */
-  graceMs = 10_000
+  /**
+   * How long a socket ticket survives its last socket closing: the queue's
+   * `disconnectGraceSeconds`, unless a test sets it here.
+   */
+  graceMs: number | undefined = undefined
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env)
@@ -2090,7 +2097,10 @@ export class MatchPool extends DurableObject<Env> {
       if (this.socketsOf(row).some((other) => other !== ws)) return
       // A grace already running is kept: a socket the pool closed as silent may still be
       // reported closed by the runtime later, and that must not start the grace over.
-      const graceUntil = row.grace_until ?? this.now() + this.graceMs
+      const grace =
+        this.graceMs ??
+        (this.config ? disconnectGraceMs(this.config) : DEFAULT_DISCONNECT_GRACE_SECONDS * 1000)
+      const graceUntil = row.grace_until ?? this.now() + grace
       this.sql.exec(`UPDATE tickets SET grace_until = ? WHERE id = ?`, graceUntil, row.id)
       this.deadlineAt(graceUntil)
       await this.scheduleAlarm()

@@ -224,6 +224,7 @@ export interface Schemas {
       regions: Array<string>
       maxPartySize: number
       ticketTtlSeconds: number
+      disconnectGraceSeconds: number
       leaderboardId: string | null
     }
     version: number
@@ -244,6 +245,8 @@ export interface Schemas {
     maxPartySize?: number
     /** A waiting ticket expires after this long (default 300) */
     ticketTtlSeconds?: number
+    /** How long a socket ticket waits for its player to reconnect after the socket goes, before it is cancelled (default 10); at least 10, which the SDK's fallback to HTTP counts on */
+    disconnectGraceSeconds?: number
     /** Where finished sessions submit results */
     leaderboardId?: string | null
   }
@@ -1192,6 +1195,7 @@ export interface Paths {
           regions: Array<string>
           maxPartySize: number
           ticketTtlSeconds: number
+          disconnectGraceSeconds: number
         }
         401: Schemas['Problem']
         403: Schemas['Problem']

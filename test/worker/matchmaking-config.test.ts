@@ -19,6 +19,7 @@ describe('PUT /v1/admin/queues/:queue', () => {
     expect(created.config).toMatchObject({
       maxPartySize: 1,
       ticketTtlSeconds: 300,
+      disconnectGraceSeconds: 10,
       leaderboardId: null,
       regions: ['eu', 'us'],
     })
@@ -70,6 +71,10 @@ describe('PUT /v1/admin/queues/:queue', () => {
     ['regions.0', { regions: ['EU West'] }],
     ['maxPartySize', { maxPartySize: 2 }],
     ['ticketTtlSeconds', { ticketTtlSeconds: 5 }],
+    ['disconnectGraceSeconds', { disconnectGraceSeconds: 9 }],
+    ['disconnectGraceSeconds', { disconnectGraceSeconds: 301 }],
+    ['disconnectGraceSeconds', { disconnectGraceSeconds: 12.5 }],
+    ['disconnectGraceSeconds', { disconnectGraceSeconds: '30' }],
     ['maxWidenedGap', { maxWidenedGap: 50 }],
     ['rulesOptions', { rulesOptions: { target: 'lots' } }],
     ['leaderboardId', { leaderboardId: 'bad id' }],
@@ -82,6 +87,21 @@ describe('PUT /v1/admin/queues/:queue', () => {
     expect(p.type).toBe('urn:nexus:problem:validation')
     const paths = (p.body.errors as { path: string }[]).map((e) => e.path)
     expect(paths).toContain(path)
+  })
+
+  it('a configuration saved before disconnectGraceSeconds existed reads with its default, for admins and players', async () => {
+    const id = queueId()
+    expect((await put(id, DUEL)).status).toBe(201)
+    // As such a configuration is stored: without the field.
+    await pg()`update queues set config = config - 'disconnectGraceSeconds' where id = ${id}`
+    const get = await call(`/v1/admin/queues/${id}`, {
+      headers: { authorization: `Bearer ${ADMIN_KEY}` },
+    })
+    expect(((await get.json()) as { config: unknown }).config).toMatchObject({
+      disconnectGraceSeconds: 10,
+    })
+    const pub = await call(`/v1/matchmaking/${id}`, { headers: { 'cache-control': 'no-cache' } })
+    expect(await pub.json()).toMatchObject({ disconnectGraceSeconds: 10 })
   })
 
   it('refuses a missing field, the reserved name, players and no credential', async () => {

@@ -439,6 +439,30 @@ describe('sockets: disconnect, reconnect, expiry', () => {
     expect(t.reason).toBe('disconnected')
   })
 
+  it("a queue's disconnectGraceSeconds is how long a socket ticket waits for its player after the socket goes", async () => {
+    const q = await createQueue({ disconnectGraceSeconds: 45 })
+    const clock = newClock()
+    // The pool's grace is the queue's: no test override.
+    await rig(q, clock)
+    const g = await newGuest()
+    const ws = await connect(`/v1/matchmaking/${q}`, g.token)
+    ws.send(JSON.stringify({ type: 'join' }))
+    const { ticketId } = await nextOfType<Queued>(ws, 'queued')
+    const closedAt = clock.t
+    ws.close(1000, 'network switch')
+    const grace = await until(() => graceOf(q, ticketId), 5000, 'grace start')
+    expect(grace).toBe(closedAt + 45_000)
+    clock.t = grace - 1
+    await fireAlarm(q)
+    expect((await ticketOf(ticketId, g.token)).status).toBe('waiting')
+    clock.t = grace
+    await fireAlarm(q)
+    expect(await ticketOf(ticketId, g.token)).toMatchObject({
+      status: 'cancelled',
+      reason: 'disconnected',
+    })
+  })
+
   it('a socket that pinged and then fell silent (it died without a close) is closed by the alarm, and its ticket is cancelled after the grace', async () => {
     // Teams of two: the two players here never make a match.
     const q = await createQueue({ ticketTtlSeconds: 3600, teamSize: 2 })

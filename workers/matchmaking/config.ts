@@ -29,8 +29,16 @@ export interface QueueConfig {
   regions: string[]
   maxPartySize: number
   ticketTtlSeconds: number
+  /**
+   * How long a socket's waiting ticket outlives its last socket (a network switch, an app sent to
+   * the background); absent in configurations saved before it existed (then the default).
+   */
+  disconnectGraceSeconds?: number
   leaderboardId: string | null
 }
+
+/** A waiting ticket's disconnect grace when its queue names none. */
+export const DEFAULT_DISCONNECT_GRACE_SECONDS = 10
 
 /**
  * `PUT /v1/admin/queues/:queue` body. Cross-field rules (match size within the rules' player
@@ -81,6 +89,15 @@ export const QueueConfigInput = z
       .max(3600)
       .optional()
       .openapi({ description: 'A waiting ticket expires after this long (default 300)' }),
+    disconnectGraceSeconds: z
+      .number()
+      .int()
+      .min(10)
+      .max(300)
+      .optional()
+      .openapi({
+        description: `How long a socket ticket waits for its player to reconnect after the socket goes, before it is cancelled (default ${DEFAULT_DISCONNECT_GRACE_SECONDS}); at least 10, which the SDK's fallback to HTTP counts on`,
+      }),
     leaderboardId: ResourceId.nullable()
       .optional()
       .openapi({ description: 'Where finished sessions submit results' }),
@@ -126,7 +143,9 @@ export const QueueConfigInput = z
 export type QueueConfigBody = z.infer<typeof QueueConfigInput>
 
 /** Fills the documented defaults in. */
-export function normalizeQueueConfig(input: QueueConfigBody): QueueConfig {
+export function normalizeQueueConfig(
+  input: QueueConfigBody,
+): QueueConfig & { disconnectGraceSeconds: number } {
   return {
     teams: input.teams,
     teamSize: input.teamSize,
@@ -138,8 +157,14 @@ export function normalizeQueueConfig(input: QueueConfigBody): QueueConfig {
     regions: input.regions,
     maxPartySize: input.maxPartySize ?? input.teamSize,
     ticketTtlSeconds: input.ticketTtlSeconds ?? 300,
+    disconnectGraceSeconds: input.disconnectGraceSeconds ?? DEFAULT_DISCONNECT_GRACE_SECONDS,
     leaderboardId: input.leaderboardId ?? null,
   }
+}
+
+/** A queue's disconnect grace in milliseconds, for configurations of any age. */
+export function disconnectGraceMs(config: QueueConfig): number {
+  return (config.disconnectGraceSeconds ?? DEFAULT_DISCONNECT_GRACE_SECONDS) * 1000
 }
 
 /** A queue's configuration and its version (each update adds one), or null. */

@@ -5,6 +5,7 @@ import { ResourceId } from '../lib/fields.ts'
 import { ApiError } from '../lib/problem.ts'
 import { rulesNames } from '../core/rules/index.ts'
 import {
+  disconnectGraceMs,
   loadQueueConfig,
   markQueuePushed,
   normalizeQueueConfig,
@@ -37,6 +38,7 @@ const StoredQueue = z
       regions: z.array(z.string()),
       maxPartySize: z.number().int(),
       ticketTtlSeconds: z.number().int(),
+      disconnectGraceSeconds: z.number().int(),
       leaderboardId: z.string().nullable(),
     }),
     version: z.number().int(),
@@ -116,5 +118,7 @@ adminQueues.openapi(getRoute, async (c) => {
   const { queue } = c.req.valid('param')
   const q = await loadQueueConfig(c.env, queue)
   if (!q) throw new ApiError('not-found', `No queue '${queue}'`)
-  return c.json({ id: queue, config: q.config, version: q.version }, 200)
+  // A configuration saved before a field existed reads with that field's default.
+  const config = { ...q.config, disconnectGraceSeconds: disconnectGraceMs(q.config) / 1000 }
+  return c.json({ id: queue, config, version: q.version }, 200)
 })

@@ -36,7 +36,12 @@ import {
   type JoinRead,
   type QueueClaim,
 } from '../matchmaking/claims.ts'
-import { loadQueueConfig, RegionId, type QueueConfig } from '../matchmaking/config.ts'
+import {
+  disconnectGraceMs,
+  loadQueueConfig,
+  RegionId,
+  type QueueConfig,
+} from '../matchmaking/config.ts'
 import { unknownQueues } from '../matchmaking/unknown-queues.ts'
 import { Party, TicketAttributes } from '../matchmaking/protocol.ts'
 import {
@@ -646,6 +651,7 @@ const socketRoute = createRoute({
             regions: z.array(z.string()),
             maxPartySize: z.number().int(),
             ticketTtlSeconds: z.number().int(),
+            disconnectGraceSeconds: z.number().int(),
           }),
         },
       },
@@ -672,6 +678,7 @@ matchmakingRoutes.openapi(socketRoute, (async (c: Context<AppEnv>) => {
           regions: config.regions,
           maxPartySize: config.maxPartySize,
           ticketTtlSeconds: config.ticketTtlSeconds,
+          disconnectGraceSeconds: disconnectGraceMs(config) / 1000,
         }
       },
     })

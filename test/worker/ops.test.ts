@@ -1,7 +1,7 @@
 import { runInDurableObject } from 'cloudflare:test'
 import { env } from 'cloudflare:workers'
 import { neon } from '@neondatabase/serverless'
-import { describe, expect, it } from 'vitest'
+import { describe, expect, it, vi } from 'vitest'
 import type { Leaderboard } from '../../durable-objects/leaderboard.ts'
 import { configureLocalRelay } from '../../workers/db/client.ts'
 import { pg } from './helpers/boards.ts'
@@ -279,5 +279,17 @@ describe('the Neon driver reaches the real PostgreSQL', () => {
       sql`select count(*)::int as n from players`,
     ])
     expect(typeof (count as { n: number }[])[0]!.n).toBe('number')
+  })
+
+  it("leaves no timer behind once a query's answer is in: an object with one pending does not hibernate", async () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] })
+    try {
+      const [row] = await pg()`select 1 as one`
+      expect(row).toEqual({ one: 1 })
+      // The query's deadline was set (a timer) and cleared with its answer.
+      expect(vi.getTimerCount()).toBe(0)
+    } finally {
+      vi.useRealTimers()
+    }
   })
 })

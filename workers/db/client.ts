@@ -16,9 +16,32 @@ export type Db = NeonHttpDatabase<typeof schema>
  */
 export const NEON_QUERY_TIMEOUT_MS = 8_000
 
-// The driver turns the abort into "Error connecting to database" (isDatabaseUnreachable).
-neonConfig.fetchFunction = (input: RequestInfo | URL, init?: RequestInit) =>
-  fetch(input, { ...init, signal: init?.signal ?? AbortSignal.timeout(NEON_QUERY_TIMEOUT_MS) })
+/**
+ * Neon's fetch with the deadline over the answer and its body. The body is read here, under the
+ * deadline, and handed on whole (the driver reads it whole anyway); the timer is cleared once it
+ * is in. `AbortSignal.timeout` was the first version: its timer outlived every query, and a
+ * Durable Object with a timer pending does not hibernate (billed for 8 s after each query; tests
+ * waiting for an object to settle waited them out). The driver turns the abort into "Error
+ * connecting to database", which isDatabaseUnreachable counts.
+ */
+async function fetchWithDeadline(input: RequestInfo | URL, init?: RequestInit): Promise<Response> {
+  const deadline = new AbortController()
+  const timer = setTimeout(() => deadline.abort(), NEON_QUERY_TIMEOUT_MS)
+  const signal = init?.signal ? AbortSignal.any([init.signal, deadline.signal]) : deadline.signal
+  try {
+    const res = await fetch(input, { ...init, signal })
+    const body = await res.arrayBuffer()
+    return new Response(body, {
+      status: res.status,
+      statusText: res.statusText,
+      headers: res.headers,
+    })
+  } finally {
+    clearTimeout(timer)
+  }
+}
+
+neonConfig.fetchFunction = fetchWithDeadline
 
 /**
  * Local relays by the `host:port` of the Postgres they front. The Neon driver's endpoint

@@ -224,6 +224,9 @@ describe('a real-time game on the tick loop', () => {
     expect(first.seq).toBe(4)
     expect(eventOf(first)).toMatchObject({ winner: null, ended: null })
 
+    // Woken first: between two ticks far apart (the next counts only at the fuse's end) the
+    // object may already sleep, and only a running object can be evicted.
+    await inObject(sessionId, (inst) => inst.current()!.match.seq)
     await evictDurableObject(sessionObject(sessionId), { webSockets: 'close' })
     await sockets[0]!.whenClosed()
     const live = players.filter((p) => p !== (eventOf(first) as { player: string }).player)

@@ -37,6 +37,7 @@ import {
 } from '../workers/sessions/store.ts'
 import { canonicalJson } from '../workers/lib/canonical-json.ts'
 import { takeToken, type Bucket } from '../workers/lib/token-bucket.ts'
+import { FLOOD_CLOSE, refusedTooOften, type RefusalCounts } from '../workers/lib/flood.ts'
 import { sha256Hex } from '../workers/lib/hash.ts'
 import { answerClose, closeSilent, fellSilent } from '../workers/lib/socket-close.ts'
 
@@ -911,6 +912,7 @@ export class GameSession extends DurableObject<Env> {
       }
       // Every frame counts against the rate first, refused ones too: each costs an answer.
       if (!this.takeToken(player)) {
+        if (refusedTooOften(this.refusals, ws, heardAt)) return await this.closeFlooding(ws, player)
         return this.refuse(
           ws,
           'rate_limited',
@@ -968,6 +970,22 @@ export class GameSession extends DurableObject<Env> {
 
   override async webSocketError(ws: WebSocket, error: unknown): Promise<void> {
     log('warn', 'socket error', { actor: this.actor, ...errorFields(error) })
+    this.sockets?.delete(ws)
+    this.resuming.delete(ws)
+    await this.disconnected(ws)
+  }
+
+  /** Each socket's frames over the allowance, lately (flood.ts). */
+  private readonly refusals: RefusalCounts<WebSocket> = new WeakMap()
+
+  /** Closes a socket that kept sending past its allowance, as if its client had closed it. */
+  private async closeFlooding(ws: WebSocket, player: string): Promise<void> {
+    log('warn', 'flooding socket closed', { actor: this.actor, player })
+    try {
+      ws.close(FLOOD_CLOSE.code, FLOOD_CLOSE.reason)
+    } catch {
+      // Already closing.
+    }
     this.sockets?.delete(ws)
     this.resuming.delete(ws)
     await this.disconnected(ws)

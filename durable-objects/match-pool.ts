@@ -54,6 +54,7 @@ import { counter, gauge, histogram } from '../workers/lib/metrics.ts'
 import { sendMetricsSoon } from '../workers/lib/metrics-flush.ts'
 import { canonicalJson } from '../workers/lib/canonical-json.ts'
 import { takeToken, type Bucket } from '../workers/lib/token-bucket.ts'
+import { FLOOD_CLOSE, refusedTooOften, type RefusalCounts } from '../workers/lib/flood.ts'
 import { problemResponse, type ProblemType } from '../workers/lib/problem.ts'
 import { issueSessionToken } from '../workers/lib/session-token.ts'
 import {
@@ -1636,6 +1637,17 @@ export class MatchPool extends DurableObject<Env> {
   override async webSocketMessage(ws: WebSocket, message: string | ArrayBuffer): Promise<void> {
     const pending = this.pendingFrames.get(ws) ?? 0
     if (pending >= MAX_PENDING_FRAMES || !this.takeFrameToken(ws)) {
+      if (refusedTooOften(this.refusals, ws, this.frameClock())) {
+        const att = ws.deserializeAttachment() as Attachment | null
+        log('warn', 'flooding socket closed', { actor: this.actor, player: att?.playerId })
+        try {
+          ws.close(FLOOD_CLOSE.code, FLOOD_CLOSE.reason)
+        } catch {
+          // Already closing.
+        }
+        // As if its client had closed it: a socket ticket's grace starts.
+        return this.onSocketGone(ws)
+      }
       return this.sendError(
         ws,
         'rate_limited',
@@ -1663,6 +1675,8 @@ export class MatchPool extends DurableObject<Env> {
   private readonly inFlight = new Map<WebSocket, Promise<void>>()
   /** How many of each socket's frames are being handled or wait to be (none: no entry). */
   private readonly pendingFrames = new Map<WebSocket, number>()
+  /** Each socket's frames over the allowance, lately (flood.ts). */
+  private readonly refusals: RefusalCounts<WebSocket> = new WeakMap()
   /** Each socket's frame allowance (gone with the socket object, as after a hibernation). */
   private readonly frameTokens = new WeakMap<WebSocket, Bucket>()
   /** Real time for the frame allowance (tests move it by hand). */

@@ -9,6 +9,7 @@ import {
 } from '../../durable-objects/match-pool.ts'
 import { verifySessionToken } from '../../workers/lib/session-token.ts'
 import { SILENT_SOCKET_MS } from '../../workers/lib/socket-close.ts'
+import { FLOOD_WINDOW_MS, MAX_REFUSED_FRAMES } from '../../workers/lib/flood.ts'
 import { pg } from './helpers/boards.ts'
 import { ADMIN_KEY, call, callWithEnv, json, newGuest, problem } from './helpers/http.ts'
 import {
@@ -384,6 +385,29 @@ describe('sockets: cancel, malformed frames', () => {
     ws.send(JSON.stringify({ type: 'ping' }))
     await nextOfType(ws, 'pong')
     ws.close(1000)
+  })
+
+  it(`closes a socket that keeps sending past its allowance (over ${MAX_REFUSED_FRAMES} refused in ${FLOOD_WINDOW_MS / 1000} s), as if it had gone: its ticket's grace starts`, async () => {
+    const q = await createQueue()
+    const clock = newClock()
+    await rig(q, clock, { graceMs: 10_000 })
+    const frameTime = { t: 0 }
+    await runInDurableObject(poolOf(q), (inst: MatchPool) => {
+      inst.frameClock = () => frameTime.t
+    })
+    const g = await newGuest()
+    const ws = await connect(`/v1/matchmaking/${q}`, g.token)
+    ws.send(JSON.stringify({ type: 'join' }))
+    const { ticketId } = await nextOfType<Queued>(ws, 'queued')
+    // Frames the pool refuses (none changes anything), far past the allowance, with no pause.
+    const junk = JSON.stringify({ type: 'bogus' })
+    const flood = FRAME_BURST + MAX_REFUSED_FRAMES + 50
+    for (let i = 0; i < flood; i++) ws.send(junk)
+    expect(await closed(ws)).toMatchObject({ code: 1008 })
+    // Each frame past the allowance was answered until then; the one past the limit closed it.
+    expect(count(ws, 'error:rate_limited')).toBe(MAX_REFUSED_FRAMES)
+    expect(await graceOf(q, ticketId)).toBe(clock.t + 10_000)
+    expect((await ticketOf(ticketId, g.token)).status).toBe('waiting')
   })
 
   it(`answers a frame rate_limited while ${MAX_PENDING_FRAMES} wait behind a join that awaits Neon`, async () => {

@@ -3,6 +3,7 @@ import { runInDurableObject } from 'cloudflare:test'
 import { describe, expect, it } from 'vitest'
 import type { GameSession } from '../../durable-objects/game-session.ts'
 import { RATE_BURST } from '../../durable-objects/game-session.ts'
+import { FLOOD_WINDOW_MS, MAX_REFUSED_FRAMES } from '../../workers/lib/flood.ts'
 import { issueSessionToken, SESSION_TOKEN_TTL_SECONDS } from '../../workers/lib/session-token.ts'
 import { signScopedToken } from '../../workers/lib/auth.ts'
 import { ADMIN_KEY, newGuest, problem } from './helpers/http.ts'
@@ -163,6 +164,27 @@ describe('session sockets', () => {
     )
     expect((await matchOf(sessionId)).seq).toBe(RATE_BURST)
     a.close()
+  })
+
+  it(`closes a socket that keeps sending past the allowance (over ${MAX_REFUSED_FRAMES} refused in ${FLOOD_WINDOW_MS / 1000} s), as if its player had gone`, async () => {
+    const players = playerIds(2)
+    const { sessionId, tokens } = await createSession({
+      rules: 'relay',
+      roster: players.map((playerId) => ({ playerId })),
+    })
+    const a = await connect(sessionId, tokens[players[0]!]!)
+    await a.nextOf('welcome')
+    await runInDurableObject(sessionObject(sessionId), (inst: GameSession) => {
+      const t = Date.now()
+      inst.now = () => t
+    })
+    const flood = RATE_BURST + MAX_REFUSED_FRAMES + 50
+    for (let i = 0; i < flood; i++) a.send({ type: 'action', action: 'message', data: { i } })
+    expect((await a.whenClosed()).code).toBe(1008)
+    const limited = a.frames.filter((f) => f.type === 'error' && f.code === 'rate_limited')
+    expect(limited).toHaveLength(MAX_REFUSED_FRAMES)
+    // The frames within the allowance were played; none after.
+    expect((await matchOf(sessionId)).seq).toBe(RATE_BURST)
   })
 
   it("the rate is the player's, not the socket's: a reconnect does not refill it, and a second socket shares it", async () => {

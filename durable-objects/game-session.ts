@@ -39,6 +39,7 @@ import { canonicalJson } from '../workers/lib/canonical-json.ts'
 import { takeToken, type Bucket } from '../workers/lib/token-bucket.ts'
 import { FLOOD_CLOSE, refusedTooOften, type RefusalCounts } from '../workers/lib/flood.ts'
 import { sha256Hex } from '../workers/lib/hash.ts'
+import { within } from '../workers/lib/within.ts'
 import { answerClose, closeSilent, fellSilent } from '../workers/lib/socket-close.ts'
 
 /**
@@ -338,6 +339,8 @@ export class GameSession extends DurableObject<Env> {
   now: () => number = Date.now
   /** Snapshot interval; tests lower it to cover snapshot + tail replay on wake. */
   snapshotEvery = SNAPSHOT_EVERY
+  /** How long the end's call to a board may take before the stage backs off (tests lower it). */
+  boardCallMs = 20_000
   /** Events a resume sends per turn; tests lower it to cover a resume in several turns. */
   resumeChunk = RESUME_CHUNK
   /** Events a resume may send in all; tests lower it. */
@@ -1512,27 +1515,29 @@ export class GameSession extends DurableObject<Env> {
         canonicalJson([boardId, p.playerId, 1, 0, null, idempotencyKey]),
       )
       const startedAt = this.now()
-      const reply = await boardStub(this.env, boardId)
-        .submit({
-          boardId,
-          playerId: p.playerId,
-          score: 1,
-          subscore: 0,
-          metadata: null,
-          idempotencyKey,
-          requestHash,
-          // As a token from the session's creation: a board the winner's erasure has walked
-          // refuses it, even when Neon showed no erasure a moment ago (erasedAmong above).
-          tokenIssuedAt: this.createdAt,
-        })
-        .catch((err: unknown) => {
+      const submitting = boardStub(this.env, boardId).submit({
+        boardId,
+        playerId: p.playerId,
+        score: 1,
+        subscore: 0,
+        metadata: null,
+        idempotencyKey,
+        requestHash,
+        // As a token from the session's creation: a board the winner's erasure has walked
+        // refuses it, even when Neon showed no erasure a moment ago (erasedAmong above).
+        tokenIssuedAt: this.createdAt,
+      })
+      // A board that never answers would hold the end's work, and the alarm waiting on it.
+      const reply = await within(submitting, this.boardCallMs, 'board submit').catch(
+        (err: unknown) => {
           // The first call without an answer counts: the board may have kept the key since.
           if (since === undefined) {
             unanswered[p.playerId] = startedAt
             this.setMeta('submit_unanswered', JSON.stringify(unanswered))
           }
           throw err
-        })
+        },
+      )
       if (reply.ok) {
         doneWith(p.playerId)
         continue

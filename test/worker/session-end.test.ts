@@ -901,6 +901,31 @@ describe('the end of a game', () => {
     await expectAbandonedUnrated(sessionId, board, players)
   })
 
+  it('a board that takes the win and never answers does not hold the end: the stage backs off and is tried again', async () => {
+    const board = await createBoard({ operator: 'incr' })
+    const game = await playGame({ leaderboardId: board })
+    const first = await inObject(game.sessionId, (inst) => {
+      const real = (inst as unknown as { env: typeof env }).env
+      ;(inst as unknown as { env: unknown }).env = {
+        ...real,
+        LEADERBOARD: { getByName: () => ({ submit: () => new Promise(() => {}) }) },
+      }
+      inst.boardCallMs = 200
+      return inst.runEndWork({ force: true }).finally(() => {
+        ;(inst as unknown as { env: unknown }).env = real
+      })
+    })
+    expect(first).toMatchObject({ stage: 'submit', attempts: 1 })
+    expect(first!.lastError).toMatch(/board submit took over 200 ms/)
+    // The board answering again, the retry hands it the win.
+    const done = await inObject(game.sessionId, (inst) => inst.runEndWork({ force: true }))
+    expect(done).toMatchObject({ stage: 'retain' })
+    const mine = await fresh<{ entry: { score: number } | null }>(
+      `/v1/leaderboards/${board}/players/${game.winner}`,
+    )
+    expect(mine.entry?.score).toBe(1)
+  })
+
   it('a board that cannot read its configuration (Neon down as it starts) gets the win later', async () => {
     const template = await createBoard({ operator: 'incr' })
     const board = boardId()

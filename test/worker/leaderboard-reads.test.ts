@@ -282,6 +282,28 @@ describe('top pages with cursors', () => {
     expect(p2).toMatchObject({ status: 409, type: 'urn:nexus:problem:conflict' })
   })
 
+  it("after a close, a walk's 409 takes the closed cycle's first page out of the caches: starting again gets the new cycle, not the same cursor", async () => {
+    const b = await createBoard()
+    await seed(b, 3, (i) => i)
+    // The first page is read, and cached, before the close.
+    const before = await call(`/v1/leaderboards/${b}/top?limit=1`)
+    const page = (await before.json()) as Top & { cycle: number }
+    expect(page.cycle).toBe(1)
+    expect((await call(`/v1/leaderboards/${b}/top?limit=1`)).headers.get('x-cache')).toMatch(/^HIT/)
+    const closed = await call(`/v1/admin/leaderboards/${b}/close`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${ADMIN_KEY}` },
+    })
+    expect(closed.status).toBe(202)
+    // The walk's next page is refused: its cursor is of the closed cycle.
+    const next = await call(`/v1/leaderboards/${b}/top?limit=1&cursor=${page.nextCursor}`)
+    expect(next.status).toBe(409)
+    // Starting again, as the 409 says, reads the new cycle's first page, not the cached one.
+    const again = await call(`/v1/leaderboards/${b}/top?limit=1`)
+    expect(again.headers.get('x-cache')).toBe('MISS')
+    expect(((await again.json()) as { cycle: number }).cycle).toBe(2)
+  })
+
   it('a missing board is 404 with the request id, and the refusal is not cached', async () => {
     const missing = boardId('missing')
     for (const path of [`/v1/leaderboards/${missing}`, `/v1/leaderboards/${missing}/top`]) {

@@ -80,6 +80,21 @@ export function forgetIsolateReads(): void {
   isolateReads.clear()
 }
 
+/**
+ * Forgets one answer before its time: in this isolate's memory, this location's cache and Redis
+ * (for an answer known to be wrong, such as the first page of a cycle that has ended, whose
+ * cursor the board now refuses). Other isolates and locations keep theirs until it expires or
+ * they learn the same. Never throws: the answer then lasts its TTL, as it would have.
+ */
+export async function forgetRead(c: Context<AppEnv>, key: string): Promise<void> {
+  isolateReads.forget(key)
+  const cache = typeof caches !== 'undefined' ? caches.default : undefined
+  await Promise.all([
+    cache?.delete(cacheRequest(key)).catch(() => false),
+    getRedis(c.env)?.run('read-cache.forget', (r) => r.del(`nexus:read:${key}`)),
+  ])
+}
+
 function cacheRequest(key: string): Request {
   return new Request(`https://read-cache.nexus.internal/${encodeURIComponent(key)}`)
 }

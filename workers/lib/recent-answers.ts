@@ -39,6 +39,10 @@ export class RecentAnswers {
     if (this.answers.size > this.maxAnswers) this.answers.delete(this.answers.keys().next().value!)
   }
 
+  forget(key: string): void {
+    this.answers.delete(key)
+  }
+
   get size(): number {
     return this.answers.size
   }

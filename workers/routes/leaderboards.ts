@@ -9,7 +9,7 @@ import { boundedInt } from '../lib/config.ts'
 import { createRoute, decimalInt, newRouter, problemResponses } from '../lib/openapi.ts'
 import { IdempotencyKey, PlayerId, ResourceId } from '../lib/fields.ts'
 import { ApiError } from '../lib/problem.ts'
-import { cachedRead } from '../lib/read-cache.ts'
+import { cachedRead, forgetRead } from '../lib/read-cache.ts'
 import { getSql } from '../db/client.ts'
 import { playerNames } from '../leaderboards/names.ts'
 import {
@@ -252,7 +252,13 @@ leaderboardRoutes.openapi(topRoute, (async (c: Context<AppEnv>) => {
     visibility: 'public',
     load: async () => {
       const r = await board(c, id).top(id, cursor ?? null, limit)
-      if (!r.ok) fail(r)
+      if (!r.ok) {
+        // A cursor the board refuses (of a cycle closed early, by an admin or a new schedule,
+        // which no cached first page's end foresaw): the client starts again without one, and
+        // must not be handed the same page, and its cursor, from a cache.
+        if (r.problem === 'conflict' && cursor) await forgetRead(c, `lb:${id}:top:${limit}:`)
+        fail(r)
+      }
       endsAt = r.endsAt
       return {
         cycle: r.cycle,

@@ -433,6 +433,54 @@ describe('closing a cycle of 10,000 entries', () => {
     await runInDurableObject(stub(board), (inst: Leaderboard) => inst.runArchive({ force: true }))
     expectExactlyOnce(await archived(board, 1))
   })
+
+  it('rewards are paid by the tiers in force when the cycle froze, not by tiers changed before its archive ran', async () => {
+    const OLD = [
+      { fromRank: 1, toRank: 1, reward: { coins: 500, badge: 'first' } },
+      { fromRank: 2, toRank: 3, reward: { coins: 50 } },
+    ]
+    const NEW = [
+      { fromRank: 1, toRank: 2, reward: { gems: 7 } },
+      { fromRank: 3, toRank: 5, reward: { gems: 1 } },
+    ]
+    const board = await createBoard({ rewards: OLD })
+    const paid = async (cycle: number) =>
+      pg()`select player_id, rank, reward from rewards
+            where leaderboard_id = ${board} and cycle = ${cycle} order by rank`
+    // Cycle 1 freezes with p00000…p00005 (p00005 first); every page of its archive fails, so
+    // nothing of it is in Neon yet.
+    await closeWithFailingPages(board, 6, () => true)
+    expect(await status(board, 1)).toMatchObject({ state: 'archiving', archived: 0 })
+    expect(await paid(1)).toEqual([])
+    // The tiers change while cycle 1 waits for its archive; then the archive runs to the end.
+    const put = await call(
+      `/v1/admin/leaderboards/${board}`,
+      json('PUT', { rewards: NEW }, ADMIN_KEY),
+    )
+    expect(put.status).toBe(200)
+    await runInDurableObject(stub(board), (inst: Leaderboard) => {
+      inst.archiveWriter = new NeonArchiveWriter(env)
+    })
+    expect((await archiveUntilDone(board, 1)).state).toBe('done')
+    expect(await paid(1)).toEqual([
+      { player_id: 'p00005', rank: 1, reward: { coins: 500, badge: 'first' } },
+      { player_id: 'p00004', rank: 2, reward: { coins: 50 } },
+      { player_id: 'p00003', rank: 3, reward: { coins: 50 } },
+    ])
+    // The next cycle froze under the new tiers, and pays by them.
+    for (let i = 0; i < 6; i++) {
+      expect((await submitFor(board, `n${i}`, { score: 100 - i })).status).toBe(200)
+    }
+    expect((await closeNow(board)).status).toBe(202)
+    expect((await archiveUntilDone(board, 2)).state).toBe('done')
+    expect(await paid(2)).toEqual([
+      { player_id: 'n0', rank: 1, reward: { gems: 7 } },
+      { player_id: 'n1', rank: 2, reward: { gems: 7 } },
+      { player_id: 'n2', rank: 3, reward: { gems: 1 } },
+      { player_id: 'n3', rank: 4, reward: { gems: 1 } },
+      { player_id: 'n4', rank: 5, reward: { gems: 1 } },
+    ])
+  })
 })
 
 describe('freeing the object after a close', () => {

@@ -283,6 +283,31 @@ describe('idempotency', () => {
     ).json()) as { replayed: boolean }
     expect(r.replayed).toBe(true)
   })
+
+  it('a submission retried after its cycle ended is answered with its first answer (cycle N, its rank) and not applied to the new cycle', async () => {
+    const b = await createBoard()
+    await submitFor(b, 'ahead', { score: 90 })
+    const first = (await (
+      await submitFor(b, 'p', { score: 40 }, 'retry-after-close')
+    ).json()) as Record<string, unknown>
+    expect(first).toEqual({ cycle: 1, score: 40, best: 40, rank: 2, replayed: false })
+    const closed = await call(`/v1/admin/leaderboards/${b}/close`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${ADMIN_KEY}` },
+    })
+    expect(closed.status).toBe(202)
+    expect(await closed.json()).toMatchObject({ closed: { cycle: 1 }, current: { cycle: 2 } })
+    // The retry, same key and body, now that cycle 2 runs: the answer of cycle 1, replayed.
+    const retry = await submitFor(b, 'p', { score: 40 }, 'retry-after-close')
+    expect(retry.status).toBe(200)
+    expect(await retry.json()).toEqual({ ...first, replayed: true })
+    // Nothing reached cycle 2: the player has no entry there, and the board is empty.
+    const mine = await fresh<{ cycle: number; entry: unknown; total: number }>(
+      `/v1/leaderboards/${b}/players/p`,
+    )
+    expect(mine).toMatchObject({ cycle: 2, entry: null, total: 0 })
+    expect((await top(b)).total).toBe(0)
+  })
 })
 
 describe('the storage metric', () => {

@@ -302,6 +302,12 @@ describe('top pages with cursors', () => {
     const again = await call(`/v1/leaderboards/${b}/top?limit=1`)
     expect(again.headers.get('x-cache')).toBe('MISS')
     expect(((await again.json()) as { cycle: number }).cycle).toBe(2)
+    // A refused cursor while the cached page is of the current cycle evicts nothing: nobody can
+    // empty the caches of a hot page by sending stale cursors.
+    const refused = await call(`/v1/leaderboards/${b}/top?limit=1&cursor=${page.nextCursor}`)
+    expect(refused.status).toBe(409)
+    const cached = await call(`/v1/leaderboards/${b}/top?limit=1`)
+    expect(cached.headers.get('x-cache')).toMatch(/^HIT/)
   })
 
   it('a missing board is 404 with the request id, and the refusal is not cached', async () => {

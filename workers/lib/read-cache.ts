@@ -81,14 +81,34 @@ export function forgetIsolateReads(): void {
 }
 
 /**
- * Forgets one answer before its time: in this isolate's memory, this location's cache and Redis
- * (for an answer known to be wrong, such as the first page of a cycle that has ended, whose
- * cursor the board now refuses). Other isolates and locations keep theirs until it expires or
- * they learn the same. Never throws: the answer then lasts its TTL, as it would have.
+ * Forgets one answer before its time when the copy this isolate or this location holds is
+ * `stale` (the first page of a cycle that has ended, whose cursor the board now refuses): in
+ * this isolate's memory, this location's cache and Redis. Only a stale copy held here lets the
+ * caller empty them, so that nobody can evict a hot answer from every layer at will. Other
+ * isolates and locations keep theirs until it expires or they find the same. Never throws: the
+ * answer then lasts its TTL, as it would have.
  */
-export async function forgetRead(c: Context<AppEnv>, key: string): Promise<void> {
-  isolateReads.forget(key)
+export async function forgetStaleRead(
+  c: Context<AppEnv>,
+  key: string,
+  stale: (answer: unknown) => boolean,
+): Promise<void> {
   const cache = typeof caches !== 'undefined' ? caches.default : undefined
+  const isStale = (body: string): boolean => {
+    try {
+      return stale(JSON.parse(body))
+    } catch {
+      return false
+    }
+  }
+  const inMemory = isolateReads.get(key)
+  let found = inMemory !== undefined && isStale(inMemory.body)
+  if (!found && cache) {
+    const hit = await cache.match(cacheRequest(key)).catch(() => undefined)
+    found = hit !== undefined && isStale(await hit.text())
+  }
+  if (!found) return
+  isolateReads.forget(key)
   await Promise.all([
     cache?.delete(cacheRequest(key)).catch(() => false),
     getRedis(c.env)?.run('read-cache.forget', (r) => r.del(`nexus:read:${key}`)),

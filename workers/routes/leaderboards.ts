@@ -9,7 +9,7 @@ import { boundedInt } from '../lib/config.ts'
 import { createRoute, decimalInt, newRouter, problemResponses } from '../lib/openapi.ts'
 import { IdempotencyKey, PlayerId, ResourceId } from '../lib/fields.ts'
 import { ApiError } from '../lib/problem.ts'
-import { cachedRead, forgetRead } from '../lib/read-cache.ts'
+import { cachedRead, forgetStaleRead } from '../lib/read-cache.ts'
 import { getSql } from '../db/client.ts'
 import { playerNames } from '../leaderboards/names.ts'
 import {
@@ -256,7 +256,12 @@ leaderboardRoutes.openapi(topRoute, (async (c: Context<AppEnv>) => {
         // A cursor the board refuses (of a cycle closed early, by an admin or a new schedule,
         // which no cached first page's end foresaw): the client starts again without one, and
         // must not be handed the same page, and its cursor, from a cache.
-        if (r.problem === 'conflict' && cursor) await forgetRead(c, `lb:${id}:top:${limit}:`)
+        const current = r.extensions?.cycle
+        if (r.problem === 'conflict' && cursor && typeof current === 'number') {
+          await forgetStaleRead(c, `lb:${id}:top:${limit}:`, (page) => {
+            return (page as { cycle?: unknown }).cycle !== current
+          })
+        }
         fail(r)
       }
       endsAt = r.endsAt

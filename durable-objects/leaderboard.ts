@@ -719,8 +719,9 @@ export class Leaderboard extends DurableObject<Env> {
       if (this.boardId === null) {
         // An id nobody created: drop the empty schema, so that reads of made-up ids leave no
         // storage behind (an object with any stored data is kept, and billed, for good).
-        await this.ctx.storage.deleteAll()
+        // Marked before the await: a call configuring the board meanwhile re-makes the schema.
         this.schemaReady = false
+        await this.ctx.storage.deleteAll()
       }
       return { ...refuse('not-found', `No leaderboard '${boardId}'`), unknownBoard: boardId }
     }

@@ -108,7 +108,7 @@ import { bannedJoinDetail } from '../workers/players/bans.ts'
  *   never return to the pool, so no player can end up in two matches.
  * - Sockets use the hibernation API: tag `p:<playerId>`, attachment `{playerId, rating,
  *   ticketId}`. A socket that closes while its (socket-made) ticket waits starts a grace of
- *   `graceMs` (10 s); a new socket of the same player in the same pool before the grace ends
+ *   the queue's `disconnectGraceSeconds` (10 s by default); a new socket of the same player in the same pool before the grace ends
  *   re-attaches the ticket, otherwise the alarm cancels it (`disconnected`). HTTP tickets have no
  *   grace: their TTL bounds an abandoned client.
  * - Client frames are at most 4 KiB of JSON, parsed with zod; anything else is answered with an

@@ -98,7 +98,7 @@ const REATTACH_WAIT_MS = 3000
 const PARTY_POLL_MS = 2000
 /**
  * How long a queued ticket's socket may stay down before the ticket goes over HTTP: the pool
- * cancels a ticket 10 s after its socket goes (its disconnect grace), and an HTTP join ends that
+ * cancels a ticket at least 10 s after its socket goes (its disconnect grace), and an HTTP join ends that
  * grace on the same ticket, so the join must come well within it (reconnects alone can take
  * longer than the grace when WebSocket stays blocked while HTTP works).
  */
@@ -226,7 +226,7 @@ export class MatchTicket extends Emitter<TicketEvents> {
       return
     }
     // A socket join sent but unanswered (its `queued` lost with a dropped socket, say) may have
-    // made a ticket that waits out the pool's 10 s disconnect grace, matchable all along: ending
+    // made a ticket that waits out the pool's disconnect grace (10 s at least), matchable all along: ending
     // the wait here alone could leave the player matched into a game they left. Only the join's
     // answer names that ticket, so the join is carried on, as an HTTP join on its way is: the
     // next socket sends it again (keyed, so it finds that ticket and makes no other) with a

@@ -149,7 +149,7 @@ export const HEALTHY_SOCKET_MS = 10_000
  * server restart or deploy drops every socket of a pool or a Worker at once; drawn from the
  * retry policy's first window (200 ms by default) they all came back within it, a thundering
  * herd on one Durable Object. A second spreads them five times wider, and still leaves time for
- * two more attempts within the matchmaking pool's 10 s disconnect grace.
+ * two more attempts within the matchmaking pool's disconnect grace (10 s at least).
  */
 export const RECONNECT_WINDOW_MS = 1000
 

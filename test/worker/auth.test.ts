@@ -319,6 +319,10 @@ describe('bad credentials, one by one', () => {
     const forged = await hs256({}, { secret: short.AUTH_SECRET })
     const submit = await callWithEnv(short, ADMIN_PROBE, json('PUT', { name: 'x' }, forged))
     expect(await problem(submit)).toMatchObject({ status: 503 })
+    // And the deployment is not ready, so a health check holds a rollout with it back.
+    const ready = await problem(await callWithEnv(short, '/ready'))
+    expect(ready).toMatchObject({ status: 503, type: 'urn:nexus:problem:unavailable' })
+    expect(ready.body.detail).toContain('AUTH_SECRET is too short')
   })
 
   it('wrong admin key → 401 with WWW-Authenticate, right one → 200', async () => {
@@ -375,9 +379,13 @@ describe('bad credentials, one by one', () => {
       ),
     )
     const statuses = answers.map((r) => r.status)
-    // As one after another: the allowance and the guess that reaches it are compared (401).
-    expect(statuses.filter((s) => s === 401).length).toBe(ADMIN_KEY_GUESSES_PER_MINUTE + 1)
-    expect(statuses.filter((s) => s === 429).length).toBe(60 - ADMIN_KEY_GUESSES_PER_MINUTE - 1)
+    // As one after another: the allowance and the guess that reaches it are compared (401), the
+    // rest refused (429). A burst that straddles a minute's end may be compared that many times
+    // in each of the two minutes, and no more.
+    const compared = statuses.filter((s) => s === 401).length
+    expect(compared).toBeGreaterThanOrEqual(ADMIN_KEY_GUESSES_PER_MINUTE + 1)
+    expect(compared).toBeLessThanOrEqual(2 * (ADMIN_KEY_GUESSES_PER_MINUTE + 1))
+    expect(statuses.filter((s) => s === 429).length).toBe(60 - compared)
     // A game server's admin key, sent many at once from one address, is never held up by it.
     const server = `2001:db8:${hex()}:${hex()}::2`
     const right = await Promise.all(

@@ -194,6 +194,14 @@ describe('session timings', () => {
     })
     a.send('not json')
     expect(await a.nextOf('error')).toMatchObject({ code: 'malformed' })
+    // Kept where a wake finds it: in the socket's stored attachment.
+    const stored = await inObject(sessionId, (_inst, state) =>
+      state
+        .getWebSockets()
+        .map((ws) => ws.deserializeAttachment() as { playerId: string; heardAt?: number })
+        .find((att) => att.playerId === pa),
+    )
+    expect(stored?.heardAt).toBe(pinged + SILENT_SOCKET_MS - 10_000)
     // The object sleeps between turns: what it kept in memory alone is gone when it wakes.
     await inObject(sessionId, (inst) => {
       ;(inst as unknown as { lastFrameAt: WeakMap<WebSocket, number> }).lastFrameAt = new WeakMap()

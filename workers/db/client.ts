@@ -10,8 +10,8 @@ export type Db = NeonHttpDatabase<typeof schema>
  * path, a retry with backoff in an object's alarm. Neon answers in milliseconds, or a few seconds
  * while its compute wakes; a connection that never answers would otherwise hold a request, a
  * board's catch-up of bans (and every call waiting on it) or a session's end work for as long as
- * the runtime lets it. Shorter than the SDK's 10 s, so a client gets the 503 rather than its own
- * timeout. A write cut off may still have committed: every write path already takes that outcome
+ * the runtime lets it. Shorter than the SDK's 10 s, so a client whose request waits on one query gets the 503
+ * rather than its own timeout. A write cut off may still have committed: every write path already takes that outcome
  * (an answer lost on the way) and is safe to send again.
  */
 export const NEON_QUERY_TIMEOUT_MS = 8_000

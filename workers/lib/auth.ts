@@ -70,16 +70,29 @@ const hmacKeys = new Map<string, Promise<CryptoKey>>()
  */
 export const MIN_AUTH_SECRET_BYTES = 32
 
-function secretKey(env: AuthEnv): Promise<CryptoKey> {
+/** Why AUTH_SECRET cannot sign (missing, or too short), or null when it can; `/ready` says it too. */
+export function authSecretProblem(env: AuthEnv): string | null {
   const secret = env.AUTH_SECRET
-  if (!secret) throw new ApiError('unavailable', 'AUTH_SECRET is not configured')
+  if (!secret) return 'AUTH_SECRET is not configured'
   if (encoder.encode(secret).length < MIN_AUTH_SECRET_BYTES) {
-    log('error', 'AUTH_SECRET is too short to sign with', { minBytes: MIN_AUTH_SECRET_BYTES })
-    throw new ApiError(
-      'unavailable',
-      `AUTH_SECRET is too short (under ${MIN_AUTH_SECRET_BYTES} bytes): no token is signed or accepted with it`,
-    )
+    return `AUTH_SECRET is too short (under ${MIN_AUTH_SECRET_BYTES} bytes): no token is signed or accepted with it`
   }
+  return null
+}
+
+/** Logged once per isolate: every token route meets it, and a log line each would flood. */
+let secretProblemLogged = false
+
+function secretKey(env: AuthEnv): Promise<CryptoKey> {
+  const problem = authSecretProblem(env)
+  if (problem !== null) {
+    if (!secretProblemLogged && env.AUTH_SECRET) {
+      secretProblemLogged = true
+      log('error', 'AUTH_SECRET is too short to sign with', { minBytes: MIN_AUTH_SECRET_BYTES })
+    }
+    throw new ApiError('unavailable', problem)
+  }
+  const secret = env.AUTH_SECRET!
   let key = hmacKeys.get(secret)
   if (!key) {
     key = crypto.subtle.importKey(

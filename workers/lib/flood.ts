@@ -1,12 +1,13 @@
 /**
- * Sockets that keep sending past their frame allowance. Each frame over it is refused with an
+ * Sockets that keep sending far past their frame allowance. Each frame over it is refused with an
  * `error` frame and changes nothing, but still wakes the object, which serves a whole pool or a
  * whole match on one thread: a client that floods without pause takes that thread from everyone
- * else. Past MAX_REFUSED_FRAMES refusals within FLOOD_WINDOW_MS the socket is closed (1008).
- * A client that keeps to its allowance, as the SDK does, never comes near: the allowance is tens
- * of frames a second, and this counts only the frames beyond it.
+ * else. Past MAX_REFUSED_FRAMES refusals within FLOOD_WINDOW_MS (a hundred a second beyond the
+ * allowance) the socket is closed (1008). The SDK does not pace what a game sends, so a game a
+ * little over its allowance has frames refused but is not closed: closed, it would reconnect
+ * and resume, which costs the object more than the refusals did.
  */
-export const MAX_REFUSED_FRAMES = 200
+export const MAX_REFUSED_FRAMES = 1_000
 export const FLOOD_WINDOW_MS = 10_000
 
 /** The close code and reason a flooding socket gets. */

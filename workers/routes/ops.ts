@@ -2,6 +2,7 @@ import { type OpenAPIHono, z } from '@hono/zod-openapi'
 import { Hono } from 'hono'
 import type { AppEnv } from '../app-env.ts'
 import { getSql } from '../db/client.ts'
+import { authSecretProblem } from '../lib/auth.ts'
 import { renderFamilies } from '../lib/metric-families.ts'
 import { clusterMetrics } from '../lib/metrics-flush.ts'
 import { Problem, problemResponses } from '../lib/openapi.ts'
@@ -72,6 +73,9 @@ ops.get('/ready', async (c) => {
         ? ['postgres not configured (DATABASE_URL)']
         : [],
   )
+  // Without a secret it can sign with, every token route answers 503: not ready either.
+  const secret = authSecretProblem(c.env)
+  if (secret !== null) problems.push(secret)
   c.header('cache-control', 'no-store')
   if (problems.length === 0) return c.json({ status: 'ready', checks, checkedAt })
   return c.json(

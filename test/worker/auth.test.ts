@@ -437,6 +437,27 @@ describe('bad credentials, one by one', () => {
     ).toBe(429)
   })
 
+  it('guesses at a metrics token shaped like a JWT count toward the lockout too', async () => {
+    const METRICS_TOKEN = 'mmmm.nnnn.oooo'
+    const ip = `198.51.100.${Math.floor(Math.random() * 250)}`
+    const scrape = (token: string) =>
+      callWithEnv({ METRICS_TOKEN }, '/metrics', {
+        headers: { authorization: `Bearer ${token}`, 'cf-connecting-ip': ip },
+      })
+    // Each a wrong token-shaped guess (401 as a token that fails verification).
+    for (let i = 0; i <= ADMIN_KEY_GUESSES_PER_MINUTE; i++) {
+      expect((await scrape(`mmmm.nnnn.${i}`)).status).toBe(401)
+    }
+    // Past the allowance the metrics token itself is no longer compared from that address: it is
+    // answered as the token it looks like, which fails (a token's refusal is never a 429).
+    expect((await scrape(METRICS_TOKEN)).status).toBe(401)
+    // Another address still scrapes with it.
+    const elsewhere = await callWithEnv({ METRICS_TOKEN }, '/metrics', {
+      headers: { authorization: `Bearer ${METRICS_TOKEN}`, 'cf-connecting-ip': '192.0.2.250' },
+    })
+    expect(elsewhere.status).toBe(200)
+  })
+
   it('an admin key shaped like a JWT still works as the admin key; one character off → 401', async () => {
     // Tokens are verified before the key comparison, so this shape takes the other path.
     const jwtShapedKey = 'aaaa.bbbb.cccc'

@@ -295,6 +295,11 @@ const LOOPBACK_HOSTS = new Set(['127.0.0.1', 'localhost', '[::1]'])
 /** Three base64url segments: header, payload, signature. */
 const JWT_SHAPE = /^[\w-]+\.[\w-]+\.[\w-]*$/
 
+/** Whether `value` has a JWT's shape (three dot-separated base64url parts). */
+export function isTokenShaped(value: string): boolean {
+  return JWT_SHAPE.test(value)
+}
+
 function checkTokenShape(token: string): void {
   if (token.length > MAX_TOKEN_LENGTH || !JWT_SHAPE.test(token)) {
     throw new ApiError('unauthorized', 'The bearer token is not a JWT')

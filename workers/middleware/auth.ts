@@ -5,6 +5,7 @@ import {
   authenticate,
   bearer,
   isMetricsToken,
+  isTokenShaped,
   type Principal,
 } from '../lib/auth.ts'
 import { mayRequireCredential, requiresCredential } from '../lib/openapi.ts'
@@ -165,8 +166,21 @@ export const requireMetricsReader = (): MiddlewareHandler<AppEnv> =>
     const credential = bearer(c.req.header('authorization'))
     // An address past its allowance of wrong keys gets no comparison with the metrics token
     // either (principalOf answers it 429); a wrong one counts as a wrong admin key there.
-    if (credential && adminKeyGuard(c).wait() === 0 && (await isMetricsToken(c.env, credential)))
-      return next()
+    const guard = adminKeyGuard(c)
+    if (credential && guard.wait() === 0) {
+      if (await isMetricsToken(c.env, credential)) return next()
+      // There, a credential shaped like a token counts only when the admin key has that shape:
+      // a metrics token of that shape would be guessed in it, uncounted.
+      const { METRICS_TOKEN, ADMIN_KEY } = c.env
+      if (
+        METRICS_TOKEN !== undefined &&
+        isTokenShaped(METRICS_TOKEN) &&
+        isTokenShaped(credential) &&
+        !(ADMIN_KEY !== undefined && isTokenShaped(ADMIN_KEY))
+      ) {
+        await guard.wrong()
+      }
+    }
     const p = await principalOf(c)
     if (p.kind !== 'admin') {
       throw new ApiError('forbidden', '/metrics needs the metrics token or the admin key')

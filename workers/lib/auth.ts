@@ -84,6 +84,9 @@ export function authSecretProblem(env: AuthEnv): string | null {
 let secretProblemLogged = false
 
 function secretKey(env: AuthEnv): Promise<CryptoKey> {
+  // A secret with a key here passed the check when its key was made.
+  const known = env.AUTH_SECRET ? hmacKeys.get(env.AUTH_SECRET) : undefined
+  if (known) return known
   const problem = authSecretProblem(env)
   if (problem !== null) {
     if (!secretProblemLogged && env.AUTH_SECRET) {
@@ -93,19 +96,16 @@ function secretKey(env: AuthEnv): Promise<CryptoKey> {
     throw new ApiError('unavailable', problem)
   }
   const secret = env.AUTH_SECRET!
-  let key = hmacKeys.get(secret)
-  if (!key) {
-    key = crypto.subtle.importKey(
-      'raw',
-      encoder.encode(secret),
-      { name: 'HMAC', hash: 'SHA-256' },
-      false,
-      ['sign', 'verify'],
-    )
-    // A rotated secret replaces the old key; the map never holds more than a few.
-    if (hmacKeys.size >= 4) hmacKeys.clear()
-    hmacKeys.set(secret, key)
-  }
+  const key = crypto.subtle.importKey(
+    'raw',
+    encoder.encode(secret),
+    { name: 'HMAC', hash: 'SHA-256' },
+    false,
+    ['sign', 'verify'],
+  )
+  // A rotated secret replaces the old key; the map never holds more than a few.
+  if (hmacKeys.size >= 4) hmacKeys.clear()
+  hmacKeys.set(secret, key)
   return key
 }
 

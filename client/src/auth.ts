@@ -207,6 +207,11 @@ export class Auth {
     return generation
   }
 
+  /** Which sign-in is current: it changes with every sign-in and sign-out (not a renewal). */
+  identity(): number {
+    return this.generation
+  }
+
   /** Who is signed in now (their token, if one is held), or null. */
   private signedInAs(): { token: string | null; playerId: string | null } | null {
     if (this.source === null) return null

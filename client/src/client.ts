@@ -74,6 +74,7 @@ export function createClient(options: ClientOptions): NexusClient {
     timeoutMs: options.timeoutMs ?? 10_000,
     adminKey: options.adminKey,
     playerToken: (refresh, rejected) => auth.token(refresh, rejected),
+    playerIdentity: () => auth.identity(),
   })
   const auth = new Auth({
     transport: () => transport,

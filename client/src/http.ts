@@ -67,6 +67,19 @@ export interface TransportOptions {
   adminKey: string | undefined
   /** The player token; `refresh` forces a new one (after a 401). */
   playerToken: (refresh: boolean, rejected?: string) => Promise<string>
+  /**
+   * Which sign-in the player token is of (it changes when another player signs in, or the player
+   * signs out): a request made for one player is never sent again for another.
+   */
+  playerIdentity?: () => number
+}
+
+/** A player request whose player changed before it could be sent again: it is not. */
+export class PlayerChanged extends Error {
+  constructor() {
+    super('The player signed out, or another signed in, before this request could be sent again')
+    this.name = 'PlayerChanged'
+  }
 }
 
 /** Waits `ms`, or less when `signal` aborts first (leaving no timer behind). */
@@ -193,9 +206,14 @@ export class Transport {
     const timeoutMs = opts.timeoutMs ?? this.options.timeoutMs
     let refreshed = false
     let lastError: unknown
+    // Retries (and the re-send after a 401) go out for the player the request was made for, or
+    // not at all: a retry with another player's token would apply one player's write to another.
+    const identity = as.kind === 'player' ? this.options.playerIdentity?.() : undefined
+    const samePlayer = () => identity === undefined || this.options.playerIdentity!() === identity
     for (let attempt = 0; attempt < policy.attempts;) {
       const headers: Record<string, string> = { accept: 'application/json', ...opts.headers }
       const authorization = await this.authorization(as, false)
+      if (!samePlayer()) throw new PlayerChanged()
       if (authorization) headers.authorization = authorization
       if (opts.body !== undefined) headers['content-type'] = 'application/json'
       const timeout = timeoutSignal(timeoutMs)

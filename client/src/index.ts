@@ -12,6 +12,7 @@ export {
   type Ok,
   type QueryOf,
   type RetryPolicy,
+  PlayerChanged,
 } from './http.ts'
 export { NexusNetworkError, NexusProblem, type ProblemType } from './problem.ts'
 export * from './leaderboards.ts'

@@ -4,6 +4,7 @@ import { createClient } from '../../client/src/client.ts'
 import { MatchmakingEnded } from '../../client/src/matchmaking.ts'
 import { MAX_RESUME_EVENTS } from '../../client/src/sessions.ts'
 import { NexusNetworkError, NexusProblem } from '../../client/src/problem.ts'
+import { PlayerChanged } from '../../client/src/http.ts'
 import type { SocketEvent, SocketLike } from '../../client/src/socket.ts'
 
 /** The real clock, kept before a test moves the device's. */
@@ -282,6 +283,36 @@ describe('client SDK under failure', () => {
     expect(opens).toBe(4)
     expect(delays).toHaveLength(3)
     game.close()
+  })
+
+  it("a player's request is not retried after another player signs in: no attempt goes out with the new player's token", async () => {
+    const sent: string[] = []
+    let attempts = 0
+    let firstSent!: () => void
+    const first = new Promise<void>((resolve) => (firstSent = resolve))
+    const client = createClient({
+      baseUrl: 'http://nexus.test',
+      retry: { baseDelayMs: 200, maxDelayMs: 200 },
+      fetch: (async (input: RequestInfo | URL, init?: RequestInit) => {
+        const url = new URL(String(input))
+        if (url.pathname === '/v1/auth/guest') {
+          return jsonRes(200, { token: 'tokA', playerId: 'A', expiresIn: 3600, expiresAt: 0 })
+        }
+        sent.push((init?.headers as Record<string, string>).authorization!)
+        firstSent()
+        // The first attempt fails as a server does when it cannot answer now.
+        return attempts++ === 0
+          ? jsonRes(503, { type: 'urn:nexus:problem:unavailable', title: 'x', status: 503 })
+          : jsonRes(200, { cycle: 1, score: 1, best: 1, rank: 1, replayed: false })
+      }) as typeof fetch,
+    })
+    await client.auth.guest('device-a')
+    const submitted = client.leaderboards.submit('daily', { score: 1 })
+    // During the backoff after the first attempt, the game switches to player B.
+    await first
+    await client.auth.useTokens(async () => ({ token: 'tokB', expiresIn: 3600 }), 'B')
+    await expect(submitted).rejects.toBeInstanceOf(PlayerChanged)
+    expect(sent).toEqual(['Bearer tokA'])
   })
 
   it('a `since` that is not a whole number from 0 is refused at once as validation (422), with no socket opened', () => {

@@ -43,9 +43,21 @@ export class NexusProblem extends Error {
     this.requestId = body.requestId
     this.errors = body.errors ?? []
     const fromBody = typeof body.retryAfter === 'number' ? body.retryAfter : undefined
-    const fromHeader = retryAfterHeader ? Number(retryAfterHeader) : NaN
-    this.retryAfter = fromBody ?? (Number.isFinite(fromHeader) ? fromHeader : undefined)
+    this.retryAfter = fromBody ?? retryAfterSeconds(retryAfterHeader)
   }
+}
+
+/**
+ * A `Retry-After` header in seconds: a number of seconds, or an HTTP date (RFC 9110 §10.2.3; a
+ * proxy's or a rate-limiting rule's answer may send either), read against the device's clock.
+ */
+function retryAfterSeconds(header: string | null | undefined): number | undefined {
+  if (!header) return undefined
+  const seconds = Number(header)
+  if (Number.isFinite(seconds)) return Math.max(0, seconds)
+  const at = Date.parse(header)
+  if (!Number.isFinite(at)) return undefined
+  return Math.max(0, Math.ceil((at - Date.now()) / 1000))
 }
 
 /** The request never got an answer (network down, timeout, aborted, socket refused). */
@@ -82,12 +94,16 @@ export function unexpectedAnswer(
   res: Response,
   detail = `HTTP ${res.status} without a problem+json body`,
 ): NexusProblem {
-  return new NexusProblem({
-    type: 'about:blank',
-    title: res.statusText || 'Unexpected response',
-    status: res.status,
-    detail,
-  })
+  return new NexusProblem(
+    {
+      type: 'about:blank',
+      title: res.statusText || 'Unexpected response',
+      status: res.status,
+      detail,
+    },
+    // Its pause is the server's (a Cloudflare rate-limiting rule's page), whatever its body.
+    res.headers.get('retry-after'),
+  )
 }
 
 /**

@@ -285,6 +285,30 @@ describe('client SDK under failure', () => {
     game.close()
   })
 
+  it("a Retry-After on an answer that is not Nexus's (an edge rule's HTML 429), in seconds or as a date, is the pause before the retry and the problem's retryAfter", async () => {
+    for (const header of ['30', new Date(Date.now() + 30_000).toUTCString()]) {
+      let attempts = 0
+      const client = createClient({
+        baseUrl: 'http://nexus.test',
+        retry: { baseDelayMs: 10, maxDelayMs: 5_000 },
+        fetch: (async () => {
+          attempts++
+          return new Response('<html>slow down</html>', {
+            status: 429,
+            headers: { 'content-type': 'text/html', 'retry-after': header },
+          })
+        }) as unknown as typeof fetch,
+      })
+      const err = await client.leaderboards.top('daily').catch((e: unknown) => e)
+      expect(err, header).toBeInstanceOf(NexusProblem)
+      // 30 s is past what the policy waits (maxDelayMs): surfaced at once, not retried in 10 ms.
+      expect(attempts, header).toBe(1)
+      const retryAfter = (err as NexusProblem).retryAfter!
+      expect(retryAfter, header).toBeGreaterThanOrEqual(29)
+      expect(retryAfter, header).toBeLessThanOrEqual(30)
+    }
+  })
+
   it("a player's request is not retried after another player signs in: no attempt goes out with the new player's token", async () => {
     const sent: string[] = []
     let attempts = 0

@@ -147,7 +147,15 @@ export class GameConnection extends Emitter<GameEvents> {
 
   /** The token for the next attempt, read afresh: the one given, or the player's own. */
   private async currentToken(): Promise<string> {
-    return this.asPlayer ? this.auth!.token() : this.token()
+    if (this.asPlayer) return this.auth!.token()
+    try {
+      return await this.token()
+    } catch (err) {
+      // The game's own token function, failing offline (fetch's TypeError): ridden out as the
+      // network is, as auth.useTokens' sources are.
+      if (err instanceof NexusProblem || err instanceof NexusNetworkError) throw err
+      throw new NexusNetworkError('the game token function failed', { cause: err })
+    }
   }
 
   private readSession(token: string) {

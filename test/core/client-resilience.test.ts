@@ -2693,6 +2693,32 @@ describe('signing in, out and as another player', () => {
     }
   })
 
+  it("a game token function that fails offline (fetch's TypeError) is ridden out as the network is, not the end of the connection", async () => {
+    let calls = 0
+    const client = createClient({
+      baseUrl: 'http://nexus.test',
+      fetch: (async () =>
+        jsonRes(200, { status: 'live', seq: 0, result: null })) as unknown as typeof fetch,
+      WebSocket: () =>
+        scriptedSocket((socket) => {
+          socket.open()
+          setTimeout(
+            () => socket.receive({ type: 'welcome', seq: 0, state: {}, you: 'p', status: 'live' }),
+            1,
+          )
+        }),
+      maxReconnects: 3,
+    })
+    const game = client.sessions.connect('s1', async () => {
+      // The game's own token server, unreachable the first two times.
+      if (calls++ < 2) throw new TypeError('Failed to fetch')
+      return 'tok'
+    })
+    await expect(game.ready).resolves.toBeUndefined()
+    expect(calls).toBe(3)
+    game.close()
+  })
+
   it('a token source that fails for the network (fetch’s TypeError offline) is retried as a network failure is', async () => {
     let offline = false
     let opens = 0

@@ -636,7 +636,9 @@ export class MatchPool extends DurableObject<Env> {
     const regionGone = this.region !== null && !config.regions.includes(this.region)
     for (const row of all<TicketRow>(this.sql, `SELECT * FROM tickets WHERE state = 'waiting'`)) {
       const players = JSON.parse(row.players) as TicketPlayer[]
-      if (regionGone || players.length > config.teamSize) misfits.push(row.id)
+      // A party over the queue's party size (never above its team size) could not join now, so
+      // it does not stay matchable either.
+      if (regionGone || players.length > config.maxPartySize) misfits.push(row.id)
       else index.add({ id: row.id, players, enqueuedAt: row.enqueued_at })
     }
     this.index = index

@@ -633,6 +633,25 @@ describe('queue changes and graces', () => {
     })
   })
 
+  it('a change that lowers maxPartySize below a waiting party cancels it (queue_changed), as a smaller team size does', async () => {
+    const q = await createQueue({ teamSize: 3, maxPartySize: 3 })
+    const [a, b, c] = [`${q}-a`, `${q}-b`, `${q}-c`]
+    const party = await joinFor(q, a, { party: [a, b, c] })
+    const solo = await joinFor(q, `${q}-solo`)
+    expect((await ticketOf(party.ticketId)).status).toBe('waiting')
+    const put = await call(
+      `/v1/admin/queues/${q}`,
+      json('PUT', { ...DUEL, teamSize: 3, maxPartySize: 2 }, ADMIN_KEY),
+    )
+    expect(put.status).toBe(200)
+    // The party of three can no longer be matched; a leader joining again would be refused.
+    expect(await ticketOf(party.ticketId)).toMatchObject({
+      status: 'cancelled',
+      reason: 'queue_changed',
+    })
+    expect((await ticketOf(solo.ticketId)).status).toBe('waiting')
+  })
+
   it('a region whose removal never reached its pool hears it from the next cron, without another change', async () => {
     const q = await createQueue({ regions: ['eu', 'us'] })
     await rig(q, newClock(), { region: 'us' })

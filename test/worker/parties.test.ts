@@ -571,6 +571,32 @@ describe('queueing as a party over HTTP', () => {
     expect((await ok(send('GET', '/v1/parties/me', a!))).id).toBe(party.id)
   })
 
+  it("a leader's keyed retry after a member left is answered with the first try's ticket (matched), not refused for the roster", async () => {
+    const q = await createQueue({ teamSize: 2, maxPartySize: 2, maxRatingGap: 100 })
+    await rig(q, newClock())
+    const [a, b] = await players(2)
+    const party = await formParty([a!, b!])
+    const roster = { party: [a!.playerId, b!.playerId] }
+    const keyed = () =>
+      call(
+        `/v1/matchmaking/${q}/tickets`,
+        json('POST', roster, a!.token, { 'idempotency-key': 'party-retry-1' }),
+      )
+    const first = await ok<Ticket>(keyed(), 201)
+    await joinFor(q, `${q}-s1`)
+    expect((await joinFor(q, `${q}-s2`)).status).toBe('matched')
+    // The first answer was lost; meanwhile a member leaves the party.
+    expect((await leave(party.id, b!)).status).toBe(204)
+    const retry = await ok<Ticket & { existing: boolean }>(keyed(), 200)
+    expect(retry).toMatchObject({ ticketId: first.ticketId, status: 'matched', existing: true })
+    expect(await verifySessionToken(env, retry.match!.token!, retry.match!.sessionId)).toBe(
+      a!.playerId,
+    )
+    // Without the key, the same body is refused for its roster, as before.
+    const unkeyed = await send('POST', `/v1/matchmaking/${q}/tickets`, a!, roster)
+    expect(unkeyed.status).toBe(403)
+  })
+
   it('a member who does not lead, a wrong member list, or no party: 403 and no ticket', async () => {
     const q = await createQueue({ teamSize: 3, maxPartySize: 2 })
     await rig(q, newClock())

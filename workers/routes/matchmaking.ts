@@ -398,6 +398,8 @@ matchmakingRoutes.openapi(joinRoute, async (c) => {
   let partyId: string | null = null
   /** That party's tickets noted before its latest membership change. */
   let staleTickets: readonly string[] = []
+  /** Why the player's party does not match the join's roster, when it does not. */
+  let rosterRefusal: ApiError | null = null
   if (principal.kind === 'admin') {
     if (!body.playerId) {
       throw new ApiError('validation', 'With the admin key, say which player leads: playerId', {
@@ -421,9 +423,11 @@ matchmakingRoutes.openapi(joinRoute, async (c) => {
       // the others behind, and is refused like any other party join that misses a member.
       if (!(roster === null && soloJoin(leader, body.party))) {
         const refusal = partyJoinRefusal(roster, leader, body.party)
-        if (refusal) throw new ApiError('forbidden', refusal)
-        partyId = roster!.id
-        staleTickets = roster!.staleTickets
+        if (refusal) rosterRefusal = new ApiError('forbidden', refusal)
+        else {
+          partyId = roster!.id
+          staleTickets = roster!.staleTickets
+        }
       }
     }
   }
@@ -440,6 +444,18 @@ matchmakingRoutes.openapi(joinRoute, async (c) => {
     const prior = await poolStub(c.env, queue, region).ticketByKey(leader, joinKey, ids, attributes)
     if (!prior) throw refusal
     if (!prior.ok) fail(prior)
+    const ticket = await withTokens(c, prior.ticket, viewerOf(principal))
+    return c.json({ ...ticket, existing: true }, 200)
+  }
+  if (rosterRefusal) {
+    // A keyed retry whose first try was answered before the party changed (a member left since,
+    // say) gets that answer, as the socket's join does: its ticket may be matched, a seat waiting.
+    if (joinKey === null) throw rosterRefusal
+    const stored = await loadQueueConfig(c.env, queue)
+    const region = body.region ?? stored?.config.regions[0]
+    if (region === undefined) throw rosterRefusal
+    const prior = await poolStub(c.env, queue, region).ticketByKey(leader, joinKey, ids, attributes)
+    if (!prior?.ok) throw rosterRefusal
     const ticket = await withTokens(c, prior.ticket, viewerOf(principal))
     return c.json({ ...ticket, existing: true }, 200)
   }

@@ -1612,6 +1612,7 @@ export class MatchPool extends DurableObject<Env> {
       server.serializeAttachment(attachment)
       this.send(server, {
         type: 'queued',
+        disconnectGraceSeconds: this.disconnectGraceMs() / 1000,
         region: this.region!,
         ticketId: row.id,
         existing: true,
@@ -1845,6 +1846,7 @@ export class MatchPool extends DurableObject<Env> {
         } satisfies Attachment)
         this.send(ws, {
           type: 'queued',
+          disconnectGraceSeconds: this.disconnectGraceMs() / 1000,
           region: this.region!,
           ticketId: row.id,
           existing: entered.existing,
@@ -1882,6 +1884,7 @@ export class MatchPool extends DurableObject<Env> {
       ws.serializeAttachment({ ...att, ticketId: row.id } satisfies Attachment)
       return this.send(ws, {
         type: 'queued',
+        disconnectGraceSeconds: this.disconnectGraceMs() / 1000,
         region: this.region!,
         ticketId: row.id,
         existing: true,
@@ -2024,6 +2027,7 @@ export class MatchPool extends DurableObject<Env> {
         ws.serializeAttachment({ ...att, ticketId: row.id } satisfies Attachment)
         this.send(ws, {
           type: 'queued',
+          disconnectGraceSeconds: this.disconnectGraceMs() / 1000,
           region: this.region!,
           ticketId: row.id,
           existing: true,
@@ -2103,6 +2107,12 @@ export class MatchPool extends DurableObject<Env> {
     return next === Infinity ? null : next
   }
 
+  /** How long a socket ticket outlives its last socket: the queue's, unless a test set one. */
+  private disconnectGraceMs(): number {
+    if (this.graceMs !== undefined) return this.graceMs
+    return this.config ? disconnectGraceMs(this.config) : DEFAULT_DISCONNECT_GRACE_SECONDS * 1000
+  }
+
   /** The last socket of a waiting socket ticket left: its grace starts. */
   private async onSocketGone(ws: WebSocket): Promise<void> {
     try {
@@ -2113,10 +2123,7 @@ export class MatchPool extends DurableObject<Env> {
       if (this.socketsOf(row).some((other) => other !== ws)) return
       // A grace already running is kept: a socket the pool closed as silent may still be
       // reported closed by the runtime later, and that must not start the grace over.
-      const grace =
-        this.graceMs ??
-        (this.config ? disconnectGraceMs(this.config) : DEFAULT_DISCONNECT_GRACE_SECONDS * 1000)
-      const graceUntil = row.grace_until ?? this.now() + grace
+      const graceUntil = row.grace_until ?? this.now() + this.disconnectGraceMs()
       this.sql.exec(`UPDATE tickets SET grace_until = ? WHERE id = ?`, graceUntil, row.id)
       this.deadlineAt(graceUntil)
       await this.scheduleAlarm()

@@ -159,6 +159,13 @@ export class MatchTicket extends Emitter<TicketEvents> {
   private unavailableAnswers = 0
   /** The pool's region: as asked, or the region of the party ticket a member took up. */
   private region: string | undefined
+  /**
+   * How long the pool keeps a socket ticket after its socket goes (the queue's
+   * `disconnectGraceSeconds`, read with its settings; 10 s until then), and when the socket of a
+   * queued ticket went: the HTTP fallback rides out the network for that long, not less.
+   */
+  private graceMs = 10_000
+  private queuedSocketLostAt: number | null = null
   /** An HTTP join is on its way: a cancel meanwhile leaves it to the answer (`cancelAsked`). */
   private joining = false
   /**
@@ -311,11 +318,11 @@ export class MatchTicket extends Emitter<TicketEvents> {
     const { sockets, t, auth } = this.deps
     let failures = 0
     let lastError: unknown = null
-    /** When the socket of a queued ticket went, while no other socket has opened since. */
-    let queuedSocketLostAt: number | null = null
+    this.queuedSocketLostAt = null
     // A queued ticket whose socket has been gone too long for the pool's grace goes over HTTP.
     const graceRunningOut = () =>
-      queuedSocketLostAt !== null && Date.now() - queuedSocketLostAt >= HTTP_WITHIN_GRACE_MS
+      this.queuedSocketLostAt !== null &&
+      Date.now() - this.queuedSocketLostAt >= HTTP_WITHIN_GRACE_MS
     while (!this.done) {
       let token: string
       try {
@@ -368,7 +375,7 @@ export class MatchTicket extends Emitter<TicketEvents> {
         return null
       }
       const openedAt = Date.now()
-      queuedSocketLostAt = null
+      this.queuedSocketLostAt = null
       this.socket = socket
       if (this.transport !== 'websocket') this.emit('transport', 'websocket')
       this.transport = 'websocket'
@@ -380,7 +387,7 @@ export class MatchTicket extends Emitter<TicketEvents> {
         await this.tokenRead
         return null
       }
-      if (this.ticketId !== null) queuedSocketLostAt = Date.now()
+      if (this.ticketId !== null) this.queuedSocketLostAt = Date.now()
       // Only a socket that stayed up a while starts the count again (see HEALTHY_SOCKET_MS).
       if (Date.now() - openedAt >= HEALTHY_SOCKET_MS) failures = 0
       failures++
@@ -418,6 +425,8 @@ export class MatchTicket extends Emitter<TicketEvents> {
       if (!isTransient(err)) throw err
       return
     }
+    const grace: unknown = info.disconnectGraceSeconds
+    if (typeof grace === 'number' && grace > 0) this.graceMs = grace * 1000
     const region = this.region
     // Only a list the answer does carry can refuse the region (a proxy's or a mock's may not).
     const regions: unknown = info.regions
@@ -608,6 +617,9 @@ export class MatchTicket extends Emitter<TicketEvents> {
         // Reconnects go to this region's pool by name, which needs no read of the queue: the
         // ticket is taken back there even while the server cannot read the queue's settings.
         if (typeof msg.region === 'string') this.region = msg.region
+        // A server from before the setting sends none: the 10 s that was fixed then.
+        const grace: unknown = msg.disconnectGraceSeconds
+        if (typeof grace === 'number' && grace > 0) this.graceMs = grace * 1000
         this.expiresBy = expiresBy(msg)
         if (this.cancelAsked) {
           // The answer to a join cancelled before it came (a ticket re-attached on connect, say):
@@ -700,23 +712,36 @@ export class MatchTicket extends Emitter<TicketEvents> {
     // A ticket a socket made: the server cancels it once its socket has been gone for the grace
     // (10 s) unless the player joins again, which answers that same ticket while it is live.
     const socketTicket = this.role === 'join' ? this.ticketId : null
-    if (socketTicket !== null && this.settle(await this.read(socketTicket))) return
+    // The pool keeps that ticket, matchable, for its grace after the socket went: the network
+    // is ridden out until then (a mobile player switching networks), not given up at once.
+    const lostAt = this.queuedSocketLostAt
+    const graceOver = () => lostAt === null || Date.now() - lostAt >= this.graceMs
+    const withinGrace = { needed: () => true, giveUp: graceOver, signal: this.abort.signal }
+    if (socketTicket !== null) {
+      const now = await this.persist(() => this.read(socketTicket), withinGrace)
+      if (now !== undefined && this.settle(now)) return
+    }
     if (this.ticketId === null || socketTicket !== null) {
       let ticket: Ok<'/v1/matchmaking/{queue}/tickets', 'post'>
       this.joining = true
       try {
-        ticket = await t.request('post', '/v1/matchmaking/{queue}/tickets', {
-          path: { queue: this.queue },
-          headers: { 'idempotency-key': this.joinKey },
-          body: {
-            ...(this.opts.region ? { region: this.opts.region } : {}),
-            ...(this.opts.party ? { party: this.opts.party } : {}),
-            ...(this.opts.attributes ? { attributes: this.opts.attributes } : {}),
-          },
-          as: { kind: 'player' },
-          // Keyed: a retry gets the ticket the first attempt made, whatever became of it.
-          retry: true,
-        })
+        const join = () =>
+          t.request('post', '/v1/matchmaking/{queue}/tickets', {
+            path: { queue: this.queue },
+            headers: { 'idempotency-key': this.joinKey },
+            body: {
+              ...(this.opts.region ? { region: this.opts.region } : {}),
+              ...(this.opts.party ? { party: this.opts.party } : {}),
+              ...(this.opts.attributes ? { attributes: this.opts.attributes } : {}),
+            },
+            as: { kind: 'player' },
+            // Keyed: a retry gets the ticket the first attempt made, whatever became of it.
+            retry: true,
+          })
+        const answer = socketTicket === null ? await join() : await this.persist(join, withinGrace)
+        // Ended meanwhile (cancelled, signed out): nothing to take up.
+        if (answer === undefined) return
+        ticket = answer
       } catch (err) {
         // The player asked to leave; a join that got no answer has no ticket to leave by name.
         if (this.cancelAsked) return this.end('cancelled', 'cancelled')

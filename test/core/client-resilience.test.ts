@@ -777,6 +777,58 @@ describe('client SDK under failure', () => {
     }
   })
 
+  it("a queued socket ticket cut off with the network rides it out over HTTP for the queue's grace (120 s here), not for the transport's few attempts", async () => {
+    vi.useFakeTimers()
+    try {
+      let down = false
+      let opens = 0
+      const client = createClient({
+        baseUrl: 'http://nexus.test',
+        fetch: guestFetch(async (url) => {
+          if (down) throw new TypeError('fetch failed (offline)')
+          if (url.pathname === '/v1/matchmaking/tickets/t1') {
+            return ticket({
+              status: 'matched',
+              match: { sessionId: 's1', token: 'st', players: [] },
+            })
+          }
+          return jsonRes(200, {})
+        }),
+        WebSocket: () =>
+          scriptedSocket(
+            (socket) => {
+              if (opens++ > 0) return socket.fail()
+              socket.open()
+            },
+            (frame, socket) => {
+              if (frame.type !== 'join') return
+              socket.receive({
+                type: 'queued',
+                ticketId: 't1',
+                existing: false,
+                expiresAt: 0,
+                region: 'eu',
+                disconnectGraceSeconds: 120,
+              })
+              setTimeout(() => {
+                // The network goes (sockets and HTTP alike) for 30 s.
+                down = true
+                socket.drop()
+                setTimeout(() => (down = false), 30_000)
+              }, 5)
+            },
+          ),
+      })
+      await client.auth.guest('device-abcdef-123456')
+      const t = client.matchmaking.join('duel')
+      const outcome = t.matched.catch((e: unknown) => e)
+      await vi.advanceTimersByTimeAsync(90_000)
+      expect(await outcome).toMatchObject({ ticketId: 't1', sessionId: 's1' })
+    } finally {
+      vi.useRealTimers()
+    }
+  })
+
   it('close() during a reconnect pause, and a confirmed socket cancel, leave no timer behind', async () => {
     const timers = trackTimers()
     try {

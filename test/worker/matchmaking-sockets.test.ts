@@ -471,7 +471,10 @@ describe('sockets: disconnect, reconnect, expiry', () => {
     const g = await newGuest()
     const ws = await connect(`/v1/matchmaking/${q}`, g.token)
     ws.send(JSON.stringify({ type: 'join' }))
-    const { ticketId } = await nextOfType<Queued>(ws, 'queued')
+    const queued = await nextOfType<Queued & { disconnectGraceSeconds: number }>(ws, 'queued')
+    // The client is told, so that it rides out a lost network that long.
+    expect(queued.disconnectGraceSeconds).toBe(45)
+    const { ticketId } = queued
     const closedAt = clock.t
     ws.close(1000, 'network switch')
     const grace = await until(() => graceOf(q, ticketId), 5000, 'grace start')

@@ -75,6 +75,11 @@ export type ServerMessage =
       expiresIn: number
       /** The pool's region: a socket reconnecting there needs no read of the queue (Neon down). */
       region: string
+      /**
+       * How long the ticket outlives its last socket (the queue's `disconnectGraceSeconds`): a
+       * client cut off rides out the network that long before it gives the ticket up.
+       */
+      disconnectGraceSeconds: number
     }
   | {
       type: 'match_found'

@@ -710,7 +710,7 @@ export class MatchTicket extends Emitter<TicketEvents> {
     if (this.ticketId === null && this.role === 'member') await this.pollParty()
     if (this.done) return
     // A ticket a socket made: the server cancels it once its socket has been gone for the grace
-    // (10 s) unless the player joins again, which answers that same ticket while it is live.
+    // (the queue's) unless the player joins again, which answers that same ticket while it is live.
     const socketTicket = this.role === 'join' ? this.ticketId : null
     // The pool keeps that ticket, matchable, for its grace after the socket went: the network
     // is ridden out until then (a mobile player switching networks), not given up at once.

@@ -1612,7 +1612,7 @@ export class MatchPool extends DurableObject<Env> {
       server.serializeAttachment(attachment)
       this.send(server, {
         type: 'queued',
-        disconnectGraceSeconds: this.disconnectGraceMs() / 1000,
+        disconnectGraceSeconds: this.ticketGraceMs() / 1000,
         region: this.region!,
         ticketId: row.id,
         existing: true,
@@ -1846,7 +1846,7 @@ export class MatchPool extends DurableObject<Env> {
         } satisfies Attachment)
         this.send(ws, {
           type: 'queued',
-          disconnectGraceSeconds: this.disconnectGraceMs() / 1000,
+          disconnectGraceSeconds: this.ticketGraceMs() / 1000,
           region: this.region!,
           ticketId: row.id,
           existing: entered.existing,
@@ -1884,7 +1884,7 @@ export class MatchPool extends DurableObject<Env> {
       ws.serializeAttachment({ ...att, ticketId: row.id } satisfies Attachment)
       return this.send(ws, {
         type: 'queued',
-        disconnectGraceSeconds: this.disconnectGraceMs() / 1000,
+        disconnectGraceSeconds: this.ticketGraceMs() / 1000,
         region: this.region!,
         ticketId: row.id,
         existing: true,
@@ -2027,7 +2027,7 @@ export class MatchPool extends DurableObject<Env> {
         ws.serializeAttachment({ ...att, ticketId: row.id } satisfies Attachment)
         this.send(ws, {
           type: 'queued',
-          disconnectGraceSeconds: this.disconnectGraceMs() / 1000,
+          disconnectGraceSeconds: this.ticketGraceMs() / 1000,
           region: this.region!,
           ticketId: row.id,
           existing: true,
@@ -2108,7 +2108,7 @@ export class MatchPool extends DurableObject<Env> {
   }
 
   /** How long a socket ticket outlives its last socket: the queue's, unless a test set one. */
-  private disconnectGraceMs(): number {
+  private ticketGraceMs(): number {
     if (this.graceMs !== undefined) return this.graceMs
     return this.config ? disconnectGraceMs(this.config) : DEFAULT_DISCONNECT_GRACE_SECONDS * 1000
   }
@@ -2123,7 +2123,7 @@ export class MatchPool extends DurableObject<Env> {
       if (this.socketsOf(row).some((other) => other !== ws)) return
       // A grace already running is kept: a socket the pool closed as silent may still be
       // reported closed by the runtime later, and that must not start the grace over.
-      const graceUntil = row.grace_until ?? this.now() + this.disconnectGraceMs()
+      const graceUntil = row.grace_until ?? this.now() + this.ticketGraceMs()
       this.sql.exec(`UPDATE tickets SET grace_until = ? WHERE id = ?`, graceUntil, row.id)
       this.deadlineAt(graceUntil)
       await this.scheduleAlarm()

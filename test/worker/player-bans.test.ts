@@ -49,6 +49,44 @@ const banPath = (playerId: string, after?: string) =>
  * route's own walk from the first board is the same code, started with `after` empty.
  */
 const PREFIX = 'zz-bans'
+
+/** A board's configuration with only the fields a board needs, stored in Neon by hand. */
+const BARE_CONFIG = {
+  sortOrder: 'desc',
+  operator: 'best',
+  cycle: null,
+  submitsPerMinute: 10,
+  metadataMaxBytes: 512,
+  rewards: [],
+}
+
+/**
+ * Stores `board` in Neon (BARE_CONFIG) and configures its object while it reaches Neon through
+ * `neon` (`tune` sets the object up first); when that began, and the alarm it left.
+ */
+async function configureWithNeon(
+  board: string,
+  neon: { DATABASE_URL?: string; NEON_LOCAL_RELAY?: string },
+  tune: (inst: Leaderboard) => void = () => {},
+) {
+  await pg()`insert into leaderboards (id, config) values (${board}, ${JSON.stringify(BARE_CONFIG)}::jsonb)`
+  return runInDurableObject(env.LEADERBOARD.getByName(board), async (inst: Leaderboard, state) => {
+    const reachable = (inst as unknown as { env: typeof env }).env
+    ;(inst as unknown as { env: unknown }).env = { ...reachable, ...neon }
+    tune(inst)
+    const before = Date.now()
+    try {
+      await inst.configure(
+        board,
+        BARE_CONFIG as unknown as Parameters<Leaderboard['configure']>[1],
+        1,
+      )
+    } finally {
+      ;(inst as unknown as { env: unknown }).env = reachable
+    }
+    return { before, alarm: await state.storage.getAlarm() }
+  })
+}
 const newBoard = (config: Record<string, unknown> = {}) => createBoard(config, boardId(PREFIX))
 
 /**
@@ -530,30 +568,9 @@ describe('banning a player from the deployment (admin)', () => {
 
   it('a new board whose Neon takes the bans query and never answers is configured all the same, and retries 30 s later', async () => {
     const board = boardId(PREFIX)
-    const config = {
-      sortOrder: 'desc',
-      operator: 'best',
-      cycle: null,
-      submitsPerMinute: 10,
-      metadataMaxBytes: 512,
-      rewards: [],
-    }
-    await pg()`insert into leaderboards (id, config) values (${board}, ${JSON.stringify(config)}::jsonb)`
-    const stubOf = env.LEADERBOARD.getByName(board)
-    const attempt = await runInDurableObject(stubOf, async (inst: Leaderboard, state) => {
-      const reachable = (inst as unknown as { env: typeof env }).env
-      ;(inst as unknown as { env: unknown }).env = {
-        ...reachable,
-        DATABASE_URL: env.TEST_SILENT_DATABASE_URL,
-        NEON_LOCAL_RELAY: env.TEST_SILENT_NEON_RELAY,
-      }
-      const before = Date.now()
-      try {
-        await inst.configure(board, config as unknown as Parameters<Leaderboard['configure']>[1], 1)
-      } finally {
-        ;(inst as unknown as { env: unknown }).env = reachable
-      }
-      return { before, alarm: await state.storage.getAlarm() }
+    const attempt = await configureWithNeon(board, {
+      DATABASE_URL: env.TEST_SILENT_DATABASE_URL,
+      NEON_LOCAL_RELAY: env.TEST_SILENT_NEON_RELAY,
     })
     // The hung query was given up on (every call to the board waited on it), not waited for.
     expect(attempt.alarm).toBeGreaterThanOrEqual(attempt.before + 30_000)
@@ -571,30 +588,18 @@ describe('banning a player from the deployment (admin)', () => {
     await pg()`insert into player_bans (player_id, reason)
                select unnest(${banned}::text[]), 'bot farm'`
     const board = boardId(PREFIX)
-    await pg()`insert into leaderboards (id, config) values (${board}, ${JSON.stringify({
-      sortOrder: 'desc',
-      operator: 'best',
-      cycle: null,
-      submitsPerMinute: 10,
-      metadataMaxBytes: 512,
-      rewards: [],
-    })}::jsonb)`
     const stubOf = env.LEADERBOARD.getByName(board)
-    const attempt = await runInDurableObject(stubOf, async (inst: Leaderboard, state) => {
-      const reachable = (inst as unknown as { env: typeof env }).env
-      ;(inst as unknown as { env: unknown }).env = {
-        ...reachable,
+    const attempt = await configureWithNeon(
+      board,
+      {
         DATABASE_URL: env.TEST_UNREACHABLE_DATABASE_URL,
         NEON_LOCAL_RELAY: env.TEST_UNREACHABLE_NEON_RELAY,
-      }
-      inst.catchUpPageSize = 10
-      inst.catchUpPagesPerRun = 2
-      const before = Date.now()
-      const config = (await pg()`select config from leaderboards where id = ${board}`)[0]!.config
-      await inst.configure(board, config as Parameters<Leaderboard['configure']>[1], 1)
-      ;(inst as unknown as { env: unknown }).env = reachable
-      return { before, alarm: await state.storage.getAlarm() }
-    })
+      },
+      (inst) => {
+        inst.catchUpPageSize = 10
+        inst.catchUpPagesPerRun = 2
+      },
+    )
     // Configured all the same; the catch-up waits 30 s rather than hammering Neon.
     expect(attempt.alarm).toBeGreaterThanOrEqual(attempt.before + 30_000)
     expect(await boardBans(board)).toEqual([])

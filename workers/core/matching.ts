@@ -1427,6 +1427,15 @@ function exchange(starts: number[][][], weights: number[], sizes: number[]): num
     return Math.floor((((t ^ (t >>> 14)) >>> 0) / 4294967296) * n)
   }
   let improved = false
+  /** Keeps the arrangement as `best` when its spread is lower; whether it did. */
+  const keepIfBest = (): boolean => {
+    const spread = Math.max(...sums) - Math.min(...sums)
+    if (!(spread < bestSpread - 1e-9)) return false
+    bestSpread = spread
+    best = team.map((a) => a.slice())
+    changed.fill(false)
+    return true
+  }
   const apply = (lo: number, hi: number, give: Group, take: Group): void => {
     team[lo] = team[lo]!.filter((i) => !give.members.includes(i)).concat(take.members)
     team[hi] = team[hi]!.filter((i) => !take.members.includes(i)).concat(give.members)
@@ -1437,13 +1446,7 @@ function exchange(starts: number[][][], weights: number[], sizes: number[]): num
     regroup(hi)
     changed[lo] = true
     changed[hi] = true
-    const spread = Math.max(...sums) - Math.min(...sums)
-    if (spread < bestSpread - 1e-9) {
-      bestSpread = spread
-      best = team.map((a) => a.slice())
-      changed.fill(false)
-      improved = true
-    }
+    if (keepIfBest()) improved = true
   }
   const pairs: number[] = []
   for (let a = 0; a < teams; a++) for (let b = a + 1; b < teams; b++) pairs.push(a * teams + b)
@@ -1530,12 +1533,7 @@ function exchange(starts: number[][][], weights: number[], sizes: number[]): num
       regroup(t)
       changed[t] = true
     }
-    const spread = Math.max(...sums) - Math.min(...sums)
-    if (spread < bestSpread - 1e-9) {
-      bestSpread = spread
-      best = team.map((a) => a.slice())
-      changed.fill(false)
-    }
+    keepIfBest()
     descend()
   }
   for (let stall = 0; stall < EXCHANGE_STALL && budget > 0 && bestSpread > floor + 1e-9; stall++) {

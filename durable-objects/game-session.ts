@@ -14,6 +14,7 @@ import {
   type RosterEntry,
   type RuleError,
 } from '../workers/core/rules/index.ts'
+import { viewRecord } from '../workers/core/rules/engine.ts'
 import { exceedsUtf8Bytes, jsonEqual } from '../workers/core/rules/json.ts'
 import { IDEMPOTENCY_TTL_MS } from '../workers/core/leaderboard.ts'
 import type { Env } from '../workers/env.ts'
@@ -672,19 +673,27 @@ export class GameSession extends DurableObject<Env> {
     return this.info()
   }
 
-  /** Log records from `from` (inclusive), at most `limit`, and where the next page starts. */
+  /**
+   * Log records from `from` (inclusive), at most `limit`, and where the next page starts: as
+   * `player` may see them (`viewRecord`), or whole for an admin (null).
+   */
   events(
     from: number,
     limit: number,
+    player: string | null = null,
   ): { ok: true; events: LogRecord[]; nextFrom: number | null; seq: number } | NotFound {
-    if (!this.setup || !this.match) return this.notFound()
+    if (!this.setup || !this.match || !this.rules) return this.notFound()
+    const rules = this.rules
     const rows = all<{ seq: number; record: string }>(
       this.sql,
       `SELECT seq, record FROM log WHERE seq >= ? ORDER BY seq LIMIT ?`,
       from,
       limit,
     )
-    const events = rows.map((r) => JSON.parse(r.record) as LogRecord)
+    const events = rows.map((r) => {
+      const record = JSON.parse(r.record) as LogRecord
+      return player === null ? record : viewRecord(rules, record, player)
+    })
     const last = rows[rows.length - 1]
     return {
       ok: true,
@@ -862,12 +871,14 @@ export class GameSession extends DurableObject<Env> {
   private sendMissed(ws: WebSocket, after: number): number | null {
     let last = after
     let n = 0
+    const player = this.rules?.viewEvent ? attachment(ws)?.playerId : undefined
     for (const row of this.sql.exec<{ seq: number; record: string }>(
       `SELECT seq, record FROM log WHERE seq > ? ORDER BY seq LIMIT ?`,
       after,
       this.resumeChunk,
     )) {
-      ws.send(eventFrame(JSON.parse(row.record) as LogRecord))
+      const record = JSON.parse(row.record) as LogRecord
+      ws.send(eventFrame(player === undefined ? record : viewRecord(this.rules!, record, player)))
       last = row.seq
       n++
     }
@@ -1046,10 +1057,27 @@ export class GameSession extends DurableObject<Env> {
     return takeToken(this.buckets, player, this.now(), RATE_PER_SECOND, RATE_BURST)
   }
 
-  private broadcast(frame: string): void {
+  /**
+   * Sends a record's event to every socket not still resuming: one frame for all, or under rules
+   * with `viewEvent` each player's own (made once per player, however many sockets they have).
+   */
+  private broadcast(record: LogRecord): void {
     this.sockets ??= new Set(this.ctx.getWebSockets())
+    const rules = this.rules
+    const shared = rules?.viewEvent ? null : eventFrame(record)
+    const views = shared === null ? new Map<string, string>() : null
     for (const ws of this.sockets) {
       if (this.resuming.has(ws)) continue
+      let frame = shared
+      if (frame === null) {
+        const player = attachment(ws)?.playerId
+        if (player === undefined) continue
+        frame = views!.get(player) ?? null
+        if (frame === null) {
+          frame = eventFrame(viewRecord(rules!, record, player))
+          views!.set(player, frame)
+        }
+      }
       try {
         ws.send(frame)
       } catch {
@@ -1148,7 +1176,7 @@ export class GameSession extends DurableObject<Env> {
     this.match = out.match
     inputsAccepted.inc({ kind: input.kind, rules: this.rules!.name })
     void sendMetricsSoon(this.env)
-    this.broadcast(eventFrame(record))
+    this.broadcast(record)
     if (result) {
       this.status = 'finished'
       gameLength.observe({ rules: this.rules!.name }, (now - this.createdAt) / 1000)

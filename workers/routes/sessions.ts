@@ -3,7 +3,8 @@ import type { Context } from 'hono'
 import { decodeJwt } from 'jose'
 import type { AppEnv } from '../app-env.ts'
 import { PLAYER_HEADER } from '../../durable-objects/game-session.ts'
-import type { RosterEntry } from '../core/rules/index.ts'
+import { viewRecord } from '../core/rules/engine.ts'
+import { getRules, type RosterEntry } from '../core/rules/index.ts'
 import { authenticate, bearer, verifyPlayerToken } from '../lib/auth.ts'
 import {
   BEARER,
@@ -262,7 +263,9 @@ const eventsRoute = createRoute({
   description:
     'Log records `{seq, input, event}` from `from` (inclusive, default 1), at most `limit` (default ' +
     `100, at most ${MAX_EVENTS_PAGE}). Pass \`nextFrom\` back as \`from\` for the next page; null means ` +
-    "the end of the log so far. Replaying the records from the start reproduces the session's state.",
+    "the end of the log so far. Replaying the records from the start reproduces the session's state. " +
+    'Under rules with hidden information (`rock-paper-scissors`), a player gets each event as they may ' +
+    "see it and other players' inputs without their `action`; admins get the log whole.",
   request: {
     params: SessionParam,
     query: z.object({
@@ -300,7 +303,7 @@ sessionRoutes.openapi(eventsRoute, (async (c: Context<AppEnv>) => {
   const info = await stub.info()
   if (info.ok) {
     authorize(viewer, info.roster)
-    const page = await stub.events(from, limit)
+    const page = await stub.events(from, limit, viewer.kind === 'player' ? viewer.playerId : null)
     if (page.ok) return c.json({ events: page.events, nextFrom: page.nextFrom })
     // Cleared between the two calls: the log is in Neon by then.
   }
@@ -311,5 +314,12 @@ sessionRoutes.openapi(eventsRoute, (async (c: Context<AppEnv>) => {
   const events = await loadArchivedEvents(c.env, id, from, limit + 1)
   const more = events.length > limit
   const page = events.slice(0, limit)
-  return c.json({ events: page, nextFrom: more ? page[page.length - 1]!.seq + 1 : null })
+  const rules = getRules(archived.rules)
+  return c.json({
+    events:
+      viewer.kind === 'player' && rules
+        ? page.map((r) => viewRecord(rules, r, viewer.playerId))
+        : page,
+    nextFrom: more ? page[page.length - 1]!.seq + 1 : null,
+  })
 }) as never)

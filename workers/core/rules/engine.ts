@@ -92,6 +92,29 @@ export interface LogRecord<E = unknown> {
   event: E | null
 }
 
+/**
+ * What `player` may see of a log record: the record itself under rules that hide nothing (no
+ * `viewEvent`); otherwise their view of its event, and its input without the action when another
+ * player sent it (an action is what a player chose: a move not yet revealed, a card played face
+ * down). A player cannot replay such a log; an admin, who gets it whole, can.
+ */
+export function viewRecord<S, A, E>(
+  rules: Rules<S, A, E>,
+  record: LogRecord<E>,
+  player: string,
+): LogRecord<unknown> {
+  if (!rules.viewEvent) return record
+  const { input } = record
+  return {
+    seq: record.seq,
+    input:
+      input.kind === 'action' && input.player !== player
+        ? ({ kind: 'action', player: input.player, tick: input.tick } as Input)
+        : input,
+    event: record.event === null ? null : rules.viewEvent(record.event, player),
+  }
+}
+
 /** An accepted input: the next match, and the record to log and broadcast (null: nothing to log). */
 export interface Stepped<S, E> {
   match: MatchState<S>

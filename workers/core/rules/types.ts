@@ -75,8 +75,7 @@ export interface RuleError {
 
 /**
  * The outcome of an accepted input: the next state and the event broadcast to everyone. Events
- * and inputs are public to the whole roster (broadcast, and served by the log route): rules with
- * hidden information keep secrets out of them and show each player theirs through `view`.
+ * are public to the whole roster unless the rules say what each player sees of one (`viewEvent`).
  */
 export interface Applied<S, E> {
   state: S
@@ -148,10 +147,17 @@ export interface Rules<S, A, E = unknown> {
   /** Non-null once the game is over; after that the engine refuses every input (`game_over`). */
   result(state: S): GameResult | null
   /**
-   * What `player` may see (hidden information); sent in `welcome`. Only the state goes through
-   * it: the log's events and inputs reach every roster player as they are.
+   * What `player` may see (hidden information); sent in `welcome`.
    */
   view(state: S, player: string): unknown
+  /**
+   * What `player` may see of an event (hidden information: a card drawn, a move not yet
+   * revealed). Optional: without it every roster player gets every event as it is. With it, each
+   * player gets their view of every event (live, in a resume, from the log route), and the log
+   * route leaves other players' actions out of the inputs it gives a player; admins get the log
+   * whole. Pure, like the rest, and must not mutate `event`.
+   */
+  viewEvent?(event: E, player: string): unknown
 }
 
 /** A rules module with its types erased, as the registry hands it out. */

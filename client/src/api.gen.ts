@@ -216,7 +216,7 @@ export interface Schemas {
     config: {
       teams: number
       teamSize: number
-      rules: 'relay' | 'dice-race' | 'hot-potato'
+      rules: 'relay' | 'dice-race' | 'hot-potato' | 'rock-paper-scissors'
       rulesOptions?: unknown
       maxRatingGap: number
       widenPerSecond: number
@@ -233,7 +233,7 @@ export interface Schemas {
     teams: number
     teamSize: number
     /** The rules module the matched sessions play */
-    rules: 'relay' | 'dice-race' | 'hot-potato'
+    rules: 'relay' | 'dice-race' | 'hot-potato' | 'rock-paper-scissors'
     /** Options for the rules module; at most 4096 bytes of JSON, 8 levels deep */
     rulesOptions?: unknown
     maxRatingGap: number
@@ -311,7 +311,7 @@ export interface Schemas {
     playerId: string
   }
   CreateSession: {
-    rules: 'relay' | 'dice-race' | 'hot-potato'
+    rules: 'relay' | 'dice-race' | 'hot-potato' | 'rock-paper-scissors'
     /** In turn order */
     roster: Array<{
       playerId: string

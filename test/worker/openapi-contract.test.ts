@@ -37,7 +37,12 @@ describe('the OpenAPI document states what the code enforces', () => {
   it('queue rules: the enum is exactly the rules PUT /v1/admin/queues accepts', async () => {
     const doc = await openapi()
     const rules = props(doc.components.schemas.QueueConfig).rules!
-    expect([...(rules.enum ?? [])].sort()).toEqual(['dice-race', 'hot-potato', 'relay'])
+    expect([...(rules.enum ?? [])].sort()).toEqual([
+      'dice-race',
+      'hot-potato',
+      'relay',
+      'rock-paper-scissors',
+    ])
     for (const name of rules.enum as string[]) {
       const res = await call(
         `/v1/admin/queues/${queueId()}`,

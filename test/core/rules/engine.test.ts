@@ -17,19 +17,27 @@ import {
   isRuleError,
   relay,
   replay,
+  rockPaperScissors,
   ruleError,
   rulesNames,
   seedRng,
   step,
 } from '../../../workers/core/rules/index.ts'
-import { mustCreate, roundTrip, runLive } from './helpers.ts'
+import { viewRecord } from '../../../workers/core/rules/engine.ts'
+import { deepFreeze, mustCreate, roundTrip, runLive } from './helpers.ts'
 
 const PLAYERS = ['p0', 'p1', 'p2', 'p3']
 
-const setupArb = (rules: { players: { min: number } }, options: fc.Arbitrary<unknown>) =>
+const setupArb = (
+  rules: { players: { min: number; max: number } },
+  options: fc.Arbitrary<unknown>,
+) =>
   fc.record({
     roster: fc
-      .integer({ min: Math.max(1, rules.players.min), max: PLAYERS.length })
+      .integer({
+        min: Math.max(1, rules.players.min),
+        max: Math.min(PLAYERS.length, rules.players.max),
+      })
       .map((n) => PLAYERS.slice(0, n).map((playerId, team) => ({ playerId, team }))),
     seed: fc.string({ minLength: 1, maxLength: 16 }),
     options,
@@ -93,6 +101,11 @@ const potatoArb = fc.oneof(
   fc.record({ type: fc.constant('action'), action: fc.constant('pass'), to: playerArb }),
 )
 
+const rpsArb = fc.record({
+  type: fc.constant('action'),
+  move: fc.constantFrom('rock', 'paper', 'scissors'),
+})
+
 const cases = [
   { rules: relay, setup: setupArb(relay, fc.constant(undefined)), inputs: inputsArb(messageArb) },
   {
@@ -118,6 +131,12 @@ const cases = [
         .map(({ minFuse, spread }) => ({ minFuse, maxFuse: minFuse + spread, startAfter: 10 })),
     ),
     inputs: inputsArb(potatoArb),
+  },
+  {
+    // Hidden moves (its clock's deadlines are out of these ticks' reach).
+    rules: rockPaperScissors,
+    setup: setupArb(rockPaperScissors, fc.record({ rounds: fc.constantFrom(1, 3, 5) })),
+    inputs: inputsArb(rpsArb),
   },
 ] as const
 
@@ -332,12 +351,50 @@ describe('guards', () => {
 
 describe('registry', () => {
   it('names the shipped rules and hands them out', () => {
-    expect([...rulesNames].sort()).toEqual(['dice-race', 'hot-potato', 'relay'])
+    expect([...rulesNames].sort()).toEqual([
+      'dice-race',
+      'hot-potato',
+      'relay',
+      'rock-paper-scissors',
+    ])
     expect(getRules('relay')).toBe(relay)
     expect(getRules('dice-race')).toBe(diceRace)
     expect(getRules('hot-potato')).toBe(hotPotato)
     expect(getRules('chess')).toBeUndefined()
     expect(getRules('__proto__')).toBeUndefined()
     expect(getRules('toString')).toBeUndefined()
+  })
+})
+
+describe('viewRecord', () => {
+  // A record as a hidden-information game logs it: an action with a secret, and its event.
+  const record: LogRecord = {
+    seq: 4,
+    input: { kind: 'action', player: 'p0', tick: 9, action: { card: 'queen' } },
+    event: { kind: 'drew', player: 'p0', card: 'queen' },
+  }
+  type Drew = { kind: string; player: string; card?: string }
+  const secretive = {
+    ...relay,
+    name: 'secretive',
+    viewEvent: (event: Drew, player: string) =>
+      event.player === player ? event : { kind: event.kind, player: event.player },
+  } as unknown as Rules<unknown, unknown, Drew>
+
+  it('gives records whole under rules without viewEvent', () => {
+    expect(viewRecord(relay, record, 'p1')).toBe(record)
+  })
+
+  it("gives a player their view of each event and no other player's action", () => {
+    const frozen = deepFreeze(structuredClone(record))
+    expect(viewRecord(secretive, frozen, 'p1')).toEqual({
+      seq: 4,
+      input: { kind: 'action', player: 'p0', tick: 9 },
+      event: { kind: 'drew', player: 'p0' },
+    })
+    // The sender's own record is theirs whole; the stored one is left as it was (frozen).
+    expect(viewRecord(secretive, frozen, 'p0')).toEqual(record)
+    const tick: LogRecord = { seq: 5, input: { kind: 'tick', tick: 10 }, event: null }
+    expect(viewRecord(secretive, tick, 'p1')).toEqual(tick)
   })
 })

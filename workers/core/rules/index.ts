@@ -1,6 +1,7 @@
 import { diceRace } from './dice-race.ts'
 import { hotPotato } from './hot-potato.ts'
 import { relay } from './relay.ts'
+import { rockPaperScissors } from './rock-paper-scissors.ts'
 import { createMatch } from './engine.ts'
 import { checkJson, type JsonLimits } from './json.ts'
 import { isRuleError, type AnyRules, type RosterEntry } from './types.ts'
@@ -13,11 +14,13 @@ export { createRng, isRngState, seedRng } from './rng.ts'
 export { diceRace } from './dice-race.ts'
 export { hotPotato } from './hot-potato.ts'
 export { relay } from './relay.ts'
+export { rockPaperScissors } from './rock-paper-scissors.ts'
 
 const registry: ReadonlyMap<string, AnyRules> = new Map<string, AnyRules>([
   [relay.name, relay],
   [diceRace.name, diceRace],
   [hotPotato.name, hotPotato],
+  [rockPaperScissors.name, rockPaperScissors],
 ])
 
 /**

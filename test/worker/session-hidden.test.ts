@@ -1,0 +1,155 @@
+import { describe, expect, it } from 'vitest'
+import { RETENTION_MS } from '../../durable-objects/game-session.ts'
+import type { LogRecord } from '../../workers/core/rules/index.ts'
+import { ADMIN_KEY, bearer, call } from './helpers/http.ts'
+import {
+  connect,
+  createSession,
+  type Frame,
+  inObject,
+  playerIds,
+  type TestSocket,
+} from './helpers/session-sockets.ts'
+
+/**
+ * Hidden information end to end, with the shipped rock-paper-scissors: a player's move is theirs
+ * alone until the round resolves, on every path an event takes to a player.
+ */
+
+/** A best-of-1 match with both players connected and welcomed, their `joined` events in. */
+async function match() {
+  const [alice, bob] = playerIds(2) as [string, string]
+  const { sessionId, tokens } = await createSession({
+    rules: 'rock-paper-scissors',
+    roster: [{ playerId: alice }, { playerId: bob }],
+    options: { rounds: 1 },
+  })
+  const a = await connect(sessionId, tokens[alice]!)
+  const b = await connect(sessionId, tokens[bob]!)
+  await a.nextOf('welcome')
+  await b.nextOf('welcome')
+  for (const s of [a, b]) await eventAt(s, 2)
+  return { sessionId, tokens, alice, bob, a, b }
+}
+
+function eventAt(s: TestSocket, seq: number): Promise<Frame> {
+  return s.next((f) => f.type === 'event' && f.seq === seq)
+}
+
+async function eventsAs(sessionId: string, token: string): Promise<LogRecord[]> {
+  const res = await call(`/v1/sessions/${sessionId}/events?limit=500`, bearer(token))
+  expect(res.status).toBe(200)
+  return ((await res.json()) as { events: LogRecord[] }).events
+}
+
+describe('hidden information (rock-paper-scissors)', () => {
+  it('a move is sent whole to its player only, live, in a welcome and in a resume; the round reveals both', async () => {
+    const { sessionId, tokens, alice, bob, a, b } = await match()
+    a.send({ type: 'action', move: 'rock' })
+    expect((await eventAt(a, 3)).event).toEqual({
+      kind: 'chosen',
+      round: 1,
+      player: alice,
+      move: 'rock',
+    })
+    expect((await eventAt(b, 3)).event).toEqual({ kind: 'chosen', round: 1, player: alice })
+
+    // Bob connecting again: the state says Alice chose, not what.
+    const b2 = await connect(sessionId, tokens[bob]!)
+    const welcome = await b2.nextOf('welcome')
+    expect(JSON.stringify(welcome.state)).not.toContain('rock')
+    expect((welcome.state as { players: unknown[] }).players).toContainEqual({
+      playerId: alice,
+      team: 0,
+      wins: 0,
+      chosen: true,
+      move: null,
+    })
+    // Bob resuming from before the move: the event as Bob sees it, live too.
+    const b3 = await connect(sessionId, tokens[bob]!, { since: 2 })
+    expect((await eventAt(b3, 3)).event).toEqual({ kind: 'chosen', round: 1, player: alice })
+    // Alice resuming gets her own move.
+    const a2 = await connect(sessionId, tokens[alice]!, { since: 2 })
+    expect((await eventAt(a2, 3)).event).toMatchObject({ player: alice, move: 'rock' })
+
+    b.send({ type: 'action', move: 'scissors' })
+    for (const s of [a, b, b2, b3, a2]) {
+      expect((await eventAt(s, 4)).event).toMatchObject({
+        kind: 'round',
+        moves: { [alice]: 'rock', [bob]: 'scissors' },
+        winner: alice,
+        ended: 'finished',
+      })
+    }
+  })
+
+  it("the log route gives a player their view and no other player's action; an admin the log whole, before and after the archive", async () => {
+    const { sessionId, tokens, alice, bob, a, b } = await match()
+    a.send({ type: 'action', move: 'paper' })
+    await eventAt(b, 3)
+    const whole = await eventsAs(sessionId, ADMIN_KEY)
+    expect(whole[2]).toMatchObject({
+      seq: 3,
+      input: { kind: 'action', player: alice, action: { move: 'paper' } },
+      event: { kind: 'chosen', player: alice, move: 'paper' },
+    })
+    const asBob = await eventsAs(sessionId, tokens[bob]!)
+    expect(asBob[2]).toEqual({
+      seq: 3,
+      input: { kind: 'action', player: alice, tick: whole[2]!.input.tick },
+      event: { kind: 'chosen', round: 1, player: alice },
+    })
+    expect(JSON.stringify(asBob)).not.toContain('paper')
+    expect(await eventsAs(sessionId, tokens[alice]!)).toEqual(whole)
+
+    // The round resolved: its event is public; Alice's action stays hers in Bob's log.
+    b.send({ type: 'action', move: 'paper' })
+    await eventAt(a, 4)
+    const live = {
+      admin: await eventsAs(sessionId, ADMIN_KEY),
+      bob: await eventsAs(sessionId, tokens[bob]!),
+    }
+    expect(live.bob[3]).toEqual(live.admin[3])
+    expect(live.bob[3]!.event).toMatchObject({ moves: { [alice]: 'paper', [bob]: 'paper' } })
+    expect(live.bob[2]).toEqual(asBob[2])
+
+    // A draw in a best of 1 plays on: Alice wins the next round, and the game ends.
+    a.send({ type: 'action', move: 'scissors' })
+    await eventAt(b, 5)
+    b.send({ type: 'action', move: 'paper' })
+    await b.nextOf('ended')
+    const ended = await eventsAs(sessionId, ADMIN_KEY)
+    const endedAsBob = await eventsAs(sessionId, tokens[bob]!)
+
+    // Archived to Neon and cleared from the object: the same views, now read from Neon.
+    await inObject(sessionId, (inst) => inst.runEndWork({ force: true }))
+    const status = await inObject(sessionId, (inst) => {
+      const base = inst.now()
+      inst.now = () => base + RETENTION_MS + 1000
+      return inst.runEndWork()
+    })
+    expect(status?.stage).toBe('done')
+    expect(await eventsAs(sessionId, ADMIN_KEY)).toEqual(ended)
+    expect(await eventsAs(sessionId, tokens[bob]!)).toEqual(endedAsBob)
+    expect(endedAsBob[4]).toEqual({
+      seq: 5,
+      input: { kind: 'action', player: alice, tick: ended[4]!.input.tick },
+      event: { kind: 'chosen', round: 2, player: alice },
+    })
+  })
+
+  it('rules without viewEvent send every player the same events and actions', async () => {
+    const [p0, p1] = playerIds(2) as [string, string]
+    const { sessionId, tokens } = await createSession({
+      rules: 'relay',
+      roster: [{ playerId: p0 }, { playerId: p1 }],
+    })
+    const s0 = await connect(sessionId, tokens[p0]!)
+    const s1 = await connect(sessionId, tokens[p1]!)
+    await s0.nextOf('welcome')
+    await s1.nextOf('welcome')
+    s0.send({ type: 'action', action: 'message', data: { secret: 'none' } })
+    expect((await eventAt(s1, 1)).event).toEqual((await eventAt(s0, 1)).event)
+    expect(await eventsAs(sessionId, tokens[p1]!)).toEqual(await eventsAs(sessionId, ADMIN_KEY))
+  })
+})

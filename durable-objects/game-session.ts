@@ -59,7 +59,8 @@ import { answerClose, closeSilent, fellSilent } from '../workers/lib/socket-clos
  *
  * Inputs: every accepted input goes `step()` → one `transactionSync` (append the log record, save
  * a snapshot every `snapshotEvery` records and at the end, mark the end) → broadcast
- * `{"type":"event", seq, event}` to every socket. The object runs one event at a time and the
+ * `{"type":"event", seq, event}` to every socket (under rules with `viewEvent`, each player's
+ * view of the event: `viewRecord`). The object runs one event at a time and the
  * broadcast is synchronous right after the write, so all clients see one order, and nothing is
  * sent that is not stored. A refused input changes nothing and answers the sender only.
  *
@@ -680,7 +681,7 @@ export class GameSession extends DurableObject<Env> {
   events(
     from: number,
     limit: number,
-    player: string | null = null,
+    player: string | null,
   ): { ok: true; events: LogRecord[]; nextFrom: number | null; seq: number } | NotFound {
     if (!this.setup || !this.match || !this.rules) return this.notFound()
     const rules = this.rules
@@ -871,14 +872,19 @@ export class GameSession extends DurableObject<Env> {
   private sendMissed(ws: WebSocket, after: number): number | null {
     let last = after
     let n = 0
-    const player = this.rules?.viewEvent ? attachment(ws)?.playerId : undefined
+    const hides = this.rules?.viewEvent !== undefined
+    const player = attachment(ws)?.playerId
+    // Whose view to send is unknown: nothing (live broadcasts skip such a socket too).
+    if (hides && player === undefined) return null
     for (const row of this.sql.exec<{ seq: number; record: string }>(
       `SELECT seq, record FROM log WHERE seq > ? ORDER BY seq LIMIT ?`,
       after,
       this.resumeChunk,
     )) {
-      const record = JSON.parse(row.record) as LogRecord
-      ws.send(eventFrame(player === undefined ? record : viewRecord(this.rules!, record, player)))
+      const stored = JSON.parse(row.record) as LogRecord
+      const record = hides ? this.viewFor(stored, player!, ws) : stored
+      if (record === null) return null
+      ws.send(eventFrame(record))
       last = row.seq
       n++
     }
@@ -1074,7 +1080,9 @@ export class GameSession extends DurableObject<Env> {
         if (player === undefined) continue
         frame = views!.get(player) ?? null
         if (frame === null) {
-          frame = eventFrame(viewRecord(rules!, record, player))
+          const view = this.viewFor(record, player, ws)
+          if (view === null) continue
+          frame = eventFrame(view)
           views!.set(player, frame)
         }
       }
@@ -1087,7 +1095,30 @@ export class GameSession extends DurableObject<Env> {
     }
   }
 
+  /**
+   * `record` as `player` may see it; null when the rules' `viewEvent` threw, and then `ws` is
+   * closed: a player whose view cannot be made gets no event rather than the whole one (a
+   * resume would fail the same way, so the client hears of it at once).
+   */
+  private viewFor(record: LogRecord, player: string, ws: WebSocket): LogRecord | null {
+    try {
+      return viewRecord(this.rules!, record, player)
+    } catch (err) {
+      log('error', 'event view failed', { actor: this.actor, seq: record.seq, ...errorFields(err) })
+      this.sockets?.delete(ws)
+      this.resuming.delete(ws)
+      try {
+        ws.close(1011, 'event view failed')
+      } catch {
+        // Already closed.
+      }
+      return null
+    }
+  }
+
   private sendEnded(ws: WebSocket): void {
+    // Closed meanwhile (an event view that failed): nothing more can go out on it.
+    if (ws.readyState !== WebSocket.OPEN) return
     const result = this.getMeta('result')
     if (!result) return
     send(ws, { type: 'ended', seq: this.match!.seq, result: JSON.parse(result) as GameResult })

@@ -1,3 +1,4 @@
+import { runDurableObjectAlarm } from 'cloudflare:test'
 import { describe, expect, it } from 'vitest'
 import { RETENTION_MS } from '../../durable-objects/game-session.ts'
 import type { LogRecord } from '../../workers/core/rules/index.ts'
@@ -8,6 +9,7 @@ import {
   type Frame,
   inObject,
   playerIds,
+  sessionObject,
   type TestSocket,
 } from './helpers/session-sockets.ts'
 
@@ -151,5 +153,88 @@ describe('hidden information (rock-paper-scissors)', () => {
     s0.send({ type: 'action', action: 'message', data: { secret: 'none' } })
     expect((await eventAt(s1, 1)).event).toEqual((await eventAt(s0, 1)).event)
     expect(await eventsAs(sessionId, tokens[p1]!)).toEqual(await eventsAs(sessionId, ADMIN_KEY))
+  })
+})
+
+describe('hidden information against the clock (rock-paper-scissors)', () => {
+  it('a round times out by the alarm, a move sent for it too late is refused, and a resume in chunks gives the live view', async () => {
+    const [alice, bob] = playerIds(2) as [string, string]
+    const { sessionId, tokens } = await createSession({
+      rules: 'rock-paper-scissors',
+      roster: [{ playerId: alice }, { playerId: bob }],
+      options: { rounds: 3, roundSeconds: 5 },
+    })
+    // The object's clock stands still at the session's creation until the test moves it.
+    const createdAt = await inObject(sessionId, (inst) => {
+      const info = inst.info()
+      const created = info.ok ? info.createdAt : 0
+      inst.now = () => created
+      return created
+    })
+    const a = await connect(sessionId, tokens[alice]!)
+    await a.nextOf('welcome')
+    await eventAt(a, 1)
+    const b = await connect(sessionId, tokens[bob]!)
+    await b.nextOf('welcome')
+    // The second one in starts the clock, and its event says when the first round ends.
+    expect((await eventAt(b, 2)).event).toEqual({
+      kind: 'joined',
+      player: bob,
+      awaiting: [],
+      endsAt: 5_000,
+    })
+    a.send({ type: 'action', move: 'scissors', round: 1 })
+    expect((await eventAt(b, 3)).event).toEqual({ kind: 'chosen', round: 1, player: alice })
+
+    // Past the deadline, the alarm times Bob out: Alice's move revealed, the round hers.
+    await inObject(sessionId, (inst) => {
+      inst.now = () => createdAt + 5_001
+    })
+    expect(await runDurableObjectAlarm(sessionObject(sessionId))).toBe(true)
+    expect((await eventAt(b, 4)).event).toMatchObject({
+      kind: 'round',
+      round: 1,
+      moves: { [alice]: 'scissors', [bob]: null },
+      timedOut: [bob],
+      winner: alice,
+      endsAt: 10_000,
+    })
+    // Bob's move for round 1, arriving now: refused, nothing logged.
+    b.send({ type: 'action', move: 'rock', round: 1 })
+    expect(await b.nextOf('error')).toMatchObject({ code: 'too_late' })
+    b.send({ type: 'action', move: 'rock', round: 2 })
+    expect((await eventAt(a, 5)).event).toEqual({ kind: 'chosen', round: 2, player: bob })
+    expect((await eventAt(b, 5)).event).toMatchObject({ player: bob, move: 'rock' })
+
+    // Alice resuming from the start, a record per turn: the events exactly as she saw them live.
+    await inObject(sessionId, (inst) => {
+      inst.resumeChunk = 1
+    })
+    const a2 = await connect(sessionId, tokens[alice]!, { since: 0 })
+    for (let seq = 1; seq <= 5; seq++) {
+      const live = a.frames.find((f) => f.type === 'event' && f.seq === seq)
+      expect(await eventAt(a2, seq)).toEqual(live)
+    }
+  })
+
+  it('rules whose viewEvent throws close the socket it failed for, and send that player nothing of the event', async () => {
+    const { sessionId, alice, a, b } = await match()
+    await inObject(sessionId, (inst) => {
+      const self = inst as unknown as { rules: { viewEvent: unknown } }
+      self.rules = {
+        ...self.rules,
+        viewEvent: () => {
+          throw new Error('a bug in the rules')
+        },
+      }
+    })
+    a.send({ type: 'action', move: 'paper' })
+    for (const s of [a, b]) {
+      expect(await s.whenClosed()).toEqual({ code: 1011, reason: 'event view failed' })
+      expect(s.frames.filter((f) => f.type === 'event' && f.seq! > 2)).toEqual([])
+    }
+    // The move itself was accepted and logged: the admin's log has it.
+    const whole = await eventsAs(sessionId, ADMIN_KEY)
+    expect(whole[2]).toMatchObject({ event: { kind: 'chosen', player: alice, move: 'paper' } })
   })
 })

@@ -353,7 +353,7 @@ describe('reconnecting', () => {
     const b = await connect(sessionId, tokens[pb]!)
     await b.nextOf('welcome')
     await untilSeq(a, 2)
-    const log = await inObject(sessionId, (inst) => inst.events(1, 10))
+    const log = await inObject(sessionId, (inst) => inst.events(1, 10, null))
     if (!log.ok) throw new Error('no log')
     expect(log.events.map((r) => [r.input.kind, r.input.tick])).toEqual([
       ['connect', 0],
@@ -377,7 +377,7 @@ describe('reconnecting', () => {
     const [pa, pb, pc] = players as [string, string, string]
     const [a, b, c] = sockets
     // Each player's arrival is an event; the last one's started the turn clock.
-    const arrivals = await inObject(sessionId, (inst) => inst.events(1, 3))
+    const arrivals = await inObject(sessionId, (inst) => inst.events(1, 3, null))
     if (!arrivals.ok) throw new Error('no log')
     expect(arrivals.events.map((r) => [r.input.kind, r.input.tick])).toEqual([
       ['connect', 0],
@@ -392,7 +392,7 @@ describe('reconnecting', () => {
     // their deadlines, and it is c's turn.
     await advance(sessionId, 12_000 - (Date.now() - createdAt))
     await untilSeq(c!, 5)
-    const records = await inObject(sessionId, (inst) => inst.events(4, 10))
+    const records = await inObject(sessionId, (inst) => inst.events(4, 10, null))
     if (!records.ok) throw new Error('no log')
     expect(records.events.map((r) => [r.input.kind, r.input.tick])).toEqual([
       ['tick', 5000],
@@ -443,7 +443,7 @@ describe('reconnecting', () => {
     await untilSeq(b, 252)
     a.roll()
     await untilSeq(b, 253)
-    const records = await inObject(sessionId, (inst) => inst.events(252, 2))
+    const records = await inObject(sessionId, (inst) => inst.events(252, 2, null))
     if (!records.ok) throw new Error('no log')
     expect(records.events.map((r) => [r.input.kind, r.input.tick])).toEqual([
       ['tick', 250 * 5000],
@@ -470,7 +470,7 @@ describe('reconnecting', () => {
     const res = await call(`/v1/admin/sessions/${sessionId}/end`, json('POST', {}, ADMIN_KEY))
     expect(res.status).toBe(200)
     expect(await res.json()).toMatchObject({ status: 'finished', result: { reason: 'cancelled' } })
-    const records = await inObject(sessionId, (inst) => inst.events(4, 500))
+    const records = await inObject(sessionId, (inst) => inst.events(4, 500, null))
     if (!records.ok) throw new Error('no log')
     const kinds = records.events.map((r) => [r.input.kind, r.input.tick])
     // 120 turns, C's forfeit at its grace's end, the other 130 turns, then the end, at its time.
@@ -509,7 +509,7 @@ describe('reconnecting', () => {
       result: { reason: 'cancelled' },
     })
     const match = await inObject(sessionId, (inst) => inst.current()!.match)
-    const last = await inObject(sessionId, (inst) => inst.events(match.seq - 1, 2))
+    const last = await inObject(sessionId, (inst) => inst.events(match.seq - 1, 2, null))
     if (!last.ok) throw new Error('no log')
     // Every turn, then the end: two arrivals, 2,500 ticks, the end.
     expect(match.seq).toBe(2 + turns + 1)
@@ -545,7 +545,7 @@ describe('reconnecting', () => {
     // After the three arrivals: 120 turns, C's forfeit at its grace's end, then 4 more turns
     // (A's and B's alone).
     await untilSeq(b, 128)
-    const records = await inObject(sessionId, (inst) => inst.events(4, 200))
+    const records = await inObject(sessionId, (inst) => inst.events(4, 200, null))
     if (!records.ok) throw new Error('no log')
     expect(records.events.map((r) => [r.input.kind, r.input.tick])).toEqual([
       ...Array.from({ length: 120 }, (_, k) => ['tick', (k + 1) * 5000]),

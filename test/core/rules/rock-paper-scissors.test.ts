@@ -159,6 +159,9 @@ describe('rock-paper-scissors', () => {
       const parsed = rps.parseAction({ type: 'action', move: m })
       expect(parsed).toEqual({ move: m })
       expect(rps.parseAction(parsed)).toEqual(parsed)
+      const named = rps.parseAction({ type: 'action', move: m, round: 100 })
+      expect(named).toEqual({ move: m, round: 100 })
+      expect(rps.parseAction(named)).toEqual(named)
       expect(rps.parseAction({ move: m })).toEqual({ move: m })
     }
     fc.assert(
@@ -278,7 +281,12 @@ describe('rock-paper-scissors', () => {
       { move: ['rock'] },
       { move: { rock: true } },
       { type: 'chat', move: 'rock' },
-      { type: 'action', move: 'rock', round: 1 },
+      { type: 'action', move: 'rock', extra: 1 },
+      { move: 'rock', round: 0 },
+      { move: 'rock', round: 101 },
+      { move: 'rock', round: 1.5 },
+      { move: 'rock', round: '1' },
+      { move: 'rock', round: null },
       { action: 'rock' },
       { move: 'rock', x: 'y'.repeat(100_000) },
       new Date(),
@@ -288,6 +296,22 @@ describe('rock-paper-scissors', () => {
         'invalid_action',
       )
     }
+    // A move naming a round not in play: one over (sent before its deadline, come after), or ahead.
+    const roundOne = ok(match, move('b', 'paper', 2_000)).match
+    const forRound = (round: number): Input => ({
+      kind: 'action',
+      player: 'a',
+      tick: 3_000,
+      action: { type: 'action', move: 'rock', round },
+    })
+    expect(refusedWith(roundOne, forRound(1))).toBe('too_late')
+    expect(refusedWith(roundOne, forRound(3))).toBe('wrong_round')
+    expect(ok(roundOne, forRound(2)).event).toEqual({
+      kind: 'chosen',
+      round: 2,
+      player: 'a',
+      move: 'rock',
+    })
     // The round ends at 10 s: a move at or after it is refused even before the tick is applied.
     expect(refusedWith(match, move('b', 'paper', 10_000))).toBe('too_late')
     expect(ok(match, move('b', 'paper', 9_999)).event).toMatchObject({ kind: 'round', winner: 'b' })
@@ -364,7 +388,7 @@ describe('rock-paper-scissors round clock', () => {
     let match = mustCreate(rps, setupOf({ roundSeconds: 10 }))
     idleTick(match, 1_000_000)
     const a = ok(match, connect('a', 1_000_000))
-    expect(a.event).toEqual({ kind: 'joined', player: 'a', awaiting: ['b'] })
+    expect(a.event).toEqual({ kind: 'joined', player: 'a', awaiting: ['b'], endsAt: null })
     match = a.match
     expect(rps.nextTick!(match.game)).toBeNull()
     idleTick(match, 2_000_000)
@@ -376,7 +400,7 @@ describe('rock-paper-scissors round clock', () => {
     expect(refusedWith(match, connect('a', 3_000_000))).toBe('already_joined')
     // The last one in starts the clock for the round in play, a's move kept.
     const b = ok(match, connect('b', 3_000_000))
-    expect(b.event).toEqual({ kind: 'joined', player: 'b', awaiting: [] })
+    expect(b.event).toEqual({ kind: 'joined', player: 'b', awaiting: [], endsAt: 3_010_000 })
     expect(b.match.game).toMatchObject({ awaiting: [], roundEndsAt: 3_010_000 })
     expect(rps.nextTick!(b.match.game)).toBe(3_010_000)
     expect(b.match.game.players[0]?.move).toBe('paper')

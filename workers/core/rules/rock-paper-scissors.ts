@@ -14,7 +14,8 @@ import { ruleError } from './types.ts'
  * rock-paper-scissors: two players, simultaneous hidden moves, a match of `rounds` rounds (an odd
  * number, default 3): the first to win `(rounds + 1) / 2` of them wins the match (`finished`).
  *
- * A round: each player sends `{"type":"action","move":"rock"|"paper"|"scissors"}` once. Rock
+ * A round: each player sends `{"type":"action","move":"rock"|"paper"|"scissors","round":n}` once
+ * (`round` optional, and best sent: see the refusals). Rock
  * beats scissors, scissors beats paper, paper beats rock; equal moves are a draw, which does not
  * count toward the target. The first move of a round is kept in the state as pending (event
  * `chosen`); the second resolves the round (event `round`, both moves revealed) and the next
@@ -49,12 +50,15 @@ import { ruleError } from './types.ts'
  * places both 1st.
  *
  * Refusals: `game_over`, `not_a_player`, `already_chosen` (a second move in the same round),
- * `too_late` (a move at or after the round's deadline, before the tick that times it out was
- * applied), `invalid_action` (malformed payloads); for connections `already_joined`.
+ * `too_late` (a move naming a round already over: sent before its deadline, arrived after; or a
+ * move at or after the deadline before the tick that times it out was applied), `wrong_round` (a
+ * move naming a round not yet in play), `invalid_action` (malformed payloads); for connections
+ * `already_joined`. A move that names no round is for the round in play when it is applied, so a
+ * client should name it: a session plays a passed deadline before the frame that comes after it.
  *
  * Events (all public except the `move` of another player's `chosen`):
- * - `{kind:'joined', player, awaiting}`: a player's first connection; `awaiting` empty means the
- *   clock started, and the first deadline is that input's tick plus `roundSeconds` × 1000.
+ * - `{kind:'joined', player, awaiting, endsAt}`: a player's first connection; `awaiting` empty
+ *   means the clock started, and `endsAt` is the first round's deadline (null until then).
  * - `{kind:'chosen', round, player, move}`: the first move of round `round` (1-based); others see
  *   `{kind:'chosen', round, player}`.
  * - `{kind:'round', round, moves, timedOut, winner, wins, matchWinner, ended, endsAt}`: round
@@ -119,10 +123,17 @@ export interface RpsState {
 
 export interface RpsAction {
   move: RpsMove
+  /**
+   * The round the move is for (1-based), as the client saw it: a move sent just before a
+   * deadline that arrives after it is refused (`too_late`) instead of counting for the next round.
+   * Without it the move is for the round in play when it is applied.
+   */
+  round?: number
 }
 
 export type RpsEvent =
-  | { kind: 'joined'; player: string; awaiting: string[] }
+  /** `endsAt`: the first round's deadline once `awaiting` is empty (the clock started), else null. */
+  | { kind: 'joined'; player: string; awaiting: string[]; endsAt: number | null }
   /** `move` is seen by `player` alone (`viewEvent`). */
   | { kind: 'chosen'; round: number; player: string; move: RpsMove }
   | {
@@ -234,7 +245,7 @@ function isMove(value: unknown): value is RpsMove {
 function parseAction(raw: unknown): RpsAction | RuleError {
   if (!isPlainObject(raw)) return ruleError('invalid_action', 'an action must be an object')
   for (const key of Object.keys(raw)) {
-    if (key !== 'type' && key !== 'move') {
+    if (key !== 'type' && key !== 'move' && key !== 'round') {
       return ruleError('invalid_action', `unexpected field ${key.slice(0, 32)}`)
     }
   }
@@ -244,8 +255,13 @@ function parseAction(raw: unknown): RpsAction | RuleError {
   if (!isMove(raw.move)) {
     return ruleError('invalid_action', 'move must be "rock", "paper" or "scissors"')
   }
+  const round = raw.round
+  if (round === undefined) return { move: raw.move }
+  if (typeof round !== 'number' || !Number.isInteger(round) || round < 1 || round > MAX_ROUNDS) {
+    return ruleError('invalid_action', `round must be an integer from 1 to ${MAX_ROUNDS}`)
+  }
   // A fresh object of known fields: what the log stores, and parses again on replay.
-  return { move: raw.move }
+  return { move: raw.move, round }
 }
 
 function apply(
@@ -257,8 +273,15 @@ function apply(
   const index = state.players.findIndex((p) => p.playerId === ctx.player)
   const me = state.players[index]
   if (me === undefined) return ruleError('not_a_player', 'you are not in this game')
+  const inPlay = state.played + 1
+  if (action.round !== undefined && action.round < inPlay) {
+    return ruleError('too_late', `round ${action.round} is over; round ${inPlay} is in play`)
+  }
+  if (action.round !== undefined && action.round > inPlay) {
+    return ruleError('wrong_round', `round ${inPlay} is in play, not round ${action.round}`)
+  }
   if (me.move !== null) {
-    return ruleError('already_chosen', `you already chose in round ${state.played + 1}`)
+    return ruleError('already_chosen', `you already chose in round ${inPlay}`)
   }
   // Live, the session applies a due deadline before the move; this keeps a round's moves those
   // made before its deadline however the inputs come.
@@ -344,7 +367,7 @@ function onConnect(state: RpsState, ctx: ActionContext): Applied<RpsState, RpsEv
   const roundEndsAt = awaiting.length === 0 ? ctx.tick + state.roundTicks : null
   return {
     state: { ...state, awaiting, roundEndsAt },
-    event: { kind: 'joined', player: ctx.player, awaiting },
+    event: { kind: 'joined', player: ctx.player, awaiting, endsAt: roundEndsAt },
   }
 }
 

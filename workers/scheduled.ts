@@ -38,33 +38,42 @@ export async function runScheduled(
   now: number,
 ): Promise<{
   poked: number
+  nudged: number
   configsPushed: number
   staleTicketsCancelled: number
   claimsPruned: number
 }> {
   setLogLevel(env.LOG_LEVEL)
   // Each job on its own: one failing (Neon down, say) does not skip the others.
-  const poked = await job('boards not walked', () => pokeBoards(env, now))
+  const { poked, nudged } = await job('boards not walked', () => pokeBoards(env, now), {
+    poked: 0,
+    nudged: 0,
+  })
   const configsPushed =
-    (await job('lost config pushes not retried', () => pushLostConfigs(env))) +
-    (await job('lost queue config pushes not retried', () => pushLostQueueConfigs(env)))
-  const staleTicketsCancelled = await job('stale party tickets not retried', () =>
-    retryStalePartyTickets(env),
+    (await job('lost config pushes not retried', () => pushLostConfigs(env), 0)) +
+    (await job('lost queue config pushes not retried', () => pushLostQueueConfigs(env), 0))
+  const staleTicketsCancelled = await job(
+    'stale party tickets not retried',
+    () => retryStalePartyTickets(env),
+    0,
   )
-  const claimsPruned = await job('idle queue claims not pruned', () => pruneIdleClaims(env))
-  const done = { poked, configsPushed, staleTicketsCancelled, claimsPruned }
-  // A run that had work to do says so; the quiet ones (most minutes) only at debug.
-  log(Object.values(done).some((n) => n > 0) ? 'info' : 'debug', 'cron run', done)
+  const claimsPruned = await job('idle queue claims not pruned', () => pruneIdleClaims(env), 0)
+  const done = { poked, nudged, configsPushed, staleTicketsCancelled, claimsPruned }
+  // A run that had work to do says so; the quiet ones (most minutes) only at debug. Boards asked
+  // whether a recent boundary needs them are not work: with cycles of 10 minutes or less there
+  // are some every minute, and their own alarms have done it (`nudged` counts those that had not).
+  const worked = nudged + configsPushed + staleTicketsCancelled + claimsPruned > 0
+  log(worked ? 'info' : 'debug', 'cron run', done)
   return done
 }
 
-/** Runs one of the cron's jobs; a failure is logged and counts as nothing done. */
-async function job(failure: string, run: () => Promise<number>): Promise<number> {
+/** Runs one of the cron's jobs; a failure is logged and counts as nothing done (`none`). */
+async function job<T>(failure: string, run: () => Promise<T>, none: T): Promise<T> {
   try {
     return await run()
   } catch (err) {
     log('error', `cron: ${failure}`, errorFields(err))
-    return 0
+    return none
   }
 }
 
@@ -154,10 +163,12 @@ async function pushLostQueueConfigs(env: Env): Promise<number> {
 /**
  * Pokes the boards whose cycle boundary passed recently, then those with an archive begun in Neon
  * and not finished (a close long past its boundary, or of a board without a schedule, whose alarm
- * was lost would otherwise wait for the next boundary, if any); returns how many answered.
+ * was lost would otherwise wait for the next boundary, if any); returns how many answered, and
+ * how many of those had something to do that their own alarm had not done.
  */
-async function pokeBoards(env: Env, now: number): Promise<number> {
+async function pokeBoards(env: Env, now: number): Promise<{ poked: number; nudged: number }> {
   const poked = new Set<string>()
+  let nudged = 0
   await forEachPage(scheduledBoards, env, async (boards) => {
     const due = boards.filter((b) => {
       const schedule = parseSchedule(b.cycle)
@@ -165,20 +176,20 @@ async function pokeBoards(env: Env, now: number): Promise<number> {
       const boundary = previousBoundary(schedule, now)
       return boundary !== null && now - boundary < LOOKBACK_MS
     })
-    await tickBoards(
+    nudged += await tickBoards(
       env,
       due.map((b) => b.id),
       poked,
     )
   })
-  await forEachPage(boardsArchiving, env, (boards) =>
-    tickBoards(
+  await forEachPage(boardsArchiving, env, async (boards) => {
+    nudged += await tickBoards(
       env,
       boards.map((b) => b.id).filter((id) => !poked.has(id)),
       poked,
-    ),
-  )
-  return poked.size
+    )
+  })
+  return { poked: poked.size, nudged }
 }
 
 /**
@@ -198,8 +209,8 @@ async function forEachPage<T extends { id: string }>(
   }
 }
 
-/** Ticks boards side by side; adds those that answered to `poked`. */
-async function tickBoards(env: Env, ids: string[], poked: Set<string>): Promise<void> {
+/** Ticks boards side by side; adds those that answered to `poked`; returns how many were nudged. */
+async function tickBoards(env: Env, ids: string[], poked: Set<string>): Promise<number> {
   const results = await Promise.allSettled(
     ids.map((id) => within(boardStub(env, id).tick(id), BOARD_CALL_MS, 'board tick')),
   )
@@ -216,4 +227,5 @@ async function tickBoards(env: Env, ids: string[], poked: Set<string>): Promise<
     if (r.value.overdue || r.value.stalled) nudged++
   })
   cronRuns.inc({}, nudged)
+  return nudged
 }

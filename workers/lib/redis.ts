@@ -140,8 +140,9 @@ function newRedis(url: string, token: string): Redis {
       // A call past its deadline is abandoned by `within`, not cancelled: this ends its fetch
       // too, so an unanswered call does not hold one of the request's few connections. As a
       // function, so each call gets its own (and an abort throws rather than answering
-      // "Aborted"); the longest deadline here, the readiness ping's.
-      signal: () => AbortSignal.timeout(1000),
+      // "Aborted"); the longest deadline here, the readiness ping's (PROBE_TIMEOUT_MS in
+      // routes/ops.ts: at 1 s here, a Redis answering /ready in 1-2 s was reported down).
+      signal: () => AbortSignal.timeout(2000),
       // Off: the client is shared by the isolate's requests, and read-your-writes would make
       // every read wait for the replica to catch up with any write any request made (rate
       // counters, cache fills); the cache takes stale answers by design.

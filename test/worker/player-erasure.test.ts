@@ -238,9 +238,22 @@ describe('erasing a player (admin)', () => {
     await rig(queue, newClock())
     const gone = `erase-q-${crypto.randomUUID().slice(0, 8)}`
     const ticket = await joinFor(queue, gone)
-    const { first } = await eraseAll(gone)
+    // By the first call of a walk that takes several (a board a call, two boards at least):
+    // matched while later calls walk the boards, the ticket would make a profile again.
+    await newBoard()
+    await newBoard()
+    const perCall = boardWalkLimits.boardsPerCall
+    boardWalkLimits.boardsPerCall = 1
+    onTestFinished(() => {
+      boardWalkLimits.boardsPerCall = perCall
+    })
+    const res = await erase(gone, PREFIX)
+    expect(res.status).toBe(202)
+    const first = (await res.json()) as Erasure
     expect(first.tickets).toEqual({ cancelled: [ticket.ticketId] })
     expect(await ticketOf(ticket.ticketId)).toMatchObject({ status: 'cancelled', reason: 'erased' })
+    boardWalkLimits.boardsPerCall = perCall
+    await eraseAll(gone)
     // Three more players would make a match of four with it: they wait, no match is made.
     const others = []
     for (const n of [1, 2, 3]) {

@@ -135,8 +135,8 @@ const eraseRoute = createRoute({
     "For a player's request to be forgotten. Deletes their profile (a guest's device link, the " +
     'display name, the rating: the device signs in as a new player afterwards), takes them out of ' +
     'their party (a leader hands over, its queued tickets are cancelled as on any leave) and off ' +
-    'invites, cancels a matchmaking ticket of theirs still waiting (reason `erased`, by the call ' +
-    'that ends the walk below), clears the name and metadata copied into archived standings, and removes their entry from every ' +
+    'invites, cancels a matchmaking ticket of theirs still waiting (reason `erased`, before any ' +
+    'board: 503 naming `pools` it could not reach), clears the name and metadata copied into archived standings, and removes their entry from every ' +
     "board's current cycle. Ranks, scores, rewards and match results stay under the bare id, which " +
     'names nobody once the profile is gone; the id is kept as erased, so a match the player was ' +
     "still in rates and records nothing of theirs; an account ban keeps a banned guest's device " +
@@ -184,11 +184,15 @@ async function leaveQueues(
 ): Promise<string[]> {
   const { cancelled, unreached } = await removeFromQueues(env, playerId, reason)
   if (unreached.length === 0) return cancelled
-  const done = reason === 'banned' ? 'The player is banned' : 'The player is erased'
+  // A ban reaches the queues after every board; an erasure before any.
+  const done =
+    reason === 'banned'
+      ? 'The player is banned in Neon and on every board'
+      : 'The player is erased from Neon'
   throw new ApiError(
     'unavailable',
-    `${done} in Neon and on every board, but ${unreached.length} queue pool(s) could not be reached: retry`,
-    { pools: unreached },
+    `${done}, but ${unreached.length} queue pool(s) could not be reached: retry`,
+    { pools: unreached.slice(0, 100) },
     { 'retry-after': '5' },
   )
 }
@@ -201,6 +205,11 @@ adminPlayers.openapi(eraseRoute, async (c) => {
   if (neon.leftParty) {
     await cancelStaleTickets(c.env, neon.leftParty, neon.staleTickets, { by: 'erasure' })
   }
+  // A ticket left waiting would make a match after the erasure, which plays them as a new player
+  // (the session, made after the erasure, does not count them as erased): a profile again. So
+  // every call cancels theirs first, before the boards, however many calls the walk takes: the
+  // tombstone already keeps them from queueing again.
+  const cancelled = await leaveQueues(c.env, playerId, 'erased')
   const { outcomes, next } = await walkBoards(c.env, after, 'erasure: board removal', (id) =>
     boardStub(c.env, id).removeEntry(id, playerId, { erasedAt: neon.erasedAt }),
   )
@@ -216,9 +225,6 @@ adminPlayers.openapi(eraseRoute, async (c) => {
       log('warn', 'erasure: entry not removed', { board: o.board, problem: o.answer.problem })
   }
   if (failed.length > 0) throw unreached('The player is erased from Neon', failed)
-  // A ticket left waiting would make a match after the erasure, which plays them as a new
-  // player: a profile again. Done by the call that ends the walk (see the ban's).
-  const cancelled = next === null ? await leaveQueues(c.env, playerId, 'erased') : []
   return c.json(
     {
       playerId,

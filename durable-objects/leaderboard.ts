@@ -36,6 +36,7 @@ import { accountBansAfter } from '../workers/players/bans.ts'
 import { recentErasuresAfter } from '../workers/players/erasure.ts'
 import {
   CLOCK_SKEW_SECONDS,
+  GUEST_ID_PREFIX,
   MAX_TOKEN_LIFETIME_SECONDS,
   STALE_TOKEN_DETAIL,
 } from '../workers/lib/auth.ts'
@@ -1262,7 +1263,8 @@ export class Leaderboard extends DurableObject<Env> {
    * (`removeEntry` with `erasedAt`): the erased player's own client, still signed in, which would
    * put a new entry, metadata and all, under the id. A token from after it (a player of an
    * identity provider coming back under the same id) is theirs. Tokens carry whole seconds, so a
-   * token of the erasure's own second counts as after it.
+   * token of the erasure's own second counts as after it, except a guest's: a guest's id never
+   * comes back (the device signs in as a new player), so any token of an erased guest is old.
    */
   private tokenPredatesErasure(playerId: string, issuedAt: number | undefined): boolean {
     if (this.erasureCount === 0 || issuedAt === undefined) return false
@@ -1271,7 +1273,8 @@ export class Leaderboard extends DurableObject<Env> {
       `SELECT erased_at FROM erasures WHERE player_id = ?`,
       playerId,
     )
-    return erased !== undefined && issuedAt + 1000 <= erased.erased_at
+    if (erased === undefined) return false
+    return playerId.startsWith(GUEST_ID_PREFIX) || issuedAt + 1000 <= erased.erased_at
   }
 
   private noteErasure(playerId: string, erasedAt: number): void {

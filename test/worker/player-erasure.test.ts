@@ -309,6 +309,30 @@ describe('erasing a player (admin)', () => {
     expect(left).toBe(0)
   })
 
+  it("an erased guest's tokens are refused everywhere, even one dated after the erasure (a sign-in racing it): a guest's id never comes back", async () => {
+    const board = await newBoard()
+    const queue = await createQueue({ teamSize: 3 })
+    await rig(queue, newClock())
+    const guest = await newGuest()
+    await eraseAll(guest.playerId)
+    // What a sign-in that read Neon just before the erasure's tombstone would hand out: a token
+    // whose whole-second `iat` is the erasure's own second or later.
+    const racing = (await issuePlayerToken(env, guest.playerId, Date.now() + 2_000)).token
+    const submitted = await problem(await submitAs(board, racing, { score: 5 }))
+    expect(submitted).toMatchObject({ status: 403, type: 'urn:nexus:problem:forbidden' })
+    expect(
+      await fresh<{ entry: unknown }>(`/v1/leaderboards/${board}/players/${guest.playerId}`),
+    ).toMatchObject({ entry: null })
+    const joined = await problem(
+      await call(`/v1/matchmaking/${queue}/tickets`, json('POST', {}, racing)),
+    )
+    expect(joined).toMatchObject({ status: 403, type: 'urn:nexus:problem:forbidden' })
+    const party = await problem(await asPlayer(racing, 'POST', '/v1/parties'))
+    expect(party).toMatchObject({ status: 403, type: 'urn:nexus:problem:forbidden' })
+    expect(await pg()`select 1 from parties where leader = ${guest.playerId}`).toEqual([])
+    expect(await pg()`select 1 from players where id = ${guest.playerId}`).toEqual([])
+  })
+
   it("a token issued before the erasure cannot queue (HTTP, a socket connect, an open socket's next join); one issued after it can", async () => {
     const queue = await createQueue({ teamSize: 3 })
     await rig(queue, newClock())

@@ -536,6 +536,36 @@ describe('erasing a player (admin)', () => {
     }
   })
 
+  it('a party created under the id while the walk ran (its write began before the tombstone) is swept by the call that ends the walk', async () => {
+    const board = await newBoard()
+    const player = `erase-late-${crypto.randomUUID()}`
+    await submitFor(board, player, { score: 1 })
+    const partyId = `late-${crypto.randomUUID()}`
+    const proto = await runInDurableObject(
+      env.LEADERBOARD.getByName(board),
+      (inst: Leaderboard) => Object.getPrototypeOf(inst) as Pick<Leaderboard, 'removeEntry'>,
+    )
+    const removeEntry = proto.removeEntry
+    let committed = false
+    // While the boards are walked, after the erasure's first pass over Neon: the party's commit.
+    proto.removeEntry = async function (this: Leaderboard, boardId, playerId, opts) {
+      if (playerId === player && !committed) {
+        committed = true
+        await pg()`insert into parties (id, leader) values (${partyId}, ${player})`
+        await pg()`insert into party_members (party_id, player_id) values (${partyId}, ${player})`
+      }
+      return removeEntry.call(this, boardId, playerId, opts)
+    }
+    onTestFinished(() => {
+      proto.removeEntry = removeEntry
+    })
+    const { first } = await eraseAll(player)
+    expect(committed).toBe(true)
+    expect(first.leftParty).toBe(partyId)
+    expect(await pg()`select 1 from party_members where player_id = ${player}`).toEqual([])
+    expect(await pg()`select 1 from parties where id = ${partyId}`).toEqual([])
+  })
+
   it('a board that cannot be reached is 503 naming it, with Retry-After; the retry finishes the job', async () => {
     const [up, down] = [await newBoard(), await newBoard()]
     const player = `erase-${crypto.randomUUID()}`

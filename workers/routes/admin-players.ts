@@ -225,13 +225,20 @@ adminPlayers.openapi(eraseRoute, async (c) => {
       log('warn', 'erasure: entry not removed', { board: o.board, problem: o.answer.problem })
   }
   if (failed.length > 0) throw unreached('The player is erased from Neon', failed)
+  // The call that ends the walk sweeps Neon once more: a write that began before the tombstone
+  // (a party created, an archive page with the player's name) may commit after the first pass,
+  // and nothing would come back for it. Idempotent, and it keeps the tombstone's time.
+  const sweep = next === null ? await eraseFromNeon(c.env, playerId) : null
+  if (sweep?.leftParty) {
+    await cancelStaleTickets(c.env, sweep.leftParty, sweep.staleTickets, { by: 'erasure' })
+  }
   return c.json(
     {
       playerId,
-      profileDeleted: neon.hadProfile,
-      leftParty: neon.leftParty,
-      archivedRowsCleared: neon.archivedRowsCleared,
-      deviceKeptForBan: neon.deviceKeptForBan,
+      profileDeleted: neon.hadProfile || sweep?.hadProfile === true,
+      leftParty: neon.leftParty ?? sweep?.leftParty ?? null,
+      archivedRowsCleared: neon.archivedRowsCleared + (sweep?.archivedRowsCleared ?? 0),
+      deviceKeptForBan: sweep?.deviceKeptForBan ?? neon.deviceKeptForBan,
       tickets: { cancelled },
       boards: { walked: outcomes.length, entriesRemoved, next },
     },

@@ -8,7 +8,8 @@ import type {
   Rules,
   TickContext,
 } from './types.ts'
-import { ruleError } from './types.ts'
+import { intOption, optionFields } from './options.ts'
+import { isRuleError, ruleError } from './types.ts'
 
 /**
  * dice-race: turn-based and authoritative. Players take turns in roster order; the player whose
@@ -120,42 +121,20 @@ export interface DiceOptions {
 }
 
 function init(setup: GameSetup): DiceState | RuleError {
-  let target = DEFAULT_TARGET
-  let turnTicks: number | undefined
-  const { options } = setup
-  if (options !== undefined && options !== null) {
-    if (
-      !isPlainObject(options) ||
-      Object.keys(options).some((k) => k !== 'target' && k !== 'turnSeconds')
-    ) {
-      return ruleError(
-        'invalid_options',
-        'dice-race options are { target?: number, turnSeconds?: number }',
-      )
-    }
-    if (options.target !== undefined) {
-      const t = options.target
-      if (typeof t !== 'number' || !Number.isInteger(t) || t < 1 || t > MAX_TARGET) {
-        return ruleError('invalid_options', `target must be an integer from 1 to ${MAX_TARGET}`)
-      }
-      target = t
-    }
-    if (options.turnSeconds !== undefined) {
-      const t = options.turnSeconds
-      if (
-        typeof t !== 'number' ||
-        !Number.isInteger(t) ||
-        t < MIN_TURN_SECONDS ||
-        t > MAX_TURN_SECONDS
-      ) {
-        return ruleError(
-          'invalid_options',
-          `turnSeconds must be an integer from ${MIN_TURN_SECONDS} to ${MAX_TURN_SECONDS}`,
-        )
-      }
-      turnTicks = t * TICKS_PER_SECOND
-    }
-  }
+  const options = optionFields(setup.options, 'dice-race', ['target', 'turnSeconds'])
+  if (isRuleError(options)) return options
+  const target = intOption(options.target, 'target', 1, MAX_TARGET, DEFAULT_TARGET)
+  if (isRuleError(target)) return target
+  // No timer unless asked for (0: none).
+  const turnSeconds = intOption(
+    options.turnSeconds,
+    'turnSeconds',
+    MIN_TURN_SECONDS,
+    MAX_TURN_SECONDS,
+    0,
+  )
+  if (isRuleError(turnSeconds)) return turnSeconds
+  const turnTicks = turnSeconds === 0 ? undefined : turnSeconds * TICKS_PER_SECOND
   // Only timed games carry the fields: untimed states stay as they always were. The clock waits
   // for every player to connect.
   const timer =

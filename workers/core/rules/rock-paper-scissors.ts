@@ -8,7 +8,8 @@ import type {
   Rules,
   TickContext,
 } from './types.ts'
-import { ruleError } from './types.ts'
+import { intOption, optionFields } from './options.ts'
+import { isRuleError, ruleError } from './types.ts'
 
 /**
  * rock-paper-scissors: two players, simultaneous hidden moves, a match of `rounds` rounds (an odd
@@ -180,51 +181,24 @@ export interface RpsOptions {
 }
 
 function init(setup: GameSetup): RpsState | RuleError {
-  let rounds: number = RPS_DEFAULTS.rounds
-  let roundSeconds: number = RPS_DEFAULTS.roundSeconds
-  const { options } = setup
-  if (options !== undefined && options !== null) {
-    if (
-      !isPlainObject(options) ||
-      Object.keys(options).some((k) => k !== 'rounds' && k !== 'roundSeconds')
-    ) {
-      return ruleError(
-        'invalid_options',
-        'rock-paper-scissors options are { rounds?: number, roundSeconds?: number }',
-      )
-    }
-    if (options.rounds !== undefined) {
-      const r = options.rounds
-      if (
-        typeof r !== 'number' ||
-        !Number.isInteger(r) ||
-        r < 1 ||
-        r > MAX_OPTION_ROUNDS ||
-        r % 2 === 0
-      ) {
-        return ruleError(
-          'invalid_options',
-          `rounds must be an odd integer from 1 to ${MAX_OPTION_ROUNDS}`,
-        )
-      }
-      rounds = r
-    }
-    if (options.roundSeconds !== undefined) {
-      const s = options.roundSeconds
-      if (
-        typeof s !== 'number' ||
-        !Number.isInteger(s) ||
-        s < MIN_ROUND_SECONDS ||
-        s > MAX_ROUND_SECONDS
-      ) {
-        return ruleError(
-          'invalid_options',
-          `roundSeconds must be an integer from ${MIN_ROUND_SECONDS} to ${MAX_ROUND_SECONDS}`,
-        )
-      }
-      roundSeconds = s
-    }
+  const options = optionFields(setup.options, 'rock-paper-scissors', ['rounds', 'roundSeconds'])
+  if (isRuleError(options)) return options
+  const rounds = intOption(options.rounds, 'rounds', 1, MAX_OPTION_ROUNDS, RPS_DEFAULTS.rounds)
+  if (isRuleError(rounds)) return rounds
+  if (rounds % 2 === 0) {
+    return ruleError(
+      'invalid_options',
+      `rounds must be an odd integer from 1 to ${MAX_OPTION_ROUNDS}`,
+    )
   }
+  const roundSeconds = intOption(
+    options.roundSeconds,
+    'roundSeconds',
+    MIN_ROUND_SECONDS,
+    MAX_ROUND_SECONDS,
+    RPS_DEFAULTS.roundSeconds,
+  )
+  if (isRuleError(roundSeconds)) return roundSeconds
   return {
     rounds,
     roundTicks: roundSeconds * TICKS_PER_SECOND,

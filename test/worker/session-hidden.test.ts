@@ -4,6 +4,7 @@ import { RETENTION_MS } from '../../durable-objects/game-session.ts'
 import type { LogRecord } from '../../workers/core/rules/index.ts'
 import { ADMIN_KEY, bearer, call } from './helpers/http.ts'
 import {
+  clockAtCreation,
   connect,
   createSession,
   type Frame,
@@ -165,12 +166,7 @@ describe('hidden information against the clock (rock-paper-scissors)', () => {
       options: { rounds: 3, roundSeconds: 5 },
     })
     // The object's clock stands still at the session's creation until the test moves it.
-    const createdAt = await inObject(sessionId, (inst) => {
-      const info = inst.info()
-      const created = info.ok ? info.createdAt : 0
-      inst.now = () => created
-      return created
-    })
+    const createdAt = await clockAtCreation(sessionId)
     const a = await connect(sessionId, tokens[alice]!)
     await a.nextOf('welcome')
     await eventAt(a, 1)

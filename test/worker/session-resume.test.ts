@@ -11,6 +11,7 @@ import {
 } from '../../workers/core/rules/index.ts'
 import { ADMIN_KEY, bearer, call, json, newGuest, problem } from './helpers/http.ts'
 import {
+  clockAtCreation,
   connect,
   createSession,
   type Frame,
@@ -82,12 +83,7 @@ async function timedEveryoneIn(n: number, options: Record<string, unknown>) {
     roster: players.map((playerId) => ({ playerId })),
     options,
   })
-  const createdAt = await inObject(sessionId, (inst) => {
-    const info = inst.info()
-    const created = info.ok ? info.createdAt : 0
-    inst.now = () => created
-    return created
-  })
+  const createdAt = await clockAtCreation(sessionId)
   const sockets = await Promise.all(players.map((p) => connect(sessionId, tokens[p]!)))
   for (const s of sockets) await s.nextOf('welcome')
   for (const s of sockets) await untilSeq(s, n)
@@ -336,12 +332,7 @@ describe('reconnecting', () => {
       roster: players.map((playerId) => ({ playerId })),
       options: { target: 1000, turnSeconds: 5 },
     })
-    const createdAt = await inObject(sessionId, (inst) => {
-      const info = inst.info()
-      const created = info.ok ? info.createdAt : 0
-      inst.now = () => created
-      return created
-    })
+    const createdAt = await clockAtCreation(sessionId)
     const a = await connect(sessionId, tokens[pa]!)
     await a.nextOf('welcome')
     await untilSeq(a, 1)

@@ -166,6 +166,19 @@ export function inObject<R>(
   return runInDurableObject(sessionObject(sessionId), fn)
 }
 
+/**
+ * Stops a session's clock at its creation (the test moves it from there: `inst.now`), so a slow
+ * machine cannot move a deadline; returns the creation time.
+ */
+export function clockAtCreation(sessionId: string): Promise<number> {
+  return inObject(sessionId, (inst) => {
+    const info = inst.info()
+    const created = info.ok ? info.createdAt : 0
+    inst.now = () => created
+    return created
+  })
+}
+
 /** The dice-race state of a welcome frame. */
 export function diceState(frame: Frame): DiceState {
   return frame.state as DiceState

@@ -167,23 +167,37 @@ export const requireMetricsReader = (): MiddlewareHandler<AppEnv> =>
     // An address past its allowance of wrong keys gets no comparison with the metrics token
     // either (principalOf answers it 429); a wrong one counts as a wrong admin key there.
     const guard = adminKeyGuard(c)
-    if (credential && guard.wait() === 0) {
-      if (await isMetricsToken(c.env, credential)) return next()
-      // There, a credential shaped like a token counts only when the admin key has that shape:
-      // a metrics token of that shape would be guessed in it, uncounted.
-      const { METRICS_TOKEN, ADMIN_KEY } = c.env
-      if (
-        METRICS_TOKEN !== undefined &&
-        isTokenShaped(METRICS_TOKEN) &&
-        isTokenShaped(credential) &&
-        !(ADMIN_KEY !== undefined && isTokenShaped(ADMIN_KEY))
-      ) {
-        await guard.wrong()
+    // The comparison is counted against the allowance before it starts, as the admin key's is:
+    // a burst of guesses sent at once would otherwise all pass `wait()` before the first was
+    // counted. Held until the admin-key check below is done too, then given back: a guess then
+    // counts once (as a wrong admin key), the scraper's own token and the admin key not at all.
+    let compared: { right(): void } | null = null
+    try {
+      if (credential && guard.wait() === 0) {
+        compared = guard.comparing()
+        if (await isMetricsToken(c.env, credential)) {
+          compared.right()
+          compared = null
+          return await next()
+        }
+        // There, a credential shaped like a token counts only when the admin key has that
+        // shape: a metrics token of that shape would be guessed in it, uncounted.
+        const { METRICS_TOKEN, ADMIN_KEY } = c.env
+        if (
+          METRICS_TOKEN !== undefined &&
+          isTokenShaped(METRICS_TOKEN) &&
+          isTokenShaped(credential) &&
+          !(ADMIN_KEY !== undefined && isTokenShaped(ADMIN_KEY))
+        ) {
+          await guard.wrong()
+        }
       }
-    }
-    const p = await principalOf(c)
-    if (p.kind !== 'admin') {
-      throw new ApiError('forbidden', '/metrics needs the metrics token or the admin key')
+      const p = await principalOf(c)
+      if (p.kind !== 'admin') {
+        throw new ApiError('forbidden', '/metrics needs the metrics token or the admin key')
+      }
+    } finally {
+      compared?.right()
     }
     await next()
   })

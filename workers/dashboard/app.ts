@@ -9,7 +9,8 @@ export const DASHBOARD_JS = String.raw`
   var API = '/dashboard/api'
   var SVG = 'http://www.w3.org/2000/svg'
   var params = new URLSearchParams(location.search)
-  var INTERVAL_MS = Math.max(1000, Number(params.get('interval')) || 5000)
+  // 1 s to 1 minute: past 2^31 ms a browser fires a timer at once, and the page polled back to back.
+  var INTERVAL_MS = Math.min(60000, Math.max(1000, Number(params.get('interval')) || 5000))
   var HISTORY = 120
   var COLORS = ['#4cc2ff', '#5fd38d', '#ffb84c', '#ff6b6b', '#c792ea', '#7fdbca']
 
@@ -192,7 +193,11 @@ export const DASHBOARD_JS = String.raw`
       : 'from /metrics, every isolate'
     var sample = { t: now, requests: m.requests, client: m.clientErrors, server: m.serverErrors, routes: {} }
     m.routes.forEach(function (r) { sample.routes[r.method + ' ' + r.route] = r.requests })
-    var prev = state.prev
+    // Rates are differences between two readings of the same totals: a reading of another scope
+    // (the whole cluster against one isolate, when the hub comes or goes) starts over.
+    sample.scope = o.metricsScope
+    var prev = state.prev && state.prev.scope === sample.scope ? state.prev : null
+    if (state.prev && !prev) state.samples = []
     state.prev = sample
     var rate = null
     if (prev && now > prev.t) {
@@ -208,7 +213,7 @@ export const DASHBOARD_JS = String.raw`
     ], 'errors/s')
     rows($('routes').tBodies[0], m.routes.slice(0, 25), function (r) {
       var key = r.method + ' ' + r.route
-      var rr = prev && prev.routes[key] !== undefined && now > prev.t ? (r.requests - prev.routes[key]) / ((now - prev.t) / 1000) : null
+      var rr = prev && prev.routes[key] !== undefined && now > prev.t ? Math.max(0, (r.requests - prev.routes[key]) / ((now - prev.t) / 1000)) : null
       return el('tr', null, [
         td(key), td(fmt(r.requests), 'num'), td(rr === null ? '–' : fmt(rr, 1), 'num'),
         td(fmt(r.clientErrors), 'num'), td(fmt(r.serverErrors), 'num' + (r.serverErrors ? ' bad' : '')),

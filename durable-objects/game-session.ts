@@ -13,8 +13,8 @@ import {
   type MatchState,
   type RosterEntry,
   type RuleError,
+  viewRecord,
 } from '../workers/core/rules/index.ts'
-import { viewRecord } from '../workers/core/rules/engine.ts'
 import { exceedsUtf8Bytes, jsonEqual } from '../workers/core/rules/json.ts'
 import { IDEMPOTENCY_TTL_MS } from '../workers/core/leaderboard.ts'
 import type { Env } from '../workers/env.ts'

@@ -3,8 +3,7 @@ import type { Context } from 'hono'
 import { decodeJwt } from 'jose'
 import type { AppEnv } from '../app-env.ts'
 import { PLAYER_HEADER } from '../../durable-objects/game-session.ts'
-import { viewRecord } from '../core/rules/engine.ts'
-import { getRules, type RosterEntry } from '../core/rules/index.ts'
+import { getRules, viewRecord, type RosterEntry } from '../core/rules/index.ts'
 import { authenticate, bearer, verifyPlayerToken } from '../lib/auth.ts'
 import {
   BEARER,

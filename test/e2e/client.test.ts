@@ -18,6 +18,7 @@ import {
   type SocketLike,
 } from '../../client/src/index.ts'
 import { playDuel } from '../../examples/dice-duel.ts'
+import { playRps } from '../../examples/rps-duel.ts'
 import { admin, eventually, guestClient, stack, uid, within } from './helpers.ts'
 
 describe('types', () => {
@@ -893,5 +894,75 @@ describe('examples/dice-duel.ts', () => {
     expect(results.filter((r) => r.won)).toHaveLength(1)
     // a rolled after all: the roll it lost was sent again on the resumed socket.
     expect(results[0]!.rolls).toBeGreaterThan(0)
+  })
+})
+
+describe('examples/rps-duel.ts', () => {
+  async function rpsQueue(): Promise<string> {
+    const queue = uid('rps')
+    await admin('PUT', `/v1/admin/queues/${queue}`, {
+      teams: 2,
+      teamSize: 1,
+      rules: 'rock-paper-scissors',
+      rulesOptions: { rounds: 3, roundSeconds: 30 },
+      maxRatingGap: 1000,
+      widenPerSecond: 100,
+      regions: ['eu'],
+    })
+    return queue
+  }
+
+  it('two players play hidden moves to the end: the opponent’s pending move never reaches the client', async () => {
+    const queue = await rpsQueue()
+    const board = uid('rps-wins')
+    await admin('PUT', `/v1/admin/leaderboards/${board}`, { operator: 'incr' })
+    const [a, b] = await Promise.all([guestClient(), guestClient()])
+    // Seeds 1 and 2 draw round 1 (paper, paper), then play three more rounds.
+    const results = await Promise.all(
+      [a, b].map((n, i) => playRps(n, { queue, board, seed: i + 1 })),
+    )
+    const ids = results.map((r) => r.playerId)
+    const winners = results.filter((r) => r.won)
+    expect(winners).toHaveLength(1)
+    expect(winners[0]!.rank).toBe(1)
+    expect(results.find((r) => !r.won)!.rank).toBeNull()
+
+    // Both saw the same rounds, each revealing both moves; the winner took 2 of them.
+    expect(results[0]!.rounds).toEqual(results[1]!.rounds)
+    const rounds = results[0]!.rounds
+    expect(rounds.map((r) => r.round)).toEqual([1, 2, 3, 4])
+    expect(rounds[0]!.winner).toBeNull()
+    for (const r of rounds) {
+      expect(Object.keys(r.moves).sort()).toEqual([...ids].sort())
+      for (const id of ids) expect(['rock', 'paper', 'scissors']).toContain(r.moves[id])
+    }
+    expect(rounds.filter((r) => r.winner === winners[0]!.playerId)).toHaveLength(2)
+
+    // Each round's first move is a `chosen` event: its mover gets it whole, the other player
+    // without `move`, until the `round` event reveals both.
+    for (const [i, r] of results.entries()) {
+      const opponent = ids[1 - i]!
+      for (const e of r.sawOpponent.chosen) {
+        expect(e).toEqual({ kind: 'chosen', round: expect.any(Number), player: opponent })
+        expect(e).not.toHaveProperty('move')
+        expect(rounds.find((x) => x.round === e.round)!.moves[opponent]).not.toBeNull()
+      }
+      for (const p of r.sawOpponent.welcome) expect(p.move).toBeNull()
+      for (const e of r.ownChosen) {
+        expect(e).toMatchObject({ kind: 'chosen', player: r.playerId })
+        expect(e.move).toBe(rounds.find((x) => x.round === e.round)!.moves[r.playerId])
+      }
+    }
+    // Every round had a first mover, who is connected by then and gets their own copy. The other
+    // player gets the hidden one in every round but perhaps the first (a welcome after that move
+    // shows it as `chosen: true` instead): the game has four rounds, so this is never vacuous.
+    const own = results
+      .flatMap((r) => r.ownChosen.map((e) => Number(e.round)))
+      .sort((x, y) => x - y)
+    const hidden = results
+      .flatMap((r) => r.sawOpponent.chosen.map((e) => Number(e.round)))
+      .sort((x, y) => x - y)
+    expect(own).toEqual([1, 2, 3, 4])
+    expect(hidden).toEqual(hidden.length === 4 ? [1, 2, 3, 4] : [2, 3, 4])
   })
 })

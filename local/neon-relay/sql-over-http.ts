@@ -104,6 +104,23 @@ function errorBody(error: pg.DatabaseError): Record<string, string> {
 }
 
 /**
+ * What Neon's proxy answers itself, before a query reaches Postgres: it authenticates the
+ * connection string and connects on its own, and its errors (a wrong password, a compute it
+ * cannot wake) come back as 400 with an empty `code`, never Postgres's SQLSTATE.
+ */
+class ProxyError extends Error {}
+
+/** A pool's client; a refusal while connecting is the proxy's (ProxyError), as on Neon. */
+async function connect(pool: pg.Pool): Promise<PoolClient> {
+  try {
+    return await pool.connect()
+  } catch (error) {
+    if (error instanceof pg.DatabaseError) throw new ProxyError(error.message)
+    throw error
+  }
+}
+
+/**
  * Neon's SQL-over-HTTP endpoint (`POST /sql`, used by `neon()` and drizzle's neon-http) on top of
  * node-postgres. Credentials come from the `Neon-Connection-String` header, but the host and
  * port are always the local Postgres's. Every query uses the extended protocol, so one
@@ -146,14 +163,23 @@ export class SqlOverHttp {
       const batch = (body as { queries?: unknown } | null)?.queries
       if (batch === undefined) {
         const query = parseQuery(body)
-        const result = await pool.query(config(query))
+        const client = await connect(pool)
+        let result: QueryResult
+        try {
+          result = await client.query(config(query))
+        } catch (error) {
+          // As node-postgres's own pool.query: a client whose query failed is not reused.
+          client.release(error as Error)
+          throw error
+        }
+        client.release()
         sendJson(res, 200, toHttpResult(result, arrayMode))
         return
       }
       if (!Array.isArray(batch)) throw new HttpError(400, '"queries" must be an array')
       const queries = batch.map(parseQuery)
       const begin = this.#beginStatement(req)
-      const client = await pool.connect()
+      const client = await connect(pool)
       let broken: Error | undefined
       try {
         await client.query(begin)
@@ -170,7 +196,8 @@ export class SqlOverHttp {
         client.release(broken)
       }
     } catch (error) {
-      if (error instanceof HttpError) sendJson(res, error.status, { message: error.message })
+      if (error instanceof ProxyError) sendJson(res, 400, { message: error.message, code: '' })
+      else if (error instanceof HttpError) sendJson(res, error.status, { message: error.message })
       else if (error instanceof pg.DatabaseError) sendJson(res, 400, errorBody(error))
       else sendJson(res, 502, { message: `cannot reach Postgres: ${(error as Error).message}` })
     }

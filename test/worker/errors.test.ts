@@ -425,6 +425,19 @@ describe('which database errors are 503', () => {
     ).toBe(false)
   })
 
+  it('a request too large for Neon (HTTP 413, the query’s own doing) is not unreachable', async () => {
+    // A real one: the relay refuses bodies over 10 MiB as Neon does.
+    const tooLarge = await getSql(env as never)
+      .query('select length($1::text)', ['x'.repeat(11 * 1024 * 1024)])
+      .then(
+        () => null,
+        (err: unknown) => err,
+      )
+    expect(tooLarge).toBeInstanceOf(NeonDbError)
+    expect(String((tooLarge as Error).message)).toContain('413')
+    expect(isDatabaseUnreachable(tooLarge)).toBe(false)
+  })
+
   it('a query cancelled by its statement timeout (57014) may succeed again, and is 503; a wrong query is not', async () => {
     const sql = getSql(env as never)
     const timedOut = await sql

@@ -161,12 +161,12 @@ export function isDatabaseUnreachable(err: unknown): boolean {
   if (code !== undefined) return UNAVAILABLE_SQLSTATE.test(code)
   let e: unknown = err
   for (let i = 0; i < 3 && e && typeof e === 'object'; i++) {
-    // Neon's answer was too large (HTTP 507, the driver's "Server error (HTTP status 507)"):
-    // the query's own doing, the same every time it is sent.
-    if (e instanceof NeonDbError) return !RESPONSE_TOO_LARGE.test(e.message)
+    // Neon's answer was too large (HTTP 507, the driver's "Server error (HTTP status 507)"), or
+    // the request (413): the query's own doing, the same every time it is sent.
+    if (e instanceof NeonDbError) return !TOO_LARGE.test(e.message)
     e = (e as { cause?: unknown }).cause
   }
   return false
 }
 
-const RESPONSE_TOO_LARGE = /^Server error \(HTTP status 507\)/
+const TOO_LARGE = /^Server error \(HTTP status (507|413)\)/

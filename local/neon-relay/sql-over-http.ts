@@ -130,10 +130,32 @@ export class SqlOverHttp {
   readonly #target: SqlTarget
   readonly #pools = new Map<string, pg.Pool>()
   readonly #maxBodyBytes: number
+  readonly #maxResponseBytes: number
 
-  constructor(target: SqlTarget, maxBodyBytes = 10 * 1024 * 1024) {
+  constructor(
+    target: SqlTarget,
+    maxBodyBytes = 10 * 1024 * 1024,
+    maxResponseBytes = 10 * 1024 * 1024,
+  ) {
     this.#target = target
     this.#maxBodyBytes = maxBodyBytes
+    this.#maxResponseBytes = maxResponseBytes
+  }
+
+  /** Sends a result, or, past Neon's limit on an answer, Neon's 507 in its place. */
+  #sendResult(res: ServerResponse, body: unknown): void {
+    const text = JSON.stringify(body)
+    if (Buffer.byteLength(text) > this.#maxResponseBytes) {
+      sendJson(res, 507, {
+        message: `response is too large (max is ${this.#maxResponseBytes} bytes)`,
+      })
+      return
+    }
+    res.writeHead(200, {
+      'content-type': 'application/json',
+      'content-length': Buffer.byteLength(text),
+    })
+    res.end(text)
   }
 
   /** Answers one `POST /sql` request. */
@@ -173,7 +195,7 @@ export class SqlOverHttp {
           throw error
         }
         client.release()
-        sendJson(res, 200, toHttpResult(result, arrayMode))
+        this.#sendResult(res, toHttpResult(result, arrayMode))
         return
       }
       if (!Array.isArray(batch)) throw new HttpError(400, '"queries" must be an array')
@@ -188,7 +210,7 @@ export class SqlOverHttp {
           results.push(toHttpResult(await client.query(config(query)), arrayMode))
         }
         await client.query('COMMIT')
-        sendJson(res, 200, { results })
+        this.#sendResult(res, { results })
       } catch (error) {
         broken = await this.#rollback(client, error)
         throw error

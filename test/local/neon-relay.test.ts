@@ -364,6 +364,21 @@ describe('HTTP mode (neon())', () => {
     })
   })
 
+  it('refuses an answer over 10 MiB with 507, as Neon does', async () => {
+    const sql = neon(server.url)
+    const big = 10 * 1024 * 1024 + 1
+    await expect(sql.query('SELECT repeat($1, $2::int) AS s', ['x', big])).rejects.toMatchObject({
+      message: expect.stringContaining('HTTP status 507'),
+    })
+    await expect(
+      sql.transaction([sql.query('SELECT repeat($1, $2::int)', ['x', big])]),
+    ).rejects.toMatchObject({
+      message: expect.stringContaining('HTTP status 507'),
+    })
+    const [row] = await sql.query('SELECT length(repeat($1, $2::int)) AS n', ['x', big])
+    expect(Number(row!.n)).toBe(big)
+  })
+
   it('enforces one statement per query, as Neon does', async () => {
     const sql = neon(server.url)
     await expect(sql.query('SELECT 1; SELECT 2')).rejects.toMatchObject({ code: '42601' })

@@ -933,6 +933,11 @@ export class MatchTicket extends Emitter<TicketEvents> {
     this.offSignOut()
     this.abort.abort()
     if (isOpen(this.socket)) this.socket.close(1000, 'failed')
+    // A ticket this wait made is left on the server, best effort: still matchable through the
+    // pool's disconnect grace, it would make a match this player never joins (and forfeits).
+    // Over HTTP, which may work where the socket did not (a proxy blocking WebSockets).
+    const ticketId = this.ticketId
+    if (ticketId !== null) void this.deleteTicket(ticketId).catch(() => {})
     this.rejectMatch(err)
   }
 }

@@ -685,6 +685,34 @@ describe('client SDK under failure', () => {
     await expect(game.ended).rejects.toMatchObject({ status: 401 })
   })
 
+  it("a ticket over `transport: 'websocket'` whose socket cannot come back fails, and leaves the queue over HTTP (it would be matched through the pool's grace)", async () => {
+    const deletes: string[] = []
+    const client = createClient({
+      baseUrl: 'http://nexus.test',
+      maxReconnects: 1,
+      retry: { baseDelayMs: 1, maxDelayMs: 5 },
+      fetch: guestFetch((url, init) => {
+        if (init?.method === 'DELETE') {
+          deletes.push(decodeURIComponent(url.pathname))
+          return ticket({ status: 'cancelled', reason: 'cancelled' })
+        }
+        return jsonRes(200, {})
+      }),
+      WebSocket: ticketThenNoSocket(),
+    })
+    await client.auth.guest('device-abcdef-123456')
+    const t = client.matchmaking.join('duel', { region: 'eu', transport: 'websocket' })
+    await expect(t.matched).rejects.toBeInstanceOf(NexusNetworkError)
+    await within(
+      (async () => {
+        while (deletes.length === 0) await new Promise((r) => setTimeout(r, 1))
+      })(),
+      'the DELETE',
+      2000,
+    )
+    expect(deletes).toEqual(['/v1/matchmaking/tickets/t1'])
+  })
+
   it('a socket ticket that falls back to HTTP joins again over HTTP, ending the server’s grace on the same ticket', async () => {
     const joins: unknown[] = []
     let rejoined = false

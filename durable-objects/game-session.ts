@@ -826,6 +826,11 @@ export class GameSession extends DurableObject<Env> {
       }
     }
     if (this.status === 'live') {
+      // Closed already (its missed events could not be viewed): the player is not back.
+      if (server.readyState !== WebSocket.OPEN) {
+        await this.scheduleAlarm()
+        return new Response(null, { status: 101, webSocket: pair[0] })
+      }
       this.sql.exec(`DELETE FROM timers WHERE player_id = ?`, player)
       const wasAbsent = this.sql.exec(`DELETE FROM absent WHERE player_id = ?`, player).rowsWritten
       const tick = this.tickAt(now)
@@ -1097,8 +1102,9 @@ export class GameSession extends DurableObject<Env> {
 
   /**
    * `record` as `player` may see it; null when the rules' `viewEvent` threw, and then `ws` is
-   * closed: a player whose view cannot be made gets no event rather than the whole one (a
-   * resume would fail the same way, so the client hears of it at once).
+   * closed as if its client had closed it (the last of a player's starts their grace): a player
+   * whose view cannot be made gets no event rather than the whole one (a resume would fail the
+   * same way, so the client hears of it at once).
    */
   private viewFor(record: LogRecord, player: string, ws: WebSocket): LogRecord | null {
     try {
@@ -1112,6 +1118,8 @@ export class GameSession extends DurableObject<Env> {
       } catch {
         // Already closed.
       }
+      // Its grace timer is written before the first await: a caller going on sees it.
+      void this.disconnected(ws)
       return null
     }
   }

@@ -213,8 +213,15 @@ describe('hidden information against the clock (rock-paper-scissors)', () => {
     }
   })
 
-  it('rules whose viewEvent throws close the socket it failed for, and send that player nothing of the event', async () => {
-    const { sessionId, alice, a, b } = await match()
+  it('rules whose viewEvent throws close the socket it failed for, send that player nothing of the event, and start their grace, resuming too', async () => {
+    const { sessionId, tokens, alice, bob, a, b } = await match()
+    const graces = () =>
+      inObject(sessionId, (_inst, state) =>
+        state.storage.sql
+          .exec<{ player_id: string }>('SELECT player_id FROM timers ORDER BY player_id')
+          .toArray()
+          .map((r) => r.player_id),
+      )
     await inObject(sessionId, (inst) => {
       const self = inst as unknown as { rules: { viewEvent: unknown } }
       self.rules = {
@@ -232,5 +239,13 @@ describe('hidden information against the clock (rock-paper-scissors)', () => {
     // The move itself was accepted and logged: the admin's log has it.
     const whole = await eventsAs(sessionId, ADMIN_KEY)
     expect(whole[2]).toMatchObject({ event: { kind: 'chosen', player: alice, move: 'paper' } })
+    // Both players' sockets went as their clients' would: each one's grace runs.
+    expect(await graces()).toEqual([alice, bob].sort())
+    // A resume whose missed events cannot be viewed: closed at once, and the player is not
+    // counted back (their grace still runs, nothing logged for the connection).
+    const resumed = await connect(sessionId, tokens[bob]!, { since: 2 })
+    expect(await resumed.whenClosed()).toEqual({ code: 1011, reason: 'event view failed' })
+    expect(await graces()).toEqual([alice, bob].sort())
+    expect(await eventsAs(sessionId, ADMIN_KEY)).toEqual(whole)
   })
 })

@@ -566,6 +566,42 @@ describe('erasing a player (admin)', () => {
     expect(await pg()`select 1 from parties where id = ${partyId}`).toEqual([])
   })
 
+  it('a pool that cannot be reached holds up no board: the walk removes the entries, then 503 names the pool; the retry cancels the ticket', async () => {
+    const queue = await createQueue({ teamSize: 3 })
+    await rig(queue, newClock())
+    const board = await newBoard()
+    const player = `erase-q-down-${crypto.randomUUID().slice(0, 8)}`
+    await submitFor(board, player, { score: 1 })
+    const ticket = await joinFor(queue, player)
+    const proto = await runInDurableObject(
+      poolOf(queue),
+      (inst: MatchPool) => Object.getPrototypeOf(inst) as Pick<MatchPool, 'removePlayer'>,
+    )
+    const removePlayer = proto.removePlayer
+    proto.removePlayer = () => Promise.reject(new Error('pool down'))
+    onTestFinished(() => {
+      proto.removePlayer = removePlayer
+    })
+    let res: Response
+    for (let after = PREFIX; ;) {
+      res = await erase(player, after)
+      if (res.status !== 202) break
+      after = ((await res.json()) as Erasure).boards.next!
+    }
+    expect(res.headers.get('retry-after')).toBe('5')
+    const p = await problem(res)
+    expect(p).toMatchObject({ status: 503, type: 'urn:nexus:problem:unavailable' })
+    expect(p.body.pools).toEqual([`${queue}/eu`])
+    // The boards were walked all the same.
+    expect(
+      (await fresh<{ entry: unknown }>(`/v1/leaderboards/${board}/players/${player}`)).entry,
+    ).toBeNull()
+    expect((await ticketOf(ticket.ticketId)).status).toBe('waiting')
+    proto.removePlayer = removePlayer
+    const retry = await eraseAll(player)
+    expect(retry.first.tickets).toEqual({ cancelled: [ticket.ticketId] })
+  })
+
   it('a board that cannot be reached is 503 naming it, with Retry-After; the retry finishes the job', async () => {
     const [up, down] = [await newBoard(), await newBoard()]
     const player = `erase-${crypto.randomUUID()}`

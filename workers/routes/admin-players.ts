@@ -136,7 +136,7 @@ const eraseRoute = createRoute({
     'display name, the rating: the device signs in as a new player afterwards), takes them out of ' +
     'their party (a leader hands over, its queued tickets are cancelled as on any leave) and off ' +
     'invites, cancels a matchmaking ticket of theirs still waiting (reason `erased`, before any ' +
-    'board: 503 naming `pools` it could not reach), clears the name and metadata copied into archived standings, and removes their entry from every ' +
+    'board: 503 naming `pools` it could not reach, after the boards), clears the name and metadata copied into archived standings, and removes their entry from every ' +
     "board's current cycle. Ranks, scores, rewards and match results stay under the bare id, which " +
     'names nobody once the profile is gone; the id is kept as erased, so a match the player was ' +
     "still in rates and records nothing of theirs; an account ban keeps a banned guest's device " +
@@ -174,25 +174,21 @@ function unreached(done: string, failed: readonly string[]): ApiError {
 }
 
 /**
- * A ban's or an erasure's step in the queues (`removeFromQueues`): the tickets cancelled, or 503
- * naming the pools that could not be reached (the call is idempotent: the caller sends it again).
+ * A ban's last step, in the queues (`removeFromQueues`): the tickets cancelled, or 503 naming the
+ * pools that could not be reached (the call is idempotent: the caller sends it again).
  */
-async function leaveQueues(
-  env: Env,
-  playerId: string,
-  reason: 'banned' | 'erased',
-): Promise<string[]> {
-  const { cancelled, unreached } = await removeFromQueues(env, playerId, reason)
+async function banLeavesQueues(env: Env, playerId: string): Promise<string[]> {
+  const { cancelled, unreached } = await removeFromQueues(env, playerId, 'banned')
   if (unreached.length === 0) return cancelled
-  // A ban reaches the queues after every board; an erasure before any.
-  const done =
-    reason === 'banned'
-      ? 'The player is banned in Neon and on every board'
-      : 'The player is erased from Neon'
-  throw new ApiError(
+  throw poolsUnreached('The player is banned in Neon and on every board', unreached)
+}
+
+/** 503 naming the queue pools (the first 100) a ban's or an erasure's step could not reach. */
+function poolsUnreached(done: string, pools: readonly string[]): ApiError {
+  return new ApiError(
     'unavailable',
-    `${done}, but ${unreached.length} queue pool(s) could not be reached: retry`,
-    { pools: unreached.slice(0, 100) },
+    `${done}, but ${pools.length} queue pool(s) could not be reached: retry`,
+    { pools: pools.slice(0, 100) },
     { 'retry-after': '5' },
   )
 }
@@ -208,8 +204,9 @@ adminPlayers.openapi(eraseRoute, async (c) => {
   // A ticket left waiting would make a match after the erasure, which plays them as a new player
   // (the session, made after the erasure, does not count them as erased): a profile again. So
   // every call cancels theirs first, before the boards, however many calls the walk takes: the
-  // tombstone already keeps them from queueing again.
-  const cancelled = await leaveQueues(c.env, playerId, 'erased')
+  // tombstone already keeps them from queueing again. A pool out of reach is reported after the
+  // walk, so that it holds up no board's removal.
+  const queues = await removeFromQueues(c.env, playerId, 'erased')
   const { outcomes, next } = await walkBoards(c.env, after, 'erasure: board removal', (id) =>
     boardStub(c.env, id).removeEntry(id, playerId, { erasedAt: neon.erasedAt }),
   )
@@ -225,6 +222,9 @@ adminPlayers.openapi(eraseRoute, async (c) => {
       log('warn', 'erasure: entry not removed', { board: o.board, problem: o.answer.problem })
   }
   if (failed.length > 0) throw unreached('The player is erased from Neon', failed)
+  if (queues.unreached.length > 0) {
+    throw poolsUnreached('The player is erased from Neon and the boards walked', queues.unreached)
+  }
   // The call that ends the walk sweeps Neon once more: a write that began before the tombstone
   // (a party created, an archive page with the player's name) may commit after the first pass,
   // and nothing would come back for it. Idempotent, and it keeps the tombstone's time.
@@ -239,7 +239,7 @@ adminPlayers.openapi(eraseRoute, async (c) => {
       leftParty: neon.leftParty ?? sweep?.leftParty ?? null,
       archivedRowsCleared: neon.archivedRowsCleared + (sweep?.archivedRowsCleared ?? 0),
       deviceKeptForBan: sweep?.deviceKeptForBan ?? neon.deviceKeptForBan,
-      tickets: { cancelled },
+      tickets: { cancelled: queues.cancelled },
       boards: { walked: outcomes.length, entriesRemoved, next },
     },
     next === null ? 200 : 202,
@@ -330,7 +330,7 @@ adminPlayers.openapi(banAccountRoute, async (c) => {
   if (full.length > 0) log('warn', 'account ban: boards full of bans', { playerId, boards: full })
   // The queues last, by the call that ends the walk: a pool that cannot be reached then makes
   // that call's retry walk its page of boards again, never every board's.
-  const cancelled = next === null ? await leaveQueues(c.env, playerId, 'banned') : []
+  const cancelled = next === null ? await banLeavesQueues(c.env, playerId) : []
   return c.json(
     {
       ...ban,

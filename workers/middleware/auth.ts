@@ -169,35 +169,33 @@ export const requireMetricsReader = (): MiddlewareHandler<AppEnv> =>
     const guard = adminKeyGuard(c)
     // The comparison is counted against the allowance before it starts, as the admin key's is:
     // a burst of guesses sent at once would otherwise all pass `wait()` before the first was
-    // counted. Held until the admin-key check below is done too, then given back: a guess then
-    // counts once (as a wrong admin key), the scraper's own token and the admin key not at all.
-    let compared: { right(): void } | null = null
-    try {
-      if (credential && guard.wait() === 0) {
-        compared = guard.comparing()
-        if (await isMetricsToken(c.env, credential)) {
-          compared.right()
-          compared = null
-          return await next()
-        }
-        // There, a credential shaped like a token counts only when the admin key has that
-        // shape: a metrics token of that shape would be guessed in it, uncounted.
-        const { METRICS_TOKEN, ADMIN_KEY } = c.env
-        if (
-          METRICS_TOKEN !== undefined &&
-          isTokenShaped(METRICS_TOKEN) &&
-          isTokenShaped(credential) &&
-          !(ADMIN_KEY !== undefined && isTokenShaped(ADMIN_KEY))
-        ) {
-          await guard.wrong()
-        }
+    // counted. Given back as soon as it answers: a guess is then counted by the admin-key check
+    // below (in the same synchronous step, for a credential that is not a token), the scraper's
+    // own token not at all.
+    if (credential && guard.wait() === 0) {
+      const compared = guard.comparing()
+      let isMetrics: boolean
+      try {
+        isMetrics = await isMetricsToken(c.env, credential)
+      } finally {
+        compared.right()
       }
-      const p = await principalOf(c)
-      if (p.kind !== 'admin') {
-        throw new ApiError('forbidden', '/metrics needs the metrics token or the admin key')
+      if (isMetrics) return next()
+      // There, a credential shaped like a token counts only when the admin key has that shape:
+      // a metrics token of that shape would be guessed in it, uncounted.
+      const { METRICS_TOKEN, ADMIN_KEY } = c.env
+      if (
+        METRICS_TOKEN !== undefined &&
+        isTokenShaped(METRICS_TOKEN) &&
+        isTokenShaped(credential) &&
+        !(ADMIN_KEY !== undefined && isTokenShaped(ADMIN_KEY))
+      ) {
+        await guard.wrong()
       }
-    } finally {
-      compared?.right()
+    }
+    const p = await principalOf(c)
+    if (p.kind !== 'admin') {
+      throw new ApiError('forbidden', '/metrics needs the metrics token or the admin key')
     }
     await next()
   })

@@ -935,9 +935,10 @@ export class MatchTicket extends Emitter<TicketEvents> {
     if (isOpen(this.socket)) this.socket.close(1000, 'failed')
     // A ticket this wait made is left on the server, best effort: still matchable through the
     // pool's disconnect grace, it would make a match this player never joins (and forfeits).
-    // Over HTTP, which may work where the socket did not (a proxy blocking WebSockets).
+    // Over HTTP, which may work where the socket did not (a proxy blocking WebSockets). A
+    // member's failure leaves the party's ticket to its leader: it is the whole party's.
     const ticketId = this.ticketId
-    if (ticketId !== null) void this.deleteTicket(ticketId).catch(() => {})
+    if (ticketId !== null && this.role === 'join') void this.deleteTicket(ticketId).catch(() => {})
     this.rejectMatch(err)
   }
 }

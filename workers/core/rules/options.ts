@@ -3,7 +3,7 @@ import { ruleError, type RuleError } from './types.ts'
 
 /**
  * A rules module's options as an object holding only `fields` (absent or null: none set), or the
- * refusal naming what the module takes.
+ * refusal naming what the module takes (as numbers: every option of the shipped rules is one).
  * @example const o = optionFields(setup.options, 'dice-race', ['target', 'turnSeconds'])
  */
 export function optionFields(

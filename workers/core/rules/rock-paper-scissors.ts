@@ -184,8 +184,7 @@ function init(setup: GameSetup): RpsState | RuleError {
   const options = optionFields(setup.options, 'rock-paper-scissors', ['rounds', 'roundSeconds'])
   if (isRuleError(options)) return options
   const rounds = intOption(options.rounds, 'rounds', 1, MAX_OPTION_ROUNDS, RPS_DEFAULTS.rounds)
-  if (isRuleError(rounds)) return rounds
-  if (rounds % 2 === 0) {
+  if (isRuleError(rounds) || rounds % 2 === 0) {
     return ruleError(
       'invalid_options',
       `rounds must be an odd integer from 1 to ${MAX_OPTION_ROUNDS}`,

@@ -1,8 +1,11 @@
 import { runDurableObjectAlarm } from 'cloudflare:test'
+import { env } from 'cloudflare:workers'
 import { describe, expect, it } from 'vitest'
 import { RETENTION_MS } from '../../durable-objects/game-session.ts'
 import type { LogRecord } from '../../workers/core/rules/index.ts'
-import { ADMIN_KEY, bearer, call } from './helpers/http.ts'
+import { issuePlayerToken } from '../../workers/lib/auth.ts'
+import { pg } from './helpers/boards.ts'
+import { ADMIN_KEY, bearer, call, problem } from './helpers/http.ts'
 import {
   clockAtCreation,
   connect,
@@ -247,5 +250,33 @@ describe('hidden information against the clock (rock-paper-scissors)', () => {
     expect(await resumed.whenClosed()).toEqual({ code: 1011, reason: 'event view failed' })
     expect(await graces()).toEqual([alice, bob].sort())
     expect(await eventsAs(sessionId, ADMIN_KEY)).toEqual(whole)
+  })
+})
+
+describe('hidden information in the archive', () => {
+  it("a session whose rules this deployment no longer has: a player's read of its archived log is 503, an admin's whole", async () => {
+    const [alice, bob] = playerIds(2) as [string, string]
+    const sessionId = `gone-rules-${crypto.randomUUID()}`
+    const record = {
+      seq: 1,
+      input: { kind: 'action', player: alice, tick: 0, action: { secret: 'ace' } },
+      event: { kind: 'drew', player: alice, card: 'ace' },
+    }
+    await pg()`insert into game_sessions (id, rules, roster, status, ended_at)
+      values (${sessionId}, 'retired-card-game',
+        ${JSON.stringify([
+          { playerId: alice, team: 0 },
+          { playerId: bob, team: 1 },
+        ])}::jsonb, 'finished', now())`
+    await pg()`insert into session_logs (session_id, seq, record)
+      values (${sessionId}, 1, ${JSON.stringify(record)}::jsonb)`
+    const asBob = await call(
+      `/v1/sessions/${sessionId}/events`,
+      bearer((await issuePlayerToken(env, bob)).token),
+    )
+    const refused = await problem(asBob)
+    expect(refused).toMatchObject({ status: 503, type: 'urn:nexus:problem:unavailable' })
+    expect(JSON.stringify(refused.body)).not.toContain('ace')
+    expect(await eventsAs(sessionId, ADMIN_KEY)).toEqual([record])
   })
 })

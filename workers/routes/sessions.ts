@@ -288,7 +288,7 @@ const eventsRoute = createRoute({
         },
       },
     },
-    ...problemResponses(401, 403, 404, 422),
+    ...problemResponses(401, 403, 404, 422, 503),
   },
 })
 
@@ -313,12 +313,21 @@ sessionRoutes.openapi(eventsRoute, (async (c: Context<AppEnv>) => {
   const events = await loadArchivedEvents(c.env, id, from, limit + 1)
   const more = events.length > limit
   const page = events.slice(0, limit)
+  if (viewer.kind === 'admin') {
+    return c.json({ events: page, nextFrom: more ? page[page.length - 1]!.seq + 1 : null })
+  }
   const rules = getRules(archived.rules)
+  if (!rules) {
+    // Rules this deployment no longer has (renamed, removed): what a player may see of their
+    // events is theirs to say, so the player gets nothing rather than the whole log.
+    throw new ApiError(
+      'unavailable',
+      `This session's rules ('${archived.rules}') are not in this deployment: its log can be ` +
+        'read with the admin key',
+    )
+  }
   return c.json({
-    events:
-      viewer.kind === 'player' && rules
-        ? page.map((r) => viewRecord(rules, r, viewer.playerId))
-        : page,
+    events: page.map((r) => viewRecord(rules, r, viewer.playerId)),
     nextFrom: more ? page[page.length - 1]!.seq + 1 : null,
   })
 }) as never)

@@ -713,6 +713,49 @@ describe('client SDK under failure', () => {
     expect(deletes).toEqual(['/v1/matchmaking/tickets/t1'])
   })
 
+  it("a party member's wait that fails leaves the party's ticket to its leader; the leader's own failed wait deletes it", async () => {
+    for (const role of ['member', 'leader'] as const) {
+      const deletes: string[] = []
+      const client = createClient({
+        baseUrl: 'http://nexus.test',
+        retry: { baseDelayMs: 1, maxDelayMs: 5 },
+        fetch: guestFetch((url, init) => {
+          if (init?.method === 'DELETE') {
+            deletes.push(decodeURIComponent(url.pathname))
+            return ticket({ status: 'cancelled', reason: 'cancelled' })
+          }
+          if (url.pathname === '/v1/parties/me') return partyOf(null)
+          return jsonRes(200, {})
+        }),
+        // The party's ticket reaches this socket, then the pool refuses it for good.
+        WebSocket: () =>
+          scriptedSocket((socket) => {
+            socket.open()
+            setTimeout(() => {
+              socket.receive({
+                type: 'queued',
+                ticketId: 'squads:eu:t1',
+                existing: true,
+                expiresAt: 0,
+              })
+              socket.receive({ type: 'error', code: 'invalid', message: 'refused' })
+            }, 1)
+          }),
+      })
+      await client.auth.guest('device-abcdef-123456')
+      const wait =
+        role === 'member'
+          ? client.matchmaking.waitForParty('squads')
+          : client.matchmaking.join('squads', { transport: 'websocket' })
+      await expect(wait.matched).rejects.toMatchObject({ problem: 'validation' })
+      // Whatever the failure sends goes out within the task it failed in.
+      await new Promise((r) => setTimeout(r, 0))
+      expect(deletes, role).toEqual(
+        role === 'member' ? [] : ['/v1/matchmaking/tickets/squads:eu:t1'],
+      )
+    }
+  })
+
   it('a socket ticket that falls back to HTTP joins again over HTTP, ending the server’s grace on the same ticket', async () => {
     const joins: unknown[] = []
     let rejoined = false

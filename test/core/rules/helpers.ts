@@ -1,13 +1,14 @@
 import fc from 'fast-check'
 import { expect } from 'vitest'
 import type {
+  GameSetup,
   Input,
   LogRecord,
   MatchState,
   Rules,
   RuleError,
 } from '../../../workers/core/rules/index.ts'
-import { createMatch, isRuleError, step } from '../../../workers/core/rules/index.ts'
+import { createMatch, isRuleError, replay, step } from '../../../workers/core/rules/index.ts'
 
 /** Freeze a value and everything under it, so any mutation by the code under test throws. */
 export function deepFreeze<T>(value: T): T {
@@ -94,6 +95,27 @@ export function runLive<S, A, E>(
     match = deepFreeze(opts.evictEveryStep ? roundTrip(out.match) : out.match)
   }
   return { match, records, results }
+}
+
+/**
+ * Plays `inputs` live from `setup` and checks what determinism promises: the log replays to the
+ * live match, as it is and as storage hands it back (JSON), and the same seed and inputs give the
+ * same game, evicted after every step or not. Returns the live run.
+ */
+export function expectDeterministic<S, A, E>(
+  rules: Rules<S, A, E>,
+  setup: GameSetup,
+  inputs: readonly Input[],
+): Outcome<S, E> {
+  const live = runLive(rules, mustCreate(rules, setup), inputs)
+  expect(replay(rules, setup, live.records)).toEqual(live.match)
+  expect(replay(rules, roundTrip(setup), roundTrip(live.records))).toEqual(live.match)
+  const again = runLive(rules, roundTrip(mustCreate(rules, setup)), inputs, {
+    evictEveryStep: true,
+  })
+  expect(again.results).toEqual(live.results)
+  expect(again.match).toEqual(live.match)
+  return live
 }
 
 /**

@@ -15,7 +15,14 @@ import {
   seedRng,
   step,
 } from '../../../workers/core/rules/index.ts'
-import { accepted, mustCreate, refusalCode, roster, roundTrip, runLive } from './helpers.ts'
+import {
+  accepted,
+  expectDeterministic,
+  mustCreate,
+  refusalCode,
+  roster,
+  runLive,
+} from './helpers.ts'
 
 const ready = (player: string, tick = 0): Input => ({
   kind: 'action',
@@ -730,14 +737,7 @@ describe('hot-potato properties', () => {
       fc.property(gameArb, ({ ids, seed, opts, ops }) => {
         const setup = { roster: roster(...ids), seed, options: opts }
         const { inputs } = simulate(ids, seed, opts, ops)
-        const live = runLive(hotPotato, mustCreate(hotPotato, setup), inputs)
-        expect(replay(hotPotato, setup, live.records)).toEqual(live.match)
-        expect(replay(hotPotato, roundTrip(setup), roundTrip(live.records))).toEqual(live.match)
-        const again = runLive(hotPotato, roundTrip(mustCreate(hotPotato, setup)), inputs, {
-          evictEveryStep: true,
-        })
-        expect(again.results).toEqual(live.results)
-        expect(again.match).toEqual(live.match)
+        expectDeterministic(hotPotato, setup, inputs)
       }),
       { numRuns: 200 },
     )

@@ -19,6 +19,7 @@ import {
 import { claimQueue } from '../../workers/matchmaking/claims.ts'
 import { sha256Hex } from '../../workers/lib/hash.ts'
 import { DEVICE_LOCK } from '../../workers/players/erasure.ts'
+import { replaceMethod } from './helpers/replace-method.ts'
 import { connect, nextOfType, until, upgrade } from './helpers/sockets.ts'
 
 interface BanResult {
@@ -334,19 +335,18 @@ describe('banning a player from the deployment (admin)', () => {
     for (const b of [up, down]) await submitFor(b, player, { score: 1 })
     const perCall = boardWalkLimits.boardsPerCall
     boardWalkLimits.boardsPerCall = 1
-    const proto = await runInDurableObject(
-      env.LEADERBOARD.getByName(down),
-      (inst: Leaderboard) => Object.getPrototypeOf(inst) as Pick<Leaderboard, 'ban'>,
-    )
-    const ban = proto.ban
-    proto.ban = function (this: Leaderboard, boardId, playerId, reason, opts) {
-      if (boardId === down) return Promise.reject(new Error('board down'))
-      return ban.call(this, boardId, playerId, reason, opts)
-    }
     onTestFinished(() => {
       boardWalkLimits.boardsPerCall = perCall
-      proto.ban = ban
     })
+    const boardBack = await replaceMethod<Leaderboard, 'ban'>(
+      env.LEADERBOARD.getByName(down),
+      'ban',
+      (ban) =>
+        function (this: Leaderboard, boardId, playerId, reason, opts) {
+          if (boardId === down) return Promise.reject(new Error('board down'))
+          return ban.call(this, boardId, playerId, reason, opts)
+        },
+    )
     let res: Response
     let after = PREFIX
     bannedHere.add(player)
@@ -363,7 +363,7 @@ describe('banning a player from the deployment (admin)', () => {
     expect(p.body.boards).toEqual([down])
     // Banned in Neon already: sign-in and matchmaking refuse from the first call.
     expect((await call(banPath(player), bearer(ADMIN_KEY))).status).toBe(200)
-    proto.ban = ban
+    boardBack()
     // The retry goes on from the page that failed, to the last.
     for (;;) {
       const retry = await call(banPath(player, after), json('PUT', {}, ADMIN_KEY))
@@ -513,15 +513,11 @@ describe('banning a player from the deployment (admin)', () => {
     await rig(queue, newClock())
     const player = `ban-q-down-${crypto.randomUUID().slice(0, 8)}`
     const ticket = await joinFor(queue, player)
-    const proto = await runInDurableObject(
+    const poolBack = await replaceMethod<MatchPool, 'removePlayer'>(
       poolOf(queue),
-      (inst: MatchPool) => Object.getPrototypeOf(inst) as Pick<MatchPool, 'removePlayer'>,
+      'removePlayer',
+      () => () => Promise.reject(new Error('pool down')),
     )
-    const removePlayer = proto.removePlayer
-    proto.removePlayer = () => Promise.reject(new Error('pool down'))
-    onTestFinished(() => {
-      proto.removePlayer = removePlayer
-    })
     bannedHere.add(player)
     const res = await call(banPath(player, PREFIX), json('PUT', {}, ADMIN_KEY))
     expect(res.headers.get('retry-after')).toBe('5')
@@ -530,7 +526,7 @@ describe('banning a player from the deployment (admin)', () => {
     expect(p.body.pools).toEqual([`${queue}/eu`])
     expect((await call(banPath(player), bearer(ADMIN_KEY))).status).toBe(200)
     expect((await ticketOf(ticket.ticketId)).status).toBe('waiting')
-    proto.removePlayer = removePlayer
+    poolBack()
     const retry = await banAll(player)
     expect(retry.first.tickets).toEqual({ cancelled: [ticket.ticketId] })
   })

@@ -13,6 +13,7 @@ import {
 } from '../../workers/lib/auth.ts'
 import { ADMIN_KEY, bearer, call, json, newGuest, problem } from './helpers/http.ts'
 import { createQueue, joinFor, newClock, poolOf, rig, ticketOf } from './helpers/matchmaking.ts'
+import { replaceMethod } from './helpers/replace-method.ts'
 import { connect, nextOfType, upgrade } from './helpers/sockets.ts'
 import type { MatchPool } from '../../durable-objects/match-pool.ts'
 
@@ -61,6 +62,15 @@ async function eraseAll(playerId: string): Promise<{ first: Erasure; entriesRemo
     entriesRemoved += body.boards.entriesRemoved
     if (body.boards.next === null) return { first, entriesRemoved }
     after = body.boards.next
+  }
+}
+
+/** Walks this file's boards a call at a time until a call answers other than 202 (done or refused). */
+async function eraseUntilRefused(playerId: string): Promise<Response> {
+  for (let after = PREFIX; ;) {
+    const res = await erase(playerId, after)
+    if (res.status !== 202) return res
+    after = ((await res.json()) as Erasure).boards.next!
   }
 }
 
@@ -541,24 +551,22 @@ describe('erasing a player (admin)', () => {
     const player = `erase-late-${crypto.randomUUID()}`
     await submitFor(board, player, { score: 1 })
     const partyId = `late-${crypto.randomUUID()}`
-    const proto = await runInDurableObject(
-      env.LEADERBOARD.getByName(board),
-      (inst: Leaderboard) => Object.getPrototypeOf(inst) as Pick<Leaderboard, 'removeEntry'>,
-    )
-    const removeEntry = proto.removeEntry
     let committed = false
     // While the boards are walked, after the erasure's first pass over Neon: the party's commit.
-    proto.removeEntry = async function (this: Leaderboard, boardId, playerId, opts) {
-      if (playerId === player && !committed) {
-        committed = true
-        await pg()`insert into parties (id, leader) values (${partyId}, ${player})`
-        await pg()`insert into party_members (party_id, player_id) values (${partyId}, ${player})`
-      }
-      return removeEntry.call(this, boardId, playerId, opts)
-    }
-    onTestFinished(() => {
-      proto.removeEntry = removeEntry
-    })
+    await replaceMethod<Leaderboard, 'removeEntry'>(
+      env.LEADERBOARD.getByName(board),
+      'removeEntry',
+      (removeEntry) =>
+        async function (this: Leaderboard, boardId, playerId, opts) {
+          if (playerId === player && !committed) {
+            committed = true
+            await pg()`insert into parties (id, leader) values (${partyId}, ${player})`
+            await pg()`insert into party_members (party_id, player_id)
+              values (${partyId}, ${player})`
+          }
+          return removeEntry.call(this, boardId, playerId, opts)
+        },
+    )
     const { first } = await eraseAll(player)
     expect(committed).toBe(true)
     expect(first.leftParty).toBe(partyId)
@@ -573,21 +581,12 @@ describe('erasing a player (admin)', () => {
     const player = `erase-q-down-${crypto.randomUUID().slice(0, 8)}`
     await submitFor(board, player, { score: 1 })
     const ticket = await joinFor(queue, player)
-    const proto = await runInDurableObject(
+    const poolBack = await replaceMethod<MatchPool, 'removePlayer'>(
       poolOf(queue),
-      (inst: MatchPool) => Object.getPrototypeOf(inst) as Pick<MatchPool, 'removePlayer'>,
+      'removePlayer',
+      () => () => Promise.reject(new Error('pool down')),
     )
-    const removePlayer = proto.removePlayer
-    proto.removePlayer = () => Promise.reject(new Error('pool down'))
-    onTestFinished(() => {
-      proto.removePlayer = removePlayer
-    })
-    let res: Response
-    for (let after = PREFIX; ;) {
-      res = await erase(player, after)
-      if (res.status !== 202) break
-      after = ((await res.json()) as Erasure).boards.next!
-    }
+    const res = await eraseUntilRefused(player)
     expect(res.headers.get('retry-after')).toBe('5')
     const p = await problem(res)
     expect(p).toMatchObject({ status: 503, type: 'urn:nexus:problem:unavailable' })
@@ -597,7 +596,7 @@ describe('erasing a player (admin)', () => {
       (await fresh<{ entry: unknown }>(`/v1/leaderboards/${board}/players/${player}`)).entry,
     ).toBeNull()
     expect((await ticketOf(ticket.ticketId)).status).toBe('waiting')
-    proto.removePlayer = removePlayer
+    poolBack()
     const retry = await eraseAll(player)
     expect(retry.first.tickets).toEqual({ cancelled: [ticket.ticketId] })
   })
@@ -606,25 +605,17 @@ describe('erasing a player (admin)', () => {
     const [up, down] = [await newBoard(), await newBoard()]
     const player = `erase-${crypto.randomUUID()}`
     for (const b of [up, down]) await submitFor(b, player, { score: 1 })
-    const proto = await runInDurableObject(
+    const boardBack = await replaceMethod<Leaderboard, 'removeEntry'>(
       env.LEADERBOARD.getByName(down),
-      (inst: Leaderboard) => Object.getPrototypeOf(inst) as Pick<Leaderboard, 'removeEntry'>,
+      'removeEntry',
+      (removeEntry) =>
+        function (this: Leaderboard, boardId, playerId) {
+          if (boardId === down) return Promise.reject(new Error('board down'))
+          return removeEntry.call(this, boardId, playerId)
+        },
     )
-    const removeEntry = proto.removeEntry
-    proto.removeEntry = function (this: Leaderboard, boardId, playerId) {
-      if (boardId === down) return Promise.reject(new Error('board down'))
-      return removeEntry.call(this, boardId, playerId)
-    }
-    onTestFinished(() => {
-      proto.removeEntry = removeEntry
-    })
     // The walk, a page at a time, until the page holding the board that is down.
-    let res: Response
-    for (let after = PREFIX; ;) {
-      res = await erase(player, after)
-      if (res.status !== 202) break
-      after = ((await res.json()) as Erasure).boards.next!
-    }
+    const res = await eraseUntilRefused(player)
     expect(res.headers.get('retry-after')).toBe('5')
     const p = await problem(res)
     expect(p).toMatchObject({ status: 503, type: 'urn:nexus:problem:unavailable' })
@@ -632,7 +623,7 @@ describe('erasing a player (admin)', () => {
     expect(
       (await fresh<{ entry: unknown }>(`/v1/leaderboards/${down}/players/${player}`)).entry,
     ).not.toBeNull()
-    proto.removeEntry = removeEntry
+    boardBack()
     await eraseAll(player)
     for (const b of [up, down]) {
       const mine = await fresh<{ entry: unknown }>(`/v1/leaderboards/${b}/players/${player}`)

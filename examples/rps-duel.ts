@@ -15,7 +15,8 @@
  * without it they must already exist.
  */
 import { fileURLToPath } from 'node:url'
-import { createClient, type NexusClient } from '../client/src/index.ts'
+import type { NexusClient } from '../client/src/index.ts'
+import { runTwoPlayers } from './two-players.ts'
 
 export const MOVES = ['rock', 'paper', 'scissors'] as const
 export type Move = (typeof MOVES)[number]
@@ -189,48 +190,14 @@ export async function playRps(
   }
 }
 
-async function main(): Promise<void> {
-  const arg = (name: string) => {
-    const i = process.argv.indexOf(`--${name}`)
-    return i > 0 ? process.argv[i + 1] : undefined
-  }
-  const baseUrl = arg('url') ?? 'http://127.0.0.1:8787'
-  const adminKey = arg('admin-key')
-  const queue = 'rps'
-  const board = 'rps-wins'
-  if (adminKey) {
-    const put = async (path: string, body: unknown) => {
-      const res = await fetch(baseUrl + path, {
-        method: 'PUT',
-        headers: { authorization: `Bearer ${adminKey}`, 'content-type': 'application/json' },
-        body: JSON.stringify(body),
-      })
-      if (!res.ok) throw new Error(`PUT ${path}: ${res.status} ${await res.text()}`)
-    }
-    await put(`/v1/admin/leaderboards/${board}`, { operator: 'incr', name: 'RPS wins' })
-    await put(`/v1/admin/queues/${queue}`, {
-      teams: 2,
-      teamSize: 1,
+if (process.argv[1] === fileURLToPath(import.meta.url)) {
+  await runTwoPlayers({
+    board: { id: 'rps-wins', name: 'RPS wins' },
+    queue: {
+      id: 'rps',
       rules: 'rock-paper-scissors',
       rulesOptions: { rounds: 3, roundSeconds: 30 },
-      maxRatingGap: 200,
-      widenPerSecond: 50,
-      regions: ['eu'],
-    })
-  }
-  const players = await Promise.all(
-    [1, 2].map(async () => {
-      const nexus = createClient({ baseUrl })
-      await nexus.auth.guest()
-      return nexus
-    }),
-  )
-  const results = await Promise.all(
-    players.map((nexus) => playRps(nexus, { queue, board, log: (l) => console.log(l) })),
-  )
-  const top = await players[0]!.leaderboards.top(board, { limit: 5 }, { fresh: true })
-  console.log('top:', top.entries.map((e) => `#${e.rank} ${e.playerId} ${e.score}`).join(', '))
-  console.log(JSON.stringify(results))
+    },
+    play: playRps,
+  })
 }
-
-if (process.argv[1] === fileURLToPath(import.meta.url)) await main()

@@ -1,0 +1,62 @@
+/**
+ * What both example games do around their game loop when run from the command line: with
+ * `--admin-key`, create the board and the queue (PUTs are idempotent, so running again is fine);
+ * sign two guests in; let both play; print the board's top and the results.
+ *
+ *   npx node examples/<game>.ts [--url http://127.0.0.1:8787] [--admin-key dev-admin-key]
+ */
+import { createClient, type NexusClient } from '../client/src/index.ts'
+
+export interface TwoPlayerGame<R> {
+  board: { id: string; name: string }
+  queue: { id: string; rules: string; rulesOptions: Record<string, unknown> }
+  /** One player's whole game, as the example exports it. */
+  play(
+    nexus: NexusClient,
+    opts: { queue: string; board: string; log: (line: string) => void },
+  ): Promise<R>
+}
+
+export async function runTwoPlayers<R>(game: TwoPlayerGame<R>): Promise<void> {
+  const arg = (name: string) => {
+    const i = process.argv.indexOf(`--${name}`)
+    return i > 0 ? process.argv[i + 1] : undefined
+  }
+  const baseUrl = arg('url') ?? 'http://127.0.0.1:8787'
+  const adminKey = arg('admin-key')
+  const queue = game.queue.id
+  const board = game.board.id
+  if (adminKey) {
+    const put = async (path: string, body: unknown) => {
+      const res = await fetch(baseUrl + path, {
+        method: 'PUT',
+        headers: { authorization: `Bearer ${adminKey}`, 'content-type': 'application/json' },
+        body: JSON.stringify(body),
+      })
+      if (!res.ok) throw new Error(`PUT ${path}: ${res.status} ${await res.text()}`)
+    }
+    await put(`/v1/admin/leaderboards/${board}`, { operator: 'incr', name: game.board.name })
+    await put(`/v1/admin/queues/${queue}`, {
+      teams: 2,
+      teamSize: 1,
+      rules: game.queue.rules,
+      rulesOptions: game.queue.rulesOptions,
+      maxRatingGap: 200,
+      widenPerSecond: 50,
+      regions: ['eu'],
+    })
+  }
+  const players = await Promise.all(
+    [1, 2].map(async () => {
+      const nexus = createClient({ baseUrl })
+      await nexus.auth.guest()
+      return nexus
+    }),
+  )
+  const results = await Promise.all(
+    players.map((nexus) => game.play(nexus, { queue, board, log: (l) => console.log(l) })),
+  )
+  const top = await players[0]!.leaderboards.top(board, { limit: 5 }, { fresh: true })
+  console.log('top:', top.entries.map((e) => `#${e.rank} ${e.playerId} ${e.score}`).join(', '))
+  console.log(JSON.stringify(results))
+}

@@ -1011,9 +1011,7 @@ export class GameSession extends DurableObject<Env> {
     } catch {
       // Already closing.
     }
-    this.sockets?.delete(ws)
-    this.resuming.delete(ws)
-    await this.disconnected(ws)
+    await this.closedBySession(ws)
   }
 
   /**
@@ -1028,10 +1026,19 @@ export class GameSession extends DurableObject<Env> {
       if (!fellSilent(this.ctx, ws, now, heard)) continue
       log('info', 'silent socket closed', { actor: this.actor, player: attachment(ws)?.playerId })
       closeSilent(ws)
-      this.sockets?.delete(ws)
-      this.resuming.delete(ws)
-      await this.disconnected(ws)
+      await this.closedBySession(ws)
     }
+  }
+
+  /**
+   * A socket this session closed, handled as if its client had closed it (the runtime's report
+   * of the close may never come): no more broadcasts or resume to it, and the last of a player's
+   * starts their grace. The grace's timer is written before the first await.
+   */
+  private closedBySession(ws: WebSocket): Promise<void> {
+    this.sockets?.delete(ws)
+    this.resuming.delete(ws)
+    return this.disconnected(ws)
   }
 
   private async disconnected(ws: WebSocket): Promise<void> {
@@ -1111,15 +1118,13 @@ export class GameSession extends DurableObject<Env> {
       return viewRecord(this.rules!, record, player)
     } catch (err) {
       log('error', 'event view failed', { actor: this.actor, seq: record.seq, ...errorFields(err) })
-      this.sockets?.delete(ws)
-      this.resuming.delete(ws)
       try {
         ws.close(1011, 'event view failed')
       } catch {
         // Already closed.
       }
-      // Its grace timer is written before the first await: a caller going on sees it.
-      void this.disconnected(ws)
+      // Its grace timer is written at once: a caller going on (an upgrade) sees it.
+      void this.closedBySession(ws)
       return null
     }
   }

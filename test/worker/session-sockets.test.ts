@@ -42,6 +42,22 @@ function tampered(token: string): string {
   return token.slice(0, i) + (token[i] === 'A' ? 'B' : 'A') + token.slice(i + 1)
 }
 
+/** A relay session of two, its first player connected and welcomed, its clock stopped now. */
+async function relayWithClockStopped() {
+  const players = playerIds(2)
+  const { sessionId, tokens } = await createSession({
+    rules: 'relay',
+    roster: players.map((playerId) => ({ playerId })),
+  })
+  const a = await connect(sessionId, tokens[players[0]!]!)
+  await a.nextOf('welcome')
+  await runInDurableObject(sessionObject(sessionId), (inst: GameSession) => {
+    const t = Date.now()
+    inst.now = () => t
+  })
+  return { sessionId, a }
+}
+
 describe('session sockets', () => {
   it('welcomes a roster member with seq 0 and the initial state', async () => {
     const { sessionId, tokens, players } = await diceGame(2)
@@ -148,18 +164,8 @@ describe('session sockets', () => {
   })
 
   it('rate-limits each player: past the burst, frames are refused and not applied', async () => {
-    const players = playerIds(2)
-    const { sessionId, tokens } = await createSession({
-      rules: 'relay',
-      roster: players.map((playerId) => ({ playerId })),
-    })
-    const a = await connect(sessionId, tokens[players[0]!]!)
-    await a.nextOf('welcome')
     // A frozen clock: the bucket does not refill during the burst, so the count is exact.
-    await runInDurableObject(sessionObject(sessionId), (inst: GameSession) => {
-      const t = Date.now()
-      inst.now = () => t
-    })
+    const { sessionId, a } = await relayWithClockStopped()
     const total = RATE_BURST + 15
     for (let i = 0; i < total; i++) a.send({ type: 'action', action: 'message', data: { i } })
     const replies: Frame[] = []
@@ -177,17 +183,7 @@ describe('session sockets', () => {
   })
 
   it(`closes a socket that keeps sending past the allowance (over ${MAX_REFUSED_FRAMES} refused in ${FLOOD_WINDOW_MS / 1000} s), as if its player had gone`, async () => {
-    const players = playerIds(2)
-    const { sessionId, tokens } = await createSession({
-      rules: 'relay',
-      roster: players.map((playerId) => ({ playerId })),
-    })
-    const a = await connect(sessionId, tokens[players[0]!]!)
-    await a.nextOf('welcome')
-    await runInDurableObject(sessionObject(sessionId), (inst: GameSession) => {
-      const t = Date.now()
-      inst.now = () => t
-    })
+    const { sessionId, a } = await relayWithClockStopped()
     const flood = RATE_BURST + MAX_REFUSED_FRAMES + 50
     for (let i = 0; i < flood; i++) a.send({ type: 'action', action: 'message', data: { i } })
     expect((await a.whenClosed()).code).toBe(1008)

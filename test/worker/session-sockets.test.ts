@@ -42,9 +42,9 @@ function tampered(token: string): string {
   return token.slice(0, i) + (token[i] === 'A' ? 'B' : 'A') + token.slice(i + 1)
 }
 
-/** A relay session of two, its first player connected and welcomed, its clock stopped now. */
-async function relayWithClockStopped() {
-  const players = playerIds(2)
+/** A relay session of `n`, its first player connected and welcomed, its clock stopped now. */
+async function relayWithClockStopped(n = 2) {
+  const players = playerIds(n)
   const { sessionId, tokens } = await createSession({
     rules: 'relay',
     roster: players.map((playerId) => ({ playerId })),
@@ -228,17 +228,7 @@ describe('session sockets', () => {
   })
 
   it('counts refused frames (binary, oversize) against the rate too', async () => {
-    const players = playerIds(1)
-    const { sessionId, tokens } = await createSession({
-      rules: 'relay',
-      roster: players.map((playerId) => ({ playerId })),
-    })
-    const a = await connect(sessionId, tokens[players[0]!]!)
-    await a.nextOf('welcome')
-    await runInDurableObject(sessionObject(sessionId), (inst: GameSession) => {
-      const t = Date.now()
-      inst.now = () => t
-    })
+    const { a } = await relayWithClockStopped(1)
     const total = RATE_BURST + 10
     const big = 'x'.repeat(9000)
     for (let i = 0; i < total; i++) a.ws.send(i % 2 ? big : new Uint8Array([1, 2, 3]))

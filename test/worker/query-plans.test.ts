@@ -3,6 +3,7 @@ import { describe, expect, it } from 'vitest'
 import { getDb, type DbEnv } from '../../workers/db/client.ts'
 import { scheduledBoardsQuery } from '../../workers/leaderboards/config-store.ts'
 import { CLAIMS_OF_PLAYER } from '../../workers/matchmaking/claims.ts'
+import { RECENT_ERASURES_AFTER } from '../../workers/players/erasure.ts'
 import { PRUNE_OLD_PARTY_TICKETS, STALE_PARTY_TICKETS } from '../../workers/parties/store.ts'
 import { pg } from './helpers/boards.ts'
 
@@ -44,6 +45,27 @@ describe('query plans on tables that grow', () => {
   it("the cron's prune of old party notes finds them by an index on their time", async () => {
     const plan = await planOf(PRUNE_OLD_PARTY_TICKETS, [])
     expect(plan).toContain('party_tickets_noted_at_idx')
+    expect(plan).not.toContain('Seq Scan')
+  })
+
+  it("a new board's read of the last weeks' erasures finds them by their time, not by walking every erasure ever made", async () => {
+    // Tombstones are kept for good, so most are old: a year of them, added and analyzed (the
+    // planner then knows how few are recent), planned and deleted in one transaction.
+    const prefix = `plan-erased-${crypto.randomUUID()}-`
+    const sql = pg()
+    const results = (await sql.transaction([
+      sql.query(
+        `insert into erased_players (id, erased_at)
+         select $1 || n, now() - interval '1 year' + n * interval '1 minute'
+         from generate_series(1, 20000) n`,
+        [prefix],
+      ),
+      sql.query('analyze erased_players'),
+      sql.query(`explain (format json) ${RECENT_ERASURES_AFTER}`, ['', 100, 40 * 86_400_000]),
+      sql.query('delete from erased_players where id like $1', [`${prefix}%`]),
+    ])) as { 'QUERY PLAN': unknown }[][]
+    const plan = JSON.stringify(results[2]![0]!['QUERY PLAN'])
+    expect(plan).toContain('erased_players_erased_at_idx')
     expect(plan).not.toContain('Seq Scan')
   })
 

@@ -113,6 +113,12 @@ export async function eraseFromNeon(env: DbEnv, playerId: string): Promise<NeonE
   }
 }
 
+/** Exported for the test of its plan: it finds the recent ones by `erased_at`'s index. */
+export const RECENT_ERASURES_AFTER = `select id, (extract(epoch from erased_at) * 1000)::float8 as erased_at
+  from erased_players
+  where id > $1 and erased_at > now() - make_interval(secs => $3::float8 / 1000)
+  order by id limit $2`
+
 /**
  * Erasures from the last `withinMs` (ms), in player id order, a page after `after`: what a board
  * created after some of them takes on (their walks reached the boards that existed then), so
@@ -124,11 +130,9 @@ export async function recentErasuresAfter(
   limit: number,
   withinMs: number,
 ): Promise<{ playerId: string; erasedAt: number }[]> {
-  const rows = (await getSql(env).query(
-    `select id, (extract(epoch from erased_at) * 1000)::float8 as erased_at from erased_players
-      where id > $1 and erased_at > now() - make_interval(secs => $3::float8 / 1000)
-      order by id limit $2`,
-    [after, limit, withinMs],
-  )) as { id: string; erased_at: number }[]
+  const rows = (await getSql(env).query(RECENT_ERASURES_AFTER, [after, limit, withinMs])) as {
+    id: string
+    erased_at: number
+  }[]
   return rows.map((r) => ({ playerId: r.id, erasedAt: Math.floor(r.erased_at) }))
 }

@@ -1,0 +1,1 @@
+CREATE INDEX IF NOT EXISTS "erased_players_erased_at_idx" ON "erased_players" USING btree ("erased_at");

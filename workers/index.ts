@@ -16,7 +16,7 @@ export default {
   // promise (up to 15 minutes), where work left to waitUntil may be cut off 30 s after it returns.
   async scheduled(controller, env, _ctx) {
     try {
-      await runScheduled(env, controller.scheduledTime)
+      await runScheduled(env, controller.scheduledTime, controller.cron)
     } finally {
       await sendMetricsIfDue(env)
     }

@@ -22,8 +22,27 @@ const cronRuns = counter(
 )
 
 const PAGE = 200
-/** A boundary this recent may not have been acted on yet; older ones have had the board's own alarm. */
-const LOOKBACK_MS = 10 * 60 * 1000
+/** How far back a run looks for boundaries when it cannot read the trigger's schedule (one by hand). */
+const DEFAULT_LOOKBACK_MS = 10 * 60 * 1000
+
+/**
+ * How far back a run at `scheduledTime` looks for boundaries a board's alarm may have missed: to
+ * the trigger's run two before this one, by the trigger's own schedule (`cron`, as Cloudflare
+ * gives it to the handler). Each boundary is then asked about by two runs, the second a chance
+ * for a board that did not answer the first, however often the cron runs: a fixed 10 minutes
+ * woke every board ten times after each of its boundaries (a daily board sharing midnight with
+ * thousands of others, ten runs' worth of calls), and missed boundaries under a sparser cron.
+ */
+export function lookbackMs(cron: string | undefined, scheduledTime: number): number {
+  const schedule = cron ? parseSchedule({ cron }) : null
+  if (schedule === null || 'error' in schedule) return DEFAULT_LOOKBACK_MS
+  let run: number | null = scheduledTime
+  // This run (at or just before its scheduled time), then the two before it.
+  for (let back = 0; back < 3 && run !== null; back++) {
+    run = previousBoundary(schedule, back === 0 ? run : run - 1)
+  }
+  return run === null ? DEFAULT_LOOKBACK_MS : scheduledTime - run
+}
 
 /**
  * The every-minute cron: a safety net for the boards' own alarms. It walks every scheduled board
@@ -36,6 +55,7 @@ const LOOKBACK_MS = 10 * 60 * 1000
 export async function runScheduled(
   env: Env,
   now: number,
+  cron?: string,
 ): Promise<{
   poked: number
   nudged: number
@@ -45,7 +65,8 @@ export async function runScheduled(
 }> {
   setLogLevel(env.LOG_LEVEL)
   // Each job on its own: one failing (Neon down, say) does not skip the others.
-  const { poked, nudged } = await job('boards not walked', () => pokeBoards(env, now), {
+  const lookback = lookbackMs(cron, now)
+  const { poked, nudged } = await job('boards not walked', () => pokeBoards(env, now, lookback), {
     poked: 0,
     nudged: 0,
   })
@@ -60,7 +81,7 @@ export async function runScheduled(
   const claimsPruned = await job('idle queue claims not pruned', () => pruneIdleClaims(env), 0)
   const done = { poked, nudged, configsPushed, staleTicketsCancelled, claimsPruned }
   // A run that had work to do says so; the quiet ones (most minutes) only at debug. Boards asked
-  // whether a recent boundary needs them are not work: with cycles of 10 minutes or less there
+  // whether a recent boundary needs them are not work: with cycles of 2 minutes or less there
   // are some every minute, and their own alarms have done it (`nudged` counts those that had not).
   const worked = nudged + configsPushed + staleTicketsCancelled + claimsPruned > 0
   log(worked ? 'info' : 'debug', 'cron run', done)
@@ -161,12 +182,16 @@ async function pushLostQueueConfigs(env: Env): Promise<number> {
 }
 
 /**
- * Pokes the boards whose cycle boundary passed recently, then those with an archive begun in Neon
+ * Pokes the boards whose cycle boundary passed within `lookback`, then those with an archive begun in Neon
  * and not finished (a close long past its boundary, or of a board without a schedule, whose alarm
  * was lost would otherwise wait for the next boundary, if any); returns how many answered, and
  * how many of those had something to do that their own alarm had not done.
  */
-async function pokeBoards(env: Env, now: number): Promise<{ poked: number; nudged: number }> {
+async function pokeBoards(
+  env: Env,
+  now: number,
+  lookback: number,
+): Promise<{ poked: number; nudged: number }> {
   const poked = new Set<string>()
   let nudged = 0
   await forEachPage(scheduledBoards, env, async (boards) => {
@@ -174,7 +199,7 @@ async function pokeBoards(env: Env, now: number): Promise<{ poked: number; nudge
       const schedule = parseSchedule(b.cycle)
       if ('error' in schedule) return false
       const boundary = previousBoundary(schedule, now)
-      return boundary !== null && now - boundary < LOOKBACK_MS
+      return boundary !== null && now - boundary < lookback
     })
     nudged += await tickBoards(
       env,

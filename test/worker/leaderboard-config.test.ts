@@ -21,6 +21,47 @@ function storedBy(id: string) {
   }))
 }
 
+/** Boards the cron had to nudge, as this isolate has counted them. */
+function cronNudges(): number {
+  return (
+    localFamilies()
+      .find((f) => f.name === 'nexus_cron_boards_poked_total')
+      ?.series.reduce((n, x) => n + ('value' in x ? x.value : 0), 0) ?? 0
+  )
+}
+
+/**
+ * A board (a 1-minute cycle unless `every` says) whose clock stands `afterBoundary` ms past its
+ * cycle's end: its alarm for the end has not run yet, or (`lost`) is gone.
+ */
+async function boardPast(afterBoundary: number, lost: boolean, every = '1m') {
+  const id = await createBoard({ cycle: { every } })
+  expect((await submitFor(id, 'p', { score: 1 })).status).toBe(200)
+  const at = await runInDurableObject(
+    env.LEADERBOARD.getByName(id),
+    async (inst: Leaderboard, state) => {
+      const info = await inst.info(id)
+      if ('ok' in info) throw new Error(info.detail)
+      const t = info.cycle.endsAt! + afterBoundary
+      inst.now = () => t
+      if (lost) await state.storage.deleteAlarm()
+      else expect(await state.storage.getAlarm()).toBe(info.cycle.endsAt)
+      return t
+    },
+  )
+  return { id, at }
+}
+
+/** The cycle a board has stored as current (read without running its clock). */
+function cycleNumber(id: string): Promise<number> {
+  return runInDurableObject(env.LEADERBOARD.getByName(id), (_i: Leaderboard, state) => {
+    const row = state.storage.sql
+      .exec<{ value: string }>(`SELECT value FROM meta WHERE key = 'current'`)
+      .one()
+    return (JSON.parse(row.value) as { cycle: number }).cycle
+  })
+}
+
 describe('leaderboard configuration', () => {
   it('creates a board with defaults (201), then updates it (200), readable by anyone', async () => {
     const id = boardId()
@@ -208,64 +249,47 @@ describe('leaderboard configuration', () => {
     await runScheduled(env, Date.now())
     // The board's own tick has done whatever was due: the cron finds nothing to do.
     await runInDurableObject(env.LEADERBOARD.getByName(id), (inst: Leaderboard) => inst.tick(id))
-    const nudged = () =>
-      localFamilies()
-        .find((f) => f.name === 'nexus_cron_boards_poked_total')
-        ?.series.reduce((n, x) => n + ('value' in x ? x.value : 0), 0) ?? 0
-    const before = nudged()
+    const before = cronNudges()
     const run = await runScheduled(env, Date.now())
     await runScheduled(env, Date.now())
-    expect(nudged() - before).toBe(0)
+    expect(cronNudges() - before).toBe(0)
     // Asked (its boundary is recent), not nudged: what decides whether the run logs at info.
     expect(run.poked).toBeGreaterThanOrEqual(1)
     expect(run.nudged).toBe(0)
   })
 
   it('the cron that comes just before a boundary’s alarm rolls the board over without counting a lost alarm; with that alarm lost, it counts', async () => {
-    const nudged = () =>
-      localFamilies()
-        .find((f) => f.name === 'nexus_cron_boards_poked_total')
-        ?.series.reduce((n, x) => n + ('value' in x ? x.value : 0), 0) ?? 0
-    /**
-     * A 1-minute board whose clock stands `afterBoundary` ms past its cycle's end: its alarm for
-     * the end has not run yet, or (`lost`) is gone.
-     */
-    const boardPast = async (afterBoundary: number, lost: boolean) => {
-      const id = await createBoard({ cycle: { every: '1m' } })
-      expect((await submitFor(id, 'p', { score: 1 })).status).toBe(200)
-      const at = await runInDurableObject(
-        env.LEADERBOARD.getByName(id),
-        async (inst: Leaderboard, state) => {
-          const info = await inst.info(id)
-          if ('ok' in info) throw new Error(info.detail)
-          const t = info.cycle.endsAt! + afterBoundary
-          inst.now = () => t
-          if (lost) await state.storage.deleteAlarm()
-          else expect(await state.storage.getAlarm()).toBe(info.cycle.endsAt)
-          return t
-        },
-      )
-      return { id, at }
-    }
-    /** The cycle the board has stored as current (read without running its clock). */
-    const cycleNumber = (id: string) =>
-      runInDurableObject(env.LEADERBOARD.getByName(id), (_i: Leaderboard, state) => {
-        const row = state.storage.sql
-          .exec<{ value: string }>(`SELECT value FROM meta WHERE key = 'current'`)
-          .one()
-        return (JSON.parse(row.value) as { cycle: number }).cycle
-      })
     const onTime = await boardPast(5_000, false)
-    let before = nudged()
+    let before = cronNudges()
     await runScheduled(env, onTime.at)
     expect(await cycleNumber(onTime.id)).toBe(2)
-    expect(nudged() - before).toBe(0)
+    expect(cronNudges() - before).toBe(0)
 
     const late = await boardPast(5_000, true)
-    before = nudged()
+    before = cronNudges()
     await runScheduled(env, late.at)
     expect(await cycleNumber(late.id)).toBe(2)
-    expect(nudged() - before).toBe(1)
+    expect(cronNudges() - before).toBe(1)
+  })
+
+  it("the cron asks a board about a lost boundary in two of its runs, by the trigger's own schedule", async () => {
+    const every = '1h' // its boundaries on the hour, as the triggers' runs are
+    // Every minute: a boundary 90 s back is within this run's reach and the one's before.
+    const recent = await boardPast(90_000, true, every)
+    await runScheduled(env, recent.at, '* * * * *')
+    expect(await cycleNumber(recent.id)).toBe(2)
+    // 5 minutes back, two runs have asked already: this one does not wake the board again.
+    const older = await boardPast(5 * 60_000, true, every)
+    await runScheduled(env, older.at, '* * * * *')
+    expect(await cycleNumber(older.id)).toBe(1)
+    // A run by hand (no trigger schedule to read) looks back 10 minutes.
+    await runScheduled(env, older.at)
+    expect(await cycleNumber(older.id)).toBe(2)
+    // Every 30 minutes: the run 30 minutes after the boundary still reaches it (a fixed
+    // lookback shorter than the trigger's period missed it for good).
+    const sparse = await boardPast(30 * 60_000, true, every)
+    await runScheduled(env, sparse.at, '*/30 * * * *')
+    expect(await cycleNumber(sparse.id)).toBe(2)
   })
 
   it('is admin-only: a player token gets 403, no credential 401', async () => {

@@ -248,6 +248,12 @@ export interface JoinInput {
   /** The join's key (`Idempotency-Key`): a join sent again gets the ticket the first one made. */
   joinKey?: string | null
   /**
+   * The join is a party's (its ticket is noted for the party next): only a ticket of exactly its
+   * players is handed back. A party of one is otherwise handed a ticket with others on it (a game
+   * server's), which its note, finding other players, would then cancel.
+   */
+  forParty?: boolean
+  /**
    * The joining party's tickets in this pool noted before its latest membership change (Neon),
    * which no longer stand for it: cancelled (`party_changed`) before the join is looked at, so
    * the join is never handed one of them (see `endStaleTickets`).
@@ -720,6 +726,7 @@ export class MatchPool extends DurableObject<Env> {
       'http',
       claims,
       input.joinKey ? { owner: input.players[0]!.playerId, key: input.joinKey } : null,
+      input.forParty === true,
     )
     if (!entered.ok) {
       if ('superseded' in entered) {
@@ -825,6 +832,7 @@ export class MatchPool extends DurableObject<Env> {
     transport: 'http' | 'socket',
     claims: Readonly<Record<string, number>>,
     key: { owner: string; key: string } | null = null,
+    forParty = false,
   ): Reply<{ row: TicketRow; existing: boolean }> | Superseded {
     const config = this.config!
     const now = this.now()
@@ -863,7 +871,9 @@ export class MatchPool extends DurableObject<Env> {
         held.length === ids.length &&
         held.every((h) => h.ticket_id === ticketId) &&
         members.length === ids.length
-      if (same || (ids.length === 1 && held.length === 1)) {
+      // A player alone may be handed the ticket they are on with others (a member's reconnect);
+      // a party's join only its own (`JoinInput.forParty`).
+      if (same || (!forParty && ids.length === 1 && held.length === 1)) {
         // A player on the ticket is here: a disconnect grace running on it ends.
         this.sql.exec(`UPDATE tickets SET grace_until = NULL WHERE id = ?`, ticketId)
         if (key !== null) this.bindKey(key.owner, key.key, ticketId, ids, attributes)
@@ -1795,6 +1805,7 @@ export class MatchPool extends DurableObject<Env> {
           'socket',
           held === null ? {} : { [att.playerId]: held.version },
           joinKey,
+          party !== null,
         )
         if (!entered.ok && 'superseded' in entered) {
           // A party's members, or a player who joined elsewhere since connecting: a new claim,
@@ -1819,7 +1830,14 @@ export class MatchPool extends DurableObject<Env> {
               claimedAt: claimed.claim.claimedAt,
             }),
           } satisfies Attachment)
-          entered = this.enqueue(players, attributes, 'socket', claimed.claim.versions, joinKey)
+          entered = this.enqueue(
+            players,
+            attributes,
+            'socket',
+            claimed.claim.versions,
+            joinKey,
+            party !== null,
+          )
           if (!entered.ok && 'superseded' in entered) {
             this.countRefusal('superseded')
             await this.scheduleAlarm()

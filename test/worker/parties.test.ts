@@ -971,6 +971,26 @@ describe('queueing as a party over HTTP', () => {
     expect(row).toEqual({ ticket_id: null, noted: 0 })
   })
 
+  it("a party of one is not handed a game server's ticket with others on it: 409, and that ticket stays", async () => {
+    const q = await createQueue({ teamSize: 2, maxPartySize: 2 })
+    await rig(q, newClock())
+    const [a, b] = await players(2)
+    const served = await joinFor(q, a!.playerId, { party: [a!.playerId, b!.playerId] })
+    const party = await formParty([a!])
+    const refused = await expectProblem(
+      send('POST', `/v1/matchmaking/${q}/tickets`, a!, { party: [a!.playerId] }),
+      409,
+      'conflict',
+    )
+    expect(refused.detail).toContain(a!.playerId)
+    // B's place is not given up for A's party join; the party notes no ticket.
+    expect((await ticketOf(served.ticketId)).status).toBe('waiting')
+    expect((await ok(send('GET', `/v1/parties/${party.id}`, a!))).ticketId).toBeNull()
+    // Alone, A is handed the ticket they are on, as a member reconnecting is.
+    const solo = await ok<Ticket>(send('POST', `/v1/matchmaking/${q}/tickets`, a!, {}))
+    expect(solo.ticketId).toBe(served.ticketId)
+  })
+
   it('a game server still queues any party with the admin key', async () => {
     const q = await createQueue({ teamSize: 2, maxPartySize: 2 })
     await rig(q, newClock())

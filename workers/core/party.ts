@@ -5,11 +5,7 @@
  * they refuse the same joins with the same reasons.
  */
 
-/**
- * Members plus pending invites a party holds at most. It also bounds what a matchmaking socket
- * carries in its hibernation attachment (a leader's party with ratings, under 2 KiB at 8
- * players with the longest ids); raise it only with that in mind.
- */
+/** Members plus pending invites a party holds at most. */
 export const MAX_PARTY_SIZE = 8
 
 /** How long an invite can be accepted. */

@@ -495,6 +495,7 @@ matchmakingRoutes.openapi(joinRoute, async (c) => {
     attributes,
     claim,
     joinKey,
+    forParty: partyId !== null,
     staleTickets: stale,
   })
   if (!r.ok) fail(r)

@@ -149,7 +149,7 @@ const inviteRoute = createRoute({
   description:
     `The invite can be accepted for ${INVITE_TTL_SECONDS / 60} minutes; inviting the same player ` +
     `again refreshes it (200). A party holds at most ${MAX_PARTY_SIZE} members and pending invites ` +
-    'together. 403 for members who do not lead, 404 for players not in or invited to the party, ' +
+    'together. 403 for members and invitees who do not lead, 404 for players not in or invited to the party, ' +
     '409 when the player is already a member (the caller included) or the party is full.',
   middleware: [requirePlayer()] as const,
   request: {

@@ -6,6 +6,7 @@ import type { Leaderboard } from '../../durable-objects/leaderboard.ts'
 import { updateRatings, type Rating } from '../../workers/core/rating.ts'
 import {
   getRules,
+  type AnyRules,
   replay,
   type GameResult,
   type LogRecord,
@@ -213,6 +214,37 @@ describe('the end of a game', () => {
     const work = await inObject(sessionId, (inst) => inst.endStatus())
     expect(['archive', 'retain', 'done']).toContain(work!.stage)
     await expectAbandonedUnrated(sessionId, board, players, 'cancelled')
+  })
+
+  it('an admin ends a game whose rules throw at every deadline (a bug): cancelled, not 500', async () => {
+    const players = playerIds(2)
+    const { sessionId, tokens } = await createSession({
+      rules: 'dice-race',
+      roster: players.map((playerId) => ({ playerId })),
+      options: { target: 100 },
+    })
+    const sockets = await Promise.all(players.map((p) => connect(sessionId, tokens[p]!)))
+    for (const ws of sockets) await ws.nextOf('welcome')
+    await inObject(sessionId, (inst) => {
+      const self = inst as unknown as { rules: AnyRules }
+      self.rules = {
+        ...self.rules,
+        // A deadline always due, at which the rules fail.
+        nextTick: () => 0,
+        onTick: () => {
+          throw new Error('a bug in the rules')
+        },
+      } as AnyRules
+    })
+    const res = await call(`/v1/admin/sessions/${sessionId}/end`, {
+      ...bearer(ADMIN_KEY),
+      method: 'POST',
+    })
+    expect(res.status).toBe(200)
+    expect(await res.json()).toMatchObject({ status: 'finished', result: { reason: 'cancelled' } })
+    for (const ws of sockets) {
+      expect((await ws.nextOf('event')).event).toEqual({ kind: 'cancelled', ended: 'cancelled' })
+    }
   })
 
   it('an end sent after a grace ran out: the forfeit due first stands', async () => {
@@ -539,6 +571,28 @@ describe('the end of a game', () => {
         n: number
       }[]
     expect(n!.n).toBe(game.seq)
+  })
+
+  it("a session's listing due while its end backs off is tried, not passed over: the alarm is not set for now again and again", async () => {
+    // Neon down all game long: the listing (register) and the end both back off.
+    const game = await playGameHeld()
+    const { registerAttempts, alarmIn } = await inObject(game.sessionId, async (inst, state) => {
+      inst.store = { ...neonDown(), register: () => Promise.reject(new Error('Neon is down')) }
+      const now = Date.now()
+      state.storage.sql.exec(
+        `INSERT OR REPLACE INTO work (job, stage, attempts, next_attempt_at) VALUES ('register', 'pending', 3, ?)`,
+        now - 1000,
+      )
+      state.storage.sql.exec(`UPDATE work SET next_attempt_at = ? WHERE job = 'end'`, now + 60_000)
+      await inst.alarm()
+      const row = state.storage.sql
+        .exec<{ attempts: number }>(`SELECT attempts FROM work WHERE job = 'register'`)
+        .one()
+      return { registerAttempts: row.attempts, alarmIn: (await state.storage.getAlarm())! - now }
+    })
+    // The listing was tried (and backed off); with nothing due, the alarm waits for the next try.
+    expect(registerAttempts).toBe(4)
+    expect(alarmIn).toBeGreaterThanOrEqual(1000)
   })
 
   it("archives a log of large, quote-heavy relay messages whole: pages are cut by size, under Neon's request limit", async () => {

@@ -20,6 +20,8 @@ import {
 import { ADMIN_KEY, bearer, call } from './helpers/http.ts'
 import { until } from './helpers/sockets.ts'
 import { SILENT_SOCKET_MS } from '../../workers/lib/socket-close.ts'
+import type { AnyRules } from '../../workers/core/rules/index.ts'
+import type { DiceState } from '../../workers/core/rules/dice-race.ts'
 
 /**
  * The worker test project sets SESSION_GRACE_SECONDS=30, SESSION_JOIN_GRACE_SECONDS=90 and
@@ -237,6 +239,32 @@ describe('session timings', () => {
     await back.nextOf('welcome')
     for (const s of all) expect((await s.whenClosed()).code).toBe(1001)
     back.close()
+  })
+
+  it('an action that brings the rules’ next deadline (nextTick) nearer than the alarm moves the alarm to it', async () => {
+    const { sessionId, sockets, createdAt } = await liveDiceGame(playerIds(2))
+    const [a, b] = sockets as [TestSocket, TestSocket]
+    // Rules of a studio's with a move clock that the first move starts: deadlines in ticks of
+    // 1 ms since creation (dice-race's rate), the next one 5 s away once someone has rolled.
+    const deadline = Date.now() + 5_000
+    const original = await inObject(sessionId, (inst) => {
+      const self = inst as unknown as { rules: AnyRules }
+      const rules = self.rules
+      self.rules = {
+        ...rules,
+        nextTick: (state: DiceState) => (state.rolls === 0 ? null : deadline - createdAt),
+      } as AnyRules
+      return rules
+    })
+    const alarm = () => inObject(sessionId, (_inst, state) => state.storage.getAlarm())
+    // Before it, only the watchdog (the grace, 30 s here) is due.
+    expect(await alarm()).toBeGreaterThan(deadline)
+    a.roll()
+    for (const s of [a, b]) await s.nextOf('event')
+    expect(await alarm()).toBeLessThanOrEqual(deadline)
+    await inObject(sessionId, (inst) => {
+      ;(inst as unknown as { rules: AnyRules }).rules = original
+    })
   })
 
   it('an alarm run that fails again and again backs off (1 s, 2 s, …) instead of coming back at once; a run that succeeds ends the backoff', async () => {

@@ -820,6 +820,54 @@ describe('queueing as a party over HTTP', () => {
     expect((await ok(send('GET', `/v1/parties/${party.id}`, b!))).ticketId).toBe(again.ticketId)
   })
 
+  it("a leave or an accept sent again after its first try committed, but whose cancel never reached the pool, cancels the party's ticket then", async () => {
+    const q = await createQueue({ teamSize: 3, maxPartySize: 3 })
+    await rig(q, newClock())
+    const [a, b, c, d] = await players(4)
+    const party = await formParty([a!, b!, c!])
+    const joinAs = (ps: Player[]) =>
+      ok<Ticket>(
+        send('POST', `/v1/matchmaking/${q}/tickets`, a!, { party: ps.map((p) => p.playerId) }),
+        201,
+      )
+    const t = await joinAs([a!, b!, c!])
+    // C's leave commits as the route commits it, but its cancel is lost (the pool did not
+    // answer, or the client's request was cut off after the commit): C's client sends it again.
+    await pg()`with gone as (
+        delete from party_members where party_id = ${party.id} and player_id = ${c!.playerId}
+        returning player_id
+      )
+      update parties set updated_at = clock_timestamp()
+       where id = ${party.id} and exists (select 1 from gone)`
+    expect((await ticketOf(t.ticketId)).status).toBe('waiting')
+    expect((await leave(party.id, c!)).status).toBe(204)
+    expect(await ticketOf(t.ticketId, a!.token)).toMatchObject({
+      status: 'cancelled',
+      reason: 'party_changed',
+    })
+
+    // The same for an accept: D's first accept commits without its cancel reaching the pool.
+    const t2 = await joinAs([a!, b!])
+    await ok(invite(party.id, a!, d!), 201)
+    await pg()`with inv as (
+        delete from party_invites where party_id = ${party.id} and player_id = ${d!.playerId}
+        returning party_id
+      ), ins as (
+        insert into party_members (party_id, player_id) select party_id, ${d!.playerId} from inv
+        returning player_id
+      )
+      update parties set updated_at = clock_timestamp()
+       where id = ${party.id} and exists (select 1 from ins)`
+    expect((await ticketOf(t2.ticketId)).status).toBe('waiting')
+    expect((await accept(party.id, d!)).status).toBe(200)
+    expect((await ticketOf(t2.ticketId, a!.token)).status).toBe('cancelled')
+    // A ticket noted since the latest change stands through a repeat of that change.
+    const t3 = await joinAs([a!, b!, d!])
+    expect((await leave(party.id, c!)).status).toBe(204)
+    expect((await accept(party.id, d!)).status).toBe(200)
+    expect((await ticketOf(t3.ticketId)).status).toBe('waiting')
+  })
+
   it("a party's join first cancels its ticket from before the latest change, so a cron that read that ticket as stale cannot end the join's; the cron cancels one whose party ended", async () => {
     const q = await createQueue({ teamSize: 3, maxPartySize: 3 })
     await rig(q, newClock())

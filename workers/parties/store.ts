@@ -342,7 +342,7 @@ export async function acceptInvite(
             where id = $1 and exists (select 1 from ins)
          )
          select (select yes from stale) as stale_token,
-                (select (${NOTED_TICKETS}) from ins) as stale_tickets`,
+                coalesce((select (${NOTED_TICKETS}) from ins), (${STALE_NOTES})) as stale_tickets`,
         [partyId, caller, issuedAt],
       ),
       sql.query(
@@ -423,9 +423,13 @@ export async function removeMember(
           where party_id = $1 and player_id = $2
             and ($2 = $3 or exists (select 1 from parties where id = $1 and leader = $3))
          returning player_id
+       ),
+       changed as (
+         update parties set updated_at = clock_timestamp()
+          where id = $1 and exists (select 1 from gone)
+         returning (${NOTED_TICKETS}) as notes
        )
-       update parties set updated_at = clock_timestamp() where id = $1 and exists (select 1 from gone)
-       returning (${NOTED_TICKETS}) as stale_tickets`,
+       select coalesce((select notes from changed), (${STALE_NOTES})) as stale_tickets`,
       [partyId, target, caller],
     ),
     sql.query(
@@ -464,6 +468,16 @@ export interface MembershipChange<T> {
 /** Every ticket noted for party `$1` (see `party_tickets`), as a text[] (empty when none). */
 const NOTED_TICKETS = `select coalesce(array_agg(t.ticket_id order by t.noted_at), '{}')
                          from party_tickets t where t.party_id = $1`
+
+/**
+ * Party `$1`'s notes from before its latest membership change, all of them once it ended: what
+ * a change left for the cron. A change sent again that finds itself done (its first try
+ * committed, and its answer or its cancels were lost: the client retries) answers these, so the
+ * retry finishes the cancel instead of leaving it to the next cron run.
+ */
+const STALE_NOTES = `select coalesce(array_agg(t.ticket_id order by t.noted_at), '{}')
+                       from party_tickets t left join parties p on p.id = t.party_id
+                      where t.party_id = $1 and (p.id is null or t.noted_at < p.updated_at)`
 
 /** How long a noted ticket is kept: longer than any ticket can wait (ticketTtlSeconds ≤ 1 h). */
 const NOTED_TICKET_HOURS = 2

@@ -8,6 +8,7 @@ import { localFamilies } from '../../workers/lib/metrics.ts'
 import { forgetPlayerName, playerNames } from '../../workers/leaderboards/names.ts'
 import type { Leaderboard } from '../../durable-objects/leaderboard.ts'
 import type { RankIndex } from '../../workers/core/rank-index.ts'
+import { replaceMethod } from './helpers/replace-method.ts'
 
 function counterTotal(name: string): number {
   const family = localFamilies().find((f) => f.name === name)
@@ -310,6 +311,25 @@ describe('top pages with cursors', () => {
     expect(cached.headers.get('x-cache')).toMatch(/^HIT/)
   })
 
+  it('a walk refused as too old (the board restarted since its first page) takes that first page out of the caches: starting again gets a walk that goes on', async () => {
+    const b = await createBoard()
+    await seed(b, 3, (i) => i)
+    const first = (await (await call(`/v1/leaderboards/${b}/top?limit=1`)).json()) as Top
+    expect((await call(`/v1/leaderboards/${b}/top?limit=1`)).headers.get('x-cache')).toMatch(/^HIT/)
+    // A write, then a restart: the board keeps no history from before it.
+    expect((await submitFor(b, 'late', { score: 10 })).status).toBe(200)
+    await evictDurableObject(env.LEADERBOARD.getByName(b))
+    const next = await call(`/v1/leaderboards/${b}/top?limit=1&cursor=${first.nextCursor}`)
+    expect(next.status).toBe(409)
+    // Starting again reads a new first page (the cached one's cursor would be refused again).
+    const again = await call(`/v1/leaderboards/${b}/top?limit=1`)
+    expect(again.headers.get('x-cache')).toBe('MISS')
+    const page = (await again.json()) as Top
+    expect(page.entries[0]!.playerId).toBe('late')
+    const second = await call(`/v1/leaderboards/${b}/top?limit=1&cursor=${page.nextCursor}`)
+    expect(second.status).toBe(200)
+  })
+
   it('a missing board is 404 with the request id, and the refusal is not cached', async () => {
     const missing = boardId('missing')
     for (const path of [`/v1/leaderboards/${missing}`, `/v1/leaderboards/${missing}/top`]) {
@@ -540,6 +560,50 @@ describe('edge cache', () => {
     expect(draws).toBeGreaterThan(0)
     expect(refreshed.headers.get('x-cache')).toBe('MISS')
     expect(((await refreshed.json()) as Top).total).toBe(2)
+  })
+
+  it('an early refresh that fails (the board out of reach) serves the answer it passed over, still within its TTL', async () => {
+    const b = await createBoard()
+    await submitFor(b, 'a', { score: 1 })
+    const first = await call(`/v1/leaderboards/${b}/top`)
+    expect(first.headers.get('x-cache')).toBe('MISS')
+    await first.body?.cancel()
+    await replaceMethod<Leaderboard, 'top'>(
+      env.LEADERBOARD.getByName(b),
+      'top',
+      () => () => Promise.reject(new Error('board out of reach')),
+    )
+    // Every draw says "refresh now".
+    const random = Math.random
+    Math.random = () => 0
+    let served: Response
+    try {
+      served = await call(`/v1/leaderboards/${b}/top`)
+    } finally {
+      Math.random = random
+    }
+    expect(served.status).toBe(200)
+    expect(served.headers.get('x-cache')).toBe('HIT memory')
+    expect(((await served.json()) as Top).entries[0]!.playerId).toBe('a')
+    // Without a cached answer, the failure is the answer.
+    const uncached = await call(`/v1/leaderboards/${b}/top?limit=5`)
+    expect(uncached.status).toBe(500)
+    await uncached.body?.cancel()
+  })
+
+  it('a Cache API that fails is a miss: the read is answered from the board', async () => {
+    const b = await createBoard()
+    await submitFor(b, 'a', { score: 1 })
+    const edge = caches.default
+    const match = edge.match.bind(edge)
+    edge.match = () => Promise.reject(new Error('cache unavailable'))
+    try {
+      const res = await call(`/v1/leaderboards/${b}/top`)
+      expect(res.status).toBe(200)
+      expect(((await res.json()) as Top).entries[0]!.playerId).toBe('a')
+    } finally {
+      edge.match = match
+    }
   })
 
   it('with Redis down, reads are still served from the Durable Object', async () => {

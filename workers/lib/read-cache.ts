@@ -132,7 +132,6 @@ function cacheRequest(key: string): Request {
  * return cachedRead(c, { key: `lb:${id}:top:${limit}:${cursor}`, ttlSeconds: 4, visibility: 'public', load })
  */
 export async function cachedRead(c: Context<AppEnv>, opts: CachedReadOptions): Promise<Response> {
-  const now = Date.now()
   const ttlMs = opts.ttlSeconds * 1000
   const asked = /no-cache|no-store|max-age=0/i.test(c.req.header('cache-control') ?? '')
   // A fresh answer costs the board a call, so asking for one is limited per client address
@@ -147,29 +146,45 @@ export async function cachedRead(c: Context<AppEnv>, opts: CachedReadOptions): P
   // the same answer under the same date, and rolling again for it at each would make an early
   // refresh ever rarer the more layers there are, until expiry sent everyone to the object.
   let refreshing = -Infinity
-  const usable = (storedAt: number, computeMs: number, entryTtlMs = ttlMs): boolean => {
-    if (!(now - storedAt < entryTtlMs) || storedAt <= refreshing) return false
-    if (!refreshEarly(storedAt, entryTtlMs, computeMs, now)) return true
-    refreshing = storedAt
+  // That answer, served after all if the refresh fails while it is still within its TTL: an
+  // early refresh is a head start on the next answer, not a reason to fail this read.
+  const passedOver: {
+    hit: { body: string; storedAt: number; ttlMs: number; layer: string } | null
+  } = { hit: null }
+  const usable = (
+    layer: string,
+    entry: { body?: string; storedAt: number; computeMs: number; ttlMs?: number },
+  ): boolean => {
+    const entryTtlMs = entry.ttlMs ?? ttlMs
+    // The clock read now, not at the request's start: the layers above took time (a Redis
+    // check, a Cache API lookup), and an answer must not be served older than its TTL.
+    const at = Date.now()
+    if (!(at - entry.storedAt < entryTtlMs) || entry.storedAt <= refreshing) return false
+    if (!refreshEarly(entry.storedAt, entryTtlMs, entry.computeMs, at)) return true
+    refreshing = entry.storedAt
+    if (entry.body !== undefined) {
+      passedOver.hit = { body: entry.body, storedAt: entry.storedAt, ttlMs: entryTtlMs, layer }
+    }
     return false
   }
 
   if (!bypass) {
     const hit = isolateReads.get(opts.key)
-    if (hit && usable(hit.storedAt, hit.computeMs ?? 1, hit.ttlMs)) {
+    if (hit && usable('memory', { ...hit, computeMs: hit.computeMs ?? 1 })) {
       cacheLookups.inc({ layer: 'memory', outcome: 'hit' })
       return respond(hit.body, hit.storedAt, 'HIT memory', hit.ttlMs)
     }
     cacheLookups.inc({ layer: 'memory', outcome: 'miss' })
   }
   if (!bypass && cache) {
-    const hit = await cache.match(cacheRequest(opts.key))
+    // A Cache API that fails is a miss: the layers below still answer.
+    const hit = await cache.match(cacheRequest(opts.key)).catch(() => undefined)
     const storedAt = Number(hit?.headers.get('x-stored-at'))
     const computeMs = Number(hit?.headers.get('x-compute-ms') ?? 1)
     const entryTtl = hit?.headers.get('x-ttl-ms') ? Number(hit.headers.get('x-ttl-ms')) : undefined
-    if (hit && usable(storedAt, computeMs, entryTtl)) {
+    const body = hit ? await hit.text().catch(() => undefined) : undefined
+    if (body !== undefined && usable('edge', { body, storedAt, computeMs, ttlMs: entryTtl })) {
       cacheLookups.inc({ layer: 'edge', outcome: 'hit' })
-      const body = await hit.text()
       isolateReads.remember(opts.key, { body, storedAt, computeMs, ttlMs: entryTtl })
       return respond(body, storedAt, 'HIT edge', entryTtl)
     }
@@ -180,7 +195,7 @@ export async function cachedRead(c: Context<AppEnv>, opts: CachedReadOptions): P
     if (
       hit &&
       typeof hit.body === 'string' &&
-      usable(hit.storedAt, hit.computeMs ?? 1, hit.ttlMs)
+      usable('redis', { ...hit, computeMs: hit.computeMs ?? 1 })
     ) {
       cacheLookups.inc({ layer: 'redis', outcome: 'hit' })
       isolateReads.remember(opts.key, hit)
@@ -198,6 +213,13 @@ export async function cachedRead(c: Context<AppEnv>, opts: CachedReadOptions): P
   try {
     loaded = await opts.load()
   } catch (err) {
+    // A refusal (a board deleted meanwhile, a refused cursor) is the answer; a failure is not.
+    const kept = passedOver.hit
+    const refused = err instanceof ApiError && err.status < 500
+    if (kept && !refused && Date.now() - kept.storedAt < kept.ttlMs) {
+      cacheLookups.inc({ layer: kept.layer, outcome: 'hit' })
+      return respond(kept.body, kept.storedAt, `HIT ${kept.layer}`, kept.ttlMs)
+    }
     // Nor may the client or a cache in between keep it: the board may exist a moment later.
     if (err instanceof ApiError) {
       throw new ApiError(err.problem, err.message, err.extensions, {

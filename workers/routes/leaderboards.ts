@@ -233,6 +233,13 @@ const topRoute = createRoute({
   },
 })
 
+/** The walk a top cursor continues (`cycle.snapshot`, its first two fields), or null. */
+function walkOf(cursor: unknown): string | null {
+  if (typeof cursor !== 'string') return null
+  const [cycle, snapshot] = cursor.split('.', 2)
+  return snapshot === undefined ? null : `${cycle}.${snapshot}`
+}
+
 leaderboardRoutes.openapi(topRoute, (async (c: Context<AppEnv>) => {
   const { id } = c.req.param() as { id: string }
   const { limit, cursor } = (
@@ -254,12 +261,15 @@ leaderboardRoutes.openapi(topRoute, (async (c: Context<AppEnv>) => {
       const r = await board(c, id).top(id, cursor ?? null, limit)
       if (!r.ok) {
         // A cursor the board refuses (of a cycle closed early, by an admin or a new schedule,
-        // which no cached first page's end foresaw): the client starts again without one, and
-        // must not be handed the same page, and its cursor, from a cache.
+        // which no cached first page's end foresaw; or of a walk whose snapshot the board no
+        // longer keeps, after a restart, say): the client starts again without one, and must not
+        // be handed the same page, and its cursor, from a cache. Only a page of another cycle
+        // or of that very walk goes: made-up cursors must not evict a hot page at will.
         const current = r.extensions?.cycle
         if (r.problem === 'conflict' && cursor && typeof current === 'number') {
           await forgetStaleRead(c, `lb:${id}:top:${limit}:`, (page) => {
-            return (page as { cycle?: unknown }).cycle !== current
+            const { cycle, nextCursor } = page as { cycle?: unknown; nextCursor?: unknown }
+            return cycle !== current || walkOf(nextCursor) === walkOf(cursor)
           })
         }
         fail(r)

@@ -711,19 +711,14 @@ export class Leaderboard extends DurableObject<Env> {
       // Thrown, it would cross the RPC as a plain error and answer 500.
       if (!isDatabaseUnreachable(err)) throw err
       log('warn', 'board config not read', { actor: this.actor, ...errorFields(err) })
+      await this.dropSchemaOfUnknown()
       return refuse('unavailable', 'The database is unreachable; retry shortly')
     }
     // Another call may have configured the board while this one waited for Neon: this one then
     // waits for its catch-up too, as any call does.
     if (this.config) return this.ensureConfigured(boardId)
     if (!stored) {
-      if (this.boardId === null) {
-        // An id nobody created: drop the empty schema, so that reads of made-up ids leave no
-        // storage behind (an object with any stored data is kept, and billed, for good).
-        // Marked before the await: a call configuring the board meanwhile re-makes the schema.
-        this.schemaReady = false
-        await this.ctx.storage.deleteAll()
-      }
+      await this.dropSchemaOfUnknown()
       return { ...refuse('not-found', `No leaderboard '${boardId}'`), unknownBoard: boardId }
     }
     // A call that found no board (its read came back before the board's PUT committed) may have
@@ -734,6 +729,18 @@ export class Leaderboard extends DurableObject<Env> {
     // As a pushed configuration does: the cycle's end wakes the board, whoever calls next.
     await this.scheduleAlarm()
     return null
+  }
+
+  /**
+   * For an id nobody created (or not yet, as far as this object knows): drops the empty schema
+   * its wake made, so that calls for made-up ids leave no storage behind (an object with any
+   * stored data is kept, and billed, for good). Marked before the await: a call configuring the
+   * board meanwhile re-makes the schema.
+   */
+  private async dropSchemaOfUnknown(): Promise<void> {
+    if (this.boardId !== null) return
+    this.schemaReady = false
+    await this.ctx.storage.deleteAll()
   }
 
   /**
@@ -925,7 +932,10 @@ export class Leaderboard extends DurableObject<Env> {
   private async trySubmit(input: SubmitInput): Promise<Reply<{ result: SubmitResult }>> {
     // Over the edge limit, a board that was never configured has nothing to replay: no Neon
     // lookup for it (the edge limit is there to shed such load).
-    if (input.replayOnly && !this.config) return NOT_A_REPLAY
+    if (input.replayOnly && !this.config) {
+      await this.dropSchemaOfUnknown()
+      return NOT_A_REPLAY
+    }
     const unknown = await this.ensureConfigured(input.boardId)
     if (unknown) return unknown
     const now = this.now()
@@ -1080,7 +1090,7 @@ export class Leaderboard extends DurableObject<Env> {
       if (previous) this.remember(input.playerId, previous, seq, now)
     }
     submissions.inc({ replayed: 'false' })
-    if (!(await this.ctx.storage.getAlarm())) await this.scheduleAlarm()
+    await this.alarmForKeys(now)
     return { ok: true, result }
   }
 
@@ -1104,6 +1114,16 @@ export class Leaderboard extends DurableObject<Env> {
       key,
       now - IDEMPOTENCY_TTL_MS,
     )
+  }
+
+  /**
+   * After a key was written: its sweep is due a day from now, and an alarm set further out (for
+   * a cycle's end a month away, set while the board held no keys) would leave expired keys in
+   * storage until then.
+   */
+  private async alarmForKeys(now: number): Promise<void> {
+    const alarm = await this.ctx.storage.getAlarm()
+    if (alarm === null || alarm > now + IDEMPOTENCY_TTL_MS) await this.scheduleAlarm()
   }
 
   /** Keeps a keyed request's answer for its retries; called in the transaction of its effect. */
@@ -1223,6 +1243,7 @@ export class Leaderboard extends DurableObject<Env> {
       index.replace(previous, next)
       if (previous) this.remember(playerId, previous, next.seq, now)
     }
+    if (key) await this.alarmForKeys(now)
     return { ok: true, ...result!, replayed: false }
   }
 

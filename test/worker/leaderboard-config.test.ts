@@ -4,22 +4,9 @@ import { describe, expect, it } from 'vitest'
 import type { Leaderboard } from '../../durable-objects/leaderboard.ts'
 import type { LeaderboardConfig } from '../../workers/core/leaderboard.ts'
 import { ADMIN_KEY, bearer, call, json, newGuest, problem } from './helpers/http.ts'
-import { boardId, createBoard, fresh, pg, submitFor, type Top } from './helpers/boards.ts'
+import { boardId, createBoard, fresh, pg, storedBy, submitFor, type Top } from './helpers/boards.ts'
 import { runScheduled } from '../../workers/scheduled.ts'
 import { localFamilies } from '../../workers/lib/metrics.ts'
-
-/** What a board's object has stored: its tables and its alarm. */
-function storedBy(id: string) {
-  return runInDurableObject(env.LEADERBOARD.getByName(id), async (_inst, state) => ({
-    tables: state.storage.sql
-      .exec<{ name: string }>(
-        `SELECT name FROM sqlite_master WHERE name NOT LIKE '\_cf%' ESCAPE '\\'`,
-      )
-      .toArray()
-      .map((r) => r.name),
-    alarm: await state.storage.getAlarm(),
-  }))
-}
 
 /** Boards the cron had to nudge, as this isolate has counted them. */
 function cronNudges(): number {

@@ -4,7 +4,16 @@ import { describe, expect, it, onTestFinished } from 'vitest'
 import type { Leaderboard } from '../../durable-objects/leaderboard.ts'
 import { localFamilies } from '../../workers/lib/metrics.ts'
 import { ADMIN_KEY, bearer, call, json, newGuest, problem } from './helpers/http.ts'
-import { createBoard, fresh, pg, submitAs, submitFor, type Top } from './helpers/boards.ts'
+import {
+  boardId,
+  createBoard,
+  fresh,
+  pg,
+  storedBy,
+  submitAs,
+  submitFor,
+  type Top,
+} from './helpers/boards.ts'
 
 async function top(board: string, limit = 100): Promise<Top> {
   return fresh<Top>(`/v1/leaderboards/${board}/top?limit=${limit}`)
@@ -234,6 +243,19 @@ describe('idempotency', () => {
     )
     expect(out.again).toMatchObject({ ok: true, result: { replayed: false, best: 10 } })
     expect(out.left).toBe(0)
+  })
+
+  it('a key written while the alarm is set further out than a day brings it to the key’s expiry', async () => {
+    const b = await createBoard()
+    const board = env.LEADERBOARD.getByName(b)
+    // An alarm a month away, as a monthly cycle's end sets it while the board holds no keys.
+    const month = 30 * 24 * 3_600_000
+    await runInDurableObject(board, (_inst, state) => state.storage.setAlarm(Date.now() + month))
+    const before = Date.now()
+    expect((await submitFor(b, 'p', { score: 1 }, 'a-key')).status).toBe(200)
+    const alarm = await runInDurableObject(board, (_inst, state) => state.storage.getAlarm())
+    expect(alarm).toBeGreaterThanOrEqual(before + 24 * 3_600_000)
+    expect(alarm).toBeLessThanOrEqual(Date.now() + 24 * 3_600_000)
   })
 
   it('one alarm sweeps a bounded number of expired keys and comes back a second later for the rest', async () => {
@@ -619,6 +641,31 @@ describe('bad input is refused with problem+json and changes nothing', () => {
   })
 })
 
+describe('an unknown board, asked while Neon is out of reach', () => {
+  it('is 503, and its object keeps nothing', async () => {
+    const id = boardId('missing')
+    const answer = await runInDurableObject(
+      env.LEADERBOARD.getByName(id),
+      async (inst: Leaderboard) => {
+        const self = inst as unknown as { env: Record<string, unknown> }
+        const real = self.env
+        self.env = {
+          ...real,
+          DATABASE_URL: env.TEST_UNREACHABLE_DATABASE_URL,
+          NEON_LOCAL_RELAY: env.TEST_UNREACHABLE_NEON_RELAY,
+        }
+        try {
+          return await inst.info(id)
+        } finally {
+          self.env = real
+        }
+      },
+    )
+    expect(answer).toMatchObject({ ok: false, problem: 'unavailable' })
+    expect(await storedBy(id)).toEqual({ tables: [], alarm: null })
+  })
+})
+
 describe('an unknown board, asked again', () => {
   it('is answered 404 without waking its object for a moment, until the board is created here', async () => {
     const id = `unknown-${crypto.randomUUID().slice(0, 8)}`
@@ -841,13 +888,18 @@ describe('edge rate limit through Redis', () => {
     expect(await problem(refused!)).toMatchObject({ type: 'urn:nexus:problem:rate-limited' })
     // A board nobody created has nothing to replay: 429 too, without waking anything up. (Only
     // checked with a second or more of the window left, so a new minute cannot reset the count.)
+    const unknown = boardId('no-such-board')
     const made = await callWithEnv(
       { EDGE_SUBMITS_PER_MINUTE: '2' },
-      `/v1/leaderboards/no-such-board-${crypto.randomUUID().slice(0, 8)}/scores`,
+      `/v1/leaderboards/${unknown}/scores`,
       json('POST', { score: 1 }, token, { 'idempotency-key': 'z' }),
     )
-    if (windowLeft >= 2) expect(made.status).toBe(429)
     await made.body?.cancel()
+    if (windowLeft >= 2) {
+      expect(made.status).toBe(429)
+      // Its object, woken for the call, keeps nothing.
+      expect(await storedBy(unknown)).toEqual({ tables: [], alarm: null })
+    }
     // The first submission's retry gets its first answer all the same.
     const replay = await send('a', { score: 1 })
     expect(replay.status).toBe(200)

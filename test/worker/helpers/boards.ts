@@ -1,4 +1,5 @@
 import { neon } from '@neondatabase/serverless'
+import { runInDurableObject } from 'cloudflare:test'
 import { env } from 'cloudflare:workers'
 import { configureLocalRelay } from '../../../workers/db/client.ts'
 import { ADMIN_KEY, call, json } from './http.ts'
@@ -74,4 +75,20 @@ export interface Top {
 export function pg() {
   configureLocalRelay(testEnv.DATABASE_URL!, testEnv.NEON_LOCAL_RELAY!)
   return neon(testEnv.DATABASE_URL!)
+}
+
+/**
+ * What a board's object has stored: its tables and its alarm. Asked of an object not in memory,
+ * its wake makes the schema first: ask right after the call whose leftovers are in question.
+ */
+export function storedBy(id: string) {
+  return runInDurableObject(env.LEADERBOARD.getByName(id), async (_inst, state) => ({
+    tables: state.storage.sql
+      .exec<{ name: string }>(
+        `SELECT name FROM sqlite_master WHERE name NOT LIKE '\_cf%' ESCAPE '\\'`,
+      )
+      .toArray()
+      .map((r) => r.name),
+    alarm: await state.storage.getAlarm(),
+  }))
 }

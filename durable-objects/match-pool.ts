@@ -131,6 +131,8 @@ const WAIT_SAMPLE_WINDOW_MS = 60 * 60 * 1000
 /** Matches-per-minute and wait percentiles are gauges: recomputed at most this often. */
 const RATES_EVERY_MS = 1000
 const MAX_CREATE_ATTEMPTS = 12
+/** Join keys a player's joins bind to one ticket at most (`bindKey`). */
+const KEYS_PER_TICKET = 8
 /** A session create gets this long; its match is retried from the alarm when the time is up. */
 const CREATE_LEASE_MS = 30_000
 const MAX_BACKOFF_MS = 60_000
@@ -804,7 +806,13 @@ export class MatchPool extends DurableObject<Env> {
     return row ? { ok: true, row } : null
   }
 
-  /** Remembers which ticket a keyed join was answered with (a retry gets the same one). */
+  /**
+   * Remembers which ticket a keyed join was answered with (a retry gets the same one), for at
+   * most KEYS_PER_TICKET keys of one player's on one ticket: a join with a new key is handed a
+   * ticket its player already has without a claim or any other cost, so without a bound a client
+   * sending joins with fresh keys would fill the pool's storage. A join past it is answered all
+   * the same; its retry is handed the ticket while it waits.
+   */
   private bindKey(
     owner: string,
     joinKey: string,
@@ -812,6 +820,13 @@ export class MatchPool extends DurableObject<Env> {
     ids: readonly string[],
     attributes: TicketAttributesValue | null,
   ): void {
+    const bound = one<{ n: number }>(
+      this.sql,
+      `SELECT count(*) AS n FROM join_keys WHERE ticket_id = ? AND player_id = ?`,
+      ticketId,
+      owner,
+    )!.n
+    if (bound >= KEYS_PER_TICKET) return
     this.sql.exec(
       `INSERT OR IGNORE INTO join_keys (player_id, join_key, ticket_id, request) VALUES (?, ?, ?, ?)`,
       owner,
@@ -1369,18 +1384,35 @@ export class MatchPool extends DurableObject<Env> {
    * attempts still in flight.
    */
   private async deliverDue(now: number): Promise<void> {
+    // A step's worth: a GameSession outage leaves matches pending by the thousand, and a step
+    // sending every one at once would load them all and outrun the runtime's subrequests. The
+    // alarm, armed for the rest (due now), comes straight back.
     const due = all<MatchRow>(
       this.sql,
-      `SELECT * FROM matches WHERE state = 'pending' AND next_attempt_at <= ? ORDER BY created_at`,
+      `SELECT * FROM matches WHERE state = 'pending' AND next_attempt_at <= ?
+       ORDER BY created_at LIMIT ?`,
       now,
+      MATCHES_PER_STEP,
     )
     if (due.length === 0) return
+    // The lease counts as an attempt: one whose instance was reset during the call never
+    // answers, and would otherwise be tried for good, its players held in `matching`.
     this.sql.exec(
-      `UPDATE matches SET next_attempt_at = ? WHERE state = 'pending' AND next_attempt_at <= ?`,
+      `UPDATE matches SET next_attempt_at = ?, attempts = attempts + 1
+       WHERE id IN (${due.map(() => '?').join(', ')})`,
       now + CREATE_LEASE_MS,
-      now,
+      ...due.map((m) => m.id),
     )
-    await this.deliverAll(due)
+    // (One whose call is still out keeps it: its answer decides.)
+    const spent = due.filter((m) => m.attempts >= MAX_CREATE_ATTEMPTS && !this.delivering.has(m.id))
+    for (const m of spent) {
+      this.failAttempt(m, {
+        ok: false,
+        problem: 'unavailable',
+        detail: `no answer to ${m.attempts} attempts${m.last_error ? ` (last: ${m.last_error})` : ''}`,
+      })
+    }
+    await this.deliverAll(due.filter((m) => m.attempts < MAX_CREATE_ATTEMPTS))
   }
 
   /**

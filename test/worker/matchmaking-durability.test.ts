@@ -182,6 +182,72 @@ describe('a reset while a session is being created', () => {
     expect(sessionCalls.get(after.match!.sessionId)).toHaveLength(1)
   })
 
+  it('a match whose session calls never answer (the pool reset during each) is given up after 12 attempts: its players are told session_failed and may queue again', async () => {
+    const q = await createQueue({ ticketTtlSeconds: 3600 })
+    const clock = newClock()
+    let calls = 0
+    const down: SessionCreator = async () => {
+      calls++
+      return { ok: false, problem: 'unavailable', detail: 'down' }
+    }
+    await rig(q, clock, { creator: down })
+    const ta = await joinFor(q, `${q}-a`)
+    const tb = await joinFor(q, `${q}-b`)
+    expect(tb.status).toBe('matching')
+    // Its attempts spent by leases whose calls resets cut off (no answer, so no failure to count
+    // them by): the row as the twelfth such reset leaves it, its lease run out.
+    await runInDurableObject(poolOf(q), (_i: MatchPool, state) =>
+      state.storage.sql.exec(`UPDATE matches SET attempts = 12, next_attempt_at = 0`),
+    )
+    calls = 0
+    await runDurableObjectAlarm(poolOf(q))
+    expect(calls).toBe(0)
+    for (const t of [ta, tb]) {
+      expect(await ticketOf(t.ticketId)).toMatchObject({
+        status: 'cancelled',
+        reason: 'session_failed',
+      })
+    }
+    expect((await matchRows(q))[0]).toMatchObject({ state: 'failed' })
+    await rig(q, clock)
+    const again = await joinFor(q, `${q}-a`)
+    expect(again.ticketId).not.toBe(ta.ticketId)
+  })
+
+  it('one alarm step sends at most 64 pending matches; the alarm comes straight back for the rest', async () => {
+    const q = await createQueue({ ticketTtlSeconds: 3600 })
+    const clock = newClock()
+    await rig(q, clock)
+    // 70 matches left pending (a GameSession outage), all due, their tickets long gone.
+    const ids = Array.from({ length: 70 }, (_, i) => `${q}-pending-${i}`)
+    await runInDurableObject(poolOf(q), async (_i: MatchPool, state) => {
+      await state.storage.setAlarm(clock.t)
+      for (const [i, id] of ids.entries()) {
+        const setup: SessionSetup = {
+          sessionId: id,
+          queue: q,
+          region: 'eu',
+          rules: 'dice-race',
+          roster: [{ playerId: `${id}-a`, team: 0 }],
+          seed: 'a'.repeat(64),
+        }
+        state.storage.sql.exec(
+          `INSERT INTO matches (id, state, setup, ticket_ids, created_at, next_attempt_at)
+           VALUES (?, 'pending', ?, '[]', ?, 0)`,
+          id,
+          JSON.stringify(setup),
+          clock.t - 70 + i,
+        )
+      }
+    })
+    const created = () => ids.filter((id) => sessionCalls.has(id)).length
+    expect(await runDurableObjectAlarm(poolOf(q))).toBe(true)
+    expect(created()).toBe(64)
+    expect(await alarmAt(q)).toBeLessThanOrEqual(clock.t)
+    await runDurableObjectAlarm(poolOf(q))
+    expect(created()).toBe(70)
+  })
+
   it('an answer that comes after its lease ran out, while the alarm is taking the match up again, completes the match once', async () => {
     const q = await createQueue({ ticketTtlSeconds: 3600 })
     const clock = newClock()

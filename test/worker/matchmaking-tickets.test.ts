@@ -203,6 +203,31 @@ describe('HTTP tickets', () => {
     expect(stats.waitingTickets).toBe(0)
   })
 
+  it("joins with ever new keys bind at most 8 of them to the player's ticket, each answered with it, again on retry", async () => {
+    const q = await createQueue()
+    await rig(q, newClock())
+    const a = await newGuest()
+    const keyed = (key: string) =>
+      call(`/v1/matchmaking/${q}/tickets`, json('POST', {}, a.token, { 'idempotency-key': key }))
+    const tickets: string[] = []
+    for (let i = 0; i < 12; i++) {
+      const res = await keyed(`flood-${i}`)
+      expect(res.status).toBe(i === 0 ? 201 : 200)
+      tickets.push(((await res.json()) as Ticket).ticketId)
+    }
+    expect(new Set(tickets).size).toBe(1)
+    const bound = await runInDurableObject(poolOf(q), (_i: MatchPool, state) =>
+      state.storage.sql
+        .exec<{ n: number }>(`SELECT count(*) AS n FROM join_keys WHERE ticket_id = ?`, tickets[0]!)
+        .one(),
+    )
+    expect(bound.n).toBe(8)
+    for (const key of ['flood-0', 'flood-11']) {
+      const retried = await keyed(key)
+      expect(((await retried.json()) as Ticket).ticketId).toBe(tickets[0])
+    }
+  })
+
   it('a ticket keyed before join keys had their own table (pool schema 5) is still found by its key after the upgrade', async () => {
     const q = await createQueue()
     const clock = newClock()

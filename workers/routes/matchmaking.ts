@@ -643,7 +643,8 @@ const socketRoute = createRoute({
     'Neon holds the party at that join); receive `{"type":"queued","ticketId"}`, then ' +
     '`{"type":"match_found","sessionId","token","players"}` (or `expired` / `cancelled`). Send ' +
     '`{"type":"cancel"}` to leave. A bad frame gets `{"type":"error","code","message"}` and changes ' +
-    'nothing. Closing the socket cancels the ticket after a 10 s grace unless the player reconnects. ' +
+    "nothing. Closing the socket cancels the ticket after the queue's `disconnectGraceSeconds` " +
+    '(10 s by default) unless the player reconnects. ' +
     'A player holds at most 4 sockets on one pool; a 5th is 409. A `join` while the player ' +
     'waits in another region of the queue gets an `error` with code `conflict`. ' +
     'Without an upgrade: the queue’s public settings, through the read caches (at most 4 s old).',

@@ -118,7 +118,7 @@ import { bannedJoinDetail } from '../workers/players/bans.ts'
  * - Time: `now` is a field, so tests move time forward instead of sleeping.
  */
 
-const SCHEMA_VERSION = 6
+const SCHEMA_VERSION = 7
 /** Finished tickets and matches stay readable this long. */
 export const RESULT_RETENTION_MS = 10 * 60 * 1000
 /** Recent wait times kept for percentiles. */
@@ -131,6 +131,13 @@ const WAIT_SAMPLE_WINDOW_MS = 60 * 60 * 1000
 /** Matches-per-minute and wait percentiles are gauges: recomputed at most this often. */
 const RATES_EVERY_MS = 1000
 const MAX_CREATE_ATTEMPTS = 12
+/**
+ * A party ticket's note in flight holds it this long (`owePartyNote`): past it, the alarm takes
+ * the note up, as after a reset that cut the call off.
+ */
+const NOTE_LEASE_MS = 30_000
+/** Owed party notes the alarm sends at a time. */
+const NOTES_PER_STEP = 16
 /** Join keys a player's joins bind to one ticket at most (`bindKey`). */
 const KEYS_PER_TICKET = 8
 /** A session create gets this long; its match is retried from the alarm when the time is up. */
@@ -250,11 +257,12 @@ export interface JoinInput {
   /** The join's key (`Idempotency-Key`): a join sent again gets the ticket the first one made. */
   joinKey?: string | null
   /**
-   * The join is a party's (its ticket is noted for the party next): only a ticket of exactly its
-   * players is handed back. A party of one is otherwise handed a ticket with others on it (a game
-   * server's), which its note, finding other players, would then cancel.
+   * The player-formed party the join is for: its ticket is noted on the party in Neon by the pool
+   * (`recordPartyTicket`), and only a ticket of exactly its players is handed back (a party of one
+   * would otherwise be handed a ticket with others on it, a game server's, which its note,
+   * finding other players, would then cancel).
    */
-  forParty?: boolean
+  partyId?: string | null
   /**
    * The joining party's tickets in this pool noted before its latest membership change (Neon),
    * which no longer stand for it: cancelled (`party_changed`) before the join is looked at, so
@@ -596,6 +604,18 @@ export class MatchPool extends DurableObject<Env> {
           joinRequest(ids, attributes),
         )
       }
+      setSchemaVersion(this.sql, 6)
+    }
+    if (schemaVersion(this.sql) < 7) {
+      // Party tickets whose note on the party (Neon) is owed: written with the ticket, so a reset
+      // between the two, or Neon out of reach, leaves the note to the alarm, not undone for good.
+      this.sql.exec(`
+        CREATE TABLE IF NOT EXISTS party_notes (
+          ticket_id TEXT PRIMARY KEY, party_id TEXT NOT NULL,
+          attempts INTEGER NOT NULL DEFAULT 0, next_attempt_at INTEGER NOT NULL
+        ) WITHOUT ROWID;
+        CREATE INDEX IF NOT EXISTS party_notes_due ON party_notes (next_attempt_at);
+      `)
       setSchemaVersion(this.sql, SCHEMA_VERSION)
     }
     const meta = new Map(
@@ -708,9 +728,15 @@ export class MatchPool extends DurableObject<Env> {
    * Enqueues a ticket (or returns the one its player already has) and runs matching; the reply
    * shows the ticket after matching, so it may already be matched.
    */
-  async join(
-    input: JoinInput,
-  ): Promise<Reply<{ ticket: TicketView; existing: boolean; staleCancelled: string[] }>> {
+  async join(input: JoinInput): Promise<
+    Reply<{
+      ticket: TicketView
+      existing: boolean
+      staleCancelled: string[]
+      /** The party changed while joining: its note found other members, and the ticket is cancelled. */
+      partyChanged: boolean
+    }>
+  > {
     this.ensureSchema()
     const changed = this.applyConfig(input.queue, input.region, input.config, input.version)
     // A newer configuration makes matching due now (windows may have widened), even when this
@@ -728,7 +754,7 @@ export class MatchPool extends DurableObject<Env> {
       'http',
       claims,
       input.joinKey ? { owner: input.players[0]!.playerId, key: input.joinKey } : null,
-      input.forParty === true,
+      input.partyId != null,
     )
     if (!entered.ok) {
       if ('superseded' in entered) {
@@ -743,12 +769,20 @@ export class MatchPool extends DurableObject<Env> {
       return entered
     }
     if (!entered.existing) this.attachMembers(entered.row)
-    await this.settle()
+    const partyId = input.partyId ?? null
+    // Owed in the same write as the ticket (nothing awaited between them), then sent.
+    const noting = partyId !== null && entered.row.state === 'waiting'
+    if (noting) this.owePartyNote(partyId, entered.row.id)
+    const [, partyChanged] = await Promise.all([
+      this.settle(),
+      noting ? this.recordPartyTicket(partyId, entered.row) : false,
+    ])
     return {
       ok: true,
       ticket: this.view(this.row(entered.row.id)!),
       existing: entered.existing,
       staleCancelled,
+      partyChanged,
     }
   }
 
@@ -887,7 +921,7 @@ export class MatchPool extends DurableObject<Env> {
         held.every((h) => h.ticket_id === ticketId) &&
         members.length === ids.length
       // A player alone may be handed the ticket they are on with others (a member's reconnect);
-      // a party's join only its own (`JoinInput.forParty`).
+      // a party's join only its own (`JoinInput.partyId`).
       if (same || (!forParty && ids.length === 1 && held.length === 1)) {
         // A player on the ticket is here: a disconnect grace running on it ends.
         this.sql.exec(`UPDATE tickets SET grace_until = NULL WHERE id = ?`, ticketId)
@@ -1890,6 +1924,8 @@ export class MatchPool extends DurableObject<Env> {
         const row = entered.row
         // The keyed ticket moved on while this join awaited Neon (the party read, a claim).
         if (row.state !== 'waiting') return this.answerFromTicket(ws, row)
+        // Owed in the same write as the ticket (nothing awaited between them), then sent below.
+        if (party) this.owePartyNote(party.id, row.id)
         ws.serializeAttachment({
           ...(ws.deserializeAttachment() as Attachment),
           ticketId: row.id,
@@ -2089,13 +2125,29 @@ export class MatchPool extends DurableObject<Env> {
   }
 
   /**
-   * Notes the ticket on the party in Neon, for members who poll over HTTP. If the party's members
-   * changed since they were read for this join, the ticket no longer stands for the party and is
-   * cancelled (`party_changed`), as a change after the note cancels it from the parties routes.
-   * A failed note is logged and the ticket stands; so is one Neon has not answered in time, since
-   * the socket's next frames (a cancel) wait for it.
+   * Owes Neon the note of a party's ticket (`recordPartyTicket`), in the write that made or
+   * handed the ticket: a reset before the note is sent, or Neon out of reach, leaves it owed, and
+   * the alarm sends it (`retryPartyNotes`). Held for NOTE_LEASE_MS while this call sends it.
    */
-  private async recordPartyTicket(partyId: string, row: TicketRow): Promise<void> {
+  private owePartyNote(partyId: string, ticketId: string): void {
+    this.sql.exec(
+      `INSERT OR REPLACE INTO party_notes (ticket_id, party_id, attempts, next_attempt_at)
+       VALUES (?, ?, 0, ?)`,
+      ticketId,
+      partyId,
+      this.now() + NOTE_LEASE_MS,
+    )
+  }
+
+  /**
+   * Notes the ticket on the party in Neon, for members who poll over HTTP and for membership
+   * changes to cancel. If the party's members changed since they were read for this join, the
+   * ticket no longer stands for the party and is cancelled (`party_changed`), as a change after
+   * the note cancels it from the parties routes; true then. A note that fails (Neon down, or not
+   * answering within the Neon timeout, since the socket's next frames wait for it) stays owed,
+   * and the alarm tries again with backoff while the ticket lasts.
+   */
+  private async recordPartyTicket(partyId: string, row: TicketRow): Promise<boolean> {
     const players = (JSON.parse(row.players) as TicketPlayer[]).map((p) => p.playerId)
     let current: boolean
     try {
@@ -2105,13 +2157,68 @@ export class MatchPool extends DurableObject<Env> {
         'party ticket note',
       )
     } catch (err) {
-      log('warn', 'party ticket not recorded', { actor: this.actor, partyId, ...errorFields(err) })
-      return
+      const owed = one<{ attempts: number }>(
+        this.sql,
+        `SELECT attempts FROM party_notes WHERE ticket_id = ?`,
+        row.id,
+      )
+      const attempts = (owed?.attempts ?? 0) + 1
+      const backoff = Math.min(MAX_BACKOFF_MS, 1000 * 2 ** Math.min(attempts - 1, 16))
+      log('warn', 'party ticket not recorded; will retry', {
+        actor: this.actor,
+        partyId,
+        ticketId: row.id,
+        attempts,
+        ...errorFields(err),
+      })
+      if (owed) {
+        this.sql.exec(
+          `UPDATE party_notes SET attempts = ?, next_attempt_at = ? WHERE ticket_id = ?`,
+          attempts,
+          this.now() + backoff,
+          row.id,
+        )
+        await this.scheduleAlarm()
+      }
+      return false
     }
-    if (current) return
+    this.sql.exec(`DELETE FROM party_notes WHERE ticket_id = ?`, row.id)
+    if (current) return false
     log('info', 'party changed while joining', { actor: this.actor, partyId, ticketId: row.id })
+    const cancelled = this.row(row.id)?.state === 'waiting'
     this.finish(row.id, 'cancelled', 'party_changed', this.now())
     await this.scheduleAlarm()
+    return cancelled
+  }
+
+  /**
+   * Sends the party notes owed and due (a reset cut their first try off, or Neon failed it), a
+   * step's worth. A ticket that has ended meanwhile (cancelled, expired) needs none; a matched
+   * one still gets it, so that members polling the party find their game.
+   */
+  private async retryPartyNotes(now: number): Promise<void> {
+    const due = all<{ ticket_id: string; party_id: string }>(
+      this.sql,
+      `SELECT ticket_id, party_id FROM party_notes WHERE next_attempt_at <= ?
+       ORDER BY next_attempt_at LIMIT ?`,
+      now,
+      NOTES_PER_STEP,
+    )
+    const sends: Promise<boolean>[] = []
+    for (const note of due) {
+      const row = this.row(note.ticket_id)
+      if (!row || row.state === 'cancelled' || row.state === 'expired') {
+        this.sql.exec(`DELETE FROM party_notes WHERE ticket_id = ?`, note.ticket_id)
+        continue
+      }
+      this.sql.exec(
+        `UPDATE party_notes SET next_attempt_at = ? WHERE ticket_id = ?`,
+        now + NOTE_LEASE_MS,
+        note.ticket_id,
+      )
+      sends.push(this.recordPartyTicket(note.party_id, row))
+    }
+    await Promise.all(sends)
   }
 
   override async webSocketClose(ws: WebSocket, code: number, reason: string): Promise<void> {
@@ -2323,6 +2430,7 @@ export class MatchPool extends DurableObject<Env> {
       const made = this.matchNow(now)
       if (made.length > 0) await this.deliverAll(made)
       await this.deliverDue(now)
+      await this.retryPartyNotes(this.now())
       this.sweep(this.now())
       const later = this.now()
       if (this.ratesStale || (this.ratesDropAt !== null && later >= this.ratesDropAt)) {
@@ -2379,12 +2487,14 @@ export class MatchPool extends DurableObject<Env> {
       candidates.push(Math.max(this.ratesDropAt, this.ratesAt + RATES_EVERY_MS))
     }
     // One statement: this runs two or three times per match made.
-    const due = one<{ attempt: number | null; finished: number | null }>(
+    const due = one<{ attempt: number | null; finished: number | null; note: number | null }>(
       this.sql,
       `SELECT (SELECT min(next_attempt_at) FROM matches WHERE state = 'pending') AS attempt,
-              (SELECT min(finished_at) FROM tickets WHERE finished_at IS NOT NULL) AS finished`,
+              (SELECT min(finished_at) FROM tickets WHERE finished_at IS NOT NULL) AS finished,
+              (SELECT min(next_attempt_at) FROM party_notes) AS note`,
     )
     if (due?.attempt != null) candidates.push(due.attempt)
+    if (due?.note != null) candidates.push(due.note)
     if (due?.finished != null) candidates.push(due.finished + RESULT_RETENTION_MS)
     if (candidates.length === 0) return
     const next = Math.max(now, Math.min(...candidates))

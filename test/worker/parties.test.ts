@@ -1,4 +1,4 @@
-import { runInDurableObject } from 'cloudflare:test'
+import { runDurableObjectAlarm, runInDurableObject } from 'cloudflare:test'
 import { env } from 'cloudflare:workers'
 import { describe, expect, it } from 'vitest'
 import type { MatchPool } from '../../durable-objects/match-pool.ts'
@@ -1241,6 +1241,76 @@ describe('queueing as a party over sockets', () => {
     expect((await ticketOf(queued.ticketId)).status).toBe('cancelled')
     expect(await waiting(q)).toBe(0)
     ws.close(1000)
+  })
+
+  it("a party ticket whose note a reset cut off is noted by the pool's alarm once the note's lease ends: a membership change then cancels it", async () => {
+    const q = await createQueue({ teamSize: 3, maxPartySize: 3, ticketTtlSeconds: 3600 })
+    const clock = newClock()
+    await rig(q, clock)
+    const [a, b, c] = await players(3)
+    const party = await formParty([a!, b!, c!])
+    let asked = 0
+    await runInDurableObject(poolOf(q), (inst: MatchPool) => {
+      inst.partyTicketNoter = () => {
+        asked++
+        return new Promise<boolean>(() => {})
+      }
+    })
+    const join = send('POST', `/v1/matchmaking/${q}/tickets`, a!, {
+      party: [a!, b!, c!].map((p) => p.playerId),
+    }).catch((err: unknown) => err)
+    await until(async () => (asked > 0 ? true : undefined))
+    // A deploy resets the pool while the note is out: the ticket is in, the note never made.
+    await runInDurableObject(poolOf(q), (_i: MatchPool, state) => state.abort('reset')).catch(
+      () => undefined,
+    )
+    await join
+    await rig(q, clock)
+    const owed = await runInDurableObject(poolOf(q), (_i: MatchPool, state) =>
+      state.storage.sql.exec<{ ticket_id: string }>(`SELECT ticket_id FROM party_notes`).toArray(),
+    )
+    expect(owed).toHaveLength(1)
+    const ticketId = owed[0]!.ticket_id
+    expect((await ticketOf(ticketId)).status).toBe('waiting')
+    expect((await ok(send('GET', `/v1/parties/${party.id}`, a!))).ticketId).toBeNull()
+    clock.t += 30_000
+    expect(await runDurableObjectAlarm(poolOf(q))).toBe(true)
+    expect((await ok(send('GET', `/v1/parties/${party.id}`, b!))).ticketId).toBe(ticketId)
+    expect((await leave(party.id, c!)).status).toBe(204)
+    expect(await ticketOf(ticketId, a!.token)).toMatchObject({
+      status: 'cancelled',
+      reason: 'party_changed',
+    })
+  })
+
+  it("a party ticket whose note Neon refused is noted by the pool's alarm, backing off; the join was answered at once", async () => {
+    const q = await createQueue({ teamSize: 3, maxPartySize: 3, ticketTtlSeconds: 3600 })
+    const clock = newClock()
+    await rig(q, clock)
+    const [a, b] = await players(2)
+    const party = await formParty([a!, b!])
+    let refusals = 2
+    await runInDurableObject(poolOf(q), (inst: MatchPool) => {
+      const real = inst.partyTicketNoter
+      inst.partyTicketNoter = (...args) =>
+        refusals-- > 0 ? Promise.reject(new Error('Neon is down')) : real(...args)
+    })
+    const t = await ok<Ticket>(
+      send('POST', `/v1/matchmaking/${q}/tickets`, a!, { party: [a!.playerId, b!.playerId] }),
+      201,
+    )
+    expect((await ok(send('GET', `/v1/parties/${party.id}`, a!))).ticketId).toBeNull()
+    // Tried again a second later, refused again; then two seconds after that, noted.
+    clock.t += 1000
+    await runDurableObjectAlarm(poolOf(q))
+    expect((await ok(send('GET', `/v1/parties/${party.id}`, a!))).ticketId).toBeNull()
+    clock.t += 1000
+    await runDurableObjectAlarm(poolOf(q))
+    expect((await ok(send('GET', `/v1/parties/${party.id}`, a!))).ticketId).toBeNull()
+    clock.t += 1000
+    await runDurableObjectAlarm(poolOf(q))
+    expect((await ok(send('GET', `/v1/parties/${party.id}`, a!))).ticketId).toBe(t.ticketId)
+    expect(refusals).toBeLessThan(0)
   })
 
   it('a keyed party join sent again while its ticket is matched during the party read gets match_found once, and queues nothing', async () => {

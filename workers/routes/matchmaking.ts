@@ -44,16 +44,10 @@ import {
 } from '../matchmaking/config.ts'
 import { unknownQueues } from '../matchmaking/unknown-queues.ts'
 import { Party, TicketAttributes } from '../matchmaking/protocol.ts'
-import {
-  cancelPartyTicket,
-  parseTicketId,
-  poolFetcher,
-  poolStub,
-  ticketsOfPool,
-} from '../matchmaking/stub.ts'
+import { parseTicketId, poolFetcher, poolStub, ticketsOfPool } from '../matchmaking/stub.ts'
 import { adminKeyGuard, requirePrincipal } from '../middleware/auth.ts'
 import { forgetSettledTickets } from '../parties/stale-tickets.ts'
-import { matchmakingPlayer, recordPartyTicket } from '../parties/store.ts'
+import { matchmakingPlayer } from '../parties/store.ts'
 
 export const matchmakingRoutes = newRouter()
 
@@ -281,54 +275,6 @@ matchmakingRoutes.openapi(cancelTicketRoute, async (c) => {
   return c.json(r.ticket, 200)
 })
 
-/**
- * Records the party's ticket for its members. If the party's members changed since this join
- * read them, the ticket is cancelled (`party_changed`) and the join answers 409. A failed record
- * is logged and the ticket stands.
- */
-async function noteTicket(c: Context<AppEnv>, partyId: string, ticket: TicketView): Promise<void> {
-  let current: boolean
-  try {
-    current = await recordPartyTicket(
-      c.env,
-      partyId,
-      ticket.ticketId,
-      ticket.players,
-      ticket.enqueuedAt,
-    )
-  } catch (err) {
-    log('warn', 'party ticket not recorded', {
-      requestId: c.get('requestId'),
-      partyId,
-      ...errorFields(err),
-    })
-    return
-  }
-  if (current) return
-  let cancelled: boolean
-  try {
-    cancelled = await cancelPartyTicket(c.env, ticket.ticketId)
-  } catch (err) {
-    log('warn', "changed party's ticket not cancelled", {
-      requestId: c.get('requestId'),
-      partyId,
-      ticketId: ticket.ticketId,
-      ...errorFields(err),
-    })
-    throw new ApiError(
-      'unavailable',
-      'The party changed while joining, and its new ticket could not be cancelled: cancel it, ' +
-        'then join again with the members',
-      { ticketId: ticket.ticketId },
-    )
-  }
-  // Matched already, in the moment before this check: the match stands.
-  if (!cancelled) return
-  throw new ApiError('conflict', 'The party changed while joining; join again with its members', {
-    partyId,
-  })
-}
-
 // ---------------------------------------------------------------------------------------------
 
 const JoinBody = z
@@ -495,7 +441,7 @@ matchmakingRoutes.openapi(joinRoute, async (c) => {
     attributes,
     claim,
     joinKey,
-    forParty: partyId !== null,
+    partyId,
     staleTickets: stale,
   })
   if (!r.ok) fail(r)
@@ -505,9 +451,13 @@ matchmakingRoutes.openapi(joinRoute, async (c) => {
       requestId: c.get('requestId'),
     })
   }
-  // A keyed retry answered with its ticket after that ended: nothing of the party to note.
-  const live = r.ticket.status === 'waiting' || r.ticket.status === 'matching'
-  if (partyId && live) await noteTicket(c, partyId, r.ticket)
+  // The pool noted the ticket on the party, and found the members changed since this join read
+  // them: the ticket is cancelled, and the party joins again as it now is.
+  if (r.partyChanged) {
+    throw new ApiError('conflict', 'The party changed while joining; join again with its members', {
+      partyId,
+    })
+  }
   const ticket = await withTokens(c, r.ticket, viewerOf(principal))
   return c.json({ ...ticket, existing: r.existing }, r.existing ? 200 : 201)
 })

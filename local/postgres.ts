@@ -1,7 +1,7 @@
 import { execFileSync, spawn } from 'node:child_process'
-import { randomBytes } from 'node:crypto'
+import { createHash, randomBytes } from 'node:crypto'
 import { existsSync, readdirSync, rmSync, statSync } from 'node:fs'
-import { chmod, chown, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
+import { chmod, chown, cp, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { dirname, join, resolve } from 'node:path'
 import pg from 'pg'
@@ -42,7 +42,7 @@ const PERSISTENT_PASSWORD = 'nexus'
 const HOST = '127.0.0.1'
 const START_TIMEOUT_MS = 30_000
 
-interface Binaries {
+export interface Binaries {
   initdb: string
   postgres: string
   major: number
@@ -121,7 +121,7 @@ function clusterLocale(): string {
   return locale
 }
 
-interface RunAs {
+export interface RunAs {
   uid?: number
   gid?: number
 }
@@ -196,6 +196,45 @@ function assertTraversable(dir: string, ids: RunAs): void {
   }
 }
 
+/**
+ * The binaries as the server's user can run them. As root the server runs as `postgres`, which
+ * cannot run the embedded binaries inside a checkout it cannot enter (under /root, say): they
+ * are copied once, whole (bin, lib, share: PostgreSQL finds its libraries relative to itself),
+ * to a directory of their own under `copyRoot` (/var/lib/nexus-dev), and run from there.
+ */
+export async function binariesTheServerCanRun(
+  bins: Binaries,
+  ids: RunAs = runAsIds(),
+  copyRoot = '/var/lib/nexus-dev',
+): Promise<Binaries> {
+  if (ids.uid === undefined) return bins
+  try {
+    assertTraversable(bins.postgres, ids)
+    assertTraversable(bins.initdb, ids)
+    return bins
+  } catch {
+    // Copied below.
+  }
+  const native = dirname(dirname(bins.postgres))
+  const id = createHash('sha256').update(native).digest('hex').slice(0, 12)
+  const copy = join(copyRoot, `pg-${bins.major}-${id}`)
+  // Marked complete last: a copy cut short (Ctrl-C) is made again, not run half-made.
+  const done = join(copy, '.complete')
+  if (!existsSync(done)) {
+    await rm(copy, { recursive: true, force: true })
+    await mkdir(copyRoot, { recursive: true, mode: 0o755 })
+    await cp(native, copy, { recursive: true, verbatimSymlinks: true })
+    await writeFile(done, '')
+    console.log(
+      `[nexus] PostgreSQL's binaries copied to ${copy}, where the postgres user can run them`,
+    )
+  }
+  const inCopy = (path: string) => join(copy, path.slice(native.length + 1))
+  const copied = { initdb: inCopy(bins.initdb), postgres: inCopy(bins.postgres), major: bins.major }
+  assertTraversable(copied.postgres, ids)
+  return copied
+}
+
 async function ownDir(dir: string, ids: RunAs): Promise<void> {
   await mkdir(dir, { recursive: true })
   if (ids.uid !== undefined && ids.gid !== undefined) await chown(dir, ids.uid, ids.gid)
@@ -266,8 +305,8 @@ async function initCluster(bins: Binaries, dataDir: string, password: string, id
  */
 export async function startPostgres(opts: StartPostgresOptions = {}): Promise<LocalPostgres> {
   const kind: PostgresKind = opts.kind ?? (hasDebianPostgres() ? 'debian' : 'embedded')
-  const bins = await findBinaries(kind)
   const ids = runAsIds()
+  const bins = await binariesTheServerCanRun(await findBinaries(kind), ids)
   const temporary = opts.dataDir === undefined
   const persistent = opts.persistent ?? !temporary
 

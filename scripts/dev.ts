@@ -180,10 +180,15 @@ async function main(): Promise<void> {
       const stopCron = startLocalCron(wrangler.url)
       stops.push(async () => stopCron())
     },
-    () => {},
+    async (err: unknown) => {
+      // Exited early (its own output says why), or never answered: nothing is served.
+      console.error('[nexus] dev failed to start:', err instanceof Error ? err.message : err)
+      await stopAll(1)
+    },
   )
   const child = wrangler.child
-  child.once('exit', (code) => void stopAll(code ?? 0))
+  // A signal's end (code null) is a failure unless we sent it (stopAll exits first then).
+  child.once('exit', (code) => void stopAll(code ?? 1))
 }
 
 main().catch(async (err: unknown) => {

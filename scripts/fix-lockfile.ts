@@ -1,5 +1,5 @@
 /**
- * Run after `npm install` changes dependencies (`node scripts/fix-lockfile.ts`).
+ * Run after `npm install` changes dependencies (`npx node scripts/fix-lockfile.ts`: the pinned Node 22, which runs TypeScript).
  *
  * The npm mirror this project is built against lacks workerd's macOS and Windows builds, so npm
  * leaves them out of package-lock.json and `npm ci` then calls the lock out of sync. This records

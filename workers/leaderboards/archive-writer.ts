@@ -93,9 +93,11 @@ export class NeonArchiveWriter implements ArchiveWriter {
         `with page as (
            insert into leaderboard_archive
              (leaderboard_id, cycle, player_id, rank, score, subscore, name, metadata, submitted_at)
-           select $1, $2, u.player_id, u.rank, u.score, u.subscore, p.name,
-                  -- Not the metadata of a score submitted before its player was erased (their
-                  -- name went with them).
+           select $1, $2, u.player_id, u.rank, u.score, u.subscore,
+                  -- Neither the name nor the metadata of a score submitted before its player was
+                  -- erased: a profile made under the id since (an identity provider's player
+                  -- back, named again) is not theirs.
+                  case when e.id is null then p.name end,
                   case when e.id is null then u.metadata::jsonb end,
                   to_timestamp(u.submitted_at / 1000.0)
              from unnest($3::text[], $4::int[], $5::float8[], $6::float8[], $7::text[], $8::bigint[])

@@ -781,6 +781,30 @@ export class Leaderboard extends DurableObject<Env> {
     const previousCycle = JSON.stringify(this.config?.cycle ?? null)
     this.applyConfig(config)
     if (version !== undefined) this.configVersion = version
+    try {
+      this.storeConfig(boardId, config, now, version, previousCycle)
+    } catch (err) {
+      // The transaction rolled back, and what was set in memory meanwhile goes back to what
+      // storage holds: else the board would answer by a configuration it never stored, and take
+      // the cron's push of the same version again for one it had (marked pushed, and lost at
+      // the next wake).
+      this.config = null
+      this.schedule = null
+      this.current = null
+      this.boardId = null
+      this.load()
+      throw err
+    }
+  }
+
+  /** configureNow's write: the configuration, and the current cycle as it now stands. */
+  private storeConfig(
+    boardId: string,
+    config: LeaderboardConfig,
+    now: number,
+    version: number | undefined,
+    previousCycle: string,
+  ): void {
     this.ctx.storage.transactionSync(() => {
       this.boardId = boardId
       this.setMeta('board_id', boardId)

@@ -1,4 +1,4 @@
-import { runInDurableObject } from 'cloudflare:test'
+import { evictDurableObject, runInDurableObject } from 'cloudflare:test'
 import { env } from 'cloudflare:workers'
 import { describe, expect, it } from 'vitest'
 import type { Leaderboard } from '../../durable-objects/leaderboard.ts'
@@ -7,6 +7,7 @@ import { ADMIN_KEY, bearer, call, json, newGuest, problem } from './helpers/http
 import { boardId, createBoard, fresh, pg, storedBy, submitFor, type Top } from './helpers/boards.ts'
 import { runScheduled } from '../../workers/scheduled.ts'
 import { localFamilies } from '../../workers/lib/metrics.ts'
+import { replaceMethod } from './helpers/replace-method.ts'
 
 /** Boards the cron had to nudge, as this isolate has counted them. */
 function cronNudges(): number {
@@ -102,6 +103,36 @@ describe('leaderboard configuration', () => {
     expect(refused).toMatchObject({ status: 422, type: 'urn:nexus:problem:validation' })
     const [row] = await pg()`select version, pushed_version from leaderboards where id = ${id}`
     expect(row).toEqual({ version: 2, pushed_version: 2 })
+  })
+
+  it('a configuration the board failed to store is not taken as applied: the cron pushes it again, and it lasts past a wake', async () => {
+    const id = await createBoard({ scoreMax: 1000, submitsPerMinute: 600 })
+    const board = env.LEADERBOARD.getByName(id)
+    // The board's write of the new configuration fails (its storage full, say).
+    type Writes = { setMeta(key: string, value: string): void }
+    const writesBack = await replaceMethod<Writes, 'setMeta'>(
+      board,
+      'setMeta',
+      (original) =>
+        function (this: Writes, key, value) {
+          if (key === 'config') throw new Error('SQLITE_FULL: database or disk is full')
+          original.call(this, key, value)
+        },
+    )
+    const put = await call(
+      `/v1/admin/leaderboards/${id}`,
+      json('PUT', { scoreMax: 500, submitsPerMinute: 600 }, ADMIN_KEY),
+    )
+    expect(put.status).toBe(500)
+    await put.body?.cancel()
+    writesBack()
+    // The board runs by the configuration it holds, not the one it failed to store…
+    expect((await submitFor(id, 'p1', { score: 800 })).status).toBe(200)
+    // …until the cron pushes the new one again, which then lasts past a wake.
+    await runScheduled(env, Date.now())
+    await evictDurableObject(board)
+    const refused = await problem(await submitFor(id, 'p2', { score: 800 }))
+    expect(refused).toMatchObject({ status: 422, type: 'urn:nexus:problem:validation' })
   })
 
   it('a lost push is retried even behind a full page of pushes that fail for good', async () => {

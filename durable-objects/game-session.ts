@@ -18,6 +18,7 @@ import {
 import { exceedsUtf8Bytes, jsonEqual } from '../workers/core/rules/json.ts'
 import { IDEMPOTENCY_TTL_MS } from '../workers/core/leaderboard.ts'
 import type { Env } from '../workers/env.ts'
+import { isDatabaseUnreachable } from '../workers/db/client.ts'
 import { boardStub } from '../workers/leaderboards/stub.ts'
 import { boundedInt } from '../workers/lib/config.ts'
 import { errorFields, log, setLogLevel } from '../workers/lib/log.ts'
@@ -489,11 +490,13 @@ export class GameSession extends DurableObject<Env> {
     opts: {
       listing?: 'now' | 'deferred'
       /**
-       * The setup hash Neon keeps for this id (a keyed admin create sent again): set when the
-       * session was archived and its storage cleared, so a create finding nothing here answers
-       * from it rather than starting the session over.
+       * A create that may be sent again after the session was played and its storage cleared (a
+       * keyed admin create): finding nothing here, it asks Neon for the setup hash a clearing
+       * keeps, and answers from it rather than start the session over. Read here, not by the
+       * caller before the call: a clearing between the two, and a reset of this object after
+       * it, left nothing to tell the create from a first one.
        */
-      archivedSetupHash?: string
+      keyed?: boolean
     } = {},
   ): Promise<CreateResult> {
     const parsed = SessionSetupSchema.safeParse(input)
@@ -530,15 +533,32 @@ export class GameSession extends DurableObject<Env> {
         detail: `Session '${s.sessionId}' exists with a different setup`,
       }
     }
-    if (opts.archivedSetupHash !== undefined) {
-      if (opts.archivedSetupHash === hash) return { ok: true, created: false }
-      return {
-        ok: false,
-        problem: 'conflict',
-        detail: `Session '${s.sessionId}' was played with a different setup`,
+    if (opts.keyed === true) {
+      // The clearing writes the hash to Neon before it deletes anything: read after it, this
+      // finds the hash.
+      let archived: string | null
+      try {
+        archived = await this.store.archivedSetupHash(s.sessionId)
+      } catch (err) {
+        if (!isDatabaseUnreachable(err)) throw err
+        return {
+          ok: false,
+          problem: 'unavailable',
+          detail: 'The database is unreachable; send the create again shortly',
+        }
       }
+      if (archived !== null) {
+        if (archived === hash) return { ok: true, created: false }
+        return {
+          ok: false,
+          problem: 'conflict',
+          detail: `Session '${s.sessionId}' was played with a different setup`,
+        }
+      }
+      // A create racing this one made it while Neon answered: answered by that one's result.
+      if (this.setupHash !== null) return this.create(input, opts)
     }
-    // Cleared here a moment ago, after the caller read Neon: its next read there finds the hash.
+    // Cleared here while this create read Neon: the next create's read there finds the hash.
     if (this.purged) {
       return {
         ok: false,

@@ -141,6 +141,7 @@ function neonDown(): SessionStore {
     archiveLog: down,
     erasedAmong: down,
     keepSetupHash: down,
+    archivedSetupHash: down,
   }
 }
 
@@ -502,6 +503,7 @@ describe('the end of a game', () => {
             archiveLog: (id, r) => real.archiveLog(id, r),
             erasedAmong: (ids, since) => real.erasedAmong(ids, since),
             keepSetupHash: (id, hash) => real.keepSetupHash(id, hash),
+            archivedSetupHash: (id) => real.archivedSetupHash(id),
           }
           inst.store = crashing
         })
@@ -899,6 +901,7 @@ describe('the end of a game', () => {
         archiveLog: (id, r) => real.archiveLog(id, r),
         erasedAmong: async () => [],
         keepSetupHash: (id, hash) => real.keepSetupHash(id, hash),
+        archivedSetupHash: (id) => real.archivedSetupHash(id),
       }
       inst.store = beforeTheErasure
     })
@@ -1083,6 +1086,7 @@ describe('the end of a game', () => {
           if (failures++ === 0) throw new Error('Neon is down')
           return real.keepSetupHash(id, hash)
         },
+        archivedSetupHash: (id) => real.archivedSetupHash(id),
       }
       return inst.runEndWork()
     })
@@ -1157,14 +1161,13 @@ describe('the end of a game', () => {
       expect(await past.json()).toEqual({ events: [], nextFrom: null })
     }
 
-    // A create sent again is answered from the hash Neon keeps, and starts nothing over.
-    const archivedSetupHash = kept!.setup_hash as string
-    const again = await inObject(game.sessionId, (inst) =>
-      inst.create(setup, { archivedSetupHash }),
-    )
+    // A keyed create sent again is answered from the hash Neon keeps, and starts nothing over,
+    // by an instance that has kept nothing of the session in memory either (reset since).
+    await evictDurableObject(sessionObject(game.sessionId))
+    const again = await inObject(game.sessionId, (inst) => inst.create(setup, { keyed: true }))
     expect(again).toEqual({ ok: true, created: false })
     const other = await inObject(game.sessionId, (inst) =>
-      inst.create({ ...setup, seed: `${setup.seed}x` }, { archivedSetupHash }),
+      inst.create({ ...setup, seed: `${setup.seed}x` }, { keyed: true }),
     )
     expect(other).toMatchObject({ ok: false, problem: 'conflict' })
     const socket = await call(`/v1/sessions/${game.sessionId}`, {

@@ -262,6 +262,7 @@ describe('a real-time game on the tick loop', () => {
         archiveLog: (id, records) => real.archiveLog(id, records),
         erasedAmong: (ids, since) => real.erasedAmong(ids, since),
         keepSetupHash: (id, hash) => real.keepSetupHash(id, hash),
+        archivedSetupHash: (id) => real.archivedSetupHash(id),
       }
       // The listing is still to do (as after a failed first attempt), and Neon does not answer.
       state.storage.sql.exec(

@@ -11,7 +11,6 @@ import { noBodyFields } from '../middleware/json-body.ts'
 import { sessionView, SessionView } from './sessions.ts'
 import { MAX_ROSTER, SessionId } from '../sessions/schemas.ts'
 import { sessionStub } from '../sessions/stub.ts'
-import { NeonSessionStore } from '../sessions/store.ts'
 
 export const adminSessions = newRouter()
 
@@ -98,7 +97,7 @@ const createSessionRoute = createRoute({
       description: 'Created before, by a request with this Idempotency-Key',
       content: { 'application/json': { schema: CreatedSession } },
     },
-    ...problemResponses(400, 401, 403, 413, 415, 422),
+    ...problemResponses(400, 401, 403, 413, 415, 422, 503),
   },
 })
 
@@ -124,10 +123,8 @@ adminSessions.openapi(createSessionRoute, async (c) => {
     sessionId = `s_k${(await keyedDigest(c.env, `admin-session-id:${key}`)).slice(0, 32)}`
     seed = await keyedDigest(c.env, `admin-session-seed:${key}`)
   }
-  // A retry may come after the session was played and its storage cleared: Neon then keeps its
-  // setup's hash, which answers it (the object keeps nothing to).
-  const archivedSetupHash =
-    key === undefined ? null : await new NeonSessionStore(c.env).archivedSetupHash(sessionId)
+  // A retry may come after the session was played and its storage cleared: the object then asks
+  // Neon for its setup's hash, which answers it.
   const r = await sessionStub(c.env, sessionId).create(
     {
       sessionId,
@@ -139,7 +136,7 @@ adminSessions.openapi(createSessionRoute, async (c) => {
       region: null,
       leaderboardId: body.leaderboardId ?? null,
     },
-    archivedSetupHash === null ? {} : { archivedSetupHash },
+    { keyed: key !== undefined },
   )
   if (!r.ok && key !== undefined && r.problem === 'conflict') {
     throw new ApiError(
@@ -147,12 +144,14 @@ adminSessions.openapi(createSessionRoute, async (c) => {
       'This Idempotency-Key was used to create a different session',
     )
   }
-  // The checks above are the session's own, so a refusal here is not expected; it still says why.
+  // The checks above are the session's own, so a refusal here is not expected; it still says why
+  // (503: Neon out of reach for a keyed create, or the session cleared while it was asked).
   if (!r.ok) {
     throw new ApiError(
       r.problem,
       r.detail,
       r.problem === 'validation' ? { errors: [{ path: '', message: r.detail }] } : undefined,
+      r.problem === 'unavailable' ? { 'retry-after': '1' } : {},
     )
   }
   const tokens: Record<string, string> = {}

@@ -62,6 +62,8 @@ export interface SessionStore {
    * that a keyed admin create sent again later is answered from it. Throws if Neon has no row.
    */
   keepSetupHash(sessionId: string, setupHash: string): Promise<void>
+  /** The setup hash Neon keeps for a session whose storage was cleared, or null. */
+  archivedSetupHash(sessionId: string): Promise<string | null>
 }
 
 /** Players of `$1` erased at or after `$2` (ms since the epoch). */

@@ -83,7 +83,8 @@ import { bannedJoinDetail } from '../workers/players/bans.ts'
  *   the same player returns the ticket it already has (waiting or matching) with
  *   `existing: true`: joins are idempotent, and a socket that reconnects simply re-attaches. A
  *   party ticket naming a player who already waits elsewhere in the pool is refused (conflict).
- *   Two regions of a queue are two pools: a player may wait in both; that is the client's choice.
+ *   Two regions of a queue are two pools; a player waits in one of them at a time (claims and
+ *   fences, below and docs/matchmaking.md, "One ticket per queue").
  * - Ratings come from the Worker (Neon `players`, 1500 for unknown players); whatever a client
  *   sends as `rating` is ignored. A socket's rating is read when it connects.
  * - Parties: one ticket, several players, always on one team. A game server with the admin key
@@ -131,6 +132,13 @@ const WAIT_SAMPLE_WINDOW_MS = 60 * 60 * 1000
 /** Matches-per-minute and wait percentiles are gauges: recomputed at most this often. */
 const RATES_EVERY_MS = 1000
 const MAX_CREATE_ATTEMPTS = 12
+/**
+ * A match whose session is not made within this is given up, however few its attempts: a
+ * backlog sent 64 a step can space attempts far apart, and its players, held in `matching`,
+ * must not outlive their claims on the queue (pruned 2 hours after a join), or a join in another
+ * region would find no claim to fence, and the player could end in two matches.
+ */
+const MATCH_GIVE_UP_MS = 30 * 60_000
 /**
  * A party ticket's note in flight holds it this long (`owePartyNote`): past it, the alarm takes
  * the note up, as after a reset that cut the call off.
@@ -646,9 +654,19 @@ export class MatchPool extends DurableObject<Env> {
    * drops the schema its wake made, so made-up ids leave no stored object behind.
    */
   private async forgetUnknown(ticketId: string): Promise<Reply<never>> {
+    await this.dropUnconfigured()
+    return problem('not-found', `No ticket '${ticketId}'`)
+  }
+
+  /**
+   * Drops the storage a wake made in a pool no queue has configured; unless it holds fences: a
+   * region just added, whose configuration push is still to come, fenced by a join elsewhere.
+   * Dropped, those would let a join here with an older claim make a second live ticket.
+   */
+  private async dropUnconfigured(): Promise<void> {
+    if (one(this.sql, `SELECT 1 AS held FROM fences LIMIT 1`)) return
     await this.ctx.storage.deleteAll()
     this.schemaReady = false
-    return problem('not-found', `No ticket '${ticketId}'`)
   }
 
   private setMeta(key: string, value: string): void {
@@ -1136,8 +1154,7 @@ export class MatchPool extends DurableObject<Env> {
     if (!this.schemaReady) return null
     if (this.queue === null) {
       // A region the client named that no queue ever had: its wake leaves no stored object.
-      await this.ctx.storage.deleteAll()
-      this.schemaReady = false
+      await this.dropUnconfigured()
       return null
     }
     const keyed = this.keyedTicket(owner, ids, attributes, joinKey)
@@ -1438,15 +1455,19 @@ export class MatchPool extends DurableObject<Env> {
       ...due.map((m) => m.id),
     )
     // (One whose call is still out keeps it: its answer decides.)
-    const spent = due.filter((m) => m.attempts >= MAX_CREATE_ATTEMPTS && !this.delivering.has(m.id))
+    const spent = due.filter(
+      (m) =>
+        (m.attempts >= MAX_CREATE_ATTEMPTS || now - m.created_at >= MATCH_GIVE_UP_MS) &&
+        !this.delivering.has(m.id),
+    )
     for (const m of spent) {
       this.failAttempt(m, {
         ok: false,
         problem: 'unavailable',
-        detail: `no answer to ${m.attempts} attempts${m.last_error ? ` (last: ${m.last_error})` : ''}`,
+        detail: `gave up after ${m.attempts} attempts${m.last_error ? ` (last: ${m.last_error})` : ''}`,
       })
     }
-    await this.deliverAll(due.filter((m) => m.attempts < MAX_CREATE_ATTEMPTS))
+    await this.deliverAll(due.filter((m) => !spent.includes(m)))
   }
 
   /**
@@ -1571,6 +1592,7 @@ export class MatchPool extends DurableObject<Env> {
     void sendMetricsSoon(this.env)
     const hopeless =
       attempts >= MAX_CREATE_ATTEMPTS ||
+      now - row.created_at >= MATCH_GIVE_UP_MS ||
       result.problem === 'conflict' ||
       result.problem === 'validation'
     log(hopeless ? 'error' : 'warn', 'session create failed', {
@@ -1643,8 +1665,7 @@ export class MatchPool extends DurableObject<Env> {
       if (this.queue === null) {
         // A region no queue ever had here (any player may name one): its wake leaves no
         // stored object behind.
-        await this.ctx.storage.deleteAll()
-        this.schemaReady = false
+        await this.dropUnconfigured()
         return problemResponse('unavailable', NEON_DOWN_AT_CONNECT)
       }
       if (this.housekeep(now)) await this.scheduleAlarm()

@@ -214,6 +214,31 @@ describe('a reset while a session is being created', () => {
     expect(again.ticketId).not.toBe(ta.ticketId)
   })
 
+  it('a match whose session is not made within 30 minutes is given up however few its attempts (its players must not outlive their claims on the queue)', async () => {
+    const q = await createQueue({ ticketTtlSeconds: 3600 })
+    const clock = newClock()
+    let calls = 0
+    const down: SessionCreator = async () => {
+      calls++
+      return { ok: false, problem: 'unavailable', detail: 'down' }
+    }
+    await rig(q, clock, { creator: down })
+    const ta = await joinFor(q, `${q}-a`)
+    await joinFor(q, `${q}-b`)
+    // Two attempts so far, the next one due 30 minutes after the match was made (a long backlog).
+    clock.t += 30 * 60_000
+    await runInDurableObject(poolOf(q), (_i: MatchPool, state) =>
+      state.storage.sql.exec(`UPDATE matches SET attempts = 2, next_attempt_at = 0`),
+    )
+    calls = 0
+    await runDurableObjectAlarm(poolOf(q))
+    expect(calls).toBe(0)
+    expect(await ticketOf(ta.ticketId)).toMatchObject({
+      status: 'cancelled',
+      reason: 'session_failed',
+    })
+  })
+
   it('one alarm step sends at most 64 pending matches; the alarm comes straight back for the rest', async () => {
     const q = await createQueue({ ticketTtlSeconds: 3600 })
     const clock = newClock()

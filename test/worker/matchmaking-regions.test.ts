@@ -4,7 +4,7 @@ import { describe, expect, it } from 'vitest'
 import type { MatchPool } from '../../durable-objects/match-pool.ts'
 import type { Env } from '../../workers/env.ts'
 import { runScheduled } from '../../workers/scheduled.ts'
-import { pruneIdleClaims } from '../../workers/matchmaking/claims.ts'
+import { pruneIdleClaims, removeFromQueues } from '../../workers/matchmaking/claims.ts'
 import {
   CLAIM_MAX_AGE_MS,
   FENCE_RETENTION_MS,
@@ -476,6 +476,40 @@ describe('one ticket per player per queue, across regions', () => {
       })
     })
     expect(joined).toMatchObject({ ok: true, existing: false })
+  })
+
+  it("a ban's fences do not outlive the player's claims: the ban keeps each claim from the prune as a join does", async () => {
+    const q = await createQueue(TWO_REGIONS)
+    await rigBoth(q)
+    const player = `${q}-banned`
+    const res = await call(
+      `/v1/matchmaking/${q}/tickets`,
+      json('POST', { playerId: player, region: 'eu' }, ADMIN_KEY),
+    )
+    expect(res.status).toBe(201)
+    // Joined nearly two hours ago: the prune would take the row in minutes, the fences not.
+    await pg()`update queue_claims set claimed_at = now() - interval '1 hour 55 minutes'
+      where queue = ${q} and player_id = ${player}`
+    const { cancelled } = await removeFromQueues(env as unknown as Env, player, 'banned')
+    expect(cancelled).toHaveLength(1)
+    const [row] = await pg()`select claimed_at > now() - interval '1 minute' as kept
+      from queue_claims where queue = ${q} and player_id = ${player}`
+    expect(row).toEqual({ kept: true })
+  })
+
+  it('fences in a pool whose configuration has not arrived yet (a region just added) survive a call that finds it unconfigured', async () => {
+    const q = await createQueue(TWO_REGIONS)
+    const unconfigured = poolOf(q, 'new-region')
+    const player = `${q}-fenced`
+    const fences = await runInDurableObject(unconfigured, async (inst: MatchPool, state) => {
+      await inst.fence([{ playerId: player, upTo: 3 }])
+      // A keyed retry's lookup there, as the route makes it, finds no queue configured.
+      expect(await inst.ticketByKey(player, 'k-1', [player], null)).toBeNull()
+      return state.storage.sql
+        .exec<{ player_id: string; up_to: number }>(`SELECT player_id, up_to FROM fences`)
+        .toArray()
+    })
+    expect(fences).toEqual([{ player_id: player, up_to: 3 }])
   })
 
   it('the cron prunes claims idle for two hours; recent ones stay, and a pruned player joins again at version 1', async () => {

@@ -374,9 +374,13 @@ async function forgetFenced(
 /** A pool that does not answer within this counts as unreachable (the caller retries). */
 const REMOVE_POOL_CALL_MS = 10_000
 
-/** A player's claims in every queue ($1 the player). */
-export const CLAIMS_OF_PLAYER = `select queue, version::float8 as version, regions
-  from queue_claims where player_id = $1`
+/**
+ * A player's claims in every queue ($1 the player), each kept from now on as a join keeps it: the
+ * fences a ban or erasure puts up from them (15 minutes) must not outlive the rows, or a join
+ * after the prune, its claim counted from 1 again, would be refused by them.
+ */
+export const CLAIMS_OF_PLAYER = `update queue_claims set claimed_at = now() where player_id = $1
+  returning queue, version::float8 as version, regions`
 
 /**
  * After a player's account ban or erasure is in Neon (`reason`): every pool that may hold a

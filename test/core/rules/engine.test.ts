@@ -339,6 +339,29 @@ describe('guards', () => {
     }
   })
 
+  it("hands rules the generator's draws, never its words (which would let a client predict them)", () => {
+    const seen: string[][] = []
+    const peeking: typeof relay = {
+      ...relay,
+      init: (s, rng) => {
+        seen.push(Object.keys(rng).sort())
+        return relay.init(s, rng)
+      },
+      apply: (state, action, ctx) => {
+        seen.push(Object.keys(ctx.rng).sort())
+        return relay.apply(state, action, ctx)
+      },
+    }
+    const match = mustCreate(peeking, setup)
+    const action = { type: 'action', action: 'message', data: 'hi' }
+    const out = step(peeking, match, { kind: 'action', player: 'a', tick: 1, action })
+    expect(isRuleError(out)).toBe(false)
+    expect(seen).toEqual([
+      ['float', 'int', 'uint32'],
+      ['float', 'int', 'uint32'],
+    ])
+  })
+
   it('checks the setup before the rules see it', () => {
     for (const bad of [null, {}, { roster: 'a', seed: 's' }, { roster: [null], seed: 's' }]) {
       const out = createMatch(relay, bad as unknown as GameSetup)

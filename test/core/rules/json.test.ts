@@ -105,6 +105,8 @@ describe('what PostgreSQL can store', () => {
     }
     expect(checkJson({ ok: storable }, limits).ok).toBe(true)
     expect(storableJson({ ok: storable, n: [1, null, true] })).toBe(true)
+    // Wide as well as deep: no argument list or call stack grows with the input.
+    expect(storableJson(new Array(500_000).fill('a'))).toBe(true)
   })
 
   it('storableJsonText replaces them with U+FFFD in stored text, and leaves other text as it is', () => {

@@ -1,6 +1,14 @@
 import { jsonEqual } from './json.ts'
 import { createRng, seedRng } from './rng.ts'
-import type { GameResult, GameSetup, Rules, RngState, RuleError } from './types.ts'
+import type {
+  GameResult,
+  GameSetup,
+  Rng,
+  RngGenerator,
+  Rules,
+  RngState,
+  RuleError,
+} from './types.ts'
 import { isRuleError, ruleError } from './types.ts'
 
 /**
@@ -137,9 +145,22 @@ export function createMatch<S, A, E>(
   const problem = checkSetup(rules, setup)
   if (problem !== null) return ruleError('invalid_setup', problem)
   const rng = createRng(seedRng(setup.seed))
-  const game = rules.init(setup, rng)
+  const game = rules.init(setup, rulesView(rng))
   if (isRuleError(game)) return game
   return { rules: rules.name, seq: 0, tick: 0, rng: rng.state(), game }
+}
+
+/**
+ * The generator as rules get it: draws only. Its words stay the engine's, which stores them in
+ * the match, out of `game`, so that no rules module can keep or show them (they would let a
+ * client predict every later draw).
+ */
+function rulesView(rng: RngGenerator): Rng {
+  return {
+    uint32: () => rng.uint32(),
+    float: () => rng.float(),
+    int: (min, max) => rng.int(min, max),
+  }
 }
 
 function checkSetup<S, A, E>(rules: Rules<S, A, E>, setup: GameSetup): string | null {
@@ -202,7 +223,7 @@ export function step<S, A, E>(
   if (resultOf(rules, match) !== null) return ruleError('game_over', 'the game is over')
 
   const rng = createRng(match.rng)
-  const ctx = { tick: input.tick, rng }
+  const ctx = { tick: input.tick, rng: rulesView(rng) }
   let logged: Input
   let state: S
   let event: E | undefined

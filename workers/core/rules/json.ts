@@ -99,7 +99,7 @@ export function storableJson(value: unknown): boolean {
     if (typeof v === 'string') {
       if (!storableText(v)) return false
     } else if (Array.isArray(v)) {
-      stack.push(...(v as unknown[]))
+      for (const item of v as unknown[]) stack.push(item)
     } else if (v !== null && typeof v === 'object') {
       for (const [k, item] of Object.entries(v)) {
         if (!storableText(k)) return false

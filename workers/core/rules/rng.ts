@@ -1,4 +1,4 @@
-import type { Rng, RngState } from './types.ts'
+import type { RngGenerator, RngState } from './types.ts'
 
 /**
  * sfc32 (Chris Doty-Humphrey's Small Fast Chaotic PRNG, from PractRand) over four 32-bit words,
@@ -71,7 +71,7 @@ export function isRngState(value: unknown): value is RngState {
  * const die = rng.int(1, 6)
  * const next = rng.state() // store this back
  */
-export function createRng(state: RngState): Rng {
+export function createRng(state: RngState): RngGenerator {
   if (!isRngState(state)) throw new TypeError('invalid rng state')
   const s: RngState = [state[0], state[1], state[2], state[3]]
   const uint32 = (): number => sfc32(s)

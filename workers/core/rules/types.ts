@@ -30,6 +30,10 @@ export interface Rng {
   float(): number
   /** Uniform integer in [min, max] (inclusive, unbiased); both must be safe integers. */
   int(min: number, max: number): number
+}
+
+/** The engine's generator: the rules' view, and the words to store back in the match. */
+export interface RngGenerator extends Rng {
   /** The current state words, to store in the match. */
   state(): RngState
 }

@@ -30,6 +30,25 @@ function matchRows(queue: string) {
   )
 }
 
+/**
+ * Two players matched in a new queue whose sessions cannot be made (every create refused as
+ * unavailable): the match stays pending. `creates` counts the calls so far.
+ */
+async function matchWithSessionsDown() {
+  const q = await createQueue({ ticketTtlSeconds: 3600 })
+  const clock = newClock()
+  let calls = 0
+  const down: SessionCreator = async () => {
+    calls++
+    return { ok: false, problem: 'unavailable', detail: 'down' }
+  }
+  await rig(q, clock, { creator: down })
+  const ta = await joinFor(q, `${q}-a`)
+  const tb = await joinFor(q, `${q}-b`)
+  expect(tb.status).toBe('matching')
+  return { q, clock, creates: () => calls, ta, tb }
+}
+
 describe('eviction', () => {
   it('an evicted pool keeps its waiting tickets and still matches them when the window allows', async () => {
     const q = await createQueue({ maxRatingGap: 100, widenPerSecond: 10 })
@@ -183,25 +202,15 @@ describe('a reset while a session is being created', () => {
   })
 
   it('a match whose session calls never answer (the pool reset during each) is given up after 12 attempts: its players are told session_failed and may queue again', async () => {
-    const q = await createQueue({ ticketTtlSeconds: 3600 })
-    const clock = newClock()
-    let calls = 0
-    const down: SessionCreator = async () => {
-      calls++
-      return { ok: false, problem: 'unavailable', detail: 'down' }
-    }
-    await rig(q, clock, { creator: down })
-    const ta = await joinFor(q, `${q}-a`)
-    const tb = await joinFor(q, `${q}-b`)
-    expect(tb.status).toBe('matching')
+    const { q, clock, creates, ta, tb } = await matchWithSessionsDown()
     // Its attempts spent by leases whose calls resets cut off (no answer, so no failure to count
     // them by): the row as the twelfth such reset leaves it, its lease run out.
     await runInDurableObject(poolOf(q), (_i: MatchPool, state) =>
       state.storage.sql.exec(`UPDATE matches SET attempts = 12, next_attempt_at = 0`),
     )
-    calls = 0
+    const before = creates()
     await runDurableObjectAlarm(poolOf(q))
-    expect(calls).toBe(0)
+    expect(creates()).toBe(before)
     for (const t of [ta, tb]) {
       expect(await ticketOf(t.ticketId)).toMatchObject({
         status: 'cancelled',
@@ -215,24 +224,15 @@ describe('a reset while a session is being created', () => {
   })
 
   it('a match whose session is not made within 30 minutes is given up however few its attempts (its players must not outlive their claims on the queue)', async () => {
-    const q = await createQueue({ ticketTtlSeconds: 3600 })
-    const clock = newClock()
-    let calls = 0
-    const down: SessionCreator = async () => {
-      calls++
-      return { ok: false, problem: 'unavailable', detail: 'down' }
-    }
-    await rig(q, clock, { creator: down })
-    const ta = await joinFor(q, `${q}-a`)
-    await joinFor(q, `${q}-b`)
+    const { q, clock, creates, ta } = await matchWithSessionsDown()
     // Two attempts so far, the next one due 30 minutes after the match was made (a long backlog).
     clock.t += 30 * 60_000
     await runInDurableObject(poolOf(q), (_i: MatchPool, state) =>
       state.storage.sql.exec(`UPDATE matches SET attempts = 2, next_attempt_at = 0`),
     )
-    calls = 0
+    const before = creates()
     await runDurableObjectAlarm(poolOf(q))
-    expect(calls).toBe(0)
+    expect(creates()).toBe(before)
     expect(await ticketOf(ta.ticketId)).toMatchObject({
       status: 'cancelled',
       reason: 'session_failed',

@@ -84,6 +84,19 @@ async function leaveAndComeBackUnseen(partyId: string, playerId: string): Promis
   await sql`update parties set updated_at = clock_timestamp() where id = ${partyId}`
 }
 
+/**
+ * A member leaves as the leave route commits it, without its cancel reaching any pool (one that
+ * cannot be reached, or a request cut off after the commit): the party's tickets stay noted.
+ */
+async function leaveUnseen(partyId: string, playerId: string): Promise<void> {
+  await pg()`with gone as (
+      delete from party_members where party_id = ${partyId} and player_id = ${playerId}
+      returning player_id
+    )
+    update parties set updated_at = clock_timestamp()
+     where id = ${partyId} and exists (select 1 from gone)`
+}
+
 /** A party of `members` led by the first, formed through the routes. */
 async function formParty(members: Player[]): Promise<Party> {
   const [leader, ...rest] = members
@@ -794,12 +807,7 @@ describe('queueing as a party over HTTP', () => {
     const untouched = await joinAs(q2, d!, [d!, e!])
     // C leaves, and the change commits as the leave route commits it, but the cancellation
     // never reaches the pool: the ticket stays waiting and noted.
-    await pg()`with gone as (
-        delete from party_members where party_id = ${party.id} and player_id = ${c!.playerId}
-        returning player_id
-      )
-      update parties set updated_at = clock_timestamp()
-       where id = ${party.id} and exists (select 1 from gone)`
+    await leaveUnseen(party.id, c!.playerId)
     expect((await ticketOf(t.ticketId)).status).toBe('waiting')
 
     await runScheduled(env, Date.now())
@@ -833,12 +841,7 @@ describe('queueing as a party over HTTP', () => {
     const t = await joinAs([a!, b!, c!])
     // C's leave commits as the route commits it, but its cancel is lost (the pool did not
     // answer, or the client's request was cut off after the commit): C's client sends it again.
-    await pg()`with gone as (
-        delete from party_members where party_id = ${party.id} and player_id = ${c!.playerId}
-        returning player_id
-      )
-      update parties set updated_at = clock_timestamp()
-       where id = ${party.id} and exists (select 1 from gone)`
+    await leaveUnseen(party.id, c!.playerId)
     expect((await ticketOf(t.ticketId)).status).toBe('waiting')
     expect((await leave(party.id, c!)).status).toBe(204)
     expect(await ticketOf(t.ticketId, a!.token)).toMatchObject({

@@ -48,6 +48,32 @@ const newBoard = () => createBoard({}, boardId(PREFIX))
  * Erases a player across this file's boards, following `boards.next`; the first call's answer
  * and the entries removed over all calls.
  */
+/** Archives cycle 1 of `board` with one entry, score 10, as a close's page writes it. */
+function archiveOnlyEntry(
+  board: string,
+  playerId: string,
+  metadata: string | null,
+  submittedAt: number,
+): Promise<void> {
+  return new NeonArchiveWriter(env).writePage({
+    leaderboardId: board,
+    cycle: 1,
+    startsAt: Date.now() - 60_000,
+    endsAt: Date.now(),
+    entries: 1,
+    rows: {
+      playerIds: [playerId],
+      ranks: [1],
+      scores: [10],
+      subscores: [0],
+      metadata: [metadata],
+      submittedAt: [submittedAt],
+    },
+    rewards: [],
+    archivedThrough: 1,
+  })
+}
+
 async function eraseAll(playerId: string): Promise<{ first: Erasure; entriesRemoved: number }> {
   let first: Erasure | undefined
   let entriesRemoved = 0
@@ -183,23 +209,7 @@ describe('erasing a player (admin)', () => {
     await eraseAll(gone.playerId)
     // A page of a cycle frozen before the erasure, archived after it.
     const board = `erased-archive-${crypto.randomUUID().slice(0, 8)}`
-    await new NeonArchiveWriter(env).writePage({
-      leaderboardId: board,
-      cycle: 1,
-      startsAt: Date.now() - 60_000,
-      endsAt: Date.now(),
-      entries: 1,
-      rows: {
-        playerIds: [gone.playerId],
-        ranks: [1],
-        scores: [10],
-        subscores: [0],
-        metadata: ['{"home":"Springfield"}'],
-        submittedAt: [Date.now() - 30_000],
-      },
-      rewards: [],
-      archivedThrough: 1,
-    })
+    await archiveOnlyEntry(board, gone.playerId, '{"home":"Springfield"}', Date.now() - 30_000)
     expect(
       await pg()`select rank, score, name, metadata from leaderboard_archive where leaderboard_id = ${board}`,
     ).toEqual([{ rank: 1, score: 10, name: null, metadata: null }])
@@ -212,23 +222,7 @@ describe('erasing a player (admin)', () => {
     // Back under the same id, and named again, before the cycle they scored in is archived.
     await call(`/v1/admin/players/${id}`, json('PUT', { name: 'Someone new' }, ADMIN_KEY))
     const board = `erased-renamed-${crypto.randomUUID().slice(0, 8)}`
-    await new NeonArchiveWriter(env).writePage({
-      leaderboardId: board,
-      cycle: 1,
-      startsAt: Date.now() - 60_000,
-      endsAt: Date.now(),
-      entries: 1,
-      rows: {
-        playerIds: [id],
-        ranks: [1],
-        scores: [10],
-        subscores: [0],
-        metadata: [null],
-        submittedAt: [submittedAt],
-      },
-      rewards: [],
-      archivedThrough: 1,
-    })
+    await archiveOnlyEntry(board, id, null, submittedAt)
     expect(
       await pg()`select name from leaderboard_archive where leaderboard_id = ${board} and player_id = ${id}`,
     ).toEqual([{ name: null }])

@@ -22,7 +22,10 @@ const cronRuns = counter(
 )
 
 const PAGE = 200
-/** How far back a run looks for boundaries when it cannot read the trigger's schedule (one by hand). */
+/**
+ * How far back a run looks for boundaries when it cannot read the trigger's schedule: a run by
+ * hand, or a trigger whose day fields are not `*`.
+ */
 const DEFAULT_LOOKBACK_MS = 10 * 60 * 1000
 
 /**
@@ -32,9 +35,14 @@ const DEFAULT_LOOKBACK_MS = 10 * 60 * 1000
  * for a board that did not answer the first, however often the cron runs: a fixed 10 minutes
  * woke every board ten times after each of its boundaries (a daily board sharing midnight with
  * thousands of others, ten runs' worth of calls), and missed boundaries under a sparser cron.
+ * Read only from triggers that run every day (day of month, month and day of week all `*`):
+ * Cloudflare numbers the days of the week from Sunday = 1, as our board schedules do not, and
+ * takes forms (`L`, `#`) they refuse, so a weekday trigger read our way would skip days.
  */
 export function lookbackMs(cron: string | undefined, scheduledTime: number): number {
-  const schedule = cron ? parseSchedule({ cron }) : null
+  const fields = cron?.trim().split(/\s+/) ?? []
+  const daily = fields.length === 5 && fields.slice(2).every((f) => f === '*')
+  const schedule = daily ? parseSchedule({ cron }) : null
   if (schedule === null || 'error' in schedule) return DEFAULT_LOOKBACK_MS
   let run: number | null = scheduledTime
   // This run (at or just before its scheduled time), then the two before it.

@@ -5,7 +5,7 @@ import type { Leaderboard } from '../../durable-objects/leaderboard.ts'
 import type { LeaderboardConfig } from '../../workers/core/leaderboard.ts'
 import { ADMIN_KEY, bearer, call, json, newGuest, problem } from './helpers/http.ts'
 import { boardId, createBoard, fresh, pg, storedBy, submitFor, type Top } from './helpers/boards.ts'
-import { runScheduled } from '../../workers/scheduled.ts'
+import { lookbackMs, runScheduled } from '../../workers/scheduled.ts'
 import { localFamilies } from '../../workers/lib/metrics.ts'
 import { replaceMethod } from './helpers/replace-method.ts'
 
@@ -308,6 +308,21 @@ describe('leaderboard configuration', () => {
     const sparse = await boardPast(30 * 60_000, true, every)
     await runScheduled(env, sparse.at, '*/30 * * * *')
     expect(await cycleNumber(sparse.id)).toBe(2)
+  })
+
+  it("the cron's lookback reaches its trigger's run two before, for triggers that run every day; others, and runs by hand, look back 10 minutes", () => {
+    const at = Date.UTC(2026, 11, 7, 17, 0) // a Monday, 17:00
+    const minute = 60_000
+    expect(lookbackMs('* * * * *', at)).toBe(2 * minute)
+    expect(lookbackMs('*/10 * * * *', at)).toBe(20 * minute)
+    expect(lookbackMs('0 9,17 * * *', at)).toBe(24 * 60 * minute)
+    // A run arriving a little after its scheduled minute still counts as that minute's.
+    expect(lookbackMs('* * * * *', at + 700)).toBe(2 * minute + 700)
+    // Cloudflare numbers weekdays from Sunday = 1: read our way, Monday's run would look back
+    // to Saturday, not to Friday's last runs.
+    for (const cron of ['*/10 * * * 2-6', '0 0 1 * *', '0 0 * 1 *', '0 0 L * *', '', undefined]) {
+      expect(lookbackMs(cron, at)).toBe(10 * minute)
+    }
   })
 
   it('is admin-only: a player token gets 403, no credential 401', async () => {

@@ -1,7 +1,7 @@
 import { execFileSync, spawn } from 'node:child_process'
 import { createHash, randomBytes } from 'node:crypto'
 import { existsSync, readdirSync, rmSync, statSync } from 'node:fs'
-import { chmod, chown, cp, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
+import { chmod, chown, cp, mkdir, mkdtemp, readFile, rename, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { dirname, join, resolve } from 'node:path'
 import pg from 'pg'
@@ -216,18 +216,27 @@ export async function binariesTheServerCanRun(
     // Copied below.
   }
   const native = dirname(dirname(bins.postgres))
-  const id = createHash('sha256').update(native).digest('hex').slice(0, 12)
+  // The binaries as installed (an upgrade of the package within a major gets its own copy).
+  const { size, mtimeMs } = statSync(bins.postgres)
+  const id = createHash('sha256').update(`${native}:${size}:${mtimeMs}`).digest('hex').slice(0, 12)
   const copy = join(copyRoot, `pg-${bins.major}-${id}`)
-  // Marked complete last: a copy cut short (Ctrl-C) is made again, not run half-made.
-  const done = join(copy, '.complete')
-  if (!existsSync(done)) {
-    await rm(copy, { recursive: true, force: true })
+  if (!existsSync(copy)) {
+    // Made whole under a name of its own, then renamed into place in one step: a copy cut short
+    // (Ctrl-C) is never run, and two first starts at once (a dev server and the tests) never
+    // copy into, or remove, the directory the other runs from.
     await mkdir(copyRoot, { recursive: true, mode: 0o755 })
-    await cp(native, copy, { recursive: true, verbatimSymlinks: true })
-    await writeFile(done, '')
-    console.log(
-      `[nexus] PostgreSQL's binaries copied to ${copy}, where the postgres user can run them`,
-    )
+    const making = `${copy}.making-${randomBytes(4).toString('hex')}`
+    await cp(native, making, { recursive: true, verbatimSymlinks: true })
+    try {
+      await rename(making, copy)
+      console.log(
+        `[nexus] PostgreSQL's binaries copied to ${copy}, where the postgres user can run them`,
+      )
+    } catch (err) {
+      await rm(making, { recursive: true, force: true })
+      // The other start made it first.
+      if (!existsSync(copy)) throw err
+    }
   }
   const inCopy = (path: string) => join(copy, path.slice(native.length + 1))
   const copied = { initdb: inCopy(bins.initdb), postgres: inCopy(bins.postgres), major: bins.major }

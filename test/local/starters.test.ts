@@ -1,8 +1,8 @@
 import { execFileSync } from 'node:child_process'
-import { existsSync } from 'node:fs'
+import { existsSync, readdirSync, statSync } from 'node:fs'
 import { chmod, cp, mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
-import { dirname, join } from 'node:path'
+import { basename, dirname, join } from 'node:path'
 import pg from 'pg'
 import { afterEach, describe, expect, it } from 'vitest'
 import {
@@ -115,8 +115,21 @@ describe('startPostgres', () => {
         expect(
           execFileSync(runnable.initdb, ['--version'], { ...asPostgres, encoding: 'utf8' }),
         ).toMatch(/PostgreSQL\) 18/)
-        // Made once: the next start runs the same copy.
+        // Made once: the next start runs the same copy, not a new one over it.
+        const madeAt = statSync(runnable.postgres).ino
         expect(await binariesTheServerCanRun(bins, asPostgres, copies)).toEqual(runnable)
+        expect(statSync(runnable.postgres).ino).toBe(madeAt)
+        // Two first starts at once: both end with a whole copy to run, and nothing half-made.
+        await rm(copies, { recursive: true, force: true })
+        const [one, other] = await Promise.all([
+          binariesTheServerCanRun(bins, asPostgres, copies),
+          binariesTheServerCanRun(bins, asPostgres, copies),
+        ])
+        expect(one).toEqual(other)
+        expect(
+          execFileSync(one.postgres, ['--version'], { ...asPostgres, encoding: 'utf8' }),
+        ).toMatch(/PostgreSQL\) 18/)
+        expect(readdirSync(copies)).toEqual([basename(dirname(dirname(one.postgres)))])
         // Binaries it can reach are run where they are.
         expect(await binariesTheServerCanRun(runnable, asPostgres, copies)).toEqual(runnable)
       } finally {

@@ -105,7 +105,8 @@ export async function forgetStaleRead(
   let found = inMemory !== undefined && isStale(inMemory.body)
   if (!found && cache) {
     const hit = await cache.match(cacheRequest(key)).catch(() => undefined)
-    found = hit !== undefined && isStale(await hit.text())
+    const body = hit ? await hit.text().catch(() => undefined) : undefined
+    found = body !== undefined && isStale(body)
   }
   if (!found) return
   isolateReads.forget(key)

@@ -497,6 +497,11 @@ export class GameSession extends DurableObject<Env> {
        * it, left nothing to tell the create from a first one.
        */
       keyed?: boolean
+      /**
+       * That hash as the caller read it from Neon: what a Worker of the version before `keyed`
+       * sends (a gradual deployment), answered from as before.
+       */
+      archivedSetupHash?: string
     } = {},
   ): Promise<CreateResult> {
     const parsed = SessionSetupSchema.safeParse(input)
@@ -533,12 +538,12 @@ export class GameSession extends DurableObject<Env> {
         detail: `Session '${s.sessionId}' exists with a different setup`,
       }
     }
-    if (opts.keyed === true) {
+    if (opts.keyed === true || opts.archivedSetupHash !== undefined) {
       // The clearing writes the hash to Neon before it deletes anything: read after it, this
       // finds the hash.
       let archived: string | null
       try {
-        archived = await this.store.archivedSetupHash(s.sessionId)
+        archived = opts.archivedSetupHash ?? (await this.store.archivedSetupHash(s.sessionId))
       } catch (err) {
         if (!isDatabaseUnreachable(err)) throw err
         return {

@@ -664,7 +664,8 @@ export class MatchPool extends DurableObject<Env> {
    * Dropped, those would let a join here with an older claim make a second live ticket.
    */
   private async dropUnconfigured(): Promise<void> {
-    if (one(this.sql, `SELECT 1 AS held FROM fences LIMIT 1`)) return
+    const live = Date.now() - FENCE_RETENTION_MS
+    if (one(this.sql, `SELECT 1 AS held FROM fences WHERE at >= ? LIMIT 1`, live)) return
     await this.ctx.storage.deleteAll()
     this.schemaReady = false
   }
@@ -789,7 +790,8 @@ export class MatchPool extends DurableObject<Env> {
     if (!entered.existing) this.attachMembers(entered.row)
     const partyId = input.partyId ?? null
     // Owed in the same write as the ticket (nothing awaited between them), then sent.
-    const noting = partyId !== null && entered.row.state === 'waiting'
+    const noting =
+      partyId !== null && (entered.row.state === 'waiting' || entered.row.state === 'matching')
     if (noting) this.owePartyNote(partyId, entered.row.id)
     const [, partyChanged] = await Promise.all([
       this.settle(),
@@ -1399,9 +1401,11 @@ export class MatchPool extends DurableObject<Env> {
             last_error: null,
             done_at: null,
           }
+          // Stored with its first attempt counted (the call below, under its lease): one a reset
+          // cuts off counts too. `row` is the match as before that lease, as deliverDue reads it.
           this.sql.exec(
-            `INSERT INTO matches (id, state, setup, ticket_ids, created_at, next_attempt_at)
-             VALUES (?, ?, ?, ?, ?, ?)`,
+            `INSERT INTO matches (id, state, setup, ticket_ids, created_at, next_attempt_at, attempts)
+             VALUES (?, ?, ?, ?, ?, ?, 1)`,
             row.id,
             row.state,
             row.setup,
@@ -2180,8 +2184,9 @@ export class MatchPool extends DurableObject<Env> {
     } catch (err) {
       const owed = one<{ attempts: number }>(
         this.sql,
-        `SELECT attempts FROM party_notes WHERE ticket_id = ?`,
+        `SELECT attempts FROM party_notes WHERE ticket_id = ? AND party_id = ?`,
         row.id,
+        partyId,
       )
       const attempts = (owed?.attempts ?? 0) + 1
       const backoff = Math.min(MAX_BACKOFF_MS, 1000 * 2 ** Math.min(attempts - 1, 16))
@@ -2194,15 +2199,25 @@ export class MatchPool extends DurableObject<Env> {
       })
       if (owed) {
         this.sql.exec(
-          `UPDATE party_notes SET attempts = ?, next_attempt_at = ? WHERE ticket_id = ?`,
+          `UPDATE party_notes SET attempts = ?, next_attempt_at = ? WHERE ticket_id = ? AND party_id = ?`,
           attempts,
           this.now() + backoff,
           row.id,
+          partyId,
         )
         await this.scheduleAlarm()
       }
       return false
     }
+    // Another party's join was handed the ticket meanwhile (the same players, their old party
+    // gone unseen): its note decides now, and this answer, for a party that no longer holds the
+    // ticket, neither settles that note nor ends the ticket.
+    const owner = one<{ party_id: string }>(
+      this.sql,
+      `SELECT party_id FROM party_notes WHERE ticket_id = ?`,
+      row.id,
+    )?.party_id
+    if (owner !== undefined && owner !== partyId) return false
     this.sql.exec(`DELETE FROM party_notes WHERE ticket_id = ?`, row.id)
     if (current) return false
     log('info', 'party changed while joining', { actor: this.actor, partyId, ticketId: row.id })

@@ -510,6 +510,13 @@ describe('one ticket per player per queue, across regions', () => {
         .toArray()
     })
     expect(fences).toEqual([{ player_id: player, up_to: 3 }])
+    // Once the fences have run out, nothing is kept: the next such call drops the storage.
+    const tables = await runInDurableObject(unconfigured, async (inst: MatchPool, state) => {
+      state.storage.sql.exec(`UPDATE fences SET at = at - ?`, FENCE_RETENTION_MS + 60_000)
+      expect(await inst.ticketByKey(player, 'k-1', [player], null)).toBeNull()
+      return state.storage.sql.exec(`SELECT name FROM sqlite_master`).toArray()
+    })
+    expect(tables).toEqual([])
   })
 
   it('the cron prunes claims idle for two hours; recent ones stay, and a pruned player joins again at version 1', async () => {

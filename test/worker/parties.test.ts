@@ -22,6 +22,7 @@ import {
   type Found,
   type Queued,
 } from './helpers/matchmaking.ts'
+import { replaceMethod } from './helpers/replace-method.ts'
 import { closed, collect, connect, nextOfType, until } from './helpers/sockets.ts'
 
 interface Party {
@@ -1314,6 +1315,40 @@ describe('queueing as a party over sockets', () => {
     await runDurableObjectAlarm(poolOf(q))
     expect((await ok(send('GET', `/v1/parties/${party.id}`, a!))).ticketId).toBe(t.ticketId)
     expect(refusals).toBeLessThan(0)
+  })
+
+  it('a party join answered by a pool of the version before (a gradual deployment), which notes nothing, is noted by the route', async () => {
+    const q = await createQueue({ teamSize: 3, maxPartySize: 3 })
+    await rig(q, newClock())
+    const [a, b] = await players(2)
+    const party = await formParty([a!, b!])
+    type Join = MatchPool['join']
+    await replaceMethod<MatchPool, 'join'>(
+      poolOf(q),
+      'join',
+      (join) =>
+        async function (this: MatchPool, input: Parameters<Join>[0]) {
+          const r = await join.call(this, { ...input, partyId: undefined })
+          if (r.ok) delete (r as { partyChanged?: boolean }).partyChanged
+          return r
+        } as Join,
+    )
+    const t = await ok<Ticket>(
+      send('POST', `/v1/matchmaking/${q}/tickets`, a!, { party: [a!.playerId, b!.playerId] }),
+      201,
+    )
+    expect((await ok(send('GET', `/v1/parties/${party.id}`, b!))).ticketId).toBe(t.ticketId)
+  })
+
+  it("a late note of a party's older ticket (sent again after Neon failed it) leaves the party pointing at the ticket it joined with since", async () => {
+    const [a, b] = await players(2)
+    const party = await formParty([a!, b!])
+    const ids = [a!.playerId, b!.playerId]
+    const older = `q-late:eu:${crypto.randomUUID()}`
+    const newer = `q-late:eu:${crypto.randomUUID()}`
+    expect(await recordPartyTicket(env, party.id, newer, ids, 2_000)).toBe(true)
+    expect(await recordPartyTicket(env, party.id, older, ids, 1_000)).toBe(true)
+    expect((await ok(send('GET', `/v1/parties/${party.id}`, a!))).ticketId).toBe(newer)
   })
 
   it('a keyed party join sent again while its ticket is matched during the party read gets match_found once, and queues nothing', async () => {

@@ -1170,6 +1170,11 @@ describe('the end of a game', () => {
       inst.create({ ...setup, seed: `${setup.seed}x` }, { keyed: true }),
     )
     expect(other).toMatchObject({ ok: false, problem: 'conflict' })
+    // A Worker of the version before (a gradual deployment) sends the hash it read itself.
+    const fromOlderWorker = await inObject(game.sessionId, (inst) =>
+      inst.create(setup, { archivedSetupHash: kept!.setup_hash as string }),
+    )
+    expect(fromOlderWorker).toEqual({ ok: true, created: false })
     const socket = await call(`/v1/sessions/${game.sessionId}`, {
       headers: { upgrade: 'websocket', authorization: `Bearer ${game.tokens[game.winner]}` },
     })

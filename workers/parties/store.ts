@@ -596,8 +596,14 @@ export async function recordPartyTicket(
             and t.noted_at >= p.updated_at
             and t.enqueued_at < $4
        ),
+       -- The pointer members find their ticket by: not taken back by a late note (one the pool
+       -- sent again after Neon failed it) from a ticket the party was made since.
        latest as (
-         update parties set ticket_id = $2 where id = $1 and exists (select 1 from current)
+         update parties p set ticket_id = $2
+          where p.id = $1 and exists (select 1 from current)
+            and not exists (select 1 from party_tickets t
+                             where t.party_id = $1 and t.ticket_id = p.ticket_id
+                               and t.ticket_id <> $2 and t.enqueued_at > $4)
        ),
        pruned as (
          delete from party_tickets

@@ -44,10 +44,16 @@ import {
 } from '../matchmaking/config.ts'
 import { unknownQueues } from '../matchmaking/unknown-queues.ts'
 import { Party, TicketAttributes } from '../matchmaking/protocol.ts'
-import { parseTicketId, poolFetcher, poolStub, ticketsOfPool } from '../matchmaking/stub.ts'
+import {
+  cancelPartyTicket,
+  parseTicketId,
+  poolFetcher,
+  poolStub,
+  ticketsOfPool,
+} from '../matchmaking/stub.ts'
 import { adminKeyGuard, requirePrincipal } from '../middleware/auth.ts'
 import { forgetSettledTickets } from '../parties/stale-tickets.ts'
-import { matchmakingPlayer } from '../parties/store.ts'
+import { matchmakingPlayer, recordPartyTicket } from '../parties/store.ts'
 
 export const matchmakingRoutes = newRouter()
 
@@ -275,6 +281,39 @@ matchmakingRoutes.openapi(cancelTicketRoute, async (c) => {
   return c.json(r.ticket, 200)
 })
 
+/**
+ * Notes a party's ticket as the route did before pools noted their own (2026-12-04), for a pool
+ * still on that version during a gradual deployment: a ticket left un-noted would escape every
+ * membership change. A failed note is logged and the ticket stands, as it did then.
+ */
+async function noteForOlderPool(
+  c: Context<AppEnv>,
+  partyId: string,
+  ticket: TicketView,
+): Promise<void> {
+  if (ticket.status !== 'waiting' && ticket.status !== 'matching') return
+  try {
+    const current = await recordPartyTicket(
+      c.env,
+      partyId,
+      ticket.ticketId,
+      ticket.players,
+      ticket.enqueuedAt,
+    )
+    if (current || !(await cancelPartyTicket(c.env, ticket.ticketId))) return
+  } catch (err) {
+    log('warn', 'party ticket not recorded', {
+      partyId,
+      ticketId: ticket.ticketId,
+      ...errorFields(err),
+    })
+    return
+  }
+  throw new ApiError('conflict', 'The party changed while joining; join again with its members', {
+    partyId,
+  })
+}
+
 // ---------------------------------------------------------------------------------------------
 
 const JoinBody = z
@@ -451,6 +490,8 @@ matchmakingRoutes.openapi(joinRoute, async (c) => {
       requestId: c.get('requestId'),
     })
   }
+  // A pool of the version before this one (a gradual deployment) does not note the ticket.
+  if (partyId && r.partyChanged === undefined) await noteForOlderPool(c, partyId, r.ticket)
   // The pool noted the ticket on the party, and found the members changed since this join read
   // them: the ticket is cancelled, and the party joins again as it now is.
   if (r.partyChanged) {

@@ -1,5 +1,14 @@
 import { describe, expect, it } from 'vitest'
-import { rateLimitAddress } from '../../workers/core/client-address.ts'
+import { rateLimitAddress, rateLimitNetwork } from '../../workers/core/client-address.ts'
+
+describe('rateLimitNetwork', () => {
+  it('is the /48 of an IPv6 client, and nothing for IPv4 ones', () => {
+    expect(rateLimitNetwork('2001:db8:1:2:aaaa::1')).toBe('2001:db8:1::/48')
+    expect(rateLimitNetwork('2001:0db8:0001:ffff::')).toBe('2001:db8:1::/48')
+    expect(rateLimitNetwork('192.0.2.7')).toBeNull()
+    expect(rateLimitNetwork('::ffff:192.0.2.7')).toBeNull()
+  })
+})
 
 describe('rateLimitAddress', () => {
   it('counts an IPv4 address as itself, also when IPv4-mapped', () => {

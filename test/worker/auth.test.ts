@@ -204,6 +204,26 @@ describe('guest auth', () => {
     // Six addresses, one /64, a limit of 3 (a window boundary may reset the count once).
     expect(statuses.filter((s) => s === 429).length).toBeGreaterThanOrEqual(1)
   })
+
+  it("counts a /48's /64s together too, at ten times one /64's allowance: rotating /64s does not escape it", async () => {
+    const network = `2001:db8:${Math.floor(Math.random() * 0xffff).toString(16)}`
+    const statuses: number[] = []
+    // 45 sign-ins, each from a /64 of its own in one /48; a /64 may make 2, the /48 20.
+    for (let i = 1; i <= 45; i++) {
+      const res = await callWithEnv(
+        { GUEST_AUTH_PER_MINUTE: '2' },
+        '/v1/auth/guest',
+        json('POST', { deviceId: `rl48-${crypto.randomUUID()}` }, undefined, {
+          'cf-connecting-ip': `${network}:${i.toString(16)}::1`,
+        }),
+      )
+      statuses.push(res.status)
+      await res.body?.cancel()
+    }
+    // A window boundary may reset the count once: 40 at most then, and still some refused.
+    expect(statuses.filter((s) => s === 200).length).toBeLessThanOrEqual(40)
+    expect(statuses).toContain(429)
+  })
 })
 
 describe('bad credentials, one by one', () => {

@@ -23,6 +23,18 @@ export function rateLimitAddress(ip: string): string {
     .join(':')}::/64`
 }
 
+/**
+ * The network an IPv6 client's /64 belongs to, its /48, for a second, wider count: a /48 (65,536
+ * /64s) is handed out free by tunnel brokers, so a limit counted by /64 alone bounds nothing for
+ * whoever holds one. Null for IPv4 (and IPv4-mapped) clients, which the address counts already.
+ * @example rateLimitNetwork('2001:db8:1:2:aaaa::1') // '2001:db8:1::/48'
+ */
+export function rateLimitNetwork(ip: string): string | null {
+  const narrow = rateLimitAddress(ip)
+  if (!narrow.endsWith('::/64')) return null
+  return `${narrow.split(':').slice(0, 3).join(':')}::/48`
+}
+
 /** The eight 16-bit groups of an IPv6 address (lowercase hex), or null if it is not one. */
 function expandIpv6(ip: string): string[] | null {
   const address = ip.toLowerCase().split('%')[0]!

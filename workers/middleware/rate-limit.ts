@@ -4,7 +4,7 @@ import { counter } from '../lib/metrics.ts'
 import { ApiError } from '../lib/problem.ts'
 import { hitWindow } from '../lib/rate-limit.ts'
 import { getRedis } from '../lib/redis.ts'
-import { rateLimitAddress } from '../core/client-address.ts'
+import { rateLimitAddress, rateLimitNetwork } from '../core/client-address.ts'
 
 const rejections = counter('nexus_rate_limited_total', 'Requests refused by an edge rate limit')
 
@@ -75,6 +75,16 @@ const WORKER_SUBREQUEST_IP = '2a06:98c0:3600::103'
  */
 export function countedClientIp(c: Context<AppEnv>): string | undefined {
   return c.req.header('cf-connecting-ip') === undefined ? undefined : clientIp(c)
+}
+
+/**
+ * The IPv6 network (/48) of a counted client, for the wider of two limits; none for IPv4 clients
+ * and for Workers of other zones (each counted by its zone).
+ */
+export function countedClientNetwork(c: Context<AppEnv>): string | undefined {
+  const ip = c.req.header('cf-connecting-ip')
+  if (ip === undefined || (ip === WORKER_SUBREQUEST_IP && c.req.header('cf-worker'))) return
+  return rateLimitNetwork(ip) ?? undefined
 }
 
 /**

@@ -5,7 +5,7 @@ import { DEVICE_LOCK } from '../players/erasure.ts'
 import { boundedInt } from '../lib/config.ts'
 import { createRoute, newRouter, problemResponses } from '../lib/openapi.ts'
 import { ApiError } from '../lib/problem.ts'
-import { countedClientIp, edgeRateLimit } from '../middleware/rate-limit.ts'
+import { countedClientIp, countedClientNetwork, edgeRateLimit } from '../middleware/rate-limit.ts'
 import { sha256Hex } from '../lib/hash.ts'
 
 export const auth = newRouter()
@@ -54,6 +54,13 @@ const guestRoute = createRoute({
       name: 'guest-auth',
       limit: (c) => boundedInt(c.env.GUEST_AUTH_PER_MINUTE, 30, 1, 10_000),
       key: countedClientIp,
+    }),
+    // Each sign-in from a new device makes a player in Neon: a /48's many /64s (free from tunnel
+    // brokers) are counted together too, at ten times one /64's allowance.
+    edgeRateLimit({
+      name: 'guest-auth-network',
+      limit: (c) => 10 * boundedInt(c.env.GUEST_AUTH_PER_MINUTE, 30, 1, 10_000),
+      key: countedClientNetwork,
     }),
   ] as const,
   request: { body: { content: { 'application/json': { schema: GuestRequest } }, required: true } },

@@ -661,6 +661,14 @@ export class MatchTicket extends Emitter<TicketEvents> {
       case 'error': {
         // `not_queued` answers a cancel that raced the end of the ticket; nothing to do.
         if (msg.code === 'not_queued') return
+        if (msg.code === 'unavailable' && this.ticketId !== null) {
+          // Asked again for a ticket it has (a keyed join after a reconnect), the server could
+          // not answer for now: the ticket stands, and a new socket takes it back.
+          if (this.unavailableAnswers++ < this.deps.sockets.maxReconnects) {
+            socket.close(1000, 'unavailable')
+            return
+          }
+        }
         if (msg.code === 'unavailable' && this.ticketId === null) {
           // The join made nothing: a cancel waiting for its answer ends the ticket now.
           this.socketJoinSent = false
@@ -730,7 +738,10 @@ export class MatchTicket extends Emitter<TicketEvents> {
             path: { queue: this.queue },
             headers: { 'idempotency-key': this.joinKey },
             body: {
-              ...(this.opts.region ? { region: this.opts.region } : {}),
+              // The region the ticket is in once known (a socket's `queued` said it): without
+              // one the server takes the queue's first region, which a change of the queue's
+              // regions can make another pool, where this join's key means nothing.
+              ...(this.region ? { region: this.region } : {}),
               ...(this.opts.party ? { party: this.opts.party } : {}),
               ...(this.opts.attributes ? { attributes: this.opts.attributes } : {}),
             },
@@ -745,6 +756,15 @@ export class MatchTicket extends Emitter<TicketEvents> {
       } catch (err) {
         // The player asked to leave; a join that got no answer has no ticket to leave by name.
         if (this.cancelAsked) return this.end('cancelled', 'cancelled')
+        // The party changed while its leader joined: the pool cancelled the ticket it made
+        // (`party_changed`, as its members' sockets hear), and the leader ends as they do.
+        if (
+          err instanceof NexusProblem &&
+          err.problem === 'conflict' &&
+          typeof err.body.partyId === 'string'
+        ) {
+          return this.end('cancelled', 'party_changed')
+        }
         throw err
       } finally {
         this.joining = false

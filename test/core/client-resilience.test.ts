@@ -185,7 +185,7 @@ function queueAndMatch(socket: { receive(frame: unknown): void }, existing: bool
  * Sockets for a matchmaking ticket that falls back to HTTP: the first opens, answers the join
  * with ticket t1 and drops; every later one fails to open.
  */
-function ticketThenNoSocket(): () => SocketLike {
+function ticketThenNoSocket(region?: string): () => SocketLike {
   let opens = 0
   return () =>
     scriptedSocket(
@@ -195,7 +195,13 @@ function ticketThenNoSocket(): () => SocketLike {
       },
       (frame, socket) => {
         if (frame.type !== 'join') return
-        socket.receive({ type: 'queued', ticketId: 't1', existing: false, expiresAt: 0 })
+        socket.receive({
+          type: 'queued',
+          ticketId: 't1',
+          existing: false,
+          expiresAt: 0,
+          ...(region ? { region } : {}),
+        })
         setTimeout(() => socket.drop(), 5)
       },
     )
@@ -669,6 +675,30 @@ describe('client SDK under failure', () => {
     expect(queued).toEqual([])
   })
 
+  it("a leader's HTTP party join answered 'the party changed' ends as its members' sockets do: cancelled, party_changed", async () => {
+    const client = createClient({
+      baseUrl: 'http://nexus.test',
+      fetch: guestFetch((url, init) => {
+        if (init?.method === 'POST' && url.pathname === '/v1/matchmaking/duel/tickets') {
+          return jsonRes(409, {
+            type: 'urn:nexus:problem:conflict',
+            title: 'Conflict',
+            status: 409,
+            detail: 'The party changed while joining; join again with its members',
+            partyId: 'p-1',
+          })
+        }
+        return jsonRes(200, {})
+      }),
+    })
+    await client.auth.guest('device-abcdef-123456')
+    const t = client.matchmaking.join('duel', { transport: 'http', party: ['me', 'friend'] })
+    const ended: unknown[] = []
+    t.on('ended', (e) => ended.push(e))
+    await expect(t.matched).rejects.toMatchObject({ outcome: 'cancelled', reason: 'party_changed' })
+    expect(ended).toEqual([{ outcome: 'cancelled', reason: 'party_changed' }])
+  })
+
   it('`ready` rejects, as `ended` does, when the session cannot be reached', async () => {
     const client = createClient({
       baseUrl: 'http://nexus.test',
@@ -792,6 +822,33 @@ describe('client SDK under failure', () => {
     const match = await t.matched
     expect(t.transport).toBe('http')
     expect(match).toMatchObject({ ticketId: 't1', sessionId: 's1' })
+    expect(joins).toEqual([{ region: 'eu' }])
+  })
+
+  it('a socket ticket joined without a region falls back to HTTP in the region its `queued` named, not the queue’s first', async () => {
+    const joins: unknown[] = []
+    const client = createClient({
+      baseUrl: 'http://nexus.test',
+      maxReconnects: 1,
+      retry: { baseDelayMs: 1, maxDelayMs: 5 },
+      fetch: guestFetch((url, init) => {
+        if (init?.method === 'POST' && url.pathname === '/v1/matchmaking/duel/tickets') {
+          joins.push(JSON.parse(String(init.body)))
+          return ticket({
+            status: 'matched',
+            existing: true,
+            match: { sessionId: 's1', token: 'session-token', players: [] },
+          })
+        }
+        if (url.pathname === '/v1/matchmaking/tickets/t1') return ticket({ status: 'waiting' })
+        return jsonRes(200, {})
+      }),
+      WebSocket: ticketThenNoSocket('eu'),
+    })
+    await client.auth.guest('device-abcdef-123456')
+    const t = client.matchmaking.join('duel')
+    await t.matched
+    expect(t.transport).toBe('http')
     expect(joins).toEqual([{ region: 'eu' }])
   })
 
@@ -1942,6 +1999,55 @@ describe('waits that ride out network loss', () => {
       const cancelled = t.cancel().catch(() => {})
       await vi.advanceTimersByTimeAsync(10_000)
       await cancelled
+    } finally {
+      vi.useRealTimers()
+    }
+  })
+
+  it('a keyed join again the server cannot answer for now (`unavailable`) keeps the ticket: a new socket takes it back, nothing is deleted', async () => {
+    vi.useFakeTimers()
+    try {
+      const joins: Record<string, unknown>[] = []
+      const deleted: string[] = []
+      let opens = 0
+      const client = createClient({
+        baseUrl: 'http://nexus.test',
+        fetch: guestFetch((url, init) => {
+          if (init?.method === 'DELETE') deleted.push(url.pathname)
+          return url.pathname.startsWith('/v1/matchmaking/tickets/')
+            ? ticketView('waiting')
+            : jsonRes(200, {})
+        }),
+        WebSocket: () =>
+          scriptedSocket(
+            (socket) => {
+              socket.open()
+              if (opens++ === 0) setTimeout(() => socket.drop(), 5)
+            },
+            (frame, socket) => {
+              if (frame.type !== 'join') return
+              joins.push(frame)
+              // The first join makes the ticket; the second (a socket not re-attached) is
+              // answered `unavailable`; the third finds the ticket again.
+              if (joins.length === 2) {
+                socket.receive({ type: 'error', code: 'unavailable', message: 'try again' })
+              } else socket.receive(queuedFrame())
+            },
+          ),
+      })
+      await client.auth.guest('device-abcdef-123456')
+      const t = client.matchmaking.join('duel')
+      const outcome = t.matched.then(
+        () => 'matched',
+        (err: unknown) => err,
+      )
+      await vi.advanceTimersByTimeAsync(30_000)
+      expect(joins.length).toBeGreaterThanOrEqual(3)
+      expect(deleted).toEqual([])
+      const cancelled = t.cancel().catch(() => {})
+      await vi.advanceTimersByTimeAsync(10_000)
+      await cancelled
+      expect(await outcome).toMatchObject({ outcome: 'cancelled' })
     } finally {
       vi.useRealTimers()
     }

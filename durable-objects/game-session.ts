@@ -1,5 +1,5 @@
 import { DurableObject } from 'cloudflare:workers'
-import { backOffAlarm } from '../workers/lib/alarm-backoff.ts'
+import { backOffAlarm, retryBackoffMs } from '../workers/lib/alarm-backoff.ts'
 import {
   createMatch,
   getRules,
@@ -1464,7 +1464,7 @@ export class GameSession extends DurableObject<Env> {
         await this.workStep(job)
       } catch (err) {
         const attempts = job.attempts + 1
-        const backoff = Math.min(MAX_BACKOFF_MS, 1000 * 2 ** Math.min(attempts - 1, 16))
+        const backoff = retryBackoffMs(attempts, MAX_BACKOFF_MS)
         const message = err instanceof Error ? err.message : String(err)
         if (this.purged) return
         this.sql.exec(

@@ -1,5 +1,5 @@
 import { DurableObject } from 'cloudflare:workers'
-import { backOffAlarm } from '../workers/lib/alarm-backoff.ts'
+import { backOffAlarm, retryBackoffMs } from '../workers/lib/alarm-backoff.ts'
 import {
   parseSchedule,
   nextBoundary,
@@ -2060,7 +2060,7 @@ export class Leaderboard extends DurableObject<Env> {
             `SELECT attempts FROM closes WHERE cycle = ?`,
             close.cycle,
           )!.attempts + 1
-        const backoff = Math.min(MAX_BACKOFF_MS, 1000 * 2 ** Math.min(attempts - 1, 16))
+        const backoff = retryBackoffMs(attempts, MAX_BACKOFF_MS)
         const message = err instanceof Error ? err.message : String(err)
         this.sql.exec(
           `UPDATE closes SET attempts = ?, next_attempt_at = ?, last_error = ? WHERE cycle = ?`,

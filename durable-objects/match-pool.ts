@@ -1,5 +1,5 @@
 import { DurableObject } from 'cloudflare:workers'
-import { backOffAlarm } from '../workers/lib/alarm-backoff.ts'
+import { backOffAlarm, retryBackoffMs } from '../workers/lib/alarm-backoff.ts'
 import { defaultRating } from '../workers/core/rating.ts'
 import {
   MatchIndex,
@@ -1608,7 +1608,7 @@ export class MatchPool extends DurableObject<Env> {
       abandoned: hopeless,
     })
     if (!hopeless) {
-      const backoff = Math.min(MAX_BACKOFF_MS, 1000 * 2 ** (attempts - 1))
+      const backoff = retryBackoffMs(attempts, MAX_BACKOFF_MS)
       this.sql.exec(
         `UPDATE matches SET attempts = ?, next_attempt_at = ?, last_error = ? WHERE id = ?`,
         attempts,
@@ -2189,7 +2189,7 @@ export class MatchPool extends DurableObject<Env> {
         partyId,
       )
       const attempts = (owed?.attempts ?? 0) + 1
-      const backoff = Math.min(MAX_BACKOFF_MS, 1000 * 2 ** Math.min(attempts - 1, 16))
+      const backoff = retryBackoffMs(attempts, MAX_BACKOFF_MS)
       log('warn', 'party ticket not recorded; will retry', {
         actor: this.actor,
         partyId,

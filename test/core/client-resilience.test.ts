@@ -182,6 +182,26 @@ function queueAndMatch(socket: { receive(frame: unknown): void }, existing: bool
 
 /** Timers keeping the process alive right now. */
 /**
+ * Matchmaking sockets that all open, the first dropping right after; `onJoin` answers each `join`
+ * frame (on whichever socket sent it).
+ */
+function firstSocketDrops(
+  onJoin: (frame: { type: string; [k: string]: unknown }, socket: ScriptedSocket) => void,
+): () => SocketLike {
+  let opens = 0
+  return () =>
+    scriptedSocket(
+      (socket) => {
+        socket.open()
+        if (opens++ === 0) setTimeout(() => socket.drop(), 5)
+      },
+      (frame, socket) => {
+        if (frame.type === 'join') onJoin(frame, socket)
+      },
+    )
+}
+
+/**
  * Sockets for a matchmaking ticket that falls back to HTTP: the first opens, answers the join
  * with ticket t1 and drops; every later one fails to open.
  */
@@ -1968,7 +1988,6 @@ describe('waits that ride out network loss', () => {
     vi.useFakeTimers()
     try {
       const joins: Record<string, unknown>[] = []
-      let opens = 0
       const client = createClient({
         baseUrl: 'http://nexus.test',
         fetch: guestFetch((url) =>
@@ -1976,19 +1995,11 @@ describe('waits that ride out network loss', () => {
             ? ticketView('waiting')
             : jsonRes(200, {}),
         ),
-        WebSocket: () =>
-          scriptedSocket(
-            (socket) => {
-              socket.open()
-              if (opens++ === 0) setTimeout(() => socket.drop(), 5)
-            },
-            (frame, socket) => {
-              if (frame.type !== 'join') return
-              joins.push(frame)
-              // Only the first socket's join is answered; the second stays unattached.
-              if (joins.length === 1) socket.receive(queuedFrame())
-            },
-          ),
+        WebSocket: firstSocketDrops((frame, socket) => {
+          joins.push(frame)
+          // Only the first socket's join is answered; the second stays unattached.
+          if (joins.length === 1) socket.receive(queuedFrame())
+        }),
       })
       await client.auth.guest('device-abcdef-123456')
       const t = client.matchmaking.join('duel', { attributes: { mode: 'ranked' } })
@@ -2009,7 +2020,6 @@ describe('waits that ride out network loss', () => {
     try {
       const joins: Record<string, unknown>[] = []
       const deleted: string[] = []
-      let opens = 0
       const client = createClient({
         baseUrl: 'http://nexus.test',
         fetch: guestFetch((url, init) => {
@@ -2018,22 +2028,14 @@ describe('waits that ride out network loss', () => {
             ? ticketView('waiting')
             : jsonRes(200, {})
         }),
-        WebSocket: () =>
-          scriptedSocket(
-            (socket) => {
-              socket.open()
-              if (opens++ === 0) setTimeout(() => socket.drop(), 5)
-            },
-            (frame, socket) => {
-              if (frame.type !== 'join') return
-              joins.push(frame)
-              // The first join makes the ticket; the second (a socket not re-attached) is
-              // answered `unavailable`; the third finds the ticket again.
-              if (joins.length === 2) {
-                socket.receive({ type: 'error', code: 'unavailable', message: 'try again' })
-              } else socket.receive(queuedFrame())
-            },
-          ),
+        WebSocket: firstSocketDrops((frame, socket) => {
+          joins.push(frame)
+          // The first join makes the ticket; the second (a socket not re-attached) is answered
+          // `unavailable`; the third finds the ticket again.
+          if (joins.length === 2) {
+            socket.receive({ type: 'error', code: 'unavailable', message: 'try again' })
+          } else socket.receive(queuedFrame())
+        }),
       })
       await client.auth.guest('device-abcdef-123456')
       const t = client.matchmaking.join('duel')
@@ -2058,7 +2060,6 @@ describe('waits that ride out network loss', () => {
       vi.useFakeTimers()
       try {
         let reads = 0
-        let opens = 0
         const client = createClient({
           baseUrl: 'http://nexus.test',
           fetch: guestFetch((url) => {
@@ -2071,16 +2072,7 @@ describe('waits that ride out network loss', () => {
             }
             return jsonRes(200, {})
           }),
-          WebSocket: () =>
-            scriptedSocket(
-              (socket) => {
-                socket.open()
-                if (opens++ === 0) setTimeout(() => socket.drop(), 5)
-              },
-              (frame, socket) => {
-                if (frame.type === 'join') socket.receive(queuedFrame())
-              },
-            ),
+          WebSocket: firstSocketDrops((_frame, socket) => socket.receive(queuedFrame())),
         })
         await client.auth.guest('device-abcdef-123456')
         const t = client.matchmaking.join('duel')

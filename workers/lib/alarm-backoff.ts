@@ -2,6 +2,15 @@
 export const MAX_ALARM_BACKOFF_MS = 60_000
 
 /**
+ * How long to wait after the `attempts`-th failure in a row of something retried: 1 s, doubling,
+ * at most `maxMs`.
+ * @example retryBackoffMs(3, 60_000) // 4_000
+ */
+export function retryBackoffMs(attempts: number, maxMs: number): number {
+  return Math.min(maxMs, 1000 * 2 ** Math.min(Math.max(attempts, 1) - 1, 16))
+}
+
+/**
  * After an alarm run that failed (its `failures`-th in a row), keeps the next run at least a
  * backoff away (1 s doubling to MAX_ALARM_BACKOFF_MS): the objects catch a run's error and set the
  * alarm again for what is due, which after a fault that repeats is "now", again and again,
@@ -13,7 +22,7 @@ export async function backOffAlarm(
   now: number,
 ): Promise<void> {
   if (failures === 0) return
-  const notBefore = now + Math.min(MAX_ALARM_BACKOFF_MS, 1000 * 2 ** Math.min(failures - 1, 16))
+  const notBefore = now + retryBackoffMs(failures, MAX_ALARM_BACKOFF_MS)
   const at = await storage.getAlarm()
   if (at !== null && at < notBefore) await storage.setAlarm(notBefore)
 }

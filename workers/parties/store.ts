@@ -470,6 +470,12 @@ const NOTED_TICKETS = `select coalesce(array_agg(t.ticket_id order by t.noted_at
                          from party_tickets t where t.party_id = $1`
 
 /**
+ * A note `t` (joined to its party `p`, absent once the party ended) made before the party's
+ * latest membership change: it no longer stands for the party.
+ */
+const NOTE_IS_STALE = `(p.id is null or t.noted_at < p.updated_at)`
+
+/**
  * Party `$1`'s notes from before its latest membership change, all of them once it ended: what
  * a change left for the cron. A change sent again that finds itself done (its first try
  * committed, and its answer or its cancels were lost: the client retries) answers these, so the
@@ -477,7 +483,7 @@ const NOTED_TICKETS = `select coalesce(array_agg(t.ticket_id order by t.noted_at
  */
 const STALE_NOTES = `select coalesce(array_agg(t.ticket_id order by t.noted_at), '{}')
                        from party_tickets t left join parties p on p.id = t.party_id
-                      where t.party_id = $1 and (p.id is null or t.noted_at < p.updated_at)`
+                      where t.party_id = $1 and ${NOTE_IS_STALE}`
 
 /** How long a noted ticket is kept: longer than any ticket can wait (ticketTtlSeconds ≤ 1 h). */
 const NOTED_TICKET_HOURS = 2
@@ -628,7 +634,7 @@ export async function pruneOldPartyTickets(env: DbEnv): Promise<void> {
 /** A page of stale notes: ($1 limit, after ($2 party, $3 ticket)), in byte order. */
 export const STALE_PARTY_TICKETS = `select t.party_id, t.ticket_id
   from party_tickets t left join parties p on p.id = t.party_id
-  where (p.id is null or t.noted_at < p.updated_at)
+  where ${NOTE_IS_STALE}
     and (t.party_id collate "C", t.ticket_id collate "C") > ($2::text, $3::text)
   order by t.party_id collate "C", t.ticket_id collate "C" limit $1`
 

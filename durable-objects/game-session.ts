@@ -323,6 +323,12 @@ export class GameSession extends DurableObject<Env> {
   private match: MatchState | null = null
   private status: SessionStatus | null = null
   private createdAt = 0
+  /**
+   * When the match was made: its pool's match time, or the creation. A player erased since has
+   * nothing of this match kept (no rating or profile, no win on a board); one erased before it
+   * whose id came back (an identity provider's) plays as a new player.
+   */
+  private madeAt = 0
   private purged = false
   /** When the alarm next looks for silent sockets (SILENT_CHECK_EVERY_MS). */
   private silentCheckAt = 0
@@ -431,6 +437,7 @@ export class GameSession extends DurableObject<Env> {
     if (!this.rules) throw new Error(`${this.actor}: unknown rules ${this.setup.rules}`)
     this.status = (this.getMeta('status') ?? 'live') as SessionStatus
     this.createdAt = Number(this.getMeta('created_at') ?? 0)
+    this.madeAt = Number(this.getMeta('made_at') ?? this.createdAt)
     let match = JSON.parse(this.getMeta('snapshot')!) as MatchState
     // The tail after the snapshot goes through the same step() that produced it.
     for (const row of this.sql.exec<{ record: string }>(
@@ -502,6 +509,11 @@ export class GameSession extends DurableObject<Env> {
        * sends (a gradual deployment), answered from as before.
        */
       archivedSetupHash?: string
+      /**
+       * When the pool made the match (ms): a creation retried for minutes still judges its
+       * players' erasures by it (`madeAt`), not by when the session came to exist.
+       */
+      matchedAt?: number
     } = {},
   ): Promise<CreateResult> {
     const parsed = SessionSetupSchema.safeParse(input)
@@ -581,6 +593,10 @@ export class GameSession extends DurableObject<Env> {
       return { ok: false, problem: 'validation', detail: match.error.message }
     }
     const now = this.now()
+    const madeAt =
+      typeof opts.matchedAt === 'number' && Number.isFinite(opts.matchedAt)
+        ? Math.min(opts.matchedAt, now)
+        : now
     this.ctx.storage.transactionSync(() => {
       this.createSchema()
       // A statement per table, not per row: a match made waits on this.
@@ -589,6 +605,7 @@ export class GameSession extends DurableObject<Env> {
         ['setup_hash', hash],
         ['session_id', setup.sessionId],
         ['created_at', String(now)],
+        ['made_at', String(madeAt)],
         ['status', 'live'],
         ['snapshot', JSON.stringify(match)],
       ]
@@ -606,6 +623,7 @@ export class GameSession extends DurableObject<Env> {
     this.match = match
     this.status = 'live'
     this.createdAt = now
+    this.madeAt = madeAt
     sessionsCreated.inc({ rules: setup.rules })
     log('info', 'session created', {
       actor: this.actor,
@@ -1523,6 +1541,7 @@ export class GameSession extends DurableObject<Env> {
           ...record,
           result,
           createdAt: this.createdAt,
+          madeAt: this.madeAt,
           endedAt,
         })
         this.ctx.storage.transactionSync(() => {
@@ -1602,7 +1621,7 @@ export class GameSession extends DurableObject<Env> {
     const pending = winners
       .map((w) => w.playerId)
       .filter((id) => !submitted.has(id) && !erased.has(id))
-    for (const id of await this.store.erasedAmong(pending, this.createdAt)) erased.add(id)
+    for (const id of await this.store.erasedAmong(pending, this.madeAt)) erased.add(id)
     for (const p of winners) {
       if (submitted.has(p.playerId) || erased.has(p.playerId)) continue
       const since = unanswered[p.playerId]
@@ -1636,7 +1655,7 @@ export class GameSession extends DurableObject<Env> {
         requestHash,
         // As a token from the session's creation: a board the winner's erasure has walked
         // refuses it, even when Neon showed no erasure a moment ago (erasedAmong above).
-        tokenIssuedAt: this.createdAt,
+        tokenIssuedAt: this.madeAt,
       })
       // A board that never answers would hold the end's work, and the alarm waiting on it.
       const reply = await within(submitting, this.boardCallMs, 'board submit').catch(

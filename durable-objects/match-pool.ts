@@ -1499,7 +1499,11 @@ export class MatchPool extends DurableObject<Env> {
       const setup = JSON.parse(row.setup) as SessionSetup
       let result: CreateSessionResult
       try {
-        result = await within(this.sessionCreator(setup), CREATE_LEASE_MS, 'session creation')
+        result = await within(
+          this.sessionCreator(setup, row.created_at),
+          CREATE_LEASE_MS,
+          'session creation',
+        )
       } catch (err) {
         result = {
           ok: false,

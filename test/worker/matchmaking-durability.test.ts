@@ -97,9 +97,11 @@ describe('creating the session', () => {
     const q = await createQueue()
     const clock = newClock()
     const attempts: SessionSetup[] = []
+    const matchedAts: (number | undefined)[] = []
     // Fails outright once, then creates the session but loses the answer, then succeeds.
-    const flaky: SessionCreator = async (setup) => {
+    const flaky: SessionCreator = async (setup, matchedAt) => {
       attempts.push(setup)
+      matchedAts.push(matchedAt)
       if (attempts.length === 1) return { ok: false, problem: 'unavailable', detail: 'down' }
       if (attempts.length === 2) {
         await recordingCreator(setup)
@@ -141,6 +143,8 @@ describe('creating the session', () => {
     expect(attempts[0]!.roster.map((p) => p.playerId).sort()).toEqual([`${q}-a`, `${q}-b`])
     expect(attempts[0]!.rules).toBe('dice-race')
     expect(attempts[0]!.seed).toMatch(/^[0-9a-f]{64}$/)
+    // Every attempt names when the match was made, which the session judges erasures by.
+    expect(matchedAts).toEqual([t0, t0, t0])
   })
 
   it('the real GameSession: created once, and a retry with the same setup creates nothing', async () => {

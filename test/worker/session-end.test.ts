@@ -15,6 +15,8 @@ import { NeonSessionStore, type SessionStore } from '../../workers/sessions/stor
 import { boardId, createBoard, fresh, pg, submitFor } from './helpers/boards.ts'
 import { ADMIN_KEY, bearer, call, json, newGuest, problem } from './helpers/http.ts'
 import { localFamilies } from '../../workers/lib/metrics.ts'
+import { issueSessionToken } from '../../workers/lib/session-token.ts'
+import { newSeed } from '../../workers/matchmaking/session.ts'
 import {
   connect,
   createSession,
@@ -854,6 +856,46 @@ describe('the end of a game', () => {
     expect(rated.map((c) => c.playerId)).toEqual([game.loser])
     expect((await pg()`select 1 from players where id = ${game.loser}`).length).toBe(1)
     const mine = await fresh<{ entry: unknown }>(`/v1/leaderboards/${board}/players/${game.winner}`)
+    expect(mine.entry).toBeNull()
+  })
+
+  it("a match made before a player's erasure whose session is created after it (the pool's creation retried): nothing of the erased player is kept, whoever wins", async () => {
+    const board = await createBoard({ operator: 'incr' })
+    const players = playerIds(2)
+    const [gone, other] = players as [string, string]
+    const matchedAt = Date.now() - 1_000
+    const erased = await call(`/v1/admin/players/${gone}`, {
+      ...bearer(ADMIN_KEY),
+      method: 'DELETE',
+    })
+    expect([200, 202]).toContain(erased.status)
+    // The pool's retried creation: the session comes to exist only now, after the erasure.
+    const sessionId = `s_made-before-${crypto.randomUUID()}`
+    const created = await sessionObject(sessionId).create(
+      {
+        sessionId,
+        rules: 'dice-race',
+        roster: players.map((playerId, team) => ({ playerId, team })),
+        seed: newSeed(),
+        options: { target: 10 },
+        leaderboardId: board,
+      },
+      { listing: 'deferred', matchedAt },
+    )
+    expect(created).toEqual({ ok: true, created: true })
+    const sockets: Record<string, TestSocket> = {}
+    for (const p of players) {
+      sockets[p] = await connect(sessionId, await issueSessionToken(env, sessionId, p))
+      await sockets[p].nextOf('welcome')
+    }
+    await playToEnd(sockets, gone)
+    await sockets[other]!.nextOf('ended')
+    const done = await inObject(sessionId, (inst) => inst.runEndWork({ force: true }))
+    expect(done).toMatchObject({ stage: 'retain' })
+    expect(await pg()`select 1 from players where id = ${gone}`).toEqual([])
+    const [row] = await resultRows(sessionId)
+    expect((row!.rating_changes as { playerId: string }[]).map((c) => c.playerId)).toEqual([other])
+    const mine = await fresh<{ entry: unknown }>(`/v1/leaderboards/${board}/players/${gone}`)
     expect(mine.entry).toBeNull()
   })
 

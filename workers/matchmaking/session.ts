@@ -25,11 +25,20 @@ export interface SessionSetup {
 export type CreateSessionResult =
   { ok: true; created: boolean } | { ok: false; problem: ProblemType; detail: string }
 
-/** Creates a session; idempotent for the same setup (the pool retries with the very same one). */
-export type SessionCreator = (setup: SessionSetup) => Promise<CreateSessionResult>
+/**
+ * Creates a session; idempotent for the same setup (the pool retries with the very same one).
+ * `matchedAt`: when the pool made the match, which the session judges its players' erasures by.
+ */
+export type SessionCreator = (
+  setup: SessionSetup,
+  matchedAt?: number,
+) => Promise<CreateSessionResult>
 
 interface SessionApi {
-  create(setup: SessionSetup, opts?: { listing?: 'now' | 'deferred' }): Promise<CreateSessionResult>
+  create(
+    setup: SessionSetup,
+    opts?: { listing?: 'now' | 'deferred'; matchedAt?: number },
+  ): Promise<CreateSessionResult>
 }
 
 /**
@@ -37,14 +46,17 @@ interface SessionApi {
  * session's alarm, so `match_found` does not wait for a Neon round trip.
  */
 export function gameSessionCreator(env: Pick<Env, 'GAME_SESSION'>): SessionCreator {
-  return (setup) => {
+  return (setup, matchedAt) => {
     // Created near its players: the pool's region names where (workers/core/location.ts).
     const locationHint = setup.region ? locationHintFor(setup.region) : null
     const session = env.GAME_SESSION.getByName(
       setup.sessionId,
       locationHint ? { locationHint } : undefined,
     ) as unknown as SessionApi
-    return session.create(setup, { listing: 'deferred' })
+    return session.create(setup, {
+      listing: 'deferred',
+      ...(matchedAt !== undefined ? { matchedAt } : {}),
+    })
   }
 }
 

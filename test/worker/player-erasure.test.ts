@@ -265,6 +265,49 @@ describe('erasing a player (admin)', () => {
     expect((await pg()`select 1 from players where id = ${gone}`).length).toBe(1)
   })
 
+  it("an erased guest's id keeps nothing again, whenever its match was made (a guest's id never returns): no rating or profile, no win for a board; an admin PUT under it is 409", async () => {
+    const guest = await guestWithDevice()
+    const other = `idp-other-${crypto.randomUUID().slice(0, 8)}`
+    await eraseAll(guest.playerId)
+    const store = new NeonSessionStore(env)
+    // A match made after the erasure: a game server's join for the id, say.
+    const madeAt = Date.now() + 1_000
+    const out = await store.recordResult({
+      sessionId: `s_t-${crypto.randomUUID()}`,
+      rules: 'dice-race',
+      roster: [
+        { playerId: guest.playerId, team: 0 },
+        { playerId: other, team: 1 },
+      ],
+      queue: null,
+      region: null,
+      result: {
+        placements: [
+          { playerId: guest.playerId, team: 0, place: 1 },
+          { playerId: other, team: 1, place: 2 },
+        ],
+        reason: 'finished',
+        winner: guest.playerId,
+      },
+      createdAt: madeAt,
+      endedAt: madeAt,
+    })
+    expect(out.erased).toEqual([guest.playerId])
+    expect(out.ratingChanges.map((c) => c.playerId)).toEqual([other])
+    expect(await store.erasedAmong([guest.playerId, other], madeAt)).toEqual([guest.playerId])
+    const put = await problem(
+      await call(`/v1/admin/players/${guest.playerId}`, json('PUT', { name: 'Back' }, ADMIN_KEY)),
+    )
+    expect(put).toMatchObject({ status: 409, type: 'urn:nexus:problem:conflict' })
+    expect(await pg()`select 1 from players where id = ${guest.playerId}`).toEqual([])
+    // An identity provider's player erased the same way can be set up again (the id returns).
+    const idp = `idp-back-${crypto.randomUUID().slice(0, 8)}`
+    await eraseAll(idp)
+    const back = await call(`/v1/admin/players/${idp}`, json('PUT', { name: 'Back' }, ADMIN_KEY))
+    expect(back.status).toBe(200)
+    expect(await back.json()).toMatchObject({ playerId: idp, name: 'Back', rating: 1500 })
+  })
+
   it('cancels a ticket the player has waiting (reason erased), which would otherwise make a profile for them again', async () => {
     // Two teams of two: one waiting player makes no match.
     const queue = await createQueue({ teamSize: 2 })

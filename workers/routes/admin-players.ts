@@ -1,13 +1,12 @@
 import { z } from '@hono/zod-openapi'
-import { sql } from 'drizzle-orm'
-import { getDb } from '../db/client.ts'
-import { players } from '../db/schema.ts'
+import { getSql } from '../db/client.ts'
 import { forgetPlayerName } from '../leaderboards/names.ts'
 import { boardStub } from '../leaderboards/stub.ts'
 import { log } from '../lib/log.ts'
 import { createRoute, newRouter, problemResponses } from '../lib/openapi.ts'
 import { DisplayName, PlayerId, ResourceId } from '../lib/fields.ts'
 import { ApiError } from '../lib/problem.ts'
+import { GUEST_ID_PREFIX } from '../lib/auth.ts'
 import { requireAdmin } from '../middleware/auth.ts'
 import { cancelStaleTickets } from '../parties/stale-tickets.ts'
 import { eraseFromNeon } from '../players/erasure.ts'
@@ -43,7 +42,8 @@ const putPlayerRoute = createRoute({
   path: '/{playerId}',
   summary: "Set a player's rating or name",
   description:
-    'Creates the player if unknown (players of an external identity provider appear on first use).',
+    'Creates the player if unknown (players of an external identity provider appear on first ' +
+    "use). 409 for an erased guest's id: a guest's id never comes back.",
   middleware: [requireAdmin()] as const,
   request: {
     params: z.object({ playerId: PlayerId }),
@@ -51,26 +51,40 @@ const putPlayerRoute = createRoute({
   },
   responses: {
     200: { description: 'The player', content: { 'application/json': { schema: Player } } },
-    ...problemResponses(400, 401, 403, 413, 415, 422),
+    ...problemResponses(400, 401, 403, 409, 413, 415, 422),
   },
 })
 
 adminPlayers.openapi(putPlayerRoute, async (c) => {
   const { playerId } = c.req.valid('param')
   const update = c.req.valid('json')
-  const set: Partial<typeof players.$inferInsert> = { updatedAt: sql`now()` as unknown as Date }
-  if (update.name !== undefined) set.name = update.name
-  if (update.rating !== undefined) set.rating = update.rating
-  const [row] = await getDb(c.env)
-    .insert(players)
-    .values({ id: playerId, ...set })
-    .onConflictDoUpdate({ target: players.id, set })
-    .returning()
-  if (!row) throw new Error('player upsert returned no row')
+  const given: [column: string, value: string | number][] = []
+  if (update.name !== undefined) given.push(['name', update.name])
+  if (update.rating !== undefined) given.push(['rating', update.rating])
+  // One statement: an erased guest's id never comes back (its device signs in as a new
+  // player), so nothing is kept under it again; an identity provider's player keeps theirs.
+  const [row] = (await getSql(c.env).query(
+    `insert into players (id, ${given.map(([col]) => col).join(', ')}, updated_at)
+     select $1, ${given.map((_, i) => `$${i + 2}`).join(', ')}, now()
+      where not (starts_with($1, '${GUEST_ID_PREFIX}')
+                 and exists (select 1 from erased_players where id = $1))
+     on conflict (id) do update
+       set ${given.map(([col]) => `${col} = excluded.${col}`).join(', ')}, updated_at = now()
+     returning id, name, rating, rating_deviation`,
+    [playerId, ...given.map(([, value]) => value)],
+  )) as { id: string; name: string | null; rating: number; rating_deviation: number }[]
+  if (!row) {
+    throw new ApiError('conflict', `Player '${playerId}' was erased; a guest's id never returns`)
+  }
   // Other isolates take the new name within their minute (docs/leaderboards.md, Reads).
   if (update.name !== undefined) forgetPlayerName(playerId)
   return c.json(
-    { playerId: row.id, name: row.name, rating: row.rating, ratingDeviation: row.ratingDeviation },
+    {
+      playerId: row.id,
+      name: row.name,
+      rating: Number(row.rating),
+      ratingDeviation: Number(row.rating_deviation),
+    },
     200,
   )
 })

@@ -2,6 +2,7 @@ import type { GameResult, LogRecord, RosterEntry } from '../core/rules/index.ts'
 import { defaultRating, updateRatings, type RatedPlayer } from '../core/rating.ts'
 import { getSql, pgErrorCode, type DbEnv } from '../db/client.ts'
 import { storableJsonText } from '../core/rules/json.ts'
+import { GUEST_ID_PREFIX } from '../lib/auth.ts'
 
 /** A session as Neon lists it (`game_sessions`). */
 export interface SessionRecord {
@@ -23,6 +24,11 @@ export interface ResultInput extends SessionRecord {
   result: GameResult
   /** When the session was created: its Neon row's `created_at` if the listing had not landed. */
   createdAt: number
+  /**
+   * When the match was made (its pool's match time; `createdAt` if not given): players erased
+   * since have nothing of it kept, one erased before it whose id came back plays as new.
+   */
+  madeAt?: number
   endedAt: number
 }
 
@@ -55,7 +61,10 @@ export interface SessionStore {
   recordResult(input: ResultInput): Promise<Recorded>
   /** Archives log records; writing the same records again changes nothing. */
   archiveLog(sessionId: string, records: readonly LogRecord[]): Promise<void>
-  /** Of `ids`, the players erased since `since` (ms): nothing of theirs goes on a board. */
+  /**
+   * Of `ids`, the players erased since `since` (ms), and erased guests whenever
+   * (ERASURE_COUNTS): nothing of theirs goes on a board.
+   */
   erasedAmong(ids: readonly string[], since: number): Promise<string[]>
   /**
    * Keeps the setup's hash on the session's Neon row before the object's storage is cleared, so
@@ -66,9 +75,17 @@ export interface SessionStore {
   archivedSetupHash(sessionId: string): Promise<string | null>
 }
 
-/** Players of `$1` erased at or after `$2` (ms since the epoch). */
-const ERASED_SINCE = `select id from erased_players
-                       where id = any($1::text[]) and erased_at >= to_timestamp($2 / 1000.0)`
+/**
+ * Of erased players (alias `e`), those whose erasure counts against a match made at `$2` (ms
+ * since the epoch): erased since, or a guest, whose id never comes back (its device signs in as
+ * a new player), erased whenever.
+ */
+const ERASURE_COUNTS = `(e.erased_at >= to_timestamp($2 / 1000.0)
+                          or starts_with(e.id, '${GUEST_ID_PREFIX}'))`
+
+/** Players of `$1` whose erasure counts against a match made at `$2` (ERASURE_COUNTS). */
+const ERASED_SINCE = `select id from erased_players e
+                       where id = any($1::text[]) and ${ERASURE_COUNTS}`
 
 /** Optimistic rating updates retry this often when another match rated the same players meanwhile. */
 const RATING_ATTEMPTS = 5
@@ -164,6 +181,7 @@ export class NeonSessionStore implements SessionStore {
 
   async recordResult(input: ResultInput): Promise<Recorded> {
     const ids = input.result.placements.map((p) => p.playerId)
+    const madeAt = input.madeAt ?? input.createdAt
     for (let attempt = 1; ; attempt++) {
       const sql = getSql(this.env)
       const [rows, erasedRows] = (await sql.transaction([
@@ -171,9 +189,9 @@ export class NeonSessionStore implements SessionStore {
           `select id, rating, rating_deviation, rating_volatility from players where id = any($1::text[])`,
           [ids],
         ),
-        // Erased since the match was made; one erased before it who came back (an identity
-        // provider's player keeps their id) plays as a new player.
-        sql.query(ERASED_SINCE, [ids, input.createdAt]),
+        // Erased since the match was made (a guest: ever); one erased before it who came back
+        // (an identity provider's player keeps their id) plays as a new player.
+        sql.query(ERASED_SINCE, [ids, madeAt]),
       ])) as [
         { id: string; rating: number; rating_deviation: number; rating_volatility: number }[],
         { id: string }[],
@@ -199,9 +217,9 @@ export class NeonSessionStore implements SessionStore {
           sql.query(
             `insert into players (id) select x from unnest($1::text[]) x
               where not exists (select 1 from erased_players e
-                                 where e.id = x and e.erased_at >= to_timestamp($2 / 1000.0))
+                                 where e.id = x and ${ERASURE_COUNTS})
              on conflict (id) do nothing`,
-            [ids, input.createdAt],
+            [ids, madeAt],
           ),
           sql.query(
             `with ins as (

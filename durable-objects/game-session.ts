@@ -329,6 +329,11 @@ export class GameSession extends DurableObject<Env> {
    * whose id came back (an identity provider's) plays as a new player.
    */
   private madeAt = 0
+  /**
+   * Players who have connected at least once; null for sessions created before it was kept
+   * (everyone then counts as having come). See abandonedBy.
+   */
+  private cameOnce: Set<string> | null = null
   private purged = false
   /** When the alarm next looks for silent sockets (SILENT_CHECK_EVERY_MS). */
   private silentCheckAt = 0
@@ -438,6 +443,8 @@ export class GameSession extends DurableObject<Env> {
     this.status = (this.getMeta('status') ?? 'live') as SessionStatus
     this.createdAt = Number(this.getMeta('created_at') ?? 0)
     this.madeAt = Number(this.getMeta('made_at') ?? this.createdAt)
+    const came = this.getMeta('came_once')
+    this.cameOnce = came === undefined ? null : new Set(JSON.parse(came) as string[])
     let match = JSON.parse(this.getMeta('snapshot')!) as MatchState
     // The tail after the snapshot goes through the same step() that produced it.
     for (const row of this.sql.exec<{ record: string }>(
@@ -606,6 +613,7 @@ export class GameSession extends DurableObject<Env> {
         ['session_id', setup.sessionId],
         ['created_at', String(now)],
         ['made_at', String(madeAt)],
+        ['came_once', '[]'],
         ['status', 'live'],
         ['snapshot', JSON.stringify(match)],
       ]
@@ -624,6 +632,7 @@ export class GameSession extends DurableObject<Env> {
     this.status = 'live'
     this.createdAt = now
     this.madeAt = madeAt
+    this.cameOnce = new Set()
     sessionsCreated.inc({ rules: setup.rules })
     log('info', 'session created', {
       actor: this.actor,
@@ -884,6 +893,10 @@ export class GameSession extends DurableObject<Env> {
         return new Response(null, { status: 101, webSocket: pair[0] })
       }
       this.sql.exec(`DELETE FROM timers WHERE player_id = ?`, player)
+      if (this.cameOnce && !this.cameOnce.has(player)) {
+        this.cameOnce.add(player)
+        this.setMeta('came_once', JSON.stringify([...this.cameOnce]))
+      }
       const wasAbsent = this.sql.exec(`DELETE FROM absent WHERE player_id = ?`, player).rowsWritten
       const tick = this.tickAt(now)
       if (wasAbsent > 0) this.applyInput({ kind: 'return', player, tick })
@@ -1382,11 +1395,13 @@ export class GameSession extends DurableObject<Env> {
   }
 
   /**
-   * Ends the game without a winner when `players`, whose graces ended together, are everyone
-   * still in it, for rules that can say so (`onAbandon`); false when that is not the case.
+   * Ends the game without a winner, for rules that can say so (`onAbandon`), when `players`,
+   * whose graces ended together, are everyone still in it but players who never came (still
+   * within their join grace); false when that is not the case. One at a time, the first reported
+   * would hand the last a win by forfeit for leaving as they did, or for never playing at all.
    */
   private abandonedBy(players: string[], tick: number): boolean {
-    if (players.length < 2 || !this.rules!.onAbandon) return false
+    if (!this.rules!.onAbandon) return false
     const leaving = new Set(players)
     // Still in: those whose absence the rules would take. Not the `absent` table: a player who
     // forfeited and came back to watch, or one the potato knocked out, is out of it yet not there.
@@ -1394,7 +1409,9 @@ export class GameSession extends DurableObject<Env> {
       (p) =>
         !isRuleError(step(this.rules!, this.match!, { kind: 'absent', player: p.playerId, tick })),
     )
-    if (!stillIn.every((p) => leaving.has(p.playerId))) return false
+    const neverCame = (id: string) => this.cameOnce !== null && !this.cameOnce.has(id)
+    if (stillIn.length < 2) return false
+    if (!stillIn.every((p) => leaving.has(p.playerId) || neverCame(p.playerId))) return false
     this.ctx.storage.transactionSync(() => {
       for (const player of players) {
         this.sql.exec(`DELETE FROM timers WHERE player_id = ?`, player)

@@ -336,6 +336,52 @@ describe('session timings', () => {
     })
   })
 
+  it('a player who leaves while the others never came ends it abandoned at their grace: no win by forfeit for a no-show; with one who played left, the leaver forfeits', async () => {
+    for (const othersCame of [false, true]) {
+      // A connects and leaves before the join grace ends. First: B never comes (B would win by
+      // A's forfeit). Then: B plays and C never comes (A forfeits; B and C go on).
+      const players = playerIds(othersCame ? 3 : 2)
+      const [pa, pb] = players as [string, string]
+      const { sessionId, sockets, createdAt } = await liveDiceGame(
+        players,
+        othersCame ? [pa, pb] : [pa],
+      )
+      const left = createdAt + 1000
+      await inObject(sessionId, (inst) => {
+        inst.now = () => left
+      })
+      sockets[0]!.close()
+      const watcher = othersCame ? sockets[1]! : null
+      await until(
+        () =>
+          inObject(sessionId, (_inst, state) =>
+            state.storage.sql
+              .exec<{ due: number }>('SELECT due FROM timers WHERE player_id = ?', pa)
+              .toArray()[0]?.due ===
+            left + GRACE
+              ? true
+              : undefined,
+          ),
+        5000,
+        "the leaver's grace timer",
+      )
+      expect(left + GRACE).toBeLessThan(createdAt + JOIN_GRACE)
+      await alarmAt(sessionId, left + GRACE)
+      const info = await inObject(sessionId, (inst) => inst.info())
+      if (!othersCame) {
+        expect(info).toMatchObject({
+          status: 'finished',
+          result: { reason: 'abandoned', winner: null },
+        })
+      } else {
+        expect(info).toMatchObject({ status: 'live' })
+        expect(await watcher!.nextOf('event')).toMatchObject({
+          event: { kind: 'forfeit', player: pa },
+        })
+      }
+    }
+  })
+
   it('players who leave together end it abandoned even if one who forfeited earlier came back to watch', async () => {
     const players = playerIds(3)
     const [pa, pb, pc] = players as [string, string, string]

@@ -502,6 +502,7 @@ export class MatchPool extends DurableObject<Env> {
       this.load()
       // Sockets outlive the instance (hibernation, an eviction), and so do their pings' times.
       this.nextSilentCheck = this.nextSilence(Date.now())
+      if (this.startGracesOfLostSockets() > 0) await this.scheduleAlarm()
     })
   }
 
@@ -643,6 +644,33 @@ export class MatchPool extends DurableObject<Env> {
       // they fell): the next alarm, which that instance armed for the fall, recomputes them.
       this.ratesStale = true
     }
+  }
+
+  /**
+   * Starts the disconnect grace of waiting socket tickets none of whose sockets is open: sockets
+   * lost with the last instance (a deploy, a restart) report no close, and their tickets would
+   * otherwise wait, matchable, until they expire. After a hibernation the sockets are still
+   * open and attached, and nothing changes. The number of graces started.
+   */
+  private startGracesOfLostSockets(): number {
+    if (!this.config) return 0
+    const held = new Set<string>()
+    for (const ws of this.ctx.getWebSockets()) {
+      if (ws.readyState !== WebSocket.OPEN) continue
+      const att = ws.deserializeAttachment() as Attachment | null
+      if (att?.ticketId) held.add(att.ticketId)
+    }
+    const lost = all<{ id: string }>(
+      this.sql,
+      `SELECT id FROM tickets
+        WHERE state = 'waiting' AND transport = 'socket' AND grace_until IS NULL`,
+    ).filter((t) => !held.has(t.id))
+    const graceUntil = this.now() + this.ticketGraceMs()
+    for (const t of lost) {
+      this.sql.exec(`UPDATE tickets SET grace_until = ? WHERE id = ?`, graceUntil, t.id)
+    }
+    if (lost.length > 0) this.deadlineAt(graceUntil)
+    return lost.length
   }
 
   private ensureSchema(): void {

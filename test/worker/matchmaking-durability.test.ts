@@ -8,6 +8,7 @@ import { ADMIN_KEY, bearer, call, newGuest } from './helpers/http.ts'
 import {
   alarmAt,
   createQueue,
+  fireAlarm,
   joinFor,
   newClock,
   poolOf,
@@ -89,6 +90,26 @@ describe('eviction', () => {
     await joinFor(q, rival.playerId)
     const found = await nextOfType<{ ticketId: string; sessionId: string }>(ws, 'match_found')
     expect(found.ticketId).toBe(ticketId)
+  })
+})
+
+describe('a restart', () => {
+  it("starts the grace of socket tickets whose sockets went with the pool (they report no close): unmatched once it ends, a rival's join then waits", async () => {
+    const q = await createQueue()
+    const clock = newClock()
+    await rig(q, clock)
+    const g = await newGuest()
+    const ws = await connect(`/v1/matchmaking/${q}`, g.token)
+    ws.send(JSON.stringify({ type: 'join' }))
+    const { ticketId } = await nextOfType<{ ticketId: string }>(ws, 'queued')
+    await evictDurableObject(poolOf(q), { webSockets: 'close' })
+    await rig(q, clock)
+    // Past the grace (10 s by default) by the pool's clock, which is ahead of the one the wake
+    // started the grace by.
+    await fireAlarm(q)
+    expect(await ticketOf(ticketId)).toMatchObject({ status: 'cancelled', reason: 'disconnected' })
+    const rival = await joinFor(q, `${q}-rival`)
+    expect(rival.status).toBe('waiting')
   })
 })
 

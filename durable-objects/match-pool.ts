@@ -119,7 +119,7 @@ import { bannedJoinDetail } from '../workers/players/bans.ts'
  * - Time: `now` is a field, so tests move time forward instead of sleeping.
  */
 
-const SCHEMA_VERSION = 7
+const SCHEMA_VERSION = 8
 /** Finished tickets and matches stay readable this long. */
 export const RESULT_RETENTION_MS = 10 * 60 * 1000
 /** Recent wait times kept for percentiles. */
@@ -624,6 +624,16 @@ export class MatchPool extends DurableObject<Env> {
           attempts INTEGER NOT NULL DEFAULT 0, next_attempt_at INTEGER NOT NULL
         ) WITHOUT ROWID;
         CREATE INDEX IF NOT EXISTS party_notes_due ON party_notes (next_attempt_at);
+      `)
+      setSchemaVersion(this.sql, 7)
+    }
+    if (schemaVersion(this.sql) < 8) {
+      // Players of a socket ticket matched while no socket of theirs was open (a reconnect on its
+      // way, within the grace): a socket of theirs that connects by `until` hears the match.
+      this.sql.exec(`
+        CREATE TABLE IF NOT EXISTS unheard (
+          player_id TEXT PRIMARY KEY, ticket_id TEXT NOT NULL, until INTEGER NOT NULL
+        ) WITHOUT ROWID;
       `)
       setSchemaVersion(this.sql, SCHEMA_VERSION)
     }
@@ -1594,6 +1604,19 @@ export class MatchPool extends DurableObject<Env> {
         playerId: (ws.deserializeAttachment() as Attachment).playerId,
       })),
     )
+    // Players of socket tickets with no socket open now (in their grace, a reconnect on its
+    // way) hear the match when one connects within the grace (unheardMatchOf).
+    const told = new Set(deliveries.map((d) => d.playerId))
+    const unheard = tickets.flatMap((t) =>
+      t.transport !== 'socket'
+        ? []
+        : (JSON.parse(t.players) as TicketPlayer[])
+            .filter((p) => !told.has(p.playerId))
+            .map((p) => [p.playerId, t.id, now + this.ticketGraceMs()]),
+    )
+    if (unheard.length > 0) {
+      insertRows(this.sql, `INSERT OR REPLACE INTO unheard (player_id, ticket_id, until)`, unheard)
+    }
     const tokens = await Promise.all(
       // Session tokens are checked against real time, whatever the pool's clock says.
       deliveries.map((d) =>
@@ -1739,7 +1762,12 @@ export class MatchPool extends DurableObject<Env> {
     }
     // A reconnect: the player's socket ticket is still waiting, so this socket takes it over.
     const row = this.activeTicketOf(sc.playerId)
-    if (row) {
+    const missed = row ? undefined : this.unheardMatchOf(sc.playerId)
+    if (missed) {
+      // Matched while the player was away: this socket hears it, as theirs would have.
+      server.serializeAttachment(attachment)
+      await this.answerFromTicket(server, missed)
+    } else if (row) {
       attachment.ticketId = row.id
       this.sql.exec(`UPDATE tickets SET grace_until = NULL WHERE id = ?`, row.id)
       server.serializeAttachment(attachment)
@@ -1761,6 +1789,22 @@ export class MatchPool extends DurableObject<Env> {
   }
 
   /** The ticket `playerId` waits on in this pool, if any. */
+  /**
+   * The player's socket ticket that was matched while no socket of theirs was open, if its grace
+   * has not run out since (`unheard`); told once.
+   */
+  private unheardMatchOf(playerId: string): TicketRow | undefined {
+    const now = this.now()
+    this.sql.exec(`DELETE FROM unheard WHERE until <= ?`, now)
+    const held = one<{ ticket_id: string }>(
+      this.sql,
+      `DELETE FROM unheard WHERE player_id = ? RETURNING ticket_id`,
+      playerId,
+    )
+    const row = held ? this.row(held.ticket_id) : undefined
+    return row?.state === 'matched' ? row : undefined
+  }
+
   private activeTicketOf(playerId: string): TicketRow | undefined {
     const held = one<{ ticket_id: string }>(
       this.sql,

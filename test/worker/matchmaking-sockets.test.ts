@@ -655,6 +655,42 @@ describe('sockets: disconnect, reconnect, expiry', () => {
     expect((await nextOfType<Found>(r, 'match_found')).sessionId).toBe(found.sessionId)
   })
 
+  it('a reconnect within the grace after the ticket was matched in the gap hears match_found on connect, once; past the grace, nothing', async () => {
+    for (const inTime of [true, false]) {
+      const q = await createQueue()
+      const clock = newClock()
+      await rig(q, clock, { graceMs: 10_000 })
+      const [g, rival] = await Promise.all([newGuest(), newGuest()])
+      const first = await connect(`/v1/matchmaking/${q}`, g.token)
+      first.send(JSON.stringify({ type: 'join' }))
+      const { ticketId } = await nextOfType<Queued>(first, 'queued')
+      first.close(1001, 'network')
+      await until(() => graceOf(q, ticketId), 5000, 'grace start')
+      const matched = await joinFor(q, rival.playerId)
+      expect(matched.status).toBe('matched')
+      clock.t += inTime ? 5_000 : 10_001
+      const second = await connect(`/v1/matchmaking/${q}`, g.token)
+      if (inTime) {
+        const found = await nextOfType<Found>(second, 'match_found')
+        expect(found).toMatchObject({ ticketId, sessionId: matched.match!.sessionId })
+        expect(await verifySessionToken(env, found.token, found.sessionId)).toBe(g.playerId)
+        await closed(second)
+      }
+      // Told once (or too late): a later connect is a plain one, with nothing waiting.
+      const third = await connect(`/v1/matchmaking/${q}`, g.token)
+      third.send(JSON.stringify({ type: 'ping' }))
+      expect(await nextOfType(third, 'pong')).toBeDefined()
+      if (!inTime) {
+        second.send(JSON.stringify({ type: 'ping' }))
+        expect(await nextOfType(second, 'pong')).toBeDefined()
+        expect(collect(second)).not.toContainEqual(expect.objectContaining({ type: 'match_found' }))
+        second.close(1000)
+      }
+      expect(collect(third)).not.toContainEqual(expect.objectContaining({ type: 'match_found' }))
+      third.close(1000)
+    }
+  })
+
   it('a join sent again with its joinKey after the socket dropped before any answer gets the match made meanwhile, and queues nothing', async () => {
     const q = await createQueue()
     const clock = newClock()

@@ -2041,10 +2041,12 @@ export class MatchPool extends DurableObject<Env> {
           expiresIn: this.expiresIn(row),
         })
         if (!entered.existing) this.attachMembers(row, ws)
-        await Promise.all([
-          this.settle(),
-          party && this.recordPartyTicket(party.id, row),
-          party &&
+        if (party) {
+          // Beside the socket's next frames, not ahead of them: a `cancel` sent right after the
+          // join takes the ticket out at once, where it waited up to the Neon timeout while the
+          // ticket could be matched. A note cut off by a reset stays owed (party_notes).
+          void Promise.all([
+            this.recordPartyTicket(party.id, row),
             forgetSettledTickets(
               this.env,
               party.id,
@@ -2053,7 +2055,11 @@ export class MatchPool extends DurableObject<Env> {
               { actor: this.actor },
               this.neonTimeoutMs,
             ),
-        ])
+          ]).catch((err: unknown) => {
+            log('error', 'party ticket note failed', { actor: this.actor, ...errorFields(err) })
+          })
+        }
+        await this.settle()
         return
       }
     }

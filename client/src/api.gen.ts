@@ -72,7 +72,7 @@ export interface Schemas {
     /** The player is under an account ban, which now keeps their guest device's hash so that the device cannot sign in as a new player; lifting the ban deletes it */
     deviceKeptForBan: boolean
     tickets: {
-      /** The player's waiting matchmaking tickets this call cancelled (a party's whole ticket; reason `banned` or `erased`): only the call that ends the walk (200) does this */
+      /** The player's waiting matchmaking tickets this call cancelled (a party's whole ticket; reason `banned` or `erased`): every call of a walk does this first, so a later call finds nothing left */
       cancelled: Array<string>
     }
     boards: {
@@ -86,7 +86,7 @@ export interface Schemas {
   }
   AccountBanResult: Schemas['AccountBan'] & {
     tickets: {
-      /** The player's waiting matchmaking tickets this call cancelled (a party's whole ticket; reason `banned` or `erased`): only the call that ends the walk (200) does this */
+      /** The player's waiting matchmaking tickets this call cancelled (a party's whole ticket; reason `banned` or `erased`): every call of a walk does this first, so a later call finds nothing left */
       cancelled: Array<string>
     }
     boards: {

@@ -508,6 +508,34 @@ describe('banning a player from the deployment (admin)', () => {
     ).toBe(0)
   })
 
+  it('cancels a ticket waiting by the first call of a walk that takes several, not the last: matched meanwhile, the banned would play', async () => {
+    // Two teams of two: one waiting player makes no match.
+    const queue = await createQueue({ teamSize: 2 })
+    await rig(queue, newClock())
+    const player = `ban-first-${crypto.randomUUID().slice(0, 8)}`
+    const ticket = await joinFor(queue, player)
+    await newBoard()
+    await newBoard()
+    const perCall = boardWalkLimits.boardsPerCall
+    boardWalkLimits.boardsPerCall = 1
+    onTestFinished(() => {
+      boardWalkLimits.boardsPerCall = perCall
+    })
+    bannedHere.add(player)
+    const res = await call(banPath(player, PREFIX), json('PUT', {}, ADMIN_KEY))
+    expect(res.status).toBe(202)
+    expect(((await res.json()) as BanResult).tickets).toEqual({ cancelled: [ticket.ticketId] })
+    expect(await ticketOf(ticket.ticketId)).toMatchObject({ status: 'cancelled', reason: 'banned' })
+    // Three more players would make a match of four with it: they wait, no match is made.
+    for (const n of [1, 2, 3]) {
+      const other = await joinFor(queue, `ban-first-other-${n}-${crypto.randomUUID()}`)
+      expect(other.status).toBe('waiting')
+    }
+    boardWalkLimits.boardsPerCall = perCall
+    // The rest of the walk finds nothing left to cancel.
+    expect((await banAll(player)).first.tickets).toEqual({ cancelled: [] })
+  })
+
   it('a pool that cannot be reached is 503 naming it, with the player banned in Neon; the retry cancels the ticket', async () => {
     const queue = await createQueue({ teamSize: 3 })
     await rig(queue, newClock())

@@ -12,7 +12,6 @@ import { cancelStaleTickets } from '../parties/stale-tickets.ts'
 import { eraseFromNeon } from '../players/erasure.ts'
 import { accountBan, banAccount, liftAccountBan } from '../players/bans.ts'
 import { removeFromQueues } from '../matchmaking/claims.ts'
-import type { Env } from '../env.ts'
 import { walkBoards } from '../players/board-walk.ts'
 import { MAX_BANS } from '../../durable-objects/leaderboard.ts'
 import { BanRequest } from './admin-leaderboards.ts'
@@ -113,7 +112,8 @@ const TicketsCancelled = z.object({
   cancelled: z.array(z.string()).openapi({
     description:
       "The player's waiting matchmaking tickets this call cancelled (a party's whole ticket; " +
-      'reason `banned` or `erased`): only the call that ends the walk (200) does this',
+      'reason `banned` or `erased`): every call of a walk does this first, so a later call ' +
+      'finds nothing left',
   }),
 })
 
@@ -185,16 +185,6 @@ function unreached(done: string, failed: readonly string[]): ApiError {
     { boards: failed.slice(0, 100) },
     { 'retry-after': '5' },
   )
-}
-
-/**
- * A ban's last step, in the queues (`removeFromQueues`): the tickets cancelled, or 503 naming the
- * pools that could not be reached (the call is idempotent: the caller sends it again).
- */
-async function banLeavesQueues(env: Env, playerId: string): Promise<string[]> {
-  const { cancelled, unreached } = await removeFromQueues(env, playerId, 'banned')
-  if (unreached.length === 0) return cancelled
-  throw poolsUnreached('The player is banned in Neon and on every board', unreached)
 }
 
 /** 503 naming the queue pools (the first 100) a ban's or an erasure's step could not reach. */
@@ -285,12 +275,12 @@ const banAccountRoute = createRoute({
     'For a cheater or an abuser. At once: no guest token is issued to the player (403 ' +
     '`forbidden`), matchmaking refuses their joins and any party join that includes them (403), ' +
     'every board bans them as its own ban does (their entry leaves the current cycle, their ' +
-    'submissions are refused), boards created later included, and the call that ends the walk ' +
-    'cancels a ticket of theirs waiting in a queue (reason `banned`; 503 naming `pools` it could ' +
-    'not reach). Walks at most 200 boards per call, in id order: 202 with `boards.next` ' +
+    'submissions are refused), boards created later included, and every call first cancels a ' +
+    'ticket of theirs waiting in a queue (reason `banned`; 503 naming `pools` it could not ' +
+    'reach, once it walked its boards). Walks at most 200 boards per call, in id order: 202 with `boards.next` ' +
     'says to call again with `after`; 200 when every board is done; 503 lists boards that could not ' +
     'be reached, for a retry. Idempotent: banning again keeps the first time and takes a new ' +
-    'reason. Not reached: a match already made and the game in progress, and players of your ' +
+    'reason if it gives one. Not reached: a match already made and the game in progress, and players of your ' +
     'own identity provider (JWKS) sign in there: stop issuing them tokens. Lift with DELETE.',
   middleware: [requireAdmin()] as const,
   request: {
@@ -326,6 +316,10 @@ adminPlayers.openapi(banAccountRoute, async (c) => {
   const { reason } = c.req.valid('json')
   // Neon first: sign-in and matchmaking refuse the player from here on, whatever the boards do.
   const ban = await banAccount(c.env, playerId, reason ?? null)
+  // Then the queues, by every call and before the boards, as an erasure does: a ticket left
+  // waiting while a walk of many boards goes on, or is retried for a board that keeps failing,
+  // would be matched. A pool out of reach is reported after the walk, holding up no board.
+  const queues = await removeFromQueues(c.env, playerId, 'banned')
   const { outcomes, next } = await walkBoards(c.env, after, 'account ban: board ban', (id) =>
     boardStub(c.env, id).ban(id, playerId, ban.reason, { byAccount: true }),
   )
@@ -342,13 +336,13 @@ adminPlayers.openapi(banAccountRoute, async (c) => {
   }
   if (failed.length > 0) throw unreached('The player is banned in Neon', failed)
   if (full.length > 0) log('warn', 'account ban: boards full of bans', { playerId, boards: full })
-  // The queues last, by the call that ends the walk: a pool that cannot be reached then makes
-  // that call's retry walk its page of boards again, never every board's.
-  const cancelled = next === null ? await banLeavesQueues(c.env, playerId) : []
+  if (queues.unreached.length > 0) {
+    throw poolsUnreached('The player is banned in Neon and on the boards walked', queues.unreached)
+  }
   return c.json(
     {
       ...ban,
-      tickets: { cancelled },
+      tickets: { cancelled: queues.cancelled },
       boards: { walked: outcomes.length, entriesRemoved, full, next },
     },
     next === null ? 200 : 202,

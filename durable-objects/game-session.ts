@@ -870,42 +870,57 @@ export class GameSession extends DurableObject<Env> {
     server.serializeAttachment({ playerId: player } satisfies Attachment)
     this.sockets?.add(server)
     // Everything below runs without awaiting, so no live event can slip in between.
-    if (since === null) {
-      send(server, {
-        type: 'welcome',
-        seq: this.match.seq,
-        state: this.rules.view(this.match.game, player),
-        you: player,
-        status: this.status!,
-      })
-    } else {
-      send(server, { type: 'resumed', since, seq: this.match.seq })
-      const sent = this.sendMissed(server, since)
-      if (sent !== null) {
-        this.resuming.add(server)
-        void this.resume(server, sent)
+    try {
+      if (since === null) {
+        send(server, {
+          type: 'welcome',
+          seq: this.match.seq,
+          state: this.rules.view(this.match.game, player),
+          you: player,
+          status: this.status!,
+        })
+      } else {
+        send(server, { type: 'resumed', since, seq: this.match.seq })
+        const sent = this.sendMissed(server, since)
+        if (sent !== null) {
+          this.resuming.add(server)
+          void this.resume(server, sent)
+        }
       }
-    }
-    if (this.status === 'live') {
-      // Closed already (its missed events could not be viewed): the player is not back.
-      if (server.readyState !== WebSocket.OPEN) {
-        await this.scheduleAlarm()
-        return new Response(null, { status: 101, webSocket: pair[0] })
+      if (this.status === 'live') {
+        // Closed already (its missed events could not be viewed): the player is not back.
+        if (server.readyState !== WebSocket.OPEN) {
+          await this.scheduleAlarm()
+          return new Response(null, { status: 101, webSocket: pair[0] })
+        }
+        this.sql.exec(`DELETE FROM timers WHERE player_id = ?`, player)
+        if (this.cameOnce && !this.cameOnce.has(player)) {
+          this.cameOnce.add(player)
+          this.setMeta('came_once', JSON.stringify([...this.cameOnce]))
+        }
+        const wasAbsent = this.sql.exec(
+          `DELETE FROM absent WHERE player_id = ?`,
+          player,
+        ).rowsWritten
+        const tick = this.tickAt(now)
+        if (wasAbsent > 0) this.applyInput({ kind: 'return', player, tick })
+        // Rules that wait for their players hear of every connection (refused, it logs nothing).
+        this.applyInput({ kind: 'connect', player, tick })
+      } else if (!this.resuming.has(server)) {
+        // Over (perhaps by the clock just now, before this socket joined the broadcasts); a
+        // resuming socket is sent `ended` after its last missed event.
+        this.sendEnded(server)
       }
-      this.sql.exec(`DELETE FROM timers WHERE player_id = ?`, player)
-      if (this.cameOnce && !this.cameOnce.has(player)) {
-        this.cameOnce.add(player)
-        this.setMeta('came_once', JSON.stringify([...this.cameOnce]))
+    } catch (err) {
+      // The rules threw (a view, a connect's input): the socket accepted above must not stay
+      // open as the player's presence, which no grace would ever end, nor hold one of their 4.
+      try {
+        server.close(1011, 'internal error')
+      } catch {
+        // Closing already.
       }
-      const wasAbsent = this.sql.exec(`DELETE FROM absent WHERE player_id = ?`, player).rowsWritten
-      const tick = this.tickAt(now)
-      if (wasAbsent > 0) this.applyInput({ kind: 'return', player, tick })
-      // Rules that wait for their players hear of every connection (refused, it logs nothing).
-      this.applyInput({ kind: 'connect', player, tick })
-    } else if (!this.resuming.has(server)) {
-      // Over (perhaps by the clock just now, before this socket joined the broadcasts); a
-      // resuming socket is sent `ended` after its last missed event.
-      this.sendEnded(server)
+      await this.closedBySession(server)
+      throw err
     }
     await this.scheduleAlarm()
     return new Response(null, { status: 101, webSocket: pair[0] })

@@ -7,6 +7,7 @@ import { FLOOD_WINDOW_MS, MAX_REFUSED_FRAMES } from '../../workers/lib/flood.ts'
 import { issueSessionToken, SESSION_TOKEN_TTL_SECONDS } from '../../workers/lib/session-token.ts'
 import { signScopedToken } from '../../workers/lib/auth.ts'
 import { ADMIN_KEY, newGuest, problem } from './helpers/http.ts'
+import type { AnyRules } from '../../workers/core/rules/index.ts'
 import {
   connect,
   createSession,
@@ -308,6 +309,32 @@ describe('session sockets', () => {
     await other.nextOf('welcome')
     expect(open.every((ws) => ws.closed === null)).toBe(true)
     for (const ws of [...open, other]) ws.close()
+  })
+
+  it("a connect whose rules throw (a bug in the view) is 500 and leaves no socket open: the player's grace runs, and their connections are not used up", async () => {
+    const { sessionId, tokens, players } = await diceGame(2)
+    const [pa] = players as [string, string]
+    await runInDurableObject(sessionObject(sessionId), (inst: GameSession) => {
+      const self = inst as unknown as { rules: AnyRules }
+      self.rules = {
+        ...self.rules,
+        view: () => {
+          throw new Error('a bug in the rules')
+        },
+      } as AnyRules
+    })
+    for (let i = 0; i < 5; i++) {
+      const res = await upgrade(sessionId, tokens[pa]!)
+      expect(res.status).toBe(500)
+      expect(res.webSocket).toBeFalsy()
+    }
+    const left = await runInDurableObject(sessionObject(sessionId), (_i: GameSession, state) => ({
+      open: state.getWebSockets(pa).filter((ws) => ws.readyState === WebSocket.OPEN).length,
+      timers: state.storage.sql
+        .exec<{ n: number }>('SELECT count(*) AS n FROM timers WHERE player_id = ?', pa)
+        .one().n,
+    }))
+    expect(left).toEqual({ open: 0, timers: 1 })
   })
 
   it('answers a close without a code, so the client’s close completes (and it may connect again)', async () => {

@@ -755,11 +755,12 @@ export class Leaderboard extends DurableObject<Env> {
     boardId: string,
     config: LeaderboardConfig,
     version?: number,
-  ): Promise<CycleInfo> {
+  ): Promise<CycleInfo & { configVersion: number }> {
     // Pushes of two PUTs may arrive in either order: an older version than the one applied
-    // changes nothing, so the board ends on Neon's last word.
+    // changes nothing, so the board ends on Neon's last word. `configVersion` tells the caller
+    // which version is in force (a later one: its PUT lost, or Neon's count went back).
     if (version !== undefined && this.config && version <= this.configVersion) {
-      return this.cycleInfo()
+      return { ...this.cycleInfo(), configVersion: this.configVersion }
     }
     this.ensureSchema()
     const now = this.now()
@@ -769,7 +770,7 @@ export class Leaderboard extends DurableObject<Env> {
     this.configureNow(boardId, config, now, version)
     await this.catchUp(Infinity)
     await this.scheduleAlarm()
-    return this.cycleInfo()
+    return { ...this.cycleInfo(), configVersion: this.configVersion }
   }
 
   private configureNow(

@@ -237,6 +237,51 @@ describe('leaderboard configuration', () => {
     expect(board.config.scoreMax).toBe(300)
   })
 
+  it("a PUT after Neon's version count went back (a restore, a new database) is applied all the same, past the board's version", async () => {
+    const id = await createBoard({ scoreMax: 100 })
+    const put = (body: unknown) =>
+      call(`/v1/admin/leaderboards/${id}`, json('PUT', body, ADMIN_KEY))
+    expect((await put({ scoreMax: 200 })).status).toBe(200)
+    expect((await put({ scoreMax: 300 })).status).toBe(200)
+    // The board holds version 3; Neon's record goes back to version 1.
+    await pg()`update leaderboards set version = 1, pushed_version = 1 where id = ${id}`
+    const res = await put({ scoreMax: 400 })
+    expect(res.status).toBe(200)
+    expect(((await res.json()) as { version: number }).version).toBe(4)
+    const board = await fresh<{ config: LeaderboardConfig }>(`/v1/leaderboards/${id}`)
+    expect(board.config.scoreMax).toBe(400)
+    const [row] =
+      (await pg()`select version, pushed_version from leaderboards where id = ${id}`) as {
+        version: number
+        pushed_version: number
+      }[]
+    expect(row).toEqual({ version: 4, pushed_version: 4 })
+  })
+
+  it('a PUT whose push finds a later PUT applied already is 409: the later configuration is in force, not this one', async () => {
+    const id = await createBoard({ scoreMax: 100 })
+    // Another PUT saves and pushes version 3 while this one's push (version 2) is on its way.
+    await replaceMethod<Leaderboard, 'configure'>(
+      env.LEADERBOARD.getByName(id),
+      'configure',
+      (configure) =>
+        async function (this: Leaderboard, boardId, config, version) {
+          if (boardId === id && version === 2) {
+            await pg()`update leaderboards set version = 3,
+                         config = jsonb_set(config, '{scoreMax}', '300') where id = ${id}`
+            await configure.call(this, boardId, { ...config, scoreMax: 300 }, 3)
+          }
+          return configure.call(this, boardId, config, version)
+        },
+    )
+    const p = await problem(
+      await call(`/v1/admin/leaderboards/${id}`, json('PUT', { scoreMax: 200 }, ADMIN_KEY)),
+    )
+    expect(p).toMatchObject({ status: 409, type: 'urn:nexus:problem:conflict' })
+    const board = await fresh<{ config: LeaderboardConfig }>(`/v1/leaderboards/${id}`)
+    expect(board.config.scoreMax).toBe(300)
+  })
+
   it('a new order applies at once to a cycle nobody entered yet, and waits for the next cycle once someone has', async () => {
     const id = await createBoard()
     const put = (body: unknown) =>

@@ -33,6 +33,25 @@ export async function saveLeaderboardConfig(
   return { created: version === 1, version }
 }
 
+/**
+ * Moves a board's version from `from` to `to` (above the one its object holds, when Neon's count
+ * went back: a restore, a new database), keeping the configuration; the new version, or null if
+ * the version is no longer `from` (another PUT saved one since).
+ */
+export async function advanceLeaderboardVersion(
+  env: DbEnv,
+  id: string,
+  from: number,
+  to: number,
+): Promise<number | null> {
+  const [row] = await getDb(env)
+    .update(leaderboards)
+    .set({ version: to, updatedAt: sql`now()` })
+    .where(sql`${leaderboards.id} = ${id} and ${leaderboards.version} = ${from}`)
+    .returning({ version: leaderboards.version })
+  return row?.version ?? null
+}
+
 /** Records that the board's object acknowledged `version` (never moving back). */
 export async function markConfigPushed(env: DbEnv, id: string, version: number): Promise<void> {
   await getDb(env)

@@ -2,7 +2,11 @@ import { z } from '@hono/zod-openapi'
 import { NOT_STORABLE_REASON, storableText } from '../core/rules/json.ts'
 import type { LeaderboardConfig } from '../core/leaderboard.ts'
 import { getSql } from '../db/client.ts'
-import { markConfigPushed, saveLeaderboardConfig } from '../leaderboards/config-store.ts'
+import {
+  advanceLeaderboardVersion,
+  markConfigPushed,
+  saveLeaderboardConfig,
+} from '../leaderboards/config-store.ts'
 import { boardStub } from '../leaderboards/stub.ts'
 import { unknownBoards } from '../leaderboards/unknown-boards.ts'
 import { errorFields, log } from '../lib/log.ts'
@@ -76,7 +80,7 @@ const putRoute = createRoute({
         },
       },
     },
-    ...problemResponses(400, 401, 403, 413, 415, 422),
+    ...problemResponses(400, 401, 403, 409, 413, 415, 422),
   },
 })
 
@@ -87,9 +91,33 @@ adminLeaderboards.openapi(putRoute, async (c) => {
   // retry pushes it again; a board that has never had a config fetches it from Neon on its
   // first call. (A board that has one keeps it until a push succeeds.) The push carries Neon's
   // version, so of two PUTs racing, the board keeps the later one whatever order they arrive in.
-  const { created, version } = await saveLeaderboardConfig(c.env, id, config)
+  const saved = await saveLeaderboardConfig(c.env, id, config)
+  const { created } = saved
+  let { version } = saved
   unknownBoards.forget(id)
-  const cycle = await boardStub(c.env, id).configure(id, config, version)
+  const push = async () => {
+    const { configVersion, ...cycle } = await boardStub(c.env, id).configure(id, config, version)
+    return { held: configVersion, cycle }
+  }
+  const pushed = await push()
+  const { held } = pushed
+  let { cycle } = pushed
+  if (held > version) {
+    // The board holds a later version than Neon gave this PUT. Either another PUT saved one
+    // since, whose configuration is in force (this one's is not: 409), or Neon's count went
+    // back (restored from a backup, a new database): then this PUT takes a version past the
+    // board's, which it applies, and the two agree again.
+    const advanced = await advanceLeaderboardVersion(c.env, id, version, held + 1)
+    if (advanced === null) {
+      throw new ApiError(
+        'conflict',
+        `Another configuration of '${id}' was saved while this one was pushed, and is in force: ` +
+          'read it and send yours again',
+      )
+    }
+    version = advanced
+    ;({ cycle } = await push())
+  }
   // Unmarked (this push failed, or the Worker stopped here), the cron pushes it again, which
   // the board ignores once it has it: a failed mark must not fail a PUT already in force.
   try {

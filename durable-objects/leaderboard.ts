@@ -1,5 +1,6 @@
 import { DurableObject } from 'cloudflare:workers'
 import { backOffAlarm, retryBackoffMs } from '../workers/lib/alarm-backoff.ts'
+import { canonicalJson } from '../workers/lib/canonical-json.ts'
 import {
   parseSchedule,
   nextBoundary,
@@ -755,12 +756,17 @@ export class Leaderboard extends DurableObject<Env> {
     boardId: string,
     config: LeaderboardConfig,
     version?: number,
-  ): Promise<CycleInfo & { configVersion: number }> {
+  ): Promise<CycleInfo & { configVersion: number; inForce: boolean }> {
     // Pushes of two PUTs may arrive in either order: an older version than the one applied
-    // changes nothing, so the board ends on Neon's last word. `configVersion` tells the caller
-    // which version is in force (a later one: its PUT lost, or Neon's count went back).
+    // changes nothing, so the board ends on Neon's last word. `configVersion` and `inForce` tell
+    // the caller whether its configuration is the one in force (not: its PUT lost to a later
+    // one, or Neon's count went back).
     if (version !== undefined && this.config && version <= this.configVersion) {
-      return { ...this.cycleInfo(), configVersion: this.configVersion }
+      return {
+        ...this.cycleInfo(),
+        configVersion: this.configVersion,
+        inForce: canonicalJson(this.config) === canonicalJson(config),
+      }
     }
     this.ensureSchema()
     const now = this.now()
@@ -770,7 +776,7 @@ export class Leaderboard extends DurableObject<Env> {
     this.configureNow(boardId, config, now, version)
     await this.catchUp(Infinity)
     await this.scheduleAlarm()
-    return { ...this.cycleInfo(), configVersion: this.configVersion }
+    return { ...this.cycleInfo(), configVersion: this.configVersion, inForce: true }
   }
 
   private configureNow(

@@ -771,11 +771,17 @@ export class MatchPool extends DurableObject<Env> {
     region: string,
     config: QueueConfig,
     version: number,
-  ): Promise<{ version: number; waiting: number }> {
+  ): Promise<{ version: number; waiting: number; inForce: boolean }> {
     this.ensureSchema()
-    this.applyConfig(queue, region, config, version)
+    const applied = this.applyConfig(queue, region, config, version)
     await this.scheduleAlarm()
-    return { version: this.version, waiting: this.index?.size ?? 0 }
+    return {
+      version: this.version,
+      waiting: this.index?.size ?? 0,
+      // Whether `config` is what this pool runs (not: a later PUT's is, or Neon's count went
+      // back and this version number was another configuration's).
+      inForce: applied || canonicalJson(this.config) === canonicalJson(config),
+    }
   }
 
   // ---------------------------------------------------------------------------------------------

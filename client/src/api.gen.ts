@@ -1062,6 +1062,7 @@ export interface Paths {
         400: Schemas['Problem']
         401: Schemas['Problem']
         403: Schemas['Problem']
+        409: Schemas['Problem']
         413: Schemas['Problem']
         415: Schemas['Problem']
         422: Schemas['Problem']

@@ -243,8 +243,9 @@ describe('leaderboard configuration', () => {
       call(`/v1/admin/leaderboards/${id}`, json('PUT', body, ADMIN_KEY))
     expect((await put({ scoreMax: 200 })).status).toBe(200)
     expect((await put({ scoreMax: 300 })).status).toBe(200)
-    // The board holds version 3; Neon's record goes back to version 1.
-    await pg()`update leaderboards set version = 1, pushed_version = 1 where id = ${id}`
+    // The board holds version 3; Neon's record goes back to version 2, so this PUT's version is
+    // the number the board already holds, with another configuration.
+    await pg()`update leaderboards set version = 2, pushed_version = 2 where id = ${id}`
     const res = await put({ scoreMax: 400 })
     expect(res.status).toBe(200)
     expect(((await res.json()) as { version: number }).version).toBe(4)

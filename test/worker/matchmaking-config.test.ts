@@ -4,6 +4,7 @@ import type { MatchPool } from '../../durable-objects/match-pool.ts'
 import { ADMIN_KEY, call, json, newGuest, problem } from './helpers/http.ts'
 import { createBoard, pg } from './helpers/boards.ts'
 import { DUEL, poolOf, queueId } from './helpers/matchmaking.ts'
+import { replaceMethod } from './helpers/replace-method.ts'
 
 function put(id: string, body: unknown, credential = ADMIN_KEY) {
   return call(`/v1/admin/queues/${id}`, json('PUT', body, credential))
@@ -87,6 +88,48 @@ describe('PUT /v1/admin/queues/:queue', () => {
     expect(p.type).toBe('urn:nexus:problem:validation')
     const paths = (p.body.errors as { path: string }[]).map((e) => e.path)
     expect(paths).toContain(path)
+  })
+
+  it("a PUT after Neon's version count went back (a restore, a new database) is applied all the same, past the pools' version; one whose push finds a later PUT in force is 409", async () => {
+    const id = queueId()
+    const regions = ['eu', 'us']
+    const held = (region: string) =>
+      runInDurableObject(poolOf(id, region), (inst: MatchPool) => {
+        const self = inst as unknown as { version: number; config: { ticketTtlSeconds: number } }
+        return { version: self.version, ttl: self.config.ticketTtlSeconds }
+      })
+    expect((await put(id, { ...DUEL, regions, ticketTtlSeconds: 60 })).status).toBe(201)
+    expect((await put(id, { ...DUEL, regions, ticketTtlSeconds: 70 })).status).toBe(200)
+    // The pools hold version 2; Neon's record goes back to version 1, so this PUT's version is
+    // the number the pools already hold, with another configuration.
+    await pg()`update queues set version = 1 where id = ${id}`
+    const res = await put(id, { ...DUEL, regions, ticketTtlSeconds: 80 })
+    expect(res.status).toBe(200)
+    expect(((await res.json()) as { version: number }).version).toBe(3)
+    for (const region of regions) expect(await held(region)).toEqual({ version: 3, ttl: 80 })
+    const [row] = (await pg()`select version, unpushed_regions from queues where id = ${id}`) as {
+      version: number
+      unpushed_regions: string[]
+    }[]
+    expect(row).toEqual({ version: 3, unpushed_regions: [] })
+
+    // Another PUT saves version 5 and reaches the eu pool while this one's (version 4) is on its
+    // way there.
+    await replaceMethod<MatchPool, 'configure'>(
+      poolOf(id, 'eu'),
+      'configure',
+      (configure) =>
+        async function (this: MatchPool, queue, region, config, version) {
+          if (queue === id && region === 'eu' && version === 4) {
+            await pg()`update queues set version = 5 where id = ${id}`
+            await configure.call(this, queue, region, { ...config, ticketTtlSeconds: 100 }, 5)
+          }
+          return configure.call(this, queue, region, config, version)
+        },
+    )
+    const p = await problem(await put(id, { ...DUEL, regions, ticketTtlSeconds: 90 }))
+    expect(p).toMatchObject({ status: 409, type: 'urn:nexus:problem:conflict' })
+    expect(await held('eu')).toEqual({ version: 5, ttl: 100 })
   })
 
   it('a configuration saved before disconnectGraceSeconds existed reads with its default, for admins and players', async () => {

@@ -228,6 +228,25 @@ export async function markQueuePushed(
     .where(and(eq(queues.id, id), eq(queues.version, version)))
 }
 
+/**
+ * Moves a queue's version from `from` to `to` (above the one a pool holds, when Neon's count went
+ * back: a restore, a new database), keeping its configuration and the regions owed it; the new
+ * version, or null if the version is no longer `from` (another PUT saved one since).
+ */
+export async function advanceQueueVersion(
+  env: DbEnv,
+  id: string,
+  from: number,
+  to: number,
+): Promise<number | null> {
+  const [row] = await getDb(env)
+    .update(queues)
+    .set({ version: to, updatedAt: sql`now()`, unpushedRegions: sql`${queues.knownRegions}` })
+    .where(and(eq(queues.id, id), eq(queues.version, from)))
+    .returning({ version: queues.version })
+  return row?.version ?? null
+}
+
 /** Queues with regions owed their current version, a page at a time in id order (for the cron). */
 export async function unpushedQueues(env: DbEnv, afterId: string, limit: number) {
   return getDb(env)

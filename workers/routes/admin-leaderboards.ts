@@ -96,18 +96,27 @@ adminLeaderboards.openapi(putRoute, async (c) => {
   let { version } = saved
   unknownBoards.forget(id)
   const push = async () => {
-    const { configVersion, ...cycle } = await boardStub(c.env, id).configure(id, config, version)
-    return { held: configVersion, cycle }
+    const { configVersion, inForce, ...cycle } = await boardStub(c.env, id).configure(
+      id,
+      config,
+      version,
+    )
+    return { held: configVersion, inForce, cycle }
   }
   const pushed = await push()
-  const { held } = pushed
+  const { held, inForce } = pushed
   let { cycle } = pushed
-  if (held > version) {
-    // The board holds a later version than Neon gave this PUT. Either another PUT saved one
-    // since, whose configuration is in force (this one's is not: 409), or Neon's count went
-    // back (restored from a backup, a new database): then this PUT takes a version past the
+  if (!inForce) {
+    // The board holds another configuration at this version or a later one. Either another PUT
+    // saved one since, which is in force (this one's is not: 409), or Neon's count went back
+    // (restored from a backup, a new database): then this PUT takes a version past the
     // board's, which it applies, and the two agree again.
-    const advanced = await advanceLeaderboardVersion(c.env, id, version, held + 1)
+    const advanced = await advanceLeaderboardVersion(
+      c.env,
+      id,
+      version,
+      Math.max(held, version) + 1,
+    )
     if (advanced === null) {
       throw new ApiError(
         'conflict',

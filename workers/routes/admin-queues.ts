@@ -5,6 +5,7 @@ import { ResourceId } from '../lib/fields.ts'
 import { ApiError } from '../lib/problem.ts'
 import { rulesNames } from '../core/rules/index.ts'
 import {
+  advanceQueueVersion,
   disconnectGraceMs,
   loadQueueConfig,
   markQueuePushed,
@@ -63,7 +64,7 @@ const putRoute = createRoute({
   responses: {
     200: { description: 'Updated', content: { 'application/json': { schema: StoredQueue } } },
     201: { description: 'Created', content: { 'application/json': { schema: StoredQueue } } },
-    ...problemResponses(400, 401, 403, 413, 415, 422),
+    ...problemResponses(400, 401, 403, 409, 413, 415, 422),
   },
 })
 
@@ -76,16 +77,40 @@ adminQueues.openapi(putRoute, async (c) => {
       errors: [{ path: 'leaderboardId', message: 'no such leaderboard' }],
     })
   }
-  const { created, version, knownRegions } = await saveQueueConfig(c.env, queue, config)
+  const saved = await saveQueueConfig(c.env, queue, config)
+  const { created, knownRegions } = saved
+  let { version } = saved
   unknownQueues.forget(queue)
   // Neon is the record and every join carries the version, so a failed push only delays it.
   // Regions taken out hear it too, at this change or any later one (a push can fail, and such a
   // region gets no joins to learn it from): their waiting tickets leave with `queue_changed`.
-  const pushed = await Promise.allSettled(
-    knownRegions.map((region) =>
-      poolStub(c.env, queue, region).configure(queue, region, config, version),
-    ),
+  const push = () =>
+    Promise.allSettled(
+      knownRegions.map((region) =>
+        poolStub(c.env, queue, region).configure(queue, region, config, version),
+      ),
+    )
+  let pushed = await push()
+  const overruled = pushed.flatMap((p) =>
+    p.status === 'fulfilled' && !p.value.inForce ? [p.value.version] : [],
   )
+  if (overruled.length > 0) {
+    // A pool holds another configuration at this version or a later one. Either another PUT
+    // saved one since, which is in force (this one's is not: 409), or Neon's count went back
+    // (restored from a backup, a new database): then this PUT takes a version past the pools',
+    // which they apply, and Neon and the pools agree again.
+    const past = Math.max(version, ...overruled) + 1
+    const advanced = await advanceQueueVersion(c.env, queue, version, past)
+    if (advanced === null) {
+      throw new ApiError(
+        'conflict',
+        `Another configuration of '${queue}' was saved while this one was pushed, and is in ` +
+          'force: read it and send yours again',
+      )
+    }
+    version = advanced
+    pushed = await push()
+  }
   const acknowledged: string[] = []
   pushed.forEach((p, i) => {
     if (p.status === 'fulfilled') acknowledged.push(knownRegions[i]!)

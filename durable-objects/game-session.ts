@@ -1103,7 +1103,11 @@ export class GameSession extends DurableObject<Env> {
     const now = this.now()
     for (const ws of sockets) {
       if (ws.readyState !== WebSocket.OPEN) continue
-      const heard = this.lastFrameAt.get(ws) ?? attachment(ws)?.heardAt
+      // After a wake only the stored time is known, and a frame may have come up to
+      // HEARD_AT_EVERY_MS after it: judged by the latest it could be, never closed early.
+      const stored = attachment(ws)?.heardAt
+      const heard =
+        this.lastFrameAt.get(ws) ?? (stored === undefined ? undefined : stored + HEARD_AT_EVERY_MS)
       if (!fellSilent(this.ctx, ws, now, heard)) continue
       log('info', 'silent socket closed', { actor: this.actor, player: attachment(ws)?.playerId })
       closeSilent(ws)

@@ -215,6 +215,30 @@ describe('session timings', () => {
     expect(a.closed).toBeNull()
   })
 
+  it('after the object slept, a socket is judged by the latest its last frame can have come: frames within 30 s of the stored one are not lost', async () => {
+    const [pa, pb] = playerIds(2) as [string, string]
+    const { sessionId, sockets } = await liveDiceGame([pa, pb])
+    const [a] = sockets as [TestSocket, TestSocket]
+    a.send({ type: 'ping' })
+    await a.nextOf('pong')
+    const pinged = Date.now()
+    // Frames 1 s and 29 s after the ping: the second is within 30 s of the stored one, so only
+    // the first is written to the attachment.
+    for (const after of [1_000, 29_000]) {
+      await inObject(sessionId, (inst) => {
+        inst.now = () => pinged + after
+      })
+      a.send('not json')
+      expect(await a.nextOf('error')).toMatchObject({ code: 'malformed' })
+    }
+    await inObject(sessionId, (inst) => {
+      ;(inst as unknown as { lastFrameAt: WeakMap<WebSocket, number> }).lastFrameAt = new WeakMap()
+    })
+    // 95 s after the ping, 66 s after its last frame: not silent.
+    await alarmAt(sessionId, pinged + 95_000)
+    expect(a.closed).toBeNull()
+  })
+
   it("a player's silent sockets do not hold their connections: a new one is let in past the limit", async () => {
     const [pa, pb] = playerIds(2) as [string, string]
     const { sessionId, tokens, sockets, createdAt } = await liveDiceGame([pa, pb])

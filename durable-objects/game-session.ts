@@ -826,16 +826,6 @@ export class GameSession extends DurableObject<Env> {
         )
       }
     }
-    if (since !== null && this.match.seq - since > this.maxResume) {
-      const from = this.match.seq - this.maxResume
-      return problemResponse(
-        'validation',
-        `A resume sends at most ${this.maxResume} missed events: since must be from ${from} to ` +
-          `${this.match.seq}. Read the events after ${since} from GET /v1/sessions/:id/events, ` +
-          'then resume from the last one read',
-        { errors: [{ path: 'since', message: `${from} to ${this.match.seq}` }] },
-      )
-    }
     // Sockets of this player that died without a close count for nothing: they would otherwise
     // fill the player's connections until the runtime noticed, and refuse the player's return.
     await this.dropSilentSockets(this.openSockets(player))
@@ -856,6 +846,18 @@ export class GameSession extends DurableObject<Env> {
         'The game is playing turns that ran out while it was away: connect again in a moment',
         {},
         { 'retry-after': '1' },
+      )
+    }
+    // Judged after the clock ran: the turns it played are missed events too, and a resume must
+    // not pass the cap by them.
+    if (since !== null && this.match.seq - since > this.maxResume) {
+      const from = this.match.seq - this.maxResume
+      return problemResponse(
+        'validation',
+        `A resume sends at most ${this.maxResume} missed events: since must be from ${from} to ` +
+          `${this.match.seq}. Read the events after ${since} from GET /v1/sessions/:id/events, ` +
+          'then resume from the last one read',
+        { errors: [{ path: 'since', message: `${from} to ${this.match.seq}` }] },
       )
     }
     // Last of the refusals: an upgrade refused for another reason (the 5th socket, a game

@@ -194,6 +194,26 @@ describe('reconnecting', () => {
     for (const s of [a!, back]) s.close()
   })
 
+  it('a resume is held to the cap after the clock played the turns that ran out: they are missed events too', async () => {
+    const { players, sessionId, tokens, sockets, createdAt } = await timedEveryoneIn(2, {
+      target: 10_000,
+      turnSeconds: 5,
+    })
+    sockets[1]!.close()
+    await timerSet(sessionId, players[1]!)
+    // Four turns run out (5, 10, 15 and 20 s in) before the resume from seq 2 comes.
+    await inObject(sessionId, (inst) => {
+      inst.maxResume = 3
+      inst.now = () => createdAt + 20_000
+    })
+    const refused = await upgrade(sessionId, tokens[players[1]!]!, { since: 2 })
+    expect(refused.webSocket).toBeFalsy()
+    const p = await problem(refused)
+    expect(p).toMatchObject({ status: 422, type: 'urn:nexus:problem:validation' })
+    expect(p.body.errors).toEqual([{ path: 'since', message: '3 to 6' }])
+    sockets[0]!.close()
+  })
+
   it("a player's resumes send at most their minute's budget of missed events: past it a resume is 429 with Retry-After and sends nothing; a welcome is not counted", async () => {
     const { players, sessionId, tokens, sockets } = await relayWithEveryone(2)
     const [a, b] = sockets

@@ -331,8 +331,16 @@ export interface PoolStats {
   waitingTickets: number
   waitingPlayers: number
   matchesLastMinute: number
-  /** Recent join-to-match waits, milliseconds (at most the last 500). */
+  /** Recent join-to-match waits, milliseconds (at most the last 500), newest first. */
   waitSamplesMs: number[]
+  /** When each of `waitSamplesMs` was taken (ms), in the same order (absent: a pool of the version before). */
+  waitSampleAts?: number[]
+  /**
+   * Since when the samples hold every wait of this pool: the oldest one's time when the last 500
+   * reach back less than the hour, else the hour's start. Regions are merged over the latest of
+   * theirs, so that each counts by its own rate, not as 500 samples whatever its traffic.
+   */
+  waitSamplesSince?: number
 }
 
 interface TicketRow {
@@ -2459,17 +2467,21 @@ export class MatchPool extends DurableObject<Env> {
     this.ensureSchema()
     const now = this.now()
     if (this.housekeep(now)) await this.scheduleAlarm()
+    const hourAgo = now - WAIT_SAMPLE_WINDOW_MS
+    const samples = all<{ wait_ms: number; at: number }>(
+      this.sql,
+      `SELECT wait_ms, at FROM wait_samples WHERE at >= ? ORDER BY seq DESC LIMIT ?`,
+      hourAgo,
+      WAIT_SAMPLES,
+    )
     return {
       region,
       waitingTickets: this.index?.size ?? 0,
       waitingPlayers: this.waitingPlayerTotal,
       matchesLastMinute: this.matchesSince(now - 60_000),
-      waitSamplesMs: all<{ wait_ms: number }>(
-        this.sql,
-        `SELECT wait_ms FROM wait_samples WHERE at >= ? ORDER BY seq DESC LIMIT ?`,
-        now - WAIT_SAMPLE_WINDOW_MS,
-        WAIT_SAMPLES,
-      ).map((r) => r.wait_ms),
+      waitSamplesMs: samples.map((r) => r.wait_ms),
+      waitSampleAts: samples.map((r) => r.at),
+      waitSamplesSince: samples.length < WAIT_SAMPLES ? hourAgo : samples.at(-1)!.at,
     }
   }
 

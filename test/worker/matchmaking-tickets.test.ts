@@ -478,6 +478,43 @@ describe('stats', () => {
   })
 })
 
+describe('stats across regions', () => {
+  it("a queue's wait percentiles merge its regions over the span each covers in full, so a busy region counts by its share of the matches", async () => {
+    const q = await createQueue({ regions: ['eu', 'us'] })
+    const clock = newClock()
+    await rig(q, clock)
+    await rig(q, clock, { region: 'us' })
+    const now = clock.t
+    // eu: 600 matches in the last 5 minutes, 5 s waits (its last 500 reach back about 4 min);
+    // us: 60 over the hour, 60 s waits, 4 of them in those last minutes.
+    const fill = (region: string, samples: [at: number, waitMs: number][]) =>
+      runInDurableObject(poolOf(q, region), (_i: MatchPool, state) => {
+        for (const [at, wait] of samples) {
+          state.storage.sql.exec(`INSERT INTO wait_samples (at, wait_ms) VALUES (?, ?)`, at, wait)
+        }
+      })
+    await fill(
+      'eu',
+      Array.from({ length: 600 }, (_, i) => [now - 300_000 + i * 500, 5_000]),
+    )
+    await fill(
+      'us',
+      Array.from({ length: 60 }, (_, i) => [now - 3_540_000 + i * 59_000, 60_000]),
+    )
+    const s = (await (await call(`/v1/matchmaking/${q}/stats`, FRESH)).json()) as {
+      waitSeconds: { p50: number; p95: number }
+      regions: { region: string; waitSeconds: { p50: number; p95: number } }[]
+    }
+    expect(s.regions.map((r) => [r.region, r.waitSeconds])).toEqual([
+      ['eu', { p50: 5, p95: 5 }],
+      ['us', { p50: 60, p95: 60 }],
+    ])
+    // Over the span eu's 500 cover, us made 4 matches of 504: both percentiles are eu's wait.
+    // Merged as they came (500 against 60, 11% of them us's), us's 60 s was the queue's p95.
+    expect(s.waitSeconds).toEqual({ p50: 5, p95: 5 })
+  })
+})
+
 describe('stats over time', () => {
   it('a match leaving the last minute within a second of the last rates update is counted out a second after it, the alarm not coming back meanwhile', async () => {
     const q = await createQueue({ maxRatingGap: 50, widenPerSecond: 0 })

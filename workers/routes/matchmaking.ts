@@ -1,6 +1,7 @@
 import { z } from '@hono/zod-openapi'
 import type { Context } from 'hono'
 import type { AppEnv } from '../app-env.ts'
+import type { PoolStats } from '../../durable-objects/match-pool.ts'
 import {
   MAX_WAIT_MS,
   SOCKET_CONTEXT_HEADER,
@@ -548,7 +549,9 @@ const statsRoute = createRoute({
   summary: 'Waiting players, match rate and wait times of a queue',
   description:
     'Waiting per region, matches created in the last minute, and the median and 95th percentile ' +
-    'wait (join to match, seconds) over each region’s last 500 matched tickets. Served through ' +
+    'wait (join to match, seconds) over each region’s last 500 matched tickets of the last hour ' +
+    '(the whole queue’s: over the span every region’s samples cover, so that each region counts ' +
+    'by its share of the matches). Served through ' +
     'the read caches, at most 2 s old (`Cache-Control: no-cache` asks for a fresh answer, limited ' +
     'per client address as on leaderboard reads).',
   request: { params: QueueParam },
@@ -589,6 +592,21 @@ function percentiles(samplesMs: number[]) {
   return { p50: at(50), p95: at(95) }
 }
 
+/**
+ * Every region's waits over the span all of them cover in full (the latest `waitSamplesSince`):
+ * a busy region's last 500 reach back minutes, a quiet one's the hour, and merging them as they
+ * are would count each region alike, whatever its share of the queue's matches. A pool of the
+ * version before sends no times: its samples count whole.
+ */
+function queueWideWaits(pools: readonly PoolStats[]): number[] {
+  const since = Math.max(-Infinity, ...pools.map((p) => p.waitSamplesSince ?? -Infinity))
+  return pools.flatMap(({ waitSamplesMs, waitSampleAts }) =>
+    waitSampleAts === undefined
+      ? waitSamplesMs
+      : waitSamplesMs.filter((_, i) => waitSampleAts[i]! >= since),
+  )
+}
+
 matchmakingRoutes.openapi(statsRoute, (async (c: Context<AppEnv>) => {
   const queue = c.req.param('queue')!
   // Public and unauthenticated, and each answer asks Neon and every region's pool (which are busy
@@ -607,7 +625,7 @@ matchmakingRoutes.openapi(statsRoute, (async (c: Context<AppEnv>) => {
         waitingTickets: pools.reduce((n, p) => n + p.waitingTickets, 0),
         waitingPlayers: pools.reduce((n, p) => n + p.waitingPlayers, 0),
         matchesPerMinute: pools.reduce((n, p) => n + p.matchesLastMinute, 0),
-        waitSeconds: percentiles(pools.flatMap((p) => p.waitSamplesMs)),
+        waitSeconds: percentiles(queueWideWaits(pools)),
         regions: pools.map((p) => ({
           region: p.region,
           waitingTickets: p.waitingTickets,

@@ -53,6 +53,7 @@ import { errorFields, log, setLogLevel } from '../workers/lib/log.ts'
 import { counter, gauge, histogram } from '../workers/lib/metrics.ts'
 import { sendMetricsSoon } from '../workers/lib/metrics-flush.ts'
 import { canonicalJson } from '../workers/lib/canonical-json.ts'
+import type { WaitSamples } from '../workers/matchmaking/wait-stats.ts'
 import { takeToken, type Bucket } from '../workers/lib/token-bucket.ts'
 import { FLOOD_CLOSE, refusedTooOften, type RefusalCounts } from '../workers/lib/flood.ts'
 import { problemResponse, type ProblemType } from '../workers/lib/problem.ts'
@@ -326,21 +327,12 @@ const NEON_DOWN_AT_CONNECT =
 
 export const SOCKET_CONTEXT_HEADER = 'x-nexus-socket'
 
-export interface PoolStats {
+/** Waits: the last 500 of the last hour (WaitSamples), with their times for merging regions. */
+export interface PoolStats extends WaitSamples {
   region: string
   waitingTickets: number
   waitingPlayers: number
   matchesLastMinute: number
-  /** Recent join-to-match waits, milliseconds (at most the last 500), newest first. */
-  waitSamplesMs: number[]
-  /** When each of `waitSamplesMs` was taken (ms), in the same order (absent: a pool of the version before). */
-  waitSampleAts?: number[]
-  /**
-   * Since when the samples hold every wait of this pool: the oldest one's time when the last 500
-   * reach back less than the hour, else the hour's start. Regions are merged over the latest of
-   * theirs, so that each counts by its own rate, not as 500 samples whatever its traffic.
-   */
-  waitSamplesSince?: number
 }
 
 interface TicketRow {

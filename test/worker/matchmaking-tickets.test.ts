@@ -512,6 +512,11 @@ describe('stats across regions', () => {
     // Over the span eu's 500 cover, us made 4 matches of 504: both percentiles are eu's wait.
     // Merged as they came (500 against 60, 11% of them us's), us's 60 s was the queue's p95.
     expect(s.waitSeconds).toEqual({ p50: 5, p95: 5 })
+    // The dashboard's queue row says the same.
+    const overview = (await (await call('/dashboard/api/overview', bearer(ADMIN_KEY))).json()) as {
+      queues: { id: string; waitSeconds: { p50: number; p95: number } }[]
+    }
+    expect(overview.queues.find((x) => x.id === q)!.waitSeconds).toMatchObject({ p50: 5, p95: 5 })
   })
 })
 

@@ -13,6 +13,7 @@ import { clusterMetrics } from '../lib/metrics-flush.ts'
 import { ApiError } from '../lib/problem.ts'
 import type { QueueConfig } from '../matchmaking/config.ts'
 import { poolStub } from '../matchmaking/stub.ts'
+import { queueWideWaits, waitPercentiles } from '../matchmaking/wait-stats.ts'
 import { requireAdmin } from '../middleware/auth.ts'
 
 /**
@@ -61,16 +62,6 @@ dashboard.use('/api/*', requireAdmin(), async function noStore(c, next) {
   await next()
   c.header('cache-control', 'no-store')
 })
-
-/** Wait percentiles (seconds) from raw samples in milliseconds, by nearest rank. */
-function waitPercentiles(samplesMs: number[]) {
-  const sorted = [...samplesMs].sort((a, b) => a - b)
-  const at = (q: number) =>
-    sorted.length === 0
-      ? null
-      : sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))]! / 1000
-  return { p50: at(0.5), p95: at(0.95), p99: at(0.99), samples: sorted.length }
-}
 
 /** One failing board or pool must not blank the whole page: it shows as an error row. */
 async function settle<T>(what: string, run: () => Promise<T>): Promise<T | { error: string }> {
@@ -157,7 +148,7 @@ dashboard.get('/api/overview', async (c) => {
             waitingPlayers: s.waitingPlayers,
             matchesPerMinute: s.matchesLastMinute,
             waitSeconds: waitPercentiles(s.waitSamplesMs),
-            samplesMs: s.waitSamplesMs,
+            samples: s,
           }
         }),
       )
@@ -174,10 +165,10 @@ dashboard.get('/api/overview', async (c) => {
         waitingTickets: ok.reduce((n, r) => n + r.waitingTickets, 0),
         waitingPlayers: ok.reduce((n, r) => n + r.waitingPlayers, 0),
         matchesPerMinute: ok.reduce((n, r) => n + r.matchesPerMinute, 0),
-        waitSeconds: waitPercentiles(ok.flatMap((r) => r.samplesMs)),
+        waitSeconds: waitPercentiles(queueWideWaits(ok.map((r) => r.samples))),
         regions: regions.map((r) => {
           if ('error' in r) return r
-          const { samplesMs: _omitted, ...rest } = r
+          const { samples: _omitted, ...rest } = r
           return rest
         }),
       }

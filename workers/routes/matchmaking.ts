@@ -1,7 +1,7 @@
 import { z } from '@hono/zod-openapi'
 import type { Context } from 'hono'
 import type { AppEnv } from '../app-env.ts'
-import type { PoolStats } from '../../durable-objects/match-pool.ts'
+import { queueWideWaits, waitPercentiles } from '../matchmaking/wait-stats.ts'
 import {
   MAX_WAIT_MS,
   SOCKET_CONTEXT_HEADER,
@@ -583,28 +583,10 @@ const statsRoute = createRoute({
   },
 })
 
-function percentiles(samplesMs: number[]) {
-  const sorted = [...samplesMs].sort((a, b) => a - b)
-  const at = (p: number) =>
-    sorted.length === 0
-      ? null
-      : sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]! / 1000
-  return { p50: at(50), p95: at(95) }
-}
-
-/**
- * Every region's waits over the span all of them cover in full (the latest `waitSamplesSince`):
- * a busy region's last 500 reach back minutes, a quiet one's the hour, and merging them as they
- * are would count each region alike, whatever its share of the queue's matches. A pool of the
- * version before sends no times: its samples count whole.
- */
-function queueWideWaits(pools: readonly PoolStats[]): number[] {
-  const since = Math.max(-Infinity, ...pools.map((p) => p.waitSamplesSince ?? -Infinity))
-  return pools.flatMap(({ waitSamplesMs, waitSampleAts }) =>
-    waitSampleAts === undefined
-      ? waitSamplesMs
-      : waitSamplesMs.filter((_, i) => waitSampleAts[i]! >= since),
-  )
+/** The public stats' wait figures: the median and 95th percentile, in seconds. */
+function p50p95(samplesMs: readonly number[]) {
+  const { p50, p95 } = waitPercentiles(samplesMs)
+  return { p50, p95 }
 }
 
 matchmakingRoutes.openapi(statsRoute, (async (c: Context<AppEnv>) => {
@@ -625,13 +607,13 @@ matchmakingRoutes.openapi(statsRoute, (async (c: Context<AppEnv>) => {
         waitingTickets: pools.reduce((n, p) => n + p.waitingTickets, 0),
         waitingPlayers: pools.reduce((n, p) => n + p.waitingPlayers, 0),
         matchesPerMinute: pools.reduce((n, p) => n + p.matchesLastMinute, 0),
-        waitSeconds: percentiles(queueWideWaits(pools)),
+        waitSeconds: p50p95(queueWideWaits(pools)),
         regions: pools.map((p) => ({
           region: p.region,
           waitingTickets: p.waitingTickets,
           waitingPlayers: p.waitingPlayers,
           matchesPerMinute: p.matchesLastMinute,
-          waitSeconds: percentiles(p.waitSamplesMs),
+          waitSeconds: p50p95(p.waitSamplesMs),
         })),
       }
     },

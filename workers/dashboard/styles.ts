@@ -36,7 +36,8 @@ td.empty { color: var(--muted); text-align: center; padding: 16px; }
 .stat span { color: var(--muted); font-size: 12px; }
 .charts { display: grid; grid-template-columns: repeat(auto-fit, minmax(360px, 1fr)); gap: 16px;
   margin-bottom: 12px; }
-figure { margin: 0; } figcaption { color: var(--muted); font-size: 12px; margin-bottom: 4px; }
+figure { margin: 0; } figcaption, table caption { color: var(--muted); font-size: 12px; margin-bottom: 4px; }
+table caption { caption-side: bottom; text-align: left; margin-top: 4px; }
 .chart { min-height: 120px; }
 .chart svg { width: 100%; height: auto; display: block; }
 .chart text { fill: var(--muted); font-size: 10px; }

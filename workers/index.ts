@@ -1,6 +1,7 @@
 import { createApp } from './app.ts'
 import type { Env } from './env.ts'
-import { sendMetricsIfDue } from './lib/metrics-flush.ts'
+import { errorFields, log } from './lib/log.ts'
+import { sendMetrics } from './lib/metrics-flush.ts'
 import { runScheduled } from './scheduled.ts'
 
 export { GameSession } from '../durable-objects/game-session.ts'
@@ -18,7 +19,11 @@ export default {
     try {
       await runScheduled(env, controller.scheduledTime, controller.cron)
     } finally {
-      await sendMetricsIfDue(env)
+      // Now, not when due: a run's counts (a board whose alarm was lost) would otherwise wait
+      // for this isolate's next request, and go with it if the isolate is evicted first.
+      await sendMetrics(env).catch((err: unknown) => {
+        log('warn', 'metrics not sent after the cron run', errorFields(err))
+      })
     }
   },
 } satisfies ExportedHandler<Env>

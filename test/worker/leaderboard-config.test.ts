@@ -1,4 +1,9 @@
-import { evictDurableObject, runInDurableObject } from 'cloudflare:test'
+import {
+  createExecutionContext,
+  createScheduledController,
+  evictDurableObject,
+  runInDurableObject,
+} from 'cloudflare:test'
 import { env } from 'cloudflare:workers'
 import { describe, expect, it } from 'vitest'
 import type { Leaderboard } from '../../durable-objects/leaderboard.ts'
@@ -8,6 +13,8 @@ import { boardId, createBoard, fresh, pg, storedBy, submitFor, type Top } from '
 import { lookbackMs, runScheduled } from '../../workers/scheduled.ts'
 import { localFamilies } from '../../workers/lib/metrics.ts'
 import { replaceMethod } from './helpers/replace-method.ts'
+import { hubShardName, METRICS_HUB_SHARDS, sendMetrics } from '../../workers/lib/metrics-flush.ts'
+import worker from '../../workers/index.ts'
 
 /** Boards the cron had to nudge, as this isolate has counted them. */
 function cronNudges(): number {
@@ -334,6 +341,30 @@ describe('leaderboard configuration', () => {
     await runScheduled(env, late.at)
     expect(await cycleNumber(late.id)).toBe(2)
     expect(cronNudges() - before).toBe(1)
+  })
+
+  it("a cron run's counts reach the metrics hub when the run ends, even right after a send", async () => {
+    const hubTotal = async (name: string) => {
+      let total = 0
+      for (let shard = 0; shard < METRICS_HUB_SHARDS; shard++) {
+        const families = await env.METRICS_HUB.getByName(hubShardName(shard)).families()
+        for (const s of families.find((f) => f.name === name)?.series ?? []) {
+          total += 'value' in s ? s.value : 0
+        }
+      }
+      return total
+    }
+    const late = await boardPast(5_000, true)
+    // This isolate has just sent what it counted: a send only when due would wait 10 s.
+    await sendMetrics(env)
+    const before = await hubTotal('nexus_cron_boards_poked_total')
+    await worker.scheduled(
+      createScheduledController({ scheduledTime: late.at, cron: '* * * * *' }),
+      env,
+      createExecutionContext(),
+    )
+    expect(await cycleNumber(late.id)).toBe(2)
+    expect((await hubTotal('nexus_cron_boards_poked_total')) - before).toBe(1)
   })
 
   it("the cron asks a board about a lost boundary in two of its runs, by the trigger's own schedule", async () => {

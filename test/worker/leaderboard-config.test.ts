@@ -290,6 +290,27 @@ describe('leaderboard configuration', () => {
     expect(board.config.scoreMax).toBe(300)
   })
 
+  it('a PUT whose board still runs the version before (a gradual deployment: no inForce in its answer) is applied as before', async () => {
+    const id = await createBoard({ scoreMax: 100 })
+    await replaceMethod<Leaderboard, 'configure'>(
+      env.LEADERBOARD.getByName(id),
+      'configure',
+      (configure) =>
+        async function (this: Leaderboard, ...args: Parameters<Leaderboard['configure']>) {
+          const { configVersion: _v, inForce: _f, ...before } = await configure.apply(this, args)
+          return before as Awaited<ReturnType<Leaderboard['configure']>>
+        },
+    )
+    const res = await call(
+      `/v1/admin/leaderboards/${id}`,
+      json('PUT', { scoreMax: 200 }, ADMIN_KEY),
+    )
+    expect(res.status).toBe(200)
+    expect(((await res.json()) as { version: number }).version).toBe(2)
+    const board = await fresh<{ config: LeaderboardConfig }>(`/v1/leaderboards/${id}`)
+    expect(board.config.scoreMax).toBe(200)
+  })
+
   it('a new order applies at once to a cycle nobody entered yet, and waits for the next cycle once someone has', async () => {
     const id = await createBoard()
     const put = (body: unknown) =>

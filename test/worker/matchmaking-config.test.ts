@@ -132,6 +132,25 @@ describe('PUT /v1/admin/queues/:queue', () => {
     expect(await held('eu')).toEqual({ version: 5, ttl: 100 })
   })
 
+  it('a PUT whose pools still run the version before (a gradual deployment: no inForce in their answer) is applied once, its version as Neon gave it', async () => {
+    const id = queueId()
+    expect((await put(id, { ...DUEL, ticketTtlSeconds: 60 })).status).toBe(201)
+    await replaceMethod<MatchPool, 'configure'>(
+      poolOf(id),
+      'configure',
+      (configure) =>
+        async function (this: MatchPool, ...args: Parameters<MatchPool['configure']>) {
+          const { inForce: _f, ...before } = await configure.apply(this, args)
+          return before as Awaited<ReturnType<MatchPool['configure']>>
+        },
+    )
+    const res = await put(id, { ...DUEL, ticketTtlSeconds: 70 })
+    expect(res.status).toBe(200)
+    expect(((await res.json()) as { version: number }).version).toBe(2)
+    const [row] = (await pg()`select version from queues where id = ${id}`) as { version: number }[]
+    expect(row!.version).toBe(2)
+  })
+
   it('a configuration saved before disconnectGraceSeconds existed reads with its default, for admins and players', async () => {
     const id = queueId()
     expect((await put(id, DUEL)).status).toBe(201)

@@ -101,7 +101,9 @@ adminLeaderboards.openapi(putRoute, async (c) => {
       config,
       version,
     )
-    return { held: configVersion, inForce, cycle }
+    // A board of the version before answers neither: it applied the push or ignored an older
+    // one, as before, and is taken at its word.
+    return { held: configVersion ?? version, inForce: inForce !== false, cycle }
   }
   const pushed = await push()
   const { held, inForce } = pushed

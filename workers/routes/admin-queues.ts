@@ -91,8 +91,9 @@ adminQueues.openapi(putRoute, async (c) => {
       ),
     )
   let pushed = await push()
+  // A pool of the version before says nothing of `inForce`: taken as running this push.
   const overruled = pushed.flatMap((p) =>
-    p.status === 'fulfilled' && !p.value.inForce ? [p.value.version] : [],
+    p.status === 'fulfilled' && p.value.inForce === false ? [p.value.version] : [],
   )
   if (overruled.length > 0) {
     // A pool holds another configuration at this version or a later one. Either another PUT

@@ -536,6 +536,42 @@ describe('banning a player from the deployment (admin)', () => {
     expect((await banAll(player)).first.tickets).toEqual({ cancelled: [] })
   })
 
+  it('a pool that cannot be reached does not hold the walk back: every board is banned, the call that ends the walk is 503 naming the pool, its retry cancels the ticket', async () => {
+    const queue = await createQueue({ teamSize: 3 })
+    await rig(queue, newClock())
+    const player = `ban-walk-${crypto.randomUUID().slice(0, 8)}`
+    const ticket = await joinFor(queue, player)
+    const boards = [await newBoard(), await newBoard()]
+    for (const b of boards) await submitFor(b, player, { score: 1 })
+    const perCall = boardWalkLimits.boardsPerCall
+    boardWalkLimits.boardsPerCall = 1
+    onTestFinished(() => {
+      boardWalkLimits.boardsPerCall = perCall
+    })
+    const poolBack = await replaceMethod<MatchPool, 'removePlayer'>(
+      poolOf(queue),
+      'removePlayer',
+      () => () => Promise.reject(new Error('pool down')),
+    )
+    bannedHere.add(player)
+    let after = PREFIX
+    let res: Response
+    for (;;) {
+      res = await call(banPath(player, after), json('PUT', {}, ADMIN_KEY))
+      if (res.status !== 202) break
+      after = ((await res.json()) as BanResult).boards.next!
+    }
+    const p = await problem(res)
+    expect(p).toMatchObject({ status: 503, type: 'urn:nexus:problem:unavailable' })
+    expect(p.body.pools).toEqual([`${queue}/eu`])
+    for (const b of boards) expect((await submitFor(b, player, { score: 2 })).status).toBe(403)
+    expect((await ticketOf(ticket.ticketId)).status).toBe('waiting')
+    poolBack()
+    const retry = await call(banPath(player, after), json('PUT', {}, ADMIN_KEY))
+    expect(retry.status).toBe(200)
+    expect(((await retry.json()) as BanResult).tickets).toEqual({ cancelled: [ticket.ticketId] })
+  })
+
   it('a pool that cannot be reached is 503 naming it, with the player banned in Neon; the retry cancels the ticket', async () => {
     const queue = await createQueue({ teamSize: 3 })
     await rig(queue, newClock())

@@ -150,7 +150,8 @@ const eraseRoute = createRoute({
     'display name, the rating: the device signs in as a new player afterwards), takes them out of ' +
     'their party (a leader hands over, its queued tickets are cancelled as on any leave) and off ' +
     'invites, cancels a matchmaking ticket of theirs still waiting (reason `erased`, before any ' +
-    'board: 503 naming `pools` it could not reach, after the boards), clears the name and metadata copied into archived standings, and removes their entry from every ' +
+    'board, by every call: the call that ends the walk is 503 naming `pools` it could not reach, ' +
+    'after its boards), clears the name and metadata copied into archived standings, and removes their entry from every ' +
     "board's current cycle. Ranks, scores, rewards and match results stay under the bare id, which " +
     'names nobody once the profile is gone; the id is kept as erased, so a match the player was ' +
     "still in rates and records nothing of theirs; an account ban keeps a banned guest's device " +
@@ -226,8 +227,11 @@ adminPlayers.openapi(eraseRoute, async (c) => {
       log('warn', 'erasure: entry not removed', { board: o.board, problem: o.answer.problem })
   }
   if (failed.length > 0) throw unreached('The player is erased from Neon', failed)
-  if (queues.unreached.length > 0) {
-    throw poolsUnreached('The player is erased from Neon and the boards walked', queues.unreached)
+  // A pool out of reach fails only the call that ends the walk: every call tries it again, and
+  // the walk goes on meanwhile (a 503 carries no `next`, so failing earlier calls would hold
+  // the boards after the first page back for as long as the pool is down).
+  if (queues.unreached.length > 0 && next === null) {
+    throw poolsUnreached('The player is erased from Neon and on every board', queues.unreached)
   }
   // The call that ends the walk sweeps Neon once more: a write that began before the tombstone
   // (a party created, an archive page with the player's name) may commit after the first pass,
@@ -276,8 +280,8 @@ const banAccountRoute = createRoute({
     '`forbidden`), matchmaking refuses their joins and any party join that includes them (403), ' +
     'every board bans them as its own ban does (their entry leaves the current cycle, their ' +
     'submissions are refused), boards created later included, and every call first cancels a ' +
-    'ticket of theirs waiting in a queue (reason `banned`; 503 naming `pools` it could not ' +
-    'reach, once it walked its boards). Walks at most 200 boards per call, in id order: 202 with `boards.next` ' +
+    'ticket of theirs waiting in a queue (reason `banned`; the call that ends the walk is 503 ' +
+    'naming `pools` it could not reach, after its boards). Walks at most 200 boards per call, in id order: 202 with `boards.next` ' +
     'says to call again with `after`; 200 when every board is done; 503 lists boards that could not ' +
     'be reached, for a retry. Idempotent: banning again keeps the first time and takes a new ' +
     'reason if it gives one. Not reached: a match already made and the game in progress, and players of your ' +
@@ -336,8 +340,9 @@ adminPlayers.openapi(banAccountRoute, async (c) => {
   }
   if (failed.length > 0) throw unreached('The player is banned in Neon', failed)
   if (full.length > 0) log('warn', 'account ban: boards full of bans', { playerId, boards: full })
-  if (queues.unreached.length > 0) {
-    throw poolsUnreached('The player is banned in Neon and on the boards walked', queues.unreached)
+  // As an erasure's: only the call that ends the walk fails for a pool out of reach.
+  if (queues.unreached.length > 0 && next === null) {
+    throw poolsUnreached('The player is banned in Neon and on every board', queues.unreached)
   }
   return c.json(
     {

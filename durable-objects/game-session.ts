@@ -330,10 +330,12 @@ export class GameSession extends DurableObject<Env> {
    */
   private madeAt = 0
   /**
-   * Players who have connected at least once; null for sessions created before it was kept
-   * (everyone then counts as having come). See abandonedBy.
+   * The join grace's end, as every player's first timer holds it: a player whose timer still
+   * says so has never connected (a connect deletes it; a later absence writes another time).
+   * Kept in the timers themselves, not in a record each connect updates, so that a Worker of the
+   * version before, which knows nothing of it, leaves it true. Null for sessions from before it.
    */
-  private cameOnce: Set<string> | null = null
+  private joinDue: number | null = null
   private purged = false
   /** When the alarm next looks for silent sockets (SILENT_CHECK_EVERY_MS). */
   private silentCheckAt = 0
@@ -443,8 +445,8 @@ export class GameSession extends DurableObject<Env> {
     this.status = (this.getMeta('status') ?? 'live') as SessionStatus
     this.createdAt = Number(this.getMeta('created_at') ?? 0)
     this.madeAt = Number(this.getMeta('made_at') ?? this.createdAt)
-    const came = this.getMeta('came_once')
-    this.cameOnce = came === undefined ? null : new Set(JSON.parse(came) as string[])
+    const joinDue = this.getMeta('join_due')
+    this.joinDue = joinDue === undefined ? null : Number(joinDue)
     let match = JSON.parse(this.getMeta('snapshot')!) as MatchState
     // The tail after the snapshot goes through the same step() that produced it.
     for (const row of this.sql.exec<{ record: string }>(
@@ -613,7 +615,7 @@ export class GameSession extends DurableObject<Env> {
         ['session_id', setup.sessionId],
         ['created_at', String(now)],
         ['made_at', String(madeAt)],
-        ['came_once', '[]'],
+        ['join_due', String(now + this.joinGraceMs)],
         ['status', 'live'],
         ['snapshot', JSON.stringify(match)],
       ]
@@ -632,7 +634,7 @@ export class GameSession extends DurableObject<Env> {
     this.status = 'live'
     this.createdAt = now
     this.madeAt = madeAt
-    this.cameOnce = new Set()
+    this.joinDue = now + this.joinGraceMs
     sessionsCreated.inc({ rules: setup.rules })
     log('info', 'session created', {
       actor: this.actor,
@@ -896,10 +898,6 @@ export class GameSession extends DurableObject<Env> {
           return new Response(null, { status: 101, webSocket: pair[0] })
         }
         this.sql.exec(`DELETE FROM timers WHERE player_id = ?`, player)
-        if (this.cameOnce && !this.cameOnce.has(player)) {
-          this.cameOnce.add(player)
-          this.setMeta('came_once', JSON.stringify([...this.cameOnce]))
-        }
         const wasAbsent = this.sql.exec(
           `DELETE FROM absent WHERE player_id = ?`,
           player,
@@ -1430,9 +1428,17 @@ export class GameSession extends DurableObject<Env> {
       (p) =>
         !isRuleError(step(this.rules!, this.match!, { kind: 'absent', player: p.playerId, tick })),
     )
-    const neverCame = (id: string) => this.cameOnce !== null && !this.cameOnce.has(id)
+    const neverCame = new Set(
+      this.joinDue === null
+        ? []
+        : all<{ player_id: string }>(
+            this.sql,
+            `SELECT player_id FROM timers WHERE due = ?`,
+            this.joinDue,
+          ).map((r) => r.player_id),
+    )
     if (stillIn.length < 2) return false
-    if (!stillIn.every((p) => leaving.has(p.playerId) || neverCame(p.playerId))) return false
+    if (!stillIn.every((p) => leaving.has(p.playerId) || neverCame.has(p.playerId))) return false
     this.ctx.storage.transactionSync(() => {
       for (const player of players) {
         this.sql.exec(`DELETE FROM timers WHERE player_id = ?`, player)

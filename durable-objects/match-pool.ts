@@ -1772,7 +1772,10 @@ export class MatchPool extends DurableObject<Env> {
     if (missed) {
       // Matched while the player was away: this socket hears it, as theirs would have.
       server.serializeAttachment(attachment)
-      await this.answerFromTicket(server, missed)
+      // Forgotten only once told: a token that could not be signed now leaves it for the next.
+      if (await this.answerFromTicket(server, missed)) {
+        this.sql.exec(`DELETE FROM unheard WHERE player_id = ?`, sc.playerId)
+      }
     } else if (row) {
       attachment.ticketId = row.id
       this.sql.exec(`UPDATE tickets SET grace_until = NULL WHERE id = ?`, row.id)
@@ -1796,15 +1799,14 @@ export class MatchPool extends DurableObject<Env> {
 
   /** The ticket `playerId` waits on in this pool, if any. */
   /**
-   * The player's socket ticket that was matched while no socket of theirs was open, if its grace
-   * has not run out since (`unheard`); told once.
+   * The player's socket ticket that was matched while no socket of theirs was open, if the grace
+   * after the match has not run out (`unheard`); forgotten once told (toldUnheard).
    */
   private unheardMatchOf(playerId: string): TicketRow | undefined {
-    const now = this.now()
-    this.sql.exec(`DELETE FROM unheard WHERE until <= ?`, now)
+    this.sql.exec(`DELETE FROM unheard WHERE until <= ?`, this.now())
     const held = one<{ ticket_id: string }>(
       this.sql,
-      `DELETE FROM unheard WHERE player_id = ? RETURNING ticket_id`,
+      `SELECT ticket_id FROM unheard WHERE player_id = ?`,
       playerId,
     )
     const row = held ? this.row(held.ticket_id) : undefined
@@ -1946,7 +1948,10 @@ export class MatchPool extends DurableObject<Env> {
             msg.joinKey,
           )
           if (keyed && !keyed.ok) return this.sendError(ws, 'invalid', keyed.detail)
-          if (keyed && keyed.row.state !== 'waiting') return this.answerFromTicket(ws, keyed.row)
+          if (keyed && keyed.row.state !== 'waiting') {
+            await this.answerFromTicket(ws, keyed.row)
+            return
+          }
         }
         let party: SocketParty | null = null
         if (msg.party) {
@@ -2030,7 +2035,10 @@ export class MatchPool extends DurableObject<Env> {
         }
         const row = entered.row
         // The keyed ticket moved on while this join awaited Neon (the party read, a claim).
-        if (row.state !== 'waiting') return this.answerFromTicket(ws, row)
+        if (row.state !== 'waiting') {
+          await this.answerFromTicket(ws, row)
+          return
+        }
         // Owed in the same write as the ticket (nothing awaited between them), then sent below.
         if (party) this.owePartyNote(party.id, row.id)
         ws.serializeAttachment({
@@ -2076,12 +2084,12 @@ export class MatchPool extends DurableObject<Env> {
    * `queued` while its session is being made (the socket then gets `match_found` with the
    * others), `match_found` with a token once matched, `cancelled` or `expired` once over.
    */
-  private async answerFromTicket(ws: WebSocket, row: TicketRow): Promise<void> {
-    if (ws.readyState !== WebSocket.OPEN) return
+  private async answerFromTicket(ws: WebSocket, row: TicketRow): Promise<boolean> {
+    if (ws.readyState !== WebSocket.OPEN) return false
     const att = ws.deserializeAttachment() as Attachment
     if (row.state === 'matching') {
       ws.serializeAttachment({ ...att, ticketId: row.id } satisfies Attachment)
-      return this.send(ws, {
+      this.send(ws, {
         type: 'queued',
         disconnectGraceSeconds: this.ticketGraceMs() / 1000,
         region: this.region!,
@@ -2090,18 +2098,21 @@ export class MatchPool extends DurableObject<Env> {
         expiresAt: row.expires_at,
         expiresIn: this.expiresIn(row),
       })
+      return true
     }
     if (row.state === 'matched') {
       const match = this.view(row).match
       if (!match) {
-        return this.sendError(ws, 'conflict', 'The ticket this join made was matched long ago')
+        this.sendError(ws, 'conflict', 'The ticket this join made was matched long ago')
+        return false
       }
       let token: string
       try {
         token = await issueSessionToken(this.env, match.sessionId, att.playerId)
       } catch (err) {
         log('error', 'signing a session token failed', { actor: this.actor, ...errorFields(err) })
-        return this.sendError(ws, 'unavailable', 'The match could not be sent now; try again')
+        this.sendError(ws, 'unavailable', 'The match could not be sent now; try again')
+        return false
       }
       this.send(ws, {
         type: 'match_found',
@@ -2110,7 +2121,8 @@ export class MatchPool extends DurableObject<Env> {
         token,
         players: match.players,
       })
-      return this.closeSocket(ws, 1000, 'match found')
+      this.closeSocket(ws, 1000, 'match found')
+      return true
     }
     this.send(
       ws,
@@ -2119,6 +2131,7 @@ export class MatchPool extends DurableObject<Env> {
         : { type: 'cancelled', ticketId: row.id, reason: row.reason ?? 'cancelled' },
     )
     this.closeSocket(ws, 1000, row.state === 'expired' ? 'ticket expired' : 'ticket cancelled')
+    return true
   }
 
   /**

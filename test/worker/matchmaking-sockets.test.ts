@@ -669,6 +669,24 @@ describe('sockets: disconnect, reconnect, expiry', () => {
       const matched = await joinFor(q, rival.playerId)
       expect(matched.status).toBe('matched')
       clock.t += inTime ? 5_000 : 10_001
+      if (inTime) {
+        // A first reconnect while the pool cannot sign tokens (its secret gone) is told to try
+        // again, and the match waits for the next.
+        const restore = await runInDurableObject(poolOf(q), (inst: MatchPool) => {
+          const holder = inst as unknown as { env: typeof env }
+          const configured = holder.env
+          holder.env = { ...configured, AUTH_SECRET: undefined } as typeof env
+          return () => {
+            holder.env = configured
+          }
+        })
+        const failing = await connect(`/v1/matchmaking/${q}`, g.token)
+        expect(await nextOfType<ErrorFrame>(failing, 'error')).toMatchObject({
+          code: 'unavailable',
+        })
+        failing.close(1000)
+        await runInDurableObject(poolOf(q), () => restore())
+      }
       const second = await connect(`/v1/matchmaking/${q}`, g.token)
       if (inTime) {
         const found = await nextOfType<Found>(second, 'match_found')

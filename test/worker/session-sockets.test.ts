@@ -335,6 +335,38 @@ describe('session sockets', () => {
         .one().n,
     }))
     expect(left).toEqual({ open: 0, timers: 1 })
+
+    // Rules that throw at the connect's input, after the player's join timer was taken away:
+    // their grace starts as on any close, so the game does not wait on a ghost.
+    const other = await diceGame(2)
+    const [pc] = other.players as [string, string]
+    await runInDurableObject(sessionObject(other.sessionId), (inst: GameSession) => {
+      const self = inst as unknown as { rules: AnyRules; graceMs: number }
+      self.rules = {
+        ...self.rules,
+        onConnect: () => {
+          throw new Error('a bug in the rules')
+        },
+      } as AnyRules
+    })
+    const before = Date.now()
+    expect((await upgrade(other.sessionId, other.tokens[pc]!)).status).toBe(500)
+    const after = Date.now()
+    const grace = await runInDurableObject(
+      sessionObject(other.sessionId),
+      (inst: GameSession, state) => ({
+        graceMs: (inst as unknown as { graceMs: number }).graceMs,
+        open: state.getWebSockets(pc).filter((ws) => ws.readyState === WebSocket.OPEN).length,
+        due: state.storage.sql
+          .exec<{ due: number }>('SELECT due FROM timers WHERE player_id = ?', pc)
+          .toArray()
+          .map((r) => r.due),
+      }),
+    )
+    expect(grace.open).toBe(0)
+    expect(grace.due).toHaveLength(1)
+    expect(grace.due[0]!).toBeGreaterThanOrEqual(before + grace.graceMs)
+    expect(grace.due[0]!).toBeLessThanOrEqual(after + grace.graceMs)
   })
 
   it('answers a close without a code, so the client’s close completes (and it may connect again)', async () => {

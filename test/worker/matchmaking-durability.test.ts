@@ -103,9 +103,20 @@ describe('a restart', () => {
     ws.send(JSON.stringify({ type: 'join' }))
     const { ticketId } = await nextOfType<{ ticketId: string }>(ws, 'queued')
     await evictDurableObject(poolOf(q), { webSockets: 'close' })
+    const wokeFrom = Date.now()
     await rig(q, clock)
-    // Past the grace (10 s by default) by the pool's clock, which is ahead of the one the wake
-    // started the grace by.
+    const wokeBy = Date.now()
+    // The wake started the queue's grace (10 s by default), by the real clock.
+    const graceUntil = await runInDurableObject(
+      poolOf(q),
+      (_i: MatchPool, state) =>
+        state.storage.sql
+          .exec<{ g: number | null }>(`SELECT grace_until AS g FROM tickets WHERE id = ?`, ticketId)
+          .one().g,
+    )
+    expect(graceUntil).toBeGreaterThanOrEqual(wokeFrom + 10_000)
+    expect(graceUntil).toBeLessThanOrEqual(wokeBy + 10_000)
+    // Past it by the pool's clock (an hour ahead): the alarm cancels the ticket.
     await fireAlarm(q)
     expect(await ticketOf(ticketId)).toMatchObject({ status: 'cancelled', reason: 'disconnected' })
     const rival = await joinFor(q, `${q}-rival`)

@@ -2225,13 +2225,13 @@ export class MatchPool extends DurableObject<Env> {
   }
 
   /**
-   * Attaches the ticket's players' other open sockets in this pool to their new ticket and tells
-   * them (`queued`), as a socket connecting later is: party members who connected before their
-   * leader joined, and a player's sockets open before its HTTP join or its other socket's join,
-   * get `match_found` too.
+   * Attaches the other players' open sockets in this pool to their new party ticket and tells
+   * them (`queued`), so members who connected before their leader joined get `match_found` too.
    */
   private attachMembers(row: TicketRow, except?: WebSocket): void {
-    for (const p of JSON.parse(row.players) as TicketPlayer[]) {
+    const players = JSON.parse(row.players) as TicketPlayer[]
+    if (players.length < 2) return
+    for (const p of players) {
       for (const ws of this.ctx.getWebSockets(`p:${p.playerId}`)) {
         if (ws === except || ws.readyState !== WebSocket.OPEN) continue
         const att = ws.deserializeAttachment() as Attachment | null

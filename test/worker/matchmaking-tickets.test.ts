@@ -810,30 +810,6 @@ describe('queue changes and graces', () => {
     expect((await ticketOf(ticketId)).status).toBe('waiting')
   })
 
-  it("a player's sockets already open in the pool are attached to the ticket its HTTP join or another socket's join makes, and hear its match", async () => {
-    const q = await createQueue()
-    await rig(q, newClock())
-    const a = await newGuest()
-    const watching = await connect(`/v1/matchmaking/${q}`, a.token)
-    const byHttp = (await (await joinAs(q, a.token)).json()) as Ticket
-    const told = await nextOfType<{ ticketId: string; existing: boolean }>(watching, 'queued')
-    expect(told).toMatchObject({ ticketId: byHttp.ticketId, existing: true })
-
-    const b = await newGuest()
-    const joining = await connect(`/v1/matchmaking/${q}`, b.token)
-    const second = await connect(`/v1/matchmaking/${q}`, b.token)
-    joining.send(JSON.stringify({ type: 'join' }))
-    const own = await nextOfType<{ ticketId: string }>(joining, 'queued')
-    expect(await nextOfType<{ ticketId: string }>(second, 'queued')).toMatchObject({
-      ticketId: own.ticketId,
-    })
-    // Their match reaches every socket of both players, each with a token.
-    for (const ws of [watching, joining, second]) {
-      const found = await nextOfType<Found>(ws, 'match_found')
-      expect(found.token).toEqual(expect.any(String))
-    }
-  })
-
   it.each([false, true])(
     'matches per minute falls back to 0 on /metrics a minute after the last match, with no join since (the pool evicted in between: %s)',
     async (evicted) => {

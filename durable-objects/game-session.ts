@@ -333,9 +333,10 @@ export class GameSession extends DurableObject<Env> {
    * The join grace's end, as every player's first timer holds it: a player whose timer still
    * says so has never connected (a connect deletes it; a later absence writes another time).
    * Kept in the timers themselves, not in a record each connect updates, so that a Worker of the
-   * version before, which knows nothing of it, leaves it true. Null for sessions from before it.
+   * version before, which knows nothing of it, leaves it true. A later absence's timer never
+   * lands on it (absenceDue).
    */
-  private joinDue: number | null = null
+  private joinDue = 0
   private purged = false
   /** When the alarm next looks for silent sockets (SILENT_CHECK_EVERY_MS). */
   private silentCheckAt = 0
@@ -445,8 +446,8 @@ export class GameSession extends DurableObject<Env> {
     this.status = (this.getMeta('status') ?? 'live') as SessionStatus
     this.createdAt = Number(this.getMeta('created_at') ?? 0)
     this.madeAt = Number(this.getMeta('made_at') ?? this.createdAt)
-    const joinDue = this.getMeta('join_due')
-    this.joinDue = joinDue === undefined ? null : Number(joinDue)
+    // Sessions from before `join_due` wrote their join timers at creation + the join grace.
+    this.joinDue = Number(this.getMeta('join_due') ?? this.createdAt + this.joinGraceMs)
     let match = JSON.parse(this.getMeta('snapshot')!) as MatchState
     // The tail after the snapshot goes through the same step() that produced it.
     for (const row of this.sql.exec<{ record: string }>(
@@ -463,7 +464,7 @@ export class GameSession extends DurableObject<Env> {
     this.match = match
     if (this.status === 'live') {
       // Sockets closed while the object was gone (eviction, restart) never reported it.
-      const due = this.now() + this.graceMs
+      const due = this.absenceDue()
       const absent = new Set(
         all<{ player_id: string }>(this.sql, `SELECT player_id FROM absent`).map(
           (r) => r.player_id,
@@ -1136,12 +1137,21 @@ export class GameSession extends DurableObject<Env> {
       this.sql.exec(
         `INSERT OR IGNORE INTO timers (player_id, due) VALUES (?, ?)`,
         player,
-        this.now() + this.graceMs,
+        this.absenceDue(),
       )
       await this.scheduleAlarm()
     } catch (err) {
       log('error', 'disconnect handling failed', { actor: this.actor, ...errorFields(err) })
     }
+  }
+
+  /**
+   * When the grace of a player who just went ends: never the join grace's end itself, which marks
+   * a player who never came (joinDue), so a close in that very millisecond is a millisecond later.
+   */
+  private absenceDue(): number {
+    const due = this.now() + this.graceMs
+    return due === this.joinDue ? due + 1 : due
   }
 
   private openSockets(player: string): WebSocket[] {
@@ -1429,13 +1439,11 @@ export class GameSession extends DurableObject<Env> {
         !isRuleError(step(this.rules!, this.match!, { kind: 'absent', player: p.playerId, tick })),
     )
     const neverCame = new Set(
-      this.joinDue === null
-        ? []
-        : all<{ player_id: string }>(
-            this.sql,
-            `SELECT player_id FROM timers WHERE due = ?`,
-            this.joinDue,
-          ).map((r) => r.player_id),
+      all<{ player_id: string }>(
+        this.sql,
+        `SELECT player_id FROM timers WHERE due = ?`,
+        this.joinDue,
+      ).map((r) => r.player_id),
     )
     if (stillIn.length < 2) return false
     if (!stillIn.every((p) => leaving.has(p.playerId) || neverCame.has(p.playerId))) return false

@@ -406,6 +406,37 @@ describe('session timings', () => {
     }
   })
 
+  it('a player who came and left in the very millisecond whose grace ends with the join grace still counts as having come', async () => {
+    const players = playerIds(3)
+    const [pa, pb] = players as [string, string, string]
+    const { sessionId, sockets, createdAt } = await liveDiceGame(players, [pa, pb])
+    const [a, b] = sockets as [TestSocket, TestSocket]
+    const leaveAt = async (socket: TestSocket, player: string, at: number) => {
+      await inObject(sessionId, (inst) => {
+        inst.now = () => at
+      })
+      socket.close()
+      await until(
+        () =>
+          inObject(sessionId, (_inst, state) =>
+            state.storage.sql
+              .exec<{ n: number }>('SELECT count(*) AS n FROM timers WHERE player_id = ?', player)
+              .one().n === 1
+              ? true
+              : undefined,
+          ),
+        5000,
+        `${player}'s grace timer`,
+      )
+    }
+    // A leaves; then B, so that B's grace ends when C's join grace does.
+    await leaveAt(a, pa, createdAt + 45_000)
+    await leaveAt(b, pb, createdAt + JOIN_GRACE - GRACE)
+    await alarmAt(sessionId, createdAt + 45_000 + GRACE)
+    // A forfeits; B (who came) and C (who never did) are still in: the game goes on.
+    expect(await inObject(sessionId, (inst) => inst.info())).toMatchObject({ status: 'live' })
+  })
+
   it('players who leave together end it abandoned even if one who forfeited earlier came back to watch', async () => {
     const players = playerIds(3)
     const [pa, pb, pc] = players as [string, string, string]

@@ -1768,14 +1768,12 @@ export class MatchPool extends DurableObject<Env> {
     }
     // A reconnect: the player's socket ticket is still waiting, so this socket takes it over.
     const row = this.activeTicketOf(sc.playerId)
-    const missed = row ? undefined : this.unheardMatchOf(sc.playerId)
+    const missed = row ? undefined : this.takeUnheardMatch(sc.playerId)
     if (missed) {
       // Matched while the player was away: this socket hears it, as theirs would have.
       server.serializeAttachment(attachment)
-      // Forgotten only once told: a token that could not be signed now leaves it for the next.
-      if (await this.answerFromTicket(server, missed)) {
-        this.sql.exec(`DELETE FROM unheard WHERE player_id = ?`, sc.playerId)
-      }
+      // A token that could not be signed now leaves it to the next connect.
+      if (!(await this.answerFromTicket(server, missed.row))) missed.putBack()
     } else if (row) {
       attachment.ticketId = row.id
       this.sql.exec(`UPDATE tickets SET grace_until = NULL WHERE id = ?`, row.id)
@@ -1799,18 +1797,27 @@ export class MatchPool extends DurableObject<Env> {
 
   /** The ticket `playerId` waits on in this pool, if any. */
   /**
-   * The player's socket ticket that was matched while no socket of theirs was open, if the grace
-   * after the match has not run out (`unheard`); forgotten once told (toldUnheard).
+   * Takes the player's socket ticket that was matched while no socket of theirs was open, if the
+   * grace after the match has not run out (`unheard`): one connect gets it, even of two at once.
+   * `putBack` returns it for the next connect if this one could not be told.
    */
-  private unheardMatchOf(playerId: string): TicketRow | undefined {
+  private takeUnheardMatch(playerId: string): { row: TicketRow; putBack: () => void } | undefined {
     this.sql.exec(`DELETE FROM unheard WHERE until <= ?`, this.now())
-    const held = one<{ ticket_id: string }>(
+    const held = one<{ ticket_id: string; until: number }>(
       this.sql,
-      `SELECT ticket_id FROM unheard WHERE player_id = ?`,
+      `DELETE FROM unheard WHERE player_id = ? RETURNING ticket_id, until`,
       playerId,
     )
     const row = held ? this.row(held.ticket_id) : undefined
-    return row?.state === 'matched' ? row : undefined
+    if (!held || row?.state !== 'matched') return undefined
+    const putBack = () =>
+      this.sql.exec(
+        `INSERT OR IGNORE INTO unheard (player_id, ticket_id, until) VALUES (?, ?, ?)`,
+        playerId,
+        held.ticket_id,
+        held.until,
+      )
+    return { row, putBack }
   }
 
   private activeTicketOf(playerId: string): TicketRow | undefined {

@@ -42,7 +42,7 @@ export const DASHBOARD_HTML = `<!doctype html>
       <figure><figcaption>Requests per second</figcaption><div id="chart-rate" class="chart"></div></figure>
       <figure><figcaption>Errors per second (4xx, 5xx)</figcaption><div id="chart-errors" class="chart"></div></figure>
     </div>
-    <table id="routes"><caption>Requests, 4xx, 5xx and latency count every request the metrics hub has kept (deploys do not reset them), not the last minutes; req/s and the charts are the change between readings.</caption><thead><tr><th>Route</th><th class="num">Requests</th><th class="num">req/s</th><th class="num">4xx (all)</th><th class="num">5xx (all)</th><th class="num">p50 ms (all)</th><th class="num">p95 ms (all)</th><th class="num">p99 ms (all)</th></tr></thead><tbody></tbody></table>
+    <table id="routes"><caption>Requests, 4xx, 5xx and latency count every request the metrics hub has kept (deploys do not reset them; with the hub out of reach, this isolate's since it started), not the last minutes; req/s and the charts are the change between readings.</caption><thead><tr><th>Route</th><th class="num">Requests</th><th class="num">req/s</th><th class="num">4xx (all)</th><th class="num">5xx (all)</th><th class="num">p50 ms (all)</th><th class="num">p95 ms (all)</th><th class="num">p99 ms (all)</th></tr></thead><tbody></tbody></table>
   </section>
 
   <section class="card" id="boards">

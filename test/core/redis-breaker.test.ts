@@ -1,4 +1,4 @@
-import { describe, expect, it } from 'vitest'
+import { describe, expect, it, onTestFinished, vi } from 'vitest'
 import type { Redis } from '@upstash/redis/cloudflare'
 import { setLogLevel } from '../../workers/lib/log.ts'
 import { localFamilies } from '../../workers/lib/metrics.ts'
@@ -29,5 +29,40 @@ describe('the Redis circuit breaker on /metrics', () => {
       return 'x'
     })
     expect(called).toBe(false)
+  })
+})
+
+describe('the half-open breaker', () => {
+  it('takes a trial call that never settled (its request cancelled) as lost once past its deadline: the next call tries Redis again', async () => {
+    setLogLevel('silent')
+    // The deadline's own timer never fires, as in a request the runtime cancelled.
+    vi.useFakeTimers()
+    onTestFinished(() => {
+      vi.useRealTimers()
+    })
+    let t = 0
+    const breaker = new RedisAccelerator({} as Redis, {
+      failureThreshold: 1,
+      openMs: 10_000,
+      timeoutMs: 250,
+      now: () => t,
+    })
+    await breaker.run('probe', () => Promise.reject(new Error('down')))
+    expect(breaker.state).toBe('open')
+    t += 10_000
+    void breaker.run('probe', () => new Promise<string>(() => {}))
+    // While the trial may still answer, others skip Redis.
+    let calls = 0
+    const probe = async () => {
+      calls++
+      return 'ok'
+    }
+    expect(await breaker.run('probe', probe)).toBeUndefined()
+    expect(calls).toBe(0)
+    // Long past its deadline: lost. The next call is the trial, and closes the circuit.
+    t += 60_000
+    expect(await breaker.run('probe', probe)).toBe('ok')
+    expect(calls).toBe(1)
+    expect(breaker.state).toBe('closed')
   })
 })

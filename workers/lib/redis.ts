@@ -35,6 +35,9 @@ export interface AcceleratorOptions {
  * const cached = await accel.run('top.get', (r) => r.get<string>(key))
  * if (cached === undefined) { ... read from the Durable Object ... }
  */
+/** How long past its deadline a trial call is still waited for before it counts as lost. */
+const TRIAL_GRACE_MS = 1_000
+
 export class RedisAccelerator {
   readonly redis: Redis
   private readonly timeoutMs: number
@@ -43,7 +46,13 @@ export class RedisAccelerator {
   private readonly now: () => number
   private consecutiveFailures = 0
   private openUntil = 0
-  private trialInFlight = false
+  /**
+   * When the half-open circuit's trial call began, or null. A trial whose request was cancelled
+   * never settles (the runtime drops a cancelled request's promises, its deadline's timer
+   * included), so one older than its deadline counts as lost and the next call is a new trial:
+   * a flag that only the trial cleared left the isolate skipping Redis for good.
+   */
+  private trialStartedAt: number | null = null
 
   constructor(redis: Redis, opts: AcceleratorOptions = {}) {
     this.redis = redis
@@ -61,11 +70,15 @@ export class RedisAccelerator {
   /** Runs `fn` against Redis within the deadline; `undefined` if Redis is unavailable. */
   async run<T>(operation: string, fn: (redis: Redis) => Promise<T>): Promise<T | undefined> {
     const state = this.state
-    if (state === 'open' || (state === 'half-open' && this.trialInFlight)) {
+    const now = this.now()
+    const trialRunning =
+      this.trialStartedAt !== null && now - this.trialStartedAt < this.timeoutMs + TRIAL_GRACE_MS
+    if (state === 'open' || (state === 'half-open' && trialRunning)) {
       redisSkipped.inc({ operation })
       return undefined
     }
-    if (state === 'half-open') this.trialInFlight = true
+    const trial = state === 'half-open' ? now : null
+    if (trial !== null) this.trialStartedAt = trial
     try {
       const result = await within(fn(this.redis), this.timeoutMs, 'Redis')
       this.consecutiveFailures = 0
@@ -74,7 +87,7 @@ export class RedisAccelerator {
       this.recordFailure(operation, err)
       return undefined
     } finally {
-      if (state === 'half-open') this.trialInFlight = false
+      if (trial !== null && this.trialStartedAt === trial) this.trialStartedAt = null
     }
   }
 

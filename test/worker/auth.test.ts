@@ -2,7 +2,10 @@ import { env } from 'cloudflare:workers'
 import { importJWK, SignJWT, generateKeyPair } from 'jose'
 import { describe, expect, it } from 'vitest'
 import { pg } from './helpers/boards.ts'
-import { ADMIN_KEY_GUESSES_PER_MINUTE } from '../../workers/middleware/auth.ts'
+import {
+  ADMIN_KEY_GUESSES_PER_MINUTE,
+  ADMIN_KEY_GUESSES_PER_NETWORK_MINUTE,
+} from '../../workers/middleware/auth.ts'
 import {
   ADMIN_KEY,
   bearer,
@@ -388,6 +391,30 @@ describe('bad credentials, one by one', () => {
     })
     // Another address still gets its key compared.
     expect((await from(`203.0.113.${Math.floor(Math.random() * 250)}`, ADMIN_KEY)).status).toBe(200)
+  })
+
+  it("an IPv6 /48's /64s together may send ten times one address's wrong admin keys a minute; then keys from anywhere in it are 429, other networks' are not", async () => {
+    const hex = () => Math.floor(Math.random() * 0xffff).toString(16)
+    const network = `2001:db8:${hex()}`
+    const from = (ip: string, credential: string) =>
+      call(ADMIN_PROBE, json('PUT', { name: 'x' }, credential, { 'cf-connecting-ip': ip }))
+    const statuses: number[] = []
+    // Each /64 stays within its own allowance; together they pass the network's.
+    for (
+      let sub = 0;
+      sub < ADMIN_KEY_GUESSES_PER_NETWORK_MINUTE / ADMIN_KEY_GUESSES_PER_MINUTE + 1;
+      sub++
+    ) {
+      for (let i = 0; i < ADMIN_KEY_GUESSES_PER_MINUTE; i++) {
+        statuses.push((await from(`${network}:${sub.toString(16)}::1`, `guess-${sub}-${i}`)).status)
+      }
+    }
+    // The allowance and the guess past it are compared (401); none after.
+    const compared = ADMIN_KEY_GUESSES_PER_NETWORK_MINUTE + 1
+    expect(statuses.slice(0, compared)).toEqual(Array(compared).fill(401))
+    expect(statuses.slice(compared).every((s) => s === 429)).toBe(true)
+    expect((await from(`${network}:ffff::1`, ADMIN_KEY)).status).toBe(429)
+    expect((await from(`2001:db8:${hex()}:1::1`, ADMIN_KEY)).status).toBe(200)
   })
 
   it('a burst of wrong admin keys sent at once is compared no further than the allowance', async () => {

@@ -12,10 +12,17 @@ import { mayRequireCredential, requiresCredential } from '../lib/openapi.ts'
 import { ApiError } from '../lib/problem.ts'
 import { hitWindow } from '../lib/rate-limit.ts'
 import { getRedis } from '../lib/redis.ts'
-import { clientIp, countEdgeRefusal } from './rate-limit.ts'
+import { clientIp, countedClientNetwork, countEdgeRefusal } from './rate-limit.ts'
 
 /** Wrong admin keys an address may send a minute before its keys are no longer compared. */
 export const ADMIN_KEY_GUESSES_PER_MINUTE = 20
+
+/**
+ * Wrong admin keys an IPv6 /48 may send a minute, all its /64s together: a /48 is handed out free
+ * by tunnel brokers, and counted by /64 alone it would get 65,536 times the allowance. Ten times
+ * one address's, as guest sign-ins count a /48.
+ */
+export const ADMIN_KEY_GUESSES_PER_NETWORK_MINUTE = 10 * ADMIN_KEY_GUESSES_PER_MINUTE
 
 /**
  * Addresses past their allowance, until when: consulted before each comparison without a round
@@ -42,7 +49,7 @@ const UNCOUNTED: AdminKeyGuard = {
   wrong: async () => {},
 }
 
-/** Counts wrong admin keys by the client's address (IPv6 by its /64). */
+/** Counts wrong admin keys by the client's address (IPv6 by its /64, and by its /48). */
 export function adminKeyGuard(c: Context<AppEnv>): AdminKeyGuard {
   // Cloudflare names every client's address. Without one (a request made inside workerd, as
   // tests do) nothing is counted: a counter shared by all such requests would let any of them
@@ -52,10 +59,21 @@ export function adminKeyGuard(c: Context<AppEnv>): AdminKeyGuard {
   // Worked out when a key is first compared, not for every request a player's token passes.
   let address: string | undefined
   const addressOf = () => (address ??= clientIp(c))
+  // Blocked networks share blockedUntil with addresses, under a key no address can take.
+  const networkKey = () => {
+    const network = countedClientNetwork(c)
+    return network === undefined ? undefined : `net:${network}`
+  }
   return {
     wait() {
       const address = addressOf()
       const now = Date.now()
+      const network = networkKey()
+      const netUntil = network === undefined ? undefined : blockedUntil.get(network)
+      if (netUntil !== undefined) {
+        if (netUntil > now) return Math.ceil((netUntil - now) / 1000)
+        blockedUntil.delete(network!)
+      }
       const here = comparedThisMinute.get(address)
       if (
         here?.minute === Math.floor(now / MINUTE_MS) &&
@@ -89,16 +107,21 @@ export function adminKeyGuard(c: Context<AppEnv>): AdminKeyGuard {
     },
     async wrong() {
       const address = addressOf()
-      const d = await hitWindow(
-        getRedis(c.env),
-        `admin-key:${address}`,
-        ADMIN_KEY_GUESSES_PER_MINUTE,
-        60_000,
-      )
-      if (d.allowed) return
-      if (blockedUntil.size >= MAX_BLOCKED) blockedUntil.clear()
-      blockedUntil.set(address, Date.now() + d.retryAfter * 1000)
-      countEdgeRefusal('admin-key')
+      const network = networkKey()
+      const redis = getRedis(c.env)
+      const [d, n] = await Promise.all([
+        hitWindow(redis, `admin-key:${address}`, ADMIN_KEY_GUESSES_PER_MINUTE, 60_000),
+        network === undefined
+          ? undefined
+          : hitWindow(redis, `admin-key-${network}`, ADMIN_KEY_GUESSES_PER_NETWORK_MINUTE, 60_000),
+      ])
+      const block = (key: string, retryAfter: number) => {
+        if (blockedUntil.size >= MAX_BLOCKED) blockedUntil.clear()
+        blockedUntil.set(key, Date.now() + retryAfter * 1000)
+        countEdgeRefusal('admin-key')
+      }
+      if (!d.allowed) block(address, d.retryAfter)
+      if (n && !n.allowed) block(network!, n.retryAfter)
     },
   }
 }

@@ -669,6 +669,32 @@ describe('fresh reads (Cache-Control: no-cache)', () => {
   })
 })
 
+describe('fresh reads from one IPv6 network', () => {
+  it("are limited across the /48's /64s at ten times one address's allowance", async () => {
+    const { callWithEnv } = await import('./helpers/http.ts')
+    const b = await createBoard()
+    await submitFor(b, 'a', { score: 1 })
+    const hex = () => Math.floor(Math.random() * 0xffff).toString(16)
+    const network = `2001:db8:${hex()}`
+    const limitedOf = async (sub: number) => {
+      const res = await callWithEnv({ FRESH_READS_PER_MINUTE: '1' }, `/v1/leaderboards/${b}/top`, {
+        headers: {
+          'cache-control': 'no-cache',
+          'cf-connecting-ip': `${network}:${sub.toString(16)}::1`,
+        },
+      })
+      await res.arrayBuffer()
+      return res.headers.get('x-fresh-read') === 'limited'
+    }
+    // One read from each of 25 /64s: each within its own allowance of 1.
+    const limited: boolean[] = []
+    for (let sub = 0; sub < 25; sub++) limited.push(await limitedOf(sub))
+    expect(limited.slice(0, 10)).toEqual(Array(10).fill(false))
+    // Past the network's 10 a minute (a minute's end in the loop lets at most 10 more through).
+    expect(limited.filter(Boolean).length).toBeGreaterThanOrEqual(5)
+  })
+})
+
 describe('the board survives eviction', () => {
   it('rebuilds its index from SQLite with the same standings', async () => {
     const b = await createBoard({ submitsPerMinute: 600 })

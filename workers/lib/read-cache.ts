@@ -1,6 +1,6 @@
 import type { Context } from 'hono'
 import type { AppEnv } from '../app-env.ts'
-import { countedClientIp } from '../middleware/rate-limit.ts'
+import { countedClientIp, countedClientNetwork } from '../middleware/rate-limit.ts'
 import { boundedInt } from './config.ts'
 import { counter } from './metrics.ts'
 import { ApiError } from './problem.ts'
@@ -283,9 +283,19 @@ async function freshReadAllowed(c: Context<AppEnv>): Promise<boolean> {
   )
   const address = countedClientIp(c)
   if (address === undefined) return true
-  const d = await hitWindow(getRedis(c.env), `fresh-read:${address}`, limit, 60_000)
-  if (!d.allowed) freshReadsLimited.inc()
-  return d.allowed
+  // An IPv6 /48's /64s together too, at ten times one's allowance: a /48 is free from tunnel
+  // brokers, and each of its 65,536 /64s would otherwise have the whole allowance on its own.
+  const network = countedClientNetwork(c)
+  const redis = getRedis(c.env)
+  const [d, n] = await Promise.all([
+    hitWindow(redis, `fresh-read:${address}`, limit, 60_000),
+    network === undefined
+      ? undefined
+      : hitWindow(redis, `fresh-read-net:${network}`, 10 * limit, 60_000),
+  ])
+  const allowed = d.allowed && (n?.allowed ?? true)
+  if (!allowed) freshReadsLimited.inc()
+  return allowed
 }
 
 async function putEdge(

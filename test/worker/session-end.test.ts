@@ -1148,6 +1148,36 @@ describe('the end of a game', () => {
     expect(await logRows()).toBe(0)
   })
 
+  it('a log read in pages while the object is cleared between two of them: every event once, in order, as the live log had them', async () => {
+    const game = await playGame()
+    await inObject(game.sessionId, (inst) => inst.runEndWork({ force: true }))
+    const token = game.tokens[game.loser]!
+    const page = async (from: number) =>
+      (await (
+        await call(`/v1/sessions/${game.sessionId}/events?from=${from}&limit=1`, bearer(token))
+      ).json()) as { events: LogRecord[]; nextFrom: number | null }
+    const live = (await (
+      await call(`/v1/sessions/${game.sessionId}/events?limit=500`, bearer(ADMIN_KEY))
+    ).json()) as { events: LogRecord[] }
+    expect(live.events.length).toBeGreaterThan(1)
+    const first = await page(1)
+    // The retention runs out between the first page (from the object) and the rest (from Neon).
+    const status = await inObject(game.sessionId, (inst) => {
+      const base = inst.now()
+      inst.now = () => base + RETENTION_MS + 1000
+      return inst.runEndWork()
+    })
+    expect(status?.stage).toBe('done')
+    const read = [...first.events]
+    for (let from = first.nextFrom; from !== null;) {
+      const next = await page(from)
+      read.push(...next.events)
+      from = next.nextFrom
+    }
+    expect(read.map((e) => e.seq)).toEqual(live.events.map((e) => e.seq))
+    expect(read).toEqual(live.events)
+  })
+
   it('after the retention period clears the object; reads then come from Neon (any page), creates stay idempotent', async () => {
     const game = await playGame()
     await inObject(game.sessionId, (inst) => inst.runEndWork({ force: true }))

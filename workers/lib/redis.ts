@@ -25,6 +25,9 @@ export interface AcceleratorOptions {
   now?: () => number
 }
 
+/** How long past its deadline a trial call is still waited for before it counts as lost. */
+const TRIAL_GRACE_MS = 1_000
+
 /**
  * Upstash Redis as an accelerator: every call has a deadline, failures are counted, and after
  * `failureThreshold` consecutive failures the circuit opens and calls return `undefined` at once
@@ -35,9 +38,6 @@ export interface AcceleratorOptions {
  * const cached = await accel.run('top.get', (r) => r.get<string>(key))
  * if (cached === undefined) { ... read from the Durable Object ... }
  */
-/** How long past its deadline a trial call is still waited for before it counts as lost. */
-const TRIAL_GRACE_MS = 1_000
-
 export class RedisAccelerator {
   readonly redis: Redis
   private readonly timeoutMs: number

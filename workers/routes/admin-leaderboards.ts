@@ -14,6 +14,7 @@ import { createRoute, decimalInt, newRouter, problemResponses } from '../lib/ope
 import { IdempotencyKey, PlayerId, ResourceId } from '../lib/fields.ts'
 import { sha256Hex } from '../lib/hash.ts'
 import { ApiError } from '../lib/problem.ts'
+import { versionPastOverrule } from '../lib/config-push.ts'
 import { requireAdmin } from '../middleware/auth.ts'
 import { hasBody } from '../middleware/json-body.ts'
 import { canonicalJson } from '../lib/canonical-json.ts'
@@ -109,24 +110,10 @@ adminLeaderboards.openapi(putRoute, async (c) => {
   const { held, inForce } = pushed
   let { cycle } = pushed
   if (!inForce) {
-    // The board holds another configuration at this version or a later one. Either another PUT
-    // saved one since, which is in force (this one's is not: 409), or Neon's count went back
-    // (restored from a backup, a new database): then this PUT takes a version past the
-    // board's, which it applies, and the two agree again.
-    const advanced = await advanceLeaderboardVersion(
-      c.env,
-      id,
-      version,
-      Math.max(held, version) + 1,
+    // Another PUT's configuration in force (409), or Neon's count gone back: a version past it.
+    version = await versionPastOverrule(id, version, held, (from, to) =>
+      advanceLeaderboardVersion(c.env, id, from, to),
     )
-    if (advanced === null) {
-      throw new ApiError(
-        'conflict',
-        `Another configuration of '${id}' was saved while this one was pushed, and is in force: ` +
-          'read it and send yours again',
-      )
-    }
-    version = advanced
     ;({ cycle } = await push())
   }
   // Unmarked (this push failed, or the Worker stopped here), the cron pushes it again, which

@@ -3,6 +3,7 @@ import { log, errorFields } from '../lib/log.ts'
 import { createRoute, newRouter, problemResponses } from '../lib/openapi.ts'
 import { ResourceId } from '../lib/fields.ts'
 import { ApiError } from '../lib/problem.ts'
+import { versionPastOverrule } from '../lib/config-push.ts'
 import { rulesNames } from '../core/rules/index.ts'
 import {
   advanceQueueVersion,
@@ -96,20 +97,11 @@ adminQueues.openapi(putRoute, async (c) => {
     p.status === 'fulfilled' && p.value.inForce === false ? [p.value.version] : [],
   )
   if (overruled.length > 0) {
-    // A pool holds another configuration at this version or a later one. Either another PUT
-    // saved one since, which is in force (this one's is not: 409), or Neon's count went back
-    // (restored from a backup, a new database): then this PUT takes a version past the pools',
-    // which they apply, and Neon and the pools agree again.
-    const past = Math.max(version, ...overruled) + 1
-    const advanced = await advanceQueueVersion(c.env, queue, version, past)
-    if (advanced === null) {
-      throw new ApiError(
-        'conflict',
-        `Another configuration of '${queue}' was saved while this one was pushed, and is in ` +
-          'force: read it and send yours again',
-      )
-    }
-    version = advanced
+    // Another PUT's configuration in force (409), or Neon's count gone back: a version past the
+    // pools', which they apply, and Neon and the pools agree again.
+    version = await versionPastOverrule(queue, version, Math.max(...overruled), (from, to) =>
+      advanceQueueVersion(c.env, queue, from, to),
+    )
     pushed = await push()
   }
   const acknowledged: string[] = []

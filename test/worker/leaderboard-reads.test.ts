@@ -213,21 +213,38 @@ describe('top pages with cursors', () => {
     expect((await problem(res)).type).toContain('conflict')
   })
 
-  it('a cursor from before keys dropped the player id (a walk across an upgrade) goes on', async () => {
+  it('a cursor edited to claim other ranks, or taken to another board, is 422 and serves no page; an unsealed one of an earlier release is 409', async () => {
     const b = await createBoard({ submitsPerMinute: 600 })
+    const other = await createBoard({ submitsPerMinute: 600 })
     await seed(b, 9, (i) => 100 - i)
+    await seed(other, 9, (i) => 100 - i)
     const first = await fresh<Top>(`/v1/leaderboards/${b}/top?limit=4`)
     const next = await fresh<Top>(`/v1/leaderboards/${b}/top?limit=4&cursor=${first.nextCursor}`)
-    // The earlier format: the key's last part also named the player, [score, subscore, seq, id].
-    const parts = first.nextCursor!.split('.')
-    const key = JSON.parse(Buffer.from(parts[3]!, 'base64url').toString()) as number[]
-    expect(key).toHaveLength(3)
-    const legacyKey = Buffer.from(JSON.stringify([...key, first.entries[3]!.playerId])).toString(
-      'base64url',
-    )
-    const legacy = [...parts.slice(0, 3), legacyKey].join('.')
-    expect(await fresh<Top>(`/v1/leaderboards/${b}/top?limit=4&cursor=${legacy}`)).toEqual(next)
     expect(next.entries.map((e) => e.rank)).toEqual([5, 6, 7, 8])
+    // cycle.snapshot.lastRank.key.seal: the rank the walk has reached set back to 0 would label
+    // p004..p007 ranks 1 to 4, on a page served publicly.
+    const parts = first.nextCursor!.split('.')
+    expect(parts).toHaveLength(5)
+    const edited = [parts[0], parts[1], '0', parts[3], parts[4]].join('.')
+    for (const cursor of [edited, first.nextCursor!.slice(0, -1) + 'A', `${first.nextCursor}x`]) {
+      for (const cacheControl of ['no-cache', undefined]) {
+        const res = await call(`/v1/leaderboards/${b}/top?limit=4&cursor=${cursor}`, {
+          headers: cacheControl ? { 'cache-control': cacheControl } : {},
+        })
+        expect((await problem(res)).type, cursor).toBe('urn:nexus:problem:validation')
+      }
+    }
+    // The same walk on another board: its seal is this board's.
+    const elsewhere = await call(`/v1/leaderboards/${other}/top?limit=4&cursor=${first.nextCursor}`)
+    expect((await problem(elsewhere)).status).toBe(422)
+    // A cursor without a seal, as the Worker handed out before a deploy: its walk starts again.
+    const unsealed = parts.slice(0, 4).join('.')
+    const res = await call(`/v1/leaderboards/${b}/top?limit=4&cursor=${unsealed}`)
+    expect(await problem(res)).toMatchObject({ status: 409, type: 'urn:nexus:problem:conflict' })
+    // The real cursor still reads the page it always did.
+    expect(
+      await fresh<Top>(`/v1/leaderboards/${b}/top?limit=4&cursor=${first.nextCursor}`),
+    ).toEqual(next)
   })
 
   it('a walk begun after an import rolled back goes on exactly across a restart', async () => {

@@ -118,6 +118,39 @@ export async function keyedDigest(env: AuthEnv, label: string): Promise<string> 
   return [...new Uint8Array(mac)].map((b) => b.toString(16).padStart(2, '0')).join('')
 }
 
+/** Bytes of a seal kept (128 bits): as unguessable as a session id, 22 characters of base64url. */
+const SEAL_BYTES = 16
+
+/**
+ * A seal on `value`, a string handed to clients that the server reads back and must trust (a page
+ * cursor carrying the rank it goes on from): base64url of HMAC-SHA256 under AUTH_SECRET of
+ * `purpose` and the value, cut to SEAL_BYTES.
+ */
+export async function sealOf(env: AuthEnv, purpose: string, value: string): Promise<string> {
+  const mac = await crypto.subtle.sign(
+    'HMAC',
+    await secretKey(env),
+    encoder.encode(`${purpose}\n${value}`),
+  )
+  let binary = ''
+  for (const b of new Uint8Array(mac, 0, SEAL_BYTES)) binary += String.fromCharCode(b)
+  return btoa(binary).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '')
+}
+
+/** Whether `seal` is `value`'s under `purpose`, compared in time independent of where they differ. */
+export async function sealHolds(
+  env: AuthEnv,
+  purpose: string,
+  value: string,
+  seal: string,
+): Promise<boolean> {
+  const expected = await sealOf(env, purpose, value)
+  if (seal.length !== expected.length) return false
+  let diff = 0
+  for (let i = 0; i < seal.length; i++) diff |= seal.charCodeAt(i) ^ expected.charCodeAt(i)
+  return diff === 0
+}
+
 /**
  * The longest a player token may still have to live when presented (its `exp` from now). Nexus
  * issues at most this; a token minted further out (a game server's ten-year token) is refused,

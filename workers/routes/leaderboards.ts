@@ -9,6 +9,7 @@ import { boundedInt } from '../lib/config.ts'
 import { createRoute, decimalInt, newRouter, problemResponses } from '../lib/openapi.ts'
 import { IdempotencyKey, PlayerId, ResourceId } from '../lib/fields.ts'
 import { ApiError } from '../lib/problem.ts'
+import { sealHolds, sealOf } from '../lib/auth.ts'
 import { cachedRead, forgetStaleRead } from '../lib/read-cache.ts'
 import { getSql } from '../db/client.ts'
 import { playerNames } from '../leaderboards/names.ts'
@@ -225,7 +226,9 @@ const topRoute = createRoute({
     'Pass `nextCursor` back as `cursor` for the next page. A walk reads the board as of its first page, ' +
     'so pages neither repeat nor skip entries while scores change; a cursor older than the 5 minutes of ' +
     'history the board keeps, from a closed cycle, or from before a restart is 409: start again without ' +
-    'one. Served from the caches, at most 4 s stale (`Cache-Control: no-cache` asks for a fresh read).',
+    'one (so is one handed out before the deployment that began sealing cursors). A cursor is sealed for its ' +
+    'board: an edited one, or one of another board, is 422. Served from the caches, at most 4 s stale ' +
+    '(`Cache-Control: no-cache` asks for a fresh read).',
   request: { params: BoardParam, query: z.object({ limit: Limit(100, 10), cursor: Cursor }) },
   responses: {
     200: { description: 'A page', content: { 'application/json': { schema: TopPage } } },
@@ -245,6 +248,8 @@ leaderboardRoutes.openapi(topRoute, (async (c: Context<AppEnv>) => {
   const { limit, cursor } = (
     c.req as unknown as { valid(t: 'query'): { limit: number; cursor?: string } }
   ).valid('query')
+  // Refused before any cache: a made-up cursor neither reaches the board nor fills a cache entry.
+  const walk = cursor === undefined ? null : await openTopCursor(c, id, cursor)
   // A page is not kept past its cycle's end: its cursor belongs to that cycle, and a first page
   // served from a cache after the boundary would hand out a cursor the board refuses (409),
   // again and again until the cached page expired.
@@ -258,7 +263,7 @@ leaderboardRoutes.openapi(topRoute, (async (c: Context<AppEnv>) => {
         : Math.max(0, Math.min(LIVE_TTL_SECONDS, (endsAt - Date.now()) / 1000)),
     visibility: 'public',
     load: async () => {
-      const r = await board(c, id).top(id, cursor ?? null, limit)
+      const r = await board(c, id).top(id, walk, limit)
       if (!r.ok) {
         // A cursor the board refuses (of a cycle closed early, by an admin or a new schedule,
         // which no cached first page's end foresaw; or of a walk whose snapshot the board no
@@ -278,12 +283,44 @@ leaderboardRoutes.openapi(topRoute, (async (c: Context<AppEnv>) => {
       return {
         cycle: r.cycle,
         entries: await named(c, r.entries),
-        nextCursor: r.nextCursor,
+        nextCursor: r.nextCursor === null ? null : await sealTopCursor(c, id, r.nextCursor),
         total: r.total,
       }
     },
   })
 }) as never)
+
+/**
+ * The board's cursor carries the rank its walk has reached, which the next page's ranks count
+ * on: handed out sealed (`<board's cursor>.<seal>`), so that an edited one cannot label entries
+ * with ranks they do not have, on a page served publicly and cached.
+ */
+function sealTopCursor(c: Context<AppEnv>, boardId: string, cursor: string): Promise<string> {
+  return sealOf(c.env, `top-cursor:${boardId}`, cursor).then((seal) => `${cursor}.${seal}`)
+}
+
+/**
+ * The board's cursor inside a sealed one; 422 `validation` when the seal is not this board's
+ * (or AUTH_SECRET changed since). One of the board's own, unsealed (handed out before cursors
+ * were sealed, by the Worker before a deploy), is 409: its walk starts again, as from a cursor
+ * too old to go on.
+ */
+async function openTopCursor(c: Context<AppEnv>, boardId: string, sealed: string): Promise<string> {
+  const dot = sealed.lastIndexOf('.')
+  const cursor = sealed.slice(0, Math.max(dot, 0))
+  if (dot > 0 && (await sealHolds(c.env, `top-cursor:${boardId}`, cursor, sealed.slice(dot + 1)))) {
+    return cursor
+  }
+  if (sealed.split('.').length === 4) {
+    throw new ApiError(
+      'conflict',
+      'The cursor is from before this deployment. Start again without a cursor.',
+    )
+  }
+  throw new ApiError('validation', 'cursor is not valid', {
+    errors: [{ path: 'cursor', message: 'not a cursor this board issued' }],
+  })
+}
 
 // ---------------------------------------------------------------------------------------------
 

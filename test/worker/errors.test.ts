@@ -214,6 +214,8 @@ describe('the error funnel renders RFC 9457 problems', () => {
       { rating: 'NaN' },
       { name: '' },
       { name: 'x'.repeat(65) },
+      // Characters are counted as JSON Schema's maxLength counts them: an emoji is one.
+      { name: '😀'.repeat(65) },
       // Control characters break the UIs that show names; a name must show something.
       { name: 'Ada\nLovelace' },
       { name: 'Ada\u0007' },
@@ -231,10 +233,36 @@ describe('the error funnel renders RFC 9457 problems', () => {
     const again = await call(`/v1/admin/players/${id}`, json('PUT', { name: 'Ada' }, ADMIN_KEY))
     expect(await again.json()).toMatchObject({ playerId: id, name: 'Ada', rating: 1234 })
     // Any script, emoji sequences (joined with U+200D) and bidi marks inside a name are fine.
-    for (const name of ['Zoë 李', '👩\u200d💻 Ada', '\u05e9\u05dc\u05d5\u05dd\u200f 7']) {
+    for (const name of [
+      'Zoë 李',
+      '👩\u200d💻 Ada',
+      '\u05e9\u05dc\u05d5\u05dd\u200f 7',
+      '😀'.repeat(64),
+    ]) {
       const res = await call(`/v1/admin/players/${id}`, json('PUT', { name }, ADMIN_KEY))
       expect(await res.json(), name).toMatchObject({ name })
     }
+  })
+
+  it('422 for "me" as a player id anywhere one is written (it names the caller in paths), and nothing is stored', async () => {
+    const me = await problem(
+      await call('/v1/admin/players/me', json('PUT', { name: 'Me' }, ADMIN_KEY)),
+    )
+    expect(me).toMatchObject({ status: 422, type: 'urn:nexus:problem:validation' })
+    const board = `me-${crypto.randomUUID().slice(0, 8)}`
+    expect((await call(`/v1/admin/leaderboards/${board}`, json('PUT', {}, ADMIN_KEY))).status).toBe(
+      201,
+    )
+    const submit = await problem(
+      await call(
+        `/v1/leaderboards/${board}/scores`,
+        json('POST', { playerId: 'me', score: 5 }, ADMIN_KEY, { 'idempotency-key': 'me-1' }),
+      ),
+    )
+    expect(submit).toMatchObject({ status: 422, type: 'urn:nexus:problem:validation' })
+    expect(submit.body.errors).toEqual([expect.objectContaining({ path: 'playerId' })])
+    const top = (await (await call(`/v1/leaderboards/${board}/top`)).json()) as { total: number }
+    expect(top.total).toBe(0)
   })
 
   it('500 without internals for an unexpected error, with a request id to find it in logs', async () => {

@@ -60,22 +60,32 @@ const CONTROL = /\p{Cc}/u
 /** A character that shows: not whitespace, control or format (zero-width, bidi marks). */
 const VISIBLE = /[^\p{Z}\p{Cc}\p{Cf}]/u
 
-/** A name people see (a player's, a board's): 1–64 characters after trimming, and it shows. */
+/**
+ * A name people see (a player's, a board's): 1–64 characters (code points, as JSON Schema's
+ * `maxLength` counts them: an emoji is one) after trimming, and it shows.
+ */
 export const DisplayName = z
   .string()
   .trim()
   .min(1)
-  .max(64)
+  // Whatever the characters, at most 4 × 64 UTF-8 bytes; a lone surrogate is refused below.
+  .max(128)
+  .refine((s) => [...s].length <= 64, 'at most 64 characters')
   .refine(storableText, NOT_STORABLE_REASON)
   .refine((s) => !CONTROL.test(s), 'names must not contain control characters')
   .refine((s) => VISIBLE.test(s), 'names must contain a visible character')
+  .openapi({ minLength: 1, maxLength: 64 })
 
-/** Player ids: opaque, printable, bounded. */
+/**
+ * Player ids: opaque, printable, bounded; never `me`, which names the caller in this API's paths
+ * (a player `me` could not have their own standing, history or party membership read).
+ */
 export const PlayerId = z
   .string()
   .min(1)
   .max(128)
   .regex(/^[\x21-\x7e]+$/, 'printable ASCII without spaces')
+  .refine((id) => id !== 'me', '"me" names the caller, not a player')
   .openapi({ example: 'g_3f2a9c1e-7b1d-4c55-9e0a-1c3b5d7f9a2b' })
 
 /** Names of resources chosen by admins (leaderboards, queues): URL-safe and bounded. */

@@ -2,7 +2,7 @@ import { z } from '@hono/zod-openapi'
 import { parseSchedule } from '../core/cycle.ts'
 import { overlappingTiers } from '../core/leaderboard.ts'
 import { decimalInt } from '../lib/openapi.ts'
-import { boundedJson, DisplayName, objectRecord, ResourceId } from '../lib/fields.ts'
+import { boundedJson, DisplayName, objectRecord, PlayerId, ResourceId } from '../lib/fields.ts'
 
 /** No score anywhere may exceed this magnitude; boards narrow it with scoreMin/scoreMax. */
 export const SCORE_LIMIT = 1e15
@@ -143,24 +143,16 @@ export const ScoreSubmission = z
     }),
     subscore: Score.default(0),
     metadata: NullableMetadata,
-    playerId: z
-      .string()
-      .min(1)
-      .max(128)
-      .regex(/^[\x21-\x7e]+$/)
-      .optional()
-      .openapi({ description: 'Only with the admin key: the player a game server submits for' }),
+    playerId: PlayerId.optional().openapi({
+      description: 'Only with the admin key: the player a game server submits for',
+    }),
   })
   .strict()
   .openapi('ScoreSubmission')
 
 export const ImportEntry = z
   .object({
-    playerId: z
-      .string()
-      .min(1)
-      .max(128)
-      .regex(/^[\x21-\x7e]+$/),
+    playerId: PlayerId,
     score: Score,
     subscore: Score.default(0),
     metadata: NullableMetadata,

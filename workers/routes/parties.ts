@@ -135,7 +135,7 @@ partyRoutes.openapi(getPartyRoute, async (c) => {
 const InviteBody = z
   .object({
     // `me` names the caller in this API's paths: a member called `me` could not be removed.
-    playerId: PlayerId.refine((id) => id !== 'me', '"me" names the caller, not a player').openapi({
+    playerId: PlayerId.openapi({
       description: 'The player to invite; not `me`, which names the caller in paths',
     }),
   })

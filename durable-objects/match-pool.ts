@@ -1626,7 +1626,7 @@ export class MatchPool extends DurableObject<Env> {
     const tokens = await Promise.all(
       // Session tokens are checked against real time, whatever the pool's clock says.
       deliveries.map((d) =>
-        issueSessionToken(this.env, setup.sessionId, d.playerId).catch((err: unknown) => {
+        this.sessionToken(setup.sessionId, d.playerId).catch((err: unknown) => {
           log('error', 'signing a session token failed', { actor: this.actor, ...errorFields(err) })
           return null
         }),
@@ -1644,10 +1644,20 @@ export class MatchPool extends DurableObject<Env> {
         ...(token ? { token } : {}),
         players: setup.roster,
       })
+      // A join on this socket while the tokens were signed (a second tap with a new key) made it
+      // another ticket's: it stays open for that wait, which would otherwise go on with no socket
+      // and no grace, matchable while nobody listens.
+      const att = ws.deserializeAttachment() as Attachment | null
+      if (att?.ticketId !== t.id && att?.ticketId != null) return
       this.detachSocket(ws)
       this.closeSocket(ws, 1000, 'match found')
     })
     for (const t of tickets) this.wake(t.id)
+  }
+
+  /** A session token for a match's player (a method, so that tests can hold a signing). */
+  private sessionToken(sessionId: string, playerId: string): Promise<string> {
+    return issueSessionToken(this.env, sessionId, playerId)
   }
 
   private failAttempt(row: MatchRow, result: Extract<CreateSessionResult, { ok: false }>): void {
@@ -2115,7 +2125,7 @@ export class MatchPool extends DurableObject<Env> {
       }
       let token: string
       try {
-        token = await issueSessionToken(this.env, match.sessionId, att.playerId)
+        token = await this.sessionToken(match.sessionId, att.playerId)
       } catch (err) {
         log('error', 'signing a session token failed', { actor: this.actor, ...errorFields(err) })
         this.sendError(ws, 'unavailable', 'The match could not be sent now; try again')

@@ -26,6 +26,7 @@ import {
   type Queued,
 } from './helpers/matchmaking.ts'
 import { closed, collect, connect, nextOfType, track, until, upgrade } from './helpers/sockets.ts'
+import { replaceMethod } from './helpers/replace-method.ts'
 
 interface ErrorFrame {
   code: string
@@ -124,6 +125,54 @@ describe('sockets: join to match_found', () => {
     expect(fb).not.toHaveProperty('token')
     expect((await closed(wa)).code).toBe(1000)
     expect((await closed(wb)).code).toBe(1000)
+  })
+
+  it('a join on a socket while its match is told (a second tap, another key) keeps the socket for the new ticket: its wait gets a grace when the socket goes', async () => {
+    const q = await createQueue()
+    await rig(q, newClock())
+    const [a, b] = await Promise.all([newGuest(), newGuest()])
+    const wa = await connect(`/v1/matchmaking/${q}`, a.token)
+    const wb = await connect(`/v1/matchmaking/${q}`, b.token)
+    wa.send(JSON.stringify({ type: 'join', joinKey: 'first' }))
+    const first = await nextOfType<Queued>(wa, 'queued')
+    // While the match's tokens are signed, a's second join arrives on the same socket.
+    let interleaved = false
+    type Signing = {
+      sessionToken(sessionId: string, playerId: string): Promise<string>
+      ctx: DurableObjectState
+      webSocketMessage(ws: WebSocket, message: string): Promise<void>
+    }
+    await replaceMethod<Signing, 'sessionToken'>(
+      poolOf(q),
+      'sessionToken',
+      (original) =>
+        async function (this: Signing, sessionId: string, playerId: string) {
+          if (!interleaved && playerId === a.playerId) {
+            interleaved = true
+            const [socket] = (this as unknown as { ctx: DurableObjectState }).ctx.getWebSockets(
+              `p:${a.playerId}`,
+            )
+            await this.webSocketMessage(
+              socket!,
+              JSON.stringify({ type: 'join', joinKey: 'second' }),
+            )
+          }
+          return original.call(this, sessionId, playerId)
+        },
+    )
+    wb.send(JSON.stringify({ type: 'join' }))
+    const second = await nextOfType<Queued>(wa, 'queued')
+    const found = await nextOfType<Found>(wa, 'match_found')
+    expect(interleaved).toBe(true)
+    expect(found.ticketId).toBe(first.ticketId)
+    expect(second.ticketId).not.toBe(first.ticketId)
+    expect((await closed(wb)).code).toBe(1000)
+    // a's socket stays open on its new ticket, which waits.
+    expect((await ticketOf(second.ticketId, a.token)).status).toBe('waiting')
+    expect(await graceOf(q, second.ticketId)).toBeUndefined()
+    // Its socket gone, the new ticket's grace runs: it is not left waiting, matchable, till its TTL.
+    wa.close(1000, 'bye')
+    await until(() => graceOf(q, second.ticketId), 5000, "the new ticket's grace")
   })
 
   it('refuses unauthenticated, forged and admin sockets before the upgrade, and unknown regions', async () => {

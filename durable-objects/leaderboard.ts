@@ -32,7 +32,7 @@ import {
   type ArchiveWriter,
 } from '../workers/leaderboards/archive-writer.ts'
 import { isDatabaseUnreachable } from '../workers/db/client.ts'
-import { loadLeaderboardConfig } from '../workers/leaderboards/config-store.ts'
+import { lastArchivedCycle, loadLeaderboardConfig } from '../workers/leaderboards/config-store.ts'
 import { accountBansAfter } from '../workers/players/bans.ts'
 import { recentErasuresAfter } from '../workers/players/erasure.ts'
 import {
@@ -707,8 +707,12 @@ export class Leaderboard extends DurableObject<Env> {
     }
     this.ensureSchema()
     let stored: Awaited<ReturnType<typeof loadLeaderboardConfig>>
+    let archived = 0
     try {
-      stored = await loadLeaderboardConfig(this.env, boardId)
+      ;[stored, archived] = await Promise.all([
+        loadLeaderboardConfig(this.env, boardId),
+        this.current ? 0 : lastArchivedCycle(this.env, boardId),
+      ])
     } catch (err) {
       // Thrown, it would cross the RPC as a plain error and answer 500.
       if (!isDatabaseUnreachable(err)) throw err
@@ -726,7 +730,7 @@ export class Leaderboard extends DurableObject<Env> {
     // A call that found no board (its read came back before the board's PUT committed) may have
     // dropped the empty schema while this one waited.
     this.ensureSchema()
-    this.configureNow(boardId, stored.config, this.now(), stored.version)
+    this.configureNow(boardId, stored.config, this.now(), stored.version, archived)
     await this.catchUp(Infinity)
     // As a pushed configuration does: the cycle's end wakes the board, whoever calls next.
     await this.scheduleAlarm()
@@ -757,6 +761,9 @@ export class Leaderboard extends DurableObject<Env> {
     config: LeaderboardConfig,
     version?: number,
   ): Promise<CycleInfo & { configVersion: number; inForce: boolean }> {
+    // A board with no cycle yet asks Neon where its numbering goes on (before anything else, so
+    // that the checks below judge the board as it is after the wait).
+    const archived = this.current ? 0 : await lastArchivedCycle(this.env, boardId)
     // Pushes of two PUTs may arrive in either order: an older version than the one applied
     // changes nothing, so the board ends on Neon's last word. `configVersion` and `inForce` tell
     // the caller whether its configuration is the one in force (not: its PUT lost to a later
@@ -773,23 +780,25 @@ export class Leaderboard extends DurableObject<Env> {
     // A cycle that ended under the old schedule ends as it was, before the new one applies:
     // otherwise a new schedule would stretch it to the new boundary, unclosed and unpaid.
     this.rollover(now)
-    this.configureNow(boardId, config, now, version)
+    this.configureNow(boardId, config, now, version, archived)
     await this.catchUp(Infinity)
     await this.scheduleAlarm()
     return { ...this.cycleInfo(), configVersion: this.configVersion, inForce: true }
   }
 
+  /** `archivedCycles`: the last cycle Neon has of this board (0: none), for a board's first. */
   private configureNow(
     boardId: string,
     config: LeaderboardConfig,
     now: number,
-    version?: number,
+    version: number | undefined,
+    archivedCycles: number,
   ): void {
     const previousCycle = JSON.stringify(this.config?.cycle ?? null)
     this.applyConfig(config)
     if (version !== undefined) this.configVersion = version
     try {
-      this.storeConfig(boardId, config, now, version, previousCycle)
+      this.storeConfig(boardId, config, now, version, previousCycle, archivedCycles)
     } catch (err) {
       // The transaction rolled back, and what was set in memory meanwhile goes back to what
       // storage holds: else the board would answer by a configuration it never stored, and take
@@ -811,6 +820,7 @@ export class Leaderboard extends DurableObject<Env> {
     now: number,
     version: number | undefined,
     previousCycle: string,
+    archivedCycles: number,
   ): void {
     this.ctx.storage.transactionSync(() => {
       this.boardId = boardId
@@ -818,7 +828,8 @@ export class Leaderboard extends DurableObject<Env> {
       this.setMeta('config', JSON.stringify(config))
       if (version !== undefined) this.setMeta('config_version', String(version))
       if (!this.current) {
-        this.current = this.cycleFrom(1, previousBoundary(this.schedule!, now) ?? now, now)
+        const first = archivedCycles + 1
+        this.current = this.cycleFrom(first, previousBoundary(this.schedule!, now) ?? now, now)
         this.index = new RankIndex(config.sortOrder)
         this.resetHistory()
         this.saveCurrent()

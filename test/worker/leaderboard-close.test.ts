@@ -919,6 +919,56 @@ describe('cycles close on schedule', () => {
     expect(alarm).toBe(endsAt)
   })
 
+  it("a board whose object lost its storage while Neon kept its history goes on from Neon's last cycle: the next close archives and pays in full, the old cycle untouched", async () => {
+    const tiers = [
+      { fromRank: 1, toRank: 1, reward: { coins: 1000 } },
+      { fromRank: 2, toRank: 2, reward: { coins: 100 } },
+    ]
+    const board = await createBoard({ rewards: tiers })
+    await submitFor(board, 'a', { score: 10 })
+    await submitFor(board, 'b', { score: 5 })
+    expect((await closeNow(board)).status).toBe(202)
+    expect((await archiveUntilDone(board, 1)).state).toBe('done')
+    const standings = async (cycle: number) =>
+      pg()`select a.player_id, a.rank, a.score, (r.reward->>'coins')::int as coins
+             from leaderboard_archive a left join rewards r
+               on r.leaderboard_id = a.leaderboard_id and r.cycle = a.cycle and r.player_id = a.player_id
+            where a.leaderboard_id = ${board} and a.cycle = ${cycle} order by a.rank`
+    const cycleOne = await standings(1)
+    expect(cycleOne).toEqual([
+      { player_id: 'a', rank: 1, score: 10, coins: 1000 },
+      { player_id: 'b', rank: 2, score: 5, coins: 100 },
+    ])
+    /** The object's storage gone (a new account's namespace, a wiped local state); Neon kept. */
+    const wipe = async () => {
+      // Reset rather than evicted: an eviction waits for the object's metrics sender (10 s).
+      await runInDurableObject(stub(board), async (_: Leaderboard, state) => {
+        await state.storage.deleteAll()
+        state.abort('storage lost')
+      }).catch((err: unknown) => expect(String(err)).toContain('storage lost'))
+    }
+    // Configured again from Neon by its first call.
+    await wipe()
+    await submitFor(board, 'b', { score: 20 })
+    await submitFor(board, 'c', { score: 7 })
+    const info = await fresh<{ cycle: { cycle: number } }>(`/v1/leaderboards/${board}`)
+    expect(info.cycle.cycle).toBe(2)
+    expect(await (await closeNow(board)).json()).toMatchObject({ closed: { cycle: 2 } })
+    expect((await archiveUntilDone(board, 2)).state).toBe('done')
+    expect(await standings(2)).toEqual([
+      { player_id: 'b', rank: 1, score: 20, coins: 1000 },
+      { player_id: 'c', rank: 2, score: 7, coins: 100 },
+    ])
+    expect(await standings(1)).toEqual(cycleOne)
+    // Configured again by a PUT's push.
+    await wipe()
+    const put = await call(
+      `/v1/admin/leaderboards/${board}`,
+      json('PUT', { rewards: tiers }, ADMIN_KEY),
+    )
+    expect(((await put.json()) as { cycle: { cycle: number } }).cycle.cycle).toBe(3)
+  })
+
   it('a late write to an ended cycle goes to the new one even without the cron', async () => {
     const board = await createBoard({ cycle: { every: '1m' } })
     await submitFor(board, 'a', { score: 1 })

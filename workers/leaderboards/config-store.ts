@@ -15,6 +15,19 @@ export async function loadLeaderboardConfig(
   return row ? { config: row.config as LeaderboardConfig, version: row.version } : null
 }
 
+/**
+ * The last cycle of `id` that Neon has (its archive began), 0 for none: a board's object that
+ * starts with no stored cycle (its storage lost or moved while Neon kept the history: a new
+ * Workers account, a wiped local state) goes on after it, so that no cycle number is used twice.
+ */
+export async function lastArchivedCycle(env: DbEnv, id: string): Promise<number> {
+  const [row] = await getDb(env)
+    .select({ last: sql<number>`coalesce(max(${leaderboardCycles.cycle}), 0)::int` })
+    .from(leaderboardCycles)
+    .where(eq(leaderboardCycles.leaderboardId, id))
+  return Number(row?.last ?? 0)
+}
+
 /** Creates or replaces a board's configuration; returns whether it was created. */
 export async function saveLeaderboardConfig(
   env: DbEnv,

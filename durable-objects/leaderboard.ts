@@ -920,9 +920,29 @@ export class Leaderboard extends DurableObject<Env> {
    */
   private freeze(now: number, endsAt: number, reason: 'schedule' | 'manual'): void {
     const cur = this.current!
+    const entries = this.entryCount()
+    try {
+      this.freezeRows(cur, endsAt, entries, now, reason)
+    } catch (err) {
+      // Rolled back (storage full, say): the board stays in the cycle storage still holds.
+      this.current = cur
+      throw err
+    }
+    this.index = new RankIndex(this.current!.sortOrder)
+    this.resetHistory()
+    log('info', 'cycle frozen', { actor: this.actor, cycle: cur.cycle, entries, reason })
+  }
+
+  /** freeze's write: the close record, and the next cycle as the current one. */
+  private freezeRows(
+    cur: CurrentCycle,
+    endsAt: number,
+    entries: number,
+    now: number,
+    reason: 'schedule' | 'manual',
+  ): void {
     const config = this.config!
     const schedule = this.schedule!
-    const entries = this.entryCount()
     this.ctx.storage.transactionSync(() => {
       this.sql.exec(
         `INSERT OR IGNORE INTO closes (cycle, starts_at, ends_at, sort_order, rewards, entries, state, closed_at, reason)
@@ -943,9 +963,6 @@ export class Leaderboard extends DurableObject<Env> {
       )
       this.saveCurrent()
     })
-    this.index = new RankIndex(this.current!.sortOrder)
-    this.resetHistory()
-    log('info', 'cycle frozen', { actor: this.actor, cycle: cur.cycle, entries, reason })
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -2305,11 +2322,24 @@ export class Leaderboard extends DurableObject<Env> {
     if (!this.schemaReady) return
     try {
       const now = this.now()
-      this.rollover(now)
-      await this.runArchive()
-      this.sweep(now)
-      this.forgetErasures(now)
-      await this.catchUp(this.catchUpPagesPerRun)
+      // Each job runs whatever the one before did: a freeze its storage refuses (full) must not
+      // hold back the archive and the sweep, the jobs that free storage.
+      let failure: unknown = null
+      const jobs: (() => unknown)[] = [
+        () => this.rollover(now),
+        () => this.runArchive(),
+        () => this.sweep(now),
+        () => this.forgetErasures(now),
+        () => this.catchUp(this.catchUpPagesPerRun),
+      ]
+      for (const job of jobs) {
+        try {
+          await job()
+        } catch (err) {
+          failure ??= err
+        }
+      }
+      if (failure !== null) throw failure
       this.alarmFailures = 0
     } catch (err) {
       this.alarmFailures++

@@ -13,6 +13,7 @@ import worker from '../../workers/index.ts'
 import { ADMIN_KEY, bearer, call, callWithEnv, json, newGuest, problem } from './helpers/http.ts'
 import { boardId, createBoard, fresh, pg, submitFor, type Top } from './helpers/boards.ts'
 import { countRowsRead } from './helpers/rows-read.ts'
+import { replaceMethod } from './helpers/replace-method.ts'
 import { CYCLE_REWARDS_PAGE } from '../../workers/routes/admin-leaderboards.ts'
 import { localFamilies } from '../../workers/lib/metrics.ts'
 import { canonicalJson } from '../../workers/lib/canonical-json.ts'
@@ -967,6 +968,58 @@ describe('cycles close on schedule', () => {
       json('PUT', { rewards: tiers }, ADMIN_KEY),
     )
     expect(((await put.json()) as { cycle: { cycle: number } }).cycle.cycle).toBe(3)
+  })
+
+  it('a freeze its storage refuses (full) leaves the board in the cycle storage holds, and the alarm still archives the cycle before', async () => {
+    const board = await createBoard({ cycle: { every: '1h' } })
+    let t = Date.now()
+    await runInDurableObject(stub(board), (inst: Leaderboard) => {
+      inst.now = () => t
+      inst.archiveWriter = new NeonArchiveWriter({
+        DATABASE_URL: env.TEST_UNREACHABLE_DATABASE_URL,
+        NEON_LOCAL_RELAY: env.TEST_UNREACHABLE_NEON_RELAY,
+      })
+    })
+    await submitFor(board, 'a', { score: 1 })
+    // Cycle 1 frozen by hand; its archive cannot reach Neon yet.
+    expect((await closeNow(board)).status).toBe(202)
+    await submitFor(board, 'b', { score: 5 })
+    // The board's storage is full: the next freeze's write of its new current cycle fails.
+    type Writes = { setMeta(key: string, value: string): void }
+    const writesBack = await replaceMethod<Writes, 'setMeta'>(
+      stub(board),
+      'setMeta',
+      (original) =>
+        function (this: Writes, key, value) {
+          if (key === 'current') throw new Error('SQLITE_FULL: database or disk is full')
+          original.call(this, key, value)
+        },
+    )
+    const refused = await closeNow(board)
+    expect(refused.status).toBe(500)
+    await refused.body?.cancel()
+    const info = await fresh<{ cycle: { cycle: number; entries: number } }>(
+      `/v1/leaderboards/${board}`,
+    )
+    expect(info.cycle).toMatchObject({ cycle: 2, entries: 1 })
+    const c = (await (await submitFor(board, 'c', { score: 9 })).json()) as {
+      cycle: number
+      rank: number
+    }
+    expect(c).toMatchObject({ cycle: 2, rank: 1 })
+    // Neon is back and the hour ends: the alarm's freeze of cycle 2 fails the same way, and cycle
+    // 1's archive, which frees storage, runs all the same.
+    t += 3_600_000
+    await runInDurableObject(stub(board), async (inst: Leaderboard) => {
+      inst.archiveWriter = new NeonArchiveWriter(env)
+      await inst.alarm()
+    })
+    expect(await status(board, 1)).toMatchObject({ state: 'done', archived: 1 })
+    // With room again, the next run freezes cycle 2 by its schedule, b and c in it.
+    writesBack()
+    await runInDurableObject(stub(board), (inst: Leaderboard) => inst.alarm())
+    expect(await status(board, 2)).toMatchObject({ entries: 2 })
+    expect(await archiveUntilDone(board, 2)).toMatchObject({ state: 'done', archived: 2 })
   })
 
   it('a late write to an ended cycle goes to the new one even without the cron', async () => {

@@ -1646,7 +1646,8 @@ export class GameSession extends DurableObject<Env> {
 
   /**
    * Winners get score 1 on the queue's board; the key makes a repeated submission a replay. The
-   * winners are every member of a team placed first: the team the ratings count as the winner.
+   * winners are every member of a team placed first: the team the ratings count as the winner;
+   * with everyone on one team, the winner alone.
    */
   private async submitToLeaderboard(boardId: string): Promise<void> {
     const setup = this.setup!
@@ -1667,7 +1668,12 @@ export class GameSession extends DurableObject<Env> {
       string,
       number
     >
-    const winners = result.placements.filter((x) => winningTeams.has(x.team))
+    // Everyone on one team (a free-for-all queue, `teams: 1`): the team is no side, and only the
+    // winner won (the ratings count nobody: a match needs two sides).
+    const oneTeam = new Set(result.placements.map((x) => x.team)).size < 2
+    const winners = result.placements.filter((x) =>
+      oneTeam ? x.playerId === result.winner : winningTeams.has(x.team),
+    )
     // Erased when the result was recorded, or since (this stage may run long after).
     const erased = new Set(JSON.parse(this.getMeta('erased') ?? '[]') as string[])
     const pending = winners

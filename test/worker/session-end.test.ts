@@ -676,6 +676,18 @@ describe('the end of a game', () => {
     }
   })
 
+  it('with everyone on one team (a free-for-all), only the winner gets the win on the board', async () => {
+    const board = await createBoard({ operator: 'incr' })
+    const game = await playGame({ leaderboardId: board, teams: [0, 0, 0] })
+    await inObject(game.sessionId, (inst) => inst.runEndWork({ force: true }))
+    for (const p of game.players) {
+      const mine = await fresh<{ entry: { score: number } | null }>(
+        `/v1/leaderboards/${board}/players/${p}`,
+      )
+      expect(mine.entry?.score ?? null, p).toBe(p === game.winner ? 1 : null)
+    }
+  })
+
   it('a winner already on the board is not counted again when the stage is retried after the board forgot its key (24 h)', async () => {
     const board = await createBoard({ operator: 'incr', submitsPerMinute: 1 })
     // The end work waits at its first stage until the test knows the winners.

@@ -149,6 +149,26 @@ describe('MatchIndex: order', () => {
     expect(index.nextUsefulCheck(0)).toBe(500)
   })
 
+  it('a crowd of one party size that cannot fill teams alone does not use up the search before the solos that complete a match', () => {
+    // 5v5: at most two parties of 3 fit a match. 300 of them wait at the default rating, older
+    // than the four solos that, with two of them, make a match.
+    const rules: QueueRules = { teams: 2, teamSize: 5, maxRatingGap: 100, widenPerSecond: 0 }
+    const index = new MatchIndex(rules, { maxScan: 64 })
+    for (let i = 0; i < 300; i++) index.add(party(`p${i}`, [1500, 1500, 1500], i))
+    expect(index.findMatches(500)).toEqual([])
+    for (let i = 0; i < 4; i++) index.add(solo(`s${i}`, 1500, 1000 + i))
+    const [match, ...more] = index.findMatches(2000)
+    expect(more).toEqual([])
+    expect(match!.teams.map((t) => t.playerIds.length)).toEqual([5, 5])
+    expect(
+      ids(match!)
+        .filter((id) => id.startsWith('s'))
+        .sort(),
+    ).toEqual(['s0', 's1', 's2', 's3'])
+    // The oldest party goes first.
+    expect(ids(match!)).toContain('p0')
+  })
+
   it('with max, leaves the remaining work for the next call, still oldest first', () => {
     const index = new MatchIndex(duel)
     for (let i = 0; i < 6; i++) index.add(solo(`t${i}`, 1500 + i, 5 - i))

@@ -431,6 +431,12 @@ class Heap {
  */
 type SearchResult = { members: Entry[]; bins: Entry[][] } | 'none' | 'inconclusive' | 'unfillable'
 
+/**
+ * A search passes over this many tickets of a size already at its cap for each it may check
+ * (`maxScan`): passing one is an array lookup, checking one weighs it against every ticket taken.
+ */
+const PASSED_PER_SCANNED = 16
+
 function checkInt(name: string, value: number, min: number, max: number): void {
   if (!Number.isInteger(value) || value < min || value > max) {
     throw new RangeError(`${name} must be an integer in ${min}..${max}`)
@@ -489,6 +495,8 @@ export class MatchIndex {
   private readonly widen: number
   private readonly cap: number
   private readonly maxScan: number
+  /** Most tickets of a size at its cap one search passes over (see walk). */
+  private readonly maxPassed: number
   private readonly retryMs: number
   private readonly retries: number
   private readonly partitions: number[][]
@@ -544,6 +552,7 @@ export class MatchIndex {
     this.widen = rules.widenPerSecond
     this.cap = Math.max(rules.maxWidenedGap ?? Infinity, rules.maxRatingGap)
     this.maxScan = options.maxScan ?? 4096
+    this.maxPassed = this.maxScan * PASSED_PER_SCANNED
     this.retryMs = options.retryMs ?? 1000
     this.retries = options.retries ?? MAX_RETRIES
     this.partitions = partitionsOf(rules.teamSize)
@@ -959,6 +968,7 @@ export class MatchIndex {
     let lo = u.rating - ur0
     let hi = u.rating + ur0
     let scanned = 0
+    let passed = 0
     const walk = new Outward(this.all, u)
     while (walk.next()) {
       const c = walk.entry!
@@ -976,9 +986,15 @@ export class MatchIndex {
         continue
       }
       if (skip.length > 0 && skip.includes(c)) continue
+      // More tickets of a size than could ever fit add nothing a nearer one does not. Passing one
+      // is a lookup, not a check against every ticket taken, so it draws on an allowance of its
+      // own: a crowd of one party size (new players, all at the default rating) must not use up
+      // the search before the tickets that would complete a match behind it.
+      if (counts[c.size]! >= this.sizeCaps[c.size]!) {
+        if (++passed > this.maxPassed) return 'inconclusive'
+        continue
+      }
       if (++scanned > this.maxScan) return 'inconclusive'
-      // More tickets of a size than could ever fit add nothing a nearer one does not.
-      if (counts[c.size]! >= this.sizeCaps[c.size]!) continue
       let t = -Infinity
       for (const m of pool) t = Math.max(t, this.acceptTime(m, c))
       if (t > now) {
@@ -1013,11 +1029,17 @@ export class MatchIndex {
     const c = new Cursor()
     const key = { rating: u.rating - g, enqueuedAt: -Infinity, seq: -Infinity }
     let scanned = 0
+    let passed = 0
     for (let ok = this.all.seek(key, c); ok; ok = this.all.advance(c)) {
       const v = this.all.at(c)
       if (v.rating > u.rating + g) break
+      if (v === u) continue
+      // As in walk: sizes already at their cap are passed on an allowance of their own.
+      if (counts[v.size]! >= this.sizeCaps[v.size]!) {
+        if (++passed > this.maxPassed) return true
+        continue
+      }
       if (++scanned > this.maxScan) return true
-      if (v === u || counts[v.size]! >= this.sizeCaps[v.size]!) continue
       if (this.acceptTime(u, v) <= now) counts[v.size]!++
     }
     return packSizes(counts, u.size, teams, teamSize, this.partitions) !== 'impossible'

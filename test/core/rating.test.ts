@@ -4,6 +4,8 @@ import {
   conservativeRating,
   defaultRating,
   glicko2,
+  IDLE_PERIOD_MS,
+  idleRating,
   updateRatings,
   type RatedPlayer,
 } from '../../workers/core/rating.ts'
@@ -41,6 +43,32 @@ describe('glicko2', () => {
     expect(() => glicko2({ rating: NaN, rd: 100, volatility: 0.06 }, [])).toThrow(RangeError)
     expect(() => glicko2({ rating: 1500, rd: 0, volatility: 0.06 }, [])).toThrow(RangeError)
     expect(() => glicko2({ rating: 1500, rd: 100, volatility: 0 }, [])).toThrow(RangeError)
+  })
+})
+
+describe('idleRating', () => {
+  const veteran = { rating: 1700, rd: 30, volatility: 0.06 }
+
+  it('keeps a rating as it is within the first day', () => {
+    expect(idleRating(veteran, 0)).toEqual(veteran)
+    expect(idleRating(veteran, IDLE_PERIOD_MS - 1)).toEqual(veteran)
+    expect(idleRating(veteran, -5 * IDLE_PERIOD_MS)).toEqual(veteran)
+  })
+
+  it("grows the RD as a year of the paper's idle periods, one a day, would; the rating stays", () => {
+    let byPeriods = veteran
+    for (let day = 0; day < 365; day++) byPeriods = glicko2(byPeriods, [])
+    const aged = idleRating(veteran, 365 * IDLE_PERIOD_MS + 1000)
+    expect(aged.rd).toBeCloseTo(byPeriods.rd, 9)
+    // sqrt((30 / 173.7178)² + 365 × 0.06²) × 173.7178
+    expect(aged.rd).toBeCloseTo(201.37, 1)
+    expect(aged.rating).toBe(1700)
+    expect(aged.volatility).toBe(0.06)
+  })
+
+  it("never past a new player's uncertainty", () => {
+    expect(idleRating(veteran, 3650 * IDLE_PERIOD_MS).rd).toBe(350)
+    expect(idleRating(veteran, Infinity).rd).toBe(350)
   })
 })
 

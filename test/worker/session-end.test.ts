@@ -386,6 +386,57 @@ describe('the end of a game', () => {
     )
   })
 
+  it('in Neon: a player back after a year is rated with the uncertainty a year away gives (RD grown by idle days), and moves faster than one who played yesterday', async () => {
+    const [back, regular] = playerIds(2, 'idle')
+    const endedAt = Date.now()
+    const day = 86_400_000
+    const sql = pg()
+    for (const [id, ratedAt] of [
+      [back!, endedAt - 365 * day],
+      [regular!, endedAt - day / 2],
+    ] as const) {
+      await sql`insert into players (id, rating, rating_deviation, rating_volatility, rated_at)
+                values (${id}, 1700, 30, 0.06, to_timestamp(${ratedAt} / 1000.0))`
+    }
+    const store = new NeonSessionStore(env)
+    const recorded = await store.recordResult({
+      sessionId: `s_idle-${crypto.randomUUID()}`,
+      rules: 'dice-race',
+      roster: [
+        { playerId: back!, team: 0 },
+        { playerId: regular!, team: 1 },
+      ],
+      queue: null,
+      region: null,
+      createdAt: endedAt - 60_000,
+      endedAt,
+      result: {
+        placements: [
+          { playerId: back!, team: 0, place: 1 },
+          { playerId: regular!, team: 1, place: 2 },
+        ],
+        reason: 'finished',
+        winner: back!,
+      },
+    })
+    expect(recorded.recorded).toBe(true)
+    const change = (id: string) => recorded.ratingChanges.find((c) => c.playerId === id)!
+    // sqrt((30 / 173.7178)² + 365 × 0.06²) × 173.7178: a year of daily idle periods.
+    expect(change(back!).before.rd).toBeCloseTo(201.38, 1)
+    expect(change(regular!).before.rd).toBe(30)
+    const gained = change(back!).after.rating - 1700
+    const lost = 1700 - change(regular!).after.rating
+    expect(gained).toBeGreaterThan(5 * lost)
+    const stored = await ratingsOf([back!, regular!])
+    expect(stored[back!]!.rd).toBeCloseTo(change(back!).after.rd, 9)
+    // The next match counts its idle days from this one's end.
+    const rows = (await sql`select id, (extract(epoch from rated_at) * 1000)::float8 as at
+                            from players where id = any(${[back!, regular!]})`) as {
+      at: number
+    }[]
+    for (const r of rows) expect(Math.abs(r.at - endedAt)).toBeLessThan(1)
+  })
+
   it('in Neon: two racing records of one result write one row and rate once; two results both count', async () => {
     const [a, b] = playerIds(2, 'n')
     const initial = {

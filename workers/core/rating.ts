@@ -2,7 +2,8 @@
  * Player ratings: Glicko-2 (Mark Glickman, "Example of the Glicko-2 system", 2013), on the usual
  * Glicko scale (1500 / 350 / 0.06 for a new player).
  *
- * One match is one rating period. Every match shape reduces to pairwise results:
+ * One match is one rating period, and each day without one an idle period (idleRating). Every
+ * match shape reduces to pairwise results:
  * - 1v1: one result against the opponent.
  * - Free-for-all: one result against every other player (win against those placed below, loss
  *   against those placed above, draw on equal placement), all in the same period.
@@ -68,6 +69,23 @@ function clampRd(rd: number, options: Glicko2Options): number {
   const min = options.minRd ?? 30
   const max = options.maxRd ?? 350
   return Math.min(max, Math.max(min, rd))
+}
+
+/** Glicko-2's idle rating period: each day without a rated match is one. */
+export const IDLE_PERIOD_MS = 86_400_000
+
+/**
+ * A rating as it stands `idleMs` after the player's last rated match: one idle period a day, each
+ * growing the RD by the volatility as Glickman's paper prescribes for a period without games (so a
+ * veteran back after a year, RD 30, plays at RD about 200), up to `maxRd`; the rating stays.
+ * @example idleRating({ rating: 1700, rd: 30, volatility: 0.06 }, 365 * 86_400_000).rd // ≈ 201
+ */
+export function idleRating(r: Rating, idleMs: number, options: Glicko2Options = {}): Rating {
+  const periods = Math.floor(Math.max(0, idleMs) / IDLE_PERIOD_MS)
+  if (!(periods > 0)) return r
+  const phi = r.rd / SCALE
+  const rd = Math.sqrt(phi * phi + periods * r.volatility * r.volatility) * SCALE
+  return { ...r, rd: Math.max(r.rd, clampRd(rd, options)) }
 }
 
 /**

@@ -27,6 +27,11 @@ export const players = pgTable(
     rating: doublePrecision('rating').notNull().default(1500),
     ratingDeviation: doublePrecision('rating_deviation').notNull().default(350),
     ratingVolatility: doublePrecision('rating_volatility').notNull().default(0.06),
+    /**
+     * When the player's last rated match ended: the time since grows their rating deviation
+     * (Glicko-2's idle periods). Null: never rated.
+     */
+    ratedAt: timestamp('rated_at', { withTimezone: true, mode: 'date' }),
     createdAt: timestamp('created_at', { withTimezone: true, mode: 'date' })
       .notNull()
       .default(sql`now()`),

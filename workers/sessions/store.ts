@@ -1,5 +1,5 @@
 import type { GameResult, LogRecord, RosterEntry } from '../core/rules/index.ts'
-import { defaultRating, updateRatings, type RatedPlayer } from '../core/rating.ts'
+import { defaultRating, idleRating, updateRatings, type RatedPlayer } from '../core/rating.ts'
 import { getSql, pgErrorCode, type DbEnv } from '../db/client.ts'
 import { storableJsonText } from '../core/rules/json.ts'
 import { GUEST_ID_PREFIX } from '../lib/auth.ts'
@@ -186,18 +186,26 @@ export class NeonSessionStore implements SessionStore {
       const sql = getSql(this.env)
       const [rows, erasedRows] = (await sql.transaction([
         sql.query(
-          `select id, rating, rating_deviation, rating_volatility from players where id = any($1::text[])`,
+          `select id, rating, rating_deviation, rating_volatility,
+                  (extract(epoch from rated_at) * 1000)::float8 as rated_at
+             from players where id = any($1::text[])`,
           [ids],
         ),
         // Erased since the match was made (a guest: ever); one erased before it who came back
         // (an identity provider's player keeps their id) plays as a new player.
         sql.query(ERASED_SINCE, [ids, madeAt]),
       ])) as [
-        { id: string; rating: number; rating_deviation: number; rating_volatility: number }[],
+        {
+          id: string
+          rating: number
+          rating_deviation: number
+          rating_volatility: number
+          rated_at: number | null
+        }[],
         { id: string }[],
       ]
       const erased = new Set(erasedRows.map((r) => r.id))
-      const current = new Map(
+      const stored = new Map(
         rows.map((r) => [
           r.id,
           {
@@ -207,8 +215,21 @@ export class NeonSessionStore implements SessionStore {
           },
         ]),
       )
+      // Rated as they stand at the match's end: the days since their last rated match grew
+      // their uncertainty (a player back after a year moves fast to where they now are).
+      const current = new Map(
+        rows.map((r) => [
+          r.id,
+          r.rated_at === null
+            ? stored.get(r.id)!
+            : idleRating(stored.get(r.id)!, input.endedAt - Number(r.rated_at)),
+        ]),
+      )
       // The others are rated against an erased player as against a new one; theirs is not kept.
       const changes = ratingChangesFor(input.result, current).filter((c) => !erased.has(c.playerId))
+      // The write is guarded by the values read (a result of another match stored meanwhile
+      // makes it read again), which are the stored ones, not those grown by idle days.
+      const guard = changes.map((c) => stored.get(c.playerId) ?? defaultRating())
       try {
         const results = await sql.transaction([
           // Players of an identity provider appear on first use; new ones start at the defaults
@@ -231,7 +252,8 @@ export class NeonSessionStore implements SessionStore {
              upd as (
                update players p
                   set rating = u.rating, rating_deviation = u.rd, rating_volatility = u.vol,
-                      updated_at = now()
+                      updated_at = now(),
+                      rated_at = greatest(p.rated_at, to_timestamp($14 / 1000.0))
                  from unnest($6::text[], $7::float8[], $8::float8[], $9::float8[],
                              $10::float8[], $11::float8[], $12::float8[])
                       as u(id, rating, rd, vol, old_rating, old_rd, old_vol)
@@ -253,10 +275,11 @@ export class NeonSessionStore implements SessionStore {
               changes.map((c) => c.after.rating),
               changes.map((c) => c.after.rd),
               changes.map((c) => c.after.volatility),
-              changes.map((c) => c.before.rating),
-              changes.map((c) => c.before.rd),
-              changes.map((c) => c.before.volatility),
+              guard.map((r) => r.rating),
+              guard.map((r) => r.rd),
+              guard.map((r) => r.volatility),
               changes.length,
+              input.endedAt,
             ],
           ),
           sql.query(

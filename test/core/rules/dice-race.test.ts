@@ -131,7 +131,7 @@ describe('dice-race', () => {
       placements: [
         { playerId: 'a', team: 0, place: 1, score: event.kind === 'roll' ? event.position : -1 },
         { playerId: 'b', team: 1, place: 2, score: 0 },
-        { playerId: 'c', team: 2, place: 3, score: 0 },
+        { playerId: 'c', team: 2, place: 2, score: 0 },
       ],
     })
     expect(refusedWith(match, roll('a'))).toBe('game_over')
@@ -221,7 +221,7 @@ describe('dice-race', () => {
     expect(ok(beforeAbandon, absent('a')).event).toMatchObject({ winner: 'b', ended: 'forfeit' })
   })
 
-  it('places the winner, then players still in by position, then leavers; ties by turn order', () => {
+  it('places the winner, then players still in by position, then leavers; equal outcomes share a place, listed in turn order', () => {
     const p = (playerId: string, position: number, forfeited = false) => ({
       playerId,
       team: 0,
@@ -247,9 +247,9 @@ describe('dice-race', () => {
       ['c', 1],
       ['e', 2],
       ['a', 3],
-      ['d', 4],
+      ['d', 3],
       ['b', 5],
-      ['f', 6],
+      ['f', 5],
     ])
   })
 })
@@ -579,8 +579,22 @@ describe('dice-race properties', () => {
           const result = diceRace.result(after)
           if (result !== null) {
             const winners = result.placements.filter((p) => p.place === 1)
-            expect(winners).toHaveLength(1)
-            expect(new Set(result.placements.map((p) => p.place)).size).toBe(ids.length)
+            if (result.winner !== null) expect(winners).toHaveLength(1)
+            // Places go 1, 2, 2, 4…: shared only by equal outcomes (standing and position).
+            const standing = (id: string) =>
+              id === result.winner
+                ? 0
+                : after.players.find((x) => x.playerId === id)!.forfeited
+                  ? 2
+                  : 1
+            result.placements.forEach((p, k) => {
+              const prev = result.placements[k - 1]
+              const tied =
+                prev !== undefined &&
+                prev.score === p.score &&
+                standing(prev.playerId) === standing(p.playerId)
+              expect(p.place).toBe(tied ? prev.place : k + 1)
+            })
             if (result.reason === 'finished') {
               expect(
                 after.players.find((p) => p.playerId === result.winner)?.position,

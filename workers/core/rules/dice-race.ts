@@ -322,22 +322,26 @@ function onAbandon(state: DiceState): Applied<DiceState, DiceEvent> {
   }
 }
 
+/**
+ * The winner first, then players still in by position, then those who left by position. Equal
+ * outcomes (the same standing, the same position: two no-shows at 0) share a place, which the
+ * ratings count as a draw; they are listed in turn order.
+ */
 function result(state: DiceState): GameResult | null {
   if (state.ended === null) return null
+  const standing = (d: DicePlayer): number =>
+    d.playerId === state.winner ? 0 : d.forfeited ? 2 : 1
+  const outcome = (x: DicePlayer, y: DicePlayer): number =>
+    standing(x) - standing(y) || y.position - x.position
   const order = state.players
     .map((p, i) => ({ p, i }))
-    .sort((x, y) => {
-      const rank = (d: DicePlayer): number =>
-        d.playerId === state.winner ? 0 : d.forfeited ? 2 : 1
-      return rank(x.p) - rank(y.p) || y.p.position - x.p.position || x.i - y.i
-    })
+    .sort((x, y) => outcome(x.p, y.p) || x.i - y.i)
+  let place = 0
   return {
-    placements: order.map(({ p }, k) => ({
-      playerId: p.playerId,
-      team: p.team,
-      place: k + 1,
-      score: p.position,
-    })),
+    placements: order.map(({ p }, k) => {
+      if (k === 0 || outcome(order[k - 1]!.p, p) !== 0) place = k + 1
+      return { playerId: p.playerId, team: p.team, place, score: p.position }
+    }),
     reason: state.ended,
     winner: state.winner,
   }

@@ -760,10 +760,13 @@ export class Leaderboard extends DurableObject<Env> {
     boardId: string,
     config: LeaderboardConfig,
     version?: number,
+    /** The last cycle Neon has of the board (lastArchivedCycle), read by the pusher. */
+    lastCycle?: number,
   ): Promise<CycleInfo & { configVersion: number; inForce: boolean }> {
-    // A board with no cycle yet asks Neon where its numbering goes on (before anything else, so
-    // that the checks below judge the board as it is after the wait).
-    const archived = this.current ? 0 : await lastArchivedCycle(this.env, boardId)
+    // A board with no cycle yet goes on from Neon's numbering; a pusher that did not read it (a
+    // Worker of the version before) has it asked here, before anything else, so that the checks
+    // below judge the board as it is after the wait.
+    const archived = this.current ? 0 : (lastCycle ?? (await lastArchivedCycle(this.env, boardId)))
     // Pushes of two PUTs may arrive in either order: an older version than the one applied
     // changes nothing, so the board ends on Neon's last word. `configVersion` and `inForce` tell
     // the caller whether its configuration is the one in force (not: its PUT lost to a later

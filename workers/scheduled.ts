@@ -123,7 +123,12 @@ async function pushLostConfigs(env: Env): Promise<number> {
     const results = await Promise.allSettled(
       boards.map(async (b) => {
         await within(
-          boardStub(env, b.id).configure(b.id, b.config as LeaderboardConfig, b.version),
+          boardStub(env, b.id).configure(
+            b.id,
+            b.config as LeaderboardConfig,
+            b.version,
+            Number(b.lastCycle),
+          ),
           BOARD_CALL_MS,
           'config push',
         )

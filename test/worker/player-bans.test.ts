@@ -77,10 +77,12 @@ async function configureWithNeon(
     tune(inst)
     const before = Date.now()
     try {
+      // As the PUT's push: version 1, and no cycle in Neon before, read with the save.
       await inst.configure(
         board,
         BARE_CONFIG as unknown as Parameters<Leaderboard['configure']>[1],
         1,
+        0,
       )
     } finally {
       ;(inst as unknown as { env: unknown }).env = reachable

@@ -28,12 +28,19 @@ export async function lastArchivedCycle(env: DbEnv, id: string): Promise<number>
   return Number(row?.last ?? 0)
 }
 
-/** Creates or replaces a board's configuration; returns whether it was created. */
+/** lastArchivedCycle of the board of the row at hand, for a statement over `leaderboards`. */
+const lastCycleOfRow = sql<number>`(select coalesce(max(${leaderboardCycles.cycle}), 0)::int
+  from ${leaderboardCycles} where ${leaderboardCycles.leaderboardId} = ${leaderboards.id})`
+
+/**
+ * Creates or replaces a board's configuration; returns whether it was created, and (for the
+ * push) the last cycle Neon has of it, in the same statement.
+ */
 export async function saveLeaderboardConfig(
   env: DbEnv,
   id: string,
   config: LeaderboardConfig,
-): Promise<{ created: boolean; version: number }> {
+): Promise<{ created: boolean; version: number; lastCycle: number }> {
   const [row] = await getDb(env)
     .insert(leaderboards)
     .values({ id, config })
@@ -41,9 +48,9 @@ export async function saveLeaderboardConfig(
       target: leaderboards.id,
       set: { config, version: sql`${leaderboards.version} + 1`, updatedAt: sql`now()` },
     })
-    .returning({ version: leaderboards.version })
+    .returning({ version: leaderboards.version, lastCycle: lastCycleOfRow })
   const version = row?.version ?? 1
-  return { created: version === 1, version }
+  return { created: version === 1, version, lastCycle: Number(row?.lastCycle ?? 0) }
 }
 
 /**
@@ -76,7 +83,12 @@ export async function markConfigPushed(env: DbEnv, id: string, version: number):
 /** Boards whose latest configuration their object has not acknowledged, a page at a time in id order. */
 export async function unpushedConfigs(env: DbEnv, afterId: string, limit: number) {
   return getDb(env)
-    .select({ id: leaderboards.id, config: leaderboards.config, version: leaderboards.version })
+    .select({
+      id: leaderboards.id,
+      config: leaderboards.config,
+      version: leaderboards.version,
+      lastCycle: lastCycleOfRow,
+    })
     .from(leaderboards)
     .where(
       sql`${leaderboards.id} > ${afterId} and ${leaderboards.pushedVersion} < ${leaderboards.version}`,

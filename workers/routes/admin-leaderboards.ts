@@ -101,6 +101,7 @@ adminLeaderboards.openapi(putRoute, async (c) => {
       id,
       config,
       version,
+      saved.lastCycle,
     )
     // A board of the version before answers neither: it applied the push or ignored an older
     // one, as before, and is taken at its word.

@@ -28,6 +28,13 @@ async function carriesBody(c: Context<AppEnv>): Promise<boolean> {
  * resource with its body, so a PUT without one is 422: the validators would read it as `{}`,
  * which for a leaderboard is "every setting back to its default".
  */
+/**
+ * JSON media types, exactly as @hono/zod-openapi's media-type gate takes them on routes with a
+ * body schema, so that every route takes the same ones: `application/json` or a `+json` type
+ * with lowercase letters, dots and dashes before the `+`, then parameters (`; charset=utf-8`).
+ */
+const JSON_MEDIA_TYPE = /^application\/([a-z-.]+\+)?json(;\s*[a-zA-Z0-9-]+=([^;]+))*$/i
+
 export const jsonBody = (): MiddlewareHandler<AppEnv> =>
   async function jsonBody(c, next) {
     const present = await carriesBody(c)
@@ -39,7 +46,7 @@ export const jsonBody = (): MiddlewareHandler<AppEnv> =>
     }
     if (present) {
       const type = c.req.header('content-type') ?? ''
-      if (!/^application\/(?:[\w.+-]+\+)?json\s*(?:;|$)/i.test(type)) {
+      if (!JSON_MEDIA_TYPE.test(type)) {
         throw new ApiError(
           'unsupported-media-type',
           `Request bodies must be application/json, not '${type.slice(0, 100) || 'none'}'`,

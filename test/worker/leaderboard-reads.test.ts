@@ -623,19 +623,33 @@ describe('edge cache', () => {
     }
   })
 
-  it('with Redis down, reads are still served from the Durable Object', async () => {
+  it('with Redis down, a read that misses the isolate and the edge asks it, and is served from the Durable Object; so is a fresh read, whose limit Redis keeps', async () => {
     const b = await createBoard()
     await submitFor(b, 'a', { score: 1 })
-    const { callWithEnv } = await import('./helpers/http.ts')
-    const res = await callWithEnv(
-      { UPSTASH_REDIS_REST_URL: 'http://127.0.0.1:1', UPSTASH_REDIS_REST_TOKEN: 'x' },
-      `/v1/leaderboards/${b}/top`,
-      {
-        headers: { 'cache-control': 'no-cache' },
-      },
-    )
+    const down = { UPSTASH_REDIS_REST_URL: 'http://127.0.0.1:1', UPSTASH_REDIS_REST_TOKEN: 'x' }
+    const redisLookups = () => {
+      const family = localFamilies().find((f) => f.name === 'nexus_cache_lookups_total')
+      const series = (family?.series ?? []) as { labels: { layer: string }; value: number }[]
+      return series.filter((x) => x.labels.layer === 'redis').reduce((n, x) => n + x.value, 0)
+    }
+    const redisTrouble = () =>
+      counterTotal('nexus_redis_failures_total') + counterTotal('nexus_redis_skipped_total')
+    forgetIsolateReads()
+    const [lookupsBefore, troubleBefore] = [redisLookups(), redisTrouble()]
+    // A new board's first read: in no isolate's memory, nor at the edge.
+    const res = await callWithEnv(down, `/v1/leaderboards/${b}/top`)
     expect(res.status).toBe(200)
-    expect(((await res.json()) as Top).entries[0]!.playerId).toBe('a')
+    expect(res.headers.get('x-cache')).toBe('MISS')
+    expect(((await res.json()) as Top).entries.map((e) => e.playerId)).toEqual(['a'])
+    expect(redisLookups()).toBeGreaterThan(lookupsBefore)
+    expect(redisTrouble()).toBeGreaterThan(troubleBefore)
+    // A fresh read from a client address: its count is kept in Redis, which cannot count it.
+    await submitFor(b, 'b', { score: 2 })
+    const fresh = await callWithEnv(down, `/v1/leaderboards/${b}/top`, {
+      headers: { 'cache-control': 'no-cache', 'cf-connecting-ip': '203.0.113.77' },
+    })
+    expect(fresh.status).toBe(200)
+    expect(((await fresh.json()) as Top).entries.map((e) => e.playerId)).toEqual(['b', 'a'])
   })
 })
 

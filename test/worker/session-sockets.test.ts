@@ -307,6 +307,11 @@ describe('session sockets', () => {
     // The limit is per player: the other player still connects.
     const other = await connect(sessionId, tokens[players[1]!]!)
     await other.nextOf('welcome')
+    // The four still work: each answers a ping (a closed one would not).
+    for (const ws of open) {
+      ws.send({ type: 'ping' })
+      await ws.nextOf('pong')
+    }
     expect(open.every((ws) => ws.closed === null)).toBe(true)
     for (const ws of [...open, other]) ws.close()
   })

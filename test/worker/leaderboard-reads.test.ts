@@ -474,7 +474,11 @@ describe('a player and the players around them', () => {
     await call(`/v1/admin/players/${player}`, json('PUT', { name: 'Grace' }, ADMIN_KEY))
     await submitFor(b, player, { score: 3 })
     const res = await callWithEnv(
-      { NEON_LOCAL_RELAY: env.TEST_SILENT_NEON_RELAY, LOG_LEVEL: 'silent' },
+      {
+        DATABASE_URL: env.TEST_SILENT_DATABASE_URL,
+        NEON_LOCAL_RELAY: env.TEST_SILENT_NEON_RELAY,
+        LOG_LEVEL: 'silent',
+      },
       `/v1/leaderboards/${b}/top`,
       { headers: { 'cache-control': 'no-cache' } },
     )

@@ -146,7 +146,7 @@ async function holdPartyLock(
   partyId: string,
   seconds: number,
   after: { text: string; params: unknown[] }[] = [],
-): Promise<{ done: Promise<unknown> }> {
+): Promise<{ done: Promise<unknown>; contended: () => Promise<true> }> {
   const sql = pg()
   const marker = `party_lock_${crypto.randomUUID().replaceAll('-', '')}`
   const done = sql.transaction([
@@ -164,7 +164,20 @@ async function holdPartyLock(
     5000,
     'the transaction holding the party lock',
   )
-  return { done }
+  /** Resolves once another statement waits on a lock (the request racing the holder). */
+  const contended = () =>
+    until(
+      async () =>
+        (
+          await sql.query(
+            `select 1 from pg_stat_activity where state = 'active' and wait_event_type = 'Lock'
+                and pid <> pg_backend_pid()`,
+          )
+        ).length > 0 || undefined,
+      5000,
+      'a request waiting on the party lock',
+    )
+  return { done, contended }
 }
 
 /**
@@ -510,6 +523,7 @@ describe('concurrency', () => {
     // X accepts before the expiry, and waits for the lock until after it.
     expect(await inviteStillPending(party.id, x)).toBe(true)
     const accepted = accept(party.id, x)
+    await inviteY.contended()
     await inviteY.done
     const refused = await expectProblem(accepted, 404, 'not-found')
     expect(refused.detail).toContain('expired')
@@ -529,6 +543,7 @@ describe('concurrency', () => {
     // The leader invites Y before X's invite expires; the invite waits until after.
     expect(await inviteStillPending(party.id, x)).toBe(true)
     const invited = invite(party.id, leader, y)
+    await holder.contended()
     await holder.done
     expect((await invited).status).toBe(201)
   })

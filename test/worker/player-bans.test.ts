@@ -809,6 +809,18 @@ describe('banning a player from the deployment (admin)', () => {
       'the erasure under way',
     )
     const signIn = guest.login()
+    // The sign-in waits on the device's lock the erasure holds (it must not come after it).
+    await until(
+      async () =>
+        (
+          await sql.query(
+            `select 1 from pg_stat_activity where state = 'active' and wait_event_type = 'Lock'
+                and pid <> pg_backend_pid()`,
+          )
+        ).length > 0 || undefined,
+      5000,
+      'the sign-in waiting on the device lock',
+    )
     await erasing
     expect(await problem(await signIn)).toMatchObject({
       status: 403,

@@ -255,7 +255,8 @@ const brokenSockets: SocketFactory = () => {
 }
 
 /** Node's WebSocket, created only after `delayMs` (a slow mobile network's upgrade). */
-function slowSockets(delayMs: number): SocketFactory {
+/** Sockets that open only once `gate` settles (the connect held back until then). */
+function slowSockets(gate: Promise<unknown>): SocketFactory {
   return (url) => {
     const listeners: [string, (e: SocketEvent) => void][] = []
     let real: WebSocket | null = null
@@ -274,11 +275,11 @@ function slowSockets(delayMs: number): SocketFactory {
         real?.addEventListener(type, l as never)
       },
     }
-    setTimeout(() => {
+    void gate.finally(() => {
       if (closed) return
       real = new WebSocket(url)
       for (const [type, l] of listeners) real.addEventListener(type as 'message', l as never)
-    }, delayMs)
+    })
     return proxy
   }
 }
@@ -382,9 +383,11 @@ describe('matchmaking', () => {
     expect(await fellBack).toBe('http')
     let ended: unknown = null
     ta.matched.catch((e: unknown) => (ended = e))
-    // The pool cancels a socket ticket 10 s after its socket is gone unless the player is back:
-    // the wait is the server's grace running out, not a race.
-    await new Promise((resolve) => setTimeout(resolve, 12_000))
+    // The pool cancels a socket ticket a grace after its socket is gone unless the player is
+    // back: the wait is the queue's grace running out (and 2 s more), not a race.
+    const { disconnectGraceSeconds } = await a.matchmaking.info(queue)
+    expect(disconnectGraceSeconds).toBeGreaterThan(0)
+    await new Promise((resolve) => setTimeout(resolve, (disconnectGraceSeconds + 2) * 1000))
     expect(ended).toBeNull()
     expect((await a.matchmaking.stats(queue, { fresh: true })).waitingPlayers).toBe(1)
     const b = await guestClient()
@@ -682,7 +685,10 @@ describe('parties', () => {
       regions: ['eu'],
     })
     const leader = await guestClient()
-    const member = await guestClient({ WebSocket: slowSockets(3000) })
+    // The member's first socket opens once the leader's ticket has matched.
+    let leaderMatched!: () => void
+    const afterMatch = new Promise<void>((resolve) => (leaderMatched = resolve))
+    const member = await guestClient({ WebSocket: slowSockets(afterMatch) })
     const party = await leader.parties.create()
     await leader.parties.invite(party.id, member.auth.playerId!)
     await member.parties.accept(party.id)
@@ -694,6 +700,7 @@ describe('parties', () => {
     const mine = member.matchmaking.waitForParty(queue)
     const lead = await leader.matchmaking.joinWithParty(queue)
     const leaderMatch = await within(lead.matched, "the leader's match", 15_000)
+    leaderMatched()
     const memberMatch = await within(mine.matched, "the member's match", 20_000).catch(
       (e: unknown) => e,
     )

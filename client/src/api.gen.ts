@@ -408,6 +408,7 @@ export interface Paths {
         413: Schemas['Problem']
         415: Schemas['Problem']
         422: Schemas['Problem']
+        429: Schemas['Problem']
         500: Schemas['Problem']
         503: Schemas['Problem']
       }
@@ -428,6 +429,7 @@ export interface Paths {
         401: Schemas['Problem']
         403: Schemas['Problem']
         422: Schemas['Problem']
+        429: Schemas['Problem']
         500: Schemas['Problem']
         503: Schemas['Problem']
       }
@@ -448,6 +450,7 @@ export interface Paths {
         403: Schemas['Problem']
         404: Schemas['Problem']
         422: Schemas['Problem']
+        429: Schemas['Problem']
         500: Schemas['Problem']
         503: Schemas['Problem']
       }
@@ -471,6 +474,7 @@ export interface Paths {
         413: Schemas['Problem']
         415: Schemas['Problem']
         422: Schemas['Problem']
+        429: Schemas['Problem']
         500: Schemas['Problem']
         503: Schemas['Problem']
       }
@@ -491,6 +495,7 @@ export interface Paths {
         401: Schemas['Problem']
         403: Schemas['Problem']
         422: Schemas['Problem']
+        429: Schemas['Problem']
         500: Schemas['Problem']
         503: Schemas['Problem']
       }
@@ -543,6 +548,7 @@ export interface Paths {
         413: Schemas['Problem']
         415: Schemas['Problem']
         422: Schemas['Problem']
+        429: Schemas['Problem']
         500: Schemas['Problem']
         503: Schemas['Problem']
       }
@@ -588,6 +594,7 @@ export interface Paths {
         413: Schemas['Problem']
         415: Schemas['Problem']
         422: Schemas['Problem']
+        429: Schemas['Problem']
         500: Schemas['Problem']
         503: Schemas['Problem']
       }
@@ -609,6 +616,7 @@ export interface Paths {
         403: Schemas['Problem']
         404: Schemas['Problem']
         422: Schemas['Problem']
+        429: Schemas['Problem']
         500: Schemas['Problem']
         503: Schemas['Problem']
       }
@@ -647,6 +655,7 @@ export interface Paths {
         413: Schemas['Problem']
         415: Schemas['Problem']
         422: Schemas['Problem']
+        429: Schemas['Problem']
         500: Schemas['Problem']
         503: Schemas['Problem']
       }
@@ -673,6 +682,7 @@ export interface Paths {
         403: Schemas['Problem']
         404: Schemas['Problem']
         422: Schemas['Problem']
+        429: Schemas['Problem']
         500: Schemas['Problem']
         503: Schemas['Problem']
       }
@@ -704,6 +714,7 @@ export interface Paths {
         413: Schemas['Problem']
         415: Schemas['Problem']
         422: Schemas['Problem']
+        429: Schemas['Problem']
         500: Schemas['Problem']
         503: Schemas['Problem']
       }
@@ -725,6 +736,7 @@ export interface Paths {
         403: Schemas['Problem']
         404: Schemas['Problem']
         422: Schemas['Problem']
+        429: Schemas['Problem']
         500: Schemas['Problem']
         503: Schemas['Problem']
       }
@@ -751,6 +763,7 @@ export interface Paths {
         403: Schemas['Problem']
         404: Schemas['Problem']
         422: Schemas['Problem']
+        429: Schemas['Problem']
         500: Schemas['Problem']
         503: Schemas['Problem']
       }
@@ -786,6 +799,7 @@ export interface Paths {
         403: Schemas['Problem']
         404: Schemas['Problem']
         422: Schemas['Problem']
+        429: Schemas['Problem']
         500: Schemas['Problem']
         503: Schemas['Problem']
       }
@@ -891,6 +905,7 @@ export interface Paths {
         403: Schemas['Problem']
         404: Schemas['Problem']
         422: Schemas['Problem']
+        429: Schemas['Problem']
         500: Schemas['Problem']
         503: Schemas['Problem']
       }
@@ -918,6 +933,7 @@ export interface Paths {
         403: Schemas['Problem']
         404: Schemas['Problem']
         422: Schemas['Problem']
+        429: Schemas['Problem']
         500: Schemas['Problem']
         503: Schemas['Problem']
       }
@@ -980,6 +996,7 @@ export interface Paths {
         403: Schemas['Problem']
         404: Schemas['Problem']
         422: Schemas['Problem']
+        429: Schemas['Problem']
         500: Schemas['Problem']
         503: Schemas['Problem']
       }
@@ -1003,6 +1020,7 @@ export interface Paths {
         401: Schemas['Problem']
         403: Schemas['Problem']
         422: Schemas['Problem']
+        429: Schemas['Problem']
         500: Schemas['Problem']
         503: Schemas['Problem']
       }
@@ -1024,6 +1042,7 @@ export interface Paths {
         401: Schemas['Problem']
         403: Schemas['Problem']
         422: Schemas['Problem']
+        429: Schemas['Problem']
         500: Schemas['Problem']
         503: Schemas['Problem']
       }
@@ -1044,6 +1063,7 @@ export interface Paths {
         403: Schemas['Problem']
         404: Schemas['Problem']
         422: Schemas['Problem']
+        429: Schemas['Problem']
         500: Schemas['Problem']
         503: Schemas['Problem']
       }
@@ -1066,6 +1086,7 @@ export interface Paths {
         413: Schemas['Problem']
         415: Schemas['Problem']
         422: Schemas['Problem']
+        429: Schemas['Problem']
         500: Schemas['Problem']
         503: Schemas['Problem']
       }
@@ -1088,6 +1109,7 @@ export interface Paths {
         403: Schemas['Problem']
         404: Schemas['Problem']
         422: Schemas['Problem']
+        429: Schemas['Problem']
         500: Schemas['Problem']
         503: Schemas['Problem']
       }
@@ -1107,6 +1129,7 @@ export interface Paths {
         404: Schemas['Problem']
         409: Schemas['Problem']
         422: Schemas['Problem']
+        429: Schemas['Problem']
         500: Schemas['Problem']
         503: Schemas['Problem']
       }
@@ -1134,6 +1157,7 @@ export interface Paths {
         413: Schemas['Problem']
         415: Schemas['Problem']
         422: Schemas['Problem']
+        429: Schemas['Problem']
         500: Schemas['Problem']
         503: Schemas['Problem']
       }
@@ -1205,6 +1229,7 @@ export interface Paths {
         404: Schemas['Problem']
         409: Schemas['Problem']
         422: Schemas['Problem']
+        429: Schemas['Problem']
         500: Schemas['Problem']
         503: Schemas['Problem']
       }
@@ -1226,6 +1251,7 @@ export interface Paths {
         413: Schemas['Problem']
         415: Schemas['Problem']
         422: Schemas['Problem']
+        429: Schemas['Problem']
         500: Schemas['Problem']
         503: Schemas['Problem']
       }
@@ -1243,6 +1269,7 @@ export interface Paths {
         401: Schemas['Problem']
         403: Schemas['Problem']
         404: Schemas['Problem']
+        429: Schemas['Problem']
         500: Schemas['Problem']
         503: Schemas['Problem']
       }
@@ -1263,6 +1290,7 @@ export interface Paths {
         403: Schemas['Problem']
         404: Schemas['Problem']
         422: Schemas['Problem']
+        429: Schemas['Problem']
         500: Schemas['Problem']
         503: Schemas['Problem']
       }
@@ -1288,6 +1316,7 @@ export interface Paths {
         413: Schemas['Problem']
         415: Schemas['Problem']
         422: Schemas['Problem']
+        429: Schemas['Problem']
         500: Schemas['Problem']
         503: Schemas['Problem']
       }
@@ -1309,6 +1338,7 @@ export interface Paths {
         403: Schemas['Problem']
         404: Schemas['Problem']
         422: Schemas['Problem']
+        429: Schemas['Problem']
         500: Schemas['Problem']
         503: Schemas['Problem']
       }
@@ -1333,6 +1363,7 @@ export interface Paths {
         413: Schemas['Problem']
         415: Schemas['Problem']
         422: Schemas['Problem']
+        429: Schemas['Problem']
         500: Schemas['Problem']
         503: Schemas['Problem']
       }
@@ -1354,6 +1385,7 @@ export interface Paths {
         403: Schemas['Problem']
         404: Schemas['Problem']
         422: Schemas['Problem']
+        429: Schemas['Problem']
         500: Schemas['Problem']
         503: Schemas['Problem']
       }
@@ -1383,6 +1415,7 @@ export interface Paths {
         413: Schemas['Problem']
         415: Schemas['Problem']
         422: Schemas['Problem']
+        429: Schemas['Problem']
         500: Schemas['Problem']
         503: Schemas['Problem']
       }
@@ -1406,6 +1439,7 @@ export interface Paths {
         413: Schemas['Problem']
         415: Schemas['Problem']
         422: Schemas['Problem']
+        429: Schemas['Problem']
         500: Schemas['Problem']
         503: Schemas['Problem']
       }
@@ -1458,6 +1492,7 @@ export interface Paths {
         403: Schemas['Problem']
         404: Schemas['Problem']
         422: Schemas['Problem']
+        429: Schemas['Problem']
         500: Schemas['Problem']
         503: Schemas['Problem']
       }
@@ -1517,6 +1552,7 @@ export interface Paths {
         200: string
         401: Schemas['Problem']
         403: Schemas['Problem']
+        429: Schemas['Problem']
         500: Schemas['Problem']
         503: Schemas['Problem']
       }

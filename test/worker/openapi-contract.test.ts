@@ -119,4 +119,29 @@ describe('the OpenAPI document states what the code enforces', () => {
     expect((await call('/health')).status).toBe(200)
     expect((await call('/metrics')).status).toBe(401)
   })
+
+  it('every operation that reads a credential lists 429, which an address past its wrong admin keys gets on any of them', async () => {
+    const doc = await openapi()
+    const missing: string[] = []
+    let credentialed = 0
+    for (const [path, methods] of Object.entries(doc.paths)) {
+      for (const [method, op] of Object.entries(methods)) {
+        const codes = Object.keys((op as { responses?: object }).responses ?? {})
+        if (!codes.includes('401')) continue
+        credentialed++
+        if (!codes.includes('429')) missing.push(`${method.toUpperCase()} ${path}`)
+      }
+    }
+    expect(credentialed).toBeGreaterThan(30)
+    expect(missing).toEqual([])
+    // A player's own route, from an address that used up its wrong admin keys: 429.
+    const ip = `198.51.100.${Math.floor(Math.random() * 250)}`
+    const rewards = (credential: string) =>
+      call('/v1/players/me/rewards', {
+        headers: { authorization: `Bearer ${credential}`, 'cf-connecting-ip': ip },
+      })
+    let status = 0
+    for (let i = 0; i < 30 && status !== 429; i++) status = (await rewards(`guess-${i}`)).status
+    expect(status).toBe(429)
+  })
 })

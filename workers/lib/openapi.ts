@@ -161,13 +161,18 @@ export const Problem = z
  */
 const ALWAYS_POSSIBLE = [500, 503]
 
-/** A route's problem responses (the given statuses and those any route may give). */
+/**
+ * A route's problem responses (the given statuses and those any route may give). A route that
+ * reads a credential (it may answer 401) may also answer 429: a client past its allowance of
+ * wrong admin keys is refused before any key is compared, whatever the route.
+ */
 export function problemResponses(...statuses: number[]) {
   const out: Record<
     number,
     { description: string; content: Record<string, { schema: typeof Problem }> }
   > = {}
-  for (const s of [...statuses, ...ALWAYS_POSSIBLE]) {
+  const credentialed = statuses.includes(401) ? [429] : []
+  for (const s of [...statuses, ...credentialed, ...ALWAYS_POSSIBLE]) {
     out[s] = {
       description: 'A problem (RFC 9457)',
       content: { 'application/problem+json': { schema: Problem } },

@@ -108,6 +108,21 @@ describe('the OpenAPI document states what the code enforces', () => {
     expect(since.schema.description ?? since.description).toMatch(/current seq/)
   })
 
+  it("a closed cycle's cursor is described as the rank it is; the live top's stays opaque", async () => {
+    const doc = await openapi()
+    const cursorOf = (path: string) =>
+      doc.paths[path]?.get?.parameters?.find((p) => p.name === 'cursor')?.schema
+    const archived = cursorOf('/v1/leaderboards/{id}/cycles/{cycle}/top')
+    expect(archived?.pattern).toBe('^(0|[1-9][0-9]{0,9})$')
+    expect(new RegExp(archived!.pattern!).test('2147483647')).toBe(true)
+    expect(cursorOf('/v1/leaderboards/{id}/top')?.pattern).toBeUndefined()
+    // As described: leading zeros or a sign are refused.
+    for (const cursor of ['007', '-1', '1e3']) {
+      const res = await call(`/v1/leaderboards/any-board/cycles/1/top?cursor=${cursor}`)
+      expect((await problem(res)).status, cursor).toBe(422)
+    }
+  })
+
   it('the operational routes are in the document, with the statuses they answer', async () => {
     const doc = await openapi()
     const statuses = (path: string) =>

@@ -422,7 +422,18 @@ const cycleTopRoute = createRoute({
   path: '/{id}/cycles/{cycle}/top',
   summary: "A closed cycle's final standings, from the archive",
   description: '`complete` is false while the cycle is still being archived.',
-  request: { params: CycleParam, query: z.object({ limit: Limit(1000, 10), cursor: Cursor }) },
+  request: {
+    params: CycleParam,
+    query: z.object({
+      limit: Limit(1000, 10),
+      cursor: Cursor.openapi({
+        pattern: '^(0|[1-9][0-9]{0,9})$',
+        description:
+          '`nextCursor` of the page before: the last rank it held, a whole number from 0 to ' +
+          '2147483647 in plain decimal digits; anything else is 422',
+      }),
+    }),
+  },
   responses: {
     200: {
       description: 'A page of the archive',

@@ -4,6 +4,8 @@ import { describe, expect, it } from 'vitest'
 import { ADMIN_KEY, call, callWithEnv, json, newGuest, problem } from './helpers/http.ts'
 import { boardId, createBoard, fresh, pg, submitFor, type Top } from './helpers/boards.ts'
 import { forgetIsolateReads, MAX_REDIS_ANSWER_CHARS } from '../../workers/lib/read-cache.ts'
+import { getRedis } from '../../workers/lib/redis.ts'
+import { until } from './helpers/sockets.ts'
 import { localFamilies } from '../../workers/lib/metrics.ts'
 import { forgetPlayerName, playerNames } from '../../workers/leaderboards/names.ts'
 import type { Leaderboard } from '../../durable-objects/leaderboard.ts'
@@ -558,6 +560,22 @@ describe('edge cache', () => {
     const maxAge = Number(/max-age=(\d+)/.exec(res.headers.get('cache-control') ?? '')?.[1])
     expect(maxAge).toBeLessThanOrEqual(2)
     await res.body?.cancel()
+    // So does every layer that stored it: the location's cache and Redis.
+    const key = `lb:${b}:top:10:`
+    const edgeTtl = await until(async () => {
+      const hit = await caches.default.match(
+        `https://read-cache.nexus.internal/${encodeURIComponent(key)}`,
+      )
+      await hit?.body?.cancel()
+      return hit?.headers.get('x-ttl-ms') ?? undefined
+    })
+    expect(Number(edgeTtl)).toBeLessThanOrEqual(2_500)
+    const redis = getRedis(env)!
+    const redisTtl = await until(async () => {
+      const left = await redis.run('test.pttl', (r) => r.pttl(`nexus:read:${key}`))
+      return left !== undefined && left > 0 ? left : undefined
+    })
+    expect(redisTtl).toBeLessThanOrEqual(2_500)
   })
 
   it('an early refresh chosen at one layer goes to the board, not to the same answer one layer down', async () => {

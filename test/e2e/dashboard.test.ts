@@ -170,6 +170,11 @@ describe('dashboard in Chromium', () => {
       })
       .toBeGreaterThan(first)
     await page.locator('#chart-rate svg path').waitFor()
+    // The line rises off zero: some point sits above the baseline (y = 128 in the 150-high chart).
+    const d = (await page.getAttribute('#chart-rate svg path', 'd')) ?? ''
+    const ys = [...d.matchAll(/[ML][\d.]+,([\d.]+)/g)].map((m) => Number(m[1]))
+    expect(ys.length).toBeGreaterThanOrEqual(2)
+    expect(Math.min(...ys)).toBeLessThan(128)
     const route = page.locator('#routes tbody tr', { hasText: 'GET /v1/leaderboards/:id/top' })
     const requests = Number((await route.locator('td').nth(1).textContent())!.replace(/,/g, ''))
     expect(requests).toBeGreaterThanOrEqual(20)

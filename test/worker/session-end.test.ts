@@ -435,6 +435,31 @@ describe('the end of a game', () => {
       at: number
     }[]
     for (const r of rows) expect(Math.abs(r.at - endedAt)).toBeLessThan(1)
+    // A player rated before rated_at existed counts from their row's last change.
+    const [legacy] = playerIds(1, 'legacy')
+    await sql`insert into players (id, rating, rating_deviation, rating_volatility, updated_at)
+              values (${legacy!}, 1700, 30, 0.06, to_timestamp(${endedAt - 365 * day} / 1000.0))`
+    const again = await store.recordResult({
+      sessionId: `s_idle-${crypto.randomUUID()}`,
+      rules: 'dice-race',
+      roster: [
+        { playerId: legacy!, team: 0 },
+        { playerId: regular!, team: 1 },
+      ],
+      queue: null,
+      region: null,
+      createdAt: endedAt - 60_000,
+      endedAt,
+      result: {
+        placements: [
+          { playerId: legacy!, team: 0, place: 1 },
+          { playerId: regular!, team: 1, place: 2 },
+        ],
+        reason: 'finished',
+        winner: legacy!,
+      },
+    })
+    expect(again.ratingChanges.find((c) => c.playerId === legacy)!.before.rd).toBeCloseTo(201.38, 1)
   })
 
   it('in Neon: two racing records of one result write one row and rate once; two results both count', async () => {

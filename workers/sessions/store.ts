@@ -186,8 +186,13 @@ export class NeonSessionStore implements SessionStore {
       const sql = getSql(this.env)
       const [rows, erasedRows] = (await sql.transaction([
         sql.query(
+          // A player rated before rated_at existed (or by a Worker of the version before, after
+          // the migration) is taken as rated at their row's last change: an admin's later rename
+          // makes that later, so their deviation grows less than it should, never more.
           `select id, rating, rating_deviation, rating_volatility,
-                  (extract(epoch from rated_at) * 1000)::float8 as rated_at
+                  (extract(epoch from coalesce(rated_at,
+                     case when rating_deviation < 350 then updated_at end)) * 1000)::float8
+                    as rated_at
              from players where id = any($1::text[])`,
           [ids],
         ),

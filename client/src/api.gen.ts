@@ -180,7 +180,7 @@ export interface Schemas {
     subscore?: number
     /** A JSON object or null: at most 4096 bytes (UTF-8 of its JSON) and at most the board's `metadataMaxBytes` (default 512), nested at most 8 levels (the object itself is the first), top-level keys of at most 64 characters (UTF-16 code units), none of them "__proto__", and no NUL or unpaired UTF-16 surrogate in any string or key */
     metadata?: Record<string, unknown> | null
-    /** Only with the admin key: the player a game server submits for */
+    /** Only with the admin key: the player a game server submits for (not `me`) */
     playerId?: string
   }
   TopPage: {

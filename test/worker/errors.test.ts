@@ -2,6 +2,7 @@ import { NeonDbError } from '@neondatabase/serverless'
 import { env } from 'cloudflare:workers'
 import { describe, expect, it, vi } from 'vitest'
 import { createApp } from '../../workers/app.ts'
+import { issuePlayerToken } from '../../workers/lib/auth.ts'
 import {
   getSql,
   isDatabaseUnreachable,
@@ -263,6 +264,13 @@ describe('the error funnel renders RFC 9457 problems', () => {
     expect(submit.body.errors).toEqual([expect.objectContaining({ path: 'playerId' })])
     const top = (await (await call(`/v1/leaderboards/${board}/top`)).json()) as { total: number }
     expect(top.total).toBe(0)
+    // Routes that only look a player up still reach one (a row written before this rule).
+    const ban = await problem(await call('/v1/admin/players/me/ban', bearer(ADMIN_KEY)))
+    expect(ban).toMatchObject({ status: 404, type: 'urn:nexus:problem:not-found' })
+    // And a token whose subject is `me` (an identity provider's) is no credential.
+    const { token } = await issuePlayerToken(env, 'me')
+    const mine = await problem(await call('/v1/players/me/rewards', bearer(token)))
+    expect(mine).toMatchObject({ status: 401, type: 'urn:nexus:problem:unauthorized' })
   })
 
   it('500 without internals for an unexpected error, with a request id to find it in logs', async () => {

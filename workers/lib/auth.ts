@@ -461,7 +461,8 @@ export const GUEST_ID_PREFIX = 'g_'
 
 function playerIdFrom(payload: JWTPayload): string {
   const sub = payload.sub
-  if (!sub || sub.length > MAX_PLAYER_ID_LENGTH || !isPrintable(sub)) {
+  // `me` names the caller in this API's paths: such a player could not read their own standing.
+  if (!sub || sub.length > MAX_PLAYER_ID_LENGTH || !isPrintable(sub) || sub === 'me') {
     throw new ApiError('unauthorized', 'The token subject is not a valid player id')
   }
   return sub

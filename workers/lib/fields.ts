@@ -68,25 +68,33 @@ export const DisplayName = z
   .string()
   .trim()
   .min(1)
-  // Whatever the characters, at most 4 × 64 UTF-8 bytes; a lone surrogate is refused below.
-  .max(128)
+  // 64 code points are at most 128 UTF-16 units: longer is refused before it is counted.
+  .max(128, 'at most 64 characters')
   .refine((s) => [...s].length <= 64, 'at most 64 characters')
   .refine(storableText, NOT_STORABLE_REASON)
   .refine((s) => !CONTROL.test(s), 'names must not contain control characters')
   .refine((s) => VISIBLE.test(s), 'names must contain a visible character')
   .openapi({ minLength: 1, maxLength: 64 })
 
-/**
- * Player ids: opaque, printable, bounded; never `me`, which names the caller in this API's paths
- * (a player `me` could not have their own standing, history or party membership read).
- */
+/** Player ids: opaque, printable, bounded. */
 export const PlayerId = z
   .string()
   .min(1)
   .max(128)
   .regex(/^[\x21-\x7e]+$/, 'printable ASCII without spaces')
-  .refine((id) => id !== 'me', '"me" names the caller, not a player')
   .openapi({ example: 'g_3f2a9c1e-7b1d-4c55-9e0a-1c3b5d7f9a2b' })
+
+/**
+ * A player id where a game server or an admin may bring a player into being (a submission, a
+ * create, a join or a session for them): never `me`, which names the caller in this API's paths,
+ * so a player `me` could not have their own standing or history read. (Tokens with the subject
+ * `me` are refused too.) Routes that only look a player up take any PlayerId, so a row of the
+ * version before is still reachable.
+ */
+export const NewPlayerId = PlayerId.refine(
+  (id) => id !== 'me',
+  '"me" names the caller, not a player',
+)
 
 /** Names of resources chosen by admins (leaderboards, queues): URL-safe and bounded. */
 export const ResourceId = z

@@ -4,7 +4,7 @@ import { forgetPlayerName } from '../leaderboards/names.ts'
 import { boardStub } from '../leaderboards/stub.ts'
 import { log } from '../lib/log.ts'
 import { createRoute, newRouter, problemResponses } from '../lib/openapi.ts'
-import { DisplayName, PlayerId, ResourceId } from '../lib/fields.ts'
+import { DisplayName, NewPlayerId, PlayerId, ResourceId } from '../lib/fields.ts'
 import { ApiError } from '../lib/problem.ts'
 import { GUEST_ID_PREFIX } from '../lib/auth.ts'
 import { requireAdmin } from '../middleware/auth.ts'
@@ -45,7 +45,7 @@ const putPlayerRoute = createRoute({
     "use). 409 for an erased guest's id: a guest's id never comes back.",
   middleware: [requireAdmin()] as const,
   request: {
-    params: z.object({ playerId: PlayerId }),
+    params: z.object({ playerId: NewPlayerId }),
     body: { content: { 'application/json': { schema: PlayerUpdate } }, required: true },
   },
   responses: {

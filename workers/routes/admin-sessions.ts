@@ -2,7 +2,13 @@ import { z } from '@hono/zod-openapi'
 import { getRules, optionsRefusal, RULES_OPTIONS_LIMITS, rulesNames } from '../core/rules/index.ts'
 import { loadLeaderboardConfig } from '../leaderboards/config-store.ts'
 import { createRoute, newRouter, problemResponses } from '../lib/openapi.ts'
-import { boundedJson, IdempotencyKey, objectRecord, PlayerId, ResourceId } from '../lib/fields.ts'
+import {
+  boundedJson,
+  IdempotencyKey,
+  NewPlayerId,
+  objectRecord,
+  ResourceId,
+} from '../lib/fields.ts'
 import { ApiError } from '../lib/problem.ts'
 import { keyedDigest } from '../lib/auth.ts'
 import { issueSessionToken } from '../lib/session-token.ts'
@@ -21,7 +27,7 @@ const CreateSession = z
       .array(
         z
           .object({
-            playerId: PlayerId,
+            playerId: NewPlayerId,
             team: z.number().int().min(0).max(MAX_ROSTER).optional().openapi({
               description: 'Team index; default: the player’s position (everyone for themselves)',
             }),

@@ -2,7 +2,7 @@ import { z } from '@hono/zod-openapi'
 import { parseSchedule } from '../core/cycle.ts'
 import { overlappingTiers } from '../core/leaderboard.ts'
 import { decimalInt } from '../lib/openapi.ts'
-import { boundedJson, DisplayName, objectRecord, PlayerId, ResourceId } from '../lib/fields.ts'
+import { boundedJson, DisplayName, NewPlayerId, objectRecord, ResourceId } from '../lib/fields.ts'
 
 /** No score anywhere may exceed this magnitude; boards narrow it with scoreMin/scoreMax. */
 export const SCORE_LIMIT = 1e15
@@ -143,8 +143,8 @@ export const ScoreSubmission = z
     }),
     subscore: Score.default(0),
     metadata: NullableMetadata,
-    playerId: PlayerId.optional().openapi({
-      description: 'Only with the admin key: the player a game server submits for',
+    playerId: NewPlayerId.optional().openapi({
+      description: 'Only with the admin key: the player a game server submits for (not `me`)',
     }),
   })
   .strict()
@@ -152,7 +152,7 @@ export const ScoreSubmission = z
 
 export const ImportEntry = z
   .object({
-    playerId: PlayerId,
+    playerId: NewPlayerId,
     score: Score,
     subscore: Score.default(0),
     metadata: NullableMetadata,

@@ -22,7 +22,7 @@ import {
 import { isDatabaseUnreachable, isTransientDatabaseError } from '../db/client.ts'
 import { errorFields, log } from '../lib/log.ts'
 import { BEARER_OR_QUERY_TOKEN, createRoute, newRouter, problemResponses } from '../lib/openapi.ts'
-import { IdempotencyKey, PlayerId, ResourceId } from '../lib/fields.ts'
+import { IdempotencyKey, NewPlayerId, ResourceId } from '../lib/fields.ts'
 import { bannedJoinDetail } from '../players/bans.ts'
 import { ApiError, apiErrorFrom } from '../lib/problem.ts'
 import { issueSessionToken } from '../lib/session-token.ts'
@@ -329,7 +329,7 @@ const JoinBody = z
         'of the party the caller leads (any order); with the admin key: any players',
     }),
     attributes: TicketAttributes.optional(),
-    playerId: PlayerId.optional().openapi({
+    playerId: NewPlayerId.optional().openapi({
       description: 'With the admin key: the leader (a game server joining for its players)',
     }),
   })

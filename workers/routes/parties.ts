@@ -3,7 +3,7 @@ import type { Context } from 'hono'
 import type { AppEnv } from '../app-env.ts'
 import { INVITE_TTL_SECONDS, MAX_PARTY_SIZE } from '../core/party.ts'
 import { createRoute, newRouter, problemResponses } from '../lib/openapi.ts'
-import { PlayerId } from '../lib/fields.ts'
+import { NewPlayerId, PlayerId } from '../lib/fields.ts'
 import { ApiError } from '../lib/problem.ts'
 import { playerId, requirePlayer } from '../middleware/auth.ts'
 import { noBodyFields } from '../middleware/json-body.ts'
@@ -135,7 +135,7 @@ partyRoutes.openapi(getPartyRoute, async (c) => {
 const InviteBody = z
   .object({
     // `me` names the caller in this API's paths: a member called `me` could not be removed.
-    playerId: PlayerId.openapi({
+    playerId: NewPlayerId.openapi({
       description: 'The player to invite; not `me`, which names the caller in paths',
     }),
   })

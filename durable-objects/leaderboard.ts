@@ -886,6 +886,21 @@ export class Leaderboard extends DurableObject<Env> {
   }
 
   /**
+   * A read's rollover. A freeze its storage refuses (full) is logged and the read served from the
+   * cycle storage holds, rather than failed: the alarm and the next write try the freeze again.
+   */
+  private async rolloverForRead(): Promise<void> {
+    let rolled: boolean
+    try {
+      rolled = this.rollover(this.now())
+    } catch (err) {
+      log('error', 'cycle not rolled over for a read', { actor: this.actor, ...errorFields(err) })
+      return
+    }
+    if (rolled) await this.scheduleAlarm()
+  }
+
+  /**
    * A cycle nobody entered is not closed at its boundary: closing it would archive nothing and
    * pay nobody, yet leave a close row here and a cycle row in Neon for every period an idle board
    * sits through (288 a day for a `5m` board, forever). It keeps its number and starts over in
@@ -1692,7 +1707,7 @@ export class Leaderboard extends DurableObject<Env> {
   ): Promise<{ config: LeaderboardConfig; cycle: CycleInfo } | BoardProblem> {
     const unknown = await this.ensureConfigured(boardId)
     if (unknown) return unknown
-    if (this.rollover(this.now())) await this.scheduleAlarm()
+    await this.rolloverForRead()
     return { config: this.config!, cycle: this.cycleInfo() }
   }
 
@@ -1719,7 +1734,7 @@ export class Leaderboard extends DurableObject<Env> {
   > {
     const unknown = await this.ensureConfigured(boardId)
     if (unknown) return unknown
-    if (this.rollover(this.now())) await this.scheduleAlarm()
+    await this.rolloverForRead()
     const cur = this.current!
     let walk: BoardCursor = { cycle: cur.cycle, snapshot: this.seq, lastRank: 0, key: null }
     if (cursor !== null) {
@@ -1849,7 +1864,7 @@ export class Leaderboard extends DurableObject<Env> {
   ): Promise<Reply<{ cycle: number; entry: BoardEntry | null; total: number }>> {
     const unknown = await this.ensureConfigured(boardId)
     if (unknown) return unknown
-    if (this.rollover(this.now())) await this.scheduleAlarm()
+    await this.rolloverForRead()
     const row = one<RankKey & { metadata: string | null }>(
       this.sql,
       `SELECT score, subscore, seq, metadata FROM entries WHERE cycle = ? AND player_id = ?`,
@@ -1880,7 +1895,7 @@ export class Leaderboard extends DurableObject<Env> {
   ): Promise<Reply<{ cycle: number; entries: BoardEntry[]; total: number }>> {
     const unknown = await this.ensureConfigured(boardId)
     if (unknown) return unknown
-    if (this.rollover(this.now())) await this.scheduleAlarm()
+    await this.rolloverForRead()
     const key = this.standingOf(playerId)
     if (!key) {
       return refuse(
@@ -2328,17 +2343,20 @@ export class Leaderboard extends DurableObject<Env> {
       // Each job runs whatever the one before did: a freeze its storage refuses (full) must not
       // hold back the archive and the sweep, the jobs that free storage.
       let failure: unknown = null
-      const jobs: (() => unknown)[] = [
-        () => this.rollover(now),
-        () => this.runArchive(),
-        () => this.sweep(now),
-        () => this.forgetErasures(now),
-        () => this.catchUp(this.catchUpPagesPerRun),
+      const jobs: [string, () => unknown][] = [
+        ['rollover', () => this.rollover(now)],
+        ['archive', () => this.runArchive()],
+        ['sweep', () => this.sweep(now)],
+        ['forget erasures', () => this.forgetErasures(now)],
+        ['catch up', () => this.catchUp(this.catchUpPagesPerRun)],
       ]
-      for (const job of jobs) {
+      for (const [job, run] of jobs) {
         try {
-          await job()
+          await run()
         } catch (err) {
+          // Each failure is told, with its job: the first alone would hide another's (Neon down
+          // for the archive while every freeze fails for a full storage).
+          log('error', 'alarm job failed', { actor: this.actor, job, ...errorFields(err) })
           failure ??= err
         }
       }

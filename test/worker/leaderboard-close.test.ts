@@ -1015,6 +1015,10 @@ describe('cycles close on schedule', () => {
       await inst.alarm()
     })
     expect(await status(board, 1)).toMatchObject({ state: 'done', archived: 1 })
+    // Reads are served meanwhile, from the cycle storage holds.
+    const page = await fresh<Top>(`/v1/leaderboards/${board}/top`)
+    expect(page).toMatchObject({ cycle: 2 })
+    expect(page.entries.map((e) => e.playerId)).toEqual(['c', 'b'])
     // With room again, the next run freezes cycle 2 by its schedule, b and c in it.
     writesBack()
     await runInDurableObject(stub(board), (inst: Leaderboard) => inst.alarm())

@@ -246,6 +246,45 @@ function runUnfillable(shape: Shape, seed: number): UnfillableRow {
   }
 }
 
+/**
+ * A crowd of one party size at one rating (new players all at the default 1500, queueing in
+ * parties of 3 for 5v5: at most two such parties fit a match), then solos joining one by one at
+ * the same rating, each join followed by `findMatches(now)`. Every fourth solo completes a match
+ * with two of the parties; a search must get past the crowd to the solos.
+ */
+const CROWD = 5_000
+const CROWD_JOINS = 1_000
+
+interface CrowdRow {
+  sweepMs: number
+  p50: number
+  p99: number
+  matches: number
+}
+
+function runCrowd(): CrowdRow {
+  const index = new MatchIndex({ teams: 2, teamSize: 5, ...base })
+  const at1500 = (id: string, size: number, enqueuedAt: number): Ticket => ({
+    id,
+    players: Array.from({ length: size }, (_, k) => ({ playerId: `${id}-${k}`, rating: 1500 })),
+    enqueuedAt,
+  })
+  for (let i = 0; i < CROWD; i++) index.add(at1500(`crowd-${i}`, 3, NOW - 120_000 + i))
+  let t0 = performance.now()
+  let matches = index.findMatches(NOW).length
+  const sweepMs = performance.now() - t0
+  const samples: number[] = []
+  for (let i = 0; i < CROWD_JOINS; i++) {
+    const now = NOW + (i + 1) * STEP_MS
+    index.add(at1500(`solo-${i}`, 1, now))
+    t0 = performance.now()
+    matches += index.findMatches(now).length
+    samples.push(performance.now() - t0)
+  }
+  samples.sort((a, b) => a - b)
+  return { sweepMs, p50: percentile(samples, 0.5), p99: percentile(samples, 0.99), matches }
+}
+
 function main(): void {
   const rows: Row[] = []
   SHAPES.forEach((shape, i) => {
@@ -254,6 +293,7 @@ function main(): void {
     process.stdout.write(`${shape.name}: done\n`)
   })
   const unfillable = UNFILLABLE.map((shape, i) => runUnfillable(shape, 142 + i))
+  const crowd = runCrowd()
 
   const lines: string[] = []
   lines.push('# MatchIndex benchmark')
@@ -318,6 +358,21 @@ function main(): void {
       '(2026-12-02, the previous `workers/core/matching.ts` on the same machine, 100 joins after a ' +
       'warm-up), every join had each ticket that accepted the newcomer walk its whole window: 17.5 ' +
       'ms at p50 per join for 4 teams of 16 and 10.2 ms for 2 teams of 4, with 400 to 510 waiting.',
+  )
+  lines.push('')
+  lines.push('## A crowd of one party size at one rating')
+  lines.push('')
+  lines.push(
+    `5v5, ${CROWD.toLocaleString('en-US')} parties of 3 waiting, every player at 1500 (at most two ` +
+      `such parties fit a match), then ${CROWD_JOINS.toLocaleString('en-US')} solos at 1500, one ` +
+      `every ${STEP_MS} ms, each followed by \`findMatches(now)\`. Every fourth solo makes a match ` +
+      'with two parties, if a search gets past the crowd to the solos.',
+  )
+  lines.push('')
+  lines.push('| first sweep | join + findMatches: p50 | p99 | matches made | of possible |')
+  lines.push('| ---: | ---: | ---: | ---: | ---: |')
+  lines.push(
+    `| ${ms(crowd.sweepMs)} ms | ${us(crowd.p50)} µs | ${us(crowd.p99)} µs | ${crowd.matches} | ${Math.floor(CROWD_JOINS / 4)} |`,
   )
   const report = lines.join('\n') + '\n'
   process.stdout.write('\n' + report)

@@ -432,8 +432,9 @@ class Heap {
 type SearchResult = { members: Entry[]; bins: Entry[][] } | 'none' | 'inconclusive' | 'unfillable'
 
 /**
- * A search passes over this many tickets of a size already at its cap for each it may check
- * (`maxScan`): passing one is an array lookup, checking one weighs it against every ticket taken.
+ * A search (its walks and couldFill together) passes over this many tickets of a size already at
+ * its cap for each one a walk may check (`maxScan`): passing one is an array lookup, checking one
+ * weighs it against every ticket taken.
  */
 const PASSED_PER_SCANNED = 16
 
@@ -497,6 +498,8 @@ export class MatchIndex {
   private readonly maxScan: number
   /** Most tickets of a size at its cap one search passes over (see walk). */
   private readonly maxPassed: number
+  /** What is left of the search under way's allowance of passes (maxPassed). */
+  private passesLeft = 0
   private readonly retryMs: number
   private readonly retries: number
   private readonly partitions: number[][]
@@ -917,6 +920,9 @@ export class MatchIndex {
    */
   private search(u: Entry, now: number): SearchResult {
     this.revisit = Infinity
+    // One allowance for the whole search, its walks and couldFill alike: a crowd passed over
+    // once per walk would cost each search ten passes over it.
+    this.passesLeft = this.maxPassed
     if (!this.canFill(u.size)) return 'unfillable'
     const first = this.walk(u, now, NO_SKIP)
     if (first !== 'none' || this.blocked.length === 0 || this.retries <= 0) return first
@@ -968,7 +974,6 @@ export class MatchIndex {
     let lo = u.rating - ur0
     let hi = u.rating + ur0
     let scanned = 0
-    let passed = 0
     const walk = new Outward(this.all, u)
     while (walk.next()) {
       const c = walk.entry!
@@ -991,7 +996,7 @@ export class MatchIndex {
       // own: a crowd of one party size (new players, all at the default rating) must not use up
       // the search before the tickets that would complete a match behind it.
       if (counts[c.size]! >= this.sizeCaps[c.size]!) {
-        if (++passed > this.maxPassed) return 'inconclusive'
+        if (--this.passesLeft < 0) return 'inconclusive'
         continue
       }
       if (++scanned > this.maxScan) return 'inconclusive'
@@ -1029,14 +1034,13 @@ export class MatchIndex {
     const c = new Cursor()
     const key = { rating: u.rating - g, enqueuedAt: -Infinity, seq: -Infinity }
     let scanned = 0
-    let passed = 0
     for (let ok = this.all.seek(key, c); ok; ok = this.all.advance(c)) {
       const v = this.all.at(c)
       if (v.rating > u.rating + g) break
       if (v === u) continue
       // As in walk: sizes already at their cap are passed on an allowance of their own.
       if (counts[v.size]! >= this.sizeCaps[v.size]!) {
-        if (++passed > this.maxPassed) return true
+        if (--this.passesLeft < 0) return true
         continue
       }
       if (++scanned > this.maxScan) return true

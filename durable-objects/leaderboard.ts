@@ -707,12 +707,8 @@ export class Leaderboard extends DurableObject<Env> {
     }
     this.ensureSchema()
     let stored: Awaited<ReturnType<typeof loadLeaderboardConfig>>
-    let archived = 0
     try {
-      ;[stored, archived] = await Promise.all([
-        loadLeaderboardConfig(this.env, boardId),
-        this.current ? 0 : lastArchivedCycle(this.env, boardId),
-      ])
+      stored = await loadLeaderboardConfig(this.env, boardId)
     } catch (err) {
       // Thrown, it would cross the RPC as a plain error and answer 500.
       if (!isDatabaseUnreachable(err)) throw err
@@ -730,7 +726,7 @@ export class Leaderboard extends DurableObject<Env> {
     // A call that found no board (its read came back before the board's PUT committed) may have
     // dropped the empty schema while this one waited.
     this.ensureSchema()
-    this.configureNow(boardId, stored.config, this.now(), stored.version, archived)
+    this.configureNow(boardId, stored.config, this.now(), stored.version, stored.lastCycle)
     await this.catchUp(Infinity)
     // As a pushed configuration does: the cycle's end wakes the board, whoever calls next.
     await this.scheduleAlarm()

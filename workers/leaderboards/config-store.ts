@@ -3,16 +3,33 @@ import type { LeaderboardConfig } from '../core/leaderboard.ts'
 import { getDb, type Db, type DbEnv } from '../db/client.ts'
 import { leaderboardCycles, leaderboards } from '../db/schema.ts'
 
-/** The stored configuration of a board, or null if there is no such board. */
+/** lastArchivedCycle of the board of the row at hand, for a statement over `leaderboards`. */
+const lastCycleOfRow = sql<number>`(select coalesce(max(${leaderboardCycles.cycle}), 0)::int
+  from ${leaderboardCycles} where ${leaderboardCycles.leaderboardId} = ${leaderboards.id})`
+
+/**
+ * The stored configuration of a board, or null if there is no such board; with the last cycle
+ * Neon has of it (lastArchivedCycle), for a board's object that has none of its own.
+ */
 export async function loadLeaderboardConfig(
   env: DbEnv,
   id: string,
-): Promise<{ config: LeaderboardConfig; version: number } | null> {
+): Promise<{ config: LeaderboardConfig; version: number; lastCycle: number } | null> {
   const [row] = await getDb(env)
-    .select({ config: leaderboards.config, version: leaderboards.version })
+    .select({
+      config: leaderboards.config,
+      version: leaderboards.version,
+      lastCycle: lastCycleOfRow,
+    })
     .from(leaderboards)
     .where(eq(leaderboards.id, id))
-  return row ? { config: row.config as LeaderboardConfig, version: row.version } : null
+  return row
+    ? {
+        config: row.config as LeaderboardConfig,
+        version: row.version,
+        lastCycle: Number(row.lastCycle),
+      }
+    : null
 }
 
 /**
@@ -27,10 +44,6 @@ export async function lastArchivedCycle(env: DbEnv, id: string): Promise<number>
     .where(eq(leaderboardCycles.leaderboardId, id))
   return Number(row?.last ?? 0)
 }
-
-/** lastArchivedCycle of the board of the row at hand, for a statement over `leaderboards`. */
-const lastCycleOfRow = sql<number>`(select coalesce(max(${leaderboardCycles.cycle}), 0)::int
-  from ${leaderboardCycles} where ${leaderboardCycles.leaderboardId} = ${leaderboards.id})`
 
 /**
  * Creates or replaces a board's configuration; returns whether it was created, and (for the

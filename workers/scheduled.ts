@@ -23,6 +23,12 @@ const cronRuns = counter(
 
 const PAGE = 200
 /**
+ * Unpushed board configurations a page reads: each carries its reward tiers (up to about 55 KB,
+ * more once escaped for the answer), and 200 of those would pass the 10 MB Neon answers to the
+ * HTTP driver, failing that first page, and so every lost push, on every run.
+ */
+const CONFIG_PAGE = 20
+/**
  * How far back a run looks for boundaries when it cannot read the trigger's schedule: a run by
  * hand, or a trigger whose day fields are not `*`.
  */
@@ -119,7 +125,7 @@ const BOARD_CALL_MS = 20_000
  */
 async function pushLostConfigs(env: Env): Promise<number> {
   let pushed = 0
-  await forEachPage(unpushedConfigs, env, async (boards) => {
+  await forEachPage(unpushedConfigs, env, CONFIG_PAGE, async (boards) => {
     const results = await Promise.allSettled(
       boards.map(async (b) => {
         await within(
@@ -152,7 +158,7 @@ async function pushLostConfigs(env: Env): Promise<number> {
  */
 async function pushLostQueueConfigs(env: Env): Promise<number> {
   let pushed = 0
-  await forEachPage(unpushedQueues, env, async (page) => {
+  await forEachPage(unpushedQueues, env, PAGE, async (page) => {
     const results = await Promise.allSettled(
       page.map(async (q) => {
         const outcomes = await Promise.allSettled(
@@ -207,7 +213,7 @@ async function pokeBoards(
 ): Promise<{ poked: number; nudged: number }> {
   const poked = new Set<string>()
   let nudged = 0
-  await forEachPage(scheduledBoards, env, async (boards) => {
+  await forEachPage(scheduledBoards, env, PAGE, async (boards) => {
     const due = boards.filter((b) => {
       const schedule = parseSchedule(b.cycle)
       if ('error' in schedule) return false
@@ -220,7 +226,7 @@ async function pokeBoards(
       poked,
     )
   })
-  await forEachPage(boardsArchiving, env, async (boards) => {
+  await forEachPage(boardsArchiving, env, PAGE, async (boards) => {
     nudged += await tickBoards(
       env,
       boards.map((b) => b.id).filter((id) => !poked.has(id)),
@@ -237,12 +243,13 @@ async function pokeBoards(
 async function forEachPage<T extends { id: string }>(
   read: (env: Env, after: string, limit: number) => Promise<T[]>,
   env: Env,
+  size: number,
   each: (page: T[]) => Promise<void>,
 ): Promise<void> {
   for (let after = ''; ;) {
-    const page = await read(env, after, PAGE)
+    const page = await read(env, after, size)
     await each(page)
-    if (page.length < PAGE) return
+    if (page.length < size) return
     after = page[page.length - 1]!.id
   }
 }

@@ -9,6 +9,8 @@ import {
 } from '../workers/core/cycle.ts'
 import {
   applySubmission,
+  ARCHIVE_SPREAD_MS,
+  archiveDelayMs,
   IDEMPOTENCY_TTL_MS,
   lastRewardedRank,
   rewardFor,
@@ -402,6 +404,8 @@ export class Leaderboard extends DurableObject<Env> {
   private catchUpPending = false
   /** Rows read from Neon per statement, and statements per run, of a catch-up (tests lower them). */
   catchUpPageSize = CATCH_UP_PAGE_SIZE
+  /** The spread of scheduled closes' archive starts (archiveDelayMs); tests set 0. */
+  archiveSpreadMs = ARCHIVE_SPREAD_MS
   catchUpPagesPerRun = CATCH_UP_PAGES_PER_RUN
   /** Replaceable so tests can inject faults between pages; production always writes to Neon. */
   archiveWriter: ArchiveWriter
@@ -958,9 +962,15 @@ export class Leaderboard extends DurableObject<Env> {
     const config = this.config!
     const schedule = this.schedule!
     this.ctx.storage.transactionSync(() => {
+      // A scheduled close starts its archive a little after the boundary, by the board's id
+      // (archiveDelayMs); an admin's close at once.
+      const firstAttempt =
+        reason === 'manual'
+          ? 0
+          : now + archiveDelayMs(this.boardId ?? '', this.archiveSpreadMs, endsAt - cur.startsAt)
       this.sql.exec(
-        `INSERT OR IGNORE INTO closes (cycle, starts_at, ends_at, sort_order, rewards, entries, state, closed_at, reason)
-         VALUES (?, ?, ?, ?, ?, ?, 'archiving', ?, ?)`,
+        `INSERT OR IGNORE INTO closes (cycle, starts_at, ends_at, sort_order, rewards, entries, state, closed_at, reason, next_attempt_at)
+         VALUES (?, ?, ?, ?, ?, ?, 'archiving', ?, ?, ?)`,
         cur.cycle,
         cur.startsAt,
         endsAt,
@@ -969,6 +979,7 @@ export class Leaderboard extends DurableObject<Env> {
         entries,
         now,
         reason,
+        firstAttempt,
       )
       this.current = this.cycleFrom(
         cur.cycle + 1,

@@ -17,6 +17,7 @@ import { replaceMethod } from './helpers/replace-method.ts'
 import { CYCLE_REWARDS_PAGE } from '../../workers/routes/admin-leaderboards.ts'
 import { localFamilies } from '../../workers/lib/metrics.ts'
 import { canonicalJson } from '../../workers/lib/canonical-json.ts'
+import { ARCHIVE_SPREAD_MS, archiveDelayMs } from '../../workers/core/leaderboard.ts'
 
 const N = 10_000
 const REWARDS = [
@@ -1024,6 +1025,42 @@ describe('cycles close on schedule', () => {
     await runInDurableObject(stub(board), (inst: Leaderboard) => inst.alarm())
     expect(await status(board, 2)).toMatchObject({ entries: 2 })
     expect(await archiveUntilDone(board, 2)).toMatchObject({ state: 'done', archived: 2 })
+  })
+
+  it("a scheduled close starts its archive within two minutes of the boundary, by the board's id (boards sharing a boundary do not all write to Neon at once); an admin's close at once", async () => {
+    // A board whose archive waits at least a second (the id picks where in the window it lands).
+    let id = boardId()
+    while (archiveDelayMs(id, ARCHIVE_SPREAD_MS, 3_600_000) < 1000) id = boardId()
+    const board = await createBoard({ cycle: { every: '1h' } }, id)
+    let t = Date.now()
+    await runInDurableObject(stub(board), (inst: Leaderboard) => {
+      inst.now = () => t
+    })
+    await submitFor(board, 'a', { score: 1 })
+    const endsAt = (await fresh<{ cycle: { endsAt: number } }>(`/v1/leaderboards/${board}`)).cycle
+      .endsAt
+    t = endsAt
+    await runInDurableObject(stub(board), (inst: Leaderboard) => inst.alarm())
+    const frozen = await status(board, 1)
+    expect(frozen).toMatchObject({ state: 'archiving', archived: 0, reason: 'schedule' })
+    const delay = frozen.nextAttemptAt! - endsAt
+    expect(delay).toBeGreaterThanOrEqual(0)
+    expect(delay).toBeLessThan(120_000)
+    // Its alarm comes back for it, and nothing is written before.
+    const alarm = await runInDurableObject(stub(board), (_: Leaderboard, state) =>
+      state.storage.getAlarm(),
+    )
+    expect(alarm).toBeLessThanOrEqual(frozen.nextAttemptAt!)
+    t = frozen.nextAttemptAt! - 1
+    await runInDurableObject(stub(board), (inst: Leaderboard) => inst.alarm())
+    expect(await status(board, 1)).toMatchObject({ state: 'archiving', archived: 0 })
+    t = frozen.nextAttemptAt!
+    await runInDurableObject(stub(board), (inst: Leaderboard) => inst.alarm())
+    expect((await status(board, 1)).archived).toBe(1)
+    // A close by hand is archived at once.
+    await submitFor(board, 'b', { score: 2 })
+    expect((await closeNow(board)).status).toBe(202)
+    expect((await status(board, 2)).nextAttemptAt).toBeLessThanOrEqual(t)
   })
 
   it('a late write to an ended cycle goes to the new one even without the cron', async () => {

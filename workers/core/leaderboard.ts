@@ -127,3 +127,24 @@ export interface CycleRules {
   sortOrder: SortOrder
   operator: Operator
 }
+
+/** The longest a scheduled close waits before it starts archiving (archiveDelayMs). */
+export const ARCHIVE_SPREAD_MS = 2 * 60 * 1000
+
+/**
+ * How long after its boundary a board's scheduled close starts writing its archive to Neon: a
+ * share of `spreadMs` fixed by the board's id (FNV-1a), at most a quarter of the cycle that
+ * closed, so that the boards sharing a boundary (every weekly board at Thursday 00:00) do not
+ * all open their transactions in the same second, and a short cycle's rewards do not wait long.
+ * @example archiveDelayMs('weekly-race', 120_000, 7 * 86_400_000) // the same figure every week
+ */
+export function archiveDelayMs(boardId: string, spreadMs: number, cycleMs: number): number {
+  const window = Math.floor(Math.min(spreadMs, Math.max(0, cycleMs) / 4))
+  if (!(window > 0)) return 0
+  let hash = 0x811c9dc5
+  for (let i = 0; i < boardId.length; i++) {
+    hash ^= boardId.charCodeAt(i)
+    hash = Math.imul(hash, 0x01000193) >>> 0
+  }
+  return hash % window
+}

@@ -2391,15 +2391,18 @@ export class MatchPool extends DurableObject<Env> {
    * staying matchable until its TTL for a player who is gone. Sockets without a ticket go too:
    * left open, each would be the next silence forever, and the alarm came straight back for it.
    */
-  private async dropSilentSockets(now: number, sockets = this.ctx.getWebSockets()): Promise<void> {
-    for (const ws of sockets) {
+  private async dropSilentSockets(now: number, some?: WebSocket[]): Promise<void> {
+    for (const ws of some ?? this.ctx.getWebSockets()) {
       if (ws.readyState !== WebSocket.OPEN || !fellSilent(this.ctx, ws, now)) continue
       const att = ws.deserializeAttachment() as Attachment | null
       log('info', 'silent socket closed', { actor: this.actor, ticketId: att?.ticketId ?? null })
       closeSilent(ws)
       await this.onSocketGone(ws)
     }
-    this.nextSilentCheck = this.nextSilence(now)
+    // Only a look at every socket tells the next silence. After a look at some (a player's, at
+    // their connect) the next check stays as it was: closing sockets can only put it later, and
+    // every socket of a crowd connecting must not cost a walk over all the others.
+    if (some === undefined) this.nextSilentCheck = this.nextSilence(now)
   }
 
   /**

@@ -262,6 +262,31 @@ describe('the error funnel renders RFC 9457 problems', () => {
     )
     expect(submit).toMatchObject({ status: 422, type: 'urn:nexus:problem:validation' })
     expect(submit.body.errors).toEqual([expect.objectContaining({ path: 'playerId' })])
+    // Nor may a game server queue a party with a member `me`.
+    const queue = `me-q-${crypto.randomUUID().slice(0, 8)}`
+    const made = await call(
+      `/v1/admin/queues/${queue}`,
+      json(
+        'PUT',
+        {
+          teams: 2,
+          teamSize: 2,
+          rules: 'dice-race',
+          maxRatingGap: 100,
+          widenPerSecond: 10,
+          regions: ['eu'],
+        },
+        ADMIN_KEY,
+      ),
+    )
+    expect(made.status).toBe(201)
+    const join = await problem(
+      await call(
+        `/v1/matchmaking/${queue}/tickets`,
+        json('POST', { playerId: 'alice', party: ['alice', 'me'] }, ADMIN_KEY),
+      ),
+    )
+    expect(join).toMatchObject({ status: 422, type: 'urn:nexus:problem:validation' })
     const top = (await (await call(`/v1/leaderboards/${board}/top`)).json()) as { total: number }
     expect(top.total).toBe(0)
     // Routes that only look a player up still reach one (a row written before this rule).

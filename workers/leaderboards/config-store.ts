@@ -4,8 +4,10 @@ import { getDb, type Db, type DbEnv } from '../db/client.ts'
 import { leaderboardCycles, leaderboards } from '../db/schema.ts'
 
 /** lastArchivedCycle of the board of the row at hand, for a statement over `leaderboards`. */
+// The outer row named in full: drizzle writes a single-table statement's columns bare, and a bare
+// "id" would be taken as an inner column if leaderboard_cycles ever had one.
 const lastCycleOfRow = sql<number>`(select coalesce(max(${leaderboardCycles.cycle}), 0)::int
-  from ${leaderboardCycles} where ${leaderboardCycles.leaderboardId} = ${leaderboards.id})`
+  from ${leaderboardCycles} where ${leaderboardCycles.leaderboardId} = ${sql.raw('"leaderboards"."id"')})`
 
 /**
  * The stored configuration of a board, or null if there is no such board; with the last cycle

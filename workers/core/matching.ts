@@ -432,9 +432,9 @@ class Heap {
 type SearchResult = { members: Entry[]; bins: Entry[][] } | 'none' | 'inconclusive' | 'unfillable'
 
 /**
- * A search (its walks and couldFill together) passes over this many tickets of a size already at
- * its cap for each one a walk may check (`maxScan`): passing one is an array lookup, checking one
- * weighs it against every ticket taken.
+ * A search's first walk, and then its couldFill and retries together, pass over this many tickets
+ * of a size already at its cap for each one a walk may check (`maxScan`): passing one is an array
+ * lookup, checking one weighs it against every ticket taken.
  */
 const PASSED_PER_SCANNED = 16
 
@@ -920,12 +920,13 @@ export class MatchIndex {
    */
   private search(u: Entry, now: number): SearchResult {
     this.revisit = Infinity
-    // One allowance for the whole search, its walks and couldFill alike: a crowd passed over
-    // once per walk would cost each search ten passes over it.
-    this.passesLeft = this.maxPassed
     if (!this.canFill(u.size)) return 'unfillable'
+    this.passesLeft = this.maxPassed
     const first = this.walk(u, now, NO_SKIP)
     if (first !== 'none' || this.blocked.length === 0 || this.retries <= 0) return first
+    // couldFill and the retries share one more allowance of passes (a crowd passed over once a
+    // walk would cost a search ten passes over it); past it, the first walk's answer stands.
+    this.passesLeft = this.maxPassed
     // Most failed walks have no match to miss: not enough players accept `u`, whoever is left out.
     if (!this.couldFill(u, now)) return first
     const queue: Entry[][] = []
@@ -942,6 +943,7 @@ export class MatchIndex {
     more(NO_SKIP)
     for (let k = 0; k < queue.length; k++) {
       const found = this.walk(u, now, queue[k]!)
+      if (found === 'inconclusive' && this.passesLeft < 0) return first
       if (found !== 'none') return found
       if (queue.length < this.retries) more(queue[k]!)
     }

@@ -964,10 +964,12 @@ export class Leaderboard extends DurableObject<Env> {
     this.ctx.storage.transactionSync(() => {
       // A scheduled close starts its archive a little after the boundary, by the board's id
       // (archiveDelayMs); an admin's close at once.
+      // Counted from the boundary, so a freeze that came late (by the cron, a write) waits no
+      // longer than the delay from it.
       const firstAttempt =
         reason === 'manual'
           ? 0
-          : now + archiveDelayMs(this.boardId ?? '', this.archiveSpreadMs, endsAt - cur.startsAt)
+          : endsAt + archiveDelayMs(this.boardId ?? '', this.archiveSpreadMs, endsAt - cur.startsAt)
       this.sql.exec(
         `INSERT OR IGNORE INTO closes (cycle, starts_at, ends_at, sort_order, rewards, entries, state, closed_at, reason, next_attempt_at)
          VALUES (?, ?, ?, ?, ?, ?, 'archiving', ?, ?, ?)`,

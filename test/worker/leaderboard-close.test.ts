@@ -1063,6 +1063,20 @@ describe('cycles close on schedule', () => {
     expect((await status(board, 2)).nextAttemptAt).toBeLessThanOrEqual(t)
   })
 
+  it('a scheduled close frozen late (its alarm missed the boundary by minutes) archives at once: the spread counts from the boundary', async () => {
+    const board = await createBoard({ cycle: { every: '1h' } })
+    let t = Date.now()
+    await runInDurableObject(stub(board), (inst: Leaderboard) => {
+      inst.now = () => t
+    })
+    await submitFor(board, 'a', { score: 1 })
+    const { endsAt } = (await fresh<{ cycle: { endsAt: number } }>(`/v1/leaderboards/${board}`))
+      .cycle
+    t = endsAt + 10 * 60_000
+    await runInDurableObject(stub(board), (inst: Leaderboard) => inst.alarm())
+    expect(await status(board, 1)).toMatchObject({ reason: 'schedule', archived: 1 })
+  })
+
   it('a late write to an ended cycle goes to the new one even without the cron', async () => {
     const board = await createBoard({ cycle: { every: '1m' } })
     await submitFor(board, 'a', { score: 1 })

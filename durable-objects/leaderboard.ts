@@ -886,19 +886,28 @@ export class Leaderboard extends DurableObject<Env> {
   }
 
   /**
-   * A read's rollover. A freeze its storage refuses (full) is logged and the read served from the
-   * cycle storage holds, rather than failed: the alarm and the next write try the freeze again.
+   * A read's rollover. A freeze that fails (its storage full, most likely) is logged and the read
+   * served from the cycle storage holds, rather than failed: the alarm, which logs each failure,
+   * and the next write try the freeze again. Such reads are not cached (their cycle has ended),
+   * so each comes here: the log says so once a minute, not once a read.
    */
   private async rolloverForRead(): Promise<void> {
     let rolled: boolean
     try {
       rolled = this.rollover(this.now())
     } catch (err) {
-      log('error', 'cycle not rolled over for a read', { actor: this.actor, ...errorFields(err) })
+      const at = Date.now()
+      if (at - this.readRolloverLoggedAt >= 60_000) {
+        this.readRolloverLoggedAt = at
+        log('error', 'cycle not rolled over for a read', { actor: this.actor, ...errorFields(err) })
+      }
       return
     }
     if (rolled) await this.scheduleAlarm()
   }
+
+  /** When a read last logged a failed rollover (rolloverForRead). */
+  private readRolloverLoggedAt = 0
 
   /**
    * A cycle nobody entered is not closed at its boundary: closing it would archive nothing and

@@ -814,8 +814,10 @@ describe('banning a player from the deployment (admin)', () => {
       async () =>
         (
           await sql.query(
-            `select 1 from pg_stat_activity where state = 'active' and wait_event_type = 'Lock'
-                and pid <> pg_backend_pid()`,
+            `select 1 from pg_stat_activity w, pg_stat_activity h
+              where h.query like $1 and h.pid <> pg_backend_pid()
+                and h.pid = any(pg_blocking_pids(w.pid))`,
+            [`%${marker}%`],
           )
         ).length > 0 || undefined,
       5000,

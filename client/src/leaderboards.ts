@@ -78,7 +78,10 @@ export class Leaderboards {
   }
 
   /**
-   * Every entry of the current cycle, page by page (stable under concurrent submits).
+   * Every entry of the current cycle, page by page (stable under concurrent submits). A walk that
+   * cannot go on (its cycle closed meanwhile, or it outlived the minutes of history the board
+   * keeps for it) throws `NexusProblem` `conflict` (409) after the entries it has yielded: start
+   * again for the board as it is now. Read it through at a steady pace.
    *
    * @example
    * for await (const e of nexus.leaderboards.entries('daily')) console.log(e.rank, e.name)
@@ -132,7 +135,11 @@ export class Leaderboards {
     })
   }
 
-  /** A closed cycle's final standings from the archive (`complete` false while archiving). */
+  /**
+   * A closed cycle's final standings from the archive (`complete` false while archiving). Until
+   * the archive's first ranks reach Neon it is `not-found` (404): up to 2 minutes after a close by
+   * the schedule (boards sharing a boundary spread their archives), moments after one by hand.
+   */
   archive(
     board: string,
     cycle: number,

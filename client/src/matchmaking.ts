@@ -13,7 +13,13 @@ import {
   sleep,
   type Transport,
 } from './http.ts'
-import { isTransient, NexusNetworkError, NexusProblem, validationProblem } from './problem.ts'
+import {
+  isTransient,
+  NexusNetworkError,
+  NexusProblem,
+  retryAfterMs,
+  validationProblem,
+} from './problem.ts'
 import { fresh, type ReadOptions } from './read-options.ts'
 import { randomUUID } from './platform.ts'
 import {
@@ -334,7 +340,7 @@ export class MatchTicket extends Emitter<TicketEvents> {
         lastError = err
         failures++
         if (failures > sockets.maxReconnects) return lastError
-        await this.pause(failures)
+        await this.pause(failures, err)
         continue
       }
       const url = toSocketUrl(
@@ -399,8 +405,9 @@ export class MatchTicket extends Emitter<TicketEvents> {
     return null
   }
 
-  private async pause(attempt: number): Promise<void> {
-    const delayMs = reconnectDelay(this.deps.sockets.backoff, attempt)
+  /** Waits before the next try: the backoff, or as long as the server asked if longer. */
+  private async pause(attempt: number, err?: unknown): Promise<void> {
+    const delayMs = Math.max(reconnectDelay(this.deps.sockets.backoff, attempt), retryAfterMs(err))
     this.emit('reconnecting', { attempt, delayMs })
     await sleep(delayMs, this.abort.signal)
   }
@@ -604,7 +611,8 @@ export class MatchTicket extends Emitter<TicketEvents> {
         return await attempt()
       } catch (err) {
         if (this.done || !isTransient(err) || opts.giveUp?.()) throw err
-        await sleep(backoff(this.deps.sockets.backoff, failures++), opts.signal)
+        const wait = Math.max(backoff(this.deps.sockets.backoff, failures++), retryAfterMs(err))
+        await sleep(wait, opts.signal)
       }
     }
     return undefined
@@ -811,7 +819,7 @@ export class MatchTicket extends Emitter<TicketEvents> {
         // The ticket waits on the server whether or not this device can reach it: keep asking
         // until it would have expired anyway.
         if (!isTransient(err) || Date.now() >= this.expiresBy) throw err
-        await this.pause(++failures)
+        await this.pause(++failures, err)
         continue
       }
       failures = 0

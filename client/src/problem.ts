@@ -126,6 +126,14 @@ export function isTransient(err: unknown): boolean {
   return err instanceof NexusProblem && retriable(err.status)
 }
 
+/**
+ * How long the server asked for before the next try (a 429's or 503's `Retry-After`), in
+ * milliseconds; 0 when it did not say.
+ */
+export function retryAfterMs(err: unknown): number {
+  return err instanceof NexusProblem && err.retryAfter !== undefined ? err.retryAfter * 1000 : 0
+}
+
 /** An answer worth asking again for: too many requests, or the server failing for now. */
 export function retriable(status: number): boolean {
   return status === 429 || status === 500 || status === 502 || status === 503 || status === 504

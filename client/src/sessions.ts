@@ -6,7 +6,13 @@ import type {
 import type { Schemas } from './api.gen.ts'
 import type { Auth } from './auth.ts'
 import { type Credential, type Ok, type QueryOf, sleep, type Transport } from './http.ts'
-import { isTransient, NexusNetworkError, NexusProblem, validationProblem } from './problem.ts'
+import {
+  isTransient,
+  NexusNetworkError,
+  NexusProblem,
+  retryAfterMs,
+  validationProblem,
+} from './problem.ts'
 import type { SocketSettings } from './matchmaking.ts'
 import {
   Emitter,
@@ -212,7 +218,7 @@ export class GameConnection extends Emitter<GameEvents> {
         if (this.done) return
         failures++
         if (!isTransient(err) || outOfTime()) throw err
-        await this.pause(failures)
+        await this.pause(failures, err)
         continue
       }
       const url = toSocketUrl(
@@ -242,7 +248,7 @@ export class GameConnection extends Emitter<GameEvents> {
           }
           if (!isTransient(readErr)) throw readErr
           if (outOfTime()) throw err
-          await this.pause(failures)
+          await this.pause(failures, readErr)
           continue
         }
         // Reading the log fails like the socket did when the network is away: keep trying
@@ -253,7 +259,7 @@ export class GameConnection extends Emitter<GameEvents> {
             return true
           } catch (logErr) {
             if (this.done || !isTransient(logErr) || outOfTime()) throw logErr
-            await this.pause(failures)
+            await this.pause(failures, logErr)
             return false
           }
         }
@@ -316,8 +322,9 @@ export class GameConnection extends Emitter<GameEvents> {
     )
   }
 
-  private async pause(attempt: number): Promise<void> {
-    const delayMs = reconnectDelay(this.sockets.backoff, attempt)
+  /** Waits before the next try: the backoff, or as long as the server asked if longer. */
+  private async pause(attempt: number, err?: unknown): Promise<void> {
+    const delayMs = Math.max(reconnectDelay(this.sockets.backoff, attempt), retryAfterMs(err))
     this.emit('reconnecting', { attempt, delayMs, since: this.seq })
     await sleep(delayMs, this.stop.signal)
   }

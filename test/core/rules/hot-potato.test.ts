@@ -80,6 +80,7 @@ describe('hot-potato', () => {
       round: 0,
       passes: 0,
       outOrder: [],
+      outTicks: {},
       winner: null,
       ended: null,
     })
@@ -456,6 +457,23 @@ describe('hot-potato', () => {
       ['e', 5],
       ['b', 6],
     ])
+    // Two whose graces ended at one tick share a place (a draw for the ratings); a match from
+    // before outTicks keeps the order they went out in.
+    const together: PotatoState = {
+      ...state,
+      outOrder: ['d', 'a', 'b', 'e', 'f'],
+      outTicks: { d: 40, a: 90, b: 120, e: 120, f: 150 },
+    }
+    expect(hotPotato.result(together)?.placements.map((x) => [x.playerId, x.place])).toEqual([
+      ['c', 1],
+      ['f', 2],
+      ['a', 3],
+      ['d', 4],
+      ['e', 5],
+      ['b', 5],
+    ])
+    const older = hotPotato.result({ ...together, outTicks: undefined })
+    expect(older?.placements.map((x) => x.place)).toEqual([1, 2, 3, 4, 5, 6])
   })
 })
 
@@ -712,7 +730,18 @@ describe('hot-potato properties', () => {
             if (after.holder !== null) expect(live.map((p) => p.playerId)).toContain(after.holder)
             expect(after.holder === null).toBe(after.explodesAt === null)
           } else {
-            expect(result.placements.map((p) => p.place)).toEqual(ids.map((_, i) => i + 1))
+            // Places go 1, 2, 2, 4…: shared only by players out for one cause at one tick.
+            result.placements.forEach((p, k) => {
+              const prev = result.placements[k - 1]
+              const outOf = (id: string) => after.players.find((x) => x.playerId === id)!.out
+              const tied =
+                prev !== undefined &&
+                outOf(prev.playerId) !== null &&
+                outOf(prev.playerId) === outOf(p.playerId) &&
+                after.outTicks![p.playerId] !== undefined &&
+                after.outTicks![prev.playerId] === after.outTicks![p.playerId]
+              expect(p.place).toBe(tied ? prev.place : k + 1)
+            })
             expect(new Set(result.placements.map((p) => p.playerId)).size).toBe(ids.length)
             const stillIn = after.players.filter((p) => p.out === null).map((p) => p.playerId)
             if (result.reason === 'abandoned') {

@@ -88,6 +88,12 @@ export interface PotatoState {
   passes: number
   /** Players who are out, in the order they went out. */
   outOrder: string[]
+  /**
+   * The tick each player went out at, so that players out together (graces that ended at the
+   * same moment) share a place. An empty record for every new match; absent in states created
+   * before it, whose results keep placing them by the order they went out.
+   */
+  outTicks?: Record<string, number>
   winner: string | null
   /** Why it ended; null while it runs. */
   ended: GameResult['reason'] | null
@@ -193,6 +199,7 @@ function init(setup: GameSetup): PotatoState | RuleError {
     round: 0,
     passes: 0,
     outOrder: [],
+    outTicks: {},
     winner: null,
     ended: null,
   }
@@ -251,20 +258,31 @@ function knockOut(
 ): Applied<PotatoState, PotatoEvent> {
   const players = state.players.map((p) => (p.playerId === player ? { ...p, out: cause } : p))
   const outOrder = [...state.outOrder, player]
+  const outTicks =
+    state.outTicks === undefined ? {} : { outTicks: { ...state.outTicks, [player]: tick } }
   const live = inGame(players)
   let next: PotatoState
   if (live.length <= 1) {
     const winner = live[0]?.playerId ?? null
     const ended: GameResult['reason'] =
       winner === null ? 'abandoned' : cause === 'exploded' ? 'finished' : 'forfeit'
-    next = { ...state, players, outOrder, holder: null, explodesAt: null, winner, ended }
+    next = {
+      ...state,
+      players,
+      outOrder,
+      ...outTicks,
+      holder: null,
+      explodesAt: null,
+      winner,
+      ended,
+    }
   } else if (state.explodesAt === null) {
-    next = { ...state, players, outOrder }
+    next = { ...state, players, outOrder, ...outTicks }
     if (live.every((p) => p.ready)) next = { ...next, ...lightFuse(state, players, tick, rng) }
   } else if (state.holder === player) {
-    next = { ...state, players, outOrder, ...lightFuse(state, players, tick, rng) }
+    next = { ...state, players, outOrder, ...outTicks, ...lightFuse(state, players, tick, rng) }
   } else {
-    next = { ...state, players, outOrder }
+    next = { ...state, players, outOrder, ...outTicks }
   }
   return {
     state: next,
@@ -386,6 +404,12 @@ function onAbandon(state: PotatoState, ctx: TickContext): Applied<PotatoState, P
   }
 }
 
+/**
+ * The winner first, then those knocked out by the potato, then those who left; later out is
+ * better. Players out for the same cause at the same tick (graces that ended together) share a
+ * place, which the ratings count as a draw; a match from before outTicks places them by the
+ * order they went out.
+ */
 function result(state: PotatoState): GameResult | null {
   if (state.ended === null) return null
   const outAt = new Map(state.outOrder.map((id, i) => [id, i]))
@@ -399,8 +423,15 @@ function result(state: PotatoState): GameResult | null {
         (outAt.get(y.p.playerId) ?? -1) - (outAt.get(x.p.playerId) ?? -1) ||
         x.i - y.i,
     )
+  const outTick = (p: PotatoPlayer) => state.outTicks?.[p.playerId]
+  const together = (a: PotatoPlayer, b: PotatoPlayer) =>
+    a.out !== null && a.out === b.out && outTick(a) !== undefined && outTick(a) === outTick(b)
+  let place = 0
   return {
-    placements: order.map(({ p }, k) => ({ playerId: p.playerId, team: p.team, place: k + 1 })),
+    placements: order.map(({ p }, k) => {
+      if (k === 0 || !together(order[k - 1]!.p, p)) place = k + 1
+      return { playerId: p.playerId, team: p.team, place }
+    }),
     reason: state.ended,
     winner: state.winner,
   }

@@ -8,7 +8,7 @@ import { recordPartyTicket, stalePartyTickets } from '../../workers/parties/stor
 import { runScheduled } from '../../workers/scheduled.ts'
 import { cancelStaleTickets, retryStalePartyTickets } from '../../workers/parties/stale-tickets.ts'
 import { verifySessionToken } from '../../workers/lib/session-token.ts'
-import { pg } from './helpers/boards.ts'
+import { blockedBy, pg } from './helpers/boards.ts'
 import { ADMIN_KEY, bearer, call, json, problem } from './helpers/http.ts'
 import {
   createQueue,
@@ -164,21 +164,8 @@ async function holdPartyLock(
     5000,
     'the transaction holding the party lock',
   )
-  /** Resolves once another statement waits on this holder's lock (the request racing it). */
-  const contended = () =>
-    until(
-      async () =>
-        (
-          await sql.query(
-            `select 1 from pg_stat_activity w, pg_stat_activity h
-              where h.query like $1 and h.pid <> pg_backend_pid()
-                and h.pid = any(pg_blocking_pids(w.pid))`,
-            [`%${marker}%`],
-          )
-        ).length > 0 || undefined,
-      5000,
-      'a request waiting on the party lock',
-    )
+  /** Resolves once the request racing this holder waits on its lock. */
+  const contended = () => blockedBy(marker, 'a request waiting on the party lock')
   return { done, contended }
 }
 

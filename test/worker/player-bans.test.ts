@@ -5,7 +5,15 @@ import type { Leaderboard } from '../../durable-objects/leaderboard.ts'
 import type { MatchPool } from '../../durable-objects/match-pool.ts'
 import { issuePlayerToken } from '../../workers/lib/auth.ts'
 import { boardWalkLimits } from '../../workers/players/board-walk.ts'
-import { boardId, createBoard, fresh, pg, submitAs, submitFor } from './helpers/boards.ts'
+import {
+  blockedBy,
+  boardId,
+  createBoard,
+  fresh,
+  pg,
+  submitAs,
+  submitFor,
+} from './helpers/boards.ts'
 import { ADMIN_KEY, bearer, call, json, problem } from './helpers/http.ts'
 import {
   createQueue,
@@ -810,19 +818,7 @@ describe('banning a player from the deployment (admin)', () => {
     )
     const signIn = guest.login()
     // The sign-in waits on the device's lock the erasure holds (it must not come after it).
-    await until(
-      async () =>
-        (
-          await sql.query(
-            `select 1 from pg_stat_activity w, pg_stat_activity h
-              where h.query like $1 and h.pid <> pg_backend_pid()
-                and h.pid = any(pg_blocking_pids(w.pid))`,
-            [`%${marker}%`],
-          )
-        ).length > 0 || undefined,
-      5000,
-      'the sign-in waiting on the device lock',
-    )
+    await blockedBy(marker, 'the sign-in waiting on the device lock')
     await erasing
     expect(await problem(await signIn)).toMatchObject({
       status: 403,

@@ -3,6 +3,7 @@ import { runInDurableObject } from 'cloudflare:test'
 import { env } from 'cloudflare:workers'
 import { configureLocalRelay } from '../../../workers/db/client.ts'
 import { ADMIN_KEY, call, json } from './http.ts'
+import { until } from './sockets.ts'
 
 const testEnv = env as unknown as Record<string, string>
 
@@ -75,6 +76,27 @@ export interface Top {
 export function pg() {
   configureLocalRelay(testEnv.DATABASE_URL!, testEnv.NEON_LOCAL_RELAY!)
   return neon(testEnv.DATABASE_URL!)
+}
+
+/**
+ * Resolves once some statement is blocked by the one whose text contains `marker` (a holder
+ * sleeping inside its transaction): the request racing it is waiting on its lock, not after it.
+ */
+export function blockedBy(marker: string, what: string): Promise<true> {
+  const sql = pg()
+  return until(
+    async () =>
+      (
+        await sql.query(
+          `select 1 from pg_stat_activity w, pg_stat_activity h
+            where h.query like $1 and h.pid <> pg_backend_pid()
+              and h.pid = any(pg_blocking_pids(w.pid))`,
+          [`%${marker}%`],
+        )
+      ).length > 0 || undefined,
+    5000,
+    what,
+  )
 }
 
 /**

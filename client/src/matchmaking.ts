@@ -277,6 +277,30 @@ export class MatchTicket extends Emitter<TicketEvents> {
     this.end('cancelled', 'signed_out')
   }
 
+  /**
+   * A member's join only ever attaches it to the party's ticket, which the server answers
+   * `existing`. A new ticket means the party's ended between the read that found it and the join,
+   * and the server made one of this player alone: that one leaves at once (the leader's next
+   * join would be refused for it), and the party's ticket is read for how it ended.
+   */
+  private leaveStray(ticketId: string, socket: SocketLike): void {
+    this.strayTickets.add(ticketId)
+    socket.send(JSON.stringify({ type: 'cancel' }))
+    const partyTicket = this.ticketId
+    if (partyTicket === null) return
+    void this.persist(() => this.read(partyTicket), {
+      needed: () => !this.done,
+      signal: this.abort.signal,
+    })
+      .then((t) => {
+        if (t) this.settle(t)
+      })
+      .catch((err: unknown) => this.fail(err))
+  }
+
+  /** Tickets of this player alone that a member's join made by mistake (leaveStray). */
+  private readonly strayTickets = new Set<string>()
+
   private sendCancel(socket: SocketLike): void {
     this.cancelSentOn = socket
     socket.send(JSON.stringify({ type: 'cancel' }))
@@ -621,6 +645,10 @@ export class MatchTicket extends Emitter<TicketEvents> {
   private onSocketMessage(msg: MatchServerMessage, socket: SocketLike): void {
     switch (msg.type) {
       case 'queued':
+        if (this.role === 'member' && msg.existing === false) {
+          this.leaveStray(msg.ticketId, socket)
+          return
+        }
         this.ticketId = msg.ticketId
         // Reconnects go to this region's pool by name, which needs no read of the queue: the
         // ticket is taken back there even while the server cannot read the queue's settings.
@@ -659,10 +687,12 @@ export class MatchTicket extends Emitter<TicketEvents> {
         socket.close(1000, 'matched')
         return
       case 'cancelled':
+        if (this.strayTickets.has(msg.ticketId)) return
         this.end('cancelled', msg.reason)
         socket.close(1000, 'cancelled')
         return
       case 'expired':
+        if (this.strayTickets.has(msg.ticketId)) return
         this.end('expired', 'expired')
         socket.close(1000, 'expired')
         return

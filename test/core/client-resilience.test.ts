@@ -1637,6 +1637,52 @@ describe('matchmaking refusals and network loss', () => {
     await mine.cancel().catch(() => {})
     expect(outcome).toMatchObject({ sessionId: 's1' })
   }, 15_000)
+
+  it('a party member whose join to the party’s ticket comes after it ended, and so makes a ticket of the player alone, cancels that one and gets the party’s match', async () => {
+    let partyReads = 0
+    let ticketReads = 0
+    const sent: { type: string }[] = []
+    const client = createClient({
+      baseUrl: 'http://nexus.test',
+      retry: { baseDelayMs: 1, maxDelayMs: 5 },
+      fetch: guestFetch((url) => {
+        if (url.pathname === '/v1/parties/me')
+          return partyOf(partyReads++ === 0 ? null : 'squads:eu:t1')
+        if (decodeURIComponent(url.pathname) === '/v1/matchmaking/tickets/squads:eu:t1')
+          // Waiting when the member looks; matched by the time it asks again.
+          return ticketReads++ === 0 ? waitingSquad() : matchedSquad()
+        return jsonRes(200, {})
+      }),
+      WebSocket: () =>
+        scriptedSocket(
+          (socket) => socket.open(),
+          (frame, socket) => {
+            sent.push(frame as { type: string })
+            // The party's ticket was matched just before this join: the pool made one of the
+            // member alone.
+            if (frame.type === 'join') {
+              socket.receive({
+                type: 'queued',
+                ticketId: 'squads:eu:solo',
+                existing: false,
+                expiresAt: 0,
+                region: 'eu',
+              })
+            }
+            if (frame.type === 'cancel') {
+              socket.receive({ type: 'cancelled', ticketId: 'squads:eu:solo', reason: 'cancelled' })
+            }
+          },
+        ),
+    })
+    await client.auth.guest('device-abcdef-123456')
+    // In the region the leader queues in: the member's socket attaches there by a bare join.
+    const mine = client.matchmaking.waitForParty('squads', { region: 'eu' })
+    const outcome = await within(mine.matched, 'the member’s match', 8000).catch((e: unknown) => e)
+    await mine.cancel().catch(() => {})
+    expect(sent.map((f) => f.type)).toEqual(['join', 'cancel'])
+    expect(outcome).toMatchObject({ sessionId: 's1', ticketId: 'squads:eu:t1' })
+  }, 15_000)
 })
 
 /** A session log record as the events route serves it. */

@@ -62,6 +62,8 @@ export const ARCHIVE_PAGE_SIZE = 1000
  */
 export const ARCHIVE_PAGE_CHARS = 2 * 1024 * 1024
 /** Archive pages in flight at once: each is its own transaction, so they need no ordering. */
+/** The spread of archive starts for closes frozen long after their boundary (freezeRows). */
+const LATE_ARCHIVE_SPREAD_MS = 10_000
 const ARCHIVE_CONCURRENCY = 4
 /** Rows deleted per statement once a cycle is safely in Neon. */
 const PURGE_BATCH = 10_000
@@ -975,10 +977,11 @@ export class Leaderboard extends DurableObject<Env> {
       // (archiveDelayMs); an admin's close at once.
       // Counted from the boundary, so a freeze that came late (by the cron, a write) waits no
       // longer than the delay from it.
+      // Boards frozen long after it (a cron back from an outage) are spread over the next few
+      // seconds by the same figure, not started together.
+      const delay = archiveDelayMs(this.boardId ?? '', this.archiveSpreadMs, endsAt - cur.startsAt)
       const firstAttempt =
-        reason === 'manual'
-          ? 0
-          : endsAt + archiveDelayMs(this.boardId ?? '', this.archiveSpreadMs, endsAt - cur.startsAt)
+        reason === 'manual' ? 0 : Math.max(endsAt + delay, now + (delay % LATE_ARCHIVE_SPREAD_MS))
       this.sql.exec(
         `INSERT OR IGNORE INTO closes (cycle, starts_at, ends_at, sort_order, rewards, entries, state, closed_at, reason, next_attempt_at)
          VALUES (?, ?, ?, ?, ?, ?, 'archiving', ?, ?, ?)`,

@@ -131,8 +131,14 @@ export function isTransient(err: unknown): boolean {
  * milliseconds; 0 when it did not say.
  */
 export function retryAfterMs(err: unknown): number {
-  return err instanceof NexusProblem && err.retryAfter !== undefined ? err.retryAfter * 1000 : 0
+  if (!(err instanceof NexusProblem) || err.retryAfter === undefined) return 0
+  // At most a minute: a loop that waits for a ticket or a seat has less than that to lose, and
+  // a clock behind the server's would read an HTTP date as far off.
+  return Math.min(err.retryAfter * 1000, MAX_RETRY_AFTER_MS)
 }
+
+/** The longest the SDK's own loops wait for a Retry-After (retryAfterMs). */
+export const MAX_RETRY_AFTER_MS = 60_000
 
 /** An answer worth asking again for: too many requests, or the server failing for now. */
 export function retriable(status: number): boolean {

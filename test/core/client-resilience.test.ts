@@ -335,37 +335,45 @@ describe('client SDK under failure', () => {
     }
   })
 
-  it('a ticket read refused by an edge rule (429, Retry-After: 20) waits the 20 s before reading again, not its own shorter backoff', async () => {
-    vi.useFakeTimers()
-    try {
-      const start = Date.now()
-      const reads: number[] = []
-      const client = createClient({
-        baseUrl: 'http://nexus.test',
-        fetch: guestFetch(async (url, init) => {
-          if (init?.method === 'POST') {
-            return ticket({ status: 'waiting', existing: false, expiresIn: 300_000 })
-          }
-          reads.push(Date.now() - start)
-          if (reads.length === 1) {
-            return new Response('<html>slow down</html>', {
-              status: 429,
-              headers: { 'content-type': 'text/html', 'retry-after': '20' },
+  it('a ticket read refused by an edge rule (429, Retry-After: 20) waits the 20 s before reading again, not its own shorter backoff; an hour asked is waited a minute at most', async () => {
+    for (const [header, waitS] of [
+      ['20', 20],
+      ['3600', 60],
+    ] as const) {
+      vi.useFakeTimers()
+      try {
+        const start = Date.now()
+        const reads: number[] = []
+        const client = createClient({
+          baseUrl: 'http://nexus.test',
+          fetch: guestFetch(async (_url, init) => {
+            if (init?.method === 'POST') {
+              return ticket({ status: 'waiting', existing: false, expiresIn: 300_000 })
+            }
+            reads.push(Date.now() - start)
+            if (reads.length === 1) {
+              return new Response('<html>slow down</html>', {
+                status: 429,
+                headers: { 'content-type': 'text/html', 'retry-after': header },
+              })
+            }
+            return ticket({
+              status: 'matched',
+              match: { sessionId: 's1', token: 'st', players: [] },
             })
-          }
-          return ticket({ status: 'matched', match: { sessionId: 's1', token: 'st', players: [] } })
-        }),
-      })
-      await client.auth.guest('device-abcdef-123456')
-      const t = client.matchmaking.join('duel', { transport: 'http' })
-      const outcome = t.matched.catch((e: unknown) => e)
-      await vi.advanceTimersByTimeAsync(19_000)
-      expect(reads).toHaveLength(1)
-      await vi.advanceTimersByTimeAsync(2_000)
-      expect(await outcome).toMatchObject({ sessionId: 's1' })
-      expect(reads[1]! - reads[0]!).toBeGreaterThanOrEqual(20_000)
-    } finally {
-      vi.useRealTimers()
+          }),
+        })
+        await client.auth.guest('device-abcdef-123456')
+        const t = client.matchmaking.join('duel', { transport: 'http' })
+        const outcome = t.matched.catch((e: unknown) => e)
+        await vi.advanceTimersByTimeAsync((waitS - 1) * 1000)
+        expect(reads, header).toHaveLength(1)
+        await vi.advanceTimersByTimeAsync(2_000)
+        expect(await outcome, header).toMatchObject({ sessionId: 's1' })
+        expect(reads[1]! - reads[0]!, header).toBeGreaterThanOrEqual(waitS * 1000)
+      } finally {
+        vi.useRealTimers()
+      }
     }
   })
 

@@ -1063,7 +1063,7 @@ describe('cycles close on schedule', () => {
     expect((await status(board, 2)).nextAttemptAt).toBeLessThanOrEqual(t)
   })
 
-  it('a scheduled close frozen late (its alarm missed the boundary by minutes) archives at once: the spread counts from the boundary', async () => {
+  it('a scheduled close frozen late (its alarm missed the boundary by minutes) archives within seconds, not the whole spread again', async () => {
     const board = await createBoard({ cycle: { every: '1h' } })
     let t = Date.now()
     await runInDurableObject(stub(board), (inst: Leaderboard) => {
@@ -1074,7 +1074,14 @@ describe('cycles close on schedule', () => {
       .cycle
     t = endsAt + 10 * 60_000
     await runInDurableObject(stub(board), (inst: Leaderboard) => inst.alarm())
-    expect(await status(board, 1)).toMatchObject({ reason: 'schedule', archived: 1 })
+    const frozen = await status(board, 1)
+    expect(frozen).toMatchObject({ reason: 'schedule' })
+    // Boards frozen late together are spread over 10 s, not 2 minutes.
+    expect(frozen.nextAttemptAt! - t).toBeGreaterThanOrEqual(0)
+    expect(frozen.nextAttemptAt! - t).toBeLessThan(10_000)
+    t = frozen.nextAttemptAt!
+    await runInDurableObject(stub(board), (inst: Leaderboard) => inst.alarm())
+    expect((await status(board, 1)).archived).toBe(1)
   })
 
   it('a late write to an ended cycle goes to the new one even without the cron', async () => {

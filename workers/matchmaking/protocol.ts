@@ -1,5 +1,5 @@
 import { z } from '@hono/zod-openapi'
-import { IdempotencyKey, NewPlayerId, objectRecord } from '../lib/fields.ts'
+import { IdempotencyKey, objectRecord, PlayerId } from '../lib/fields.ts'
 
 /**
  * The matchmaking wire protocol, defined once: what clients send over the socket (validated at
@@ -32,7 +32,7 @@ export type TicketAttributesValue = z.infer<typeof TicketAttributes>
 
 /** Everyone on a ticket, the joining player included; they play on one team. */
 export const Party = z
-  .array(NewPlayerId)
+  .array(PlayerId)
   .min(1)
   .max(16)
   .refine((p) => new Set(p).size === p.length, 'party members must be distinct')

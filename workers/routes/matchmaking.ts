@@ -398,6 +398,13 @@ matchmakingRoutes.openapi(joinRoute, async (c) => {
         errors: [{ path: 'party', message: 'must include playerId' }],
       })
     }
+    // A game server brings its players into being: never `me` (see NewPlayerId). A player's
+    // party is its members as they are, checked against the party itself.
+    if (body.party?.includes('me')) {
+      throw new ApiError('validation', '"me" names the caller, not a player', {
+        errors: [{ path: 'party', message: '"me" names the caller, not a player' }],
+      })
+    }
   } else {
     if (body.playerId !== undefined && body.playerId !== principal.playerId) {
       throw new ApiError('forbidden', 'Players join only for themselves')

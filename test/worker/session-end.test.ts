@@ -399,12 +399,13 @@ describe('the end of a game', () => {
                 values (${id}, 1700, 30, 0.06, to_timestamp(${ratedAt} / 1000.0))`
     }
     const store = new NeonSessionStore(env)
-    const recorded = await store.recordResult({
+    /** A 1v1 dice-race that `winner` won, ended at `endedAt`. */
+    const win = (winner: string, loser: string) => ({
       sessionId: `s_idle-${crypto.randomUUID()}`,
       rules: 'dice-race',
       roster: [
-        { playerId: back!, team: 0 },
-        { playerId: regular!, team: 1 },
+        { playerId: winner, team: 0 },
+        { playerId: loser, team: 1 },
       ],
       queue: null,
       region: null,
@@ -412,13 +413,14 @@ describe('the end of a game', () => {
       endedAt,
       result: {
         placements: [
-          { playerId: back!, team: 0, place: 1 },
-          { playerId: regular!, team: 1, place: 2 },
+          { playerId: winner, team: 0, place: 1 },
+          { playerId: loser, team: 1, place: 2 },
         ],
-        reason: 'finished',
-        winner: back!,
+        reason: 'finished' as const,
+        winner,
       },
     })
+    const recorded = await store.recordResult(win(back!, regular!))
     expect(recorded.recorded).toBe(true)
     const change = (id: string) => recorded.ratingChanges.find((c) => c.playerId === id)!
     // sqrt((30 / 173.7178)² + 365 × 0.06²) × 173.7178: a year of daily idle periods.
@@ -439,26 +441,7 @@ describe('the end of a game', () => {
     const [legacy] = playerIds(1, 'legacy')
     await sql`insert into players (id, rating, rating_deviation, rating_volatility, updated_at)
               values (${legacy!}, 1700, 30, 0.06, to_timestamp(${endedAt - 365 * day} / 1000.0))`
-    const again = await store.recordResult({
-      sessionId: `s_idle-${crypto.randomUUID()}`,
-      rules: 'dice-race',
-      roster: [
-        { playerId: legacy!, team: 0 },
-        { playerId: regular!, team: 1 },
-      ],
-      queue: null,
-      region: null,
-      createdAt: endedAt - 60_000,
-      endedAt,
-      result: {
-        placements: [
-          { playerId: legacy!, team: 0, place: 1 },
-          { playerId: regular!, team: 1, place: 2 },
-        ],
-        reason: 'finished',
-        winner: legacy!,
-      },
-    })
+    const again = await store.recordResult(win(legacy!, regular!))
     expect(again.ratingChanges.find((c) => c.playerId === legacy)!.before.rd).toBeCloseTo(201.38, 1)
   })
 

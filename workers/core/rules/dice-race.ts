@@ -9,7 +9,7 @@ import type {
   TickContext,
 } from './types.ts'
 import { intOption, optionFields } from './options.ts'
-import { isRuleError, ruleError } from './types.ts'
+import { competitionPlaces, isRuleError, ruleError } from './types.ts'
 
 /**
  * dice-race: turn-based and authoritative. Players take turns in roster order; the player whose
@@ -336,12 +336,14 @@ function result(state: DiceState): GameResult | null {
   const order = state.players
     .map((p, i) => ({ p, i }))
     .sort((x, y) => outcome(x.p, y.p) || x.i - y.i)
-  let place = 0
+  const places = competitionPlaces(order, (x, y) => outcome(x.p, y.p) === 0)
   return {
-    placements: order.map(({ p }, k) => {
-      if (k === 0 || outcome(order[k - 1]!.p, p) !== 0) place = k + 1
-      return { playerId: p.playerId, team: p.team, place, score: p.position }
-    }),
+    placements: order.map(({ p }, k) => ({
+      playerId: p.playerId,
+      team: p.team,
+      place: places[k]!,
+      score: p.position,
+    })),
     reason: state.ended,
     winner: state.winner,
   }

@@ -9,7 +9,7 @@ import type {
   Rules,
   TickContext,
 } from './types.ts'
-import { ruleError } from './types.ts'
+import { competitionPlaces, ruleError } from './types.ts'
 
 /**
  * hot-potato: real-time, driven by the session's clock at `HOT_POTATO_TICK_RATE` ticks per second.
@@ -426,12 +426,13 @@ function result(state: PotatoState): GameResult | null {
   const outTick = (p: PotatoPlayer) => state.outTicks?.[p.playerId]
   const together = (a: PotatoPlayer, b: PotatoPlayer) =>
     a.out !== null && a.out === b.out && outTick(a) !== undefined && outTick(a) === outTick(b)
-  let place = 0
+  const places = competitionPlaces(order, (x, y) => together(x.p, y.p))
   return {
-    placements: order.map(({ p }, k) => {
-      if (k === 0 || !together(order[k - 1]!.p, p)) place = k + 1
-      return { playerId: p.playerId, team: p.team, place }
-    }),
+    placements: order.map(({ p }, k) => ({
+      playerId: p.playerId,
+      team: p.team,
+      place: places[k]!,
+    })),
     reason: state.ended,
     winner: state.winner,
   }

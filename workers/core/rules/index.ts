@@ -7,7 +7,7 @@ import { checkJson, type JsonLimits } from './json.ts'
 import { isRuleError, type AnyRules, type RosterEntry } from './types.ts'
 
 export type * from './types.ts'
-export { isRuleError, ruleError } from './types.ts'
+export { competitionPlaces, isRuleError, ruleError } from './types.ts'
 export { createMatch, replay, ReplayError, resultOf, step, viewRecord } from './engine.ts'
 export type { Input, LogRecord, MatchState, Stepped } from './engine.ts'
 export { createRng, isRngState, seedRng } from './rng.ts'

@@ -168,6 +168,17 @@ export interface Rules<S, A, E = unknown> {
 export type AnyRules = Rules<unknown, unknown, unknown>
 
 /**
+ * Places for players listed best first: 1, 2, 2, 4… (standard competition ranking), where
+ * `tied(previous, next)` says two neighbours had the same outcome. Equal places rate as a draw.
+ * @example competitionPlaces([9, 7, 7, 3], (a, b) => a === b) // [1, 2, 2, 4]
+ */
+export function competitionPlaces<T>(order: readonly T[], tied: (a: T, b: T) => boolean): number[] {
+  const places: number[] = []
+  order.forEach((x, k) => places.push(k > 0 && tied(order[k - 1]!, x) ? places[k - 1]! : k + 1))
+  return places
+}
+
+/**
  * Build a refusal.
  * @example return ruleError('not_your_turn', 'it is bob’s turn')
  */

@@ -1952,6 +1952,44 @@ export class MatchPool extends DurableObject<Env> {
         await this.scheduleAlarm()
         return
       }
+      case 'attach': {
+        const swept = this.housekeep(this.now())
+        if (swept) await this.scheduleAlarm()
+        // Due expiries and graces ended first: one that ended this socket's ticket closed it.
+        if (ws.readyState !== WebSocket.OPEN) return
+        const row = this.row(msg.ticketId)
+        const players = row ? (JSON.parse(row.players) as TicketPlayer[]) : []
+        if (!row || !players.some((p) => p.playerId === att.playerId)) {
+          return this.sendError(
+            ws,
+            'not_queued',
+            `This pool holds no ticket '${msg.ticketId}' of yours`,
+          )
+        }
+        if (att.ticketId !== null && att.ticketId !== row.id) {
+          const other = this.row(att.ticketId)
+          if (other?.state === 'waiting') {
+            return this.sendError(ws, 'conflict', `This socket waits on ticket '${other.id}'`)
+          }
+        }
+        if (row.state !== 'waiting') {
+          await this.answerFromTicket(ws, row)
+          return
+        }
+        // A player on the ticket is here: a disconnect grace running on it ends.
+        this.sql.exec(`UPDATE tickets SET grace_until = NULL WHERE id = ?`, row.id)
+        ws.serializeAttachment({ ...att, ticketId: row.id } satisfies Attachment)
+        this.send(ws, {
+          type: 'queued',
+          disconnectGraceSeconds: this.ticketGraceMs() / 1000,
+          region: this.region!,
+          ticketId: row.id,
+          existing: true,
+          expiresAt: row.expires_at,
+          expiresIn: this.expiresIn(row),
+        })
+        return
+      }
       case 'join': {
         if (msg.joinKey !== undefined && this.config) {
           // Sent again, its socket having dropped before the answer: a ticket the first one made

@@ -278,14 +278,39 @@ export class MatchTicket extends Emitter<TicketEvents> {
   }
 
   /**
-   * A member's join only ever attaches it to the party's ticket, which the server answers
-   * `existing`. A new ticket means the party's ended between the read that found it and the join,
-   * and the server made one of this player alone: that one leaves at once (the leader's next
-   * join would be refused for it), and the party's ticket is read for how it ended.
+   * A member's bare join (to a server from before `attach`) is meant only to attach it to the
+   * party's ticket, which the server answers `existing`. A new ticket means the party's ended
+   * between the read that found it and the join, and the server made one of this player alone:
+   * that one leaves at once (the leader's next join would be refused for it), and the party's
+   * ticket is read for how it ended.
    */
   private leaveStray(ticketId: string, socket: SocketLike): void {
     this.strayTickets.add(ticketId)
     socket.send(JSON.stringify({ type: 'cancel' }))
+    this.settleFromRead()
+  }
+
+  /**
+   * Takes a member's socket onto the party's ticket: `attach` never makes a ticket, and a ticket
+   * that ended meanwhile is answered as it ended. A server from before `attach` refuses the
+   * type, and gets the bare `join` that attached members then (leaveStray covers its one risk).
+   */
+  private sendAttach(socket: SocketLike): void {
+    if (this.attachRefused || this.ticketId === null) {
+      socket.send(JSON.stringify({ type: 'join' }))
+      return
+    }
+    this.attachSentOn = socket
+    socket.send(JSON.stringify({ type: 'attach', ticketId: this.ticketId }))
+  }
+
+  /** The socket whose `attach` has had no answer yet. */
+  private attachSentOn: SocketLike | null = null
+  /** The server answered `attach` `unknown_type`: it predates the frame. */
+  private attachRefused = false
+
+  /** Reads the ticket being waited on over HTTP and settles the wait by what it says. */
+  private settleFromRead(): void {
     const partyTicket = this.ticketId
     if (partyTicket === null) return
     void this.persist(() => this.read(partyTicket), {
@@ -533,7 +558,7 @@ export class MatchTicket extends Emitter<TicketEvents> {
                 if (!found || this.done || !isOpen(socket)) return
                 // A live ticket this socket was not attached to: a member's join attaches it,
                 // in the ticket's pool (a reconnect there re-attaches it by itself).
-                if (this.region === region) socket.send(JSON.stringify({ type: 'join' }))
+                if (this.region === region) this.sendAttach(socket)
                 else socket.close(1000, 'region')
               })
               .catch((err: unknown) => this.fail(err))
@@ -561,10 +586,9 @@ export class MatchTicket extends Emitter<TicketEvents> {
               // Still waiting and not re-attached: the owner's join sent again with its key finds
               // that ticket (or the match made since the read) and makes no other; a bare join
               // could make a new solo ticket if the ticket ended in between. A member has no join
-              // of its own: its bare join only attaches it to the party's ticket.
-              socket.send(
-                this.role === 'member' ? JSON.stringify({ type: 'join' }) : this.joinFrame(),
-              )
+              // of its own: it attaches to the party's ticket.
+              if (this.role === 'member') this.sendAttach(socket)
+              else socket.send(this.joinFrame())
             })
             .catch((err: unknown) => this.fail(err))
         }, REATTACH_WAIT_MS)
@@ -643,6 +667,9 @@ export class MatchTicket extends Emitter<TicketEvents> {
   }
 
   private onSocketMessage(msg: MatchServerMessage, socket: SocketLike): void {
+    if (msg.type !== 'error' && msg.type !== 'pong' && this.attachSentOn === socket) {
+      this.attachSentOn = null
+    }
     switch (msg.type) {
       case 'queued':
         if (this.role === 'member' && msg.existing === false) {
@@ -697,6 +724,20 @@ export class MatchTicket extends Emitter<TicketEvents> {
         socket.close(1000, 'expired')
         return
       case 'error': {
+        if (this.attachSentOn === socket) {
+          this.attachSentOn = null
+          if (msg.code === 'unknown_type') {
+            this.attachRefused = true
+            this.sendAttach(socket)
+            return
+          }
+          // The pool no longer holds the party's ticket (long over): the ticket's read says how
+          // it ended, or fails the wait as a read would.
+          if (msg.code === 'not_queued') {
+            this.settleFromRead()
+            return
+          }
+        }
         // `not_queued` answers a cancel that raced the end of the ticket; nothing to do.
         if (msg.code === 'not_queued') return
         if (msg.code === 'unavailable' && this.ticketId !== null) {

@@ -1646,7 +1646,7 @@ describe('matchmaking refusals and network loss', () => {
     expect(outcome).toMatchObject({ sessionId: 's1' })
   }, 15_000)
 
-  it('a party member whose join to the party’s ticket comes after it ended, and so makes a ticket of the player alone, cancels that one and gets the party’s match', async () => {
+  it('a party member on a server from before `attach`, whose bare join to the party’s ticket comes after it ended and so makes a ticket of the player alone, cancels that one and gets the party’s match', async () => {
     let partyReads = 0
     let ticketReads = 0
     const sent: { type: string }[] = []
@@ -1666,6 +1666,9 @@ describe('matchmaking refusals and network loss', () => {
           (socket) => socket.open(),
           (frame, socket) => {
             sent.push(frame as { type: string })
+            if (frame.type === 'attach') {
+              socket.receive({ type: 'error', code: 'unknown_type', message: 'Known types: …' })
+            }
             // The party's ticket was matched just before this join: the pool made one of the
             // member alone.
             if (frame.type === 'join') {
@@ -1688,7 +1691,83 @@ describe('matchmaking refusals and network loss', () => {
     const mine = client.matchmaking.waitForParty('squads', { region: 'eu' })
     const outcome = await within(mine.matched, 'the member’s match', 8000).catch((e: unknown) => e)
     await mine.cancel().catch(() => {})
-    expect(sent.map((f) => f.type)).toEqual(['join', 'cancel'])
+    expect(sent.map((f) => f.type)).toEqual(['attach', 'join', 'cancel'])
+    expect(outcome).toMatchObject({ sessionId: 's1', ticketId: 'squads:eu:t1' })
+  }, 15_000)
+
+  it('a party member attaches its socket to the party’s ticket by id, never by a join that could queue it alone: a ticket matched meanwhile is answered with the match', async () => {
+    let partyReads = 0
+    const sent: { type: string; ticketId?: string }[] = []
+    const client = createClient({
+      baseUrl: 'http://nexus.test',
+      retry: { baseDelayMs: 1, maxDelayMs: 5 },
+      fetch: guestFetch((url) => {
+        if (url.pathname === '/v1/parties/me')
+          return partyOf(partyReads++ === 0 ? null : 'squads:eu:t1')
+        if (decodeURIComponent(url.pathname) === '/v1/matchmaking/tickets/squads:eu:t1')
+          return waitingSquad()
+        return jsonRes(200, {})
+      }),
+      WebSocket: () =>
+        scriptedSocket(
+          (socket) => socket.open(),
+          (frame, socket) => {
+            sent.push(frame as { type: string })
+            // Matched between the member's read and its attach: the pool tells it so.
+            if (frame.type === 'attach') {
+              socket.receive({
+                type: 'match_found',
+                ticketId: 'squads:eu:t1',
+                sessionId: 's1',
+                token: 'session-token',
+                players: [{ playerId: 'g_0', team: 0 }],
+              })
+            }
+          },
+        ),
+    })
+    await client.auth.guest('device-abcdef-123456')
+    const mine = client.matchmaking.waitForParty('squads', { region: 'eu' })
+    const outcome = await within(mine.matched, 'the member’s match', 8000).catch((e: unknown) => e)
+    await mine.cancel().catch(() => {})
+    expect(sent).toEqual([{ type: 'attach', ticketId: 'squads:eu:t1' }])
+    expect(outcome).toMatchObject({
+      sessionId: 's1',
+      ticketId: 'squads:eu:t1',
+      token: 'session-token',
+    })
+  }, 15_000)
+
+  it('a party member whose attach finds the pool no longer holds the party’s ticket reads it for how it ended', async () => {
+    let partyReads = 0
+    let ticketReads = 0
+    const sent: { type: string }[] = []
+    const client = createClient({
+      baseUrl: 'http://nexus.test',
+      retry: { baseDelayMs: 1, maxDelayMs: 5 },
+      fetch: guestFetch((url) => {
+        if (url.pathname === '/v1/parties/me')
+          return partyOf(partyReads++ === 0 ? null : 'squads:eu:t1')
+        if (decodeURIComponent(url.pathname) === '/v1/matchmaking/tickets/squads:eu:t1')
+          return ticketReads++ === 0 ? waitingSquad() : matchedSquad()
+        return jsonRes(200, {})
+      }),
+      WebSocket: () =>
+        scriptedSocket(
+          (socket) => socket.open(),
+          (frame, socket) => {
+            sent.push(frame as { type: string })
+            if (frame.type === 'attach') {
+              socket.receive({ type: 'error', code: 'not_queued', message: 'no such ticket' })
+            }
+          },
+        ),
+    })
+    await client.auth.guest('device-abcdef-123456')
+    const mine = client.matchmaking.waitForParty('squads', { region: 'eu' })
+    const outcome = await within(mine.matched, 'the member’s match', 8000).catch((e: unknown) => e)
+    await mine.cancel().catch(() => {})
+    expect(sent.map((f) => f.type)).toEqual(['attach'])
     expect(outcome).toMatchObject({ sessionId: 's1', ticketId: 'squads:eu:t1' })
   }, 15_000)
 })

@@ -1421,6 +1421,67 @@ describe('queueing as a party over sockets', () => {
     expect((await ticketOf(queued.ticketId)).status).toBe('matched')
   })
 
+  it("a member's `attach` takes its socket onto the party's ticket and never makes one: a matched ticket is answered match_found, a cancelled one cancelled, a ticket not theirs not_queued", async () => {
+    const q = await createQueue({ teamSize: 2, maxPartySize: 2 })
+    await rig(q, newClock())
+    const [a, b, stranger] = await players(3)
+    await formParty([a!, b!])
+    const url = `/v1/matchmaking/${q}`
+    const wa = await connect(url, a!.token)
+    wa.send(JSON.stringify({ type: 'join', party: [a!.playerId, b!.playerId] }))
+    const { ticketId } = await nextOfType<Queued>(wa, 'queued')
+
+    // Waiting: the member's socket is on it (as its connect already said).
+    const wb = await connect(url, b!.token)
+    await nextOfType<Queued>(wb, 'queued')
+    wb.send(JSON.stringify({ type: 'attach', ticketId }))
+    expect(await nextOfType<Queued>(wb, 'queued')).toMatchObject({ ticketId, existing: true })
+    // Someone not on the ticket, and a ticket id the pool never made: not_queued, nothing made.
+    const ws = await connect(url, stranger!.token)
+    ws.send(JSON.stringify({ type: 'attach', ticketId }))
+    expect((await nextOfType<{ code: string }>(ws, 'error')).code).toBe('not_queued')
+    ws.send(JSON.stringify({ type: 'attach', ticketId: `${q}:eu:${crypto.randomUUID()}` }))
+    expect((await nextOfType<{ code: string }>(ws, 'error')).code).toBe('not_queued')
+    // Malformed: no id, an id too long, another field.
+    for (const frame of [
+      { type: 'attach' },
+      { type: 'attach', ticketId: 'x'.repeat(161) },
+      { type: 'attach', ticketId, party: [stranger!.playerId] },
+    ]) {
+      ws.send(JSON.stringify(frame))
+      expect((await nextOfType<{ code: string }>(ws, 'error')).code).toBe('invalid')
+    }
+    expect(await waiting(q)).toBe(1)
+
+    // Matched: a member's socket that missed it and attaches gets the match, and no ticket alone.
+    wb.close(1000)
+    await joinFor(q, `${q}-s1`)
+    await joinFor(q, `${q}-s2`)
+    const found = await nextOfType<Found>(wa, 'match_found')
+    const late = await connect(url, b!.token)
+    late.send(JSON.stringify({ type: 'attach', ticketId }))
+    const told = await nextOfType<Found>(late, 'match_found')
+    expect(told).toMatchObject({ ticketId, sessionId: found.sessionId })
+    expect(await verifySessionToken(env, told.token, told.sessionId)).toBe(b!.playerId)
+    await closed(late)
+    expect(await waiting(q)).toBe(0)
+
+    // Cancelled: told so.
+    const wa2 = await connect(url, a!.token)
+    wa2.send(JSON.stringify({ type: 'join', party: [a!.playerId, b!.playerId] }))
+    const second = await nextOfType<Queued>(wa2, 'queued')
+    wa2.send(JSON.stringify({ type: 'cancel' }))
+    await nextOfType(wa2, 'cancelled')
+    const wb2 = await connect(url, b!.token)
+    wb2.send(JSON.stringify({ type: 'attach', ticketId: second.ticketId }))
+    expect(await nextOfType(wb2, 'cancelled')).toMatchObject({
+      ticketId: second.ticketId,
+      reason: 'cancelled',
+    })
+    expect(await waiting(q)).toBe(0)
+    for (const w of [wa, ws]) w.close(1000)
+  })
+
   it('a cancel sent right after a party join on the same socket cancels the ticket that join made', async () => {
     const q = await createQueue({ teamSize: 3, maxPartySize: 3 })
     await rig(q, newClock())

@@ -49,15 +49,25 @@ const Join = z
   })
   .strict()
 
+/**
+ * Takes the socket onto a ticket the player is already on (a party member onto the leader's) and
+ * never makes one: a ticket no longer waiting is answered as it stands (`match_found`,
+ * `cancelled`, `expired`). A bare `join` would queue the member alone once the party's ticket had
+ * ended, matchable before any cancel could follow.
+ */
+const Attach = z
+  .object({ type: z.literal('attach'), ticketId: z.string().min(1).max(160) })
+  .strict()
+
 const Cancel = z.object({ type: z.literal('cancel') }).strict()
 const Ping = z.object({ type: z.literal('ping') }).strict()
 
 /** Every message a client may send on a matchmaking socket. */
-export const ClientMessage = z.discriminatedUnion('type', [Join, Cancel, Ping])
+export const ClientMessage = z.discriminatedUnion('type', [Join, Attach, Cancel, Ping])
 export type ClientMessage = z.infer<typeof ClientMessage>
 
 /** Client message types, to tell an unknown type from a malformed known one. */
-export const CLIENT_MESSAGE_TYPES: readonly string[] = ['join', 'cancel', 'ping']
+export const CLIENT_MESSAGE_TYPES: readonly string[] = ['join', 'attach', 'cancel', 'ping']
 
 /** A player of a found match and the team it plays on (0-based). */
 export interface MatchPlayer {
@@ -99,7 +109,8 @@ export type ServerMessage =
 
 /**
  * Error frame codes: `too_large` and `malformed` (not JSON), `unknown_type`, `invalid` (a known
- * type with bad fields), `party_forbidden`, `not_queued` (cancel without a waiting ticket),
+ * type with bad fields), `party_forbidden`, `not_queued` (cancel without a waiting ticket, or
+ * attach to a ticket this pool does not hold for the player),
  * `conflict` (a party member already waits), `unavailable` (the queue changed under the socket,
  * or the party could not be read: try again), `rate_limited` (too many frames, or too many waiting
  * for an answer: the frame was dropped), `banned` (the player, or a member of their party, is

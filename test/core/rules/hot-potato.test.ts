@@ -300,6 +300,12 @@ describe('hot-potato', () => {
       ended: 'abandoned',
     })
     expect(hotPotato.result(end.match.game)).toMatchObject({ reason: 'abandoned', winner: null })
+    // The two abandoned together share a place (a draw for the ratings), above c who left first.
+    expect(
+      Object.fromEntries(
+        hotPotato.result(end.match.game)!.placements.map((x) => [x.playerId, x.place]),
+      ),
+    ).toEqual({ a: 1, b: 1, c: 3 })
     expect(refusedWith(end.match, ready('a', 21))).toBe('game_over')
 
     // A match created before the rule has no `nobodyReadyEnds` in its state: it still lights,
@@ -420,6 +426,11 @@ describe('hot-potato', () => {
       ended: 'abandoned',
     })
     expect(hotPotato.result(live.match.game)).toMatchObject({ reason: 'abandoned', winner: null })
+    expect(
+      Object.fromEntries(
+        hotPotato.result(live.match.game)!.placements.map((x) => [x.playerId, x.place]),
+      ),
+    ).toEqual({ a: 1, b: 1, c: 3 })
     expect(replay(hotPotato, setup, live.records)).toEqual(live.match)
     expect(refusedWith(live.match, tick(3))).toBe('game_over')
   })

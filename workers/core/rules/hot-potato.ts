@@ -383,10 +383,16 @@ function onAbandon(state: PotatoState, ctx: TickContext): Applied<PotatoState, P
   const players = state.players.map((p) =>
     left.includes(p.playerId) ? { ...p, out: 'absent' as const } : p,
   )
+  // Out together, so they share a place (a state from before outTicks keeps going without).
+  const outTicks =
+    state.outTicks === undefined
+      ? {}
+      : { outTicks: { ...state.outTicks, ...Object.fromEntries(left.map((id) => [id, ctx.tick])) } }
   return {
     state: {
       ...state,
       players,
+      ...outTicks,
       outOrder: [...state.outOrder, ...left],
       holder: null,
       explodesAt: null,

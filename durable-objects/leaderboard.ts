@@ -11,6 +11,7 @@ import {
   applySubmission,
   ARCHIVE_SPREAD_MS,
   archiveDelayMs,
+  LATE_ARCHIVE_SPREAD_MS,
   IDEMPOTENCY_TTL_MS,
   lastRewardedRank,
   rewardFor,
@@ -62,8 +63,6 @@ export const ARCHIVE_PAGE_SIZE = 1000
  */
 export const ARCHIVE_PAGE_CHARS = 2 * 1024 * 1024
 /** Archive pages in flight at once: each is its own transaction, so they need no ordering. */
-/** The spread of archive starts for closes frozen long after their boundary (freezeRows). */
-const LATE_ARCHIVE_SPREAD_MS = 10_000
 const ARCHIVE_CONCURRENCY = 4
 /** Rows deleted per statement once a cycle is safely in Neon. */
 const PURGE_BATCH = 10_000

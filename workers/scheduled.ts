@@ -6,7 +6,12 @@ import {
   scheduledBoards,
   unpushedConfigs,
 } from './leaderboards/config-store.ts'
-import type { LeaderboardConfig } from './core/leaderboard.ts'
+import {
+  ARCHIVE_SPREAD_MS,
+  archiveDelayMs,
+  LATE_ARCHIVE_SPREAD_MS,
+  type LeaderboardConfig,
+} from './core/leaderboard.ts'
 import { boardStub } from './leaderboards/stub.ts'
 import { errorFields, log, setLogLevel } from './lib/log.ts'
 import { counter } from './lib/metrics.ts'
@@ -218,7 +223,17 @@ async function pokeBoards(
       const schedule = parseSchedule(b.cycle)
       if ('error' in schedule) return false
       const boundary = previousBoundary(schedule, now)
-      return boundary !== null && now - boundary < lookback
+      if (boundary === null) return false
+      // Its close starts archiving up to archiveDelayMs after the boundary (a freeze this run
+      // makes, up to LATE_ARCHIVE_SPREAD_MS after it), and nothing in Neon shows that close until
+      // its first page: the runs that ask reach past that start, so an alarm lost for it is set
+      // again by them, not by the board's next boundary a week later.
+      const start = previousBoundary(schedule, boundary - 1)
+      const delay =
+        start === null
+          ? ARCHIVE_SPREAD_MS
+          : archiveDelayMs(b.id, ARCHIVE_SPREAD_MS, boundary - start)
+      return now - boundary < lookback + delay + LATE_ARCHIVE_SPREAD_MS
     })
     nudged += await tickBoards(
       env,

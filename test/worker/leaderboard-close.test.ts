@@ -18,6 +18,7 @@ import { CYCLE_REWARDS_PAGE } from '../../workers/routes/admin-leaderboards.ts'
 import { localFamilies } from '../../workers/lib/metrics.ts'
 import { canonicalJson } from '../../workers/lib/canonical-json.ts'
 import { ARCHIVE_SPREAD_MS, archiveDelayMs } from '../../workers/core/leaderboard.ts'
+import { runScheduled } from '../../workers/scheduled.ts'
 
 const N = 10_000
 const REWARDS = [
@@ -1080,6 +1081,36 @@ describe('cycles close on schedule', () => {
     expect(frozen.nextAttemptAt! - t).toBeGreaterThanOrEqual(0)
     expect(frozen.nextAttemptAt! - t).toBeLessThan(10_000)
     t = frozen.nextAttemptAt!
+    await runInDurableObject(stub(board), (inst: Leaderboard) => inst.alarm())
+    expect((await status(board, 1)).archived).toBe(1)
+  })
+
+  it("a scheduled close whose archive start is lost (its alarm gone after the freeze) is picked up by the cron's runs up to the start, not only by those just after the boundary", async () => {
+    // A board whose archive starts well past the two runs after the boundary (every minute).
+    let id = boardId()
+    while (archiveDelayMs(id, ARCHIVE_SPREAD_MS, 3_600_000) < 100_000) id = boardId()
+    const board = await createBoard({ cycle: { every: '1h' } }, id)
+    let t = Date.now()
+    await runInDurableObject(stub(board), (inst: Leaderboard) => {
+      inst.now = () => t
+    })
+    await submitFor(board, 'a', { score: 1 })
+    const { endsAt } = (await fresh<{ cycle: { endsAt: number } }>(`/v1/leaderboards/${board}`))
+      .cycle
+    t = endsAt
+    await runInDurableObject(stub(board), (inst: Leaderboard) => inst.alarm())
+    const start = (await status(board, 1)).nextAttemptAt!
+    expect(start - endsAt).toBeGreaterThanOrEqual(100_000)
+    // The alarm set for the start is lost.
+    const alarmOf = () =>
+      runInDurableObject(stub(board), (_: Leaderboard, state) => state.storage.getAlarm())
+    await runInDurableObject(stub(board), (_: Leaderboard, state) => state.storage.deleteAlarm())
+    // The every-minute run just after the start (past the two runs after the boundary).
+    t = start + 30_000
+    await runScheduled(env, t, '* * * * *')
+    const alarm = await alarmOf()
+    expect(alarm).not.toBeNull()
+    expect(alarm!).toBeLessThanOrEqual(t)
     await runInDurableObject(stub(board), (inst: Leaderboard) => inst.alarm())
     expect((await status(board, 1)).archived).toBe(1)
   })

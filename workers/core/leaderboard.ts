@@ -130,6 +130,8 @@ export interface CycleRules {
 
 /** The longest a scheduled close waits before it starts archiving (archiveDelayMs). */
 export const ARCHIVE_SPREAD_MS = 2 * 60 * 1000
+/** The spread of archive starts for closes frozen long after their boundary (a late alarm). */
+export const LATE_ARCHIVE_SPREAD_MS = 10_000
 
 /**
  * How long after its boundary a board's scheduled close starts writing its archive to Neon: a

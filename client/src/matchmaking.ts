@@ -908,10 +908,10 @@ export class MatchTicket extends Emitter<TicketEvents> {
     const party = await this.persist(() => this.readParty(), steady)
     if (!party || party.ticketId === null) return
     const ticketId = party.ticketId
-    const ticket = await this.persist(() => this.read(ticketId), steady)
-    if (!ticket) return
-    if (!live(ticket) || ticket.queue !== this.queue) {
-      this.staleTicketId = ticket.ticketId
+    const ticket = await this.persist(() => this.readPartyTicket(ticketId), steady)
+    if (ticket === undefined) return
+    if (ticket === null || !live(ticket) || ticket.queue !== this.queue) {
+      this.staleTicketId = ticketId
       return
     }
     this.takeUp(ticket)
@@ -933,16 +933,31 @@ export class MatchTicket extends Emitter<TicketEvents> {
   private async checkParty(): Promise<boolean> {
     const party = await this.readParty()
     if (party.ticketId === null || party.ticketId === this.staleTicketId) return false
-    const ticket = await this.read(party.ticketId)
+    const ticket = await this.readPartyTicket(party.ticketId)
     if (this.done || this.ticketId !== null) return true
-    if (ticket.queue !== this.queue) {
-      // The leader queued elsewhere; this wait is for this queue only.
-      this.staleTicketId = ticket.ticketId
+    if (ticket === null || ticket.queue !== this.queue) {
+      // Not one to wait on: the leader queued elsewhere (this wait is for this queue only), or
+      // this player cannot read it.
+      this.staleTicketId = party.ticketId
       return false
     }
     this.takeUp(ticket)
     this.settle(ticket)
     return true
+  }
+
+  /**
+   * The ticket a party names, or null when this player cannot read it (404): swept from its pool
+   * some minutes after it ended (the party keeps naming its last ticket), or made before the
+   * player joined the party, so without them on it. Neither is one to wait on.
+   */
+  private async readPartyTicket(ticketId: string): Promise<Ticket | null> {
+    try {
+      return await this.read(ticketId)
+    } catch (err) {
+      if (err instanceof NexusProblem && err.problem === 'not-found') return null
+      throw err
+    }
   }
 
   /** A member takes up the party's ticket, in whichever region the leader queued. */

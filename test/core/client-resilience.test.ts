@@ -1622,6 +1622,39 @@ describe('matchmaking refusals and network loss', () => {
     }
   }, 15_000)
 
+  it('a party member’s wait rides over a party ticket it cannot read (swept from its pool after its game, or made before the member joined) and takes the leader’s next one', async () => {
+    for (const transport of ['http', 'websocket'] as const) {
+      let partyReads = 0
+      const client = createClient({
+        baseUrl: 'http://nexus.test',
+        retry: { baseDelayMs: 1, maxDelayMs: 5 },
+        fetch: guestFetch((url) => {
+          // The party still names its last game's ticket, long swept; then the leader queues.
+          if (url.pathname === '/v1/parties/me')
+            return partyOf(partyReads++ < 2 ? 'squads:eu:old' : 'squads:eu:t1')
+          const path = decodeURIComponent(url.pathname)
+          if (path === '/v1/matchmaking/tickets/squads:eu:old')
+            return jsonRes(404, {
+              type: 'urn:nexus:problem:not-found',
+              title: 'Not found',
+              status: 404,
+              detail: 'No such ticket',
+            })
+          if (path === '/v1/matchmaking/tickets/squads:eu:t1') return matchedSquad()
+          return jsonRes(200, {})
+        }),
+        WebSocket: () => scriptedSocket((socket) => socket.open()),
+      })
+      await client.auth.guest('device-abcdef-123456')
+      const mine = client.matchmaking.waitForParty('squads', { transport })
+      const outcome = await within(mine.matched, `the member’s match (${transport})`, 8000).catch(
+        (e: unknown) => e,
+      )
+      await mine.cancel().catch(() => {})
+      expect(outcome).toMatchObject({ sessionId: 's1', ticketId: 'squads:eu:t1' })
+    }
+  }, 30_000)
+
   it('a party member’s first socket finds, on the party, a ticket the leader made before it connected (here already matched)', async () => {
     let partyReads = 0
     const client = createClient({

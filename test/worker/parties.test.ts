@@ -849,6 +849,58 @@ describe('queueing as a party over HTTP', () => {
     expect((await ok(send('GET', `/v1/parties/${party.id}`, b!))).ticketId).toBe(again.ticketId)
   })
 
+  it("a leave or an accept whose pool is slow to cancel the party's ticket is answered in about 2 s, not after the pool's 10 s deadline, and the cancel still lands after the answer", async () => {
+    const q = await createQueue({ teamSize: 3, maxPartySize: 3 })
+    await rig(q, newClock())
+    const [a, b, c, d] = await players(4)
+    const party = await formParty([a!, b!, c!])
+    const join = (ps: Player[]) =>
+      ok<Ticket>(
+        send('POST', `/v1/matchmaking/${q}/tickets`, a!, { party: ps.map((p) => p.playerId) }),
+        201,
+      )
+    // The pool's cancels wait at a gate the test opens (a pool that does not answer meanwhile).
+    let open!: () => void
+    let gate = Promise.resolve()
+    const closeGate = () => {
+      gate = new Promise<void>((r) => {
+        open = r
+      })
+    }
+    await replaceMethod<MatchPool, 'cancel'>(
+      poolOf(q),
+      'cancel',
+      (original) =>
+        async function (this: MatchPool, ...args: Parameters<MatchPool['cancel']>) {
+          await gate
+          return original.apply(this, args)
+        },
+    )
+
+    const first = await join([a!, b!, c!])
+    closeGate()
+    expect((await send('DELETE', `/v1/parties/${party.id}/members/me`, c!)).status).toBe(204)
+    // Answered while the pool still holds the cancel; it lands once the pool answers.
+    expect((await ticketOf(first.ticketId)).status).toBe('waiting')
+    open()
+    await until(async () =>
+      (await ticketOf(first.ticketId)).status === 'cancelled' ? true : undefined,
+    )
+    expect(await ticketOf(first.ticketId)).toMatchObject({ reason: 'party_changed' })
+
+    // An accept likewise; its answer still names the ticket it has not seen cancelled.
+    const second = await join([a!, b!])
+    await ok(invite(party.id, a!, d!), 201)
+    closeGate()
+    const accepted = await ok(accept(party.id, d!))
+    expect(accepted.ticketId).toBe(second.ticketId)
+    expect((await ticketOf(second.ticketId)).status).toBe('waiting')
+    open()
+    await until(async () =>
+      (await ticketOf(second.ticketId)).status === 'cancelled' ? true : undefined,
+    )
+  }, 9_000)
+
   it("a leave or an accept sent again after its first try committed, but whose cancel never reached the pool, cancels the party's ticket then", async () => {
     const q = await createQueue({ teamSize: 3, maxPartySize: 3 })
     await rig(q, newClock())

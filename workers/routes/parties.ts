@@ -62,6 +62,34 @@ function partyCaller(c: Context<AppEnv>): PartyCaller {
   return { playerId: playerId(c), issuedAt: p?.kind === 'player' ? (p.issuedAt ?? 0) : 0 }
 }
 
+/**
+ * How long a membership change's answer waits for the pools to cancel the party's old tickets.
+ * A pool slower than that (overloaded, unreachable) is waited for after the answer, up to the
+ * cancel's own deadline, and the cron takes on what that leaves: a client gives a request about
+ * 10 s (the SDK does), and a change that has committed must not come back as a failure it retries.
+ */
+const CANCEL_WAIT_MS = 2_000
+
+/** The tickets the answer saw cancelled (cancelStaleTickets), the rest going on after it. */
+async function cancelBeforeAnswer(
+  c: Context<AppEnv>,
+  partyId: string,
+  tickets: readonly string[],
+): Promise<string[]> {
+  if (tickets.length === 0) return []
+  const cancelling = cancelStaleTickets(c.env, partyId, tickets, { requestId: c.get('requestId') })
+  c.executionCtx.waitUntil(cancelling)
+  let timer: ReturnType<typeof setTimeout> | undefined
+  const waited = new Promise<null>((resolve) => {
+    timer = setTimeout(() => resolve(null), CANCEL_WAIT_MS)
+  })
+  try {
+    return (await Promise.race([cancelling, waited])) ?? []
+  } finally {
+    clearTimeout(timer)
+  }
+}
+
 function resolve(c: Context<AppEnv>, raw: string): string {
   return raw === 'me' ? playerId(c) : raw
 }
@@ -204,7 +232,8 @@ const acceptRoute = createRoute({
     'invite stays: leave, then accept). A member of this party accepting again gets the party (200). ' +
     'A token issued before its player was erased gets 403 (the invite stays). ' +
     "The party's waiting matchmaking ticket, if any, is cancelled (reason `party_changed`): it was " +
-    'made without the new member.',
+    'made without the new member. The answer waits at most 2 s for that (the cancel goes on after ' +
+    'it); `ticketId` is null once it has seen the ticket cancelled.',
   middleware: [requirePlayer(), noBodyFields()] as const,
   // No body, or `{}`; a body that is not JSON, too large or of another type is still refused.
   request: { params: PartyParam },
@@ -217,9 +246,7 @@ const acceptRoute = createRoute({
 partyRoutes.openapi(acceptRoute, async (c) => {
   const { partyId } = c.req.valid('param')
   const { result, staleTickets } = await acceptInvite(c.env, partyId, partyCaller(c))
-  const cancelled = await cancelStaleTickets(c.env, partyId, staleTickets, {
-    requestId: c.get('requestId'),
-  })
+  const cancelled = await cancelBeforeAnswer(c, partyId, staleTickets)
   if (result.ticketId !== null && cancelled.includes(result.ticketId)) result.ticketId = null
   return c.json(result, 200)
 })
@@ -231,7 +258,8 @@ const leaveRoute = createRoute({
   description:
     'A leader who leaves hands the party to the longest-standing member; the last member leaving ' +
     "ends the party and its invites. The party's waiting matchmaking ticket, if any, is cancelled " +
-    '(reason `party_changed`): it no longer stands for the party. Idempotent: 204 whether or not the ' +
+    '(reason `party_changed`): it no longer stands for the party; the answer waits at most 2 s for ' +
+    'that (the cancel goes on after it). Idempotent: 204 whether or not the ' +
     'player was a member, once the caller may ask. 403 for members and invitees removing someone ' +
     'else without leading, 404 for anyone else.',
   middleware: [requirePlayer()] as const,
@@ -250,8 +278,6 @@ partyRoutes.openapi(leaveRoute, async (c) => {
     playerId(c),
     resolve(c, params.playerId),
   )
-  await cancelStaleTickets(c.env, params.partyId, staleTickets, {
-    requestId: c.get('requestId'),
-  })
+  await cancelBeforeAnswer(c, params.partyId, staleTickets)
   return c.body(null, 204)
 })

@@ -4,13 +4,13 @@
  *   DATABASE_URL=postgres://… npm run db:migrate
  *
  * Against Neon it connects directly (a pooled connection string is turned into the direct one);
- * with NEON_LOCAL_RELAY set it goes through the local relay. drizzle records applied migrations
- * in drizzle.__drizzle_migrations, so running it twice is a no-op, and it takes an advisory lock
- * so two concurrent runs do not race.
+ * with NEON_LOCAL_RELAY set it goes through the local relay. Applied migrations are recorded in
+ * drizzle.__drizzle_migrations, as drizzle's migrator records them, so running it twice is a
+ * no-op; each is applied in a transaction of its own (applyEach), and an advisory lock keeps two
+ * concurrent runs from racing.
  */
-import { neonConfig, Pool } from '@neondatabase/serverless'
-import { drizzle } from 'drizzle-orm/neon-serverless'
-import { migrate } from 'drizzle-orm/neon-serverless/migrator'
+import { neonConfig, Pool, type PoolClient } from '@neondatabase/serverless'
+import { readMigrationFiles } from 'drizzle-orm/migrator'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 import { WebSocket } from 'ws'
 import { configureLocalRelay } from '../workers/db/client.ts'
@@ -35,6 +35,40 @@ export function directConnectionString(databaseUrl: string): string {
   return url.toString()
 }
 
+/**
+ * Applies the pending migrations of `folder`, each in a transaction of its own, recording each as
+ * drizzle's migrator does (`drizzle.__drizzle_migrations`: its hash and its journal time; pending
+ * are those after the latest recorded). drizzle's `migrate` runs them all in one transaction: an
+ * upgrade across several then held every table's lock (an index build's, a table rewrite's) until
+ * the last one committed, and a failure in the last undid them all.
+ */
+async function applyEach(client: PoolClient, folder: string): Promise<void> {
+  await client.query('CREATE SCHEMA IF NOT EXISTS drizzle')
+  await client.query(
+    `CREATE TABLE IF NOT EXISTS drizzle.__drizzle_migrations (
+       id SERIAL PRIMARY KEY, hash text NOT NULL, created_at bigint)`,
+  )
+  const latest = await client.query<{ created_at: string }>(
+    'select created_at from drizzle.__drizzle_migrations order by created_at desc limit 1',
+  )
+  const after = latest.rows.length === 0 ? -Infinity : Number(latest.rows[0]!.created_at)
+  for (const migration of readMigrationFiles({ migrationsFolder: folder })) {
+    if (migration.folderMillis <= after) continue
+    await client.query('begin')
+    try {
+      for (const statement of migration.sql) await client.query(statement)
+      await client.query(
+        'insert into drizzle.__drizzle_migrations (hash, created_at) values ($1, $2)',
+        [migration.hash, migration.folderMillis],
+      )
+      await client.query('commit')
+    } catch (err) {
+      await client.query('rollback').catch(() => {})
+      throw err
+    }
+  }
+}
+
 export async function runMigrations(opts: {
   databaseUrl: string
   relay?: string
@@ -54,9 +88,7 @@ export async function runMigrations(opts: {
       // up every later read and write of its table while it waits, so it fails (the run rolls
       // back, to be run again) rather than stall the live version for minutes.
       await client.query(`set lock_timeout = '${DDL_LOCK_WAIT}'`)
-      await migrate(drizzle({ client }), {
-        migrationsFolder: opts.migrationsFolder ?? MIGRATIONS_FOLDER,
-      })
+      await applyEach(client, opts.migrationsFolder ?? MIGRATIONS_FOLDER)
     } finally {
       await client.query('select pg_advisory_unlock(727274)').catch(() => {})
       client.release()

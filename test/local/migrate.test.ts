@@ -76,7 +76,7 @@ describe('a migration waiting for a table in use', () => {
       await holder.query('lock table party_tickets in access exclusive mode')
       const started = Date.now()
       // 55P03: lock_not_available, the lock timeout.
-      await expect(migrate()).rejects.toMatchObject({ cause: { code: '55P03' } })
+      await expect(migrate()).rejects.toMatchObject({ code: '55P03' })
       expect(Date.now() - started).toBeLessThan(20_000)
     } finally {
       await holder.query('rollback')
@@ -89,6 +89,75 @@ describe('a migration waiting for a table in use', () => {
     await migrate()
     expect(await built()).toBe(1)
   })
+
+  it('applies each migration in a transaction of its own: one waiting for its table holds no lock of the ones before it, which stay applied if it fails', async () => {
+    await direct.query('create database one_by_one')
+    const url = new URL(server.url)
+    url.pathname = '/one_by_one'
+    await runMigrations({ databaseUrl: url.href, relay: relay.address })
+    const folder = await mkdtemp(join(tmpdir(), 'nexus-migrations-'))
+    onTestFinished(() => rm(folder, { recursive: true, force: true }))
+    await cp(fileURLToPath(new URL('../../migrations', import.meta.url)), folder, {
+      recursive: true,
+    })
+    const journalPath = join(folder, 'meta', '_journal.json')
+    const journal = JSON.parse(await readFile(journalPath, 'utf8')) as {
+      entries: { idx: number; version: string; when: number; tag: string; breakpoints: boolean }[]
+    }
+    const last = journal.entries[journal.entries.length - 1]!
+    // Two new ones: the first indexes queue_claims, the second party_tickets (held below).
+    const added = [
+      ['9998_first', 'CREATE INDEX "9998_first_idx" ON "queue_claims" ("player_id", "queue");'],
+      ['9999_second', 'CREATE INDEX "9999_second_idx" ON "party_tickets" ("ticket_id");'],
+    ] as const
+    for (const [i, [tag, statement]] of added.entries()) {
+      journal.entries.push({ ...last, idx: last.idx + 1 + i, when: last.when + 1 + i, tag })
+      await writeFile(join(folder, `${tag}.sql`), statement)
+    }
+    await writeFile(journalPath, JSON.stringify(journal))
+    const db = new pg.Client(url.href)
+    await db.connect()
+    const holder = new pg.Client(url.href)
+    await holder.connect()
+    try {
+      await holder.query('begin')
+      await holder.query('lock table party_tickets in access exclusive mode')
+      const run = runMigrations({
+        databaseUrl: url.href,
+        relay: relay.address,
+        migrationsFolder: folder,
+      }).then(
+        () => 'applied',
+        (err: unknown) => err,
+      )
+      const has = async (index: string) =>
+        (await db.query(`select 1 from pg_indexes where indexname = $1`, [index])).rowCount === 1
+      // The first is committed while the second still waits for its table ...
+      for (let i = 0; i < 200 && !(await has('9998_first_idx')); i++) {
+        await new Promise((r) => setTimeout(r, 25))
+      }
+      expect(await has('9998_first_idx')).toBe(true)
+      expect(await has('9999_second_idx')).toBe(false)
+      // ... and its table takes writes meanwhile (its index build's lock went with its commit).
+      await db.query('begin')
+      await db.query(`set local lock_timeout = '1s'`)
+      await db.query('lock table queue_claims in row exclusive mode')
+      await db.query('rollback')
+      // The second fails on its lock wait; the first stays applied, and a run again brings the second.
+      expect(await run).toMatchObject({ code: '55P03' })
+      expect(await has('9998_first_idx')).toBe(true)
+    } finally {
+      await holder.query('rollback')
+      await holder.end()
+    }
+    await runMigrations({ databaseUrl: url.href, relay: relay.address, migrationsFolder: folder })
+    expect(
+      (await db.query(`select 1 from pg_indexes where indexname = '9999_second_idx'`)).rowCount,
+    ).toBe(1)
+    const applied = await db.query(`select count(*)::int as n from drizzle.__drizzle_migrations`)
+    expect(applied.rows[0].n).toBe(journal.entries.length)
+    await db.end()
+  }, 40_000)
 
   it('an index on a large table built by hand beforehand (create index concurrently) does not fail the run that brings it', async () => {
     // A deployment still at 0017, with many rewards: its operator builds 0018's index first.

@@ -39,7 +39,8 @@ export const players = pgTable(
       .notNull()
       .default(sql`now()`),
   },
-  (t) => [index('players_rating_idx').on(t.rating)],
+  // No index on rating: nothing reads players by it, and one made every rating update rewrite
+  // the row's other index entries too (no heap-only update). Migration 0024 drops it.
 )
 
 /**

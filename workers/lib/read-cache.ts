@@ -2,6 +2,7 @@ import type { Context } from 'hono'
 import type { AppEnv } from '../app-env.ts'
 import { countedClientIp, countedClientNetwork } from '../middleware/rate-limit.ts'
 import { boundedInt } from './config.ts'
+import { refreshEarly } from './early-refresh.ts'
 import { counter } from './metrics.ts'
 import { ApiError } from './problem.ts'
 import { hitWindow } from './rate-limit.ts'
@@ -25,18 +26,6 @@ interface CachedBody {
   computeMs?: number
   /** The answer's own TTL, when `ttlOf` gave one. */
   ttlMs?: number
-}
-
-/**
- * Probabilistic early expiration ("XFetch", Vattani et al. 2015): each reader of a cached answer
- * refreshes it early with a probability that rises as expiry nears and with how long the answer
- * took to produce. Under load one reader refreshes shortly before expiry while the rest keep
- * hitting, so an expiry does not send every reader to the Durable Object at once. It needs no
- * coordination between requests (a Worker may not share one request's I/O with another).
- */
-function refreshEarly(storedAt: number, ttlMs: number, computeMs: number, now: number): boolean {
-  const delta = Math.max(1, computeMs)
-  return now - delta * Math.log(Math.random()) >= storedAt + ttlMs
 }
 
 export interface CachedReadOptions {

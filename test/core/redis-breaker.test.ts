@@ -32,6 +32,44 @@ describe('the Redis circuit breaker on /metrics', () => {
   })
 })
 
+describe('an outage met by calls in flight', () => {
+  it('opens the breaker once, for its open time from the opening: the calls that fail after it add no openings and no time', async () => {
+    setLogLevel('silent')
+    let t = 0
+    const breaker = new RedisAccelerator({} as Redis, {
+      failureThreshold: 3,
+      openMs: 10_000,
+      now: () => t,
+    })
+    const before = opens()
+    // Twenty reads in flight when Redis stops answering: ten fail at 1 s, ten more at 5 s.
+    const failing = () => {
+      let fail!: () => void
+      const down = new Promise<never>((_, reject) => {
+        fail = () => reject(new Error('down'))
+      })
+      return { down, fail }
+    }
+    const early = failing()
+    const late = failing()
+    const reads = [
+      ...Array.from({ length: 10 }, () => breaker.run('probe', () => early.down)),
+      ...Array.from({ length: 10 }, () => breaker.run('probe', () => late.down)),
+    ]
+    t = 1000
+    early.fail()
+    await Promise.all(reads.slice(0, 10))
+    t = 5000
+    late.fail()
+    await Promise.all(reads)
+    expect(opens() - before).toBe(1)
+    expect(breaker.state).toBe('open')
+    // Open for 10 s from the opening, not from the last failure seen.
+    t = 11_000
+    expect(breaker.state).toBe('half-open')
+  })
+})
+
 describe('the half-open breaker', () => {
   it('takes a trial call that never settled (its request cancelled) as lost once past its deadline: the next call tries Redis again', async () => {
     setLogLevel('silent')

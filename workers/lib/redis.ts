@@ -102,8 +102,11 @@ export class RedisAccelerator {
 
   private recordFailure(operation: string, err: unknown): void {
     redisFailures.inc({ operation })
+    // Calls in flight when the breaker opened fail after it: the same outage, so they neither
+    // count as openings nor keep it open longer (a trial's failure, half-open, opens it again).
+    const open = this.state === 'open'
     this.consecutiveFailures++
-    if (this.consecutiveFailures >= this.failureThreshold) {
+    if (this.consecutiveFailures >= this.failureThreshold && !open) {
       this.openUntil = this.now() + this.openMs
       redisCircuitOpens.inc()
     }

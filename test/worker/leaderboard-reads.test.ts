@@ -593,6 +593,21 @@ describe('edge cache', () => {
     const random = Math.random
     let draws = 0
     Math.random = () => (draws++ === 0 ? 0 : 0.999999)
+    const lookups = (layer: string, outcome: string) => {
+      const family = localFamilies().find((f) => f.name === 'nexus_cache_lookups_total')
+      const series = (family?.series ?? []) as {
+        labels: { layer: string; outcome: string }
+        value: number
+      }[]
+      return (
+        series.find((x) => x.labels.layer === layer && x.labels.outcome === outcome)?.value ?? 0
+      )
+    }
+    const counts = () =>
+      ['memory', 'edge'].flatMap((layer) =>
+        ['hit', 'miss', 'refresh'].map((outcome) => lookups(layer, outcome)),
+      )
+    const before = counts()
     let refreshed: Response
     try {
       refreshed = await call(`/v1/leaderboards/${b}/top`)
@@ -602,6 +617,9 @@ describe('edge cache', () => {
     expect(draws).toBeGreaterThan(0)
     expect(refreshed.headers.get('x-cache')).toBe('MISS')
     expect(((await refreshed.json()) as Top).total).toBe(2)
+    // Counted as answers passed over for a refresh, at both layers: neither hits nor misses.
+    const after = counts()
+    expect(after.map((n, i) => n - before[i]!)).toEqual([0, 0, 1, 0, 0, 1])
   })
 
   it('an early refresh that fails (the board out of reach) serves the answer it passed over, still within its TTL', async () => {

@@ -141,6 +141,9 @@ export async function cachedRead(c: Context<AppEnv>, opts: CachedReadOptions): P
   const passedOver: {
     hit: { body: string; storedAt: number; ttlMs: number; layer: string } | null
   } = { hit: null }
+  // How a layer's lookup went, counted by `usable`: `refresh` for an answer passed over for an
+  // early refresh (valid, so neither a hit nor a miss of the hit ratio).
+  let outcome: 'hit' | 'miss' | 'refresh' = 'miss'
   const usable = (
     layer: string,
     entry: { body?: string; storedAt: number; computeMs: number; ttlMs?: number },
@@ -149,8 +152,14 @@ export async function cachedRead(c: Context<AppEnv>, opts: CachedReadOptions): P
     // The clock read now, not at the request's start: the layers above took time (a Redis
     // check, a Cache API lookup), and an answer must not be served older than its TTL.
     const at = Date.now()
-    if (!(at - entry.storedAt < entryTtlMs) || entry.storedAt <= refreshing) return false
-    if (!refreshEarly(entry.storedAt, entryTtlMs, entry.computeMs, at)) return true
+    outcome = 'miss'
+    if (!(at - entry.storedAt < entryTtlMs)) return false
+    outcome = 'refresh'
+    if (entry.storedAt <= refreshing) return false
+    if (!refreshEarly(entry.storedAt, entryTtlMs, entry.computeMs, at)) {
+      outcome = 'hit'
+      return true
+    }
     refreshing = entry.storedAt
     if (entry.body !== undefined) {
       passedOver.hit = { body: entry.body, storedAt: entry.storedAt, ttlMs: entryTtlMs, layer }
@@ -160,11 +169,12 @@ export async function cachedRead(c: Context<AppEnv>, opts: CachedReadOptions): P
 
   if (!bypass) {
     const hit = isolateReads.get(opts.key)
+    outcome = 'miss'
     if (hit && usable('memory', { ...hit, computeMs: hit.computeMs ?? 1 })) {
       cacheLookups.inc({ layer: 'memory', outcome: 'hit' })
       return respond(hit.body, hit.storedAt, 'HIT memory', hit.ttlMs)
     }
-    cacheLookups.inc({ layer: 'memory', outcome: 'miss' })
+    cacheLookups.inc({ layer: 'memory', outcome })
   }
   if (!bypass && cache) {
     // A Cache API that fails is a miss: the layers below still answer.
@@ -173,15 +183,17 @@ export async function cachedRead(c: Context<AppEnv>, opts: CachedReadOptions): P
     const computeMs = Number(hit?.headers.get('x-compute-ms') ?? 1)
     const entryTtl = hit?.headers.get('x-ttl-ms') ? Number(hit.headers.get('x-ttl-ms')) : undefined
     const body = hit ? await hit.text().catch(() => undefined) : undefined
+    outcome = 'miss'
     if (body !== undefined && usable('edge', { body, storedAt, computeMs, ttlMs: entryTtl })) {
       cacheLookups.inc({ layer: 'edge', outcome: 'hit' })
       isolateReads.remember(opts.key, { body, storedAt, computeMs, ttlMs: entryTtl })
       return respond(body, storedAt, 'HIT edge', entryTtl)
     }
-    cacheLookups.inc({ layer: 'edge', outcome: 'miss' })
+    cacheLookups.inc({ layer: 'edge', outcome })
   }
   if (!bypass && redis) {
     const hit = await redis.run('read-cache.get', (r) => r.get<CachedBody>(redisKey))
+    outcome = 'miss'
     if (
       hit &&
       typeof hit.body === 'string' &&
@@ -195,7 +207,7 @@ export async function cachedRead(c: Context<AppEnv>, opts: CachedReadOptions): P
         )
       return respond(hit.body, hit.storedAt, 'HIT redis', hit.ttlMs)
     }
-    cacheLookups.inc({ layer: 'redis', outcome: hit === undefined ? 'unavailable' : 'miss' })
+    cacheLookups.inc({ layer: 'redis', outcome: hit === undefined ? 'unavailable' : outcome })
   }
 
   const started = Date.now()
@@ -207,7 +219,7 @@ export async function cachedRead(c: Context<AppEnv>, opts: CachedReadOptions): P
     const kept = passedOver.hit
     const refused = err instanceof ApiError && err.status < 500
     if (kept && !refused && Date.now() - kept.storedAt < kept.ttlMs) {
-      cacheLookups.inc({ layer: kept.layer, outcome: 'hit' })
+      // Counted `refresh` at its lookup already: served after all, it is not a second lookup.
       return respond(kept.body, kept.storedAt, `HIT ${kept.layer}`, kept.ttlMs)
     }
     // Nor may the client or a cache in between keep it: the board may exist a moment later.

@@ -37,17 +37,18 @@ async function hs256(
     .sign(new TextEncoder().encode(opts.secret ?? testEnv.AUTH_SECRET))
 }
 
-async function idpToken(opts: { aud?: string; iss?: string; exp?: number; sub?: string } = {}) {
+async function idpToken(
+  opts: { aud?: string; iss?: string; exp?: number; sub?: string; iat?: boolean } = {},
+) {
   const key = await importJWK(JSON.parse(testEnv.TEST_IDP_PRIVATE_JWK!), 'RS256')
   const now = Math.floor(Date.now() / 1000)
-  return new SignJWT({})
+  const jwt = new SignJWT({})
     .setProtectedHeader({ alg: 'RS256', kid: 'test-idp-key' })
     .setSubject(opts.sub ?? 'idp|user-42')
     .setIssuer(opts.iss ?? 'https://idp.test')
     .setAudience(opts.aud ?? 'nexus-game')
-    .setIssuedAt(now)
     .setExpirationTime(opts.exp ?? now + 600)
-    .sign(key)
+  return (opts.iat === false ? jwt : jwt.setIssuedAt(now)).sign(key)
 }
 
 /** GET /v1/players/me/... does not exist yet in the foundation; the admin probe tells apart 401 (who?) from 403 (not allowed). */
@@ -575,6 +576,12 @@ describe("a studio's own identity provider (JWKS)", () => {
     expect(p.status).toBe(403) // authenticated as a player; the probe route is admin-only
   })
 
+  it('refuses a token without iat (401 naming it): without it a token could not be told from one issued before its player was erased', async () => {
+    const p = await statusFor(await idpToken({ iat: false }))
+    expect(p).toMatchObject({ status: 401, type: 'urn:nexus:problem:unauthorized' })
+    expect(p.body.detail).toContain('"iat"')
+  })
+
   it("refuses a subject shaped like a guest's id, which would sign in as that guest", async () => {
     const guest = await newGuest()
     expect(guest.playerId.startsWith('g_')).toBe(true)
@@ -614,6 +621,7 @@ describe("a studio's own identity provider (JWKS)", () => {
         .setSubject('idp|user-43')
         .setIssuer('https://idp.test')
         .setAudience('nexus-game')
+        .setIssuedAt()
         .setExpirationTime('10m')
         .sign(key)
     const put = async (token: string) =>

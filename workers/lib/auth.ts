@@ -408,7 +408,10 @@ export async function verifyPlayerToken(env: AuthEnv, token: string): Promise<Pr
         issuer: env.JWT_ISSUER,
         audience: env.JWT_AUDIENCE,
         clockTolerance: CLOCK_SKEW_SECONDS,
-        requiredClaims: ['sub', 'exp'],
+        // `iat` tells a token issued before its player's erasure from one after (a player coming
+        // back under the same id): without it every token of theirs counted as older, refused
+        // from queues and parties for good and from boards for a month, whatever they did.
+        requiredClaims: ['sub', 'exp', 'iat'],
       }
       const payload = await jwtVerify(token, (h, t) => identityProviderKey(jwksUrl, h, t), options)
         .then((verified) => verified.payload)

@@ -304,6 +304,8 @@ export interface Schemas {
     }>
     /** The latest matchmaking ticket the leader made for the party (read it with GET /v1/matchmaking/tickets/{ticketId}); null before the first */
     ticketId: string | null
+    /** The latest ticket in each queue and region the party joined since its members last changed, newest first (a party may wait in several queues at once); ended ones too, until a later join of that queue and region replaces them */
+    tickets: Array<string>
     createdAt: string
   }
   PartyInviteRequest: {

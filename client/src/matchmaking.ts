@@ -906,8 +906,8 @@ export class MatchTicket extends Emitter<TicketEvents> {
     // A network blip here would end a wait the member means to keep, as the later reads would not.
     const steady = { needed: () => true, signal: this.abort.signal }
     const party = await this.persist(() => this.readParty(), steady)
-    if (!party || party.ticketId === null) return
-    const ticketId = party.ticketId
+    const ticketId = party ? this.ticketOfQueue(party) : null
+    if (ticketId === null) return
     const ticket = await this.persist(() => this.readPartyTicket(ticketId), steady)
     if (ticket === undefined) return
     if (ticket === null || !live(ticket) || ticket.queue !== this.queue) {
@@ -932,18 +932,29 @@ export class MatchTicket extends Emitter<TicketEvents> {
   /** Takes up the leader's new ticket if the party names one; true when it did. */
   private async checkParty(): Promise<boolean> {
     const party = await this.readParty()
-    if (party.ticketId === null || party.ticketId === this.staleTicketId) return false
-    const ticket = await this.readPartyTicket(party.ticketId)
+    const ticketId = this.ticketOfQueue(party)
+    if (ticketId === null || ticketId === this.staleTicketId) return false
+    const ticket = await this.readPartyTicket(ticketId)
     if (this.done || this.ticketId !== null) return true
     if (ticket === null || ticket.queue !== this.queue) {
       // Not one to wait on: the leader queued elsewhere (this wait is for this queue only), or
       // this player cannot read it.
-      this.staleTicketId = party.ticketId
+      this.staleTicketId = ticketId
       return false
     }
     this.takeUp(ticket)
     this.settle(ticket)
     return true
+  }
+
+  /**
+   * The party's latest ticket in this wait's queue: a party may wait in several queues at once,
+   * each ticket listed in `tickets` (ids name their queue first). A server from before that list
+   * names only the latest ticket of all, which the caller checks is of this queue.
+   */
+  private ticketOfQueue(party: { ticketId: string | null; tickets?: string[] }): string | null {
+    if (party.tickets === undefined) return party.ticketId
+    return party.tickets.find((id) => id.startsWith(`${this.queue}:`)) ?? null
   }
 
   /**

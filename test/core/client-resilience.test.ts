@@ -32,6 +32,17 @@ const waitingSquad = () =>
     reason: null,
     match: null,
   })
+/** The leader's ticket in another queue, waiting. */
+const waitingDuel = {
+  ticketId: 'duels:eu:d1',
+  queue: 'duels',
+  region: 'eu',
+  status: 'waiting',
+  expiresAt: 0,
+  expiresIn: 60_000,
+  reason: null,
+  match: null,
+}
 /** The leader's squad ticket, matched. */
 const matchedSquad = () =>
   jsonRes(200, {
@@ -1654,6 +1665,39 @@ describe('matchmaking refusals and network loss', () => {
       expect(outcome).toMatchObject({ sessionId: 's1', ticketId: 'squads:eu:t1' })
     }
   }, 30_000)
+
+  it('a party member waiting for one queue finds its ticket while the party waits in another too (the party’s latest ticket being of that other queue)', async () => {
+    let partyReads = 0
+    const client = createClient({
+      baseUrl: 'http://nexus.test',
+      retry: { baseDelayMs: 1, maxDelayMs: 5 },
+      fetch: guestFetch((url) => {
+        // No ticket yet; then the leader queues for squads, and right after for duels.
+        if (url.pathname === '/v1/parties/me') {
+          const first = partyReads++ === 0
+          return jsonRes(200, {
+            id: 'p1',
+            leader: 'g_0',
+            members: [],
+            invites: [],
+            createdAt: 0,
+            ticketId: first ? null : 'duels:eu:d1',
+            tickets: first ? [] : ['duels:eu:d1', 'squads:eu:t1'],
+          })
+        }
+        const path = decodeURIComponent(url.pathname)
+        if (path === '/v1/matchmaking/tickets/squads:eu:t1') return matchedSquad()
+        if (path === '/v1/matchmaking/tickets/duels:eu:d1')
+          return jsonRes(200, { ...waitingDuel, ticketId: 'duels:eu:d1' })
+        return jsonRes(200, {})
+      }),
+    })
+    await client.auth.guest('device-abcdef-123456')
+    const mine = client.matchmaking.waitForParty('squads', { transport: 'http' })
+    const outcome = await within(mine.matched, 'the member’s match', 8000).catch((e: unknown) => e)
+    await mine.cancel().catch(() => {})
+    expect(outcome).toMatchObject({ sessionId: 's1', ticketId: 'squads:eu:t1' })
+  }, 15_000)
 
   it('a party member’s first socket finds, on the party, a ticket the leader made before it connected (here already matched)', async () => {
     let partyReads = 0

@@ -31,6 +31,7 @@ interface Party {
   members: { playerId: string; joinedAt: string }[]
   invites: { playerId: string; invitedAt: string; expiresAt: string }[]
   ticketId: string | null
+  tickets: string[]
   createdAt: string
 }
 interface Player {
@@ -787,7 +788,10 @@ describe('queueing as a party over HTTP', () => {
       )
     const t1 = await join(q1, [a!, b!, c!])
     const t2 = await join(q2, [a!, b!, c!])
-    expect((await ok(send('GET', `/v1/parties/${party.id}`, b!))).ticketId).toBe(t2.ticketId)
+    const both = await ok(send('GET', `/v1/parties/${party.id}`, b!))
+    expect(both.ticketId).toBe(t2.ticketId)
+    // A member waiting for the first queue finds its ticket too: each queue's, newest first.
+    expect(both.tickets).toEqual([t2.ticketId, t1.ticketId])
 
     expect((await leave(party.id, a!, c!.playerId)).status).toBe(204)
     for (const t of [t1, t2]) {
@@ -796,7 +800,10 @@ describe('queueing as a party over HTTP', () => {
         reason: 'party_changed',
       })
     }
-    expect((await ok(send('GET', `/v1/parties/${party.id}`, b!))).ticketId).toBeNull()
+    expect(await ok(send('GET', `/v1/parties/${party.id}`, b!))).toMatchObject({
+      ticketId: null,
+      tickets: [],
+    })
 
     // Queued again as a pair, matched, and then a member leaves: the match stands, and the party
     // still points its members at the matched ticket.
@@ -807,7 +814,11 @@ describe('queueing as a party over HTTP', () => {
     expect(solo.ticketId).not.toBe(t3.ticketId)
     expect((await leave(party.id, b!)).status).toBe(204)
     expect((await ticketOf(t3.ticketId, a!.token)).status).toBe('matched')
-    expect((await ok(send('GET', `/v1/parties/${party.id}`, a!))).ticketId).toBe(t3.ticketId)
+    // ... though not as a ticket of the party as it now is, for members who wait for the next.
+    expect(await ok(send('GET', `/v1/parties/${party.id}`, a!))).toMatchObject({
+      ticketId: t3.ticketId,
+      tickets: [],
+    })
   })
 
   it('a ticket a membership change could not cancel (its pool unreachable) is cancelled by the next cron; later notes are not', async () => {

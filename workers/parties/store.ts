@@ -46,8 +46,17 @@ export interface PartyView {
   invites: PartyInvite[]
   /** The latest matchmaking ticket the leader made for the party, if any. */
   ticketId: string | null
+  /**
+   * The latest ticket in each queue and region the party joined since its latest membership
+   * change, newest first (at most MAX_VIEW_TICKETS): a party may wait in several queues at once,
+   * and a member waiting for one of them looks for its ticket here.
+   */
+  tickets: string[]
   createdAt: string
 }
+
+/** Tickets a party view lists: more queues and regions at once than any party waits in. */
+const MAX_VIEW_TICKETS = 16
 
 /** An invite as its invitee lists it. */
 export interface ReceivedInvite {
@@ -70,7 +79,12 @@ const view = (where: string) => `
                                                 'expiresAt', ${iso('i.expires_at')})
                               order by i.invited_at, i.player_id)
                 from party_invites i where i.party_id = p.id and i.expires_at > now()), '[]'::json)
-      as invites
+      as invites,
+    coalesce((select json_agg(t.ticket_id order by t.noted_at desc)
+                from (select t.ticket_id, t.noted_at from party_tickets t
+                       where t.party_id = p.id and t.noted_at >= p.updated_at
+                       order by t.noted_at desc limit ${MAX_VIEW_TICKETS}) t), '[]'::json)
+      as tickets
     from parties p where ${where}`
 
 /** The view of party `$1`. */
@@ -93,6 +107,7 @@ interface ViewRow {
   created_at: string
   members: PartyMember[]
   invites: PartyInvite[]
+  tickets: string[]
 }
 
 interface RoleRow {
@@ -108,6 +123,7 @@ function viewOf(row: ViewRow): PartyView {
     members: row.members,
     invites: row.invites,
     ticketId: row.ticket_id,
+    tickets: row.tickets,
     createdAt: row.created_at,
   }
 }

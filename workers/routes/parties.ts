@@ -50,6 +50,15 @@ const Party = z
           'The latest matchmaking ticket the leader made for the party (read it with ' +
           'GET /v1/matchmaking/tickets/{ticketId}); null before the first',
       }),
+    tickets: z
+      .array(z.string())
+      .max(16)
+      .openapi({
+        description:
+          'The latest ticket in each queue and region the party joined since its members last ' +
+          'changed, newest first (a party may wait in several queues at once); ended ones too, ' +
+          'until a later join of that queue and region replaces them',
+      }),
     createdAt: z.string(),
   })
   .openapi('Party')

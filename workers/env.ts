@@ -46,6 +46,12 @@ export interface Env {
    */
   FRESH_READS_PER_MINUTE?: string
 
+  /**
+   * Pages of a session's log (GET /v1/sessions/:id/events) a player may read per minute (default
+   * 120, 1–100,000); the admin key is not limited.
+   */
+  SESSION_EVENT_READS_PER_MINUTE?: string
+
   /** Game sessions: how long a disconnected player may stay away, seconds (default 60, 5–3600). */
   SESSION_GRACE_SECONDS?: string
   /** How long a player may take to connect to a new session, seconds (default 120, 5–3600). */

@@ -9,7 +9,7 @@ import {
   type LogRecord,
   type MatchState,
 } from '../../workers/core/rules/index.ts'
-import { ADMIN_KEY, bearer, call, json, newGuest, problem } from './helpers/http.ts'
+import { ADMIN_KEY, bearer, call, callWithEnv, json, newGuest, problem } from './helpers/http.ts'
 import {
   clockAtCreation,
   connect,
@@ -713,6 +713,27 @@ describe('the event log', () => {
     const tooMany = await call(`/v1/sessions/${sessionId}/events?limit=501`, bearer(ADMIN_KEY))
     expect((await problem(tooMany)).status).toBe(422)
     for (const s of sockets) s.close()
+  })
+
+  it('a player reads at most SESSION_EVENT_READS_PER_MINUTE pages a minute: past it 429 with Retry-After; other players and the admin key read on', async () => {
+    const players = playerIds(2)
+    const { sessionId, tokens } = await createSession({
+      rules: 'dice-race',
+      roster: players.map((playerId) => ({ playerId })),
+    })
+    const read = (token: string) =>
+      callWithEnv(
+        { SESSION_EVENT_READS_PER_MINUTE: '3' },
+        `/v1/sessions/${sessionId}/events?limit=1`,
+        bearer(token),
+      )
+    for (let i = 0; i < 3; i++) expect((await read(tokens[players[0]!]!)).status).toBe(200)
+    const refused = await read(tokens[players[0]!]!)
+    const p = await problem(refused)
+    expect(p).toMatchObject({ status: 429, type: 'urn:nexus:problem:rate-limited' })
+    expect(Number(refused.headers.get('retry-after'))).toBeGreaterThan(0)
+    expect((await read(tokens[players[1]!]!)).status).toBe(200)
+    expect((await read(ADMIN_KEY)).status).toBe(200)
   })
 })
 

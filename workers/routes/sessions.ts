@@ -13,9 +13,11 @@ import {
   newRouter,
   problemResponses,
 } from '../lib/openapi.ts'
+import { boundedInt } from '../lib/config.ts'
 import { ApiError, apiErrorFrom } from '../lib/problem.ts'
 import { SESSION_AUDIENCE, verifySessionToken } from '../lib/session-token.ts'
 import { adminKeyGuard } from '../middleware/auth.ts'
+import { countEdgeRefusal, overEdgeLimit } from '../middleware/rate-limit.ts'
 import { SessionId } from '../sessions/schemas.ts'
 import { loadArchivedEvents, loadArchivedSession } from '../sessions/store.ts'
 import { type SessionApi, sessionStub } from '../sessions/stub.ts'
@@ -264,7 +266,9 @@ const eventsRoute = createRoute({
     `100, at most ${MAX_EVENTS_PAGE}). Pass \`nextFrom\` back as \`from\` for the next page; null means ` +
     "the end of the log so far. Replaying the records from the start reproduces the session's state. " +
     'Under rules with hidden information (`rock-paper-scissors`), a player gets each event as they may ' +
-    "see it and other players' inputs without their `action`; admins get the log whole.",
+    "see it and other players' inputs without their `action`; admins get the log whole. A player " +
+    'reads at most SESSION_EVENT_READS_PER_MINUTE pages a minute (default 120; 429 with ' +
+    'Retry-After past it); the admin key is not limited.',
   request: {
     params: SessionParam,
     query: z.object({
@@ -288,7 +292,7 @@ const eventsRoute = createRoute({
         },
       },
     },
-    ...problemResponses(401, 403, 404, 422, 503),
+    ...problemResponses(401, 403, 404, 422, 429, 503),
   },
 })
 
@@ -298,6 +302,19 @@ sessionRoutes.openapi(eventsRoute, (async (c: Context<AppEnv>) => {
     c.req as unknown as { valid(t: 'query'): { from: number; limit: number } }
   ).valid('query')
   const viewer = await viewerOf(c, id)
+  if (viewer.kind === 'player') {
+    // Each page reads up to MAX_EVENTS_PAGE records on the thread that plays the match (or two
+    // Neon queries once archived): a player looping on it would hold up everyone's game.
+    const refusal = await overEdgeLimit(c, {
+      name: 'session-events',
+      limit: boundedInt(c.env.SESSION_EVENT_READS_PER_MINUTE, 120, 1, 100_000),
+      key: () => viewer.playerId,
+    })
+    if (refusal) {
+      countEdgeRefusal('session-events')
+      throw refusal
+    }
+  }
   const stub = sessionStub(c.env, id)
   const info = await stub.info()
   if (info.ok) {

@@ -919,9 +919,17 @@ export class Leaderboard extends DurableObject<Env> {
    * next call carries the same way, and nothing can interleave with it.
    */
   private carryEmpty(now: number): void {
+    const cur = this.current!
     const startsAt = previousBoundary(this.schedule!, now) ?? now
-    this.current = this.cycleFrom(this.current!.cycle, startsAt, now)
-    this.saveCurrent()
+    this.current = this.cycleFrom(cur.cycle, startsAt, now)
+    try {
+      this.saveCurrent()
+    } catch (err) {
+      // Not written (storage full, say): the board stays in the window storage holds, as after a
+      // freeze refused, rather than take writes into one a wake would not know.
+      this.current = cur
+      throw err
+    }
     this.index = new RankIndex(this.current.sortOrder)
     this.resetHistory()
   }
@@ -1037,10 +1045,12 @@ export class Leaderboard extends DurableObject<Env> {
     const unknown = await this.ensureConfigured(input.boardId)
     if (unknown) return unknown
     const now = this.now()
-    if (this.rollover(now)) await this.scheduleAlarm()
+    // A retry's answer first: it is the first attempt's whatever cycle is current now, and is
+    // given even while a rollover fails (a freeze its storage refuses), as a read is.
+    const seen = this.keyedAnswer(input.playerId, input.idempotencyKey, now)
+    if (!seen && this.rollover(now)) await this.scheduleAlarm()
     const config = this.config!
 
-    const seen = this.keyedAnswer(input.playerId, input.idempotencyKey, now)
     if (seen) {
       if (seen.request_hash !== input.requestHash) {
         return refuse(

@@ -972,6 +972,59 @@ describe('cycles close on schedule', () => {
     expect(((await put.json()) as { cycle: { cycle: number } }).cycle.cycle).toBe(3)
   })
 
+  it('an empty cycle whose carry into the new period its storage refuses (full) stays as storage holds it, in memory too: a write is refused, not put in a window storage does not have', async () => {
+    const board = await createBoard({ cycle: { every: '1h' } })
+    let t = Date.now()
+    await runInDurableObject(stub(board), (inst: Leaderboard) => {
+      inst.now = () => t
+    })
+    const { endsAt } = (await fresh<{ cycle: { endsAt: number } }>(`/v1/leaderboards/${board}`))
+      .cycle
+    // Nobody entered; the hour ends while the board's storage is full.
+    type Writes = { setMeta(key: string, value: string): void }
+    const writesBack = await replaceMethod<Writes, 'setMeta'>(
+      stub(board),
+      'setMeta',
+      (original) =>
+        function (this: Writes, key, value) {
+          if (key === 'current') throw new Error('SQLITE_FULL: database or disk is full')
+          original.call(this, key, value)
+        },
+    )
+    t = endsAt + 1000
+    expect(
+      (await call(`/v1/leaderboards/${board}`, { headers: { 'cache-control': 'no-cache' } }))
+        .status,
+    ).toBe(200)
+    const held = () =>
+      runInDurableObject(stub(board), (inst: Leaderboard, state) => {
+        const memory = (inst as unknown as { current: { startsAt: number; endsAt: number } })
+          .current
+        const stored = JSON.parse(
+          state.storage.sql
+            .exec<{ value: string }>(`SELECT value FROM meta WHERE key = 'current'`)
+            .one().value,
+        ) as { startsAt: number; endsAt: number }
+        return {
+          memory: [memory.startsAt, memory.endsAt],
+          stored: [stored.startsAt, stored.endsAt],
+        }
+      })
+    const after = await held()
+    expect(after.memory).toEqual(after.stored)
+    expect(after.stored[1]).toBe(endsAt)
+    const refused = await submitFor(board, 'a', { score: 1 })
+    expect(refused.status).toBe(500)
+    await refused.body?.cancel()
+    // With room again, the carry is made and the write lands in the new period.
+    writesBack()
+    const a = (await (await submitFor(board, 'a', { score: 1 })).json()) as { cycle: number }
+    expect(a.cycle).toBe(1)
+    const carried = await held()
+    expect(carried.memory).toEqual(carried.stored)
+    expect(carried.stored[0]).toBe(endsAt)
+  })
+
   it('a freeze its storage refuses (full) leaves the board in the cycle storage holds, and the alarm still archives the cycle before', async () => {
     const board = await createBoard({ cycle: { every: '1h' } })
     let t = Date.now()
@@ -1004,7 +1057,8 @@ describe('cycles close on schedule', () => {
       `/v1/leaderboards/${board}`,
     )
     expect(info.cycle).toMatchObject({ cycle: 2, entries: 1 })
-    const c = (await (await submitFor(board, 'c', { score: 9 })).json()) as {
+    const cKey = `c-${crypto.randomUUID()}`
+    const c = (await (await submitFor(board, 'c', { score: 9 }, cKey)).json()) as {
       cycle: number
       rank: number
     }
@@ -1017,6 +1071,10 @@ describe('cycles close on schedule', () => {
       await inst.alarm()
     })
     expect(await status(board, 1)).toMatchObject({ state: 'done', archived: 1 })
+    // A retry of c's submission (its answer lost) gets that answer, though its cycle cannot close.
+    const retried = await submitFor(board, 'c', { score: 9 }, cKey)
+    expect(retried.status).toBe(200)
+    expect(await retried.json()).toEqual({ ...c, replayed: true })
     // Reads are served meanwhile, from the cycle storage holds.
     const page = await fresh<Top>(`/v1/leaderboards/${board}/top`)
     expect(page).toMatchObject({ cycle: 2 })

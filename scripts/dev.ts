@@ -13,6 +13,7 @@
 import { createHash } from 'node:crypto'
 import { existsSync, mkdirSync, readFileSync } from 'node:fs'
 import { createServer } from 'node:net'
+import { parseEnv } from 'node:util'
 import { fileURLToPath } from 'node:url'
 import { serverCanReach, startNeonRelay, startPostgres } from '../local/index.ts'
 import { runMigrations } from './migrate.ts'
@@ -64,15 +65,21 @@ function portProblem(port: number): Promise<string | undefined> {
   })
 }
 
+/** .dev.vars as wrangler reads it (dotenv rules: quotes, `export`, comments), by Node's parser. */
 function readDevVars(): Record<string, string> {
   const file = `${root}.dev.vars`
   if (!existsSync(file)) return {}
-  const vars: Record<string, string> = {}
-  for (const line of readFileSync(file, 'utf8').split('\n')) {
-    const m = /^\s*([A-Z0-9_]+)\s*=\s*(.*?)\s*$/.exec(line)
-    if (m) vars[m[1]!] = m[2]!.replace(/^"(.*)"$/, '$1')
+  return parseEnv(readFileSync(file, 'utf8')) as Record<string, string>
+}
+
+/** A database URL as the log may show it: host, port and database, never the password. */
+function describeDatabase(databaseUrl: string): string {
+  try {
+    const url = new URL(databaseUrl)
+    return `${url.hostname}${url.port ? `:${url.port}` : ''}${url.pathname}`
+  } catch {
+    return 'DATABASE_URL (not a URL)'
   }
-  return vars
 }
 
 const stops: (() => Promise<void>)[] = []
@@ -161,8 +168,14 @@ async function main(): Promise<void> {
       `[nexus] embedded PostgreSQL on 127.0.0.1:${pg.port} (data in ${dataDir}), Neon relay on ${relay}`,
     )
   }
+  if (configured('DATABASE_URL')) {
+    // Often exported by a shell for another project: say which database this run migrates.
+    console.log(
+      `[nexus] DATABASE_URL from ${process.env.DATABASE_URL ? 'the environment' : '.dev.vars'}: ${describeDatabase(databaseUrl)}`,
+    )
+  }
   await runMigrations({ databaseUrl, relay })
-  console.log('[nexus] migrations applied')
+  console.log(`[nexus] migrations applied to ${describeDatabase(databaseUrl)}`)
 
   const defaultAdminKey = !configured('ADMIN_KEY')
   if (defaultAdminKey) vars.ADMIN_KEY = 'dev-admin-key'

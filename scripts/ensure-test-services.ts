@@ -46,7 +46,8 @@ if (missing.length > 0) {
   } else if (missing.includes('redis-server') || missing.includes('chromium')) {
     console.error(
       '[nexus] the tests need redis-server on PATH (Debian/Ubuntu: apt-get install redis-server; macOS: brew install redis) ' +
-        'and Chromium for the browser tests (apt-get install chromium, or set CHROMIUM_PATH).',
+        'and Chromium for the browser tests (apt-get install chromium, or set CHROMIUM_PATH to a Chrome or ' +
+        'Chromium binary; macOS: CHROMIUM_PATH="/Applications/Google Chrome.app/Contents/MacOS/Google Chrome").',
     )
     process.exit(1)
   } else {

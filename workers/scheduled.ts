@@ -1,6 +1,7 @@
 import { previousBoundary, parseSchedule } from './core/cycle.ts'
 import type { Env } from './env.ts'
 import {
+  advanceLeaderboardVersion,
   boardsArchiving,
   markConfigPushed,
   scheduledBoards,
@@ -17,7 +18,12 @@ import { errorFields, log, setLogLevel } from './lib/log.ts'
 import { counter } from './lib/metrics.ts'
 import { within } from './lib/within.ts'
 import { pruneIdleClaims } from './matchmaking/claims.ts'
-import { markQueuePushed, unpushedQueues, type QueueConfig } from './matchmaking/config.ts'
+import {
+  advanceQueueVersion,
+  markQueuePushed,
+  unpushedQueues,
+  type QueueConfig,
+} from './matchmaking/config.ts'
 import { poolStub } from './matchmaking/stub.ts'
 import { retryStalePartyTickets } from './parties/stale-tickets.ts'
 
@@ -133,17 +139,34 @@ async function pushLostConfigs(env: Env): Promise<number> {
   await forEachPage(unpushedConfigs, env, CONFIG_PAGE, async (boards) => {
     const results = await Promise.allSettled(
       boards.map(async (b) => {
-        await within(
-          boardStub(env, b.id).configure(
+        const push = (version: number) =>
+          within(
+            boardStub(env, b.id).configure(
+              b.id,
+              b.config as LeaderboardConfig,
+              version,
+              Number(b.lastCycle),
+            ),
+            BOARD_CALL_MS,
+            'config push',
+          )
+        let version = b.version
+        const answer = await push(version)
+        if (answer.inForce === false) {
+          // The board runs another configuration at this version or a later one: Neon's count
+          // went back (a restore), as a PUT finds it, and the push takes a version past the
+          // board's. Unless a PUT saved another meanwhile: that PUT pushes its own.
+          const advanced = await advanceLeaderboardVersion(
+            env,
             b.id,
-            b.config as LeaderboardConfig,
-            b.version,
-            Number(b.lastCycle),
-          ),
-          BOARD_CALL_MS,
-          'config push',
-        )
-        await markConfigPushed(env, b.id, b.version)
+            version,
+            Math.max(answer.configVersion ?? version, version) + 1,
+          )
+          if (advanced === null) return
+          version = advanced
+          await push(version)
+        }
+        await markConfigPushed(env, b.id, version)
       }),
     )
     results.forEach((r, i) => {
@@ -180,6 +203,16 @@ async function pushLostQueueConfigs(env: Env): Promise<number> {
             ),
           ),
         )
+        // A pool running another configuration at this version or a later one: Neon's count went
+        // back (a restore), as a PUT finds it. The queue takes a version past the pools', owed to
+        // every region, which the next run pushes (unless a PUT saved another meanwhile).
+        const overruled = outcomes.flatMap((o) =>
+          o.status === 'fulfilled' && o.value.inForce === false ? [o.value.version] : [],
+        )
+        if (overruled.length > 0) {
+          await advanceQueueVersion(env, q.id, q.version, Math.max(q.version, ...overruled) + 1)
+          return
+        }
         const acknowledged = q.regions.filter((_, i) => outcomes[i]!.status === 'fulfilled')
         const missed = q.regions.filter((_, i) => outcomes[i]!.status === 'rejected')
         const firstFailure = outcomes.find((o) => o.status === 'rejected')

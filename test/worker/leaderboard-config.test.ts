@@ -266,6 +266,23 @@ describe('leaderboard configuration', () => {
     expect(row).toEqual({ version: 4, pushed_version: 4 })
   })
 
+  it("a configuration whose push was lost after Neon's version count went back reaches the board with the cron, past the board's version", async () => {
+    const id = await createBoard({ scoreMax: 100 })
+    const put = (body: unknown) =>
+      call(`/v1/admin/leaderboards/${id}`, json('PUT', body, ADMIN_KEY))
+    expect((await put({ scoreMax: 200 })).status).toBe(200)
+    expect((await put({ scoreMax: 300 })).status).toBe(200)
+    // The board holds version 3; Neon goes back to version 2 and then saves a configuration at
+    // version 3 whose push is lost (the PUT failed after saving).
+    await pg()`update leaderboards set version = 3, pushed_version = 2,
+                 config = jsonb_set(config, '{scoreMax}', '400') where id = ${id}`
+    await runScheduled(env, Date.now())
+    const board = await fresh<{ config: LeaderboardConfig }>(`/v1/leaderboards/${id}`)
+    expect(board.config.scoreMax).toBe(400)
+    const [row] = await pg()`select version, pushed_version from leaderboards where id = ${id}`
+    expect(row).toEqual({ version: 4, pushed_version: 4 })
+  })
+
   it('a PUT whose push finds a later PUT applied already is 409: the later configuration is in force, not this one', async () => {
     const id = await createBoard({ scoreMax: 100 })
     // Another PUT saves and pushes version 3 while this one's push (version 2) is on its way.

@@ -745,6 +745,31 @@ describe('queue changes and graces', () => {
     expect(await owed()).toEqual(['eu', 'us'])
   })
 
+  it("a queue configuration whose pushes were lost after Neon's version count went back reaches the pools with the cron, past their version", async () => {
+    const q = await createQueue({ ticketTtlSeconds: 100 })
+    const put = (ticketTtlSeconds: number) =>
+      call(`/v1/admin/queues/${q}`, json('PUT', { ...DUEL, ticketTtlSeconds }, ADMIN_KEY))
+    expect((await put(200)).status).toBe(200)
+    expect((await put(300)).status).toBe(200)
+    // The pool holds version 3; Neon goes back to version 2, then saves another configuration at
+    // version 3 whose pushes are lost.
+    await pg()`update queues set version = 3, unpushed_regions = known_regions,
+      config = jsonb_set(config, '{ticketTtlSeconds}', '400') where id = ${q}`
+    const held = () =>
+      runInDurableObject(
+        poolOf(q),
+        (inst: MatchPool) =>
+          (inst as unknown as { config: { ticketTtlSeconds: number } }).config.ticketTtlSeconds,
+      )
+    await runScheduled(env, Date.now())
+    await runScheduled(env, Date.now())
+    expect(await held()).toBe(400)
+    expect((await pg()`select version, unpushed_regions from queues where id = ${q}`)[0]).toEqual({
+      version: 4,
+      unpushed_regions: [],
+    })
+  })
+
   it('a removed region takes no new tickets: open sockets there are closed, and a join that read the old config is refused', async () => {
     const q = await createQueue({ regions: ['eu', 'us'] })
     const clock = newClock()

@@ -171,7 +171,7 @@ export interface KeepaliveSettings {
 }
 
 /**
- * Pings an open socket every `pingIntervalMs`; when no frame at all arrives within
+ * Pings an open socket at once and then every `pingIntervalMs`; when no frame at all arrives within
  * `pingTimeoutMs` of a ping, calls `dead`. A connection that died without a close (a phone
  * switching networks) otherwise looks open for minutes. `heard` is called on every frame;
  * `stop` when the socket closes. Timers are chained timeouts, so none is left once stopped.
@@ -200,7 +200,10 @@ export function keepalive(
     }, settings.pingTimeoutMs)
     next = setTimeout(ping, settings.pingIntervalMs)
   }
-  next = setTimeout(ping, settings.pingIntervalMs)
+  // The first at once: a server judges a socket by its silence only once it has pinged, so one
+  // that died before its first interval (a phone backgrounded right after joining) was kept as
+  // live, its ticket matchable, until the runtime noticed minutes later.
+  ping()
   return {
     heard() {
       clearTimeout(deadline)

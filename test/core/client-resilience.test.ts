@@ -73,13 +73,21 @@ interface ScriptedSocket {
 function scriptedSocket(
   script: (socket: ScriptedSocket) => void,
   onSend?: (frame: { type: string; [k: string]: unknown }, socket: ScriptedSocket) => void,
+  /** `pong: false`: pings are left unanswered (a dead connection) and handed to `onSend`. */
+  opts: { pong: boolean } = { pong: true },
 ): SocketLike {
   const listeners: Record<string, ((e: SocketEvent) => void)[]> = {}
   let closedWith: { code?: number; reason?: string } | null = null
   const s: SocketLike & { readyState: number } = {
     readyState: 0,
     send(data) {
-      onSend?.(JSON.parse(String(data)) as { type: string }, driver)
+      const frame = JSON.parse(String(data)) as { type: string }
+      // A ping is answered by the runtime itself (setWebSocketAutoResponse), never the server's code.
+      if (opts.pong && data === '{"type":"ping"}' && s.readyState === 1) {
+        setTimeout(() => emit('message', { data: '{"type":"pong"}' }), 0)
+        return
+      }
+      onSend?.(frame, driver)
     },
     close(code?: number, reason?: string) {
       if (s.readyState === 3) return
@@ -2141,6 +2149,7 @@ describe('socket keepalive', () => {
             socket.receive({ type: 'pong' })
             if (++pongsOnSecond === 5) steady()
           },
+          { pong: false },
         ),
     })
     const game = client.sessions.connect('s1', 'tok')
@@ -2153,6 +2162,38 @@ describe('socket keepalive', () => {
     expect(sockets).toHaveLength(2)
     expect(game.connected).toBe(true)
     game.close()
+  })
+
+  it('a matchmaking socket pings as soon as it opens, not an interval later: the pool judges a socket by its silence only once it has pinged', async () => {
+    const sent: string[] = []
+    let opened!: () => void
+    const open = new Promise<void>((r) => (opened = r))
+    const client = createClient({
+      baseUrl: 'http://nexus.test',
+      fetch: guestFetch(() => jsonRes(200, {})),
+      pingIntervalMs: 60_000,
+      WebSocket: () =>
+        scriptedSocket(
+          (socket) => {
+            socket.open()
+            opened()
+          },
+          (frame, socket) => {
+            sent.push(frame.type)
+            if (frame.type === 'join') socket.receive(queuedFrame())
+            if (frame.type === 'cancel') {
+              socket.receive({ type: 'cancelled', ticketId: 'duel:eu:t1', reason: 'cancelled' })
+            }
+          },
+          { pong: false },
+        ),
+    })
+    await client.auth.guest('device-abcdef-123456')
+    const t = client.matchmaking.join('duel')
+    await within(open, 'the socket open', 2000)
+    // Sent on open, 60 s before the first interval ends.
+    expect(sent).toContain('ping')
+    await t.cancel().catch(() => {})
   })
 
   it('a matchmaking socket that stops answering pings is closed (4000) and its ticket re-attached on a new socket', async () => {
@@ -2177,6 +2218,7 @@ describe('socket keepalive', () => {
             // The first socket queues the ticket, then hears nothing more.
             if (frame.type === 'join') socket.receive(queuedFrame())
           },
+          { pong: false },
         ),
     })
     await client.auth.guest('device-abcdef-123456')

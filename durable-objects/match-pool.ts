@@ -987,10 +987,25 @@ export class MatchPool extends DurableObject<Env> {
       // A player alone may be handed the ticket they are on with others (a member's reconnect);
       // a party's join only its own (`JoinInput.partyId`).
       if (same || (!forParty && ids.length === 1 && held.length === 1)) {
-        // A player on the ticket is here: a disconnect grace running on it ends.
-        this.sql.exec(`UPDATE tickets SET grace_until = NULL WHERE id = ?`, ticketId)
+        // A player on the ticket is here: a disconnect grace running on it ends. An HTTP join of
+        // the whole ticket takes it over: held over HTTP from then on, a new instance of the
+        // pool (a deploy) does not take it for a socket ticket that lost its socket.
+        const takenOver = same && transport === 'http' && existing.transport === 'socket'
+        this.sql.exec(
+          `UPDATE tickets SET grace_until = NULL, transport = ? WHERE id = ?`,
+          takenOver ? 'http' : existing.transport,
+          ticketId,
+        )
         if (key !== null) this.bindKey(key.owner, key.key, ticketId, ids, attributes)
-        return { ok: true, row: { ...existing, grace_until: null }, existing: true }
+        return {
+          ok: true,
+          row: {
+            ...existing,
+            grace_until: null,
+            transport: takenOver ? 'http' : existing.transport,
+          },
+          existing: true,
+        }
       }
       return problem(
         'conflict',

@@ -833,6 +833,13 @@ describe('queue changes and graces', () => {
     clock.t += 60_000
     await fireAlarm(q)
     expect((await ticketOf(ticketId)).status).toBe('waiting')
+    // Held over HTTP from then on: a new instance of the pool (a deploy), which starts the grace
+    // of socket tickets without a socket, leaves it to the player polling it.
+    await evictDurableObject(poolOf(q))
+    await rig(q, clock)
+    clock.t += 60_000
+    await fireAlarm(q)
+    expect((await ticketOf(ticketId)).status).toBe('waiting')
   })
 
   it.each([false, true])(

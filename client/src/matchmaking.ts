@@ -954,7 +954,11 @@ export class MatchTicket extends Emitter<TicketEvents> {
    */
   private ticketOfQueue(party: { ticketId: string | null; tickets?: string[] }): string | null {
     if (party.tickets === undefined) return party.ticketId
-    return party.tickets.find((id) => id.startsWith(`${this.queue}:`)) ?? null
+    const listed = party.tickets.find((id) => id.startsWith(`${this.queue}:`))
+    if (listed !== undefined) return listed
+    // A matched ticket leaves the list at the party's next change, and stays its `ticketId`:
+    // a member on it still finds its game.
+    return party.ticketId?.startsWith(`${this.queue}:`) ? party.ticketId : null
   }
 
   /**

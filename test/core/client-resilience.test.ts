@@ -1707,6 +1707,36 @@ describe('matchmaking refusals and network loss', () => {
     expect(outcome).toMatchObject({ sessionId: 's1', ticketId: 'squads:eu:t1' })
   }, 15_000)
 
+  it('a party member still finds its match once the party changed after it (the matched ticket no longer listed in `tickets`, still the party’s `ticketId`)', async () => {
+    let partyReads = 0
+    const client = createClient({
+      baseUrl: 'http://nexus.test',
+      retry: { baseDelayMs: 1, maxDelayMs: 5 },
+      fetch: guestFetch((url) => {
+        if (url.pathname === '/v1/parties/me') {
+          const first = partyReads++ === 0
+          return jsonRes(200, {
+            id: 'p1',
+            leader: 'g_0',
+            members: [],
+            invites: [],
+            createdAt: 0,
+            ticketId: first ? null : 'squads:eu:t1',
+            tickets: [],
+          })
+        }
+        if (decodeURIComponent(url.pathname) === '/v1/matchmaking/tickets/squads:eu:t1')
+          return matchedSquad()
+        return jsonRes(200, {})
+      }),
+    })
+    await client.auth.guest('device-abcdef-123456')
+    const mine = client.matchmaking.waitForParty('squads', { transport: 'http' })
+    const outcome = await within(mine.matched, 'the member’s match', 8000).catch((e: unknown) => e)
+    await mine.cancel().catch(() => {})
+    expect(outcome).toMatchObject({ sessionId: 's1', ticketId: 'squads:eu:t1' })
+  }, 15_000)
+
   it('a party member’s first socket finds, on the party, a ticket the leader made before it connected (here already matched)', async () => {
     let partyReads = 0
     const client = createClient({

@@ -792,6 +792,13 @@ describe('queueing as a party over HTTP', () => {
     expect(both.ticketId).toBe(t2.ticketId)
     // A member waiting for the first queue finds its ticket too: each queue's, newest first.
     expect(both.tickets).toEqual([t2.ticketId, t1.ticketId])
+    // Newest by when the pool made it: a note of the older ticket that Neon took late (its pool
+    // retrying it) does not put that ticket first.
+    await pg()`update party_tickets set noted_at = clock_timestamp() where ticket_id = ${t1.ticketId}`
+    expect((await ok(send('GET', `/v1/parties/${party.id}`, b!))).tickets).toEqual([
+      t2.ticketId,
+      t1.ticketId,
+    ])
 
     expect((await leave(party.id, a!, c!.playerId)).status).toBe(204)
     for (const t of [t1, t2]) {

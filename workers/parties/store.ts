@@ -48,7 +48,8 @@ export interface PartyView {
   ticketId: string | null
   /**
    * The latest ticket in each queue and region the party joined since its latest membership
-   * change, newest first (at most MAX_VIEW_TICKETS): a party may wait in several queues at once,
+   * change, newest made first (by when the pool made it, not when its note came: a note retried
+   * late is of an older ticket; at most MAX_VIEW_TICKETS): a party may wait in several queues at once,
    * and a member waiting for one of them looks for its ticket here.
    */
   tickets: string[]
@@ -80,10 +81,10 @@ const view = (where: string) => `
                               order by i.invited_at, i.player_id)
                 from party_invites i where i.party_id = p.id and i.expires_at > now()), '[]'::json)
       as invites,
-    coalesce((select json_agg(t.ticket_id order by t.noted_at desc)
-                from (select t.ticket_id, t.noted_at from party_tickets t
+    coalesce((select json_agg(t.ticket_id order by t.enqueued_at desc)
+                from (select t.ticket_id, t.enqueued_at from party_tickets t
                        where t.party_id = p.id and t.noted_at >= p.updated_at
-                       order by t.noted_at desc limit ${MAX_VIEW_TICKETS}) t), '[]'::json)
+                       order by t.enqueued_at desc limit ${MAX_VIEW_TICKETS}) t), '[]'::json)
       as tickets
     from parties p where ${where}`
 

@@ -1523,11 +1523,13 @@ describe('queueing as a party over sockets', () => {
     }
     expect(await waiting(q)).toBe(1)
 
-    // Matched: a member's socket that missed it and attaches gets the match, and no ticket alone.
-    wb.close(1000)
+    // Matched: b hears it on its socket (so the pool owes b nothing on a later connect), then a
+    // new socket of b's attaches and gets the match from the attach alone, and no ticket alone.
     await joinFor(q, `${q}-s1`)
     await joinFor(q, `${q}-s2`)
     const found = await nextOfType<Found>(wa, 'match_found')
+    expect((await nextOfType<Found>(wb, 'match_found')).sessionId).toBe(found.sessionId)
+    await closed(wb)
     const late = await connect(url, b!.token)
     late.send(JSON.stringify({ type: 'attach', ticketId }))
     const told = await nextOfType<Found>(late, 'match_found')

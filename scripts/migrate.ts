@@ -85,8 +85,9 @@ export async function runMigrations(opts: {
       await client.query(`set lock_timeout = '${LOCK_WAIT}'`)
       await client.query('select pg_advisory_lock(727274)')
       // The migrations' own locks wait briefly: a DDL statement queued behind a long query holds
-      // up every later read and write of its table while it waits, so it fails (the run rolls
-      // back, to be run again) rather than stall the live version for minutes.
+      // up every later read and write of its table while it waits, so it fails (that migration
+      // rolls back, those before it stay applied; run again for the rest) rather than stall the
+      // live version for minutes.
       await client.query(`set lock_timeout = '${DDL_LOCK_WAIT}'`)
       await applyEach(client, opts.migrationsFolder ?? MIGRATIONS_FOLDER)
     } finally {

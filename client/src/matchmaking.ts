@@ -287,7 +287,7 @@ export class MatchTicket extends Emitter<TicketEvents> {
   private leaveStray(ticketId: string, socket: SocketLike): void {
     this.strayTickets.add(ticketId)
     socket.send(JSON.stringify({ type: 'cancel' }))
-    this.settleFromRead()
+    this.settleFromRead(socket)
   }
 
   /**
@@ -309,15 +309,26 @@ export class MatchTicket extends Emitter<TicketEvents> {
   /** The server answered `attach` `unknown_type`: it predates the frame. */
   private attachRefused = false
 
-  /** Reads the ticket being waited on over HTTP and settles the wait by what it says. */
-  private settleFromRead(): void {
+  /**
+   * Reads the party's ticket being waited on over HTTP and settles the wait by what it says. One
+   * this player can no longer read (404: swept from its pool some minutes after it ended) is no
+   * longer waited on: `socket` closes, and the next one watches the party for the leader's next.
+   */
+  private settleFromRead(socket: SocketLike): void {
     const partyTicket = this.ticketId
     if (partyTicket === null) return
-    void this.persist(() => this.read(partyTicket), {
+    void this.persist(() => this.readPartyTicket(partyTicket), {
       needed: () => !this.done,
       signal: this.abort.signal,
     })
       .then((t) => {
+        if (t === null) {
+          if (this.done || this.ticketId !== partyTicket) return
+          this.staleTicketId = partyTicket
+          this.ticketId = null
+          socket.close(1000, 'party ticket gone')
+          return
+        }
         if (t) this.settle(t)
       })
       .catch((err: unknown) => this.fail(err))
@@ -734,7 +745,7 @@ export class MatchTicket extends Emitter<TicketEvents> {
           // The pool no longer holds the party's ticket (long over): the ticket's read says how
           // it ended, or fails the wait as a read would.
           if (msg.code === 'not_queued') {
-            this.settleFromRead()
+            this.settleFromRead(socket)
             return
           }
         }

@@ -1853,6 +1853,56 @@ describe('matchmaking refusals and network loss', () => {
     })
   }, 15_000)
 
+  it('a party member whose attach finds the party’s ticket swept (not_queued, its read 404) waits on for the leader’s next ticket', async () => {
+    let partyReads = 0
+    let oldReads = 0
+    const sent: string[] = []
+    const client = createClient({
+      baseUrl: 'http://nexus.test',
+      retry: { baseDelayMs: 1, maxDelayMs: 5 },
+      fetch: guestFetch((url) => {
+        if (url.pathname === '/v1/parties/me') {
+          partyReads++
+          return partyOf(
+            partyReads === 1 ? null : partyReads <= 3 ? 'squads:eu:old' : 'squads:eu:t1',
+          )
+        }
+        const path = decodeURIComponent(url.pathname)
+        if (path === '/v1/matchmaking/tickets/squads:eu:old') {
+          // Waiting when the member first looks; swept by the time it asks again.
+          if (oldReads++ === 0)
+            return jsonRes(200, { ...waitingDuel, ticketId: 'squads:eu:old', queue: 'squads' })
+          return jsonRes(404, {
+            type: 'urn:nexus:problem:not-found',
+            title: 'Not found',
+            status: 404,
+            detail: 'No such ticket',
+          })
+        }
+        if (path === '/v1/matchmaking/tickets/squads:eu:t1') return matchedSquad()
+        return jsonRes(200, {})
+      }),
+      WebSocket: () =>
+        scriptedSocket(
+          (socket) => socket.open(),
+          (frame, socket) => {
+            sent.push(frame.type)
+            if (frame.type === 'attach') {
+              socket.receive({ type: 'error', code: 'not_queued', message: 'no such ticket' })
+            }
+          },
+        ),
+    })
+    await client.auth.guest('device-abcdef-123456')
+    const mine = client.matchmaking.waitForParty('squads', { region: 'eu' })
+    const outcome = await within(mine.matched, 'the member’s match', 12_000).catch(
+      (e: unknown) => e,
+    )
+    await mine.cancel().catch(() => {})
+    expect(sent).toEqual(['attach'])
+    expect(outcome).toMatchObject({ sessionId: 's1', ticketId: 'squads:eu:t1' })
+  }, 20_000)
+
   it('a party member whose attach finds the pool no longer holds the party’s ticket reads it for how it ended', async () => {
     let partyReads = 0
     let ticketReads = 0

@@ -1803,15 +1803,7 @@ export class MatchPool extends DurableObject<Env> {
       attachment.ticketId = row.id
       this.sql.exec(`UPDATE tickets SET grace_until = NULL WHERE id = ?`, row.id)
       server.serializeAttachment(attachment)
-      this.send(server, {
-        type: 'queued',
-        disconnectGraceSeconds: this.ticketGraceMs() / 1000,
-        region: this.region!,
-        ticketId: row.id,
-        existing: true,
-        expiresAt: row.expires_at,
-        expiresIn: this.expiresIn(row),
-      })
+      this.send(server, this.queuedFrame(row, true))
     } else {
       server.serializeAttachment(attachment)
     }
@@ -1994,15 +1986,7 @@ export class MatchPool extends DurableObject<Env> {
         // A player on the ticket is here: a disconnect grace running on it ends.
         this.sql.exec(`UPDATE tickets SET grace_until = NULL WHERE id = ?`, row.id)
         ws.serializeAttachment({ ...att, ticketId: row.id } satisfies Attachment)
-        this.send(ws, {
-          type: 'queued',
-          disconnectGraceSeconds: this.ticketGraceMs() / 1000,
-          region: this.region!,
-          ticketId: row.id,
-          existing: true,
-          expiresAt: row.expires_at,
-          expiresIn: this.expiresIn(row),
-        })
+        this.send(ws, this.queuedFrame(row, true))
         return
       }
       case 'join': {
@@ -2115,15 +2099,7 @@ export class MatchPool extends DurableObject<Env> {
           ...(ws.deserializeAttachment() as Attachment),
           ticketId: row.id,
         } satisfies Attachment)
-        this.send(ws, {
-          type: 'queued',
-          disconnectGraceSeconds: this.ticketGraceMs() / 1000,
-          region: this.region!,
-          ticketId: row.id,
-          existing: entered.existing,
-          expiresAt: row.expires_at,
-          expiresIn: this.expiresIn(row),
-        })
+        this.send(ws, this.queuedFrame(row, entered.existing))
         if (!entered.existing) this.attachMembers(row, ws)
         if (party) {
           // Beside the socket's next frames, not ahead of them: a `cancel` sent right after the
@@ -2149,6 +2125,19 @@ export class MatchPool extends DurableObject<Env> {
     }
   }
 
+  /** The `queued` frame for `row`: a socket's ticket, made by its join or taken up (`existing`). */
+  private queuedFrame(row: TicketRow, existing: boolean): ServerMessage {
+    return {
+      type: 'queued',
+      disconnectGraceSeconds: this.ticketGraceMs() / 1000,
+      region: this.region!,
+      ticketId: row.id,
+      existing,
+      expiresAt: row.expires_at,
+      expiresIn: this.expiresIn(row),
+    }
+  }
+
   /**
    * Tells a socket how a ticket stands that is no longer waiting, as its own socket was told:
    * `queued` while its session is being made (the socket then gets `match_found` with the
@@ -2159,15 +2148,7 @@ export class MatchPool extends DurableObject<Env> {
     const att = ws.deserializeAttachment() as Attachment
     if (row.state === 'matching') {
       ws.serializeAttachment({ ...att, ticketId: row.id } satisfies Attachment)
-      this.send(ws, {
-        type: 'queued',
-        disconnectGraceSeconds: this.ticketGraceMs() / 1000,
-        region: this.region!,
-        ticketId: row.id,
-        existing: true,
-        expiresAt: row.expires_at,
-        expiresIn: this.expiresIn(row),
-      })
+      this.send(ws, this.queuedFrame(row, true))
       return true
     }
     if (row.state === 'matched') {
@@ -2307,15 +2288,7 @@ export class MatchPool extends DurableObject<Env> {
         const att = ws.deserializeAttachment() as Attachment | null
         if (!att || att.ticketId === row.id) continue
         ws.serializeAttachment({ ...att, ticketId: row.id } satisfies Attachment)
-        this.send(ws, {
-          type: 'queued',
-          disconnectGraceSeconds: this.ticketGraceMs() / 1000,
-          region: this.region!,
-          ticketId: row.id,
-          existing: true,
-          expiresAt: row.expires_at,
-          expiresIn: this.expiresIn(row),
-        })
+        this.send(ws, this.queuedFrame(row, true))
       }
     }
   }

@@ -778,7 +778,9 @@ describe('queueing as a party over HTTP', () => {
     const q1 = await createQueue({ teamSize: 3, maxPartySize: 3 })
     const q2 = await createQueue({ teamSize: 3, maxPartySize: 3 })
     const q3 = await createQueue({ teamSize: 2, maxPartySize: 2, maxRatingGap: 100 })
-    for (const q of [q1, q2, q3]) await rig(q, newClock())
+    // Each pool's clock a second past the one before: the tickets below are made in that order.
+    const start = newClock().t
+    for (const [i, q] of [q1, q2, q3].entries()) await rig(q, { t: start + i * 1000 })
     const [a, b, c] = await players(3)
     const party = await formParty([a!, b!, c!])
     const join = (q: string, ps: Player[]) =>

@@ -81,10 +81,11 @@ const view = (where: string) => `
                               order by i.invited_at, i.player_id)
                 from party_invites i where i.party_id = p.id and i.expires_at > now()), '[]'::json)
       as invites,
-    coalesce((select json_agg(t.ticket_id order by t.enqueued_at desc)
+    coalesce((select json_agg(t.ticket_id order by t.enqueued_at desc, t.ticket_id)
                 from (select t.ticket_id, t.enqueued_at from party_tickets t
                        where t.party_id = p.id and t.noted_at >= p.updated_at
-                       order by t.enqueued_at desc limit ${MAX_VIEW_TICKETS}) t), '[]'::json)
+                       order by t.enqueued_at desc, t.ticket_id limit ${MAX_VIEW_TICKETS}) t),
+              '[]'::json)
       as tickets
     from parties p where ${where}`
 

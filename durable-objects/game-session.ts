@@ -1018,7 +1018,9 @@ export class GameSession extends DurableObject<Env> {
       }
       // Every frame counts against the rate first, refused ones too: each costs an answer.
       if (!this.takeToken(player)) {
-        if (refusedTooOften(this.refusals, ws, heardAt)) return await this.closeFlooding(ws, player)
+        if (refusedTooOften(this.refusals, player, heardAt)) {
+          return await this.closeFlooding(ws, player)
+        }
         return this.refuse(
           ws,
           'rate_limited',
@@ -1082,8 +1084,12 @@ export class GameSession extends DurableObject<Env> {
     await this.disconnected(ws)
   }
 
-  /** Each socket's frames over the allowance, lately (flood.ts). */
-  private readonly refusals: RefusalCounts<WebSocket> = new WeakMap()
+  /**
+   * Each player's frames over the allowance, lately (flood.ts): by player, as the allowance is,
+   * so that neither a player's several sockets nor a reconnect after the close get a limit anew.
+   * A roster's players at most, so the map stays small.
+   */
+  private readonly refusals: RefusalCounts<string> = new Map()
 
   /** Closes a socket that kept sending past its allowance, as if its client had closed it. */
   private async closeFlooding(ws: WebSocket, player: string): Promise<void> {

@@ -7,6 +7,7 @@ import { FLOOD_WINDOW_MS, MAX_REFUSED_FRAMES } from '../../workers/lib/flood.ts'
 import { issueSessionToken, SESSION_TOKEN_TTL_SECONDS } from '../../workers/lib/session-token.ts'
 import { signScopedToken } from '../../workers/lib/auth.ts'
 import { ADMIN_KEY, newGuest, problem } from './helpers/http.ts'
+import { until } from './helpers/sockets.ts'
 import type { AnyRules } from '../../workers/core/rules/index.ts'
 import {
   connect,
@@ -192,6 +193,42 @@ describe('session sockets', () => {
     expect(limited).toHaveLength(MAX_REFUSED_FRAMES)
     // The frames within the allowance were played; none after.
     expect((await matchOf(sessionId)).seq).toBe(RATE_BURST)
+  })
+
+  it('counts refused frames by player: a flood split over two sockets closes the one that passes the limit, and a reconnect within the window is closed at its first refused frame', async () => {
+    const players = playerIds(2)
+    const { sessionId, tokens } = await createSession({
+      rules: 'relay',
+      roster: players.map((playerId) => ({ playerId })),
+    })
+    const token = tokens[players[0]!]!
+    const a = await connect(sessionId, token)
+    await a.nextOf('welcome')
+    const b = await connect(sessionId, token)
+    await b.nextOf('welcome')
+    await runInDurableObject(sessionObject(sessionId), (inst: GameSession) => {
+      const t = Date.now()
+      inst.now = () => t
+    })
+    const send = (s: typeof a, n: number) => {
+      for (let i = 0; i < n; i++) s.send({ type: 'action', action: 'message', data: { i } })
+    }
+    // The allowance, then 600 refused on each: neither socket alone passes 1,000.
+    send(a, RATE_BURST + 600)
+    await until(async () =>
+      a.frames.filter((f) => f.type === 'error').length === 600 ? true : undefined,
+    )
+    send(b, 600)
+    expect((await b.whenClosed()).code).toBe(1008)
+    const refusedOnB = b.frames.filter((f) => f.type === 'error' && f.code === 'rate_limited')
+    expect(refusedOnB).toHaveLength(MAX_REFUSED_FRAMES - 600)
+    // Back at once, within the window: its first refused frame closes it.
+    const again = await connect(sessionId, token)
+    await again.nextOf('welcome')
+    send(again, 1)
+    expect((await again.whenClosed()).code).toBe(1008)
+    expect((await matchOf(sessionId)).seq).toBe(RATE_BURST)
+    a.close()
   })
 
   it("the rate is the player's, not the socket's: a reconnect does not refill it, and a second socket shares it", async () => {

@@ -13,15 +13,18 @@ export const FLOOD_WINDOW_MS = 10_000
 /** The close code and reason a flooding socket gets. */
 export const FLOOD_CLOSE = { code: 1008, reason: 'too many frames over the allowance' } as const
 
-/** Each socket's refusals in its current window (kept in memory: a flood keeps the object awake). */
-export type RefusalCounts<K extends object> = WeakMap<K, { since: number; refused: number }>
+/**
+ * Refusals in the current window, by socket or by player (kept in memory: a flood keeps the
+ * object awake): a WeakMap by socket, or a Map by player id where a player may hold several
+ * sockets, which would otherwise each get the whole limit, and a reconnect a fresh one.
+ */
+export interface RefusalCounts<K> {
+  get(key: K): { since: number; refused: number } | undefined
+  set(key: K, value: { since: number; refused: number }): unknown
+}
 
-/** Counts one refused frame of `socket` at `now`; true once it is past the limit. */
-export function refusedTooOften<K extends object>(
-  counts: RefusalCounts<K>,
-  socket: K,
-  now: number,
-): boolean {
+/** Counts one refused frame of `socket` (or its player) at `now`; true once past the limit. */
+export function refusedTooOften<K>(counts: RefusalCounts<K>, socket: K, now: number): boolean {
   let c = counts.get(socket)
   if (!c || now - c.since >= FLOOD_WINDOW_MS || now < c.since) {
     c = { since: now, refused: 0 }

@@ -120,7 +120,7 @@ import { bannedJoinDetail } from '../workers/players/bans.ts'
  * - Time: `now` is a field, so tests move time forward instead of sleeping.
  */
 
-const SCHEMA_VERSION = 8
+const SCHEMA_VERSION = 9
 /** Finished tickets and matches stay readable this long. */
 export const RESULT_RETENTION_MS = 10 * 60 * 1000
 /** Recent wait times kept for percentiles. */
@@ -635,6 +635,17 @@ export class MatchPool extends DurableObject<Env> {
           player_id TEXT PRIMARY KEY, ticket_id TEXT NOT NULL, until INTEGER NOT NULL
         ) WITHOUT ROWID;
       `)
+      setSchemaVersion(this.sql, 8)
+    }
+    if (schemaVersion(this.sql) < 9) {
+      // The players who have had a socket on a ticket: each is judged present or gone on their
+      // own, so a party's ticket is not kept matchable for a leader who left while a member's
+      // socket stays open. A ticket from before has none noted and is judged as a whole.
+      this.sql.exec(`
+        CREATE TABLE IF NOT EXISTS ticket_sockets (
+          ticket_id TEXT NOT NULL, player_id TEXT NOT NULL, PRIMARY KEY (ticket_id, player_id)
+        ) WITHOUT ROWID;
+      `)
       setSchemaVersion(this.sql, SCHEMA_VERSION)
     }
     const meta = new Map(
@@ -664,17 +675,36 @@ export class MatchPool extends DurableObject<Env> {
    */
   private startGracesOfLostSockets(): number {
     if (!this.config) return 0
-    const held = new Set<string>()
+    // Each player who had a socket on the ticket needs one open (a party's too); a ticket with
+    // none noted (from before the notes), any socket. One pass over the sockets and the notes,
+    // not a lookup per ticket: this runs at every wake.
+    const openOn = new Map<string, Set<string>>()
     for (const ws of this.ctx.getWebSockets()) {
       if (ws.readyState !== WebSocket.OPEN) continue
       const att = ws.deserializeAttachment() as Attachment | null
-      if (att?.ticketId) held.add(att.ticketId)
+      if (!att?.ticketId) continue
+      const players = openOn.get(att.ticketId) ?? new Set<string>()
+      players.add(att.playerId)
+      openOn.set(att.ticketId, players)
+    }
+    const noted = new Map<string, string[]>()
+    for (const r of all<{ ticket_id: string; player_id: string }>(
+      this.sql,
+      `SELECT ticket_id, player_id FROM ticket_sockets`,
+    )) {
+      const players = noted.get(r.ticket_id) ?? []
+      players.push(r.player_id)
+      noted.set(r.ticket_id, players)
     }
     const lost = all<{ id: string }>(
       this.sql,
       `SELECT id FROM tickets
         WHERE state = 'waiting' AND transport = 'socket' AND grace_until IS NULL`,
-    ).filter((t) => !held.has(t.id))
+    ).filter((t) => {
+      const open = openOn.get(t.id)
+      const had = noted.get(t.id)
+      return had === undefined ? open === undefined : had.some((p) => !open?.has(p))
+    })
     const graceUntil = this.now() + this.ticketGraceMs()
     for (const t of lost) {
       this.sql.exec(`UPDATE tickets SET grace_until = ? WHERE id = ?`, graceUntil, t.id)
@@ -991,17 +1021,20 @@ export class MatchPool extends DurableObject<Env> {
         // the whole ticket takes it over: held over HTTP from then on, a new instance of the
         // pool (a deploy) does not take it for a socket ticket that lost its socket.
         const takenOver = same && transport === 'http' && existing.transport === 'socket'
-        this.sql.exec(
-          `UPDATE tickets SET grace_until = NULL, transport = ? WHERE id = ?`,
-          takenOver ? 'http' : existing.transport,
-          ticketId,
-        )
+        if (takenOver) {
+          this.sql.exec(
+            `UPDATE tickets SET grace_until = NULL, transport = 'http' WHERE id = ?`,
+            ticketId,
+          )
+        } else {
+          this.endGraceIfAllBack(existing, ids)
+        }
         if (key !== null) this.bindKey(key.owner, key.key, ticketId, ids, attributes)
         return {
           ok: true,
           row: {
             ...existing,
-            grace_until: null,
+            grace_until: this.row(ticketId)!.grace_until,
             transport: takenOver ? 'http' : existing.transport,
           },
           existing: true,
@@ -1801,8 +1834,9 @@ export class MatchPool extends DurableObject<Env> {
       if (!(await this.answerFromTicket(server, missed.row))) missed.putBack()
     } else if (row) {
       attachment.ticketId = row.id
-      this.sql.exec(`UPDATE tickets SET grace_until = NULL WHERE id = ?`, row.id)
       server.serializeAttachment(attachment)
+      this.noteSocketOn(row.id, sc.playerId)
+      this.endGraceIfAllBack(row)
       this.send(server, this.queuedFrame(row, true))
     } else {
       server.serializeAttachment(attachment)
@@ -1983,9 +2017,11 @@ export class MatchPool extends DurableObject<Env> {
           await this.answerFromTicket(ws, row)
           return
         }
-        // A player on the ticket is here: a disconnect grace running on it ends.
-        this.sql.exec(`UPDATE tickets SET grace_until = NULL WHERE id = ?`, row.id)
         ws.serializeAttachment({ ...att, ticketId: row.id } satisfies Attachment)
+        this.noteSocketOn(row.id, att.playerId)
+        // A player on the ticket is here: a disconnect grace running on it ends, once everyone
+        // who had a socket on it is.
+        this.endGraceIfAllBack(row)
         this.send(ws, this.queuedFrame(row, true))
         return
       }
@@ -2099,6 +2135,7 @@ export class MatchPool extends DurableObject<Env> {
           ...(ws.deserializeAttachment() as Attachment),
           ticketId: row.id,
         } satisfies Attachment)
+        this.noteSocketOn(row.id, att.playerId)
         this.send(ws, this.queuedFrame(row, entered.existing))
         if (!entered.existing) this.attachMembers(row, ws)
         if (party) {
@@ -2123,6 +2160,42 @@ export class MatchPool extends DurableObject<Env> {
         return
       }
     }
+  }
+
+  /** Notes that `playerId` has had a socket on ticket `ticketId` (ticket_sockets). */
+  private noteSocketOn(ticketId: string, playerId: string): void {
+    this.sql.exec(
+      `INSERT OR IGNORE INTO ticket_sockets (ticket_id, player_id) VALUES (?, ?)`,
+      ticketId,
+      playerId,
+    )
+  }
+
+  /**
+   * The players of `row` who had a socket on it and have none open on it now, `present` (players
+   * back by a join of theirs) aside: on a ticket with none noted (an HTTP ticket, or one from
+   * before the notes), everyone when no socket at all is open on it, else nobody.
+   */
+  private goneFrom(row: TicketRow, present: readonly string[] = []): string[] {
+    const open = new Set(
+      this.socketsOf(row).map((ws) => (ws.deserializeAttachment() as Attachment).playerId),
+    )
+    for (const p of present) open.add(p)
+    const noted = all<{ player_id: string }>(
+      this.sql,
+      `SELECT player_id FROM ticket_sockets WHERE ticket_id = ?`,
+      row.id,
+    ).map((r) => r.player_id)
+    if (noted.length === 0) {
+      return open.size > 0 ? [] : (JSON.parse(row.players) as TicketPlayer[]).map((p) => p.playerId)
+    }
+    return noted.filter((p) => !open.has(p))
+  }
+
+  /** Ends the disconnect grace of `row` once everyone who had a socket on it is back. */
+  private endGraceIfAllBack(row: TicketRow, present: readonly string[] = []): void {
+    if (this.goneFrom(row, present).length > 0) return
+    this.sql.exec(`UPDATE tickets SET grace_until = NULL WHERE id = ?`, row.id)
   }
 
   /** The `queued` frame for `row`: a socket's ticket, made by its join or taken up (`existing`). */
@@ -2288,6 +2361,7 @@ export class MatchPool extends DurableObject<Env> {
         const att = ws.deserializeAttachment() as Attachment | null
         if (!att || att.ticketId === row.id) continue
         ws.serializeAttachment({ ...att, ticketId: row.id } satisfies Attachment)
+        this.noteSocketOn(row.id, att.playerId)
         this.send(ws, this.queuedFrame(row, true))
       }
     }
@@ -2460,7 +2534,11 @@ export class MatchPool extends DurableObject<Env> {
       if (!att?.ticketId) return
       const row = this.row(att.ticketId)
       if (!row || row.state !== 'waiting' || row.transport !== 'socket') return
-      if (this.socketsOf(row).some((other) => other !== ws)) return
+      // Gone once no other socket of theirs is on it, whoever else's is (a party's members).
+      const mine = (other: WebSocket) =>
+        other !== ws &&
+        (other.deserializeAttachment() as Attachment | null)?.playerId === att.playerId
+      if (this.socketsOf(row).some(mine)) return
       // A grace already running is kept: a socket the pool closed as silent may still be
       // reported closed by the runtime later, and that must not start the grace over.
       const graceUntil = row.grace_until ?? this.now() + this.ticketGraceMs()
@@ -2645,6 +2723,11 @@ export class MatchPool extends DurableObject<Env> {
     // `<=`: the alarm comes exactly at finished_at + RESULT_RETENTION_MS.
     this.sql.exec(
       `DELETE FROM join_keys WHERE ticket_id IN
+         (SELECT id FROM tickets WHERE finished_at IS NOT NULL AND finished_at <= ?)`,
+      before,
+    )
+    this.sql.exec(
+      `DELETE FROM ticket_sockets WHERE ticket_id IN
          (SELECT id FROM tickets WHERE finished_at IS NOT NULL AND finished_at <= ?)`,
       before,
     )

@@ -1493,6 +1493,49 @@ describe('queueing as a party over sockets', () => {
     expect((await ticketOf(queued.ticketId)).status).toBe('matched')
   })
 
+  it("a party ticket's grace is each player's: a leader who left is gone though a member's socket stays, and the ticket waits for everyone who had a socket on it to be back", async () => {
+    const q = await createQueue({ teamSize: 3, maxPartySize: 3 })
+    const clock = newClock()
+    await rig(q, clock)
+    const [a, b] = await players(2)
+    await formParty([a!, b!])
+    const url = `/v1/matchmaking/${q}`
+    const wb = await connect(url, b!.token)
+    const wa = await connect(url, a!.token)
+    wa.send(JSON.stringify({ type: 'join', party: [a!.playerId, b!.playerId] }))
+    const { ticketId } = await nextOfType<Queued>(wa, 'queued')
+    await nextOfType<Queued>(wb, 'queued')
+    const graceUntil = () =>
+      runInDurableObject(
+        poolOf(q),
+        (_i: MatchPool, state) =>
+          state.storage.sql
+            .exec<{ g: number | null }>(
+              `SELECT grace_until AS g FROM tickets WHERE id = ?`,
+              ticketId,
+            )
+            .one().g,
+      )
+    // The leader leaves; the member's socket stays open: the leader's grace runs all the same.
+    wa.close(1000, 'bye')
+    await until(async () => ((await graceUntil()) !== null ? true : undefined), 5000, 'a grace')
+    // Back in time: the grace ends.
+    const wa2 = await connect(url, a!.token)
+    expect(await nextOfType<Queued>(wa2, 'queued')).toMatchObject({ ticketId, existing: true })
+    expect(await graceUntil()).toBeNull()
+    // Both leave, and only the leader comes back: the member is still gone, and the grace runs on.
+    wa2.close(1000, 'bye')
+    wb.close(1000, 'bye')
+    await until(async () => ((await graceUntil()) !== null ? true : undefined), 5000, 'a grace')
+    const wa3 = await connect(url, a!.token)
+    await nextOfType<Queued>(wa3, 'queued')
+    expect(await graceUntil()).not.toBeNull()
+    clock.t += 10_000
+    await runInDurableObject(poolOf(q), (inst: MatchPool) => inst.alarm())
+    expect(await nextOfType(wa3, 'cancelled')).toMatchObject({ ticketId, reason: 'disconnected' })
+    expect((await ticketOf(ticketId, a!.token)).status).toBe('cancelled')
+  })
+
   it("a member's `attach` takes its socket onto the party's ticket and never makes one: a matched ticket is answered match_found, a cancelled one cancelled, a ticket not theirs not_queued", async () => {
     const q = await createQueue({ teamSize: 2, maxPartySize: 2 })
     await rig(q, newClock())

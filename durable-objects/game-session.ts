@@ -365,10 +365,12 @@ export class GameSession extends DurableObject<Env> {
   /** Events one player's resumes may send per minute; tests lower it. */
   resumedPerMinute = RESUME_EVENTS_PER_MINUTE
   /**
-   * Events resent to each player by resumes in the current minute. In memory: a loop of
-   * upgrades keeps the object awake, and an eviction forgetting the count costs one more minute.
+   * Each player's resume budget: events left, refilled continuously at resumedPerMinute a minute
+   * up to a minute's worth, as of `at`. A bucket, not a calendar minute, whose turn let a whole
+   * minute's budget be spent at its end and another at the next one's start. In memory: a loop of
+   * upgrades keeps the object awake, and an eviction forgetting it costs one more minute's worth.
    */
-  private readonly resumedThisMinute = new Map<string, { minute: number; events: number }>()
+  private readonly resumeBudgets = new Map<string, { left: number; at: number }>()
   /**
    * Set by the latest catch-up when it stopped at MAX_DEADLINES_PER_CATCH_UP with deadlines still
    * passed: the alarm, due at once, plays the rest, and actions wait for it.
@@ -927,27 +929,27 @@ export class GameSession extends DurableObject<Env> {
     return new Response(null, { status: 101, webSocket: pair[0] })
   }
 
-  /** Counts a resume's `events` against its player's minute, or refuses it past the budget. */
+  /** Takes a resume's `events` from its player's budget, or refuses it past what is left. */
   private countResume(player: string, events: number): Response | null {
     const now = this.now()
-    const minute = Math.floor(now / 60_000)
-    let used = this.resumedThisMinute.get(player)
-    if (!used || used.minute !== minute) {
-      used = { minute, events: 0 }
-      this.resumedThisMinute.set(player, used)
-    }
-    if (used.events + events > this.resumedPerMinute) {
-      const retryAfter = Math.max(1, Math.ceil(((minute + 1) * 60_000 - now) / 1000))
+    const full = this.resumedPerMinute
+    const perMs = full / 60_000
+    const budget = this.resumeBudgets.get(player)
+    // A clock that went back refills nothing.
+    const left = budget ? Math.min(full, budget.left + Math.max(0, now - budget.at) * perMs) : full
+    if (events > left) {
+      this.resumeBudgets.set(player, { left, at: now })
+      const retryAfter = Math.max(1, Math.ceil((events - left) / perMs / 1000))
       return problemResponse(
         'rate-limited',
-        `Resumes sent this player ${used.events} missed events this minute, of ` +
-          `${this.resumedPerMinute}: resume again in ${retryAfter} s, or read the events from ` +
+        `Resumes may send this player ${full} missed events a minute, and ${Math.floor(left)} ` +
+          `are left: resume again in ${retryAfter} s, or read the events from ` +
           'GET /v1/sessions/:id/events',
         { retryAfter },
         { 'retry-after': String(retryAfter) },
       )
     }
-    used.events += events
+    this.resumeBudgets.set(player, { left: left - events, at: now })
     return null
   }
 

@@ -214,7 +214,7 @@ describe('reconnecting', () => {
     sockets[0]!.close()
   })
 
-  it("a player's resumes send at most their minute's budget of missed events: past it a resume is 429 with Retry-After and sends nothing; a welcome is not counted", async () => {
+  it("a player's resumes send at most a minute's budget of missed events, refilled as time passes: past it a resume is 429 with Retry-After and sends nothing; a welcome is not counted", async () => {
     const { players, sessionId, tokens, sockets } = await relayWithEveryone(2)
     const [a, b] = sockets
     b!.close()
@@ -244,7 +244,8 @@ describe('reconnecting', () => {
     }
     const refused = await upgrade(sessionId, token, { since: 0 })
     expect(refused.webSocket).toBeFalsy()
-    expect(refused.headers.get('retry-after')).toBe('40')
+    // 3 of the 15 left, 6 asked: the 3 more come back in 12 s (15 a minute).
+    expect(refused.headers.get('retry-after')).toBe('12')
     expect(await problem(refused)).toMatchObject({
       status: 429,
       type: 'urn:nexus:problem:rate-limited',
@@ -262,13 +263,26 @@ describe('reconnecting', () => {
     const other = await connect(sessionId, tokens[players[0]!]!, { since: 0 })
     await untilSeq(other, 6)
     other.close()
-    // The next minute starts over.
-    await inObject(sessionId, (inst) => {
+    // 40 s on, 10 are back: a resume of 6 goes (the log's last 6: the deadlines those 40 s
+    // passed, played first, may have logged more).
+    const seq = await inObject(sessionId, async (inst) => {
       inst.now = () => minute + 60_000
+      await inst.alarm()
+      return inst.current()!.match.seq
     })
-    const later = await connect(sessionId, token, { since: 0 })
-    await untilSeq(later, 6)
+    const later = await connect(sessionId, token, { since: seq - 6 })
+    await untilSeq(later, seq)
     later.close()
+    await later.whenClosed()
+    // A second later (a new calendar minute, which no longer means a new budget): 4 and a
+    // quarter left, so 6 more wait 7 s.
+    await inObject(sessionId, (inst) => {
+      inst.now = () => minute + 61_000
+    })
+    const again = await upgrade(sessionId, token, { since: seq - 6 })
+    expect(again.webSocket).toBeFalsy()
+    expect(again.headers.get('retry-after')).toBe('7')
+    await again.body?.cancel()
   })
 
   it('a long resume of a game that has ended sends every event, then `ended`, then closes', async () => {

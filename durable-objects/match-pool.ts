@@ -426,6 +426,19 @@ function percentile(sorted: number[], p: number): number | null {
 }
 
 /**
+ * Whether a waiting socket ticket has lost a player: one who has had a socket on it (`noted`) has
+ * none open on it (`open`, players with an open socket there). A ticket with none noted (from
+ * before the notes) is judged as a whole: lost when no socket at all is open on it.
+ */
+function someoneGone(
+  noted: readonly string[] | undefined,
+  open: ReadonlySet<string> | undefined,
+): boolean {
+  if (noted === undefined || noted.length === 0) return open === undefined || open.size === 0
+  return noted.some((p) => !open?.has(p))
+}
+
+/**
  * The pool of one (queue, region). See the comment at the top of this file for its decisions.
  *
  * Lifecycle:
@@ -700,11 +713,7 @@ export class MatchPool extends DurableObject<Env> {
       this.sql,
       `SELECT id FROM tickets
         WHERE state = 'waiting' AND transport = 'socket' AND grace_until IS NULL`,
-    ).filter((t) => {
-      const open = openOn.get(t.id)
-      const had = noted.get(t.id)
-      return had === undefined ? open === undefined : had.some((p) => !open?.has(p))
-    })
+    ).filter((t) => someoneGone(noted.get(t.id), openOn.get(t.id)))
     const graceUntil = this.now() + this.ticketGraceMs()
     for (const t of lost) {
       this.sql.exec(`UPDATE tickets SET grace_until = ? WHERE id = ?`, graceUntil, t.id)
@@ -2171,12 +2180,8 @@ export class MatchPool extends DurableObject<Env> {
     )
   }
 
-  /**
-   * The players of `row` who had a socket on it and have none open on it now, `present` (players
-   * back by a join of theirs) aside: on a ticket with none noted (an HTTP ticket, or one from
-   * before the notes), everyone when no socket at all is open on it, else nobody.
-   */
-  private goneFrom(row: TicketRow, present: readonly string[] = []): string[] {
+  /** Ends the disconnect grace of `row` once everyone who had a socket on it is back. */
+  private endGraceIfAllBack(row: TicketRow, present: readonly string[] = []): void {
     const open = new Set(
       this.socketsOf(row).map((ws) => (ws.deserializeAttachment() as Attachment).playerId),
     )
@@ -2186,15 +2191,7 @@ export class MatchPool extends DurableObject<Env> {
       `SELECT player_id FROM ticket_sockets WHERE ticket_id = ?`,
       row.id,
     ).map((r) => r.player_id)
-    if (noted.length === 0) {
-      return open.size > 0 ? [] : (JSON.parse(row.players) as TicketPlayer[]).map((p) => p.playerId)
-    }
-    return noted.filter((p) => !open.has(p))
-  }
-
-  /** Ends the disconnect grace of `row` once everyone who had a socket on it is back. */
-  private endGraceIfAllBack(row: TicketRow, present: readonly string[] = []): void {
-    if (this.goneFrom(row, present).length > 0) return
+    if (someoneGone(noted, open)) return
     this.sql.exec(`UPDATE tickets SET grace_until = NULL WHERE id = ?`, row.id)
   }
 

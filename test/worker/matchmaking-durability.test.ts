@@ -6,6 +6,7 @@ import type { SessionCreator, SessionSetup } from '../../workers/matchmaking/ses
 import { gameSessionCreator } from '../../workers/matchmaking/session.ts'
 import { ADMIN_KEY, bearer, call, newGuest } from './helpers/http.ts'
 import {
+  graceUntil,
   alarmAt,
   createQueue,
   fireAlarm,
@@ -107,15 +108,9 @@ describe('a restart', () => {
     await rig(q, clock)
     const wokeBy = Date.now()
     // The wake started the queue's grace (10 s by default), by the real clock.
-    const graceUntil = await runInDurableObject(
-      poolOf(q),
-      (_i: MatchPool, state) =>
-        state.storage.sql
-          .exec<{ g: number | null }>(`SELECT grace_until AS g FROM tickets WHERE id = ?`, ticketId)
-          .one().g,
-    )
-    expect(graceUntil).toBeGreaterThanOrEqual(wokeFrom + 10_000)
-    expect(graceUntil).toBeLessThanOrEqual(wokeBy + 10_000)
+    const graceEnds = await graceUntil(q, ticketId)
+    expect(graceEnds).toBeGreaterThanOrEqual(wokeFrom + 10_000)
+    expect(graceEnds).toBeLessThanOrEqual(wokeBy + 10_000)
     // Past it by the pool's clock (an hour ahead): the alarm cancels the ticket.
     await fireAlarm(q)
     expect(await ticketOf(ticketId)).toMatchObject({ status: 'cancelled', reason: 'disconnected' })

@@ -7,6 +7,7 @@ import { pg } from './helpers/boards.ts'
 import { ADMIN_KEY, bearer, call, json, newGuest, problem } from './helpers/http.ts'
 import { closed, connect, nextOfType, until } from './helpers/sockets.ts'
 import {
+  graceUntil,
   alarmAt,
   createQueue,
   DUEL,
@@ -814,20 +815,7 @@ describe('queue changes and graces', () => {
     ws.send(JSON.stringify({ type: 'join' }))
     const { ticketId } = await nextOfType<{ ticketId: string }>(ws, 'queued')
     ws.close(1000, 'bye')
-    await until(async () =>
-      (await runInDurableObject(
-        poolOf(q),
-        (_i: MatchPool, state) =>
-          state.storage.sql
-            .exec<{ g: number | null }>(
-              `SELECT grace_until AS g FROM tickets WHERE id = ?`,
-              ticketId,
-            )
-            .one().g,
-      )) !== null
-        ? true
-        : undefined,
-    )
+    await until(async () => ((await graceUntil(q, ticketId)) !== null ? true : undefined))
     const again = (await (await joinAs(q, g.token)).json()) as Ticket
     expect(again).toMatchObject({ ticketId, existing: true })
     clock.t += 60_000

@@ -11,6 +11,7 @@ import { verifySessionToken } from '../../workers/lib/session-token.ts'
 import { blockedBy, pg } from './helpers/boards.ts'
 import { ADMIN_KEY, bearer, call, json, problem } from './helpers/http.ts'
 import {
+  graceUntil,
   createQueue,
   joinFor,
   newClock,
@@ -1505,31 +1506,28 @@ describe('queueing as a party over sockets', () => {
     wa.send(JSON.stringify({ type: 'join', party: [a!.playerId, b!.playerId] }))
     const { ticketId } = await nextOfType<Queued>(wa, 'queued')
     await nextOfType<Queued>(wb, 'queued')
-    const graceUntil = () =>
-      runInDurableObject(
-        poolOf(q),
-        (_i: MatchPool, state) =>
-          state.storage.sql
-            .exec<{ g: number | null }>(
-              `SELECT grace_until AS g FROM tickets WHERE id = ?`,
-              ticketId,
-            )
-            .one().g,
-      )
     // The leader leaves; the member's socket stays open: the leader's grace runs all the same.
     wa.close(1000, 'bye')
-    await until(async () => ((await graceUntil()) !== null ? true : undefined), 5000, 'a grace')
+    await until(
+      async () => ((await graceUntil(q, ticketId)) !== null ? true : undefined),
+      5000,
+      'a grace',
+    )
     // Back in time: the grace ends.
     const wa2 = await connect(url, a!.token)
     expect(await nextOfType<Queued>(wa2, 'queued')).toMatchObject({ ticketId, existing: true })
-    expect(await graceUntil()).toBeNull()
+    expect(await graceUntil(q, ticketId)).toBeNull()
     // Both leave, and only the leader comes back: the member is still gone, and the grace runs on.
     wa2.close(1000, 'bye')
     wb.close(1000, 'bye')
-    await until(async () => ((await graceUntil()) !== null ? true : undefined), 5000, 'a grace')
+    await until(
+      async () => ((await graceUntil(q, ticketId)) !== null ? true : undefined),
+      5000,
+      'a grace',
+    )
     const wa3 = await connect(url, a!.token)
     await nextOfType<Queued>(wa3, 'queued')
-    expect(await graceUntil()).not.toBeNull()
+    expect(await graceUntil(q, ticketId)).not.toBeNull()
     clock.t += 10_000
     await runInDurableObject(poolOf(q), (inst: MatchPool) => inst.alarm())
     expect(await nextOfType(wa3, 'cancelled')).toMatchObject({ ticketId, reason: 'disconnected' })

@@ -5,6 +5,7 @@ import { INVITE_TTL_SECONDS, MAX_PARTY_SIZE } from '../core/party.ts'
 import { createRoute, newRouter, problemResponses } from '../lib/openapi.ts'
 import { NewPlayerId, PlayerId } from '../lib/fields.ts'
 import { ApiError } from '../lib/problem.ts'
+import { within } from '../lib/within.ts'
 import { playerId, requirePlayer } from '../middleware/auth.ts'
 import { noBodyFields } from '../middleware/json-body.ts'
 import { cancelStaleTickets } from '../parties/stale-tickets.ts'
@@ -88,15 +89,8 @@ async function cancelBeforeAnswer(
   if (tickets.length === 0) return []
   const cancelling = cancelStaleTickets(c.env, partyId, tickets, { requestId: c.get('requestId') })
   c.executionCtx.waitUntil(cancelling)
-  let timer: ReturnType<typeof setTimeout> | undefined
-  const waited = new Promise<null>((resolve) => {
-    timer = setTimeout(() => resolve(null), CANCEL_WAIT_MS)
-  })
-  try {
-    return (await Promise.race([cancelling, waited])) ?? []
-  } finally {
-    clearTimeout(timer)
-  }
+  // cancelStaleTickets itself never rejects: a rejection here is the wait running out.
+  return within(cancelling, CANCEL_WAIT_MS, 'party ticket cancels').catch(() => [])
 }
 
 function resolve(c: Context<AppEnv>, raw: string): string {

@@ -112,6 +112,21 @@ export async function fireAlarm(queue: string, region = 'eu'): Promise<void> {
   await runInDurableObject(poolOf(queue, region), (inst: MatchPool) => inst.alarm())
 }
 
+/** When a ticket's disconnect grace ends, as its pool holds it; null while none runs. */
+export async function graceUntil(
+  queue: string,
+  ticketId: string,
+  region = 'eu',
+): Promise<number | null> {
+  return runInDurableObject(
+    poolOf(queue, region),
+    (_i: MatchPool, state) =>
+      state.storage.sql
+        .exec<{ g: number | null }>(`SELECT grace_until AS g FROM tickets WHERE id = ?`, ticketId)
+        .one().g,
+  )
+}
+
 /** When the pool's alarm is set for, or null. */
 export async function alarmAt(queue: string, region = 'eu'): Promise<number | null> {
   return runInDurableObject(poolOf(queue, region), (_inst: MatchPool, state) =>

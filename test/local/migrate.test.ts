@@ -8,6 +8,31 @@ import { startNeonRelay, type NeonRelay } from '../../local/neon-relay/index.ts'
 import { startPostgres, type LocalPostgres } from '../../local/postgres.ts'
 import { directConnectionString, runMigrations } from '../../scripts/migrate.ts'
 
+/**
+ * A copy of the project's migrations with `added` ([tag, SQL]) after them, in a folder removed
+ * when the test ends; `count`, how many migrations it holds.
+ */
+async function migrationsWith(
+  added: readonly (readonly [string, string])[],
+): Promise<{ folder: string; count: number }> {
+  const folder = await mkdtemp(join(tmpdir(), 'nexus-migrations-'))
+  onTestFinished(() => rm(folder, { recursive: true, force: true }))
+  await cp(fileURLToPath(new URL('../../migrations', import.meta.url)), folder, {
+    recursive: true,
+  })
+  const journalPath = join(folder, 'meta', '_journal.json')
+  const journal = JSON.parse(await readFile(journalPath, 'utf8')) as {
+    entries: { idx: number; version: string; when: number; tag: string; breakpoints: boolean }[]
+  }
+  const last = journal.entries[journal.entries.length - 1]!
+  for (const [i, [tag, statement]] of added.entries()) {
+    journal.entries.push({ ...last, idx: last.idx + 1 + i, when: last.when + 1 + i, tag })
+    await writeFile(join(folder, `${tag}.sql`), statement)
+  }
+  await writeFile(journalPath, JSON.stringify(journal))
+  return { folder, count: journal.entries.length }
+}
+
 describe('migrations connect directly, never through the pooler', () => {
   it('turns a Neon pooled connection string into the direct one, and leaves others as they are', () => {
     // The pooler runs in transaction mode: the migrator's session lock would not hold across it.
@@ -49,23 +74,12 @@ describe('a migration waiting for a table in use', () => {
   it('fails within seconds, changing nothing, rather than queue every query of the table behind it for minutes; run again, it is applied', async () => {
     await runMigrations({ databaseUrl: server.url, relay: relay.address })
     // The project's migrations, and one more that indexes a table.
-    const folder = await mkdtemp(join(tmpdir(), 'nexus-migrations-'))
-    onTestFinished(() => rm(folder, { recursive: true, force: true }))
-    await cp(fileURLToPath(new URL('../../migrations', import.meta.url)), folder, {
-      recursive: true,
-    })
-    const journalPath = join(folder, 'meta', '_journal.json')
-    const journal = JSON.parse(await readFile(journalPath, 'utf8')) as {
-      entries: { idx: number; version: string; when: number; tag: string; breakpoints: boolean }[]
-    }
-    const last = journal.entries[journal.entries.length - 1]!
-    const tag = '9999_lock_wait_test'
-    journal.entries.push({ ...last, idx: last.idx + 1, when: last.when + 1, tag })
-    await writeFile(journalPath, JSON.stringify(journal))
-    await writeFile(
-      join(folder, `${tag}.sql`),
-      'CREATE INDEX "lock_wait_test_idx" ON "party_tickets" ("ticket_id");',
-    )
+    const { folder } = await migrationsWith([
+      [
+        '9999_lock_wait_test',
+        'CREATE INDEX "lock_wait_test_idx" ON "party_tickets" ("ticket_id");',
+      ],
+    ])
     const migrate = () =>
       runMigrations({ databaseUrl: server.url, relay: relay.address, migrationsFolder: folder })
     // A long transaction holds the table the migration indexes.
@@ -95,26 +109,11 @@ describe('a migration waiting for a table in use', () => {
     const url = new URL(server.url)
     url.pathname = '/one_by_one'
     await runMigrations({ databaseUrl: url.href, relay: relay.address })
-    const folder = await mkdtemp(join(tmpdir(), 'nexus-migrations-'))
-    onTestFinished(() => rm(folder, { recursive: true, force: true }))
-    await cp(fileURLToPath(new URL('../../migrations', import.meta.url)), folder, {
-      recursive: true,
-    })
-    const journalPath = join(folder, 'meta', '_journal.json')
-    const journal = JSON.parse(await readFile(journalPath, 'utf8')) as {
-      entries: { idx: number; version: string; when: number; tag: string; breakpoints: boolean }[]
-    }
-    const last = journal.entries[journal.entries.length - 1]!
     // Two new ones: the first indexes queue_claims, the second party_tickets (held below).
-    const added = [
+    const { folder, count } = await migrationsWith([
       ['9998_first', 'CREATE INDEX "9998_first_idx" ON "queue_claims" ("player_id", "queue");'],
       ['9999_second', 'CREATE INDEX "9999_second_idx" ON "party_tickets" ("ticket_id");'],
-    ] as const
-    for (const [i, [tag, statement]] of added.entries()) {
-      journal.entries.push({ ...last, idx: last.idx + 1 + i, when: last.when + 1 + i, tag })
-      await writeFile(join(folder, `${tag}.sql`), statement)
-    }
-    await writeFile(journalPath, JSON.stringify(journal))
+    ])
     const db = new pg.Client(url.href)
     await db.connect()
     const holder = new pg.Client(url.href)
@@ -155,7 +154,7 @@ describe('a migration waiting for a table in use', () => {
       (await db.query(`select 1 from pg_indexes where indexname = '9999_second_idx'`)).rowCount,
     ).toBe(1)
     const applied = await db.query(`select count(*)::int as n from drizzle.__drizzle_migrations`)
-    expect(applied.rows[0].n).toBe(journal.entries.length)
+    expect(applied.rows[0].n).toBe(count)
     await db.end()
   }, 40_000)
 

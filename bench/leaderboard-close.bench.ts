@@ -41,6 +41,8 @@ try {
     headers: admin,
     body: JSON.stringify({
       scoreMax: 1e9,
+      // Room for the run's players (a PUT past the 1,500,000 a board may hold is refused).
+      maxEntries: ENTRIES,
       rewards: [{ fromRank: 1, toRank: 100, reward: { coins: 10 } }],
     }),
   })

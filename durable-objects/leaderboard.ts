@@ -18,6 +18,7 @@ import {
   type CycleRules,
   type LeaderboardConfig,
   type RewardTier,
+  withConfigDefaults,
 } from '../workers/core/leaderboard.ts'
 import {
   compareEntries,
@@ -320,6 +321,17 @@ function refuse(
     ...(extensions ? { extensions } : {}),
     ...(headers ? { headers } : {}),
   }
+}
+
+/** Thrown in an import's transaction to roll it back: the batch would pass `maxEntries`. */
+class BoardFull extends Error {}
+
+function boardFull(maxEntries: number): BoardProblem {
+  return refuse(
+    'conflict',
+    `This board's cycle holds at most ${maxEntries} players (its maxEntries); new players can enter from the next cycle`,
+    { limit: maxEntries },
+  )
 }
 
 /** A `replayOnly` submission that replays nothing: the Worker answers it with its edge 429. */
@@ -681,7 +693,7 @@ export class Leaderboard extends DurableObject<Env> {
   private applyConfig(config: LeaderboardConfig): void {
     const schedule = parseSchedule(config.cycle)
     if ('error' in schedule) throw new Error(`stored cycle is invalid: ${schedule.error}`)
-    this.config = config
+    this.config = withConfigDefaults(config)
     this.schedule = schedule
   }
 
@@ -776,7 +788,7 @@ export class Leaderboard extends DurableObject<Env> {
       return {
         ...this.cycleInfo(),
         configVersion: this.configVersion,
-        inForce: canonicalJson(this.config) === canonicalJson(config),
+        inForce: canonicalJson(this.config) === canonicalJson(withConfigDefaults(config)),
       }
     }
     this.ensureSchema()
@@ -802,7 +814,7 @@ export class Leaderboard extends DurableObject<Env> {
     this.applyConfig(config)
     if (version !== undefined) this.configVersion = version
     try {
-      this.storeConfig(boardId, config, now, version, previousCycle, archivedCycles)
+      this.storeConfig(boardId, this.config!, now, version, previousCycle, archivedCycles)
     } catch (err) {
       // The transaction rolled back, and what was set in memory meanwhile goes back to what
       // storage holds: else the board would answer by a configuration it never stored, and take
@@ -1122,6 +1134,7 @@ export class Leaderboard extends DurableObject<Env> {
 
     const cur = this.current!
     const previous = this.standingOf(input.playerId)
+    if (!previous && this.index.size >= config.maxEntries) return boardFull(config.maxEntries)
     const outcome = applySubmission(cur.operator, cur.sortOrder, previous, {
       score: input.score,
       subscore: input.subscore,
@@ -1314,38 +1327,45 @@ export class Leaderboard extends DurableObject<Env> {
     // Loaded before the batch's rows are written: built inside the transaction, the index would
     // hold them already and count them twice.
     const index = this.index
-    this.ctx.storage.transactionSync(() => {
-      let newPlayers = 0
-      for (const e of entries) {
-        // Read inside the transaction: a player twice in one batch finds the first write.
-        const previous = this.standingOf(e.playerId)
-        if (previous && previous.score === e.score && previous.subscore === e.subscore) {
-          // The same standing keeps its place among ties; only new metadata is written, and counts.
-          const metadataChanged = this.sql.exec(
-            `UPDATE entries SET metadata = ? WHERE cycle = ? AND player_id = ? AND metadata IS NOT ?`,
-            e.metadata,
-            cur.cycle,
-            e.playerId,
-            e.metadata,
-          ).rowsWritten
-          if (metadataChanged > 0) metadataOnly++
-          continue
+    try {
+      this.ctx.storage.transactionSync(() => {
+        let newPlayers = 0
+        for (const e of entries) {
+          // Read inside the transaction: a player twice in one batch finds the first write.
+          const previous = this.standingOf(e.playerId)
+          if (previous && previous.score === e.score && previous.subscore === e.subscore) {
+            // The same standing keeps its place among ties; only new metadata is written, and counts.
+            const metadataChanged = this.sql.exec(
+              `UPDATE entries SET metadata = ? WHERE cycle = ? AND player_id = ? AND metadata IS NOT ?`,
+              e.metadata,
+              cur.cycle,
+              e.playerId,
+              e.metadata,
+            ).rowsWritten
+            if (metadataChanged > 0) metadataOnly++
+            continue
+          }
+          const next = { score: e.score, subscore: e.subscore, seq: ++seq }
+          this.writeEntry(e.playerId, next, e.metadata, now)
+          changed.push({ playerId: e.playerId, next, previous })
+          if (!previous) newPlayers++
         }
-        const next = { score: e.score, subscore: e.subscore, seq: ++seq }
-        this.writeEntry(e.playerId, next, e.metadata, now)
-        changed.push({ playerId: e.playerId, next, previous })
-        if (!previous) newPlayers++
-      }
-      result = {
-        cycle: cur.cycle,
-        imported: changed.length + metadataOnly,
-        total: index.size + newPlayers,
-      }
-      if (key) {
-        // With the batch, in its transaction: no batch applied without its key, nor the reverse.
-        this.rememberAnswer(IMPORT_KEYS, key.key, key.requestHash, result, now)
-      }
-    })
+        // Rolls the batch back: it is taken whole or not at all.
+        if (index.size + newPlayers > config.maxEntries) throw new BoardFull()
+        result = {
+          cycle: cur.cycle,
+          imported: changed.length + metadataOnly,
+          total: index.size + newPlayers,
+        }
+        if (key) {
+          // With the batch, in its transaction: no batch applied without its key, nor the reverse.
+          this.rememberAnswer(IMPORT_KEYS, key.key, key.requestHash, result, now)
+        }
+      })
+    } catch (err) {
+      if (err instanceof BoardFull) return boardFull(config.maxEntries)
+      throw err
+    }
     this.seq = seq
     for (const { playerId, next, previous } of changed) {
       index.replace(previous, next)

@@ -74,6 +74,7 @@ describe('leaderboard configuration', () => {
       operator: 'best',
       submitsPerMinute: 10,
       metadataMaxBytes: 512,
+      maxEntries: 1_000_000,
       rewards: [],
     })
     expect(body.cycle.cycle).toBe(1)
@@ -110,6 +111,18 @@ describe('leaderboard configuration', () => {
     expect(refused).toMatchObject({ status: 422, type: 'urn:nexus:problem:validation' })
     const [row] = await pg()`select version, pushed_version from leaderboards where id = ${id}`
     expect(row).toEqual({ version: 2, pushed_version: 2 })
+  })
+
+  it('a configuration saved before maxEntries existed is the one in force: its push at the same version is marked pushed, not overruled', async () => {
+    const id = await createBoard({ scoreMax: 1000 })
+    // The row as a Worker of the version before saved it, its push not yet marked.
+    await pg()`update leaderboards set config = config - 'maxEntries', pushed_version = 0
+      where id = ${id}`
+    await runScheduled(env, Date.now())
+    const [row] = await pg()`select version, pushed_version from leaderboards where id = ${id}`
+    expect(row).toEqual({ version: 1, pushed_version: 1 })
+    const info = await fresh<{ config: { maxEntries: number } }>(`/v1/leaderboards/${id}`)
+    expect(info.config.maxEntries).toBe(1_000_000)
   })
 
   it('a configuration the board failed to store is not taken as applied: the cron pushes it again, and it lasts past a wake', async () => {
@@ -182,6 +195,10 @@ describe('leaderboard configuration', () => {
       [{ submitsPerMinute: 0 }, 'submitsPerMinute'],
       [{ submitsPerMinute: 1.5 }, 'submitsPerMinute'],
       [{ metadataMaxBytes: 100_000 }, 'metadataMaxBytes'],
+      [{ maxEntries: 0 }, 'maxEntries'],
+      [{ maxEntries: 1_500_001 }, 'maxEntries'],
+      [{ maxEntries: 2.5 }, 'maxEntries'],
+      [{ maxEntries: '10' }, 'maxEntries'],
       [
         {
           rewards: [

@@ -462,6 +462,62 @@ describe('rate limit', () => {
   })
 })
 
+describe('a cycle full of players (maxEntries)', () => {
+  it('refuses a new player with 409 and the limit, changing nothing; ranked players still submit, a removal makes room, and the next cycle takes everyone', async () => {
+    const b = await createBoard({ maxEntries: 3, operator: 'incr', cycle: { every: '1h' } })
+    for (const p of ['a', 'b', 'c']) expect((await submitFor(b, p, { score: 1 })).status).toBe(200)
+    const key = 'full-1'
+    const refused = await problem(await submitFor(b, 'd', { score: 5 }, key))
+    expect(refused).toMatchObject({
+      status: 409,
+      type: 'urn:nexus:problem:conflict',
+      body: { limit: 3 },
+    })
+    expect((await top(b)).total).toBe(3)
+    // Those ranked go on scoring.
+    expect((await submitFor(b, 'a', { score: 2 })).status).toBe(200)
+    expect((await top(b)).entries.map((e) => [e.playerId, e.score])[0]).toEqual(['a', 3])
+    // The refusal kept nothing under its key: once a place is free, the same retry enters.
+    const removed = await call(`/v1/admin/leaderboards/${b}/players/c`, {
+      method: 'DELETE',
+      ...bearer(ADMIN_KEY),
+    })
+    expect(removed.status).toBe(200)
+    const retried = await submitFor(b, 'd', { score: 5 }, key)
+    expect(retried.status).toBe(200)
+    expect(((await retried.json()) as { replayed: boolean }).replayed).toBe(false)
+    expect(ids(await top(b)).sort()).toEqual(['a', 'b', 'd'])
+    expect((await submitFor(b, 'e', { score: 1 })).status).toBe(409)
+    // The next cycle starts empty, with room for three new players.
+    await runInDurableObject(env.LEADERBOARD.getByName(b), (inst: Leaderboard) => {
+      const later = Date.now() + 3_600_000
+      inst.now = () => later
+    })
+    for (const p of ['e', 'f', 'g']) expect((await submitFor(b, p, { score: 1 })).status).toBe(200)
+    expect((await submitFor(b, 'a', { score: 1 })).status).toBe(409)
+  })
+
+  it('an import that would pass the limit is refused whole; one that fills it exactly, or moves players already in, is taken', async () => {
+    const b = await createBoard({ maxEntries: 4 })
+    const importing = (entries: unknown[]) =>
+      call(`/v1/admin/leaderboards/${b}/entries`, json('POST', { entries }, ADMIN_KEY))
+    expect((await submitFor(b, 'a', { score: 1 })).status).toBe(200)
+    const over = await importing(
+      ['a', 'x', 'y', 'z', 'w'].map((playerId) => ({ playerId, score: 9 })),
+    )
+    expect(await problem(over)).toMatchObject({
+      status: 409,
+      type: 'urn:nexus:problem:conflict',
+      body: { limit: 4 },
+    })
+    expect((await top(b)).entries.map((e) => [e.playerId, e.score])).toEqual([['a', 1]])
+    const exact = await importing(['a', 'x', 'y', 'z'].map((playerId) => ({ playerId, score: 9 })))
+    expect(await exact.json()).toMatchObject({ imported: 4, total: 4 })
+    const moves = await importing([{ playerId: 'x', score: 20 }])
+    expect(await moves.json()).toMatchObject({ imported: 1, total: 4 })
+  })
+})
+
 describe('who may submit', () => {
   it('a player submits for themselves with their token; naming another player is 403', async () => {
     const b = await createBoard()

@@ -31,6 +31,29 @@ export interface LeaderboardConfig {
   rewards: RewardTier[]
   submitsPerMinute: number
   metadataMaxBytes: number
+  /** Players a cycle holds: past it, new players are refused (those ranked still submit). */
+  maxEntries: number
+}
+
+/**
+ * A cycle's players by default, and at most. The rank index is held in memory, in the 128 MB a
+ * Durable Object's isolate has (43 bytes a player, 64 MiB at 1.5 million; docs/operating.md,
+ * "Cycle size"): a board grown past what fits would be reset by the runtime at every wake, and
+ * every object sharing its isolate with it.
+ */
+export const MAX_ENTRIES_DEFAULT = 1_000_000
+export const MAX_ENTRIES_LIMIT = 1_500_000
+
+/**
+ * A configuration as stored, filled in with what configurations saved before a field existed
+ * lack (`maxEntries`), so that a board compares and applies them as a PUT of today sends them.
+ */
+export function withConfigDefaults(
+  config: Omit<LeaderboardConfig, 'maxEntries'> & { maxEntries?: number },
+): LeaderboardConfig {
+  return config.maxEntries === undefined
+    ? { ...config, maxEntries: MAX_ENTRIES_DEFAULT }
+    : (config as LeaderboardConfig)
 }
 
 /** The player's standing before a submission, if any. */

@@ -1,6 +1,6 @@
 import { z } from '@hono/zod-openapi'
 import { parseSchedule } from '../core/cycle.ts'
-import { overlappingTiers } from '../core/leaderboard.ts'
+import { MAX_ENTRIES_DEFAULT, MAX_ENTRIES_LIMIT, overlappingTiers } from '../core/leaderboard.ts'
 import { decimalInt } from '../lib/openapi.ts'
 import { boundedJson, DisplayName, NewPlayerId, objectRecord, ResourceId } from '../lib/fields.ts'
 
@@ -87,6 +87,17 @@ export const LeaderboardConfigInput = z
       .min(0)
       .max(METADATA_HARD_LIMIT)
       .default(METADATA_DEFAULT_BYTES),
+    maxEntries: z
+      .number()
+      .int()
+      .min(1)
+      .max(MAX_ENTRIES_LIMIT)
+      .default(MAX_ENTRIES_DEFAULT)
+      .openapi({
+        description:
+          'The players a cycle holds: past it, a new player is refused (409 `conflict` with ' +
+          '`limit`) until the next cycle; players already ranked still submit.',
+      }),
   })
   .strict()
   .superRefine((c, ctx) => {

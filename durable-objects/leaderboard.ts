@@ -420,6 +420,8 @@ export class Leaderboard extends DurableObject<Env> {
   /** The spread of scheduled closes' archive starts (archiveDelayMs); tests set 0. */
   archiveSpreadMs = ARCHIVE_SPREAD_MS
   catchUpPagesPerRun = CATCH_UP_PAGES_PER_RUN
+  /** Neon's reads of a catch-up; replaceable so tests can hold one between its read and its use. */
+  catchUpReads = { accountBansAfter, recentErasuresAfter }
   /** Replaceable so tests can inject faults between pages; production always writes to Neon. */
   archiveWriter: ArchiveWriter
   /** The board's clock; tests move it forward instead of sleeping past a cycle boundary. */
@@ -1538,8 +1540,9 @@ export class Leaderboard extends DurableObject<Env> {
    * takes, once after the upgrade, the bans older than its creation: newer ones walked it, and a
    * ban of theirs its admin lifted stays lifted.) Pages in player id order; the last id applied
    * is kept, so a crash or an unreachable Neon resumes where it stopped, 30 s later (the alarm,
-   * or the next call). A player this board bans already keeps the ban it has. Lifting an account
-   * ban while this runs may leave its ban here, as a ban racing its lifting does: lift again.
+   * or the next call). A player this board bans already keeps the ban it has. A lift that
+   * comes while this runs waits for it (`awaitCatchUp`), so that a page read before the lift
+   * does not ban the player again after it.
    * `maxPages`: the alarm's runs stop after a few pages and come back; a call waiting for the
    * bans reads them to the end. Never throws: a failure is logged and retried.
    */
@@ -1565,12 +1568,17 @@ export class Leaderboard extends DurableObject<Env> {
    * failed it and its retry is not due (the board then serves calls without it meanwhile).
    */
   private async awaitCatchUp(): Promise<void> {
-    while (this.catchUpPending && this.now() >= Number(this.meta(CATCH_UP_RETRY_AT) ?? 0)) {
-      await this.catchUp(Infinity)
-    }
+    // One under way (a push's, whose retry time is not due) is waited for all the same: it may
+    // hold a page read before a ban's lifting, and a lift that passed it would be undone by it.
+    while (this.catchingUp) await this.catchingUp
+    while (this.catchUpDue(this.now())) await this.catchUp(Infinity)
     // Failed just now, the alarm comes for the retry; done, it comes to forget the erasures taken
     // on once no token can predate them.
     await this.scheduleAlarm()
+  }
+
+  private catchUpDue(now: number): boolean {
+    return this.catchUpPending && now >= Number(this.meta(CATCH_UP_RETRY_AT) ?? 0)
   }
 
   private catchUpLeft(): boolean {
@@ -1594,7 +1602,7 @@ export class Leaderboard extends DurableObject<Env> {
     for (let page = 0; page < maxPages; page++) {
       const after = this.meta(ACCOUNT_BANS_AFTER)
       if (after === undefined || this.boardId === null) return page
-      const bans = await accountBansAfter(this.env, after, this.catchUpPageSize, {
+      const bans = await this.catchUpReads.accountBansAfter(this.env, after, this.catchUpPageSize, {
         olderThanBoard: olderThanBoard ? this.boardId : null,
       })
       const now = this.now()
@@ -1635,7 +1643,7 @@ export class Leaderboard extends DurableObject<Env> {
     for (let page = 0; page < maxPages; page++) {
       const after = this.meta(ERASURES_AFTER)
       if (after === undefined) return
-      const erasures = await recentErasuresAfter(
+      const erasures = await this.catchUpReads.recentErasuresAfter(
         this.env,
         after,
         this.catchUpPageSize,
@@ -2398,7 +2406,9 @@ export class Leaderboard extends DurableObject<Env> {
         ['archive', () => this.runArchive()],
         ['sweep', () => this.sweep(now)],
         ['forget erasures', () => this.forgetErasures(now)],
-        ['catch up', () => this.catchUp(this.catchUpPagesPerRun)],
+        // Only once its retry is due (an alarm for another job comes sooner): a call coming
+        // meanwhile waits for a catch-up under way, and Neon failed it a moment ago.
+        ['catch up', () => (this.catchUpDue(now) ? this.catchUp(this.catchUpPagesPerRun) : null)],
       ]
       for (const [job, run] of jobs) {
         try {

@@ -674,7 +674,11 @@ describe('banning a player from the deployment (admin)', () => {
     expect(attempt.alarm).toBeGreaterThanOrEqual(attempt.before + 30_000)
     expect(await boardBans(board)).toEqual([])
 
-    // The retry takes two pages of ten (a run's share), and comes right back for the rest.
+    // The retry, once due, takes two pages of ten (a run's share), and comes right back for
+    // the rest.
+    await runInDurableObject(stubOf, (inst: Leaderboard) => {
+      inst.now = () => attempt.alarm!
+    })
     expect(await runDurableObjectAlarm(stubOf)).toBe(true)
     // Read in the object's storage: a call through the route would wait for the rest (below).
     const afterOneRun = await runInDurableObject(stubOf, (_i, state) => ({
@@ -689,7 +693,7 @@ describe('banning a player from the deployment (admin)', () => {
     expect(afterOneRun.bans.every((b) => b.by_account === 1 && b.reason === 'bot farm')).toBe(true)
     const next = await afterOneRun.alarm
     expect(next).not.toBeNull()
-    expect(next!).toBeLessThanOrEqual(Date.now())
+    expect(next!).toBeLessThanOrEqual(attempt.alarm!)
 
     // Evicted before that run, with its retry put off for half an hour, the board goes on from
     // the last player it took once the retry is due by its clock, and the call that comes then
@@ -720,6 +724,58 @@ describe('banning a player from the deployment (admin)', () => {
         .map((r) => r.key),
     )
     expect(meta).toEqual([])
+  })
+
+  it("a call that comes while a catch-up holds a page of account bans waits for it, though the catch-up's retry is not due; an alarm for another job does not start one before it is", async () => {
+    const player = `ban-held-${crypto.randomUUID().slice(0, 8)}`
+    bannedHere.add(player)
+    await pg()`insert into player_bans (player_id, reason) values (${player}, 'held')`
+    const board = boardId(PREFIX)
+    const stubOf = env.LEADERBOARD.getByName(board)
+    // Neon out of reach at the first push: the catch-up's retry is 30 s away.
+    const attempt = await configureWithNeon(board, {
+      DATABASE_URL: env.TEST_UNREACHABLE_DATABASE_URL,
+      NEON_LOCAL_RELAY: env.TEST_UNREACHABLE_NEON_RELAY,
+    })
+    expect(attempt.alarm).toBeGreaterThanOrEqual(attempt.before + 30_000)
+    // An alarm run for something else before then leaves the catch-up for its time.
+    expect(await runDurableObjectAlarm(stubOf)).toBe(true)
+    expect(await boardBans(board)).toEqual([])
+
+    // A second push runs the catch-up at once, and its page of bans is held once read.
+    let release!: () => void
+    const held = new Promise<void>((r) => (release = r))
+    let read!: () => void
+    const pageRead = new Promise<void>((r) => (read = r))
+    await runInDurableObject(stubOf, (inst: Leaderboard) => {
+      const real = inst.catchUpReads.accountBansAfter
+      inst.catchUpReads = {
+        ...inst.catchUpReads,
+        accountBansAfter: async (...args) => {
+          const page = await real(...args)
+          read()
+          await held
+          return page
+        },
+      }
+    })
+    const pushing = stubOf.configure(
+      board,
+      BARE_CONFIG as unknown as Parameters<Leaderboard['configure']>[1],
+      2,
+      0,
+    )
+    await pageRead
+    // The player's submission comes while the page is held: answered before the page is taken
+    // on, it would rank a banned player. The page is let go once it answers, or after 2 s.
+    const submitting = submitFor(board, player, { score: 1 })
+    const letGo = setTimeout(release, 2000)
+    onTestFinished(() => clearTimeout(letGo))
+    void submitting.finally(release)
+    const refused = await problem(await submitting)
+    expect(refused).toMatchObject({ status: 403, type: 'urn:nexus:problem:forbidden' })
+    await pushing
+    expect((await boardBans(board)).map((b) => b.playerId)).toEqual([player])
   })
 
   it('a board from before boards took account bans on catches up once, on the wake that upgrades it', async () => {

@@ -2165,7 +2165,13 @@ export class MatchPool extends DurableObject<Env> {
             log('error', 'party ticket note failed', { actor: this.actor, ...errorFields(err) })
           })
         }
-        await this.settle()
+        // Beside the socket's next frames too: the sessions of the matches this step makes
+        // (other players', maybe) are created before `settle` returns, and a `cancel` sent right
+        // behind the join waited for them, while another step could match the ticket. A match
+        // of this ticket tells the socket itself; a creation cut off is owed (its lease).
+        void this.settle().catch((err: unknown) => {
+          log('error', 'matching after a join failed', { actor: this.actor, ...errorFields(err) })
+        })
         return
       }
     }

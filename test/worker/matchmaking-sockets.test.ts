@@ -19,6 +19,7 @@ import {
   newClock,
   poolOf,
   joinFor,
+  recordingCreator,
   rig,
   setRating,
   ticketOf,
@@ -27,6 +28,7 @@ import {
 } from './helpers/matchmaking.ts'
 import { closed, collect, connect, nextOfType, track, until, upgrade } from './helpers/sockets.ts'
 import { replaceMethod } from './helpers/replace-method.ts'
+import type { SessionCreator } from '../../workers/matchmaking/session.ts'
 
 interface ErrorFrame {
   code: string
@@ -338,6 +340,37 @@ describe('sockets: cancel, malformed frames', () => {
     expect(t.status).toBe('cancelled')
     expect(t.reason).toBe('cancelled')
     expect(await waitingCount(q)).toBe(0)
+  })
+
+  it("a cancel sent right behind a socket's join is answered while the matches that join's step made still wait for their sessions: the ticket leaves the queue", async () => {
+    const q = await createQueue()
+    const clock = newClock()
+    let release!: () => void
+    const held = new Promise<void>((r) => (release = r))
+    onTestFinished(() => release())
+    const holding: SessionCreator = async (setup, matchedAt) => {
+      await held
+      return recordingCreator(setup, matchedAt)
+    }
+    await rig(q, clock, { creator: holding })
+    // Two players 300 apart, matchable once their windows have widened (100 + 10 a second).
+    const [a, b] = [`${q}-a`, `${q}-b`]
+    await setRating(a, 100)
+    await setRating(b, 400)
+    const ta = await joinFor(q, a)
+    expect((await joinFor(q, b)).status).toBe('waiting')
+    clock.t += 20_000
+    // A guest (1500) joins on a socket: its step matches a and b, whose session is held.
+    const g = await newGuest()
+    const ws = await connect(`/v1/matchmaking/${q}`, g.token)
+    ws.send(JSON.stringify({ type: 'join' }))
+    const { ticketId } = await nextOfType<Queued>(ws, 'queued')
+    ws.send(JSON.stringify({ type: 'cancel' }))
+    expect(await nextOfType<{ ticketId: string }>(ws, 'cancelled')).toMatchObject({ ticketId })
+    expect((await ticketOf(ta.ticketId)).status).toBe('matching')
+    release()
+    expect((await ticketOf(ta.ticketId, ADMIN_KEY, 5)).status).toBe('matched')
+    expect((await ticketOf(ticketId, g.token)).status).toBe('cancelled')
   })
 
   it('answers each malformed frame with an error frame to that socket only and changes nothing', async () => {

@@ -2432,13 +2432,14 @@ export class MatchPool extends DurableObject<Env> {
     }
     // Another party's join was handed the ticket meanwhile (the same players, their old party
     // gone unseen): its note decides now, and this answer, for a party that no longer holds the
-    // ticket, neither settles that note nor ends the ticket.
+    // ticket, neither settles that note nor ends the ticket. No note owed at all: another answer
+    // (that party's, or this one's retry) has decided already, and ended the ticket if it had to.
     const owner = one<{ party_id: string }>(
       this.sql,
       `SELECT party_id FROM party_notes WHERE ticket_id = ?`,
       row.id,
     )?.party_id
-    if (owner !== undefined && owner !== partyId) return false
+    if (owner !== partyId) return false
     this.sql.exec(`DELETE FROM party_notes WHERE ticket_id = ?`, row.id)
     if (current) return false
     log('info', 'party changed while joining', { actor: this.actor, partyId, ticketId: row.id })

@@ -750,9 +750,13 @@ describe('queueing as a party over HTTP', () => {
       const row = state.storage.sql
         .exec(`SELECT * FROM tickets WHERE id = ?`, ticket.ticketId)
         .one()
-      await (
-        inst as unknown as { recordPartyTicket(id: string, row: unknown): Promise<void> }
-      ).recordPartyTicket(party.id, row)
+      const pool = inst as unknown as {
+        owePartyNote(id: string, ticketId: string): void
+        recordPartyTicket(id: string, row: unknown): Promise<void>
+      }
+      // Owed in the write that made the ticket, as a party's join does.
+      pool.owePartyNote(party.id, ticket.ticketId)
+      await pool.recordPartyTicket(party.id, row)
     })
     expect(await ticketOf(ticket.ticketId)).toMatchObject({
       status: 'cancelled',
@@ -773,6 +777,33 @@ describe('queueing as a party over HTTP', () => {
     expect((await ok(send('GET', `/v1/parties/${party.id}`, b!))).ticketId).toBe(right.ticketId)
     expect(await recordPartyTicket(env, party.id, 'other', [a!.playerId], Date.now())).toBe(false)
     expect((await ok(send('GET', `/v1/parties/${party.id}`, b!))).ticketId).toBe(right.ticketId)
+  })
+
+  it('a late answer for a party that no longer holds the ticket, after the note of the party that does decided it, leaves the ticket waiting', async () => {
+    const q = await createQueue({ teamSize: 3, maxPartySize: 3 })
+    await rig(q, newClock())
+    const [a, b] = await players(2)
+    const party = await formParty([a!, b!])
+    const ticket = await joinFor(q, a!.playerId, { party: [a!.playerId, b!.playerId] })
+    // An old party of the same players had its note sent; the ticket was then handed to this
+    // party's join, whose note came back first: current, so the note owed is settled.
+    const oldParty = crypto.randomUUID()
+    await runInDurableObject(poolOf(q), async (inst: MatchPool, state) => {
+      const row = state.storage.sql
+        .exec(`SELECT * FROM tickets WHERE id = ?`, ticket.ticketId)
+        .one()
+      const pool = inst as unknown as {
+        owePartyNote(id: string, ticketId: string): void
+        recordPartyTicket(id: string, row: unknown): Promise<boolean>
+      }
+      pool.owePartyNote(oldParty, ticket.ticketId)
+      pool.owePartyNote(party.id, ticket.ticketId)
+      expect(await pool.recordPartyTicket(party.id, row)).toBe(false)
+      // The old party's answer, late: not current (that party is gone), and no longer its say.
+      expect(await pool.recordPartyTicket(oldParty, row)).toBe(false)
+    })
+    expect((await ticketOf(ticket.ticketId)).status).toBe('waiting')
+    expect((await ok(send('GET', `/v1/parties/${party.id}`, b!))).ticketId).toBe(ticket.ticketId)
   })
 
   it('a party waiting in two queues loses both tickets when the leader removes a member; a matched ticket keeps its match', async () => {

@@ -1689,6 +1689,22 @@ export class MatchPool extends DurableObject<Env> {
         }),
       ),
     )
+    // A socket that closed while the tokens were signed hears nothing, and its close found the
+    // ticket matched (no grace): its player is owed the match as one with no socket open at the
+    // match is, unless another of their sockets is told.
+    const heard = new Set(
+      deliveries.filter((d) => d.ws.readyState === WebSocket.OPEN).map((d) => d.playerId),
+    )
+    const dropped = new Map(
+      deliveries
+        .filter((d) => !heard.has(d.playerId))
+        .map((d) => [d.playerId, [d.playerId, d.t.id, this.now() + this.ticketGraceMs()]]),
+    )
+    if (dropped.size > 0) {
+      insertRows(this.sql, `INSERT OR REPLACE INTO unheard (player_id, ticket_id, until)`, [
+        ...dropped.values(),
+      ])
+    }
     deliveries.forEach(({ t, ws }, i) => {
       const token = tokens[i]
       // Without a token (signing failed: AUTH_SECRET gone, say) the match is still told, so the

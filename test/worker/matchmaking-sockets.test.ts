@@ -791,6 +791,44 @@ describe('sockets: disconnect, reconnect, expiry', () => {
     }
   })
 
+  it("a socket that closes while its match's session tokens are signed hears the match on a reconnect within the grace", async () => {
+    const q = await createQueue()
+    await rig(q, newClock(), { graceMs: 10_000 })
+    const [g, rival] = await Promise.all([newGuest(), newGuest()])
+    const ws = await connect(`/v1/matchmaking/${q}`, g.token)
+    ws.send(JSON.stringify({ type: 'join' }))
+    const { ticketId } = await nextOfType<Queued>(ws, 'queued')
+    let release!: () => void
+    const held = new Promise<void>((r) => (release = r))
+    onTestFinished(() => release())
+    // A flag, not a promise: one resolved by the pool would run the test on in the pool's context.
+    let signing = false
+    type Signer = { sessionToken(sessionId: string, playerId: string): Promise<string> }
+    await replaceMethod<Signer, 'sessionToken'>(
+      poolOf(q),
+      'sessionToken',
+      (sign) =>
+        async function (this: Signer, sessionId: string, playerId: string) {
+          signing = true
+          await held
+          return sign.call(this, sessionId, playerId)
+        },
+    )
+    const matching = joinFor(q, rival.playerId)
+    await until(async () => signing || undefined, 5000, 'the token being signed')
+    // The connection drops while the token is signed; the pool has taken the close.
+    ws.close(1001, 'network')
+    await closed(ws)
+    // Let go from inside the pool, so that what the signing resumes runs as the pool's own.
+    await runInDurableObject(poolOf(q), () => release())
+    const matched = await matching
+    expect(matched.status).toBe('matched')
+    const again = await connect(`/v1/matchmaking/${q}`, g.token)
+    const found = await nextOfType<Found>(again, 'match_found')
+    expect(found).toMatchObject({ ticketId, sessionId: matched.match!.sessionId })
+    expect(await verifySessionToken(env, found.token, found.sessionId)).toBe(g.playerId)
+  })
+
   it('a join sent again with its joinKey after the socket dropped before any answer gets the match made meanwhile, and queues nothing', async () => {
     const q = await createQueue()
     const clock = newClock()

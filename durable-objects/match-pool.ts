@@ -2264,6 +2264,10 @@ export class MatchPool extends DurableObject<Env> {
         token,
         players: match.players,
       })
+      // A party's new ticket took the socket while the token was signed (its leader queued
+      // again): it stays open for that wait, as after a match told (completeMatch).
+      const now = ws.deserializeAttachment() as Attachment | null
+      if (now?.ticketId != null && now.ticketId !== row.id) return true
       this.closeSocket(ws, 1000, 'match found')
       return true
     }

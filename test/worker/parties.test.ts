@@ -1,6 +1,6 @@
 import { runDurableObjectAlarm, runInDurableObject } from 'cloudflare:test'
 import { env } from 'cloudflare:workers'
-import { describe, expect, it } from 'vitest'
+import { describe, expect, it, onTestFinished } from 'vitest'
 import type { MatchPool } from '../../durable-objects/match-pool.ts'
 import { INVITE_TTL_SECONDS, MAX_PARTY_SIZE } from '../../workers/core/party.ts'
 import { issuePlayerToken } from '../../workers/lib/auth.ts'
@@ -1218,6 +1218,48 @@ describe('queueing as a party over sockets', () => {
       expect(await verifySessionToken(env, found[i]!.token, found[i]!.sessionId)).toBe(p!.playerId)
     }
     for (const ws of [wa, wb, wc]) ws.close(1000)
+  })
+
+  it("a member's socket taken by the party's new ticket while it was told of an old match keeps waiting on it: not closed, no grace", async () => {
+    const q = await createQueue({ teamSize: 2, maxPartySize: 2 })
+    await rig(q, newClock())
+    const [l, m] = await players(2)
+    // m's own ticket from before the party, matched.
+    const old = await joinFor(q, m!.playerId)
+    for (const i of [1, 2, 3]) await joinFor(q, `${q}-r${i}`)
+    expect((await ticketOf(old.ticketId)).status).toBe('matched')
+    await formParty([l!, m!])
+    const ws = await connect(`/v1/matchmaking/${q}`, m!.token)
+    let release!: () => void
+    const held = new Promise<void>((r) => (release = r))
+    onTestFinished(() => release())
+    // A flag, not a promise: one resolved by the pool would run the test on in the pool's context.
+    let signing = false
+    type Signer = { sessionToken(sessionId: string, playerId: string): Promise<string> }
+    await replaceMethod<Signer, 'sessionToken'>(
+      poolOf(q),
+      'sessionToken',
+      (sign) =>
+        async function (this: Signer, sessionId: string, playerId: string) {
+          signing = true
+          await held
+          return sign.call(this, sessionId, playerId)
+        },
+    )
+    ws.send(JSON.stringify({ type: 'attach', ticketId: old.ticketId }))
+    await until(async () => signing || undefined, 5000, 'the token being signed')
+    // While the old match's token is signed, the leader queues the party: m's socket takes it.
+    const joined = await ok<Ticket>(
+      send('POST', `/v1/matchmaking/${q}/tickets`, l!, { party: [l!.playerId, m!.playerId] }),
+      201,
+    )
+    expect((await nextOfType<Queued>(ws, 'queued')).ticketId).toBe(joined.ticketId)
+    await runInDurableObject(poolOf(q), () => release())
+    expect(await nextOfType<Found>(ws, 'match_found')).toMatchObject({ ticketId: old.ticketId })
+    ws.send(JSON.stringify({ type: 'ping' }))
+    expect(await nextOfType(ws, 'pong')).toBeDefined()
+    expect(await graceUntil(q, joined.ticketId)).toBeNull()
+    ws.close(1000)
   })
 
   it('a member who does not lead, a wrong list, or an old roster: party_forbidden and no ticket', async () => {

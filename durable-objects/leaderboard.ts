@@ -2069,7 +2069,11 @@ export class Leaderboard extends DurableObject<Env> {
     now: number,
     replayed: boolean,
   ): Promise<Reply<{ closed: CloseStatus; current: CycleInfo; replayed: boolean }>> {
-    if (opts.retryNow) this.sql.exec(`UPDATE closes SET next_attempt_at = 0 WHERE state != 'done'`)
+    if (opts.retryNow) {
+      this.sql.exec(`UPDATE closes SET next_attempt_at = 0 WHERE state != 'done'`)
+      // An attempt in flight that fails would set its backoff over this: it retries at once.
+      this.retriesAsked++
+    }
     await this.ctx.storage.setAlarm(now)
     return { ok: true, closed: this.closeStatus(cycle)!, current: this.cycleInfo(), replayed }
   }
@@ -2142,6 +2146,9 @@ export class Leaderboard extends DurableObject<Env> {
     return this.archiving
   }
 
+  /** Admins' asks for a retry now (`close`): an attempt failing after one retries at once. */
+  private retriesAsked = 0
+
   private async archiveLoop(force: boolean): Promise<void> {
     const deadline = this.now() + ARCHIVE_BUDGET_MS
     // Pages read while the previous ones were in flight; used only if they follow the cursor.
@@ -2155,6 +2162,7 @@ export class Leaderboard extends DurableObject<Env> {
       if (!close) return
       if (!force && close.next_attempt_at > this.now()) return
       if (this.now() > deadline) return
+      const retriesAsked = this.retriesAsked
       try {
         if (close.state === 'archiving') {
           next = await this.archiveNextPages(close, next, deadline)
@@ -2171,7 +2179,8 @@ export class Leaderboard extends DurableObject<Env> {
             `SELECT attempts FROM closes WHERE cycle = ?`,
             close.cycle,
           )!.attempts + 1
-        const backoff = retryBackoffMs(attempts, MAX_BACKOFF_MS)
+        const backoff =
+          this.retriesAsked === retriesAsked ? retryBackoffMs(attempts, MAX_BACKOFF_MS) : 0
         const message = err instanceof Error ? err.message : String(err)
         this.sql.exec(
           `UPDATE closes SET attempts = ?, next_attempt_at = ?, last_error = ? WHERE cycle = ?`,

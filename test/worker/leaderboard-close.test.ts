@@ -6,7 +6,7 @@ import {
   runInDurableObject,
   waitOnExecutionContext,
 } from 'cloudflare:test'
-import { describe, expect, it } from 'vitest'
+import { describe, expect, it, onTestFinished } from 'vitest'
 import type { CloseStatus, Leaderboard } from '../../durable-objects/leaderboard.ts'
 import { NeonArchiveWriter, type ArchiveWriter } from '../../workers/leaderboards/archive-writer.ts'
 import worker from '../../workers/index.ts'
@@ -19,6 +19,7 @@ import { localFamilies } from '../../workers/lib/metrics.ts'
 import { canonicalJson } from '../../workers/lib/canonical-json.ts'
 import { ARCHIVE_SPREAD_MS, archiveDelayMs } from '../../workers/core/leaderboard.ts'
 import { runScheduled } from '../../workers/scheduled.ts'
+import { until } from './helpers/sockets.ts'
 
 const N = 10_000
 const REWARDS = [
@@ -342,6 +343,48 @@ describe('closing a cycle of 10,000 entries', () => {
     })
     await archiveUntilDone(board, 1)
     expectExactlyOnce(await archived(board, 1))
+  })
+
+  it("an admin's close sent while an attempt that fails is in flight retries at once, not after that attempt's backoff", async () => {
+    const board = await createBoard({ rewards: REWARDS })
+    let release!: () => void
+    const held = new Promise<void>((r) => (release = r))
+    onTestFinished(() => release())
+    // Flags, not promises: one resolved by the board would run the test on in its context.
+    let writing = false
+    let failedAt = 0
+    await runInDurableObject(stub(board), async (inst: Leaderboard) => {
+      await submitEach(inst, board, 5, (i) => `h${i}`)
+      const neon = new NeonArchiveWriter(env)
+      inst.archiveWriter = {
+        writePage: async (page) => {
+          if (failedAt > 0) return neon.writePage(page)
+          writing = true
+          await held
+          failedAt = Date.now()
+          throw new Error('injected: Neon went away mid-page')
+        },
+        complete: (page) => neon.complete(page),
+      }
+    })
+    expect((await closeNow(board)).status).toBe(202)
+    await until(async () => writing || undefined, 5000, 'the first page in flight')
+    // The operator, seeing the archive stuck, asks for a retry while that page is out.
+    expect((await closeNow(board, { cycle: 1 })).status).toBe(202)
+    await runInDurableObject(stub(board), () => release())
+    await until(async () => failedAt || undefined, 5000, 'the page failing')
+    // Taken at once: never a retry set past the failure (a backoff of 1 s or more).
+    const s = await status(board, 1)
+    if (s.state === 'archiving' && s.attempts > 0) {
+      expect(s.nextAttemptAt!).toBeLessThanOrEqual(failedAt)
+    }
+    const done = await until(
+      async () => ((await status(board, 1)).state === 'done' ? true : undefined),
+      5000,
+      'the archive done',
+    )
+    expect(done).toBe(true)
+    expect(await archived(board, 1)).toMatchObject({ rows: 5 })
   })
 
   it('a later close waiting behind one that backs off does not bring the alarm back at once: it waits for the retry', async () => {

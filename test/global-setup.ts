@@ -19,6 +19,8 @@ declare module 'vitest' {
 }
 
 export default async function setup(project: TestProject) {
+  // Only the workerd tests use them: a run of other projects alone (`--project core`) starts none.
+  if (!project.vitest.projects.some((p) => p.name === 'worker')) return
   const stops: (() => Promise<void>)[] = []
   const stopAll = async () => {
     for (const stop of stops.reverse()) await stop().catch((err: unknown) => console.error(err))

@@ -110,3 +110,23 @@ export async function signInsOverTheLimit(
   }
   return { refused, limited }
 }
+
+/**
+ * A client address (`cf-connecting-ip`) no other test draws: counts kept by address in Redis
+ * (wrong admin keys, sign-ins) are shared by every test file, and addresses drawn from a /24
+ * met often enough for one test's lockout to answer another's request. 10.0.0.0/8, at random.
+ */
+export function clientAddress(): string {
+  const n = crypto.getRandomValues(new Uint32Array(1))[0]! & 0xffffff
+  return `10.${n >>> 16}.${(n >>> 8) & 255}.${n & 255}`
+}
+
+/**
+ * Waits for the next minute when fewer than `needMs` are left of this one: counts by the minute
+ * (the admin-key lockout's) start again at its turn, and a test that sends a minute's allowance
+ * and then expects the lockout would see none if the turn came in between.
+ */
+export async function clearOfMinuteTurn(needMs = 15_000): Promise<void> {
+  const left = 60_000 - (Date.now() % 60_000)
+  if (left < needMs) await new Promise((r) => setTimeout(r, left + 50))
+}

@@ -2318,6 +2318,13 @@ export class MatchPool extends DurableObject<Env> {
       return { ok: false, code: 'banned', message: bannedJoinDetail(caller, r.banned) }
     }
     if ('staleToken' in r) return { ok: false, code: 'signed_out', message: STALE_TOKEN_DETAIL }
+    if ('erasedMembers' in r) {
+      return {
+        ok: false,
+        code: 'party_forbidden',
+        message: 'The party changed while joining; join again with its members',
+      }
+    }
     if ('queueChanged' in r) {
       // Its push reaches this pool shortly; the join then gets the settings' own answer.
       return {

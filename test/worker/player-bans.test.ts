@@ -496,7 +496,8 @@ describe('banning a player from the deployment (admin)', () => {
       `/v1/matchmaking/${queue}/tickets`,
       json('POST', { playerId: player }, ADMIN_KEY),
     )
-    await active('%insert into queue_claims%on conflict%', true)
+    // The claim statement (its start: PostgreSQL shows a query's first 1,024 bytes).
+    await active('%banned as (select player_id from player_bans%', true)
     const ban = banAll(player)
     expect(await held).toBe('rolled back')
     const [joined, banned] = await Promise.all([join, ban])

@@ -471,6 +471,48 @@ describe('erasing a player (admin)', () => {
     expect(await sql`select 1 from party_members where player_id = ${gone}`).toHaveLength(1)
   })
 
+  it("a leader's join that read a member just before the member's erasure claims nothing (409 over HTTP, party_forbidden on a socket); the member back after it, with a newer token, is queued", async () => {
+    const sql = pg()
+    const member = `idp-member-${crypto.randomUUID().slice(0, 8)}`
+    const leader = await newGuest()
+    const party = (await (await asPlayer(leader.token, 'POST', '/v1/parties')).json()) as {
+      id: string
+    }
+    const invite = () =>
+      asPlayer(leader.token, 'POST', `/v1/parties/${party.id}/invites`, { playerId: member })
+    expect((await invite()).status).toBe(201)
+    const before = (await issuePlayerToken(env, member, Date.now() - 60_000)).token
+    expect((await asPlayer(before, 'POST', `/v1/parties/${party.id}/members`)).status).toBe(200)
+    const queue = await createQueue({ teamSize: 2, maxPartySize: 2 })
+    const body = { party: [leader.playerId, member] }
+    // The erasure's first write, its tombstone, is in; the membership it removes next is not.
+    await sql`insert into erased_players (id) values (${member})`
+    const refused = await problem(
+      await call(`/v1/matchmaking/${queue}/tickets`, json('POST', body, leader.token)),
+    )
+    expect(refused).toMatchObject({
+      status: 409,
+      type: 'urn:nexus:problem:conflict',
+      body: { partyId: party.id },
+    })
+    const ws = await connect(`/v1/matchmaking/${queue}`, leader.token)
+    ws.send(JSON.stringify({ type: 'join', ...body }))
+    expect((await nextOfType<{ code: string }>(ws, 'error')).code).toBe('party_forbidden')
+    ws.close(1000)
+    expect(await sql`select 1 from queue_claims where player_id = ${member}`).toEqual([])
+    // The erasure takes the member out; a player of the identity provider comes back under the
+    // id, is invited again and accepts with a token issued after the erasure: queued.
+    await sql`delete from party_members where player_id = ${member}`
+    expect((await invite()).status).toBe(201)
+    const after = (await issuePlayerToken(env, member, Date.now() + 2_000)).token
+    expect((await asPlayer(after, 'POST', `/v1/parties/${party.id}/members`)).status).toBe(200)
+    const joined = await call(`/v1/matchmaking/${queue}/tickets`, json('POST', body, leader.token))
+    expect(joined.status).toBe(201)
+    expect(((await joined.json()) as { players: string[] }).players.sort()).toEqual(
+      [leader.playerId, member].sort(),
+    )
+  })
+
   it('a board created after the erasure refuses the old token too (pushed, or configured from Neon on its first call); so does a board from before that upgrade, on its wake', async () => {
     const gone = `idp-late-${crypto.randomUUID().slice(0, 8)}`
     const old = (await issuePlayerToken(env, gone, Date.now() - 60_000)).token

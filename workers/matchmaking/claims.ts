@@ -4,6 +4,7 @@ import { getSql, type DbEnv } from '../db/client.ts'
 import { log, errorFields } from '../lib/log.ts'
 import { within } from '../lib/within.ts'
 import { erasedSinceToken } from '../players/stale-token.ts'
+import { GUEST_ID_PREFIX } from '../lib/auth.ts'
 import { counter } from '../lib/metrics.ts'
 import type { Env } from '../env.ts'
 import type { QueueConfig } from './config.ts'
@@ -77,8 +78,22 @@ export interface ClaimStaleToken {
   staleToken: true
 }
 
+/**
+ * Others on a player's ticket (a leader's party join) erased since they joined the party: the
+ * party changed under the join, and nothing was claimed.
+ */
+export interface ClaimMembersErased {
+  ok: false
+  erasedMembers: string[]
+}
+
 export type ClaimResult =
-  { ok: true; claim: QueueClaim } | ClaimConflict | QueueChanged | ClaimBanned | ClaimStaleToken
+  | { ok: true; claim: QueueClaim }
+  | ClaimConflict
+  | QueueChanged
+  | ClaimBanned
+  | ClaimStaleToken
+  | ClaimMembersErased
 
 /**
  * The player whose own token asks for the claim, and when that token was issued (ms; 0 when it
@@ -168,12 +183,23 @@ interface ClaimRow {
  * tickets that large, and none of the players is under an account ban (`banned` names those): a
  * join's region comes from its caller, a claim must not name regions that are not the queue's
  * (their pools would be asked to fence), and a join refused as invalid or banned changes nothing.
+ * A leader's party join read its members before this statement: one erased since joining the
+ * party (`erased_members`; a guest's id never comes back) is not queued by the leader's token, as
+ * their own token would not queue them; a game server's join (no caller) may queue anyone.
  */
 const CLAIM_UPSERT = `
   with q as (select config, version from queues where id = $1),
   target as (select coalesce($2::text, q.config->'regions'->>0) as region from q),
   banned as (select player_id from player_bans where player_id = any($3::text[])),
   stale as (select 1 where ${erasedSinceToken('$4', '$5')}),
+  erased_members as (
+    select p as player_id from unnest($3::text[]) as p
+     where $4::text is not null and p <> $4::text
+       and exists (select 1 from erased_players e where e.id = p
+             and (starts_with(p, '${GUEST_ID_PREFIX}')
+                  or e.erased_at >= coalesce(
+                       (select m.joined_at from party_members m where m.player_id = p),
+                       '-infinity'::timestamptz)))),
   claimed as (
     insert into queue_claims (queue, player_id, version, regions)
     select $1, p, 1, jsonb_build_object(t.region, 1)
@@ -182,6 +208,7 @@ const CLAIM_UPSERT = `
       and (q.config->>'maxPartySize')::int >= cardinality($3::text[])
       and not exists (select 1 from banned)
       and not exists (select 1 from stale)
+      and not exists (select 1 from erased_members)
     order by p
     on conflict (queue, player_id) do update set
       version = queue_claims.version + 1,
@@ -193,7 +220,9 @@ const CLAIM_UPSERT = `
   select (select config from q) as config, (select version from q) as version,
     coalesce((select json_agg(claimed) from claimed), '[]'::json) as claimed,
     coalesce((select json_agg(player_id order by player_id) from banned), '[]'::json) as banned,
-    exists (select 1 from stale) as stale_token`
+    exists (select 1 from stale) as stale_token,
+    coalesce((select json_agg(player_id order by player_id) from erased_members), '[]'::json)
+      as erased_members`
 
 /**
  * Locks the claims of the players in `$1` (a text array) until the transaction ends, in id order
@@ -212,6 +241,7 @@ interface ClaimAnswer {
   claimed: ClaimRow[]
   banned: string[]
   stale_token: boolean
+  erased_members: string[]
 }
 
 /** CLAIM_UPSERT's parameters after the queue, the region and the players. */
@@ -238,6 +268,8 @@ export interface JoinRead {
   banned: string[]
   /** The caller's token predates their erasure (TokenCaller): nothing was claimed. */
   staleToken: boolean
+  /** Others on the ticket erased since they joined the party (ClaimMembersErased). */
+  erasedMembers: string[]
 }
 
 /**
@@ -272,6 +304,7 @@ export async function readAndClaim(
     claimed: answer!.claimed,
     banned: answer!.banned,
     staleToken: answer!.stale_token,
+    erasedMembers: answer!.erased_members,
   }
 }
 
@@ -296,6 +329,9 @@ export async function claimQueue(
   ])) as [unknown, ClaimAnswer[]]
   if (answer!.banned.length > 0) return { ok: false, banned: answer!.banned }
   if (answer!.stale_token) return { ok: false, staleToken: true }
+  if (answer!.erased_members.length > 0) {
+    return { ok: false, erasedMembers: answer!.erased_members }
+  }
   // The queue as Neon holds it no longer takes this ticket here (a region or size change on its
   // way to the pool): nothing was claimed, and the pool, once told, refuses the join as invalid.
   if (answer!.claimed.length < ids.length) return { ok: false, queueChanged: true }

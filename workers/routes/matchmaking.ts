@@ -457,6 +457,11 @@ matchmakingRoutes.openapi(joinRoute, async (c) => {
   if (!read.queue) throw new ApiError('not-found', `No queue '${queue}'`)
   if (read.banned.length > 0) throw new ApiError('forbidden', bannedJoinDetail(leader, read.banned))
   if (read.staleToken) throw new ApiError('forbidden', STALE_TOKEN_DETAIL)
+  if (read.erasedMembers.length > 0) {
+    throw new ApiError('conflict', 'The party changed while joining; join again with its members', {
+      partyId,
+    })
+  }
   const { config, version } = read.queue
   const { ratings } = read
   let region: string

@@ -203,15 +203,18 @@ adminPlayers.openapi(eraseRoute, async (c) => {
   const after = c.req.valid('query').after ?? ''
   const neon = await eraseFromNeon(c.env, playerId)
   forgetPlayerName(playerId)
-  if (neon.leftParty) {
-    await cancelStaleTickets(c.env, neon.leftParty, neon.staleTickets, { by: 'erasure' })
-  }
   // A ticket left waiting would make a match after the erasure, which plays them as a new player
   // (the session, made after the erasure, does not count them as erased): a profile again. So
   // every call cancels theirs first, before the boards, however many calls the walk takes: the
   // tombstone already keeps them from queueing again. A pool out of reach is reported after the
-  // walk, so that it holds up no board's removal.
-  const queues = await removeFromQueues(c.env, playerId, 'erased')
+  // walk, so that it holds up no board's removal. Beside the party's old tickets, not after
+  // them: those wait up to 10 s a pool that does not answer, while the player's own could match.
+  const [queues] = await Promise.all([
+    removeFromQueues(c.env, playerId, 'erased'),
+    neon.leftParty
+      ? cancelStaleTickets(c.env, neon.leftParty, neon.staleTickets, { by: 'erasure' })
+      : undefined,
+  ])
   const { outcomes, next } = await walkBoards(c.env, after, 'erasure: board removal', (id) =>
     boardStub(c.env, id).removeEntry(id, playerId, { erasedAt: neon.erasedAt }),
   )

@@ -18,6 +18,8 @@ describe('the dashboard page', () => {
     expect(csp).toContain("script-src 'self'")
     expect(csp).not.toContain('unsafe-inline')
     expect(res.headers.get('x-frame-options')).toBe('DENY')
+    // A page that opened it cannot navigate it elsewhere (a copy asking for the key again).
+    expect(res.headers.get('cross-origin-opener-policy')).toBe('same-origin')
     const html = await res.text()
     expect(html).toContain('<script src="/dashboard/app.js" defer></script>')
     expect(html).not.toMatch(/<script>[^<]/)

@@ -271,10 +271,28 @@ describe('operations endpoints', () => {
     expect(doc.components.schemas.Problem).toBeDefined()
   })
 
-  it('/docs renders an HTML reference of the document', async () => {
+  it('/docs renders an HTML reference of the document, under the dashboard’s strict headers: its script and style are files of its own', async () => {
     const res = await call('/docs')
     expect(res.headers.get('content-type')).toContain('text/html')
-    expect(await res.text()).toContain('/openapi.json')
+    const html = await res.text()
+    expect(html).toContain('/openapi.json')
+    // Nothing inline: the CSP runs only this origin's files.
+    expect(html).not.toMatch(/<script>|<style>/)
+    for (const [path, type] of [
+      ['/docs', 'text/html'],
+      ['/docs/app.js', 'text/javascript'],
+      ['/docs/app.css', 'text/css'],
+    ] as const) {
+      const page = await call(path)
+      expect(page.status, path).toBe(200)
+      expect(page.headers.get('content-type'), path).toContain(type)
+      expect(page.headers.get('content-security-policy'), path).toContain("script-src 'self'")
+      expect(page.headers.get('content-security-policy'), path).toContain("frame-ancestors 'none'")
+      expect(page.headers.get('cross-origin-opener-policy'), path).toBe('same-origin')
+      expect(page.headers.get('x-content-type-options'), path).toBe('nosniff')
+      await page.body?.cancel()
+    }
+    expect(await (await call('/docs/app.js')).text()).toContain("fetch('/openapi.json')")
   })
 })
 

@@ -15,6 +15,7 @@ import type { QueueConfig } from '../matchmaking/config.ts'
 import { poolStub } from '../matchmaking/stub.ts'
 import { queueWideWaits, waitPercentiles } from '../matchmaking/wait-stats.ts'
 import { requireAdmin } from '../middleware/auth.ts'
+import { PAGE_HEADERS } from '../lib/page-headers.ts'
 
 /**
  * The operator dashboard. `/dashboard` serves a page that holds no data: it asks for the admin
@@ -28,34 +29,15 @@ export const dashboard = new Hono<AppEnv>()
 const MAX_LISTED = 50
 const MAX_LIVE_SESSIONS = 50
 
-const CSP = [
-  "default-src 'none'",
-  "script-src 'self'",
-  "style-src 'self'",
-  "connect-src 'self'",
-  "img-src 'self' data:",
-  "base-uri 'none'",
-  "form-action 'none'",
-  "frame-ancestors 'none'",
-].join('; ')
-
-const pageHeaders = {
-  'content-security-policy': CSP,
-  'x-frame-options': 'DENY',
-  'x-content-type-options': 'nosniff',
-  'referrer-policy': 'no-referrer',
-  'cache-control': 'no-store',
-}
-
-dashboard.get('/', (c) => c.html(DASHBOARD_HTML, 200, pageHeaders))
+dashboard.get('/', (c) => c.html(DASHBOARD_HTML, 200, PAGE_HEADERS))
 dashboard.get('/app.js', (c) =>
   c.body(DASHBOARD_JS, 200, {
-    ...pageHeaders,
+    ...PAGE_HEADERS,
     'content-type': 'text/javascript; charset=utf-8',
   }),
 )
 dashboard.get('/app.css', (c) =>
-  c.body(DASHBOARD_CSS, 200, { ...pageHeaders, 'content-type': 'text/css; charset=utf-8' }),
+  c.body(DASHBOARD_CSS, 200, { ...PAGE_HEADERS, 'content-type': 'text/css; charset=utf-8' }),
 )
 
 dashboard.use('/api/*', requireAdmin(), async function noStore(c, next) {

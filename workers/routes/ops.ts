@@ -10,7 +10,8 @@ import { ApiError, problemBody } from '../lib/problem.ts'
 import { getRedis } from '../lib/redis.ts'
 import { requireMetricsReader } from '../middleware/auth.ts'
 import { within } from '../lib/within.ts'
-import { docsPage } from './docs-page.ts'
+import { DOCS_CSS, DOCS_HTML, DOCS_JS } from './docs-page.ts'
+import { PAGE_HEADERS } from '../lib/page-headers.ts'
 
 export const ops = new Hono<AppEnv>()
 
@@ -105,7 +106,13 @@ ops.get('/metrics', requireMetricsReader(), async (c) => {
   })
 })
 
-ops.get('/docs', (c) => c.html(docsPage()))
+ops.get('/docs', (c) => c.html(DOCS_HTML, 200, PAGE_HEADERS))
+ops.get('/docs/app.js', (c) =>
+  c.body(DOCS_JS, 200, { ...PAGE_HEADERS, 'content-type': 'text/javascript; charset=utf-8' }),
+)
+ops.get('/docs/app.css', (c) =>
+  c.body(DOCS_CSS, 200, { ...PAGE_HEADERS, 'content-type': 'text/css; charset=utf-8' }),
+)
 
 const Check = z.enum(['up', 'down', 'not-configured'])
 const Checks = z.object({ postgres: Check, redis: Check })

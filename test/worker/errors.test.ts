@@ -223,6 +223,9 @@ describe('the error funnel renders RFC 9457 problems', () => {
       { name: '\u0085Ada' },
       { name: '\u200b' },
       { name: '\u200e\u202e' },
+      // Overrides and isolates reorder what follows: a name that reads as something else.
+      { name: 'Ada\u202egnp.exe' },
+      { name: '\u2067Ada' },
       {},
     ]) {
       const p = await problem(await call(`/v1/admin/players/${id}`, json('PUT', bad, ADMIN_KEY)))

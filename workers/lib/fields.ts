@@ -57,6 +57,12 @@ export const IdempotencyKey = z
 
 /** Control characters (line breaks, tabs, escapes, C1): they break any UI that shows a name. */
 const CONTROL = /\p{Cc}/u
+/**
+ * Bidirectional embeddings, overrides and isolates: they reorder the text after them, so a name
+ * holding U+202E reads backwards, and can make a label (a ranking, an admin's table) say what
+ * it does not. Joiners and the plain direction marks stay (emoji sequences, names in RTL scripts).
+ */
+const BIDI_CONTROL = /[\u202A-\u202E\u2066-\u2069]/u
 /** A character that shows: not whitespace, control or format (zero-width, bidi marks). */
 const VISIBLE = /[^\p{Z}\p{Cc}\p{Cf}]/u
 
@@ -73,6 +79,7 @@ export const DisplayName = z
   .refine((s) => [...s].length <= 64, 'at most 64 characters')
   .refine(storableText, NOT_STORABLE_REASON)
   .refine((s) => !CONTROL.test(s), 'names must not contain control characters')
+  .refine((s) => !BIDI_CONTROL.test(s), 'names must not contain bidirectional overrides')
   .refine((s) => VISIBLE.test(s), 'names must contain a visible character')
   .openapi({ minLength: 1, maxLength: 64 })
 

@@ -639,6 +639,15 @@ export class Leaderboard extends DurableObject<Env> {
       at: now,
     })
     this.replacedMetadata += previous.metadata?.length ?? 0
+    this.trimHistory(now)
+  }
+
+  /**
+   * Lets go of the replaced versions no walk may still need (older than WALK_TTL_MS) and of those
+   * past the caps. Run by submissions, and by reads and the alarm too: a board whose writes
+   * stopped after a burst kept up to the caps (about 16 MB) for as long as it stayed awake.
+   */
+  private trimHistory(now: number): void {
     for (const [seq, v] of this.replaced) {
       if (
         v.at >= now - WALK_TTL_MS &&
@@ -1793,6 +1802,7 @@ export class Leaderboard extends DurableObject<Env> {
     const unknown = await this.ensureConfigured(boardId)
     if (unknown) return unknown
     await this.rolloverForRead()
+    this.trimHistory(this.now())
     const cur = this.current!
     let walk: BoardCursor = { cycle: cur.cycle, snapshot: this.seq, lastRank: 0, key: null }
     if (cursor !== null) {
@@ -2414,6 +2424,7 @@ export class Leaderboard extends DurableObject<Env> {
         ['rollover', () => this.rollover(now)],
         ['archive', () => this.runArchive()],
         ['sweep', () => this.sweep(now)],
+        ['trim history', () => this.trimHistory(now)],
         ['forget erasures', () => this.forgetErasures(now)],
         // Only once its retry is due (an alarm for another job comes sooner): a call coming
         // meanwhile waits for a catch-up under way, and Neon failed it a moment ago.

@@ -215,6 +215,27 @@ describe('top pages with cursors', () => {
     expect((await problem(res)).type).toContain('conflict')
   })
 
+  it('versions kept for walks are let go once no walk may need them, by a read too: a board whose writes stopped does not hold them', async () => {
+    const b = await createBoard({ operator: 'set', submitsPerMinute: 600 })
+    for (let i = 0; i < 5; i++) await submitFor(b, `h${i}`, { score: i })
+    for (let i = 0; i < 5; i++) await submitFor(b, `h${i}`, { score: 10 + i })
+    const kept = () =>
+      runInDurableObject(
+        env.LEADERBOARD.getByName(b),
+        (inst: Leaderboard) =>
+          (inst as unknown as { replaced: Map<number, unknown> }).replaced.size,
+      )
+    expect(await kept()).toBe(5)
+    // Five minutes on, with no write since, a read comes.
+    await runInDurableObject(env.LEADERBOARD.getByName(b), (inst: Leaderboard) => {
+      const later = Date.now() + 5 * 60_000 + 1_000
+      inst.now = () => later
+    })
+    const page = await fresh<Top>(`/v1/leaderboards/${b}/top?limit=5`)
+    expect(page.entries.map((e) => e.score)).toEqual([14, 13, 12, 11, 10])
+    expect(await kept()).toBe(0)
+  })
+
   it('a cursor edited to claim other ranks, or taken to another board, is 422 and serves no page; an unsealed one of an earlier release is 409', async () => {
     const b = await createBoard({ submitsPerMinute: 600 })
     const other = await createBoard({ submitsPerMinute: 600 })

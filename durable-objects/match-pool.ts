@@ -2767,6 +2767,9 @@ export class MatchPool extends DurableObject<Env> {
       `DELETE FROM matches WHERE done_at IS NOT NULL AND done_at <= ? AND state != 'pending'`,
       before,
     )
+    // Matches owed to players who never came back: a connect drops those too, but a queue its
+    // players stopped connecting to would keep them.
+    this.sql.exec(`DELETE FROM unheard WHERE until <= ?`, now)
   }
 
   private async scheduleAlarm(): Promise<void> {

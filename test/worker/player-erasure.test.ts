@@ -513,6 +513,33 @@ describe('erasing a player (admin)', () => {
     )
   })
 
+  it('erasing a player again who came back since (an identity provider keeps the id) refuses their tokens of since, within the hour too; a call of an erasure still under way keeps its time', async () => {
+    const sql = pg()
+    const id = `idp-again-${crypto.randomUUID().slice(0, 8)}`
+    await eraseAll(id)
+    // That erasure ended ten minutes ago; the player signed in again five minutes ago.
+    await sql`update erased_players set erased_at = now() - interval '10 minutes',
+      completed_at = now() - interval '10 minutes' where id = ${id}`
+    const since = (await issuePlayerToken(env, id, Date.now() - 5 * 60_000)).token
+    const queue = await createQueue()
+    const join = () => call(`/v1/matchmaking/${queue}/tickets`, json('POST', {}, since))
+    const first = await join()
+    expect(first.status).toBe(201)
+    const ticket = (await first.json()) as { ticketId: string }
+    // Erased again: the ticket is cancelled, and the token of since cannot queue again.
+    await eraseAll(id)
+    expect(await ticketOf(ticket.ticketId)).toMatchObject({ status: 'cancelled' })
+    const refused = await problem(await join())
+    expect(refused).toMatchObject({ status: 403, type: 'urn:nexus:problem:forbidden' })
+    // An erasure whose walk has not ended (a call refused halfway, say) keeps its time when
+    // called again.
+    await sql`update erased_players set erased_at = now() - interval '10 minutes',
+      completed_at = null where id = ${id}`
+    const [before] = await sql`select erased_at from erased_players where id = ${id}`
+    await eraseAll(id)
+    expect(await sql`select erased_at from erased_players where id = ${id}`).toEqual([before])
+  })
+
   it('a board created after the erasure refuses the old token too (pushed, or configured from Neon on its first call); so does a board from before that upgrade, on its wake', async () => {
     const gone = `idp-late-${crypto.randomUUID().slice(0, 8)}`
     const old = (await issuePlayerToken(env, gone, Date.now() - 60_000)).token

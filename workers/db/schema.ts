@@ -55,6 +55,11 @@ export const erasedPlayers = pgTable(
     erasedAt: timestamp('erased_at', { withTimezone: true, mode: 'date' })
       .notNull()
       .default(sql`now()`),
+    /**
+     * When the erasure's walk ended (its closing sweep), null while it goes on: a call after it
+     * is a new erasure, with a time of its own (the player may have come back since).
+     */
+    completedAt: timestamp('completed_at', { withTimezone: true, mode: 'date' }),
   },
   // A new board takes on the erasures of the last weeks (recentErasuresAfter): tombstones are
   // kept for good, so without it that read walks every erasure ever made.

@@ -47,18 +47,24 @@ function lockDevice(device: string): string {
  * The tombstone goes first, then invites, so an accept racing the erasure finds its invite gone
  * (or its token refused) rather than putting the player into a party after they left theirs.
  */
+/** The stored erasure is over: its walk ended, or was left an hour and more ago. */
+const OVER = `(erased_players.completed_at is not null
+  or erased_players.erased_at < now() - interval '1 hour')`
+
 export async function eraseFromNeon(env: DbEnv, playerId: string): Promise<NeonErasure> {
   const sql = getSql(env)
   // First, on its own: what commits after it (a result, an archive page, a party created or an
-  // invite accepted with the player's old token) sees the tombstone. A retried or continued
-  // erasure keeps the first one's time, which the boards compare tokens with (a later one would
-  // refuse tokens issued in between); an erasure an hour and more after the last (a player of an
-  // identity provider came back) takes a new one.
+  // invite accepted with the player's old token) sees the tombstone. The calls of one erasure
+  // (its walk's pages, a retry of one, its closing sweep) keep its time, which the boards of its
+  // earlier pages compare tokens with. One whose walk has ended (`markErasureComplete`), or was
+  // left an hour and more ago, is over: a call now is a new erasure and takes now, so that a
+  // player of an identity provider who came back since loses their tokens of since too.
   const [tombstone] = (await sql.query(
+    // Both assignments read the row as it was (an UPDATE's SET sees the old values).
     `insert into erased_players (id) values ($1)
-     on conflict (id) do update set erased_at = case
-       when erased_players.erased_at < now() - interval '1 hour' then now()
-       else erased_players.erased_at end
+     on conflict (id) do update set
+       erased_at = case when ${OVER} then now() else erased_players.erased_at end,
+       completed_at = case when ${OVER} then null else erased_players.completed_at end
      returning erased_at`,
     [playerId],
   )) as { erased_at: string | Date }[]
@@ -135,4 +141,15 @@ export async function recentErasuresAfter(
     erased_at: number
   }[]
   return rows.map((r) => ({ playerId: r.id, erasedAt: Math.floor(r.erased_at) }))
+}
+
+/**
+ * Marks a player's erasure done (its walk's closing sweep ran): the next call for the player is
+ * a new erasure, with a time of its own (`eraseFromNeon`).
+ */
+export async function markErasureComplete(env: DbEnv, playerId: string): Promise<void> {
+  await getSql(env).query(
+    `update erased_players set completed_at = now() where id = $1 and completed_at is null`,
+    [playerId],
+  )
 }

@@ -9,7 +9,7 @@ import { ApiError } from '../lib/problem.ts'
 import { GUEST_ID_PREFIX } from '../lib/auth.ts'
 import { requireAdmin } from '../middleware/auth.ts'
 import { cancelStaleTickets } from '../parties/stale-tickets.ts'
-import { eraseFromNeon } from '../players/erasure.ts'
+import { eraseFromNeon, markErasureComplete } from '../players/erasure.ts'
 import { accountBan, banAccount, liftAccountBan } from '../players/bans.ts'
 import { removeFromQueues } from '../matchmaking/claims.ts'
 import { walkBoards } from '../players/board-walk.ts'
@@ -243,6 +243,7 @@ adminPlayers.openapi(eraseRoute, async (c) => {
   if (sweep?.leftParty) {
     await cancelStaleTickets(c.env, sweep.leftParty, sweep.staleTickets, { by: 'erasure' })
   }
+  if (sweep) await markErasureComplete(c.env, playerId)
   return c.json(
     {
       playerId,

@@ -1,0 +1,1 @@
+ALTER TABLE "erased_players" ADD COLUMN "completed_at" timestamp with time zone;

@@ -49,6 +49,43 @@ describe('metrics registry', () => {
     acknowledgeBatch(batch.seq)
   })
 
+  it('a full metric makes room for a new series by letting go of one the hub holds in full; what a batch still owes is kept', () => {
+    for (let b = takeBatch(); b; b = takeBatch()) acknowledgeBatch(b.seq)
+    const c = counter('nexus_test_room_total', 'test')
+    const g = gauge('nexus_test_room', 'test')
+    const h = histogram('nexus_test_room_seconds', 'test', [1])
+    for (let i = 0; i < MAX_SERIES_PER_METRIC; i++) {
+      c.inc({ board: `old${i}` }, 2)
+      g.set({ board: `old${i}` }, i)
+      h.observe({ board: `old${i}` }, 0.5)
+    }
+    // Nothing sent yet: a new series is turned away, and the old ones keep what they owe.
+    c.inc({ board: 'new0' })
+    expect(c.get({ board: 'new0' })).toBe(0)
+    expect(c.get({ board: 'old0' })).toBe(2)
+    // Once the hub has them, new boards take the oldest places.
+    for (let b = takeBatch(); b; b = takeBatch()) acknowledgeBatch(b.seq)
+    c.inc({ board: 'new1' })
+    g.set({ board: 'new1' }, 7)
+    h.observe({ board: 'new1' }, 0.5)
+    expect(c.get({ board: 'new1' })).toBe(1)
+    expect(h.count({ board: 'new1' })).toBe(1)
+    expect(c.get({ board: 'old0' })).toBe(0)
+    // The next batch carries the new series' changes only: the hub's totals stay whole.
+    const batch = takeBatch()!
+    const byName = Object.fromEntries(batch.families.map((f) => [f.name, f.series]))
+    expect(byName.nexus_test_room_total).toEqual([{ labels: { board: 'new1' }, value: 1 }])
+    expect(byName.nexus_test_room).toMatchObject([{ labels: { board: 'new1' }, value: 7 }])
+    expect(byName.nexus_test_room_seconds).toMatchObject([{ labels: { board: 'new1' }, count: 1 }])
+    acknowledgeBatch(batch.seq)
+    // A board let go and counted again sends its new changes, which the hub adds to its total.
+    c.inc({ board: 'old0' }, 3)
+    const again = takeBatch()!
+    const total = again.families.find((f) => f.name === 'nexus_test_room_total')!
+    expect(total.series).toEqual([{ labels: { board: 'old0' }, value: 3 }])
+    acknowledgeBatch(again.seq)
+  })
+
   it('counts what the series cap turns away, per metric, instead of dropping it silently', () => {
     const c = counter('nexus_test_many_series_total', 'test')
     const g = gauge('nexus_test_many_series', 'test')

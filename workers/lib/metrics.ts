@@ -107,7 +107,10 @@ export class Counter {
     const key = labelKey(labels)
     const s = this.series.get(key)
     if (s) s.value += by
-    else if (this.series.size < MAX_SERIES_PER_METRIC)
+    else if (
+      this.series.size < MAX_SERIES_PER_METRIC ||
+      makeRoom(this.series, (x) => x.value === x.sent)
+    )
       this.series.set(key, { labels, value: by, sent: 0 })
     else seriesRefused(this.name)
   }
@@ -163,7 +166,10 @@ export class Gauge {
       s.value = value
       s.at = at
       s.version++
-    } else if (this.series.size < MAX_SERIES_PER_METRIC) {
+    } else if (
+      this.series.size < MAX_SERIES_PER_METRIC ||
+      makeRoom(this.series, (x) => x.version === x.sentVersion)
+    ) {
       this.series.set(key, { labels, value, at, version: 1, sentVersion: 0 })
     } else {
       seriesRefused(this.name)
@@ -214,7 +220,12 @@ export class Histogram {
     const key = labelKey(labels)
     let s = this.series.get(key)
     if (!s) {
-      if (this.series.size >= MAX_SERIES_PER_METRIC) return seriesRefused(this.name)
+      if (
+        this.series.size >= MAX_SERIES_PER_METRIC &&
+        !makeRoom(this.series, (x) => x.count === x.sentCount)
+      ) {
+        return seriesRefused(this.name)
+      }
       const zeros = this.buckets.map(() => 0)
       s = {
         labels,
@@ -280,6 +291,22 @@ export class Histogram {
         }),
     }
   }
+}
+
+/**
+ * Makes room in a full metric for a new series by letting go of the oldest one the hub already
+ * holds in full (`sent`): a long-lived isolate fills its metrics with boards and pools long gone,
+ * and then turned every new one away. Sent in full, nothing of it is lost: counters and
+ * histograms send changes, so the series made again later adds to the hub's total, and a gauge
+ * sends its value. False when every series still has something to send.
+ */
+function makeRoom<S>(series: Map<string, S>, sent: (s: S) => boolean): boolean {
+  for (const [key, s] of series) {
+    if (!sent(s)) continue
+    series.delete(key)
+    return true
+  }
+  return false
 }
 
 type Metric = Counter | Gauge | Histogram

@@ -1040,6 +1040,8 @@ describe('client SDK under failure', () => {
 
   it('close() during a reconnect pause, and a confirmed socket cancel, leave no timer behind', async () => {
     const timers = trackTimers()
+    // The pause's jitter at its middle: a draw under 10 ms (one in 400) would prove nothing.
+    const jitter = vi.spyOn(Math, 'random').mockReturnValue(0.5)
     try {
       const sessions = createClient({
         baseUrl: 'http://nexus.test',
@@ -1058,7 +1060,7 @@ describe('client SDK under failure', () => {
       const { delayMs } = await game.once('reconnecting')
       game.close()
       await new Promise((resolve) => setTimeout(resolve, 10))
-      // Up to 4 s of pause was left; Math.random() giving under 10 ms would prove nothing.
+      // About 2 s of pause was left when the client closed.
       expect(delayMs).toBeGreaterThan(10)
       expect(timers.pending()).toBe(0)
 
@@ -1084,6 +1086,7 @@ describe('client SDK under failure', () => {
       expect(timers.pending()).toBe(0)
     } finally {
       timers.restore()
+      jitter.mockRestore()
     }
   })
 

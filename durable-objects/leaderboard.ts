@@ -728,6 +728,9 @@ export class Leaderboard extends DurableObject<Env> {
    */
   private async ensureConfigured(boardId: string): Promise<BoardProblem | null> {
     if (this.config) {
+      // Every call, read or write: a board kept awake by reads of players alone holds no
+      // versions past their time.
+      this.trimHistory(this.now())
       // A board still taking on account bans or erasures answers once it has them (unless Neon
       // failed it and the retry is not due: awaitCatchUp).
       if (this.catchUpPending) await this.awaitCatchUp()
@@ -1362,7 +1365,8 @@ export class Leaderboard extends DurableObject<Env> {
           if (!previous) newPlayers++
         }
         // Rolls the batch back: it is taken whole or not at all.
-        if (index.size + newPlayers > config.maxEntries) throw new BoardFull()
+        // Players ranked already are not held to it (a limit lowered below the cycle's count).
+        if (newPlayers > 0 && index.size + newPlayers > config.maxEntries) throw new BoardFull()
         result = {
           cycle: cur.cycle,
           imported: changed.length + metadataOnly,
@@ -1802,7 +1806,6 @@ export class Leaderboard extends DurableObject<Env> {
     const unknown = await this.ensureConfigured(boardId)
     if (unknown) return unknown
     await this.rolloverForRead()
-    this.trimHistory(this.now())
     const cur = this.current!
     let walk: BoardCursor = { cycle: cur.cycle, snapshot: this.seq, lastRank: 0, key: null }
     if (cursor !== null) {

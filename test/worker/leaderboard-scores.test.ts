@@ -515,6 +515,18 @@ describe('a cycle full of players (maxEntries)', () => {
     expect(await exact.json()).toMatchObject({ imported: 4, total: 4 })
     const moves = await importing([{ playerId: 'x', score: 20 }])
     expect(await moves.json()).toMatchObject({ imported: 1, total: 4 })
+    // The limit lowered below the cycle's count: those ranked keep their place, and go on
+    // scoring, submitted or imported; new players wait for the next cycle.
+    const lowered = await call(
+      `/v1/admin/leaderboards/${b}`,
+      json('PUT', { maxEntries: 2 }, ADMIN_KEY),
+    )
+    expect(lowered.status).toBe(200)
+    const ranked = await importing([{ playerId: 'y', score: 30 }])
+    expect(await ranked.json()).toMatchObject({ imported: 1, total: 4 })
+    expect((await submitFor(b, 'z', { score: 40 })).status).toBe(200)
+    expect((await importing([{ playerId: 'v', score: 1 }])).status).toBe(409)
+    expect((await submitFor(b, 'v', { score: 1 })).status).toBe(409)
   })
 })
 

@@ -232,7 +232,8 @@ const importRoute = createRoute({
     'server’s batch of results. Send an `Idempotency-Key` to make retries safe: a retry gets the first ' +
     'answer with `replayed: true` and changes nothing (without one, a batch sent again is applied ' +
     'again, undoing what those players submitted since, or landing in a new cycle); the same key with ' +
-    'another batch is 422 idempotency-key-reused. Keys are remembered for 24 h.',
+    'another batch is 422 idempotency-key-reused. Keys are remembered for 24 h. A batch whose new ' +
+    "players would take the cycle past the board's `maxEntries` is 409 conflict (`limit`), all of it.",
   middleware: [requireAdmin()] as const,
   request: {
     params: BoardParam,
@@ -264,7 +265,7 @@ const importRoute = createRoute({
         },
       },
     },
-    ...problemResponses(400, 401, 403, 404, 413, 415, 422),
+    ...problemResponses(400, 401, 403, 404, 409, 413, 415, 422),
   },
 })
 

@@ -152,7 +152,9 @@ const submitRoute = createRoute({
   description:
     'Needs a player token, or the admin key with `playerId` (a game server submitting for a player). ' +
     'A retry with the same Idempotency-Key returns the first answer with `replayed: true`; the same key ' +
-    'with a different body is refused (422 idempotency-key-reused). Keys are remembered for 24 h.',
+    'with a different body is refused (422 idempotency-key-reused). Keys are remembered for 24 h. ' +
+    "A player new to the cycle while it holds the board's `maxEntries` players is 409 conflict " +
+    '(`limit`), until the next cycle.',
   middleware: [countRefusedSubmissions, requirePrincipal()] as const,
   request: {
     params: BoardParam,
@@ -164,7 +166,7 @@ const submitRoute = createRoute({
       description: 'Accepted (or replayed)',
       content: { 'application/json': { schema: SubmitResult } },
     },
-    ...problemResponses(400, 401, 403, 404, 413, 415, 422, 429),
+    ...problemResponses(400, 401, 403, 404, 409, 413, 415, 422, 429),
   },
 })
 

@@ -538,6 +538,12 @@ describe('erasing a player (admin)', () => {
     const [before] = await sql`select erased_at from erased_players where id = ${id}`
     await eraseAll(id)
     expect(await sql`select erased_at from erased_players where id = ${id}`).toEqual([before])
+    // A walk going on (`after`) past an hour since it began keeps its time too.
+    await sql`update erased_players set erased_at = now() - interval '2 hours',
+      completed_at = null where id = ${id}`
+    const [walking] = await sql`select erased_at from erased_players where id = ${id}`
+    expect((await erase(id, 'zzzz')).status).toBe(200)
+    expect(await sql`select erased_at from erased_players where id = ${id}`).toEqual([walking])
   })
 
   it('a board created after the erasure refuses the old token too (pushed, or configured from Neon on its first call); so does a board from before that upgrade, on its wake', async () => {

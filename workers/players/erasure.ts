@@ -47,18 +47,26 @@ function lockDevice(device: string): string {
  * The tombstone goes first, then invites, so an accept racing the erasure finds its invite gone
  * (or its token refused) rather than putting the player into a party after they left theirs.
  */
-/** The stored erasure is over: its walk ended, or was left an hour and more ago. */
+/**
+ * The stored erasure is over: its walk ended, or (for a call that does not go on with a walk,
+ * `$2` false) it began an hour and more ago and was left.
+ */
 const OVER = `(erased_players.completed_at is not null
-  or erased_players.erased_at < now() - interval '1 hour')`
+  or (not $2 and erased_players.erased_at < now() - interval '1 hour'))`
 
-export async function eraseFromNeon(env: DbEnv, playerId: string): Promise<NeonErasure> {
+export async function eraseFromNeon(
+  env: DbEnv,
+  playerId: string,
+  opts: { continuing: boolean },
+): Promise<NeonErasure> {
   const sql = getSql(env)
   // First, on its own: what commits after it (a result, an archive page, a party created or an
   // invite accepted with the player's old token) sees the tombstone. The calls of one erasure
   // (its walk's pages, a retry of one, its closing sweep) keep its time, which the boards of its
   // earlier pages compare tokens with. One whose walk has ended (`markErasureComplete`), or was
   // left an hour and more ago, is over: a call now is a new erasure and takes now, so that a
-  // player of an identity provider who came back since loses their tokens of since too.
+  // player of an identity provider who came back since loses their tokens of since too (a retry
+  // of the call that ended the walk, its answer lost, is one too: a later time, refusing more).
   const [tombstone] = (await sql.query(
     // Both assignments read the row as it was (an UPDATE's SET sees the old values).
     `insert into erased_players (id) values ($1)
@@ -66,7 +74,7 @@ export async function eraseFromNeon(env: DbEnv, playerId: string): Promise<NeonE
        erased_at = case when ${OVER} then now() else erased_players.erased_at end,
        completed_at = case when ${OVER} then null else erased_players.completed_at end
      returning erased_at`,
-    [playerId],
+    [playerId, opts.continuing],
   )) as { erased_at: string | Date }[]
   await sql.query(`delete from party_invites where player_id = $1`, [playerId])
   const [membership] = (await sql.query(`select party_id from party_members where player_id = $1`, [

@@ -158,6 +158,8 @@ const eraseRoute = createRoute({
     '(its hash) so it cannot sign in as a new player. Walks at most 200 boards per call, in id order: 202 ' +
     'with `boards.next` says to call again with `after`; 200 when every board is done. Idempotent: ' +
     'safe to retry, and a board that cannot be reached is 503 (`boards` lists them) for a retry. ' +
+    'A call once a walk has ended (its 200) erases anew, as of then: tokens issued since the first ' +
+    'are refused too (a player of an identity provider who came back). ' +
     "Tokens already issued stay valid until they expire (at most 30 days): sign the player's " +
     'client out. Boards and matchmaking refuse them (403) from then on.',
   middleware: [requireAdmin()] as const,
@@ -201,7 +203,8 @@ function poolsUnreached(done: string, pools: readonly string[]): ApiError {
 adminPlayers.openapi(eraseRoute, async (c) => {
   const { playerId } = c.req.valid('param')
   const after = c.req.valid('query').after ?? ''
-  const neon = await eraseFromNeon(c.env, playerId)
+  // A call with `after` goes on with a walk, which keeps its time however long it takes.
+  const neon = await eraseFromNeon(c.env, playerId, { continuing: after !== '' })
   forgetPlayerName(playerId)
   // A ticket left waiting would make a match after the erasure, which plays them as a new player
   // (the session, made after the erasure, does not count them as erased): a profile again. So
@@ -239,7 +242,7 @@ adminPlayers.openapi(eraseRoute, async (c) => {
   // The call that ends the walk sweeps Neon once more: a write that began before the tombstone
   // (a party created, an archive page with the player's name) may commit after the first pass,
   // and nothing would come back for it. Idempotent, and it keeps the tombstone's time.
-  const sweep = next === null ? await eraseFromNeon(c.env, playerId) : null
+  const sweep = next === null ? await eraseFromNeon(c.env, playerId, { continuing: true }) : null
   if (sweep?.leftParty) {
     await cancelStaleTickets(c.env, sweep.leftParty, sweep.staleTickets, { by: 'erasure' })
   }

@@ -465,6 +465,11 @@ describe('rate limit', () => {
 describe('a cycle full of players (maxEntries)', () => {
   it('refuses a new player with 409 and the limit, changing nothing; ranked players still submit, a removal makes room, and the next cycle takes everyone', async () => {
     const b = await createBoard({ maxEntries: 3, operator: 'incr', cycle: { every: '1h' } })
+    // The board's clock held still: an hour's turn between two submissions would start a cycle.
+    const at = Date.now()
+    await runInDurableObject(env.LEADERBOARD.getByName(b), (inst: Leaderboard) => {
+      inst.now = () => at
+    })
     for (const p of ['a', 'b', 'c']) expect((await submitFor(b, p, { score: 1 })).status).toBe(200)
     const key = 'full-1'
     const refused = await problem(await submitFor(b, 'd', { score: 5 }, key))
@@ -490,8 +495,7 @@ describe('a cycle full of players (maxEntries)', () => {
     expect((await submitFor(b, 'e', { score: 1 })).status).toBe(409)
     // The next cycle starts empty, with room for three new players.
     await runInDurableObject(env.LEADERBOARD.getByName(b), (inst: Leaderboard) => {
-      const later = Date.now() + 3_600_000
-      inst.now = () => later
+      inst.now = () => at + 3_600_000
     })
     for (const p of ['e', 'f', 'g']) expect((await submitFor(b, p, { score: 1 })).status).toBe(200)
     expect((await submitFor(b, 'a', { score: 1 })).status).toBe(409)

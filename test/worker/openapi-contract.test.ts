@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import { DUEL, queueId } from './helpers/matchmaking.ts'
-import { ADMIN_KEY, call, clientAddress, json, problem } from './helpers/http.ts'
+import { ADMIN_KEY, call, clearOfMinuteTurn, clientAddress, json, problem } from './helpers/http.ts'
 
 /** The parts of a JSON Schema this file reads. */
 interface Schema {
@@ -150,6 +150,7 @@ describe('the OpenAPI document states what the code enforces', () => {
     expect(credentialed).toBeGreaterThan(30)
     expect(missing).toEqual([])
     // A player's own route, from an address that used up its wrong admin keys: 429.
+    await clearOfMinuteTurn()
     const ip = clientAddress()
     const rewards = (credential: string) =>
       call('/v1/players/me/rewards', {

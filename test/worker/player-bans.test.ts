@@ -743,36 +743,47 @@ describe('banning a player from the deployment (admin)', () => {
     expect(await runDurableObjectAlarm(stubOf)).toBe(true)
     expect(await boardBans(board)).toEqual([])
 
-    // A second push runs the catch-up at once, and its page of bans is held once read.
+    // A second push runs the catch-up at once, and its page of bans is held once read. Flags,
+    // not promises: one resolved by the board would run the test on in the board's context.
     let release!: () => void
     const held = new Promise<void>((r) => (release = r))
-    let read!: () => void
-    const pageRead = new Promise<void>((r) => (read = r))
+    onTestFinished(() => release())
+    let pageHeld = false
+    let callWaiting = false
     await runInDurableObject(stubOf, (inst: Leaderboard) => {
       const real = inst.catchUpReads.accountBansAfter
       inst.catchUpReads = {
         ...inst.catchUpReads,
         accountBansAfter: async (...args) => {
           const page = await real(...args)
-          read()
+          pageHeld = true
           await held
           return page
         },
       }
     })
+    type Waiter = { awaitCatchUp(): Promise<void> }
+    await replaceMethod<Waiter, 'awaitCatchUp'>(
+      stubOf,
+      'awaitCatchUp',
+      (wait) =>
+        function (this: Waiter) {
+          callWaiting = true
+          return wait.call(this)
+        },
+    )
     const pushing = stubOf.configure(
       board,
       BARE_CONFIG as unknown as Parameters<Leaderboard['configure']>[1],
       2,
       0,
     )
-    await pageRead
+    await until(async () => pageHeld || undefined, 5000, 'the page of bans held')
     // The player's submission comes while the page is held: answered before the page is taken
-    // on, it would rank a banned player. The page is let go once it answers, or after 2 s.
+    // on, it would rank a banned player. The page is let go once the call is at the wait.
     const submitting = submitFor(board, player, { score: 1 })
-    const letGo = setTimeout(release, 2000)
-    onTestFinished(() => clearTimeout(letGo))
-    void submitting.finally(release)
+    await until(async () => callWaiting || undefined, 5000, 'the submission at the wait')
+    await runInDurableObject(stubOf, () => release())
     const refused = await problem(await submitting)
     expect(refused).toMatchObject({ status: 403, type: 'urn:nexus:problem:forbidden' })
     await pushing

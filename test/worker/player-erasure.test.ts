@@ -544,6 +544,19 @@ describe('erasing a player (admin)', () => {
     const [walking] = await sql`select erased_at from erased_players where id = ${id}`
     expect((await erase(id, 'zzzz')).status).toBe(200)
     expect(await sql`select erased_at from erased_players where id = ${id}`).toEqual([walking])
+    // A call without `after` on a walk left unended: within the hour the same erasure; two
+    // hours on, a new one. (It walks every board from the first, other files' too, and may
+    // answer 503 for one of theirs: the time is what is checked.)
+    const fromTheStart = async (ago: string) => {
+      await sql`update erased_players set erased_at = now() - ${ago}::interval,
+        completed_at = null where id = ${id}`
+      const [then] = await sql`select erased_at from erased_players where id = ${id}`
+      await (await erase(id)).body?.cancel()
+      const [now] = await sql`select erased_at from erased_players where id = ${id}`
+      return { kept: String(then!.erased_at) === String(now!.erased_at) }
+    }
+    expect(await fromTheStart('10 minutes')).toEqual({ kept: true })
+    expect(await fromTheStart('2 hours')).toEqual({ kept: false })
   })
 
   it('a board created after the erasure refuses the old token too (pushed, or configured from Neon on its first call); so does a board from before that upgrade, on its wake', async () => {

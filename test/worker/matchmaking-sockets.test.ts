@@ -21,6 +21,7 @@ import {
   joinFor,
   recordingCreator,
   rig,
+  holdSigning,
   setRating,
   ticketOf,
   type Found,
@@ -810,29 +811,13 @@ describe('sockets: disconnect, reconnect, expiry', () => {
     const ws = await connect(`/v1/matchmaking/${q}`, g.token)
     ws.send(JSON.stringify({ type: 'join' }))
     const { ticketId } = await nextOfType<Queued>(ws, 'queued')
-    let release!: () => void
-    const held = new Promise<void>((r) => (release = r))
-    onTestFinished(() => release())
-    // A flag, not a promise: one resolved by the pool would run the test on in the pool's context.
-    let signing = false
-    type Signer = { sessionToken(sessionId: string, playerId: string): Promise<string> }
-    await replaceMethod<Signer, 'sessionToken'>(
-      poolOf(q),
-      'sessionToken',
-      (sign) =>
-        async function (this: Signer, sessionId: string, playerId: string) {
-          signing = true
-          await held
-          return sign.call(this, sessionId, playerId)
-        },
-    )
+    const signing = await holdSigning(q)
     const matching = joinFor(q, rival.playerId)
-    await until(async () => signing || undefined, 5000, 'the token being signed')
+    await signing.started()
     // The connection drops while the token is signed; the pool has taken the close.
     ws.close(1001, 'network')
     await closed(ws)
-    // Let go from inside the pool, so that what the signing resumes runs as the pool's own.
-    await runInDurableObject(poolOf(q), () => release())
+    await signing.release()
     const matched = await matching
     expect(matched.status).toBe('matched')
     const again = await connect(`/v1/matchmaking/${q}`, g.token)

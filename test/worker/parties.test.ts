@@ -1,6 +1,6 @@
 import { runDurableObjectAlarm, runInDurableObject } from 'cloudflare:test'
 import { env } from 'cloudflare:workers'
-import { describe, expect, it, onTestFinished } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import type { MatchPool } from '../../durable-objects/match-pool.ts'
 import { INVITE_TTL_SECONDS, MAX_PARTY_SIZE } from '../../workers/core/party.ts'
 import { issuePlayerToken } from '../../workers/lib/auth.ts'
@@ -18,6 +18,7 @@ import {
   poolOf,
   queueId,
   rig,
+  holdSigning,
   ticketOf,
   type Ticket,
   type Found,
@@ -109,6 +110,32 @@ async function formParty(members: Player[]): Promise<Party> {
     await ok(accept(party.id, m))
   }
   return ok(send('GET', '/v1/parties/me', leader!))
+}
+
+/**
+ * A ticket's party notes driven by hand, in its pool: `owe` notes one owed for a party (as the
+ * write that makes a party's ticket does), `record` sends that party's note and takes its answer
+ * (whether the ticket was cancelled for it).
+ */
+function byHand(
+  queue: string,
+  ticketId: string,
+  steps: (notes: {
+    owe(partyId: string): void
+    record(partyId: string): Promise<boolean>
+  }) => Promise<void>,
+): Promise<void> {
+  return runInDurableObject(poolOf(queue), async (inst: MatchPool, state) => {
+    const row = state.storage.sql.exec(`SELECT * FROM tickets WHERE id = ?`, ticketId).one()
+    const pool = inst as unknown as {
+      owePartyNote(partyId: string, ticketId: string): void
+      recordPartyTicket(partyId: string, row: unknown): Promise<boolean>
+    }
+    await steps({
+      owe: (partyId) => pool.owePartyNote(partyId, ticketId),
+      record: (partyId) => pool.recordPartyTicket(partyId, row),
+    })
+  })
 }
 
 /** Everything Neon holds about a party (expired invites included), to show nothing changed. */
@@ -746,17 +773,10 @@ describe('queueing as a party over HTTP', () => {
     // The race, laid out in order: a join read [a, b, gone]; `gone` left before the ticket was
     // recorded on the party.
     const ticket = await joinFor(q, a!.playerId, { party: [a!, b!, gone!].map((p) => p.playerId) })
-    await runInDurableObject(poolOf(q), async (inst: MatchPool, state) => {
-      const row = state.storage.sql
-        .exec(`SELECT * FROM tickets WHERE id = ?`, ticket.ticketId)
-        .one()
-      const pool = inst as unknown as {
-        owePartyNote(id: string, ticketId: string): void
-        recordPartyTicket(id: string, row: unknown): Promise<void>
-      }
+    await byHand(q, ticket.ticketId, async (notes) => {
       // Owed in the write that made the ticket, as a party's join does.
-      pool.owePartyNote(party.id, ticket.ticketId)
-      await pool.recordPartyTicket(party.id, row)
+      notes.owe(party.id)
+      await notes.record(party.id)
     })
     expect(await ticketOf(ticket.ticketId)).toMatchObject({
       status: 'cancelled',
@@ -788,19 +808,12 @@ describe('queueing as a party over HTTP', () => {
     // An old party of the same players had its note sent; the ticket was then handed to this
     // party's join, whose note came back first: current, so the note owed is settled.
     const oldParty = crypto.randomUUID()
-    await runInDurableObject(poolOf(q), async (inst: MatchPool, state) => {
-      const row = state.storage.sql
-        .exec(`SELECT * FROM tickets WHERE id = ?`, ticket.ticketId)
-        .one()
-      const pool = inst as unknown as {
-        owePartyNote(id: string, ticketId: string): void
-        recordPartyTicket(id: string, row: unknown): Promise<boolean>
-      }
-      pool.owePartyNote(oldParty, ticket.ticketId)
-      pool.owePartyNote(party.id, ticket.ticketId)
-      expect(await pool.recordPartyTicket(party.id, row)).toBe(false)
+    await byHand(q, ticket.ticketId, async (notes) => {
+      notes.owe(oldParty)
+      notes.owe(party.id)
+      expect(await notes.record(party.id)).toBe(false)
       // The old party's answer, late: not current (that party is gone), and no longer its say.
-      expect(await pool.recordPartyTicket(oldParty, row)).toBe(false)
+      expect(await notes.record(oldParty)).toBe(false)
     })
     expect((await ticketOf(ticket.ticketId)).status).toBe('waiting')
     expect((await ok(send('GET', `/v1/parties/${party.id}`, b!))).ticketId).toBe(ticket.ticketId)
@@ -1230,31 +1243,16 @@ describe('queueing as a party over sockets', () => {
     expect((await ticketOf(old.ticketId)).status).toBe('matched')
     await formParty([l!, m!])
     const ws = await connect(`/v1/matchmaking/${q}`, m!.token)
-    let release!: () => void
-    const held = new Promise<void>((r) => (release = r))
-    onTestFinished(() => release())
-    // A flag, not a promise: one resolved by the pool would run the test on in the pool's context.
-    let signing = false
-    type Signer = { sessionToken(sessionId: string, playerId: string): Promise<string> }
-    await replaceMethod<Signer, 'sessionToken'>(
-      poolOf(q),
-      'sessionToken',
-      (sign) =>
-        async function (this: Signer, sessionId: string, playerId: string) {
-          signing = true
-          await held
-          return sign.call(this, sessionId, playerId)
-        },
-    )
+    const signing = await holdSigning(q)
     ws.send(JSON.stringify({ type: 'attach', ticketId: old.ticketId }))
-    await until(async () => signing || undefined, 5000, 'the token being signed')
+    await signing.started()
     // While the old match's token is signed, the leader queues the party: m's socket takes it.
     const joined = await ok<Ticket>(
       send('POST', `/v1/matchmaking/${q}/tickets`, l!, { party: [l!.playerId, m!.playerId] }),
       201,
     )
     expect((await nextOfType<Queued>(ws, 'queued')).ticketId).toBe(joined.ticketId)
-    await runInDurableObject(poolOf(q), () => release())
+    await signing.release()
     expect(await nextOfType<Found>(ws, 'match_found')).toMatchObject({ ticketId: old.ticketId })
     ws.send(JSON.stringify({ type: 'ping' }))
     expect(await nextOfType(ws, 'pong')).toBeDefined()

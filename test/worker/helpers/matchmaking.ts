@@ -1,9 +1,12 @@
 import { runInDurableObject } from 'cloudflare:test'
+import { onTestFinished } from 'vitest'
 import { env } from 'cloudflare:workers'
 import type { MatchPool, TicketView } from '../../../durable-objects/match-pool.ts'
 import type { SessionCreator, SessionSetup } from '../../../workers/matchmaking/session.ts'
 import { poolName } from '../../../workers/matchmaking/stub.ts'
 import { ADMIN_KEY, call, json } from './http.ts'
+import { replaceMethod } from './replace-method.ts'
+import { until } from './sockets.ts'
 
 /** A fresh queue id per test, so tests never share pools. */
 export function queueId(prefix = 'q'): string {
@@ -148,4 +151,35 @@ export interface Found {
   sessionId: string
   token: string
   players: { playerId: string; team: number }[]
+}
+
+/**
+ * Holds the pool's signing of session tokens until `release()`; `started()` resolves once one is
+ * held. A flag, not a promise, tells the test: one resolved by the pool would run the test on in
+ * the pool's context. `release()` lets go from inside the pool, so that what the signing resumes
+ * runs as the pool's own.
+ */
+export async function holdSigning(
+  queue: string,
+  region = 'eu',
+): Promise<{ started: () => Promise<unknown>; release: () => Promise<void> }> {
+  let letGo!: () => void
+  const held = new Promise<void>((r) => (letGo = r))
+  onTestFinished(() => letGo())
+  let signing = false
+  type Signer = { sessionToken(sessionId: string, playerId: string): Promise<string> }
+  await replaceMethod<Signer, 'sessionToken'>(
+    poolOf(queue, region),
+    'sessionToken',
+    (sign) =>
+      async function (this: Signer, sessionId: string, playerId: string) {
+        signing = true
+        await held
+        return sign.call(this, sessionId, playerId)
+      },
+  )
+  return {
+    started: () => until(async () => signing || undefined, 5000, 'a session token being signed'),
+    release: () => runInDurableObject(poolOf(queue, region), () => letGo()),
+  }
 }

@@ -51,6 +51,14 @@ export interface Schemas {
     /** A random identifier the client generates once and keeps; whoever presents it is this player. */
     deviceId: string
   }
+  PlayerRecord: Schemas['Player'] & {
+    /** Whether Nexus holds a profile for the id; when not, the rating is what a first join uses */
+    seen: boolean
+    /** Under an account ban (`…/ban`) */
+    banned: boolean
+    /** Erased (`DELETE …`); an erased guest never returns */
+    erased: boolean
+  }
   Player: {
     playerId: string
     name: string | null
@@ -199,6 +207,13 @@ export interface Schemas {
     score: number
     subscore: number
     metadata?: unknown
+  }
+  Profile: {
+    playerId: string
+    name: string | null
+    /** Glicko-2 rating (1500 before a first rated match) */
+    rating: number
+    ratingDeviation: number
   }
   Reward: {
     leaderboardId: string
@@ -395,6 +410,24 @@ export interface Paths {
     }
   }
   '/v1/admin/players/{playerId}': {
+    /** A player, for support: name, rating, and whether banned or erased */
+    get: {
+      path: {
+        playerId: string
+      }
+      query: Record<string, never>
+      headers: Record<string, never>
+      body: undefined
+      responses: {
+        200: Schemas['PlayerRecord']
+        401: Schemas['Problem']
+        403: Schemas['Problem']
+        422: Schemas['Problem']
+        429: Schemas['Problem']
+        500: Schemas['Problem']
+        503: Schemas['Problem']
+      }
+    }
     /** Set a player's rating or name */
     put: {
       path: {
@@ -1002,6 +1035,23 @@ export interface Paths {
         403: Schemas['Problem']
         404: Schemas['Problem']
         422: Schemas['Problem']
+        429: Schemas['Problem']
+        500: Schemas['Problem']
+        503: Schemas['Problem']
+      }
+    }
+  }
+  '/v1/players/me': {
+    /** The caller's profile: name and rating */
+    get: {
+      path: Record<string, never>
+      query: Record<string, never>
+      headers: Record<string, never>
+      body: undefined
+      responses: {
+        200: Schemas['Profile']
+        401: Schemas['Problem']
+        403: Schemas['Problem']
         429: Schemas['Problem']
         500: Schemas['Problem']
         503: Schemas['Problem']

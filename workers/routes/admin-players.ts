@@ -13,6 +13,7 @@ import { eraseFromNeon, markErasureComplete } from '../players/erasure.ts'
 import { accountBan, banAccount, liftAccountBan } from '../players/bans.ts'
 import { removeFromQueues } from '../matchmaking/claims.ts'
 import { walkBoards } from '../players/board-walk.ts'
+import { readProfile } from '../players/profile.ts'
 import { MAX_BANS } from '../../durable-objects/leaderboard.ts'
 import { BanRequest } from './admin-leaderboards.ts'
 
@@ -35,6 +36,37 @@ const Player = z
     ratingDeviation: z.number(),
   })
   .openapi('Player')
+
+const PlayerRecord = Player.extend({
+  seen: z.boolean().openapi({
+    description:
+      'Whether Nexus holds a profile for the id; when not, the rating is what a first join uses',
+  }),
+  banned: z.boolean().openapi({ description: 'Under an account ban (`…/ban`)' }),
+  erased: z
+    .boolean()
+    .openapi({ description: 'Erased (`DELETE …`); an erased guest never returns' }),
+}).openapi('PlayerRecord')
+
+const getPlayerRoute = createRoute({
+  method: 'get',
+  path: '/{playerId}',
+  summary: 'A player, for support: name, rating, and whether banned or erased',
+  description:
+    'Any id is answered: one Nexus has not seen (a player of an identity provider before first ' +
+    'use, an erased one) has `seen: false` and the rating a first join would use.',
+  middleware: [requireAdmin()] as const,
+  request: { params: z.object({ playerId: PlayerId }) },
+  responses: {
+    200: { description: 'The player', content: { 'application/json': { schema: PlayerRecord } } },
+    ...problemResponses(401, 403, 422),
+  },
+})
+
+adminPlayers.openapi(getPlayerRoute, async (c) => {
+  const { playerId } = c.req.valid('param')
+  return c.json(await readProfile(c.env, playerId), 200)
+})
 
 const putPlayerRoute = createRoute({
   method: 'put',

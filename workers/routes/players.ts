@@ -5,6 +5,7 @@ import { ResourceId } from '../lib/fields.ts'
 import { ApiError } from '../lib/problem.ts'
 import { playerId, requirePlayer } from '../middleware/auth.ts'
 import { receivedInvites } from '../parties/store.ts'
+import { readProfile } from '../players/profile.ts'
 import { Limit } from './leaderboard-schemas.ts'
 
 export const playerRoutes = newRouter()
@@ -18,6 +19,36 @@ const Reward = z
     createdAt: z.string(),
   })
   .openapi('Reward')
+
+const Profile = z
+  .object({
+    playerId: z.string(),
+    name: z.string().nullable(),
+    rating: z
+      .number()
+      .openapi({ description: 'Glicko-2 rating (1500 before a first rated match)' }),
+    ratingDeviation: z.number(),
+  })
+  .openapi('Profile')
+
+const meRoute = createRoute({
+  method: 'get',
+  path: '/me',
+  summary: "The caller's profile: name and rating",
+  description:
+    'The rating matchmaking uses for the caller; a player Nexus has not seen yet (an identity ' +
+    "provider's, before first use) gets what a first join would use: 1500, deviation 350.",
+  middleware: [requirePlayer()] as const,
+  responses: {
+    200: { description: 'The caller', content: { 'application/json': { schema: Profile } } },
+    ...problemResponses(401, 403),
+  },
+})
+
+playerRoutes.openapi(meRoute, async (c) => {
+  const { playerId: id, name, rating, ratingDeviation } = await readProfile(c.env, playerId(c))
+  return c.json({ playerId: id, name, rating, ratingDeviation }, 200)
+})
 
 const rewardsRoute = createRoute({
   method: 'get',

@@ -1,0 +1,70 @@
+import { describe, expect, it } from 'vitest'
+import { ADMIN_KEY, bearer, call, json, newGuest, problem } from './helpers/http.ts'
+import { pg } from './helpers/boards.ts'
+
+const profileOf = async (playerId: string) =>
+  (await call(`/v1/admin/players/${playerId}`, bearer(ADMIN_KEY))).json()
+
+describe('player profiles', () => {
+  it("a player reads their own name and rating; support reads anyone's, with whether banned or erased", async () => {
+    const guest = await newGuest()
+    const me = await call('/v1/players/me', bearer(guest.token))
+    expect(me.status).toBe(200)
+    expect(me.headers.get('cache-control')).toBe('no-store')
+    expect(await me.json()).toEqual({
+      playerId: guest.playerId,
+      name: null,
+      rating: 1500,
+      ratingDeviation: 350,
+    })
+    const set = await call(
+      `/v1/admin/players/${guest.playerId}`,
+      json('PUT', { name: 'Ada', rating: 1720 }, ADMIN_KEY),
+    )
+    expect(set.status).toBe(200)
+    expect(await (await call('/v1/players/me', bearer(guest.token))).json()).toMatchObject({
+      name: 'Ada',
+      rating: 1720,
+    })
+    expect(await profileOf(guest.playerId)).toEqual({
+      playerId: guest.playerId,
+      name: 'Ada',
+      rating: 1720,
+      ratingDeviation: 350,
+      seen: true,
+      banned: false,
+      erased: false,
+    })
+    // An id Nexus has not seen: what a first join would use, and said so.
+    const stranger = `idp-${crypto.randomUUID()}`
+    expect(await profileOf(stranger)).toEqual({
+      playerId: stranger,
+      name: null,
+      rating: 1500,
+      ratingDeviation: 350,
+      seen: false,
+      banned: false,
+      erased: false,
+    })
+    // Banned and erased ids, as Neon holds them.
+    const banned = `idp-${crypto.randomUUID()}`
+    await pg()`insert into player_bans (player_id, reason) values (${banned}, 'test')`
+    expect(await profileOf(banned)).toMatchObject({ banned: true, erased: false, seen: false })
+    const erased = `idp-${crypto.randomUUID()}`
+    await pg()`insert into erased_players (id) values (${erased})`
+    expect(await profileOf(erased)).toMatchObject({ banned: false, erased: true, seen: false })
+  })
+
+  it('who may ask: a player only for themselves, support only with the admin key; bad ids are 422', async () => {
+    const guest = await newGuest()
+    expect((await problem(await call('/v1/players/me'))).status).toBe(401)
+    expect((await problem(await call('/v1/players/me', bearer(ADMIN_KEY)))).status).toBe(403)
+    const asPlayer = await problem(
+      await call(`/v1/admin/players/${guest.playerId}`, bearer(guest.token)),
+    )
+    expect(asPlayer).toMatchObject({ status: 403, type: 'urn:nexus:problem:forbidden' })
+    expect((await problem(await call(`/v1/admin/players/${guest.playerId}`))).status).toBe(401)
+    const bad = await problem(await call(`/v1/admin/players/${'x'.repeat(300)}`, bearer(ADMIN_KEY)))
+    expect(bad).toMatchObject({ status: 422, type: 'urn:nexus:problem:validation' })
+  })
+})

@@ -756,13 +756,15 @@ export class MatchPool extends DurableObject<Env> {
     const config = this.config!
     const index = new MatchIndex(rulesOf(config))
     const misfits: string[] = []
-    // A region taken out of the queue matches no one any more: its tickets leave.
+    // A region taken out of the queue matches no one any more: its tickets leave, as every
+    // waiting ticket does from a paused queue.
     const regionGone = this.region !== null && !config.regions.includes(this.region)
+    const closed = regionGone || config.paused === true
     for (const row of all<TicketRow>(this.sql, `SELECT * FROM tickets WHERE state = 'waiting'`)) {
       const players = JSON.parse(row.players) as TicketPlayer[]
       // A party over the queue's party size (never above its team size) could not join now, so
       // it does not stay matchable either.
-      if (regionGone || players.length > config.maxPartySize) misfits.push(row.id)
+      if (closed || players.length > config.maxPartySize) misfits.push(row.id)
       else index.add({ id: row.id, players, enqueuedAt: row.enqueued_at })
     }
     this.index = index
@@ -1004,6 +1006,9 @@ export class MatchPool extends DurableObject<Env> {
       return problem('validation', `Region '${this.region}' is not one of this queue's regions`, {
         errors: [{ path: 'region', message: `one of: ${config.regions.join(', ')}` }],
       })
+    }
+    if (config.paused === true) {
+      return problem('conflict', 'This queue is paused: it takes no tickets now')
     }
     if (ids.length > config.maxPartySize) {
       return problem('validation', `A ticket holds at most ${config.maxPartySize} players`, {

@@ -266,6 +266,8 @@ export interface Schemas {
     disconnectGraceSeconds?: number
     /** Where finished sessions submit results */
     leaderboardId?: string | null
+    /** true takes the queue out of play (a season over, an incident): waiting tickets are cancelled (`queue_changed`) and joins refused (409 `conflict`; a socket's `error` `conflict`) until a PUT without it; matches already made play on */
+    paused?: boolean
   }
   Ticket: {
     ticketId: string

@@ -80,6 +80,8 @@ describe('PUT /v1/admin/queues/:queue', () => {
     ['rulesOptions', { rulesOptions: { target: 'lots' } }],
     ['leaderboardId', { leaderboardId: 'bad id' }],
     ['leaderboardId', { leaderboardId: 'no-such-board-anywhere' }],
+    ['paused', { paused: 'yes' }],
+    ['paused', { paused: 1 }],
     ['', { extra: true }],
   ])('refuses a bad %s with 422 naming it', async (path, patch) => {
     const res = await put(queueId(), { ...DUEL, ...patch })

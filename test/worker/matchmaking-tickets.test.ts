@@ -652,6 +652,39 @@ describe('queue changes and graces', () => {
     expect(tb.status).toBe('waiting')
   })
 
+  it('a paused queue cancels its waiting tickets (queue_changed) and refuses joins, over HTTP and on a socket, until a PUT without it', async () => {
+    const q = await createQueue()
+    await rig(q, newClock())
+    const waiting = await joinFor(q, `${q}-a`)
+    const g = await newGuest()
+    const ws = await connect(`/v1/matchmaking/${q}`, g.token)
+    const paused = await call(
+      `/v1/admin/queues/${q}`,
+      json('PUT', { ...DUEL, paused: true }, ADMIN_KEY),
+    )
+    expect(paused.status).toBe(200)
+    expect(((await paused.json()) as { config: { paused?: boolean } }).config.paused).toBe(true)
+    expect(await ticketOf(waiting.ticketId)).toMatchObject({
+      status: 'cancelled',
+      reason: 'queue_changed',
+    })
+    const refused = await problem(
+      await call(`/v1/matchmaking/${q}/tickets`, json('POST', { playerId: `${q}-b` }, ADMIN_KEY)),
+    )
+    expect(refused).toMatchObject({ status: 409, type: 'urn:nexus:problem:conflict' })
+    expect(refused.body.detail).toContain('paused')
+    ws.send(JSON.stringify({ type: 'join' }))
+    expect(await nextOfType<{ code: string }>(ws, 'error')).toMatchObject({ code: 'conflict' })
+    // Back in play: joins are taken, and two players match as before.
+    const resumed = await call(`/v1/admin/queues/${q}`, json('PUT', DUEL, ADMIN_KEY))
+    expect(resumed.status).toBe(200)
+    expect(((await resumed.json()) as { config: object }).config).not.toHaveProperty('paused')
+    ws.send(JSON.stringify({ type: 'join' }))
+    expect(await nextOfType(ws, 'queued')).toBeTruthy()
+    expect((await joinFor(q, `${q}-c`)).status).toBe('matched')
+    ws.close(1000)
+  })
+
   it('a region taken out keeps the sockets of a match still being created open for its match_found', async () => {
     const q = await createQueue({ regions: ['eu', 'us'] })
     const clock = newClock()

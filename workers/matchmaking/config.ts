@@ -35,6 +35,8 @@ export interface QueueConfig {
    */
   disconnectGraceSeconds?: number
   leaderboardId: string | null
+  /** Out of play: no waiting tickets, no joins (absent: in play). */
+  paused?: true
 }
 
 /** A waiting ticket's disconnect grace when its queue names none. */
@@ -101,6 +103,15 @@ export const QueueConfigInput = z
     leaderboardId: ResourceId.nullable()
       .optional()
       .openapi({ description: 'Where finished sessions submit results' }),
+    paused: z
+      .boolean()
+      .optional()
+      .openapi({
+        description:
+          'true takes the queue out of play (a season over, an incident): waiting tickets are ' +
+          "cancelled (`queue_changed`) and joins refused (409 `conflict`; a socket's `error` " +
+          '`conflict`) until a PUT without it; matches already made play on',
+      }),
   })
   .strict()
   .superRefine((q, ctx) => {
@@ -159,6 +170,8 @@ export function normalizeQueueConfig(
     ticketTtlSeconds: input.ticketTtlSeconds ?? 300,
     disconnectGraceSeconds: input.disconnectGraceSeconds ?? DEFAULT_DISCONNECT_GRACE_SECONDS,
     leaderboardId: input.leaderboardId ?? null,
+    // Stored only when true: a configuration in play reads as those saved before the field.
+    ...(input.paused === true ? { paused: true as const } : {}),
   }
 }
 

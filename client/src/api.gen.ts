@@ -540,6 +540,38 @@ export interface Paths {
       }
     }
   }
+  '/v1/admin/leaderboards': {
+    /** Every board, a page at a time in id order */
+    get: {
+      path: Record<string, never>
+      query: {
+        after?: string
+        limit?: number
+      }
+      headers: Record<string, never>
+      body: undefined
+      responses: {
+        200: {
+          boards: Array<{
+            id: string
+            name: string | null
+            /** The schedule: `{every}`, `{cron}` or null */
+            cycle?: unknown
+            version: number
+            updatedAt: string
+          }>
+          /** More boards after this id */
+          next: string | null
+        }
+        401: Schemas['Problem']
+        403: Schemas['Problem']
+        422: Schemas['Problem']
+        429: Schemas['Problem']
+        500: Schemas['Problem']
+        503: Schemas['Problem']
+      }
+    }
+  }
   '/v1/admin/leaderboards/{id}': {
     /** Create or update a leaderboard */
     put: {
@@ -1096,6 +1128,38 @@ export interface Paths {
       responses: {
         200: {
           invites: Array<Schemas['ReceivedPartyInvite']>
+        }
+        401: Schemas['Problem']
+        403: Schemas['Problem']
+        422: Schemas['Problem']
+        429: Schemas['Problem']
+        500: Schemas['Problem']
+        503: Schemas['Problem']
+      }
+    }
+  }
+  '/v1/admin/queues': {
+    /** Every queue, a page at a time in id order */
+    get: {
+      path: Record<string, never>
+      query: {
+        after?: string
+        limit?: number
+      }
+      headers: Record<string, never>
+      body: undefined
+      responses: {
+        200: {
+          queues: Array<{
+            id: string
+            rules: string
+            regions: Array<string>
+            paused: boolean
+            version: number
+            updatedAt: string
+          }>
+          /** More queues after this id */
+          next: string | null
         }
         401: Schemas['Problem']
         403: Schemas['Problem']

@@ -68,3 +68,62 @@ describe('player profiles', () => {
     expect(bad).toMatchObject({ status: 422, type: 'urn:nexus:problem:validation' })
   })
 })
+
+describe('admin listings', () => {
+  it('list boards and queues a page at a time in id order, for the admin key only; bad paging is 422', async () => {
+    const tag = `zz-list-${crypto.randomUUID().slice(0, 8)}`
+    for (const s of ['a', 'b', 'c']) {
+      const res = await call(
+        `/v1/admin/leaderboards/${tag}-${s}`,
+        json('PUT', { name: `Board ${s}`, cycle: { every: '1d' } }, ADMIN_KEY),
+      )
+      expect(res.status).toBe(201)
+    }
+    const page = async (path: string) => (await call(path, bearer(ADMIN_KEY))).json()
+    const first = (await page(`/v1/admin/leaderboards?after=${tag}&limit=2`)) as {
+      boards: { id: string; name: string; cycle: unknown; version: number }[]
+      next: string | null
+    }
+    expect(first.boards).toMatchObject([
+      { id: `${tag}-a`, name: 'Board a', cycle: { every: '1d' }, version: 1 },
+      { id: `${tag}-b`, name: 'Board b', cycle: { every: '1d' }, version: 1 },
+    ])
+    expect(first.next).toBe(`${tag}-b`)
+    const second = (await page(`/v1/admin/leaderboards?after=${first.next}&limit=2`)) as {
+      boards: { id: string }[]
+    }
+    expect(second.boards[0]!.id).toBe(`${tag}-c`)
+
+    const queue = `${tag}-q`
+    const DUEL = {
+      teams: 2,
+      teamSize: 1,
+      rules: 'dice-race',
+      maxRatingGap: 100,
+      widenPerSecond: 10,
+    }
+    expect(
+      (
+        await call(
+          `/v1/admin/queues/${queue}`,
+          json('PUT', { ...DUEL, regions: ['eu', 'us'] }, ADMIN_KEY),
+        )
+      ).status,
+    ).toBe(201)
+    const queues = (await page(`/v1/admin/queues?after=${tag}&limit=1`)) as {
+      queues: unknown[]
+      next: string | null
+    }
+    expect(queues.queues).toMatchObject([
+      { id: queue, rules: 'dice-race', regions: ['eu', 'us'], paused: false, version: 1 },
+    ])
+
+    const guest = await newGuest()
+    expect((await problem(await call('/v1/admin/queues', bearer(guest.token)))).status).toBe(403)
+    expect((await problem(await call('/v1/admin/leaderboards'))).status).toBe(401)
+    for (const bad of ['limit=0', 'limit=101', 'limit=ten', `after=${'x'.repeat(200)}`]) {
+      const refused = await problem(await call(`/v1/admin/leaderboards?${bad}`, bearer(ADMIN_KEY)))
+      expect(refused, bad).toMatchObject({ status: 422, type: 'urn:nexus:problem:validation' })
+    }
+  })
+})

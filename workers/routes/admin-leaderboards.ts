@@ -29,6 +29,70 @@ import {
 
 export const adminLeaderboards = newRouter()
 
+const listRoute = createRoute({
+  method: 'get',
+  path: '/',
+  summary: 'Every board, a page at a time in id order',
+  description:
+    'For operators: each board’s id, name, schedule and configuration version (the whole ' +
+    'configuration is one `GET /v1/leaderboards/:id` away). Pass `next` as `after` for the page after.',
+  middleware: [requireAdmin()] as const,
+  request: {
+    query: z.object({
+      after: ResourceId.optional().openapi({ description: '`next` of the page before' }),
+      limit: Limit(100, 50),
+    }),
+  },
+  responses: {
+    200: {
+      description: 'A page of boards',
+      content: {
+        'application/json': {
+          schema: z.object({
+            boards: z.array(
+              z.object({
+                id: z.string(),
+                name: z.string().nullable(),
+                cycle: z
+                  .unknown()
+                  .openapi({ description: 'The schedule: `{every}`, `{cron}` or null' }),
+                version: z.number().int(),
+                updatedAt: z.string(),
+              }),
+            ),
+            next: z.string().nullable().openapi({ description: 'More boards after this id' }),
+          }),
+        },
+      },
+    },
+    ...problemResponses(401, 403, 422),
+  },
+})
+
+adminLeaderboards.openapi(listRoute, async (c) => {
+  const { after, limit } = c.req.valid('query')
+  const rows = (await getSql(c.env).query(
+    `select id, config->>'name' as name, cycle, version,
+            to_char(updated_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') as updated_at
+       from leaderboards where id > $1 order by id limit $2`,
+    [after ?? '', limit + 1],
+  )) as { id: string; name: string | null; cycle: unknown; version: number; updated_at: string }[]
+  const page = rows.slice(0, limit)
+  return c.json(
+    {
+      boards: page.map((r) => ({
+        id: r.id,
+        name: r.name,
+        cycle: r.cycle ?? null,
+        version: r.version,
+        updatedAt: r.updated_at,
+      })),
+      next: rows.length > limit ? page[page.length - 1]!.id : null,
+    },
+    200,
+  )
+})
+
 const BoardParam = z.object({ id: ResourceId })
 
 const BoardSaved = z.object({

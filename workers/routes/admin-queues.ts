@@ -2,6 +2,8 @@ import { z } from '@hono/zod-openapi'
 import { log, errorFields } from '../lib/log.ts'
 import { createRoute, newRouter, problemResponses } from '../lib/openapi.ts'
 import { ResourceId } from '../lib/fields.ts'
+import { getSql } from '../db/client.ts'
+import { Limit } from './leaderboard-schemas.ts'
 import { ApiError } from '../lib/problem.ts'
 import { versionPastOverrule } from '../lib/config-push.ts'
 import { rulesNames } from '../core/rules/index.ts'
@@ -20,6 +22,79 @@ import { unknownQueues } from '../matchmaking/unknown-queues.ts'
 import { requireAdmin } from '../middleware/auth.ts'
 
 export const adminQueues = newRouter()
+
+const listRoute = createRoute({
+  method: 'get',
+  path: '/',
+  summary: 'Every queue, a page at a time in id order',
+  description:
+    'For operators: each queue’s id, rules, regions, whether it is paused, and its configuration ' +
+    'version (the whole configuration is `GET /v1/admin/queues/:queue`). Pass `next` as `after` ' +
+    'for the page after.',
+  middleware: [requireAdmin()] as const,
+  request: {
+    query: z.object({
+      after: ResourceId.optional().openapi({ description: '`next` of the page before' }),
+      limit: Limit(100, 50),
+    }),
+  },
+  responses: {
+    200: {
+      description: 'A page of queues',
+      content: {
+        'application/json': {
+          schema: z.object({
+            queues: z.array(
+              z.object({
+                id: z.string(),
+                rules: z.string(),
+                regions: z.array(z.string()),
+                paused: z.boolean(),
+                version: z.number().int(),
+                updatedAt: z.string(),
+              }),
+            ),
+            next: z.string().nullable().openapi({ description: 'More queues after this id' }),
+          }),
+        },
+      },
+    },
+    ...problemResponses(401, 403, 422),
+  },
+})
+
+adminQueues.openapi(listRoute, async (c) => {
+  const { after, limit } = c.req.valid('query')
+  const rows = (await getSql(c.env).query(
+    `select id, config->>'rules' as rules, config->'regions' as regions,
+            coalesce((config->>'paused')::boolean, false) as paused, version,
+            to_char(updated_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') as updated_at
+       from queues where id > $1 order by id limit $2`,
+    [after ?? '', limit + 1],
+  )) as {
+    id: string
+    rules: string
+    regions: string[]
+    paused: boolean
+    version: number
+    updated_at: string
+  }[]
+  const page = rows.slice(0, limit)
+  return c.json(
+    {
+      queues: page.map((r) => ({
+        id: r.id,
+        rules: r.rules,
+        regions: r.regions,
+        paused: r.paused,
+        version: r.version,
+        updatedAt: r.updated_at,
+      })),
+      next: rows.length > limit ? page[page.length - 1]!.id : null,
+    },
+    200,
+  )
+})
 
 // `tickets` would shadow /v1/matchmaking/tickets/:ticketId.
 const QueueId = ResourceId.refine((q) => q !== 'tickets', '"tickets" is reserved')

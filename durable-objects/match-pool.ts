@@ -1008,7 +1008,7 @@ export class MatchPool extends DurableObject<Env> {
       })
     }
     if (config.paused === true) {
-      return problem('conflict', 'This queue is paused: it takes no tickets now')
+      return problem('conflict', 'This queue is paused: it takes no tickets now', { paused: true })
     }
     if (ids.length > config.maxPartySize) {
       return problem('validation', `A ticket holds at most ${config.maxPartySize} players`, {

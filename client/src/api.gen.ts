@@ -40,8 +40,10 @@ export interface Schemas {
     partyId?: string
     /** conflict: the board's current cycle (a cursor of another cycle; closing a cycle that is neither current nor closed) */
     cycle?: number
-    /** conflict: the most members and pending invites a party can have, or bans a board keeps */
+    /** conflict: the most members and pending invites a party can have, bans a board keeps, or players a board's cycle holds (maxEntries) */
     limit?: number
+    /** conflict: the queue is paused by its admin and takes no tickets now */
+    paused?: boolean
     /** unavailable: the boards an account ban, its lifting or an erasure could not reach (the first 100); send the same call again */
     boards?: Array<string>
     /** unavailable: the queue pools (`queue/region`) an account ban or an erasure could not reach; send the same call again */
@@ -56,7 +58,7 @@ export interface Schemas {
     seen: boolean
     /** Under an account ban (`…/ban`) */
     banned: boolean
-    /** Erased (`DELETE …`); an erased guest never returns */
+    /** Erased at some time (`DELETE …`): an erased guest never returns, while a player of an identity provider may have come back since (then `seen` again) */
     erased: boolean
   }
   Player: {
@@ -243,6 +245,8 @@ export interface Schemas {
       ticketTtlSeconds: number
       disconnectGraceSeconds: number
       leaderboardId: string | null
+      /** Out of play: no waiting tickets, no joins */
+      paused: boolean
     }
     version: number
   }
@@ -1345,6 +1349,8 @@ export interface Paths {
           maxPartySize: number
           ticketTtlSeconds: number
           disconnectGraceSeconds: number
+          /** Out of play for now: joins are refused (409) */
+          paused: boolean
         }
         401: Schemas['Problem']
         403: Schemas['Problem']

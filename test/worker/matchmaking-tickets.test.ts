@@ -664,6 +664,17 @@ describe('queue changes and graces', () => {
     )
     expect(paused.status).toBe(200)
     expect(((await paused.json()) as { config: { paused?: boolean } }).config.paused).toBe(true)
+    // Read back by the admin, in the listing, and in the public settings.
+    const stored = (await (await call(`/v1/admin/queues/${q}`, bearer(ADMIN_KEY))).json()) as {
+      config: { paused: boolean }
+    }
+    expect(stored.config.paused).toBe(true)
+    const listed = (await (
+      await call(`/v1/admin/queues?after=${q.slice(0, -1)}&limit=100`, bearer(ADMIN_KEY))
+    ).json()) as { queues: { id: string; paused: boolean }[] }
+    expect(listed.queues.find((x) => x.id === q)).toMatchObject({ paused: true })
+    const settings = (await (await call(`/v1/matchmaking/${q}`)).json()) as { paused: boolean }
+    expect(settings.paused).toBe(true)
     expect(await ticketOf(waiting.ticketId)).toMatchObject({
       status: 'cancelled',
       reason: 'queue_changed',
@@ -671,14 +682,17 @@ describe('queue changes and graces', () => {
     const refused = await problem(
       await call(`/v1/matchmaking/${q}/tickets`, json('POST', { playerId: `${q}-b` }, ADMIN_KEY)),
     )
-    expect(refused).toMatchObject({ status: 409, type: 'urn:nexus:problem:conflict' })
-    expect(refused.body.detail).toContain('paused')
+    expect(refused).toMatchObject({
+      status: 409,
+      type: 'urn:nexus:problem:conflict',
+      body: { paused: true },
+    })
     ws.send(JSON.stringify({ type: 'join' }))
     expect(await nextOfType<{ code: string }>(ws, 'error')).toMatchObject({ code: 'conflict' })
     // Back in play: joins are taken, and two players match as before.
     const resumed = await call(`/v1/admin/queues/${q}`, json('PUT', DUEL, ADMIN_KEY))
     expect(resumed.status).toBe(200)
-    expect(((await resumed.json()) as { config: object }).config).not.toHaveProperty('paused')
+    expect(((await resumed.json()) as { config: { paused: boolean } }).config.paused).toBe(false)
     ws.send(JSON.stringify({ type: 'join' }))
     expect(await nextOfType(ws, 'queued')).toBeTruthy()
     expect((await joinFor(q, `${q}-c`)).status).toBe('matched')

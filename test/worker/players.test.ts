@@ -93,6 +93,12 @@ describe('admin listings', () => {
       boards: { id: string }[]
     }
     expect(second.boards[0]!.id).toBe(`${tag}-c`)
+    // Past the last board of all: an empty page, and no next.
+    const end = (await page(`/v1/admin/leaderboards?after=${'z'.repeat(64)}`)) as {
+      boards: unknown[]
+      next: string | null
+    }
+    expect(end).toEqual({ boards: [], next: null })
 
     const queue = `${tag}-q`
     const DUEL = {

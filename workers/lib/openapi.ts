@@ -142,7 +142,10 @@ export const Problem = z
     }),
     limit: z.number().int().optional().openapi({
       description:
-        'conflict: the most members and pending invites a party can have, or bans a board keeps',
+        "conflict: the most members and pending invites a party can have, bans a board keeps, or players a board's cycle holds (maxEntries)",
+    }),
+    paused: z.boolean().optional().openapi({
+      description: 'conflict: the queue is paused by its admin and takes no tickets now',
     }),
     boards: z.array(z.string()).optional().openapi({
       description:

@@ -11,6 +11,7 @@ export interface Profile {
   /** Whether Nexus holds a profile for the id (a guest's sign-in, a result, an admin's PUT). */
   seen: boolean
   banned: boolean
+  /** Erased at some time: a player of an identity provider may have come back since. */
   erased: boolean
 }
 

@@ -43,9 +43,11 @@ const PlayerRecord = Player.extend({
       'Whether Nexus holds a profile for the id; when not, the rating is what a first join uses',
   }),
   banned: z.boolean().openapi({ description: 'Under an account ban (`…/ban`)' }),
-  erased: z
-    .boolean()
-    .openapi({ description: 'Erased (`DELETE …`); an erased guest never returns' }),
+  erased: z.boolean().openapi({
+    description:
+      'Erased at some time (`DELETE …`): an erased guest never returns, while a player of an ' +
+      'identity provider may have come back since (then `seen` again)',
+  }),
 }).openapi('PlayerRecord')
 
 const getPlayerRoute = createRoute({

@@ -117,6 +117,7 @@ const StoredQueue = z
       ticketTtlSeconds: z.number().int(),
       disconnectGraceSeconds: z.number().int(),
       leaderboardId: z.string().nullable(),
+      paused: z.boolean().openapi({ description: 'Out of play: no waiting tickets, no joins' }),
     }),
     version: z.number().int(),
   })
@@ -192,7 +193,10 @@ adminQueues.openapi(putRoute, async (c) => {
       ...errorFields(err),
     }),
   )
-  return c.json({ id: queue, config, version }, created ? 201 : 200)
+  return c.json(
+    { id: queue, config: { ...config, paused: config.paused === true }, version },
+    created ? 201 : 200,
+  )
 })
 
 const getRoute = createRoute({
@@ -212,6 +216,10 @@ adminQueues.openapi(getRoute, async (c) => {
   const q = await loadQueueConfig(c.env, queue)
   if (!q) throw new ApiError('not-found', `No queue '${queue}'`)
   // A configuration saved before a field existed reads with that field's default.
-  const config = { ...q.config, disconnectGraceSeconds: disconnectGraceMs(q.config) / 1000 }
+  const config = {
+    ...q.config,
+    disconnectGraceSeconds: disconnectGraceMs(q.config) / 1000,
+    paused: q.config.paused === true,
+  }
   return c.json({ id: queue, config, version: q.version }, 200)
 })

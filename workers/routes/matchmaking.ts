@@ -467,6 +467,13 @@ matchmakingRoutes.openapi(joinRoute, async (c) => {
   let region: string
   try {
     region = regionOf(config, body.region)
+    // Refused here, before the pool is asked (its fences too); a keyed retry still gets the
+    // ticket its first try made.
+    if (config.paused === true) {
+      throw new ApiError('conflict', 'This queue is paused: it takes no tickets now', {
+        paused: true,
+      })
+    }
     if (ids.length > config.maxPartySize) {
       throw new ApiError('validation', `A ticket holds at most ${config.maxPartySize} players`, {
         errors: [{ path: 'party', message: `at most ${config.maxPartySize} players` }],
@@ -673,6 +680,9 @@ const socketRoute = createRoute({
             maxPartySize: z.number().int(),
             ticketTtlSeconds: z.number().int(),
             disconnectGraceSeconds: z.number().int(),
+            paused: z.boolean().openapi({
+              description: 'Out of play for now: joins are refused (409)',
+            }),
           }),
         },
       },
@@ -700,6 +710,7 @@ matchmakingRoutes.openapi(socketRoute, (async (c: Context<AppEnv>) => {
           maxPartySize: config.maxPartySize,
           ticketTtlSeconds: config.ticketTtlSeconds,
           disconnectGraceSeconds: disconnectGraceMs(config) / 1000,
+          paused: config.paused === true,
         }
       },
     })

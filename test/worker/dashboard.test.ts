@@ -76,6 +76,7 @@ describe('the dashboard API', () => {
     })
     expect(o.queues.find((q) => q.id === queue)).toMatchObject({
       waitingPlayers: 1,
+      paused: false,
       regions: [{ region: 'eu' }],
     })
     const routes = o.metrics.routes.map((r) => r.route)
@@ -86,6 +87,32 @@ describe('the dashboard API', () => {
     expect(await detail.json()).toMatchObject({ id: board, top: [], cycles: [], rewards: [] })
     const missing = await call('/dashboard/api/boards/no-such-board-x', bearer(ADMIN_KEY))
     expect(missing.status).toBe(404)
+
+    // A paused queue shows as paused, its waiting player gone.
+    const pause = await call(
+      `/v1/admin/queues/${queue}`,
+      json(
+        'PUT',
+        {
+          teams: 2,
+          teamSize: 1,
+          rules: 'relay',
+          maxRatingGap: 100,
+          widenPerSecond: 10,
+          regions: ['eu'],
+          paused: true,
+        },
+        ADMIN_KEY,
+      ),
+    )
+    expect(pause.status).toBe(200)
+    const after = (await (await call('/dashboard/api/overview', bearer(ADMIN_KEY))).json()) as {
+      queues: { id: string; paused: boolean; waitingPlayers: number }[]
+    }
+    expect(after.queues.find((q) => q.id === queue)).toMatchObject({
+      paused: true,
+      waitingPlayers: 0,
+    })
   })
 })
 

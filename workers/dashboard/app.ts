@@ -282,7 +282,7 @@ export const DASHBOARD_JS = String.raw`
     }), { label: 'wait percentiles per queue', grouped: true, digits: 1, empty: 'no queues yet' })
     rows($('queues').querySelector('table tbody'), o.queues, function (q) {
       return el('tr', { 'data-queue': q.id }, [
-        td(q.id), td(q.rules), td(q.teams + '×' + q.teamSize),
+        td(q.paused ? q.id + ' (paused)' : q.id), td(q.rules), td(q.teams + '×' + q.teamSize),
         td(q.regions.map(function (r) { return r.error ? r.region + ' (unavailable)' : r.region + ': ' + r.waitingPlayers }).join(', ')),
         td(fmt(q.waitingPlayers), 'num'), td(fmt(q.matchesPerMinute), 'num'),
         td(fmt(q.waitSeconds.p50, 1), 'num'), td(fmt(q.waitSeconds.p95, 1), 'num'), td(fmt(q.waitSeconds.p99, 1), 'num'),

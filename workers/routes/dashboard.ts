@@ -144,6 +144,7 @@ dashboard.get('/api/overview', async (c) => {
         rules: q.config.rules,
         teams: q.config.teams,
         teamSize: q.config.teamSize,
+        paused: q.config.paused === true,
         waitingTickets: ok.reduce((n, r) => n + r.waitingTickets, 0),
         waitingPlayers: ok.reduce((n, r) => n + r.waitingPlayers, 0),
         matchesPerMinute: ok.reduce((n, r) => n + r.matchesPerMinute, 0),

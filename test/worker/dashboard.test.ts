@@ -40,23 +40,17 @@ describe('the dashboard API', () => {
   })
 
   it('lists boards with their cycle, queues with their waiting players, and traffic', async () => {
+    const relayQueue = {
+      teams: 2,
+      teamSize: 1,
+      rules: 'relay',
+      maxRatingGap: 100,
+      widenPerSecond: 10,
+      regions: ['eu'],
+    }
     const board = await createBoard({ name: 'Weekly', cycle: { every: '1h' } })
     const queue = `q-${crypto.randomUUID().slice(0, 8)}`
-    const put = await call(
-      `/v1/admin/queues/${queue}`,
-      json(
-        'PUT',
-        {
-          teams: 2,
-          teamSize: 1,
-          rules: 'relay',
-          maxRatingGap: 100,
-          widenPerSecond: 10,
-          regions: ['eu'],
-        },
-        ADMIN_KEY,
-      ),
-    )
+    const put = await call(`/v1/admin/queues/${queue}`, json('PUT', relayQueue, ADMIN_KEY))
     expect(put.status).toBe(201)
     const { token } = await newGuest()
     const join = await call(`/v1/matchmaking/${queue}/tickets`, json('POST', {}, token))
@@ -91,19 +85,7 @@ describe('the dashboard API', () => {
     // A paused queue shows as paused, its waiting player gone.
     const pause = await call(
       `/v1/admin/queues/${queue}`,
-      json(
-        'PUT',
-        {
-          teams: 2,
-          teamSize: 1,
-          rules: 'relay',
-          maxRatingGap: 100,
-          widenPerSecond: 10,
-          regions: ['eu'],
-          paused: true,
-        },
-        ADMIN_KEY,
-      ),
+      json('PUT', { ...relayQueue, paused: true }, ADMIN_KEY),
     )
     expect(pause.status).toBe(200)
     const after = (await (await call('/dashboard/api/overview', bearer(ADMIN_KEY))).json()) as {

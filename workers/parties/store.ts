@@ -4,6 +4,7 @@ import { getSql, pgErrorCode, type DbEnv } from '../db/client.ts'
 import { STALE_TOKEN_DETAIL } from '../lib/auth.ts'
 import { ApiError } from '../lib/problem.ts'
 import { erasedSinceToken } from '../players/stale-token.ts'
+import { isoUtc } from '../db/iso-time.ts'
 
 /*
  * Parties in Neon (`parties`, `party_members`, `party_invites`), over the HTTP driver. It has no
@@ -67,17 +68,15 @@ export interface ReceivedInvite {
   expiresAt: string
 }
 
-const iso = (col: string) => `to_char(${col} at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')`
-
 /** The party view of the party `where` picks: no row when there is none. */
 const view = (where: string) => `
-  select p.id, p.leader, p.ticket_id, ${iso('p.created_at')} as created_at,
-    coalesce((select json_agg(json_build_object('playerId', m.player_id, 'joinedAt', ${iso('m.joined_at')})
+  select p.id, p.leader, p.ticket_id, ${isoUtc('p.created_at')} as created_at,
+    coalesce((select json_agg(json_build_object('playerId', m.player_id, 'joinedAt', ${isoUtc('m.joined_at')})
                               order by m.joined_at, m.player_id)
                 from party_members m where m.party_id = p.id), '[]'::json) as members,
     coalesce((select json_agg(json_build_object('playerId', i.player_id,
-                                                'invitedAt', ${iso('i.invited_at')},
-                                                'expiresAt', ${iso('i.expires_at')})
+                                                'invitedAt', ${isoUtc('i.invited_at')},
+                                                'expiresAt', ${isoUtc('i.expires_at')})
                               order by i.invited_at, i.player_id)
                 from party_invites i where i.party_id = p.id and i.expires_at > now()), '[]'::json)
       as invites,
@@ -308,8 +307,8 @@ export async function receivedInvites(
   limit: number,
 ): Promise<ReceivedInvite[]> {
   const rows = (await getSql(env).query(
-    `select i.party_id, p.leader, ${iso('i.invited_at')} as invited_at,
-            ${iso('i.expires_at')} as expires_at
+    `select i.party_id, p.leader, ${isoUtc('i.invited_at')} as invited_at,
+            ${isoUtc('i.expires_at')} as expires_at
        from party_invites i join parties p on p.id = i.party_id
       where i.player_id = $1 and i.expires_at > now()
       order by i.invited_at desc, i.party_id
@@ -366,7 +365,7 @@ export async function acceptInvite(
       sql.query(
         `select exists (select 1 from party_members where party_id = $1 and player_id = $2)
                   as member,
-                (select ${iso('expires_at')} from party_invites
+                (select ${isoUtc('expires_at')} from party_invites
                   where party_id = $1 and player_id = $2) as expired_at`,
         [partyId, caller],
       ),

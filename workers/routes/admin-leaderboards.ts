@@ -2,6 +2,7 @@ import { z } from '@hono/zod-openapi'
 import { NOT_STORABLE_REASON, storableText } from '../core/rules/json.ts'
 import type { LeaderboardConfig } from '../core/leaderboard.ts'
 import { getSql } from '../db/client.ts'
+import { isoUtc } from '../db/iso-time.ts'
 import {
   advanceLeaderboardVersion,
   markConfigPushed,
@@ -26,6 +27,7 @@ import {
   ImportEntry,
   Limit,
 } from './leaderboard-schemas.ts'
+import { IdPageQuery, idPage } from './id-page.ts'
 
 export const adminLeaderboards = newRouter()
 
@@ -37,12 +39,7 @@ const listRoute = createRoute({
     'For operators: each board’s id, name, schedule and configuration version (the whole ' +
     'configuration is one `GET /v1/leaderboards/:id` away). Pass `next` as `after` for the page after.',
   middleware: [requireAdmin()] as const,
-  request: {
-    query: z.object({
-      after: ResourceId.optional().openapi({ description: '`next` of the page before' }),
-      limit: Limit(100, 50),
-    }),
-  },
+  request: { query: IdPageQuery },
   responses: {
     200: {
       description: 'A page of boards',
@@ -72,12 +69,11 @@ const listRoute = createRoute({
 adminLeaderboards.openapi(listRoute, async (c) => {
   const { after, limit } = c.req.valid('query')
   const rows = (await getSql(c.env).query(
-    `select id, config->>'name' as name, cycle, version,
-            to_char(updated_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') as updated_at
+    `select id, config->>'name' as name, cycle, version, ${isoUtc('updated_at')} as updated_at
        from leaderboards where id > $1 order by id limit $2`,
     [after ?? '', limit + 1],
   )) as { id: string; name: string | null; cycle: unknown; version: number; updated_at: string }[]
-  const page = rows.slice(0, limit)
+  const { page, next } = idPage(rows, limit)
   return c.json(
     {
       boards: page.map((r) => ({
@@ -87,7 +83,7 @@ adminLeaderboards.openapi(listRoute, async (c) => {
         version: r.version,
         updatedAt: r.updated_at,
       })),
-      next: rows.length > limit ? page[page.length - 1]!.id : null,
+      next,
     },
     200,
   )
@@ -589,7 +585,7 @@ const cycleRewardsRoute = createRoute({
  */
 export const CYCLE_REWARDS_PAGE = `
   select player_id, rank, reward,
-         to_char(created_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') as awarded_at
+         ${isoUtc('created_at')} as awarded_at
     from rewards where leaderboard_id = $1 and cycle = $2 and rank > $3
    order by rank limit $4`
 

@@ -3,7 +3,8 @@ import { log, errorFields } from '../lib/log.ts'
 import { createRoute, newRouter, problemResponses } from '../lib/openapi.ts'
 import { ResourceId } from '../lib/fields.ts'
 import { getSql } from '../db/client.ts'
-import { Limit } from './leaderboard-schemas.ts'
+import { isoUtc } from '../db/iso-time.ts'
+import { IdPageQuery, idPage } from './id-page.ts'
 import { ApiError } from '../lib/problem.ts'
 import { versionPastOverrule } from '../lib/config-push.ts'
 import { rulesNames } from '../core/rules/index.ts'
@@ -32,12 +33,7 @@ const listRoute = createRoute({
     'version (the whole configuration is `GET /v1/admin/queues/:queue`). Pass `next` as `after` ' +
     'for the page after.',
   middleware: [requireAdmin()] as const,
-  request: {
-    query: z.object({
-      after: ResourceId.optional().openapi({ description: '`next` of the page before' }),
-      limit: Limit(100, 50),
-    }),
-  },
+  request: { query: IdPageQuery },
   responses: {
     200: {
       description: 'A page of queues',
@@ -68,7 +64,7 @@ adminQueues.openapi(listRoute, async (c) => {
   const rows = (await getSql(c.env).query(
     `select id, config->>'rules' as rules, config->'regions' as regions,
             coalesce((config->>'paused')::boolean, false) as paused, version,
-            to_char(updated_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') as updated_at
+            ${isoUtc('updated_at')} as updated_at
        from queues where id > $1 order by id limit $2`,
     [after ?? '', limit + 1],
   )) as {
@@ -79,7 +75,7 @@ adminQueues.openapi(listRoute, async (c) => {
     version: number
     updated_at: string
   }[]
-  const page = rows.slice(0, limit)
+  const { page, next } = idPage(rows, limit)
   return c.json(
     {
       queues: page.map((r) => ({
@@ -90,7 +86,7 @@ adminQueues.openapi(listRoute, async (c) => {
         version: r.version,
         updatedAt: r.updated_at,
       })),
-      next: rows.length > limit ? page[page.length - 1]!.id : null,
+      next,
     },
     200,
   )

@@ -5,6 +5,7 @@ import { scheduledBoardsQuery } from '../../workers/leaderboards/config-store.ts
 import { CLAIMS_OF_PLAYER } from '../../workers/matchmaking/claims.ts'
 import { RECENT_ERASURES_AFTER } from '../../workers/players/erasure.ts'
 import { PRUNE_OLD_PARTY_TICKETS, STALE_PARTY_TICKETS } from '../../workers/parties/store.ts'
+import { sessionListQuery, type SessionListing } from '../../workers/sessions/store.ts'
 import { pg } from './helpers/boards.ts'
 
 /**
@@ -67,6 +68,30 @@ describe('query plans on tables that grow', () => {
     const plan = JSON.stringify(results[2]![0]!['QUERY PLAN'])
     expect(plan).toContain('erased_players_erased_at_idx')
     expect(plan).not.toContain('Seq Scan')
+  })
+
+  it("the admin's session listing reads a page from an index in order, by player, by queue and of everything", async () => {
+    const cases: [SessionListing, string][] = [
+      [{ playerId: 'p-plan', limit: 50 }, 'game_sessions_roster_idx'],
+      [{ queue: 'q-plan', limit: 50 }, 'game_sessions_queue_idx'],
+      [{ status: 'live', limit: 50 }, 'game_sessions_status_idx'],
+      [{ limit: 50 }, 'game_sessions_created_idx'],
+      [
+        { limit: 50, after: { time: '2026-01-01T00:00:00.000000Z', sessionId: 's_1' } },
+        'game_sessions_created_idx',
+      ],
+    ]
+    for (const [listing, index] of cases) {
+      const { text, params } = sessionListQuery(listing)
+      // A player's sessions are few (the GIN index finds them; sorting them is cheap); the
+      // others must come in index order, not from sorting the table.
+      const plan = await planOf(text, params, { sorts: listing.playerId !== undefined })
+      expect(plan, JSON.stringify(listing)).toContain(index)
+      expect(plan, JSON.stringify(listing)).not.toContain('Seq Scan on game_sessions')
+      if (listing.playerId === undefined) {
+        expect(plan, JSON.stringify(listing)).not.toContain('"Node Type":"Sort"')
+      }
+    }
   })
 
   it("the cron's minute read of scheduled boards reads no board's configuration", async () => {

@@ -250,7 +250,13 @@ export const gameSessions = pgTable(
      */
     setupHash: text('setup_hash'),
   },
-  (t) => [index('game_sessions_status_idx').on(t.status, t.createdAt)],
+  (t) => [
+    index('game_sessions_status_idx').on(t.status, t.createdAt),
+    // The admin's listing, newest first: of every session, of a queue's, of a player's.
+    index('game_sessions_created_idx').on(t.createdAt, t.id),
+    index('game_sessions_queue_idx').on(t.queue, t.createdAt),
+    index('game_sessions_roster_idx').using('gin', t.roster.op('jsonb_path_ops')),
+  ],
 )
 
 /**

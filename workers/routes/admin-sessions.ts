@@ -7,6 +7,7 @@ import {
   IdempotencyKey,
   NewPlayerId,
   objectRecord,
+  PlayerId,
   ResourceId,
 } from '../lib/fields.ts'
 import { ApiError } from '../lib/problem.ts'
@@ -16,7 +17,10 @@ import { requireAdmin } from '../middleware/auth.ts'
 import { noBodyFields } from '../middleware/json-body.ts'
 import { sessionView, SessionView } from './sessions.ts'
 import { MAX_ROSTER, SessionId } from '../sessions/schemas.ts'
+import { listSessions } from '../sessions/store.ts'
 import { sessionStub } from '../sessions/stub.ts'
+import { Limit } from './leaderboard-schemas.ts'
+import { decodeTimeCursor, encodeTimeCursor } from './time-cursor.ts'
 
 export const adminSessions = newRouter()
 
@@ -194,4 +198,83 @@ adminSessions.openapi(endRoute, async (c) => {
     throw new ApiError('unavailable', info.detail, {}, { 'retry-after': String(info.retryAfter) })
   }
   return c.json(await sessionView(c, id, info), 200)
+})
+
+const ListedSession = z
+  .object({
+    sessionId: z.string(),
+    rules: z.string(),
+    status: z.enum(['live', 'finished']),
+    roster: z.array(z.object({ playerId: z.string(), team: z.number().int() })),
+    queue: z.string().nullable(),
+    region: z.string().nullable(),
+    createdAt: z.number(),
+    endedAt: z.number().nullable(),
+    reason: z
+      .enum(['finished', 'forfeit', 'abandoned', 'cancelled'])
+      .nullable()
+      .openapi({ description: 'How it ended; null while live' }),
+  })
+  .openapi('ListedSession')
+
+const listRoute = createRoute({
+  method: 'get',
+  path: '/',
+  summary: 'Sessions as Neon lists them, newest first',
+  description:
+    'For support and operators: every session, or those of one `status`, one `queue` (a session created ' +
+    'without one has none) or with one player on the roster. A session is listed `live` from moments ' +
+    'after its creation (its own alarm writes the row) until Neon has its result: one whose end ' +
+    'is waiting for Neon stays `live` here until it is written. The whole session, its result ' +
+    'and rating changes are `GET /v1/sessions/{id}`. Pass `nextCursor` as `cursor` for older ones.',
+  middleware: [requireAdmin()] as const,
+  request: {
+    query: z.object({
+      status: z.enum(['live', 'finished']).optional(),
+      queue: ResourceId.optional(),
+      playerId: PlayerId.optional(),
+      limit: Limit(100, 50),
+      cursor: z.string().max(300).optional(),
+    }),
+  },
+  responses: {
+    200: {
+      description: 'A page of sessions',
+      content: {
+        'application/json': {
+          schema: z.object({
+            sessions: z.array(ListedSession),
+            nextCursor: z.string().nullable(),
+          }),
+        },
+      },
+    },
+    ...problemResponses(401, 403, 422),
+  },
+})
+
+adminSessions.openapi(listRoute, async (c) => {
+  const { status, queue, playerId, limit, cursor } = c.req.valid('query')
+  const after =
+    cursor === undefined
+      ? undefined
+      : decodeTimeCursor(cursor, (v) =>
+          v.length === 1 && SessionId.safeParse(v[0]).success ? (v[0] as string) : null,
+        )
+  const rows = await listSessions(c.env, {
+    status,
+    queue,
+    playerId,
+    after: after && { time: after.time, sessionId: after.rest },
+    limit,
+  })
+  const last = rows[rows.length - 1]
+  return c.json(
+    {
+      sessions: rows.map(({ cursorTime: _, ...listed }) => listed),
+      nextCursor:
+        rows.length === limit && last ? encodeTimeCursor(last.cursorTime, last.sessionId) : null,
+    },
+    200,
+  )
 })

@@ -1,6 +1,7 @@
 import type { GameResult, LogRecord, RosterEntry } from '../core/rules/index.ts'
 import { defaultRating, idleRating, updateRatings, type RatedPlayer } from '../core/rating.ts'
 import { getSql, pgErrorCode, type DbEnv } from '../db/client.ts'
+import { isoMicros } from '../db/iso-time.ts'
 import { storableJsonText } from '../core/rules/json.ts'
 import { GUEST_ID_PREFIX } from '../lib/auth.ts'
 
@@ -415,4 +416,89 @@ export async function loadArchivedEvents(
     [sessionId, from, limit],
   )) as { record: LogRecord }[]
   return rows.map((r) => r.record)
+}
+
+/** What the admin's session listing asks for: any of the filters, newest first. */
+export interface SessionListing {
+  status?: 'live' | 'finished'
+  queue?: string
+  /** On the roster. */
+  playerId?: string
+  /** Older than this row (a cursor's): its `created_at` to the microsecond, and its id. */
+  after?: { time: string; sessionId: string }
+  limit: number
+}
+
+/** A session as the listing gives it. */
+export interface ListedSession {
+  sessionId: string
+  rules: string
+  status: 'live' | 'finished'
+  roster: RosterEntry[]
+  queue: string | null
+  region: string | null
+  createdAt: number
+  endedAt: number | null
+  /** How it ended (its result's reason); null while live. */
+  reason: 'finished' | 'forfeit' | 'abandoned' | 'cancelled' | null
+  /** `created_at` to the microsecond, for the cursor. */
+  cursorTime: string
+}
+
+/**
+ * The listing's statement, built with only the filters asked for, so each is planned on its
+ * index: the roster's containment on its GIN index, a queue's and the whole table's on
+ * (…, created_at) walked backwards.
+ */
+export function sessionListQuery(f: SessionListing): { text: string; params: unknown[] } {
+  const params: unknown[] = []
+  const param = (value: unknown): string => `$${params.push(value)}`
+  const where: string[] = []
+  if (f.status !== undefined) where.push(`s.status = ${param(f.status)}`)
+  if (f.queue !== undefined) where.push(`s.queue = ${param(f.queue)}`)
+  if (f.playerId !== undefined) {
+    where.push(`s.roster @> ${param(JSON.stringify([{ playerId: f.playerId }]))}::jsonb`)
+  }
+  if (f.after !== undefined) {
+    where.push(
+      `(s.created_at, s.id) < (${param(f.after.time)}::timestamptz, ${param(f.after.sessionId)})`,
+    )
+  }
+  const text = `select s.id, s.rules, s.status, s.roster, s.queue, s.region,
+            (extract(epoch from s.created_at) * 1000)::float8 as created_at,
+            (extract(epoch from s.ended_at) * 1000)::float8 as ended_at,
+            ${isoMicros('s.created_at')} as cursor_time, r.result->>'reason' as reason
+       from game_sessions s left join match_results r on r.session_id = s.id
+      ${where.length > 0 ? `where ${where.join(' and ')}` : ''}
+      order by s.created_at desc, s.id desc limit ${param(f.limit)}`
+  return { text, params }
+}
+
+/** A page of the admin's session listing (`sessionListQuery`). */
+export async function listSessions(env: DbEnv, f: SessionListing): Promise<ListedSession[]> {
+  const { text, params } = sessionListQuery(f)
+  const rows = (await getSql(env).query(text, params)) as {
+    id: string
+    rules: string
+    status: 'live' | 'finished'
+    roster: RosterEntry[]
+    queue: string | null
+    region: string | null
+    created_at: number | string
+    ended_at: number | string | null
+    cursor_time: string
+    reason: ListedSession['reason']
+  }[]
+  return rows.map((r) => ({
+    sessionId: r.id,
+    rules: r.rules,
+    status: r.status,
+    roster: r.roster.map((p) => ({ playerId: p.playerId, team: p.team })),
+    queue: r.queue,
+    region: r.region,
+    createdAt: Math.round(Number(r.created_at)),
+    endedAt: r.ended_at === null ? null : Math.round(Number(r.ended_at)),
+    reason: r.reason,
+    cursorTime: r.cursor_time,
+  }))
 }

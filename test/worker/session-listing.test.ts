@@ -1,0 +1,173 @@
+import { describe, expect, it } from 'vitest'
+import { pg } from './helpers/boards.ts'
+import { ADMIN_KEY, bearer, call, json, newGuest, problem } from './helpers/http.ts'
+import { createSession, playerIds } from './helpers/session-sockets.ts'
+import { until } from './helpers/sockets.ts'
+
+interface Listed {
+  sessionId: string
+  rules: string
+  status: 'live' | 'finished'
+  roster: { playerId: string; team: number }[]
+  queue: string | null
+  region: string | null
+  createdAt: number
+  endedAt: number | null
+  reason: string | null
+}
+
+interface Page {
+  sessions: Listed[]
+  nextCursor: string | null
+}
+
+async function list(query: string): Promise<Page> {
+  const res = await call(`/v1/admin/sessions?${query}`, bearer(ADMIN_KEY))
+  expect(res.status, await res.clone().text()).toBe(200)
+  return (await res.json()) as Page
+}
+
+/** Every page of a listing, following `nextCursor`. */
+async function allPages(query: string): Promise<Page[]> {
+  const pages: Page[] = []
+  let cursor: string | null = null
+  do {
+    const page = await list(cursor === null ? query : `${query}&cursor=${cursor}`)
+    pages.push(page)
+    cursor = page.nextCursor
+  } while (cursor !== null && pages.length < 20)
+  return pages
+}
+
+describe("the admin's session listing", () => {
+  it("lists a player's sessions newest first, a page at a time, with how each ended; filters by status and queue", async () => {
+    const [alice, bob, carol] = playerIds(3, 'listed') as [string, string, string]
+    const queue = `q-list-${crypto.randomUUID().slice(0, 8)}`
+    const first = await createSession({
+      rules: 'dice-race',
+      roster: [{ playerId: alice }, { playerId: bob }],
+      queue,
+    })
+    const second = await createSession({
+      rules: 'relay',
+      roster: [{ playerId: alice }, { playerId: carol }],
+    })
+    const third = await createSession({
+      rules: 'dice-race',
+      roster: [{ playerId: bob }, { playerId: alice }],
+      queue,
+    })
+    const ended = await call(`/v1/admin/sessions/${second.sessionId}/end`, {
+      method: 'POST',
+      ...bearer(ADMIN_KEY),
+    })
+    expect(ended.status).toBe(200)
+    // Each session lists itself from its own alarm, its end once Neon has the result.
+    await until(async () => {
+      const page = await list(`playerId=${alice}&status=finished`)
+      return page.sessions.length === 1 ? true : undefined
+    })
+    await until(async () => {
+      const page = await list(`playerId=${alice}`)
+      return page.sessions.length === 3 ? true : undefined
+    })
+
+    const pages = await allPages(`playerId=${alice}&limit=2`)
+    expect(pages.map((p) => p.sessions.length)).toEqual([2, 1])
+    const listed = pages.flatMap((p) => p.sessions)
+    // Newest first: each no newer than the one before it.
+    for (let i = 1; i < listed.length; i++) {
+      expect(listed[i]!.createdAt).toBeLessThanOrEqual(listed[i - 1]!.createdAt)
+    }
+    const byId = new Map(listed.map((s) => [s.sessionId, s]))
+    expect([...byId.keys()].sort()).toEqual(
+      [first.sessionId, second.sessionId, third.sessionId].sort(),
+    )
+    expect(byId.get(second.sessionId)).toMatchObject({
+      rules: 'relay',
+      status: 'finished',
+      reason: 'cancelled',
+      queue: null,
+      roster: [
+        { playerId: alice, team: 0 },
+        { playerId: carol, team: 1 },
+      ],
+    })
+    expect(byId.get(second.sessionId)!.endedAt).toBeGreaterThanOrEqual(
+      byId.get(second.sessionId)!.createdAt,
+    )
+    expect(byId.get(first.sessionId)).toMatchObject({
+      rules: 'dice-race',
+      status: 'live',
+      reason: null,
+      endedAt: null,
+      queue,
+    })
+
+    // Filters narrow it: a status, a queue, another player, and all of them at once.
+    const finished = await list(`playerId=${alice}&status=finished`)
+    expect(finished.sessions.map((s) => s.sessionId)).toEqual([second.sessionId])
+    const live = await list(`playerId=${alice}&status=live`)
+    expect(live.sessions.map((s) => s.sessionId).sort()).toEqual(
+      [first.sessionId, third.sessionId].sort(),
+    )
+    const ofQueue = await list(`queue=${queue}`)
+    expect(ofQueue.sessions.map((s) => s.sessionId).sort()).toEqual(
+      [first.sessionId, third.sessionId].sort(),
+    )
+    expect((await list(`playerId=${carol}`)).sessions.map((s) => s.sessionId)).toEqual([
+      second.sessionId,
+    ])
+    expect((await list(`queue=${queue}&playerId=${carol}`)).sessions).toEqual([])
+    // The whole listing holds them too (other tests' sessions beside them).
+    expect((await list('limit=1')).sessions).toHaveLength(1)
+  })
+
+  it('sessions created in the same microsecond are each listed once across pages', async () => {
+    const [player] = playerIds(1, 'tied') as [string]
+    const ids = ['a', 'b', 'c'].map((s) => `tied-${s}-${crypto.randomUUID()}`)
+    const roster = JSON.stringify([{ playerId: player, team: 0 }])
+    for (const id of ids) {
+      await pg()`insert into game_sessions (id, rules, roster, status, created_at)
+        values (${id}, 'relay', ${roster}::jsonb, 'live', '2026-01-01T00:00:00.123456Z')`
+    }
+    const pages = await allPages(`playerId=${player}&limit=1`)
+    // Three full pages, then one that finds nothing older.
+    expect(pages.map((p) => p.sessions.length)).toEqual([1, 1, 1, 0])
+    expect(pages.flatMap((p) => p.sessions.map((s) => s.sessionId))).toEqual([...ids].reverse())
+  })
+
+  it('is for the admin key only; each bad filter or cursor is 422 and reads nothing', async () => {
+    expect((await problem(await call('/v1/admin/sessions'))).status).toBe(401)
+    const guest = await newGuest()
+    const asPlayer = await problem(await call('/v1/admin/sessions', bearer(guest.token)))
+    expect(asPlayer).toMatchObject({ status: 403, type: 'urn:nexus:problem:forbidden' })
+    const forged = (items: unknown[]) =>
+      btoa(JSON.stringify(items)).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '')
+    const bad = [
+      'status=ended',
+      'limit=0',
+      'limit=101',
+      'limit=ten',
+      `queue=${'q'.repeat(200)}`,
+      'playerId=',
+      `playerId=${'p'.repeat(300)}`,
+      'cursor=not-a-cursor',
+      `cursor=${forged(['2026-02-30T00:00:00.000000Z', 's_1'])}`,
+      `cursor=${forged(['2026-01-01T00:00:00.000Z', 's_1'])}`,
+      `cursor=${forged(['2026-01-01T00:00:00.000000Z', '../x'])}`,
+      `cursor=${forged(['2026-01-01T00:00:00.000000Z', 's_1', 'extra'])}`,
+      `cursor=${'x'.repeat(400)}`,
+    ]
+    for (const query of bad) {
+      const refused = await problem(await call(`/v1/admin/sessions?${query}`, bearer(ADMIN_KEY)))
+      expect(refused, query).toMatchObject({ status: 422, type: 'urn:nexus:problem:validation' })
+    }
+    // A POST to the same path is still the admin's create.
+    const created = await call(
+      '/v1/admin/sessions',
+      json('POST', { rules: 'relay', roster: [{ playerId: playerIds(1)[0]! }] }, ADMIN_KEY),
+    )
+    expect(created.status).toBe(201)
+  })
+})

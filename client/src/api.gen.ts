@@ -131,6 +131,33 @@ export interface Schemas {
       next: string | null
     }
   }
+  LeaderboardConfigStored: {
+    name: string | null
+    sortOrder: 'asc' | 'desc'
+    operator: 'best' | 'set' | 'incr'
+    /** {"every":"5m"} | {"cron":"0 0 * * 1"} (UTC) | null */
+    cycle:
+      | {
+          every: string
+        }
+      | {
+          cron: string
+        }
+      | null
+    scoreMin: number
+    scoreMax: number
+    subscoreMin: number
+    subscoreMax: number
+    rewards: Array<{
+      fromRank: number
+      toRank: number
+      /** A JSON object of at most 1024 bytes (1 KiB: UTF-8 of its JSON), nested at most 8 levels (the object itself is the first), top-level keys of at most 64 characters (UTF-16 code units), none of them "__proto__", and no NUL or unpaired UTF-16 surrogate in any string or key */
+      reward: Record<string, unknown>
+    }>
+    submitsPerMinute: number
+    metadataMaxBytes: number
+    maxEntries: number
+  }
   LeaderboardConfig: {
     name?: string | null
     sortOrder?: 'asc' | 'desc'
@@ -208,7 +235,7 @@ export interface Schemas {
     name: string | null
     score: number
     subscore: number
-    metadata?: unknown
+    metadata: Record<string, unknown> | null
   }
   Profile: {
     playerId: string
@@ -221,7 +248,7 @@ export interface Schemas {
     leaderboardId: string
     cycle: number
     rank: number
-    reward?: unknown
+    reward: Record<string, unknown>
     createdAt: string
   }
   ReceivedPartyInvite: {
@@ -385,6 +412,21 @@ export interface Schemas {
         volatility: number
       }
     }> | null
+  }
+  ListedSession: {
+    sessionId: string
+    rules: string
+    status: 'live' | 'finished'
+    roster: Array<{
+      playerId: string
+      team: number
+    }>
+    queue: string | null
+    region: string | null
+    createdAt: number
+    endedAt: number | null
+    /** How it ended; null while live */
+    reason: 'finished' | 'forfeit' | 'abandoned' | 'cancelled' | null
   }
   SessionLogRecord: {
     seq: number
@@ -588,7 +630,7 @@ export interface Paths {
       responses: {
         200: {
           id: string
-          config: Schemas['LeaderboardConfig']
+          config: Schemas['LeaderboardConfigStored']
           cycle: {
             cycle: number
             startsAt: number
@@ -603,7 +645,7 @@ export interface Paths {
         }
         201: {
           id: string
-          config: Schemas['LeaderboardConfig']
+          config: Schemas['LeaderboardConfigStored']
           cycle: {
             cycle: number
             startsAt: number
@@ -865,7 +907,7 @@ export interface Paths {
           rewards: Array<{
             playerId: string
             rank: number
-            reward?: unknown
+            reward: Record<string, unknown>
             /** When the close wrote the reward; paying it out is the game's */
             awardedAt: string
           }>
@@ -1232,7 +1274,6 @@ export interface Paths {
       responses: {
         200: Schemas['Ticket']
         401: Schemas['Problem']
-        403: Schemas['Problem']
         404: Schemas['Problem']
         422: Schemas['Problem']
         429: Schemas['Problem']
@@ -1251,7 +1292,6 @@ export interface Paths {
       responses: {
         200: Schemas['Ticket']
         401: Schemas['Problem']
-        403: Schemas['Problem']
         404: Schemas['Problem']
         409: Schemas['Problem']
         422: Schemas['Problem']
@@ -1520,6 +1560,31 @@ export interface Paths {
     }
   }
   '/v1/admin/sessions': {
+    /** Sessions as Neon lists them, newest first */
+    get: {
+      path: Record<string, never>
+      query: {
+        status?: 'live' | 'finished'
+        queue?: string
+        playerId?: string
+        limit?: number
+        cursor?: string
+      }
+      headers: Record<string, never>
+      body: undefined
+      responses: {
+        200: {
+          sessions: Array<Schemas['ListedSession']>
+          nextCursor: string | null
+        }
+        401: Schemas['Problem']
+        403: Schemas['Problem']
+        422: Schemas['Problem']
+        429: Schemas['Problem']
+        500: Schemas['Problem']
+        503: Schemas['Problem']
+      }
+    }
     /** Create a game session directly (custom games, tests) */
     post: {
       path: Record<string, never>

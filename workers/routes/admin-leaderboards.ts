@@ -24,6 +24,8 @@ import {
   CycleInfo,
   CycleParam,
   LeaderboardConfigInput,
+  LeaderboardConfigStored,
+  StoredJsonObject,
   ImportEntry,
   Limit,
 } from './leaderboard-schemas.ts'
@@ -93,7 +95,7 @@ const BoardParam = z.object({ id: ResourceId })
 
 const BoardSaved = z.object({
   id: z.string(),
-  config: LeaderboardConfigInput,
+  config: LeaderboardConfigStored,
   cycle: CycleInfo,
   version: z.number().int(),
 })
@@ -564,7 +566,7 @@ const cycleRewardsRoute = createRoute({
               z.object({
                 playerId: z.string(),
                 rank: z.number().int(),
-                reward: z.unknown(),
+                reward: StoredJsonObject,
                 awardedAt: z.string().openapi({
                   description: "When the close wrote the reward; paying it out is the game's",
                 }),
@@ -601,7 +603,7 @@ adminLeaderboards.openapi(cycleRewardsRoute, async (c) => {
   const rows = (await sql.query(CYCLE_REWARDS_PAGE, [id, cycle, cursor ?? 0, limit + 1])) as {
     player_id: string
     rank: number
-    reward: unknown
+    reward: Record<string, unknown>
     awarded_at: string
   }[]
   const page = rows.slice(0, limit)

@@ -115,6 +115,28 @@ export const LeaderboardConfigInput = z
   })
   .openapi('LeaderboardConfig')
 
+/**
+ * The configuration as a board answers it: every field is there (the defaults filled in), which
+ * the input schema, whose fields all have defaults, would leave optional in the OpenAPI document.
+ */
+type ConfigShape = typeof LeaderboardConfigInput.shape
+
+export const LeaderboardConfigStored = z
+  .object(
+    Object.fromEntries(
+      Object.entries(LeaderboardConfigInput.shape).map(([key, field]) => [
+        key,
+        field instanceof z.ZodDefault ? field.unwrap() : field,
+      ]),
+    ) as unknown as {
+      [K in keyof ConfigShape]: ConfigShape[K] extends z.ZodDefault<infer T> ? T : ConfigShape[K]
+    },
+  )
+  .openapi('LeaderboardConfigStored')
+
+/** A JSON object as stored and answered (metadata, a reward): no bounds to check on the way out. */
+export const StoredJsonObject = z.record(z.string(), z.unknown())
+
 const Metadata = boundedJson(JsonObject, {
   maxBytes: METADATA_HARD_LIMIT,
   maxDepth: MAX_JSON_DEPTH,
@@ -189,7 +211,7 @@ export const Entry = z
     name: z.string().nullable(),
     score: z.number(),
     subscore: z.number(),
-    metadata: z.unknown(),
+    metadata: StoredJsonObject.nullable(),
   })
   .openapi('Entry')
 

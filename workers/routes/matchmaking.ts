@@ -240,7 +240,7 @@ const getTicketRoute = createRoute({
   },
   responses: {
     200: { description: 'The ticket', content: { 'application/json': { schema: Ticket } } },
-    ...problemResponses(401, 403, 404, 422),
+    ...problemResponses(401, 404, 422),
   },
 })
 
@@ -270,7 +270,7 @@ const cancelTicketRoute = createRoute({
   request: { params: z.object({ ticketId: TicketIdParam }) },
   responses: {
     200: { description: 'Cancelled', content: { 'application/json': { schema: Ticket } } },
-    ...problemResponses(401, 403, 404, 409, 422),
+    ...problemResponses(401, 404, 409, 422),
   },
 })
 

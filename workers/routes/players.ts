@@ -1,12 +1,13 @@
 import { z } from '@hono/zod-openapi'
 import { getSql } from '../db/client.ts'
+import { isoMicros } from '../db/iso-time.ts'
 import { createRoute, newRouter, problemResponses } from '../lib/openapi.ts'
 import { ResourceId } from '../lib/fields.ts'
-import { ApiError } from '../lib/problem.ts'
 import { playerId, requirePlayer } from '../middleware/auth.ts'
 import { receivedInvites } from '../parties/store.ts'
 import { readProfile } from '../players/profile.ts'
-import { Limit } from './leaderboard-schemas.ts'
+import { Limit, StoredJsonObject } from './leaderboard-schemas.ts'
+import { decodeTimeCursor, encodeTimeCursor } from './time-cursor.ts'
 
 export const playerRoutes = newRouter()
 
@@ -15,7 +16,7 @@ const Reward = z
     leaderboardId: z.string(),
     cycle: z.number().int(),
     rank: z.number().int(),
-    reward: z.unknown(),
+    reward: StoredJsonObject,
     createdAt: z.string(),
   })
   .openapi('Reward')
@@ -69,40 +70,21 @@ const rewardsRoute = createRoute({
   },
 })
 
-/** A reward's created_at as the cursor carries it: UTC to the microsecond, a real date after 1970. */
-function isIssuedAt(text: string): boolean {
-  if (!/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$/.test(text)) return false
-  const t = Date.parse(text)
-  // Date.parse rolls 30 February over into March; PostgreSQL refuses it.
-  return t >= 0 && new Date(t).toISOString().slice(0, 19) === text.slice(0, 19)
-}
-
 /** Cursor: the last row's (created_at, leaderboard_id, cycle), so pages are stable. */
 function parseCursor(cursor: string | undefined): [string, string, number] | null {
   if (cursor === undefined) return null
-  try {
-    const v = JSON.parse(atob(cursor.replace(/-/g, '+').replace(/_/g, '/'))) as unknown
-    // Exactly what this endpoint issues (PostgreSQL refuses more than Date.parse does, and its
-    // columns are text ids and int4 cycles), so a forged cursor is 422, not a database error.
-    if (
-      Array.isArray(v) &&
-      v.length === 3 &&
-      typeof v[0] === 'string' &&
-      isIssuedAt(v[0]) &&
-      typeof v[1] === 'string' &&
-      ResourceId.safeParse(v[1]).success &&
-      Number.isSafeInteger(v[2]) &&
-      (v[2] as number) >= 1 &&
-      (v[2] as number) <= 2_147_483_647
-    ) {
-      return [v[0], v[1], v[2] as number]
-    }
-  } catch {
-    // falls through to the error below
-  }
-  throw new ApiError('validation', 'cursor is not valid', {
-    errors: [{ path: 'cursor', message: 'not a cursor this endpoint issued' }],
-  })
+  // Exactly what this endpoint issues (its columns are text ids and int4 cycles).
+  const { time, rest } = decodeTimeCursor(cursor, (v) =>
+    v.length === 2 &&
+    typeof v[0] === 'string' &&
+    ResourceId.safeParse(v[0]).success &&
+    Number.isSafeInteger(v[1]) &&
+    (v[1] as number) >= 1 &&
+    (v[1] as number) <= 2_147_483_647
+      ? ([v[0], v[1] as number] as const)
+      : null,
+  )
+  return [time, rest[0], rest[1]]
 }
 
 playerRoutes.openapi(rewardsRoute, async (c) => {
@@ -110,7 +92,7 @@ playerRoutes.openapi(rewardsRoute, async (c) => {
   const { limit, cursor } = c.req.valid('query')
   const after = parseCursor(cursor)
   const rows = (await getSql(c.env).query(
-    `select leaderboard_id, cycle, rank, reward, created_at, to_char(created_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') as created_iso
+    `select leaderboard_id, cycle, rank, reward, created_at, ${isoMicros('created_at')} as created_iso
        from rewards
       where player_id = $1 and ($2::timestamptz is null or (created_at, leaderboard_id, cycle) < ($2::timestamptz, $3, $4))
       order by created_at desc, leaderboard_id desc, cycle desc limit $5`,
@@ -119,7 +101,7 @@ playerRoutes.openapi(rewardsRoute, async (c) => {
     leaderboard_id: string
     cycle: number
     rank: number
-    reward: unknown
+    reward: Record<string, unknown>
     created_iso: string
   }[]
   const last = rows[rows.length - 1]
@@ -135,10 +117,7 @@ playerRoutes.openapi(rewardsRoute, async (c) => {
       })),
       nextCursor:
         rows.length === limit && last
-          ? btoa(JSON.stringify([last.created_iso, last.leaderboard_id, last.cycle]))
-              .replace(/\+/g, '-')
-              .replace(/\//g, '_')
-              .replace(/=+$/, '')
+          ? encodeTimeCursor(last.created_iso, last.leaderboard_id, last.cycle)
           : null,
     },
     200,

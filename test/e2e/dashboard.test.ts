@@ -31,7 +31,7 @@ beforeAll(async () => {
   // Real data first, through the public API, as a game and an operator would make it.
   await admin('PUT', `/v1/admin/leaderboards/${board}`, {
     name: 'Season 1',
-    cycle: { every: '1h' },
+    cycle: { every: '7d' },
     rewards: [{ fromRank: 1, toRank: 3, reward: { coins: 500 } }],
     submitsPerMinute: 600,
   })
@@ -129,7 +129,7 @@ describe('dashboard in Chromium', () => {
     await row.waitFor()
     const cells = await row.locator('td').allTextContents()
     expect(cells[0]).toBe(`Season 1 (${board})`)
-    expect(cells[1]).toBe('every 1h')
+    expect(cells[1]).toBe('every 7d')
     expect(cells[2]).toBe('2')
     expect(cells[3]).toBe('12')
     expect(cells[5]).toBe('3')

@@ -48,7 +48,7 @@ describe('the dashboard API', () => {
       widenPerSecond: 10,
       regions: ['eu'],
     }
-    const board = await createBoard({ name: 'Weekly', cycle: { every: '1h' } })
+    const board = await createBoard({ name: 'Weekly', cycle: { every: '7d' } })
     const queue = `q-${crypto.randomUUID().slice(0, 8)}`
     const put = await call(`/v1/admin/queues/${queue}`, json('PUT', relayQueue, ADMIN_KEY))
     expect(put.status).toBe(201)

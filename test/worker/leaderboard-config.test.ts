@@ -8,7 +8,16 @@ import { env } from 'cloudflare:workers'
 import { describe, expect, it } from 'vitest'
 import type { Leaderboard } from '../../durable-objects/leaderboard.ts'
 import type { LeaderboardConfig } from '../../workers/core/leaderboard.ts'
-import { ADMIN_KEY, bearer, call, json, newGuest, problem } from './helpers/http.ts'
+import {
+  ADMIN_KEY,
+  bearer,
+  call,
+  clearOfMinuteTurn,
+  clearOfTurn,
+  json,
+  newGuest,
+  problem,
+} from './helpers/http.ts'
 import { boardId, createBoard, fresh, pg, storedBy, submitFor, type Top } from './helpers/boards.ts'
 import { lookbackMs, runScheduled } from '../../workers/scheduled.ts'
 import { localFamilies } from '../../workers/lib/metrics.ts'
@@ -29,7 +38,9 @@ function cronNudges(): number {
  * A board (a 1-minute cycle unless `every` says) whose clock stands `afterBoundary` ms past its
  * cycle's end: its alarm for the end has not run yet, or (`lost`) is gone.
  */
-async function boardPast(afterBoundary: number, lost: boolean, every = '1m') {
+async function boardPast(afterBoundary: number, lost: boolean, every: '1m' | '1h' = '1m') {
+  // The alarm read below is the one for the cycle the score went to: not across a boundary.
+  await clearOfTurn(every === '1m' ? 60_000 : 3_600_000, 5_000)
   const id = await createBoard({ cycle: { every } })
   expect((await submitFor(id, 'p', { score: 1 })).status).toBe(200)
   const at = await runInDurableObject(
@@ -59,6 +70,8 @@ function cycleNumber(id: string): Promise<number> {
 
 describe('leaderboard configuration', () => {
   it('creates a board with defaults (201), then updates it (200), readable by anyone', async () => {
+    // The running cycle is read twice: the same one, not across a boundary.
+    await clearOfTurn(5 * 60_000, 5_000)
     const id = boardId()
     const created = await call(
       `/v1/admin/leaderboards/${id}`,
@@ -371,6 +384,8 @@ describe('leaderboard configuration', () => {
   })
 
   it('the cron counts only boards it had to nudge, not every board whose boundary is recent', async () => {
+    // A boundary passing between the runs would give the cron a board to nudge.
+    await clearOfMinuteTurn(5_000)
     const id = await createBoard({ cycle: { every: '1m' } })
     await runScheduled(env, Date.now())
     // The board's own tick has done whatever was due: the cron finds nothing to do.

@@ -123,11 +123,20 @@ export function clientAddress(): string {
 }
 
 /**
- * Waits for the next minute when fewer than `needMs` are left of this one: counts by the minute
- * (the admin-key lockout's) start again at its turn, and a test that sends a minute's allowance
- * and then expects the lockout would see none if the turn came in between.
+ * Waits for the next turn of a clock of `periodMs` (aligned to the epoch, as cycles and counts by
+ * the minute are) when fewer than `needMs` are left of this one: a test that reads a board's
+ * 1-minute cycle and then acts on it on the real clock would see the boundary pass in between.
  */
-export async function clearOfMinuteTurn(needMs = 15_000): Promise<void> {
-  const left = 60_000 - (Date.now() % 60_000)
+export async function clearOfTurn(periodMs: number, needMs: number): Promise<void> {
+  const left = periodMs - (Date.now() % periodMs)
   if (left < needMs) await new Promise((r) => setTimeout(r, left + 50))
+}
+
+/**
+ * `clearOfTurn` for counts by the minute (the admin-key lockout's), which start again at its
+ * turn: a test that sends a minute's allowance and then expects the lockout would see none if the
+ * turn came in between.
+ */
+export function clearOfMinuteTurn(needMs = 15_000): Promise<void> {
+  return clearOfTurn(60_000, needMs)
 }

@@ -251,6 +251,38 @@ export interface Schemas {
     reward: Record<string, unknown>
     createdAt: string
   }
+  ListedSession: {
+    sessionId: string
+    rules: string
+    status: 'live' | 'finished'
+    roster: Array<{
+      playerId: string
+      team: number
+    }>
+    queue: string | null
+    region: string | null
+    createdAt: number
+    endedAt: number | null
+    /** How it ended; null while live */
+    reason: 'finished' | 'forfeit' | 'abandoned' | 'cancelled' | null
+    /** null while live, and for a game without one (abandoned, cancelled) */
+    winner: string | null
+    /** The place (1 is first) of the player the listing is for (`playerId`, or the caller); null while live, and in a listing for nobody */
+    place: number | null
+    /** That player's rating before and after the match; null while live, for an unrated match, and in a listing for nobody */
+    ratingChange: {
+      before: {
+        rating: number
+        rd: number
+        volatility: number
+      }
+      after: {
+        rating: number
+        rd: number
+        volatility: number
+      }
+    } | null
+  }
   ReceivedPartyInvite: {
     partyId: string
     leader: string
@@ -412,21 +444,6 @@ export interface Schemas {
         volatility: number
       }
     }> | null
-  }
-  ListedSession: {
-    sessionId: string
-    rules: string
-    status: 'live' | 'finished'
-    roster: Array<{
-      playerId: string
-      team: number
-    }>
-    queue: string | null
-    region: string | null
-    createdAt: number
-    endedAt: number | null
-    /** How it ended; null while live */
-    reason: 'finished' | 'forfeit' | 'abandoned' | 'cancelled' | null
   }
   SessionLogRecord: {
     seq: number
@@ -1151,6 +1168,31 @@ export interface Paths {
       responses: {
         200: {
           rewards: Array<Schemas['Reward']>
+          nextCursor: string | null
+        }
+        401: Schemas['Problem']
+        403: Schemas['Problem']
+        422: Schemas['Problem']
+        429: Schemas['Problem']
+        500: Schemas['Problem']
+        503: Schemas['Problem']
+      }
+    }
+  }
+  '/v1/players/me/sessions': {
+    /** The caller's matches, newest first: how each ended, their place and rating change */
+    get: {
+      path: Record<string, never>
+      query: {
+        status?: 'live' | 'finished'
+        limit?: number
+        cursor?: string
+      }
+      headers: Record<string, never>
+      body: undefined
+      responses: {
+        200: {
+          sessions: Array<Schemas['ListedSession']>
           nextCursor: string | null
         }
         401: Schemas['Problem']

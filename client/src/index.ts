@@ -41,6 +41,7 @@ export {
   GameConnection,
   Sessions,
   type EventsPage,
+  type MatchHistoryPage,
   type GameEvents,
   type GameResult,
   type SessionServerMessage,

@@ -29,6 +29,7 @@ import {
 export type { GameResult, SessionServerMessage, SessionStatus }
 export type SessionView = Schemas['Session']
 export type EventsPage = Ok<'/v1/sessions/{id}/events', 'get'>
+export type MatchHistoryPage = Ok<'/v1/players/me/sessions', 'get'>
 /**
  * The token a game connects with: the match's session token or the player's own, or a function
  * returning the current one (read again before every reconnect).
@@ -463,6 +464,18 @@ export class Sessions {
     return this.deps.t.request('get', '/v1/sessions/{id}', {
       path: { id: sessionId },
       as: { kind: 'bearer', token },
+      retry: true,
+    })
+  }
+
+  /**
+   * The signed-in player's matches, newest first (live ones too): how each ended, the winner,
+   * their place and rating change. Pass `nextCursor` back as `cursor` for older ones.
+   */
+  history(query: QueryOf<'/v1/players/me/sessions', 'get'> = {}): Promise<MatchHistoryPage> {
+    return this.deps.t.request('get', '/v1/players/me/sessions', {
+      query,
+      as: { kind: 'player' },
       retry: true,
     })
   }

@@ -821,6 +821,14 @@ describe('sessions', () => {
     expect(seen.b).toEqual(seqs.slice(seqs.indexOf(seen.b![0]!)))
     const view = await a.sessions.get(ma.sessionId, ma.token)
     expect(view.status).toBe('finished')
+    // The match is in the player's history once Neon has its result, with how it went for them.
+    const played = await eventually('the match in the history', async () => {
+      const page = await b.sessions.history({ status: 'finished' })
+      return page.sessions.find((s) => s.sessionId === mb.sessionId)
+    })
+    expect(played.winner).toBe(ra.winner)
+    expect(played.place).toBe(ra.placements.find((p) => p.playerId === b.auth.playerId)!.place)
+    expect(played.ratingChange).not.toBeNull()
   })
 
   it('a refused action is reported to its sender; a wrong token is a typed problem', async () => {

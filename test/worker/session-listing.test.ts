@@ -1,7 +1,16 @@
+import { env } from 'cloudflare:workers'
 import { describe, expect, it } from 'vitest'
+import type { GameResult } from '../../workers/core/rules/index.ts'
+import { issuePlayerToken } from '../../workers/lib/auth.ts'
 import { pg } from './helpers/boards.ts'
 import { ADMIN_KEY, bearer, call, json, newGuest, problem } from './helpers/http.ts'
-import { createSession, playerIds } from './helpers/session-sockets.ts'
+import {
+  connect,
+  createSession,
+  playerIds,
+  playToEnd,
+  type TestSocket,
+} from './helpers/session-sockets.ts'
 import { until } from './helpers/sockets.ts'
 
 interface Listed {
@@ -14,6 +23,9 @@ interface Listed {
   createdAt: number
   endedAt: number | null
   reason: string | null
+  winner: string | null
+  place: number | null
+  ratingChange: { before: { rating: number }; after: { rating: number } } | null
 }
 
 interface Page {
@@ -21,8 +33,12 @@ interface Page {
   nextCursor: string | null
 }
 
-async function list(query: string): Promise<Page> {
-  const res = await call(`/v1/admin/sessions?${query}`, bearer(ADMIN_KEY))
+async function list(
+  query: string,
+  path = '/v1/admin/sessions',
+  credential = ADMIN_KEY,
+): Promise<Page> {
+  const res = await call(`${path}?${query}`, bearer(credential))
   expect(res.status, await res.clone().text()).toBe(200)
   return (await res.json()) as Page
 }
@@ -169,5 +185,106 @@ describe("the admin's session listing", () => {
       json('POST', { rules: 'relay', roster: [{ playerId: playerIds(1)[0]! }] }, ADMIN_KEY),
     )
     expect(created.status).toBe(201)
+  })
+})
+
+/** A dice race between two players played to its end over sockets: rated, with a winner. */
+async function playedGame(players: [string, string]) {
+  const { sessionId, tokens } = await createSession({
+    rules: 'dice-race',
+    roster: players.map((playerId) => ({ playerId })),
+    options: { target: 10 },
+  })
+  const sockets: Record<string, TestSocket> = {}
+  for (const p of players) {
+    sockets[p] = await connect(sessionId, tokens[p]!)
+    await sockets[p].nextOf('welcome')
+  }
+  await playToEnd(sockets, players[0])
+  const ended = await sockets[players[1]]!.nextOf('ended')
+  for (const socket of Object.values(sockets)) socket.close()
+  return { sessionId, result: ended.result as GameResult }
+}
+
+describe("a player's own matches", () => {
+  it('GET /v1/players/me/sessions lists the caller’s matches newest first, with the winner, their place and rating change', async () => {
+    const [me, rival, stranger] = playerIds(3, 'history') as [string, string, string]
+    const token = (await issuePlayerToken(env, me)).token
+    const played = await playedGame([me, rival])
+    const live = await createSession({
+      rules: 'relay',
+      roster: [{ playerId: me }, { playerId: stranger }],
+    })
+    await createSession({ rules: 'relay', roster: [{ playerId: rival }, { playerId: stranger }] })
+    // The result and the rating changes, as the session itself tells its players.
+    const view = await until(async () => {
+      const res = await call(`/v1/sessions/${played.sessionId}`, bearer(token))
+      const v = (await res.json()) as {
+        ratingChanges: { playerId: string; before: unknown; after: unknown }[] | null
+      }
+      return v.ratingChanges ? v : undefined
+    })
+    await until(async () => {
+      const page = await list('', '/v1/players/me/sessions', token)
+      return page.sessions.length === 2 &&
+        page.sessions.some((s) => s.sessionId === played.sessionId && s.status === 'finished')
+        ? true
+        : undefined
+    })
+
+    const mine = await list('limit=1', '/v1/players/me/sessions', token)
+    expect(mine.sessions).toHaveLength(1)
+    const older = await list(`cursor=${mine.nextCursor}`, '/v1/players/me/sessions', token)
+    const sessions = [...mine.sessions, ...older.sessions]
+    expect(older.nextCursor).toBeNull()
+    expect(sessions.map((s) => s.sessionId).sort()).toEqual(
+      [played.sessionId, live.sessionId].sort(),
+    )
+    const game = sessions.find((s) => s.sessionId === played.sessionId)!
+    const myPlace = played.result.placements.find((p) => p.playerId === me)!.place
+    const myChange = view.ratingChanges!.find((c) => c.playerId === me)!
+    expect(game).toMatchObject({
+      status: 'finished',
+      reason: 'finished',
+      winner: played.result.winner,
+      place: myPlace,
+      ratingChange: { before: myChange.before, after: myChange.after },
+    })
+    expect(sessions.find((s) => s.sessionId === live.sessionId)).toMatchObject({
+      status: 'live',
+      winner: null,
+      place: null,
+      ratingChange: null,
+    })
+    const finishedOnly = await list('status=finished', '/v1/players/me/sessions', token)
+    expect(finishedOnly.sessions.map((s) => s.sessionId)).toEqual([played.sessionId])
+
+    // The admin's listing for a player says how it went for that player; for nobody, it cannot.
+    const rivalsView = await list(`playerId=${rival}&status=finished`)
+    const rivalPlace = played.result.placements.find((p) => p.playerId === rival)!.place
+    expect(rivalsView.sessions).toMatchObject([{ sessionId: played.sessionId, place: rivalPlace }])
+    const unfiltered = await allPages('status=finished&limit=100')
+    const anyones = unfiltered
+      .flatMap((p) => p.sessions)
+      .find((s) => s.sessionId === played.sessionId)
+    expect(anyones).toMatchObject({ winner: played.result.winner, place: null, ratingChange: null })
+  })
+
+  it('is for players only; bad paging is 422', async () => {
+    expect((await problem(await call('/v1/players/me/sessions'))).status).toBe(401)
+    const asAdmin = await problem(await call('/v1/players/me/sessions', bearer(ADMIN_KEY)))
+    expect(asAdmin).toMatchObject({ status: 403, type: 'urn:nexus:problem:forbidden' })
+    const guest = await newGuest()
+    for (const query of ['limit=0', 'limit=51', 'status=over', 'cursor=nope', 'playerId=other']) {
+      const res = await call(`/v1/players/me/sessions?${query}`, bearer(guest.token))
+      if (query === 'playerId=other') {
+        // Not a filter of this route: ignored, as any query parameter a route does not read.
+        expect(res.status).toBe(200)
+        expect(((await res.json()) as Page).sessions).toEqual([])
+        continue
+      }
+      const refused = await problem(res)
+      expect(refused, query).toMatchObject({ status: 422, type: 'urn:nexus:problem:validation' })
+    }
   })
 })

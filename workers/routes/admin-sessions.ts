@@ -17,10 +17,9 @@ import { requireAdmin } from '../middleware/auth.ts'
 import { noBodyFields } from '../middleware/json-body.ts'
 import { sessionView, SessionView } from './sessions.ts'
 import { MAX_ROSTER, SessionId } from '../sessions/schemas.ts'
-import { listSessions } from '../sessions/store.ts'
 import { sessionStub } from '../sessions/stub.ts'
 import { Limit } from './leaderboard-schemas.ts'
-import { decodeTimeCursor, encodeTimeCursor } from './time-cursor.ts'
+import { ListedSession, sessionPage } from './session-listing.ts'
 
 export const adminSessions = newRouter()
 
@@ -200,23 +199,6 @@ adminSessions.openapi(endRoute, async (c) => {
   return c.json(await sessionView(c, id, info), 200)
 })
 
-const ListedSession = z
-  .object({
-    sessionId: z.string(),
-    rules: z.string(),
-    status: z.enum(['live', 'finished']),
-    roster: z.array(z.object({ playerId: z.string(), team: z.number().int() })),
-    queue: z.string().nullable(),
-    region: z.string().nullable(),
-    createdAt: z.number(),
-    endedAt: z.number().nullable(),
-    reason: z
-      .enum(['finished', 'forfeit', 'abandoned', 'cancelled'])
-      .nullable()
-      .openapi({ description: 'How it ended; null while live' }),
-  })
-  .openapi('ListedSession')
-
 const listRoute = createRoute({
   method: 'get',
   path: '/',
@@ -255,26 +237,5 @@ const listRoute = createRoute({
 
 adminSessions.openapi(listRoute, async (c) => {
   const { status, queue, playerId, limit, cursor } = c.req.valid('query')
-  const after =
-    cursor === undefined
-      ? undefined
-      : decodeTimeCursor(cursor, (v) =>
-          v.length === 1 && SessionId.safeParse(v[0]).success ? (v[0] as string) : null,
-        )
-  const rows = await listSessions(c.env, {
-    status,
-    queue,
-    playerId,
-    after: after && { time: after.time, sessionId: after.rest },
-    limit,
-  })
-  const last = rows[rows.length - 1]
-  return c.json(
-    {
-      sessions: rows.map(({ cursorTime: _, ...listed }) => listed),
-      nextCursor:
-        rows.length === limit && last ? encodeTimeCursor(last.cursorTime, last.sessionId) : null,
-    },
-    200,
-  )
+  return c.json(await sessionPage(c.env, { status, queue, playerId, limit }, cursor), 200)
 })

@@ -7,6 +7,7 @@ import { playerId, requirePlayer } from '../middleware/auth.ts'
 import { receivedInvites } from '../parties/store.ts'
 import { readProfile } from '../players/profile.ts'
 import { Limit, StoredJsonObject } from './leaderboard-schemas.ts'
+import { ListedSession, sessionPage } from './session-listing.ts'
 import { decodeTimeCursor, encodeTimeCursor } from './time-cursor.ts'
 
 export const playerRoutes = newRouter()
@@ -122,6 +123,45 @@ playerRoutes.openapi(rewardsRoute, async (c) => {
     },
     200,
   )
+})
+
+const mySessionsRoute = createRoute({
+  method: 'get',
+  path: '/me/sessions',
+  summary: "The caller's matches, newest first: how each ended, their place and rating change",
+  description:
+    'Every session with the caller on its roster, live ones included (a live one has no result ' +
+    'yet), from Neon: a new session is listed moments after its creation. Pass `nextCursor` as ' +
+    '`cursor` for older ones. The whole session is `GET /v1/sessions/{id}`, its log `/events`.',
+  middleware: [requirePlayer()] as const,
+  request: {
+    query: z.object({
+      status: z.enum(['live', 'finished']).optional(),
+      limit: Limit(50, 20),
+      cursor: z.string().max(300).optional(),
+    }),
+  },
+  responses: {
+    200: {
+      description: 'A page of sessions',
+      content: {
+        'application/json': {
+          schema: z.object({
+            sessions: z.array(ListedSession),
+            nextCursor: z.string().nullable(),
+          }),
+        },
+      },
+    },
+    ...problemResponses(401, 403, 422),
+  },
+})
+
+playerRoutes.openapi(mySessionsRoute, async (c) => {
+  const { status, limit, cursor } = c.req.valid('query')
+  const page = await sessionPage(c.env, { status, playerId: playerId(c), limit }, cursor)
+  c.header('cache-control', 'private, no-store')
+  return c.json(page, 200)
 })
 
 const ReceivedInvite = z

@@ -36,7 +36,7 @@ const Placement = z.object({
   score: z.number().optional(),
 })
 
-const RatingChange = z.object({
+export const RatingChange = z.object({
   playerId: z.string(),
   before: z.object({ rating: z.number(), rd: z.number(), volatility: z.number() }),
   after: z.object({ rating: z.number(), rd: z.number(), volatility: z.number() }),

@@ -441,6 +441,10 @@ export interface ListedSession {
   endedAt: number | null
   /** How it ended (its result's reason); null while live. */
   reason: 'finished' | 'forfeit' | 'abandoned' | 'cancelled' | null
+  winner: string | null
+  /** With `playerId`: that player's place, and their rating change (null if unrated). */
+  place: number | null
+  ratingChange: Omit<RatingChange, 'playerId'> | null
   /** `created_at` to the microsecond, for the cursor. */
   cursorTime: string
 }
@@ -456,8 +460,11 @@ export function sessionListQuery(f: SessionListing): { text: string; params: unk
   const where: string[] = []
   if (f.status !== undefined) where.push(`s.status = ${param(f.status)}`)
   if (f.queue !== undefined) where.push(`s.queue = ${param(f.queue)}`)
+  // Without a player, their place and rating change are null: `player` stays null.
+  let player = 'null::text'
   if (f.playerId !== undefined) {
     where.push(`s.roster @> ${param(JSON.stringify([{ playerId: f.playerId }]))}::jsonb`)
+    player = `${param(f.playerId)}::text`
   }
   if (f.after !== undefined) {
     where.push(
@@ -467,7 +474,13 @@ export function sessionListQuery(f: SessionListing): { text: string; params: unk
   const text = `select s.id, s.rules, s.status, s.roster, s.queue, s.region,
             (extract(epoch from s.created_at) * 1000)::float8 as created_at,
             (extract(epoch from s.ended_at) * 1000)::float8 as ended_at,
-            ${isoMicros('s.created_at')} as cursor_time, r.result->>'reason' as reason
+            ${isoMicros('s.created_at')} as cursor_time, r.result->>'reason' as reason,
+            r.result->>'winner' as winner,
+            (select (p->>'place')::int from jsonb_array_elements(r.result->'placements') p
+              where p->>'playerId' = ${player} limit 1) as place,
+            (select jsonb_build_object('before', c->'before', 'after', c->'after')
+               from jsonb_array_elements(r.rating_changes) c
+              where c->>'playerId' = ${player} limit 1) as rating_change
        from game_sessions s left join match_results r on r.session_id = s.id
       ${where.length > 0 ? `where ${where.join(' and ')}` : ''}
       order by s.created_at desc, s.id desc limit ${param(f.limit)}`
@@ -488,6 +501,9 @@ export async function listSessions(env: DbEnv, f: SessionListing): Promise<Liste
     ended_at: number | string | null
     cursor_time: string
     reason: ListedSession['reason']
+    winner: string | null
+    place: number | null
+    rating_change: ListedSession['ratingChange']
   }[]
   return rows.map((r) => ({
     sessionId: r.id,
@@ -499,6 +515,9 @@ export async function listSessions(env: DbEnv, f: SessionListing): Promise<Liste
     createdAt: Math.round(Number(r.created_at)),
     endedAt: r.ended_at === null ? null : Math.round(Number(r.ended_at)),
     reason: r.reason,
+    winner: r.winner,
+    place: r.place,
+    ratingChange: r.rating_change,
     cursorTime: r.cursor_time,
   }))
 }

@@ -156,6 +156,7 @@ export interface Schemas {
     }>
     submitsPerMinute: number
     metadataMaxBytes: number
+    /** The players a cycle holds: past it, a new player is refused (409 `conflict` with `limit`) until the next cycle; players already ranked still submit. */
     maxEntries: number
   }
   LeaderboardConfig: {

@@ -188,4 +188,55 @@ describe('a migration waiting for a table in use', () => {
       await db.end()
     }
   })
+  it("0026 lists every player's sessions from before it, and PostgreSQL lists those of a Worker still on the version before", async () => {
+    await direct.query('create database sessions_before_0026')
+    const url = new URL(server.url)
+    url.pathname = '/sessions_before_0026'
+    const folder = await mkdtemp(join(tmpdir(), 'nexus-migrations-'))
+    onTestFinished(() => rm(folder, { recursive: true, force: true }))
+    await cp(fileURLToPath(new URL('../../migrations', import.meta.url)), folder, {
+      recursive: true,
+    })
+    const journalPath = join(folder, 'meta', '_journal.json')
+    const journal = JSON.parse(await readFile(journalPath, 'utf8')) as {
+      entries: { idx: number; tag: string }[]
+    }
+    const upTo25 = journal.entries.filter((e) => e.idx <= 25)
+    expect(upTo25[upTo25.length - 1]!.tag).toBe('0025_erased_players_completed_at')
+    await writeFile(journalPath, JSON.stringify({ ...journal, entries: upTo25 }))
+    await runMigrations({ databaseUrl: url.href, relay: relay.address, migrationsFolder: folder })
+    const db = new pg.Client(url.href)
+    await db.connect()
+    // As the Worker before 0026 lists a session.
+    const list = (id: string, players: string[]) =>
+      db.query(
+        `insert into game_sessions (id, rules, roster, status, created_at)
+         values ($1, 'relay', $2::jsonb, 'live', $3)`,
+        [
+          id,
+          JSON.stringify(players.map((playerId, team) => ({ playerId, team }))),
+          `2026-12-0${players.length}T10:00:00.123456Z`,
+        ],
+      )
+    try {
+      await list('before-a', ['ann', 'bo'])
+      await list('before-b', ['ann', 'bo', 'cy'])
+      await runMigrations({ databaseUrl: url.href, relay: relay.address })
+      await list('after', ['cy'])
+      const rows = await db.query(
+        `select player_id, session_id, to_char(created_at at time zone 'UTC', 'DD') as day
+           from session_players order by player_id, session_id`,
+      )
+      expect(rows.rows).toEqual([
+        { player_id: 'ann', session_id: 'before-a', day: '02' },
+        { player_id: 'ann', session_id: 'before-b', day: '03' },
+        { player_id: 'bo', session_id: 'before-a', day: '02' },
+        { player_id: 'bo', session_id: 'before-b', day: '03' },
+        { player_id: 'cy', session_id: 'after', day: '01' },
+        { player_id: 'cy', session_id: 'before-b', day: '03' },
+      ])
+    } finally {
+      await db.end()
+    }
+  })
 })

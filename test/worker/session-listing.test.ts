@@ -270,6 +270,35 @@ describe("a player's own matches", () => {
     expect(anyones).toMatchObject({ winner: played.result.winner, place: null, ratingChange: null })
   })
 
+  it("a player erased who came back under the id (an identity provider's) sees only the matches since; support sees every one", async () => {
+    const [me, rival] = playerIds(2, 'returned') as [string, string]
+    const before = await createSession({
+      rules: 'relay',
+      roster: [{ playerId: me }, { playerId: rival }],
+    })
+    await until(async () =>
+      (await list(`playerId=${me}`)).sessions.length === 1 ? true : undefined,
+    )
+    // Erased after that match (as the erasure records it), then back under the same id.
+    await pg()`insert into erased_players (id, erased_at, completed_at)
+      values (${me}, now(), now())`
+    const after = await createSession({
+      rules: 'relay',
+      roster: [{ playerId: me }, { playerId: rival }],
+    })
+    const token = (await issuePlayerToken(env, me)).token
+    const mine = await until(async () => {
+      const page = await list('', '/v1/players/me/sessions', token)
+      return page.sessions.length > 0 ? page : undefined
+    })
+    expect(mine.sessions.map((s) => s.sessionId)).toEqual([after.sessionId])
+    const support = await until(async () => {
+      const page = await list(`playerId=${me}`)
+      return page.sessions.length === 2 ? page : undefined
+    })
+    expect(support.sessions.map((s) => s.sessionId)).toEqual([after.sessionId, before.sessionId])
+  })
+
   it('is for players only; bad paging is 422', async () => {
     expect((await problem(await call('/v1/players/me/sessions'))).status).toBe(401)
     const asAdmin = await problem(await call('/v1/players/me/sessions', bearer(ADMIN_KEY)))

@@ -252,11 +252,25 @@ export const gameSessions = pgTable(
   },
   (t) => [
     index('game_sessions_status_idx').on(t.status, t.createdAt),
-    // The admin's listing, newest first: of every session, of a queue's, of a player's.
+    // The admin's listing, newest first: of every session, of a queue's.
     index('game_sessions_created_idx').on(t.createdAt, t.id),
     index('game_sessions_queue_idx').on(t.queue, t.createdAt),
-    index('game_sessions_roster_idx').using('gin', t.roster.op('jsonb_path_ops')),
   ],
+)
+
+/**
+ * A row per player of every session, with the session's creation time: a player's matches,
+ * newest first, a page at a time in the primary key's order (a GIN index on the roster finds
+ * them too, but every page would read all of a player's sessions to sort them).
+ */
+export const sessionPlayers = pgTable(
+  'session_players',
+  {
+    playerId: text('player_id').notNull(),
+    createdAt: timestamp('created_at', { withTimezone: true, mode: 'date' }).notNull(),
+    sessionId: text('session_id').notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.playerId, t.createdAt, t.sessionId] })],
 )
 
 /**

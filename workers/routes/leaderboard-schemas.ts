@@ -92,12 +92,13 @@ export const LeaderboardConfigInput = z
       .int()
       .min(1)
       .max(MAX_ENTRIES_LIMIT)
-      .default(MAX_ENTRIES_DEFAULT)
+      // On the number, not on its default: the stored configuration's schema unwraps defaults.
       .openapi({
         description:
           'The players a cycle holds: past it, a new player is refused (409 `conflict` with ' +
           '`limit`) until the next cycle; players already ranked still submit.',
-      }),
+      })
+      .default(MAX_ENTRIES_DEFAULT),
   })
   .strict()
   .superRefine((c, ctx) => {

@@ -159,7 +159,11 @@ const mySessionsRoute = createRoute({
 
 playerRoutes.openapi(mySessionsRoute, async (c) => {
   const { status, limit, cursor } = c.req.valid('query')
-  const page = await sessionPage(c.env, { status, playerId: playerId(c), limit }, cursor)
+  const page = await sessionPage(
+    c.env,
+    { status, playerId: playerId(c), sinceErasure: true, limit },
+    cursor,
+  )
   c.header('cache-control', 'private, no-store')
   return c.json(page, 200)
 })

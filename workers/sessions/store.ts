@@ -424,6 +424,11 @@ export interface SessionListing {
   queue?: string
   /** On the roster. */
   playerId?: string
+  /**
+   * With `playerId`: only sessions since the player's erasure, if any (a player of an identity
+   * provider who came back under the id is a new player; what was erased is not theirs to read).
+   */
+  sinceErasure?: boolean
   /** Older than this row (a cursor's): its `created_at` to the microsecond, and its id. */
   after?: { time: string; sessionId: string }
   limit: number
@@ -450,25 +455,34 @@ export interface ListedSession {
 }
 
 /**
- * The listing's statement, built with only the filters asked for, so each is planned on its
- * index: the roster's containment on its GIN index, a queue's and the whole table's on
- * (…, created_at) walked backwards.
+ * The listing's statement, built with only the filters asked for, so that each page is read in
+ * an index's order: a player's from `session_players` (their sessions by time), a queue's and
+ * the whole table's on (…, created_at) walked backwards.
  */
 export function sessionListQuery(f: SessionListing): { text: string; params: unknown[] } {
   const params: unknown[] = []
   const param = (value: unknown): string => `$${params.push(value)}`
   const where: string[] = []
-  if (f.status !== undefined) where.push(`s.status = ${param(f.status)}`)
-  if (f.queue !== undefined) where.push(`s.queue = ${param(f.queue)}`)
   // Without a player, their place and rating change are null: `player` stays null.
   let player = 'null::text'
+  // The (time, id) the page is ordered and cut by: the player's index rows, or the sessions'.
+  let order = ['s.created_at', 's.id']
+  let from = 'game_sessions s'
   if (f.playerId !== undefined) {
-    where.push(`s.roster @> ${param(JSON.stringify([{ playerId: f.playerId }]))}::jsonb`)
     player = `${param(f.playerId)}::text`
+    from = 'session_players sp join game_sessions s on s.id = sp.session_id'
+    order = ['sp.created_at', 'sp.session_id']
+    where.push(`sp.player_id = ${player}`)
+    if (f.sinceErasure) {
+      where.push(`sp.created_at > coalesce((select erased_at from erased_players
+                                             where id = ${player}), '-infinity')`)
+    }
   }
+  if (f.status !== undefined) where.push(`s.status = ${param(f.status)}`)
+  if (f.queue !== undefined) where.push(`s.queue = ${param(f.queue)}`)
   if (f.after !== undefined) {
     where.push(
-      `(s.created_at, s.id) < (${param(f.after.time)}::timestamptz, ${param(f.after.sessionId)})`,
+      `(${order.join(', ')}) < (${param(f.after.time)}::timestamptz, ${param(f.after.sessionId)})`,
     )
   }
   const text = `select s.id, s.rules, s.status, s.roster, s.queue, s.region,
@@ -481,9 +495,9 @@ export function sessionListQuery(f: SessionListing): { text: string; params: unk
             (select jsonb_build_object('before', c->'before', 'after', c->'after')
                from jsonb_array_elements(r.rating_changes) c
               where c->>'playerId' = ${player} limit 1) as rating_change
-       from game_sessions s left join match_results r on r.session_id = s.id
+       from ${from} left join match_results r on r.session_id = s.id
       ${where.length > 0 ? `where ${where.join(' and ')}` : ''}
-      order by s.created_at desc, s.id desc limit ${param(f.limit)}`
+      order by ${order.map((c) => `${c} desc`).join(', ')} limit ${param(f.limit)}`
   return { text, params }
 }
 

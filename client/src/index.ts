@@ -49,4 +49,5 @@ export {
   type SessionView,
 } from './sessions.ts'
 export type { SocketEvent, SocketFactory, SocketLike } from './socket.ts'
+export { socketProtocols } from './socket.ts'
 export type { Paths, Schemas } from './api.gen.ts'

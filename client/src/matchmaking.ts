@@ -33,6 +33,7 @@ import {
   reconnectDelay,
   type SocketFactory,
   type SocketLike,
+  socketProtocols,
   toSocketUrl,
 } from './socket.ts'
 
@@ -404,18 +405,16 @@ export class MatchTicket extends Emitter<TicketEvents> {
         continue
       }
       const url = toSocketUrl(
-        t.url(
-          '/v1/matchmaking/{queue}',
-          { queue: this.queue },
-          {
-            region: this.region,
-            token,
-          },
-        ),
+        t.url('/v1/matchmaking/{queue}', { queue: this.queue }, { region: this.region }),
       )
       let socket: SocketLike
       try {
-        socket = await openSocket(sockets.factory!, url, sockets.openTimeoutMs)
+        socket = await openSocket(
+          sockets.factory!,
+          url,
+          socketProtocols(token),
+          sockets.openTimeoutMs,
+        )
       } catch (err) {
         if (this.done) return null
         lastError = err

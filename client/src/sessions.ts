@@ -23,6 +23,7 @@ import {
   openSocket,
   reconnectDelay,
   type SocketLike,
+  socketProtocols,
   toSocketUrl,
 } from './socket.ts'
 
@@ -226,12 +227,17 @@ export class GameConnection extends Emitter<GameEvents> {
         this.t.url(
           '/v1/sessions/{id}',
           { id: this.sessionId },
-          { token, ...(this.seq !== null ? { since: this.seq } : {}) },
+          this.seq !== null ? { since: this.seq } : {},
         ),
       )
       let socket: SocketLike
       try {
-        socket = await openSocket(this.sockets.factory!, url, this.sockets.openTimeoutMs)
+        socket = await openSocket(
+          this.sockets.factory!,
+          url,
+          socketProtocols(token),
+          this.sockets.openTimeoutMs,
+        )
       } catch (err) {
         if (this.done) return
         failures++

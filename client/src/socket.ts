@@ -19,16 +19,29 @@ export interface SocketLike {
   ): void
 }
 
-/** Opens a socket to a `ws:`/`wss:` URL (the token travels in `?token=`). */
-export type SocketFactory = (url: string) => SocketLike
+/**
+ * Opens a socket to a `ws:`/`wss:` URL offering `protocols`, which carry the token
+ * (`socketProtocols`): pass them on, as `new WebSocket(url, protocols)` does.
+ */
+export type SocketFactory = (url: string, protocols: string[]) => SocketLike
+
+/**
+ * The subprotocols a socket offers: `nexus.v1`, which the server answers with, and the token as
+ * `nexus.token.<token>`. A browser's socket takes no header, and a token in its URL would end up
+ * in logs (the platform's, proxies'); this header does not.
+ */
+export function socketProtocols(token: string): string[] {
+  return ['nexus.v1', `nexus.token.${token}`]
+}
 
 const OPEN = 1
 
 /** The platform's WebSocket (browsers, Node ≥ 22, Deno, Bun), or null where there is none. */
 export function platformSockets(): SocketFactory | null {
-  const Ctor = (globalThis as { WebSocket?: new (url: string) => unknown }).WebSocket
+  const Ctor = (globalThis as { WebSocket?: new (url: string, protocols: string[]) => unknown })
+    .WebSocket
   if (typeof Ctor !== 'function') return null
-  return (url) => new Ctor(url) as SocketLike
+  return (url, protocols) => new Ctor(url, protocols) as SocketLike
 }
 
 /** `http(s)://host/path` → `ws(s)://host/path`. */
@@ -43,13 +56,14 @@ export function toSocketUrl(httpUrl: string): string {
 export function openSocket(
   factory: SocketFactory,
   url: string,
+  protocols: string[],
   timeoutMs: number,
 ): Promise<SocketLike> {
   return new Promise((resolve, reject) => {
     let settled = false
     let socket: SocketLike
     try {
-      socket = factory(url)
+      socket = factory(url, protocols)
     } catch (err) {
       reject(new NexusNetworkError('could not create the socket', { cause: err }))
       return

@@ -1136,15 +1136,25 @@ describe('client SDK under failure', () => {
 })
 
 /**
+ * The token a socket offers, where the server reads it: in its subprotocols, beside `nexus.v1`,
+ * never in its URL (which logs keep).
+ */
+function offeredToken(url: string, protocols: string[]): string {
+  if (new URL(url).searchParams.has('token')) throw new Error(`a token in the URL: ${url}`)
+  if (protocols[0] !== 'nexus.v1') throw new Error(`no nexus.v1 offered: ${protocols.join()}`)
+  return protocols.find((p) => p.startsWith('nexus.token.'))?.slice('nexus.token.'.length) ?? ''
+}
+
+/**
  * A session's sockets as the server runs them: refused unless `accepts` the token; `welcome` on a
  * first join, `resumed` on a reconnect with `since`.
  */
 function gameSockets(accepts: (token: string) => boolean) {
   const live: ScriptedSocket[] = []
-  const factory = (url: string) =>
+  const factory = (url: string, protocols: string[]) =>
     scriptedSocket((socket) => {
       const u = new URL(url)
-      if (!accepts(u.searchParams.get('token') ?? '')) return socket.fail()
+      if (!accepts(offeredToken(url, protocols))) return socket.fail()
       socket.open()
       live.push(socket)
       const since = u.searchParams.get('since')
@@ -1425,10 +1435,9 @@ describe('matchmaking refusals and network loss', () => {
           ticketTtlSeconds: 300,
         })
       }) as typeof fetch,
-      WebSocket: (url) =>
+      WebSocket: (url, protocols) =>
         scriptedSocket(
-          (socket) =>
-            valid.has(new URL(url).searchParams.get('token') ?? '') ? socket.open() : socket.fail(),
+          (socket) => (valid.has(offeredToken(url, protocols)) ? socket.open() : socket.fail()),
           (frame, socket) => {
             if (frame.type === 'join') queueAndMatch(socket, false)
           },
@@ -3069,9 +3078,9 @@ describe('reconnect jitter', () => {
           ? ticketView('cancelled', { reason: 'cancelled' })
           : jsonRes(200, {}),
       ),
-      WebSocket: (url) =>
+      WebSocket: (url, protocols) =>
         url.includes('/v1/sessions/')
-          ? game.factory(url)
+          ? game.factory(url, protocols)
           : scriptedSocket(
               (socket) => {
                 socket.open()

@@ -202,8 +202,8 @@ function recordingSockets(): { factory: SocketFactory; opened: SocketLike[] } {
   const opened: SocketLike[] = []
   return {
     opened,
-    factory: (url) => {
-      const s = new WebSocket(url) as unknown as SocketLike
+    factory: (url, protocols) => {
+      const s = new WebSocket(url, protocols) as unknown as SocketLike
       opened.push(s)
       return s
     },
@@ -217,8 +217,8 @@ function recordingSockets(): { factory: SocketFactory; opened: SocketLike[] } {
  */
 function firstAnswerLost(lost: string[]): SocketFactory {
   let first = true
-  return (url) => {
-    const real = new WebSocket(url)
+  return (url, protocols) => {
+    const real = new WebSocket(url, protocols)
     if (!first) return real as unknown as SocketLike
     first = false
     return {
@@ -260,7 +260,7 @@ const brokenSockets: SocketFactory = () => {
 /** Node's WebSocket, created only after `delayMs` (a slow mobile network's upgrade). */
 /** Sockets that open only once `gate` settles (the connect held back until then). */
 function slowSockets(gate: Promise<unknown>): SocketFactory {
-  return (url) => {
+  return (url, protocols) => {
     const listeners: [string, (e: SocketEvent) => void][] = []
     let real: WebSocket | null = null
     let closed = false
@@ -280,7 +280,7 @@ function slowSockets(gate: Promise<unknown>): SocketFactory {
     }
     void gate.finally(() => {
       if (closed) return
-      real = new WebSocket(url)
+      real = new WebSocket(url, protocols)
       for (const [type, l] of listeners) real.addEventListener(type as 'message', l as never)
     })
     return proxy
@@ -372,9 +372,9 @@ describe('matchmaking', () => {
     const a = await guestClient({
       maxReconnects: 1,
       retry: { baseDelayMs: 10 },
-      WebSocket: (url) => {
-        if (opened.length > 0) return brokenSockets(url)
-        const s = new WebSocket(url) as unknown as SocketLike
+      WebSocket: (url, protocols) => {
+        if (opened.length > 0) return brokenSockets(url, protocols)
+        const s = new WebSocket(url, protocols) as unknown as SocketLike
         opened.push(s)
         return s
       },

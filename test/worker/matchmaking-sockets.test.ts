@@ -203,6 +203,41 @@ describe('sockets: join to match_found', () => {
     expect(await waitingCount(q)).toBe(0)
   })
 
+  it("takes a browser's token from its subprotocols, answering nexus.v1 (never the token); the admin key there is not compared", async () => {
+    const q = await createQueue()
+    await rig(q, newClock())
+    const g = await newGuest()
+    const res = await upgrade(`/v1/matchmaking/${q}`, g.token, 'protocol')
+    expect(res.status).toBe(101)
+    expect(res.headers.get('sec-websocket-protocol')).toBe('nexus.v1')
+    const ws = res.webSocket!
+    ws.accept()
+    ws.send(JSON.stringify({ type: 'join' }))
+    const queued = await nextOfType<Queued>(track(ws), 'queued')
+    expect((await ticketOf(queued.ticketId, g.token)).players).toEqual([g.playerId])
+    ws.close(1000)
+    // A token offered without nexus.v1 opens the socket, answering no subprotocol (a browser
+    // then closes it): the server never names the token's own.
+    const bare = await call(`/v1/matchmaking/${q}`, {
+      headers: { upgrade: 'websocket', 'sec-websocket-protocol': `nexus.token.${g.token}` },
+    })
+    expect(bare.status).toBe(101)
+    expect(bare.headers.get('sec-websocket-protocol')).toBeNull()
+    bare.webSocket!.accept()
+    bare.webSocket!.close(1000)
+    const admin = await problem(await upgrade(`/v1/matchmaking/${q}`, ADMIN_KEY, 'protocol'))
+    expect(admin).toMatchObject({ status: 401, type: 'urn:nexus:problem:unauthorized' })
+    const long = await problem(await upgrade(`/v1/matchmaking/${q}`, 'x'.repeat(4097), 'protocol'))
+    expect(long).toMatchObject({ status: 422, type: 'urn:nexus:problem:validation' })
+    expect(long.body.errors).toEqual([
+      { path: 'sec-websocket-protocol', message: 'a token of at most 4096 characters' },
+    ])
+    const forged = await problem(await upgrade(`/v1/matchmaking/${q}`, 'x.y.z', 'protocol'))
+    expect(forged.status).toBe(401)
+    // One socket took a ticket; the refused ones took nothing.
+    expect(await waitingCount(q)).toBe(1)
+  })
+
   it('answers a close without a code, so the client’s close completes', async () => {
     const q = await createQueue()
     await rig(q, newClock())

@@ -6,7 +6,7 @@ import { RATE_BURST } from '../../durable-objects/game-session.ts'
 import { FLOOD_WINDOW_MS, MAX_REFUSED_FRAMES } from '../../workers/lib/flood.ts'
 import { issueSessionToken, SESSION_TOKEN_TTL_SECONDS } from '../../workers/lib/session-token.ts'
 import { signScopedToken } from '../../workers/lib/auth.ts'
-import { ADMIN_KEY, newGuest, problem } from './helpers/http.ts'
+import { ADMIN_KEY, call, newGuest, problem } from './helpers/http.ts'
 import { until } from './helpers/sockets.ts'
 import type { AnyRules } from '../../workers/core/rules/index.ts'
 import {
@@ -17,7 +17,7 @@ import {
   sessionObject,
   upgrade,
   type Frame,
-  type TestSocket,
+  TestSocket,
 } from './helpers/session-sockets.ts'
 
 async function diceGame(n: number, target = 10) {
@@ -80,6 +80,25 @@ describe('session sockets', () => {
     expect(await b.nextOf('welcome')).toMatchObject({ seq: 0, you: players[1] })
     a.close()
     b.close()
+  })
+
+  it("takes a browser's token from its subprotocols, answering nexus.v1; a plain read does not count it", async () => {
+    const { sessionId, tokens, players } = await diceGame(2)
+    const res = await upgrade(sessionId, tokens[players[1]!]!, { viaProtocol: true })
+    expect(res.status).toBe(101)
+    expect(res.headers.get('sec-websocket-protocol')).toBe('nexus.v1')
+    const b = new TestSocket(res.webSocket!)
+    expect(await b.nextOf('welcome')).toMatchObject({ seq: 0, you: players[1] })
+    b.close()
+    // Without an upgrade, only the Authorization header is read.
+    const plain = await problem(
+      await call(`/v1/sessions/${sessionId}`, {
+        headers: { 'sec-websocket-protocol': `nexus.v1, nexus.token.${tokens[players[1]!]!}` },
+      }),
+    )
+    expect(plain).toMatchObject({ status: 401, type: 'urn:nexus:problem:unauthorized' })
+    const long = await problem(await upgrade(sessionId, 'x'.repeat(4097), { viaProtocol: true }))
+    expect(long).toMatchObject({ status: 422, type: 'urn:nexus:problem:validation' })
   })
 
   it('runs turns in roster order and broadcasts every event to everyone in one order', async () => {

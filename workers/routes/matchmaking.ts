@@ -26,6 +26,7 @@ import { IdempotencyKey, NewPlayerId, ResourceId } from '../lib/fields.ts'
 import { bannedJoinDetail } from '../players/bans.ts'
 import { ApiError, apiErrorFrom } from '../lib/problem.ts'
 import { issueSessionToken } from '../lib/session-token.ts'
+import { acceptedSocket, socketOffer } from '../lib/socket-auth.ts'
 import { within } from '../lib/within.ts'
 import { cachedRead } from '../lib/read-cache.ts'
 import {
@@ -648,8 +649,9 @@ const socketRoute = createRoute({
   // The plain read needs no credential; the socket needs either.
   security: [{}, ...BEARER_OR_QUERY_TOKEN],
   description:
-    'With `Upgrade: websocket` and a player token (`Authorization: Bearer …`, or `?token=` for ' +
-    'browsers): send `{"type":"join"}` (a party leader adds `"party"`: every member\'s id, as ' +
+    'With `Upgrade: websocket` and a player token (`Authorization: Bearer …`; browsers, which cannot ' +
+    'set it: the subprotocols `nexus.v1` and `nexus.token.<token>`, answered with `nexus.v1`; or ' +
+    '`?token=`, which logs keep): send `{"type":"join"}` (a party leader adds `"party"`: every member\'s id, as ' +
     'Neon holds the party at that join); receive `{"type":"queued","ticketId"}`, then ' +
     '`{"type":"match_found","sessionId","token","players"}` (or `expired` / `cancelled`). Send ' +
     '`{"type":"cancel"}` to leave. A bad frame gets `{"type":"error","code","message"}` and changes ' +
@@ -717,12 +719,17 @@ matchmakingRoutes.openapi(socketRoute, (async (c: Context<AppEnv>) => {
   }
   // Before any upgrade: an unauthenticated socket never opens.
   const header = bearer(c.req.header('authorization'))
-  const credential = header ?? query.token
+  const offer = socketOffer(c.req.header('sec-websocket-protocol'))
+  const credential = header ?? offer.token ?? query.token
   if (!credential) {
-    throw new ApiError('unauthorized', 'Send "Authorization: Bearer <token>" or ?token=<token>')
+    throw new ApiError(
+      'unauthorized',
+      'Send "Authorization: Bearer <token>", or the subprotocol "nexus.token.<token>" beside "nexus.v1"',
+    )
   }
-  // A URL ends up in logs: there only a player token counts, and the admin key is not even
-  // compared, so an answer never confirms a key someone put in one.
+  // Sockets are for players: outside the Authorization header, only a player token counts, and
+  // the admin key is not even compared (a URL ends up in logs), so an answer never confirms a
+  // key someone put there.
   const principal = header
     ? await authenticate(c.env, credential, adminKeyGuard(c))
     : await verifyPlayerToken(c.env, credential)
@@ -757,7 +764,7 @@ matchmakingRoutes.openapi(socketRoute, (async (c: Context<AppEnv>) => {
     const res = await poolFetcher(c.env, queue, query.region).fetch(
       new Request('https://match-pool/socket', { headers }),
     )
-    if (res.status === 101) return res
+    if (res.status === 101) return acceptedSocket(res, offer)
     throw await apiErrorFrom(res)
   }
   if (!read.queue) throw new ApiError('not-found', `No queue '${queue}'`)
@@ -780,6 +787,6 @@ matchmakingRoutes.openapi(socketRoute, (async (c: Context<AppEnv>) => {
   const res = await poolFetcher(c.env, queue, region).fetch(
     new Request('https://match-pool/socket', { headers }),
   )
-  if (res.status === 101) return res
+  if (res.status === 101) return acceptedSocket(res, offer)
   throw await apiErrorFrom(res)
 }) as never)

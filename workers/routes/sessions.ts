@@ -16,6 +16,7 @@ import {
 import { boundedInt } from '../lib/config.ts'
 import { ApiError, apiErrorFrom } from '../lib/problem.ts'
 import { SESSION_AUDIENCE, verifySessionToken } from '../lib/session-token.ts'
+import { acceptedSocket, socketOffer, type SocketOffer } from '../lib/socket-auth.ts'
 import { adminKeyGuard } from '../middleware/auth.ts'
 import { countEdgeRefusal, overEdgeLimit } from '../middleware/rate-limit.ts'
 import { SessionId } from '../sessions/schemas.ts'
@@ -66,17 +67,19 @@ export const SessionView = z
 type Viewer = { kind: 'admin' } | { kind: 'player'; playerId: string }
 
 /**
- * The request's credential. `?token=` counts only on a socket upgrade, which browsers cannot
- * give a header: in the URL of a plain request it would end up in proxy logs and referrers.
+ * The request's credential. On a socket upgrade, which a browser cannot give a header, also
+ * the subprotocol `nexus.token.<token>` (`offer`) or `?token=`; in the URL of a plain request a
+ * token would end up in proxy logs and referrers, so there it does not count.
  */
-function credentialOf(c: Context<AppEnv>, { socket }: { socket: boolean }): string {
+function credentialOf(c: Context<AppEnv>, offer: SocketOffer | null): string {
   const credential =
-    bearer(c.req.header('authorization')) ?? (socket ? c.req.query('token') : undefined)
+    bearer(c.req.header('authorization')) ??
+    (offer ? (offer.token ?? c.req.query('token')) : undefined)
   if (!credential) {
     throw new ApiError(
       'unauthorized',
-      socket || c.req.query('token') === undefined
-        ? 'Send "Authorization: Bearer <token>" (or ?token= on a socket)'
+      offer || c.req.query('token') === undefined
+        ? 'Send "Authorization: Bearer <token>" (on a socket, or the subprotocol "nexus.token.<token>" beside "nexus.v1")'
         : '?token= is for sockets only: send "Authorization: Bearer <token>"',
     )
   }
@@ -85,7 +88,7 @@ function credentialOf(c: Context<AppEnv>, { socket }: { socket: boolean }): stri
 
 /** The admin key, a session token for this session, or a player token. */
 async function viewerOf(c: Context<AppEnv>, sessionId: string): Promise<Viewer> {
-  const credential = credentialOf(c, { socket: false })
+  const credential = credentialOf(c, null)
   // A session token is this route's own; anything else is taken as on every other route, wrong
   // admin keys counted toward the address's lockout by the same rule.
   if (forSessions(credential) === true) {
@@ -140,7 +143,8 @@ function authorize(viewer: Viewer, roster: readonly RosterEntry[]): void {
 
 /** Verifies the player's token, then hands the upgrade to the session's object. */
 async function connect(c: Context<AppEnv>, sessionId: string): Promise<Response> {
-  const player = await playerOf(c, credentialOf(c, { socket: true }), sessionId)
+  const offer = socketOffer(c.req.header('sec-websocket-protocol'))
+  const player = await playerOf(c, credentialOf(c, offer), sessionId)
   const url = new URL('https://game-session.internal/connect')
   const since = c.req.query('since')
   if (since !== undefined) url.searchParams.set('since', since)
@@ -148,7 +152,7 @@ async function connect(c: Context<AppEnv>, sessionId: string): Promise<Response>
   const res = await c.env.GAME_SESSION.getByName(sessionId).fetch(
     new Request(url, { headers: { upgrade: 'websocket', [PLAYER_HEADER]: player } }),
   )
-  if (res.status === 101) return res
+  if (res.status === 101) return acceptedSocket(res, offer)
   throw await apiErrorFrom(res)
 }
 
@@ -158,7 +162,8 @@ const getRoute = createRoute({
   summary: 'A session: status, roster, result — or its socket when upgraded',
   description:
     'With `Upgrade: websocket` and the session token, or the token of a player on the roster ' +
-    '(`Authorization: Bearer` or `?token=`; a session token lasts 6 h, a game may last longer): the game ' +
+    '(`Authorization: Bearer`, or the subprotocols `nexus.v1` and `nexus.token.<token>`, answered with `nexus.v1`, or `?token=`, ' +
+    'which logs keep; a session token lasts 6 h, a game may last longer): the game ' +
     'socket. The server sends `{"type":"welcome","seq","state"}`; clients send `{"type":"action",…}`; ' +
     'everyone receives `{"type":"event","seq","event"}` in one order; a refused frame gets ' +
     '`{"type":"error","code","message"}` (sender only). `?since=<seq>` instead sends ' +

@@ -109,25 +109,24 @@ export class TestSocket {
 export function upgrade(
   sessionId: string,
   token: string | null,
-  opts: { since?: number | string; viaQuery?: boolean } = {},
+  opts: { since?: number | string; viaQuery?: boolean; viaProtocol?: boolean } = {},
 ): Promise<Response> {
   const q = new URLSearchParams()
   if (opts.since !== undefined) q.set('since', String(opts.since))
   if (token && opts.viaQuery) q.set('token', token)
   const qs = q.size > 0 ? `?${q}` : ''
-  return call(`/v1/sessions/${sessionId}${qs}`, {
-    headers: {
-      upgrade: 'websocket',
-      ...(token && !opts.viaQuery ? { authorization: `Bearer ${token}` } : {}),
-    },
-  })
+  const headers: Record<string, string> = { upgrade: 'websocket' }
+  if (token && opts.viaProtocol)
+    headers['sec-websocket-protocol'] = `nexus.v1, nexus.token.${token}`
+  else if (token && !opts.viaQuery) headers.authorization = `Bearer ${token}`
+  return call(`/v1/sessions/${sessionId}${qs}`, { headers })
 }
 
 /** Opens a socket and fails loudly if the upgrade is refused. */
 export async function connect(
   sessionId: string,
   token: string,
-  opts: { since?: number; viaQuery?: boolean } = {},
+  opts: { since?: number; viaQuery?: boolean; viaProtocol?: boolean } = {},
 ): Promise<TestSocket> {
   const res = await upgrade(sessionId, token, opts)
   if (res.status !== 101 || !res.webSocket) {

@@ -59,7 +59,7 @@ export function track(ws: WebSocket): WebSocket {
 export async function connect(
   path: string,
   token?: string,
-  via: 'header' | 'query' = 'header',
+  via: SocketCredential = 'header',
 ): Promise<WebSocket> {
   const res = await upgrade(path, token, via)
   if (res.status !== 101 || !res.webSocket) {
@@ -70,15 +70,23 @@ export async function connect(
   return track(ws)
 }
 
+/**
+ * Where a socket's token travels: the Authorization header, `?token=`, or the subprotocols a
+ * browser sends (`nexus.v1` and `nexus.token.<token>`).
+ */
+export type SocketCredential = 'header' | 'query' | 'protocol'
+
 /** The raw upgrade response (to assert refusals). */
 export function upgrade(
   path: string,
   token?: string,
-  via: 'header' | 'query' = 'header',
+  via: SocketCredential = 'header',
 ): Promise<Response> {
   const headers: Record<string, string> = { upgrade: 'websocket' }
   let url = path
   if (token && via === 'header') headers.authorization = `Bearer ${token}`
+  if (token && via === 'protocol')
+    headers['sec-websocket-protocol'] = `nexus.v1, nexus.token.${token}`
   if (token && via === 'query')
     url += `${path.includes('?') ? '&' : '?'}token=${encodeURIComponent(token)}`
   return call(url, { headers })

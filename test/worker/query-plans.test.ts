@@ -71,7 +71,7 @@ describe('query plans on tables that grow', () => {
   })
 
   it('a session listing reads a page from an index in order, by player, by queue and of everything', async () => {
-    const cases: [SessionListing, string][] = [
+    const cases: [SessionListing, string | RegExp][] = [
       [{ playerId: 'p-plan', limit: 50 }, 'session_players_player_id_created_at_session_id_pk'],
       [
         {
@@ -84,7 +84,8 @@ describe('query plans on tables that grow', () => {
         'session_players_player_id_created_at_session_id_pk',
       ],
       [{ queue: 'q-plan', limit: 50 }, 'game_sessions_queue_idx'],
-      [{ status: 'live', limit: 50 }, 'game_sessions_status_idx'],
+      // Either walks in order: live sessions are the newest, as the planner may know.
+      [{ status: 'live', limit: 50 }, /game_sessions_(status|created)_idx/],
       [{ limit: 50 }, 'game_sessions_created_idx'],
       [
         { limit: 50, after: { time: '2026-01-01T00:00:00.000000Z', sessionId: 's_1' } },
@@ -94,8 +95,8 @@ describe('query plans on tables that grow', () => {
     for (const [listing, index] of cases) {
       const { text, params } = sessionListQuery(listing)
       const plan = await planOf(text, params, { sorts: false })
-      expect(plan, JSON.stringify(listing)).toContain(index)
-      expect(plan, JSON.stringify(listing)).not.toContain('Seq Scan on game_sessions')
+      expect(plan, JSON.stringify(listing)).toMatch(index)
+      expect(plan, JSON.stringify(listing)).not.toContain('Seq Scan')
       expect(plan, JSON.stringify(listing)).not.toContain('"Node Type":"Sort"')
     }
   })

@@ -21,6 +21,7 @@
  */
 import { mkdirSync, writeFileSync } from 'node:fs'
 import WebSocket from 'ws'
+import { socketProtocols } from '../client/src/socket.ts'
 import { colyseusClient, startColyseus, type ColyseusRoom } from './lib/colyseus.ts'
 import { flag, fmt, median, quantile } from './lib/load.ts'
 import { startStack } from './lib/stack.ts'
@@ -49,11 +50,11 @@ interface Frame {
   code?: string
 }
 
-function open(url: string): Promise<WebSocket> {
+function open(url: string, protocols: string[] = []): Promise<WebSocket> {
   return new Promise((resolve, reject) => {
     // No permessage-deflate, as Nexus deployed (wrangler.toml: no_web_socket_compression) and
     // Colyseus agree: Miniflare's own entry worker would otherwise negotiate it locally.
-    const ws = new WebSocket(url, { perMessageDeflate: false })
+    const ws = new WebSocket(url, protocols, { perMessageDeflate: false })
     ws.once('open', () => resolve(ws))
     ws.once('error', reject)
     ws.once('unexpected-response', (_req, res) => {
@@ -140,7 +141,8 @@ async function nexusSessions(
       tokens: Record<string, string>
     }
     const socks = await Promise.all(
-      ids.map((p) => open(`${wsBase}/v1/sessions/${sessionId}?token=${tokens[p]}`)),
+      // The token as the SDK sends it, in the subprotocols.
+      ids.map((p) => open(`${wsBase}/v1/sessions/${sessionId}`, socketProtocols(tokens[p]!))),
     )
     sockets.push(...socks)
     sessions.push(socketPlayers(socks, refusals))

@@ -177,7 +177,9 @@ export function createApp(): OpenAPIHono<AppEnv> {
     type: 'apiKey',
     in: 'query',
     name: 'token',
-    description: 'WebSocket upgrades only: browsers cannot set a header on a socket',
+    description:
+      'WebSocket upgrades only: browsers cannot set a header on a socket. Logs keep URLs: a browser ' +
+      'should rather offer the subprotocols `nexus.v1` and `nexus.token.<token>` (the answer names `nexus.v1`)',
   })
 
   app.notFound((c) =>

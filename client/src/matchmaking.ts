@@ -33,7 +33,7 @@ import {
   reconnectDelay,
   type SocketFactory,
   type SocketLike,
-  socketProtocols,
+  socketCredential,
   toSocketUrl,
 } from './socket.ts'
 
@@ -404,15 +404,20 @@ export class MatchTicket extends Emitter<TicketEvents> {
         await this.pause(failures, err)
         continue
       }
+      const credential = socketCredential(sockets.factory!, token)
       const url = toSocketUrl(
-        t.url('/v1/matchmaking/{queue}', { queue: this.queue }, { region: this.region }),
+        t.url(
+          '/v1/matchmaking/{queue}',
+          { queue: this.queue },
+          { region: this.region, ...credential.query },
+        ),
       )
       let socket: SocketLike
       try {
         socket = await openSocket(
           sockets.factory!,
           url,
-          socketProtocols(token),
+          credential.protocols,
           sockets.openTimeoutMs,
         )
       } catch (err) {

@@ -23,7 +23,7 @@ import {
   openSocket,
   reconnectDelay,
   type SocketLike,
-  socketProtocols,
+  socketCredential,
   toSocketUrl,
 } from './socket.ts'
 
@@ -223,11 +223,12 @@ export class GameConnection extends Emitter<GameEvents> {
         await this.pause(failures, err)
         continue
       }
+      const credential = socketCredential(this.sockets.factory!, token)
       const url = toSocketUrl(
         this.t.url(
           '/v1/sessions/{id}',
           { id: this.sessionId },
-          this.seq !== null ? { since: this.seq } : {},
+          { ...credential.query, ...(this.seq !== null ? { since: this.seq } : {}) },
         ),
       )
       let socket: SocketLike
@@ -235,7 +236,7 @@ export class GameConnection extends Emitter<GameEvents> {
         socket = await openSocket(
           this.sockets.factory!,
           url,
-          socketProtocols(token),
+          credential.protocols,
           this.sockets.openTimeoutMs,
         )
       } catch (err) {

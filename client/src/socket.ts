@@ -34,6 +34,20 @@ export function socketProtocols(token: string): string[] {
   return ['nexus.v1', `nexus.token.${token}`]
 }
 
+/**
+ * Where a socket's token goes: in its subprotocols when the factory takes them (`(url,
+ * protocols)`), else in `?token=`, as before 0.2.0, for a factory written then (`(url) => new
+ * WebSocket(url)`), which would drop them and connect with no token at all.
+ */
+export function socketCredential(
+  factory: SocketFactory,
+  token: string,
+): { query: { token?: string }; protocols: string[] } {
+  return factory.length >= 2
+    ? { query: {}, protocols: socketProtocols(token) }
+    : { query: { token }, protocols: [] }
+}
+
 const OPEN = 1
 
 /** The platform's WebSocket (browsers, Node ≥ 22, Deno, Bun), or null where there is none. */

@@ -1180,6 +1180,44 @@ function resumedOrEnded(game: { once(e: 'resumed'): Promise<unknown>; ended: Pro
   ).catch((e: unknown) => e)
 }
 
+describe("a socket factory's signature", () => {
+  it('a factory written before 0.2.0 (it takes the URL only) still gets the token, in ?token=; one that takes protocols gets it there', async () => {
+    const seen: { url: string; protocols: string[] | undefined }[] = []
+    const scripted = () =>
+      scriptedSocket((socket) => {
+        socket.open()
+        setTimeout(
+          () => socket.receive({ type: 'welcome', seq: 0, state: {}, you: 'g_1', status: 'live' }),
+          1,
+        )
+      })
+    const old = createClient({
+      baseUrl: 'http://nexus.test',
+      fetch: (async () => jsonRes(200, {})) as typeof fetch,
+      WebSocket: (url: string) => {
+        seen.push({ url, protocols: undefined })
+        return scripted()
+      },
+    })
+    const current = createClient({
+      baseUrl: 'http://nexus.test',
+      fetch: (async () => jsonRes(200, {})) as typeof fetch,
+      WebSocket: (url, protocols) => {
+        seen.push({ url, protocols })
+        return scripted()
+      },
+    })
+    for (const client of [old, current]) {
+      const game = client.sessions.connect('s1', 'session-tok')
+      await within(game.ready, 'welcome', 2000)
+      game.close()
+    }
+    expect(new URL(seen[0]!.url).searchParams.get('token')).toBe('session-tok')
+    expect(new URL(seen[1]!.url).searchParams.has('token')).toBe(false)
+    expect(seen[1]!.protocols).toEqual(['nexus.v1', 'nexus.token.session-tok'])
+  })
+})
+
 describe('game connection tokens', () => {
   it('a game connection reconnects with the player’s current token after auth renewed the one it connected with', async () => {
     // The server accepts the player's own token on the game socket. The SDK renews it (here: the

@@ -216,15 +216,41 @@ describe('sockets: join to match_found', () => {
     const queued = await nextOfType<Queued>(track(ws), 'queued')
     expect((await ticketOf(queued.ticketId, g.token)).players).toEqual([g.playerId])
     ws.close(1000)
-    // A token offered without nexus.v1 opens the socket, answering no subprotocol (a browser
-    // then closes it): the server never names the token's own.
-    const bare = await call(`/v1/matchmaking/${q}`, {
-      headers: { upgrade: 'websocket', 'sec-websocket-protocol': `nexus.token.${g.token}` },
+    // A token that the server could not answer for (without nexus.v1, a browser would close the
+    // socket it let in), two tokens, an empty one: 422, before anything opens.
+    const offers = [
+      `nexus.token.${g.token}`,
+      `nexus.v1, nexus.token.${g.token}, nexus.token.${g.token}`,
+      'nexus.v1, nexus.token.',
+    ]
+    for (const offer of offers) {
+      const refused = await problem(
+        await call(`/v1/matchmaking/${q}`, {
+          headers: { upgrade: 'websocket', 'sec-websocket-protocol': offer },
+        }),
+      )
+      expect(refused, offer).toMatchObject({ status: 422, type: 'urn:nexus:problem:validation' })
+      expect(refused.body.errors).toMatchObject([{ path: 'sec-websocket-protocol' }])
+    }
+    // The Authorization header comes first: a player's own socket, whatever the protocols carry.
+    const both = await call(`/v1/matchmaking/${q}`, {
+      headers: {
+        upgrade: 'websocket',
+        authorization: `Bearer ${g.token}`,
+        'sec-websocket-protocol': 'nexus.v1, nexus.token.x.y.z',
+      },
     })
-    expect(bare.status).toBe(101)
-    expect(bare.headers.get('sec-websocket-protocol')).toBeNull()
-    bare.webSocket!.accept()
-    bare.webSocket!.close(1000)
+    expect(both.status).toBe(101)
+    expect(both.headers.get('sec-websocket-protocol')).toBe('nexus.v1')
+    both.webSocket!.accept()
+    both.webSocket!.close(1000)
+    // The protocols' token comes before the query's.
+    const overQuery = await problem(
+      await call(`/v1/matchmaking/${q}?token=${g.token}`, {
+        headers: { upgrade: 'websocket', 'sec-websocket-protocol': 'nexus.v1, nexus.token.x.y.z' },
+      }),
+    )
+    expect(overQuery.status).toBe(401)
     const admin = await problem(await upgrade(`/v1/matchmaking/${q}`, ADMIN_KEY, 'protocol'))
     expect(admin).toMatchObject({ status: 401, type: 'urn:nexus:problem:unauthorized' })
     const long = await problem(await upgrade(`/v1/matchmaking/${q}`, 'x'.repeat(4097), 'protocol'))

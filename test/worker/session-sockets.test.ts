@@ -99,6 +99,19 @@ describe('session sockets', () => {
     expect(plain).toMatchObject({ status: 401, type: 'urn:nexus:problem:unauthorized' })
     const long = await problem(await upgrade(sessionId, 'x'.repeat(4097), { viaProtocol: true }))
     expect(long).toMatchObject({ status: 422, type: 'urn:nexus:problem:validation' })
+    // Without nexus.v1 the answer could name nothing the client offered: 422, nothing opens.
+    const bare = await problem(
+      await call(`/v1/sessions/${sessionId}`, {
+        headers: {
+          upgrade: 'websocket',
+          'sec-websocket-protocol': `nexus.token.${tokens[players[1]!]!}`,
+        },
+      }),
+    )
+    expect(bare).toMatchObject({ status: 422, type: 'urn:nexus:problem:validation' })
+    // The admin key is no session credential, wherever it travels.
+    const admin = await problem(await upgrade(sessionId, ADMIN_KEY, { viaProtocol: true }))
+    expect(admin).toMatchObject({ status: 401, type: 'urn:nexus:problem:unauthorized' })
   })
 
   it('runs turns in roster order and broadcasts every event to everyone in one order', async () => {

@@ -22,32 +22,41 @@ export interface SocketOffer {
 }
 
 /**
- * Reads a socket upgrade's `Sec-WebSocket-Protocol` (a comma-separated list); a token past
- * 4 KiB is 422, as it is in the query.
+ * Reads a socket upgrade's `Sec-WebSocket-Protocol` (a comma-separated list). A token offered
+ * must come beside SOCKET_PROTOCOL, once, non-empty and at most 4 KiB (as in the query): else
+ * 422, before anything is opened (a socket answered without a protocol its client offered is
+ * closed by the client at once, after the server had let it in).
  *
  * @example socketOffer('nexus.v1, nexus.token.eyJ…') // { speaksNexus: true, token: 'eyJ…' }
  */
 export function socketOffer(header: string | undefined): SocketOffer {
   const offered = (header ?? '').split(',').map((p) => p.trim())
-  const carried = offered.find((p) => p.startsWith(TOKEN_PROTOCOL_PREFIX))
-  const token = carried?.slice(TOKEN_PROTOCOL_PREFIX.length)
-  if (token !== undefined && token.length > MAX_TOKEN_LENGTH) {
-    throw new ApiError('validation', 'The token in Sec-WebSocket-Protocol is too long', {
-      errors: [
-        {
-          path: 'sec-websocket-protocol',
-          message: `a token of at most ${MAX_TOKEN_LENGTH} characters`,
-        },
-      ],
+  const speaksNexus = offered.includes(SOCKET_PROTOCOL)
+  const carried = offered.filter((p) => p.startsWith(TOKEN_PROTOCOL_PREFIX))
+  if (carried.length === 0) return { speaksNexus, token: undefined }
+  const token = carried[0]!.slice(TOKEN_PROTOCOL_PREFIX.length)
+  const refusal =
+    carried.length > 1
+      ? 'one token'
+      : token === ''
+        ? 'a token after "nexus.token."'
+        : token.length > MAX_TOKEN_LENGTH
+          ? `a token of at most ${MAX_TOKEN_LENGTH} characters`
+          : !speaksNexus
+            ? `"${SOCKET_PROTOCOL}" beside the token`
+            : null
+  if (refusal) {
+    throw new ApiError('validation', 'The token in Sec-WebSocket-Protocol cannot be taken', {
+      errors: [{ path: 'sec-websocket-protocol', message: refusal }],
     })
   }
-  return { speaksNexus: offered.includes(SOCKET_PROTOCOL), token: token || undefined }
+  return { speaksNexus, token }
 }
 
 /**
  * An accepted upgrade as the client must see it: naming SOCKET_PROTOCOL back when the client
  * offered it (a browser closes a socket whose answer names none of those it offered). Never the
- * token's own subprotocol, which would echo the credential.
+ * token's own subprotocol, which would send the credential back.
  */
 export function acceptedSocket(res: Response, offer: SocketOffer): Response {
   if (res.status !== 101 || !offer.speaksNexus) return res

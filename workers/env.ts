@@ -52,6 +52,12 @@ export interface Env {
    */
   SESSION_EVENT_READS_PER_MINUTE?: string
 
+  /**
+   * A player's reads of their own account from Neon (profile, rewards, matches, party invites,
+   * party) per minute, in all (default 120, 1–100,000).
+   */
+  PLAYER_READS_PER_MINUTE?: string
+
   /** Game sessions: how long a disconnected player may stay away, seconds (default 60, 5–3600). */
   SESSION_GRACE_SECONDS?: string
   /** How long a player may take to connect to a new session, seconds (default 120, 5–3600). */

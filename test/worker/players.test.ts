@@ -1,5 +1,14 @@
 import { describe, expect, it } from 'vitest'
-import { ADMIN_KEY, bearer, call, json, newGuest, problem } from './helpers/http.ts'
+import {
+  ADMIN_KEY,
+  bearer,
+  call,
+  callWithEnv,
+  clearOfMinuteTurn,
+  json,
+  newGuest,
+  problem,
+} from './helpers/http.ts'
 import { pg } from './helpers/boards.ts'
 
 const profileOf = async (playerId: string) =>
@@ -131,5 +140,35 @@ describe('admin listings', () => {
       const refused = await problem(await call(`/v1/admin/leaderboards?${bad}`, bearer(ADMIN_KEY)))
       expect(refused, bad).toMatchObject({ status: 422, type: 'urn:nexus:problem:validation' })
     }
+  })
+})
+
+describe("a player's reads of their own account", () => {
+  it('are PLAYER_READS_PER_MINUTE a minute in all (profile, rewards, matches, invites, party): past it 429 with Retry-After; other players read on', async () => {
+    // Counted by the minute: not across its turn.
+    await clearOfMinuteTurn(10_000)
+    const [me, other] = await Promise.all([newGuest(), newGuest()])
+    const read = (path: string, token: string) =>
+      callWithEnv({ PLAYER_READS_PER_MINUTE: '5' }, path, bearer(token))
+    const paths = [
+      '/v1/players/me',
+      '/v1/players/me/rewards',
+      '/v1/players/me/sessions',
+      '/v1/players/me/party-invites',
+      '/v1/parties/me',
+    ]
+    const statuses = []
+    for (const path of paths) statuses.push((await read(path, me.token)).status)
+    // In no party: 404, counted as any read.
+    expect(statuses).toEqual([200, 200, 200, 200, 404])
+    const refused = await read('/v1/players/me', me.token)
+    expect(await problem(refused.clone())).toMatchObject({
+      status: 429,
+      type: 'urn:nexus:problem:rate-limited',
+    })
+    expect(Number(refused.headers.get('retry-after'))).toBeGreaterThan(0)
+    const party = await read(`/v1/parties/p-${crypto.randomUUID()}`, me.token)
+    expect(party.status).toBe(429)
+    expect((await read('/v1/players/me', other.token)).status).toBe(200)
   })
 })

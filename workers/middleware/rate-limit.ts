@@ -4,6 +4,7 @@ import { counter } from '../lib/metrics.ts'
 import { ApiError } from '../lib/problem.ts'
 import { hitWindow } from '../lib/rate-limit.ts'
 import { getRedis } from '../lib/redis.ts'
+import { boundedInt } from '../lib/config.ts'
 import { rateLimitAddress, rateLimitNetwork } from '../core/client-address.ts'
 
 const rejections = counter('nexus_rate_limited_total', 'Requests refused by an edge rate limit')
@@ -100,3 +101,24 @@ export function clientIp(c: Context<AppEnv>): string {
   if (ip === WORKER_SUBREQUEST_IP && zone) return `worker:${zone}`
   return rateLimitAddress(ip)
 }
+
+/** Default of PLAYER_READS_PER_MINUTE. */
+export const DEFAULT_PLAYER_READS_PER_MINUTE = 120
+
+/**
+ * A player's reads of what Neon keeps for them (their profile, rewards, matches, invites,
+ * party), at most PLAYER_READS_PER_MINUTE a minute in all: each is a query on the deployment's one
+ * database, and a client reading in a loop (a bug, or many tabs) would otherwise run them without
+ * end. The SDK's own polling (a party member's, every 2 s) stays well within it. After the
+ * player's authentication, which names whom to count.
+ */
+export const playerReadLimit = (): MiddlewareHandler<AppEnv> =>
+  edgeRateLimit({
+    name: 'player-reads',
+    limit: (c) =>
+      boundedInt(c.env.PLAYER_READS_PER_MINUTE, DEFAULT_PLAYER_READS_PER_MINUTE, 1, 100_000),
+    key: (c) => {
+      const p = c.get('principal')
+      return p?.kind === 'player' ? p.playerId : undefined
+    },
+  })

@@ -4,6 +4,7 @@ import { isoMicros } from '../db/iso-time.ts'
 import { createRoute, newRouter, problemResponses } from '../lib/openapi.ts'
 import { ResourceId } from '../lib/fields.ts'
 import { playerId, requirePlayer } from '../middleware/auth.ts'
+import { playerReadLimit } from '../middleware/rate-limit.ts'
 import { receivedInvites } from '../parties/store.ts'
 import { readProfile } from '../players/profile.ts'
 import { Limit, StoredJsonObject } from './leaderboard-schemas.ts'
@@ -40,10 +41,10 @@ const meRoute = createRoute({
   description:
     'The rating matchmaking uses for the caller; a player Nexus has not seen yet (an identity ' +
     "provider's, before first use) gets what a first join would use: 1500, deviation 350.",
-  middleware: [requirePlayer()] as const,
+  middleware: [requirePlayer(), playerReadLimit()] as const,
   responses: {
     200: { description: 'The caller', content: { 'application/json': { schema: Profile } } },
-    ...problemResponses(401, 403),
+    ...problemResponses(401, 403, 429),
   },
 })
 
@@ -56,7 +57,7 @@ const rewardsRoute = createRoute({
   method: 'get',
   path: '/me/rewards',
   summary: "The caller's rewards, newest first",
-  middleware: [requirePlayer()] as const,
+  middleware: [requirePlayer(), playerReadLimit()] as const,
   request: { query: z.object({ limit: Limit(100, 50), cursor: z.string().max(200).optional() }) },
   responses: {
     200: {
@@ -67,7 +68,7 @@ const rewardsRoute = createRoute({
         },
       },
     },
-    ...problemResponses(401, 403, 422),
+    ...problemResponses(401, 403, 422, 429),
   },
 })
 
@@ -133,7 +134,7 @@ const mySessionsRoute = createRoute({
     'Every session with the caller on its roster, live ones included (a live one has no result ' +
     'yet), from Neon: a new session is listed moments after its creation. Pass `nextCursor` as ' +
     '`cursor` for older ones. The whole session is `GET /v1/sessions/{id}`, its log `/events`.',
-  middleware: [requirePlayer()] as const,
+  middleware: [requirePlayer(), playerReadLimit()] as const,
   request: {
     query: z.object({
       status: z.enum(['live', 'finished']).optional(),
@@ -153,7 +154,7 @@ const mySessionsRoute = createRoute({
         },
       },
     },
-    ...problemResponses(401, 403, 422),
+    ...problemResponses(401, 403, 422, 429),
   },
 })
 
@@ -184,14 +185,14 @@ const partyInvitesRoute = createRoute({
   description:
     'Unexpired invites only. Accept one with POST /v1/parties/{partyId}/members, decline it with ' +
     'DELETE /v1/parties/{partyId}/invites/me.',
-  middleware: [requirePlayer()] as const,
+  middleware: [requirePlayer(), playerReadLimit()] as const,
   request: { query: z.object({ limit: Limit(100, 50) }) },
   responses: {
     200: {
       description: 'Invites',
       content: { 'application/json': { schema: z.object({ invites: z.array(ReceivedInvite) }) } },
     },
-    ...problemResponses(401, 403, 422),
+    ...problemResponses(401, 403, 422, 429),
   },
 })
 

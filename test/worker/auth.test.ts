@@ -1,6 +1,7 @@
 import { env } from 'cloudflare:workers'
 import { importJWK, SignJWT, generateKeyPair } from 'jose'
 import { describe, expect, it } from 'vitest'
+import { localFamilies } from '../../workers/lib/metrics.ts'
 import { pg } from './helpers/boards.ts'
 import {
   ADMIN_KEY_GUESSES_PER_MINUTE,
@@ -66,6 +67,13 @@ async function probe(credential: string | null): Promise<Response> {
 
 async function statusFor(credential: string | null) {
   return problem(await probe(credential))
+}
+
+/** This isolate's count of admin keys refused unread (`nexus_rate_limited_total`). */
+function adminKeyRefusals(): number {
+  const family = localFamilies().find((f) => f.name === 'nexus_rate_limited_total')
+  const series = family?.series.find((x) => x.labels.limit === 'admin-key')
+  return series && 'value' in series ? series.value : 0
 }
 
 describe('guest auth', () => {
@@ -381,11 +389,14 @@ describe('bad credentials, one by one', () => {
     }
     // The guess past the allowance is still compared (and wrong); from then on none is.
     expect((await from(ip, 'guess-last')).status).toBe(401)
+    const refusedBefore = adminKeyRefusals()
     const blocked = await from(ip, ADMIN_KEY)
     expect(blocked.status).toBe(429)
     expect(Number(blocked.headers.get('retry-after'))).toBeGreaterThan(0)
     expect(await problem(blocked)).toMatchObject({ type: 'urn:nexus:problem:rate-limited' })
     expect((await from(ip, 'guess-more')).status).toBe(429)
+    // Each key refused unread is counted, not only the block's start.
+    expect(adminKeyRefusals() - refusedBefore).toBe(2)
     // Players at that address are not held up, and an expired token is still told so (renewal).
     expect((await from(ip, await hs256({}))).status).toBe(403)
     const expired = await from(ip, await hs256({}, { exp: Math.floor(Date.now() / 1000) - 120 }))

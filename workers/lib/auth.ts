@@ -525,6 +525,8 @@ export function bearer(header: string | undefined | null): string | undefined {
 export interface AdminKeyGuard {
   /** Seconds this client must wait before another admin key of its is compared; 0 if none. */
   wait(): number
+  /** A key of this client's refused unread (429) while it waits. */
+  refused(): void
   /**
    * Counts a key about to be compared against this client's allowance at once, before its
    * answer: a burst of guesses sent together must not all be compared before the first is
@@ -546,6 +548,7 @@ export async function checkAdminKey(
 ): Promise<boolean> {
   const wait = guard?.wait() ?? 0
   if (wait > 0) {
+    guard!.refused()
     throw new ApiError(
       'rate-limited',
       `Too many wrong admin keys from this address; retry in ${wait} s`,

@@ -45,6 +45,7 @@ const MINUTE_MS = 60_000
 /** Counts nothing: for a request without an address. */
 const UNCOUNTED: AdminKeyGuard = {
   wait: () => 0,
+  refused: () => {},
   comparing: () => ({ right() {} }),
   wrong: async () => {},
 }
@@ -64,29 +65,31 @@ export function adminKeyGuard(c: Context<AppEnv>): AdminKeyGuard {
     const network = countedClientNetwork(c)
     return network === undefined ? undefined : `net:${network}`
   }
+  const blockedFor = (): number => {
+    const address = addressOf()
+    const now = Date.now()
+    const network = networkKey()
+    const netUntil = network === undefined ? undefined : blockedUntil.get(network)
+    if (netUntil !== undefined) {
+      if (netUntil > now) return Math.ceil((netUntil - now) / 1000)
+      blockedUntil.delete(network!)
+    }
+    const here = comparedThisMinute.get(address)
+    if (here?.minute === Math.floor(now / MINUTE_MS) && here.keys > ADMIN_KEY_GUESSES_PER_MINUTE) {
+      return Math.ceil(((here.minute + 1) * MINUTE_MS - now) / 1000)
+    }
+    const until = blockedUntil.get(address)
+    if (until === undefined) return 0
+    const left = until - now
+    if (left > 0) return Math.ceil(left / 1000)
+    blockedUntil.delete(address)
+    return 0
+  }
   return {
-    wait() {
-      const address = addressOf()
-      const now = Date.now()
-      const network = networkKey()
-      const netUntil = network === undefined ? undefined : blockedUntil.get(network)
-      if (netUntil !== undefined) {
-        if (netUntil > now) return Math.ceil((netUntil - now) / 1000)
-        blockedUntil.delete(network!)
-      }
-      const here = comparedThisMinute.get(address)
-      if (
-        here?.minute === Math.floor(now / MINUTE_MS) &&
-        here.keys > ADMIN_KEY_GUESSES_PER_MINUTE
-      ) {
-        return Math.ceil(((here.minute + 1) * MINUTE_MS - now) / 1000)
-      }
-      const until = blockedUntil.get(address)
-      if (until === undefined) return 0
-      const left = until - now
-      if (left > 0) return Math.ceil(left / 1000)
-      blockedUntil.delete(address)
-      return 0
+    wait: blockedFor,
+    refused() {
+      // Each key refused unread counts: the series says how hard a blocked client keeps trying.
+      countEdgeRefusal('admin-key')
     },
     comparing() {
       const address = addressOf()
@@ -118,7 +121,6 @@ export function adminKeyGuard(c: Context<AppEnv>): AdminKeyGuard {
       const block = (key: string, retryAfter: number) => {
         if (blockedUntil.size >= MAX_BLOCKED) blockedUntil.clear()
         blockedUntil.set(key, Date.now() + retryAfter * 1000)
-        countEdgeRefusal('admin-key')
       }
       if (!d.allowed) block(address, d.retryAfter)
       if (n && !n.allowed) block(network!, n.retryAfter)

@@ -204,6 +204,16 @@ export interface Schemas {
     /** Placed by the player's account ban (`PUT /v1/admin/players/{playerId}/ban`), and lifted with it */
     byAccount: boolean
   }
+  CycleReward: {
+    playerId: string
+    rank: number
+    reward: Record<string, unknown>
+    /** When the close wrote the reward; paying it out is the game's */
+    awardedAt: string
+    /** When an admin voided it (not to be paid); null while it stands */
+    voidedAt: string | null
+    voidReason: string | null
+  }
   SubmitResult: {
     cycle: number
     /** The score this request submitted */
@@ -251,6 +261,8 @@ export interface Schemas {
     rank: number
     reward: Record<string, unknown>
     createdAt: string
+    /** Voided by the game (not to be paid); null while it stands */
+    voidedAt: string | null
   }
   ListedSession: {
     sessionId: string
@@ -922,15 +934,56 @@ export interface Paths {
         200: {
           cycle: number
           complete: boolean
-          rewards: Array<{
-            playerId: string
-            rank: number
-            reward: Record<string, unknown>
-            /** When the close wrote the reward; paying it out is the game's */
-            awardedAt: string
-          }>
+          rewards: Array<Schemas['CycleReward']>
           nextCursor: string | null
         }
+        401: Schemas['Problem']
+        403: Schemas['Problem']
+        404: Schemas['Problem']
+        422: Schemas['Problem']
+        429: Schemas['Problem']
+        500: Schemas['Problem']
+        503: Schemas['Problem']
+      }
+    }
+  }
+  '/v1/admin/leaderboards/{id}/cycles/{cycle}/rewards/{playerId}/void': {
+    /** Void a reward of a closed cycle (a cheat found after the close) */
+    put: {
+      path: {
+        id: string
+        cycle: number
+        playerId: string
+      }
+      query: Record<string, never>
+      headers: Record<string, never>
+      body: Schemas['BanRequest']
+      responses: {
+        200: Schemas['CycleReward']
+        400: Schemas['Problem']
+        401: Schemas['Problem']
+        403: Schemas['Problem']
+        404: Schemas['Problem']
+        413: Schemas['Problem']
+        415: Schemas['Problem']
+        422: Schemas['Problem']
+        429: Schemas['Problem']
+        500: Schemas['Problem']
+        503: Schemas['Problem']
+      }
+    }
+    /** Restore a voided reward */
+    delete: {
+      path: {
+        id: string
+        cycle: number
+        playerId: string
+      }
+      query: Record<string, never>
+      headers: Record<string, never>
+      body: undefined
+      responses: {
+        200: Schemas['CycleReward']
         401: Schemas['Problem']
         403: Schemas['Problem']
         404: Schemas['Problem']

@@ -25,6 +25,7 @@ import { countRowsRead } from './helpers/rows-read.ts'
 import { replaceMethod } from './helpers/replace-method.ts'
 import { CYCLE_REWARDS_PAGE } from '../../workers/routes/admin-leaderboards.ts'
 import { localFamilies } from '../../workers/lib/metrics.ts'
+import { issuePlayerToken } from '../../workers/lib/auth.ts'
 import { canonicalJson } from '../../workers/lib/canonical-json.ts'
 import { ARCHIVE_SPREAD_MS, archiveDelayMs } from '../../workers/core/leaderboard.ts'
 import { runScheduled } from '../../workers/scheduled.ts'
@@ -1554,6 +1555,84 @@ describe('a closed cycle read while it is archived', () => {
     expect(await status(`/v1/admin/leaderboards/${board}/cycles/1/rewards?limit=1001`)).toBe(422)
     const guest = await newGuest()
     expect(await status(`/v1/admin/leaderboards/${board}/cycles/1/rewards`, guest.token)).toBe(403)
+  })
+
+  it('an admin voids a reward (a cheat found after the close): kept in the ledger marked voided, for the payer and the player; restored by DELETE; each retry changes nothing', async () => {
+    const board = await createBoard({ rewards: [{ fromRank: 1, toRank: 2, reward: { coins: 5 } }] })
+    const [cheat, honest] = [`cheat-${crypto.randomUUID()}`, `honest-${crypto.randomUUID()}`]
+    await submitFor(board, cheat, { score: 100 })
+    await submitFor(board, honest, { score: 50 })
+    expect((await closeNow(board)).status).toBe(202)
+    await archiveUntilDone(board, 1)
+    const path = (player: string) =>
+      `/v1/admin/leaderboards/${board}/cycles/1/rewards/${player}/void`
+    type Reward = {
+      playerId: string
+      rank: number
+      voidedAt: string | null
+      voidReason: string | null
+    }
+    const voided = await call(path(cheat), json('PUT', { reason: 'speed hack' }, ADMIN_KEY))
+    expect(voided.status).toBe(200)
+    const first = (await voided.json()) as Reward
+    expect(first).toMatchObject({ playerId: cheat, rank: 1, voidReason: 'speed hack' })
+    expect(Date.parse(first.voidedAt!)).not.toBeNaN()
+    // Voided again: the first time stays, a new reason is taken; without one, the reason stays.
+    const again = (await (
+      await call(path(cheat), json('PUT', { reason: 'confirmed' }, ADMIN_KEY))
+    ).json()) as Reward
+    expect(again).toMatchObject({ voidedAt: first.voidedAt, voidReason: 'confirmed' })
+    expect(await (await call(path(cheat), json('PUT', {}, ADMIN_KEY))).json()).toMatchObject({
+      voidedAt: first.voidedAt,
+      voidReason: 'confirmed',
+    })
+    // The payout list and the player's own rewards say so; the honest player's stands, rank 2.
+    const listed = (await (
+      await call(`/v1/admin/leaderboards/${board}/cycles/1/rewards`, bearer(ADMIN_KEY))
+    ).json()) as { rewards: Reward[] }
+    expect(listed.rewards).toMatchObject([
+      { playerId: cheat, rank: 1, voidedAt: first.voidedAt, voidReason: 'confirmed' },
+      { playerId: honest, rank: 2, voidedAt: null, voidReason: null },
+    ])
+    const mine = async (player: string) =>
+      (
+        (await (
+          await call('/v1/players/me/rewards', bearer((await issuePlayerToken(env, player)).token))
+        ).json()) as { rewards: { voidedAt: string | null }[] }
+      ).rewards
+    expect(await mine(cheat)).toMatchObject([{ voidedAt: first.voidedAt }])
+    expect(await mine(honest)).toMatchObject([{ voidedAt: null }])
+    // Restored, twice: it stands, and the second changes nothing.
+    for (let i = 0; i < 2; i++) {
+      const restored = await call(path(cheat), {
+        method: 'DELETE',
+        headers: { authorization: `Bearer ${ADMIN_KEY}` },
+      })
+      expect(restored.status).toBe(200)
+      expect(await restored.json()).toMatchObject({
+        playerId: cheat,
+        voidedAt: null,
+        voidReason: null,
+      })
+    }
+    // Refusals change nothing: no such reward 404, a bad reason or body 422, a player 403.
+    const refused = async (url: string, init: RequestInit) =>
+      (await problem(await call(url, init))).status
+    expect(await refused(path('nobody'), json('PUT', {}, ADMIN_KEY))).toBe(404)
+    expect(
+      await refused(
+        `/v1/admin/leaderboards/${board}/cycles/2/rewards/${honest}/void`,
+        json('PUT', {}, ADMIN_KEY),
+      ),
+    ).toBe(404)
+    expect(await refused(path(honest), json('PUT', { reason: '' }, ADMIN_KEY))).toBe(422)
+    expect(await refused(path(honest), json('PUT', { reason: 'x'.repeat(257) }, ADMIN_KEY))).toBe(
+      422,
+    )
+    expect(await refused(path(honest), json('PUT', { why: 'x' }, ADMIN_KEY))).toBe(422)
+    const guest = await newGuest()
+    expect(await refused(path(honest), json('PUT', {}, guest.token))).toBe(403)
+    expect(await mine(honest)).toMatchObject([{ voidedAt: null }])
   })
 
   it('is 404 until its first ranks are in, even with later ones in first', async () => {

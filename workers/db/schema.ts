@@ -175,6 +175,9 @@ export const rewards = pgTable(
     createdAt: timestamp('created_at', { withTimezone: true, mode: 'date' })
       .notNull()
       .default(sql`now()`),
+    /** Set by an admin (a cheat found after the close): not to be paid; null while it stands. */
+    voidedAt: timestamp('voided_at', { withTimezone: true, mode: 'date' }),
+    voidReason: text('void_reason'),
   },
   (t) => [
     primaryKey({ columns: [t.leaderboardId, t.cycle, t.playerId] }),

@@ -533,6 +533,21 @@ adminLeaderboards.openapi(bansRoute, async (c) => {
   return c.json({ bans: r.bans, nextCursor: r.next }, 200)
 })
 
+const CycleReward = z
+  .object({
+    playerId: z.string(),
+    rank: z.number().int(),
+    reward: StoredJsonObject,
+    awardedAt: z.string().openapi({
+      description: "When the close wrote the reward; paying it out is the game's",
+    }),
+    voidedAt: z.string().nullable().openapi({
+      description: 'When an admin voided it (not to be paid); null while it stands',
+    }),
+    voidReason: z.string().nullable(),
+  })
+  .openapi('CycleReward')
+
 const cycleRewardsRoute = createRoute({
   method: 'get',
   path: '/{id}/cycles/{cycle}/rewards',
@@ -562,16 +577,7 @@ const cycleRewardsRoute = createRoute({
           schema: z.object({
             cycle: z.number().int(),
             complete: z.boolean(),
-            rewards: z.array(
-              z.object({
-                playerId: z.string(),
-                rank: z.number().int(),
-                reward: StoredJsonObject,
-                awardedAt: z.string().openapi({
-                  description: "When the close wrote the reward; paying it out is the game's",
-                }),
-              }),
-            ),
+            rewards: z.array(CycleReward),
             nextCursor: z.string().nullable(),
           }),
         },
@@ -587,7 +593,8 @@ const cycleRewardsRoute = createRoute({
  */
 export const CYCLE_REWARDS_PAGE = `
   select player_id, rank, reward,
-         ${isoUtc('created_at')} as awarded_at
+         ${isoUtc('created_at')} as awarded_at,
+         ${isoUtc('voided_at')} as voided_at, void_reason
     from rewards where leaderboard_id = $1 and cycle = $2 and rank > $3
    order by rank limit $4`
 
@@ -600,25 +607,115 @@ adminLeaderboards.openapi(cycleRewardsRoute, async (c) => {
     [id, cycle],
   )) as { completed_at: string | null }[]
   if (!meta) throw new ApiError('not-found', `Cycle ${cycle} of '${id}' is not archived (yet)`)
-  const rows = (await sql.query(CYCLE_REWARDS_PAGE, [id, cycle, cursor ?? 0, limit + 1])) as {
-    player_id: string
-    rank: number
-    reward: Record<string, unknown>
-    awarded_at: string
-  }[]
+  const rows = (await sql.query(CYCLE_REWARDS_PAGE, [
+    id,
+    cycle,
+    cursor ?? 0,
+    limit + 1,
+  ])) as RewardRow[]
   const page = rows.slice(0, limit)
   return c.json(
     {
       cycle,
       complete: meta.completed_at !== null,
-      rewards: page.map((r) => ({
-        playerId: r.player_id,
-        rank: r.rank,
-        reward: r.reward,
-        awardedAt: r.awarded_at,
-      })),
+      rewards: page.map(rewardView),
       nextCursor: rows.length > limit ? String(page[page.length - 1]!.rank) : null,
     },
     200,
   )
 })
+
+const VoidParams = CycleParam.extend({ playerId: PlayerId })
+
+/** A reward as `change` (an `update rewards … returning *`) left it, as the routes answer it. */
+const REWARD_AFTER = (change: string) => `
+  with changed as (${change})
+  select player_id, rank, reward, ${isoUtc('created_at')} as awarded_at,
+         ${isoUtc('voided_at')} as voided_at, void_reason from changed`
+
+type RewardRow = {
+  player_id: string
+  rank: number
+  reward: Record<string, unknown>
+  awarded_at: string
+  voided_at: string | null
+  void_reason: string | null
+}
+
+function rewardView(r: RewardRow): z.infer<typeof CycleReward> {
+  return {
+    playerId: r.player_id,
+    rank: r.rank,
+    reward: r.reward,
+    awardedAt: r.awarded_at,
+    voidedAt: r.voided_at,
+    voidReason: r.void_reason,
+  }
+}
+
+const voidRewardRoute = createRoute({
+  method: 'put',
+  path: '/{id}/cycles/{cycle}/rewards/{playerId}/void',
+  summary: 'Void a reward of a closed cycle (a cheat found after the close)',
+  description:
+    'The reward stays in the ledger, marked `voidedAt` (and `voidReason`): a game server paying ' +
+    'out skips it, and the player sees it voided. Nexus pays nothing itself, so one the game paid ' +
+    'already is the game’s to take back. Voiding again keeps the first time and takes the new ' +
+    'reason if it gives one. The ranks below do not move: the standings are archived as they ' +
+    'stood. `DELETE` on the same path restores it. 404 when the close wrote no reward for the ' +
+    'player in that cycle (yet: an archive in progress writes its rewards with its pages).',
+  middleware: [requireAdmin()] as const,
+  request: {
+    params: VoidParams,
+    body: { required: true, content: { 'application/json': { schema: BanRequest } } },
+  },
+  responses: {
+    200: { description: 'Voided', content: { 'application/json': { schema: CycleReward } } },
+    ...problemResponses(400, 401, 403, 404, 413, 415, 422),
+  },
+})
+
+adminLeaderboards.openapi(voidRewardRoute, async (c) => {
+  const { id, cycle, playerId } = c.req.valid('param')
+  const { reason } = c.req.valid('json')
+  const [row] = (await getSql(c.env).query(
+    REWARD_AFTER(`update rewards
+        set voided_at = coalesce(voided_at, now()), void_reason = coalesce($4, void_reason)
+      where leaderboard_id = $1 and cycle = $2 and player_id = $3
+      returning *`),
+    [id, cycle, playerId, reason ?? null],
+  )) as RewardRow[]
+  if (!row) throw noReward(id, cycle, playerId)
+  return c.json(rewardView(row), 200)
+})
+
+const restoreRewardRoute = createRoute({
+  method: 'delete',
+  path: '/{id}/cycles/{cycle}/rewards/{playerId}/void',
+  summary: 'Restore a voided reward',
+  description:
+    'The reward stands again (`voidedAt` and `voidReason` null); restoring one that stands ' +
+    'changes nothing, so a retry is safe. 404 when there is no such reward.',
+  middleware: [requireAdmin()] as const,
+  request: { params: VoidParams },
+  responses: {
+    200: { description: 'Standing', content: { 'application/json': { schema: CycleReward } } },
+    ...problemResponses(401, 403, 404, 422),
+  },
+})
+
+adminLeaderboards.openapi(restoreRewardRoute, async (c) => {
+  const { id, cycle, playerId } = c.req.valid('param')
+  const [row] = (await getSql(c.env).query(
+    REWARD_AFTER(`update rewards set voided_at = null, void_reason = null
+      where leaderboard_id = $1 and cycle = $2 and player_id = $3
+      returning *`),
+    [id, cycle, playerId],
+  )) as RewardRow[]
+  if (!row) throw noReward(id, cycle, playerId)
+  return c.json(rewardView(row), 200)
+})
+
+function noReward(id: string, cycle: number, playerId: string): ApiError {
+  return new ApiError('not-found', `No reward for '${playerId}' in cycle ${cycle} of '${id}'`)
+}

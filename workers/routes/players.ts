@@ -1,6 +1,6 @@
 import { z } from '@hono/zod-openapi'
 import { getSql } from '../db/client.ts'
-import { isoMicros } from '../db/iso-time.ts'
+import { isoMicros, isoUtc } from '../db/iso-time.ts'
 import { createRoute, newRouter, problemResponses } from '../lib/openapi.ts'
 import { ResourceId } from '../lib/fields.ts'
 import { playerId, requirePlayer } from '../middleware/auth.ts'
@@ -20,6 +20,10 @@ const Reward = z
     rank: z.number().int(),
     reward: StoredJsonObject,
     createdAt: z.string(),
+    voidedAt: z
+      .string()
+      .nullable()
+      .openapi({ description: 'Voided by the game (not to be paid); null while it stands' }),
   })
   .openapi('Reward')
 
@@ -94,7 +98,8 @@ playerRoutes.openapi(rewardsRoute, async (c) => {
   const { limit, cursor } = c.req.valid('query')
   const after = parseCursor(cursor)
   const rows = (await getSql(c.env).query(
-    `select leaderboard_id, cycle, rank, reward, created_at, ${isoMicros('created_at')} as created_iso
+    `select leaderboard_id, cycle, rank, reward, created_at, ${isoMicros('created_at')} as created_iso,
+            ${isoUtc('voided_at')} as voided_at
        from rewards
       where player_id = $1 and ($2::timestamptz is null or (created_at, leaderboard_id, cycle) < ($2::timestamptz, $3, $4))
       order by created_at desc, leaderboard_id desc, cycle desc limit $5`,
@@ -105,6 +110,7 @@ playerRoutes.openapi(rewardsRoute, async (c) => {
     rank: number
     reward: Record<string, unknown>
     created_iso: string
+    voided_at: string | null
   }[]
   const last = rows[rows.length - 1]
   c.header('cache-control', 'private, no-store')
@@ -116,6 +122,7 @@ playerRoutes.openapi(rewardsRoute, async (c) => {
         rank: r.rank,
         reward: r.reward,
         createdAt: r.created_iso,
+        voidedAt: r.voided_at,
       })),
       nextCursor:
         rows.length === limit && last

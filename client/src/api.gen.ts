@@ -214,6 +214,10 @@ export interface Schemas {
     voidedAt: string | null
     voidReason: string | null
   }
+  VoidRequest: {
+    /** Why, for the studio’s records; shown with the reward (`voidReason`) */
+    reason?: string
+  }
   SubmitResult: {
     cycle: number
     /** The score this request submitted */
@@ -261,7 +265,7 @@ export interface Schemas {
     rank: number
     reward: Record<string, unknown>
     createdAt: string
-    /** Voided by the game (not to be paid); null while it stands */
+    /** Voided by an admin (not to be paid); null while it stands */
     voidedAt: string | null
   }
   ListedSession: {
@@ -957,7 +961,7 @@ export interface Paths {
       }
       query: Record<string, never>
       headers: Record<string, never>
-      body: Schemas['BanRequest']
+      body: Schemas['VoidRequest']
       responses: {
         200: Schemas['CycleReward']
         400: Schemas['Problem']

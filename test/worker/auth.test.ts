@@ -583,8 +583,10 @@ describe('bad credentials, one by one', () => {
       expect((await put(`aaaa.bbbb.g${i}`, ip)).status).toBe(401)
     }
     // Past the allowance the key is not compared from there: the right one is refused (as a
-    // token, which it is shaped like), and from another address it still works.
+    // token, which it is shaped like), and counted as refused; from another address it works.
+    const refusedBefore = adminKeyRefusals()
     expect((await put(jwtShapedKey, ip)).status).toBe(401)
+    expect(adminKeyRefusals() - refusedBefore).toBe(1)
     expect((await put(jwtShapedKey, clientAddress())).status).toBe(200)
   })
 })

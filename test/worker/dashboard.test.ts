@@ -101,11 +101,14 @@ describe('the dashboard API', () => {
 describe('the dashboard overview at scale', () => {
   it("counts a board's rewards of the last day, not its whole history", async () => {
     const board = await createBoard({ cycle: { every: '1h' } })
-    // Two rewards today, three from a week ago (cycles closed long since).
+    // Two rewards today, three from a week ago (cycles closed long since), and one today that
+    // an admin voided, which is not paid.
     await pg()`insert into rewards (leaderboard_id, cycle, player_id, rank, reward, created_at)
       select ${board}, c, 'p' || c, 1, '{}'::jsonb,
              case when c <= 2 then now() - interval '1 hour' else now() - interval '7 days' end
         from generate_series(1, 5) as c`
+    await pg()`insert into rewards (leaderboard_id, cycle, player_id, rank, reward, voided_at)
+      values (${board}, 6, 'cheat', 1, '{}'::jsonb, now())`
     const res = await call('/dashboard/api/overview', bearer(ADMIN_KEY))
     const o = (await res.json()) as { boards: { id: string; rewardsPaidLastDay: number }[] }
     expect(o.boards.find((b) => b.id === board)?.rewardsPaidLastDay).toBe(2)

@@ -5,6 +5,7 @@ import {
   call,
   callWithEnv,
   clearOfMinuteTurn,
+  clientAddress,
   json,
   newGuest,
   problem,
@@ -144,7 +145,7 @@ describe('admin listings', () => {
 })
 
 describe("a player's reads of their own account", () => {
-  it('are PLAYER_READS_PER_MINUTE a minute in all (profile, rewards, matches, invites, party): past it 429 with Retry-After; other players read on', async () => {
+  it('are PLAYER_READS_PER_MINUTE a minute in all (profile, rewards, matches, invites, a board history): past it 429 with Retry-After; other players, and the party the SDK polls, read on', async () => {
     // Counted by the minute: not across its turn.
     await clearOfMinuteTurn(10_000)
     const [me, other] = await Promise.all([newGuest(), newGuest()])
@@ -155,11 +156,11 @@ describe("a player's reads of their own account", () => {
       '/v1/players/me/rewards',
       '/v1/players/me/sessions',
       '/v1/players/me/party-invites',
-      '/v1/parties/me',
+      `/v1/leaderboards/no-board-${crypto.randomUUID().slice(0, 8)}/players/me/history`,
     ]
     const statuses = []
     for (const path of paths) statuses.push((await read(path, me.token)).status)
-    // In no party: 404, counted as any read.
+    // A board nobody made: 404, counted as any read.
     expect(statuses).toEqual([200, 200, 200, 200, 404])
     const refused = await read('/v1/players/me', me.token)
     expect(await problem(refused.clone())).toMatchObject({
@@ -167,8 +168,23 @@ describe("a player's reads of their own account", () => {
       type: 'urn:nexus:problem:rate-limited',
     })
     expect(Number(refused.headers.get('retry-after'))).toBeGreaterThan(0)
-    const party = await read(`/v1/parties/p-${crypto.randomUUID()}`, me.token)
-    expect(party.status).toBe(429)
+    expect((await read(paths[4]!, me.token)).status).toBe(429)
+    // The party a waiting member's SDK reads every 2 s is not counted (404: in no party).
+    expect((await read('/v1/parties/me', me.token)).status).toBe(404)
     expect((await read('/v1/players/me', other.token)).status).toBe(200)
+  })
+
+  it("a board's history of another player, which needs no token, is counted by the caller's address", async () => {
+    await clearOfMinuteTurn(10_000)
+    const address = clientAddress()
+    const read = (from: string) =>
+      callWithEnv(
+        { PLAYER_READS_PER_MINUTE: '2' },
+        `/v1/leaderboards/no-board/players/someone/history`,
+        { headers: { 'cf-connecting-ip': from } },
+      )
+    expect([(await read(address)).status, (await read(address)).status]).toEqual([404, 404])
+    expect((await read(address)).status).toBe(429)
+    expect((await read(clientAddress())).status).toBe(404)
   })
 })

@@ -592,6 +592,10 @@ export async function authenticate(
           compared?.right()
           return { kind: 'admin' }
         }
+      } else if (counted) {
+        // A guess refused unread, as checkAdminKey's 429 is (answered as the token's own error).
+        guard!.refused()
+        throw err
       }
       if (counted) await guard?.wrong()
       throw err

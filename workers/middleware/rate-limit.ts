@@ -106,11 +106,12 @@ export function clientIp(c: Context<AppEnv>): string {
 export const DEFAULT_PLAYER_READS_PER_MINUTE = 120
 
 /**
- * A player's reads of what Neon keeps for them (their profile, rewards, matches, invites,
- * party), at most PLAYER_READS_PER_MINUTE a minute in all: each is a query on the deployment's one
- * database, and a client reading in a loop (a bug, or many tabs) would otherwise run them without
- * end. The SDK's own polling (a party member's, every 2 s) stays well within it. After the
- * player's authentication, which names whom to count.
+ * A player's reads of what Neon keeps for them (their profile, rewards, matches, invites, a
+ * board's history), at most PLAYER_READS_PER_MINUTE a minute in all: each is a query on the
+ * deployment's one database, and a client reading in a loop (a bug, or many tabs) would otherwise
+ * run them without end. Counted by the player once authenticated (so after the authentication),
+ * else by the client's address (a board's history of another player needs no token). The party
+ * reads the SDK polls while a member waits are not counted here.
  */
 export const playerReadLimit = (): MiddlewareHandler<AppEnv> =>
   edgeRateLimit({
@@ -119,6 +120,8 @@ export const playerReadLimit = (): MiddlewareHandler<AppEnv> =>
       boundedInt(c.env.PLAYER_READS_PER_MINUTE, DEFAULT_PLAYER_READS_PER_MINUTE, 1, 100_000),
     key: (c) => {
       const p = c.get('principal')
-      return p?.kind === 'player' ? p.playerId : undefined
+      if (p?.kind === 'player') return p.playerId
+      const address = countedClientIp(c)
+      return address === undefined ? undefined : `address:${address}`
     },
   })

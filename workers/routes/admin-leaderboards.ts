@@ -411,20 +411,32 @@ const Ban = z
   .openapi('LeaderboardBan')
 
 /** A ban's body, on a board or on a player's account. */
+/** A reason an admin gives, for the studio's records: 1–256 characters PostgreSQL can store. */
+const Reason = z
+  .string()
+  .min(1)
+  .max(256)
+  // Stored in Neon or the board's SQLite: text Postgres cannot store (a NUL, a lone surrogate)
+  // is refused here, not by the database as a 500 or silently changed.
+  .refine(storableText, NOT_STORABLE_REASON)
+
 export const BanRequest = z
   .object({
-    // Stored in Neon (an account ban) or the board's SQLite: text Postgres cannot store (a NUL,
-    // a lone surrogate) is refused here, not by the database as a 500 or silently changed.
-    reason: z
-      .string()
-      .min(1)
-      .max(256)
-      .refine(storableText, NOT_STORABLE_REASON)
-      .optional()
-      .openapi({ description: 'Why, for the studio’s records; shown in the board’s ban list' }),
+    reason: Reason.optional().openapi({
+      description: 'Why, for the studio’s records; shown in the board’s ban list',
+    }),
   })
   .strict()
   .openapi('BanRequest')
+
+const VoidRequest = z
+  .object({
+    reason: Reason.optional().openapi({
+      description: 'Why, for the studio’s records; shown with the reward (`voidReason`)',
+    }),
+  })
+  .strict()
+  .openapi('VoidRequest')
 
 const banRoute = createRoute({
   method: 'put',
@@ -667,7 +679,7 @@ const voidRewardRoute = createRoute({
   middleware: [requireAdmin()] as const,
   request: {
     params: VoidParams,
-    body: { required: true, content: { 'application/json': { schema: BanRequest } } },
+    body: { required: true, content: { 'application/json': { schema: VoidRequest } } },
   },
   responses: {
     200: { description: 'Voided', content: { 'application/json': { schema: CycleReward } } },

@@ -89,7 +89,7 @@ dashboard.get('/api/overview', async (c) => {
     sql.query(
       `select leaderboard_id, count(*)::int as rewards from rewards
         where leaderboard_id in (select id from leaderboards order by updated_at desc limit $1)
-          and created_at > now() - interval '1 day'
+          and created_at > now() - interval '1 day' and voided_at is null
         group by leaderboard_id`,
       [MAX_LISTED],
     ) as unknown as Promise<{ leaderboard_id: string; rewards: number }[]>,
@@ -221,7 +221,8 @@ dashboard.get('/api/boards/:id', async (c) => {
        select paid.cycle, r.players, r.best_rank, r.worst_rank
          from paid
         cross join lateral (
-          select count(*)::int as players, min(rank)::int as best_rank, max(rank)::int as worst_rank
+          select count(*) filter (where voided_at is null)::int as players,
+                 min(rank)::int as best_rank, max(rank)::int as worst_rank
             from rewards where leaderboard_id = $1 and cycle = paid.cycle) r
         where paid.cycle is not null
         order by paid.cycle desc`,

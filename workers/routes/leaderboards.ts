@@ -16,6 +16,7 @@ import { playerNames } from '../leaderboards/names.ts'
 import {
   countEdgeRefusal,
   overEdgeLimit,
+  playerReadLimit,
   type EdgeRateLimitOptions,
 } from '../middleware/rate-limit.ts'
 import { requirePlayerForMe, requirePrincipal } from '../middleware/auth.ts'
@@ -535,7 +536,7 @@ const historyRoute = createRoute({
   method: 'get',
   path: '/{id}/players/{playerId}/history',
   summary: "A player's results across closed cycles, newest first",
-  middleware: [requirePlayerForMe()] as const,
+  middleware: [requirePlayerForMe(), playerReadLimit()] as const,
   request: {
     params: PlayerParam,
     query: z.object({
@@ -563,7 +564,7 @@ const historyRoute = createRoute({
         },
       },
     },
-    ...problemResponses(401, 403, 404, 422),
+    ...problemResponses(401, 403, 404, 422, 429),
   },
 })
 

@@ -8,7 +8,6 @@ import { ApiError } from '../lib/problem.ts'
 import { within } from '../lib/within.ts'
 import { playerId, requirePlayer } from '../middleware/auth.ts'
 import { noBodyFields } from '../middleware/json-body.ts'
-import { playerReadLimit } from '../middleware/rate-limit.ts'
 import { cancelStaleTickets } from '../parties/stale-tickets.ts'
 import {
   acceptInvite,
@@ -125,10 +124,10 @@ const myPartyRoute = createRoute({
   method: 'get',
   path: '/me',
   summary: "The caller's party",
-  middleware: [requirePlayer(), playerReadLimit()] as const,
+  middleware: [requirePlayer()] as const,
   responses: {
     200: { description: 'The party', content: partyJson },
-    ...problemResponses(401, 403, 404, 429),
+    ...problemResponses(401, 403, 404),
   },
 })
 
@@ -146,11 +145,11 @@ const getPartyRoute = createRoute({
   path: '/{partyId}',
   summary: 'A party the caller is in or invited to',
   description: 'Members and players with a pending invite read it; for anyone else it is 404.',
-  middleware: [requirePlayer(), playerReadLimit()] as const,
+  middleware: [requirePlayer()] as const,
   request: { params: PartyParam },
   responses: {
     200: { description: 'The party', content: partyJson },
-    ...problemResponses(401, 403, 404, 422, 429),
+    ...problemResponses(401, 403, 404, 422),
   },
 })
 

@@ -23,7 +23,7 @@ const Reward = z
     voidedAt: z
       .string()
       .nullable()
-      .openapi({ description: 'Voided by the game (not to be paid); null while it stands' }),
+      .openapi({ description: 'Voided by an admin (not to be paid); null while it stands' }),
   })
   .openapi('Reward')
 

@@ -1091,6 +1091,11 @@ export class Leaderboard extends DurableObject<Env> {
       }
     }
     if (input.replayOnly) return NOT_A_REPLAY
+    if (config.paused) {
+      return refuse('conflict', 'This board is paused: it takes no scores until it is resumed', {
+        paused: true,
+      })
+    }
     if (this.isBanned(input.playerId)) {
       return refuse('forbidden', 'This player is banned from this board')
     }

@@ -158,6 +158,8 @@ export interface Schemas {
     metadataMaxBytes: number
     /** The players a cycle holds: past it, a new player is refused (409 `conflict` with `limit`) until the next cycle; players already ranked still submit. */
     maxEntries: number
+    /** Taking no scores */
+    paused: boolean
   }
   LeaderboardConfig: {
     name?: string | null
@@ -186,6 +188,8 @@ export interface Schemas {
     metadataMaxBytes?: number
     /** The players a cycle holds: past it, a new player is refused (409 `conflict` with `limit`) until the next cycle; players already ranked still submit. */
     maxEntries?: number
+    /** Takes no scores while true (409 `conflict` with `paused: true`; a retried submission still gets its first answer); reads, imports and the schedule go on. A PUT without it resumes. */
+    paused?: boolean
   }
   CloseStatus: {
     cycle: number
@@ -637,6 +641,7 @@ export interface Paths {
             name: string | null
             /** The schedule: `{every}`, `{cron}` or null */
             cycle?: unknown
+            paused: boolean
             version: number
             updatedAt: string
           }>

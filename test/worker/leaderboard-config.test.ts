@@ -548,3 +548,55 @@ describe('leaderboard configuration', () => {
     }
   })
 })
+
+describe('a paused board', () => {
+  it('takes no scores until a PUT without paused (409 with paused: true), while retries get their first answer and reads, imports and the listing go on', async () => {
+    const config = { name: 'Event', cycle: { every: '7d' } }
+    const board = await createBoard(config)
+    const first = `first-${crypto.randomUUID()}`
+    expect((await submitFor(board, 'early', { score: 10 }, first)).status).toBe(200)
+    const put = (body: Record<string, unknown>) =>
+      call(`/v1/admin/leaderboards/${board}`, json('PUT', body, ADMIN_KEY))
+    const paused = await put({ ...config, paused: true })
+    expect(paused.status).toBe(200)
+    expect(((await paused.json()) as { config: { paused: boolean } }).config.paused).toBe(true)
+
+    const refused = await problem(await submitFor(board, 'late', { score: 20 }))
+    expect(refused).toMatchObject({ status: 409, type: 'urn:nexus:problem:conflict' })
+    expect(refused.body.paused).toBe(true)
+    expect((await problem(await submitFor(board, 'early', { score: 30 }))).status).toBe(409)
+    // A retry of a submission made before the pause still gets its first answer.
+    const retry = await submitFor(board, 'early', { score: 10 }, first)
+    expect(retry.status).toBe(200)
+    expect(await retry.json()).toMatchObject({ replayed: true, score: 10 })
+    // Nothing changed on the board; reads and the admin's import go on.
+    const top = await fresh<Top>(`/v1/leaderboards/${board}/top`)
+    expect(top.entries.map((e) => [e.playerId, e.score])).toEqual([['early', 10]])
+    const imported = await call(
+      `/v1/admin/leaderboards/${board}/entries`,
+      json('POST', { entries: [{ playerId: 'imported', score: 5 }] }, ADMIN_KEY),
+    )
+    expect(imported.status).toBe(200)
+    const info = await fresh<{ config: { paused: boolean } }>(`/v1/leaderboards/${board}`)
+    expect(info.config.paused).toBe(true)
+    const listed = (await (
+      await call(`/v1/admin/leaderboards?after=${board.slice(0, -1)}&limit=100`, bearer(ADMIN_KEY))
+    ).json()) as { boards: { id: string; paused: boolean }[] }
+    expect(listed.boards.find((b) => b.id === board)?.paused).toBe(true)
+
+    // A paused flag that is not a boolean is 422, and changes nothing.
+    const bad = await problem(await put({ ...config, paused: 'yes' }))
+    expect(bad).toMatchObject({ status: 422, type: 'urn:nexus:problem:validation' })
+    expect((await problem(await submitFor(board, 'late', { score: 20 }))).status).toBe(409)
+
+    // A PUT without it resumes, at once.
+    expect((await put(config)).status).toBe(200)
+    expect((await submitFor(board, 'late', { score: 20 })).status).toBe(200)
+    expect(
+      (await fresh<{ config: { paused: boolean } }>(`/v1/leaderboards/${board}`)).config.paused,
+    ).toBe(false)
+    // As stored, a board in play has no paused field: configurations from before it compare as they were.
+    const [row] = await pg()`select config from leaderboards where id = ${board}`
+    expect('paused' in (row!.config as object)).toBe(false)
+  })
+})

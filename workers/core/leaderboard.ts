@@ -33,6 +33,11 @@ export interface LeaderboardConfig {
   metadataMaxBytes: number
   /** Players a cycle holds: past it, new players are refused (those ranked still submit). */
   maxEntries: number
+  /**
+   * Taking no scores (an exploit under investigation, an event ended early) until a PUT without
+   * it; absent when in play, so that configurations from before it compare unchanged.
+   */
+  paused?: true
 }
 
 /**

@@ -38,7 +38,7 @@ const listRoute = createRoute({
   path: '/',
   summary: 'Every board, a page at a time in id order',
   description:
-    'For operators: each board’s id, name, schedule and configuration version (the whole ' +
+    'For operators: each board’s id, name, schedule, whether paused and configuration version (the whole ' +
     'configuration is one `GET /v1/leaderboards/:id` away). Pass `next` as `after` for the page after.',
   middleware: [requireAdmin()] as const,
   request: { query: IdPageQuery },
@@ -55,6 +55,7 @@ const listRoute = createRoute({
                 cycle: z
                   .unknown()
                   .openapi({ description: 'The schedule: `{every}`, `{cron}` or null' }),
+                paused: z.boolean(),
                 version: z.number().int(),
                 updatedAt: z.string(),
               }),
@@ -71,10 +72,18 @@ const listRoute = createRoute({
 adminLeaderboards.openapi(listRoute, async (c) => {
   const { after, limit } = c.req.valid('query')
   const rows = (await getSql(c.env).query(
-    `select id, config->>'name' as name, cycle, version, ${isoUtc('updated_at')} as updated_at
+    `select id, config->>'name' as name, cycle, version,
+            coalesce((config->>'paused')::boolean, false) as paused, ${isoUtc('updated_at')} as updated_at
        from leaderboards where id > $1 order by id limit $2`,
     [after ?? '', limit + 1],
-  )) as { id: string; name: string | null; cycle: unknown; version: number; updated_at: string }[]
+  )) as {
+    id: string
+    name: string | null
+    cycle: unknown
+    paused: boolean
+    version: number
+    updated_at: string
+  }[]
   const { page, next } = idPage(rows, limit)
   return c.json(
     {
@@ -82,6 +91,7 @@ adminLeaderboards.openapi(listRoute, async (c) => {
         id: r.id,
         name: r.name,
         cycle: r.cycle ?? null,
+        paused: r.paused,
         version: r.version,
         updatedAt: r.updated_at,
       })),
@@ -149,7 +159,12 @@ const putRoute = createRoute({
 
 adminLeaderboards.openapi(putRoute, async (c) => {
   const { id } = c.req.valid('param')
-  const config: LeaderboardConfig = c.req.valid('json')
+  const { paused, ...body } = c.req.valid('json')
+  // Paused is kept only while true: a configuration in play has no such field, as before it.
+  const config: LeaderboardConfig = {
+    ...body,
+    ...(paused === true ? { paused: true as const } : {}),
+  }
   // Neon first: it is the record. If pushing to the board then fails, the request fails and a
   // retry pushes it again; a board that has never had a config fetches it from Neon on its
   // first call. (A board that has one keeps it until a push succeeds.) The push carries Neon's
@@ -186,7 +201,10 @@ adminLeaderboards.openapi(putRoute, async (c) => {
   } catch (err) {
     log('warn', 'config push not marked', { board: id, version, ...errorFields(err) })
   }
-  return c.json({ id, config, cycle, version }, created ? 201 : 200)
+  return c.json(
+    { id, config: { ...config, paused: config.paused === true }, cycle, version },
+    created ? 201 : 200,
+  )
 })
 
 const closeRoute = createRoute({

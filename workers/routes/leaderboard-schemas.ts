@@ -99,6 +99,14 @@ export const LeaderboardConfigInput = z
           '`limit`) until the next cycle; players already ranked still submit.',
       })
       .default(MAX_ENTRIES_DEFAULT),
+    paused: z
+      .boolean()
+      .optional()
+      .openapi({
+        description:
+          'Takes no scores while true (409 `conflict` with `paused: true`; a retried submission still ' +
+          'gets its first answer); reads, imports and the schedule go on. A PUT without it resumes.',
+      }),
   })
   .strict()
   .superRefine((c, ctx) => {
@@ -133,6 +141,7 @@ export const LeaderboardConfigStored = z
       [K in keyof ConfigShape]: ConfigShape[K] extends z.ZodDefault<infer T> ? T : ConfigShape[K]
     },
   )
+  .extend({ paused: z.boolean().openapi({ description: 'Taking no scores' }) })
   .openapi('LeaderboardConfigStored')
 
 /** A JSON object as stored and answered (metadata, a reward): no bounds to check on the way out. */

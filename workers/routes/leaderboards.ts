@@ -125,7 +125,12 @@ leaderboardRoutes.openapi(getBoardRoute, (async (c: Context<AppEnv>) => {
     load: async () => {
       const info = await board(c, id).info(id)
       if ('ok' in info) fail(info)
-      return { id, config: info.config, cycle: info.cycle }
+      // Paused is stored only while true; clients read it as a flag either way.
+      return {
+        id,
+        config: { ...info.config, paused: info.config.paused === true },
+        cycle: info.cycle,
+      }
     },
   })
 }) as never)
@@ -155,7 +160,7 @@ const submitRoute = createRoute({
     'A retry with the same Idempotency-Key returns the first answer with `replayed: true`; the same key ' +
     'with a different body is refused (422 idempotency-key-reused). Keys are remembered for 24 h. ' +
     "A player new to the cycle while it holds the board's `maxEntries` players is 409 conflict " +
-    '(`limit`), until the next cycle.',
+    '(`limit`), until the next cycle; a paused board answers 409 conflict with `paused: true`.',
   middleware: [countRefusedSubmissions, requirePrincipal()] as const,
   request: {
     params: BoardParam,

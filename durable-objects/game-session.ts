@@ -1744,7 +1744,10 @@ export class GameSession extends DurableObject<Env> {
       // A missing board or a score it refuses will not get better by retrying: noted as done
       // with, so a retry of the stage for another winner neither sends it nor counts it again.
       doneWith(p.playerId)
-      resultsNotSubmitted.inc({ reason: reply.problem })
+      // A paused board's refusal apart from a full one's (both `conflict`): its own reason.
+      resultsNotSubmitted.inc({
+        reason: reply.extensions?.paused === true ? 'paused' : reply.problem,
+      })
       log('warn', 'leaderboard refused a session result', {
         actor: this.actor,
         boardId,

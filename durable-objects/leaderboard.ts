@@ -1090,12 +1090,14 @@ export class Leaderboard extends DurableObject<Env> {
         result: { ...(JSON.parse(seen.response) as SubmitResult), replayed: true },
       }
     }
-    if (input.replayOnly) return NOT_A_REPLAY
+    // Before the edge limit's answer: a client over it would be told to retry (429) what a
+    // paused board refuses (409) however long it waits.
     if (config.paused) {
       return refuse('conflict', 'This board is paused: it takes no scores until it is resumed', {
         paused: true,
       })
     }
+    if (input.replayOnly) return NOT_A_REPLAY
     if (this.isBanned(input.playerId)) {
       return refuse('forbidden', 'This player is banned from this board')
     }

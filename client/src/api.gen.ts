@@ -42,7 +42,7 @@ export interface Schemas {
     cycle?: number
     /** conflict: the most members and pending invites a party can have, bans a board keeps, or players a board's cycle holds (maxEntries) */
     limit?: number
-    /** conflict: the queue is paused by its admin and takes no tickets now */
+    /** conflict: the queue or leaderboard is paused by its admin and takes no tickets or scores now */
     paused?: boolean
     /** unavailable: the boards an account ban, its lifting or an erasure could not reach (the first 100); send the same call again */
     boards?: Array<string>
@@ -1015,7 +1015,7 @@ export interface Paths {
       responses: {
         200: {
           id: string
-          config: Record<string, unknown>
+          config: Schemas['LeaderboardConfigStored']
           cycle: {
             cycle: number
             startsAt: number

@@ -12,6 +12,7 @@ import {
   ADMIN_KEY,
   bearer,
   call,
+  callWithEnv,
   clearOfMinuteTurn,
   clearOfTurn,
   json,
@@ -577,6 +578,26 @@ describe('a paused board', () => {
       json('POST', { entries: [{ playerId: 'imported', score: 5 }] }, ADMIN_KEY),
     )
     expect(imported.status).toBe(200)
+    expect(await imported.json()).toMatchObject({ imported: 1 })
+    const afterImport = await fresh<Top>(`/v1/leaderboards/${board}/top`)
+    expect(afterImport.entries.map((e) => e.playerId)).toEqual(['early', 'imported'])
+    // Neon keeps it, and a board object that wakes from there refuses as well.
+    const [stored] = await pg()`select config from leaderboards where id = ${board}`
+    expect((stored!.config as { paused?: boolean }).paused).toBe(true)
+    await evictDurableObject(env.LEADERBOARD.getByName(board))
+    expect((await problem(await submitFor(board, 'late', { score: 20 }))).status).toBe(409)
+    // Past the edge limit too: 409, not a 429 telling the client to retry what cannot pass.
+    const guest = await newGuest()
+    await clearOfMinuteTurn(5_000)
+    const overLimit = async () =>
+      (
+        await callWithEnv(
+          { EDGE_SUBMITS_PER_MINUTE: '1' },
+          `/v1/leaderboards/${board}/scores`,
+          json('POST', { score: 1 }, guest.token, { 'idempotency-key': crypto.randomUUID() }),
+        )
+      ).status
+    expect([await overLimit(), await overLimit()]).toEqual([409, 409])
     const info = await fresh<{ config: { paused: boolean } }>(`/v1/leaderboards/${board}`)
     expect(info.config.paused).toBe(true)
     const listed = (await (

@@ -735,6 +735,31 @@ describe('the end of a game', () => {
     }
   })
 
+  it('a win sent to a paused board is not put on it, counted as paused, and not sent again once it resumes', async () => {
+    const config = { operator: 'incr' }
+    const board = await createBoard(config)
+    const put = (body: Record<string, unknown>) =>
+      call(`/v1/admin/leaderboards/${board}`, json('PUT', body, ADMIN_KEY))
+    expect((await put({ ...config, paused: true })).status).toBe(200)
+    const pausedCount = () =>
+      localFamilies()
+        .find((f) => f.name === 'nexus_session_results_not_submitted_total')
+        ?.series.filter((s) => s.labels.reason === 'paused')
+        .reduce((n, s) => n + ('value' in s ? s.value : 0), 0) ?? 0
+    const before = pausedCount()
+    const game = await playGame({ leaderboardId: board })
+    expect(
+      await inObject(game.sessionId, (inst) => inst.runEndWork({ force: true })),
+    ).toMatchObject({ stage: 'retain' })
+    expect(pausedCount() - before).toBe(1)
+    expect((await put(config)).status).toBe(200)
+    await inObject(game.sessionId, (inst) => inst.runEndWork({ force: true }))
+    const mine = await fresh<{ entry: { score: number } | null }>(
+      `/v1/leaderboards/${board}/players/${game.winner}`,
+    )
+    expect(mine.entry).toBeNull()
+  })
+
   it('with everyone on one team (a free-for-all), only the winner gets the win on the board', async () => {
     const board = await createBoard({ operator: 'incr' })
     const game = await playGame({ leaderboardId: board, teams: [0, 0, 0] })

@@ -145,7 +145,8 @@ export const Problem = z
         "conflict: the most members and pending invites a party can have, bans a board keeps, or players a board's cycle holds (maxEntries)",
     }),
     paused: z.boolean().optional().openapi({
-      description: 'conflict: the queue is paused by its admin and takes no tickets now',
+      description:
+        'conflict: the queue or leaderboard is paused by its admin and takes no tickets or scores now',
     }),
     boards: z.array(z.string()).optional().openapi({
       description:

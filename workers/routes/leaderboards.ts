@@ -26,6 +26,7 @@ import {
   CycleInfo,
   CycleParam,
   Entry,
+  LeaderboardConfigStored,
   Limit,
   ScoreSubmission,
   SubmitResult,
@@ -106,7 +107,7 @@ const getBoardRoute = createRoute({
         'application/json': {
           schema: z.object({
             id: z.string(),
-            config: z.record(z.string(), z.unknown()),
+            config: LeaderboardConfigStored,
             cycle: CycleInfo,
           }),
         },

@@ -272,6 +272,10 @@ export interface Schemas {
     /** Voided by an admin (not to be paid); null while it stands */
     voidedAt: string | null
   }
+  SessionPage: {
+    sessions: Array<Schemas['ListedSession']>
+    nextCursor: string | null
+  }
   ListedSession: {
     sessionId: string
     rules: string
@@ -1254,10 +1258,7 @@ export interface Paths {
       headers: Record<string, never>
       body: undefined
       responses: {
-        200: {
-          sessions: Array<Schemas['ListedSession']>
-          nextCursor: string | null
-        }
+        200: Schemas['SessionPage']
         401: Schemas['Problem']
         403: Schemas['Problem']
         422: Schemas['Problem']
@@ -1678,10 +1679,7 @@ export interface Paths {
       headers: Record<string, never>
       body: undefined
       responses: {
-        200: {
-          sessions: Array<Schemas['ListedSession']>
-          nextCursor: string | null
-        }
+        200: Schemas['SessionPage']
         401: Schemas['Problem']
         403: Schemas['Problem']
         422: Schemas['Problem']

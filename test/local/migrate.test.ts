@@ -33,6 +33,42 @@ async function migrationsWith(
   return { folder, count: journal.entries.length }
 }
 
+/**
+ * A new database on `server` holding the project's migrations up to `tag` (a deployment that
+ * has not upgraded past it), with its URL and how many migrations the project has in all.
+ */
+async function databaseAt(
+  server: LocalPostgres,
+  relay: NeonRelay,
+  name: string,
+  tag: string,
+): Promise<{ url: string; total: number }> {
+  const admin = new pg.Client(server.url)
+  await admin.connect()
+  try {
+    await admin.query(`create database ${name}`)
+  } finally {
+    await admin.end()
+  }
+  const url = new URL(server.url)
+  url.pathname = `/${name}`
+  const folder = await mkdtemp(join(tmpdir(), 'nexus-migrations-'))
+  onTestFinished(() => rm(folder, { recursive: true, force: true }))
+  await cp(fileURLToPath(new URL('../../migrations', import.meta.url)), folder, {
+    recursive: true,
+  })
+  const journalPath = join(folder, 'meta', '_journal.json')
+  const journal = JSON.parse(await readFile(journalPath, 'utf8')) as {
+    entries: { idx: number; tag: string }[]
+  }
+  const upTo = journal.entries.findIndex((e) => e.tag === tag)
+  if (upTo < 0) throw new Error(`no migration ${tag}`)
+  const entries = journal.entries.slice(0, upTo + 1)
+  await writeFile(journalPath, JSON.stringify({ ...journal, entries }))
+  await runMigrations({ databaseUrl: url.href, relay: relay.address, migrationsFolder: folder })
+  return { url: url.href, total: journal.entries.length }
+}
+
 describe('migrations connect directly, never through the pooler', () => {
   it('turns a Neon pooled connection string into the direct one, and leaves others as they are', () => {
     // The pooler runs in transaction mode: the migrator's session lock would not hold across it.
@@ -160,52 +196,33 @@ describe('a migration waiting for a table in use', () => {
 
   it('an index on a large table built by hand beforehand (create index concurrently) does not fail the run that brings it', async () => {
     // A deployment still at 0017, with many rewards: its operator builds 0018's index first.
-    await direct.query('create database upgrade_by_hand')
-    const url = new URL(server.url)
-    url.pathname = '/upgrade_by_hand'
-    const folder = await mkdtemp(join(tmpdir(), 'nexus-migrations-'))
-    onTestFinished(() => rm(folder, { recursive: true, force: true }))
-    const source = fileURLToPath(new URL('../../migrations', import.meta.url))
-    await cp(source, folder, { recursive: true })
-    const journalPath = join(folder, 'meta', '_journal.json')
-    const journal = JSON.parse(await readFile(journalPath, 'utf8')) as {
-      entries: { idx: number; tag: string }[]
-    }
-    const upTo17 = journal.entries.filter((e) => e.idx <= 17)
-    expect(upTo17[upTo17.length - 1]!.tag).toBe('0017_player_bans_device')
-    await writeFile(journalPath, JSON.stringify({ ...journal, entries: upTo17 }))
-    await runMigrations({ databaseUrl: url.href, relay: relay.address, migrationsFolder: folder })
-    const db = new pg.Client(url.href)
+    const { url, total } = await databaseAt(
+      server,
+      relay,
+      'upgrade_by_hand',
+      '0017_player_bans_device',
+    )
+    const db = new pg.Client(url)
     await db.connect()
     try {
       await db.query(
         `create index concurrently rewards_cycle_rank_idx on rewards (leaderboard_id, cycle, rank)`,
       )
-      await runMigrations({ databaseUrl: url.href, relay: relay.address })
+      await runMigrations({ databaseUrl: url, relay: relay.address })
       const applied = await db.query(`select count(*)::int as n from drizzle.__drizzle_migrations`)
-      expect(applied.rows[0].n).toBe(journal.entries.length)
+      expect(applied.rows[0].n).toBe(total)
     } finally {
       await db.end()
     }
   })
   it("0026 lists every player's sessions from before it, and PostgreSQL lists those of a Worker still on the version before", async () => {
-    await direct.query('create database sessions_before_0026')
-    const url = new URL(server.url)
-    url.pathname = '/sessions_before_0026'
-    const folder = await mkdtemp(join(tmpdir(), 'nexus-migrations-'))
-    onTestFinished(() => rm(folder, { recursive: true, force: true }))
-    await cp(fileURLToPath(new URL('../../migrations', import.meta.url)), folder, {
-      recursive: true,
-    })
-    const journalPath = join(folder, 'meta', '_journal.json')
-    const journal = JSON.parse(await readFile(journalPath, 'utf8')) as {
-      entries: { idx: number; tag: string }[]
-    }
-    const upTo25 = journal.entries.filter((e) => e.idx <= 25)
-    expect(upTo25[upTo25.length - 1]!.tag).toBe('0025_erased_players_completed_at')
-    await writeFile(journalPath, JSON.stringify({ ...journal, entries: upTo25 }))
-    await runMigrations({ databaseUrl: url.href, relay: relay.address, migrationsFolder: folder })
-    const db = new pg.Client(url.href)
+    const { url } = await databaseAt(
+      server,
+      relay,
+      'sessions_before_0026',
+      '0025_erased_players_completed_at',
+    )
+    const db = new pg.Client(url)
     await db.connect()
     // As the Worker before 0026 lists a session.
     const list = (id: string, players: string[]) =>
@@ -221,7 +238,7 @@ describe('a migration waiting for a table in use', () => {
     try {
       await list('before-a', ['ann', 'bo'])
       await list('before-b', ['ann', 'bo', 'cy'])
-      await runMigrations({ databaseUrl: url.href, relay: relay.address })
+      await runMigrations({ databaseUrl: url, relay: relay.address })
       await list('after', ['cy'])
       const rows = await db.query(
         `select player_id, session_id, to_char(created_at at time zone 'UTC', 'DD') as day

@@ -19,7 +19,7 @@ import { sessionView, SessionView } from './sessions.ts'
 import { MAX_ROSTER, SessionId } from '../sessions/schemas.ts'
 import { sessionStub } from '../sessions/stub.ts'
 import { Limit } from './leaderboard-schemas.ts'
-import { ListedSession, sessionPage } from './session-listing.ts'
+import { SessionPage, sessionPage } from './session-listing.ts'
 
 export const adminSessions = newRouter()
 
@@ -223,12 +223,7 @@ const listRoute = createRoute({
     200: {
       description: 'A page of sessions',
       content: {
-        'application/json': {
-          schema: z.object({
-            sessions: z.array(ListedSession),
-            nextCursor: z.string().nullable(),
-          }),
-        },
+        'application/json': { schema: SessionPage },
       },
     },
     ...problemResponses(401, 403, 422),

@@ -8,7 +8,7 @@ import { playerReadLimit } from '../middleware/rate-limit.ts'
 import { receivedInvites } from '../parties/store.ts'
 import { readProfile } from '../players/profile.ts'
 import { Limit, StoredJsonObject } from './leaderboard-schemas.ts'
-import { ListedSession, sessionPage } from './session-listing.ts'
+import { SessionPage, sessionPage } from './session-listing.ts'
 import { decodeTimeCursor, encodeTimeCursor } from './time-cursor.ts'
 
 export const playerRoutes = newRouter()
@@ -153,12 +153,7 @@ const mySessionsRoute = createRoute({
     200: {
       description: 'A page of sessions',
       content: {
-        'application/json': {
-          schema: z.object({
-            sessions: z.array(ListedSession),
-            nextCursor: z.string().nullable(),
-          }),
-        },
+        'application/json': { schema: SessionPage },
       },
     },
     ...problemResponses(401, 403, 422, 429),

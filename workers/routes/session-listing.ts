@@ -42,6 +42,11 @@ export const ListedSession = z
   })
   .openapi('ListedSession')
 
+/** A page of a listing; `nextCursor` is the `cursor` of the next page. */
+export const SessionPage = z
+  .object({ sessions: z.array(ListedSession), nextCursor: z.string().nullable() })
+  .openapi('SessionPage')
+
 /**
  * A page of a listing from its cursor (`nextCursor` of the page before; a forged one is 422),
  * with the cursor of the next page: null once a page comes back short.

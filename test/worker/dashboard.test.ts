@@ -67,6 +67,7 @@ describe('the dashboard API', () => {
     expect(o.boards.find((b) => b.id === board)).toMatchObject({
       name: 'Weekly',
       cycle: { cycle: 1, entries: 0 },
+      paused: false,
     })
     expect(o.queues.find((q) => q.id === queue)).toMatchObject({
       waitingPlayers: 1,
@@ -95,6 +96,16 @@ describe('the dashboard API', () => {
       paused: true,
       waitingPlayers: 0,
     })
+    // And a paused board as paused.
+    const pauseBoard = await call(
+      `/v1/admin/leaderboards/${board}`,
+      json('PUT', { name: 'Weekly', cycle: { every: '7d' }, paused: true }, ADMIN_KEY),
+    )
+    expect(pauseBoard.status).toBe(200)
+    const later = (await (await call('/dashboard/api/overview', bearer(ADMIN_KEY))).json()) as {
+      boards: { id: string; paused: boolean }[]
+    }
+    expect(later.boards.find((b) => b.id === board)?.paused).toBe(true)
   })
 })
 

@@ -232,7 +232,7 @@ export const DASHBOARD_JS = String.raw`
   function renderBoards(o) {
     rows($('boards').querySelector('tbody'), o.boards, function (b) {
       var tr = el('tr', { class: 'clickable' + (state.board === b.id ? ' selected' : ''), 'data-board': b.id }, [
-        td(b.name ? b.name + ' (' + b.id + ')' : b.id),
+        td((b.name ? b.name + ' (' + b.id + ')' : b.id) + (b.paused ? ' (paused)' : '')),
         td(b.error ? 'unavailable' : schedule(b.schedule)),
         td(b.cycle ? fmt(b.cycle.cycle) : '–', 'num'),
         td(b.cycle ? fmt(b.cycle.entries) : '–', 'num'),

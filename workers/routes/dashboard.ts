@@ -109,6 +109,7 @@ dashboard.get('/api/overview', async (c) => {
         version: b.version,
         cycle: 'cycle' in info ? info.cycle : null,
         schedule: 'config' in info ? info.config.cycle : null,
+        paused: 'config' in info && info.config.paused === true,
         // `error`: the call failed; `detail`: the board could not read its configuration.
         error: 'error' in info ? info.error : 'ok' in info ? info.detail : null,
         rewardsPaidLastDay: paid.get(b.id)?.rewards ?? 0,

@@ -67,6 +67,19 @@ export interface Schemas {
     rating: number
     ratingDeviation: number
   }
+  RewardPage: {
+    rewards: Array<Schemas['Reward']>
+    nextCursor: string | null
+  }
+  Reward: {
+    leaderboardId: string
+    cycle: number
+    rank: number
+    reward: Record<string, unknown>
+    createdAt: string
+    /** Voided by an admin (not to be paid); null while it stands */
+    voidedAt: string | null
+  }
   PlayerUpdate: {
     rating?: number
     name?: string
@@ -262,15 +275,6 @@ export interface Schemas {
     /** Glicko-2 rating (1500 before a first rated match) */
     rating: number
     ratingDeviation: number
-  }
-  Reward: {
-    leaderboardId: string
-    cycle: number
-    rank: number
-    reward: Record<string, unknown>
-    createdAt: string
-    /** Voided by an admin (not to be paid); null while it stands */
-    voidedAt: string | null
   }
   SessionPage: {
     sessions: Array<Schemas['ListedSession']>
@@ -553,6 +557,29 @@ export interface Paths {
       responses: {
         200: Schemas['PlayerErasure']
         202: Schemas['PlayerErasure']
+        401: Schemas['Problem']
+        403: Schemas['Problem']
+        422: Schemas['Problem']
+        429: Schemas['Problem']
+        500: Schemas['Problem']
+        503: Schemas['Problem']
+      }
+    }
+  }
+  '/v1/admin/players/{playerId}/rewards': {
+    /** A player's rewards across boards, for support, newest first */
+    get: {
+      path: {
+        playerId: string
+      }
+      query: {
+        limit?: number
+        cursor?: string
+      }
+      headers: Record<string, never>
+      body: undefined
+      responses: {
+        200: Schemas['RewardPage']
         401: Schemas['Problem']
         403: Schemas['Problem']
         422: Schemas['Problem']
@@ -1233,10 +1260,7 @@ export interface Paths {
       headers: Record<string, never>
       body: undefined
       responses: {
-        200: {
-          rewards: Array<Schemas['Reward']>
-          nextCursor: string | null
-        }
+        200: Schemas['RewardPage']
         401: Schemas['Problem']
         403: Schemas['Problem']
         422: Schemas['Problem']

@@ -1621,6 +1621,20 @@ describe('a closed cycle read while it is archived', () => {
       ).rewards
     expect(await mine(cheat)).toMatchObject([{ voidedAt: first.voidedAt }])
     expect(await mine(honest)).toMatchObject([{ voidedAt: null }])
+    // Support reads a player's rewards as the player does; only with the admin key.
+    const support = await call(`/v1/admin/players/${cheat}/rewards`, bearer(ADMIN_KEY))
+    expect(support.status).toBe(200)
+    expect(((await support.json()) as { rewards: unknown[] }).rewards).toEqual(await mine(cheat))
+    const asPlayer = await call(
+      `/v1/admin/players/${cheat}/rewards`,
+      bearer((await issuePlayerToken(env, cheat)).token),
+    )
+    expect((await problem(asPlayer)).status).toBe(403)
+    const badCursor = await call(`/v1/admin/players/${cheat}/rewards?cursor=x`, bearer(ADMIN_KEY))
+    expect(await problem(badCursor)).toMatchObject({
+      status: 422,
+      type: 'urn:nexus:problem:validation',
+    })
     // Restored, twice: it stands, and the second changes nothing.
     for (let i = 0; i < 2; i++) {
       const restored = await call(path(cheat), {

@@ -16,6 +16,7 @@ import { walkBoards } from '../players/board-walk.ts'
 import { readProfile } from '../players/profile.ts'
 import { MAX_BANS } from '../../durable-objects/leaderboard.ts'
 import { BanRequest } from './admin-leaderboards.ts'
+import { RewardPage, RewardsQuery, rewardPage } from './reward-page.ts'
 
 export const adminPlayers = newRouter()
 
@@ -68,6 +69,26 @@ const getPlayerRoute = createRoute({
 adminPlayers.openapi(getPlayerRoute, async (c) => {
   const { playerId } = c.req.valid('param')
   return c.json(await readProfile(c.env, playerId), 200)
+})
+
+const playerRewardsRoute = createRoute({
+  method: 'get',
+  path: '/{playerId}/rewards',
+  summary: "A player's rewards across boards, for support, newest first",
+  description:
+    'What `GET /v1/players/me/rewards` shows the player (voided ones marked `voidedAt`; the ' +
+    "reason is in the cycle's payout list). Pass `nextCursor` as `cursor` for older ones.",
+  middleware: [requireAdmin()] as const,
+  request: { params: z.object({ playerId: PlayerId }), query: RewardsQuery },
+  responses: {
+    200: { description: 'Rewards', content: { 'application/json': { schema: RewardPage } } },
+    ...problemResponses(401, 403, 422),
+  },
+})
+
+adminPlayers.openapi(playerRewardsRoute, async (c) => {
+  const { playerId } = c.req.valid('param')
+  return c.json(await rewardPage(c.env, playerId, c.req.valid('query')), 200)
 })
 
 const putPlayerRoute = createRoute({

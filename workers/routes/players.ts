@@ -1,31 +1,14 @@
 import { z } from '@hono/zod-openapi'
-import { getSql } from '../db/client.ts'
-import { isoMicros, isoUtc } from '../db/iso-time.ts'
 import { createRoute, newRouter, problemResponses } from '../lib/openapi.ts'
-import { ResourceId } from '../lib/fields.ts'
 import { playerId, requirePlayer } from '../middleware/auth.ts'
 import { playerReadLimit } from '../middleware/rate-limit.ts'
 import { receivedInvites } from '../parties/store.ts'
 import { readProfile } from '../players/profile.ts'
-import { Limit, StoredJsonObject } from './leaderboard-schemas.ts'
+import { Limit } from './leaderboard-schemas.ts'
+import { RewardPage, RewardsQuery, rewardPage } from './reward-page.ts'
 import { SessionPage, sessionPage } from './session-listing.ts'
-import { decodeTimeCursor, encodeTimeCursor } from './time-cursor.ts'
 
 export const playerRoutes = newRouter()
-
-const Reward = z
-  .object({
-    leaderboardId: z.string(),
-    cycle: z.number().int(),
-    rank: z.number().int(),
-    reward: StoredJsonObject,
-    createdAt: z.string(),
-    voidedAt: z
-      .string()
-      .nullable()
-      .openapi({ description: 'Voided by an admin (not to be paid); null while it stands' }),
-  })
-  .openapi('Reward')
 
 const Profile = z
   .object({
@@ -62,75 +45,20 @@ const rewardsRoute = createRoute({
   path: '/me/rewards',
   summary: "The caller's rewards, newest first",
   middleware: [requirePlayer(), playerReadLimit()] as const,
-  request: { query: z.object({ limit: Limit(100, 50), cursor: z.string().max(200).optional() }) },
+  request: { query: RewardsQuery },
   responses: {
     200: {
       description: 'Rewards; pass nextCursor as cursor for older ones',
-      content: {
-        'application/json': {
-          schema: z.object({ rewards: z.array(Reward), nextCursor: z.string().nullable() }),
-        },
-      },
+      content: { 'application/json': { schema: RewardPage } },
     },
     ...problemResponses(401, 403, 422, 429),
   },
 })
 
-/** Cursor: the last row's (created_at, leaderboard_id, cycle), so pages are stable. */
-function parseCursor(cursor: string | undefined): [string, string, number] | null {
-  if (cursor === undefined) return null
-  // Exactly what this endpoint issues (its columns are text ids and int4 cycles).
-  const { time, rest } = decodeTimeCursor(cursor, (v) =>
-    v.length === 2 &&
-    typeof v[0] === 'string' &&
-    ResourceId.safeParse(v[0]).success &&
-    Number.isSafeInteger(v[1]) &&
-    (v[1] as number) >= 1 &&
-    (v[1] as number) <= 2_147_483_647
-      ? ([v[0], v[1] as number] as const)
-      : null,
-  )
-  return [time, rest[0], rest[1]]
-}
-
 playerRoutes.openapi(rewardsRoute, async (c) => {
-  const me = playerId(c)
-  const { limit, cursor } = c.req.valid('query')
-  const after = parseCursor(cursor)
-  const rows = (await getSql(c.env).query(
-    `select leaderboard_id, cycle, rank, reward, created_at, ${isoMicros('created_at')} as created_iso,
-            ${isoUtc('voided_at')} as voided_at
-       from rewards
-      where player_id = $1 and ($2::timestamptz is null or (created_at, leaderboard_id, cycle) < ($2::timestamptz, $3, $4))
-      order by created_at desc, leaderboard_id desc, cycle desc limit $5`,
-    [me, after?.[0] ?? null, after?.[1] ?? '', after?.[2] ?? 0, limit],
-  )) as {
-    leaderboard_id: string
-    cycle: number
-    rank: number
-    reward: Record<string, unknown>
-    created_iso: string
-    voided_at: string | null
-  }[]
-  const last = rows[rows.length - 1]
+  const page = await rewardPage(c.env, playerId(c), c.req.valid('query'))
   c.header('cache-control', 'private, no-store')
-  return c.json(
-    {
-      rewards: rows.map((r) => ({
-        leaderboardId: r.leaderboard_id,
-        cycle: r.cycle,
-        rank: r.rank,
-        reward: r.reward,
-        createdAt: r.created_iso,
-        voidedAt: r.voided_at,
-      })),
-      nextCursor:
-        rows.length === limit && last
-          ? encodeTimeCursor(last.created_iso, last.leaderboard_id, last.cycle)
-          : null,
-    },
-    200,
-  )
+  return c.json(page, 200)
 })
 
 const mySessionsRoute = createRoute({

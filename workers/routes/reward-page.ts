@@ -1,0 +1,87 @@
+import { z } from '@hono/zod-openapi'
+import { getSql, type DbEnv } from '../db/client.ts'
+import { isoMicros, isoUtc } from '../db/iso-time.ts'
+import { ResourceId } from '../lib/fields.ts'
+import { Limit, StoredJsonObject } from './leaderboard-schemas.ts'
+import { decodeTimeCursor, encodeTimeCursor } from './time-cursor.ts'
+
+/** A player's rewards across boards, newest first: theirs (`/me/rewards`) and support's view. */
+
+export const Reward = z
+  .object({
+    leaderboardId: z.string(),
+    cycle: z.number().int(),
+    rank: z.number().int(),
+    reward: StoredJsonObject,
+    createdAt: z.string(),
+    voidedAt: z
+      .string()
+      .nullable()
+      .openapi({ description: 'Voided by an admin (not to be paid); null while it stands' }),
+  })
+  .openapi('Reward')
+
+export const RewardsQuery = z.object({
+  limit: Limit(100, 50),
+  cursor: z.string().max(200).optional(),
+})
+
+export const RewardPage = z
+  .object({ rewards: z.array(Reward), nextCursor: z.string().nullable() })
+  .openapi('RewardPage')
+
+/** Cursor: the last row's (created_at, leaderboard_id, cycle), so pages are stable. */
+function parseCursor(cursor: string | undefined): [string, string, number] | null {
+  if (cursor === undefined) return null
+  // Exactly what this endpoint issues (its columns are text ids and int4 cycles).
+  const { time, rest } = decodeTimeCursor(cursor, (v) =>
+    v.length === 2 &&
+    typeof v[0] === 'string' &&
+    ResourceId.safeParse(v[0]).success &&
+    Number.isSafeInteger(v[1]) &&
+    (v[1] as number) >= 1 &&
+    (v[1] as number) <= 2_147_483_647
+      ? ([v[0], v[1] as number] as const)
+      : null,
+  )
+  return [time, rest[0], rest[1]]
+}
+
+/** A page of `playerId`'s rewards, newest first, after the cursor's row. */
+export async function rewardPage(
+  env: DbEnv,
+  playerId: string,
+  { limit, cursor }: z.infer<typeof RewardsQuery>,
+): Promise<z.infer<typeof RewardPage>> {
+  const after = parseCursor(cursor)
+  const rows = (await getSql(env).query(
+    `select leaderboard_id, cycle, rank, reward, created_at, ${isoMicros('created_at')} as created_iso,
+            ${isoUtc('voided_at')} as voided_at
+       from rewards
+      where player_id = $1 and ($2::timestamptz is null or (created_at, leaderboard_id, cycle) < ($2::timestamptz, $3, $4))
+      order by created_at desc, leaderboard_id desc, cycle desc limit $5`,
+    [playerId, after?.[0] ?? null, after?.[1] ?? '', after?.[2] ?? 0, limit],
+  )) as {
+    leaderboard_id: string
+    cycle: number
+    rank: number
+    reward: Record<string, unknown>
+    created_iso: string
+    voided_at: string | null
+  }[]
+  const last = rows[rows.length - 1]
+  return {
+    rewards: rows.map((r) => ({
+      leaderboardId: r.leaderboard_id,
+      cycle: r.cycle,
+      rank: r.rank,
+      reward: r.reward,
+      createdAt: r.created_iso,
+      voidedAt: r.voided_at,
+    })),
+    nextCursor:
+      rows.length === limit && last
+        ? encodeTimeCursor(last.created_iso, last.leaderboard_id, last.cycle)
+        : null,
+  }
+}

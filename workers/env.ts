@@ -53,9 +53,8 @@ export interface Env {
   SESSION_EVENT_READS_PER_MINUTE?: string
 
   /**
-   * A player's reads of their own account from Neon (profile, rewards, matches, party invites, a
-   * board's history; that of another player without a token, per address) per minute, in all
-   * (default 120, 1–100,000).
+   * A player's reads of their own account from Neon (profile, rewards, matches, party invites,
+   * their history on a board) per minute, in all (default 120, 1–100,000).
    */
   PLAYER_READS_PER_MINUTE?: string
 

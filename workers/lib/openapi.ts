@@ -9,7 +9,10 @@ const MAX_REPORTED_ISSUES = 20
 
 /** The OpenAPI security requirement of a route that takes `Authorization: Bearer`. */
 export const BEARER: Record<string, string[]>[] = [{ bearer: [] }]
-/** Either credential of a WebSocket route: the header, or `?token=` (browsers cannot set it). */
+/**
+ * The credentials OpenAPI can declare for a WebSocket route: the header, or `?token=` (kept for
+ * older clients; the subprotocol token browsers send cannot be declared).
+ */
 export const BEARER_OR_QUERY_TOKEN: Record<string, string[]>[] = [{ bearer: [] }, { token: [] }]
 
 const authenticating = new WeakSet<object>()

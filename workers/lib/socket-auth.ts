@@ -1,14 +1,14 @@
 import { ApiError } from './problem.ts'
 
 /** The subprotocol Nexus's sockets speak: a client that names it is answered with it. */
-export const SOCKET_PROTOCOL = 'nexus.v1'
+const SOCKET_PROTOCOL = 'nexus.v1'
 
 /**
  * The subprotocol that carries a client's token, `nexus.token.<token>`: a browser cannot give a
  * socket a header, and a token in the URL (`?token=`) ends up in logs, the platform's and any
  * proxy's, where this header does not. A JWT's characters are all allowed in a subprotocol.
  */
-export const TOKEN_PROTOCOL_PREFIX = 'nexus.token.'
+const TOKEN_PROTOCOL_PREFIX = 'nexus.token.'
 
 /** The longest token a socket takes, as its `?token=` (4 KiB). */
 const MAX_TOKEN_LENGTH = 4096

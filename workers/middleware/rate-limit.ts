@@ -103,15 +103,15 @@ export function clientIp(c: Context<AppEnv>): string {
 }
 
 /** Default of PLAYER_READS_PER_MINUTE. */
-export const DEFAULT_PLAYER_READS_PER_MINUTE = 120
+const DEFAULT_PLAYER_READS_PER_MINUTE = 120
 
 /**
- * A player's reads of what Neon keeps for them (their profile, rewards, matches, invites, a
- * board's history), at most PLAYER_READS_PER_MINUTE a minute in all: each is a query on the
- * deployment's one database, and a client reading in a loop (a bug, or many tabs) would otherwise
- * run them without end. Counted by the player once authenticated (so after the authentication),
- * else by the client's address (a board's history of another player needs no token). The party
- * reads the SDK polls while a member waits are not counted here.
+ * A player's reads of what Neon keeps for them (their profile, rewards, matches, invites, their
+ * history on a board), at most PLAYER_READS_PER_MINUTE a minute in all: each is a query on the
+ * deployment's one database, never shared through a cache, and a client reading in a loop (a
+ * bug, or many tabs) would otherwise run them without end. Counted by the authenticated player
+ * (after the authentication); the party reads the SDK polls while a member waits are not
+ * counted here.
  */
 export const playerReadLimit = (): MiddlewareHandler<AppEnv> =>
   edgeRateLimit({
@@ -120,8 +120,6 @@ export const playerReadLimit = (): MiddlewareHandler<AppEnv> =>
       boundedInt(c.env.PLAYER_READS_PER_MINUTE, DEFAULT_PLAYER_READS_PER_MINUTE, 1, 100_000),
     key: (c) => {
       const p = c.get('principal')
-      if (p?.kind === 'player') return p.playerId
-      const address = countedClientIp(c)
-      return address === undefined ? undefined : `address:${address}`
+      return p?.kind === 'player' ? p.playerId : undefined
     },
   })

@@ -428,7 +428,6 @@ const Ban = z
   })
   .openapi('LeaderboardBan')
 
-/** A ban's body, on a board or on a player's account. */
 /** A reason an admin gives, for the studio's records: 1–256 characters PostgreSQL can store. */
 const Reason = z
   .string()
@@ -438,6 +437,7 @@ const Reason = z
   // is refused here, not by the database as a 500 or silently changed.
   .refine(storableText, NOT_STORABLE_REASON)
 
+/** A ban's body, on a board or on a player's account. */
 export const BanRequest = z
   .object({
     reason: Reason.optional().openapi({
@@ -587,7 +587,7 @@ const cycleRewardsRoute = createRoute({
     'player) however often the close ran, so a game server that pays out keyed by that triple ' +
     'pays each once. `complete` is false while the cycle is still being archived: rewards are ' +
     'written with their archive pages, in any order, so a page may miss ranks that come later; ' +
-    'pay what is listed and read again once `complete`. Pass `nextCursor` as `cursor` for the ' +
+    'pay what is listed, skipping any with `voidedAt` (voided by an admin), and read again once `complete`. Pass `nextCursor` as `cursor` for the ' +
     'next page. 404 until the close has begun writing to Neon.',
   middleware: [requireAdmin()] as const,
   request: {

@@ -40,6 +40,8 @@ export const leaderboardRoutes = newRouter()
 const LIVE_TTL_SECONDS = 4
 /** A completed archive never changes. */
 const ARCHIVE_TTL_SECONDS = 300
+/** Another player's history: it changes only as cycles close and are archived. */
+const HISTORY_TTL_SECONDS = 60
 
 const SubmissionKey = IdempotencyKey.openapi({
   description: 'Unique per logical submission; a retry sends the same key',
@@ -542,6 +544,10 @@ const historyRoute = createRoute({
   method: 'get',
   path: '/{id}/players/{playerId}/history',
   summary: "A player's results across closed cycles, newest first",
+  description:
+    "`me` (a player token): the caller's own, from Neon on every read, counted in their " +
+    'PLAYER_READS_PER_MINUTE (429 past it). Another player’s: public, through the read caches, ' +
+    'at most a minute old.',
   middleware: [requirePlayerForMe(), playerReadLimit()] as const,
   request: {
     params: PlayerParam,
@@ -580,6 +586,30 @@ leaderboardRoutes.openapi(historyRoute, (async (c: Context<AppEnv>) => {
     c.req as unknown as { valid(t: 'query'): { limit: number; before?: number } }
   ).valid('query')
   const playerId = resolvePlayer(c, raw)
+  const read = () => historyPage(c, id, playerId, limit, before)
+  if (raw === 'me') {
+    // The caller's own, counted in their account reads (playerReadLimit), never shared.
+    c.header('cache-control', 'private, max-age=0')
+    return c.json(await read(), 200)
+  }
+  // Anyone's, public: through the read caches, so that a client polling it (or many asking for
+  // a popular player's) costs Neon a query a minute, not one each. It changes only as cycles close.
+  return cachedRead(c, {
+    key: `lb:${id}:history:${playerId}:${limit}:${before ?? ''}`,
+    ttlSeconds: HISTORY_TTL_SECONDS,
+    visibility: 'public',
+    load: read,
+  })
+}) as never)
+
+/** A page of a player's results on a board, newest cycle first (404 for a board nobody made). */
+async function historyPage(
+  c: Context<AppEnv>,
+  id: string,
+  playerId: string,
+  limit: number,
+  before: number | undefined,
+) {
   const rows = (await getSql(c.env).query(
     `select a.cycle, a.rank, a.score, a.subscore, c.entries from leaderboard_archive a
        join leaderboard_cycles c on c.leaderboard_id = a.leaderboard_id and c.cycle = a.cycle
@@ -594,9 +624,5 @@ leaderboardRoutes.openapi(historyRoute, (async (c: Context<AppEnv>) => {
     if (!board) throw new ApiError('not-found', `No leaderboard '${id}'`)
   }
   const last = rows[rows.length - 1]
-  c.header('cache-control', 'private, max-age=0')
-  return c.json(
-    { results: rows, nextBefore: rows.length === limit && last ? last.cycle : null },
-    200,
-  )
-}) as never)
+  return { results: rows, nextBefore: rows.length === limit && last ? last.cycle : null }
+}

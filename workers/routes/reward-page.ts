@@ -7,7 +7,7 @@ import { decodeTimeCursor, encodeTimeCursor } from './time-cursor.ts'
 
 /** A player's rewards across boards, newest first: theirs (`/me/rewards`) and support's view. */
 
-export const Reward = z
+const Reward = z
   .object({
     leaderboardId: z.string(),
     cycle: z.number().int(),

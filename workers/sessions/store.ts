@@ -418,7 +418,7 @@ export async function loadArchivedEvents(
   return rows.map((r) => r.record)
 }
 
-/** What the admin's session listing asks for: any of the filters, newest first. */
+/** What a session listing asks for (the admin's, or a player's own): any of the filters, newest first. */
 export interface SessionListing {
   status?: 'live' | 'finished'
   queue?: string
@@ -501,7 +501,7 @@ export function sessionListQuery(f: SessionListing): { text: string; params: unk
   return { text, params }
 }
 
-/** A page of the admin's session listing (`sessionListQuery`). */
+/** A page of a session listing (`sessionListQuery`). */
 export async function listSessions(env: DbEnv, f: SessionListing): Promise<ListedSession[]> {
   const { text, params } = sessionListQuery(f)
   const rows = (await getSql(env).query(text, params)) as {

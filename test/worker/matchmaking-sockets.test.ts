@@ -558,7 +558,9 @@ describe('sockets: cancel, malformed frames', () => {
     const q = await createQueue()
     await rig(q, newClock())
     await runInDurableObject(poolOf(q), (inst: MatchPool) => {
-      inst.neonTimeoutMs = 300
+      // Long enough for the refused frames to be answered first on a slow machine, whose
+      // stalls last hundreds of milliseconds.
+      inst.neonTimeoutMs = 2_000
       // Neon does not answer the party read.
       inst.partyReader = () => new Promise(() => {})
     })

@@ -473,7 +473,7 @@ describe('banning a player from the deployment (admin)', () => {
           `insert into queue_claims (queue, player_id, version, regions) values ($1, $2, 1, '{}')`,
           [queue, player],
         ),
-        sql.query(`select pg_sleep(1.5) as ${marker}`),
+        sql.query(`select pg_sleep(3) as ${marker}`),
         sql.query(`select 1 / 0`),
       ])
       .catch(() => 'rolled back')
@@ -871,7 +871,7 @@ describe('banning a player from the deployment (admin)', () => {
         deviceKey,
       ]),
       sql.query(`delete from players where id = $1`, [guest.playerId]),
-      sql.query(`select pg_sleep(1.5) as ${marker}`),
+      sql.query(`select pg_sleep(3) as ${marker}`),
     ])
     await until(
       async () =>

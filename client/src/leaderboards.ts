@@ -121,15 +121,21 @@ export class Leaderboards {
     })
   }
 
-  /** A player's results in closed cycles, newest first; pass `nextBefore` back as `before`. */
+  /**
+   * A player's results in closed cycles, newest first; pass `nextBefore` back as `before`. The
+   * signed-in player's own (`me`) is read fresh; another player's may be a minute old (`fresh`
+   * asks for it as it is now, within the server's limit of such reads).
+   */
   history(
     board: string,
     playerId = 'me',
     query: QueryOf<'/v1/leaderboards/{id}/players/{playerId}/history', 'get'> = {},
+    opts: ReadOptions = {},
   ): Promise<HistoryPage> {
     return this.t.request('get', '/v1/leaderboards/{id}/players/{playerId}/history', {
       path: { id: board, playerId },
       query,
+      headers: fresh(opts),
       as: playerId === 'me' ? { kind: 'player' } : { kind: 'none' },
       retry: true,
     })

@@ -571,7 +571,7 @@ describe('sockets: cancel, malformed frames', () => {
     // The join and the 7 cancels after it wait their turn; the last 3 are refused at once.
     await until(
       async () => (count(ws, 'error:not_queued') === MAX_PENDING_FRAMES - 1 ? true : undefined),
-      5000,
+      10_000,
       'answers',
     )
     expect(types(ws)).toEqual([

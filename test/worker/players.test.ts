@@ -174,21 +174,35 @@ describe("a player's reads of their own account", () => {
     expect((await read('/v1/players/me', other.token)).status).toBe(200)
   })
 
-  it("a board's history of another player, public, is served through the read caches, not counted as anyone's account reads", async () => {
+  it("a board's history of another player, public, is served through the read caches; what they miss is counted per address, not as the caller's account reads", async () => {
+    await clearOfMinuteTurn(10_000)
     const board = await createBoard()
-    const player = `someone-${crypto.randomUUID()}`
-    const read = () =>
+    const address = clientAddress()
+    const guest = await newGuest()
+    const read = (player: string) =>
       callWithEnv(
         { PLAYER_READS_PER_MINUTE: '1' },
         `/v1/leaderboards/${board}/players/${player}/history`,
-        { headers: { 'cf-connecting-ip': clientAddress() } },
+        bearer(guest.token, { 'cf-connecting-ip': address }),
       )
-    const first = await read()
+    const [a, b] = [`a-${crypto.randomUUID()}`, `b-${crypto.randomUUID()}`]
+    const first = await read(a)
     expect(first.status).toBe(200)
     expect(first.headers.get('cache-control')).toMatch(/public/)
     expect(await first.json()).toEqual({ results: [], nextBefore: null })
-    const again = await read()
+    // Served from the caches: not a Neon query, not counted.
+    const again = await read(a)
     expect(again.status).toBe(200)
     expect(again.headers.get('x-cache')).toMatch(/^HIT/)
+    // Another player's is a miss: the address's second this minute, past the allowance of 1.
+    const refused = await problem(await read(b))
+    expect(refused).toMatchObject({ status: 429, type: 'urn:nexus:problem:rate-limited' })
+    // The caller's own account reads are their own count, untouched.
+    const mine = await callWithEnv(
+      { PLAYER_READS_PER_MINUTE: '1' },
+      `/v1/leaderboards/${board}/players/me/history`,
+      bearer(guest.token, { 'cf-connecting-ip': address }),
+    )
+    expect(mine.status).toBe(200)
   })
 })

@@ -103,7 +103,7 @@ export function clientIp(c: Context<AppEnv>): string {
 }
 
 /** Default of PLAYER_READS_PER_MINUTE. */
-const DEFAULT_PLAYER_READS_PER_MINUTE = 120
+export const DEFAULT_PLAYER_READS_PER_MINUTE = 120
 
 /**
  * A player's reads of what Neon keeps for them (their profile, rewards, matches, invites, their

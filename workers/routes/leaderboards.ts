@@ -15,6 +15,8 @@ import { getSql } from '../db/client.ts'
 import { playerNames } from '../leaderboards/names.ts'
 import {
   countEdgeRefusal,
+  countedClientIp,
+  DEFAULT_PLAYER_READS_PER_MINUTE,
   overEdgeLimit,
   playerReadLimit,
   type EdgeRateLimitOptions,
@@ -547,7 +549,7 @@ const historyRoute = createRoute({
   description:
     "`me` (a player token): the caller's own, from Neon on every read, counted in their " +
     'PLAYER_READS_PER_MINUTE (429 past it). Another player’s: public, through the read caches, ' +
-    'at most a minute old.',
+    'at most a minute old; a read the caches miss counts toward that many per client address.',
   middleware: [requirePlayerForMe(), playerReadLimit()] as const,
   request: {
     params: PlayerParam,
@@ -594,13 +596,30 @@ leaderboardRoutes.openapi(historyRoute, (async (c: Context<AppEnv>) => {
   }
   // Anyone's, public: through the read caches, so that a client polling it (or many asking for
   // a popular player's) costs Neon a query a minute, not one each. It changes only as cycles close.
+  // What the caches miss is a Neon query: counted per client address, so that a script walking
+  // players or pages cannot have Neon query without end.
   return cachedRead(c, {
     key: `lb:${id}:history:${playerId}:${limit}:${before ?? ''}`,
     ttlSeconds: HISTORY_TTL_SECONDS,
     visibility: 'public',
-    load: read,
+    load: async () => {
+      const refusal = await overEdgeLimit(c, HISTORY_MISS_LIMIT)
+      if (refusal) {
+        countEdgeRefusal(HISTORY_MISS_LIMIT.name)
+        throw refusal
+      }
+      return read()
+    },
   })
 }) as never)
+
+/** Another player's history read from Neon (a miss of the caches), per client address a minute. */
+const HISTORY_MISS_LIMIT: EdgeRateLimitOptions = {
+  name: 'history-reads',
+  limit: (c) =>
+    boundedInt(c.env.PLAYER_READS_PER_MINUTE, DEFAULT_PLAYER_READS_PER_MINUTE, 1, 100_000),
+  key: (c) => countedClientIp(c),
+}
 
 /** A page of a player's results on a board, newest cycle first (404 for a board nobody made). */
 async function historyPage(

@@ -102,8 +102,12 @@ export function clientIp(c: Context<AppEnv>): string {
   return rateLimitAddress(ip)
 }
 
-/** Default of PLAYER_READS_PER_MINUTE. */
-export const DEFAULT_PLAYER_READS_PER_MINUTE = 120
+/**
+ * PLAYER_READS_PER_MINUTE (default 120): a player's own account reads, and the reads of other
+ * players' histories the caches miss from one address.
+ */
+export const playerReadsPerMinute = (c: Context<AppEnv>): number =>
+  boundedInt(c.env.PLAYER_READS_PER_MINUTE, 120, 1, 100_000)
 
 /**
  * A player's reads of what Neon keeps for them (their profile, rewards, matches, invites, their
@@ -116,8 +120,7 @@ export const DEFAULT_PLAYER_READS_PER_MINUTE = 120
 export const playerReadLimit = (): MiddlewareHandler<AppEnv> =>
   edgeRateLimit({
     name: 'player-reads',
-    limit: (c) =>
-      boundedInt(c.env.PLAYER_READS_PER_MINUTE, DEFAULT_PLAYER_READS_PER_MINUTE, 1, 100_000),
+    limit: playerReadsPerMinute,
     key: (c) => {
       const p = c.get('principal')
       return p?.kind === 'player' ? p.playerId : undefined

@@ -587,8 +587,9 @@ const cycleRewardsRoute = createRoute({
     'player) however often the close ran, so a game server that pays out keyed by that triple ' +
     'pays each once. `complete` is false while the cycle is still being archived: rewards are ' +
     'written with their archive pages, in any order, so a page may miss ranks that come later; ' +
-    'pay what is listed, skipping any with `voidedAt` (voided by an admin), and read again once `complete`. Pass `nextCursor` as `cursor` for the ' +
-    'next page. 404 until the close has begun writing to Neon.',
+    'pay what is listed, skipping any with `voidedAt` (voided by an admin), and read again once ' +
+    '`complete`. Pass `nextCursor` as `cursor` for the next page. 404 until the close has begun ' +
+    'writing to Neon.',
   middleware: [requireAdmin()] as const,
   request: {
     params: CycleParam,
@@ -617,14 +618,16 @@ const cycleRewardsRoute = createRoute({
   },
 })
 
+/** A reward's columns as the admin routes read them (`RewardRow`). */
+const REWARD_COLUMNS = `player_id, rank, reward, ${isoUtc('created_at')} as awarded_at,
+         ${isoUtc('voided_at')} as voided_at, void_reason`
+
 /**
  * A page of a cycle's rewards in rank order, after rank `$3`: read through
  * `rewards_cycle_rank_idx`, so a page costs its rows, not the cycle's whole payout list.
  */
 export const CYCLE_REWARDS_PAGE = `
-  select player_id, rank, reward,
-         ${isoUtc('created_at')} as awarded_at,
-         ${isoUtc('voided_at')} as voided_at, void_reason
+  select ${REWARD_COLUMNS}
     from rewards where leaderboard_id = $1 and cycle = $2 and rank > $3
    order by rank limit $4`
 
@@ -660,8 +663,7 @@ const VoidParams = CycleParam.extend({ playerId: PlayerId })
 /** A reward as `change` (an `update rewards … returning *`) left it, as the routes answer it. */
 const REWARD_AFTER = (change: string) => `
   with changed as (${change})
-  select player_id, rank, reward, ${isoUtc('created_at')} as awarded_at,
-         ${isoUtc('voided_at')} as voided_at, void_reason from changed`
+  select ${REWARD_COLUMNS} from changed`
 
 type RewardRow = {
   player_id: string

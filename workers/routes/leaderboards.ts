@@ -16,9 +16,9 @@ import { playerNames } from '../leaderboards/names.ts'
 import {
   countEdgeRefusal,
   countedClientIp,
-  DEFAULT_PLAYER_READS_PER_MINUTE,
   overEdgeLimit,
   playerReadLimit,
+  playerReadsPerMinute,
   type EdgeRateLimitOptions,
 } from '../middleware/rate-limit.ts'
 import { requirePlayerForMe, requirePrincipal } from '../middleware/auth.ts'
@@ -616,8 +616,7 @@ leaderboardRoutes.openapi(historyRoute, (async (c: Context<AppEnv>) => {
 /** Another player's history read from Neon (a miss of the caches), per client address a minute. */
 const HISTORY_MISS_LIMIT: EdgeRateLimitOptions = {
   name: 'history-reads',
-  limit: (c) =>
-    boundedInt(c.env.PLAYER_READS_PER_MINUTE, DEFAULT_PLAYER_READS_PER_MINUTE, 1, 100_000),
+  limit: playerReadsPerMinute,
   key: (c) => countedClientIp(c),
 }
 

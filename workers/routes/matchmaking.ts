@@ -649,10 +649,10 @@ const socketRoute = createRoute({
   // The plain read needs no credential; the socket needs either.
   security: [{}, ...BEARER_OR_QUERY_TOKEN],
   description:
-    'With `Upgrade: websocket` and a player token (`Authorization: Bearer …`; browsers, which cannot ' +
-    'set it: the subprotocols `nexus.v1` and `nexus.token.<token>`, answered with `nexus.v1`; or ' +
-    '`?token=`, which logs keep): send `{"type":"join"}` (a party leader adds `"party"`: every member\'s id, as ' +
-    'Neon holds the party at that join); receive `{"type":"queued","ticketId"}`, then ' +
+    'With `Upgrade: websocket` and a player token (`Authorization: Bearer …`; browsers, which ' +
+    'cannot set it: the subprotocols `nexus.v1` and `nexus.token.<token>`, answered with ' +
+    '`nexus.v1`; or `?token=`, which logs keep): send `{"type":"join"}` (a party leader adds ' +
+    '`"party"`: every member\'s id, as Neon holds the party at that join); receive `{"type":"queued","ticketId"}`, then ' +
     '`{"type":"match_found","sessionId","token","players"}` (or `expired` / `cancelled`). Send ' +
     '`{"type":"cancel"}` to leave. A bad frame gets `{"type":"error","code","message"}` and changes ' +
     "nothing. Closing the socket cancels the ticket after the queue's `disconnectGraceSeconds` " +

@@ -66,9 +66,10 @@ const mySessionsRoute = createRoute({
   path: '/me/sessions',
   summary: "The caller's matches, newest first: how each ended, their place and rating change",
   description:
-    'Every session with the caller on its roster since their erasure, if any, live ones included (a live one has no result ' +
-    'yet), from Neon: a new session is listed moments after its creation. Pass `nextCursor` as ' +
-    '`cursor` for older ones. The whole session is `GET /v1/sessions/{id}`, its log `/events`.',
+    'Every session with the caller on its roster since their erasure, if any, live ones ' +
+    'included (a live one has no result yet), from Neon: a new session is listed moments after ' +
+    'its creation. Pass `nextCursor` as `cursor` for older ones. The whole session is ' +
+    '`GET /v1/sessions/{id}`, its log `/events`.',
   middleware: [requirePlayer(), playerReadLimit()] as const,
   request: {
     query: z.object({

@@ -36,7 +36,12 @@ import {
   type ArchiveWriter,
 } from '../workers/leaderboards/archive-writer.ts'
 import { isDatabaseUnreachable } from '../workers/db/client.ts'
-import { lastArchivedCycle, loadLeaderboardConfig } from '../workers/leaderboards/config-store.ts'
+import {
+  deleteLeaderboardConfig,
+  lastArchivedCycle,
+  leaderboardVersion,
+  loadLeaderboardConfig,
+} from '../workers/leaderboards/config-store.ts'
 import { accountBansAfter } from '../workers/players/bans.ts'
 import { recentErasuresAfter } from '../workers/players/erasure.ts'
 import {
@@ -134,6 +139,10 @@ export const MAX_BANS = 100_000
  */
 const ACCOUNT_BANS_AFTER = 'account_bans_after'
 const ERASURES_AFTER = 'erasures_after'
+/** Meta key: the configuration version a deletion began under (`deleteBoard`). */
+const DELETING = 'deleting'
+/** How soon an alarm asks Neon again about a deletion it could not settle. */
+const DELETION_RETRY_MS = 60_000
 const CATCH_UP_RETRY_AT = 'account_bans_retry_at'
 /** Set for a board that existed before boards took account bans on: it takes the older ones. */
 const ACCOUNT_BANS_OLDER_THAN_BOARD = 'account_bans_older_than_board'
@@ -411,6 +420,11 @@ export class Leaderboard extends DurableObject<Env> {
    */
   private erasureCount = 0
   private archiving: Promise<void> | null = null
+  /**
+   * The configuration version a deletion began under (`deleteBoard`), while whether Neon's row
+   * went is not known: set before the row is deleted there, cleared when it was not.
+   */
+  private deletingVersion: number | null = null
   /** The catch-up running now, so that a push and the alarm never run two at once. */
   private catchingUp: Promise<void> | null = null
   /** Account bans or erasures still to take on (`catchUp`); the meta keys, in memory. */
@@ -575,6 +589,8 @@ export class Leaderboard extends DurableObject<Env> {
     this.boardId = meta.get('board_id') ?? null
     this.seq = Number(meta.get('seq') ?? 0)
     this.configVersion = Number(meta.get('config_version') ?? 0)
+    const deleting = meta.get(DELETING)
+    this.deletingVersion = deleting === undefined ? null : Number(deleting)
     const config = meta.get('config')
     if (config) this.applyConfig(JSON.parse(config) as LeaderboardConfig)
     const current = meta.get('current')
@@ -727,6 +743,10 @@ export class Leaderboard extends DurableObject<Env> {
    * when it does, else why not (`not-found`, or `unavailable` while Neon cannot be reached).
    */
   private async ensureConfigured(boardId: string): Promise<BoardProblem | null> {
+    if (this.deletingVersion !== null) {
+      const unsettled = await this.settleDeletion(boardId)
+      if (unsettled) return unsettled
+    }
     if (this.config) {
       // Every call, read or write: a board kept awake by reads of players alone holds no
       // versions past their time.
@@ -790,6 +810,10 @@ export class Leaderboard extends DurableObject<Env> {
     /** The last cycle Neon has of the board (lastArchivedCycle), read by the pusher. */
     lastCycle?: number,
   ): Promise<CycleInfo & { configVersion: number; inForce: boolean }> {
+    if (this.deletingVersion !== null) {
+      const unsettled = await this.settleDeletion(boardId)
+      if (unsettled) throw new Error(unsettled.detail)
+    }
     // A board with no cycle yet goes on from Neon's numbering; a pusher that did not read it (a
     // Worker of the version before) has it asked here, before anything else, so that the checks
     // below judge the board as it is after the wait.
@@ -2130,7 +2154,7 @@ export class Leaderboard extends DurableObject<Env> {
    * board stored asks Neon whether the board exists, so an id nobody created keeps nothing.
    */
   async closeProgress(boardId: string, cycle: number): Promise<CloseStatus | null | BoardProblem> {
-    if (this.boardId === null) {
+    if (this.boardId === null || this.deletingVersion !== null) {
       const unknown = await this.ensureConfigured(boardId)
       if (unknown) return unknown
     }
@@ -2418,6 +2442,155 @@ export class Leaderboard extends DurableObject<Env> {
   }
 
   // ---------------------------------------------------------------------------------------------
+  // Deletion.
+
+  /**
+   * Deletes the board: its configuration row in Neon, then everything this object stores. Refused
+   * while a closed cycle is still being archived (its standings and rewards would be lost), and
+   * while the live cycle holds entries on a board in play (pause it first, or close the cycle):
+   * a paused board's live entries are discarded. Closed cycles' archives, rewards and history
+   * stay in Neon, and a board made again under the id numbers its cycles after them.
+   *
+   * Neon first, then the storage, in one step no other call to this object comes into. The row
+   * goes only if it is still at the version checked here: a PUT that saved another since keeps
+   * the board (409). If Neon's answer is lost, the object cannot know whether the row went: it
+   * keeps its storage, marked (`deletingVersion`), and the next call or alarm asks Neon again
+   * (`settleDeletion`), so that it never serves a board Neon no longer has.
+   */
+  async deleteBoard(
+    boardId: string,
+  ): Promise<Reply<{ discardedEntries: number; lastCycle: number }>> {
+    const unknown = await this.ensureConfigured(boardId)
+    if (unknown) return unknown
+    return this.ctx.blockConcurrencyWhile(() => this.deleteNow(boardId))
+  }
+
+  private async deleteNow(
+    boardId: string,
+  ): Promise<Reply<{ discardedEntries: number; lastCycle: number }>> {
+    // Deleted by a call that waited for this one's configuration read.
+    if (!this.config) return refuse('not-found', `No leaderboard '${boardId}'`)
+    // An archive run or a catch-up awaiting Neon would write, once it is answered, to the tables
+    // the deletion drops: both end within seconds.
+    if (this.archiving || this.catchingUp) {
+      return refuse(
+        'conflict',
+        'The board is writing to Neon (an archive page or a catch-up); retry in a few seconds',
+        { busy: true },
+        { 'retry-after': '5' },
+      )
+    }
+    const now = this.now()
+    // A cycle whose end has passed closes as it would have: archived, its rewards paid.
+    if (this.rollover(now)) await this.scheduleAlarm()
+    const closing = one<{ cycle: number }>(
+      this.sql,
+      `SELECT cycle FROM closes WHERE state != 'done' ORDER BY cycle LIMIT 1`,
+    )
+    if (closing) {
+      return refuse(
+        'conflict',
+        `Cycle ${closing.cycle} is still being archived; delete the board once it is done (see its close status)`,
+        { closing: closing.cycle },
+        { 'retry-after': '60' },
+      )
+    }
+    const entries = this.entryCount()
+    if (entries > 0 && this.config.paused !== true) {
+      return refuse(
+        'conflict',
+        `The live cycle holds ${entries} entries: pause the board first (they are then discarded), or close the cycle`,
+        { entries, paused: false },
+      )
+    }
+    // A board configured before versions were kept holds 0: Neon's is the one to guard on.
+    let version = this.configVersion
+    try {
+      if (version === 0) version = (await leaderboardVersion(this.env, boardId)) ?? 0
+      this.setMeta(DELETING, String(version))
+      this.deletingVersion = version
+      const deleted = await deleteLeaderboardConfig(this.env, boardId, version)
+      if (deleted.outcome === 'changed') {
+        this.clearDeleting()
+        return refuse(
+          'conflict',
+          'The configuration changed since the checks (a PUT): read the board and delete it again',
+          { version: deleted.version },
+        )
+      }
+    } catch (err) {
+      // Thrown here, the error would reset the object mid-step. The mark stays if it was set.
+      log('warn', 'board deletion: Neon not reached', { actor: this.actor, ...errorFields(err) })
+      return refuse(
+        'unavailable',
+        'The database could not be reached; retry the deletion',
+        {},
+        {
+          'retry-after': '5',
+        },
+      )
+    }
+    const lastCycle = this.current!.cycle
+    await this.wipe()
+    log('info', 'board deleted', { board: boardId, discardedEntries: entries, lastCycle })
+    return { ok: true, discardedEntries: entries, lastCycle }
+  }
+
+  /**
+   * After a deletion whose Neon answer was lost: null once settled (the row still at the marked
+   * version: not deleted, the mark goes; any other answer: deleted, or replaced by a PUT made
+   * since, so the storage goes), else why not (Neon unreachable).
+   */
+  private async settleDeletion(boardId: string): Promise<BoardProblem | null> {
+    return this.ctx.blockConcurrencyWhile(async () => {
+      const marked = this.deletingVersion
+      if (marked === null) return null
+      let held: number | null
+      try {
+        held = await leaderboardVersion(this.env, boardId)
+      } catch (err) {
+        log('warn', 'board deletion not settled', { actor: this.actor, ...errorFields(err) })
+        return refuse('unavailable', 'The database is unreachable; retry shortly')
+      }
+      if (held === marked) this.clearDeleting()
+      else await this.wipe()
+      return null
+    })
+  }
+
+  private clearDeleting(): void {
+    this.sql.exec(`DELETE FROM meta WHERE key = ?`, DELETING)
+    this.deletingVersion = null
+  }
+
+  /** Deletes everything stored, the alarm too, and forgets the board: an id nobody made. */
+  private async wipe(): Promise<void> {
+    const boardId = this.boardId
+    await this.ctx.storage.deleteAll()
+    await this.ctx.storage.deleteAlarm()
+    if (boardId !== null) storageBytes.set({ board: boardId }, 0)
+    this.schemaReady = false
+    this.boardId = null
+    this.config = null
+    this.schedule = null
+    this.current = null
+    this.loadedIndex = new RankIndex('desc')
+    this.countedEntries = null
+    this.seq = 0
+    this.window = null
+    this.configVersion = 0
+    this.history = new RankIndex('desc')
+    this.replaced.clear()
+    this.replacedMetadata = 0
+    this.historyHorizon = 0
+    this.banCount = 0
+    this.erasureCount = 0
+    this.catchUpPending = false
+    this.deletingVersion = null
+    this.alarmFailures = 0
+  }
+
+  // ---------------------------------------------------------------------------------------------
   // The alarm: one schedule for every timed job of the board.
 
   /** Alarm runs that failed in a row (backOffAlarm). */
@@ -2425,6 +2598,15 @@ export class Leaderboard extends DurableObject<Env> {
 
   override async alarm(): Promise<void> {
     if (!this.schemaReady) return
+    if (this.deletingVersion !== null && this.boardId !== null) {
+      // A deletion whose Neon answer was lost: settled here too, so that the board neither waits
+      // for a call nor runs its jobs on storage about to go.
+      if (await this.settleDeletion(this.boardId)) {
+        await this.ctx.storage.setAlarm(this.now() + DELETION_RETRY_MS)
+        return
+      }
+      if (!this.schemaReady) return
+    }
     try {
       const now = this.now()
       // Each job runs whatever the one before did: a freeze its storage refuses (full) must not

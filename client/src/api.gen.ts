@@ -740,6 +740,33 @@ export interface Paths {
         503: Schemas['Problem']
       }
     }
+    /** Delete a leaderboard */
+    delete: {
+      path: {
+        id: string
+      }
+      query: Record<string, never>
+      headers: Record<string, never>
+      body: undefined
+      responses: {
+        200: {
+          id: string
+          deleted: true
+          /** Entries of the live cycle (a paused board’s) discarded */
+          discardedEntries: number
+          /** The last cycle number the board used; a board made again starts after the archived ones */
+          lastCycle: number
+        }
+        401: Schemas['Problem']
+        403: Schemas['Problem']
+        404: Schemas['Problem']
+        409: Schemas['Problem']
+        422: Schemas['Problem']
+        429: Schemas['Problem']
+        500: Schemas['Problem']
+        503: Schemas['Problem']
+      }
+    }
   }
   '/v1/admin/leaderboards/{id}/close': {
     /** Close the current cycle now */

@@ -1,6 +1,6 @@
 import { eq, sql } from 'drizzle-orm'
 import type { LeaderboardConfig } from '../core/leaderboard.ts'
-import { getDb, type Db, type DbEnv } from '../db/client.ts'
+import { getDb, getSql, type Db, type DbEnv } from '../db/client.ts'
 import { leaderboardCycles, leaderboards } from '../db/schema.ts'
 
 /** lastArchivedCycle of the board of the row at hand, for a statement over `leaderboards`. */
@@ -143,4 +143,45 @@ export async function boardsArchiving(env: DbEnv, afterId: string, limit: number
     )
     .orderBy(leaderboardCycles.leaderboardId)
     .limit(limit)
+}
+
+/**
+ * Deletes a board's configuration row if it is still at `version` (the one its object checked
+ * before deleting): `deleted`, `absent` when there is no row (a delete before this one committed,
+ * its answer lost), or the version a PUT saved since (`changed`), which keeps the row.
+ */
+export async function deleteLeaderboardConfig(
+  env: DbEnv,
+  id: string,
+  version: number,
+): Promise<{ outcome: 'deleted' | 'absent' } | { outcome: 'changed'; version: number }> {
+  // One statement: the outer select reads the row as it was before the delete (a data-modifying
+  // CTE's effects are not visible to its own statement), so a row at another version shows.
+  const [row] = (await getSql(env).query(
+    `with gone as (delete from leaderboards where id = $1 and version = $2 returning 1)
+     select (select count(*) from gone)::int as deleted,
+            (select version from leaderboards where id = $1) as version`,
+    [id, version],
+  )) as { deleted: number; version: number | null }[]
+  if (row!.deleted > 0) return { outcome: 'deleted' }
+  if (row!.version === null) return { outcome: 'absent' }
+  return { outcome: 'changed', version: row!.version }
+}
+
+/** The version of a board's configuration row, or null when there is none. */
+export async function leaderboardVersion(env: DbEnv, id: string): Promise<number | null> {
+  const [row] = await getDb(env)
+    .select({ version: leaderboards.version })
+    .from(leaderboards)
+    .where(eq(leaderboards.id, id))
+  return row?.version ?? null
+}
+
+/** Queues whose results go to board `id` (the first `limit`, in id order). */
+export async function queuesNaming(env: DbEnv, id: string, limit: number): Promise<string[]> {
+  const rows = (await getSql(env).query(
+    `select id from queues where config->>'leaderboardId' = $1 order by id limit $2`,
+    [id, limit],
+  )) as { id: string }[]
+  return rows.map((r) => r.id)
 }

@@ -19,6 +19,7 @@ export type BoardApi = Pick<
   | 'tick'
   | 'closeProgress'
   | 'runArchive'
+  | 'deleteBoard'
 >
 
 /**

@@ -283,6 +283,9 @@ adminPlayers.openapi(eraseRoute, async (c) => {
       if (o.answer.removed) entriesRemoved++
       continue
     }
+    // A board deleted since it was listed holds nobody: its object answers only once its
+    // storage is gone (`deleteBoard`).
+    if ('answer' in o && !o.answer.ok && o.answer.problem === 'not-found') continue
     failed.push(o.board)
     if ('answer' in o && !o.answer.ok)
       log('warn', 'erasure: entry not removed', { board: o.board, problem: o.answer.problem })

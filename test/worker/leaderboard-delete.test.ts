@@ -1,0 +1,268 @@
+import { env } from 'cloudflare:workers'
+import { runDurableObjectAlarm, runInDurableObject } from 'cloudflare:test'
+import { describe, expect, it } from 'vitest'
+import type { Leaderboard } from '../../durable-objects/leaderboard.ts'
+import { NeonArchiveWriter } from '../../workers/leaderboards/archive-writer.ts'
+import { ADMIN_KEY, bearer, call, json, problem } from './helpers/http.ts'
+import { createBoard, fresh, pg, submitFor, type Top } from './helpers/boards.ts'
+import { DUEL, queueId } from './helpers/matchmaking.ts'
+
+function stub(board: string) {
+  return env.LEADERBOARD.getByName(board)
+}
+
+function deleteBoard(board: string, credential = ADMIN_KEY): Promise<Response> {
+  return call(`/v1/admin/leaderboards/${board}`, { ...bearer(credential), method: 'DELETE' })
+}
+
+function put(board: string, config: Record<string, unknown>): Promise<Response> {
+  return call(`/v1/admin/leaderboards/${board}`, json('PUT', config, ADMIN_KEY))
+}
+
+/** The tables the board's object stores (none once its storage is gone). */
+function tablesOf(board: string): Promise<string[]> {
+  return runInDurableObject(stub(board), (_inst: Leaderboard, state) =>
+    state.storage.sql
+      .exec<{ name: string }>(
+        `SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE '\\_%' ESCAPE '\\' AND name NOT LIKE 'sqlite%'`,
+      )
+      .toArray()
+      .map((r) => r.name),
+  )
+}
+
+/** Closes the live cycle by hand and drives its archive to the end, as the alarm would. */
+async function closeAndArchive(board: string): Promise<number> {
+  const closed = await call(`/v1/admin/leaderboards/${board}/close`, {
+    ...bearer(ADMIN_KEY),
+    method: 'POST',
+  })
+  expect(closed.status).toBe(202)
+  const { closed: close } = (await closed.json()) as { closed: { cycle: number } }
+  await runInDurableObject(stub(board), async (inst: Leaderboard) => {
+    for (let i = 0; i < 20 && inst.closeStatus(close.cycle)?.state !== 'done'; i++) {
+      await inst.runArchive({ force: true })
+    }
+    expect(inst.closeStatus(close.cycle)?.state).toBe('done')
+  })
+  return close.cycle
+}
+
+/** Makes the object's own calls to Neon fail (unreachable) until `restore` is called. */
+async function cutOffNeon(board: string): Promise<() => Promise<void>> {
+  await runInDurableObject(stub(board), (inst: Leaderboard) => {
+    const held = inst as unknown as { env: Record<string, unknown> }
+    held.env = {
+      ...held.env,
+      DATABASE_URL: env.TEST_UNREACHABLE_DATABASE_URL,
+      NEON_LOCAL_RELAY: env.TEST_UNREACHABLE_NEON_RELAY,
+    }
+  })
+  return () =>
+    runInDurableObject(stub(board), (inst: Leaderboard) => {
+      ;(inst as unknown as { env: unknown }).env = env
+    })
+}
+
+describe('DELETE /v1/admin/leaderboards/:id', () => {
+  it('refuses a board in play with entries, deletes it once paused: reads and scores are 404, Neon and the object keep nothing of it, its closed cycles stay readable, and a board made again numbers its cycles after them', async () => {
+    const config = { name: 'Halloween', cycle: { every: '7d' } }
+    const board = await createBoard(config)
+    expect((await submitFor(board, 'ann', { score: 50 })).status).toBe(200)
+    expect((await submitFor(board, 'bob', { score: 40 })).status).toBe(200)
+    const closedCycle = await closeAndArchive(board)
+    expect((await submitFor(board, 'cat', { score: 30 })).status).toBe(200)
+
+    // In play with an entry: 409, and nothing changes.
+    const inPlay = await problem(await deleteBoard(board))
+    expect(inPlay).toMatchObject({ status: 409, type: 'urn:nexus:problem:conflict' })
+    expect(inPlay.body).toMatchObject({ entries: 1, paused: false })
+    expect(
+      (await fresh<Top>(`/v1/leaderboards/${board}/top`)).entries.map((e) => e.playerId),
+    ).toEqual(['cat'])
+    expect((await pg()`select 1 from leaderboards where id = ${board}`).length).toBe(1)
+
+    // Not the admin: 401 and 403, nothing changes.
+    expect((await problem(await deleteBoard(board, 'wrong-key'))).status).toBe(401)
+
+    expect((await put(board, { ...config, paused: true })).status).toBe(200)
+    const deleted = await deleteBoard(board)
+    expect(deleted.status).toBe(200)
+    expect(await deleted.json()).toEqual({
+      id: board,
+      deleted: true,
+      discardedEntries: 1,
+      lastCycle: closedCycle + 1,
+    })
+
+    // Gone for players and the game server.
+    expect(
+      (
+        await problem(
+          await call(`/v1/leaderboards/${board}`, { headers: { 'cache-control': 'no-cache' } }),
+        )
+      ).status,
+    ).toBe(404)
+    expect(
+      (
+        await problem(
+          await call(`/v1/leaderboards/${board}/top`, { headers: { 'cache-control': 'no-cache' } }),
+        )
+      ).status,
+    ).toBe(404)
+    expect((await problem(await submitFor(board, 'dan', { score: 1 }))).status).toBe(404)
+    // Neon has no configuration (the cron no longer sees it), the object no storage.
+    expect((await pg()`select 1 from leaderboards where id = ${board}`).length).toBe(0)
+    expect(await tablesOf(board)).toEqual([])
+    const listed = (await (
+      await call(`/v1/admin/leaderboards?after=${board.slice(0, -1)}&limit=100`, bearer(ADMIN_KEY))
+    ).json()) as { boards: { id: string }[] }
+    expect(listed.boards.map((b) => b.id)).not.toContain(board)
+
+    // The closed cycle's standings and a player's history stay.
+    const archivedTop = await fresh<{ entries: { playerId: string }[] }>(
+      `/v1/leaderboards/${board}/cycles/${closedCycle}/top`,
+    )
+    expect(archivedTop.entries.map((e) => e.playerId)).toEqual(['ann', 'bob'])
+    const history = await fresh<{ results: { cycle: number; rank: number }[] }>(
+      `/v1/leaderboards/${board}/players/bob/history`,
+    )
+    expect(history.results).toEqual([expect.objectContaining({ cycle: closedCycle, rank: 2 })])
+    // A player with no result there: the board's cycles still exist, so no 404.
+    const none = await fresh<{ results: unknown[] }>(
+      `/v1/leaderboards/${board}/players/cat/history`,
+    )
+    expect(none.results).toEqual([])
+
+    // A retry of the deletion: the board is gone.
+    expect((await problem(await deleteBoard(board))).status).toBe(404)
+
+    // Made again: a new board, empty, whose first cycle comes after the archived one.
+    const again = await put(board, config)
+    expect(again.status).toBe(201)
+    const made = (await again.json()) as { cycle: { cycle: number; entries: number } }
+    expect(made.cycle).toMatchObject({ cycle: closedCycle + 1, entries: 0 })
+    expect((await submitFor(board, 'eve', { score: 5 })).status).toBe(200)
+    expect(
+      (await fresh<Top>(`/v1/leaderboards/${board}/top`)).entries.map((e) => e.playerId),
+    ).toEqual(['eve'])
+  })
+
+  it('deletes a paused board with no entries and a board in play with none; an unknown id is 404 and an id out of bounds 422', async () => {
+    const empty = await createBoard({ cycle: { every: '1d' } })
+    const r = await deleteBoard(empty)
+    expect(r.status).toBe(200)
+    expect(await r.json()).toMatchObject({ discardedEntries: 0, lastCycle: 1 })
+    expect(
+      (await problem(await deleteBoard(`lb-nobody-${crypto.randomUUID().slice(0, 8)}`))).status,
+    ).toBe(404)
+    const bad = await problem(await deleteBoard('x'.repeat(200)))
+    expect(bad).toMatchObject({ status: 422, type: 'urn:nexus:problem:validation' })
+  })
+
+  it('refuses while a closed cycle is still being archived (409 closing, Retry-After), keeping it, and deletes once it is archived', async () => {
+    const board = await createBoard({
+      cycle: { every: '7d' },
+      rewards: [{ fromRank: 1, toRank: 1, reward: { coins: 5 } }],
+    })
+    expect((await submitFor(board, 'ann', { score: 9 })).status).toBe(200)
+    await runInDurableObject(stub(board), (inst: Leaderboard) => {
+      inst.archiveWriter = new NeonArchiveWriter({
+        DATABASE_URL: env.TEST_UNREACHABLE_DATABASE_URL,
+        NEON_LOCAL_RELAY: env.TEST_UNREACHABLE_NEON_RELAY,
+      })
+    })
+    const closed = await call(`/v1/admin/leaderboards/${board}/close`, {
+      ...bearer(ADMIN_KEY),
+      method: 'POST',
+    })
+    expect(closed.status).toBe(202)
+    await runInDurableObject(stub(board), (inst: Leaderboard) => inst.runArchive({ force: true }))
+
+    const refusal = await deleteBoard(board)
+    expect(refusal.headers.get('retry-after')).toBe('60')
+    const refused = await problem(refusal)
+    expect(refused).toMatchObject({ status: 409, type: 'urn:nexus:problem:conflict' })
+    expect(refused.body.closing).toBe(1)
+    expect((await pg()`select 1 from leaderboards where id = ${board}`).length).toBe(1)
+    expect(await tablesOf(board)).toContain('closes')
+
+    await runInDurableObject(stub(board), async (inst: Leaderboard) => {
+      inst.archiveWriter = new NeonArchiveWriter(env)
+      for (let i = 0; i < 20 && inst.closeStatus(1)?.state !== 'done'; i++) {
+        await inst.runArchive({ force: true })
+      }
+    })
+    expect((await deleteBoard(board)).status).toBe(200)
+    // The reward the close paid stays.
+    const paid = await pg()`select player_id from rewards where leaderboard_id = ${board}`
+    expect(paid.map((r) => r.player_id)).toEqual(['ann'])
+  })
+
+  it('refuses while a queue sends its results to the board (409 naming the queue)', async () => {
+    const board = await createBoard({})
+    const queue = queueId()
+    const made = await call(
+      `/v1/admin/queues/${queue}`,
+      json('PUT', { ...DUEL, leaderboardId: board }, ADMIN_KEY),
+    )
+    expect(made.status).toBe(201)
+    const refused = await problem(await deleteBoard(board))
+    expect(refused).toMatchObject({ status: 409, type: 'urn:nexus:problem:conflict' })
+    expect(refused.body.queues).toEqual([queue])
+    expect((await fresh<{ config: unknown }>(`/v1/leaderboards/${board}`)).config).toBeTruthy()
+
+    const moved = await call(
+      `/v1/admin/queues/${queue}`,
+      json('PUT', { ...DUEL, leaderboardId: null }, ADMIN_KEY),
+    )
+    expect(moved.status).toBe(200)
+    expect((await deleteBoard(board)).status).toBe(200)
+  })
+
+  it('keeps the board when a PUT saved another configuration during the deletion (409 with the version)', async () => {
+    const board = await createBoard({ name: 'Before' })
+    // A PUT whose save reached Neon and whose push has not reached the board yet.
+    await pg()`update leaderboards set version = version + 1, config = ${JSON.stringify({ name: 'After' })}::jsonb where id = ${board}`
+    const refused = await problem(await deleteBoard(board))
+    expect(refused).toMatchObject({ status: 409, type: 'urn:nexus:problem:conflict' })
+    expect(refused.body.version).toBe(2)
+    expect((await pg()`select 1 from leaderboards where id = ${board}`).length).toBe(1)
+    expect((await submitFor(board, 'ann', { score: 1 })).status).toBe(200)
+  })
+
+  it('with Neon unreachable, answers 503 and keeps the board; a deletion whose answer was lost is settled by the next call or alarm', async () => {
+    // Neon never answered: the row is still there, so the next call finds the board as it was.
+    const kept = await createBoard({ name: 'Kept', paused: true })
+    const restoreKept = await cutOffNeon(kept)
+    const answer = await deleteBoard(kept)
+    expect(answer.headers.get('retry-after')).toBe('5')
+    const unreachable = await problem(answer)
+    expect(unreachable).toMatchObject({ status: 503, type: 'urn:nexus:problem:unavailable' })
+    await restoreKept()
+    expect(
+      (await fresh<{ config: { name: string } }>(`/v1/leaderboards/${kept}`)).config.name,
+    ).toBe('Kept')
+    expect(await tablesOf(kept)).toContain('entries')
+
+    // Neon deleted the row but its answer was lost (the row goes here by hand): the board's
+    // alarm asks Neon again and clears the storage; reads are 404.
+    const lost = await createBoard({ name: 'Lost', paused: true })
+    const restoreLost = await cutOffNeon(lost)
+    expect((await problem(await deleteBoard(lost))).status).toBe(503)
+    await restoreLost()
+    await pg()`delete from leaderboards where id = ${lost}`
+    await runInDurableObject(stub(lost), (_inst: Leaderboard, state) =>
+      state.storage.setAlarm(Date.now()),
+    )
+    expect(await runDurableObjectAlarm(stub(lost))).toBe(true)
+    expect(await tablesOf(lost)).toEqual([])
+    expect(
+      (
+        await problem(
+          await call(`/v1/leaderboards/${lost}`, { headers: { 'cache-control': 'no-cache' } }),
+        )
+      ).status,
+    ).toBe(404)
+  })
+})

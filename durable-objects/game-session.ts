@@ -1,5 +1,5 @@
 import { DurableObject } from 'cloudflare:workers'
-import { backOffAlarm, retryBackoffMs } from '../workers/lib/alarm-backoff.ts'
+import { backOffAlarm, spreadBackoffMs } from '../workers/lib/alarm-backoff.ts'
 import {
   createMatch,
   getRules,
@@ -1542,7 +1542,7 @@ export class GameSession extends DurableObject<Env> {
         await this.workStep(job)
       } catch (err) {
         const attempts = job.attempts + 1
-        const backoff = retryBackoffMs(attempts, MAX_BACKOFF_MS)
+        const backoff = spreadBackoffMs(attempts, MAX_BACKOFF_MS)
         const message = err instanceof Error ? err.message : String(err)
         if (this.purged) return
         this.sql.exec(

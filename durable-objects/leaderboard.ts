@@ -1,5 +1,5 @@
 import { DurableObject } from 'cloudflare:workers'
-import { backOffAlarm, retryBackoffMs } from '../workers/lib/alarm-backoff.ts'
+import { backOffAlarm, spreadBackoffMs } from '../workers/lib/alarm-backoff.ts'
 import { canonicalJson } from '../workers/lib/canonical-json.ts'
 import {
   parseSchedule,
@@ -2224,7 +2224,7 @@ export class Leaderboard extends DurableObject<Env> {
             close.cycle,
           )!.attempts + 1
         const backoff =
-          this.retriesAsked === retriesAsked ? retryBackoffMs(attempts, MAX_BACKOFF_MS) : 0
+          this.retriesAsked === retriesAsked ? spreadBackoffMs(attempts, MAX_BACKOFF_MS) : 0
         const message = err instanceof Error ? err.message : String(err)
         this.sql.exec(
           `UPDATE closes SET attempts = ?, next_attempt_at = ?, last_error = ? WHERE cycle = ?`,

@@ -1,5 +1,5 @@
 import { DurableObject } from 'cloudflare:workers'
-import { backOffAlarm, retryBackoffMs } from '../workers/lib/alarm-backoff.ts'
+import { backOffAlarm, spreadBackoffMs } from '../workers/lib/alarm-backoff.ts'
 import { defaultRating } from '../workers/core/rating.ts'
 import {
   MatchIndex,
@@ -1757,7 +1757,7 @@ export class MatchPool extends DurableObject<Env> {
       abandoned: hopeless,
     })
     if (!hopeless) {
-      const backoff = retryBackoffMs(attempts, MAX_BACKOFF_MS)
+      const backoff = spreadBackoffMs(attempts, MAX_BACKOFF_MS)
       this.sql.exec(
         `UPDATE matches SET attempts = ?, next_attempt_at = ?, last_error = ? WHERE id = ?`,
         attempts,
@@ -2442,7 +2442,7 @@ export class MatchPool extends DurableObject<Env> {
         partyId,
       )
       const attempts = (owed?.attempts ?? 0) + 1
-      const backoff = retryBackoffMs(attempts, MAX_BACKOFF_MS)
+      const backoff = spreadBackoffMs(attempts, MAX_BACKOFF_MS)
       log('warn', 'party ticket not recorded; will retry', {
         actor: this.actor,
         partyId,

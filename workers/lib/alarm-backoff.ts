@@ -11,6 +11,21 @@ export function retryBackoffMs(attempts: number, maxMs: number): number {
 }
 
 /**
+ * `retryBackoffMs` less up to a quarter, at random: for retries of a call to a service many objects
+ * share (Neon). Objects that failed together (every board closing at midnight while Neon was down)
+ * would otherwise retry together at each step, all at the moment it comes back. Each wait stays
+ * longer than the one before it (3/4 of a double is more than the whole) and within `maxMs`.
+ * @example spreadBackoffMs(3, 60_000) // 3_000 to 4_000
+ */
+export function spreadBackoffMs(
+  attempts: number,
+  maxMs: number,
+  random: () => number = Math.random,
+): number {
+  return Math.round(retryBackoffMs(attempts, maxMs) * (1 - 0.25 * random()))
+}
+
+/**
  * After an alarm run that failed (its `failures`-th in a row), keeps the next run at least a
  * backoff away (1 s doubling to MAX_ALARM_BACKOFF_MS): the objects catch a run's error and set the
  * alarm again for what is due, which after a fault that repeats is "now", again and again,

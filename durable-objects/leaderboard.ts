@@ -37,9 +37,9 @@ import {
 } from '../workers/leaderboards/archive-writer.ts'
 import { isDatabaseUnreachable } from '../workers/db/client.ts'
 import {
+  boardRecord,
   deleteLeaderboardConfig,
   lastArchivedCycle,
-  leaderboardVersion,
   loadLeaderboardConfig,
 } from '../workers/leaderboards/config-store.ts'
 import { accountBansAfter } from '../workers/players/bans.ts'
@@ -425,6 +425,13 @@ export class Leaderboard extends DurableObject<Env> {
    * went is not known: set before the row is deleted there, cleared when it was not.
    */
   private deletingVersion: number | null = null
+  /**
+   * How many times this object's storage was deleted (`wipe`): a configuration read from Neon
+   * before a deletion, whose answer comes after it, is read again rather than applied.
+   */
+  private wipes = 0
+  /** The last version of the board this object deleted (0: none since it woke). */
+  private deletedVersion = 0
   /** The catch-up running now, so that a push and the alarm never run two at once. */
   private catchingUp: Promise<void> | null = null
   /** Account bans or erasures still to take on (`catchUp`); the meta keys, in memory. */
@@ -436,6 +443,8 @@ export class Leaderboard extends DurableObject<Env> {
   catchUpPagesPerRun = CATCH_UP_PAGES_PER_RUN
   /** Neon's reads of a catch-up; replaceable so tests can hold one between its read and its use. */
   catchUpReads = { accountBansAfter, recentErasuresAfter }
+  /** Neon's read of the configuration after a cold start; replaceable so tests can hold one. */
+  configRead = loadLeaderboardConfig
   /** Replaceable so tests can inject faults between pages; production always writes to Neon. */
   archiveWriter: ArchiveWriter
   /** The board's clock; tests move it forward instead of sleeping past a cycle boundary. */
@@ -757,9 +766,10 @@ export class Leaderboard extends DurableObject<Env> {
       return null
     }
     this.ensureSchema()
+    const wipes = this.wipes
     let stored: Awaited<ReturnType<typeof loadLeaderboardConfig>>
     try {
-      stored = await loadLeaderboardConfig(this.env, boardId)
+      stored = await this.configRead(this.env, boardId)
     } catch (err) {
       // Thrown, it would cross the RPC as a plain error and answer 500.
       if (!isDatabaseUnreachable(err)) throw err
@@ -768,8 +778,8 @@ export class Leaderboard extends DurableObject<Env> {
       return refuse('unavailable', 'The database is unreachable; retry shortly')
     }
     // Another call may have configured the board while this one waited for Neon: this one then
-    // waits for its catch-up too, as any call does.
-    if (this.config) return this.ensureConfigured(boardId)
+    // waits for its catch-up too, as any call does. Or deleted it: what was read is of before.
+    if (this.config || this.wipes !== wipes) return this.ensureConfigured(boardId)
     if (!stored) {
       await this.dropSchemaOfUnknown()
       return { ...refuse('not-found', `No leaderboard '${boardId}'`), unknownBoard: boardId }
@@ -813,6 +823,13 @@ export class Leaderboard extends DurableObject<Env> {
     if (this.deletingVersion !== null) {
       const unsettled = await this.settleDeletion(boardId)
       if (unsettled) throw new Error(unsettled.detail)
+    }
+    // A push read before the board's deletion (the cron's, of a version not yet acknowledged)
+    // that comes after it: a board made again since has a later version. Known in memory only,
+    // with no Neon read on a board's first push; such a push delayed past the object's eviction
+    // would find no mark (the cron pushes within seconds of reading).
+    if (!this.config && version !== undefined && version <= this.deletedVersion) {
+      throw new Error(`No leaderboard '${boardId}': deleted at version ${this.deletedVersion}`)
     }
     // A board with no cycle yet goes on from Neon's numbering; a pusher that did not read it (a
     // Worker of the version before) has it asked here, before anything else, so that the checks
@@ -2503,10 +2520,9 @@ export class Leaderboard extends DurableObject<Env> {
         { entries, paused: false },
       )
     }
-    // A board configured before versions were kept holds 0: Neon's is the one to guard on.
-    let version = this.configVersion
     try {
-      if (version === 0) version = (await leaderboardVersion(this.env, boardId)) ?? 0
+      // A board configured before versions were kept holds 0: Neon's is the one to guard on.
+      const version = this.configVersion || ((await boardRecord(this.env, boardId))?.version ?? 0)
       this.setMeta(DELETING, String(version))
       this.deletingVersion = version
       const deleted = await deleteLeaderboardConfig(this.env, boardId, version)
@@ -2519,19 +2535,27 @@ export class Leaderboard extends DurableObject<Env> {
         )
       }
     } catch (err) {
-      // Thrown here, the error would reset the object mid-step. The mark stays if it was set.
-      log('warn', 'board deletion: Neon not reached', { actor: this.actor, ...errorFields(err) })
+      // Thrown here, the error would reset the object mid-step. A mark that was set stays, and
+      // the alarm asks Neon about it (`settleDeletion`) if no call does first.
+      if (this.deletingVersion !== null) await this.alarmNoLaterThan(now + DELETION_RETRY_MS)
+      if (isDatabaseUnreachable(err)) {
+        log('warn', 'board deletion: Neon not reached', { actor: this.actor, ...errorFields(err) })
+        return refuse(
+          'unavailable',
+          'The database could not be reached; retry the deletion',
+          {},
+          { 'retry-after': '5' },
+        )
+      }
+      log('error', 'board deletion failed', { actor: this.actor, ...errorFields(err) })
       return refuse(
-        'unavailable',
-        'The database could not be reached; retry the deletion',
-        {},
-        {
-          'retry-after': '5',
-        },
+        'internal',
+        'The deletion failed; retry it, or look at the logs if it fails again',
       )
     }
     const lastCycle = this.current!.cycle
-    await this.wipe()
+    // Neon's version is now at most one past the one guarded on.
+    await this.wipe(this.deletingVersion! + 1)
     log('info', 'board deleted', { board: boardId, discardedEntries: entries, lastCycle })
     return { ok: true, discardedEntries: entries, lastCycle }
   }
@@ -2545,17 +2569,32 @@ export class Leaderboard extends DurableObject<Env> {
     return this.ctx.blockConcurrencyWhile(async () => {
       const marked = this.deletingVersion
       if (marked === null) return null
-      let held: number | null
+      let record: Awaited<ReturnType<typeof boardRecord>>
       try {
-        held = await leaderboardVersion(this.env, boardId)
+        record = await boardRecord(this.env, boardId)
       } catch (err) {
         log('warn', 'board deletion not settled', { actor: this.actor, ...errorFields(err) })
-        return refuse('unavailable', 'The database is unreachable; retry shortly')
+        await this.alarmNoLaterThan(this.now() + DELETION_RETRY_MS)
+        return refuse(
+          'unavailable',
+          'The database is unreachable; retry shortly',
+          {},
+          { 'retry-after': '5' },
+        )
       }
-      if (held === marked) this.clearDeleting()
-      else await this.wipe()
+      // Deleted, or deleted and made again since (born after the mark): this storage is of a
+      // board that is gone. Otherwise the deletion never reached Neon (a PUT may have since).
+      if (!record || record.deleted || record.bornVersion > marked) {
+        await this.wipe(record?.deleted ? record.version : (record?.bornVersion ?? marked + 2) - 1)
+      } else this.clearDeleting()
       return null
     })
+  }
+
+  /** Brings the alarm forward to `at` if it is later or unset. */
+  private async alarmNoLaterThan(at: number): Promise<void> {
+    const existing = await this.ctx.storage.getAlarm()
+    if (existing === null || existing > at) await this.ctx.storage.setAlarm(at)
   }
 
   private clearDeleting(): void {
@@ -2563,8 +2602,11 @@ export class Leaderboard extends DurableObject<Env> {
     this.deletingVersion = null
   }
 
-  /** Deletes everything stored, the alarm too, and forgets the board: an id nobody made. */
-  private async wipe(): Promise<void> {
+  /**
+   * Deletes everything stored, the alarm too, and forgets the board: an id nobody made, whose
+   * versions up to `deletedVersion` were the deleted board's.
+   */
+  private async wipe(deletedVersion: number): Promise<void> {
     const boardId = this.boardId
     await this.ctx.storage.deleteAll()
     await this.ctx.storage.deleteAlarm()
@@ -2588,6 +2630,8 @@ export class Leaderboard extends DurableObject<Env> {
     this.catchUpPending = false
     this.deletingVersion = null
     this.alarmFailures = 0
+    this.wipes++
+    this.deletedVersion = Math.max(this.deletedVersion, deletedVersion)
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -2718,6 +2762,8 @@ export class Leaderboard extends DurableObject<Env> {
     if (this.catchUpPending) {
       candidates.push(Math.max(Number(this.meta(CATCH_UP_RETRY_AT) ?? 0), now))
     }
+    // A deletion Neon's answer to was lost: asked about again (`settleDeletion`).
+    if (this.deletingVersion !== null) candidates.push(now + DELETION_RETRY_MS)
     if (candidates.length === 0) return
     const next = Math.min(...candidates)
     const existing = await this.ctx.storage.getAlarm()

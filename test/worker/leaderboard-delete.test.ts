@@ -19,6 +19,18 @@ function put(board: string, config: Record<string, unknown>): Promise<Response> 
   return call(`/v1/admin/leaderboards/${board}`, json('PUT', config, ADMIN_KEY))
 }
 
+/** Imports one entry (a paused board takes imports). */
+function putEntry(board: string, playerId: string, score: number): Promise<Response> {
+  return call(
+    `/v1/admin/leaderboards/${board}/entries`,
+    json('POST', { entries: [{ playerId, score }] }, ADMIN_KEY),
+  )
+}
+
+function banOn(board: string, playerId: string): Promise<Response> {
+  return call(`/v1/admin/leaderboards/${board}/bans/${playerId}`, json('PUT', {}, ADMIN_KEY))
+}
+
 /** The tables the board's object stores (none once its storage is gone). */
 function tablesOf(board: string): Promise<string[]> {
   return runInDurableObject(stub(board), (_inst: Leaderboard, state) =>
@@ -111,8 +123,11 @@ describe('DELETE /v1/admin/leaderboards/:id', () => {
       ).status,
     ).toBe(404)
     expect((await problem(await submitFor(board, 'dan', { score: 1 }))).status).toBe(404)
-    // Neon has no configuration (the cron no longer sees it), the object no storage.
-    expect((await pg()`select 1 from leaderboards where id = ${board}`).length).toBe(0)
+    // Neon marks it deleted, its version moved on (the cron no longer sees it); the object
+    // keeps no storage.
+    const [row] = await pg()`select version, deleted_at from leaderboards where id = ${board}`
+    expect(row!.deleted_at).not.toBeNull()
+    expect(row!.version).toBe(3)
     expect(await tablesOf(board)).toEqual([])
     const listed = (await (
       await call(`/v1/admin/leaderboards?after=${board.slice(0, -1)}&limit=100`, bearer(ADMIN_KEY))
@@ -137,10 +152,15 @@ describe('DELETE /v1/admin/leaderboards/:id', () => {
     // A retry of the deletion: the board is gone.
     expect((await problem(await deleteBoard(board))).status).toBe(404)
 
-    // Made again: a new board, empty, whose first cycle comes after the archived one.
+    // Made again: a new board, empty, whose first cycle comes after the archived one, and whose
+    // version goes on from the deleted one's (a push of before can never pass for it).
     const again = await put(board, config)
     expect(again.status).toBe(201)
-    const made = (await again.json()) as { cycle: { cycle: number; entries: number } }
+    const made = (await again.json()) as {
+      version: number
+      cycle: { cycle: number; entries: number }
+    }
+    expect(made.version).toBe(4)
     expect(made.cycle).toMatchObject({ cycle: closedCycle + 1, entries: 0 })
     expect((await submitFor(board, 'eve', { score: 5 })).status).toBe(200)
     expect(
@@ -251,10 +271,13 @@ describe('DELETE /v1/admin/leaderboards/:id', () => {
     const restoreLost = await cutOffNeon(lost)
     expect((await problem(await deleteBoard(lost))).status).toBe(503)
     await restoreLost()
-    await pg()`delete from leaderboards where id = ${lost}`
-    await runInDurableObject(stub(lost), (_inst: Leaderboard, state) =>
-      state.storage.setAlarm(Date.now()),
+    await pg()`update leaderboards set deleted_at = now(), version = version + 1 where id = ${lost}`
+    // The board set its alarm to ask again within a minute: nothing else would call it now.
+    const alarm = await runInDurableObject(stub(lost), (_inst: Leaderboard, state) =>
+      state.storage.getAlarm(),
     )
+    expect(alarm).not.toBeNull()
+    expect(alarm!).toBeLessThanOrEqual(Date.now() + 60_000)
     expect(await runDurableObjectAlarm(stub(lost))).toBe(true)
     expect(await tablesOf(lost)).toEqual([])
     expect(
@@ -264,5 +287,77 @@ describe('DELETE /v1/admin/leaderboards/:id', () => {
         )
       ).status,
     ).toBe(404)
+  })
+
+  it('after a deletion whose answer was lost, a PUT keeps the board if Neon never deleted it, and makes a new one if it did', async () => {
+    // Never deleted in Neon: the PUT (say, to resume) keeps the board's entries and bans.
+    const kept = await createBoard({ name: 'Kept', paused: true })
+    expect((await putEntry(kept, 'ann', 7)).status).toBe(200)
+    expect((await banOn(kept, 'cheat')).status).toBe(200)
+    const restoreKept = await cutOffNeon(kept)
+    expect((await problem(await deleteBoard(kept))).status).toBe(503)
+    await restoreKept()
+    expect((await put(kept, { name: 'Kept' })).status).toBe(200)
+    expect(
+      (await fresh<Top>(`/v1/leaderboards/${kept}/top`)).entries.map((e) => e.playerId),
+    ).toEqual(['ann'])
+    expect((await problem(await submitFor(kept, 'cheat', { score: 1 }))).status).toBe(403)
+
+    // Deleted in Neon, the answer lost, then made again: the board is new, nothing of the old.
+    const remade = await createBoard({ name: 'Old', paused: true })
+    expect((await putEntry(remade, 'ann', 7)).status).toBe(200)
+    expect((await banOn(remade, 'cheat')).status).toBe(200)
+    const restoreRemade = await cutOffNeon(remade)
+    expect((await problem(await deleteBoard(remade))).status).toBe(503)
+    await restoreRemade()
+    await pg()`update leaderboards set deleted_at = now(), version = version + 1 where id = ${remade}`
+    const again = await put(remade, { name: 'New' })
+    expect(again.status).toBe(201)
+    expect((await fresh<Top>(`/v1/leaderboards/${remade}/top`)).entries).toEqual([])
+    expect((await submitFor(remade, 'cheat', { score: 1 })).status).toBe(200)
+  })
+
+  it('a push read before the deletion and arriving after it does not bring the board back', async () => {
+    const board = await createBoard({ name: 'Gone', paused: true })
+    expect((await deleteBoard(board)).status).toBe(200)
+    // The cron's push of a version it read before the deletion.
+    const late = await runInDurableObject(stub(board), (inst: Leaderboard) =>
+      inst.configure(board, { name: 'Gone', paused: true } as never, 1, 0).then(
+        () => 'applied',
+        (err: Error) => err.message,
+      ),
+    )
+    expect(late).toMatch(/deleted/)
+    expect(await tablesOf(board)).toEqual([])
+    expect((await problem(await submitFor(board, 'ann', { score: 1 }))).status).toBe(404)
+  })
+
+  it('a call whose configuration read from Neon began before the deletion and ended after it answers 404, not the board of before', async () => {
+    const board = `lb-race-${crypto.randomUUID().slice(0, 8)}`
+    // In Neon only (the stored configuration of a board made by a PUT): its object has never
+    // been told of it, so a call reads it from there.
+    const model = await createBoard({ paused: true })
+    await pg()`insert into leaderboards (id, config) select ${board}, config from leaderboards where id = ${model}`
+    const outcome = await runInDurableObject(stub(board), async (inst: Leaderboard) => {
+      const real = inst.configRead
+      let release!: () => void
+      const held = new Promise<void>((resolve) => (release = resolve))
+      let readDone = false
+      inst.configRead = async (e, id) => {
+        const row = await real(e, id)
+        readDone = true
+        await held
+        return row
+      }
+      const read = inst.info(board)
+      while (!readDone) await new Promise((r) => setTimeout(r, 5))
+      inst.configRead = real
+      const deleted = await inst.deleteBoard(board)
+      release()
+      return { deleted, read: await read }
+    })
+    expect(outcome.deleted).toMatchObject({ ok: true })
+    expect(outcome.read).toMatchObject({ ok: false, problem: 'not-found' })
+    expect(await tablesOf(board)).toEqual([])
   })
 })

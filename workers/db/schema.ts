@@ -112,6 +112,13 @@ export const leaderboards = pgTable('leaderboards', {
   // The latest version the board's object acknowledged: below `version`, a push was lost, and
   // the cron pushes it again.
   pushedVersion: integer('pushed_version').notNull().default(0),
+  /**
+   * Set when the board was deleted (`DELETE /v1/admin/leaderboards/:id`): the row stays, so that
+   * `version` never goes back and a board made again under the id is told from the one before.
+   */
+  deletedAt: timestamp('deleted_at', { withTimezone: true, mode: 'date' }),
+  /** The version the board, as it is now, was created at: above it, a PUT changed it. */
+  bornVersion: integer('born_version').notNull().default(1),
   // The configuration's cycle, kept beside it by PostgreSQL: the cron reads every scheduled
   // board's cycle each minute, and reading it out of `config` decompressed whole configurations
   // (reward tiers make them tens of KiB, stored out of line).

@@ -1,4 +1,4 @@
-import { eq, sql } from 'drizzle-orm'
+import { and, eq, isNull, sql } from 'drizzle-orm'
 import type { LeaderboardConfig } from '../core/leaderboard.ts'
 import { getDb, getSql, type Db, type DbEnv } from '../db/client.ts'
 import { leaderboardCycles, leaderboards } from '../db/schema.ts'
@@ -24,7 +24,7 @@ export async function loadLeaderboardConfig(
       lastCycle: lastCycleOfRow,
     })
     .from(leaderboards)
-    .where(eq(leaderboards.id, id))
+    .where(and(eq(leaderboards.id, id), isNull(leaderboards.deletedAt)))
   return row
     ? {
         config: row.config as LeaderboardConfig,
@@ -48,8 +48,9 @@ export async function lastArchivedCycle(env: DbEnv, id: string): Promise<number>
 }
 
 /**
- * Creates or replaces a board's configuration; returns whether it was created, and (for the
- * push) the last cycle Neon has of it, in the same statement.
+ * Creates or replaces a board's configuration; returns whether it was created (or made again
+ * after a deletion: a new board, born at this version, created now), and (for the push) the last
+ * cycle Neon has of it, in the same statement.
  */
 export async function saveLeaderboardConfig(
   env: DbEnv,
@@ -61,11 +62,29 @@ export async function saveLeaderboardConfig(
     .values({ id, config })
     .onConflictDoUpdate({
       target: leaderboards.id,
-      set: { config, version: sql`${leaderboards.version} + 1`, updatedAt: sql`now()` },
+      set: {
+        config,
+        version: sql`${leaderboards.version} + 1`,
+        updatedAt: sql`now()`,
+        deletedAt: null,
+        bornVersion: sql`case when ${leaderboards.deletedAt} is null then ${leaderboards.bornVersion}
+          else ${leaderboards.version} + 1 end`,
+        // A board made again takes on only the account bans placed before it (accountBansAfter).
+        createdAt: sql`case when ${leaderboards.deletedAt} is null then ${leaderboards.createdAt}
+          else now() end`,
+      },
     })
-    .returning({ version: leaderboards.version, lastCycle: lastCycleOfRow })
+    .returning({
+      version: leaderboards.version,
+      bornVersion: leaderboards.bornVersion,
+      lastCycle: lastCycleOfRow,
+    })
   const version = row?.version ?? 1
-  return { created: version === 1, version, lastCycle: Number(row?.lastCycle ?? 0) }
+  return {
+    created: version === (row?.bornVersion ?? 1),
+    version,
+    lastCycle: Number(row?.lastCycle ?? 0),
+  }
 }
 
 /**
@@ -82,7 +101,9 @@ export async function advanceLeaderboardVersion(
   const [row] = await getDb(env)
     .update(leaderboards)
     .set({ version: to, updatedAt: sql`now()` })
-    .where(sql`${leaderboards.id} = ${id} and ${leaderboards.version} = ${from}`)
+    .where(
+      sql`${leaderboards.id} = ${id} and ${leaderboards.version} = ${from} and ${leaderboards.deletedAt} is null`,
+    )
     .returning({ version: leaderboards.version })
   return row?.version ?? null
 }
@@ -106,7 +127,8 @@ export async function unpushedConfigs(env: DbEnv, afterId: string, limit: number
     })
     .from(leaderboards)
     .where(
-      sql`${leaderboards.id} > ${afterId} and ${leaderboards.pushedVersion} < ${leaderboards.version}`,
+      sql`${leaderboards.id} > ${afterId} and ${leaderboards.pushedVersion} < ${leaderboards.version}
+        and ${leaderboards.deletedAt} is null`,
     )
     .orderBy(leaderboards.id)
     .limit(limit)
@@ -125,7 +147,9 @@ export function scheduledBoardsQuery(db: Db, afterId: string, limit: number) {
   return db
     .select({ id: leaderboards.id, cycle: leaderboards.cycle })
     .from(leaderboards)
-    .where(sql`${leaderboards.id} > ${afterId} and ${leaderboards.cycle} <> 'null'::jsonb`)
+    .where(
+      sql`${leaderboards.id} > ${afterId} and ${leaderboards.cycle} <> 'null'::jsonb and ${leaderboards.deletedAt} is null`,
+    )
     .orderBy(leaderboards.id)
     .limit(limit)
 }
@@ -146,35 +170,51 @@ export async function boardsArchiving(env: DbEnv, afterId: string, limit: number
 }
 
 /**
- * Deletes a board's configuration row if it is still at `version` (the one its object checked
- * before deleting): `deleted`, `absent` when there is no row (a delete before this one committed,
- * its answer lost), or the version a PUT saved since (`changed`), which keeps the row.
+ * Marks a board deleted, moving its version on, if it is not at a later version than `version`
+ * (the one its object checked: a PUT saved since keeps the board): `deleted`; `gone` when it was
+ * deleted already (a deletion before this one committed, its answer lost) or there is no row;
+ * else the version a PUT saved since (`changed`). A version below `version` is Neon's count gone
+ * back (a restore), not a PUT, and the board is deleted all the same.
  */
 export async function deleteLeaderboardConfig(
   env: DbEnv,
   id: string,
   version: number,
-): Promise<{ outcome: 'deleted' | 'absent' } | { outcome: 'changed'; version: number }> {
-  // One statement: the outer select reads the row as it was before the delete (a data-modifying
-  // CTE's effects are not visible to its own statement), so a row at another version shows.
+): Promise<{ outcome: 'deleted' | 'gone' } | { outcome: 'changed'; version: number }> {
+  // One statement: the outer select reads the row as it was before the update (a data-modifying
+  // CTE's effects are not visible to its own statement).
   const [row] = (await getSql(env).query(
-    `with gone as (delete from leaderboards where id = $1 and version = $2 returning 1)
-     select (select count(*) from gone)::int as deleted,
-            (select version from leaderboards where id = $1) as version`,
+    `with marked as (
+       update leaderboards set deleted_at = now(), updated_at = now(), version = version + 1
+        where id = $1 and version <= $2 and deleted_at is null returning 1)
+     select (select count(*) from marked)::int as deleted, b.version, b.deleted_at is not null as was_deleted
+       from (select 1) one left join leaderboards b on b.id = $1`,
     [id, version],
-  )) as { deleted: number; version: number | null }[]
+  )) as { deleted: number; version: number | null; was_deleted: boolean | null }[]
   if (row!.deleted > 0) return { outcome: 'deleted' }
-  if (row!.version === null) return { outcome: 'absent' }
+  if (row!.version === null || row!.was_deleted) return { outcome: 'gone' }
   return { outcome: 'changed', version: row!.version }
 }
 
-/** The version of a board's configuration row, or null when there is none. */
-export async function leaderboardVersion(env: DbEnv, id: string): Promise<number | null> {
+/**
+ * A board's row as a deletion left it: its version, whether deleted, and the version the board
+ * as it is now was born at; null when there is none.
+ */
+export async function boardRecord(
+  env: DbEnv,
+  id: string,
+): Promise<{ version: number; deleted: boolean; bornVersion: number } | null> {
   const [row] = await getDb(env)
-    .select({ version: leaderboards.version })
+    .select({
+      version: leaderboards.version,
+      deletedAt: leaderboards.deletedAt,
+      bornVersion: leaderboards.bornVersion,
+    })
     .from(leaderboards)
     .where(eq(leaderboards.id, id))
-  return row?.version ?? null
+  return row
+    ? { version: row.version, deleted: row.deletedAt !== null, bornVersion: row.bornVersion }
+    : null
 }
 
 /** Queues whose results go to board `id` (the first `limit`, in id order). */

@@ -12,10 +12,11 @@ export const boardWalkLimits = { boardsPerCall: 200 }
 const BOARDS_AT_ONCE = 20
 const BOARD_CALL_MS = 10_000
 
-/** A page of board ids in byte order after `after` (all boards, configured in Neon). */
+/** A page of board ids in byte order after `after` (every board in Neon, the deleted aside). */
 async function boardsAfter(env: DbEnv, after: string, limit: number): Promise<string[]> {
   const rows = (await getSql(env).query(
-    `select id from leaderboards where id collate "C" > $1 order by id collate "C" limit $2`,
+    `select id from leaderboards where id collate "C" > $1 and deleted_at is null
+      order by id collate "C" limit $2`,
     [after, limit],
   )) as { id: string }[]
   return rows.map((r) => r.id)

@@ -75,7 +75,7 @@ adminLeaderboards.openapi(listRoute, async (c) => {
   const rows = (await getSql(c.env).query(
     `select id, config->>'name' as name, cycle, version,
             coalesce((config->>'paused')::boolean, false) as paused, ${isoUtc('updated_at')} as updated_at
-       from leaderboards where id > $1 order by id limit $2`,
+       from leaderboards where id > $1 and deleted_at is null order by id limit $2`,
     [after ?? '', limit + 1],
   )) as {
     id: string
@@ -213,7 +213,7 @@ const deleteRoute = createRoute({
   path: '/{id}',
   summary: 'Delete a leaderboard',
   description:
-    'Removes the board’s configuration and everything its object stores: it takes no more scores, its ' +
+    'Marks the board’s configuration deleted in Neon and removes everything its object stores: it takes no more scores, its ' +
     'reads are 404 and the cron no longer closes it. Closed cycles’ archives, rewards and players’ history ' +
     'stay in Neon and readable; a board created again under the id numbers its cycles after them. ' +
     'Refused (409) while a queue sends its results to the board (`queues`), while a closed cycle is still ' +

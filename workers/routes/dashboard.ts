@@ -63,7 +63,7 @@ dashboard.get('/api/overview', async (c) => {
     sql.query(
       `select id, config->>'name' as name, version
          from (select id, config, version, updated_at from leaderboards
-                order by updated_at desc limit $1) latest
+                where deleted_at is null order by updated_at desc limit $1) latest
         order by updated_at desc`,
       [MAX_LISTED],
     ) as unknown as Promise<{ id: string; name: string | null; version: number }[]>,
@@ -88,7 +88,8 @@ dashboard.get('/api/overview', async (c) => {
     // close), and this runs every 5 s while a dashboard is open.
     sql.query(
       `select leaderboard_id, count(*)::int as rewards from rewards
-        where leaderboard_id in (select id from leaderboards order by updated_at desc limit $1)
+        where leaderboard_id in (select id from leaderboards where deleted_at is null
+                                  order by updated_at desc limit $1)
           and created_at > now() - interval '1 day' and voided_at is null
         group by leaderboard_id`,
       [MAX_LISTED],

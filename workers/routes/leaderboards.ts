@@ -636,13 +636,9 @@ async function historyPage(
     [playerId, id, before ?? 2_147_483_647, limit],
   )) as { cycle: number; rank: number; score: number; subscore: number; entries: number }[]
   // No results: a board nobody created is 404, as every other read of it is (asked only when
-  // there is nothing to show). A deleted board's closed cycles stay, and so does its history.
+  // there is nothing to show). A deleted board keeps its row, and its history stays readable.
   if (rows.length === 0) {
-    const [board] = await getSql(c.env).query(
-      `select 1 from leaderboards where id = $1
-       union all select 1 from leaderboard_cycles where leaderboard_id = $1 limit 1`,
-      [id],
-    )
+    const [board] = await getSql(c.env).query('select 1 from leaderboards where id = $1', [id])
     if (!board) throw new ApiError('not-found', `No leaderboard '${id}'`)
   }
   const last = rows[rows.length - 1]

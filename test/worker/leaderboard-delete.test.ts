@@ -251,6 +251,14 @@ describe('DELETE /v1/admin/leaderboards/:id', () => {
     expect((await submitFor(board, 'ann', { score: 1 })).status).toBe(200)
   })
 
+  it("deletes a board whose Neon version went back below its object's (a restore): not a PUT saved since", async () => {
+    const board = await createBoard({ name: 'One', paused: true })
+    expect((await put(board, { name: 'Two', paused: true })).status).toBe(200)
+    await pg()`update leaderboards set version = 1 where id = ${board}`
+    expect((await deleteBoard(board)).status).toBe(200)
+    expect(await tablesOf(board)).toEqual([])
+  })
+
   it('with Neon unreachable, answers 503 and keeps the board; a deletion whose answer was lost is settled by the next call or alarm', async () => {
     // Neon never answered: the row is still there, so the next call finds the board as it was.
     const kept = await createBoard({ name: 'Kept', paused: true })

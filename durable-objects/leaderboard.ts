@@ -143,6 +143,8 @@ const ERASURES_AFTER = 'erasures_after'
 const DELETING = 'deleting'
 /** How soon an alarm asks Neon again about a deletion it could not settle. */
 const DELETION_RETRY_MS = 60_000
+/** After Neon failed a call's settling of a deletion, the calls answered 503 without asking. */
+const SETTLE_RETRY_MS = 5_000
 const CATCH_UP_RETRY_AT = 'account_bans_retry_at'
 /** Set for a board that existed before boards took account bans on: it takes the older ones. */
 const ACCOUNT_BANS_OLDER_THAN_BOARD = 'account_bans_older_than_board'
@@ -430,6 +432,8 @@ export class Leaderboard extends DurableObject<Env> {
    * before a deletion, whose answer comes after it, is read again rather than applied.
    */
   private wipes = 0
+  /** Until when a call answers 503 at once rather than ask Neon about a deletion again. */
+  private settleRetryAt = 0
   /** The last version of the board this object deleted (0: none since it woke). */
   private deletedVersion = 0
   /** The catch-up running now, so that a push and the alarm never run two at once. */
@@ -445,6 +449,8 @@ export class Leaderboard extends DurableObject<Env> {
   catchUpReads = { accountBansAfter, recentErasuresAfter }
   /** Neon's read of the configuration after a cold start; replaceable so tests can hold one. */
   configRead = loadLeaderboardConfig
+  /** Neon's step of a deletion; replaceable so tests can have its answer lost. */
+  neonDeletion = deleteLeaderboardConfig
   /** Replaceable so tests can inject faults between pages; production always writes to Neon. */
   archiveWriter: ArchiveWriter
   /** The board's clock; tests move it forward instead of sleeping past a cycle boundary. */
@@ -2485,6 +2491,22 @@ export class Leaderboard extends DurableObject<Env> {
   private async deleteNow(
     boardId: string,
   ): Promise<Reply<{ discardedEntries: number; lastCycle: number }>> {
+    try {
+      return await this.deleteSteps(boardId)
+    } catch (err) {
+      // Out of blockConcurrencyWhile, an error would reset the object (a freeze of an ended cycle
+      // that the board's full storage refuses, say): answered instead, the storage as it was.
+      log('error', 'board deletion failed', { actor: this.actor, ...errorFields(err) })
+      return refuse(
+        'internal',
+        'The deletion failed; retry it, or look at the logs if it fails again',
+      )
+    }
+  }
+
+  private async deleteSteps(
+    boardId: string,
+  ): Promise<Reply<{ discardedEntries: number; lastCycle: number }>> {
     // Deleted by a call that waited for this one's configuration read.
     if (!this.config) return refuse('not-found', `No leaderboard '${boardId}'`)
     // An archive run or a catch-up awaiting Neon would write, once it is answered, to the tables
@@ -2525,13 +2547,22 @@ export class Leaderboard extends DurableObject<Env> {
       const version = this.configVersion || ((await boardRecord(this.env, boardId))?.version ?? 0)
       this.setMeta(DELETING, String(version))
       this.deletingVersion = version
-      const deleted = await deleteLeaderboardConfig(this.env, boardId, version)
+      const deleted = await this.neonDeletion(this.env, boardId, version)
       if (deleted.outcome === 'changed') {
         this.clearDeleting()
         return refuse(
           'conflict',
           'The configuration changed since the checks (a PUT): read the board and delete it again',
           { version: deleted.version },
+        )
+      }
+      if (deleted.outcome === 'named') {
+        // Every result of theirs would go to a board that is gone (counted, never ranked).
+        this.clearDeleting()
+        return refuse(
+          'conflict',
+          `Queues send their results to this board: change their leaderboardId first (${deleted.queues.join(', ')})`,
+          { queues: deleted.queues },
         )
       }
     } catch (err) {
@@ -2569,23 +2600,31 @@ export class Leaderboard extends DurableObject<Env> {
     return this.ctx.blockConcurrencyWhile(async () => {
       const marked = this.deletingVersion
       if (marked === null) return null
+      const unavailable = refuse(
+        'unavailable',
+        'The database is unreachable; retry shortly',
+        {},
+        { 'retry-after': '5' },
+      )
+      // Calls queue behind this one: with Neon down, each would wait out its deadline in turn.
+      if (this.now() < this.settleRetryAt) return unavailable
       let record: Awaited<ReturnType<typeof boardRecord>>
       try {
         record = await boardRecord(this.env, boardId)
       } catch (err) {
         log('warn', 'board deletion not settled', { actor: this.actor, ...errorFields(err) })
+        this.settleRetryAt = this.now() + SETTLE_RETRY_MS
         await this.alarmNoLaterThan(this.now() + DELETION_RETRY_MS)
-        return refuse(
-          'unavailable',
-          'The database is unreachable; retry shortly',
-          {},
-          { 'retry-after': '5' },
-        )
+        if (isDatabaseUnreachable(err)) return unavailable
+        return refuse('internal', 'The board could not settle its deletion; see the logs')
       }
       // Deleted, or deleted and made again since (born after the mark): this storage is of a
       // board that is gone. Otherwise the deletion never reached Neon (a PUT may have since).
       if (!record || record.deleted || record.bornVersion > marked) {
-        await this.wipe(record?.deleted ? record.version : (record?.bornVersion ?? marked + 2) - 1)
+        // The versions of the board that went: up to its deleted row's, or to the one before the
+        // board made since; at least the one the deletion moved Neon to.
+        const last = record?.deleted ? record.version : (record?.bornVersion ?? 0) - 1
+        await this.wipe(Math.max(marked + 1, last))
       } else this.clearDeleting()
       return null
     })

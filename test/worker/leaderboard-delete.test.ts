@@ -1,11 +1,15 @@
 import { env } from 'cloudflare:workers'
-import { runDurableObjectAlarm, runInDurableObject } from 'cloudflare:test'
+import { evictDurableObject, runDurableObjectAlarm, runInDurableObject } from 'cloudflare:test'
 import { describe, expect, it } from 'vitest'
 import type { Leaderboard } from '../../durable-objects/leaderboard.ts'
 import { NeonArchiveWriter } from '../../workers/leaderboards/archive-writer.ts'
 import { ADMIN_KEY, bearer, call, json, problem } from './helpers/http.ts'
-import { createBoard, fresh, pg, submitFor, type Top } from './helpers/boards.ts'
-import { DUEL, queueId } from './helpers/matchmaking.ts'
+import { blockedBy, createBoard, fresh, pg, submitFor, type Top } from './helpers/boards.ts'
+import { DUEL, createQueue, queueId } from './helpers/matchmaking.ts'
+import { until } from './helpers/sockets.ts'
+import { runScheduled } from '../../workers/scheduled.ts'
+import { scheduledBoards, unpushedConfigs } from '../../workers/leaderboards/config-store.ts'
+import type { Env } from '../../workers/env.ts'
 
 function stub(board: string) {
   return env.LEADERBOARD.getByName(board)
@@ -60,20 +64,53 @@ async function closeAndArchive(board: string): Promise<number> {
   return close.cycle
 }
 
-/** Makes the object's own calls to Neon fail (unreachable) until `restore` is called. */
-async function cutOffNeon(board: string): Promise<() => Promise<void>> {
+/**
+ * Runs `statements` in one transaction after `lock` and a sleep of `seconds` (a write holding a
+ * row lock while it runs); resolves once the sleep has begun, with the transaction's end.
+ */
+async function holdLock(
+  lock: { text: string; params: unknown[] },
+  seconds: number,
+  statements: { text: string; params: unknown[] }[],
+): Promise<{ done: Promise<unknown>; contended: () => Promise<true> }> {
+  const sql = pg()
+  const marker = `board_lock_${crypto.randomUUID().replaceAll('-', '')}`
+  const done = sql.transaction([
+    sql.query(lock.text, lock.params),
+    sql.query(`select pg_sleep(${seconds}) as ${marker}`),
+    ...statements.map((q) => sql.query(q.text, q.params)),
+  ])
+  await until(
+    async () =>
+      (
+        await sql.query(`select 1 from pg_stat_activity where state = 'active' and query like $1`, [
+          `%${marker}%`,
+        ])
+      ).length > 0 || undefined,
+    5000,
+    'the transaction holding the lock',
+  )
+  return { done, contended: () => blockedBy(marker, 'a request waiting on the lock') }
+}
+
+/**
+ * Makes the next deletion's Neon step of the board's object fail as an unreachable Neon does,
+ * after it ran (`committed`: the answer lost) or instead of it. One call only, so nothing else
+ * the object does (another test's erasure walking every board, say) meets an unreachable Neon.
+ */
+async function loseNextDeletion(board: string, committed: boolean): Promise<void> {
   await runInDurableObject(stub(board), (inst: Leaderboard) => {
-    const held = inst as unknown as { env: Record<string, unknown> }
-    held.env = {
-      ...held.env,
+    const real = inst.neonDeletion
+    const unreachable = {
       DATABASE_URL: env.TEST_UNREACHABLE_DATABASE_URL,
       NEON_LOCAL_RELAY: env.TEST_UNREACHABLE_NEON_RELAY,
     }
+    inst.neonDeletion = async (e, id, version) => {
+      inst.neonDeletion = real
+      if (committed) await real(e, id, version)
+      return real(unreachable as typeof e, id, version)
+    }
   })
-  return () =>
-    runInDurableObject(stub(board), (inst: Leaderboard) => {
-      ;(inst as unknown as { env: unknown }).env = env
-    })
 }
 
 describe('DELETE /v1/admin/leaderboards/:id', () => {
@@ -240,10 +277,85 @@ describe('DELETE /v1/admin/leaderboards/:id', () => {
     expect((await deleteBoard(board)).status).toBe(200)
   })
 
+  it("a queue's PUT naming the board while it is deleted: the deletion waits for it and refuses, or the PUT waits for the deletion and is 422; never both", async () => {
+    // A queue's save naming the board is under way (it holds the board's row) when the deletion
+    // comes: the deletion waits for it, then sees the queue.
+    const board = await createBoard({ paused: true })
+    const queue = await createQueue({ ...DUEL })
+    const saving = await holdLock(
+      { text: 'select 1 from leaderboards where id = $1 for share', params: [board] },
+      3,
+      [
+        {
+          text: `update queues set config = jsonb_set(config, '{leaderboardId}', to_jsonb($2::text)) where id = $1`,
+          params: [queue, board],
+        },
+      ],
+    )
+    const deleting = deleteBoard(board)
+    await saving.contended()
+    await saving.done
+    const refused = await problem(await deleting)
+    expect(refused).toMatchObject({ status: 409, type: 'urn:nexus:problem:conflict' })
+    expect(refused.body.queues).toEqual([queue])
+    expect((await fresh<{ config: unknown }>(`/v1/leaderboards/${board}`)).config).toBeTruthy()
+
+    // A deletion under way (it holds the row) when a queue's PUT names the board: the PUT waits
+    // for it, then finds no board, and saves nothing.
+    const other = await createBoard({ paused: true })
+    const deletion = await holdLock(
+      { text: 'select 1 from leaderboards where id = $1 for update', params: [other] },
+      3,
+      [
+        {
+          text: 'update leaderboards set deleted_at = now(), version = version + 1 where id = $1',
+          params: [other],
+        },
+      ],
+    )
+    const named = queueId()
+    const putting = call(
+      `/v1/admin/queues/${named}`,
+      json('PUT', { ...DUEL, leaderboardId: other }, ADMIN_KEY),
+    )
+    await deletion.contended()
+    await deletion.done
+    const bad = await problem(await putting)
+    expect(bad).toMatchObject({ status: 422, type: 'urn:nexus:problem:validation' })
+    expect((await pg()`select 1 from queues where id = ${named}`).length).toBe(0)
+  })
+
+  it('the cron neither pushes nor closes a deleted board, and its object stays empty after an eviction', async () => {
+    const board = await createBoard({ cycle: { every: '1m' }, paused: true })
+    // A push the board never acknowledged: the cron would push it again, were the board not deleted.
+    await pg()`update leaderboards set version = version + 1, config = config || '{"name":"Late"}'::jsonb where id = ${board}`
+    await runInDurableObject(stub(board), (inst: Leaderboard) => {
+      ;(inst as unknown as { configVersion: number }).configVersion = 2
+    })
+    expect((await deleteBoard(board)).status).toBe(200)
+    // Neither the cron's boards to close nor its pushes owed list it.
+    const neonEnv = env as unknown as Env
+    const before = board.slice(0, -1)
+    expect((await scheduledBoards(neonEnv, before, 100)).map((b) => b.id)).not.toContain(board)
+    expect((await unpushedConfigs(neonEnv, before, 100)).map((b) => b.id)).not.toContain(board)
+    await evictDurableObject(stub(board))
+    await runScheduled(neonEnv, Date.now() + 120_000)
+    // No configuration pushed back: the object, woken, finds no board (and keeps nothing).
+    const info = await runInDurableObject(stub(board), (inst: Leaderboard) => inst.info(board))
+    expect(info).toMatchObject({ ok: false, problem: 'not-found' })
+    expect(await tablesOf(board)).toEqual([])
+    const [row] =
+      await pg()`select version, pushed_version, deleted_at from leaderboards where id = ${board}`
+    expect(row!.deleted_at).not.toBeNull()
+    expect(row!.pushed_version).toBe(row!.version)
+  })
+
   it('keeps the board when a PUT saved another configuration during the deletion (409 with the version)', async () => {
     const board = await createBoard({ name: 'Before' })
     // A PUT whose save reached Neon and whose push has not reached the board yet.
-    await pg()`update leaderboards set version = version + 1, config = ${JSON.stringify({ name: 'After' })}::jsonb where id = ${board}`
+    // (A whole stored configuration: other test files' erasure walks wake this board's object in
+    // their own storage, which reads it from Neon.)
+    await pg()`update leaderboards set version = version + 1, config = config || '{"name":"After"}'::jsonb where id = ${board}`
     const refused = await problem(await deleteBoard(board))
     expect(refused).toMatchObject({ status: 409, type: 'urn:nexus:problem:conflict' })
     expect(refused.body.version).toBe(2)
@@ -262,24 +374,22 @@ describe('DELETE /v1/admin/leaderboards/:id', () => {
   it('with Neon unreachable, answers 503 and keeps the board; a deletion whose answer was lost is settled by the next call or alarm', async () => {
     // Neon never answered: the row is still there, so the next call finds the board as it was.
     const kept = await createBoard({ name: 'Kept', paused: true })
-    const restoreKept = await cutOffNeon(kept)
+    await loseNextDeletion(kept, false)
     const answer = await deleteBoard(kept)
     expect(answer.headers.get('retry-after')).toBe('5')
     const unreachable = await problem(answer)
     expect(unreachable).toMatchObject({ status: 503, type: 'urn:nexus:problem:unavailable' })
-    await restoreKept()
     expect(
       (await fresh<{ config: { name: string } }>(`/v1/leaderboards/${kept}`)).config.name,
     ).toBe('Kept')
     expect(await tablesOf(kept)).toContain('entries')
 
-    // Neon deleted the row but its answer was lost (the row goes here by hand): the board's
-    // alarm asks Neon again and clears the storage; reads are 404.
+    // Neon marked the board deleted but its answer was lost: the board's alarm asks Neon again
+    // and clears the storage; reads are 404. (No walk of the boards calls it meanwhile: they
+    // list the boards Neon has not deleted.)
     const lost = await createBoard({ name: 'Lost', paused: true })
-    const restoreLost = await cutOffNeon(lost)
+    await loseNextDeletion(lost, true)
     expect((await problem(await deleteBoard(lost))).status).toBe(503)
-    await restoreLost()
-    await pg()`update leaderboards set deleted_at = now(), version = version + 1 where id = ${lost}`
     // The board set its alarm to ask again within a minute: nothing else would call it now.
     const alarm = await runInDurableObject(stub(lost), (_inst: Leaderboard, state) =>
       state.storage.getAlarm(),
@@ -302,9 +412,8 @@ describe('DELETE /v1/admin/leaderboards/:id', () => {
     const kept = await createBoard({ name: 'Kept', paused: true })
     expect((await putEntry(kept, 'ann', 7)).status).toBe(200)
     expect((await banOn(kept, 'cheat')).status).toBe(200)
-    const restoreKept = await cutOffNeon(kept)
+    await loseNextDeletion(kept, false)
     expect((await problem(await deleteBoard(kept))).status).toBe(503)
-    await restoreKept()
     expect((await put(kept, { name: 'Kept' })).status).toBe(200)
     expect(
       (await fresh<Top>(`/v1/leaderboards/${kept}/top`)).entries.map((e) => e.playerId),
@@ -315,10 +424,8 @@ describe('DELETE /v1/admin/leaderboards/:id', () => {
     const remade = await createBoard({ name: 'Old', paused: true })
     expect((await putEntry(remade, 'ann', 7)).status).toBe(200)
     expect((await banOn(remade, 'cheat')).status).toBe(200)
-    const restoreRemade = await cutOffNeon(remade)
+    await loseNextDeletion(remade, true)
     expect((await problem(await deleteBoard(remade))).status).toBe(503)
-    await restoreRemade()
-    await pg()`update leaderboards set deleted_at = now(), version = version + 1 where id = ${remade}`
     const again = await put(remade, { name: 'New' })
     expect(again.status).toBe(201)
     expect((await fresh<Top>(`/v1/leaderboards/${remade}/top`)).entries).toEqual([])
@@ -358,7 +465,10 @@ describe('DELETE /v1/admin/leaderboards/:id', () => {
         return row
       }
       const read = inst.info(board)
-      while (!readDone) await new Promise((r) => setTimeout(r, 5))
+      for (let waited = 0; !readDone; waited += 5) {
+        if (waited > 5_000) throw new Error('the read from Neon was never held')
+        await new Promise((r) => setTimeout(r, 5))
+      }
       inst.configRead = real
       const deleted = await inst.deleteBoard(board)
       release()

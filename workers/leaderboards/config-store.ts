@@ -69,7 +69,7 @@ export async function saveLeaderboardConfig(
         deletedAt: null,
         bornVersion: sql`case when ${leaderboards.deletedAt} is null then ${leaderboards.bornVersion}
           else ${leaderboards.version} + 1 end`,
-        // A board made again takes on only the account bans placed before it (accountBansAfter).
+        // When the board as it is now was made.
         createdAt: sql`case when ${leaderboards.deletedAt} is null then ${leaderboards.createdAt}
           else now() end`,
       },
@@ -170,30 +170,54 @@ export async function boardsArchiving(env: DbEnv, afterId: string, limit: number
 }
 
 /**
- * Marks a board deleted, moving its version on, if it is not at a later version than `version`
- * (the one its object checked: a PUT saved since keeps the board): `deleted`; `gone` when it was
- * deleted already (a deletion before this one committed, its answer lost) or there is no row;
- * else the version a PUT saved since (`changed`). A version below `version` is Neon's count gone
- * back (a restore), not a PUT, and the board is deleted all the same.
+ * Marks a board deleted, moving its version past both Neon's and `version`, if it is not at a
+ * later version than `version` (the one its object checked: a PUT saved since keeps the board)
+ * and no queue sends its results to it: `deleted`; `gone` when it was deleted already (a deletion
+ * before this one committed, its answer lost) or there is no row; `changed` with the version a
+ * PUT saved since; `named` with the queues (the first 100) naming it. A version below `version`
+ * is Neon's count gone back (a restore), not a PUT, and the board is deleted all the same.
+ *
+ * The board's row is locked first, and the queues read after: a queue's PUT naming the board
+ * holds the row (`for share`, saveQueueConfig) until it commits, so either its queue is seen here,
+ * or it finds the board deleted; never both a deleted board and a queue sending results to it.
  */
 export async function deleteLeaderboardConfig(
   env: DbEnv,
   id: string,
   version: number,
-): Promise<{ outcome: 'deleted' | 'gone' } | { outcome: 'changed'; version: number }> {
-  // One statement: the outer select reads the row as it was before the update (a data-modifying
-  // CTE's effects are not visible to its own statement).
-  const [row] = (await getSql(env).query(
-    `with marked as (
-       update leaderboards set deleted_at = now(), updated_at = now(), version = version + 1
-        where id = $1 and version <= $2 and deleted_at is null returning 1)
-     select (select count(*) from marked)::int as deleted, b.version, b.deleted_at is not null as was_deleted
-       from (select 1) one left join leaderboards b on b.id = $1`,
-    [id, version],
-  )) as { deleted: number; version: number | null; was_deleted: boolean | null }[]
-  if (row!.deleted > 0) return { outcome: 'deleted' }
-  if (row!.version === null || row!.was_deleted) return { outcome: 'gone' }
-  return { outcome: 'changed', version: row!.version }
+): Promise<
+  | { outcome: 'deleted' | 'gone' }
+  | { outcome: 'changed'; version: number }
+  | { outcome: 'named'; queues: string[] }
+> {
+  const sql = getSql(env)
+  const [, read, marked] = (await sql.transaction([
+    sql.query('select 1 from leaderboards where id = $1 for update', [id]),
+    sql.query(
+      `select (select version from leaderboards where id = $1) as version,
+              (select deleted_at is not null from leaderboards where id = $1) as was_deleted,
+              array(select q.id from queues q where q.config->>'leaderboardId' = $1
+                     order by q.id limit 100) as queues`,
+      [id],
+    ),
+    sql.query(
+      `update leaderboards set deleted_at = now(), updated_at = now(),
+              version = greatest(version, $2) + 1, pushed_version = greatest(version, $2) + 1
+        where id = $1 and version <= $2 and deleted_at is null
+          and not exists (select 1 from queues q where q.config->>'leaderboardId' = $1)
+        returning version`,
+      [id, version],
+    ),
+  ])) as [
+    unknown,
+    { version: number | null; was_deleted: boolean | null; queues: string[] }[],
+    { version: number }[],
+  ]
+  if (marked.length > 0) return { outcome: 'deleted' }
+  const row = read[0]!
+  if (row.version === null || row.was_deleted) return { outcome: 'gone' }
+  if (row.version > version) return { outcome: 'changed', version: row.version }
+  return { outcome: 'named', queues: row.queues }
 }
 
 /**
@@ -215,13 +239,4 @@ export async function boardRecord(
   return row
     ? { version: row.version, deleted: row.deletedAt !== null, bornVersion: row.bornVersion }
     : null
-}
-
-/** Queues whose results go to board `id` (the first `limit`, in id order). */
-export async function queuesNaming(env: DbEnv, id: string, limit: number): Promise<string[]> {
-  const rows = (await getSql(env).query(
-    `select id from queues where config->>'leaderboardId' = $1 order by id limit $2`,
-    [id, limit],
-  )) as { id: string }[]
-  return rows.map((r) => r.id)
 }

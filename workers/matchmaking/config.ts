@@ -2,7 +2,7 @@ import { z } from '@hono/zod-openapi'
 import { and, eq, sql } from 'drizzle-orm'
 import { getRules, optionsRefusal, RULES_OPTIONS_LIMITS, rulesNames } from '../core/rules/index.ts'
 import { textArrayLiteral } from '../db/array-literal.ts'
-import { getDb, type DbEnv } from '../db/client.ts'
+import { getDb, getSql, type DbEnv } from '../db/client.ts'
 import { queues } from '../db/schema.ts'
 import { boundedJson, ResourceId } from '../lib/fields.ts'
 
@@ -194,31 +194,37 @@ export async function loadQueueConfig(
 
 /**
  * Creates or replaces a queue's configuration; returns whether it was created, and every region
- * the queue has had (this config's included), which the config must be pushed to.
+ * the queue has had (this config's included), which the config must be pushed to. Null, and
+ * nothing saved, when the board it names is not there (never made, or deleted). The board's row is held (`for share`) until the save
+ * commits: its deletion waits for it and then sees this queue (deleteLeaderboardConfig), so a
+ * queue never sends its results to a board deleted at the same moment.
  */
 export async function saveQueueConfig(
   env: DbEnv,
   id: string,
   config: QueueConfig,
-): Promise<{ created: boolean; version: number; knownRegions: string[] }> {
+): Promise<{ created: boolean; version: number; knownRegions: string[] } | null> {
+  const sql = getSql(env)
   // Every region the queue has had, old and new; each is owed this version until it acknowledges.
-  const everyRegion = sql`array(select distinct r from unnest(${queues.knownRegions} || excluded.known_regions) r order by r)`
-  const [row] = await getDb(env)
-    .insert(queues)
-    .values({ id, config, knownRegions: config.regions, unpushedRegions: config.regions })
-    .onConflictDoUpdate({
-      target: queues.id,
-      set: {
-        config,
-        version: sql`${queues.version} + 1`,
-        updatedAt: sql`now()`,
-        knownRegions: everyRegion,
-        unpushedRegions: everyRegion,
-      },
-    })
-    .returning({ version: queues.version, knownRegions: queues.knownRegions })
-  const version = row?.version ?? 1
-  return { created: version === 1, version, knownRegions: row?.knownRegions ?? config.regions }
+  const everyRegion = `array(select distinct r from unnest(q.known_regions || excluded.known_regions) r order by r)`
+  const [, saved] = (await sql.transaction([
+    sql.query('select 1 from leaderboards where id = $1 and deleted_at is null for share', [
+      config.leaderboardId,
+    ]),
+    sql.query(
+      `insert into queues as q (id, config, known_regions, unpushed_regions)
+       select $1, $2::jsonb, $3::text[], $3::text[]
+        where $4::text is null
+           or exists (select 1 from leaderboards where id = $4 and deleted_at is null)
+       on conflict (id) do update set config = excluded.config, version = q.version + 1,
+          updated_at = now(), known_regions = ${everyRegion}, unpushed_regions = ${everyRegion}
+       returning version, known_regions`,
+      [id, JSON.stringify(config), textArrayLiteral(config.regions), config.leaderboardId],
+    ),
+  ])) as [unknown, { version: number; known_regions: string[] }[]]
+  const row = saved[0]
+  if (!row) return null
+  return { created: row.version === 1, version: row.version, knownRegions: row.known_regions }
 }
 
 /**

@@ -6,7 +6,6 @@ import { isoUtc } from '../db/iso-time.ts'
 import {
   advanceLeaderboardVersion,
   markConfigPushed,
-  queuesNaming,
   saveLeaderboardConfig,
 } from '../leaderboards/config-store.ts'
 import { boardStub } from '../leaderboards/stub.ts'
@@ -218,8 +217,9 @@ const deleteRoute = createRoute({
     'stay in Neon and readable; a board created again under the id numbers its cycles after them. ' +
     'Refused (409) while a queue sends its results to the board (`queues`), while a closed cycle is still ' +
     'being archived (`closing`, with Retry-After), while the live cycle holds entries on a board that is ' +
-    'not paused (`entries`: pause it first, and they are discarded, or close the cycle), and when a PUT ' +
-    'saved a configuration during the deletion (`version`). A retry after a deletion that succeeded is 404.',
+    'not paused (`entries`: pause it first, and they are discarded, or close the cycle), while it writes ' +
+    'to Neon (`busy`, with Retry-After), and when a PUT saved a configuration during the deletion ' +
+    '(`version`). A retry after a deletion that succeeded is 404.',
   middleware: [requireAdmin()] as const,
   request: { params: BoardParam },
   responses: {
@@ -242,22 +242,12 @@ const deleteRoute = createRoute({
         },
       },
     },
-    ...problemResponses(401, 403, 404, 409, 422, 503),
+    ...problemResponses(401, 403, 404, 409, 422, 500, 503),
   },
 })
 
 adminLeaderboards.openapi(deleteRoute, async (c) => {
   const { id } = c.req.valid('param')
-  // A queue naming the board would send every result to a board that is gone (counted, never
-  // ranked); a queue's PUT refuses a board that does not exist, the other half of this check.
-  const queues = await queuesNaming(c.env, id, 100)
-  if (queues.length > 0) {
-    throw new ApiError(
-      'conflict',
-      `Queues send their results to this board: change their leaderboardId first (${queues.join(', ')})`,
-      { queues },
-    )
-  }
   const r = await boardStub(c.env, id).deleteBoard(id)
   if (!r.ok) throw new ApiError(r.problem, r.detail, r.extensions ?? {}, r.headers)
   unknownBoards.remember(id)

@@ -17,7 +17,6 @@ import {
   QueueConfigInput,
   saveQueueConfig,
 } from '../matchmaking/config.ts'
-import { loadLeaderboardConfig } from '../leaderboards/config-store.ts'
 import { poolStub } from '../matchmaking/stub.ts'
 import { unknownQueues } from '../matchmaking/unknown-queues.ts'
 import { requireAdmin } from '../middleware/auth.ts'
@@ -144,13 +143,13 @@ const putRoute = createRoute({
 adminQueues.openapi(putRoute, async (c) => {
   const { queue } = c.req.valid('param')
   const config = normalizeQueueConfig(c.req.valid('json'))
+  const saved = await saveQueueConfig(c.env, queue, config)
   // A mistyped board would drop every result with only a log line to show for it.
-  if (config.leaderboardId && !(await loadLeaderboardConfig(c.env, config.leaderboardId))) {
+  if (!saved) {
     throw new ApiError('validation', `No leaderboard '${config.leaderboardId}'`, {
       errors: [{ path: 'leaderboardId', message: 'no such leaderboard' }],
     })
   }
-  const saved = await saveQueueConfig(c.env, queue, config)
   const { created, knownRegions } = saved
   let { version } = saved
   unknownQueues.forget(queue)

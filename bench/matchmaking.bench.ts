@@ -243,6 +243,37 @@ try {
   const measured = await scenarios(openAll, settled, stack.profileWindow)
   nexusRows = measured.rows
   burstCpu.Nexus = measured.burstCpuMs
+
+  // The window Colyseus's join is timed over starts at its seat reservation, before any socket:
+  // these start at the socket's open, whose upgrade reads the player's rating and claim from Neon.
+  const connectAndJoin = async (token: string): Promise<number> => {
+    const t0 = performance.now()
+    const client = await Client.open(wsUrl, token)
+    await client.timed({ type: 'join' }, 'match_found')
+    const ms = performance.now() - t0
+    client.close()
+    return ms
+  }
+  for (let round = 0; round <= ROUNDS; round++) {
+    const paced: number[] = []
+    for (let i = 0; i < tokens.length; i += 2) {
+      paced.push(
+        ...(await Promise.all([connectAndJoin(tokens[i]!), connectAndJoin(tokens[i + 1]!)])),
+      )
+    }
+    const burst = await Promise.all(tokens.map(connectAndJoin))
+    if (round === 0) continue
+    for (const [name, latencies] of [
+      [`connect + join → match_found, ${CLIENTS} at once`, burst],
+      ['connect + join → match_found, one pair at a time', paced],
+    ] as const) {
+      const row = (nexusRows[name] ??= { p50: [], p99: [], max: [] })
+      row.p50.push(quantile(latencies, 0.5))
+      row.p99.push(quantile(latencies, 0.99))
+      row.max.push(Math.max(...latencies))
+    }
+    console.error(`connect round ${round}/${ROUNDS} done`)
+  }
 } catch (err) {
   // What the pool saw, to tell a slow match from a lost one.
   const metrics = await (await fetch(`${stack.url}/metrics`)).text()
@@ -331,8 +362,9 @@ const md = [
   '',
   `${stack.runtime}, real PostgreSQL behind the Neon relay. ${CLIENTS} guest players on ` +
     `WebSockets (the \`ws\` client, one Node process on the same machine) to one pool (2 teams × 1, everyone ` +
-    `matchable), ${ROUNDS} rounds after a warm-up; medians over rounds. Latency is from sending \`join\` to ` +
-    `receiving \`match_found\`; a Nexus match includes recording it in the pool's SQLite, creating its GameSession ` +
+    `matchable), ${ROUNDS} rounds after a warm-up; medians over rounds. Latency is from sending \`join\` on an open ` +
+    `socket to receiving \`match_found\` (\`connect + join\`: from opening the socket, whose upgrade checks the token and ` +
+    `reads the player's rating and queue claim from Neon, the window Colyseus's rows are timed over); a Nexus match includes recording it in the pool's SQLite, creating its GameSession ` +
     `(which lists itself in Neon right after, from its own alarm) and signing a session token per player. Colyseus 0.18, same machine, its own process: ` +
     `\`joinOrCreate\` of a 2-player room, from the call to the room telling both players it is full (its seat ` +
     `reservation and room socket included; no ratings). The workerd floors: the same workerd and flags, a pool object ` +

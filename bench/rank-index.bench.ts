@@ -476,7 +476,7 @@ async function main(): Promise<void> {
     `rebuilt from empty). Bulk load: ${LOAD_RUNS} runs, a "batch" is one whole board (RankIndex.load vs pipelined`,
     'ZADDs of 1,000 members each), once from keys in no order and once from keys already in board order, as a',
     'wake reads them from SQLite (load then skips its sort); Redis gets the members in the same order; no warm-up',
-    'at 1M. Redis members are player ids with plain scores (no composite tie-break encoding, which would only',
+    "at 1M; with one batch a run, a bulk load's p99 is the slowest of its runs. Redis members are player ids with plain scores (no composite tie-break encoding, which would only",
     'slow Redis down); RankIndex orders by score, subscore, seq. RankIndex runs in-process: its figures contain',
     'no network, Redis figures do.',
     '',

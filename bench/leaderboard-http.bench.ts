@@ -15,12 +15,16 @@ import { startStack } from './lib/stack.ts'
 const ROUNDS = flag('rounds', 5)
 const SECONDS = flag('seconds', 5)
 const CONCURRENCY = flag('concurrency', 16)
+/** Guest players of the player-token submission scenario. */
+const PLAYERS = flag('players', 1000)
 const onlyAt = process.argv.indexOf('--only')
 const ONLY = onlyAt > 0 ? process.argv[onlyAt + 1] : undefined
 
 // The uncached scenario measures the board's own read path: one load generator's address asks for
 // far more fresh reads than FRESH_READS_PER_MINUTE lets a client have.
-const stack = await startStack({ vars: { FRESH_READS_PER_MINUTE: '1000000' } })
+const stack = await startStack({
+  vars: { FRESH_READS_PER_MINUTE: '1000000', GUEST_AUTH_PER_MINUTE: '10000' },
+})
 try {
   const admin = { authorization: `Bearer ${stack.adminKey}`, 'content-type': 'application/json' }
   const board = 'bench-board'
@@ -44,7 +48,27 @@ try {
     if (!r.ok) throw new Error(`seed: ${r.status} ${await r.text()}`)
   }
 
+  // Players submitting with their own tokens (HS256 guest tokens, verified on every request):
+  // enough of them that none passes the board's 600 a minute at this machine's rates.
+  const players: string[] = []
+  for (let i = 0; i < PLAYERS; i += 20) {
+    players.push(
+      ...(await Promise.all(
+        Array.from({ length: Math.min(20, PLAYERS - i) }, async (_, j) => {
+          const res = await fetch(`${stack.url}/v1/auth/guest`, {
+            method: 'POST',
+            headers: { 'content-type': 'application/json' },
+            body: JSON.stringify({ deviceId: `bench-lb-device-${i + j}` }),
+          })
+          if (!res.ok) throw new Error(`guest: ${res.status} ${await res.text()}`)
+          return ((await res.json()) as { token: string }).token
+        }),
+      )),
+    )
+  }
+
   let submitted = 0
+  let playerSubmitted = 0
   const scenarios: Record<string, (i: number) => Promise<boolean>> = {
     'no-op (GET /health)': async () => (await fetch(`${stack.url}/health`)).ok,
     'submit (POST /scores)': async () => {
@@ -53,6 +77,20 @@ try {
         method: 'POST',
         headers: { ...admin, 'idempotency-key': `bench-${n}` },
         body: JSON.stringify({ playerId: `bench-player-${n}`, score: Math.random() * 1e6 }),
+      })
+      await res.arrayBuffer()
+      return res.ok
+    },
+    'submit as a player (POST /scores, own token)': async () => {
+      const n = playerSubmitted++
+      const res = await fetch(`${stack.url}/v1/leaderboards/${board}/scores`, {
+        method: 'POST',
+        headers: {
+          authorization: `Bearer ${players[n % players.length]}`,
+          'content-type': 'application/json',
+          'idempotency-key': `bench-player-${n}`,
+        },
+        body: JSON.stringify({ score: Math.random() * 1e6 }),
       })
       await res.arrayBuffer()
       return res.ok
@@ -133,7 +171,8 @@ try {
     '',
     `${stack.runtime}, real PostgreSQL behind the Neon relay, no Redis. ${ROUNDS} rounds × ${SECONDS} s per scenario, ` +
       `${CONCURRENCY} concurrent keep-alive clients in one Node process on the same 2-core machine. Medians over rounds; ratios are taken within each round. ` +
-      `Board pre-filled with 10,000 entries; submissions add one new player each. Node ${process.version}, ${new Date().toISOString().slice(0, 10)}.`,
+      `Board pre-filled with 10,000 entries. \`submit\`: a game server's, with the admin key, each adding a new player; ` +
+      `\`submit as a player\`: ${PLAYERS} guest players' own (HS256 tokens verified on each request), in turn, each replacing the player's score if better. Node ${process.version}, ${new Date().toISOString().slice(0, 10)}.`,
     '',
     `Command: \`npx node bench/leaderboard-http.bench.ts --rounds ${ROUNDS} --seconds ${SECONDS} --concurrency ${CONCURRENCY}\``,
     '',

@@ -1,7 +1,9 @@
 /**
- * Rebuilds BENCHMARKS.md from the result files each benchmark writes (bench/results/*.md and
- * bench/load/results/*.md), so the document always shows the numbers of the last run of each,
- * with the command that made them.
+ * Rebuilds BENCHMARKS.md from the result files each benchmark writes (bench/results/*.md, and
+ * bench/load/RESULTS.md, which bench/load/run.ts gathers from bench/load/results/*.md: a note added
+ * to one of those by hand reaches this document once run.ts runs again, or is added there too),
+ * so the document always shows the numbers of the last run of each, with the command that made
+ * them.
  *
  *   npx node bench/report.ts
  */

@@ -35,7 +35,7 @@ import {
   type ArchiveReward,
   type ArchiveWriter,
 } from '../workers/leaderboards/archive-writer.ts'
-import { isDatabaseUnreachable } from '../workers/db/client.ts'
+import { isDatabaseUnreachable, pgErrorCode } from '../workers/db/client.ts'
 import {
   boardRecord,
   deleteLeaderboardConfig,
@@ -141,6 +141,8 @@ const ACCOUNT_BANS_AFTER = 'account_bans_after'
 const ERASURES_AFTER = 'erasures_after'
 /** Meta key: the configuration version a deletion began under (`deleteBoard`). */
 const DELETING = 'deleting'
+/** PostgreSQL's SQLSTATE for a lock not had within `lock_timeout`. */
+const LOCK_NOT_AVAILABLE = '55P03'
 /** How soon an alarm asks Neon again about a deletion it could not settle. */
 const DELETION_RETRY_MS = 60_000
 /** After Neon failed a call's settling of a deletion, the calls answered 503 without asking. */
@@ -423,8 +425,8 @@ export class Leaderboard extends DurableObject<Env> {
   private erasureCount = 0
   private archiving: Promise<void> | null = null
   /**
-   * The configuration version a deletion began under (`deleteBoard`), while whether Neon's row
-   * went is not known: set before the row is deleted there, cleared when it was not.
+   * The configuration version a deletion began under (`deleteBoard`), while whether Neon marked
+   * the board deleted is not known: set before Neon is asked, cleared when it did not.
    */
   private deletingVersion: number | null = null
   /**
@@ -781,7 +783,12 @@ export class Leaderboard extends DurableObject<Env> {
       if (!isDatabaseUnreachable(err)) throw err
       log('warn', 'board config not read', { actor: this.actor, ...errorFields(err) })
       await this.dropSchemaOfUnknown()
-      return refuse('unavailable', 'The database is unreachable; retry shortly')
+      return refuse(
+        'unavailable',
+        'The database is unreachable; retry shortly',
+        {},
+        { 'retry-after': '5' },
+      )
     }
     // Another call may have configured the board while this one waited for Neon: this one then
     // waits for its catch-up too, as any call does. Or deleted it: what was read is of before.
@@ -2468,15 +2475,16 @@ export class Leaderboard extends DurableObject<Env> {
   // Deletion.
 
   /**
-   * Deletes the board: its configuration row in Neon, then everything this object stores. Refused
+   * Deletes the board: marks its configuration row in Neon deleted, then deletes everything this
+   * object stores. Refused
    * while a closed cycle is still being archived (its standings and rewards would be lost), and
    * while the live cycle holds entries on a board in play (pause it first, or close the cycle):
    * a paused board's live entries are discarded. Closed cycles' archives, rewards and history
    * stay in Neon, and a board made again under the id numbers its cycles after them.
    *
-   * Neon first, then the storage, in one step no other call to this object comes into. The row
-   * goes only if it is still at the version checked here: a PUT that saved another since keeps
-   * the board (409). If Neon's answer is lost, the object cannot know whether the row went: it
+   * Neon first, then the storage, in one step no other call to this object comes into. The row is
+   * marked only if it is not past the version checked here: a PUT that saved another since keeps
+   * the board (409). If Neon's answer is lost, the object cannot know whether it was marked: it
    * keeps its storage, marked (`deletingVersion`), and the next call or alarm asks Neon again
    * (`settleDeletion`), so that it never serves a board Neon no longer has.
    */
@@ -2542,6 +2550,7 @@ export class Leaderboard extends DurableObject<Env> {
         { entries, paused: false },
       )
     }
+    let deletedVersion: number
     try {
       // A board configured before versions were kept holds 0: Neon's is the one to guard on.
       const version = this.configVersion || ((await boardRecord(this.env, boardId))?.version ?? 0)
@@ -2565,7 +2574,23 @@ export class Leaderboard extends DurableObject<Env> {
           { queues: deleted.queues },
         )
       }
+      // Marked now: one past the version guarded on. Marked before (a deletion whose answer was
+      // lost): the row's own, which a PUT and a second deletion since may have moved further.
+      deletedVersion = Math.max(
+        version + 1,
+        deleted.outcome === 'gone' ? (deleted.version ?? 0) : 0,
+      )
     } catch (err) {
+      // The row's lock was not had in time: the transaction rolled back, nothing was deleted.
+      if (pgErrorCode(err) === LOCK_NOT_AVAILABLE) {
+        this.clearDeleting()
+        return refuse(
+          'conflict',
+          'The board is being changed (a PUT, or a queue naming it); retry in a few seconds',
+          { busy: true },
+          { 'retry-after': '5' },
+        )
+      }
       // Thrown here, the error would reset the object mid-step. A mark that was set stays, and
       // the alarm asks Neon about it (`settleDeletion`) if no call does first.
       if (this.deletingVersion !== null) await this.alarmNoLaterThan(now + DELETION_RETRY_MS)
@@ -2585,16 +2610,17 @@ export class Leaderboard extends DurableObject<Env> {
       )
     }
     const lastCycle = this.current!.cycle
-    // Neon's version is now at most one past the one guarded on.
-    await this.wipe(this.deletingVersion! + 1)
+    await this.wipe(deletedVersion)
     log('info', 'board deleted', { board: boardId, discardedEntries: entries, lastCycle })
     return { ok: true, discardedEntries: entries, lastCycle }
   }
 
   /**
-   * After a deletion whose Neon answer was lost: null once settled (the row still at the marked
-   * version: not deleted, the mark goes; any other answer: deleted, or replaced by a PUT made
-   * since, so the storage goes), else why not (Neon unreachable).
+   * After a deletion whose Neon answer was lost: null once settled, else why not (Neon
+   * unreachable). The row not marked deleted and born at or before the marked version: the
+   * deletion never reached Neon (a PUT may have changed the board since), and the mark goes. The
+   * row marked deleted, or born after the mark (deleted and made again since), or none: the board
+   * this storage holds is gone, and so does the storage.
    */
   private async settleDeletion(boardId: string): Promise<BoardProblem | null> {
     return this.ctx.blockConcurrencyWhile(async () => {

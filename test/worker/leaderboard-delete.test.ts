@@ -3,7 +3,7 @@ import { evictDurableObject, runDurableObjectAlarm, runInDurableObject } from 'c
 import { describe, expect, it } from 'vitest'
 import type { Leaderboard } from '../../durable-objects/leaderboard.ts'
 import { NeonArchiveWriter } from '../../workers/leaderboards/archive-writer.ts'
-import { ADMIN_KEY, bearer, call, json, problem } from './helpers/http.ts'
+import { ADMIN_KEY, bearer, call, json, newGuest, problem } from './helpers/http.ts'
 import { blockedBy, createBoard, fresh, pg, submitFor, type Top } from './helpers/boards.ts'
 import { DUEL, createQueue, queueId } from './helpers/matchmaking.ts'
 import { until } from './helpers/sockets.ts'
@@ -131,8 +131,12 @@ describe('DELETE /v1/admin/leaderboards/:id', () => {
     ).toEqual(['cat'])
     expect((await pg()`select 1 from leaderboards where id = ${board}`).length).toBe(1)
 
-    // Not the admin: 401 and 403, nothing changes.
+    // Not the admin: 401 for a wrong key, 403 for a player's token; nothing changes.
     expect((await problem(await deleteBoard(board, 'wrong-key'))).status).toBe(401)
+    expect((await problem(await deleteBoard(board, (await newGuest()).token))).status).toBe(403)
+    expect(
+      (await pg()`select deleted_at from leaderboards where id = ${board}`)[0]!.deleted_at,
+    ).toBeNull()
 
     expect((await put(board, { ...config, paused: true })).status).toBe(200)
     const deleted = await deleteBoard(board)
@@ -206,10 +210,12 @@ describe('DELETE /v1/admin/leaderboards/:id', () => {
   })
 
   it('deletes a paused board with no entries and a board in play with none; an unknown id is 404 and an id out of bounds 422', async () => {
-    const empty = await createBoard({ cycle: { every: '1d' } })
-    const r = await deleteBoard(empty)
-    expect(r.status).toBe(200)
-    expect(await r.json()).toMatchObject({ discardedEntries: 0, lastCycle: 1 })
+    for (const config of [{ cycle: { every: '1d' } }, { cycle: { every: '1d' }, paused: true }]) {
+      const empty = await createBoard(config)
+      const r = await deleteBoard(empty)
+      expect(r.status).toBe(200)
+      expect(await r.json()).toMatchObject({ discardedEntries: 0, lastCycle: 1 })
+    }
     expect(
       (await problem(await deleteBoard(`lb-nobody-${crypto.randomUUID().slice(0, 8)}`))).status,
     ).toBe(404)
@@ -325,6 +331,26 @@ describe('DELETE /v1/admin/leaderboards/:id', () => {
     expect((await pg()`select 1 from queues where id = ${named}`).length).toBe(0)
   })
 
+  it('a board whose row another change holds for more than 4 s is busy (409, Retry-After: 5) and kept; deleted once it is let go', async () => {
+    const board = await createBoard({ paused: true })
+    const held = await holdLock(
+      { text: 'select 1 from leaderboards where id = $1 for update', params: [board] },
+      6,
+      [],
+    )
+    const answer = await deleteBoard(board)
+    expect(answer.headers.get('retry-after')).toBe('5')
+    const busy = await problem(answer)
+    expect(busy).toMatchObject({ status: 409, type: 'urn:nexus:problem:conflict' })
+    expect(busy.body.busy).toBe(true)
+    await held.done
+    expect(
+      (await pg()`select deleted_at from leaderboards where id = ${board}`)[0]!.deleted_at,
+    ).toBeNull()
+    expect(await tablesOf(board)).toContain('entries')
+    expect((await deleteBoard(board)).status).toBe(200)
+  })
+
   it('the cron neither pushes nor closes a deleted board, and its object stays empty after an eviction', async () => {
     const board = await createBoard({ cycle: { every: '1m' }, paused: true })
     // A push the board never acknowledged: the cron would push it again, were the board not deleted.
@@ -333,10 +359,17 @@ describe('DELETE /v1/admin/leaderboards/:id', () => {
       ;(inst as unknown as { configVersion: number }).configVersion = 2
     })
     expect((await deleteBoard(board)).status).toBe(200)
+    const [row] =
+      await pg()`select version, pushed_version, deleted_at from leaderboards where id = ${board}`
+    expect(row!.deleted_at).not.toBeNull()
+    expect(row!.pushed_version).toBe(row!.version)
     // Neither the cron's boards to close nor its pushes owed list it.
     const neonEnv = env as unknown as Env
     const before = board.slice(0, -1)
     expect((await scheduledBoards(neonEnv, before, 100)).map((b) => b.id)).not.toContain(board)
+    // The deletion marks its version pushed; a deleted row owed a push (a version pushed before the
+    // deletion's mark, as a Worker of the version before would leave it) is not pushed either.
+    await pg()`update leaderboards set pushed_version = 0 where id = ${board}`
     expect((await unpushedConfigs(neonEnv, before, 100)).map((b) => b.id)).not.toContain(board)
     await evictDurableObject(stub(board))
     await runScheduled(neonEnv, Date.now() + 120_000)
@@ -344,18 +377,18 @@ describe('DELETE /v1/admin/leaderboards/:id', () => {
     const info = await runInDurableObject(stub(board), (inst: Leaderboard) => inst.info(board))
     expect(info).toMatchObject({ ok: false, problem: 'not-found' })
     expect(await tablesOf(board)).toEqual([])
-    const [row] =
-      await pg()`select version, pushed_version, deleted_at from leaderboards where id = ${board}`
-    expect(row!.deleted_at).not.toBeNull()
-    expect(row!.pushed_version).toBe(row!.version)
+    expect(
+      (await pg()`select deleted_at from leaderboards where id = ${board}`)[0]!.deleted_at,
+    ).not.toBeNull()
   })
 
   it('keeps the board when a PUT saved another configuration during the deletion (409 with the version)', async () => {
     const board = await createBoard({ name: 'Before' })
-    // A PUT whose save reached Neon and whose push has not reached the board yet.
-    // (A whole stored configuration: other test files' erasure walks wake this board's object in
-    // their own storage, which reads it from Neon.)
-    await pg()`update leaderboards set version = version + 1, config = config || '{"name":"After"}'::jsonb where id = ${board}`
+    // A PUT whose save reached Neon and whose push has not reached the board yet. (Marked pushed,
+    // so that a cron run of another test file does not deliver it first; a whole stored
+    // configuration, as other files' erasure walks wake this board's object in their own storage,
+    // which reads it from Neon.)
+    await pg()`update leaderboards set version = version + 1, pushed_version = version + 1, config = config || '{"name":"After"}'::jsonb where id = ${board}`
     const refused = await problem(await deleteBoard(board))
     expect(refused).toMatchObject({ status: 409, type: 'urn:nexus:problem:conflict' })
     expect(refused.body.version).toBe(2)

@@ -172,8 +172,8 @@ export async function boardsArchiving(env: DbEnv, afterId: string, limit: number
 /**
  * Marks a board deleted, moving its version past both Neon's and `version`, if it is not at a
  * later version than `version` (the one its object checked: a PUT saved since keeps the board)
- * and no queue sends its results to it: `deleted`; `gone` when it was deleted already (a deletion
- * before this one committed, its answer lost) or there is no row; `changed` with the version a
+ * and no queue sends its results to it: `deleted`; `gone`, with the row's version, when it was
+ * deleted already (a deletion before this one committed, its answer lost) or there is no row; `changed` with the version a
  * PUT saved since; `named` with the queues (the first 100) naming it. A version below `version`
  * is Neon's count gone back (a restore), not a PUT, and the board is deleted all the same.
  *
@@ -186,12 +186,17 @@ export async function deleteLeaderboardConfig(
   id: string,
   version: number,
 ): Promise<
-  | { outcome: 'deleted' | 'gone' }
+  | { outcome: 'deleted' }
+  | { outcome: 'gone'; version: number | null }
   | { outcome: 'changed'; version: number }
   | { outcome: 'named'; queues: string[] }
 > {
   const sql = getSql(env)
-  const [, read, marked] = (await sql.transaction([
+  const [, , read, marked] = (await sql.transaction([
+    // Given up on before the client's deadline (NEON_QUERY_TIMEOUT_MS): a deletion still waiting
+    // in PostgreSQL when its caller has stopped waiting would commit after the object had been
+    // told, by a read that does not wait, that it never happened.
+    sql.query(`set local lock_timeout = '4s'`),
     sql.query('select 1 from leaderboards where id = $1 for update', [id]),
     sql.query(
       `select (select version from leaderboards where id = $1) as version,
@@ -210,12 +215,13 @@ export async function deleteLeaderboardConfig(
     ),
   ])) as [
     unknown,
+    unknown,
     { version: number | null; was_deleted: boolean | null; queues: string[] }[],
     { version: number }[],
   ]
   if (marked.length > 0) return { outcome: 'deleted' }
   const row = read[0]!
-  if (row.version === null || row.was_deleted) return { outcome: 'gone' }
+  if (row.version === null || row.was_deleted) return { outcome: 'gone', version: row.version }
   if (row.version > version) return { outcome: 'changed', version: row.version }
   return { outcome: 'named', queues: row.queues }
 }

@@ -13,8 +13,9 @@ export function retryBackoffMs(attempts: number, maxMs: number): number {
 /**
  * `retryBackoffMs` less up to a quarter, at random: for retries of a call to a service many objects
  * share (Neon). Objects that failed together (every board closing at midnight while Neon was down)
- * would otherwise retry together at each step, all at the moment it comes back. Each wait stays
- * longer than the one before it (3/4 of a double is more than the whole) and within `maxMs`.
+ * would otherwise retry together at each step, all at the moment it comes back. Until `maxMs`,
+ * each wait stays longer than the one before it (3/4 of a double is more than the whole); at
+ * `maxMs`, waits fall anywhere from three quarters of it to all of it.
  * @example spreadBackoffMs(3, 60_000) // 3_000 to 4_000
  */
 export function spreadBackoffMs(

@@ -453,6 +453,8 @@ export class Leaderboard extends DurableObject<Env> {
   configRead = loadLeaderboardConfig
   /** Neon's step of a deletion; replaceable so tests can have its answer lost. */
   neonDeletion = deleteLeaderboardConfig
+  /** Neon's read of the board's row when a deletion is settled; replaceable so tests can fail it. */
+  boardRead = boardRecord
   /** Replaceable so tests can inject faults between pages; production always writes to Neon. */
   archiveWriter: ArchiveWriter
   /** The board's clock; tests move it forward instead of sleeping past a cycle boundary. */
@@ -2636,7 +2638,7 @@ export class Leaderboard extends DurableObject<Env> {
       if (this.now() < this.settleRetryAt) return unavailable
       let record: Awaited<ReturnType<typeof boardRecord>>
       try {
-        record = await boardRecord(this.env, boardId)
+        record = await this.boardRead(this.env, boardId)
       } catch (err) {
         log('warn', 'board deletion not settled', { actor: this.actor, ...errorFields(err) })
         this.settleRetryAt = this.now() + SETTLE_RETRY_MS

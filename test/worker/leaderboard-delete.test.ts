@@ -440,6 +440,58 @@ describe('DELETE /v1/admin/leaderboards/:id', () => {
     ).toBe(404)
   })
 
+  it('while Neon cannot settle a lost deletion, calls are answered 503 at once for 5 s rather than each waiting on Neon in turn', async () => {
+    const board = await createBoard({ name: 'Unsettled', paused: true })
+    await loseNextDeletion(board, false)
+    expect((await problem(await deleteBoard(board))).status).toBe(503)
+    const asked = await runInDurableObject(stub(board), async (inst: Leaderboard) => {
+      const real = inst.boardRead
+      const unreachable = {
+        DATABASE_URL: env.TEST_UNREACHABLE_DATABASE_URL,
+        NEON_LOCAL_RELAY: env.TEST_UNREACHABLE_NEON_RELAY,
+      }
+      let reads = 0
+      inst.boardRead = (e, id) => {
+        reads++
+        return real(unreachable as typeof e, id)
+      }
+      const t = Date.now()
+      inst.now = () => t
+      const first = await inst.info(board)
+      const second = await inst.info(board)
+      const readsWhileFailing = reads
+      // Past the 5 s, with Neon back: asked again, and settled (never deleted: the board stays).
+      inst.boardRead = real
+      inst.now = () => t + 5_001
+      const third = await inst.info(board)
+      inst.now = Date.now
+      return { first, second, readsWhileFailing, third }
+    })
+    expect(asked.first).toMatchObject({ ok: false, problem: 'unavailable' })
+    expect(asked.second).toMatchObject({ ok: false, problem: 'unavailable' })
+    expect(asked.readsWhileFailing).toBe(1)
+    expect(asked.third).toMatchObject({ config: { name: 'Unsettled' } })
+  })
+
+  it('an erasure walking the boards takes a board whose object finds no board (deleted since it was listed) as done, not as unreachable', async () => {
+    const board = `lb-gone-${crypto.randomUUID().slice(0, 8)}`
+    const model = await createBoard({ paused: true })
+    await pg()`insert into leaderboards (id, config) select ${board}, config from leaderboards where id = ${model}`
+    // This file's object of it reads no row from Neon, as after a deletion between the walk's
+    // listing and its call. (Other files' objects of it, in their own storage, read it as it is.)
+    await runInDurableObject(stub(board), (inst: Leaderboard) => {
+      inst.configRead = async () => null
+    })
+    const player = `erase-${crypto.randomUUID().slice(0, 8)}`
+    // The walk's page that begins with this board (200 boards a call, in id order).
+    const erased = await call(`/v1/admin/players/${player}?after=${board.slice(0, -1)}`, {
+      ...bearer(ADMIN_KEY),
+      method: 'DELETE',
+    })
+    expect([200, 202]).toContain(erased.status)
+    await pg()`update leaderboards set deleted_at = now(), version = version + 1 where id = ${board}`
+  })
+
   it('after a deletion whose answer was lost, a PUT keeps the board if Neon never deleted it, and makes a new one if it did', async () => {
     // Never deleted in Neon: the PUT (say, to resume) keeps the board's entries and bans.
     const kept = await createBoard({ name: 'Kept', paused: true })

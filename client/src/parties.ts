@@ -61,7 +61,8 @@ export class Parties {
 
   /**
    * Invites a player (leader only). The invite can be accepted for 10 minutes; inviting the same
-   * player again restarts that, so retries are safe.
+   * player again restarts that, so retries are safe. A retry after the player accepted is 409
+   * `conflict` with `member: true` in the problem's `body`: the invite did what it was for.
    */
   invite(partyId: string, playerId: string): Promise<Party> {
     return this.t.request('post', '/v1/parties/{partyId}/invites', {

@@ -288,7 +288,11 @@ export async function invite(
   const written = (results[3] as { written: number }[])[0]!.written === 1
   if (!role?.member || role.leader !== caller) throw leaderOnly(partyId, role, 'invites players')
   if (invitee.member) {
-    throw new ApiError('conflict', `'${target}' is already a member of this party`)
+    // `member`: the leader's retry of an invite the player has accepted meanwhile finds what it
+    // asked for, and can tell it from a full party.
+    throw new ApiError('conflict', `'${target}' is already a member of this party`, {
+      member: true,
+    })
   }
   if (!written) {
     throw new ApiError(

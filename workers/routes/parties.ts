@@ -181,7 +181,8 @@ const inviteRoute = createRoute({
     `The invite can be accepted for ${INVITE_TTL_SECONDS / 60} minutes; inviting the same player ` +
     `again refreshes it (200). A party holds at most ${MAX_PARTY_SIZE} members and pending invites ` +
     'together. 403 for members and invitees who do not lead, 404 for players not in or invited to the party, ' +
-    '409 when the player is already a member (the caller included) or the party is full.',
+    '409 when the player is already a member (the caller included; `member: true`, which a retried invite ' +
+    'the player accepted meanwhile gets) or the party is full (`limit`).',
   middleware: [requirePlayer()] as const,
   request: {
     params: PartyParam,

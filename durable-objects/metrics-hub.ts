@@ -23,8 +23,8 @@ import { all, one, schemaVersion, setSchemaVersion } from '../workers/lib/sql.ts
  * - Totals live in memory (`MetricsAggregate`), loaded from SQLite on wake; each batch writes back
  *   the series it changed. Storage is bounded by the series limits of the families, and a series
  *   no batch has changed for SERIES_RETENTION_MS is forgotten: a board or queue region that went
- *   quiet or a board deleted (queues are never deleted) would otherwise hold its place under the limit
- *   for good, and new ones would find no room. A counter that comes back starts again from what
+ *   quiet, or a board deleted, would otherwise hold its place under the limit for good, and new
+ *   ones would find no room. A counter that comes back starts again from what
  *   the isolates send, which scrapers read as a counter reset.
  * - Sources silent for SOURCE_RETENTION_MS are forgotten: isolates come and go, and an isolate
  *   retries an unacknowledged batch within seconds, never a week later.

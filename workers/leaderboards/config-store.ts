@@ -173,8 +173,9 @@ export async function boardsArchiving(env: DbEnv, afterId: string, limit: number
  * Marks a board deleted, moving its version past both Neon's and `version`, if it is not at a
  * later version than `version` (the one its object checked: a PUT saved since keeps the board)
  * and no queue sends its results to it: `deleted`; `gone`, with the row's version, when it was
- * deleted already (a deletion before this one committed, its answer lost) or there is no row; `changed` with the version a
- * PUT saved since; `named` with the queues (the first 100) naming it. A version below `version`
+ * deleted already (a deletion before this one committed, its answer lost) or there is no row;
+ * `changed` with the version a PUT saved since; `named` with the queues (the first 100) naming
+ * it. A version below `version`
  * is Neon's count gone back (a restore), not a PUT, and the board is deleted all the same.
  *
  * The board's row is locked first, and the queues read after: a queue's PUT naming the board

@@ -195,9 +195,10 @@ export async function loadQueueConfig(
 /**
  * Creates or replaces a queue's configuration; returns whether it was created, and every region
  * the queue has had (this config's included), which the config must be pushed to. Null, and
- * nothing saved, when the board it names is not there (never made, or deleted). The board's row is held (`for share`) until the save
- * commits: its deletion waits for it and then sees this queue (deleteLeaderboardConfig), so a
- * queue never sends its results to a board deleted at the same moment.
+ * nothing saved, when the board it names is not there (never made, or deleted). The board's row
+ * is held (`for share`) until the save commits: its deletion waits for it and then sees this
+ * queue (deleteLeaderboardConfig), so a queue never sends its results to a board deleted at the
+ * same moment.
  */
 export async function saveQueueConfig(
   env: DbEnv,

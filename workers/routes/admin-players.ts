@@ -283,8 +283,8 @@ adminPlayers.openapi(eraseRoute, async (c) => {
       if (o.answer.removed) entriesRemoved++
       continue
     }
-    // A board deleted since it was listed holds nobody: its object answers only once its
-    // storage is gone (`deleteBoard`).
+    // A board deleted since it was listed holds nobody: its object answers `not-found` only once
+    // its storage is gone (`deleteBoard`).
     if ('answer' in o && !o.answer.ok && o.answer.problem === 'not-found') continue
     failed.push(o.board)
     if ('answer' in o && !o.answer.ok)

@@ -4,9 +4,8 @@ import { describe, expect, it } from 'vitest'
 import type { Leaderboard } from '../../durable-objects/leaderboard.ts'
 import { NeonArchiveWriter } from '../../workers/leaderboards/archive-writer.ts'
 import { ADMIN_KEY, bearer, call, json, newGuest, problem } from './helpers/http.ts'
-import { blockedBy, createBoard, fresh, pg, submitFor, type Top } from './helpers/boards.ts'
+import { createBoard, fresh, holdLock, pg, submitFor, type Top } from './helpers/boards.ts'
 import { DUEL, createQueue, queueId } from './helpers/matchmaking.ts'
-import { until } from './helpers/sockets.ts'
 import { runScheduled } from '../../workers/scheduled.ts'
 import { scheduledBoards, unpushedConfigs } from '../../workers/leaderboards/config-store.ts'
 import type { Env } from '../../workers/env.ts'
@@ -62,35 +61,6 @@ async function closeAndArchive(board: string): Promise<number> {
     expect(inst.closeStatus(close.cycle)?.state).toBe('done')
   })
   return close.cycle
-}
-
-/**
- * Runs `statements` in one transaction after `lock` and a sleep of `seconds` (a write holding a
- * row lock while it runs); resolves once the sleep has begun, with the transaction's end.
- */
-async function holdLock(
-  lock: { text: string; params: unknown[] },
-  seconds: number,
-  statements: { text: string; params: unknown[] }[],
-): Promise<{ done: Promise<unknown>; contended: () => Promise<true> }> {
-  const sql = pg()
-  const marker = `board_lock_${crypto.randomUUID().replaceAll('-', '')}`
-  const done = sql.transaction([
-    sql.query(lock.text, lock.params),
-    sql.query(`select pg_sleep(${seconds}) as ${marker}`),
-    ...statements.map((q) => sql.query(q.text, q.params)),
-  ])
-  await until(
-    async () =>
-      (
-        await sql.query(`select 1 from pg_stat_activity where state = 'active' and query like $1`, [
-          `%${marker}%`,
-        ])
-      ).length > 0 || undefined,
-    5000,
-    'the transaction holding the lock',
-  )
-  return { done, contended: () => blockedBy(marker, 'a request waiting on the lock') }
 }
 
 /**

@@ -8,7 +8,7 @@ import { recordPartyTicket, stalePartyTickets } from '../../workers/parties/stor
 import { runScheduled } from '../../workers/scheduled.ts'
 import { cancelStaleTickets, retryStalePartyTickets } from '../../workers/parties/stale-tickets.ts'
 import { verifySessionToken } from '../../workers/lib/session-token.ts'
-import { blockedBy, pg } from './helpers/boards.ts'
+import { holdLock, pg } from './helpers/boards.ts'
 import { ADMIN_KEY, bearer, call, json, problem } from './helpers/http.ts'
 import {
   graceUntil,
@@ -176,26 +176,11 @@ async function holdPartyLock(
   seconds: number,
   after: { text: string; params: unknown[] }[] = [],
 ): Promise<{ done: Promise<unknown>; contended: () => Promise<true> }> {
-  const sql = pg()
-  const marker = `party_lock_${crypto.randomUUID().replaceAll('-', '')}`
-  const done = sql.transaction([
-    sql.query(`select id from parties where id = $1 for update`, [partyId]),
-    sql.query(`select pg_sleep(${seconds}) as ${marker}`),
-    ...after.map((q) => sql.query(q.text, q.params)),
-  ])
-  await until(
-    async () =>
-      (
-        await sql.query(`select 1 from pg_stat_activity where state = 'active' and query like $1`, [
-          `%${marker}%`,
-        ])
-      ).length > 0 || undefined,
-    5000,
-    'the transaction holding the party lock',
+  return holdLock(
+    { text: 'select id from parties where id = $1 for update', params: [partyId] },
+    seconds,
+    after,
   )
-  /** Resolves once the request racing this holder waits on its lock. */
-  const contended = () => blockedBy(marker, 'a request waiting on the party lock')
-  return { done, contended }
 }
 
 /**

@@ -100,6 +100,36 @@ export function blockedBy(marker: string, what: string): Promise<true> {
 }
 
 /**
+ * Runs `lock` (a statement taking a row lock), then a sleep of `seconds`, then `statements`, in
+ * one transaction: a write holding a row lock while it runs. Resolves once the sleep has begun,
+ * with the transaction's end and a wait for a request to queue behind it.
+ */
+export async function holdLock(
+  lock: { text: string; params: unknown[] },
+  seconds: number,
+  statements: { text: string; params: unknown[] }[] = [],
+): Promise<{ done: Promise<unknown>; contended: () => Promise<true> }> {
+  const sql = pg()
+  const marker = `held_lock_${crypto.randomUUID().replaceAll('-', '')}`
+  const done = sql.transaction([
+    sql.query(lock.text, lock.params),
+    sql.query(`select pg_sleep(${seconds}) as ${marker}`),
+    ...statements.map((q) => sql.query(q.text, q.params)),
+  ])
+  await until(
+    async () =>
+      (
+        await sql.query(`select 1 from pg_stat_activity where state = 'active' and query like $1`, [
+          `%${marker}%`,
+        ])
+      ).length > 0 || undefined,
+    5000,
+    'the transaction holding the lock',
+  )
+  return { done, contended: () => blockedBy(marker, 'a request waiting on the lock') }
+}
+
+/**
  * What a board's object has stored: its tables and its alarm. Asked of an object not in memory,
  * its wake makes the schema first: ask right after the call whose leftovers are in question.
  */

@@ -662,6 +662,7 @@ export interface Paths {
       query: {
         after?: string
         limit?: number
+        status?: 'active' | 'deleted'
       }
       headers: Record<string, never>
       body: undefined
@@ -675,6 +676,7 @@ export interface Paths {
             paused: boolean
             version: number
             updatedAt: string
+            deletedAt: string | null
           }>
           /** More boards after this id */
           next: string | null

@@ -140,10 +140,23 @@ describe('DELETE /v1/admin/leaderboards/:id', () => {
     expect(row!.deleted_at).not.toBeNull()
     expect(row!.version).toBe(3)
     expect(await tablesOf(board)).toEqual([])
-    const listed = (await (
-      await call(`/v1/admin/leaderboards?after=${board.slice(0, -1)}&limit=100`, bearer(ADMIN_KEY))
-    ).json()) as { boards: { id: string }[] }
-    expect(listed.boards.map((b) => b.id)).not.toContain(board)
+    const listing = async (query: string) =>
+      (
+        (await (
+          await call(
+            `/v1/admin/leaderboards?after=${board.slice(0, -1)}&limit=100${query}`,
+            bearer(ADMIN_KEY),
+          )
+        ).json()) as { boards: { id: string; deletedAt: string | null }[] }
+      ).boards.find((b) => b.id === board)
+    expect(await listing('')).toBeUndefined()
+    // Listed among the deleted boards, with when.
+    const gone = await listing('&status=deleted')
+    expect(gone).toMatchObject({ id: board, version: 3, name: 'Halloween' })
+    expect(Date.parse(gone!.deletedAt!)).toBeGreaterThan(Date.now() - 60_000)
+    // A listing's status other than the two is 422.
+    const badStatus = await call(`/v1/admin/leaderboards?status=gone`, bearer(ADMIN_KEY))
+    expect((await problem(badStatus)).status).toBe(422)
 
     // The closed cycle's standings and a player's history stay.
     const archivedTop = await fresh<{ entries: { playerId: string }[] }>(

@@ -39,9 +39,16 @@ const listRoute = createRoute({
   summary: 'Every board, a page at a time in id order',
   description:
     'For operators: each board’s id, name, schedule, whether paused and configuration version (the whole ' +
-    'configuration is one `GET /v1/leaderboards/:id` away). Pass `next` as `after` for the page after.',
+    'configuration is one `GET /v1/leaderboards/:id` away). Pass `next` as `after` for the page after. ' +
+    '`status=deleted` lists the deleted boards instead, each with when it was deleted (`deletedAt`).',
   middleware: [requireAdmin()] as const,
-  request: { query: IdPageQuery },
+  request: {
+    query: IdPageQuery.extend({
+      status: z.enum(['active', 'deleted']).optional().openapi({
+        description: 'The boards in use (default), or those deleted',
+      }),
+    }),
+  },
   responses: {
     200: {
       description: 'A page of boards',
@@ -58,6 +65,7 @@ const listRoute = createRoute({
                 paused: z.boolean(),
                 version: z.number().int(),
                 updatedAt: z.string(),
+                deletedAt: z.string().nullable(),
               }),
             ),
             next: z.string().nullable().openapi({ description: 'More boards after this id' }),
@@ -70,12 +78,13 @@ const listRoute = createRoute({
 })
 
 adminLeaderboards.openapi(listRoute, async (c) => {
-  const { after, limit } = c.req.valid('query')
+  const { after, limit, status } = c.req.valid('query')
   const rows = (await getSql(c.env).query(
     `select id, config->>'name' as name, cycle, version,
-            coalesce((config->>'paused')::boolean, false) as paused, ${isoUtc('updated_at')} as updated_at
-       from leaderboards where id > $1 and deleted_at is null order by id limit $2`,
-    [after ?? '', limit + 1],
+            coalesce((config->>'paused')::boolean, false) as paused, ${isoUtc('updated_at')} as updated_at,
+            case when deleted_at is null then null else ${isoUtc('deleted_at')} end as deleted_at
+       from leaderboards where id > $1 and (deleted_at is not null) = $3 order by id limit $2`,
+    [after ?? '', limit + 1, status === 'deleted'],
   )) as {
     id: string
     name: string | null
@@ -83,6 +92,7 @@ adminLeaderboards.openapi(listRoute, async (c) => {
     paused: boolean
     version: number
     updated_at: string
+    deleted_at: string | null
   }[]
   const { page, next } = idPage(rows, limit)
   return c.json(
@@ -94,6 +104,7 @@ adminLeaderboards.openapi(listRoute, async (c) => {
         paused: r.paused,
         version: r.version,
         updatedAt: r.updated_at,
+        deletedAt: r.deleted_at,
       })),
       next,
     },

@@ -1,12 +1,12 @@
 import { env } from 'cloudflare:workers'
 import { evictDurableObject, runDurableObjectAlarm, runInDurableObject } from 'cloudflare:test'
-import { describe, expect, it } from 'vitest'
+import { describe, expect, it, onTestFinished } from 'vitest'
 import type { Leaderboard } from '../../durable-objects/leaderboard.ts'
 import { NeonArchiveWriter } from '../../workers/leaderboards/archive-writer.ts'
 import { ADMIN_KEY, bearer, call, json, newGuest, problem } from './helpers/http.ts'
 import { createBoard, fresh, holdLock, pg, submitFor, type Top } from './helpers/boards.ts'
 import { DUEL, createQueue, queueId } from './helpers/matchmaking.ts'
-import { runScheduled } from '../../workers/scheduled.ts'
+import { boardWalkLimits } from '../../workers/players/board-walk.ts'
 import { scheduledBoards, unpushedConfigs } from '../../workers/leaderboards/config-store.ts'
 import type { Env } from '../../workers/env.ts'
 
@@ -223,7 +223,12 @@ describe('DELETE /v1/admin/leaderboards/:id', () => {
       method: 'POST',
     })
     expect(closed.status).toBe(202)
-    await runInDurableObject(stub(board), (inst: Leaderboard) => inst.runArchive({ force: true }))
+    // One attempt, failed; the retry's alarm goes, so that no attempt is in flight (a deletion
+    // would then be `busy`) when the deletion comes.
+    await runInDurableObject(stub(board), async (inst: Leaderboard, state) => {
+      await inst.runArchive({ force: true })
+      await state.storage.deleteAlarm()
+    })
 
     const refusal = await deleteBoard(board)
     expect(refusal.headers.get('retry-after')).toBe('60')
@@ -271,9 +276,10 @@ describe('DELETE /v1/admin/leaderboards/:id', () => {
     // comes: the deletion waits for it, then sees the queue.
     const board = await createBoard({ paused: true })
     const queue = await createQueue({ ...DUEL })
+    // The save holds the row until the deletion waits on it, and a moment more.
     const saving = await holdLock(
       { text: 'select 1 from leaderboards where id = $1 for share', params: [board] },
-      3,
+      { afterWaiter: 0.5 },
       [
         {
           text: `update queues set config = jsonb_set(config, '{leaderboardId}', to_jsonb($2::text)) where id = $1`,
@@ -282,7 +288,6 @@ describe('DELETE /v1/admin/leaderboards/:id', () => {
       ],
     )
     const deleting = deleteBoard(board)
-    await saving.contended()
     await saving.done
     const refused = await problem(await deleting)
     expect(refused).toMatchObject({ status: 409, type: 'urn:nexus:problem:conflict' })
@@ -294,7 +299,7 @@ describe('DELETE /v1/admin/leaderboards/:id', () => {
     const other = await createBoard({ paused: true })
     const deletion = await holdLock(
       { text: 'select 1 from leaderboards where id = $1 for update', params: [other] },
-      3,
+      { afterWaiter: 0.5 },
       [
         {
           text: 'update leaderboards set deleted_at = now(), version = version + 1 where id = $1',
@@ -307,19 +312,26 @@ describe('DELETE /v1/admin/leaderboards/:id', () => {
       `/v1/admin/queues/${named}`,
       json('PUT', { ...DUEL, leaderboardId: other }, ADMIN_KEY),
     )
-    await deletion.contended()
     await deletion.done
     const bad = await problem(await putting)
     expect(bad).toMatchObject({ status: 422, type: 'urn:nexus:problem:validation' })
     expect((await pg()`select 1 from queues where id = ${named}`).length).toBe(0)
   })
 
-  it('a board whose row another change holds for more than 4 s is busy (409, Retry-After: 5) and kept; deleted once it is let go', async () => {
+  it("a board whose row another change holds past the deletion's lock timeout (4 s) is busy (409, Retry-After: 5) and kept; deleted once it is let go", async () => {
     const board = await createBoard({ paused: true })
+    // The lock timeout shortened to 1 s for the test; the row held until the deletion waits on it
+    // and 2 s more.
+    await runInDurableObject(stub(board), (inst: Leaderboard) => {
+      const real = inst.neonDeletion
+      inst.neonDeletion = (e, id, version) => {
+        inst.neonDeletion = real
+        return real(e, id, version, 1_000)
+      }
+    })
     const held = await holdLock(
       { text: 'select 1 from leaderboards where id = $1 for update', params: [board] },
-      6,
-      [],
+      { afterWaiter: 2 },
     )
     const answer = await deleteBoard(board)
     expect(answer.headers.get('retry-after')).toBe('5')
@@ -334,7 +346,7 @@ describe('DELETE /v1/admin/leaderboards/:id', () => {
     expect((await deleteBoard(board)).status).toBe(200)
   })
 
-  it('the cron neither pushes nor closes a deleted board, and its object stays empty after an eviction', async () => {
+  it("the cron's reads leave a deleted board out (nothing to push, nothing to close), and its object stays empty after an eviction", async () => {
     const board = await createBoard({ cycle: { every: '1m' }, paused: true })
     // A push the board never acknowledged: the cron would push it again, were the board not deleted.
     await pg()`update leaderboards set version = version + 1, config = config || '{"name":"Late"}'::jsonb where id = ${board}`
@@ -355,7 +367,6 @@ describe('DELETE /v1/admin/leaderboards/:id', () => {
     await pg()`update leaderboards set pushed_version = 0 where id = ${board}`
     expect((await unpushedConfigs(neonEnv, before, 100)).map((b) => b.id)).not.toContain(board)
     await evictDurableObject(stub(board))
-    await runScheduled(neonEnv, Date.now() + 120_000)
     // No configuration pushed back: the object, woken, finds no board (and keeps nothing).
     const info = await runInDurableObject(stub(board), (inst: Leaderboard) => inst.info(board))
     expect(info).toMatchObject({ ok: false, problem: 'not-found' })
@@ -466,12 +477,18 @@ describe('DELETE /v1/admin/leaderboards/:id', () => {
       inst.configRead = async () => null
     })
     const player = `erase-${crypto.randomUUID().slice(0, 8)}`
-    // The walk's page that begins with this board (200 boards a call, in id order).
+    // A walk of one board a call, from this one: other files' boards are not this test's.
+    const perCall = boardWalkLimits.boardsPerCall
+    boardWalkLimits.boardsPerCall = 1
+    onTestFinished(() => {
+      boardWalkLimits.boardsPerCall = perCall
+    })
     const erased = await call(`/v1/admin/players/${player}?after=${board.slice(0, -1)}`, {
       ...bearer(ADMIN_KEY),
       method: 'DELETE',
     })
     expect([200, 202]).toContain(erased.status)
+    expect(((await erased.json()) as { boards: { walked: number } }).boards.walked).toBe(1)
     await pg()`update leaderboards set deleted_at = now(), version = version + 1 where id = ${board}`
   })
 

@@ -186,6 +186,8 @@ export async function deleteLeaderboardConfig(
   env: DbEnv,
   id: string,
   version: number,
+  /** How long to wait for the board's row (tests shorten or lengthen it). */
+  lockTimeoutMs = 4_000,
 ): Promise<
   | { outcome: 'deleted' }
   | { outcome: 'gone'; version: number | null }
@@ -197,7 +199,7 @@ export async function deleteLeaderboardConfig(
     // Given up on before the client's deadline (NEON_QUERY_TIMEOUT_MS): a deletion still waiting
     // in PostgreSQL when its caller has stopped waiting would commit after the object had been
     // told, by a read that does not wait, that it never happened.
-    sql.query(`set local lock_timeout = '4s'`),
+    sql.query(`set local lock_timeout = ${Math.trunc(lockTimeoutMs)}`),
     sql.query('select 1 from leaderboards where id = $1 for update', [id]),
     sql.query(
       `select (select version from leaderboards where id = $1) as version,

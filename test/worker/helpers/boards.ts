@@ -100,22 +100,38 @@ export function blockedBy(marker: string, what: string): Promise<true> {
 }
 
 /**
- * Runs `lock` (a statement taking a row lock), then a sleep of `seconds`, then `statements`, in
- * one transaction: a write holding a row lock while it runs. Resolves once the sleep has begun,
- * with the transaction's end and a wait for a request to queue behind it.
+ * Runs `lock` (a statement taking a row lock), then a hold, then `statements`, in one
+ * transaction: a write holding a row lock while it runs. The hold is a sleep of `seconds`, or
+ * (`{ afterWaiter }`) lasts until another request waits on the lock (at most 6 s, within the
+ * driver's 8 s deadline) and then `afterWaiter` seconds more, so that a stall of this machine
+ * before the racing request arrives does not end the hold first. Resolves once the hold has
+ * begun, with the transaction's end and a wait for a request to queue behind it.
  */
 export async function holdLock(
   lock: { text: string; params: unknown[] },
-  seconds: number,
+  seconds: number | { afterWaiter: number },
   statements: { text: string; params: unknown[] }[] = [],
 ): Promise<{ done: Promise<unknown>; contended: () => Promise<true> }> {
   const sql = pg()
   const marker = `held_lock_${crypto.randomUUID().replaceAll('-', '')}`
+  const hold =
+    typeof seconds === 'number'
+      ? `select pg_sleep(${seconds}) as ${marker}`
+      : `do $$ begin -- ${marker}
+           for i in 1..60 loop
+             exit when exists (select 1 from pg_stat_activity w
+                                where pg_backend_pid() = any(pg_blocking_pids(w.pid)));
+             perform pg_sleep(0.1);
+           end loop;
+           perform pg_sleep(${seconds.afterWaiter});
+         end $$`
   const done = sql.transaction([
     sql.query(lock.text, lock.params),
-    sql.query(`select pg_sleep(${seconds}) as ${marker}`),
+    sql.query(hold),
     ...statements.map((q) => sql.query(q.text, q.params)),
   ])
+  // Awaited by the caller; a failure before it is (the wait below timing out) is not unhandled.
+  done.catch(() => undefined)
   await until(
     async () =>
       (
@@ -123,7 +139,7 @@ export async function holdLock(
           `%${marker}%`,
         ])
       ).length > 0 || undefined,
-    5000,
+    10_000,
     'the transaction holding the lock',
   )
   return { done, contended: () => blockedBy(marker, 'a request waiting on the lock') }

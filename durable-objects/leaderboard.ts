@@ -2480,8 +2480,9 @@ export class Leaderboard extends DurableObject<Env> {
    * Deletes the board: marks its configuration row in Neon deleted, then deletes everything this
    * object stores. Refused while a closed cycle is still being archived (its standings and
    * rewards would be lost), and while the live cycle holds entries on a board in play (pause it
-   * first, or close the cycle): a paused board's live entries are discarded. Closed cycles' archives, rewards and history
-   * stay in Neon, and a board made again under the id numbers its cycles after them.
+   * first, or close the cycle): a paused board's live entries are discarded. Closed cycles'
+   * archives, rewards and history stay in Neon, and a board made again under the id numbers its
+   * cycles after them.
    *
    * Neon first, then the storage, in one step no other call to this object comes into. The row is
    * marked only if it is not past the version checked here: a PUT that saved another since keeps

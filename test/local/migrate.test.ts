@@ -8,13 +8,8 @@ import { startNeonRelay, type NeonRelay } from '../../local/neon-relay/index.ts'
 import { startPostgres, type LocalPostgres } from '../../local/postgres.ts'
 import { directConnectionString, runMigrations } from '../../scripts/migrate.ts'
 
-/**
- * A copy of the project's migrations with `added` ([tag, SQL]) after them, in a folder removed
- * when the test ends; `count`, how many migrations it holds.
- */
-async function migrationsWith(
-  added: readonly (readonly [string, string])[],
-): Promise<{ folder: string; count: number }> {
+/** A copy of the project's migrations in a folder removed when the test ends, with its journal. */
+async function migrationsCopy() {
   const folder = await mkdtemp(join(tmpdir(), 'nexus-migrations-'))
   onTestFinished(() => rm(folder, { recursive: true, force: true }))
   await cp(fileURLToPath(new URL('../../migrations', import.meta.url)), folder, {
@@ -24,6 +19,17 @@ async function migrationsWith(
   const journal = JSON.parse(await readFile(journalPath, 'utf8')) as {
     entries: { idx: number; version: string; when: number; tag: string; breakpoints: boolean }[]
   }
+  return { folder, journalPath, journal }
+}
+
+/**
+ * A copy of the project's migrations with `added` ([tag, SQL]) after them, in a folder removed
+ * when the test ends; `count`, how many migrations it holds.
+ */
+async function migrationsWith(
+  added: readonly (readonly [string, string])[],
+): Promise<{ folder: string; count: number }> {
+  const { folder, journalPath, journal } = await migrationsCopy()
   const last = journal.entries[journal.entries.length - 1]!
   for (const [i, [tag, statement]] of added.entries()) {
     journal.entries.push({ ...last, idx: last.idx + 1 + i, when: last.when + 1 + i, tag })
@@ -52,15 +58,7 @@ async function databaseAt(
   }
   const url = new URL(server.url)
   url.pathname = `/${name}`
-  const folder = await mkdtemp(join(tmpdir(), 'nexus-migrations-'))
-  onTestFinished(() => rm(folder, { recursive: true, force: true }))
-  await cp(fileURLToPath(new URL('../../migrations', import.meta.url)), folder, {
-    recursive: true,
-  })
-  const journalPath = join(folder, 'meta', '_journal.json')
-  const journal = JSON.parse(await readFile(journalPath, 'utf8')) as {
-    entries: { idx: number; tag: string }[]
-  }
+  const { folder, journalPath, journal } = await migrationsCopy()
   const upTo = journal.entries.findIndex((e) => e.tag === tag)
   if (upTo < 0) throw new Error(`no migration ${tag}`)
   const entries = journal.entries.slice(0, upTo + 1)

@@ -119,6 +119,9 @@ export async function holdLock(
       ? `select pg_sleep(${seconds}) as ${marker}`
       : `do $$ begin -- ${marker}
            for i in 1..60 loop
+             -- A transaction reads the backends once and keeps them: one that connected since
+             -- (the waiter, on a new connection) would never be seen.
+             perform pg_stat_clear_snapshot();
              exit when exists (select 1 from pg_stat_activity w
                                 where pg_backend_pid() = any(pg_blocking_pids(w.pid)));
              perform pg_sleep(0.1);

@@ -35,7 +35,7 @@ import {
   type ArchiveReward,
   type ArchiveWriter,
 } from '../workers/leaderboards/archive-writer.ts'
-import { isDatabaseUnreachable, pgErrorCode } from '../workers/db/client.ts'
+import { isDatabaseUnreachable, LOCK_NOT_AVAILABLE, pgErrorCode } from '../workers/db/client.ts'
 import {
   boardRecord,
   deleteLeaderboardConfig,
@@ -141,8 +141,6 @@ const ACCOUNT_BANS_AFTER = 'account_bans_after'
 const ERASURES_AFTER = 'erasures_after'
 /** Meta key: the configuration version a deletion began under (`deleteBoard`). */
 const DELETING = 'deleting'
-/** PostgreSQL's SQLSTATE for a lock not had within `lock_timeout`. */
-const LOCK_NOT_AVAILABLE = '55P03'
 /** How soon an alarm asks Neon again about a deletion it could not settle. */
 const DELETION_RETRY_MS = 60_000
 /** After Neon failed a call's settling of a deletion, the calls answered 503 without asking. */

@@ -455,6 +455,11 @@ export class MatchPool extends DurableObject<Env> {
   private region: string | null = null
   private config: QueueConfig | null = null
   private version = 0
+  /**
+   * The version Neon's deletion of the queue took (`retire`); above `version`, the queue as this
+   * pool holds it is deleted. A queue made again under the id takes a later version.
+   */
+  private deletedVersion = 0
   private index: MatchIndex | null = null
   /**
    * When a socket on a waiting ticket may next have fallen silent (dropSilentSockets, run by the
@@ -670,6 +675,7 @@ export class MatchPool extends DurableObject<Env> {
     this.queue = meta.get('queue') ?? null
     this.region = meta.get('region') ?? null
     this.version = Number(meta.get('version') ?? 0)
+    this.deletedVersion = Number(meta.get('deleted') ?? 0)
     const config = meta.get('config')
     if (config) {
       this.config = JSON.parse(config) as QueueConfig
@@ -825,6 +831,98 @@ export class MatchPool extends DurableObject<Env> {
     }
   }
 
+  /**
+   * The queue was deleted in Neon, at `version`, after it was paused: the sockets still open here
+   * without a ticket close, and joins and connects that read the queue before its deletion are
+   * refused as for a queue that is not there. The pool keeps what may still be asked of it (a
+   * match being made, ended tickets' answers, fences) for as long as it would anyway, then its
+   * alarm deletes its storage (`wipeIfSettled`). A queue made again under the id before then
+   * takes a later version, and this pool runs it. A deletion at or below the version held (the
+   * queue made again since) changes nothing. The number of sockets closed.
+   */
+  async retire(version: number): Promise<{ closed: number }> {
+    this.ensureSchema()
+    if (this.config === null || version <= this.version) return { closed: 0 }
+    if (version > this.deletedVersion) {
+      this.setMeta('deleted', String(version))
+      this.deletedVersion = version
+    }
+    let closed = 0
+    for (const ws of this.ctx.getWebSockets()) {
+      const att = ws.deserializeAttachment() as Attachment | null
+      // A socket on a match being made stays for its `match_found`.
+      if (att?.ticketId) continue
+      this.closeSocket(ws, 1000, 'queue deleted')
+      closed++
+    }
+    await this.scheduleAlarm()
+    return { closed }
+  }
+
+  /**
+   * A deleted queue's pool deletes its storage once nothing in it can be asked for any more: no
+   * ticket (waiting, being matched, or ended within RESULT_RETENTION_MS: its answer is read over
+   * HTTP), no match, fence, party note or unheard match left (the sweep, just before, dropped
+   * those past their retention). A socket still open closes. True if it did.
+   */
+  private async wipeIfSettled(): Promise<boolean> {
+    const left = one<{ n: number }>(
+      this.sql,
+      `SELECT (SELECT count(*) FROM tickets) + (SELECT count(*) FROM matches)
+            + (SELECT count(*) FROM fences) + (SELECT count(*) FROM party_notes)
+            + (SELECT count(*) FROM unheard) AS n`,
+    )!.n
+    if (left > 0) return false
+    for (const ws of this.ctx.getWebSockets()) this.closeSocket(ws, 1000, 'queue deleted')
+    await this.ctx.storage.deleteAlarm()
+    await this.ctx.storage.deleteAll()
+    log('info', 'deleted queue: pool storage deleted', { actor: this.actor })
+    this.schemaReady = false
+    this.queue = null
+    this.region = null
+    this.config = null
+    this.version = 0
+    this.deletedVersion = 0
+    this.index = null
+    this.nextDeadline = null
+    this.waitingPlayerTotal = 0
+    return true
+  }
+
+  /**
+   * When a deleted queue's pool will have nothing left to keep (`wipeIfSettled`): the last of its
+   * ended tickets, done matches, unheard matches and fences past its retention. A ticket still
+   * waiting or being matched, or a note owed, has an alarm of its own, which looks again.
+   */
+  private wipeDueAt(now: number): number {
+    const last = one<{
+      finished: number | null
+      done: number | null
+      unheard: number | null
+      fence: number | null
+    }>(
+      this.sql,
+      `SELECT (SELECT max(finished_at) FROM tickets) AS finished,
+              (SELECT max(done_at) FROM matches) AS done,
+              (SELECT max(until) FROM unheard) AS unheard,
+              (SELECT max(at) FROM fences) AS fence`,
+    )!
+    let due = now
+    if (last.finished !== null) due = Math.max(due, last.finished + RESULT_RETENTION_MS)
+    if (last.done !== null) due = Math.max(due, last.done + RESULT_RETENTION_MS)
+    if (last.unheard !== null) due = Math.max(due, last.unheard)
+    // Fences keep real time (the sweep drops those before Date.now() - FENCE_RETENTION_MS).
+    if (last.fence !== null) {
+      due = Math.max(due, now + (last.fence + FENCE_RETENTION_MS + 1 - Date.now()))
+    }
+    return due
+  }
+
+  /** The queue this pool holds was deleted (and not made again since). */
+  private get deleted(): boolean {
+    return this.deletedVersion > this.version
+  }
+
   // ---------------------------------------------------------------------------------------------
   // Tickets
 
@@ -846,6 +944,8 @@ export class MatchPool extends DurableObject<Env> {
     // A newer configuration makes matching due now (windows may have widened), even when this
     // join itself is refused: the settle below does not run then.
     if (changed) await this.scheduleAlarm()
+    // Read from Neon before the queue's deletion, which reached this pool first.
+    if (this.deleted) return problem('not-found', `No queue '${input.queue}'`)
     // A Worker of the version before claims, during a gradual deployment: its client retries.
     if (!input.claim) return problem('unavailable', 'The queue cannot be joined now; try again')
     const claims =
@@ -1832,6 +1932,7 @@ export class MatchPool extends DurableObject<Env> {
       const changed = this.applyConfig(sc.queue, sc.region, sc.config, sc.version)
       // A newer config may let waiting tickets match now (a wider gap): the alarm looks again.
       if (this.housekeep(now) || changed) await this.scheduleAlarm()
+      if (this.deleted) return problemResponse('not-found', `No queue '${sc.queue}'`)
       rating = sc.rating
     }
     // Connections that died without a close (a phone off the network) hold none of the places.
@@ -2721,6 +2822,7 @@ export class MatchPool extends DurableObject<Env> {
 
   override async alarm(): Promise<void> {
     if (!this.schemaReady) return
+    let wiped = false
     try {
       const now = this.now()
       // Only once one may have fallen silent: alarms come often while matches are made.
@@ -2733,6 +2835,10 @@ export class MatchPool extends DurableObject<Env> {
       await this.deliverDue(now)
       await this.retryPartyNotes(this.now())
       this.sweep(this.now())
+      if (this.deleted && (await this.wipeIfSettled())) {
+        wiped = true
+        return
+      }
       const later = this.now()
       if (this.ratesStale || (this.ratesDropAt !== null && later >= this.ratesDropAt)) {
         this.updateRates(later)
@@ -2746,8 +2852,10 @@ export class MatchPool extends DurableObject<Env> {
         ...errorFields(err),
       })
     } finally {
-      await this.scheduleAlarm()
-      await backOffAlarm(this.ctx.storage, this.alarmFailures, this.now())
+      if (!wiped) {
+        await this.scheduleAlarm()
+        await backOffAlarm(this.ctx.storage, this.alarmFailures, this.now())
+      }
     }
   }
 
@@ -2805,6 +2913,7 @@ export class MatchPool extends DurableObject<Env> {
     if (due?.attempt != null) candidates.push(due.attempt)
     if (due?.note != null) candidates.push(due.note)
     if (due?.finished != null) candidates.push(due.finished + RESULT_RETENTION_MS)
+    if (this.deleted) candidates.push(this.wipeDueAt(now))
     if (candidates.length === 0) return
     const next = Math.max(now, Math.min(...candidates))
     const existing = await this.ctx.storage.getAlarm()

@@ -1350,6 +1350,7 @@ export interface Paths {
       query: {
         after?: string
         limit?: number
+        status?: 'active' | 'deleted'
       }
       headers: Record<string, never>
       body: undefined
@@ -1362,6 +1363,7 @@ export interface Paths {
             paused: boolean
             version: number
             updatedAt: string
+            deletedAt: string | null
           }>
           /** More queues after this id */
           next: string | null
@@ -1412,6 +1414,32 @@ export interface Paths {
         409: Schemas['Problem']
         413: Schemas['Problem']
         415: Schemas['Problem']
+        422: Schemas['Problem']
+        429: Schemas['Problem']
+        500: Schemas['Problem']
+        503: Schemas['Problem']
+      }
+    }
+    /** Delete a matchmaking queue */
+    delete: {
+      path: {
+        queue: string
+      }
+      query: Record<string, never>
+      headers: Record<string, never>
+      body: undefined
+      responses: {
+        200: {
+          id: string
+          deleted: true
+          /** The version the deletion took; a queue made again takes a later one */
+          version: number
+          deletedAt: string
+        }
+        401: Schemas['Problem']
+        403: Schemas['Problem']
+        404: Schemas['Problem']
+        409: Schemas['Problem']
         422: Schemas['Problem']
         429: Schemas['Problem']
         500: Schemas['Problem']

@@ -118,6 +118,9 @@ export function getSql(env: DbEnv) {
   return neon(url)
 }
 
+/** PostgreSQL's SQLSTATE for a lock not had within `lock_timeout`. */
+export const LOCK_NOT_AVAILABLE = '55P03'
+
 /** Postgres error code of a failed query (e.g. '23505' unique violation), if it is one. */
 export function pgErrorCode(err: unknown): string | undefined {
   let e: unknown = err

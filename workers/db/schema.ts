@@ -212,6 +212,9 @@ export const queues = pgTable('queues', {
     .array()
     .notNull()
     .default(sql`'{}'::text[]`),
+  // Set by a deletion (`DELETE /v1/admin/queues/:queue`): the row stays, so that a queue made
+  // again under the id takes versions past its pools' (they keep the paused configuration).
+  deletedAt: timestamp('deleted_at', { withTimezone: true, mode: 'date' }),
 })
 
 /**

@@ -204,7 +204,8 @@ export async function deleteLeaderboardConfig(
     sql.query(
       `select (select version from leaderboards where id = $1) as version,
               (select deleted_at is not null from leaderboards where id = $1) as was_deleted,
-              array(select q.id from queues q where q.config->>'leaderboardId' = $1
+              array(select q.id from queues q
+                     where q.config->>'leaderboardId' = $1 and q.deleted_at is null
                      order by q.id limit 100) as queues`,
       [id],
     ),
@@ -212,7 +213,8 @@ export async function deleteLeaderboardConfig(
       `update leaderboards set deleted_at = now(), updated_at = now(),
               version = greatest(version, $2) + 1, pushed_version = greatest(version, $2) + 1
         where id = $1 and version <= $2 and deleted_at is null
-          and not exists (select 1 from queues q where q.config->>'leaderboardId' = $1)
+          and not exists (select 1 from queues q
+                           where q.config->>'leaderboardId' = $1 and q.deleted_at is null)
         returning version`,
       [id, version],
     ),

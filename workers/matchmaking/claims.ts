@@ -188,7 +188,7 @@ interface ClaimRow {
  * their own token would not queue them; a game server's join (no caller) may queue anyone.
  */
 const CLAIM_UPSERT = `
-  with q as (select config, version from queues where id = $1),
+  with q as (select config, version from queues where id = $1 and deleted_at is null),
   target as (select coalesce($2::text, q.config->'regions'->>0) as region from q),
   banned as (select player_id from player_bans where player_id = any($3::text[])),
   stale as (select 1 where ${erasedSinceToken('$4', '$5')}),

@@ -1,8 +1,9 @@
 import { z } from '@hono/zod-openapi'
-import { and, eq, sql } from 'drizzle-orm'
+import { and, eq, isNull, sql } from 'drizzle-orm'
 import { getRules, optionsRefusal, RULES_OPTIONS_LIMITS, rulesNames } from '../core/rules/index.ts'
 import { textArrayLiteral } from '../db/array-literal.ts'
 import { getDb, getSql, type DbEnv } from '../db/client.ts'
+import { isoUtc } from '../db/iso-time.ts'
 import { queues } from '../db/schema.ts'
 import { boundedJson, ResourceId } from '../lib/fields.ts'
 
@@ -180,7 +181,7 @@ export function disconnectGraceMs(config: QueueConfig): number {
   return (config.disconnectGraceSeconds ?? DEFAULT_DISCONNECT_GRACE_SECONDS) * 1000
 }
 
-/** A queue's configuration and its version (each update adds one), or null. */
+/** A queue's configuration and its version (each update adds one); null if none, or deleted. */
 export async function loadQueueConfig(
   env: DbEnv,
   id: string,
@@ -188,13 +189,14 @@ export async function loadQueueConfig(
   const [row] = await getDb(env)
     .select({ config: queues.config, version: queues.version })
     .from(queues)
-    .where(eq(queues.id, id))
+    .where(and(eq(queues.id, id), isNull(queues.deletedAt)))
   return row ? { config: row.config as QueueConfig, version: row.version } : null
 }
 
 /**
- * Creates or replaces a queue's configuration; returns whether it was created, and every region
- * the queue has had (this config's included), which the config must be pushed to. Null, and
+ * Creates or replaces a queue's configuration; returns whether it was created (or made again
+ * after a deletion, at a version past the deleted one's), and every region the queue has had
+ * (this config's included), which the config must be pushed to. Null, and
  * nothing saved, when the board it names is not there (never made, or deleted). The board's row
  * is held (`for share`) until the save commits: its deletion waits for it and then sees this
  * queue (deleteLeaderboardConfig), so a queue never sends its results to a board deleted at the
@@ -208,9 +210,14 @@ export async function saveQueueConfig(
   const sql = getSql(env)
   // Every region the queue has had, old and new; each is owed this version until it acknowledges.
   const everyRegion = `array(select distinct r from unnest(q.known_regions || excluded.known_regions) r order by r)`
-  const [, saved] = (await sql.transaction([
+  const [, prior, saved] = (await sql.transaction([
     sql.query('select 1 from leaderboards where id = $1 and deleted_at is null for share', [
       config.leaderboardId,
+    ]),
+    // Under the row's lock, which a deletion takes too: a deletion committed while this waited
+    // is seen, and the queue is made again (201).
+    sql.query('select deleted_at is not null as deleted from queues where id = $1 for update', [
+      id,
     ]),
     sql.query(
       `insert into queues as q (id, config, known_regions, unpushed_regions)
@@ -218,14 +225,83 @@ export async function saveQueueConfig(
         where $4::text is null
            or exists (select 1 from leaderboards where id = $4 and deleted_at is null)
        on conflict (id) do update set config = excluded.config, version = q.version + 1,
-          updated_at = now(), known_regions = ${everyRegion}, unpushed_regions = ${everyRegion}
+          updated_at = now(), known_regions = ${everyRegion}, unpushed_regions = ${everyRegion},
+          deleted_at = null
        returning version, known_regions`,
       [id, JSON.stringify(config), textArrayLiteral(config.regions), config.leaderboardId],
     ),
-  ])) as [unknown, { version: number; known_regions: string[] }[]]
+  ])) as [unknown, { deleted: boolean }[], { version: number; known_regions: string[] }[]]
   const row = saved[0]
   if (!row) return null
-  return { created: row.version === 1, version: row.version, knownRegions: row.known_regions }
+  return {
+    created: row.version === 1 || prior[0]?.deleted === true,
+    version: row.version,
+    knownRegions: row.known_regions,
+  }
+}
+
+/** What a queue's deletion found (deleteQueueConfig). */
+export type QueueDeletion =
+  /** Marked deleted at `version`; its pools are to be told (`retire`). */
+  | { outcome: 'deleted'; version: number; deletedAt: string; knownRegions: string[] }
+  /** No such queue, or deleted already (a retry whose first answer was lost). */
+  | { outcome: 'gone' }
+  /** In play: a deletion needs the queue paused first (its waiting tickets cancelled). */
+  | { outcome: 'in-play' }
+  /** Paused, but these regions' pools have not taken the paused version yet. */
+  | { outcome: 'unpushed'; config: QueueConfig; version: number; regions: string[] }
+
+/**
+ * Marks a queue deleted if it is paused and every region's pool has taken the paused version
+ * (so none waits a ticket), moving its version on by one. The row's lock is taken first, with a
+ * `lock_timeout` (a PUT holding it past that: the transaction rolls back, the error's code
+ * 55P03), so a PUT and a deletion are ordered: a PUT after it makes the queue again, at a later
+ * version; one before it leaves a configuration the deletion checks.
+ */
+export async function deleteQueueConfig(
+  env: DbEnv,
+  id: string,
+  lockTimeoutMs = 4_000,
+): Promise<QueueDeletion> {
+  const sql = getSql(env)
+  const [, , read, marked] = (await sql.transaction([
+    sql.query(`set local lock_timeout = ${Math.trunc(lockTimeoutMs)}`),
+    sql.query('select 1 from queues where id = $1 and deleted_at is null for update', [id]),
+    sql.query(
+      `select config, version, unpushed_regions from queues where id = $1 and deleted_at is null`,
+      [id],
+    ),
+    sql.query(
+      `update queues set deleted_at = now(), updated_at = now(), version = version + 1
+        where id = $1 and deleted_at is null and (config->>'paused')::boolean is true
+          and unpushed_regions = '{}'::text[]
+        returning version, known_regions, ${isoUtc('deleted_at')} as deleted_at`,
+      [id],
+    ),
+  ])) as [
+    unknown,
+    unknown,
+    { config: QueueConfig; version: number; unpushed_regions: string[] }[],
+    { version: number; known_regions: string[]; deleted_at: string }[],
+  ]
+  const done = marked[0]
+  if (done) {
+    return {
+      outcome: 'deleted',
+      version: done.version,
+      deletedAt: done.deleted_at,
+      knownRegions: done.known_regions,
+    }
+  }
+  const row = read[0]
+  if (!row) return { outcome: 'gone' }
+  if (row.config.paused !== true) return { outcome: 'in-play' }
+  return {
+    outcome: 'unpushed',
+    config: row.config,
+    version: row.version,
+    regions: row.unpushed_regions,
+  }
 }
 
 /**
@@ -277,7 +353,9 @@ export async function unpushedQueues(env: DbEnv, afterId: string, limit: number)
       regions: queues.unpushedRegions,
     })
     .from(queues)
-    .where(sql`${queues.id} > ${afterId} and ${queues.unpushedRegions} <> '{}'::text[]`)
+    .where(
+      sql`${queues.id} > ${afterId} and ${queues.unpushedRegions} <> '{}'::text[] and ${queues.deletedAt} is null`,
+    )
     .orderBy(queues.id)
     .limit(limit)
 }

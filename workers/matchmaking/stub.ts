@@ -5,7 +5,15 @@ import type { Env } from '../env.ts'
 /** The pool's RPC surface, with the plain return types its methods declare. */
 export type PoolApi = Pick<
   MatchPool,
-  'configure' | 'join' | 'ticket' | 'ticketByKey' | 'cancel' | 'stats' | 'fence' | 'removePlayer'
+  | 'configure'
+  | 'join'
+  | 'ticket'
+  | 'ticketByKey'
+  | 'cancel'
+  | 'stats'
+  | 'fence'
+  | 'removePlayer'
+  | 'retire'
 >
 
 /** Name of the pool of one queue in one region. */

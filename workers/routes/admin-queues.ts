@@ -2,7 +2,8 @@ import { z } from '@hono/zod-openapi'
 import { log, errorFields } from '../lib/log.ts'
 import { createRoute, newRouter, problemResponses } from '../lib/openapi.ts'
 import { ResourceId } from '../lib/fields.ts'
-import { getSql } from '../db/client.ts'
+import { getSql, LOCK_NOT_AVAILABLE, pgErrorCode } from '../db/client.ts'
+import type { Env } from '../env.ts'
 import { isoUtc } from '../db/iso-time.ts'
 import { IdPageQuery, idPage } from './id-page.ts'
 import { ApiError } from '../lib/problem.ts'
@@ -10,12 +11,14 @@ import { versionPastOverrule } from '../lib/config-push.ts'
 import { rulesNames } from '../core/rules/index.ts'
 import {
   advanceQueueVersion,
+  deleteQueueConfig,
   disconnectGraceMs,
   loadQueueConfig,
   markQueuePushed,
   normalizeQueueConfig,
   QueueConfigInput,
   saveQueueConfig,
+  type QueueDeletion,
 } from '../matchmaking/config.ts'
 import { poolStub } from '../matchmaking/stub.ts'
 import { unknownQueues } from '../matchmaking/unknown-queues.ts'
@@ -30,9 +33,16 @@ const listRoute = createRoute({
   description:
     'For operators: each queue’s id, rules, regions, whether it is paused, and its configuration ' +
     'version (the whole configuration is `GET /v1/admin/queues/:queue`). Pass `next` as `after` ' +
-    'for the page after.',
+    'for the page after. `status=deleted` lists the deleted queues instead, each with when it was ' +
+    'deleted (`deletedAt`).',
   middleware: [requireAdmin()] as const,
-  request: { query: IdPageQuery },
+  request: {
+    query: IdPageQuery.extend({
+      status: z.enum(['active', 'deleted']).optional().openapi({
+        description: 'The queues in use, paused ones included (default), or those deleted',
+      }),
+    }),
+  },
   responses: {
     200: {
       description: 'A page of queues',
@@ -47,6 +57,7 @@ const listRoute = createRoute({
                 paused: z.boolean(),
                 version: z.number().int(),
                 updatedAt: z.string(),
+                deletedAt: z.string().nullable(),
               }),
             ),
             next: z.string().nullable().openapi({ description: 'More queues after this id' }),
@@ -59,13 +70,14 @@ const listRoute = createRoute({
 })
 
 adminQueues.openapi(listRoute, async (c) => {
-  const { after, limit } = c.req.valid('query')
+  const { after, limit, status } = c.req.valid('query')
   const rows = (await getSql(c.env).query(
     `select id, config->>'rules' as rules, config->'regions' as regions,
             coalesce((config->>'paused')::boolean, false) as paused, version,
-            ${isoUtc('updated_at')} as updated_at
-       from queues where id > $1 order by id limit $2`,
-    [after ?? '', limit + 1],
+            ${isoUtc('updated_at')} as updated_at,
+            case when deleted_at is null then null else ${isoUtc('deleted_at')} end as deleted_at
+       from queues where id > $1 and (deleted_at is not null) = $3 order by id limit $2`,
+    [after ?? '', limit + 1, status === 'deleted'],
   )) as {
     id: string
     rules: string
@@ -73,6 +85,7 @@ adminQueues.openapi(listRoute, async (c) => {
     paused: boolean
     version: number
     updated_at: string
+    deleted_at: string | null
   }[]
   const { page, next } = idPage(rows, limit)
   return c.json(
@@ -84,6 +97,7 @@ adminQueues.openapi(listRoute, async (c) => {
         paused: r.paused,
         version: r.version,
         updatedAt: r.updated_at,
+        deletedAt: r.deleted_at,
       })),
       next,
     },
@@ -218,3 +232,109 @@ adminQueues.openapi(getRoute, async (c) => {
   }
   return c.json({ id: queue, config, version: q.version }, 200)
 })
+
+const deleteRoute = createRoute({
+  method: 'delete',
+  path: '/{queue}',
+  summary: 'Delete a matchmaking queue',
+  description:
+    'For a queue whose time is over (an event’s): pause it first (`paused: true` in its PUT), which ' +
+    'cancels its waiting tickets. The deletion marks its configuration deleted in Neon: its joins, ' +
+    'connects, settings and stats are 404, the listings and the dashboard pass it over, and a ' +
+    'board it named may be deleted. Sockets still open on its pools close (1000); matches already ' +
+    'made play on, and their sessions, results and history stay. A PUT makes it again under the ' +
+    'id (201). Refused (409) while the queue is in play (`paused: false`: pause it first), while ' +
+    'a region’s pool has not taken the pause (`unpushedRegions`, with Retry-After: the cron ' +
+    'pushes it within a minute), and while a PUT holds it (`busy`, with Retry-After). A retry ' +
+    'after a deletion that succeeded is 404.',
+  middleware: [requireAdmin()] as const,
+  request: { params: QueueParam },
+  responses: {
+    200: {
+      description: 'Deleted',
+      content: {
+        'application/json': {
+          schema: z.object({
+            id: z.string(),
+            deleted: z.literal(true),
+            version: z.number().int().openapi({
+              description: 'The version the deletion took; a queue made again takes a later one',
+            }),
+            deletedAt: z.string(),
+          }),
+        },
+      },
+    },
+    ...problemResponses(401, 403, 404, 409, 422, 503),
+  },
+})
+
+adminQueues.openapi(deleteRoute, async (c) => {
+  const { queue } = c.req.valid('param')
+  let deletion = await deleteOrBusy(c.env, queue)
+  if (deletion.outcome === 'unpushed') {
+    // The pause has not reached every pool: one may still hold waiting tickets. Pushed now, and
+    // asked again, rather than sending the operator away for the cron's minute.
+    const { config, version, regions } = deletion
+    const pushed = await Promise.allSettled(
+      regions.map((region) =>
+        poolStub(c.env, queue, region).configure(queue, region, config, version),
+      ),
+    )
+    const acknowledged = regions.filter((_, i) => {
+      const p = pushed[i]!
+      return p.status === 'fulfilled' && p.value.inForce !== false
+    })
+    await markQueuePushed(c.env, queue, version, acknowledged)
+    deletion = await deleteOrBusy(c.env, queue)
+  }
+  switch (deletion.outcome) {
+    case 'gone':
+      throw new ApiError('not-found', `No queue '${queue}'`)
+    case 'in-play':
+      throw new ApiError(
+        'conflict',
+        'The queue is in play: pause it first (a PUT with "paused": true cancels its waiting tickets)',
+        { paused: false },
+      )
+    case 'unpushed':
+      throw new ApiError(
+        'conflict',
+        `The pause has not reached these regions' pools yet (${deletion.regions.join(', ')}); the cron pushes it within a minute`,
+        { unpushedRegions: deletion.regions },
+        { 'retry-after': '60' },
+      )
+  }
+  const { version, deletedAt, knownRegions } = deletion
+  unknownQueues.remember(queue)
+  // Best effort: a pool not reached keeps its sockets open, whose joins it refuses as paused.
+  const retired = await Promise.allSettled(
+    knownRegions.map((region) => poolStub(c.env, queue, region).retire(version)),
+  )
+  retired.forEach((r, i) => {
+    if (r.status === 'rejected') {
+      log('warn', 'queue deleted; a pool not told', {
+        queue,
+        region: knownRegions[i],
+        ...errorFields(r.reason),
+      })
+    }
+  })
+  log('info', 'queue deleted', { queue, version })
+  return c.json({ id: queue, deleted: true as const, version, deletedAt }, 200)
+})
+
+/** deleteQueueConfig, with a row held past its lock timeout answered 409 `busy`. */
+async function deleteOrBusy(env: Env, queue: string): Promise<QueueDeletion> {
+  try {
+    return await deleteQueueConfig(env, queue)
+  } catch (err) {
+    if (pgErrorCode(err) !== LOCK_NOT_AVAILABLE) throw err
+    throw new ApiError(
+      'conflict',
+      'The queue is being changed (a PUT); retry in a few seconds',
+      { busy: true },
+      { 'retry-after': '5' },
+    )
+  }
+}

@@ -67,9 +67,11 @@ dashboard.get('/api/overview', async (c) => {
         order by updated_at desc`,
       [MAX_LISTED],
     ) as unknown as Promise<{ id: string; name: string | null; version: number }[]>,
-    sql.query(`select id, config, version from queues order by updated_at desc limit $1`, [
-      MAX_LISTED,
-    ]) as unknown as Promise<{ id: string; config: QueueConfig; version: number }[]>,
+    sql.query(
+      `select id, config, version from queues where deleted_at is null
+        order by updated_at desc limit $1`,
+      [MAX_LISTED],
+    ) as unknown as Promise<{ id: string; config: QueueConfig; version: number }[]>,
     sql.query(
       `select id, queue, region, rules, roster, extract(epoch from created_at) * 1000 as created_ms
          from game_sessions where status = 'live' order by created_at desc limit $1`,

@@ -1,0 +1,390 @@
+import { runInDurableObject } from 'cloudflare:test'
+import { describe, expect, it } from 'vitest'
+import { RESULT_RETENTION_MS, type MatchPool } from '../../durable-objects/match-pool.ts'
+import { env } from 'cloudflare:workers'
+import { unpushedQueues } from '../../workers/matchmaking/config.ts'
+import { FENCE_RETENTION_MS } from '../../workers/matchmaking/claims.ts'
+import { ADMIN_KEY, bearer, call, callWithEnv, json, newGuest, problem } from './helpers/http.ts'
+import { createBoard, holdLock, pg } from './helpers/boards.ts'
+import {
+  alarmAt,
+  createQueue,
+  DUEL,
+  fireAlarm,
+  joinFor,
+  newClock,
+  poolOf,
+  rig,
+  ticketOf,
+  type Found,
+} from './helpers/matchmaking.ts'
+import { closed, connect, nextOfType, upgrade } from './helpers/sockets.ts'
+import { replaceMethod } from './helpers/replace-method.ts'
+
+/** The tables the pool's storage holds (none once it is deleted); asked right after the call. */
+function storedTables(queue: string): Promise<string[]> {
+  return runInDurableObject(poolOf(queue), (_inst: MatchPool, state) =>
+    state.storage.sql
+      .exec<{ name: string }>(
+        `SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE '_cf_%'`,
+      )
+      .toArray()
+      .map((t) => t.name),
+  )
+}
+
+function deleteQueue(queue: string, credential = ADMIN_KEY): Promise<Response> {
+  return call(`/v1/admin/queues/${queue}`, { ...bearer(credential), method: 'DELETE' })
+}
+
+function put(queue: string, config: Record<string, unknown>): Promise<Response> {
+  return call(`/v1/admin/queues/${queue}`, json('PUT', { ...DUEL, ...config }, ADMIN_KEY))
+}
+
+async function pause(queue: string, config: Record<string, unknown> = {}): Promise<void> {
+  const res = await put(queue, { ...config, paused: true })
+  if (res.status !== 200) throw new Error(`pause: ${res.status} ${await res.text()}`)
+}
+
+/** The queue's row in Neon (deleted ones too). */
+async function row(queue: string) {
+  const [r] =
+    await pg()`select version, deleted_at, unpushed_regions from queues where id = ${queue}`
+  return r as { version: number; deleted_at: Date | null; unpushed_regions: string[] } | undefined
+}
+
+interface Listed {
+  queues: { id: string; paused: boolean; deletedAt: string | null }[]
+}
+
+async function listed(queue: string, status?: 'deleted'): Promise<Listed['queues'][number][]> {
+  const query = `after=${queue.slice(0, -1)}&limit=100${status ? `&status=${status}` : ''}`
+  const res = await call(`/v1/admin/queues?${query}`, bearer(ADMIN_KEY))
+  return ((await res.json()) as Listed).queues.filter((q) => q.id === queue)
+}
+
+describe('DELETE /v1/admin/queues/:queue', () => {
+  it('refuses a queue in play (409, paused: false) and changes nothing: its ticket waits on and it is listed', async () => {
+    const q = await createQueue()
+    await rig(q, newClock())
+    const waiting = await joinFor(q, `${q}-a`)
+    const refused = await problem(await deleteQueue(q))
+    expect(refused).toMatchObject({ status: 409, type: 'urn:nexus:problem:conflict' })
+    expect(refused.body.paused).toBe(false)
+    expect(await row(q)).toMatchObject({ version: 1, deleted_at: null })
+    expect((await ticketOf(waiting.ticketId)).status).toBe('waiting')
+    expect(await listed(q)).toHaveLength(1)
+    // The waiting ticket is matched as before.
+    expect((await joinFor(q, `${q}-b`)).status).toBe('matched')
+  })
+
+  it('deletes a paused queue: its reads, joins and connects are 404, it is listed only as deleted, its ended tickets stay readable, and a retry is 404', async () => {
+    const q = await createQueue()
+    await rig(q, newClock())
+    const waiting = await joinFor(q, `${q}-a`)
+    await pause(q)
+    const res = await deleteQueue(q)
+    expect(res.status).toBe(200)
+    const body = (await res.json()) as { deleted: boolean; version: number; deletedAt: string }
+    // The pause was version 2; the deletion moves it on.
+    expect(body).toMatchObject({ deleted: true, version: 3 })
+    const stored = await row(q)
+    expect(stored!.version).toBe(3)
+    expect(new Date(stored!.deleted_at!).toISOString()).toBe(body.deletedAt)
+
+    const notFound = { status: 404, type: 'urn:nexus:problem:not-found' }
+    expect(await problem(await call(`/v1/admin/queues/${q}`, bearer(ADMIN_KEY)))).toMatchObject(
+      notFound,
+    )
+    expect(await problem(await call(`/v1/matchmaking/${q}`))).toMatchObject(notFound)
+    expect(await problem(await call(`/v1/matchmaking/${q}/stats`))).toMatchObject(notFound)
+    expect(
+      await problem(
+        await call(`/v1/matchmaking/${q}/tickets`, json('POST', { playerId: `${q}-b` }, ADMIN_KEY)),
+      ),
+    ).toMatchObject(notFound)
+    const g = await newGuest()
+    const refusedSocket = await upgrade(`/v1/matchmaking/${q}`, g.token)
+    expect(refusedSocket.status).toBe(404)
+    expect(refusedSocket.webSocket).toBeNull()
+
+    expect(await listed(q)).toEqual([])
+    expect(await listed(q, 'deleted')).toEqual([
+      expect.objectContaining({ id: q, paused: true, deletedAt: body.deletedAt }),
+    ])
+    // The ticket the pause cancelled is still the player's to read.
+    expect(await ticketOf(waiting.ticketId)).toMatchObject({
+      status: 'cancelled',
+      reason: 'queue_changed',
+    })
+    // A retry of a deletion whose answer was lost: the queue is gone, as asked.
+    expect(await problem(await deleteQueue(q))).toMatchObject(notFound)
+    expect((await row(q))!.version).toBe(3)
+  })
+
+  it('with Neon unreachable: 503 unavailable, and the queue is kept', async () => {
+    const q = await createQueue({ paused: true })
+    const res = await callWithEnv(
+      {
+        DATABASE_URL: env.TEST_UNREACHABLE_DATABASE_URL,
+        NEON_LOCAL_RELAY: env.TEST_UNREACHABLE_NEON_RELAY,
+      },
+      `/v1/admin/queues/${q}`,
+      { ...bearer(ADMIN_KEY), method: 'DELETE' },
+    )
+    expect(await problem(res)).toMatchObject({
+      status: 503,
+      type: 'urn:nexus:problem:unavailable',
+    })
+    expect((await row(q))!.deleted_at).toBeNull()
+    expect((await deleteQueue(q)).status).toBe(200)
+  })
+
+  it('bad input: an invalid id is 422, a player token 403, no credential 401; nothing is deleted', async () => {
+    const q = await createQueue({ paused: true })
+    expect(await problem(await deleteQueue('no spaces allowed'))).toMatchObject({
+      status: 422,
+      type: 'urn:nexus:problem:validation',
+    })
+    expect(await problem(await deleteQueue('tickets'))).toMatchObject({ status: 422 })
+    const g = await newGuest()
+    expect(await problem(await deleteQueue(q, g.token))).toMatchObject({
+      status: 403,
+      type: 'urn:nexus:problem:forbidden',
+    })
+    const anonymous = await call(`/v1/admin/queues/${q}`, { method: 'DELETE' })
+    expect(await problem(anonymous)).toMatchObject({
+      status: 401,
+      type: 'urn:nexus:problem:unauthorized',
+    })
+    expect((await row(q))!.deleted_at).toBeNull()
+  })
+
+  it("closes the sockets still open on the queue's pools (1000), and a join read from Neon before the deletion is refused by its pool as not found", async () => {
+    const q = await createQueue()
+    const g = await newGuest()
+    const ws = await connect(`/v1/matchmaking/${q}`, g.token)
+    await pause(q)
+    const ended = closed(ws)
+    expect((await deleteQueue(q)).status).toBe(200)
+    expect(await ended).toEqual({ code: 1000, reason: 'queue deleted' })
+    // A join that read the queue (version 1, in play) before it was paused and deleted reaches the
+    // pool after: refused, not queued under the configuration it carries.
+    const refused = await runInDurableObject(poolOf(q), (inst: MatchPool) =>
+      inst.join({
+        queue: q,
+        region: 'eu',
+        config: { ...DUEL, maxPartySize: 1, ticketTtlSeconds: 300, leaderboardId: null },
+        version: 1,
+        players: [{ playerId: `${q}-late`, rating: 1500 }],
+        claim: { versions: { [`${q}-late`]: 1 }, claimedAt: Date.now() },
+      }),
+    )
+    expect(refused).toMatchObject({ ok: false, problem: 'not-found' })
+    expect(
+      await runInDurableObject(poolOf(q), (_i: MatchPool, state) =>
+        state.storage.sql.exec(`SELECT count(*) AS n FROM tickets WHERE state = 'waiting'`).one(),
+      ),
+    ).toEqual({ n: 0 })
+  })
+
+  it("a deleted queue's pool deletes its storage once its ended tickets' answers are past their retention, and a queue made again starts from an empty pool", async () => {
+    const q = await createQueue()
+    const clock = newClock()
+    await rig(q, clock)
+    const waiting = await joinFor(q, `${q}-a`)
+    await pause(q)
+    const pausedAt = clock.t
+    expect((await deleteQueue(q)).status).toBe(200)
+    // Within the retention the cancelled ticket is still its player's to read, and the alarm
+    // comes back for the storage when it ends.
+    expect(await alarmAt(q)).toBeLessThanOrEqual(pausedAt + RESULT_RETENTION_MS)
+    clock.t = pausedAt + RESULT_RETENTION_MS - 1
+    await fireAlarm(q)
+    expect((await ticketOf(waiting.ticketId)).status).toBe('cancelled')
+    expect(await storedTables(q)).toContain('tickets')
+    expect(await alarmAt(q)).toBe(pausedAt + RESULT_RETENTION_MS)
+
+    clock.t = pausedAt + RESULT_RETENTION_MS
+    await fireAlarm(q)
+    expect(await storedTables(q)).toEqual([])
+    expect(await alarmAt(q)).toBeNull()
+    const gone = await call(`/v1/matchmaking/tickets/${waiting.ticketId}`, bearer(ADMIN_KEY))
+    expect(await problem(gone)).toMatchObject({ status: 404, type: 'urn:nexus:problem:not-found' })
+
+    expect((await put(q, {})).status).toBe(201)
+    await rig(q, clock)
+    expect((await joinFor(q, `${q}-b`)).status).toBe('waiting')
+    expect((await joinFor(q, `${q}-c`)).status).toBe('matched')
+  })
+
+  it("a deleted queue's pool keeps a fence until it is past its retention (15 min, real time), then deletes its storage", async () => {
+    const q = await createQueue()
+    const clock = newClock()
+    await rig(q, clock)
+    // A join in another region of the queue fenced this one just now (claims.ts).
+    const fencedAt = Date.now()
+    await runInDurableObject(poolOf(q), (_inst: MatchPool, state) => {
+      state.storage.sql.exec(
+        `INSERT INTO fences (player_id, up_to, at) VALUES (?, 3, ?)`,
+        `${q}-elsewhere`,
+        fencedAt,
+      )
+    })
+    await pause(q)
+    expect((await deleteQueue(q)).status).toBe(200)
+    // Due once the fence is past its retention, by the pool's clock.
+    const due = (await alarmAt(q))!
+    expect(due).toBeGreaterThanOrEqual(clock.t + (fencedAt + FENCE_RETENTION_MS - Date.now()))
+    clock.t = due
+    await fireAlarm(q)
+    // Real time has not moved: the fence still counts, and the storage stays.
+    expect(await storedTables(q)).toContain('fences')
+    await runInDurableObject(poolOf(q), (_inst: MatchPool, state) => {
+      state.storage.sql.exec(`UPDATE fences SET at = at - ?`, FENCE_RETENTION_MS + 1_000)
+    })
+    await fireAlarm(q)
+    expect(await storedTables(q)).toEqual([])
+  })
+
+  it('made again with a PUT: 201 at a version past the deleted one, and its pool matches again', async () => {
+    const q = await createQueue()
+    await pause(q)
+    expect((await deleteQueue(q)).status).toBe(200)
+    const again = await put(q, { maxRatingGap: 200 })
+    expect(again.status).toBe(201)
+    const made = (await again.json()) as { version: number; config: { paused: boolean } }
+    expect(made.version).toBe(4)
+    expect(made.config.paused).toBe(false)
+    expect(await row(q)).toMatchObject({ version: 4, deleted_at: null })
+    expect(await listed(q)).toHaveLength(1)
+    expect(await listed(q, 'deleted')).toEqual([])
+    // Over HTTP and on a socket, in the pool that held the deleted queue.
+    await rig(q, newClock())
+    const g = await newGuest()
+    const ws = await connect(`/v1/matchmaking/${q}`, g.token)
+    ws.send(JSON.stringify({ type: 'join' }))
+    await nextOfType(ws, 'queued')
+    const other = await joinFor(q, `${q}-b`)
+    expect(other.status).toBe('matched')
+    const found = await nextOfType<Found>(ws, 'match_found')
+    expect(found.sessionId).toBe(other.match!.sessionId)
+  })
+
+  it('a deleted queue no longer keeps its board from being deleted', async () => {
+    const board = await createBoard({})
+    const q = await createQueue({ leaderboardId: board })
+    const deleteBoard = () =>
+      call(`/v1/admin/leaderboards/${board}`, { ...bearer(ADMIN_KEY), method: 'DELETE' })
+    expect((await problem(await deleteBoard())).body.queues).toEqual([q])
+    await pause(q, { leaderboardId: board })
+    expect((await deleteQueue(q)).status).toBe(200)
+    expect((await deleteBoard()).status).toBe(200)
+  })
+
+  it('a pause that has not reached a pool is pushed by the deletion first (the ticket waiting there is cancelled); a pool that cannot take it keeps the queue (409, Retry-After: 60)', async () => {
+    const q = await createQueue({ regions: ['eu', 'us'] })
+    await rig(q, newClock(), { region: 'us' })
+    const waiting = await joinFor(q, `${q}-a`, { region: 'us' })
+    // A PUT that paused the queue in Neon and whose push to `us` was lost.
+    const paused = { ...DUEL, regions: ['eu', 'us'], maxPartySize: 1, ticketTtlSeconds: 300 }
+    await pg()`update queues set version = 2, unpushed_regions = '{us}',
+                config = ${JSON.stringify({ ...paused, disconnectGraceSeconds: 10, leaderboardId: null, paused: true })}::jsonb
+                where id = ${q}`
+
+    // First, `us` cannot be reached.
+    const back = await replaceMethod<MatchPool, 'configure'>(
+      poolOf(q, 'us'),
+      'configure',
+      () => () => Promise.reject(new Error('pool down')),
+    )
+    const answer = await deleteQueue(q)
+    expect(answer.headers.get('retry-after')).toBe('60')
+    const refused = await problem(answer)
+    expect(refused).toMatchObject({ status: 409, type: 'urn:nexus:problem:conflict' })
+    expect(refused.body.unpushedRegions).toEqual(['us'])
+    expect(await row(q)).toMatchObject({ version: 2, deleted_at: null, unpushed_regions: ['us'] })
+    expect((await ticketOf(waiting.ticketId)).status).toBe('waiting')
+
+    back()
+    expect((await deleteQueue(q)).status).toBe(200)
+    expect(await ticketOf(waiting.ticketId)).toMatchObject({
+      status: 'cancelled',
+      reason: 'queue_changed',
+    })
+    expect(await row(q)).toMatchObject({ version: 3, unpushed_regions: [] })
+  })
+
+  it('a PUT that puts the queue back in play while the deletion waits for the row: the deletion then refuses (409, paused: false)', async () => {
+    const q = await createQueue({ paused: true })
+    const inPlay = JSON.stringify({
+      ...DUEL,
+      maxPartySize: 1,
+      ticketTtlSeconds: 300,
+      disconnectGraceSeconds: 10,
+      leaderboardId: null,
+    })
+    const putting = await holdLock(
+      { text: 'select 1 from queues where id = $1 for update', params: [q] },
+      { afterWaiter: 0.5 },
+      [
+        {
+          text: `update queues set config = $2::jsonb, version = version + 1 where id = $1`,
+          params: [q, inPlay],
+        },
+      ],
+    )
+    const refused = await problem(await deleteQueue(q))
+    await putting.done
+    expect(refused).toMatchObject({ status: 409, type: 'urn:nexus:problem:conflict' })
+    expect(refused.body.paused).toBe(false)
+    expect(await row(q)).toMatchObject({ version: 2, deleted_at: null })
+  })
+
+  it('a PUT waiting on the row while the deletion holds it makes the queue again (201), at the version after the deletion', async () => {
+    const q = await createQueue({ paused: true })
+    // The deletion's own lock is held from outside for a moment (as a slow commit would), the
+    // deletion and then the PUT queueing behind it in that order.
+    const held = await holdLock(
+      { text: 'select 1 from queues where id = $1 for update', params: [q] },
+      { afterWaiter: 1 },
+    )
+    const deleting = deleteQueue(q)
+    await held.contended()
+    const putting = put(q, {})
+    const [deleted, made] = await Promise.all([deleting, putting])
+    await held.done
+    expect(deleted.status).toBe(200)
+    const version = ((await deleted.json()) as { version: number }).version
+    expect(made.status).toBe(201)
+    expect(((await made.json()) as { version: number }).version).toBe(version + 1)
+    expect(await row(q)).toMatchObject({ version: version + 1, deleted_at: null })
+  })
+
+  it("a PUT holding the queue's row past the deletion's lock timeout (4 s): 409 busy with Retry-After: 5, nothing deleted", async () => {
+    const q = await createQueue({ paused: true })
+    const held = await holdLock(
+      { text: 'select 1 from queues where id = $1 for update', params: [q] },
+      { afterWaiter: 4.5 },
+    )
+    const answer = await deleteQueue(q)
+    expect(answer.headers.get('retry-after')).toBe('5')
+    const busy = await problem(answer)
+    expect(busy).toMatchObject({ status: 409, type: 'urn:nexus:problem:conflict' })
+    expect(busy.body.busy).toBe(true)
+    await held.done
+    expect((await row(q))!.deleted_at).toBeNull()
+    expect((await deleteQueue(q)).status).toBe(200)
+  })
+
+  it("the cron's push passes a deleted queue over, even one Neon says is owed a push", async () => {
+    const q = await createQueue()
+    await pause(q)
+    expect((await deleteQueue(q)).status).toBe(200)
+    // Owed a push in Neon (a restore, a hand edit): pushed, its pools would take the deleted
+    // version for a configuration of the queue, as if it were there and paused.
+    await pg()`update queues set unpushed_regions = '{eu}' where id = ${q}`
+    const owed = await unpushedQueues(env, q.slice(0, -1), 100)
+    expect(owed.map((r) => r.id)).not.toContain(q)
+  })
+})

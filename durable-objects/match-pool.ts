@@ -123,6 +123,12 @@ import { bannedJoinDetail } from '../workers/players/bans.ts'
 const SCHEMA_VERSION = 9
 /** Finished tickets and matches stay readable this long. */
 export const RESULT_RETENTION_MS = 10 * 60 * 1000
+/**
+ * How long a deleted queue's pool keeps its storage at least: well past the age of any call that
+ * read the queue before its deletion and is still on its way (a join's claim is refused past
+ * CLAIM_MAX_AGE_MS), which would otherwise find no pool and make one.
+ */
+export const DELETED_POOL_KEPT_MS = FENCE_RETENTION_MS
 /** Recent wait times kept for percentiles. */
 const WAIT_SAMPLES = 500
 /**
@@ -460,6 +466,8 @@ export class MatchPool extends DurableObject<Env> {
    * pool holds it is deleted. A queue made again under the id takes a later version.
    */
   private deletedVersion = 0
+  /** When (by `now()`) the pool learnt of its queue's deletion (`retire`). */
+  private deletedAt = 0
   private index: MatchIndex | null = null
   /**
    * When a socket on a waiting ticket may next have fallen silent (dropSilentSockets, run by the
@@ -675,7 +683,9 @@ export class MatchPool extends DurableObject<Env> {
     this.queue = meta.get('queue') ?? null
     this.region = meta.get('region') ?? null
     this.version = Number(meta.get('version') ?? 0)
-    this.deletedVersion = Number(meta.get('deleted') ?? 0)
+    // A wipe's deleted version outlives the storage while this instance lives (refusedAsWiped).
+    this.deletedVersion = Math.max(this.deletedVersion, Number(meta.get('deleted') ?? 0))
+    if (meta.has('deleted_at')) this.deletedAt = Number(meta.get('deleted_at'))
     const config = meta.get('config')
     if (config) {
       this.config = JSON.parse(config) as QueueConfig
@@ -765,7 +775,7 @@ export class MatchPool extends DurableObject<Env> {
     // A region taken out of the queue matches no one any more: its tickets leave, as every
     // waiting ticket does from a paused queue.
     const regionGone = this.region !== null && !config.regions.includes(this.region)
-    const closed = regionGone || config.paused === true
+    const closed = regionGone || config.paused === true || this.deleted
     for (const row of all<TicketRow>(this.sql, `SELECT * FROM tickets WHERE state = 'waiting'`)) {
       const players = JSON.parse(row.players) as TicketPlayer[]
       // A party over the queue's party size (never above its team size) could not join now, so
@@ -819,6 +829,7 @@ export class MatchPool extends DurableObject<Env> {
     config: QueueConfig,
     version: number,
   ): Promise<{ version: number; waiting: number; inForce: boolean }> {
+    if (this.refusedAsWiped(version)) return { version, waiting: 0, inForce: false }
     this.ensureSchema()
     const applied = this.applyConfig(queue, region, config, version)
     await this.scheduleAlarm()
@@ -832,10 +843,11 @@ export class MatchPool extends DurableObject<Env> {
   }
 
   /**
-   * The queue was deleted in Neon, at `version`, after it was paused: the sockets still open here
-   * without a ticket close, and joins and connects that read the queue before its deletion are
-   * refused as for a queue that is not there. The pool keeps what may still be asked of it (a
-   * match being made, ended tickets' answers, fences) for as long as it would anyway, then its
+   * The queue was deleted in Neon, at `version`, after it was paused: a ticket still waiting here
+   * (a pool that missed the pause) is cancelled, the sockets without a ticket close, and joins
+   * and connects that read the queue before its deletion are refused as for a queue that is not
+   * there. The pool keeps what may still be asked of it (a match being made, ended tickets'
+   * answers, fences) for as long as it would anyway, and at least DELETED_POOL_KEPT_MS, then its
    * alarm deletes its storage (`wipeIfSettled`). A queue made again under the id before then
    * takes a later version, and this pool runs it. A deletion at or below the version held (the
    * queue made again since) changes nothing. The number of sockets closed.
@@ -844,8 +856,13 @@ export class MatchPool extends DurableObject<Env> {
     this.ensureSchema()
     if (this.config === null || version <= this.version) return { closed: 0 }
     if (version > this.deletedVersion) {
-      this.setMeta('deleted', String(version))
+      this.ctx.storage.transactionSync(() => {
+        this.setMeta('deleted', String(version))
+        this.setMeta('deleted_at', String(this.now()))
+      })
       this.deletedVersion = version
+      this.deletedAt = this.now()
+      this.rebuildIndex()
     }
     let closed = 0
     for (const ws of this.ctx.getWebSockets()) {
@@ -863,9 +880,12 @@ export class MatchPool extends DurableObject<Env> {
    * A deleted queue's pool deletes its storage once nothing in it can be asked for any more: no
    * ticket (waiting, being matched, or ended within RESULT_RETENTION_MS: its answer is read over
    * HTTP), no match, fence, party note or unheard match left (the sweep, just before, dropped
-   * those past their retention). A socket still open closes. True if it did.
+   * those past their retention), and DELETED_POOL_KEPT_MS since the deletion. A socket still
+   * open closes. The deleted version stays known while this instance lives (`refusedAsWiped`).
+   * True if it did.
    */
-  private async wipeIfSettled(): Promise<boolean> {
+  private async wipeIfSettled(now: number): Promise<boolean> {
+    if (now < this.deletedAt + DELETED_POOL_KEPT_MS) return false
     const left = one<{ n: number }>(
       this.sql,
       `SELECT (SELECT count(*) FROM tickets) + (SELECT count(*) FROM matches)
@@ -882,7 +902,6 @@ export class MatchPool extends DurableObject<Env> {
     this.region = null
     this.config = null
     this.version = 0
-    this.deletedVersion = 0
     this.index = null
     this.nextDeadline = null
     this.waitingPlayerTotal = 0
@@ -890,24 +909,41 @@ export class MatchPool extends DurableObject<Env> {
   }
 
   /**
-   * When a deleted queue's pool will have nothing left to keep (`wipeIfSettled`): the last of its
-   * ended tickets, done matches, unheard matches and fences past its retention. A ticket still
-   * waiting or being matched, or a note owed, has an alarm of its own, which looks again.
+   * A call of the queue as it was before its deletion (`version` at most the deleted one), to a
+   * pool whose storage that deletion took: refused before the call's wake makes a schema, so that
+   * it leaves nothing stored. Known while the instance that wiped lives; after its eviction,
+   * DELETED_POOL_KEPT_MS after the deletion, no such call is still under way.
    */
-  private wipeDueAt(now: number): number {
+  private refusedAsWiped(version: number): boolean {
+    return !this.schemaReady && version <= this.deletedVersion
+  }
+
+  /**
+   * When a deleted queue's pool will have nothing left to keep (`wipeIfSettled`): the last of its
+   * ended tickets, done matches, unheard matches and fences past its retention, and
+   * DELETED_POOL_KEPT_MS after the deletion. Null while a ticket waits or is being matched, a
+   * match is being made or a note is owed: each has an alarm of its own, after which this is
+   * asked again.
+   */
+  private wipeDueAt(now: number): number | null {
     const last = one<{
+      busy: number
       finished: number | null
       done: number | null
       unheard: number | null
       fence: number | null
     }>(
       this.sql,
-      `SELECT (SELECT max(finished_at) FROM tickets) AS finished,
+      `SELECT (SELECT count(*) FROM tickets WHERE finished_at IS NULL)
+            + (SELECT count(*) FROM matches WHERE done_at IS NULL)
+            + (SELECT count(*) FROM party_notes) AS busy,
+              (SELECT max(finished_at) FROM tickets) AS finished,
               (SELECT max(done_at) FROM matches) AS done,
               (SELECT max(until) FROM unheard) AS unheard,
               (SELECT max(at) FROM fences) AS fence`,
     )!
-    let due = now
+    if (last.busy > 0) return null
+    let due = Math.max(now, this.deletedAt + DELETED_POOL_KEPT_MS)
     if (last.finished !== null) due = Math.max(due, last.finished + RESULT_RETENTION_MS)
     if (last.done !== null) due = Math.max(due, last.done + RESULT_RETENTION_MS)
     if (last.unheard !== null) due = Math.max(due, last.unheard)
@@ -939,6 +975,7 @@ export class MatchPool extends DurableObject<Env> {
       partyChanged: boolean
     }>
   > {
+    if (this.refusedAsWiped(input.version)) return problem('not-found', `No queue '${input.queue}'`)
     this.ensureSchema()
     const changed = this.applyConfig(input.queue, input.region, input.config, input.version)
     // A newer configuration makes matching due now (windows may have widened), even when this
@@ -1903,13 +1940,16 @@ export class MatchPool extends DurableObject<Env> {
 
   /** WebSocket upgrades forwarded by the Worker, which authenticated the player. */
   override async fetch(request: Request): Promise<Response> {
-    this.ensureSchema()
     if (request.headers.get('upgrade')?.toLowerCase() !== 'websocket') {
       return new Response('expected a WebSocket upgrade', { status: 426 })
     }
     const raw = request.headers.get(SOCKET_CONTEXT_HEADER)
     if (!raw) return new Response('missing socket context', { status: 400 })
     const sc = JSON.parse(raw) as SocketContext | ReattachContext
+    if (!('reattachOnly' in sc) && this.refusedAsWiped(sc.version)) {
+      return problemResponse('not-found', `No queue '${sc.queue}'`)
+    }
+    this.ensureSchema()
     const now = this.now()
     let rating: number
     if ('reattachOnly' in sc) {
@@ -2835,7 +2875,7 @@ export class MatchPool extends DurableObject<Env> {
       await this.deliverDue(now)
       await this.retryPartyNotes(this.now())
       this.sweep(this.now())
-      if (this.deleted && (await this.wipeIfSettled())) {
+      if (this.deleted && (await this.wipeIfSettled(this.now()))) {
         wiped = true
         return
       }
@@ -2913,7 +2953,8 @@ export class MatchPool extends DurableObject<Env> {
     if (due?.attempt != null) candidates.push(due.attempt)
     if (due?.note != null) candidates.push(due.note)
     if (due?.finished != null) candidates.push(due.finished + RESULT_RETENTION_MS)
-    if (this.deleted) candidates.push(this.wipeDueAt(now))
+    const wipeAt = this.deleted ? this.wipeDueAt(now) : null
+    if (wipeAt !== null) candidates.push(wipeAt)
     if (candidates.length === 0) return
     const next = Math.max(now, Math.min(...candidates))
     const existing = await this.ctx.storage.getAlarm()

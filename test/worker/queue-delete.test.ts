@@ -1,9 +1,14 @@
 import { runInDurableObject } from 'cloudflare:test'
 import { describe, expect, it } from 'vitest'
-import { RESULT_RETENTION_MS, type MatchPool } from '../../durable-objects/match-pool.ts'
+import {
+  DELETED_POOL_KEPT_MS,
+  RESULT_RETENTION_MS,
+  type JoinInput,
+  type MatchPool,
+} from '../../durable-objects/match-pool.ts'
 import { env } from 'cloudflare:workers'
 import { unpushedQueues } from '../../workers/matchmaking/config.ts'
-import { FENCE_RETENTION_MS } from '../../workers/matchmaking/claims.ts'
+import { FENCE_RETENTION_MS, removeFromQueues } from '../../workers/matchmaking/claims.ts'
 import { ADMIN_KEY, bearer, call, callWithEnv, json, newGuest, problem } from './helpers/http.ts'
 import { createBoard, holdLock, pg } from './helpers/boards.ts'
 import {
@@ -31,6 +36,18 @@ function storedTables(queue: string): Promise<string[]> {
       .toArray()
       .map((t) => t.name),
   )
+}
+
+/** A join of the queue as it was at version 1 (in play), read from Neon before its deletion. */
+function lateJoin(queue: string): JoinInput {
+  return {
+    queue,
+    region: 'eu',
+    config: { ...DUEL, maxPartySize: 1, ticketTtlSeconds: 300, leaderboardId: null },
+    version: 1,
+    players: [{ playerId: `${queue}-late`, rating: 1500 }],
+    claim: { versions: { [`${queue}-late`]: 1 }, claimedAt: Date.now() },
+  }
 }
 
 function deleteQueue(queue: string, credential = ADMIN_KEY): Promise<Response> {
@@ -162,6 +179,8 @@ describe('DELETE /v1/admin/queues/:queue', () => {
 
   it("closes the sockets still open on the queue's pools (1000), and a join read from Neon before the deletion is refused by its pool as not found", async () => {
     const q = await createQueue()
+    // The pool's clock, so that no real alarm deletes its storage during the test.
+    await rig(q, newClock())
     const g = await newGuest()
     const ws = await connect(`/v1/matchmaking/${q}`, g.token)
     await pause(q)
@@ -170,16 +189,7 @@ describe('DELETE /v1/admin/queues/:queue', () => {
     expect(await ended).toEqual({ code: 1000, reason: 'queue deleted' })
     // A join that read the queue (version 1, in play) before it was paused and deleted reaches the
     // pool after: refused, not queued under the configuration it carries.
-    const refused = await runInDurableObject(poolOf(q), (inst: MatchPool) =>
-      inst.join({
-        queue: q,
-        region: 'eu',
-        config: { ...DUEL, maxPartySize: 1, ticketTtlSeconds: 300, leaderboardId: null },
-        version: 1,
-        players: [{ playerId: `${q}-late`, rating: 1500 }],
-        claim: { versions: { [`${q}-late`]: 1 }, claimedAt: Date.now() },
-      }),
-    )
+    const refused = await runInDurableObject(poolOf(q), (inst: MatchPool) => inst.join(lateJoin(q)))
     expect(refused).toMatchObject({ ok: false, problem: 'not-found' })
     expect(
       await runInDurableObject(poolOf(q), (_i: MatchPool, state) =>
@@ -188,34 +198,66 @@ describe('DELETE /v1/admin/queues/:queue', () => {
     ).toEqual({ n: 0 })
   })
 
-  it("a deleted queue's pool deletes its storage once its ended tickets' answers are past their retention, and a queue made again starts from an empty pool", async () => {
+  it("a deleted queue's pool deletes its storage 15 minutes after the deletion and once its ended tickets' answers are past their retention; a late call of the deleted queue leaves nothing stored; a queue made again starts from an empty pool", async () => {
     const q = await createQueue()
     const clock = newClock()
     await rig(q, clock)
     const waiting = await joinFor(q, `${q}-a`)
     await pause(q)
-    const pausedAt = clock.t
+    const deletedAt = clock.t
     expect((await deleteQueue(q)).status).toBe(200)
-    // Within the retention the cancelled ticket is still its player's to read, and the alarm
-    // comes back for the storage when it ends.
-    expect(await alarmAt(q)).toBeLessThanOrEqual(pausedAt + RESULT_RETENTION_MS)
-    clock.t = pausedAt + RESULT_RETENTION_MS - 1
+    // Within the retention the cancelled ticket is still its player's to read.
+    expect(await alarmAt(q)).toBeLessThanOrEqual(deletedAt + RESULT_RETENTION_MS)
+    clock.t = deletedAt + RESULT_RETENTION_MS - 1
     await fireAlarm(q)
     expect((await ticketOf(waiting.ticketId)).status).toBe('cancelled')
-    expect(await storedTables(q)).toContain('tickets')
-    expect(await alarmAt(q)).toBe(pausedAt + RESULT_RETENTION_MS)
+    // Past it, the ticket goes as in any pool; the storage stays for the calls that read the
+    // queue before its deletion and may still be on their way.
+    clock.t = deletedAt + RESULT_RETENTION_MS
+    await fireAlarm(q)
+    clock.t = deletedAt + DELETED_POOL_KEPT_MS - 1
+    await fireAlarm(q)
+    expect(await storedTables(q)).toContain('meta')
+    expect(await alarmAt(q)).toBe(deletedAt + DELETED_POOL_KEPT_MS)
 
-    clock.t = pausedAt + RESULT_RETENTION_MS
+    clock.t = deletedAt + DELETED_POOL_KEPT_MS
     await fireAlarm(q)
     expect(await storedTables(q)).toEqual([])
     expect(await alarmAt(q)).toBeNull()
     const gone = await call(`/v1/matchmaking/tickets/${waiting.ticketId}`, bearer(ADMIN_KEY))
     expect(await problem(gone)).toMatchObject({ status: 404, type: 'urn:nexus:problem:not-found' })
+    // A join and a push of the queue as it was before its deletion, arriving now: refused, and
+    // no schema made for them.
+    const late = await runInDurableObject(poolOf(q), async (inst: MatchPool) => ({
+      join: await inst.join(lateJoin(q)),
+      push: await inst.configure(q, 'eu', lateJoin(q).config, 2),
+    }))
+    expect(late.join).toMatchObject({ ok: false, problem: 'not-found' })
+    expect(late.push.inForce).toBe(false)
+    expect(await storedTables(q)).toEqual([])
 
     expect((await put(q, {})).status).toBe(201)
     await rig(q, clock)
     expect((await joinFor(q, `${q}-b`)).status).toBe('waiting')
     expect((await joinFor(q, `${q}-c`)).status).toBe('matched')
+  })
+
+  it('a ban or erasure of a player who joined a deleted queue leaves its pools alone (none is made again after the wipe)', async () => {
+    const q = await createQueue()
+    const clock = newClock()
+    await rig(q, clock)
+    const player = `${q}-banned`
+    await joinFor(q, player)
+    await pause(q)
+    const deletedAt = clock.t
+    expect((await deleteQueue(q)).status).toBe(200)
+    clock.t = deletedAt + DELETED_POOL_KEPT_MS
+    await fireAlarm(q)
+    expect(await storedTables(q)).toEqual([])
+    // The player's claim on the queue is still in Neon (pruned after two idle hours).
+    expect((await pg()`select 1 from queue_claims where queue = ${q}`).length).toBe(1)
+    expect(await removeFromQueues(env, player, 'banned')).toEqual({ cancelled: [], unreached: [] })
+    expect(await storedTables(q)).toEqual([])
   })
 
   it("a deleted queue's pool keeps a fence until it is past its retention (15 min, real time), then deletes its storage", async () => {
@@ -247,10 +289,13 @@ describe('DELETE /v1/admin/queues/:queue', () => {
     expect(await storedTables(q)).toEqual([])
   })
 
-  it('made again with a PUT: 201 at a version past the deleted one, and its pool matches again', async () => {
+  it('made again with a PUT: 201 at a version past the deleted one, and the pool that kept the deleted queue matches again', async () => {
     const q = await createQueue()
+    const clock = newClock()
+    await rig(q, clock)
     await pause(q)
     expect((await deleteQueue(q)).status).toBe(200)
+    expect(await storedTables(q)).toContain('meta')
     const again = await put(q, { maxRatingGap: 200 })
     expect(again.status).toBe(201)
     const made = (await again.json()) as { version: number; config: { paused: boolean } }
@@ -260,7 +305,6 @@ describe('DELETE /v1/admin/queues/:queue', () => {
     expect(await listed(q)).toHaveLength(1)
     expect(await listed(q, 'deleted')).toEqual([])
     // Over HTTP and on a socket, in the pool that held the deleted queue.
-    await rig(q, newClock())
     const g = await newGuest()
     const ws = await connect(`/v1/matchmaking/${q}`, g.token)
     ws.send(JSON.stringify({ type: 'join' }))
@@ -343,11 +387,16 @@ describe('DELETE /v1/admin/queues/:queue', () => {
 
   it('a PUT waiting on the row while the deletion holds it makes the queue again (201), at the version after the deletion', async () => {
     const q = await createQueue({ paused: true })
-    // The deletion's own lock is held from outside for a moment (as a slow commit would), the
-    // deletion and then the PUT queueing behind it in that order.
+    // The row is held from outside (as a slow commit would) until the deletion and then the PUT
+    // queue behind it, in that order: the second in line waits on the row's tuple lock, which
+    // the first holds while it waits.
     const held = await holdLock(
       { text: 'select 1 from queues where id = $1 for update', params: [q] },
-      { afterWaiter: 1 },
+      {
+        afterWaiter: 0.2,
+        until: `exists (select 1 from pg_locks l where l.locktype = 'tuple' and not l.granted
+                         and l.relation = 'queues'::regclass)`,
+      },
     )
     const deleting = deleteQueue(q)
     await held.contended()

@@ -413,10 +413,14 @@ const REMOVE_POOL_CALL_MS = 10_000
 /**
  * A player's claims in every queue ($1 the player), each kept from now on as a join keeps it: the
  * fences a ban or erasure puts up from them (15 minutes) must not outlive the rows, or a join
- * after the prune, its claim counted from 1 again, would be refused by them.
+ * after the prune, its claim counted from 1 again, would be refused by them. `deleted`: the
+ * queue was deleted, and its pools take no joins to fence against (a call would make a pool
+ * whose storage the deletion took anew).
  */
 export const CLAIMS_OF_PLAYER = `update queue_claims set claimed_at = now() where player_id = $1
-  returning queue, version::float8 as version, regions`
+  returning queue, version::float8 as version, regions,
+    coalesce((select q.deleted_at is not null from queues q where q.id = queue_claims.queue),
+             false) as deleted`
 
 /**
  * After a player's account ban or erasure is in Neon (`reason`): every pool that may hold a
@@ -438,9 +442,14 @@ export async function removeFromQueues(
     // did not see it) is waited for, and its version read.
     sql.query(LOCK_CLAIMS, [textArrayLiteral([playerId])]),
     sql.query(CLAIMS_OF_PLAYER, [playerId]),
-  ])) as [unknown, { queue: string; version: number; regions: Record<string, number> }[]]
+  ])) as [
+    unknown,
+    { queue: string; version: number; regions: Record<string, number>; deleted: boolean }[],
+  ]
   const pools = rows.flatMap((r) =>
-    Object.keys(r.regions).map((region) => ({ queue: r.queue, region, upTo: r.version })),
+    r.deleted
+      ? []
+      : Object.keys(r.regions).map((region) => ({ queue: r.queue, region, upTo: r.version })),
   )
   const outcomes = await Promise.allSettled(
     pools.map((p) =>

@@ -23,6 +23,7 @@ import {
 import { poolStub } from '../matchmaking/stub.ts'
 import { unknownQueues } from '../matchmaking/unknown-queues.ts'
 import { requireAdmin } from '../middleware/auth.ts'
+import { within } from '../lib/within.ts'
 
 export const adminQueues = newRouter()
 
@@ -309,7 +310,9 @@ adminQueues.openapi(deleteRoute, async (c) => {
   unknownQueues.remember(queue)
   // Best effort: a pool not reached keeps its sockets open, whose joins it refuses as paused.
   const retired = await Promise.allSettled(
-    knownRegions.map((region) => poolStub(c.env, queue, region).retire(version)),
+    knownRegions.map((region) =>
+      within(poolStub(c.env, queue, region).retire(version), RETIRE_CALL_MS, 'pool retire'),
+    ),
   )
   retired.forEach((r, i) => {
     if (r.status === 'rejected') {
@@ -323,6 +326,9 @@ adminQueues.openapi(deleteRoute, async (c) => {
   log('info', 'queue deleted', { queue, version })
   return c.json({ id: queue, deleted: true as const, version, deletedAt }, 200)
 })
+
+/** A pool that does not answer within this is left to its paused configuration (logged). */
+const RETIRE_CALL_MS = 5_000
 
 /** deleteQueueConfig, with a row held past its lock timeout answered 409 `busy`. */
 async function deleteOrBusy(env: Env, queue: string): Promise<QueueDeletion> {

@@ -104,12 +104,13 @@ export function blockedBy(marker: string, what: string): Promise<true> {
  * transaction: a write holding a row lock while it runs. The hold is a sleep of `seconds`, or
  * (`{ afterWaiter }`) lasts until another request waits on the lock (at most 6 s, within the
  * driver's 8 s deadline) and then `afterWaiter` seconds more, so that a stall of this machine
- * before the racing request arrives does not end the hold first. Resolves once the hold has
- * begun, with the transaction's end and a wait for a request to queue behind it.
+ * before the racing request arrives does not end the hold first; with `until` (an SQL condition),
+ * until that holds instead of until a request waits. Resolves once the hold has begun, with the
+ * transaction's end and a wait for a request to queue behind it.
  */
 export async function holdLock(
   lock: { text: string; params: unknown[] },
-  seconds: number | { afterWaiter: number },
+  seconds: number | { afterWaiter: number; until?: string },
   statements: { text: string; params: unknown[] }[] = [],
 ): Promise<{ done: Promise<unknown>; contended: () => Promise<true> }> {
   const sql = pg()
@@ -122,8 +123,11 @@ export async function holdLock(
              -- A transaction reads the backends once and keeps them: one that connected since
              -- (the waiter, on a new connection) would never be seen.
              perform pg_stat_clear_snapshot();
-             exit when exists (select 1 from pg_stat_activity w
-                                where pg_backend_pid() = any(pg_blocking_pids(w.pid)));
+             exit when ${
+               seconds.until ??
+               `exists (select 1 from pg_stat_activity w
+                         where pg_backend_pid() = any(pg_blocking_pids(w.pid)))`
+             };
              perform pg_sleep(0.1);
            end loop;
            perform pg_sleep(${seconds.afterWaiter});

@@ -246,26 +246,50 @@ try {
 
   // The window Colyseus's join is timed over starts at its seat reservation, before any socket:
   // these start at the socket's open, whose upgrade reads the player's rating and claim from Neon.
-  const connectAndJoin = async (token: string): Promise<number> => {
+  const connectAndJoin = async (token: string): Promise<{ open: number; total: number }> => {
     const t0 = performance.now()
     const client = await Client.open(wsUrl, token)
+    // The upgrade alone: the token's check, the rating and claim read from Neon, the pool's accept.
+    const open = performance.now() - t0
     await client.timed({ type: 'join' }, 'match_found')
-    const ms = performance.now() - t0
+    const total = performance.now() - t0
     client.close()
-    return ms
+    return { open, total }
   }
   for (let round = 0; round <= ROUNDS; round++) {
-    const paced: number[] = []
+    const paced: { open: number; total: number }[] = []
     for (let i = 0; i < tokens.length; i += 2) {
       paced.push(
         ...(await Promise.all([connectAndJoin(tokens[i]!), connectAndJoin(tokens[i + 1]!)])),
       )
     }
     const burst = await Promise.all(tokens.map(connectAndJoin))
+    // A request that reads Neon once (the queue's configuration, with the admin key) and does
+    // little else, paced like the pairs: what a Neon round trip from the Worker costs of the
+    // upgrade's time, which reads the rating and takes the claim in one.
+    const neon: number[] = []
+    for (let i = 0; i < tokens.length; i += 2) {
+      neon.push(
+        ...(await Promise.all(
+          [0, 1].map(async () => {
+            const t0 = performance.now()
+            const res = await fetch(`${stack.url}/v1/admin/queues/${queue}`, {
+              headers: { authorization: `Bearer ${stack.adminKey}` },
+            })
+            if (!res.ok) throw new Error(`queue read: ${res.status}`)
+            await res.arrayBuffer()
+            return performance.now() - t0
+          }),
+        )),
+      )
+    }
     if (round === 0) continue
     for (const [name, latencies] of [
-      [`connect + join → match_found, ${CLIENTS} at once`, burst],
-      ['connect + join → match_found, one pair at a time', paced],
+      [`connect + join → match_found, ${CLIENTS} at once`, burst.map((l) => l.total)],
+      ['connect + join → match_found, one pair at a time', paced.map((l) => l.total)],
+      [`connect → open (its part of the row above), ${CLIENTS} at once`, burst.map((l) => l.open)],
+      ['connect → open (its part of the row above), one pair at a time', paced.map((l) => l.open)],
+      ['GET /v1/admin/queues/:queue (one Neon read), two at a time', neon],
     ] as const) {
       const row = (nexusRows[name] ??= { p50: [], p99: [], max: [] })
       row.p50.push(quantile(latencies, 0.5))
@@ -364,7 +388,8 @@ const md = [
     `WebSockets (the \`ws\` client, one Node process on the same machine) to one pool (2 teams × 1, everyone ` +
     `matchable), ${ROUNDS} rounds after a warm-up; medians over rounds. Latency is from sending \`join\` on an open ` +
     `socket to receiving \`match_found\` (\`connect + join\`: from opening the socket, whose upgrade checks the token and ` +
-    `reads the player's rating and queue claim from Neon, the window Colyseus's rows are timed over); a Nexus match includes recording it in the pool's SQLite, creating its GameSession ` +
+    `reads the player's rating and takes the queue claim in Neon, the window Colyseus's rows are timed over; \`connect → open\`: ` +
+    `that upgrade alone; beside it, one Neon read through the Worker, an admin's read of the queue, paced as the pairs are); a Nexus match includes recording it in the pool's SQLite, creating its GameSession ` +
     `(which lists itself in Neon right after, from its own alarm) and signing a session token per player. Colyseus 0.18, same machine, its own process: ` +
     `\`joinOrCreate\` of a 2-player room, from the call to the room telling both players it is full (its seat ` +
     `reservation and room socket included; no ratings). The workerd floors: the same workerd and flags, a pool object ` +

@@ -683,7 +683,7 @@ export class MatchPool extends DurableObject<Env> {
     this.queue = meta.get('queue') ?? null
     this.region = meta.get('region') ?? null
     this.version = Number(meta.get('version') ?? 0)
-    // A wipe's deleted version outlives the storage while this instance lives (refusedAsWiped).
+    // A wipe's deleted version outlives the storage while this instance lives (readBeforeDeletion).
     this.deletedVersion = Math.max(this.deletedVersion, Number(meta.get('deleted') ?? 0))
     if (meta.has('deleted_at')) this.deletedAt = Number(meta.get('deleted_at'))
     const config = meta.get('config')
@@ -829,7 +829,11 @@ export class MatchPool extends DurableObject<Env> {
     config: QueueConfig,
     version: number,
   ): Promise<{ version: number; waiting: number; inForce: boolean }> {
-    if (this.refusedAsWiped(version)) return { version, waiting: 0, inForce: false }
+    // Not in force, at a version past the deleted one: a PUT after Neon's count went back (a
+    // restore) moves its version past it, as past any version a pool holds.
+    if (this.readBeforeDeletion(version)) {
+      return { version: this.deletedVersion, waiting: 0, inForce: false }
+    }
     this.ensureSchema()
     const applied = this.applyConfig(queue, region, config, version)
     await this.scheduleAlarm()
@@ -850,11 +854,21 @@ export class MatchPool extends DurableObject<Env> {
    * answers, fences) for as long as it would anyway, and at least DELETED_POOL_KEPT_MS, then its
    * alarm deletes its storage (`wipeIfSettled`). A queue made again under the id before then
    * takes a later version, and this pool runs it. A deletion at or below the version held (the
-   * queue made again since) changes nothing. The number of sockets closed.
+   * queue made again since, or Neon's count gone back) changes nothing (`applied` false, with
+   * the version held). The number of sockets closed.
    */
-  async retire(version: number): Promise<{ closed: number }> {
+  async retire(version: number): Promise<{ applied: boolean; closed: number; version: number }> {
     this.ensureSchema()
-    if (this.config === null || version <= this.version) return { closed: 0 }
+    if (this.config === null || version <= this.version) {
+      if (this.config !== null) {
+        log('warn', 'queue deletion not applied: the pool holds a later version', {
+          actor: this.actor,
+          deletedVersion: version,
+          version: this.version,
+        })
+      } else await this.dropUnconfigured()
+      return { applied: false, closed: 0, version: this.version }
+    }
     if (version > this.deletedVersion) {
       this.ctx.storage.transactionSync(() => {
         this.setMeta('deleted', String(version))
@@ -873,7 +887,7 @@ export class MatchPool extends DurableObject<Env> {
       closed++
     }
     await this.scheduleAlarm()
-    return { closed }
+    return { applied: true, closed, version: this.version }
   }
 
   /**
@@ -881,7 +895,7 @@ export class MatchPool extends DurableObject<Env> {
    * ticket (waiting, being matched, or ended within RESULT_RETENTION_MS: its answer is read over
    * HTTP), no match, fence, party note or unheard match left (the sweep, just before, dropped
    * those past their retention), and DELETED_POOL_KEPT_MS since the deletion. A socket still
-   * open closes. The deleted version stays known while this instance lives (`refusedAsWiped`).
+   * open closes. The deleted version stays known while this instance lives (`readBeforeDeletion`).
    * True if it did.
    */
   private async wipeIfSettled(now: number): Promise<boolean> {
@@ -909,13 +923,13 @@ export class MatchPool extends DurableObject<Env> {
   }
 
   /**
-   * A call of the queue as it was before its deletion (`version` at most the deleted one), to a
-   * pool whose storage that deletion took: refused before the call's wake makes a schema, so that
-   * it leaves nothing stored. Known while the instance that wiped lives; after its eviction,
-   * DELETED_POOL_KEPT_MS after the deletion, no such call is still under way.
+   * A call carrying the queue as it was before its deletion (`version` at most the deleted one),
+   * read from Neon before it: refused, before its wake makes a schema in a pool whose storage the
+   * deletion took. Known from storage until the wipe, and after it while the instance lives;
+   * after its eviction, DELETED_POOL_KEPT_MS after the deletion, no such call is still under way.
    */
-  private refusedAsWiped(version: number): boolean {
-    return !this.schemaReady && version <= this.deletedVersion
+  private readBeforeDeletion(version: number): boolean {
+    return version <= this.deletedVersion
   }
 
   /**
@@ -975,7 +989,9 @@ export class MatchPool extends DurableObject<Env> {
       partyChanged: boolean
     }>
   > {
-    if (this.refusedAsWiped(input.version)) return problem('not-found', `No queue '${input.queue}'`)
+    if (this.readBeforeDeletion(input.version)) {
+      return problem('not-found', `No queue '${input.queue}'`)
+    }
     this.ensureSchema()
     const changed = this.applyConfig(input.queue, input.region, input.config, input.version)
     // A newer configuration makes matching due now (windows may have widened), even when this
@@ -1144,6 +1160,8 @@ export class MatchPool extends DurableObject<Env> {
         errors: [{ path: 'region', message: `one of: ${config.regions.join(', ')}` }],
       })
     }
+    // A socket's join, on a socket kept for a match being made when its queue was deleted.
+    if (this.deleted) return problem('not-found', `No queue '${this.queue}'`)
     if (config.paused === true) {
       return problem('conflict', 'This queue is paused: it takes no tickets now', { paused: true })
     }
@@ -1946,7 +1964,7 @@ export class MatchPool extends DurableObject<Env> {
     const raw = request.headers.get(SOCKET_CONTEXT_HEADER)
     if (!raw) return new Response('missing socket context', { status: 400 })
     const sc = JSON.parse(raw) as SocketContext | ReattachContext
-    if (!('reattachOnly' in sc) && this.refusedAsWiped(sc.version)) {
+    if (!('reattachOnly' in sc) && this.readBeforeDeletion(sc.version)) {
       return problemResponse('not-found', `No queue '${sc.queue}'`)
     }
     this.ensureSchema()

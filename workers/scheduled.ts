@@ -182,53 +182,16 @@ async function pushLostConfigs(env: Env): Promise<number> {
  * Queue regions whose pool has not acknowledged the queue's current version get it again (a pool
  * ignores a version it has). A region taken out of its queue needs this most: it gets no joins to
  * learn of its removal from, so its waiting tickets would otherwise hold their players until they
- * expire. Returns the pushes acknowledged.
+ * expire. A deleted queue's regions not yet told of the deletion are told (`retire`), so that each
+ * pool closes its sockets and deletes its storage in time. Returns the pushes acknowledged.
  */
 async function pushLostQueueConfigs(env: Env): Promise<number> {
   let pushed = 0
   await forEachPage(unpushedQueues, env, PAGE, async (page) => {
-    const results = await Promise.allSettled(
-      page.map(async (q) => {
-        const outcomes = await Promise.allSettled(
-          q.regions.map((region) =>
-            within(
-              poolStub(env, q.id, region).configure(
-                q.id,
-                region,
-                q.config as QueueConfig,
-                q.version,
-              ),
-              BOARD_CALL_MS,
-              'queue config push',
-            ),
-          ),
-        )
-        // A pool running another configuration at this version or a later one: Neon's count went
-        // back (a restore), as a PUT finds it. The queue takes a version past the pools', owed to
-        // every region, which the next run pushes (unless a PUT saved another meanwhile).
-        const overruled = outcomes.flatMap((o) =>
-          o.status === 'fulfilled' && o.value.inForce === false ? [o.value.version] : [],
-        )
-        if (overruled.length > 0) {
-          await advanceQueueVersion(env, q.id, q.version, Math.max(q.version, ...overruled) + 1)
-          return
-        }
-        const acknowledged = q.regions.filter((_, i) => outcomes[i]!.status === 'fulfilled')
-        const missed = q.regions.filter((_, i) => outcomes[i]!.status === 'rejected')
-        const firstFailure = outcomes.find((o) => o.status === 'rejected')
-        if (firstFailure) {
-          log('warn', 'queue config push retry failed', {
-            queue: q.id,
-            regions: missed,
-            ...errorFields(firstFailure.reason),
-          })
-        }
-        await markQueuePushed(env, q.id, q.version, acknowledged)
-        pushed += acknowledged.length
-      }),
-    )
+    const results = await Promise.allSettled(page.map((q) => pushOwed(env, q)))
     results.forEach((r, i) => {
-      if (r.status === 'rejected')
+      if (r.status === 'fulfilled') pushed += r.value
+      else
         log('warn', 'queue config pushes not noted', {
           queue: page[i]!.id,
           ...errorFields(r.reason),
@@ -236,6 +199,49 @@ async function pushLostQueueConfigs(env: Env): Promise<number> {
     })
   })
   return pushed
+}
+
+/**
+ * Pushes one queue's current version to the regions owed it (a deleted queue's: its deletion),
+ * and notes those that took it; the regions that did.
+ */
+export async function pushOwed(
+  env: Env,
+  q: Awaited<ReturnType<typeof unpushedQueues>>[number],
+): Promise<number> {
+  // A pool's answer to a push says whether the configuration is in force; to a deletion's retry,
+  // nothing of the kind.
+  const call = (region: string): Promise<{ version?: number; inForce?: boolean }> =>
+    q.deleted
+      ? poolStub(env, q.id, region).retire(q.version)
+      : poolStub(env, q.id, region).configure(q.id, region, q.config as QueueConfig, q.version)
+  const outcomes = await Promise.allSettled(
+    q.regions.map((region) =>
+      within(call(region), BOARD_CALL_MS, q.deleted ? 'queue deletion retry' : 'queue config push'),
+    ),
+  )
+  // A pool running another configuration at this version or a later one: Neon's count went back
+  // (a restore), as a PUT finds it. The queue takes a version past the pools', owed to every
+  // region, which the next run pushes (unless a PUT saved another meanwhile).
+  const overruled = outcomes.flatMap((o) =>
+    o.status === 'fulfilled' && o.value.inForce === false ? [o.value.version ?? 0] : [],
+  )
+  if (overruled.length > 0) {
+    await advanceQueueVersion(env, q.id, q.version, Math.max(q.version, ...overruled) + 1)
+    return 0
+  }
+  const acknowledged = q.regions.filter((_, i) => outcomes[i]!.status === 'fulfilled')
+  const missed = q.regions.filter((_, i) => outcomes[i]!.status === 'rejected')
+  const firstFailure = outcomes.find((o) => o.status === 'rejected')
+  if (firstFailure) {
+    log('warn', 'queue config push retry failed', {
+      queue: q.id,
+      regions: missed,
+      ...errorFields(firstFailure.reason),
+    })
+  }
+  await markQueuePushed(env, q.id, q.version, acknowledged)
+  return acknowledged.length
 }
 
 /**

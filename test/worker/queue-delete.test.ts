@@ -8,6 +8,8 @@ import {
 } from '../../durable-objects/match-pool.ts'
 import { env } from 'cloudflare:workers'
 import { unpushedQueues } from '../../workers/matchmaking/config.ts'
+import { pushOwed } from '../../workers/scheduled.ts'
+import type { SessionCreator } from '../../workers/matchmaking/session.ts'
 import { FENCE_RETENTION_MS, removeFromQueues } from '../../workers/matchmaking/claims.ts'
 import { ADMIN_KEY, bearer, call, callWithEnv, json, newGuest, problem } from './helpers/http.ts'
 import { createBoard, holdLock, pg } from './helpers/boards.ts'
@@ -426,14 +428,79 @@ describe('DELETE /v1/admin/queues/:queue', () => {
     expect((await deleteQueue(q)).status).toBe(200)
   })
 
-  it("the cron's push passes a deleted queue over, even one Neon says is owed a push", async () => {
+  it("a pool the deletion could not reach is owed it in Neon, and the cron's retry tells it (its socket closes) and notes it", async () => {
     const q = await createQueue()
+    await rig(q, newClock())
+    const g = await newGuest()
+    const ws = await connect(`/v1/matchmaking/${q}`, g.token)
+    await pause(q)
+    const back = await replaceMethod<MatchPool, 'retire'>(
+      poolOf(q),
+      'retire',
+      () => () => Promise.reject(new Error('pool down')),
+    )
+    const res = await deleteQueue(q)
+    expect(res.status).toBe(200)
+    const { version } = (await res.json()) as { version: number }
+    expect(await row(q)).toMatchObject({ version, unpushed_regions: ['eu'] })
+    back()
+    const ended = closed(ws)
+    const owed = (await unpushedQueues(env, q.slice(0, -1), 100)).filter((r) => r.id === q)
+    expect(owed).toEqual([expect.objectContaining({ deleted: true, regions: ['eu'], version })])
+    expect(await pushOwed(env, owed[0]!)).toBe(1)
+    expect(await ended).toEqual({ code: 1000, reason: 'queue deleted' })
+    expect((await row(q))!.unpushed_regions).toEqual([])
+    // Told: a join of the queue as it was is refused there.
+    const late = await runInDurableObject(poolOf(q), (inst: MatchPool) => inst.join(lateJoin(q)))
+    expect(late).toMatchObject({ ok: false, problem: 'not-found' })
+  })
+
+  it("made again with fewer regions: only the new regions are pushed to, and the players' claims stop naming the others", async () => {
+    const q = await createQueue({ regions: ['eu', 'us'] })
+    await rig(q, newClock(), { region: 'us' })
+    const player = `${q}-us`
+    const t = await joinFor(q, player, { region: 'us' })
+    expect(t.status).toBe('waiting')
+    await pause(q, { regions: ['eu', 'us'] })
+    expect((await deleteQueue(q)).status).toBe(200)
+    expect((await put(q, { regions: ['eu'] })).status).toBe(201)
+    const [stored] = await pg()`select known_regions, unpushed_regions from queues where id = ${q}`
+    expect(stored).toEqual({ known_regions: ['eu'], unpushed_regions: [] })
+    const [claim] =
+      await pg()`select regions from queue_claims where queue = ${q} and player_id = ${player}`
+    expect(claim!.regions).toEqual({})
+    // The player joins the queue made again, in its region.
+    expect((await joinFor(q, player)).status).toBe('waiting')
+  })
+
+  it('a socket kept for its match being made when the queue is deleted cannot join again there (error invalid: no queue; no ticket)', async () => {
+    const q = await createQueue()
+    const clock = newClock()
+    // Sessions cannot be created for now: the match stays being made.
+    const creator: SessionCreator = async () => ({
+      ok: false,
+      problem: 'unavailable',
+      detail: 'down',
+    })
+    await rig(q, clock, { creator })
+    const [g1, g2] = await Promise.all([newGuest(), newGuest()])
+    const sockets = [
+      await connect(`/v1/matchmaking/${q}`, g1.token),
+      await connect(`/v1/matchmaking/${q}`, g2.token),
+    ]
+    for (const ws of sockets) {
+      ws.send(JSON.stringify({ type: 'join' }))
+      await nextOfType(ws, 'queued')
+    }
     await pause(q)
     expect((await deleteQueue(q)).status).toBe(200)
-    // Owed a push in Neon (a restore, a hand edit): pushed, its pools would take the deleted
-    // version for a configuration of the queue, as if it were there and paused.
-    await pg()`update queues set unpushed_regions = '{eu}' where id = ${q}`
-    const owed = await unpushedQueues(env, q.slice(0, -1), 100)
-    expect(owed.map((r) => r.id)).not.toContain(q)
+    const ws = sockets[0]!
+    ws.send(JSON.stringify({ type: 'join' }))
+    const refused = await nextOfType<{ code: string; message: string }>(ws, 'error')
+    expect(refused).toMatchObject({ code: 'invalid', message: `No queue '${q}'` })
+    const waiting = await runInDurableObject(poolOf(q), (_i: MatchPool, state) =>
+      state.storage.sql.exec(`SELECT count(*) AS n FROM tickets WHERE state = 'waiting'`).one(),
+    )
+    expect(waiting).toEqual({ n: 0 })
   })
 })

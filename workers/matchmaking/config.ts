@@ -210,7 +210,10 @@ export async function saveQueueConfig(
   const sql = getSql(env)
   // Every region the queue has had, old and new; each is owed this version until it acknowledges.
   const everyRegion = `array(select distinct r from unnest(q.known_regions || excluded.known_regions) r order by r)`
-  const [, prior, saved] = (await sql.transaction([
+  // A queue made again after its deletion starts from its own regions: those of the queue before
+  // were told of the deletion and delete their storage; pushed again, they would be made anew.
+  const regions = `case when q.deleted_at is null then ${everyRegion} else excluded.known_regions end`
+  const [, prior, , saved] = (await sql.transaction([
     sql.query('select 1 from leaderboards where id = $1 and deleted_at is null for share', [
       config.leaderboardId,
     ]),
@@ -219,18 +222,28 @@ export async function saveQueueConfig(
     sql.query('select deleted_at is not null as deleted from queues where id = $1 for update', [
       id,
     ]),
+    // Made again: the players' claims (kept, with their versions, which fences count against)
+    // stop naming regions the queue no longer has, whose pools a join or a ban would fence.
+    sql.query(
+      `update queue_claims c set regions = coalesce(
+           (select jsonb_object_agg(e.key, e.value) from jsonb_each(c.regions) e
+             where e.key = any($2::text[])), '{}'::jsonb)
+        where c.queue = $1
+          and exists (select 1 from queues q where q.id = $1 and q.deleted_at is not null)`,
+      [id, textArrayLiteral(config.regions)],
+    ),
     sql.query(
       `insert into queues as q (id, config, known_regions, unpushed_regions)
        select $1, $2::jsonb, $3::text[], $3::text[]
         where $4::text is null
            or exists (select 1 from leaderboards where id = $4 and deleted_at is null)
        on conflict (id) do update set config = excluded.config, version = q.version + 1,
-          updated_at = now(), known_regions = ${everyRegion}, unpushed_regions = ${everyRegion},
+          updated_at = now(), known_regions = ${regions}, unpushed_regions = ${regions},
           deleted_at = null
        returning version, known_regions`,
       [id, JSON.stringify(config), textArrayLiteral(config.regions), config.leaderboardId],
     ),
-  ])) as [unknown, { deleted: boolean }[], { version: number; known_regions: string[] }[]]
+  ])) as [unknown, { deleted: boolean }[], unknown, { version: number; known_regions: string[] }[]]
   const row = saved[0]
   if (!row) return null
   return {
@@ -272,7 +285,8 @@ export async function deleteQueueConfig(
       [id],
     ),
     sql.query(
-      `update queues set deleted_at = now(), updated_at = now(), version = version + 1
+      `update queues set deleted_at = now(), updated_at = now(), version = version + 1,
+              unpushed_regions = known_regions
         where id = $1 and deleted_at is null and (config->>'paused')::boolean is true
           and unpushed_regions = '{}'::text[]
         returning version, known_regions, ${isoUtc('deleted_at')} as deleted_at`,
@@ -343,7 +357,10 @@ export async function advanceQueueVersion(
   return row?.version ?? null
 }
 
-/** Queues with regions owed their current version, a page at a time in id order (for the cron). */
+/**
+ * Queues with regions owed their current version, a page at a time in id order (for the cron):
+ * a deleted queue's are owed the deletion (`deleted`), not its configuration.
+ */
 export async function unpushedQueues(env: DbEnv, afterId: string, limit: number) {
   return getDb(env)
     .select({
@@ -351,11 +368,10 @@ export async function unpushedQueues(env: DbEnv, afterId: string, limit: number)
       config: queues.config,
       version: queues.version,
       regions: queues.unpushedRegions,
+      deleted: sql<boolean>`${queues.deletedAt} is not null`,
     })
     .from(queues)
-    .where(
-      sql`${queues.id} > ${afterId} and ${queues.unpushedRegions} <> '{}'::text[] and ${queues.deletedAt} is null`,
-    )
+    .where(sql`${queues.id} > ${afterId} and ${queues.unpushedRegions} <> '{}'::text[]`)
     .orderBy(queues.id)
     .limit(limit)
 }

@@ -242,7 +242,8 @@ const deleteRoute = createRoute({
     'For a queue whose time is over (an event’s): pause it first (`paused: true` in its PUT), which ' +
     'cancels its waiting tickets. The deletion marks its configuration deleted in Neon: its joins, ' +
     'connects, settings and stats are 404, the listings and the dashboard pass it over, and a ' +
-    'board it named may be deleted. Sockets still open on its pools close (1000); matches already ' +
+    'board it named may be deleted. Sockets still open on its pools close (1000), except one on a match ' +
+    'being made, which stays for its `match_found`; a pool not reached is told by the cron. Matches already ' +
     'made play on, and their sessions, results and history stay. A PUT makes it again under the ' +
     'id (201). Refused (409) while the queue is in play (`paused: false`: pause it first), while ' +
     'a region’s pool has not taken the pause (`unpushedRegions`, with Retry-After: the cron ' +
@@ -279,7 +280,11 @@ adminQueues.openapi(deleteRoute, async (c) => {
     const { config, version, regions } = deletion
     const pushed = await Promise.allSettled(
       regions.map((region) =>
-        poolStub(c.env, queue, region).configure(queue, region, config, version),
+        within(
+          poolStub(c.env, queue, region).configure(queue, region, config, version),
+          POOL_CALL_MS,
+          'pause push',
+        ),
       ),
     )
     const acknowledged = regions.filter((_, i) => {
@@ -308,27 +313,35 @@ adminQueues.openapi(deleteRoute, async (c) => {
   }
   const { version, deletedAt, knownRegions } = deletion
   unknownQueues.remember(queue)
-  // Best effort: a pool not reached keeps its sockets open, whose joins it refuses as paused.
+  // A pool not reached now is told by the cron within a minute (the deletion owes every region
+  // it, in `unpushed_regions`, until each answers); meanwhile it refuses joins as paused.
   const retired = await Promise.allSettled(
     knownRegions.map((region) =>
-      within(poolStub(c.env, queue, region).retire(version), RETIRE_CALL_MS, 'pool retire'),
+      within(poolStub(c.env, queue, region).retire(version), POOL_CALL_MS, 'pool retire'),
     ),
   )
   retired.forEach((r, i) => {
     if (r.status === 'rejected') {
-      log('warn', 'queue deleted; a pool not told', {
+      log('warn', 'queue deleted; a pool not told yet (the cron tells it)', {
         queue,
         region: knownRegions[i],
         ...errorFields(r.reason),
       })
     }
   })
+  const told = knownRegions.filter((_, i) => retired[i]!.status === 'fulfilled')
+  await markQueuePushed(c.env, queue, version, told).catch((err: unknown) =>
+    log('warn', 'queue deletion: pools told, not noted; the cron tells them again', {
+      queue,
+      ...errorFields(err),
+    }),
+  )
   log('info', 'queue deleted', { queue, version })
   return c.json({ id: queue, deleted: true as const, version, deletedAt }, 200)
 })
 
-/** A pool that does not answer within this is left to its paused configuration (logged). */
-const RETIRE_CALL_MS = 5_000
+/** A pool that does not answer a deletion's call within this is left to the cron (logged). */
+const POOL_CALL_MS = 5_000
 
 /** deleteQueueConfig, with a row held past its lock timeout answered 409 `busy`. */
 async function deleteOrBusy(env: Env, queue: string): Promise<QueueDeletion> {

@@ -245,11 +245,12 @@ try {
   burstCpu.Nexus = measured.burstCpuMs
 
   // The window Colyseus's join is timed over starts at its seat reservation, before any socket:
-  // these start at the socket's open, whose upgrade reads the player's rating and claim from Neon.
+  // these start at the socket's open, whose upgrade reads the player's rating and takes the
+  // claim in Neon.
   const connectAndJoin = async (token: string): Promise<{ open: number; total: number }> => {
     const t0 = performance.now()
     const client = await Client.open(wsUrl, token)
-    // The upgrade alone: the token's check, the rating and claim read from Neon, the pool's accept.
+    // The upgrade alone: the token's check, the rating read and claim taken in Neon, the pool's accept.
     const open = performance.now() - t0
     await client.timed({ type: 'join' }, 'match_found')
     const total = performance.now() - t0

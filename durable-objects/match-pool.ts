@@ -855,7 +855,8 @@ export class MatchPool extends DurableObject<Env> {
    * alarm deletes its storage (`wipeIfSettled`). A queue made again under the id before then
    * takes a later version, and this pool runs it. A deletion at or below the version held (the
    * queue made again since, or Neon's count gone back) changes nothing (`applied` false, with
-   * the version held). The number of sockets closed.
+   * the version held, logged). Answers whether it applied, the sockets closed and the version
+   * the pool holds.
    */
   async retire(version: number): Promise<{ applied: boolean; closed: number; version: number }> {
     this.ensureSchema()
@@ -997,8 +998,6 @@ export class MatchPool extends DurableObject<Env> {
     // A newer configuration makes matching due now (windows may have widened), even when this
     // join itself is refused: the settle below does not run then.
     if (changed) await this.scheduleAlarm()
-    // Read from Neon before the queue's deletion, which reached this pool first.
-    if (this.deleted) return problem('not-found', `No queue '${input.queue}'`)
     // A Worker of the version before claims, during a gradual deployment: its client retries.
     if (!input.claim) return problem('unavailable', 'The queue cannot be joined now; try again')
     const claims =
@@ -1990,7 +1989,6 @@ export class MatchPool extends DurableObject<Env> {
       const changed = this.applyConfig(sc.queue, sc.region, sc.config, sc.version)
       // A newer config may let waiting tickets match now (a wider gap): the alarm looks again.
       if (this.housekeep(now) || changed) await this.scheduleAlarm()
-      if (this.deleted) return problemResponse('not-found', `No queue '${sc.queue}'`)
       rating = sc.rating
     }
     // Connections that died without a close (a phone off the network) hold none of the places.

@@ -203,14 +203,15 @@ async function pushLostQueueConfigs(env: Env): Promise<number> {
 
 /**
  * Pushes one queue's current version to the regions owed it (a deleted queue's: its deletion),
- * and notes those that took it; the regions that did.
+ * and notes those that took it; how many did.
  */
 export async function pushOwed(
   env: Env,
   q: Awaited<ReturnType<typeof unpushedQueues>>[number],
 ): Promise<number> {
-  // A pool's answer to a push says whether the configuration is in force; to a deletion's retry,
-  // nothing of the kind.
+  // A pool's answer to a push says whether the configuration is in force. A deletion's, applied
+  // or not, is taken as told: a pool that did not apply it holds a later version than the
+  // deletion's (the queue made again, or Neon's count gone back), which is what Neon owes it now.
   const call = (region: string): Promise<{ version?: number; inForce?: boolean }> =>
     q.deleted
       ? poolStub(env, q.id, region).retire(q.version)

@@ -258,8 +258,10 @@ describe('DELETE /v1/admin/queues/:queue', () => {
     expect(await storedTables(q)).toEqual([])
     // The player's claim on the queue is still in Neon (pruned after two idle hours).
     expect((await pg()`select 1 from queue_claims where queue = ${q}`).length).toBe(1)
-    expect(await removeFromQueues(env, player, 'banned')).toEqual({ cancelled: [], unreached: [] })
-    expect(await storedTables(q)).toEqual([])
+    for (const reason of ['banned', 'erased'] as const) {
+      expect(await removeFromQueues(env, player, reason)).toEqual({ cancelled: [], unreached: [] })
+      expect(await storedTables(q)).toEqual([])
+    }
   })
 
   it("a deleted queue's pool keeps a fence until it is past its retention (15 min, real time), then deletes its storage", async () => {
@@ -361,7 +363,7 @@ describe('DELETE /v1/admin/queues/:queue', () => {
     expect(await row(q)).toMatchObject({ version: 3, unpushed_regions: [] })
   })
 
-  it('a PUT that puts the queue back in play while the deletion waits for the row: the deletion then refuses (409, paused: false)', async () => {
+  it('a write putting the queue back in play (as a PUT saves it) while the deletion waits for the row: the deletion then refuses (409, paused: false)', async () => {
     const q = await createQueue({ paused: true })
     const inPlay = JSON.stringify({
       ...DUEL,
@@ -412,7 +414,7 @@ describe('DELETE /v1/admin/queues/:queue', () => {
     expect(await row(q)).toMatchObject({ version: version + 1, deleted_at: null })
   })
 
-  it("a PUT holding the queue's row past the deletion's lock timeout (4 s): 409 busy with Retry-After: 5, nothing deleted", async () => {
+  it("a write holding the queue's row (as a PUT's save does) past the deletion's lock timeout (4 s): 409 busy with Retry-After: 5, nothing deleted", async () => {
     const q = await createQueue({ paused: true })
     const held = await holdLock(
       { text: 'select 1 from queues where id = $1 for update', params: [q] },
@@ -428,7 +430,7 @@ describe('DELETE /v1/admin/queues/:queue', () => {
     expect((await deleteQueue(q)).status).toBe(200)
   })
 
-  it("a pool the deletion could not reach is owed it in Neon, and the cron's retry tells it (its socket closes) and notes it", async () => {
+  it("a pool the deletion could not reach is owed it in Neon, and the cron's retry of a queue owed (pushOwed) tells it (its socket closes) and notes it", async () => {
     const q = await createQueue()
     await rig(q, newClock())
     const g = await newGuest()
@@ -469,6 +471,13 @@ describe('DELETE /v1/admin/queues/:queue', () => {
     const [claim] =
       await pg()`select regions from queue_claims where queue = ${q} and player_id = ${player}`
     expect(claim!.regions).toEqual({})
+    // The `us` pool still holds the deleted queue's paused version: nothing was pushed to it.
+    const usVersion = await runInDurableObject(poolOf(q, 'us'), (_i: MatchPool, state) =>
+      state.storage.sql
+        .exec<{ value: string }>(`SELECT value FROM meta WHERE key = 'version'`)
+        .one(),
+    )
+    expect(usVersion.value).toBe('2')
     // The player joins the queue made again, in its region.
     expect((await joinFor(q, player)).status).toBe('waiting')
   })

@@ -213,7 +213,8 @@ export const queues = pgTable('queues', {
     .notNull()
     .default(sql`'{}'::text[]`),
   // Set by a deletion (`DELETE /v1/admin/queues/:queue`): the row stays, so that a queue made
-  // again under the id takes versions past its pools' (they keep the paused configuration).
+  // again under the id takes versions past the deleted one, which its pools refuse calls up to
+  // (until they delete their storage), as they do any older configuration.
   deletedAt: timestamp('deleted_at', { withTimezone: true, mode: 'date' }),
 })
 

@@ -240,10 +240,12 @@ const deleteRoute = createRoute({
   summary: 'Delete a matchmaking queue',
   description:
     'For a queue whose time is over (an event’s): pause it first (`paused: true` in its PUT), which ' +
-    'cancels its waiting tickets. The deletion marks its configuration deleted in Neon: its joins, ' +
-    'connects, settings and stats are 404, the listings and the dashboard pass it over, and a ' +
-    'board it named may be deleted. Sockets still open on its pools close (1000), except one on a match ' +
-    'being made, which stays for its `match_found`; a pool not reached is told by the cron. Matches already ' +
+    'cancels its waiting tickets. The deletion marks its configuration deleted in Neon: its joins ' +
+    'and connects are 404, its settings and stats too once their caches turn (4 s, 2 s), the ' +
+    'listings and the dashboard pass it over, and a board it named may be deleted. Sockets still ' +
+    'open on its pools close (1000), except one on a match being made, which stays for its ' +
+    '`match_found` (a `join` on it is answered `error` `invalid`); a pool not reached is told by ' +
+    'the cron. Matches already ' +
     'made play on, and their sessions, results and history stay. A PUT makes it again under the ' +
     'id (201). Refused (409) while the queue is in play (`paused: false`: pause it first), while ' +
     'a region’s pool has not taken the pause (`unpushedRegions`, with Retry-After: the cron ' +
@@ -329,6 +331,7 @@ adminQueues.openapi(deleteRoute, async (c) => {
       })
     }
   })
+  // Told, applied or not (pushOwed in workers/scheduled.ts says why).
   const told = knownRegions.filter((_, i) => retired[i]!.status === 'fulfilled')
   await markQueuePushed(c.env, queue, version, told).catch((err: unknown) =>
     log('warn', 'queue deletion: pools told, not noted; the cron tells them again', {
@@ -340,7 +343,10 @@ adminQueues.openapi(deleteRoute, async (c) => {
   return c.json({ id: queue, deleted: true as const, version, deletedAt }, 200)
 })
 
-/** A pool that does not answer a deletion's call within this is left to the cron (logged). */
+/**
+ * A pool that does not answer a deletion's call within this: its pause push makes the deletion
+ * 409 (`unpushedRegions`); its `retire` is logged and left to the cron.
+ */
 const POOL_CALL_MS = 5_000
 
 /** deleteQueueConfig, with a row held past its lock timeout answered 409 `busy`. */

@@ -96,6 +96,16 @@ describe('the dashboard API', () => {
       paused: true,
       waitingPlayers: 0,
     })
+    // A deleted one is not shown (its deletion made it the latest changed).
+    const deleted = await call(`/v1/admin/queues/${queue}`, {
+      ...bearer(ADMIN_KEY),
+      method: 'DELETE',
+    })
+    expect(deleted.status).toBe(200)
+    const gone = (await (await call('/dashboard/api/overview', bearer(ADMIN_KEY))).json()) as {
+      queues: { id: string }[]
+    }
+    expect(gone.queues.map((q) => q.id)).not.toContain(queue)
     // And a paused board as paused.
     const pauseBoard = await call(
       `/v1/admin/leaderboards/${board}`,

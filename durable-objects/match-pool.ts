@@ -909,6 +909,13 @@ export class MatchPool extends DurableObject<Env> {
     )!.n
     if (left > 0) return false
     for (const ws of this.ctx.getWebSockets()) this.closeSocket(ws, 1000, 'queue deleted')
+    // The pool's last word on /metrics: nothing waits or matches here. A wait percentile left as
+    // it was would stand for a queue that is gone until the hub forgets the series (35 days).
+    const labels = this.labels()
+    for (const g of [waitingTickets, waitingPlayers, matchesPerMinute, waitP50, waitP95]) {
+      g.set(labels, 0)
+    }
+    void sendMetricsSoon(this.env)
     await this.ctx.storage.deleteAlarm()
     await this.ctx.storage.deleteAll()
     log('info', 'deleted queue: pool storage deleted', { actor: this.actor })

@@ -27,6 +27,7 @@ import {
 } from './helpers/matchmaking.ts'
 import { closed, connect, nextOfType, upgrade } from './helpers/sockets.ts'
 import { replaceMethod } from './helpers/replace-method.ts'
+import { localFamilies } from '../../workers/lib/metrics.ts'
 
 /** The tables the pool's storage holds (none once it is deleted); asked right after the call. */
 function storedTables(queue: string): Promise<string[]> {
@@ -261,6 +262,41 @@ describe('DELETE /v1/admin/queues/:queue', () => {
     for (const reason of ['banned', 'erased'] as const) {
       expect(await removeFromQueues(env, player, reason)).toEqual({ cancelled: [], unreached: [] })
       expect(await storedTables(q)).toEqual([])
+    }
+  })
+
+  it("a deleted queue's pool sets its gauges to 0 when it deletes its storage (a recent wait would stand on /metrics for a queue that is gone)", async () => {
+    const q = await createQueue()
+    const clock = newClock()
+    await rig(q, clock)
+    await joinFor(q, `${q}-a`)
+    clock.t += 8_000
+    expect((await joinFor(q, `${q}-b`)).status).toBe('matched')
+    // The rates are recomputed at most once a second, by the alarm.
+    clock.t += 2_000
+    await fireAlarm(q)
+    const gauge = (name: string) =>
+      (
+        localFamilies().find((f) => f.name === name)!.series as {
+          labels: Record<string, string>
+          value: number
+        }[]
+      ).find((x) => x.labels.queue === q)?.value
+    expect(gauge('nexus_matchmaking_wait_p95_seconds')).toBeGreaterThan(0)
+    await pause(q)
+    const deletedAt = clock.t
+    expect((await deleteQueue(q)).status).toBe(200)
+    clock.t = deletedAt + DELETED_POOL_KEPT_MS
+    await fireAlarm(q)
+    expect(await storedTables(q)).toEqual([])
+    for (const name of [
+      'nexus_matchmaking_waiting_tickets',
+      'nexus_matchmaking_waiting_players',
+      'nexus_matchmaking_matches_per_minute',
+      'nexus_matchmaking_wait_p50_seconds',
+      'nexus_matchmaking_wait_p95_seconds',
+    ]) {
+      expect(gauge(name)).toBe(0)
     }
   })
 

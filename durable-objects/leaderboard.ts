@@ -2553,7 +2553,8 @@ export class Leaderboard extends DurableObject<Env> {
     let deletedVersion: number
     try {
       // A board configured before versions were kept holds 0: Neon's is the one to guard on.
-      const version = this.configVersion || ((await boardRecord(this.env, boardId))?.version ?? 0)
+      const version =
+        this.configVersion || ((await this.boardRead(this.env, boardId))?.version ?? 0)
       this.setMeta(DELETING, String(version))
       this.deletingVersion = version
       const deleted = await this.neonDeletion(this.env, boardId, version)

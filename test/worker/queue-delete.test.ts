@@ -53,6 +53,17 @@ function lateJoin(queue: string): JoinInput {
   }
 }
 
+/** The waiting tickets the pool's storage holds. */
+function waitingStored(queue: string): Promise<number> {
+  return runInDurableObject(
+    poolOf(queue),
+    (_inst: MatchPool, state) =>
+      state.storage.sql
+        .exec<{ n: number }>(`SELECT count(*) AS n FROM tickets WHERE state = 'waiting'`)
+        .one().n,
+  )
+}
+
 function deleteQueue(queue: string, credential = ADMIN_KEY): Promise<Response> {
   return call(`/v1/admin/queues/${queue}`, { ...bearer(credential), method: 'DELETE' })
 }
@@ -194,11 +205,7 @@ describe('DELETE /v1/admin/queues/:queue', () => {
     // pool after: refused, not queued under the configuration it carries.
     const refused = await runInDurableObject(poolOf(q), (inst: MatchPool) => inst.join(lateJoin(q)))
     expect(refused).toMatchObject({ ok: false, problem: 'not-found' })
-    expect(
-      await runInDurableObject(poolOf(q), (_i: MatchPool, state) =>
-        state.storage.sql.exec(`SELECT count(*) AS n FROM tickets WHERE state = 'waiting'`).one(),
-      ),
-    ).toEqual({ n: 0 })
+    expect(await waitingStored(q)).toBe(0)
   })
 
   it("a deleted queue's pool deletes its storage 15 minutes after the deletion and once its ended tickets' answers are past their retention; a late call of the deleted queue leaves nothing stored; a queue made again starts from an empty pool", async () => {
@@ -543,9 +550,6 @@ describe('DELETE /v1/admin/queues/:queue', () => {
     ws.send(JSON.stringify({ type: 'join' }))
     const refused = await nextOfType<{ code: string; message: string }>(ws, 'error')
     expect(refused).toMatchObject({ code: 'invalid', message: `No queue '${q}'` })
-    const waiting = await runInDurableObject(poolOf(q), (_i: MatchPool, state) =>
-      state.storage.sql.exec(`SELECT count(*) AS n FROM tickets WHERE state = 'waiting'`).one(),
-    )
-    expect(waiting).toEqual({ n: 0 })
+    expect(await waitingStored(q)).toBe(0)
   })
 })

@@ -175,8 +175,8 @@ export async function boardsArchiving(env: DbEnv, afterId: string, limit: number
  * and no queue sends its results to it: `deleted`; `gone`, with the row's version, when it was
  * deleted already (a deletion before this one committed, its answer lost) or there is no row;
  * `changed` with the version a PUT saved since; `named` with the queues (the first 100) naming
- * it. A version below `version`
- * is Neon's count gone back (a restore), not a PUT, and the board is deleted all the same.
+ * it. A version below `version` is Neon's count gone back (a restore), not a PUT, and the board
+ * is deleted all the same.
  *
  * The board's row is locked first, and the queues read after: a queue's PUT naming the board
  * holds the row (`for share`, saveQueueConfig) until it commits, so either its queue is seen here,

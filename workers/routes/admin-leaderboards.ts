@@ -29,7 +29,7 @@ import {
   ImportEntry,
   Limit,
 } from './leaderboard-schemas.ts'
-import { IdPageQuery, idPage } from './id-page.ts'
+import { IdPageQueryWithStatus, idPage } from './id-page.ts'
 
 export const adminLeaderboards = newRouter()
 
@@ -42,13 +42,7 @@ const listRoute = createRoute({
     'configuration is one `GET /v1/leaderboards/:id` away). Pass `next` as `after` for the page after. ' +
     '`status=deleted` lists the deleted boards instead, each with when it was deleted (`deletedAt`).',
   middleware: [requireAdmin()] as const,
-  request: {
-    query: IdPageQuery.extend({
-      status: z.enum(['active', 'deleted']).optional().openapi({
-        description: 'The boards in use (default), or those deleted',
-      }),
-    }),
-  },
+  request: { query: IdPageQueryWithStatus('boards') },
   responses: {
     200: {
       description: 'A page of boards',
@@ -82,7 +76,7 @@ adminLeaderboards.openapi(listRoute, async (c) => {
   const rows = (await getSql(c.env).query(
     `select id, config->>'name' as name, cycle, version,
             coalesce((config->>'paused')::boolean, false) as paused, ${isoUtc('updated_at')} as updated_at,
-            case when deleted_at is null then null else ${isoUtc('deleted_at')} end as deleted_at
+            ${isoUtc('deleted_at')} as deleted_at
        from leaderboards where id > $1 and (deleted_at is not null) = $3 order by id limit $2`,
     [after ?? '', limit + 1, status === 'deleted'],
   )) as {

@@ -5,7 +5,7 @@ import { ResourceId } from '../lib/fields.ts'
 import { getSql, LOCK_NOT_AVAILABLE, pgErrorCode } from '../db/client.ts'
 import type { Env } from '../env.ts'
 import { isoUtc } from '../db/iso-time.ts'
-import { IdPageQuery, idPage } from './id-page.ts'
+import { IdPageQueryWithStatus, idPage } from './id-page.ts'
 import { ApiError } from '../lib/problem.ts'
 import { versionPastOverrule } from '../lib/config-push.ts'
 import { rulesNames } from '../core/rules/index.ts'
@@ -37,13 +37,7 @@ const listRoute = createRoute({
     'for the page after. `status=deleted` lists the deleted queues instead, each with when it was ' +
     'deleted (`deletedAt`).',
   middleware: [requireAdmin()] as const,
-  request: {
-    query: IdPageQuery.extend({
-      status: z.enum(['active', 'deleted']).optional().openapi({
-        description: 'The queues in use, paused ones included (default), or those deleted',
-      }),
-    }),
-  },
+  request: { query: IdPageQueryWithStatus('queues (paused ones included)') },
   responses: {
     200: {
       description: 'A page of queues',
@@ -76,7 +70,7 @@ adminQueues.openapi(listRoute, async (c) => {
     `select id, config->>'rules' as rules, config->'regions' as regions,
             coalesce((config->>'paused')::boolean, false) as paused, version,
             ${isoUtc('updated_at')} as updated_at,
-            case when deleted_at is null then null else ${isoUtc('deleted_at')} end as deleted_at
+            ${isoUtc('deleted_at')} as deleted_at
        from queues where id > $1 and (deleted_at is not null) = $3 order by id limit $2`,
     [after ?? '', limit + 1, status === 'deleted'],
   )) as {

@@ -9,6 +9,21 @@ export const IdPageQuery = z.object({
 })
 
 /**
+ * The query of an admin listing of things that can be deleted (boards, queues): those in use
+ * (default), or, with `status=deleted`, those deleted.
+ */
+export function IdPageQueryWithStatus(things: string) {
+  return IdPageQuery.extend({
+    status: z
+      .enum(['active', 'deleted'])
+      .optional()
+      .openapi({
+        description: `The ${things} in use (default), or those deleted`,
+      }),
+  })
+}
+
+/**
  * A page of rows read with one more than `limit` (`id > after order by id limit limit + 1`): the
  * page, and the id to go on after, null on the last page.
  */

@@ -105,6 +105,18 @@ const SWEEP_INTERVAL_MS = 10 * 60 * 1000
  */
 const SWEEP_MAX_BATCHES = 8
 const MAX_BACKOFF_MS = 5 * 60 * 1000
+/**
+ * How long a done close's record (its status for the admin route) is kept: past it, the cycle's
+ * record is Neon's (`leaderboard_cycles`, its standings and rewards), and a busy `1m` board
+ * would otherwise add 1,440 rows a day here for good.
+ */
+export const CLOSE_RECORD_KEPT_MS = 35 * 24 * 60 * 60 * 1000
+/**
+ * The oldest close records each finished close looks at to prune: more than the one it adds, so
+ * a backlog drains; few, so a close reads a bounded number of rows (records finish in cycle
+ * order, so the oldest are first).
+ */
+const CLOSE_RECORDS_PRUNED = 32
 /** How long a client may take to page through `top`: replaced versions are kept this long. */
 const WALK_TTL_MS = 5 * 60 * 1000
 /**
@@ -2127,7 +2139,10 @@ export class Leaderboard extends DurableObject<Env> {
     else if (!this.closeStatus(closedCycle)) {
       return refuse(
         'conflict',
-        `Cycle ${closedCycle} is not the current cycle (${this.current!.cycle}) and has not closed`,
+        `Cycle ${closedCycle} is not the current cycle (${this.current!.cycle}) and has not closed` +
+          (closedCycle < this.current!.cycle
+            ? ' in the last 35 days (older closes are in Neon: GET /v1/leaderboards/{id}/cycles/{cycle}/top)'
+            : ''),
         {
           cycle: this.current!.cycle,
         },
@@ -2462,11 +2477,18 @@ export class Leaderboard extends DurableObject<Env> {
     ).rowsWritten
     if (deleted === 0) {
       this.sql.exec(
-        // A done close is kept as a record of the cycle (one row per cycle, for good), so what
-        // only its archive needed goes: a board's reward tiers may be KBs, closed every minute.
+        // A done close is kept as a record of the cycle (one row per cycle, for
+        // CLOSE_RECORD_KEPT_MS), so what only its archive needed goes: a board's reward tiers may
+        // be KBs, closed every minute.
         `UPDATE closes SET state = 'done', finished_at = ?, rewards = '[]', cursor = NULL WHERE cycle = ?`,
         this.now(),
         close.cycle,
+      )
+      this.sql.exec(
+        `DELETE FROM closes WHERE cycle IN (SELECT cycle FROM closes ORDER BY cycle LIMIT ?)
+            AND state = 'done' AND finished_at < ?`,
+        CLOSE_RECORDS_PRUNED,
+        this.now() - CLOSE_RECORD_KEPT_MS,
       )
     }
   }

@@ -7,7 +7,11 @@ import {
   waitOnExecutionContext,
 } from 'cloudflare:test'
 import { describe, expect, it, onTestFinished } from 'vitest'
-import type { CloseStatus, Leaderboard } from '../../durable-objects/leaderboard.ts'
+import {
+  CLOSE_RECORD_KEPT_MS,
+  type CloseStatus,
+  type Leaderboard,
+} from '../../durable-objects/leaderboard.ts'
 import {
   NeonArchiveWriter,
   type ArchivePage,
@@ -1315,6 +1319,62 @@ describe('a board with a long history of closed cycles', () => {
     // The running cycle still closes and archives as cycle 20,001.
     expect((await closeNow(board, { cycle: 20001 })).status).toBe(202)
     expect(await archiveUntilDone(board, 20001)).toMatchObject({ state: 'done', archived: 1 })
+  })
+
+  it("keeps a done close's record 35 days: each finished close prunes the oldest past that, a few at a time; an older cycle's status is 404 naming where its standings are", async () => {
+    const board = await createBoard({ cycle: { every: '1m' } })
+    const closesLeft = () =>
+      runInDurableObject(stub(board), (_inst: Leaderboard, state) =>
+        state.storage.sql
+          .exec<{ n: number; first: number }>(
+            `SELECT count(*) AS n, min(cycle) AS first FROM closes`,
+          )
+          .one(),
+      )
+    // Cycles 1-50 finished just over 35 days ago, 51-100 just under; cycle 101 running.
+    const now = Date.now()
+    await runInDurableObject(stub(board), (_inst: Leaderboard, state) => {
+      state.storage.sql.exec(
+        `WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 100)
+         INSERT INTO closes (cycle, starts_at, ends_at, sort_order, rewards, entries, state, closed_at, finished_at, reason)
+         SELECT i, 0, 60000, 'desc', '[]', 1, 'done', 60000, CASE WHEN i <= 50 THEN ? ELSE ? END, 'schedule' FROM n`,
+        now - CLOSE_RECORD_KEPT_MS - 60_000,
+        now - CLOSE_RECORD_KEPT_MS + 3_600_000,
+      )
+      state.storage.sql.exec(
+        `UPDATE meta SET value = json_set(value, '$.cycle', 101) WHERE key = 'current'`,
+      )
+    })
+    await evictDurableObject(stub(board))
+    const closeOne = async (cycle: number) => {
+      expect((await submitFor(board, 'a', { score: cycle })).status).toBe(200)
+      expect((await closeNow(board, { cycle })).status).toBe(202)
+      expect(await archiveUntilDone(board, cycle)).toMatchObject({ state: 'done', archived: 1 })
+    }
+    const adminStatus = (cycle: number) =>
+      call(`/v1/admin/leaderboards/${board}/cycles/${cycle}`, {
+        headers: { authorization: `Bearer ${ADMIN_KEY}` },
+      })
+
+    // The first close finished prunes 32 of the 50 old records, the oldest first.
+    await closeOne(101)
+    expect(await closesLeft()).toEqual({ n: 100 - 32 + 1, first: 33 })
+    // The next, the 18 old ones left; then nothing under 35 days old goes.
+    await closeOne(102)
+    expect(await closesLeft()).toEqual({ n: 50 + 2, first: 51 })
+    await closeOne(103)
+    expect(await closesLeft()).toEqual({ n: 50 + 3, first: 51 })
+
+    const pruned = await adminStatus(50)
+    const p = (await pruned.json()) as { type: string; detail: string }
+    expect([pruned.status, p.type]).toEqual([404, 'urn:nexus:problem:not-found'])
+    expect(p.detail).toContain(`/v1/leaderboards/${board}/cycles/50/top`)
+    const kept = await adminStatus(51)
+    expect([kept.status, ((await kept.json()) as CloseStatus).state]).toEqual([200, 'done'])
+    // A close naming a pruned cycle is refused as one that never closed here, saying why.
+    const late = await closeNow(board, { cycle: 50 })
+    expect(late.status).toBe(409)
+    expect(((await late.json()) as { detail: string }).detail).toContain('in the last 35 days')
   })
 })
 

@@ -338,6 +338,10 @@ const statusRoute = createRoute({
   method: 'get',
   path: '/{id}/cycles/{cycle}',
   summary: "A closed cycle's archive progress",
+  description:
+    'The board keeps a close’s record for 35 days after its archive finished; an older cycle is 404 ' +
+    'here, its standings and rewards being in Neon (`GET /v1/leaderboards/{id}/cycles/{cycle}/top`, ' +
+    '`GET /v1/admin/leaderboards/{id}/cycles/{cycle}/rewards`).',
   middleware: [requireAdmin()] as const,
   request: {
     params: CycleParam,
@@ -352,7 +356,13 @@ adminLeaderboards.openapi(statusRoute, async (c) => {
   const { id, cycle } = c.req.valid('param')
   const status = await boardStub(c.env, id).closeProgress(id, cycle)
   if (status && 'ok' in status) throw new ApiError(status.problem, status.detail, status.extensions)
-  if (!status) throw new ApiError('not-found', `Cycle ${cycle} of '${id}' has not closed`)
+  if (!status) {
+    // A done close's record is kept CLOSE_RECORD_KEPT_MS; an older cycle's standings are Neon's.
+    throw new ApiError(
+      'not-found',
+      `Cycle ${cycle} of '${id}' has not closed in the last 35 days (an older one's standings: GET /v1/leaderboards/${id}/cycles/${cycle}/top)`,
+    )
+  }
   return c.json(status, 200)
 })
 

@@ -35,6 +35,7 @@ import {
 import {
   NeonSessionStore,
   type RatingChange,
+  type ReplayableSetup,
   type SessionStore,
 } from '../workers/sessions/store.ts'
 import { canonicalJson } from '../workers/lib/canonical-json.ts'
@@ -243,6 +244,8 @@ export interface SessionInfo {
   endedAt: number | null
   result: GameResult | null
   ratingChanges: RatingChange[] | null
+  /** The seed and options, once the game is over (null while live): for an admin's replay. */
+  setup: ReplayableSetup | null
 }
 
 export type EndStage = 'record' | 'submit' | 'archive' | 'retain' | 'done'
@@ -682,6 +685,10 @@ export class GameSession extends DurableObject<Env> {
       endedAt: endedAt ? Number(endedAt) : null,
       result: result ? (JSON.parse(result) as GameResult) : null,
       ratingChanges: changes ? (JSON.parse(changes) as RatingChange[]) : null,
+      setup:
+        this.status === 'live'
+          ? null
+          : { seed: this.setup.seed, options: this.setup.options ?? null },
     }
   }
 
@@ -1644,7 +1651,10 @@ export class GameSession extends DurableObject<Env> {
       }
       case 'retain':
         // Neon keeps what a late create is answered from; the object then keeps nothing.
-        await this.store.keepSetupHash(setup.sessionId, this.setupHash!)
+        await this.store.keepSetup(setup.sessionId, this.setupHash!, {
+          seed: setup.seed,
+          options: setup.options ?? null,
+        })
         await this.purge()
         return
       default:
@@ -1762,7 +1772,7 @@ export class GameSession extends DurableObject<Env> {
    * Clears the storage once Neon has everything. Nothing is kept: an object with no stored data is
    * not billed, where a tombstone made every match ever played cost its object's empty tables
    * (about 28 KB) for good. Reads then come from Neon, and a late create is answered from the
-   * setup hash Neon keeps (`keepSetupHash`).
+   * setup hash Neon keeps (`keepSetup`).
    */
   private async purge(): Promise<void> {
     const sessionId = this.setup?.sessionId ?? ''

@@ -473,6 +473,11 @@ export interface Schemas {
         volatility: number
       }
     }> | null
+    /** Admins only: the secret seed and rules options that, with the roster and the log (`/events`), replay the game; null while it is live, and for a session cleared before 2026-12-05. Players never get it. */
+    setup?: {
+      seed: string
+      options?: unknown
+    } | null
   }
   SessionLogRecord: {
     seq: number

@@ -142,7 +142,7 @@ function neonDown(): SessionStore {
     recordResult: down,
     archiveLog: down,
     erasedAmong: down,
-    keepSetupHash: down,
+    keepSetup: down,
     archivedSetupHash: down,
   }
 }
@@ -177,11 +177,22 @@ describe('the end of a game', () => {
     sockets[0]!.roll()
     for (const ws of sockets) await ws.nextOf('event')
 
+    // While the game is live even an admin is not told the seed (it would tell the dice ahead).
+    const liveView = await call(`/v1/sessions/${sessionId}`, bearer(ADMIN_KEY))
+    expect(((await liveView.json()) as { setup: unknown }).setup).toBeNull()
+
     const end = () =>
       call(`/v1/admin/sessions/${sessionId}/end`, { ...bearer(ADMIN_KEY), method: 'POST' })
     const res = await end()
     expect(res.status).toBe(200)
-    const view = (await res.json()) as { status: string; seq: number; result: GameResult }
+    const view = (await res.json()) as {
+      status: string
+      seq: number
+      result: GameResult
+      setup: { seed: string; options: unknown }
+    }
+    expect(view.setup.options).toEqual({ target: 100 })
+    expect(view.setup.seed).toMatch(/.{16,}/)
     const placements = players.map((playerId, team) => ({ playerId, team, place: 1 }))
     expect(view).toMatchObject({
       status: 'finished',
@@ -199,6 +210,7 @@ describe('the end of a game', () => {
       await call(`/v1/sessions/${sessionId}/events`, bearer(ADMIN_KEY))
     ).json()) as { events: LogRecord[] }
     expect(log.events.map((e) => e.input.kind)).toEqual(['action', 'end'])
+    expect(view.setup).toEqual({ seed: setup.seed, options: setup.options })
     const replayed = replay(
       getRules('dice-race')!,
       { roster: setup.roster, seed: setup.seed, options: setup.options },
@@ -563,7 +575,7 @@ describe('the end of a game', () => {
             },
             archiveLog: (id, r) => real.archiveLog(id, r),
             erasedAmong: (ids, since) => real.erasedAmong(ids, since),
-            keepSetupHash: (id, hash) => real.keepSetupHash(id, hash),
+            keepSetup: (id, hash, r) => real.keepSetup(id, hash, r),
             archivedSetupHash: (id) => real.archivedSetupHash(id),
           }
           inst.store = crashing
@@ -1038,7 +1050,7 @@ describe('the end of a game', () => {
         recordResult: (input) => real.recordResult(input),
         archiveLog: (id, r) => real.archiveLog(id, r),
         erasedAmong: async () => [],
-        keepSetupHash: (id, hash) => real.keepSetupHash(id, hash),
+        keepSetup: (id, hash, r) => real.keepSetup(id, hash, r),
         archivedSetupHash: (id) => real.archivedSetupHash(id),
       }
       inst.store = beforeTheErasure
@@ -1223,9 +1235,9 @@ describe('the end of a game', () => {
         recordResult: (input) => real.recordResult(input),
         archiveLog: (id, r) => real.archiveLog(id, r),
         erasedAmong: (ids, since) => real.erasedAmong(ids, since),
-        keepSetupHash: async (id, hash) => {
+        keepSetup: async (id, hash, r) => {
           if (failures++ === 0) throw new Error('Neon is down')
-          return real.keepSetupHash(id, hash)
+          return real.keepSetup(id, hash, r)
         },
         archivedSetupHash: (id) => real.archivedSetupHash(id),
       }
@@ -1283,7 +1295,7 @@ describe('the end of a game', () => {
     const live = (await (
       await call(`/v1/sessions/${game.sessionId}/events?limit=500`, bearer(ADMIN_KEY))
     ).json()) as { events: LogRecord[] }
-    const setup = await inObject(game.sessionId, (inst) => inst.current()!.setup)
+    const { setup, match: liveMatch } = await inObject(game.sessionId, (inst) => inst.current()!)
 
     // Not yet: the retention period has not passed.
     let status = await inObject(game.sessionId, (inst) => inst.runEndWork({ force: true }))
@@ -1310,12 +1322,38 @@ describe('the end of a game', () => {
 
     const res = await call(`/v1/sessions/${game.sessionId}`, bearer(game.tokens[game.winner]!))
     expect(res.status).toBe(200)
-    expect(await res.json()).toMatchObject({
+    const seen = (await res.json()) as Record<string, unknown>
+    expect(seen).toMatchObject({
       sessionId: game.sessionId,
       status: 'finished',
       seq: null,
       result: { winner: game.winner },
     })
+    // The seed is the server's: a player never gets it.
+    expect(seen).not.toHaveProperty('setup')
+    // An admin gets the seed and options Neon kept, and the archived log replays with them to
+    // the state the object had before it was cleared (an audit of a disputed game).
+    const audited = (await (
+      await call(`/v1/sessions/${game.sessionId}`, bearer(ADMIN_KEY))
+    ).json()) as {
+      roster: { playerId: string; team: number }[]
+      setup: { seed: string; options: unknown }
+    }
+    expect(audited.setup).toEqual({ seed: setup.seed, options: setup.options ?? null })
+    const whole = (await (
+      await call(`/v1/sessions/${game.sessionId}/events?limit=500`, bearer(ADMIN_KEY))
+    ).json()) as { events: LogRecord[] }
+    expect(
+      replay(
+        getRules(setup.rules)!,
+        {
+          roster: audited.roster,
+          seed: audited.setup.seed,
+          options: audited.setup.options ?? undefined,
+        },
+        whole.events,
+      ),
+    ).toEqual(liveMatch)
     const archived = (await (
       await call(`/v1/sessions/${game.sessionId}/events?limit=3`, bearer(game.tokens[game.loser]!))
     ).json()) as { events: LogRecord[]; nextFrom: number | null }

@@ -261,7 +261,7 @@ describe('a real-time game on the tick loop', () => {
         recordResult: (input) => real.recordResult(input),
         archiveLog: (id, records) => real.archiveLog(id, records),
         erasedAmong: (ids, since) => real.erasedAmong(ids, since),
-        keepSetupHash: (id, hash) => real.keepSetupHash(id, hash),
+        keepSetup: (id, hash, r) => real.keepSetup(id, hash, r),
         archivedSetupHash: (id) => real.archivedSetupHash(id),
       }
       // The listing is still to do (as after a failed first attempt), and Neon does not answer.

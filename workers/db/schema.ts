@@ -263,6 +263,11 @@ export const gameSessions = pgTable(
      * admin create sent again after that is answered from it (the object keeps nothing).
      */
     setupHash: text('setup_hash'),
+    /**
+     * The seed and rules options of an ended session, written with `setup_hash`: with them and
+     * the archived log, an admin replays the game (an audit) once its object keeps nothing.
+     */
+    setup: jsonb('setup'),
   },
   (t) => [
     index('game_sessions_status_idx').on(t.status, t.createdAt),

@@ -186,7 +186,7 @@ const endRoute = createRoute({
       description: 'The session, ended',
       content: { 'application/json': { schema: SessionView } },
     },
-    ...problemResponses(400, 401, 403, 404, 413, 415, 422),
+    ...problemResponses(400, 401, 403, 404, 413, 415, 422, 503),
   },
 })
 
@@ -196,7 +196,7 @@ adminSessions.openapi(endRoute, async (c) => {
   if (!info.ok && info.problem === 'unavailable') {
     throw new ApiError('unavailable', info.detail, {}, { 'retry-after': String(info.retryAfter) })
   }
-  return c.json(await sessionView(c, id, info), 200)
+  return c.json(await sessionView(c, id, info, { withSetup: true }), 200)
 })
 
 const listRoute = createRoute({

@@ -61,6 +61,16 @@ export const SessionView = z
       })
       .nullable(),
     ratingChanges: z.array(RatingChange).nullable(),
+    setup: z
+      .object({ seed: z.string(), options: z.unknown() })
+      .nullable()
+      .optional()
+      .openapi({
+        description:
+          'Admins only: the secret seed and rules options that, with the roster and the log ' +
+          '(`/events`), replay the game; null while it is live, and for a session cleared before ' +
+          '2026-12-05. Players never get it.',
+      }),
   })
   .openapi('Session')
 
@@ -198,7 +208,7 @@ const getRoute = createRoute({
   responses: {
     101: { description: 'Switching to the game socket' },
     200: { description: 'The session', content: { 'application/json': { schema: SessionView } } },
-    ...problemResponses(401, 403, 404, 409, 422, 429),
+    ...problemResponses(401, 403, 404, 409, 422, 429, 503),
   },
 })
 
@@ -207,7 +217,7 @@ sessionRoutes.openapi(getRoute, (async (c: Context<AppEnv>) => {
   if (c.req.header('upgrade')?.toLowerCase() === 'websocket') return connect(c, id)
   const viewer = await viewerOf(c, id)
   const info = await sessionStub(c.env, id).info()
-  const view = await sessionView(c, id, info)
+  const view = await sessionView(c, id, info, { withSetup: viewer.kind === 'admin' })
   authorize(viewer, view.roster)
   return c.json(view)
 }) as never)
@@ -220,6 +230,7 @@ export async function sessionView(
   c: Context<AppEnv>,
   id: string,
   info: Awaited<ReturnType<SessionApi['info']>>,
+  opts: { withSetup: boolean },
 ): Promise<z.infer<typeof SessionView>> {
   if (info.ok) {
     return {
@@ -233,6 +244,7 @@ export async function sessionView(
       endedAt: info.endedAt,
       result: info.result,
       ratingChanges: info.ratingChanges,
+      ...(opts.withSetup ? { setup: info.setup } : {}),
     }
   }
   // An object that holds nothing: a session whose storage was cleared (Neon has it), or none.
@@ -250,6 +262,7 @@ export async function sessionView(
     endedAt: archived.endedAt,
     result: archived.result,
     ratingChanges: archived.ratingChanges,
+    ...(opts.withSetup ? { setup: archived.setup } : {}),
   }
 }
 

@@ -69,9 +69,10 @@ export interface SessionStore {
   erasedAmong(ids: readonly string[], since: number): Promise<string[]>
   /**
    * Keeps the setup's hash on the session's Neon row before the object's storage is cleared, so
-   * that a keyed admin create sent again later is answered from it. Throws if Neon has no row.
+   * that a keyed admin create sent again later is answered from it, and the seed and options, so
+   * that the archived log still replays (an admin's audit). Throws if Neon has no row.
    */
-  keepSetupHash(sessionId: string, setupHash: string): Promise<void>
+  keepSetup(sessionId: string, setupHash: string, replayable: ReplayableSetup): Promise<void>
   /** The setup hash Neon keeps for a session whose storage was cleared, or null. */
   archivedSetupHash(sessionId: string): Promise<string | null>
 }
@@ -153,10 +154,14 @@ export class NeonSessionStore implements SessionStore {
     this.env = env
   }
 
-  async keepSetupHash(sessionId: string, setupHash: string): Promise<void> {
+  async keepSetup(
+    sessionId: string,
+    setupHash: string,
+    replayable: ReplayableSetup,
+  ): Promise<void> {
     const rows = await getSql(this.env).query(
-      `update game_sessions set setup_hash = $2 where id = $1 returning 1 as kept`,
-      [sessionId, setupHash],
+      `update game_sessions set setup_hash = $2, setup = $3::jsonb where id = $1 returning 1 as kept`,
+      [sessionId, setupHash, JSON.stringify(replayable)],
     )
     if (rows.length === 0) throw new Error(`session ${sessionId} is not listed in Neon`)
   }
@@ -350,6 +355,12 @@ export class NeonSessionStore implements SessionStore {
 }
 
 /** A finished, purged session as Neon remembers it. */
+/** What, beside the roster and the log, replays a session: its secret seed and rules options. */
+export interface ReplayableSetup {
+  seed: string
+  options: unknown
+}
+
 export interface ArchivedSession {
   sessionId: string
   rules: string
@@ -360,6 +371,8 @@ export interface ArchivedSession {
   endedAt: number | null
   result: GameResult | null
   ratingChanges: RatingChange[] | null
+  /** Null for a session cleared before 2026-12-05 (migration 0030), which kept only its hash. */
+  setup: ReplayableSetup | null
 }
 
 /** A session from Neon (after its object's storage was cleared), or null. */
@@ -372,7 +385,7 @@ export async function loadArchivedSession(
     `select s.id, s.rules, s.status, s.roster, s.queue,
             extract(epoch from s.created_at) * 1000 as created_at,
             extract(epoch from s.ended_at) * 1000 as ended_at,
-            r.result, r.rating_changes
+            r.result, r.rating_changes, s.setup
        from game_sessions s left join match_results r on r.session_id = s.id
       where s.id = $1`,
     [sessionId],
@@ -386,6 +399,7 @@ export async function loadArchivedSession(
     ended_at: string | number | null
     result: GameResult | null
     rating_changes: RatingChange[] | null
+    setup: ReplayableSetup | null
   }[]
   const r = rows[0]
   if (!r) return null
@@ -399,6 +413,7 @@ export async function loadArchivedSession(
     endedAt: r.ended_at === null ? null : Math.round(Number(r.ended_at)),
     result: r.result,
     ratingChanges: r.rating_changes,
+    setup: r.setup,
   }
 }
 

@@ -1015,6 +1015,7 @@ export class MatchPool extends DurableObject<Env> {
       input.players,
       input.attributes ?? null,
       'http',
+      input.players[0]!.playerId,
       claims,
       input.joinKey ? { owner: input.players[0]!.playerId, key: input.joinKey } : null,
       input.partyId != null,
@@ -1143,6 +1144,8 @@ export class MatchPool extends DurableObject<Env> {
     players: TicketPlayer[],
     attributes: TicketAttributesValue | null,
     transport: 'http' | 'socket',
+    /** The player who sent the join: the only one it shows to be here. */
+    caller: string,
     claims: Readonly<Record<string, number>>,
     key: { owner: string; key: string } | null = null,
     forParty = false,
@@ -1192,7 +1195,9 @@ export class MatchPool extends DurableObject<Env> {
       // A player alone may be handed the ticket they are on with others (a member's reconnect);
       // a party's join only its own (`JoinInput.partyId`).
       if (same || (!forParty && ids.length === 1 && held.length === 1)) {
-        // A player on the ticket is here: a disconnect grace running on it ends. An HTTP join of
+        // The player who sent it is here: a disconnect grace running on the ticket ends once
+        // everyone else who had a socket on it is back too (a leader's join sent again does not
+        // bring back a member whose socket is gone). An HTTP join of
         // the whole ticket takes it over: held over HTTP from then on, a new instance of the
         // pool (a deploy) does not take it for a socket ticket that lost its socket.
         const takenOver = same && transport === 'http' && existing.transport === 'socket'
@@ -1202,7 +1207,7 @@ export class MatchPool extends DurableObject<Env> {
             ticketId,
           )
         } else {
-          this.endGraceIfAllBack(existing, ids)
+          this.endGraceIfAllBack(existing, [caller])
         }
         if (key !== null) this.bindKey(key.owner, key.key, ticketId, ids, attributes)
         return {
@@ -2265,6 +2270,7 @@ export class MatchPool extends DurableObject<Env> {
           players,
           attributes,
           'socket',
+          att.playerId,
           held === null ? {} : { [att.playerId]: held.version },
           joinKey,
           party !== null,
@@ -2296,6 +2302,7 @@ export class MatchPool extends DurableObject<Env> {
             players,
             attributes,
             'socket',
+            att.playerId,
             claimed.claim.versions,
             joinKey,
             party !== null,

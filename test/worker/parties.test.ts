@@ -1589,6 +1589,11 @@ describe('queueing as a party over sockets', () => {
     const wa3 = await connect(url, a!.token)
     await nextOfType<Queued>(wa3, 'queued')
     expect(await graceUntil(q, ticketId)).not.toBeNull()
+    // Nor does the leader's party join sent again (Play pressed twice, a client's retry): it
+    // shows only the leader to be here.
+    wa3.send(JSON.stringify({ type: 'join', party: [a!.playerId, b!.playerId] }))
+    expect(await nextOfType<Queued>(wa3, 'queued')).toMatchObject({ ticketId, existing: true })
+    expect(await graceUntil(q, ticketId)).not.toBeNull()
     clock.t += 10_000
     await runInDurableObject(poolOf(q), (inst: MatchPool) => inst.alarm())
     expect(await nextOfType(wa3, 'cancelled')).toMatchObject({ ticketId, reason: 'disconnected' })

@@ -1042,9 +1042,11 @@ export class MatchPool extends DurableObject<Env> {
       this.settle(),
       noting ? this.recordPartyTicket(partyId, entered.row) : false,
     ])
+    const row = this.row(entered.row.id)!
+    this.heardOverHttp(input.players[0]!.playerId, row)
     return {
       ok: true,
-      ticket: this.view(this.row(entered.row.id)!),
+      ticket: this.view(row),
       existing: entered.existing,
       staleCancelled,
       partyChanged,
@@ -1411,7 +1413,18 @@ export class MatchPool extends DurableObject<Env> {
       row = this.row(ticketId)
     }
     if (!row) return problem('not-found', `No ticket '${ticketId}'`)
+    if (viewer.kind === 'player') this.heardOverHttp(viewer.playerId, row)
     return { ok: true, ticket: this.view(row) }
+  }
+
+  /**
+   * A player who reads their matched ticket over HTTP has the match (its answer carries their
+   * session token): a socket they open within the grace is not sent it again, which would take
+   * a client queueing anew back to that game.
+   */
+  private heardOverHttp(playerId: string, row: TicketRow): void {
+    if (row.state !== 'matched') return
+    this.sql.exec(`DELETE FROM unheard WHERE player_id = ? AND ticket_id = ?`, playerId, row.id)
   }
 
   /**
@@ -1433,6 +1446,7 @@ export class MatchPool extends DurableObject<Env> {
     }
     const keyed = this.keyedTicket(owner, ids, attributes, joinKey)
     if (!keyed || !keyed.ok) return keyed
+    this.heardOverHttp(owner, keyed.row)
     return { ok: true, ticket: this.view(keyed.row) }
   }
 

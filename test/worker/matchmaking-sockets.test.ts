@@ -867,6 +867,36 @@ describe('sockets: disconnect, reconnect, expiry', () => {
     }
   })
 
+  it('a match read over HTTP in the gap is heard: a socket opened next within the grace is not sent it again (a client queueing anew is not taken back to that game)', async () => {
+    const q = await createQueue()
+    const clock = newClock()
+    await rig(q, clock, { graceMs: 60_000 })
+    const [g, rival] = await Promise.all([newGuest(), newGuest()])
+    const first = await connect(`/v1/matchmaking/${q}`, g.token)
+    first.send(JSON.stringify({ type: 'join' }))
+    const { ticketId } = await nextOfType<Queued>(first, 'queued')
+    first.close(1001, 'network')
+    await until(() => graceOf(q, ticketId), 5000, 'grace start')
+    const matched = await joinFor(q, rival.playerId)
+    expect(matched.status).toBe('matched')
+    // The client falls back to HTTP and reads its ticket: matched, with its session.
+    const read = await ticketOf(ticketId, g.token)
+    expect(read).toMatchObject({
+      status: 'matched',
+      match: { sessionId: matched.match!.sessionId },
+    })
+    clock.t += 5_000
+    // Its game played, it opens a socket to queue again, within the grace: a plain connect.
+    const again = await connect(`/v1/matchmaking/${q}`, g.token)
+    again.send(JSON.stringify({ type: 'ping' }))
+    expect(await nextOfType(again, 'pong')).toBeDefined()
+    again.send(JSON.stringify({ type: 'join' }))
+    const queued = await nextOfType<Queued>(again, 'queued')
+    expect(queued.ticketId).not.toBe(ticketId)
+    expect(collect(again)).not.toContainEqual(expect.objectContaining({ type: 'match_found' }))
+    again.close(1000)
+  })
+
   it("a socket that closes while its match's session tokens are signed hears the match on a reconnect within the grace", async () => {
     const q = await createQueue()
     await rig(q, newClock(), { graceMs: 10_000 })

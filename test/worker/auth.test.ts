@@ -27,17 +27,25 @@ const ADMIN_PROBE = '/v1/admin/players/someone'
 
 async function hs256(
   claims: Record<string, unknown>,
-  opts: { secret?: string; exp?: number; aud?: string; iss?: string; sub?: string } = {},
+  opts: {
+    secret?: string
+    exp?: number
+    aud?: string
+    iss?: string
+    sub?: string
+    iat?: boolean
+  } = {},
 ) {
   const now = Math.floor(Date.now() / 1000)
-  return new SignJWT(claims)
+  const jwt = new SignJWT(claims)
     .setProtectedHeader({ alg: 'HS256' })
     .setSubject(opts.sub ?? 'player-1')
     .setIssuer(opts.iss ?? 'nexus')
     .setAudience(opts.aud ?? 'nexus:player')
-    .setIssuedAt(now)
     .setExpirationTime(opts.exp ?? now + 600)
-    .sign(new TextEncoder().encode(opts.secret ?? testEnv.AUTH_SECRET))
+  return (opts.iat === false ? jwt : jwt.setIssuedAt(now)).sign(
+    new TextEncoder().encode(opts.secret ?? testEnv.AUTH_SECRET),
+  )
 }
 
 async function idpToken(
@@ -339,16 +347,23 @@ describe('bad credentials, one by one', () => {
     expect(await statusFor(await hs256({}, { iss: 'someone' }))).toMatchObject({ status: 401 })
   })
 
+  it("a game server's token without iat → 401 naming it: it could not be told from one issued before its player was erased", async () => {
+    const p = await statusFor(await hs256({}, { iat: false }))
+    expect(p).toMatchObject({ status: 401, type: 'urn:nexus:problem:unauthorized' })
+    expect(p.body.detail).toContain('"iat"')
+  })
+
   it('an AUTH_SECRET under 32 bytes signs nothing and accepts nothing: 503 naming it, never a token', async () => {
     const short = { AUTH_SECRET: 'only-thirty-one-bytes-long-0123', LOG_LEVEL: 'silent' }
-    const guest = await callWithEnv(
-      short,
-      '/v1/auth/guest',
-      json('POST', { deviceId: 'short-secret' }),
-    )
+    const deviceId = `short-secret-${crypto.randomUUID()}`
+    const guest = await callWithEnv(short, '/v1/auth/guest', json('POST', { deviceId }))
     const refused = await problem(guest)
     expect(refused).toMatchObject({ status: 503, type: 'urn:nexus:problem:unavailable' })
     expect(refused.body.detail).toContain('AUTH_SECRET is too short')
+    // Refused, it made no player for the device.
+    const [made] =
+      await pg()`select count(*)::int as n from players where device_id = encode(sha256(${deviceId}::bytea), 'hex')`
+    expect(made!.n).toBe(0)
     // A token signed with that secret (by a game server, say) is not accepted either.
     const forged = await hs256({}, { secret: short.AUTH_SECRET })
     const submit = await callWithEnv(short, ADMIN_PROBE, json('PUT', { name: 'x' }, forged))

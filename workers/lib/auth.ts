@@ -372,7 +372,9 @@ export async function verifyPlayerToken(env: AuthEnv, token: string): Promise<Pr
         issuer: NEXUS_ISSUER,
         audience: PLAYER_AUDIENCE,
         clockTolerance: CLOCK_SKEW_SECONDS,
-        requiredClaims: ['sub', 'exp'],
+        // `iat`, as for a provider's tokens (below): a game server's token without one counted
+        // as issued before any erasure of its player, refused from queues and parties for good.
+        requiredClaims: ['sub', 'exp', 'iat'],
       })
       checkLifetime(payload)
       return {

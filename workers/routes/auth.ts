@@ -1,6 +1,6 @@
 import { z } from '@hono/zod-openapi'
 import { getSql } from '../db/client.ts'
-import { GUEST_ID_PREFIX, issuePlayerToken } from '../lib/auth.ts'
+import { authSecretProblem, GUEST_ID_PREFIX, issuePlayerToken } from '../lib/auth.ts'
 import { DEVICE_LOCK } from '../players/erasure.ts'
 import { boundedInt } from '../lib/config.ts'
 import { createRoute, newRouter, problemResponses } from '../lib/openapi.ts'
@@ -87,6 +87,10 @@ auth.openapi(guestRoute, async (c) => {
     throw new ApiError('guest-auth-disabled', 'This deployment does not issue guest tokens')
   }
   const { deviceId } = c.req.valid('json')
+  // A deployment that cannot sign the token makes no player for it either (a refusal changes
+  // nothing): checked before Neon, as the signing would fail only after the row was in.
+  const secretProblem = authSecretProblem(c.env)
+  if (secretProblem !== null) throw new ApiError('unavailable', secretProblem)
   // Stored as its SHA-256: the device id is the guest's only credential, and a copy of the
   // table must not be enough to sign in as anyone.
   const deviceKey = await sha256Hex(deviceId)

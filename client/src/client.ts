@@ -30,7 +30,8 @@ export interface ClientOptions {
   maxReconnects?: number
   /**
    * How long a game connection that cannot reach its session keeps trying (after at least
-   * `maxReconnects` attempts), default 60 s: the server holds a player's seat that long.
+   * `maxReconnects` attempts), from its socket's last drop, default 60 s: the server holds a
+   * player's seat that long after each close.
    */
   reconnectForMs?: number
   /**

@@ -311,7 +311,9 @@ export class GameConnection extends Emitter<GameEvents> {
         failures = 0
         drops = 0
       }
-      if (failures === 0) lostAt = Date.now()
+      // The time budget runs from this loss, however short the socket's life: the server starts
+      // the seat's grace again at every close (`drops` bounds sockets that keep closing).
+      lostAt = Date.now()
       failures++
       drops++
       if (drops > maxReconnects) throw new NexusNetworkError('the session socket keeps closing')

@@ -1355,6 +1355,65 @@ describe('game connection reconnect budget', () => {
       vi.useRealTimers()
     }
   })
+
+  it('a game connection back for a moment after a long loss keeps trying for reconnectForMs from its last drop, as the server holds the seat again from that close', async () => {
+    vi.useFakeTimers()
+    const random = vi.spyOn(Math, 'random').mockReturnValue(0.999)
+    try {
+      let down = false
+      const live: ScriptedSocket[] = []
+      const client = createClient({
+        baseUrl: 'http://nexus.test',
+        // Few attempts: only the time budget keeps the connection trying.
+        maxReconnects: 2,
+        fetch: (async () => {
+          if (down) throw new TypeError('fetch failed (offline)')
+          return jsonRes(200, { status: 'live', seq: 0, result: null })
+        }) as unknown as typeof fetch,
+        WebSocket: () =>
+          scriptedSocket((socket) => {
+            if (down) return socket.fail()
+            socket.open()
+            live.push(socket)
+            setTimeout(
+              () =>
+                socket.receive({ type: 'welcome', seq: 0, state: {}, you: 'p', status: 'live' }),
+              1,
+            )
+          }),
+      })
+      const game = client.sessions.connect('s1', 'tok')
+      await vi.advanceTimersByTimeAsync(20)
+      await game.ready
+      let gaveUp: unknown = null
+      game.ended.catch((e: unknown) => {
+        gaveUp = e
+      })
+      // 50 s without network, then back long enough for one socket to open, which drops within
+      // 3 s (not long enough to count as healthy).
+      down = true
+      live[0]!.drop()
+      await vi.advanceTimersByTimeAsync(50_000)
+      down = false
+      for (let i = 0; i < 60 && live.length < 2; i++) await vi.advanceTimersByTimeAsync(500)
+      expect(live.length).toBe(2)
+      await vi.advanceTimersByTimeAsync(3_000)
+      down = true
+      live[1]!.drop()
+      const lastDropAt = Date.now()
+      // Over a minute since the first loss, 50 s since the last: still trying.
+      await vi.advanceTimersByTimeAsync(50_000)
+      expect(gaveUp).toBeNull()
+      // Past a minute since the last drop, it gives up.
+      await vi.advanceTimersByTimeAsync(25_000)
+      expect(gaveUp).toBeInstanceOf(NexusNetworkError)
+      expect(Date.now() - lastDropAt).toBeGreaterThanOrEqual(60_000)
+      game.close()
+    } finally {
+      random.mockRestore()
+      vi.useRealTimers()
+    }
+  })
 })
 
 describe('game connection close()', () => {

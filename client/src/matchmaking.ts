@@ -59,7 +59,11 @@ export interface JoinOptions {
    * (`NexusProblem` `forbidden`).
    */
   party?: string[]
-  /** `auto` (default): WebSocket, falling back to HTTP long-polling when sockets fail. */
+  /**
+   * `auto` (default): WebSocket, falling back to HTTP long-polling when sockets fail.
+   * `websocket`: sockets only; a queued ticket whose socket is lost keeps reconnecting through
+   * most of the queue's `disconnectGraceSeconds`, then fails (and its ticket is deleted).
+   */
   transport?: 'auto' | 'websocket' | 'http'
 }
 
@@ -110,6 +114,8 @@ const PARTY_POLL_MS = 2000
  * longer than the grace when WebSocket stays blocked while HTTP works).
  */
 const HTTP_WITHIN_GRACE_MS = 6000
+/** Over `transport: 'websocket'`, the share of the pool's grace a queued ticket's socket may stay down. */
+const WEBSOCKET_GRACE_SHARE = 0.8
 /** How long `cancel()` waits for the pool to answer a socket `cancel` before it asks over HTTP. */
 const CANCEL_ANSWER_MS = 5000
 /**
@@ -386,10 +392,18 @@ export class MatchTicket extends Emitter<TicketEvents> {
     let failures = 0
     let lastError: unknown = null
     this.queuedSocketLostAt = null
-    // A queued ticket whose socket has been gone too long for the pool's grace goes over HTTP.
+    // Over `websocket` only no HTTP join follows a lost socket: a queued ticket's reconnects go
+    // on through the pool's grace (most of it: a reconnect must land within it), past
+    // maxReconnects, rather than give up after a few seconds the pool would have waited.
+    const websocketOnly = this.opts.transport === 'websocket'
+    const lossAllowedMs = () =>
+      websocketOnly ? this.graceMs * WEBSOCKET_GRACE_SHARE : HTTP_WITHIN_GRACE_MS
+    // A queued ticket whose socket has been gone too long for the pool's grace goes over HTTP
+    // (or, over `websocket` only, fails).
     const graceRunningOut = () =>
-      this.queuedSocketLostAt !== null &&
-      Date.now() - this.queuedSocketLostAt >= HTTP_WITHIN_GRACE_MS
+      this.queuedSocketLostAt !== null && Date.now() - this.queuedSocketLostAt >= lossAllowedMs()
+    const outOfAttempts = () =>
+      failures > sockets.maxReconnects && !(websocketOnly && this.queuedSocketLostAt !== null)
     while (!this.done) {
       let token: string
       try {
@@ -400,7 +414,7 @@ export class MatchTicket extends Emitter<TicketEvents> {
         if (!isTransient(err)) throw err
         lastError = err
         failures++
-        if (failures > sockets.maxReconnects) return lastError
+        if (outOfAttempts() || graceRunningOut()) return lastError
         await this.pause(failures, err)
         continue
       }
@@ -435,7 +449,7 @@ export class MatchTicket extends Emitter<TicketEvents> {
           })
           if (this.done) return null
         }
-        if (failures > sockets.maxReconnects || graceRunningOut()) return lastError
+        if (outOfAttempts() || graceRunningOut()) return lastError
         await this.pause(failures)
         continue
       }

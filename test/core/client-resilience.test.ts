@@ -224,7 +224,7 @@ function firstSocketDrops(
  * Sockets for a matchmaking ticket that falls back to HTTP: the first opens, answers the join
  * with ticket t1 and drops; every later one fails to open.
  */
-function ticketThenNoSocket(region?: string): () => SocketLike {
+function ticketThenNoSocket(region?: string, graceSeconds?: number): () => SocketLike {
   let opens = 0
   return () =>
     scriptedSocket(
@@ -240,6 +240,7 @@ function ticketThenNoSocket(region?: string): () => SocketLike {
           existing: false,
           expiresAt: 0,
           ...(region ? { region } : {}),
+          ...(graceSeconds ? { disconnectGraceSeconds: graceSeconds } : {}),
         })
         setTimeout(() => socket.drop(), 5)
       },
@@ -796,7 +797,7 @@ describe('client SDK under failure', () => {
     await expect(game.ended).rejects.toMatchObject({ status: 401 })
   })
 
-  it("a ticket over `transport: 'websocket'` whose socket cannot come back fails, and leaves the queue over HTTP (it would be matched through the pool's grace)", async () => {
+  it("a ticket over `transport: 'websocket'` whose socket cannot come back within the pool's grace fails, and leaves the queue over HTTP (it would be matched through the pool's grace)", async () => {
     const deletes: string[] = []
     const client = createClient({
       baseUrl: 'http://nexus.test',
@@ -809,7 +810,8 @@ describe('client SDK under failure', () => {
         }
         return jsonRes(200, {})
       }),
-      WebSocket: ticketThenNoSocket(),
+      // A queue whose grace is 1 s: the socket's reconnects give up after most of it.
+      WebSocket: ticketThenNoSocket(undefined, 1),
     })
     await client.auth.guest('device-abcdef-123456')
     const t = client.matchmaking.join('duel', { region: 'eu', transport: 'websocket' })
@@ -822,6 +824,70 @@ describe('client SDK under failure', () => {
       2000,
     )
     expect(deletes).toEqual(['/v1/matchmaking/tickets/t1'])
+  })
+
+  it("a ticket over `transport: 'websocket'` rides out a 30 s loss of its socket within the queue's 120 s grace, past maxReconnects, and gets its match on the socket", async () => {
+    vi.useFakeTimers()
+    try {
+      let down = false
+      let opens = 0
+      const deletes: string[] = []
+      const client = createClient({
+        baseUrl: 'http://nexus.test',
+        maxReconnects: 2,
+        fetch: guestFetch(async (url, init) => {
+          if (init?.method === 'DELETE') deletes.push(url.pathname)
+          return jsonRes(200, {})
+        }),
+        WebSocket: () =>
+          scriptedSocket(
+            (socket) => {
+              if (down) return socket.fail()
+              opens++
+              socket.open()
+              // The pool takes the ticket back on the reconnect, matched meanwhile.
+              if (opens > 1) {
+                setTimeout(
+                  () =>
+                    socket.receive({
+                      type: 'match_found',
+                      ticketId: 't1',
+                      sessionId: 's1',
+                      token: 'st',
+                      players: [],
+                    }),
+                  1,
+                )
+              }
+            },
+            (frame, socket) => {
+              if (frame.type !== 'join') return
+              socket.receive({
+                type: 'queued',
+                ticketId: 't1',
+                existing: false,
+                expiresAt: 0,
+                region: 'eu',
+                disconnectGraceSeconds: 120,
+              })
+              setTimeout(() => {
+                down = true
+                socket.drop()
+                setTimeout(() => (down = false), 30_000)
+              }, 5)
+            },
+          ),
+      })
+      await client.auth.guest('device-abcdef-123456')
+      const t = client.matchmaking.join('duel', { region: 'eu', transport: 'websocket' })
+      const outcome = t.matched.catch((e: unknown) => e)
+      await vi.advanceTimersByTimeAsync(90_000)
+      expect(await outcome).toMatchObject({ ticketId: 't1', sessionId: 's1' })
+      expect(t.transport).toBe('websocket')
+      expect(deletes).toEqual([])
+    } finally {
+      vi.useRealTimers()
+    }
   })
 
   it("a party member's wait that fails leaves the party's ticket to its leader; the leader's own failed wait deletes it", async () => {

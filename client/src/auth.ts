@@ -212,6 +212,21 @@ export class Auth {
     return this.generation
   }
 
+  /**
+   * Whether the player signed in at `identity` (a sign-in's generation) is still the one signed
+   * in: the same sign-in, or later ones that each turned out to be that player again (a guest
+   * signing in again on the same device), so that a request of theirs retrying meanwhile goes
+   * on with the new token.
+   */
+  stillSignedIn(identity: number): boolean {
+    let g: number | undefined = this.generation
+    while (g !== undefined && g !== identity) g = this.continues.get(g)
+    return g === identity
+  }
+
+  /** Sign-ins that turned out to be the player before again: generation → the one it continued. */
+  private readonly continues = new Map<number, number>()
+
   /** Who is signed in now (their token, if one is held), or null. */
   private signedInAs(): { token: string | null; playerId: string | null } | null {
     if (this.source === null) return null
@@ -237,6 +252,7 @@ export class Auth {
    */
   private async signIn(fetchToken: (generation: number) => Promise<void>): Promise<void> {
     const before = this.signedInAs()
+    const beforeGeneration = this.generation
     const generation = this.forget(true)
     const source = () => fetchToken(generation)
     this.source = source
@@ -259,6 +275,8 @@ export class Auth {
     }
     const samePlayer =
       before?.playerId != null && before.playerId === (this.current?.playerId ?? null)
+    if (samePlayer) this.continues.set(generation, beforeGeneration)
+    else this.continues.clear()
     if (before && !samePlayer) this.signedOut(before.token)
   }
 

@@ -76,6 +76,7 @@ export function createClient(options: ClientOptions): NexusClient {
     adminKey: options.adminKey,
     playerToken: (refresh, rejected) => auth.token(refresh, rejected),
     playerIdentity: () => auth.identity(),
+    stillSignedIn: (identity) => auth.stillSignedIn(identity),
   })
   const auth = new Auth({
     transport: () => transport,

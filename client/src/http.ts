@@ -72,6 +72,8 @@ export interface TransportOptions {
    * signs out): a request made for one player is never sent again for another.
    */
   playerIdentity?: () => number
+  /** Whether the player of that sign-in is still the one signed in (see `Auth.stillSignedIn`). */
+  stillSignedIn?: (identity: number) => boolean
 }
 
 /** A player request whose player changed before it could be sent again: it is not. */
@@ -209,7 +211,9 @@ export class Transport {
     // Retries (and the re-send after a 401) go out for the player the request was made for, or
     // not at all: a retry with another player's token would apply one player's write to another.
     const identity = as.kind === 'player' ? this.options.playerIdentity?.() : undefined
-    const samePlayer = () => identity === undefined || this.options.playerIdentity!() === identity
+    const samePlayer = () =>
+      identity === undefined ||
+      (this.options.stillSignedIn?.(identity) ?? this.options.playerIdentity!() === identity)
     for (let attempt = 0; attempt < policy.attempts;) {
       const headers: Record<string, string> = { accept: 'application/json', ...opts.headers }
       const authorization = await this.authorization(as, false)

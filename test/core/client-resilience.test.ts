@@ -427,6 +427,38 @@ describe('client SDK under failure', () => {
     expect(sent).toEqual(['Bearer tokA'])
   })
 
+  it("a player's request retrying while the same player signs in again (a guest on the same device) goes on with the new token", async () => {
+    const sent: string[] = []
+    let attempts = 0
+    let signIns = 0
+    let firstSent!: () => void
+    const first = new Promise<void>((resolve) => (firstSent = resolve))
+    const client = createClient({
+      baseUrl: 'http://nexus.test',
+      retry: { baseDelayMs: 200, maxDelayMs: 200 },
+      fetch: (async (input: RequestInfo | URL, init?: RequestInit) => {
+        const url = new URL(String(input))
+        if (url.pathname === '/v1/auth/guest') {
+          signIns++
+          const token = `tokA${signIns}`
+          return jsonRes(200, { token, playerId: 'A', expiresIn: 3600, expiresAt: 0 })
+        }
+        sent.push((init?.headers as Record<string, string>).authorization!)
+        firstSent()
+        return attempts++ === 0
+          ? jsonRes(503, { type: 'urn:nexus:problem:unavailable', title: 'x', status: 503 })
+          : jsonRes(200, { cycle: 1, score: 1, best: 1, rank: 1, replayed: false })
+      }) as typeof fetch,
+    })
+    await client.auth.guest('device-a')
+    const submitted = client.leaderboards.submit('daily', { score: 1 })
+    // During the backoff after the first attempt, the game signs the same guest in again.
+    await first
+    await client.auth.guest('device-a')
+    await expect(submitted).resolves.toMatchObject({ rank: 1 })
+    expect(sent).toEqual(['Bearer tokA1', 'Bearer tokA2'])
+  })
+
   it('a `since` that is not a whole number from 0 is refused at once as validation (422), with no socket opened', () => {
     let opens = 0
     const client = createClient({

@@ -224,6 +224,9 @@ export class Auth {
     return g === identity
   }
 
+  /** Renewals a request with a still valid token left running (`token`), each watched once. */
+  private readonly earlyRenewals = new Set<Promise<void>>()
+
   /** Sign-ins that turned out to be the player before again: generation → the one it continued. */
   private readonly continues = new Map<number, number>()
 
@@ -308,17 +311,25 @@ export class Auth {
         this.renewing = started
       }
       const renewal = this.renewing
-      try {
-        await renewal
-      } catch (err) {
+      if (!forced && valid) {
         // Early (the token has minutes left) and not asked for: the request goes on with the
-        // token it has, and a later one tries again.
-        if (forced || !valid || this.current === null || this.current.expiresAt <= this.now()) {
-          throw err
+        // token it has, without waiting for a token source that may be slow or stalled (a
+        // provider's fetch has no timeout); a renewal that fails is tried again by a later
+        // request, RENEWAL_RETRY_MS on.
+        if (!this.earlyRenewals.has(renewal)) {
+          this.earlyRenewals.add(renewal)
+          renewal.then(
+            () => this.earlyRenewals.delete(renewal),
+            (err: unknown) => {
+              this.earlyRenewals.delete(renewal)
+              const retryAfter = err instanceof NexusProblem ? (err.retryAfter ?? 0) * 1000 : 0
+              this.retryRenewalAt = this.now() + Math.max(retryAfter, RENEWAL_RETRY_MS)
+            },
+          )
         }
-        const retryAfter = err instanceof NexusProblem ? (err.retryAfter ?? 0) * 1000 : 0
-        this.retryRenewalAt = this.now() + Math.max(retryAfter, RENEWAL_RETRY_MS)
+        return this.current!.token
       }
+      await renewal
     }
     // Signed out while the renewal was on its way.
     if (!this.current) throw notSignedIn()

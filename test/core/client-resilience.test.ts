@@ -2908,6 +2908,8 @@ describe('token renewal', () => {
       Date.now = () => realNow() + 56 * 60_000
       down = true
       await client.leaderboards.rewards()
+      // The request did not wait for the renewal it started; a forced one waits for it to fail.
+      await client.auth.token(true).catch(() => {})
       const tried = calls.guest
       expect(tried).toBeGreaterThan(1)
       // The next request does not wait for another failing renewal straight away.
@@ -2918,6 +2920,39 @@ describe('token renewal', () => {
       Date.now = () => realNow() + 61 * 60_000
       await expect(client.leaderboards.rewards()).rejects.toMatchObject({ status: 503 })
       expect(calls.used).toHaveLength(2)
+    } finally {
+      Date.now = realNow
+    }
+  })
+
+  it("a token with minutes left is used at once while its early renewal waits on a stalled token source; the renewal's token is used once it comes", async () => {
+    let release!: () => void
+    let renewals = 0
+    const used: string[] = []
+    const client = createClient({
+      baseUrl: 'http://nexus.test',
+      fetch: (async (_input: RequestInfo | URL, init?: RequestInit) => {
+        used.push(authOf(init))
+        return jsonRes(200, { rewards: [] })
+      }) as typeof fetch,
+    })
+    await client.auth.useTokens(async () => {
+      if (renewals++ === 0) return { token: 'tok-1', expiresIn: 3600 }
+      // The provider's fetch hangs (a stalled mobile connection) until released.
+      await new Promise<void>((resolve) => (release = resolve))
+      return { token: 'tok-2', expiresIn: 3600 }
+    }, 'p1')
+    const realNow = Date.now
+    try {
+      // 4 minutes left: inside the renewal margin.
+      Date.now = () => realNow() + 56 * 60_000
+      await within(client.leaderboards.rewards(), 'a request during a stalled renewal', 1000)
+      await within(client.leaderboards.rewards(), 'another', 1000)
+      expect(renewals).toBe(2)
+      release()
+      await client.auth.token(true, 'tok-1')
+      await client.leaderboards.rewards()
+      expect(used).toEqual(['tok-1', 'tok-1', 'tok-2'])
     } finally {
       Date.now = realNow
     }

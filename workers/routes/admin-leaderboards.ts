@@ -339,8 +339,8 @@ const statusRoute = createRoute({
   path: '/{id}/cycles/{cycle}',
   summary: "A closed cycle's archive progress",
   description:
-    'The board keeps a close’s record for 35 days after its archive finished; an older cycle is 404 ' +
-    'here, its standings and rewards being in Neon (`GET /v1/leaderboards/{id}/cycles/{cycle}/top`, ' +
+    'The board keeps a close’s record for 35 days after its archive finished (pruned as later ' +
+    'closes finish); an older cycle is 404 here, its standings and rewards being in Neon (`GET /v1/leaderboards/{id}/cycles/{cycle}/top`, ' +
     '`GET /v1/admin/leaderboards/{id}/cycles/{cycle}/rewards`).',
   middleware: [requireAdmin()] as const,
   request: {
@@ -360,7 +360,7 @@ adminLeaderboards.openapi(statusRoute, async (c) => {
     // A done close's record is kept CLOSE_RECORD_KEPT_MS; an older cycle's standings are Neon's.
     throw new ApiError(
       'not-found',
-      `Cycle ${cycle} of '${id}' has not closed in the last 35 days (an older one's standings: GET /v1/leaderboards/${id}/cycles/${cycle}/top)`,
+      `Cycle ${cycle} of '${id}' has not closed, or its close record is over 35 days old (a closed cycle's standings: GET /v1/leaderboards/${id}/cycles/${cycle}/top)`,
     )
   }
   return c.json(status, 200)

@@ -153,6 +153,24 @@ describe('operations endpoints', () => {
     expect(guest.status).toBe(200)
   })
 
+  it('/ready is 503 naming identity provider settings that refuse every provider token, and 200 with none of them set', async () => {
+    for (const [settings, named] of [
+      [{ JWT_ISSUER: '' }, 'JWT_ISSUER or JWT_AUDIENCE is missing'],
+      [{ JWT_AUDIENCE: '' }, 'JWT_ISSUER or JWT_AUDIENCE is missing'],
+      [{ JWKS_URL: 'http://idp.test/.well-known/jwks.json' }, 'invalid JWKS_URL'],
+      [{ JWKS_URL: '' }, 'set without JWKS_URL'],
+    ] as const) {
+      const res = await callWithEnv(settings, '/ready')
+      const body = (await res.json()) as { detail: string }
+      expect([res.status, body.detail], JSON.stringify(settings)).toEqual([
+        503,
+        expect.stringContaining(named),
+      ])
+    }
+    const none = await callWithEnv({ JWKS_URL: '', JWT_ISSUER: '', JWT_AUDIENCE: '' }, '/ready')
+    expect(none.status).toBe(200)
+  })
+
   it('/ready is 503 naming Redis when it is down, and Postgres still up', async () => {
     const res = await callWithEnv(unreachableRedis, '/ready')
     expect(res.status).toBe(503)

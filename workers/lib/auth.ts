@@ -309,6 +309,25 @@ function keysUnavailable(retryInMs: number): ApiError {
 }
 
 /**
+ * Why the identity provider's settings cannot be used, or null (none set, or all three usable):
+ * provider tokens are 503 meanwhile, and `/ready` says so. Key sets are often shared by many apps
+ * (one per Firebase, one per Auth0 tenant): without an issuer and audience to check, a token
+ * minted for any of them would pass. An issuer and audience without the key set leave every
+ * provider token refused (401), signing the studio's players out.
+ */
+export function identityProviderProblem(env: AuthEnv): string | null {
+  const { JWKS_URL: url, JWT_ISSUER: issuer, JWT_AUDIENCE: audience } = env
+  if (!url) {
+    return issuer || audience
+      ? 'JWT_ISSUER or JWT_AUDIENCE is set without JWKS_URL (all three or none)'
+      : null
+  }
+  if (!issuer || !audience) return 'JWKS_URL is set, but JWT_ISSUER or JWT_AUDIENCE is missing'
+  if (!isKeySetUrl(url)) return 'invalid JWKS_URL: not https (plain http only to this machine)'
+  return null
+}
+
+/**
  * Whether the identity provider's keys may be fetched from `value`: https, or plain http to this
  * machine only (a local provider in development and tests). Keys fetched in cleartext over a
  * network could be swapped on the way, and whoever swapped them could sign in as any player.
@@ -385,23 +404,13 @@ export async function verifyPlayerToken(env: AuthEnv, token: string): Promise<Pr
       }
     }
     if (env.JWKS_URL && alg && alg !== 'none' && !alg.startsWith('HS')) {
-      // Key sets are often shared by many apps (one per Firebase, one per Auth0 tenant): without
-      // an issuer and audience to check, a token minted for any of them would pass.
-      if (!env.JWT_ISSUER || !env.JWT_AUDIENCE) {
-        log('error', 'JWKS_URL is set without JWT_ISSUER and JWT_AUDIENCE')
-        throw new ApiError(
-          'unavailable',
-          'Identity provider tokens are not accepted: the server is missing JWT_ISSUER or JWT_AUDIENCE',
-        )
-      }
       // A misconfigured server, not a bad token: 401 would make clients sign their players out.
-      if (!isKeySetUrl(env.JWKS_URL)) {
-        log('error', 'JWKS_URL is not an https URL (plain http only to this machine)', {
-          url: env.JWKS_URL,
-        })
+      const misconfigured = identityProviderProblem(env)
+      if (misconfigured !== null) {
+        log('error', misconfigured, { url: env.JWKS_URL })
         throw new ApiError(
           'unavailable',
-          'Identity provider tokens are not accepted: the server has an invalid JWKS_URL',
+          `Identity provider tokens are not accepted: ${misconfigured}`,
         )
       }
       const jwksUrl = env.JWKS_URL

@@ -2,7 +2,7 @@ import { type OpenAPIHono, z } from '@hono/zod-openapi'
 import { Hono } from 'hono'
 import type { AppEnv } from '../app-env.ts'
 import { getSql } from '../db/client.ts'
-import { authSecretProblem } from '../lib/auth.ts'
+import { authSecretProblem, identityProviderProblem } from '../lib/auth.ts'
 import { renderFamilies } from '../lib/metric-families.ts'
 import { clusterMetrics } from '../lib/metrics-flush.ts'
 import { Problem, problemResponses } from '../lib/openapi.ts'
@@ -74,9 +74,12 @@ ops.get('/ready', async (c) => {
         ? ['postgres not configured (DATABASE_URL)']
         : [],
   )
-  // Without a secret it can sign with, every token route answers 503: not ready either.
+  // Without a secret it can sign with, every token route answers 503: not ready either; nor
+  // with identity provider settings that refuse every provider token.
   const secret = authSecretProblem(c.env)
   if (secret !== null) problems.push(secret)
+  const provider = identityProviderProblem(c.env)
+  if (provider !== null) problems.push(provider)
   c.header('cache-control', 'no-store')
   if (problems.length === 0) return c.json({ status: 'ready', checks, checkedAt })
   return c.json(

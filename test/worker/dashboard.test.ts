@@ -7,7 +7,8 @@ import {
 import { renderFamilies } from '../../workers/lib/metric-families.ts'
 import { Counter, Histogram } from '../../workers/lib/metrics.ts'
 import { createBoard, pg } from './helpers/boards.ts'
-import { ADMIN_KEY, bearer, call, json, newGuest } from './helpers/http.ts'
+import { ADMIN_KEY, bearer, call, callWithEnv, json, newGuest } from './helpers/http.ts'
+import { env } from 'cloudflare:workers'
 
 describe('the dashboard page', () => {
   it('is a shell with no data, under a CSP that allows only its own origin', async () => {
@@ -116,6 +117,56 @@ describe('the dashboard API', () => {
       boards: { id: string; paused: boolean }[]
     }
     expect(later.boards.find((b) => b.id === board)?.paused).toBe(true)
+  })
+})
+
+describe('the dashboard overview’s totals and outages', () => {
+  it('counts every board and queue in its headline figures, not only the 50 it lists', async () => {
+    await createBoard({ name: 'Counted' })
+    const count = async () =>
+      (
+        await pg()`select (select count(*)::int from leaderboards where deleted_at is null) as boards,
+                          (select count(*)::int from queues where deleted_at is null) as queues`
+      )[0] as { boards: number; queues: number }
+    const before = await count()
+    const o = (await (await call('/dashboard/api/overview', bearer(ADMIN_KEY))).json()) as {
+      totals: { boards: number; queues: number }
+      boards: unknown[]
+      queues: unknown[]
+      listsError: string | null
+    }
+    const after = await count()
+    expect(o.listsError).toBeNull()
+    // Other files make and delete boards and queues meanwhile: within what Neon held around it.
+    for (const k of ['boards', 'queues'] as const) {
+      expect(o.totals[k]).toBeGreaterThanOrEqual(Math.min(before[k], after[k]) - 20)
+      expect(o.totals[k]).toBeLessThanOrEqual(Math.max(before[k], after[k]) + 20)
+      expect(o[k].length).toBeLessThanOrEqual(50)
+      expect(o.totals[k]).toBeGreaterThanOrEqual(o[k].length)
+    }
+  })
+
+  it('with Postgres unreachable still answers with the traffic, the lists said to be unavailable', async () => {
+    const testEnv = env as unknown as Record<string, string>
+    const res = await callWithEnv(
+      {
+        DATABASE_URL: testEnv.TEST_UNREACHABLE_DATABASE_URL,
+        NEON_LOCAL_RELAY: testEnv.TEST_UNREACHABLE_NEON_RELAY,
+      },
+      '/dashboard/api/overview',
+      bearer(ADMIN_KEY),
+    )
+    expect(res.status).toBe(200)
+    const o = (await res.json()) as {
+      totals: unknown
+      boards: unknown[]
+      listsError: string | null
+      metrics: { requests: number }
+    }
+    expect(o.totals).toBeNull()
+    expect(o.boards).toEqual([])
+    expect(o.listsError).toEqual(expect.any(String))
+    expect(o.metrics.requests).toBeGreaterThan(0)
   })
 })
 

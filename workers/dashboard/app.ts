@@ -175,10 +175,13 @@ export const DASHBOARD_JS = String.raw`
   function renderHeadline(o, rate) {
     var h = clear($('headline'))
     var waiting = o.queues.reduce(function (n, q) { return n + q.waitingPlayers }, 0)
+    var t = o.totals
+    // Players waiting are read from each listed queue's pools: of the latest changed only.
+    var waitingOf = t && t.queues > o.queues.length ? 'players waiting (latest ' + o.queues.length + ' of ' + fmt(t.queues) + ' queues)' : 'players waiting'
     var items = [
-      [fmt(o.boards.length), 'leaderboards'],
-      [fmt(waiting), 'players waiting'],
-      [fmt(o.sessions.live), 'live sessions'],
+      [t ? fmt(t.boards) : '–', 'leaderboards'],
+      [t ? fmt(waiting) : '–', waitingOf],
+      [o.sessions.live === null ? '–' : fmt(o.sessions.live), 'live sessions'],
       [rate === null ? '–' : fmt(rate, 1), 'requests / s'],
       [fmt(o.metrics.serverErrors), '5xx since start'],
     ]
@@ -241,7 +244,8 @@ export const DASHBOARD_JS = String.raw`
       ])
       tr.addEventListener('click', function () { selectBoard(b.id) })
       return tr
-    }, 'no leaderboards yet', 6)
+    }, o.totals ? 'no leaderboards yet' : 'unavailable: ' + o.listsError, 6)
+    moreRow($('boards').querySelector('tbody'), o.boards.length, o.totals && o.totals.boards, 6)
     if (!state.board && o.boards.length > 0) selectBoard(o.boards[0].id)
     else if (state.board) loadBoard(state.board)
   }
@@ -287,14 +291,21 @@ export const DASHBOARD_JS = String.raw`
         td(fmt(q.waitingPlayers), 'num'), td(fmt(q.matchesPerMinute), 'num'),
         td(fmt(q.waitSeconds.p50, 1), 'num'), td(fmt(q.waitSeconds.p95, 1), 'num'), td(fmt(q.waitSeconds.p99, 1), 'num'),
       ])
-    }, 'no queues yet', 9)
+    }, o.totals ? 'no queues yet' : 'unavailable: ' + o.listsError, 9)
+    moreRow($('queues').querySelector('table tbody'), o.queues.length, o.totals && o.totals.queues, 9)
+  }
+
+  /** Says a table lists the latest changed of more than it shows. */
+  function moreRow(tbody, shown, total, cols) {
+    if (!total || total <= shown) return
+    tbody.appendChild(el('tr', { class: 'more' }, [el('td', { class: 'empty', colspan: String(cols), text: 'the ' + shown + ' latest changed of ' + fmt(total) }) ]))
   }
 
   function renderSessions(o) {
-    $('live-count').textContent = fmt(o.sessions.live)
+    $('live-count').textContent = o.sessions.live === null ? '–' : fmt(o.sessions.live)
     rows($('sessions').querySelector('tbody'), o.sessions.recent, function (s) {
       return el('tr', { 'data-session': s.id }, [td(s.id), td(s.queue || '–'), td(s.rules), td(s.players.join(', ')), td(ago(o.now - s.createdAt), 'num')])
-    }, 'no live sessions', 5)
+    }, o.totals ? 'no live sessions' : 'unavailable: ' + o.listsError, 5)
   }
 
   function refresh() {
@@ -307,7 +318,8 @@ export const DASHBOARD_JS = String.raw`
       renderQueues(o)
       renderSessions(o)
       document.body.setAttribute('data-refreshed', String(o.now))
-      setStatus('updated ' + new Date(o.now).toLocaleTimeString() + ' · every ' + INTERVAL_MS / 1000 + ' s')
+      if (o.listsError) setStatus('boards, queues and sessions unavailable: ' + o.listsError + ' (traffic is current)', true)
+      else setStatus('updated ' + new Date(o.now).toLocaleTimeString() + ' · every ' + INTERVAL_MS / 1000 + ' s')
     }).catch(function (err) {
       if (err.message !== 'refused') setStatus('refresh failed: ' + err.message, true)
     }).then(function () { state.busy = false })

@@ -1,4 +1,4 @@
-import { Hono } from 'hono'
+import { Hono, type Context } from 'hono'
 import type { AppEnv } from '../app-env.ts'
 import { DASHBOARD_CSS } from '../dashboard/styles.ts'
 import { DASHBOARD_HTML } from '../dashboard/page.ts'
@@ -56,8 +56,35 @@ async function settle<T>(what: string, run: () => Promise<T>): Promise<T | { err
 }
 
 dashboard.get('/api/overview', async (c) => {
+  // The traffic figures come from the metrics hub, not Neon: a Neon outage, when an operator
+  // most wants them, leaves them on the page, with the lists said to be unavailable.
+  const [listed, metrics] = await Promise.all([
+    settle('overview lists', () => listings(c)),
+    clusterMetrics(c.env),
+  ])
+  const lists = 'error' in listed ? null : listed
+  return c.json({
+    now: Date.now(),
+    // Why the lists are missing (Neon unreachable, most likely), or null.
+    listsError: 'error' in listed ? listed.error : null,
+    ...(lists ?? {
+      totals: null,
+      boards: [],
+      queues: [],
+      sessions: { live: null, recent: [] },
+    }),
+    metrics: summarizeMetrics(renderFamilies(metrics.families)),
+    metricsScope: metrics.scope,
+  })
+})
+
+/**
+ * The overview's boards, queues and live sessions: the latest changed MAX_LISTED of each, with
+ * their objects' figures, and how many there are in all.
+ */
+async function listings(c: Context<AppEnv>) {
   const sql = getSql(c.env)
-  const [boards, queues, live, rewardTotals, metrics] = await Promise.all([
+  const [boards, queues, live, rewardTotals, counts] = await Promise.all([
     // The latest first, then their names: `config->>'name'` in the outer query reads the
     // configurations of the boards listed only, not of every board before the sort.
     sql.query(
@@ -96,11 +123,13 @@ dashboard.get('/api/overview', async (c) => {
         group by leaderboard_id`,
       [MAX_LISTED],
     ) as unknown as Promise<{ leaderboard_id: string; rewards: number }[]>,
-    clusterMetrics(c.env),
+    // In all, not only those listed: the headline counts these.
+    sql.query(
+      `select (select count(*)::int from leaderboards where deleted_at is null) as boards,
+              (select count(*)::int from queues where deleted_at is null) as queues,
+              (select count(*)::int from game_sessions where status = 'live') as live`,
+    ) as unknown as Promise<{ boards: number; queues: number; live: number }[]>,
   ])
-  const [liveCount] = (await sql.query(
-    `select count(*)::int as n from game_sessions where status = 'live'`,
-  )) as { n: number }[]
   const paid = new Map(rewardTotals.map((r) => [r.leaderboard_id, r]))
 
   const boardRows = await Promise.all(
@@ -162,12 +191,13 @@ dashboard.get('/api/overview', async (c) => {
     }),
   )
 
-  return c.json({
-    now: Date.now(),
+  const totals = counts[0] ?? { boards: 0, queues: 0, live: 0 }
+  return {
+    totals: { boards: totals.boards, queues: totals.queues },
     boards: boardRows,
     queues: queueRows,
     sessions: {
-      live: liveCount?.n ?? 0,
+      live: totals.live,
       recent: live.map((s) => ({
         id: s.id,
         queue: s.queue,
@@ -177,10 +207,8 @@ dashboard.get('/api/overview', async (c) => {
         createdAt: Number(s.created_ms),
       })),
     },
-    metrics: summarizeMetrics(renderFamilies(metrics.families)),
-    metricsScope: metrics.scope,
-  })
-})
+  }
+}
 
 dashboard.get('/api/boards/:id', async (c) => {
   const id = c.req.param('id')

@@ -188,10 +188,12 @@ const entriesRemoved = counter(
 const rowsArchived = counter(
   'nexus_leaderboard_rows_archived_total',
   'Rows written to the Neon archive',
+  { unlabelled: true },
 )
 const closeRetries = counter(
   'nexus_leaderboard_close_retries_total',
   'Archive attempts that failed and were retried',
+  { unlabelled: true },
 )
 const storageBytes = gauge(
   'nexus_leaderboard_storage_bytes',

@@ -30,6 +30,7 @@ import { retryStalePartyTickets } from './parties/stale-tickets.ts'
 const cronRuns = counter(
   'nexus_cron_boards_poked_total',
   'Boards whose cycle the cron rolled over or whose archive it resumed: their own alarm had not',
+  { unlabelled: true },
 )
 
 const PAGE = 200

@@ -22,6 +22,29 @@ describe('metrics registry', () => {
     expect(lines).toEqual(['nexus_test_label_order_total{method="GET",route="/a",status="200"} 3'])
   })
 
+  it('an unlabelled counter is on /metrics and sent to the hub at 0 before its first event, once; a series made by adding 0 is sent once too', () => {
+    for (let b = takeBatch(); b; b = takeBatch()) acknowledgeBatch(b.seq)
+    const rare = counter('nexus_test_rare_event_total', 'test', { unlabelled: true })
+    expect(renderMetrics().split('\n')).toContain('nexus_test_rare_event_total 0')
+    const sentOf = (batch: ReturnType<typeof takeBatch>, name: string) =>
+      batch?.families.find((f) => f.name === name)?.series ?? []
+    let batch = takeBatch()
+    expect(sentOf(batch, rare.name)).toEqual([{ labels: {}, value: 0 }])
+    acknowledgeBatch(batch!.seq)
+    // Acknowledged: not sent again until it changes.
+    const labelled = counter('nexus_test_labelled_zero_total', 'test')
+    labelled.inc({ reason: 'x' }, 0)
+    batch = takeBatch()
+    expect(sentOf(batch, rare.name)).toEqual([])
+    expect(sentOf(batch, labelled.name)).toEqual([{ labels: { reason: 'x' }, value: 0 }])
+    acknowledgeBatch(batch!.seq)
+    rare.inc()
+    batch = takeBatch()
+    expect(sentOf(batch, rare.name)).toEqual([{ labels: {}, value: 1 }])
+    expect(sentOf(batch, labelled.name)).toEqual([])
+    acknowledgeBatch(batch!.seq)
+  })
+
   it('ignores NaN, infinite and negative amounts, which would get every batch refused', () => {
     for (let b = takeBatch(); b; b = takeBatch()) acknowledgeBatch(b.seq)
     const c = counter('nexus_test_bad_amount_total', 'test')

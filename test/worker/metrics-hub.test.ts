@@ -104,8 +104,9 @@ describe('/metrics across isolates', () => {
     expect((await scrape()).value(name)).toBe(3)
   })
 
-  it('forgets a series no batch changed for its retention (freeing its place under the series limit); a busy one stays, through an eviction', async () => {
+  it("forgets a series no batch changed for its retention (freeing its place under the series limit); a busy one stays, through an eviction; a metric's label-less series stays whatever its age", async () => {
     const name = `nexus_test_${crypto.randomUUID().replaceAll('-', '')}_total`
+    const rare = `nexus_test_${crypto.randomUUID().replaceAll('-', '')}_total`
     const a = otherIsolate()
     const shard = hub(3)
     await shard.record(
@@ -119,6 +120,8 @@ describe('/metrics across isolates', () => {
             { labels: { board: 'busy' }, value: 1 },
           ],
         },
+        // A rare event's counter, at 0 since its isolate started.
+        counterOf(rare, 0),
       ]),
     )
     const eightDays = Date.now() + SERIES_RETENTION_MS + 86_400_000
@@ -133,6 +136,9 @@ describe('/metrics across isolates', () => {
     expect(await boards()).toEqual([['busy', 3]])
     await evictDurableObject(shard)
     expect(await boards()).toEqual([['busy', 3]])
+    // Still there at 0, so its first event reads as an increase.
+    const kept = (await shard.families()).find((f) => f.name === rare)
+    expect(kept?.series).toEqual([{ labels: {}, value: 0 }])
   })
 
   it('keeps its totals and batch numbers when evicted', async () => {

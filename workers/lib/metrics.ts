@@ -32,6 +32,8 @@ interface CounterSeries {
   value: number
   /** The part of `value` the hub has acknowledged. */
   sent: number
+  /** Whether the hub has acknowledged this series at all: one made at 0 is sent once, as 0. */
+  announced: boolean
 }
 
 interface GaugeSeriesState {
@@ -94,9 +96,16 @@ export class Counter {
   readonly help: string
   private readonly series = new Map<string, CounterSeries>()
 
-  constructor(name: string, help: string) {
+  /**
+   * `unlabelled`: the counter has one series, which exists at 0 from the start, on `/metrics`
+   * and in the hub. A rare event's counter (a lost alarm, a Redis breaker opening) would
+   * otherwise appear only with its first event, at 1, which Prometheus's `increase()` and
+   * `rate()` do not count: an alert on it would miss that event.
+   */
+  constructor(name: string, help: string, opts: { unlabelled?: boolean } = {}) {
     this.name = name
     this.help = help
+    if (opts.unlabelled) this.inc({}, 0)
   }
 
   inc(labels: Labels = {}, by = 1): void {
@@ -109,9 +118,9 @@ export class Counter {
     if (s) s.value += by
     else if (
       this.series.size < MAX_SERIES_PER_METRIC ||
-      makeRoom(this.series, (x) => x.value === x.sent)
+      makeRoom(this.series, (x) => x.announced && x.value === x.sent)
     )
-      this.series.set(key, { labels, value: by, sent: 0 })
+      this.series.set(key, { labels, value: by, sent: 0, announced: false })
     else seriesRefused(this.name)
   }
 
@@ -128,7 +137,8 @@ export class Counter {
 
   unsent(): Unsent | undefined {
     const changed: [CounterSeries, number][] = []
-    for (const s of this.series.values()) if (s.value !== s.sent) changed.push([s, s.value])
+    for (const s of this.series.values())
+      if (s.value !== s.sent || !s.announced) changed.push([s, s.value])
     if (changed.length === 0) return undefined
     return {
       family: {
@@ -140,7 +150,11 @@ export class Counter {
           value: value - s.sent,
         })),
       },
-      markSent: () => changed.forEach(([s, value]) => (s.sent = value)),
+      markSent: () =>
+        changed.forEach(([s, value]) => {
+          s.sent = value
+          s.announced = true
+        }),
     }
   }
 }
@@ -321,7 +335,8 @@ function register<M extends Metric>(metric: M): M {
 }
 
 /** Registers (or returns the already registered) counter of this name. */
-export const counter = (name: string, help: string): Counter => register(new Counter(name, help))
+export const counter = (name: string, help: string, opts: { unlabelled?: boolean } = {}): Counter =>
+  register(new Counter(name, help, opts))
 /** Registers (or returns the already registered) gauge of this name. */
 export const gauge = (name: string, help: string): Gauge => register(new Gauge(name, help))
 /** Registers (or returns the already registered) histogram of this name. */

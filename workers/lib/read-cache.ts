@@ -13,6 +13,7 @@ const cacheLookups = counter('nexus_cache_lookups_total', 'Cached reads by layer
 const freshReadsLimited = counter(
   'nexus_fresh_reads_limited_total',
   'Reads asking for a fresh answer (Cache-Control: no-cache) served from the caches instead, past FRESH_READS_PER_MINUTE',
+  { unlabelled: true },
 )
 
 /** Fresh reads a client address may ask for per minute before it is served from the caches. */

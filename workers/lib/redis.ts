@@ -13,6 +13,7 @@ const redisSkipped = counter(
 const redisCircuitOpens = counter(
   'nexus_redis_circuit_opens_total',
   "Times an isolate's Redis circuit breaker opened (Redis skipped for a while after failures)",
+  { unlabelled: true },
 )
 
 export interface AcceleratorOptions {

@@ -26,7 +26,9 @@ import { all, one, schemaVersion, setSchemaVersion } from '../workers/lib/sql.ts
  *   quiet, or a board deleted, would otherwise hold its place under the limit for good, and new
  *   ones would find no room. A counter that comes back starts again from what
  *   the isolates send: a new series to a scraper, whose first sample `increase()` does not
- *   count. A metric's label-less series, one per metric, is kept whatever its age.
+ *   count. Rare events' unlabelled counters are sent at 0 by each isolate as it starts
+ *   (`counter(…, { unlabelled: true })`), which keeps them here while the deployment runs; a
+ *   metric a deploy removed ages out.
  * - Sources silent for SOURCE_RETENTION_MS are forgotten: isolates come and go, and an isolate
  *   retries an unacknowledged batch within seconds, never a week later.
  */
@@ -145,11 +147,9 @@ export class MetricsHub extends DurableObject<Env> {
     if (now - this.sweptAt >= SWEEP_EVERY_MS) {
       this.sweptAt = now
       this.sql.exec(`DELETE FROM sources WHERE seen_at < ?`, now - SOURCE_RETENTION_MS)
-      // A metric's label-less series is kept whatever its age (one per metric): a rare event's
-      // counter forgotten would come back at its new count, which `increase()` does not count.
       const stale = all<{ name: string; key: string }>(
         this.sql,
-        `DELETE FROM series WHERE changed_at < ? AND key != '' RETURNING name, key`,
+        `DELETE FROM series WHERE changed_at < ? RETURNING name, key`,
         now - SERIES_RETENTION_MS,
       )
       for (const s of stale) this.totals.forget(s.name, s.key)

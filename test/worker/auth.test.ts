@@ -673,9 +673,9 @@ describe("a studio's own identity provider (JWKS)", () => {
     })
   })
 
-  it('without JWT_ISSUER or JWT_AUDIENCE, no identity-provider token is accepted: 503, not a player', async () => {
+  it('without JWT_ISSUER or JWT_AUDIENCE, or without JWKS_URL beside them, no identity-provider token is accepted: 503, not a player, nor a 401 signing players out', async () => {
     const token = await idpToken()
-    for (const unset of [{ JWT_ISSUER: '' }, { JWT_AUDIENCE: '' }]) {
+    for (const unset of [{ JWT_ISSUER: '' }, { JWT_AUDIENCE: '' }, { JWKS_URL: '' }]) {
       const res = await callWithEnv(unset, ADMIN_PROBE, json('PUT', { name: 'x' }, token))
       expect(await problem(res)).toMatchObject({
         status: 503,

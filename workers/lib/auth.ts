@@ -312,8 +312,8 @@ function keysUnavailable(retryInMs: number): ApiError {
  * Why the identity provider's settings cannot be used, or null (none set, or all three usable):
  * provider tokens are 503 meanwhile, and `/ready` says so. Key sets are often shared by many apps
  * (one per Firebase, one per Auth0 tenant): without an issuer and audience to check, a token
- * minted for any of them would pass. An issuer and audience without the key set leave every
- * provider token refused (401), signing the studio's players out.
+ * minted for any of them would pass. An issuer and audience without the key set are a key set
+ * forgotten: provider tokens are 503 then too, not 401 (which would sign the players out).
  */
 export function identityProviderProblem(env: AuthEnv): string | null {
   const { JWKS_URL: url, JWT_ISSUER: issuer, JWT_AUDIENCE: audience } = env
@@ -403,16 +403,18 @@ export async function verifyPlayerToken(env: AuthEnv, token: string): Promise<Pr
         ...issuedAt(payload),
       }
     }
-    if (env.JWKS_URL && alg && alg !== 'none' && !alg.startsWith('HS')) {
-      // A misconfigured server, not a bad token: 401 would make clients sign their players out.
-      const misconfigured = identityProviderProblem(env)
-      if (misconfigured !== null) {
-        log('error', misconfigured, { url: env.JWKS_URL })
-        throw new ApiError(
-          'unavailable',
-          `Identity provider tokens are not accepted: ${misconfigured}`,
-        )
-      }
+    const providerAlg = alg !== undefined && alg !== 'none' && !alg.startsWith('HS')
+    // A misconfigured server, not a bad token: 401 would make clients sign their players out
+    // (an issuer and audience set without JWKS_URL included).
+    const misconfigured = providerAlg ? identityProviderProblem(env) : null
+    if (misconfigured !== null) {
+      log('error', misconfigured, { url: env.JWKS_URL })
+      throw new ApiError(
+        'unavailable',
+        `Identity provider tokens are not accepted: ${misconfigured}`,
+      )
+    }
+    if (env.JWKS_URL && providerAlg) {
       const jwksUrl = env.JWKS_URL
       const options: JWTVerifyOptions = {
         algorithms: ['RS256', 'RS384', 'RS512', 'PS256', 'ES256', 'ES384', 'ES512', 'EdDSA'],

@@ -49,9 +49,10 @@ export interface CachedReadOptions {
   sharedAcrossLocations?: boolean
   /**
    * Produces the fresh answer (a 200 body). A refusal is thrown as an ApiError, which the error
-   * funnel renders like any other and no layer caches.
+   * funnel renders like any other and no layer caches. `refresh`: an early refresh of an answer
+   * still valid (not a miss: a load that limits a caller's misses lets it through).
    */
-  load: () => Promise<unknown>
+  load: (how: { refresh: boolean }) => Promise<unknown>
 }
 
 /**
@@ -214,7 +215,7 @@ export async function cachedRead(c: Context<AppEnv>, opts: CachedReadOptions): P
   const started = Date.now()
   let loaded: unknown
   try {
-    loaded = await opts.load()
+    loaded = await opts.load({ refresh: passedOver.hit !== null })
   } catch (err) {
     // A refusal (a board deleted meanwhile, a refused cursor) is the answer; a failure is not,
     // nor is the caller's allowance of misses running out (a load that counts them): an early

@@ -602,11 +602,14 @@ leaderboardRoutes.openapi(historyRoute, (async (c: Context<AppEnv>) => {
     key: `lb:${id}:history:${playerId}:${limit}:${before ?? ''}`,
     ttlSeconds: HISTORY_TTL_SECONDS,
     visibility: 'public',
-    load: async () => {
-      const refusal = await overEdgeLimit(c, HISTORY_MISS_LIMIT)
-      if (refusal) {
-        countEdgeRefusal(HISTORY_MISS_LIMIT.name)
-        throw refusal
+    load: async ({ refresh }) => {
+      // An early refresh is the caches' doing, not a miss of the caller's: not counted.
+      if (!refresh) {
+        const refusal = await overEdgeLimit(c, HISTORY_MISS_LIMIT)
+        if (refusal) {
+          countEdgeRefusal(HISTORY_MISS_LIMIT.name)
+          throw refusal
+        }
       }
       return read()
     },

@@ -2166,7 +2166,17 @@ export class Leaderboard extends DurableObject<Env> {
       this.retriesAsked++
     }
     await this.ctx.storage.setAlarm(now)
-    return { ok: true, closed: this.closeStatus(cycle)!, current: this.cycleInfo(), replayed }
+    const closed = this.closeStatus(cycle)
+    if (!closed) {
+      // A keyed retry, within the key's 24 h, of a close whose record later closes pruned
+      // (CLOSE_RECORD_KEPT_MS): refused as a close naming that cycle now is.
+      return refuse(
+        'conflict',
+        `Cycle ${cycle}'s close record is over 35 days old (its standings: GET /v1/leaderboards/{id}/cycles/${cycle}/top)`,
+        { cycle: this.current!.cycle },
+      )
+    }
+    return { ok: true, closed, current: this.cycleInfo(), replayed }
   }
 
   /**

@@ -1375,6 +1375,24 @@ describe('a board with a long history of closed cycles', () => {
     const late = await closeNow(board, { cycle: 50 })
     expect(late.status).toBe(409)
     expect(((await late.json()) as { detail: string }).detail).toContain('in the last 35 days')
+    // A keyed close retried (within its key's day) after its cycle's record was pruned is
+    // refused the same way, not answered with no close.
+    const keyed = () =>
+      call(`/v1/admin/leaderboards/${board}/close`, {
+        ...json('POST', { cycle: 103 }, ADMIN_KEY),
+        headers: {
+          authorization: `Bearer ${ADMIN_KEY}`,
+          'content-type': 'application/json',
+          'idempotency-key': 'close-103',
+        },
+      })
+    expect((await keyed()).status).toBe(202)
+    await runInDurableObject(stub(board), (_inst: Leaderboard, state) => {
+      state.storage.sql.exec(`DELETE FROM closes WHERE cycle = 103`)
+    })
+    const replay = await keyed()
+    expect(replay.status).toBe(409)
+    expect(((await replay.json()) as { detail: string }).detail).toContain('over 35 days old')
   })
 })
 

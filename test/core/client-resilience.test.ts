@@ -1399,31 +1399,40 @@ describe('game connection tokens', () => {
 })
 
 describe('game connection reconnect budget', () => {
+  /**
+   * A client whose network can be cut (`net.down`): sockets then fail to open and requests
+   * throw; otherwise each socket opens (kept in `live`) and is welcomed at seq 0.
+   */
+  function cuttableNetwork(opts: { maxReconnects?: number } = {}) {
+    const net = { down: false, live: [] as ScriptedSocket[] }
+    const client = createClient({
+      baseUrl: 'http://nexus.test',
+      ...opts,
+      fetch: (async () => {
+        if (net.down) throw new TypeError('fetch failed (offline)')
+        return jsonRes(200, { status: 'live', seq: 0, result: null })
+      }) as unknown as typeof fetch,
+      WebSocket: () =>
+        scriptedSocket((socket) => {
+          if (net.down) return socket.fail()
+          socket.open()
+          net.live.push(socket)
+          setTimeout(
+            () => socket.receive({ type: 'welcome', seq: 0, state: {}, you: 'p', status: 'live' }),
+            1,
+          )
+        }),
+    })
+    return { net, client }
+  }
+
   it('a game connection that cannot reach the server keeps trying for reconnectForMs (60 s, the seat’s grace), then gives up', async () => {
     vi.useFakeTimers()
     // The longest pauses full jitter can draw: the most patient the SDK can be.
     const random = vi.spyOn(Math, 'random').mockReturnValue(0.999)
     try {
-      let down = false
-      const live: ScriptedSocket[] = []
-      const client = createClient({
-        baseUrl: 'http://nexus.test',
-        fetch: (async () => {
-          if (down) throw new TypeError('fetch failed (offline)')
-          return jsonRes(200, { status: 'live', seq: 0, result: null })
-        }) as unknown as typeof fetch,
-        WebSocket: () =>
-          scriptedSocket((socket) => {
-            if (down) return socket.fail()
-            socket.open()
-            live.push(socket)
-            setTimeout(
-              () =>
-                socket.receive({ type: 'welcome', seq: 0, state: {}, you: 'p', status: 'live' }),
-              1,
-            )
-          }),
-      })
+      const { net, client } = cuttableNetwork()
+      const live = net.live
       const game = client.sessions.connect('s1', 'tok')
       await vi.advanceTimersByTimeAsync(20)
       await game.ready
@@ -1436,7 +1445,7 @@ describe('game connection reconnect budget', () => {
       })
       // The player goes through a tunnel: 50 s without network, inside the 60 s grace, well past
       // the default 8 attempts.
-      down = true
+      net.down = true
       live[0]!.drop()
       await vi.advanceTimersByTimeAsync(50_000)
       expect({ stillTrying: gaveUp === null, gaveUpAfterMs }).toEqual({
@@ -1458,28 +1467,9 @@ describe('game connection reconnect budget', () => {
     vi.useFakeTimers()
     const random = vi.spyOn(Math, 'random').mockReturnValue(0.999)
     try {
-      let down = false
-      const live: ScriptedSocket[] = []
-      const client = createClient({
-        baseUrl: 'http://nexus.test',
-        // Few attempts: only the time budget keeps the connection trying.
-        maxReconnects: 2,
-        fetch: (async () => {
-          if (down) throw new TypeError('fetch failed (offline)')
-          return jsonRes(200, { status: 'live', seq: 0, result: null })
-        }) as unknown as typeof fetch,
-        WebSocket: () =>
-          scriptedSocket((socket) => {
-            if (down) return socket.fail()
-            socket.open()
-            live.push(socket)
-            setTimeout(
-              () =>
-                socket.receive({ type: 'welcome', seq: 0, state: {}, you: 'p', status: 'live' }),
-              1,
-            )
-          }),
-      })
+      // Few attempts: only the time budget keeps the connection trying.
+      const { net, client } = cuttableNetwork({ maxReconnects: 2 })
+      const live = net.live
       const game = client.sessions.connect('s1', 'tok')
       await vi.advanceTimersByTimeAsync(20)
       await game.ready
@@ -1489,14 +1479,14 @@ describe('game connection reconnect budget', () => {
       })
       // 50 s without network, then back long enough for one socket to open, which drops within
       // 3 s (not long enough to count as healthy).
-      down = true
+      net.down = true
       live[0]!.drop()
       await vi.advanceTimersByTimeAsync(50_000)
-      down = false
+      net.down = false
       for (let i = 0; i < 60 && live.length < 2; i++) await vi.advanceTimersByTimeAsync(500)
       expect(live.length).toBe(2)
       await vi.advanceTimersByTimeAsync(3_000)
-      down = true
+      net.down = true
       live[1]!.drop()
       const lastDropAt = Date.now()
       // Over a minute since the first loss, 50 s since the last: still trying.

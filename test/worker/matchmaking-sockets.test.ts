@@ -801,19 +801,28 @@ describe('sockets: disconnect, reconnect, expiry', () => {
     expect((await nextOfType<Found>(r, 'match_found')).sessionId).toBe(found.sessionId)
   })
 
+  /**
+   * A guest queued over a socket that then dropped (its grace running, on a rigged clock), whose
+   * ticket a rival's HTTP join matched in that gap.
+   */
+  async function matchedInTheGap(graceMs: number) {
+    const q = await createQueue()
+    const clock = newClock()
+    await rig(q, clock, { graceMs })
+    const [g, rival] = await Promise.all([newGuest(), newGuest()])
+    const first = await connect(`/v1/matchmaking/${q}`, g.token)
+    first.send(JSON.stringify({ type: 'join' }))
+    const { ticketId } = await nextOfType<Queued>(first, 'queued')
+    first.close(1001, 'network')
+    await until(() => graceOf(q, ticketId), 5000, 'grace start')
+    const matched = await joinFor(q, rival.playerId)
+    expect(matched.status).toBe('matched')
+    return { q, clock, g, ticketId, matched }
+  }
+
   it('a reconnect within the grace after the ticket was matched in the gap hears match_found on connect, once; past the grace, nothing', async () => {
     for (const inTime of [true, false]) {
-      const q = await createQueue()
-      const clock = newClock()
-      await rig(q, clock, { graceMs: 10_000 })
-      const [g, rival] = await Promise.all([newGuest(), newGuest()])
-      const first = await connect(`/v1/matchmaking/${q}`, g.token)
-      first.send(JSON.stringify({ type: 'join' }))
-      const { ticketId } = await nextOfType<Queued>(first, 'queued')
-      first.close(1001, 'network')
-      await until(() => graceOf(q, ticketId), 5000, 'grace start')
-      const matched = await joinFor(q, rival.playerId)
-      expect(matched.status).toBe('matched')
+      const { q, clock, g, ticketId, matched } = await matchedInTheGap(10_000)
       clock.t += inTime ? 5_000 : 10_001
       if (!inTime) {
         // Past the grace, the pool's alarm lets go of the match it owed, whoever connects.
@@ -868,17 +877,7 @@ describe('sockets: disconnect, reconnect, expiry', () => {
   })
 
   it('a match read over HTTP in the gap is heard: a socket opened next within the grace is not sent it again (a client queueing anew is not taken back to that game)', async () => {
-    const q = await createQueue()
-    const clock = newClock()
-    await rig(q, clock, { graceMs: 60_000 })
-    const [g, rival] = await Promise.all([newGuest(), newGuest()])
-    const first = await connect(`/v1/matchmaking/${q}`, g.token)
-    first.send(JSON.stringify({ type: 'join' }))
-    const { ticketId } = await nextOfType<Queued>(first, 'queued')
-    first.close(1001, 'network')
-    await until(() => graceOf(q, ticketId), 5000, 'grace start')
-    const matched = await joinFor(q, rival.playerId)
-    expect(matched.status).toBe('matched')
+    const { q, clock, g, ticketId, matched } = await matchedInTheGap(60_000)
     // The client falls back to HTTP and reads its ticket: matched, with its session.
     const read = await ticketOf(ticketId, g.token)
     expect(read).toMatchObject({

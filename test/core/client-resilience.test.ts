@@ -248,6 +248,29 @@ function ticketThenNoSocket(region?: string, graceSeconds?: number): () => Socke
 }
 
 /**
+ * A pool's answer to a join: `queued` as t1 in `eu`, with a 120 s disconnect grace; then the
+ * network goes (sockets and HTTP alike: `net.down`) for 30 s, the socket dropping.
+ */
+function queuedThenCut(net: { down: boolean }) {
+  return (frame: { type: string }, socket: ScriptedSocket) => {
+    if (frame.type !== 'join') return
+    socket.receive({
+      type: 'queued',
+      ticketId: 't1',
+      existing: false,
+      expiresAt: 0,
+      region: 'eu',
+      disconnectGraceSeconds: 120,
+    })
+    setTimeout(() => {
+      net.down = true
+      socket.drop()
+      setTimeout(() => (net.down = false), 30_000)
+    }, 5)
+  }
+}
+
+/**
  * Counts the timers started from now on that have neither fired nor been cleared, until
  * `restore()`. Only these: the process's own count also moves with timers other tests left.
  */
@@ -861,7 +884,7 @@ describe('client SDK under failure', () => {
   it("a ticket over `transport: 'websocket'` rides out a 30 s loss of its socket within the queue's 120 s grace, past maxReconnects, and gets its match on the socket", async () => {
     vi.useFakeTimers()
     try {
-      let down = false
+      const net = { down: false }
       let opens = 0
       const deletes: string[] = []
       const client = createClient({
@@ -872,43 +895,25 @@ describe('client SDK under failure', () => {
           return jsonRes(200, {})
         }),
         WebSocket: () =>
-          scriptedSocket(
-            (socket) => {
-              if (down) return socket.fail()
-              opens++
-              socket.open()
-              // The pool takes the ticket back on the reconnect, matched meanwhile.
-              if (opens > 1) {
-                setTimeout(
-                  () =>
-                    socket.receive({
-                      type: 'match_found',
-                      ticketId: 't1',
-                      sessionId: 's1',
-                      token: 'st',
-                      players: [],
-                    }),
-                  1,
-                )
-              }
-            },
-            (frame, socket) => {
-              if (frame.type !== 'join') return
-              socket.receive({
-                type: 'queued',
-                ticketId: 't1',
-                existing: false,
-                expiresAt: 0,
-                region: 'eu',
-                disconnectGraceSeconds: 120,
-              })
-              setTimeout(() => {
-                down = true
-                socket.drop()
-                setTimeout(() => (down = false), 30_000)
-              }, 5)
-            },
-          ),
+          scriptedSocket((socket) => {
+            if (net.down) return socket.fail()
+            opens++
+            socket.open()
+            // The pool takes the ticket back on the reconnect, matched meanwhile.
+            if (opens > 1) {
+              setTimeout(
+                () =>
+                  socket.receive({
+                    type: 'match_found',
+                    ticketId: 't1',
+                    sessionId: 's1',
+                    token: 'st',
+                    players: [],
+                  }),
+                1,
+              )
+            }
+          }, queuedThenCut(net)),
       })
       await client.auth.guest('device-abcdef-123456')
       const t = client.matchmaking.join('duel', { region: 'eu', transport: 'websocket' })
@@ -1087,12 +1092,12 @@ describe('client SDK under failure', () => {
   it("a queued socket ticket cut off with the network rides it out over HTTP for the queue's grace (120 s here), not for the transport's few attempts", async () => {
     vi.useFakeTimers()
     try {
-      let down = false
+      const net = { down: false }
       let opens = 0
       const client = createClient({
         baseUrl: 'http://nexus.test',
         fetch: guestFetch(async (url) => {
-          if (down) throw new TypeError('fetch failed (offline)')
+          if (net.down) throw new TypeError('fetch failed (offline)')
           if (url.pathname === '/v1/matchmaking/tickets/t1') {
             return ticket({
               status: 'matched',
@@ -1102,29 +1107,10 @@ describe('client SDK under failure', () => {
           return jsonRes(200, {})
         }),
         WebSocket: () =>
-          scriptedSocket(
-            (socket) => {
-              if (opens++ > 0) return socket.fail()
-              socket.open()
-            },
-            (frame, socket) => {
-              if (frame.type !== 'join') return
-              socket.receive({
-                type: 'queued',
-                ticketId: 't1',
-                existing: false,
-                expiresAt: 0,
-                region: 'eu',
-                disconnectGraceSeconds: 120,
-              })
-              setTimeout(() => {
-                // The network goes (sockets and HTTP alike) for 30 s.
-                down = true
-                socket.drop()
-                setTimeout(() => (down = false), 30_000)
-              }, 5)
-            },
-          ),
+          scriptedSocket((socket) => {
+            if (opens++ > 0) return socket.fail()
+            socket.open()
+          }, queuedThenCut(net)),
       })
       await client.auth.guest('device-abcdef-123456')
       const t = client.matchmaking.join('duel')

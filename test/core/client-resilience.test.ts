@@ -420,37 +420,12 @@ describe('client SDK under failure', () => {
     }
   })
 
-  it("a player's request is not retried after another player signs in: no attempt goes out with the new player's token", async () => {
-    const sent: string[] = []
-    let attempts = 0
-    let firstSent!: () => void
-    const first = new Promise<void>((resolve) => (firstSent = resolve))
-    const client = createClient({
-      baseUrl: 'http://nexus.test',
-      retry: { baseDelayMs: 200, maxDelayMs: 200 },
-      fetch: (async (input: RequestInfo | URL, init?: RequestInit) => {
-        const url = new URL(String(input))
-        if (url.pathname === '/v1/auth/guest') {
-          return jsonRes(200, { token: 'tokA', playerId: 'A', expiresIn: 3600, expiresAt: 0 })
-        }
-        sent.push((init?.headers as Record<string, string>).authorization!)
-        firstSent()
-        // The first attempt fails as a server does when it cannot answer now.
-        return attempts++ === 0
-          ? jsonRes(503, { type: 'urn:nexus:problem:unavailable', title: 'x', status: 503 })
-          : jsonRes(200, { cycle: 1, score: 1, best: 1, rank: 1, replayed: false })
-      }) as typeof fetch,
-    })
-    await client.auth.guest('device-a')
-    const submitted = client.leaderboards.submit('daily', { score: 1 })
-    // During the backoff after the first attempt, the game switches to player B.
-    await first
-    await client.auth.useTokens(async () => ({ token: 'tokB', expiresIn: 3600 }), 'B')
-    await expect(submitted).rejects.toBeInstanceOf(PlayerChanged)
-    expect(sent).toEqual(['Bearer tokA'])
-  })
-
-  it("a player's request retrying while the same player signs in again (a guest on the same device) goes on with the new token", async () => {
+  /**
+   * A client signed in as guest A (each sign-in's token `tokA<n>`) whose score submission fails
+   * its first attempt (503) and succeeds after: `sent` holds each attempt's credential, and
+   * `firstSent` resolves when the first has gone, the retry then waiting out its backoff.
+   */
+  async function submissionRetrying() {
     const sent: string[] = []
     let attempts = 0
     let signIns = 0
@@ -468,6 +443,7 @@ describe('client SDK under failure', () => {
         }
         sent.push((init?.headers as Record<string, string>).authorization!)
         firstSent()
+        // The first attempt fails as a server does when it cannot answer now.
         return attempts++ === 0
           ? jsonRes(503, { type: 'urn:nexus:problem:unavailable', title: 'x', status: 503 })
           : jsonRes(200, { cycle: 1, score: 1, best: 1, rank: 1, replayed: false })
@@ -475,8 +451,21 @@ describe('client SDK under failure', () => {
     })
     await client.auth.guest('device-a')
     const submitted = client.leaderboards.submit('daily', { score: 1 })
-    // During the backoff after the first attempt, the game signs the same guest in again.
     await first
+    return { client, submitted, sent }
+  }
+
+  it("a player's request is not retried after another player signs in: no attempt goes out with the new player's token", async () => {
+    const { client, submitted, sent } = await submissionRetrying()
+    // During the backoff after the first attempt, the game switches to player B.
+    await client.auth.useTokens(async () => ({ token: 'tokB', expiresIn: 3600 }), 'B')
+    await expect(submitted).rejects.toBeInstanceOf(PlayerChanged)
+    expect(sent).toEqual(['Bearer tokA1'])
+  })
+
+  it("a player's request retrying while the same player signs in again (a guest on the same device) goes on with the new token", async () => {
+    const { client, submitted, sent } = await submissionRetrying()
+    // During the backoff after the first attempt, the game signs the same guest in again.
     await client.auth.guest('device-a')
     await expect(submitted).resolves.toMatchObject({ rank: 1 })
     expect(sent).toEqual(['Bearer tokA1', 'Bearer tokA2'])

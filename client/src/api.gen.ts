@@ -42,8 +42,20 @@ export interface Schemas {
     cycle?: number
     /** conflict: the most members and pending invites a party can have, bans a board keeps, or players a board's cycle holds (maxEntries) */
     limit?: number
-    /** conflict: the queue or leaderboard is paused by its admin and takes no tickets or scores now */
+    /** conflict: the queue or leaderboard is paused by its admin and takes no tickets or scores now (false: a deletion refused because it is in play) */
     paused?: boolean
+    /** conflict: a deletion refused for a moment (the board writing to Neon, or the row held by a change); retry after Retry-After */
+    busy?: boolean
+    /** conflict: a board deletion refused while this closed cycle's archive runs */
+    closing?: number
+    /** conflict: the live cycle's entries a board deletion would discard while in play */
+    entries?: number
+    /** conflict: the board's configuration version a PUT saved while its deletion ran */
+    version?: number
+    /** conflict: the queues that send results to a board being deleted (the first 100) */
+    queues?: Array<string>
+    /** conflict: the regions whose pool has not taken a queue's pause, refusing its deletion */
+    unpushedRegions?: Array<string>
     /** unavailable: the boards an account ban, its lifting or an erasure could not reach (the first 100); send the same call again */
     boards?: Array<string>
     /** unavailable: the queue pools (`queue/region`) an account ban or an erasure could not reach; send the same call again */

@@ -147,9 +147,35 @@ export const Problem = z
       description:
         "conflict: the most members and pending invites a party can have, bans a board keeps, or players a board's cycle holds (maxEntries)",
     }),
-    paused: z.boolean().optional().openapi({
+    paused: z
+      .boolean()
+      .optional()
+      .openapi({
+        description:
+          'conflict: the queue or leaderboard is paused by its admin and takes no tickets or scores now ' +
+          '(false: a deletion refused because it is in play)',
+      }),
+    busy: z.boolean().optional().openapi({
       description:
-        'conflict: the queue or leaderboard is paused by its admin and takes no tickets or scores now',
+        'conflict: a deletion refused for a moment (the board writing to Neon, or the row held by a change); retry after Retry-After',
+    }),
+    closing: z.number().int().optional().openapi({
+      description: "conflict: a board deletion refused while this closed cycle's archive runs",
+    }),
+    entries: z.number().int().optional().openapi({
+      description:
+        "conflict: the live cycle's entries a board deletion would discard while in play",
+    }),
+    version: z.number().int().optional().openapi({
+      description: "conflict: the board's configuration version a PUT saved while its deletion ran",
+    }),
+    queues: z.array(z.string()).optional().openapi({
+      description:
+        'conflict: the queues that send results to a board being deleted (the first 100)',
+    }),
+    unpushedRegions: z.array(z.string()).optional().openapi({
+      description:
+        "conflict: the regions whose pool has not taken a queue's pause, refusing its deletion",
     }),
     boards: z.array(z.string()).optional().openapi({
       description:

@@ -134,6 +134,35 @@ describe('PUT /v1/admin/queues/:queue', () => {
     expect(await held('eu')).toEqual({ version: 5, ttl: 100 })
   })
 
+  it("a region whose pool answers the PUT's second push with another configuration in force stays owed it, not noted as pushed", async () => {
+    const id = queueId()
+    const regions = ['eu', 'us']
+    expect((await put(id, { ...DUEL, regions, ticketTtlSeconds: 60 })).status).toBe(201)
+    expect((await put(id, { ...DUEL, regions, ticketTtlSeconds: 70 })).status).toBe(200)
+    // Neon's count goes back (a restore): the PUT's first push is overruled by both pools, and
+    // its second, at version 3, finds the us pool at a later version (as a restore could leave
+    // it), which it does not apply.
+    await pg()`update queues set version = 1 where id = ${id}`
+    await replaceMethod<MatchPool, 'configure'>(
+      poolOf(id, 'us'),
+      'configure',
+      (configure) =>
+        async function (this: MatchPool, queue, region, config, version) {
+          if (queue === id && region === 'us' && version === 3) {
+            return { version: 4, waiting: 0, inForce: false }
+          }
+          return configure.call(this, queue, region, config, version)
+        },
+    )
+    const res = await put(id, { ...DUEL, regions, ticketTtlSeconds: 80 })
+    expect(res.status).toBe(200)
+    const [row] = (await pg()`select version, unpushed_regions from queues where id = ${id}`) as {
+      version: number
+      unpushed_regions: string[]
+    }[]
+    expect(row).toEqual({ version: 3, unpushed_regions: ['us'] })
+  })
+
   it('a PUT whose pools still run the version before (a gradual deployment: no inForce in their answer) is applied once, its version as Neon gave it', async () => {
     const id = queueId()
     expect((await put(id, { ...DUEL, ticketTtlSeconds: 60 })).status).toBe(201)

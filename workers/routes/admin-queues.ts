@@ -186,8 +186,12 @@ adminQueues.openapi(putRoute, async (c) => {
   }
   const acknowledged: string[] = []
   pushed.forEach((p, i) => {
-    if (p.status === 'fulfilled') acknowledged.push(knownRegions[i]!)
-    else log('warn', 'queue config push failed', { queue, version, ...errorFields(p.reason) })
+    // A pool that answered with another configuration in force (a version past this one) is
+    // still owed it: the cron's push moves the version past the pool's, as this PUT's did.
+    if (p.status === 'fulfilled' && p.value.inForce !== false) acknowledged.push(knownRegions[i]!)
+    else if (p.status === 'rejected') {
+      log('warn', 'queue config push failed', { queue, version, ...errorFields(p.reason) })
+    }
   })
   // The regions left owed this version get it from the cron within a minute.
   await markQueuePushed(c.env, queue, version, acknowledged).catch((err: unknown) =>

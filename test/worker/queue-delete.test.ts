@@ -500,6 +500,55 @@ describe('DELETE /v1/admin/queues/:queue', () => {
     expect(late).toMatchObject({ ok: false, problem: 'not-found' })
   })
 
+  it('made again without a region still owed the deletion: 409 naming it (Retry-After: 60), nothing changed, the claims included; once the cron told it, 201. A PUT refused for its board changes no claim either', async () => {
+    const q = await createQueue({ regions: ['eu', 'us'] })
+    await rig(q, newClock(), { region: 'us' })
+    const player = `${q}-us`
+    expect((await joinFor(q, player, { region: 'us' })).status).toBe('waiting')
+    await pause(q, { regions: ['eu', 'us'] })
+    const back = await replaceMethod<MatchPool, 'retire'>(
+      poolOf(q, 'us'),
+      'retire',
+      (retire) =>
+        function (this: MatchPool, ...args: Parameters<MatchPool['retire']>) {
+          const region = (this as unknown as { region: string | null }).region
+          if (region === 'us') return Promise.reject(new Error('pool down'))
+          return retire.apply(this, args)
+        },
+    )
+    expect((await deleteQueue(q)).status).toBe(200)
+    back()
+    const before = await row(q)
+    expect(before!.unpushed_regions).toEqual(['us'])
+    const claim = async () =>
+      (
+        (
+          await pg()`select regions from queue_claims where queue = ${q} and player_id = ${player}`
+        )[0] as { regions: Record<string, number> } | undefined
+      )?.regions
+    const claimed = await claim()
+    expect(Object.keys(claimed ?? {})).toEqual(['us'])
+
+    const refused = await put(q, { regions: ['eu'] })
+    expect(refused.status).toBe(409)
+    expect(refused.headers.get('retry-after')).toBe('60')
+    expect(((await refused.json()) as { unpushedRegions: string[] }).unpushedRegions).toEqual([
+      'us',
+    ])
+    expect(await row(q)).toEqual(before)
+    expect(await claim()).toEqual(claimed)
+
+    const owed = (await unpushedQueues(env, q.slice(0, -1), 100)).filter((r) => r.id === q)
+    expect(await pushOwed(env, owed[0]!)).toBe(1)
+    // Told; a PUT naming no board there is 422, and changes no claim.
+    expect(
+      (await put(q, { regions: ['eu'], leaderboardId: 'no-such-board-anywhere' })).status,
+    ).toBe(422)
+    expect(await claim()).toEqual(claimed)
+    expect((await put(q, { regions: ['eu'] })).status).toBe(201)
+    expect(await claim()).toEqual({})
+  })
+
   it("made again with fewer regions: only the new regions are pushed to, and the players' claims stop naming the others", async () => {
     const q = await createQueue({ regions: ['eu', 'us'] })
     await rig(q, newClock(), { region: 'us' })

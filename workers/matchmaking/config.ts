@@ -197,7 +197,10 @@ export async function loadQueueConfig(
  * Creates or replaces a queue's configuration; returns whether it was created (or made again
  * after a deletion, at a version past the deleted one's), and every region the queue has had
  * (this config's included), which the config must be pushed to. Null, and
- * nothing saved, when the board it names is not there (never made, or deleted). The board's row
+ * nothing saved, when the board it names is not there (never made, or deleted); `retireOwed`, and
+ * nothing saved, for a deleted queue whose deletion some regions this config leaves out have not
+ * been told yet (made again now, its regions would replace theirs, and nothing would tell them;
+ * those it names are pushed the new version, past the deletion's). The board's row
  * is held (`for share`) until the save commits: its deletion waits for it and then sees this
  * queue (deleteLeaderboardConfig), so a queue never sends its results to a board deleted at the
  * same moment.
@@ -206,22 +209,36 @@ export async function saveQueueConfig(
   env: DbEnv,
   id: string,
   config: QueueConfig,
-): Promise<{ created: boolean; version: number; knownRegions: string[] } | null> {
+): Promise<
+  { created: boolean; version: number; knownRegions: string[] } | { retireOwed: string[] } | null
+> {
   const sql = getSql(env)
   // Every region the queue has had, old and new; each is owed this version until it acknowledges.
   const everyRegion = `array(select distinct r from unnest(q.known_regions || excluded.known_regions) r order by r)`
   // A queue made again after its deletion starts from its own regions: those of the queue before
   // were told of the deletion and delete their storage; pushed again, they would be made anew.
   const regions = `case when q.deleted_at is null then ${everyRegion} else excluded.known_regions end`
+  // In each statement, $1 is the queue's id; the board it names is the parameter given.
+  const boardThere = (p: string) =>
+    `(${p}::text is null or exists (select 1 from leaderboards where id = ${p} and deleted_at is null))`
+  // Regions owed the deletion that the config (its regions the parameter given) leaves out.
+  const owedLeftOut = (regions: string) =>
+    `array(select r from unnest(unpushed_regions) r where r <> all(${regions}::text[]) order by r)`
+  const retireOwed = (regions: string) =>
+    `exists (select 1 from queues where id = $1 and deleted_at is not null
+               and cardinality(${owedLeftOut(regions)}) > 0)`
   const [, prior, , saved] = (await sql.transaction([
     sql.query('select 1 from leaderboards where id = $1 and deleted_at is null for share', [
       config.leaderboardId,
     ]),
     // Under the row's lock, which a deletion takes too: a deletion committed while this waited
     // is seen, and the queue is made again (201).
-    sql.query('select deleted_at is not null as deleted from queues where id = $1 for update', [
-      id,
-    ]),
+    sql.query(
+      `select deleted_at is not null as deleted,
+              case when deleted_at is not null then ${owedLeftOut('$2')} end as retire_owed
+         from queues where id = $1 for update`,
+      [id, textArrayLiteral(config.regions)],
+    ),
     // Made again: the players' claims (kept, with their versions, which fences count against)
     // stop naming regions the queue no longer has, whose pools a join or a ban would fence.
     sql.query(
@@ -229,23 +246,29 @@ export async function saveQueueConfig(
            (select jsonb_object_agg(e.key, e.value) from jsonb_each(c.regions) e
              where e.key = any($2::text[])), '{}'::jsonb)
         where c.queue = $1
-          and exists (select 1 from queues q where q.id = $1 and q.deleted_at is not null)`,
-      [id, textArrayLiteral(config.regions)],
+          and exists (select 1 from queues q where q.id = $1 and q.deleted_at is not null)
+          and ${boardThere('$3')} and not ${retireOwed('$2')}`,
+      [id, textArrayLiteral(config.regions), config.leaderboardId],
     ),
     sql.query(
       `insert into queues as q (id, config, known_regions, unpushed_regions)
        select $1, $2::jsonb, $3::text[], $3::text[]
-        where $4::text is null
-           or exists (select 1 from leaderboards where id = $4 and deleted_at is null)
+        where ${boardThere('$4')} and not ${retireOwed('$3')}
        on conflict (id) do update set config = excluded.config, version = q.version + 1,
           updated_at = now(), known_regions = ${regions}, unpushed_regions = ${regions},
           deleted_at = null
        returning version, known_regions`,
       [id, JSON.stringify(config), textArrayLiteral(config.regions), config.leaderboardId],
     ),
-  ])) as [unknown, { deleted: boolean }[], unknown, { version: number; known_regions: string[] }[]]
+  ])) as [
+    unknown,
+    { deleted: boolean; retire_owed: string[] | null }[],
+    unknown,
+    { version: number; known_regions: string[] }[],
+  ]
   const row = saved[0]
-  if (!row) return null
+  const owed = prior[0]?.retire_owed ?? []
+  if (!row) return owed.length > 0 ? { retireOwed: owed } : null
   return {
     created: row.version === 1 || prior[0]?.deleted === true,
     version: row.version,

@@ -153,6 +153,14 @@ adminQueues.openapi(putRoute, async (c) => {
   const { queue } = c.req.valid('param')
   const config = normalizeQueueConfig(c.req.valid('json'))
   const saved = await saveQueueConfig(c.env, queue, config)
+  if (saved && 'retireOwed' in saved) {
+    throw new ApiError(
+      'conflict',
+      `Queue '${queue}' was deleted and its regions ${saved.retireOwed.join(', ')} have not been told yet (the cron tells them within a minute): make it again after`,
+      { unpushedRegions: saved.retireOwed },
+      { 'retry-after': '60' },
+    )
+  }
   // A mistyped board would drop every result with only a log line to show for it.
   if (!saved) {
     throw new ApiError('validation', `No leaderboard '${config.leaderboardId}'`, {

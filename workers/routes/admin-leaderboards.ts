@@ -135,7 +135,7 @@ const putRoute = createRoute({
   description:
     'Stored in Neon, then pushed to the board. On a live board, bounds, rate and metadata limits and ' +
     'rewards apply at once; a new cycle schedule moves the current cycle’s end to its next boundary; ' +
-    'sortOrder and operator take effect at the next cycle.',
+    'sortOrder and operator take effect at the next cycle (at once in a cycle nobody has entered yet).',
   middleware: [requireAdmin()] as const,
   request: {
     params: BoardParam,

@@ -136,7 +136,9 @@ const putRoute = createRoute({
     'keep their join time and time-to-live and are matched under the new settings at once; a ' +
     'party that no longer fits a team, and tickets in a region taken out, are cancelled ' +
     '(`queue_changed`). A pool that missed the push picks the new version up with its next join, ' +
-    'and from the every-minute cron, which pushes again to every region that has not acknowledged it.',
+    'and from the every-minute cron, which pushes again to every region that has not acknowledged it. ' +
+    'A deleted queue is made again (201); not, though, without a region still owed its deletion ' +
+    '(409 `unpushedRegions`, Retry-After: 60, until the cron has told that pool).',
   middleware: [requireAdmin()] as const,
   request: {
     params: QueueParam,

@@ -31,7 +31,8 @@ export interface ClientOptions {
   /**
    * How long a game connection that cannot reach its session keeps trying (after at least
    * `maxReconnects` attempts), from its socket's last drop, default 60 s: the server holds a
-   * player's seat that long after each close.
+   * player's seat that long after each close. A first connect keeps trying 120 s at least (the
+   * session's join grace by default).
    */
   reconnectForMs?: number
   /**

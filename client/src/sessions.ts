@@ -51,6 +51,12 @@ export interface GameEvents {
 }
 
 /**
+ * How long a session holds a player's seat before they first connect (its join grace: the
+ * server's SESSION_JOIN_GRACE_SECONDS, 120 by default); a first connect keeps trying that long.
+ */
+const JOIN_GRACE_MS = 120_000
+
+/**
  * A live connection to a game session. It keeps the last `seq` it saw and, when the socket drops,
  * reconnects with `?since=seq`, so listeners get every event exactly once, in order.
  *
@@ -208,9 +214,14 @@ export class GameConnection extends Emitter<GameEvents> {
     let failures = 0
     let drops = 0
     // Not reaching the server gives up only once the time budget is spent as well: the server
-    // holds the seat for its grace (60 s), and a player in a tunnel should get it back.
+    // holds the seat for its grace (60 s), and a player in a tunnel should get it back. Before
+    // the first socket opened, the seat is held for the session's join grace instead (120 s by
+    // default), which a player joining from a train needs as much.
     let lostAt = Date.now()
-    const outOfTime = () => failures > maxReconnects && Date.now() - lostAt >= reconnectForMs
+    let everOpened = false
+    const outOfTime = () =>
+      failures > maxReconnects &&
+      Date.now() - lostAt >= (everOpened ? reconnectForMs : Math.max(reconnectForMs, JOIN_GRACE_MS))
     while (!this.done) {
       let token: string
       try {
@@ -301,6 +312,7 @@ export class GameConnection extends Emitter<GameEvents> {
         return
       }
       const openedAt = Date.now()
+      everOpened = true
       this.socket = socket
       await this.serve(socket)
       this.socket = null

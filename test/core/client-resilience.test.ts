@@ -1438,6 +1438,28 @@ describe('game connection reconnect budget', () => {
     }
   })
 
+  it("a first connect that cannot reach the server keeps trying for the session's join grace (120 s), longer than reconnectForMs", async () => {
+    vi.useFakeTimers()
+    const random = vi.spyOn(Math, 'random').mockReturnValue(0.999)
+    try {
+      const { net, client } = cuttableNetwork({ maxReconnects: 2 })
+      net.down = true
+      const startedAt = Date.now()
+      const game = client.sessions.connect('s1', 'tok')
+      let gaveUpAfterMs = -1
+      game.ended.catch(() => (gaveUpAfterMs = Date.now() - startedAt))
+      game.ready.catch(() => {})
+      await vi.advanceTimersByTimeAsync(100_000)
+      expect(gaveUpAfterMs).toBe(-1)
+      await vi.advanceTimersByTimeAsync(40_000)
+      expect(gaveUpAfterMs).toBeGreaterThanOrEqual(120_000)
+      game.close()
+    } finally {
+      random.mockRestore()
+      vi.useRealTimers()
+    }
+  })
+
   it('a game connection back for a moment after a long loss keeps trying for reconnectForMs from its last drop, as the server holds the seat again from that close', async () => {
     vi.useFakeTimers()
     const random = vi.spyOn(Math, 'random').mockReturnValue(0.999)

@@ -484,6 +484,50 @@ describe('leaderboard configuration', () => {
     ).toBe(401)
   })
 
+  it('an admin write or read of a board whose object cannot read its configuration (Neon unreachable) is 503 with Retry-After: 5, on every admin board route', async () => {
+    const made = await createBoard()
+    const [{ config }] = (await pg()`select config from leaderboards where id = ${made}`) as [
+      { config: unknown },
+    ]
+    const id = boardId('unreached')
+    await pg()`insert into leaderboards (id, config) values (${id}, ${JSON.stringify(config)}::jsonb)`
+    const testEnv = env as unknown as Record<string, string>
+    await runInDurableObject(env.LEADERBOARD.getByName(id), (inst: Leaderboard) => {
+      const real = inst.configRead
+      inst.configRead = (e, board) =>
+        real(
+          {
+            ...e,
+            DATABASE_URL: testEnv.TEST_UNREACHABLE_DATABASE_URL,
+            NEON_LOCAL_RELAY: testEnv.TEST_UNREACHABLE_NEON_RELAY,
+          } as typeof e,
+          board,
+        )
+    })
+    const base = `/v1/admin/leaderboards/${id}`
+    const calls: [string, RequestInit][] = [
+      ['import', json('POST', { entries: [{ playerId: 'p1', score: 1 }] }, ADMIN_KEY)],
+      ['remove', { method: 'DELETE', headers: { authorization: `Bearer ${ADMIN_KEY}` } }],
+      ['ban', json('PUT', { reason: 'x' }, ADMIN_KEY)],
+      ['bans', { headers: { authorization: `Bearer ${ADMIN_KEY}` } }],
+      ['cycle', { headers: { authorization: `Bearer ${ADMIN_KEY}` } }],
+      ['unban', { method: 'DELETE', headers: { authorization: `Bearer ${ADMIN_KEY}` } }],
+    ]
+    const paths: Record<string, string> = {
+      import: `${base}/entries`,
+      remove: `${base}/players/p1`,
+      ban: `${base}/bans/p1`,
+      bans: `${base}/bans`,
+      cycle: `${base}/cycles/1`,
+      unban: `${base}/bans/p1`,
+    }
+    for (const [name, init] of calls) {
+      const res = await call(paths[name]!, init)
+      expect([name, res.status, res.headers.get('retry-after')]).toEqual([name, 503, '5'])
+      await res.body?.cancel()
+    }
+  })
+
   it("a board's first call that reads its configuration while a made-up id's call drops the empty schema still configures it", async () => {
     // A board in Neon whose object has never run: its first calls read the configuration there.
     const made = await createBoard()

@@ -330,7 +330,7 @@ adminLeaderboards.openapi(closeRoute, async (c) => {
         ? null
         : { key, requestHash: await sha256Hex(canonicalJson(['close', id, body.cycle ?? null])) },
   })
-  if (!r.ok) throw new ApiError(r.problem, r.detail, r.extensions ?? {})
+  if (!r.ok) throw new ApiError(r.problem, r.detail, r.extensions ?? {}, r.headers)
   return c.json({ closed: r.closed, current: r.current, replayed: r.replayed }, 202)
 })
 
@@ -355,7 +355,9 @@ const statusRoute = createRoute({
 adminLeaderboards.openapi(statusRoute, async (c) => {
   const { id, cycle } = c.req.valid('param')
   const status = await boardStub(c.env, id).closeProgress(id, cycle)
-  if (status && 'ok' in status) throw new ApiError(status.problem, status.detail, status.extensions)
+  if (status && 'ok' in status) {
+    throw new ApiError(status.problem, status.detail, status.extensions, status.headers)
+  }
   if (!status) {
     // A done close's record is kept CLOSE_RECORD_KEPT_MS; an older cycle's standings are Neon's.
     throw new ApiError(
@@ -438,7 +440,7 @@ adminLeaderboards.openapi(importRoute, async (c) => {
     batch,
     key === undefined ? null : { key, requestHash: await sha256Hex(canonicalJson([id, batch])) },
   )
-  if (!r.ok) throw new ApiError(r.problem, r.detail, r.extensions ?? {})
+  if (!r.ok) throw new ApiError(r.problem, r.detail, r.extensions ?? {}, r.headers)
   return c.json({ cycle: r.cycle, imported: r.imported, total: r.total, replayed: r.replayed }, 200)
 })
 
@@ -476,7 +478,7 @@ const removeRoute = createRoute({
 adminLeaderboards.openapi(removeRoute, async (c) => {
   const { id, playerId } = c.req.valid('param')
   const r = await boardStub(c.env, id).removeEntry(id, playerId)
-  if (!r.ok) throw new ApiError(r.problem, r.detail, r.extensions ?? {})
+  if (!r.ok) throw new ApiError(r.problem, r.detail, r.extensions ?? {}, r.headers)
   return c.json({ cycle: r.cycle, removed: r.removed, total: r.total }, 200)
 })
 
@@ -566,7 +568,7 @@ adminLeaderboards.openapi(banRoute, async (c) => {
   const { id, playerId } = c.req.valid('param')
   const { reason } = c.req.valid('json')
   const r = await boardStub(c.env, id).ban(id, playerId, reason ?? null)
-  if (!r.ok) throw new ApiError(r.problem, r.detail, r.extensions ?? {})
+  if (!r.ok) throw new ApiError(r.problem, r.detail, r.extensions ?? {}, r.headers)
   return c.json({ cycle: r.cycle, banned: true as const, removed: r.removed, total: r.total }, 200)
 })
 
@@ -591,7 +593,7 @@ const unbanRoute = createRoute({
 adminLeaderboards.openapi(unbanRoute, async (c) => {
   const { id, playerId } = c.req.valid('param')
   const r = await boardStub(c.env, id).unban(id, playerId)
-  if (!r.ok) throw new ApiError(r.problem, r.detail, r.extensions ?? {})
+  if (!r.ok) throw new ApiError(r.problem, r.detail, r.extensions ?? {}, r.headers)
   return c.json({ lifted: r.lifted }, 200)
 })
 
@@ -624,7 +626,7 @@ adminLeaderboards.openapi(bansRoute, async (c) => {
   const { id } = c.req.valid('param')
   const { limit, cursor } = c.req.valid('query')
   const r = await boardStub(c.env, id).bans(id, cursor ?? null, limit)
-  if (!r.ok) throw new ApiError(r.problem, r.detail, r.extensions ?? {})
+  if (!r.ok) throw new ApiError(r.problem, r.detail, r.extensions ?? {}, r.headers)
   return c.json({ bans: r.bans, nextCursor: r.next }, 200)
 })
 

@@ -1491,10 +1491,24 @@ export class Leaderboard extends DurableObject<Env> {
       erasedAt === undefined ? undefined : () => this.noteErasure(playerId, erasedAt),
     )
     if (erasedAt !== undefined) {
+      this.forgetMetadataOf(playerId)
       this.countErasures()
       await this.scheduleAlarm()
     }
     return { ok: true, cycle: this.current!.cycle, removed, total: this.entryCount() }
+  }
+
+  /**
+   * An erased player's metadata leaves the versions walks under way still see (for up to
+   * WALK_TTL_MS): what they submitted is theirs to have erased. The versions stay, score and all,
+   * so a walk begun before neither skips nor repeats anyone.
+   */
+  private forgetMetadataOf(playerId: string): void {
+    for (const v of this.replaced.values()) {
+      if (v.playerId !== playerId || v.metadata === null) continue
+      this.replacedMetadata -= v.metadata.length
+      v.metadata = null
+    }
   }
 
   /**

@@ -941,6 +941,35 @@ describe('removing an entry (moderation)', () => {
     ).toBe(10)
   })
 
+  it("an erasure spares walks begun before as a removal does, but without the erased player's metadata: their submissions, replaced ones included, are theirs to have erased", async () => {
+    const b = await createBoard({ submitsPerMinute: 600 })
+    for (const [player, score] of [
+      ['p000', 10],
+      ['p001', 20],
+      ['p002', 30],
+    ] as const) {
+      const res = await submitFor(b, player, { score, metadata: { car: `${player}-car` } })
+      expect(res.status).toBe(200)
+    }
+    // A walk begins at the top; p001 and p000 are on its later pages.
+    const first = await fresh<Top>(`/v1/leaderboards/${b}/top?limit=1`)
+    // p001 improves (its score of 20 a replaced version), then is erased.
+    expect((await submitFor(b, 'p001', { score: 25, metadata: { car: 'p001-new' } })).status).toBe(
+      200,
+    )
+    const erased = await runInDurableObject(env.LEADERBOARD.getByName(b), (inst: Leaderboard) =>
+      inst.removeEntry(b, 'p001', { erasedAt: Date.now() }),
+    )
+    expect(erased).toMatchObject({ ok: true, removed: true })
+    const walked = await walkFrom(b, first, 1)
+    // Every entry once, as the board stood when the walk began, p001's without its metadata.
+    expect(walked.map((e) => [e.playerId, e.score, e.metadata])).toEqual([
+      ['p002', 30, { car: 'p002-car' }],
+      ['p001', 20, null],
+      ['p000', 10, { car: 'p000-car' }],
+    ])
+  })
+
   it('a walk begun right after a removal goes on across a wake', async () => {
     const b = await createBoard({ submitsPerMinute: 600 })
     await seed(b, 6, (i) => i)

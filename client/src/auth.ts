@@ -224,9 +224,6 @@ export class Auth {
     return g === identity
   }
 
-  /** Renewals a request with a still valid token left running (`token`), each watched once. */
-  private readonly earlyRenewals = new Set<Promise<void>>()
-
   /** Sign-ins that turned out to be the player before again: generation → the one it continued. */
   private readonly continues = new Map<number, number>()
 
@@ -316,17 +313,10 @@ export class Auth {
         // token it has, without waiting for a token source that may be slow or stalled (a
         // provider's fetch has no timeout); a renewal that fails is tried again by a later
         // request, RENEWAL_RETRY_MS on.
-        if (!this.earlyRenewals.has(renewal)) {
-          this.earlyRenewals.add(renewal)
-          renewal.then(
-            () => this.earlyRenewals.delete(renewal),
-            (err: unknown) => {
-              this.earlyRenewals.delete(renewal)
-              const retryAfter = err instanceof NexusProblem ? (err.retryAfter ?? 0) * 1000 : 0
-              this.retryRenewalAt = this.now() + Math.max(retryAfter, RENEWAL_RETRY_MS)
-            },
-          )
-        }
+        renewal.catch((err: unknown) => {
+          const retryAfter = err instanceof NexusProblem ? (err.retryAfter ?? 0) * 1000 : 0
+          this.retryRenewalAt = this.now() + Math.max(retryAfter, RENEWAL_RETRY_MS)
+        })
         return this.current!.token
       }
       await renewal

@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs'
-import { describe, expect, it, vi } from 'vitest'
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
 import { createClient } from '../../client/src/client.ts'
 import { MatchmakingEnded } from '../../client/src/matchmaking.ts'
 import { MAX_RESUME_EVENTS } from '../../client/src/sessions.ts'
@@ -1374,6 +1374,17 @@ describe('game connection tokens', () => {
 })
 
 describe('game connection reconnect budget', () => {
+  // Fake time, and the longest pauses full jitter can draw: the most patient the SDK can be.
+  let random: ReturnType<typeof vi.spyOn>
+  beforeEach(() => {
+    vi.useFakeTimers()
+    random = vi.spyOn(Math, 'random').mockReturnValue(0.999)
+  })
+  afterEach(() => {
+    random.mockRestore()
+    vi.useRealTimers()
+  })
+
   /**
    * A client whose network can be cut (`net.down`): sockets then fail to open and requests
    * throw; otherwise each socket opens (kept in `live`) and is welcomed at seq 0.
@@ -1402,102 +1413,80 @@ describe('game connection reconnect budget', () => {
   }
 
   it('a game connection that cannot reach the server keeps trying for reconnectForMs (60 s, the seat’s grace), then gives up', async () => {
-    vi.useFakeTimers()
-    // The longest pauses full jitter can draw: the most patient the SDK can be.
-    const random = vi.spyOn(Math, 'random').mockReturnValue(0.999)
-    try {
-      const { net, client } = cuttableNetwork()
-      const live = net.live
-      const game = client.sessions.connect('s1', 'tok')
-      await vi.advanceTimersByTimeAsync(20)
-      await game.ready
-      let gaveUp: unknown = null
-      let gaveUpAfterMs = -1
-      const droppedAt = Date.now()
-      game.ended.catch((e: unknown) => {
-        gaveUp = e
-        gaveUpAfterMs = Date.now() - droppedAt
-      })
-      // The player goes through a tunnel: 50 s without network, inside the 60 s grace, well past
-      // the default 8 attempts.
-      net.down = true
-      live[0]!.drop()
-      await vi.advanceTimersByTimeAsync(50_000)
-      expect({ stillTrying: gaveUp === null, gaveUpAfterMs }).toEqual({
-        stillTrying: true,
-        gaveUpAfterMs: -1,
-      })
-      // Past the grace the seat is gone: the connection gives up within one more attempt.
-      await vi.advanceTimersByTimeAsync(20_000)
-      expect(gaveUp).toBeInstanceOf(NexusNetworkError)
-      expect(gaveUpAfterMs).toBeGreaterThanOrEqual(60_000)
-      game.close()
-    } finally {
-      random.mockRestore()
-      vi.useRealTimers()
-    }
+    const { net, client } = cuttableNetwork()
+    const live = net.live
+    const game = client.sessions.connect('s1', 'tok')
+    await vi.advanceTimersByTimeAsync(20)
+    await game.ready
+    let gaveUp: unknown = null
+    let gaveUpAfterMs = -1
+    const droppedAt = Date.now()
+    game.ended.catch((e: unknown) => {
+      gaveUp = e
+      gaveUpAfterMs = Date.now() - droppedAt
+    })
+    // The player goes through a tunnel: 50 s without network, inside the 60 s grace, well past
+    // the default 8 attempts.
+    net.down = true
+    live[0]!.drop()
+    await vi.advanceTimersByTimeAsync(50_000)
+    expect({ stillTrying: gaveUp === null, gaveUpAfterMs }).toEqual({
+      stillTrying: true,
+      gaveUpAfterMs: -1,
+    })
+    // Past the grace the seat is gone: the connection gives up within one more attempt.
+    await vi.advanceTimersByTimeAsync(20_000)
+    expect(gaveUp).toBeInstanceOf(NexusNetworkError)
+    expect(gaveUpAfterMs).toBeGreaterThanOrEqual(60_000)
+    game.close()
   })
 
   it("a first connect that cannot reach the server keeps trying for the session's join grace (120 s), longer than reconnectForMs", async () => {
-    vi.useFakeTimers()
-    const random = vi.spyOn(Math, 'random').mockReturnValue(0.999)
-    try {
-      const { net, client } = cuttableNetwork({ maxReconnects: 2 })
-      net.down = true
-      const startedAt = Date.now()
-      const game = client.sessions.connect('s1', 'tok')
-      let gaveUpAfterMs = -1
-      game.ended.catch(() => (gaveUpAfterMs = Date.now() - startedAt))
-      game.ready.catch(() => {})
-      await vi.advanceTimersByTimeAsync(100_000)
-      expect(gaveUpAfterMs).toBe(-1)
-      await vi.advanceTimersByTimeAsync(40_000)
-      expect(gaveUpAfterMs).toBeGreaterThanOrEqual(120_000)
-      game.close()
-    } finally {
-      random.mockRestore()
-      vi.useRealTimers()
-    }
+    const { net, client } = cuttableNetwork({ maxReconnects: 2 })
+    net.down = true
+    const startedAt = Date.now()
+    const game = client.sessions.connect('s1', 'tok')
+    let gaveUpAfterMs = -1
+    game.ended.catch(() => (gaveUpAfterMs = Date.now() - startedAt))
+    game.ready.catch(() => {})
+    await vi.advanceTimersByTimeAsync(100_000)
+    expect(gaveUpAfterMs).toBe(-1)
+    await vi.advanceTimersByTimeAsync(40_000)
+    expect(gaveUpAfterMs).toBeGreaterThanOrEqual(120_000)
+    game.close()
   })
 
   it('a game connection back for a moment after a long loss keeps trying for reconnectForMs from its last drop, as the server holds the seat again from that close', async () => {
-    vi.useFakeTimers()
-    const random = vi.spyOn(Math, 'random').mockReturnValue(0.999)
-    try {
-      // Few attempts: only the time budget keeps the connection trying.
-      const { net, client } = cuttableNetwork({ maxReconnects: 2 })
-      const live = net.live
-      const game = client.sessions.connect('s1', 'tok')
-      await vi.advanceTimersByTimeAsync(20)
-      await game.ready
-      let gaveUp: unknown = null
-      game.ended.catch((e: unknown) => {
-        gaveUp = e
-      })
-      // 50 s without network, then back long enough for one socket to open, which drops within
-      // 3 s (not long enough to count as healthy).
-      net.down = true
-      live[0]!.drop()
-      await vi.advanceTimersByTimeAsync(50_000)
-      net.down = false
-      for (let i = 0; i < 60 && live.length < 2; i++) await vi.advanceTimersByTimeAsync(500)
-      expect(live.length).toBe(2)
-      await vi.advanceTimersByTimeAsync(3_000)
-      net.down = true
-      live[1]!.drop()
-      const lastDropAt = Date.now()
-      // Over a minute since the first loss, 50 s since the last: still trying.
-      await vi.advanceTimersByTimeAsync(50_000)
-      expect(gaveUp).toBeNull()
-      // Past a minute since the last drop, it gives up.
-      await vi.advanceTimersByTimeAsync(25_000)
-      expect(gaveUp).toBeInstanceOf(NexusNetworkError)
-      expect(Date.now() - lastDropAt).toBeGreaterThanOrEqual(60_000)
-      game.close()
-    } finally {
-      random.mockRestore()
-      vi.useRealTimers()
-    }
+    // Few attempts: only the time budget keeps the connection trying.
+    const { net, client } = cuttableNetwork({ maxReconnects: 2 })
+    const live = net.live
+    const game = client.sessions.connect('s1', 'tok')
+    await vi.advanceTimersByTimeAsync(20)
+    await game.ready
+    let gaveUp: unknown = null
+    game.ended.catch((e: unknown) => {
+      gaveUp = e
+    })
+    // 50 s without network, then back long enough for one socket to open, which drops within
+    // 3 s (not long enough to count as healthy).
+    net.down = true
+    live[0]!.drop()
+    await vi.advanceTimersByTimeAsync(50_000)
+    net.down = false
+    for (let i = 0; i < 60 && live.length < 2; i++) await vi.advanceTimersByTimeAsync(500)
+    expect(live.length).toBe(2)
+    await vi.advanceTimersByTimeAsync(3_000)
+    net.down = true
+    live[1]!.drop()
+    const lastDropAt = Date.now()
+    // Over a minute since the first loss, 50 s since the last: still trying.
+    await vi.advanceTimersByTimeAsync(50_000)
+    expect(gaveUp).toBeNull()
+    // Past a minute since the last drop, it gives up.
+    await vi.advanceTimersByTimeAsync(25_000)
+    expect(gaveUp).toBeInstanceOf(NexusNetworkError)
+    expect(Date.now() - lastDropAt).toBeGreaterThanOrEqual(60_000)
+    game.close()
   })
 })
 

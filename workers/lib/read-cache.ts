@@ -217,11 +217,9 @@ export async function cachedRead(c: Context<AppEnv>, opts: CachedReadOptions): P
   try {
     loaded = await opts.load({ refresh: passedOver.hit !== null })
   } catch (err) {
-    // A refusal (a board deleted meanwhile, a refused cursor) is the answer; a failure is not,
-    // nor is the caller's allowance of misses running out (a load that counts them): an early
-    // refresh is not a miss, and the answer it passed over is still good.
+    // A refusal (a board deleted meanwhile, a refused cursor) is the answer; a failure is not.
     const kept = passedOver.hit
-    const refused = err instanceof ApiError && err.status < 500 && err.problem !== 'rate-limited'
+    const refused = err instanceof ApiError && err.status < 500
     if (kept && !refused && Date.now() - kept.storedAt < kept.ttlMs) {
       // Counted `refresh` at its lookup already: served after all, it is not a second lookup.
       return respond(kept.body, kept.storedAt, `HIT ${kept.layer}`, kept.ttlMs)

@@ -52,6 +52,10 @@ describe('parseSchedule', () => {
     })
     expect(cron('0 0 * * 7')).toMatchObject({ dayOfWeek: [0] })
     expect(cron('0 0 * * 5-7')).toMatchObject({ dayOfWeek: [0, 5, 6] })
+    // Sunday ending a range is its 7: the weekend by name, as by number.
+    expect(cron('0 0 * * fri-sun')).toMatchObject({ dayOfWeek: [0, 5, 6] })
+    expect(cron('0 0 * * mon-sun')).toMatchObject({ dayOfWeek: [0, 1, 2, 3, 4, 5, 6] })
+    expect(cron('0 0 * * sun-sun')).toMatchObject({ dayOfWeek: [0] })
     expect(cron('0 0 * * */3')).toMatchObject({ dayOfWeek: [0, 3, 6] })
     expect(cron('5,5,1-3 * * * *')).toMatchObject({ minute: [1, 2, 3, 5] })
     // Possible, if rarely: Feb 29, and Feb 31 OR any Monday.

@@ -209,8 +209,10 @@ function parseField(text: string, spec: FieldSpec): number[] | string {
       from = a
       to = a
       if (toText !== undefined) {
-        const b = parseValue(toText, spec)
+        let b = parseValue(toText, spec)
         if (typeof b === 'string') return b
+        // `sun` is 0 and 7 alike: as a range's end it is 7, so `fri-sun` is the weekend's `5-7`.
+        if (spec.name === 'day-of-week' && b === 0 && a > 0) b = 7
         if (b < a) return `range "${item}" runs backwards`
         to = b
       } else if (stepText !== undefined) {

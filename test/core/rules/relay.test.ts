@@ -117,6 +117,36 @@ describe('relay', () => {
     expect(ok(older, say('a', 'still')).match.game.messages).toBe(5_000_001)
   })
 
+  it('counts absences and returns against maxMessages: a player leaving and coming back cannot grow a full log', () => {
+    let match = mustCreate(relay, { ...setup, options: { maxMessages: 4 } })
+    match = ok(match, say('a', 1)).match
+    match = ok(match, absent('b')).match
+    match = ok(match, back('b')).match
+    expect(match.game).toMatchObject({ messages: 1, presence: 2 })
+    match = ok(match, say('b', 2)).match
+    // Four records: the next message, and the next return, are refused.
+    expect(refusedWith(match, say('a', 3))).toBe('log_full')
+    match = ok(match, absent('b')).match
+    const seq = match.seq
+    expect(refusedWith(match, back('b'))).toBe('log_full')
+    // Refused, b stays absent: no cycle of leaving and coming back adds a record past the bound,
+    // and the relay still ends when the other player leaves.
+    expect(refusedWith(match, absent('b'))).toBe('already_absent')
+    expect(match.seq).toBe(seq)
+    const last = ok(match, absent('a'))
+    expect(relay.result(last.match.game)).toMatchObject({ reason: 'abandoned', winner: null })
+
+    // A relay from before presence was counted has no `presence`: its returns are taken, as
+    // recorded, however full.
+    const { presence: _, ...before } = mustCreate(relay, {
+      ...setup,
+      options: { maxMessages: 1 },
+    }).game
+    let older: Match = { ...mustCreate(relay, setup), game: { ...before, messages: 1 } }
+    older = ok(older, absent('a')).match
+    expect(ok(older, back('a')).match.game.players[0]!.absent).toBe(false)
+  })
+
   it("keeps a full log inside a Durable Object's 10 GB, though every record holds its data twice", () => {
     const player = 'p'.repeat(128)
     const full = {

@@ -15,7 +15,11 @@ import { ruleError } from './types.ts'
  *
  * A relay holds at most `maxMessages` messages (option, 1 to 500,000, default 500,000); past
  * that, messages are refused (`log_full`) and the session ends as any relay does, when everyone
- * has left. Every message is a record in the session's log, kept in its object while it runs and
+ * has left. A player's absence and return are records too, and count against the same bound:
+ * otherwise leaving and coming back, once a grace period, would grow a log no message can. Once
+ * full, a return is refused (the player stays absent to the rules, so the relay still ends when
+ * the others leave), while an absence is always taken, as the end depends on it: past the bound a
+ * log grows by at most one record per player. Every message is a record in the session's log, kept in its object while it runs and
  * archived to Neon after: without a bound, a room nobody leaves would grow its storage forever.
  * A record holds `data` twice (the logged action and its event), so the largest is about 8.6 KB
  * and 500,000 of them about 4.3 GB, well inside a Durable Object's 10 GB (raising `RELAY_LIMITS`
@@ -39,6 +43,11 @@ export interface RelayState {
   messages: number
   /** Messages after which more are refused (`log_full`); absent in states from before the bound. */
   maxMessages?: number
+  /**
+   * Absences and returns logged, counted with `messages` against `maxMessages`; absent in states
+   * from before 2026-12-05, whose presence records are not counted.
+   */
+  presence?: number
   /** True once every player has been absent at the same time. */
   ended: boolean
 }
@@ -80,6 +89,7 @@ function init(setup: GameSetup): RelayState | RuleError {
     players: setup.roster.map(({ playerId, team }) => ({ playerId, team, absent: false })),
     messages: 0,
     maxMessages,
+    presence: 0,
     ended: false,
   }
 }
@@ -107,6 +117,25 @@ function findPlayer(state: RelayState, player: string): number {
   return state.players.findIndex((p) => p.playerId === player)
 }
 
+/** Whether the log holds its limit: messages and presence records, `maxMessages` in all. */
+function isFull(state: RelayState): boolean {
+  return (
+    state.maxMessages !== undefined && state.messages + (state.presence ?? 0) >= state.maxMessages
+  )
+}
+
+function logFull(state: RelayState): RuleError {
+  return ruleError(
+    'log_full',
+    `this session holds its limit of ${state.maxMessages} records (messages, absences and returns); start a new one`,
+  )
+}
+
+/** The state's presence count after one more absence or return, where it counts them. */
+function countedPresence(state: RelayState): Pick<RelayState, 'presence'> {
+  return state.presence === undefined ? {} : { presence: state.presence + 1 }
+}
+
 function setAbsent(state: RelayState, index: number, absent: boolean): RelayPlayer[] {
   return state.players.map((p, i) => (i === index ? { ...p, absent } : p))
 }
@@ -119,12 +148,7 @@ function apply(
   if (state.ended) return ruleError('game_over', 'the game is over')
   const index = findPlayer(state, ctx.player)
   if (index === -1) return ruleError('not_a_player', 'you are not in this game')
-  if (state.maxMessages !== undefined && state.messages >= state.maxMessages) {
-    return ruleError(
-      'log_full',
-      `this session holds its limit of ${state.maxMessages} messages; start a new one`,
-    )
-  }
+  if (isFull(state)) return logFull(state)
   const players = state.players[index]?.absent ? setAbsent(state, index, false) : state.players
   return {
     state: { ...state, players, messages: state.messages + 1 },
@@ -143,7 +167,7 @@ function onAbsent(
   const players = setAbsent(state, index, true)
   const ended = players.every((p) => p.absent)
   return {
-    state: { ...state, players, ended },
+    state: { ...state, players, ended, ...countedPresence(state) },
     event: { kind: 'absent', player: ctx.player, ended },
   }
 }
@@ -156,8 +180,9 @@ function onReturn(
   const index = findPlayer(state, ctx.player)
   if (index === -1) return ruleError('not_a_player', `${ctx.player} is not in this game`)
   if (!state.players[index]?.absent) return ruleError('not_absent', `${ctx.player} is present`)
+  if (state.presence !== undefined && isFull(state)) return logFull(state)
   return {
-    state: { ...state, players: setAbsent(state, index, false) },
+    state: { ...state, players: setAbsent(state, index, false), ...countedPresence(state) },
     event: { kind: 'returned', player: ctx.player },
   }
 }

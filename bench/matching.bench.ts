@@ -286,6 +286,57 @@ function runCrowd(): CrowdRow {
   return { sweepMs, p50: percentile(samples, 0.5), p99: percentile(samples, 0.99), matches }
 }
 
+/**
+ * Parties that make teams only with a size that waits far away: 2 teams of 4, parties of 3
+ * (each team needs a solo beside its trio), FAR_POOL of them waiting, then two solos at 4000 and
+ * 4600 (far outside every trio's window, but enough that trios can fill teams as far as the
+ * pool's sizes go), then FAR_JOINS trios at 1500, one every STEP_MS, each followed by
+ * `findMatches(now)`. No trio can match: a join must not search the trios around it again.
+ */
+const FAR_POOL = 20_000
+const FAR_JOINS = 1_000
+
+interface FarRow {
+  firstJoinMs: number
+  p50: number
+  p99: number
+  matches: number
+}
+
+function runFarSizes(seed: number): FarRow {
+  const random = rng(seed)
+  const index = new MatchIndex({ teams: 2, teamSize: 4, ...base })
+  const trio = (id: string, rating: number, enqueuedAt: number): Ticket => ({
+    id,
+    players: Array.from({ length: 3 }, (_, k) => ({ playerId: `${id}-${k}`, rating })),
+    enqueuedAt,
+  })
+  for (let i = 0; i < FAR_POOL; i++) {
+    index.add(trio(`trio-${i}`, 1500 + 300 * normal(random), NOW - Math.floor(random() * 120_000)))
+  }
+  let matches = index.findMatches(NOW).length
+  let now = NOW
+  for (const [id, rating] of [
+    ['solo-a', 4000],
+    ['solo-b', 4600],
+  ] as const) {
+    now += STEP_MS
+    index.add({ id, players: [{ playerId: id, rating }], enqueuedAt: now })
+    matches += index.findMatches(now).length
+  }
+  const samples: number[] = []
+  for (let i = 0; i < FAR_JOINS; i++) {
+    now += STEP_MS
+    const t0 = performance.now()
+    index.add(trio(`join-${i}`, 1500, now))
+    matches += index.findMatches(now).length
+    samples.push(performance.now() - t0)
+  }
+  const firstJoinMs = samples[0]!
+  samples.sort((a, b) => a - b)
+  return { firstJoinMs, p50: percentile(samples, 0.5), p99: percentile(samples, 0.99), matches }
+}
+
 function main(): void {
   const rows: Row[] = []
   SHAPES.forEach((shape, i) => {
@@ -295,6 +346,7 @@ function main(): void {
   })
   const unfillable = UNFILLABLE.map((shape, i) => runUnfillable(shape, 142 + i))
   const crowd = runCrowd()
+  const far = runFarSizes(7)
 
   const lines: string[] = []
   lines.push('# MatchIndex benchmark')
@@ -376,6 +428,22 @@ function main(): void {
   lines.push('| ---: | ---: | ---: | ---: | ---: |')
   lines.push(
     `| ${ms(crowd.sweepMs)} ms | ${us(crowd.p50)} µs | ${us(crowd.p99)} µs | ${crowd.matches} | ${Math.floor(CROWD_JOINS / 4)} |`,
+  )
+  lines.push('')
+  lines.push('## Parties that make teams only with a size waiting far away')
+  lines.push('')
+  lines.push(
+    `2 teams of 4, ${FAR_POOL.toLocaleString('en-US')} parties of 3 waiting (ratings and waits as ` +
+      'above), two solos at 4000 and 4600 (outside every window), then ' +
+      `${FAR_JOINS.toLocaleString('en-US')} parties of 3 at 1500, one every ${STEP_MS} ms, each ` +
+      'followed by `findMatches(now)`. None can match; the first join after the solos searches ' +
+      'the parties around it once each (they had been set aside as unable to fill teams).',
+  )
+  lines.push('')
+  lines.push('| first join after the solos | join + findMatches: p50 | p99 | matches made |')
+  lines.push('| ---: | ---: | ---: | ---: |')
+  lines.push(
+    `| ${ms(far.firstJoinMs)} ms | ${us(far.p50)} µs | ${us(far.p99)} µs | ${far.matches} |`,
   )
   const report = lines.join('\n') + '\n'
   process.stdout.write('\n' + report)

@@ -461,6 +461,100 @@ describe('MatchIndex: teams', () => {
   })
 })
 
+describe('MatchIndex: windows short of the party sizes to make teams', () => {
+  it('a ticket set aside for the sizes in its window is searched again when a size it lacks comes to accept it, though that ticket left and came back meanwhile', () => {
+    // Found by a brute-force comparison (random operations): t3, an old solo, is set aside while
+    // its window holds no party that completes a team with it; t4, a party of 4 it comes to
+    // accept 3.6 s after t4 joined, leaves and comes back while parties of 4 cannot fill teams
+    // (so t4 waits for nothing). When t8, a party of 5, joins, t3 + t4 + t8 make the teams, and
+    // t3, the oldest waiting, must be in the first match.
+    const rules = { teams: 2, teamSize: 5, maxRatingGap: 20, widenPerSecond: 10 }
+    type Op =
+      ['add', string, number[], number] | ['remove', string] | ['readd', string] | ['find', number]
+    const ops: Op[] = [
+      ['add', 't0', [-200, 61.1, 98.4, -88.1, 23.8], -999_990_000],
+      ['add', 't1', [-162.7, -88.1, 135.7, 61.1, -200], 10_000],
+      ['find', 10_000],
+      ['add', 't2', [23.8, -13.5, 98.4, -162.7], 9_500],
+      ['find', 10_500],
+      ['add', 't3', [173], -999_989_500],
+      ['find', 10_500],
+      ['add', 't4', [210.3, 61.1, 23.8, 173], 10_500],
+      ['find', 10_500],
+      ['find', 11_500],
+      ['remove', 't4'],
+      ['readd', 't4'],
+      ['find', 11_500],
+      ['add', 't5', [-13.5, -200, -50.8], 11_500],
+      ['find', 13_000],
+      ['add', 't6', [-50.8], -999_987_000],
+      ['find', 17_000],
+      ['remove', 't5'],
+      ['find', 17_500],
+      ['add', 't7', [-200, -162.7, -50.8, 98.4], 17_500],
+      ['find', 18_500],
+    ]
+    const index = new MatchIndex(rules)
+    const tickets = new Map<string, Ticket>()
+    for (const op of ops) {
+      if (op[0] === 'add') {
+        tickets.set(op[1], party(op[1], op[2], op[3]))
+        index.add(tickets.get(op[1])!)
+      } else if (op[0] === 'remove') index.remove(op[1])
+      else if (op[0] === 'readd') index.add(tickets.get(op[1])!)
+      else index.findMatches(op[1])
+    }
+    expect(index.has('t3')).toBe(true)
+    const t8 = party('t8', [135.7, 23.8, 173, -13.5, -50.8], -999_981_500)
+    index.add(t8)
+    const now = 18_500
+    // A match for t3 exists (checked here, not by the module): every pair of t3, t4, t8 accepts.
+    const [t3, t4] = [tickets.get('t3')!, tickets.get('t4')!]
+    expect([
+      accepts(rules, t3, t4, now),
+      accepts(rules, t3, t8, now),
+      accepts(rules, t4, t8, now),
+    ]).toEqual([true, true, true])
+    const [first] = index.findMatches(now)
+    expect(first && ids(first)).toContain('t3')
+  })
+
+  it('a ticket set aside for the sizes in its window counts every newcomer it accepts, even one that could not fill teams when it came', () => {
+    // Found by a brute-force comparison: t0, a duo, waits for solos beside duos. t6, a solo,
+    // joins when duos cannot fill teams (one solo for two teams of 2 + 1); t8, a second solo,
+    // makes them fillable, and t0 + t3 + t6 + t8 make the teams: t0, the oldest that can match,
+    // must be in the first match. Windows widen a million points a second: after a second,
+    // everyone accepts everyone but the newest.
+    const rules = { teams: 2, teamSize: 3, maxRatingGap: 0, widenPerSecond: 1_000_000 }
+    const index = new MatchIndex(rules)
+    const find = (now: number) => index.findMatches(now)
+    find(10_000)
+    index.add(party('t0', [1050, 1050], 10_000))
+    find(10_000)
+    find(11_000)
+    index.add(solo('t1', 1025, 11_000))
+    find(11_000)
+    index.add(party('t2', [1000, 1000, 1050], 11_000))
+    find(11_000)
+    index.add(party('t3', [1000, 1050], 10_000))
+    find(11_000)
+    index.add(party('t4', [1050, 1000], 8_000))
+    find(11_000)
+    index.remove('t2')
+    index.add(party('t5', [1025, 1050, 1000], 11_000))
+    // t4, the oldest, has one match: t5, just joined, accepts only means of exactly 1025 (t1, t4).
+    expect(find(11_000).map(ids)).toEqual([['t1', 't4', 't5']])
+    index.add(solo('t6', 1025, 10_000))
+    find(11_000)
+    index.add(party('t7', [1025, 1025], 11_000))
+    expect(find(11_000)).toEqual([])
+    const t8 = solo('t8', 1025, 10_000)
+    index.add(t8)
+    const [first] = find(11_000)
+    expect(first && ids(first)).toContain('t0')
+  })
+})
+
 describe('MatchIndex: a ticket the walk took does not shut a match out', () => {
   // 2v2, gap 100, no widening. Duo A (1180, 1150: 1165) and duo B (1140, 1000: 1070) are 95
   // apart. The greedy walk from A takes its nearest, the solo at 1200, whose window (1100..1300)
@@ -805,8 +899,15 @@ describe('MatchIndex: properties', () => {
       { teams: 2, teamSize: 2, maxRatingGap: 100, widenPerSecond: 10 },
       { teams: 3, teamSize: 3, maxRatingGap: 100, widenPerSecond: 10, maxWidenedGap: 250 },
       { teams: 2, teamSize: 3, maxRatingGap: 60, widenPerSecond: 10 },
+      { teams: 2, teamSize: 4, maxRatingGap: 20, widenPerSecond: 10 },
     ]
-    type Op = { kind: 'join'; ratings: number[]; back: number } | { kind: 'tick'; dt: number }
+    // A ticket may also leave (a cancel) and come back as it was (a restore), so that tickets
+    // set aside for the sizes in their windows see those sizes come and go.
+    type Op =
+      | { kind: 'join'; ratings: number[]; back: number }
+      | { kind: 'tick'; dt: number }
+      | { kind: 'leave'; pick: number }
+      | { kind: 'return' }
     const opArb: fc.Arbitrary<Op> = fc.oneof(
       fc.record({
         kind: fc.constant('join' as const),
@@ -814,14 +915,24 @@ describe('MatchIndex: properties', () => {
         back: fc.integer({ min: 0, max: 5000 }),
       }),
       fc.record({ kind: fc.constant('tick' as const), dt: fc.integer({ min: 0, max: 8000 }) }),
+      fc.record({ kind: fc.constant('leave' as const), pick: fc.nat() }),
+      fc.record({ kind: fc.constant('return' as const) }),
     )
     fc.assert(
       fc.property(fc.constantFrom(...small), fc.array(opArb, { maxLength: 25 }), (rules, ops) => {
         const index = new MatchIndex(rules)
+        const left: Ticket[] = []
         let now = 10_000
         ops.forEach((op, i) => {
           if (op.kind === 'tick') now += op.dt
-          else if (index.size < 6) {
+          else if (op.kind === 'leave') {
+            const waiting = [...index.tickets()]
+            const gone = waiting[op.pick % Math.max(1, waiting.length)]
+            if (gone !== undefined && index.remove(gone.id)) left.push(gone)
+          } else if (op.kind === 'return') {
+            const back = left.pop()
+            if (back !== undefined && index.size < 6) index.add(back)
+          } else if (index.size < 6) {
             index.add(party(`t${i}`, op.ratings.slice(0, rules.teamSize), now - op.back))
           }
           index.findMatches(now)

@@ -24,6 +24,13 @@
  *   acceptance. It still sits in other tickets' walks and can turn tickets away there, so a
  *   failed search also keeps the first time one of its own steps could go otherwise (`revisit`),
  *   and such a ticket is still due when it comes to accept a ticket that can fill teams.
+ * - Likewise a ticket whose own window is short of those sizes (trios for 4-a-side, the solos
+ *   that complete them waiting far away) is set aside with the sizes it counted (`shortSizes`,
+ *   each up to its cap). Only a size it could count more of can change its answer: a newcomer it
+ *   accepts is counted there (`staysShort`), its due time looks only at those sizes (each size
+ *   has its own list), and a ticket of such a size that comes later keeps its own due time no
+ *   later than the moment it comes to accept the short one (`shortOf`). So a crowd of trios is
+ *   neither searched again at each join nor at each acceptance among themselves.
  * - "Accepts" is decided by one function of the pair (`acceptTime`, the instant from which both
  *   windows cover the distance), so due times and checks can never disagree through rounding.
  *
@@ -31,9 +38,10 @@
  * first), which is exact for two solo tickets (1v1): if a 1v1 ticket stays unmatched, no waiting
  * ticket accepts it both ways. For larger matches a ticket it took can shut out the rest of a
  * match (its window narrows the one all must share), so a failed walk is retried a few times
- * leaving out the tickets that turned others away. Against brute force on small pools that finds
- * every match; past its bound it can still miss a set that a full clique search would find, and
- * such a ticket is searched again whenever its neighbourhood gains an acceptance or loses a
+ * leaving out the tickets that turned others away. Against brute force on small random pools no
+ * match is left waiting, but in about one run in 2,000 the retries run out before the match that
+ * holds the oldest ticket (a younger match is made first); past the bound a search can miss a
+ * set that a full clique search would find, and such a ticket is searched again whenever its neighbourhood gains an acceptance or loses a
  * ticket it accepted (a nearer ticket may have been what blocked it). Either way the incremental
  * index finds exactly what a freshly built index over the same tickets would.
  */
@@ -138,6 +146,14 @@ interface Entry extends Key {
   checkEpoch: number
   /** Earliest time a new acceptance can appear, for clean tickets. */
   due: number
+  /**
+   * For a clean ticket whose last search found that the party sizes in its window (itself and the
+   * tickets it accepted, each size counted up to its cap) cannot make the teams: those counts, to
+   * which `wake` adds each newcomer it accepts. While they cannot, no ticket joining or leaving
+   * changes its search's answer (leaving only takes sizes away), so it is not searched again until
+   * a newcomer's size lets them or its due time (a new acceptance by widening) comes. Null otherwise.
+   */
+  shortSizes: number[] | null
   readyPos: number
   duePos: number
 }
@@ -241,6 +257,12 @@ class BlockList {
     return this.blocks[c.b]![c.i]!
   }
 
+  /** Moves `c` to the last entry; nowhere when the list is empty. */
+  last(c: Cursor): void {
+    c.b = this.blocks.length - 1
+    c.i = c.b < 0 ? 0 : this.blocks[c.b]!.length - 1
+  }
+
   /** Moves `c` to the next entry; false, and `c` nowhere, at the end. */
   advance(c: Cursor): boolean {
     if (c.b < 0) return false
@@ -285,13 +307,21 @@ class Outward {
   distance = 0
   isUp = false
 
-  constructor(list: BlockList, anchor: Entry) {
+  /** From `anchor`, which is in `list` unless `outside` (then from where it would be). */
+  constructor(list: BlockList, anchor: Entry, outside = false) {
     this.list = list
     this.rating = anchor.rating
-    list.locate(anchor, this.up)
-    this.below.set(this.up)
-    list.advance(this.up)
-    list.retreat(this.below)
+    if (!outside) {
+      list.locate(anchor, this.up)
+      this.below.set(this.up)
+      list.advance(this.up)
+      list.retreat(this.below)
+    } else if (list.seek(anchor, this.up)) {
+      this.below.set(this.up)
+      list.retreat(this.below)
+    } else {
+      list.last(this.below)
+    }
   }
 
   private downHead(): Entry | undefined {
@@ -432,7 +462,7 @@ class Heap {
 type SearchResult = { members: Entry[]; bins: Entry[][] } | 'none' | 'inconclusive' | 'unfillable'
 
 /**
- * A search's first walk, and then its couldFill and retries together, pass over this many tickets
+ * A search's first walk, and then its retries together, pass over this many tickets
  * of a size already at its cap for each one a walk may check (`maxScan`): passing one is an array
  * lookup, checking one weighs it against every ticket taken.
  */
@@ -455,7 +485,8 @@ function checkNonNegative(name: string, value: number): void {
  * on random pools of up to 6 to 12 tickets (2v2 to 3v4, parties of 1 to 5, with and without
  * widening), the greedy walk alone missed a match that existed in 0.2 to 0.7 % of them, one
  * retry in up to 0.02 %, two and more in none of 110,000; 8 leaves room, and bounds what a
- * failing search costs (9 walks).
+ * failing search costs (9 walks). Longer random runs (40 steps, up to 12 tickets) find about one
+ * in 2,000 where 8 are not enough for the match that holds the oldest ticket.
  */
 const MAX_RETRIES = 8
 
@@ -505,6 +536,15 @@ export class MatchIndex {
   private readonly partitions: number[][]
   private readonly entries = new Map<string, Entry>()
   private readonly all = new BlockList()
+  /** The waiting tickets again, by party size (index = size): a short window's due time asks by size. */
+  private readonly bySize: BlockList[]
+  /**
+   * `shortOf[s]`: the clean tickets whose window is short of the sizes to make teams and could
+   * still count more tickets of size s. A ticket of size s keeps its due time no later than the
+   * first moment one of them comes to accept it: their own due times know only the tickets that
+   * waited when they were searched.
+   */
+  private readonly shortOf: BlockList[]
   private readonly clean = new BlockList()
   private readonly ready = new Heap(
     (a, b) => compareAge(a, b) < 0,
@@ -535,6 +575,8 @@ export class MatchIndex {
   private revisit = Infinity
   /** Set by `walk`: for each ticket it turned away that `u` accepts, the taken ones that did. */
   private blocked: Blocked[] = []
+  /** Set by a search that found nothing: its window's capped party sizes, when they cannot make teams. */
+  private short: number[] | null = null
   /** Tickets that left since their neighbours were last told. */
   private departed: Entry[] = []
   private seq = 0
@@ -560,6 +602,8 @@ export class MatchIndex {
     this.retries = options.retries ?? MAX_RETRIES
     this.partitions = partitionsOf(rules.teamSize)
     this.sizeCounts = new Array<number>(rules.teamSize + 1).fill(0)
+    this.bySize = this.sizeCounts.map(() => new BlockList())
+    this.shortOf = this.sizeCounts.map(() => new BlockList())
     this.sizeCaps = this.sizeCounts.map((_, s) =>
       s === 0 ? 0 : rules.teams * Math.floor(rules.teamSize / s),
     )
@@ -614,11 +658,13 @@ export class MatchIndex {
       checkedAt: -Infinity,
       checkEpoch: -1,
       due: Infinity,
+      shortSizes: null,
       readyPos: -1,
       duePos: -1,
     }
     this.entries.set(ticket.id, entry)
     this.all.insert(entry)
+    this.bySize[size]!.insert(entry)
     this.countSize(size, 1)
     this.makeReady(entry, true)
   }
@@ -645,8 +691,7 @@ export class MatchIndex {
     const matches: Match[] = []
 
     for (let top = this.dueHeap.peek(); top !== undefined && top.due <= now;) {
-      this.dueHeap.delete(top)
-      this.clean.remove(top)
+      this.unclean(top)
       this.makeReady(top, true)
       top = this.dueHeap.peek()
     }
@@ -682,6 +727,7 @@ export class MatchIndex {
         else {
           this.entries.delete(u.id)
           this.all.remove(u)
+          this.bySize[u.size]!.remove(u)
           this.countSize(u.size, -1)
           this.departed.push(u)
         }
@@ -719,6 +765,7 @@ export class MatchIndex {
     e.needsWake = false
     e.checkedAt = now
     e.checkEpoch = this.epoch
+    e.shortSizes = why === 'none' ? this.short : null
     // Unfillable: no window's growth helps this ticket's own search until the sizes change. A
     // match the sizes allow only once a ticket has joined must contain that ticket, whose arrival
     // and due times wake every ticket that accepts it. But this ticket still sits in the walks of
@@ -726,25 +773,45 @@ export class MatchIndex {
     // to accept them (they did not know it when they last searched). How the tickets in a walk
     // come to accept each other is that search's own `revisit`, so acceptances between tickets
     // that cannot fill teams need no due time.
-    e.due =
+    const due =
       why === 'inconclusive'
         ? now + this.retryMs
         : why === 'unfillable'
           ? this.nextDue(e, now, true)
-          : Math.min(this.nextDue(e, now), this.revisit)
+          : e.shortSizes !== null
+            ? this.nextShortDue(e, now)
+            : Math.min(this.nextDue(e, now), this.revisit)
+    e.due = Math.min(due, this.nextNeeded(e, now))
     this.clean.insert(e)
     if (e.due !== Infinity) this.dueHeap.push(e)
+    const sizes = e.shortSizes
+    if (sizes !== null) {
+      for (let size = 1; size < sizes.length; size++) {
+        if (sizes[size]! < this.sizeCaps[size]!) this.shortOf[size]!.insert(e)
+      }
+    }
+  }
+
+  /** Takes a clean ticket out of the clean tickets (to be searched, or gone). */
+  private unclean(e: Entry): void {
+    this.clean.remove(e)
+    this.dueHeap.delete(e)
+    const sizes = e.shortSizes
+    if (sizes !== null) {
+      for (let size = 1; size < sizes.length; size++) {
+        if (sizes[size]! < this.sizeCaps[size]!) this.shortOf[size]!.remove(e)
+      }
+      e.shortSizes = null
+    }
   }
 
   private detach(e: Entry): void {
     this.entries.delete(e.id)
     this.all.remove(e)
+    this.bySize[e.size]!.remove(e)
     this.countSize(e.size, -1)
     if (e.ready) this.ready.delete(e)
-    else {
-      this.clean.remove(e)
-      this.dueHeap.delete(e)
-    }
+    else this.unclean(e)
     e.needsWake = false
     this.departed.push(e)
   }
@@ -765,11 +832,13 @@ export class MatchIndex {
       for (let ok = this.clean.seek(key, c); ok; ok = this.clean.advance(c)) {
         const w = this.clean.at(c)
         if (w.rating > d.rating + g) break
-        if (this.acceptTime(d, w) <= now && this.canFill(w.size)) woken.push(w)
+        // A window short of the sizes to make teams is no less short for a departure.
+        if (w.shortSizes === null && this.acceptTime(d, w) <= now && this.canFill(w.size)) {
+          woken.push(w)
+        }
       }
       for (const w of woken) {
-        this.clean.remove(w)
-        this.dueHeap.delete(w)
+        this.unclean(w)
         w.ready = true
         w.wokeAt = now
         this.ready.push(w)
@@ -806,15 +875,34 @@ export class MatchIndex {
     const g = this.reachAt(u, now)
     const hi = u.rating + g
     const woken: Entry[] = []
+    /** Short windows that u's size lets make teams: searched again, whatever else they knew. */
+    const reopened: Entry[] = []
     const c = new Cursor()
     const key = { rating: u.rating - g, enqueuedAt: -Infinity, seq: -Infinity }
     for (let ok = this.clean.seek(key, c); ok; ok = this.clean.advance(c)) {
       const w = this.clean.at(c)
       if (w.rating > hi) break
-      // A ticket whose size cannot fill teams now would only be searched to say so again.
-      if (this.acceptTime(u, w) <= now && this.canFill(w.size)) woken.push(w)
+      if (this.acceptTime(u, w) > now) continue
+      // A window whose sizes cannot make teams even with u's would only be searched to say so
+      // again: thousands of trios in a 4-a-side queue with two solos far away were each searched
+      // on every join, a walk of the window apiece. It counts u whatever else holds it back, so
+      // that its count misses no newcomer.
+      if (w.shortSizes !== null) {
+        if (!this.staysShort(w, u.size)) reopened.push(w)
+      } else if (this.canFill(w.size)) {
+        // A ticket whose size cannot fill teams now would only be searched to say so again.
+        woken.push(w)
+      }
     }
-    if (woken.length === 0) return false
+    let older = false
+    for (const w of reopened) {
+      this.unclean(w)
+      w.ready = true
+      w.wokeAt = now
+      this.ready.push(w)
+      if (compareAge(w, u) < 0) older = true
+    }
+    if (woken.length === 0) return older
 
     // An acceptance (u, v) that is new to w may change w's search when w accepts u, so find the
     // newest acceptance of u: by arrival of a ticket, and by time.
@@ -835,11 +923,9 @@ export class MatchIndex {
       if (v.addEpoch > newestAdd) newestAdd = v.addEpoch
       if (t > newestTime) newestTime = t
     }
-    let older = false
     for (const w of woken) {
       if (exact && w.checkEpoch >= newestAdd && w.checkedAt >= newestTime) continue
-      this.clean.remove(w)
-      this.dueHeap.delete(w)
+      this.unclean(w)
       w.ready = true
       w.wokeAt = now
       this.ready.push(w)
@@ -866,6 +952,60 @@ export class MatchIndex {
       }
       if (++scanned > this.maxScan) return Math.min(best, lower > now ? lower : now + this.retryMs)
       if (fillers && !this.canFill(walk.entry!.size)) continue
+      const t = Math.max(lower, this.reach(walk.entry!, walk.distance))
+      if (t > now && t < best) best = t
+    }
+    return best
+  }
+
+  /**
+   * For a clean ticket whose window is short of the sizes to make teams (`shortSizes`): the
+   * earliest time after `now` at which a ticket of a size it could still count more of newly
+   * accepts it both ways. Only those can change its answer (no walk succeeds while the sizes
+   * fall short, whoever accepts whom), so a pool crowded with one size at its cap does not search
+   * each of them again at every acceptance among the crowd; asked of each size's own list, so
+   * the crowd is not walked either.
+   */
+  private nextShortDue(u: Entry, now: number): number {
+    const sizes = u.shortSizes!
+    let best = Infinity
+    let scanned = 0
+    for (let size = 1; size < this.bySize.length; size++) {
+      const list = this.bySize[size]!
+      if (sizes[size]! >= this.sizeCaps[size]! || list.size === 0) continue
+      const walk = new Outward(list, u, size !== u.size)
+      while (walk.next()) {
+        const lower = this.reach(u, walk.distance)
+        if (lower >= best) {
+          walk.close(walk.isUp)
+          continue
+        }
+        if (++scanned > this.maxScan)
+          return Math.min(best, lower > now ? lower : now + this.retryMs)
+        const t = Math.max(lower, this.reach(walk.entry!, walk.distance))
+        if (t > now && t < best) best = t
+      }
+    }
+    return best
+  }
+
+  /**
+   * Earliest time after `now` at which a short window that could count `u`'s size (`shortOf`)
+   * comes to accept `u` both ways: then `u` is due, and its wake counts it there.
+   */
+  private nextNeeded(u: Entry, now: number): number {
+    const list = this.shortOf[u.size]!
+    if (list.size === 0) return Infinity
+    let best = Infinity
+    let scanned = 0
+    const walk = new Outward(list, u, true)
+    while (walk.next()) {
+      const lower = this.reach(u, walk.distance)
+      if (lower >= best) {
+        walk.close(walk.isUp)
+        continue
+      }
+      if (++scanned > this.maxScan) return Math.min(best, lower > now ? lower : now + this.retryMs)
       const t = Math.max(lower, this.reach(walk.entry!, walk.distance))
       if (t > now && t < best) best = t
     }
@@ -920,15 +1060,36 @@ export class MatchIndex {
    */
   private search(u: Entry, now: number): SearchResult {
     this.revisit = Infinity
+    this.short = null
     if (!this.canFill(u.size)) return 'unfillable'
+    // Most failed walks have no match to miss: not enough players accept `u`, whoever is left
+    // out. A ticket searched before in vain is asked that first (a walk of its window would pass
+    // over a crowd of sizes at their caps), a new one after its first walk (which most often
+    // finds a match). Kept for wake: the tickets it accepts then change that only by a size.
+    let sizes: number[] | null | undefined
+    if (u.checkEpoch >= 0) {
+      sizes = this.windowSizes(u, now)
+      if (sizes !== null && this.cannotPack(sizes, u.size)) {
+        this.short = this.crowded(sizes) ? sizes : null
+        return 'none'
+      }
+    }
     this.passesLeft = this.maxPassed
     const first = this.walk(u, now, NO_SKIP)
-    if (first !== 'none' || this.blocked.length === 0 || this.retries <= 0) return first
-    // couldFill and the retries share one more allowance of passes (a crowd passed over once a
-    // walk would cost a search ten passes over it); past it, the first walk's answer stands.
+    if (first !== 'none') return first
+    // A walk that passed no ticket for its size saw no crowd to set `u` aside from, and one that
+    // turned none away has nothing to retry: most failed walks, which this spares a second scan.
+    const crowd = this.passesLeft < this.maxPassed
+    if (!crowd && (this.blocked.length === 0 || this.retries <= 0)) return first
+    sizes ??= this.windowSizes(u, now)
+    if (sizes !== null && this.cannotPack(sizes, u.size)) {
+      this.short = this.crowded(sizes) ? sizes : null
+      return first
+    }
+    if (this.blocked.length === 0 || this.retries <= 0) return first
+    // The retries share one more allowance of passes (a crowd passed over once a walk would cost
+    // a search ten passes over it); past it, the first walk's answer stands.
     this.passesLeft = this.maxPassed
-    // Most failed walks have no match to miss: not enough players accept `u`, whoever is left out.
-    if (!this.couldFill(u, now)) return first
     const queue: Entry[][] = []
     const more = (skip: readonly Entry[]): void => {
       const sets = this.blocked
@@ -1024,31 +1185,64 @@ export class MatchIndex {
   }
 
   /**
-   * Whether the party sizes of the tickets `u` accepts now, with `u`, can make the teams: if not,
-   * no walk from `u` can find a match, whatever it leaves out. True when the window holds more
-   * than `maxScan` tickets (not known).
+   * The party sizes of `u` and the tickets it accepts now, each counted up to its cap (more change
+   * nothing), or null when more than `maxScan` tickets had to be looked at (not known). Asked of
+   * each size's own list, which stops at the cap: a crowd of one size costs its first few. If they
+   * cannot make the teams, no walk from `u` can find a match, whatever it leaves out.
    */
-  private couldFill(u: Entry, now: number): boolean {
-    const { teams, teamSize } = this.rules
-    const counts = new Array<number>(teamSize + 1).fill(0)
+  private windowSizes(u: Entry, now: number): number[] | null {
+    const counts = new Array<number>(this.rules.teamSize + 1).fill(0)
     counts[u.size] = 1
     const g = this.reachAt(u, now)
     const c = new Cursor()
     const key = { rating: u.rating - g, enqueuedAt: -Infinity, seq: -Infinity }
     let scanned = 0
-    for (let ok = this.all.seek(key, c); ok; ok = this.all.advance(c)) {
-      const v = this.all.at(c)
-      if (v.rating > u.rating + g) break
-      if (v === u) continue
-      // As in walk: sizes already at their cap are passed on an allowance of their own.
-      if (counts[v.size]! >= this.sizeCaps[v.size]!) {
-        if (--this.passesLeft < 0) return true
-        continue
+    for (let size = 1; size < this.bySize.length; size++) {
+      const list = this.bySize[size]!
+      const cap = this.sizeCaps[size]!
+      for (let ok = list.seek(key, c); ok && counts[size]! < cap; ok = list.advance(c)) {
+        const v = list.at(c)
+        if (v.rating > u.rating + g) break
+        if (++scanned > this.maxScan) return null
+        if (v !== u && this.acceptTime(u, v) <= now) counts[size]!++
       }
-      if (++scanned > this.maxScan) return true
-      if (this.acceptTime(u, v) <= now) counts[v.size]!++
     }
-    return packSizes(counts, u.size, teams, teamSize, this.partitions) !== 'impossible'
+    return counts
+  }
+
+  /**
+   * Whether a window's sizes hold one at its cap: a crowd of that size, whose acceptances among
+   * themselves would otherwise bring the short ticket due again and again. A window short only of
+   * tickets (a lone 1v1 player) is left to the due times every failed search keeps: setting it
+   * aside would cost each of them a second due time (`shortOf`) and save nothing.
+   */
+  private crowded(counts: number[]): boolean {
+    for (let size = 1; size < counts.length; size++) {
+      if (counts[size]! >= this.sizeCaps[size]!) return true
+    }
+    return false
+  }
+
+  /** Whether party sizes `counts` (capped) certainly cannot make the teams with one of `anchorSize`. */
+  private cannotPack(counts: number[], anchorSize: number): boolean {
+    const { teams, teamSize } = this.rules
+    return packSizes(counts, anchorSize, teams, teamSize, this.partitions) === 'impossible'
+  }
+
+  /**
+   * Whether a newcomer of party size `size`, accepted by clean ticket `w`, leaves `w`'s window
+   * short of the sizes to make teams (then `w` keeps its answer and counts the newcomer).
+   */
+  private staysShort(w: Entry, size: number): boolean {
+    const sizes = w.shortSizes!
+    if (sizes[size]! < this.sizeCaps[size]!) {
+      const more = sizes.slice()
+      more[size]!++
+      if (!this.cannotPack(more, w.size)) return false
+      if (more[size]! >= this.sizeCaps[size]!) this.shortOf[size]!.remove(w)
+      w.shortSizes = more
+    }
+    return true
   }
 
   /**

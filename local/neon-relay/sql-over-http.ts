@@ -111,6 +111,13 @@ function errorBody(error: pg.DatabaseError): Record<string, string> {
 class ProxyError extends Error {}
 
 /** A pool's client; a refusal while connecting is the proxy's (ProxyError), as on Neon. */
+/** An answer past Neon's limit on its size: Neon answers 507, and a batch is rolled back. */
+class TooLarge extends Error {
+  constructor(maxBytes: number) {
+    super(`response is too large (max is ${maxBytes} bytes)`)
+  }
+}
+
 async function connect(pool: pg.Pool): Promise<PoolClient> {
   try {
     return await pool.connect()
@@ -142,15 +149,27 @@ export class SqlOverHttp {
     this.#maxResponseBytes = maxResponseBytes
   }
 
+  /** A result's JSON, or, past Neon's limit on an answer, a TooLarge to answer 507 with. */
+  #resultText(body: unknown): string {
+    const text = JSON.stringify(body)
+    if (Buffer.byteLength(text) > this.#maxResponseBytes) throw new TooLarge(this.#maxResponseBytes)
+    return text
+  }
+
   /** Sends a result, or, past Neon's limit on an answer, Neon's 507 in its place. */
   #sendResult(res: ServerResponse, body: unknown): void {
-    const text = JSON.stringify(body)
-    if (Buffer.byteLength(text) > this.#maxResponseBytes) {
-      sendJson(res, 507, {
-        message: `response is too large (max is ${this.#maxResponseBytes} bytes)`,
-      })
+    let text: string
+    try {
+      text = this.#resultText(body)
+    } catch (error) {
+      if (!(error instanceof TooLarge)) throw error
+      sendJson(res, 507, { message: error.message })
       return
     }
+    this.#sendText(res, text)
+  }
+
+  #sendText(res: ServerResponse, text: string): void {
     res.writeHead(200, {
       'content-type': 'application/json',
       'content-length': Buffer.byteLength(text),
@@ -209,8 +228,11 @@ export class SqlOverHttp {
         for (const query of queries) {
           results.push(toHttpResult(await client.query(config(query)), arrayMode))
         }
+        // Neon measures the answer before it commits, and rolls back one too large to send: a
+        // client told 507 must not find the writes made.
+        const text = this.#resultText({ results })
         await client.query('COMMIT')
-        this.#sendResult(res, { results })
+        this.#sendText(res, text)
       } catch (error) {
         broken = await this.#rollback(client, error)
         throw error
@@ -218,7 +240,8 @@ export class SqlOverHttp {
         client.release(broken)
       }
     } catch (error) {
-      if (error instanceof ProxyError) sendJson(res, 400, { message: error.message, code: '' })
+      if (error instanceof TooLarge) sendJson(res, 507, { message: error.message })
+      else if (error instanceof ProxyError) sendJson(res, 400, { message: error.message, code: '' })
       else if (error instanceof HttpError) sendJson(res, error.status, { message: error.message })
       else if (error instanceof pg.DatabaseError) sendJson(res, 400, errorBody(error))
       else sendJson(res, 502, { message: `cannot reach Postgres: ${(error as Error).message}` })
@@ -251,7 +274,10 @@ export class SqlOverHttp {
 
   // Returns an error when the connection is unusable and must be discarded, not reused.
   async #rollback(client: PoolClient, cause: unknown): Promise<Error | undefined> {
-    if (!(cause instanceof pg.DatabaseError)) return cause instanceof Error ? cause : new Error()
+    // A connection is fine after Postgres refused a statement, or after an answer too large.
+    if (!(cause instanceof pg.DatabaseError || cause instanceof TooLarge)) {
+      return cause instanceof Error ? cause : new Error()
+    }
     try {
       await client.query('ROLLBACK')
       return undefined

@@ -379,6 +379,22 @@ describe('HTTP mode (neon())', () => {
     expect(Number(row!.n)).toBe(big)
   })
 
+  it('rolls back a transaction whose answer is over 10 MiB, as Neon does before it commits', async () => {
+    const sql = neon(server.url)
+    await direct.query('CREATE TABLE http_too_large (id int PRIMARY KEY)')
+    const big = 10 * 1024 * 1024 + 1
+    await expect(
+      sql.transaction([
+        sql.query('INSERT INTO http_too_large (id) VALUES (1)'),
+        sql.query('SELECT repeat($1, $2::int)', ['x', big]),
+      ]),
+    ).rejects.toMatchObject({ message: expect.stringContaining('HTTP status 507') })
+    // Told 507, the client finds nothing written; the relay's connection still serves.
+    const { rows } = await direct.query('SELECT count(*)::int AS n FROM http_too_large')
+    expect(rows[0].n).toBe(0)
+    await expect(sql.transaction([sql.query('SELECT 1 AS one')])).resolves.toEqual([[{ one: 1 }]])
+  })
+
   it('enforces one statement per query, as Neon does', async () => {
     const sql = neon(server.url)
     await expect(sql.query('SELECT 1; SELECT 2')).rejects.toMatchObject({ code: '42601' })

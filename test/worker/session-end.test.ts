@@ -560,6 +560,56 @@ describe('the end of a game', () => {
     expect(matches(orderOne) || matches(orderTwo)).toBe(true)
   })
 
+  it('in Neon: two matches of the same players ending at once, each listing them in the other order, both rate: neither waits on the other for good', async () => {
+    // Each row update of these players waits 200 ms first (a trigger for their ids only), so
+    // that both records are holding one player's row when they reach the other's. Taken in each
+    // match's own order, that was a deadlock Postgres broke by failing one record.
+    const [a, b] = playerIds(2, 'lockorder')
+    await seedRatings({ [a!]: INITIAL_RATING, [b!]: INITIAL_RATING })
+    const sql = pg()
+    await sql.query(`create or replace function nexus_test_slow_update() returns trigger
+      language plpgsql as $$ begin perform pg_sleep(0.2); return new; end $$`)
+    await sql.query(`drop trigger if exists nexus_test_slow_update on players`)
+    await sql.query(`create trigger nexus_test_slow_update before update on players
+      for each row when (new.id like 'lockorder%') execute function nexus_test_slow_update()`)
+    onTestFinished(async () => {
+      await sql.query(`drop trigger if exists nexus_test_slow_update on players`)
+    })
+    const store = new NeonSessionStore(env)
+    const record = (first: string, second: string) =>
+      store.recordResult({
+        sessionId: `s_lockorder-${crypto.randomUUID()}`,
+        rules: 'dice-race',
+        roster: [
+          { playerId: first, team: 0 },
+          { playerId: second, team: 1 },
+        ],
+        queue: null,
+        region: null,
+        createdAt: Date.now() - 60_000,
+        endedAt: Date.now(),
+        result: {
+          placements: [
+            { playerId: first, team: 0, place: 1 },
+            { playerId: second, team: 1, place: 2 },
+          ],
+          reason: 'finished',
+          winner: first,
+        },
+      })
+    const both = await Promise.all([record(a!, b!), record(b!, a!)])
+    expect(both.map((o) => o.recorded)).toEqual([true, true])
+    // Each result counted once: one win and one loss each, whichever was rated first.
+    const now = await ratingsOf([a!, b!])
+    const initial = { [a!]: INITIAL_RATING, [b!]: INITIAL_RATING }
+    const orderOne = expectedAfter(expectedAfter(initial, a!, b!), b!, a!)
+    const orderTwo = expectedAfter(expectedAfter(initial, b!, a!), a!, b!)
+    const close = (e: Record<string, Rating>) =>
+      Math.abs(now[a!]!.rating - e[a!]!.rating) < 1e-9 &&
+      Math.abs(now[b!]!.rating - e[b!]!.rating) < 1e-9
+    expect(close(orderOne) || close(orderTwo)).toBe(true)
+  })
+
   it('a crash after Neon committed, then the retry: still one result and one rating update', async () => {
     let commits = 0
     const game = await playGame({

@@ -241,6 +241,12 @@ export class NeonSessionStore implements SessionStore {
       // The write is guarded by the values read (a result of another match stored meanwhile
       // makes it read again), which are the stored ones, not those grown by idle days.
       const guard = changes.map((c) => stored.get(c.playerId) ?? defaultRating())
+      // The players' rows are written in id order, whatever the roster's: two matches of the
+      // same players ending at once then take their row locks in the same order, not each
+      // waiting on the other's (a deadlock Postgres ends by failing one).
+      const writes = changes
+        .map((c, i) => ({ c, g: guard[i]! }))
+        .sort((a, b) => (a.c.playerId < b.c.playerId ? -1 : a.c.playerId > b.c.playerId ? 1 : 0))
       try {
         const results = await sql.transaction([
           // Players of an identity provider appear on first use; new ones start at the defaults
@@ -282,13 +288,13 @@ export class NeonSessionStore implements SessionStore {
               input.rules,
               JSON.stringify(input.result),
               JSON.stringify(changes),
-              changes.map((c) => c.playerId),
-              changes.map((c) => c.after.rating),
-              changes.map((c) => c.after.rd),
-              changes.map((c) => c.after.volatility),
-              guard.map((r) => r.rating),
-              guard.map((r) => r.rd),
-              guard.map((r) => r.volatility),
+              writes.map((w) => w.c.playerId),
+              writes.map((w) => w.c.after.rating),
+              writes.map((w) => w.c.after.rd),
+              writes.map((w) => w.c.after.volatility),
+              writes.map((w) => w.g.rating),
+              writes.map((w) => w.g.rd),
+              writes.map((w) => w.g.volatility),
               changes.length,
               input.endedAt,
             ],
@@ -324,8 +330,10 @@ export class NeonSessionStore implements SessionStore {
           erased: [...erased],
         }
       } catch (err) {
-        // 22012: a rating changed between the read and the write; read again.
-        if (pgErrorCode(err) === '22012' && attempt < RATING_ATTEMPTS) continue
+        // 22012: a rating changed between the read and the write; read again. 40P01: Postgres
+        // ended a deadlock with another transaction on these rows (one not writing in id order).
+        const code = pgErrorCode(err)
+        if ((code === '22012' || code === '40P01') && attempt < RATING_ATTEMPTS) continue
         throw err
       }
     }

@@ -126,19 +126,34 @@ describe('updateRatings', () => {
     expect(by.get('b')).toBeCloseTo(b.rating, 9)
   })
 
-  it('teams: each player is rated against the opposing team as one composite opponent', () => {
-    const red = [player('r1', 1400, 100), player('r2', 1600, 300)]
+  it('teams: each player is rated against the opposing team as one composite opponent, at the gap between the teams', () => {
+    const red = [player('r1', 1400, 100), player('r2', 1700, 300)]
     const blue = [player('b1', 1450, 50), player('b2', 1550, 50)]
     const out = updateRatings([red, blue], [1, 2])
-    // Blue as one opponent: mean rating 1500, RD √((50² + 50²)/2) = 50.
-    const r2 = glicko2(red[1]!, [{ opponent: { rating: 1500, rd: 50 }, score: 1 }])
+    // Blue as one opponent: mean rating 1500, RD √((50² + 50²)/2) = 50; red's mean is 1550, so
+    // each red player meets it 50 below themselves (r2: at 1650), as their team meets blue.
+    const r2 = glicko2(red[1]!, [{ opponent: { rating: 1650, rd: 50 }, score: 1 }])
     expect(out.find((p) => p.id === 'r2')).toEqual({ id: 'r2', ...r2 })
     const r1 = out.find((p) => p.id === 'r1')!
     const moved = out.find((p) => p.id === 'r2')!
     // The uncertain newcomer moves more than the settled teammate.
-    expect(moved.rating - 1600).toBeGreaterThan(r1.rating - 1400)
+    expect(moved.rating - 1700).toBeGreaterThan(r1.rating - 1400)
     for (const id of ['b1', 'b2'])
       expect(out.find((p) => p.id === id)!.rating).toBeLessThan(id === 'b1' ? 1450 : 1550)
+  })
+
+  it('teams: a party of a strong and a weak player that wins as often as its mean says keeps its ratings apart', () => {
+    // 2000 and 1000 (mean 1500) against two players of 1500, winning every other game: as expected
+    // of equal teams. Rated against the other team's mean alone, the 2000 lost about 14 points a
+    // loss and gained under 1 a win, and the pair ended near 1500 each after 200 games.
+    let party = [player('strong', 2000, 50), player('weak', 1000, 50)]
+    const others = [player('x', 1500, 50), player('y', 1500, 50)]
+    for (let game = 0; game < 200; game++) {
+      const out = updateRatings([party, others], game % 2 === 0 ? [1, 2] : [2, 1])
+      party = party.map((p) => ({ ...p, ...out.find((o) => o.id === p.id)! }))
+    }
+    expect(Math.abs(party[0]!.rating - 2000)).toBeLessThan(25)
+    expect(Math.abs(party[1]!.rating - 1000)).toBeLessThan(25)
   })
 
   it('validates the shape of the result', () => {

@@ -9,8 +9,13 @@
  *   against those placed above, draw on equal placement), all in the same period.
  * - Teams: each player gets one result against every other team, whose strength is a composite
  *   opponent: the mean of its players' ratings, and the root mean square of their RDs (so its
- *   uncertainty is that of a typical member). Each player's own RD and volatility drive their own
- *   update, so a newcomer moves more than a veteran on the same team.
+ *   uncertainty is that of a typical member). The result is expected as the player's team is
+ *   expected to do: the opponent stands as far from the player as that team's mean stands from
+ *   their own team's. Against the opponent's mean alone, a strong player with a weak teammate
+ *   lost points for every even match their team played as well as expected (and the weak one
+ *   gained them), so a party's ratings drifted together game after game. Each player's own RD and
+ *   volatility drive their own update, so a newcomer moves more than a veteran on the same team.
+ *   Team size is not weighed: teams of different sizes (an admin's session) count as even.
  *
  * RD is kept within [minRd, maxRd] (default [30, 350]): the lower bound keeps veterans' ratings
  * responsive, the upper bound is a new player's uncertainty.
@@ -202,14 +207,19 @@ export function updateRatings(
   })
   const out: RatedPlayer[] = []
   teams.forEach((team, i) => {
-    const results: GameResult[] = []
-    composites.forEach((opponent, j) => {
-      if (j === i) return
-      const mine = placements[i]!
-      const theirs = placements[j]!
-      results.push({ opponent, score: mine < theirs ? 1 : mine > theirs ? 0 : 0.5 })
-    })
-    for (const p of team) out.push({ id: p.id, ...glicko2(p, results, options) })
+    const own = composites[i]!.rating
+    for (const p of team) {
+      const results: GameResult[] = []
+      composites.forEach((composite, j) => {
+        if (j === i) return
+        const mine = placements[i]!
+        const theirs = placements[j]!
+        // The gap between the teams, seen from this player (a solo's own team is themselves).
+        const opponent = { rating: p.rating - (own - composite.rating), rd: composite.rd }
+        results.push({ opponent, score: mine < theirs ? 1 : mine > theirs ? 0 : 0.5 })
+      })
+      out.push({ id: p.id, ...glicko2(p, results, options) })
+    }
   })
   return out
 }

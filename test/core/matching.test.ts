@@ -553,6 +553,29 @@ describe('MatchIndex: windows short of the party sizes to make teams', () => {
     const [first] = find(11_000)
     expect(first && ids(first)).toContain('t0')
   })
+  it('a ticket left waiting to be searched by a call that hit its max tells a set-aside ticket it came to accept, before any search', () => {
+    // Found by a review's fuzzer: t3, the oldest, is set aside (quints at their cap around it, no
+    // duo). t7, a duo, joins; the next call, limited to one match, leaves it unsearched. By the
+    // call after, t7 accepts t3, and t3 + t5 + t7 make the teams: t3's match must come first,
+    // not t0's (younger) with the same t7.
+    const rules = { teams: 2, teamSize: 5, maxRatingGap: 20, widenPerSecond: 10 }
+    const index = new MatchIndex(rules)
+    const same = (id: string, size: number, rating: number, at: number) =>
+      party(id, new Array<number>(size).fill(rating), at)
+    // Two solos far away: parties of 3 can fill teams, as far as the pool's sizes go.
+    index.add(same('f0', 1, 50_000, 100_000))
+    index.add(same('f1', 1, 60_000, 100_000))
+    index.add(same('t0', 3, 1000, -1_414_900_000))
+    index.add(same('t3', 3, 1150, -1_687_900_000))
+    index.add(same('t4', 5, 1000, -1_609_900_000))
+    index.add(same('t5', 5, 1150, 100_000))
+    expect(index.findMatches(100_000)).toEqual([])
+    index.add(same('t7', 2, 1102, 108_000))
+    index.add(same('x1', 5, 1129, -1_206_900_000))
+    expect(index.findMatches(108_000, { max: 1 }).map(ids)).toEqual([['t4', 'x1']])
+    const [first] = index.findMatches(128_000)
+    expect(first && ids(first)).toContain('t3')
+  })
 })
 
 describe('MatchIndex: a ticket the walk took does not shut a match out', () => {

@@ -706,6 +706,17 @@ export class MatchIndex {
       this.wake(e, now)
     }
     this.wakeDeparted(now)
+    // Tickets left ready by an earlier call that hit `max` are told again when they come up; but
+    // one that has since come to accept a ticket set aside for its size must tell it before any
+    // search, or a younger ticket's search takes it first (the set-aside one learns of it only
+    // from its wake). Only those: the others keep their wake for when they come up.
+    if (this.ready.size > 0 && this.shortOf.some((list) => list.size > 0)) {
+      for (const u of this.ready.items.slice()) {
+        if (u.wokeAt >= now || this.shortOf[u.size]!.size === 0) continue
+        u.wokeAt = now
+        this.wake(u, now)
+      }
+    }
 
     while (matches.length < max) {
       const u = this.ready.peek()

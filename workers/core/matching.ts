@@ -804,6 +804,14 @@ export class MatchIndex {
     }
   }
 
+  /** Moves a clean ticket to the ready ones, its neighbours told as of `now`. */
+  private rewake(w: Entry, now: number): void {
+    this.unclean(w)
+    w.ready = true
+    w.wokeAt = now
+    this.ready.push(w)
+  }
+
   /** Takes a clean ticket out of the clean tickets (to be searched, or gone). */
   private unclean(e: Entry): void {
     this.clean.remove(e)
@@ -850,10 +858,7 @@ export class MatchIndex {
         }
       }
       for (const w of woken) {
-        this.unclean(w)
-        w.ready = true
-        w.wokeAt = now
-        this.ready.push(w)
+        this.rewake(w, now)
       }
     }
   }
@@ -908,10 +913,7 @@ export class MatchIndex {
     }
     let older = false
     for (const w of reopened) {
-      this.unclean(w)
-      w.ready = true
-      w.wokeAt = now
-      this.ready.push(w)
+      this.rewake(w, now)
       if (compareAge(w, u) < 0) older = true
     }
     if (woken.length === 0) return older
@@ -937,10 +939,7 @@ export class MatchIndex {
     }
     for (const w of woken) {
       if (exact && w.checkEpoch >= newestAdd && w.checkedAt >= newestTime) continue
-      this.unclean(w)
-      w.ready = true
-      w.wokeAt = now
-      this.ready.push(w)
+      this.rewake(w, now)
       if (compareAge(w, u) < 0) older = true
     }
     return older
@@ -952,9 +951,25 @@ export class MatchIndex {
    */
   private nextDue(u: Entry, now: number, fillers = false): number {
     if (fillers && !this.anyFillable()) return Infinity
-    let best = Infinity
-    let scanned = 0
-    const walk = new Outward(this.all, u)
+    const counts = fillers ? (e: Entry) => this.canFill(e.size) : undefined
+    return this.firstAcceptance(u, now, new Outward(this.all, u), Infinity, { scanned: 0 }, counts)
+  }
+
+  /**
+   * Walks `walk` (outward from `u`) for the earliest time after `now` at which one of its tickets
+   * (those `counts` takes, all without it) newly accepts `u` both ways, starting from `best`.
+   * `scan` is shared by the walks of one question; past `maxScan` tickets it is marked `cut` and
+   * the answer is a conservative one (when the window reaches the last ticket looked at, or a
+   * retry).
+   */
+  private firstAcceptance(
+    u: Entry,
+    now: number,
+    walk: Outward,
+    best: number,
+    scan: { scanned: number; cut?: boolean },
+    counts?: (e: Entry) => boolean,
+  ): number {
     while (walk.next()) {
       const lower = this.reach(u, walk.distance)
       // Farther tickets on this side need u's window to grow at least this much.
@@ -962,8 +977,11 @@ export class MatchIndex {
         walk.close(walk.isUp)
         continue
       }
-      if (++scanned > this.maxScan) return Math.min(best, lower > now ? lower : now + this.retryMs)
-      if (fillers && !this.canFill(walk.entry!.size)) continue
+      if (++scan.scanned > this.maxScan) {
+        scan.cut = true
+        return Math.min(best, lower > now ? lower : now + this.retryMs)
+      }
+      if (counts !== undefined && !counts(walk.entry!)) continue
       const t = Math.max(lower, this.reach(walk.entry!, walk.distance))
       if (t > now && t < best) best = t
     }
@@ -981,22 +999,11 @@ export class MatchIndex {
   private nextShortDue(u: Entry, now: number): number {
     const sizes = u.shortSizes!
     let best = Infinity
-    let scanned = 0
-    for (let size = 1; size < this.bySize.length; size++) {
+    const scan = { scanned: 0, cut: false }
+    for (let size = 1; size < this.bySize.length && !scan.cut; size++) {
       const list = this.bySize[size]!
       if (sizes[size]! >= this.sizeCaps[size]! || list.size === 0) continue
-      const walk = new Outward(list, u, size !== u.size)
-      while (walk.next()) {
-        const lower = this.reach(u, walk.distance)
-        if (lower >= best) {
-          walk.close(walk.isUp)
-          continue
-        }
-        if (++scanned > this.maxScan)
-          return Math.min(best, lower > now ? lower : now + this.retryMs)
-        const t = Math.max(lower, this.reach(walk.entry!, walk.distance))
-        if (t > now && t < best) best = t
-      }
+      best = this.firstAcceptance(u, now, new Outward(list, u, size !== u.size), best, scan)
     }
     return best
   }
@@ -1008,20 +1015,7 @@ export class MatchIndex {
   private nextNeeded(u: Entry, now: number): number {
     const list = this.shortOf[u.size]!
     if (list.size === 0) return Infinity
-    let best = Infinity
-    let scanned = 0
-    const walk = new Outward(list, u, true)
-    while (walk.next()) {
-      const lower = this.reach(u, walk.distance)
-      if (lower >= best) {
-        walk.close(walk.isUp)
-        continue
-      }
-      if (++scanned > this.maxScan) return Math.min(best, lower > now ? lower : now + this.retryMs)
-      const t = Math.max(lower, this.reach(walk.entry!, walk.distance))
-      if (t > now && t < best) best = t
-    }
-    return best
+    return this.firstAcceptance(u, now, new Outward(list, u, true), Infinity, { scanned: 0 })
   }
 
   private countSize(size: number, delta: number): void {

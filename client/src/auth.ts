@@ -40,7 +40,12 @@ function timed(
   }
   const expiresAt = t.expiresAt ?? now
   const lifetimeMs = jwtLifetimeMs(t.token)
-  if (lifetimeMs === null) return { expiresAt }
+  if (lifetimeMs === null) {
+    // An opaque token: what it has left now is the best guess of its lifetime, so that one that
+    // lives less than the renewal margin is renewed by half of it, not on every request.
+    const left = expiresAt - now
+    return left > 0 ? { expiresAt, lifetimeMs: left } : { expiresAt }
+  }
   // A device clock that reads the expiry as past, or further off than the token lives, is set
   // wrong (players move it to skip timers): time the lifetime from now on the device's clock.
   const left = expiresAt - now
@@ -111,8 +116,12 @@ export class Auth {
     return this.current?.playerId ?? null
   }
 
+  /**
+   * Whether a player is signed in, or a sign-in is under way (requests then wait for its token,
+   * rather than going out as the admin key of a client that has one).
+   */
   get signedIn(): boolean {
-    return this.current !== null
+    return this.source !== null
   }
 
   /**

@@ -3016,6 +3016,66 @@ describe('token renewal', () => {
     for (let i = 0; i < 3; i++) await client.leaderboards.rewards()
     expect(calls).toBe(2)
   })
+
+  it('an opaque token given with only its expiry, shorter than the renewal margin, is renewed by half its life, not on every request', async () => {
+    let calls = 0
+    const client = createClient({
+      baseUrl: 'http://nexus.test',
+      fetch: (async () => jsonRes(200, { rewards: [] })) as unknown as typeof fetch,
+    })
+    const realNow = Date.now
+    let skew = 0
+    Date.now = () => realNow() + skew
+    try {
+      await client.auth.useTokens(async () => {
+        calls++
+        return { token: `opaque-${calls}`, expiresAt: Date.now() + 3 * 60_000 }
+      }, 'p_1')
+      // Within the first half of its 3 minutes: the token serves every request.
+      for (let i = 0; i < 20; i++) await client.leaderboards.rewards()
+      skew = 60_000
+      for (let i = 0; i < 20; i++) await client.leaderboards.rewards()
+      expect(calls).toBe(1)
+      // Past half of it: renewed (once), early, while the token still works.
+      skew = 100_000
+      for (let i = 0; i < 5; i++) await client.leaderboards.rewards()
+      await new Promise((resolve) => setTimeout(resolve, 0))
+      expect(calls).toBe(2)
+    } finally {
+      Date.now = realNow
+    }
+  })
+
+  it('a client holding the admin key sends a request made during a sign-in as the player, once the token is there', async () => {
+    const sent: string[] = []
+    let release = () => {}
+    const client = createClient({
+      baseUrl: 'http://nexus.test',
+      adminKey: 'the-admin-key',
+      fetch: (async (input: RequestInfo | URL, init?: RequestInit) => {
+        if (new URL(String(input)).pathname === '/v1/auth/guest') {
+          await new Promise<void>((resolve) => (release = resolve))
+          return jsonRes(200, { token: 'player-tok', playerId: 'g_1', expiresIn: 3600 })
+        }
+        sent.push(authOf(init))
+        return jsonRes(200, { cycle: 1, score: 5, best: 5, rank: 1, replayed: false })
+      }) as unknown as typeof fetch,
+    })
+    const first = client.auth.guest('device-abcdef-123456')
+    await new Promise((resolve) => setTimeout(resolve, 0))
+    release()
+    await first
+    // The same guest signs in again (the game back in the foreground) and submits meanwhile.
+    const again = client.auth.guest('device-abcdef-123456')
+    await new Promise((resolve) => setTimeout(resolve, 0))
+    const submitted = client.leaderboards.submit('daily', { score: 5 })
+    await new Promise((resolve) => setTimeout(resolve, 0))
+    expect(sent).toEqual([])
+    release()
+    await again
+    await submitted
+    expect(sent).toEqual(['player-tok'])
+  })
 })
 
 describe('ticket events', () => {

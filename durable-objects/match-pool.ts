@@ -120,7 +120,7 @@ import { bannedJoinDetail } from '../workers/players/bans.ts'
  * - Time: `now` is a field, so tests move time forward instead of sleeping.
  */
 
-const SCHEMA_VERSION = 9
+const SCHEMA_VERSION = 10
 /** Finished tickets and matches stay readable this long. */
 export const RESULT_RETENTION_MS = 10 * 60 * 1000
 /**
@@ -162,6 +162,12 @@ const MAX_BACKOFF_MS = 60_000
 const MATCHES_PER_STEP = 64
 /** Longest long-poll the pool holds. */
 export const MAX_WAIT_MS = 25_000
+/**
+ * A player of a socket ticket whose socket is gone and who reads the ticket over HTTP instead
+ * (the SDK's fallback: a party member's never joins again) is here this long after each read:
+ * a long-poll's hold, and time for the next.
+ */
+const POLL_PRESENCE_MS = MAX_WAIT_MS + 10_000
 /**
  * Long-polls one reader (a player, or the admin key) holds at once on a ticket (their devices
  * and tabs); a further one answers that reader's oldest at once, which its client polls again,
@@ -672,6 +678,16 @@ export class MatchPool extends DurableObject<Env> {
           ticket_id TEXT NOT NULL, player_id TEXT NOT NULL, PRIMARY KEY (ticket_id, player_id)
         ) WITHOUT ROWID;
       `)
+      setSchemaVersion(this.sql, 9)
+    }
+    if (schemaVersion(this.sql) < 10) {
+      // When each of them last read the ticket over HTTP: one whose socket is gone and who
+      // polls instead is here while they poll (POLL_PRESENCE_MS).
+      const has = one<{ n: number }>(
+        this.sql,
+        `SELECT count(*) AS n FROM pragma_table_info('ticket_sockets') WHERE name = 'polled_at'`,
+      )!.n
+      if (has === 0) this.sql.exec(`ALTER TABLE ticket_sockets ADD COLUMN polled_at INTEGER`)
       setSchemaVersion(this.sql, SCHEMA_VERSION)
     }
     const meta = new Map(
@@ -1209,7 +1225,9 @@ export class MatchPool extends DurableObject<Env> {
             ticketId,
           )
         } else {
-          this.endGraceIfAllBack(existing, [caller])
+          // A player alone joining over HTTP is one who polls from then on (POLL_PRESENCE_MS).
+          if (transport === 'http') this.notePoll(existing, caller)
+          this.endGraceIfAllBack(existing, transport === 'http' ? [] : [caller])
         }
         if (key !== null) this.bindKey(key.owner, key.key, ticketId, ids, attributes)
         return {
@@ -1406,6 +1424,7 @@ export class MatchPool extends DurableObject<Env> {
     if (!before.ok) return before
     if (this.housekeep(this.now())) await this.scheduleAlarm()
     let row = this.row(ticketId)
+    if (row && viewer.kind === 'player') this.notePoll(row, viewer.playerId)
     if (row && waitMs > 0 && (row.state === 'waiting' || row.state === 'matching')) {
       await this.waitForChange(ticketId, readerKey(viewer), Math.min(waitMs, MAX_WAIT_MS))
       // A ticket that ran out while held, before the alarm got to it, answers expired.
@@ -1612,9 +1631,21 @@ export class MatchPool extends DurableObject<Env> {
       `SELECT id FROM tickets WHERE grace_until IS NOT NULL AND grace_until <= ?`,
       now,
     )
-    for (const t of gone) this.finish(t.id, 'cancelled', 'disconnected', now)
+    let cancelled = 0
+    for (const t of gone) {
+      const row = this.row(t.id)
+      if (!row) continue
+      // Players whose socket is gone but who poll the ticket keep it while they poll.
+      const stand = this.presence(row, this.openOn(row), now)
+      if (stand === 'gone') {
+        this.finish(t.id, 'cancelled', 'disconnected', now)
+        cancelled++
+      } else {
+        this.sql.exec(`UPDATE tickets SET grace_until = ? WHERE id = ?`, stand, t.id)
+      }
+    }
     this.nextDeadline = this.earliestDeadline()
-    return expired.length + gone.length > 0
+    return expired.length + cancelled > 0
   }
 
   /** The earliest expiry or grace end still ahead (Infinity when there is none). */
@@ -2392,19 +2423,64 @@ export class MatchPool extends DurableObject<Env> {
     )
   }
 
-  /** Ends the disconnect grace of `row` once everyone who had a socket on it is back. */
+  /**
+   * Ends the disconnect grace of `row` once everyone who had a socket on it is back; while some
+   * of them are back only by polling the ticket over HTTP, it runs on to when their last reads
+   * stop counting, and is judged again then (housekeep).
+   */
   private endGraceIfAllBack(row: TicketRow, present: readonly string[] = []): void {
-    const open = new Set(
+    const open = this.openOn(row)
+    for (const p of present) open.add(p)
+    const stand = this.presence(row, open, this.now())
+    if (stand === 'gone') return
+    if (stand !== null && this.row(row.id)?.grace_until == null) return
+    this.sql.exec(`UPDATE tickets SET grace_until = ? WHERE id = ?`, stand, row.id)
+    if (stand !== null) this.deadlineAt(stand)
+  }
+
+  /** The players with a socket open on `row`. */
+  private openOn(row: TicketRow): Set<string> {
+    return new Set(
       this.socketsOf(row).map((ws) => (ws.deserializeAttachment() as Attachment).playerId),
     )
-    for (const p of present) open.add(p)
-    const noted = all<{ player_id: string }>(
+  }
+
+  /**
+   * How the players who have had a socket on `row` stand, `open` those with one open on it now:
+   * null when all have one, 'gone' when one has none and has not read the ticket over HTTP
+   * within POLL_PRESENCE_MS, else when the earliest of those reads stops counting.
+   */
+  private presence(row: TicketRow, open: ReadonlySet<string>, now: number): number | null | 'gone' {
+    const noted = all<{ player_id: string; polled_at: number | null }>(
       this.sql,
-      `SELECT player_id FROM ticket_sockets WHERE ticket_id = ?`,
+      `SELECT player_id, polled_at FROM ticket_sockets WHERE ticket_id = ?`,
       row.id,
-    ).map((r) => r.player_id)
-    if (someoneGone(noted, open)) return
-    this.sql.exec(`UPDATE tickets SET grace_until = NULL WHERE id = ?`, row.id)
+    )
+    if (
+      !someoneGone(
+        noted.map((n) => n.player_id),
+        open,
+      )
+    )
+      return null
+    let until = Infinity
+    for (const n of noted) {
+      if (open.has(n.player_id)) continue
+      if (n.polled_at === null || n.polled_at + POLL_PRESENCE_MS <= now) return 'gone'
+      until = Math.min(until, n.polled_at + POLL_PRESENCE_MS)
+    }
+    return until === Infinity ? 'gone' : until
+  }
+
+  /** `playerId` read waiting socket ticket `row` over HTTP: see POLL_PRESENCE_MS. */
+  private notePoll(row: TicketRow, playerId: string): void {
+    if (row.state !== 'waiting' || row.transport !== 'socket') return
+    this.sql.exec(
+      `UPDATE ticket_sockets SET polled_at = ? WHERE ticket_id = ? AND player_id = ?`,
+      this.now(),
+      row.id,
+      playerId,
+    )
   }
 
   /** The `queued` frame for `row`: a socket's ticket, made by its join or taken up (`existing`). */

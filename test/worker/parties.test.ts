@@ -1600,6 +1600,50 @@ describe('queueing as a party over sockets', () => {
     expect((await ticketOf(ticketId, a!.token)).status).toBe('cancelled')
   })
 
+  it("a member whose socket is gone and who polls the party's ticket over HTTP instead (the SDK's fallback) keeps it while it polls: the grace runs on past its length, the leader's blip does not end the party, and the ticket is cancelled once the polls stop", async () => {
+    const q = await createQueue({ teamSize: 3, maxPartySize: 3 })
+    const clock = newClock()
+    await rig(q, clock)
+    const [a, b] = await players(2)
+    await formParty([a!, b!])
+    const url = `/v1/matchmaking/${q}`
+    const wb = await connect(url, b!.token)
+    const wa = await connect(url, a!.token)
+    wa.send(JSON.stringify({ type: 'join', party: [a!.playerId, b!.playerId] }))
+    const { ticketId } = await nextOfType<Queued>(wa, 'queued')
+    await nextOfType<Queued>(wb, 'queued')
+    const start = clock.t
+    // The member's network goes: its socket is gone, and the grace (10 s) starts.
+    wb.close(1000, 'network lost')
+    await until(
+      async () => ((await graceUntil(q, ticketId)) !== null ? true : undefined),
+      5000,
+      'a grace',
+    )
+    // It reads the ticket over HTTP instead, and again 20 s on (a long-poll held that long).
+    expect((await ticketOf(ticketId, b!.token)).status).toBe('waiting')
+    clock.t = start + 10_000
+    await runInDurableObject(poolOf(q), (inst: MatchPool) => inst.alarm())
+    expect((await ticketOf(ticketId)).status).toBe('waiting')
+    // The leader's socket blips and comes back: the party waits on.
+    wa.close(1000, 'blip')
+    await until(async () => ((await waiting(q)) === 1 ? true : undefined), 5000, 'the close')
+    const wa2 = await connect(url, a!.token)
+    expect(await nextOfType<Queued>(wa2, 'queued')).toMatchObject({ ticketId, existing: true })
+    clock.t = start + 20_000
+    // A raw client's join sent again alone over HTTP is handed the same ticket and is a read too.
+    const again = await ok<Ticket>(send('POST', `/v1/matchmaking/${q}/tickets`, b!, {}))
+    expect(again).toMatchObject({ ticketId, existing: true })
+    clock.t = start + 40_000
+    await runInDurableObject(poolOf(q), (inst: MatchPool) => inst.alarm())
+    expect((await ticketOf(ticketId)).status).toBe('waiting')
+    // The member stops polling: 35 s after its last read it is gone, and so is the ticket.
+    clock.t = start + 20_000 + 35_000
+    await runInDurableObject(poolOf(q), (inst: MatchPool) => inst.alarm())
+    expect(await nextOfType(wa2, 'cancelled')).toMatchObject({ ticketId, reason: 'disconnected' })
+    expect((await ticketOf(ticketId)).status).toBe('cancelled')
+  })
+
   it("a member's `attach` takes its socket onto the party's ticket and never makes one: a matched ticket is answered match_found, a cancelled one cancelled, a ticket not theirs not_queued", async () => {
     const q = await createQueue({ teamSize: 2, maxPartySize: 2 })
     await rig(q, newClock())

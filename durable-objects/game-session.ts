@@ -370,8 +370,9 @@ export class GameSession extends DurableObject<Env> {
   /**
    * Each player's resume budget: events left, refilled continuously at resumedPerMinute a minute
    * up to a minute's worth, as of `at`. A bucket, not a calendar minute, whose turn let a whole
-   * minute's budget be spent at its end and another at the next one's start. In memory: a loop of
-   * upgrades keeps the object awake, and an eviction forgetting it costs one more minute's worth.
+   * minute's budget be spent at its end and another at the next one's start. Kept in `meta` too
+   * (one row a player, written by each resume, which sends up to thousands of events anyway): an
+   * idle object sleeps within seconds, and a budget forgotten with it gave each wake a fresh one.
    */
   private readonly resumeBudgets = new Map<string, { left: number; at: number }>()
   /**
@@ -908,12 +909,19 @@ export class GameSession extends DurableObject<Env> {
           return new Response(null, { status: 101, webSocket: pair[0] })
         }
         this.sql.exec(`DELETE FROM timers WHERE player_id = ?`, player)
-        const wasAbsent = this.sql.exec(
-          `DELETE FROM absent WHERE player_id = ?`,
+        const wasAbsent = one<{ n: number }>(
+          this.sql,
+          `SELECT count(*) AS n FROM absent WHERE player_id = ?`,
           player,
-        ).rowsWritten
+        )!.n
         const tick = this.tickAt(now)
-        if (wasAbsent > 0) this.applyInput({ kind: 'return', player, tick })
+        if (wasAbsent > 0) {
+          // Still absent to the rules until they take the return (rules that throw on it hear
+          // it again on the player's next connect).
+          this.applyInput({ kind: 'return', player, tick }, () => {
+            this.sql.exec(`DELETE FROM absent WHERE player_id = ?`, player)
+          })
+        }
         // Rules that wait for their players hear of every connection (refused, it logs nothing).
         this.applyInput({ kind: 'connect', player, tick })
       } else if (!this.resuming.has(server)) {
@@ -941,11 +949,11 @@ export class GameSession extends DurableObject<Env> {
     const now = this.now()
     const full = this.resumedPerMinute
     const perMs = full / 60_000
-    const budget = this.resumeBudgets.get(player)
+    const budget = this.resumeBudgets.get(player) ?? this.storedBudget(player)
     // A clock that went back refills nothing.
     const left = budget ? Math.min(full, budget.left + Math.max(0, now - budget.at) * perMs) : full
     if (events > left) {
-      this.resumeBudgets.set(player, { left, at: now })
+      this.keepBudget(player, { left, at: now })
       const retryAfter = Math.max(1, Math.ceil((events - left) / perMs / 1000))
       return problemResponse(
         'rate-limited',
@@ -956,8 +964,18 @@ export class GameSession extends DurableObject<Env> {
         { 'retry-after': String(retryAfter) },
       )
     }
-    this.resumeBudgets.set(player, { left: left - events, at: now })
+    this.keepBudget(player, { left: left - events, at: now })
     return null
+  }
+
+  private storedBudget(player: string): { left: number; at: number } | undefined {
+    const stored = this.getMeta(`resume_budget:${player}`)
+    return stored === undefined ? undefined : (JSON.parse(stored) as { left: number; at: number })
+  }
+
+  private keepBudget(player: string, budget: { left: number; at: number }): void {
+    this.resumeBudgets.set(player, budget)
+    this.setMeta(`resume_budget:${player}`, JSON.stringify(budget))
   }
 
   /**
@@ -1296,11 +1314,16 @@ export class GameSession extends DurableObject<Env> {
   /**
    * Applies one input: refused → nothing changes; accepted → logged (and the end marked) in one
    * transaction, then broadcast. Returns the record (null when the input changed nothing).
+   * `alongside` writes what the input's cause changes (a grace's end) whatever the rules say, in
+   * the same transaction as the record: only once the rules have answered, so that rules that
+   * throw leave it to be tried again, not half done.
    */
-  private applyInput(input: Input): LogRecord | null | RuleError {
+  private applyInput(input: Input, alongside?: () => void): LogRecord | null | RuleError {
     const out = step(this.rules!, this.match!, input)
-    if (isRuleError(out)) return out
-    if (!out.record) return null
+    if (isRuleError(out) || !out.record) {
+      if (alongside) this.ctx.storage.transactionSync(alongside)
+      return isRuleError(out) ? out : null
+    }
     const record = out.record
     const result = resultOf(this.rules!, out.match)
     const now = this.now()
@@ -1311,13 +1334,14 @@ export class GameSession extends DurableObject<Env> {
         JSON.stringify(record),
       )
     const snapshot = record.seq % this.snapshotEvery === 0
-    if (!snapshot && !result) {
+    if (!snapshot && !result && !alongside) {
       // The common case is one statement, atomic by itself: no savepoint around it.
       append()
     } else {
       this.ctx.storage.transactionSync(() => {
+        alongside?.()
         append()
-        this.setMeta('snapshot', JSON.stringify(out.match))
+        if (snapshot || result) this.setMeta('snapshot', JSON.stringify(out.match))
         if (result) {
           this.setMeta('status', 'finished')
           this.setMeta('result', JSON.stringify(result))
@@ -1421,11 +1445,10 @@ export class GameSession extends DurableObject<Env> {
       if (this.abandonedBy(together, tick)) continue
       for (const player of together) {
         if (this.status !== 'live') break
-        this.ctx.storage.transactionSync(() => {
+        const out = this.applyInput({ kind: 'absent', player, tick }, () => {
           this.sql.exec(`DELETE FROM timers WHERE player_id = ?`, player)
           this.sql.exec(`INSERT OR IGNORE INTO absent (player_id) VALUES (?)`, player)
         })
-        const out = this.applyInput({ kind: 'absent', player, tick })
         if (isRuleError(out)) {
           log('debug', 'absence refused by the rules', {
             actor: this.actor,
@@ -1462,13 +1485,12 @@ export class GameSession extends DurableObject<Env> {
     )
     if (stillIn.length < 2) return false
     if (!stillIn.every((p) => leaving.has(p.playerId) || neverCame.has(p.playerId))) return false
-    this.ctx.storage.transactionSync(() => {
+    const out = this.applyInput({ kind: 'abandon', tick }, () => {
       for (const player of players) {
         this.sql.exec(`DELETE FROM timers WHERE player_id = ?`, player)
         this.sql.exec(`INSERT OR IGNORE INTO absent (player_id) VALUES (?)`, player)
       }
     })
-    const out = this.applyInput({ kind: 'abandon', tick })
     if (isRuleError(out)) {
       log('debug', 'abandon refused by the rules', { actor: this.actor, ...out.error })
     }

@@ -6,6 +6,7 @@ import { GRACE_MS, JOIN_GRACE_MS, MAX_RESUME_EVENTS } from '../../durable-object
 import {
   getRules,
   replay,
+  type AnyRules,
   type LogRecord,
   type MatchState,
 } from '../../workers/core/rules/index.ts'
@@ -292,6 +293,16 @@ describe('reconnecting', () => {
     expect(again.webSocket).toBeFalsy()
     expect(again.headers.get('retry-after')).toBe('7')
     await again.body?.cancel()
+    // The object sleeps (an idle one does within seconds) and wakes with nothing in memory
+    // (here its memory is emptied: an eviction waits on the sockets' closes, 10 s locally): the
+    // budget is as it was.
+    await inObject(sessionId, (inst) => {
+      ;(inst as unknown as { resumeBudgets: Map<string, unknown> }).resumeBudgets.clear()
+    })
+    const woken = await upgrade(sessionId, token, { since: seq - 6 })
+    expect(woken.webSocket).toBeFalsy()
+    expect(woken.headers.get('retry-after')).toBe('7')
+    await woken.body?.cancel()
   })
 
   it('a long resume of a game that has ended sends every event, then `ended`, then closes', async () => {
@@ -365,6 +376,45 @@ describe('reconnecting', () => {
     expect((await a.whenClosed()).code).toBe(1000)
     const info = await inObject(sessionId, (inst) => inst.info())
     expect(info).toMatchObject({ status: 'finished', seq: 5 })
+  })
+
+  it("rules that throw on a player's absence (a bug) fail each alarm until they take it: the grace's end is tried again, not lost", async () => {
+    const { players, sessionId, sockets } = await relayWithEveryone(2)
+    const [, pb] = players as [string, string]
+    let failures = 2
+    await inObject(sessionId, (inst) => {
+      const self = inst as unknown as { rules: AnyRules }
+      const onAbsent = self.rules.onAbsent.bind(self.rules)
+      self.rules = {
+        ...self.rules,
+        onAbsent: (state: unknown, ctx: unknown) => {
+          if (failures-- > 0) throw new Error('a bug in the rules')
+          return onAbsent(state as never, ctx as never)
+        },
+      } as AnyRules
+    })
+    const stored = () =>
+      inObject(sessionId, (_inst, state) => ({
+        timers: state.storage.sql
+          .exec<{ n: number }>('SELECT count(*) AS n FROM timers WHERE player_id = ?', pb)
+          .one().n,
+        absent: state.storage.sql
+          .exec<{ n: number }>('SELECT count(*) AS n FROM absent WHERE player_id = ?', pb)
+          .one().n,
+      }))
+    sockets[1]!.close()
+    await timerSet(sessionId, pb)
+    const seqBefore = (await matchOf(sessionId)).seq
+    await advance(sessionId, GRACE_MS + 1000)
+    expect(await stored()).toEqual({ timers: 1, absent: 0 })
+    await advance(sessionId, GRACE_MS + 2000)
+    expect(await stored()).toEqual({ timers: 1, absent: 0 })
+    expect((await matchOf(sessionId)).seq).toBe(seqBefore)
+    // Mended (here: the third call): the absence is taken, logged and heard.
+    await advance(sessionId, GRACE_MS + 3000)
+    expect(await stored()).toEqual({ timers: 0, absent: 1 })
+    const heard = await sockets[0]!.next((f) => f.type === 'event' && f.seq === seqBefore + 1)
+    expect(heard.event).toMatchObject({ kind: 'absent', player: pb })
   })
 
   it('dice-race with turnSeconds: the turn clock waits for every player to connect, however long the first waits', async () => {

@@ -438,16 +438,12 @@ function percentile(sorted: number[], p: number): number | null {
 }
 
 /**
- * Whether a waiting socket ticket has lost a player: one who has had a socket on it (`noted`) has
- * none open on it (`open`, players with an open socket there). A ticket with none noted (from
- * before the notes) is judged as a whole: lost when no socket at all is open on it.
+ * Whether a waiting socket ticket with no players noted in ticket_sockets (from before the notes),
+ * judged as a whole, has lost its players: no socket at all is open on it (`open`, players with
+ * an open socket there). A ticket with players noted is judged by each (MatchPool.judgeGrace).
  */
-function someoneGone(
-  noted: readonly string[] | undefined,
-  open: ReadonlySet<string> | undefined,
-): boolean {
-  if (noted === undefined || noted.length === 0) return open === undefined || open.size === 0
-  return noted.some((p) => !open?.has(p))
+function unnotedTicketLost(open: ReadonlySet<string> | undefined): boolean {
+  return open === undefined || open.size === 0
 }
 
 /**
@@ -681,13 +677,20 @@ export class MatchPool extends DurableObject<Env> {
       setSchemaVersion(this.sql, 9)
     }
     if (schemaVersion(this.sql) < 10) {
-      // When each of them last read the ticket over HTTP: one whose socket is gone and who
-      // polls instead is here while they poll (POLL_PRESENCE_MS).
-      const has = one<{ n: number }>(
-        this.sql,
-        `SELECT count(*) AS n FROM pragma_table_info('ticket_sockets') WHERE name = 'polled_at'`,
-      )!.n
-      if (has === 0) this.sql.exec(`ALTER TABLE ticket_sockets ADD COLUMN polled_at INTEGER`)
+      // Each of them has a grace of their own (`gone_until`, from when their socket went), and
+      // one whose socket is gone and who reads the ticket over HTTP instead is here while they
+      // poll (`polled_at`, POLL_PRESENCE_MS): the ticket's grace_until is the earliest of those.
+      const columns = new Set(
+        all<{ name: string }>(this.sql, `SELECT name FROM pragma_table_info('ticket_sockets')`).map(
+          (c) => c.name,
+        ),
+      )
+      if (!columns.has('polled_at')) {
+        this.sql.exec(`ALTER TABLE ticket_sockets ADD COLUMN polled_at INTEGER`)
+      }
+      if (!columns.has('gone_until')) {
+        this.sql.exec(`ALTER TABLE ticket_sockets ADD COLUMN gone_until INTEGER`)
+      }
       setSchemaVersion(this.sql, SCHEMA_VERSION)
     }
     const meta = new Map(
@@ -713,10 +716,12 @@ export class MatchPool extends DurableObject<Env> {
   }
 
   /**
-   * Starts the disconnect grace of waiting socket tickets none of whose sockets is open: sockets
-   * lost with the last instance (a deploy, a restart) report no close, and their tickets would
-   * otherwise wait, matchable, until they expire. After a hibernation the sockets are still
-   * open and attached, and nothing changes. The number of graces started.
+   * Starts the disconnect grace of each player of a waiting socket ticket who has no socket open
+   * on it and no grace running (of a ticket from before the notes: its grace, when none of its
+   * sockets is open): sockets lost with the last instance (a deploy, a restart) report no close,
+   * and their tickets would otherwise wait, matchable, until they expire. After a hibernation
+   * the sockets are still open and attached, and nothing changes. The number of tickets whose
+   * grace was judged again.
    */
   private startGracesOfLostSockets(): number {
     if (!this.config) return 0
@@ -732,26 +737,37 @@ export class MatchPool extends DurableObject<Env> {
       players.add(att.playerId)
       openOn.set(att.ticketId, players)
     }
-    const noted = new Map<string, string[]>()
-    for (const r of all<{ ticket_id: string; player_id: string }>(
+    // Per ticket, its noted players whose own grace is not running (gone_until null).
+    const notRunning = new Map<string, string[]>()
+    for (const r of all<{ ticket_id: string; player_id: string; gone_until: number | null }>(
       this.sql,
-      `SELECT ticket_id, player_id FROM ticket_sockets`,
+      `SELECT ticket_id, player_id, gone_until FROM ticket_sockets`,
     )) {
-      const players = noted.get(r.ticket_id) ?? []
-      players.push(r.player_id)
-      noted.set(r.ticket_id, players)
+      const players = notRunning.get(r.ticket_id) ?? []
+      if (r.gone_until === null) players.push(r.player_id)
+      notRunning.set(r.ticket_id, players)
     }
-    const lost = all<{ id: string }>(
+    const now = this.now()
+    let started = 0
+    for (const t of all<TicketRow>(
       this.sql,
-      `SELECT id FROM tickets
-        WHERE state = 'waiting' AND transport = 'socket' AND grace_until IS NULL`,
-    ).filter((t) => someoneGone(noted.get(t.id), openOn.get(t.id)))
-    const graceUntil = this.now() + this.ticketGraceMs()
-    for (const t of lost) {
-      this.sql.exec(`UPDATE tickets SET grace_until = ? WHERE id = ?`, graceUntil, t.id)
+      `SELECT * FROM tickets WHERE state = 'waiting' AND transport = 'socket'`,
+    )) {
+      const open = openOn.get(t.id)
+      const waitingFor = notRunning.get(t.id)
+      if (waitingFor !== undefined) {
+        // A player with no socket open whose grace is not running yet: theirs starts now.
+        if (waitingFor.every((p) => open?.has(p))) continue
+        this.judgeGrace(t, open ?? new Set(), now)
+        started++
+      } else if (t.grace_until === null && unnotedTicketLost(open)) {
+        const graceUntil = now + this.ticketGraceMs()
+        this.sql.exec(`UPDATE tickets SET grace_until = ? WHERE id = ?`, graceUntil, t.id)
+        this.deadlineAt(graceUntil)
+        started++
+      }
     }
-    if (lost.length > 0) this.deadlineAt(graceUntil)
-    return lost.length
+    return started
   }
 
   private ensureSchema(): void {
@@ -1635,14 +1651,10 @@ export class MatchPool extends DurableObject<Env> {
     for (const t of gone) {
       const row = this.row(t.id)
       if (!row) continue
-      // Players whose socket is gone but who poll the ticket keep it while they poll.
-      const stand = this.presence(row, this.openOn(row), now)
-      if (stand === 'gone') {
-        this.finish(t.id, 'cancelled', 'disconnected', now)
-        cancelled++
-      } else {
-        this.sql.exec(`UPDATE tickets SET grace_until = ? WHERE id = ?`, stand, t.id)
-      }
+      // The earliest of its players' own deadlines: theirs may have moved on since (a poll).
+      if (this.notedOn(t.id) && this.judgeGrace(row, this.openOn(row), now)) continue
+      this.finish(t.id, 'cancelled', 'disconnected', now)
+      cancelled++
     }
     this.nextDeadline = this.earliestDeadline()
     return expired.length + cancelled > 0
@@ -2416,26 +2428,28 @@ export class MatchPool extends DurableObject<Env> {
 
   /** Notes that `playerId` has had a socket on ticket `ticketId` (ticket_sockets). */
   private noteSocketOn(ticketId: string, playerId: string): void {
+    // Here on a socket: a grace of theirs, or polls of theirs, are over.
     this.sql.exec(
-      `INSERT OR IGNORE INTO ticket_sockets (ticket_id, player_id) VALUES (?, ?)`,
+      `INSERT INTO ticket_sockets (ticket_id, player_id) VALUES (?, ?)
+       ON CONFLICT (ticket_id, player_id) DO UPDATE SET gone_until = NULL, polled_at = NULL`,
       ticketId,
       playerId,
     )
   }
 
   /**
-   * Ends the disconnect grace of `row` once everyone who had a socket on it is back; while some
-   * of them are back only by polling the ticket over HTTP, it runs on to when their last reads
-   * stop counting, and is judged again then (housekeep).
+   * Ends the disconnect grace of `row` once everyone who had a socket on it is back (`present`:
+   * players here though their socket is not attached yet); until then it runs to the earliest
+   * of the absent players' own deadlines, none of which a return of someone else moves.
    */
   private endGraceIfAllBack(row: TicketRow, present: readonly string[] = []): void {
     const open = this.openOn(row)
     for (const p of present) open.add(p)
-    const stand = this.presence(row, open, this.now())
-    if (stand === 'gone') return
-    if (stand !== null && this.row(row.id)?.grace_until == null) return
-    this.sql.exec(`UPDATE tickets SET grace_until = ? WHERE id = ?`, stand, row.id)
-    if (stand !== null) this.deadlineAt(stand)
+    if (this.notedOn(row.id)) {
+      this.judgeGrace(row, open, this.now())
+    } else if (!unnotedTicketLost(open)) {
+      this.sql.exec(`UPDATE tickets SET grace_until = NULL WHERE id = ?`, row.id)
+    }
   }
 
   /** The players with a socket open on `row`. */
@@ -2445,36 +2459,60 @@ export class MatchPool extends DurableObject<Env> {
     )
   }
 
+  /** Whether ticket `ticketId` has players noted in ticket_sockets (tickets from before have none). */
+  private notedOn(ticketId: string): boolean {
+    return (
+      one<{ n: number }>(
+        this.sql,
+        `SELECT count(*) AS n FROM ticket_sockets WHERE ticket_id = ?`,
+        ticketId,
+      )!.n > 0
+    )
+  }
+
   /**
-   * How the players who have had a socket on `row` stand, `open` those with one open on it now:
-   * null when all have one, 'gone' when one has none and has not read the ticket over HTTP
-   * within POLL_PRESENCE_MS, else when the earliest of those reads stops counting.
+   * Sets the grace of `row`, a ticket with players noted in ticket_sockets, from theirs, `open`
+   * those with a socket open on it now: each of the others is here until their own deadline, the
+   * later of the end of their grace (from when their socket went; started now for one whose
+   * socket went unseen, with an instance) and POLL_PRESENCE_MS after their last read of the
+   * ticket over HTTP. The ticket's grace_until becomes the earliest deadline (none when everyone
+   * is here); false when that is past: someone is gone.
    */
-  private presence(row: TicketRow, open: ReadonlySet<string>, now: number): number | null | 'gone' {
-    const noted = all<{ player_id: string; polled_at: number | null }>(
+  private judgeGrace(row: TicketRow, open: ReadonlySet<string>, now: number): boolean {
+    const noted = all<{ player_id: string; polled_at: number | null; gone_until: number | null }>(
       this.sql,
-      `SELECT player_id, polled_at FROM ticket_sockets WHERE ticket_id = ?`,
+      `SELECT player_id, polled_at, gone_until FROM ticket_sockets WHERE ticket_id = ?`,
       row.id,
     )
-    if (
-      !someoneGone(
-        noted.map((n) => n.player_id),
-        open,
-      )
-    )
-      return null
     let until = Infinity
     for (const n of noted) {
       if (open.has(n.player_id)) continue
-      if (n.polled_at === null || n.polled_at + POLL_PRESENCE_MS <= now) return 'gone'
-      until = Math.min(until, n.polled_at + POLL_PRESENCE_MS)
+      let gone = n.gone_until
+      if (gone === null) {
+        gone = now + this.ticketGraceMs()
+        this.sql.exec(
+          `UPDATE ticket_sockets SET gone_until = ? WHERE ticket_id = ? AND player_id = ?`,
+          gone,
+          row.id,
+          n.player_id,
+        )
+      }
+      const polled = n.polled_at === null ? -Infinity : n.polled_at + POLL_PRESENCE_MS
+      until = Math.min(until, Math.max(gone, polled))
     }
-    return until === Infinity ? 'gone' : until
+    const graceUntil = until === Infinity ? null : until
+    this.sql.exec(`UPDATE tickets SET grace_until = ? WHERE id = ?`, graceUntil, row.id)
+    if (graceUntil !== null) this.deadlineAt(graceUntil)
+    return graceUntil === null || graceUntil > now
   }
 
-  /** `playerId` read waiting socket ticket `row` over HTTP: see POLL_PRESENCE_MS. */
+  /**
+   * `playerId` read waiting socket ticket `row` over HTTP: see POLL_PRESENCE_MS. A read while a
+   * socket of theirs is open on it says nothing of where they will be when it goes.
+   */
   private notePoll(row: TicketRow, playerId: string): void {
     if (row.state !== 'waiting' || row.transport !== 'socket') return
+    if (this.openOn(row).has(playerId)) return
     this.sql.exec(
       `UPDATE ticket_sockets SET polled_at = ? WHERE ticket_id = ? AND player_id = ?`,
       this.now(),
@@ -2836,11 +2874,30 @@ export class MatchPool extends DurableObject<Env> {
         other !== ws &&
         (other.deserializeAttachment() as Attachment | null)?.playerId === att.playerId
       if (this.socketsOf(row).some(mine)) return
-      // A grace already running is kept: a socket the pool closed as silent may still be
-      // reported closed by the runtime later, and that must not start the grace over.
-      const graceUntil = row.grace_until ?? this.now() + this.ticketGraceMs()
-      this.sql.exec(`UPDATE tickets SET grace_until = ? WHERE id = ?`, graceUntil, row.id)
-      this.deadlineAt(graceUntil)
+      const now = this.now()
+      if (this.notedOn(row.id)) {
+        // Their own grace, whoever else's is running. One already running is kept: a socket
+        // the pool closed as silent may still be reported closed by the runtime later, and
+        // that must not start it over.
+        this.sql.exec(
+          `UPDATE ticket_sockets SET gone_until = coalesce(gone_until, ?)
+            WHERE ticket_id = ? AND player_id = ?`,
+          now + this.ticketGraceMs(),
+          row.id,
+          att.playerId,
+        )
+        const open = new Set(
+          this.socketsOf(row)
+            .filter((other) => other !== ws)
+            .map((other) => (other.deserializeAttachment() as Attachment).playerId),
+        )
+        this.judgeGrace(row, open, now)
+      } else {
+        // From before the notes: one grace for the ticket, kept once running (as above).
+        const graceUntil = row.grace_until ?? now + this.ticketGraceMs()
+        this.sql.exec(`UPDATE tickets SET grace_until = ? WHERE id = ?`, graceUntil, row.id)
+        this.deadlineAt(graceUntil)
+      }
       await this.scheduleAlarm()
     } catch (err) {
       log('error', 'socket close handling failed', { actor: this.actor, ...errorFields(err) })

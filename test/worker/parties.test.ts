@@ -1644,6 +1644,57 @@ describe('queueing as a party over sockets', () => {
     expect((await ticketOf(ticketId)).status).toBe('cancelled')
   })
 
+  it("each player of a party ticket has a grace of their own: another's return does not cut it short, and one whose socket goes while another's grace runs gets all of theirs", async () => {
+    const q = await createQueue({ teamSize: 3, maxPartySize: 3, disconnectGraceSeconds: 120 })
+    const clock = newClock()
+    await rig(q, clock)
+    const [a, b] = await players(2)
+    await formParty([a!, b!])
+    const url = `/v1/matchmaking/${q}`
+    const wb = await connect(url, b!.token)
+    const wa = await connect(url, a!.token)
+    wa.send(JSON.stringify({ type: 'join', party: [a!.playerId, b!.playerId] }))
+    const { ticketId } = await nextOfType<Queued>(wa, 'queued')
+    await nextOfType<Queued>(wb, 'queued')
+    const start = clock.t
+    const graceIs = (t: number | null, what: string) =>
+      until(async () => ((await graceUntil(q, ticketId)) === t ? true : undefined), 5000, what)
+    // The member's socket goes: its 120 s start. A read of the ticket 8 s on (its 35 s of
+    // polling end well before them) changes nothing.
+    wb.close(1000, 'network lost')
+    await graceIs(start + 120_000, "the member's grace")
+    clock.t = start + 8_000
+    await ticketOf(ticketId, b!.token)
+    // The leader's socket blips 12 s in and comes back: the member's grace is still all there.
+    clock.t = start + 12_000
+    wa.close(1000, 'blip')
+    await graceIs(start + 120_000, 'the earliest of the two graces')
+    const wa2 = await connect(url, a!.token)
+    await nextOfType<Queued>(wa2, 'queued')
+    expect(await graceUntil(q, ticketId)).toBe(start + 120_000)
+    // The member is back 100 s in: nobody is gone.
+    clock.t = start + 100_000
+    const wb2 = await connect(url, b!.token)
+    await nextOfType<Queued>(wb2, 'queued')
+    expect(await graceUntil(q, ticketId)).toBeNull()
+    // The member goes again, then the leader 10 s later: each has 120 s from their own loss.
+    clock.t = start + 110_000
+    wb2.close(1000, 'network lost')
+    await graceIs(start + 230_000, "the member's second grace")
+    clock.t = start + 120_000
+    wa2.close(1000, 'network lost')
+    await until(async () => ((await waiting(q)) === 1 ? true : undefined), 5000, 'the close')
+    const wb3 = await connect(url, b!.token)
+    await nextOfType<Queued>(wb3, 'queued')
+    await graceIs(start + 240_000, "the leader's grace, all of it")
+    clock.t = start + 239_000
+    await runInDurableObject(poolOf(q), (inst: MatchPool) => inst.alarm())
+    expect((await ticketOf(ticketId)).status).toBe('waiting')
+    clock.t = start + 240_000
+    await runInDurableObject(poolOf(q), (inst: MatchPool) => inst.alarm())
+    expect(await nextOfType(wb3, 'cancelled')).toMatchObject({ ticketId, reason: 'disconnected' })
+  })
+
   it("a member's `attach` takes its socket onto the party's ticket and never makes one: a matched ticket is answered match_found, a cancelled one cancelled, a ticket not theirs not_queued", async () => {
     const q = await createQueue({ teamSize: 2, maxPartySize: 2 })
     await rig(q, newClock())

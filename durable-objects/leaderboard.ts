@@ -846,10 +846,12 @@ export class Leaderboard extends DurableObject<Env> {
     version?: number,
     /** The last cycle Neon has of the board (lastArchivedCycle), read by the pusher. */
     lastCycle?: number,
-  ): Promise<CycleInfo & { configVersion: number; inForce: boolean }> {
+  ): Promise<(CycleInfo & { configVersion: number; inForce: boolean }) | BoardProblem> {
     if (this.deletingVersion !== null) {
+      // Answered, not thrown: a PUT answers it as any refused call (503 with Retry-After while
+      // Neon is out of reach), not as a failure of the Worker's own (500).
       const unsettled = await this.settleDeletion(boardId)
-      if (unsettled) throw new Error(unsettled.detail)
+      if (unsettled) return unsettled
     }
     // A push read before the board's deletion (the cron's, of a version not yet acknowledged)
     // that comes after it: a board made again since has a later version. Known in memory only,

@@ -140,8 +140,8 @@ async function pushLostConfigs(env: Env): Promise<number> {
   await forEachPage(unpushedConfigs, env, CONFIG_PAGE, async (boards) => {
     const results = await Promise.allSettled(
       boards.map(async (b) => {
-        const push = (version: number) =>
-          within(
+        const push = async (version: number) => {
+          const answer = await within(
             boardStub(env, b.id).configure(
               b.id,
               b.config as LeaderboardConfig,
@@ -151,6 +151,10 @@ async function pushLostConfigs(env: Env): Promise<number> {
             BOARD_CALL_MS,
             'config push',
           )
+          // A deletion not settled yet: the push is tried again at the next run.
+          if ('problem' in answer) throw new Error(answer.detail)
+          return answer
+        }
         let version = b.version
         const answer = await push(version)
         if (answer.inForce === false) {

@@ -995,6 +995,7 @@ describe('cycles close on schedule', () => {
       // 30 s past the hour, before any alarm or request rolled the cycle over.
       inst.now = () => end + 30_000
       const after = await inst.configure(board, { ...info.config, cycle: { every: '1d' } })
+      if ('problem' in after) throw new Error(after.detail)
       const late = await submit('after', 'k2')
       return { end, after, late, closed: inst.closeStatus(1) }
     })

@@ -345,7 +345,9 @@ describe('leaderboard configuration', () => {
       'configure',
       (configure) =>
         async function (this: Leaderboard, ...args: Parameters<Leaderboard['configure']>) {
-          const { configVersion: _v, inForce: _f, ...before } = await configure.apply(this, args)
+          const answer = await configure.apply(this, args)
+          if ('problem' in answer) return answer
+          const { configVersion: _v, inForce: _f, ...before } = answer
           return before as Awaited<ReturnType<Leaderboard['configure']>>
         },
     )

@@ -467,6 +467,36 @@ describe('DELETE /v1/admin/leaderboards/:id', () => {
     expect(asked.third).toMatchObject({ config: { name: 'Unsettled' } })
   })
 
+  it('a PUT while a lost deletion cannot be settled (Neon out of reach from the board) is 503 with Retry-After: 5, as the other calls are, not 500; applied once it is settled', async () => {
+    const board = await createBoard({ name: 'Unsettled', paused: true })
+    await loseNextDeletion(board, false)
+    expect((await problem(await deleteBoard(board))).status).toBe(503)
+    let real: Leaderboard['boardRead'] | undefined
+    await runInDurableObject(stub(board), (inst: Leaderboard) => {
+      real = inst.boardRead
+      const unreachable = {
+        DATABASE_URL: env.TEST_UNREACHABLE_DATABASE_URL,
+        NEON_LOCAL_RELAY: env.TEST_UNREACHABLE_NEON_RELAY,
+      }
+      inst.boardRead = (e, id) => real!(unreachable as typeof e, id)
+    })
+    const refused = await put(board, { name: 'Renamed', paused: true })
+    expect(refused.headers.get('retry-after')).toBe('5')
+    expect(await problem(refused)).toMatchObject({
+      status: 503,
+      type: 'urn:nexus:problem:unavailable',
+    })
+    // Neon in reach again, past the 5 s: settled (never deleted), and the PUT applies.
+    await runInDurableObject(stub(board), (inst: Leaderboard) => {
+      inst.boardRead = real!
+      inst.now = () => Date.now() + 5_001
+    })
+    expect((await put(board, { name: 'Renamed', paused: true })).status).toBe(200)
+    expect(
+      (await fresh<{ config: { name: string } }>(`/v1/leaderboards/${board}`)).config.name,
+    ).toBe('Renamed')
+  })
+
   it('an erasure walking the boards takes a board whose object finds no board (deleted since it was listed) as done, not as unreachable', async () => {
     const board = `lb-gone-${crypto.randomUUID().slice(0, 8)}`
     const model = await createBoard({ paused: true })

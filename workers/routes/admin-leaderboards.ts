@@ -158,7 +158,7 @@ const putRoute = createRoute({
         },
       },
     },
-    ...problemResponses(400, 401, 403, 409, 413, 415, 422),
+    ...problemResponses(400, 401, 403, 409, 413, 415, 422, 503),
   },
 })
 
@@ -179,12 +179,12 @@ adminLeaderboards.openapi(putRoute, async (c) => {
   let { version } = saved
   unknownBoards.forget(id)
   const push = async () => {
-    const { configVersion, inForce, ...cycle } = await boardStub(c.env, id).configure(
-      id,
-      config,
-      version,
-      saved.lastCycle,
-    )
+    const answer = await boardStub(c.env, id).configure(id, config, version, saved.lastCycle)
+    // Refused: a deletion of the board's not yet settled with Neon (503 while out of reach).
+    if ('problem' in answer) {
+      throw new ApiError(answer.problem, answer.detail, answer.extensions ?? {}, answer.headers)
+    }
+    const { configVersion, inForce, ...cycle } = answer
     // A board of the version before answers neither: it applied the push or ignored an older
     // one, as before, and is taken at its word.
     return { held: configVersion ?? version, inForce: inForce !== false, cycle }

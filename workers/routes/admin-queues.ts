@@ -147,7 +147,7 @@ const putRoute = createRoute({
   responses: {
     200: { description: 'Updated', content: { 'application/json': { schema: StoredQueue } } },
     201: { description: 'Created', content: { 'application/json': { schema: StoredQueue } } },
-    ...problemResponses(400, 401, 403, 409, 413, 415, 422),
+    ...problemResponses(400, 401, 403, 409, 413, 415, 422, 503),
   },
 })
 

@@ -18,6 +18,7 @@ import { localFamilies } from '../../workers/lib/metrics.ts'
 import { issueSessionToken } from '../../workers/lib/session-token.ts'
 import { newSeed } from '../../workers/matchmaking/session.ts'
 import {
+  clockAtCreation,
   connect,
   createSession,
   inObject,
@@ -26,7 +27,6 @@ import {
   playToEnd,
   type TestSocket,
 } from './helpers/session-sockets.ts'
-import { until } from './helpers/sockets.ts'
 
 const INITIAL_RATING: Rating = { rating: 1500, rd: 200, volatility: 0.06 }
 
@@ -1132,28 +1132,40 @@ describe('the end of a game', () => {
     await expectAbandonedUnrated(sessionId, board, players)
   })
 
-  it('a hot-potato match nobody readies ends abandoned at startAfter: no winner, no rating moves, no win on the board', async () => {
+  it('a hot-potato match nobody connects to ends abandoned when the join grace ends: no winner, no rating moves, no win on the board', async () => {
     const board = await createBoard({ operator: 'incr' })
     const players = playerIds(3)
     await seedRatings(Object.fromEntries(players.map((p) => [p, INITIAL_RATING])))
-    // Nobody connects. Lit anyway, the fuse would knock players out one by one and hand the last
-    // a rated win; the tick at startAfter (0.6 s, well before the join grace) ends it instead.
+    // Nobody connects. Lit at startAfter, the fuse would knock players out one by one and hand
+    // the last a rated win; it waits for the players instead, and their join graces, ending
+    // together, end the game.
     const { sessionId } = await createSession({
       rules: 'hot-potato',
       roster: players.map((playerId) => ({ playerId })),
       options: { startAfter: 3, minFuse: 1, maxFuse: 1 },
       leaderboardId: board,
     })
-    const info = await until(
-      () =>
-        inObject(sessionId, (inst) => {
-          const now = inst.current()
-          return now?.status === 'live' ? undefined : now
-        }),
-      15_000,
-      'the end of the game',
+    await clockAtCreation(sessionId)
+    // The join grace's end (the environment's SESSION_JOIN_GRACE_SECONDS).
+    const joinDue = await inObject(
+      sessionId,
+      (_inst, state) =>
+        state.storage.sql.exec<{ due: number }>('SELECT max(due) AS due FROM timers').one().due,
     )
-    expect(info!.match.seq).toBe(1)
+    const waiting = await inObject(sessionId, async (inst) => {
+      inst.now = () => joinDue - 1000
+      await inst.alarm()
+      return inst.current()!
+    })
+    expect(waiting.status).toBe('live')
+    expect(waiting.match.seq).toBe(0)
+    const info = await inObject(sessionId, async (inst) => {
+      inst.now = () => joinDue + 1000
+      await inst.alarm()
+      return inst.current()!
+    })
+    expect(info.status).not.toBe('live')
+    expect(info.match.seq).toBe(1)
     await inObject(sessionId, (inst) => inst.runEndWork({ force: true }))
     await expectAbandonedUnrated(sessionId, board, players)
   })

@@ -80,12 +80,17 @@ describe('a real-time game on the tick loop', () => {
     expect(welcome.state as PotatoState).toMatchObject({ holder: null, explodesAt: null })
     await b!.nextOf('welcome')
 
-    // One player is ready, the other never says so: at startAfter the alarm's ticks light the
-    // fuse all the same, then the potato explodes.
+    // One player is ready, the other never says so: startAfter after both connected, the alarm's
+    // ticks light the fuse all the same, then the potato explodes.
     a!.send({ type: 'action', action: 'ready' })
     expect(eventOf(await nextKind(b!, 'ready'))).toMatchObject({ player: players[0], holder: null })
     const lit = eventOf(await nextKind(a!, 'lit'))
-    expect(lit.tick).toBeGreaterThanOrEqual(3)
+    const joins = a!.frames
+      .filter((f) => f.type === 'event' && eventOf(f).kind === 'joined')
+      .map((f) => eventOf(f) as Extract<PotatoEvent, { kind: 'joined' }>)
+    const startAt = joins.find((j) => j.startAt !== null)?.startAt
+    expect(startAt).toBeGreaterThanOrEqual(3)
+    expect(lit.tick).toBeGreaterThanOrEqual(startAt!)
     if (lit.kind !== 'lit') throw new Error('not lit')
     expect(players).toContain(lit.holder)
     expect(lit.explodesAt - lit.tick).toBeGreaterThanOrEqual(3)
@@ -97,7 +102,7 @@ describe('a real-time game on the tick loop', () => {
 
     for (const s of [a!, b!]) {
       const ended = await s.nextOf('ended', TICK_WAIT_MS)
-      expect(ended.seq).toBe(3)
+      expect(ended.seq).toBe(5)
       expect(ended.result as GameResult).toEqual({
         reason: 'finished',
         winner,
@@ -109,16 +114,18 @@ describe('a real-time game on the tick loop', () => {
       expect((await s.whenClosed()).code).toBe(1000)
     }
 
-    // The ready and only the two ticks that changed something were logged; the socket saw exactly
-    // those events.
+    // The two first connections, the ready and only the two ticks that changed something were
+    // logged; the socket saw exactly those events from its welcome on.
     const records = await expectReplayIsLive(sessionId, tokens[winner]!)
     expect(records.map((r) => [r.seq, r.input.kind, r.event?.kind])).toEqual([
-      [1, 'action', 'ready'],
-      [2, 'tick', 'lit'],
-      [3, 'tick', 'exploded'],
+      [1, 'connect', 'joined'],
+      [2, 'connect', 'joined'],
+      [3, 'action', 'ready'],
+      [4, 'tick', 'lit'],
+      [5, 'tick', 'exploded'],
     ])
     expect(a!.frames.filter((f) => f.type === 'event').map((f) => f.event)).toEqual(
-      records.map((r) => r.event),
+      records.filter((r) => r.seq > welcome.seq!).map((r) => r.event),
     )
 
     // Over: the end work runs to its retention wait and the alarm is set for that, not for a tick.
@@ -144,7 +151,7 @@ describe('a real-time game on the tick loop', () => {
       seq: inst.current()!.match.seq,
       status: inst.current()!.status,
     }))
-    expect(again).toEqual({ alarm: end!.nextAttemptAt, seq: 3, status: 'finished' })
+    expect(again).toEqual({ alarm: end!.nextAttemptAt, seq: 5, status: 'finished' })
   })
 
   it('takes ready and pass over the socket, refuses bad ones, and plays rounds to the last one standing', async () => {
@@ -194,6 +201,9 @@ describe('a real-time game on the tick loop', () => {
     ])
     const records = await expectReplayIsLive(sessionId, ADMIN_KEY)
     expect(records.map((r) => r.input.kind)).toEqual([
+      'connect',
+      'connect',
+      'connect',
       'action',
       'action',
       'action',
@@ -215,13 +225,13 @@ describe('a real-time game on the tick loop', () => {
     for (const s of sockets) s.send({ type: 'action', action: 'ready' })
     for (let i = 0; i < 3; i++) await nextKind(sockets[0]!, 'ready')
     const lit = await inObject(sessionId, (inst) => inst.current()!.match)
-    expect(lit.seq).toBe(3)
+    expect(lit.seq).toBe(6)
     expect((lit.game as PotatoState).explodesAt).not.toBeNull()
 
     // Evicted while the fuse burns: only the stored alarm can bring the object back to tick.
     await evictDurableObject(sessionObject(sessionId), { webSockets: 'hibernate' })
     const first = await nextKind(sockets[1]!, 'exploded')
-    expect(first.seq).toBe(4)
+    expect(first.seq).toBe(7)
     expect(eventOf(first)).toMatchObject({ winner: null, ended: null })
 
     // Woken first: between two ticks far apart (the next counts only at the fuse's end) the
@@ -230,15 +240,16 @@ describe('a real-time game on the tick loop', () => {
     await evictDurableObject(sessionObject(sessionId), { webSockets: 'close' })
     await sockets[0]!.whenClosed()
     const live = players.filter((p) => p !== (eventOf(first) as { player: string }).player)
-    const back = await Promise.all(live.map((p) => connect(sessionId, tokens[p]!, { since: 4 })))
-    for (const s of back) expect(await s.nextOf('resumed')).toMatchObject({ since: 4 })
+    // Connections again: not first ones, so nothing is logged for them.
+    const back = await Promise.all(live.map((p) => connect(sessionId, tokens[p]!, { since: 7 })))
+    for (const s of back) expect(await s.nextOf('resumed')).toMatchObject({ since: 7 })
     const second = await nextKind(back[0]!, 'exploded')
-    expect(second.seq).toBe(5)
+    expect(second.seq).toBe(8)
     expect(eventOf(second)).toMatchObject({ ended: 'finished' })
     for (const s of back) {
-      expect(await s.nextOf('ended', TICK_WAIT_MS)).toMatchObject({ seq: 5 })
+      expect(await s.nextOf('ended', TICK_WAIT_MS)).toMatchObject({ seq: 8 })
       // Exactly the events after `since`, no gap, no duplicate.
-      expect(s.frames.filter((f) => f.type === 'event').map((f) => f.seq)).toEqual([5])
+      expect(s.frames.filter((f) => f.type === 'event').map((f) => f.seq)).toEqual([8])
     }
     await expectReplayIsLive(sessionId, ADMIN_KEY)
   })
@@ -377,7 +388,7 @@ describe('deadlines the game clock passed before a late alarm or frame', () => {
     await expectReplayIsLive(sessionId, ADMIN_KEY)
   })
 
-  it('a "ready" arriving after startAfter, before the alarm: nobody was ready in time, so the game is abandoned', async () => {
+  it('a "ready" arriving after startAfter (counted from both connections), before the alarm: nobody was ready in time, so the game is abandoned', async () => {
     const players = playerIds(2)
     const { sessionId, tokens } = await createSession({
       rules: 'hot-potato',
@@ -398,8 +409,11 @@ describe('deadlines the game clock passed before a late alarm or frame', () => {
       const ended = await s.nextOf('ended', TICK_WAIT_MS)
       expect(ended.result).toMatchObject({ winner: null, reason: 'abandoned' })
     }
-    expect(a!.frames.filter((f) => f.type === 'event' || f.type === 'error')).toHaveLength(1)
+    const seen = a!.frames.filter(
+      (f) => f.type === 'error' || (f.type === 'event' && eventOf(f).kind !== 'joined'),
+    )
+    expect(seen).toHaveLength(1)
     const records = await expectReplayIsLive(sessionId, ADMIN_KEY)
-    expect(records.map((r) => r.input.kind)).toEqual(['tick'])
+    expect(records.map((r) => r.input.kind)).toEqual(['connect', 'connect', 'tick'])
   })
 })

@@ -38,6 +38,7 @@ const pass = (player: string, to: string, tick = 0): Input => ({
 })
 const tick = (t: number): Input => ({ kind: 'tick', tick: t })
 const absent = (player: string, t = 0): Input => ({ kind: 'absent', player, tick: t })
+const connect = (player: string, t = 0): Input => ({ kind: 'connect', player, tick: t })
 
 type Match = MatchState<PotatoState>
 
@@ -49,6 +50,12 @@ function quietTick(match: Match, t: number): void {
   const out = step(hotPotato, match, tick(t))
   expect(out).toEqual({ match, record: null })
   if (!isRuleError(out)) expect(out.match).toBe(match)
+}
+
+/** Everyone connected at tick `t`: `startAfter` counts from then. */
+function allConnected(match: Match, t = 0): Match {
+  for (const p of match.game.players) match = ok(match, connect(p.playerId, t)).match
+  return match
 }
 
 /** Everyone ready at tick `t`; returns the match with the fuse lit. */
@@ -71,6 +78,8 @@ describe('hot-potato', () => {
     expect(match.game).toEqual({
       ...HOT_POTATO_DEFAULTS,
       nobodyReadyEnds: true,
+      awaiting: ['a', 'b'],
+      startAt: null,
       players: [
         { playerId: 'a', team: 0, ready: false, out: null },
         { playerId: 'b', team: 1, ready: false, out: null },
@@ -240,11 +249,13 @@ describe('hot-potato', () => {
 
   it('lights the fuse at startAfter even if someone is not ready', () => {
     const seed = 'late'
-    let match = mustCreate(hotPotato, {
-      roster: roster('a', 'b'),
-      seed,
-      options: { startAfter: 20, minFuse: 3, maxFuse: 3 },
-    })
+    let match = allConnected(
+      mustCreate(hotPotato, {
+        roster: roster('a', 'b'),
+        seed,
+        options: { startAfter: 20, minFuse: 3, maxFuse: 3 },
+      }),
+    )
     match = ok(match, ready('a', 5)).match
     quietTick(match, 19)
     const rng = createRng(seedRng(seed))
@@ -284,9 +295,54 @@ describe('hot-potato', () => {
     expect(direct.event).toBeUndefined()
   })
 
+  it('counts startAfter from the moment everyone still in has connected: nobody loses to a fuse lit while they were still loading, and a no-show leaving starts the count', () => {
+    const setup = {
+      roster: roster('a', 'b', 'c'),
+      seed: 'arrivals',
+      options: { startAfter: 20, minFuse: 3, maxFuse: 3 },
+    }
+    let match = mustCreate(hotPotato, setup)
+    const a = ok(match, connect('a', 0))
+    expect(a.event).toEqual({
+      kind: 'joined',
+      player: 'a',
+      tick: 0,
+      awaiting: ['b', 'c'],
+      startAt: null,
+    })
+    match = ok(a.match, connect('b', 1)).match
+    match = ok(match, ready('a', 2)).match
+    // c is still loading: long past startAfter, nothing is lit.
+    quietTick(match, 100)
+    expect(refusedWith(match, connect('a', 100))).toBe('already_joined')
+    // A late arrival: the count starts at its connection.
+    const late = ok(match, connect('c', 300))
+    expect(late.event).toEqual({
+      kind: 'joined',
+      player: 'c',
+      tick: 300,
+      awaiting: [],
+      startAt: 320,
+    })
+    quietTick(late.match, 319)
+    expect(ok(late.match, tick(320)).event).toMatchObject({ kind: 'lit', tick: 320 })
+    // A no-show instead: it forfeits when the join grace ends, and the count starts then, among
+    // the players who came.
+    const gone = ok(match, absent('c', 450))
+    expect(gone.event).toMatchObject({ kind: 'forfeit', player: 'c', winner: null })
+    expect(gone.match.game).toMatchObject({ awaiting: [], startAt: 470 })
+    quietTick(gone.match, 469)
+    const lit = ok(gone.match, tick(470))
+    expect(lit.event).toMatchObject({ kind: 'lit', tick: 470 })
+    expect(['a', 'b']).toContain(lit.match.game.holder)
+    // Everyone who came is ready before then: lit at once, as ever.
+    expect(ok(gone.match, ready('b', 455)).event).toMatchObject({ kind: 'ready', player: 'b' })
+    expect(ok(gone.match, ready('b', 455)).match.game.explodesAt).toBe(458)
+  })
+
   it('ends abandoned at startAfter when nobody is ready, so nobody wins a match nobody played', () => {
     const setup = { roster: roster('a', 'b', 'c'), seed: 'idle', options: { startAfter: 20 } }
-    let match = mustCreate(hotPotato, setup)
+    let match = allConnected(mustCreate(hotPotato, setup))
     // A player who went away before the start is not "still in": the others decide.
     match = ok(match, absent('c', 4)).match
     quietTick(match, 19)
@@ -310,7 +366,12 @@ describe('hot-potato', () => {
 
     // A match created before the rule has no `nobodyReadyEnds` in its state: it still lights,
     // so the log it wrote replays to the same game.
-    const { nobodyReadyEnds: _, ...before } = mustCreate(hotPotato, setup).game
+    const {
+      nobodyReadyEnds: _,
+      awaiting: _a,
+      startAt: _s,
+      ...before
+    } = mustCreate(hotPotato, setup).game
     const older: Match = { ...mustCreate(hotPotato, setup), game: before }
     const lit = ok(older, tick(20))
     expect(lit.event).toMatchObject({ kind: 'lit', tick: 20 })
@@ -569,7 +630,14 @@ function simulate(
     }
   }
   const inputs: Input[] = []
-  const expected = ops.map((op): Expected => {
+  // Everyone connects at tick 0, so `startAfter` counts from the start.
+  const joins = ids.map((id, i): Expected => {
+    inputs.push(connect(id, 0))
+    const awaiting = ids.slice(i + 1)
+    const startAt = awaiting.length === 0 ? opts.startAfter : null
+    return { event: { kind: 'joined', player: id, tick: 0, awaiting, startAt } }
+  })
+  const played = ops.map((op): Expected => {
     now += op.dt
     const t = now
     const who =
@@ -644,7 +712,7 @@ function simulate(
     holder = op.to
     return { event: { kind: 'pass', from: player, to: ids[op.to]!, tick: t, explodesAt } }
   })
-  return { inputs, expected }
+  return { inputs, expected: [...joins, ...played] }
 }
 
 const gameArb = fc

@@ -15,16 +15,18 @@ import { competitionPlaces, ruleError } from './types.ts'
  * hot-potato: real-time, driven by the session's clock at `HOT_POTATO_TICK_RATE` ticks per second.
  *
  * Start: players say `{"type":"action","action":"ready"}`. The fuse is lit when every player still
- * in is ready, or at tick `startAfter` (default 150, 30 s) if at least one of them is, so one idle
- * client cannot hold a match forever and nobody loses to a fuse that burnt before they connected.
- * When it is lit, the seeded RNG picks the holder among the players still in and the fuse length
- * (`minFuse` to `maxFuse` ticks, defaults 15 to 50: 3 to 10 s).
+ * in is ready, or `startAfter` ticks (default 150, 30 s) after every player still in has
+ * connected (`onConnect`, a `joined` event each; one who never comes forfeits when the session's
+ * join grace ends) if at least one of them is ready, so one idle client cannot hold a match
+ * forever and nobody loses to a fuse that burnt before they connected. When it is lit, the seeded
+ * RNG picks the holder among the players still in and the fuse length (`minFuse` to `maxFuse`
+ * ticks, defaults 15 to 50: 3 to 10 s). Matches created before the connections counted (their
+ * state has no `awaiting`) count `startAfter` from the match's start, as their logs recorded.
  *
- * Nobody ready at `startAfter` ends the game `abandoned`, without a winner. Nobody connected, or
- * everyone who did sat idle: lit anyway, the fuse would play the match out by itself and hand the
- * last player left a rated win nobody played for. (The rules cannot tell a player who never
- * connected from one who idles, so "nobody ready" is what both look like here.) Matches created
- * before this rule (their state has no `nobodyReadyEnds`) keep lighting, so their logs replay.
+ * Nobody ready at that moment ends the game `abandoned`, without a winner: everyone sat idle, and
+ * lit anyway, the fuse would play the match out by itself and hand the last player left a rated
+ * win nobody played for. Matches created before this rule (their state has no
+ * `nobodyReadyEnds`) keep lighting, so their logs replay.
  *
  * Play: the holder sends `{"type":"action","action":"pass","to":"<playerId>"}` to hand the potato
  * to any other player still in. Passing does not reset the fuse. On the first tick at or after
@@ -77,6 +79,13 @@ export interface PotatoState {
    * states created before the rule, which light the fuse regardless, as their logs recorded.
    */
   nobodyReadyEnds?: true
+  /**
+   * Players still to connect (`onConnect`): while one of them is still in, `startAfter` does not
+   * count. Absent in states created before, which count it from the match's start.
+   */
+  awaiting?: string[]
+  /** With `awaiting`: the tick at which `startAfter` is up, once nobody still in is awaited. */
+  startAt?: number | null
   /** In roster order. */
   players: PotatoPlayer[]
   /** Who holds the potato; null before the fuse is lit and once the game is over. */
@@ -107,6 +116,8 @@ export type PotatoAction = { action: 'ready' } | { action: 'pass'; to: string }
  * written, which `replay()` checks.)
  */
 export type PotatoEvent =
+  /** A player connected for the first time; `startAt` is set once nobody still in is awaited. */
+  | { kind: 'joined'; player: string; tick: number; awaiting: string[]; startAt: number | null }
   | {
       kind: 'ready'
       player: string
@@ -146,8 +157,8 @@ export interface PotatoOptions {
   /** Longest fuse in ticks (minFuse to 3000, default 50). */
   maxFuse?: number
   /**
-   * Tick at which the fuse is lit if at least one player still in is ready, and the game ends
-   * `abandoned` if none is (1 to 3000, default 150).
+   * Ticks after every player still in has connected at which the fuse is lit if at least one of
+   * them is ready, and the game ends `abandoned` if none is (1 to 3000, default 150).
    */
   startAfter?: number
 }
@@ -188,6 +199,8 @@ function init(setup: GameSetup): PotatoState | RuleError {
   return {
     ...values,
     nobodyReadyEnds: true,
+    awaiting: setup.roster.map((p) => p.playerId),
+    startAt: null,
     players: setup.roster.map(({ playerId, team }) => ({
       playerId,
       team,
@@ -232,6 +245,22 @@ function inGame(players: readonly PotatoPlayer[]): PotatoPlayer[] {
   return players.filter((p) => p.out === null)
 }
 
+/**
+ * `awaiting` and `startAt` once `players` are in and `awaiting` still to connect at `tick`:
+ * `startAfter` starts counting when nobody still in is awaited. Nothing for a state from before.
+ */
+function arrivals(
+  state: PotatoState,
+  players: readonly PotatoPlayer[],
+  awaiting: string[] | undefined,
+  tick: number,
+): Pick<PotatoState, 'awaiting' | 'startAt'> {
+  if (awaiting === undefined) return {}
+  if (state.startAt != null) return { awaiting, startAt: state.startAt }
+  const allHere = inGame(players).every((p) => !awaiting.includes(p.playerId))
+  return { awaiting, startAt: allHere ? tick + state.startAfter : null }
+}
+
 /** A new round among the players still in: a holder and a fuse, both from the seeded RNG. */
 function lightFuse(
   state: PotatoState,
@@ -260,6 +289,13 @@ function knockOut(
   const outOrder = [...state.outOrder, player]
   const outTicks =
     state.outTicks === undefined ? {} : { outTicks: { ...state.outTicks, [player]: tick } }
+  // One who never came is awaited no more: the others' start may count from now.
+  const arrived = arrivals(
+    state,
+    players,
+    state.awaiting?.filter((id) => id !== player),
+    tick,
+  )
   const live = inGame(players)
   let next: PotatoState
   if (live.length <= 1) {
@@ -271,13 +307,14 @@ function knockOut(
       players,
       outOrder,
       ...outTicks,
+      ...arrived,
       holder: null,
       explodesAt: null,
       winner,
       ended,
     }
   } else if (state.explodesAt === null) {
-    next = { ...state, players, outOrder, ...outTicks }
+    next = { ...state, players, outOrder, ...outTicks, ...arrived }
     if (live.every((p) => p.ready)) next = { ...next, ...lightFuse(state, players, tick, rng) }
   } else if (state.holder === player) {
     next = { ...state, players, outOrder, ...outTicks, ...lightFuse(state, players, tick, rng) }
@@ -352,7 +389,8 @@ function apply(
 function onTick(state: PotatoState, ctx: TickContext): { state: PotatoState; event?: PotatoEvent } {
   if (state.ended !== null) return { state }
   if (state.explodesAt === null) {
-    if (ctx.tick < state.startAfter) return { state }
+    const startAt = state.awaiting === undefined ? state.startAfter : state.startAt
+    if (startAt == null || ctx.tick < startAt) return { state }
     if (state.nobodyReadyEnds && !inGame(state.players).some((p) => p.ready)) {
       return onAbandon(state, ctx)
     }
@@ -364,6 +402,36 @@ function onTick(state: PotatoState, ctx: TickContext): { state: PotatoState; eve
   }
   if (ctx.tick < state.explodesAt || state.holder === null) return { state }
   return knockOut(state, state.holder, 'exploded', ctx.tick, ctx.rng)
+}
+
+/**
+ * A player's first connection: awaited no more. Anything else changes nothing (refused, not
+ * logged), as does every connection to a match from before the connections counted.
+ */
+function onConnect(
+  state: PotatoState,
+  ctx: ActionContext,
+): Applied<PotatoState, PotatoEvent> | RuleError {
+  if (state.ended !== null) return ruleError('game_over', 'the game is over')
+  if (state.awaiting === undefined || !state.awaiting.includes(ctx.player)) {
+    return ruleError('already_joined', `${ctx.player} has connected before`)
+  }
+  const arrived = arrivals(
+    state,
+    state.players,
+    state.awaiting.filter((id) => id !== ctx.player),
+    ctx.tick,
+  )
+  return {
+    state: { ...state, ...arrived },
+    event: {
+      kind: 'joined',
+      player: ctx.player,
+      tick: ctx.tick,
+      awaiting: arrived.awaiting!,
+      startAt: arrived.startAt ?? null,
+    },
+  }
 }
 
 function onAbsent(
@@ -453,6 +521,7 @@ export const hotPotato: Rules<PotatoState, PotatoAction, PotatoEvent> = {
   parseAction,
   apply,
   onTick,
+  onConnect,
   onAbsent,
   onAbandon,
   result,

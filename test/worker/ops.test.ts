@@ -134,23 +134,36 @@ describe('operations endpoints', () => {
     }
   })
 
-  it('an Upstash URL the client refuses (a rediss:// string) is Redis down, not a 500 on every route', async () => {
+  it('an Upstash URL the client refuses (a rediss:// string) is Redis down, not a 500 on every route, and its password is in no log line', async () => {
+    const password = `pw-${crypto.randomUUID()}`
     const misconfigured = {
-      UPSTASH_REDIS_REST_URL: 'rediss://default:pw@example.upstash.io:6379',
+      UPSTASH_REDIS_REST_URL: `rediss://default:${password}@example.upstash.io:6379`,
       UPSTASH_REDIS_REST_TOKEN: 'x',
+      LOG_LEVEL: 'debug',
     }
-    const ready = await callWithEnv(misconfigured, '/ready')
-    expect(ready.status).toBe(503)
-    expect(((await ready.json()) as { checks: unknown }).checks).toEqual({
-      postgres: 'up',
-      redis: 'down',
-    })
-    const guest = await callWithEnv(
-      misconfigured,
-      '/v1/auth/guest',
-      json('POST', { deviceId: `bad-redis-url-${crypto.randomUUID()}` }),
-    )
-    expect(guest.status).toBe(200)
+    const lines: string[] = []
+    const spies = [vi.spyOn(console, 'log'), vi.spyOn(console, 'warn'), vi.spyOn(console, 'error')]
+    for (const spy of spies)
+      spy.mockImplementation((line: unknown) => void lines.push(String(line)))
+    try {
+      const ready = await callWithEnv(misconfigured, '/ready')
+      expect(ready.status).toBe(503)
+      expect(((await ready.json()) as { checks: unknown }).checks).toEqual({
+        postgres: 'up',
+        redis: 'down',
+      })
+      const guest = await callWithEnv(
+        misconfigured,
+        '/v1/auth/guest',
+        json('POST', { deviceId: `bad-redis-url-${crypto.randomUUID()}` }),
+      )
+      expect(guest.status).toBe(200)
+    } finally {
+      for (const spy of spies) spy.mockRestore()
+    }
+    // Said by its scheme alone: the client's own error quotes the whole URL.
+    expect(lines.some((l) => l.includes('not an https:// REST URL (rediss)'))).toBe(true)
+    expect(lines.filter((l) => l.includes(password))).toEqual([])
   })
 
   it('/ready is 503 naming identity provider settings that refuse every provider token, and 200 with none of them set', async () => {

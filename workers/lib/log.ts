@@ -21,8 +21,23 @@ export function log(level: LogLevel, msg: string, fields: Record<string, unknown
   else console.log(line)
 }
 
-/** Renders an unknown thrown value for a log line without losing its stack. */
+/**
+ * Renders an unknown thrown value for a log line without losing its stack. Credentials in a URL
+ * quoted by the error (`scheme://user:password@host`: a database or Redis connection string a
+ * client repeats in its message) are blanked: logs reach more people than secrets do.
+ */
 export function errorFields(err: unknown): Record<string, unknown> {
-  if (err instanceof Error) return { error: err.message, errorName: err.name, stack: err.stack }
-  return { error: String(err) }
+  if (err instanceof Error) {
+    return {
+      error: withoutCredentials(err.message),
+      errorName: err.name,
+      stack: err.stack === undefined ? undefined : withoutCredentials(err.stack),
+    }
+  }
+  return { error: withoutCredentials(String(err)) }
+}
+
+/** `text` with the user-information part of every URL in it blanked. */
+export function withoutCredentials(text: string): string {
+  return text.replace(/(\/\/)[^/@\s"']*@/g, '$1***@')
 }

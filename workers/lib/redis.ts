@@ -171,10 +171,15 @@ function newRedis(url: string, token: string): Redis {
       // explicit pipelines or transactions instead.
       enableAutoPipelining: false,
     })
-  } catch (err) {
-    log('error', 'UPSTASH_REDIS_REST_URL is not usable; Redis is treated as down', errorFields(err))
+  } catch {
+    // Not the client's error: it quotes the URL, and a connection string carries the password.
+    const scheme = /^([a-z][a-z0-9+.-]{0,15}):/i.exec(url)?.[1] ?? 'no scheme'
+    const refused = new Error(
+      `UPSTASH_REDIS_REST_URL is not an https:// REST URL (${scheme}); Redis is treated as down`,
+    )
+    log('error', refused.message)
     const failing = () => {
-      throw err
+      throw refused
     }
     return new Proxy({}, { get: () => failing }) as Redis
   }

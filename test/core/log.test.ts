@@ -1,0 +1,19 @@
+import { describe, expect, it } from 'vitest'
+import { errorFields } from '../../workers/lib/log.ts'
+
+describe('errorFields', () => {
+  it('blanks the credentials of a connection string an error quotes, in its message and its stack, and leaves other text alone', () => {
+    const err = new Error(
+      'Received: "rediss://default:S3cret@host.upstash.io:6379"; also postgres://nexus:pa55@db/nexus',
+    )
+    const fields = errorFields(err)
+    expect(fields.error).toBe(
+      'Received: "rediss://***@host.upstash.io:6379"; also postgres://***@db/nexus',
+    )
+    expect(String(fields.stack)).not.toMatch(/S3cret|pa55/)
+    expect(errorFields(new Error('see https://example.com/a@b')).error).toBe(
+      'see https://example.com/a@b',
+    )
+    expect(errorFields('redis://:only-password@h').error).toBe('redis://***@h')
+  })
+})

@@ -1,6 +1,7 @@
 import { env } from 'cloudflare:test'
 import { describe, expect, it } from 'vitest'
 import { getDb, type DbEnv } from '../../workers/db/client.ts'
+import { COMPLETE_CYCLE } from '../../workers/leaderboards/archive-writer.ts'
 import { scheduledBoardsQuery } from '../../workers/leaderboards/config-store.ts'
 import { CLAIMS_OF_PLAYER } from '../../workers/matchmaking/claims.ts'
 import { RECENT_ERASURES_AFTER } from '../../workers/players/erasure.ts'
@@ -41,6 +42,13 @@ describe('query plans on tables that grow', () => {
     expect(plan).toContain('party_tickets_byte_order_idx')
     expect(plan).not.toContain('"Node Type":"Sort"')
     expect(plan).not.toContain('Seq Scan')
+  })
+
+  it("a close's completion reads the cycle's row count from one end of the rank index, not by counting every row", async () => {
+    const plan = await planOf(COMPLETE_CYCLE, ['plan-board', 1, 0, 60_000, 10])
+    expect(plan).toContain('leaderboard_archive_rank_idx')
+    expect(plan).toContain('Backward')
+    expect(plan).not.toContain('"Node Type":"Aggregate"')
   })
 
   it("the cron's prune of old party notes finds them by an index on their time", async () => {

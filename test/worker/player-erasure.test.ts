@@ -228,6 +228,56 @@ describe('erasing a player (admin)', () => {
     ).toEqual([{ name: null }])
   })
 
+  it('a player back under an erased id (an identity provider keeps it) reads as theirs only the rewards and results of scores submitted since: support and the public history still see all', async () => {
+    const id = `idp-rewards-${crypto.randomUUID().slice(0, 8)}`
+    const board = `erased-rewards-${crypto.randomUUID().slice(0, 8)}`
+    const archiveCycle = (cycle: number, submittedAt: number, reward: string) =>
+      new NeonArchiveWriter(env).writePage({
+        leaderboardId: board,
+        cycle,
+        startsAt: submittedAt - 60_000,
+        endsAt: submittedAt + 1,
+        entries: 1,
+        rows: {
+          playerIds: [id],
+          ranks: [1],
+          scores: [10 * cycle],
+          subscores: [0],
+          metadata: [null],
+          submittedAt: [submittedAt],
+        },
+        rewards: [{ playerId: id, rank: 1, reward }],
+        archivedThrough: 1,
+      })
+    // Won before the erasure: cycle 1 archived before it, cycle 2 (a score from before it) after.
+    await archiveCycle(1, Date.now() - 120_000, '{"gems":500}')
+    const scoredBefore = Date.now() - 60_000
+    await eraseAll(id)
+    await archiveCycle(2, scoredBefore, '{"gems":300}')
+    // Back, scoring again.
+    await new Promise((resolve) => setTimeout(resolve, 5))
+    await archiveCycle(3, Date.now(), '{"gems":100}')
+    const token = (await issuePlayerToken(env, id, Date.now())).token
+    const mine = (await (await call('/v1/players/me/rewards', bearer(token))).json()) as {
+      rewards: { cycle: number }[]
+    }
+    expect(mine.rewards.map((r) => r.cycle)).toEqual([3])
+    const support = (await (
+      await call(`/v1/admin/players/${id}/rewards`, bearer(ADMIN_KEY))
+    ).json()) as { rewards: { cycle: number }[] }
+    expect(support.rewards.map((r) => r.cycle).sort()).toEqual([1, 2, 3])
+    const history = (path: string, credential: string) =>
+      call(path, bearer(credential)).then(
+        async (r) => ((await r.json()) as { results: { cycle: number }[] }).results,
+      )
+    expect(
+      (await history(`/v1/leaderboards/${board}/players/me/history`, token)).map((r) => r.cycle),
+    ).toEqual([3])
+    expect(
+      (await history(`/v1/leaderboards/${board}/players/${id}/history`, token)).map((r) => r.cycle),
+    ).toEqual([3, 2, 1])
+  })
+
   it('a match made before the erasure rates nothing of the erased player; one made after (an identity provider keeps the id) plays them as new', async () => {
     const tag = crypto.randomUUID().slice(0, 8)
     const [gone, other] = [`idp-gone-${tag}`, `idp-other-${tag}`]

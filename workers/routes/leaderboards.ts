@@ -590,9 +590,10 @@ leaderboardRoutes.openapi(historyRoute, (async (c: Context<AppEnv>) => {
   const playerId = resolvePlayer(c, raw)
   const read = () => historyPage(c, id, playerId, limit, before)
   if (raw === 'me') {
-    // The caller's own, counted in their account reads (playerReadLimit), never shared.
+    // The caller's own, counted in their account reads (playerReadLimit), never shared; from
+    // their erasure on, if any (a provider's player back under the id is a new player).
     c.header('cache-control', 'private, max-age=0')
-    return c.json(await read(), 200)
+    return c.json(await historyPage(c, id, playerId, limit, before, { sinceErasure: true }), 200)
   }
   // Anyone's, public: through the read caches, so that a client polling it (or many asking for
   // a popular player's) costs Neon a query a minute, not one each. It changes only as cycles close.
@@ -623,20 +624,26 @@ const HISTORY_MISS_LIMIT: EdgeRateLimitOptions = {
   key: (c) => countedClientIp(c),
 }
 
-/** A page of a player's results on a board, newest cycle first (404 for a board nobody made). */
+/**
+ * A page of a player's results on a board, newest cycle first (404 for a board nobody made).
+ * With `sinceErasure` (the player's own read), only scores submitted after their erasure, if any.
+ */
 async function historyPage(
   c: Context<AppEnv>,
   id: string,
   playerId: string,
   limit: number,
   before: number | undefined,
+  { sinceErasure = false }: { sinceErasure?: boolean } = {},
 ) {
   const rows = (await getSql(c.env).query(
     `select a.cycle, a.rank, a.score, a.subscore, c.entries from leaderboard_archive a
        join leaderboard_cycles c on c.leaderboard_id = a.leaderboard_id and c.cycle = a.cycle
       where a.player_id = $1 and a.leaderboard_id = $2 and a.cycle < $3
+        and ($5::boolean is false or a.submitted_at > coalesce(
+              (select erased_at from erased_players where id = $1), '-infinity'))
       order by a.cycle desc limit $4`,
-    [playerId, id, before ?? 2_147_483_647, limit],
+    [playerId, id, before ?? 2_147_483_647, limit, sinceErasure],
   )) as { cycle: number; rank: number; score: number; subscore: number; entries: number }[]
   // No results: a board nobody created is 404, as every other read of it is (asked only when
   // there is nothing to show). A deleted board keeps its row, and its history stays readable.

@@ -56,7 +56,7 @@ const rewardsRoute = createRoute({
 })
 
 playerRoutes.openapi(rewardsRoute, async (c) => {
-  const page = await rewardPage(c.env, playerId(c), c.req.valid('query'))
+  const page = await rewardPage(c.env, playerId(c), c.req.valid('query'), { sinceErasure: true })
   c.header('cache-control', 'private, no-store')
   return c.json(page, 200)
 })

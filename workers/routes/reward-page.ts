@@ -47,20 +47,35 @@ function parseCursor(cursor: string | undefined): [string, string, number] | nul
   return [time, rest[0], rest[1]]
 }
 
-/** A page of `playerId`'s rewards, newest first, after the cursor's row. */
+/**
+ * A page of `playerId`'s rewards, newest first, after the cursor's row. With `sinceErasure` (the
+ * player's own read), none won by a score submitted before their erasure: a player of an identity
+ * provider who came back under the id is a new player, and what was erased is not theirs to
+ * claim (support's read shows everything). A cycle archived after the erasure writes the erased
+ * player's reward later, so the cut is by the score's submission, as archived names are.
+ */
 export async function rewardPage(
   env: DbEnv,
   playerId: string,
   { limit, cursor }: z.infer<typeof RewardsQuery>,
+  { sinceErasure = false }: { sinceErasure?: boolean } = {},
 ): Promise<z.infer<typeof RewardPage>> {
   const after = parseCursor(cursor)
   const rows = (await getSql(env).query(
-    `select leaderboard_id, cycle, rank, reward, created_at, ${isoMicros('created_at')} as created_iso,
-            ${isoUtc('voided_at')} as voided_at
-       from rewards
-      where player_id = $1 and ($2::timestamptz is null or (created_at, leaderboard_id, cycle) < ($2::timestamptz, $3, $4))
-      order by created_at desc, leaderboard_id desc, cycle desc limit $5`,
-    [playerId, after?.[0] ?? null, after?.[1] ?? '', after?.[2] ?? 0, limit],
+    `select r.leaderboard_id, r.cycle, r.rank, r.reward, r.created_at,
+            ${isoMicros('r.created_at')} as created_iso, ${isoUtc('r.voided_at')} as voided_at
+       from rewards r
+      where r.player_id = $1
+        and ($2::timestamptz is null
+             or (r.created_at, r.leaderboard_id, r.cycle) < ($2::timestamptz, $3, $4))
+        and ($6::boolean is false or not exists (
+              select 1 from erased_players e
+                join leaderboard_archive a
+                  on a.leaderboard_id = r.leaderboard_id and a.cycle = r.cycle
+                 and a.player_id = r.player_id
+               where e.id = r.player_id and a.submitted_at <= e.erased_at))
+      order by r.created_at desc, r.leaderboard_id desc, r.cycle desc limit $5`,
+    [playerId, after?.[0] ?? null, after?.[1] ?? '', after?.[2] ?? 0, limit, sinceErasure],
   )) as {
     leaderboard_id: string
     cycle: number

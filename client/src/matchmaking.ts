@@ -426,13 +426,24 @@ export class MatchTicket extends Emitter<TicketEvents> {
           { region: this.region, ...credential.query },
         ),
       )
+      // A queued ticket's socket is gone: an attempt may take no longer than what is left of the
+      // time the pool's grace allows, or one that hangs (a stalled upgrade) would outlast it.
+      const leftMs =
+        this.queuedSocketLostAt === null
+          ? sockets.openTimeoutMs
+          : lossAllowedMs() - (Date.now() - this.queuedSocketLostAt)
+      if (leftMs <= 0) {
+        return (
+          lastError ?? new NexusNetworkError('the matchmaking socket did not come back in time')
+        )
+      }
       let socket: SocketLike
       try {
         socket = await openSocket(
           sockets.factory!,
           url,
           credential.protocols,
-          sockets.openTimeoutMs,
+          Math.min(sockets.openTimeoutMs, leftMs),
         )
       } catch (err) {
         if (this.done) return null
@@ -441,9 +452,10 @@ export class MatchTicket extends Emitter<TicketEvents> {
         if (failures === 1 || failures > sockets.maxReconnects) await this.checkQueue()
         // Cancelled meanwhile: no renewal, no `reconnecting` after `ended`.
         if (this.done) return null
-        if (failures === 1) {
+        if (failures === 1 && !graceRunningOut()) {
           // The upgrade's 401 is hidden as well: the token may be what was refused (a rotated
-          // secret), so it is renewed once per run of failures, as a 401 over HTTP would be.
+          // secret), so it is renewed once per run of failures, as a 401 over HTTP would be
+          // (not when the grace is running out: HTTP renews it anyway if need be).
           await auth.token(true, token).catch((renewErr: unknown) => {
             if (!this.done && !isTransient(renewErr)) throw renewErr
           })

@@ -869,12 +869,22 @@ export class MatchTicket extends Emitter<TicketEvents> {
             // Keyed: a retry gets the ticket the first attempt made, whatever became of it.
             retry: true,
           })
-        const answer = socketTicket === null ? await join() : await this.persist(join, withinGrace)
+        // A join's answer lost (the network gone just then) may leave a ticket it made on the
+        // server, matchable until it expires: the join is sent again, keyed, until an answer
+        // names it (a cancel meanwhile then leaves it), for as long as a socket would reconnect.
+        const startedAt = Date.now()
+        const untilAnswered = {
+          needed: () => true,
+          giveUp: () => Date.now() - startedAt >= this.deps.sockets.reconnectForMs,
+          signal: this.abort.signal,
+        }
+        const answer = await this.persist(join, socketTicket === null ? untilAnswered : withinGrace)
         // Ended meanwhile (cancelled, signed out): nothing to take up.
         if (answer === undefined) return
         ticket = answer
       } catch (err) {
-        // The player asked to leave; a join that got no answer has no ticket to leave by name.
+        // The player asked to leave, and no answer came in all that time: a ticket the join may
+        // have made cannot be named, and waits out its time to live (best effort ends here).
         if (this.cancelAsked) return this.end('cancelled', 'cancelled')
         // The party changed while its leader joined: the pool cancelled the ticket it made
         // (`party_changed`, as its members' sockets hear), and the leader ends as they do.

@@ -1025,6 +1025,51 @@ describe('client SDK under failure', () => {
     expect(joins).toEqual([{ region: 'eu' }])
   })
 
+  it('an HTTP join whose answer is lost, then meets the network down for a while, takes the ticket it made once it is back: a cancel meanwhile leaves it, nothing waits on the server', async () => {
+    vi.useFakeTimers()
+    try {
+      let made = false
+      let down = true
+      const joins: number[] = []
+      const deletes: string[] = []
+      const client = createClient({
+        baseUrl: 'http://nexus.test',
+        fetch: guestFetch(async (url, init) => {
+          if (init?.method === 'POST' && url.pathname === '/v1/matchmaking/duel/tickets') {
+            joins.push(Date.now())
+            // The first reaches the server, which makes the ticket; its answer is lost.
+            if (!made) {
+              made = true
+              throw new TypeError('network connection lost')
+            }
+            if (down) throw new TypeError('network down')
+            return ticket({ status: 'waiting', existing: true })
+          }
+          if (init?.method === 'DELETE') {
+            deletes.push(url.pathname)
+            return ticket({ status: 'cancelled', reason: 'cancelled' })
+          }
+          return ticket({ status: 'waiting' })
+        }),
+      })
+      await client.auth.guest('device-abcdef-123456')
+      const t = client.matchmaking.join('duel', { transport: 'http' })
+      const ended: { outcome: string }[] = []
+      t.on('ended', (e) => ended.push(e))
+      // Past the transport's own retries of the join.
+      await vi.advanceTimersByTimeAsync(5_000)
+      expect(ended).toEqual([])
+      void t.cancel()
+      down = false
+      await vi.advanceTimersByTimeAsync(20_000)
+      expect(joins.length).toBeGreaterThan(5)
+      expect(deletes).toEqual(['/v1/matchmaking/tickets/t1'])
+      expect(ended).toMatchObject([{ outcome: 'cancelled' }])
+    } finally {
+      vi.useRealTimers()
+    }
+  })
+
   it('a queued socket ticket whose WebSocket stays blocked goes over HTTP within the pool’s 10 s grace, though its reconnects alone would take longer', async () => {
     vi.useFakeTimers()
     // The longest waits the reconnect jitter can draw.

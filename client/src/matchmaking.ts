@@ -89,6 +89,17 @@ export class MatchmakingEnded extends Error {
   }
 }
 
+/**
+ * What a client's tickets share: the transport, auth, socket settings and, per client, the
+ * waits whose cancel is still settling an unanswered HTTP join (`pendingCancels`).
+ */
+export interface MatchDeps {
+  t: Transport
+  auth: Auth
+  sockets: SocketSettings
+  pendingCancels?: Set<{ queue: string; done: Promise<void> }>
+}
+
 export interface SocketSettings extends KeepaliveSettings {
   factory: SocketFactory | null
   openTimeoutMs: number
@@ -150,8 +161,11 @@ export class MatchTicket extends Emitter<TicketEvents> {
   private readonly abort = new AbortController()
   private resolveMatch!: (m: Match) => void
   private rejectMatch!: (e: unknown) => void
-  private readonly deps: { t: Transport; auth: Auth; sockets: SocketSettings }
+  private readonly deps: MatchDeps
   private readonly opts: JoinOptions
+  /** Resolves once this wait is over (ended or failed). */
+  private readonly over: Promise<void>
+  private markOver!: () => void
   /** `member`: a party member waiting for the ticket the leader makes, never joining itself. */
   private readonly role: 'join' | 'member'
   /**
@@ -198,13 +212,9 @@ export class MatchTicket extends Emitter<TicketEvents> {
   /** Stops listening for the player signing out (see `signedOut`). */
   private readonly offSignOut: () => void
 
-  constructor(
-    queue: string,
-    opts: JoinOptions,
-    deps: { t: Transport; auth: Auth; sockets: SocketSettings },
-    role: 'join' | 'member' = 'join',
-  ) {
+  constructor(queue: string, opts: JoinOptions, deps: MatchDeps, role: 'join' | 'member' = 'join') {
     super()
+    this.over = new Promise<void>((resolve) => (this.markOver = resolve))
     this.queue = queue
     this.opts = opts
     this.deps = deps
@@ -243,6 +253,7 @@ export class MatchTicket extends Emitter<TicketEvents> {
     if (idBefore === null && (this.joining || this.cancelAsked)) {
       // The join's answer names the ticket to leave, or the match it already has.
       this.cancelAsked = true
+      this.noteCancelSettling()
       return
     }
     // A socket join sent but unanswered (its `queued` lost with a dropped socket, say) may have
@@ -367,7 +378,42 @@ export class MatchTicket extends Emitter<TicketEvents> {
     return true
   }
 
+  /**
+   * This wait's HTTP join is still sent again after a cancel (its answer lost): a join of the
+   * same queue made meanwhile waits for it, or that join's answer (the player's new ticket, which
+   * the pool hands a keyed join it knows nothing of) would be the one this wait leaves.
+   */
+  private noteCancelSettling(): void {
+    const pending = this.deps.pendingCancels
+    if (!pending || this.done) return
+    const entry = { queue: this.queue, done: this.over }
+    pending.add(entry)
+    void this.over.then(() => pending.delete(entry))
+  }
+
+  /** Waits (for as long as a join is sent again at most) for earlier cancels of this queue. */
+  private async afterEarlierCancels(): Promise<void> {
+    const earlier = [...(this.deps.pendingCancels ?? [])]
+      .filter((e) => e.queue === this.queue)
+      .map((e) => e.done)
+    if (earlier.length === 0) return
+    const stop = new AbortController()
+    const abort = () => stop.abort()
+    this.abort.signal.addEventListener('abort', abort)
+    try {
+      await Promise.race([
+        Promise.all(earlier),
+        sleep(this.deps.sockets.reconnectForMs, stop.signal),
+      ])
+    } finally {
+      stop.abort()
+      this.abort.signal.removeEventListener('abort', abort)
+    }
+  }
+
   private async run(): Promise<void> {
+    if (this.done) return
+    if (this.role === 'join') await this.afterEarlierCancels()
     if (this.done) return
     const mode = this.opts.transport ?? 'auto'
     if (this.role === 'member') await this.startMember()
@@ -1095,6 +1141,7 @@ export class MatchTicket extends Emitter<TicketEvents> {
     if (isOpen(this.socket)) this.socket.close(1000, 'matched')
     this.emit('match', m)
     this.resolveMatch(m)
+    this.markOver()
   }
 
   private end(outcome: 'cancelled' | 'expired', reason: string): void {
@@ -1105,6 +1152,7 @@ export class MatchTicket extends Emitter<TicketEvents> {
     if (isOpen(this.socket)) this.socket.close(1000, outcome)
     this.emit('ended', { outcome, reason })
     this.rejectMatch(new MatchmakingEnded(outcome, reason))
+    this.markOver()
   }
 
   private fail(err: unknown): void {
@@ -1120,15 +1168,16 @@ export class MatchTicket extends Emitter<TicketEvents> {
     const ticketId = this.ticketId
     if (ticketId !== null && this.role === 'join') void this.deleteTicket(ticketId).catch(() => {})
     this.rejectMatch(err)
+    this.markOver()
   }
 }
 
 /** Matchmaking: join queues, read their public settings and stats. */
 export class Matchmaking {
-  private readonly deps: { t: Transport; auth: Auth; sockets: SocketSettings }
+  private readonly deps: MatchDeps
 
-  constructor(deps: { t: Transport; auth: Auth; sockets: SocketSettings }) {
-    this.deps = deps
+  constructor(deps: MatchDeps) {
+    this.deps = { ...deps, pendingCancels: new Set() }
   }
 
   /** Joins a queue as the signed-in player; see `MatchTicket`. */

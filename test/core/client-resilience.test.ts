@@ -1070,6 +1070,76 @@ describe('client SDK under failure', () => {
     }
   })
 
+  it('a join made while an earlier cancelled join of the same queue is still sent again waits for it: the earlier one leaves only its own ticket, not the new one', async () => {
+    vi.useFakeTimers()
+    try {
+      // A pool as `enqueue` answers: a key's ticket, else the player's waiting ticket (the key
+      // bound to it), else a new ticket.
+      const tickets = new Map<string, string>()
+      const byKey = new Map<string, string>()
+      let made = 0
+      let down = false
+      let firstLost = true
+      const deleted: string[] = []
+      const client = createClient({
+        baseUrl: 'http://nexus.test',
+        fetch: guestFetch(async (url, init) => {
+          if (down) throw new TypeError('network down')
+          if (init?.method === 'POST' && url.pathname === '/v1/matchmaking/duel/tickets') {
+            const key = (init.headers as Record<string, string>)['idempotency-key']!
+            let id = byKey.get(key)
+            let existing = true
+            if (id === undefined) {
+              id = [...tickets].find(([, status]) => status === 'waiting')?.[0]
+              if (id === undefined) {
+                id = `t${++made}`
+                tickets.set(id, 'waiting')
+                existing = false
+              }
+              byKey.set(key, id)
+            }
+            if (firstLost) {
+              // Made on the server; the answer lost with the network.
+              firstLost = false
+              down = true
+              throw new TypeError('network connection lost')
+            }
+            return ticket({ ticketId: id, status: tickets.get(id), existing })
+          }
+          const id = url.pathname.split('/').pop()!
+          if (init?.method === 'DELETE') {
+            deleted.push(id)
+            tickets.set(id, 'cancelled')
+            return ticket({ ticketId: id, status: 'cancelled', reason: 'cancelled' })
+          }
+          if (url.searchParams.get('wait')) await new Promise((r) => setTimeout(r, 1000))
+          return ticket({ ticketId: id, status: tickets.get(id) ?? 'waiting' })
+        }),
+      })
+      await client.auth.guest('device-abcdef-123456')
+      const first = client.matchmaking.join('duel', { transport: 'http' })
+      const ends: string[] = []
+      first.on('ended', (e) => ends.push(`first ${e.outcome}`))
+      await vi.advanceTimersByTimeAsync(3_000)
+      void first.cancel()
+      // Back in the menu, the player queues again while the network is still down.
+      const second = client.matchmaking.join('duel', { transport: 'http' })
+      second.on('ended', (e) => ends.push(`second ${e.outcome}`))
+      await vi.advanceTimersByTimeAsync(2_000)
+      down = false
+      await vi.advanceTimersByTimeAsync(20_000)
+      expect(deleted).toEqual(['t1'])
+      expect(ends).toEqual(['first cancelled'])
+      expect(second.ticketId).toBe('t2')
+      expect(tickets.get('t2')).toBe('waiting')
+      const left = second.cancel()
+      await vi.advanceTimersByTimeAsync(5_000)
+      await left
+    } finally {
+      vi.useRealTimers()
+    }
+  })
+
   it('a queued socket ticket whose WebSocket stays blocked goes over HTTP within the pool’s 10 s grace, though its reconnects alone would take longer', async () => {
     vi.useFakeTimers()
     // The longest waits the reconnect jitter can draw.

@@ -4,6 +4,7 @@ import { decodeJwt } from 'jose'
 import type { AppEnv } from '../app-env.ts'
 import { PLAYER_HEADER } from '../../durable-objects/game-session.ts'
 import { getRules, viewRecord, type RosterEntry } from '../core/rules/index.ts'
+import { getSql } from '../db/client.ts'
 import { authenticate, bearer, verifyPlayerToken } from '../lib/auth.ts'
 import {
   BEARER,
@@ -74,7 +75,8 @@ export const SessionView = z
   })
   .openapi('Session')
 
-type Viewer = { kind: 'admin' } | { kind: 'player'; playerId: string }
+/** Who reads: the admin key, or a player by their own token or by a session token of this session. */
+type Viewer = { kind: 'admin' } | { kind: 'player'; playerId: string; sessionToken: boolean }
 
 /**
  * The request's credential. On a socket upgrade, which a browser cannot give a header, also
@@ -102,12 +104,13 @@ async function viewerOf(c: Context<AppEnv>, sessionId: string): Promise<Viewer> 
   // A session token is this route's own; anything else is taken as on every other route, wrong
   // admin keys counted toward the address's lockout by the same rule.
   if (forSessions(credential) === true) {
-    return { kind: 'player', playerId: await verifySessionToken(c.env, credential, sessionId) }
+    const playerId = await verifySessionToken(c.env, credential, sessionId)
+    return { kind: 'player', playerId, sessionToken: true }
   }
   const principal = await authenticate(c.env, credential, adminKeyGuard(c))
   return principal.kind === 'admin'
     ? { kind: 'admin' }
-    : { kind: 'player', playerId: principal.playerId }
+    : { kind: 'player', playerId: principal.playerId, sessionToken: false }
 }
 
 /**
@@ -144,11 +147,26 @@ async function playerOf(
   return p.playerId
 }
 
-function authorize(viewer: Viewer, roster: readonly RosterEntry[]): void {
+/**
+ * Refuses a player not on the session's roster, and one whose own token speaks for a player
+ * back under an id erased since the session was made (an identity provider keeps the id): what
+ * was erased is not theirs to read, as their own listing says (`sinceErasure`). Guest ids never
+ * come back, and a session token was issued for this match to the player it names.
+ */
+async function authorize(
+  c: Context<AppEnv>,
+  viewer: Viewer,
+  session: { roster: readonly RosterEntry[]; createdAt: number },
+): Promise<void> {
   if (viewer.kind === 'admin') return
-  if (!roster.some((p) => p.playerId === viewer.playerId)) {
-    throw new ApiError('forbidden', 'Only the players of this session may see it')
-  }
+  const refused = () => new ApiError('forbidden', 'Only the players of this session may see it')
+  if (!session.roster.some((p) => p.playerId === viewer.playerId)) throw refused()
+  if (viewer.sessionToken || viewer.playerId.startsWith('g_')) return
+  const erased = await getSql(c.env).query(
+    'select 1 from erased_players where id = $1 and erased_at > to_timestamp($2 / 1000.0)',
+    [viewer.playerId, session.createdAt],
+  )
+  if (erased.length > 0) throw refused()
 }
 
 /** Verifies the player's token, then hands the upgrade to the session's object. */
@@ -218,7 +236,7 @@ sessionRoutes.openapi(getRoute, (async (c: Context<AppEnv>) => {
   const viewer = await viewerOf(c, id)
   const info = await sessionStub(c.env, id).info()
   const view = await sessionView(c, id, info, { withSetup: viewer.kind === 'admin' })
-  authorize(viewer, view.roster)
+  await authorize(c, viewer, view)
   return c.json(view)
 }) as never)
 
@@ -336,7 +354,7 @@ sessionRoutes.openapi(eventsRoute, (async (c: Context<AppEnv>) => {
   const stub = sessionStub(c.env, id)
   const info = await stub.info()
   if (info.ok) {
-    authorize(viewer, info.roster)
+    await authorize(c, viewer, info)
     const page = await stub.events(from, limit, viewer.kind === 'player' ? viewer.playerId : null)
     if (page.ok) return c.json({ events: page.events, nextFrom: page.nextFrom })
     // Cleared between the two calls: the log is in Neon by then.
@@ -344,7 +362,7 @@ sessionRoutes.openapi(eventsRoute, (async (c: Context<AppEnv>) => {
   // An object that holds nothing: a session whose storage was cleared (Neon has it), or none.
   const archived = await loadArchivedSession(c.env, id)
   if (!archived) throw new ApiError('not-found', `No session '${id}'`)
-  authorize(viewer, archived.roster)
+  await authorize(c, viewer, archived)
   const events = await loadArchivedEvents(c.env, id, from, limit + 1)
   const more = events.length > limit
   const page = events.slice(0, limit)

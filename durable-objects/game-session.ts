@@ -21,7 +21,7 @@ import type { Env } from '../workers/env.ts'
 import { isDatabaseUnreachable } from '../workers/db/client.ts'
 import { boardStub } from '../workers/leaderboards/stub.ts'
 import { boundedInt } from '../workers/lib/config.ts'
-import { errorFields, log, setLogLevel } from '../workers/lib/log.ts'
+import { errorFields, errorMessage, log, setLogLevel } from '../workers/lib/log.ts'
 import { counter, histogram } from '../workers/lib/metrics.ts'
 import { sendMetricsSoon } from '../workers/lib/metrics-flush.ts'
 import { problemResponse, type ProblemType } from '../workers/lib/problem.ts'
@@ -1572,7 +1572,7 @@ export class GameSession extends DurableObject<Env> {
       } catch (err) {
         const attempts = job.attempts + 1
         const backoff = spreadBackoffMs(attempts, MAX_BACKOFF_MS)
-        const message = err instanceof Error ? err.message : String(err)
+        const message = errorMessage(err)
         if (this.purged) return
         this.sql.exec(
           `UPDATE work SET attempts = ?, next_attempt_at = ?, last_error = ? WHERE job = ?`,

@@ -51,7 +51,7 @@ import {
   STALE_TOKEN_DETAIL,
 } from '../workers/lib/auth.ts'
 import { submissionRefusals } from '../workers/leaderboards/metrics.ts'
-import { errorFields, log, setLogLevel } from '../workers/lib/log.ts'
+import { errorFields, errorMessage, log, setLogLevel } from '../workers/lib/log.ts'
 import { counter, gauge, histogram } from '../workers/lib/metrics.ts'
 import { sendMetricsSoon } from '../workers/lib/metrics-flush.ts'
 import type { ProblemType } from '../workers/lib/problem.ts'
@@ -2298,7 +2298,7 @@ export class Leaderboard extends DurableObject<Env> {
           )!.attempts + 1
         const backoff =
           this.retriesAsked === retriesAsked ? spreadBackoffMs(attempts, MAX_BACKOFF_MS) : 0
-        const message = err instanceof Error ? err.message : String(err)
+        const message = errorMessage(err)
         this.sql.exec(
           `UPDATE closes SET attempts = ?, next_attempt_at = ?, last_error = ? WHERE cycle = ?`,
           attempts,

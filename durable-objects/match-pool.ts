@@ -49,7 +49,7 @@ import {
   recordPartyTicket,
   type MatchmakingPlayer,
 } from '../workers/parties/store.ts'
-import { errorFields, log, setLogLevel } from '../workers/lib/log.ts'
+import { errorFields, log, setLogLevel, withoutCredentials } from '../workers/lib/log.ts'
 import { counter, gauge, histogram } from '../workers/lib/metrics.ts'
 import { sendMetricsSoon } from '../workers/lib/metrics-flush.ts'
 import { canonicalJson } from '../workers/lib/canonical-json.ts'
@@ -1985,7 +1985,7 @@ export class MatchPool extends DurableObject<Env> {
         `UPDATE matches SET attempts = ?, next_attempt_at = ?, last_error = ? WHERE id = ?`,
         attempts,
         now + backoff,
-        result.detail.slice(0, 500),
+        withoutCredentials(result.detail).slice(0, 500),
         row.id,
       )
       return
@@ -1995,7 +1995,7 @@ export class MatchPool extends DurableObject<Env> {
       this.sql.exec(
         `UPDATE matches SET state = 'failed', attempts = ?, last_error = ?, done_at = ? WHERE id = ?`,
         attempts,
-        result.detail.slice(0, 500),
+        withoutCredentials(result.detail).slice(0, 500),
         now,
         row.id,
       )

@@ -37,7 +37,16 @@ export function errorFields(err: unknown): Record<string, unknown> {
   return { error: withoutCredentials(String(err)) }
 }
 
-/** `text` with the user-information part of every URL in it blanked. */
+/**
+ * `text` with the user-information part of every URL in it blanked: everything between the
+ * scheme's `//` and the last `@` before the next space or quote, since a password a connection
+ * string failed to parse for may hold `/` or `@` itself.
+ */
 export function withoutCredentials(text: string): string {
-  return text.replace(/(\/\/)[^/@\s"']*@/g, '$1***@')
+  return text.replace(/([a-z][a-z0-9+.-]*:\/\/)[^\s"'@]*(?:@[^\s"'@]*)*@/gi, '$1***@')
+}
+
+/** An error's message for storage or an answer (a close's `lastError`), credentials blanked. */
+export function errorMessage(err: unknown): string {
+  return withoutCredentials(err instanceof Error ? err.message : String(err))
 }

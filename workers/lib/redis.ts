@@ -174,9 +174,11 @@ function newRedis(url: string, token: string): Redis {
   } catch {
     // Not the client's error: it quotes the URL, and a connection string carries the password.
     const scheme = /^([a-z][a-z0-9+.-]{0,15}):/i.exec(url)?.[1] ?? 'no scheme'
-    const refused = new Error(
-      `UPSTASH_REDIS_REST_URL is not an https:// REST URL (${scheme}); Redis is treated as down`,
-    )
+    const why =
+      scheme.toLowerCase() === 'https'
+        ? 'has a space or a line break in it'
+        : `is not an https:// REST URL (${scheme})`
+    const refused = new Error(`UPSTASH_REDIS_REST_URL ${why}; Redis is treated as down`)
     log('error', refused.message)
     const failing = () => {
       throw refused

@@ -7,7 +7,7 @@ import { summarizeMetrics } from '../dashboard/metrics.ts'
 import { getSql } from '../db/client.ts'
 import { boardStub } from '../leaderboards/stub.ts'
 import { playerNames } from '../leaderboards/names.ts'
-import { errorFields, log } from '../lib/log.ts'
+import { errorFields, errorMessage, log } from '../lib/log.ts'
 import { renderFamilies } from '../lib/metric-families.ts'
 import { clusterMetrics } from '../lib/metrics-flush.ts'
 import { ApiError } from '../lib/problem.ts'
@@ -51,7 +51,7 @@ async function settle<T>(what: string, run: () => Promise<T>): Promise<T | { err
     return await run()
   } catch (err) {
     log('warn', 'dashboard read failed', { what, ...errorFields(err) })
-    return { error: err instanceof Error ? err.message : String(err) }
+    return { error: errorMessage(err) }
   }
 }
 

@@ -297,6 +297,21 @@ describe("a player's own matches", () => {
       return page.sessions.length === 2 ? page : undefined
     })
     expect(support.sessions.map((s) => s.sessionId)).toEqual([after.sessionId, before.sessionId])
+    // Nor by the session's id: the one before the erasure is the erased player's, not theirs
+    // (refused as a session they are not in is); support reads it.
+    for (const path of [
+      `/v1/sessions/${before.sessionId}`,
+      `/v1/sessions/${before.sessionId}/events?from=1`,
+    ]) {
+      expect((await problem(await call(path, bearer(token)))).status, path).toBe(403)
+      expect((await call(path, bearer(ADMIN_KEY))).status, path).toBe(200)
+    }
+    for (const path of [
+      `/v1/sessions/${after.sessionId}`,
+      `/v1/sessions/${after.sessionId}/events?from=1`,
+    ]) {
+      expect((await call(path, bearer(token))).status, path).toBe(200)
+    }
   })
 
   it('is for players only; bad paging is 422', async () => {

@@ -1515,7 +1515,7 @@ export interface Paths {
       headers: {
         'idempotency-key'?: string
       }
-      body: Schemas['JoinTicket']
+      body: Schemas['JoinTicket'] | undefined
       responses: {
         200: Schemas['Ticket']
         201: Schemas['Ticket']

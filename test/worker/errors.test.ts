@@ -223,6 +223,11 @@ describe('the error funnel renders RFC 9457 problems', () => {
       { name: '\u0085Ada' },
       { name: '\u200b' },
       { name: '\u200e\u202e' },
+      // Letters and symbols fonts draw as nothing, and a mark with nothing to sit on.
+      { name: '\u3164' },
+      { name: '\u115f\u1160' },
+      { name: '\u2800\u2800' },
+      { name: '\u0301' },
       // Overrides and isolates reorder what follows: a name that reads as something else.
       { name: 'Ada\u202egnp.exe' },
       { name: '\u2067Ada' },
@@ -242,6 +247,9 @@ describe('the error funnel renders RFC 9457 problems', () => {
       '👩\u200d💻 Ada',
       '\u05e9\u05dc\u05d5\u05dd\u200f 7',
       '😀'.repeat(64),
+      // Combining marks on letters (a decomposed é, Devanagari vowel signs).
+      'Jose\u0301',
+      '\u0928\u092e\u0938\u094d\u0924\u0947',
     ]) {
       const res = await call(`/v1/admin/players/${id}`, json('PUT', { name }, ADMIN_KEY))
       expect(await res.json(), name).toMatchObject({ name })

@@ -307,6 +307,18 @@ describe('HTTP tickets', () => {
     expect(other).toMatchObject({ status: 422, type: 'urn:nexus:problem:idempotency-key-reused' })
   })
 
+  it('a join with no body at all is a join with every default (as the API reference says): the first region, alone', async () => {
+    const q = await createQueue()
+    await rig(q, newClock())
+    const g = await newGuest()
+    const res = await call(`/v1/matchmaking/${q}/tickets`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${g.token}` },
+    })
+    expect(res.status).toBe(201)
+    expect(await res.json()).toMatchObject({ region: 'eu', players: [g.playerId], existing: false })
+  })
+
   it('players read and cancel only their own tickets; cancel is idempotent; matched tickets cannot be cancelled', async () => {
     const q = await createQueue({ maxRatingGap: 0, widenPerSecond: 0 })
     await rig(q, newClock())

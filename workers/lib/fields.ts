@@ -63,8 +63,12 @@ const CONTROL = /\p{Cc}/u
  * it does not. Joiners and the plain direction marks stay (emoji sequences, names in RTL scripts).
  */
 const BIDI_CONTROL = /[\u202A-\u202E\u2066-\u2069]/u
-/** A character that shows: not whitespace, control or format (zero-width, bidi marks). */
-const VISIBLE = /[^\p{Z}\p{Cc}\p{Cf}]/u
+/**
+ * A character that shows: not whitespace, control or format (zero-width, bidi marks), not a
+ * combining mark (which needs a character to sit on), and not one of the letters and symbols
+ * fonts draw as blank (the Hangul fillers, the blank Braille pattern).
+ */
+const VISIBLE = /[^\p{Z}\p{Cc}\p{Cf}\p{M}\u115F\u1160\u3164\uFFA0\u2800]/u
 
 /**
  * A name people see (a player's, a board's): 1–64 characters (code points, as JSON Schema's

@@ -363,7 +363,8 @@ const joinRoute = createRoute({
         example: '0b7c61f2-join-1',
       }),
     }),
-    body: { content: { 'application/json': { schema: JoinBody } }, required: true },
+    // No body at all is a join with every default (`{}`): the queue's first region, alone.
+    body: { content: { 'application/json': { schema: JoinBody } }, required: false },
   },
   responses: {
     201: { description: 'Queued', content: { 'application/json': { schema: Ticket } } },

@@ -125,6 +125,8 @@ const PARTY_POLL_MS = 2000
  * longer than the grace when WebSocket stays blocked while HTTP works).
  */
 const HTTP_WITHIN_GRACE_MS = 6000
+/** How long a socket may take to open on a try made once that time is up (then HTTP). */
+const LAST_TRY_OPEN_MS = 1000
 /** Over `transport: 'websocket'`, the share of the pool's grace a queued ticket's socket may stay down. */
 const WEBSOCKET_GRACE_SHARE = 0.8
 /** How long `cancel()` waits for the pool to answer a socket `cancel` before it asks over HTTP. */
@@ -264,7 +266,11 @@ export class MatchTicket extends Emitter<TicketEvents> {
     // `cancel` right behind it, and whichever answer comes (`queued` is cancelled, the fallback's
     // HTTP join leaves its ticket) ends the wait.
     const unanswered = idBefore === null && this.socketJoinSent
-    if (unanswered) this.cancelAsked = true
+    if (unanswered) {
+      this.cancelAsked = true
+      // Its join is sent again after this cancel returns: a next join waits for it.
+      this.noteCancelSettling()
+    }
     const socket = this.transport === 'websocket' && isOpen(this.socket) ? this.socket : null
     // The pool handles a socket's frames in order: this cancel follows its join, if unanswered.
     if (socket) this.sendCancel(socket)
@@ -473,24 +479,16 @@ export class MatchTicket extends Emitter<TicketEvents> {
         ),
       )
       // A queued ticket's socket is gone: an attempt may take no longer than what is left of the
-      // time the pool's grace allows, or one that hangs (a stalled upgrade) would outlast it.
+      // time the pool's grace allows (a second at least, for one more try once it is up), or one
+      // that hangs (a stalled upgrade) would outlast the grace.
       const leftMs =
         this.queuedSocketLostAt === null
           ? sockets.openTimeoutMs
           : lossAllowedMs() - (Date.now() - this.queuedSocketLostAt)
-      if (leftMs <= 0) {
-        return (
-          lastError ?? new NexusNetworkError('the matchmaking socket did not come back in time')
-        )
-      }
+      const openWithinMs = Math.min(sockets.openTimeoutMs, Math.max(LAST_TRY_OPEN_MS, leftMs))
       let socket: SocketLike
       try {
-        socket = await openSocket(
-          sockets.factory!,
-          url,
-          credential.protocols,
-          Math.min(sockets.openTimeoutMs, leftMs),
-        )
+        socket = await openSocket(sockets.factory!, url, credential.protocols, openWithinMs)
       } catch (err) {
         if (this.done) return null
         lastError = err

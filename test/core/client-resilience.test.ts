@@ -1140,6 +1140,88 @@ describe('client SDK under failure', () => {
     }
   })
 
+  it('a join made while an earlier cancelled socket join (its `queued` lost) is still sent again waits for it too: the earlier cancel ends only its own ticket', async () => {
+    vi.useFakeTimers()
+    try {
+      // A pool as `enqueue` answers a join: its key's ticket, else the player's waiting one.
+      const tickets = new Map<string, string>()
+      const byKey = new Map<string, string>()
+      const attachedTo = new Map<SocketLike, string>()
+      let made = 0
+      let down = false
+      let loseFirstJoin = true
+      const client = createClient({
+        baseUrl: 'http://nexus.test',
+        fetch: guestFetch(async (url) => {
+          if (down) throw new TypeError('network down')
+          if (url.pathname === '/v1/matchmaking/duel') {
+            return jsonRes(200, { queue: 'duel', regions: ['eu'], disconnectGraceSeconds: 10 })
+          }
+          return jsonRes(404, { type: 'urn:nexus:problem:not-found', title: 'x', status: 404 })
+        }),
+        WebSocket: () => {
+          let socketRef: SocketLike | null = null
+          const socket = scriptedSocket(
+            (driver) => (down ? driver.fail() : driver.open()),
+            (frame, driver) => {
+              if (frame.type === 'join') {
+                if (loseFirstJoin) {
+                  // Sent, and the network drops before the answer.
+                  loseFirstJoin = false
+                  down = true
+                  driver.drop()
+                  return
+                }
+                const key = frame.joinKey as string
+                let id = byKey.get(key)
+                let existing = true
+                if (id === undefined) {
+                  id = [...tickets].find(([, status]) => status === 'waiting')?.[0]
+                  if (id === undefined) {
+                    id = `t${++made}`
+                    tickets.set(id, 'waiting')
+                    existing = false
+                  }
+                  byKey.set(key, id)
+                }
+                attachedTo.set(socketRef!, id)
+                driver.receive({ type: 'queued', ticketId: id, existing, expiresAt: 0 })
+              } else if (frame.type === 'cancel') {
+                const id = attachedTo.get(socketRef!)
+                if (id === undefined) return
+                tickets.set(id, 'cancelled')
+                driver.receive({ type: 'cancelled', ticketId: id, reason: 'cancelled' })
+              }
+            },
+          )
+          socketRef = socket
+          return socket
+        },
+      })
+      await client.auth.guest('device-abcdef-123456')
+      const first = client.matchmaking.join('duel')
+      const ends: string[] = []
+      first.on('ended', (e) => ends.push(`first ${e.outcome}`))
+      await vi.advanceTimersByTimeAsync(200)
+      const cancelled = first.cancel()
+      await vi.advanceTimersByTimeAsync(6_000)
+      await cancelled
+      // Back, the player queues again.
+      down = false
+      const second = client.matchmaking.join('duel')
+      second.on('ended', (e) => ends.push(`second ${e.outcome}`))
+      await vi.advanceTimersByTimeAsync(15_000)
+      expect(ends).toEqual(['first cancelled'])
+      expect(second.ticketId).not.toBeNull()
+      expect(tickets.get(second.ticketId!)).toBe('waiting')
+      const left = second.cancel()
+      await vi.advanceTimersByTimeAsync(6_000)
+      await left
+    } finally {
+      vi.useRealTimers()
+    }
+  })
+
   it('a queued socket ticket whose WebSocket stays blocked goes over HTTP within the pool’s 10 s grace, though its reconnects alone would take longer', async () => {
     vi.useFakeTimers()
     // The longest waits the reconnect jitter can draw.

@@ -10,6 +10,7 @@ import {
   playerIds,
   playToEnd,
   type TestSocket,
+  upgrade,
 } from './helpers/session-sockets.ts'
 import { until } from './helpers/sockets.ts'
 
@@ -312,6 +313,14 @@ describe("a player's own matches", () => {
     ]) {
       expect((await call(path, bearer(token))).status, path).toBe(200)
     }
+    // Nor its socket: refused before the upgrade; the session since connects.
+    const refusedSocket = await upgrade(before.sessionId, token)
+    expect(refusedSocket.webSocket).toBeFalsy()
+    expect((await problem(refusedSocket)).status).toBe(403)
+    const socket = await upgrade(after.sessionId, token)
+    expect(socket.status).toBe(101)
+    socket.webSocket?.accept()
+    socket.webSocket?.close()
   })
 
   it('is for players only; bad paging is 422', async () => {

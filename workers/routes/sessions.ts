@@ -76,7 +76,8 @@ export const SessionView = z
   .openapi('Session')
 
 /** Who reads: the admin key, or a player by their own token or by a session token of this session. */
-type Viewer = { kind: 'admin' } | { kind: 'player'; playerId: string; sessionToken: boolean }
+type Viewer =
+  { kind: 'admin' } | { kind: 'player'; playerId: string; sessionToken: boolean; issuedAt?: number }
 
 /**
  * The request's credential. On a socket upgrade, which a browser cannot give a header, also
@@ -110,7 +111,12 @@ async function viewerOf(c: Context<AppEnv>, sessionId: string): Promise<Viewer> 
   const principal = await authenticate(c.env, credential, adminKeyGuard(c))
   return principal.kind === 'admin'
     ? { kind: 'admin' }
-    : { kind: 'player', playerId: principal.playerId, sessionToken: false }
+    : {
+        kind: 'player',
+        playerId: principal.playerId,
+        sessionToken: false,
+        issuedAt: principal.issuedAt,
+      }
 }
 
 /**
@@ -138,13 +144,16 @@ async function playerOf(
   c: Context<AppEnv>,
   credential: string,
   sessionId: string,
-): Promise<string> {
+): Promise<Extract<Viewer, { kind: 'player' }>> {
   const sessions = forSessions(credential)
   if (sessions === null) throw new ApiError('unauthorized', 'The bearer token is not a JWT')
-  if (sessions) return verifySessionToken(c.env, credential, sessionId)
+  if (sessions) {
+    const playerId = await verifySessionToken(c.env, credential, sessionId)
+    return { kind: 'player', playerId, sessionToken: true }
+  }
   const p = await verifyPlayerToken(c.env, credential)
   if (p.kind !== 'player') throw new ApiError('unauthorized', 'A player token is required')
-  return p.playerId
+  return { kind: 'player', playerId: p.playerId, sessionToken: false, issuedAt: p.issuedAt }
 }
 
 /**
@@ -161,24 +170,47 @@ async function authorize(
   if (viewer.kind === 'admin') return
   const refused = () => new ApiError('forbidden', 'Only the players of this session may see it')
   if (!session.roster.some((p) => p.playerId === viewer.playerId)) throw refused()
-  if (viewer.sessionToken || viewer.playerId.startsWith('g_')) return
+  if (await erasedSince(c, viewer, session.createdAt)) throw refused()
+}
+
+/**
+ * Whether `viewer`'s own token speaks for a player back under an id erased after `createdAt`.
+ * Neon is asked only when it could: not for a session token (issued for this match), a guest
+ * (whose id never comes back), or a token issued before the session (a player back since holds
+ * one issued after the erasure, so after the session).
+ */
+async function erasedSince(
+  c: Context<AppEnv>,
+  viewer: Extract<Viewer, { kind: 'player' }>,
+  createdAt: number,
+): Promise<boolean> {
+  if (viewer.sessionToken || viewer.playerId.startsWith('g_')) return false
+  // `iat` is in whole seconds: a token stamped in the session's second may be later than it.
+  if (viewer.issuedAt !== undefined && viewer.issuedAt + 1000 <= createdAt) return false
   const erased = await getSql(c.env).query(
     'select 1 from erased_players where id = $1 and erased_at > to_timestamp($2 / 1000.0)',
-    [viewer.playerId, session.createdAt],
+    [viewer.playerId, createdAt],
   )
-  if (erased.length > 0) throw refused()
+  return erased.length > 0
 }
 
 /** Verifies the player's token, then hands the upgrade to the session's object. */
 async function connect(c: Context<AppEnv>, sessionId: string): Promise<Response> {
   const offer = socketOffer(c.req.header('sec-websocket-protocol'))
   const player = await playerOf(c, credentialOf(c, offer), sessionId)
+  if (!player.sessionToken && !player.playerId.startsWith('g_')) {
+    // A session made before an erasure of the id is not a returning player's (as a read of it).
+    const info = await sessionStub(c.env, sessionId).info()
+    if (info.ok && (await erasedSince(c, player, info.createdAt))) {
+      throw new ApiError('forbidden', 'Only the players of this session may see it')
+    }
+  }
   const url = new URL('https://game-session.internal/connect')
   const since = c.req.query('since')
   if (since !== undefined) url.searchParams.set('since', since)
   // A new request: only the verified player travels to the object, never client headers.
   const res = await c.env.GAME_SESSION.getByName(sessionId).fetch(
-    new Request(url, { headers: { upgrade: 'websocket', [PLAYER_HEADER]: player } }),
+    new Request(url, { headers: { upgrade: 'websocket', [PLAYER_HEADER]: player.playerId } }),
   )
   if (res.status === 101) return acceptedSocket(res, offer)
   throw await apiErrorFrom(res)

@@ -43,7 +43,9 @@ export function errorFields(err: unknown): Record<string, unknown> {
  * string failed to parse for may hold `/` or `@` itself.
  */
 export function withoutCredentials(text: string): string {
-  return text.replace(/([a-z][a-z0-9+.-]*:\/\/)[^\s"'@]*(?:@[^\s"'@]*)*@/gi, '$1***@')
+  // Bounded (a scheme of at most 32 characters, starting a word; user information of at most
+  // 512), so that a long run of letters costs linear time, not quadratic.
+  return text.replace(/(?<![a-z0-9+.-])([a-z][a-z0-9+.-]{0,31}:\/\/)[^\s"']{0,512}@/gi, '$1***@')
 }
 
 /** An error's message for storage or an answer (a close's `lastError`), credentials blanked. */

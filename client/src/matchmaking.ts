@@ -456,6 +456,12 @@ export class MatchTicket extends Emitter<TicketEvents> {
       this.queuedSocketLostAt !== null && Date.now() - this.queuedSocketLostAt >= lossAllowedMs()
     const outOfAttempts = () =>
       failures > sockets.maxReconnects && !(websocketOnly && this.queuedSocketLostAt !== null)
+    // A queued ticket's pauses end by the time its socket may stay down: the last try starts
+    // within it, however long the backoff has grown.
+    const leftOfAllowance = () =>
+      this.queuedSocketLostAt === null
+        ? Infinity
+        : Math.max(0, lossAllowedMs() - (Date.now() - this.queuedSocketLostAt))
     while (!this.done) {
       let token: string
       try {
@@ -467,7 +473,7 @@ export class MatchTicket extends Emitter<TicketEvents> {
         lastError = err
         failures++
         if (outOfAttempts() || graceRunningOut()) return lastError
-        await this.pause(failures, err)
+        await this.pause(failures, err, leftOfAllowance())
         continue
       }
       const credential = socketCredential(sockets.factory!, token)
@@ -506,7 +512,7 @@ export class MatchTicket extends Emitter<TicketEvents> {
           if (this.done) return null
         }
         if (outOfAttempts() || graceRunningOut()) return lastError
-        await this.pause(failures)
+        await this.pause(failures, undefined, leftOfAllowance())
         continue
       }
       if (this.done) {
@@ -534,14 +540,17 @@ export class MatchTicket extends Emitter<TicketEvents> {
       if (failures > sockets.maxReconnects) {
         return new NexusNetworkError('the matchmaking socket keeps closing')
       }
-      await this.pause(failures)
+      await this.pause(failures, undefined, leftOfAllowance())
     }
     return null
   }
 
   /** Waits before the next try: the backoff, or as long as the server asked if longer. */
-  private async pause(attempt: number, err?: unknown): Promise<void> {
-    const delayMs = Math.max(reconnectDelay(this.deps.sockets.backoff, attempt), retryAfterMs(err))
+  private async pause(attempt: number, err?: unknown, capMs = Infinity): Promise<void> {
+    const delayMs = Math.min(
+      capMs,
+      Math.max(reconnectDelay(this.deps.sockets.backoff, attempt), retryAfterMs(err)),
+    )
     this.emit('reconnecting', { attempt, delayMs })
     await sleep(delayMs, this.abort.signal)
   }

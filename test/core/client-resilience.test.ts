@@ -1328,6 +1328,61 @@ describe('client SDK under failure', () => {
       vi.useRealTimers()
     }
   })
+
+  it('a queued socket ticket whose reconnects are refused slowly, then hang, goes over HTTP within the pool’s 10 s grace, though the backoff has grown to seconds', async () => {
+    vi.useFakeTimers()
+    // The longest waits the reconnect jitter can draw.
+    const random = vi.spyOn(Math, 'random').mockReturnValue(0.999)
+    try {
+      let droppedAt = 0
+      let joinedAt = 0
+      let opens = 0
+      const client = createClient({
+        baseUrl: 'http://nexus.test',
+        fetch: guestFetch(async (url, init) => {
+          if (init?.method === 'POST' && url.pathname === '/v1/matchmaking/duel/tickets') {
+            joinedAt = Date.now()
+            return ticket({ status: 'waiting', existing: true })
+          }
+          if (url.pathname === '/v1/matchmaking/tickets/t1') {
+            // A long poll answers "still waiting" once its wait is over.
+            if (url.searchParams.get('wait')) await new Promise((r) => setTimeout(r, 1000))
+            return ticket({ status: 'waiting' })
+          }
+          return jsonRes(200, {})
+        }),
+        WebSocket: () =>
+          scriptedSocket(
+            (socket) => {
+              // Four reconnects refused 300 ms after they start (a slow network), then hanging.
+              if (opens++ === 0) return socket.open()
+              if (opens <= 5) return void setTimeout(() => socket.fail(), 300)
+            },
+            (frame, socket) => {
+              if (frame.type !== 'join') return
+              socket.receive({ type: 'queued', ticketId: 't1', existing: false, expiresAt: 0 })
+              setTimeout(() => {
+                droppedAt = Date.now()
+                socket.drop()
+              }, 5)
+            },
+          ),
+      })
+      await client.auth.guest('device-abcdef-123456')
+      const t = client.matchmaking.join('duel')
+      await vi.advanceTimersByTimeAsync(30_000)
+      expect(t.transport).toBe('http')
+      expect(joinedAt).toBeGreaterThan(0)
+      // By the 6 s a socket may stay down and the last try's second: not the grown backoff's.
+      expect(joinedAt - droppedAt).toBeLessThanOrEqual(7_500)
+      const cancelled = t.cancel().catch(() => {})
+      await vi.advanceTimersByTimeAsync(10_000)
+      await cancelled
+    } finally {
+      random.mockRestore()
+      vi.useRealTimers()
+    }
+  })
   it("a queued socket ticket cut off with the network rides it out over HTTP for the queue's grace (120 s here), not for the transport's few attempts", async () => {
     vi.useFakeTimers()
     try {

@@ -5,7 +5,7 @@
  * to install and stop.
  */
 import { execFileSync, spawnSync } from 'node:child_process'
-import { existsSync, readdirSync } from 'node:fs'
+import { existsSync, readFileSync, readdirSync } from 'node:fs'
 
 function onPath(cmd: string): boolean {
   return spawnSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' }).status === 0
@@ -21,6 +21,19 @@ function hasDebianPostgres(): boolean {
   }
 }
 
+/** Ubuntu's `chromium` package is a snap wrapper, which does not run without snapd (containers). */
+function isUbuntu(): boolean {
+  try {
+    return /^ID=ubuntu$/m.test(readFileSync('/etc/os-release', 'utf8'))
+  } catch {
+    return false
+  }
+}
+
+const CHROMIUM_HINT =
+  'Chromium for the browser tests (Debian: apt-get install chromium; elsewhere set CHROMIUM_PATH to a ' +
+  'Chrome or Chromium binary; macOS: CHROMIUM_PATH="/Applications/Google Chrome.app/Contents/MacOS/Google Chrome")'
+
 const missing: string[] = []
 if (!onPath('redis-server')) missing.push('redis-server')
 if (!hasDebianPostgres()) missing.push('postgresql')
@@ -30,24 +43,30 @@ if (!existsSync(chromium)) missing.push('chromium')
 if (missing.length > 0) {
   const canApt = process.getuid?.() === 0 && onPath('apt-get')
   if (canApt) {
-    console.log(`[nexus] installing ${missing.join(', ')} with apt-get for the tests`)
+    const viaApt = isUbuntu() ? missing.filter((m) => m !== 'chromium') : missing
     const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' }
-    try {
-      execFileSync('apt-get', ['update', '-qq'], { stdio: 'inherit', env })
-      execFileSync('apt-get', ['install', '-y', '-qq', '--no-install-recommends', ...missing], {
-        stdio: 'inherit',
-        env,
-      })
-    } catch (err) {
-      // PostgreSQL alone has a fallback (the embedded one); the others do not.
-      if (missing.some((m) => m !== 'postgresql')) throw err
-      console.warn('[nexus] apt-get failed: the tests run on the embedded PostgreSQL instead')
+    if (viaApt.length > 0) {
+      console.log(`[nexus] installing ${viaApt.join(', ')} with apt-get for the tests`)
+      try {
+        execFileSync('apt-get', ['update', '-qq'], { stdio: 'inherit', env })
+        execFileSync('apt-get', ['install', '-y', '-qq', '--no-install-recommends', ...viaApt], {
+          stdio: 'inherit',
+          env,
+        })
+      } catch (err) {
+        // PostgreSQL alone has a fallback (the embedded one); the others do not.
+        if (viaApt.some((m) => m !== 'postgresql')) throw err
+        console.warn('[nexus] apt-get failed: the tests run on the embedded PostgreSQL instead')
+      }
+    }
+    if (viaApt.length < missing.length) {
+      console.error(`[nexus] the tests need ${CHROMIUM_HINT}.`)
+      process.exit(1)
     }
   } else if (missing.includes('redis-server') || missing.includes('chromium')) {
     console.error(
       '[nexus] the tests need redis-server on PATH (Debian/Ubuntu: apt-get install redis-server; macOS: brew install redis) ' +
-        'and Chromium for the browser tests (apt-get install chromium, or set CHROMIUM_PATH to a Chrome or ' +
-        'Chromium binary; macOS: CHROMIUM_PATH="/Applications/Google Chrome.app/Contents/MacOS/Google Chrome").',
+        `and ${CHROMIUM_HINT}.`,
     )
     process.exit(1)
   } else {

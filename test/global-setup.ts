@@ -4,6 +4,7 @@
  * redis-server behind the local Upstash REST endpoint. Everything listens on 127.0.0.1 on free
  * ports with temporary data, and is stopped when the run ends.
  */
+import { existsSync } from 'node:fs'
 import { createServer } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import type { TestProject } from 'vitest/node'
@@ -21,6 +22,15 @@ declare module 'vitest' {
 export default async function setup(project: TestProject) {
   // Only the workerd tests use them: a run of other projects alone (`--project core`) starts none.
   if (!project.vitest.projects.some((p) => p.name === 'worker')) return
+  // wrangler reads these into every Worker it configures, the tests' too: a setting made there
+  // for `npm run dev` (CORS_ORIGINS, GUEST_AUTH=off, a lower limit) changes what tests see.
+  const local = ['.dev.vars', '.env', '.env.local'].filter((f) => existsSync(f))
+  if (local.length > 0) {
+    console.warn(
+      `[nexus] ${local.join(', ')} found: wrangler applies its settings to the tests' Worker too, ` +
+        'where any the tests do not set themselves may fail them; move it aside if tests fail.',
+    )
+  }
   const stops: (() => Promise<void>)[] = []
   const stopAll = async () => {
     for (const stop of stops.reverse()) await stop().catch((err: unknown) => console.error(err))

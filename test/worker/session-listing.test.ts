@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest'
 import type { GameResult } from '../../workers/core/rules/index.ts'
 import { issuePlayerToken } from '../../workers/lib/auth.ts'
 import { pg } from './helpers/boards.ts'
-import { ADMIN_KEY, bearer, call, json, newGuest, problem } from './helpers/http.ts'
+import { ADMIN_KEY, bearer, call, callWithEnv, json, newGuest, problem } from './helpers/http.ts'
 import {
   connect,
   createSession,
@@ -313,6 +313,14 @@ describe("a player's own matches", () => {
     ]) {
       expect((await call(path, bearer(token))).status, path).toBe(200)
     }
+    // With Neon out of reach the check cannot be made, and the read is served rather than failed
+    // (a running game's reads must not fail with Neon).
+    const unreachable = {
+      DATABASE_URL: (env as unknown as Record<string, string>).TEST_UNREACHABLE_DATABASE_URL,
+      NEON_LOCAL_RELAY: (env as unknown as Record<string, string>).TEST_UNREACHABLE_NEON_RELAY,
+    }
+    const served = await callWithEnv(unreachable, `/v1/sessions/${before.sessionId}`, bearer(token))
+    expect(served.status).toBe(200)
     // Nor its socket: refused before the upgrade; the session since connects.
     const refusedSocket = await upgrade(before.sessionId, token)
     expect(refusedSocket.webSocket).toBeFalsy()

@@ -4,7 +4,7 @@ import { decodeJwt } from 'jose'
 import type { AppEnv } from '../app-env.ts'
 import { PLAYER_HEADER } from '../../durable-objects/game-session.ts'
 import { getRules, viewRecord, type RosterEntry } from '../core/rules/index.ts'
-import { getSql } from '../db/client.ts'
+import { getSql, isDatabaseUnreachable, isTransientDatabaseError } from '../db/client.ts'
 import { errorFields, log } from '../lib/log.ts'
 import { authenticate, bearer, verifyPlayerToken } from '../lib/auth.ts'
 import {
@@ -197,6 +197,8 @@ async function erasedSince(
   } catch (err) {
     // Neon out of reach: the session is served as before this check (it guards a rare case, a
     // player back under an erased id, and must not take a running game's reads down with Neon).
+    // Anything else (a missing table, a refused role) is a fault to see, not a reason to skip.
+    if (!isDatabaseUnreachable(err) && !isTransientDatabaseError(err)) throw err
     log('warn', 'erasure check skipped', { sessionCreatedAt: createdAt, ...errorFields(err) })
     return false
   }

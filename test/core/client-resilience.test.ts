@@ -127,6 +127,62 @@ function scriptedSocket(
   return s
 }
 
+/**
+ * A queued socket ticket whose socket drops 5 ms after `queued`; `reconnect` scripts each socket
+ * opened (`opens` counts them: the first is the one that queued). Runs 30 s of fake time with the
+ * longest reconnect jitter and answers when the HTTP fallback's join came, and the transport.
+ */
+async function httpJoinAfterSocketLoss(
+  reconnect: (socket: ScriptedSocket, opens: number) => void,
+): Promise<{ transport: string; joinedAt: number; droppedAt: number }> {
+  vi.useFakeTimers()
+  // The longest waits the reconnect jitter can draw.
+  const random = vi.spyOn(Math, 'random').mockReturnValue(0.999)
+  try {
+    let droppedAt = 0
+    let joinedAt = 0
+    let opens = 0
+    const client = createClient({
+      baseUrl: 'http://nexus.test',
+      fetch: guestFetch(async (url, init) => {
+        if (init?.method === 'POST' && url.pathname === '/v1/matchmaking/duel/tickets') {
+          joinedAt = Date.now()
+          return ticket({ status: 'waiting', existing: true })
+        }
+        if (url.pathname === '/v1/matchmaking/tickets/t1') {
+          // A long poll answers "still waiting" once its wait is over.
+          if (url.searchParams.get('wait')) await new Promise((r) => setTimeout(r, 1000))
+          return ticket({ status: 'waiting' })
+        }
+        return jsonRes(200, {})
+      }),
+      WebSocket: () =>
+        scriptedSocket(
+          (socket) => reconnect(socket, ++opens),
+          (frame, socket) => {
+            if (frame.type !== 'join') return
+            socket.receive({ type: 'queued', ticketId: 't1', existing: false, expiresAt: 0 })
+            setTimeout(() => {
+              droppedAt = Date.now()
+              socket.drop()
+            }, 5)
+          },
+        ),
+    })
+    await client.auth.guest('device-abcdef-123456')
+    const t = client.matchmaking.join('duel')
+    await vi.advanceTimersByTimeAsync(30_000)
+    const transport = t.transport
+    const cancelled = t.cancel().catch(() => {})
+    await vi.advanceTimersByTimeAsync(10_000)
+    await cancelled
+    return { transport, joinedAt, droppedAt }
+  } finally {
+    random.mockRestore()
+    vi.useRealTimers()
+  }
+}
+
 /** A fetch that signs guests in and answers everything else with `rest`. */
 function guestFetch(
   rest: (url: URL, init?: RequestInit) => Promise<Response> | Response,
@@ -1223,166 +1279,37 @@ describe('client SDK under failure', () => {
   })
 
   it('a queued socket ticket whose WebSocket stays blocked goes over HTTP within the pool’s 10 s grace, though its reconnects alone would take longer', async () => {
-    vi.useFakeTimers()
-    // The longest waits the reconnect jitter can draw.
-    const random = vi.spyOn(Math, 'random').mockReturnValue(0.999)
-    try {
-      let droppedAt = 0
-      let joinedAt = 0
-      let opens = 0
-      const client = createClient({
-        baseUrl: 'http://nexus.test',
-        fetch: guestFetch(async (url, init) => {
-          if (init?.method === 'POST' && url.pathname === '/v1/matchmaking/duel/tickets') {
-            joinedAt = Date.now()
-            return ticket({ status: 'waiting', existing: true })
-          }
-          if (url.pathname === '/v1/matchmaking/tickets/t1') {
-            // A long poll answers "still waiting" once its wait is over.
-            if (url.searchParams.get('wait')) await new Promise((r) => setTimeout(r, 1000))
-            return ticket({ status: 'waiting' })
-          }
-          return jsonRes(200, {})
-        }),
-        WebSocket: () =>
-          scriptedSocket(
-            (socket) => {
-              if (opens++ > 0) return socket.fail()
-              socket.open()
-            },
-            (frame, socket) => {
-              if (frame.type !== 'join') return
-              socket.receive({ type: 'queued', ticketId: 't1', existing: false, expiresAt: 0 })
-              setTimeout(() => {
-                droppedAt = Date.now()
-                socket.drop()
-              }, 5)
-            },
-          ),
-      })
-      await client.auth.guest('device-abcdef-123456')
-      const t = client.matchmaking.join('duel')
-      await vi.advanceTimersByTimeAsync(30_000)
-      expect(t.transport).toBe('http')
-      expect(joinedAt).toBeGreaterThan(0)
-      expect(joinedAt - droppedAt).toBeLessThan(10_000)
-      const cancelled = t.cancel().catch(() => {})
-      await vi.advanceTimersByTimeAsync(10_000)
-      await cancelled
-    } finally {
-      random.mockRestore()
-      vi.useRealTimers()
-    }
+    const { transport, joinedAt, droppedAt } = await httpJoinAfterSocketLoss((socket, opens) => {
+      if (opens > 1) return socket.fail()
+      socket.open()
+    })
+    expect(transport).toBe('http')
+    expect(joinedAt).toBeGreaterThan(0)
+    expect(joinedAt - droppedAt).toBeLessThan(10_000)
   })
 
   it('a queued socket ticket whose reconnect hangs (an upgrade that neither opens nor fails) goes over HTTP within the pool’s 10 s grace, though one attempt may take 10 s', async () => {
-    vi.useFakeTimers()
-    // The longest waits the reconnect jitter can draw.
-    const random = vi.spyOn(Math, 'random').mockReturnValue(0.999)
-    try {
-      let droppedAt = 0
-      let joinedAt = 0
-      let opens = 0
-      const client = createClient({
-        baseUrl: 'http://nexus.test',
-        fetch: guestFetch(async (url, init) => {
-          if (init?.method === 'POST' && url.pathname === '/v1/matchmaking/duel/tickets') {
-            joinedAt = Date.now()
-            return ticket({ status: 'waiting', existing: true })
-          }
-          if (url.pathname === '/v1/matchmaking/tickets/t1') {
-            // A long poll answers "still waiting" once its wait is over.
-            if (url.searchParams.get('wait')) await new Promise((r) => setTimeout(r, 1000))
-            return ticket({ status: 'waiting' })
-          }
-          return jsonRes(200, {})
-        }),
-        WebSocket: () =>
-          scriptedSocket(
-            (socket) => {
-              // Every reconnect hangs.
-              if (opens++ > 0) return
-              socket.open()
-            },
-            (frame, socket) => {
-              if (frame.type !== 'join') return
-              socket.receive({ type: 'queued', ticketId: 't1', existing: false, expiresAt: 0 })
-              setTimeout(() => {
-                droppedAt = Date.now()
-                socket.drop()
-              }, 5)
-            },
-          ),
-      })
-      await client.auth.guest('device-abcdef-123456')
-      const t = client.matchmaking.join('duel')
-      await vi.advanceTimersByTimeAsync(30_000)
-      expect(t.transport).toBe('http')
-      expect(joinedAt).toBeGreaterThan(0)
-      expect(joinedAt - droppedAt).toBeLessThan(10_000)
-      const cancelled = t.cancel().catch(() => {})
-      await vi.advanceTimersByTimeAsync(10_000)
-      await cancelled
-    } finally {
-      random.mockRestore()
-      vi.useRealTimers()
-    }
+    const { transport, joinedAt, droppedAt } = await httpJoinAfterSocketLoss((socket, opens) => {
+      // Every reconnect hangs.
+      if (opens === 1) socket.open()
+    })
+    expect(transport).toBe('http')
+    expect(joinedAt).toBeGreaterThan(0)
+    expect(joinedAt - droppedAt).toBeLessThan(10_000)
   })
 
   it('a queued socket ticket whose reconnects are refused slowly, then hang, goes over HTTP within the pool’s 10 s grace, though the backoff has grown to seconds', async () => {
-    vi.useFakeTimers()
-    // The longest waits the reconnect jitter can draw.
-    const random = vi.spyOn(Math, 'random').mockReturnValue(0.999)
-    try {
-      let droppedAt = 0
-      let joinedAt = 0
-      let opens = 0
-      const client = createClient({
-        baseUrl: 'http://nexus.test',
-        fetch: guestFetch(async (url, init) => {
-          if (init?.method === 'POST' && url.pathname === '/v1/matchmaking/duel/tickets') {
-            joinedAt = Date.now()
-            return ticket({ status: 'waiting', existing: true })
-          }
-          if (url.pathname === '/v1/matchmaking/tickets/t1') {
-            // A long poll answers "still waiting" once its wait is over.
-            if (url.searchParams.get('wait')) await new Promise((r) => setTimeout(r, 1000))
-            return ticket({ status: 'waiting' })
-          }
-          return jsonRes(200, {})
-        }),
-        WebSocket: () =>
-          scriptedSocket(
-            (socket) => {
-              // Four reconnects refused 300 ms after they start (a slow network), then hanging.
-              if (opens++ === 0) return socket.open()
-              if (opens <= 5) return void setTimeout(() => socket.fail(), 300)
-            },
-            (frame, socket) => {
-              if (frame.type !== 'join') return
-              socket.receive({ type: 'queued', ticketId: 't1', existing: false, expiresAt: 0 })
-              setTimeout(() => {
-                droppedAt = Date.now()
-                socket.drop()
-              }, 5)
-            },
-          ),
-      })
-      await client.auth.guest('device-abcdef-123456')
-      const t = client.matchmaking.join('duel')
-      await vi.advanceTimersByTimeAsync(30_000)
-      expect(t.transport).toBe('http')
-      expect(joinedAt).toBeGreaterThan(0)
-      // By the 6 s a socket may stay down and the last try's second: not the grown backoff's.
-      expect(joinedAt - droppedAt).toBeLessThanOrEqual(7_500)
-      const cancelled = t.cancel().catch(() => {})
-      await vi.advanceTimersByTimeAsync(10_000)
-      await cancelled
-    } finally {
-      random.mockRestore()
-      vi.useRealTimers()
-    }
+    const { transport, joinedAt, droppedAt } = await httpJoinAfterSocketLoss((socket, opens) => {
+      // Four reconnects refused 300 ms after they start (a slow network), then hanging.
+      if (opens === 1) return socket.open()
+      if (opens <= 5) setTimeout(() => socket.fail(), 300)
+    })
+    expect(transport).toBe('http')
+    expect(joinedAt).toBeGreaterThan(0)
+    // By the 6 s a socket may stay down and the last try's second: not the grown backoff's.
+    expect(joinedAt - droppedAt).toBeLessThanOrEqual(7_500)
   })
+
   it("a queued socket ticket cut off with the network rides it out over HTTP for the queue's grace (120 s here), not for the transport's few attempts", async () => {
     vi.useFakeTimers()
     try {

@@ -171,6 +171,25 @@ async function waiting(queue: string): Promise<number> {
  * then runs `after` in the same transaction; resolves once the lock is taken, with the
  * transaction's end.
  */
+/**
+ * A party of two (teams of 3) queued by its leader over a socket, each player's socket on the
+ * ticket, in a queue with `overrides`, on a clock the test moves.
+ */
+async function partyQueuedOnSockets(overrides: Record<string, unknown> = {}) {
+  const q = await createQueue({ teamSize: 3, maxPartySize: 3, ...overrides })
+  const clock = newClock()
+  await rig(q, clock)
+  const [a, b] = await players(2)
+  await formParty([a!, b!])
+  const url = `/v1/matchmaking/${q}`
+  const wb = await connect(url, b!.token)
+  const wa = await connect(url, a!.token)
+  wa.send(JSON.stringify({ type: 'join', party: [a!.playerId, b!.playerId] }))
+  const { ticketId } = await nextOfType<Queued>(wa, 'queued')
+  await nextOfType<Queued>(wb, 'queued')
+  return { q, clock, a, b, url, wa, wb, ticketId }
+}
+
 async function holdPartyLock(
   partyId: string,
   seconds: number,
@@ -1556,17 +1575,7 @@ describe('queueing as a party over sockets', () => {
   })
 
   it("a party ticket's grace is each player's: a leader who left is gone though a member's socket stays, and the ticket waits for everyone who had a socket on it to be back", async () => {
-    const q = await createQueue({ teamSize: 3, maxPartySize: 3 })
-    const clock = newClock()
-    await rig(q, clock)
-    const [a, b] = await players(2)
-    await formParty([a!, b!])
-    const url = `/v1/matchmaking/${q}`
-    const wb = await connect(url, b!.token)
-    const wa = await connect(url, a!.token)
-    wa.send(JSON.stringify({ type: 'join', party: [a!.playerId, b!.playerId] }))
-    const { ticketId } = await nextOfType<Queued>(wa, 'queued')
-    await nextOfType<Queued>(wb, 'queued')
+    const { q, clock, a, b, url, wa, wb, ticketId } = await partyQueuedOnSockets()
     // The leader leaves; the member's socket stays open: the leader's grace runs all the same.
     wa.close(1000, 'bye')
     await until(
@@ -1601,17 +1610,7 @@ describe('queueing as a party over sockets', () => {
   })
 
   it("a member whose socket is gone and who polls the party's ticket over HTTP instead (the SDK's fallback) keeps it while it polls: the grace runs on past its length, the leader's blip does not end the party, and the ticket is cancelled once the polls stop", async () => {
-    const q = await createQueue({ teamSize: 3, maxPartySize: 3 })
-    const clock = newClock()
-    await rig(q, clock)
-    const [a, b] = await players(2)
-    await formParty([a!, b!])
-    const url = `/v1/matchmaking/${q}`
-    const wb = await connect(url, b!.token)
-    const wa = await connect(url, a!.token)
-    wa.send(JSON.stringify({ type: 'join', party: [a!.playerId, b!.playerId] }))
-    const { ticketId } = await nextOfType<Queued>(wa, 'queued')
-    await nextOfType<Queued>(wb, 'queued')
+    const { q, clock, a, b, url, wa, wb, ticketId } = await partyQueuedOnSockets()
     const start = clock.t
     // The member's network goes: its socket is gone, and the grace (10 s) starts.
     wb.close(1000, 'network lost')
@@ -1645,17 +1644,9 @@ describe('queueing as a party over sockets', () => {
   })
 
   it("each player of a party ticket has a grace of their own: another's return does not cut it short, and one whose socket goes while another's grace runs gets all of theirs", async () => {
-    const q = await createQueue({ teamSize: 3, maxPartySize: 3, disconnectGraceSeconds: 120 })
-    const clock = newClock()
-    await rig(q, clock)
-    const [a, b] = await players(2)
-    await formParty([a!, b!])
-    const url = `/v1/matchmaking/${q}`
-    const wb = await connect(url, b!.token)
-    const wa = await connect(url, a!.token)
-    wa.send(JSON.stringify({ type: 'join', party: [a!.playerId, b!.playerId] }))
-    const { ticketId } = await nextOfType<Queued>(wa, 'queued')
-    await nextOfType<Queued>(wb, 'queued')
+    const { q, clock, a, b, url, wa, wb, ticketId } = await partyQueuedOnSockets({
+      disconnectGraceSeconds: 120,
+    })
     const start = clock.t
     const graceIs = (t: number | null, what: string) =>
       until(async () => ((await graceUntil(q, ticketId)) === t ? true : undefined), 5000, what)

@@ -1652,7 +1652,7 @@ export class MatchPool extends DurableObject<Env> {
       const row = this.row(t.id)
       if (!row) continue
       // The earliest of its players' own deadlines: theirs may have moved on since (a poll).
-      if (this.notedOn(t.id) && this.judgeGrace(row, this.openOn(row), now)) continue
+      if (this.judgeGrace(row, this.openOn(row), now) === true) continue
       this.finish(t.id, 'cancelled', 'disconnected', now)
       cancelled++
     }
@@ -2445,9 +2445,7 @@ export class MatchPool extends DurableObject<Env> {
   private endGraceIfAllBack(row: TicketRow, present: readonly string[] = []): void {
     const open = this.openOn(row)
     for (const p of present) open.add(p)
-    if (this.notedOn(row.id)) {
-      this.judgeGrace(row, open, this.now())
-    } else if (!unnotedTicketLost(open)) {
+    if (this.judgeGrace(row, open, this.now()) === null && !unnotedTicketLost(open)) {
       this.sql.exec(`UPDATE tickets SET grace_until = NULL WHERE id = ?`, row.id)
     }
   }
@@ -2459,31 +2457,22 @@ export class MatchPool extends DurableObject<Env> {
     )
   }
 
-  /** Whether ticket `ticketId` has players noted in ticket_sockets (tickets from before have none). */
-  private notedOn(ticketId: string): boolean {
-    return (
-      one<{ n: number }>(
-        this.sql,
-        `SELECT count(*) AS n FROM ticket_sockets WHERE ticket_id = ?`,
-        ticketId,
-      )!.n > 0
-    )
-  }
-
   /**
    * Sets the grace of `row`, a ticket with players noted in ticket_sockets, from theirs, `open`
    * those with a socket open on it now: each of the others is here until their own deadline, the
    * later of the end of their grace (from when their socket went; started now for one whose
    * socket went unseen, with an instance) and POLL_PRESENCE_MS after their last read of the
    * ticket over HTTP. The ticket's grace_until becomes the earliest deadline (none when everyone
-   * is here); false when that is past: someone is gone.
+   * is here); false when that is past: someone is gone. Null, changing nothing, for a ticket
+   * with nobody noted (from before the notes), which is judged as a whole.
    */
-  private judgeGrace(row: TicketRow, open: ReadonlySet<string>, now: number): boolean {
+  private judgeGrace(row: TicketRow, open: ReadonlySet<string>, now: number): boolean | null {
     const noted = all<{ player_id: string; polled_at: number | null; gone_until: number | null }>(
       this.sql,
       `SELECT player_id, polled_at, gone_until FROM ticket_sockets WHERE ticket_id = ?`,
       row.id,
     )
+    if (noted.length === 0) return null
     let until = Infinity
     for (const n of noted) {
       if (open.has(n.player_id)) continue
@@ -2875,24 +2864,22 @@ export class MatchPool extends DurableObject<Env> {
         (other.deserializeAttachment() as Attachment | null)?.playerId === att.playerId
       if (this.socketsOf(row).some(mine)) return
       const now = this.now()
-      if (this.notedOn(row.id)) {
-        // Their own grace, whoever else's is running. One already running is kept: a socket
-        // the pool closed as silent may still be reported closed by the runtime later, and
-        // that must not start it over.
-        this.sql.exec(
-          `UPDATE ticket_sockets SET gone_until = coalesce(gone_until, ?)
-            WHERE ticket_id = ? AND player_id = ?`,
-          now + this.ticketGraceMs(),
-          row.id,
-          att.playerId,
-        )
-        const open = new Set(
-          this.socketsOf(row)
-            .filter((other) => other !== ws)
-            .map((other) => (other.deserializeAttachment() as Attachment).playerId),
-        )
-        this.judgeGrace(row, open, now)
-      } else {
+      // Their own grace, whoever else's is running. One already running is kept: a socket the
+      // pool closed as silent may still be reported closed by the runtime later, and that must
+      // not start it over.
+      this.sql.exec(
+        `UPDATE ticket_sockets SET gone_until = coalesce(gone_until, ?)
+          WHERE ticket_id = ? AND player_id = ?`,
+        now + this.ticketGraceMs(),
+        row.id,
+        att.playerId,
+      )
+      const open = new Set(
+        this.socketsOf(row)
+          .filter((other) => other !== ws)
+          .map((other) => (other.deserializeAttachment() as Attachment).playerId),
+      )
+      if (this.judgeGrace(row, open, now) === null) {
         // From before the notes: one grace for the ticket, kept once running (as above).
         const graceUntil = row.grace_until ?? now + this.ticketGraceMs()
         this.sql.exec(`UPDATE tickets SET grace_until = ? WHERE id = ?`, graceUntil, row.id)

@@ -89,8 +89,9 @@ import { answerClose, closeSilent, fellSilent } from '../workers/lib/socket-clos
  *
  * Clock: `tick` is milliseconds since creation, or, for rules with a `tickRate`, ticks since
  * creation; an alarm then feeds a `tick` input at that rate while the game runs, or, for rules
- * that name their next deadline (`nextTick`, dice-race's turn timer), at that tick only. Every
- * timed job shares the one alarm; `now` is a field tests move instead of sleeping.
+ * that name their next deadline (`nextTick`, dice-race's turn timer), at that tick only, or, for
+ * rules that name the next moment a tick can matter (`quietUntil`, hot-potato's fuse), then with
+ * the tick of the moment. Every timed job shares the one alarm; `now` is a field tests move instead of sleeping.
  *
  * The end: when `rules.result()` turns non-null, the status becomes `finished` in the same write
  * as the last record, everyone gets the event and `ended {result}`, sockets close, and the `end`
@@ -1090,7 +1091,7 @@ export class GameSession extends DurableObject<Env> {
       const out = this.applyInput({ kind: 'action', player, tick, action: msg.data })
       if (isRuleError(out)) return this.refuse(ws, out.error.code, out.error.message)
       // An action may name a nearer deadline (a move clock it started) than the alarm set.
-      if (this.status !== 'live' || this.rules?.nextTick) await this.scheduleAlarm()
+      if (this.status !== 'live' || this.wakesOnHint()) await this.scheduleAlarm()
     } catch (err) {
       log('error', 'socket message failed', { actor: this.actor, ...errorFields(err) })
       this.refuse(ws, 'internal', 'Something went wrong')
@@ -1299,9 +1300,22 @@ export class GameSession extends DurableObject<Env> {
 
   /** Whether frames run the clock first: a tick loop, or rules with a deadline pending. */
   private clockedFrames(): boolean {
+    if (!this.rules?.tickRate) return false
+    return !this.wakesOnHint() || this.wakeTick() !== null
+  }
+
+  /** Rules that say when their clock next matters (`nextTick`, `quietUntil`), so no tick loop. */
+  private wakesOnHint(): boolean {
+    return this.rules?.nextTick !== undefined || this.rules?.quietUntil !== undefined
+  }
+
+  /** The tick such rules next need a wake for, or null for none until an input. */
+  private wakeTick(): number | null {
     const rules = this.rules
-    if (!rules?.tickRate) return false
-    return !rules.nextTick || (this.match !== null && rules.nextTick(this.match.game) !== null)
+    const game = this.match?.game
+    if (!rules || game === undefined) return null
+    if (rules.nextTick) return rules.nextTick(game)
+    return rules.quietUntil ? rules.quietUntil(game) : null
   }
 
   private tickAt(now: number): number {
@@ -1505,9 +1519,9 @@ export class GameSession extends DurableObject<Env> {
       const t = one<{ t: number | null }>(this.sql, `SELECT min(due) AS t FROM timers`)?.t
       if (t != null) candidates.push(t)
       const rate = this.rules?.tickRate
-      if (rate && this.rules!.nextTick && this.match) {
+      if (rate && this.wakesOnHint()) {
         // Rules that name their next deadline are woken for it alone, not every tick.
-        const tick = this.rules!.nextTick(this.match.game)
+        const tick = this.wakeTick()
         if (tick !== null) candidates.push(this.createdAt + Math.ceil((tick * 1000) / rate))
       } else if (rate) {
         candidates.push(this.createdAt + ((this.tickAt(now) + 1) * 1000) / rate)

@@ -154,6 +154,56 @@ describe('a real-time game on the tick loop', () => {
     expect(again).toEqual({ alarm: end!.nextAttemptAt, seq: 5, status: 'finished' })
   })
 
+  it('sleeps until the next moment a tick can change something: nothing while players load, then the start, then the fuse', async () => {
+    const players = playerIds(2)
+    const { sessionId, tokens } = await createSession({
+      rules: 'hot-potato',
+      roster: players.map((playerId) => ({ playerId })),
+      options: { startAfter: 100, minFuse: 50, maxFuse: 50 },
+    })
+    const alarmAndClock = () =>
+      inObject(sessionId, async (inst, state) => {
+        const info = inst.info()
+        if (!info.ok) throw new Error('no session')
+        return { alarm: await state.storage.getAlarm(), createdAt: info.createdAt, now: inst.now() }
+      })
+    /** When tick `tick` (5 a second since creation) comes. */
+    const timeOfTick = (createdAt: number, tick: number) => createdAt + tick * 200
+
+    // Nobody has connected: no tick can change anything, so the alarm is the watchdog's or the
+    // join grace's, seconds away, not the next tick's 200 ms.
+    const loading = await alarmAndClock()
+    expect(loading.alarm! - loading.now).toBeGreaterThan(5_000)
+
+    const [a, b] = await Promise.all(players.map((p) => connect(sessionId, tokens[p]!)))
+    for (const s of [a!, b!]) await s.nextOf('welcome')
+    const startAt = await until(async () => {
+      const joins = a!.frames
+        .filter((f) => f.type === 'event' && eventOf(f).kind === 'joined')
+        .map((f) => eventOf(f) as Extract<PotatoEvent, { kind: 'joined' }>)
+      return joins.find((j) => j.startAt !== null)?.startAt ?? undefined
+    })
+    const connected = await alarmAndClock()
+    expect(connected.alarm).toBe(timeOfTick(connected.createdAt, startAt))
+
+    for (const s of [a!, b!]) s.send({ type: 'action', action: 'ready' })
+    let explodesAt: number | null = null
+    for (let i = 0; i < 2; i++) {
+      const e = eventOf(await nextKind(a!, 'ready'))
+      if (e.kind === 'ready' && e.explodesAt !== null) explodesAt = e.explodesAt
+    }
+    if (explodesAt === null) throw new Error('the fuse was not lit')
+    // The alarm moves to the fuse's end when the last ready lights it (after that frame's answer).
+    const lit = await until(() =>
+      inObject(sessionId, async (_inst, state) => {
+        const alarm = await state.storage.getAlarm()
+        return alarm === timeOfTick(connected.createdAt, explodesAt!) ? alarm : undefined
+      }),
+    )
+    expect(lit - Date.now()).toBeGreaterThan(5_000)
+    for (const s of [a!, b!]) s.close()
+  })
+
   it('takes ready and pass over the socket, refuses bad ones, and plays rounds to the last one standing', async () => {
     const players = playerIds(3)
     const { sessionId, tokens } = await createSession({

@@ -869,4 +869,37 @@ describe('hot-potato properties', () => {
       { numRuns: 200 },
     )
   })
+
+  it('names the next tick that can matter (quietUntil): ticks before it change nothing, the tick at it does, and a game woken only then ends as one fed every tick', () => {
+    fc.assert(
+      fc.property(gameArb, ({ ids, seed, opts, ops }) => {
+        const setup = { roster: roster(...ids), seed, options: opts }
+        const { inputs } = simulate(ids, seed, opts, ops)
+        const { match: from } = runLive(hotPotato, mustCreate(hotPotato, setup), inputs)
+        const bound = from.tick + opts.startAfter + ids.length * opts.maxFuse + 1
+        let everyTick = from
+        for (let t = from.tick; t <= bound && hotPotato.result(everyTick.game) === null; t++) {
+          const out = step(hotPotato, everyTick, tick(t))
+          if (isRuleError(out)) throw new Error(out.error.code)
+          everyTick = out.match
+        }
+        let woken = from
+        for (let wakes = 0; wakes <= ids.length + 1; wakes++) {
+          const due = hotPotato.quietUntil!(woken.game)
+          if (due === null) break
+          for (let t = woken.tick; t < due; t++) {
+            const silent = step(hotPotato, woken, tick(t))
+            expect(!isRuleError(silent) && silent.record).toBeNull()
+          }
+          const out = step(hotPotato, woken, tick(Math.max(due, woken.tick)))
+          if (isRuleError(out)) throw new Error(out.error.code)
+          expect(out.record).not.toBeNull()
+          woken = out.match
+        }
+        expect(hotPotato.quietUntil!(woken.game)).toBeNull()
+        expect(woken).toEqual(everyTick)
+      }),
+      { numRuns: 200 },
+    )
+  })
 })

@@ -33,9 +33,9 @@ import { competitionPlaces, ruleError } from './types.ts'
  * `explodesAt` the holder is out and, if more than one player remains, a new round starts at once
  * (new holder and new fuse from the RNG). The last player in wins (`finished`).
  *
- * The fuse is a deadline in ticks rather than a counter decremented per tick: the session feeds
- * one tick per alarm with the current tick number, and alarms can run late or skip ticks (a busy
- * object, an eviction). With a deadline a late tick cannot stretch the fuse that is burning, and a
+ * The fuse is a deadline in ticks rather than a counter decremented per tick: the session wakes
+ * at the next moment a tick can change something (`quietUntil`: the start or the fuse's end) and
+ * feeds the current tick number, and alarms can run late (a busy object, an eviction). With a deadline a late tick cannot stretch the fuse that is burning, and a
  * tick before the deadline changes nothing, so it is neither stored nor broadcast. The next round's
  * fuse is lit at the tick that applied the explosion: after a late alarm, later in game time than
  * an on-time one would have lit it (the tick is logged, so a replay lights it the same). For the same reason a pass
@@ -405,6 +405,18 @@ function onTick(state: PotatoState, ctx: TickContext): { state: PotatoState; eve
 }
 
 /**
+ * The first tick at which `onTick` changes something: the start (`startAfter`, counted once
+ * everyone has connected) or the fuse's end; null while players are awaited or once it is over.
+ * The session sleeps until then: a match whose players load for two minutes, or whose fuse burns
+ * for ten seconds, is not woken five times a second to learn that nothing happened.
+ */
+function quietUntil(state: PotatoState): number | null {
+  if (state.ended !== null) return null
+  if (state.explodesAt !== null) return state.holder === null ? null : state.explodesAt
+  return state.awaiting === undefined ? state.startAfter : (state.startAt ?? null)
+}
+
+/**
  * A player's first connection: awaited no more. Anything else changes nothing (refused, not
  * logged), as does every connection to a match from before the connections counted.
  */
@@ -521,6 +533,7 @@ export const hotPotato: Rules<PotatoState, PotatoAction, PotatoEvent> = {
   parseAction,
   apply,
   onTick,
+  quietUntil,
   onConnect,
   onAbsent,
   onAbandon,

@@ -132,6 +132,14 @@ export interface Rules<S, A, E = unknown> {
    * alone instead of every tick. Without it, every tick is fed.
    */
   nextTick?(state: S): number | null
+  /**
+   * For rules fed every tick whose ticks change nothing until a moment their state knows (a fuse
+   * burning to a deadline): that tick, or null for none until the next input. The session sleeps
+   * until then instead of waking every tick; woken, it feeds the tick of the moment, as every
+   * tick is fed (a late wake is late in game time too), where `nextTick`'s deadlines are each
+   * played at their own tick. A hint only: ticks fed before it must change nothing.
+   */
+  quietUntil?(state: S): number | null
   /** `ctx.player` stayed disconnected past the grace period. Refuse if it changes nothing. */
   onAbsent(state: S, ctx: ActionContext): Applied<S, E> | RuleError
   /** `ctx.player` came back after `onAbsent`. Optional; refuse if it changes nothing. */

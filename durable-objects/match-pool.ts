@@ -1231,10 +1231,15 @@ export class MatchPool extends DurableObject<Env> {
       if (same || (!forParty && ids.length === 1 && held.length === 1)) {
         // The player who sent it is here: a disconnect grace running on the ticket ends once
         // everyone else who had a socket on it is back too (a leader's join sent again does not
-        // bring back a member whose socket is gone). An HTTP join of
-        // the whole ticket takes it over: held over HTTP from then on, a new instance of the
-        // pool (a deploy) does not take it for a socket ticket that lost its socket.
-        const takenOver = same && transport === 'http' && existing.transport === 'socket'
+        // bring back a member whose socket is gone, over either transport). An HTTP join of the
+        // whole ticket that nobody else has had a socket on takes it over: held over HTTP from
+        // then on, a new instance of the pool (a deploy) does not take it for a socket ticket
+        // that lost its socket. A party's with members who had sockets stays theirs to judge.
+        const takenOver =
+          same &&
+          transport === 'http' &&
+          existing.transport === 'socket' &&
+          !this.othersNoted(existing, caller)
         if (takenOver) {
           this.sql.exec(
             `UPDATE tickets SET grace_until = NULL, transport = 'http' WHERE id = ?`,
@@ -2448,6 +2453,18 @@ export class MatchPool extends DurableObject<Env> {
     if (this.judgeGrace(row, open, this.now()) === null && !unnotedTicketLost(open)) {
       this.sql.exec(`UPDATE tickets SET grace_until = NULL WHERE id = ?`, row.id)
     }
+  }
+
+  /** Whether a player other than `playerId` has had a socket on `row`. */
+  private othersNoted(row: TicketRow, playerId: string): boolean {
+    return (
+      one<{ n: number }>(
+        this.sql,
+        `SELECT count(*) AS n FROM ticket_sockets WHERE ticket_id = ? AND player_id != ?`,
+        row.id,
+        playerId,
+      )!.n > 0
+    )
   }
 
   /** The players with a socket open on `row`. */

@@ -1643,6 +1643,37 @@ describe('queueing as a party over sockets', () => {
     expect((await ticketOf(ticketId)).status).toBe('cancelled')
   })
 
+  it("a leader's HTTP join of the party's ticket (the SDK's fallback) shows only the leader to be here: it does not take the ticket over from a member whose socket is gone, whose grace ends it", async () => {
+    const { q, clock, a, b, wa, wb, ticketId } = await partyQueuedOnSockets()
+    const start = clock.t
+    // The member closes the game; then the leader's socket is lost too.
+    wb.close(1000, 'closed the game')
+    await until(
+      async () => ((await graceUntil(q, ticketId)) !== null ? true : undefined),
+      5000,
+      "the member's grace",
+    )
+    wa.close(1000, 'network lost')
+    await until(async () => ((await waiting(q)) === 1 ? true : undefined), 5000, 'the close')
+    // The leader's client joins again over HTTP, as the party, and polls.
+    clock.t = start + 6_000
+    const again = await ok<Ticket>(
+      send('POST', `/v1/matchmaking/${q}/tickets`, a!, { party: [a!.playerId, b!.playerId] }),
+    )
+    expect(again).toMatchObject({ ticketId, existing: true })
+    expect(await graceUntil(q, ticketId)).toBe(start + 10_000)
+    clock.t = start + 8_000
+    expect((await ticketOf(ticketId, a!.token)).status).toBe('waiting')
+    // The member's grace ends with the member still away: the party is out of the queue, not
+    // matched for a player who left.
+    clock.t = start + 10_000
+    await runInDurableObject(poolOf(q), (inst: MatchPool) => inst.alarm())
+    expect(await ticketOf(ticketId, a!.token)).toMatchObject({
+      status: 'cancelled',
+      reason: 'disconnected',
+    })
+  })
+
   it("each player of a party ticket has a grace of their own: another's return does not cut it short, and one whose socket goes while another's grace runs gets all of theirs", async () => {
     const { q, clock, a, b, url, wa, wb, ticketId } = await partyQueuedOnSockets({
       disconnectGraceSeconds: 120,

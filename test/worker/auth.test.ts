@@ -336,6 +336,31 @@ describe('bad credentials, one by one', () => {
     })
   })
 
+  it('a token issued in the future (an iat ahead of the clock, or in milliseconds) or living longer than 30 days (exp - iat) → 401, whatever is left of it: it would get past the erasure checks', async () => {
+    const now = Math.floor(Date.now() / 1000)
+    const refused = async (token: string, words: string) => {
+      const p = await statusFor(token)
+      expect(p).toMatchObject({ status: 401, type: 'urn:nexus:problem:unauthorized' })
+      expect(p.detail).toContain(words)
+    }
+    // A game server stamping its tokens in milliseconds, or an issuer's clock an hour fast.
+    await refused(await hs256({ iat: Date.now() }, { iat: false }), 'issued in the future')
+    await refused(await hs256({ iat: now + 3600 }, { iat: false }), 'issued in the future')
+    // Forty days long, presented with ten left: as long-lived as it ever was.
+    await refused(
+      await hs256({ iat: now - 30 * 86_400 }, { iat: false, exp: now + 10 * 86_400 }),
+      'lives too long',
+    )
+    // Within the clock skew (an issuer 20 s fast), and thirty days long: accepted (then 403 on
+    // the admin route).
+    expect(await statusFor(await hs256({ iat: now + 20 }, { iat: false }))).toMatchObject({
+      status: 403,
+    })
+    expect(
+      await statusFor(await hs256({ iat: now - 86_400 }, { iat: false, exp: now + 29 * 86_400 })),
+    ).toMatchObject({ status: 403 })
+  })
+
   it('wrong audience → 401', async () => {
     expect(await statusFor(await hs256({}, { aud: 'nexus:session' }))).toMatchObject({
       status: 401,

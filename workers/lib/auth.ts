@@ -164,13 +164,34 @@ export function tokenTtlSeconds(env: AuthEnv): number {
   return Number.isInteger(n) && n >= 60 && n <= MAX_TOKEN_LIFETIME_SECONDS ? n : 86_400
 }
 
-/** Refuses a verified token whose `exp` lies beyond MAX_TOKEN_LIFETIME_SECONDS from now. */
+/**
+ * Refuses a verified token whose `exp` lies beyond MAX_TOKEN_LIFETIME_SECONDS from now or from its
+ * `iat`, or whose `iat` lies ahead of now. The erasure checks compare `iat` with an erasure's
+ * time and forget an erasure once no token from before it can be alive: a token stamped later
+ * than it was issued (an `iat` in milliseconds, an issuer's fast clock), or one living longer than
+ * that, would get past them.
+ */
 function checkLifetime(payload: JWTPayload): void {
-  const left = (payload.exp ?? 0) - Math.floor(Date.now() / 1000)
-  if (left > MAX_TOKEN_LIFETIME_SECONDS + CLOCK_SKEW_SECONDS) {
+  const now = Math.floor(Date.now() / 1000)
+  const exp = payload.exp ?? 0
+  const days = MAX_TOKEN_LIFETIME_SECONDS / 86_400
+  if (exp - now > MAX_TOKEN_LIFETIME_SECONDS + CLOCK_SKEW_SECONDS) {
     throw new ApiError(
       'unauthorized',
-      `The token expires too far ahead: player tokens may live at most ${MAX_TOKEN_LIFETIME_SECONDS / 86_400} days`,
+      `The token expires too far ahead: player tokens may live at most ${days} days`,
+    )
+  }
+  if (typeof payload.iat !== 'number') return
+  if (payload.iat > now + CLOCK_SKEW_SECONDS) {
+    throw new ApiError(
+      'unauthorized',
+      'The token was issued in the future: its iat, in seconds since 1970, is ahead of the clock',
+    )
+  }
+  if (exp - payload.iat > MAX_TOKEN_LIFETIME_SECONDS + CLOCK_SKEW_SECONDS) {
+    throw new ApiError(
+      'unauthorized',
+      `The token lives too long (exp - iat): player tokens may live at most ${days} days`,
     )
   }
 }

@@ -168,6 +168,15 @@ export const MAX_WAIT_MS = 25_000
  * a long-poll's hold, and time for the next.
  */
 const POLL_PRESENCE_MS = MAX_WAIT_MS + 10_000
+
+/**
+ * The most waiting tickets one pool (a queue in a region) holds; a join past it is 503 with
+ * Retry-After. The index keeps every waiting ticket in memory (about 0.7 KB each, a party's
+ * more), rebuilt at every wake: this keeps it to a few tens of MB of the object's 128, where a
+ * pool past a few hundred thousand would fail every wake and take its tickets down with it. A
+ * queue that has fifty thousand players waiting in one region matches them as they come.
+ */
+const MAX_WAITING_TICKETS = 50_000
 /**
  * Long-polls one reader (a player, or the admin key) holds at once on a ticket (their devices
  * and tabs); a further one answers that reader's oldest at once, which its client polls again,
@@ -477,6 +486,8 @@ export class MatchPool extends DurableObject<Env> {
    */
   private nextSilentCheck: number | null = null
   private waitingPlayerTotal = 0
+  /** MAX_WAITING_TICKETS; a field so that tests can lower it. */
+  maxWaitingTickets = MAX_WAITING_TICKETS
   /** Long-polls held, by ticket, then by reader (`readerKey`). */
   private readonly waiters = new Map<string, Map<string, Set<() => void>>>()
   private readonly delivering = new Set<string>()
@@ -749,9 +760,9 @@ export class MatchPool extends DurableObject<Env> {
     }
     const now = this.now()
     let started = 0
-    for (const t of all<TicketRow>(
+    for (const t of all<Pick<TicketRow, 'id' | 'grace_until'>>(
       this.sql,
-      `SELECT * FROM tickets WHERE state = 'waiting' AND transport = 'socket'`,
+      `SELECT id, grace_until FROM tickets WHERE state = 'waiting' AND transport = 'socket'`,
     )) {
       const open = openOn.get(t.id)
       const waitingFor = notRunning.get(t.id)
@@ -808,7 +819,12 @@ export class MatchPool extends DurableObject<Env> {
     // waiting ticket does from a paused queue.
     const regionGone = this.region !== null && !config.regions.includes(this.region)
     const closed = regionGone || config.paused === true || this.deleted
-    for (const row of all<TicketRow>(this.sql, `SELECT * FROM tickets WHERE state = 'waiting'`)) {
+    // Streamed, with only what the index holds: every waiting ticket's whole row at once (its
+    // attributes up to a few KB) would peak far above what the index keeps.
+    const waiting = this.sql.exec<Pick<TicketRow, 'id' | 'players' | 'enqueued_at'>>(
+      `SELECT id, players, enqueued_at FROM tickets WHERE state = 'waiting'`,
+    )
+    for (const row of waiting) {
       const players = JSON.parse(row.players) as TicketPlayer[]
       // A party over the queue's party size (never above its team size) could not join now, so
       // it does not stay matchable either.
@@ -1265,6 +1281,14 @@ export class MatchPool extends DurableObject<Env> {
         'conflict',
         `Player '${held[0]!.player_id}' already has a ticket in this queue`,
         { players: held.map((h) => h.player_id) },
+      )
+    }
+    if (this.index!.size >= this.maxWaitingTickets) {
+      return problem(
+        'unavailable',
+        `This queue holds at most ${this.maxWaitingTickets} waiting tickets in a region; ` +
+          'try again in a few seconds',
+        { limit: this.maxWaitingTickets },
       )
     }
     const superseded = this.fenced(ids, claims)
@@ -2380,11 +2404,11 @@ export class MatchPool extends DurableObject<Env> {
           }
         }
         if (!entered.ok) {
-          return this.sendError(
-            ws,
-            entered.problem === 'conflict' ? 'conflict' : 'invalid',
-            entered.detail,
-          )
+          const code =
+            entered.problem === 'conflict' || entered.problem === 'unavailable'
+              ? entered.problem
+              : 'invalid'
+          return this.sendError(ws, code, entered.detail)
         }
         const row = entered.row
         // The keyed ticket moved on while this join awaited Neon (the party read, a claim).
@@ -2483,7 +2507,11 @@ export class MatchPool extends DurableObject<Env> {
    * is here); false when that is past: someone is gone. Null, changing nothing, for a ticket
    * with nobody noted (from before the notes), which is judged as a whole.
    */
-  private judgeGrace(row: TicketRow, open: ReadonlySet<string>, now: number): boolean | null {
+  private judgeGrace(
+    row: Pick<TicketRow, 'id'>,
+    open: ReadonlySet<string>,
+    now: number,
+  ): boolean | null {
     const noted = all<{ player_id: string; polled_at: number | null; gone_until: number | null }>(
       this.sql,
       `SELECT player_id, polled_at, gone_until FROM ticket_sockets WHERE ticket_id = ?`,

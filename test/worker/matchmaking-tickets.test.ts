@@ -644,6 +644,48 @@ describe('a busy pool', () => {
   })
 })
 
+describe('a full pool', () => {
+  it('holds at most its limit of waiting tickets: a join past it is 503 with Retry-After over HTTP and `unavailable` on a socket, and queues nothing; a player already waiting still gets theirs, and a place freed takes a join again', async () => {
+    const q = await createQueue({ teamSize: 3 })
+    await rig(q, newClock())
+    await runInDurableObject(poolOf(q), (inst: MatchPool) => {
+      inst.maxWaitingTickets = 2
+    })
+    const [a, b, c] = await Promise.all([newGuest(), newGuest(), newGuest()])
+    const first = await joinAs(q, a.token)
+    expect(first.status).toBe(201)
+    const { ticketId } = (await first.json()) as Ticket
+    expect((await joinAs(q, b.token)).status).toBe(201)
+    const refused = await joinAs(q, c.token)
+    expect(refused.status).toBe(503)
+    expect(refused.headers.get('retry-after')).toBe('5')
+    expect(await problem(refused)).toMatchObject({
+      type: 'urn:nexus:problem:unavailable',
+      body: { limit: 2 },
+    })
+    const ws = await connect(`/v1/matchmaking/${q}`, c.token)
+    ws.send(JSON.stringify({ type: 'join' }))
+    expect(await nextOfType(ws, 'error')).toMatchObject({ code: 'unavailable' })
+    const waitingNow = async () =>
+      (
+        (await (await call(`/v1/matchmaking/${q}/stats`, FRESH)).json()) as {
+          waitingTickets: number
+        }
+      ).waitingTickets
+    expect(await waitingNow()).toBe(2)
+    // A join by a player already waiting is answered with their ticket.
+    const again = await joinAs(q, a.token)
+    expect(again.status).toBe(200)
+    expect(await again.json()).toMatchObject({ ticketId, existing: true })
+    // A ticket leaves: the next join is taken.
+    expect((await del(ticketId, a.token)).status).toBe(200)
+    ws.send(JSON.stringify({ type: 'join' }))
+    expect(await nextOfType(ws, 'queued')).toMatchObject({ existing: false })
+    expect(await waitingNow()).toBe(2)
+    ws.close()
+  })
+})
+
 describe('queue changes and graces', () => {
   it('a region taken out of a queue cancels its waiting tickets (queue_changed) instead of matching them', async () => {
     const q = await createQueue({ regions: ['eu', 'us'] })

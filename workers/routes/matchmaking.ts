@@ -119,7 +119,9 @@ const Ticket = z
   .openapi('Ticket')
 
 function fail(p: PoolProblem): never {
-  throw new ApiError(p.problem, p.detail, p.extensions ?? {})
+  // What a pool cannot do now (full, a claim missing during a deploy) it can in a moment.
+  const headers: Record<string, string> = p.problem === 'unavailable' ? { 'retry-after': '5' } : {}
+  throw new ApiError(p.problem, p.detail, p.extensions ?? {}, headers)
 }
 
 function viewerOf(principal: Principal): Viewer {

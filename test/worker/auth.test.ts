@@ -110,11 +110,13 @@ describe('guest auth', () => {
     const deviceId = `device-${crypto.randomUUID()}`
     const results = await Promise.all(
       Array.from({ length: 8 }, () =>
-        call('/v1/auth/guest', json('POST', { deviceId })).then(
-          (r) => r.json() as Promise<{ playerId: string }>,
-        ),
+        call('/v1/auth/guest', json('POST', { deviceId })).then(async (r) => ({
+          status: r.status,
+          ...((await r.json()) as { playerId: string }),
+        })),
       ),
     )
+    for (const r of results) expect(r).toMatchObject({ status: 200, playerId: /^g_/ })
     expect(new Set(results.map((r) => r.playerId)).size).toBe(1)
   })
 

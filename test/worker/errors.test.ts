@@ -239,6 +239,9 @@ describe('the error funnel renders RFC 9457 problems', () => {
         type: 'urn:nexus:problem:validation',
       })
     }
+    // Not one of them stored anything: no name, the rating as it was.
+    const read = await call(`/v1/admin/players/${id}`, bearer(ADMIN_KEY))
+    expect(await read.json()).toMatchObject({ playerId: id, name: null, rating: 1234 })
     const again = await call(`/v1/admin/players/${id}`, json('PUT', { name: 'Ada' }, ADMIN_KEY))
     expect(await again.json()).toMatchObject({ playerId: id, name: 'Ada', rating: 1234 })
     // Any script, emoji sequences (joined with U+200D) and bidi marks inside a name are fine.

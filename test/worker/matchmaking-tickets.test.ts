@@ -66,6 +66,14 @@ describe('HTTP tickets', () => {
     })
     // A short poll on a waiting ticket comes back waiting once its wait is over.
     expect((await ticketOf(ta.ticketId, a.token, 0.2)).status).toBe('waiting')
+    // The long-poll is held by the pool before the match is made, so the match must wake it.
+    await until(() =>
+      runInDurableObject(poolOf(q), (inst: MatchPool) =>
+        (inst as unknown as { waiters: Map<string, unknown> }).waiters.has(ta.ticketId)
+          ? true
+          : undefined,
+      ),
+    )
     expect(answered).toBe(false)
     const tb = (await (await joinAs(q, b.token)).json()) as Ticket
     expect(tb.status).toBe('matched')

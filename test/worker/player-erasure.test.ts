@@ -220,7 +220,11 @@ describe('erasing a player (admin)', () => {
     const submittedAt = Date.now() - 30_000
     await eraseAll(id)
     // Back under the same id, and named again, before the cycle they scored in is archived.
-    await call(`/v1/admin/players/${id}`, json('PUT', { name: 'Someone new' }, ADMIN_KEY))
+    const renamed = await call(
+      `/v1/admin/players/${id}`,
+      json('PUT', { name: 'Someone new' }, ADMIN_KEY),
+    )
+    expect(renamed.status).toBe(200)
     const board = `erased-renamed-${crypto.randomUUID().slice(0, 8)}`
     await archiveOnlyEntry(board, id, null, submittedAt)
     expect(

@@ -16,7 +16,7 @@ import {
   viewRecord,
 } from '../workers/core/rules/index.ts'
 import { exceedsUtf8Bytes, jsonEqual } from '../workers/core/rules/json.ts'
-import { IDEMPOTENCY_TTL_MS } from '../workers/core/leaderboard.ts'
+import { IDEMPOTENCY_TTL_MS, MATCH_WIN } from '../workers/core/leaderboard.ts'
 import type { Env } from '../workers/env.ts'
 import { isDatabaseUnreachable } from '../workers/db/client.ts'
 import { boardStub } from '../workers/leaderboards/stub.ts'
@@ -1754,14 +1754,21 @@ export class GameSession extends DurableObject<Env> {
       }
       const idempotencyKey = `session:${setup.sessionId}`
       const requestHash = await sha256Hex(
-        canonicalJson([boardId, p.playerId, 1, 0, null, idempotencyKey]),
+        canonicalJson([
+          boardId,
+          p.playerId,
+          MATCH_WIN.score,
+          MATCH_WIN.subscore,
+          null,
+          idempotencyKey,
+        ]),
       )
       const startedAt = this.now()
       const submitting = boardStub(this.env, boardId).submit({
         boardId,
         playerId: p.playerId,
-        score: 1,
-        subscore: 0,
+        score: MATCH_WIN.score,
+        subscore: MATCH_WIN.subscore,
         metadata: null,
         idempotencyKey,
         requestHash,

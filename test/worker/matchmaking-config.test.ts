@@ -92,6 +92,57 @@ describe('PUT /v1/admin/queues/:queue', () => {
     expect(paths).toContain(path)
   })
 
+  it('refuses (422) a results board whose bounds refuse a win (score 1, subscore 0), for a queue and for an admin session; the board cannot be narrowed so (409) while a queue sends its results there', async () => {
+    const tooHigh = await createBoard({ operator: 'incr', scoreMin: 10 })
+    const noSubscore = await createBoard({ operator: 'incr', subscoreMax: -1 })
+    for (const board of [tooHigh, noSubscore]) {
+      const id = queueId()
+      const p = await problem(await put(id, { ...DUEL, leaderboardId: board }))
+      expect(p).toMatchObject({ status: 422, type: 'urn:nexus:problem:validation' })
+      expect(p.body.errors).toEqual([
+        { path: 'leaderboardId', message: expect.stringContaining('refuse a win') },
+      ])
+      // Nothing was saved.
+      expect(await pg()`select 1 from queues where id = ${id}`).toEqual([])
+      const [a, b] = await Promise.all([newGuest(), newGuest()])
+      const created = await problem(
+        await call(
+          '/v1/admin/sessions',
+          json(
+            'POST',
+            {
+              rules: 'dice-race',
+              roster: [{ playerId: a.playerId }, { playerId: b.playerId }],
+              leaderboardId: board,
+            },
+            ADMIN_KEY,
+          ),
+        ),
+      )
+      expect(created).toMatchObject({ status: 422, type: 'urn:nexus:problem:validation' })
+      expect(created.body.errors).toEqual([
+        { path: 'leaderboardId', message: expect.stringContaining('refuse a win') },
+      ])
+    }
+
+    // A board a queue sends its results to keeps bounds that take a win.
+    const board = await createBoard({ operator: 'incr' })
+    const id = queueId()
+    expect((await put(id, { ...DUEL, leaderboardId: board })).status).toBe(201)
+    const narrow = (body: Record<string, unknown>) =>
+      call(`/v1/admin/leaderboards/${board}`, json('PUT', { operator: 'incr', ...body }, ADMIN_KEY))
+    const refused = await problem(await narrow({ scoreMin: 2 }))
+    expect(refused).toMatchObject({ status: 409, type: 'urn:nexus:problem:conflict' })
+    expect(refused.body.queues).toEqual([id])
+    const [kept] =
+      await pg()`select config->>'scoreMin' as min from leaderboards where id = ${board}`
+    expect(kept!.min).not.toBe('2')
+    // Bounds that still take a win are fine; once the queue points elsewhere, so is any.
+    expect((await narrow({ scoreMax: 1000 })).status).toBe(200)
+    expect((await put(id, { ...DUEL, leaderboardId: null })).status).toBe(200)
+    expect((await narrow({ scoreMin: 2 })).status).toBe(200)
+  })
+
   it("a PUT after Neon's version count went back (a restore, a new database) is applied all the same, past the pools' version; one whose push finds a later PUT in force is 409", async () => {
     const id = queueId()
     const regions = ['eu', 'us']

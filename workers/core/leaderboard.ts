@@ -61,6 +61,24 @@ export function withConfigDefaults(
     : (config as LeaderboardConfig)
 }
 
+/** What a finished match submits to its board for each of its winners (a win counted). */
+export const MATCH_WIN = { score: 1, subscore: 0 } as const
+
+/**
+ * Whether a board's bounds take MATCH_WIN: a queue or a session naming a board that refuses it
+ * would lose every win it sends there, with only a log line to show for it.
+ */
+export function takesMatchWins(
+  config: Pick<LeaderboardConfig, 'scoreMin' | 'scoreMax' | 'subscoreMin' | 'subscoreMax'>,
+): boolean {
+  return (
+    config.scoreMin <= MATCH_WIN.score &&
+    MATCH_WIN.score <= config.scoreMax &&
+    config.subscoreMin <= MATCH_WIN.subscore &&
+    MATCH_WIN.subscore <= config.subscoreMax
+  )
+}
+
 /** The player's standing before a submission, if any. */
 export interface Standing {
   score: number

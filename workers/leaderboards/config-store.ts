@@ -1,5 +1,5 @@
 import { and, eq, isNull, sql } from 'drizzle-orm'
-import type { LeaderboardConfig } from '../core/leaderboard.ts'
+import { MATCH_WIN, takesMatchWins, type LeaderboardConfig } from '../core/leaderboard.ts'
 import { getDb, getSql, type Db, type DbEnv } from '../db/client.ts'
 import { leaderboardCycles, leaderboards } from '../db/schema.ts'
 
@@ -32,6 +32,35 @@ export async function loadLeaderboardConfig(
         lastCycle: Number(row.lastCycle),
       }
     : null
+}
+
+/**
+ * Why board `id` cannot take a queue's or a session's results (there is none, or its bounds
+ * refuse a win), with a message for a 422 on the `leaderboardId` field; null when it can.
+ */
+export async function resultsBoardRefusal(
+  env: DbEnv,
+  id: string,
+): Promise<{ missing: boolean; message: string } | null> {
+  const board = await loadLeaderboardConfig(env, id)
+  if (!board) return { missing: true, message: 'no such leaderboard' }
+  if (takesMatchWins(board.config)) return null
+  return {
+    missing: false,
+    message:
+      `its bounds refuse a win (score ${MATCH_WIN.score}, subscore ${MATCH_WIN.subscore}, ` +
+      'which a finished match submits for each winner)',
+  }
+}
+
+/** The queues (up to 100, by id) that send their results to board `id`. */
+export async function queuesNaming(env: DbEnv, id: string): Promise<string[]> {
+  const rows = (await getSql(env).query(
+    `select id from queues where config->>'leaderboardId' = $1 and deleted_at is null
+      order by id limit 100`,
+    [id],
+  )) as { id: string }[]
+  return rows.map((r) => r.id)
 }
 
 /**

@@ -1,11 +1,12 @@
 import { z } from '@hono/zod-openapi'
 import { NOT_STORABLE_REASON, storableText } from '../core/rules/json.ts'
-import type { LeaderboardConfig } from '../core/leaderboard.ts'
+import { MATCH_WIN, takesMatchWins, type LeaderboardConfig } from '../core/leaderboard.ts'
 import { getSql } from '../db/client.ts'
 import { isoUtc } from '../db/iso-time.ts'
 import {
   advanceLeaderboardVersion,
   markConfigPushed,
+  queuesNaming,
   saveLeaderboardConfig,
 } from '../leaderboards/config-store.ts'
 import { boardStub } from '../leaderboards/stub.ts'
@@ -135,7 +136,9 @@ const putRoute = createRoute({
   description:
     'Stored in Neon, then pushed to the board. On a live board, bounds, rate and metadata limits and ' +
     'rewards apply at once; a new cycle schedule moves the current cycle’s end to its next boundary; ' +
-    'sortOrder and operator take effect at the next cycle (at once in a cycle nobody has entered yet).',
+    'sortOrder and operator take effect at the next cycle (at once in a cycle nobody has entered yet). ' +
+    'Bounds that refuse a win (score 1, subscore 0) are refused (409, `queues`) while a queue sends ' +
+    'its results to the board.',
   middleware: [requireAdmin()] as const,
   request: {
     params: BoardParam,
@@ -169,6 +172,19 @@ adminLeaderboards.openapi(putRoute, async (c) => {
   const config: LeaderboardConfig = {
     ...body,
     ...(paused === true ? { paused: true as const } : {}),
+  }
+  // Bounds that refuse a win would drop every result of the queues that send theirs here.
+  if (!takesMatchWins(config)) {
+    const queues = await queuesNaming(c.env, id)
+    if (queues.length > 0) {
+      throw new ApiError(
+        'conflict',
+        `Queues send their results to this board (${queues.join(', ')}), and these bounds ` +
+          `refuse a win (score ${MATCH_WIN.score}, subscore ${MATCH_WIN.subscore}): point ` +
+          'them elsewhere first',
+        { queues },
+      )
+    }
   }
   // Neon first: it is the record. If pushing to the board then fails, the request fails and a
   // retry pushes it again; a board that has never had a config fetches it from Neon on its

@@ -24,6 +24,7 @@ import { poolStub } from '../matchmaking/stub.ts'
 import { unknownQueues } from '../matchmaking/unknown-queues.ts'
 import { requireAdmin } from '../middleware/auth.ts'
 import { within } from '../lib/within.ts'
+import { resultsBoardRefusal } from '../leaderboards/config-store.ts'
 
 export const adminQueues = newRouter()
 
@@ -154,6 +155,18 @@ const putRoute = createRoute({
 adminQueues.openapi(putRoute, async (c) => {
   const { queue } = c.req.valid('param')
   const config = normalizeQueueConfig(c.req.valid('json'))
+  // A board that refuses a win would drop every result with only a log line to show for it
+  // (whether it is there at all is checked again as the queue is saved, under the board's lock).
+  const boardRefusal = config.leaderboardId
+    ? await resultsBoardRefusal(c.env, config.leaderboardId)
+    : null
+  if (boardRefusal !== null && !boardRefusal.missing) {
+    throw new ApiError(
+      'validation',
+      `Leaderboard '${config.leaderboardId}': ${boardRefusal.message}`,
+      { errors: [{ path: 'leaderboardId', message: boardRefusal.message }] },
+    )
+  }
   const saved = await saveQueueConfig(c.env, queue, config)
   if (saved && 'retireOwed' in saved) {
     throw new ApiError(

@@ -1,6 +1,6 @@
 import { z } from '@hono/zod-openapi'
 import { getRules, optionsRefusal, RULES_OPTIONS_LIMITS, rulesNames } from '../core/rules/index.ts'
-import { loadLeaderboardConfig } from '../leaderboards/config-store.ts'
+import { resultsBoardRefusal } from '../leaderboards/config-store.ts'
 import { createRoute, newRouter, problemResponses } from '../lib/openapi.ts'
 import {
   boundedJson,
@@ -112,11 +112,17 @@ const createSessionRoute = createRoute({
 
 adminSessions.openapi(createSessionRoute, async (c) => {
   const body = c.req.valid('json')
-  // A mistyped board would drop every result of the game with only a log line to show for it.
-  if (body.leaderboardId && !(await loadLeaderboardConfig(c.env, body.leaderboardId))) {
-    throw new ApiError('validation', `No leaderboard '${body.leaderboardId}'`, {
-      errors: [{ path: 'leaderboardId', message: 'no such leaderboard' }],
-    })
+  // A mistyped board, or one that refuses a win, would drop every result of the game with only
+  // a log line to show for it.
+  const boardRefusal = body.leaderboardId
+    ? await resultsBoardRefusal(c.env, body.leaderboardId)
+    : null
+  if (boardRefusal !== null) {
+    throw new ApiError(
+      'validation',
+      `Leaderboard '${body.leaderboardId}': ${boardRefusal.message}`,
+      { errors: [{ path: 'leaderboardId', message: boardRefusal.message }] },
+    )
   }
   const key = c.req.valid('header')['idempotency-key']
   let sessionId: string

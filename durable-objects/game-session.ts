@@ -16,7 +16,7 @@ import {
   viewRecord,
 } from '../workers/core/rules/index.ts'
 import { exceedsUtf8Bytes, jsonEqual } from '../workers/core/rules/json.ts'
-import { IDEMPOTENCY_TTL_MS, MATCH_WIN } from '../workers/core/leaderboard.ts'
+import { IDEMPOTENCY_TTL_MS, MATCH_WIN, MATCH_WIN_KEY_PREFIX } from '../workers/core/leaderboard.ts'
 import type { Env } from '../workers/env.ts'
 import { isDatabaseUnreachable } from '../workers/db/client.ts'
 import { boardStub } from '../workers/leaderboards/stub.ts'
@@ -1752,7 +1752,7 @@ export class GameSession extends DurableObject<Env> {
         )
         continue
       }
-      const idempotencyKey = `session:${setup.sessionId}`
+      const idempotencyKey = `${MATCH_WIN_KEY_PREFIX}${setup.sessionId}`
       const requestHash = await sha256Hex(
         canonicalJson([
           boardId,

@@ -297,6 +297,23 @@ describe('idempotency', () => {
     expect((await top(b)).total).toBe(2)
   })
 
+  it("a player's own submission may not take a key of the kind game sessions submit wins with (session:…): 422, nothing stored, and the session's win for that key still lands", async () => {
+    const b = await createBoard({ operator: 'incr' })
+    const guest = await newGuest()
+    const key = `session:s_${crypto.randomUUID()}`
+    const refused = await problem(await submitAs(b, guest.token, { score: 1 }, key))
+    expect(refused).toMatchObject({ status: 422, type: 'urn:nexus:problem:validation' })
+    expect(refused.body.errors).toEqual([
+      { path: 'idempotency-key', message: 'must not begin "session:"' },
+    ])
+    expect((await top(b)).total).toBe(0)
+    // A game server (the admin key) submitting for the player under that key is the session's
+    // own path, and is taken.
+    const won = await submitFor(b, guest.playerId, { score: 1 }, key)
+    expect(won.status).toBe(200)
+    expect(await won.json()).toMatchObject({ score: 1, replayed: false })
+  })
+
   it('metadata key order does not make a retry look different', async () => {
     const b = await createBoard()
     await submitFor(b, 'p', { score: 5, metadata: { a: 1, b: 2 } }, 'k-order')

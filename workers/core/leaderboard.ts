@@ -65,6 +65,13 @@ export function withConfigDefaults(
 export const MATCH_WIN = { score: 1, subscore: 0 } as const
 
 /**
+ * How the idempotency key of a match's win begins (then the session's id). Keys are the
+ * player's, whoever submits for them: a player's own submission may not take one, or it would
+ * have the session's later submission of their win refused as a reused key.
+ */
+export const MATCH_WIN_KEY_PREFIX = 'session:'
+
+/**
  * Whether a board's bounds take MATCH_WIN: a queue or a session naming a board that refuses it
  * would lose every win it sends there, with only a log line to show for it.
  */

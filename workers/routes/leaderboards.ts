@@ -8,6 +8,7 @@ import { unknownBoards } from '../leaderboards/unknown-boards.ts'
 import { boundedInt } from '../lib/config.ts'
 import { createRoute, decimalInt, newRouter, problemResponses } from '../lib/openapi.ts'
 import { IdempotencyKey, PlayerId, ResourceId } from '../lib/fields.ts'
+import { MATCH_WIN_KEY_PREFIX } from '../core/leaderboard.ts'
 import { ApiError } from '../lib/problem.ts'
 import { sealHolds, sealOf } from '../lib/auth.ts'
 import { cachedRead, forgetStaleRead } from '../lib/read-cache.ts'
@@ -46,7 +47,9 @@ const ARCHIVE_TTL_SECONDS = 300
 const HISTORY_TTL_SECONDS = 60
 
 const SubmissionKey = IdempotencyKey.openapi({
-  description: 'Unique per logical submission; a retry sends the same key',
+  description:
+    'Unique per logical submission; a retry sends the same key. A player’s own may not begin ' +
+    '`session:` (the keys game sessions submit wins with).',
   example: '7d0e3c52-run-118',
 })
 
@@ -197,6 +200,20 @@ leaderboardRoutes.openapi(submitRoute, async (c) => {
   } else {
     if (body.playerId !== undefined && body.playerId !== principal.playerId) {
       throw new ApiError('forbidden', 'Players submit only their own scores')
+    }
+    if (key.startsWith(MATCH_WIN_KEY_PREFIX)) {
+      throw new ApiError(
+        'validation',
+        `Keys beginning "${MATCH_WIN_KEY_PREFIX}" are those of the wins game sessions submit`,
+        {
+          errors: [
+            {
+              path: 'idempotency-key',
+              message: `must not begin "${MATCH_WIN_KEY_PREFIX}"`,
+            },
+          ],
+        },
+      )
     }
     playerId = principal.playerId
   }

@@ -174,6 +174,29 @@ describe("a player's reads of their own account", () => {
     expect((await read('/v1/players/me', other.token)).status).toBe(200)
   })
 
+  it('a malformed read (422) costs the player none of the allowance', async () => {
+    await clearOfMinuteTurn(10_000)
+    const me = await newGuest()
+    const read = (path: string) =>
+      callWithEnv({ PLAYER_READS_PER_MINUTE: '2' }, path, bearer(me.token))
+    const board = `no-board-${crypto.randomUUID().slice(0, 8)}`
+    for (const path of [
+      '/v1/players/me/rewards?cursor=garbage',
+      '/v1/players/me/sessions?limit=0',
+      '/v1/players/me/sessions?cursor=garbage',
+      '/v1/players/me/party-invites?limit=x',
+      `/v1/leaderboards/${board}/players/me/history?limit=0`,
+    ]) {
+      expect(await problem(await read(path)), path).toMatchObject({
+        status: 422,
+        type: 'urn:nexus:problem:validation',
+      })
+    }
+    expect((await read('/v1/players/me')).status).toBe(200)
+    expect((await read('/v1/players/me/rewards')).status).toBe(200)
+    expect((await read('/v1/players/me')).status).toBe(429)
+  })
+
   it("a board's history of another player, public, is served through the read caches; what they miss is counted per address, not as the caller's account reads", async () => {
     await clearOfMinuteTurn(10_000)
     const board = await createBoard()

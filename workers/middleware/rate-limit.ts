@@ -109,20 +109,28 @@ export function clientIp(c: Context<AppEnv>): string {
 export const playerReadsPerMinute = (c: Context<AppEnv>): number =>
   boundedInt(c.env.PLAYER_READS_PER_MINUTE, 120, 1, 100_000)
 
+const PLAYER_READS: EdgeRateLimitOptions = {
+  name: 'player-reads',
+  limit: playerReadsPerMinute,
+  key: (c) => {
+    const p = c.get('principal')
+    return p?.kind === 'player' ? p.playerId : undefined
+  },
+}
+
 /**
- * A player's reads of what Neon keeps for them (their profile, rewards, matches, invites, their
- * history on a board), at most PLAYER_READS_PER_MINUTE a minute in all: each is a query on the
- * deployment's one database, never shared through a cache, and a client reading in a loop (a
- * bug, or many tabs) would otherwise run them without end. Counted by the authenticated player
- * (after the authentication); the party reads the SDK polls while a member waits are not
- * counted here.
+ * Counts a player's read of what Neon keeps for them (their profile, rewards, matches, invites,
+ * their history on a board), at most PLAYER_READS_PER_MINUTE a minute in all, and throws the 429
+ * past it: each is a query on the deployment's one database, never shared through a cache, and a
+ * client reading in a loop (a bug, or many tabs) would otherwise run them without end. Called by
+ * the route's handler, once its input is validated, so a malformed read (422) costs the player
+ * none of the allowance, as a malformed submission costs none of theirs. The party reads the SDK
+ * polls while a member waits are not counted here.
  */
-export const playerReadLimit = (): MiddlewareHandler<AppEnv> =>
-  edgeRateLimit({
-    name: 'player-reads',
-    limit: playerReadsPerMinute,
-    key: (c) => {
-      const p = c.get('principal')
-      return p?.kind === 'player' ? p.playerId : undefined
-    },
-  })
+export async function countPlayerRead(c: Context<AppEnv>): Promise<void> {
+  const refusal = await overEdgeLimit(c, PLAYER_READS)
+  if (refusal) {
+    rejections.inc({ limit: PLAYER_READS.name })
+    throw refusal
+  }
+}

@@ -18,7 +18,7 @@ import {
   countEdgeRefusal,
   countedClientIp,
   overEdgeLimit,
-  playerReadLimit,
+  countPlayerRead,
   playerReadsPerMinute,
   type EdgeRateLimitOptions,
 } from '../middleware/rate-limit.ts'
@@ -567,7 +567,7 @@ const historyRoute = createRoute({
     "`me` (a player token): the caller's own, from Neon on every read, counted in their " +
     'PLAYER_READS_PER_MINUTE (429 past it). Another player’s: public, through the read caches, ' +
     'at most a minute old; a read the caches miss counts toward that many per client address.',
-  middleware: [requirePlayerForMe(), playerReadLimit()] as const,
+  middleware: [requirePlayerForMe()] as const,
   request: {
     params: PlayerParam,
     query: z.object({
@@ -607,8 +607,9 @@ leaderboardRoutes.openapi(historyRoute, (async (c: Context<AppEnv>) => {
   const playerId = resolvePlayer(c, raw)
   const read = () => historyPage(c, id, playerId, limit, before)
   if (raw === 'me') {
-    // The caller's own, counted in their account reads (playerReadLimit), never shared; from
+    // The caller's own, counted in their account reads (countPlayerRead), never shared; from
     // their erasure on, if any (a provider's player back under the id is a new player).
+    await countPlayerRead(c)
     c.header('cache-control', 'private, max-age=0')
     return c.json(await historyPage(c, id, playerId, limit, before, { sinceErasure: true }), 200)
   }

@@ -1,7 +1,7 @@
 import { z } from '@hono/zod-openapi'
 import { createRoute, newRouter, problemResponses } from '../lib/openapi.ts'
 import { playerId, requirePlayer } from '../middleware/auth.ts'
-import { playerReadLimit } from '../middleware/rate-limit.ts'
+import { countPlayerRead } from '../middleware/rate-limit.ts'
 import { receivedInvites } from '../parties/store.ts'
 import { readProfile } from '../players/profile.ts'
 import { Limit } from './leaderboard-schemas.ts'
@@ -28,7 +28,7 @@ const meRoute = createRoute({
   description:
     'The rating matchmaking uses for the caller; a player Nexus has not seen yet (an identity ' +
     "provider's, before first use) gets what a first join would use: 1500, deviation 350.",
-  middleware: [requirePlayer(), playerReadLimit()] as const,
+  middleware: [requirePlayer()] as const,
   responses: {
     200: { description: 'The caller', content: { 'application/json': { schema: Profile } } },
     ...problemResponses(401, 403, 429),
@@ -36,6 +36,7 @@ const meRoute = createRoute({
 })
 
 playerRoutes.openapi(meRoute, async (c) => {
+  await countPlayerRead(c)
   const { playerId: id, name, rating, ratingDeviation } = await readProfile(c.env, playerId(c))
   return c.json({ playerId: id, name, rating, ratingDeviation }, 200)
 })
@@ -44,7 +45,7 @@ const rewardsRoute = createRoute({
   method: 'get',
   path: '/me/rewards',
   summary: "The caller's rewards, newest first",
-  middleware: [requirePlayer(), playerReadLimit()] as const,
+  middleware: [requirePlayer()] as const,
   request: { query: RewardsQuery },
   responses: {
     200: {
@@ -56,7 +57,10 @@ const rewardsRoute = createRoute({
 })
 
 playerRoutes.openapi(rewardsRoute, async (c) => {
-  const page = await rewardPage(c.env, playerId(c), c.req.valid('query'), { sinceErasure: true })
+  const page = await rewardPage(c.env, playerId(c), c.req.valid('query'), {
+    sinceErasure: true,
+    beforeQuery: () => countPlayerRead(c),
+  })
   c.header('cache-control', 'private, no-store')
   return c.json(page, 200)
 })
@@ -70,7 +74,7 @@ const mySessionsRoute = createRoute({
     'included (a live one has no result yet), from Neon: a new session is listed moments after ' +
     'its creation. Pass `nextCursor` as `cursor` for older ones. The whole session is ' +
     '`GET /v1/sessions/{id}`, its log `/events`.',
-  middleware: [requirePlayer(), playerReadLimit()] as const,
+  middleware: [requirePlayer()] as const,
   request: {
     query: z.object({
       status: z.enum(['live', 'finished']).optional(),
@@ -95,6 +99,7 @@ playerRoutes.openapi(mySessionsRoute, async (c) => {
     c.env,
     { status, playerId: playerId(c), sinceErasure: true, limit },
     cursor,
+    () => countPlayerRead(c),
   )
   c.header('cache-control', 'private, no-store')
   return c.json(page, 200)
@@ -116,7 +121,7 @@ const partyInvitesRoute = createRoute({
   description:
     'Unexpired invites only. Accept one with POST /v1/parties/{partyId}/members, decline it with ' +
     'DELETE /v1/parties/{partyId}/invites/me.',
-  middleware: [requirePlayer(), playerReadLimit()] as const,
+  middleware: [requirePlayer()] as const,
   request: { query: z.object({ limit: Limit(100, 50) }) },
   responses: {
     200: {
@@ -128,6 +133,7 @@ const partyInvitesRoute = createRoute({
 })
 
 playerRoutes.openapi(partyInvitesRoute, async (c) => {
+  await countPlayerRead(c)
   const { limit } = c.req.valid('query')
   const invites = await receivedInvites(c.env, playerId(c), limit)
   c.header('cache-control', 'private, no-store')

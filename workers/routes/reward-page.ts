@@ -58,9 +58,17 @@ export async function rewardPage(
   env: DbEnv,
   playerId: string,
   { limit, cursor }: z.infer<typeof RewardsQuery>,
-  { sinceErasure = false }: { sinceErasure?: boolean } = {},
+  {
+    sinceErasure = false,
+    beforeQuery,
+  }: {
+    sinceErasure?: boolean
+    /** Runs once the cursor is known to be good, before the query (a player's read counted). */
+    beforeQuery?: () => Promise<void>
+  } = {},
 ): Promise<z.infer<typeof RewardPage>> {
   const after = parseCursor(cursor)
+  await beforeQuery?.()
   const rows = (await getSql(env).query(
     `select r.leaderboard_id, r.cycle, r.rank, r.reward, r.created_at,
             ${isoMicros('r.created_at')} as created_iso, ${isoUtc('r.voided_at')} as voided_at

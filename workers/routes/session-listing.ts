@@ -55,6 +55,8 @@ export async function sessionPage(
   env: DbEnv,
   listing: Omit<SessionListing, 'after'>,
   cursor: string | undefined,
+  /** Runs once the cursor is known to be good, before the query (a player's read counted). */
+  beforeQuery?: () => Promise<void>,
 ) {
   const after =
     cursor === undefined
@@ -62,6 +64,7 @@ export async function sessionPage(
       : decodeTimeCursor(cursor, (v) =>
           v.length === 1 && SessionId.safeParse(v[0]).success ? (v[0] as string) : null,
         )
+  await beforeQuery?.()
   const rows = await listSessions(env, {
     ...listing,
     after: after && { time: after.time, sessionId: after.rest },

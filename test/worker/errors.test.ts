@@ -150,6 +150,36 @@ describe('the error funnel renders RFC 9457 problems', () => {
     })
   })
 
+  it('a DELETE takes no body: one of another type is 415, one with fields 422, and nothing is deleted; none, or {}, deletes', async () => {
+    const board = await createBoard()
+    const del = (body: string | null, type?: string) =>
+      call(`/v1/admin/leaderboards/${board}`, {
+        method: 'DELETE',
+        headers: {
+          authorization: `Bearer ${ADMIN_KEY}`,
+          ...(type === undefined ? {} : { 'content-type': type }),
+        },
+        ...(body === null ? {} : { body }),
+      })
+    expect(await problem(await del('hello', 'text/plain'))).toMatchObject({
+      status: 415,
+      type: 'urn:nexus:problem:unsupported-media-type',
+    })
+    const fields = await problem(await del('{"after":"b"}', 'application/json'))
+    expect(fields).toMatchObject({ status: 422, type: 'urn:nexus:problem:validation' })
+    expect(fields.body.errors).toEqual([{ path: 'after', message: 'unknown field' }])
+    expect(await problem(await del('[]', 'application/json'))).toMatchObject({ status: 422 })
+    const kept = await pg()`select deleted_at from leaderboards where id = ${board}`
+    expect(kept).toEqual([{ deleted_at: null }])
+    expect((await del('{}', 'application/json')).status).toBe(200)
+    const other = await createBoard()
+    const bare = await call(`/v1/admin/leaderboards/${other}`, {
+      method: 'DELETE',
+      headers: { authorization: `Bearer ${ADMIN_KEY}` },
+    })
+    expect(bare.status).toBe(200)
+  })
+
   it('413 for a body over the cap, whatever its content', async () => {
     const big = JSON.stringify({ deviceId: 'x'.repeat(70 * 1024) })
     const p = await problem(

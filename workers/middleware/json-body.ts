@@ -2,7 +2,7 @@ import type { Context, MiddlewareHandler } from 'hono'
 import type { AppEnv } from '../app-env.ts'
 import { ApiError } from '../lib/problem.ts'
 
-const BODY_METHODS = new Set(['POST', 'PUT', 'PATCH'])
+const BODY_METHODS = new Set(['POST', 'PUT', 'PATCH', 'DELETE'])
 
 /** Whether the request carries a body of at least one byte, as `jsonBody` found when it ran. */
 export function hasBody(c: Context<AppEnv>): boolean {
@@ -52,15 +52,31 @@ export const jsonBody = (): MiddlewareHandler<AppEnv> =>
           `Request bodies must be application/json, not '${type.slice(0, 100) || 'none'}'`,
         )
       }
+      let body: unknown
       try {
-        await c.req.json()
+        body = await c.req.json()
       } catch (err) {
         if (err instanceof ApiError) throw err
         throw new ApiError('malformed-json', 'The request body is not valid JSON')
       }
+      // No DELETE takes input: a body is refused rather than ignored, as noBodyFields does.
+      if (c.req.method === 'DELETE') refuseFields(body)
     }
     await next()
   }
+
+/** 422 for a body that is not `{}`, naming its fields. */
+function refuseFields(body: unknown): void {
+  const isObject = typeof body === 'object' && body !== null && !Array.isArray(body)
+  const fields = isObject ? Object.keys(body).slice(0, 20) : []
+  if (!isObject || fields.length > 0) {
+    throw new ApiError('validation', 'This request takes no body: send none, or {}', {
+      errors: isObject
+        ? fields.map((path) => ({ path, message: 'unknown field' }))
+        : [{ path: '(body)', message: 'must be {} or absent' }],
+    })
+  }
+}
 
 /**
  * For a POST that takes no input (form a party, accept an invite): no body, or `{}`. A field
@@ -69,17 +85,6 @@ export const jsonBody = (): MiddlewareHandler<AppEnv> =>
  */
 export const noBodyFields = (): MiddlewareHandler<AppEnv> =>
   async function noBodyFields(c, next) {
-    if (hasBody(c)) {
-      const body: unknown = await c.req.json()
-      const isObject = typeof body === 'object' && body !== null && !Array.isArray(body)
-      const fields = isObject ? Object.keys(body).slice(0, 20) : []
-      if (!isObject || fields.length > 0) {
-        throw new ApiError('validation', 'This request takes no body: send none, or {}', {
-          errors: isObject
-            ? fields.map((path) => ({ path, message: 'unknown field' }))
-            : [{ path: '(body)', message: 'must be {} or absent' }],
-        })
-      }
-    }
+    if (hasBody(c)) refuseFields(await c.req.json())
     await next()
   }

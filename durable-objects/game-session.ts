@@ -1298,10 +1298,15 @@ export class GameSession extends DurableObject<Env> {
     }
   }
 
-  /** Whether frames run the clock first: a tick loop, or rules with a deadline pending. */
+  /**
+   * Whether frames run the clock first: a tick loop (`quietUntil` rules too: graces that ended
+   * before a frame count before it, even while nothing else is due), or rules with a deadline
+   * pending.
+   */
   private clockedFrames(): boolean {
-    if (!this.rules?.tickRate) return false
-    return !this.wakesOnHint() || this.wakeTick() !== null
+    const rules = this.rules
+    if (!rules?.tickRate) return false
+    return !rules.nextTick || (this.match !== null && rules.nextTick(this.match.game) !== null)
   }
 
   /** Rules that say when their clock next matters (`nextTick`, `quietUntil`), so no tick loop. */

@@ -294,6 +294,11 @@ export interface JoinInput {
    */
   partyId?: string | null
   /**
+   * A game server's join (the admin key): it shows none of its players to be here, so it ends no
+   * grace and counts as nobody's read of the ticket.
+   */
+  byServer?: boolean
+  /**
    * The joining party's tickets in this pool noted before its latest membership change (Neon),
    * which no longer stand for it: cancelled (`party_changed`) before the join is looked at, so
    * the join is never handed one of them (see `endStaleTickets`).
@@ -1063,7 +1068,7 @@ export class MatchPool extends DurableObject<Env> {
       input.players,
       input.attributes ?? null,
       'http',
-      input.players[0]!.playerId,
+      input.byServer === true ? null : input.players[0]!.playerId,
       claims,
       input.joinKey ? { owner: input.players[0]!.playerId, key: input.joinKey } : null,
       input.partyId != null,
@@ -1194,8 +1199,8 @@ export class MatchPool extends DurableObject<Env> {
     players: TicketPlayer[],
     attributes: TicketAttributesValue | null,
     transport: 'http' | 'socket',
-    /** The player who sent the join: the only one it shows to be here. */
-    caller: string,
+    /** The player who sent the join, the only one it shows to be here; null for a server. */
+    caller: string | null,
     claims: Readonly<Record<string, number>>,
     key: { owner: string; key: string } | null = null,
     forParty = false,
@@ -1263,8 +1268,8 @@ export class MatchPool extends DurableObject<Env> {
           )
         } else {
           // A player alone joining over HTTP is one who polls from then on (POLL_PRESENCE_MS).
-          if (transport === 'http') this.notePoll(existing, caller)
-          this.endGraceIfAllBack(existing, transport === 'http' ? [] : [caller])
+          if (transport === 'http' && caller !== null) this.notePoll(existing, caller)
+          this.endGraceIfAllBack(existing, transport === 'http' || caller === null ? [] : [caller])
         }
         if (key !== null) this.bindKey(key.owner, key.key, ticketId, ids, attributes)
         return {
@@ -2479,12 +2484,12 @@ export class MatchPool extends DurableObject<Env> {
     }
   }
 
-  /** Whether a player other than `playerId` has had a socket on `row`. */
-  private othersNoted(row: TicketRow, playerId: string): boolean {
+  /** Whether a player other than `playerId` (any, for null) has had a socket on `row`. */
+  private othersNoted(row: TicketRow, playerId: string | null): boolean {
     return (
       one<{ n: number }>(
         this.sql,
-        `SELECT count(*) AS n FROM ticket_sockets WHERE ticket_id = ? AND player_id != ?`,
+        `SELECT count(*) AS n FROM ticket_sockets WHERE ticket_id = ? AND player_id IS NOT ?`,
         row.id,
         playerId,
       )!.n > 0
@@ -2541,12 +2546,15 @@ export class MatchPool extends DurableObject<Env> {
   }
 
   /**
-   * `playerId` read waiting socket ticket `row` over HTTP: see POLL_PRESENCE_MS. A read while a
-   * socket of theirs is open on it says nothing of where they will be when it goes.
+   * `playerId` read waiting socket ticket `row` over HTTP: see POLL_PRESENCE_MS. Counted even
+   * while a socket of theirs looks open: a phone that changed networks leaves its socket open to
+   * the pool (until its silence is judged, up to 90 s) while the client, which gave it up, reads
+   * over HTTP; a read uncounted then would leave only the socket's grace once it is seen gone,
+   * and cancel the ticket under a client still reading it. A read by one who stays on the socket
+   * keeps them here at most 35 s past its loss.
    */
   private notePoll(row: TicketRow, playerId: string): void {
     if (row.state !== 'waiting' || row.transport !== 'socket') return
-    if (this.openOn(row).has(playerId)) return
     this.sql.exec(
       `UPDATE ticket_sockets SET polled_at = ? WHERE ticket_id = ? AND player_id = ?`,
       this.now(),

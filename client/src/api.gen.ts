@@ -52,7 +52,7 @@ export interface Schemas {
     entries?: number
     /** conflict: the board's configuration version a PUT saved while its deletion ran */
     version?: number
-    /** conflict: the queues that send results to a board being deleted (the first 100) */
+    /** conflict: the queues that send results to a board being deleted, or whose PUT sets bounds refusing a win (the first 100) */
     queues?: Array<string>
     /** conflict: the regions whose pool has not taken a queue's pause, refusing its deletion */
     unpushedRegions?: Array<string>

@@ -991,8 +991,9 @@ export class MatchTicket extends Emitter<TicketEvents> {
         ticket = await this.read(ticketId, LONG_POLL_SECONDS)
       } catch (err) {
         if (this.done) return
-        // The ticket waits on the server whether or not this device can reach it: keep asking
-        // until it would have expired anyway.
+        // The ticket may wait on the server whether or not this device can reach it (a party's
+        // that others had sockets on is kept 35 s past this device's last read): keep asking
+        // until it would have expired anyway; the server says how it ended.
         if (!isTransient(err) || Date.now() >= this.expiresBy) throw err
         await this.pause(++failures, err)
         continue

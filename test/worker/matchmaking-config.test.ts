@@ -2,7 +2,7 @@ import { runInDurableObject } from 'cloudflare:test'
 import { describe, expect, it } from 'vitest'
 import type { MatchPool } from '../../durable-objects/match-pool.ts'
 import { ADMIN_KEY, call, json, newGuest, problem } from './helpers/http.ts'
-import { createBoard, pg } from './helpers/boards.ts'
+import { createBoard, holdLock, pg } from './helpers/boards.ts'
 import { DUEL, poolOf, queueId } from './helpers/matchmaking.ts'
 import { replaceMethod } from './helpers/replace-method.ts'
 
@@ -141,6 +141,68 @@ describe('PUT /v1/admin/queues/:queue', () => {
     expect((await narrow({ scoreMax: 1000 })).status).toBe(200)
     expect((await put(id, { ...DUEL, leaderboardId: null })).status).toBe(200)
     expect((await narrow({ scoreMin: 2 })).status).toBe(200)
+  })
+
+  it("a board PUT refusing a win and a queue's PUT naming the board at the same moment: one waits for the other and is refused; never both", async () => {
+    // A queue's save naming the board is under way (it holds the board's row) when the board's
+    // PUT comes: the PUT waits for it, then sees the queue, and is 409.
+    const board = await createBoard({ operator: 'incr' })
+    const queue = queueId()
+    expect((await put(queue, { ...DUEL, leaderboardId: null })).status).toBe(201)
+    const saving = await holdLock(
+      { text: 'select 1 from leaderboards where id = $1 for share', params: [board] },
+      { afterWaiter: 0.5 },
+      [
+        {
+          text: `update queues set config = jsonb_set(config, '{leaderboardId}', to_jsonb($2::text)) where id = $1`,
+          params: [queue, board],
+        },
+      ],
+    )
+    const narrowing = call(
+      `/v1/admin/leaderboards/${board}`,
+      json('PUT', { operator: 'incr', scoreMin: 2 }, ADMIN_KEY),
+    )
+    await saving.done
+    const refused = await problem(await narrowing)
+    expect(refused).toMatchObject({ status: 409, type: 'urn:nexus:problem:conflict' })
+    expect(refused.body.queues).toEqual([queue])
+
+    // A board PUT refusing a win is under way (it holds the row) when a queue's PUT names the
+    // board: the queue's waits for it, then finds the bounds, and saves nothing.
+    const other = await createBoard({ operator: 'incr' })
+    const changing = await holdLock(
+      { text: 'select 1 from leaderboards where id = $1 for update', params: [other] },
+      { afterWaiter: 0.5 },
+      [
+        {
+          text: `update leaderboards set config = jsonb_set(config, '{scoreMin}', '2') where id = $1`,
+          params: [other],
+        },
+      ],
+    )
+    const named = queueId()
+    const putting = put(named, { ...DUEL, leaderboardId: other })
+    await changing.done
+    const bad = await problem(await putting)
+    expect(bad).toMatchObject({ status: 422, type: 'urn:nexus:problem:validation' })
+    expect(bad.body.errors).toEqual([
+      { path: 'leaderboardId', message: expect.stringContaining('refuse a win') },
+    ])
+    expect(await pg()`select 1 from queues where id = ${named}`).toEqual([])
+  })
+
+  it('a board and a queue that already refuse a win together (from before the check) can still be paused, and the board given new rewards', async () => {
+    const board = await createBoard({ operator: 'incr' })
+    const queue = queueId()
+    expect((await put(queue, { ...DUEL, leaderboardId: board })).status).toBe(201)
+    await pg()`update leaderboards set config = jsonb_set(config, '{scoreMin}', '10') where id = ${board}`
+    const boardPut = await call(
+      `/v1/admin/leaderboards/${board}`,
+      json('PUT', { operator: 'incr', scoreMin: 10, paused: true }, ADMIN_KEY),
+    )
+    expect(boardPut.status).toBe(200)
+    expect((await put(queue, { ...DUEL, leaderboardId: board, paused: true })).status).toBe(200)
   })
 
   it("a PUT after Neon's version count went back (a restore, a new database) is applied all the same, past the pools' version; one whose push finds a later PUT in force is 409", async () => {

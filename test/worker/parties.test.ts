@@ -1674,6 +1674,53 @@ describe('queueing as a party over sockets', () => {
     })
   })
 
+  it('a leader reading over HTTP while the pool still holds its dead socket (a phone that changed networks) is counted: the ticket is not cancelled under it once the socket is seen gone', async () => {
+    const { q, clock, a, b, wa, ticketId } = await partyQueuedOnSockets()
+    const start = clock.t
+    // The leader's client gives its socket up (the pool still sees it open), joins again over
+    // HTTP as the party, and reads the ticket.
+    clock.t = start + 6_000
+    const again = await ok<Ticket>(
+      send('POST', `/v1/matchmaking/${q}/tickets`, a!, { party: [a!.playerId, b!.playerId] }),
+    )
+    expect(again).toMatchObject({ ticketId, existing: true })
+    clock.t = start + 7_000
+    expect((await ticketOf(ticketId, a!.token)).status).toBe('waiting')
+    // The pool sees the socket gone only at 20 s: the leader's reads keep it here 35 s past the
+    // last, beyond the socket's 10 s grace.
+    clock.t = start + 20_000
+    wa.close(1000, 'seen gone late')
+    await until(
+      async () => ((await graceUntil(q, ticketId)) === start + 42_000 ? true : undefined),
+      5000,
+      "the leader's presence from its last read",
+    )
+    clock.t = start + 30_000
+    await runInDurableObject(poolOf(q), (inst: MatchPool) => inst.alarm())
+    expect((await ticketOf(ticketId)).status).toBe('waiting')
+  })
+
+  it("a game server's HTTP join of a party's socket ticket (the admin key) shows none of its players to be here: a leader whose socket is gone is still judged by its grace", async () => {
+    const { q, clock, a, b, wa, ticketId } = await partyQueuedOnSockets()
+    const start = clock.t
+    wa.close(1000, 'closed the game')
+    await until(
+      async () => ((await graceUntil(q, ticketId)) !== null ? true : undefined),
+      5000,
+      "the leader's grace",
+    )
+    clock.t = start + 6_000
+    const joined = await call(
+      `/v1/matchmaking/${q}/tickets`,
+      json('POST', { playerId: a!.playerId, party: [a!.playerId, b!.playerId] }, ADMIN_KEY),
+    )
+    expect(joined.status).toBe(200)
+    expect(await joined.json()).toMatchObject({ ticketId, existing: true })
+    clock.t = start + 10_000
+    await runInDurableObject(poolOf(q), (inst: MatchPool) => inst.alarm())
+    expect(await ticketOf(ticketId)).toMatchObject({ status: 'cancelled', reason: 'disconnected' })
+  })
+
   it("each player of a party ticket has a grace of their own: another's return does not cut it short, and one whose socket goes while another's grace runs gets all of theirs", async () => {
     const { q, clock, a, b, url, wa, wb, ticketId } = await partyQueuedOnSockets({
       disconnectGraceSeconds: 120,

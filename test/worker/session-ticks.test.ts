@@ -438,6 +438,49 @@ describe('deadlines the game clock passed before a late alarm or frame', () => {
     await expectReplayIsLive(sessionId, ADMIN_KEY)
   })
 
+  it('a frame arriving before a late alarm runs the graces that ended first while a player is still awaited (nothing else due on the game clock)', async () => {
+    const players = playerIds(3)
+    const [a, b] = players as [string, string, string]
+    const { sessionId, tokens } = await createSession({
+      rules: 'hot-potato',
+      roster: players.map((playerId) => ({ playerId })),
+    })
+    await inObject(sessionId, (inst) => {
+      inst.graceMs = 5_000
+    })
+    // The third player never connects (still awaited: no start, no fuse, nothing due on the
+    // clock); the second leaves, and its grace starts.
+    const sa = await connect(sessionId, tokens[a]!)
+    const sb = await connect(sessionId, tokens[b]!)
+    for (const s of [sa, sb]) await s.nextOf('welcome')
+    sb.close()
+    await until(() =>
+      inObject(sessionId, (_inst, state) =>
+        state.storage.sql.exec(`SELECT 1 FROM timers WHERE player_id = ?`, b).toArray().length === 1
+          ? true
+          : undefined,
+      ),
+    )
+    // 10 s on, the alarm has not run; the first player's frame comes first.
+    await inObject(sessionId, async (inst, state) => {
+      await state.storage.deleteAlarm()
+      clockAhead(inst, 10_000)
+    })
+    sa.send({ type: 'action', action: 'ready' })
+    await nextKind(sa, 'ready')
+    // The grace that ended 5 s before the frame comes before it in the log, at its own tick.
+    const records = await expectReplayIsLive(sessionId, ADMIN_KEY)
+    const kinds = records.map((r) => [
+      r.input.kind,
+      r.input.kind === 'action' ? null : r.input.tick,
+    ])
+    const absent = records.find((r) => r.input.kind === 'absent')!
+    const ready = records.find((r) => r.input.kind === 'action')!
+    expect(absent.seq).toBeLessThan(ready.seq)
+    expect(absent.input.tick, JSON.stringify(kinds)).toBeLessThan(ready.input.tick)
+    sa.close()
+  })
+
   it('a "ready" arriving after startAfter (counted from both connections), before the alarm: nobody was ready in time, so the game is abandoned', async () => {
     const players = playerIds(2)
     const { sessionId, tokens } = await createSession({

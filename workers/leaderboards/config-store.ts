@@ -3,6 +3,17 @@ import { MATCH_WIN, takesMatchWins, type LeaderboardConfig } from '../core/leade
 import { getDb, getSql, type Db, type DbEnv } from '../db/client.ts'
 import { leaderboardCycles, leaderboards } from '../db/schema.ts'
 
+/** SQL: whether the board configuration `config` (a jsonb expression) takes a match's win. */
+export function takesMatchWinsSql(config: string): string {
+  return `(coalesce((${config}->>'scoreMin')::float8, '-infinity') <= ${MATCH_WIN.score}
+    and coalesce((${config}->>'scoreMax')::float8, 'infinity') >= ${MATCH_WIN.score}
+    and coalesce((${config}->>'subscoreMin')::float8, '-infinity') <= ${MATCH_WIN.subscore}
+    and coalesce((${config}->>'subscoreMax')::float8, 'infinity') >= ${MATCH_WIN.subscore})`
+}
+
+/** Whether the stored configuration of the row at hand takes a match's win. */
+const storedTakesMatchWins = sql.raw(takesMatchWinsSql('"leaderboards"."config"'))
+
 /** lastArchivedCycle of the board of the row at hand, for a statement over `leaderboards`. */
 // The outer row named in full: drizzle writes a single-table statement's columns bare, and a bare
 // "id" would be taken as an inner column if leaderboard_cycles ever had one.
@@ -85,12 +96,22 @@ export async function saveLeaderboardConfig(
   env: DbEnv,
   id: string,
   config: LeaderboardConfig,
-): Promise<{ created: boolean; version: number; lastCycle: number }> {
-  const [row] = await getDb(env)
+): Promise<{ created: boolean; version: number; lastCycle: number } | { namedByQueues: true }> {
+  const db = getDb(env)
+  // Bounds that refuse a win are not saved while a queue sends its results here, unless the
+  // board's refused one already (a PUT that makes nothing worse: a pause, new rewards). Judged
+  // under the row's lock, which a queue's save holds while it checks this board's bounds
+  // (saveQueueConfig), in a statement that starts once the lock is had: never both.
+  const guard = takesMatchWins(config)
+    ? undefined
+    : sql`not (${storedTakesMatchWins}) or not exists (select 1 from queues q
+        where q.config->>'leaderboardId' = ${id} and q.deleted_at is null)`
+  const upsert = db
     .insert(leaderboards)
     .values({ id, config })
     .onConflictDoUpdate({
       target: leaderboards.id,
+      ...(guard ? { setWhere: guard } : {}),
       set: {
         config,
         version: sql`${leaderboards.version} + 1`,
@@ -108,6 +129,11 @@ export async function saveLeaderboardConfig(
       bornVersion: leaderboards.bornVersion,
       lastCycle: lastCycleOfRow,
     })
+  const [, [row]] = await db.batch([
+    db.execute(sql`select 1 from ${leaderboards} where ${leaderboards.id} = ${id} for update`),
+    upsert,
+  ])
+  if (!row) return { namedByQueues: true }
   const version = row?.version ?? 1
   return {
     created: version === (row?.bornVersion ?? 1),

@@ -169,10 +169,14 @@ export const Problem = z
     version: z.number().int().optional().openapi({
       description: "conflict: the board's configuration version a PUT saved while its deletion ran",
     }),
-    queues: z.array(z.string()).optional().openapi({
-      description:
-        'conflict: the queues that send results to a board being deleted (the first 100)',
-    }),
+    queues: z
+      .array(z.string())
+      .optional()
+      .openapi({
+        description:
+          'conflict: the queues that send results to a board being deleted, or whose PUT sets ' +
+          'bounds refusing a win (the first 100)',
+      }),
     unpushedRegions: z.array(z.string()).optional().openapi({
       description:
         "conflict: the regions whose pool has not taken a queue's pause, refusing its deletion",

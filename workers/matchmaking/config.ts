@@ -3,6 +3,7 @@ import { and, eq, isNull, sql } from 'drizzle-orm'
 import { getRules, optionsRefusal, RULES_OPTIONS_LIMITS, rulesNames } from '../core/rules/index.ts'
 import { textArrayLiteral } from '../db/array-literal.ts'
 import { getDb, getSql, type DbEnv } from '../db/client.ts'
+import { takesMatchWinsSql } from '../leaderboards/config-store.ts'
 import { isoUtc } from '../db/iso-time.ts'
 import { queues } from '../db/schema.ts'
 import { boundedJson, ResourceId } from '../lib/fields.ts'
@@ -197,13 +198,14 @@ export async function loadQueueConfig(
  * Creates or replaces a queue's configuration; returns whether it was created (or made again
  * after a deletion, at a version past the deleted one's), and every region the queue has had
  * (this config's included), which the config must be pushed to. Null, and
- * nothing saved, when the board it names is not there (never made, or deleted); `retireOwed`, and
+ * nothing saved, when the board it names is not there (never made, or deleted) or its bounds
+ * refuse a win (takesMatchWins), unless this queue named it already; `retireOwed`, and
  * nothing saved, for a deleted queue whose deletion some regions this config leaves out have not
  * been told yet (made again now, its regions would replace theirs, and nothing would tell them;
  * those it names are pushed the new version, past the deletion's). The board's row
  * is held (`for share`) until the save commits: its deletion waits for it and then sees this
  * queue (deleteLeaderboardConfig), so a queue never sends its results to a board deleted at the
- * same moment.
+ * same moment, nor to one whose PUT narrows its bounds then (saveLeaderboardConfig).
  */
 export async function saveQueueConfig(
   env: DbEnv,
@@ -219,8 +221,14 @@ export async function saveQueueConfig(
   // were told of the deletion and delete their storage; pushed again, they would be made anew.
   const regions = `case when q.deleted_at is null then ${everyRegion} else excluded.known_regions end`
   // In each statement, $1 is the queue's id; the board it names is the parameter given.
+  // There, and taking a win, unless this queue named it already (a pause must not need the board
+  // fixed first): under the board row's lock, which a PUT of the board takes to judge its bounds
+  // against the queues naming it (saveLeaderboardConfig).
   const boardThere = (p: string) =>
-    `(${p}::text is null or exists (select 1 from leaderboards where id = ${p} and deleted_at is null))`
+    `(${p}::text is null or exists (select 1 from leaderboards l
+        where l.id = ${p} and l.deleted_at is null
+          and (${takesMatchWinsSql('l.config')} or exists (select 1 from queues q0
+                where q0.id = $1 and q0.deleted_at is null and q0.config->>'leaderboardId' = ${p}))))`
   // Regions owed the deletion that the config (its regions the parameter given) leaves out.
   const owedLeftOut = (regions: string) =>
     `array(select r from unnest(unpushed_regions) r where r <> all(${regions}::text[]) order by r)`

@@ -1,6 +1,6 @@
 import { z } from '@hono/zod-openapi'
 import { NOT_STORABLE_REASON, storableText } from '../core/rules/json.ts'
-import { MATCH_WIN, takesMatchWins, type LeaderboardConfig } from '../core/leaderboard.ts'
+import { MATCH_WIN, type LeaderboardConfig } from '../core/leaderboard.ts'
 import { getSql } from '../db/client.ts'
 import { isoUtc } from '../db/iso-time.ts'
 import {
@@ -173,24 +173,22 @@ adminLeaderboards.openapi(putRoute, async (c) => {
     ...body,
     ...(paused === true ? { paused: true as const } : {}),
   }
-  // Bounds that refuse a win would drop every result of the queues that send theirs here.
-  if (!takesMatchWins(config)) {
-    const queues = await queuesNaming(c.env, id)
-    if (queues.length > 0) {
-      throw new ApiError(
-        'conflict',
-        `Queues send their results to this board (${queues.join(', ')}), and these bounds ` +
-          `refuse a win (score ${MATCH_WIN.score}, subscore ${MATCH_WIN.subscore}): point ` +
-          'them elsewhere first',
-        { queues },
-      )
-    }
-  }
   // Neon first: it is the record. If pushing to the board then fails, the request fails and a
   // retry pushes it again; a board that has never had a config fetches it from Neon on its
   // first call. (A board that has one keeps it until a push succeeds.) The push carries Neon's
   // version, so of two PUTs racing, the board keeps the later one whatever order they arrive in.
   const saved = await saveLeaderboardConfig(c.env, id, config)
+  // Bounds that refuse a win, while queues send their results here: every one would be dropped.
+  if ('namedByQueues' in saved) {
+    const queues = await queuesNaming(c.env, id)
+    throw new ApiError(
+      'conflict',
+      `Queues send their results to this board (${queues.join(', ')}), and these bounds ` +
+        `refuse a win (score ${MATCH_WIN.score}, subscore ${MATCH_WIN.subscore}): point ` +
+        'them elsewhere first',
+      { queues },
+    )
+  }
   const { created } = saved
   let { version } = saved
   unknownBoards.forget(id)

@@ -155,18 +155,6 @@ const putRoute = createRoute({
 adminQueues.openapi(putRoute, async (c) => {
   const { queue } = c.req.valid('param')
   const config = normalizeQueueConfig(c.req.valid('json'))
-  // A board that refuses a win would drop every result with only a log line to show for it
-  // (whether it is there at all is checked again as the queue is saved, under the board's lock).
-  const boardRefusal = config.leaderboardId
-    ? await resultsBoardRefusal(c.env, config.leaderboardId)
-    : null
-  if (boardRefusal !== null && !boardRefusal.missing) {
-    throw new ApiError(
-      'validation',
-      `Leaderboard '${config.leaderboardId}': ${boardRefusal.message}`,
-      { errors: [{ path: 'leaderboardId', message: boardRefusal.message }] },
-    )
-  }
   const saved = await saveQueueConfig(c.env, queue, config)
   if (saved && 'retireOwed' in saved) {
     throw new ApiError(
@@ -176,10 +164,14 @@ adminQueues.openapi(putRoute, async (c) => {
       { 'retry-after': '60' },
     )
   }
-  // A mistyped board would drop every result with only a log line to show for it.
+  // A mistyped board, or one whose bounds refuse a win, would drop every result with only a log
+  // line to show for it: not saved (judged under the board's lock), and here is why.
   if (!saved) {
-    throw new ApiError('validation', `No leaderboard '${config.leaderboardId}'`, {
-      errors: [{ path: 'leaderboardId', message: 'no such leaderboard' }],
+    const why = (await resultsBoardRefusal(c.env, config.leaderboardId!)) ?? {
+      message: 'changed as this queue was saved: try again',
+    }
+    throw new ApiError('validation', `Leaderboard '${config.leaderboardId}': ${why.message}`, {
+      errors: [{ path: 'leaderboardId', message: why.message }],
     })
   }
   const { created, knownRegions } = saved

@@ -48,8 +48,8 @@ const HISTORY_TTL_SECONDS = 60
 
 const SubmissionKey = IdempotencyKey.openapi({
   description:
-    'Unique per logical submission; a retry sends the same key. A player’s own may not begin ' +
-    '`session:` (the keys game sessions submit wins with).',
+    'Unique per logical submission; a retry sends the same key. Not beginning `session:` (the ' +
+    'keys game sessions submit wins with).',
   example: '7d0e3c52-run-118',
 })
 
@@ -188,6 +188,22 @@ leaderboardRoutes.openapi(submitRoute, async (c) => {
   const { id } = c.req.valid('param')
   const body = c.req.valid('json')
   const key = c.req.valid('header')['idempotency-key']
+  // The sessions' own (they submit over RPC, never here), whoever sends it: taken first, it
+  // would have the session's submission of the player's win refused as a reused key.
+  if (key.startsWith(MATCH_WIN_KEY_PREFIX)) {
+    throw new ApiError(
+      'validation',
+      `Keys beginning "${MATCH_WIN_KEY_PREFIX}" are those of the wins game sessions submit`,
+      {
+        errors: [
+          {
+            path: 'idempotency-key',
+            message: `must not begin "${MATCH_WIN_KEY_PREFIX}"`,
+          },
+        ],
+      },
+    )
+  }
   const principal = c.get('principal')!
   let playerId: string
   if (principal.kind === 'admin') {
@@ -200,20 +216,6 @@ leaderboardRoutes.openapi(submitRoute, async (c) => {
   } else {
     if (body.playerId !== undefined && body.playerId !== principal.playerId) {
       throw new ApiError('forbidden', 'Players submit only their own scores')
-    }
-    if (key.startsWith(MATCH_WIN_KEY_PREFIX)) {
-      throw new ApiError(
-        'validation',
-        `Keys beginning "${MATCH_WIN_KEY_PREFIX}" are those of the wins game sessions submit`,
-        {
-          errors: [
-            {
-              path: 'idempotency-key',
-              message: `must not begin "${MATCH_WIN_KEY_PREFIX}"`,
-            },
-          ],
-        },
-      )
     }
     playerId = principal.playerId
   }

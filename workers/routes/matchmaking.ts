@@ -505,6 +505,7 @@ matchmakingRoutes.openapi(joinRoute, async (c) => {
     claim,
     joinKey,
     partyId,
+    byServer: principal.kind === 'admin',
     staleTickets: stale,
   })
   if (!r.ok) fail(r)

@@ -1768,7 +1768,12 @@ export class GameSession extends DurableObject<Env> {
           idempotencyKey,
         ]),
       )
-      const startedAt = this.now()
+      // Noted before the call, not once it went unanswered: an object reset while the call is
+      // out (a deploy) never sees it fail, and the board may have kept the key.
+      if (since === undefined) {
+        unanswered[p.playerId] = this.now()
+        this.setMeta('submit_unanswered', JSON.stringify(unanswered))
+      }
       const submitting = boardStub(this.env, boardId).submit({
         boardId,
         playerId: p.playerId,
@@ -1782,23 +1787,23 @@ export class GameSession extends DurableObject<Env> {
         tokenIssuedAt: this.madeAt,
       })
       // A board that never answers would hold the end's work, and the alarm waiting on it.
-      const reply = await within(submitting, this.boardCallMs, 'board submit').catch(
-        (err: unknown) => {
-          // The first call without an answer counts: the board may have kept the key since.
-          if (since === undefined) {
-            unanswered[p.playerId] = startedAt
-            this.setMeta('submit_unanswered', JSON.stringify(unanswered))
-          }
-          throw err
-        },
-      )
+      const reply = await within(submitting, this.boardCallMs, 'board submit')
       if (reply.ok) {
         doneWith(p.playerId)
         continue
       }
-      if (reply.problem === 'rate-limited') throw new RetryLater(reply.detail)
-      // The board could not read its configuration (Neon down at its cold start): transient.
-      if (reply.problem === 'unavailable') throw new Error(reply.detail)
+      if (reply.problem === 'rate-limited') {
+        // Past the limit the board answers a key it keeps as a replay: this one it does not
+        // keep, so no call of this win has counted, and its retries have their full time again.
+        delete unanswered[p.playerId]
+        this.setMeta('submit_unanswered', JSON.stringify(unanswered))
+        throw new RetryLater(reply.detail)
+      }
+      // The board could not read its configuration (Neon down at its cold start), or failed in a
+      // way it may not the next time: transient (the marker above bounds the retries).
+      if (reply.problem === 'unavailable' || reply.problem === 'internal') {
+        throw new Error(reply.detail)
+      }
       // A missing board or a score it refuses will not get better by retrying: noted as done
       // with, so a retry of the stage for another winner neither sends it nor counts it again.
       doneWith(p.playerId)

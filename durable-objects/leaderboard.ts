@@ -2208,16 +2208,19 @@ export class Leaderboard extends DurableObject<Env> {
     const now = this.now()
     const endsAt = this.current?.endsAt ?? null
     // Read before the rollover sets the next one: whether the board's own alarm was still there.
+    // An alarm running now (an archive's page, minutes of them for a large cycle) has none set
+    // until it ends, and is not lost: it sets the next when it is done.
     const alarm = await this.ctx.storage.getAlarm()
+    const running = this.alarmRunning
     const rolledOver = this.rollover(now)
     // The cron often comes a moment before the alarm set for the boundary, and that alarm would
     // have done the same: only a boundary with no alarm due for it says the alarm was lost.
-    const overdue = rolledOver && endsAt !== null && (alarm === null || alarm > endsAt)
+    const overdue = rolledOver && endsAt !== null && !running && (alarm === null || alarm > endsAt)
     const pending = one<{ n: number }>(
       this.sql,
       `SELECT count(*) AS n FROM closes WHERE state != 'done'`,
     )!.n
-    const stalled = pending > 0 && (alarm === null || alarm < now - ALARM_LATE_MS)
+    const stalled = pending > 0 && !running && (alarm === null || alarm < now - ALARM_LATE_MS)
     if (rolledOver || pending > 0) await this.scheduleAlarm()
     return { rolledOver, overdue, pending, stalled }
   }
@@ -2755,6 +2758,8 @@ export class Leaderboard extends DurableObject<Env> {
 
   /** Alarm runs that failed in a row (backOffAlarm). */
   private alarmFailures = 0
+  /** Whether alarm() is running: the runtime shows no alarm set until it ends (tick). */
+  private alarmRunning = false
 
   override async alarm(): Promise<void> {
     if (!this.schemaReady) return
@@ -2767,6 +2772,7 @@ export class Leaderboard extends DurableObject<Env> {
       }
       if (!this.schemaReady) return
     }
+    this.alarmRunning = true
     try {
       const now = this.now()
       // Each job runs whatever the one before did: a freeze its storage refuses (full) must not
@@ -2802,9 +2808,13 @@ export class Leaderboard extends DurableObject<Env> {
         ...errorFields(err),
       })
     } finally {
-      this.reportStorage()
-      await this.scheduleAlarm()
-      await backOffAlarm(this.ctx.storage, this.alarmFailures, this.now())
+      try {
+        this.reportStorage()
+        await this.scheduleAlarm()
+        await backOffAlarm(this.ctx.storage, this.alarmFailures, this.now())
+      } finally {
+        this.alarmRunning = false
+      }
     }
   }
 

@@ -2477,6 +2477,9 @@ export class MatchPool extends DurableObject<Env> {
    * of the absent players' own deadlines, none of which a return of someone else moves.
    */
   private endGraceIfAllBack(row: TicketRow, present: readonly string[] = []): void {
+    // A ticket being matched (or over) has no grace to end, and must not be given one: nothing
+    // would clear it, and its deadline, past, would bring the alarm back at once until it went.
+    if (row.state !== 'waiting') return
     const open = this.openOn(row)
     for (const p of present) open.add(p)
     if (this.judgeGrace(row, open, this.now()) === null && !unnotedTicketLost(open)) {

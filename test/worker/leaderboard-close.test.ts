@@ -440,6 +440,36 @@ describe('closing a cycle of 10,000 entries', () => {
     expect(await archived(board, 1)).toMatchObject({ rows: 5 })
   })
 
+  it("the cron's tick while the board's alarm is archiving a page does not call the archive stalled (the alarm is running, not lost)", async () => {
+    const board = await createBoard({ rewards: REWARDS })
+    let release!: () => void
+    const held = new Promise<void>((r) => (release = r))
+    onTestFinished(() => release())
+    let writing = false
+    await runInDurableObject(stub(board), async (inst: Leaderboard) => {
+      await submitEach(inst, board, 5, (i) => `t${i}`)
+      const neon = new NeonArchiveWriter(env)
+      inst.archiveWriter = {
+        writePage: async (page) => {
+          writing = true
+          await held
+          return neon.writePage(page)
+        },
+        complete: (page) => neon.complete(page),
+      }
+    })
+    expect((await closeNow(board)).status).toBe(202)
+    await until(async () => writing || undefined, 5000, 'a page in flight')
+    const ticked = await runInDurableObject(stub(board), (inst: Leaderboard) => inst.tick(board))
+    expect(ticked).toMatchObject({ pending: 1, stalled: false, overdue: false })
+    await runInDurableObject(stub(board), () => release())
+    await until(
+      async () => ((await status(board, 1)).state === 'done' ? true : undefined),
+      5000,
+      'the archive done',
+    )
+  })
+
   it('a later close waiting behind one that backs off does not bring the alarm back at once: it waits for the retry', async () => {
     const board = await createBoard({ rewards: REWARDS })
     await runInDurableObject(stub(board), async (inst: Leaderboard) => {

@@ -237,6 +237,11 @@ describe('DELETE /v1/admin/leaderboards/:id', () => {
     expect(refused.body.closing).toBe(1)
     expect((await pg()`select 1 from leaderboards where id = ${board}`).length).toBe(1)
     expect(await tablesOf(board)).toContain('closes')
+    // The refusal set the archive's alarm again (it had gone): the close it waits for goes on.
+    const alarm = await runInDurableObject(stub(board), (_inst: Leaderboard, state) =>
+      state.storage.getAlarm(),
+    )
+    expect(alarm).not.toBeNull()
 
     await runInDurableObject(stub(board), async (inst: Leaderboard) => {
       inst.archiveWriter = new NeonArchiveWriter(env)

@@ -18,6 +18,7 @@ import {
   poolOf,
   queueId,
   rig,
+  recordingCreator,
   holdSigning,
   ticketOf,
   type Ticket,
@@ -1719,6 +1720,37 @@ describe('queueing as a party over sockets', () => {
     clock.t = start + 10_000
     await runInDurableObject(poolOf(q), (inst: MatchPool) => inst.alarm())
     expect(await ticketOf(ticketId)).toMatchObject({ status: 'cancelled', reason: 'disconnected' })
+  })
+
+  it('a ticket being matched gets no grace from a member coming back while another is away: nothing would clear it, and the alarm would come back at once until the ticket went', async () => {
+    const { q, clock, b, url, wa, ticketId } = await partyQueuedOnSockets({
+      teamSize: 2,
+      maxPartySize: 2,
+    })
+    // The match's session is slow to come.
+    let release!: () => void
+    const creating = new Promise<void>((r) => (release = r))
+    await rig(q, clock, {
+      creator: async (setup) => {
+        await creating
+        return recordingCreator(setup)
+      },
+    })
+    const rival = joinFor(q, `${q}-r1`, { party: [`${q}-r1`, `${q}-r2`] })
+    await until(
+      async () => ((await ticketOf(ticketId)).status === 'matching' ? true : undefined),
+      5000,
+      'the party matched',
+    )
+    // The leader's socket goes; the member reconnects.
+    wa.close(1000, 'network lost')
+    const wb2 = await connect(url, b!.token)
+    await nextOfType(wb2, 'queued')
+    expect(await graceUntil(q, ticketId)).toBeNull()
+    await runInDurableObject(poolOf(q), () => release())
+    await rival
+    expect((await ticketOf(ticketId)).status).toBe('matched')
+    wb2.close()
   })
 
   it("each player of a party ticket has a grace of their own: another's return does not cut it short, and one whose socket goes while another's grace runs gets all of theirs", async () => {

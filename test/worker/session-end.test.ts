@@ -15,6 +15,7 @@ import { NeonSessionStore, type SessionStore } from '../../workers/sessions/stor
 import { boardId, createBoard, fresh, pg, submitFor } from './helpers/boards.ts'
 import { ADMIN_KEY, bearer, call, json, newGuest, problem } from './helpers/http.ts'
 import { localFamilies } from '../../workers/lib/metrics.ts'
+import { until } from './helpers/sockets.ts'
 import { issueSessionToken } from '../../workers/lib/session-token.ts'
 import { newSeed } from '../../workers/matchmaking/session.ts'
 import {
@@ -1190,6 +1191,83 @@ describe('the end of a game', () => {
     expect(first).toMatchObject({ stage: 'submit', attempts: 1 })
     expect(first!.lastError).toMatch(/board submit took over 200 ms/)
     // The board answering again, the retry hands it the win.
+    const done = await inObject(game.sessionId, (inst) => inst.runEndWork({ force: true }))
+    expect(done).toMatchObject({ stage: 'retain' })
+    const mine = await fresh<{ entry: { score: number } | null }>(
+      `/v1/leaderboards/${board}/players/${game.winner}`,
+    )
+    expect(mine.entry?.score).toBe(1)
+  })
+
+  it('a board call is noted before it goes out, so a reset while it is out (a deploy) still keeps it from being sent again once the board forgot its key: counted once', async () => {
+    const board = await createBoard({ operator: 'incr' })
+    const game = await playGame({ leaderboardId: board })
+    // The board counts the win, and its answer never comes back: the object is reset meanwhile.
+    const proto = await runInDurableObject(
+      env.LEADERBOARD.getByName(board),
+      (inst: Leaderboard) => Object.getPrototypeOf(inst) as Pick<Leaderboard, 'submit'>,
+    )
+    const submit = proto.submit
+    proto.submit = async function (this: Leaderboard, input) {
+      const reply = await submit.call(this, input)
+      if (input.boardId !== board) return reply
+      return new Promise<never>(() => {})
+    }
+    onTestFinished(() => {
+      proto.submit = submit
+    })
+    const scoreOf = async () =>
+      (
+        await fresh<{ entry: { score: number } | null }>(
+          `/v1/leaderboards/${board}/players/${game.winner}`,
+        )
+      ).entry?.score ?? null
+    const out = inObject(game.sessionId, (inst) => {
+      inst.boardCallMs = 3_000
+      return inst.runEndWork({ force: true })
+    })
+    await until(async () => ((await scoreOf()) === 1 ? true : undefined), 5000, 'the win counted')
+    // While the call is out, the object has already noted it in storage: reset now (a deploy),
+    // it would still know the call went, though it never saw it fail.
+    const noted = await inObject(game.sessionId, (inst) =>
+      (inst as unknown as { getMeta(key: string): string | null }).getMeta('submit_unanswered'),
+    )
+    expect(Object.keys(JSON.parse(noted ?? '{}') as object)).toEqual([game.winner])
+    expect(await out).toMatchObject({ stage: 'submit', attempts: 1 })
+    proto.submit = submit
+    // A day and more on, the board has forgotten the key: the call is not sent again.
+    const later = Date.now() + 25 * 3_600_000
+    await runInDurableObject(env.LEADERBOARD.getByName(board), (inst: Leaderboard) => {
+      inst.now = () => later
+    })
+    const done = await inObject(game.sessionId, (inst) => {
+      inst.now = () => later
+      return inst.runEndWork({ force: true })
+    })
+    expect(done).toMatchObject({ stage: 'retain' })
+    expect(await scoreOf()).toBe(1)
+  })
+
+  it('a board that fails a call in a way it may not the next time (internal) gets the win on a retry', async () => {
+    const board = await createBoard({ operator: 'incr' })
+    const game = await playGame({ leaderboardId: board })
+    const proto = await runInDurableObject(
+      env.LEADERBOARD.getByName(board),
+      (inst: Leaderboard) => Object.getPrototypeOf(inst) as Pick<Leaderboard, 'submit'>,
+    )
+    const submit = proto.submit
+    let failures = 1
+    proto.submit = async function (this: Leaderboard, input) {
+      if (input.boardId === board && failures-- > 0) {
+        return { ok: false, problem: 'internal', detail: 'injected: a query that lost a race' }
+      }
+      return submit.call(this, input)
+    }
+    onTestFinished(() => {
+      proto.submit = submit
+    })
+    const first = await inObject(game.sessionId, (inst) => inst.runEndWork({ force: true }))
+    expect(first).toMatchObject({ stage: 'submit', attempts: 1 })
     const done = await inObject(game.sessionId, (inst) => inst.runEndWork({ force: true }))
     expect(done).toMatchObject({ stage: 'retain' })
     const mine = await fresh<{ entry: { score: number } | null }>(

@@ -234,6 +234,9 @@ export class GameConnection extends Emitter<GameEvents> {
         await this.pause(failures, err)
         continue
       }
+      // Closed while the token was coming (a renewal over the network): no socket, which the
+      // server would take for the player's return.
+      if (this.done) return
       const credential = socketCredential(this.sockets.factory!, token)
       const url = toSocketUrl(
         this.t.url(
@@ -249,6 +252,7 @@ export class GameConnection extends Emitter<GameEvents> {
           url,
           credential.protocols,
           this.sockets.openTimeoutMs,
+          this.stop.signal,
         )
       } catch (err) {
         if (this.done) return

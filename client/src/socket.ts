@@ -65,52 +65,63 @@ export function toSocketUrl(httpUrl: string): string {
 
 /**
  * Opens a socket and resolves once it is open; rejects when it closes, errors or takes longer
- * than `timeoutMs` first (a refused upgrade looks like that: browsers hide the HTTP answer).
+ * than `timeoutMs` first (a refused upgrade looks like that: browsers hide the HTTP answer), or
+ * when `signal` aborts first (the socket is closed while it is still connecting, so that a
+ * client that gave up does not reach the server a moment later).
  */
 export function openSocket(
   factory: SocketFactory,
   url: string,
   protocols: string[],
   timeoutMs: number,
+  signal?: AbortSignal,
 ): Promise<SocketLike> {
   return new Promise((resolve, reject) => {
     let settled = false
     let socket: SocketLike
+    if (signal?.aborted) {
+      reject(new NexusNetworkError('closed before the socket was opened'))
+      return
+    }
     try {
       socket = factory(url, protocols)
     } catch (err) {
       reject(new NexusNetworkError('could not create the socket', { cause: err }))
       return
     }
-    const timer = setTimeout(() => {
+    const giveUp = (why: string) => {
       if (settled) return
       settled = true
+      clearTimeout(timer)
+      signal?.removeEventListener('abort', aborted)
       try {
         socket.close()
       } catch {
         // never opened
       }
-      reject(new NexusNetworkError(`socket did not open within ${timeoutMs} ms`))
-    }, timeoutMs)
+      reject(new NexusNetworkError(why))
+    }
+    const aborted = () => giveUp('closed before the socket was opened')
+    signal?.addEventListener('abort', aborted)
+    const timer = setTimeout(() => giveUp(`socket did not open within ${timeoutMs} ms`), timeoutMs)
     const fail = (why: string) => () => {
       if (settled) return
       settled = true
       clearTimeout(timer)
+      signal?.removeEventListener('abort', aborted)
       reject(new NexusNetworkError(why))
     }
-    socket.addEventListener('open', () => {
+    const opened = () => {
       if (settled) return
       settled = true
       clearTimeout(timer)
-      resolve(socket)
-    })
-    socket.addEventListener('error', fail('socket failed to open'))
-    socket.addEventListener('close', fail('socket closed before opening'))
-    if (socket.readyState === OPEN && !settled) {
-      settled = true
-      clearTimeout(timer)
+      signal?.removeEventListener('abort', aborted)
       resolve(socket)
     }
+    socket.addEventListener('open', opened)
+    socket.addEventListener('error', fail('socket failed to open'))
+    socket.addEventListener('close', fail('socket closed before opening'))
+    if (socket.readyState === OPEN) opened()
   })
 }
 
@@ -158,7 +169,9 @@ export class Emitter<Events extends object> {
   }
 
   protected emit<K extends keyof Events>(type: K, value: Events[K]): void {
-    for (const l of this.listeners.get(type) ?? []) {
+    // The listeners as they were when the event came: one added by a listener hears the next
+    // event, not this one again (`await game.once('event')` in a handler), as Node's emitter.
+    for (const l of [...(this.listeners.get(type) ?? [])]) {
       try {
         ;(l as Listener<Events[K]>)(value)
       } catch (err) {

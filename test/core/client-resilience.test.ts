@@ -795,28 +795,21 @@ describe('client SDK under failure', () => {
     expect(sockets[0]!.closed()).toBe(true)
   })
 
-  it('a game connection closed while its socket is still opening closes that socket', async () => {
+  it('a game connection closed at once makes no socket (the server would take one for the player arriving)', async () => {
     const sockets: ScriptedSocket[] = []
-    let opened!: () => void
-    const socketOpened = new Promise<void>((resolve) => (opened = resolve))
     const client = createClient({
       baseUrl: 'http://nexus.test',
       fetch: guestFetch(() => jsonRes(200, {})),
       WebSocket: () =>
         scriptedSocket((socket) => {
           sockets.push(socket)
-          setTimeout(() => {
-            socket.open()
-            opened()
-          }, 10)
+          setTimeout(() => socket.open(), 10)
         }),
     })
     const game = client.sessions.connect('s1', 'tok')
     game.close()
-    await socketOpened
-    await new Promise((resolve) => setTimeout(resolve, 0))
-    expect(sockets).toHaveLength(1)
-    expect(sockets[0]!.closed()).toBe(true)
+    await new Promise((resolve) => setTimeout(resolve, 30))
+    expect(sockets).toEqual([])
     expect(game.connected).toBe(false)
   })
 
@@ -1753,6 +1746,98 @@ describe('game connection close()', () => {
     } finally {
       vi.useRealTimers()
     }
+  })
+})
+
+describe('game connection events and close() while reconnecting', () => {
+  /** Polls `cond` (a few ms apart) until it holds, for at most 5 s. */
+  async function until(cond: () => boolean, what: string): Promise<void> {
+    const end = Date.now() + 5_000
+    while (!cond()) {
+      if (Date.now() > end) throw new Error(`${what}: not within 5 s`)
+      await new Promise((r) => setTimeout(r, 2))
+    }
+  }
+
+  it('a listener added by a listener (awaiting the next event in a handler) hears the next event, not the one being handed out', async () => {
+    const client = createClient({
+      baseUrl: 'http://nexus.test',
+      fetch: (async () => jsonRes(200, {})) as unknown as typeof fetch,
+      WebSocket: () =>
+        scriptedSocket((socket) => {
+          socket.open()
+          setTimeout(() => {
+            socket.receive({ type: 'welcome', seq: 0, state: {}, you: 'a', status: 'live' })
+            socket.receive({ type: 'event', seq: 1, event: { n: 1 } })
+            socket.receive({ type: 'event', seq: 2, event: { n: 2 } })
+          }, 1)
+        }),
+    })
+    const game = client.sessions.connect('s1', 'tok')
+    const next = await new Promise<number>((resolve) => {
+      game.on('event', ({ seq }) => {
+        if (seq === 1) void game.once('event').then((e) => resolve(e.seq))
+      })
+    })
+    expect(next).toBe(2)
+    game.close()
+  })
+
+  it('close() while the reconnect waits for its token opens no socket: the server would take it for the player coming back', async () => {
+    let sockets = 0
+    let tokens = 0
+    let give!: (token: string) => void
+    const client = createClient({
+      baseUrl: 'http://nexus.test',
+      retry: { baseDelayMs: 1, maxDelayMs: 5 },
+      fetch: (async () =>
+        jsonRes(200, { status: 'live', seq: 0, result: null })) as unknown as typeof fetch,
+      WebSocket: () => {
+        sockets++
+        return scriptedSocket((socket) => {
+          socket.open()
+          if (sockets === 1) {
+            socket.receive({ type: 'welcome', seq: 0, state: {}, you: 'a', status: 'live' })
+            setTimeout(() => socket.drop(), 5)
+          }
+        })
+      },
+    })
+    const game = client.sessions.connect('s1', () =>
+      tokens++ === 0 ? 'tok' : new Promise<string>((r) => (give = r)),
+    )
+    await until(() => tokens === 2, 'the reconnect asking for its token')
+    game.close()
+    give('tok')
+    await new Promise((r) => setTimeout(r, 50))
+    expect(sockets).toBe(1)
+  })
+
+  it('close() while a reconnect socket is still connecting closes it before it opens', async () => {
+    let sockets = 0
+    let second: ScriptedSocket | undefined
+    const client = createClient({
+      baseUrl: 'http://nexus.test',
+      retry: { baseDelayMs: 1, maxDelayMs: 5 },
+      fetch: (async () =>
+        jsonRes(200, { status: 'live', seq: 0, result: null })) as unknown as typeof fetch,
+      WebSocket: () => {
+        sockets++
+        return scriptedSocket((socket) => {
+          if (sockets === 1) {
+            socket.open()
+            socket.receive({ type: 'welcome', seq: 0, state: {}, you: 'a', status: 'live' })
+            setTimeout(() => socket.drop(), 5)
+          } else {
+            second = socket
+          }
+        })
+      },
+    })
+    const game = client.sessions.connect('s1', 'tok')
+    await until(() => second !== undefined, 'the reconnect socket made')
+    game.close()
+    expect(second!.closed()).toBe(true)
   })
 })
 

@@ -29,16 +29,27 @@ describe('MemoryWindowCounter', () => {
     })
   })
 
-  it('keeps at most maxKeys keys: a full map drops past windows first, then the oldest key', () => {
+  it('keeps at most maxKeys keys: a full map drops past windows first, then the key hit least lately', () => {
     const counter = new MemoryWindowCounter(2)
     counter.hit('old', 1, MINUTE, start)
     counter.hit('a', 1, MINUTE, start + MINUTE)
     // Full: 'old' is from a past window and goes; 'a' keeps its count.
     counter.hit('b', 1, MINUTE, start + MINUTE)
     expect(counter.hit('a', 1, MINUTE, start + MINUTE).allowed).toBe(false)
-    // Full of live keys: the oldest inserted ('a') goes, so it counts from zero again.
+    // Full of live keys: 'b', hit before 'a' was hit again, goes, and counts from zero again.
     counter.hit('c', 1, MINUTE, start + MINUTE)
-    expect(counter.hit('b', 1, MINUTE, start + MINUTE).allowed).toBe(false)
-    expect(counter.hit('a', 1, MINUTE, start + MINUTE).allowed).toBe(true)
+    expect(counter.hit('a', 1, MINUTE, start + MINUTE).allowed).toBe(false)
+    expect(counter.hit('b', 1, MINUTE, start + MINUTE).allowed).toBe(true)
+  })
+
+  it("a wide key hit by every request (an IPv6 /48's) outlives the narrow keys each request makes (each new /64's): its limit holds however many there are", () => {
+    const counter = new MemoryWindowCounter(100)
+    let allowed = 0
+    for (let i = 0; i < 5_000; i++) {
+      const t = start + i
+      counter.hit(`ip:2001:db8:0:${i.toString(16)}::/64`, 30, MINUTE, t)
+      if (counter.hit('net:2001:db8:0::/48', 300, MINUTE, t).allowed) allowed++
+    }
+    expect(allowed).toBe(300)
   })
 })

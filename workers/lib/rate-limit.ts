@@ -26,8 +26,13 @@ export class MemoryWindowCounter {
     if (!w || w.windowStart !== windowStart) {
       if (!w && this.windows.size >= this.maxKeys) this.evictOld(windowStart)
       w = { windowStart, count: 0 }
-      this.windows.set(key, w)
+    } else {
+      // Last in the map's order, so that eviction takes the keys hit least lately: a wide key
+      // hit by every request (an IPv6 /48's) must outlive the narrow ones made along the way
+      // (each new /64's), or it would be dropped and start again from nothing.
+      this.windows.delete(key)
     }
+    this.windows.set(key, w)
     w.count++
     return decide(w.count, limit, windowStart + windowMs - now)
   }
@@ -35,7 +40,7 @@ export class MemoryWindowCounter {
   private evictOld(currentWindowStart: number): void {
     for (const [k, w] of this.windows)
       if (w.windowStart !== currentWindowStart) this.windows.delete(k)
-    // Still full of live keys: drop the oldest inserted rather than grow without bound.
+    // Still full of live keys: drop those hit least lately rather than grow without bound.
     while (this.windows.size >= this.maxKeys) {
       const first = this.windows.keys().next().value
       if (first === undefined) break

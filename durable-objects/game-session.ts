@@ -1799,9 +1799,14 @@ export class GameSession extends DurableObject<Env> {
         this.setMeta('submit_unanswered', JSON.stringify(unanswered))
         throw new RetryLater(reply.detail)
       }
-      // The board could not read its configuration (Neon down at its cold start), or failed in a
-      // way it may not the next time: transient (the marker above bounds the retries).
+      // The board could not read its configuration (Neon down at its cold start), or could not
+      // settle a lost deletion: answered before it looks at the key, so this call did not count,
+      // and if it was the first, nothing has: retried until it lands.
       if (reply.problem === 'unavailable' || reply.problem === 'internal') {
+        if (since === undefined) {
+          delete unanswered[p.playerId]
+          this.setMeta('submit_unanswered', JSON.stringify(unanswered))
+        }
         throw new Error(reply.detail)
       }
       // A missing board or a score it refuses will not get better by retrying: noted as done

@@ -1276,6 +1276,42 @@ describe('the end of a game', () => {
     expect(mine.entry?.score).toBe(1)
   })
 
+  it('a board that answers unavailable (the call did not count) gets the win even a day later: the answer clears the mark of an unanswered call', async () => {
+    const board = await createBoard({ operator: 'incr' })
+    const game = await playGame({ leaderboardId: board })
+    const proto = await runInDurableObject(
+      env.LEADERBOARD.getByName(board),
+      (inst: Leaderboard) => Object.getPrototypeOf(inst) as Pick<Leaderboard, 'submit'>,
+    )
+    const submit = proto.submit
+    let down = true
+    proto.submit = async function (this: Leaderboard, input) {
+      if (input.boardId === board && down) {
+        return { ok: false, problem: 'unavailable', detail: 'injected: Neon down at its start' }
+      }
+      return submit.call(this, input)
+    }
+    onTestFinished(() => {
+      proto.submit = submit
+    })
+    const first = await inObject(game.sessionId, (inst) => inst.runEndWork({ force: true }))
+    expect(first).toMatchObject({ stage: 'submit', attempts: 1 })
+    down = false
+    const later = Date.now() + 24 * 3_600_000
+    await runInDurableObject(env.LEADERBOARD.getByName(board), (inst: Leaderboard) => {
+      inst.now = () => later
+    })
+    const done = await inObject(game.sessionId, (inst) => {
+      inst.now = () => later
+      return inst.runEndWork({ force: true })
+    })
+    expect(done).toMatchObject({ stage: 'retain' })
+    const mine = await fresh<{ entry: { score: number } | null }>(
+      `/v1/leaderboards/${board}/players/${game.winner}`,
+    )
+    expect(mine.entry?.score).toBe(1)
+  })
+
   it('a board that cannot read its configuration (Neon down as it starts) gets the win later', async () => {
     const template = await createBoard({ operator: 'incr' })
     const board = boardId()

@@ -183,7 +183,7 @@ adminLeaderboards.openapi(putRoute, async (c) => {
     const queues = await queuesNaming(c.env, id)
     throw new ApiError(
       'conflict',
-      `Queues send their results to this board (${queues.join(', ')}), and these bounds ` +
+      `Queues send their results to this board (${queues.join(', ') || 'one did as this was saved'}), and these bounds ` +
         `refuse a win (score ${MATCH_WIN.score}, subscore ${MATCH_WIN.subscore}): point ` +
         'them elsewhere first',
       { queues },

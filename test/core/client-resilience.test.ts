@@ -1783,26 +1783,34 @@ describe('game connection events and close() while reconnecting', () => {
     game.close()
   })
 
-  it('close() while the reconnect waits for its token opens no socket: the server would take it for the player coming back', async () => {
-    let sockets = 0
-    let tokens = 0
-    let give!: (token: string) => void
+  /**
+   * A client whose first game socket opens, is welcomed and drops 5 ms on; each later socket runs
+   * `later`. `made()` counts the sockets the client made.
+   */
+  function droppedOnce(later: (socket: ScriptedSocket) => void) {
+    let made = 0
     const client = createClient({
       baseUrl: 'http://nexus.test',
       retry: { baseDelayMs: 1, maxDelayMs: 5 },
       fetch: (async () =>
         jsonRes(200, { status: 'live', seq: 0, result: null })) as unknown as typeof fetch,
       WebSocket: () => {
-        sockets++
+        const first = ++made === 1
         return scriptedSocket((socket) => {
+          if (!first) return later(socket)
           socket.open()
-          if (sockets === 1) {
-            socket.receive({ type: 'welcome', seq: 0, state: {}, you: 'a', status: 'live' })
-            setTimeout(() => socket.drop(), 5)
-          }
+          socket.receive({ type: 'welcome', seq: 0, state: {}, you: 'a', status: 'live' })
+          setTimeout(() => socket.drop(), 5)
         })
       },
     })
+    return { client, made: () => made }
+  }
+
+  it('close() while the reconnect waits for its token opens no socket: the server would take it for the player coming back', async () => {
+    let tokens = 0
+    let give!: (token: string) => void
+    const { client, made } = droppedOnce((socket) => socket.open())
     const game = client.sessions.connect('s1', () =>
       tokens++ === 0 ? 'tok' : new Promise<string>((r) => (give = r)),
     )
@@ -1810,30 +1818,12 @@ describe('game connection events and close() while reconnecting', () => {
     game.close()
     give('tok')
     await new Promise((r) => setTimeout(r, 50))
-    expect(sockets).toBe(1)
+    expect(made()).toBe(1)
   })
 
   it('close() while a reconnect socket is still connecting closes it before it opens', async () => {
-    let sockets = 0
     let second: ScriptedSocket | undefined
-    const client = createClient({
-      baseUrl: 'http://nexus.test',
-      retry: { baseDelayMs: 1, maxDelayMs: 5 },
-      fetch: (async () =>
-        jsonRes(200, { status: 'live', seq: 0, result: null })) as unknown as typeof fetch,
-      WebSocket: () => {
-        sockets++
-        return scriptedSocket((socket) => {
-          if (sockets === 1) {
-            socket.open()
-            socket.receive({ type: 'welcome', seq: 0, state: {}, you: 'a', status: 'live' })
-            setTimeout(() => socket.drop(), 5)
-          } else {
-            second = socket
-          }
-        })
-      },
-    })
+    const { client } = droppedOnce((socket) => (second = socket))
     const game = client.sessions.connect('s1', 'tok')
     await until(() => second !== undefined, 'the reconnect socket made')
     game.close()

@@ -162,6 +162,36 @@ function playGameHeld(opts: { leaderboardId?: string; teams?: number[] } = {}) {
   })
 }
 
+type BoardSubmit = Leaderboard['submit']
+
+/**
+ * Wraps board `board`'s `submit` until the test ends (RPC calls the class's method, so the
+ * prototype's is wrapped; calls to other boards go through): `wrap` gets the real method and the
+ * input. Returns the way to put the real one back sooner.
+ */
+async function wrapBoardSubmit(
+  board: string,
+  wrap: (
+    real: (input: Parameters<BoardSubmit>[0]) => ReturnType<BoardSubmit>,
+    input: Parameters<BoardSubmit>[0],
+  ) => ReturnType<BoardSubmit>,
+): Promise<() => void> {
+  const proto = await runInDurableObject(
+    env.LEADERBOARD.getByName(board),
+    (inst: Leaderboard) => Object.getPrototypeOf(inst) as Pick<Leaderboard, 'submit'>,
+  )
+  const submit = proto.submit
+  proto.submit = function (this: Leaderboard, input) {
+    const real = (i: typeof input) => submit.call(this, i)
+    return input.boardId === board ? wrap(real, input) : real(input)
+  }
+  const restore = () => {
+    proto.submit = submit
+  }
+  onTestFinished(restore)
+  return restore
+}
+
 describe('the end of a game', () => {
   it('an admin ends a live game: every socket hears it, the result is cancelled, nobody is rated or put on the board, and a retry changes nothing', async () => {
     const board = await createBoard({ operator: 'incr' })
@@ -888,17 +918,9 @@ describe('the end of a game', () => {
     // The board's answer to the banned winner is a refusal no retry changes, so it is not sent
     // again: this counts every call the board gets for them.
     let callsForBanned = 0
-    const proto = await runInDurableObject(
-      env.LEADERBOARD.getByName(board),
-      (inst: Leaderboard) => Object.getPrototypeOf(inst) as Pick<Leaderboard, 'submit'>,
-    )
-    const submit = proto.submit
-    proto.submit = async function (this: Leaderboard, input) {
-      if (input.boardId === board && input.playerId === banned) callsForBanned++
-      return submit.call(this, input)
-    }
-    onTestFinished(() => {
-      proto.submit = submit
+    await wrapBoardSubmit(board, (real, input) => {
+      if (input.playerId === banned) callsForBanned++
+      return real(input)
     })
     await inObject(game.sessionId, (inst) => {
       inst.store = new NeonSessionStore(env)
@@ -940,18 +962,10 @@ describe('the end of a game', () => {
     // The board counts these players' wins, then the answer is lost on the way back. (RPC calls
     // the class's methods, so the prototype's is wrapped, for this board only.)
     const lost = new Set([first!, second!])
-    const proto = await runInDurableObject(
-      env.LEADERBOARD.getByName(board),
-      (inst: Leaderboard) => Object.getPrototypeOf(inst) as Pick<Leaderboard, 'submit'>,
-    )
-    const submit = proto.submit
-    proto.submit = async function (this: Leaderboard, input) {
-      const reply = await submit.call(this, input)
-      if (input.boardId === board && lost.has(input.playerId)) throw new Error('connection reset')
+    await wrapBoardSubmit(board, async (real, input) => {
+      const reply = await real(input)
+      if (lost.has(input.playerId)) throw new Error('connection reset')
       return reply
-    }
-    onTestFinished(() => {
-      proto.submit = submit
     })
     const scoreOf = async (p: string) =>
       (await fresh<{ entry: { score: number } | null }>(`/v1/leaderboards/${board}/players/${p}`))
@@ -1203,18 +1217,9 @@ describe('the end of a game', () => {
     const board = await createBoard({ operator: 'incr' })
     const game = await playGame({ leaderboardId: board })
     // The board counts the win, and its answer never comes back: the object is reset meanwhile.
-    const proto = await runInDurableObject(
-      env.LEADERBOARD.getByName(board),
-      (inst: Leaderboard) => Object.getPrototypeOf(inst) as Pick<Leaderboard, 'submit'>,
-    )
-    const submit = proto.submit
-    proto.submit = async function (this: Leaderboard, input) {
-      const reply = await submit.call(this, input)
-      if (input.boardId !== board) return reply
+    const restore = await wrapBoardSubmit(board, async (real, input) => {
+      await real(input)
       return new Promise<never>(() => {})
-    }
-    onTestFinished(() => {
-      proto.submit = submit
     })
     const scoreOf = async () =>
       (
@@ -1234,7 +1239,7 @@ describe('the end of a game', () => {
     )
     expect(Object.keys(JSON.parse(noted ?? '{}') as object)).toEqual([game.winner])
     expect(await out).toMatchObject({ stage: 'submit', attempts: 1 })
-    proto.submit = submit
+    restore()
     // A day and more on, the board has forgotten the key: the call is not sent again.
     const later = Date.now() + 25 * 3_600_000
     await runInDurableObject(env.LEADERBOARD.getByName(board), (inst: Leaderboard) => {
@@ -1251,21 +1256,12 @@ describe('the end of a game', () => {
   it('a board that fails a call in a way it may not the next time (internal) gets the win on a retry', async () => {
     const board = await createBoard({ operator: 'incr' })
     const game = await playGame({ leaderboardId: board })
-    const proto = await runInDurableObject(
-      env.LEADERBOARD.getByName(board),
-      (inst: Leaderboard) => Object.getPrototypeOf(inst) as Pick<Leaderboard, 'submit'>,
-    )
-    const submit = proto.submit
     let failures = 1
-    proto.submit = async function (this: Leaderboard, input) {
-      if (input.boardId === board && failures-- > 0) {
-        return { ok: false, problem: 'internal', detail: 'injected: a query that lost a race' }
-      }
-      return submit.call(this, input)
-    }
-    onTestFinished(() => {
-      proto.submit = submit
-    })
+    await wrapBoardSubmit(board, async (real, input) =>
+      failures-- > 0
+        ? { ok: false, problem: 'internal', detail: 'injected: a query that lost a race' }
+        : real(input),
+    )
     const first = await inObject(game.sessionId, (inst) => inst.runEndWork({ force: true }))
     expect(first).toMatchObject({ stage: 'submit', attempts: 1 })
     const done = await inObject(game.sessionId, (inst) => inst.runEndWork({ force: true }))
@@ -1279,21 +1275,12 @@ describe('the end of a game', () => {
   it('a board that answers unavailable (the call did not count) gets the win even a day later: the answer clears the mark of an unanswered call', async () => {
     const board = await createBoard({ operator: 'incr' })
     const game = await playGame({ leaderboardId: board })
-    const proto = await runInDurableObject(
-      env.LEADERBOARD.getByName(board),
-      (inst: Leaderboard) => Object.getPrototypeOf(inst) as Pick<Leaderboard, 'submit'>,
-    )
-    const submit = proto.submit
     let down = true
-    proto.submit = async function (this: Leaderboard, input) {
-      if (input.boardId === board && down) {
-        return { ok: false, problem: 'unavailable', detail: 'injected: Neon down at its start' }
-      }
-      return submit.call(this, input)
-    }
-    onTestFinished(() => {
-      proto.submit = submit
-    })
+    await wrapBoardSubmit(board, async (real, input) =>
+      down
+        ? { ok: false, problem: 'unavailable', detail: 'injected: Neon down at its start' }
+        : real(input),
+    )
     const first = await inObject(game.sessionId, (inst) => inst.runEndWork({ force: true }))
     expect(first).toMatchObject({ stage: 'submit', attempts: 1 })
     down = false

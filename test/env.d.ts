@@ -10,6 +10,8 @@ declare global {
       /** A Neon relay that takes requests and never answers. */
       TEST_SILENT_NEON_RELAY?: string
       TEST_SILENT_DATABASE_URL?: string
+      /** A token of the test Redis that runs reads only (writes refused, NOPERM). */
+      TEST_READ_ONLY_UPSTASH_TOKEN?: string
     }
   }
 }

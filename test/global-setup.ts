@@ -43,7 +43,10 @@ export default async function setup(project: TestProject) {
     const redis = await startRedis()
     stops.push(() => redis.stop())
     const token = 'test-upstash-token'
-    const upstash = await startUpstashRest({ redisPort: redis.port, token })
+    // And a read-only token, as a database's read-only token pasted in place of its own: every
+    // write refused (NOPERM), every read answered.
+    const readOnlyToken = 'test-upstash-read-only-token'
+    const upstash = await startUpstashRest({ redisPort: redis.port, token, readOnlyToken })
     stops.push(() => upstash.close())
     const relayAddress = `127.0.0.1:${relay.port}`
     await runMigrations({ databaseUrl: pg.url, relay: relayAddress })
@@ -78,6 +81,7 @@ export default async function setup(project: TestProject) {
       NEON_LOCAL_RELAY: relayAddress,
       UPSTASH_REDIS_REST_URL: upstash.url,
       UPSTASH_REDIS_REST_TOKEN: token,
+      TEST_READ_ONLY_UPSTASH_TOKEN: readOnlyToken,
     })
   } catch (err) {
     await stopAll()

@@ -73,7 +73,52 @@ function toArg(value: unknown): string | undefined {
  * Upstash-only Lua shebang flags (EVAL, SCRIPT LOAD) and the SHAs of rewritten scripts
  * (EVALSHA, SCRIPT EXISTS). Returns an error message for refused or malformed commands.
  */
-export function prepareCommand(raw: unknown, scripts: ScriptShaMap): PreparedCommand | string {
+/**
+ * What a read-only token may run, as Upstash's read-only user (`default_ro`, ACL `+@read`) may:
+ * anything else is refused with Redis's NOPERM.
+ */
+const READ_ONLY = new Set([
+  'GET',
+  'MGET',
+  'GETRANGE',
+  'STRLEN',
+  'EXISTS',
+  'TYPE',
+  'TTL',
+  'PTTL',
+  'PING',
+  'ECHO',
+  'TIME',
+  'DBSIZE',
+  'SCAN',
+  'KEYS',
+  'HGET',
+  'HMGET',
+  'HGETALL',
+  'HLEN',
+  'HEXISTS',
+  'LRANGE',
+  'LLEN',
+  'SMEMBERS',
+  'SISMEMBER',
+  'SCARD',
+  'ZRANGE',
+  'ZREVRANGE',
+  'ZSCORE',
+  'ZRANK',
+  'ZREVRANK',
+  'ZCARD',
+  'ZCOUNT',
+  'EVAL_RO',
+  'EVALSHA_RO',
+])
+
+export function prepareCommand(
+  raw: unknown,
+  scripts: ScriptShaMap,
+  /** Sent with the read-only token: only READ_ONLY commands run. */
+  readOnly = false,
+): PreparedCommand | string {
   if (!Array.isArray(raw) || raw.length === 0) {
     return 'ERR command must be a non-empty JSON array'
   }
@@ -85,6 +130,9 @@ export function prepareCommand(raw: unknown, scripts: ScriptShaMap): PreparedCom
   }
   const name = (args[0] ?? '').toUpperCase()
   if (REFUSED.has(name)) return `ERR command is not available over REST: ${name}`
+  if (readOnly && !READ_ONLY.has(name)) {
+    return `NOPERM this user has no permissions to run the '${name.toLowerCase()}' command`
+  }
   const blocking =
     BLOCKING.has(name) ||
     ((name === 'XREAD' || name === 'XREADGROUP') && args.some((a) => a.toUpperCase() === 'BLOCK'))

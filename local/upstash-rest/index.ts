@@ -18,6 +18,11 @@ export interface StartUpstashRestOptions {
   redisHost?: string
   /** The bearer token clients must send (`new Redis({ url, token })`). */
   token: string
+  /**
+   * A second token that runs reads only, as an Upstash database's read-only token does: writes
+   * sent with it are refused (NOPERM).
+   */
+  readOnlyToken?: string
   /** Defaults to a free port on 127.0.0.1. */
   port?: number
   /** Request bodies above this are answered 413. Defaults to 10 MiB. */
@@ -91,7 +96,11 @@ export async function startUpstashRest(opts: StartUpstashRestOptions): Promise<U
     }
 
     const token = bearer(req, url)
-    if (token === undefined || !sameToken(token, opts.token)) {
+    const readOnly =
+      token !== undefined &&
+      opts.readOnlyToken !== undefined &&
+      sameToken(token, opts.readOnlyToken)
+    if (token === undefined || (!readOnly && !sameToken(token, opts.token))) {
       req.resume()
       reply(401, { error: 'Unauthorized' })
       return
@@ -124,7 +133,7 @@ export async function startUpstashRest(opts: StartUpstashRestOptions): Promise<U
 
     try {
       if (path === '') {
-        const command = prepareCommand(body, scripts)
+        const command = prepareCommand(body, scripts, readOnly)
         if (typeof command === 'string') {
           reply(400, { error: command })
           return
@@ -140,7 +149,7 @@ export async function startUpstashRest(opts: StartUpstashRestOptions): Promise<U
         reply(400, { error: 'ERR body must be a non-empty JSON array of commands' })
         return
       }
-      const prepared = body.map((raw: unknown) => prepareCommand(raw, scripts))
+      const prepared = body.map((raw: unknown) => prepareCommand(raw, scripts, readOnly))
 
       if (path === '/pipeline') {
         const runnable = prepared.filter((c): c is PreparedCommand => typeof c !== 'string')

@@ -49,6 +49,28 @@ describe('the real @upstash/redis client', () => {
     expect(await redis.get(key('missing'))).toBeNull()
   })
 
+  it('runs reads only for its read-only token: a write is refused with NOPERM, as Upstash does', async () => {
+    const ro = await startUpstashRest({
+      redisPort: server.port,
+      token: TOKEN,
+      readOnlyToken: 'read-only',
+    })
+    try {
+      await redis.set('ro:k', 'v')
+      const reader = new Redis({ url: ro.url, token: 'read-only', retry: false })
+      expect(await reader.get('ro:k')).toBe('v')
+      await expect(reader.set('ro:k', 'w')).rejects.toThrow(/NOPERM/)
+      await expect(reader.incr('ro:n')).rejects.toThrow(/NOPERM/)
+      expect(await redis.get('ro:k')).toBe('v')
+      expect(await redis.exists('ro:n')).toBe(0)
+      // The full token still writes.
+      const writer = new Redis({ url: ro.url, token: TOKEN, retry: false })
+      expect(await writer.set('ro:k', 'w')).toBe('OK')
+    } finally {
+      await ro.close()
+    }
+  })
+
   it('increments', async () => {
     const k = key('counter')
     const results = await Promise.all(Array.from({ length: 25 }, () => redis.incr(k)))

@@ -62,6 +62,17 @@ describe('operations endpoints', () => {
     for (const a of answers) expect(a.checkedAt).toBeGreaterThan(before - 1_000)
   })
 
+  it('/ready is 503 naming Redis when it answers reads but refuses writes (a read-only token in place of the database’s own): it would count no limit and share no answer', async () => {
+    const res = await callWithEnv(
+      { UPSTASH_REDIS_REST_TOKEN: env.TEST_READ_ONLY_UPSTASH_TOKEN },
+      '/ready',
+    )
+    expect(res.status).toBe(503)
+    const body = (await res.json()) as { checks: Record<string, string>; detail: string }
+    expect(body.checks).toEqual({ postgres: 'up', redis: 'down' })
+    expect(body.detail).toContain('redis unreachable or refusing writes')
+  })
+
   it('/ready is 503 naming Postgres when it is unreachable', async () => {
     const res = await callWithEnv(unreachablePostgres, '/ready')
     expect(res.status).toBe(503)

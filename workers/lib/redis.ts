@@ -28,6 +28,8 @@ export interface AcceleratorOptions {
 
 /** How long past its deadline a trial call is still waited for before it counts as lost. */
 const TRIAL_GRACE_MS = 1_000
+/** The key readiness checks write (and let expire): one per deployment, a few bytes. */
+const READY_PROBE_KEY = 'nexus:ready-probe'
 
 /**
  * Upstash Redis as an accelerator: every call has a deadline, failures are counted, and after
@@ -92,10 +94,15 @@ export class RedisAccelerator {
     }
   }
 
-  /** Probes Redis regardless of the breaker, for readiness checks. */
-  async ping(timeoutMs = 1000): Promise<boolean> {
+  /**
+   * Probes Redis regardless of the breaker, for readiness checks, with a write: a Redis that
+   * answers reads but refuses writes (full with eviction off, or a read-only token in place of
+   * the database's own) counts nothing and shares no answer, and would pass a PING.
+   */
+  async probe(timeoutMs = 1000): Promise<boolean> {
     try {
-      return (await within(this.redis.ping(), timeoutMs, 'Redis')) === 'PONG'
+      const written = this.redis.set(READY_PROBE_KEY, Date.now(), { px: 60_000 })
+      return (await within(written, timeoutMs, 'Redis')) === 'OK'
     } catch {
       return false
     }
@@ -128,15 +135,18 @@ const accelerators = new Map<string, RedisAccelerator>()
 
 /**
  * The Redis accelerator for this environment, or null when Redis is not configured. One per
- * URL per isolate, so the breaker's memory spans requests.
+ * URL and token per isolate, so the breaker's memory spans requests (a token's rights are its
+ * own: a read-only one's calls fail where the database's own succeed).
  */
 export function getRedis(env: RedisEnv): RedisAccelerator | null {
   const url = env.UPSTASH_REDIS_REST_URL
   if (!url) return null
-  let accel = accelerators.get(url)
+  const token = env.UPSTASH_REDIS_REST_TOKEN ?? ''
+  const key = `${url} ${token}`
+  let accel = accelerators.get(key)
   if (!accel) {
-    accel = new RedisAccelerator(newRedis(url, env.UPSTASH_REDIS_REST_TOKEN ?? ''))
-    accelerators.set(url, accel)
+    accel = new RedisAccelerator(newRedis(url, token))
+    accelerators.set(key, accel)
   }
   return accel
 }

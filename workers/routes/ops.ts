@@ -44,7 +44,8 @@ const recentChecks = new Map<string, { at: number; checks: { postgres: Check; re
  * each dependency named, and `checkedAt`, when the checks finished (at most a second before).
  */
 ops.get('/ready', async (c) => {
-  const key = `${c.env.DATABASE_URL ?? ''} ${c.env.UPSTASH_REDIS_REST_URL ?? ''}`
+  // The token too: another one for the same database may refuse what this one may do.
+  const key = `${c.env.DATABASE_URL ?? ''} ${c.env.UPSTASH_REDIS_REST_URL ?? ''} ${c.env.UPSTASH_REDIS_REST_TOKEN ?? ''}`
   let recent = recentChecks.get(key)
   if (!recent || !(Date.now() - recent.at < CHECKS_REUSED_MS)) {
     const redis = getRedis(c.env)
@@ -54,7 +55,7 @@ ops.get('/ready', async (c) => {
         : Promise.resolve<Check>('not-configured'),
       redis
         ? probe(async () => {
-            if (!(await redis.ping(PROBE_TIMEOUT_MS))) throw new Error('no PONG')
+            if (!(await redis.probe(PROBE_TIMEOUT_MS))) throw new Error('no write')
           })
         : Promise.resolve<Check>('not-configured'),
     ])
@@ -69,7 +70,7 @@ ops.get('/ready', async (c) => {
   const { checks, at: checkedAt } = recent
   const problems = Object.entries(checks).flatMap(([name, v]) =>
     v === 'down'
-      ? [`${name} unreachable`]
+      ? [name === 'redis' ? 'redis unreachable or refusing writes' : `${name} unreachable`]
       : name === 'postgres' && v === 'not-configured'
         ? ['postgres not configured (DATABASE_URL)']
         : [],

@@ -91,7 +91,8 @@ import { answerClose, closeSilent, fellSilent } from '../workers/lib/socket-clos
  * creation; an alarm then feeds a `tick` input at that rate while the game runs, or, for rules
  * that name their next deadline (`nextTick`, dice-race's turn timer), at that tick only, or, for
  * rules that name the next moment a tick can matter (`quietUntil`, hot-potato's fuse), then with
- * the tick of the moment. Every timed job shares the one alarm; `now` is a field tests move instead of sleeping.
+ * the tick of the moment. Every timed job shares the one alarm; `now` is a field tests move
+ * instead of sleeping.
  *
  * The end: when `rules.result()` turns non-null, the status becomes `finished` in the same write
  * as the last record, everyone gets the event and `ended {result}`, sockets close, and the `end`

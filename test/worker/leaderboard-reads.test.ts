@@ -606,6 +606,39 @@ describe('edge cache', () => {
     expect(redisTtl).toBeLessThanOrEqual(2_500)
   })
 
+  it('a slow load that ends after a newer answer was stored puts its older one back neither at the edge nor in Redis: reads do not go back to before a write', async () => {
+    const b = await createBoard()
+    await submitFor(b, `${b}-first`, { score: 1 })
+    const path = `/v1/leaderboards/${b}/top`
+    const key = `lb:${b}:top:10:`
+    // A load whose names come from a Neon that never answers (its 1 s limit): it read the board
+    // before the write below, and stores its answer a second later.
+    const slow = callWithEnv(
+      {
+        DATABASE_URL: env.TEST_SILENT_DATABASE_URL,
+        NEON_LOCAL_RELAY: env.TEST_SILENT_NEON_RELAY,
+        LOG_LEVEL: 'silent',
+      },
+      path,
+      { headers: { 'cache-control': 'no-cache' } },
+    )
+    await new Promise((r) => setTimeout(r, 300))
+    await submitFor(b, `${b}-second`, { score: 2 })
+    // A quicker load, begun after the write, stores the newer page first.
+    expect((await fresh<Top>(path)).total).toBe(2)
+    const older = (await (await slow).json()) as Top
+    expect(older.total).toBe(1)
+    // Another isolate: the location's cache has the newer page, and so has Redis.
+    forgetIsolateReads()
+    const edge = await call(path)
+    expect(edge.headers.get('x-cache')).toBe('HIT edge')
+    expect(((await edge.json()) as Top).total).toBe(2)
+    const held = await getRedis(env)!.run('test.get', (r) =>
+      r.get<{ body: string }>(`nexus:read:${key}`),
+    )
+    expect((JSON.parse(held!.body) as Top).total).toBe(2)
+  })
+
   it('an early refresh chosen at one layer goes to the board, not to the same answer one layer down', async () => {
     const b = await createBoard()
     await submitFor(b, 'a', { score: 1 })

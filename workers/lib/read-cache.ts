@@ -107,6 +107,23 @@ export async function forgetStaleRead(
   ])
 }
 
+/**
+ * Sets KEYS[1] to ARGV[1] for ARGV[3] ms unless what it holds was produced after ARGV[2] (its
+ * `storedAt`): a slow load ending after a quicker one that began later must not put its older
+ * answer back over the newer, for every location to read.
+ */
+const SET_UNLESS_NEWER = `
+local current = redis.call('GET', KEYS[1])
+if current then
+  local ok, held = pcall(cjson.decode, current)
+  if ok and type(held) == 'table' and tonumber(held.storedAt) and
+      tonumber(held.storedAt) > tonumber(ARGV[2]) then
+    return 0
+  end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
+return 1`
+
 function cacheRequest(key: string): Request {
   return new Request(`https://read-cache.nexus.internal/${encodeURIComponent(key)}`)
 }
@@ -253,7 +270,11 @@ export async function cachedRead(c: Context<AppEnv>, opts: CachedReadOptions): P
   // would count toward opening the breaker for every read.
   if (redis && fresh.text.length <= MAX_REDIS_ANSWER_CHARS) {
     const px = answerTtl ?? ttlMs
-    stores.push(redis.run('read-cache.set', (r) => r.set(redisKey, value, { px })))
+    stores.push(
+      redis.run('read-cache.set', (r) =>
+        r.eval(SET_UNLESS_NEWER, [redisKey], [JSON.stringify(value), value.storedAt, px]),
+      ),
+    )
   }
   c.executionCtx.waitUntil(Promise.all(stores))
   return respond(fresh.text, fresh.storedAt, 'MISS', answerTtl)
@@ -312,8 +333,17 @@ async function putEdge(
 ): Promise<void> {
   const ttlMs = answerTtlMs ?? readTtlMs
   const left = Math.max(1, Math.floor((storedAt + ttlMs - Date.now()) / 1000))
+  const request = cacheRequest(key)
+  // A newer answer stored meanwhile (a quicker load that began after this one) stays: put back,
+  // this one would have reads go back to before a write they had already shown.
+  const current = await cache.match(request)
+  if (current) {
+    const currentAt = Number(current.headers.get('x-stored-at'))
+    await current.body?.cancel()
+    if (currentAt > storedAt) return
+  }
   await cache.put(
-    cacheRequest(key),
+    request,
     new Response(text, {
       headers: {
         'content-type': 'application/json',

@@ -1728,6 +1728,7 @@ export class GameSession extends DurableObject<Env> {
       string,
       number
     >
+    const saveUnanswered = () => this.setMeta('submit_unanswered', JSON.stringify(unanswered))
     // Everyone on one team (a free-for-all queue, `teams: 1`): the team is no side, and only the
     // winner won (the ratings count nobody: a match needs two sides).
     const oneTeam = new Set(result.placements.map((x) => x.team)).size < 2
@@ -1773,7 +1774,7 @@ export class GameSession extends DurableObject<Env> {
       // out (a deploy) never sees it fail, and the board may have kept the key.
       if (since === undefined) {
         unanswered[p.playerId] = this.now()
-        this.setMeta('submit_unanswered', JSON.stringify(unanswered))
+        saveUnanswered()
       }
       const submitting = boardStub(this.env, boardId).submit({
         boardId,
@@ -1797,7 +1798,7 @@ export class GameSession extends DurableObject<Env> {
         // Past the limit the board answers a key it keeps as a replay: this one it does not
         // keep, so no call of this win has counted, and its retries have their full time again.
         delete unanswered[p.playerId]
-        this.setMeta('submit_unanswered', JSON.stringify(unanswered))
+        saveUnanswered()
         throw new RetryLater(reply.detail)
       }
       // The board could not read its configuration (Neon down at its cold start), or could not
@@ -1806,7 +1807,7 @@ export class GameSession extends DurableObject<Env> {
       if (reply.problem === 'unavailable' || reply.problem === 'internal') {
         if (since === undefined) {
           delete unanswered[p.playerId]
-          this.setMeta('submit_unanswered', JSON.stringify(unanswered))
+          saveUnanswered()
         }
         throw new Error(reply.detail)
       }

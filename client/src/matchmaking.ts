@@ -487,11 +487,10 @@ export class MatchTicket extends Emitter<TicketEvents> {
       // A queued ticket's socket is gone: an attempt may take no longer than what is left of the
       // time the pool's grace allows (a second at least, for one more try once it is up), or one
       // that hangs (a stalled upgrade) would outlast the grace.
-      const leftMs =
-        this.queuedSocketLostAt === null
-          ? sockets.openTimeoutMs
-          : lossAllowedMs() - (Date.now() - this.queuedSocketLostAt)
-      const openWithinMs = Math.min(sockets.openTimeoutMs, Math.max(LAST_TRY_OPEN_MS, leftMs))
+      const openWithinMs = Math.min(
+        sockets.openTimeoutMs,
+        Math.max(LAST_TRY_OPEN_MS, leftOfAllowance()),
+      )
       let socket: SocketLike
       try {
         socket = await openSocket(sockets.factory!, url, credential.protocols, openWithinMs)

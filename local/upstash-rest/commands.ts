@@ -69,11 +69,6 @@ function toArg(value: unknown): string | undefined {
 }
 
 /**
- * Validates one command from a request body and rewrites what Redis would not accept as sent:
- * Upstash-only Lua shebang flags (EVAL, SCRIPT LOAD) and the SHAs of rewritten scripts
- * (EVALSHA, SCRIPT EXISTS). Returns an error message for refused or malformed commands.
- */
-/**
  * What a read-only token may run, as Upstash's read-only user (`default_ro`, ACL `+@read`) may:
  * anything else is refused with Redis's NOPERM.
  */
@@ -113,6 +108,11 @@ const READ_ONLY = new Set([
   'EVALSHA_RO',
 ])
 
+/**
+ * Validates one command from a request body and rewrites what Redis would not accept as sent:
+ * Upstash-only Lua shebang flags (EVAL, SCRIPT LOAD) and the SHAs of rewritten scripts
+ * (EVALSHA, SCRIPT EXISTS). Returns an error message for refused or malformed commands.
+ */
 export function prepareCommand(
   raw: unknown,
   scripts: ScriptShaMap,

@@ -67,6 +67,31 @@ interface ScriptedSocket {
 }
 
 /**
+ * A pool as `enqueue` answers a join: its key's ticket, else the player's waiting one (the key
+ * bound to it from then on), else a new ticket (`t1`, `t2`, …); `tickets` holds each one's status.
+ */
+function enqueueModel() {
+  const tickets = new Map<string, string>()
+  const byKey = new Map<string, string>()
+  let made = 0
+  return {
+    tickets,
+    join(key: string): { id: string; existing: boolean } {
+      const keyed = byKey.get(key)
+      if (keyed !== undefined) return { id: keyed, existing: true }
+      let id = [...tickets].find(([, status]) => status === 'waiting')?.[0]
+      const existing = id !== undefined
+      if (id === undefined) {
+        id = `t${++made}`
+        tickets.set(id, 'waiting')
+      }
+      byKey.set(key, id)
+      return { id, existing }
+    },
+  }
+}
+
+/**
  * A socket the test drives: `script` runs a moment after the client creates it, with ways to
  * open it, drop it, fail it and send it a frame; `onSend` sees each frame the client sends.
  */
@@ -1122,11 +1147,8 @@ describe('client SDK under failure', () => {
   it('a join made while an earlier cancelled join of the same queue is still sent again waits for it: the earlier one leaves only its own ticket, not the new one', async () => {
     vi.useFakeTimers()
     try {
-      // A pool as `enqueue` answers: a key's ticket, else the player's waiting ticket (the key
-      // bound to it), else a new ticket.
-      const tickets = new Map<string, string>()
-      const byKey = new Map<string, string>()
-      let made = 0
+      const pool = enqueueModel()
+      const tickets = pool.tickets
       let down = false
       let firstLost = true
       const deleted: string[] = []
@@ -1136,17 +1158,7 @@ describe('client SDK under failure', () => {
           if (down) throw new TypeError('network down')
           if (init?.method === 'POST' && url.pathname === '/v1/matchmaking/duel/tickets') {
             const key = (init.headers as Record<string, string>)['idempotency-key']!
-            let id = byKey.get(key)
-            let existing = true
-            if (id === undefined) {
-              id = [...tickets].find(([, status]) => status === 'waiting')?.[0]
-              if (id === undefined) {
-                id = `t${++made}`
-                tickets.set(id, 'waiting')
-                existing = false
-              }
-              byKey.set(key, id)
-            }
+            const { id, existing } = pool.join(key)
             if (firstLost) {
               // Made on the server; the answer lost with the network.
               firstLost = false
@@ -1192,11 +1204,9 @@ describe('client SDK under failure', () => {
   it('a join made while an earlier cancelled socket join (its `queued` lost) is still sent again waits for it too: the earlier cancel ends only its own ticket', async () => {
     vi.useFakeTimers()
     try {
-      // A pool as `enqueue` answers a join: its key's ticket, else the player's waiting one.
-      const tickets = new Map<string, string>()
-      const byKey = new Map<string, string>()
+      const pool = enqueueModel()
+      const tickets = pool.tickets
       const attachedTo = new Map<SocketLike, string>()
-      let made = 0
       let down = false
       let loseFirstJoin = true
       const client = createClient({
@@ -1221,18 +1231,7 @@ describe('client SDK under failure', () => {
                   driver.drop()
                   return
                 }
-                const key = frame.joinKey as string
-                let id = byKey.get(key)
-                let existing = true
-                if (id === undefined) {
-                  id = [...tickets].find(([, status]) => status === 'waiting')?.[0]
-                  if (id === undefined) {
-                    id = `t${++made}`
-                    tickets.set(id, 'waiting')
-                    existing = false
-                  }
-                  byKey.set(key, id)
-                }
+                const { id, existing } = pool.join(frame.joinKey as string)
                 attachedTo.set(socketRef!, id)
                 driver.receive({ type: 'queued', ticketId: id, existing, expiresAt: 0 })
               } else if (frame.type === 'cancel') {

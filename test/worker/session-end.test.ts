@@ -192,6 +192,20 @@ async function wrapBoardSubmit(
   return restore
 }
 
+/** Board `board` answers its first submit call with `problem` (the call not counted), then as usual. */
+async function refuseFirstCall(
+  board: string,
+  problem: 'internal' | 'unavailable',
+  detail: string,
+): Promise<void> {
+  let refused = false
+  await wrapBoardSubmit(board, async (real, input) => {
+    if (refused) return real(input)
+    refused = true
+    return { ok: false, problem, detail }
+  })
+}
+
 describe('the end of a game', () => {
   it('an admin ends a live game: every socket hears it, the result is cancelled, nobody is rated or put on the board, and a retry changes nothing', async () => {
     const board = await createBoard({ operator: 'incr' })
@@ -1256,12 +1270,7 @@ describe('the end of a game', () => {
   it('a board that fails a call in a way it may not the next time (internal) gets the win on a retry', async () => {
     const board = await createBoard({ operator: 'incr' })
     const game = await playGame({ leaderboardId: board })
-    let failures = 1
-    await wrapBoardSubmit(board, async (real, input) =>
-      failures-- > 0
-        ? { ok: false, problem: 'internal', detail: 'injected: a query that lost a race' }
-        : real(input),
-    )
+    await refuseFirstCall(board, 'internal', 'injected: a query that lost a race')
     const first = await inObject(game.sessionId, (inst) => inst.runEndWork({ force: true }))
     expect(first).toMatchObject({ stage: 'submit', attempts: 1 })
     const done = await inObject(game.sessionId, (inst) => inst.runEndWork({ force: true }))
@@ -1275,15 +1284,9 @@ describe('the end of a game', () => {
   it('a board that answers unavailable (the call did not count) gets the win even a day later: the answer clears the mark of an unanswered call', async () => {
     const board = await createBoard({ operator: 'incr' })
     const game = await playGame({ leaderboardId: board })
-    let down = true
-    await wrapBoardSubmit(board, async (real, input) =>
-      down
-        ? { ok: false, problem: 'unavailable', detail: 'injected: Neon down at its start' }
-        : real(input),
-    )
+    await refuseFirstCall(board, 'unavailable', 'injected: Neon down at its start')
     const first = await inObject(game.sessionId, (inst) => inst.runEndWork({ force: true }))
     expect(first).toMatchObject({ stage: 'submit', attempts: 1 })
-    down = false
     const later = Date.now() + 24 * 3_600_000
     await runInDurableObject(env.LEADERBOARD.getByName(board), (inst: Leaderboard) => {
       inst.now = () => later

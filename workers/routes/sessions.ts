@@ -6,7 +6,7 @@ import { PLAYER_HEADER } from '../../durable-objects/game-session.ts'
 import { getRules, viewRecord, type RosterEntry } from '../core/rules/index.ts'
 import { getSql, isDatabaseUnreachable, isTransientDatabaseError } from '../db/client.ts'
 import { errorFields, log } from '../lib/log.ts'
-import { authenticate, bearer, verifyPlayerToken } from '../lib/auth.ts'
+import { authenticate, bearer, GUEST_ID_PREFIX, verifyPlayerToken } from '../lib/auth.ts'
 import {
   BEARER,
   BEARER_OR_QUERY_TOKEN,
@@ -175,17 +175,24 @@ async function authorize(
 }
 
 /**
+ * Whether an erasure could be why `viewer` may not read a session: not for a session token
+ * (issued for this match to the player it names), nor for a guest (whose id never comes back).
+ */
+function mayBeBackUnderErasedId(viewer: Extract<Viewer, { kind: 'player' }>): boolean {
+  return !viewer.sessionToken && !viewer.playerId.startsWith(GUEST_ID_PREFIX)
+}
+
+/**
  * Whether `viewer`'s own token speaks for a player back under an id erased after `createdAt`.
- * Neon is asked only when it could: not for a session token (issued for this match), a guest
- * (whose id never comes back), or a token issued before the session (a player back since holds
- * one issued after the erasure, so after the session).
+ * Neon is asked only when it could (mayBeBackUnderErasedId), and not for a token issued before
+ * the session (a player back since holds one issued after the erasure, so after the session).
  */
 async function erasedSince(
   c: Context<AppEnv>,
   viewer: Extract<Viewer, { kind: 'player' }>,
   createdAt: number,
 ): Promise<boolean> {
-  if (viewer.sessionToken || viewer.playerId.startsWith('g_')) return false
+  if (!mayBeBackUnderErasedId(viewer)) return false
   // `iat` is in whole seconds: a token stamped in the session's second may be later than it.
   if (viewer.issuedAt !== undefined && viewer.issuedAt + 1000 <= createdAt) return false
   try {
@@ -208,7 +215,7 @@ async function erasedSince(
 async function connect(c: Context<AppEnv>, sessionId: string): Promise<Response> {
   const offer = socketOffer(c.req.header('sec-websocket-protocol'))
   const player = await playerOf(c, credentialOf(c, offer), sessionId)
-  if (!player.sessionToken && !player.playerId.startsWith('g_')) {
+  if (mayBeBackUnderErasedId(player)) {
     // A session made before an erasure of the id is not a returning player's (as a read of it).
     const info = await sessionStub(c.env, sessionId).info()
     const onRoster = info.ok && info.roster.some((p) => p.playerId === player.playerId)

@@ -1,9 +1,14 @@
 import { runInDurableObject } from 'cloudflare:test'
 import { env } from 'cloudflare:workers'
 import { neon } from '@neondatabase/serverless'
-import { describe, expect, it, vi } from 'vitest'
+import { Redis } from '@upstash/redis/cloudflare'
+import { describe, expect, it, onTestFinished, vi } from 'vitest'
 import type { Leaderboard } from '../../durable-objects/leaderboard.ts'
 import { configureLocalRelay } from '../../workers/db/client.ts'
+import { setLogLevel } from '../../workers/lib/log.ts'
+import { localFamilies } from '../../workers/lib/metrics.ts'
+import { hitWindow } from '../../workers/lib/rate-limit.ts'
+import { getRedis, RedisAccelerator } from '../../workers/lib/redis.ts'
 import { pg } from './helpers/boards.ts'
 import {
   ADMIN_KEY,
@@ -252,6 +257,40 @@ describe('operations endpoints', () => {
     const made = await pg()`select 1 from players where device_id in (
       select encode(sha256(convert_to(d, 'UTF8')), 'hex') from unnest(${refused}::text[]) d)`
     expect(made).toEqual([])
+  })
+
+  it('a Redis that answers reads but refuses writes: after three refused counts the isolate stops sending them and counts limits itself, while its reads still go to Redis', async () => {
+    setLogLevel('silent')
+    onTestFinished(() => setLogLevel('info'))
+    // The real Upstash client against the local endpoint, with the read-only token.
+    const readOnly = new RedisAccelerator(
+      new Redis({
+        url: testEnv.UPSTASH_REDIS_REST_URL,
+        token: testEnv.TEST_READ_ONLY_UPSTASH_TOKEN,
+        retry: false,
+      }),
+    )
+    const key = `ro-read-${crypto.randomUUID()}`
+    await getRedis(env)!.write('test.set', (r) => r.set(key, 'kept'))
+    const skipped = () => {
+      const family = localFamilies().find((f) => f.name === 'nexus_redis_skipped_total')
+      const series = (family?.series ?? []) as { labels: { operation: string }; value: number }[]
+      return series.find((s) => s.labels.operation === 'ratelimit')?.value ?? 0
+    }
+    const before = skipped()
+    const limitKey = `ro-limit-${crypto.randomUUID()}`
+    const allowed: boolean[] = []
+    for (let i = 0; i < 5; i++) {
+      allowed.push((await hitWindow(readOnly, limitKey, 2, 60_000)).allowed)
+      // Each hit beside a read Redis answers, as a request's limit and cache read go together.
+      expect(await readOnly.run('test.get', (r) => r.get(key))).toBe('kept')
+    }
+    // Three counts refused (each one round trip), then the circuit of writes is open: the last
+    // two were not sent. The isolate's own count limited the key all the same.
+    expect(skipped() - before).toBe(2)
+    expect(readOnly.writeState).toBe('open')
+    expect(readOnly.state).toBe('closed')
+    expect(allowed).toEqual([true, true, false, false, false])
   })
 
   it('/metrics exposes request counts and latency per route and status', async () => {

@@ -77,7 +77,7 @@ export async function hitWindow(
   if (redis) {
     const windowStart = now - (now % windowMs)
     const redisKey = `nexus:rl:${key}:${windowStart}`
-    const count = await redis.run('ratelimit', async (r) => {
+    const count = await redis.write('ratelimit', async (r) => {
       const tx = r.multi()
       tx.incr(redisKey)
       tx.pexpire(redisKey, windowMs + 1000)

@@ -103,7 +103,7 @@ export async function forgetStaleRead(
   isolateReads.forget(key)
   await Promise.all([
     cache?.delete(cacheRequest(key)).catch(() => false),
-    getRedis(c.env)?.run('read-cache.forget', (r) => r.del(`nexus:read:${key}`)),
+    getRedis(c.env)?.write('read-cache.forget', (r) => r.del(`nexus:read:${key}`)),
   ])
 }
 
@@ -271,7 +271,7 @@ export async function cachedRead(c: Context<AppEnv>, opts: CachedReadOptions): P
   if (redis && fresh.text.length <= MAX_REDIS_ANSWER_CHARS) {
     const px = answerTtl ?? ttlMs
     stores.push(
-      redis.run('read-cache.set', (r) =>
+      redis.write('read-cache.set', (r) =>
         r.eval(SET_UNLESS_NEWER, [redisKey], [JSON.stringify(value), value.storedAt, px]),
       ),
     )

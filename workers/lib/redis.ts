@@ -12,7 +12,7 @@ const redisSkipped = counter(
 // where one gauge series would show whichever isolate wrote last.
 const redisCircuitOpens = counter(
   'nexus_redis_circuit_opens_total',
-  "Times an isolate's Redis circuit breaker opened (Redis skipped for a while after failures)",
+  "Times one of an isolate's Redis circuits (reads, writes) opened (Redis skipped for a while after failures)",
   { unlabelled: true },
 )
 
@@ -32,21 +32,10 @@ const TRIAL_GRACE_MS = 1_000
 const READY_PROBE_KEY = 'nexus:ready-probe'
 
 /**
- * Upstash Redis as an accelerator: every call has a deadline, failures are counted, and after
- * `failureThreshold` consecutive failures the circuit opens and calls return `undefined` at once
- * for `openMs`, then one trial call decides whether it closes. Callers always have a fallback
- * (the Durable Object, the Cache API), so `undefined` means "go the slow way", never an error.
- *
- * @example
- * const cached = await accel.run('top.get', (r) => r.get<string>(key))
- * if (cached === undefined) { ... read from the Durable Object ... }
+ * One circuit: after `failureThreshold` consecutive failures it opens for `openMs`, then lets
+ * one trial call through, whose outcome closes or reopens it.
  */
-export class RedisAccelerator {
-  readonly redis: Redis
-  private readonly timeoutMs: number
-  private readonly failureThreshold: number
-  private readonly openMs: number
-  private readonly now: () => number
+class Circuit {
   private consecutiveFailures = 0
   private openUntil = 0
   /**
@@ -57,12 +46,21 @@ export class RedisAccelerator {
    */
   private trialStartedAt: number | null = null
 
-  constructor(redis: Redis, opts: AcceleratorOptions = {}) {
-    this.redis = redis
-    this.timeoutMs = opts.timeoutMs ?? 250
-    this.failureThreshold = opts.failureThreshold ?? 3
-    this.openMs = opts.openMs ?? 10_000
-    this.now = opts.now ?? Date.now
+  private readonly failureThreshold: number
+  private readonly openMs: number
+  private readonly trialLostAfterMs: number
+  private readonly now: () => number
+
+  constructor(
+    failureThreshold: number,
+    openMs: number,
+    trialLostAfterMs: number,
+    now: () => number,
+  ) {
+    this.failureThreshold = failureThreshold
+    this.openMs = openMs
+    this.trialLostAfterMs = trialLostAfterMs
+    this.now = now
   }
 
   get state(): 'closed' | 'open' | 'half-open' {
@@ -70,27 +68,122 @@ export class RedisAccelerator {
     return this.now() < this.openUntil ? 'open' : 'half-open'
   }
 
-  /** Runs `fn` against Redis within the deadline; `undefined` if Redis is unavailable. */
-  async run<T>(operation: string, fn: (redis: Redis) => Promise<T>): Promise<T | undefined> {
+  /** Whether a call may go to Redis now; if it is the half-open circuit's trial, its token. */
+  admit(): { trial: number | null } | null {
     const state = this.state
     const now = this.now()
     const trialRunning =
-      this.trialStartedAt !== null && now - this.trialStartedAt < this.timeoutMs + TRIAL_GRACE_MS
-    if (state === 'open' || (state === 'half-open' && trialRunning)) {
+      this.trialStartedAt !== null && now - this.trialStartedAt < this.trialLostAfterMs
+    if (state === 'open' || (state === 'half-open' && trialRunning)) return null
+    const trial = state === 'half-open' ? now : null
+    if (trial !== null) this.trialStartedAt = trial
+    return { trial }
+  }
+
+  settled(trial: number | null): void {
+    if (trial !== null && this.trialStartedAt === trial) this.trialStartedAt = null
+  }
+
+  succeeded(): void {
+    this.consecutiveFailures = 0
+  }
+
+  /** Counts a failure; true when it opened the circuit. */
+  failed(): boolean {
+    // Calls in flight when the circuit opened fail after it: the same outage, so they neither
+    // count as openings nor keep it open longer (a trial's failure, half-open, opens it again).
+    const open = this.state === 'open'
+    this.consecutiveFailures++
+    if (this.consecutiveFailures >= this.failureThreshold && !open) {
+      this.openUntil = this.now() + this.openMs
+      return true
+    }
+    return false
+  }
+
+  get failures(): number {
+    return this.consecutiveFailures
+  }
+}
+
+/**
+ * Upstash Redis as an accelerator: every call has a deadline, failures are counted, and after
+ * `failureThreshold` consecutive failures the circuit opens and calls return `undefined` at once
+ * for `openMs`, then one trial call decides whether it closes. Callers always have a fallback
+ * (the Durable Object, the Cache API), so `undefined` means "go the slow way", never an error.
+ *
+ * Reads and writes have a circuit each: a Redis that answers reads but refuses writes (full with
+ * eviction off, a read-only token) fails every write while its reads succeed, and one shared
+ * count, reset by each read, never opened: every rate-limit hit and cache fill paid a round trip
+ * to be refused.
+ *
+ * @example
+ * const cached = await accel.run('top.get', (r) => r.get<string>(key))
+ * if (cached === undefined) { ... read from the Durable Object ... }
+ */
+export class RedisAccelerator {
+  readonly redis: Redis
+  private readonly timeoutMs: number
+  private readonly reads: Circuit
+  private readonly writes: Circuit
+
+  constructor(redis: Redis, opts: AcceleratorOptions = {}) {
+    this.redis = redis
+    this.timeoutMs = opts.timeoutMs ?? 250
+    const failureThreshold = opts.failureThreshold ?? 3
+    const openMs = opts.openMs ?? 10_000
+    const now = opts.now ?? Date.now
+    const circuit = () =>
+      new Circuit(failureThreshold, openMs, this.timeoutMs + TRIAL_GRACE_MS, now)
+    this.reads = circuit()
+    this.writes = circuit()
+  }
+
+  /** The state of the circuit of reads. */
+  get state(): 'closed' | 'open' | 'half-open' {
+    return this.reads.state
+  }
+
+  /** The state of the circuit of writes. */
+  get writeState(): 'closed' | 'open' | 'half-open' {
+    return this.writes.state
+  }
+
+  /** Runs a read `fn` against Redis within the deadline; `undefined` if Redis is unavailable. */
+  run<T>(operation: string, fn: (redis: Redis) => Promise<T>): Promise<T | undefined> {
+    return this.call(this.reads, operation, fn)
+  }
+
+  /** As `run`, for a call that writes: its failures open the circuit of writes only. */
+  write<T>(operation: string, fn: (redis: Redis) => Promise<T>): Promise<T | undefined> {
+    return this.call(this.writes, operation, fn)
+  }
+
+  private async call<T>(
+    circuit: Circuit,
+    operation: string,
+    fn: (redis: Redis) => Promise<T>,
+  ): Promise<T | undefined> {
+    const admitted = circuit.admit()
+    if (!admitted) {
       redisSkipped.inc({ operation })
       return undefined
     }
-    const trial = state === 'half-open' ? now : null
-    if (trial !== null) this.trialStartedAt = trial
     try {
       const result = await within(fn(this.redis), this.timeoutMs, 'Redis')
-      this.consecutiveFailures = 0
+      circuit.succeeded()
       return result
     } catch (err) {
-      this.recordFailure(operation, err)
+      redisFailures.inc({ operation })
+      if (circuit.failed()) redisCircuitOpens.inc()
+      log('warn', 'redis call failed', {
+        operation,
+        ...errorFields(err),
+        failures: circuit.failures,
+      })
       return undefined
     } finally {
-      if (trial !== null && this.trialStartedAt === trial) this.trialStartedAt = null
+      circuit.settled(admitted.trial)
     }
   }
 
@@ -106,23 +199,6 @@ export class RedisAccelerator {
     } catch {
       return false
     }
-  }
-
-  private recordFailure(operation: string, err: unknown): void {
-    redisFailures.inc({ operation })
-    // Calls in flight when the breaker opened fail after it: the same outage, so they neither
-    // count as openings nor keep it open longer (a trial's failure, half-open, opens it again).
-    const open = this.state === 'open'
-    this.consecutiveFailures++
-    if (this.consecutiveFailures >= this.failureThreshold && !open) {
-      this.openUntil = this.now() + this.openMs
-      redisCircuitOpens.inc()
-    }
-    log('warn', 'redis call failed', {
-      operation,
-      ...errorFields(err),
-      failures: this.consecutiveFailures,
-    })
   }
 }
 

@@ -207,7 +207,26 @@ describe('the dashboard overview at scale', () => {
       rewards: { cycle: number; players: number; ranks: [number, number] }[]
     }
     const paid = [14, 12, 11, 10, 9, 8, 6, 5, 4, 3]
-    expect(rewards).toEqual(paid.map((c) => ({ cycle: c, players: c, ranks: [1, c] })))
+    expect(rewards).toEqual(
+      paid.map((c) => ({ cycle: c, players: c, morePlayers: false, ranks: [1, c] })),
+    )
+  })
+
+  it("counts a paid cycle's players up to 1,000 (a floor past it), leaving voided rewards out", async () => {
+    const board = await createBoard({ cycle: { every: '1h' } })
+    await pg()`insert into leaderboard_cycles (leaderboard_id, cycle, starts_at, ends_at, entries)
+      select ${board}, c, now() - interval '1 day', now() - interval '1 hour', 5000
+        from generate_series(1, 2) as c`
+    // Cycle 2 paid 1,500 ranks, cycle 1 paid 1,001 of which 2 were voided since (an erasure).
+    await pg()`insert into rewards (leaderboard_id, cycle, player_id, rank, reward, voided_at)
+      select ${board}, c, 'p' || r, r, '{}'::jsonb, case when c = 1 and r <= 2 then now() end
+        from generate_series(1, 2) as c, generate_series(1, case c when 2 then 1500 else 1001 end) as r`
+    const detail = await call(`/dashboard/api/boards/${board}`, bearer(ADMIN_KEY))
+    const { rewards } = (await detail.json()) as { rewards: unknown[] }
+    expect(rewards).toEqual([
+      { cycle: 2, players: 1000, morePlayers: true, ranks: [1, 1500] },
+      { cycle: 1, players: 999, morePlayers: false, ranks: [1, 1001] },
+    ])
   })
 })
 

@@ -274,7 +274,7 @@ export const DASHBOARD_JS = String.raw`
           td(fmt(c.entries), 'num'), td(fmt(c.archived), 'num'), td(c.completedAt ? 'archived' : 'archiving…')])
       }, 'no closed cycles yet', 5)
       rows($('rewards').tBodies[0], b.rewards, function (r) {
-        return el('tr', null, [td(fmt(r.cycle), 'num'), td(fmt(r.players), 'num'), td('#' + r.ranks[0] + '–#' + r.ranks[1])])
+        return el('tr', null, [td(fmt(r.cycle), 'num'), td(fmt(r.players) + (r.morePlayers ? '+' : ''), 'num'), td('#' + r.ranks[0] + '–#' + r.ranks[1])])
       }, 'no rewards paid yet', 3)
     }).catch(function (err) { if (err.message !== 'refused') setStatus('board ' + id + ': ' + err.message, true) })
   }

@@ -28,6 +28,12 @@ export const dashboard = new Hono<AppEnv>()
 /** Boards and queues shown in the overview (each costs a Durable Object call per refresh). */
 const MAX_LISTED = 50
 const MAX_LIVE_SESSIONS = 50
+/**
+ * A paid cycle's players are counted up to this many: the detail is read every 5 s while shown,
+ * and a board paying a hundred thousand ranks a cycle would read that many rows for each of
+ * its last 10 paid cycles each time (its ranks come from two probes of the rank index).
+ */
+const MAX_COUNTED_REWARDS = 1_000
 
 dashboard.get('/', (c) => c.html(DASHBOARD_HTML, 200, PAGE_HEADERS))
 dashboard.get('/app.js', (c) =>
@@ -250,15 +256,19 @@ dashboard.get('/api/boards/:id', async (c) => {
                   order by r.cycle desc limit 1), n + 1
            from paid where paid.cycle is not null and n < 10
        )
-       select paid.cycle, r.players, r.best_rank, r.worst_rank
+       select paid.cycle,
+              (select count(*)::int from (
+                 select 1 from rewards
+                  where leaderboard_id = $1 and cycle = paid.cycle and voided_at is null
+                  limit $2) counted) as players,
+              (select min(rank)::int from rewards
+                where leaderboard_id = $1 and cycle = paid.cycle) as best_rank,
+              (select max(rank)::int from rewards
+                where leaderboard_id = $1 and cycle = paid.cycle) as worst_rank
          from paid
-        cross join lateral (
-          select count(*) filter (where voided_at is null)::int as players,
-                 min(rank)::int as best_rank, max(rank)::int as worst_rank
-            from rewards where leaderboard_id = $1 and cycle = paid.cycle) r
         where paid.cycle is not null
         order by paid.cycle desc`,
-      [id],
+      [id, MAX_COUNTED_REWARDS + 1],
     ) as unknown as Promise<
       { cycle: number; players: number; best_rank: number; worst_rank: number }[]
     >,
@@ -289,7 +299,9 @@ dashboard.get('/api/boards/:id', async (c) => {
     })),
     rewards: rewards.map((r) => ({
       cycle: r.cycle,
-      players: r.players,
+      players: Math.min(r.players, MAX_COUNTED_REWARDS),
+      // More were paid than counted: the count stops there (`players` is then a floor).
+      morePlayers: r.players > MAX_COUNTED_REWARDS,
       ranks: [r.best_rank, r.worst_rank],
     })),
   })

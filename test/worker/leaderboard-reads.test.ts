@@ -1,9 +1,13 @@
 import { env } from 'cloudflare:workers'
 import { evictDurableObject, runInDurableObject } from 'cloudflare:test'
 import { describe, expect, it } from 'vitest'
-import { ADMIN_KEY, call, callWithEnv, json, newGuest, problem } from './helpers/http.ts'
+import { ADMIN_KEY, BASE, call, callWithEnv, json, newGuest, problem } from './helpers/http.ts'
 import { boardId, createBoard, fresh, pg, submitFor, type Top } from './helpers/boards.ts'
-import { forgetIsolateReads, MAX_REDIS_ANSWER_CHARS } from '../../workers/lib/read-cache.ts'
+import {
+  edgeCacheUrl,
+  forgetIsolateReads,
+  MAX_REDIS_ANSWER_CHARS,
+} from '../../workers/lib/read-cache.ts'
 import { getRedis } from '../../workers/lib/redis.ts'
 import { until } from './helpers/sockets.ts'
 import { localFamilies } from '../../workers/lib/metrics.ts'
@@ -591,9 +595,7 @@ describe('edge cache', () => {
     // So does every layer that stored it: the location's cache and Redis.
     const key = `lb:${b}:top:10:`
     const edgeTtl = await until(async () => {
-      const hit = await caches.default.match(
-        `https://read-cache.nexus.internal/${encodeURIComponent(key)}`,
-      )
+      const hit = await caches.default.match(edgeCacheUrl(BASE, key))
       await hit?.body?.cancel()
       return hit?.headers.get('x-ttl-ms') ?? undefined
     })
@@ -1222,7 +1224,7 @@ describe('Redis as the cache shared by every location', () => {
     expect(first.headers.get('x-cache')).toBe('MISS')
     await first.body?.cancel()
     // Another location: its own Cache API is empty; simulate by dropping this location's entry.
-    const key = `https://read-cache.nexus.internal/${encodeURIComponent(`lb:${b}:top:5:`)}`
+    const key = edgeCacheUrl(BASE, `lb:${b}:top:5:`)
     await caches.default.delete(new Request(key))
     forgetIsolateReads()
     const second = await call(`/v1/leaderboards/${b}/top?limit=5`)
@@ -1242,9 +1244,7 @@ describe('Redis as the cache shared by every location', () => {
       expect(first.headers.get('x-cache')).toBe('MISS')
       await first.body?.cancel()
       // Another location, whose own caches are empty, loads it from the board.
-      await caches.default.delete(
-        new Request(`https://read-cache.nexus.internal/${encodeURIComponent(key)}`),
-      )
+      await caches.default.delete(new Request(edgeCacheUrl(BASE, key)))
       forgetIsolateReads()
       const second = await call(`/v1/leaderboards/${b}/${path}`)
       expect(second.headers.get('x-cache')).toBe('MISS')
@@ -1268,7 +1268,7 @@ describe('Redis as the cache shared by every location', () => {
     const first = await callWithEnv({}, `/v1/leaderboards/${b}/top?limit=100`)
     expect(first.headers.get('x-cache')).toBe('MISS')
     expect((await first.text()).length).toBeGreaterThan(MAX_REDIS_ANSWER_CHARS)
-    const key = `https://read-cache.nexus.internal/${encodeURIComponent(`lb:${b}:top:100:`)}`
+    const key = edgeCacheUrl(BASE, `lb:${b}:top:100:`)
     await caches.default.delete(new Request(key))
     forgetIsolateReads()
     const second = await call(`/v1/leaderboards/${b}/top?limit=100`)

@@ -95,14 +95,14 @@ export async function forgetStaleRead(
   const inMemory = isolateReads.get(key)
   let found = inMemory !== undefined && isStale(inMemory.body)
   if (!found && cache) {
-    const hit = await cache.match(cacheRequest(key)).catch(() => undefined)
+    const hit = await cache.match(cacheRequest(c, key)).catch(() => undefined)
     const body = hit ? await hit.text().catch(() => undefined) : undefined
     found = body !== undefined && isStale(body)
   }
   if (!found) return
   isolateReads.forget(key)
   await Promise.all([
-    cache?.delete(cacheRequest(key)).catch(() => false),
+    cache?.delete(cacheRequest(c, key)).catch(() => false),
     getRedis(c.env)?.write('read-cache.forget', (r) => r.del(`nexus:read:${key}`)),
   ])
 }
@@ -124,8 +124,18 @@ end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
 return 1`
 
-function cacheRequest(key: string): Request {
-  return new Request(`https://read-cache.nexus.internal/${encodeURIComponent(key)}`)
+/**
+ * Where the location's Cache API keeps the answer of `key`: under the host the request came to.
+ * Cloudflare asks that cache requests use the Worker's own hostname; a made-up one (this used
+ * `read-cache.nexus.internal`) can cost DNS lookups and cache efficiency there. The path is one
+ * no route serves, and the Cache API's entries are never served to clients by themselves.
+ */
+export function edgeCacheUrl(origin: string, key: string): string {
+  return `${origin}/__nexus/read-cache/${encodeURIComponent(key)}`
+}
+
+function cacheRequest(c: Context<AppEnv>, key: string): Request {
+  return new Request(edgeCacheUrl(new URL(c.req.url).origin, key))
 }
 
 /**
@@ -197,7 +207,7 @@ export async function cachedRead(c: Context<AppEnv>, opts: CachedReadOptions): P
   }
   if (!bypass && cache) {
     // A Cache API that fails is a miss: the layers below still answer.
-    const hit = await cache.match(cacheRequest(opts.key)).catch(() => undefined)
+    const hit = await cache.match(cacheRequest(c, opts.key)).catch(() => undefined)
     const storedAt = Number(hit?.headers.get('x-stored-at'))
     const computeMs = Number(hit?.headers.get('x-compute-ms') ?? 1)
     const entryTtl = hit?.headers.get('x-ttl-ms') ? Number(hit.headers.get('x-ttl-ms')) : undefined
@@ -222,7 +232,15 @@ export async function cachedRead(c: Context<AppEnv>, opts: CachedReadOptions): P
       isolateReads.remember(opts.key, hit)
       if (cache)
         c.executionCtx.waitUntil(
-          putEdge(cache, opts.key, hit.body, hit.storedAt, hit.ttlMs, hit.computeMs ?? 1, ttlMs),
+          putEdge(
+            cache,
+            cacheRequest(c, opts.key),
+            hit.body,
+            hit.storedAt,
+            hit.ttlMs,
+            hit.computeMs ?? 1,
+            ttlMs,
+          ),
         )
       return respond(hit.body, hit.storedAt, 'HIT redis', hit.ttlMs)
     }
@@ -264,7 +282,17 @@ export async function cachedRead(c: Context<AppEnv>, opts: CachedReadOptions): P
   isolateReads.remember(opts.key, value)
   const stores: Promise<unknown>[] = []
   if (cache)
-    stores.push(putEdge(cache, opts.key, fresh.text, fresh.storedAt, answerTtl, computeMs, ttlMs))
+    stores.push(
+      putEdge(
+        cache,
+        cacheRequest(c, opts.key),
+        fresh.text,
+        fresh.storedAt,
+        answerTtl,
+        computeMs,
+        ttlMs,
+      ),
+    )
   // Redis takes answers of up to MAX_REDIS_ANSWER_CHARS: a larger one escaped twice over on its
   // way to Upstash could pass its 10 MB request limit, or the 250 ms deadline, and each refusal
   // would count toward opening the breaker for every read.
@@ -324,7 +352,7 @@ async function freshReadAllowed(c: Context<AppEnv>): Promise<boolean> {
 
 async function putEdge(
   cache: Cache,
-  key: string,
+  request: Request,
   text: string,
   storedAt: number,
   answerTtlMs: number | undefined,
@@ -333,7 +361,6 @@ async function putEdge(
 ): Promise<void> {
   const ttlMs = answerTtlMs ?? readTtlMs
   const left = Math.max(1, Math.floor((storedAt + ttlMs - Date.now()) / 1000))
-  const request = cacheRequest(key)
   // A newer answer stored meanwhile (a quicker load that began after this one) stays: put back,
   // this one would have reads go back to before a write they had already shown.
   const current = await cache.match(request)

@@ -1197,7 +1197,7 @@ export class GameSession extends DurableObject<Env> {
 
   private refuse(ws: WebSocket, code: string, message: string): void {
     inputsRefused.inc({ code })
-    void sendMetricsSoon(this.env)
+    this.sendMetrics()
     send(ws, { type: 'error', code, message })
   }
 
@@ -1373,7 +1373,7 @@ export class GameSession extends DurableObject<Env> {
     }
     this.match = out.match
     inputsAccepted.inc({ kind: input.kind, rules: this.rules!.name })
-    void sendMetricsSoon(this.env)
+    this.sendMetrics()
     this.broadcast(record)
     if (result) {
       this.status = 'finished'
@@ -1431,7 +1431,19 @@ export class GameSession extends DurableObject<Env> {
     } finally {
       await this.scheduleAlarm()
       await backOffAlarm(this.ctx.storage, this.alarmFailures, this.now())
+      // Last: the alarm that sends may be one brought forward for it.
+      this.sendMetrics()
     }
+  }
+
+  /**
+   * Sends this isolate's metrics, or brings the alarm forward to when they are due: not while
+   * the alarm backs off (its failures count too, and would bring it back every interval), nor
+   * once the storage is gone (an alarm would make it again).
+   */
+  private sendMetrics(): void {
+    const alarm = this.purged || this.alarmFailures > 0 ? null : this.ctx.storage
+    void sendMetricsSoon(this.env, alarm)
   }
 
   /**
@@ -1602,7 +1614,7 @@ export class GameSession extends DurableObject<Env> {
           job.job,
         )
         endRetries.inc({ job: job.job, stage: job.stage })
-        void sendMetricsSoon(this.env)
+        this.sendMetrics()
         log(err instanceof RetryLater ? 'info' : 'warn', 'session work failed; will retry', {
           actor: this.actor,
           job: job.job,
@@ -1662,7 +1674,7 @@ export class GameSession extends DurableObject<Env> {
           this.advance('end', setup.leaderboardId ? 'submit' : 'archive')
         })
         if (out.recorded) endsRecorded.inc({ rules: setup.rules })
-        void sendMetricsSoon(this.env)
+        this.sendMetrics()
         log('info', 'result recorded', { actor: this.actor, recorded: out.recorded })
         return
       }
@@ -1747,6 +1759,7 @@ export class GameSession extends DurableObject<Env> {
       if (since !== undefined && this.now() - since >= UNANSWERED_RETRY_MS) {
         doneWith(p.playerId)
         resultsNotSubmitted.inc({ reason: 'unanswered' })
+        this.sendMetrics()
         log(
           'error',
           'session result not submitted: the board never answered, and a retry now could count it twice',
@@ -1818,6 +1831,7 @@ export class GameSession extends DurableObject<Env> {
       resultsNotSubmitted.inc({
         reason: reply.extensions?.paused === true ? 'paused' : reply.problem,
       })
+      this.sendMetrics()
       log('warn', 'leaderboard refused a session result', {
         actor: this.actor,
         boardId,

@@ -53,7 +53,7 @@ import {
 import { submissionRefusals } from '../workers/leaderboards/metrics.ts'
 import { errorFields, errorMessage, log, setLogLevel } from '../workers/lib/log.ts'
 import { counter, gauge, histogram } from '../workers/lib/metrics.ts'
-import { sendMetricsSoon } from '../workers/lib/metrics-flush.ts'
+import { sendMetricsNow, sendMetricsSoon } from '../workers/lib/metrics-flush.ts'
 import type { ProblemType } from '../workers/lib/problem.ts'
 import { all, one, schemaVersion, setSchemaVersion } from '../workers/lib/sql.ts'
 import { within } from '../workers/lib/within.ts'
@@ -1124,7 +1124,7 @@ export class Leaderboard extends DurableObject<Env> {
       return reply
     } finally {
       // Accepted or refused, the submission was counted.
-      void sendMetricsSoon(this.env)
+      this.sendMetrics()
       // Storage grows with submissions, so it is reported as they come (a board with no schedule
       // may see no alarm for a day); at most once a minute.
       if (Date.now() - this.storageReportedAt >= STORAGE_REPORT_MS) this.reportStorage()
@@ -1575,7 +1575,7 @@ export class Leaderboard extends DurableObject<Env> {
     else if (this.countedEntries !== null) this.countedEntries--
     this.remember(playerId, previous, removedAt, now)
     entriesRemoved.inc({ cause })
-    void sendMetricsSoon(this.env)
+    this.sendMetrics()
     return true
   }
 
@@ -2310,7 +2310,7 @@ export class Leaderboard extends DurableObject<Env> {
           close.cycle,
         )
         closeRetries.inc()
-        void sendMetricsSoon(this.env)
+        this.sendMetrics()
         log('warn', 'archive page failed; will retry', {
           actor: this.actor,
           cycle: close.cycle,
@@ -2366,7 +2366,7 @@ export class Leaderboard extends DurableObject<Env> {
         close.cycle,
       )
       closeDuration.observe({}, (this.now() - close.closed_at) / 1000)
-      void sendMetricsSoon(this.env)
+      this.sendMetrics()
       log('info', 'cycle archived', { actor: this.actor, cycle: close.cycle, rows: close.archived })
       return null
     }
@@ -2406,7 +2406,7 @@ export class Leaderboard extends DurableObject<Env> {
         close.cycle,
       )
       rowsArchived.inc({}, page.archivedThrough - close.archived)
-      void sendMetricsSoon(this.env)
+      this.sendMetrics()
     }
     if (acknowledged !== -1) throw (outcomes[acknowledged] as PromiseRejectedResult).reason
     return next
@@ -2729,7 +2729,11 @@ export class Leaderboard extends DurableObject<Env> {
     const boardId = this.boardId
     await this.ctx.storage.deleteAll()
     await this.ctx.storage.deleteAlarm()
-    if (boardId !== null) storageBytes.set({ board: boardId }, 0)
+    if (boardId !== null) {
+      storageBytes.set({ board: boardId }, 0)
+      // Now: the board's alarm is gone, and an operator's alert on its size would stand.
+      void sendMetricsNow(this.env)
+    }
     this.schemaReady = false
     this.boardId = null
     this.config = null
@@ -2814,8 +2818,20 @@ export class Leaderboard extends DurableObject<Env> {
         await backOffAlarm(this.ctx.storage, this.alarmFailures, this.now())
       } finally {
         this.alarmRunning = false
+        // Last: the alarm that sends may be one brought forward for it.
+        this.sendMetrics()
       }
     }
+  }
+
+  /**
+   * Sends this isolate's metrics, or brings the alarm forward to when they are due: not while
+   * the alarm backs off (its failures count too, and would bring it back every interval), nor
+   * for a board wiped or never made (an alarm would make its storage again).
+   */
+  private sendMetrics(): void {
+    const alarm = this.boardId === null || this.alarmFailures > 0 ? null : this.ctx.storage
+    void sendMetricsSoon(this.env, alarm)
   }
 
   /**
@@ -2827,7 +2843,7 @@ export class Leaderboard extends DurableObject<Env> {
     this.storageReportedAt = Date.now()
     const bytes = this.ctx.storage.sql.databaseSize
     storageBytes.set({ board: this.boardId }, bytes)
-    void sendMetricsSoon(this.env)
+    this.sendMetrics()
     if (bytes > STORAGE_WARN_BYTES) {
       log('warn', 'board storage nears the object limit', { actor: this.actor, bytes })
     }

@@ -51,7 +51,7 @@ import {
 } from '../workers/parties/store.ts'
 import { errorFields, log, setLogLevel, withoutCredentials } from '../workers/lib/log.ts'
 import { counter, gauge, histogram } from '../workers/lib/metrics.ts'
-import { sendMetricsSoon } from '../workers/lib/metrics-flush.ts'
+import { sendMetricsNow, sendMetricsSoon } from '../workers/lib/metrics-flush.ts'
 import { canonicalJson } from '../workers/lib/canonical-json.ts'
 import type { WaitSamples } from '../workers/matchmaking/wait-stats.ts'
 import { takeToken, type Bucket } from '../workers/lib/token-bucket.ts'
@@ -968,7 +968,8 @@ export class MatchPool extends DurableObject<Env> {
     for (const g of [waitingTickets, waitingPlayers, matchesPerMinute, waitP50, waitP95]) {
       g.set(labels, 0)
     }
-    void sendMetricsSoon(this.env)
+    // Now: the pool's storage and alarm go, and no later alarm of its would send them.
+    void sendMetricsNow(this.env)
     await this.ctx.storage.deleteAlarm()
     await this.ctx.storage.deleteAll()
     log('info', 'deleted queue: pool storage deleted', { actor: this.actor })
@@ -1999,7 +2000,7 @@ export class MatchPool extends DurableObject<Env> {
     const now = this.now()
     const attempts = row.attempts + 1
     createFailures.inc(this.labels())
-    void sendMetricsSoon(this.env)
+    this.sendMetrics()
     const hopeless =
       attempts >= MAX_CREATE_ATTEMPTS ||
       now - row.created_at >= MATCH_GIVE_UP_MS ||
@@ -3029,14 +3030,14 @@ export class MatchPool extends DurableObject<Env> {
 
   private countRefusal(reason: 'other_region' | 'superseded'): void {
     joinsRefused.inc({ ...this.labels(), reason })
-    void sendMetricsSoon(this.env)
+    this.sendMetrics()
   }
 
   private updateGauges(): void {
     if (!this.queue) return
     waitingTickets.set(this.labels(), this.index?.size ?? 0)
     waitingPlayers.set(this.labels(), this.waitingPlayerTotal)
-    void sendMetricsSoon(this.env)
+    this.sendMetrics()
   }
 
   private updateRates(now: number): void {
@@ -3071,7 +3072,7 @@ export class MatchPool extends DurableObject<Env> {
     ).map((r) => r.wait_ms)
     waitP50.set(labels, (percentile(sorted, 50) ?? 0) / 1000)
     waitP95.set(labels, (percentile(sorted, 95) ?? 0) / 1000)
-    void sendMetricsSoon(this.env)
+    this.sendMetrics()
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -3115,8 +3116,18 @@ export class MatchPool extends DurableObject<Env> {
       if (!wiped) {
         await this.scheduleAlarm()
         await backOffAlarm(this.ctx.storage, this.alarmFailures, this.now())
+        // Last: the alarm that sends may be one brought forward for it.
+        this.sendMetrics()
       }
     }
+  }
+
+  /**
+   * Sends this isolate's metrics, or brings the alarm forward to when they are due: not while
+   * the alarm backs off (its failures count too, and would bring it back every interval).
+   */
+  private sendMetrics(): void {
+    void sendMetricsSoon(this.env, this.alarmFailures > 0 ? null : this.ctx.storage)
   }
 
   /** Forgets finished tickets, matches and samples past their retention. */

@@ -6,7 +6,12 @@ import {
   type MetricsBatch,
 } from '../../workers/lib/metric-families.ts'
 import { setLogLevel } from '../../workers/lib/log.ts'
-import { FLUSH_INTERVAL_MS, sendMetrics, sendMetricsSoon } from '../../workers/lib/metrics-flush.ts'
+import {
+  FLUSH_INTERVAL_MS,
+  type MetricsAlarm,
+  sendMetrics,
+  sendMetricsSoon,
+} from '../../workers/lib/metrics-flush.ts'
 import { counter } from '../../workers/lib/metrics.ts'
 
 /**
@@ -78,58 +83,132 @@ function onAFakeClock(): void {
   })
 }
 
+/**
+ * A Durable Object's alarm on the fake clock: `sendMetricsSoon` sets it, and `runFor` plays the
+ * time, running the alarm as the runtime does once its time comes (the object's alarm handler
+ * ends with `sendMetricsSoon`).
+ */
+class ObjectAlarm implements MetricsAlarm {
+  at: number | null = null
+  runs = 0
+  private readonly env: Pick<Env, 'METRICS_HUB'>
+  constructor(env: Pick<Env, 'METRICS_HUB'>) {
+    this.env = env
+  }
+  async getAlarm(): Promise<number | null> {
+    return this.at
+  }
+  async setAlarm(at: number): Promise<void> {
+    this.at = at
+  }
+  async runFor(ms: number, step = 100): Promise<void> {
+    for (let t = 0; t < ms; t += step) {
+      await vi.advanceTimersByTimeAsync(step)
+      await this.runIfDue()
+    }
+  }
+  private async runIfDue(): Promise<void> {
+    if (this.at === null || Date.now() < this.at) return
+    this.at = null
+    this.runs++
+    await sendMetricsSoon(this.env, this)
+  }
+}
+
 describe('a Durable Object sending its metrics', () => {
   onAFakeClock()
 
-  it('sends once per interval under steady traffic, however long it lasts', async () => {
+  it('sends once per interval under steady traffic, however long it lasts, and never leaves a timer that would keep the object from hibernating', async () => {
     const hub = new HubOnTheSide()
     const env = hub.env()
+    const alarm = new ObjectAlarm(env)
     const actions = counter('nexus_test_flush_steady_total', 'test')
     const seconds = 120
     for (let t = 0; t < seconds * 10; t++) {
       actions.inc()
-      sendMetricsSoon(env)
-      await vi.advanceTimersByTimeAsync(100)
+      await sendMetricsSoon(env, alarm)
+      expect(vi.getTimerCount()).toBe(0)
+      await alarm.runFor(100)
     }
-    await vi.advanceTimersByTimeAsync(2 * FLUSH_INTERVAL_MS)
+    await alarm.runFor(2 * FLUSH_INTERVAL_MS)
     expect(hub.total('nexus_test_flush_steady_total')).toBe(seconds * 10)
-    // One send per interval (plus the first, at once): no second loop joins in as time passes.
+    // One send per interval (plus the first, at once).
     expect(hub.calls).toBeLessThanOrEqual((seconds * 1000) / FLUSH_INTERVAL_MS + 2)
+    // Nothing left to send: the alarm is not brought back for metrics.
+    expect(alarm.at).toBeNull()
+  })
+
+  it('a last count in a quiet object goes with the alarm it brought forward, an interval after the send before it', async () => {
+    const hub = new HubOnTheSide()
+    const env = hub.env()
+    const alarm = new ObjectAlarm(env)
+    const moves = counter('nexus_test_flush_last_total', 'test')
+    await alarm.runFor(2 * FLUSH_INTERVAL_MS)
+    moves.inc()
+    await sendMetricsSoon(env, alarm)
+    // Due: sent at once, no alarm.
+    expect(hub.total('nexus_test_flush_last_total')).toBe(1)
+    expect(alarm.at).toBeNull()
+    // A second later, one more move, and then nothing: the alarm brings it.
+    await alarm.runFor(1000)
+    moves.inc()
+    await sendMetricsSoon(env, alarm)
+    expect(hub.total('nexus_test_flush_last_total')).toBe(1)
+    expect(alarm.at).toBe(Date.now() - 1000 + FLUSH_INTERVAL_MS)
+    await alarm.runFor(FLUSH_INTERVAL_MS)
+    expect(hub.total('nexus_test_flush_last_total')).toBe(2)
+    expect(alarm.runs).toBe(1)
+  })
+
+  it('an earlier alarm of the object is kept: metrics never put it off', async () => {
+    const hub = new HubOnTheSide()
+    const env = hub.env()
+    const alarm = new ObjectAlarm(env)
+    const ticks = counter('nexus_test_flush_earlier_total', 'test')
+    ticks.inc()
+    await sendMetricsSoon(env, alarm)
+    const soon = Date.now() + 50
+    alarm.at = soon
+    ticks.inc()
+    await sendMetricsSoon(env, alarm)
+    expect(alarm.at).toBe(soon)
   })
 
   it('keeps what the hub did not take and delivers it, once, when the hub is back', async () => {
     const hub = new HubOnTheSide()
     const env = hub.env()
+    const alarm = new ObjectAlarm(env)
     const joins = counter('nexus_test_flush_outage_total', 'test')
-    await vi.advanceTimersByTimeAsync(2 * FLUSH_INTERVAL_MS)
+    await alarm.runFor(2 * FLUSH_INTERVAL_MS)
     hub.down = true
     for (let i = 0; i < 5; i++) {
       joins.inc()
-      sendMetricsSoon(env)
-      await vi.advanceTimersByTimeAsync(FLUSH_INTERVAL_MS)
+      await sendMetricsSoon(env, alarm)
+      await alarm.runFor(FLUSH_INTERVAL_MS)
     }
     expect(hub.total('nexus_test_flush_outage_total')).toBe(0)
     hub.down = false
     joins.inc()
-    sendMetricsSoon(env)
-    await vi.advanceTimersByTimeAsync(FLUSH_INTERVAL_MS)
+    await sendMetricsSoon(env, alarm)
+    await alarm.runFor(FLUSH_INTERVAL_MS)
     await settle()
     expect(hub.total('nexus_test_flush_outage_total')).toBe(6)
   })
 
-  it('an object that goes quiet after a failed send still delivers, once the hub is back', async () => {
+  it('an object that goes quiet after a failed send still delivers, once the hub is back: its alarm tries again', async () => {
     const hub = new HubOnTheSide()
     const env = hub.env()
+    const alarm = new ObjectAlarm(env)
     const closes = counter('nexus_test_flush_quiet_total', 'test')
-    await vi.advanceTimersByTimeAsync(2 * FLUSH_INTERVAL_MS)
+    await alarm.runFor(2 * FLUSH_INTERVAL_MS)
     hub.down = true
     closes.inc({}, 7)
-    sendMetricsSoon(env)
-    await vi.advanceTimersByTimeAsync(FLUSH_INTERVAL_MS)
+    await sendMetricsSoon(env, alarm)
+    await alarm.runFor(FLUSH_INTERVAL_MS)
     expect(hub.total('nexus_test_flush_quiet_total')).toBe(0)
     // Nothing more is counted; the hub comes back.
     hub.down = false
-    await vi.advanceTimersByTimeAsync(2 * FLUSH_INTERVAL_MS)
+    await alarm.runFor(2 * FLUSH_INTERVAL_MS)
     await settle()
     expect(hub.total('nexus_test_flush_quiet_total')).toBe(7)
   })

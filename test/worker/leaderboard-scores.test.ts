@@ -3,6 +3,8 @@ import { env } from 'cloudflare:workers'
 import { describe, expect, it, onTestFinished } from 'vitest'
 import type { Leaderboard } from '../../durable-objects/leaderboard.ts'
 import { localFamilies } from '../../workers/lib/metrics.ts'
+import { FLUSH_INTERVAL_MS, sendMetrics } from '../../workers/lib/metrics-flush.ts'
+import { until } from './helpers/sockets.ts'
 import { ADMIN_KEY, bearer, call, json, newGuest, problem } from './helpers/http.ts'
 import {
   boardId,
@@ -14,6 +16,7 @@ import {
   submitFor,
   type Top,
 } from './helpers/boards.ts'
+import { withoutMetricsAlarms } from './helpers/metrics-alarms.ts'
 
 async function top(board: string, limit = 100): Promise<Top> {
   return fresh<Top>(`/v1/leaderboards/${board}/top?limit=${limit}`)
@@ -246,6 +249,7 @@ describe('idempotency', () => {
   })
 
   it('a key written while the alarm is set further out than a day brings it to the key’s expiry', async () => {
+    withoutMetricsAlarms()
     const b = await createBoard()
     const board = env.LEADERBOARD.getByName(b)
     // An alarm a month away, as a monthly cycle's end sets it while the board holds no keys.
@@ -345,6 +349,24 @@ describe('idempotency', () => {
     )
     expect(mine).toMatchObject({ cycle: 2, entry: null, total: 0 })
     expect((await top(b)).total).toBe(0)
+  })
+})
+
+describe('metrics a board counted', () => {
+  it('counted within the interval after a send, they bring the board’s alarm forward to when they are due (a timer instead would keep the object from hibernating)', async () => {
+    const b = await createBoard()
+    const board = env.LEADERBOARD.getByName(b)
+    const before = Date.now()
+    await sendMetrics(env)
+    const after = Date.now()
+    // With a key: the board's own next deadline is the key's expiry, a day away.
+    expect((await submitFor(b, 'p', { score: 1 }, 'a-key')).status).toBe(200)
+    const alarm = await until(async () => {
+      const at = await runInDurableObject(board, (_inst, state) => state.storage.getAlarm())
+      return at !== null && at < after + 3_600_000 ? at : undefined
+    })
+    expect(alarm).toBeGreaterThanOrEqual(before)
+    expect(alarm).toBeLessThanOrEqual(after + FLUSH_INTERVAL_MS)
   })
 })
 

@@ -14,8 +14,9 @@ import { within } from './within.ts'
 /**
  * Moves this isolate's metrics to the MetricsHub and reads the totals back for `/metrics`.
  *
- * - An isolate sends at most one batch every FLUSH_INTERVAL_MS: a Durable Object keeps sending
- *   while it counts anything; the Worker sends after a request once the interval has passed.
+ * - An isolate sends at most one batch every FLUSH_INTERVAL_MS: a Durable Object after it
+ *   counted something, or at the alarm it brought forward for it; the Worker after a request
+ *   once the interval has passed.
  * - `/metrics` first sends this isolate's own changes, so what the answering isolate counted is
  *   always included; other isolates' are at most FLUSH_INTERVAL_MS old.
  * - If the hub cannot be reached, `clusterMetrics` gives this isolate's own numbers and says so
@@ -87,10 +88,9 @@ function partsByShard(batch: MetricsBatch): Map<number, MetricsBatch> {
 
 let lastSentAt = -Infinity
 /**
- * The send under way, if any, and when it last showed life. A send started in a context that has
- * since gone away (a Worker request, where a local isolate shares the registry with its objects)
- * never wakes again; once its heartbeat is older than two intervals, a newer caller takes over,
- * and the old one, should it wake after all, sees it is no longer the owner and stops.
+ * The send under way, if any, and when it began. A send started in a context that has since gone
+ * away (a Worker request, where a local isolate shares the registry with its objects) never
+ * settles; once it is older than two intervals, a newer caller sends regardless.
  */
 let sender: { beat: number } | undefined
 
@@ -124,14 +124,61 @@ export async function sendMetrics(env: Pick<Env, 'METRICS_HUB'>): Promise<void> 
   }
 }
 
+/** A Durable Object's alarm, which `sendMetricsSoon` brings forward (`ctx.storage`). */
+export interface MetricsAlarm {
+  getAlarm(): Promise<number | null>
+  setAlarm(scheduledTime: number): Promise<void>
+}
+
+/** When each object's alarm was last seen set for metrics (or sooner), to skip asking again. */
+const alarmsArmed = new WeakMap<MetricsAlarm, number>()
+let metricsMoveAlarms = true
+
 /**
- * For a Durable Object, after it counted something: sends unsent metrics at most every
- * FLUSH_INTERVAL_MS for as long as there are any. The object stays alive while the loop waits
- * (at most FLUSH_INTERVAL_MS after its last change), and its later changes ride the same loop.
+ * Whether `sendMetricsSoon` may bring objects' alarms forward (on unless a test turns it off: one
+ * that pins an object's alarm to the object's own deadlines, on a clock of its own).
  */
-export function sendMetricsSoon(env: Pick<Env, 'METRICS_HUB'>): void {
-  if (!hasUnsentMetrics() || senderAlive(Date.now())) return
-  void asSender((me) => sendLoop(env, me))
+export function setMetricsAlarms(enabled: boolean): void {
+  metricsMoveAlarms = enabled
+}
+
+/**
+ * For a Durable Object, after it counted something, and at the end of its alarm: sends this
+ * isolate's unsent metrics if FLUSH_INTERVAL_MS has passed since the last send; otherwise (or if
+ * the send failed, or more was counted meanwhile) brings the object's alarm forward to when it
+ * will have, and the alarm calls this again. Never a timer: an object with one pending cannot
+ * hibernate, and is billed for every second it stays awake (a move every few seconds kept a
+ * turn-based game's object awake for most of its match). `alarm` null (an object whose storage
+ * is gone) only sends what is due.
+ */
+export async function sendMetricsSoon(
+  env: Pick<Env, 'METRICS_HUB'>,
+  alarm: MetricsAlarm | null,
+): Promise<void> {
+  if (!hasUnsentMetrics()) return
+  const sending = sendMetricsIfDue(env)
+  if (sending) await sending
+  if (!alarm || !metricsMoveAlarms || !hasUnsentMetrics()) return
+  const now = Date.now()
+  const at = Math.max(lastSentAt + FLUSH_INTERVAL_MS, now)
+  const armed = alarmsArmed.get(alarm)
+  if (armed !== undefined && armed > now && armed <= at) return
+  try {
+    const existing = await alarm.getAlarm()
+    if (existing === null || existing > at) await alarm.setAlarm(at)
+    alarmsArmed.set(alarm, existing === null ? at : Math.min(existing, at))
+  } catch (err) {
+    // The object's storage refusing (full, or being reset): what is unsent goes with a later send.
+    log('warn', 'metrics alarm not set', errorFields(err))
+  }
+}
+
+/**
+ * Sends unsent metrics now, whenever the last send was: an object's last word before its storage
+ * goes (a deleted queue's pool), which no alarm of its would bring.
+ */
+export function sendMetricsNow(env: Pick<Env, 'METRICS_HUB'>): Promise<void> {
+  return asSender(() => sendMetrics(env))
 }
 
 /**
@@ -149,31 +196,14 @@ export function sendMetricsIfDue(env: Pick<Env, 'METRICS_HUB'>): Promise<void> |
 }
 
 /** Runs `send` as this isolate's one sender; a failure is logged and its changes stay unsent. */
-function asSender(send: (me: { beat: number }) => Promise<void>): Promise<void> {
+function asSender(send: () => Promise<void>): Promise<void> {
   const me = { beat: Date.now() }
   sender = me
-  return send(me)
+  return send()
     .catch((err: unknown) => log('warn', 'metrics not sent', errorFields(err)))
     .finally(() => {
       if (sender === me) sender = undefined
     })
-}
-
-async function sendLoop(env: Pick<Env, 'METRICS_HUB'>, me: { beat: number }): Promise<void> {
-  while (sender === me && hasUnsentMetrics()) {
-    me.beat = Date.now()
-    const wait = lastSentAt + FLUSH_INTERVAL_MS - me.beat
-    if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait))
-    if (sender !== me) return
-    me.beat = Date.now()
-    try {
-      await sendMetrics(env)
-    } catch (err) {
-      // The loop goes on (an interval later): an object that counts nothing more would
-      // otherwise keep its unsent changes until it is evicted, and lose them then.
-      log('warn', 'metrics not sent; will retry', errorFields(err))
-    }
-  }
 }
 
 /**

@@ -120,7 +120,7 @@ import { bannedJoinDetail } from '../workers/players/bans.ts'
  * - Time: `now` is a field, so tests move time forward instead of sleeping.
  */
 
-const SCHEMA_VERSION = 10
+const SCHEMA_VERSION = 11
 /** Finished tickets and matches stay readable this long. */
 export const RESULT_RETENTION_MS = 10 * 60 * 1000
 /**
@@ -692,7 +692,9 @@ export class MatchPool extends DurableObject<Env> {
       `)
       setSchemaVersion(this.sql, 9)
     }
-    if (schemaVersion(this.sql) < 10) {
+    // 11: 10 once stood for `polled_at` alone (2026-12-05, for 18 minutes): a pool saved then
+    // would skip the step for `gone_until` and fail at every wake. Each column is looked for.
+    if (schemaVersion(this.sql) < 11) {
       // Each of them has a grace of their own (`gone_until`, from when their socket went), and
       // one whose socket is gone and who reads the ticket over HTTP instead is here while they
       // poll (`polled_at`, POLL_PRESENCE_MS): the ticket's grace_until is the earliest of those.

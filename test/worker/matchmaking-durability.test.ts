@@ -78,6 +78,27 @@ describe('eviction', () => {
     expect(mb.match!.sessionId).toBe(ma.match!.sessionId)
   })
 
+  it('a pool saved when its schema 10 stood for `polled_at` alone (no `gone_until`) gains the column at its next wake, and its tickets are read', async () => {
+    const q = await createQueue()
+    const clock = newClock()
+    await rig(q, clock)
+    const t = await joinFor(q, `${q}-a`)
+    await runInDurableObject(poolOf(q), (_inst, state) => {
+      state.storage.sql.exec(`ALTER TABLE ticket_sockets DROP COLUMN gone_until`)
+      state.storage.sql.exec(`UPDATE meta SET value = '10' WHERE key = 'schema'`)
+    })
+    await evictDurableObject(poolOf(q))
+    await rig(q, clock)
+    expect((await ticketOf(t.ticketId)).status).toBe('waiting')
+    const columns = await runInDurableObject(poolOf(q), (_inst, state) =>
+      state.storage.sql
+        .exec<{ name: string }>(`SELECT name FROM pragma_table_info('ticket_sockets')`)
+        .toArray()
+        .map((c) => c.name),
+    )
+    expect(columns).toContain('gone_until')
+  })
+
   it('a socket survives the pool being evicted and still receives match_found', async () => {
     const q = await createQueue()
     const clock = newClock()

@@ -1,1 +1,1 @@
-CREATE INDEX "rewards_board_recent_idx" ON "rewards" USING btree ("leaderboard_id","created_at");
+CREATE INDEX IF NOT EXISTS "rewards_board_recent_idx" ON "rewards" USING btree ("leaderboard_id","created_at");

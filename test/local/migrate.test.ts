@@ -213,6 +213,45 @@ describe('a migration waiting for a table in use', () => {
       await db.end()
     }
   })
+  it("0009's index built by hand beforehand (create index concurrently) does not fail the run that brings it either", async () => {
+    const { url, total } = await databaseAt(
+      server,
+      relay,
+      'upgrade_0009_by_hand',
+      '0008_leaderboard_pushed_version',
+    )
+    const db = new pg.Client(url)
+    await db.connect()
+    try {
+      await db.query(
+        `create index concurrently rewards_board_recent_idx on rewards (leaderboard_id, created_at)`,
+      )
+      await runMigrations({ databaseUrl: url, relay: relay.address })
+      const applied = await db.query(`select count(*)::int as n from drizzle.__drizzle_migrations`)
+      expect(applied.rows[0].n).toBe(total)
+    } finally {
+      await db.end()
+    }
+  })
+
+  it('a deployment that ran 0026 as first written loses the GIN index on rosters it built, which nothing reads', async () => {
+    const { url } = await databaseAt(server, relay, 'upgrade_roster_gin', '0030_session_setup')
+    const db = new pg.Client(url)
+    await db.connect()
+    try {
+      await db.query(
+        `create index game_sessions_roster_idx on game_sessions using gin (roster jsonb_path_ops)`,
+      )
+      await runMigrations({ databaseUrl: url, relay: relay.address })
+      const left = await db.query(
+        `select 1 from pg_indexes where indexname = 'game_sessions_roster_idx'`,
+      )
+      expect(left.rowCount).toBe(0)
+    } finally {
+      await db.end()
+    }
+  })
+
   it("0026 lists every player's sessions from before it, and PostgreSQL lists those of a Worker still on the version before", async () => {
     const { url } = await databaseAt(
       server,

@@ -178,6 +178,13 @@ const POLL_PRESENCE_MS = MAX_WAIT_MS + 10_000
  */
 const MAX_WAITING_TICKETS = 50_000
 /**
+ * The most sockets one pool accepts: Cloudflare's hibernation API takes at most 32,768 on an
+ * object, and the one past it would throw (a 500). Short of it, so a reconnect racing the count
+ * still fits; a socket refused here is 503 with Retry-After, and the SDK's HTTP tickets (which
+ * hold no socket) still join. Fifty thousand waiting players in a region need not all hold one.
+ */
+const MAX_POOL_SOCKETS = 32_000
+/**
  * Long-polls one reader (a player, or the admin key) holds at once on a ticket (their devices
  * and tabs); a further one answers that reader's oldest at once, which its client polls again,
  * so a client opening polls without end (HTTP/2 streams cost it next to nothing) cannot make
@@ -493,6 +500,8 @@ export class MatchPool extends DurableObject<Env> {
   private waitingPlayerTotal = 0
   /** MAX_WAITING_TICKETS; a field so that tests can lower it. */
   maxWaitingTickets = MAX_WAITING_TICKETS
+  /** MAX_POOL_SOCKETS; a field so that tests can lower it. */
+  maxSockets = MAX_POOL_SOCKETS
   /** Long-polls held, by ticket, then by reader (`readerKey`). */
   private readonly waiters = new Map<string, Map<string, Set<() => void>>>()
   private readonly delivering = new Set<string>()
@@ -2106,6 +2115,15 @@ export class MatchPool extends DurableObject<Env> {
       return problemResponse(
         'conflict',
         `At most ${MAX_SOCKETS_PER_PLAYER} connections per player to one pool`,
+      )
+    }
+    if (this.ctx.getWebSockets().length >= this.maxSockets) {
+      return problemResponse(
+        'unavailable',
+        `This queue's pool in this region holds at most ${this.maxSockets} sockets: ` +
+          'try again later, or join over HTTP (POST /v1/matchmaking/:queue/tickets)',
+        { limit: this.maxSockets },
+        { 'retry-after': '5' },
       )
     }
     const { 0: client, 1: server } = new WebSocketPair()

@@ -277,6 +277,35 @@ describe('sockets: join to match_found', () => {
     }
   })
 
+  it('a pool holds at most its limit of sockets (the runtime takes 32,768 an object): one past it is 503 with Retry-After, and a place freed takes one again', async () => {
+    const q = await createQueue()
+    await rig(q, newClock())
+    await runInDurableObject(poolOf(q), (inst: MatchPool) => {
+      inst.maxSockets = 2
+    })
+    const [a, b, c] = await Promise.all([newGuest(), newGuest(), newGuest()])
+    const first = await connect(`/v1/matchmaking/${q}`, a.token)
+    const second = await connect(`/v1/matchmaking/${q}`, b.token)
+    const refused = await upgrade(`/v1/matchmaking/${q}`, c.token)
+    expect(refused.status).toBe(503)
+    expect(refused.headers.get('retry-after')).toBe('5')
+    expect((await problem(refused)).body).toMatchObject({
+      type: 'urn:nexus:problem:unavailable',
+      limit: 2,
+    })
+    first.close(1000)
+    await closed(first)
+    const third = await until(async () => {
+      const res = await upgrade(`/v1/matchmaking/${q}`, c.token)
+      if (res.status !== 101) return undefined
+      res.webSocket!.accept()
+      return track(res.webSocket!)
+    })
+    third.send(JSON.stringify({ type: 'join' }))
+    expect((await nextOfType<Queued>(third, 'queued')).existing).toBe(false)
+    for (const ws of [second, third]) ws.close(1000)
+  })
+
   it('a player holds at most 4 sockets on one pool: a 5th is refused with 409 and the open ones keep working', async () => {
     const q = await createQueue()
     await rig(q, newClock())

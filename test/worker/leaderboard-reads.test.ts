@@ -682,6 +682,41 @@ describe('edge cache', () => {
     expect(after.map((n, i) => n - before[i]!)).toEqual([0, 0, 1, 0, 0, 1])
   })
 
+  it('one early refresh of an answer at a time in an isolate: readers meanwhile are served the answer in hand, not sent to the board too', async () => {
+    const b = await createBoard()
+    await submitFor(b, 'a', { score: 1 })
+    const first = await call(`/v1/leaderboards/${b}/top`)
+    expect(first.headers.get('x-cache')).toBe('MISS')
+    await first.body?.cancel()
+    let boardCalls = 0
+    await replaceMethod<Leaderboard, 'top'>(
+      env.LEADERBOARD.getByName(b),
+      'top',
+      (original) =>
+        async function (this: Leaderboard, ...args: Parameters<Leaderboard['top']>) {
+          boardCalls++
+          // A slow board: the other reads come while this refresh is under way.
+          await new Promise((r) => setTimeout(r, 300))
+          return original.apply(this, args)
+        },
+    )
+    // Every roll says "refresh now": each reader would go to the board on its own.
+    const random = Math.random
+    Math.random = () => 0
+    let answers: Response[]
+    try {
+      answers = await Promise.all(
+        Array.from({ length: 5 }, () => call(`/v1/leaderboards/${b}/top`)),
+      )
+    } finally {
+      Math.random = random
+    }
+    expect(boardCalls).toBe(1)
+    const sources = answers.map((r) => r.headers.get('x-cache')).sort()
+    expect(sources).toEqual(['HIT memory', 'HIT memory', 'HIT memory', 'HIT memory', 'MISS'])
+    for (const r of answers) expect(((await r.json()) as Top).total).toBe(1)
+  })
+
   it('an early refresh that fails (the board out of reach) serves the answer it passed over, still within its TTL', async () => {
     const b = await createBoard()
     await submitFor(b, 'a', { score: 1 })

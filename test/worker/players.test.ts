@@ -197,6 +197,15 @@ describe("a player's reads of their own account", () => {
     expect((await read('/v1/players/me')).status).toBe(429)
   })
 
+  it("the caller's own history is kept by no cache, a browser's included: the next player signed in on the device would be served it", async () => {
+    const board = await createBoard()
+    const guest = await newGuest()
+    const own = await call(`/v1/leaderboards/${board}/players/me/history`, bearer(guest.token))
+    expect(own.status).toBe(200)
+    expect(own.headers.get('cache-control')).toBe('private, no-store')
+    expect(await own.json()).toEqual({ results: [], nextBefore: null })
+  })
+
   it("a board's history of another player, public, is served through the read caches; what they miss is counted per address, not as the caller's account reads", async () => {
     await clearOfMinuteTurn(10_000)
     const board = await createBoard()

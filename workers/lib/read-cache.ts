@@ -150,6 +150,16 @@ function cacheRequest(c: Context<AppEnv>, key: string): Request {
  * @example
  * return cachedRead(c, { key: `lb:${id}:top:${limit}:${cursor}`, ttlSeconds: 4, visibility: 'public', load })
  */
+/**
+ * Keys whose early refresh this isolate has under way, with when it began: readers of a key
+ * meanwhile are served the answer in hand. Each rolls for itself, and near an answer's expiry
+ * most of a burst would win the roll (a client sending a thousand copies of one read in its last
+ * 50 ms had some 800 loads made, none counted against a route's limit of misses). One past
+ * REFRESH_LOST_MS is taken as lost (its request cancelled) and another may start.
+ */
+const refreshesUnderWay = new Map<string, number>()
+const REFRESH_LOST_MS = 10_000
+
 export async function cachedRead(c: Context<AppEnv>, opts: CachedReadOptions): Promise<Response> {
   const ttlMs = opts.ttlSeconds * 1000
   const asked = /no-cache|no-store|max-age=0/i.test(c.req.header('cache-control') ?? '')
@@ -165,6 +175,8 @@ export async function cachedRead(c: Context<AppEnv>, opts: CachedReadOptions): P
   // the same answer under the same date, and rolling again for it at each would make an early
   // refresh ever rarer the more layers there are, until expiry sent everyone to the object.
   let refreshing = -Infinity
+  // Whether this read took the key's early refresh for the isolate (refreshesUnderWay).
+  let ownsRefresh = false
   // That answer, served after all if the refresh fails while it is still within its TTL: an
   // early refresh is a head start on the next answer, not a reason to fail this read.
   const passedOver: {
@@ -185,11 +197,23 @@ export async function cachedRead(c: Context<AppEnv>, opts: CachedReadOptions): P
     if (!(at - entry.storedAt < entryTtlMs)) return false
     outcome = 'refresh'
     if (entry.storedAt <= refreshing) return false
-    if (!refreshEarly(entry.storedAt, entryTtlMs, entry.computeMs, at)) {
+    const underWay = refreshesUnderWay.get(opts.key)
+    const anotherRefreshes =
+      !ownsRefresh && underWay !== undefined && at - underWay < REFRESH_LOST_MS
+    if (anotherRefreshes || !refreshEarly(entry.storedAt, entryTtlMs, entry.computeMs, at)) {
       outcome = 'hit'
       return true
     }
     refreshing = entry.storedAt
+    if (!ownsRefresh) {
+      if (refreshesUnderWay.size >= 1_000) {
+        for (const [key, began] of refreshesUnderWay) {
+          if (at - began >= REFRESH_LOST_MS) refreshesUnderWay.delete(key)
+        }
+      }
+      refreshesUnderWay.set(opts.key, at)
+      ownsRefresh = true
+    }
     if (entry.body !== undefined) {
       passedOver.hit = { body: entry.body, storedAt: entry.storedAt, ttlMs: entryTtlMs, layer }
     }
@@ -251,7 +275,9 @@ export async function cachedRead(c: Context<AppEnv>, opts: CachedReadOptions): P
   let loaded: unknown
   try {
     loaded = await opts.load({ refresh: passedOver.hit !== null })
+    if (ownsRefresh) refreshesUnderWay.delete(opts.key)
   } catch (err) {
+    if (ownsRefresh) refreshesUnderWay.delete(opts.key)
     // A refusal (a board deleted meanwhile, a refused cursor) is the answer; a failure is not.
     const kept = passedOver.hit
     const refused = err instanceof ApiError && err.status < 500

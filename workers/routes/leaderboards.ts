@@ -612,7 +612,9 @@ leaderboardRoutes.openapi(historyRoute, (async (c: Context<AppEnv>) => {
     // The caller's own, counted in their account reads (countPlayerRead), never shared; from
     // their erasure on, if any (a provider's player back under the id is a new player).
     await countPlayerRead(c)
-    c.header('cache-control', 'private, max-age=0')
+    // Not kept at all, as every other read of the caller's own: `private, max-age=0` let a
+    // browser's cache serve it to the next player signed in on the device, offline.
+    c.header('cache-control', 'private, no-store')
     return c.json(await historyPage(c, id, playerId, limit, before, { sinceErasure: true }), 200)
   }
   // Anyone's, public: through the read caches, so that a client polling it (or many asking for

@@ -224,8 +224,20 @@ const waitSeconds = histogram(
   // took retries.
   [1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800, 3600, 7200],
 )
-const waitP50 = gauge('nexus_matchmaking_wait_p50_seconds', 'Median recent wait, per pool')
-const waitP95 = gauge('nexus_matchmaking_wait_p95_seconds', '95th percentile recent wait, per pool')
+const waitP50 = gauge(
+  'nexus_matchmaking_wait_p50_seconds',
+  "Median wait of the last hour's matched tickets, per pool (0 with none: see wait_samples)",
+)
+const waitP95 = gauge(
+  'nexus_matchmaking_wait_p95_seconds',
+  "95th percentile wait of the last hour's matched tickets, per pool (0 with none: see wait_samples)",
+)
+// The percentiles read 0 over no waits at all: a queue that matches nobody (every ticket leaving
+// unmatched) would look like one whose players wait no time. This says how many they are over.
+const waitSamples = gauge(
+  'nexus_matchmaking_wait_samples',
+  'Matched tickets of the last hour the wait percentiles are taken over, per pool',
+)
 const matchesPerMinute = gauge(
   'nexus_matchmaking_matches_per_minute',
   'Matches created in the last minute, per pool',
@@ -976,7 +988,14 @@ export class MatchPool extends DurableObject<Env> {
     // The pool's last word on /metrics: nothing waits or matches here. A wait percentile left as
     // it was would stand for a queue that is gone until the hub forgets the series (35 days).
     const labels = this.labels()
-    for (const g of [waitingTickets, waitingPlayers, matchesPerMinute, waitP50, waitP95]) {
+    for (const g of [
+      waitingTickets,
+      waitingPlayers,
+      matchesPerMinute,
+      waitP50,
+      waitP95,
+      waitSamples,
+    ]) {
       g.set(labels, 0)
     }
     // Now: the pool's storage and alarm go, and no later alarm of its would send them.
@@ -3092,6 +3111,7 @@ export class MatchPool extends DurableObject<Env> {
     ).map((r) => r.wait_ms)
     waitP50.set(labels, (percentile(sorted, 50) ?? 0) / 1000)
     waitP95.set(labels, (percentile(sorted, 95) ?? 0) / 1000)
+    waitSamples.set(labels, sorted.length)
     this.sendMetrics()
   }
 

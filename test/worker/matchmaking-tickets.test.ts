@@ -486,6 +486,7 @@ describe('stats', () => {
     expect(metrics).toContain(
       `nexus_matchmaking_wait_p95_seconds{queue="${q}",region="eu"} ${rank(95)}`,
     )
+    expect(metrics).toContain(`nexus_matchmaking_wait_samples{queue="${q}",region="eu"} 4`)
 
     // An hour on with no match, the waits of then count no more: nor does an idle region keep
     // its gauges where they were (the alarm comes for them).
@@ -496,6 +497,8 @@ describe('stats', () => {
     expect(idle.waitSeconds).toEqual({ p50: null, p95: null })
     const after = await (await call('/metrics', bearer(ADMIN_KEY))).text()
     expect(after).toContain(`nexus_matchmaking_wait_p95_seconds{queue="${q}",region="eu"} 0`)
+    // Over no waits at all, which the samples say: not players matched in no time.
+    expect(after).toContain(`nexus_matchmaking_wait_samples{queue="${q}",region="eu"} 0`)
   })
 })
 

@@ -5,6 +5,7 @@ import {
   MetricsAggregate,
   type MetricsBatch,
   MetricsBatchSchema,
+  MAX_SERIES_PER_METRIC,
   seriesKey,
 } from '../workers/lib/metric-families.ts'
 import { log } from '../workers/lib/log.ts'
@@ -46,11 +47,21 @@ const SWEEP_EVERY_MS = 3600_000
 export type RecordResult =
   { ok: true; applied: boolean } | { ok: false; problem: 'validation'; detail: string }
 
+/** The hub's own count of series changes it turned away (a counter; resets when a shard restarts). */
+export const HUB_SERIES_DROPPED = 'nexus_metric_series_dropped_by_hub_total'
+const HUB_SERIES_DROPPED_HELP = `Changes to new series a hub shard turned away because it already held ${MAX_SERIES_PER_METRIC} of the metric`
+
 export class MetricsHub extends DurableObject<Env> {
   private readonly sql: SqlStorage
   private totals = new MetricsAggregate()
   private sweptAt = -Infinity
   private readonly warnedFull = new Set<string>()
+  /**
+   * Changes to new series turned away past the limit, by metric, since this object started:
+   * served beside the totals (HUB_SERIES_DROPPED), since a log line alone goes unseen, and the
+   * isolates' own count of this seldom moves (each sends its series every 10 s, well under it).
+   */
+  private readonly droppedHere = new Map<string, number>()
   /** The hub's clock; tests move it forward instead of waiting a week. */
   now: () => number = Date.now
 
@@ -181,6 +192,9 @@ export class MetricsHub extends DurableObject<Env> {
       )
     }
     const touched = this.totals.add(family)
+    if (touched.dropped > 0) {
+      this.droppedHere.set(family.name, (this.droppedHere.get(family.name) ?? 0) + touched.dropped)
+    }
     if (touched.dropped > 0 && !this.warnedFull.has(family.name)) {
       // Each isolate caps its own series; many isolates' different series can still pass the cap.
       this.warnedFull.add(family.name)
@@ -202,8 +216,17 @@ export class MetricsHub extends DurableObject<Env> {
     }
   }
 
-  /** Every family's totals. */
+  /** Every family's totals, and what this object turned away past the series limit. */
   families(): Family[] {
-    return this.totals.families()
+    const families = this.totals.families()
+    if (this.droppedHere.size > 0) {
+      families.push({
+        kind: 'counter',
+        name: HUB_SERIES_DROPPED,
+        help: HUB_SERIES_DROPPED_HELP,
+        series: [...this.droppedHere].map(([metric, value]) => ({ labels: { metric }, value })),
+      })
+    }
+    return families
   }
 }

@@ -1,10 +1,14 @@
 import { evictDurableObject, runInDurableObject } from 'cloudflare:test'
 import { env } from 'cloudflare:workers'
 import { describe, expect, it } from 'vitest'
-import { SERIES_RETENTION_MS, type MetricsHub } from '../../durable-objects/metrics-hub.ts'
+import {
+  HUB_SERIES_DROPPED,
+  SERIES_RETENTION_MS,
+  type MetricsHub,
+} from '../../durable-objects/metrics-hub.ts'
 import type { Env } from '../../workers/env.ts'
 import { parsePrometheus } from '../../workers/dashboard/metrics.ts'
-import type { Family } from '../../workers/lib/metric-families.ts'
+import { type Family, MAX_SERIES_PER_METRIC } from '../../workers/lib/metric-families.ts'
 import { hubShardName } from '../../workers/lib/metrics-flush.ts'
 import { bearer, call, callWithEnv } from './helpers/http.ts'
 
@@ -81,6 +85,32 @@ describe('/metrics across isolates', () => {
     // An isolate that set the gauge earlier reports later, on another shard.
     await hub(2).record(otherIsolate().batch(1, [gaugeAt(9, now - 5_000)]))
     expect((await scrape()).value(name)).toBe(4)
+  })
+
+  it("counts on /metrics the new series a shard turns away past a metric's limit, by metric (a log line alone goes unseen)", async () => {
+    const name = `nexus_test_${crypto.randomUUID().replaceAll('-', '')}_total`
+    const a = otherIsolate()
+    const many = (from: number, count: number): Family => ({
+      kind: 'counter',
+      name,
+      help: 'test',
+      series: Array.from({ length: count }, (_, i) => ({
+        labels: { n: String(from + i) },
+        value: 1,
+      })),
+    })
+    expect(await hub(2).record(a.batch(1, [many(0, MAX_SERIES_PER_METRIC)]))).toMatchObject({
+      applied: true,
+    })
+    // Three more, new: the shard holds its limit already.
+    expect(await hub(2).record(a.batch(2, [many(MAX_SERIES_PER_METRIC, 3)]))).toMatchObject({
+      applied: true,
+    })
+    const res = await call('/metrics', scrapeAuth)
+    const text = await res.text()
+    expect(text).toContain(`${HUB_SERIES_DROPPED}{metric="${name}"} 3`)
+    const kept = parsePrometheus(text).filter((s) => s.name === name)
+    expect(kept).toHaveLength(MAX_SERIES_PER_METRIC)
   })
 
   it('refuses a malformed batch and changes nothing', async () => {

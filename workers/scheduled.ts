@@ -26,6 +26,7 @@ import {
 } from './matchmaking/config.ts'
 import { poolStub } from './matchmaking/stub.ts'
 import { retryStalePartyTickets } from './parties/stale-tickets.ts'
+import { OPEN_CONNECTIONS, settleAtMost } from './lib/settle-at-most.ts'
 
 const cronRuns = counter(
   'nexus_cron_boards_poked_total',
@@ -138,42 +139,41 @@ const BOARD_CALL_MS = 20_000
 async function pushLostConfigs(env: Env): Promise<number> {
   let pushed = 0
   await forEachPage(unpushedConfigs, env, CONFIG_PAGE, async (boards) => {
-    const results = await Promise.allSettled(
-      boards.map(async (b) => {
-        const push = async (version: number) => {
-          const answer = await within(
-            boardStub(env, b.id).configure(
-              b.id,
-              b.config as LeaderboardConfig,
-              version,
-              Number(b.lastCycle),
-            ),
-            BOARD_CALL_MS,
-            'config push',
-          )
-          // A deletion not settled yet: the push is tried again at the next run.
-          if ('problem' in answer) throw new Error(answer.detail)
-          return answer
-        }
-        let version = b.version
-        const answer = await push(version)
-        if (answer.inForce === false) {
-          // The board runs another configuration at this version or a later one: Neon's count
-          // went back (a restore), as a PUT finds it, and the push takes a version past the
-          // board's. Unless a PUT saved another meanwhile: that PUT pushes its own.
-          const advanced = await advanceLeaderboardVersion(
-            env,
+    // At most a connection's worth at once: each push ends in a Neon write.
+    const results = await settleAtMost(boards, OPEN_CONNECTIONS, async (b) => {
+      const push = async (version: number) => {
+        const answer = await within(
+          boardStub(env, b.id).configure(
             b.id,
+            b.config as LeaderboardConfig,
             version,
-            Math.max(answer.configVersion ?? version, version) + 1,
-          )
-          if (advanced === null) return
-          version = advanced
-          await push(version)
-        }
-        await markConfigPushed(env, b.id, version)
-      }),
-    )
+            Number(b.lastCycle),
+          ),
+          BOARD_CALL_MS,
+          'config push',
+        )
+        // A deletion not settled yet: the push is tried again at the next run.
+        if ('problem' in answer) throw new Error(answer.detail)
+        return answer
+      }
+      let version = b.version
+      const answer = await push(version)
+      if (answer.inForce === false) {
+        // The board runs another configuration at this version or a later one: Neon's count
+        // went back (a restore), as a PUT finds it, and the push takes a version past the
+        // board's. Unless a PUT saved another meanwhile: that PUT pushes its own.
+        const advanced = await advanceLeaderboardVersion(
+          env,
+          b.id,
+          version,
+          Math.max(answer.configVersion ?? version, version) + 1,
+        )
+        if (advanced === null) return
+        version = advanced
+        await push(version)
+      }
+      await markConfigPushed(env, b.id, version)
+    })
     results.forEach((r, i) => {
       if (r.status === 'fulfilled') pushed++
       else
@@ -193,7 +193,8 @@ async function pushLostConfigs(env: Env): Promise<number> {
 async function pushLostQueueConfigs(env: Env): Promise<number> {
   let pushed = 0
   await forEachPage(unpushedQueues, env, PAGE, async (page) => {
-    const results = await Promise.allSettled(page.map((q) => pushOwed(env, q)))
+    // At most a connection's worth at once: each push ends in Neon writes.
+    const results = await settleAtMost(page, OPEN_CONNECTIONS, (q) => pushOwed(env, q))
     results.forEach((r, i) => {
       if (r.status === 'fulfilled') pushed += r.value
       else

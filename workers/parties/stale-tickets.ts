@@ -4,6 +4,7 @@ import { errorFields, log } from '../lib/log.ts'
 import { within } from '../lib/within.ts'
 import { cancelPartyTicket } from '../matchmaking/stub.ts'
 import { forgetPartyTickets, pruneOldPartyTickets, stalePartyTickets } from './store.ts'
+import { OPEN_CONNECTIONS, settleAtMost } from '../lib/settle-at-most.ts'
 
 /**
  * A pool that does not answer a cancel within this is taken as unreachable: the note stays for
@@ -121,10 +122,11 @@ async function cancelPage(env: Env, notes: NoteKey[]): Promise<number> {
     tickets.push(ticketId)
     byParty.set(partyId, tickets)
   }
-  const done = await Promise.all(
-    [...byParty].map(([partyId, tickets]) =>
-      cancelStaleTickets(env, partyId, tickets, { by: 'cron' }),
-    ),
+  // At most a connection's worth at once: each party's cancel ends in a Neon write.
+  const done = await settleAtMost([...byParty], OPEN_CONNECTIONS, ([partyId, tickets]) =>
+    cancelStaleTickets(env, partyId, tickets, { by: 'cron' }),
   )
-  return done.reduce((n, d) => n + d.length, 0)
+  const failed = done.find((d) => d.status === 'rejected')
+  if (failed) throw failed.reason
+  return done.reduce((n, d) => n + (d.status === 'fulfilled' ? d.value.length : 0), 0)
 }

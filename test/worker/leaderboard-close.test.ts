@@ -678,6 +678,27 @@ describe('closing a named cycle', () => {
 })
 
 describe('reading a cycle while it is archived', () => {
+  it('a cycle not archived yet is 404 with Retry-After, remembered for a moment: polls meanwhile are not each a Neon query (they are answered with Neon down)', async () => {
+    const board = await createBoard()
+    const url = `/v1/leaderboards/${board}/cycles/1/top`
+    const first = await call(url)
+    expect(first.status).toBe(404)
+    expect(first.headers.get('retry-after')).toBe('5')
+    expect(first.headers.get('cache-control')).toBe('no-store')
+    expect((await problem(first)).type).toBe('urn:nexus:problem:not-found')
+    // The next poll, with Neon out of reach: answered from the isolate's memory.
+    const again = await callWithEnv(
+      {
+        DATABASE_URL: env.TEST_UNREACHABLE_DATABASE_URL,
+        NEON_LOCAL_RELAY: env.TEST_UNREACHABLE_NEON_RELAY,
+        LOG_LEVEL: 'silent',
+      },
+      url,
+    )
+    expect(again.status).toBe(404)
+    expect(again.headers.get('retry-after')).toBe('5')
+  })
+
   it('stops a page at the first rank not in Neon yet, with a cursor to read on from; that answer is kept 4 s at most', async () => {
     const board = await createBoard({ submitsPerMinute: 600 })
     await runInDurableObject(stub(board), async (inst: Leaderboard) => {

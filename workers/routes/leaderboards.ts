@@ -5,6 +5,7 @@ import type { BoardEntry, BoardProblem } from '../../durable-objects/leaderboard
 import { submissionRefusals } from '../leaderboards/metrics.ts'
 import { boardStub } from '../leaderboards/stub.ts'
 import { unknownBoards } from '../leaderboards/unknown-boards.ts'
+import { RecentlyUnknown } from '../lib/recently-unknown.ts'
 import { boundedInt } from '../lib/config.ts'
 import { createRoute, decimalInt, newRouter, problemResponses } from '../lib/openapi.ts'
 import { IdempotencyKey, PlayerId, ResourceId } from '../lib/fields.ts'
@@ -45,6 +46,14 @@ const LIVE_TTL_SECONDS = 4
 const ARCHIVE_TTL_SECONDS = 300
 /** Another player's history: it changes only as cycles close and are archived. */
 const HISTORY_TTL_SECONDS = 60
+/**
+ * Closed cycles found not archived (yet), by `board:cycle`, for 2 s: a refusal no layer caches
+ * for clients (the standings may be in a moment later), so without it every client polling for
+ * last cycle's results at a close, while its first page can take two minutes, was a Neon query,
+ * as was each request naming a made-up board. Its 404 asks them to come back in 5 s.
+ */
+const notArchivedYet = new RecentlyUnknown(2_000)
+const NOT_ARCHIVED_RETRY_SECONDS = 5
 
 const SubmissionKey = IdempotencyKey.openapi({
   description:
@@ -503,7 +512,15 @@ leaderboardRoutes.openapi(cycleTopRoute, (async (c: Context<AppEnv>) => {
     })
   }
   const sql = getSql(c.env)
-  const notYet = () => new ApiError('not-found', `Cycle ${cycle} of '${id}' is not archived (yet)`)
+  const notYet = () =>
+    new ApiError(
+      'not-found',
+      `Cycle ${cycle} of '${id}' is not archived (yet)`,
+      {},
+      { 'retry-after': String(NOT_ARCHIVED_RETRY_SECONDS) },
+    )
+  const archiveKey = `${id}:${cycle}`
+  if (notArchivedYet.has(archiveKey)) throw notYet()
   return cachedRead(c, {
     key: `lb:${id}:cycle:${cycle}:${limit}:${afterRank}`,
     ttlSeconds: LIVE_TTL_SECONDS,
@@ -517,7 +534,10 @@ leaderboardRoutes.openapi(cycleTopRoute, (async (c: Context<AppEnv>) => {
         'select entries, completed_at from leaderboard_cycles where leaderboard_id = $1 and cycle = $2',
         [id, cycle],
       )) as { entries: number; completed_at: string | null }[]
-      if (!meta) throw notYet()
+      if (!meta) {
+        notArchivedYet.remember(archiveKey)
+        throw notYet()
+      }
       const complete = meta.completed_at !== null
       const rows = (await sql.query(
         `select rank, player_id, name, score, subscore, metadata, submitted_at from leaderboard_archive
@@ -537,7 +557,10 @@ leaderboardRoutes.openapi(cycleTopRoute, (async (c: Context<AppEnv>) => {
       const gap = rows.findIndex((r, i) => r.rank !== afterRank + i + 1)
       if (gap !== -1) rows.length = gap
       // Until the first ranks are in, the standings are not there to read, whatever else is.
-      if (!complete && afterRank === 0 && rows.length === 0) throw notYet()
+      if (!complete && afterRank === 0 && rows.length === 0) {
+        notArchivedYet.remember(archiveKey)
+        throw notYet()
+      }
       const through = rows[rows.length - 1]?.rank ?? afterRank
       // More to come: a full page, or, while archiving, ranks not in yet (the cursor continues
       // from the last rank given, or is the request's own when none was: read again later).

@@ -401,6 +401,18 @@ describe('bad credentials, one by one', () => {
     expect(ready.body.detail).toContain('AUTH_SECRET is too short')
   })
 
+  it('without AUTH_SECRET, a player token is 503 naming it, not a 401 that would have the client sign its player out', async () => {
+    const token = await hs256({})
+    const res = await callWithEnv(
+      { AUTH_SECRET: '', LOG_LEVEL: 'silent' },
+      ADMIN_PROBE,
+      json('PUT', { name: 'x' }, token),
+    )
+    const p = await problem(res)
+    expect(p).toMatchObject({ status: 503, type: 'urn:nexus:problem:unavailable' })
+    expect(p.body.detail).toContain('AUTH_SECRET is not configured')
+  })
+
   it('wrong admin key → 401 with WWW-Authenticate, right one → 200', async () => {
     const wrong = await probe('not-the-admin-key')
     expect(wrong.headers.get('www-authenticate')).toBe('Bearer realm="nexus"')

@@ -406,7 +406,9 @@ export async function verifyPlayerToken(env: AuthEnv, token: string): Promise<Pr
     throw new ApiError('unauthorized', 'The token header is not valid')
   }
   try {
-    if (alg === 'HS256' && env.AUTH_SECRET) {
+    // With AUTH_SECRET missing too: secretKey's 503 (a server's configuration, which a 401
+    // would have clients answer by signing their players out).
+    if (alg === 'HS256') {
       const { payload } = await jwtVerify(token, await secretKey(env), {
         algorithms: ['HS256'],
         issuer: NEXUS_ISSUER,

@@ -296,6 +296,54 @@ describe('banning a player from the deployment (admin)', () => {
     ws.close(1000)
   })
 
+  it("a banned player's token (issued before the ban) makes no party, sends no invite and joins none: 403, nothing written", async () => {
+    const [banned, other, host] = await Promise.all(
+      [1, 2, 3].map(async () => {
+        const playerId = `ban-party-${crypto.randomUUID()}`
+        return { playerId, token: (await issuePlayerToken(env, playerId)).token }
+      }),
+    )
+    const partyOf = async (token: string) =>
+      (await (await call('/v1/parties', json('POST', {}, token))).json()) as { id: string }
+    // Before the ban: the player leads a party, and has an invite to another's.
+    const led = await partyOf(banned!.token)
+    const hosted = await partyOf(host!.token)
+    const invitedBefore = await call(
+      `/v1/parties/${hosted.id}/invites`,
+      json('POST', { playerId: banned!.playerId }, host!.token),
+    )
+    expect(invitedBefore.status).toBe(201)
+    await banAll(banned!.playerId)
+
+    const expectBanned = async (res: Response) => {
+      const p = await problem(res)
+      expect(p).toMatchObject({ status: 403, type: 'urn:nexus:problem:forbidden' })
+      expect(p.body.detail).toBe('This player is banned')
+    }
+    await expectBanned(
+      await call(
+        `/v1/parties/${led.id}/invites`,
+        json('POST', { playerId: other!.playerId }, banned!.token),
+      ),
+    )
+    // Leaving is not refused; then, in no party, they make none and join none.
+    const left = await call(`/v1/parties/${led.id}/members/me`, {
+      ...bearer(banned!.token),
+      method: 'DELETE',
+    })
+    expect(left.status).toBeLessThan(300)
+    await expectBanned(await call('/v1/parties', json('POST', {}, banned!.token)))
+    await expectBanned(
+      await call(`/v1/parties/${hosted.id}/members`, { ...bearer(banned!.token), method: 'POST' }),
+    )
+    const [invites, memberships, leads] = await Promise.all([
+      pg()`select party_id from party_invites where player_id = ${other!.playerId}`,
+      pg()`select party_id from party_members where player_id = ${banned!.playerId}`,
+      pg()`select id from parties where leader = ${banned!.playerId}`,
+    ])
+    expect({ invites, memberships, leads }).toEqual({ invites: [], memberships: [], leads: [] })
+  })
+
   it('a party with a banned member cannot queue, over HTTP or a socket, until the member leaves', async () => {
     const queue = await createQueue({ teamSize: 2, maxPartySize: 2 })
     await rig(queue, newClock())

@@ -92,6 +92,14 @@ const view = (where: string) => `
 const VIEW = view('p.id = $1')
 
 /** What a caller (`$2`) is to party `$1`; no row when the party does not exist. */
+/**
+ * Whether the player in `param` holds an account ban: a banned player's token (issued before the
+ * ban, valid for up to a day) makes no party, sends no invite and joins none, so they can neither
+ * pester players with invites nor get into a party whose every join the ban then refuses.
+ */
+const BANNED = (param: string) => `exists (select 1 from player_bans where player_id = ${param})`
+const BANNED_DETAIL = 'This player is banned'
+
 const ROLE = `
   select p.leader,
     exists (select 1 from party_members m where m.party_id = p.id and m.player_id = $2) as member,
@@ -183,7 +191,7 @@ export async function createParty(env: DbEnv, leader: PartyCaller): Promise<Part
     const results = await sql.transaction([
       sql.query(
         `insert into parties (id, leader) select $1, $2
-          where not ${erasedSinceToken('$2', '$3')}`,
+          where not ${erasedSinceToken('$2', '$3')} and not ${BANNED('$2')}`,
         params,
       ),
       sql.query(
@@ -191,9 +199,13 @@ export async function createParty(env: DbEnv, leader: PartyCaller): Promise<Part
         [id],
       ),
       sql.query(VIEW, [id]),
+      sql.query(`select ${BANNED('$1')} as banned`, [leader.playerId]),
     ])
     const created = (results[2] as ViewRow[])[0]
-    if (!created) throw new ApiError('forbidden', STALE_TOKEN_DETAIL)
+    if (!created) {
+      const { banned } = (results[3] as { banned: boolean }[])[0]!
+      throw new ApiError('forbidden', banned ? BANNED_DETAIL : STALE_TOKEN_DETAIL)
+    }
     return viewOf(created)
   } catch (err) {
     if (pgErrorCode(err) === '23505') throw await alreadyInParty(env, leader.playerId)
@@ -261,7 +273,7 @@ export async function invite(
          insert into party_invites (party_id, player_id, expires_at)
          select p.id, $3, now() + make_interval(secs => $4)
            from parties p
-          where p.id = $1 and p.leader = $2
+          where p.id = $1 and p.leader = $2 and not ${BANNED('$2')}
             and not exists (select 1 from party_members where party_id = $1 and player_id = $3)
             and (select count(*) from party_members where party_id = $1)
               + (select count(*) from party_invites
@@ -278,15 +290,17 @@ export async function invite(
                    limit $6 for update skip locked))
             and exists (select 1 from written)
        )
-       select count(*)::int as written from written`,
+       select count(*)::int as written, ${BANNED('$2')} as banned from written`,
       [partyId, caller, target, INVITE_TTL_SECONDS, MAX_PARTY_SIZE, EXPIRED_SWEEP],
     ),
     sql.query(VIEW, [partyId]),
   ])
   const role = (results[1] as RoleRow[])[0]
   const invitee = (results[2] as { member: boolean; pending: boolean }[])[0]!
-  const written = (results[3] as { written: number }[])[0]!.written === 1
+  const outcome = (results[3] as { written: number; banned: boolean }[])[0]!
+  const written = outcome.written === 1
   if (!role?.member || role.leader !== caller) throw leaderOnly(partyId, role, 'invites players')
+  if (outcome.banned) throw new ApiError('forbidden', BANNED_DETAIL)
   if (invitee.member) {
     // `member`: the leader's retry of an invite the player has accepted meanwhile finds what it
     // asked for, and can tell it from a full party.
@@ -348,10 +362,11 @@ export async function acceptInvite(
         // Whether the token predates an erasure is read in this statement's snapshot, the one
         // the accept is decided by (a later statement could see a tombstone committed between).
         `with stale as (select ${erasedSinceToken('$2', '$3')} as yes),
+         banned as (select ${BANNED('$2')} as yes),
          inv as (
            delete from party_invites
             where party_id = $1 and player_id = $2 and expires_at > clock_timestamp()
-              and not (select yes from stale)
+              and not (select yes from stale) and not (select yes from banned)
            returning party_id
          ),
          ins as (
@@ -362,7 +377,7 @@ export async function acceptInvite(
            update parties set updated_at = clock_timestamp()
             where id = $1 and exists (select 1 from ins)
          )
-         select (select yes from stale) as stale_token,
+         select (select yes from stale) as stale_token, (select yes from banned) as banned,
                 coalesce((select (${NOTED_TICKETS}) from ins), (${STALE_NOTES})) as stale_tickets`,
         [partyId, caller, issuedAt],
       ),
@@ -379,10 +394,13 @@ export async function acceptInvite(
     if (pgErrorCode(err) === '23505') throw await alreadyInParty(env, caller)
     throw err
   }
-  const accept = (results[1] as { stale_token: boolean; stale_tickets: string[] | null }[])[0]!
+  const accept = (
+    results[1] as { stale_token: boolean; banned: boolean; stale_tickets: string[] | null }[]
+  )[0]!
   const staleTickets = accept.stale_tickets ?? []
   const state = (results[2] as { member: boolean; expired_at: string | null }[])[0]!
   if (accept.stale_token) throw new ApiError('forbidden', STALE_TOKEN_DETAIL)
+  if (accept.banned) throw new ApiError('forbidden', BANNED_DETAIL)
   if (!state.member) {
     throw new ApiError(
       'not-found',

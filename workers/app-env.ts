@@ -11,5 +11,10 @@ export interface AppEnv {
     principal?: Principal
     /** Set by `jsonBody`: the request has a body of at least one byte. */
     bodyPresent?: boolean
+    /**
+     * Set by a handler that held the request open on purpose (a ticket's long-poll): its time
+     * is observed under a route label of its own, not among the route's ordinary answers.
+     */
+    heldOpen?: boolean
   }
 }

@@ -408,6 +408,39 @@ describe('HTTP tickets', () => {
   })
 })
 
+describe('a long-poll on /metrics', () => {
+  it('is timed under its route marked held open, so the route’s own latency is not the waits asked for', async () => {
+    const q = await createQueue()
+    await rig(q, newClock())
+    const a = await newGuest()
+    const t = (await (await joinAs(q, a.token)).json()) as Ticket
+    const route = '/v1/matchmaking/tickets/:ticketId'
+    const durations = () => {
+      const family = localFamilies().find((f) => f.name === 'nexus_http_request_duration_seconds')
+      const series = (family?.series ?? []) as {
+        labels: { route: string; status: string }
+        count: number
+        sum: number
+      }[]
+      const of = (r: string) =>
+        series.find((x) => x.labels.route === r && x.labels.status === '200') ?? {
+          count: 0,
+          sum: 0,
+        }
+      return { plain: of(route), held: of(`${route} (held open)`) }
+    }
+    const before = durations()
+    expect((await get(t.ticketId, a.token)).status).toBe(200)
+    expect((await ticketOf(t.ticketId, a.token, 0.3)).status).toBe('waiting')
+    const after = durations()
+    expect(after.plain.count - before.plain.count).toBe(1)
+    expect(after.held.count - before.held.count).toBe(1)
+    // The held one took its wait; the plain read did not count it.
+    expect(after.held.sum - before.held.sum).toBeGreaterThanOrEqual(0.3)
+    expect(after.plain.sum - before.plain.sum).toBeLessThan(0.3)
+  })
+})
+
 describe('made-up ticket ids', () => {
   it('are 404 to read and to cancel, and leave no stored pool behind', async () => {
     const g = await newGuest()

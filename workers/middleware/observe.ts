@@ -19,7 +19,9 @@ export const observe = (): MiddlewareHandler<AppEnv> =>
     await next()
     // Workers freeze timers during I/O-free compute, so this is the wall time the isolate saw.
     const durationMs = performance.now() - started
-    const route = routeLabel(c)
+    // A long-poll's time is the wait it asked for: among the route's other answers it would
+    // make the route's p99 that wait, hiding a slowdown of the rest.
+    const route = routeLabel(c) + (c.get('heldOpen') ? ' (held open)' : '')
     const status = c.res.status
     httpRequests.inc({ method: c.req.method, route, status })
     httpDuration.observe({ method: c.req.method, route, status }, durationMs / 1000)

@@ -252,6 +252,7 @@ matchmakingRoutes.openapi(getTicketRoute, async (c) => {
   const { wait } = c.req.valid('query')
   const { queue, region } = parseTicketId(ticketId)!
   const viewer = viewerOf(c.get('principal')!)
+  if (wait !== undefined && wait > 0) c.set('heldOpen', true)
   const r = await poolStub(c.env, queue, region).ticket(
     ticketId,
     viewer,

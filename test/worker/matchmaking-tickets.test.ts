@@ -417,7 +417,7 @@ describe('a long-poll on /metrics', () => {
     const route = '/v1/matchmaking/tickets/:ticketId'
     const durations = () => {
       const family = localFamilies().find((f) => f.name === 'nexus_http_request_duration_seconds')
-      const series = (family?.series ?? []) as {
+      const series = (family?.series ?? []) as unknown as {
         labels: { route: string; status: string }
         count: number
         sum: number

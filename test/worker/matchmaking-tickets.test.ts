@@ -3,6 +3,7 @@ import { env } from 'cloudflare:workers'
 import { describe, expect, it, onTestFinished } from 'vitest'
 import { MAX_WAITS_PER_READER, type MatchPool } from '../../durable-objects/match-pool.ts'
 import { localFamilies } from '../../workers/lib/metrics.ts'
+import { parsePrometheus } from '../../workers/dashboard/metrics.ts'
 import { pg } from './helpers/boards.ts'
 import { ADMIN_KEY, bearer, call, json, newGuest, problem } from './helpers/http.ts'
 import { closed, connect, nextOfType, until } from './helpers/sockets.ts'
@@ -415,24 +416,28 @@ describe('a long-poll on /metrics', () => {
     const a = await newGuest()
     const t = (await (await joinAs(q, a.token)).json()) as Ticket
     const route = '/v1/matchmaking/tickets/:ticketId'
-    const durations = () => {
-      const family = localFamilies().find((f) => f.name === 'nexus_http_request_duration_seconds')
-      const series = (family?.series ?? []) as unknown as {
-        labels: { route: string; status: string }
-        count: number
-        sum: number
-      }[]
-      const of = (r: string) =>
-        series.find((x) => x.labels.route === r && x.labels.status === '200') ?? {
-          count: 0,
-          sum: 0,
-        }
-      return { plain: of(route), held: of(`${route} (held open)`) }
+    // Read from /metrics, the cluster's totals: this isolate's own count restarts at each send.
+    const durations = async () => {
+      const samples = parsePrometheus(await (await call('/metrics', bearer(ADMIN_KEY))).text())
+      const of = (r: string, what: 'count' | 'sum') =>
+        samples.find(
+          (x) =>
+            x.name === `nexus_http_request_duration_seconds_${what}` &&
+            x.labels.route === r &&
+            x.labels.status === '200',
+        )?.value ?? 0
+      return {
+        plain: { count: of(route, 'count'), sum: of(route, 'sum') },
+        held: {
+          count: of(`${route} (held open)`, 'count'),
+          sum: of(`${route} (held open)`, 'sum'),
+        },
+      }
     }
-    const before = durations()
+    const before = await durations()
     expect((await get(t.ticketId, a.token)).status).toBe(200)
     expect((await ticketOf(t.ticketId, a.token, 0.3)).status).toBe('waiting')
-    const after = durations()
+    const after = await durations()
     expect(after.plain.count - before.plain.count).toBe(1)
     expect(after.held.count - before.held.count).toBe(1)
     // The held one took its wait; the plain read did not count it.

@@ -69,6 +69,7 @@ export default defineConfig({
         test: {
           name: 'worker',
           include: ['test/worker/**/*.test.ts'],
+          setupFiles: ['test/worker/setup.ts'],
           testTimeout: 60_000,
           hookTimeout: 120_000,
         },

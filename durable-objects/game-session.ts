@@ -23,7 +23,11 @@ import { boardStub } from '../workers/leaderboards/stub.ts'
 import { boundedInt } from '../workers/lib/config.ts'
 import { errorFields, errorMessage, log, setLogLevel } from '../workers/lib/log.ts'
 import { counter, histogram } from '../workers/lib/metrics.ts'
-import { sendMetricsSoon } from '../workers/lib/metrics-flush.ts'
+import {
+  type MetricsAlarm,
+  sendMetricsAtAlarm,
+  sendMetricsSoon,
+} from '../workers/lib/metrics-flush.ts'
 import { problemResponse, type ProblemType } from '../workers/lib/problem.ts'
 import { all, insertRows, one, schemaVersion, setSchemaVersion } from '../workers/lib/sql.ts'
 import {
@@ -1432,18 +1436,26 @@ export class GameSession extends DurableObject<Env> {
       await this.scheduleAlarm()
       await backOffAlarm(this.ctx.storage, this.alarmFailures, this.now())
       // Last: the alarm that sends may be one brought forward for it.
-      this.sendMetrics()
+      void sendMetricsAtAlarm(this.env, this.metricsAlarm)
     }
   }
 
-  /**
-   * Sends this isolate's metrics, or brings the alarm forward to when they are due: not while
-   * the alarm backs off (its failures count too, and would bring it back every interval), nor
-   * once the storage is gone (an alarm would make it again).
-   */
+  /** After counting: sends this isolate's metrics, or brings the alarm forward for them. */
   private sendMetrics(): void {
-    const alarm = this.purged || this.alarmFailures > 0 ? null : this.ctx.storage
-    void sendMetricsSoon(this.env, alarm)
+    void sendMetricsSoon(this.env, this.metricsAlarm)
+  }
+
+  /**
+   * The alarm as metrics may move it: not while it backs off (its failures count too, and would
+   * bring it back every interval), nor once the storage is gone or was never made (an alarm
+   * would make it again). Judged when it would be set.
+   */
+  private readonly metricsAlarm: MetricsAlarm = {
+    getAlarm: () => this.ctx.storage.getAlarm(),
+    setAlarm: async (at) => {
+      if (this.purged || !this.setup || this.alarmFailures > 0) return
+      await this.ctx.storage.setAlarm(at)
+    },
   }
 
   /**

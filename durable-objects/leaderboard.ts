@@ -53,7 +53,12 @@ import {
 import { submissionRefusals } from '../workers/leaderboards/metrics.ts'
 import { errorFields, errorMessage, log, setLogLevel } from '../workers/lib/log.ts'
 import { counter, gauge, histogram } from '../workers/lib/metrics.ts'
-import { sendMetricsNow, sendMetricsSoon } from '../workers/lib/metrics-flush.ts'
+import {
+  type MetricsAlarm,
+  sendMetricsAtAlarm,
+  sendMetricsNow,
+  sendMetricsSoon,
+} from '../workers/lib/metrics-flush.ts'
 import type { ProblemType } from '../workers/lib/problem.ts'
 import { all, one, schemaVersion, setSchemaVersion } from '../workers/lib/sql.ts'
 import { within } from '../workers/lib/within.ts'
@@ -381,6 +386,8 @@ export class Leaderboard extends DurableObject<Env> {
   private readonly sql: SqlStorage
   /** When this object last reported its storage (`reportStorage`). */
   private storageReportedAt = -Infinity
+  /** The storage size last reported (reportStorage), sent again only when it changed. */
+  private reportedBytes: number | null = null
   private boardId: string | null = null
   private config: LeaderboardConfig | null = null
   private schedule: Schedule | null = null
@@ -2731,6 +2738,7 @@ export class Leaderboard extends DurableObject<Env> {
     await this.ctx.storage.deleteAlarm()
     if (boardId !== null) {
       storageBytes.set({ board: boardId }, 0)
+      this.reportedBytes = null
       // Now: the board's alarm is gone, and an operator's alert on its size would stand.
       void sendMetricsNow(this.env)
     }
@@ -2819,19 +2827,27 @@ export class Leaderboard extends DurableObject<Env> {
       } finally {
         this.alarmRunning = false
         // Last: the alarm that sends may be one brought forward for it.
-        this.sendMetrics()
+        void sendMetricsAtAlarm(this.env, this.metricsAlarm)
       }
     }
   }
 
-  /**
-   * Sends this isolate's metrics, or brings the alarm forward to when they are due: not while
-   * the alarm backs off (its failures count too, and would bring it back every interval), nor
-   * for a board wiped or never made (an alarm would make its storage again).
-   */
+  /** After counting: sends this isolate's metrics, or brings the alarm forward for them. */
   private sendMetrics(): void {
-    const alarm = this.boardId === null || this.alarmFailures > 0 ? null : this.ctx.storage
-    void sendMetricsSoon(this.env, alarm)
+    void sendMetricsSoon(this.env, this.metricsAlarm)
+  }
+
+  /**
+   * The alarm as metrics may move it: not while it backs off (its failures count too, and would
+   * bring it back every interval), nor for a board wiped or never made (an alarm would make its
+   * storage again). Judged when it would be set.
+   */
+  private readonly metricsAlarm: MetricsAlarm = {
+    getAlarm: () => this.ctx.storage.getAlarm(),
+    setAlarm: async (at) => {
+      if (this.boardId === null || !this.schemaReady || this.alarmFailures > 0) return
+      await this.ctx.storage.setAlarm(at)
+    },
   }
 
   /**
@@ -2842,8 +2858,13 @@ export class Leaderboard extends DurableObject<Env> {
     if (this.boardId === null) return
     this.storageReportedAt = Date.now()
     const bytes = this.ctx.storage.sql.databaseSize
-    storageBytes.set({ board: this.boardId }, bytes)
-    this.sendMetrics()
+    // Only a change is sent: each alarm reports it, and a value sent again would be a count owed,
+    // bringing the alarm back for it.
+    if (bytes !== this.reportedBytes) {
+      this.reportedBytes = bytes
+      storageBytes.set({ board: this.boardId }, bytes)
+      this.sendMetrics()
+    }
     if (bytes > STORAGE_WARN_BYTES) {
       log('warn', 'board storage nears the object limit', { actor: this.actor, bytes })
     }

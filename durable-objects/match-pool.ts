@@ -51,7 +51,12 @@ import {
 } from '../workers/parties/store.ts'
 import { errorFields, log, setLogLevel, withoutCredentials } from '../workers/lib/log.ts'
 import { counter, gauge, histogram } from '../workers/lib/metrics.ts'
-import { sendMetricsNow, sendMetricsSoon } from '../workers/lib/metrics-flush.ts'
+import {
+  type MetricsAlarm,
+  sendMetricsAtAlarm,
+  sendMetricsNow,
+  sendMetricsSoon,
+} from '../workers/lib/metrics-flush.ts'
 import { canonicalJson } from '../workers/lib/canonical-json.ts'
 import type { WaitSamples } from '../workers/matchmaking/wait-stats.ts'
 import { takeToken, type Bucket } from '../workers/lib/token-bucket.ts'
@@ -514,6 +519,20 @@ export class MatchPool extends DurableObject<Env> {
   maxWaitingTickets = MAX_WAITING_TICKETS
   /** MAX_POOL_SOCKETS; a field so that tests can lower it. */
   maxSockets = MAX_POOL_SOCKETS
+  /**
+   * At least as many as the sockets open: the count at the last listing, plus those accepted
+   * since (closes are not taken off). Listing every socket at each connect would cost a crowd
+   * reconnecting after a deploy a walk over all the others each; the list is read again only
+   * when this bound reaches the limit.
+   */
+  private socketBound: number | null = null
+
+  private socketsAtMost(): number {
+    if (this.socketBound === null || this.socketBound >= this.maxSockets) {
+      this.socketBound = this.ctx.getWebSockets().length
+    }
+    return this.socketBound
+  }
   /** Long-polls held, by ticket, then by reader (`readerKey`). */
   private readonly waiters = new Map<string, Map<string, Set<() => void>>>()
   private readonly delivering = new Set<string>()
@@ -2136,7 +2155,7 @@ export class MatchPool extends DurableObject<Env> {
         `At most ${MAX_SOCKETS_PER_PLAYER} connections per player to one pool`,
       )
     }
-    if (this.ctx.getWebSockets().length >= this.maxSockets) {
+    if (this.socketsAtMost() >= this.maxSockets) {
       return problemResponse(
         'unavailable',
         `This queue's pool in this region holds at most ${this.maxSockets} sockets: ` +
@@ -2147,6 +2166,7 @@ export class MatchPool extends DurableObject<Env> {
     }
     const { 0: client, 1: server } = new WebSocketPair()
     this.ctx.acceptWebSocket(server, [`p:${sc.playerId}`])
+    this.socketBound!++
     const attachment: Attachment = {
       playerId: sc.playerId,
       ...(typeof sc.tokenIssuedAt === 'number' ? { tokenIssuedAt: sc.tokenIssuedAt } : {}),
@@ -3157,17 +3177,27 @@ export class MatchPool extends DurableObject<Env> {
         await this.scheduleAlarm()
         await backOffAlarm(this.ctx.storage, this.alarmFailures, this.now())
         // Last: the alarm that sends may be one brought forward for it.
-        this.sendMetrics()
+        void sendMetricsAtAlarm(this.env, this.metricsAlarm)
       }
     }
   }
 
-  /**
-   * Sends this isolate's metrics, or brings the alarm forward to when they are due: not while
-   * the alarm backs off (its failures count too, and would bring it back every interval).
-   */
+  /** After counting: sends this isolate's metrics, or brings the alarm forward for them. */
   private sendMetrics(): void {
-    void sendMetricsSoon(this.env, this.alarmFailures > 0 ? null : this.ctx.storage)
+    void sendMetricsSoon(this.env, this.metricsAlarm)
+  }
+
+  /**
+   * The alarm as metrics may move it: not while it backs off (its failures count too, and would
+   * bring it back every interval), nor for a pool whose storage was wiped or never made (an
+   * alarm would make it again). Judged when it would be set.
+   */
+  private readonly metricsAlarm: MetricsAlarm = {
+    getAlarm: () => this.ctx.storage.getAlarm(),
+    setAlarm: async (at) => {
+      if (!this.schemaReady || this.queue === null || this.alarmFailures > 0) return
+      await this.ctx.storage.setAlarm(at)
+    },
   }
 
   /** Forgets finished tickets, matches and samples past their retention. */

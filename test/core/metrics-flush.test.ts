@@ -10,9 +10,10 @@ import {
   FLUSH_INTERVAL_MS,
   type MetricsAlarm,
   sendMetrics,
+  sendMetricsAtAlarm,
   sendMetricsSoon,
 } from '../../workers/lib/metrics-flush.ts'
-import { counter } from '../../workers/lib/metrics.ts'
+import { counter, gauge } from '../../workers/lib/metrics.ts'
 
 /**
  * The hub's contract in memory (each shard applies each source's batch number once; the shards'
@@ -26,7 +27,12 @@ class HubOnTheSide {
   /** The shards each series (name and labels) reached. */
   readonly placements = new Map<string, Set<string>>()
   calls = 0
+  /** The moments batches arrived: a send's rounds (what was counted while one travelled) share one. */
+  readonly sendTimes = new Set<number>()
   down = false
+  /** How long the hub takes to answer (0: at once); `hung`: it never does. */
+  answerMs = 0
+  hung = false
   /** A shard that fails every call. */
   downShard: string | null = null
 
@@ -34,6 +40,10 @@ class HubOnTheSide {
     const stub = (shard: string) => ({
       record: async (batch: MetricsBatch) => {
         this.calls++
+        this.sendTimes.add(Date.now())
+        // An answer comes after a moment, as over the network: a send is in flight meanwhile.
+        if (this.answerMs > 0) await new Promise((r) => setTimeout(r, this.answerMs))
+        if (this.hung) await new Promise(() => {})
         if (this.down || shard === this.downShard) throw new Error('hub unreachable')
         const seen = this.lastSeq.get(shard) ?? new Map<string, number>()
         this.lastSeq.set(shard, seen)
@@ -84,16 +94,18 @@ function onAFakeClock(): void {
 }
 
 /**
- * A Durable Object's alarm on the fake clock: `sendMetricsSoon` sets it, and `runFor` plays the
- * time, running the alarm as the runtime does once its time comes (the object's alarm handler
- * ends with `sendMetricsSoon`).
+ * A Durable Object on the fake clock, as metrics see it: its alarm, which `sendMetricsSoon` sets,
+ * and `runFor`, which plays the time and runs the alarm as the runtime does once its time comes:
+ * the alarm's own work (`work`, which may count something) then `sendMetricsAtAlarm`.
  */
 class ObjectAlarm implements MetricsAlarm {
   at: number | null = null
   runs = 0
   private readonly env: Pick<Env, 'METRICS_HUB'>
-  constructor(env: Pick<Env, 'METRICS_HUB'>) {
+  private readonly work: (self: ObjectAlarm) => void
+  constructor(env: Pick<Env, 'METRICS_HUB'>, work: (self: ObjectAlarm) => void = () => {}) {
     this.env = env
+    this.work = work
   }
   async getAlarm(): Promise<number | null> {
     return this.at
@@ -107,11 +119,21 @@ class ObjectAlarm implements MetricsAlarm {
       await this.runIfDue()
     }
   }
-  private async runIfDue(): Promise<void> {
+  async runIfDue(): Promise<void> {
     if (this.at === null || Date.now() < this.at) return
     this.at = null
     this.runs++
-    await sendMetricsSoon(this.env, this)
+    this.work(this)
+    // Not awaited here: a send under way waits on the fake clock, which runFor moves on.
+    void sendMetricsAtAlarm(this.env, this)
+  }
+}
+
+/** Plays the clock for `ms`, running each object's alarm when due. */
+async function runAll(objects: ObjectAlarm[], ms: number, step = 100): Promise<void> {
+  for (let t = 0; t < ms; t += step) {
+    await vi.advanceTimersByTimeAsync(step)
+    for (const o of objects) await o.runIfDue()
   }
 }
 
@@ -133,9 +155,10 @@ describe('a Durable Object sending its metrics', () => {
     await alarm.runFor(2 * FLUSH_INTERVAL_MS)
     expect(hub.total('nexus_test_flush_steady_total')).toBe(seconds * 10)
     // One send per interval (plus the first, at once).
-    expect(hub.calls).toBeLessThanOrEqual((seconds * 1000) / FLUSH_INTERVAL_MS + 2)
-    // Nothing left to send: the alarm is not brought back for metrics.
+    expect(hub.sendTimes.size).toBeLessThanOrEqual((seconds * 1000) / FLUSH_INTERVAL_MS + 2)
+    // Delivered: the alarm is not brought back for metrics, and no timer is left.
     expect(alarm.at).toBeNull()
+    expect(vi.getTimerCount()).toBe(0)
   })
 
   it('a last count in a quiet object goes with the alarm it brought forward, an interval after the send before it', async () => {
@@ -154,10 +177,12 @@ describe('a Durable Object sending its metrics', () => {
     moves.inc()
     await sendMetricsSoon(env, alarm)
     expect(hub.total('nexus_test_flush_last_total')).toBe(1)
-    expect(alarm.at).toBe(Date.now() - 1000 + FLUSH_INTERVAL_MS)
-    await alarm.runFor(FLUSH_INTERVAL_MS)
+    expect(alarm.at).not.toBeNull()
+    expect(alarm.at!).toBeLessThanOrEqual(Date.now() + FLUSH_INTERVAL_MS)
+    await alarm.runFor(FLUSH_INTERVAL_MS + 1000)
     expect(hub.total('nexus_test_flush_last_total')).toBe(2)
     expect(alarm.runs).toBe(1)
+    expect(alarm.at).toBeNull()
   })
 
   it('an earlier alarm of the object is kept: metrics never put it off', async () => {
@@ -174,6 +199,101 @@ describe('a Durable Object sending its metrics', () => {
     expect(alarm.at).toBe(soon)
   })
 
+  it('an alarm whose own work counts something (a gauge set again) sends it and is not brought back for it, again and again', async () => {
+    const hub = new HubOnTheSide()
+    const env = hub.env()
+    // Sends take a moment: the alarm's end finds its own send still in flight.
+    hub.answerMs = 50
+    const size = gauge('nexus_test_flush_gauge_bytes', 'test')
+    const board = new ObjectAlarm(env, (self) => {
+      size.set({}, 1)
+      void sendMetricsSoon(env, self)
+    })
+    await board.runFor(2 * FLUSH_INTERVAL_MS)
+    size.set({}, 1)
+    void sendMetricsSoon(env, board)
+    await board.runFor(1000)
+    size.set({}, 1)
+    void sendMetricsSoon(env, board)
+    await board.runFor(10 * 60_000, 500)
+    expect(board.runs).toBeLessThanOrEqual(1)
+    expect(board.at).toBeNull()
+  })
+
+  it('an object that counted once is not woken again while another object of its isolate keeps counting', async () => {
+    const hub = new HubOnTheSide()
+    const env = hub.env()
+    hub.answerMs = 50
+    const busy = new ObjectAlarm(env)
+    const quiet = new ObjectAlarm(env)
+    const c = counter('nexus_test_flush_neighbour_total', 'test')
+    await runAll([busy, quiet], 2 * FLUSH_INTERVAL_MS)
+    // The busy one sends; a second later the quiet one counts, within the interval: its alarm
+    // is brought forward for it.
+    c.inc()
+    void sendMetricsSoon(env, busy)
+    await runAll([busy, quiet], 1000)
+    c.inc()
+    void sendMetricsSoon(env, quiet)
+    await runAll([busy, quiet], 100)
+    expect(quiet.at).not.toBeNull()
+    for (let i = 0; i < 600; i++) {
+      c.inc()
+      void sendMetricsSoon(env, busy)
+      await runAll([busy, quiet], 100)
+    }
+    await runAll([busy, quiet], 2 * FLUSH_INTERVAL_MS)
+    expect(hub.total('nexus_test_flush_neighbour_total')).toBe(602)
+    expect(quiet.runs).toBeLessThanOrEqual(1)
+    expect(quiet.at).toBeNull()
+  })
+
+  it('an object whose counts another object’s send has carried is not brought back by that other’s newer counts', async () => {
+    const hub = new HubOnTheSide()
+    const env = hub.env()
+    const busy = new ObjectAlarm(env)
+    const quiet = new ObjectAlarm(env)
+    const c = counter('nexus_test_flush_carried_total', 'test')
+    await runAll([busy, quiet], 2 * FLUSH_INTERVAL_MS)
+    c.inc()
+    await sendMetricsSoon(env, busy)
+    // Within the interval: the quiet one's count waits, its alarm brought forward.
+    await vi.advanceTimersByTimeAsync(1000)
+    c.inc()
+    await sendMetricsSoon(env, quiet)
+    expect(quiet.at).not.toBeNull()
+    // The busy one's next send, due first (its own alarm), carries the quiet one's count...
+    await vi.advanceTimersByTimeAsync(quiet.at! - Date.now() - 50)
+    await vi.advanceTimersByTimeAsync(100)
+    await busy.runIfDue()
+    await sendMetricsSoon(env, busy)
+    expect(hub.total('nexus_test_flush_carried_total')).toBe(2)
+    // ...and the busy one counts again, not due: unsent, but none of it the quiet one's.
+    c.inc()
+    await sendMetricsSoon(env, busy)
+    await quiet.runIfDue()
+    await settle()
+    expect(quiet.at).toBeNull()
+    expect(busy.at).not.toBeNull()
+  })
+
+  it('a hub that never answers is given up on at its deadline, and the object tries again an interval later, not in a loop of alarms', async () => {
+    const hub = new HubOnTheSide()
+    const env = hub.env()
+    const alarm = new ObjectAlarm(env)
+    const c = counter('nexus_test_flush_hung_total', 'test')
+    await alarm.runFor(2 * FLUSH_INTERVAL_MS)
+    hub.hung = true
+    c.inc()
+    void sendMetricsSoon(env, alarm)
+    await alarm.runFor(60_000)
+    // About one try per interval (each waits out the hub's 5 s): not hundreds.
+    expect(alarm.runs).toBeLessThanOrEqual(60_000 / FLUSH_INTERVAL_MS + 1)
+    hub.hung = false
+    await alarm.runFor(3 * FLUSH_INTERVAL_MS)
+    expect(hub.total('nexus_test_flush_hung_total')).toBe(1)
+  })
+
   it('keeps what the hub did not take and delivers it, once, when the hub is back', async () => {
     const hub = new HubOnTheSide()
     const env = hub.env()
@@ -183,15 +303,14 @@ describe('a Durable Object sending its metrics', () => {
     hub.down = true
     for (let i = 0; i < 5; i++) {
       joins.inc()
-      await sendMetricsSoon(env, alarm)
+      void sendMetricsSoon(env, alarm)
       await alarm.runFor(FLUSH_INTERVAL_MS)
     }
     expect(hub.total('nexus_test_flush_outage_total')).toBe(0)
     hub.down = false
     joins.inc()
-    await sendMetricsSoon(env, alarm)
-    await alarm.runFor(FLUSH_INTERVAL_MS)
-    await settle()
+    void sendMetricsSoon(env, alarm)
+    await alarm.runFor(2 * FLUSH_INTERVAL_MS)
     expect(hub.total('nexus_test_flush_outage_total')).toBe(6)
   })
 
@@ -203,13 +322,12 @@ describe('a Durable Object sending its metrics', () => {
     await alarm.runFor(2 * FLUSH_INTERVAL_MS)
     hub.down = true
     closes.inc({}, 7)
-    await sendMetricsSoon(env, alarm)
+    void sendMetricsSoon(env, alarm)
     await alarm.runFor(FLUSH_INTERVAL_MS)
     expect(hub.total('nexus_test_flush_quiet_total')).toBe(0)
     // Nothing more is counted; the hub comes back.
     hub.down = false
-    await alarm.runFor(2 * FLUSH_INTERVAL_MS)
-    await settle()
+    await alarm.runFor(3 * FLUSH_INTERVAL_MS)
     expect(hub.total('nexus_test_flush_quiet_total')).toBe(7)
   })
 })

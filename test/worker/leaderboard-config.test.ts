@@ -25,7 +25,6 @@ import { localFamilies } from '../../workers/lib/metrics.ts'
 import { replaceMethod } from './helpers/replace-method.ts'
 import { hubShardName, METRICS_HUB_SHARDS, sendMetrics } from '../../workers/lib/metrics-flush.ts'
 import worker from '../../workers/index.ts'
-import { withoutMetricsAlarms } from './helpers/metrics-alarms.ts'
 
 /** Boards the cron had to nudge, as this isolate has counted them. */
 function cronNudges(): number {
@@ -404,7 +403,6 @@ describe('leaderboard configuration', () => {
   })
 
   it('the cron that comes just before a boundary’s alarm rolls the board over without counting a lost alarm; with that alarm lost, it counts', async () => {
-    withoutMetricsAlarms()
     const onTime = await boardPast(5_000, false)
     let before = cronNudges()
     await runScheduled(env, onTime.at)

@@ -717,6 +717,56 @@ describe('edge cache', () => {
     for (const r of answers) expect(((await r.json()) as Top).total).toBe(1)
   })
 
+  it('a read that took the refresh but was served a newer answer by a layer below frees it: the next reader may refresh', async () => {
+    const b = await createBoard()
+    await submitFor(b, 'a', { score: 1 })
+    const path = `/v1/leaderboards/${b}/top`
+    // callWithEnv waits for the read's background cache writes, so none comes after the put below.
+    const first = await callWithEnv({}, path)
+    expect(first.headers.get('x-cache')).toBe('MISS')
+    const body = await first.text()
+    // The location's cache holds a newer copy than this isolate's memory (another isolate's).
+    await caches.default.put(
+      new Request(edgeCacheUrl(BASE, `lb:${b}:top:10:`)),
+      new Response(body, {
+        headers: {
+          'content-type': 'application/json',
+          'cache-control': 'public, s-maxage=4',
+          'x-stored-at': String(Date.now()),
+          'x-compute-ms': '1',
+        },
+      }),
+    )
+    let boardCalls = 0
+    await replaceMethod<Leaderboard, 'top'>(
+      env.LEADERBOARD.getByName(b),
+      'top',
+      (original) =>
+        async function (this: Leaderboard, ...args: Parameters<Leaderboard['top']>) {
+          boardCalls++
+          return original.apply(this, args)
+        },
+    )
+    const random = Math.random
+    // The memory's copy rolls "refresh now"; the newer one below rolls "keep".
+    const draws = [0, 0.999999]
+    Math.random = () => draws.shift() ?? 0
+    try {
+      const served = await call(path)
+      expect(served.headers.get('x-cache')).toBe('HIT edge')
+      await served.body?.cancel()
+      expect(boardCalls).toBe(0)
+      // The next reader rolls "refresh now" too: free to, it goes to the board.
+      forgetIsolateReads()
+      await caches.default.delete(new Request(edgeCacheUrl(BASE, `lb:${b}:top:10:`)))
+      const next = await call(path)
+      await next.body?.cancel()
+    } finally {
+      Math.random = random
+    }
+    expect(boardCalls).toBe(1)
+  })
+
   it('an early refresh that fails (the board out of reach) serves the answer it passed over, still within its TTL', async () => {
     const b = await createBoard()
     await submitFor(b, 'a', { score: 1 })

@@ -16,7 +16,7 @@ import {
   submitFor,
   type Top,
 } from './helpers/boards.ts'
-import { withoutMetricsAlarms } from './helpers/metrics-alarms.ts'
+import { withMetricsAlarms } from './helpers/metrics-alarms.ts'
 
 async function top(board: string, limit = 100): Promise<Top> {
   return fresh<Top>(`/v1/leaderboards/${board}/top?limit=${limit}`)
@@ -249,7 +249,6 @@ describe('idempotency', () => {
   })
 
   it('a key written while the alarm is set further out than a day brings it to the key’s expiry', async () => {
-    withoutMetricsAlarms()
     const b = await createBoard()
     const board = env.LEADERBOARD.getByName(b)
     // An alarm a month away, as a monthly cycle's end sets it while the board holds no keys.
@@ -354,6 +353,7 @@ describe('idempotency', () => {
 
 describe('metrics a board counted', () => {
   it('counted within the interval after a send, they bring the board’s alarm forward to when they are due (a timer instead would keep the object from hibernating)', async () => {
+    withMetricsAlarms()
     const b = await createBoard()
     const board = env.LEADERBOARD.getByName(b)
     const before = Date.now()
@@ -367,6 +367,32 @@ describe('metrics a board counted', () => {
     })
     expect(alarm).toBeGreaterThanOrEqual(before)
     expect(alarm).toBeLessThanOrEqual(after + FLUSH_INTERVAL_MS)
+  })
+
+  it('an idle board settles once its counts have reached the hub: its alarm goes back to its own next deadline, not every 10 s', async () => {
+    withMetricsAlarms()
+    const b = await createBoard()
+    const board = env.LEADERBOARD.getByName(b)
+    await sendMetrics(env)
+    expect((await submitFor(b, 'p', { score: 1 }, 'a-key')).status).toBe(200)
+    const alarm = () => runInDurableObject(board, (_inst, state) => state.storage.getAlarm())
+    await until(async () => {
+      const at = await alarm()
+      return at !== null && at < Date.now() + 60_000 ? at : undefined
+    })
+    // Each alarm brought forward for metrics runs once its counts are sent (as the next send
+    // would do): the board's own work at the first (its size changed) counts once more.
+    let runs = 0
+    for (; runs < 5; runs++) {
+      await sendMetrics(env)
+      const at = await alarm()
+      if (at === null || at > Date.now() + 60_000) break
+      expect(await runDurableObjectAlarm(board)).toBe(true)
+      await until(async () => ((await alarm()) !== null ? true : undefined))
+    }
+    expect(runs).toBeLessThanOrEqual(2)
+    // The key's expiry, a day away.
+    expect(await alarm()).toBeGreaterThan(Date.now() + 23 * 3_600_000)
   })
 })
 

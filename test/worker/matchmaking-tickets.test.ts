@@ -423,6 +423,7 @@ describe('a long-poll on /metrics', () => {
         samples.find(
           (x) =>
             x.name === `nexus_http_request_duration_seconds_${what}` &&
+            x.labels.method === 'GET' &&
             x.labels.route === r &&
             x.labels.status === '200',
         )?.value ?? 0

@@ -20,7 +20,6 @@ import {
   type TestSocket,
 } from './helpers/session-sockets.ts'
 import { until } from './helpers/sockets.ts'
-import { withoutMetricsAlarms } from './helpers/metrics-alarms.ts'
 
 /**
  * hot-potato is real-time: its fuse only burns through the session's tick loop (the object's
@@ -156,7 +155,6 @@ describe('a real-time game on the tick loop', () => {
   })
 
   it('sleeps until the next moment a tick can change something: nothing while players load, then the start, then the fuse', async () => {
-    withoutMetricsAlarms()
     const players = playerIds(2)
     const { sessionId, tokens } = await createSession({
       rules: 'hot-potato',

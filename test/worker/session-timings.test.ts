@@ -22,7 +22,6 @@ import { until } from './helpers/sockets.ts'
 import { SILENT_SOCKET_MS } from '../../workers/lib/socket-close.ts'
 import type { AnyRules } from '../../workers/core/rules/index.ts'
 import type { DiceState } from '../../workers/core/rules/dice-race.ts'
-import { withoutMetricsAlarms } from './helpers/metrics-alarms.ts'
 
 /**
  * The worker test project sets SESSION_GRACE_SECONDS=30, SESSION_JOIN_GRACE_SECONDS=90 and
@@ -135,7 +134,6 @@ describe('session timings', () => {
   })
 
   it('sockets lost with the object (a restart) still count as gone: waking it arms an alarm for their grace', async () => {
-    withoutMetricsAlarms()
     const { sessionId, sockets, createdAt } = await liveDiceGame(playerIds(2))
     // Both joined: the join grace's alarm fires with nothing left to do.
     await alarmAt(sessionId, createdAt + JOIN_GRACE)
@@ -343,7 +341,6 @@ describe('session timings', () => {
   })
 
   it('a game whose players all vanished with the object (a restart) ends even if nobody comes back', async () => {
-    withoutMetricsAlarms()
     const { sessionId, sockets, createdAt } = await liveDiceGame(playerIds(2))
     await alarmAt(sessionId, createdAt + JOIN_GRACE)
     // Everyone is connected and nothing is due, yet an alarm stays armed: it is what wakes the

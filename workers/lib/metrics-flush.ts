@@ -8,7 +8,14 @@ import {
   mergeFamilies,
   seriesKey,
 } from './metric-families.ts'
-import { acknowledgeBatch, hasUnsentMetrics, localFamilies, takeBatch } from './metrics.ts'
+import {
+  acknowledgeBatch,
+  acknowledgedThrough,
+  hasUnsentMetrics,
+  localFamilies,
+  nextBatchSeq,
+  takeBatch,
+} from './metrics.ts'
 import { within } from './within.ts'
 
 /**
@@ -111,8 +118,12 @@ export async function sendMetrics(env: Pick<Env, 'METRICS_HUB'>): Promise<void> 
     if (!batch) return
     lastSentAt = Date.now()
     // Every part or none acknowledged: a batch sent again is skipped by the shards that have it.
+    // Each under a deadline: a hub that hangs must not hold the isolate's sends (and the objects
+    // awaiting them, awake) for good.
     const results = await Promise.all(
-      [...partsByShard(batch)].map(([shard, part]) => hub(env, shard).record(part)),
+      [...partsByShard(batch)].map(([shard, part]) =>
+        within(hub(env, shard).record(part), HUB_TIMEOUT_MS, 'metrics hub'),
+      ),
     )
     for (const result of results) {
       if (!result.ok) {
@@ -124,14 +135,22 @@ export async function sendMetrics(env: Pick<Env, 'METRICS_HUB'>): Promise<void> 
   }
 }
 
-/** A Durable Object's alarm, which `sendMetricsSoon` brings forward (`ctx.storage`). */
+/**
+ * A Durable Object's alarm, which `sendMetricsSoon` brings forward: the object's own adapter over
+ * `ctx.storage`, whose `setAlarm` refuses (sets nothing) where the object must not wake for
+ * metrics (its storage wiped, its alarm backing off), judged when it is called.
+ */
 export interface MetricsAlarm {
   getAlarm(): Promise<number | null>
   setAlarm(scheduledTime: number): Promise<void>
 }
 
-/** When each object's alarm was last seen set for metrics (or sooner), to skip asking again. */
+/** The batch each object's latest counts go out in: it owes a send until the hub took that one. */
+const owedBy = new WeakMap<MetricsAlarm, number>()
+/** When each object's alarm was last seen set for its metrics (or sooner), to skip asking again. */
 const alarmsArmed = new WeakMap<MetricsAlarm, number>()
+/** The send under way, awaited by objects that find one (it may carry their counts). */
+let inFlight: Promise<void> | undefined
 let metricsMoveAlarms = true
 
 /**
@@ -143,30 +162,57 @@ export function setMetricsAlarms(enabled: boolean): void {
 }
 
 /**
- * For a Durable Object, after it counted something, and at the end of its alarm: sends this
- * isolate's unsent metrics if FLUSH_INTERVAL_MS has passed since the last send; otherwise (or if
- * the send failed, or more was counted meanwhile) brings the object's alarm forward to when it
- * will have, and the alarm calls this again. Never a timer: an object with one pending cannot
- * hibernate, and is billed for every second it stays awake (a move every few seconds kept a
- * turn-based game's object awake for most of its match). `alarm` null (an object whose storage
- * is gone) only sends what is due.
+ * For a Durable Object, after it counted something: sends this isolate's unsent metrics if
+ * FLUSH_INTERVAL_MS has passed since the last send; otherwise, until a batch carrying this
+ * object's counts has reached the hub, brings the object's alarm forward to when the next send
+ * is due, and the alarm ends with `sendMetricsAtAlarm`. Never a timer: an object with one
+ * pending cannot hibernate, and is billed for every second it stays awake (a move every few
+ * seconds kept a turn-based game's object awake for most of its match). Only an object's own
+ * counts bring its alarm: another object's in the same isolate are theirs to send.
  */
-export async function sendMetricsSoon(
+export function sendMetricsSoon(
   env: Pick<Env, 'METRICS_HUB'>,
   alarm: MetricsAlarm | null,
 ): Promise<void> {
-  if (!hasUnsentMetrics()) return
-  const sending = sendMetricsIfDue(env)
-  if (sending) await sending
-  if (!alarm || !metricsMoveAlarms || !hasUnsentMetrics()) return
+  if (alarm) owedBy.set(alarm, nextBatchSeq())
+  return flush(env, alarm)
+}
+
+/**
+ * At the end of a Durable Object's alarm: sends what is due, and brings the alarm back only if
+ * the object's own counts are still owed (the alarm just run may have been the one set for them,
+ * and is spent: what was noted of it is forgotten).
+ */
+export function sendMetricsAtAlarm(
+  env: Pick<Env, 'METRICS_HUB'>,
+  alarm: MetricsAlarm,
+): Promise<void> {
+  alarmsArmed.delete(alarm)
+  return flush(env, alarm)
+}
+
+async function flush(env: Pick<Env, 'METRICS_HUB'>, alarm: MetricsAlarm | null): Promise<void> {
+  if (hasUnsentMetrics()) {
+    const sending = sendMetricsIfDue(env) ?? inFlight
+    if (sending) await sending
+  }
+  if (!alarm || !metricsMoveAlarms) return
+  const owed = owedBy.get(alarm)
+  if (owed === undefined) return
+  if (owed <= acknowledgedThrough()) {
+    owedBy.delete(alarm)
+    return
+  }
   const now = Date.now()
-  const at = Math.max(lastSentAt + FLUSH_INTERVAL_MS, now)
+  // Never sooner than a second: a send that failed (the hub out of reach) is tried again at the
+  // interval, not in a loop of alarms.
+  const at = Math.max(lastSentAt + FLUSH_INTERVAL_MS, now + 1000)
   const armed = alarmsArmed.get(alarm)
   if (armed !== undefined && armed > now && armed <= at) return
   try {
     const existing = await alarm.getAlarm()
     if (existing === null || existing > at) await alarm.setAlarm(at)
-    alarmsArmed.set(alarm, existing === null ? at : Math.min(existing, at))
+    alarmsArmed.set(alarm, existing === null || existing > at ? at : existing)
   } catch (err) {
     // The object's storage refusing (full, or being reset): what is unsent goes with a later send.
     log('warn', 'metrics alarm not set', errorFields(err))
@@ -199,11 +245,14 @@ export function sendMetricsIfDue(env: Pick<Env, 'METRICS_HUB'>): Promise<void> |
 function asSender(send: () => Promise<void>): Promise<void> {
   const me = { beat: Date.now() }
   sender = me
-  return send()
+  const sending = send()
     .catch((err: unknown) => log('warn', 'metrics not sent', errorFields(err)))
     .finally(() => {
       if (sender === me) sender = undefined
+      if (inFlight === sending) inFlight = undefined
     })
+  inFlight = sending
+  return sending
 }
 
 /**

@@ -421,6 +421,16 @@ export function hasUnsentMetrics(): boolean {
   return pending !== undefined || changedSinceBatch
 }
 
+/** The number of the batch that will carry what is counted now (batches are numbered in order). */
+export function nextBatchSeq(): number {
+  return lastSeq + 1
+}
+
+/** The number of the last batch the hub took: every count made before it was taken is there. */
+export function acknowledgedThrough(): number {
+  return pending ? pending.batch.seq - 1 : lastSeq
+}
+
 export const httpRequests = counter(
   'nexus_http_requests_total',
   'HTTP requests by route and status',

@@ -220,118 +220,124 @@ export async function cachedRead(c: Context<AppEnv>, opts: CachedReadOptions): P
     return false
   }
 
-  if (!bypass) {
-    const hit = isolateReads.get(opts.key)
-    outcome = 'miss'
-    if (hit && usable('memory', { ...hit, computeMs: hit.computeMs ?? 1 })) {
-      cacheLookups.inc({ layer: 'memory', outcome: 'hit' })
-      return respond(hit.body, hit.storedAt, 'HIT memory', hit.ttlMs)
-    }
-    cacheLookups.inc({ layer: 'memory', outcome })
-  }
-  if (!bypass && cache) {
-    // A Cache API that fails is a miss: the layers below still answer.
-    const hit = await cache.match(cacheRequest(c, opts.key)).catch(() => undefined)
-    const storedAt = Number(hit?.headers.get('x-stored-at'))
-    const computeMs = Number(hit?.headers.get('x-compute-ms') ?? 1)
-    const entryTtl = hit?.headers.get('x-ttl-ms') ? Number(hit.headers.get('x-ttl-ms')) : undefined
-    const body = hit ? await hit.text().catch(() => undefined) : undefined
-    outcome = 'miss'
-    if (body !== undefined && usable('edge', { body, storedAt, computeMs, ttlMs: entryTtl })) {
-      cacheLookups.inc({ layer: 'edge', outcome: 'hit' })
-      isolateReads.remember(opts.key, { body, storedAt, computeMs, ttlMs: entryTtl })
-      return respond(body, storedAt, 'HIT edge', entryTtl)
-    }
-    cacheLookups.inc({ layer: 'edge', outcome })
-  }
-  if (!bypass && redis) {
-    const hit = await redis.run('read-cache.get', (r) => r.get<CachedBody>(redisKey))
-    outcome = 'miss'
-    if (
-      hit &&
-      typeof hit.body === 'string' &&
-      usable('redis', { ...hit, computeMs: hit.computeMs ?? 1 })
-    ) {
-      cacheLookups.inc({ layer: 'redis', outcome: 'hit' })
-      isolateReads.remember(opts.key, hit)
-      if (cache)
-        c.executionCtx.waitUntil(
-          putEdge(
-            cache,
-            cacheRequest(c, opts.key),
-            hit.body,
-            hit.storedAt,
-            hit.ttlMs,
-            hit.computeMs ?? 1,
-            ttlMs,
-          ),
-        )
-      return respond(hit.body, hit.storedAt, 'HIT redis', hit.ttlMs)
-    }
-    cacheLookups.inc({ layer: 'redis', outcome: hit === undefined ? 'unavailable' : outcome })
-  }
-
-  const started = Date.now()
-  let loaded: unknown
   try {
-    loaded = await opts.load({ refresh: passedOver.hit !== null })
-    if (ownsRefresh) refreshesUnderWay.delete(opts.key)
-  } catch (err) {
-    if (ownsRefresh) refreshesUnderWay.delete(opts.key)
-    // A refusal (a board deleted meanwhile, a refused cursor) is the answer; a failure is not.
-    const kept = passedOver.hit
-    const refused = err instanceof ApiError && err.status < 500
-    if (kept && !refused && Date.now() - kept.storedAt < kept.ttlMs) {
-      // Counted `refresh` at its lookup already: served after all, it is not a second lookup.
-      return respond(kept.body, kept.storedAt, `HIT ${kept.layer}`, kept.ttlMs)
+    if (!bypass) {
+      const hit = isolateReads.get(opts.key)
+      outcome = 'miss'
+      if (hit && usable('memory', { ...hit, computeMs: hit.computeMs ?? 1 })) {
+        cacheLookups.inc({ layer: 'memory', outcome: 'hit' })
+        return respond(hit.body, hit.storedAt, 'HIT memory', hit.ttlMs)
+      }
+      cacheLookups.inc({ layer: 'memory', outcome })
     }
-    // Nor may the client or a cache in between keep it: the board may exist a moment later.
-    if (err instanceof ApiError) {
-      throw new ApiError(err.problem, err.message, err.extensions, {
-        'cache-control': 'no-store',
-        ...err.headers,
-      })
+    if (!bypass && cache) {
+      // A Cache API that fails is a miss: the layers below still answer.
+      const hit = await cache.match(cacheRequest(c, opts.key)).catch(() => undefined)
+      const storedAt = Number(hit?.headers.get('x-stored-at'))
+      const computeMs = Number(hit?.headers.get('x-compute-ms') ?? 1)
+      const entryTtl = hit?.headers.get('x-ttl-ms')
+        ? Number(hit.headers.get('x-ttl-ms'))
+        : undefined
+      const body = hit ? await hit.text().catch(() => undefined) : undefined
+      outcome = 'miss'
+      if (body !== undefined && usable('edge', { body, storedAt, computeMs, ttlMs: entryTtl })) {
+        cacheLookups.inc({ layer: 'edge', outcome: 'hit' })
+        isolateReads.remember(opts.key, { body, storedAt, computeMs, ttlMs: entryTtl })
+        return respond(body, storedAt, 'HIT edge', entryTtl)
+      }
+      cacheLookups.inc({ layer: 'edge', outcome })
     }
-    throw err
+    if (!bypass && redis) {
+      const hit = await redis.run('read-cache.get', (r) => r.get<CachedBody>(redisKey))
+      outcome = 'miss'
+      if (
+        hit &&
+        typeof hit.body === 'string' &&
+        usable('redis', { ...hit, computeMs: hit.computeMs ?? 1 })
+      ) {
+        cacheLookups.inc({ layer: 'redis', outcome: 'hit' })
+        isolateReads.remember(opts.key, hit)
+        if (cache)
+          c.executionCtx.waitUntil(
+            putEdge(
+              cache,
+              cacheRequest(c, opts.key),
+              hit.body,
+              hit.storedAt,
+              hit.ttlMs,
+              hit.computeMs ?? 1,
+              ttlMs,
+            ),
+          )
+        return respond(hit.body, hit.storedAt, 'HIT redis', hit.ttlMs)
+      }
+      cacheLookups.inc({ layer: 'redis', outcome: hit === undefined ? 'unavailable' : outcome })
+    }
+
+    const started = Date.now()
+    let loaded: unknown
+    try {
+      loaded = await opts.load({ refresh: passedOver.hit !== null })
+    } catch (err) {
+      // A refusal (a board deleted meanwhile, a refused cursor) is the answer; a failure is not.
+      const kept = passedOver.hit
+      const refused = err instanceof ApiError && err.status < 500
+      if (kept && !refused && Date.now() - kept.storedAt < kept.ttlMs) {
+        // Counted `refresh` at its lookup already: served after all, it is not a second lookup.
+        return respond(kept.body, kept.storedAt, `HIT ${kept.layer}`, kept.ttlMs)
+      }
+      // Nor may the client or a cache in between keep it: the board may exist a moment later.
+      if (err instanceof ApiError) {
+        throw new ApiError(err.problem, err.message, err.extensions, {
+          'cache-control': 'no-store',
+          ...err.headers,
+        })
+      }
+      throw err
+    }
+    // Dated when the load began, not when it ended: the board answered at some point in between,
+    // and a slow load (names from a waking Neon) must not stretch how stale an answer can be.
+    const fresh = { text: JSON.stringify(loaded), storedAt: started }
+    const computeMs = Math.max(1, Date.now() - started)
+    // Whole milliseconds (Redis takes no fraction); an answer with none left is not kept at all.
+    const answerTtl = opts.ttlOf ? Math.floor(opts.ttlOf(loaded) * 1000) : undefined
+    if (answerTtl !== undefined && answerTtl <= 0) {
+      return respond(fresh.text, fresh.storedAt, 'MISS', 0)
+    }
+    const value: CachedBody = { body: fresh.text, storedAt: fresh.storedAt, computeMs }
+    if (answerTtl !== undefined) value.ttlMs = answerTtl
+    isolateReads.remember(opts.key, value)
+    const stores: Promise<unknown>[] = []
+    if (cache)
+      stores.push(
+        putEdge(
+          cache,
+          cacheRequest(c, opts.key),
+          fresh.text,
+          fresh.storedAt,
+          answerTtl,
+          computeMs,
+          ttlMs,
+        ),
+      )
+    // Redis takes answers of up to MAX_REDIS_ANSWER_CHARS: a larger one escaped twice over on its
+    // way to Upstash could pass its 10 MB request limit, or the 250 ms deadline, and each refusal
+    // would count toward opening the breaker for every read.
+    if (redis && fresh.text.length <= MAX_REDIS_ANSWER_CHARS) {
+      const px = answerTtl ?? ttlMs
+      stores.push(
+        redis.write('read-cache.set', (r) =>
+          r.eval(SET_UNLESS_NEWER, [redisKey], [JSON.stringify(value), value.storedAt, px]),
+        ),
+      )
+    }
+    c.executionCtx.waitUntil(Promise.all(stores))
+    return respond(fresh.text, fresh.storedAt, 'MISS', answerTtl)
+  } finally {
+    // However the read ends (a layer below held a newer answer, the load failed): the key's
+    // refresh is free again for the isolate's next reader.
+    if (ownsRefresh) refreshesUnderWay.delete(opts.key)
   }
-  // Dated when the load began, not when it ended: the board answered at some point in between,
-  // and a slow load (names from a waking Neon) must not stretch how stale an answer can be.
-  const fresh = { text: JSON.stringify(loaded), storedAt: started }
-  const computeMs = Math.max(1, Date.now() - started)
-  // Whole milliseconds (Redis takes no fraction); an answer with none left is not kept at all.
-  const answerTtl = opts.ttlOf ? Math.floor(opts.ttlOf(loaded) * 1000) : undefined
-  if (answerTtl !== undefined && answerTtl <= 0) {
-    return respond(fresh.text, fresh.storedAt, 'MISS', 0)
-  }
-  const value: CachedBody = { body: fresh.text, storedAt: fresh.storedAt, computeMs }
-  if (answerTtl !== undefined) value.ttlMs = answerTtl
-  isolateReads.remember(opts.key, value)
-  const stores: Promise<unknown>[] = []
-  if (cache)
-    stores.push(
-      putEdge(
-        cache,
-        cacheRequest(c, opts.key),
-        fresh.text,
-        fresh.storedAt,
-        answerTtl,
-        computeMs,
-        ttlMs,
-      ),
-    )
-  // Redis takes answers of up to MAX_REDIS_ANSWER_CHARS: a larger one escaped twice over on its
-  // way to Upstash could pass its 10 MB request limit, or the 250 ms deadline, and each refusal
-  // would count toward opening the breaker for every read.
-  if (redis && fresh.text.length <= MAX_REDIS_ANSWER_CHARS) {
-    const px = answerTtl ?? ttlMs
-    stores.push(
-      redis.write('read-cache.set', (r) =>
-        r.eval(SET_UNLESS_NEWER, [redisKey], [JSON.stringify(value), value.storedAt, px]),
-      ),
-    )
-  }
-  c.executionCtx.waitUntil(Promise.all(stores))
-  return respond(fresh.text, fresh.storedAt, 'MISS', answerTtl)
 
   function respond(text: string, storedAt: number, source: string, entryTtlMs = ttlMs): Response {
     const left = Math.max(0, Math.floor((storedAt + entryTtlMs - Date.now()) / 1000))

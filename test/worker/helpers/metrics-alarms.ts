@@ -2,10 +2,11 @@ import { onTestFinished } from 'vitest'
 import { setMetricsAlarms } from '../../../workers/lib/metrics-flush.ts'
 
 /**
- * For a test that pins an object's alarm to the object's own deadlines: metrics waiting to be
- * sent do not bring it forward meanwhile (they would, by the real clock, within 10 s).
+ * For a test of metrics bringing an object's alarm forward, as they do deployed: the worker
+ * tests run with it off (test/worker/setup.ts), since most pin objects' alarms to their own
+ * deadlines on clocks of their own.
  */
-export function withoutMetricsAlarms(): void {
-  setMetricsAlarms(false)
-  onTestFinished(() => setMetricsAlarms(true))
+export function withMetricsAlarms(): void {
+  setMetricsAlarms(true)
+  onTestFinished(() => setMetricsAlarms(false))
 }

@@ -185,6 +185,23 @@ describe('a Durable Object sending its metrics', () => {
     expect(alarm.at).toBeNull()
   })
 
+  it('a call that follows no count (nothing unsent) brings no alarm, however soon after a send', async () => {
+    const hub = new HubOnTheSide()
+    const env = hub.env()
+    const board = new ObjectAlarm(env)
+    const c = counter('nexus_test_flush_nothing_total', 'test')
+    await board.runFor(2 * FLUSH_INTERVAL_MS)
+    c.inc()
+    await sendMetricsSoon(env, board)
+    expect(hub.total('nexus_test_flush_nothing_total')).toBe(1)
+    await board.runFor(1000)
+    // A refused submission counted at the edge: the board counts nothing, but calls all the same.
+    await sendMetricsSoon(env, board)
+    expect(board.at).toBeNull()
+    await board.runFor(60_000)
+    expect(board.runs).toBe(0)
+  })
+
   it('an earlier alarm of the object is kept: metrics never put it off', async () => {
     const hub = new HubOnTheSide()
     const env = hub.env()

@@ -199,7 +199,9 @@ async function flush(env: Pick<Env, 'METRICS_HUB'>, alarm: MetricsAlarm | null):
   if (!alarm || !metricsMoveAlarms) return
   const owed = owedBy.get(alarm)
   if (owed === undefined) return
-  if (owed <= acknowledgedThrough()) {
+  // Nothing unsent at all: whatever the object counted has reached the hub (or it counted
+  // nothing: a call after a refusal that counts at the edge), and no batch is coming to carry it.
+  if (!hasUnsentMetrics() || owed <= acknowledgedThrough()) {
     owedBy.delete(alarm)
     return
   }

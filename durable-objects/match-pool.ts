@@ -892,7 +892,10 @@ export class MatchPool extends DurableObject<Env> {
         if (!att?.ticketId) this.closeSocket(ws, 1000, 'region removed')
       }
     }
-    this.updateGauges()
+    // A wake's count of what was already waiting: sent with the isolate's next batch, not owed.
+    // Owed, every wake of a pool in an isolate that had just sent would bring its alarm back for
+    // it, and the next wake (a fresh instance) again, every 10 s for as long as tickets wait.
+    this.updateGauges(false)
   }
 
   /** Takes a newer configuration; true if it did. */
@@ -3092,11 +3095,11 @@ export class MatchPool extends DurableObject<Env> {
     this.sendMetrics()
   }
 
-  private updateGauges(): void {
+  private updateGauges(owed = true): void {
     if (!this.queue) return
     waitingTickets.set(this.labels(), this.index?.size ?? 0)
     waitingPlayers.set(this.labels(), this.waitingPlayerTotal)
-    this.sendMetrics()
+    if (owed) this.sendMetrics()
   }
 
   private updateRates(now: number): void {

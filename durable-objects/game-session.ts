@@ -23,11 +23,7 @@ import { boardStub } from '../workers/leaderboards/stub.ts'
 import { boundedInt } from '../workers/lib/config.ts'
 import { errorFields, errorMessage, log, setLogLevel } from '../workers/lib/log.ts'
 import { counter, histogram } from '../workers/lib/metrics.ts'
-import {
-  type MetricsAlarm,
-  sendMetricsAtAlarm,
-  sendMetricsSoon,
-} from '../workers/lib/metrics-flush.ts'
+import { guardedAlarm, sendMetricsAtAlarm, sendMetricsSoon } from '../workers/lib/metrics-flush.ts'
 import { problemResponse, type ProblemType } from '../workers/lib/problem.ts'
 import { all, insertRows, one, schemaVersion, setSchemaVersion } from '../workers/lib/sql.ts'
 import {
@@ -1450,13 +1446,10 @@ export class GameSession extends DurableObject<Env> {
    * bring it back every interval), nor once the storage is gone or was never made (an alarm
    * would make it again). Judged when it would be set.
    */
-  private readonly metricsAlarm: MetricsAlarm = {
-    getAlarm: () => this.ctx.storage.getAlarm(),
-    setAlarm: async (at) => {
-      if (this.purged || !this.setup || this.alarmFailures > 0) return
-      await this.ctx.storage.setAlarm(at)
-    },
-  }
+  private readonly metricsAlarm = guardedAlarm(
+    this.ctx.storage,
+    () => !this.purged && this.setup !== null && this.alarmFailures === 0,
+  )
 
   /**
    * Everything the clock owes the game up to `now`, in time order: each group of graces that

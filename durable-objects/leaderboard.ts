@@ -54,7 +54,7 @@ import { submissionRefusals } from '../workers/leaderboards/metrics.ts'
 import { errorFields, errorMessage, log, setLogLevel } from '../workers/lib/log.ts'
 import { counter, gauge, histogram } from '../workers/lib/metrics.ts'
 import {
-  type MetricsAlarm,
+  guardedAlarm,
   sendMetricsAtAlarm,
   sendMetricsNow,
   sendMetricsSoon,
@@ -2842,13 +2842,10 @@ export class Leaderboard extends DurableObject<Env> {
    * bring it back every interval), nor for a board wiped or never made (an alarm would make its
    * storage again). Judged when it would be set.
    */
-  private readonly metricsAlarm: MetricsAlarm = {
-    getAlarm: () => this.ctx.storage.getAlarm(),
-    setAlarm: async (at) => {
-      if (this.boardId === null || !this.schemaReady || this.alarmFailures > 0) return
-      await this.ctx.storage.setAlarm(at)
-    },
-  }
+  private readonly metricsAlarm = guardedAlarm(
+    this.ctx.storage,
+    () => this.boardId !== null && this.schemaReady && this.alarmFailures === 0,
+  )
 
   /**
    * The object's storage, for operators: entries, and a row per accepted submission kept 24 h for

@@ -52,7 +52,7 @@ import {
 import { errorFields, log, setLogLevel, withoutCredentials } from '../workers/lib/log.ts'
 import { counter, gauge, histogram } from '../workers/lib/metrics.ts'
 import {
-  type MetricsAlarm,
+  guardedAlarm,
   sendMetricsAtAlarm,
   sendMetricsNow,
   sendMetricsSoon,
@@ -3195,13 +3195,10 @@ export class MatchPool extends DurableObject<Env> {
    * bring it back every interval), nor for a pool whose storage was wiped or never made (an
    * alarm would make it again). Judged when it would be set.
    */
-  private readonly metricsAlarm: MetricsAlarm = {
-    getAlarm: () => this.ctx.storage.getAlarm(),
-    setAlarm: async (at) => {
-      if (!this.schemaReady || this.queue === null || this.alarmFailures > 0) return
-      await this.ctx.storage.setAlarm(at)
-    },
-  }
+  private readonly metricsAlarm = guardedAlarm(
+    this.ctx.storage,
+    () => this.schemaReady && this.queue !== null && this.alarmFailures === 0,
+  )
 
   /** Forgets finished tickets, matches and samples past their retention. */
   private sweep(now: number): void {

@@ -41,6 +41,22 @@ async function seed(board: string, n: number, score: (i: number) => number): Pro
   }
 }
 
+/** Counts the calls reaching board `b`'s `top` until the test ends, each first waiting `delayMs`. */
+async function countTopCalls(b: string, delayMs = 0): Promise<{ calls: number }> {
+  const counted = { calls: 0 }
+  await replaceMethod<Leaderboard, 'top'>(
+    env.LEADERBOARD.getByName(b),
+    'top',
+    (original) =>
+      async function (this: Leaderboard, ...args: Parameters<Leaderboard['top']>) {
+        counted.calls++
+        if (delayMs > 0) await new Promise((r) => setTimeout(r, delayMs))
+        return original.apply(this, args)
+      },
+  )
+  return counted
+}
+
 describe('top pages with cursors', () => {
   it('walks the whole board in pages with contiguous ranks', async () => {
     const b = await createBoard({ submitsPerMinute: 600 })
@@ -688,18 +704,8 @@ describe('edge cache', () => {
     const first = await call(`/v1/leaderboards/${b}/top`)
     expect(first.headers.get('x-cache')).toBe('MISS')
     await first.body?.cancel()
-    let boardCalls = 0
-    await replaceMethod<Leaderboard, 'top'>(
-      env.LEADERBOARD.getByName(b),
-      'top',
-      (original) =>
-        async function (this: Leaderboard, ...args: Parameters<Leaderboard['top']>) {
-          boardCalls++
-          // A slow board: the other reads come while this refresh is under way.
-          await new Promise((r) => setTimeout(r, 300))
-          return original.apply(this, args)
-        },
-    )
+    // A slow board: the other reads come while this refresh is under way.
+    const board = await countTopCalls(b, 300)
     // Every roll says "refresh now": each reader would go to the board on its own.
     const random = Math.random
     Math.random = () => 0
@@ -711,7 +717,7 @@ describe('edge cache', () => {
     } finally {
       Math.random = random
     }
-    expect(boardCalls).toBe(1)
+    expect(board.calls).toBe(1)
     const sources = answers.map((r) => r.headers.get('x-cache')).sort()
     expect(sources).toEqual(['HIT memory', 'HIT memory', 'HIT memory', 'HIT memory', 'MISS'])
     for (const r of answers) expect(((await r.json()) as Top).total).toBe(1)
@@ -737,16 +743,7 @@ describe('edge cache', () => {
         },
       }),
     )
-    let boardCalls = 0
-    await replaceMethod<Leaderboard, 'top'>(
-      env.LEADERBOARD.getByName(b),
-      'top',
-      (original) =>
-        async function (this: Leaderboard, ...args: Parameters<Leaderboard['top']>) {
-          boardCalls++
-          return original.apply(this, args)
-        },
-    )
+    const board = await countTopCalls(b)
     const random = Math.random
     // The memory's copy rolls "refresh now"; the newer one below rolls "keep".
     const draws = [0, 0.999999]
@@ -755,7 +752,7 @@ describe('edge cache', () => {
       const served = await call(path)
       expect(served.headers.get('x-cache')).toBe('HIT edge')
       await served.body?.cancel()
-      expect(boardCalls).toBe(0)
+      expect(board.calls).toBe(0)
       // The next reader rolls "refresh now" too: free to, it goes to the board.
       forgetIsolateReads()
       await caches.default.delete(new Request(edgeCacheUrl(BASE, `lb:${b}:top:10:`)))
@@ -764,7 +761,7 @@ describe('edge cache', () => {
     } finally {
       Math.random = random
     }
-    expect(boardCalls).toBe(1)
+    expect(board.calls).toBe(1)
   })
 
   it('an early refresh that fails (the board out of reach) serves the answer it passed over, still within its TTL', async () => {

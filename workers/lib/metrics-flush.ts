@@ -145,6 +145,25 @@ export interface MetricsAlarm {
   setAlarm(scheduledTime: number): Promise<void>
 }
 
+/**
+ * An object's alarm for metrics: `storage`'s, set only while `mayArm()` says so (asked when it
+ * would be set, not when the count was made).
+ *
+ * @example
+ * private readonly metricsAlarm = guardedAlarm(this.ctx.storage, () => this.alarmFailures === 0)
+ */
+export function guardedAlarm(
+  storage: Pick<DurableObjectStorage, 'getAlarm' | 'setAlarm'>,
+  mayArm: () => boolean,
+): MetricsAlarm {
+  return {
+    getAlarm: () => storage.getAlarm(),
+    setAlarm: async (at) => {
+      if (mayArm()) await storage.setAlarm(at)
+    },
+  }
+}
+
 /** The batch each object's latest counts go out in: it owes a send until the hub took that one. */
 const owedBy = new WeakMap<MetricsAlarm, number>()
 /** When each object's alarm was last seen set for its metrics (or sooner), to skip asking again. */

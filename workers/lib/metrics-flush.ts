@@ -170,6 +170,8 @@ const owedBy = new WeakMap<MetricsAlarm, number>()
 const alarmsArmed = new WeakMap<MetricsAlarm, number>()
 /** The send under way, awaited by objects that find one (it may carry their counts). */
 let inFlight: Promise<void> | undefined
+/** Sends that failed in a row (the hub out of reach): an object's retry waits longer each time. */
+let failedSends = 0
 let metricsMoveAlarms = true
 
 /**
@@ -227,14 +229,21 @@ async function flush(env: Pick<Env, 'METRICS_HUB'>, alarm: MetricsAlarm | null):
   const now = Date.now()
   // Never sooner than a second: a send that failed (the hub out of reach) is tried again at the
   // interval, not in a loop of alarms.
-  const at = Math.max(lastSentAt + FLUSH_INTERVAL_MS, now + 1000)
+  // Sends failing in a row wait longer each time (up to 32 intervals): a hub down for an hour
+  // would otherwise wake every object with counts waiting every 10 s of it.
+  const wait = FLUSH_INTERVAL_MS * 2 ** Math.min(failedSends, 5)
+  const at = Math.max(lastSentAt + wait, now + 1000)
   const armed = alarmsArmed.get(alarm)
   if (armed !== undefined && armed > now && armed <= at) return
+  // Noted before the storage is asked: the flushes that waited on one send resume together,
+  // and each would otherwise read and set the alarm.
+  alarmsArmed.set(alarm, at)
   try {
     const existing = await alarm.getAlarm()
     if (existing === null || existing > at) await alarm.setAlarm(at)
-    alarmsArmed.set(alarm, existing === null || existing > at ? at : existing)
+    else alarmsArmed.set(alarm, existing)
   } catch (err) {
+    alarmsArmed.delete(alarm)
     // The object's storage refusing (full, or being reset): what is unsent goes with a later send.
     log('warn', 'metrics alarm not set', errorFields(err))
   }
@@ -267,7 +276,13 @@ function asSender(send: () => Promise<void>): Promise<void> {
   const me = { beat: Date.now() }
   sender = me
   const sending = send()
-    .catch((err: unknown) => log('warn', 'metrics not sent', errorFields(err)))
+    .then(() => {
+      failedSends = 0
+    })
+    .catch((err: unknown) => {
+      failedSends++
+      log('warn', 'metrics not sent', errorFields(err))
+    })
     .finally(() => {
       if (sender === me) sender = undefined
       if (inFlight === sending) inFlight = undefined

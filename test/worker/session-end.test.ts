@@ -206,6 +206,17 @@ async function refuseFirstCall(
   })
 }
 
+/** Moves the board's clock and the session's to `at`, then runs the session's end work there. */
+async function endWorkAt(board: string, sessionId: string, at: number) {
+  await runInDurableObject(env.LEADERBOARD.getByName(board), (inst: Leaderboard) => {
+    inst.now = () => at
+  })
+  return inObject(sessionId, (inst) => {
+    inst.now = () => at
+    return inst.runEndWork({ force: true })
+  })
+}
+
 describe('the end of a game', () => {
   it('an admin ends a live game: every socket hears it, the result is cancelled, nobody is rated or put on the board, and a retry changes nothing', async () => {
     const board = await createBoard({ operator: 'incr' })
@@ -1256,13 +1267,7 @@ describe('the end of a game', () => {
     restore()
     // A day and more on, the board has forgotten the key: the call is not sent again.
     const later = Date.now() + 25 * 3_600_000
-    await runInDurableObject(env.LEADERBOARD.getByName(board), (inst: Leaderboard) => {
-      inst.now = () => later
-    })
-    const done = await inObject(game.sessionId, (inst) => {
-      inst.now = () => later
-      return inst.runEndWork({ force: true })
-    })
+    const done = await endWorkAt(board, game.sessionId, later)
     expect(done).toMatchObject({ stage: 'retain' })
     expect(await scoreOf()).toBe(1)
   })
@@ -1288,13 +1293,7 @@ describe('the end of a game', () => {
     const first = await inObject(game.sessionId, (inst) => inst.runEndWork({ force: true }))
     expect(first).toMatchObject({ stage: 'submit', attempts: 1 })
     const later = Date.now() + 24 * 3_600_000
-    await runInDurableObject(env.LEADERBOARD.getByName(board), (inst: Leaderboard) => {
-      inst.now = () => later
-    })
-    const done = await inObject(game.sessionId, (inst) => {
-      inst.now = () => later
-      return inst.runEndWork({ force: true })
-    })
+    const done = await endWorkAt(board, game.sessionId, later)
     expect(done).toMatchObject({ stage: 'retain' })
     const mine = await fresh<{ entry: { score: number } | null }>(
       `/v1/leaderboards/${board}/players/${game.winner}`,

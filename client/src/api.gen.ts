@@ -1239,6 +1239,7 @@ export interface Paths {
         }
         404: Schemas['Problem']
         422: Schemas['Problem']
+        429: Schemas['Problem']
         500: Schemas['Problem']
         503: Schemas['Problem']
       }

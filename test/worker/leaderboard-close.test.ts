@@ -24,6 +24,7 @@ import {
   call,
   callWithEnv,
   clearOfMinuteTurn,
+  clientAddress,
   json,
   newGuest,
   problem,
@@ -697,6 +698,39 @@ describe('reading a cycle while it is archived', () => {
     )
     expect(again.status).toBe(404)
     expect(again.headers.get('retry-after')).toBe('5')
+  })
+
+  it("a closed cycle's pages the caches miss are Neon queries, PLAYER_READS_PER_MINUTE of them per client address a minute: past it 429 with Retry-After; cached pages and other addresses read on", async () => {
+    await clearOfMinuteTurn(10_000)
+    const board = await createBoard({ submitsPerMinute: 600 })
+    await runInDurableObject(stub(board), (inst: Leaderboard) =>
+      submitEach(inst, board, 6, (i) => `p${i}`),
+    )
+    expect((await closeNow(board)).status).toBe(202)
+    expect((await archiveUntilDone(board, 1)).state).toBe('done')
+    const address = clientAddress()
+    const page = (cursor: number, from = address) =>
+      callWithEnv(
+        { PLAYER_READS_PER_MINUTE: '2' },
+        `/v1/leaderboards/${board}/cycles/1/top?limit=2&cursor=${cursor}`,
+        { headers: { 'cf-connecting-ip': from } },
+      )
+    const first = await page(0)
+    expect([first.status, first.headers.get('x-cache')]).toEqual([200, 'MISS'])
+    expect(((await first.json()) as Top).entries.map((e) => e.rank)).toEqual([1, 2])
+    // A cached page is not a Neon query: not counted.
+    const cached = await page(0)
+    expect([cached.status, cached.headers.get('x-cache')?.slice(0, 3)]).toEqual([200, 'HIT'])
+    expect((await page(2)).status).toBe(200)
+    // A third page this minute, past the allowance of 2: refused, and nothing asked of Neon.
+    const refused = await page(4)
+    expect(refused.status).toBe(429)
+    expect(Number(refused.headers.get('retry-after'))).toBeGreaterThan(0)
+    expect((await problem(refused)).type).toBe('urn:nexus:problem:rate-limited')
+    // Another address has its own allowance.
+    const other = await page(4, clientAddress())
+    expect(other.status).toBe(200)
+    expect(((await other.json()) as Top).entries.map((e) => e.rank)).toEqual([5, 6])
   })
 
   it('stops a page at the first rank not in Neon yet, with a cursor to read on from; that answer is kept 4 s at most', async () => {

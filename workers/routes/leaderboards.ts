@@ -462,7 +462,9 @@ const cycleTopRoute = createRoute({
   method: 'get',
   path: '/{id}/cycles/{cycle}/top',
   summary: "A closed cycle's final standings, from the archive",
-  description: '`complete` is false while the cycle is still being archived.',
+  description:
+    '`complete` is false while the cycle is still being archived. Through the read caches; a ' +
+    'page they miss counts toward PLAYER_READS_PER_MINUTE per client address (429 past it).',
   request: {
     params: CycleParam,
     query: z.object({
@@ -487,7 +489,7 @@ const cycleTopRoute = createRoute({
         },
       },
     },
-    ...problemResponses(404, 422),
+    ...problemResponses(404, 422, 429),
   },
 })
 
@@ -529,7 +531,17 @@ leaderboardRoutes.openapi(cycleTopRoute, (async (c: Context<AppEnv>) => {
     ttlOf: (page) =>
       (page as { complete: boolean }).complete ? ARCHIVE_TTL_SECONDS : LIVE_TTL_SECONDS,
     visibility: 'public',
-    load: async () => {
+    load: async ({ refresh }) => {
+      // A page the caches miss is two Neon queries, and any cursor and limit make a page of
+      // its own: counted per client address, as another player's history is, so that a
+      // script walking cursors cannot have Neon query without end. An early refresh is not.
+      if (!refresh) {
+        const refusal = await overEdgeLimit(c, HISTORY_MISS_LIMIT)
+        if (refusal) {
+          countEdgeRefusal(HISTORY_MISS_LIMIT.name)
+          throw refusal
+        }
+      }
       const [meta] = (await sql.query(
         'select entries, completed_at from leaderboard_cycles where leaderboard_id = $1 and cycle = $2',
         [id, cycle],
@@ -662,7 +674,12 @@ leaderboardRoutes.openapi(historyRoute, (async (c: Context<AppEnv>) => {
   })
 }) as never)
 
-/** Another player's history read from Neon (a miss of the caches), per client address a minute. */
+/**
+ * Reads of what Neon keeps of closed cycles that the caches missed (another player's history, a
+ * page of a closed cycle's standings), per client address a minute. These routes are public, so
+ * a credential changes nothing: a game server walking a million-entry cycle in pages of 1,000
+ * needs a thousand of them, eight minutes at the default.
+ */
 const HISTORY_MISS_LIMIT: EdgeRateLimitOptions = {
   name: 'history-reads',
   limit: playerReadsPerMinute,

@@ -413,6 +413,31 @@ describe('bad credentials, one by one', () => {
     expect(p.body.detail).toContain('AUTH_SECRET is not configured')
   })
 
+  it('without ADMIN_KEY, an admin call is 503 naming it, not a 401 that reads as a wrong key, and it is no guess: the address is not locked out once the key is set; player tokens still work', async () => {
+    await clearOfMinuteTurn()
+    const ip = clientAddress()
+    const put = (overrides: Record<string, string | undefined>, credential: string) =>
+      callWithEnv(overrides, ADMIN_PROBE, {
+        method: 'PUT',
+        headers: {
+          authorization: `Bearer ${credential}`,
+          'content-type': 'application/json',
+          'cf-connecting-ip': ip,
+        },
+        body: '{"name":"x"}',
+      })
+    for (let i = 0; i <= ADMIN_KEY_GUESSES_PER_MINUTE; i++) {
+      const res = await put({ ADMIN_KEY: undefined }, ADMIN_KEY)
+      const p = await problem(res)
+      expect(p).toMatchObject({ status: 503, type: 'urn:nexus:problem:unavailable' })
+      expect(p.body.detail).toContain('ADMIN_KEY is not configured')
+    }
+    // A player's token is a token still: 403 on an admin route, as with the key set.
+    expect((await put({ ADMIN_KEY: undefined }, await hs256({}))).status).toBe(403)
+    // Once it is set, the same address's key is compared: none of those calls was a guess.
+    expect((await put({}, ADMIN_KEY)).status).toBe(200)
+  })
+
   it('wrong admin key → 401 with WWW-Authenticate, right one → 200', async () => {
     const wrong = await probe('not-the-admin-key')
     expect(wrong.headers.get('www-authenticate')).toBe('Bearer realm="nexus"')

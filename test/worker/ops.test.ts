@@ -226,6 +226,14 @@ describe('operations endpoints', () => {
     expect(body.detail).toBe('Not ready: postgres not configured (DATABASE_URL)')
   })
 
+  it('/ready without ADMIN_KEY is 503 naming it: no board or queue can be set up without it', async () => {
+    const res = await callWithEnv({ ADMIN_KEY: undefined }, '/ready')
+    expect(res.status).toBe(503)
+    const body = (await res.json()) as { checks: Record<string, string>; detail: string }
+    expect(body.checks).toMatchObject({ postgres: 'up' })
+    expect(body.detail).toBe('Not ready: ADMIN_KEY is not configured')
+  })
+
   it("keeps serving when Redis is down: guest sign-ins are limited per address by the isolate's own count", async () => {
     const started = Date.now()
     for (let i = 0; i < 5; i++) {

@@ -81,6 +81,7 @@ ops.get('/ready', async (c) => {
   if (secret !== null) problems.push(secret)
   const provider = identityProviderProblem(c.env)
   if (provider !== null) problems.push(provider)
+  if (!c.env.ADMIN_KEY) problems.push('ADMIN_KEY is not configured')
   c.header('cache-control', 'no-store')
   if (problems.length === 0) return c.json({ status: 'ready', checks, checkedAt })
   return c.json(

@@ -9,6 +9,7 @@ import { setLogLevel } from '../../workers/lib/log.ts'
 import { localFamilies } from '../../workers/lib/metrics.ts'
 import { hitWindow } from '../../workers/lib/rate-limit.ts'
 import { getRedis, RedisAccelerator } from '../../workers/lib/redis.ts'
+import migrationJournal from '../../migrations/meta/_journal.json'
 import { pg } from './helpers/boards.ts'
 import {
   ADMIN_KEY,
@@ -224,6 +225,48 @@ describe('operations endpoints', () => {
     const body = (await res.json()) as { checks: Record<string, string>; detail: string }
     expect(body.checks.postgres).toBe('not-configured')
     expect(body.detail).toBe('Not ready: postgres not configured (DATABASE_URL)')
+  })
+
+  it('/ready is 503 naming the newest migration while the database lacks it (a version deployed before `npm run db:migrate`, or a database never migrated), and ready once it is in', async () => {
+    const sql = pg()
+    const name = `ready_${crypto.randomUUID().replaceAll('-', '').slice(0, 16)}`
+    await sql.query(`create database ${name}`)
+    onTestFinished(async () => {
+      await sql.query(`drop database if exists ${name} with (force)`)
+    })
+    const url = new URL(env.DATABASE_URL!)
+    url.pathname = `/${name}`
+    const other = neon(url.toString())
+    const ready = () => callWithEnv({ DATABASE_URL: url.toString() }, '/ready')
+    const [newest, before] = [...migrationJournal.entries].reverse()
+    const behind = `Not ready: postgres schema behind this version: ${newest!.tag} not applied (npm run db:migrate)`
+
+    const never = await ready()
+    expect(never.status).toBe(503)
+    const neverBody = (await never.json()) as { checks: Record<string, string>; detail: string }
+    expect(neverBody.checks.postgres).toBe('up')
+    expect(neverBody.detail).toBe(behind)
+
+    // Migrated up to the one before the newest, as drizzle's migrator records them.
+    await other.query('create schema drizzle')
+    await other.query(
+      'create table drizzle.__drizzle_migrations (id serial primary key, hash text not null, created_at bigint)',
+    )
+    await other.query(
+      "insert into drizzle.__drizzle_migrations (hash, created_at) values ('h', $1)",
+      [before!.when],
+    )
+    // /ready reuses its checks for a second.
+    await new Promise((r) => setTimeout(r, 1_100))
+    expect(((await (await ready()).json()) as { detail: string }).detail).toBe(behind)
+
+    await other.query(
+      "insert into drizzle.__drizzle_migrations (hash, created_at) values ('h', $1)",
+      [newest!.when],
+    )
+    await new Promise((r) => setTimeout(r, 1_100))
+    const now = await ready()
+    expect(now.status).toBe(200)
   })
 
   it('/ready without ADMIN_KEY is 503 naming it: no board or queue can be set up without it', async () => {

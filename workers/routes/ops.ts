@@ -1,5 +1,5 @@
 import { type OpenAPIHono, z } from '@hono/zod-openapi'
-import { Hono } from 'hono'
+import { type Context, Hono } from 'hono'
 import type { AppEnv } from '../app-env.ts'
 import { getSql } from '../db/client.ts'
 import { authSecretProblem, identityProviderProblem } from '../lib/auth.ts'
@@ -12,6 +12,7 @@ import { requireMetricsReader } from '../middleware/auth.ts'
 import { within } from '../lib/within.ts'
 import { DOCS_CSS, DOCS_HTML, DOCS_JS } from './docs-page.ts'
 import { PAGE_HEADERS } from '../lib/page-headers.ts'
+import migrationJournal from '../../migrations/meta/_journal.json'
 
 export const ops = new Hono<AppEnv>()
 
@@ -20,6 +21,40 @@ const PROBE_TIMEOUT_MS = 2000
 ops.get('/health', (c) => c.json({ status: 'ok' }))
 
 type Check = 'up' | 'down' | 'not-configured'
+
+/**
+ * The newest migration this version was built with: `npm run db:migrate` records each one it
+ * applies with its journal time (`when`) in drizzle.__drizzle_migrations.
+ */
+const NEWEST_MIGRATION = migrationJournal.entries[migrationJournal.entries.length - 1]!
+
+/** PostgreSQL's SQLSTATE for a table that is not there. */
+const UNDEFINED_TABLE = '42P01'
+
+/**
+ * Whether Postgres answers, and whether its schema has this version's newest migration: a
+ * version deployed before its migrations (or onto a database never migrated) fails wherever it
+ * touches what is not there yet, while `select 1` would call it ready. Newer migrations than this
+ * version's are fine (they are applied before a deploy).
+ */
+async function probePostgres(c: Context<AppEnv>): Promise<{ check: Check; behind?: string }> {
+  let newest: number | undefined
+  const check = await probe(async () => {
+    try {
+      const [row] = (await getSql(c.env).query(
+        'select max(created_at)::text as newest from drizzle.__drizzle_migrations',
+      )) as { newest: string | null }[]
+      newest = row?.newest == null ? 0 : Number(row.newest)
+    } catch (err) {
+      if ((err as { code?: string }).code !== UNDEFINED_TABLE) throw err
+      newest = 0
+    }
+  })
+  if (check === 'up' && newest! < NEWEST_MIGRATION.when) {
+    return { check, behind: NEWEST_MIGRATION.tag }
+  }
+  return { check }
+}
 
 async function probe(run: () => Promise<unknown>): Promise<Check> {
   try {
@@ -36,7 +71,10 @@ async function probe(run: () => Promise<unknown>): Promise<Check> {
  * monitor polling every few seconds still sees every change within a second.
  */
 const CHECKS_REUSED_MS = 1_000
-const recentChecks = new Map<string, { at: number; checks: { postgres: Check; redis: Check } }>()
+const recentChecks = new Map<
+  string,
+  { at: number; checks: { postgres: Check; redis: Check }; schemaBehind: string | undefined }
+>()
 
 /**
  * Ready when Postgres answers, and Redis too if it is configured. Redis being down makes Nexus
@@ -51,8 +89,8 @@ ops.get('/ready', async (c) => {
     const redis = getRedis(c.env)
     const [postgres, redisCheck] = await Promise.all([
       c.env.DATABASE_URL
-        ? probe(() => getSql(c.env)`select 1 as ok`)
-        : Promise.resolve<Check>('not-configured'),
+        ? probePostgres(c)
+        : Promise.resolve({ check: 'not-configured' as const, behind: undefined }),
       redis
         ? probe(async () => {
             if (!(await redis.probe(PROBE_TIMEOUT_MS))) throw new Error('no write')
@@ -61,13 +99,17 @@ ops.get('/ready', async (c) => {
     ])
     // Dated when they finished: a probe that timed out took 2 s, and dated from its start it
     // would be stale at once, each request probing anew while a dependency is down.
-    recent = { at: Date.now(), checks: { postgres, redis: redisCheck } }
+    recent = {
+      at: Date.now(),
+      checks: { postgres: postgres.check, redis: redisCheck },
+      schemaBehind: postgres.behind,
+    }
     recentChecks.delete(key)
     recentChecks.set(key, recent)
     // One key per configuration: a handful at most outside tests.
     if (recentChecks.size > 16) recentChecks.delete(recentChecks.keys().next().value!)
   }
-  const { checks, at: checkedAt } = recent
+  const { checks, at: checkedAt, schemaBehind } = recent
   const problems = Object.entries(checks).flatMap(([name, v]) =>
     v === 'down'
       ? [name === 'redis' ? 'redis unreachable or refusing writes' : `${name} unreachable`]
@@ -75,6 +117,11 @@ ops.get('/ready', async (c) => {
         ? ['postgres not configured (DATABASE_URL)']
         : [],
   )
+  if (schemaBehind !== undefined) {
+    problems.push(
+      `postgres schema behind this version: ${schemaBehind} not applied (npm run db:migrate)`,
+    )
+  }
   // Without a secret it can sign with, every token route answers 503: not ready either; nor
   // with identity provider settings that refuse every provider token.
   const secret = authSecretProblem(c.env)

@@ -1032,6 +1032,10 @@ export class GameSession extends DurableObject<Env> {
   }
 
   override async webSocketMessage(ws: WebSocket, message: string | ArrayBuffer): Promise<void> {
+    // A socket this object closed (a flood, a game's end, silence) still delivers what its client
+    // sends until the client answers the close, and a flooding client never does: nothing it
+    // sends then is heard, counted or answered.
+    if (ws.readyState !== WebSocket.OPEN) return
     try {
       const player = attachment(ws)?.playerId
       if (!player) {
@@ -1883,7 +1887,11 @@ function doneStatus(): EndStatus {
 }
 
 function send(ws: WebSocket, message: ServerMessage): void {
-  ws.send(JSON.stringify(message))
+  try {
+    ws.send(JSON.stringify(message))
+  } catch {
+    // Closed meanwhile: its close handler deals with the player.
+  }
 }
 
 function eventFrame(record: LogRecord): string {

@@ -2234,6 +2234,9 @@ export class MatchPool extends DurableObject<Env> {
   }
 
   override async webSocketMessage(ws: WebSocket, message: string | ArrayBuffer): Promise<void> {
+    // A socket this pool closed (a flood, a match sent) still delivers what its client sends
+    // until the client answers the close, and a flooding client never does: not heard at all.
+    if (ws.readyState !== WebSocket.OPEN) return
     const pending = this.pendingFrames.get(ws) ?? 0
     if (pending >= MAX_PENDING_FRAMES || !this.takeFrameToken(ws)) {
       if (refusedTooOften(this.refusals, ws, this.frameClock())) {

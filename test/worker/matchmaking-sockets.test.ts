@@ -583,6 +583,22 @@ describe('sockets: cancel, malformed frames', () => {
     expect((await ticketOf(ticketId, g.token)).status).toBe('waiting')
   })
 
+  it('a socket the pool closed is heard no more: a cancel its client sends after the close (a flooding client never answers it) leaves the ticket to its grace', async () => {
+    const q = await createQueue()
+    const clock = newClock()
+    await rig(q, clock, { graceMs: 10_000 })
+    const g = await newGuest()
+    const ws = await connect(`/v1/matchmaking/${q}`, g.token)
+    ws.send(JSON.stringify({ type: 'join' }))
+    const { ticketId } = await nextOfType<Queued>(ws, 'queued')
+    await runInDurableObject(poolOf(q), async (inst: MatchPool, state) => {
+      const [server] = state.getWebSockets()
+      server!.close(1008, 'closed by the test')
+      await inst.webSocketMessage(server!, JSON.stringify({ type: 'cancel' }))
+    })
+    expect((await ticketOf(ticketId, g.token)).status).toBe('waiting')
+  })
+
   it(`answers a frame rate_limited while ${MAX_PENDING_FRAMES} wait behind a join that awaits Neon`, async () => {
     const q = await createQueue()
     await rig(q, newClock())

@@ -227,6 +227,28 @@ describe('session sockets', () => {
     expect((await matchOf(sessionId)).seq).toBe(RATE_BURST)
   })
 
+  it('a socket the session closed is heard no more: frames its client sends after the close (a flooding client never answers it) are not applied, answered or counted', async () => {
+    const { sessionId, a } = await relayWithClockStopped()
+    a.send({ type: 'action', action: 'message', data: { i: 0 } })
+    await a.nextOf('event')
+    await runInDurableObject(sessionObject(sessionId), async (inst: GameSession, state) => {
+      const [ws] = state.getWebSockets()
+      ws!.close(1008, 'closed by the test')
+      // Past the allowance's refill: were the frame heard, it would be played.
+      const later = inst.now() + 5_000
+      inst.now = () => later
+      await inst.webSocketMessage(
+        ws!,
+        JSON.stringify({ type: 'action', action: 'message', data: { i: 1 } }),
+      )
+      // Nor answered: a refusal's send on a closed socket would throw out of the handler.
+      await inst.webSocketMessage(ws!, 'not json')
+      await inst.webSocketMessage(ws!, new ArrayBuffer(4))
+    })
+    expect((await matchOf(sessionId)).seq).toBe(1)
+    expect(a.frames.filter((f) => f.type === 'error')).toEqual([])
+  })
+
   it('counts refused frames by player: a flood split over two sockets closes the one that passes the limit, and a reconnect within the window is closed at its first refused frame', async () => {
     const players = playerIds(2)
     const { sessionId, tokens } = await createSession({

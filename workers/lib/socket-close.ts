@@ -1,15 +1,36 @@
-/** Close codes a peer may report but no endpoint may send (RFC 6455 §7.4.1). */
-const RESERVED_CLOSE_CODES = new Set([1005, 1006, 1015])
+/**
+ * Whether an endpoint may send `code` (RFC 6455 §7.4): 1000–1003, 1007–1014 defined ones, and
+ * 3000–4999 for libraries and applications. A peer may report others (1004, 1005, 1006, 1015, or
+ * out of range), which the runtime refuses to send back.
+ */
+function sendableCloseCode(code: number): boolean {
+  return (
+    (code >= 1000 && code <= 1003) ||
+    (code >= 1007 && code <= 1014) ||
+    (code >= 3000 && code <= 4999)
+  )
+}
+
+/** A close reason's limit: 123 bytes of UTF-8 (a control frame's 125, less the code). */
+const MAX_CLOSE_REASON_BYTES = 123
 
 /**
- * Answers a peer's close, echoing its code. A reserved code (1005: the client called `close()`
- * without one) cannot be sent back, but the close still needs its answer, or the client waits
- * for it until its own timeout; it gets a close without a code.
+ * Answers a peer's close, echoing its code and reason where they may be sent back. A code that
+ * cannot (1005: the client called `close()` without one; a reserved or unassigned one), or a
+ * reason past 123 bytes (a malformed one arrives with each bad byte as a 3-byte U+FFFD), still
+ * needs its answer, or the client waits for it until its own timeout: it gets a close without a
+ * code then.
  */
 export function answerClose(ws: WebSocket, code: number, reason: string): void {
   try {
-    if (RESERVED_CLOSE_CODES.has(code)) ws.close()
-    else ws.close(code, reason)
+    if (
+      sendableCloseCode(code) &&
+      new TextEncoder().encode(reason).length <= MAX_CLOSE_REASON_BYTES
+    ) {
+      ws.close(code, reason)
+    } else {
+      ws.close()
+    }
   } catch {
     // Already closing or closed: nothing to answer.
   }

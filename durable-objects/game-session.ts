@@ -21,7 +21,7 @@ import type { Env } from '../workers/env.ts'
 import { isDatabaseUnreachable } from '../workers/db/client.ts'
 import { boardStub } from '../workers/leaderboards/stub.ts'
 import { boundedInt } from '../workers/lib/config.ts'
-import { errorFields, errorMessage, log, setLogLevel } from '../workers/lib/log.ts'
+import { errorFields, errorMessage, log, configureLog } from '../workers/lib/log.ts'
 import { counter, histogram } from '../workers/lib/metrics.ts'
 import { guardedAlarm, sendMetricsAtAlarm, sendMetricsSoon } from '../workers/lib/metrics-flush.ts'
 import { problemResponse, type ProblemType } from '../workers/lib/problem.ts'
@@ -395,7 +395,7 @@ export class GameSession extends DurableObject<Env> {
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env)
     // On Cloudflare an object may run in an isolate no request of the Worker has set it in.
-    setLogLevel(env.LOG_LEVEL)
+    configureLog(env)
     this.sql = ctx.storage.sql
     const timings = sessionTimings(env)
     this.graceMs = timings.graceMs

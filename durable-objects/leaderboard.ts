@@ -51,7 +51,7 @@ import {
   STALE_TOKEN_DETAIL,
 } from '../workers/lib/auth.ts'
 import { submissionRefusals } from '../workers/leaderboards/metrics.ts'
-import { errorFields, errorMessage, log, setLogLevel } from '../workers/lib/log.ts'
+import { errorFields, errorMessage, log, configureLog } from '../workers/lib/log.ts'
 import { counter, gauge, histogram } from '../workers/lib/metrics.ts'
 import {
   guardedAlarm,
@@ -482,7 +482,7 @@ export class Leaderboard extends DurableObject<Env> {
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env)
     // On Cloudflare an object may run in an isolate no request of the Worker has set it in.
-    setLogLevel(env.LOG_LEVEL)
+    configureLog(env)
     this.sql = ctx.storage.sql
     this.archiveWriter = new NeonArchiveWriter(env)
     void ctx.blockConcurrencyWhile(async () => {

@@ -49,7 +49,7 @@ import {
   recordPartyTicket,
   type MatchmakingPlayer,
 } from '../workers/parties/store.ts'
-import { errorFields, log, setLogLevel, withoutCredentials } from '../workers/lib/log.ts'
+import { errorFields, log, configureLog, withoutCredentials } from '../workers/lib/log.ts'
 import { counter, gauge, histogram } from '../workers/lib/metrics.ts'
 import {
   guardedAlarm,
@@ -571,7 +571,7 @@ export class MatchPool extends DurableObject<Env> {
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env)
     // On Cloudflare an object may run in an isolate no request of the Worker has set it in.
-    setLogLevel(env.LOG_LEVEL)
+    configureLog(env)
     this.sql = ctx.storage.sql
     this.sessionCreator = gameSessionCreator(env)
     this.partyTicketNoter = (partyId, ticketId, players, enqueuedAt) =>

@@ -18,6 +18,7 @@ import { fileURLToPath } from 'node:url'
 import { serverCanReach, startNeonRelay, startPostgres } from '../local/index.ts'
 import { runMigrations } from './migrate.ts'
 import { startWranglerDev } from './wrangler-dev.ts'
+import { errorMessage } from '../workers/lib/log.ts'
 
 const root = fileURLToPath(new URL('..', import.meta.url))
 const port = Number(process.env.PORT ?? 8787)
@@ -207,6 +208,6 @@ async function main(): Promise<void> {
 }
 
 main().catch(async (err: unknown) => {
-  console.error('[nexus] dev failed to start:', err)
+  console.error('[nexus] dev failed to start:', errorMessage(err))
   await stopAll(1)
 })

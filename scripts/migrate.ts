@@ -14,6 +14,7 @@ import { readMigrationFiles } from 'drizzle-orm/migrator'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 import { WebSocket } from 'ws'
 import { configureLocalRelay } from '../workers/db/client.ts'
+import { errorMessage } from '../workers/lib/log.ts'
 
 const MIGRATIONS_FOLDER = fileURLToPath(new URL('../migrations', import.meta.url))
 
@@ -28,7 +29,16 @@ const DDL_LOCK_WAIT = '10s'
  * connection, so a session's advisory lock would neither keep two runs apart nor be released.
  */
 export function directConnectionString(databaseUrl: string): string {
-  const url = new URL(databaseUrl)
+  let url: URL
+  try {
+    url = new URL(databaseUrl)
+  } catch {
+    // Node's error carries the whole string (its `input`), password and all, to the terminal
+    // or the CI log that prints it.
+    throw new Error(
+      'DATABASE_URL is not a URL: percent-encode the special characters in its password (# / ? @ and others)',
+    )
+  }
   const [endpoint, ...rest] = url.hostname.split('.')
   if (!endpoint?.endsWith('-pooler') || !url.hostname.endsWith('.neon.tech')) return databaseUrl
   url.hostname = [endpoint.slice(0, -'-pooler'.length), ...rest].join('.')
@@ -110,7 +120,8 @@ if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.a
   runMigrations({ databaseUrl, relay: process.env.NEON_LOCAL_RELAY })
     .then(() => console.log('migrations applied'))
     .catch((err: unknown) => {
-      console.error('migration failed:', err)
+      // The message alone, credentials blanked: a driver's error object may quote the URL.
+      console.error('migration failed:', errorMessage(err))
       process.exit(1)
     })
 }

@@ -5,7 +5,7 @@ import { HTTPException } from 'hono/http-exception'
 import { methodNotAllowed } from 'hono/method-not-allowed'
 import type { AppEnv } from './app-env.ts'
 import { isDatabaseUnreachable, isTransientDatabaseError } from './db/client.ts'
-import { errorFields, log, setLogLevel } from './lib/log.ts'
+import { errorFields, log, configureLog } from './lib/log.ts'
 import { ApiError, problemBody, type ProblemType } from './lib/problem.ts'
 import { setResponseHeader } from './lib/response-header.ts'
 import { cors } from './middleware/cors.ts'
@@ -85,7 +85,7 @@ export function createApp(): OpenAPIHono<AppEnv> {
   const app = new OpenAPIHono<AppEnv>()
 
   app.use(async function configure(c, next) {
-    setLogLevel(c.env.LOG_LEVEL)
+    configureLog(c.env)
     await next()
   })
   app.use(async function requestId(c, next) {
@@ -216,13 +216,11 @@ export function createApp(): OpenAPIHono<AppEnv> {
             }
           : null
     if (unavailable) {
-      const cause = (err as { cause?: unknown }).cause
       log('warn', unavailable.what, {
         requestId: c.get('requestId'),
         method: c.req.method,
         path: c.req.path,
         ...errorFields(err),
-        ...(cause === undefined ? {} : { cause: String(cause) }),
       })
       // An overloaded object sheds load: its callers back off rather than retry at once.
       const wait: Record<string, string> =

@@ -14,7 +14,7 @@ import {
   type LeaderboardConfig,
 } from './core/leaderboard.ts'
 import { boardStub } from './leaderboards/stub.ts'
-import { errorFields, log, setLogLevel } from './lib/log.ts'
+import { errorFields, log, configureLog } from './lib/log.ts'
 import { counter } from './lib/metrics.ts'
 import { within } from './lib/within.ts'
 import { pruneIdleClaims } from './matchmaking/claims.ts'
@@ -90,7 +90,7 @@ export async function runScheduled(
   staleTicketsCancelled: number
   claimsPruned: number
 }> {
-  setLogLevel(env.LOG_LEVEL)
+  configureLog(env)
   // Each job on its own: one failing (Neon down, say) does not skip the others.
   const lookback = lookbackMs(cron, now)
   const { poked, nudged } = await job('boards not walked', () => pokeBoards(env, now, lookback), {

@@ -1,5 +1,5 @@
-import { describe, expect, it } from 'vitest'
-import { errorFields, errorMessage } from '../../workers/lib/log.ts'
+import { describe, expect, it, onTestFinished, vi } from 'vitest'
+import { configureLog, errorFields, errorMessage, log } from '../../workers/lib/log.ts'
 
 describe('errorFields', () => {
   it('blanks the credentials of a connection string an error quotes, in its message and its stack, and leaves other text alone', () => {
@@ -20,5 +20,58 @@ describe('errorFields', () => {
       errorFields(new Error('not a valid URL (postgresql://app:ab/cd+e@f@host/db)')).error,
     ).toBe('not a valid URL (postgresql://***@host/db)')
     expect(errorMessage(new Error('mongodb://u:x@y@h'))).toBe('mongodb://***@h')
+  })
+
+  it("renders what an error wraps (drizzle's query error wraps the driver's), a few levels down, blanked the same way", () => {
+    const driver = new Error('connection string: postgres://app:pw@db/x is not valid')
+    const wrapped = new Error('Failed query: select 1', { cause: driver })
+    const outer = new Error('load failed', { cause: wrapped })
+    expect(errorFields(outer).cause).toBe(
+      'Error: Failed query: select 1 <- Error: connection string: postgres://***@db/x is not valid',
+    )
+    expect(errorFields(new Error('plain'))).not.toHaveProperty('cause')
+  })
+
+  it("leaves out the command an Upstash error repeats after its message (rate limit keys hold clients' addresses)", () => {
+    const err = new Error(
+      'EXECABORT NOPERM no permissions to run the \'incr\' command, command was: [["incr","nexus:rl:guest-auth:198.51.100.7:1"]]',
+    )
+    const fields = errorFields(err)
+    expect(fields.error).toBe(
+      "EXECABORT NOPERM no permissions to run the 'incr' command, command left out",
+    )
+    expect(String(fields.stack)).not.toContain('198.51.100.7')
+  })
+})
+
+describe('log', () => {
+  it("blanks the deployment's secrets wherever a line quotes them, a password the URL pattern cannot find the end of included", () => {
+    const lines: string[] = []
+    const spy = vi
+      .spyOn(console, 'warn')
+      .mockImplementation((l: unknown) => void lines.push(String(l)))
+    onTestFinished(() => {
+      spy.mockRestore()
+      configureLog({})
+    })
+    configureLog({
+      LOG_LEVEL: 'info',
+      DATABASE_URL: 'postgres://app:it\'s a "pass"@ep-x.neon.tech/db',
+      ADMIN_KEY: 'admin-key-0123456789',
+      AUTH_SECRET: 'short',
+    })
+    log('warn', 'failed', {
+      error: 'not a valid URL (connection string: postgres://app:it\'s a "pass"@ep-x.neon.tech/db)',
+      password: 'it\'s a "pass"',
+      header: 'Bearer admin-key-0123456789',
+      other: 'short words stay',
+    })
+    expect(lines).toHaveLength(1)
+    const line = JSON.parse(lines[0]!) as Record<string, string>
+    expect(line.error).toBe('not a valid URL (connection string: ***)')
+    expect(line.password).toBe('***')
+    expect(line.header).toBe('Bearer ***')
+    // Values under 8 characters are not taken for secrets: they would blank ordinary words.
+    expect(line.other).toBe('short words stay')
   })
 })

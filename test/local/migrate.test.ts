@@ -1,3 +1,4 @@
+import { execFile } from 'node:child_process'
 import { cp, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -84,6 +85,28 @@ describe('migrations connect directly, never through the pooler', () => {
     ]) {
       expect(directConnectionString(same)).toBe(same)
     }
+  })
+})
+
+describe('a DATABASE_URL that is no URL', () => {
+  it('`npm run db:migrate` says so without printing it: the password is in no line of its output (a CI log keeps them)', async () => {
+    const secret = `pw#${crypto.randomUUID()}`
+    const script = fileURLToPath(new URL('../../scripts/migrate.ts', import.meta.url))
+    const run = await new Promise<{ code: number | null; output: string }>((resolve) => {
+      execFile(
+        process.execPath,
+        [script],
+        { env: { ...process.env, DATABASE_URL: `postgres://app:${secret}@ep-x.neon.tech/db` } },
+        (err, stdout, stderr) =>
+          resolve({
+            code: err ? ((err as { code?: number }).code ?? 1) : 0,
+            output: stdout + stderr,
+          }),
+      )
+    })
+    expect(run.code).toBe(1)
+    expect(run.output).toContain('DATABASE_URL is not a URL')
+    expect(run.output).not.toContain(secret.slice(3))
   })
 })
 

@@ -39,6 +39,18 @@ function wrongPassword(databaseUrl: string): string {
   return url.toString()
 }
 
+/** Every console line until `stop()`: what the logs of the requests meanwhile hold. */
+function captureLogs(): string[] & { stop(): void } {
+  const lines = [] as unknown as string[] & { stop(): void }
+  const spies = [vi.spyOn(console, 'log'), vi.spyOn(console, 'warn'), vi.spyOn(console, 'error')]
+  for (const spy of spies) spy.mockImplementation((line: unknown) => void lines.push(String(line)))
+  lines.stop = () => {
+    for (const spy of spies) spy.mockRestore()
+  }
+  onTestFinished(lines.stop)
+  return lines
+}
+
 describe('operations endpoints', () => {
   it('/health answers without touching dependencies', async () => {
     const res = await callWithEnv(unreachablePostgres, '/health')
@@ -181,6 +193,38 @@ describe('operations endpoints', () => {
     // Said by its scheme alone: the client's own error quotes the whole URL.
     expect(lines.some((l) => l.includes('not an https:// REST URL (rediss)'))).toBe(true)
     expect(lines.filter((l) => l.includes(password))).toEqual([])
+  })
+
+  it("a DATABASE_URL whose password makes it no URL is in no log line (the driver's error quotes it whole, under drizzle's own); nor are a client's address and the command an Upstash error repeats", async () => {
+    const secret = crypto.randomUUID()
+    const lines = captureLogs()
+    const bad = await callWithEnv(
+      {
+        // A `#` in a password not percent-encoded: the driver cannot parse it, and says so with
+        // the whole string. A quote stops the credentials pattern short of the `@`.
+        DATABASE_URL: `postgresql://nexus:it's#${secret}@ep-x.neon.tech/nexus`,
+        NEON_LOCAL_RELAY: '',
+        LOG_LEVEL: 'debug',
+      },
+      `/v1/matchmaking/q-${crypto.randomUUID()}/stats`,
+    )
+    expect(bad.status).toBe(503)
+    // Redis refusing writes (a read-only token): the refused count's key holds the address.
+    const address = `198.51.100.${1 + Math.floor(Math.random() * 250)}`
+    const guest = await callWithEnv(
+      { UPSTASH_REDIS_REST_TOKEN: env.TEST_READ_ONLY_UPSTASH_TOKEN, LOG_LEVEL: 'debug' },
+      '/v1/auth/guest',
+      json('POST', { deviceId: `ro-${crypto.randomUUID()}` }, undefined, {
+        'cf-connecting-ip': address,
+      }),
+    )
+    expect(guest.status).toBe(200)
+    lines.stop()
+    // Logged, so the test would see a leak: the driver's reason, and Redis's refusal.
+    expect(lines.some((l) => l.includes('not a valid URL'))).toBe(true)
+    expect(lines.some((l) => l.includes('redis call failed') && l.includes('NOPERM'))).toBe(true)
+    expect(lines.filter((l) => l.includes(secret))).toEqual([])
+    expect(lines.filter((l) => l.includes(address))).toEqual([])
   })
 
   it('/ready is 503 naming identity provider settings that refuse every provider token, and 200 with none of them set', async () => {

@@ -12,10 +12,64 @@ export function setLogLevel(level: string | undefined): void {
   if (level && level in levels) threshold = levels[level as keyof typeof levels]
 }
 
+/** The deployment's secrets as a log line's JSON would quote them, each blanked there. */
+let secretsQuoted: string[] = []
+let secretsKey = ''
+
+/** What `configureLog` reads: the level, and the secrets no log line may quote. */
+export interface LogEnv {
+  LOG_LEVEL?: string
+  DATABASE_URL?: string
+  UPSTASH_REDIS_REST_TOKEN?: string
+  ADMIN_KEY?: string
+  AUTH_SECRET?: string
+  METRICS_TOKEN?: string
+}
+
+/**
+ * Sets the level from LOG_LEVEL, and registers the deployment's secrets, so that a log line
+ * quoting one (an error repeating a connection string that would not parse, with a password
+ * that `withoutCredentials`' pattern cannot find the end of) has it blanked. Called wherever
+ * an environment comes in: a request, a cron run, an object's start.
+ */
+export function configureLog(env: LogEnv): void {
+  setLogLevel(env.LOG_LEVEL)
+  const { DATABASE_URL, UPSTASH_REDIS_REST_TOKEN, ADMIN_KEY, AUTH_SECRET, METRICS_TOKEN } = env
+  const key = `${DATABASE_URL}\n${UPSTASH_REDIS_REST_TOKEN}\n${ADMIN_KEY}\n${AUTH_SECRET}\n${METRICS_TOKEN}`
+  if (key === secretsKey) return
+  secretsKey = key
+  const values = [UPSTASH_REDIS_REST_TOKEN, ADMIN_KEY, AUTH_SECRET, METRICS_TOKEN]
+  if (DATABASE_URL) values.push(DATABASE_URL, urlPassword(DATABASE_URL))
+  secretsQuoted = [
+    ...new Set(
+      values
+        // A short value would blank ordinary words; secrets this short are refused elsewhere.
+        .filter((v): v is string => v !== undefined && v.length >= MIN_SECRET_LENGTH)
+        .map((v) => JSON.stringify(v).slice(1, -1)),
+    ),
+  ]
+    // The longest first: a password inside its connection string goes with the string.
+    .sort((a, b) => b.length - a.length)
+}
+
+const MIN_SECRET_LENGTH = 8
+
+/**
+ * The password of a connection string, found without parsing it (a password holding `#`, `/`,
+ * `?` or a quote is exactly what makes a URL fail to parse): after the user's `:`, up to the
+ * last `@`.
+ */
+function urlPassword(url: string): string | undefined {
+  return /^[a-z][a-z0-9+.-]*:\/\/[^:@/]*:(.+)@[^@]*$/is.exec(url)?.[1]
+}
+
 /** Writes one structured log line. */
 export function log(level: LogLevel, msg: string, fields: Record<string, unknown> = {}): void {
   if (levels[level] < threshold) return
-  const line = JSON.stringify({ level, msg, time: new Date().toISOString(), ...fields })
+  let line = JSON.stringify({ level, msg, time: new Date().toISOString(), ...fields })
+  for (const secret of secretsQuoted) {
+    if (line.includes(secret)) line = line.split(secret).join('***')
+  }
   if (level === 'error') console.error(line)
   else if (level === 'warn') console.warn(line)
   else console.log(line)
@@ -28,13 +82,31 @@ export function log(level: LogLevel, msg: string, fields: Record<string, unknown
  */
 export function errorFields(err: unknown): Record<string, unknown> {
   if (err instanceof Error) {
+    // What a wrapper wraps (drizzle's "Failed query" wraps the driver's error, which says what
+    // went wrong): its message too, a few levels down, as carefully.
+    const causes: string[] = []
+    let cause = (err as { cause?: unknown }).cause
+    for (let depth = 0; cause !== undefined && cause !== null && depth < 3; depth++) {
+      causes.push(scrub(cause instanceof Error ? `${cause.name}: ${cause.message}` : String(cause)))
+      cause = cause instanceof Error ? (cause as { cause?: unknown }).cause : undefined
+    }
     return {
-      error: withoutCredentials(err.message),
+      error: scrub(err.message),
       errorName: err.name,
-      stack: err.stack === undefined ? undefined : withoutCredentials(err.stack),
+      stack: err.stack === undefined ? undefined : scrub(err.stack),
+      ...(causes.length === 0 ? {} : { cause: causes.join(' <- ') }),
     }
   }
-  return { error: withoutCredentials(String(err)) }
+  return { error: scrub(String(err)) }
+}
+
+/**
+ * An error's text for a log line: credentials blanked, and the command an Upstash error repeats
+ * after its message (`…, command was: [["incr","nexus:rl:guest-auth:<client address>:…"]]`: rate
+ * limit keys hold clients' addresses, and a cache write the whole answer) left out.
+ */
+function scrub(text: string): string {
+  return withoutCredentials(text.replace(/, command was: [^\n]*/g, ', command left out'))
 }
 
 /**

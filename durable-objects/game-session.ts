@@ -158,6 +158,8 @@ export const MAX_RESUME_EVENTS = 2_000
  */
 export const RESUME_EVENTS_PER_MINUTE = 4 * MAX_RESUME_EVENTS
 const MAX_BACKOFF_MS = 5 * 60 * 1000
+/** How often a session that does not load in this version looks again (its alarm kept armed). */
+export const UNLOADABLE_RETRY_MS = 5 * 60 * 1000
 const WORK_BUDGET_MS = 20_000
 /** The Worker names the verified player in this header; clients cannot reach the object. */
 export const PLAYER_HEADER = 'x-nexus-session-player'
@@ -406,11 +408,33 @@ export class GameSession extends DurableObject<Env> {
       new WebSocketRequestResponsePair('{"type":"ping"}', '{"type":"pong"}'),
     )
     void ctx.blockConcurrencyWhile(async () => {
-      this.load()
+      try {
+        this.load()
+      } catch (err) {
+        // Its rules are not in this version, or its log does not replay through them (a release
+        // that broke replay, a rollback). Thrown here, the object would reset at every wake, the
+        // alarm's included, and the alarm be dropped after its retries: once code that loads it
+        // is deployed, nothing would wake it again, and its graces, result and archive would
+        // wait for ever. It stays armed instead, looking again every few minutes.
+        this.loadFailure = errorMessage(err)
+        log('error', 'session does not load', { actor: this.actor, ...errorFields(err) })
+        await ctx.storage.setAlarm(this.now() + UNLOADABLE_RETRY_MS)
+        return
+      }
       // Timers load() wrote for sockets lost with the last instance (a deploy, a restart) need
       // an alarm, or a session nobody returns to would never forfeit, end or be archived.
       await this.scheduleAlarm()
     })
+  }
+
+  /** Why this session did not load in this version (see the constructor), or null. */
+  private loadFailure: string | null = null
+
+  /** Refuses a call to a session that did not load: what it holds cannot be read or changed. */
+  private refuseUnloadable(): void {
+    if (this.loadFailure !== null) {
+      throw new Error(`${this.actor} does not load in this version: ${this.loadFailure}`)
+    }
   }
 
   private get actor(): string {
@@ -534,6 +558,7 @@ export class GameSession extends DurableObject<Env> {
       matchedAt?: number
     } = {},
   ): Promise<CreateResult> {
+    this.refuseUnloadable()
     const parsed = SessionSetupSchema.safeParse(input)
     if (!parsed.success) {
       const issue = parsed.error.issues[0]
@@ -671,6 +696,7 @@ export class GameSession extends DurableObject<Env> {
 
   /** Status, roster and result; `not-found` when there is no live copy here. */
   info(): SessionInfo | NotFound {
+    this.refuseUnloadable()
     if (!this.setup || !this.match || !this.status) return this.notFound()
     const result = this.getMeta('result')
     const changes = this.getMeta('rating_changes')
@@ -702,6 +728,7 @@ export class GameSession extends DurableObject<Env> {
    * so a retry changes nothing.
    */
   async end(): Promise<SessionInfo | NotFound | CatchingUp> {
+    this.refuseUnloadable()
     if (!this.setup || !this.match || !this.status) return this.notFound()
     if (this.status === 'live') {
       const now = this.now()
@@ -759,6 +786,7 @@ export class GameSession extends DurableObject<Env> {
     limit: number,
     player: string | null,
   ): { ok: true; events: LogRecord[]; nextFrom: number | null; seq: number } | NotFound {
+    this.refuseUnloadable()
     if (!this.setup || !this.match || !this.rules) return this.notFound()
     const rules = this.rules
     const rows = all<{ seq: number; record: string }>(
@@ -782,12 +810,14 @@ export class GameSession extends DurableObject<Env> {
 
   /** The live match as the object holds it (tests compare it with a replay of the log). */
   current(): { status: SessionStatus; match: MatchState; setup: SessionSetup } | null {
+    this.refuseUnloadable()
     if (!this.setup || !this.match || !this.status) return null
     return { status: this.status, match: this.match, setup: this.setup }
   }
 
   /** Progress of the end-of-game work, or null while the game runs. */
   endStatus(): EndStatus | null {
+    this.refuseUnloadable()
     if (!this.setup) return this.purged ? doneStatus() : null
     const row = one<WorkRow>(this.sql, `SELECT * FROM work WHERE job = 'end'`)
     if (!row) return this.purged ? doneStatus() : null
@@ -817,6 +847,9 @@ export class GameSession extends DurableObject<Env> {
    * error funnel.
    */
   override async fetch(request: Request): Promise<Response> {
+    if (this.loadFailure !== null) {
+      return problemResponse('unavailable', 'This session cannot be loaded now; retry later')
+    }
     if (request.headers.get('upgrade')?.toLowerCase() !== 'websocket') {
       return problemResponse('bad-request', 'Expected a WebSocket upgrade')
     }
@@ -1036,6 +1069,14 @@ export class GameSession extends DurableObject<Env> {
     // sends until the client answers the close, and a flooding client never does: nothing it
     // sends then is heard, counted or answered.
     if (ws.readyState !== WebSocket.OPEN) return
+    if (this.loadFailure !== null) {
+      try {
+        ws.close(1011, 'session unavailable; reconnect later')
+      } catch {
+        // Already closing.
+      }
+      return
+    }
     try {
       const player = attachment(ws)?.playerId
       if (!player) {
@@ -1105,6 +1146,7 @@ export class GameSession extends DurableObject<Env> {
 
   override async webSocketClose(ws: WebSocket, code: number, reason: string): Promise<void> {
     answerClose(ws, code, reason)
+    if (this.loadFailure !== null) return
     this.sockets?.delete(ws)
     this.resuming.delete(ws)
     await this.disconnected(ws)
@@ -1112,6 +1154,7 @@ export class GameSession extends DurableObject<Env> {
 
   override async webSocketError(ws: WebSocket, error: unknown): Promise<void> {
     log('warn', 'socket error', { actor: this.actor, ...errorFields(error) })
+    if (this.loadFailure !== null) return
     this.sockets?.delete(ws)
     this.resuming.delete(ws)
     await this.disconnected(ws)
@@ -1404,6 +1447,10 @@ export class GameSession extends DurableObject<Env> {
   private alarmFailures = 0
 
   override async alarm(): Promise<void> {
+    if (this.loadFailure !== null) {
+      await this.ctx.storage.setAlarm(this.now() + UNLOADABLE_RETRY_MS)
+      return
+    }
     try {
       const now = this.now()
       if (this.status === 'live' && this.match) this.runClock(now)
@@ -1581,6 +1628,7 @@ export class GameSession extends DurableObject<Env> {
    * `force` ignores a backoff (not the retention period). Returns the end's progress.
    */
   async runEndWork(opts: { force?: boolean } = {}): Promise<EndStatus | null> {
+    this.refuseUnloadable()
     if (!this.setup) return this.endStatus()
     if (!this.working) {
       this.working = this.workLoop(opts.force ?? false).finally(() => {

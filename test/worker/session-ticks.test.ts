@@ -9,6 +9,7 @@ import {
   type LogRecord,
 } from '../../workers/core/rules/index.ts'
 import { NeonSessionStore } from '../../workers/sessions/store.ts'
+import { UNLOADABLE_RETRY_MS } from '../../durable-objects/game-session.ts'
 import { ADMIN_KEY, bearer, call } from './helpers/http.ts'
 import {
   connect,
@@ -18,6 +19,7 @@ import {
   playerIds,
   sessionObject,
   type TestSocket,
+  upgrade,
 } from './helpers/session-sockets.ts'
 import { until } from './helpers/sockets.ts'
 
@@ -508,5 +510,52 @@ describe('deadlines the game clock passed before a late alarm or frame', () => {
     expect(seen).toHaveLength(1)
     const records = await expectReplayIsLive(sessionId, ADMIN_KEY)
     expect(records.map((r) => r.input.kind)).toEqual(['connect', 'connect', 'tick'])
+  })
+})
+
+describe('a session that does not load in the running version', () => {
+  it('keeps its alarm armed (its rules gone, as after a rollback), refuses what it is asked meanwhile, and goes on once it loads again', async () => {
+    const players = playerIds(2)
+    const { sessionId, tokens } = await createSession({
+      rules: 'dice-race',
+      roster: players.map((playerId) => ({ playerId })),
+    })
+    const rename = (rules: string) =>
+      inObject(sessionId, (_inst, state) => {
+        const row = state.storage.sql
+          .exec<{ value: string }>(`SELECT value FROM meta WHERE key = 'setup'`)
+          .one()
+        const setup = JSON.parse(row.value) as { rules: string }
+        setup.rules = rules
+        state.storage.sql.exec(
+          `UPDATE meta SET value = ? WHERE key = 'setup'`,
+          JSON.stringify(setup),
+        )
+      })
+    await rename('rules-this-version-lacks')
+    await evictDurableObject(sessionObject(sessionId))
+    // Woken by its alarm: it does not throw (thrown, the runtime would retry it a few times and
+    // drop it), and it stays armed to look again.
+    const before = Date.now()
+    expect(await runDurableObjectAlarm(sessionObject(sessionId))).toBe(true)
+    const armed = await inObject(sessionId, (_inst, state) => state.storage.getAlarm())
+    expect(armed).toBeGreaterThanOrEqual(before + UNLOADABLE_RETRY_MS)
+    // Meanwhile its socket is refused as unavailable (a client retries), not accepted.
+    const refused = await upgrade(sessionId, tokens[players[0]!]!)
+    expect(refused.status).toBe(503)
+    expect(await inObject(sessionId, (inst) => inst.info()).catch((e: Error) => e.message)).toMatch(
+      /does not load in this version: .*unknown rules rules-this-version-lacks/,
+    )
+
+    // A version with its rules again (rolled forward): it loads, and its clock is armed anew.
+    await rename('dice-race')
+    await evictDurableObject(sessionObject(sessionId))
+    expect(await inObject(sessionId, (inst) => inst.info())).toMatchObject({
+      ok: true,
+      status: 'live',
+    })
+    const a = await connect(sessionId, tokens[players[0]!]!)
+    expect(await a.nextOf('welcome')).toMatchObject({ seq: 0, status: 'live' })
+    a.close()
   })
 })

@@ -928,9 +928,10 @@ export class GameSession extends DurableObject<Env> {
           state: this.rules.view(this.match.game, player),
           you: player,
           status: this.status!,
+          ...this.clockNow(),
         })
       } else {
-        send(server, { type: 'resumed', since, seq: this.match.seq })
+        send(server, { type: 'resumed', since, seq: this.match.seq, ...this.clockNow() })
         const sent = this.sendMissed(server, since)
         if (sent !== null) {
           this.resuming.add(server)
@@ -1369,6 +1370,15 @@ export class GameSession extends DurableObject<Env> {
     if (!rules || game === undefined) return null
     if (rules.nextTick) return rules.nextTick(game)
     return rules.quietUntil ? rules.quietUntil(game) : null
+  }
+
+  /**
+   * The game's clock as a frame leaves: a client counts down to a deadline its state names in
+   * ticks from here, not from when an event reached it (a late alarm's event, or missed ones a
+   * resume sends, arrive long after their tick).
+   */
+  private clockNow(): { tick: number; tickRate: number } {
+    return { tick: this.tickAt(this.now()), tickRate: this.rules?.tickRate ?? 1000 }
   }
 
   private tickAt(now: number): number {
@@ -1946,6 +1956,7 @@ function eventFrame(record: LogRecord): string {
   return JSON.stringify({
     type: 'event',
     seq: record.seq,
+    tick: record.input.tick,
     event: record.event,
   } satisfies ServerMessage)
 }

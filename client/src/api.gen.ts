@@ -493,7 +493,10 @@ export interface Schemas {
   }
   SessionLogRecord: {
     seq: number
-    input: Record<string, unknown>
+    input: {
+      kind: string
+      tick: number
+    }
     event?: unknown
   }
 }

@@ -38,12 +38,22 @@ export type MatchHistoryPage = Ok<'/v1/players/me/sessions', 'get'>
 export type GameToken = string | (() => string | Promise<string>)
 
 export interface GameEvents {
-  /** A fresh join: the state as this player may see it, as of `seq`. */
-  welcome: { seq: number; state: unknown; you: string; status: SessionStatus }
+  /**
+   * A fresh join: the state as this player may see it, as of `seq`; `tick` is the game's clock
+   * as the server sent it (`tickRate` ticks a second): `game.tick()` counts on from it.
+   */
+  welcome: {
+    seq: number
+    state: unknown
+    you: string
+    status: SessionStatus
+    tick: number
+    tickRate: number
+  }
   /** A reconnect resumed after `since`; the missed events follow as `event`s. */
-  resumed: { since: number; seq: number }
-  /** One accepted input, in order, never repeated, never skipped. */
-  event: { seq: number; event: unknown }
+  resumed: { since: number; seq: number; tick: number; tickRate: number }
+  /** One accepted input, in order, never repeated, never skipped, with the tick it came at. */
+  event: { seq: number; tick: number; event: unknown }
   /** The server refused one of this player's frames; nothing changed. */
   refused: { code: string; message: string }
   ended: { seq: number; result: GameResult }
@@ -127,6 +137,28 @@ export class GameConnection extends Emitter<GameEvents> {
     void this.run().catch((err: unknown) => this.fail(err))
   }
 
+  /**
+   * The game's clock now, in its ticks (milliseconds since the session began, for rules without
+   * a `tickRate`), estimated from the last welcome or resume and the time since; null before
+   * the first. Count down to a deadline the state names in ticks (dice-race's `turnEndsAt`,
+   * hot-potato's `explodesAt`) as `deadline - game.tick()`: an event's arrival is no clock (a
+   * late alarm's event, or missed ones a resume sends, arrive long after their tick).
+   */
+  tick(): number | null {
+    const at = this.clockAnchor
+    if (at === null) return null
+    return at.tick + Math.floor(((monotonicNow() - at.receivedAt) * at.tickRate) / 1000)
+  }
+
+  /** The server's clock at the last welcome or resume, and when it arrived here. */
+  private clockAnchor: { tick: number; tickRate: number; receivedAt: number } | null = null
+
+  private anchorClock(msg: { tick?: number; tickRate?: number }): void {
+    // A server from before these fields: no anchor, tick() stays as it was.
+    if (typeof msg.tick !== 'number' || typeof msg.tickRate !== 'number') return
+    this.clockAnchor = { tick: msg.tick, tickRate: msg.tickRate, receivedAt: monotonicNow() }
+  }
+
   /** Whether a socket is open right now. */
   get connected(): boolean {
     return isOpen(this.socket)
@@ -201,7 +233,7 @@ export class GameConnection extends Emitter<GameEvents> {
           throw new NexusNetworkError(`the archived log skips from ${this.seq} to ${record.seq}`)
         }
         this.seq = record.seq
-        this.emit('event', { seq: record.seq, event: record.event })
+        this.emit('event', { seq: record.seq, tick: record.input.tick, event: record.event })
       }
       from = page.nextFrom
     }
@@ -386,11 +418,25 @@ export class GameConnection extends Emitter<GameEvents> {
     switch (msg.type) {
       case 'welcome':
         this.seq = msg.seq
-        this.emit('welcome', { seq: msg.seq, state: msg.state, you: msg.you, status: msg.status })
+        this.anchorClock(msg)
+        this.emit('welcome', {
+          seq: msg.seq,
+          state: msg.state,
+          you: msg.you,
+          status: msg.status,
+          tick: msg.tick,
+          tickRate: msg.tickRate,
+        })
         this.resolveReady()
         return
       case 'resumed':
-        this.emit('resumed', { since: msg.since, seq: msg.seq })
+        this.anchorClock(msg)
+        this.emit('resumed', {
+          since: msg.since,
+          seq: msg.seq,
+          tick: msg.tick,
+          tickRate: msg.tickRate,
+        })
         this.resolveReady()
         return
       case 'event':
@@ -401,7 +447,7 @@ export class GameConnection extends Emitter<GameEvents> {
           return
         }
         this.seq = msg.seq
-        this.emit('event', { seq: msg.seq, event: msg.event })
+        this.emit('event', { seq: msg.seq, tick: msg.tick, event: msg.event })
         return
       case 'error':
         this.emit('refused', { code: msg.code, message: msg.message })
@@ -521,3 +567,8 @@ export class Sessions {
 }
 
 export { NexusProblem }
+
+/** A clock that only moves forward (a device's wall clock may be set back): milliseconds. */
+function monotonicNow(): number {
+  return typeof performance !== 'undefined' ? performance.now() : Date.now()
+}

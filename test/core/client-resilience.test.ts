@@ -4025,3 +4025,65 @@ describe('signing in, out and as another player', () => {
     }
   })
 })
+
+describe("a game connection's clock", () => {
+  it("game.tick() counts on from the server's tick in the last welcome or resume at its tickRate (null before the first), and events carry their own tick", async () => {
+    // The device's clock, moved on by the test (real time passing meanwhile is a few ms: under a
+    // tick at 20 a second, so each count below may be one more, no less).
+    let ahead = 0
+    const realNow = performance.now.bind(performance)
+    const now = vi.spyOn(performance, 'now').mockImplementation(() => realNow() + ahead)
+    let opens = 0
+    const live: (() => void)[] = []
+    const factory = () =>
+      scriptedSocket((socket) => {
+        opens++
+        socket.open()
+        const first = opens === 1
+        setTimeout(() => {
+          socket.receive(
+            first
+              ? {
+                  type: 'welcome',
+                  seq: 0,
+                  state: {},
+                  you: 'p',
+                  status: 'live',
+                  tick: 500,
+                  tickRate: 20,
+                }
+              : { type: 'resumed', since: 1, seq: 1, tick: 4_000, tickRate: 20 },
+          )
+          if (first) socket.receive({ type: 'event', seq: 1, tick: 480, event: { e: 1 } })
+        }, 1)
+        live.push(() => socket.drop())
+      })
+    const client = createClient({
+      baseUrl: 'http://nexus.test',
+      fetch: (async () =>
+        jsonRes(200, { status: 'live', seq: 1, result: null })) as unknown as typeof fetch,
+      WebSocket: factory,
+      retry: { attempts: 2, baseDelayMs: 10, maxDelayMs: 50 },
+    })
+    try {
+      const game = client.sessions.connect('s1', 'tok')
+      expect(game.tick()).toBeNull()
+      const event = game.once('event')
+      await game.ready
+      expect((await event).tick).toBe(480)
+      // 2.5 s later at 20 ticks a second: 50 ticks on.
+      ahead += 2_500
+      expect(game.tick()).toBeOneOf([550, 551])
+      // A resume anchors it anew: the server's tick, not the count since the welcome.
+      const resumed = game.once('resumed')
+      for (const drop of live.splice(0)) drop()
+      await resumed
+      expect(game.tick()).toBeOneOf([4_000, 4_001])
+      ahead += 100
+      expect(game.tick()).toBeOneOf([4_002, 4_003])
+      game.close()
+    } finally {
+      now.mockRestore()
+    }
+  })
+})

@@ -8,11 +8,12 @@ import { issueSessionToken, SESSION_TOKEN_TTL_SECONDS } from '../../workers/lib/
 import { signScopedToken } from '../../workers/lib/auth.ts'
 import { ADMIN_KEY, call, newGuest, problem } from './helpers/http.ts'
 import { until } from './helpers/sockets.ts'
-import type { AnyRules } from '../../workers/core/rules/index.ts'
+import { getRules, type AnyRules } from '../../workers/core/rules/index.ts'
 import {
   connect,
   createSession,
   diceState,
+  inObject,
   playerIds,
   sessionObject,
   upgrade,
@@ -195,6 +196,47 @@ describe('session sockets', () => {
     a.send({ type: 'ping' })
     expect(await a.nextOf('pong')).toEqual({ type: 'pong' })
     a.close()
+  })
+
+  it("frames carry the game's clock: welcome and resumed the tick as they left (with the rules' tickRate), each event its input's tick, resent ones included", async () => {
+    const players = playerIds(2)
+    const { sessionId, tokens } = await createSession({
+      rules: 'relay',
+      roster: players.map((playerId) => ({ playerId })),
+    })
+    const t0 = Date.now()
+    await inObject(sessionId, (inst) => {
+      inst.now = () => t0
+    })
+    const a = await connect(sessionId, tokens[players[0]!]!)
+    const welcome = await a.nextOf('welcome')
+    // Rules without a tickRate count milliseconds.
+    expect(welcome.tickRate).toBe(1000)
+    a.send({ type: 'action', action: 'message', data: 'at t0' })
+    expect((await a.nextOf('event')).tick).toBe(welcome.tick)
+    await inObject(sessionId, (inst) => {
+      inst.now = () => t0 + 7_000
+    })
+    const b = await connect(sessionId, tokens[players[1]!]!)
+    expect((await b.nextOf('welcome')).tick).toBe((welcome.tick as number) + 7_000)
+    const back = await connect(sessionId, tokens[players[0]!]!, { since: 0 })
+    expect(await back.nextOf('resumed')).toMatchObject({
+      since: 0,
+      seq: 1,
+      tick: (welcome.tick as number) + 7_000,
+      tickRate: 1000,
+    })
+    // The missed event, sent now, says when it happened.
+    expect(await back.nextOf('event')).toMatchObject({ seq: 1, tick: welcome.tick })
+    for (const s of [a, b, back]) s.close()
+
+    const potato = await createSession({
+      rules: 'hot-potato',
+      roster: players.map((playerId) => ({ playerId })),
+    })
+    const p = await connect(potato.sessionId, potato.tokens[players[0]!]!)
+    expect((await p.nextOf('welcome')).tickRate).toBe(getRules('hot-potato')!.tickRate)
+    p.close()
   })
 
   it('rate-limits each player: past the burst, frames are refused and not applied', async () => {

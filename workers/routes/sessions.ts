@@ -337,7 +337,9 @@ export async function sessionView(
 const LogRecordSchema = z
   .object({
     seq: z.number().int(),
-    input: z.record(z.string(), z.unknown()),
+    // What came in (`kind`: action, tick, absent, …) and the game's clock then; the rest is the
+    // kind's own (docs/rules.md).
+    input: z.looseObject({ kind: z.string(), tick: z.number().int() }),
     event: z.unknown(),
   })
   .openapi('SessionLogRecord')

@@ -56,12 +56,27 @@ export type ClientMessage = z.infer<typeof ClientMessage>
 
 /** Frames the server sends. */
 export type ServerMessage =
-  /** A fresh join: the state as this player may see it, as of `seq`. */
-  | { type: 'welcome'; seq: number; state: unknown; you: string; status: SessionStatus }
-  /** A reconnect with `?since=`: the events `since+1 … seq` follow at once, then live ones. */
-  | { type: 'resumed'; since: number; seq: number }
-  /** One accepted input, to everyone, in `seq` order with no gaps. */
-  | { type: 'event'; seq: number; event: unknown }
+  /**
+   * A fresh join: the state as this player may see it, as of `seq`; `tick`, the game's clock as
+   * the frame left (`tickRate` ticks a second), the anchor for counting down to a deadline the
+   * state names in ticks.
+   */
+  | {
+      type: 'welcome'
+      seq: number
+      state: unknown
+      you: string
+      status: SessionStatus
+      tick: number
+      tickRate: number
+    }
+  /**
+   * A reconnect with `?since=`: the events `since+1 … seq` follow at once, then live ones; `tick`
+   * and `tickRate` as in `welcome` (the missed events' own ticks are in the past).
+   */
+  | { type: 'resumed'; since: number; seq: number; tick: number; tickRate: number }
+  /** One accepted input, to everyone, in `seq` order with no gaps, with its input's `tick`. */
+  | { type: 'event'; seq: number; tick: number; event: unknown }
   /** A refused frame, to its sender only; nothing changed. */
   | { type: 'error'; code: string; message: string }
   /** The game is over; the socket closes after this. */

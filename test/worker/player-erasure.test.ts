@@ -580,7 +580,10 @@ describe('erasing a player (admin)', () => {
     const first = await join()
     expect(first.status).toBe(201)
     const ticket = (await first.json()) as { ticketId: string }
-    // Erased again: the ticket is cancelled, and the token of since cannot queue again.
+    // Erased again: the ticket is cancelled, and the token of since cannot queue again. A new
+    // erasure is a call from the start (no `after`): it walks every board from the first, other
+    // files' too, and may answer 503 for one of theirs; this file's are walked after it.
+    await (await erase(id)).body?.cancel()
     await eraseAll(id)
     expect(await ticketOf(ticket.ticketId)).toMatchObject({ status: 'cancelled' })
     const refused = await problem(await join())
@@ -598,6 +601,15 @@ describe('erasing a player (admin)', () => {
     const [walking] = await sql`select erased_at from erased_players where id = ${id}`
     expect((await erase(id, 'zzzz')).status).toBe(200)
     expect(await sql`select erased_at from erased_players where id = ${id}`).toEqual([walking])
+    // A call going on with a walk that has ended (a retry of the call that ended it, its answer
+    // lost): the same erasure still, its time kept and its walk still ended; the boards before
+    // its cursor, which it does not walk again, compare tokens with that time.
+    const [ended] = await sql`select erased_at, completed_at from erased_players where id = ${id}`
+    expect(ended!.completed_at).not.toBeNull()
+    expect((await erase(id, 'zzzz')).status).toBe(200)
+    expect(
+      await sql`select erased_at from erased_players where id = ${id} and completed_at is not null`,
+    ).toEqual([{ erased_at: ended!.erased_at }])
     // A call without `after` on a walk left unended: within the hour the same erasure; two
     // hours on, a new one. (It walks every board from the first, other files' too, and may
     // answer 503 for one of theirs: the time is what is checked.)

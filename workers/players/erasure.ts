@@ -48,11 +48,13 @@ function lockDevice(device: string): string {
  * (or its token refused) rather than putting the player into a party after they left theirs.
  */
 /**
- * The stored erasure is over: its walk ended, or (for a call that does not go on with a walk,
- * `$2` false) it began an hour and more ago and was left.
+ * A call that starts anew (`$2` false, no `after`) finds the stored erasure over: its walk
+ * ended, or it began an hour and more ago and was left. A call going on with a walk (`after`)
+ * never starts a new one: it walks only the boards after its cursor, and a new time there would
+ * leave the boards before it comparing tokens with the old one.
  */
-const OVER = `(erased_players.completed_at is not null
-  or (not $2 and erased_players.erased_at < now() - interval '1 hour'))`
+const OVER = `(not $2 and (erased_players.completed_at is not null
+  or erased_players.erased_at < now() - interval '1 hour'))`
 
 export async function eraseFromNeon(
   env: DbEnv,
@@ -64,9 +66,11 @@ export async function eraseFromNeon(
   // invite accepted with the player's old token) sees the tombstone. The calls of one erasure
   // (its walk's pages, a retry of one, its closing sweep) keep its time, which the boards of its
   // earlier pages compare tokens with. One whose walk has ended (`markErasureComplete`), or was
-  // left an hour and more ago, is over: a call now is a new erasure and takes now, so that a
-  // player of an identity provider who came back since loses their tokens of since too (a retry
-  // of the call that ended the walk, its answer lost, is one too: a later time, refusing more).
+  // left an hour and more ago, is over: a call from the start now is a new erasure and takes now,
+  // so that a player of an identity provider who came back since loses their tokens of since too.
+  // A call going on with a walk keeps its erasure's time even once the walk ended (a retry of the
+  // call that ended it, its answer lost; a second sweep racing the first): it walks only the
+  // boards after its cursor, and those before would go on comparing tokens with the old time.
   const [tombstone] = (await sql.query(
     // Both assignments read the row as it was (an UPDATE's SET sees the old values).
     `insert into erased_players (id) values ($1)

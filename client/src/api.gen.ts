@@ -1619,6 +1619,7 @@ export interface Paths {
       headers: Record<string, never>
       body: undefined
       responses: {
+        200: Schemas['Party']
         201: Schemas['Party']
         400: Schemas['Problem']
         401: Schemas['Problem']

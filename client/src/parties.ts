@@ -32,11 +32,12 @@ export class Parties {
   }
 
   /**
-   * Forms a party led by the signed-in player. Not retried: a retry after a lost answer would
-   * meet the party the first attempt made (409 `conflict`, with its id in `body.partyId`).
+   * Forms a party led by the signed-in player. Retried: an attempt after a lost answer gets the
+   * party the first one made (the server answers a party its caller leads alone, with no invites
+   * out, as it is). In another party already: 409 `conflict`, its id in `body.partyId`.
    */
   create(): Promise<Party> {
-    return this.t.request('post', '/v1/parties', { as: { kind: 'player' } })
+    return this.t.request('post', '/v1/parties', { as: { kind: 'player' }, retry: true })
   }
 
   /** The signed-in player's party, or null when they are in none. */

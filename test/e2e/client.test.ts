@@ -156,6 +156,25 @@ describe('leaderboards', () => {
     expect(second).toMatchObject({ best: 10, replayed: false })
   })
 
+  it('a party create whose answer was lost is sent again and answers the party it made: one party, not a 409', async () => {
+    let creates = 0
+    const nexus = await guestClient({
+      retry: { baseDelayMs: 10 },
+      fetch: async (input, init) => {
+        const res = await fetch(input, init)
+        if (String(input).endsWith('/v1/parties') && init?.method?.toUpperCase() === 'POST') {
+          creates++
+          // The server made it, but the answer never reaches the game.
+          if (creates === 1) throw new TypeError('fetch failed: connection reset')
+        }
+        return res
+      },
+    })
+    const party = await nexus.parties.create()
+    expect(creates).toBe(2)
+    expect(await nexus.parties.mine()).toEqual(party)
+  })
+
   it('failures surface as typed problems', async () => {
     const nexus = await guestClient()
     const missing = await nexus.leaderboards.top(uid('nope')).catch((e: unknown) => e)

@@ -269,9 +269,15 @@ describe('forming a party', () => {
     expect(await ok(send('GET', '/v1/parties/me', b!))).toEqual(joined)
   })
 
-  it('a player in a party cannot form or join another (409, naming the party)', async () => {
-    const [a, b] = await players(2)
+  it('a player in a party cannot form or join another (409, naming the party); a create sent again while its first left the caller alone leading a party, no invites out (its answer lost), answers that party', async () => {
+    const [a, b, c] = await players(3)
     const p1 = await create(a!)
+    // Sent again: the party it made, 200, and no second one.
+    expect(await ok(send('POST', '/v1/parties', a!), 200)).toEqual(p1)
+    const led = await pg()`select id from parties where leader = ${a!.playerId}`
+    expect(led).toEqual([{ id: p1.id }])
+    // With an invite out, the party is no longer just what a create left: 409.
+    await ok(invite(p1.id, a!, c!), 201)
     const again = await expectProblem(send('POST', '/v1/parties', a!), 409, 'conflict')
     expect(again.detail).toContain(p1.id)
     expect(again.body.partyId).toBe(p1.id)

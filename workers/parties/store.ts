@@ -181,9 +181,15 @@ export interface PartyCaller {
 
 /**
  * Creates a party led by `leader`, who becomes its first member. 409 `conflict` when the
- * leader is already in a party; 403 for a token issued before the leader's erasure.
+ * leader is already in a party, except one they lead alone with no invites out, which is
+ * answered as it is (`created: false`): what a create whose answer was lost left, so that the
+ * call sent again gets the party it made rather than "leave it first"; 403 for a token issued
+ * before the leader's erasure.
  */
-export async function createParty(env: DbEnv, leader: PartyCaller): Promise<PartyView> {
+export async function createParty(
+  env: DbEnv,
+  leader: PartyCaller,
+): Promise<{ party: PartyView; created: boolean }> {
   const sql = getSql(env)
   const id = crypto.randomUUID()
   const params = [id, leader.playerId, leader.issuedAt]
@@ -206,10 +212,19 @@ export async function createParty(env: DbEnv, leader: PartyCaller): Promise<Part
       const { banned } = (results[3] as { banned: boolean }[])[0]!
       throw new ApiError('forbidden', banned ? BANNED_DETAIL : STALE_TOKEN_DETAIL)
     }
-    return viewOf(created)
+    return { party: viewOf(created), created: true }
   } catch (err) {
-    if (pgErrorCode(err) === '23505') throw await alreadyInParty(env, leader.playerId)
-    throw err
+    if (pgErrorCode(err) !== '23505') throw err
+    const own = await partyOfPlayer(env, leader.playerId)
+    if (
+      own !== null &&
+      own.leader === leader.playerId &&
+      own.members.length === 1 &&
+      own.invites.length === 0
+    ) {
+      return { party: own, created: false }
+    }
+    throw await alreadyInParty(env, leader.playerId)
   }
 }
 

@@ -105,19 +105,21 @@ const createPartyRoute = createRoute({
   summary: 'Form a party, led by the caller',
   description:
     'The caller becomes the leader and first member. A player is in one party at a time: a ' +
-    'member of another party gets 409 (leave it first). A token issued before its player was ' +
-    'erased gets 403.',
+    'member of another party gets 409 (leave it first), except a party the caller leads alone ' +
+    'with no invites out, which is answered as it is with 200 (a create sent again after its ' +
+    'answer was lost gets the party it made). A token issued before its player was erased gets 403.',
   middleware: [requirePlayer(), noBodyFields()] as const,
   // No body, or `{}`; a body that is not JSON, too large or of another type is still refused.
   responses: {
+    200: { description: 'The party the caller already leads alone', content: partyJson },
     201: { description: 'The new party', content: partyJson },
     ...problemResponses(400, 401, 403, 409, 413, 415, 422),
   },
 })
 
 partyRoutes.openapi(createPartyRoute, async (c) => {
-  const party = await createParty(c.env, partyCaller(c))
-  return c.json(party, 201)
+  const { party, created } = await createParty(c.env, partyCaller(c))
+  return c.json(party, created ? 201 : 200)
 })
 
 const myPartyRoute = createRoute({

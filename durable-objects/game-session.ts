@@ -24,7 +24,7 @@ import { boundedInt } from '../workers/lib/config.ts'
 import { errorFields, errorMessage, log, configureLog } from '../workers/lib/log.ts'
 import { counter, histogram } from '../workers/lib/metrics.ts'
 import { guardedAlarm, sendMetricsAtAlarm, sendMetricsSoon } from '../workers/lib/metrics-flush.ts'
-import { problemResponse, type ProblemType } from '../workers/lib/problem.ts'
+import { problemResponse, type ProblemType, unavailableAcrossRpc } from '../workers/lib/problem.ts'
 import { all, insertRows, one, schemaVersion, setSchemaVersion } from '../workers/lib/sql.ts'
 import {
   ClientMessage,
@@ -158,8 +158,11 @@ export const MAX_RESUME_EVENTS = 2_000
  */
 export const RESUME_EVENTS_PER_MINUTE = 4 * MAX_RESUME_EVENTS
 const MAX_BACKOFF_MS = 5 * 60 * 1000
-/** How often a session that does not load in this version looks again (its alarm kept armed). */
+/** How soon a session that does not load in this version looks again, at first and at most. */
 export const UNLOADABLE_RETRY_MS = 5 * 60 * 1000
+export const UNLOADABLE_RETRY_MAX_MS = 6 * 60 * 60 * 1000
+/** When a session first failed to load, kept (storage's key-value API) until it loads again. */
+const UNLOADABLE_SINCE_KEY = 'unloadableSince'
 const WORK_BUDGET_MS = 20_000
 /** The Worker names the verified player in this header; clients cannot reach the object. */
 export const PLAYER_HEADER = 'x-nexus-session-player'
@@ -418,9 +421,12 @@ export class GameSession extends DurableObject<Env> {
         // wait for ever. It stays armed instead, looking again every few minutes.
         this.loadFailure = errorMessage(err)
         log('error', 'session does not load', { actor: this.actor, ...errorFields(err) })
-        await ctx.storage.setAlarm(this.now() + UNLOADABLE_RETRY_MS)
+        await this.armWhileUnloadable()
         return
       }
+      // Loaded again after versions that could not (rolled forward): the count starts over.
+      if (await ctx.storage.get(UNLOADABLE_SINCE_KEY))
+        await ctx.storage.delete(UNLOADABLE_SINCE_KEY)
       // Timers load() wrote for sockets lost with the last instance (a deploy, a restart) need
       // an alarm, or a session nobody returns to would never forfeit, end or be archived.
       await this.scheduleAlarm()
@@ -430,10 +436,30 @@ export class GameSession extends DurableObject<Env> {
   /** Why this session did not load in this version (see the constructor), or null. */
   private loadFailure: string | null = null
 
-  /** Refuses a call to a session that did not load: what it holds cannot be read or changed. */
+  /**
+   * Sets the alarm of a session that does not load to look again: 5 minutes after its first
+   * failure, then half the time it has been failing, up to 6 hours. A rollback rolled forward
+   * soon is picked up in minutes; a session whose rules were removed for good costs a wake or
+   * so a quarter of a day, not one every 5 minutes for ever.
+   */
+  private async armWhileUnloadable(): Promise<void> {
+    const now = this.now()
+    let since = await this.ctx.storage.get<number>(UNLOADABLE_SINCE_KEY)
+    if (since === undefined) {
+      since = now
+      await this.ctx.storage.put(UNLOADABLE_SINCE_KEY, since)
+    }
+    const wait = Math.min(UNLOADABLE_RETRY_MAX_MS, Math.max(UNLOADABLE_RETRY_MS, (now - since) / 2))
+    await this.ctx.storage.setAlarm(now + wait)
+  }
+
+  /**
+   * Refuses a call to a session that did not load: what it holds cannot be read or changed. The
+   * Worker answers 503 with Retry-After; why is in the object's log line, not the answer.
+   */
   private refuseUnloadable(): void {
     if (this.loadFailure !== null) {
-      throw new Error(`${this.actor} does not load in this version: ${this.loadFailure}`)
+      throw unavailableAcrossRpc('This session cannot be loaded now; retry later')
     }
   }
 
@@ -848,7 +874,12 @@ export class GameSession extends DurableObject<Env> {
    */
   override async fetch(request: Request): Promise<Response> {
     if (this.loadFailure !== null) {
-      return problemResponse('unavailable', 'This session cannot be loaded now; retry later')
+      return problemResponse(
+        'unavailable',
+        'This session cannot be loaded now; retry later',
+        {},
+        { 'retry-after': '60' },
+      )
     }
     if (request.headers.get('upgrade')?.toLowerCase() !== 'websocket') {
       return problemResponse('bad-request', 'Expected a WebSocket upgrade')
@@ -1457,10 +1488,7 @@ export class GameSession extends DurableObject<Env> {
   private alarmFailures = 0
 
   override async alarm(): Promise<void> {
-    if (this.loadFailure !== null) {
-      await this.ctx.storage.setAlarm(this.now() + UNLOADABLE_RETRY_MS)
-      return
-    }
+    if (this.loadFailure !== null) return this.armWhileUnloadable()
     try {
       const now = this.now()
       if (this.status === 'live' && this.match) this.runClock(now)
@@ -1509,7 +1537,8 @@ export class GameSession extends DurableObject<Env> {
    */
   private readonly metricsAlarm = guardedAlarm(
     this.ctx.storage,
-    () => !this.purged && this.setup !== null && this.alarmFailures === 0,
+    () =>
+      !this.purged && this.setup !== null && this.alarmFailures === 0 && this.loadFailure === null,
   )
 
   /**

@@ -6,7 +6,12 @@ import { methodNotAllowed } from 'hono/method-not-allowed'
 import type { AppEnv } from './app-env.ts'
 import { isDatabaseUnreachable, isTransientDatabaseError } from './db/client.ts'
 import { errorFields, log, configureLog } from './lib/log.ts'
-import { ApiError, problemBody, type ProblemType } from './lib/problem.ts'
+import {
+  ApiError,
+  problemBody,
+  type ProblemType,
+  unavailableAcrossRpcDetail,
+} from './lib/problem.ts'
 import { setResponseHeader } from './lib/response-header.ts'
 import { cors } from './middleware/cors.ts'
 import { observe } from './middleware/observe.ts'
@@ -188,6 +193,13 @@ export function createApp(): OpenAPIHono<AppEnv> {
 
   app.onError((err, c) => {
     if (err instanceof ApiError) return renderProblem(c, err)
+    const unavailableDetail = unavailableAcrossRpcDetail(err)
+    if (unavailableDetail !== null) {
+      return renderProblem(
+        c,
+        new ApiError('unavailable', unavailableDetail, {}, { 'retry-after': '60' }),
+      )
+    }
     if (err instanceof HTTPException) {
       // Hono's validator reading an empty or broken body that carries a JSON content type.
       if (err.status === 400 && /malformed json/i.test(err.message)) {

@@ -413,7 +413,7 @@ describe('bad credentials, one by one', () => {
     expect(p.body.detail).toContain('AUTH_SECRET is not configured')
   })
 
-  it('without ADMIN_KEY, an admin call is 503 naming it, not a 401 that reads as a wrong key, and it is no guess: the address is not locked out once the key is set; player tokens still work', async () => {
+  it('without ADMIN_KEY, an admin call is 503 naming it, not a 401 that reads as a wrong key, and it is no guess: the address is not locked out once the key is set', async () => {
     await clearOfMinuteTurn()
     const ip = clientAddress()
     const put = (overrides: Record<string, string | undefined>, credential: string) =>
@@ -432,10 +432,29 @@ describe('bad credentials, one by one', () => {
       expect(p).toMatchObject({ status: 503, type: 'urn:nexus:problem:unavailable' })
       expect(p.body.detail).toContain('ADMIN_KEY is not configured')
     }
-    // A player's token is a token still: 403 on an admin route, as with the key set.
-    expect((await put({ ADMIN_KEY: undefined }, await hs256({}))).status).toBe(403)
     // Once it is set, the same address's key is compared: none of those calls was a guess.
     expect((await put({}, ADMIN_KEY)).status).toBe(200)
+  })
+
+  it('without ADMIN_KEY, a credential elsewhere is judged as ever: a player route answers a wrong one 401, and wrong metrics tokens are counted toward the lockout', async () => {
+    await clearOfMinuteTurn()
+    const ip = clientAddress()
+    const noAdminKey = { ADMIN_KEY: undefined, METRICS_TOKEN: `metrics-${crypto.randomUUID()}` }
+    const mine = await callWithEnv(noAdminKey, '/v1/players/me', bearer('garbage-without-dots'))
+    expect(await problem(mine)).toMatchObject({
+      status: 401,
+      type: 'urn:nexus:problem:unauthorized',
+    })
+    const scrape = (token: string) =>
+      callWithEnv(noAdminKey, '/metrics', {
+        headers: { authorization: `Bearer ${token}`, 'cf-connecting-ip': ip },
+      })
+    for (let i = 0; i < ADMIN_KEY_GUESSES_PER_MINUTE; i++) {
+      expect((await scrape(`guess-${i}`)).status).toBe(401)
+    }
+    // The guess past the allowance is still compared; from then on none is, the right one too.
+    expect((await scrape('guess-last')).status).toBe(401)
+    expect((await scrape(noAdminKey.METRICS_TOKEN)).status).toBe(429)
   })
 
   it('wrong admin key → 401 with WWW-Authenticate, right one → 200', async () => {

@@ -9,7 +9,7 @@ import {
   type LogRecord,
 } from '../../workers/core/rules/index.ts'
 import { NeonSessionStore } from '../../workers/sessions/store.ts'
-import { UNLOADABLE_RETRY_MS } from '../../durable-objects/game-session.ts'
+import { UNLOADABLE_RETRY_MAX_MS, UNLOADABLE_RETRY_MS } from '../../durable-objects/game-session.ts'
 import { ADMIN_KEY, bearer, call } from './helpers/http.ts'
 import {
   connect,
@@ -540,12 +540,23 @@ describe('a session that does not load in the running version', () => {
     expect(await runDurableObjectAlarm(sessionObject(sessionId))).toBe(true)
     const armed = await inObject(sessionId, (_inst, state) => state.storage.getAlarm())
     expect(armed).toBeGreaterThanOrEqual(before + UNLOADABLE_RETRY_MS)
-    // Meanwhile its socket is refused as unavailable (a client retries), not accepted.
+    // Failing for long, it looks again less often: half the time it has failed, 6 hours at most.
+    const failingFor = 4 * 60 * 60 * 1000
+    await inObject(sessionId, (_inst, state) =>
+      state.storage.put('unloadableSince', Date.now() - failingFor),
+    )
+    const later = Date.now()
+    expect(await runDurableObjectAlarm(sessionObject(sessionId))).toBe(true)
+    const next = await inObject(sessionId, (_inst, state) => state.storage.getAlarm())
+    expect(next).toBeGreaterThanOrEqual(later + failingFor / 2)
+    expect(next).toBeLessThan(later + UNLOADABLE_RETRY_MAX_MS)
+    // Meanwhile its socket and its reads are refused as unavailable (a client retries).
     const refused = await upgrade(sessionId, tokens[players[0]!]!)
     expect(refused.status).toBe(503)
-    expect(await inObject(sessionId, (inst) => inst.info()).catch((e: Error) => e.message)).toMatch(
-      /does not load in this version: .*unknown rules rules-this-version-lacks/,
-    )
+    const read = await call(`/v1/sessions/${sessionId}`, bearer(ADMIN_KEY))
+    expect(read.status).toBe(503)
+    expect(read.headers.get('retry-after')).toBe('60')
+    expect(((await read.json()) as { type: string }).type).toBe('urn:nexus:problem:unavailable')
 
     // A version with its rules again (rolled forward): it loads, and its clock is armed anew.
     await rename('dice-race')
@@ -557,5 +568,9 @@ describe('a session that does not load in the running version', () => {
     const a = await connect(sessionId, tokens[players[0]!]!)
     expect(await a.nextOf('welcome')).toMatchObject({ seq: 0, status: 'live' })
     a.close()
+    // Its count of failing starts over.
+    expect(
+      await inObject(sessionId, (_inst, state) => state.storage.get('unloadableSince')),
+    ).toBeUndefined()
   })
 })

@@ -131,3 +131,20 @@ export async function apiErrorFrom(res: Response): Promise<ApiError> {
   })
   return new ApiError(slug as ProblemType, body.detail, extensions, headers)
 }
+
+/**
+ * An object's "unavailable now" thrown across RPC, where an error keeps its message only (not its
+ * class): the Worker's error funnel answers it 503 with Retry-After, not 500.
+ */
+const UNAVAILABLE_MARK = '[nexus:unavailable] '
+
+/** An error an object throws to have its caller answer 503 (see `isUnavailableAcrossRpc`). */
+export function unavailableAcrossRpc(detail: string): Error {
+  return new Error(UNAVAILABLE_MARK + detail)
+}
+
+/** The detail of an `unavailableAcrossRpc` error, or null for any other. */
+export function unavailableAcrossRpcDetail(err: unknown): string | null {
+  if (!(err instanceof Error) || !err.message.startsWith(UNAVAILABLE_MARK)) return null
+  return err.message.slice(UNAVAILABLE_MARK.length)
+}

@@ -170,6 +170,17 @@ export const requirePlayerForMe = (): MiddlewareHandler<AppEnv> =>
 /** Requires the admin key; a player token is refused with 403. */
 export const requireAdmin = (): MiddlewareHandler<AppEnv> =>
   requiresCredential(async function requireAdmin(c, next) {
+    // Without ADMIN_KEY no credential can be right here: an operator who has not set it yet is
+    // told so, not that their key is wrong (401), and nothing is compared, so their calls are no
+    // guesses for the lockout to count. Elsewhere a credential is still judged as ever: a wrong
+    // one is 401 and counted, so the metrics token cannot be guessed freely where the admin key
+    // is left unset.
+    if (!c.env.ADMIN_KEY) {
+      throw new ApiError(
+        'unavailable',
+        'ADMIN_KEY is not configured (set it with `wrangler secret put ADMIN_KEY`); /ready says so too',
+      )
+    }
     const p = await principalOf(c)
     if (p.kind !== 'admin') throw new ApiError('forbidden', 'This route needs the admin key')
     await next()

@@ -65,6 +65,12 @@ function objectType(s: JsonObject, pad: string): string {
     const optional = required.has(name) ? '' : '?'
     return `${inner}${doc}${key(name)}${optional}: ${schemaType(isObject(p) ? p : {}, inner)}`
   })
+  // Named fields and others beside them (zod's looseObject: `additionalProperties: {}`).
+  if (extra === true || isObject(extra)) {
+    const rest =
+      isObject(extra) && Object.keys(extra).length > 0 ? schemaType(extra, inner) : 'unknown'
+    lines.push(`${inner}[key: string]: ${rest}`)
+  }
   return `{\n${lines.join('\n')}\n${pad}}`
 }
 

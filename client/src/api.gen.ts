@@ -496,6 +496,7 @@ export interface Schemas {
     input: {
       kind: string
       tick: number
+      [key: string]: unknown
     }
     event?: unknown
   }

@@ -33,8 +33,8 @@ export class Parties {
 
   /**
    * Forms a party led by the signed-in player. Retried: an attempt after a lost answer gets the
-   * party the first one made (the server answers a party its caller leads alone, with no invites
-   * out, as it is). In another party already: 409 `conflict`, its id in `body.partyId`.
+   * party the first one made (the server answers a party as a create leaves it, as it is). In
+   * another party already: 409 `conflict`, its id in `body.partyId`.
    */
   create(): Promise<Party> {
     return this.t.request('post', '/v1/parties', { as: { kind: 'player' }, retry: true })

@@ -276,7 +276,11 @@ describe('forming a party', () => {
     expect(await ok(send('POST', '/v1/parties', a!), 200)).toEqual(p1)
     const led = await pg()`select id from parties where leader = ${a!.playerId}`
     expect(led).toEqual([{ id: p1.id }])
-    // With an invite out, the party is no longer just what a create left: 409.
+    // Made more than 10 minutes ago, it is no longer what a create just left: 409.
+    await pg()`update parties set created_at = now() - interval '11 minutes' where id = ${p1.id}`
+    expect((await send('POST', '/v1/parties', a!)).status).toBe(409)
+    await pg()`update parties set created_at = now() where id = ${p1.id}`
+    // Nor with an invite out.
     await ok(invite(p1.id, a!, c!), 201)
     const again = await expectProblem(send('POST', '/v1/parties', a!), 409, 'conflict')
     expect(again.detail).toContain(p1.id)

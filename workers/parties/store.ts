@@ -181,10 +181,9 @@ export interface PartyCaller {
 
 /**
  * Creates a party led by `leader`, who becomes its first member. 409 `conflict` when the
- * leader is already in a party, except one they lead alone with no invites out, which is
- * answered as it is (`created: false`): what a create whose answer was lost left, so that the
- * call sent again gets the party it made rather than "leave it first"; 403 for a token issued
- * before the leader's erasure.
+ * leader is already in a party, except one as a create just left it (`isFreshlyCreated`), which
+ * is answered as it is (`created: false`): a create whose answer was lost, sent again, gets the
+ * party it made rather than "leave it first"; 403 for a token issued before the leader's erasure.
  */
 export async function createParty(
   env: DbEnv,
@@ -216,16 +215,28 @@ export async function createParty(
   } catch (err) {
     if (pgErrorCode(err) !== '23505') throw err
     const own = await partyOfPlayer(env, leader.playerId)
-    if (
-      own !== null &&
-      own.leader === leader.playerId &&
-      own.members.length === 1 &&
-      own.invites.length === 0
-    ) {
+    if (own !== null && isFreshlyCreated(own, leader.playerId))
       return { party: own, created: false }
-    }
     throw await alreadyInParty(env, leader.playerId)
   }
+}
+
+/**
+ * A create sent again finds its party as the first create left it: made moments ago, led by the
+ * caller alone, nothing sent from it (no invite, no ticket). A party older than this, or that did
+ * anything, is another one, and a create meanwhile is 409 (leave it first).
+ */
+export const RECREATE_WINDOW_MS = 10 * 60 * 1000
+
+function isFreshlyCreated(party: PartyView, leader: string): boolean {
+  return (
+    party.leader === leader &&
+    party.members.length === 1 &&
+    party.invites.length === 0 &&
+    party.ticketId === null &&
+    party.tickets.length === 0 &&
+    Date.now() - Date.parse(party.createdAt) < RECREATE_WINDOW_MS
+  )
 }
 
 /** The party `playerId` is a member of, or null. */

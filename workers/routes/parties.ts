@@ -105,9 +105,10 @@ const createPartyRoute = createRoute({
   summary: 'Form a party, led by the caller',
   description:
     'The caller becomes the leader and first member. A player is in one party at a time: a ' +
-    'member of another party gets 409 (leave it first), except a party the caller leads alone ' +
-    'with no invites out, which is answered as it is with 200 (a create sent again after its ' +
-    'answer was lost gets the party it made). A token issued before its player was erased gets 403.',
+    'member of another party gets 409 (leave it first), except a party as a create leaves it ' +
+    '(made in the last 10 minutes, led by the caller alone, no invite or ticket sent from it), ' +
+    'answered as it is with 200: a create sent again after its answer was lost gets the party it ' +
+    'made. A token issued before its player was erased gets 403.',
   middleware: [requirePlayer(), noBodyFields()] as const,
   // No body, or `{}`; a body that is not JSON, too large or of another type is still refused.
   responses: {

@@ -1408,8 +1408,22 @@ export class GameSession extends DurableObject<Env> {
    * ticks from here, not from when an event reached it (a late alarm's event, or missed ones a
    * resume sends, arrive long after their tick).
    */
-  private clockNow(): { tick: number; tickRate: number } {
-    return { tick: this.tickAt(this.now()), tickRate: this.rules?.tickRate ?? 1000 }
+  private clockNow(): { tick: number; tickRate: number; elapsedMs: number; running: boolean } {
+    const now = this.now()
+    const tickRate = this.rules?.tickRate ?? 1000
+    // Over, the game's clock stopped at its last input: it does not count on past the end.
+    if (this.status !== 'live') {
+      const tick = this.match?.tick ?? 0
+      return { tick, tickRate, elapsedMs: (tick * 1000) / tickRate, running: false }
+    }
+    return {
+      tick: this.tickAt(now),
+      tickRate,
+      // Unrounded, for a client to count on from: at 5 ticks a second, the tick alone rounds
+      // away up to 200 ms, and a count from it as much again.
+      elapsedMs: Math.max(0, now - this.createdAt),
+      running: true,
+    }
   }
 
   private tickAt(now: number): number {

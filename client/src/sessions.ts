@@ -147,16 +147,42 @@ export class GameConnection extends Emitter<GameEvents> {
   tick(): number | null {
     const at = this.clockAnchor
     if (at === null) return null
-    return at.tick + Math.floor(((monotonicNow() - at.receivedAt) * at.tickRate) / 1000)
+    if (!at.running) return at.tick
+    const elapsedMs = at.elapsedMs + (monotonicNow() - at.receivedAt)
+    return Math.max(at.tick, Math.floor((elapsedMs * at.tickRate) / 1000))
   }
 
-  /** The server's clock at the last welcome or resume, and when it arrived here. */
-  private clockAnchor: { tick: number; tickRate: number; receivedAt: number } | null = null
+  /**
+   * The server's clock at the last welcome or resume (stopped once the game is over), and when it
+   * arrived here.
+   */
+  private clockAnchor: {
+    tick: number
+    tickRate: number
+    elapsedMs: number
+    running: boolean
+    receivedAt: number
+  } | null = null
 
-  private anchorClock(msg: { tick?: number; tickRate?: number }): void {
+  /** The tick of the last event heard: where the clock stops when the game ends. */
+  private lastEventTick: number | null = null
+
+  private anchorClock(msg: {
+    tick?: number
+    tickRate?: number
+    elapsedMs?: number
+    running?: boolean
+  }): void {
     // A server from before these fields: no anchor, tick() stays as it was.
     if (typeof msg.tick !== 'number' || typeof msg.tickRate !== 'number') return
-    this.clockAnchor = { tick: msg.tick, tickRate: msg.tickRate, receivedAt: monotonicNow() }
+    this.clockAnchor = {
+      tick: msg.tick,
+      tickRate: msg.tickRate,
+      elapsedMs:
+        typeof msg.elapsedMs === 'number' ? msg.elapsedMs : (msg.tick * 1000) / msg.tickRate,
+      running: msg.running !== false,
+      receivedAt: monotonicNow(),
+    }
   }
 
   /** Whether a socket is open right now. */
@@ -233,6 +259,7 @@ export class GameConnection extends Emitter<GameEvents> {
           throw new NexusNetworkError(`the archived log skips from ${this.seq} to ${record.seq}`)
         }
         this.seq = record.seq
+        this.lastEventTick = record.input.tick
         this.emit('event', { seq: record.seq, tick: record.input.tick, event: record.event })
       }
       from = page.nextFrom
@@ -447,6 +474,7 @@ export class GameConnection extends Emitter<GameEvents> {
           return
         }
         this.seq = msg.seq
+        if (typeof msg.tick === 'number') this.lastEventTick = msg.tick
         this.emit('event', { seq: msg.seq, tick: msg.tick, event: msg.event })
         return
       case 'error':
@@ -463,6 +491,11 @@ export class GameConnection extends Emitter<GameEvents> {
   private finish(seq: number, result: GameResult): void {
     if (this.done) return
     this.done = true
+    // The game's clock stopped at its last input, the one that ended it.
+    const at = this.clockAnchor
+    if (at !== null && at.running) {
+      this.clockAnchor = { ...at, tick: this.lastEventTick ?? this.tick()!, running: false }
+    }
     this.offSignOut()
     this.stop.abort()
     this.emit('ended', { seq, result })

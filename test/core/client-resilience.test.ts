@@ -4028,15 +4028,17 @@ describe('signing in, out and as another player', () => {
 
 describe("a game connection's clock", () => {
   it("game.tick() counts on from the server's tick in the last welcome or resume at its tickRate (null before the first), and events carry their own tick", async () => {
-    // The device's clock, moved on by the test (real time passing meanwhile is a few ms: under a
-    // tick at 20 a second, so each count below may be one more, no less).
+    // The device's clock, moved on by the test (real time passing meanwhile is a few ms, within
+    // the margins each count below leaves).
     let ahead = 0
     const realNow = performance.now.bind(performance)
     const now = vi.spyOn(performance, 'now').mockImplementation(() => realNow() + ahead)
     let opens = 0
     const live: (() => void)[] = []
+    let current: ScriptedSocket | null = null
     const factory = () =>
       scriptedSocket((socket) => {
+        current = socket
         opens++
         socket.open()
         const first = opens === 1
@@ -4051,8 +4053,19 @@ describe("a game connection's clock", () => {
                   status: 'live',
                   tick: 500,
                   tickRate: 20,
+                  // 40 ms into tick 500: the next begins 10 ms later.
+                  elapsedMs: 25_040,
+                  running: true,
                 }
-              : { type: 'resumed', since: 1, seq: 1, tick: 4_000, tickRate: 20 },
+              : {
+                  type: 'resumed',
+                  since: 1,
+                  seq: 1,
+                  tick: 4_000,
+                  tickRate: 20,
+                  elapsedMs: 200_000,
+                  running: true,
+                },
           )
           if (first) socket.receive({ type: 'event', seq: 1, tick: 480, event: { e: 1 } })
         }, 1)
@@ -4071,17 +4084,26 @@ describe("a game connection's clock", () => {
       const event = game.once('event')
       await game.ready
       expect((await event).tick).toBe(480)
-      // 2.5 s later at 20 ticks a second: 50 ticks on.
-      ahead += 2_500
-      expect(game.tick()).toBeOneOf([550, 551])
+      // From the unrounded clock: 20 ms on is the next tick (it began 10 ms on), not one rounded
+      // away with the 40 ms the welcome's tick leaves out.
+      ahead += 20
+      expect(game.tick()).toBe(501)
+      // 2.5 s after the welcome, at 20 ticks a second: 50 ticks on.
+      ahead += 2_460
+      expect(game.tick()).toBe(550)
       // A resume anchors it anew: the server's tick, not the count since the welcome.
       const resumed = game.once('resumed')
       for (const drop of live.splice(0)) drop()
       await resumed
-      expect(game.tick()).toBeOneOf([4_000, 4_001])
+      expect(game.tick()).toBe(4_000)
       ahead += 100
-      expect(game.tick()).toBeOneOf([4_002, 4_003])
-      game.close()
+      expect(game.tick()).toBe(4_002)
+      // The game ends: its clock stops at the tick of the event that ended it.
+      current!.receive({ type: 'event', seq: 2, tick: 4_001, event: { over: true } })
+      current!.receive({ type: 'ended', seq: 2, result: { winner: null } })
+      await game.ended
+      ahead += 60_000
+      expect(game.tick()).toBe(4_001)
     } finally {
       now.mockRestore()
     }

@@ -6,7 +6,7 @@ import { RATE_BURST } from '../../durable-objects/game-session.ts'
 import { FLOOD_WINDOW_MS, MAX_REFUSED_FRAMES } from '../../workers/lib/flood.ts'
 import { issueSessionToken, SESSION_TOKEN_TTL_SECONDS } from '../../workers/lib/session-token.ts'
 import { signScopedToken } from '../../workers/lib/auth.ts'
-import { ADMIN_KEY, call, newGuest, problem } from './helpers/http.ts'
+import { ADMIN_KEY, bearer, call, newGuest, problem } from './helpers/http.ts'
 import { until } from './helpers/sockets.ts'
 import { getRules, type AnyRules } from '../../workers/core/rules/index.ts'
 import {
@@ -225,10 +225,28 @@ describe('session sockets', () => {
       seq: 1,
       tick: (welcome.tick as number) + 7_000,
       tickRate: 1000,
+      elapsedMs: (welcome.elapsedMs as number) + 7_000,
+      running: true,
     })
     // The missed event, sent now, says when it happened.
     expect(await back.nextOf('event')).toMatchObject({ seq: 1, tick: welcome.tick })
     for (const s of [a, b, back]) s.close()
+    // Over, its clock stops at the input that ended it: a welcome later does not count on.
+    const ended = await call(`/v1/admin/sessions/${sessionId}/end`, {
+      ...bearer(ADMIN_KEY),
+      method: 'POST',
+    })
+    expect(ended.status).toBe(200)
+    await inObject(sessionId, (inst) => {
+      inst.now = () => t0 + 60_000
+    })
+    const late = await connect(sessionId, tokens[players[1]!]!)
+    expect(await late.nextOf('welcome')).toMatchObject({
+      status: 'finished',
+      tick: (welcome.tick as number) + 7_000,
+      running: false,
+    })
+    late.close()
 
     const potato = await createSession({
       rules: 'hot-potato',

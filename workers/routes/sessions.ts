@@ -242,10 +242,11 @@ const getRoute = createRoute({
     'With `Upgrade: websocket` and the session token, or the token of a player on the roster ' +
     '(`Authorization: Bearer`, or the subprotocols `nexus.v1` and `nexus.token.<token>`, answered with `nexus.v1`, or `?token=`, ' +
     'which logs keep; a session token lasts 6 h, a game may last longer): the game ' +
-    'socket. The server sends `{"type":"welcome","seq","state"}`; clients send `{"type":"action",…}`; ' +
-    'everyone receives `{"type":"event","seq","event"}` in one order; a refused frame gets ' +
+    'socket. The server sends `{"type":"welcome","seq","state","you","status"}` with the game\'s clock ' +
+    '(`tick`, `tickRate`, `elapsedMs`, `running`); clients send `{"type":"action",…}`; ' +
+    'everyone receives `{"type":"event","seq","tick","event"}` in one order; a refused frame gets ' +
     '`{"type":"error","code","message"}` (sender only). `?since=<seq>` instead sends ' +
-    '`{"type":"resumed","since","seq"}` and exactly the events after `since`, then live ones. At the end: ' +
+    '`{"type":"resumed","since","seq"}` with the clock and exactly the events after `since`, then live ones. At the end: ' +
     '`{"type":"ended","seq","result"}` and the socket closes. Frames: at most 8 KiB, 20/s (burst 40).\n\n' +
     'Without upgrade: the session for its players (session or player token, in the header only) and ' +
     'admins. Once a finished session is archived (its retention, 24 h by default, counted from when ' +

@@ -57,24 +57,21 @@ export type ClientMessage = z.infer<typeof ClientMessage>
 /** Frames the server sends. */
 export type ServerMessage =
   /**
-   * A fresh join: the state as this player may see it, as of `seq`; `tick`, the game's clock as
-   * the frame left (`tickRate` ticks a second), the anchor for counting down to a deadline the
-   * state names in ticks.
+   * A fresh join: the state as this player may see it, as of `seq`; the game's clock as the frame
+   * left (`GameClock`), the anchor for counting down to a deadline the state names in ticks.
    */
-  | {
+  | ({
       type: 'welcome'
       seq: number
       state: unknown
       you: string
       status: SessionStatus
-      tick: number
-      tickRate: number
-    }
+    } & GameClock)
   /**
-   * A reconnect with `?since=`: the events `since+1 … seq` follow at once, then live ones; `tick`
-   * and `tickRate` as in `welcome` (the missed events' own ticks are in the past).
+   * A reconnect with `?since=`: the events `since+1 … seq` follow at once, then live ones; the
+   * game's clock as in `welcome` (the missed events' own ticks are in the past).
    */
-  | { type: 'resumed'; since: number; seq: number; tick: number; tickRate: number }
+  | ({ type: 'resumed'; since: number; seq: number } & GameClock)
   /** One accepted input, to everyone, in `seq` order with no gaps, with its input's `tick`. */
   | { type: 'event'; seq: number; tick: number; event: unknown }
   /** A refused frame, to its sender only; nothing changed. */
@@ -84,3 +81,15 @@ export type ServerMessage =
   | { type: 'pong' }
 
 export type SessionStatus = 'live' | 'finished'
+
+/**
+ * A session's clock as a frame left it: `tick` (`tickRate` a second; milliseconds for rules
+ * without one), `elapsedMs` since the session began (unrounded, to count on from), and whether it
+ * is `running` (a game over stopped at its last input's tick).
+ */
+export interface GameClock {
+  tick: number
+  tickRate: number
+  elapsedMs: number
+  running: boolean
+}

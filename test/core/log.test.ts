@@ -74,4 +74,47 @@ describe('log', () => {
     // Values under 8 characters are not taken for secrets: they would blank ordinary words.
     expect(line.other).toBe('short words stay')
   })
+
+  it('blanks a secret only where a string holds it: a line stays JSON, and text that merely runs into an escape is left alone', () => {
+    const lines = captureWarnings()
+    configureLog({ ADMIN_KEY: 'nimda-key-123' })
+    log('warn', 'x', { text: 'first line\nimda-key-123 second', exact: 'key nimda-key-123' })
+    const line = JSON.parse(lines[0]!) as Record<string, string>
+    expect(line.text).toBe('first line\nimda-key-123 second')
+    expect(line.exact).toBe('key ***')
+  })
+
+  it("a connection string's password is blanked as written and percent-decoded, unless it is the user's or the database's name (postgres:postgres@…: no secret, and blanking it would blank every mention of PostgreSQL)", () => {
+    const lines = captureWarnings()
+    configureLog({ DATABASE_URL: 'postgres://app:p%40ss%23word1@ep-x.neon.tech/db' })
+    log('warn', 'x', { a: 'decoded p@ss#word1 here', b: 'encoded p%40ss%23word1 here' })
+    configureLog({ DATABASE_URL: 'postgres://postgres:postgres@127.0.0.1:5432/postgres' })
+    log('warn', 'y', { a: 'postgres refused the query' })
+    const [first, second] = lines.map((l) => JSON.parse(l) as Record<string, string>)
+    expect([first!.a, first!.b]).toEqual(['decoded *** here', 'encoded *** here'])
+    expect(second!.a).toBe('postgres refused the query')
+  })
+
+  it('errorMessage, which what is stored and answered goes through, blanks secrets and leaves out an Upstash command too', () => {
+    configureLog({ ADMIN_KEY: 'admin-key-0123456789' })
+    onTestFinished(() => configureLog({}))
+    expect(
+      errorMessage(
+        new Error('bad admin-key-0123456789, command was: [["incr","nexus:rl:x:203.0.113.9:1"]]'),
+      ),
+    ).toBe('bad ***, command left out')
+  })
 })
+
+/** Every console.warn line until the test ends; the registered secrets forgotten then. */
+function captureWarnings(): string[] {
+  const lines: string[] = []
+  const spy = vi
+    .spyOn(console, 'warn')
+    .mockImplementation((l: unknown) => void lines.push(String(l)))
+  onTestFinished(() => {
+    spy.mockRestore()
+    configureLog({})
+  })
+  return lines
+}

@@ -12,8 +12,8 @@ export function setLogLevel(level: string | undefined): void {
   if (level && level in levels) threshold = levels[level as keyof typeof levels]
 }
 
-/** The deployment's secrets as a log line's JSON would quote them, each blanked there. */
-let secretsQuoted: string[] = []
+/** The deployment's secrets, longest first, each blanked wherever a log line would quote it. */
+let secrets: string[] = []
 let secretsKey = ''
 
 /** What `configureLog` reads: the level, and the secrets no log line may quote. */
@@ -39,13 +39,12 @@ export function configureLog(env: LogEnv): void {
   if (key === secretsKey) return
   secretsKey = key
   const values = [UPSTASH_REDIS_REST_TOKEN, ADMIN_KEY, AUTH_SECRET, METRICS_TOKEN]
-  if (DATABASE_URL) values.push(DATABASE_URL, urlPassword(DATABASE_URL))
-  secretsQuoted = [
+  if (DATABASE_URL) values.push(DATABASE_URL, ...urlPasswords(DATABASE_URL))
+  secrets = [
     ...new Set(
-      values
-        // A short value would blank ordinary words; secrets this short are refused elsewhere.
-        .filter((v): v is string => v !== undefined && v.length >= MIN_SECRET_LENGTH)
-        .map((v) => JSON.stringify(v).slice(1, -1)),
+      // A short value would blank ordinary words: one under 8 characters is left to the URL
+      // pattern (a password) or not blanked at all (an admin key that short is guessable anyway).
+      values.filter((v): v is string => v !== undefined && v.length >= MIN_SECRET_LENGTH),
     ),
   ]
     // The longest first: a password inside its connection string goes with the string.
@@ -55,21 +54,53 @@ export function configureLog(env: LogEnv): void {
 const MIN_SECRET_LENGTH = 8
 
 /**
- * The password of a connection string, found without parsing it (a password holding `#`, `/`,
- * `?` or a quote is exactly what makes a URL fail to parse): after the user's `:`, up to the
- * last `@`.
+ * The password of a connection string, as written and percent-decoded, found without parsing
+ * the URL (a password holding `#`, `/`, `?` or a quote is exactly what makes one fail to parse):
+ * after the user's `:`, up to the last `@`. None when it is the user's name or the database's
+ * (`postgres:postgres@…`): blanking it would blank every mention of PostgreSQL, and it is no
+ * secret.
  */
-function urlPassword(url: string): string | undefined {
-  return /^[a-z][a-z0-9+.-]*:\/\/[^:@/]*:(.+)@[^@]*$/is.exec(url)?.[1]
+function urlPasswords(url: string): string[] {
+  const m = /^[a-z][a-z0-9+.-]*:\/\/([^:@/]*):(.+)@[^@]*?(?:\/([^/?#]*))?(?:[?#].*)?$/is.exec(url)
+  if (!m) return []
+  const [, user, password, database] = m as unknown as [string, string, string, string?]
+  if (password === user || password === database) return []
+  let decoded = password
+  try {
+    decoded = decodeURIComponent(password)
+  } catch {
+    // Not percent-encoded validly: as written only.
+  }
+  return decoded === password ? [password] : [password, decoded]
+}
+
+/** `text` with every registered secret in it blanked. */
+function withoutSecrets(text: string): string {
+  for (const secret of secrets) {
+    if (text.includes(secret)) text = text.split(secret).join('***')
+  }
+  return text
+}
+
+/**
+ * `value` with the registered secrets blanked in its strings, a few levels down: before the line
+ * is serialized, so that a match never starts inside one of JSON's escapes.
+ */
+function blankSecrets(value: unknown, depth = 0): unknown {
+  if (typeof value === 'string') return withoutSecrets(value)
+  if (depth >= 3 || value === null || typeof value !== 'object') return value
+  if (Array.isArray(value)) return value.map((v) => blankSecrets(v, depth + 1))
+  if (Object.getPrototypeOf(value) !== Object.prototype) return value
+  const out: Record<string, unknown> = {}
+  for (const [k, v] of Object.entries(value)) out[k] = blankSecrets(v, depth + 1)
+  return out
 }
 
 /** Writes one structured log line. */
 export function log(level: LogLevel, msg: string, fields: Record<string, unknown> = {}): void {
   if (levels[level] < threshold) return
-  let line = JSON.stringify({ level, msg, time: new Date().toISOString(), ...fields })
-  for (const secret of secretsQuoted) {
-    if (line.includes(secret)) line = line.split(secret).join('***')
-  }
+  const body = { level, msg, time: new Date().toISOString(), ...fields }
+  const line = JSON.stringify(secrets.length === 0 ? body : blankSecrets(body))
   if (level === 'error') console.error(line)
   else if (level === 'warn') console.warn(line)
   else console.log(line)
@@ -106,7 +137,9 @@ export function errorFields(err: unknown): Record<string, unknown> {
  * limit keys hold clients' addresses, and a cache write the whole answer) left out.
  */
 function scrub(text: string): string {
-  return withoutCredentials(text.replace(/, command was: [^\n]*/g, ', command left out'))
+  return withoutSecrets(
+    withoutCredentials(text.replace(/, command was: [^\n]*/g, ', command left out')),
+  )
 }
 
 /**
@@ -122,5 +155,5 @@ export function withoutCredentials(text: string): string {
 
 /** An error's message for storage or an answer (a close's `lastError`), credentials blanked. */
 export function errorMessage(err: unknown): string {
-  return withoutCredentials(err instanceof Error ? err.message : String(err))
+  return scrub(err instanceof Error ? err.message : String(err))
 }

@@ -130,7 +130,9 @@ export const ARCHIVE_PAGE_CHARS = 2 * 1024 * 1024
 export const MAX_FRAME_BYTES = 8 * 1024
 export const RATE_PER_SECOND = 20
 export const RATE_BURST = 40
-const MAX_SOCKETS_PER_PLAYER = 4
+export const MAX_SOCKETS_PER_PLAYER = 4
+/** The close of a player's oldest socket that their 5th connection replaced. */
+export const REPLACED_CLOSE = { code: 4001, reason: 'replaced by a newer connection' } as const
 /** The alarm looks for silent sockets (SILENT_SOCKET_MS) at most this often. */
 export const SILENT_CHECK_EVERY_MS = 10_000
 /** Catch-up runs (of 100 deadlines each) an admin's end plays before it answers "send again". */
@@ -282,6 +284,8 @@ interface Attachment {
    * silent after the object slept.
    */
   heardAt?: number
+  /** When it was accepted; sockets from before this field count as the oldest. */
+  connectedAt?: number
 }
 
 /** How stale an attachment's `heardAt` may get: it is rewritten at most this often. */
@@ -908,9 +912,6 @@ export class GameSession extends DurableObject<Env> {
     // Sockets of this player that died without a close count for nothing: they would otherwise
     // fill the player's connections until the runtime noticed, and refuse the player's return.
     await this.dropSilentSockets(this.openSockets(player))
-    if (this.openSockets(player).length >= MAX_SOCKETS_PER_PLAYER) {
-      return problemResponse('conflict', `At most ${MAX_SOCKETS_PER_PLAYER} connections per player`)
-    }
     // The clock first, before a late alarm: graces that ended before this connection (this
     // player's among them) count, so one who stayed away past the grace cannot return to escape it.
     const now = this.now()
@@ -939,16 +940,33 @@ export class GameSession extends DurableObject<Env> {
         { errors: [{ path: 'since', message: `${from} to ${this.match.seq}` }] },
       )
     }
-    // Last of the refusals: an upgrade refused for another reason (the 5th socket, a game
-    // catching up) sends nothing, so it spends none of the player's budget.
+    // Last of the refusals: an upgrade refused for another reason (a game catching up) sends
+    // nothing, so it spends none of the player's budget.
     if (since !== null && since < this.match.seq) {
       const refusal = this.countResume(player, this.match.seq - since)
       if (refusal) return refusal
     }
+    // A player's 5th connection replaces their oldest rather than being refused: a browser sees
+    // no refused upgrade's status, only a failure it would retry, and the newest tab is the one
+    // the player is looking at. The oldest hears why in its close code (the SDK stops there).
+    const open = this.openSockets(player)
+    if (open.length >= MAX_SOCKETS_PER_PLAYER) {
+      const oldest = open.reduce((a, b) =>
+        (attachment(b)?.connectedAt ?? 0) < (attachment(a)?.connectedAt ?? 0) ? b : a,
+      )
+      try {
+        oldest.close(REPLACED_CLOSE.code, REPLACED_CLOSE.reason)
+      } catch {
+        // Closing already.
+      }
+      // The player keeps their other sockets and gets this one: no grace starts.
+      this.sockets?.delete(oldest)
+      this.resuming.delete(oldest)
+    }
     const pair = new WebSocketPair()
     const server = pair[1]
     this.ctx.acceptWebSocket(server, [player])
-    server.serializeAttachment({ playerId: player } satisfies Attachment)
+    server.serializeAttachment({ playerId: player, connectedAt: now } satisfies Attachment)
     this.sockets?.add(server)
     // Everything below runs without awaiting, so no live event can slip in between.
     try {

@@ -39,6 +39,7 @@ export {
 } from './parties.ts'
 export {
   GameConnection,
+  SessionConnectionReplaced,
   Sessions,
   type EventsPage,
   type MatchHistoryPage,

@@ -377,9 +377,12 @@ export class GameConnection extends Emitter<GameEvents> {
       const openedAt = Date.now()
       everOpened = true
       this.socket = socket
-      await this.serve(socket)
+      const closeCode = await this.serve(socket)
       this.socket = null
       if (this.done) return
+      // The player connected to this session elsewhere (a 5th tab or device): that one plays on,
+      // and this one coming back would only replace another.
+      if (closeCode === REPLACED_CLOSE_CODE) throw new SessionConnectionReplaced()
       // Only a socket that stayed up a while starts the count again: one that opens and drops
       // at once must not reconnect forever without backing off.
       if (Date.now() - openedAt >= HEALTHY_SOCKET_MS) {
@@ -414,17 +417,20 @@ export class GameConnection extends Emitter<GameEvents> {
     await sleep(delayMs, this.stop.signal)
   }
 
-  /** Handles one open socket; resolves when it closes (or stops answering pings). */
-  private serve(socket: SocketLike): Promise<void> {
-    return new Promise<void>((resolve) => {
+  /**
+   * Handles one open socket; resolves when it closes (with the server's close code, if any) or
+   * stops answering pings.
+   */
+  private serve(socket: SocketLike): Promise<number | null> {
+    return new Promise<number | null>((resolve) => {
       const alive = keepalive(socket, this.sockets, () => {
         // Its close may take as long as the dead connection does: reconnect now.
         socket.close(4000, 'keepalive timeout')
-        resolve()
+        resolve(null)
       })
-      socket.addEventListener('close', () => {
+      socket.addEventListener('close', (e) => {
         alive.stop()
-        resolve()
+        resolve(typeof e.code === 'number' ? e.code : null)
       })
       socket.addEventListener('message', (e) => {
         alive.heard()
@@ -512,6 +518,21 @@ export class GameConnection extends Emitter<GameEvents> {
     if (isOpen(this.socket)) this.socket.close(1000, 'failed')
     this.rejectReady(err)
     this.rejectEnded(err)
+  }
+}
+
+/** The close code of a socket the player's newer connection to the session replaced. */
+export const REPLACED_CLOSE_CODE = 4001
+
+/**
+ * A game connection ended because the same player connected to the session elsewhere past the
+ * server's 4 connections a player (another tab or device): that newer one plays on. `ended` and
+ * `ready` reject with it; the connection does not reconnect (it would replace another).
+ */
+export class SessionConnectionReplaced extends Error {
+  constructor() {
+    super('This player connected to the session elsewhere; this connection was replaced')
+    this.name = 'SessionConnectionReplaced'
   }
 }
 

@@ -2,7 +2,11 @@ import { readFileSync } from 'node:fs'
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
 import { createClient } from '../../client/src/client.ts'
 import { MatchmakingEnded } from '../../client/src/matchmaking.ts'
-import { MAX_RESUME_EVENTS } from '../../client/src/sessions.ts'
+import {
+  MAX_RESUME_EVENTS,
+  REPLACED_CLOSE_CODE,
+  SessionConnectionReplaced,
+} from '../../client/src/sessions.ts'
 import { NexusNetworkError, NexusProblem } from '../../client/src/problem.ts'
 import { PlayerChanged } from '../../client/src/http.ts'
 import type { SocketEvent, SocketLike } from '../../client/src/socket.ts'
@@ -58,6 +62,8 @@ const matchedSquad = () =>
 interface ScriptedSocket {
   open(): void
   drop(): void
+  /** The server closes it with `code`. */
+  closeBy(code: number): void
   fail(): void
   receive(frame: unknown): void
   /** Whether the client closed it (or it dropped). */
@@ -136,6 +142,10 @@ function scriptedSocket(
     drop() {
       s.readyState = 3
       emit('close', { code: 1006 })
+    },
+    closeBy(code) {
+      s.readyState = 3
+      emit('close', { code })
     },
     fail() {
       s.readyState = 3
@@ -4107,5 +4117,31 @@ describe("a game connection's clock", () => {
     } finally {
       now.mockRestore()
     }
+  })
+})
+
+describe('a game connection replaced', () => {
+  it('a socket the server closed because the player connected elsewhere (4001) ends the connection with SessionConnectionReplaced, and opens no other: it would only replace another', async () => {
+    let opens = 0
+    const factory = () =>
+      scriptedSocket((socket) => {
+        opens++
+        socket.open()
+        setTimeout(() => {
+          socket.receive({ type: 'welcome', seq: 0, state: {}, you: 'p', status: 'live' })
+          setTimeout(() => socket.closeBy(REPLACED_CLOSE_CODE), 1)
+        }, 1)
+      })
+    const client = createClient({
+      baseUrl: 'http://nexus.test',
+      fetch: (async () =>
+        jsonRes(200, { status: 'live', seq: 0, result: null })) as unknown as typeof fetch,
+      WebSocket: factory,
+      retry: { attempts: 2, baseDelayMs: 10, maxDelayMs: 50 },
+    })
+    const game = client.sessions.connect('s1', 'tok')
+    await game.ready
+    await expect(game.ended).rejects.toBeInstanceOf(SessionConnectionReplaced)
+    expect(opens).toBe(1)
   })
 })

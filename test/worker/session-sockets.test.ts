@@ -2,7 +2,12 @@ import { env } from 'cloudflare:workers'
 import { runInDurableObject } from 'cloudflare:test'
 import { describe, expect, it } from 'vitest'
 import type { GameSession } from '../../durable-objects/game-session.ts'
-import { RATE_BURST } from '../../durable-objects/game-session.ts'
+import {
+  MAX_SOCKETS_PER_PLAYER,
+  RATE_BURST,
+  REPLACED_CLOSE,
+} from '../../durable-objects/game-session.ts'
+import { REPLACED_CLOSE_CODE } from '../../client/src/sessions.ts'
 import { FLOOD_WINDOW_MS, MAX_REFUSED_FRAMES } from '../../workers/lib/flood.ts'
 import { issueSessionToken, SESSION_TOKEN_TTL_SECONDS } from '../../workers/lib/session-token.ts'
 import { signScopedToken } from '../../workers/lib/auth.ts'
@@ -440,31 +445,37 @@ describe('session sockets', () => {
     b!.close()
   })
 
-  it('refuses a fifth socket of one player with 409, and its other sockets stay open', async () => {
+  it("a player's fifth socket replaces their oldest (a browser sees no refused upgrade's status): the oldest is closed with 4001, the newest welcomed, the others stay open, and no grace starts", async () => {
+    expect(REPLACED_CLOSE.code).toBe(REPLACED_CLOSE_CODE)
     const { sessionId, tokens, players } = await diceGame(2)
     const token = tokens[players[0]!]!
     const open: TestSocket[] = []
-    for (let i = 0; i < 4; i++) {
+    for (let i = 0; i < MAX_SOCKETS_PER_PLAYER; i++) {
       const ws = await connect(sessionId, token)
       await ws.nextOf('welcome')
       open.push(ws)
     }
-    const fifth = await upgrade(sessionId, token)
-    expect(fifth.webSocket).toBeFalsy()
-    const p = await problem(fifth)
-    expect(p).toMatchObject({ status: 409, type: 'urn:nexus:problem:conflict' })
-    expect(p.body.requestId).toBeTruthy()
-    expect(fifth.headers.get('x-request-id')).toBe(p.body.requestId)
-    // The limit is per player: the other player still connects.
-    const other = await connect(sessionId, tokens[players[1]!]!)
-    await other.nextOf('welcome')
-    // The four still work: each answers a ping (a closed one would not).
-    for (const ws of open) {
+    const fifth = await connect(sessionId, token)
+    expect(await fifth.nextOf('welcome')).toMatchObject({ status: 'live' })
+    expect(await open[0]!.whenClosed()).toMatchObject({ code: REPLACED_CLOSE.code })
+    // The others still work: each answers a ping (a closed one would not).
+    for (const ws of [...open.slice(1), fifth]) {
       ws.send({ type: 'ping' })
       await ws.nextOf('pong')
     }
-    expect(open.every((ws) => ws.closed === null)).toBe(true)
-    for (const ws of [...open, other]) ws.close()
+    // The player never left: no grace of theirs is running.
+    const graces = await inObject(
+      sessionId,
+      (_inst, state) =>
+        state.storage.sql
+          .exec<{ n: number }>('SELECT count(*) AS n FROM timers WHERE player_id = ?', players[0]!)
+          .one().n,
+    )
+    expect(graces).toBe(0)
+    // The limit is per player: the other player still connects.
+    const other = await connect(sessionId, tokens[players[1]!]!)
+    await other.nextOf('welcome')
+    for (const ws of [...open.slice(1), fifth, other]) ws.close()
   })
 
   it("a connect whose rules throw (a bug in the view) is 500 and leaves no socket open: the player's grace runs, and their connections are not used up", async () => {

@@ -46,14 +46,7 @@ describe('errorFields', () => {
 
 describe('log', () => {
   it("blanks the deployment's secrets wherever a line quotes them, a password the URL pattern cannot find the end of included", () => {
-    const lines: string[] = []
-    const spy = vi
-      .spyOn(console, 'warn')
-      .mockImplementation((l: unknown) => void lines.push(String(l)))
-    onTestFinished(() => {
-      spy.mockRestore()
-      configureLog({})
-    })
+    const lines = captureWarnings()
     configureLog({
       LOG_LEVEL: 'info',
       DATABASE_URL: 'postgres://app:it\'s a "pass"@ep-x.neon.tech/db',

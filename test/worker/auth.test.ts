@@ -73,6 +73,19 @@ async function probe(credential: string | null): Promise<Response> {
   })
 }
 
+/** The admin probe's request, from client address `ip`. */
+function probeFrom(ip: string, credential: string): RequestInit {
+  return {
+    method: 'PUT',
+    headers: {
+      authorization: `Bearer ${credential}`,
+      'content-type': 'application/json',
+      'cf-connecting-ip': ip,
+    },
+    body: '{"name":"x"}',
+  }
+}
+
 async function statusFor(credential: string | null) {
   return problem(await probe(credential))
 }
@@ -417,15 +430,7 @@ describe('bad credentials, one by one', () => {
     await clearOfMinuteTurn()
     const ip = clientAddress()
     const put = (overrides: Record<string, string | undefined>, credential: string) =>
-      callWithEnv(overrides, ADMIN_PROBE, {
-        method: 'PUT',
-        headers: {
-          authorization: `Bearer ${credential}`,
-          'content-type': 'application/json',
-          'cf-connecting-ip': ip,
-        },
-        body: '{"name":"x"}',
-      })
+      callWithEnv(overrides, ADMIN_PROBE, probeFrom(ip, credential))
     for (let i = 0; i <= ADMIN_KEY_GUESSES_PER_MINUTE; i++) {
       const res = await put({ ADMIN_KEY: undefined }, ADMIN_KEY)
       const p = await problem(res)
@@ -471,16 +476,7 @@ describe('bad credentials, one by one', () => {
 
   it('an address that sent 20 wrong admin keys in a minute gets 429 for its keys, right or wrong; its players and other addresses do not', async () => {
     await clearOfMinuteTurn()
-    const from = (ip: string, credential: string) =>
-      call(ADMIN_PROBE, {
-        method: 'PUT',
-        headers: {
-          authorization: `Bearer ${credential}`,
-          'content-type': 'application/json',
-          'cf-connecting-ip': ip,
-        },
-        body: '{"name":"x"}',
-      })
+    const from = (ip: string, credential: string) => call(ADMIN_PROBE, probeFrom(ip, credential))
     const ip = clientAddress()
     for (let i = 0; i < ADMIN_KEY_GUESSES_PER_MINUTE; i++) {
       expect((await from(ip, `guess-${i}`)).status).toBe(401)

@@ -14,6 +14,8 @@ export function setLogLevel(level: string | undefined): void {
 
 /** The deployment's secrets, longest first, each blanked wherever a log line would quote it. */
 let secrets: string[] = []
+/** The same, as JSON writes them inside a string: what a serialized line is searched for. */
+let secretsEscaped: string[] = []
 let secretsKey = ''
 
 /** What `configureLog` reads: the level, and the secrets no log line may quote. */
@@ -49,6 +51,7 @@ export function configureLog(env: LogEnv): void {
   ]
     // The longest first: a password inside its connection string goes with the string.
     .sort((a, b) => b.length - a.length)
+  secretsEscaped = secrets.map((v) => JSON.stringify(v).slice(1, -1))
 }
 
 const MIN_SECRET_LENGTH = 8
@@ -100,7 +103,11 @@ function blankSecrets(value: unknown, depth = 0): unknown {
 export function log(level: LogLevel, msg: string, fields: Record<string, unknown> = {}): void {
   if (levels[level] < threshold) return
   const body = { level, msg, time: new Date().toISOString(), ...fields }
-  const line = JSON.stringify(secrets.length === 0 ? body : blankSecrets(body))
+  let line = JSON.stringify(body)
+  // A string holding a secret serializes with the secret's escaped form in it, so a line without
+  // any (every line, nearly) is written as it is; one with a match is made again from its
+  // strings, blanked before serializing.
+  if (secretsEscaped.some((e) => line.includes(e))) line = JSON.stringify(blankSecrets(body))
   if (level === 'error') console.error(line)
   else if (level === 'warn') console.warn(line)
   else console.log(line)

@@ -165,6 +165,14 @@ const CREATE_LEASE_MS = 30_000
 const MAX_BACKOFF_MS = 60_000
 /** Matches made per `findMatches` call; the rest carries over to an immediate alarm. */
 const MATCHES_PER_STEP = 64
+/**
+ * Alarm-driven searches come at multiples of this (`checkGranularityMs`): in a crowd of 4-a-side
+ * trios joining at 10 a second, the instants at which some pair newly accepts each other came
+ * hundreds of times a second, each a search that almost never matched (a CPU-second of searching
+ * per wall-clock second). A match that widening allows waits at most this much longer; one a join
+ * makes is made in that join's call.
+ */
+export const CHECK_GRANULARITY_MS = 250
 /** Longest long-poll the pool holds. */
 export const MAX_WAIT_MS = 25_000
 /**
@@ -860,7 +868,7 @@ export class MatchPool extends DurableObject<Env> {
   /** Loads every waiting ticket into a fresh index (after a wake or a config change). */
   private rebuildIndex(): void {
     const config = this.config!
-    const index = new MatchIndex(rulesOf(config))
+    const index = new MatchIndex(rulesOf(config), { checkGranularityMs: CHECK_GRANULARITY_MS })
     const misfits: string[] = []
     // A region taken out of the queue matches no one any more: its tickets leave, as every
     // waiting ticket does from a paused queue.

@@ -78,6 +78,28 @@ describe('MatchIndex: windows', () => {
     expect(matches.map(ids)).toEqual([['a', 'b']])
   })
 
+  it('with a check granularity, asks to be checked at the next multiple of it, and still matches at the exact instant', () => {
+    // The same pair as above: they accept each other from 14 000 ms on, 10 s after b joined at
+    // 4 000.5 ms, so from 14 000.5 ms.
+    const rounded = new MatchIndex(duel, { checkGranularityMs: 250 })
+    rounded.add(solo('a', 1500, 0))
+    rounded.add(solo('b', 1700, 4000.5))
+    expect(rounded.findMatches(4000.5)).toEqual([])
+    expect(rounded.nextUsefulCheck(4000.5)).toBe(14_250)
+    // A join's own call is not rounded: a search at any instant finds what is there.
+    expect(rounded.findMatches(14_000)).toEqual([])
+    expect(rounded.findMatches(14_000.5).map(ids)).toEqual([['a', 'b']])
+
+    const exact = new MatchIndex(duel)
+    exact.add(solo('a', 1500, 0))
+    exact.add(solo('b', 1700, 4000.5))
+    exact.findMatches(4000.5)
+    expect(exact.nextUsefulCheck(4000.5)).toBe(14_001)
+
+    expect(() => new MatchIndex(duel, { checkGranularityMs: -1 })).toThrow(RangeError)
+    expect(() => new MatchIndex(duel, { checkGranularityMs: Number.NaN })).toThrow(RangeError)
+  })
+
   it('caps the widened gap at maxWidenedGap', () => {
     const index = new MatchIndex({ ...duel, maxWidenedGap: 150 })
     index.add(solo('a', 1500))
@@ -941,34 +963,110 @@ describe('MatchIndex: properties', () => {
       fc.record({ kind: fc.constant('leave' as const), pick: fc.nat() }),
       fc.record({ kind: fc.constant('return' as const) }),
     )
+    // With a check granularity, no later than the first multiple of it from that instant on.
+    const granularities = [0, 250]
     fc.assert(
-      fc.property(fc.constantFrom(...small), fc.array(opArb, { maxLength: 25 }), (rules, ops) => {
-        const index = new MatchIndex(rules)
-        const left: Ticket[] = []
-        let now = 10_000
-        ops.forEach((op, i) => {
-          if (op.kind === 'tick') now += op.dt
-          else if (op.kind === 'leave') {
-            const waiting = [...index.tickets()]
-            const gone = waiting[op.pick % Math.max(1, waiting.length)]
-            if (gone !== undefined && index.remove(gone.id)) left.push(gone)
-          } else if (op.kind === 'return') {
-            const back = left.pop()
-            if (back !== undefined && index.size < 6) index.add(back)
-          } else if (index.size < 6) {
-            index.add(party(`t${i}`, op.ratings.slice(0, rules.teamSize), now - op.back))
-          }
-          index.findMatches(now)
-          const first = earliestMatch(rules, [...index.tickets()])
-          expect(first).toBeGreaterThan(now)
-          const next = index.nextUsefulCheck(now)
-          if (first !== Infinity) {
-            expect(next).not.toBeNull()
-            expect(next!).toBeLessThanOrEqual(Math.ceil(first))
-          }
-        })
-      }),
-      { seed: 20_260_102, numRuns: 1500 },
+      fc.property(
+        fc.constantFrom(...small),
+        fc.constantFrom(...granularities),
+        fc.array(opArb, { maxLength: 25 }),
+        (rules, step, ops) => {
+          const index = new MatchIndex(rules, { checkGranularityMs: step })
+          const left: Ticket[] = []
+          let now = 10_000
+          ops.forEach((op, i) => {
+            if (op.kind === 'tick') now += op.dt
+            else if (op.kind === 'leave') {
+              const waiting = [...index.tickets()]
+              const gone = waiting[op.pick % Math.max(1, waiting.length)]
+              if (gone !== undefined && index.remove(gone.id)) left.push(gone)
+            } else if (op.kind === 'return') {
+              const back = left.pop()
+              if (back !== undefined && index.size < 6) index.add(back)
+            } else if (index.size < 6) {
+              index.add(party(`t${i}`, op.ratings.slice(0, rules.teamSize), now - op.back))
+            }
+            index.findMatches(now)
+            const first = earliestMatch(rules, [...index.tickets()])
+            expect(first).toBeGreaterThan(now)
+            const next = index.nextUsefulCheck(now)
+            if (first !== Infinity) {
+              expect(next).not.toBeNull()
+              const latest = step === 0 ? Math.ceil(first) : Math.ceil(first / step) * step
+              expect(next!).toBeLessThanOrEqual(latest)
+            }
+          })
+        },
+      ),
+      { seed: 20_260_102, numRuns: 2500 },
     )
+  })
+})
+
+describe('MatchIndex: a crowded pool', () => {
+  it('with a check granularity of 250 ms, a crowd of 4-a-side trios is checked at most four times a second', () => {
+    // Trios need solos to make 4-a-side teams, so trios pile up: at 10 joins a second (7 in 10
+    // trios), the instants at which some pair in the crowd newly accepts each other came hundreds
+    // of times a second, each a check that almost never matched (at 150 s, over a CPU-second a
+    // second on this module alone). Driven like the DO's alarm: every join is checked at once,
+    // between joins the index is checked when it asks.
+    const step = 250
+    const rules: QueueRules = {
+      teams: 2,
+      teamSize: 4,
+      maxRatingGap: 100,
+      widenPerSecond: 10,
+      maxWidenedGap: 600,
+    }
+    const index = new MatchIndex(rules, { checkGranularityMs: step })
+    let seed = 7
+    const random = (): number => {
+      seed = (Math.imul(seed, 1_103_515_245) + 12_345) >>> 0
+      return seed / 2 ** 32
+    }
+    const normal = (): number =>
+      Math.sqrt(-2 * Math.log(1 - random())) * Math.cos(2 * Math.PI * random())
+    const horizon = 60_000
+    const joins: number[] = []
+    const gap = (): number => -Math.log(1 - random()) * 100
+    for (let t = gap(); t < horizon; t += gap()) joins.push(t)
+    // Beyond this many checks the crowd is searched far more often than asked: stop there.
+    const allowed = Math.ceil(horizon / step)
+    let checks = 0
+    let now = 0
+    let matched = 0
+    let next = 0
+    while (checks <= allowed) {
+      const join = next < joins.length ? joins[next]! : Infinity
+      const due = index.nextUsefulCheck(now) ?? Infinity
+      if (Math.min(join, due) > horizon) break
+      if (join <= due) {
+        now = join
+        const size = random() < 0.7 ? 3 : 1
+        const rating = 1500 + 200 * normal()
+        const players = Array.from({ length: size }, (_, k) => ({
+          playerId: `p${next}-${k}`,
+          rating: rating + 20 * normal(),
+        }))
+        index.add({ id: `t${next}`, players, enqueuedAt: now })
+        next++
+      } else {
+        // A check the index asked for lands on a multiple of the granularity.
+        expect(due % step).toBe(0)
+        now = due
+        checks++
+      }
+      for (const match of index.findMatches(now)) {
+        matched++
+        for (const a of match.tickets) {
+          for (const b of match.tickets) expect(accepts(rules, a, b, now, 1e-9)).toBe(true)
+        }
+      }
+    }
+    expect(next).toBe(joins.length)
+    expect(checks).toBeLessThanOrEqual(allowed)
+    // Trios pile up, as in the pool this models: matches are still made, each of four tickets or more.
+    expect(matched).toBeGreaterThan(20)
+    expect(index.size).toBeGreaterThan(200)
   })
 })

@@ -103,6 +103,14 @@ export interface MatchIndexOptions {
    * turned others away (8 by default; 0: the greedy walk alone).
    */
   retries?: number
+  /**
+   * Granularity of the checks `nextUsefulCheck` asks for when nothing is pending: a due time is
+   * rounded up to a multiple of it (0 by default: the exact instant). In a crowded pool the
+   * instants at which some pair newly accepts each other are a few milliseconds apart, and a
+   * check at each is a search that almost never matches; at 250 ms a pool checks at most four
+   * times a second, and a match that widening allows waits at most that much longer.
+   */
+  checkGranularityMs?: number
 }
 
 /** Mean rating of a ticket's players: the rating the matcher compares. */
@@ -534,6 +542,8 @@ export class MatchIndex {
   private passesLeft = 0
   private readonly retryMs: number
   private readonly retries: number
+  /** `checkGranularityMs`. */
+  private readonly granularity: number
   private readonly partitions: number[][]
   private readonly entries = new Map<string, Entry>()
   private readonly all = new BlockList()
@@ -601,6 +611,8 @@ export class MatchIndex {
     this.maxPassed = this.maxScan * PASSED_PER_SCANNED
     this.retryMs = options.retryMs ?? 1000
     this.retries = options.retries ?? MAX_RETRIES
+    this.granularity = options.checkGranularityMs ?? 0
+    checkNonNegative('checkGranularityMs', this.granularity)
     this.partitions = partitionsOf(rules.teamSize)
     this.sizeCounts = new Array<number>(rules.teamSize + 1).fill(0)
     this.bySize = this.sizeCounts.map(() => new BlockList())
@@ -752,15 +764,18 @@ export class MatchIndex {
 
   /**
    * When `findMatches` next has something to do: `now` if work is pending, else the earliest time
-   * a waiting ticket gains a partner that accepts it (rounded up to a whole millisecond), or null
-   * when nothing can happen until a ticket joins. The DO sets its alarm to this.
+   * a waiting ticket gains a partner that accepts it (rounded up to a whole millisecond, or to the
+   * next multiple of `checkGranularityMs`), or null when nothing can happen until a ticket joins.
+   * The DO sets its alarm to this.
    */
   nextUsefulCheck(now: number): number | null {
     if (this.ready.size > 0 || this.pendingWake.length > 0) return now
     if (this.departed.length > 0 && this.clean.size > 0) return now
     const top = this.dueHeap.peek()
     if (top === undefined) return null
-    return Math.max(now, Math.ceil(top.due))
+    const step = this.granularity
+    const due = step > 0 ? Math.ceil(top.due / step) * step : Math.ceil(top.due)
+    return Math.max(now, due)
   }
 
   private makeReady(e: Entry, needsWake: boolean): void {

@@ -1,7 +1,11 @@
 import { runInDurableObject } from 'cloudflare:test'
 import { onTestFinished } from 'vitest'
 import { env } from 'cloudflare:workers'
-import type { MatchPool, TicketView } from '../../../durable-objects/match-pool.ts'
+import {
+  CHECK_GRANULARITY_MS,
+  type MatchPool,
+  type TicketView,
+} from '../../../durable-objects/match-pool.ts'
 import type { SessionCreator, SessionSetup } from '../../../workers/matchmaking/session.ts'
 import { poolName } from '../../../workers/matchmaking/stub.ts'
 import { ADMIN_KEY, call, json } from './http.ts'
@@ -49,6 +53,14 @@ export const recordingCreator: SessionCreator = async (setup) => {
 /** A clock tests move by hand; it starts an hour ahead so real alarms never fire mid-test. */
 export interface Clock {
   t: number
+}
+
+/**
+ * When a pool checks for a match that its windows allow from `due` on: at the first multiple of
+ * its check granularity from then (a join's own check is at once).
+ */
+export function checkAt(due: number): number {
+  return Math.ceil(due / CHECK_GRANULARITY_MS) * CHECK_GRANULARITY_MS
 }
 
 export function newClock(): Clock {

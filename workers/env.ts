@@ -12,6 +12,11 @@ export interface Env {
   MATCH_POOL: DurableObjectNamespace<MatchPool>
   GAME_SESSION: DurableObjectNamespace<GameSession>
   METRICS_HUB: DurableObjectNamespace<MetricsHub>
+  /**
+   * The running version (wrangler.toml `[version_metadata]`): keys the read caches. Absent in a
+   * deployment whose configuration leaves it out; the caches are then shared across versions.
+   */
+  CF_VERSION_METADATA?: WorkerVersionMetadata
 
   /** HS256 secret for player tokens Nexus issues (guest tokens) and accepts. */
   AUTH_SECRET?: string

@@ -7,6 +7,7 @@ import {
   edgeCacheUrl,
   forgetIsolateReads,
   MAX_REDIS_ANSWER_CHARS,
+  storedReadKey,
 } from '../../workers/lib/read-cache.ts'
 import { getRedis } from '../../workers/lib/redis.ts'
 import { until } from './helpers/sockets.ts'
@@ -611,14 +612,16 @@ describe('edge cache', () => {
     // So does every layer that stored it: the location's cache and Redis.
     const key = `lb:${b}:top:10:`
     const edgeTtl = await until(async () => {
-      const hit = await caches.default.match(edgeCacheUrl(BASE, key))
+      const hit = await caches.default.match(edgeCacheUrl(BASE, storedReadKey(env, key)))
       await hit?.body?.cancel()
       return hit?.headers.get('x-ttl-ms') ?? undefined
     })
     expect(Number(edgeTtl)).toBeLessThanOrEqual(2_500)
     const redis = getRedis(env)!
     const redisTtl = await until(async () => {
-      const left = await redis.run('test.pttl', (r) => r.pttl(`nexus:read:${key}`))
+      const left = await redis.run('test.pttl', (r) =>
+        r.pttl(`nexus:read:${storedReadKey(env, key)}`),
+      )
       return left !== undefined && left > 0 ? left : undefined
     })
     expect(redisTtl).toBeLessThanOrEqual(2_500)
@@ -652,7 +655,7 @@ describe('edge cache', () => {
     expect(edge.headers.get('x-cache')).toBe('HIT edge')
     expect(((await edge.json()) as Top).total).toBe(2)
     const held = await getRedis(env)!.run('test.get', (r) =>
-      r.get<{ body: string }>(`nexus:read:${key}`),
+      r.get<{ body: string }>(`nexus:read:${storedReadKey(env, key)}`),
     )
     expect((JSON.parse(held!.body) as Top).total).toBe(2)
   })
@@ -733,7 +736,7 @@ describe('edge cache', () => {
     const body = await first.text()
     // The location's cache holds a newer copy than this isolate's memory (another isolate's).
     await caches.default.put(
-      new Request(edgeCacheUrl(BASE, `lb:${b}:top:10:`)),
+      new Request(edgeCacheUrl(BASE, storedReadKey(env, `lb:${b}:top:10:`))),
       new Response(body, {
         headers: {
           'content-type': 'application/json',
@@ -755,7 +758,9 @@ describe('edge cache', () => {
       expect(board.calls).toBe(0)
       // The next reader rolls "refresh now" too: free to, it goes to the board.
       forgetIsolateReads()
-      await caches.default.delete(new Request(edgeCacheUrl(BASE, `lb:${b}:top:10:`)))
+      await caches.default.delete(
+        new Request(edgeCacheUrl(BASE, storedReadKey(env, `lb:${b}:top:10:`))),
+      )
       const next = await call(path)
       await next.body?.cancel()
     } finally {
@@ -1297,6 +1302,48 @@ describe('a board stored by the previous schema', () => {
 })
 
 describe('Redis as the cache shared by every location', () => {
+  it('serves no answer another deployed version cached: the shared layers key answers by version', async () => {
+    const b = await createBoard()
+    await submitFor(b, 'a', { score: 1 })
+    const path = `/v1/leaderboards/${b}/top?limit=5`
+    const key = `lb:${b}:top:5:`
+    // What the version before a deploy left at the edge and in Redis, in a shape of its own.
+    const before = { CF_VERSION_METADATA: { id: 'version-before', tag: '', timestamp: '' } }
+    const old = JSON.stringify({ entries: [{ player: 'a', points: 1 }] })
+    const stored = { body: old, storedAt: Date.now(), computeMs: 1 }
+    await caches.default.put(
+      new Request(edgeCacheUrl(BASE, storedReadKey(before, key))),
+      new Response(old, {
+        headers: {
+          'content-type': 'application/json',
+          'cache-control': 'public, s-maxage=60',
+          'x-stored-at': String(stored.storedAt),
+          'x-compute-ms': '1',
+        },
+      }),
+    )
+    const redis = getRedis(env)!
+    await redis.run('test.set', (r) =>
+      r.set(`nexus:read:${storedReadKey(before, key)}`, JSON.stringify(stored), { px: 60_000 }),
+    )
+    expect(env.CF_VERSION_METADATA?.id).toBeTruthy()
+    expect(storedReadKey(env, key)).not.toBe(storedReadKey(before, key))
+    forgetIsolateReads()
+    // callWithEnv waits for the read's background cache writes, so none comes after the ones below.
+    const read = await callWithEnv({}, path)
+    expect(read.headers.get('x-cache')).toBe('MISS')
+    expect(((await read.json()) as Top).entries[0]!.playerId).toBe('a')
+    // The same entries under this version's key are served: the reads above looked there.
+    forgetIsolateReads()
+    await caches.default.delete(new Request(edgeCacheUrl(BASE, storedReadKey(env, key))))
+    await redis.run('test.set', (r) =>
+      r.set(`nexus:read:${storedReadKey(env, key)}`, JSON.stringify(stored), { px: 60_000 }),
+    )
+    const served = await call(path)
+    expect(served.headers.get('x-cache')).toBe('HIT redis')
+    expect(await served.text()).toBe(old)
+  })
+
   it('answers from Redis when this location’s cache has nothing', async () => {
     const b = await createBoard()
     await submitFor(b, 'a', { score: 1 })
@@ -1306,7 +1353,7 @@ describe('Redis as the cache shared by every location', () => {
     expect(first.headers.get('x-cache')).toBe('MISS')
     await first.body?.cancel()
     // Another location: its own Cache API is empty; simulate by dropping this location's entry.
-    const key = edgeCacheUrl(BASE, `lb:${b}:top:5:`)
+    const key = edgeCacheUrl(BASE, storedReadKey(env, `lb:${b}:top:5:`))
     await caches.default.delete(new Request(key))
     forgetIsolateReads()
     const second = await call(`/v1/leaderboards/${b}/top?limit=5`)
@@ -1326,7 +1373,7 @@ describe('Redis as the cache shared by every location', () => {
       expect(first.headers.get('x-cache')).toBe('MISS')
       await first.body?.cancel()
       // Another location, whose own caches are empty, loads it from the board.
-      await caches.default.delete(new Request(edgeCacheUrl(BASE, key)))
+      await caches.default.delete(new Request(edgeCacheUrl(BASE, storedReadKey(env, key))))
       forgetIsolateReads()
       const second = await call(`/v1/leaderboards/${b}/${path}`)
       expect(second.headers.get('x-cache')).toBe('MISS')
@@ -1350,7 +1397,7 @@ describe('Redis as the cache shared by every location', () => {
     const first = await callWithEnv({}, `/v1/leaderboards/${b}/top?limit=100`)
     expect(first.headers.get('x-cache')).toBe('MISS')
     expect((await first.text()).length).toBeGreaterThan(MAX_REDIS_ANSWER_CHARS)
-    const key = edgeCacheUrl(BASE, `lb:${b}:top:100:`)
+    const key = edgeCacheUrl(BASE, storedReadKey(env, `lb:${b}:top:100:`))
     await caches.default.delete(new Request(key))
     forgetIsolateReads()
     const second = await call(`/v1/leaderboards/${b}/top?limit=100`)

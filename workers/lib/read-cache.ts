@@ -1,5 +1,6 @@
 import type { Context } from 'hono'
 import type { AppEnv } from '../app-env.ts'
+import type { Env } from '../env.ts'
 import { countedClientIp, countedClientNetwork } from '../middleware/rate-limit.ts'
 import { boundedInt } from './config.ts'
 import { refreshEarly } from './early-refresh.ts'
@@ -103,7 +104,9 @@ export async function forgetStaleRead(
   isolateReads.forget(key)
   await Promise.all([
     cache?.delete(cacheRequest(c, key)).catch(() => false),
-    getRedis(c.env)?.write('read-cache.forget', (r) => r.del(`nexus:read:${key}`)),
+    getRedis(c.env)?.write('read-cache.forget', (r) =>
+      r.del(`nexus:read:${storedReadKey(c.env, key)}`),
+    ),
   ])
 }
 
@@ -125,17 +128,28 @@ redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
 return 1`
 
 /**
- * Where the location's Cache API keeps the answer of `key`: under the host the request came to.
+ * The key a read's answer is stored under in the shared layers (the location's Cache API, Redis):
+ * the read's own key, under the running version's id. Those layers outlive a deploy, and an answer
+ * cached by the version before, in the shape that version wrote, would otherwise be served by this
+ * one for up to its TTL (a minute for a closed cycle). A deploy starts them cold, as an expiry does.
+ */
+export function storedReadKey(env: Pick<Env, 'CF_VERSION_METADATA'>, key: string): string {
+  const version = env.CF_VERSION_METADATA?.id
+  return version ? `${version}/${key}` : key
+}
+
+/**
+ * Where the location's Cache API keeps the answer stored under `storedKey`: under the host the request came to.
  * Cloudflare asks that cache requests use the Worker's own hostname; a made-up one (this used
  * `read-cache.nexus.internal`) can cost DNS lookups and cache efficiency there. The path is one
  * no route serves, and the Cache API's entries are never served to clients by themselves.
  */
-export function edgeCacheUrl(origin: string, key: string): string {
-  return `${origin}/__nexus/read-cache/${encodeURIComponent(key)}`
+export function edgeCacheUrl(origin: string, storedKey: string): string {
+  return `${origin}/__nexus/read-cache/${encodeURIComponent(storedKey)}`
 }
 
 function cacheRequest(c: Context<AppEnv>, key: string): Request {
-  return new Request(edgeCacheUrl(new URL(c.req.url).origin, key))
+  return new Request(edgeCacheUrl(new URL(c.req.url).origin, storedReadKey(c.env, key)))
 }
 
 /**
@@ -170,7 +184,7 @@ export async function cachedRead(c: Context<AppEnv>, opts: CachedReadOptions): P
   const bypass = asked && !limited
   const cache = typeof caches !== 'undefined' ? caches.default : undefined
   const redis = opts.sharedAcrossLocations === false ? undefined : getRedis(c.env)
-  const redisKey = `nexus:read:${opts.key}`
+  const redisKey = `nexus:read:${storedReadKey(c.env, opts.key)}`
   // The answer a layer chose to refresh early, by when it was produced: the layers below hold
   // the same answer under the same date, and rolling again for it at each would make an early
   // refresh ever rarer the more layers there are, until expiry sent everyone to the object.

@@ -388,6 +388,28 @@ describe('operations endpoints', () => {
     expect(allowed).toEqual([true, true, false, false, false])
   })
 
+  it('a key over its limit is refused for the rest of its window without counting in Redis again', async () => {
+    const redis = getRedis(env)!
+    const key = `over-${crypto.randomUUID()}`
+    const minute = 60_000
+    // Early in a window, so that the hits below fall in it.
+    const now = Math.floor(Date.now() / minute) * minute + 1_000
+    const decisions = []
+    for (let i = 0; i < 10; i++) decisions.push(await hitWindow(redis, key, 2, minute, now + i))
+    expect(decisions.map((d) => d.allowed)).toEqual([true, true, ...new Array(8).fill(false)])
+    expect(decisions[9]!.retryAfter).toBe(59)
+    // Redis counted up to the first refusal: the seven after it cost Upstash nothing.
+    const counted = await redis.run('test.get', (r) =>
+      r.get<number>(`nexus:rl:${key}:${now - 1_000}`),
+    )
+    expect(Number(counted)).toBe(3)
+    // A caller with a higher limit on the same key is still counted (and allowed).
+    expect((await hitWindow(redis, key, 10, minute, now + 20)).allowed).toBe(true)
+    // The next window counts again.
+    const next = await hitWindow(redis, key, 2, minute, now + minute)
+    expect(next.allowed).toBe(true)
+  })
+
   it('/metrics exposes request counts and latency per route and status', async () => {
     await call('/health')
     await call('/v1/does-not-exist')

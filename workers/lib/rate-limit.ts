@@ -60,6 +60,35 @@ function decide(count: number, limit: number, msLeft: number): LimitDecision {
 const memory = new MemoryWindowCounter()
 
 /**
+ * Keys Redis has refused in a window, with that window's end: the rest of the window is refused
+ * without asking again (a fixed window's count only grows). A client sending past its limit made
+ * Upstash count every refused request, two commands apiece (four for an IPv6 client's /64 and
+ * /48), billed at many times the Worker request that carried it.
+ */
+const refusedInWindow = new Map<string, number>()
+const MAX_REFUSED_KEYS = 10_000
+
+function refusedUntil(key: string, now: number): boolean {
+  const until = refusedInWindow.get(key)
+  if (until === undefined) return false
+  if (until > now) return true
+  refusedInWindow.delete(key)
+  return false
+}
+
+function rememberRefused(key: string, until: number, now: number): void {
+  if (refusedInWindow.size >= MAX_REFUSED_KEYS) {
+    for (const [k, end] of refusedInWindow) if (end <= now) refusedInWindow.delete(k)
+    // Still full of live keys: the oldest go first (a Map keeps insertion order).
+    for (const k of refusedInWindow.keys()) {
+      if (refusedInWindow.size < MAX_REFUSED_KEYS) break
+      refusedInWindow.delete(k)
+    }
+  }
+  refusedInWindow.set(key, until)
+}
+
+/**
  * Counts one hit for `key` in a fixed window shared by every location through Redis, falling
  * back to this isolate's own counter when Redis is absent or failing.
  *
@@ -76,7 +105,10 @@ export async function hitWindow(
 ): Promise<LimitDecision> {
   if (redis) {
     const windowStart = now - (now % windowMs)
+    const windowEnd = windowStart + windowMs
     const redisKey = `nexus:rl:${key}:${windowStart}`
+    const refusedKey = `${redisKey}:${limit}`
+    if (refusedUntil(refusedKey, now)) return decide(limit + 1, limit, windowEnd - now)
     const count = await redis.write('ratelimit', async (r) => {
       const tx = r.multi()
       tx.incr(redisKey)
@@ -84,7 +116,10 @@ export async function hitWindow(
       const [n] = (await tx.exec()) as [number, number]
       return n
     })
-    if (typeof count === 'number') return decide(count, limit, windowStart + windowMs - now)
+    if (typeof count === 'number') {
+      if (count > limit) rememberRefused(refusedKey, windowEnd, now)
+      return decide(count, limit, windowEnd - now)
+    }
   }
   return memory.hit(key, limit, windowMs, now)
 }

@@ -13,6 +13,7 @@ import type { Env } from '../workers/env.ts'
 import {
   DEFAULT_DISCONNECT_GRACE_SECONDS,
   disconnectGraceMs,
+  joinsPerMinute,
   type QueueConfig,
 } from '../workers/matchmaking/config.ts'
 import {
@@ -216,6 +217,8 @@ const MAX_SOCKETS_PER_PLAYER = 4
 export const FRAMES_PER_SECOND = 10
 export const FRAME_BURST = 20
 export const MAX_PENDING_FRAMES = 8
+/** Players whose join allowance a pool keeps at once (each a few dozen bytes). */
+const MAX_JOIN_BUCKETS = 50_000
 /**
  * A socket `join` that reads its party or takes a claim waits this long for Neon (and the other
  * regions' pools), then answers `unavailable`.
@@ -2287,10 +2290,34 @@ export class MatchPool extends DurableObject<Env> {
   private readonly pendingFrames = new Map<WebSocket, number>()
   /** Each socket's frames over the allowance, lately (flood.ts). */
   private readonly refusals: RefusalCounts<WebSocket> = new WeakMap()
+  /**
+   * Each player's allowance of socket `join`s (JOINS_PER_MINUTE, a third of it at once), across
+   * their sockets on this pool: each queues a ticket a match may turn into a game session, and a
+   * party join reads Neon first. The socket's frame allowance alone let a player's four sockets
+   * do that 40 times a second.
+   */
+  private readonly joinTokens = new Map<string, Bucket>()
   /** Each socket's frame allowance (gone with the socket object, as after a hibernation). */
   private readonly frameTokens = new WeakMap<WebSocket, Bucket>()
   /** Real time for the frame allowance (tests move it by hand). */
   frameClock: () => number = Date.now
+
+  private takeJoinToken(playerId: string): { ok: true } | { ok: false; perMinute: number } {
+    const perMinute = joinsPerMinute(this.env)
+    const burst = Math.max(1, Math.floor(perMinute / 3))
+    const now = this.frameClock()
+    if (this.joinTokens.size >= MAX_JOIN_BUCKETS) {
+      // Full buckets hold nothing a new one would not: drop those first, then the oldest.
+      const refill = (1000 * burst * 60) / perMinute
+      for (const [id, b] of this.joinTokens) if (now - b.at >= refill) this.joinTokens.delete(id)
+      for (const id of this.joinTokens.keys()) {
+        if (this.joinTokens.size < MAX_JOIN_BUCKETS) break
+        this.joinTokens.delete(id)
+      }
+    }
+    const ok = takeToken(this.joinTokens, playerId, now, perMinute / 60, burst)
+    return ok ? { ok } : { ok, perMinute }
+  }
 
   private takeFrameToken(ws: WebSocket): boolean {
     return takeToken(this.frameTokens, ws, this.frameClock(), FRAMES_PER_SECOND, FRAME_BURST)
@@ -2406,6 +2433,14 @@ export class MatchPool extends DurableObject<Env> {
             await this.answerFromTicket(ws, keyed.row)
             return
           }
+        }
+        const allowance = this.takeJoinToken(att.playerId)
+        if (!allowance.ok) {
+          return this.sendError(
+            ws,
+            'rate_limited',
+            `At most ${allowance.perMinute} joins a minute; wait before joining again`,
+          )
         }
         let party: SocketParty | null = null
         if (msg.party) {

@@ -63,6 +63,12 @@ export interface Env {
    */
   PLAYER_READS_PER_MINUTE?: string
 
+  /**
+   * A player's joins of a queue per minute (default 30, 1–10,000): HTTP joins and socket
+   * connects at the edge, each pool's socket `join` frames there.
+   */
+  JOINS_PER_MINUTE?: string
+
   /** Game sessions: how long a disconnected player may stay away, seconds (default 60, 5–3600). */
   SESSION_GRACE_SECONDS?: string
   /** How long a player may take to connect to a new session, seconds (default 120, 5–3600). */

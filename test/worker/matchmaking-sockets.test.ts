@@ -560,6 +560,43 @@ describe('sockets: cancel, malformed frames', () => {
     ws.close(1000)
   })
 
+  it('answers a player past a third of JOINS_PER_MINUTE socket joins at once rate_limited, across their sockets, queueing nothing; the allowance grows by the minute', async () => {
+    const q = await createQueue()
+    await rig(q, newClock())
+    const joinTime = { t: 0 }
+    await runInDurableObject(poolOf(q), (inst: MatchPool) => {
+      inst.frameClock = () => joinTime.t
+    })
+    const g = await newGuest()
+    // JOINS_PER_MINUTE is 30 by default: 10 at once, then one every 2 s.
+    const atOnce = 10
+    const joinOnNewSocket = async () => {
+      const ws = await connect(`/v1/matchmaking/${q}`, g.token)
+      ws.send(JSON.stringify({ type: 'join' }))
+      const answer = await until(async () => {
+        const seen = types(ws).find((t) => t === 'queued' || t.startsWith('error:'))
+        return seen
+      })
+      return { ws, answer }
+    }
+    for (let i = 0; i < atOnce; i++) {
+      const { ws, answer } = await joinOnNewSocket()
+      expect(answer, `join ${i + 1}`).toBe('queued')
+      ws.send(CANCEL)
+      await nextOfType(ws, 'cancelled')
+      ws.close(1000)
+    }
+    const refused = await joinOnNewSocket()
+    expect(refused.answer).toBe('error:rate_limited')
+    expect(await waitingCount(q)).toBe(0)
+    // Two seconds later, one more.
+    joinTime.t += 2_000
+    refused.ws.send(JSON.stringify({ type: 'join' }))
+    await nextOfType<Queued>(refused.ws, 'queued')
+    expect(await waitingCount(q)).toBe(1)
+    refused.ws.close(1000)
+  })
+
   it(`closes a socket that keeps sending past its allowance (over ${MAX_REFUSED_FRAMES} refused in ${FLOOD_WINDOW_MS / 1000} s), as if it had gone: its ticket's grace starts`, async () => {
     const q = await createQueue()
     const clock = newClock()

@@ -409,6 +409,62 @@ describe('HTTP tickets', () => {
   })
 })
 
+describe('joins per minute', () => {
+  it("counts a player's HTTP joins and socket connects together toward JOINS_PER_MINUTE: past it 429 with Retry-After before any claim, and no ticket; a game server's joins for that player are not counted", async () => {
+    const q = await createQueue()
+    await rig(q, newClock())
+    const g = await newGuest()
+    const limited = { JOINS_PER_MINUTE: '1' }
+    const { callWithEnv } = await import('./helpers/http.ts')
+    const claimVersion = async () =>
+      (
+        (await pg()`
+          SELECT coalesce(max(version)::text || ' ' || max(claimed_at)::text, '') AS version
+            FROM queue_claims WHERE player_id = ${g.playerId}`) as { version: string }[]
+      )[0]!.version
+    // Eight tries, at most two windows of a minute: at most two taken, so each kind is refused.
+    const refusedBy = { join: 0, connect: 0 }
+    for (let i = 0; i < 8; i++) {
+      const before = await claimVersion()
+      let res: Response
+      if (i % 2 === 0) {
+        res = await callWithEnv(limited, `/v1/matchmaking/${q}/tickets`, json('POST', {}, g.token))
+        if (res.status === 201) {
+          const { ticketId } = (await res.json()) as Ticket
+          expect((await del(ticketId, g.token)).status).toBe(200)
+          continue
+        }
+      } else {
+        res = await callWithEnv(limited, `/v1/matchmaking/${q}`, {
+          headers: { upgrade: 'websocket', authorization: `Bearer ${g.token}` },
+        })
+        if (res.status === 101) {
+          res.webSocket!.accept()
+          res.webSocket!.close(1000)
+          continue
+        }
+      }
+      expect(res.status).toBe(429)
+      expect(Number(res.headers.get('retry-after'))).toBeGreaterThan(0)
+      expect((await problem(res)).type).toBe('urn:nexus:problem:rate-limited')
+      // Refused before the claim it would have taken, and nothing queued.
+      expect(await claimVersion()).toBe(before)
+      const waiting = await runInDurableObject(poolOf(q), (inst: MatchPool) => inst.stats('eu'))
+      expect(waiting.waitingTickets).toBe(0)
+      refusedBy[i % 2 === 0 ? 'join' : 'connect']++
+    }
+    expect(refusedBy.join).toBeGreaterThanOrEqual(2)
+    expect(refusedBy.connect).toBeGreaterThanOrEqual(2)
+    // A game server joins for the player all the same.
+    const byServer = await callWithEnv(
+      limited,
+      `/v1/matchmaking/${q}/tickets`,
+      json('POST', { playerId: g.playerId }, ADMIN_KEY),
+    )
+    expect(byServer.status).toBe(201)
+  })
+})
+
 describe('a long-poll on /metrics', () => {
   it('is timed under its route marked held open, so the route’s own latency is not the waits asked for', async () => {
     const q = await createQueue()

@@ -1,3 +1,4 @@
+import { boundedInt } from '../lib/config.ts'
 import { z } from '@hono/zod-openapi'
 import { and, eq, isNull, sql } from 'drizzle-orm'
 import { getRules, optionsRefusal, RULES_OPTIONS_LIMITS, rulesNames } from '../core/rules/index.ts'
@@ -405,4 +406,15 @@ export async function unpushedQueues(env: DbEnv, afterId: string, limit: number)
     .where(sql`${queues.id} > ${afterId} and ${queues.unpushedRegions} <> '{}'::text[]`)
     .orderBy(queues.id)
     .limit(limit)
+}
+
+/**
+ * JOINS_PER_MINUTE (default 30, 1–10,000): a player's joins of a queue a minute, counted at the
+ * edge for HTTP joins and socket connects together, and by each pool for its sockets' `join`
+ * frames. Every join takes a claim in Neon, and every match a join completes makes a game
+ * session with rows kept for good: without a bound, two guests joining each other in a loop made
+ * a session a second, and a socket's party joins were a Neon query each at its frame rate.
+ */
+export function joinsPerMinute(env: { JOINS_PER_MINUTE?: string }): number {
+  return boundedInt(env.JOINS_PER_MINUTE, 30, 1, 10_000)
 }

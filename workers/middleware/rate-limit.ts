@@ -6,6 +6,7 @@ import { hitWindow } from '../lib/rate-limit.ts'
 import { getRedis } from '../lib/redis.ts'
 import { boundedInt } from '../lib/config.ts'
 import { rateLimitAddress, rateLimitNetwork } from '../core/client-address.ts'
+import { joinsPerMinute } from '../matchmaking/config.ts'
 
 const rejections = counter('nexus_rate_limited_total', 'Requests refused by an edge rate limit')
 
@@ -131,6 +132,28 @@ export async function countPlayerRead(c: Context<AppEnv>): Promise<void> {
   const refusal = await overEdgeLimit(c, PLAYER_READS)
   if (refusal) {
     rejections.inc({ limit: PLAYER_READS.name })
+    throw refusal
+  }
+}
+
+const MATCHMAKING_JOINS: EdgeRateLimitOptions = {
+  name: 'matchmaking-joins',
+  limit: (c) => joinsPerMinute(c.env),
+  key: (c) => {
+    const p = c.get('principal')
+    return p?.kind === 'player' ? p.playerId : undefined
+  },
+}
+
+/**
+ * Counts a player's join of a queue, or socket connect to one, toward JOINS_PER_MINUTE and
+ * throws the 429 past it; before the claim it would take in Neon. A game server's joins (the
+ * admin key) are not counted: it joins for many players.
+ */
+export async function countMatchmakingJoin(c: Context<AppEnv>): Promise<void> {
+  const refusal = await overEdgeLimit(c, MATCHMAKING_JOINS)
+  if (refusal) {
+    rejections.inc({ limit: MATCHMAKING_JOINS.name })
     throw refusal
   }
 }

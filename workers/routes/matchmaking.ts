@@ -54,6 +54,7 @@ import {
   ticketsOfPool,
 } from '../matchmaking/stub.ts'
 import { adminKeyGuard, requirePrincipal } from '../middleware/auth.ts'
+import { countMatchmakingJoin } from '../middleware/rate-limit.ts'
 import { forgetSettledTickets } from '../parties/stale-tickets.ts'
 import { matchmakingPlayer, recordPartyTicket } from '../parties/store.ts'
 
@@ -356,7 +357,9 @@ const joinRoute = createRoute({
     'key, its `ticketId`); cancel it to switch regions. With an `Idempotency-Key`, the same join ' +
     'sent again gets the ticket the first one was answered with (200, `existing: true`) in whatever state it is ' +
     'now, matched with its tokens included, for as long as the pool keeps it (10 minutes after it ' +
-    'ends); the same key for other players or attributes is 422 idempotency-key-reused.',
+    'ends); the same key for other players or attributes is 422 idempotency-key-reused. A player ' +
+    'joins (and connects sockets) at most JOINS_PER_MINUTE times a minute (30 by default): past it ' +
+    '429 with Retry-After; game servers are not counted.',
   middleware: [requirePrincipal()] as const,
   request: {
     params: QueueParam,
@@ -375,7 +378,7 @@ const joinRoute = createRoute({
       description: 'The ticket this player already has',
       content: { 'application/json': { schema: Ticket } },
     },
-    ...problemResponses(400, 401, 403, 404, 409, 413, 415, 422),
+    ...problemResponses(400, 401, 403, 404, 409, 413, 415, 422, 429),
   },
 })
 
@@ -415,6 +418,7 @@ matchmakingRoutes.openapi(joinRoute, async (c) => {
       throw new ApiError('forbidden', 'Players join only for themselves')
     }
     leader = principal.playerId
+    await countMatchmakingJoin(c)
     if (body.party) {
       const roster = (await matchmakingPlayer(c.env, leader)).party
       // Naming only oneself is a solo join for a player in no party; in a party, it would leave
@@ -742,6 +746,7 @@ matchmakingRoutes.openapi(socketRoute, (async (c: Context<AppEnv>) => {
   if (principal.kind !== 'player') {
     throw new ApiError('forbidden', 'Matchmaking sockets are for players; game servers use HTTP')
   }
+  await countMatchmakingJoin(c)
   // The rating and the claim are taken once per socket, with the queue, in one Neon round trip;
   // a party is read by the pool when a `join` names one.
   const caller = tokenCaller(principal)!

@@ -801,6 +801,30 @@ describe('the event log', () => {
     expect((await read(tokens[players[1]!]!)).status).toBe(200)
     expect((await read(ADMIN_KEY)).status).toBe(200)
   })
+
+  it("a player's reads of sessions their objects no longer hold (read from Neon, or none at all) count toward PLAYER_READS_PER_MINUTE: past it 429; a live session's read is not counted", async () => {
+    await clearOfMinuteTurn(5_000)
+    const g = await newGuest()
+    const { sessionId } = await createSession({
+      rules: 'dice-race',
+      roster: [{ playerId: g.playerId }, { playerId: playerIds(1)[0]! }],
+    })
+    const read = (id: string) =>
+      callWithEnv({ PLAYER_READS_PER_MINUTE: '2' }, `/v1/sessions/${id}`, bearer(g.token))
+    for (let i = 0; i < 2; i++) {
+      expect((await problem(await read(crypto.randomUUID()))).status).toBe(404)
+    }
+    const refused = await read(crypto.randomUUID())
+    expect(await problem(refused)).toMatchObject({
+      status: 429,
+      type: 'urn:nexus:problem:rate-limited',
+    })
+    expect(Number(refused.headers.get('retry-after'))).toBeGreaterThan(0)
+    // The session the player is in, from its object: no Neon, not counted.
+    const live = await read(sessionId)
+    expect(live.status).toBe(200)
+    expect(((await live.json()) as { status: string }).status).toBe('live')
+  })
 })
 
 void env

@@ -128,8 +128,9 @@ const PLAYER_READS: EdgeRateLimitOptions = {
  * none of the allowance, as a malformed submission costs none of theirs. The party reads the SDK
  * polls while a member waits are not counted here.
  */
-export async function countPlayerRead(c: Context<AppEnv>): Promise<void> {
-  const refusal = await overEdgeLimit(c, PLAYER_READS)
+export async function countPlayerRead(c: Context<AppEnv>, playerId?: string): Promise<void> {
+  const limit = playerId === undefined ? PLAYER_READS : { ...PLAYER_READS, key: () => playerId }
+  const refusal = await overEdgeLimit(c, limit)
   if (refusal) {
     rejections.inc({ limit: PLAYER_READS.name })
     throw refusal

@@ -20,7 +20,7 @@ import { ApiError, apiErrorFrom } from '../lib/problem.ts'
 import { SESSION_AUDIENCE, verifySessionToken } from '../lib/session-token.ts'
 import { acceptedSocket, socketOffer, type SocketOffer } from '../lib/socket-auth.ts'
 import { adminKeyGuard } from '../middleware/auth.ts'
-import { countEdgeRefusal, overEdgeLimit } from '../middleware/rate-limit.ts'
+import { countEdgeRefusal, countPlayerRead, overEdgeLimit } from '../middleware/rate-limit.ts'
 import { SessionId } from '../sessions/schemas.ts'
 import { loadArchivedEvents, loadArchivedSession } from '../sessions/store.ts'
 import { type SessionApi, sessionStub } from '../sessions/stub.ts'
@@ -287,6 +287,9 @@ sessionRoutes.openapi(getRoute, (async (c: Context<AppEnv>) => {
   if (c.req.header('upgrade')?.toLowerCase() === 'websocket') return connect(c, id)
   const viewer = await viewerOf(c, id)
   const info = await sessionStub(c.env, id).info()
+  // Past its object (its storage cleared, or never a session), a session is read from Neon: a
+  // player's such reads count as their account's do, or made-up ids would query Neon without end.
+  if (!info.ok && viewer.kind === 'player') await countPlayerRead(c, viewer.playerId)
   const view = await sessionView(c, id, info, { withSetup: viewer.kind === 'admin' })
   await authorize(c, viewer, view)
   return c.json(view)

@@ -105,6 +105,12 @@ afterAll(async () => {
   if (profile) await rm(profile, { recursive: true, force: true })
 })
 
+/** A script that makes the page report itself hidden (or shown), as a background tab does. */
+function setHidden(hidden: boolean): string {
+  return `Object.defineProperty(document, 'hidden', { configurable: true, get: () => ${hidden} });
+    document.dispatchEvent(new Event('visibilitychange'))`
+}
+
 describe('dashboard in Chromium', () => {
   it('asks for the admin key and refuses a wrong one', async () => {
     await page.goto(`${stack().url}/dashboard?interval=1000`)
@@ -179,6 +185,60 @@ describe('dashboard in Chromium', () => {
     const requests = Number((await route.locator('td').nth(1).textContent())!.replace(/,/g, ''))
     expect(requests).toBeGreaterThanOrEqual(20)
     await page.screenshot({ path: `${ARTIFACTS}/02-dashboard.png`, fullPage: true })
+  })
+
+  it('takes a deleted board out of the detail rather than showing its standings as live', async () => {
+    const gone = uid('gone')
+    await admin('PUT', `/v1/admin/leaderboards/${gone}`, { name: 'Gone soon' })
+    const row = page.locator(`#boards tbody tr[data-board="${gone}"]`)
+    await row.waitFor()
+    await row.click()
+    await expect.poll(() => page.textContent('#board-title')).toContain('Gone soon')
+    await admin('DELETE', `/v1/admin/leaderboards/${gone}`)
+    await expect.poll(() => page.locator('#board-detail').isHidden()).toBe(true)
+    await expect.poll(() => page.textContent('#status')).toContain(`board ${gone}`)
+    // The browser logs the detail's 404 itself; nothing else is expected.
+    expect(problems.filter((p) => !p.includes('status of 404'))).toEqual([])
+    problems.length = 0
+  })
+
+  it('asks for nothing while the tab is hidden, and refreshes when it is shown', async () => {
+    const overviews: string[] = []
+    const count = (r: { url(): string }) => {
+      if (r.url().includes('/dashboard/api/overview')) overviews.push(r.url())
+    }
+    page.on('request', count)
+    try {
+      await page.evaluate(setHidden(true))
+      // Let a refresh that had started finish, then three intervals (1 s each) pass.
+      await page.waitForTimeout(500)
+      overviews.length = 0
+      await page.waitForTimeout(3_000)
+      expect(overviews).toEqual([])
+      await page.evaluate(setHidden(false))
+      await expect.poll(() => overviews.length).toBeGreaterThan(0)
+    } finally {
+      page.off('request', count)
+    }
+  })
+
+  it('keeps one board detail request open at a time, however slowly the board answers', async () => {
+    const details: string[] = []
+    const overviews: string[] = []
+    const count = (r: { url(): string }) => {
+      if (r.url().includes('/dashboard/api/boards/')) details.push(r.url())
+      if (r.url().includes('/dashboard/api/overview')) overviews.push(r.url())
+    }
+    page.on('request', count)
+    // The board's detail never answers.
+    await page.route('**/dashboard/api/boards/**', () => {})
+    try {
+      await expect.poll(() => overviews.length, { timeout: 15_000 }).toBeGreaterThanOrEqual(4)
+      expect(details).toHaveLength(1)
+    } finally {
+      page.off('request', count)
+      await page.unrouteAll({ behavior: 'ignoreErrors' })
+    }
   })
 
   it('keeps the key for the tab only, signs out, and loads nothing from elsewhere', async () => {

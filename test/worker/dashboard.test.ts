@@ -9,12 +9,18 @@ import { Counter, Histogram } from '../../workers/lib/metrics.ts'
 import { createBoard, pg } from './helpers/boards.ts'
 import { createQueue } from './helpers/matchmaking.ts'
 import { ADMIN_KEY, bearer, call, callWithEnv, json, newGuest } from './helpers/http.ts'
-import { env } from 'cloudflare:workers'
+import { env, exports } from 'cloudflare:workers'
+
+/** A request to the Worker at a URL of the test's choosing (scheme and host). */
+function callUrl(url: string): Promise<Response> {
+  return (exports as unknown as { default: Fetcher }).default.fetch(new Request(url, { redirect: 'manual' }))
+}
 
 describe('the dashboard page', () => {
   it('is a shell with no data, under a CSP that allows only its own origin', async () => {
-    const res = await call('/dashboard')
+    const res = await callUrl('https://nexus.test/dashboard')
     expect(res.status).toBe(200)
+    expect(res.headers.get('strict-transport-security')).toBe('max-age=31536000')
     const csp = res.headers.get('content-security-policy')!
     expect(csp).toContain("default-src 'none'")
     expect(csp).toContain("script-src 'self'")
@@ -28,6 +34,20 @@ describe('the dashboard page', () => {
     const js = await call('/dashboard/app.js')
     expect(js.headers.get('content-type')).toContain('javascript')
     expect(await js.text()).toContain("var API = '/dashboard/api'")
+  })
+})
+
+describe('the dashboard over plain HTTP', () => {
+  it('is sent to HTTPS, where the admin key it asks for travels encrypted, but on this machine', async () => {
+    const plain = await callUrl('http://nexus.test/dashboard?interval=2000')
+    expect(plain.status).toBe(308)
+    expect(plain.headers.get('location')).toBe('https://nexus.test/dashboard?interval=2000')
+    expect(await plain.text()).not.toContain('admin-key')
+    for (const local of ['http://127.0.0.1:8787/dashboard', 'http://localhost:8787/dashboard']) {
+      const res = await callUrl(local)
+      expect(res.status, local).toBe(200)
+      expect(await res.text()).toContain('admin-key')
+    }
   })
 })
 

@@ -14,7 +14,7 @@ export const DASHBOARD_JS = String.raw`
   var HISTORY = 120
   var COLORS = ['#4cc2ff', '#5fd38d', '#ffb84c', '#ff6b6b', '#c792ea', '#7fdbca']
 
-  var state = { key: null, timer: null, samples: [], prev: null, board: null, busy: false }
+  var state = { key: null, timer: null, samples: [], prev: null, board: null, busy: false, boardBusy: false }
 
   function $(id) { return document.getElementById(id) }
 
@@ -70,9 +70,12 @@ export const DASHBOARD_JS = String.raw`
           signOut('The admin key was refused (' + res.status + ').')
           throw new Error('refused')
         }
-        return res.json().then(function (body) {
-          if (!res.ok) throw new Error((body && (body.detail || body.title)) || 'HTTP ' + res.status)
-          return body
+        // An answer that is not Nexus's JSON (a proxy's error page) says only its status.
+        return res.json().catch(function () { return null }).then(function (body) {
+          if (res.ok && body !== null) return body
+          var err = new Error((body && (body.detail || body.title)) || 'the server answered ' + res.status)
+          err.status = res.status
+          throw err
         })
       })
   }
@@ -259,6 +262,9 @@ export const DASHBOARD_JS = String.raw`
   }
 
   function loadBoard(id) {
+    // One at a time: a board that answers slowly must not gather a request per refresh.
+    if (state.boardBusy) return
+    state.boardBusy = true
     return api('/boards/' + encodeURIComponent(id)).then(function (b) {
       if (state.board !== id) return
       $('board-detail').hidden = false
@@ -276,7 +282,15 @@ export const DASHBOARD_JS = String.raw`
       rows($('rewards').tBodies[0], b.rewards, function (r) {
         return el('tr', null, [td(fmt(r.cycle), 'num'), td(fmt(r.players) + (r.morePlayers ? '+' : ''), 'num'), td('#' + r.ranks[0] + '–#' + r.ranks[1])])
       }, 'no rewards paid yet', 3)
-    }).catch(function (err) { if (err.message !== 'refused') setStatus('board ' + id + ': ' + err.message, true) })
+    }).catch(function (err) {
+      if (err.message === 'refused') return
+      // Deleted: its standings must not stay on the page as if live.
+      if (err.status === 404 && state.board === id) {
+        state.board = null
+        $('board-detail').hidden = true
+      }
+      setStatus('board ' + id + ': ' + err.message, true)
+    }).then(function () { state.boardBusy = false })
   }
 
   function renderQueues(o) {
@@ -309,7 +323,9 @@ export const DASHBOARD_JS = String.raw`
   }
 
   function refresh() {
-    if (state.busy || !state.key) return
+    // A tab in the background reads nothing: each refresh costs the deployment a call to every
+    // listed board and pool. It refreshes when shown again.
+    if (state.busy || !state.key || document.hidden) return
     state.busy = true
     api('/overview').then(function (o) {
       var rate = renderTraffic(o)
@@ -369,6 +385,7 @@ export const DASHBOARD_JS = String.raw`
       }).catch(function () { $('login-error').textContent = 'The server could not be reached.' })
     })
     $('signout').addEventListener('click', function () { signOut('Signed out.') })
+    document.addEventListener('visibilitychange', function () { if (!document.hidden) refresh() })
     var saved = sessionStorage.getItem(KEY)
     if (saved) start(saved)
   })

@@ -365,6 +365,11 @@ function isKeySetUrl(value: string): boolean {
 
 const LOOPBACK_HOSTS = new Set(['127.0.0.1', 'localhost', '[::1]'])
 
+/** Whether `hostname` (as a URL gives it) is this machine: plain HTTP to it never leaves it. */
+export function isLoopbackHost(hostname: string): boolean {
+  return LOOPBACK_HOSTS.has(hostname)
+}
+
 /** Three base64url segments: header, payload, signature. */
 const JWT_SHAPE = /^[\w-]+\.[\w-]+\.[\w-]*$/
 

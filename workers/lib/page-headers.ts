@@ -23,4 +23,7 @@ export const PAGE_HEADERS = {
   'x-content-type-options': 'nosniff',
   'referrer-policy': 'no-referrer',
   'cache-control': 'no-store',
+  // Browsers that have seen the page over HTTPS never ask for it over plain HTTP again (the
+  // dashboard's key would travel in clear); ignored on plain HTTP to this machine.
+  'strict-transport-security': 'max-age=31536000',
 }

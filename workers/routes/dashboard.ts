@@ -16,6 +16,7 @@ import { poolStub } from '../matchmaking/stub.ts'
 import { queueWideWaits, waitPercentiles } from '../matchmaking/wait-stats.ts'
 import { requireAdmin } from '../middleware/auth.ts'
 import { PAGE_HEADERS } from '../lib/page-headers.ts'
+import { isLoopbackHost } from '../lib/auth.ts'
 
 /**
  * The operator dashboard. `/dashboard` serves a page that holds no data: it asks for the admin
@@ -35,7 +36,19 @@ const MAX_LIVE_SESSIONS = 50
  */
 const MAX_COUNTED_REWARDS = 1_000
 
-dashboard.get('/', (c) => c.html(DASHBOARD_HTML, 200, PAGE_HEADERS))
+/**
+ * The page where the admin key is typed is served over HTTPS only, but on this machine: a custom
+ * domain does not make browsers use HTTPS (a bookmark or a typed address may be plain HTTP), and
+ * the key the page sends to the API would then travel in clear.
+ */
+dashboard.get('/', (c) => {
+  const url = new URL(c.req.url)
+  if (url.protocol === 'http:' && !isLoopbackHost(url.hostname)) {
+    url.protocol = 'https:'
+    return c.redirect(url.toString(), 308)
+  }
+  return c.html(DASHBOARD_HTML, 200, PAGE_HEADERS)
+})
 dashboard.get('/app.js', (c) =>
   c.body(DASHBOARD_JS, 200, {
     ...PAGE_HEADERS,

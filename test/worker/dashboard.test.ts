@@ -13,7 +13,9 @@ import { env, exports } from 'cloudflare:workers'
 
 /** A request to the Worker at a URL of the test's choosing (scheme and host). */
 function callUrl(url: string): Promise<Response> {
-  return (exports as unknown as { default: Fetcher }).default.fetch(new Request(url, { redirect: 'manual' }))
+  return (exports as unknown as { default: Fetcher }).default.fetch(
+    new Request(url, { redirect: 'manual' }),
+  )
 }
 
 describe('the dashboard page', () => {

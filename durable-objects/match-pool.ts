@@ -14,6 +14,7 @@ import {
   DEFAULT_DISCONNECT_GRACE_SECONDS,
   disconnectGraceMs,
   joinsPerMinute,
+  outOfPlay,
   type QueueConfig,
 } from '../workers/matchmaking/config.ts'
 import {
@@ -876,7 +877,7 @@ export class MatchPool extends DurableObject<Env> {
     // A region taken out of the queue matches no one any more: its tickets leave, as every
     // waiting ticket does from a paused queue.
     const regionGone = this.region !== null && !config.regions.includes(this.region)
-    const closed = regionGone || config.paused === true || this.deleted
+    const closed = regionGone || outOfPlay(config) !== null || this.deleted
     // Streamed, with only what the index holds: every waiting ticket's whole row at once (its
     // attributes up to a few KB) would peak far above what the index keeps.
     const waiting = this.sql.exec<Pick<TicketRow, 'id' | 'players' | 'enqueued_at'>>(
@@ -1290,8 +1291,12 @@ export class MatchPool extends DurableObject<Env> {
     }
     // A socket's join, on a socket kept for a match being made when its queue was deleted.
     if (this.deleted) return problem('not-found', `No queue '${this.queue}'`)
-    if (config.paused === true) {
-      return problem('conflict', 'This queue is paused: it takes no tickets now', { paused: true })
+    const out = outOfPlay(config)
+    if (out) {
+      return problem('conflict', out.detail, {
+        paused: true,
+        ...(out.rules !== undefined ? { rules: out.rules } : {}),
+      })
     }
     if (ids.length > config.maxPartySize) {
       return problem('validation', `A ticket holds at most ${config.maxPartySize} players`, {

@@ -41,6 +41,7 @@ import {
 import {
   disconnectGraceMs,
   loadQueueConfig,
+  outOfPlay,
   RegionId,
   type QueueConfig,
 } from '../matchmaking/config.ts'
@@ -478,9 +479,11 @@ matchmakingRoutes.openapi(joinRoute, async (c) => {
     region = regionOf(config, body.region)
     // Refused here, before the pool is asked (its fences too); a keyed retry still gets the
     // ticket its first try made.
-    if (config.paused === true) {
-      throw new ApiError('conflict', 'This queue is paused: it takes no tickets now', {
+    const out = outOfPlay(config)
+    if (out) {
+      throw new ApiError('conflict', out.detail, {
         paused: true,
+        ...(out.rules !== undefined ? { rules: out.rules } : {}),
       })
     }
     if (ids.length > config.maxPartySize) {
@@ -721,7 +724,7 @@ matchmakingRoutes.openapi(socketRoute, (async (c: Context<AppEnv>) => {
           maxPartySize: config.maxPartySize,
           ticketTtlSeconds: config.ticketTtlSeconds,
           disconnectGraceSeconds: disconnectGraceMs(config) / 1000,
-          paused: config.paused === true,
+          paused: outOfPlay(config) !== null,
         }
       },
     })

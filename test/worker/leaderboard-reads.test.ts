@@ -1,7 +1,17 @@
 import { env } from 'cloudflare:workers'
 import { evictDurableObject, runInDurableObject } from 'cloudflare:test'
 import { describe, expect, it } from 'vitest'
-import { ADMIN_KEY, BASE, call, callWithEnv, json, newGuest, problem } from './helpers/http.ts'
+import {
+  ADMIN_KEY,
+  BASE,
+  call,
+  callWithEnv,
+  clientAddress,
+  json,
+  newGuest,
+  problem,
+} from './helpers/http.ts'
+import { UNKNOWN_IDS_PER_MINUTE } from '../../workers/middleware/rate-limit.ts'
 import { boardId, createBoard, fresh, pg, submitFor, type Top } from './helpers/boards.ts'
 import {
   edgeCacheUrl,
@@ -887,6 +897,66 @@ describe('fresh reads (Cache-Control: no-cache)', () => {
     expect(other.headers.get('x-cache')).toBe('MISS')
     expect(other.headers.get('x-fresh-read')).toBeNull()
     expect(((await other.json()) as Top).total).toBe(5)
+  })
+})
+
+describe('reads naming boards and queues that do not exist', () => {
+  /** Reads made-up ids from `address` until one is refused (at most two minutes' worth). */
+  async function namesUntilRefused(address: string, path: (id: string) => string) {
+    const answers: number[] = []
+    for (let i = 0; i < 2 * UNKNOWN_IDS_PER_MINUTE + 1; i++) {
+      // callWithEnv waits for the count made beside the 404.
+      const res = await callWithEnv({}, path(`made-up-${crypto.randomUUID()}`), {
+        headers: { 'cf-connecting-ip': address },
+      })
+      answers.push(res.status)
+      if (res.status === 429) return { answers, refused: res }
+      await res.body?.cancel()
+    }
+    return { answers, refused: undefined }
+  }
+
+  it(`refuses an address past ${UNKNOWN_IDS_PER_MINUTE} made-up ids a minute (429) before asking a board or Neon, serves it cached answers still, and leaves other addresses be`, async () => {
+    const b = await createBoard()
+    await submitFor(b, 'a', { score: 1 })
+    const address = clientAddress()
+    const real = `/v1/leaderboards/${b}/top`
+    await (await callWithEnv({}, real)).body?.cancel()
+    const { answers, refused } = await namesUntilRefused(
+      address,
+      (id) => `/v1/leaderboards/${id}/top`,
+    )
+    // Every one before the refusal was a 404, at least a minute's allowance of them.
+    expect(refused).toBeDefined()
+    expect(answers.slice(0, -1).every((s) => s === 404)).toBe(true)
+    expect(answers.length).toBeGreaterThan(UNKNOWN_IDS_PER_MINUTE)
+    const p = await problem(refused!)
+    expect(p).toMatchObject({ status: 429, type: 'urn:nexus:problem:rate-limited' })
+    expect(Number(refused!.headers.get('retry-after'))).toBeGreaterThan(0)
+    const from = (path: string, ip: string) => call(path, { headers: { 'cf-connecting-ip': ip } })
+    // The same address: another made-up board, and a made-up queue, are refused at once.
+    expect((await from(`/v1/leaderboards/made-up-${crypto.randomUUID()}`, address)).status).toBe(
+      429,
+    )
+    expect((await from(`/v1/matchmaking/made-up-${crypto.randomUUID()}`, address)).status).toBe(429)
+    // A read the caches answer is served as before.
+    const cached = await from(real, address)
+    expect(cached.status).toBe(200)
+    expect(cached.headers.get('x-cache')).toMatch(/^HIT/)
+    // Another address names a made-up board and is told it does not exist.
+    expect(
+      (await from(`/v1/leaderboards/made-up-${crypto.randomUUID()}`, clientAddress())).status,
+    ).toBe(404)
+  })
+
+  it(`counts made-up queue ids too: past ${UNKNOWN_IDS_PER_MINUTE} a minute from one address, 429`, async () => {
+    const { answers, refused } = await namesUntilRefused(
+      clientAddress(),
+      (id) => `/v1/matchmaking/${id}`,
+    )
+    expect(refused).toBeDefined()
+    expect(answers.slice(0, -1).every((s) => s === 404)).toBe(true)
+    expect(answers.length).toBeGreaterThan(UNKNOWN_IDS_PER_MINUTE)
   })
 })
 

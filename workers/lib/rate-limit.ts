@@ -37,6 +37,12 @@ export class MemoryWindowCounter {
     return decide(w.count, limit, windowStart + windowMs - now)
   }
 
+  /** Whether `key` is past `limit` in the current window, counting nothing. */
+  isOver(key: string, limit: number, windowMs: number, now = Date.now()): boolean {
+    const w = this.windows.get(key)
+    return w !== undefined && w.windowStart === now - (now % windowMs) && w.count > limit
+  }
+
   private evictOld(currentWindowStart: number): void {
     for (const [k, w] of this.windows)
       if (w.windowStart !== currentWindowStart) this.windows.delete(k)
@@ -122,4 +128,22 @@ export async function hitWindow(
     }
   }
   return memory.hit(key, limit, windowMs, now)
+}
+
+/**
+ * Whether this isolate knows `key` to be past `limit` in the current window (Redis refused it
+ * here, or this isolate's own count is past it), counting nothing and asking nobody: for a check
+ * before work whose outcome alone is counted (a read that turns out to name an unknown id).
+ */
+export function knownOverWindow(
+  key: string,
+  limit: number,
+  windowMs: number,
+  now = Date.now(),
+): boolean {
+  const windowStart = now - (now % windowMs)
+  return (
+    refusedUntil(`nexus:rl:${key}:${windowStart}:${limit}`, now) ||
+    memory.isOver(key, limit, windowMs, now)
+  )
 }

@@ -2,7 +2,7 @@ import type { Context, MiddlewareHandler } from 'hono'
 import type { AppEnv } from '../app-env.ts'
 import { counter } from '../lib/metrics.ts'
 import { ApiError } from '../lib/problem.ts'
-import { hitWindow } from '../lib/rate-limit.ts'
+import { hitWindow, knownOverWindow } from '../lib/rate-limit.ts'
 import { getRedis } from '../lib/redis.ts'
 import { boundedInt } from '../lib/config.ts'
 import { rateLimitAddress, rateLimitNetwork } from '../core/client-address.ts'
@@ -157,4 +157,44 @@ export async function countMatchmakingJoin(c: Context<AppEnv>): Promise<void> {
     rejections.inc({ limit: MATCHMAKING_JOINS.name })
     throw refusal
   }
+}
+
+/**
+ * Made-up board or queue ids one client address may name a minute. Each is a miss of every cache
+ * layer, a Neon query, and for a board a fresh Durable Object: a script trying ids cost the
+ * deployment all three per request, where the per-isolate memory of an unknown id helps only
+ * when the same id comes again. Past it, the address's reads that would ask a board or Neon
+ * about a board or queue are refused (429) for the rest of the minute; cached answers are
+ * served as before. The admin key is not counted.
+ */
+export const UNKNOWN_IDS_PER_MINUTE = 60
+
+const UNKNOWN_IDS: EdgeRateLimitOptions = {
+  name: 'unknown-ids',
+  limit: UNKNOWN_IDS_PER_MINUTE,
+  key: (c) => (c.get('principal')?.kind === 'admin' ? undefined : countedClientIp(c)),
+}
+
+/** Counts a made-up id this request named toward UNKNOWN_IDS_PER_MINUTE (it answers 404 anyway). */
+export async function countUnknownId(c: Context<AppEnv>): Promise<void> {
+  await overEdgeLimit(c, UNKNOWN_IDS)
+}
+
+/**
+ * Throws the 429 when this isolate knows the client's address to be past UNKNOWN_IDS_PER_MINUTE
+ * this minute; asks nobody, so it costs nothing before a board's or Neon's answer.
+ */
+export function refuseNamerOfUnknownIds(c: Context<AppEnv>): void {
+  const key = UNKNOWN_IDS.key(c)
+  if (key === undefined) return
+  const now = Date.now()
+  if (!knownOverWindow(`${UNKNOWN_IDS.name}:${key}`, UNKNOWN_IDS_PER_MINUTE, 60_000, now)) return
+  rejections.inc({ limit: UNKNOWN_IDS.name })
+  const retryAfter = Math.max(1, Math.ceil((60_000 - (now % 60_000)) / 1000))
+  throw new ApiError(
+    'rate-limited',
+    `Too many requests naming boards or queues that do not exist; retry in ${retryAfter} s`,
+    { retryAfter },
+    { 'retry-after': String(retryAfter) },
+  )
 }

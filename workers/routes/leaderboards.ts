@@ -20,6 +20,8 @@ import {
   countedClientIp,
   overEdgeLimit,
   countPlayerRead,
+  countUnknownId,
+  refuseNamerOfUnknownIds,
   playerReadsPerMinute,
   type EdgeRateLimitOptions,
 } from '../middleware/rate-limit.ts'
@@ -72,14 +74,19 @@ function board(c: Context<AppEnv>, id: string) {
   if (unknownBoards.has(id)) {
     throw new ApiError('not-found', `No leaderboard '${id}'`, {}, { 'cache-control': 'no-store' })
   }
+  refuseNamerOfUnknownIds(c)
   return boardStub(c.env, id)
 }
 
 /** A refusal the board made (and counted, for submissions). */
 class BoardRefusal extends ApiError {}
 
-function fail(p: BoardProblem): never {
-  if (p.unknownBoard) unknownBoards.remember(p.unknownBoard)
+function fail(c: Context<AppEnv>, p: BoardProblem): never {
+  if (p.unknownBoard) {
+    unknownBoards.remember(p.unknownBoard)
+    // Counted beside the answer: the 404 goes out now, the address's next such read is judged.
+    c.executionCtx.waitUntil(countUnknownId(c))
+  }
   throw new BoardRefusal(p.problem, p.detail, p.extensions ?? {}, p.headers ?? {})
 }
 
@@ -141,7 +148,7 @@ leaderboardRoutes.openapi(getBoardRoute, (async (c: Context<AppEnv>) => {
     visibility: 'public',
     load: async () => {
       const info = await board(c, id).info(id)
-      if ('ok' in info) fail(info)
+      if ('ok' in info) fail(c, info)
       // Paused is stored only while true; clients read it as a flag either way.
       return {
         id,
@@ -252,7 +259,7 @@ leaderboardRoutes.openapi(submitRoute, async (c) => {
       countEdgeRefusal(SUBMIT_EDGE_LIMIT.name)
       throw overLimit
     }
-    fail(reply)
+    fail(c, reply)
   }
   return c.json(reply.result, 200)
 })
@@ -318,7 +325,7 @@ leaderboardRoutes.openapi(topRoute, (async (c: Context<AppEnv>) => {
             return cycle !== current || walkOf(nextCursor) === walkOf(cursor)
           })
         }
-        fail(r)
+        fail(c, r)
       }
       endsAt = r.endsAt
       return {
@@ -408,7 +415,7 @@ leaderboardRoutes.openapi(playerRoute, (async (c: Context<AppEnv>) => {
     sharedAcrossLocations: false,
     load: async () => {
       const r = await board(c, id).player(id, playerId)
-      if (!r.ok) fail(r)
+      if (!r.ok) fail(c, r)
       const entry = r.entry ? (await named(c, [r.entry]))[0]! : null
       return { cycle: r.cycle, playerId, entry, total: r.total }
     },
@@ -449,7 +456,7 @@ leaderboardRoutes.openapi(aroundRoute, (async (c: Context<AppEnv>) => {
     sharedAcrossLocations: false,
     load: async () => {
       const r = await board(c, id).around(id, playerId, limit)
-      if (!r.ok) fail(r)
+      if (!r.ok) fail(c, r)
       return { cycle: r.cycle, entries: await named(c, r.entries), total: r.total }
     },
   })

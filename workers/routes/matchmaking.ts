@@ -55,7 +55,11 @@ import {
   ticketsOfPool,
 } from '../matchmaking/stub.ts'
 import { adminKeyGuard, requirePrincipal } from '../middleware/auth.ts'
-import { countMatchmakingJoin } from '../middleware/rate-limit.ts'
+import {
+  countMatchmakingJoin,
+  countUnknownId,
+  refuseNamerOfUnknownIds,
+} from '../middleware/rate-limit.ts'
 import { forgetSettledTickets } from '../parties/stale-tickets.ts'
 import { matchmakingPlayer, recordPartyTicket } from '../parties/store.ts'
 
@@ -144,9 +148,11 @@ async function queueConfig(
   const missing = () =>
     new ApiError('not-found', `No queue '${queue}'`, {}, { 'cache-control': 'no-store' })
   if (unknownQueues.has(queue)) throw missing()
+  refuseNamerOfUnknownIds(c)
   const q = await loadQueueConfig(c.env, queue)
   if (!q) {
     unknownQueues.remember(queue)
+    await countUnknownId(c)
     throw missing()
   }
   return q

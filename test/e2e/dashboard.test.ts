@@ -241,6 +241,58 @@ describe('dashboard in Chromium', () => {
     }
   })
 
+  it('takes request rates over 30 s (isolates report every 10 s), and says when the traffic is one isolate only', async () => {
+    // Overviews as the hub gives them: a steady 200 requests a second, counted in steps of
+    // 2,000 every 10 s, read every 2 s (the stub's clock). Two readings apart saw 0 or 1,000.
+    const real = (await admin('GET', '/dashboard/api/overview')) as {
+      now: number
+      metricsScope: string
+      metrics: { requests: number }
+    }
+    let k = 0
+    let scope = 'cluster'
+    await page.route('**/dashboard/api/overview', (route) => {
+      k++
+      const steps = Math.floor(k / 5)
+      return route.fulfill({
+        json: {
+          ...real,
+          now: real.now + k * 2_000,
+          metricsScope: scope,
+          metrics: { ...real.metrics, requests: real.metrics.requests + steps * 2_000 },
+        },
+      })
+    })
+    const stat = (label: string) =>
+      page
+        .locator('#headline .stat', { has: page.locator('span', { hasText: label }) })
+        .locator('b')
+        .textContent()
+    try {
+      // Past 15 readings, the rate spans 30 s.
+      await expect.poll(() => k, { timeout: 30_000 }).toBeGreaterThan(20)
+      const rates: number[] = []
+      for (let i = 0; i < 5; i++) {
+        const seen = k
+        await expect.poll(() => k, { timeout: 5_000 }).toBeGreaterThan(seen)
+        rates.push(Number((await stat('requests / s'))!.replace(/,/g, '')))
+      }
+      for (const r of rates) {
+        expect(r).toBeGreaterThanOrEqual(150)
+        expect(r).toBeLessThanOrEqual(250)
+      }
+      expect(await stat('5xx counted (all isolates)')).not.toBeNull()
+      scope = 'isolate'
+      await expect
+        .poll(() => page.textContent('#status'), { timeout: 5_000 })
+        .toContain('this isolate only')
+      expect(await page.getAttribute('#status', 'class')).toBe('bad')
+      expect(await stat('requests / s (this isolate only)')).not.toBeNull()
+    } finally {
+      await page.unrouteAll({ behavior: 'ignoreErrors' })
+    }
+  })
+
   it('keeps the key for the tab only, signs out, and loads nothing from elsewhere', async () => {
     await page.reload()
     await page.locator(`#boards tbody tr[data-board="${board}"]`).waitFor()

@@ -14,7 +14,11 @@ export const DASHBOARD_JS = String.raw`
   var HISTORY = 120
   var COLORS = ['#4cc2ff', '#5fd38d', '#ffb84c', '#ff6b6b', '#c792ea', '#7fdbca']
 
-  var state = { key: null, timer: null, samples: [], prev: null, board: null, busy: false, boardBusy: false }
+  // Rates span at least this much: isolates send the metrics hub their counts every 10 s, so a
+  // difference of two readings 5 s apart swung between nothing and twice the rate.
+  var RATE_WINDOW_MS = 30000
+
+  var state = { key: null, timer: null, samples: [], readings: [], board: null, busy: false, boardBusy: false }
 
   function $(id) { return document.getElementById(id) }
 
@@ -185,9 +189,13 @@ export const DASHBOARD_JS = String.raw`
       [t ? fmt(t.boards) : '–', 'leaderboards'],
       [t ? fmt(waiting) : '–', waitingOf],
       [o.sessions.live === null ? '–' : fmt(o.sessions.live), 'live sessions'],
-      [rate === null ? '–' : fmt(rate, 1), 'requests / s'],
-      [fmt(o.metrics.serverErrors), '5xx since start'],
     ]
+    // Without the metrics hub, the traffic figures are one isolate's: said where they are read.
+    var scope = o.metricsScope === 'isolate' ? ' (this isolate only)' : ''
+    var items = items.concat([
+      [rate === null ? '–' : fmt(rate, 1), 'requests / s' + scope],
+      [fmt(o.metrics.serverErrors), '5xx counted' + (scope || ' (all isolates)')],
+    ])
     items.forEach(function (it) { h.appendChild(el('div', { class: 'stat' }, [el('b', { text: it[0] }), el('span', { text: it[1] })])) })
   }
 
@@ -202,9 +210,15 @@ export const DASHBOARD_JS = String.raw`
     // Rates are differences between two readings of the same totals: a reading of another scope
     // (the whole cluster against one isolate, when the hub comes or goes) starts over.
     sample.scope = o.metricsScope
-    var prev = state.prev && state.prev.scope === sample.scope ? state.prev : null
-    if (state.prev && !prev) state.samples = []
-    state.prev = sample
+    var last = state.readings[state.readings.length - 1]
+    if (last && last.scope !== sample.scope) {
+      state.readings = []
+      state.samples = []
+    }
+    state.readings.push(sample)
+    // The oldest reading kept is the newest one at least RATE_WINDOW_MS old (or the oldest).
+    while (state.readings.length > 2 && now - state.readings[1].t >= RATE_WINDOW_MS) state.readings.shift()
+    var prev = state.readings.length > 1 ? state.readings[0] : null
     var rate = null
     if (prev && now > prev.t) {
       var dt = (now - prev.t) / 1000
@@ -335,6 +349,7 @@ export const DASHBOARD_JS = String.raw`
       renderSessions(o)
       document.body.setAttribute('data-refreshed', String(o.now))
       if (o.listsError) setStatus('boards, queues and sessions unavailable: ' + o.listsError + ' (traffic is current)', true)
+      else if (o.metricsScope === 'isolate') setStatus('the metrics hub is unreachable: traffic is from this isolate only', true)
       else setStatus('updated ' + new Date(o.now).toLocaleTimeString() + ' · every ' + INTERVAL_MS / 1000 + ' s')
     }).catch(function (err) {
       if (err.message !== 'refused') setStatus('refresh failed: ' + err.message, true)
@@ -359,7 +374,7 @@ export const DASHBOARD_JS = String.raw`
     if (state.timer) clearInterval(state.timer)
     state.timer = null
     state.samples = []
-    state.prev = null
+    state.readings = []
     $('app').hidden = true
     $('signout').hidden = true
     $('login').hidden = false

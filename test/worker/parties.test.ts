@@ -3,6 +3,7 @@ import { env } from 'cloudflare:workers'
 import { describe, expect, it } from 'vitest'
 import type { MatchPool } from '../../durable-objects/match-pool.ts'
 import { INVITE_TTL_SECONDS, MAX_PARTY_SIZE } from '../../workers/core/party.ts'
+import { PARTY_CHANGES_PER_MINUTE } from '../../workers/middleware/rate-limit.ts'
 import { issuePlayerToken } from '../../workers/lib/auth.ts'
 import { recordPartyTicket, stalePartyTickets } from '../../workers/parties/store.ts'
 import { runScheduled } from '../../workers/scheduled.ts'
@@ -516,6 +517,36 @@ describe('invite refusals change nothing', () => {
     // Inviting again sweeps the expired invite and makes a new one, which can be accepted.
     await ok(invite(party.id, a!, b!), 201)
     expect((await ok(accept(party.id, b!))).members).toHaveLength(2)
+  })
+})
+
+describe('party changes per minute', () => {
+  it(`refuses a player past ${PARTY_CHANGES_PER_MINUTE} party changes a minute (a create and leave loop) with 429 and Retry-After, changing nothing; other players change theirs`, async () => {
+    const [p, other] = (await players(2)) as [Player, Player]
+    let refused: Response | undefined
+    // Two minutes' worth at most: a window may turn once inside the loop.
+    for (let i = 0; i < PARTY_CHANGES_PER_MINUTE + 2 && !refused; i++) {
+      const made = await send('POST', '/v1/parties', p)
+      if (made.status === 429) {
+        refused = made
+        break
+      }
+      const party = (await made.json()) as Party
+      const left = await leave(party.id, p)
+      if (left.status === 429) refused = left
+      else await left.body?.cancel()
+    }
+    expect(refused).toBeDefined()
+    expect(await problem(refused!)).toMatchObject({
+      status: 429,
+      type: 'urn:nexus:problem:rate-limited',
+    })
+    expect(Number(refused!.headers.get('retry-after'))).toBeGreaterThan(0)
+    // A refused create made no party (a refused leave left it as it was).
+    const mine = await send('GET', '/v1/parties/me', p)
+    if (mine.status === 200) expect(((await mine.json()) as Party).members).toHaveLength(1)
+    else expect(mine.status).toBe(404)
+    await create(other)
   })
 })
 

@@ -150,18 +150,19 @@ describe("a player's reads of their own account", () => {
     await clearOfMinuteTurn(10_000)
     const [me, other] = await Promise.all([newGuest(), newGuest()])
     const read = (path: string, token: string) =>
-      callWithEnv({ PLAYER_READS_PER_MINUTE: '5' }, path, bearer(token))
+      callWithEnv({ PLAYER_READS_PER_MINUTE: '6' }, path, bearer(token))
     const paths = [
       '/v1/players/me',
       '/v1/players/me/rewards',
       '/v1/players/me/sessions',
       '/v1/players/me/party-invites',
       `/v1/leaderboards/no-board-${crypto.randomUUID().slice(0, 8)}/players/me/history`,
+      `/v1/parties/${crypto.randomUUID()}`,
     ]
     const statuses = []
     for (const path of paths) statuses.push((await read(path, me.token)).status)
-    // A board nobody made: 404, counted as any read.
-    expect(statuses).toEqual([200, 200, 200, 200, 404])
+    // A board nobody made, a party the player is not in: 404, counted as any read.
+    expect(statuses).toEqual([200, 200, 200, 200, 404, 404])
     const refused = await read('/v1/players/me', me.token)
     expect(await problem(refused.clone())).toMatchObject({
       status: 429,

@@ -198,3 +198,19 @@ export function refuseNamerOfUnknownIds(c: Context<AppEnv>): void {
     { 'retry-after': String(retryAfter) },
   )
 }
+
+/**
+ * A player's party changes a minute (create, invite, withdraw an invite, accept, leave, remove):
+ * each is a write transaction in Neon, and a create-and-leave loop had no bound at all. A player
+ * forming a party clicks a few of these a minute.
+ */
+export const PARTY_CHANGES_PER_MINUTE = 60
+
+export const countPartyChange = edgeRateLimit({
+  name: 'party-changes',
+  limit: PARTY_CHANGES_PER_MINUTE,
+  key: (c) => {
+    const p = c.get('principal')
+    return p?.kind === 'player' ? p.playerId : undefined
+  },
+})

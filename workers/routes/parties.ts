@@ -8,6 +8,7 @@ import { ApiError } from '../lib/problem.ts'
 import { within } from '../lib/within.ts'
 import { playerId, requirePlayer } from '../middleware/auth.ts'
 import { noBodyFields } from '../middleware/json-body.ts'
+import { countPartyChange, countPlayerRead } from '../middleware/rate-limit.ts'
 import { cancelStaleTickets } from '../parties/stale-tickets.ts'
 import {
   acceptInvite,
@@ -109,12 +110,12 @@ const createPartyRoute = createRoute({
     '(made in the last 10 minutes, led by the caller alone, no invite or ticket sent from it), ' +
     'answered as it is with 200: a create sent again after its answer was lost gets the party it ' +
     'made. A token issued before its player was erased gets 403.',
-  middleware: [requirePlayer(), noBodyFields()] as const,
+  middleware: [requirePlayer(), countPartyChange, noBodyFields()] as const,
   // No body, or `{}`; a body that is not JSON, too large or of another type is still refused.
   responses: {
     200: { description: 'The party the caller already leads alone', content: partyJson },
     201: { description: 'The new party', content: partyJson },
-    ...problemResponses(400, 401, 403, 409, 413, 415, 422),
+    ...problemResponses(400, 401, 403, 409, 413, 415, 422, 429),
   },
 })
 
@@ -152,12 +153,14 @@ const getPartyRoute = createRoute({
   request: { params: PartyParam },
   responses: {
     200: { description: 'The party', content: partyJson },
-    ...problemResponses(401, 403, 404, 422),
+    ...problemResponses(401, 403, 404, 422, 429),
   },
 })
 
 partyRoutes.openapi(getPartyRoute, async (c) => {
   const { partyId } = c.req.valid('param')
+  // A query in Neon each: counted as the player's other reads of their own data are.
+  await countPlayerRead(c)
   const party = await visibleParty(c.env, partyId, playerId(c))
   if (!party) throw partyNotFound(partyId)
   c.header('cache-control', 'private, no-store')
@@ -186,7 +189,7 @@ const inviteRoute = createRoute({
     'together. 403 for members and invitees who do not lead, 404 for players not in or invited to the party, ' +
     '409 when the player is already a member (the caller included; `member: true`, which a retried invite ' +
     'the player accepted meanwhile gets) or the party is full (`limit`).',
-  middleware: [requirePlayer()] as const,
+  middleware: [requirePlayer(), countPartyChange] as const,
   request: {
     params: PartyParam,
     body: { content: { 'application/json': { schema: InviteBody } }, required: true },
@@ -194,7 +197,7 @@ const inviteRoute = createRoute({
   responses: {
     201: { description: 'Invited; the party', content: partyJson },
     200: { description: 'The invite was refreshed; the party', content: partyJson },
-    ...problemResponses(400, 401, 403, 404, 409, 413, 415, 422),
+    ...problemResponses(400, 401, 403, 404, 409, 413, 415, 422, 429),
   },
 })
 
@@ -213,11 +216,11 @@ const revokeRoute = createRoute({
     'Idempotent: 204 whether or not an invite was there, once the caller may ask (the invitee ' +
     'for their own invite, the leader for any). 403 for other members and invitees, 404 for ' +
     'anyone else.',
-  middleware: [requirePlayer()] as const,
+  middleware: [requirePlayer(), countPartyChange] as const,
   request: { params: z.object({ partyId: PartyId, playerId: PlayerOrMe }) },
   responses: {
     204: { description: 'No such invite any more' },
-    ...problemResponses(401, 403, 404, 422),
+    ...problemResponses(401, 403, 404, 422, 429),
   },
 })
 
@@ -241,12 +244,12 @@ const acceptRoute = createRoute({
     "The party's waiting matchmaking ticket, if any, is cancelled (reason `party_changed`): it was " +
     'made without the new member. The answer waits at most 2 s for that (the cancel goes on after ' +
     'it); `ticketId` is null once it has seen the ticket cancelled.',
-  middleware: [requirePlayer(), noBodyFields()] as const,
+  middleware: [requirePlayer(), countPartyChange, noBodyFields()] as const,
   // No body, or `{}`; a body that is not JSON, too large or of another type is still refused.
   request: { params: PartyParam },
   responses: {
     200: { description: 'The party, with the caller as a member', content: partyJson },
-    ...problemResponses(400, 401, 403, 404, 409, 413, 415, 422),
+    ...problemResponses(400, 401, 403, 404, 409, 413, 415, 422, 429),
   },
 })
 
@@ -269,11 +272,11 @@ const leaveRoute = createRoute({
     'that (the cancel goes on after it). Idempotent: 204 whether or not the ' +
     'player was a member, once the caller may ask. 403 for members and invitees removing someone ' +
     'else without leading, 404 for anyone else.',
-  middleware: [requirePlayer()] as const,
+  middleware: [requirePlayer(), countPartyChange] as const,
   request: { params: z.object({ partyId: PartyId, playerId: PlayerOrMe }) },
   responses: {
     204: { description: 'Not a member any more' },
-    ...problemResponses(401, 403, 404, 422),
+    ...problemResponses(401, 403, 404, 422, 429),
   },
 })
 

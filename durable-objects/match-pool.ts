@@ -2422,6 +2422,8 @@ export class MatchPool extends DurableObject<Env> {
         return
       }
       case 'join': {
+        /** A join sent again for a ticket its key already made: no new ticket, no allowance. */
+        let again = false
         if (msg.joinKey !== undefined && this.config) {
           // Sent again, its socket having dropped before the answer: a ticket the first one made
           // that has moved on since is answered as it stands, and nothing is queued.
@@ -2438,8 +2440,9 @@ export class MatchPool extends DurableObject<Env> {
             await this.answerFromTicket(ws, keyed.row)
             return
           }
+          again = keyed !== undefined && keyed !== null
         }
-        const allowance = this.takeJoinToken(att.playerId)
+        const allowance = again ? { ok: true as const } : this.takeJoinToken(att.playerId)
         if (!allowance.ok) {
           return this.sendError(
             ws,

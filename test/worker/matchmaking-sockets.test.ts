@@ -27,7 +27,16 @@ import {
   type Found,
   type Queued,
 } from './helpers/matchmaking.ts'
-import { closed, collect, connect, nextOfType, track, until, upgrade } from './helpers/sockets.ts'
+import {
+  closed,
+  collect,
+  connect,
+  nextMessage,
+  nextOfType,
+  track,
+  until,
+  upgrade,
+} from './helpers/sockets.ts'
 import { replaceMethod } from './helpers/replace-method.ts'
 import type { SessionCreator } from '../../workers/matchmaking/session.ts'
 
@@ -591,10 +600,23 @@ describe('sockets: cancel, malformed frames', () => {
     expect(await waitingCount(q)).toBe(0)
     // Two seconds later, one more.
     joinTime.t += 2_000
-    refused.ws.send(JSON.stringify({ type: 'join' }))
-    await nextOfType<Queued>(refused.ws, 'queued')
+    const keyed = JSON.stringify({ type: 'join', joinKey: `k-${crypto.randomUUID()}` })
+    refused.ws.send(keyed)
+    const { ticketId } = await nextOfType<Queued>(refused.ws, 'queued')
     expect(await waitingCount(q)).toBe(1)
+    // The same join sent again (its answer lost on a socket that dropped) makes no new ticket,
+    // and costs no allowance: it is answered with the ticket, spent allowance or not.
+    const back = await connect(`/v1/matchmaking/${q}`, g.token)
+    // A socket connecting while the player's ticket waits is told of it first.
+    await nextOfType<Queued>(back, 'queued')
+    back.send(keyed)
+    const answer = await nextMessage<{ type: string; ticketId?: string }>(
+      back,
+      (m) => m.type === 'queued' || m.type === 'error',
+    )
+    expect(answer).toMatchObject({ type: 'queued', ticketId })
     refused.ws.close(1000)
+    back.close(1000)
   })
 
   it(`closes a socket that keeps sending past its allowance (over ${MAX_REFUSED_FRAMES} refused in ${FLOOD_WINDOW_MS / 1000} s), as if it had gone: its ticket's grace starts`, async () => {

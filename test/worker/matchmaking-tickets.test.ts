@@ -5,8 +5,16 @@ import { MAX_WAITS_PER_READER, type MatchPool } from '../../durable-objects/matc
 import { localFamilies } from '../../workers/lib/metrics.ts'
 import { parsePrometheus } from '../../workers/dashboard/metrics.ts'
 import { pg } from './helpers/boards.ts'
-import { ADMIN_KEY, bearer, call, json, newGuest, problem } from './helpers/http.ts'
-import { closed, connect, nextOfType, until } from './helpers/sockets.ts'
+import {
+  ADMIN_KEY,
+  bearer,
+  call,
+  clearOfMinuteTurn,
+  json,
+  newGuest,
+  problem,
+} from './helpers/http.ts'
+import { closed, connect, nextOfType, track, until } from './helpers/sockets.ts'
 import {
   graceUntil,
   alarmAt,
@@ -410,11 +418,14 @@ describe('HTTP tickets', () => {
 })
 
 describe('joins per minute', () => {
-  it("counts a player's HTTP joins and socket connects together toward JOINS_PER_MINUTE: past it 429 with Retry-After before any claim, and no ticket; a game server's joins for that player are not counted", async () => {
+  const limited = { JOINS_PER_MINUTE: '1' }
+
+  it("refuses a player's HTTP joins past JOINS_PER_MINUTE with 429 and Retry-After before any claim, queueing nothing; a keyed join sent again still gets the ticket its first try made; game servers are not counted", async () => {
+    // Counted by the minute: not across its turn.
+    await clearOfMinuteTurn(10_000)
     const q = await createQueue()
     await rig(q, newClock())
     const g = await newGuest()
-    const limited = { JOINS_PER_MINUTE: '1' }
     const { callWithEnv } = await import('./helpers/http.ts')
     const claimVersion = async () =>
       (
@@ -422,46 +433,68 @@ describe('joins per minute', () => {
           SELECT coalesce(max(version)::text || ' ' || max(claimed_at)::text, '') AS version
             FROM queue_claims WHERE player_id = ${g.playerId}`) as { version: string }[]
       )[0]!.version
-    // Eight tries, at most two windows of a minute: at most two taken, so each kind is refused.
-    const refusedBy = { join: 0, connect: 0 }
-    for (let i = 0; i < 8; i++) {
-      const before = await claimVersion()
-      let res: Response
-      if (i % 2 === 0) {
-        res = await callWithEnv(limited, `/v1/matchmaking/${q}/tickets`, json('POST', {}, g.token))
-        if (res.status === 201) {
-          const { ticketId } = (await res.json()) as Ticket
-          expect((await del(ticketId, g.token)).status).toBe(200)
-          continue
-        }
-      } else {
-        res = await callWithEnv(limited, `/v1/matchmaking/${q}`, {
-          headers: { upgrade: 'websocket', authorization: `Bearer ${g.token}` },
-        })
-        if (res.status === 101) {
-          res.webSocket!.accept()
-          res.webSocket!.close(1000)
-          continue
-        }
-      }
-      expect(res.status).toBe(429)
-      expect(Number(res.headers.get('retry-after'))).toBeGreaterThan(0)
-      expect((await problem(res)).type).toBe('urn:nexus:problem:rate-limited')
-      // Refused before the claim it would have taken, and nothing queued.
-      expect(await claimVersion()).toBe(before)
-      const waiting = await runInDurableObject(poolOf(q), (inst: MatchPool) => inst.stats('eu'))
-      expect(waiting.waitingTickets).toBe(0)
-      refusedBy[i % 2 === 0 ? 'join' : 'connect']++
-    }
-    expect(refusedBy.join).toBeGreaterThanOrEqual(2)
-    expect(refusedBy.connect).toBeGreaterThanOrEqual(2)
-    // A game server joins for the player all the same.
+    const join = (key?: string) =>
+      callWithEnv(
+        limited,
+        `/v1/matchmaking/${q}/tickets`,
+        json('POST', {}, g.token, key ? { 'idempotency-key': key } : {}),
+      )
+    const key = `join-${crypto.randomUUID()}`
+    const first = await join(key)
+    expect(first.status).toBe(201)
+    const { ticketId } = (await first.json()) as Ticket
+    // The minute's one join is spent: another is refused before its claim.
+    const before = await claimVersion()
+    const refused = await join()
+    expect(refused.status).toBe(429)
+    expect(Number(refused.headers.get('retry-after'))).toBeGreaterThan(0)
+    expect((await problem(refused)).type).toBe('urn:nexus:problem:rate-limited')
+    expect(await claimVersion()).toBe(before)
+    // The first join sent again (its answer lost) gets its ticket, still waiting.
+    const again = await join(key)
+    expect(again.status).toBe(200)
+    expect(await again.json()).toMatchObject({ ticketId, status: 'waiting', existing: true })
+    const waiting = await runInDurableObject(poolOf(q), (inst: MatchPool) => inst.stats('eu'))
+    expect(waiting.waitingTickets).toBe(1)
+    // A game server joins players all the same (this one's ticket is the one it has).
     const byServer = await callWithEnv(
       limited,
       `/v1/matchmaking/${q}/tickets`,
       json('POST', { playerId: g.playerId }, ADMIN_KEY),
     )
-    expect(byServer.status).toBe(201)
+    expect(byServer.status).toBe(200)
+    expect(((await byServer.json()) as Ticket).ticketId).toBe(ticketId)
+  })
+
+  it("counts a player's socket connects apart, four times JOINS_PER_MINUTE (a reconnect must not find the joins spent): past it the upgrade is 429 before any claim", async () => {
+    await clearOfMinuteTurn(10_000)
+    const q = await createQueue()
+    await rig(q, newClock())
+    const g = await newGuest()
+    const { callWithEnv } = await import('./helpers/http.ts')
+    // The minute's one join, over HTTP.
+    const joined = await callWithEnv(
+      limited,
+      `/v1/matchmaking/${q}/tickets`,
+      json('POST', {}, g.token),
+    )
+    expect(joined.status).toBe(201)
+    const connect = () =>
+      callWithEnv(limited, `/v1/matchmaking/${q}`, {
+        headers: { upgrade: 'websocket', authorization: `Bearer ${g.token}` },
+      })
+    // Four connects take the waiting ticket back, the joins spent or not.
+    for (let i = 0; i < 4; i++) {
+      const res = await connect()
+      expect(res.status, `connect ${i + 1}`).toBe(101)
+      res.webSocket!.accept()
+      const queued = await nextOfType<{ existing: boolean }>(track(res.webSocket!), 'queued')
+      expect(queued.existing).toBe(true)
+      res.webSocket!.close(1000)
+    }
+    const refused = await connect()
+    expect(refused.status).toBe(429)
+    expect(Number(refused.headers.get('retry-after'))).toBeGreaterThan(0)
   })
 })
 

@@ -147,14 +147,33 @@ const MATCHMAKING_JOINS: EdgeRateLimitOptions = {
 }
 
 /**
- * Counts a player's join of a queue, or socket connect to one, toward JOINS_PER_MINUTE and
- * throws the 429 past it; before the claim it would take in Neon. A game server's joins (the
- * admin key) are not counted: it joins for many players.
+ * Counts a player's HTTP join of a queue toward JOINS_PER_MINUTE, before the claim it takes in
+ * Neon; returns the 429 to answer past it (counted in `nexus_rate_limited_total`), which a keyed
+ * join sent again does not get when its first try made a ticket (the route asks the pool). A
+ * game server's joins (the admin key) are not counted: it joins for many players.
  */
-export async function countMatchmakingJoin(c: Context<AppEnv>): Promise<void> {
+export async function overMatchmakingJoins(c: Context<AppEnv>): Promise<ApiError | null> {
   const refusal = await overEdgeLimit(c, MATCHMAKING_JOINS)
+  if (refusal) rejections.inc({ limit: MATCHMAKING_JOINS.name })
+  return refusal
+}
+
+const MATCHMAKING_CONNECTS: EdgeRateLimitOptions = {
+  name: 'matchmaking-connects',
+  limit: (c) => 4 * joinsPerMinute(c.env),
+  key: MATCHMAKING_JOINS.key,
+}
+
+/**
+ * Counts a player's socket connect to a queue toward four times JOINS_PER_MINUTE and throws the
+ * 429 past it, before the claim each takes in Neon. Not toward the joins themselves: the SDK
+ * reconnects to take back a waiting ticket, and a reconnect refused with the joins would let
+ * that ticket's disconnect grace run out. The pool counts a socket's `join`s.
+ */
+export async function countMatchmakingConnect(c: Context<AppEnv>): Promise<void> {
+  const refusal = await overEdgeLimit(c, MATCHMAKING_CONNECTS)
   if (refusal) {
-    rejections.inc({ limit: MATCHMAKING_JOINS.name })
+    rejections.inc({ limit: MATCHMAKING_CONNECTS.name })
     throw refusal
   }
 }

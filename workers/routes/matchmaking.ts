@@ -56,8 +56,9 @@ import {
 } from '../matchmaking/stub.ts'
 import { adminKeyGuard, requirePrincipal } from '../middleware/auth.ts'
 import {
-  countMatchmakingJoin,
+  countMatchmakingConnect,
   countUnknownId,
+  overMatchmakingJoins,
   refuseNamerOfUnknownIds,
 } from '../middleware/rate-limit.ts'
 import { forgetSettledTickets } from '../parties/stale-tickets.ts'
@@ -401,6 +402,8 @@ matchmakingRoutes.openapi(joinRoute, async (c) => {
   let staleTickets: readonly string[] = []
   /** Why the player's party does not match the join's roster, when it does not. */
   let rosterRefusal: ApiError | null = null
+  /** The player's joins past JOINS_PER_MINUTE: the 429, unless a keyed retry's ticket answers. */
+  let joinsRefusal: ApiError | null = null
   if (principal.kind === 'admin') {
     if (!body.playerId) {
       throw new ApiError('validation', 'With the admin key, say which player leads: playerId', {
@@ -425,8 +428,8 @@ matchmakingRoutes.openapi(joinRoute, async (c) => {
       throw new ApiError('forbidden', 'Players join only for themselves')
     }
     leader = principal.playerId
-    await countMatchmakingJoin(c)
-    if (body.party) {
+    joinsRefusal = await overMatchmakingJoins(c)
+    if (body.party && !joinsRefusal) {
       const roster = (await matchmakingPlayer(c.env, leader)).party
       // Naming only oneself is a solo join for a player in no party; in a party, it would leave
       // the others behind, and is refused like any other party join that misses a member.
@@ -456,15 +459,17 @@ matchmakingRoutes.openapi(joinRoute, async (c) => {
     const ticket = await withTokens(c, prior.ticket, viewerOf(principal))
     return c.json({ ...ticket, existing: true }, 200)
   }
-  if (rosterRefusal) {
+  const refusedNow = joinsRefusal ?? rosterRefusal
+  if (refusedNow) {
     // A keyed retry whose first try was answered before the party changed (a member left since,
-    // say) gets that answer, as the socket's join does: its ticket may be matched, a seat waiting.
-    if (joinKey === null) throw rosterRefusal
+    // say), or before the player's joins ran past their allowance, gets that answer, as the
+    // socket's join does: its ticket may be matched, a seat waiting.
+    if (joinKey === null) throw refusedNow
     const stored = await loadQueueConfig(c.env, queue)
     const region = body.region ?? stored?.config.regions[0]
-    if (region === undefined) throw rosterRefusal
+    if (region === undefined) throw refusedNow
     const prior = await poolStub(c.env, queue, region).ticketByKey(leader, joinKey, ids, attributes)
-    if (!prior?.ok) throw rosterRefusal
+    if (!prior?.ok) throw refusedNow
     const ticket = await withTokens(c, prior.ticket, viewerOf(principal))
     return c.json({ ...ticket, existing: true }, 200)
   }
@@ -755,7 +760,7 @@ matchmakingRoutes.openapi(socketRoute, (async (c: Context<AppEnv>) => {
   if (principal.kind !== 'player') {
     throw new ApiError('forbidden', 'Matchmaking sockets are for players; game servers use HTTP')
   }
-  await countMatchmakingJoin(c)
+  await countMatchmakingConnect(c)
   // The rating and the claim are taken once per socket, with the queue, in one Neon round trip;
   // a party is read by the pool when a `join` names one.
   const caller = tokenCaller(principal)!

@@ -12,6 +12,7 @@ import {
   problem,
 } from './helpers/http.ts'
 import { UNKNOWN_IDS_PER_MINUTE } from '../../workers/middleware/rate-limit.ts'
+import { unknownBoards } from '../../workers/leaderboards/unknown-boards.ts'
 import { boardId, createBoard, fresh, pg, submitFor, type Top } from './helpers/boards.ts'
 import {
   edgeCacheUrl,
@@ -943,10 +944,34 @@ describe('reads naming boards and queues that do not exist', () => {
     const cached = await from(real, address)
     expect(cached.status).toBe(200)
     expect(cached.headers.get('x-cache')).toMatch(/^HIT/)
+    // A player on that address submits a score all the same.
+    const g = await newGuest()
+    const submitted = await call(
+      `/v1/leaderboards/${b}/scores`,
+      json('POST', { score: 7 }, g.token, {
+        'cf-connecting-ip': address,
+        'idempotency-key': `k-${crypto.randomUUID()}`,
+      }),
+    )
+    expect(submitted.status).toBe(200)
     // Another address names a made-up board and is told it does not exist.
     expect(
       (await from(`/v1/leaderboards/made-up-${crypto.randomUUID()}`, clientAddress())).status,
     ).toBe(404)
+  })
+
+  it('counts an id once a minute per address: a client asking again and again for a board that is gone is not refused', async () => {
+    const address = clientAddress()
+    const gone = `gone-${crypto.randomUUID()}`
+    for (let i = 0; i < 2 * UNKNOWN_IDS_PER_MINUTE + 1; i++) {
+      // As if the isolate's 4 s memory of the unknown id had passed: the board is asked again.
+      unknownBoards.forget(gone)
+      const res = await callWithEnv({}, `/v1/leaderboards/${gone}/top`, {
+        headers: { 'cf-connecting-ip': address },
+      })
+      expect(res.status, `read ${i + 1}`).toBe(404)
+      await res.body?.cancel()
+    }
   })
 
   it(`counts made-up queue ids too: past ${UNKNOWN_IDS_PER_MINUTE} a minute from one address, 429`, async () => {

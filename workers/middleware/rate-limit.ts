@@ -3,6 +3,7 @@ import type { AppEnv } from '../app-env.ts'
 import { counter } from '../lib/metrics.ts'
 import { ApiError } from '../lib/problem.ts'
 import { hitWindow, knownOverWindow } from '../lib/rate-limit.ts'
+import { RecentlyUnknown } from '../lib/recently-unknown.ts'
 import { getRedis } from '../lib/redis.ts'
 import { boundedInt } from '../lib/config.ts'
 import { rateLimitAddress, rateLimitNetwork } from '../core/client-address.ts'
@@ -179,35 +180,54 @@ export async function countMatchmakingConnect(c: Context<AppEnv>): Promise<void>
 }
 
 /**
- * Made-up board or queue ids one client address may name a minute. Each is a miss of every cache
- * layer, a Neon query, and for a board a fresh Durable Object: a script trying ids cost the
- * deployment all three per request, where the per-isolate memory of an unknown id helps only
- * when the same id comes again. Past it, the address's reads that would ask a board or Neon
- * about a board or queue are refused (429) for the rest of the minute; cached answers are
- * served as before. The admin key is not counted.
+ * Made-up board or queue ids one client address (an IPv6 client's /64; its /48 ten times as
+ * many) may name a minute. Each is a miss of every cache layer, a Neon query, and for a board a
+ * fresh Durable Object: a script trying ids cost the deployment all three per request, where
+ * the per-isolate memory of an unknown id helps only when the same id comes again. Past it, the
+ * address's reads the caches miss naming a board or queue are refused (429) for the rest of the
+ * minute; cached answers, early refreshes and submissions go on. An id is counted once a minute
+ * per address and isolate: an old client polling a deleted board is not a script trying ids.
  */
 export const UNKNOWN_IDS_PER_MINUTE = 60
 
 const UNKNOWN_IDS: EdgeRateLimitOptions = {
   name: 'unknown-ids',
   limit: UNKNOWN_IDS_PER_MINUTE,
-  key: (c) => (c.get('principal')?.kind === 'admin' ? undefined : countedClientIp(c)),
+  key: (c) => countedClientIp(c),
 }
 
+const UNKNOWN_IDS_NETWORK: EdgeRateLimitOptions = {
+  name: 'unknown-ids-net',
+  limit: 10 * UNKNOWN_IDS_PER_MINUTE,
+  key: (c) => countedClientNetwork(c),
+}
+
+/** Ids counted lately, by address: each is counted once a minute (in this isolate). */
+const countedUnknownIds = new RecentlyUnknown(60_000, 10_000)
+
 /** Counts a made-up id this request named toward UNKNOWN_IDS_PER_MINUTE (it answers 404 anyway). */
-export async function countUnknownId(c: Context<AppEnv>): Promise<void> {
-  await overEdgeLimit(c, UNKNOWN_IDS)
+export async function countUnknownId(c: Context<AppEnv>, id: string): Promise<void> {
+  const address = UNKNOWN_IDS.key(c)
+  if (address === undefined) return
+  const seen = `${address} ${id}`
+  if (countedUnknownIds.has(seen)) return
+  countedUnknownIds.remember(seen)
+  await Promise.all([overEdgeLimit(c, UNKNOWN_IDS), overEdgeLimit(c, UNKNOWN_IDS_NETWORK)])
 }
 
 /**
- * Throws the 429 when this isolate knows the client's address to be past UNKNOWN_IDS_PER_MINUTE
- * this minute; asks nobody, so it costs nothing before a board's or Neon's answer.
+ * Throws the 429 when this isolate knows the client's address (or its IPv6 /48) to be past
+ * UNKNOWN_IDS_PER_MINUTE this minute; asks nobody, so it costs nothing before a board's or
+ * Neon's answer.
  */
 export function refuseNamerOfUnknownIds(c: Context<AppEnv>): void {
-  const key = UNKNOWN_IDS.key(c)
-  if (key === undefined) return
   const now = Date.now()
-  if (!knownOverWindow(`${UNKNOWN_IDS.name}:${key}`, UNKNOWN_IDS_PER_MINUTE, 60_000, now)) return
+  const over = [UNKNOWN_IDS, UNKNOWN_IDS_NETWORK].some((opts) => {
+    const key = opts.key(c)
+    const limit = opts.limit as number
+    return key !== undefined && knownOverWindow(`${opts.name}:${key}`, limit, 60_000, now)
+  })
+  if (!over) return
   rejections.inc({ limit: UNKNOWN_IDS.name })
   const retryAfter = Math.max(1, Math.ceil((60_000 - (now % 60_000)) / 1000))
   throw new ApiError(

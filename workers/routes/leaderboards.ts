@@ -74,8 +74,18 @@ function board(c: Context<AppEnv>, id: string) {
   if (unknownBoards.has(id)) {
     throw new ApiError('not-found', `No leaderboard '${id}'`, {}, { 'cache-control': 'no-store' })
   }
-  refuseNamerOfUnknownIds(c)
   return boardStub(c.env, id)
+}
+
+/**
+ * The board's object for a read the caches missed, unless the client's address has named too
+ * many boards or queues that do not exist lately (429). Not for an early refresh (the answer it
+ * would replace is still good, and is served), nor for submissions (a player's scores, and their
+ * replays, go through whatever others on their address do).
+ */
+function boardToRead(c: Context<AppEnv>, id: string, how: { refresh: boolean }) {
+  if (!how.refresh) refuseNamerOfUnknownIds(c)
+  return board(c, id)
 }
 
 /** A refusal the board made (and counted, for submissions). */
@@ -85,7 +95,7 @@ function fail(c: Context<AppEnv>, p: BoardProblem): never {
   if (p.unknownBoard) {
     unknownBoards.remember(p.unknownBoard)
     // Counted beside the answer: the 404 goes out now, the address's next such read is judged.
-    c.executionCtx.waitUntil(countUnknownId(c))
+    c.executionCtx.waitUntil(countUnknownId(c, p.unknownBoard))
   }
   throw new BoardRefusal(p.problem, p.detail, p.extensions ?? {}, p.headers ?? {})
 }
@@ -146,8 +156,8 @@ leaderboardRoutes.openapi(getBoardRoute, (async (c: Context<AppEnv>) => {
     key: `lb:${id}:info`,
     ttlSeconds: LIVE_TTL_SECONDS,
     visibility: 'public',
-    load: async () => {
-      const info = await board(c, id).info(id)
+    load: async (how) => {
+      const info = await boardToRead(c, id, how).info(id)
       if ('ok' in info) fail(c, info)
       // Paused is stored only while true; clients read it as a flag either way.
       return {
@@ -310,8 +320,8 @@ leaderboardRoutes.openapi(topRoute, (async (c: Context<AppEnv>) => {
         ? LIVE_TTL_SECONDS
         : Math.max(0, Math.min(LIVE_TTL_SECONDS, (endsAt - Date.now()) / 1000)),
     visibility: 'public',
-    load: async () => {
-      const r = await board(c, id).top(id, walk, limit)
+    load: async (how) => {
+      const r = await boardToRead(c, id, how).top(id, walk, limit)
       if (!r.ok) {
         // A cursor the board refuses (of a cycle closed early, by an admin or a new schedule,
         // which no cached first page's end foresaw; or of a walk whose snapshot the board no
@@ -413,8 +423,8 @@ leaderboardRoutes.openapi(playerRoute, (async (c: Context<AppEnv>) => {
     ttlSeconds: LIVE_TTL_SECONDS,
     visibility: raw === 'me' ? 'private' : 'public',
     sharedAcrossLocations: false,
-    load: async () => {
-      const r = await board(c, id).player(id, playerId)
+    load: async (how) => {
+      const r = await boardToRead(c, id, how).player(id, playerId)
       if (!r.ok) fail(c, r)
       const entry = r.entry ? (await named(c, [r.entry]))[0]! : null
       return { cycle: r.cycle, playerId, entry, total: r.total }
@@ -454,8 +464,8 @@ leaderboardRoutes.openapi(aroundRoute, (async (c: Context<AppEnv>) => {
     ttlSeconds: LIVE_TTL_SECONDS,
     visibility: raw === 'me' ? 'private' : 'public',
     sharedAcrossLocations: false,
-    load: async () => {
-      const r = await board(c, id).around(id, playerId, limit)
+    load: async (how) => {
+      const r = await boardToRead(c, id, how).around(id, playerId, limit)
       if (!r.ok) fail(c, r)
       return { cycle: r.cycle, entries: await named(c, r.entries), total: r.total }
     },

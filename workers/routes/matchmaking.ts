@@ -145,15 +145,17 @@ const SETTINGS_TTL_SECONDS = 4
 async function queueConfig(
   c: Context<AppEnv>,
   queue: string,
+  how: { refresh: boolean },
 ): Promise<{ config: QueueConfig; version: number }> {
   const missing = () =>
     new ApiError('not-found', `No queue '${queue}'`, {}, { 'cache-control': 'no-store' })
   if (unknownQueues.has(queue)) throw missing()
-  refuseNamerOfUnknownIds(c)
+  // An early refresh replaces an answer still good, which is served whatever this says.
+  if (!how.refresh) refuseNamerOfUnknownIds(c)
   const q = await loadQueueConfig(c.env, queue)
   if (!q) {
     unknownQueues.remember(queue)
-    await countUnknownId(c)
+    await countUnknownId(c, queue)
     throw missing()
   }
   return q
@@ -640,8 +642,8 @@ matchmakingRoutes.openapi(statsRoute, (async (c: Context<AppEnv>) => {
     key: `mm:${queue}:stats`,
     ttlSeconds: STATS_TTL_SECONDS,
     visibility: 'public',
-    load: async () => {
-      const { config } = await queueConfig(c, queue)
+    load: async (how) => {
+      const { config } = await queueConfig(c, queue, how)
       const pools = await Promise.all(
         config.regions.map((region) => poolStub(c.env, queue, region).stats(region)),
       )
@@ -724,8 +726,8 @@ matchmakingRoutes.openapi(socketRoute, (async (c: Context<AppEnv>) => {
       key: `mm:${queue}:settings`,
       ttlSeconds: SETTINGS_TTL_SECONDS,
       visibility: 'public',
-      load: async () => {
-        const { config } = await queueConfig(c, queue)
+      load: async (how) => {
+        const { config } = await queueConfig(c, queue, how)
         return {
           queue,
           teams: config.teams,

@@ -877,7 +877,10 @@ export class MatchPool extends DurableObject<Env> {
     // A region taken out of the queue matches no one any more: its tickets leave, as every
     // waiting ticket does from a paused queue.
     const regionGone = this.region !== null && !config.regions.includes(this.region)
-    const closed = regionGone || outOfPlay(config) !== null || this.deleted
+    // Not when its rules are missing from this version: during a gradual deployment that adds
+    // them, a pool still on the version before would send every waiting ticket away, where a
+    // session on the new version may well start; joins are refused (`outOfPlay`) instead.
+    const closed = regionGone || config.paused === true || this.deleted
     // Streamed, with only what the index holds: every waiting ticket's whole row at once (its
     // attributes up to a few KB) would peak far above what the index keeps.
     const waiting = this.sql.exec<Pick<TicketRow, 'id' | 'players' | 'enqueued_at'>>(

@@ -1,4 +1,4 @@
-import { evictDurableObject, runInDurableObject } from 'cloudflare:test'
+import { runInDurableObject } from 'cloudflare:test'
 import { describe, expect, it } from 'vitest'
 import {
   DELETED_POOL_KEPT_MS,
@@ -109,43 +109,29 @@ describe('DELETE /v1/admin/queues/:queue', () => {
     expect((await joinFor(q, `${q}-b`)).status).toBe('matched')
   })
 
-  it('a queue left on rules this version does not have (a deploy removed them) takes no tickets, sends its waiting ones away (queue_changed) rather than into sessions that cannot start, reads as paused, and is deleted without a pause', async () => {
+  it('a queue left on rules this version does not have (a deploy removed them) takes no joins, naming the rules, and reads as paused; pointed at other rules and paused, it is deleted', async () => {
     const q = await createQueue()
     const clock = newClock()
     await rig(q, clock)
     const waiting = await joinFor(q, `${q}-a`)
-    // The deploy: the module is gone while Neon's record and the pool's still name it.
+    // The deploy: the module is gone while Neon's record still names it.
     await pg()`update queues set config = jsonb_set(config, '{rules}', '"retired-rules"')
                 where id = ${q}`
-    await runInDurableObject(poolOf(q), (_inst: MatchPool, state) => {
-      const stored = state.storage.sql
-        .exec<{ value: string }>(`SELECT value FROM meta WHERE key = 'config'`)
-        .one()
-      const config = { ...(JSON.parse(stored.value) as object), rules: 'retired-rules' }
-      state.storage.sql.exec(
-        `UPDATE meta SET value = ? WHERE key = 'config'`,
-        JSON.stringify(config),
-      )
-    })
-    await evictDurableObject(poolOf(q))
-    await rig(q, clock)
-    // Woken in this version, the pool sends the waiting ticket away, saying why.
-    expect(await ticketOf(waiting.ticketId)).toMatchObject({
-      status: 'cancelled',
-      reason: 'queue_changed',
-    })
     const g = await newGuest()
     const refused = await call(`/v1/matchmaking/${q}/tickets`, json('POST', {}, g.token))
     const p = await problem(refused)
     expect(p).toMatchObject({ status: 409, type: 'urn:nexus:problem:conflict' })
     expect(p.body).toMatchObject({ paused: true, rules: 'retired-rules' })
-    expect(await waitingStored(q)).toBe(0)
+    expect(await waitingStored(q)).toBe(1)
     const read = (await (await call(`/v1/matchmaking/${q}`)).json()) as { paused: boolean }
     expect(read.paused).toBe(true)
-    // Nothing to pause first: a PUT could not even name those rules.
-    const res = await deleteQueue(q)
-    expect(res.status).toBe(200)
-    expect(await res.json()).toMatchObject({ deleted: true })
+    // The ticket already waiting is left to its time-to-live (a pool on the version before a
+    // deploy that adds rules must not send tickets away).
+    expect((await ticketOf(waiting.ticketId)).status).toBe('waiting')
+    // Deleting it still takes a pause: a PUT names rules this version has, paused.
+    expect((await problem(await deleteQueue(q))).body.paused).toBe(false)
+    await pause(q)
+    expect((await deleteQueue(q)).status).toBe(200)
   })
 
   it('deletes a paused queue: its reads, joins and connects are 404, it is listed only as deleted, its ended tickets stay readable, and a retry is 404', async () => {

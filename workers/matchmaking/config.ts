@@ -297,8 +297,7 @@ export type QueueDeletion =
   | { outcome: 'unpushed'; config: QueueConfig; version: number; regions: string[] }
 
 /**
- * Marks a queue deleted if it is out of play (paused, or its rules gone from this version) and
- * every region's pool has taken that version
+ * Marks a queue deleted if it is paused and every region's pool has taken the paused version
  * (so none waits a ticket), moving its version on by one. The row's lock is taken first, with a
  * `lock_timeout` (a PUT holding it past that: the transaction rolls back, the error's code
  * 55P03), so a PUT and a deletion are ordered: a PUT after it makes the queue again, at a later
@@ -320,11 +319,10 @@ export async function deleteQueueConfig(
     sql.query(
       `update queues set deleted_at = now(), updated_at = now(), version = version + 1,
               unpushed_regions = known_regions
-        where id = $1 and deleted_at is null
-          and ((config->>'paused')::boolean is true or not (config->>'rules' = any($2::text[])))
+        where id = $1 and deleted_at is null and (config->>'paused')::boolean is true
           and unpushed_regions = '{}'::text[]
         returning version, known_regions, ${isoUtc('deleted_at')} as deleted_at`,
-      [id, textArrayLiteral(rulesNames)],
+      [id],
     ),
   ])) as [
     unknown,
@@ -343,7 +341,7 @@ export async function deleteQueueConfig(
   }
   const row = read[0]
   if (!row) return { outcome: 'gone' }
-  if (outOfPlay(row.config) === null) return { outcome: 'in-play' }
+  if (row.config.paused !== true) return { outcome: 'in-play' }
   return {
     outcome: 'unpushed',
     config: row.config,
@@ -422,11 +420,12 @@ export function joinsPerMinute(env: { JOINS_PER_MINUTE?: string }): number {
 }
 
 /**
- * Why a stored queue takes no tickets, or null when it does: paused by an admin, or playing rules
- * this version of Nexus does not have (removed by a deploy while the queue still named them).
- * Every match of such a queue would be refused by its game session, and every ticket in it
- * cancelled `session_failed`, join after join; it is out of play until pointed at other rules,
- * and may be deleted without a pause.
+ * Why a stored queue takes no joins, or null when it does: paused by an admin, or playing rules
+ * this version of Nexus does not have (removed by a deploy while the queue still named them):
+ * every match of such a queue would be refused by its game session, every ticket in it
+ * cancelled `session_failed`, and its players would join again, and again. Until an admin points
+ * it at other rules, joins are refused; tickets already waiting are left to their time-to-live
+ * (a pool still on the version before a deploy that adds the rules must not send them away).
  */
 export function outOfPlay(config: QueueConfig): { detail: string; rules?: string } | null {
   if (config.paused === true) return { detail: 'This queue is paused: it takes no tickets now' }

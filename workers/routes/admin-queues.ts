@@ -260,8 +260,7 @@ const deleteRoute = createRoute({
     '`match_found` (a `join` on it is answered `error` `invalid`); a pool not reached is told by ' +
     'the cron. Matches already ' +
     'made play on, and their sessions, results and history stay. A PUT makes it again under the ' +
-    'id (201). Refused (409) while the queue is in play (`paused: false`: pause it first; a queue ' +
-    'whose rules this version does not have is out of play already), while ' +
+    'id (201). Refused (409) while the queue is in play (`paused: false`: pause it first), while ' +
     'a region’s pool has not taken the pause (`unpushedRegions`, with Retry-After: the cron ' +
     'pushes it within a minute), and while a PUT holds it (`busy`, with Retry-After). A retry ' +
     'after a deletion that succeeded is 404.',

@@ -232,9 +232,17 @@ describe('dashboard in Chromium', () => {
     page.on('request', count)
     // The board's detail never answers.
     await page.route('**/dashboard/api/boards/**', () => {})
+    const other = uid('other')
+    await admin('PUT', `/v1/admin/leaderboards/${other}`, { name: 'Another' })
     try {
       await expect.poll(() => overviews.length, { timeout: 15_000 }).toBeGreaterThanOrEqual(4)
       expect(details).toHaveLength(1)
+      // Another board chosen meanwhile is asked for at once, in place of the one that hangs.
+      const row = page.locator(`#boards tbody tr[data-board="${other}"]`)
+      await row.waitFor()
+      await row.click()
+      await expect.poll(() => details.length, { timeout: 5_000 }).toBe(2)
+      expect(details[1]).toContain(`/dashboard/api/boards/${other}`)
     } finally {
       page.off('request', count)
       await page.unrouteAll({ behavior: 'ignoreErrors' })

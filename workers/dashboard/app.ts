@@ -18,7 +18,10 @@ export const DASHBOARD_JS = String.raw`
   // difference of two readings 5 s apart swung between nothing and twice the rate.
   var RATE_WINDOW_MS = 30000
 
-  var state = { key: null, timer: null, samples: [], readings: [], board: null, busy: false, boardBusy: false }
+  // A board's detail that has not answered by then is given up (and asked for again later).
+  var BOARD_TIMEOUT_MS = 20000
+
+  var state = { key: null, timer: null, samples: [], readings: [], board: null, busy: false, boardLoad: null }
 
   function $(id) { return document.getElementById(id) }
 
@@ -67,8 +70,8 @@ export const DASHBOARD_JS = String.raw`
     s.className = bad ? 'bad' : ''
   }
 
-  function api(path) {
-    return fetch(API + path, { headers: { authorization: 'Bearer ' + state.key }, cache: 'no-store' })
+  function api(path, signal) {
+    return fetch(API + path, { headers: { authorization: 'Bearer ' + state.key }, cache: 'no-store', signal: signal })
       .then(function (res) {
         if (res.status === 401 || res.status === 403) {
           signOut('The admin key was refused (' + res.status + ').')
@@ -276,10 +279,15 @@ export const DASHBOARD_JS = String.raw`
   }
 
   function loadBoard(id) {
-    // One at a time: a board that answers slowly must not gather a request per refresh.
-    if (state.boardBusy) return
-    state.boardBusy = true
-    return api('/boards/' + encodeURIComponent(id)).then(function (b) {
+    // One at a time: a board that answers slowly must not gather a request per refresh. Another
+    // board chosen meanwhile takes its place; one that never answers is given up.
+    var running = state.boardLoad
+    if (running && running.id === id) return
+    if (running) running.controller.abort()
+    var load = { id: id, controller: new AbortController(), timedOut: false }
+    state.boardLoad = load
+    var timer = setTimeout(function () { load.timedOut = true; load.controller.abort() }, BOARD_TIMEOUT_MS)
+    return api('/boards/' + encodeURIComponent(id), load.controller.signal).then(function (b) {
       if (state.board !== id) return
       $('board-detail').hidden = false
       $('board-title').textContent = (b.config.name || b.id) + ' · cycle ' + b.cycle.cycle + ' · ' + fmt(b.cycle.entries) + ' entries'
@@ -298,13 +306,19 @@ export const DASHBOARD_JS = String.raw`
       }, 'no rewards paid yet', 3)
     }).catch(function (err) {
       if (err.message === 'refused') return
+      // Given up for another board the operator chose.
+      if (load.controller.signal.aborted && !load.timedOut) return
+      if (load.timedOut) err = new Error('no answer in ' + BOARD_TIMEOUT_MS / 1000 + ' s')
       // Deleted: its standings must not stay on the page as if live.
       if (err.status === 404 && state.board === id) {
         state.board = null
         $('board-detail').hidden = true
       }
       setStatus('board ' + id + ': ' + err.message, true)
-    }).then(function () { state.boardBusy = false })
+    }).then(function () {
+      clearTimeout(timer)
+      if (state.boardLoad === load) state.boardLoad = null
+    })
   }
 
   function renderQueues(o) {
@@ -400,7 +414,12 @@ export const DASHBOARD_JS = String.raw`
       }).catch(function () { $('login-error').textContent = 'The server could not be reached.' })
     })
     $('signout').addEventListener('click', function () { signOut('Signed out.') })
-    document.addEventListener('visibilitychange', function () { if (!document.hidden) refresh() })
+    document.addEventListener('visibilitychange', function () {
+      if (document.hidden) return
+      // A rate across the time hidden would be an average over it, shown as now.
+      state.readings = []
+      refresh()
+    })
     var saved = sessionStorage.getItem(KEY)
     if (saved) start(saved)
   })

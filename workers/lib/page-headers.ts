@@ -23,7 +23,10 @@ export const PAGE_HEADERS = {
   'x-content-type-options': 'nosniff',
   'referrer-policy': 'no-referrer',
   'cache-control': 'no-store',
-  // Browsers that have seen the page over HTTPS never ask for it over plain HTTP again (the
-  // dashboard's key would travel in clear); ignored on plain HTTP to this machine.
-  'strict-transport-security': 'max-age=31536000',
 }
+
+/**
+ * Browsers that have seen the dashboard over HTTPS never ask its host for plain HTTP again (the
+ * key would travel in clear). Not for this machine: it would pin every port of `localhost`.
+ */
+export const HSTS = { 'strict-transport-security': 'max-age=31536000' }

@@ -15,7 +15,7 @@ import type { QueueConfig } from '../matchmaking/config.ts'
 import { poolStub } from '../matchmaking/stub.ts'
 import { queueWideWaits, waitPercentiles } from '../matchmaking/wait-stats.ts'
 import { requireAdmin } from '../middleware/auth.ts'
-import { PAGE_HEADERS } from '../lib/page-headers.ts'
+import { HSTS, PAGE_HEADERS } from '../lib/page-headers.ts'
 import { isLoopbackHost } from '../lib/auth.ts'
 
 /**
@@ -43,11 +43,12 @@ const MAX_COUNTED_REWARDS = 1_000
  */
 dashboard.get('/', (c) => {
   const url = new URL(c.req.url)
-  if (url.protocol === 'http:' && !isLoopbackHost(url.hostname)) {
+  if (isLoopbackHost(url.hostname)) return c.html(DASHBOARD_HTML, 200, PAGE_HEADERS)
+  if (url.protocol === 'http:') {
     url.protocol = 'https:'
     return c.redirect(url.toString(), 308)
   }
-  return c.html(DASHBOARD_HTML, 200, PAGE_HEADERS)
+  return c.html(DASHBOARD_HTML, 200, { ...PAGE_HEADERS, ...HSTS })
 })
 dashboard.get('/app.js', (c) =>
   c.body(DASHBOARD_JS, 200, {

@@ -410,6 +410,22 @@ describe('operations endpoints', () => {
     expect(next.allowed).toBe(true)
   })
 
+  it('/ready checks once for a burst of requests: those arriving while a check runs wait for it', async () => {
+    // A configuration no request here has used yet (checks are remembered by configuration).
+    const url = new URL(testEnv.DATABASE_URL!)
+    url.searchParams.set('application_name', `ready-${crypto.randomUUID().slice(0, 8)}`)
+    const answers = await Promise.all(
+      Array.from({ length: 20 }, () => callWithEnv({ DATABASE_URL: url.toString() }, '/ready')),
+    )
+    const bodies = (await Promise.all(answers.map((r) => r.json()))) as {
+      checkedAt: number
+      checks: { postgres: string }
+    }[]
+    expect(bodies[0]!.checks.postgres).toBe('up')
+    // One check, finished once: each request probing on its own finished at times of their own.
+    expect(new Set(bodies.map((b) => b.checkedAt)).size).toBe(1)
+  })
+
   it('/metrics exposes request counts and latency per route and status', async () => {
     await call('/health')
     await call('/v1/does-not-exist')

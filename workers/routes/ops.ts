@@ -71,10 +71,38 @@ async function probe(run: () => Promise<unknown>): Promise<Check> {
  * monitor polling every few seconds still sees every change within a second.
  */
 const CHECKS_REUSED_MS = 1_000
-const recentChecks = new Map<
-  string,
-  { at: number; checks: { postgres: Check; redis: Check }; schemaBehind: string | undefined }
->()
+interface ReadyChecks {
+  at: number
+  checks: { postgres: Check; redis: Check }
+  schemaBehind: string | undefined
+}
+const recentChecks = new Map<string, ReadyChecks>()
+/**
+ * Checks under way, by configuration: requests arriving while one runs wait for it. Reusing only
+ * finished checks let a burst of requests each start a Neon query and a Redis write of its own.
+ */
+const checksUnderWay = new Map<string, Promise<ReadyChecks>>()
+
+async function runChecks(c: Context<AppEnv>): Promise<ReadyChecks> {
+  const redis = getRedis(c.env)
+  const [postgres, redisCheck] = await Promise.all([
+    c.env.DATABASE_URL
+      ? probePostgres(c)
+      : Promise.resolve({ check: 'not-configured' as const, behind: undefined }),
+    redis
+      ? probe(async () => {
+          if (!(await redis.probe(PROBE_TIMEOUT_MS))) throw new Error('no write')
+        })
+      : Promise.resolve<Check>('not-configured'),
+  ])
+  // Dated when they finished: a probe that timed out took 2 s, and dated from its start it
+  // would be stale at once, each request probing anew while a dependency is down.
+  return {
+    at: Date.now(),
+    checks: { postgres: postgres.check, redis: redisCheck },
+    schemaBehind: postgres.behind,
+  }
+}
 
 /**
  * Ready when Postgres answers, and Redis too if it is configured. Redis being down makes Nexus
@@ -86,24 +114,12 @@ ops.get('/ready', async (c) => {
   const key = `${c.env.DATABASE_URL ?? ''} ${c.env.UPSTASH_REDIS_REST_URL ?? ''} ${c.env.UPSTASH_REDIS_REST_TOKEN ?? ''}`
   let recent = recentChecks.get(key)
   if (!recent || !(Date.now() - recent.at < CHECKS_REUSED_MS)) {
-    const redis = getRedis(c.env)
-    const [postgres, redisCheck] = await Promise.all([
-      c.env.DATABASE_URL
-        ? probePostgres(c)
-        : Promise.resolve({ check: 'not-configured' as const, behind: undefined }),
-      redis
-        ? probe(async () => {
-            if (!(await redis.probe(PROBE_TIMEOUT_MS))) throw new Error('no write')
-          })
-        : Promise.resolve<Check>('not-configured'),
-    ])
-    // Dated when they finished: a probe that timed out took 2 s, and dated from its start it
-    // would be stale at once, each request probing anew while a dependency is down.
-    recent = {
-      at: Date.now(),
-      checks: { postgres: postgres.check, redis: redisCheck },
-      schemaBehind: postgres.behind,
+    let underWay = checksUnderWay.get(key)
+    if (!underWay) {
+      underWay = runChecks(c).finally(() => checksUnderWay.delete(key))
+      checksUnderWay.set(key, underWay)
     }
+    recent = await underWay
     recentChecks.delete(key)
     recentChecks.set(key, recent)
     // One key per configuration: a handful at most outside tests.

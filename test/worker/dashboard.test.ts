@@ -236,6 +236,28 @@ describe('the dashboard overview at scale', () => {
     )
   })
 
+  it('leaves voided rewards out of the cycles that paid and of their ranks', async () => {
+    const board = await createBoard({ cycle: { every: '1h' } })
+    await pg()`insert into leaderboard_cycles (leaderboard_id, cycle, starts_at, ends_at, entries)
+      select ${board}, c, now() - interval '1 day', now() - interval '1 hour', 10
+        from generate_series(1, 3) as c`
+    // Cycle 3's only reward was voided (its player erased); cycle 2's rank 1 too.
+    await pg()`insert into rewards (leaderboard_id, cycle, player_id, rank, reward, voided_at)
+      values (${board}, 3, 'a', 1, '{}'::jsonb, now()),
+             (${board}, 2, 'a', 1, '{}'::jsonb, now()),
+             (${board}, 2, 'b', 2, '{}'::jsonb, null),
+             (${board}, 2, 'c', 3, '{}'::jsonb, null),
+             (${board}, 1, 'b', 1, '{}'::jsonb, null)`
+    const detail = await call(`/dashboard/api/boards/${board}`, bearer(ADMIN_KEY))
+    const { rewards } = (await detail.json()) as {
+      rewards: { cycle: number; players: number; ranks: [number, number] }[]
+    }
+    expect(rewards).toEqual([
+      { cycle: 2, players: 2, morePlayers: false, ranks: [2, 3] },
+      { cycle: 1, players: 1, morePlayers: false, ranks: [1, 1] },
+    ])
+  })
+
   it("counts a paid cycle's players up to 1,000 (a floor past it), leaving voided rewards out", async () => {
     const board = await createBoard({ cycle: { every: '1h' } })
     await pg()`insert into leaderboard_cycles (leaderboard_id, cycle, starts_at, ends_at, entries)
@@ -249,7 +271,8 @@ describe('the dashboard overview at scale', () => {
     const { rewards } = (await detail.json()) as { rewards: unknown[] }
     expect(rewards).toEqual([
       { cycle: 2, players: 1000, morePlayers: true, ranks: [1, 1500] },
-      { cycle: 1, players: 999, morePlayers: false, ranks: [1, 1001] },
+      // Ranks 1 and 2 voided: the ranks paid and in force.
+      { cycle: 1, players: 999, morePlayers: false, ranks: [3, 1001] },
     ])
   })
 })

@@ -257,16 +257,18 @@ dashboard.get('/api/boards/:id', async (c) => {
         completed_ms: string | null
       }[]
     >,
-    // The last 10 cycles that paid, each found by one probe of the rewards index from the
+    // The last 10 cycles that paid (rewards not voided since: a cycle whose every reward was
+    // voided paid nobody), each found by one probe of the rewards index from the
     // newest back (a board that pays nobody costs one probe, not a walk of its cycles), then
     // each one's payouts: grouping all the board's rewards would read its whole history (a `1m`
     // board pays at every close) every time a dashboard shows the board.
     sql.query(
       `with recursive paid (cycle, n) as (
-         (select cycle, 1 from rewards where leaderboard_id = $1 order by cycle desc limit 1)
+         (select cycle, 1 from rewards where leaderboard_id = $1 and voided_at is null
+           order by cycle desc limit 1)
          union all
          select (select r.cycle from rewards r
-                  where r.leaderboard_id = $1 and r.cycle < paid.cycle
+                  where r.leaderboard_id = $1 and r.cycle < paid.cycle and r.voided_at is null
                   order by r.cycle desc limit 1), n + 1
            from paid where paid.cycle is not null and n < 10
        )
@@ -276,9 +278,9 @@ dashboard.get('/api/boards/:id', async (c) => {
                   where leaderboard_id = $1 and cycle = paid.cycle and voided_at is null
                   limit $2) counted) as players,
               (select min(rank)::int from rewards
-                where leaderboard_id = $1 and cycle = paid.cycle) as best_rank,
+                where leaderboard_id = $1 and cycle = paid.cycle and voided_at is null) as best_rank,
               (select max(rank)::int from rewards
-                where leaderboard_id = $1 and cycle = paid.cycle) as worst_rank
+                where leaderboard_id = $1 and cycle = paid.cycle and voided_at is null) as worst_rank
          from paid
         where paid.cycle is not null
         order by paid.cycle desc`,

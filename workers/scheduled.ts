@@ -3,6 +3,7 @@ import type { Env } from './env.ts'
 import {
   advanceLeaderboardVersion,
   boardsArchiving,
+  boardsChangedSince,
   markConfigPushed,
   scheduledBoards,
   unpushedConfigs,
@@ -254,8 +255,9 @@ export async function pushOwed(
 /**
  * Pokes the boards whose cycle boundary passed within `lookback`, then those with an archive begun in Neon
  * and not finished (a close long past its boundary, or of a board without a schedule, whose alarm
- * was lost would otherwise wait for the next boundary, if any); returns how many answered, and
- * how many of those had something to do that their own alarm had not done.
+ * was lost would otherwise wait for the next boundary, if any), then those whose configuration
+ * changed lately (a schedule changed after a freeze); returns how many answered, and how many of
+ * those had something to do that their own alarm had not done.
  */
 async function pokeBoards(
   env: Env,
@@ -294,6 +296,22 @@ async function pokeBoards(
       poked,
     )
   })
+  // A schedule changed since a boundary the runs above would have asked about (to none, or to a
+  // week): the cycle that change froze under the old one starts its archive within the spread,
+  // and until its first page nothing in Neon shows it. Asked about as long as that boundary is.
+  const changedSince = now - (lookback + ARCHIVE_SPREAD_MS + LATE_ARCHIVE_SPREAD_MS)
+  await forEachPage(
+    (e, after, limit) => boardsChangedSince(e, changedSince, after, limit),
+    env,
+    PAGE,
+    async (boards) => {
+      nudged += await tickBoards(
+        env,
+        boards.map((b) => b.id).filter((id) => !poked.has(id)),
+        poked,
+      )
+    },
+  )
   return { poked: poked.size, nudged }
 }
 

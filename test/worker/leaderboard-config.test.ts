@@ -460,6 +460,29 @@ describe('leaderboard configuration', () => {
     expect(await cycleNumber(sparse.id)).toBe(2)
   })
 
+  it('the cron sets again a lost alarm for an archive not yet begun, though the schedule changed since the freeze (Neon shows neither the boundary nor the archive)', async () => {
+    // A boundary 90 s back whose alarm was lost; the cycle holds a score.
+    const { id, at } = await boardPast(90_000, true)
+    // The schedule is taken away: the board freezes the ended cycle under the old one first,
+    // and sets its alarm for that archive's start...
+    const res = await call(`/v1/admin/leaderboards/${id}`, json('PUT', { cycle: null }, ADMIN_KEY))
+    expect(res.status).toBe(200)
+    // ...which is lost too.
+    await runInDurableObject(env.LEADERBOARD.getByName(id), async (_inst: Leaderboard, state) => {
+      const pending = state.storage.sql
+        .exec<{ n: number }>(`SELECT count(*) AS n FROM closes WHERE state != 'done'`)
+        .one().n
+      expect(pending).toBe(1)
+      await state.storage.deleteAlarm()
+    })
+    await runScheduled(env, at, '* * * * *')
+    const alarm = await runInDurableObject(
+      env.LEADERBOARD.getByName(id),
+      (_inst: Leaderboard, state) => state.storage.getAlarm(),
+    )
+    expect(alarm).not.toBeNull()
+  })
+
   it("the cron's lookback reaches its trigger's run two before, for triggers that run every day; others, and runs by hand, look back 10 minutes", () => {
     const at = Date.UTC(2026, 11, 7, 17, 0) // a Monday, 17:00
     const minute = 60_000

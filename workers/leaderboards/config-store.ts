@@ -210,6 +210,27 @@ export function scheduledBoardsQuery(db: Db, afterId: string, limit: number) {
 }
 
 /**
+ * Boards whose configuration changed since `sinceMs`, a page at a time in id order (for the cron:
+ * a change of schedule moves a board out of the boundaries the cron asks about, while a cycle the
+ * change froze under the old schedule has not begun its archive, so Neon does not show it yet).
+ */
+export async function boardsChangedSince(
+  env: DbEnv,
+  sinceMs: number,
+  afterId: string,
+  limit: number,
+) {
+  return getDb(env)
+    .select({ id: leaderboards.id })
+    .from(leaderboards)
+    .where(
+      sql`${leaderboards.updatedAt} > to_timestamp(${sinceMs / 1000}) and ${leaderboards.deletedAt} is null and ${leaderboards.id} > ${afterId}`,
+    )
+    .orderBy(leaderboards.id)
+    .limit(limit)
+}
+
+/**
  * Boards with a cycle whose archive has begun in Neon but not finished, a page at a time in id
  * order (for the cron: such a board's own alarm should be finishing it).
  */

@@ -368,8 +368,8 @@ const joinRoute = createRoute({
     'sent again gets the ticket the first one was answered with (200, `existing: true`) in whatever state it is ' +
     'now, matched with its tokens included, for as long as the pool keeps it (10 minutes after it ' +
     'ends); the same key for other players or attributes is 422 idempotency-key-reused. A player ' +
-    'joins (and connects sockets) at most JOINS_PER_MINUTE times a minute (30 by default): past it ' +
-    '429 with Retry-After; game servers are not counted.',
+    'joins at most JOINS_PER_MINUTE times a minute (30 by default): past it 429 with Retry-After, ' +
+    'but for a keyed join sent again whose first try made a ticket; game servers are not counted.',
   middleware: [requirePrincipal()] as const,
   request: {
     params: QueueParam,

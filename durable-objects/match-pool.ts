@@ -1295,12 +1295,7 @@ export class MatchPool extends DurableObject<Env> {
     // A socket's join, on a socket kept for a match being made when its queue was deleted.
     if (this.deleted) return problem('not-found', `No queue '${this.queue}'`)
     const out = outOfPlay(config)
-    if (out) {
-      return problem('conflict', out.detail, {
-        paused: true,
-        ...(out.rules !== undefined ? { rules: out.rules } : {}),
-      })
-    }
+    if (out) return problem('conflict', out.detail, out.extensions)
     if (ids.length > config.maxPartySize) {
       return problem('validation', `A ticket holds at most ${config.maxPartySize} players`, {
         errors: [{ path: 'party', message: `at most ${config.maxPartySize} players` }],

@@ -64,8 +64,8 @@ export interface Env {
   PLAYER_READS_PER_MINUTE?: string
 
   /**
-   * A player's joins of a queue per minute (default 30, 1–10,000): HTTP joins and socket
-   * connects at the edge, each pool's socket `join` frames there.
+   * A player's joins of a queue per minute (default 30, 1–10,000): HTTP joins at the edge (socket
+   * connects apart, at four times it), each pool's socket `join` frames there.
    */
   JOINS_PER_MINUTE?: string
 

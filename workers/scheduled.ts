@@ -289,13 +289,15 @@ async function pokeBoards(
       poked,
     )
   })
-  await forEachPage(boardsArchiving, env, PAGE, async (boards) => {
+  /** Ticks the boards of a page not poked yet this run. */
+  const tickNew = async (boards: { id: string }[]) => {
     nudged += await tickBoards(
       env,
       boards.map((b) => b.id).filter((id) => !poked.has(id)),
       poked,
     )
-  })
+  }
+  await forEachPage(boardsArchiving, env, PAGE, tickNew)
   // A schedule changed since a boundary the runs above would have asked about (to none, or to a
   // week): the cycle that change froze under the old one starts its archive within the spread,
   // and until its first page nothing in Neon shows it. Asked about as long as that boundary is.
@@ -304,13 +306,7 @@ async function pokeBoards(
     (e, after, limit) => boardsChangedSince(e, changedSince, after, limit),
     env,
     PAGE,
-    async (boards) => {
-      nudged += await tickBoards(
-        env,
-        boards.map((b) => b.id).filter((id) => !poked.has(id)),
-        poked,
-      )
-    },
+    tickNew,
   )
   return { poked: poked.size, nudged }
 }

@@ -195,10 +195,10 @@ export const DASHBOARD_JS = String.raw`
     ]
     // Without the metrics hub, the traffic figures are one isolate's: said where they are read.
     var scope = o.metricsScope === 'isolate' ? ' (this isolate only)' : ''
-    var items = items.concat([
+    items.push(
       [rate === null ? '–' : fmt(rate, 1), 'requests / s' + scope],
-      [fmt(o.metrics.serverErrors), '5xx counted' + (scope || ' (all isolates)')],
-    ])
+      [fmt(o.metrics.serverErrors), '5xx counted' + (scope || ' (all isolates)')]
+    )
     items.forEach(function (it) { h.appendChild(el('div', { class: 'stat' }, [el('b', { text: it[0] }), el('span', { text: it[1] })])) })
   }
 

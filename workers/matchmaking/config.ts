@@ -410,8 +410,8 @@ export async function unpushedQueues(env: DbEnv, afterId: string, limit: number)
 
 /**
  * JOINS_PER_MINUTE (default 30, 1–10,000): a player's joins of a queue a minute, counted at the
- * edge for HTTP joins and socket connects together, and by each pool for its sockets' `join`
- * frames. Every join takes a claim in Neon, and every match a join completes makes a game
+ * edge for HTTP joins (socket connects apart, at four times it), and by each pool for its
+ * sockets' `join` frames. Every join takes a claim in Neon, and every match a join completes makes a game
  * session with rows kept for good: without a bound, two guests joining each other in a loop made
  * a session a second, and a socket's party joins were a Neon query each at its frame rate.
  */
@@ -427,12 +427,16 @@ export function joinsPerMinute(env: { JOINS_PER_MINUTE?: string }): number {
  * it at other rules, joins are refused; tickets already waiting are left to their time-to-live
  * (a pool still on the version before a deploy that adds the rules must not send them away).
  */
-export function outOfPlay(config: QueueConfig): { detail: string; rules?: string } | null {
-  if (config.paused === true) return { detail: 'This queue is paused: it takes no tickets now' }
+export function outOfPlay(
+  config: QueueConfig,
+): { detail: string; extensions: { paused: true; rules?: string } } | null {
+  if (config.paused === true) {
+    return { detail: 'This queue is paused: it takes no tickets now', extensions: { paused: true } }
+  }
   if (getRules(config.rules) === undefined) {
     return {
       detail: `This queue plays rules '${config.rules}', which this version of Nexus does not have: it takes no tickets until an admin points it at other rules`,
-      rules: config.rules,
+      extensions: { paused: true, rules: config.rules },
     }
   }
   return null

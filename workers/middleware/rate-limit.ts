@@ -30,13 +30,24 @@ export interface EdgeRateLimitOptions {
  */
 export const edgeRateLimit = (opts: EdgeRateLimitOptions): MiddlewareHandler<AppEnv> =>
   async function edgeRateLimit(c, next) {
-    const refusal = await overEdgeLimit(c, opts)
-    if (refusal) {
-      rejections.inc({ limit: opts.name })
-      throw refusal
-    }
+    await enforceEdgeLimit(c, opts)
     await next()
   }
+
+/**
+ * Counts this request against an edge limit and throws the 429 past it (counted in
+ * `nexus_rate_limited_total`): for a handler that counts once its input is known.
+ */
+export async function enforceEdgeLimit(
+  c: Context<AppEnv>,
+  opts: EdgeRateLimitOptions,
+): Promise<void> {
+  const refusal = await overEdgeLimit(c, opts)
+  if (refusal) {
+    rejections.inc({ limit: opts.name })
+    throw refusal
+  }
+}
 
 /**
  * Counts this request against an edge limit. Returns the 429 to answer when it is over the
@@ -111,13 +122,16 @@ export function clientIp(c: Context<AppEnv>): string {
 export const playerReadsPerMinute = (c: Context<AppEnv>): number =>
   boundedInt(c.env.PLAYER_READS_PER_MINUTE, 120, 1, 100_000)
 
+/** The calling player, for limits counted per player (a game server's admin key is not). */
+function callingPlayer(c: Context<AppEnv>): string | undefined {
+  const p = c.get('principal')
+  return p?.kind === 'player' ? p.playerId : undefined
+}
+
 const PLAYER_READS: EdgeRateLimitOptions = {
   name: 'player-reads',
   limit: playerReadsPerMinute,
-  key: (c) => {
-    const p = c.get('principal')
-    return p?.kind === 'player' ? p.playerId : undefined
-  },
+  key: callingPlayer,
 }
 
 /**
@@ -130,21 +144,16 @@ const PLAYER_READS: EdgeRateLimitOptions = {
  * polls while a member waits are not counted here.
  */
 export async function countPlayerRead(c: Context<AppEnv>, playerId?: string): Promise<void> {
-  const limit = playerId === undefined ? PLAYER_READS : { ...PLAYER_READS, key: () => playerId }
-  const refusal = await overEdgeLimit(c, limit)
-  if (refusal) {
-    rejections.inc({ limit: PLAYER_READS.name })
-    throw refusal
-  }
+  await enforceEdgeLimit(
+    c,
+    playerId === undefined ? PLAYER_READS : { ...PLAYER_READS, key: () => playerId },
+  )
 }
 
 const MATCHMAKING_JOINS: EdgeRateLimitOptions = {
   name: 'matchmaking-joins',
   limit: (c) => joinsPerMinute(c.env),
-  key: (c) => {
-    const p = c.get('principal')
-    return p?.kind === 'player' ? p.playerId : undefined
-  },
+  key: callingPlayer,
 }
 
 /**
@@ -162,7 +171,7 @@ export async function overMatchmakingJoins(c: Context<AppEnv>): Promise<ApiError
 const MATCHMAKING_CONNECTS: EdgeRateLimitOptions = {
   name: 'matchmaking-connects',
   limit: (c) => 4 * joinsPerMinute(c.env),
-  key: MATCHMAKING_JOINS.key,
+  key: callingPlayer,
 }
 
 /**
@@ -172,11 +181,7 @@ const MATCHMAKING_CONNECTS: EdgeRateLimitOptions = {
  * that ticket's disconnect grace run out. The pool counts a socket's `join`s.
  */
 export async function countMatchmakingConnect(c: Context<AppEnv>): Promise<void> {
-  const refusal = await overEdgeLimit(c, MATCHMAKING_CONNECTS)
-  if (refusal) {
-    rejections.inc({ limit: MATCHMAKING_CONNECTS.name })
-    throw refusal
-  }
+  await enforceEdgeLimit(c, MATCHMAKING_CONNECTS)
 }
 
 /**
@@ -248,8 +253,5 @@ export const PARTY_CHANGES_PER_MINUTE = 60
 export const countPartyChange = edgeRateLimit({
   name: 'party-changes',
   limit: PARTY_CHANGES_PER_MINUTE,
-  key: (c) => {
-    const p = c.get('principal')
-    return p?.kind === 'player' ? p.playerId : undefined
-  },
+  key: callingPlayer,
 })

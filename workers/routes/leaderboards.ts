@@ -18,6 +18,7 @@ import { playerNames } from '../leaderboards/names.ts'
 import {
   countEdgeRefusal,
   countedClientIp,
+  enforceEdgeLimit,
   overEdgeLimit,
   countPlayerRead,
   countUnknownId,
@@ -552,7 +553,7 @@ leaderboardRoutes.openapi(cycleTopRoute, (async (c: Context<AppEnv>) => {
       // A page the caches miss is two Neon queries, and any cursor and limit make a page of
       // its own: counted per client address, as another player's history is, so that a
       // script walking cursors cannot have Neon query without end. An early refresh is not.
-      if (!refresh) await countHistoryMiss(c)
+      if (!refresh) await enforceEdgeLimit(c, HISTORY_MISS_LIMIT)
       const [meta] = (await sql.query(
         'select entries, completed_at from leaderboard_cycles where leaderboard_id = $1 and cycle = $2',
         [id, cycle],
@@ -673,20 +674,11 @@ leaderboardRoutes.openapi(historyRoute, (async (c: Context<AppEnv>) => {
     visibility: 'public',
     load: async ({ refresh }) => {
       // An early refresh is the caches' doing, not a miss of the caller's: not counted.
-      if (!refresh) await countHistoryMiss(c)
+      if (!refresh) await enforceEdgeLimit(c, HISTORY_MISS_LIMIT)
       return read()
     },
   })
 }) as never)
-
-/** Counts a read the caches missed toward HISTORY_MISS_LIMIT; throws its 429 past it. */
-async function countHistoryMiss(c: Context<AppEnv>): Promise<void> {
-  const refusal = await overEdgeLimit(c, HISTORY_MISS_LIMIT)
-  if (refusal) {
-    countEdgeRefusal(HISTORY_MISS_LIMIT.name)
-    throw refusal
-  }
-}
 
 /**
  * Reads of what Neon keeps of closed cycles that the caches missed (another player's history, a

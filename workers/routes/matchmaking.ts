@@ -493,12 +493,7 @@ matchmakingRoutes.openapi(joinRoute, async (c) => {
     // Refused here, before the pool is asked (its fences too); a keyed retry still gets the
     // ticket its first try made.
     const out = outOfPlay(config)
-    if (out) {
-      throw new ApiError('conflict', out.detail, {
-        paused: true,
-        ...(out.rules !== undefined ? { rules: out.rules } : {}),
-      })
-    }
+    if (out) throw new ApiError('conflict', out.detail, out.extensions)
     if (ids.length > config.maxPartySize) {
       throw new ApiError('validation', `A ticket holds at most ${config.maxPartySize} players`, {
         errors: [{ path: 'party', message: `at most ${config.maxPartySize} players` }],

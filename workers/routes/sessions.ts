@@ -20,7 +20,7 @@ import { ApiError, apiErrorFrom } from '../lib/problem.ts'
 import { SESSION_AUDIENCE, verifySessionToken } from '../lib/session-token.ts'
 import { acceptedSocket, socketOffer, type SocketOffer } from '../lib/socket-auth.ts'
 import { adminKeyGuard } from '../middleware/auth.ts'
-import { countEdgeRefusal, countPlayerRead, overEdgeLimit } from '../middleware/rate-limit.ts'
+import { countPlayerRead, enforceEdgeLimit } from '../middleware/rate-limit.ts'
 import { SessionId } from '../sessions/schemas.ts'
 import { loadArchivedEvents, loadArchivedSession } from '../sessions/store.ts'
 import { type SessionApi, sessionStub } from '../sessions/stub.ts'
@@ -398,15 +398,11 @@ sessionRoutes.openapi(eventsRoute, (async (c: Context<AppEnv>) => {
   if (viewer.kind === 'player') {
     // Each page reads up to MAX_EVENTS_PAGE records on the thread that plays the match (or two
     // Neon queries once archived): a player looping on it would hold up everyone's game.
-    const refusal = await overEdgeLimit(c, {
+    await enforceEdgeLimit(c, {
       name: 'session-events',
       limit: boundedInt(c.env.SESSION_EVENT_READS_PER_MINUTE, 120, 1, 100_000),
       key: () => viewer.playerId,
     })
-    if (refusal) {
-      countEdgeRefusal('session-events')
-      throw refusal
-    }
   }
   const stub = sessionStub(c.env, id)
   const info = await stub.info()

@@ -349,6 +349,8 @@ export interface Schemas {
       paused: boolean
     }
     version: number
+    /** Whether this deployment has the queue’s rules: when false, the queue takes no joins (as if paused) until a PUT points it at rules it has */
+    rulesKnown: boolean
   }
   QueueConfig: {
     teams: number
@@ -1383,6 +1385,8 @@ export interface Paths {
             rules: string
             regions: Array<string>
             paused: boolean
+            /** Whether this deployment has the queue’s rules: when false, the queue takes no joins (as if paused) until a PUT points it at rules it has */
+            rulesKnown: boolean
             version: number
             updatedAt: string
             deletedAt: string | null

@@ -125,6 +125,15 @@ describe('DELETE /v1/admin/queues/:queue', () => {
     expect(await waitingStored(q)).toBe(1)
     const read = (await (await call(`/v1/matchmaking/${q}`)).json()) as { paused: boolean }
     expect(read.paused).toBe(true)
+    // Operators see why: the admin's own flag is unchanged, the rules are named unknown.
+    expect(await listed(q)).toEqual([
+      expect.objectContaining({ id: q, rules: 'retired-rules', paused: false, rulesKnown: false }),
+    ])
+    const stored = await call(`/v1/admin/queues/${q}`, bearer(ADMIN_KEY))
+    expect(await stored.json()).toMatchObject({
+      config: { rules: 'retired-rules', paused: false },
+      rulesKnown: false,
+    })
     // The ticket already waiting is left to its time-to-live (a pool on the version before a
     // deploy that adds rules must not send tickets away).
     expect((await ticketOf(waiting.ticketId)).status).toBe('waiting')

@@ -8,7 +8,7 @@ import { isoUtc } from '../db/iso-time.ts'
 import { IdPageQueryWithStatus, idPage } from './id-page.ts'
 import { ApiError } from '../lib/problem.ts'
 import { versionPastOverrule } from '../lib/config-push.ts'
-import { rulesNames } from '../core/rules/index.ts'
+import { getRules, rulesNames } from '../core/rules/index.ts'
 import {
   advanceQueueVersion,
   deleteQueueConfig,
@@ -27,6 +27,12 @@ import { within } from '../lib/within.ts'
 import { resultsBoardRefusal } from '../leaderboards/config-store.ts'
 
 export const adminQueues = newRouter()
+
+// `paused` is what an admin set; a queue on rules a deploy removed takes no joins either, and an
+// operator reading the listing must see which.
+const RULES_KNOWN =
+  'Whether this deployment has the queue’s rules: when false, the queue takes no joins (as if ' +
+  'paused) until a PUT points it at rules it has'
 
 const listRoute = createRoute({
   method: 'get',
@@ -51,6 +57,7 @@ const listRoute = createRoute({
                 rules: z.string(),
                 regions: z.array(z.string()),
                 paused: z.boolean(),
+                rulesKnown: z.boolean().openapi({ description: RULES_KNOWN }),
                 version: z.number().int(),
                 updatedAt: z.string(),
                 deletedAt: z.string().nullable(),
@@ -91,6 +98,7 @@ adminQueues.openapi(listRoute, async (c) => {
         rules: r.rules,
         regions: r.regions,
         paused: r.paused,
+        rulesKnown: getRules(r.rules) !== undefined,
         version: r.version,
         updatedAt: r.updated_at,
         deletedAt: r.deleted_at,
@@ -125,6 +133,7 @@ const StoredQueue = z
       paused: z.boolean().openapi({ description: 'Out of play: no waiting tickets, no joins' }),
     }),
     version: z.number().int(),
+    rulesKnown: z.boolean().openapi({ description: RULES_KNOWN }),
   })
   .openapi('Queue')
 
@@ -217,7 +226,8 @@ adminQueues.openapi(putRoute, async (c) => {
     }),
   )
   return c.json(
-    { id: queue, config: { ...config, paused: config.paused === true }, version },
+    // A PUT names rules this deployment has (the schema allows no others).
+    { id: queue, config: { ...config, paused: config.paused === true }, version, rulesKnown: true },
     created ? 201 : 200,
   )
 })
@@ -244,7 +254,10 @@ adminQueues.openapi(getRoute, async (c) => {
     disconnectGraceSeconds: disconnectGraceMs(q.config) / 1000,
     paused: q.config.paused === true,
   }
-  return c.json({ id: queue, config, version: q.version }, 200)
+  return c.json(
+    { id: queue, config, version: q.version, rulesKnown: getRules(q.config.rules) !== undefined },
+    200,
+  )
 })
 
 const deleteRoute = createRoute({

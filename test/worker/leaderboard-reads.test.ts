@@ -985,6 +985,45 @@ describe('reads naming boards and queues that do not exist', () => {
   })
 })
 
+describe('made-up ids from one IPv6 network', () => {
+  it(`are limited across the /48's /64s at ten times one address's ${UNKNOWN_IDS_PER_MINUTE} a minute`, async () => {
+    const hex = () => Math.floor(Math.random() * 0xffff).toString(16)
+    const network = `2001:db8:${hex()}`
+    const perSubnet = UNKNOWN_IDS_PER_MINUTE / 2
+    let named = 0
+    let refused: { subnet: number; res: Response } | undefined
+    // Each /64 names half its own allowance, so only the network's count can refuse; two
+    // minutes' worth at most, in case a minute turns in the loop.
+    for (let subnet = 0; !refused && named <= 20 * UNKNOWN_IDS_PER_MINUTE; subnet++) {
+      for (let i = 0; i < perSubnet; i++) {
+        const res = await callWithEnv({}, `/v1/matchmaking/made-up-${crypto.randomUUID()}`, {
+          headers: { 'cf-connecting-ip': `${network}:${subnet.toString(16)}::1` },
+        })
+        named++
+        if (res.status === 429) {
+          refused = { subnet, res }
+          break
+        }
+        expect(res.status).toBe(404)
+        await res.body?.cancel()
+      }
+    }
+    expect(refused).toBeDefined()
+    expect(named).toBeGreaterThan(10 * UNKNOWN_IDS_PER_MINUTE)
+    expect(await problem(refused!.res)).toMatchObject({
+      status: 429,
+      type: 'urn:nexus:problem:rate-limited',
+    })
+    // A /64 of the same network that named nothing yet is refused too; another network is not.
+    const fromSubnet = (ip: string) =>
+      call(`/v1/matchmaking/made-up-${crypto.randomUUID()}`, {
+        headers: { 'cf-connecting-ip': ip },
+      })
+    expect((await fromSubnet(`${network}:ffff::1`)).status).toBe(429)
+    expect((await fromSubnet(`2001:db8:${hex()}:1::1`)).status).toBe(404)
+  })
+})
+
 describe('fresh reads from one IPv6 network', () => {
   it("are limited across the /48's /64s at ten times one address's allowance", async () => {
     const { callWithEnv } = await import('./helpers/http.ts')

@@ -338,6 +338,22 @@ export interface CloseStatus {
 
 type Reply<T> = ({ ok: true } & T) | BoardProblem
 
+/** Unfinished closes the dashboard is shown of one board (the oldest first). */
+const UNFINISHED_CLOSES_SHOWN = 5
+
+function closeStatusOf(row: CloseRow): CloseStatus {
+  return {
+    cycle: row.cycle,
+    state: row.state,
+    entries: row.entries,
+    archived: row.archived,
+    attempts: row.attempts,
+    nextAttemptAt: row.state === 'done' ? null : row.next_attempt_at,
+    lastError: row.last_error,
+    reason: row.reason,
+  }
+}
+
 function refuse(
   problem: ProblemType,
   detail: string,
@@ -2244,21 +2260,32 @@ export class Leaderboard extends DurableObject<Env> {
     return this.closeStatus(cycle)
   }
 
+  /**
+   * For the dashboard: the board's configuration and cycle, and its closes whose archive has not
+   * finished (the oldest few): a close failing page after page (Neon refusing a row, a timeout)
+   * writes nothing to Neon's `leaderboard_cycles` before its first page lands, so only the board
+   * knows it is stuck, and how often it tried.
+   */
+  async operatorInfo(
+    boardId: string,
+  ): Promise<
+    { config: LeaderboardConfig; cycle: CycleInfo; unfinishedCloses: CloseStatus[] } | BoardProblem
+  > {
+    const info = await this.info(boardId)
+    if ('ok' in info) return info
+    const unfinished = all<CloseRow>(
+      this.sql,
+      `SELECT * FROM closes WHERE state != 'done' ORDER BY cycle LIMIT ?`,
+      UNFINISHED_CLOSES_SHOWN,
+    )
+    return { ...info, unfinishedCloses: unfinished.map(closeStatusOf) }
+  }
+
   /** Progress of a closed cycle's archive, or null if that cycle has not closed here. */
   closeStatus(cycle: number): CloseStatus | null {
     if (!this.schemaReady) return null
     const row = one<CloseRow>(this.sql, `SELECT * FROM closes WHERE cycle = ?`, cycle)
-    if (!row) return null
-    return {
-      cycle: row.cycle,
-      state: row.state,
-      entries: row.entries,
-      archived: row.archived,
-      attempts: row.attempts,
-      nextAttemptAt: row.state === 'done' ? null : row.next_attempt_at,
-      lastError: row.last_error,
-      reason: row.reason,
-    }
+    return row ? closeStatusOf(row) : null
   }
 
   /**

@@ -301,6 +301,66 @@ describe('dashboard in Chromium', () => {
     }
   })
 
+  it('marks a board whose archive keeps failing, with its attempts and last error, in the list and the detail', async () => {
+    // The board's own record of a close Neon keeps refusing (no page of it in Neon yet), as the
+    // board answers it; a real failing archive is the worker tests'.
+    const real = (await admin('GET', '/dashboard/api/overview')) as {
+      now: number
+      boards: { id: string }[]
+    }
+    const detail = (await admin('GET', `/dashboard/api/boards/${board}`)) as {
+      now: number
+      cycle: { cycle: number }
+      cycles: { cycle: number }[]
+    }
+    const stuck = detail.cycle.cycle
+    const failing = {
+      cycle: stuck,
+      state: 'archiving',
+      entries: 12,
+      archived: 0,
+      attempts: 4,
+      nextAttemptAt: real.now + 90_000,
+      lastError: 'Neon query timed out',
+      reason: 'scheduled',
+    }
+    await page.route('**/dashboard/api/overview', (route) =>
+      route.fulfill({
+        json: {
+          ...real,
+          boards: real.boards.map((b) => (b.id === board ? { ...b, archiving: failing } : b)),
+        },
+      }),
+    )
+    await page.route(`**/dashboard/api/boards/${board}`, (route) =>
+      route.fulfill({ json: { ...detail, unfinishedCloses: [failing] } }),
+    )
+    try {
+      const cell = page.locator(`#boards tbody tr[data-board="${board}"] td`).last()
+      await expect
+        .poll(() => cell.textContent(), { timeout: 10_000 })
+        .toContain('4 failed attempts')
+      // Short in the list, the last error on hover.
+      expect(await cell.textContent()).toContain(`cycle ${stuck}: archiving 0 of 12`)
+      expect(await cell.getAttribute('title')).toBe('Neon query timed out')
+      expect(await cell.getAttribute('class')).toBe('bad')
+      await page.locator(`#boards tbody tr[data-board="${board}"]`).click()
+      const row = page.locator(`#cycles tbody tr[data-cycle="${stuck}"] td`)
+      await expect
+        .poll(() => row.last().textContent(), { timeout: 10_000 })
+        .toContain('next in 1 min: Neon query timed out')
+      expect(await row.last().getAttribute('class')).toBe('bad')
+      // Neon's closed cycles are listed below it as before.
+      const listed = await page
+        .locator('#cycles tbody tr')
+        .evaluateAll((rs) => rs.map((r) => r.getAttribute('data-cycle')))
+      expect(listed).toEqual([stuck, ...detail.cycles.map((c) => c.cycle)].map(String))
+      await page.screenshot({ path: `${ARTIFACTS}/07-failing-archive.png` })
+    } finally {
+      await page.unrouteAll({ behavior: 'ignoreErrors' })
+    }
+  })
+
   it('keeps the key for the tab only, signs out, and loads nothing from elsewhere', async () => {
     await page.reload()
     await page.locator(`#boards tbody tr[data-board="${board}"]`).waitFor()

@@ -6,7 +6,9 @@ import {
 } from '../../workers/dashboard/metrics.ts'
 import { renderFamilies } from '../../workers/lib/metric-families.ts'
 import { Counter, Histogram } from '../../workers/lib/metrics.ts'
-import { createBoard, pg } from './helpers/boards.ts'
+import { createBoard, pg, submitFor } from './helpers/boards.ts'
+import { runInDurableObject } from 'cloudflare:test'
+import type { Leaderboard } from '../../durable-objects/leaderboard.ts'
 import { createQueue } from './helpers/matchmaking.ts'
 import { ADMIN_KEY, bearer, call, callWithEnv, json, newGuest } from './helpers/http.ts'
 import { env, exports } from 'cloudflare:workers'
@@ -274,6 +276,71 @@ describe('the dashboard overview at scale', () => {
       // Ranks 1 and 2 voided: the ranks paid and in force.
       { cycle: 1, players: 999, morePlayers: false, ranks: [3, 1001] },
     ])
+  })
+})
+
+describe('the dashboard and an archive that keeps failing', () => {
+  it('shows the close the board has not finished, with its failed attempts and last error, before Neon has any page of it', async () => {
+    const board = await createBoard({ cycle: { every: '1h' } })
+    for (const p of ['a', 'b', 'c']) await submitFor(board, p, { score: p.charCodeAt(0) })
+    const object = env.LEADERBOARD.getByName(board)
+    const real = await runInDurableObject(object, (inst: Leaderboard) => {
+      const writer = inst.archiveWriter
+      inst.archiveWriter = {
+        writePage: () => Promise.reject(new Error('injected: Neon refuses the page')),
+        complete: (p) => writer.complete(p),
+      }
+      return writer
+    })
+    const closed = await call(`/v1/admin/leaderboards/${board}/close`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${ADMIN_KEY}` },
+    })
+    expect(closed.status).toBe(202)
+    // Two attempts by hand; the board's own retry is put an hour away so the test makes them.
+    for (let i = 0; i < 2; i++) {
+      await runInDurableObject(object, async (inst: Leaderboard, state) => {
+        await inst.runArchive({ force: true })
+        state.storage.sql.exec(
+          `UPDATE closes SET next_attempt_at = ? WHERE state != 'done'`,
+          Date.now() + 3_600_000,
+        )
+      })
+    }
+    const failing = {
+      cycle: 1,
+      state: 'archiving',
+      entries: 3,
+      archived: 0,
+      attempts: 2,
+      lastError: 'injected: Neon refuses the page',
+    }
+    const overview = await call('/dashboard/api/overview', bearer(ADMIN_KEY))
+    const { boards } = (await overview.json()) as { boards: { id: string; archiving: unknown }[] }
+    expect(boards.find((b) => b.id === board)?.archiving).toMatchObject(failing)
+    const detail = async () =>
+      (await (await call(`/dashboard/api/boards/${board}`, bearer(ADMIN_KEY))).json()) as {
+        cycles: { cycle: number }[]
+        unfinishedCloses: unknown[]
+      }
+    const stuck = await detail()
+    // Neon has no record of the close: only the board's tells the operator.
+    expect(stuck.cycles).toEqual([])
+    expect(stuck.unfinishedCloses).toEqual([expect.objectContaining(failing)])
+
+    // Neon takes the pages again: the archive finishes and the board has nothing unfinished.
+    await runInDurableObject(object, async (inst: Leaderboard) => {
+      inst.archiveWriter = real
+      for (let i = 0; i < 10 && inst.closeStatus(1)?.state !== 'done'; i++) {
+        await inst.runArchive({ force: true })
+      }
+    })
+    const done = await detail()
+    expect(done.unfinishedCloses).toEqual([])
+    expect(done.cycles).toEqual([expect.objectContaining({ cycle: 1, entries: 3, archived: 3 })])
+    const after = await call('/dashboard/api/overview', bearer(ADMIN_KEY))
+    const listed = (await after.json()) as { boards: { id: string; archiving: unknown }[] }
+    expect(listed.boards.find((b) => b.id === board)?.archiving).toBeNull()
   })
 })
 

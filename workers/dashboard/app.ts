@@ -252,6 +252,23 @@ export const DASHBOARD_JS = String.raw`
     return s.every ? 'every ' + s.every : 'cron ' + s.cron
   }
 
+  // An archive under way, or failing: only the board knows of one that has not yet written a page.
+  // The list gives it short, with the last error on hover; the board's detail gives it whole.
+  function archiveState(u, now, short) {
+    var text = u.state === 'purging' ? 'archived, clearing the board' : 'archiving ' + fmt(u.archived) + ' of ' + fmt(u.entries)
+    if (u.attempts > 0) {
+      text += ' · ' + u.attempts + (u.attempts === 1 ? ' failed attempt' : ' failed attempts') +
+        ', next ' + when(u.nextAttemptAt, now) + (u.lastError && !short ? ': ' + u.lastError : '')
+    }
+    return text
+  }
+
+  function archiveCell(u, now, short, prefix) {
+    var cell = td((prefix || '') + archiveState(u, now, short), u.attempts > 0 ? 'bad' : '')
+    if (u.lastError) cell.title = u.lastError
+    return cell
+  }
+
   function renderBoards(o) {
     rows($('boards').querySelector('tbody'), o.boards, function (b) {
       var tr = el('tr', { class: 'clickable' + (state.board === b.id ? ' selected' : ''), 'data-board': b.id }, [
@@ -261,11 +278,14 @@ export const DASHBOARD_JS = String.raw`
         td(b.cycle ? fmt(b.cycle.entries) : '–', 'num'),
         td(b.cycle ? when(b.cycle.endsAt, o.now) : '–'),
         td(fmt(b.rewardsPaidLastDay), 'num'),
+        b.archiving
+          ? archiveCell(b.archiving, o.now, true, 'cycle ' + fmt(b.archiving.cycle) + ': ')
+          : td('–'),
       ])
       tr.addEventListener('click', function () { selectBoard(b.id) })
       return tr
-    }, o.totals ? 'no leaderboards yet' : 'unavailable: ' + o.listsError, 6)
-    moreRow($('boards').querySelector('tbody'), o.boards.length, o.totals && o.totals.boards, 6)
+    }, o.totals ? 'no leaderboards yet' : 'unavailable: ' + o.listsError, 7)
+    moreRow($('boards').querySelector('tbody'), o.boards.length, o.totals && o.totals.boards, 7)
     if (!state.board && o.boards.length > 0) selectBoard(o.boards[0].id)
     else if (state.board) loadBoard(state.board)
   }
@@ -297,9 +317,21 @@ export const DASHBOARD_JS = String.raw`
       $('top10').setAttribute('data-entries', String(b.top.length))
       var cycles = b.cycles.slice().reverse()
       barChart($('chart-cycles'), cycles.map(function (c) { return { label: 'cycle ' + c.cycle, value: c.entries } }), { label: 'entries per cycle', empty: 'no closed cycles yet' })
-      rows($('cycles').tBodies[0], b.cycles, function (c) {
-        return el('tr', null, [td(fmt(c.cycle), 'num'), td(new Date(c.endsAt).toISOString().replace('T', ' ').slice(0, 19)),
-          td(fmt(c.entries), 'num'), td(fmt(c.archived), 'num'), td(c.completedAt ? 'archived' : 'archiving…')])
+      // Neon's record of each close, and the board's own of those it has not finished: one that
+      // fails before its first page has no record in Neon yet.
+      var unfinished = {}
+      b.unfinishedCloses.forEach(function (u) { unfinished[u.cycle] = u })
+      var listed = b.unfinishedCloses
+        .filter(function (u) { return !b.cycles.some(function (c) { return c.cycle === u.cycle }) })
+        .map(function (u) { return { cycle: u.cycle, endsAt: null, entries: u.entries, archived: u.archived, completedAt: null } })
+        .concat(b.cycles)
+        .sort(function (x, y) { return y.cycle - x.cycle })
+      rows($('cycles').tBodies[0], listed, function (c) {
+        var u = unfinished[c.cycle]
+        return el('tr', { 'data-cycle': String(c.cycle) }, [td(fmt(c.cycle), 'num'),
+          td(c.endsAt === null ? '–' : new Date(c.endsAt).toISOString().replace('T', ' ').slice(0, 19)),
+          td(fmt(c.entries), 'num'), td(fmt(u ? u.archived : c.archived), 'num'),
+          u ? archiveCell(u, b.now, false) : td(c.completedAt ? 'archived' : 'archiving…')])
       }, 'no closed cycles yet', 5)
       rows($('rewards').tBodies[0], b.rewards, function (r) {
         return el('tr', null, [td(fmt(r.cycle), 'num'), td(fmt(r.players) + (r.morePlayers ? '+' : ''), 'num'), td('#' + r.ranks[0] + '–#' + r.ranks[1])])

@@ -47,7 +47,7 @@ export const DASHBOARD_HTML = `<!doctype html>
 
   <section class="card" id="boards">
     <h2>Leaderboards</h2>
-    <table><thead><tr><th>Board</th><th>Schedule</th><th class="num">Cycle</th><th class="num">Entries</th><th>Ends</th><th class="num">Rewards paid (24 h)</th></tr></thead><tbody></tbody></table>
+    <table><thead><tr><th>Board</th><th>Schedule</th><th class="num">Cycle</th><th class="num">Entries</th><th>Ends</th><th class="num">Rewards paid (24 h)</th><th>Archive</th></tr></thead><tbody></tbody></table>
     <div id="board-detail" hidden>
       <h3 id="board-title"></h3>
       <div class="charts">

@@ -12,6 +12,7 @@ export type BoardApi = Pick<
   | 'unban'
   | 'bans'
   | 'info'
+  | 'operatorInfo'
   | 'top'
   | 'player'
   | 'around'

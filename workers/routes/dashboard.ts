@@ -154,7 +154,7 @@ async function listings(c: Context<AppEnv>) {
 
   const boardRows = await Promise.all(
     boards.map(async (b) => {
-      const info = await settle(`board ${b.id}`, () => boardStub(c.env, b.id).info(b.id))
+      const info = await settle(`board ${b.id}`, () => boardStub(c.env, b.id).operatorInfo(b.id))
       return {
         id: b.id,
         name: b.name,
@@ -164,6 +164,8 @@ async function listings(c: Context<AppEnv>) {
         paused: 'config' in info && info.config.paused === true,
         // `error`: the call failed; `detail`: the board could not read its configuration.
         error: 'error' in info ? info.error : 'ok' in info ? info.detail : null,
+        // The oldest close whose archive has not finished, with its failed attempts, or null.
+        archiving: 'unfinishedCloses' in info ? (info.unfinishedCloses[0] ?? null) : null,
         rewardsPaidLastDay: paid.get(b.id)?.rewards ?? 0,
       }
     }),
@@ -240,7 +242,7 @@ dashboard.get('/api/boards/:id', async (c) => {
   const sql = getSql(c.env)
   const stub = boardStub(c.env, id)
   const [info, top, cycles, rewards] = await Promise.all([
-    stub.info(id),
+    stub.operatorInfo(id),
     stub.top(id, null, 10),
     sql.query(
       `select cycle, extract(epoch from starts_at) * 1000 as starts_ms, extract(epoch from ends_at) * 1000 as ends_ms,
@@ -296,6 +298,7 @@ dashboard.get('/api/boards/:id', async (c) => {
     entries.map((e) => e.playerId),
   )
   return c.json({
+    now: Date.now(),
     id,
     config: info.config,
     cycle: info.cycle,
@@ -305,6 +308,9 @@ dashboard.get('/api/boards/:id', async (c) => {
       name: names.get(e.playerId) ?? null,
       score: e.score,
     })),
+    // Closes the board has not finished archiving (with their failed attempts and last error):
+    // one failing before its first page is in Neon is in none of `cycles`.
+    unfinishedCloses: info.unfinishedCloses,
     cycles: cycles.map((r) => ({
       cycle: r.cycle,
       startsAt: Number(r.starts_ms),

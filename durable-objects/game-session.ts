@@ -15,7 +15,7 @@ import {
   type RuleError,
   viewRecord,
 } from '../workers/core/rules/index.ts'
-import { exceedsUtf8Bytes, jsonEqual } from '../workers/core/rules/json.ts'
+import { asStored, exceedsUtf8Bytes, jsonEqual } from '../workers/core/rules/json.ts'
 import { IDEMPOTENCY_TTL_MS, MATCH_WIN, MATCH_WIN_KEY_PREFIX } from '../workers/core/leaderboard.ts'
 import type { Env } from '../workers/env.ts'
 import { isDatabaseUnreachable } from '../workers/db/client.ts'
@@ -518,7 +518,7 @@ export class GameSession extends DurableObject<Env> {
     )) {
       const record = JSON.parse(row.record) as LogRecord
       const out = step(this.rules, match, record.input)
-      if (isRuleError(out) || !out.record || !jsonEqual(out.record, record)) {
+      if (isRuleError(out) || !out.record || !jsonEqual(asStored(out.record), record)) {
         throw new Error(`${this.actor}: log record ${record.seq} does not replay`)
       }
       match = out.match
@@ -665,6 +665,10 @@ export class GameSession extends DurableObject<Env> {
     if (isRuleError(match)) {
       return { ok: false, problem: 'validation', detail: match.error.message }
     }
+    // Played from its stored form, as a wake would: a value JSON does not keep (a Map, NaN)
+    // differs from the first action on, not only once the object has slept.
+    const snapshot = JSON.stringify(match)
+    const stored = JSON.parse(snapshot) as MatchState
     const now = this.now()
     const madeAt =
       typeof opts.matchedAt === 'number' && Number.isFinite(opts.matchedAt)
@@ -681,7 +685,7 @@ export class GameSession extends DurableObject<Env> {
         ['made_at', String(madeAt)],
         ['join_due', String(now + this.joinGraceMs)],
         ['status', 'live'],
-        ['snapshot', JSON.stringify(match)],
+        ['snapshot', snapshot],
       ]
       insertRows(this.sql, `INSERT OR REPLACE INTO meta (key, value)`, meta)
       insertRows(
@@ -694,7 +698,7 @@ export class GameSession extends DurableObject<Env> {
     this.setup = setup
     this.setupHash = hash
     this.rules = rules
-    this.match = match
+    this.match = stored
     this.status = 'live'
     this.createdAt = now
     this.madeAt = madeAt
@@ -1464,16 +1468,17 @@ export class GameSession extends DurableObject<Env> {
       if (alongside) this.ctx.storage.transactionSync(alongside)
       return isRuleError(out) ? out : null
     }
-    const record = out.record
+    // Logged, sent and replayed in its stored form: a value JSON does not keep (NaN, a Map)
+    // reaches players as the log has it, and a wake's replay compares like with like.
+    const text = JSON.stringify(out.record)
+    const record = JSON.parse(text) as LogRecord
     const result = resultOf(this.rules!, out.match)
     const now = this.now()
     const append = () =>
-      this.sql.exec(
-        `INSERT INTO log (seq, record) VALUES (?, ?)`,
-        record.seq,
-        JSON.stringify(record),
-      )
+      this.sql.exec(`INSERT INTO log (seq, record) VALUES (?, ?)`, record.seq, text)
     const snapshot = record.seq % this.snapshotEvery === 0
+    // The state goes on from what storage holds at each snapshot, as it would after a wake.
+    let next = out.match
     if (!snapshot && !result && !alongside) {
       // The common case is one statement, atomic by itself: no savepoint around it.
       append()
@@ -1481,7 +1486,11 @@ export class GameSession extends DurableObject<Env> {
       this.ctx.storage.transactionSync(() => {
         alongside?.()
         append()
-        if (snapshot || result) this.setMeta('snapshot', JSON.stringify(out.match))
+        if (snapshot || result) {
+          const state = JSON.stringify(out.match)
+          this.setMeta('snapshot', state)
+          next = JSON.parse(state) as MatchState
+        }
         if (result) {
           this.setMeta('status', 'finished')
           this.setMeta('result', JSON.stringify(result))
@@ -1491,7 +1500,7 @@ export class GameSession extends DurableObject<Env> {
         }
       })
     }
-    this.match = out.match
+    this.match = next
     inputsAccepted.inc({ kind: input.kind, rules: this.rules!.name })
     this.sendMetrics()
     this.broadcast(record)

@@ -642,3 +642,58 @@ describe('session sockets', () => {
     expect((await problem(res)).status).toBe(422)
   })
 })
+
+describe('rules whose values JSON does not keep', () => {
+  it('play on from what storage holds (a Map as {}, NaN as null) from each snapshot on, as a woken session would, and send what the log has', async () => {
+    const [alice] = playerIds(1) as [string]
+    const { sessionId, tokens } = await createSession({
+      rules: 'relay',
+      roster: [{ playerId: alice }],
+    })
+    // A rules module with a bug JSON hides: a Map in its state, NaN and -0 in its events.
+    await inObject(sessionId, (inst) => {
+      const self = inst as unknown as { rules: AnyRules; snapshotEvery: number }
+      const relay = getRules('relay')!
+      self.snapshotEvery = 3
+      self.rules = {
+        ...relay,
+        apply: (state: object, action: unknown, ctx: never) => {
+          const out = relay.apply(state, action, ctx) as { state: object; event: object }
+          return {
+            state: { ...out.state, seen: new Map([['a', 1]]) },
+            event: { ...out.event, ratio: 0 / 0, zero: -0, at: [undefined] },
+          }
+        },
+      } as AnyRules
+    })
+    const a = await connect(sessionId, tokens[alice]!)
+    await a.nextOf('welcome')
+    // Three messages: the third record is a snapshot.
+    let sent = { seq: 0, event: {} as unknown }
+    for (const data of ['hi', 'again', 'and again']) {
+      a.send({ type: 'action', action: 'message', data })
+      sent = (await a.nextOf('event')) as unknown as typeof sent
+    }
+    expect(sent.seq).toBe(3)
+    expect(sent.event).toMatchObject({ ratio: null, zero: 0, at: [null] })
+    const stored = await inObject(sessionId, (inst, state) => {
+      const self = inst as unknown as { match: { seq: number; game: unknown } }
+      const snapshot = state.storage.sql
+        .exec<{ value: string }>(`SELECT value FROM meta WHERE key = 'snapshot'`)
+        .one().value
+      const log = state.storage.sql
+        .exec<{ record: string }>(`SELECT record FROM log ORDER BY seq`)
+        .toArray()
+        .map((r) => JSON.parse(r.record) as { seq: number; event: unknown })
+      return { live: self.match, snapshot: JSON.parse(snapshot) as unknown, log }
+    })
+    // Every record logged is the one the player was sent.
+    expect(stored.log.find((r) => r.seq === sent.seq)?.event).toEqual(sent.event)
+    // Past the snapshot (every 3 records here), the live state is the stored one, exactly: the
+    // Map is the `{}` a wake would find, not a Map only this run of the object has.
+    expect(stored.live.seq).toBe(3)
+    expect(stored.live).toEqual(stored.snapshot)
+    expect((stored.live.game as { seen: unknown }).seen).toEqual({})
+    a.close()
+  })
+})

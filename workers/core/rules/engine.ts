@@ -1,4 +1,4 @@
-import { jsonEqual } from './json.ts'
+import { asStored, jsonEqual } from './json.ts'
 import { createRng, seedRng } from './rng.ts'
 import type {
   GameResult,
@@ -333,7 +333,8 @@ export function replay<S, A, E>(
 ): MatchState<S> {
   const start = createMatch(rules, setup)
   if (isRuleError(start)) throw new ReplayError(0, `setup refused: ${start.error.message}`)
-  let match: MatchState<S> = start
+  // A session starts from its stored first state, and logs each record in its stored form.
+  let match: MatchState<S> = asStored(start)
   for (const record of records) {
     if (record.seq !== match.seq + 1) {
       throw new ReplayError(record.seq, `expected seq ${match.seq + 1}`)
@@ -343,7 +344,7 @@ export function replay<S, A, E>(
       throw new ReplayError(record.seq, `input refused (${out.error.code}): ${out.error.message}`)
     }
     if (out.record === null) throw new ReplayError(record.seq, 'input produced no record')
-    if (!jsonEqual(out.record, record)) {
+    if (!jsonEqual(asStored(out.record), record)) {
       throw new ReplayError(record.seq, 'a different event or input was produced')
     }
     match = out.match

@@ -168,6 +168,17 @@ export function exceedsUtf8Bytes(text: string, maxBytes: number): boolean {
 }
 
 /**
+ * A value as storage gives it back: its JSON form (NaN and ±Infinity become null, `undefined` in
+ * an array null, -0 is 0, a Map or Set `{}`, a Date its string). What a session logs, sends and
+ * keeps is this form, so that live play and a session woken from storage hold the same thing
+ * whatever a rules module put in.
+ * @example asStored({ hit: 0 / 0, at: [undefined] }) // { hit: null, at: [null] }
+ */
+export function asStored<T>(value: T): T {
+  return JSON.parse(JSON.stringify(value)) as T
+}
+
+/**
  * Structural equality of two JSON values; object key order does not matter (storage may reorder).
  * @example jsonEqual({ a: 1, b: [2] }, { b: [2], a: 1 }) // true
  */

@@ -5,6 +5,7 @@ import {
   getRules,
   isRuleError,
   resultOf,
+  resultRefusal,
   step,
   type AnyRules,
   type GameResult,
@@ -1473,6 +1474,12 @@ export class GameSession extends DurableObject<Env> {
     const text = JSON.stringify(out.record)
     const record = JSON.parse(text) as LogRecord
     const result = resultOf(this.rules!, out.match)
+    // A result that cannot be recorded is a bug in the rules: nothing of the input is kept (a
+    // throw, as any other), rather than wrong ratings or a win given to the wrong player.
+    const unrecordable = result && resultRefusal(result, this.setup!.roster)
+    if (unrecordable) {
+      throw new Error(`${this.rules!.name}: a result Nexus cannot record: ${unrecordable}`)
+    }
     const now = this.now()
     const append = () =>
       this.sql.exec(`INSERT INTO log (seq, record) VALUES (?, ?)`, record.seq, text)

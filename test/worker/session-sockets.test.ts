@@ -13,6 +13,7 @@ import { issueSessionToken, SESSION_TOKEN_TTL_SECONDS } from '../../workers/lib/
 import { signScopedToken } from '../../workers/lib/auth.ts'
 import { ADMIN_KEY, bearer, call, newGuest, problem } from './helpers/http.ts'
 import { until } from './helpers/sockets.ts'
+import { pg } from './helpers/boards.ts'
 import { getRules, type AnyRules } from '../../workers/core/rules/index.ts'
 import {
   connect,
@@ -694,6 +695,53 @@ describe('rules whose values JSON does not keep', () => {
     expect(stored.live.seq).toBe(3)
     expect(stored.live).toEqual(stored.snapshot)
     expect((stored.live.game as { seen: unknown }).seen).toEqual({})
+    a.close()
+  })
+})
+
+describe('rules whose result cannot be recorded', () => {
+  it('get the sender `internal` and keep nothing of the action: no record, no end, no result in Neon', async () => {
+    const [alice, bob] = playerIds(2) as [string, string]
+    const { sessionId, tokens } = await createSession({
+      rules: 'relay',
+      roster: [{ playerId: alice }, { playerId: bob }],
+    })
+    // A bug a studio could ship: places counted from 0, so the win would go to the second.
+    await inObject(sessionId, (inst) => {
+      const self = inst as unknown as { rules: AnyRules }
+      const relay = getRules('relay')!
+      self.rules = {
+        ...relay,
+        result: (state: { messages: number }) =>
+          state.messages > 0
+            ? {
+                reason: 'finished',
+                winner: alice,
+                placements: [
+                  { playerId: alice, team: 0, place: 0 },
+                  { playerId: bob, team: 1, place: 1 },
+                ],
+              }
+            : null,
+      } as AnyRules
+    })
+    const a = await connect(sessionId, tokens[alice]!)
+    await a.nextOf('welcome')
+    const before = await inObject(
+      sessionId,
+      (_inst, state) =>
+        state.storage.sql.exec<{ n: number }>('SELECT count(*) AS n FROM log').one().n,
+    )
+    a.send({ type: 'action', action: 'message', data: 'gg' })
+    expect(await a.nextOf('error')).toMatchObject({ code: 'internal' })
+    const after = await inObject(sessionId, (inst, state) => ({
+      log: state.storage.sql.exec<{ n: number }>('SELECT count(*) AS n FROM log').one().n,
+      info: inst.info(),
+    }))
+    expect(after.log).toBe(before)
+    expect(after.info).toMatchObject({ ok: true, status: 'live' })
+    const rows = await pg()`select 1 from match_results where session_id = ${sessionId}`
+    expect(rows).toHaveLength(0)
     a.close()
   })
 })

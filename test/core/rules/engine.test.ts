@@ -1,6 +1,7 @@
 import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
 import type {
+  GameResult,
   GameSetup,
   Input,
   LogRecord,
@@ -17,6 +18,7 @@ import {
   isRuleError,
   relay,
   replay,
+  resultRefusal,
   rockPaperScissors,
   ruleError,
   rulesNames,
@@ -291,6 +293,62 @@ describe('replay', () => {
     const logged = roundTrip(played.records)
     expect(logged[0]!.event).toEqual({ n: 1, ratio: null, zero: 0, at: [null] })
     expect(replay(noisy, solo, logged)).toEqual(played.match)
+  })
+})
+
+describe('resultRefusal', () => {
+  const roster = [
+    { playerId: 'a', team: 0 },
+    { playerId: 'b', team: 1 },
+  ]
+  const good = {
+    reason: 'finished' as const,
+    winner: 'a',
+    placements: [
+      { playerId: 'a', team: 0, place: 1, score: 3 },
+      { playerId: 'b', team: 1, place: 2 },
+    ],
+  }
+
+  it('takes a result that places every roster player once, the winner first; ties too', () => {
+    expect(resultRefusal(good, roster)).toBeNull()
+    const tie = good.placements.map((p) => ({ ...p, place: 1 }))
+    expect(resultRefusal({ ...good, winner: null, placements: tie }, roster)).toBeNull()
+  })
+
+  it.each([
+    [
+      'zero-based places',
+      { placements: good.placements.map((p) => ({ ...p, place: p.place - 1 })) },
+      /place 0/,
+    ],
+    [
+      'a place that is not an integer',
+      { placements: [good.placements[0]!, { ...good.placements[1]!, place: 1.5 }] },
+      /place 1.5/,
+    ],
+    [
+      'an id off the roster',
+      { placements: [good.placements[0]!, { playerId: 'x', team: 1, place: 2 }] },
+      /'x', not on the roster/,
+    ],
+    ['a player left out', { placements: [good.placements[0]!] }, /1 of 2/],
+    ['a player twice', { placements: [good.placements[0]!, good.placements[0]!] }, /twice/],
+    [
+      'a player on another team',
+      { placements: [good.placements[0]!, { ...good.placements[1]!, team: 0 }] },
+      /team 0, not 1/,
+    ],
+    [
+      'a score that is not finite',
+      { placements: [{ ...good.placements[0]!, score: Number.NaN }, good.placements[1]!] },
+      /finite/,
+    ],
+    ['a winner not in first place', { winner: 'b' }, /'b' is not in first place/],
+    ['an unknown reason', { reason: 'timeout' }, /reason 'timeout'/],
+  ])('refuses %s', (_what, change, why) => {
+    const refusal = resultRefusal({ ...good, ...change } as GameResult, roster)
+    expect(refusal).toMatch(why)
   })
 })
 

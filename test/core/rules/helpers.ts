@@ -8,7 +8,14 @@ import type {
   Rules,
   RuleError,
 } from '../../../workers/core/rules/index.ts'
-import { createMatch, isRuleError, replay, step } from '../../../workers/core/rules/index.ts'
+import {
+  createMatch,
+  isRuleError,
+  replay,
+  resultOf,
+  resultRefusal,
+  step,
+} from '../../../workers/core/rules/index.ts'
 
 /** Freeze a value and everything under it, so any mutation by the code under test throws. */
 export function deepFreeze<T>(value: T): T {
@@ -115,6 +122,9 @@ export function expectDeterministic<S, A, E>(
   })
   expect(again.results).toEqual(live.results)
   expect(again.match).toEqual(live.match)
+  // A game that ended gave a result a session can record (every roster player placed, once).
+  const result = resultOf(rules, live.match)
+  if (result) expect(resultRefusal(result, setup.roster)).toBeNull()
   return live
 }
 

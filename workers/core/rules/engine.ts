@@ -90,6 +90,48 @@ export function resultOf<S, A, E>(rules: Rules<S, A, E>, match: MatchState<S>): 
 }
 
 /**
+ * Why a result the rules gave cannot be recorded, or null: every roster player once, on their
+ * roster team, at an integer place from 1; the winner, if any, in first place. A result is
+ * written to Neon, rates its players and may send a win to a leaderboard, all from this: a
+ * zero-based place would give the win to the second, an id off the roster would be rated.
+ * @example resultRefusal({ placements: [], reason: 'finished', winner: null }, roster) // 'placements name 0 of 2 roster players'
+ */
+export function resultRefusal(
+  result: GameResult,
+  roster: readonly { playerId: string; team: number }[],
+): string | null {
+  const teams = new Map(roster.map((p) => [p.playerId, p.team]))
+  const placed = new Set<string>()
+  const first = new Set<string>()
+  if (!Array.isArray(result.placements)) return 'placements is not a list'
+  for (const p of result.placements) {
+    const team = teams.get(p?.playerId)
+    if (team === undefined)
+      return `placements name '${String(p?.playerId).slice(0, 64)}', not on the roster`
+    if (placed.has(p.playerId)) return `placements name '${p.playerId}' twice`
+    if (p.team !== team) return `placements put '${p.playerId}' on team ${p.team}, not ${team}`
+    if (!Number.isInteger(p.place) || p.place < 1) {
+      return `placements give '${p.playerId}' place ${p.place}: places are integers from 1`
+    }
+    if (p.score !== undefined && !Number.isFinite(p.score)) {
+      return `placements give '${p.playerId}' a score that is not a finite number`
+    }
+    placed.add(p.playerId)
+    if (p.place === 1) first.add(p.playerId)
+  }
+  if (placed.size !== teams.size) {
+    return `placements name ${placed.size} of ${teams.size} roster players`
+  }
+  if (!['finished', 'forfeit', 'abandoned', 'cancelled'].includes(result.reason)) {
+    return `reason '${String(result.reason).slice(0, 32)}' is not finished, forfeit, abandoned or cancelled`
+  }
+  if (result.winner !== null && !first.has(result.winner)) {
+    return `winner '${String(result.winner).slice(0, 64)}' is not in first place`
+  }
+  return null
+}
+
+/**
  * One accepted input and the event it produced. Broadcast as `{"type":"event", seq, …}` and
  * stored in order; `replay()` re-applies `input` and checks it yields `event` again.
  */

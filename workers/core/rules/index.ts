@@ -8,7 +8,15 @@ import { isRuleError, type AnyRules, type RosterEntry } from './types.ts'
 
 export type * from './types.ts'
 export { competitionPlaces, isRuleError, ruleError } from './types.ts'
-export { createMatch, replay, ReplayError, resultOf, step, viewRecord } from './engine.ts'
+export {
+  createMatch,
+  replay,
+  ReplayError,
+  resultOf,
+  resultRefusal,
+  step,
+  viewRecord,
+} from './engine.ts'
 export type { Input, LogRecord, MatchState, Stepped } from './engine.ts'
 export { createRng, isRngState, seedRng } from './rng.ts'
 export { diceRace } from './dice-race.ts'

@@ -23,4 +23,26 @@ export default tseslint.config(
       ],
     },
   },
+  {
+    // Rules modules replay from their log: no clock, no randomness but the seeded rng, no I/O
+    // (docs/rules.md, "Deterministic"). A lint error here, not a session that fails its wake.
+    files: ['workers/core/rules/**/*.ts', 'examples/rules/**/*.ts'],
+    rules: {
+      'no-restricted-globals': [
+        'error',
+        ...['Date', 'performance', 'crypto', 'fetch', 'setTimeout', 'setInterval'].map((name) => ({
+          name,
+          message: 'Rules are replayed from their log: use ctx.tick for time, ctx.rng for chance.',
+        })),
+      ],
+      'no-restricted-properties': [
+        'error',
+        {
+          object: 'Math',
+          property: 'random',
+          message: 'Use ctx.rng: replay draws the same numbers.',
+        },
+      ],
+    },
+  },
 )

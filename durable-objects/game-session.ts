@@ -1417,13 +1417,27 @@ export class GameSession extends DurableObject<Env> {
     return this.rules?.nextTick !== undefined || this.rules?.quietUntil !== undefined
   }
 
-  /** The tick such rules next need a wake for, or null for none until an input. */
+  /**
+   * The tick such rules next need a wake for, or null for none until an input. Rules that throw
+   * here get none: the alarm is set at every wake, in the constructor too, where a throw would
+   * reset the object at every wake with no backoff; the watchdog (a grace period) still comes,
+   * and the frames and alarm that run the clock meet the throw where it is handled.
+   */
   private wakeTick(): number | null {
     const rules = this.rules
     const game = this.match?.game
     if (!rules || game === undefined) return null
-    if (rules.nextTick) return rules.nextTick(game)
-    return rules.quietUntil ? rules.quietUntil(game) : null
+    try {
+      if (rules.nextTick) return rules.nextTick(game)
+      return rules.quietUntil ? rules.quietUntil(game) : null
+    } catch (err) {
+      log('error', 'rules failed to name their next tick', {
+        actor: this.actor,
+        rules: rules.name,
+        ...errorFields(err),
+      })
+      return null
+    }
   }
 
   /**

@@ -745,3 +745,31 @@ describe('rules whose result cannot be recorded', () => {
     a.close()
   })
 })
+
+describe('rules that throw naming their next tick', () => {
+  it("leave the session's alarm on its watchdog rather than failing each wake (the constructor sets it)", async () => {
+    const [alice, bob] = playerIds(2) as [string, string]
+    const { sessionId } = await createSession({
+      rules: 'dice-race',
+      roster: [{ playerId: alice }, { playerId: bob }],
+    })
+    const armed = await inObject(sessionId, async (inst, state) => {
+      const self = inst as unknown as {
+        rules: AnyRules
+        graceMs: number
+        scheduleAlarm(): Promise<void>
+      }
+      // A deploy's nextTick reading a field older states lack.
+      self.rules = {
+        ...self.rules,
+        nextTick: (s: { phase: { endsAt: number } }) => s.phase.endsAt,
+      } as AnyRules
+      await state.storage.deleteAlarm()
+      await self.scheduleAlarm()
+      return { alarm: await state.storage.getAlarm(), graceMs: self.graceMs }
+    })
+    expect(armed.alarm).not.toBeNull()
+    // No later than the watchdog: the join timers may come first.
+    expect(armed.alarm!).toBeLessThanOrEqual(Date.now() + armed.graceMs)
+  })
+})

@@ -15,6 +15,7 @@ import {
   playerIds,
   sessionObject,
   type TestSocket,
+  seenBy,
 } from './helpers/session-sockets.ts'
 
 /**
@@ -144,7 +145,7 @@ describe('hidden information (rock-paper-scissors)', () => {
     })
   })
 
-  it('rules without viewEvent send every player the same events and actions', async () => {
+  it("rules without viewEvent send every player the same events, and a player's log read leaves out other players' actions all the same", async () => {
     const [p0, p1] = playerIds(2) as [string, string]
     const { sessionId, tokens } = await createSession({
       rules: 'relay',
@@ -156,7 +157,14 @@ describe('hidden information (rock-paper-scissors)', () => {
     await s1.nextOf('welcome')
     s0.send({ type: 'action', action: 'message', data: { secret: 'none' } })
     expect((await eventAt(s1, 1)).event).toEqual((await eventAt(s0, 1)).event)
-    expect(await eventsAs(sessionId, tokens[p1]!)).toEqual(await eventsAs(sessionId, ADMIN_KEY))
+    const whole = await eventsAs(sessionId, ADMIN_KEY)
+    expect(whole[0]).toMatchObject({ input: { player: p0, action: { data: { secret: 'none' } } } })
+    // The sender reads their own action; the other player the event, which carries the data.
+    expect(await eventsAs(sessionId, tokens[p0]!)).toEqual(whole)
+    const other = await eventsAs(sessionId, tokens[p1]!)
+    expect(other).toEqual(seenBy(whole, p1))
+    expect(other[0]!.input).toEqual({ kind: 'action', player: p0, tick: whole[0]!.input.tick })
+    expect(other[0]!.event).toEqual(whole[0]!.event)
   })
 })
 

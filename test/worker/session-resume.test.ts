@@ -30,6 +30,7 @@ import {
   sessionObject,
   upgrade,
   type TestSocket,
+  seenBy,
 } from './helpers/session-sockets.ts'
 
 const matchOf = (sessionId: string) => inObject(sessionId, (inst) => inst.current()!.match)
@@ -755,6 +756,12 @@ describe('the event log', () => {
     const seen = sockets[2]!.frames.filter((f) => f.type === 'event')
     expect(seen.map((f) => f.event)).toEqual(events.map((e) => e.event))
 
+    // The admin's log is whole, and replays to the live state; a player's is the same but for
+    // other players' actions.
+    const whole = (await (
+      await call(`/v1/sessions/${sessionId}/events?limit=500`, bearer(ADMIN_KEY))
+    ).json()) as { events: LogRecord[] }
+    expect(events).toEqual(seenBy(whole.events, players[1]!))
     const { match, setup } = await inObject(sessionId, (inst) => inst.current()!)
     const replayed = replay(
       getRules('dice-race')!,
@@ -763,7 +770,7 @@ describe('the event log', () => {
         seed: setup.seed,
         options: setup.options,
       },
-      events,
+      whole.events,
     )
     expect(replayed).toEqual(match)
 

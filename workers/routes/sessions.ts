@@ -357,9 +357,10 @@ const eventsRoute = createRoute({
   description:
     'Log records `{seq, input, event}` from `from` (inclusive, default 1), at most `limit` (default ' +
     `100, at most ${MAX_EVENTS_PAGE}). Pass \`nextFrom\` back as \`from\` for the next page; null means ` +
-    "the end of the log so far. Replaying the records from the start reproduces the session's state. " +
-    'Under rules with hidden information (`rock-paper-scissors`), a player gets each event as they may ' +
-    "see it and other players' inputs without their `action`; admins get the log whole. A player " +
+    "the end of the log so far. Replaying the records from the start (an admin's copy, with the " +
+    "setup's seed) reproduces the session's state. A player gets other players' inputs without " +
+    'their `action`, and under rules with hidden information (`rock-paper-scissors`) each event as ' +
+    'they may see it; admins get the log whole. A player ' +
     'reads at most SESSION_EVENT_READS_PER_MINUTE pages a minute (default 120; 429 with ' +
     'Retry-After past it); the admin key is not limited.',
   request: {

@@ -491,8 +491,13 @@ describe('viewRecord', () => {
       event.player === player ? event : { kind: event.kind, player: event.player },
   } as unknown as Rules<unknown, unknown, Drew>
 
-  it('gives records whole under rules without viewEvent', () => {
-    expect(viewRecord(relay, record, 'p1')).toBe(record)
+  it("leaves another player's action out under rules without viewEvent too; the sender's own record is whole", () => {
+    expect(viewRecord(relay, record, 'p0')).toBe(record)
+    expect(viewRecord(relay, record, 'p1')).toEqual({
+      seq: 4,
+      input: { kind: 'action', player: 'p0', tick: 9 },
+      event: record.event,
+    })
   })
 
   it("gives a player their view of each event and no other player's action", () => {

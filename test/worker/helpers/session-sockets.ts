@@ -2,6 +2,7 @@ import { runInDurableObject } from 'cloudflare:test'
 import { env } from 'cloudflare:workers'
 import type { GameSession } from '../../../durable-objects/game-session.ts'
 import type { DiceState } from '../../../workers/core/rules/dice-race.ts'
+import type { Input, LogRecord } from '../../../workers/core/rules/index.ts'
 import { ADMIN_KEY, call, json } from './http.ts'
 
 /** A frame the session sent, loosely typed for assertions. */
@@ -203,4 +204,16 @@ export async function playToEnd(
   }
   if (turn !== null) throw new Error('the game did not end')
   return events
+}
+
+/**
+ * A log as a player is served it, from the admin's whole one: other players' actions left out
+ * of their inputs (what a game made public of them is in its events).
+ */
+export function seenBy(records: LogRecord[], player: string): LogRecord[] {
+  return records.map((r) =>
+    r.input.kind === 'action' && r.input.player !== player
+      ? { ...r, input: { kind: 'action', player: r.input.player, tick: r.input.tick } as Input }
+      : r,
+  )
 }

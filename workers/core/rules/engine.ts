@@ -143,25 +143,29 @@ export interface LogRecord<E = unknown> {
 }
 
 /**
- * What `player` may see of a log record: the record itself under rules that hide nothing (no
- * `viewEvent`); otherwise their view of its event, and its input without the action when another
- * player sent it (an action is what a player chose: a move not yet revealed, a card played face
- * down). A player cannot replay such a log; an admin, who gets it whole, can.
+ * What `player` may see of a log record: its input without the action when another player sent
+ * it (an action is what a player chose: a move not yet revealed, a card played face down; what
+ * the game made public of it is in the event), and the event as it is, or under rules with
+ * `viewEvent` their view of it. Whatever the rules: ones that keep hands out of their events but
+ * define no `viewEvent` would otherwise serve every card played to anyone reading the log. A
+ * player cannot replay such a log (nor could they: the seed is not theirs); an admin, who gets
+ * it whole, can.
  */
 export function viewRecord<S, A, E>(
   rules: Rules<S, A, E>,
   record: LogRecord<E>,
   player: string,
 ): LogRecord<unknown> {
-  if (!rules.viewEvent) return record
   const { input } = record
+  const theirs = input.kind !== 'action' || input.player === player
+  if (!rules.viewEvent && theirs) return record
   return {
     seq: record.seq,
-    input:
-      input.kind === 'action' && input.player !== player
-        ? ({ kind: 'action', player: input.player, tick: input.tick } as Input)
-        : input,
-    event: record.event === null ? null : rules.viewEvent(record.event, player),
+    input: theirs ? input : ({ kind: 'action', player: input.player, tick: input.tick } as Input),
+    event:
+      record.event === null || !rules.viewEvent
+        ? record.event
+        : rules.viewEvent(record.event, player),
   }
 }
 

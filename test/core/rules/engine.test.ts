@@ -1,6 +1,7 @@
 import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
 import type {
+  AnyRules,
   GameResult,
   GameSetup,
   Input,
@@ -12,6 +13,7 @@ import {
   ReplayError,
   createMatch,
   createRng,
+  declarationRefusal,
   diceRace,
   getRules,
   hotPotato,
@@ -473,6 +475,19 @@ describe('registry', () => {
     expect(getRules('chess')).toBeUndefined()
     expect(getRules('__proto__')).toBeUndefined()
     expect(getRules('toString')).toBeUndefined()
+  })
+
+  it('refuses a module declared so that the session could not run it as written', () => {
+    for (const rules of [relay, diceRace, hotPotato, rockPaperScissors]) {
+      expect(declarationRefusal(rules)).toBeNull()
+    }
+    const ticking = clock as unknown as AnyRules
+    expect(declarationRefusal({ ...ticking, tickRate: 0 })).toMatch(/tickRate 0/)
+    expect(declarationRefusal({ ...ticking, tickRate: Number.NaN })).toMatch(/tickRate NaN/)
+    expect(declarationRefusal({ ...ticking, tickRate: 2.5 })).toMatch(/tickRate 2.5/)
+    expect(declarationRefusal({ ...ticking, tickRate: 1001 })).toMatch(/tickRate 1001/)
+    expect(declarationRefusal({ ...ticking, tickRate: undefined })).toMatch(/need a tickRate/)
+    expect(declarationRefusal({ ...ticking, name: 'Clock!' })).toMatch(/name 'Clock!'/)
   })
 })
 

@@ -24,12 +24,41 @@ export { hotPotato } from './hot-potato.ts'
 export { relay } from './relay.ts'
 export { rockPaperScissors } from './rock-paper-scissors.ts'
 
-const registry: ReadonlyMap<string, AnyRules> = new Map<string, AnyRules>([
-  [relay.name, relay],
-  [diceRace.name, diceRace],
-  [hotPotato.name, hotPotato],
-  [rockPaperScissors.name, rockPaperScissors],
-])
+/** The most ticks a second a module may ask for (dice-race counts milliseconds of game time). */
+export const MAX_TICK_RATE = 1000
+
+/**
+ * Why the session could not run `rules` as declared, or null. Checked when the registry is
+ * built, so a module declared wrong fails `wrangler dev` and the tests at once, not a live game:
+ * a `tickRate` of 0 or NaN would silently mean no clock, and `onTick` without a rate is never
+ * called.
+ */
+export function declarationRefusal(rules: AnyRules): string | null {
+  if (!/^[a-z0-9][a-z0-9-]{0,63}$/.test(rules.name)) {
+    return `name '${rules.name}': lower-case letters, digits and "-", at most 64`
+  }
+  const rate = rules.tickRate
+  if (rate !== undefined && (!Number.isInteger(rate) || rate < 1 || rate > MAX_TICK_RATE)) {
+    return `${rules.name}: tickRate ${rate} is not an integer from 1 to ${MAX_TICK_RATE}`
+  }
+  if (rate === undefined && (rules.onTick || rules.nextTick || rules.quietUntil)) {
+    return `${rules.name}: onTick, nextTick and quietUntil need a tickRate`
+  }
+  return null
+}
+
+function registered(modules: AnyRules[]): ReadonlyMap<string, AnyRules> {
+  const byName = new Map<string, AnyRules>()
+  for (const rules of modules) {
+    const refusal = declarationRefusal(rules)
+    if (refusal) throw new Error(`rules module refused: ${refusal}`)
+    if (byName.has(rules.name)) throw new Error(`two rules modules named '${rules.name}'`)
+    byName.set(rules.name, rules)
+  }
+  return byName
+}
+
+const registry = registered([relay, diceRace, hotPotato, rockPaperScissors])
 
 /**
  * Rules options are stored with a queue and copied into every session it makes; the shipped

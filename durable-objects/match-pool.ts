@@ -63,7 +63,7 @@ import { canonicalJson } from '../workers/lib/canonical-json.ts'
 import type { WaitSamples } from '../workers/matchmaking/wait-stats.ts'
 import { takeToken, type Bucket } from '../workers/lib/token-bucket.ts'
 import { FLOOD_CLOSE, refusedTooOften, type RefusalCounts } from '../workers/lib/flood.ts'
-import { problemResponse, type ProblemType } from '../workers/lib/problem.ts'
+import { databaseRetryAfter, problemResponse, type ProblemType } from '../workers/lib/problem.ts'
 import { issueSessionToken } from '../workers/lib/session-token.ts'
 import {
   answerClose,
@@ -2146,11 +2146,12 @@ export class MatchPool extends DurableObject<Env> {
         // A region no queue ever had here (any player may name one): its wake leaves no
         // stored object behind.
         await this.dropUnconfigured()
-        return problemResponse('unavailable', NEON_DOWN_AT_CONNECT)
+        return problemResponse('unavailable', NEON_DOWN_AT_CONNECT, {}, databaseRetryAfter())
       }
       if (this.housekeep(now)) await this.scheduleAlarm()
       const held = this.activeTicketOf(sc.playerId)
-      if (!held) return problemResponse('unavailable', NEON_DOWN_AT_CONNECT)
+      if (!held)
+        return problemResponse('unavailable', NEON_DOWN_AT_CONNECT, {}, databaseRetryAfter())
       const own = (JSON.parse(held.players) as TicketPlayer[]).find(
         (p) => p.playerId === sc.playerId,
       )

@@ -8,6 +8,7 @@ import { isDatabaseUnreachable, isTransientDatabaseError } from './db/client.ts'
 import { errorFields, log, configureLog } from './lib/log.ts'
 import {
   ApiError,
+  databaseRetryAfter,
   problemBody,
   type ProblemType,
   unavailableAcrossRpcDetail,
@@ -234,9 +235,14 @@ export function createApp(): OpenAPIHono<AppEnv> {
         path: c.req.path,
         ...errorFields(err),
       })
-      // An overloaded object sheds load: its callers back off rather than retry at once.
+      // An overloaded object sheds load, and an unreachable database is not back in a second:
+      // their callers back off rather than retry at once.
       const wait: Record<string, string> =
-        (err as DurableObjectError).overloaded === true ? { 'retry-after': '2' } : {}
+        (err as DurableObjectError).overloaded === true
+          ? { 'retry-after': '2' }
+          : isDatabaseUnreachable(err)
+            ? databaseRetryAfter()
+            : {}
       return renderProblem(c, new ApiError('unavailable', unavailable.detail, {}, wait))
     }
     log('error', 'unhandled error', {

@@ -863,14 +863,17 @@ describe('sockets: disconnect, reconnect, expiry', () => {
     expect((await ticketOf(queued.ticketId, g.token)).status).toBe('waiting')
     // A player with nothing waiting cannot join without Neon: 503, nothing queued.
     const other = await newGuest()
-    expect(
-      await problem(await neonDown(`/v1/matchmaking/${q}?region=eu`, other.token)),
-    ).toMatchObject({
+    const refused = await neonDown(`/v1/matchmaking/${q}?region=eu`, other.token)
+    expect(await problem(refused)).toMatchObject({
       status: 503,
       type: 'urn:nexus:problem:unavailable',
     })
+    // Told to wait some seconds, as every answer of an unreachable database is.
+    expect(Number(refused.headers.get('retry-after'))).toBeGreaterThanOrEqual(5)
     // Nor can a connect that names no region (the pool is found through the queue's settings).
-    expect((await neonDown(`/v1/matchmaking/${q}`, g.token)).status).toBe(503)
+    const unnamed = await neonDown(`/v1/matchmaking/${q}`, g.token)
+    expect(unnamed.status).toBe(503)
+    expect(Number(unnamed.headers.get('retry-after'))).toBeGreaterThanOrEqual(5)
     // A region the queue never had is 503 too, and leaves no stored pool behind.
     expect((await neonDown(`/v1/matchmaking/${q}?region=nowhere`, g.token)).status).toBe(503)
     const tables = await runInDurableObject(poolOf(q, 'nowhere'), (_i: MatchPool, state) =>

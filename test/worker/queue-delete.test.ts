@@ -201,6 +201,10 @@ describe('DELETE /v1/admin/queues/:queue', () => {
       status: 503,
       type: 'urn:nexus:problem:unavailable',
     })
+    // Told to wait a few seconds, spread (not to come back at once, all together).
+    const wait = Number(res.headers.get('retry-after'))
+    expect(wait).toBeGreaterThanOrEqual(5)
+    expect(wait).toBeLessThanOrEqual(15)
     expect((await row(q))!.deleted_at).toBeNull()
     expect((await deleteQueue(q)).status).toBe(200)
   })

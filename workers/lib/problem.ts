@@ -87,6 +87,16 @@ export function problemBody(
 }
 
 /** A problem+json Response, for places outside Hono's context (Durable Object upgrades). */
+/**
+ * The Retry-After of a 503 for a database that cannot be reached: 5 to 15 s, spread, so that
+ * clients told it at once do not all come back in the same second (the SDK waits what it is
+ * told; without it, it retries within seconds, and an outage of hours is thousands of polls a
+ * second that all land on the database the moment it returns).
+ */
+export function databaseRetryAfter(): Record<string, string> {
+  return { 'retry-after': String(5 + Math.floor(Math.random() * 11)) }
+}
+
 export function problemResponse(
   problem: ProblemType,
   detail?: string,

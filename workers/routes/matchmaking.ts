@@ -195,7 +195,12 @@ async function fenceForJoin(
       region,
       ...errorFields(err),
     })
-    throw new ApiError('unavailable', 'The queue cannot be joined now; try again')
+    throw new ApiError(
+      'unavailable',
+      'The queue cannot be joined now; try again',
+      {},
+      { 'retry-after': '2' },
+    )
   }
   if (r.ok) return r.claim
   joinsRefused.inc({ queue, region, reason: 'other_region' })

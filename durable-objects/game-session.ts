@@ -1816,13 +1816,31 @@ export class GameSession extends DurableObject<Env> {
       case 'record': {
         const result = JSON.parse(this.getMeta('result')!) as GameResult
         const endedAt = Number(this.getMeta('ended_at'))
-        const out = await this.store.recordResult({
-          ...record,
-          result,
-          createdAt: this.createdAt,
-          madeAt: this.madeAt,
-          endedAt,
-        })
+        let out: Awaited<ReturnType<SessionStore['recordResult']>>
+        try {
+          out = await this.store.recordResult({
+            ...record,
+            result,
+            createdAt: this.createdAt,
+            madeAt: this.madeAt,
+            endedAt,
+          })
+        } catch (err) {
+          // The board needs nothing from Neon: the win goes on the cycle the game ended in,
+          // not on whichever is live when Neon is back (a weekly board closing in an outage
+          // would leave out every win of its last hours). The stage after the result finds
+          // those winners done.
+          if (setup.leaderboardId && isDatabaseUnreachable(err)) {
+            await this.submitToLeaderboard(setup.leaderboardId, { neonDown: true }).catch(
+              (e: unknown) =>
+                log('warn', 'win not submitted ahead of its result', {
+                  actor: this.actor,
+                  ...errorFields(e),
+                }),
+            )
+          }
+          throw err
+        }
         this.ctx.storage.transactionSync(() => {
           this.setMeta('rating_changes', JSON.stringify(out.ratingChanges))
           // Erased players' wins go on no board (workers/players/erasure.ts).
@@ -1879,7 +1897,10 @@ export class GameSession extends DurableObject<Env> {
    * winners are every member of a team placed first: the team the ratings count as the winner;
    * with everyone on one team, the winner alone.
    */
-  private async submitToLeaderboard(boardId: string): Promise<void> {
+  private async submitToLeaderboard(
+    boardId: string,
+    opts: { neonDown?: boolean } = {},
+  ): Promise<void> {
     const setup = this.setup!
     const result = JSON.parse(this.getMeta('result')!) as GameResult
     if (result.winner === null) return
@@ -1910,7 +1931,11 @@ export class GameSession extends DurableObject<Env> {
     const pending = winners
       .map((w) => w.playerId)
       .filter((id) => !submitted.has(id) && !erased.has(id))
-    for (const id of await this.store.erasedAmong(pending, this.madeAt)) erased.add(id)
+    // Neon down: the board's own check of the token's time (below) stands alone; it refuses the
+    // players whose erasure has reached it (none can begin while Neon is down).
+    if (!opts.neonDown) {
+      for (const id of await this.store.erasedAmong(pending, this.madeAt)) erased.add(id)
+    }
     for (const p of winners) {
       if (submitted.has(p.playerId) || erased.has(p.playerId)) continue
       const since = unanswered[p.playerId]

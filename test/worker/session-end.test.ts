@@ -879,6 +879,42 @@ describe('the end of a game', () => {
     expect(mine.entry).toBeNull()
   })
 
+  it('with Neon unreachable at the end, the win goes on the board at once, on the cycle the game ended in; the result lands later and the win is not counted again', async () => {
+    const board = await createBoard({ operator: 'incr', cycle: { every: '1h' } })
+    const game = await playGame({
+      leaderboardId: board,
+      before: async (sessionId) => {
+        await inObject(sessionId, (inst) => {
+          inst.store = new NeonSessionStore({
+            DATABASE_URL: env.TEST_UNREACHABLE_DATABASE_URL,
+            NEON_LOCAL_RELAY: env.TEST_UNREACHABLE_NEON_RELAY,
+          })
+        })
+      },
+    })
+    const scoreOf = async (p: string) =>
+      await fresh<{ cycle: number; entry: { score: number } | null }>(
+        `/v1/leaderboards/${board}/players/${p}`,
+      )
+    const before = await scoreOf(game.winner)
+    const held = await inObject(game.sessionId, (inst) => inst.runEndWork({ force: true }))
+    expect(held).toMatchObject({ stage: 'record' })
+    expect(await resultRows(game.sessionId)).toHaveLength(0)
+    const during = await scoreOf(game.winner)
+    expect(during.entry?.score).toBe(1)
+    expect(during.cycle).toBe(before.cycle)
+    // More attempts while Neon is away, then Neon back: the result is recorded, the win stays one.
+    await inObject(game.sessionId, (inst) => inst.runEndWork({ force: true }))
+    await inObject(game.sessionId, (inst) => {
+      inst.store = new NeonSessionStore(env)
+    })
+    const done = await inObject(game.sessionId, (inst) => inst.runEndWork({ force: true }))
+    expect(done).toMatchObject({ stage: 'retain' })
+    expect(await resultRows(game.sessionId)).toHaveLength(1)
+    expect((await scoreOf(game.winner)).entry?.score).toBe(1)
+    expect((await scoreOf(game.loser)).entry).toBeNull()
+  })
+
   it('with everyone on one team (a free-for-all), only the winner gets the win on the board', async () => {
     const board = await createBoard({ operator: 'incr' })
     const game = await playGame({ leaderboardId: board, teams: [0, 0, 0] })

@@ -182,6 +182,9 @@ function mayBeBackUnderErasedId(viewer: Extract<Viewer, { kind: 'player' }>): bo
   return !viewer.sessionToken && !viewer.playerId.startsWith(GUEST_ID_PREFIX)
 }
 
+/** How long a session read or reconnect waits on Neon for the erasure check before skipping it. */
+export const ERASURE_CHECK_WAIT_MS = 1_000
+
 /**
  * Whether `viewer`'s own token speaks for a player back under an id erased after `createdAt`.
  * Neon is asked only when it could (mayBeBackUnderErasedId), and not for a token issued before
@@ -195,12 +198,25 @@ async function erasedSince(
   if (!mayBeBackUnderErasedId(viewer)) return false
   // `iat` is in whole seconds: a token stamped in the session's second may be later than it.
   if (viewer.issuedAt !== undefined && viewer.issuedAt + 1000 <= createdAt) return false
+  let timer: ReturnType<typeof setTimeout> | undefined
   try {
-    const erased = await getSql(c.env).query(
+    const asked = getSql(c.env).query(
       'select 1 from erased_players where id = $1 and erased_at > to_timestamp($2 / 1000.0)',
       [viewer.playerId, createdAt],
     )
-    return erased.length > 0
+    // A Neon that hangs must not hold a running game's reads and reconnects for its 8 s.
+    const erased = await Promise.race([
+      asked,
+      new Promise<'no answer'>((resolve) => {
+        timer = setTimeout(() => resolve('no answer'), ERASURE_CHECK_WAIT_MS)
+      }),
+    ])
+    if (erased !== 'no answer') return erased.length > 0
+    log('warn', 'erasure check skipped', {
+      sessionCreatedAt: createdAt,
+      error: `no answer in ${ERASURE_CHECK_WAIT_MS} ms`,
+    })
+    return false
   } catch (err) {
     // Neon out of reach: the session is served as before this check (it guards a rare case, a
     // player back under an erased id, and must not take a running game's reads down with Neon).
@@ -208,6 +224,8 @@ async function erasedSince(
     if (!isDatabaseUnreachable(err) && !isTransientDatabaseError(err)) throw err
     log('warn', 'erasure check skipped', { sessionCreatedAt: createdAt, ...errorFields(err) })
     return false
+  } finally {
+    clearTimeout(timer)
   }
 }
 

@@ -5,7 +5,7 @@ import { issuePlayerToken } from '../../workers/lib/auth.ts'
 import { verifySessionToken } from '../../workers/lib/session-token.ts'
 import { MAX_ROSTER } from '../../workers/sessions/schemas.ts'
 import { sessionStub } from '../../workers/sessions/stub.ts'
-import { pg } from './helpers/boards.ts'
+import { createBoard, pg } from './helpers/boards.ts'
 import { ADMIN_KEY_GUESSES_PER_MINUTE } from '../../workers/middleware/auth.ts'
 import {
   ADMIN_KEY,
@@ -323,5 +323,42 @@ describe('GET /v1/sessions/:id', () => {
     // token, while from another address it is the admin's.
     expect((await read(dottedKey, ip)).status).toBe(401)
     expect((await read(dottedKey, clientAddress())).status).toBe(404)
+  })
+})
+
+describe('an admin create naming a leaderboard while Neon is unreachable', () => {
+  it('asks the board itself: a board that takes wins gets its session (201), one that refuses a win and one that does not exist are 422', async () => {
+    const neonDown = {
+      DATABASE_URL: env.TEST_UNREACHABLE_DATABASE_URL,
+      NEON_LOCAL_RELAY: env.TEST_UNREACHABLE_NEON_RELAY,
+      LOG_LEVEL: 'silent',
+    }
+    const wins = await createBoard({ operator: 'incr' })
+    const refusing = await createBoard({ scoreMax: 0 })
+    const create = (leaderboardId: string) =>
+      callWithEnv(
+        neonDown,
+        '/v1/admin/sessions',
+        json(
+          'POST',
+          { rules: 'relay', roster: [{ playerId: playerIds(1)[0]! }], leaderboardId },
+          ADMIN_KEY,
+        ),
+      )
+    const made = await create(wins)
+    expect(made.status).toBe(201)
+    const { sessionId } = (await made.json()) as { sessionId: string }
+    const info = await inObject(sessionId, (inst) => inst.info())
+    expect(info).toMatchObject({ ok: true, status: 'live' })
+    for (const [board, message] of [
+      [refusing, /refuse a win/],
+      [`no-such-board-${crypto.randomUUID()}`, /no such leaderboard/],
+    ] as const) {
+      const p = await problem(await create(board))
+      expect(p).toMatchObject({ status: 422, type: 'urn:nexus:problem:validation' })
+      expect(p.body.errors).toEqual([
+        { path: 'leaderboardId', message: expect.stringMatching(message) },
+      ])
+    }
   })
 })

@@ -54,8 +54,15 @@ export async function resultsBoardRefusal(
   id: string,
 ): Promise<{ missing: boolean; message: string } | null> {
   const board = await loadLeaderboardConfig(env, id)
-  if (!board) return { missing: true, message: 'no such leaderboard' }
-  if (takesMatchWins(board.config)) return null
+  return resultsRefusalOf(board?.config ?? null)
+}
+
+/** resultsBoardRefusal, of a board's configuration as read (null: no such board). */
+export function resultsRefusalOf(
+  config: LeaderboardConfig | null,
+): { missing: boolean; message: string } | null {
+  if (!config) return { missing: true, message: 'no such leaderboard' }
+  if (takesMatchWins(config)) return null
   return {
     missing: false,
     message:

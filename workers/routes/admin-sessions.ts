@@ -1,6 +1,10 @@
 import { z } from '@hono/zod-openapi'
 import { getRules, optionsRefusal, RULES_OPTIONS_LIMITS, rulesNames } from '../core/rules/index.ts'
-import { resultsBoardRefusal } from '../leaderboards/config-store.ts'
+import { resultsBoardRefusal, resultsRefusalOf } from '../leaderboards/config-store.ts'
+import { boardStub } from '../leaderboards/stub.ts'
+import { isDatabaseUnreachable } from '../db/client.ts'
+import type { Context } from 'hono'
+import type { AppEnv } from '../app-env.ts'
 import { createRoute, newRouter, problemResponses } from '../lib/openapi.ts'
 import {
   boundedJson,
@@ -110,13 +114,29 @@ const createSessionRoute = createRoute({
   },
 })
 
+/**
+ * Why board `id` cannot take this session's results, or null; with Neon unreachable, asked of
+ * the board itself, which answers from its own storage: a session needs nothing from Neon to
+ * start, and game servers' ranked games went on failing for a whole outage.
+ */
+async function resultsRefusal(c: Context<AppEnv>, id: string) {
+  try {
+    return await resultsBoardRefusal(c.env, id)
+  } catch (err) {
+    if (!isDatabaseUnreachable(err)) throw err
+    const info = await boardStub(c.env, id).info(id)
+    if (!('ok' in info)) return resultsRefusalOf(info.config)
+    if (info.problem === 'not-found') return resultsRefusalOf(null)
+    // A board that has not kept its configuration asks Neon too.
+    throw err
+  }
+}
+
 adminSessions.openapi(createSessionRoute, async (c) => {
   const body = c.req.valid('json')
   // A mistyped board, or one that refuses a win, would drop every result of the game with only
   // a log line to show for it.
-  const boardRefusal = body.leaderboardId
-    ? await resultsBoardRefusal(c.env, body.leaderboardId)
-    : null
+  const boardRefusal = body.leaderboardId ? await resultsRefusal(c, body.leaderboardId) : null
   if (boardRefusal !== null) {
     throw new ApiError(
       'validation',

@@ -75,6 +75,11 @@ export interface Env {
   SESSION_JOIN_GRACE_SECONDS?: string
   /** How long a finished, archived session stays readable in its object, hours (default 24, 1–720). */
   SESSION_RETENTION_HOURS?: string
+  /**
+   * Days an ended game's archived log is kept in Neon (`session_logs`), from the session's
+   * creation (default 0: for good; up to 36,500). Results, ratings and histories stay.
+   */
+  SESSION_LOG_RETENTION_DAYS?: string
 
   /**
    * Origins whose browser pages may call the API: `*` (default, any) or a comma-separated list

@@ -19,6 +19,7 @@ import { errorFields, log, configureLog } from './lib/log.ts'
 import { counter } from './lib/metrics.ts'
 import { within } from './lib/within.ts'
 import { pruneIdleClaims } from './matchmaking/claims.ts'
+import { pruneSessionLogs } from './sessions/log-retention.ts'
 import {
   advanceQueueVersion,
   markQueuePushed,
@@ -77,8 +78,9 @@ export function lookbackMs(cron: string | undefined, scheduledTime: number): num
  * in pages and pokes those whose cycle boundary passed recently, so a board whose alarm was lost
  * still closes on time. Poking is idempotent: a board that already rolled over does nothing.
  * Then it pushes board and queue configurations whose push a PUT lost, cancels party tickets a
- * membership change could not reach (`retryStalePartyTickets`), and prunes idle claims on queues
- * (`pruneIdleClaims`).
+ * membership change could not reach (`retryStalePartyTickets`), prunes idle claims on queues
+ * (`pruneIdleClaims`) and, when SESSION_LOG_RETENTION_DAYS is set, old games' logs
+ * (`pruneSessionLogs`).
  */
 export async function runScheduled(
   env: Env,
@@ -90,6 +92,7 @@ export async function runScheduled(
   configsPushed: number
   staleTicketsCancelled: number
   claimsPruned: number
+  sessionLogsPruned: number
 }> {
   configureLog(env)
   // Each job on its own: one failing (Neon down, say) does not skip the others.
@@ -107,11 +110,24 @@ export async function runScheduled(
     0,
   )
   const claimsPruned = await job('idle queue claims not pruned', () => pruneIdleClaims(env), 0)
-  const done = { poked, nudged, configsPushed, staleTicketsCancelled, claimsPruned }
+  const { rows: sessionLogsPruned } = await job(
+    'old session logs not pruned',
+    () => pruneSessionLogs(env),
+    { sessions: 0, rows: 0 },
+  )
+  const done = {
+    poked,
+    nudged,
+    configsPushed,
+    staleTicketsCancelled,
+    claimsPruned,
+    sessionLogsPruned,
+  }
   // A run that had work to do says so; the quiet ones (most minutes) only at debug. Boards asked
   // whether a recent boundary needs them are not work: with cycles of 2 minutes or less there
   // are some every minute, and their own alarms have done it (`nudged` counts those that had not).
-  const worked = nudged + configsPushed + staleTicketsCancelled + claimsPruned > 0
+  const worked =
+    nudged + configsPushed + staleTicketsCancelled + claimsPruned + sessionLogsPruned > 0
   log(worked ? 'info' : 'debug', 'cron run', done)
   return done
 }

@@ -411,3 +411,14 @@ export const partyInvites = pgTable(
     index('party_invites_expires_idx').on(t.expiresAt),
   ],
 )
+
+/**
+ * Where a cron job that walks a large table in order stopped (`pruneSessionLogs`: the last
+ * session, by creation time and id, whose log it deleted), so that each run goes on from there
+ * instead of reading what it already did.
+ */
+export const maintenanceCursors = pgTable('maintenance_cursors', {
+  job: text('job').primaryKey(),
+  at: timestamp('at', { withTimezone: true, mode: 'date' }).notNull(),
+  id: text('id').notNull(),
+})

@@ -1,0 +1,71 @@
+import { env } from 'cloudflare:workers'
+import { describe, expect, it } from 'vitest'
+import { runScheduled } from '../../workers/scheduled.ts'
+import { pruneSessionLogs } from '../../workers/sessions/log-retention.ts'
+import { pg } from './helpers/boards.ts'
+import { ADMIN_KEY, bearer, call } from './helpers/http.ts'
+
+/** Finished sessions created `daysAgo` days ago (ids `prefix-0`…), each with `records` log rows. */
+async function oldSessions(prefix: string, n: number, daysAgo: number, records: number) {
+  await pg()`insert into game_sessions (id, rules, roster, status, created_at, ended_at)
+    select ${prefix} || '-' || i, 'relay', '[]'::jsonb, 'finished',
+           now() - make_interval(days => ${daysAgo}), now() - make_interval(days => ${daysAgo})
+      from generate_series(0, ${n - 1}) as i`
+  await pg()`insert into session_logs (session_id, seq, record)
+    select ${prefix} || '-' || i, s, jsonb_build_object('seq', s)
+      from generate_series(0, ${n - 1}) as i, generate_series(1, ${records}) as s`
+}
+
+async function logRows(prefix: string): Promise<number> {
+  const [r] = await pg()`select count(*)::int as n from session_logs
+                          where session_id like ${prefix + '-%'}`
+  return (r as { n: number }).n
+}
+
+async function sessionRows(prefix: string): Promise<number> {
+  const [r] =
+    await pg()`select count(*)::int as n from game_sessions where id like ${prefix + '-%'}`
+  return (r as { n: number }).n
+}
+
+describe('SESSION_LOG_RETENTION_DAYS', () => {
+  it("has the cron delete the logs of games created before it, oldest first past a batch's 500, and keep their sessions; later games keep theirs", async () => {
+    const run = crypto.randomUUID().slice(0, 8)
+    const old = `logs-old-${run}`
+    const older = `logs-older-${run}`
+    const recent = `logs-recent-${run}`
+    // More than two batches of old sessions, some older still, and recent ones.
+    await oldSessions(old, 1_100, 100, 2)
+    await oldSessions(older, 3, 400, 5)
+    await oldSessions(recent, 4, 10, 3)
+    const withRetention = { ...env, SESSION_LOG_RETENTION_DAYS: '90' }
+    const first = await runScheduled(withRetention as never, Date.now())
+    expect(first.sessionLogsPruned).toBeGreaterThanOrEqual(1_100 * 2 + 3 * 5)
+    expect(await logRows(old)).toBe(0)
+    expect(await logRows(older)).toBe(0)
+    expect(await logRows(recent)).toBe(4 * 3)
+    // The sessions themselves stay (listings, histories, results); their log reads are empty.
+    expect(await sessionRows(old)).toBe(1_100)
+    const read = await call(`/v1/sessions/${old}-7/events`, bearer(ADMIN_KEY))
+    expect(read.status).toBe(200)
+    expect(await read.json()).toEqual({ events: [], nextFrom: null })
+    // A run after it has nothing of these left to do, and does not read them again.
+    expect(await pruneSessionLogs(withRetention)).toMatchObject({ rows: 0 })
+    expect(await logRows(recent)).toBe(4 * 3)
+  })
+
+  it('deletes nothing unless set (the default keeps every log for good)', async () => {
+    const prefix = `logs-kept-${crypto.randomUUID().slice(0, 8)}`
+    await oldSessions(prefix, 2, 3_000, 2)
+    expect(await pruneSessionLogs(env)).toEqual({ sessions: 0, rows: 0 })
+    const ran = await runScheduled(env as never, Date.now())
+    expect(ran.sessionLogsPruned).toBe(0)
+    expect(await logRows(prefix)).toBe(4)
+    // Out of its bounds it keeps them too, rather than deleting by a number it made up.
+    expect(await pruneSessionLogs({ ...env, SESSION_LOG_RETENTION_DAYS: '-5' })).toEqual({
+      sessions: 0,
+      rows: 0,
+    })
+    expect(await logRows(prefix)).toBe(4)
+  })
+})

@@ -598,7 +598,8 @@ export class MatchPool extends DurableObject<Env> {
       this.load()
       // Sockets outlive the instance (hibernation, an eviction), and so do their pings' times.
       this.nextSilentCheck = this.nextSilence(Date.now())
-      if (this.startGracesOfLostSockets() > 0) await this.scheduleAlarm()
+      const graces = this.startGracesOfLostSockets()
+      if (graces + this.notesDueNow() > 0) await this.scheduleAlarm()
     })
   }
 
@@ -2939,6 +2940,22 @@ export class MatchPool extends DurableObject<Env> {
     this.finish(row.id, 'cancelled', 'party_changed', this.now())
     await this.scheduleAlarm()
     return cancelled
+  }
+
+  /**
+   * Party notes owed are due now in a new instance: one held for a send the last instance had
+   * under way (NOTE_LEASE_MS) would wait out the lease, 30 s in which the party's membership
+   * changes miss the ticket (nothing else sends the note: a socket's reconnect takes its ticket
+   * back without a join). A note backing off is tried once more sooner; that is all it costs.
+   */
+  private notesDueNow(): number {
+    if (!this.schemaReady) return 0
+    const now = this.now()
+    return this.sql.exec(
+      `UPDATE party_notes SET next_attempt_at = ? WHERE next_attempt_at > ?`,
+      now,
+      now,
+    ).rowsWritten
   }
 
   /**

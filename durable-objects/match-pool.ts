@@ -2946,13 +2946,14 @@ export class MatchPool extends DurableObject<Env> {
    * Party notes owed are due now in a new instance: one held for a send the last instance had
    * under way (NOTE_LEASE_MS) would wait out the lease, 30 s in which the party's membership
    * changes miss the ticket (nothing else sends the note: a socket's reconnect takes its ticket
-   * back without a join). A note backing off is tried once more sooner; that is all it costs.
+   * back without a join). A note that failed is left to its backoff (a Neon outage is not
+   * retried at every wake).
    */
   private notesDueNow(): number {
     if (!this.schemaReady) return 0
     const now = this.now()
     return this.sql.exec(
-      `UPDATE party_notes SET next_attempt_at = ? WHERE next_attempt_at > ?`,
+      `UPDATE party_notes SET next_attempt_at = ? WHERE next_attempt_at > ? AND attempts = 0`,
       now,
       now,
     ).rowsWritten

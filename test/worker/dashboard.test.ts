@@ -344,6 +344,34 @@ describe('the dashboard and an archive that keeps failing', () => {
   })
 })
 
+describe('the dashboard during a gradual deployment', () => {
+  it('reads a board object still on the version before (no operatorInfo) through its info: the board is listed, with no closes shown', async () => {
+    const board = await createBoard({ cycle: { every: '1h' } })
+    await submitFor(board, 'a', { score: 1 })
+    const proto = await runInDurableObject(
+      env.LEADERBOARD.getByName(board),
+      (inst: Leaderboard) => Object.getPrototypeOf(inst) as { operatorInfo?: unknown },
+    )
+    const real = proto.operatorInfo
+    delete proto.operatorInfo
+    onTestFinished(() => {
+      proto.operatorInfo = real
+    })
+    const detail = await call(`/dashboard/api/boards/${board}`, bearer(ADMIN_KEY))
+    expect(detail.status).toBe(200)
+    expect(await detail.json()).toMatchObject({
+      id: board,
+      cycle: { cycle: 1, entries: 1 },
+      unfinishedCloses: [],
+    })
+    const overview = await call('/dashboard/api/overview', bearer(ADMIN_KEY))
+    const { boards } = (await overview.json()) as {
+      boards: { id: string; error: string | null; archiving: unknown }[]
+    }
+    expect(boards.find((b) => b.id === board)).toMatchObject({ error: null, archiving: null })
+  })
+})
+
 describe('metrics summary', () => {
   it('reads back what the registry renders', () => {
     const c = new Counter('t_requests_total', 'test')

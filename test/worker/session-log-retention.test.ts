@@ -5,11 +5,23 @@ import { pruneSessionLogs } from '../../workers/sessions/log-retention.ts'
 import { pg } from './helpers/boards.ts'
 import { ADMIN_KEY, bearer, call } from './helpers/http.ts'
 
-/** Finished sessions created `daysAgo` days ago (ids `prefix-0`…), each with `records` log rows. */
-async function oldSessions(prefix: string, n: number, daysAgo: number, records: number) {
-  await pg()`insert into game_sessions (id, rules, roster, status, created_at, ended_at)
-    select ${prefix} || '-' || i, 'relay', '[]'::jsonb, 'finished',
-           now() - make_interval(days => ${daysAgo}), now() - make_interval(days => ${daysAgo})
+/**
+ * Sessions created `daysAgo` days ago (ids `prefix-0`…), each with `records` log rows: finished
+ * and cleared from their objects (Neon holds their setup's hash), or `live`.
+ */
+async function oldSessions(
+  prefix: string,
+  n: number,
+  daysAgo: number,
+  records: number,
+  status: 'cleared' | 'live' = 'cleared',
+) {
+  const cleared = status === 'cleared'
+  await pg()`insert into game_sessions (id, rules, roster, status, created_at, ended_at, setup_hash)
+    select ${prefix} || '-' || i, 'relay', '[]'::jsonb, ${cleared ? 'finished' : 'live'},
+           now() - make_interval(days => ${daysAgo}),
+           ${cleared ? pg()`now() - make_interval(days => ${daysAgo})` : null},
+           ${cleared ? 'a'.repeat(64) : null}
       from generate_series(0, ${n - 1}) as i`
   await pg()`insert into session_logs (session_id, seq, record)
     select ${prefix} || '-' || i, s, jsonb_build_object('seq', s)
@@ -38,12 +50,16 @@ describe('SESSION_LOG_RETENTION_DAYS', () => {
     await oldSessions(old, 1_100, 100, 2)
     await oldSessions(older, 3, 400, 5)
     await oldSessions(recent, 4, 10, 3)
+    // A game still going (or archiving) past the retention: its log is not yet whole in Neon.
+    const going = `logs-going-${run}`
+    await oldSessions(going, 2, 120, 3, 'live')
     const withRetention = { ...env, SESSION_LOG_RETENTION_DAYS: '90' }
     const first = await runScheduled(withRetention as never, Date.now())
     expect(first.sessionLogsPruned).toBeGreaterThanOrEqual(1_100 * 2 + 3 * 5)
     expect(await logRows(old)).toBe(0)
     expect(await logRows(older)).toBe(0)
     expect(await logRows(recent)).toBe(4 * 3)
+    expect(await logRows(going)).toBe(2 * 3)
     // The sessions themselves stay (listings, histories, results); their log reads are empty.
     expect(await sessionRows(old)).toBe(1_100)
     const read = await call(`/v1/sessions/${old}-7/events`, bearer(ADMIN_KEY))

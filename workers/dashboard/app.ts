@@ -319,9 +319,12 @@ export const DASHBOARD_JS = String.raw`
       barChart($('chart-cycles'), cycles.map(function (c) { return { label: 'cycle ' + c.cycle, value: c.entries } }), { label: 'entries per cycle', empty: 'no closed cycles yet' })
       // Neon's record of each close, and the board's own of those it has not finished: one that
       // fails before its first page has no record in Neon yet.
+      // A Worker of the version before (a gradual deployment) sends neither field.
+      var closing = b.unfinishedCloses || []
+      var now = b.now || Date.now()
       var unfinished = {}
-      b.unfinishedCloses.forEach(function (u) { unfinished[u.cycle] = u })
-      var listed = b.unfinishedCloses
+      closing.forEach(function (u) { unfinished[u.cycle] = u })
+      var listed = closing
         .filter(function (u) { return !b.cycles.some(function (c) { return c.cycle === u.cycle }) })
         .map(function (u) { return { cycle: u.cycle, endsAt: null, entries: u.entries, archived: u.archived, completedAt: null } })
         .concat(b.cycles)
@@ -331,7 +334,7 @@ export const DASHBOARD_JS = String.raw`
         return el('tr', { 'data-cycle': String(c.cycle) }, [td(fmt(c.cycle), 'num'),
           td(c.endsAt === null ? '–' : new Date(c.endsAt).toISOString().replace('T', ' ').slice(0, 19)),
           td(fmt(c.entries), 'num'), td(fmt(u ? u.archived : c.archived), 'num'),
-          u ? archiveCell(u, b.now, false) : td(c.completedAt ? 'archived' : 'archiving…')])
+          u ? archiveCell(u, now, false) : td(c.completedAt ? 'archived' : 'archiving…')])
       }, 'no closed cycles yet', 5)
       rows($('rewards').tBodies[0], b.rewards, function (r) {
         return el('tr', null, [td(fmt(r.cycle), 'num'), td(fmt(r.players) + (r.morePlayers ? '+' : ''), 'num'), td('#' + r.ranks[0] + '–#' + r.ranks[1])])

@@ -154,7 +154,7 @@ async function listings(c: Context<AppEnv>) {
 
   const boardRows = await Promise.all(
     boards.map(async (b) => {
-      const info = await settle(`board ${b.id}`, () => boardStub(c.env, b.id).operatorInfo(b.id))
+      const info = await settle(`board ${b.id}`, () => operatorInfo(c, b.id))
       return {
         id: b.id,
         name: b.name,
@@ -232,6 +232,21 @@ async function listings(c: Context<AppEnv>) {
   }
 }
 
+/**
+ * A board's `operatorInfo`; from a board object still on the version before (a gradual
+ * deployment runs both, and that one has no such method), its `info` with no closes listed.
+ */
+async function operatorInfo(c: Context<AppEnv>, id: string) {
+  const stub = boardStub(c.env, id)
+  try {
+    return await stub.operatorInfo(id)
+  } catch (err) {
+    if (!/operatorInfo/.test(errorMessage(err))) throw err
+    const info = await stub.info(id)
+    return 'ok' in info ? info : { ...info, unfinishedCloses: [] }
+  }
+}
+
 dashboard.get('/api/boards/:id', async (c) => {
   const id = c.req.param('id')
   if (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/.test(id)) {
@@ -242,7 +257,7 @@ dashboard.get('/api/boards/:id', async (c) => {
   const sql = getSql(c.env)
   const stub = boardStub(c.env, id)
   const [info, top, cycles, rewards] = await Promise.all([
-    stub.operatorInfo(id),
+    operatorInfo(c, id),
     stub.top(id, null, 10),
     sql.query(
       `select cycle, extract(epoch from starts_at) * 1000 as starts_ms, extract(epoch from ends_at) * 1000 as ends_ms,

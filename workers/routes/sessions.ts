@@ -182,8 +182,11 @@ function mayBeBackUnderErasedId(viewer: Extract<Viewer, { kind: 'player' }>): bo
   return !viewer.sessionToken && !viewer.playerId.startsWith(GUEST_ID_PREFIX)
 }
 
-/** How long a session read or reconnect waits on Neon for the erasure check before skipping it. */
-export const ERASURE_CHECK_WAIT_MS = 1_000
+/**
+ * How long a session read or reconnect waits on Neon for the erasure check before skipping it:
+ * past a Neon compute waking from scale to zero, well short of Neon's own 8 s.
+ */
+export const ERASURE_CHECK_WAIT_MS = 3_000
 
 /**
  * Whether `viewer`'s own token speaks for a player back under an id erased after `createdAt`.

@@ -23,9 +23,10 @@ const PRUNE_BUDGET_MS = 20_000
  * back full, within a time budget. The walk goes in `game_sessions_created_idx` order from where
  * the last batch stopped (`maintenance_cursors`): the sessions behind it keep their rows, so
  * finding the next batch reads none of them again. A batch's delete and the cursor's move are one
- * statement; a run cut off between batches starts where the last one ended. A game still live
- * past the retention (a long relay) has no log in Neon yet when the walk passes it: its log,
- * archived at its end, is kept.
+ * statement; a run cut off between batches starts where the last one ended. Only a session whose
+ * object has been cleared (`setup_hash`: its whole log is in Neon) loses its log: one still live
+ * or archiving past the retention (a long relay, an outage) is passed over and keeps its log,
+ * rather than a part of it going (a client reading it would find a gap).
  */
 export async function pruneSessionLogs(env: DbEnv & { SESSION_LOG_RETENTION_DAYS?: string }) {
   const days = sessionLogRetentionDays(env)
@@ -38,12 +39,15 @@ export async function pruneSessionLogs(env: DbEnv & { SESSION_LOG_RETENTION_DAYS
          select coalesce((select at from maintenance_cursors where job = $1), '-infinity') as at,
                 coalesce((select id from maintenance_cursors where job = $1), '') as id),
        batch as (
-         select g.id, g.created_at from game_sessions g, cursor
+         select g.id, g.created_at,
+                (g.status = 'finished' and g.setup_hash is not null) as cleared
+           from game_sessions g, cursor
           where (g.created_at, g.id) > (cursor.at, cursor.id)
             and g.created_at < now() - make_interval(days => $2)
           order by g.created_at, g.id limit $3),
        gone as (
-         delete from session_logs l using batch where l.session_id = batch.id returning 1),
+         delete from session_logs l using batch
+          where l.session_id = batch.id and batch.cleared returning 1),
        moved as (
          insert into maintenance_cursors (job, at, id)
          select $1, created_at, id from batch order by created_at desc, id desc limit 1

@@ -20,6 +20,7 @@ import {
   isRuleError,
   relay,
   replay,
+  resultOf,
   resultRefusal,
   rockPaperScissors,
   ruleError,
@@ -311,6 +312,15 @@ describe('resultRefusal', () => {
       { playerId: 'b', team: 1, place: 2 },
     ],
   }
+
+  it('reads a result with no winner field as one with none (plain JavaScript rules)', () => {
+    const noField = { ...clock, result: () => ({ reason: 'finished', placements: [] }) }
+    const start = mustCreate(clock, { roster: [{ playerId: 'a', team: 0 }], seed: 's' })
+    const result = resultOf(noField as unknown as typeof clock, start)
+    expect(result).toEqual({ reason: 'finished', placements: [], winner: null })
+    const placed = { ...result!, placements: [{ playerId: 'a', team: 0, place: 1 }] }
+    expect(resultRefusal(placed, [{ playerId: 'a', team: 0 }])).toBeNull()
+  })
 
   it('takes a result that places every roster player once, the winner first; ties too', () => {
     expect(resultRefusal(good, roster)).toBeNull()

@@ -86,7 +86,9 @@ export type Input =
 
 /** The game's result: the rules' own, or the one an `end` input gave it; null while it runs. */
 export function resultOf<S, A, E>(rules: Rules<S, A, E>, match: MatchState<S>): GameResult | null {
-  return match.ended ?? rules.result(match.game)
+  const result = match.ended ?? rules.result(match.game)
+  // A module that leaves `winner` out (plain JavaScript) means none.
+  return result && result.winner === undefined ? { ...result, winner: null } : result
 }
 
 /**
@@ -379,7 +381,9 @@ export function replay<S, A, E>(
 ): MatchState<S> {
   const start = createMatch(rules, setup)
   if (isRuleError(start)) throw new ReplayError(0, `setup refused: ${start.error.message}`)
-  // A session starts from its stored first state, and logs each record in its stored form.
+  // A session starts from its stored first state, and logs each record in its stored form. (It
+  // also goes on from the stored state at each snapshot, which this does not know of: for rules
+  // whose state JSON keeps whole, as it must be, that changes nothing.)
   let match: MatchState<S> = asStored(start)
   for (const record of records) {
     if (record.seq !== match.seq + 1) {

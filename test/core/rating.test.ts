@@ -110,20 +110,82 @@ describe('updateRatings', () => {
     expect(by.get('a')!).toBeGreaterThan(by.get('b')!)
     expect(by.get('b')).toBe(by.get('c'))
     expect(by.get('c')!).toBeGreaterThan(by.get('d')!)
-    // a: three wins; the same as rating a against three 1500/200 opponents directly.
+    // a: three wins, each a third of a game (one placement decided all three).
+    const third = 1 / 3
     const direct = glicko2(player('a', 1500, 200), [
-      { opponent: { rating: 1500, rd: 200 }, score: 1 },
-      { opponent: { rating: 1500, rd: 200 }, score: 1 },
-      { opponent: { rating: 1500, rd: 200 }, score: 1 },
+      { opponent: { rating: 1500, rd: 200 }, score: 1, weight: third },
+      { opponent: { rating: 1500, rd: 200 }, score: 1, weight: third },
+      { opponent: { rating: 1500, rd: 200 }, score: 1, weight: third },
     ])
     expect(by.get('a')).toBe(direct.rating)
     // Second of four with a tie: a loss to a, a draw with c, a win over d.
     const b = glicko2(player('b', 1500, 200), [
-      { opponent: { rating: 1500, rd: 200 }, score: 0 },
-      { opponent: { rating: 1500, rd: 200 }, score: 0.5 },
-      { opponent: { rating: 1500, rd: 200 }, score: 1 },
+      { opponent: { rating: 1500, rd: 200 }, score: 0, weight: third },
+      { opponent: { rating: 1500, rd: 200 }, score: 0.5, weight: third },
+      { opponent: { rating: 1500, rd: 200 }, score: 1, weight: third },
     ])
     expect(by.get('b')).toBeCloseTo(b.rating, 9)
+  })
+
+  it('free-for-all: winning a table of equals is worth one win over an equal, however large the table', () => {
+    const oneOnOne = updateRatings([[player('a')], [player('b')]], [1, 2])[0]!
+    for (const k of [3, 8, 16, 32]) {
+      const table = Array.from({ length: k }, (_, i) => [player(`p${i}`)])
+      const winner = updateRatings(
+        table,
+        Array.from({ length: k }, (_, i) => i + 1),
+      )[0]!
+      expect(winner.rating, `${k} players`).toBeCloseTo(oneOnOne.rating, 6)
+      expect(winner.rd, `${k} players`).toBeCloseTo(oneOnOne.rd, 6)
+    }
+  })
+
+  it('free-for-all queues keep ratings in bounds over hundreds of games each (they diverged when every pairwise result counted whole)', () => {
+    // 320 players of true skills spread over N(1500, 200), tables of 16 drawn from neighbours
+    // in rating, each game's performance the skill plus noise N(0, 200); seeded.
+    let seed = 0x2f6e2b1
+    const random = () => {
+      seed = (seed + 0x6d2b79f5) | 0
+      let t = Math.imul(seed ^ (seed >>> 15), 1 | seed)
+      t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t
+      return ((t ^ (t >>> 14)) >>> 0) / 4294967296
+    }
+    const normal = () => Math.sqrt(-2 * Math.log(1 - random())) * Math.cos(2 * Math.PI * random())
+    const n = 320
+    const size = 16
+    const skill = Array.from({ length: n }, () => 1500 + 200 * normal())
+    let rated = Array.from({ length: n }, (_, i) => player(String(i)))
+    for (let round = 0; round < 300; round++) {
+      const order = rated.map((p, i) => ({ i, r: p.rating + 50 * normal() }))
+      order.sort((x, y) => x.r - y.r)
+      for (let t = 0; t < n; t += size) {
+        const seats = order.slice(t, t + size).map((o) => o.i)
+        const performance = seats.map((i) => skill[i]! + 200 * normal())
+        const ranked = seats.map((_, k) => k).sort((x, y) => performance[y]! - performance[x]!)
+        const places = seats.map((_, k) => ranked.indexOf(k) + 1)
+        const out = updateRatings(
+          seats.map((i) => [rated[i]!]),
+          places,
+        )
+        seats.forEach((i, k) => (rated[i] = out[k]!))
+      }
+      rated = [...rated]
+    }
+    const ratings = rated.map((p) => p.rating)
+    expect(Math.min(...ratings)).toBeGreaterThan(500)
+    expect(Math.max(...ratings)).toBeLessThan(2500)
+    const volatilities = rated.map((p) => p.volatility).sort((x, y) => x - y)
+    expect(volatilities[n >> 1]!).toBeLessThan(0.08)
+    // The ratings find the skills: their order agrees with the true one (rank correlation).
+    const rankOf = (xs: number[]) => {
+      const idx = xs.map((_, i) => i).sort((a, b) => xs[a]! - xs[b]!)
+      const r = new Array<number>(xs.length)
+      idx.forEach((i, k) => (r[i] = k))
+      return r
+    }
+    const [rs, rk] = [rankOf(skill), rankOf(ratings)]
+    const d2 = rs.reduce((s, r, i) => s + (r - rk[i]!) ** 2, 0)
+    expect(1 - (6 * d2) / (n * (n * n - 1))).toBeGreaterThan(0.8)
   })
 
   it('teams: each player is rated against the opposing team as one composite opponent, at the gap between the teams', () => {

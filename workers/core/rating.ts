@@ -6,7 +6,11 @@
  * match shape reduces to pairwise results:
  * - 1v1: one result against the opponent.
  * - Free-for-all: one result against every other player (win against those placed below, loss
- *   against those placed above, draw on equal placement), all in the same period.
+ *   against those placed above, draw on equal placement), all in the same period, each weighing
+ *   1/(K−1) of a game among K: one placement decides them all, so they are one game's evidence,
+ *   not K−1 games'. Counted whole, a 16-player table moved a newcomer from 1500 to 1953 with RD
+ *   125 in one game, and the volatility of players in such queues grew game after game until
+ *   ratings diverged (±1e9 after some 300 games each in a simulation of 16-player tables).
  * - Teams: each player gets one result against every other team, whose strength is a composite
  *   opponent: the mean of its players' ratings, and the root mean square of their RDs (so its
  *   uncertainty is that of a typical member). The result is expected as the player's team is
@@ -18,7 +22,10 @@
  *   Team size is not weighed: teams of different sizes (an admin's session) count as even.
  *
  * RD is kept within [minRd, maxRd] (default [30, 350]): the lower bound keeps veterans' ratings
- * responsive, the upper bound is a new player's uncertainty.
+ * responsive, the upper bound is a new player's uncertainty; the rating moves by the RD it keeps.
+ * Volatility is kept at most MAX_VOLATILITY, a safety net: with it unbounded, results no rating
+ * can explain (a player beating a far stronger one and losing to a far weaker one, in turn) fed
+ * it until one game moved a rating by hundreds of points.
  */
 
 /** A player's Glicko rating. */
@@ -39,6 +46,8 @@ export interface RatedPlayer extends Rating {
 export interface GameResult {
   opponent: { rating: number; rd: number }
   score: number
+  /** How much of a game this result is (default 1): 1/(K−1) each of a K-way match's results. */
+  weight?: number
 }
 
 export interface Glicko2Options {
@@ -50,6 +59,8 @@ export interface Glicko2Options {
 
 /** Converts between the Glicko scale and Glicko-2's internal scale. */
 const SCALE = 173.7178
+/** The most volatility a player keeps (0.06 is a new player's; Glickman's examples stay near it). */
+export const MAX_VOLATILITY = 0.15
 const CONVERGENCE = 1e-6
 
 /** A new player's rating: 1500, RD 350, volatility 0.06. */
@@ -122,11 +133,11 @@ export function glicko2(
 
   let vInv = 0
   let sum = 0
-  for (const { opponent, score } of results) {
+  for (const { opponent, score, weight = 1 } of results) {
     const gj = g(opponent.rd / SCALE)
     const e = 1 / (1 + Math.exp(-gj * (mu - (opponent.rating - 1500) / SCALE)))
-    vInv += gj * gj * e * (1 - e)
-    sum += gj * (score - e)
+    vInv += weight * gj * gj * e * (1 - e)
+    sum += weight * gj * (score - e)
   }
   const v = 1 / vInv
   const delta = v * sum
@@ -159,16 +170,13 @@ export function glicko2(
     B = C
     fB = fC
   }
-  const volatility = Math.exp(A / 2)
+  const volatility = Math.min(MAX_VOLATILITY, Math.exp(A / 2))
 
   const phiStar = Math.sqrt(phi2 + volatility * volatility)
-  const phiNew = 1 / Math.sqrt(1 / (phiStar * phiStar) + 1 / v)
+  const rd = clampRd((1 / Math.sqrt(1 / (phiStar * phiStar) + 1 / v)) * SCALE, options)
+  const phiNew = rd / SCALE
   const muNew = mu + phiNew * phiNew * sum
-  return {
-    rating: muNew * SCALE + 1500,
-    rd: clampRd(phiNew * SCALE, options),
-    volatility,
-  }
+  return { rating: muNew * SCALE + 1500, rd, volatility }
 }
 
 /**
@@ -206,6 +214,8 @@ export function updateRatings(
     return { rating: rating / team.length, rd: Math.sqrt(rd2 / team.length) }
   })
   const out: RatedPlayer[] = []
+  // One match is one game's evidence however many sides it has (see above).
+  const weight = 1 / (teams.length - 1)
   teams.forEach((team, i) => {
     const own = composites[i]!.rating
     for (const p of team) {
@@ -216,7 +226,7 @@ export function updateRatings(
         const theirs = placements[j]!
         // The gap between the teams, seen from this player (a solo's own team is themselves).
         const opponent = { rating: p.rating - (own - composite.rating), rd: composite.rd }
-        results.push({ opponent, score: mine < theirs ? 1 : mine > theirs ? 0 : 0.5 })
+        results.push({ opponent, score: mine < theirs ? 1 : mine > theirs ? 0 : 0.5, weight })
       })
       out.push({ id: p.id, ...glicko2(p, results, options) })
     }

@@ -21,7 +21,25 @@ export async function startJwksServer(): Promise<{
   // Providers that are down: `/failing/<name>/jwks.json` answers 503 and counts the fetches,
   // which `/failing/<name>/hits` tells.
   const failingHits = new Map<string, number>()
+  // Providers that answer slowly: `/slow/<name>/jwks.json` serves the keys after 300 ms and
+  // counts the fetches, which `/slow/<name>/hits` tells.
+  const slowHits = new Map<string, number>()
   const server = createServer((req, res) => {
+    const slow = /^\/slow\/([\w-]+)\/(jwks\.json|hits)$/.exec(req.url ?? '')
+    if (slow) {
+      const [, name, what] = slow as unknown as [string, string, string]
+      if (what === 'hits') {
+        res.writeHead(200, { 'content-type': 'application/json' })
+        res.end(JSON.stringify({ hits: slowHits.get(name) ?? 0 }))
+        return
+      }
+      slowHits.set(name, (slowHits.get(name) ?? 0) + 1)
+      setTimeout(() => {
+        res.writeHead(200, { 'content-type': 'application/json' })
+        res.end(JSON.stringify({ keys: [pub] }))
+      }, 300)
+      return
+    }
     const failing = /^\/failing\/([\w-]+)\/(jwks\.json|hits)$/.exec(req.url ?? '')
     if (failing) {
       const [, name, what] = failing as unknown as [string, string, string]

@@ -697,6 +697,36 @@ describe("a studio's own identity provider (JWKS)", () => {
     expect(p.body.detail).toContain('"iat"')
   })
 
+  it('refuses a subject that is not a string, or is a path step ("." or ".."), and names the length limit of a token too long', async () => {
+    const now = Math.floor(Date.now() / 1000)
+    const numeric = await new SignJWT({ sub: 12345 } as unknown as Record<string, unknown>)
+      .setProtectedHeader({ alg: 'HS256' })
+      .setIssuer('nexus')
+      .setAudience('nexus:player')
+      .setIssuedAt(now)
+      .setExpirationTime(now + 600)
+      .sign(new TextEncoder().encode(testEnv.AUTH_SECRET))
+    for (const token of [
+      numeric,
+      await hs256({}, { sub: '.' }),
+      await hs256({}, { sub: '..' }),
+      await idpToken({ sub: '..' }),
+    ]) {
+      const p = await statusFor(token)
+      expect(p).toMatchObject({ status: 401, type: 'urn:nexus:problem:unauthorized' })
+      expect(p.detail).toContain('not a valid player id')
+    }
+    // A game server cannot bring such a player into being either.
+    const made = await call(
+      '/v1/admin/sessions',
+      json('POST', { rules: 'relay', roster: [{ playerId: '..' }] }, ADMIN_KEY),
+    )
+    expect(made.status).toBe(422)
+    const long = await statusFor(await hs256({ padding: 'x'.repeat(5000) }))
+    expect(long).toMatchObject({ status: 401 })
+    expect(long.detail).toContain('longer than 4096 characters')
+  })
+
   it("refuses a subject shaped like a guest's id, which would sign in as that guest", async () => {
     const guest = await newGuest()
     expect(guest.playerId.startsWith('g_')).toBe(true)
@@ -704,6 +734,28 @@ describe("a studio's own identity provider (JWKS)", () => {
     expect(p).toMatchObject({ status: 401, type: 'urn:nexus:problem:unauthorized' })
     expect(p.body.detail).toContain('guest')
     expect(await statusFor(await idpToken({ sub: 'gg_player' }))).toMatchObject({ status: 403 })
+  })
+
+  it('takes JWT_ISSUER and JWT_AUDIENCE as comma-separated lists (a tenant under two domains, a game with two clients)', async () => {
+    const lists = {
+      JWT_ISSUER: 'https://login.example.com, https://idp.test',
+      JWT_AUDIENCE: 'web-client,nexus-game',
+    }
+    const status = async (token: string) =>
+      (
+        await callWithEnv(lists, ADMIN_PROBE, {
+          ...bearer(token),
+          method: 'PUT',
+          headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+          body: '{}',
+        })
+      ).status
+    // Either issuer and either audience: a player (then 403 on the admin route).
+    expect(await status(await idpToken())).toBe(403)
+    expect(await status(await idpToken({ aud: 'web-client' }))).toBe(403)
+    // Names outside the lists: 401.
+    expect(await status(await idpToken({ iss: 'https://evil.test' }))).toBe(401)
+    expect(await status(await idpToken({ aud: 'another-game' }))).toBe(401)
   })
 
   it('refuses wrong audience, wrong issuer, expired, and a key not in the JWKS', async () => {
@@ -788,6 +840,38 @@ describe("a studio's own identity provider (JWKS)", () => {
     )
     expect(await problem(res)).toMatchObject({ status: 503, type: 'urn:nexus:problem:unavailable' })
     expect(res.headers.get('retry-after')).toBe('30')
+  })
+
+  it('tokens arriving while the key set is being fetched wait for that fetch: one fetch for a burst of valid tokens at an isolate start, none for a burst of junk key ids after', async () => {
+    const name = crypto.randomUUID()
+    const base = testEnv.JWKS_URL!.replace('/.well-known/jwks.json', `/slow/${name}`)
+    const put = (token: string) =>
+      callWithEnv({ JWKS_URL: `${base}/jwks.json` }, ADMIN_PROBE, json('PUT', { name: 'x' }, token))
+    const hits = async () => ((await (await fetch(`${base}/hits`)).json()) as { hits: number }).hits
+    const token = await idpToken()
+    const burst = await Promise.all(Array.from({ length: 20 }, () => put(token)))
+    // Every one a player (403 on the admin route), from one fetch.
+    expect(burst.map((r) => r.status)).toEqual(Array(20).fill(403))
+    expect(await hits()).toBe(1)
+    // Key ids the provider never had, all at once: refused, and nobody fetched for them.
+    const key = await importJWK(JSON.parse(testEnv.TEST_IDP_PRIVATE_JWK!), 'RS256')
+    const now = Math.floor(Date.now() / 1000)
+    const junk = await Promise.all(
+      Array.from({ length: 20 }, async (_, i) =>
+        put(
+          await new SignJWT({})
+            .setProtectedHeader({ alg: 'RS256', kid: `made-up-${i}` })
+            .setSubject('idp|mallory')
+            .setIssuer('https://idp.test')
+            .setAudience('nexus-game')
+            .setIssuedAt(now)
+            .setExpirationTime(now + 600)
+            .sign(key),
+        ),
+      ),
+    )
+    expect(junk.map((r) => r.status)).toEqual(Array(20).fill(401))
+    expect(await hits()).toBe(1)
   })
 
   it('a provider that is down is asked once per 30 s, not once per token (anyone can send tokens)', async () => {

@@ -6,6 +6,7 @@ import {
   jwtVerify,
   SignJWT,
   type FlattenedJWSInput,
+  type JSONWebKeySet,
   type JWSHeaderParameters,
   type JWTPayload,
   type JWTVerifyOptions,
@@ -265,12 +266,26 @@ export async function verifyScopedToken(
 
 /** After a failed key-set fetch, the keys served last are used this long before trying again. */
 const JWKS_RETRY_MS = 30_000
+/** How long one key-set fetch may take (and so how long others wait on it). */
+const JWKS_FETCH_MS = 3_000
 
 interface JwksState {
   remote: ReturnType<typeof createRemoteJWKSet>
   failedAt: number
   /** The keys served last, as of the last failed fetch (built once, not per request). */
   fallback: ReturnType<typeof createLocalJWKSet> | null
+  /** When a request of this isolate began asking the provider (0: none is). */
+  askingSince: number
+  /** The keys last fetched, as a local set (built once per fetch, not per request). */
+  held: { of: JSONWebKeySet; keys: ReturnType<typeof createLocalJWKSet> } | null
+}
+
+/** The keys `state` last fetched, as a local key set, or null before any fetch succeeded. */
+function heldKeys(state: JwksState): ReturnType<typeof createLocalJWKSet> | null {
+  const jwks = state.remote.jwks()
+  if (!jwks) return null
+  if (state.held?.of !== jwks) state.held = { of: jwks, keys: createLocalJWKSet(jwks) }
+  return state.held.keys
 }
 
 const jwksByUrl = new Map<string, JwksState>()
@@ -288,11 +303,29 @@ async function identityProviderKey(
   let state = jwksByUrl.get(url)
   if (!state) {
     state = {
-      remote: createRemoteJWKSet(new URL(url), { timeoutDuration: 3000, cooldownDuration: 30_000 }),
+      remote: createRemoteJWKSet(new URL(url), {
+        timeoutDuration: JWKS_FETCH_MS,
+        cooldownDuration: 30_000,
+      }),
       failedAt: 0,
       fallback: null,
+      askingSince: 0,
+      held: null,
     }
     jwksByUrl.set(url, state)
+  }
+  // Another request of this isolate is asking the provider: jose shares no fetch between
+  // requests on Workers, so every token arriving meanwhile (at each 10-minute refresh, a burst at
+  // an isolate's start, junk `kid`s once the cooldown is over) fetched the key set again, at the
+  // provider's slowest moments the most. Those wait for its keys instead, polling this isolate's
+  // state (a promise of another request's is not theirs to wait on).
+  if (Date.now() - state.askingSince < JWKS_FETCH_MS) {
+    while (!state.remote.jwks() && Date.now() - state.askingSince < JWKS_FETCH_MS) {
+      await new Promise((resolve) => setTimeout(resolve, 25))
+    }
+    const keys = heldKeys(state) ?? state.fallback
+    if (keys) return keys(header, token)
+    throw keysUnavailable(JWKS_FETCH_MS)
   }
   const sinceFailure = Date.now() - state.failedAt
   if (sinceFailure < JWKS_RETRY_MS) {
@@ -301,6 +334,7 @@ async function identityProviderKey(
     // token, so that anyone sending junk tokens cannot make Nexus hammer the studio's provider.
     throw keysUnavailable(JWKS_RETRY_MS - sinceFailure)
   }
+  state.askingSince = Date.now()
   try {
     return await state.remote(header, token)
   } catch (err) {
@@ -317,7 +351,17 @@ async function identityProviderKey(
     state.fallback = last ? createLocalJWKSet(last) : null
     if (state.fallback) return state.fallback(header, token)
     throw keysUnavailable(JWKS_RETRY_MS)
+  } finally {
+    state.askingSince = 0
   }
+}
+
+/** `a, b` → ['a', 'b']: a setting that may name several values. */
+function commaList(value: string): string[] {
+  return value
+    .split(',')
+    .map((v) => v.trim())
+    .filter((v) => v !== '')
 }
 
 function keysUnavailable(retryInMs: number): ApiError {
@@ -379,9 +423,13 @@ export function isTokenShaped(value: string): boolean {
 }
 
 function checkTokenShape(token: string): void {
-  if (token.length > MAX_TOKEN_LENGTH || !JWT_SHAPE.test(token)) {
-    throw new ApiError('unauthorized', 'The bearer token is not a JWT')
+  if (token.length > MAX_TOKEN_LENGTH) {
+    throw new ApiError(
+      'unauthorized',
+      `The bearer token is longer than ${MAX_TOKEN_LENGTH} characters (an identity provider's token with many permissions or claims can be)`,
+    )
   }
+  if (!JWT_SHAPE.test(token)) throw new ApiError('unauthorized', 'The bearer token is not a JWT')
 }
 
 function tokenError(err: unknown): ApiError {
@@ -445,9 +493,21 @@ export async function verifyPlayerToken(env: AuthEnv, token: string): Promise<Pr
     if (env.JWKS_URL && providerAlg) {
       const jwksUrl = env.JWKS_URL
       const options: JWTVerifyOptions = {
-        algorithms: ['RS256', 'RS384', 'RS512', 'PS256', 'ES256', 'ES384', 'ES512', 'EdDSA'],
-        issuer: env.JWT_ISSUER,
-        audience: env.JWT_AUDIENCE,
+        algorithms: [
+          'RS256',
+          'RS384',
+          'RS512',
+          'PS256',
+          'ES256',
+          'ES384',
+          'ES512',
+          'EdDSA',
+          'Ed25519',
+        ],
+        // Each a comma-separated list: a tenant reached under two domains issues two `iss`, and
+        // a game's web and mobile clients may be two audiences.
+        issuer: commaList(env.JWT_ISSUER!),
+        audience: commaList(env.JWT_AUDIENCE!),
         clockTolerance: CLOCK_SKEW_SECONDS,
         // `iat` tells a token issued before its player's erasure from one after (a player coming
         // back under the same id): without it every token of theirs counted as older, refused
@@ -504,9 +564,20 @@ async function verifyWithAnyKey(
 export const GUEST_ID_PREFIX = 'g_'
 
 function playerIdFrom(payload: JWTPayload): string {
-  const sub = payload.sub
-  // `me` names the caller in this API's paths: such a player could not read their own standing.
-  if (!sub || sub.length > MAX_PLAYER_ID_LENGTH || !isPrintable(sub) || sub === 'me') {
+  const sub: unknown = payload.sub
+  // `me` names the caller in this API's paths: such a player could not read their own standing;
+  // `.` and `..` are path steps every URL library folds away, so no admin route could name them.
+  // A number (a game server minting tokens from a numeric user id) is not an id either: ids are
+  // compared as text everywhere.
+  if (
+    typeof sub !== 'string' ||
+    !sub ||
+    sub.length > MAX_PLAYER_ID_LENGTH ||
+    !isPrintable(sub) ||
+    sub === 'me' ||
+    sub === '.' ||
+    sub === '..'
+  ) {
     throw new ApiError('unauthorized', 'The token subject is not a valid player id')
   }
   return sub

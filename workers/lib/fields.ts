@@ -105,6 +105,9 @@ export const PlayerId = z
 export const NewPlayerId = PlayerId.refine(
   (id) => id !== 'me',
   '"me" names the caller, not a player',
+).refine(
+  (id) => id !== '.' && id !== '..',
+  '"." and ".." are path steps: no admin route could name such a player',
 )
 
 /** Names of resources chosen by admins (leaderboards, queues): URL-safe and bounded. */

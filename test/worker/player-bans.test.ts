@@ -602,6 +602,53 @@ describe('banning a player from the deployment (admin)', () => {
     expect((await banAll(player)).first.tickets).toEqual({ cancelled: [] })
   })
 
+  it('a board that keeps failing need not hold the walk back: its 503 names it and gives `next`, from which the walk goes on; the page sent again later reaches it', async () => {
+    const player = `ban-stuck-${crypto.randomUUID().slice(0, 8)}`
+    const boards = [await newBoard(), await newBoard()].sort()
+    for (const b of boards) await submitFor(b, player, { score: 1 })
+    const [stuck, later] = boards as [string, string]
+    const perCall = boardWalkLimits.boardsPerCall
+    boardWalkLimits.boardsPerCall = 1
+    onTestFinished(() => {
+      boardWalkLimits.boardsPerCall = perCall
+    })
+    // Every instance shares the method: only the stuck board's calls fail.
+    const boardBack = await replaceMethod<Leaderboard, 'ban'>(
+      env.LEADERBOARD.getByName(stuck),
+      'ban',
+      (original) =>
+        function (this: Leaderboard, ...args: Parameters<Leaderboard['ban']>) {
+          if (args[0] === stuck) return Promise.reject(new Error('board full'))
+          return original.apply(this, args)
+        },
+    )
+    bannedHere.add(player)
+    let after = PREFIX
+    let stuckAt: string | null = null
+    for (let calls = 0; calls < 500; calls++) {
+      const res = await call(banPath(player, after), json('PUT', {}, ADMIN_KEY))
+      if (res.status === 200) break
+      if (res.status === 503) {
+        const p = await problem(res)
+        expect(p.body.boards).toEqual([stuck])
+        stuckAt = after
+        after = p.body.next as string
+        continue
+      }
+      expect(res.status).toBe(202)
+      after = ((await res.json()) as BanResult).boards.next!
+    }
+    expect(stuckAt).not.toBeNull()
+    // The board after the stuck one was banned all the same; the stuck one not yet.
+    expect((await submitFor(later, player, { score: 2 })).status).toBe(403)
+    expect((await submitFor(stuck, player, { score: 2 })).status).toBe(200)
+    boardBack()
+    // That page sent again, as the operator would once the board can take it.
+    const again = await call(banPath(player, stuckAt!), json('PUT', {}, ADMIN_KEY))
+    expect([200, 202]).toContain(again.status)
+    expect((await submitFor(stuck, player, { score: 3 })).status).toBe(403)
+  })
+
   it('a pool that cannot be reached does not hold the walk back: every board is banned, the call that ends the walk is 503 naming the pool, its retry cancels the ticket', async () => {
     const queue = await createQueue({ teamSize: 3 })
     await rig(queue, newClock())

@@ -236,11 +236,14 @@ const eraseRoute = createRoute({
  * The answer to a walk that could not reach `failed` boards: 503 naming them (the first 100).
  * Every walk is idempotent, so the caller sends the same call again.
  */
-function unreached(done: string, failed: readonly string[]): ApiError {
+function unreached(done: string, failed: readonly string[], next: string | null): ApiError {
+  // With `next`, a board that keeps failing (a full one, one under a flood) need not hold back
+  // the boards after it: the walk goes on from there, and the failed ones are sent again later
+  // from this call's `after`.
   return new ApiError(
     'unavailable',
-    `${done}, but ${failed.length} board(s) could not be reached: retry`,
-    { boards: failed.slice(0, 100) },
+    `${done}, but ${failed.length} board(s) could not be reached: retry, or go on with \`after\` = \`next\` and retry these later`,
+    { boards: failed.slice(0, 100), next },
     { 'retry-after': '5' },
   )
 }
@@ -290,7 +293,7 @@ adminPlayers.openapi(eraseRoute, async (c) => {
     if ('answer' in o && !o.answer.ok)
       log('warn', 'erasure: entry not removed', { board: o.board, problem: o.answer.problem })
   }
-  if (failed.length > 0) throw unreached('The player is erased from Neon', failed)
+  if (failed.length > 0) throw unreached('The player is erased from Neon', failed, next)
   // A pool out of reach fails only the call that ends the walk: every call tries it again, and
   // the walk goes on meanwhile (a 503 carries no `next`, so failing earlier calls would hold
   // the boards after the first page back for as long as the pool is down).
@@ -403,7 +406,7 @@ adminPlayers.openapi(banAccountRoute, async (c) => {
     // A board gone since it was listed has nobody to ban.
     else if (o.answer.problem !== 'not-found') failed.push(o.board)
   }
-  if (failed.length > 0) throw unreached('The player is banned in Neon', failed)
+  if (failed.length > 0) throw unreached('The player is banned in Neon', failed, next)
   if (full.length > 0) log('warn', 'account ban: boards full of bans', { playerId, boards: full })
   // As an erasure's: only the call that ends the walk fails for a pool out of reach.
   if (queues.unreached.length > 0 && next === null) {
@@ -476,7 +479,7 @@ adminPlayers.openapi(liftAccountBanRoute, async (c) => {
       if (o.answer.lifted) boardsLifted++
     } else if (o.answer.problem !== 'not-found') failed.push(o.board)
   }
-  if (failed.length > 0) throw unreached('The ban is lifted in Neon', failed)
+  if (failed.length > 0) throw unreached('The ban is lifted in Neon', failed, next)
   return c.json(
     { playerId, lifted, boards: { walked: outcomes.length, lifted: boardsLifted, next } },
     next === null ? 200 : 202,

@@ -174,6 +174,8 @@ const CATCH_UP_PAGES_PER_RUN = 10
  * the lifetime), and a second for the whole-second `iat`.
  */
 const ERASURE_KEPT_MS = (MAX_TOKEN_LIFETIME_SECONDS + 2 * CLOCK_SKEW_SECONDS + 1) * 1000
+/** Erasures past ERASURE_KEPT_MS are forgotten at the next turn of this (UTC days). */
+export const ERASURES_FORGOTTEN_EVERY_MS = 86_400_000
 /** How long a board waits to read account bans again after Neon failed it. */
 const ACCOUNT_BANS_RETRY_MS = 30_000
 
@@ -2944,7 +2946,11 @@ export class Leaderboard extends DurableObject<Env> {
     }
     if (this.erasureCount > 0) {
       const oldest = one<{ t: number }>(this.sql, `SELECT min(erased_at) AS t FROM erasures`)!.t
-      candidates.push(Math.max(oldest + ERASURE_KEPT_MS, now))
+      // Forgotten a day at a time: every erasure's walk writes one on every board, so a wake per
+      // erasure kept retired boards waking some hundreds of times a day. Kept up to a day longer,
+      // an erasure refuses only tokens that have expired anyway.
+      const due = Math.ceil((oldest + ERASURE_KEPT_MS) / ERASURES_FORGOTTEN_EVERY_MS)
+      candidates.push(Math.max(due * ERASURES_FORGOTTEN_EVERY_MS, now))
     }
     if (this.catchUpPending) {
       candidates.push(Math.max(Number(this.meta(CATCH_UP_RETRY_AT) ?? 0), now))

@@ -1,7 +1,7 @@
 import { evictDurableObject, runInDurableObject } from 'cloudflare:test'
 import { env } from 'cloudflare:workers'
 import { describe, expect, it, onTestFinished } from 'vitest'
-import type { Leaderboard } from '../../durable-objects/leaderboard.ts'
+import { ERASURES_FORGOTTEN_EVERY_MS, type Leaderboard } from '../../durable-objects/leaderboard.ts'
 import { NeonArchiveWriter } from '../../workers/leaderboards/archive-writer.ts'
 import { boardWalkLimits } from '../../workers/players/board-walk.ts'
 import { NeonSessionStore } from '../../workers/sessions/store.ts'
@@ -437,6 +437,27 @@ describe('erasing a player (admin)', () => {
       },
     )
     expect(left).toBe(0)
+  })
+
+  it('a board forgets erasures a day at a time: the wake for them falls on the turn of a UTC day, not one per erasure', async () => {
+    const board = await newBoard()
+    const gone = `idp-day-${crypto.randomUUID().slice(0, 8)}`
+    await eraseAll(gone)
+    const { alarm, erasedAt } = await runInDurableObject(
+      env.LEADERBOARD.getByName(board),
+      async (inst: Leaderboard, state) => {
+        const erasedAt = state.storage.sql
+          .exec<{ t: number }>(`SELECT erased_at AS t FROM erasures WHERE player_id = ?`, gone)
+          .one().t
+        await state.storage.deleteAlarm()
+        await (inst as unknown as { scheduleAlarm(): Promise<void> }).scheduleAlarm()
+        return { alarm: await state.storage.getAlarm(), erasedAt }
+      },
+    )
+    // No cycle, no keys: erasures are all this board wakes for (other files' ones too).
+    expect(alarm! % ERASURES_FORGOTTEN_EVERY_MS).toBe(0)
+    const keptUntil = erasedAt + (MAX_TOKEN_LIFETIME_SECONDS + 2 * CLOCK_SKEW_SECONDS) * 1000
+    expect(alarm!).toBeGreaterThan(keptUntil - ERASURES_FORGOTTEN_EVERY_MS)
   })
 
   it("an erased guest's tokens are refused everywhere, even one dated after the erasure (a sign-in racing it): a guest's id never comes back", async () => {

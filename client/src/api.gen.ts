@@ -94,6 +94,8 @@ export interface Schemas {
   }
   PlayerUpdate: {
     rating?: number
+    /** How sure the rating is (30 to 350, a new player 350): a rating set by hand for a player whose games said otherwise sticks for dozens of games at a low deviation; a high one lets their next games correct it quickly */
+    ratingDeviation?: number
     name?: string
   }
   PlayerErasure: {

@@ -243,6 +243,10 @@ describe('the error funnel renders RFC 9457 problems', () => {
       { rating: -1 },
       { rating: 1e9 },
       { rating: 'NaN' },
+      { ratingDeviation: 0 },
+      { ratingDeviation: 29 },
+      { ratingDeviation: 351 },
+      { ratingDeviation: '350' },
       { name: '' },
       { name: 'x'.repeat(65) },
       // Characters are counted as JSON Schema's maxLength counts them: an emoji is one.
@@ -271,7 +275,27 @@ describe('the error funnel renders RFC 9457 problems', () => {
     }
     // Not one of them stored anything: no name, the rating as it was.
     const read = await call(`/v1/admin/players/${id}`, bearer(ADMIN_KEY))
-    expect(await read.json()).toMatchObject({ playerId: id, name: null, rating: 1234 })
+    expect(await read.json()).toMatchObject({
+      playerId: id,
+      name: null,
+      rating: 1234,
+      ratingDeviation: 350,
+    })
+    // A deviation set with the rating, for games to correct a rating set by hand quickly.
+    const sure = await call(
+      `/v1/admin/players/${id}`,
+      json('PUT', { rating: 2000, ratingDeviation: 300 }, ADMIN_KEY),
+    )
+    expect(await sure.json()).toMatchObject({ rating: 2000, ratingDeviation: 300 })
+    const deviationAlone = await call(
+      `/v1/admin/players/${id}`,
+      json('PUT', { ratingDeviation: 120 }, ADMIN_KEY),
+    )
+    expect(await deviationAlone.json()).toMatchObject({ rating: 2000, ratingDeviation: 120 })
+    await call(
+      `/v1/admin/players/${id}`,
+      json('PUT', { rating: 1234, ratingDeviation: 350 }, ADMIN_KEY),
+    )
     const again = await call(`/v1/admin/players/${id}`, json('PUT', { name: 'Ada' }, ADMIN_KEY))
     expect(await again.json()).toMatchObject({ playerId: id, name: 'Ada', rating: 1234 })
     // Any script, emoji sequences (joined with U+200D) and bidi marks inside a name are fine.

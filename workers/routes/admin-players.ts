@@ -23,10 +23,24 @@ export const adminPlayers = newRouter()
 const PlayerUpdate = z
   .object({
     rating: z.number().min(0).max(5000).optional(),
+    ratingDeviation: z
+      .number()
+      .min(30)
+      .max(350)
+      .optional()
+      .openapi({
+        description:
+          'How sure the rating is (30 to 350, a new player 350): a rating set by hand for a player ' +
+          'whose games said otherwise sticks for dozens of games at a low deviation; a high one ' +
+          'lets their next games correct it quickly',
+      }),
     name: DisplayName.optional(),
   })
   .strict()
-  .refine((v) => v.rating !== undefined || v.name !== undefined, 'give rating, name or both')
+  .refine(
+    (v) => v.rating !== undefined || v.ratingDeviation !== undefined || v.name !== undefined,
+    'give rating, ratingDeviation, name, or several',
+  )
   .openapi('PlayerUpdate')
 
 const Player = z
@@ -115,6 +129,9 @@ adminPlayers.openapi(putPlayerRoute, async (c) => {
   const given: [column: string, value: string | number][] = []
   if (update.name !== undefined) given.push(['name', update.name])
   if (update.rating !== undefined) given.push(['rating', update.rating])
+  if (update.ratingDeviation !== undefined) {
+    given.push(['rating_deviation', update.ratingDeviation])
+  }
   // One statement: an erased guest's id never comes back (its device signs in as a new
   // player), so nothing is kept under it again; an identity provider's player keeps theirs.
   const [row] = (await getSql(c.env).query(

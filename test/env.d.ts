@@ -5,6 +5,7 @@ declare global {
     // The bindings the tests see are the Worker's own, plus the services the global setup provides.
     interface Env extends NexusEnv {
       TEST_IDP_PRIVATE_JWK?: string
+      TEST_IDP_NEXT_PRIVATE_JWK?: string
       TEST_UNREACHABLE_DATABASE_URL?: string
       TEST_UNREACHABLE_NEON_RELAY?: string
       /** A Neon relay that takes requests and never answers. */

@@ -71,6 +71,7 @@ export default async function setup(project: TestProject) {
       JWT_ISSUER: 'https://idp.test',
       JWT_AUDIENCE: 'nexus-game',
       TEST_IDP_PRIVATE_JWK: idp.privateJwk,
+      TEST_IDP_NEXT_PRIVATE_JWK: idp.nextPrivateJwk,
       TEST_UNREACHABLE_DATABASE_URL: `postgresql://nexus:nexus@127.0.0.1:${deadPort}/nexus`,
       TEST_UNREACHABLE_NEON_RELAY: `127.0.0.1:${deadRelay.port}`,
       TEST_SILENT_NEON_RELAY: `127.0.0.1:${(silent.address() as AddressInfo).port}`,

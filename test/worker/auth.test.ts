@@ -1,6 +1,7 @@
 import { env } from 'cloudflare:workers'
 import { importJWK, SignJWT, generateKeyPair } from 'jose'
-import { describe, expect, it } from 'vitest'
+import { describe, expect, it, onTestFinished } from 'vitest'
+import { jwksTimings } from '../../workers/lib/auth.ts'
 import { localFamilies } from '../../workers/lib/metrics.ts'
 import { pg } from './helpers/boards.ts'
 import {
@@ -736,6 +737,17 @@ describe("a studio's own identity provider (JWKS)", () => {
     expect(await statusFor(await idpToken({ sub: 'gg_player' }))).toMatchObject({ status: 403 })
   })
 
+  it('reads JWT_ISSUER or JWT_AUDIENCE that names nothing (",", spaces) as missing: 503, not a 401 for every player', async () => {
+    const token = await idpToken()
+    for (const bad of [{ JWT_ISSUER: ',' }, { JWT_AUDIENCE: '  ' }, { JWT_ISSUER: ' , ' }]) {
+      const res = await callWithEnv(bad, ADMIN_PROBE, json('PUT', { name: 'x' }, token))
+      expect(await problem(res), JSON.stringify(bad)).toMatchObject({
+        status: 503,
+        type: 'urn:nexus:problem:unavailable',
+      })
+    }
+  })
+
   it('takes JWT_ISSUER and JWT_AUDIENCE as comma-separated lists (a tenant under two domains, a game with two clients)', async () => {
     const lists = {
       JWT_ISSUER: 'https://login.example.com, https://idp.test',
@@ -872,6 +884,36 @@ describe("a studio's own identity provider (JWKS)", () => {
     )
     expect(junk.map((r) => r.status)).toEqual(Array(20).fill(401))
     expect(await hits()).toBe(1)
+  })
+
+  it('tokens naming a key the provider has just added, arriving while one of them fetches the key set, wait for it: accepted, not refused as forged', async () => {
+    const name = crypto.randomUUID()
+    const base = testEnv.JWKS_URL!.replace('/.well-known/jwks.json', `/growing/${name}`)
+    const cooldown = jwksTimings.cooldownMs
+    // No cooldown, so that the rotation need not wait 30 s after the first fetch.
+    jwksTimings.cooldownMs = 0
+    onTestFinished(() => {
+      jwksTimings.cooldownMs = cooldown
+    })
+    const put = (token: string) =>
+      callWithEnv({ JWKS_URL: `${base}/jwks.json` }, ADMIN_PROBE, json('PUT', { name: 'x' }, token))
+    // The first fetch holds the first key only.
+    expect((await put(await idpToken())).status).toBe(403)
+    const key2 = await importJWK(JSON.parse(testEnv.TEST_IDP_NEXT_PRIVATE_JWK!), 'RS256')
+    const now = Math.floor(Date.now() / 1000)
+    const signed = () =>
+      new SignJWT({})
+        .setProtectedHeader({ alg: 'RS256', kid: 'test-idp-key-2' })
+        .setSubject('idp|rotated')
+        .setIssuer('https://idp.test')
+        .setAudience('nexus-game')
+        .setIssuedAt(now)
+        .setExpirationTime(now + 600)
+        .sign(key2)
+    const burst = await Promise.all(Array.from({ length: 6 }, async () => put(await signed())))
+    expect(burst.map((r) => r.status)).toEqual(Array(6).fill(403))
+    const hits = (await (await fetch(`${base}/hits`)).json()) as { hits: number }
+    expect(hits.hits).toBe(2)
   })
 
   it('a provider that is down is asked once per 30 s, not once per token (anyone can send tokens)', async () => {

@@ -268,6 +268,11 @@ export async function verifyScopedToken(
 const JWKS_RETRY_MS = 30_000
 /** How long one key-set fetch may take (and so how long others wait on it). */
 const JWKS_FETCH_MS = 3_000
+/**
+ * After a fetch, a token naming a key the set lacks is refused this long without fetching again
+ * (jose's cooldown). An object so that a test of a rotation need not wait it out.
+ */
+export const jwksTimings = { cooldownMs: 30_000 }
 
 interface JwksState {
   remote: ReturnType<typeof createRemoteJWKSet>
@@ -277,14 +282,16 @@ interface JwksState {
   /** When a request of this isolate began asking the provider (0: none is). */
   askingSince: number
   /** The keys last fetched, as a local set (built once per fetch, not per request). */
-  held: { of: JSONWebKeySet; keys: ReturnType<typeof createLocalJWKSet> } | null
+  held: { text: string; keys: ReturnType<typeof createLocalJWKSet> } | null
 }
 
 /** The keys `state` last fetched, as a local key set, or null before any fetch succeeded. */
 function heldKeys(state: JwksState): ReturnType<typeof createLocalJWKSet> | null {
-  const jwks = state.remote.jwks()
+  const jwks: JSONWebKeySet | undefined = state.remote.jwks()
   if (!jwks) return null
-  if (state.held?.of !== jwks) state.held = { of: jwks, keys: createLocalJWKSet(jwks) }
+  // jose hands out a copy each time: the same keys are told by their text.
+  const text = JSON.stringify(jwks)
+  if (state.held?.text !== text) state.held = { text, keys: createLocalJWKSet(jwks) }
   return state.held.keys
 }
 
@@ -305,7 +312,7 @@ async function identityProviderKey(
     state = {
       remote: createRemoteJWKSet(new URL(url), {
         timeoutDuration: JWKS_FETCH_MS,
-        cooldownDuration: 30_000,
+        cooldownDuration: jwksTimings.cooldownMs,
       }),
       failedAt: 0,
       fallback: null,
@@ -319,12 +326,22 @@ async function identityProviderKey(
   // an isolate's start, junk `kid`s once the cooldown is over) fetched the key set again, at the
   // provider's slowest moments the most. Those wait for its keys instead, polling this isolate's
   // state (a promise of another request's is not theirs to wait on).
+  // A token naming a key the held ones lack (the provider rotated: the fetch under way may
+  // bring it) waits for that fetch too, rather than being refused as forged.
   if (Date.now() - state.askingSince < JWKS_FETCH_MS) {
-    while (!state.remote.jwks() && Date.now() - state.askingSince < JWKS_FETCH_MS) {
+    for (;;) {
+      const over = state.askingSince === 0 || Date.now() - state.askingSince >= JWKS_FETCH_MS
+      const keys = heldKeys(state)
+      if (keys) {
+        try {
+          return await keys(header, token)
+        } catch (err) {
+          if (over || !(err instanceof joseErrors.JWKSNoMatchingKey)) throw err
+        }
+      } else if (over) break
       await new Promise((resolve) => setTimeout(resolve, 25))
     }
-    const keys = heldKeys(state) ?? state.fallback
-    if (keys) return keys(header, token)
+    if (state.fallback) return state.fallback(header, token)
     throw keysUnavailable(JWKS_FETCH_MS)
   }
   const sinceFailure = Date.now() - state.failedAt
@@ -334,7 +351,8 @@ async function identityProviderKey(
     // token, so that anyone sending junk tokens cannot make Nexus hammer the studio's provider.
     throw keysUnavailable(JWKS_RETRY_MS - sinceFailure)
   }
-  state.askingSince = Date.now()
+  const asking = Date.now()
+  state.askingSince = asking
   try {
     return await state.remote(header, token)
   } catch (err) {
@@ -352,7 +370,8 @@ async function identityProviderKey(
     if (state.fallback) return state.fallback(header, token)
     throw keysUnavailable(JWKS_RETRY_MS)
   } finally {
-    state.askingSince = 0
+    // Not another request's fetch, begun once this one's wait was over.
+    if (state.askingSince === asking) state.askingSince = 0
   }
 }
 
@@ -387,7 +406,10 @@ export function identityProviderProblem(env: AuthEnv): string | null {
       ? 'JWT_ISSUER or JWT_AUDIENCE is set without JWKS_URL (all three or none)'
       : null
   }
-  if (!issuer || !audience) return 'JWKS_URL is set, but JWT_ISSUER or JWT_AUDIENCE is missing'
+  // `,` or spaces name nothing: every provider token would be refused (401, signing players out).
+  if (!issuer || !audience || commaList(issuer).length === 0 || commaList(audience).length === 0) {
+    return 'JWKS_URL is set, but JWT_ISSUER or JWT_AUDIENCE is missing'
+  }
   if (!isKeySetUrl(url)) return 'invalid JWKS_URL: not https (plain http only to this machine)'
   return null
 }

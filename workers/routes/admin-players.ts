@@ -254,13 +254,14 @@ const eraseRoute = createRoute({
  * Every walk is idempotent, so the caller sends the same call again.
  */
 function unreached(done: string, failed: readonly string[], next: string | null): ApiError {
-  // With `next`, a board that keeps failing (a full one, one under a flood) need not hold back
-  // the boards after it: the walk goes on from there, and the failed ones are sent again later
-  // from this call's `after`.
+  // With `next` (bans and lifts), a board that keeps failing (a full one, one under a flood)
+  // need not hold back the boards after it: the walk goes on from there, and the failed ones are
+  // sent again later from this call's `after`.
   return new ApiError(
     'unavailable',
-    `${done}, but ${failed.length} board(s) could not be reached: retry, or go on with \`after\` = \`next\` and retry these later`,
-    { boards: failed.slice(0, 100), next },
+    `${done}, but ${failed.length} board(s) could not be reached: retry` +
+      (next === null ? '' : ', or go on with `after` = `next` and retry these later'),
+    { boards: failed.slice(0, 100), ...(next === null ? {} : { next }) },
     { 'retry-after': '5' },
   )
 }
@@ -310,7 +311,10 @@ adminPlayers.openapi(eraseRoute, async (c) => {
     if ('answer' in o && !o.answer.ok)
       log('warn', 'erasure: entry not removed', { board: o.board, problem: o.answer.problem })
   }
-  if (failed.length > 0) throw unreached('The player is erased from Neon', failed, next)
+  // No `next` here: a walk that went on past a board would end marked complete with that board
+  // never reached, and the page sent again later would begin a new erasure (a call from the
+  // start finds the erasure over).
+  if (failed.length > 0) throw unreached('The player is erased from Neon', failed, null)
   // A pool out of reach fails only the call that ends the walk: every call tries it again, and
   // the walk goes on meanwhile (a 503 carries no `next`, so failing earlier calls would hold
   // the boards after the first page back for as long as the pool is down).

@@ -118,6 +118,9 @@ export const GRACE_MS = 60_000
 /** How long a player may take to connect at all (default). */
 export const JOIN_GRACE_MS = 120_000
 /** How long a finished session stays in the object after its archive is complete (default). */
+/** How long an admin's create waits for the session's listing in Neon before answering. */
+export const LISTING_WAIT_MS = 3_000
+
 export const RETENTION_MS = 24 * 60 * 60 * 1000
 /** Log records per archive write (one statement each), at most. */
 export const ARCHIVE_PAGE_SIZE = 500
@@ -718,10 +721,11 @@ export class GameSession extends DurableObject<Env> {
       // The alarm is armed for the game's own deadlines while the listing awaits Neon: an object
       // reset during that call would otherwise leave a session nothing ever wakes (never ended,
       // listed or cleared). A failed listing does not fail the creation: the alarm retries it.
-      const listing = this.runEndWork()
+      // The answer waits for the listing a moment, not for a Neon that hangs (its 8 s): the
+      // listing goes on, and arms the alarm for a retry, after the answer.
+      const listing = this.runEndWork().finally(() => this.scheduleAlarm())
       await this.scheduleAlarm()
-      await listing
-      await this.scheduleAlarm()
+      await within(listing, LISTING_WAIT_MS, 'session listing').catch(() => {})
     }
     return { ok: true, created: true }
   }

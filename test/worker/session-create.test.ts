@@ -195,6 +195,30 @@ describe('creating sessions', () => {
     expect(row).toEqual({ id: setup.sessionId })
   })
 
+  it("an admin's create answers after LISTING_WAIT_MS when Neon does not answer the listing, and the listing lands after it", async () => {
+    const setup = setupFor(playerIds(2))
+    let listed!: () => void
+    await inObject(setup.sessionId, (inst) => {
+      const neon = inst.store
+      inst.store = {
+        ...neon,
+        // Neon taking the listing and not answering until the test lets it.
+        register: (...args) =>
+          new Promise<void>((resolve) => {
+            listed = resolve
+          }).then(() => neon.register(...args)),
+      }
+    })
+    const stub = sessionStub(env, setup.sessionId)
+    expect(await stub.create(setup)).toEqual({ ok: true, created: true })
+    expect(await pg()`select id from game_sessions where id = ${setup.sessionId}`).toEqual([])
+    await inObject(setup.sessionId, () => listed())
+    await until(async () => {
+      const rows = await pg()`select id from game_sessions where id = ${setup.sessionId}`
+      return rows.length === 1 || undefined
+    })
+  })
+
   it('by the matchmaker: create is idempotent for the same setup and a conflict for another', async () => {
     const setup = setupFor(playerIds(2))
     const stub = sessionStub(env, setup.sessionId)

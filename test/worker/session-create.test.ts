@@ -35,6 +35,24 @@ function setupFor(players: string[], extra: Partial<SessionSetup> = {}): Session
   }
 }
 
+/**
+ * Neon takes the session's listing and does not answer until the test calls the function this
+ * returns (in the object's own context, where the listing's promise was made).
+ */
+async function holdListing(sessionId: string): Promise<() => Promise<void>> {
+  let listed!: () => void
+  await inObject(sessionId, (inst) => {
+    const neon = inst.store
+    inst.store = {
+      ...neon,
+      register: (...args) =>
+        new Promise<void>((resolve) => {
+          listed = resolve
+        }).then(() => neon.register(...args)),
+    }
+  })
+  return () => inObject(sessionId, () => listed())
+}
 describe('creating sessions', () => {
   it('as an admin: answers the session id and a session token per player, and lists it in Neon', async () => {
     const players = playerIds(3)
@@ -170,17 +188,7 @@ describe('creating sessions', () => {
 
   it("an admin's create arms the session's alarm before it lists the session in Neon: a reset during that call leaves it a wake", async () => {
     const setup = setupFor(playerIds(2))
-    let listed!: () => void
-    await inObject(setup.sessionId, (inst) => {
-      const neon = inst.store
-      inst.store = {
-        ...neon,
-        register: (...args) =>
-          new Promise<void>((resolve) => {
-            listed = resolve
-          }).then(() => neon.register(...args)),
-      }
-    })
+    const listed = await holdListing(setup.sessionId)
     const stub = sessionStub(env, setup.sessionId)
     const creating = stub.create(setup)
     // The listing waits on Neon; the game's join-grace deadlines already have their alarm.
@@ -188,8 +196,7 @@ describe('creating sessions', () => {
       inObject(setup.sessionId, async (_, state) => (await state.storage.getAlarm()) ?? undefined),
     )
     expect(alarm).toBeGreaterThan(Date.now())
-    // Resolved in the object's own context, where the listing's promise was made.
-    await inObject(setup.sessionId, () => listed())
+    await listed()
     expect(await creating).toEqual({ ok: true, created: true })
     const [row] = await pg()`select id from game_sessions where id = ${setup.sessionId}`
     expect(row).toEqual({ id: setup.sessionId })
@@ -197,22 +204,11 @@ describe('creating sessions', () => {
 
   it("an admin's create answers after LISTING_WAIT_MS when Neon does not answer the listing, and the listing lands after it", async () => {
     const setup = setupFor(playerIds(2))
-    let listed!: () => void
-    await inObject(setup.sessionId, (inst) => {
-      const neon = inst.store
-      inst.store = {
-        ...neon,
-        // Neon taking the listing and not answering until the test lets it.
-        register: (...args) =>
-          new Promise<void>((resolve) => {
-            listed = resolve
-          }).then(() => neon.register(...args)),
-      }
-    })
+    const listed = await holdListing(setup.sessionId)
     const stub = sessionStub(env, setup.sessionId)
     expect(await stub.create(setup)).toEqual({ ok: true, created: true })
     expect(await pg()`select id from game_sessions where id = ${setup.sessionId}`).toEqual([])
-    await inObject(setup.sessionId, () => listed())
+    await listed()
     await until(async () => {
       const rows = await pg()`select id from game_sessions where id = ${setup.sessionId}`
       return rows.length === 1 || undefined

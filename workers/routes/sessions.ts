@@ -19,6 +19,7 @@ import { boundedInt } from '../lib/config.ts'
 import { ApiError, apiErrorFrom } from '../lib/problem.ts'
 import { SESSION_AUDIENCE, verifySessionToken } from '../lib/session-token.ts'
 import { acceptedSocket, socketOffer, type SocketOffer } from '../lib/socket-auth.ts'
+import { NoAnswerInTime, within } from '../lib/within.ts'
 import { adminKeyGuard } from '../middleware/auth.ts'
 import { countPlayerRead, enforceEdgeLimit } from '../middleware/rate-limit.ts'
 import { SessionId } from '../sessions/schemas.ts'
@@ -201,34 +202,27 @@ async function erasedSince(
   if (!mayBeBackUnderErasedId(viewer)) return false
   // `iat` is in whole seconds: a token stamped in the session's second may be later than it.
   if (viewer.issuedAt !== undefined && viewer.issuedAt + 1000 <= createdAt) return false
-  let timer: ReturnType<typeof setTimeout> | undefined
   try {
-    const asked = getSql(c.env).query(
-      'select 1 from erased_players where id = $1 and erased_at > to_timestamp($2 / 1000.0)',
-      [viewer.playerId, createdAt],
-    )
     // A Neon that hangs must not hold a running game's reads and reconnects for its 8 s.
-    const erased = await Promise.race([
-      asked,
-      new Promise<'no answer'>((resolve) => {
-        timer = setTimeout(() => resolve('no answer'), ERASURE_CHECK_WAIT_MS)
-      }),
-    ])
-    if (erased !== 'no answer') return erased.length > 0
-    log('warn', 'erasure check skipped', {
-      sessionCreatedAt: createdAt,
-      error: `no answer in ${ERASURE_CHECK_WAIT_MS} ms`,
-    })
-    return false
+    const erased = await within(
+      getSql(c.env).query(
+        'select 1 from erased_players where id = $1 and erased_at > to_timestamp($2 / 1000.0)',
+        [viewer.playerId, createdAt],
+      ),
+      ERASURE_CHECK_WAIT_MS,
+      'the erasure check',
+    )
+    return erased.length > 0
   } catch (err) {
-    // Neon out of reach: the session is served as before this check (it guards a rare case, a
-    // player back under an erased id, and must not take a running game's reads down with Neon).
-    // Anything else (a missing table, a refused role) is a fault to see, not a reason to skip.
-    if (!isDatabaseUnreachable(err) && !isTransientDatabaseError(err)) throw err
+    // Neon out of reach or slow: the session is served as before this check (it guards a rare
+    // case, a player back under an erased id, and must not take a running game's reads down with
+    // Neon). Anything else (a missing table, a refused role) is a fault to see, not a reason to
+    // skip.
+    const skip =
+      err instanceof NoAnswerInTime || isDatabaseUnreachable(err) || isTransientDatabaseError(err)
+    if (!skip) throw err
     log('warn', 'erasure check skipped', { sessionCreatedAt: createdAt, ...errorFields(err) })
     return false
-  } finally {
-    clearTimeout(timer)
   }
 }
 

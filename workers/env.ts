@@ -87,6 +87,12 @@ export interface Env {
    */
   CORS_ORIGINS?: string
 
+  /**
+   * Origins of the studio's own browser tools that may send the admin key (comma-separated;
+   * default none): the API's own origin (the dashboard) always may, any other page may not.
+   */
+  ADMIN_ORIGINS?: string
+
   /** 'debug' | 'info' (default) | 'warn' | 'error' | 'silent'. */
   LOG_LEVEL?: string
 }

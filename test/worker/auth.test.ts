@@ -200,6 +200,8 @@ describe('guest auth', () => {
   })
 
   it("counts Workers on other zones, which all arrive from one Cloudflare address, by their zone: one zone's sign-ins leave another's allowance whole", async () => {
+    // The count is by the minute: its turn between the sign-ins would let them all through.
+    await clearOfMinuteTurn(5_000)
     const signIn = (zone: string) =>
       callWithEnv(
         { GUEST_AUTH_PER_MINUTE: '3' },
@@ -226,6 +228,7 @@ describe('guest auth', () => {
   })
 
   it('counts an IPv6 client by its /64: rotating addresses inside it does not reset the limit', async () => {
+    await clearOfMinuteTurn(5_000)
     const prefix = `2001:db8:${Math.floor(Math.random() * 0xffff).toString(16)}:7`
     const statuses: number[] = []
     for (let i = 1; i <= 6; i++) {
@@ -683,6 +686,95 @@ describe('bad credentials, one by one', () => {
     expect((await put(jwtShapedKey, ip)).status).toBe(401)
     expect(adminKeyRefusals() - refusedBefore).toBe(1)
     expect((await put(jwtShapedKey, clientAddress())).status).toBe(200)
+  })
+})
+
+describe('the admin key from browser pages', () => {
+  const EVIL = 'https://games.example.net'
+  const fromPage = (origin: string, credential: string, ip: string, player = 'someone') =>
+    call(
+      `/v1/admin/players/${player}`,
+      json('PUT', { name: 'from-a-page' }, credential, { 'cf-connecting-ip': ip, origin }),
+    )
+
+  it("a page on another origin cannot spend an address's allowance of wrong admin keys: its keys are never compared, and the address's own key still works", async () => {
+    await clearOfMinuteTurn()
+    const ip = clientAddress()
+    const refusedBefore = adminKeyRefusals()
+    // Well past the allowance, as a page open in an operator's browser would send them.
+    for (let i = 0; i < ADMIN_KEY_GUESSES_PER_MINUTE + 5; i++) {
+      const p = await problem(await fromPage(EVIL, `page-guess-${i}`, ip))
+      expect(p).toMatchObject({ status: 401, type: 'urn:nexus:problem:unauthorized' })
+      expect(p.detail).toContain('ADMIN_ORIGINS')
+    }
+    // Refused before any comparison, so none counted as refused unread either.
+    expect(adminKeyRefusals()).toBe(refusedBefore)
+    // The game server (or the dashboard) at that address is not locked out.
+    expect((await call(ADMIN_PROBE, probeFrom(ip, ADMIN_KEY))).status).toBe(200)
+  })
+
+  it("the right admin key from a page on another origin → 401 and no change; from the API's own origin or one in ADMIN_ORIGINS → 200", async () => {
+    const player = `page-target-${crypto.randomUUID()}`
+    const right = await fromPage(EVIL, ADMIN_KEY, clientAddress(), player)
+    expect(await problem(right)).toMatchObject({
+      status: 401,
+      type: 'urn:nexus:problem:unauthorized',
+    })
+    // A sandboxed frame or a file names its origin `null`: no more trusted.
+    expect((await fromPage('null', ADMIN_KEY, clientAddress(), player)).status).toBe(401)
+    const nameOf = async () =>
+      (
+        (await (await call(`/v1/admin/players/${player}`, bearer(ADMIN_KEY))).json()) as {
+          name: string | null
+        }
+      ).name
+    expect(await nameOf()).toBeNull()
+
+    // The dashboard's origin is the API's own: its writes carry Origin, and go through.
+    expect((await fromPage('http://nexus.test', ADMIN_KEY, clientAddress(), player)).status).toBe(
+      200,
+    )
+    // A studio's own tool on another origin, listed.
+    const tool = 'https://ops.studio.example'
+    const listed = (credential: string, origin = tool) =>
+      callWithEnv(
+        { ADMIN_ORIGINS: `https://other.example, ${tool}` },
+        `/v1/admin/players/${player}`,
+        json('PUT', { name: 'from-the-tool' }, credential, { origin }),
+      )
+    expect((await listed(ADMIN_KEY)).status).toBe(200)
+    expect((await listed('not-the-key')).status).toBe(401)
+    // Not a prefix match: the origin is the whole scheme, host and port.
+    expect((await listed(ADMIN_KEY, `${tool}:8443`)).status).toBe(401)
+    expect(await nameOf()).toBe('from-the-tool')
+  })
+
+  it("a page on another origin still sends players' tokens; the metrics token and an admin key shaped like a JWT are not taken from it", async () => {
+    const { token } = await newGuest()
+    // A player's token works from any page (the probe is an admin route: a player is 403 there).
+    expect((await fromPage(EVIL, token, clientAddress())).status).toBe(403)
+    const me = await call('/v1/players/me', {
+      headers: { authorization: `Bearer ${token}`, origin: EVIL },
+    })
+    expect(me.status).toBe(200)
+
+    const METRICS_TOKEN = 'scrape-from-a-page'
+    const scrape = (origin?: string) =>
+      callWithEnv({ METRICS_TOKEN }, '/metrics', {
+        headers: { authorization: `Bearer ${METRICS_TOKEN}`, ...(origin ? { origin } : {}) },
+      })
+    expect((await scrape(EVIL)).status).toBe(401)
+    expect((await scrape()).status).toBe(200)
+
+    const jwtShapedKey = 'aaaa.bbbb.cccc'
+    const put = (origin?: string) =>
+      callWithEnv(
+        { ADMIN_KEY: jwtShapedKey },
+        ADMIN_PROBE,
+        json('PUT', { name: 'x' }, jwtShapedKey, origin ? { origin } : {}),
+      )
+    expect((await put(EVIL)).status).toBe(401)
+    expect((await put()).status).toBe(200)
   })
 })
 

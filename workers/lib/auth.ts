@@ -669,6 +669,11 @@ export interface AdminKeyGuard {
   comparing(): { right(): void }
   /** Counts a wrong admin key from this client (across isolates, where Redis is configured). */
   wrong(): Promise<void>
+  /**
+   * The origin of the browser page that sent the request, when it is one the admin key is not
+   * taken from (`ADMIN_ORIGINS`): no admin key is compared, and nothing counted.
+   */
+  readonly foreignPage?: string
 }
 
 /**
@@ -716,6 +721,7 @@ export async function authenticate(
     try {
       return await verifyPlayerToken(env, credential)
     } catch (err) {
+      if (guard?.foreignPage !== undefined) throw err
       // An admin key shaped like a token is guessed in that shape, so such guesses count
       // (uncounted, they would dodge the lockout). With any other admin key, no token-shaped
       // credential can be it, and a player's expired token is no guess.
@@ -735,10 +741,28 @@ export async function authenticate(
       throw err
     }
   }
+  if (guard?.foreignPage !== undefined) {
+    if (!credential.includes('.')) throw adminKeyFromForeignPage(guard.foreignPage)
+    return verifyPlayerToken(env, credential)
+  }
   if (await checkAdminKey(env, credential, guard)) return { kind: 'admin' }
   // Something with no dot can only have been meant as an admin key; with dots, as a token.
   if (!credential.includes('.')) throw notACredential()
   return verifyPlayerToken(env, credential)
+}
+
+/**
+ * A credential that could only be the admin key, from a browser page on another origin. Any page
+ * a player opens can send requests to the API with a header of its choosing (`CORS_ORIGINS` lets
+ * it, for games): compared and counted, its wrong keys locked the player's address out of the
+ * admin key (a studio's office, its game servers' NAT); compared and not counted, they would be
+ * guesses for free. So such keys are not compared at all, right or wrong.
+ */
+export function adminKeyFromForeignPage(origin: string): ApiError {
+  return new ApiError(
+    'unauthorized',
+    `The admin key is not taken from browser pages on other origins (this one: ${origin.slice(0, 200)}); list the origins of the studio's own tools in ADMIN_ORIGINS`,
+  )
 }
 
 /** Something with no dot is no token, and it is not the admin key either. */

@@ -50,8 +50,38 @@ const UNCOUNTED: AdminKeyGuard = {
   wrong: async () => {},
 }
 
-/** Counts wrong admin keys by the client's address (IPv6 by its /64, and by its /48). */
+const adminOriginLists = new Map<string, ReadonlySet<string>>()
+
+/**
+ * The origin of the browser page behind a request, when the admin key is not taken from it:
+ * browsers name the page's origin in `Origin` on every cross-origin request (and on same-origin
+ * ones but GET and HEAD). The API's own origin (the dashboard) and those in `ADMIN_ORIGINS` (a
+ * comma-separated list) may send it; `null` (a sandboxed frame, a file) may not.
+ */
+export function foreignPageOf(c: Context<AppEnv>): string | undefined {
+  const origin = c.req.header('origin')
+  if (origin === undefined || origin === new URL(c.req.url).origin) return undefined
+  const setting = c.env.ADMIN_ORIGINS ?? ''
+  let allowed = adminOriginLists.get(setting)
+  if (!allowed) {
+    allowed = new Set(
+      setting
+        .split(',')
+        .map((o) => o.trim())
+        .filter(Boolean),
+    )
+    adminOriginLists.set(setting, allowed)
+  }
+  return allowed.has(origin) ? undefined : origin
+}
+
+/**
+ * Counts wrong admin keys by the client's address (IPv6 by its /64, and by its /48); a request
+ * from a browser page on an origin not allowed the admin key has none compared (`foreignPage`).
+ */
 export function adminKeyGuard(c: Context<AppEnv>): AdminKeyGuard {
+  const foreignPage = foreignPageOf(c)
+  if (foreignPage !== undefined) return { ...UNCOUNTED, foreignPage }
   // Cloudflare names every client's address. Without one (a request made inside workerd, as
   // tests do) nothing is counted: a counter shared by all such requests would let any of them
   // lock the others out.
@@ -208,7 +238,7 @@ export const requireMetricsReader = (): MiddlewareHandler<AppEnv> =>
     // counted. Given back as soon as it answers: a guess is then counted by the admin-key check
     // below (in the same synchronous step, for a credential that is not a token), the scraper's
     // own token not at all.
-    if (credential && guard.wait() === 0) {
+    if (credential && guard.foreignPage === undefined && guard.wait() === 0) {
       const compared = guard.comparing()
       let isMetrics: boolean
       try {

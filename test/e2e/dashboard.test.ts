@@ -140,7 +140,10 @@ describe('dashboard in Chromium', () => {
     expect(cells[3]).toBe('12')
     expect(cells[5]).toBe('3')
     await row.click()
-    await expect.poll(() => page.getAttribute('#top10', 'data-entries')).toBe('10')
+    // A board's detail is two object calls and two Neon queries behind the dev proxy.
+    await expect
+      .poll(() => page.getAttribute('#top10', 'data-entries'), { timeout: 10_000 })
+      .toBe('10')
     const expected = [...players].sort((a, b) => b.score - a.score).slice(0, 10)
     const labels = await page.locator('#top10 svg text').allTextContents()
     for (const [i, p] of expected.entries()) expect(labels).toContain(`#${i + 1} ${p.name}`)
@@ -193,13 +196,59 @@ describe('dashboard in Chromium', () => {
     const row = page.locator(`#boards tbody tr[data-board="${gone}"]`)
     await row.waitFor()
     await row.click()
-    await expect.poll(() => page.textContent('#board-title')).toContain('Gone soon')
+    await expect
+      .poll(() => page.textContent('#board-title'), { timeout: 10_000 })
+      .toContain('Gone soon')
+    // Every status the page shows from here: the next refresh replaces the one about the board.
+    await page.evaluate(`window.statuses = []
+      new MutationObserver(() => window.statuses.push(document.getElementById('status').textContent))
+        .observe(document.getElementById('status'), { childList: true, characterData: true, subtree: true })`)
     await admin('DELETE', `/v1/admin/leaderboards/${gone}`)
-    await expect.poll(() => page.locator('#board-detail').isHidden()).toBe(true)
-    await expect.poll(() => page.textContent('#status')).toContain(`board ${gone}`)
+    // The next detail request goes out within a refresh (1 s, longer while one is slow), then
+    // takes its own time.
+    await expect
+      .poll(() => page.locator('#board-detail').isHidden(), { timeout: 10_000 })
+      .toBe(true)
+    await expect
+      .poll(() => page.evaluate('window.statuses') as Promise<string[]>, { timeout: 10_000 })
+      .toContainEqual(expect.stringContaining(`board ${gone}`))
     // The browser logs the detail's 404 itself; nothing else is expected.
     expect(problems.filter((p) => !p.includes('status of 404'))).toEqual([])
     problems.length = 0
+  })
+
+  it("draws a board's live top 10 with every score visible: negative ones on an ascending board, and close ones told apart", async () => {
+    const golf = uid('golf')
+    await admin('PUT', `/v1/admin/leaderboards/${golf}`, { name: 'Golf', sortOrder: 'asc' })
+    const scores = [-3, -8, -5, 52.318, 52.317]
+    for (const [i, score] of scores.entries()) {
+      await players[i]!.nexus.leaderboards.submit(golf, { score })
+    }
+    const row = page.locator(`#boards tbody tr[data-board="${golf}"]`)
+    await row.waitFor({ timeout: 10_000 })
+    await row.click()
+    await expect
+      .poll(() => page.getAttribute('#top10', 'data-entries'), { timeout: 10_000 })
+      .toBe(String(scores.length))
+    // The value beside each bar (the names are the texts that start with the rank).
+    const values = await page
+      .locator('#top10 svg text')
+      .evaluateAll((ts) =>
+        ts
+          .filter((t) => !(t.textContent ?? '').startsWith('#'))
+          .map((t) => ({ text: t.textContent, x: Number(t.getAttribute('x')) })),
+      )
+    expect(values.map((v) => v.text)).toEqual(['-8', '-5', '-3', '52.317', '52.318'])
+    // Right of the names' column (which ends at 124 in the 520-wide chart), inside the chart.
+    for (const v of values) {
+      expect(v.x).toBeGreaterThan(124)
+      expect(v.x).toBeLessThan(520)
+    }
+    const widths = await page
+      .locator('#top10 svg rect')
+      .evaluateAll((rs) => rs.map((r) => Number(r.getAttribute('width'))))
+    // Each bar as long as its score's size: -8 longer than -3.
+    expect(widths[0]).toBeGreaterThan(widths[2]! * 2)
   })
 
   it('asks for nothing while the tab is hidden, and refreshes when it is shown', async () => {
@@ -226,12 +275,14 @@ describe('dashboard in Chromium', () => {
     const details: string[] = []
     const overviews: string[] = []
     const count = (r: { url(): string }) => {
-      if (r.url().includes('/dashboard/api/boards/')) details.push(r.url())
       if (r.url().includes('/dashboard/api/overview')) overviews.push(r.url())
     }
     page.on('request', count)
-    // The board's detail never answers.
-    await page.route('**/dashboard/api/boards/**', () => {})
+    // The board's detail never answers. Counted here, not as requests go out: one sent before
+    // the route is in place is answered, and is not one held open.
+    await page.route('**/dashboard/api/boards/**', (route) => {
+      details.push(route.request().url())
+    })
     const other = uid('other')
     await admin('PUT', `/v1/admin/leaderboards/${other}`, { name: 'Another' })
     try {

@@ -142,8 +142,9 @@ export const DASHBOARD_JS = String.raw`
       clear(container).appendChild(root)
       return
     }
+    // Bars are as long as a value's size: an ascending board's best scores may be negative.
     var max = 0
-    items.forEach(function (it) { (it.values || [it.value]).forEach(function (v) { if (v > max) max = v }) })
+    items.forEach(function (it) { (it.values || [it.value]).forEach(function (v) { if (Math.abs(v) > max) max = Math.abs(v) }) })
     max = max > 0 ? max : 1
     items.forEach(function (it, i) {
       var y0 = T + i * rowH
@@ -152,10 +153,10 @@ export const DASHBOARD_JS = String.raw`
       var vals = it.values || [it.value]
       var bh = (rowH - 4) / vals.length
       vals.forEach(function (v, k) {
-        var w = v === null ? 0 : Math.max(1, ((W - L - R) * v) / max)
+        var w = v === null ? 0 : Math.max(1, ((W - L - R) * Math.abs(v)) / max)
         root.appendChild(svg('rect', { x: L, y: y0 + 2 + k * bh, width: w, height: bh - 1, rx: 2, fill: COLORS[k % COLORS.length], 'data-value': v }))
       })
-      root.appendChild(svg('text', { x: L + ((W - L - R) * Math.max.apply(null, vals.map(function (v) { return v || 0 }))) / max + 4, y: y0 + rowH / 2 + 3 },
+      root.appendChild(svg('text', { x: L + ((W - L - R) * Math.max.apply(null, vals.map(function (v) { return Math.abs(v || 0) }))) / max + 4, y: y0 + rowH / 2 + 3 },
         vals.map(function (v) { return fmt(v, opts.digits || 0) }).join(' / ')))
     })
     clear(container).appendChild(root)
@@ -311,9 +312,10 @@ export const DASHBOARD_JS = String.raw`
       if (state.board !== id) return
       $('board-detail').hidden = false
       $('board-title').textContent = (b.config.name || b.id) + ' · cycle ' + b.cycle.cycle + ' · ' + fmt(b.cycle.entries) + ' entries'
+      // Scores to six places: race times a thousandth apart are different ranks, shown apart.
       barChart($('top10'), b.top.map(function (e) {
         return { label: '#' + e.rank + ' ' + (e.name || e.playerId), value: e.score }
-      }), { label: 'live top 10', empty: 'no scores this cycle', digits: 2 })
+      }), { label: 'live top 10', empty: 'no scores this cycle', digits: 6 })
       $('top10').setAttribute('data-entries', String(b.top.length))
       var cycles = b.cycles.slice().reverse()
       barChart($('chart-cycles'), cycles.map(function (c) { return { label: 'cycle ' + c.cycle, value: c.entries } }), { label: 'entries per cycle', empty: 'no closed cycles yet' })

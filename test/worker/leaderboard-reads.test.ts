@@ -6,6 +6,7 @@ import {
   BASE,
   call,
   callWithEnv,
+  clearOfMinuteTurn,
   clientAddress,
   json,
   newGuest,
@@ -582,7 +583,8 @@ describe('edge cache', () => {
   it('serves repeated reads from the cache with an honest max-age, and no-cache reads fresh', async () => {
     const b = await createBoard()
     await submitFor(b, 'a', { score: 1 })
-    const first = await call(`/v1/leaderboards/${b}/top`)
+    // Waits for the answer's background work too: its write to the edge cache, read below.
+    const first = await callWithEnv({}, `/v1/leaderboards/${b}/top`)
     expect(first.headers.get('x-cache')).toBe('MISS')
     const maxAge = Number(/max-age=(\d+)/.exec(first.headers.get('cache-control') ?? '')?.[1])
     expect(first.headers.get('cache-control')).toMatch(/^public, max-age=\d+$/)
@@ -643,6 +645,7 @@ describe('edge cache', () => {
     await submitFor(b, `${b}-first`, { score: 1 })
     const path = `/v1/leaderboards/${b}/top`
     const key = `lb:${b}:top:10:`
+    const board = await countTopCalls(b)
     // A load whose names come from a Neon that never answers (its 1 s limit): it read the board
     // before the write below, and stores its answer a second later.
     const slow = callWithEnv(
@@ -654,7 +657,11 @@ describe('edge cache', () => {
       path,
       { headers: { 'cache-control': 'no-cache' } },
     )
-    await new Promise((r) => setTimeout(r, 300))
+    await until(
+      async () => (board.calls > 0 ? true : undefined),
+      5000,
+      'the slow load at the board',
+    )
     await submitFor(b, `${b}-second`, { score: 2 })
     // A quicker load, begun after the write, stores the newer page first.
     expect((await fresh<Top>(path)).total).toBe(2)
@@ -674,7 +681,7 @@ describe('edge cache', () => {
   it('an early refresh chosen at one layer goes to the board, not to the same answer one layer down', async () => {
     const b = await createBoard()
     await submitFor(b, 'a', { score: 1 })
-    const first = await call(`/v1/leaderboards/${b}/top`)
+    const first = await callWithEnv({}, `/v1/leaderboards/${b}/top`)
     expect(first.headers.get('x-cache')).toBe('MISS')
     await first.body?.cancel()
     await submitFor(b, 'b', { score: 2 })
@@ -866,6 +873,8 @@ describe('fresh reads (Cache-Control: no-cache)', () => {
       callWithEnv({ FRESH_READS_PER_MINUTE: '2' }, `/v1/leaderboards/${b}/top`, {
         headers: { 'cache-control': 'no-cache', 'cf-connecting-ip': ip },
       })
+    // Counted by the minute: its turn after the second read would leave none limited.
+    await clearOfMinuteTurn(5_000)
     const limitedBefore = counterTotal('nexus_fresh_reads_limited_total')
     const seen: { limited: boolean; cache: string | null; total: number }[] = []
     for (let i = 0; i < 4; i++) {

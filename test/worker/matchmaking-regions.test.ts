@@ -18,6 +18,7 @@ import {
   createQueue,
   DUEL,
   fireAlarm,
+  graceUntil,
   newClock,
   poolOf,
   rig,
@@ -319,6 +320,8 @@ describe('one ticket per player per queue, across regions', () => {
     ws.close(1000)
     // Until the pool has seen the close and started the grace, and during the grace: refused.
     expect((await joinAs(q, g.token, 'us')).status).toBe(409)
+    // The grace runs from the pool's clock when it saw the close: moved only once it has.
+    await until(async () => ((await graceUntil(q, ticketId, 'eu')) !== null ? true : undefined))
     clock.t += 10_001
     const res = await joinAs(q, g.token, 'us')
     expect(res.status).toBe(201)

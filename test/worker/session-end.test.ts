@@ -13,7 +13,15 @@ import {
 } from '../../workers/core/rules/index.ts'
 import { NeonSessionStore, type SessionStore } from '../../workers/sessions/store.ts'
 import { boardId, createBoard, fresh, pg, submitFor } from './helpers/boards.ts'
-import { ADMIN_KEY, bearer, call, json, newGuest, problem } from './helpers/http.ts'
+import {
+  ADMIN_KEY,
+  bearer,
+  call,
+  clearOfMinuteTurn,
+  json,
+  newGuest,
+  problem,
+} from './helpers/http.ts'
 import { localFamilies } from '../../workers/lib/metrics.ts'
 import { until } from './helpers/sockets.ts'
 import { issueSessionToken } from '../../workers/lib/session-token.ts'
@@ -938,6 +946,8 @@ describe('the end of a game', () => {
       .filter((p) => game.winners.includes(p.playerId))
       .map((p) => p.playerId)
     // The second winner has used this minute's one submission: the stage stops after the first.
+    // The minute must not turn before the stage reaches the board, which would take it.
+    await clearOfMinuteTurn(10_000)
     await submitFor(board, winners[1]!, { score: 5 })
     await inObject(game.sessionId, (inst) => {
       inst.store = new NeonSessionStore(env)
@@ -970,6 +980,8 @@ describe('the end of a game', () => {
     )
     expect(ban.status).toBe(200)
     // The other winner has used this minute's one submission: the stage stops at them.
+    // The minute must not turn before the stage reaches the board, which would take it.
+    await clearOfMinuteTurn(10_000)
     await submitFor(board, limited, { score: 5 })
     const refusedCount = () =>
       localFamilies()
@@ -1141,6 +1153,8 @@ describe('the end of a game', () => {
     })
     // The winner has used this minute's one submission: the result is recorded, the board's
     // stage waits.
+    // The minute must not turn before the stage reaches the board, which would take it.
+    await clearOfMinuteTurn(10_000)
     await submitFor(board, game.winner, { score: 5 })
     await inObject(game.sessionId, (inst) => {
       inst.store = new NeonSessionStore(env)

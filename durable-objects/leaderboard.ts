@@ -504,9 +504,19 @@ export class Leaderboard extends DurableObject<Env> {
     this.sql = ctx.storage.sql
     this.archiveWriter = new NeonArchiveWriter(env)
     void ctx.blockConcurrencyWhile(async () => {
-      this.load()
-      // A board upgraded to catch up with account bans or erasures does so on its next alarm.
-      if (this.catchUpPending) await this.scheduleAlarm()
+      try {
+        this.load()
+      } catch (err) {
+        // The object resets and every call to it fails until a version that loads it is
+        // deployed (a stored cycle a rollback refuses, a schema step that fails): the runtime's
+        // own error does not say which board.
+        log('error', 'board does not load', { actor: this.actor, ...errorFields(err) })
+        throw err
+      }
+      // Its own work comes back with it: a close whose alarm was lost (a board that did not
+      // load for a while lost it after the runtime's retries) waits for no boundary or write,
+      // and a board upgraded to catch up with account bans or erasures does so on its alarm.
+      await this.scheduleAlarm()
     })
   }
 

@@ -595,11 +595,22 @@ export class MatchPool extends DurableObject<Env> {
       new WebSocketRequestResponsePair('{"type":"ping"}', '{"type":"pong"}'),
     )
     void ctx.blockConcurrencyWhile(async () => {
-      this.load()
+      try {
+        this.load()
+      } catch (err) {
+        // The object resets and every call to it fails until a version that loads it is
+        // deployed: the runtime's own error does not say which pool.
+        log('error', 'pool does not load', { actor: this.actor, ...errorFields(err) })
+        throw err
+      }
       // Sockets outlive the instance (hibernation, an eviction), and so do their pings' times.
       this.nextSilentCheck = this.nextSilence(Date.now())
-      const graces = this.startGracesOfLostSockets()
-      if (graces + this.notesDueNow() > 0) await this.scheduleAlarm()
+      this.startGracesOfLostSockets()
+      this.notesDueNow()
+      // Its own work comes back with it: a match waiting for its session, or a party note,
+      // whose alarm was lost (a pool that did not load for a while lost it after the runtime's
+      // retries) waits for no join.
+      await this.scheduleAlarm()
     })
   }
 

@@ -6,7 +6,7 @@ import {
   runInDurableObject,
   waitOnExecutionContext,
 } from 'cloudflare:test'
-import { describe, expect, it, onTestFinished } from 'vitest'
+import { describe, expect, it, onTestFinished, vi } from 'vitest'
 import {
   CLOSE_RECORD_KEPT_MS,
   type CloseStatus,
@@ -34,6 +34,7 @@ import { countRowsRead } from './helpers/rows-read.ts'
 import { replaceMethod } from './helpers/replace-method.ts'
 import { CYCLE_REWARDS_PAGE } from '../../workers/routes/admin-leaderboards.ts'
 import { localFamilies } from '../../workers/lib/metrics.ts'
+import { logFloor } from '../../workers/lib/log.ts'
 import { issuePlayerToken } from '../../workers/lib/auth.ts'
 import { canonicalJson } from '../../workers/lib/canonical-json.ts'
 import { ARCHIVE_SPREAD_MS, archiveDelayMs } from '../../workers/core/leaderboard.ts'
@@ -1905,5 +1906,62 @@ describe('the cron as a safety net for archives', () => {
     const [n] =
       await pg()`select count(*)::int as n from leaderboard_archive where leaderboard_id = ${board}`
     expect(n).toEqual({ n: 2000 })
+  })
+
+  it("a close that never reached Neon, whose alarm was lost, is taken up at the board's next wake", async () => {
+    const board = await createBoard()
+    // The first page fails (Neon down), so Neon has no record of the close for the cron to find.
+    await closeWithFailingPages(board, 300, () => true)
+    const retryAt = Date.now() + 3_600_000
+    await runInDurableObject(stub(board), async (_inst: Leaderboard, state) => {
+      state.storage.sql.exec(`UPDATE closes SET next_attempt_at = ?`, retryAt)
+      await state.storage.deleteAlarm()
+    })
+    const [none] =
+      await pg()`select count(*)::int as n from leaderboard_cycles where leaderboard_id = ${board}`
+    expect(none).toEqual({ n: 0 })
+    // A wake for anything (a player's read) brings the alarm back, for the close's next attempt.
+    await evictDurableObject(stub(board))
+    await fresh(`/v1/leaderboards/${board}`)
+    const alarm = await runInDurableObject(stub(board), (_i, state) => state.storage.getAlarm())
+    expect(alarm).toBe(retryAt)
+    expect((await archiveUntilDone(board, 1)).archived).toBe(300)
+  })
+
+  it('a board that does not load names itself in an error line (its calls fail until a version that loads it)', async () => {
+    const board = await createBoard()
+    onTestFinished(async () => {
+      // Out of the cron's walks in the rest of this file: each would fail on it.
+      await pg()`delete from leaderboards where id = ${board}`
+    })
+    await submitFor(board, 'a', { score: 1 })
+    // A stored cycle this version refuses, as after a rollback past the version that wrote it.
+    await runInDurableObject(stub(board), (_inst: Leaderboard, state) => {
+      state.storage.sql.exec(
+        `UPDATE meta SET value = json_set(value, '$.cycle', json('{"every":"1s"}')) WHERE key = 'config'`,
+      )
+    })
+    await evictDurableObject(stub(board))
+    const lines: string[] = []
+    const spy = vi.spyOn(console, 'error').mockImplementation((line: unknown) => {
+      lines.push(String(line))
+    })
+    logFloor.level = 'error'
+    onTestFinished(() => {
+      logFloor.level = null
+      spy.mockRestore()
+    })
+    const read = await call(`/v1/leaderboards/${board}`, {
+      headers: { 'cache-control': 'no-cache' },
+    })
+    expect(read.status).toBeGreaterThanOrEqual(500)
+    await read.body?.cancel()
+    const line = lines
+      .map((l) => JSON.parse(l) as Record<string, unknown>)
+      .find((l) => l.msg === 'board does not load')
+    expect(line).toMatchObject({ level: 'error', actor: `Leaderboard:${board}` })
+    expect(String(line!.error)).toContain('stored cycle is invalid')
+    // Out of the cron's walks in the rest of this file: it would log the same for every run.
+    await pg()`delete from leaderboards where id = ${board}`
   })
 })

@@ -1,6 +1,6 @@
 import { evictDurableObject, runDurableObjectAlarm, runInDurableObject } from 'cloudflare:test'
 import { env } from 'cloudflare:workers'
-import { describe, expect, it } from 'vitest'
+import { describe, expect, it, onTestFinished, vi } from 'vitest'
 import type { MatchPool } from '../../durable-objects/match-pool.ts'
 import type { SessionCreator, SessionSetup } from '../../workers/matchmaking/session.ts'
 import { gameSessionCreator } from '../../workers/matchmaking/session.ts'
@@ -21,6 +21,7 @@ import {
   ticketOf,
 } from './helpers/matchmaking.ts'
 import { pg } from './helpers/boards.ts'
+import { logFloor } from '../../workers/lib/log.ts'
 import { collect, connect, nextOfType, until } from './helpers/sockets.ts'
 
 function matchRows(queue: string) {
@@ -138,6 +139,57 @@ describe('a restart', () => {
     expect(await ticketOf(ticketId)).toMatchObject({ status: 'cancelled', reason: 'disconnected' })
     const rival = await joinFor(q, `${q}-rival`)
     expect(rival.status).toBe('waiting')
+  })
+})
+
+describe('a wake', () => {
+  it("brings back the alarm of a match waiting for its session, lost meanwhile: the pool's next wake, for any call, tries again", async () => {
+    const { q, ta } = await matchWithSessionsDown()
+    const [pending] = await matchRows(q)
+    expect(pending).toMatchObject({ state: 'pending' })
+    await runInDurableObject(poolOf(q), (_i: MatchPool, state) => state.storage.deleteAlarm())
+    await evictDurableObject(poolOf(q))
+    // A player's read of their ticket wakes the pool.
+    expect((await ticketOf(ta.ticketId)).status).toBe('matching')
+    const retryAt = await runInDurableObject(
+      poolOf(q),
+      (_i: MatchPool, state) =>
+        state.storage.sql
+          .exec<{ t: number }>(`SELECT next_attempt_at AS t FROM matches WHERE state = 'pending'`)
+          .one().t,
+    )
+    const alarm = await alarmAt(q)
+    expect(alarm).not.toBeNull()
+    // For the match's next attempt, or at once when that is past (the test's clock ran ahead).
+    expect(alarm!).toBeLessThanOrEqual(Math.max(retryAt, Date.now()))
+  })
+
+  it('of a pool that does not load names it in an error line', async () => {
+    const q = await createQueue()
+    onTestFinished(async () => {
+      // Out of any walk of queues later in this run: each would fail on it.
+      await pg()`delete from queues where id = ${q}`
+    })
+    await joinFor(q, `${q}-a`)
+    // A configuration this version cannot read, as a schema step gone wrong would leave it.
+    await runInDurableObject(poolOf(q), (_i: MatchPool, state) => {
+      state.storage.sql.exec(`UPDATE meta SET value = '{' WHERE key = 'config'`)
+    })
+    await evictDurableObject(poolOf(q))
+    const lines: string[] = []
+    const spy = vi.spyOn(console, 'error').mockImplementation((line: unknown) => {
+      lines.push(String(line))
+    })
+    logFloor.level = 'error'
+    onTestFinished(() => {
+      logFloor.level = null
+      spy.mockRestore()
+    })
+    await expect(alarmAt(q)).rejects.toThrow()
+    const line = lines
+      .map((l) => JSON.parse(l) as Record<string, unknown>)
+      .find((l) => l.msg === 'pool does not load')
+    expect(line).toMatchObject({ level: 'error', actor: expect.stringContaining('MatchPool:') })
   })
 })
 

@@ -91,6 +91,37 @@ describe('operations endpoints', () => {
     expect(body.detail).toContain('redis unreachable or refusing writes')
   })
 
+  it("/ready's failed checks log why, which its answer does not say: Redis out of reach, a Neon role that may not read the migrations", async () => {
+    const lines = captureLogs()
+    const down = await callWithEnv({ ...unreachableRedis, LOG_LEVEL: 'warn' }, '/ready')
+    expect(down.status).toBe(503)
+    await down.body?.cancel()
+    const failures = () =>
+      lines
+        .map((l) => JSON.parse(l) as Record<string, unknown>)
+        .filter((l) => l.msg === 'readiness check failed')
+    expect(failures()).toEqual([
+      expect.objectContaining({ level: 'warn', check: 'redis', error: expect.any(String) }),
+    ])
+    // A role that connects but may not read the migrations table.
+    const role = `ready_${crypto.randomUUID().slice(0, 8)}`
+    await pg().query(`CREATE ROLE ${role} LOGIN PASSWORD 'ready-probe'`)
+    onTestFinished(() =>
+      pg()
+        .query(`DROP ROLE IF EXISTS ${role}`)
+        .then(() => {}),
+    )
+    const url = new URL(env.DATABASE_URL!)
+    url.username = role
+    url.password = 'ready-probe'
+    const denied = await callWithEnv({ DATABASE_URL: url.toString(), LOG_LEVEL: 'warn' }, '/ready')
+    expect(denied.status).toBe(503)
+    await denied.body?.cancel()
+    expect(failures().find((l) => l.check === 'postgres')).toMatchObject({
+      error: expect.stringContaining('permission denied'),
+    })
+  })
+
   it('/ready is 503 naming Postgres when it is unreachable', async () => {
     const res = await callWithEnv(unreachablePostgres, '/ready')
     expect(res.status).toBe(503)

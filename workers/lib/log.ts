@@ -7,6 +7,13 @@ export type LogLevel = Exclude<keyof typeof levels, 'silent'>
 
 let threshold: number = levels.info
 
+/**
+ * Lines at or above this level are written whatever LOG_LEVEL says (null: none). For tests, which
+ * read what an object logs at its start, where the environment's LOG_LEVEL (silent in tests)
+ * applies before a test could change it.
+ */
+export const logFloor: { level: LogLevel | null } = { level: null }
+
 /** Sets the minimum level logged, from the LOG_LEVEL variable. Unknown values keep 'info'. */
 export function setLogLevel(level: string | undefined): void {
   if (level && level in levels) threshold = levels[level as keyof typeof levels]
@@ -101,7 +108,8 @@ function blankSecrets(value: unknown, depth = 0): unknown {
 
 /** Writes one structured log line. */
 export function log(level: LogLevel, msg: string, fields: Record<string, unknown> = {}): void {
-  if (levels[level] < threshold) return
+  if (levels[level] < threshold && !(logFloor.level && levels[level] >= levels[logFloor.level]))
+    return
   const body = { level, msg, time: new Date().toISOString(), ...fields }
   let line = JSON.stringify(body)
   // A string holding a secret serializes with the secret's escaped form in it, so a line without

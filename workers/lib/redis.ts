@@ -190,15 +190,13 @@ export class RedisAccelerator {
   /**
    * Probes Redis regardless of the breaker, for readiness checks, with a write: a Redis that
    * answers reads but refuses writes (full with eviction off, or a read-only token in place of
-   * the database's own) counts nothing and shares no answer, and would pass a PING.
+   * the database's own) counts nothing and shares no answer, and would pass a PING. Throws what
+   * went wrong, for the readiness log.
    */
-  async probe(timeoutMs = 1000): Promise<boolean> {
-    try {
-      const written = this.redis.set(READY_PROBE_KEY, Date.now(), { px: 60_000 })
-      return (await within(written, timeoutMs, 'Redis')) === 'OK'
-    } catch {
-      return false
-    }
+  async probe(timeoutMs = 1000): Promise<void> {
+    const written = this.redis.set(READY_PROBE_KEY, Date.now(), { px: 60_000 })
+    const answer = await within(written, timeoutMs, 'Redis')
+    if (answer !== 'OK') throw new Error(`Redis answered ${String(answer).slice(0, 100)} to a SET`)
   }
 }
 

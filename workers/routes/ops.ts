@@ -10,6 +10,7 @@ import { ApiError, problemBody } from '../lib/problem.ts'
 import { getRedis } from '../lib/redis.ts'
 import { requireMetricsReader } from '../middleware/auth.ts'
 import { within } from '../lib/within.ts'
+import { errorFields, log } from '../lib/log.ts'
 import { DOCS_CSS, DOCS_HTML, DOCS_JS } from './docs-page.ts'
 import { PAGE_HEADERS } from '../lib/page-headers.ts'
 import migrationJournal from '../../migrations/meta/_journal.json'
@@ -39,7 +40,7 @@ const UNDEFINED_TABLE = '42P01'
  */
 async function probePostgres(c: Context<AppEnv>): Promise<{ check: Check; behind?: string }> {
   let newest: number | undefined
-  const check = await probe(async () => {
+  const check = await probe('postgres', async () => {
     try {
       const [row] = (await getSql(c.env).query(
         'select max(created_at)::text as newest from drizzle.__drizzle_migrations',
@@ -56,11 +57,15 @@ async function probePostgres(c: Context<AppEnv>): Promise<{ check: Check; behind
   return { check }
 }
 
-async function probe(run: () => Promise<unknown>): Promise<Check> {
+async function probe(name: string, run: () => Promise<unknown>): Promise<Check> {
   try {
-    await within(run(), PROBE_TIMEOUT_MS, 'probe')
+    await within(run(), PROBE_TIMEOUT_MS, `${name} probe`)
     return 'up'
-  } catch {
+  } catch (err) {
+    // /ready says only "down": the cause (a role that may not read the migrations table, a
+    // timeout, a refused password) is for the log. At most once a second per isolate, as the
+    // checks are.
+    log('warn', 'readiness check failed', { check: name, ...errorFields(err) })
     return 'down'
   }
 }
@@ -90,8 +95,8 @@ async function runChecks(c: Context<AppEnv>): Promise<ReadyChecks> {
       ? probePostgres(c)
       : Promise.resolve({ check: 'not-configured' as const, behind: undefined }),
     redis
-      ? probe(async () => {
-          if (!(await redis.probe(PROBE_TIMEOUT_MS))) throw new Error('no write')
+      ? probe('redis', async () => {
+          await redis.probe(PROBE_TIMEOUT_MS)
         })
       : Promise.resolve<Check>('not-configured'),
   ])

@@ -1,6 +1,7 @@
 import type { Schemas } from './api.gen.ts'
 import type { Credential, Ok, QueryOf, Transport } from './http.ts'
 import { randomUUID } from './platform.ts'
+import { NexusNetworkError, NexusProblem } from './problem.ts'
 import { fresh, type ReadOptions } from './read-options.ts'
 
 export type { ReadOptions } from './read-options.ts'
@@ -45,13 +46,22 @@ export class Leaderboards {
     opts: { idempotencyKey?: string } = {},
   ): Promise<SubmitResult> {
     const key = opts.idempotencyKey ?? randomUUID()
-    return this.t.request('post', '/v1/leaderboards/{id}/scores', {
-      path: { id: board },
-      headers: { 'idempotency-key': key },
-      body: submission,
-      as: submission.playerId !== undefined ? { kind: 'admin' } : this.who(),
-      retry: true,
-    })
+    return this.t
+      .request('post', '/v1/leaderboards/{id}/scores', {
+        path: { id: board },
+        headers: { 'idempotency-key': key },
+        body: submission,
+        as: submission.playerId !== undefined ? { kind: 'admin' } : this.who(),
+        retry: true,
+      })
+      .catch((err: unknown) => {
+        // A submission whose answers were all lost may have been applied: sent again later with
+        // this key it is answered, not applied twice (an `incr` board would count it twice).
+        if (err instanceof NexusNetworkError || err instanceof NexusProblem) {
+          ;(err as { idempotencyKey?: string }).idempotencyKey = key
+        }
+        throw err
+      })
   }
 
   /** The board's configuration and current cycle. */

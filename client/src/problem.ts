@@ -25,6 +25,12 @@ export class NexusProblem extends Error {
   /** Seconds the server asked the client to wait (`retryAfter` member or `Retry-After`). */
   readonly retryAfter: number | undefined
   readonly body: Schemas['Problem'] & Record<string, unknown>
+  /**
+   * From `leaderboards.submit`: the submission's idempotency key. Submit again with it
+   * (`{ idempotencyKey }`) to have a submission that may have been applied answered, not applied
+   * twice.
+   */
+  idempotencyKey?: string
 
   constructor(
     body: Schemas['Problem'] & Record<string, unknown>,
@@ -62,6 +68,13 @@ function retryAfterSeconds(header: string | null | undefined): number | undefine
 
 /** The request never got an answer (network down, timeout, aborted, socket refused). */
 export class NexusNetworkError extends Error {
+  /**
+   * From `leaderboards.submit`: the submission's idempotency key. Its answers were lost, so it
+   * may have been applied: submit again with this key (`{ idempotencyKey }`), now or after a
+   * restart, and it is applied once.
+   */
+  idempotencyKey?: string
+
   constructor(message: string, options?: { cause?: unknown }) {
     super(message, options)
     this.name = 'NexusNetworkError'

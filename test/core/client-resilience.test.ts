@@ -3069,6 +3069,39 @@ describe('HTTP answers', () => {
     }
   })
 
+  it('a submit that gives up throws with its idempotency key: sent again later with it, a submission that was applied is counted once on an incr board', async () => {
+    // A board that applies every new key (incr) and answers a known key with its first answer.
+    const applied = new Map<string, number>()
+    let total = 0
+    let online = false
+    const client = createClient({
+      baseUrl: 'http://nexus.test',
+      retry: { baseDelayMs: 1, maxDelayMs: 5 },
+      fetch: guestFetch((_url, init) => {
+        const key = (init?.headers as Record<string, string>)['idempotency-key']!
+        const { score } = JSON.parse(String(init!.body)) as { score: number }
+        const replayed = applied.has(key)
+        if (!replayed) {
+          total += score
+          applied.set(key, total)
+        }
+        // Offline: the board got it, the answer was lost, every time.
+        if (!online) throw new TypeError('fetch failed')
+        return jsonRes(200, { cycle: 1, score, best: applied.get(key), rank: 1, replayed })
+      }),
+    })
+    await client.auth.guest('device-abcdef-123456')
+    const lost = await client.leaderboards.submit('daily', { score: 5 }).catch((e: unknown) => e)
+    expect(lost).toBeInstanceOf(NexusNetworkError)
+    const key = (lost as NexusNetworkError).idempotencyKey
+    expect(key).toEqual(expect.any(String))
+    online = true
+    // The game's offline queue, later: the same score with the key it kept.
+    const again = await client.leaderboards.submit('daily', { score: 5 }, { idempotencyKey: key })
+    expect(again).toMatchObject({ replayed: true, best: 5 })
+    expect(total).toBe(5)
+  })
+
   it('without AbortSignal.any (Safari before 17.4) requests still carry the caller’s abort, and leave no listener on its signal', async () => {
     const any = AbortSignal.any
     ;(AbortSignal as { any?: unknown }).any = undefined

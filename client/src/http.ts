@@ -5,6 +5,7 @@ import {
   NexusProblem,
   readProblem,
   retriable,
+  spreadRetryAfter,
   unexpectedAnswer,
 } from './problem.ts'
 
@@ -265,7 +266,7 @@ export class Transport {
             : backoff(policy, attempt - 1)
         // A server asking for a longer pause than the policy allows gets its answer surfaced.
         if (wait > policy.maxDelayMs) break
-        await sleep(wait, opts.signal)
+        await sleep(problem.retryAfter !== undefined ? spreadRetryAfter(wait) : wait, opts.signal)
       } finally {
         signal.release?.()
       }

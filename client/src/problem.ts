@@ -147,7 +147,16 @@ export function retryAfterMs(err: unknown): number {
   if (!(err instanceof NexusProblem) || err.retryAfter === undefined) return 0
   // At most a minute: a loop that waits for a ticket or a seat has less than that to lose, and
   // a clock behind the server's would read an HTTP date as far off.
-  return Math.min(err.retryAfter * 1000, MAX_RETRY_AFTER_MS)
+  return Math.min(spreadRetryAfter(err.retryAfter * 1000), MAX_RETRY_AFTER_MS)
+}
+
+/**
+ * A pause the server asked for, lengthened by up to half again at random: every client an
+ * overloaded or restarting object answered in the same second was told the same pause, and
+ * taken exactly they would all come back in the same instant, again and again.
+ */
+export function spreadRetryAfter(ms: number): number {
+  return ms + (Math.random() * ms) / 2
 }
 
 /** The longest the SDK's own loops wait for a Retry-After (retryAfterMs). */

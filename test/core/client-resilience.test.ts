@@ -469,10 +469,10 @@ describe('client SDK under failure', () => {
     }
   })
 
-  it('a ticket read refused by an edge rule (429, Retry-After: 20) waits the 20 s before reading again, not its own shorter backoff; an hour asked is waited a minute at most', async () => {
-    for (const [header, waitS] of [
-      ['20', 20],
-      ['3600', 60],
+  it('a ticket read refused by an edge rule (429, Retry-After: 20) waits the 20 s before reading again, not its own shorter backoff, and up to half as long again (clients told at once do not come back at once); an hour asked is waited a minute at most', async () => {
+    for (const [header, waitS, spreadS] of [
+      ['20', 20, 10],
+      ['3600', 60, 0],
     ] as const) {
       vi.useFakeTimers()
       try {
@@ -502,9 +502,10 @@ describe('client SDK under failure', () => {
         const outcome = t.matched.catch((e: unknown) => e)
         await vi.advanceTimersByTimeAsync((waitS - 1) * 1000)
         expect(reads, header).toHaveLength(1)
-        await vi.advanceTimersByTimeAsync(2_000)
+        await vi.advanceTimersByTimeAsync((spreadS + 2) * 1000)
         expect(await outcome, header).toMatchObject({ sessionId: 's1' })
         expect(reads[1]! - reads[0]!, header).toBeGreaterThanOrEqual(waitS * 1000)
+        expect(reads[1]! - reads[0]!, header).toBeLessThanOrEqual((waitS + spreadS) * 1000 + 100)
       } finally {
         vi.useRealTimers()
       }
@@ -3066,6 +3067,43 @@ describe('HTTP answers', () => {
         expect(outcome).toMatchObject({ status: 200, type: 'about:blank' })
         expect(keys).toHaveLength(1)
       }
+    }
+  })
+
+  it('a request told to come back in 2 s (503, Retry-After) comes back between 2 and 3 s, drawn per client: every client answered in the same second does not return in the same instant', async () => {
+    vi.useFakeTimers()
+    const draws = [0, 0.8]
+    const random = vi.spyOn(Math, 'random').mockImplementation(() => draws.shift() ?? 0.5)
+    try {
+      const sentAt: number[][] = [[], []]
+      const clients = [0, 1].map((i) =>
+        createClient({
+          baseUrl: 'http://nexus.test',
+          fetch: guestFetch(() => {
+            sentAt[i]!.push(Date.now())
+            if (sentAt[i]!.length === 1) {
+              return new Response(
+                JSON.stringify({ type: 'urn:nexus:problem:unavailable', title: 'x', status: 503 }),
+                {
+                  status: 503,
+                  headers: { 'content-type': 'application/problem+json', 'retry-after': '2' },
+                },
+              )
+            }
+            return jsonRes(200, { cycle: 1, score: 1, best: 1, rank: 1, replayed: false })
+          }),
+        }),
+      )
+      for (const c of clients) await c.auth.guest('device-abcdef-123456')
+      const done = clients.map((c) => c.leaderboards.submit('daily', { score: 1 }))
+      await vi.advanceTimersByTimeAsync(3_100)
+      await Promise.all(done)
+      const waits = sentAt.map(([first, second]) => second! - first!)
+      // Drawn 0: the pause asked for, no sooner; drawn 0.8: 40% of it later.
+      expect(waits).toEqual([2_000, 2_800])
+    } finally {
+      random.mockRestore()
+      vi.useRealTimers()
     }
   })
 

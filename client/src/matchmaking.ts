@@ -75,6 +75,12 @@ export interface TicketEvents {
   match: Match
   /** The ticket ended without a match: cancelled (see `reason`) or expired. */
   ended: { outcome: 'cancelled' | 'expired'; reason: string }
+  /**
+   * The wait failed: the join refused (a ban, a ticket in another region, a rate limit, an
+   * unknown queue) or the server out of reach for longer than the ticket could wait. `matched`
+   * rejects with the same error.
+   */
+  failed: { error: unknown }
 }
 
 /** Why `matched` rejected: the ticket was cancelled or expired without a match. */
@@ -237,6 +243,31 @@ export class MatchTicket extends Emitter<TicketEvents> {
   }
 
   /**
+   * The next event of one type, as a promise; rejected if the wait is over first without one
+   * (`await ticket.once('queued')` for a join the server refuses): with why it failed, the
+   * `MatchmakingEnded`, or, matched, an error saying so.
+   *
+   * @example
+   * const { ticketId } = await ticket.once('queued')
+   */
+  override once<K extends keyof TicketEvents>(type: K): Promise<TicketEvents[K]> {
+    return new Promise((resolve, reject) => {
+      const off = this.on(type, (value) => {
+        off()
+        resolve(value)
+      })
+      // After the last event of the wait: a `match`, `ended` or `failed` awaited resolves first.
+      void this.over.then(() => {
+        off()
+        this.matched.then(
+          () => reject(new Error(`the ticket was matched before a '${String(type)}' event`)),
+          reject,
+        )
+      })
+    })
+  }
+
+  /**
    * Leaves the queue. Resolves once the server confirms (or the ticket already ended). A ticket
    * already `matching` (its session being made) can no longer leave: `matched` still resolves.
    * While the HTTP join is on its way it resolves at once, and the join's answer decides: its
@@ -281,8 +312,30 @@ export class MatchTicket extends Emitter<TicketEvents> {
     }
     // A join answered while the cancel was on its way made the ticket after all.
     const ticketId = this.ticketId ?? idBefore
-    if (ticketId) await this.leave(ticketId)
-    else if (!unanswered) this.end('cancelled', 'cancelled')
+    if (ticketId) {
+      // Asked for good: the network away for now does not drop it (the ticket would wait on
+      // through the pool's disconnect grace, and be taken back by the next socket or the HTTP
+      // fallback, matchable), and a socket that reconnects meanwhile sends it on.
+      this.cancelAsked = true
+      try {
+        if ((await this.leaveThroughLosses(ticketId)) === false) this.cancelAsked = false
+      } catch (err) {
+        if (this.done) return
+        throw err
+      }
+    } else if (!unanswered) this.end('cancelled', 'cancelled')
+  }
+
+  /**
+   * `leave`, tried again through network losses and failures of the moment until the ticket
+   * ends (here, or through a cancel a reconnected socket sends), or would have expired anyway.
+   */
+  private leaveThroughLosses(ticketId: string): Promise<boolean | undefined> {
+    return this.persist(() => this.leave(ticketId), {
+      needed: () => !this.done,
+      giveUp: () => Date.now() >= this.expiresBy,
+      signal: this.abort.signal,
+    })
   }
 
   /**
@@ -954,7 +1007,13 @@ export class MatchTicket extends Emitter<TicketEvents> {
       if (this.cancelAsked && !this.done) {
         // Cancelled while the join was on its way: a match it already has wins (as a cancel
         // that meets a match does), else its ticket leaves, unless it is `matching` by now.
-        if (this.settle(ticket) || (await this.leave(ticket.ticketId))) return
+        if (this.settle(ticket)) return
+        const left = await this.leaveThroughLosses(ticket.ticketId).catch((err: unknown) => {
+          // Named for `fail`, which leaves it on the server, best effort, one last time.
+          this.ticketId ??= ticket.ticketId
+          throw err
+        })
+        if (left !== false) return
         this.ticketId = ticket.ticketId
       } else if (this.done || (socketTicket !== null && ticket.ticketId !== socketTicket)) {
         // Cancelled while the join was on its way, or the socket's ticket ended just before it:
@@ -997,8 +1056,17 @@ export class MatchTicket extends Emitter<TicketEvents> {
         await this.pause(++failures, err)
         continue
       }
+      // Reached again after `reconnecting`: said as a socket's reconnect says it (the pool's
+      // `queued` again), so that a screen showing the loss can clear it.
+      const recovered = failures > 0
       failures = 0
-      this.settle(ticket)
+      if (!this.settle(ticket) && recovered && ticket.status === 'waiting') {
+        this.emit('queued', {
+          ticketId: ticket.ticketId,
+          existing: true,
+          expiresAt: ticket.expiresAt,
+        })
+      }
     }
   }
 
@@ -1174,6 +1242,7 @@ export class MatchTicket extends Emitter<TicketEvents> {
     // member's failure leaves the party's ticket to its leader: it is the whole party's.
     const ticketId = this.ticketId
     if (ticketId !== null && this.role === 'join') void this.deleteTicket(ticketId).catch(() => {})
+    this.emit('failed', { error: err })
     this.rejectMatch(err)
     this.markOver()
   }

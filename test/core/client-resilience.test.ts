@@ -794,6 +794,128 @@ describe('client SDK under failure', () => {
     expect(joins[1]!.joinKey).toBe(joins[0]!.joinKey)
   })
 
+  it('cancel() while the network is away is carried through, not dropped: the next socket sends it, and the ticket neither queues again nor matches', async () => {
+    vi.useFakeTimers()
+    try {
+      let online = true
+      const sent: string[] = []
+      const deletes: string[] = []
+      const client = createClient({
+        baseUrl: 'http://nexus.test',
+        retry: { baseDelayMs: 1, maxDelayMs: 5 },
+        fetch: guestFetch((url, init) => {
+          if (!online) throw new TypeError('fetch failed (offline)')
+          if (init?.method === 'DELETE') {
+            deletes.push(url.pathname)
+            return ticket({ status: 'cancelled', reason: 'cancelled' })
+          }
+          return ticket({ status: 'waiting' })
+        }),
+        WebSocket: () =>
+          scriptedSocket(
+            (socket) => (online ? socket.open() : socket.fail()),
+            (frame, socket) => {
+              sent.push(frame.type)
+              if (frame.type === 'join') {
+                socket.receive({
+                  type: 'queued',
+                  ticketId: 't1',
+                  existing: sent.filter((f) => f === 'join').length > 1,
+                  expiresAt: 0,
+                  expiresIn: 300_000,
+                })
+              }
+              if (frame.type === 'cancel') {
+                socket.receive({ type: 'cancelled', ticketId: 't1', reason: 'cancelled' })
+              }
+            },
+          ),
+      })
+      await client.auth.guest('device-abcdef-123456')
+      const t = client.matchmaking.join('duel', { transport: 'websocket' })
+      const events: string[] = []
+      t.on('queued', () => events.push('queued'))
+      t.on('ended', ({ outcome }) => events.push(outcome))
+      await vi.advanceTimersByTimeAsync(50)
+      expect(events).toEqual(['queued'])
+      // The connection goes; the player taps Cancel while it is away.
+      online = false
+      sent.length = 0
+      ;(t as unknown as { socket: { close(): void } }).socket.close()
+      const cancelled = t.cancel().then(
+        () => 'resolved',
+        (e: unknown) => e,
+      )
+      await vi.advanceTimersByTimeAsync(3_000)
+      // It comes back within the pool's grace: the cancel goes on the first chance it has.
+      online = true
+      await vi.advanceTimersByTimeAsync(5_000)
+      expect(await cancelled).toBe('resolved')
+      await expect(t.matched).rejects.toBeInstanceOf(MatchmakingEnded)
+      expect(events).toEqual(['queued', 'cancelled'])
+      // Left on the server: by the new socket's cancel or the HTTP leave, whichever went first.
+      expect(sent.includes('cancel') || deletes.includes('/v1/matchmaking/tickets/t1')).toBe(true)
+    } finally {
+      vi.useRealTimers()
+    }
+  })
+
+  it('a join the server refuses ends the wait with a `failed` event, and `once` of an event that will not come rejects with why, not hangs', async () => {
+    const client = createClient({
+      baseUrl: 'http://nexus.test',
+      fetch: guestFetch(() => jsonRes(200, {})),
+      WebSocket: () =>
+        scriptedSocket(
+          (socket) => socket.open(),
+          (frame, socket) => {
+            if (frame.type === 'join') {
+              socket.receive({
+                type: 'error',
+                code: 'conflict',
+                message: 'a ticket in another region holds this player',
+              })
+            }
+          },
+        ),
+    })
+    await client.auth.guest('device-abcdef-123456')
+    const t = client.matchmaking.join('duel', { transport: 'websocket' })
+    const failed = t.once('failed')
+    const queued = t.once('queued').catch((e: unknown) => e)
+    const { error } = await within(failed, 'failed', 2000)
+    const refusal = await within(queued, "once('queued')", 2000)
+    expect(refusal).toBe(error)
+    await expect(t.matched).rejects.toBe(error)
+    // After the end too: at once.
+    await expect(within(t.once('match'), "once('match')", 2000)).rejects.toBe(error)
+  })
+
+  it('an HTTP ticket whose long poll comes back after a loss says so with `queued` again, as a socket reconnect does: a screen showing `reconnecting` can clear it', async () => {
+    let reads = 0
+    const client = createClient({
+      baseUrl: 'http://nexus.test',
+      retry: { baseDelayMs: 1, maxDelayMs: 5 },
+      fetch: guestFetch((_url, init) => {
+        if (init?.method === 'POST') {
+          return ticket({ status: 'waiting', existing: false, expiresIn: 300_000 })
+        }
+        reads++
+        // The first long poll (and its own retries) is lost; then waiting; then matched.
+        if (reads <= 4) throw new TypeError('fetch failed (offline)')
+        if (reads === 5) return ticket({ status: 'waiting', expiresIn: 300_000 })
+        return ticket({ status: 'matched', match: { sessionId: 's1', token: 'st', players: [] } })
+      }),
+    })
+    await client.auth.guest('device-abcdef-123456')
+    const t = client.matchmaking.join('duel', { transport: 'http' })
+    const events: string[] = []
+    t.on('queued', ({ existing }) => events.push(existing ? 'queued again' : 'queued'))
+    t.on('reconnecting', () => events.push('reconnecting'))
+    t.on('match', () => events.push('match'))
+    await within(t.matched, 'matched', 5000)
+    expect(events).toEqual(['queued', 'reconnecting', 'queued again', 'match'])
+  })
+
   it('a ticket cancelled while its socket is still opening sends no join and closes the socket', async () => {
     const frames: string[] = []
     const sockets: ScriptedSocket[] = []

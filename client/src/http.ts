@@ -21,8 +21,12 @@ export type Ok<P extends keyof Paths, M extends keyof Paths[P]> =
 export type BodyOf<P extends keyof Paths, M extends keyof Paths[P]> =
   Operation<P, M> extends { body: infer B } ? B : never
 /** The query parameters of an operation. */
+/**
+ * The query parameters of an operation. Each may be null, which sends none: a page's
+ * `nextCursor` (null on the last page) goes back as `cursor` as it is.
+ */
 export type QueryOf<P extends keyof Paths, M extends keyof Paths[P]> =
-  Operation<P, M> extends { query: infer Q } ? Q : never
+  Operation<P, M> extends { query: infer Q } ? { [K in keyof Q]: Q[K] | null } : never
 /** The path parameters of an operation. */
 export type PathOf<P extends keyof Paths, M extends keyof Paths[P]> =
   Operation<P, M> extends { path: infer Q } ? Q : never

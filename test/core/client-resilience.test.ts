@@ -3229,6 +3229,22 @@ describe('HTTP answers', () => {
     }
   })
 
+  it("a page's cursor goes back as it came (null on the last page sends none), as the guide writes it", async () => {
+    const urls: URL[] = []
+    const client = createClient({
+      baseUrl: 'http://nexus.test',
+      fetch: guestFetch((url) => {
+        urls.push(url)
+        return jsonRes(200, { entries: [], nextCursor: urls.length === 1 ? 'c2' : null })
+      }),
+    })
+    await client.auth.guest('device-abcdef-123456')
+    const first = await client.sessions.history()
+    const second = await client.sessions.history({ cursor: first.nextCursor })
+    await client.sessions.history({ cursor: second.nextCursor })
+    expect(urls.map((u) => u.searchParams.get('cursor'))).toEqual([null, 'c2', null])
+  })
+
   it('a submit that gives up throws with its idempotency key: sent again later with it, a submission that was applied is counted once on an incr board', async () => {
     // A board that applies every new key (incr) and answers a known key with its first answer.
     const applied = new Map<string, number>()

@@ -89,9 +89,10 @@ export function problemBody(
 /** A problem+json Response, for places outside Hono's context (Durable Object upgrades). */
 /**
  * The Retry-After of a 503 for a database that cannot be reached: 5 to 15 s, spread, so that
- * clients told it at once do not all come back in the same second (the SDK waits what it is
- * told; without it, it retries within seconds, and an outage of hours is thousands of polls a
- * second that all land on the database the moment it returns).
+ * clients told it at once do not all come back in the same second (the SDK's waiting loops,
+ * matchmaking's and a game's reconnects, wait what they are told, and its single requests give
+ * up at once, with `retryAfter`, where they would retry within seconds: an outage of hours was
+ * thousands of polls a second that all landed on the database the moment it returned).
  */
 export function databaseRetryAfter(): Record<string, string> {
   return { 'retry-after': String(5 + Math.floor(Math.random() * 11)) }

@@ -1907,7 +1907,9 @@ export class GameSession extends DurableObject<Env> {
   ): Promise<void> {
     const setup = this.setup!
     const result = JSON.parse(this.getMeta('result')!) as GameResult
-    if (result.winner === null) return
+    // A game of one beat nobody: a solo dice race played to its end, again and again, would
+    // farm a win each time (ratings count it as no match either).
+    if (result.winner === null || result.placements.length < 2) return
     const winningTeams = new Set(result.placements.filter((x) => x.place === 1).map((x) => x.team))
     // Winners done with are noted (on the board, refused, or given up on below), so a stage
     // retried past the board's 24 h memory of idempotency keys (a winner rate-limited, a board

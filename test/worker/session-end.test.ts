@@ -227,6 +227,27 @@ async function endWorkAt(board: string, sessionId: string, at: number) {
 }
 
 describe('the end of a game', () => {
+  it('a game of one player, won, puts nothing on the board: it beat nobody', async () => {
+    const board = await createBoard({ operator: 'incr' })
+    const [solo] = playerIds(1) as [string]
+    const { sessionId, tokens } = await createSession({
+      rules: 'dice-race',
+      roster: [{ playerId: solo }],
+      options: { target: 1 },
+      leaderboardId: board,
+    })
+    const socket = await connect(sessionId, tokens[solo]!)
+    await socket.nextOf('welcome')
+    await playToEnd({ [solo]: socket }, solo)
+    const ended = await socket.nextOf('ended')
+    expect(ended.result).toMatchObject({ reason: 'finished', winner: solo })
+    expect(await inObject(sessionId, (inst) => inst.runEndWork({ force: true }))).toMatchObject({
+      stage: 'retain',
+    })
+    const standing = await fresh<{ entry: unknown }>(`/v1/leaderboards/${board}/players/${solo}`)
+    expect(standing.entry).toBeNull()
+  })
+
   it('an admin ends a live game: every socket hears it, the result is cancelled, nobody is rated or put on the board, and a retry changes nothing', async () => {
     const board = await createBoard({ operator: 'incr' })
     const players = playerIds(2)

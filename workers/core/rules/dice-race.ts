@@ -22,7 +22,8 @@ import { competitionPlaces, isRuleError, ruleError } from './types.ts'
  * abandoned.
  *
  * Placements: the winner first, then players still in the game by position (highest first), then
- * those who forfeited by position; ties go to the earlier player in turn order. Ranking leavers
+ * those who forfeited by position; equal outcomes share a place (a draw between them in
+ * ratings), listed in turn order. Ranking leavers
  * below everyone who stayed keeps abandoning from ever paying off in ratings.
  *
  * Refusals: `not_your_turn` (someone else's turn, or the sender forfeited), `not_a_player`,

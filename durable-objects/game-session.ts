@@ -1659,6 +1659,8 @@ export class GameSession extends DurableObject<Env> {
    * whose graces ended together, are everyone still in it but players who never came (still
    * within their join grace); false when that is not the case. One at a time, the first reported
    * would hand the last a win by forfeit for leaving as they did, or for never playing at all.
+   * When the others still in have left too, their graces still running, these graces are made
+   * to end with the last of theirs (true, nothing applied yet).
    */
   private abandonedBy(players: string[], tick: number): boolean {
     if (!this.rules!.onAbandon) return false
@@ -1669,15 +1671,34 @@ export class GameSession extends DurableObject<Env> {
       (p) =>
         !isRuleError(step(this.rules!, this.match!, { kind: 'absent', player: p.playerId, tick })),
     )
-    const neverCame = new Set(
-      all<{ player_id: string }>(
-        this.sql,
-        `SELECT player_id FROM timers WHERE due = ?`,
-        this.joinDue,
-      ).map((r) => r.player_id),
+    const timers = all<{ player_id: string; due: number }>(
+      this.sql,
+      `SELECT player_id, due FROM timers`,
+    )
+    const neverCame = new Set(timers.filter((t) => t.due === this.joinDue).map((t) => t.player_id))
+    // Left too, their own grace still running (no socket since).
+    const awayUntil = new Map(
+      timers
+        .filter((t) => t.due !== this.joinDue && !leaving.has(t.player_id))
+        .map((t) => [t.player_id, t.due]),
     )
     if (stillIn.length < 2) return false
-    if (!stillIn.every((p) => leaving.has(p.playerId) || neverCame.has(p.playerId))) return false
+    const gone = (id: string) => leaving.has(id) || neverCame.has(id)
+    if (!stillIn.every((p) => gone(p.playerId) || awayUntil.has(p.playerId))) return false
+    const later = stillIn
+      .filter((p) => awayUntil.has(p.playerId))
+      .map((p) => awayUntil.get(p.playerId)!)
+    if (later.length > 0) {
+      // Everyone else still in has left too, a moment later: taken now, the later leaver would
+      // win by this one's forfeit. These graces run on to the last of theirs instead, and end
+      // with it: together, the game is abandoned; if one of them comes back first, these
+      // forfeit then, and the one who came back plays on (or wins).
+      const until = Math.max(...later)
+      for (const player of players) {
+        this.sql.exec(`UPDATE timers SET due = ? WHERE player_id = ?`, until, player)
+      }
+      return true
+    }
     const out = this.applyInput({ kind: 'abandon', tick }, () => {
       for (const player of players) {
         this.sql.exec(`DELETE FROM timers WHERE player_id = ?`, player)

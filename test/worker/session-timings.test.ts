@@ -435,6 +435,54 @@ describe('session timings', () => {
     expect(await inObject(sessionId, (inst) => inst.info())).toMatchObject({ status: 'live' })
   })
 
+  it("two players who leave a moment apart: the later leaver does not win by the first one's forfeit; the game ends abandoned, unless the later one comes back, who then wins", async () => {
+    for (const comesBack of [false, true]) {
+      const players = playerIds(2)
+      const [pa, pb] = players as [string, string]
+      const { sessionId, tokens, sockets, createdAt } = await liveDiceGame(players)
+      const [a, b] = sockets as [TestSocket, TestSocket]
+      const leaveAt = async (socket: TestSocket, player: string, at: number) => {
+        await inObject(sessionId, (inst) => {
+          inst.now = () => at
+        })
+        socket.close()
+        await until(
+          () =>
+            inObject(sessionId, (_inst, state) =>
+              state.storage.sql
+                .exec<{ n: number }>('SELECT count(*) AS n FROM timers WHERE player_id = ?', player)
+                .one().n === 1
+                ? true
+                : undefined,
+            ),
+          5000,
+          `${player}'s grace timer`,
+        )
+      }
+      const left = createdAt + JOIN_GRACE + 1000
+      await leaveAt(a, pa, left)
+      await leaveAt(b, pb, left + 1)
+      // A's grace ends; B is away too: nothing is decided yet.
+      await alarmAt(sessionId, left + GRACE)
+      expect(await inObject(sessionId, (inst) => inst.info())).toMatchObject({ status: 'live' })
+      if (comesBack) {
+        const back = await connect(sessionId, tokens[pb]!)
+        await back.nextOf('welcome')
+        await alarmAt(sessionId, left + 1 + GRACE)
+        expect((await back.nextOf('ended')).result).toMatchObject({
+          reason: 'forfeit',
+          winner: pb,
+        })
+      } else {
+        await alarmAt(sessionId, left + 1 + GRACE)
+        expect(await inObject(sessionId, (inst) => inst.info())).toMatchObject({
+          status: 'finished',
+          result: { reason: 'abandoned', winner: null },
+        })
+      }
+    }
+  })
+
   it('players who leave together end it abandoned even if one who forfeited earlier came back to watch', async () => {
     const players = playerIds(3)
     const [pa, pb, pc] = players as [string, string, string]

@@ -1565,6 +1565,8 @@ export interface Paths {
           }
           regions: Array<{
             region: string
+            /** False when the region’s pool did not answer in time: its figures are 0 and left out of the queue’s */
+            available: boolean
             waitingTickets: number
             waitingPlayers: number
             matchesPerMinute: number

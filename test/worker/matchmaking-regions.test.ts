@@ -1,6 +1,6 @@
 import { runInDurableObject } from 'cloudflare:test'
 import { env } from 'cloudflare:workers'
-import { describe, expect, it } from 'vitest'
+import { describe, expect, it, onTestFinished } from 'vitest'
 import type { MatchPool } from '../../durable-objects/match-pool.ts'
 import type { Env } from '../../workers/env.ts'
 import { runScheduled } from '../../workers/scheduled.ts'
@@ -12,6 +12,7 @@ import {
 } from '../../workers/matchmaking/claims.ts'
 import { localFamilies } from '../../workers/lib/metrics.ts'
 import { pg } from './helpers/boards.ts'
+import { replaceMethod } from './helpers/replace-method.ts'
 import { ADMIN_KEY, call, json, newGuest, problem } from './helpers/http.ts'
 import { connect, nextOfType, until } from './helpers/sockets.ts'
 import {
@@ -19,6 +20,7 @@ import {
   DUEL,
   fireAlarm,
   graceUntil,
+  joinFor,
   newClock,
   poolOf,
   rig,
@@ -119,6 +121,88 @@ async function socketWithFencedClaim() {
   expect((await cancel(eu.ticketId, g.token)).status).toBe(200)
   return { q, g, us }
 }
+
+/**
+ * Holds `method` of `queue`'s pool in `region` (every call to it) until the test releases it or
+ * ends: a region's pool that has stopped answering.
+ */
+async function hangPool(
+  queue: string,
+  region: string,
+  method: 'fence' | 'configure' | 'stats',
+): Promise<() => void> {
+  let release!: () => void
+  const released = new Promise<void>((resolve) => (release = resolve))
+  await replaceMethod<MatchPool, typeof method>(
+    poolOf(queue, region),
+    method,
+    (original) =>
+      async function (this: MatchPool, ...args: unknown[]) {
+        const self = this as unknown as { queue: string | null; region: string | null }
+        const name = method === 'stats' ? args[0] : self.region
+        if ((self.queue === queue || method !== 'fence') && name === region) await released
+        return (original as (...a: unknown[]) => unknown).apply(this, args)
+      } as never,
+  )
+  onTestFinished(release)
+  return release
+}
+
+describe('a region whose pool does not answer', () => {
+  it("a join elsewhere that must fence it answers 503 within the socket connect's 5 s, not when it answers", async () => {
+    const q = await createQueue(TWO_REGIONS)
+    await rigBoth(q)
+    const g = await newGuest()
+    const eu = (await (await joinAs(q, g.token, 'eu')).json()) as Ticket
+    expect((await cancel(eu.ticketId, g.token)).status).toBe(200)
+    await hangPool(q, 'eu', 'fence')
+    const started = Date.now()
+    const res = await joinAs(q, g.token, 'us')
+    expect(await problem(res)).toMatchObject({ status: 503, type: 'urn:nexus:problem:unavailable' })
+    expect(res.headers.get('retry-after')).toBe('2')
+    expect(Date.now() - started).toBeLessThan(8_000)
+  })
+
+  it('an admin PUT answers within 5 s of a region that does not take its push, and leaves it to the cron', async () => {
+    const q = await createQueue(TWO_REGIONS)
+    await rigBoth(q)
+    const release = await hangPool(q, 'eu', 'configure')
+    const started = Date.now()
+    const put = await call(
+      `/v1/admin/queues/${q}`,
+      json('PUT', { ...DUEL, ...TWO_REGIONS, maxRatingGap: 333 }, ADMIN_KEY),
+    )
+    expect(put.status).toBe(200)
+    expect(Date.now() - started).toBeLessThan(8_000)
+    const [row] = await pg()`select unpushed_regions from queues where id = ${q}`
+    expect(row!.unpushed_regions).toEqual(['eu'])
+    // Answering again, it gets the configuration from the cron.
+    release()
+    await runScheduled(env, Date.now())
+    const [after] = await pg()`select unpushed_regions from queues where id = ${q}`
+    expect(after!.unpushed_regions).toEqual([])
+  })
+
+  it("the queue's public stats answer the other regions, and mark it unavailable", async () => {
+    const q = await createQueue(TWO_REGIONS)
+    await rigBoth(q)
+    await joinFor(q, `${q}-a`, { region: 'eu' })
+    await hangPool(q, 'us', 'stats')
+    const res = await call(`/v1/matchmaking/${q}/stats`, {
+      headers: { 'cache-control': 'no-cache' },
+    })
+    expect(res.status).toBe(200)
+    const stats = (await res.json()) as {
+      waitingTickets: number
+      regions: { region: string; available: boolean; waitingTickets: number }[]
+    }
+    expect(stats.waitingTickets).toBe(1)
+    expect(stats.regions).toEqual([
+      expect.objectContaining({ region: 'eu', available: true, waitingTickets: 1 }),
+      expect.objectContaining({ region: 'us', available: false, waitingTickets: 0 }),
+    ])
+  })
+})
 
 describe('one ticket per player per queue, across regions', () => {
   it('a join in a second region while the first ticket waits is refused (409 naming it) and queues nothing; after a cancel it queues there', async () => {

@@ -189,10 +189,16 @@ adminQueues.openapi(putRoute, async (c) => {
   // Neon is the record and every join carries the version, so a failed push only delays it.
   // Regions taken out hear it too, at this change or any later one (a push can fail, and such a
   // region gets no joins to learn it from): their waiting tickets leave with `queue_changed`.
+  // A pool that does not answer in time is one not reached: left to the cron's push, as a
+  // failed one is, so that a slow region does not hold up the answer (a PUT taking it out too).
   const push = () =>
     Promise.allSettled(
       knownRegions.map((region) =>
-        poolStub(c.env, queue, region).configure(queue, region, config, version),
+        within(
+          poolStub(c.env, queue, region).configure(queue, region, config, version),
+          POOL_CALL_MS,
+          'config push',
+        ),
       ),
     )
   let pushed = await push()

@@ -187,7 +187,12 @@ async function fenceForJoin(
   // Validated against the config the claim was checked against: every player has a claim.
   let r: Awaited<ReturnType<typeof fenceOthers>>
   try {
-    r = await fenceOthers(c.env, queue, region, read.claimed)
+    // Bounded as a socket's connect is: a slow pool elsewhere answers this join 503, not late.
+    r = await within(
+      fenceOthers(c.env, queue, region, read.claimed),
+      FENCE_TIMEOUT_MS,
+      'fencing other regions',
+    )
   } catch (err) {
     log('warn', 'other regions not fenced for a join', {
       requestId: c.get('requestId'),
@@ -614,6 +619,11 @@ const statsRoute = createRoute({
             regions: z.array(
               z.object({
                 region: z.string(),
+                available: z.boolean().openapi({
+                  description:
+                    'False when the region’s pool did not answer in time: its figures are 0 and ' +
+                    'left out of the queue’s',
+                }),
                 waitingTickets: z.number().int(),
                 waitingPlayers: z.number().int(),
                 matchesPerMinute: z.number().int(),
@@ -627,6 +637,9 @@ const statsRoute = createRoute({
     ...problemResponses(404, 422),
   },
 })
+
+/** A region's pool that has not given its stats within this is answered as unavailable. */
+const STATS_POOL_MS = 3_000
 
 /** The public stats' wait figures: the median and 95th percentile, in seconds. */
 function p50p95(samplesMs: readonly number[]) {
@@ -644,22 +657,50 @@ matchmakingRoutes.openapi(statsRoute, (async (c: Context<AppEnv>) => {
     visibility: 'public',
     load: async (how) => {
       const { config } = await queueConfig(c, queue, how)
-      const pools = await Promise.all(
-        config.regions.map((region) => poolStub(c.env, queue, region).stats(region)),
+      // Each region on its own: one pool failing or slow (a location in trouble) leaves the
+      // others' figures for every lobby screen, where it took the whole answer with it.
+      const settled = await Promise.allSettled(
+        config.regions.map((region) =>
+          within(poolStub(c.env, queue, region).stats(region), STATS_POOL_MS, 'region stats'),
+        ),
       )
+      const pools = settled.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []))
+      if (pools.length === 0) throw (settled[0] as PromiseRejectedResult).reason
+      settled.forEach((r, i) => {
+        if (r.status === 'rejected') {
+          log('warn', 'region stats not read', {
+            requestId: c.get('requestId'),
+            queue,
+            region: config.regions[i],
+            ...errorFields(r.reason),
+          })
+        }
+      })
       return {
         queue,
         waitingTickets: pools.reduce((n, p) => n + p.waitingTickets, 0),
         waitingPlayers: pools.reduce((n, p) => n + p.waitingPlayers, 0),
         matchesPerMinute: pools.reduce((n, p) => n + p.matchesLastMinute, 0),
         waitSeconds: p50p95(queueWideWaits(pools)),
-        regions: pools.map((p) => ({
-          region: p.region,
-          waitingTickets: p.waitingTickets,
-          waitingPlayers: p.waitingPlayers,
-          matchesPerMinute: p.matchesLastMinute,
-          waitSeconds: p50p95(p.waitSamplesMs),
-        })),
+        regions: settled.map((r, i) =>
+          r.status === 'fulfilled'
+            ? {
+                region: r.value.region,
+                available: true,
+                waitingTickets: r.value.waitingTickets,
+                waitingPlayers: r.value.waitingPlayers,
+                matchesPerMinute: r.value.matchesLastMinute,
+                waitSeconds: p50p95(r.value.waitSamplesMs),
+              }
+            : {
+                region: config.regions[i]!,
+                available: false,
+                waitingTickets: 0,
+                waitingPlayers: 0,
+                matchesPerMinute: 0,
+                waitSeconds: { p50: null, p95: null },
+              },
+        ),
       }
     },
   })

@@ -609,8 +609,9 @@ export class MatchPool extends DurableObject<Env> {
       this.notesDueNow()
       // Its own work comes back with it: a match waiting for its session, or a party note,
       // whose alarm was lost (a pool that did not load for a while lost it after the runtime's
-      // retries) waits for no join.
-      await this.scheduleAlarm()
+      // retries) waits for no join. Not the rate gauges a wake marks stale: they wait for an
+      // alarm armed for work (an alarm at every wake for them alone was a run per request).
+      await this.scheduleAlarm({ rates: false })
     })
   }
 
@@ -3308,7 +3309,7 @@ export class MatchPool extends DurableObject<Env> {
     this.sql.exec(`DELETE FROM unheard WHERE until <= ?`, now)
   }
 
-  private async scheduleAlarm(): Promise<void> {
+  private async scheduleAlarm(opts: { rates?: boolean } = {}): Promise<void> {
     const now = this.now()
     const candidates: number[] = []
     const check = this.index?.nextUsefulCheck(now)
@@ -3320,7 +3321,7 @@ export class MatchPool extends DurableObject<Env> {
     if (this.nextSilentCheck !== null && this.index !== null && this.index.size > 0) {
       candidates.push(this.nextSilentCheck)
     }
-    if (this.ratesStale) candidates.push(this.ratesAt + RATES_EVERY_MS)
+    if (this.ratesStale && opts.rates !== false) candidates.push(this.ratesAt + RATES_EVERY_MS)
     // Rates are not recomputed within RATES_EVERY_MS of the last time: an alarm at a drop time
     // inside that second would only mark them stale, and come straight back, again and again.
     if (this.ratesDropAt !== null) {

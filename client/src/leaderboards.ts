@@ -57,8 +57,12 @@ export class Leaderboards {
       .catch((err: unknown) => {
         // A submission whose answers were all lost may have been applied: sent again later with
         // this key it is answered, not applied twice (an `incr` board would count it twice).
+        // The error may be shared (a token renewal that every waiting request rejects with), so
+        // each submission throws its own, as the same class, with its own key.
         if (err instanceof NexusNetworkError || err instanceof NexusProblem) {
-          ;(err as { idempotencyKey?: string }).idempotencyKey = key
+          const own = Object.create(err) as typeof err
+          own.idempotencyKey = key
+          throw own
         }
         throw err
       })

@@ -317,6 +317,9 @@ export class MatchTicket extends Emitter<TicketEvents> {
       // through the pool's disconnect grace, and be taken back by the next socket or the HTTP
       // fallback, matchable), and a socket that reconnects meanwhile sends it on.
       this.cancelAsked = true
+      // A join of this queue made meanwhile waits for it: the pool would hand that join this
+      // ticket (the player's waiting one), and this cancel, landing after, would end it.
+      this.noteCancelSettling()
       try {
         if ((await this.leaveThroughLosses(ticketId)) === false) this.cancelAsked = false
       } catch (err) {
@@ -1060,7 +1063,7 @@ export class MatchTicket extends Emitter<TicketEvents> {
       // `queued` again), so that a screen showing the loss can clear it.
       const recovered = failures > 0
       failures = 0
-      if (!this.settle(ticket) && recovered && ticket.status === 'waiting') {
+      if (!this.settle(ticket) && recovered && !this.cancelAsked && ticket.status === 'waiting') {
         this.emit('queued', {
           ticketId: ticket.ticketId,
           existing: true,

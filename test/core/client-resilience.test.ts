@@ -1334,6 +1334,137 @@ describe('client SDK under failure', () => {
     }
   })
 
+  it('a join made while the cancel of an earlier queued ticket is still being carried through (the network away) waits for it: that cancel ends only its own ticket', async () => {
+    vi.useFakeTimers()
+    try {
+      const pool = enqueueModel()
+      const tickets = pool.tickets
+      let down = false
+      const deleted: string[] = []
+      const client = createClient({
+        baseUrl: 'http://nexus.test',
+        fetch: guestFetch(async (url, init) => {
+          if (down) throw new TypeError('network down')
+          if (init?.method === 'POST' && url.pathname === '/v1/matchmaking/duel/tickets') {
+            const key = (init.headers as Record<string, string>)['idempotency-key']!
+            const { id, existing } = pool.join(key)
+            return ticket({ ticketId: id, status: tickets.get(id), existing, expiresIn: 300_000 })
+          }
+          const id = url.pathname.split('/').pop()!
+          if (init?.method === 'DELETE') {
+            deleted.push(id)
+            tickets.set(id, 'cancelled')
+            return ticket({ ticketId: id, status: 'cancelled', reason: 'cancelled' })
+          }
+          if (url.searchParams.get('wait')) await new Promise((r) => setTimeout(r, 1000))
+          return ticket({ ticketId: id, status: tickets.get(id) ?? 'waiting', expiresIn: 300_000 })
+        }),
+      })
+      await client.auth.guest('device-abcdef-123456')
+      const first = client.matchmaking.join('duel', { transport: 'http' })
+      const ends: string[] = []
+      first.on('ended', (e) => ends.push(`first ${e.outcome}`))
+      await vi.advanceTimersByTimeAsync(500)
+      expect(first.ticketId).toBe('t1')
+      down = true
+      void first.cancel()
+      await vi.advanceTimersByTimeAsync(2_000)
+      // Back in the menu, the player queues again while the network is still down.
+      const second = client.matchmaking.join('duel', { transport: 'http' })
+      second.on('ended', (e) => ends.push(`second ${e.outcome}`))
+      await vi.advanceTimersByTimeAsync(2_000)
+      down = false
+      await vi.advanceTimersByTimeAsync(20_000)
+      expect(deleted).toEqual(['t1'])
+      expect(ends).toEqual(['first cancelled'])
+      expect(second.ticketId).toBe('t2')
+      expect(tickets.get('t2')).toBe('waiting')
+      const left = second.cancel()
+      await vi.advanceTimersByTimeAsync(5_000)
+      await left
+    } finally {
+      vi.useRealTimers()
+    }
+  })
+
+  it('an HTTP ticket reached again while its cancel is under way does not say `queued` again', async () => {
+    vi.useFakeTimers()
+    try {
+      let reads = 0
+      let deletes = 0
+      const client = createClient({
+        baseUrl: 'http://nexus.test',
+        fetch: guestFetch(async (_url, init) => {
+          if (init?.method === 'POST') {
+            return ticket({ status: 'waiting', existing: false, expiresIn: 300_000 })
+          }
+          if (init?.method === 'DELETE') {
+            // The first answer asks for a pause; the long poll comes back meanwhile.
+            if (++deletes === 1) {
+              return new Response(
+                JSON.stringify({ type: 'urn:nexus:problem:unavailable', title: 'x', status: 503 }),
+                {
+                  status: 503,
+                  headers: { 'content-type': 'application/problem+json', 'retry-after': '2' },
+                },
+              )
+            }
+            return ticket({ status: 'cancelled', reason: 'cancelled' })
+          }
+          // The first long poll and its retries are lost; then it answers, still waiting, at
+          // the end of its wait.
+          if (++reads <= 4) throw new TypeError('fetch failed (offline)')
+          await new Promise((r) => setTimeout(r, 1000))
+          return ticket({ status: 'waiting', expiresIn: 300_000 })
+        }),
+      })
+      await client.auth.guest('device-abcdef-123456')
+      const t = client.matchmaking.join('duel', { transport: 'http' })
+      const events: string[] = []
+      t.on('queued', () => events.push('queued'))
+      t.on('reconnecting', () => events.push('reconnecting'))
+      t.on('ended', ({ outcome }) => events.push(outcome))
+      // The player cancels as soon as the loss shows, while the poll waits to try again.
+      for (let i = 0; i < 200 && !events.includes('reconnecting'); i++) {
+        await vi.advanceTimersByTimeAsync(10)
+      }
+      expect(events).toEqual(['queued', 'reconnecting'])
+      const cancelled = t.cancel()
+      await vi.advanceTimersByTimeAsync(10_000)
+      await cancelled
+      expect(events).toEqual(['queued', 'reconnecting', 'cancelled'])
+    } finally {
+      vi.useRealTimers()
+    }
+  })
+
+  it('a submit that gives up with an error other submits share (a token renewal that failed) throws each its own key', async () => {
+    let expired = false
+    const client = createClient({
+      baseUrl: 'http://nexus.test',
+      retry: { attempts: 1, baseDelayMs: 1, maxDelayMs: 5 },
+      fetch: (async (input: RequestInfo | URL) => {
+        const url = new URL(String(input))
+        if (url.pathname === '/v1/auth/guest') {
+          if (expired) throw new TypeError('fetch failed (offline)')
+          return jsonRes(200, { token: 'tok', playerId: 'g_1', expiresIn: 1, expiresAt: 0 })
+        }
+        return jsonRes(200, { cycle: 1, score: 1, best: 1, rank: 1, replayed: false })
+      }) as typeof fetch,
+    })
+    await client.auth.guest('device-abcdef-123456')
+    // The token runs out while the device is offline; both submissions wait on one renewal.
+    expired = true
+    await new Promise((r) => setTimeout(r, 1100))
+    const errors = await Promise.all(
+      ['key-a', 'key-b'].map((k) =>
+        client.leaderboards.submit('daily', { score: 1 }, { idempotencyKey: k }).catch((e) => e),
+      ),
+    )
+    expect(errors.every((e) => e instanceof NexusNetworkError)).toBe(true)
+    expect(errors.map((e: NexusNetworkError) => e.idempotencyKey)).toEqual(['key-a', 'key-b'])
+  })
+
   it('a join made while an earlier cancelled socket join (its `queued` lost) is still sent again waits for it too: the earlier cancel ends only its own ticket', async () => {
     vi.useFakeTimers()
     try {

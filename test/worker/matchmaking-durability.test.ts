@@ -164,6 +164,14 @@ describe('a wake', () => {
     expect(alarm!).toBeLessThanOrEqual(Math.max(retryAt, Date.now()))
   })
 
+  it('of an idle pool sets no alarm: a wake is not work', async () => {
+    const q = await createQueue()
+    await fireAlarm(q)
+    await runInDurableObject(poolOf(q), (_i: MatchPool, state) => state.storage.deleteAlarm())
+    await evictDurableObject(poolOf(q))
+    expect(await alarmAt(q)).toBeNull()
+  })
+
   it('of a pool that does not load names it in an error line', async () => {
     const q = await createQueue()
     onTestFinished(async () => {

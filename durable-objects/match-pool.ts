@@ -1473,7 +1473,19 @@ export class MatchPool extends DurableObject<Env> {
          WHERE player_id IN (${ids.map(() => '?').join(',')}) LIMIT 1`,
         ...ids,
       )
-      if (held) return { ok: false, playerId: held.player_id, ticketId: held.ticket_id }
+      if (held) {
+        const state = one<{ state: string }>(
+          this.sql,
+          `SELECT state FROM tickets WHERE id = ?`,
+          held.ticket_id,
+        )?.state
+        return {
+          ok: false,
+          playerId: held.player_id,
+          ticketId: held.ticket_id,
+          ...(state === 'matching' ? { matching: true } : {}),
+        }
+      }
       this.fenceNow(entries)
       return { ok: true }
     } finally {

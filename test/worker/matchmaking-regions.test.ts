@@ -205,6 +205,28 @@ describe('a region whose pool does not answer', () => {
 })
 
 describe('one ticket per player per queue, across regions', () => {
+  it('a join elsewhere while the ticket is in a match being made is refused saying so: wait for the match, not cancel (which it could not)', async () => {
+    const q = await createQueue(TWO_REGIONS)
+    const clock = newClock()
+    // Sessions cannot be made for now: the match stays in the making.
+    await rig(q, clock, {
+      region: 'eu',
+      creator: async () => ({ ok: false, problem: 'unavailable', detail: 'down' }),
+    })
+    await rig(q, clock, { region: 'us' })
+    const [a, b] = [await newGuest(), await newGuest()]
+    const inEu = (await (await joinAs(q, a.token, 'eu')).json()) as Ticket
+    await joinAs(q, b.token, 'eu')
+    expect((await ticketOf(inEu.ticketId, a.token)).status).toBe('matching')
+    const us = await joinAs(q, a.token, 'us')
+    const p = await problem(us)
+    expect(p).toMatchObject({ status: 409, type: 'urn:nexus:problem:conflict' })
+    expect(p.body).toMatchObject({ ticketId: inEu.ticketId, ticketStatus: 'matching' })
+    expect(p.detail).toContain('wait for its match')
+    // As the pool says of a cancel then.
+    expect((await cancel(inEu.ticketId, a.token)).status).toBe(409)
+  })
+
   it('a join in a second region while the first ticket waits is refused (409 naming it) and queues nothing; after a cancel it queues there', async () => {
     const q = await createQueue(TWO_REGIONS)
     await rigBoth(q)
@@ -217,7 +239,13 @@ describe('one ticket per player per queue, across regions', () => {
     expect(us.status).toBe(409)
     const p = await problem(us)
     expect(p.type).toMatch(/conflict$/)
-    expect(p.body).toMatchObject({ region: 'eu', ticketId: inEu.ticketId, players: [g.playerId] })
+    expect(p.body).toMatchObject({
+      region: 'eu',
+      ticketId: inEu.ticketId,
+      ticketStatus: 'waiting',
+      players: [g.playerId],
+    })
+    expect(p.detail).toContain('cancel it to join here')
     expect(await waiting(q, 'us')).toBe(0)
     expect((await ticketOf(inEu.ticketId, g.token)).status).toBe('waiting')
     expect(refusals(q, 'us', 'other_region')).toBe(1)

@@ -58,6 +58,8 @@ export interface ClaimConflict {
   playerId: string
   region: string
   ticketId: string
+  /** The ticket is in a match being made: it can no longer be cancelled. */
+  matching?: boolean
 }
 
 /** The queue's settings in Neon do not take this ticket in this region any more. */
@@ -111,14 +113,23 @@ export interface TokenCaller {
  * (`caller`) or the admin key (`caller` null).
  */
 export function conflictDetail(c: ClaimConflict, caller: string | null): string {
-  const where = `Player '${c.playerId}' already waits in region '${c.region}' of this queue`
-  return caller === null || caller === c.playerId
-    ? `${where} (ticket ${c.ticketId}): cancel it to join here`
-    : where
+  const where = c.matching
+    ? `Player '${c.playerId}' is being matched in region '${c.region}' of this queue`
+    : `Player '${c.playerId}' already waits in region '${c.region}' of this queue`
+  if (caller !== null && caller !== c.playerId) return where
+  // A ticket in a match being made cannot be cancelled (409): its match comes instead.
+  return c.matching
+    ? `${where} (ticket ${c.ticketId}): wait for its match`
+    : `${where} (ticket ${c.ticketId}): cancel it to join here`
 }
 
-/** What a pool answers to a fence: done, or the live ticket that refuses it. */
-export type FenceReply = { ok: true } | { ok: false; playerId: string; ticketId: string }
+/**
+ * What a pool answers to a fence: done, or the live ticket that refuses it (`matching` when in
+ * a match being made; a pool of the version before does not say).
+ */
+export type FenceReply =
+  | { ok: true }
+  | { ok: false; playerId: string; ticketId: string; matching?: boolean }
 
 export interface FenceEntry {
   playerId: string
@@ -369,8 +380,15 @@ export async function fenceOthers(
     })),
   )
   for (const { region: held, reply } of replies) {
-    if (!reply.ok)
-      return { ok: false, playerId: reply.playerId, region: held, ticketId: reply.ticketId }
+    if (!reply.ok) {
+      return {
+        ok: false,
+        playerId: reply.playerId,
+        region: held,
+        ticketId: reply.ticketId,
+        ...(reply.matching ? { matching: true } : {}),
+      }
+    }
   }
   await forgetFenced(env, queue, region, [...fences.values()].flat())
   return { ok: true, claim }

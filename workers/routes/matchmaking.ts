@@ -214,7 +214,7 @@ async function fenceForJoin(
   throw new ApiError('conflict', conflictDetail(r, caller), {
     players: [r.playerId],
     region: r.region,
-    ...(own ? { ticketId: r.ticketId } : {}),
+    ...(own ? { ticketId: r.ticketId, ticketStatus: r.matching ? 'matching' : 'waiting' } : {}),
   })
 }
 

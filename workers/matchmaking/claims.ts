@@ -128,8 +128,7 @@ export function conflictDetail(c: ClaimConflict, caller: string | null): string 
  * a match being made; a pool of the version before does not say).
  */
 export type FenceReply =
-  | { ok: true }
-  | { ok: false; playerId: string; ticketId: string; matching?: boolean }
+  { ok: true } | { ok: false; playerId: string; ticketId: string; matching?: boolean }
 
 export interface FenceEntry {
   playerId: string

@@ -1614,11 +1614,14 @@ export class GameSession extends DurableObject<Env> {
    * frame may arrive before a late alarm and must not jump the clock past graces that ended.
    */
   private runClock(now: number): void {
-    const due = all<{ player_id: string; due: number }>(
-      this.sql,
-      `SELECT player_id, due FROM timers WHERE due <= ? ORDER BY due, player_id`,
-      now,
-    )
+    const dueBy = () =>
+      all<{ player_id: string; due: number }>(
+        this.sql,
+        `SELECT player_id, due FROM timers WHERE due <= ? ORDER BY due, player_id`,
+        now,
+      )
+    let due = dueBy()
+    let putOff = 0
     for (let i = 0; i < due.length && this.status === 'live';) {
       // Graces that end at the same moment (nobody connected at all, or every socket lost in
       // a restart) end together: in player-id order, the first absences would hand the last
@@ -1635,7 +1638,16 @@ export class GameSession extends DurableObject<Env> {
       // the grace, in order (the grace's timers stay until then).
       if (this.clockBehind) return
       if (this.status !== 'live') break
-      if (this.abandonedBy(together, tick)) continue
+      if (this.abandonedBy(together, tick)) {
+        // Put off to a later grace's end (abandonedBy): if that one has ended too, the two are
+        // judged together in this run, as they would have been by an alarm between them.
+        // Each put-off merges a group into a later one, so this ends; bounded all the same.
+        if (this.status === 'live' && ++putOff <= this.setup!.roster.length) {
+          due = dueBy()
+          i = 0
+        }
+        continue
+      }
       for (const player of together) {
         if (this.status !== 'live') break
         const out = this.applyInput({ kind: 'absent', player, tick }, () => {

@@ -34,8 +34,8 @@ export interface Schemas {
     region?: string
     /** conflict: the caller's waiting ticket in another region; unavailable: the party's ticket to cancel */
     ticketId?: string
-    /** conflict: why the ticket can no longer be cancelled */
-    ticketStatus?: 'matching' | 'matched' | 'expired'
+    /** conflict: the named ticket's state. A cancel refused: why it can no longer be cancelled; a join refused for a ticket in another region: `waiting` (cancel it to join here) or `matching` (its match comes instead) */
+    ticketStatus?: 'waiting' | 'matching' | 'matched' | 'expired'
     /** conflict: the party the caller is already in, or whose members changed */
     partyId?: string
     /** conflict: the board's current cycle (a cursor of another cycle; closing a cycle that is neither current nor closed) */

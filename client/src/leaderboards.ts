@@ -1,7 +1,7 @@
 import type { Schemas } from './api.gen.ts'
 import type { Credential, Ok, QueryOf, Transport } from './http.ts'
 import { randomUUID } from './platform.ts'
-import { NexusNetworkError, NexusProblem } from './problem.ts'
+import { NexusNetworkError, NexusProblem, withIdempotencyKey } from './problem.ts'
 import { fresh, type ReadOptions } from './read-options.ts'
 
 export type { ReadOptions } from './read-options.ts'
@@ -60,9 +60,7 @@ export class Leaderboards {
         // The error may be shared (a token renewal that every waiting request rejects with), so
         // each submission throws its own, as the same class, with its own key.
         if (err instanceof NexusNetworkError || err instanceof NexusProblem) {
-          const own = Object.create(err) as typeof err
-          own.idempotencyKey = key
-          throw own
+          throw withIdempotencyKey(err, key)
         }
         throw err
       })

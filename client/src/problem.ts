@@ -81,6 +81,24 @@ export class NexusNetworkError extends Error {
   }
 }
 
+/**
+ * `err` again as an error object of its own, of the same class, with `idempotencyKey` set: the
+ * error a request rejects with may be shared with other requests (a token renewal that every
+ * waiting request rejects with), and a key set on it would be the last submission's for all.
+ */
+export function withIdempotencyKey<E extends NexusProblem | NexusNetworkError>(
+  err: E,
+  key: string,
+): E {
+  const copy =
+    err instanceof NexusProblem
+      ? new NexusProblem(err.body, err.retryAfter === undefined ? null : String(err.retryAfter))
+      : new NexusNetworkError(err.message, { cause: err.cause })
+  copy.stack = err.stack
+  copy.idempotencyKey = key
+  return copy as E
+}
+
 /** A problem+json body from an arbitrary answer; null when it is not one. */
 export async function readProblem(res: Response): Promise<NexusProblem | null> {
   const type = res.headers.get('content-type') ?? ''

@@ -1463,6 +1463,13 @@ describe('client SDK under failure', () => {
     )
     expect(errors.every((e) => e instanceof NexusNetworkError)).toBe(true)
     expect(errors.map((e: NexusNetworkError) => e.idempotencyKey)).toEqual(['key-a', 'key-b'])
+    // Errors of their own, as an error reporter sees them: a real Error, its message and cause.
+    for (const e of errors as NexusNetworkError[]) {
+      expect(Object.prototype.toString.call(e)).toBe('[object Error]')
+      expect(e.message).toMatch(/\S/)
+      expect(Object.keys(e)).toContain('idempotencyKey')
+      expect(e.cause).toBeDefined()
+    }
   })
 
   it('a join made while an earlier cancelled socket join (its `queued` lost) is still sent again waits for it too: the earlier cancel ends only its own ticket', async () => {

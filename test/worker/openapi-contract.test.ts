@@ -75,6 +75,10 @@ describe('the OpenAPI document states what the code enforces', () => {
       expect(members[name]?.description, name).toBeTruthy()
     }
     expect(members.retryAfter!.type).toBe('integer')
+    // Every state a 409 names: a cancel refused, and a join refused for another region's ticket.
+    expect((members.ticketStatus as { enum?: string[] }).enum).toEqual(
+      expect.arrayContaining(['waiting', 'matching', 'matched', 'expired']),
+    )
     expect(members.type!.description).toContain('urn:nexus:problem:')
     expect(members.type!.description).toContain('rate-limited')
     expect(

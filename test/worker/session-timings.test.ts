@@ -483,6 +483,42 @@ describe('session timings', () => {
     }
   })
 
+  it('two players who left a moment apart, the later one back after their own grace ended (no alarm between): the game is abandoned, not won by them', async () => {
+    const players = playerIds(2)
+    const [pa, pb] = players as [string, string]
+    const { sessionId, tokens, sockets, createdAt } = await liveDiceGame(players)
+    const [a, b] = sockets as [TestSocket, TestSocket]
+    const left = createdAt + JOIN_GRACE + 1000
+    for (const [socket, player, at] of [
+      [a, pa, left],
+      [b, pb, left + 1],
+    ] as const) {
+      await inObject(sessionId, (inst) => {
+        inst.now = () => at
+      })
+      socket.close()
+      await until(
+        () =>
+          inObject(sessionId, (_inst, state) =>
+            state.storage.sql
+              .exec<{ n: number }>('SELECT count(*) AS n FROM timers WHERE player_id = ?', player)
+              .one().n === 1
+              ? true
+              : undefined,
+          ),
+        5000,
+        `${player}'s grace timer`,
+      )
+    }
+    // B comes back past both graces, before any alarm: the clock the connect runs first ends it.
+    await inObject(sessionId, (inst) => {
+      inst.now = () => left + 1 + GRACE + 500
+    })
+    const back = await connect(sessionId, tokens[pb]!)
+    const ended = await back.nextOf('ended')
+    expect(ended.result).toMatchObject({ reason: 'abandoned', winner: null })
+  })
+
   it('players who leave together end it abandoned even if one who forfeited earlier came back to watch', async () => {
     const players = playerIds(3)
     const [pa, pb, pc] = players as [string, string, string]

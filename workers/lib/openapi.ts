@@ -133,9 +133,14 @@ export const Problem = z
         "conflict: the caller's waiting ticket in another region; unavailable: the party's ticket to cancel",
     }),
     ticketStatus: z
-      .enum(['matching', 'matched', 'expired'])
+      .enum(['waiting', 'matching', 'matched', 'expired'])
       .optional()
-      .openapi({ description: 'conflict: why the ticket can no longer be cancelled' }),
+      .openapi({
+        description:
+          "conflict: the named ticket's state. A cancel refused: why it can no longer be " +
+          'cancelled; a join refused for a ticket in another region: `waiting` (cancel it to ' +
+          'join here) or `matching` (its match comes instead)',
+      }),
     partyId: z.string().optional().openapi({
       description: 'conflict: the party the caller is already in, or whose members changed',
     }),

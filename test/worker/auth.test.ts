@@ -738,7 +738,8 @@ describe('the admin key from browser pages', () => {
     const tool = 'https://ops.studio.example'
     const listed = (credential: string, origin = tool) =>
       callWithEnv(
-        { ADMIN_ORIGINS: `https://other.example, ${tool}` },
+        // Written as a URL, as a studio may: the origin is what counts.
+        { ADMIN_ORIGINS: `https://other.example, HTTPS://Ops.Studio.example:443/` },
         `/v1/admin/players/${player}`,
         json('PUT', { name: 'from-the-tool' }, credential, { origin }),
       )

@@ -68,11 +68,25 @@ export function foreignPageOf(c: Context<AppEnv>): string | undefined {
       setting
         .split(',')
         .map((o) => o.trim())
-        .filter(Boolean),
+        .filter(Boolean)
+        .map(asOrigin),
     )
     adminOriginLists.set(setting, allowed)
   }
   return allowed.has(origin) ? undefined : origin
+}
+
+/**
+ * An origin as a browser names it in `Origin` (`https://ops.example.com`): a setting written as a
+ * URL (a trailing slash, capitals, a default port) would otherwise never match.
+ */
+function asOrigin(entry: string): string {
+  try {
+    const origin = new URL(entry).origin
+    return origin === 'null' ? entry : origin
+  } catch {
+    return entry
+  }
 }
 
 /**

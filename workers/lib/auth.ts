@@ -754,7 +754,7 @@ export async function authenticate(
 /**
  * A credential that could only be the admin key, from a browser page on another origin. Any page
  * a player opens can send requests to the API with a header of its choosing (`CORS_ORIGINS` lets
- * it, for games): compared and counted, its wrong keys locked the player's address out of the
+ * it, for games): compared and counted, its wrong keys locked the visitor's address out of the
  * admin key (a studio's office, its game servers' NAT); compared and not counted, they would be
  * guesses for free. So such keys are not compared at all, right or wrong.
  */

@@ -405,7 +405,7 @@ export interface Schemas {
     existing?: boolean
   }
   JoinTicket: {
-    /** Default: the queue's first region */
+    /** One of the queue's regions (a 422 lists them). Default: its first region */
     region?: string
     /** Ignored: matchmaking uses the rating Nexus stores */
     rating?: unknown

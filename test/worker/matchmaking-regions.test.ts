@@ -308,6 +308,32 @@ describe('one ticket per player per queue, across regions', () => {
     expect(tables).toEqual([])
   })
 
+  it("a join naming a region of any other shape (capitals, an underscore, a space) is told the queue's regions, over HTTP and on a socket's connect; past 32 characters it is a bound", async () => {
+    const q = await createQueue(TWO_REGIONS)
+    await rigBoth(q)
+    const g = await newGuest()
+    for (const [i, region] of ['EU', 'us_east', 'us east', 'eu/1'].entries()) {
+      const p = await problem(
+        await call(
+          `/v1/matchmaking/${q}/tickets`,
+          json('POST', { region }, g.token, { 'idempotency-key': `k-shape-${i}` }),
+        ),
+      )
+      expect(p, region).toMatchObject({ status: 422, type: 'urn:nexus:problem:validation' })
+      expect(p.body.errors, region).toEqual([{ path: 'region', message: 'one of: eu, us' }])
+      const socket = await call(`/v1/matchmaking/${q}?region=${encodeURIComponent(region)}`, {
+        headers: { upgrade: 'websocket', authorization: `Bearer ${g.token}` },
+      })
+      expect((await problem(socket)).body.errors, region).toEqual([
+        { path: 'region', message: 'one of: eu, us' },
+      ])
+    }
+    const long = await problem(await joinAs(q, g.token, 'e'.repeat(33)))
+    expect(long).toMatchObject({ status: 422, type: 'urn:nexus:problem:validation' })
+    expect(await waiting(q, 'eu')).toBe(0)
+    expect(await waiting(q, 'us')).toBe(0)
+  })
+
   it('a matched ticket no longer holds the player: the next join may be in another region', async () => {
     const q = await createQueue(TWO_REGIONS)
     await rigBoth(q)

@@ -342,9 +342,18 @@ async function noteForOlderPool(
 
 // ---------------------------------------------------------------------------------------------
 
+/**
+ * A region a join names: bounded only, so that one the queue does not have, whatever its shape
+ * (`EU`, `us_east`), is answered with the queue's regions (`regionOf`), which is what the player
+ * or studio needs. Nothing addresses a pool by it before `regionOf` has found it in the queue.
+ */
+const RegionName = z.string().min(1).max(32).openapi({ example: 'eu' })
+
 const JoinBody = z
   .object({
-    region: RegionId.optional().openapi({ description: "Default: the queue's first region" }),
+    region: RegionName.optional().openapi({
+      description: "One of the queue's regions (a 422 lists them). Default: its first region",
+    }),
     rating: z.unknown().optional().openapi({
       description: 'Ignored: matchmaking uses the rating Nexus stores',
     }),
@@ -465,6 +474,8 @@ matchmakingRoutes.openapi(joinRoute, async (c) => {
   const answeredBefore = async (region: string, refusal: unknown) => {
     if (joinKey === null || !(refusal instanceof ApiError)) throw refusal
     if (refusal.problem !== 'conflict' && refusal.problem !== 'validation') throw refusal
+    // A name no region can have has no pool to ask (and none is made up for it).
+    if (!RegionId.safeParse(region).success) throw refusal
     const prior = await poolStub(c.env, queue, region).ticketByKey(leader, joinKey, ids, attributes)
     if (!prior) throw refusal
     if (!prior.ok) fail(prior)
@@ -479,7 +490,7 @@ matchmakingRoutes.openapi(joinRoute, async (c) => {
     if (joinKey === null) throw refusedNow
     const stored = await loadQueueConfig(c.env, queue)
     const region = body.region ?? stored?.config.regions[0]
-    if (region === undefined) throw refusedNow
+    if (region === undefined || !RegionId.safeParse(region).success) throw refusedNow
     const prior = await poolStub(c.env, queue, region).ticketByKey(leader, joinKey, ids, attributes)
     if (!prior?.ok) throw refusedNow
     const ticket = await withTokens(c, prior.ticket, viewerOf(principal))
@@ -733,7 +744,7 @@ const socketRoute = createRoute({
   request: {
     params: QueueParam,
     query: z.object({
-      region: RegionId.optional(),
+      region: RegionName.optional(),
       token: z.string().max(4096).optional(),
     }),
   },

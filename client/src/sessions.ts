@@ -185,6 +185,35 @@ export class GameConnection extends Emitter<GameEvents> {
     }
   }
 
+  /**
+   * The next event of one type, as a promise; rejected if the connection is over first without
+   * one (the game ended, the connection failed, was closed or replaced): with why it failed, or,
+   * ended, an error saying so. `once('ended')` resolves with the end.
+   *
+   * @example
+   * const { state } = await game.once('welcome')
+   */
+  override once<K extends keyof GameEvents>(type: K): Promise<GameEvents[K]> {
+    return new Promise((resolve, reject) => {
+      const off = this.on(type, (value) => {
+        off()
+        resolve(value)
+      })
+      // After the last event: `ended` is emitted in the same step that settles it, before
+      // this runs, so an `ended` awaited resolves first.
+      this.ended.then(
+        () => {
+          off()
+          reject(new Error(`the game ended before a '${String(type)}' event`))
+        },
+        (err: unknown) => {
+          off()
+          reject(err)
+        },
+      )
+    })
+  }
+
   /** Whether a socket is open right now. */
   get connected(): boolean {
     return isOpen(this.socket)
@@ -192,7 +221,9 @@ export class GameConnection extends Emitter<GameEvents> {
 
   /**
    * Sends an action (`{type: 'action'}` is added). Throws `NexusNetworkError` while reconnecting:
-   * whether an action sent into a dropping socket was applied shows in the resumed events.
+   * an action sent into a dropping socket may have been applied (the resumed events say so) or
+   * may still arrive in the old connection after the resume: send again only what the state
+   * still asks for.
    */
   send(action: Record<string, unknown>): void {
     if (!isOpen(this.socket)) throw new NexusNetworkError('not connected to the session')
@@ -208,6 +239,9 @@ export class GameConnection extends Emitter<GameEvents> {
   }
 
   private shut(why: string): void {
+    // Over already (ended, failed, replaced): its outcome stands, a `close()` in an `ended`
+    // listener included.
+    if (this.done) return
     this.done = true
     this.offSignOut()
     this.stop.abort()
@@ -504,9 +538,10 @@ export class GameConnection extends Emitter<GameEvents> {
     }
     this.offSignOut()
     this.stop.abort()
-    this.emit('ended', { seq, result })
+    // Settled before the event: a listener may close the connection, or await `ended`.
     this.resolveReady()
     this.resolveEnded(result)
+    this.emit('ended', { seq, result })
     if (isOpen(this.socket)) this.socket.close(1000, 'ended')
   }
 

@@ -4487,8 +4487,46 @@ describe('a game connection replaced', () => {
       retry: { attempts: 2, baseDelayMs: 10, maxDelayMs: 50 },
     })
     const game = client.sessions.connect('s1', 'tok')
+    const awaited = game.once('event')
     await game.ready
     await expect(game.ended).rejects.toBeInstanceOf(SessionConnectionReplaced)
     expect(opens).toBe(1)
+    // A `once` of an event that will not come rejects with why, not hangs.
+    await expect(within(awaited, "once('event')", 2000)).rejects.toBeInstanceOf(
+      SessionConnectionReplaced,
+    )
+  })
+})
+
+describe('a game connection at its end', () => {
+  it('closed from an `ended` listener, it keeps the result: `ended` resolves with it, and a `once` still waiting rejects saying the game ended', async () => {
+    const result = { winner: 'p', reason: 'finished', placements: [] }
+    const client = createClient({
+      baseUrl: 'http://nexus.test',
+      fetch: (async () =>
+        jsonRes(200, { status: 'live', seq: 0, result: null })) as unknown as typeof fetch,
+      WebSocket: () =>
+        scriptedSocket((socket) => {
+          socket.open()
+          setTimeout(() => {
+            socket.receive({ type: 'welcome', seq: 0, state: {}, you: 'p', status: 'live' })
+            socket.receive({ type: 'event', seq: 1, tick: 1, event: { over: true } })
+            socket.receive({ type: 'ended', seq: 1, result })
+            socket.closeBy(1000)
+          }, 1)
+        }),
+    })
+    const game = client.sessions.connect('s1', 'tok')
+    const endings: unknown[] = []
+    game.on('ended', (e) => {
+      endings.push(e.result)
+      game.close()
+    })
+    const resumed = game.once('resumed')
+    const end = game.once('ended')
+    await expect(game.ended).resolves.toEqual(result)
+    await expect(end).resolves.toMatchObject({ result })
+    await expect(within(resumed, "once('resumed')", 2000)).rejects.toThrow('the game ended')
+    expect(endings).toEqual([result])
   })
 })

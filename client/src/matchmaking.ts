@@ -414,6 +414,9 @@ export class MatchTicket extends Emitter<TicketEvents> {
       .catch((err: unknown) => this.fail(err))
   }
 
+  /** Sockets that delivered a frame: only those count as having worked (HEALTHY_SOCKET_MS). */
+  private readonly heardFrom = new WeakSet<SocketLike>()
+
   /** Tickets of this player alone that a member's join made by mistake (leaveStray). */
   private readonly strayTickets = new Set<string>()
 
@@ -589,8 +592,10 @@ export class MatchTicket extends Emitter<TicketEvents> {
         return null
       }
       if (this.ticketId !== null) this.queuedSocketLostAt = Date.now()
-      // Only a socket that stayed up a while starts the count again (see HEALTHY_SOCKET_MS).
-      if (Date.now() - openedAt >= HEALTHY_SOCKET_MS) failures = 0
+      // Only a socket that stayed up a while, and delivered frames (a pong counts), starts the
+      // count again (see HEALTHY_SOCKET_MS): one a proxy opens and passes nothing through is a
+      // failure, or it would be tried for ever.
+      if (Date.now() - openedAt >= HEALTHY_SOCKET_MS && this.heardFrom.has(socket)) failures = 0
       failures++
       if (failures > sockets.maxReconnects) {
         return new NexusNetworkError('the matchmaking socket keeps closing')
@@ -666,6 +671,7 @@ export class MatchTicket extends Emitter<TicketEvents> {
       })
       socket.addEventListener('message', (e) => {
         alive.heard()
+        this.heardFrom.add(socket)
         const text = messageText(e)
         if (text === null) return
         let msg: MatchServerMessage

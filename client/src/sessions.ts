@@ -417,9 +417,10 @@ export class GameConnection extends Emitter<GameEvents> {
       // The player connected to this session elsewhere (a 5th tab or device): that one plays on,
       // and this one coming back would only replace another.
       if (closeCode === REPLACED_CLOSE_CODE) throw new SessionConnectionReplaced()
-      // Only a socket that stayed up a while starts the count again: one that opens and drops
-      // at once must not reconnect forever without backing off.
-      if (Date.now() - openedAt >= HEALTHY_SOCKET_MS) {
+      // Only a socket that stayed up a while, and delivered frames, starts the count again: one
+      // that opens and drops at once must not reconnect forever without backing off, nor one a
+      // proxy opens and passes nothing through (the keepalive gives it up after as long).
+      if (Date.now() - openedAt >= HEALTHY_SOCKET_MS && this.heardFrom.has(socket)) {
         failures = 0
         drops = 0
       }
@@ -455,6 +456,9 @@ export class GameConnection extends Emitter<GameEvents> {
    * Handles one open socket; resolves when it closes (with the server's close code, if any) or
    * stops answering pings.
    */
+  /** Sockets that delivered a frame: only those count as having worked (HEALTHY_SOCKET_MS). */
+  private readonly heardFrom = new WeakSet<SocketLike>()
+
   private serve(socket: SocketLike): Promise<number | null> {
     return new Promise<number | null>((resolve) => {
       const alive = keepalive(socket, this.sockets, () => {
@@ -468,6 +472,7 @@ export class GameConnection extends Emitter<GameEvents> {
       })
       socket.addEventListener('message', (e) => {
         alive.heard()
+        this.heardFrom.add(socket)
         const text = messageText(e)
         if (text === null) return
         let msg: SessionServerMessage

@@ -4498,6 +4498,75 @@ describe('a game connection replaced', () => {
   })
 })
 
+describe('a game connection through a proxy that passes nothing', () => {
+  it('sockets that open but never deliver a frame count as failures: the connection gives up, it does not reconnect for ever', async () => {
+    vi.useFakeTimers()
+    try {
+      let opens = 0
+      const client = createClient({
+        baseUrl: 'http://nexus.test',
+        fetch: (async () =>
+          jsonRes(200, { status: 'live', seq: 0, result: null })) as unknown as typeof fetch,
+        // Opened, then silent: no welcome, and pings unanswered.
+        WebSocket: () =>
+          scriptedSocket(
+            (socket) => {
+              opens++
+              socket.open()
+            },
+            undefined,
+            { pong: false },
+          ),
+      })
+      const game = client.sessions.connect('s1', 'tok')
+      const outcome = game.ended.then(
+        () => 'ended',
+        (e: unknown) => e,
+      )
+      await vi.advanceTimersByTimeAsync(10 * 60_000)
+      expect(await Promise.race([outcome, Promise.resolve('still waiting')])).toBeInstanceOf(
+        NexusNetworkError,
+      )
+      expect(opens).toBeLessThan(20)
+    } finally {
+      vi.useRealTimers()
+    }
+  })
+
+  it('a matchmaking join over such sockets gives up too (`transport: websocket`: no HTTP to fall back to)', async () => {
+    vi.useFakeTimers()
+    try {
+      let opens = 0
+      const client = createClient({
+        baseUrl: 'http://nexus.test',
+        fetch: guestFetch(() => jsonRes(200, { id: 'duel', regions: ['eu'] })),
+        WebSocket: () =>
+          scriptedSocket(
+            (socket) => {
+              opens++
+              socket.open()
+            },
+            undefined,
+            { pong: false },
+          ),
+      })
+      await client.auth.guest('device-abcdef-123456')
+      const t = client.matchmaking.join('duel', { transport: 'websocket' })
+      const outcome = t.matched.then(
+        () => 'matched',
+        (e: unknown) => e,
+      )
+      await vi.advanceTimersByTimeAsync(10 * 60_000)
+      expect(await Promise.race([outcome, Promise.resolve('still waiting')])).toBeInstanceOf(
+        NexusNetworkError,
+      )
+      expect(opens).toBeLessThan(20)
+    } finally {
+      vi.useRealTimers()
+    }
+  })
+})
+
 describe('a game connection at its end', () => {
   it('closed from an `ended` listener, it keeps the result: `ended` resolves with it, and a `once` still waiting rejects saying the game ended', async () => {
     const result = { winner: 'p', reason: 'finished', placements: [] }

@@ -955,14 +955,21 @@ export class GameSession extends DurableObject<Env> {
       const refusal = this.countResume(player, this.match.seq - since)
       if (refusal) return refusal
     }
-    // A player's 5th connection replaces their oldest rather than being refused: a browser sees
-    // no refused upgrade's status, only a failure it would retry, and the newest tab is the one
-    // the player is looking at. The oldest hears why in its close code (the SDK stops there).
+    // A player's 5th connection replaces the one heard from least lately rather than being
+    // refused: a browser sees no refused upgrade's status, only a failure it would retry, and
+    // the newest tab is the one the player is looking at. By last heard, not by age: sockets a
+    // client has given up on (it reconnects after 10 to 30 s of silence) count here until they
+    // fall silent (90 s), and the oldest may be a tab in use. It hears why in its close code
+    // (the SDK stops there).
     const open = this.openSockets(player)
     if (open.length >= MAX_SOCKETS_PER_PLAYER) {
-      const oldest = open.reduce((a, b) =>
-        (attachment(b)?.connectedAt ?? 0) < (attachment(a)?.connectedAt ?? 0) ? b : a,
-      )
+      const heard = (ws: WebSocket) =>
+        Math.max(
+          this.ctx.getWebSocketAutoResponseTimestamp(ws)?.getTime() ?? 0,
+          this.lastFrameAt.get(ws) ?? attachment(ws)?.heardAt ?? 0,
+          attachment(ws)?.connectedAt ?? 0,
+        )
+      const oldest = open.reduce((a, b) => (heard(b) < heard(a) ? b : a))
       try {
         oldest.close(REPLACED_CLOSE.code, REPLACED_CLOSE.reason)
       } catch {

@@ -481,6 +481,36 @@ describe('session sockets', () => {
     for (const ws of [...open.slice(1), fifth, other]) ws.close()
   })
 
+  it("a player's fifth socket replaces the one heard from least lately, not the oldest: a tab in use stays, a socket its client gave up on goes", async () => {
+    const { sessionId, tokens, players } = await diceGame(2)
+    const token = tokens[players[0]!]!
+    const base = Date.now() - 60_000
+    const open: TestSocket[] = []
+    for (let i = 0; i < MAX_SOCKETS_PER_PLAYER; i++) {
+      // Connected a second apart, by the session's clock.
+      await inObject(sessionId, (inst) => {
+        inst.now = () => base + i * 1000
+      })
+      const ws = await connect(sessionId, token)
+      await ws.nextOf('welcome')
+      open.push(ws)
+    }
+    await inObject(sessionId, (inst) => {
+      inst.now = () => Date.now()
+    })
+    // The first one, the oldest, is the tab in use: it pings (the SDK does every 20 s).
+    open[0]!.send({ type: 'ping' })
+    await open[0]!.nextOf('pong')
+    const fifth = await connect(sessionId, token)
+    expect(await fifth.nextOf('welcome')).toMatchObject({ status: 'live' })
+    expect(await open[1]!.whenClosed()).toMatchObject({ code: REPLACED_CLOSE.code })
+    for (const ws of [open[0]!, ...open.slice(2), fifth]) {
+      ws.send({ type: 'ping' })
+      await ws.nextOf('pong')
+    }
+    for (const ws of [open[0]!, ...open.slice(2), fifth]) ws.close()
+  })
+
   it("a connect whose rules throw (a bug in the view) is 500 and leaves no socket open: the player's grace runs, and their connections are not used up", async () => {
     const { sessionId, tokens, players } = await diceGame(2)
     const [pa] = players as [string, string]

@@ -263,7 +263,7 @@ const getRoute = createRoute({
     '`{"type":"error","code","message"}` (sender only). `?since=<seq>` instead sends ' +
     '`{"type":"resumed","since","seq"}` with the clock and exactly the events after `since`, then live ones. At the end: ' +
     '`{"type":"ended","seq","result"}` and the socket closes. Frames: at most 8 KiB, 20/s (burst 40). ' +
-    'A player holds at most 4 sockets: a 5th replaces the oldest, closed with 4001.\n\n' +
+    'A player holds at most 4 sockets: a 5th replaces the one heard from least lately, closed with 4001.\n\n' +
     'Without upgrade: the session for its players (session or player token, in the header only) and ' +
     'admins. Once a finished session is archived (its retention, 24 h by default, counted from when ' +
     'Neon has its result and whole log), the answer comes from Neon with ' +

@@ -6,7 +6,7 @@ import {
   runInDurableObject,
   waitOnExecutionContext,
 } from 'cloudflare:test'
-import { describe, expect, it, onTestFinished, vi } from 'vitest'
+import { describe, expect, it, onTestFinished } from 'vitest'
 import {
   CLOSE_RECORD_KEPT_MS,
   type CloseStatus,
@@ -34,7 +34,7 @@ import { countRowsRead } from './helpers/rows-read.ts'
 import { replaceMethod } from './helpers/replace-method.ts'
 import { CYCLE_REWARDS_PAGE } from '../../workers/routes/admin-leaderboards.ts'
 import { localFamilies } from '../../workers/lib/metrics.ts'
-import { logFloor } from '../../workers/lib/log.ts'
+import { errorLines } from './helpers/logs.ts'
 import { issuePlayerToken } from '../../workers/lib/auth.ts'
 import { canonicalJson } from '../../workers/lib/canonical-json.ts'
 import { ARCHIVE_SPREAD_MS, archiveDelayMs } from '../../workers/core/leaderboard.ts'
@@ -1942,26 +1942,14 @@ describe('the cron as a safety net for archives', () => {
       )
     })
     await evictDurableObject(stub(board))
-    const lines: string[] = []
-    const spy = vi.spyOn(console, 'error').mockImplementation((line: unknown) => {
-      lines.push(String(line))
-    })
-    logFloor.level = 'error'
-    onTestFinished(() => {
-      logFloor.level = null
-      spy.mockRestore()
-    })
+    const lines = errorLines()
     const read = await call(`/v1/leaderboards/${board}`, {
       headers: { 'cache-control': 'no-cache' },
     })
     expect(read.status).toBeGreaterThanOrEqual(500)
     await read.body?.cancel()
-    const line = lines
-      .map((l) => JSON.parse(l) as Record<string, unknown>)
-      .find((l) => l.msg === 'board does not load')
+    const line = lines.find((l) => l.msg === 'board does not load')
     expect(line).toMatchObject({ level: 'error', actor: `Leaderboard:${board}` })
     expect(String(line!.error)).toContain('stored cycle is invalid')
-    // Out of the cron's walks in the rest of this file: it would log the same for every run.
-    await pg()`delete from leaderboards where id = ${board}`
   })
 })

@@ -1,6 +1,6 @@
 import { evictDurableObject, runDurableObjectAlarm, runInDurableObject } from 'cloudflare:test'
 import { env } from 'cloudflare:workers'
-import { describe, expect, it, onTestFinished, vi } from 'vitest'
+import { describe, expect, it, onTestFinished } from 'vitest'
 import type { MatchPool } from '../../durable-objects/match-pool.ts'
 import type { SessionCreator, SessionSetup } from '../../workers/matchmaking/session.ts'
 import { gameSessionCreator } from '../../workers/matchmaking/session.ts'
@@ -21,7 +21,7 @@ import {
   ticketOf,
 } from './helpers/matchmaking.ts'
 import { pg } from './helpers/boards.ts'
-import { logFloor } from '../../workers/lib/log.ts'
+import { errorLines } from './helpers/logs.ts'
 import { collect, connect, nextOfType, until } from './helpers/sockets.ts'
 
 function matchRows(queue: string) {
@@ -184,19 +184,9 @@ describe('a wake', () => {
       state.storage.sql.exec(`UPDATE meta SET value = '{' WHERE key = 'config'`)
     })
     await evictDurableObject(poolOf(q))
-    const lines: string[] = []
-    const spy = vi.spyOn(console, 'error').mockImplementation((line: unknown) => {
-      lines.push(String(line))
-    })
-    logFloor.level = 'error'
-    onTestFinished(() => {
-      logFloor.level = null
-      spy.mockRestore()
-    })
+    const lines = errorLines()
     await expect(alarmAt(q)).rejects.toThrow()
-    const line = lines
-      .map((l) => JSON.parse(l) as Record<string, unknown>)
-      .find((l) => l.msg === 'pool does not load')
+    const line = lines.find((l) => l.msg === 'pool does not load')
     expect(line).toMatchObject({ level: 'error', actor: expect.stringContaining('MatchPool:') })
   })
 })

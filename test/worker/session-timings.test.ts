@@ -65,6 +65,26 @@ async function liveDiceGame(players: string[], connected: string[] = players) {
   return { sessionId, tokens, sockets, createdAt }
 }
 
+/** `player` closes `socket` at `at` by the session's clock; resolves once their grace runs. */
+async function leaveAt(sessionId: string, socket: TestSocket, player: string, at: number) {
+  await inObject(sessionId, (inst) => {
+    inst.now = () => at
+  })
+  socket.close()
+  await until(
+    () =>
+      inObject(sessionId, (_inst, state) =>
+        state.storage.sql
+          .exec<{ n: number }>('SELECT count(*) AS n FROM timers WHERE player_id = ?', player)
+          .one().n === 1
+          ? true
+          : undefined,
+      ),
+    5000,
+    `${player}'s grace timer`,
+  )
+}
+
 describe('session timings', () => {
   it('come from the environment, bounded, with the defaults for missing or bad values', () => {
     expect(sessionTimings({})).toEqual({
@@ -409,27 +429,9 @@ describe('session timings', () => {
     const [pa, pb] = players as [string, string, string]
     const { sessionId, sockets, createdAt } = await liveDiceGame(players, [pa, pb])
     const [a, b] = sockets as [TestSocket, TestSocket]
-    const leaveAt = async (socket: TestSocket, player: string, at: number) => {
-      await inObject(sessionId, (inst) => {
-        inst.now = () => at
-      })
-      socket.close()
-      await until(
-        () =>
-          inObject(sessionId, (_inst, state) =>
-            state.storage.sql
-              .exec<{ n: number }>('SELECT count(*) AS n FROM timers WHERE player_id = ?', player)
-              .one().n === 1
-              ? true
-              : undefined,
-          ),
-        5000,
-        `${player}'s grace timer`,
-      )
-    }
     // A leaves; then B, so that B's grace ends when C's join grace does.
-    await leaveAt(a, pa, createdAt + 45_000)
-    await leaveAt(b, pb, createdAt + JOIN_GRACE - GRACE)
+    await leaveAt(sessionId, a, pa, createdAt + 45_000)
+    await leaveAt(sessionId, b, pb, createdAt + JOIN_GRACE - GRACE)
     await alarmAt(sessionId, createdAt + 45_000 + GRACE)
     // A forfeits; B (who came) and C (who never did) are still in: the game goes on.
     expect(await inObject(sessionId, (inst) => inst.info())).toMatchObject({ status: 'live' })
@@ -441,27 +443,9 @@ describe('session timings', () => {
       const [pa, pb] = players as [string, string]
       const { sessionId, tokens, sockets, createdAt } = await liveDiceGame(players)
       const [a, b] = sockets as [TestSocket, TestSocket]
-      const leaveAt = async (socket: TestSocket, player: string, at: number) => {
-        await inObject(sessionId, (inst) => {
-          inst.now = () => at
-        })
-        socket.close()
-        await until(
-          () =>
-            inObject(sessionId, (_inst, state) =>
-              state.storage.sql
-                .exec<{ n: number }>('SELECT count(*) AS n FROM timers WHERE player_id = ?', player)
-                .one().n === 1
-                ? true
-                : undefined,
-            ),
-          5000,
-          `${player}'s grace timer`,
-        )
-      }
       const left = createdAt + JOIN_GRACE + 1000
-      await leaveAt(a, pa, left)
-      await leaveAt(b, pb, left + 1)
+      await leaveAt(sessionId, a, pa, left)
+      await leaveAt(sessionId, b, pb, left + 1)
       // A's grace ends; B is away too: nothing is decided yet.
       await alarmAt(sessionId, left + GRACE)
       expect(await inObject(sessionId, (inst) => inst.info())).toMatchObject({ status: 'live' })
@@ -489,27 +473,8 @@ describe('session timings', () => {
     const { sessionId, tokens, sockets, createdAt } = await liveDiceGame(players)
     const [a, b] = sockets as [TestSocket, TestSocket]
     const left = createdAt + JOIN_GRACE + 1000
-    for (const [socket, player, at] of [
-      [a, pa, left],
-      [b, pb, left + 1],
-    ] as const) {
-      await inObject(sessionId, (inst) => {
-        inst.now = () => at
-      })
-      socket.close()
-      await until(
-        () =>
-          inObject(sessionId, (_inst, state) =>
-            state.storage.sql
-              .exec<{ n: number }>('SELECT count(*) AS n FROM timers WHERE player_id = ?', player)
-              .one().n === 1
-              ? true
-              : undefined,
-          ),
-        5000,
-        `${player}'s grace timer`,
-      )
-    }
+    await leaveAt(sessionId, a, pa, left)
+    await leaveAt(sessionId, b, pb, left + 1)
     // B comes back past both graces, before any alarm: the clock the connect runs first ends it.
     await inObject(sessionId, (inst) => {
       inst.now = () => left + 1 + GRACE + 500

@@ -28,7 +28,11 @@ import { guardedAlarm, sendMetricsAtAlarm, sendMetricsSoon } from '../workers/li
 import { problemResponse, type ProblemType, unavailableAcrossRpc } from '../workers/lib/problem.ts'
 import { all, insertRows, one, schemaVersion, setSchemaVersion } from '../workers/lib/sql.ts'
 import {
+  ACTION_REF_RULE,
+  ActionRef,
   ClientMessage,
+  CONNECTION_ID_RULE,
+  ConnectionId,
   SessionSetupSchema,
   type ServerMessage,
   type SessionStatus,
@@ -137,6 +141,11 @@ export const RATE_BURST = 40
 export const MAX_SOCKETS_PER_PLAYER = 4
 /** The close of a player's oldest socket that their 5th connection replaced. */
 export const REPLACED_CLOSE = { code: 4001, reason: 'replaced by a newer connection' } as const
+/** The close of a socket its own client reconnected past (the same `?conn=`). */
+export const SUPERSEDED_CLOSE = {
+  code: 4003,
+  reason: 'superseded by the same client reconnecting',
+} as const
 /** The alarm looks for silent sockets (SILENT_SOCKET_MS) at most this often. */
 export const SILENT_CHECK_EVERY_MS = 10_000
 /** Catch-up runs (of 100 deadlines each) an admin's end plays before it answers "send again". */
@@ -290,6 +299,8 @@ interface Attachment {
   heardAt?: number
   /** When it was accepted; sockets from before this field count as the oldest. */
   connectedAt?: number
+  /** The client's name for the connection (`?conn=`), if it gave one. */
+  conn?: string
 }
 
 /** How stale an attachment's `heardAt` may get: it is rewritten at most this often. */
@@ -904,7 +915,14 @@ export class GameSession extends DurableObject<Env> {
     if (!this.setup.roster.some((p) => p.playerId === player)) {
       return problemResponse('forbidden', 'You are not a player of this session')
     }
-    const sinceRaw = new URL(request.url).searchParams.get('since')
+    const params = new URL(request.url).searchParams
+    const conn = params.get('conn')
+    if (conn !== null && !ConnectionId.safeParse(conn).success) {
+      return problemResponse('validation', CONNECTION_ID_RULE, {
+        errors: [{ path: 'conn', message: CONNECTION_ID_RULE }],
+      })
+    }
+    const sinceRaw = params.get('since')
     let since: number | null = null
     if (sinceRaw !== null) {
       since = /^(0|[1-9][0-9]{0,14})$/.test(sinceRaw) ? Number(sinceRaw) : NaN
@@ -955,6 +973,22 @@ export class GameSession extends DurableObject<Env> {
       const refusal = this.countResume(player, this.match.seq - since)
       if (refusal) return refusal
     }
+    // The same client's earlier socket goes first, before this one's resume is read from the
+    // log: closed, it applies nothing more (webSocketMessage hears nothing on a socket it
+    // closed), so the resume holds every action it ever will, and the client knows which of its
+    // actions to send again. Its player has this socket: no grace starts.
+    if (conn !== null) {
+      for (const ws of this.openSockets(player)) {
+        if (attachment(ws)?.conn !== conn) continue
+        try {
+          ws.close(SUPERSEDED_CLOSE.code, SUPERSEDED_CLOSE.reason)
+        } catch {
+          // Closing already.
+        }
+        this.sockets?.delete(ws)
+        this.resuming.delete(ws)
+      }
+    }
     // A player's 5th connection replaces the one heard from least lately rather than being
     // refused: a browser sees no refused upgrade's status, only a failure it would retry, and
     // the newest tab is the one the player is looking at. By last heard, not by age: sockets a
@@ -982,7 +1016,11 @@ export class GameSession extends DurableObject<Env> {
     const pair = new WebSocketPair()
     const server = pair[1]
     this.ctx.acceptWebSocket(server, [player])
-    server.serializeAttachment({ playerId: player, connectedAt: now } satisfies Attachment)
+    server.serializeAttachment({
+      playerId: player,
+      connectedAt: now,
+      ...(conn !== null ? { conn } : {}),
+    } satisfies Attachment)
     this.sockets?.add(server)
     // Everything below runs without awaiting, so no live event can slip in between.
     try {
@@ -1098,7 +1136,7 @@ export class GameSession extends DurableObject<Env> {
       const stored = JSON.parse(row.record) as LogRecord
       const record = hides ? this.viewFor(stored, player!, ws) : stored
       if (record === null) return null
-      ws.send(eventFrame(record))
+      ws.send(eventFrame(record, player))
       last = row.seq
       n++
     }
@@ -1165,6 +1203,7 @@ export class GameSession extends DurableObject<Env> {
           ws,
           'rate_limited',
           `At most ${RATE_PER_SECOND} frames per second (burst ${RATE_BURST})`,
+          refOf(message),
         )
       }
       if (typeof message !== 'string') return this.refuse(ws, 'binary', 'Frames are JSON text')
@@ -1179,11 +1218,17 @@ export class GameSession extends DurableObject<Env> {
       }
       const msg = ClientMessage.safeParse(raw)
       if (!msg.success) {
-        return this.refuse(ws, 'invalid_message', 'Send {"type":"action", …} or {"type":"ping"}')
+        const atRef = msg.error.issues.some((i) => i.path[0] === 'ref')
+        return this.refuse(
+          ws,
+          'invalid_message',
+          atRef ? ACTION_REF_RULE : 'Send {"type":"action", …} or {"type":"ping"}',
+        )
       }
       if (msg.data.type === 'ping') return void send(ws, { type: 'pong' })
+      const { ref, ...action } = msg.data
       if (this.status !== 'live' || !this.match) {
-        return this.refuse(ws, 'game_over', 'The game is over')
+        return this.refuse(ws, 'game_over', 'The game is over', ref)
       }
       const now = this.now()
       if (this.clockedFrames()) this.runClock(now)
@@ -1198,15 +1243,22 @@ export class GameSession extends DurableObject<Env> {
           ws,
           'catching_up',
           'Turns that ran out while the game was away are still being played: send again',
+          ref,
         )
       }
-      const out = this.applyInput({ kind: 'action', player, tick, action: msg.data })
-      if (isRuleError(out)) return this.refuse(ws, out.error.code, out.error.message)
+      const out = this.applyInput({
+        kind: 'action',
+        player,
+        tick,
+        action,
+        ...(ref !== undefined ? { ref } : {}),
+      })
+      if (isRuleError(out)) return this.refuse(ws, out.error.code, out.error.message, ref)
       // An action may name a nearer deadline (a move clock it started) than the alarm set.
       if (this.status !== 'live' || this.wakesOnHint()) await this.scheduleAlarm()
     } catch (err) {
       log('error', 'socket message failed', { actor: this.actor, ...errorFields(err) })
-      this.refuse(ws, 'internal', 'Something went wrong')
+      this.refuse(ws, 'internal', 'Something went wrong', refOf(message))
     }
   }
 
@@ -1308,10 +1360,10 @@ export class GameSession extends DurableObject<Env> {
       .filter((s) => s.readyState === WebSocket.OPEN || s.readyState === WebSocket.CONNECTING)
   }
 
-  private refuse(ws: WebSocket, code: string, message: string): void {
+  private refuse(ws: WebSocket, code: string, message: string, ref?: ActionRef): void {
     inputsRefused.inc({ code })
     this.sendMetrics()
-    send(ws, { type: 'error', code, message })
+    send(ws, { type: 'error', code, message, ...(ref !== undefined ? { ref } : {}) })
   }
 
   private takeToken(player: string): boolean {
@@ -1325,19 +1377,22 @@ export class GameSession extends DurableObject<Env> {
   private broadcast(record: LogRecord): void {
     this.sockets ??= new Set(this.ctx.getWebSockets())
     const rules = this.rules
+    // The sender's sockets get the action's ref (nobody else's business): their own frame.
+    const { input } = record
+    const referred = input.kind === 'action' && input.ref !== undefined ? input.player : null
     const shared = rules?.viewEvent ? null : eventFrame(record)
-    const views = shared === null ? new Map<string, string>() : null
+    const views = shared === null || referred !== null ? new Map<string, string>() : null
     for (const ws of this.sockets) {
       if (this.resuming.has(ws)) continue
       let frame = shared
-      if (frame === null) {
-        const player = attachment(ws)?.playerId
+      const player = frame === null || referred !== null ? attachment(ws)?.playerId : undefined
+      if (frame === null || (player !== undefined && player === referred)) {
         if (player === undefined) continue
         frame = views!.get(player) ?? null
         if (frame === null) {
           const view = this.viewFor(record, player, ws)
           if (view === null) continue
-          frame = eventFrame(view)
+          frame = eventFrame(view, player)
           views!.set(player, frame)
         }
       }
@@ -2114,13 +2169,32 @@ function send(ws: WebSocket, message: ServerMessage): void {
   }
 }
 
-function eventFrame(record: LogRecord): string {
+/** A record's event frame; with its action's ref when `to` is the player who sent it. */
+function eventFrame(record: LogRecord, to?: string): string {
+  const { input } = record
+  const ref = input.kind === 'action' && input.player === to ? input.ref : undefined
   return JSON.stringify({
     type: 'event',
     seq: record.seq,
-    tick: record.input.tick,
+    tick: input.tick,
     event: record.event,
+    ...(ref !== undefined ? { ref } : {}),
   } satisfies ServerMessage)
+}
+
+/**
+ * The ref of a frame refused before it was read (over the rate, or failing): read when it is
+ * small enough to be an action at all, so a client learns which of its actions was refused.
+ */
+function refOf(message: string | ArrayBuffer): ActionRef | undefined {
+  if (typeof message !== 'string' || exceedsUtf8Bytes(message, MAX_FRAME_BYTES)) return undefined
+  try {
+    const ref = (JSON.parse(message) as { ref?: unknown } | null)?.ref
+    const parsed = ActionRef.safeParse(ref)
+    return parsed.success ? parsed.data : undefined
+  } catch {
+    return undefined
+  }
 }
 
 /**

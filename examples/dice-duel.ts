@@ -11,7 +11,7 @@
  * without it they must already exist.
  */
 import { fileURLToPath } from 'node:url'
-import type { NexusClient } from '../client/src/index.ts'
+import { ActionRefused, type NexusClient } from '../client/src/index.ts'
 import { runTwoPlayers } from './two-players.ts'
 
 export interface DuelResult {
@@ -42,28 +42,37 @@ export async function playDuel(
   log(`${me}: matched in ${match.sessionId}`)
 
   const game = nexus.sessions.connect(match.sessionId, match.token)
-  // Whose turn the server last said, and the seq it said it at. A roll is sent once per turn; it
-  // counts once the log moves on. One sent into a dropping socket may be lost: a reconnect whose
-  // log has not moved since then shows that, and the roll is sent again.
+  // Whose turn the server last said. A roll goes once per turn, through `act()`: applied once
+  // even if the connection drops as it is sent (the SDK sends it again after the reconnect only
+  // if the game never had it).
   let turn: string | null = null
-  let seq = 0
-  let sentAt: number | null = null
+  let rolling = false
   let rolls = 0
   const roll = () => {
-    if (turn !== me || sentAt === seq || !game.connected) return
-    sentAt = seq
-    game.send({ action: 'roll' })
+    if (turn !== me || rolling) return
+    rolling = true
+    game.act({ action: 'roll' }).then(
+      () => {
+        rolling = false
+        // Its event has already moved the turn on (to us again, in a game of one).
+        roll()
+      },
+      (err: unknown) => {
+        rolling = false
+        // Turns that ran out while the game was away are still being played: roll again soon.
+        if (err instanceof ActionRefused && err.code === 'catching_up') setTimeout(roll, 1000)
+        else if (err instanceof ActionRefused) log(`${me}: roll refused (${err.code})`)
+      },
+    )
   }
   game.on('welcome', (w) => {
     // dice-race's state names whose turn it is by index into its players.
     const s = w.state as { turn: number; players: { playerId: string }[] }
-    seq = w.seq
     turn = s.players[s.turn]?.playerId ?? null
     roll()
   })
   game.on('event', (ev) => {
     const e = ev.event as { kind?: string; player?: string; die?: number; next?: string | null }
-    seq = ev.seq
     if (e.kind === 'roll') log(`${me}: ${e.player} rolled ${e.die}`)
     if (e.kind === 'roll' && e.player === me) rolls++
     // Only a change of turn calls for a roll: a `joined` event (a timed game's arrivals) leaves
@@ -72,14 +81,7 @@ export async function playDuel(
     turn = e.next
     roll()
   })
-  // The missed events follow this frame and roll when it is our turn; with none missed, a roll
-  // sent at this seq never reached the game, so it goes again.
-  game.on('resumed', (r) => {
-    if (r.seq === seq) sentAt = null
-    roll()
-  })
   game.on('reconnecting', ({ attempt }) => log(`${me}: reconnecting (attempt ${attempt})`))
-  game.on('refused', ({ code }) => log(`${me}: refused (${code})`))
   const result = await game.ended
   const won = result.winner === me
 

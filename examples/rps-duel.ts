@@ -15,7 +15,7 @@
  * without it they must already exist.
  */
 import { fileURLToPath } from 'node:url'
-import type { NexusClient } from '../client/src/index.ts'
+import { ActionRefused, type NexusClient } from '../client/src/index.ts'
 import { runTwoPlayers } from './two-players.ts'
 
 export const MOVES = ['rock', 'paper', 'scissors'] as const
@@ -92,32 +92,34 @@ export async function playRps(
 
   const game = nexus.sessions.connect(match.sessionId, match.token)
   // The round in play as the server last said (null once over), the round whose move the log
-  // shows as ours, and the round we last sent a move for. A move is sent once per round; it
-  // counts once the log shows it (our `chosen`, or the `round` it decided). One sent into a
-  // dropping socket may be lost: once a reconnect has replayed what was missed, a move the log
-  // still does not show is sent again.
+  // shows as ours, and the round whose move is on its way. A move goes once per round, through
+  // `act()`: applied once even if the connection drops as it is sent (the SDK sends it again
+  // after the reconnect only if the game never had it).
   let inPlay: number | null = null
   let counted = 0
-  let sentFor: number | null = null
-  let seq = 0
-  // Set from a `resumed` frame to the seq its missed events run to: no move goes out before then.
-  let catchingUpTo: number | null = null
+  let playing: number | null = null
   const play = () => {
-    if (inPlay === null || counted === inPlay || sentFor === inPlay) return
-    if (catchingUpTo !== null || !game.connected) return
-    sentFor = inPlay
-    const move = moveFor(seed, inPlay)
-    log(`${me}: round ${inPlay}: playing ${move}`)
+    if (inPlay === null || counted === inPlay || playing !== null) return
+    const round = inPlay
+    playing = round
+    const move = moveFor(seed, round)
+    log(`${me}: round ${round}: playing ${move}`)
     // Naming the round: a move that arrives after its deadline is refused, not moved on to the
     // next round.
-    game.send({ move, round: inPlay })
-  }
-  const caughtUp = () => {
-    if (catchingUpTo === null || seq < catchingUpTo) return
-    catchingUpTo = null
-    // The log is replayed and does not show our move for this round: it never reached the game.
-    if (counted !== inPlay) sentFor = null
-    play()
+    game.act({ move, round }).then(
+      () => {
+        playing = null
+        play()
+      },
+      (err: unknown) => {
+        playing = null
+        if (!(err instanceof ActionRefused)) return
+        log(`${me}: round ${round}: refused (${err.code})`)
+        // Turns that ran out while the game was away are still being played: again soon. Any
+        // other refusal (`too_late`: the round's end came first) waits for the next event.
+        if (err.code === 'catching_up') setTimeout(play, 1000)
+      },
+    )
   }
   game.on('welcome', (w) => {
     // The state as this player may see it: the opponent's pending move is only `chosen: true`.
@@ -126,7 +128,6 @@ export async function playRps(
       ended: string | null
       players: { playerId: string; chosen: boolean; move: Move | null }[]
     }
-    seq = w.seq
     inPlay = s.ended === null ? s.played + 1 : null
     for (const p of s.players) {
       if (p.playerId !== me) sawOpponent.welcome.push({ ...p })
@@ -137,7 +138,6 @@ export async function playRps(
   })
   game.on('event', (ev) => {
     const e = ev.event as { kind?: string; player?: string; round?: number }
-    seq = ev.seq
     if (e.kind === 'joined') {
       const j = ev.event as { player: string; endsAt: number | null }
       log(`${me}: ${j.player} joined${j.endsAt !== null ? '; the round clock started' : ''}`)
@@ -160,16 +160,8 @@ export async function playRps(
       inPlay = null
     }
     play()
-    caughtUp()
-  })
-  // The missed events follow this frame; with none missed, a move sent at this seq never reached
-  // the game, and goes again at once.
-  game.on('resumed', (r) => {
-    catchingUpTo = r.seq
-    caughtUp()
   })
   game.on('reconnecting', ({ attempt }) => log(`${me}: reconnecting (attempt ${attempt})`))
-  game.on('refused', ({ code }) => log(`${me}: refused (${code})`))
   const result = await game.ended
   const won = result.winner === me
 

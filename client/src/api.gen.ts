@@ -500,6 +500,8 @@ export interface Schemas {
     input: {
       kind: string
       tick: number
+      /** An action's `ref`, as its sender gave it (their own actions only) */
+      ref?: string | number
       [key: string]: unknown
     }
     event?: unknown
@@ -1862,6 +1864,7 @@ export interface Paths {
       query: {
         token?: string
         since?: number
+        conn?: string
       }
       headers: Record<string, never>
       body: undefined

@@ -38,8 +38,10 @@ export {
   type ReceivedPartyInvites,
 } from './parties.ts'
 export {
+  ActionRefused,
   GameConnection,
   SessionConnectionReplaced,
+  type ActOutcome,
   Sessions,
   type EventsPage,
   type MatchHistoryPage,

@@ -14,6 +14,7 @@ import {
   validationProblem,
 } from './problem.ts'
 import type { SocketSettings } from './matchmaking.ts'
+import { randomUUID } from './platform.ts'
 import {
   Emitter,
   HEALTHY_SOCKET_MS,
@@ -54,10 +55,42 @@ export interface GameEvents {
   resumed: { since: number; seq: number; tick: number; tickRate: number }
   /** One accepted input, in order, never repeated, never skipped, with the tick it came at. */
   event: { seq: number; tick: number; event: unknown }
-  /** The server refused one of this player's frames; nothing changed. */
-  refused: { code: string; message: string }
+  /**
+   * The server refused one of this player's frames; nothing changed. `ref` is the action's
+   * `ref` when it had one (an `act()`'s: its promise rejects too).
+   */
+  refused: { code: string; message: string; ref?: string | number }
   ended: { seq: number; result: GameResult }
   reconnecting: { attempt: number; delayMs: number; since: number | null }
+}
+
+/** What `act()` resolves with: the event the action made, as every player got it. */
+export interface ActOutcome {
+  seq: number
+  tick: number
+  event: unknown
+}
+
+/**
+ * An `act()` the session refused (`code`: `not_your_turn`, `invalid_action`, `rate_limited`,
+ * `catching_up`, which asks to send again, …), or that the game ended before: `game_over`.
+ * Nothing of it was applied.
+ */
+export class ActionRefused extends Error {
+  readonly code: string
+  constructor(code: string, message: string) {
+    super(message)
+    this.name = 'ActionRefused'
+    this.code = code
+  }
+}
+
+/** An action of `act()` not answered yet: sent on the current socket or waiting to be. */
+interface PendingAct {
+  frame: string
+  sent: boolean
+  resolve: (outcome: ActOutcome) => void
+  reject: (err: unknown) => void
 }
 
 /**
@@ -73,8 +106,7 @@ const JOIN_GRACE_MS = 120_000
  * @example
  * const game = nexus.sessions.connect(match.sessionId, match.token)
  * game.on('event', ({ event }) => render(event))
- * await game.ready
- * game.send({ action: 'roll' })
+ * await game.act({ action: 'roll' })
  * const result = await game.ended
  */
 export class GameConnection extends Emitter<GameEvents> {
@@ -107,6 +139,23 @@ export class GameConnection extends Emitter<GameEvents> {
   private readonly sockets: SocketSettings
   /** Stops listening for the player signing out, which closes the connection. */
   private readonly offSignOut: () => void
+  /**
+   * This connection's name to the server (`?conn=`): a reconnect supersedes the socket before
+   * it, so an action the old socket carried is in the resumed events or never applied.
+   */
+  private readonly conn = randomUUID()
+  private nextRef = 1
+  /** `act()`s unanswered, by ref, in the order they were made. */
+  private readonly pending = new Map<string, PendingAct>()
+  /**
+   * Whether actions may go out on the socket now: after its welcome, or once a resume's missed
+   * events have all arrived (`resumedTo`), which settle the actions they hold first.
+   */
+  private acting = false
+  /** The seq a resume's missed events run to, while they arrive. */
+  private resumedTo: number | null = null
+  /** This player's id, from the first welcome: whose records in the log can be their acts. */
+  private you: string | null = null
 
   constructor(
     sessionId: string,
@@ -231,6 +280,65 @@ export class GameConnection extends Emitter<GameEvents> {
   }
 
   /**
+   * Sends an action that must be applied once and only once (a turn, a move, a purchase), and
+   * resolves with the event it made; rejects with `ActionRefused` when the session refuses it
+   * (nothing applied). Through a dropped connection it waits: after the reconnect, an action the
+   * resumed events do not hold was never applied (the server closed the old socket before
+   * reading them) and goes again, by itself; one made while reconnecting goes once the
+   * connection is back. Rejects as `ended` does if the connection is over first. Actions go out
+   * in the order they were made; the session takes 20 frames a second (burst 40) per player, and
+   * refuses the rest `rate_limited`. For a stream where a lost update is replaced by the next (a
+   * position), `send()` is the lighter way.
+   *
+   * @example
+   * try {
+   *   const { event } = await game.act({ action: 'roll' })
+   * } catch (err) {
+   *   if (err instanceof ActionRefused && err.code === 'not_your_turn') showWait()
+   * }
+   */
+  act(action: Record<string, unknown>): Promise<ActOutcome> {
+    if (this.done) return this.ended.then(() => Promise.reject(gameOver()))
+    const ref = `${this.conn}.${this.nextRef++}`
+    const frame = JSON.stringify({ ...action, type: 'action', ref })
+    return new Promise<ActOutcome>((resolve, reject) => {
+      const act: PendingAct = { frame, sent: false, resolve, reject }
+      this.pending.set(ref, act)
+      if (this.acting) this.sendPending(act)
+    })
+  }
+
+  /** Sends an act on the current socket, if it is open (a drop sends it again after). */
+  private sendPending(act: PendingAct): void {
+    if (!isOpen(this.socket)) return
+    act.sent = true
+    this.socket.send(act.frame)
+  }
+
+  /** The socket takes actions again: the acts not answered go, in their order. */
+  private startActing(): void {
+    this.acting = true
+    for (const act of this.pending.values()) if (!act.sent) this.sendPending(act)
+  }
+
+  /** Settles the act whose ref an event or refusal of this player carries. */
+  private settleAct(ref: unknown, outcome: ActOutcome | ActionRefused): void {
+    if (typeof ref !== 'string') return
+    const act = this.pending.get(ref)
+    if (act === undefined) return
+    this.pending.delete(ref)
+    if (outcome instanceof ActionRefused) act.reject(outcome)
+    else act.resolve(outcome)
+  }
+
+  /** Every act unanswered fails with `err`: the connection is over. */
+  private failActs(err: unknown): void {
+    const acts = [...this.pending.values()]
+    this.pending.clear()
+    for (const act of acts) act.reject(err)
+  }
+
+  /**
    * Closes the connection for good (the server's absence grace then applies). Signing out (or
    * in as another player) closes it too.
    */
@@ -249,6 +357,7 @@ export class GameConnection extends Emitter<GameEvents> {
     const closed = new NexusNetworkError(why)
     this.rejectReady(closed)
     this.rejectEnded(closed)
+    this.failActs(closed)
   }
 
   /** The token for the next attempt, read afresh: the one given, or the player's own. */
@@ -295,6 +404,13 @@ export class GameConnection extends Emitter<GameEvents> {
         this.seq = record.seq
         this.lastEventTick = record.input.tick
         this.emit('event', { seq: record.seq, tick: record.input.tick, event: record.event })
+        if (record.input.kind === 'action' && record.input.player === this.you) {
+          this.settleAct(record.input.ref, {
+            seq: record.seq,
+            tick: record.input.tick,
+            event: record.event,
+          })
+        }
       }
       from = page.nextFrom
     }
@@ -335,7 +451,11 @@ export class GameConnection extends Emitter<GameEvents> {
         this.t.url(
           '/v1/sessions/{id}',
           { id: this.sessionId },
-          { ...credential.query, ...(this.seq !== null ? { since: this.seq } : {}) },
+          {
+            ...credential.query,
+            conn: this.conn,
+            ...(this.seq !== null ? { since: this.seq } : {}),
+          },
         ),
       )
       let socket: SocketLike
@@ -413,6 +533,10 @@ export class GameConnection extends Emitter<GameEvents> {
       this.socket = socket
       const closeCode = await this.serve(socket)
       this.socket = null
+      // What the lost socket carried unanswered goes again once the next one has resumed.
+      this.acting = false
+      this.resumedTo = null
+      for (const act of this.pending.values()) act.sent = false
       if (this.done) return
       // The player connected to this session elsewhere (a 5th tab or device): that one plays on,
       // and this one coming back would only replace another.
@@ -490,6 +614,7 @@ export class GameConnection extends Emitter<GameEvents> {
     switch (msg.type) {
       case 'welcome':
         this.seq = msg.seq
+        this.you = msg.you
         this.anchorClock(msg)
         this.emit('welcome', {
           seq: msg.seq,
@@ -500,6 +625,7 @@ export class GameConnection extends Emitter<GameEvents> {
           tickRate: msg.tickRate,
         })
         this.resolveReady()
+        this.startActing()
         return
       case 'resumed':
         this.anchorClock(msg)
@@ -510,6 +636,8 @@ export class GameConnection extends Emitter<GameEvents> {
           tickRate: msg.tickRate,
         })
         this.resolveReady()
+        if (this.seq !== null && this.seq >= msg.seq) this.startActing()
+        else this.resumedTo = msg.seq
         return
       case 'event':
         if (this.seq !== null && msg.seq <= this.seq) return
@@ -521,9 +649,19 @@ export class GameConnection extends Emitter<GameEvents> {
         this.seq = msg.seq
         if (typeof msg.tick === 'number') this.lastEventTick = msg.tick
         this.emit('event', { seq: msg.seq, tick: msg.tick, event: msg.event })
+        this.settleAct(msg.ref, { seq: msg.seq, tick: msg.tick, event: msg.event })
+        if (this.resumedTo !== null && msg.seq >= this.resumedTo) {
+          this.resumedTo = null
+          this.startActing()
+        }
         return
       case 'error':
-        this.emit('refused', { code: msg.code, message: msg.message })
+        this.emit('refused', {
+          code: msg.code,
+          message: msg.message,
+          ...(msg.ref !== undefined ? { ref: msg.ref } : {}),
+        })
+        this.settleAct(msg.ref, new ActionRefused(msg.code, msg.message))
         return
       case 'ended':
         this.finish(msg.seq, msg.result)
@@ -543,9 +681,11 @@ export class GameConnection extends Emitter<GameEvents> {
     }
     this.offSignOut()
     this.stop.abort()
-    // Settled before the event: a listener may close the connection, or await `ended`.
+    // Settled before the event: a listener may close the connection, or await `ended`. An act
+    // not answered by now was not applied: its event would have come before the end.
     this.resolveReady()
     this.resolveEnded(result)
+    this.failActs(gameOver())
     this.emit('ended', { seq, result })
     if (isOpen(this.socket)) this.socket.close(1000, 'ended')
   }
@@ -558,7 +698,12 @@ export class GameConnection extends Emitter<GameEvents> {
     if (isOpen(this.socket)) this.socket.close(1000, 'failed')
     this.rejectReady(err)
     this.rejectEnded(err)
+    this.failActs(err)
   }
+}
+
+function gameOver(): ActionRefused {
+  return new ActionRefused('game_over', 'The game is over')
 }
 
 /** The close code of a socket the player's newer connection to the session replaced. */

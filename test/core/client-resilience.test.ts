@@ -3,6 +3,7 @@ import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
 import { createClient } from '../../client/src/client.ts'
 import { MatchmakingEnded } from '../../client/src/matchmaking.ts'
 import {
+  ActionRefused,
   MAX_RESUME_EVENTS,
   REPLACED_CLOSE_CODE,
   SessionConnectionReplaced,
@@ -2731,6 +2732,75 @@ function resumingSocket(live: number, sinces: (string | null)[] = []) {
       }, 5)
     })
 }
+
+describe('game connection act()', () => {
+  async function until(cond: () => boolean): Promise<void> {
+    for (let i = 0; i < 400 && !cond(); i++) await new Promise((r) => setTimeout(r, 5))
+    expect(cond()).toBe(true)
+  }
+
+  it('after a drop, waits for every missed event: an action they hold is settled by them and not sent again, one they do not hold goes again with its ref; a refusal rejects its own act', async () => {
+    const urls: URL[] = []
+    const sockets: ScriptedSocket[] = []
+    const sent: { socket: number; frame: Record<string, unknown> }[] = []
+    const client = createClient({
+      baseUrl: 'http://nexus.test',
+      retry: { baseDelayMs: 1, maxDelayMs: 5 },
+      fetch: (async () => jsonRes(200, {})) as unknown as typeof fetch,
+      WebSocket: (url) => {
+        urls.push(new URL(url))
+        const n = urls.length - 1
+        return scriptedSocket(
+          (socket) => {
+            socket.open()
+            // As a server's first frame does, after the client has heard the open.
+            setTimeout(() => {
+              if (n === 0) {
+                socket.receive({ type: 'welcome', seq: 0, state: {}, you: 'p', status: 'live' })
+              } else socket.receive({ type: 'resumed', since: 0, seq: 1 })
+              sockets.push(socket)
+            }, 1)
+          },
+          (frame) => {
+            if (frame.type === 'action') sent.push({ socket: n, frame })
+          },
+        )
+      },
+    })
+    const game = client.sessions.connect('s1', 'tok')
+    await within(game.ready, 'the welcome', 2000)
+    const applied = game.act({ action: 'a' })
+    const lost = game.act({ action: 'b' })
+    const refused = game.act({ action: 'c' })
+    expect(sent.map((s) => s.frame.action)).toEqual(['a', 'b', 'c'])
+    const [refA, refB, refC] = sent.map((s) => s.frame.ref as string)
+    expect(new Set([refA, refB, refC]).size).toBe(3)
+    sockets[0]!.drop()
+    await until(() => sockets.length === 2)
+    // The reconnect names the same connection, and resumes after the last event seen.
+    expect(urls[1]!.searchParams.get('conn')).toBe(urls[0]!.searchParams.get('conn'))
+    expect(urls[1]!.searchParams.get('since')).toBe('0')
+    // `resumed` (handled before the socket is counted, above) says one event was missed: nothing
+    // goes before it has arrived.
+    expect(sent.filter((s) => s.socket === 1)).toEqual([])
+    sockets[1]!.receive({ type: 'event', seq: 1, tick: 0, event: { did: 'a' }, ref: refA })
+    expect(await applied).toEqual({ seq: 1, tick: 0, event: { did: 'a' } })
+    await until(() => sent.length === 5)
+    expect(sent.slice(3).map((s) => [s.socket, s.frame.action, s.frame.ref])).toEqual([
+      [1, 'b', refB],
+      [1, 'c', refC],
+    ])
+    sockets[1]!.receive({ type: 'error', code: 'not_your_turn', message: 'wait', ref: refC })
+    const err = await refused.catch((e: unknown) => e)
+    expect(err).toBeInstanceOf(ActionRefused)
+    expect(err).toMatchObject({ code: 'not_your_turn' })
+    sockets[1]!.receive({ type: 'event', seq: 2, tick: 0, event: { did: 'b' }, ref: refB })
+    expect((await lost).seq).toBe(2)
+    game.close()
+    // Over: an act now rejects at once.
+    await expect(game.act({ action: 'd' })).rejects.toBeInstanceOf(NexusNetworkError)
+  })
+})
 
 describe('game connection resume', () => {
   it('a `since` past the session’s seq rejects with validation 422 naming since, not a network error', async () => {

@@ -6,6 +6,7 @@ import { readFileSync } from 'node:fs'
 import { describe, expect, it } from 'vitest'
 import { GENERATED_PATH, renderClientTypes } from '../../client/scripts/generate.ts'
 import {
+  ActionRefused,
   createClient,
   MatchmakingEnded,
   NexusNetworkError,
@@ -891,6 +892,134 @@ describe('sessions', () => {
   })
 })
 
+/**
+ * Node's WebSocket, except that the first action frame carrying a `ref` is lost with its
+ * connection: `arrives` says whether the frame went out before the connection dropped (the
+ * server applied it, and the client never heard) or was lost with it (the server never had it).
+ */
+function firstActLost(arrives: boolean): { factory: SocketFactory; lost: string[] } {
+  const lost: string[] = []
+  return {
+    lost,
+    factory: (url, protocols) => {
+      const real = new WebSocket(url, protocols)
+      return {
+        get readyState() {
+          return real.readyState
+        },
+        send: (d) => {
+          if (lost.length === 0 && String(d).includes('"ref"')) {
+            lost.push(String(d))
+            if (arrives) real.send(d)
+            real.close(4002, 'network went away')
+            return
+          }
+          real.send(d)
+        },
+        close: (code, reason) => real.close(code, reason),
+        addEventListener: (type, l) => real.addEventListener(type, l as never),
+      }
+    },
+  }
+}
+
+describe('sessions: act()', () => {
+  async function relayFor(n: number): Promise<{ sessionId: string; tokens: string[] }> {
+    const players = Array.from({ length: n }, (_, i) => `${uid('act')}-${i}`)
+    const res = (await admin('POST', '/v1/admin/sessions', {
+      rules: 'relay',
+      roster: players.map((playerId) => ({ playerId })),
+    })) as { sessionId: string; tokens: Record<string, string> }
+    return { sessionId: res.sessionId, tokens: players.map((p) => res.tokens[p]!) }
+  }
+
+  /** The actions in a session's whole log (its admin's read). */
+  async function actionsLogged(sessionId: string): Promise<{ ref?: unknown; action: unknown }[]> {
+    const log = (await admin('GET', `/v1/sessions/${sessionId}/events?limit=500`)) as {
+      events: { input: { kind: string; ref?: unknown; action: unknown } }[]
+    }
+    return log.events.filter((e) => e.input.kind === 'action').map((e) => e.input)
+  }
+
+  it('resolves with the event its action made, and rejects a refused one with ActionRefused and its code', async () => {
+    const players = [`${uid('act')}-0`, `${uid('act')}-1`]
+    const res = (await admin('POST', '/v1/admin/sessions', {
+      rules: 'dice-race',
+      roster: players.map((playerId) => ({ playerId })),
+      options: { target: 1000 },
+    })) as { sessionId: string; tokens: Record<string, string> }
+    const nexus = createClient({ baseUrl: stack().url })
+    const first = nexus.sessions.connect(res.sessionId, res.tokens[players[0]!]!)
+    const second = nexus.sessions.connect(res.sessionId, res.tokens[players[1]!]!)
+    await Promise.all([first.ready, second.ready])
+    const refused = await second.act({ action: 'roll' }).catch((e: unknown) => e)
+    expect(refused).toBeInstanceOf(ActionRefused)
+    expect(refused).toMatchObject({ code: 'not_your_turn' })
+    const seen = within(second.once('event'), 'the event')
+    const rolled = await within(first.act({ action: 'roll' }), 'the roll')
+    expect(rolled.event).toMatchObject({ kind: 'roll', player: players[0] })
+    // The event every player got.
+    expect(await seen).toEqual(rolled)
+    first.close()
+    second.close()
+  })
+
+  for (const arrives of [false, true]) {
+    it(`an action whose connection drops as it is sent (${arrives ? 'after it reached the session' : 'before it reached the session'}) is applied once: the act resolves after the reconnect with its one event`, async () => {
+      const { sessionId, tokens } = await relayFor(1)
+      const sockets = firstActLost(arrives)
+      const nexus = createClient({
+        baseUrl: stack().url,
+        WebSocket: sockets.factory,
+        retry: { baseDelayMs: 20 },
+      })
+      const game = nexus.sessions.connect(sessionId, tokens[0]!)
+      await within(game.ready, 'the welcome')
+      const resumed = within(game.once('resumed'), 'the resume')
+      const outcome = await within(game.act({ action: 'message', data: { n: 1 } }), 'the act')
+      await resumed
+      expect(sockets.lost).toHaveLength(1)
+      expect(outcome.event).toMatchObject({ data: { n: 1 } })
+      // Made while the connection is back: it goes as any other.
+      const next = await within(game.act({ action: 'message', data: { n: 2 } }), 'the next act')
+      expect(next.seq).toBeGreaterThan(outcome.seq)
+      const logged = await actionsLogged(sessionId)
+      expect(logged.map((a) => a.action)).toEqual([
+        { action: 'message', data: { n: 1 } },
+        { action: 'message', data: { n: 2 } },
+      ])
+      expect(new Set(logged.map((a) => a.ref)).size).toBe(2)
+      game.close()
+    })
+  }
+
+  it('an action made while the connection is away goes once it is back; the game ending first rejects it game_over', async () => {
+    const { sessionId, tokens } = await relayFor(1)
+    const sockets = recordingSockets()
+    const nexus = createClient({
+      baseUrl: stack().url,
+      WebSocket: sockets.factory,
+      retry: { baseDelayMs: 20 },
+    })
+    const game = nexus.sessions.connect(sessionId, tokens[0]!)
+    await within(game.ready, 'the welcome')
+    sockets.opened[0]!.close(4002, 'network went away')
+    await within(game.once('reconnecting'), 'the reconnect')
+    expect(game.connected).toBe(false)
+    const outcome = await within(game.act({ action: 'message', data: 'later' }), 'the act')
+    expect(outcome.event).toMatchObject({ data: 'later' })
+    expect(sockets.opened.length).toBeGreaterThanOrEqual(2)
+
+    await admin('POST', `/v1/admin/sessions/${sessionId}/end`)
+    await within(game.ended, 'the end')
+    const late = await game.act({ action: 'message', data: 'too late' }).catch((e: unknown) => e)
+    expect(late).toMatchObject({ name: 'ActionRefused', code: 'game_over' })
+    expect((await actionsLogged(sessionId)).map((a) => a.action)).toEqual([
+      { action: 'message', data: 'later' },
+    ])
+  })
+})
+
 describe('examples/dice-duel.ts', () => {
   it('two players queue, play to the end and record the win', async () => {
     const queue = await duelQueue(20)
@@ -909,25 +1038,15 @@ describe('examples/dice-duel.ts', () => {
     const queue = await duelQueue(20)
     const board = uid('wins')
     await admin('PUT', `/v1/admin/leaderboards/${board}`, { operator: 'incr' })
-    const [a, b] = await Promise.all([guestClient(), guestClient()])
-    // Player a's first roll never reaches the game: its socket drops as it is sent.
-    let dropped = 0
-    const connect = a.sessions.connect.bind(a.sessions)
-    a.sessions.connect = (sessionId, token, opts) => {
-      const game = connect(sessionId, token, opts)
-      const send = game.send.bind(game)
-      game.send = (action) => {
-        if (dropped === 0 && action.action === 'roll') {
-          dropped++
-          ;(game as unknown as { socket: WebSocket }).socket.close(4000, 'dropped')
-          return
-        }
-        send(action)
-      }
-      return game
-    }
+    // Player a's first roll never reaches the game: its connection drops as it is sent.
+    const sockets = firstActLost(false)
+    const [a, b] = await Promise.all([
+      guestClient({ WebSocket: sockets.factory, retry: { baseDelayMs: 20 } }),
+      guestClient(),
+    ])
     const results = await Promise.all([a, b].map((n) => playDuel(n, { queue, board })))
-    expect(dropped).toBe(1)
+    expect(sockets.lost).toHaveLength(1)
+    expect(sockets.lost[0]).toContain('"roll"')
     expect(results.filter((r) => r.won)).toHaveLength(1)
     // a rolled after all: the roll it lost was sent again on the resumed socket.
     expect(results[0]!.rolls).toBeGreaterThan(0)
@@ -948,6 +1067,27 @@ describe('examples/rps-duel.ts', () => {
     })
     return queue
   }
+
+  it('a move lost with its connection goes again after the reconnect: every round has both moves', async () => {
+    const queue = await rpsQueue()
+    const board = uid('rps-wins')
+    await admin('PUT', `/v1/admin/leaderboards/${board}`, { operator: 'incr' })
+    const sockets = firstActLost(false)
+    const [a, b] = await Promise.all([
+      guestClient({ WebSocket: sockets.factory, retry: { baseDelayMs: 20 } }),
+      guestClient(),
+    ])
+    const results = await Promise.all(
+      [a, b].map((n, i) => playRps(n, { queue, board, seed: i + 1 })),
+    )
+    expect(sockets.lost).toHaveLength(1)
+    expect(sockets.lost[0]).toContain('"round":1')
+    const ids = results.map((r) => r.playerId)
+    expect(results[0]!.rounds).toEqual(results[1]!.rounds)
+    for (const r of results[0]!.rounds) {
+      for (const id of ids) expect(['rock', 'paper', 'scissors']).toContain(r.moves[id])
+    }
+  })
 
   it('two players play hidden moves to the end: the opponent’s pending move never reaches the client', async () => {
     const queue = await rpsQueue()

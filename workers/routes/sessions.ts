@@ -241,6 +241,8 @@ async function connect(c: Context<AppEnv>, sessionId: string): Promise<Response>
   const url = new URL('https://game-session.internal/connect')
   const since = c.req.query('since')
   if (since !== undefined) url.searchParams.set('since', since)
+  const conn = c.req.query('conn')
+  if (conn !== undefined) url.searchParams.set('conn', conn)
   // A new request: only the verified player travels to the object, never client headers.
   const res = await c.env.GAME_SESSION.getByName(sessionId).fetch(
     new Request(url, { headers: { upgrade: 'websocket', [PLAYER_HEADER]: player.playerId } }),
@@ -260,7 +262,9 @@ const getRoute = createRoute({
     'socket. The server sends `{"type":"welcome","seq","state","you","status"}` with the game\'s clock ' +
     '(`tick`, `tickRate`, `elapsedMs`, `running`); clients send `{"type":"action",…}`; ' +
     'everyone receives `{"type":"event","seq","tick","event"}` in one order; a refused frame gets ' +
-    '`{"type":"error","code","message"}` (sender only). `?since=<seq>` instead sends ' +
+    '`{"type":"error","code","message"}` (sender only). An action may carry `ref` (1 to 64 printable ' +
+    'ASCII characters, or a whole number), which the rules never see: its `error`, and its `event` as ' +
+    "the sender's own sockets get it, carry it back. `?since=<seq>` instead sends " +
     '`{"type":"resumed","since","seq"}` with the clock and exactly the events after `since`, then live ones. At the end: ' +
     '`{"type":"ended","seq","result"}` and the socket closes. Frames: at most 8 KiB, 20/s (burst 40). ' +
     'A player holds at most 4 sockets: a 5th replaces the one heard from least lately, closed with 4001.\n\n' +
@@ -287,6 +291,19 @@ const getRoute = createRoute({
             'send at most 8,000 missed events a minute in all: past that a resume is 429 with ' +
             '`Retry-After`. ' +
             'Without an upgrade it is not read (beyond being at most 16 characters)',
+        }),
+      conn: z
+        .string()
+        .max(64)
+        .optional()
+        .openapi({
+          description:
+            "Socket only: the client's name for this connection, 1 to 64 letters, digits, `_` or " +
+            "`-` (else 422). The player's open sockets opened with the same `conn` are closed (4003) " +
+            'before this one is answered, and nothing more they carry is applied: a client ' +
+            'reconnecting with `since` and its `conn` finds each of its actions in the resumed ' +
+            'events (with its `ref`) or knows it was never applied, and may send it again. ' +
+            'Without an upgrade it is not read',
         }),
     }),
   },
@@ -359,7 +376,13 @@ const LogRecordSchema = z
     seq: z.number().int(),
     // What came in (`kind`: action, tick, absent, …) and the game's clock then; the rest is the
     // kind's own (docs/rules.md).
-    input: z.looseObject({ kind: z.string(), tick: z.number().int() }),
+    input: z.looseObject({
+      kind: z.string(),
+      tick: z.number().int(),
+      ref: z.union([z.string(), z.number().int()]).optional().openapi({
+        description: "An action's `ref`, as its sender gave it (their own actions only)",
+      }),
+    }),
     event: z.unknown(),
   })
   .openapi('SessionLogRecord')
@@ -374,7 +397,7 @@ const eventsRoute = createRoute({
     `100, at most ${MAX_EVENTS_PAGE}). Pass \`nextFrom\` back as \`from\` for the next page; null means ` +
     "the end of the log so far. Replaying the records from the start (an admin's copy, with the " +
     "setup's seed) reproduces the session's state. A player gets other players' inputs without " +
-    'their `action`, and under rules with hidden information (`rock-paper-scissors`) each event as ' +
+    'their `action` or `ref`, and under rules with hidden information (`rock-paper-scissors`) each event as ' +
     'they may see it; admins get the log whole. A player ' +
     'reads at most SESSION_EVENT_READS_PER_MINUTE pages a minute (default 120; 429 with ' +
     'Retry-After past it); the admin key is not limited.',

@@ -47,9 +47,36 @@ export const SessionSetupSchema = z
   })
   .strict()
 
-/** Frames a client may send, by `type`. An action's other fields are the rules' business. */
+/**
+ * A client's name for one of its actions: echoed in the `error` that refuses it, and in the
+ * `event` it made as its own player's sockets get it (live, in a resume, in a log read), so a
+ * client with several actions in flight knows which one each answer is for. Printable ASCII (no
+ * space) or a whole number: it is stored in the log and archived in Neon's jsonb as it came.
+ */
+export const ActionRef = z.union([
+  z.string().regex(/^[\x21-\x7e]{1,64}$/),
+  z.number().int().min(0).max(Number.MAX_SAFE_INTEGER),
+])
+export type ActionRef = z.infer<typeof ActionRef>
+export const ACTION_REF_RULE =
+  'ref must be 1 to 64 printable ASCII characters (no space) or a whole number from 0'
+
+/**
+ * A client's name for one of its connections (`?conn=` on the upgrade): a socket opened with
+ * the `conn` of one of its player's open sockets supersedes it (closed with SUPERSEDED_CLOSE
+ * before the new one is answered), so nothing more the old one carries is applied. A client
+ * reconnecting after a drop it could not see end sends the same `conn`: every action of the old
+ * socket is then in the log, or never will be.
+ */
+export const ConnectionId = z.string().regex(/^[A-Za-z0-9_-]{1,64}$/)
+export const CONNECTION_ID_RULE = "conn must be 1 to 64 letters, digits, '_' or '-'"
+
+/**
+ * Frames a client may send, by `type`. An action's other fields are the rules' business, but for
+ * `ref`, which is the client's (taken off before the rules see the action).
+ */
 export const ClientMessage = z.discriminatedUnion('type', [
-  z.looseObject({ type: z.literal('action') }),
+  z.looseObject({ type: z.literal('action'), ref: ActionRef.optional() }),
   z.object({ type: z.literal('ping') }).strict(),
 ])
 export type ClientMessage = z.infer<typeof ClientMessage>
@@ -72,10 +99,13 @@ export type ServerMessage =
    * game's clock as in `welcome` (the missed events' own ticks are in the past).
    */
   | ({ type: 'resumed'; since: number; seq: number } & GameClock)
-  /** One accepted input, to everyone, in `seq` order with no gaps, with its input's `tick`. */
-  | { type: 'event'; seq: number; tick: number; event: unknown }
-  /** A refused frame, to its sender only; nothing changed. */
-  | { type: 'error'; code: string; message: string }
+  /**
+   * One accepted input, to everyone, in `seq` order with no gaps, with its input's `tick`; to
+   * the sockets of the player whose action it was, with the action's `ref` if it had one.
+   */
+  | { type: 'event'; seq: number; tick: number; event: unknown; ref?: ActionRef }
+  /** A refused frame, to its sender only, with the action's `ref` if it had one; nothing changed. */
+  | { type: 'error'; code: string; message: string; ref?: ActionRef }
   /** The game is over; the socket closes after this. */
   | { type: 'ended'; seq: number; result: GameResult }
   | { type: 'pong' }

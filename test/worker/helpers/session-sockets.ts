@@ -110,10 +110,11 @@ export class TestSocket {
 export function upgrade(
   sessionId: string,
   token: string | null,
-  opts: { since?: number | string; viaQuery?: boolean; viaProtocol?: boolean } = {},
+  opts: { since?: number | string; viaQuery?: boolean; viaProtocol?: boolean; conn?: string } = {},
 ): Promise<Response> {
   const q = new URLSearchParams()
   if (opts.since !== undefined) q.set('since', String(opts.since))
+  if (opts.conn !== undefined) q.set('conn', opts.conn)
   if (token && opts.viaQuery) q.set('token', token)
   const qs = q.size > 0 ? `?${q}` : ''
   const headers: Record<string, string> = { upgrade: 'websocket' }
@@ -127,7 +128,7 @@ export function upgrade(
 export async function connect(
   sessionId: string,
   token: string,
-  opts: { since?: number; viaQuery?: boolean; viaProtocol?: boolean } = {},
+  opts: { since?: number; viaQuery?: boolean; viaProtocol?: boolean; conn?: string } = {},
 ): Promise<TestSocket> {
   const res = await upgrade(sessionId, token, opts)
   if (res.status !== 101 || !res.webSocket) {

@@ -38,6 +38,11 @@ export interface ActionInput {
   player: string
   tick: number
   action: unknown
+  /**
+   * The client's name for the action, kept beside it in the log (the rules never see it): the
+   * sender's answers carry it back.
+   */
+  ref?: string | number
 }
 /** A clock tick, for rules with a `tickRate`. */
 export interface TickInput {
@@ -284,7 +289,13 @@ export function step<S, A, E>(
       if (isRuleError(out)) return out
       state = out.state
       event = out.event
-      logged = { kind: 'action', player: input.player, tick: input.tick, action }
+      logged = {
+        kind: 'action',
+        player: input.player,
+        tick: input.tick,
+        action,
+        ...(input.ref !== undefined ? { ref: input.ref } : {}),
+      }
       break
     }
     case 'absent':

@@ -38,6 +38,7 @@ export {
   type ReceivedPartyInvites,
 } from './parties.ts'
 export {
+  ActionOutcomeUnknown,
   ActionRefused,
   GameConnection,
   SessionConnectionReplaced,

@@ -3,6 +3,14 @@
  * `crypto.getRandomValues` (plain-http pages and Safari 15.0–15.3 have no `randomUUID`).
  */
 export function randomUUID(): string {
+  // React Native's engine has no `crypto` without a polyfill: say so, rather than a
+  // ReferenceError, and never fall back to Math.random (a guest's device id is its credential).
+  if (typeof crypto === 'undefined' || typeof crypto.getRandomValues !== 'function') {
+    throw new Error(
+      'No crypto.getRandomValues on this platform: on React Native, import ' +
+        "'react-native-get-random-values' before the Nexus client",
+    )
+  }
   if (typeof crypto.randomUUID === 'function') return crypto.randomUUID()
   const b = crypto.getRandomValues(new Uint8Array(16))
   b[6] = (b[6]! & 0x0f) | 0x40 // version 4

@@ -85,10 +85,29 @@ export class ActionRefused extends Error {
   }
 }
 
+/**
+ * An `act()` whose connection ended (closed, replaced, failed) after it was sent and before its
+ * answer came: it may have been applied. The game's state (or the log) says whether it was.
+ */
+export class ActionOutcomeUnknown extends NexusNetworkError {
+  constructor(cause: unknown) {
+    super('the connection ended before the action was answered: it may have been applied', {
+      cause,
+    })
+    this.name = 'ActionOutcomeUnknown'
+  }
+}
+
+/** The most an action frame may hold (the server's MAX_FRAME_BYTES): larger, it is refused. */
+const MAX_ACTION_BYTES = 8 * 1024
+
 /** An action of `act()` not answered yet: sent on the current socket or waiting to be. */
 interface PendingAct {
   frame: string
+  /** Sent on the current socket (a drop clears it: sent again after the resume). */
   sent: boolean
+  /** Sent on any socket: it may have been applied, if no answer ever says. */
+  everSent: boolean
   resolve: (outcome: ActOutcome) => void
   reject: (err: unknown) => void
 }
@@ -144,6 +163,12 @@ export class GameConnection extends Emitter<GameEvents> {
    * it, so an action the old socket carried is in the resumed events or never applied.
    */
   private readonly conn = randomUUID()
+  /**
+   * The start of this connection's refs: short, as every ref is kept in the log beside its
+   * action, and unique enough (48 bits) among one player's connections, the only ones whose
+   * refs reach this one.
+   */
+  private readonly refPrefix = this.conn.replace(/-/g, '').slice(0, 12)
   private nextRef = 1
   /** `act()`s unanswered, by ref, in the order they were made. */
   private readonly pending = new Map<string, PendingAct>()
@@ -154,8 +179,6 @@ export class GameConnection extends Emitter<GameEvents> {
   private acting = false
   /** The seq a resume's missed events run to, while they arrive. */
   private resumedTo: number | null = null
-  /** This player's id, from the first welcome: whose records in the log can be their acts. */
-  private you: string | null = null
 
   constructor(
     sessionId: string,
@@ -285,7 +308,10 @@ export class GameConnection extends Emitter<GameEvents> {
    * (nothing applied). Through a dropped connection it waits: after the reconnect, an action the
    * resumed events do not hold was never applied (the server closed the old socket before
    * reading them) and goes again, by itself; one made while reconnecting goes once the
-   * connection is back. Rejects as `ended` does if the connection is over first. Actions go out
+   * connection is back. If the connection is over first (closed, replaced, failed for good), an
+   * act already sent rejects `ActionOutcomeUnknown` (it may have been applied: the state says),
+   * one never sent as `ended` does; the game's end first rejects `ActionRefused` `game_over` (its
+   * event would have come before the end). An action over 8 KiB is refused `too_large` here. Actions go out
    * in the order they were made; the session takes 20 frames a second (burst 40) per player, and
    * refuses the rest `rate_limited`. For a stream where a lost update is replaced by the next (a
    * position), `send()` is the lighter way.
@@ -299,10 +325,21 @@ export class GameConnection extends Emitter<GameEvents> {
    */
   act(action: Record<string, unknown>): Promise<ActOutcome> {
     if (this.done) return this.ended.then(() => Promise.reject(gameOver()))
-    const ref = `${this.conn}.${this.nextRef++}`
-    const frame = JSON.stringify({ ...action, type: 'action', ref })
+    const ref = `${this.refPrefix}.${this.nextRef++}`
+    let frame: string
+    try {
+      frame = JSON.stringify({ ...action, type: 'action', ref })
+    } catch (err) {
+      return Promise.reject(err instanceof Error ? err : new Error(String(err)))
+    }
+    // The server refuses a frame this large unread, without its ref: this act would never hear.
+    if (utf8Bytes(frame) > MAX_ACTION_BYTES) {
+      return Promise.reject(
+        new ActionRefused('too_large', `Frames are limited to ${MAX_ACTION_BYTES} bytes`),
+      )
+    }
     return new Promise<ActOutcome>((resolve, reject) => {
-      const act: PendingAct = { frame, sent: false, resolve, reject }
+      const act: PendingAct = { frame, sent: false, everSent: false, resolve, reject }
       this.pending.set(ref, act)
       if (this.acting) this.sendPending(act)
     })
@@ -312,6 +349,7 @@ export class GameConnection extends Emitter<GameEvents> {
   private sendPending(act: PendingAct): void {
     if (!isOpen(this.socket)) return
     act.sent = true
+    act.everSent = true
     this.socket.send(act.frame)
   }
 
@@ -331,11 +369,20 @@ export class GameConnection extends Emitter<GameEvents> {
     else act.resolve(outcome)
   }
 
-  /** Every act unanswered fails with `err`: the connection is over. */
-  private failActs(err: unknown): void {
+  /**
+   * Every act unanswered fails: the connection is over. One sent may have been applied
+   * (`ActionOutcomeUnknown`, unless `applied` is known false: the game's end came after every
+   * event, so an act without one was not).
+   */
+  private failActs(
+    err: unknown,
+    opts: { appliedUnknown: boolean } = { appliedUnknown: true },
+  ): void {
     const acts = [...this.pending.values()]
     this.pending.clear()
-    for (const act of acts) act.reject(err)
+    for (const act of acts) {
+      act.reject(act.everSent && opts.appliedUnknown ? new ActionOutcomeUnknown(err) : err)
+    }
   }
 
   /**
@@ -403,14 +450,16 @@ export class GameConnection extends Emitter<GameEvents> {
         }
         this.seq = record.seq
         this.lastEventTick = record.input.tick
-        this.emit('event', { seq: record.seq, tick: record.input.tick, event: record.event })
-        if (record.input.kind === 'action' && record.input.player === this.you) {
+        // Only this player's own records carry a ref, and this connection's start with its own.
+        // Settled before the event is handed out: a listener may close the connection.
+        if (record.input.kind === 'action') {
           this.settleAct(record.input.ref, {
             seq: record.seq,
             tick: record.input.tick,
             event: record.event,
           })
         }
+        this.emit('event', { seq: record.seq, tick: record.input.tick, event: record.event })
       }
       from = page.nextFrom
     }
@@ -595,6 +644,9 @@ export class GameConnection extends Emitter<GameEvents> {
         resolve(typeof e.code === 'number' ? e.code : null)
       })
       socket.addEventListener('message', (e) => {
+        // A socket given up on (its keepalive timed out) may still deliver: its answers are
+        // stale, and the resume on the next one has the events.
+        if (this.socket !== socket) return
         alive.heard()
         this.heardFrom.add(socket)
         const text = messageText(e)
@@ -614,7 +666,6 @@ export class GameConnection extends Emitter<GameEvents> {
     switch (msg.type) {
       case 'welcome':
         this.seq = msg.seq
-        this.you = msg.you
         this.anchorClock(msg)
         this.emit('welcome', {
           seq: msg.seq,
@@ -648,8 +699,9 @@ export class GameConnection extends Emitter<GameEvents> {
         }
         this.seq = msg.seq
         if (typeof msg.tick === 'number') this.lastEventTick = msg.tick
-        this.emit('event', { seq: msg.seq, tick: msg.tick, event: msg.event })
+        // Settled before the event is handed out: a listener may close the connection.
         this.settleAct(msg.ref, { seq: msg.seq, tick: msg.tick, event: msg.event })
+        this.emit('event', { seq: msg.seq, tick: msg.tick, event: msg.event })
         if (this.resumedTo !== null && msg.seq >= this.resumedTo) {
           this.resumedTo = null
           this.startActing()
@@ -685,7 +737,7 @@ export class GameConnection extends Emitter<GameEvents> {
     // not answered by now was not applied: its event would have come before the end.
     this.resolveReady()
     this.resolveEnded(result)
-    this.failActs(gameOver())
+    this.failActs(gameOver(), { appliedUnknown: false })
     this.emit('ended', { seq, result })
     if (isOpen(this.socket)) this.socket.close(1000, 'ended')
   }
@@ -700,6 +752,21 @@ export class GameConnection extends Emitter<GameEvents> {
     this.rejectEnded(err)
     this.failActs(err)
   }
+}
+
+/** The UTF-8 length of `text` (counted here: React Native's engine may have no TextEncoder). */
+function utf8Bytes(text: string): number {
+  let n = 0
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i)
+    if (c < 0x80) n += 1
+    else if (c < 0x800) n += 2
+    else if (c >= 0xd800 && c < 0xdc00 && (text.charCodeAt(i + 1) & 0xfc00) === 0xdc00) {
+      n += 4
+      i++
+    } else n += 3
+  }
+  return n
 }
 
 function gameOver(): ActionRefused {

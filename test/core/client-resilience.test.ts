@@ -3,6 +3,7 @@ import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
 import { createClient } from '../../client/src/client.ts'
 import { MatchmakingEnded } from '../../client/src/matchmaking.ts'
 import {
+  ActionOutcomeUnknown,
   ActionRefused,
   MAX_RESUME_EVENTS,
   REPLACED_CLOSE_CODE,
@@ -2799,6 +2800,157 @@ describe('game connection act()', () => {
     game.close()
     // Over: an act now rejects at once.
     await expect(game.act({ action: 'd' })).rejects.toBeInstanceOf(NexusNetworkError)
+  })
+})
+
+describe('game connection act(): its edges', () => {
+  async function until(cond: () => boolean): Promise<void> {
+    for (let i = 0; i < 400 && !cond(); i++) await new Promise((r) => setTimeout(r, 5))
+    expect(cond()).toBe(true)
+  }
+
+  /** A live game's first socket: welcomed (or resumed, given `since`), frames handed to `sent`. */
+  function oneSocketClient(sent: Record<string, unknown>[], opts: { pong?: boolean } = {}) {
+    const sockets: ScriptedSocket[] = []
+    const client = createClient({
+      baseUrl: 'http://nexus.test',
+      retry: { baseDelayMs: 1, maxDelayMs: 5 },
+      pingIntervalMs: 30,
+      pingTimeoutMs: 30,
+      fetch: (async () => jsonRes(200, {})) as unknown as typeof fetch,
+      WebSocket: (url) =>
+        scriptedSocket(
+          (socket) => {
+            sockets.push(socket)
+            socket.open()
+            const since = new URL(url).searchParams.get('since')
+            setTimeout(
+              () =>
+                socket.receive(
+                  since === null
+                    ? { type: 'welcome', seq: 0, state: {}, you: 'p', status: 'live' }
+                    : { type: 'resumed', since: Number(since), seq: Number(since) },
+                ),
+              1,
+            )
+          },
+          (frame, socket) => {
+            if (frame.type === 'ping' && opts.pong === false) {
+              // Only the first socket's path is dead.
+              if (socket !== sockets[0]) socket.receive({ type: 'pong' })
+              return
+            }
+            if (frame.type === 'action') sent.push({ ...frame, socket: sockets.indexOf(socket) })
+          },
+          { pong: opts.pong ?? true },
+        ),
+    })
+    return { client, sockets }
+  }
+
+  it('an action too large for the server is refused here, at once, and never sent: the server refuses such a frame unread, without its ref', async () => {
+    const sent: Record<string, unknown>[] = []
+    const { client } = oneSocketClient(sent)
+    const game = client.sessions.connect('s1', 'tok')
+    await within(game.ready, 'the welcome', 2000)
+    const err = await game.act({ data: 'é'.repeat(4100) }).catch((e: unknown) => e)
+    expect(err).toBeInstanceOf(ActionRefused)
+    expect(err).toMatchObject({ code: 'too_large' })
+    // Just under the bound it goes.
+    void game.act({ data: 'x'.repeat(8000) }).catch(() => {})
+    expect(sent).toHaveLength(1)
+    game.close()
+  })
+
+  it('when the connection is closed, an act already sent rejects ActionOutcomeUnknown (it may have been applied), one never sent a plain network error; an act whose own event a listener closes the connection in resolves', async () => {
+    const sent: Record<string, unknown>[] = []
+    const { client, sockets } = oneSocketClient(sent)
+    const game = client.sessions.connect('s1', 'tok')
+    const early = game.act({ action: 'early' })
+    await within(game.ready, 'the welcome', 2000)
+    const closer = game.act({ action: 'closer' })
+    game.on('event', () => game.close())
+    sockets[0]!.receive({ type: 'event', seq: 1, tick: 0, event: {}, ref: sent[1]!.ref })
+    expect((await closer).seq).toBe(1)
+    // `early` was sent at the welcome, then the listener closed the connection.
+    const err = await early.catch((e: unknown) => e)
+    expect(err).toBeInstanceOf(ActionOutcomeUnknown)
+    expect(err).toBeInstanceOf(NexusNetworkError)
+
+    const { client: second } = oneSocketClient([])
+    const unsent = second.sessions.connect('s2', 'tok')
+    const never = unsent.act({ action: 'never' })
+    unsent.close()
+    const plain = await never.catch((e: unknown) => e)
+    expect(plain).toBeInstanceOf(NexusNetworkError)
+    expect(plain).not.toBeInstanceOf(ActionOutcomeUnknown)
+  })
+
+  it('a socket given up on (its pings unanswered) is not heard again: a late refusal on it does not reject the act sent again on the next socket', async () => {
+    const sent: Record<string, unknown>[] = []
+    const { client, sockets } = oneSocketClient(sent, { pong: false })
+    const game = client.sessions.connect('s1', 'tok')
+    await within(game.ready, 'the welcome', 2000)
+    const act = game.act({ action: 'a' })
+    const ref = sent[0]!.ref
+    await within(game.once('resumed'), 'the resume on a new socket', 3000)
+    await until(() => sent.length === 2)
+    expect(sent[1]).toMatchObject({ ref, socket: 1 })
+    // The dead path delivers its stale answer late; the new socket then applies the resend.
+    sockets[0]!.receive({ type: 'error', code: 'rate_limited', message: 'slow down', ref })
+    sockets[1]!.receive({ type: 'event', seq: 1, tick: 0, event: { ok: true }, ref })
+    expect(await act).toMatchObject({ seq: 1, event: { ok: true } })
+    game.close()
+  })
+
+  it('a connection made with `since` (no welcome) settles its acts from the archived log when the session was archived meanwhile: applied, not `game_over`', async () => {
+    const sent: Record<string, unknown>[] = []
+    let refA: unknown = null
+    const sockets: ScriptedSocket[] = []
+    const client = createClient({
+      baseUrl: 'http://nexus.test',
+      retry: { baseDelayMs: 1, maxDelayMs: 5 },
+      fetch: (async (input: RequestInfo | URL) => {
+        const url = new URL(String(input))
+        if (url.pathname.endsWith('/events')) {
+          return jsonRes(200, {
+            events: [
+              {
+                seq: 1,
+                input: { kind: 'action', player: 'p', tick: 5, ref: refA },
+                event: { a: 1 },
+              },
+            ],
+            nextFrom: null,
+          })
+        }
+        return jsonRes(200, {
+          status: 'finished',
+          seq: null,
+          result: { winner: 'p', reason: 'finished', placements: [] },
+        })
+      }) as typeof fetch,
+      WebSocket: () =>
+        scriptedSocket(
+          (socket) => {
+            sockets.push(socket)
+            // After the first socket, the session is archived: no socket opens again.
+            if (sockets.length > 1) return socket.fail()
+            socket.open()
+            setTimeout(() => socket.receive({ type: 'resumed', since: 0, seq: 0 }), 1)
+          },
+          (frame) => {
+            if (frame.type === 'action') sent.push(frame)
+          },
+        ),
+    })
+    const game = client.sessions.connect('s1', 'tok', { since: 0 })
+    await within(game.ready, 'the resume', 2000)
+    const act = game.act({ action: 'a' })
+    refA = sent[0]!.ref
+    sockets[0]!.drop()
+    expect(await within(act, 'the act', 3000)).toEqual({ seq: 1, tick: 5, event: { a: 1 } })
+    await within(game.ended, 'the end', 3000)
   })
 })
 

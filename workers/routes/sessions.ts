@@ -303,7 +303,7 @@ const getRoute = createRoute({
             'before this one is answered, and nothing more they carry is applied: a client ' +
             'reconnecting with `since` and its `conn` finds each of its actions in the resumed ' +
             'events (with its `ref`) or knows it was never applied, and may send it again. ' +
-            'Without an upgrade it is not read',
+            'Without an upgrade it is not read (beyond being at most 64 characters)',
         }),
     }),
   },

@@ -38,8 +38,10 @@ export interface ClientOptions {
   /**
    * Open sockets (matchmaking and game) send a ping this often, default 20 s; a socket that
    * then hears nothing for `pingTimeoutMs` (default 10 s) is taken as dead (a phone that switched
-   * networks keeps a dead connection looking open) and reconnects. Keep the interval under 90 s:
-   * the server closes a socket that has pinged and then sent nothing for 90 s.
+   * networks keeps a dead connection looking open) and reconnects. Keep the interval at 55 s or
+   * less: the server closes a socket that has pinged and then sent nothing for 90 s, and a
+   * browser tab hidden for 5 minutes runs its timers at most once a minute (an interval of 61
+   * to 89 s becomes 120).
    */
   pingIntervalMs?: number
   pingTimeoutMs?: number

@@ -29,6 +29,7 @@ import {
   keepalive,
   type KeepaliveSettings,
   messageText,
+  monotonicNow,
   openSocket,
   reconnectDelay,
   type SocketFactory,
@@ -578,7 +579,7 @@ export class MatchTicket extends Emitter<TicketEvents> {
         socket.close(1000, 'cancelled')
         return null
       }
-      const openedAt = Date.now()
+      const openedAt = monotonicNow()
       this.queuedSocketLostAt = null
       this.socket = socket
       if (this.transport !== 'websocket') this.emit('transport', 'websocket')
@@ -595,7 +596,7 @@ export class MatchTicket extends Emitter<TicketEvents> {
       // Only a socket that stayed up a while, and delivered frames (a pong counts), starts the
       // count again (see HEALTHY_SOCKET_MS): one a proxy opens and passes nothing through is a
       // failure, or it would be tried for ever.
-      if (Date.now() - openedAt >= HEALTHY_SOCKET_MS && this.heardFrom.has(socket)) failures = 0
+      if (monotonicNow() - openedAt >= HEALTHY_SOCKET_MS && this.heardFrom.has(socket)) failures = 0
       failures++
       if (failures > sockets.maxReconnects) {
         return new NexusNetworkError('the matchmaking socket keeps closing')
@@ -986,10 +987,11 @@ export class MatchTicket extends Emitter<TicketEvents> {
         // A join's answer lost (the network gone just then) may leave a ticket it made on the
         // server, matchable until it expires: the join is sent again, keyed, until an answer
         // names it (a cancel meanwhile then leaves it), for as long as a socket would reconnect.
-        const startedAt = Date.now()
+        // Time spent trying, not asleep (a phone locked meanwhile): the clock that stops then.
+        const startedAt = monotonicNow()
         const untilAnswered = {
           needed: () => true,
-          giveUp: () => Date.now() - startedAt >= this.deps.sockets.reconnectForMs,
+          giveUp: () => monotonicNow() - startedAt >= this.deps.sockets.reconnectForMs,
           signal: this.abort.signal,
         }
         const answer = await this.persist(join, socketTicket === null ? untilAnswered : withinGrace)

@@ -21,6 +21,7 @@ import {
   isOpen,
   keepalive,
   messageText,
+  monotonicNow,
   openSocket,
   reconnectDelay,
   type SocketLike,
@@ -201,7 +202,10 @@ export class GameConnection extends Emitter<GameEvents> {
       this.resolveReady = resolve
       this.rejectReady = reject
     })
-    this.ended.catch(() => {})
+    this.ended.then(
+      (result) => this.overForOnce(result),
+      (err: unknown) => this.overForOnce({ failed: err }),
+    )
     this.ready.catch(() => {})
     this.offSignOut =
       this.auth?.onSignOut(() => this.shut('connection closed: the player signed out')) ??
@@ -220,8 +224,13 @@ export class GameConnection extends Emitter<GameEvents> {
     const at = this.clockAnchor
     if (at === null) return null
     if (!at.running) return at.tick
-    const elapsedMs = at.elapsedMs + (monotonicNow() - at.receivedAt)
-    return Math.max(at.tick, Math.floor((elapsedMs * at.tickRate) / 1000))
+    // The monotonic clock stops while the device sleeps (a phone locked during the opponent's
+    // turn, its socket kept): the wall clock's longer count is the time that passed then.
+    const sinceAnchor = Math.max(monotonicNow() - at.receivedAt, Date.now() - at.receivedAtWall)
+    const elapsedMs = at.elapsedMs + sinceAnchor
+    // Never before an event already heard: its tick had come.
+    const floor = Math.max(at.tick, this.lastEventTick ?? 0)
+    return Math.max(floor, Math.floor((elapsedMs * at.tickRate) / 1000))
   }
 
   /**
@@ -234,6 +243,8 @@ export class GameConnection extends Emitter<GameEvents> {
     elapsedMs: number
     running: boolean
     receivedAt: number
+    /** When it arrived by the wall clock, which goes on counting while the device sleeps. */
+    receivedAtWall: number
   } | null = null
 
   /** The tick of the last event heard: where the clock stops when the game ends. */
@@ -254,6 +265,7 @@ export class GameConnection extends Emitter<GameEvents> {
         typeof msg.elapsedMs === 'number' ? msg.elapsedMs : (msg.tick * 1000) / msg.tickRate,
       running: msg.running !== false,
       receivedAt: monotonicNow(),
+      receivedAtWall: Date.now(),
     }
   }
 
@@ -267,23 +279,31 @@ export class GameConnection extends Emitter<GameEvents> {
    */
   override once<K extends keyof GameEvents>(type: K): Promise<GameEvents[K]> {
     return new Promise((resolve, reject) => {
+      // Kept only while it waits: `await game.once('event')` in a loop for hours holds one.
+      const waiting = (outcome: GameResult | { failed: unknown }) => {
+        off()
+        reject('failed' in outcome ? outcome.failed : gameEndedBefore(type))
+      }
       const off = this.on(type, (value) => {
         off()
+        this.onceWaiting.delete(waiting)
         resolve(value)
       })
-      // After the last event: `ended` is emitted in the same step that settles it, before
-      // this runs, so an `ended` awaited resolves first.
-      this.ended.then(
-        () => {
-          off()
-          reject(new Error(`the game ended before a '${String(type)}' event`))
-        },
-        (err: unknown) => {
-          off()
-          reject(err)
-        },
-      )
+      this.onceWaiting.add(waiting)
     })
+  }
+
+  /**
+   * `once()`s still waiting, told when the connection is over (after the last event: `ended` is
+   * emitted in the same step that settles it, before these run, so an `ended` awaited resolves
+   * first).
+   */
+  private readonly onceWaiting = new Set<(outcome: GameResult | { failed: unknown }) => void>()
+
+  private overForOnce(outcome: GameResult | { failed: unknown }): void {
+    const waiting = [...this.onceWaiting]
+    this.onceWaiting.clear()
+    for (const w of waiting) w(outcome)
   }
 
   /** Whether a socket is open right now. */
@@ -475,11 +495,12 @@ export class GameConnection extends Emitter<GameEvents> {
     // holds the seat for its grace (60 s), and a player in a tunnel should get it back. Before
     // the first socket opened, the seat is held for the session's join grace instead (120 s by
     // default), which a player joining from a train needs as much.
-    let lostAt = Date.now()
+    let lostAt = monotonicNow()
     let everOpened = false
     const outOfTime = () =>
       failures > maxReconnects &&
-      Date.now() - lostAt >= (everOpened ? reconnectForMs : Math.max(reconnectForMs, JOIN_GRACE_MS))
+      monotonicNow() - lostAt >=
+        (everOpened ? reconnectForMs : Math.max(reconnectForMs, JOIN_GRACE_MS))
     while (!this.done) {
       let token: string
       try {
@@ -577,7 +598,7 @@ export class GameConnection extends Emitter<GameEvents> {
         socket.close(1000, 'bye')
         return
       }
-      const openedAt = Date.now()
+      const openedAt = monotonicNow()
       everOpened = true
       this.socket = socket
       const closeCode = await this.serve(socket)
@@ -593,13 +614,13 @@ export class GameConnection extends Emitter<GameEvents> {
       // Only a socket that stayed up a while, and delivered frames, starts the count again: one
       // that opens and drops at once must not reconnect forever without backing off, nor one a
       // proxy opens and passes nothing through (the keepalive gives it up after as long).
-      if (Date.now() - openedAt >= HEALTHY_SOCKET_MS && this.heardFrom.has(socket)) {
+      if (monotonicNow() - openedAt >= HEALTHY_SOCKET_MS && this.heardFrom.has(socket)) {
         failures = 0
         drops = 0
       }
       // The time budget runs from this loss, however short the socket's life: the server starts
       // the seat's grace again at every close (`drops` bounds sockets that keep closing).
-      lostAt = Date.now()
+      lostAt = monotonicNow()
       failures++
       drops++
       if (drops > maxReconnects) throw new NexusNetworkError('the session socket keeps closing')
@@ -754,6 +775,10 @@ export class GameConnection extends Emitter<GameEvents> {
   }
 }
 
+function gameEndedBefore(type: string): Error {
+  return new Error(`the game ended before a '${type}' event`)
+}
+
 /** The UTF-8 length of `text` (counted here: React Native's engine may have no TextEncoder). */
 function utf8Bytes(text: string): number {
   let n = 0
@@ -873,8 +898,3 @@ export class Sessions {
 }
 
 export { NexusProblem }
-
-/** A clock that only moves forward (a device's wall clock may be set back): milliseconds. */
-function monotonicNow(): number {
-  return typeof performance !== 'undefined' ? performance.now() : Date.now()
-}

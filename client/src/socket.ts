@@ -253,3 +253,12 @@ export function keepalive(
     stop,
   }
 }
+
+/**
+ * A clock for how long something took or has been tried (milliseconds): it only moves forward
+ * (a device's wall clock may be set back or forward), and on most devices it stops while the
+ * device sleeps, so a phone locked for ten minutes has not spent its reconnect budget.
+ */
+export function monotonicNow(): number {
+  return typeof performance !== 'undefined' ? performance.now() : Date.now()
+}

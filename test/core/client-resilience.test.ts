@@ -2735,11 +2735,6 @@ function resumingSocket(live: number, sinces: (string | null)[] = []) {
 }
 
 describe('game connection act()', () => {
-  async function until(cond: () => boolean): Promise<void> {
-    for (let i = 0; i < 400 && !cond(); i++) await new Promise((r) => setTimeout(r, 5))
-    expect(cond()).toBe(true)
-  }
-
   it('after a drop, waits for every missed event: an action they hold is settled by them and not sent again, one they do not hold goes again with its ref; a refusal rejects its own act', async () => {
     const urls: URL[] = []
     const sockets: ScriptedSocket[] = []
@@ -2804,11 +2799,6 @@ describe('game connection act()', () => {
 })
 
 describe('game connection act(): its edges', () => {
-  async function until(cond: () => boolean): Promise<void> {
-    for (let i = 0; i < 400 && !cond(); i++) await new Promise((r) => setTimeout(r, 5))
-    expect(cond()).toBe(true)
-  }
-
   /** A live game's first socket: welcomed (or resumed, given `since`), frames handed to `sent`. */
   function oneSocketClient(sent: Record<string, unknown>[], opts: { pong?: boolean } = {}) {
     const sockets: ScriptedSocket[] = []
@@ -2951,6 +2941,140 @@ describe('game connection act(): its edges', () => {
     sockets[0]!.drop()
     expect(await within(act, 'the act', 3000)).toEqual({ seq: 1, tick: 5, event: { a: 1 } })
     await within(game.ended, 'the end', 3000)
+  })
+})
+
+async function until(cond: () => boolean): Promise<void> {
+  for (let i = 0; i < 400 && !cond(); i++) await new Promise((r) => setTimeout(r, 5))
+  expect(cond()).toBe(true)
+}
+
+describe('game connection on a device that sleeps', () => {
+  afterEach(() => vi.restoreAllMocks())
+
+  it("tick() counts the time the device slept (the monotonic clock stopped, the wall clock did not), and never falls behind an event's tick", async () => {
+    const client = createClient({
+      baseUrl: 'http://nexus.test',
+      fetch: (async () => jsonRes(200, {})) as unknown as typeof fetch,
+      WebSocket: () =>
+        scriptedSocket((socket) => {
+          socket.open()
+          setTimeout(
+            () =>
+              socket.receive({
+                type: 'welcome',
+                seq: 0,
+                state: {},
+                you: 'p',
+                status: 'live',
+                tick: 100,
+                tickRate: 10,
+                elapsedMs: 10_000,
+                running: true,
+              }),
+            1,
+          )
+          setTimeout(() => sockets.push(socket), 2)
+        }),
+    })
+    const sockets: ScriptedSocket[] = []
+    let mono = 1_000
+    let wall = 1_700_000_000_000
+    vi.spyOn(performance, 'now').mockImplementation(() => mono)
+    vi.spyOn(Date, 'now').mockImplementation(() => wall)
+    const game = client.sessions.connect('s1', 'tok')
+    await within(game.ready, 'the welcome', 2000)
+    expect(game.tick()).toBe(100)
+    mono += 2_000
+    wall += 2_000
+    expect(game.tick()).toBe(120)
+    // Locked for 40 s: the monotonic clock stood still.
+    wall += 40_000
+    expect(game.tick()).toBe(520)
+    // An event of a later tick than the estimate: the clock is at least there.
+    await until(() => sockets.length === 1)
+    sockets[0]!.receive({ type: 'event', seq: 1, tick: 900, event: {} })
+    expect(game.tick()).toBe(900)
+    game.close()
+  })
+
+  it('once() holds nothing after it resolves: awaiting every event of a long game keeps no handler per event', async () => {
+    const sockets: ScriptedSocket[] = []
+    const client = createClient({
+      baseUrl: 'http://nexus.test',
+      fetch: (async () => jsonRes(200, {})) as unknown as typeof fetch,
+      WebSocket: () =>
+        scriptedSocket((socket) => {
+          socket.open()
+          setTimeout(() => {
+            socket.receive({ type: 'welcome', seq: 0, state: {}, you: 'p', status: 'live' })
+            sockets.push(socket)
+          }, 1)
+        }),
+    })
+    const game = client.sessions.connect('s1', 'tok')
+    await within(game.ready, 'the welcome', 2000)
+    for (let seq = 1; seq <= 200; seq++) {
+      const next = game.once('event')
+      sockets[0]!.receive({ type: 'event', seq, tick: seq, event: {} })
+      expect((await next).seq).toBe(seq)
+    }
+    const waiting = (game as unknown as { onceWaiting: Set<unknown> }).onceWaiting
+    expect(waiting.size).toBe(0)
+    // One still waiting is told of the end.
+    const pending = game.once('event')
+    expect(waiting.size).toBe(1)
+    game.close()
+    await expect(pending).rejects.toBeInstanceOf(NexusNetworkError)
+    expect(waiting.size).toBe(0)
+  })
+
+  it('the reconnect budget counts time spent trying, not asleep: a phone locked for ten minutes with its socket gone still reconnects after, and gets its game back', async () => {
+    const mono = 1_000
+    let wall = 1_700_000_000_000
+    vi.spyOn(performance, 'now').mockImplementation(() => mono)
+    vi.spyOn(Date, 'now').mockImplementation(() => wall)
+    let networkUp = true
+    const opened: string[] = []
+    const client = createClient({
+      baseUrl: 'http://nexus.test',
+      maxReconnects: 1,
+      reconnectForMs: 60_000,
+      retry: { baseDelayMs: 1, maxDelayMs: 5 },
+      // The plain read behind a failed upgrade fails too while the network is away.
+      fetch: (async () => {
+        if (!networkUp) throw new TypeError('fetch failed')
+        return jsonRes(200, { status: 'live', seq: 0, result: null })
+      }) as unknown as typeof fetch,
+      WebSocket: (url) =>
+        scriptedSocket((socket) => {
+          if (!networkUp) return socket.fail()
+          opened.push(new URL(url).searchParams.get('since') ?? 'none')
+          socket.open()
+          setTimeout(
+            () =>
+              socket.receive(
+                opened.length === 1
+                  ? { type: 'welcome', seq: 0, state: {}, you: 'p', status: 'live' }
+                  : { type: 'resumed', since: 0, seq: 0 },
+              ),
+            1,
+          )
+          if (opened.length === 1) setTimeout(() => socket.drop(), 5)
+        }),
+    })
+    const game = client.sessions.connect('s1', 'tok')
+    await within(game.ready, 'the welcome', 2000)
+    networkUp = false
+    // The drop, a few failed attempts, then the phone locked for ten minutes.
+    await within(game.once('reconnecting'), 'the first reconnect', 2000)
+    await within(game.once('reconnecting'), 'a second reconnect', 2000)
+    wall += 10 * 60_000
+    await within(game.once('reconnecting'), 'a reconnect after the lock', 2000)
+    networkUp = true
+    await within(game.once('resumed'), 'the resume', 2000)
+    expect(opened).toEqual(['none', '0'])
+    game.close()
   })
 })
 

@@ -597,8 +597,9 @@ export class GameSession extends DurableObject<Env> {
        */
       archivedSetupHash?: string
       /**
-       * When the pool made the match (ms): a creation retried for minutes still judges its
-       * players' erasures by it (`madeAt`), not by when the session came to exist.
+       * When the match's earliest ticket joined its pool (ms): a creation retried for minutes
+       * still judges its players' erasures by it (`madeAt`), not by when the session came to
+       * exist, and a ticket that joined before an erasure counts as the erased player's.
        */
       matchedAt?: number
     } = {},

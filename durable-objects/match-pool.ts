@@ -1948,6 +1948,24 @@ export class MatchPool extends DurableObject<Env> {
     await Promise.all(claimed.map((m) => this.deliver(m)))
   }
 
+  /**
+   * When the match's earliest ticket joined: the time its session judges its players' erasures
+   * by. Not when the match was made: a ticket that joined before a player's erasure is theirs (a
+   * join after it with their old token is refused), and a match made between the erasure and
+   * the cancel of their ticket (a moment, or as long as their pool does not answer the erasure)
+   * would otherwise play them as a new player, and give them a profile and a rating again. A
+   * player erased after that join who came back and joined this match since is counted erased
+   * for it too: their result is not rated, a rare loss on the side of their privacy.
+   */
+  private earliestJoin(row: MatchRow): number {
+    const joined = one<{ at: number | null }>(
+      this.sql,
+      `SELECT min(t.enqueued_at) AS at FROM tickets t JOIN json_each(?) j ON t.id = j.value`,
+      row.ticket_ids,
+    )
+    return Math.min(joined?.at ?? row.created_at, row.created_at)
+  }
+
   /** Creates the session of a match deliverAll claimed for this step, and releases the claim. */
   private async deliver(row: MatchRow): Promise<void> {
     try {
@@ -1955,7 +1973,7 @@ export class MatchPool extends DurableObject<Env> {
       let result: CreateSessionResult
       try {
         result = await within(
-          this.sessionCreator(setup, row.created_at),
+          this.sessionCreator(setup, this.earliestJoin(row)),
           CREATE_LEASE_MS,
           'session creation',
         )

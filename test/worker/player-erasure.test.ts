@@ -215,6 +215,24 @@ describe('erasing a player (admin)', () => {
     ).toEqual([{ rank: 1, score: 10, name: null, metadata: null }])
   })
 
+  it("a score taken by a board the erasure's walk had not reached yet (an old token, after the erasure began) is archived without its metadata; one submitted after the walk ended keeps it", async () => {
+    const id = `idp-walking-${crypto.randomUUID().slice(0, 8)}`
+    // The erasure began a minute ago and its walk is still going.
+    await pg()`insert into erased_players (id, erased_at) values (${id}, now() - interval '1 minute')`
+    const during = `erased-walking-${crypto.randomUUID().slice(0, 8)}`
+    await archiveOnlyEntry(during, id, '{"home":"Springfield"}', Date.now() - 5_000)
+    expect(
+      await pg()`select rank, metadata from leaderboard_archive where leaderboard_id = ${during}`,
+    ).toEqual([{ rank: 1, metadata: null }])
+    // The walk ended: a score submitted since (the player back, with a new token) is theirs.
+    await pg()`update erased_players set completed_at = now() - interval '30 seconds' where id = ${id}`
+    const after = `erased-walked-${crypto.randomUUID().slice(0, 8)}`
+    await archiveOnlyEntry(after, id, '{"home":"Shelbyville"}', Date.now() - 5_000)
+    expect(
+      await pg()`select metadata from leaderboard_archive where leaderboard_id = ${after}`,
+    ).toEqual([{ metadata: { home: 'Shelbyville' } }])
+  })
+
   it('a cycle archived after the erasure shows no name from a profile made under the id since (an identity provider keeps the id)', async () => {
     const id = `idp-renamed-${crypto.randomUUID().slice(0, 8)}`
     const submittedAt = Date.now() - 30_000
@@ -813,6 +831,38 @@ describe('erasing a player (admin)', () => {
     expect(first.leftParty).toBe(partyId)
     expect(await pg()`select 1 from party_members where player_id = ${player}`).toEqual([])
     expect(await pg()`select 1 from parties where id = ${partyId}`).toEqual([])
+  })
+
+  it("a ticket waiting at the erasure and matched before the erasure's cancel reaches its pool is judged by when it joined: the match counts the player erased (no profile, no rating)", async () => {
+    // Near real time: the erasure's time is Neon's.
+    const clock = { t: Date.now() - 120_000 }
+    const queue = await createQueue()
+    const matchedAt: (number | undefined)[] = []
+    await rig(queue, clock, {
+      creator: async (_setup, at) => {
+        matchedAt.push(at)
+        return { ok: true, created: true }
+      },
+    })
+    const tag = crypto.randomUUID().slice(0, 8)
+    const [gone, other] = [`idp-waiting-${tag}`, `idp-opponent-${tag}`]
+    await joinFor(queue, gone)
+    const joinedAt = clock.t
+    // The erasure's cancel does not reach the pool.
+    const poolBack = await replaceMethod<MatchPool, 'removePlayer'>(
+      poolOf(queue),
+      'removePlayer',
+      () => () => Promise.reject(new Error('pool down')),
+    )
+    expect((await eraseUntilRefused(gone)).status).toBe(503)
+    // Matched after the erasure.
+    clock.t = Date.now() + 1_000
+    const joined = await joinFor(queue, other)
+    poolBack()
+    expect(joined.status).toBe('matched')
+    expect(matchedAt).toEqual([joinedAt])
+    const store = new NeonSessionStore(env)
+    expect(await store.erasedAmong([gone, other], matchedAt[0]!)).toEqual([gone])
   })
 
   it('a pool that cannot be reached holds up no board: the walk removes the entries, then 503 names the pool; the retry cancels the ticket', async () => {

@@ -94,9 +94,11 @@ export class NeonArchiveWriter implements ArchiveWriter {
            insert into leaderboard_archive
              (leaderboard_id, cycle, player_id, rank, score, subscore, name, metadata, submitted_at)
            select $1, $2, u.player_id, u.rank, u.score, u.subscore,
-                  -- Neither the name nor the metadata of a score submitted before its player was
-                  -- erased: a profile made under the id since (an identity provider's player
-                  -- back, named again) is not theirs.
+                  -- Neither the name nor the metadata of a score submitted before its player's
+                  -- erasure was done: before it began (a profile made under the id since, an
+                  -- identity provider's player back and named again, is not theirs), or while
+                  -- its walk had not yet reached the board (which took the old token's score).
+                  -- An erasure whose walk has not ended counts as not done.
                   case when e.id is null then p.name end,
                   case when e.id is null then u.metadata::jsonb end,
                   to_timestamp(u.submitted_at / 1000.0)
@@ -104,7 +106,9 @@ export class NeonArchiveWriter implements ArchiveWriter {
                   as u(player_id, rank, score, subscore, metadata, submitted_at)
              left join players p on p.id = u.player_id
              left join erased_players e
-                    on e.id = u.player_id and e.erased_at >= to_timestamp(u.submitted_at / 1000.0)
+                    on e.id = u.player_id
+                   and coalesce(e.completed_at, 'infinity'::timestamptz)
+                       >= to_timestamp(u.submitted_at / 1000.0)
            on conflict (leaderboard_id, cycle, player_id) do nothing
            returning 1
          )

@@ -27,7 +27,8 @@ export type CreateSessionResult =
 
 /**
  * Creates a session; idempotent for the same setup (the pool retries with the very same one).
- * `matchedAt`: when the pool made the match, which the session judges its players' erasures by.
+ * `matchedAt`: when the match's earliest ticket joined (MatchPool.earliestJoin), which the
+ * session judges its players' erasures by.
  */
 export type SessionCreator = (
   setup: SessionSetup,

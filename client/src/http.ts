@@ -102,6 +102,27 @@ export const sleep = (ms: number, signal?: AbortSignal) =>
     signal?.addEventListener('abort', done)
   })
 
+/**
+ * `sleep`, which `stop` ends too, and which `expose` is handed a controller of to end it early
+ * (a `wake()` cutting a reconnect's pause short).
+ */
+export async function cuttableSleep(
+  ms: number,
+  stop: AbortSignal,
+  expose: (cut: AbortController) => void,
+): Promise<void> {
+  const cut = new AbortController()
+  const onStop = () => cut.abort()
+  if (stop.aborted) return
+  stop.addEventListener('abort', onStop)
+  expose(cut)
+  try {
+    await sleep(ms, cut.signal)
+  } finally {
+    stop.removeEventListener('abort', onStop)
+  }
+}
+
 /** Backoff before retry `n` (0-based): full jitter under an exponential cap. */
 export function backoff(policy: RetryPolicy, n: number): number {
   return Math.random() * Math.min(policy.maxDelayMs, policy.baseDelayMs * 2 ** n)

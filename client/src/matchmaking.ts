@@ -8,6 +8,7 @@ import type { Auth } from './auth.ts'
 import {
   backoff,
   type Credential,
+  cuttableSleep,
   type Ok,
   type RetryPolicy,
   sleep,
@@ -30,12 +31,14 @@ import {
   type KeepaliveSettings,
   messageText,
   monotonicNow,
+  onPageWake,
   openSocket,
   reconnectDelay,
   type SocketFactory,
   type SocketLike,
   socketCredential,
   toSocketUrl,
+  WAKE_PROBE_MS,
 } from './socket.ts'
 
 export type { MatchPlayer, MatchServerMessage }
@@ -220,6 +223,12 @@ export class MatchTicket extends Emitter<TicketEvents> {
   private leaveAs: Credential = { kind: 'player' }
   /** Stops listening for the player signing out (see `signedOut`). */
   private readonly offSignOut: () => void
+  /** Stops listening for the page coming back (`wake()`). */
+  private readonly offPageWake: () => void
+  /** The open socket's keepalive, which `wake()` asks to ping now. */
+  private alive: ReturnType<typeof keepalive> | null = null
+  /** Cut short by `wake()`: the pause before the next reconnect. */
+  private pauseCut: AbortController | null = null
 
   constructor(queue: string, opts: JoinOptions, deps: MatchDeps, role: 'join' | 'member' = 'join') {
     super()
@@ -231,6 +240,7 @@ export class MatchTicket extends Emitter<TicketEvents> {
     this.region = opts.region
     if (opts.transport === 'http' || !deps.sockets.factory) this.transport = 'http'
     this.offSignOut = deps.auth.onSignOut((token) => this.signedOut(token))
+    this.offPageWake = onPageWake(() => this.wake())
     this.matched = new Promise<Match>((resolve, reject) => {
       this.resolveMatch = resolve
       this.rejectMatch = reject
@@ -613,7 +623,21 @@ export class MatchTicket extends Emitter<TicketEvents> {
       Math.max(reconnectDelay(this.deps.sockets.backoff, attempt), retryAfterMs(err)),
     )
     this.emit('reconnecting', { attempt, delayMs })
-    await sleep(delayMs, this.abort.signal)
+    await cuttableSleep(delayMs, this.abort.signal, (cut) => (this.pauseCut = cut))
+    this.pauseCut = null
+  }
+
+  /**
+   * Checks the wait's socket now, as when the app comes back to the foreground or the network
+   * returns: an open socket is pinged and given up on (and reconnected) if nothing answers within
+   * 3 s; a reconnect waiting out its pause tries at once. In a browser page it runs by itself when
+   * the page is shown again, restored or back online; from React Native, call it on AppState's
+   * `active`.
+   */
+  wake(): void {
+    if (this.done) return
+    this.alive?.probe(WAKE_PROBE_MS)
+    this.pauseCut?.abort()
   }
 
   /**
@@ -662,6 +686,7 @@ export class MatchTicket extends Emitter<TicketEvents> {
       const over = () => {
         clearTimeout(reattach)
         alive.stop()
+        if (this.alive === alive) this.alive = null
         gone.abort()
         resolve()
       }
@@ -670,6 +695,7 @@ export class MatchTicket extends Emitter<TicketEvents> {
         socket.close(4000, 'keepalive timeout')
         over()
       })
+      this.alive = alive
       socket.addEventListener('message', (e) => {
         alive.heard()
         this.heardFrom.add(socket)
@@ -1223,6 +1249,7 @@ export class MatchTicket extends Emitter<TicketEvents> {
     if (this.done) return
     this.done = true
     this.offSignOut()
+    this.offPageWake()
     this.abort.abort()
     if (isOpen(this.socket)) this.socket.close(1000, 'matched')
     this.emit('match', m)
@@ -1234,6 +1261,7 @@ export class MatchTicket extends Emitter<TicketEvents> {
     if (this.done) return
     this.done = true
     this.offSignOut()
+    this.offPageWake()
     this.abort.abort()
     if (isOpen(this.socket)) this.socket.close(1000, outcome)
     this.emit('ended', { outcome, reason })
@@ -1245,6 +1273,7 @@ export class MatchTicket extends Emitter<TicketEvents> {
     if (this.done) return
     this.done = true
     this.offSignOut()
+    this.offPageWake()
     this.abort.abort()
     if (isOpen(this.socket)) this.socket.close(1000, 'failed')
     // A ticket this wait made is left on the server, best effort: still matchable through the

@@ -5,7 +5,7 @@ import type {
 } from '../../workers/sessions/schemas.ts'
 import type { Schemas } from './api.gen.ts'
 import type { Auth } from './auth.ts'
-import { type Credential, type Ok, type QueryOf, sleep, type Transport } from './http.ts'
+import { type Credential, cuttableSleep, type Ok, type QueryOf, type Transport } from './http.ts'
 import {
   isTransient,
   NexusNetworkError,
@@ -22,11 +22,13 @@ import {
   keepalive,
   messageText,
   monotonicNow,
+  onPageWake,
   openSocket,
   reconnectDelay,
   type SocketLike,
   socketCredential,
   toSocketUrl,
+  WAKE_PROBE_MS,
 } from './socket.ts'
 
 export type { GameResult, SessionServerMessage, SessionStatus }
@@ -159,6 +161,12 @@ export class GameConnection extends Emitter<GameEvents> {
   private readonly sockets: SocketSettings
   /** Stops listening for the player signing out, which closes the connection. */
   private readonly offSignOut: () => void
+  /** Stops listening for the page coming back (`wake()`). */
+  private readonly offPageWake: () => void
+  /** The open socket's keepalive, which `wake()` asks to ping now. */
+  private alive: ReturnType<typeof keepalive> | null = null
+  /** Cut short by `wake()`: the pause before the next reconnect. */
+  private pauseCut: AbortController | null = null
   /**
    * This connection's name to the server (`?conn=`): a reconnect supersedes the socket before
    * it, so an action the old socket carried is in the resumed events or never applied.
@@ -210,6 +218,7 @@ export class GameConnection extends Emitter<GameEvents> {
     this.offSignOut =
       this.auth?.onSignOut(() => this.shut('connection closed: the player signed out')) ??
       (() => {})
+    this.offPageWake = onPageWake(() => this.wake())
     void this.run().catch((err: unknown) => this.fail(err))
   }
 
@@ -419,6 +428,7 @@ export class GameConnection extends Emitter<GameEvents> {
     if (this.done) return
     this.done = true
     this.offSignOut()
+    this.offPageWake()
     this.stop.abort()
     if (isOpen(this.socket)) this.socket.close(1000, 'bye')
     const closed = new NexusNetworkError(why)
@@ -643,7 +653,22 @@ export class GameConnection extends Emitter<GameEvents> {
   private async pause(attempt: number, err?: unknown): Promise<void> {
     const delayMs = Math.max(reconnectDelay(this.sockets.backoff, attempt), retryAfterMs(err))
     this.emit('reconnecting', { attempt, delayMs, since: this.seq })
-    await sleep(delayMs, this.stop.signal)
+    await cuttableSleep(delayMs, this.stop.signal, (cut) => (this.pauseCut = cut))
+    this.pauseCut = null
+  }
+
+  /**
+   * Checks the connection now, as when the app comes back to the foreground or the network
+   * returns: an open socket is pinged and given up on (and reconnected) if nothing answers
+   * within 3 s, since a device that slept or switched networks keeps a dead socket looking open
+   * until its next ping times out; a reconnect waiting out its pause tries at once. In a browser
+   * page it runs by itself when the page is shown again, restored or back online; from React
+   * Native, call it on AppState's `active`.
+   */
+  wake(): void {
+    if (this.done) return
+    this.alive?.probe(WAKE_PROBE_MS)
+    this.pauseCut?.abort()
   }
 
   /**
@@ -657,11 +682,14 @@ export class GameConnection extends Emitter<GameEvents> {
     return new Promise<number | null>((resolve) => {
       const alive = keepalive(socket, this.sockets, () => {
         // Its close may take as long as the dead connection does: reconnect now.
+        if (this.alive === alive) this.alive = null
         socket.close(4000, 'keepalive timeout')
         resolve(null)
       })
+      this.alive = alive
       socket.addEventListener('close', (e) => {
         alive.stop()
+        if (this.alive === alive) this.alive = null
         resolve(typeof e.code === 'number' ? e.code : null)
       })
       socket.addEventListener('message', (e) => {
@@ -753,6 +781,7 @@ export class GameConnection extends Emitter<GameEvents> {
       this.clockAnchor = { ...at, tick: this.lastEventTick ?? this.tick()!, running: false }
     }
     this.offSignOut()
+    this.offPageWake()
     this.stop.abort()
     // Settled before the event: a listener may close the connection, or await `ended`. An act
     // not answered by now was not applied: its event would have come before the end.
@@ -767,6 +796,7 @@ export class GameConnection extends Emitter<GameEvents> {
     if (this.done) return
     this.done = true
     this.offSignOut()
+    this.offPageWake()
     this.stop.abort()
     if (isOpen(this.socket)) this.socket.close(1000, 'failed')
     this.rejectReady(err)

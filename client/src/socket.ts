@@ -221,7 +221,7 @@ export function keepalive(
   socket: SocketLike,
   settings: KeepaliveSettings,
   dead: () => void,
-): { heard(): void; stop(): void } {
+): { heard(): void; stop(): void; probe(timeoutMs: number): void } {
   let next: ReturnType<typeof setTimeout> | undefined
   let deadline: ReturnType<typeof setTimeout> | undefined
   let stopped = false
@@ -251,6 +251,53 @@ export function keepalive(
       deadline = undefined
     },
     stop,
+    /** Pings now, and takes the socket as dead if nothing arrives within `timeoutMs`. */
+    probe(timeoutMs: number) {
+      if (stopped) return
+      if (!isOpen(socket)) return stop()
+      socket.send(JSON.stringify({ type: 'ping' }))
+      clearTimeout(deadline)
+      deadline = setTimeout(() => {
+        stop()
+        dead()
+      }, timeoutMs)
+    },
+  }
+}
+
+/** How long a socket woken by `wake()` has to answer its ping before it is taken as dead. */
+export const WAKE_PROBE_MS = 3_000
+
+interface PageEvents {
+  addEventListener(type: string, listener: () => void): void
+  removeEventListener(type: string, listener: () => void): void
+}
+
+/**
+ * Calls `wake` when a browser page comes back: shown again (`visibilitychange`), restored from
+ * the back/forward cache (`pageshow`), or back online (`online`). A device that slept (a phone
+ * locked, a laptop's lid closed) or switched networks meanwhile keeps a dead socket looking open
+ * until its next ping times out, up to 30 s later, and a reconnect waits out its pause. Returns
+ * the unsubscribe; nothing outside a browser page (React Native: call `wake()` from AppState).
+ */
+export function onPageWake(wake: () => void): () => void {
+  const page = globalThis as unknown as Partial<PageEvents> & {
+    document?: Partial<PageEvents> & { visibilityState?: string }
+  }
+  const doc = page.document
+  if (typeof page.addEventListener !== 'function' || typeof doc?.addEventListener !== 'function') {
+    return () => {}
+  }
+  const visible = () => {
+    if (doc.visibilityState === 'visible') wake()
+  }
+  doc.addEventListener('visibilitychange', visible)
+  page.addEventListener('pageshow', wake)
+  page.addEventListener('online', wake)
+  return () => {
+    doc.removeEventListener?.('visibilitychange', visible)
+    page.removeEventListener?.('pageshow', wake)
+    page.removeEventListener?.('online', wake)
   }
 }
 

@@ -3078,6 +3078,136 @@ describe('game connection on a device that sleeps', () => {
   })
 })
 
+describe('wake(): the app back in the foreground, the network back', () => {
+  afterEach(() => vi.unstubAllGlobals())
+
+  /** A page's event targets, as a browser has them: listeners by type, and a way to fire one. */
+  function fakePage() {
+    const listeners = new Map<string, Set<() => void>>()
+    const target = {
+      addEventListener: (type: string, l: () => void) => {
+        if (!listeners.has(type)) listeners.set(type, new Set())
+        listeners.get(type)!.add(l)
+      },
+      removeEventListener: (type: string, l: () => void) => listeners.get(type)?.delete(l),
+    }
+    const document = { ...target, visibilityState: 'visible' }
+    vi.stubGlobal('document', document)
+    vi.stubGlobal('addEventListener', target.addEventListener)
+    vi.stubGlobal('removeEventListener', target.removeEventListener)
+    return {
+      fire: (type: string) => [...(listeners.get(type) ?? [])].forEach((l) => l()),
+      count: () => [...listeners.values()].reduce((n, set) => n + set.size, 0),
+    }
+  }
+
+  it("a socket that died while the device slept is found out at once, not at its next ping's timeout: pinged, unanswered within 3 s, replaced", async () => {
+    const sockets: ScriptedSocket[] = []
+    const client = createClient({
+      baseUrl: 'http://nexus.test',
+      pingIntervalMs: 60_000,
+      pingTimeoutMs: 30_000,
+      retry: { baseDelayMs: 1, maxDelayMs: 5 },
+      fetch: (async () => jsonRes(200, {})) as unknown as typeof fetch,
+      WebSocket: (url) =>
+        scriptedSocket(
+          (socket) => {
+            sockets.push(socket)
+            socket.open()
+            const since = new URL(url).searchParams.get('since')
+            setTimeout(
+              () =>
+                socket.receive(
+                  since === null
+                    ? { type: 'welcome', seq: 0, state: {}, you: 'p', status: 'live' }
+                    : { type: 'resumed', since: 0, seq: 0 },
+                ),
+              1,
+            )
+          },
+          // The first socket's path is dead after its first ping: nothing answers.
+          (frame, socket) => {
+            if (frame.type === 'ping' && socket !== sockets[0]) socket.receive({ type: 'pong' })
+          },
+          { pong: false },
+        ),
+    })
+    const game = client.sessions.connect('s1', 'tok')
+    await within(game.ready, 'the welcome', 2000)
+    const startedAt = Date.now()
+    game.wake()
+    await within(game.once('resumed'), 'the resume', 5000)
+    // Well before the 60 s interval and 30 s timeout would have noticed.
+    expect(Date.now() - startedAt).toBeLessThan(4_500)
+    expect(sockets[0]!.closedWith()).toEqual({ code: 4000, reason: 'keepalive timeout' })
+    game.close()
+  })
+
+  it("a page shown again or back online cuts a reconnect's pause short; the connection stops listening once over", async () => {
+    const page = fakePage()
+    let networkUp = false
+    const client = createClient({
+      baseUrl: 'http://nexus.test',
+      maxReconnects: 100,
+      reconnectForMs: 3_600_000,
+      // Pauses of a minute: only a wake makes the next try come sooner.
+      retry: { baseDelayMs: 60_000, maxDelayMs: 60_000 },
+      // The read behind a refused upgrade: the session is there, the socket did not open.
+      fetch: (async () => jsonRes(200, { status: 'live', seq: 0, result: null })) as typeof fetch,
+      WebSocket: () =>
+        scriptedSocket((socket) => {
+          if (!networkUp) return socket.fail()
+          socket.open()
+          setTimeout(
+            () => socket.receive({ type: 'welcome', seq: 0, state: {}, you: 'p', status: 'live' }),
+            1,
+          )
+        }),
+    })
+    const listenersBefore = page.count()
+    const game = client.sessions.connect('s1', 'tok')
+    await within(game.once('reconnecting'), 'the first pause', 2000)
+    expect(page.count()).toBe(listenersBefore + 3)
+    networkUp = true
+    page.fire('online')
+    await within(game.ready, 'the welcome after the wake', 2000)
+    game.close()
+    expect(page.count()).toBe(listenersBefore)
+  })
+
+  it('a matchmaking wait wakes too: its pause is cut short when the page is shown again', async () => {
+    const page = fakePage()
+    let socketsUp = false
+    const client = createClient({
+      baseUrl: 'http://nexus.test',
+      maxReconnects: 100,
+      reconnectForMs: 3_600_000,
+      retry: { baseDelayMs: 60_000, maxDelayMs: 60_000 },
+      fetch: guestFetch(() => jsonRes(200, { regions: ['eu'] })),
+      WebSocket: () =>
+        scriptedSocket(
+          (socket) => {
+            if (!socketsUp) return socket.fail()
+            socket.open()
+            setTimeout(() => socket.receive({ type: 'queued', ticketId: 't1' }), 1)
+          },
+          (frame, socket) => {
+            if (frame.type === 'cancel') {
+              socket.receive({ type: 'cancelled', ticketId: 't1', reason: 'cancelled' })
+            }
+          },
+        ),
+    })
+    await client.auth.guest('device-abcdef-123456')
+    const ticket = client.matchmaking.join('duel')
+    await within(ticket.once('reconnecting'), 'the first pause', 2000)
+    socketsUp = true
+    page.fire('visibilitychange')
+    expect((await within(ticket.once('queued'), 'queued after the wake', 2000)).ticketId).toBe('t1')
+    await within(ticket.cancel(), 'the cancel', 2000)
+  })
+})
+
 describe('game connection resume', () => {
   it('a `since` past the session’s seq rejects with validation 422 naming since, not a network error', async () => {
     const client = createClient({

@@ -103,13 +103,15 @@ export const sleep = (ms: number, signal?: AbortSignal) =>
   })
 
 /**
- * `sleep`, which `stop` ends too, and which `expose` is handed a controller of to end it early
- * (a `wake()` cutting a reconnect's pause short).
+ * `sleep` for `ms`, which `stop` ends too, and which `expose` is handed a controller of (at
+ * once) to end early (a `wake()` cutting a reconnect's pause short), but for its first `uncutMs`
+ * (what a server asked to be waited), which only `stop` ends.
  */
 export async function cuttableSleep(
   ms: number,
   stop: AbortSignal,
   expose: (cut: AbortController) => void,
+  uncutMs = 0,
 ): Promise<void> {
   const cut = new AbortController()
   const onStop = () => cut.abort()
@@ -117,7 +119,8 @@ export async function cuttableSleep(
   stop.addEventListener('abort', onStop)
   expose(cut)
   try {
-    await sleep(ms, cut.signal)
+    if (uncutMs > 0) await sleep(uncutMs, stop)
+    await sleep(ms - uncutMs, cut.signal)
   } finally {
     stop.removeEventListener('abort', onStop)
   }

@@ -29,6 +29,7 @@ import {
   isOpen,
   keepalive,
   type KeepaliveSettings,
+  lifetime,
   messageText,
   monotonicNow,
   onPageWake,
@@ -589,7 +590,7 @@ export class MatchTicket extends Emitter<TicketEvents> {
         socket.close(1000, 'cancelled')
         return null
       }
-      const openedAt = monotonicNow()
+      const openedAt = { monotonic: monotonicNow(), wall: Date.now() }
       this.queuedSocketLostAt = null
       this.socket = socket
       if (this.transport !== 'websocket') this.emit('transport', 'websocket')
@@ -606,7 +607,7 @@ export class MatchTicket extends Emitter<TicketEvents> {
       // Only a socket that stayed up a while, and delivered frames (a pong counts), starts the
       // count again (see HEALTHY_SOCKET_MS): one a proxy opens and passes nothing through is a
       // failure, or it would be tried for ever.
-      if (monotonicNow() - openedAt >= HEALTHY_SOCKET_MS && this.heardFrom.has(socket)) failures = 0
+      if (lifetime(openedAt) >= HEALTHY_SOCKET_MS && this.heardFrom.has(socket)) failures = 0
       failures++
       if (failures > sockets.maxReconnects) {
         return new NexusNetworkError('the matchmaking socket keeps closing')
@@ -623,7 +624,9 @@ export class MatchTicket extends Emitter<TicketEvents> {
       Math.max(reconnectDelay(this.deps.sockets.backoff, attempt), retryAfterMs(err)),
     )
     this.emit('reconnecting', { attempt, delayMs })
-    await cuttableSleep(delayMs, this.abort.signal, (cut) => (this.pauseCut = cut))
+    // What the server asked for is waited out whatever wakes: only the backoff beyond it is cut.
+    const askedMs = Math.min(delayMs, retryAfterMs(err))
+    await cuttableSleep(delayMs, this.abort.signal, (cut) => (this.pauseCut = cut), askedMs)
     this.pauseCut = null
   }
 

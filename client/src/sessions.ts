@@ -20,6 +20,7 @@ import {
   HEALTHY_SOCKET_MS,
   isOpen,
   keepalive,
+  lifetime,
   messageText,
   monotonicNow,
   onPageWake,
@@ -233,10 +234,7 @@ export class GameConnection extends Emitter<GameEvents> {
     const at = this.clockAnchor
     if (at === null) return null
     if (!at.running) return at.tick
-    // The monotonic clock stops while the device sleeps (a phone locked during the opponent's
-    // turn, its socket kept): the wall clock's longer count is the time that passed then.
-    const sinceAnchor = Math.max(monotonicNow() - at.receivedAt, Date.now() - at.receivedAtWall)
-    const elapsedMs = at.elapsedMs + sinceAnchor
+    const elapsedMs = at.elapsedMs + (monotonicNow() - at.receivedAt) + at.sleptMs
     // Never before an event already heard: its tick had come.
     const floor = Math.max(at.tick, this.lastEventTick ?? 0)
     return Math.max(floor, Math.floor((elapsedMs * at.tickRate) / 1000))
@@ -252,9 +250,28 @@ export class GameConnection extends Emitter<GameEvents> {
     elapsedMs: number
     running: boolean
     receivedAt: number
-    /** When it arrived by the wall clock, which goes on counting while the device sleeps. */
-    receivedAtWall: number
+    /**
+     * Time the device slept since (`wake()` counts it), which the monotonic clock left out; and
+     * where the next count starts, by both clocks.
+     */
+    sleptMs: number
+    sleepCountedAt: { monotonic: number; wall: number }
   } | null = null
+
+  /**
+   * Counts the time the device slept since the anchor or the last count: the monotonic clock
+   * stops while the device sleeps (a phone locked during the opponent's turn, its socket kept),
+   * the wall clock does not. Only at a wake (the page shown again, the app back in the
+   * foreground), so that a wall clock set forward while awake moves no countdown.
+   */
+  private countSleep(): void {
+    const at = this.clockAnchor
+    if (at === null || !at.running) return
+    const now = { monotonic: monotonicNow(), wall: Date.now() }
+    const slept = now.wall - at.sleepCountedAt.wall - (now.monotonic - at.sleepCountedAt.monotonic)
+    if (slept > 0) at.sleptMs += slept
+    at.sleepCountedAt = now
+  }
 
   /** The tick of the last event heard: where the clock stops when the game ends. */
   private lastEventTick: number | null = null
@@ -274,7 +291,8 @@ export class GameConnection extends Emitter<GameEvents> {
         typeof msg.elapsedMs === 'number' ? msg.elapsedMs : (msg.tick * 1000) / msg.tickRate,
       running: msg.running !== false,
       receivedAt: monotonicNow(),
-      receivedAtWall: Date.now(),
+      sleptMs: 0,
+      sleepCountedAt: { monotonic: monotonicNow(), wall: Date.now() },
     }
   }
 
@@ -287,6 +305,10 @@ export class GameConnection extends Emitter<GameEvents> {
    * const { state } = await game.once('welcome')
    */
   override once<K extends keyof GameEvents>(type: K): Promise<GameEvents[K]> {
+    const over = this.overOutcome
+    if (over !== null) {
+      return Promise.reject('failed' in over ? over.failed : gameEndedBefore(type))
+    }
     return new Promise((resolve, reject) => {
       // Kept only while it waits: `await game.once('event')` in a loop for hours holds one.
       const waiting = (outcome: GameResult | { failed: unknown }) => {
@@ -309,7 +331,11 @@ export class GameConnection extends Emitter<GameEvents> {
    */
   private readonly onceWaiting = new Set<(outcome: GameResult | { failed: unknown }) => void>()
 
+  /** How the connection ended, once it has: a `once()` asked after that rejects at once. */
+  private overOutcome: GameResult | { failed: unknown } | null = null
+
   private overForOnce(outcome: GameResult | { failed: unknown }): void {
+    this.overOutcome = outcome
     const waiting = [...this.onceWaiting]
     this.onceWaiting.clear()
     for (const w of waiting) w(outcome)
@@ -608,7 +634,7 @@ export class GameConnection extends Emitter<GameEvents> {
         socket.close(1000, 'bye')
         return
       }
-      const openedAt = monotonicNow()
+      const openedAt = { monotonic: monotonicNow(), wall: Date.now() }
       everOpened = true
       this.socket = socket
       const closeCode = await this.serve(socket)
@@ -624,7 +650,7 @@ export class GameConnection extends Emitter<GameEvents> {
       // Only a socket that stayed up a while, and delivered frames, starts the count again: one
       // that opens and drops at once must not reconnect forever without backing off, nor one a
       // proxy opens and passes nothing through (the keepalive gives it up after as long).
-      if (monotonicNow() - openedAt >= HEALTHY_SOCKET_MS && this.heardFrom.has(socket)) {
+      if (lifetime(openedAt) >= HEALTHY_SOCKET_MS && this.heardFrom.has(socket)) {
         failures = 0
         drops = 0
       }
@@ -651,9 +677,11 @@ export class GameConnection extends Emitter<GameEvents> {
 
   /** Waits before the next try: the backoff, or as long as the server asked if longer. */
   private async pause(attempt: number, err?: unknown): Promise<void> {
-    const delayMs = Math.max(reconnectDelay(this.sockets.backoff, attempt), retryAfterMs(err))
+    const askedMs = retryAfterMs(err)
+    const delayMs = Math.max(reconnectDelay(this.sockets.backoff, attempt), askedMs)
     this.emit('reconnecting', { attempt, delayMs, since: this.seq })
-    await cuttableSleep(delayMs, this.stop.signal, (cut) => (this.pauseCut = cut))
+    // What the server asked for is waited out whatever wakes: only the backoff beyond it is cut.
+    await cuttableSleep(delayMs, this.stop.signal, (cut) => (this.pauseCut = cut), askedMs)
     this.pauseCut = null
   }
 
@@ -667,6 +695,7 @@ export class GameConnection extends Emitter<GameEvents> {
    */
   wake(): void {
     if (this.done) return
+    this.countSleep()
     this.alive?.probe(WAKE_PROBE_MS)
     this.pauseCut?.abort()
   }

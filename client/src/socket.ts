@@ -309,3 +309,12 @@ export function onPageWake(wake: () => void): () => void {
 export function monotonicNow(): number {
   return typeof performance !== 'undefined' ? performance.now() : Date.now()
 }
+
+/**
+ * How long a socket opened at `openedAt` has been up: the longer of the two clocks, since one
+ * kept open through a sleep (a phone locked a minute and unlocked) did work all that time, and
+ * judged by the clock that stopped it would look like one that keeps dropping at once.
+ */
+export function lifetime(openedAt: { monotonic: number; wall: number }): number {
+  return Math.max(monotonicNow() - openedAt.monotonic, Date.now() - openedAt.wall)
+}

@@ -2988,8 +2988,12 @@ describe('game connection on a device that sleeps', () => {
     mono += 2_000
     wall += 2_000
     expect(game.tick()).toBe(120)
-    // Locked for 40 s: the monotonic clock stood still.
+    // Locked for 40 s: the monotonic clock stood still. The page shown again counts it.
     wall += 40_000
+    game.wake()
+    expect(game.tick()).toBe(520)
+    // A wall clock set forward while awake, with no wake, moves nothing.
+    wall += 3_600_000
     expect(game.tick()).toBe(520)
     // An event of a later tick than the estimate: the clock is at least there.
     await until(() => sockets.length === 1)
@@ -3027,6 +3031,65 @@ describe('game connection on a device that sleeps', () => {
     game.close()
     await expect(pending).rejects.toBeInstanceOf(NexusNetworkError)
     expect(waiting.size).toBe(0)
+  })
+
+  it('once() asked after the connection is over rejects at once, rather than waiting for ever', async () => {
+    const client = createClient({
+      baseUrl: 'http://nexus.test',
+      fetch: (async () => jsonRes(200, {})) as unknown as typeof fetch,
+      WebSocket: () =>
+        scriptedSocket((socket) => {
+          socket.open()
+          setTimeout(() => {
+            socket.receive({ type: 'welcome', seq: 0, state: {}, you: 'p', status: 'live' })
+            socket.receive({ type: 'ended', seq: 0, result: { winner: null, placements: [] } })
+          }, 1)
+        }),
+    })
+    const game = client.sessions.connect('s1', 'tok')
+    await within(game.ended, 'the end', 2000)
+    await expect(within(game.once('event'), 'a late once', 1000)).rejects.toThrow(
+      "the game ended before a 'event' event",
+    )
+  })
+
+  it('a socket kept open through a sleep counts as one that worked: glancing at a locked phone again and again never gives the connection up', async () => {
+    let mono = 1_000
+    let wall = 1_700_000_000_000
+    vi.spyOn(performance, 'now').mockImplementation(() => mono)
+    vi.spyOn(Date, 'now').mockImplementation(() => wall)
+    const sockets: ScriptedSocket[] = []
+    const client = createClient({
+      baseUrl: 'http://nexus.test',
+      maxReconnects: 1,
+      retry: { baseDelayMs: 1, maxDelayMs: 5 },
+      fetch: (async () => jsonRes(200, { status: 'live', seq: 0, result: null })) as typeof fetch,
+      WebSocket: (url) =>
+        scriptedSocket((socket) => {
+          socket.open()
+          const since = new URL(url).searchParams.get('since')
+          setTimeout(() => {
+            socket.receive(
+              since === null
+                ? { type: 'welcome', seq: 0, state: {}, you: 'p', status: 'live' }
+                : { type: 'resumed', since: 0, seq: 0 },
+            )
+            sockets.push(socket)
+          }, 1)
+        }),
+    })
+    const game = client.sessions.connect('s1', 'tok')
+    await within(game.ready, 'the welcome', 2000)
+    for (let glance = 1; glance <= 4; glance++) {
+      // Locked a minute with the socket up (the monotonic clock stopped), then it drops.
+      wall += 60_000
+      mono += 100
+      const resumed = game.once('resumed')
+      sockets[glance - 1]!.drop()
+      await within(resumed, `the resume after glance ${glance}`, 2000)
+    }
+    expect(sockets).toHaveLength(5)
+    game.close()
   })
 
   it('the reconnect budget counts time spent trying, not asleep: a phone locked for ten minutes with its socket gone still reconnects after, and gets its game back', async () => {
@@ -3173,6 +3236,38 @@ describe('wake(): the app back in the foreground, the network back', () => {
     await within(game.ready, 'the welcome after the wake', 2000)
     game.close()
     expect(page.count()).toBe(listenersBefore)
+  })
+
+  it('a wake does not cut short the wait the server asked for (Retry-After): only the backoff beyond it', async () => {
+    fakePage()
+    const attempts: number[] = []
+    const client = createClient({
+      baseUrl: 'http://nexus.test',
+      maxReconnects: 100,
+      retry: { baseDelayMs: 1, maxDelayMs: 5 },
+      // The read behind a refused upgrade: the server is busy, come back in a second.
+      fetch: (async () =>
+        new Response(
+          JSON.stringify({ type: 'urn:nexus:problem:unavailable', title: 'Busy', status: 503 }),
+          {
+            status: 503,
+            headers: { 'content-type': 'application/problem+json', 'retry-after': '1' },
+          },
+        )) as typeof fetch,
+      WebSocket: () =>
+        scriptedSocket((socket) => {
+          attempts.push(Date.now())
+          socket.fail()
+        }),
+    })
+    const game = client.sessions.connect('s1', 'tok')
+    const paused = await within(game.once('reconnecting'), 'the pause', 2000)
+    expect(paused.delayMs).toBeGreaterThanOrEqual(1000)
+    const wokeAt = Date.now()
+    game.wake()
+    await until(() => attempts.length >= 2)
+    expect(attempts[1]! - wokeAt).toBeGreaterThanOrEqual(900)
+    game.close()
   })
 
   it('a matchmaking wait wakes too: its pause is cut short when the page is shown again', async () => {

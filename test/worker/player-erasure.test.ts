@@ -224,6 +224,14 @@ describe('erasing a player (admin)', () => {
     expect(
       await pg()`select rank, metadata from leaderboard_archive where leaderboard_id = ${during}`,
     ).toEqual([{ rank: 1, metadata: null }])
+    // A walk left unfinished for over an hour is over: a score submitted since is theirs.
+    const left = `idp-left-${crypto.randomUUID().slice(0, 8)}`
+    await pg()`insert into erased_players (id, erased_at) values (${left}, now() - interval '2 hours')`
+    const afterLeft = `erased-left-${crypto.randomUUID().slice(0, 8)}`
+    await archiveOnlyEntry(afterLeft, left, '{"home":"Ogdenville"}', Date.now() - 5_000)
+    expect(
+      await pg()`select metadata from leaderboard_archive where leaderboard_id = ${afterLeft}`,
+    ).toEqual([{ metadata: { home: 'Ogdenville' } }])
     // The walk ended: a score submitted since (the player back, with a new token) is theirs.
     await pg()`update erased_players set completed_at = now() - interval '30 seconds' where id = ${id}`
     const after = `erased-walked-${crypto.randomUUID().slice(0, 8)}`

@@ -98,7 +98,9 @@ export class NeonArchiveWriter implements ArchiveWriter {
                   -- erasure was done: before it began (a profile made under the id since, an
                   -- identity provider's player back and named again, is not theirs), or while
                   -- its walk had not yet reached the board (which took the old token's score).
-                  -- An erasure whose walk has not ended counts as not done.
+                  -- An erasure whose walk has not ended counts as not done, for an hour: a walk
+                  -- left longer is over (as a new erasure takes it), and a player back since
+                  -- keeps their name.
                   case when e.id is null then p.name end,
                   case when e.id is null then u.metadata::jsonb end,
                   to_timestamp(u.submitted_at / 1000.0)
@@ -107,7 +109,7 @@ export class NeonArchiveWriter implements ArchiveWriter {
              left join players p on p.id = u.player_id
              left join erased_players e
                     on e.id = u.player_id
-                   and coalesce(e.completed_at, 'infinity'::timestamptz)
+                   and coalesce(e.completed_at, e.erased_at + interval '1 hour')
                        >= to_timestamp(u.submitted_at / 1000.0)
            on conflict (leaderboard_id, cycle, player_id) do nothing
            returning 1

@@ -353,9 +353,10 @@ export class GameSession extends DurableObject<Env> {
   private status: SessionStatus | null = null
   private createdAt = 0
   /**
-   * When the match was made: its pool's match time, or the creation. A player erased since has
-   * nothing of this match kept (no rating or profile, no win on a board); one erased before it
-   * whose id came back (an identity provider's) plays as a new player.
+   * The match's time: when its earliest ticket joined its pool (MatchPool.earliestJoin), or the
+   * creation for an admin's session. A player erased since has nothing of this match kept (no
+   * rating or profile, no win on a board); one erased before it whose id came back (an identity
+   * provider's) plays as a new player.
    */
   private madeAt = 0
   /**

@@ -347,10 +347,11 @@ export class GameConnection extends Emitter<GameEvents> {
   }
 
   /**
-   * Sends an action (`{type: 'action'}` is added). Throws `NexusNetworkError` while reconnecting:
-   * an action sent into a dropping socket may have been applied (the resumed events say so) or
-   * may still arrive in the old connection after the resume: send again only what the state
-   * still asks for.
+   * Sends an action (`{type: 'action'}` is added), fire and forget: for a stream where a lost
+   * update is replaced by the next (a position). Throws `NexusNetworkError` while reconnecting;
+   * an action sent into a dropping socket may or may not have been applied, and the resumed
+   * events say which (the reconnect closes the old socket before they are read). `act()` sends
+   * one that must land once, and says what became of it.
    */
   send(action: Record<string, unknown>): void {
     if (!isOpen(this.socket)) throw new NexusNetworkError('not connected to the session')

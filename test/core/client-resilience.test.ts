@@ -2812,17 +2812,7 @@ describe('game connection act(): its edges', () => {
         scriptedSocket(
           (socket) => {
             sockets.push(socket)
-            socket.open()
-            const since = new URL(url).searchParams.get('since')
-            setTimeout(
-              () =>
-                socket.receive(
-                  since === null
-                    ? { type: 'welcome', seq: 0, state: {}, you: 'p', status: 'live' }
-                    : { type: 'resumed', since: Number(since), seq: Number(since) },
-                ),
-              1,
-            )
+            greet(socket, url)
           },
           (frame, socket) => {
             if (frame.type === 'ping' && opts.pong === false) {
@@ -2943,6 +2933,24 @@ describe('game connection act(): its edges', () => {
     await within(game.ended, 'the end', 3000)
   })
 })
+
+/**
+ * Opens a scripted game socket and greets it as a session would: `welcome` on a first connect,
+ * `resumed` (nothing missed) on a reconnect with `since`.
+ */
+function greet(socket: ScriptedSocket, url: string): void {
+  socket.open()
+  const since = new URL(url).searchParams.get('since')
+  setTimeout(
+    () =>
+      socket.receive(
+        since === null
+          ? { type: 'welcome', seq: 0, state: {}, you: 'p', status: 'live' }
+          : { type: 'resumed', since: Number(since), seq: Number(since) },
+      ),
+    1,
+  )
+}
 
 async function until(cond: () => boolean): Promise<void> {
   for (let i = 0; i < 400 && !cond(); i++) await new Promise((r) => setTimeout(r, 5))
@@ -3066,16 +3074,8 @@ describe('game connection on a device that sleeps', () => {
       fetch: (async () => jsonRes(200, { status: 'live', seq: 0, result: null })) as typeof fetch,
       WebSocket: (url) =>
         scriptedSocket((socket) => {
-          socket.open()
-          const since = new URL(url).searchParams.get('since')
-          setTimeout(() => {
-            socket.receive(
-              since === null
-                ? { type: 'welcome', seq: 0, state: {}, you: 'p', status: 'live' }
-                : { type: 'resumed', since: 0, seq: 0 },
-            )
-            sockets.push(socket)
-          }, 1)
+          sockets.push(socket)
+          greet(socket, url)
         }),
     })
     const game = client.sessions.connect('s1', 'tok')
@@ -3176,17 +3176,7 @@ describe('wake(): the app back in the foreground, the network back', () => {
         scriptedSocket(
           (socket) => {
             sockets.push(socket)
-            socket.open()
-            const since = new URL(url).searchParams.get('since')
-            setTimeout(
-              () =>
-                socket.receive(
-                  since === null
-                    ? { type: 'welcome', seq: 0, state: {}, you: 'p', status: 'live' }
-                    : { type: 'resumed', since: 0, seq: 0 },
-                ),
-              1,
-            )
+            greet(socket, url)
           },
           // The first socket's path is dead after its first ping: nothing answers.
           (frame, socket) => {

@@ -263,7 +263,7 @@ const getRoute = createRoute({
     '(`tick`, `tickRate`, `elapsedMs`, `running`); clients send `{"type":"action",…}`; ' +
     'everyone receives `{"type":"event","seq","tick","event"}` in one order; a refused frame gets ' +
     '`{"type":"error","code","message"}` (sender only). An action may carry `ref` (1 to 64 printable ' +
-    'ASCII characters, or a whole number), which the rules never see: its `error`, and its `event` as ' +
+    'ASCII characters without spaces, or a whole number from 0 to 2^53 - 1), which the rules never see: its `error`, and its `event` as ' +
     "the sender's own sockets get it, carry it back. `?since=<seq>` instead sends " +
     '`{"type":"resumed","since","seq"}` with the clock and exactly the events after `since`, then live ones. At the end: ' +
     '`{"type":"ended","seq","result"}` and the socket closes. Frames: at most 8 KiB, 20/s (burst 40). ' +

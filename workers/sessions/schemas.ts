@@ -59,7 +59,7 @@ export const ActionRef = z.union([
 ])
 export type ActionRef = z.infer<typeof ActionRef>
 export const ACTION_REF_RULE =
-  'ref must be 1 to 64 printable ASCII characters (no space) or a whole number from 0'
+  'ref must be 1 to 64 printable ASCII characters (no space) or a whole number from 0 to 2^53 - 1'
 
 /**
  * A client's name for one of its connections (`?conn=` on the upgrade): a socket opened with

@@ -26,8 +26,9 @@ export interface ResultInput extends SessionRecord {
   /** When the session was created: its Neon row's `created_at` if the listing had not landed. */
   createdAt: number
   /**
-   * When the match was made (its pool's match time; `createdAt` if not given): players erased
-   * since have nothing of it kept, one erased before it whose id came back plays as new.
+   * The match's time (when its earliest ticket joined its pool; `createdAt` if not given):
+   * players erased since have nothing of it kept, one erased before it whose id came back plays
+   * as new.
    */
   madeAt?: number
   endedAt: number
@@ -42,7 +43,7 @@ export interface Recorded {
    */
   ratingChanges: RatingChange[]
   /**
-   * Players of the result erased since the match was made (`erased_players`): no rating of theirs
+   * Players of the result erased since the match's time (`madeAt`): no rating of theirs
    * changed, no profile was made for them, and nothing of theirs is to go on a board.
    */
   erased: string[]

@@ -724,7 +724,8 @@ export class GameSession extends DurableObject<Env> {
     log('info', 'session created', {
       actor: this.actor,
       rules: setup.rules,
-      players: setup.roster.length,
+      // Who played it, so that a player's complaint finds the session by grep.
+      players: setup.roster.map((p) => p.playerId),
     })
     if (opts.listing === 'deferred') {
       // The listing is due now, and nothing of a new session is due before it: the alarm is now
@@ -1161,7 +1162,11 @@ export class GameSession extends DurableObject<Env> {
       if (this.status !== 'live') this.sendEnded(ws)
     } catch (err) {
       this.resuming.delete(ws)
-      log('warn', 'resume failed', { actor: this.actor, ...errorFields(err) })
+      log('warn', 'resume failed', {
+        actor: this.actor,
+        player: attachment(ws)?.playerId,
+        ...errorFields(err),
+      })
       try {
         ws.close(1011, 'resume failed; reconnect with since')
       } catch {
@@ -1259,7 +1264,11 @@ export class GameSession extends DurableObject<Env> {
       // An action may name a nearer deadline (a move clock it started) than the alarm set.
       if (this.status !== 'live' || this.wakesOnHint()) await this.scheduleAlarm()
     } catch (err) {
-      log('error', 'socket message failed', { actor: this.actor, ...errorFields(err) })
+      log('error', 'socket message failed', {
+        actor: this.actor,
+        player: attachment(ws)?.playerId,
+        ...errorFields(err),
+      })
       this.refuse(ws, 'internal', 'Something went wrong', refOf(message))
     }
   }
@@ -1273,7 +1282,11 @@ export class GameSession extends DurableObject<Env> {
   }
 
   override async webSocketError(ws: WebSocket, error: unknown): Promise<void> {
-    log('warn', 'socket error', { actor: this.actor, ...errorFields(error) })
+    log('warn', 'socket error', {
+      actor: this.actor,
+      player: attachment(ws)?.playerId,
+      ...errorFields(error),
+    })
     if (this.loadFailure !== null) return
     this.sockets?.delete(ws)
     this.resuming.delete(ws)
@@ -1343,7 +1356,11 @@ export class GameSession extends DurableObject<Env> {
       )
       await this.scheduleAlarm()
     } catch (err) {
-      log('error', 'disconnect handling failed', { actor: this.actor, ...errorFields(err) })
+      log('error', 'disconnect handling failed', {
+        actor: this.actor,
+        player: attachment(ws)?.playerId,
+        ...errorFields(err),
+      })
     }
   }
 
@@ -1718,6 +1735,8 @@ export class GameSession extends DurableObject<Env> {
           this.sql.exec(`DELETE FROM timers WHERE player_id = ?`, player)
           this.sql.exec(`INSERT OR IGNORE INTO absent (player_id) VALUES (?)`, player)
         })
+        // "The game said I forfeited": the grace that ran out, and whose.
+        log('info', 'player absent past the grace', { actor: this.actor, player })
         if (isRuleError(out)) {
           log('debug', 'absence refused by the rules', {
             actor: this.actor,

@@ -1747,6 +1747,18 @@ export class MatchPool extends DurableObject<Env> {
       this.waitingPlayerTotal -= (JSON.parse(row.players) as TicketPlayer[]).length
     }
     ticketOutcomes.inc({ ...this.labels(), outcome: state === 'expired' ? 'expired' : reason })
+    // Support is asked "I was queued and then dropped": the line that says why outlives the
+    // ticket's row (kept 10 minutes). At `warn` when the player did not choose it and it was no
+    // plain time-out (a lost connection, a party or queue change, an erasure or a ban).
+    const chosen = state === 'expired' || reason === 'cancelled'
+    log(chosen ? 'info' : 'warn', 'ticket finished', {
+      actor: this.actor,
+      ticketId,
+      players: (JSON.parse(row.players) as TicketPlayer[]).map((p) => p.playerId),
+      outcome: state,
+      reason,
+      waitedMs: now - row.enqueued_at,
+    })
     this.updateGauges()
     const message: ServerMessage =
       state === 'expired' ? { type: 'expired', ticketId } : { type: 'cancelled', ticketId, reason }
@@ -1830,6 +1842,7 @@ export class MatchPool extends DurableObject<Env> {
     if (found.length === 0) return []
     for (const m of found) for (const t of m.tickets) this.waitingPlayerTotal -= t.players.length
     const made: MatchRow[] = []
+    const madeLines: { sessionId: string; ticketIds: string[]; players: string[] }[] = []
     try {
       this.ctx.storage.transactionSync(() => {
         for (const m of found) {
@@ -1875,6 +1888,7 @@ export class MatchPool extends DurableObject<Env> {
             ...ticketIds,
           )
           made.push(row)
+          madeLines.push({ sessionId, ticketIds, players: setup.roster.map((p) => p.playerId) })
         }
       })
     } catch (err) {
@@ -1883,6 +1897,8 @@ export class MatchPool extends DurableObject<Env> {
       this.rebuildIndex()
       return []
     }
+    // Logged once recorded (a transaction that failed made none).
+    for (const line of madeLines) log('info', 'match made', { actor: this.actor, ...line })
     this.updateGauges()
     return made
   }

@@ -16,5 +16,7 @@ export interface AppEnv {
      * is observed under a route label of its own, not among the route's ordinary answers.
      */
     heldOpen?: boolean
+    /** The problem an error answer carried (its type's last part, and detail): logged with it. */
+    problem?: { type: string; detail: string }
   }
 }

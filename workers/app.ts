@@ -37,6 +37,7 @@ export const MAX_BODY_BYTES = 64 * 1024
 const BEARER_CHALLENGE = 'Bearer realm="nexus"'
 
 function renderProblem(c: Context<AppEnv>, err: ApiError): Response {
+  c.set('problem', { type: err.problem, detail: err.message.slice(0, 300) })
   const body = {
     ...problemBody(err.problem, err.message, err.extensions),
     requestId: c.get('requestId'),

@@ -1,5 +1,5 @@
 import type { Paths } from './api.gen.ts'
-import { timeoutError } from './platform.ts'
+import { randomUUID, timeoutError } from './platform.ts'
 import {
   NexusNetworkError,
   NexusProblem,
@@ -243,8 +243,14 @@ export class Transport {
     const samePlayer = () =>
       identity === undefined ||
       (this.options.stillSignedIn?.(identity) ?? this.options.playerIdentity!() === identity)
+    // One id for the call, every attempt of it: the server logs it beside its own request id.
+    const callId = randomUUID()
     for (let attempt = 0; attempt < policy.attempts;) {
-      const headers: Record<string, string> = { accept: 'application/json', ...opts.headers }
+      const headers: Record<string, string> = {
+        accept: 'application/json',
+        'x-request-id': callId,
+        ...opts.headers,
+      }
       const authorization = await this.authorization(as, false)
       if (!samePlayer()) throw new PlayerChanged()
       if (authorization) headers.authorization = authorization
@@ -274,11 +280,13 @@ export class Transport {
           // An answer that is not Nexus's would be the same the next time.
           if (err instanceof NexusProblem) throw err
           lastError = new NexusNetworkError(`${method.toUpperCase()} ${url} failed`, { cause: err })
+          ;(lastError as NexusNetworkError).clientRequestId = callId
           attempt++
           if (attempt < policy.attempts) await sleep(backoff(policy, attempt - 1), opts.signal)
           continue
         }
         const problem = (await readProblem(res)) ?? unexpectedAnswer(res)
+        problem.clientRequestId = callId
         // An expired or revoked player token: get a new one and try again, once, uncounted.
         if (res.status === 401 && as.kind === 'player' && !refreshed) {
           refreshed = true

@@ -20,7 +20,13 @@ export class NexusProblem extends Error {
   readonly title: string
   readonly status: number
   readonly detail: string | undefined
+  /** The server's id of the request that got this answer: its log line has it. */
   readonly requestId: string | undefined
+  /**
+   * The id this client sent with the call (`x-request-id`, the same for each of its retries),
+   * which the server logs beside its own as `clientRequestId`: set on errors the client made.
+   */
+  clientRequestId?: string
   readonly errors: { path: string; message: string }[]
   /** Seconds the server asked the client to wait (`retryAfter` member or `Retry-After`). */
   readonly retryAfter: number | undefined
@@ -74,6 +80,12 @@ export class NexusNetworkError extends Error {
    * restart, and it is applied once.
    */
   idempotencyKey?: string
+  /**
+   * The id this client sent with the call (`x-request-id`, the same for each of its retries):
+   * the server logs it as `clientRequestId` for every attempt that reached it, so an answer lost
+   * on the way back can be found.
+   */
+  clientRequestId?: string
 
   constructor(message: string, options?: { cause?: unknown }) {
     super(message, options)
@@ -96,6 +108,7 @@ export function withIdempotencyKey<E extends NexusProblem | NexusNetworkError>(
       : new NexusNetworkError(err.message, { cause: err.cause })
   copy.stack = err.stack
   copy.idempotencyKey = key
+  if (err.clientRequestId !== undefined) copy.clientRequestId = err.clientRequestId
   return copy as E
 }
 

@@ -1788,6 +1788,54 @@ describe("a socket factory's signature", () => {
   })
 })
 
+describe('request ids', () => {
+  it("every call sends one x-request-id, the same on each of its retries, and its error keeps it (the server logs it as clientRequestId); a problem keeps the server's own id too", async () => {
+    const seen: string[] = []
+    let answer = 0
+    const client = createClient({
+      baseUrl: 'http://nexus.test',
+      adminKey: 'admin',
+      retry: { attempts: 3, baseDelayMs: 1, maxDelayMs: 5 },
+      fetch: (async (_input: RequestInfo | URL, init?: RequestInit) => {
+        seen.push((init?.headers as Record<string, string>)['x-request-id']!)
+        // A network failure, then a problem the server answers.
+        if (answer++ === 0) throw new TypeError('fetch failed')
+        return new Response(
+          JSON.stringify({
+            type: 'urn:nexus:problem:conflict',
+            title: 'Conflict',
+            status: 409,
+            requestId: 'server-id-1',
+          }),
+          { status: 409, headers: { 'content-type': 'application/problem+json' } },
+        )
+      }) as typeof fetch,
+    })
+    const err = await client.leaderboards
+      .submit('daily', { score: 1, playerId: 'p1' })
+      .catch((e: unknown) => e)
+    expect(err).toBeInstanceOf(NexusProblem)
+    expect(seen).toHaveLength(2)
+    expect(seen[0]).toMatch(/^[0-9a-f-]{36}$/)
+    expect(seen[1]).toBe(seen[0])
+    expect(err).toMatchObject({ requestId: 'server-id-1', clientRequestId: seen[0] })
+
+    // A call that never got an answer keeps its id on the network error.
+    const offline = createClient({
+      baseUrl: 'http://nexus.test',
+      retry: { attempts: 1, baseDelayMs: 1, maxDelayMs: 5 },
+      fetch: (async (_input: RequestInfo | URL, init?: RequestInit) => {
+        seen.push((init?.headers as Record<string, string>)['x-request-id']!)
+        throw new TypeError('fetch failed')
+      }) as typeof fetch,
+    })
+    const lost = await offline.leaderboards.top('daily').catch((e: unknown) => e)
+    expect(lost).toBeInstanceOf(NexusNetworkError)
+    expect((lost as NexusNetworkError).clientRequestId).toBe(seen[2])
+    expect(seen[2]).not.toBe(seen[0])
+  })
+})
+
 describe('game connection tokens', () => {
   it('a game connection reconnects with the player’s current token after auth renewed the one it connected with', async () => {
     // The server accepts the player's own token on the game socket. The SDK renews it (here: the

@@ -28,15 +28,26 @@ export const observe = (): MiddlewareHandler<AppEnv> =>
     const sending = sendMetricsIfDue(c.env)
     if (sending) c.executionCtx.waitUntil(sending)
     const principal = c.get('principal')
-    log(status >= 500 ? 'error' : 'info', 'request', {
+    const problem = c.get('problem')
+    const idempotencyKey = c.req.header('idempotency-key')
+    // A refusal support is asked about ("my score didn't count": a ban, a paused board, a full
+    // cycle) is kept at `warn`, which production runs at scale; 401s and 429s, which bots and
+    // floods make by the thousand, stay at `info`.
+    const level = status >= 500 ? 'error' : status === 403 || status === 409 ? 'warn' : 'info'
+    log(level, 'request', {
       requestId: c.get('requestId'),
       clientRequestId: c.get('clientRequestId'),
+      // Cloudflare's own id of the invocation: its logs (a CPU limit's kill, which writes nothing
+      // of ours) join this line by it.
+      cfRay: c.req.header('cf-ray'),
       method: c.req.method,
       route,
       path: c.req.path,
       status,
       durationMs: Math.round(durationMs * 100) / 100,
       player: principal?.kind === 'player' ? principal.playerId : principal?.kind,
+      ...(problem ? { problem: problem.type, detail: problem.detail } : {}),
+      ...(idempotencyKey ? { idempotencyKey: idempotencyKey.slice(0, 128) } : {}),
     })
   }
 

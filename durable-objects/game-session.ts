@@ -268,6 +268,8 @@ export interface SessionInfo {
   ratingChanges: RatingChange[] | null
   /** The seed and options, once the game is over (null while live): for an admin's replay. */
   setup: ReplayableSetup | null
+  /** Where the end's durable work stands (null while live): for an admin's read. */
+  end: EndStatus | null
 }
 
 export type EndStage = 'record' | 'submit' | 'archive' | 'retain' | 'done'
@@ -771,6 +773,7 @@ export class GameSession extends DurableObject<Env> {
         this.status === 'live'
           ? null
           : { seed: this.setup.seed, options: this.setup.options ?? null },
+      end: this.endStatus(),
     }
   }
 

@@ -494,6 +494,14 @@ export interface Schemas {
       seed: string
       options?: unknown
     } | null
+    /** Admins only: where the end's durable work stands (`record` the result and ratings in Neon, `submit` the win to the queue's leaderboard, `archive` the log, `retain` until the storage is cleared, `done`), with its failed attempts in a row, when it tries next and its last error; null while the game is live. A session stuck at one stage shows why here. */
+    end?: {
+      stage: 'record' | 'submit' | 'archive' | 'retain' | 'done'
+      archived: number
+      attempts: number
+      nextAttemptAt: number | null
+      lastError: string | null
+    } | null
   }
   SessionLogRecord: {
     seq: number

@@ -3,7 +3,7 @@ import { ADMIN_KEY, bearer, call, json } from './helpers/http.ts'
 import { createBoard } from './helpers/boards.ts'
 import { createQueue, joinFor, newClock, poolOf, rig } from './helpers/matchmaking.ts'
 import { logLines } from './helpers/logs.ts'
-import { createSession, playerIds } from './helpers/session-sockets.ts'
+import { connect, createSession, playerIds } from './helpers/session-sockets.ts'
 
 /*
  * What a studio's support reads when a player says "my score didn't count", "I was queued and
@@ -91,5 +91,32 @@ describe('log lines support reads', () => {
       String(l.actor).includes(sessionId),
     )
     expect(created).toMatchObject({ players })
+  })
+
+  it("an admin's read of a session shows where its end's work stands (null while live); a player's read does not", async () => {
+    const players = playerIds(1, 'support')
+    const { sessionId, tokens } = await createSession({
+      rules: 'dice-race',
+      roster: players.map((playerId) => ({ playerId })),
+      options: { target: 1 },
+    })
+    const read = async (token: string) =>
+      (await (await call(`/v1/sessions/${sessionId}`, bearer(token))).json()) as Record<
+        string,
+        unknown
+      >
+    expect((await read(ADMIN_KEY)).end).toBeNull()
+    const socket = await connect(sessionId, tokens[players[0]!]!)
+    await socket.nextOf('welcome')
+    socket.roll()
+    await socket.nextOf('ended')
+    const view = await read(ADMIN_KEY)
+    expect(view.status).toBe('finished')
+    expect(view.end).toMatchObject({
+      stage: expect.stringMatching(/^(record|submit|archive|retain|done)$/),
+      attempts: expect.any(Number),
+      lastError: null,
+    })
+    expect(await read(tokens[players[0]!]!)).not.toHaveProperty('end')
   })
 })

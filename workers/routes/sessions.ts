@@ -74,6 +74,24 @@ export const SessionView = z
           '(`/events`), replay the game; null while it is live, and for a session cleared before ' +
           '2026-12-05. Players never get it.',
       }),
+    end: z
+      .object({
+        stage: z.enum(['record', 'submit', 'archive', 'retain', 'done']),
+        archived: z.number().int(),
+        attempts: z.number().int(),
+        nextAttemptAt: z.number().nullable(),
+        lastError: z.string().nullable(),
+      })
+      .nullable()
+      .optional()
+      .openapi({
+        description:
+          "Admins only: where the end's durable work stands (`record` the result and ratings in " +
+          "Neon, `submit` the win to the queue's leaderboard, `archive` the log, `retain` until " +
+          'the storage is cleared, `done`), with its failed attempts in a row, when it tries ' +
+          'next and its last error; null while the game is live. A session stuck at one stage ' +
+          'shows why here.',
+      }),
   })
   .openapi('Session')
 
@@ -349,7 +367,7 @@ export async function sessionView(
       endedAt: info.endedAt,
       result: info.result,
       ratingChanges: info.ratingChanges,
-      ...(opts.withSetup ? { setup: info.setup } : {}),
+      ...(opts.withSetup ? { setup: info.setup, end: info.end } : {}),
     }
   }
   // An object that holds nothing: a session whose storage was cleared (Neon has it), or none.
@@ -367,7 +385,19 @@ export async function sessionView(
     endedAt: archived.endedAt,
     result: archived.result,
     ratingChanges: archived.ratingChanges,
-    ...(opts.withSetup ? { setup: archived.setup } : {}),
+    // Archived: its object's storage is cleared only once every stage is done.
+    ...(opts.withSetup
+      ? {
+          setup: archived.setup,
+          end: {
+            stage: 'done' as const,
+            archived: 0,
+            attempts: 0,
+            nextAttemptAt: null,
+            lastError: null,
+          },
+        }
+      : {}),
   }
 }
 

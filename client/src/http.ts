@@ -245,16 +245,19 @@ export class Transport {
       (this.options.stillSignedIn?.(identity) ?? this.options.playerIdentity!() === identity)
     // One id for the call, every attempt of it: the server logs it beside its own request id.
     const callId = randomUUID()
+    let sentId: string | undefined
     for (let attempt = 0; attempt < policy.attempts;) {
-      const headers: Record<string, string> = {
-        accept: 'application/json',
-        'x-request-id': callId,
-        ...opts.headers,
-      }
+      const headers: Record<string, string> = { accept: 'application/json', ...opts.headers }
       const authorization = await this.authorization(as, false)
       if (!samePlayer()) throw new PlayerChanged()
       if (authorization) headers.authorization = authorization
       if (opts.body !== undefined) headers['content-type'] = 'application/json'
+      // Only on a request a browser preflights anyway (a credential, a JSON body): on a public
+      // read, a header of its own would cost a cross-origin game a preflight per URL.
+      if (authorization || opts.body !== undefined) {
+        headers['x-request-id'] = callId
+        sentId = callId
+      }
       const timeout = timeoutSignal(timeoutMs)
       // Held until the answer is read: the timeout and the caller's abort cover its body too.
       const combined = opts.signal ? anySignal([opts.signal, timeout.signal]) : undefined
@@ -280,13 +283,13 @@ export class Transport {
           // An answer that is not Nexus's would be the same the next time.
           if (err instanceof NexusProblem) throw err
           lastError = new NexusNetworkError(`${method.toUpperCase()} ${url} failed`, { cause: err })
-          ;(lastError as NexusNetworkError).clientRequestId = callId
+          ;(lastError as NexusNetworkError).clientRequestId = sentId
           attempt++
           if (attempt < policy.attempts) await sleep(backoff(policy, attempt - 1), opts.signal)
           continue
         }
         const problem = (await readProblem(res)) ?? unexpectedAnswer(res)
-        problem.clientRequestId = callId
+        problem.clientRequestId = sentId
         // An expired or revoked player token: get a new one and try again, once, uncounted.
         if (res.status === 401 && as.kind === 'player' && !refreshed) {
           refreshed = true

@@ -1821,18 +1821,34 @@ describe('request ids', () => {
     expect(err).toMatchObject({ requestId: 'server-id-1', clientRequestId: seen[0] })
 
     // A call that never got an answer keeps its id on the network error.
+    const headersSent: Record<string, string>[] = []
     const offline = createClient({
       baseUrl: 'http://nexus.test',
+      adminKey: 'admin',
       retry: { attempts: 1, baseDelayMs: 1, maxDelayMs: 5 },
       fetch: (async (_input: RequestInfo | URL, init?: RequestInit) => {
-        seen.push((init?.headers as Record<string, string>)['x-request-id']!)
+        headersSent.push(init?.headers as Record<string, string>)
         throw new TypeError('fetch failed')
       }) as typeof fetch,
     })
-    const lost = await offline.leaderboards.top('daily').catch((e: unknown) => e)
+    const lost = await offline.leaderboards
+      .submit('daily', { score: 1, playerId: 'p1' })
+      .catch((e: unknown) => e)
     expect(lost).toBeInstanceOf(NexusNetworkError)
-    expect((lost as NexusNetworkError).clientRequestId).toBe(seen[2])
-    expect(seen[2]).not.toBe(seen[0])
+    expect((lost as NexusNetworkError).clientRequestId).toBe(headersSent[0]!['x-request-id'])
+    expect(headersSent[0]!['x-request-id']).not.toBe(seen[0])
+    // A public read carries none: a header of its own would cost a browser game on another
+    // origin a preflight for every URL it reads.
+    const publicRead = createClient({
+      baseUrl: 'http://nexus.test',
+      retry: { attempts: 1, baseDelayMs: 1, maxDelayMs: 5 },
+      fetch: (async (_input: RequestInfo | URL, init?: RequestInit) => {
+        headersSent.push(init?.headers as Record<string, string>)
+        throw new TypeError('fetch failed')
+      }) as typeof fetch,
+    })
+    await publicRead.leaderboards.top('daily').catch(() => {})
+    expect(Object.keys(headersSent[1]!)).toEqual(['accept'])
   })
 })
 

@@ -910,7 +910,10 @@ export class MatchPool extends DurableObject<Env> {
     this.nextDeadline = null
     this.waitingPlayerTotal = 0
     for (const t of index.tickets()) this.waitingPlayerTotal += t.players.length
-    for (const id of misfits) this.finish(id, 'cancelled', 'queue_changed', this.now())
+    for (const id of misfits) {
+      this.finish(id, 'cancelled', 'queue_changed', this.now(), { many: true })
+    }
+    manyFinished(this.actor, 'queue_changed', misfits)
     if (regionGone) {
       // Sockets without a ticket would otherwise join a region the queue no longer has. Those on
       // a waiting ticket closed with it just now; those on a match still being created stay for
@@ -1730,6 +1733,7 @@ export class MatchPool extends DurableObject<Env> {
     state: 'cancelled' | 'expired',
     reason: string,
     now: number,
+    opts: { many?: boolean } = {},
   ): void {
     const row = this.row(ticketId)
     if (!row || row.state !== 'waiting') return
@@ -1743,18 +1747,19 @@ export class MatchPool extends DurableObject<Env> {
       )
       this.sql.exec(`DELETE FROM active WHERE ticket_id = ?`, ticketId)
     })
-    if (this.index?.remove(ticketId)) {
-      this.waitingPlayerTotal -= (JSON.parse(row.players) as TicketPlayer[]).length
-    }
+    const players = JSON.parse(row.players) as TicketPlayer[]
+    if (this.index?.remove(ticketId)) this.waitingPlayerTotal -= players.length
     ticketOutcomes.inc({ ...this.labels(), outcome: state === 'expired' ? 'expired' : reason })
     // Support is asked "I was queued and then dropped": the line that says why outlives the
     // ticket's row (kept 10 minutes). At `warn` when the player did not choose it and it was no
-    // plain time-out (a lost connection, a party or queue change, an erasure or a ban).
+    // plain time-out (a lost connection, a party or queue change, an erasure or a ban), but for
+    // one of many ended in one step (a queue changed, a mass disconnect), whose caller logs one
+    // line for all at `warn`: Cloudflare keeps 256 KB of an invocation's logs.
     const chosen = state === 'expired' || reason === 'cancelled'
-    log(chosen ? 'info' : 'warn', 'ticket finished', {
+    log(chosen || opts.many ? 'info' : 'warn', 'ticket finished', {
       actor: this.actor,
       ticketId,
-      players: (JSON.parse(row.players) as TicketPlayer[]).map((p) => p.playerId),
+      players: players.map((p) => p.playerId),
       outcome: state,
       reason,
       waitedMs: now - row.enqueued_at,
@@ -1785,17 +1790,18 @@ export class MatchPool extends DurableObject<Env> {
       `SELECT id FROM tickets WHERE grace_until IS NOT NULL AND grace_until <= ?`,
       now,
     )
-    let cancelled = 0
+    const cancelled: string[] = []
     for (const t of gone) {
       const row = this.row(t.id)
       if (!row) continue
       // The earliest of its players' own deadlines: theirs may have moved on since (a poll).
       if (this.judgeGrace(row, this.openOn(row), now) === true) continue
-      this.finish(t.id, 'cancelled', 'disconnected', now)
-      cancelled++
+      this.finish(t.id, 'cancelled', 'disconnected', now, { many: true })
+      cancelled.push(t.id)
     }
+    manyFinished(this.actor, 'disconnected', cancelled)
     this.nextDeadline = this.earliestDeadline()
-    return expired.length + cancelled > 0
+    return expired.length + cancelled.length > 0
   }
 
   /** The earliest expiry or grace end still ahead (Infinity when there is none). */
@@ -3391,4 +3397,19 @@ export class MatchPool extends DurableObject<Env> {
     if (existing === null || existing > next || existing < now)
       await this.ctx.storage.setAlarm(next)
   }
+}
+
+/**
+ * One `warn` line for tickets a step ended together for a reason their players did not choose
+ * (each has its own `ticket finished` line at `info`): a queue changed or a mass disconnect ends
+ * thousands at once, past what Cloudflare keeps of one invocation's logs at a line each.
+ */
+function manyFinished(actor: string, reason: string, ticketIds: readonly string[]): void {
+  if (ticketIds.length === 0) return
+  log('warn', 'tickets finished', {
+    actor,
+    reason,
+    count: ticketIds.length,
+    ticketIds: ticketIds.slice(0, 50),
+  })
 }

@@ -494,10 +494,11 @@ export interface Schemas {
       seed: string
       options?: unknown
     } | null
-    /** Admins only: where the end's durable work stands (`record` the result and ratings in Neon, `submit` the win to the queue's leaderboard, `archive` the log, `retain` until the storage is cleared, `done`), with its failed attempts in a row, when it tries next and its last error; null while the game is live. A session stuck at one stage shows why here. */
+    /** Admins only: where the end's durable work stands (`record` the result and ratings in Neon, `submit` the win to the queue's leaderboard, `archive` the log, `retain` until the storage is cleared, `done`), with its failed attempts in a row, when it tries next and its last error; null while the game is live. A session stuck at one stage shows why here. Null for a session whose object was cleared while Neon still lists it as live. */
     end?: {
       stage: 'record' | 'submit' | 'archive' | 'retain' | 'done'
-      archived: number
+      /** Log records archived so far; null once the object was cleared */
+      archived: number | null
       attempts: number
       nextAttemptAt: number | null
       lastError: string | null

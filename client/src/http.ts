@@ -244,7 +244,6 @@ export class Transport {
       identity === undefined ||
       (this.options.stillSignedIn?.(identity) ?? this.options.playerIdentity!() === identity)
     // One id for the call, every attempt of it: the server logs it beside its own request id.
-    const callId = randomUUID()
     let sentId: string | undefined
     for (let attempt = 0; attempt < policy.attempts;) {
       const headers: Record<string, string> = { accept: 'application/json', ...opts.headers }
@@ -255,8 +254,8 @@ export class Transport {
       // Only on a request a browser preflights anyway (a credential, a JSON body): on a public
       // read, a header of its own would cost a cross-origin game a preflight per URL.
       if (authorization || opts.body !== undefined) {
-        headers['x-request-id'] = callId
-        sentId = callId
+        sentId ??= randomUUID()
+        headers['x-request-id'] = sentId
       }
       const timeout = timeoutSignal(timeoutMs)
       // Held until the answer is read: the timeout and the caller's abort cover its body too.

@@ -1,7 +1,8 @@
 import { describe, expect, it } from 'vitest'
-import { ADMIN_KEY, bearer, call, json } from './helpers/http.ts'
+import { ADMIN_KEY, bearer, call, json, newGuest } from './helpers/http.ts'
 import { createBoard } from './helpers/boards.ts'
-import { createQueue, joinFor, newClock, poolOf, rig } from './helpers/matchmaking.ts'
+import { createQueue, DUEL, joinFor, newClock, poolOf, rig } from './helpers/matchmaking.ts'
+import { until } from './helpers/sockets.ts'
 import { logLines } from './helpers/logs.ts'
 import { connect, createSession, playerIds } from './helpers/session-sockets.ts'
 
@@ -40,10 +41,17 @@ describe('log lines support reads', () => {
       requestId: res.headers.get('x-request-id'),
     })
     expect(String(line!.detail)).toMatch(/paused/i)
-    // An answer that worked stays below `warn`.
+    // An answer that worked stays below `warn`, and so does a player knocking on an admin route
+    // (a bot with a free guest token could fill the log at the level production keeps).
     const ok = await call(`/v1/leaderboards/${board}/top`)
     expect(ok.status).toBe(200)
-    expect(linesWith(lines, 'request').filter((l) => l.status === 200)).toEqual([])
+    const guest = await newGuest()
+    const knock = await call(
+      `/v1/admin/leaderboards/${board}`,
+      json('PUT', { paused: false }, guest.token),
+    )
+    expect(knock.status).toBe(403)
+    expect(linesWith(lines, 'request').map((l) => l.status)).toEqual([409])
   })
 
   it('a ticket that ends says why and whose it was, at warn when the player did not choose it; a match made names its session and players', async () => {
@@ -78,6 +86,30 @@ describe('log lines support reads', () => {
     const [made] = linesWith(lines, 'match made')
     expect(made).toMatchObject({ sessionId: matched.match!.sessionId })
     expect((made!.players as string[]).sort()).toEqual([a, b].sort())
+  })
+
+  it("tickets a step ends by the dozen (a queue paused) log one warn line for all, each its own at info: Cloudflare keeps 256 KB of an invocation's logs", async () => {
+    const queue = await createQueue({ teamSize: 3 })
+    await rig(queue, newClock())
+    const players = playerIds(3, 'support')
+    for (const p of players) await joinFor(queue, p)
+    const lines = logLines('info')
+    const paused = await call(
+      `/v1/admin/queues/${queue}`,
+      json('PUT', { ...DUEL, teamSize: 3, paused: true }, ADMIN_KEY),
+    )
+    expect(paused.status).toBe(200)
+    await until(
+      async () => (linesWith(lines, 'tickets finished').length > 0 ? true : undefined),
+      5000,
+      'the summary line',
+    )
+    expect(linesWith(lines, 'tickets finished')).toEqual([
+      expect.objectContaining({ level: 'warn', reason: 'queue_changed', count: 3 }),
+    ])
+    const each = linesWith(lines, 'ticket finished')
+    expect(each.map((l) => l.level)).toEqual(['info', 'info', 'info'])
+    expect(each.flatMap((l) => l.players as string[]).sort()).toEqual([...players].sort())
   })
 
   it('a session names its players when it is made', async () => {

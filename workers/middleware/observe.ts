@@ -29,11 +29,16 @@ export const observe = (): MiddlewareHandler<AppEnv> =>
     if (sending) c.executionCtx.waitUntil(sending)
     const principal = c.get('principal')
     const problem = c.get('problem')
-    const idempotencyKey = c.req.header('idempotency-key')
+    const key = c.req.header('idempotency-key')
+    const idempotencyKey = key && key.length <= 128 && /^[\w.:=-]+$/.test(key) ? key : undefined
     // A refusal support is asked about ("my score didn't count": a ban, a paused board, a full
-    // cycle) is kept at `warn`, which production runs at scale; 401s and 429s, which bots and
-    // floods make by the thousand, stay at `info`.
-    const level = status >= 500 ? 'error' : status === 403 || status === 409 ? 'warn' : 'info'
+    // cycle) is kept at `warn`, which production runs at scale: a write of a player's, or a game
+    // server's for one, outside the admin routes. 401s, 429s, reads (a stale cursor's 409) and
+    // a player knocking on admin routes, which bots and floods make by the thousand, stay at
+    // `info`.
+    const refusalToLook = (status === 403 || status === 409) && c.req.method !== 'GET'
+    const byPlayer = principal !== undefined && !route.startsWith('/v1/admin')
+    const level = status >= 500 ? 'error' : refusalToLook && byPlayer ? 'warn' : 'info'
     log(level, 'request', {
       requestId: c.get('requestId'),
       clientRequestId: c.get('clientRequestId'),
@@ -47,7 +52,7 @@ export const observe = (): MiddlewareHandler<AppEnv> =>
       durationMs: Math.round(durationMs * 100) / 100,
       player: principal?.kind === 'player' ? principal.playerId : principal?.kind,
       ...(problem ? { problem: problem.type, detail: problem.detail } : {}),
-      ...(idempotencyKey ? { idempotencyKey: idempotencyKey.slice(0, 128) } : {}),
+      ...(idempotencyKey ? { idempotencyKey } : {}),
     })
   }
 

@@ -77,7 +77,9 @@ export const SessionView = z
     end: z
       .object({
         stage: z.enum(['record', 'submit', 'archive', 'retain', 'done']),
-        archived: z.number().int(),
+        archived: z.number().int().nullable().openapi({
+          description: 'Log records archived so far; null once the object was cleared',
+        }),
         attempts: z.number().int(),
         nextAttemptAt: z.number().nullable(),
         lastError: z.string().nullable(),
@@ -90,7 +92,8 @@ export const SessionView = z
           "Neon, `submit` the win to the queue's leaderboard, `archive` the log, `retain` until " +
           'the storage is cleared, `done`), with its failed attempts in a row, when it tries ' +
           'next and its last error; null while the game is live. A session stuck at one stage ' +
-          'shows why here.',
+          'shows why here. Null for a session whose object was cleared while Neon still lists it ' +
+          'as live.',
       }),
   })
   .openapi('Session')
@@ -385,17 +388,21 @@ export async function sessionView(
     endedAt: archived.endedAt,
     result: archived.result,
     ratingChanges: archived.ratingChanges,
-    // Archived: its object's storage is cleared only once every stage is done.
+    // Cleared: its object's storage goes only once every stage is done, but for a row Neon still
+    // has as live (its end never reached Neon), which says nothing of where the end stands.
     ...(opts.withSetup
       ? {
           setup: archived.setup,
-          end: {
-            stage: 'done' as const,
-            archived: 0,
-            attempts: 0,
-            nextAttemptAt: null,
-            lastError: null,
-          },
+          end:
+            archived.status === 'live'
+              ? null
+              : {
+                  stage: 'done' as const,
+                  archived: null,
+                  attempts: 0,
+                  nextAttemptAt: null,
+                  lastError: null,
+                },
         }
       : {}),
   }

@@ -263,6 +263,11 @@ export interface SessionInfo {
   leaderboardId: string | null
   seq: number
   createdAt: number
+  /**
+   * The match's time (`madeAt`): what a read by a player back under an erased id is judged by, as
+   * the result is.
+   */
+  madeAt: number
   endedAt: number | null
   result: GameResult | null
   ratingChanges: RatingChange[] | null
@@ -766,6 +771,7 @@ export class GameSession extends DurableObject<Env> {
       leaderboardId: this.setup.leaderboardId,
       seq: this.match.seq,
       createdAt: this.createdAt,
+      madeAt: this.madeAt,
       endedAt: endedAt ? Number(endedAt) : null,
       result: result ? (JSON.parse(result) as GameResult) : null,
       ratingChanges: changes ? (JSON.parse(changes) as RatingChange[]) : null,

@@ -9,10 +9,12 @@ import {
   createSession,
   playerIds,
   playToEnd,
+  sessionObject,
   type TestSocket,
   upgrade,
 } from './helpers/session-sockets.ts'
 import { until } from './helpers/sockets.ts'
+import { newSeed } from '../../workers/matchmaking/session.ts'
 
 interface Listed {
   sessionId: string
@@ -269,6 +271,35 @@ describe("a player's own matches", () => {
       .flatMap((p) => p.sessions)
       .find((s) => s.sessionId === played.sessionId)
     expect(anyones).toMatchObject({ winner: played.result.winner, place: null, ratingChange: null })
+  })
+
+  it("a session the pool created after an erasure, from a match made before it, is the erased player's: the player back under the id cannot read or join it with their own token", async () => {
+    const [me, rival] = playerIds(2, 'made-before') as [string, string]
+    const matchedAt = Date.now() - 60_000
+    await pg()`insert into erased_players (id, erased_at, completed_at)
+      values (${me}, now() - interval '30 seconds', now() - interval '30 seconds')`
+    // The pool's creation retried: the session comes to exist only now.
+    const sessionId = `s_made-before-${crypto.randomUUID()}`
+    const created = await sessionObject(sessionId).create(
+      {
+        sessionId,
+        rules: 'relay',
+        roster: [me, rival].map((playerId, team) => ({ playerId, team })),
+        seed: newSeed(),
+      },
+      { listing: 'now', matchedAt },
+    )
+    expect(created).toMatchObject({ ok: true })
+    const token = (await issuePlayerToken(env, me)).token
+    for (const path of [`/v1/sessions/${sessionId}`, `/v1/sessions/${sessionId}/events?from=1`]) {
+      expect((await problem(await call(path, bearer(token)))).status, path).toBe(403)
+    }
+    const socket = await upgrade(sessionId, token)
+    expect(socket.webSocket).toBeFalsy()
+    expect((await problem(socket)).status).toBe(403)
+    // The rival, never erased, reads it.
+    const rivalToken = (await issuePlayerToken(env, rival)).token
+    expect((await call(`/v1/sessions/${sessionId}`, bearer(rivalToken))).status).toBe(200)
   })
 
   it("a player erased who came back under the id (an identity provider's) sees only the matches since; support sees every one", async () => {

@@ -188,12 +188,14 @@ async function playerOf(
 async function authorize(
   c: Context<AppEnv>,
   viewer: Viewer,
-  session: { roster: readonly RosterEntry[]; createdAt: number },
+  session: { roster: readonly RosterEntry[]; createdAt: number; madeAt?: number },
 ): Promise<void> {
   if (viewer.kind === 'admin') return
   const refused = () => new ApiError('forbidden', 'Only the players of this session may see it')
   if (!session.roster.some((p) => p.playerId === viewer.playerId)) throw refused()
-  if (await erasedSince(c, viewer, session.createdAt)) throw refused()
+  // By the match's time, as its result is: a session the pool created after an erasure, from a
+  // match made (a ticket joined) before it, was the erased player's.
+  if (await erasedSince(c, viewer, session.madeAt ?? session.createdAt)) throw refused()
 }
 
 /**
@@ -255,7 +257,7 @@ async function connect(c: Context<AppEnv>, sessionId: string): Promise<Response>
     // A session made before an erasure of the id is not a returning player's (as a read of it).
     const info = await sessionStub(c.env, sessionId).info()
     const onRoster = info.ok && info.roster.some((p) => p.playerId === player.playerId)
-    if (info.ok && onRoster && (await erasedSince(c, player, info.createdAt))) {
+    if (info.ok && onRoster && (await erasedSince(c, player, info.madeAt ?? info.createdAt))) {
       throw new ApiError('forbidden', 'Only the players of this session may see it')
     }
   }
@@ -344,7 +346,7 @@ sessionRoutes.openapi(getRoute, (async (c: Context<AppEnv>) => {
   // player's such reads count as their account's do, or made-up ids would query Neon without end.
   if (!info.ok && viewer.kind === 'player') await countPlayerRead(c, viewer.playerId)
   const view = await sessionView(c, id, info, { withSetup: viewer.kind === 'admin' })
-  await authorize(c, viewer, view)
+  await authorize(c, viewer, { ...view, ...(info.ok ? { madeAt: info.madeAt } : {}) })
   return c.json(view)
 }) as never)
 

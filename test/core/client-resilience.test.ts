@@ -1279,37 +1279,80 @@ describe('client SDK under failure', () => {
     }
   })
 
+  /**
+   * The matchmaking routes over HTTP on `pool`: keyed joins, cancels (recorded in `deleted`),
+   * long-polls held 1 s; nothing answers while `net.down`. `onJoin` sees each join the server
+   * made, and may lose its answer (throw).
+   */
+  function httpTickets(
+    pool: ReturnType<typeof enqueueModel>,
+    deleted: string[],
+    net: { down: boolean },
+    opts: { expiresIn?: number; onJoin?: () => void } = {},
+  ): typeof fetch {
+    const life = opts.expiresIn === undefined ? {} : { expiresIn: opts.expiresIn }
+    return guestFetch(async (url, init) => {
+      if (net.down) throw new TypeError('network down')
+      if (init?.method === 'POST' && url.pathname === '/v1/matchmaking/duel/tickets') {
+        const key = (init.headers as Record<string, string>)['idempotency-key']!
+        const { id, existing } = pool.join(key)
+        opts.onJoin?.()
+        return ticket({ ticketId: id, status: pool.tickets.get(id), existing, ...life })
+      }
+      const id = url.pathname.split('/').pop()!
+      if (init?.method === 'DELETE') {
+        deleted.push(id)
+        pool.tickets.set(id, 'cancelled')
+        return ticket({ ticketId: id, status: 'cancelled', reason: 'cancelled' })
+      }
+      if (url.searchParams.get('wait')) await new Promise((r) => setTimeout(r, 1000))
+      return ticket({ ticketId: id, status: pool.tickets.get(id) ?? 'waiting', ...life })
+    })
+  }
+
+  /**
+   * Back in the menu, the player queues again while `first`'s cancel is still carried through
+   * with the network away; once it is back, only the first ticket was cancelled, and the second
+   * waits (then leaves).
+   */
+  async function queueAgainDuringCancel(
+    client: ReturnType<typeof createClient>,
+    pool: ReturnType<typeof enqueueModel>,
+    deleted: string[],
+    net: { down: boolean },
+    ends: string[],
+  ): Promise<void> {
+    const second = client.matchmaking.join('duel', { transport: 'http' })
+    second.on('ended', (e) => ends.push(`second ${e.outcome}`))
+    await vi.advanceTimersByTimeAsync(2_000)
+    net.down = false
+    await vi.advanceTimersByTimeAsync(20_000)
+    expect(deleted).toEqual(['t1'])
+    expect(ends).toEqual(['first cancelled'])
+    expect(second.ticketId).toBe('t2')
+    expect(pool.tickets.get('t2')).toBe('waiting')
+    const left = second.cancel()
+    await vi.advanceTimersByTimeAsync(5_000)
+    await left
+  }
+
   it('a join made while an earlier cancelled join of the same queue is still sent again waits for it: the earlier one leaves only its own ticket, not the new one', async () => {
     vi.useFakeTimers()
     try {
       const pool = enqueueModel()
-      const tickets = pool.tickets
-      let down = false
+      const net = { down: false }
       let firstLost = true
       const deleted: string[] = []
       const client = createClient({
         baseUrl: 'http://nexus.test',
-        fetch: guestFetch(async (url, init) => {
-          if (down) throw new TypeError('network down')
-          if (init?.method === 'POST' && url.pathname === '/v1/matchmaking/duel/tickets') {
-            const key = (init.headers as Record<string, string>)['idempotency-key']!
-            const { id, existing } = pool.join(key)
-            if (firstLost) {
-              // Made on the server; the answer lost with the network.
-              firstLost = false
-              down = true
-              throw new TypeError('network connection lost')
-            }
-            return ticket({ ticketId: id, status: tickets.get(id), existing })
-          }
-          const id = url.pathname.split('/').pop()!
-          if (init?.method === 'DELETE') {
-            deleted.push(id)
-            tickets.set(id, 'cancelled')
-            return ticket({ ticketId: id, status: 'cancelled', reason: 'cancelled' })
-          }
-          if (url.searchParams.get('wait')) await new Promise((r) => setTimeout(r, 1000))
-          return ticket({ ticketId: id, status: tickets.get(id) ?? 'waiting' })
+        fetch: httpTickets(pool, deleted, net, {
+          onJoin: () => {
+            if (!firstLost) return
+            // Made on the server; the answer lost with the network.
+            firstLost = false
+            net.down = true
+            throw new TypeError('network connection lost')
+          },
         }),
       })
       await client.auth.guest('device-abcdef-123456')
@@ -1318,19 +1361,7 @@ describe('client SDK under failure', () => {
       first.on('ended', (e) => ends.push(`first ${e.outcome}`))
       await vi.advanceTimersByTimeAsync(3_000)
       void first.cancel()
-      // Back in the menu, the player queues again while the network is still down.
-      const second = client.matchmaking.join('duel', { transport: 'http' })
-      second.on('ended', (e) => ends.push(`second ${e.outcome}`))
-      await vi.advanceTimersByTimeAsync(2_000)
-      down = false
-      await vi.advanceTimersByTimeAsync(20_000)
-      expect(deleted).toEqual(['t1'])
-      expect(ends).toEqual(['first cancelled'])
-      expect(second.ticketId).toBe('t2')
-      expect(tickets.get('t2')).toBe('waiting')
-      const left = second.cancel()
-      await vi.advanceTimersByTimeAsync(5_000)
-      await left
+      await queueAgainDuringCancel(client, pool, deleted, net, ends)
     } finally {
       vi.useRealTimers()
     }
@@ -1340,27 +1371,11 @@ describe('client SDK under failure', () => {
     vi.useFakeTimers()
     try {
       const pool = enqueueModel()
-      const tickets = pool.tickets
-      let down = false
+      const net = { down: false }
       const deleted: string[] = []
       const client = createClient({
         baseUrl: 'http://nexus.test',
-        fetch: guestFetch(async (url, init) => {
-          if (down) throw new TypeError('network down')
-          if (init?.method === 'POST' && url.pathname === '/v1/matchmaking/duel/tickets') {
-            const key = (init.headers as Record<string, string>)['idempotency-key']!
-            const { id, existing } = pool.join(key)
-            return ticket({ ticketId: id, status: tickets.get(id), existing, expiresIn: 300_000 })
-          }
-          const id = url.pathname.split('/').pop()!
-          if (init?.method === 'DELETE') {
-            deleted.push(id)
-            tickets.set(id, 'cancelled')
-            return ticket({ ticketId: id, status: 'cancelled', reason: 'cancelled' })
-          }
-          if (url.searchParams.get('wait')) await new Promise((r) => setTimeout(r, 1000))
-          return ticket({ ticketId: id, status: tickets.get(id) ?? 'waiting', expiresIn: 300_000 })
-        }),
+        fetch: httpTickets(pool, deleted, net, { expiresIn: 300_000 }),
       })
       await client.auth.guest('device-abcdef-123456')
       const first = client.matchmaking.join('duel', { transport: 'http' })
@@ -1368,22 +1383,10 @@ describe('client SDK under failure', () => {
       first.on('ended', (e) => ends.push(`first ${e.outcome}`))
       await vi.advanceTimersByTimeAsync(500)
       expect(first.ticketId).toBe('t1')
-      down = true
+      net.down = true
       void first.cancel()
       await vi.advanceTimersByTimeAsync(2_000)
-      // Back in the menu, the player queues again while the network is still down.
-      const second = client.matchmaking.join('duel', { transport: 'http' })
-      second.on('ended', (e) => ends.push(`second ${e.outcome}`))
-      await vi.advanceTimersByTimeAsync(2_000)
-      down = false
-      await vi.advanceTimersByTimeAsync(20_000)
-      expect(deleted).toEqual(['t1'])
-      expect(ends).toEqual(['first cancelled'])
-      expect(second.ticketId).toBe('t2')
-      expect(tickets.get('t2')).toBe('waiting')
-      const left = second.cancel()
-      await vi.advanceTimersByTimeAsync(5_000)
-      await left
+      await queueAgainDuringCancel(client, pool, deleted, net, ends)
     } finally {
       vi.useRealTimers()
     }

@@ -437,15 +437,21 @@ describe('session timings', () => {
     expect(await inObject(sessionId, (inst) => inst.info())).toMatchObject({ status: 'live' })
   })
 
+  /** A two-player dice game whose players A and B left, A at `left` and B a millisecond later. */
+  async function leftAMomentApart() {
+    const players = playerIds(2)
+    const [pa, pb] = players as [string, string]
+    const { sessionId, tokens, sockets, createdAt } = await liveDiceGame(players)
+    const [a, b] = sockets as [TestSocket, TestSocket]
+    const left = createdAt + JOIN_GRACE + 1000
+    await leaveAt(sessionId, a, pa, left)
+    await leaveAt(sessionId, b, pb, left + 1)
+    return { sessionId, tokens, pb, left }
+  }
+
   it("two players who leave a moment apart: the later leaver does not win by the first one's forfeit; the game ends abandoned, unless the later one comes back, who then wins", async () => {
     for (const comesBack of [false, true]) {
-      const players = playerIds(2)
-      const [pa, pb] = players as [string, string]
-      const { sessionId, tokens, sockets, createdAt } = await liveDiceGame(players)
-      const [a, b] = sockets as [TestSocket, TestSocket]
-      const left = createdAt + JOIN_GRACE + 1000
-      await leaveAt(sessionId, a, pa, left)
-      await leaveAt(sessionId, b, pb, left + 1)
+      const { sessionId, tokens, pb, left } = await leftAMomentApart()
       // A's grace ends; B is away too: nothing is decided yet.
       await alarmAt(sessionId, left + GRACE)
       expect(await inObject(sessionId, (inst) => inst.info())).toMatchObject({ status: 'live' })
@@ -468,13 +474,7 @@ describe('session timings', () => {
   })
 
   it('two players who left a moment apart, the later one back after their own grace ended (no alarm between): the game is abandoned, not won by them', async () => {
-    const players = playerIds(2)
-    const [pa, pb] = players as [string, string]
-    const { sessionId, tokens, sockets, createdAt } = await liveDiceGame(players)
-    const [a, b] = sockets as [TestSocket, TestSocket]
-    const left = createdAt + JOIN_GRACE + 1000
-    await leaveAt(sessionId, a, pa, left)
-    await leaveAt(sessionId, b, pb, left + 1)
+    const { sessionId, tokens, pb, left } = await leftAMomentApart()
     // B comes back past both graces, before any alarm: the clock the connect runs first ends it.
     await inObject(sessionId, (inst) => {
       inst.now = () => left + 1 + GRACE + 500

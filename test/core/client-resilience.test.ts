@@ -3274,14 +3274,10 @@ describe('wake(): the app back in the foreground, the network back', () => {
       retry: { baseDelayMs: 60_000, maxDelayMs: 60_000 },
       // The read behind a refused upgrade: the session is there, the socket did not open.
       fetch: (async () => jsonRes(200, { status: 'live', seq: 0, result: null })) as typeof fetch,
-      WebSocket: () =>
+      WebSocket: (url) =>
         scriptedSocket((socket) => {
           if (!networkUp) return socket.fail()
-          socket.open()
-          setTimeout(
-            () => socket.receive({ type: 'welcome', seq: 0, state: {}, you: 'p', status: 'live' }),
-            1,
-          )
+          greet(socket, url)
         }),
     })
     const listenersBefore = page.count()

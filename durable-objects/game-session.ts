@@ -146,6 +146,11 @@ export const SUPERSEDED_CLOSE = {
   code: 4003,
   reason: 'superseded by the same client reconnecting',
 } as const
+/**
+ * The close of an erased player's sockets (their erasure, or this session's listing finding it):
+ * the game goes on without them, as after any player's leaving.
+ */
+export const ERASED_CLOSE = { code: 4004, reason: 'the player was erased' } as const
 /** The alarm looks for silent sockets (SILENT_SOCKET_MS) at most this often. */
 export const SILENT_CHECK_EVERY_MS = 10_000
 /** Catch-up runs (of 100 deadlines each) an admin's end plays before it answers "send again". */
@@ -268,6 +273,8 @@ export interface SessionInfo {
    * the result is.
    */
   madeAt: number
+  /** Players of the roster erased while it ran: their reads are refused, as their sockets are. */
+  erasedPlayers: string[]
   endedAt: number | null
   result: GameResult | null
   ratingChanges: RatingChange[] | null
@@ -366,6 +373,11 @@ export class GameSession extends DurableObject<Env> {
    * provider's) plays as a new player.
    */
   private madeAt = 0
+  /**
+   * Players of the roster erased while the session ran (removeErasedPlayer): no socket or read of
+   * theirs is taken.
+   */
+  private erasedPlayers = new Set<string>()
   /**
    * The join grace's end, as every player's first timer holds it: a player whose timer still
    * says so has never connected (a connect deletes it; a later absence writes another time).
@@ -531,6 +543,7 @@ export class GameSession extends DurableObject<Env> {
     this.status = (this.getMeta('status') ?? 'live') as SessionStatus
     this.createdAt = Number(this.getMeta('created_at') ?? 0)
     this.madeAt = Number(this.getMeta('made_at') ?? this.createdAt)
+    this.erasedPlayers = new Set(JSON.parse(this.getMeta('erased_players') ?? '[]') as string[])
     // Sessions from before `join_due` wrote their join timers at creation + the join grace.
     this.joinDue = Number(this.getMeta('join_due') ?? this.createdAt + this.joinGraceMs)
     let match = JSON.parse(this.getMeta('snapshot')!) as MatchState
@@ -772,6 +785,7 @@ export class GameSession extends DurableObject<Env> {
       seq: this.match.seq,
       createdAt: this.createdAt,
       madeAt: this.madeAt,
+      erasedPlayers: [...this.erasedPlayers],
       endedAt: endedAt ? Number(endedAt) : null,
       result: result ? (JSON.parse(result) as GameResult) : null,
       ratingChanges: changes ? (JSON.parse(changes) as RatingChange[]) : null,
@@ -877,6 +891,41 @@ export class GameSession extends DurableObject<Env> {
     return { status: this.status, match: this.match, setup: this.setup }
   }
 
+  /**
+   * Takes an erased player out of the game: their sockets close (ERASED_CLOSE) and none of
+   * theirs is accepted again, so the game goes on as after any player's leaving (their grace,
+   * then what the rules do with a player gone: a forfeit in dice-race). Their old tokens, a
+   * session's among them, would otherwise play on, and send what the log keeps, until the game
+   * ended. Whatever the game's status, so that no read of theirs is served either. Idempotent:
+   * `taken` says whether this call took them out (false: not on the roster, or out already).
+   */
+  async removeErasedPlayer(
+    playerId: string,
+  ): Promise<{ ok: true; taken: boolean; socketsClosed: number } | NotFound> {
+    this.refuseUnloadable()
+    if (!this.setup || !this.match || !this.status) return this.notFound()
+    if (!this.setup.roster.some((p) => p.playerId === playerId)) {
+      return { ok: true, taken: false, socketsClosed: 0 }
+    }
+    const taken = !this.erasedPlayers.has(playerId)
+    if (taken) {
+      this.erasedPlayers.add(playerId)
+      this.setMeta('erased_players', JSON.stringify([...this.erasedPlayers]))
+      log('info', 'erased player out of the game', { actor: this.actor, player: playerId })
+    }
+    let socketsClosed = 0
+    for (const ws of this.openSockets(playerId)) {
+      try {
+        ws.close(ERASED_CLOSE.code, ERASED_CLOSE.reason)
+      } catch {
+        // Closing already.
+      }
+      socketsClosed++
+      await this.closedBySession(ws)
+    }
+    return { ok: true, taken, socketsClosed }
+  }
+
   /** Progress of the end-of-game work, or null while the game runs. */
   endStatus(): EndStatus | null {
     this.refuseUnloadable()
@@ -926,6 +975,9 @@ export class GameSession extends DurableObject<Env> {
     const player = request.headers.get(PLAYER_HEADER) ?? ''
     if (!this.setup.roster.some((p) => p.playerId === player)) {
       return problemResponse('forbidden', 'You are not a player of this session')
+    }
+    if (this.erasedPlayers.has(player)) {
+      return problemResponse('forbidden', 'This player was erased: the game goes on without them')
     }
     const params = new URL(request.url).searchParams
     const conn = params.get('conn')
@@ -1938,6 +1990,13 @@ export class GameSession extends DurableObject<Env> {
     }
     if (job.job === 'register') {
       await this.store.register(record, this.createdAt)
+      // Asked once the listing has committed: an erasure committed before this question is found
+      // here, and one committed after it finds the session listed when its walk asks Neon
+      // (workers/sessions/erased-players.ts). Neither can miss both.
+      const ids = setup.roster.map((p) => p.playerId)
+      for (const id of await this.store.erasedAmong(ids, this.madeAt)) {
+        await this.removeErasedPlayer(id)
+      }
       this.advance('register', 'done')
       return
     }

@@ -112,6 +112,11 @@ export interface Schemas {
       /** The player's waiting matchmaking tickets this call cancelled (a party's whole ticket; reason `banned` or `erased`): every call of a walk does this first, so a later call finds nothing left */
       cancelled: Array<string>
     }
+    /** The live sessions the player was in */
+    sessions: {
+      /** Live sessions this call took the player out of (their sockets closed; none of theirs is taken again; a retry lists only those an earlier call did not reach): the game goes on as after any leaving */
+      left: Array<string>
+    }
     boards: {
       /** Boards this call walked */
       walked: number

@@ -42,6 +42,7 @@ export {
   ActionRefused,
   GameConnection,
   SessionConnectionReplaced,
+  SessionPlayerErased,
   type ActOutcome,
   Sessions,
   type EventsPage,

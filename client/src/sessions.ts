@@ -648,6 +648,9 @@ export class GameConnection extends Emitter<GameEvents> {
       // The player connected to this session elsewhere (a 5th tab or device): that one plays on,
       // and this one coming back would only replace another.
       if (closeCode === REPLACED_CLOSE_CODE) throw new SessionConnectionReplaced()
+      // Every socket of theirs is refused from now on: a browser sees a refused upgrade only as
+      // a failure, which it would retry until its budget ran out.
+      if (closeCode === ERASED_CLOSE_CODE) throw new SessionPlayerErased()
       // Only a socket that stayed up a while, and delivered frames, starts the count again: one
       // that opens and drops at once must not reconnect forever without backing off, nor one a
       // proxy opens and passes nothing through (the keepalive gives it up after as long).
@@ -870,6 +873,21 @@ export class SessionConnectionReplaced extends Error {
   constructor() {
     super('This player connected to the session elsewhere; this connection was replaced')
     this.name = 'SessionConnectionReplaced'
+  }
+}
+
+/** The close of an erased player's sockets (ERASED_CLOSE in durable-objects/game-session.ts). */
+export const ERASED_CLOSE_CODE = 4004
+
+/**
+ * A game connection ended because its player was erased (an admin's `DELETE
+ * /v1/admin/players/:id`): the session takes none of their sockets again. `ended` and `ready`
+ * reject with it; the connection does not reconnect.
+ */
+export class SessionPlayerErased extends Error {
+  constructor() {
+    super("This player's data was erased; the session takes no connection of theirs")
+    this.name = 'SessionPlayerErased'
   }
 }
 

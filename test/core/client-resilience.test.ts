@@ -7,7 +7,9 @@ import {
   ActionRefused,
   MAX_RESUME_EVENTS,
   REPLACED_CLOSE_CODE,
+  ERASED_CLOSE_CODE,
   SessionConnectionReplaced,
+  SessionPlayerErased,
 } from '../../client/src/sessions.ts'
 import { NexusNetworkError, NexusProblem } from '../../client/src/problem.ts'
 import { PlayerChanged } from '../../client/src/http.ts'
@@ -5119,6 +5121,32 @@ describe('a game connection replaced', () => {
     await expect(within(awaited, "once('event')", 2000)).rejects.toBeInstanceOf(
       SessionConnectionReplaced,
     )
+  })
+})
+
+describe('a game connection of a player erased while it ran', () => {
+  it('a socket the server closed because the player was erased (4004) ends the connection with SessionPlayerErased, and opens no other: every one would be refused', async () => {
+    let opens = 0
+    const factory = () =>
+      scriptedSocket((socket) => {
+        opens++
+        socket.open()
+        setTimeout(() => {
+          socket.receive({ type: 'welcome', seq: 0, state: {}, you: 'p', status: 'live' })
+          setTimeout(() => socket.closeBy(ERASED_CLOSE_CODE), 1)
+        }, 1)
+      })
+    const client = createClient({
+      baseUrl: 'http://nexus.test',
+      fetch: (async () =>
+        jsonRes(200, { status: 'live', seq: 0, result: null })) as unknown as typeof fetch,
+      WebSocket: factory,
+      retry: { attempts: 2, baseDelayMs: 10, maxDelayMs: 50 },
+    })
+    const game = client.sessions.connect('s1', 'tok')
+    await game.ready
+    await expect(game.ended).rejects.toBeInstanceOf(SessionPlayerErased)
+    expect(opens).toBe(1)
   })
 })
 

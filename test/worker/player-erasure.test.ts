@@ -1,4 +1,4 @@
-import { evictDurableObject, runInDurableObject } from 'cloudflare:test'
+import { evictDurableObject, runDurableObjectAlarm, runInDurableObject } from 'cloudflare:test'
 import { env } from 'cloudflare:workers'
 import { describe, expect, it, onTestFinished } from 'vitest'
 import { ERASURES_FORGOTTEN_EVERY_MS, type Leaderboard } from '../../durable-objects/leaderboard.ts'
@@ -16,6 +16,16 @@ import { createQueue, joinFor, newClock, poolOf, rig, ticketOf } from './helpers
 import { replaceMethod } from './helpers/replace-method.ts'
 import { connect, nextOfType, upgrade } from './helpers/sockets.ts'
 import type { MatchPool } from '../../durable-objects/match-pool.ts'
+import { ERASED_CLOSE_CODE } from '../../client/src/sessions.ts'
+import { ERASED_CLOSE, GRACE_MS, type GameSession } from '../../durable-objects/game-session.ts'
+import {
+  connect as connectToSession,
+  createSession,
+  inObject,
+  playerIds,
+  sessionObject,
+  upgrade as upgradeSession,
+} from './helpers/session-sockets.ts'
 
 interface Erasure {
   playerId: string
@@ -23,6 +33,7 @@ interface Erasure {
   leftParty: string | null
   archivedRowsCleared: number
   tickets: { cancelled: string[] }
+  sessions: { left: string[] }
   boards: { walked: number; entriesRemoved: number; next: string | null }
 }
 
@@ -871,6 +882,87 @@ describe('erasing a player (admin)', () => {
     expect(matchedAt).toEqual([joinedAt])
     const store = new NeonSessionStore(env)
     expect(await store.erasedAmong([gone, other], matchedAt[0]!)).toEqual([gone])
+  })
+
+  it('takes the player out of every live session they are in: their sockets close, no token of theirs connects or reads again, and the game goes on without them (a forfeit once their grace is over)', async () => {
+    const [gone, stays] = playerIds(2, 'erase-live') as [string, string]
+    const { sessionId, tokens } = await createSession({
+      rules: 'dice-race',
+      roster: [{ playerId: gone }, { playerId: stays }],
+      options: { target: 1000 },
+    })
+    const goneSocket = await connectToSession(sessionId, tokens[gone]!)
+    const staysSocket = await connectToSession(sessionId, tokens[stays]!)
+    await goneSocket.nextOf('welcome')
+    await staysSocket.nextOf('welcome')
+    // Their own player token too, issued before the erasure.
+    const { token: playerToken } = await issuePlayerToken(env, gone)
+    const { first } = await eraseAll(gone)
+    expect(first.sessions).toEqual({ left: [sessionId] })
+    expect(await goneSocket.whenClosed()).toEqual(ERASED_CLOSE)
+    // What the SDK stops on, rather than reconnect into refusals.
+    expect(ERASED_CLOSE.code).toBe(ERASED_CLOSE_CODE)
+    for (const token of [tokens[gone]!, playerToken]) {
+      const refused = await problem(await upgradeSession(sessionId, token))
+      expect(refused).toMatchObject({ status: 403, type: 'urn:nexus:problem:forbidden' })
+      const read = await call(`/v1/sessions/${sessionId}`, bearer(token))
+      expect(read.status).toBe(403)
+      const events = await call(`/v1/sessions/${sessionId}/events`, bearer(token))
+      expect(events.status).toBe(403)
+    }
+    // The other player reads and plays on; once the erased player's grace is over, they win.
+    expect((await call(`/v1/sessions/${sessionId}`, bearer(tokens[stays]!))).status).toBe(200)
+    await inObject(sessionId, (inst) => {
+      const base = inst.now()
+      inst.now = () => base + GRACE_MS + 1000
+    })
+    expect(await runDurableObjectAlarm(sessionObject(sessionId))).toBe(true)
+    const end = await staysSocket.nextOf('ended')
+    expect(end.result).toMatchObject({ reason: 'forfeit', winner: stays })
+    // A retry asks the session again and changes nothing.
+    expect((await eraseAll(gone)).first.sessions).toEqual({ left: [] })
+  })
+
+  it('a session listed after the erasure (made from a match before it) finds the erasure itself: the erased player never connects', async () => {
+    const guest = await newGuest()
+    const [other] = playerIds(1, 'erase-later')
+    await eraseAll(guest.playerId)
+    // A guest's id never comes back: any session naming it was made before its erasure, as a
+    // pool's match from a ticket that joined before it is.
+    const { sessionId, tokens } = await createSession({
+      rules: 'dice-race',
+      roster: [{ playerId: guest.playerId }, { playerId: other! }],
+    })
+    const refused = await problem(await upgradeSession(sessionId, tokens[guest.playerId]!))
+    expect(refused).toMatchObject({ status: 403, type: 'urn:nexus:problem:forbidden' })
+    const info = await inObject(sessionId, (inst) => inst.info())
+    expect(info).toMatchObject({ erasedPlayers: [guest.playerId] })
+    const welcome = await (await connectToSession(sessionId, tokens[other!]!)).nextOf('welcome')
+    expect(welcome.you).toBe(other)
+  })
+
+  it('a live session that cannot be reached fails the call that ends the walk (503 naming it); the retry takes the player out', async () => {
+    const [gone, stays] = playerIds(2, 'erase-down') as [string, string]
+    const { sessionId, tokens } = await createSession({
+      rules: 'relay',
+      roster: [{ playerId: gone }, { playerId: stays }],
+    })
+    const socket = await connectToSession(sessionId, tokens[gone]!)
+    await socket.nextOf('welcome')
+    const sessionBack = await replaceMethod<GameSession, 'removeErasedPlayer'>(
+      sessionObject(sessionId),
+      'removeErasedPlayer',
+      () => () => Promise.reject(new Error('session down')),
+    )
+    const res = await eraseUntilRefused(gone)
+    expect(res.headers.get('retry-after')).toBe('5')
+    const p = await problem(res)
+    expect(p).toMatchObject({ status: 503, type: 'urn:nexus:problem:unavailable' })
+    expect(p.body.sessions).toEqual([sessionId])
+    expect(socket.closed).toBeNull()
+    sessionBack()
+    expect((await eraseAll(gone)).first.sessions).toEqual({ left: [sessionId] })
+    expect((await socket.whenClosed()).code).toBe(ERASED_CLOSE.code)
   })
 
   it('a pool that cannot be reached holds up no board: the walk removes the entries, then 503 names the pool; the retry cancels the ticket', async () => {

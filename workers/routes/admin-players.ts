@@ -10,6 +10,7 @@ import { GUEST_ID_PREFIX } from '../lib/auth.ts'
 import { requireAdmin } from '../middleware/auth.ts'
 import { cancelStaleTickets } from '../parties/stale-tickets.ts'
 import { eraseFromNeon, markErasureComplete } from '../players/erasure.ts'
+import { removeFromLiveSessions } from '../sessions/erased-players.ts'
 import { accountBan, banAccount, liftAccountBan } from '../players/bans.ts'
 import { removeFromQueues } from '../matchmaking/claims.ts'
 import { walkBoards } from '../players/board-walk.ts'
@@ -209,6 +210,16 @@ const Erasure = z
         'the device cannot sign in as a new player; lifting the ban deletes it',
     }),
     tickets: TicketsCancelled,
+    sessions: z
+      .object({
+        left: z.array(z.string()).openapi({
+          description:
+            'Live sessions this call took the player out of (their sockets closed; none of ' +
+            'theirs is taken again; a retry lists only those an earlier call did not reach): ' +
+            'the game goes on as after any leaving',
+        }),
+      })
+      .openapi({ description: 'The live sessions the player was in' }),
     boards: BoardsWalked,
   })
   .openapi('PlayerErasure')
@@ -223,7 +234,10 @@ const eraseRoute = createRoute({
     'their party (a leader hands over, its queued tickets are cancelled as on any leave) and off ' +
     'invites, cancels a matchmaking ticket of theirs still waiting (reason `erased`, before any ' +
     'board, by every call: the call that ends the walk is 503 naming `pools` it could not reach, ' +
-    'after its boards), clears the name and metadata copied into archived standings, and removes their entry from every ' +
+    'after its boards), takes them out of every live session they are in (their sockets close ' +
+    'and none of theirs is taken again, whatever their token: the game goes on as after their ' +
+    'leaving, a forfeit once their grace is over where the rules say so; by every call, and ' +
+    'the call that ends the walk is 503 naming `sessions` it could not reach), clears the name and metadata copied into archived standings, and removes their entry from every ' +
     "board's current cycle. Ranks, scores, rewards and match results stay under the bare id, which " +
     'names nobody once the profile is gone; the id is kept as erased, so a match the player was ' +
     "still in rates and records nothing of theirs; an account ban keeps a banned guest's device " +
@@ -288,8 +302,9 @@ adminPlayers.openapi(eraseRoute, async (c) => {
   // tombstone already keeps them from queueing again. A pool out of reach is reported after the
   // walk, so that it holds up no board's removal. Beside the party's old tickets, not after
   // them: those wait up to 10 s a pool that does not answer, while the player's own could match.
-  const [queues] = await Promise.all([
+  const [queues, sessions] = await Promise.all([
     removeFromQueues(c.env, playerId, 'erased'),
+    removeFromLiveSessions(c.env, playerId),
     neon.leftParty
       ? cancelStaleTickets(c.env, neon.leftParty, neon.staleTickets, { by: 'erasure' })
       : undefined,
@@ -321,6 +336,15 @@ adminPlayers.openapi(eraseRoute, async (c) => {
   if (queues.unreached.length > 0 && next === null) {
     throw poolsUnreached('The player is erased from Neon and on every board', queues.unreached)
   }
+  if (sessions.unreached.length > 0 && next === null) {
+    throw new ApiError(
+      'unavailable',
+      `The player is erased from Neon and on every board, but ${sessions.unreached.length} ` +
+        'live session(s) could not be reached: retry',
+      { sessions: sessions.unreached.slice(0, 100) },
+      { 'retry-after': '5' },
+    )
+  }
   // The call that ends the walk sweeps Neon once more: a write that began before the tombstone
   // (a party created, an archive page with the player's name) may commit after the first pass,
   // and nothing would come back for it. Idempotent, and it keeps the tombstone's time.
@@ -337,6 +361,7 @@ adminPlayers.openapi(eraseRoute, async (c) => {
       archivedRowsCleared: neon.archivedRowsCleared + (sweep?.archivedRowsCleared ?? 0),
       deviceKeptForBan: sweep?.deviceKeptForBan ?? neon.deviceKeptForBan,
       tickets: { cancelled: queues.cancelled },
+      sessions: { left: sessions.sessions },
       boards: { walked: outcomes.length, entriesRemoved, next },
     },
     next === null ? 200 : 202,

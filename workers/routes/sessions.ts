@@ -188,11 +188,19 @@ async function playerOf(
 async function authorize(
   c: Context<AppEnv>,
   viewer: Viewer,
-  session: { roster: readonly RosterEntry[]; createdAt: number; madeAt?: number },
+  session: {
+    roster: readonly RosterEntry[]
+    createdAt: number
+    madeAt?: number
+    erasedPlayers?: readonly string[]
+  },
 ): Promise<void> {
   if (viewer.kind === 'admin') return
   const refused = () => new ApiError('forbidden', 'Only the players of this session may see it')
   if (!session.roster.some((p) => p.playerId === viewer.playerId)) throw refused()
+  // Erased while it ran, whatever their token (a session token too): the object refuses their
+  // sockets alike.
+  if (session.erasedPlayers?.includes(viewer.playerId)) throw refused()
   // By the match's time, as its result is: a session the pool created after an erasure, from a
   // match made (a ticket joined) before it, was the erased player's.
   if (await erasedSince(c, viewer, session.madeAt ?? session.createdAt)) throw refused()
@@ -346,7 +354,10 @@ sessionRoutes.openapi(getRoute, (async (c: Context<AppEnv>) => {
   // player's such reads count as their account's do, or made-up ids would query Neon without end.
   if (!info.ok && viewer.kind === 'player') await countPlayerRead(c, viewer.playerId)
   const view = await sessionView(c, id, info, { withSetup: viewer.kind === 'admin' })
-  await authorize(c, viewer, { ...view, ...(info.ok ? { madeAt: info.madeAt } : {}) })
+  await authorize(c, viewer, {
+    ...view,
+    ...(info.ok ? { madeAt: info.madeAt, erasedPlayers: info.erasedPlayers } : {}),
+  })
   return c.json(view)
 }) as never)
 

@@ -1,7 +1,15 @@
 import type { GameSession } from '../../durable-objects/game-session.ts'
 import type { Env } from '../env.ts'
 
-type Methods = 'create' | 'info' | 'end' | 'events' | 'current' | 'endStatus' | 'runEndWork'
+type Methods =
+  | 'create'
+  | 'info'
+  | 'end'
+  | 'events'
+  | 'current'
+  | 'endStatus'
+  | 'runEndWork'
+  | 'removeErasedPlayer'
 
 /** Every RPC answers asynchronously, whatever the method's own signature. */
 type Remote<F> = F extends (...args: infer A) => infer R

@@ -16,7 +16,13 @@ import {
   type RuleError,
   viewRecord,
 } from '../workers/core/rules/index.ts'
-import { asStored, exceedsUtf8Bytes, jsonEqual } from '../workers/core/rules/json.ts'
+import {
+  asStored,
+  compactNumbers,
+  exceedsUtf8Bytes,
+  jsonEqual,
+  NOT_COMPACT_REASON,
+} from '../workers/core/rules/json.ts'
 import { IDEMPOTENCY_TTL_MS, MATCH_WIN, MATCH_WIN_KEY_PREFIX } from '../workers/core/leaderboard.ts'
 import type { Env } from '../workers/env.ts'
 import { isDatabaseUnreachable } from '../workers/db/client.ts'
@@ -1295,6 +1301,10 @@ export class GameSession extends DurableObject<Env> {
       }
       if (msg.data.type === 'ping') return void send(ws, { type: 'pong' })
       const { ref, ...action } = msg.data
+      // Whatever the rules take of it, the action goes into the log, and the log into Neon.
+      if (!compactNumbers(action)) {
+        return this.refuse(ws, 'invalid_message', `An action's ${NOT_COMPACT_REASON}`, ref)
+      }
       if (this.status !== 'live' || !this.match) {
         return this.refuse(ws, 'game_over', 'The game is over', ref)
       }

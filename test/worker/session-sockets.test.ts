@@ -197,6 +197,12 @@ describe('session sockets', () => {
     expect(await a.nextOf('error')).toMatchObject({ code: 'invalid_action' })
     a.send({ type: 'action', action: 'roll', pad: 'x'.repeat(9000) })
     expect(await a.nextOf('error')).toMatchObject({ code: 'too_large' })
+    // Whatever the rules make of it, an action is logged and archived into jsonb, which writes
+    // every digit of such numbers out: refused before the rules see it.
+    for (const n of ['1e21', '-1e308', '5e-324', '9.99e-7']) {
+      a.send(`{"type":"action","action":"roll","ref":"n","pad":[${n}]}`)
+      expect(await a.nextOf('error'), n).toMatchObject({ code: 'invalid_message', ref: 'n' })
+    }
     a.ws.send(new Uint8Array([1, 2, 3]))
     expect(await a.nextOf('error')).toMatchObject({ code: 'binary' })
     expect(await matchOf(sessionId)).toEqual(before)

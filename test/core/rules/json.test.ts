@@ -4,6 +4,8 @@ import {
   checkJson,
   jsonEqual,
   storableJson,
+  compactNumber,
+  compactNumbers,
   storableJsonText,
   storableText,
   utf8Length,
@@ -27,6 +29,11 @@ describe('checkJson', () => {
         const out = checkJson(value, limits)
         if (bytes > limits.maxBytes) {
           expect(out).toMatchObject({ ok: false, tooLarge: true })
+          return
+        }
+        // Numbers jsonb writes out in full (below) are refused wherever they are.
+        if (!compactNumbers(value)) {
+          expect(out).toMatchObject({ ok: false, tooLarge: false })
           return
         }
         expect(out).toEqual({ ok: true, value: JSON.parse(text), bytes })
@@ -120,10 +127,30 @@ describe('what PostgreSQL can store', () => {
         const text = JSON.stringify(value)
         const out = JSON.parse(storableJsonText(text)) as unknown
         expect(storableJson(out)).toBe(true)
-        expect(checkJson(value, { maxBytes: 1e6, maxDepth: 16 }).ok).toBe(storableJson(value))
+        expect(checkJson(value, { maxBytes: 1e6, maxDepth: 16 }).ok).toBe(
+          storableJson(value) && compactNumbers(value),
+        )
         if (storableJson(value)) expect(out).toEqual(JSON.parse(text))
       }),
     )
+  })
+})
+
+describe('numbers jsonb writes out in full', () => {
+  it('checkJson refuses numbers JSON writes with an exponent, as values at any depth, and keeps the rest', () => {
+    for (const n of [1e21, -1e21, 1e308, 5e-324, -9.99e-7, 1e-7]) {
+      expect(compactNumber(n), String(n)).toBe(false)
+      for (const value of [n, [1, { deep: n }]]) {
+        expect(checkJson(value, limits)).toMatchObject({ ok: false, tooLarge: false })
+        expect(compactNumbers(value)).toBe(false)
+      }
+    }
+    for (const n of [0, -0, 1e-6, -1e-6, 0.5, 123456789, 999999999999999900000, -(2 ** 53)]) {
+      expect(compactNumber(n), String(n)).toBe(true)
+      // The line: JSON writes these without an exponent.
+      expect(JSON.stringify(n)).not.toMatch(/e/)
+    }
+    expect(compactNumbers(new Array(500_000).fill(1))).toBe(true)
   })
 })
 

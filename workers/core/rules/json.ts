@@ -31,6 +31,7 @@ export function checkJson(value: unknown, limits: JsonLimits): JsonCheck {
     } else if (typeof v === 'number') {
       if (!Number.isFinite(v))
         return { ok: false, tooLarge: false, reason: 'numbers must be finite' }
+      if (!compactNumber(v)) return { ok: false, tooLarge: false, reason: NOT_COMPACT_REASON }
       atLeast += 1
     } else if (typeof v === 'string') {
       if (!storableText(v)) return { ok: false, tooLarge: false, reason: NOT_STORABLE_REASON }
@@ -76,6 +77,42 @@ export function checkJson(value: unknown, limits: JsonLimits): JsonCheck {
  */
 const NOT_STORABLE = /\u0000|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/
 const NOT_STORABLE_ALL = new RegExp(NOT_STORABLE.source, 'g')
+
+/**
+ * Whether PostgreSQL's jsonb writes this number back as briefly as JSON does: 0, or from 1e-6 to
+ * under 1e21 in magnitude, which JSON writes without an exponent. jsonb keeps numbers as
+ * `numeric` and writes every digit out: `1e308` comes back as 309 characters, so a few kilobytes
+ * of such numbers in a relay message or metadata come back as hundreds of kilobytes, and a page
+ * of them passes what Neon answers in one response (every read of that archived page fails).
+ * @example compactNumber(1e21) // false
+ */
+export function compactNumber(n: number): boolean {
+  const magnitude = Math.abs(n)
+  return magnitude === 0 || (magnitude >= 1e-6 && magnitude < 1e21)
+}
+
+/** Why a number cannot be stored (see compactNumber). */
+export const NOT_COMPACT_REASON = 'numbers must be 0 or from 1e-6 to under 1e21 in magnitude'
+
+/**
+ * Whether every number in a parsed JSON value is compact (compactNumber). Iterative, so deep
+ * input cannot overflow the stack.
+ * @example compactNumbers({ x: [1, 2e-7] }) // false
+ */
+export function compactNumbers(value: unknown): boolean {
+  const stack: unknown[] = [value]
+  while (stack.length > 0) {
+    const v = stack.pop()
+    if (typeof v === 'number') {
+      if (!compactNumber(v)) return false
+    } else if (Array.isArray(v)) {
+      for (const item of v as unknown[]) stack.push(item)
+    } else if (v !== null && typeof v === 'object') {
+      for (const item of Object.values(v)) stack.push(item)
+    }
+  }
+  return true
+}
 
 /** Why a string or key cannot be stored (see NOT_STORABLE). */
 export const NOT_STORABLE_REASON = 'strings must not contain NUL or unpaired UTF-16 surrogates'

@@ -543,6 +543,48 @@ describe('the end of a game', () => {
     expect(again.ratingChanges.find((c) => c.playerId === legacy)!.before.rd).toBeCloseTo(201.38, 1)
   })
 
+  it("in Neon: a deviation an admin sets is the uncertainty as of then: a player away a year, set to RD 30, plays their next match at about 30, not a year's growth from 30", async () => {
+    const [veteran, opponent] = playerIds(2, 'set-rd')
+    const endedAt = Date.now()
+    const day = 86_400_000
+    const sql = pg()
+    for (const id of [veteran!, opponent!]) {
+      await sql`insert into players (id, rating, rating_deviation, rating_volatility, rated_at)
+                values (${id}, 1700, 200, 0.06, to_timestamp(${endedAt - 365 * day} / 1000.0))`
+    }
+    const set = await call(
+      `/v1/admin/players/${veteran}`,
+      json('PUT', { rating: 2400, ratingDeviation: 30 }, ADMIN_KEY),
+    )
+    expect(set.status).toBe(200)
+    const recorded = await new NeonSessionStore(env).recordResult({
+      sessionId: `s_set-rd-${crypto.randomUUID()}`,
+      rules: 'dice-race',
+      roster: [
+        { playerId: veteran!, team: 0 },
+        { playerId: opponent!, team: 1 },
+      ],
+      queue: null,
+      region: null,
+      createdAt: endedAt - 60_000,
+      endedAt,
+      result: {
+        placements: [
+          { playerId: opponent!, team: 1, place: 1 },
+          { playerId: veteran!, team: 0, place: 2 },
+        ],
+        reason: 'finished',
+        winner: opponent!,
+      },
+    })
+    const before = (id: string) => recorded.ratingChanges.find((c) => c.playerId === id)!.before
+    // Set moments ago: well under a day's growth from 30.
+    expect(before(veteran!)).toMatchObject({ rating: 2400 })
+    expect(before(veteran!).rd).toBeLessThan(31)
+    // Not set: a year away grows theirs as before (capped at a new player's 350).
+    expect(before(opponent!).rd).toBeGreaterThan(200)
+  })
+
   it('in Neon: two racing records of one result write one row and rate once; two results both count', async () => {
     const [a, b] = playerIds(2, 'n')
     const initial = {

@@ -133,15 +133,18 @@ adminPlayers.openapi(putPlayerRoute, async (c) => {
   if (update.ratingDeviation !== undefined) {
     given.push(['rating_deviation', update.ratingDeviation])
   }
+  // A deviation set by hand is the uncertainty as of now: the next match grows it by the days
+  // idle since then, not since the player's last match (a year away made a hand-set 30 about 200).
+  const stamped = update.ratingDeviation !== undefined ? ['updated_at', 'rated_at'] : ['updated_at']
   // One statement: an erased guest's id never comes back (its device signs in as a new
   // player), so nothing is kept under it again; an identity provider's player keeps theirs.
   const [row] = (await getSql(c.env).query(
-    `insert into players (id, ${given.map(([col]) => col).join(', ')}, updated_at)
-     select $1, ${given.map((_, i) => `$${i + 2}`).join(', ')}, now()
+    `insert into players (id, ${[...given.map(([col]) => col), ...stamped].join(', ')})
+     select $1, ${[...given.map((_, i) => `$${i + 2}`), ...stamped.map(() => 'now()')].join(', ')}
       where not (starts_with($1, '${GUEST_ID_PREFIX}')
                  and exists (select 1 from erased_players where id = $1))
      on conflict (id) do update
-       set ${given.map(([col]) => `${col} = excluded.${col}`).join(', ')}, updated_at = now()
+       set ${[...given.map(([col]) => `${col} = excluded.${col}`), ...stamped.map((col) => `${col} = now()`)].join(', ')}
      returning id, name, rating, rating_deviation`,
     [playerId, ...given.map(([, value]) => value)],
   )) as { id: string; name: string | null; rating: number; rating_deviation: number }[]

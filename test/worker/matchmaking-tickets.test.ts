@@ -33,6 +33,7 @@ import {
   type Ticket,
 } from './helpers/matchmaking.ts'
 import type { SessionCreator } from '../../workers/matchmaking/session.ts'
+import { replaceMethod } from './helpers/replace-method.ts'
 import { countRowsRead } from './helpers/rows-read.ts'
 import { markQueuePushed } from '../../workers/matchmaking/config.ts'
 import { runScheduled } from '../../workers/scheduled.ts'
@@ -456,6 +457,10 @@ describe('joins per minute', () => {
     expect(await again.json()).toMatchObject({ ticketId, status: 'waiting', existing: true })
     const waiting = await runInDurableObject(poolOf(q), (inst: MatchPool) => inst.stats('eu'))
     expect(waiting.waitingTickets).toBe(1)
+    // Each such answer is a Neon read and a pool's: as many again as the joins, then the 429.
+    const pastReplays = await join(key)
+    expect(pastReplays.status).toBe(429)
+    expect((await problem(pastReplays)).type).toBe('urn:nexus:problem:rate-limited')
     // A game server joins players all the same (this one's ticket is the one it has).
     const byServer = await callWithEnv(
       limited,
@@ -464,6 +469,36 @@ describe('joins per minute', () => {
     )
     expect(byServer.status).toBe(200)
     expect(((await byServer.json()) as Ticket).ticketId).toBe(ticketId)
+  })
+
+  it('a keyed join past the allowance naming a region the queue never had asks no pool (a made-up name would make one up): 429', async () => {
+    await clearOfMinuteTurn(10_000)
+    const q = await createQueue()
+    await rig(q, newClock())
+    const g = await newGuest()
+    const { callWithEnv } = await import('./helpers/http.ts')
+    const join = (key: string, body: Record<string, unknown> = {}) =>
+      callWithEnv(
+        limited,
+        `/v1/matchmaking/${q}/tickets`,
+        json('POST', body, g.token, { 'idempotency-key': key }),
+      )
+    const key = `join-${crypto.randomUUID()}`
+    expect((await join(key)).status).toBe(201)
+    let asked = 0
+    const poolBack = await replaceMethod<MatchPool, 'ticketByKey'>(
+      poolOf(q),
+      'ticketByKey',
+      (ticketByKey) =>
+        function (this: MatchPool, ...args: Parameters<MatchPool['ticketByKey']>) {
+          asked++
+          return ticketByKey.apply(this, args)
+        },
+    )
+    onTestFinished(poolBack)
+    const madeUp = await join(key, { region: `zz${crypto.randomUUID().slice(0, 8)}` })
+    expect(madeUp.status).toBe(429)
+    expect(asked).toBe(0)
   })
 
   it("counts a player's socket connects apart, four times JOINS_PER_MINUTE (a reconnect must not find the joins spent): past it the upgrade is 429 before any claim", async () => {

@@ -187,12 +187,19 @@ export function disconnectGraceMs(config: QueueConfig): number {
 export async function loadQueueConfig(
   env: DbEnv,
   id: string,
-): Promise<{ config: QueueConfig; version: number } | null> {
+): Promise<{ config: QueueConfig; version: number; knownRegions: string[] } | null> {
   const [row] = await getDb(env)
-    .select({ config: queues.config, version: queues.version })
+    .select({ config: queues.config, version: queues.version, knownRegions: queues.knownRegions })
     .from(queues)
     .where(and(eq(queues.id, id), isNull(queues.deletedAt)))
-  return row ? { config: row.config as QueueConfig, version: row.version } : null
+  return row
+    ? {
+        config: row.config as QueueConfig,
+        version: row.version,
+        // Every region the queue has had (a PUT adds its own): where a ticket may still be.
+        knownRegions: row.knownRegions ?? (row.config as QueueConfig).regions,
+      }
+    : null
 }
 
 /**

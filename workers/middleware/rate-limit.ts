@@ -168,6 +168,23 @@ export async function overMatchmakingJoins(c: Context<AppEnv>): Promise<ApiError
   return refusal
 }
 
+const JOIN_REPLAYS: EdgeRateLimitOptions = {
+  name: 'matchmaking-join-replays',
+  limit: (c) => joinsPerMinute(c.env),
+  key: callingPlayer,
+}
+
+/**
+ * Counts a keyed join sent past the player's joins (JOINS_PER_MINUTE), which the route answers
+ * from the pool when its first try made a ticket, toward as many again; true past it (the join's
+ * own 429 is the answer then). A client retries a join a few times, not thirty.
+ */
+export async function overJoinReplays(c: Context<AppEnv>): Promise<boolean> {
+  const refusal = await overEdgeLimit(c, JOIN_REPLAYS)
+  if (refusal) rejections.inc({ limit: JOIN_REPLAYS.name })
+  return refusal !== null
+}
+
 const MATCHMAKING_CONNECTS: EdgeRateLimitOptions = {
   name: 'matchmaking-connects',
   limit: (c) => 4 * joinsPerMinute(c.env),

@@ -58,6 +58,7 @@ import { adminKeyGuard, requirePrincipal } from '../middleware/auth.ts'
 import {
   countMatchmakingConnect,
   countUnknownId,
+  overJoinReplays,
   overMatchmakingJoins,
   refuseNamerOfUnknownIds,
 } from '../middleware/rate-limit.ts'
@@ -488,9 +489,13 @@ matchmakingRoutes.openapi(joinRoute, async (c) => {
     // say), or before the player's joins ran past their allowance, gets that answer, as the
     // socket's join does: its ticket may be matched, a seat waiting.
     if (joinKey === null) throw refusedNow
+    // Past the joins, each such retry is still a Neon read and a pool's answer: counted apart,
+    // or a player over their allowance would have both for every request they sent.
+    if (joinsRefusal && (await overJoinReplays(c))) throw refusedNow
     const stored = await loadQueueConfig(c.env, queue)
     const region = body.region ?? stored?.config.regions[0]
-    if (region === undefined || !RegionId.safeParse(region).success) throw refusedNow
+    // Only a pool the queue has had may hold the ticket: a made-up name would make up a pool.
+    if (region === undefined || !stored?.knownRegions.includes(region)) throw refusedNow
     const prior = await poolStub(c.env, queue, region).ticketByKey(leader, joinKey, ids, attributes)
     if (!prior?.ok) throw refusedNow
     const ticket = await withTokens(c, prior.ticket, viewerOf(principal))

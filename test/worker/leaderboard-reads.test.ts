@@ -969,6 +969,44 @@ describe('reads naming boards and queues that do not exist', () => {
     ).toBe(404)
   })
 
+  it(`refuses a player's submissions past ${UNKNOWN_IDS_PER_MINUTE} made-up boards a minute (429) before asking a board, by the player: another player on the same address submits`, async () => {
+    // Counted by the minute: not across its turn.
+    await clearOfMinuteTurn(20_000)
+    const b = await createBoard()
+    const address = clientAddress()
+    const g = await newGuest()
+    const submit = (board: string, token = g.token) =>
+      callWithEnv({}, `/v1/leaderboards/${board}/scores`, {
+        ...json('POST', { score: 7 }, token, {
+          'cf-connecting-ip': address,
+          'idempotency-key': `k-${crypto.randomUUID()}`,
+        }),
+      })
+    const answers: number[] = []
+    let refused: Response | undefined
+    for (let i = 0; i < 2 * UNKNOWN_IDS_PER_MINUTE + 1 && !refused; i++) {
+      // callWithEnv waits for the count made beside the 404.
+      const res = await submit(`made-up-${crypto.randomUUID()}`)
+      answers.push(res.status)
+      if (res.status === 429) refused = res
+      else await res.body?.cancel()
+    }
+    expect(refused).toBeDefined()
+    expect(answers.slice(0, -1).every((s) => s === 404)).toBe(true)
+    // At the allowance, well before the player's submissions a minute (120) run out.
+    expect(answers.length).toBeGreaterThan(UNKNOWN_IDS_PER_MINUTE)
+    expect(answers.length).toBeLessThanOrEqual(UNKNOWN_IDS_PER_MINUTE + 2)
+    const p = await problem(refused!)
+    expect(p).toMatchObject({ status: 429, type: 'urn:nexus:problem:rate-limited' })
+    expect(p.detail).toMatch(/do not exist/)
+    // The same player, to a real board, for the rest of the minute too: nothing is stored.
+    expect((await submit(b)).status).toBe(429)
+    expect((await fresh<Top>(`/v1/leaderboards/${b}/top`)).total).toBe(0)
+    // Another player on that address submits.
+    const other = await newGuest()
+    expect((await submit(b, other.token)).status).toBe(200)
+  })
+
   it('counts an id once a minute per address: a client asking again and again for a board that is gone is not refused', async () => {
     const address = clientAddress()
     const gone = `gone-${crypto.randomUUID()}`

@@ -224,27 +224,48 @@ const UNKNOWN_IDS_NETWORK: EdgeRateLimitOptions = {
   key: (c) => countedClientNetwork(c),
 }
 
-/** Ids counted lately, by address: each is counted once a minute (in this isolate). */
+/**
+ * The same, by player: what a player's submissions are judged by, which go through whatever
+ * others on their address do (a school's NAT), so a script submitting to made-up boards (each a
+ * fresh Durable Object and a Neon read) is stopped by its own token, not its address's.
+ */
+const UNKNOWN_IDS_PLAYER: EdgeRateLimitOptions = {
+  name: 'unknown-ids-player',
+  limit: UNKNOWN_IDS_PER_MINUTE,
+  key: callingPlayer,
+}
+
+/** Ids counted lately, by address or player: each is counted once a minute (in this isolate). */
 const countedUnknownIds = new RecentlyUnknown(60_000, 10_000)
 
-/** Counts a made-up id this request named toward UNKNOWN_IDS_PER_MINUTE (it answers 404 anyway). */
+/**
+ * Counts a made-up id this request named toward UNKNOWN_IDS_PER_MINUTE (it answers 404 anyway),
+ * by the client's address and, for a player's request, by the player.
+ */
 export async function countUnknownId(c: Context<AppEnv>, id: string): Promise<void> {
-  const address = UNKNOWN_IDS.key(c)
-  if (address === undefined) return
-  const seen = `${address} ${id}`
-  if (countedUnknownIds.has(seen)) return
-  countedUnknownIds.remember(seen)
-  await Promise.all([overEdgeLimit(c, UNKNOWN_IDS), overEdgeLimit(c, UNKNOWN_IDS_NETWORK)])
+  const counted = [UNKNOWN_IDS, UNKNOWN_IDS_PLAYER].flatMap((opts) => {
+    const key = opts.key(c)
+    if (key === undefined) return []
+    const seen = `${opts.name} ${key} ${id}`
+    if (countedUnknownIds.has(seen)) return []
+    countedUnknownIds.remember(seen)
+    return opts === UNKNOWN_IDS ? [UNKNOWN_IDS, UNKNOWN_IDS_NETWORK] : [opts]
+  })
+  await Promise.all(counted.map((opts) => overEdgeLimit(c, opts)))
 }
 
 /**
- * Throws the 429 when this isolate knows the client's address (or its IPv6 /48) to be past
- * UNKNOWN_IDS_PER_MINUTE this minute; asks nobody, so it costs nothing before a board's or
- * Neon's answer.
+ * Throws the 429 when this isolate knows the client's address (or its IPv6 /48), or for
+ * `by: 'player'` the calling player, to be past UNKNOWN_IDS_PER_MINUTE this minute; asks
+ * nobody, so it costs nothing before a board's or Neon's answer.
  */
-export function refuseNamerOfUnknownIds(c: Context<AppEnv>): void {
+export function refuseNamerOfUnknownIds(
+  c: Context<AppEnv>,
+  by: 'address' | 'player' = 'address',
+): void {
   const now = Date.now()
-  const over = [UNKNOWN_IDS, UNKNOWN_IDS_NETWORK].some((opts) => {
+  const limits = by === 'player' ? [UNKNOWN_IDS_PLAYER] : [UNKNOWN_IDS, UNKNOWN_IDS_NETWORK]
+  const over = limits.some((opts) => {
     const key = opts.key(c)
     const limit = opts.limit as number
     return key !== undefined && knownOverWindow(`${opts.name}:${key}`, limit, 60_000, now)

@@ -82,7 +82,7 @@ function board(c: Context<AppEnv>, id: string) {
  * The board's object for a read the caches missed, unless the client's address has named too
  * many boards or queues that do not exist lately (429). Not for an early refresh (the answer it
  * would replace is still good, and is served), nor for submissions (a player's scores, and their
- * replays, go through whatever others on their address do).
+ * replays, go through whatever others on their address do: those are judged by the player).
  */
 function boardToRead(c: Context<AppEnv>, id: string, how: { refresh: boolean }) {
   if (!how.refresh) refuseNamerOfUnknownIds(c)
@@ -250,6 +250,10 @@ leaderboardRoutes.openapi(submitRoute, async (c) => {
   const requestHash = await sha256Hex(
     canonicalJson([id, playerId, body.score, body.subscore, metadata]),
   )
+  // A player who named too many boards that do not exist lately is refused before a board is
+  // asked: each made-up id is a fresh Durable Object and a Neon read, with no edge limit on
+  // submissions without Redis. By the player, not their address, which others share.
+  refuseNamerOfUnknownIds(c, 'player')
   // Over the edge limit, the board still answers a replay (a retry must get its first answer),
   // and refuses anything else without a change.
   const overLimit = await overEdgeLimit(c, SUBMIT_EDGE_LIMIT)

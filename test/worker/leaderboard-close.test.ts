@@ -734,6 +734,32 @@ describe('reading a cycle while it is archived', () => {
     expect(((await other.json()) as Top).entries.map((e) => e.rank)).toEqual([5, 6])
   })
 
+  it("counts a closed cycle's pages the caches miss across an IPv6 client's /48 too, at ten times one address's allowance: rotating /64s does not escape it", async () => {
+    await clearOfMinuteTurn(15_000)
+    const board = await createBoard({ submitsPerMinute: 600 })
+    await runInDurableObject(stub(board), (inst: Leaderboard) =>
+      submitEach(inst, board, 6, (i) => `p${i}`),
+    )
+    expect((await closeNow(board)).status).toBe(202)
+    expect((await archiveUntilDone(board, 1)).state).toBe('done')
+    const hex = () => Math.floor(Math.random() * 0xffff).toString(16)
+    const network = `2001:db8:${hex()}`
+    // 25 pages no cache holds (each its own limit and cursor), each from a /64 of its own.
+    const statuses: number[] = []
+    for (let i = 0; i < 25; i++) {
+      const res = await callWithEnv(
+        { PLAYER_READS_PER_MINUTE: '2' },
+        `/v1/leaderboards/${board}/cycles/1/top?limit=${1 + (i % 5)}&cursor=${Math.floor(i / 5)}`,
+        { headers: { 'cf-connecting-ip': `${network}:${i.toString(16)}::1` } },
+      )
+      statuses.push(res.status)
+      await res.body?.cancel()
+    }
+    // Each /64 within its own 2; the network's 20 then run out.
+    expect(statuses.slice(0, 20)).toEqual(Array(20).fill(200))
+    expect(statuses.slice(20)).toEqual(Array(5).fill(429))
+  })
+
   it('stops a page at the first rank not in Neon yet, with a cursor to read on from; that answer is kept 4 s at most', async () => {
     const board = await createBoard({ submitsPerMinute: 600 })
     await runInDurableObject(stub(board), async (inst: Leaderboard) => {

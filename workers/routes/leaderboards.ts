@@ -18,6 +18,7 @@ import { playerNames } from '../leaderboards/names.ts'
 import {
   countEdgeRefusal,
   countedClientIp,
+  countedClientNetwork,
   enforceEdgeLimit,
   overEdgeLimit,
   countPlayerRead,
@@ -557,7 +558,7 @@ leaderboardRoutes.openapi(cycleTopRoute, (async (c: Context<AppEnv>) => {
       // A page the caches miss is two Neon queries, and any cursor and limit make a page of
       // its own: counted per client address, as another player's history is, so that a
       // script walking cursors cannot have Neon query without end. An early refresh is not.
-      if (!refresh) await enforceEdgeLimit(c, HISTORY_MISS_LIMIT)
+      if (!refresh) await countHistoryMiss(c)
       const [meta] = (await sql.query(
         'select entries, completed_at from leaderboard_cycles where leaderboard_id = $1 and cycle = $2',
         [id, cycle],
@@ -678,7 +679,7 @@ leaderboardRoutes.openapi(historyRoute, (async (c: Context<AppEnv>) => {
     visibility: 'public',
     load: async ({ refresh }) => {
       // An early refresh is the caches' doing, not a miss of the caller's: not counted.
-      if (!refresh) await enforceEdgeLimit(c, HISTORY_MISS_LIMIT)
+      if (!refresh) await countHistoryMiss(c)
       return read()
     },
   })
@@ -694,6 +695,22 @@ const HISTORY_MISS_LIMIT: EdgeRateLimitOptions = {
   name: 'history-reads',
   limit: playerReadsPerMinute,
   key: (c) => countedClientIp(c),
+}
+
+/**
+ * The same across an IPv6 client's /48, at ten times it, as every other per-address limit is:
+ * one /48 holds 65,536 /64s, each counted alone above.
+ */
+const HISTORY_MISS_NETWORK_LIMIT: EdgeRateLimitOptions = {
+  name: 'history-reads-net',
+  limit: (c) => 10 * playerReadsPerMinute(c),
+  key: (c) => countedClientNetwork(c),
+}
+
+/** Counts a closed-cycle read the caches missed, by address and by /48; the 429 past either. */
+async function countHistoryMiss(c: Context<AppEnv>): Promise<void> {
+  await enforceEdgeLimit(c, HISTORY_MISS_LIMIT)
+  await enforceEdgeLimit(c, HISTORY_MISS_NETWORK_LIMIT)
 }
 
 /**

@@ -1007,6 +1007,32 @@ describe('reads naming boards and queues that do not exist', () => {
     expect((await submit(b, other.token)).status).toBe(200)
   })
 
+  it('a made-up board or queue this isolate knows is answered 404 before the shared cache is asked (a Redis command, billed, per read)', async () => {
+    const redisLookups = () => {
+      const family = localFamilies().find((f) => f.name === 'nexus_cache_lookups_total')
+      const series = (family?.series ?? []) as { labels: { layer: string }; value: number }[]
+      return series.filter((x) => x.labels.layer === 'redis').reduce((n, x) => n + x.value, 0)
+    }
+    for (const path of [
+      `/v1/leaderboards/made-up-${crypto.randomUUID()}/top`,
+      `/v1/leaderboards/made-up-${crypto.randomUUID()}`,
+      `/v1/matchmaking/made-up-${crypto.randomUUID()}`,
+      `/v1/matchmaking/made-up-${crypto.randomUUID()}/stats`,
+    ]) {
+      const address = clientAddress()
+      const read = () => callWithEnv({}, path, { headers: { 'cf-connecting-ip': address } })
+      // The first asks everyone, and the isolate remembers the id.
+      expect((await read()).status, path).toBe(404)
+      const before = redisLookups()
+      for (let i = 0; i < 3; i++) {
+        const res = await read()
+        expect(res.status, path).toBe(404)
+        expect(res.headers.get('cache-control')).toBe('no-store')
+      }
+      expect(redisLookups(), path).toBe(before)
+    }
+  })
+
   it('counts an id once a minute per address: a client asking again and again for a board that is gone is not refused', async () => {
     const address = clientAddress()
     const gone = `gone-${crypto.randomUUID()}`

@@ -49,6 +49,13 @@ export interface CachedReadOptions {
    */
   sharedAcrossLocations?: boolean
   /**
+   * Refusals that cost nothing to make (an id this isolate knows does not exist, a client past
+   * its made-up ids), thrown before the shared cache is asked: its lookup is a Redis command,
+   * billed, which a loop on a made-up id paid on every request before `load` refused it. Not for
+   * an early refresh (the answer it would replace is served).
+   */
+  beforeSharedLookup?: () => void
+  /**
    * Produces the fresh answer (a 200 body). A refusal is thrown as an ApiError, which the error
    * funnel renders like any other and no layer caches. `refresh`: an early refresh of an answer
    * still valid (not a miss: a load that limits a caller's misses lets it through).
@@ -262,6 +269,20 @@ export async function cachedRead(c: Context<AppEnv>, opts: CachedReadOptions): P
       cacheLookups.inc({ layer: 'edge', outcome })
     }
     if (!bypass && redis) {
+      if (passedOver.hit === null && opts.beforeSharedLookup) {
+        try {
+          opts.beforeSharedLookup()
+        } catch (err) {
+          // As a load's refusal: neither the client nor a cache in between may keep it.
+          if (err instanceof ApiError) {
+            throw new ApiError(err.problem, err.message, err.extensions, {
+              'cache-control': 'no-store',
+              ...err.headers,
+            })
+          }
+          throw err
+        }
+      }
       const hit = await redis.run('read-cache.get', (r) => r.get<CachedBody>(redisKey))
       outcome = 'miss'
       if (

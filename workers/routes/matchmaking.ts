@@ -143,13 +143,22 @@ const STATS_TTL_SECONDS = 2
 /** How long a queue's public settings may be kept after an admin changed them. */
 const SETTINGS_TTL_SECONDS = 4
 
+/** The refusals of a queue read that ask nobody (cachedRead's `beforeSharedLookup`). */
+function queueNamed(c: Context<AppEnv>, queue: string): void {
+  if (unknownQueues.has(queue)) throw missingQueue(queue)
+  refuseNamerOfUnknownIds(c)
+}
+
+function missingQueue(queue: string): ApiError {
+  return new ApiError('not-found', `No queue '${queue}'`, {}, { 'cache-control': 'no-store' })
+}
+
 async function queueConfig(
   c: Context<AppEnv>,
   queue: string,
   how: { refresh: boolean },
 ): Promise<{ config: QueueConfig; version: number }> {
-  const missing = () =>
-    new ApiError('not-found', `No queue '${queue}'`, {}, { 'cache-control': 'no-store' })
+  const missing = () => missingQueue(queue)
   if (unknownQueues.has(queue)) throw missing()
   // An early refresh replaces an answer still good, which is served whatever this says.
   if (!how.refresh) refuseNamerOfUnknownIds(c)
@@ -675,6 +684,7 @@ matchmakingRoutes.openapi(statsRoute, (async (c: Context<AppEnv>) => {
     key: `mm:${queue}:stats`,
     ttlSeconds: STATS_TTL_SECONDS,
     visibility: 'public',
+    beforeSharedLookup: () => queueNamed(c, queue),
     load: async (how) => {
       const { config } = await queueConfig(c, queue, how)
       // Each region on its own: one pool failing or slow (a location in trouble) leaves the
@@ -787,6 +797,7 @@ matchmakingRoutes.openapi(socketRoute, (async (c: Context<AppEnv>) => {
       key: `mm:${queue}:settings`,
       ttlSeconds: SETTINGS_TTL_SECONDS,
       visibility: 'public',
+      beforeSharedLookup: () => queueNamed(c, queue),
       load: async (how) => {
         const { config } = await queueConfig(c, queue, how)
         return {

@@ -200,6 +200,19 @@ const MAX_WAITING_TICKETS = 50_000
  */
 const MAX_POOL_SOCKETS = 32_000
 /**
+ * When the pool is full, a socket that holds no ticket, never pinged and sent nothing for this
+ * long since it connected is closed to make room: sockets opened and left idle (thousands of free
+ * guests' four each) would otherwise hold every place, since a socket that never pings is never
+ * judged silent. The SDK pings every 20 s, and a party member's socket waiting for its leader's
+ * join does too.
+ */
+export const IDLE_SOCKET_MS = 120_000
+/** The close of such a socket (IDLE_SOCKET_MS). */
+export const IDLE_CLOSE = {
+  code: 4008,
+  reason: 'the pool is full and this socket held no ticket and sent nothing',
+} as const
+/**
  * Long-polls one reader (a player, or the admin key) holds at once on a ticket (their devices
  * and tabs); a further one answers that reader's oldest at once, which its client polls again,
  * so a client opening polls without end (HTTP/2 streams cost it next to nothing) cannot make
@@ -438,6 +451,8 @@ interface Attachment {
    * join elsewhere fenced it.
    */
   claim?: SocketClaim | null
+  /** When it was accepted (the pool's clock); absent on sockets from before it was kept. */
+  connectedAt?: number
 }
 
 function problem(
@@ -2238,6 +2253,7 @@ export class MatchPool extends DurableObject<Env> {
         `At most ${MAX_SOCKETS_PER_PLAYER} connections per player to one pool`,
       )
     }
+    if (this.socketsAtMost() >= this.maxSockets) await this.dropIdleSockets(now)
     if (this.socketsAtMost() >= this.maxSockets) {
       return problemResponse(
         'unavailable',
@@ -2256,6 +2272,7 @@ export class MatchPool extends DurableObject<Env> {
       rating,
       ticketId: null,
       claim: 'reattachOnly' in sc ? null : this.goodClaim(sc.playerId, sc.claim),
+      connectedAt: now,
     }
     // A reconnect: the player's socket ticket is still waiting, so this socket takes it over.
     const row = this.activeTicketOf(sc.playerId)
@@ -2317,6 +2334,7 @@ export class MatchPool extends DurableObject<Env> {
     // A socket this pool closed (a flood, a match sent) still delivers what its client sends
     // until the client answers the close, and a flooding client never does: not heard at all.
     if (ws.readyState !== WebSocket.OPEN) return
+    this.lastFrameAt.set(ws, this.now())
     const pending = this.pendingFrames.get(ws) ?? 0
     if (pending >= MAX_PENDING_FRAMES || !this.takeFrameToken(ws)) {
       if (refusedTooOften(this.refusals, ws, this.frameClock())) {
@@ -3081,6 +3099,39 @@ export class MatchPool extends DurableObject<Env> {
     // their connect) the next check stays as it was: closing sockets can only put it later, and
     // every socket of a crowd connecting must not cost a walk over all the others.
     if (some === undefined) this.nextSilentCheck = this.nextSilence(now)
+  }
+
+  /** When each socket's last frame came, while the object is in memory (IDLE_SOCKET_MS). */
+  private readonly lastFrameAt = new WeakMap<WebSocket, number>()
+
+  /**
+   * Closes the sockets that hold no ticket, never pinged, and sent nothing for IDLE_SOCKET_MS
+   * since they connected (a frame before a wake counts from the connect), as their clients
+   * closing them would: what a full pool does before refusing a connect. Returns how many.
+   */
+  private async dropIdleSockets(now: number): Promise<number> {
+    let dropped = 0
+    for (const ws of this.ctx.getWebSockets()) {
+      if (ws.readyState !== WebSocket.OPEN) continue
+      if (this.ctx.getWebSocketAutoResponseTimestamp(ws) !== null) continue
+      const att = ws.deserializeAttachment() as Attachment | null
+      if (!att || att.ticketId !== null) continue
+      const heard = Math.max(att.connectedAt ?? 0, this.lastFrameAt.get(ws) ?? 0)
+      if (now - heard < IDLE_SOCKET_MS) continue
+      try {
+        ws.close(IDLE_CLOSE.code, IDLE_CLOSE.reason)
+      } catch {
+        // Closing already.
+      }
+      dropped++
+      await this.onSocketGone(ws)
+    }
+    if (dropped > 0) {
+      log('info', 'idle sockets closed: the pool is full', { actor: this.actor, dropped })
+      // Counted again at the next look: closed, they no longer hold their places.
+      this.socketBound = null
+    }
+    return dropped
   }
 
   /**

@@ -4,6 +4,8 @@ import { describe, expect, it, onTestFinished } from 'vitest'
 import {
   FRAME_BURST,
   FRAMES_PER_SECOND,
+  IDLE_CLOSE,
+  IDLE_SOCKET_MS,
   MAX_PENDING_FRAMES,
   type MatchPool,
 } from '../../durable-objects/match-pool.ts'
@@ -313,6 +315,46 @@ describe('sockets: join to match_found', () => {
     third.send(JSON.stringify({ type: 'join' }))
     expect((await nextOfType<Queued>(third, 'queued')).existing).toBe(false)
     for (const ws of [second, third]) ws.close(1000)
+  })
+
+  it('a full pool closes the sockets that held no ticket and never pinged or sent a frame for IDLE_SOCKET_MS (4008) to make room; one that pinged, or holds a ticket, keeps its place', async () => {
+    const clock = newClock()
+    const q = await createQueue()
+    await rig(q, clock)
+    await runInDurableObject(poolOf(q), (inst: MatchPool) => {
+      inst.maxSockets = 3
+    })
+    const [a, b, c, d] = await Promise.all([newGuest(), newGuest(), newGuest(), newGuest()])
+    const idle = await connect(`/v1/matchmaking/${q}`, a.token)
+    const pinger = await connect(`/v1/matchmaking/${q}`, b.token)
+    pinger.send('{"type":"ping"}')
+    await nextOfType(pinger, 'pong')
+    const holder = await connect(`/v1/matchmaking/${q}`, c.token)
+    holder.send(JSON.stringify({ type: 'join' }))
+    await nextOfType<Queued>(holder, 'queued')
+    // Nobody idle that long yet: full.
+    const refused = await upgrade(`/v1/matchmaking/${q}`, d.token)
+    expect(refused.status).toBe(503)
+    await refused.body?.cancel()
+    clock.t += IDLE_SOCKET_MS
+    const newcomer = await until(async () => {
+      const res = await upgrade(`/v1/matchmaking/${q}`, d.token)
+      if (res.status !== 101) {
+        await res.body?.cancel()
+        return undefined
+      }
+      res.webSocket!.accept()
+      return track(res.webSocket!)
+    })
+    expect(await closed(idle)).toEqual(IDLE_CLOSE)
+    // The others kept theirs: the ticket still waits on its socket, and the pinger is answered.
+    const waiting = await runInDurableObject(poolOf(q), (inst: MatchPool) => inst.stats('eu'))
+    expect(waiting.waitingTickets).toBe(1)
+    holder.send('{"type":"ping"}')
+    await nextOfType(holder, 'pong')
+    pinger.send('{"type":"ping"}')
+    await nextOfType(pinger, 'pong')
+    for (const ws of [pinger, holder, newcomer]) ws.close(1000)
   })
 
   it('a player holds at most 4 sockets on one pool: a 5th is refused with 409 and the open ones keep working', async () => {

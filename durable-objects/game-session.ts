@@ -566,6 +566,7 @@ export class GameSession extends DurableObject<Env> {
       match = out.match
     }
     this.match = match
+    if (this.status === 'live') this.endIfOverByTheRules()
     if (this.status === 'live') {
       // Sockets closed while the object was gone (eviction, restart) never reported it.
       const due = this.absenceDue()
@@ -1668,35 +1669,67 @@ export class GameSession extends DurableObject<Env> {
           this.setMeta('snapshot', state)
           next = JSON.parse(state) as MatchState
         }
-        if (result) {
-          this.setMeta('status', 'finished')
-          this.setMeta('result', JSON.stringify(result))
-          this.setMeta('ended_at', String(now))
-          this.sql.exec(`DELETE FROM timers`)
-          this.sql.exec(`INSERT OR IGNORE INTO work (job, stage) VALUES ('end', 'record')`)
-        }
+        if (result) this.storeEnd(result, now)
       })
     }
     this.match = next
     inputsAccepted.inc({ kind: input.kind, rules: this.rules!.name })
     this.sendMetrics()
     this.broadcast(record)
-    if (result) {
-      this.status = 'finished'
-      gameLength.observe({ rules: this.rules!.name }, (now - this.createdAt) / 1000)
-      sessionsEnded.inc({ rules: this.rules!.name, reason: result.reason })
-      log('info', 'game over', { actor: this.actor, reason: result.reason, winner: result.winner })
-      for (const ws of this.ctx.getWebSockets()) {
-        // A socket still resuming gets `ended` after the last event it missed.
-        if (this.resuming.has(ws)) continue
-        try {
-          this.sendEnded(ws)
-        } catch {
-          // Closing already.
-        }
+    if (result) this.announceEnd(result, now)
+    return record
+  }
+
+  /** The end's rows, in the transaction that ends the game: its status, result and end work. */
+  private storeEnd(result: GameResult, now: number): void {
+    this.setMeta('status', 'finished')
+    this.setMeta('result', JSON.stringify(result))
+    this.setMeta('ended_at', String(now))
+    this.sql.exec(`DELETE FROM timers`)
+    this.sql.exec(`INSERT OR IGNORE INTO work (job, stage) VALUES ('end', 'record')`)
+  }
+
+  /** Once the end is stored: the game is over in memory, counted, and told to every socket. */
+  private announceEnd(result: GameResult, now: number): void {
+    this.status = 'finished'
+    gameLength.observe({ rules: this.rules!.name }, (now - this.createdAt) / 1000)
+    sessionsEnded.inc({ rules: this.rules!.name, reason: result.reason })
+    log('info', 'game over', { actor: this.actor, reason: result.reason, winner: result.winner })
+    for (const ws of this.ctx.getWebSockets()) {
+      // A socket still resuming gets `ended` after the last event it missed.
+      if (this.resuming.has(ws)) continue
+      try {
+        this.sendEnded(ws)
+      } catch {
+        // Closing already.
       }
     }
-    return record
+  }
+
+  /**
+   * Ends a live game whose state the running rules already call over, with no input that ended
+   * it: a deploy that changed `result` (a new end condition the game had met). Every input
+   * would be refused `game_over` by then, and an admin's end too, so the game would wait for
+   * ever, its players never told, nothing recorded; it ends at its wake instead, with the result
+   * the rules give, as an input's would.
+   */
+  private endIfOverByTheRules(): void {
+    const result = resultOf(this.rules!, this.match!)
+    if (!result) return
+    const unrecordable = resultRefusal(result, this.setup!.roster)
+    if (unrecordable) {
+      throw new Error(`${this.rules!.name}: a result Nexus cannot record: ${unrecordable}`)
+    }
+    const now = this.now()
+    this.ctx.storage.transactionSync(() => {
+      this.setMeta('snapshot', JSON.stringify(this.match))
+      this.storeEnd(result, now)
+    })
+    log('warn', 'game over by the rules, with no input that ended it (a deploy changed them)', {
+      actor: this.actor,
+      rules: this.rules!.name,
+    })
+    this.announceEnd(result, now)
   }
 
   // ---------------------------------------------------------------------------------------------

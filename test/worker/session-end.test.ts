@@ -11,6 +11,7 @@ import {
   type GameResult,
   type LogRecord,
 } from '../../workers/core/rules/index.ts'
+import type { DiceState } from '../../workers/core/rules/dice-race.ts'
 import { NeonSessionStore, type SessionStore } from '../../workers/sessions/store.ts'
 import { boardId, createBoard, fresh, pg, submitFor } from './helpers/boards.ts'
 import {
@@ -346,6 +347,45 @@ describe('the end of a game', () => {
     for (const ws of sockets) {
       expect((await ws.nextOf('event')).event).toEqual({ kind: 'cancelled', ended: 'cancelled' })
     }
+  })
+
+  it('a game the deployed rules call over with no input that ended it (a new end condition it had met) ends at its wake with their result: recorded, its players told; not stuck refusing every input', async () => {
+    const players = playerIds(2)
+    const { sessionId, tokens } = await createSession({
+      rules: 'dice-race',
+      roster: players.map((playerId) => ({ playerId })),
+      options: { target: 1000 },
+    })
+    const first = await connect(sessionId, tokens[players[0]!]!)
+    const state = (await first.nextOf('welcome')).state as DiceState
+    first.roll()
+    await first.nextOf('event')
+    first.close()
+    // The deploy: the first roll now ends the game, won by whoever made it.
+    const dice = getRules('dice-race') as unknown as { result: (s: DiceState) => unknown }
+    const before = dice.result
+    dice.result = (s: DiceState) =>
+      s.rolls >= 1
+        ? before({ ...s, ended: 'finished', winner: state.players[0]!.playerId })
+        : before(s)
+    onTestFinished(() => {
+      dice.result = before
+    })
+    await evictDurableObject(sessionObject(sessionId))
+    const info = await inObject(sessionId, (inst) => inst.info())
+    expect(info).toMatchObject({
+      status: 'finished',
+      result: { reason: 'finished', winner: players[0] },
+    })
+    // A player connecting now hears the end; the end's work records it in Neon.
+    const late = await connect(sessionId, tokens[players[1]!]!)
+    expect(await late.nextOf('ended')).toMatchObject({
+      result: { reason: 'finished', winner: players[0] },
+    })
+    const end = await inObject(sessionId, (inst) => inst.runEndWork({ force: true }))
+    expect(end?.stage).not.toBe('record')
+    const [row] = await resultRows(sessionId)
+    expect(row?.result).toMatchObject({ reason: 'finished', winner: players[0] })
   })
 
   it('an end sent after a grace ran out: the forfeit due first stands', async () => {

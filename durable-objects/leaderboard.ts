@@ -28,7 +28,7 @@ import {
   type RankKey,
 } from '../workers/core/rank-index.ts'
 import type { Env } from '../workers/env.ts'
-import { utf8Length } from '../workers/core/rules/json.ts'
+import { jsonbLength } from '../workers/core/rules/json.ts'
 import {
   NeonArchiveWriter,
   type ArchiveColumns,
@@ -1235,7 +1235,7 @@ export class Leaderboard extends DurableObject<Env> {
         },
       )
     }
-    if (input.metadata !== null && utf8Length(input.metadata) > config.metadataMaxBytes) {
+    if (input.metadata !== null && jsonbLength(input.metadata) > config.metadataMaxBytes) {
       return refuse(
         'validation',
         `metadata is limited to ${config.metadataMaxBytes} bytes of JSON on this board`,
@@ -1428,7 +1428,7 @@ export class Leaderboard extends DurableObject<Env> {
           })
         }
       }
-      if (e.metadata !== null && utf8Length(e.metadata) > config.metadataMaxBytes) {
+      if (e.metadata !== null && jsonbLength(e.metadata) > config.metadataMaxBytes) {
         return refuse(
           'validation',
           `entries.${i}: metadata over ${config.metadataMaxBytes} bytes`,

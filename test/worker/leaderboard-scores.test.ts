@@ -715,14 +715,8 @@ describe('bad input is refused with problem+json and changes nothing', () => {
       ],
       // jsonb writes every digit of these out: a page of them would pass what Neon answers.
       [
-        'metadata with a number past 1e21',
-        post('{"playerId":"p","score":1,"metadata":{"x":1e21}}'),
-        422,
-        'validation',
-      ],
-      [
-        'metadata with a number closer to 0 than 1e-6',
-        post('{"playerId":"p","score":1,"metadata":{"x":[5e-324]}}'),
+        'metadata within the limit as sent, over it as jsonb writes its numbers out',
+        post('{"playerId":"p","score":1,"metadata":{"x":[1e308]}}'),
         422,
         'validation',
       ],

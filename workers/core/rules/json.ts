@@ -31,8 +31,8 @@ export function checkJson(value: unknown, limits: JsonLimits): JsonCheck {
     } else if (typeof v === 'number') {
       if (!Number.isFinite(v))
         return { ok: false, tooLarge: false, reason: 'numbers must be finite' }
-      if (!compactNumber(v)) return { ok: false, tooLarge: false, reason: NOT_COMPACT_REASON }
-      atLeast += 1
+      // Counted as jsonb writes it out (jsonbExtraBytes), what the archive holds and reads back.
+      atLeast += 1 + jsonbExtraBytes(v)
     } else if (typeof v === 'string') {
       if (!storableText(v)) return { ok: false, tooLarge: false, reason: NOT_STORABLE_REASON }
       atLeast += v.length + 2
@@ -65,7 +65,9 @@ export function checkJson(value: unknown, limits: JsonLimits): JsonCheck {
   // `__proto__` keys as own properties instead of touching prototypes).
   const text = JSON.stringify(value)
   const bytes = utf8Length(text)
-  if (bytes > limits.maxBytes) return tooLarge(limits)
+  if (bytes > limits.maxBytes || bytes + jsonbExtraBytesIn(value) > limits.maxBytes) {
+    return tooLarge(limits)
+  }
   return { ok: true, value: JSON.parse(text) as JsonValue, bytes }
 }
 
@@ -79,39 +81,54 @@ const NOT_STORABLE = /\u0000|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udb
 const NOT_STORABLE_ALL = new RegExp(NOT_STORABLE.source, 'g')
 
 /**
- * Whether PostgreSQL's jsonb writes this number back as briefly as JSON does: 0, or from 1e-6 to
- * under 1e21 in magnitude, which JSON writes without an exponent. jsonb keeps numbers as
- * `numeric` and writes every digit out: `1e308` comes back as 309 characters, so a few kilobytes
- * of such numbers in a relay message or metadata come back as hundreds of kilobytes, and a page
- * of them passes what Neon answers in one response (every read of that archived page fails).
- * @example compactNumber(1e21) // false
+ * How many more characters PostgreSQL's jsonb writes this number with than JSON does. jsonb
+ * keeps numbers as `numeric` and writes every digit out, where JSON writes an exponent (past
+ * 1e21, under 1e-6): `1e308` comes back as 309 characters, `1.2e-16` as 19. A few kilobytes of
+ * such numbers in a relay message or metadata would come back from the archive as hundreds, and a
+ * page of them pass what Neon answers in one response; so sizes are counted as written out.
+ * @example jsonbExtraBytes(1e21) // 17: "1e+21" is 5 characters, 1000000000000000000000 is 22
  */
-export function compactNumber(n: number): boolean {
-  const magnitude = Math.abs(n)
-  return magnitude === 0 || (magnitude >= 1e-6 && magnitude < 1e21)
+export function jsonbExtraBytes(n: number): number {
+  const text = JSON.stringify(n)
+  const m = /^(-?)(\d)(?:\.(\d+))?e([+-]\d+)$/.exec(text)
+  if (!m) return 0
+  const sign = m[1]!
+  const digits = 1 + (m[3] ?? '').length
+  const exponent = Number(m[4])
+  // 1.5e+21 is 15 followed by zeros to 22 digits; 1.5e-7 is "0." then 6 zeros, then 15.
+  const written = exponent >= 0 ? Math.max(digits, exponent + 1) : 1 + 1 + (-exponent - 1) + digits
+  return sign.length + written - text.length
 }
 
-/** Why a number cannot be stored (see compactNumber). */
-export const NOT_COMPACT_REASON = 'numbers must be 0 or from 1e-6 to under 1e21 in magnitude'
+/**
+ * The UTF-8 length of JSON text (as JSON.stringify writes it) with its numbers as PostgreSQL's
+ * jsonb writes them (jsonbExtraBytes): what a size limit on stored JSON counts.
+ * @example jsonbLength('{"x":1e+21}') // 28
+ */
+export function jsonbLength(text: string): number {
+  // Only JSON with an exponent in it (or a digit before an `e` in a string) is parsed.
+  const extra = /\de/i.test(text) ? jsonbExtraBytesIn(JSON.parse(text)) : 0
+  return utf8Length(text) + extra
+}
 
 /**
- * Whether every number in a parsed JSON value is compact (compactNumber). Iterative, so deep
- * input cannot overflow the stack.
- * @example compactNumbers({ x: [1, 2e-7] }) // false
+ * jsonbExtraBytes summed over every number in a parsed JSON value. Iterative, so deep input
+ * cannot overflow the stack.
+ * @example jsonbExtraBytesIn({ x: [1, 1e21] }) // 17
  */
-export function compactNumbers(value: unknown): boolean {
+export function jsonbExtraBytesIn(value: unknown): number {
+  let extra = 0
   const stack: unknown[] = [value]
   while (stack.length > 0) {
     const v = stack.pop()
-    if (typeof v === 'number') {
-      if (!compactNumber(v)) return false
-    } else if (Array.isArray(v)) {
+    if (typeof v === 'number') extra += jsonbExtraBytes(v)
+    else if (Array.isArray(v)) {
       for (const item of v as unknown[]) stack.push(item)
     } else if (v !== null && typeof v === 'object') {
       for (const item of Object.values(v)) stack.push(item)
     }
   }
-  return true
+  return extra
 }
 
 /** Why a string or key cannot be stored (see NOT_STORABLE). */
@@ -170,7 +187,11 @@ export function storableJsonText(text: string): string {
 }
 
 function tooLarge(limits: JsonLimits): JsonCheck {
-  return { ok: false, tooLarge: true, reason: `larger than ${limits.maxBytes} bytes as JSON` }
+  return {
+    ok: false,
+    tooLarge: true,
+    reason: `larger than ${limits.maxBytes} bytes as JSON (numbers counted written out, as PostgreSQL stores them)`,
+  }
 }
 
 /**

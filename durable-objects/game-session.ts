@@ -54,6 +54,7 @@ import { takeToken, type Bucket } from '../workers/lib/token-bucket.ts'
 import { FLOOD_CLOSE, refusedTooOften, type RefusalCounts } from '../workers/lib/flood.ts'
 import { sha256Hex } from '../workers/lib/hash.ts'
 import { within } from '../workers/lib/within.ts'
+import { GUEST_ID_PREFIX } from '../workers/lib/auth.ts'
 import { answerClose, closeSilent, fellSilent } from '../workers/lib/socket-close.ts'
 
 /**
@@ -904,22 +905,39 @@ export class GameSession extends DurableObject<Env> {
    * then what the rules do with a player gone: a forfeit in dice-race). Their old tokens, a
    * session's among them, would otherwise play on, and send what the log keeps, until the game
    * ended. Whatever the game's status, so that no read of theirs is served either. Idempotent:
-   * `taken` says whether this call took them out (false: not on the roster, or out already).
+   * `taken` says whether this call took them out (false: not on the roster, out already, or a
+   * match made after `erasedAt`, the erasure's time: a player back under the id since, as an
+   * identity provider's may be, plays it; a guest's id never comes back).
+   *
+   * A session that does not load (its rules gone from this version, a log that does not
+   * replay) plays nothing meanwhile: the player is kept as erased for when it loads again, rather
+   * than failing the erasure for as long as it stays so.
    */
   async removeErasedPlayer(
     playerId: string,
+    erasedAt?: number,
   ): Promise<{ ok: true; taken: boolean; socketsClosed: number } | NotFound> {
-    this.refuseUnloadable()
-    if (!this.setup || !this.match || !this.status) return this.notFound()
-    if (!this.setup.roster.some((p) => p.playerId === playerId)) {
-      return { ok: true, taken: false, socketsClosed: 0 }
+    if (this.loadFailure === null && (!this.setup || !this.match || !this.status)) {
+      return this.notFound()
     }
-    const taken = !this.erasedPlayers.has(playerId)
+    // From storage, not memory: an object that did not load has only part of it in memory.
+    const setupText = this.getMeta('setup')
+    if (!setupText) return this.notFound()
+    const setup = JSON.parse(setupText) as NormalizedSetup
+    const madeAt = Number(this.getMeta('made_at') ?? this.getMeta('created_at') ?? 0)
+    const notTaken = { ok: true as const, taken: false, socketsClosed: 0 }
+    if (!setup.roster.some((p) => p.playerId === playerId)) return notTaken
+    if (erasedAt !== undefined && !playerId.startsWith(GUEST_ID_PREFIX) && madeAt > erasedAt) {
+      return notTaken
+    }
+    const erased = new Set(JSON.parse(this.getMeta('erased_players') ?? '[]') as string[])
+    const taken = !erased.has(playerId)
     if (taken) {
-      this.erasedPlayers.add(playerId)
-      this.setMeta('erased_players', JSON.stringify([...this.erasedPlayers]))
+      erased.add(playerId)
+      this.setMeta('erased_players', JSON.stringify([...erased]))
       log('info', 'erased player out of the game', { actor: this.actor, player: playerId })
     }
+    this.erasedPlayers = erased
     let socketsClosed = 0
     for (const ws of this.openSockets(playerId)) {
       try {

@@ -941,6 +941,53 @@ describe('erasing a player (admin)', () => {
     expect(welcome.you).toBe(other)
   })
 
+  it('a live session that does not load in this version (its rules gone) does not hold the erasure up: the player stays out of it once it loads again', async () => {
+    const [gone, stays] = playerIds(2, 'erase-unloadable') as [string, string]
+    const { sessionId, tokens } = await createSession({
+      rules: 'dice-race',
+      roster: [{ playerId: gone }, { playerId: stays }],
+    })
+    const renameRules = (rules: string) =>
+      inObject(sessionId, (_inst, state) => {
+        const row = state.storage.sql
+          .exec<{ value: string }>(`SELECT value FROM meta WHERE key = 'setup'`)
+          .one()
+        const setup = JSON.parse(row.value) as { rules: string }
+        setup.rules = rules
+        state.storage.sql.exec(
+          `UPDATE meta SET value = ? WHERE key = 'setup'`,
+          JSON.stringify(setup),
+        )
+      })
+    await renameRules('rules-this-version-lacks')
+    await evictDurableObject(sessionObject(sessionId))
+    const { first } = await eraseAll(gone)
+    expect(first.sessions).toEqual({ left: [sessionId] })
+    // Rolled forward: it loads, and keeps the player out.
+    await renameRules('dice-race')
+    await evictDurableObject(sessionObject(sessionId))
+    const refused = await problem(await upgradeSession(sessionId, tokens[gone]!))
+    expect(refused).toMatchObject({ status: 403, type: 'urn:nexus:problem:forbidden' })
+    const welcome = await (await connectToSession(sessionId, tokens[stays]!)).nextOf('welcome')
+    expect(welcome.you).toBe(stays)
+  })
+
+  it('a session made after the erasure, which a call of the same walk finds (it keeps the erasure time), is left to the player back under the id (an identity provider keeps it)', async () => {
+    const [back, other] = playerIds(2, 'erase-back') as [string, string]
+    await eraseAll(back)
+    const { sessionId, tokens } = await createSession({
+      rules: 'dice-race',
+      roster: [{ playerId: back }, { playerId: other }],
+    })
+    const socket = await connectToSession(sessionId, tokens[back]!)
+    await socket.nextOf('welcome')
+    // The walk's later calls (`after`) keep its time.
+    expect((await eraseAll(back)).first.sessions).toEqual({ left: [] })
+    socket.send({ type: 'ping' })
+    expect(await socket.nextOf('pong')).toEqual({ type: 'pong' })
+    expect(socket.closed).toBeNull()
+  })
+
   it('a live session that cannot be reached fails the call that ends the walk (503 naming it); the retry takes the player out', async () => {
     const [gone, stays] = playerIds(2, 'erase-down') as [string, string]
     const { sessionId, tokens } = await createSession({

@@ -307,7 +307,7 @@ adminPlayers.openapi(eraseRoute, async (c) => {
   // them: those wait up to 10 s a pool that does not answer, while the player's own could match.
   const [queues, sessions] = await Promise.all([
     removeFromQueues(c.env, playerId, 'erased'),
-    removeFromLiveSessions(c.env, playerId),
+    removeFromLiveSessions(c.env, playerId, neon.erasedAt),
     neon.leftParty
       ? cancelStaleTickets(c.env, neon.leftParty, neon.staleTickets, { by: 'erasure' })
       : undefined,

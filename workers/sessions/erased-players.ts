@@ -28,6 +28,7 @@ export const ERASED_SESSIONS_PER_CALL = 100
 export async function removeFromLiveSessions(
   env: Pick<Env, 'GAME_SESSION'> & DbEnv,
   playerId: string,
+  erasedAt: number,
 ): Promise<{ sessions: string[]; unreached: string[] }> {
   // By the player's listing (its primary key leads with the player), then the session's status:
   // a session over whose status Neon has not caught up with is asked too, and answers nothing.
@@ -47,7 +48,12 @@ export async function removeFromLiveSessions(
   }
   const outcomes = await Promise.allSettled(
     ids.map((id) =>
-      within(sessionStub(env, id).removeErasedPlayer(playerId), SESSION_CALL_MS, 'session removal'),
+      // A session made after the erasure is a player's back under the id since: theirs.
+      within(
+        sessionStub(env, id).removeErasedPlayer(playerId, erasedAt),
+        SESSION_CALL_MS,
+        'session removal',
+      ),
     ),
   )
   const sessions: string[] = []

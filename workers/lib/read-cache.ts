@@ -49,10 +49,10 @@ export interface CachedReadOptions {
    */
   sharedAcrossLocations?: boolean
   /**
-   * Refusals that cost nothing to make (an id this isolate knows does not exist, a client past
-   * its made-up ids), thrown before the shared cache is asked: its lookup is a Redis command,
-   * billed, which a loop on a made-up id paid on every request before `load` refused it. Not for
-   * an early refresh (the answer it would replace is served).
+   * Refusals that cost nothing to make and that no cached answer could change (an id this
+   * isolate knows does not exist), thrown before the shared cache is asked: its lookup is a
+   * Redis command, billed, which a loop on a made-up id paid on every request before `load`
+   * refused it. Not for an early refresh (the answer it would replace is served).
    */
   beforeSharedLookup?: () => void
   /**

@@ -158,7 +158,7 @@ leaderboardRoutes.openapi(getBoardRoute, (async (c: Context<AppEnv>) => {
     key: `lb:${id}:info`,
     ttlSeconds: LIVE_TTL_SECONDS,
     visibility: 'public',
-    beforeSharedLookup: () => void boardToRead(c, id, { refresh: false }),
+    beforeSharedLookup: () => void board(c, id),
     load: async (how) => {
       const info = await boardToRead(c, id, how).info(id)
       if ('ok' in info) fail(c, info)
@@ -327,7 +327,7 @@ leaderboardRoutes.openapi(topRoute, (async (c: Context<AppEnv>) => {
         ? LIVE_TTL_SECONDS
         : Math.max(0, Math.min(LIVE_TTL_SECONDS, (endsAt - Date.now()) / 1000)),
     visibility: 'public',
-    beforeSharedLookup: () => void boardToRead(c, id, { refresh: false }),
+    beforeSharedLookup: () => void board(c, id),
     load: async (how) => {
       const r = await boardToRead(c, id, how).top(id, walk, limit)
       if (!r.ok) {
@@ -431,7 +431,7 @@ leaderboardRoutes.openapi(playerRoute, (async (c: Context<AppEnv>) => {
     ttlSeconds: LIVE_TTL_SECONDS,
     visibility: raw === 'me' ? 'private' : 'public',
     sharedAcrossLocations: false,
-    beforeSharedLookup: () => void boardToRead(c, id, { refresh: false }),
+    beforeSharedLookup: () => void board(c, id),
     load: async (how) => {
       const r = await boardToRead(c, id, how).player(id, playerId)
       if (!r.ok) fail(c, r)
@@ -473,7 +473,7 @@ leaderboardRoutes.openapi(aroundRoute, (async (c: Context<AppEnv>) => {
     ttlSeconds: LIVE_TTL_SECONDS,
     visibility: raw === 'me' ? 'private' : 'public',
     sharedAcrossLocations: false,
-    beforeSharedLookup: () => void boardToRead(c, id, { refresh: false }),
+    beforeSharedLookup: () => void board(c, id),
     load: async (how) => {
       const r = await boardToRead(c, id, how).around(id, playerId, limit)
       if (!r.ok) fail(c, r)

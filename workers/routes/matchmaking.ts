@@ -143,10 +143,13 @@ const STATS_TTL_SECONDS = 2
 /** How long a queue's public settings may be kept after an admin changed them. */
 const SETTINGS_TTL_SECONDS = 4
 
-/** The refusals of a queue read that ask nobody (cachedRead's `beforeSharedLookup`). */
-function queueNamed(c: Context<AppEnv>, queue: string): void {
+/**
+ * A queue this isolate knows does not exist, before the shared cache is asked (cachedRead's
+ * `beforeSharedLookup`). Not the client's made-up ids: past those, an address (a carrier's NAT
+ * among them) is still served what the caches hold.
+ */
+function queueNamed(queue: string): void {
   if (unknownQueues.has(queue)) throw missingQueue(queue)
-  refuseNamerOfUnknownIds(c)
 }
 
 function missingQueue(queue: string): ApiError {
@@ -684,7 +687,7 @@ matchmakingRoutes.openapi(statsRoute, (async (c: Context<AppEnv>) => {
     key: `mm:${queue}:stats`,
     ttlSeconds: STATS_TTL_SECONDS,
     visibility: 'public',
-    beforeSharedLookup: () => queueNamed(c, queue),
+    beforeSharedLookup: () => queueNamed(queue),
     load: async (how) => {
       const { config } = await queueConfig(c, queue, how)
       // Each region on its own: one pool failing or slow (a location in trouble) leaves the
@@ -797,7 +800,7 @@ matchmakingRoutes.openapi(socketRoute, (async (c: Context<AppEnv>) => {
       key: `mm:${queue}:settings`,
       ttlSeconds: SETTINGS_TTL_SECONDS,
       visibility: 'public',
-      beforeSharedLookup: () => queueNamed(c, queue),
+      beforeSharedLookup: () => queueNamed(queue),
       load: async (how) => {
         const { config } = await queueConfig(c, queue, how)
         return {

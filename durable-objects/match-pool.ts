@@ -207,6 +207,8 @@ const MAX_POOL_SOCKETS = 32_000
  * join does too.
  */
 export const IDLE_SOCKET_MS = 120_000
+/** A full pool looks for such sockets at most this often. */
+const IDLE_SWEEP_EVERY_MS = 10_000
 /** The close of such a socket (IDLE_SOCKET_MS). */
 export const IDLE_CLOSE = {
   code: 4008,
@@ -3103,6 +3105,10 @@ export class MatchPool extends DurableObject<Env> {
 
   /** When each socket's last frame came, while the object is in memory (IDLE_SOCKET_MS). */
   private readonly lastFrameAt = new WeakMap<WebSocket, number>()
+  /** When this instance began: what a socket accepted before `connectedAt` was kept counts from. */
+  private readonly startedAt = Date.now()
+  /** The last look for idle sockets (dropIdleSockets), at most one per IDLE_SWEEP_EVERY_MS. */
+  private lastIdleSweep = -Infinity
 
   /**
    * Closes the sockets that hold no ticket, never pinged, and sent nothing for IDLE_SOCKET_MS
@@ -3110,13 +3116,16 @@ export class MatchPool extends DurableObject<Env> {
    * closing them would: what a full pool does before refusing a connect. Returns how many.
    */
   private async dropIdleSockets(now: number): Promise<number> {
+    // A walk over every socket: a crowd connecting to a full pool must not pay one each.
+    if (now - this.lastIdleSweep < IDLE_SWEEP_EVERY_MS) return 0
+    this.lastIdleSweep = now
     let dropped = 0
     for (const ws of this.ctx.getWebSockets()) {
       if (ws.readyState !== WebSocket.OPEN) continue
       if (this.ctx.getWebSocketAutoResponseTimestamp(ws) !== null) continue
       const att = ws.deserializeAttachment() as Attachment | null
       if (!att || att.ticketId !== null) continue
-      const heard = Math.max(att.connectedAt ?? 0, this.lastFrameAt.get(ws) ?? 0)
+      const heard = Math.max(att.connectedAt ?? this.startedAt, this.lastFrameAt.get(ws) ?? 0)
       if (now - heard < IDLE_SOCKET_MS) continue
       try {
         ws.close(IDLE_CLOSE.code, IDLE_CLOSE.reason)

@@ -17,12 +17,18 @@ import { replaceMethod } from './helpers/replace-method.ts'
 import { connect, nextOfType, upgrade } from './helpers/sockets.ts'
 import type { MatchPool } from '../../durable-objects/match-pool.ts'
 import { ERASED_CLOSE_CODE } from '../../client/src/sessions.ts'
-import { ERASED_CLOSE, GRACE_MS, type GameSession } from '../../durable-objects/game-session.ts'
+import {
+  ERASED_CLOSE,
+  GRACE_MS,
+  RETENTION_MS,
+  type GameSession,
+} from '../../durable-objects/game-session.ts'
 import {
   connect as connectToSession,
   createSession,
   inObject,
   playerIds,
+  playToEnd,
   sessionObject,
   upgrade as upgradeSession,
 } from './helpers/session-sockets.ts'
@@ -986,6 +992,41 @@ describe('erasing a player (admin)', () => {
     socket.send({ type: 'ping' })
     expect(await socket.nextOf('pong')).toEqual({ type: 'pong' })
     expect(socket.closed).toBeNull()
+  })
+
+  it("a session archived and cleared is not read by an erased player's old tokens either (a guest's, a session token): the other player reads it", async () => {
+    const guest = await newGuest()
+    const [other] = playerIds(1, 'erase-archived') as [string]
+    const { sessionId, tokens } = await createSession({
+      rules: 'dice-race',
+      roster: [{ playerId: guest.playerId }, { playerId: other }],
+      options: { target: 10 },
+    })
+    const sockets = {
+      [guest.playerId]: await connectToSession(sessionId, tokens[guest.playerId]!),
+      [other]: await connectToSession(sessionId, tokens[other]!),
+    }
+    const welcome = await sockets[other]!.nextOf('welcome')
+    await sockets[guest.playerId]!.nextOf('welcome')
+    const state = welcome.state as { players: { playerId: string }[]; turn: number }
+    await playToEnd(sockets, state.players[state.turn]!.playerId)
+    // Its end's work, then its retention: the object is cleared, Neon holds it.
+    await inObject(sessionId, (inst) => inst.runEndWork({ force: true }))
+    const cleared = await inObject(sessionId, (inst) => {
+      const base = inst.now()
+      inst.now = () => base + RETENTION_MS + 1000
+      return inst.runEndWork()
+    })
+    expect(cleared?.stage).toBe('done')
+    await eraseAll(guest.playerId)
+    for (const token of [guest.token, tokens[guest.playerId]!]) {
+      expect((await call(`/v1/sessions/${sessionId}`, bearer(token))).status).toBe(403)
+      expect((await call(`/v1/sessions/${sessionId}/events`, bearer(token))).status).toBe(403)
+    }
+    expect((await call(`/v1/sessions/${sessionId}`, bearer(tokens[other]!))).status).toBe(200)
+    expect((await call(`/v1/sessions/${sessionId}/events`, bearer(tokens[other]!))).status).toBe(
+      200,
+    )
   })
 
   it('a live session that cannot be reached fails the call that ends the walk (503 naming it); the retry takes the player out', async () => {

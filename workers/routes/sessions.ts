@@ -23,7 +23,7 @@ import { NoAnswerInTime, within } from '../lib/within.ts'
 import { adminKeyGuard } from '../middleware/auth.ts'
 import { countPlayerRead, enforceEdgeLimit } from '../middleware/rate-limit.ts'
 import { SessionId } from '../sessions/schemas.ts'
-import { loadArchivedEvents, loadArchivedSession } from '../sessions/store.ts'
+import { loadArchivedEvents, loadArchivedSession, NeonSessionStore } from '../sessions/store.ts'
 import { type SessionApi, sessionStub } from '../sessions/stub.ts'
 
 export const sessionRoutes = newRouter()
@@ -198,12 +198,22 @@ async function authorize(
   if (viewer.kind === 'admin') return
   const refused = () => new ApiError('forbidden', 'Only the players of this session may see it')
   if (!session.roster.some((p) => p.playerId === viewer.playerId)) throw refused()
+  const madeAt = session.madeAt ?? session.createdAt
+  if (session.erasedPlayers === undefined) {
+    // Read from Neon, its object cleared: whoever's token it is (an erased guest's old one, a
+    // session token, a player back under the id), an erasure that counts against the match
+    // (erased since it was made; a guest, ever) refuses it, as it refused their socket while the
+    // game ran. Neon is asked anyway for such a read.
+    const erased = await new NeonSessionStore(c.env).erasedAmong([viewer.playerId], madeAt)
+    if (erased.length > 0) throw refused()
+    return
+  }
   // Erased while it ran, whatever their token (a session token too): the object refuses their
   // sockets alike.
-  if (session.erasedPlayers?.includes(viewer.playerId)) throw refused()
+  if (session.erasedPlayers.includes(viewer.playerId)) throw refused()
   // By the match's time, as its result is: a session the pool created after an erasure, from a
   // match made (a ticket joined) before it, was the erased player's.
-  if (await erasedSince(c, viewer, session.madeAt ?? session.createdAt)) throw refused()
+  if (await erasedSince(c, viewer, madeAt)) throw refused()
 }
 
 /**

@@ -498,6 +498,26 @@ describe('registry', () => {
     expect(declarationRefusal({ ...ticking, tickRate: 1001 })).toMatch(/tickRate 1001/)
     expect(declarationRefusal({ ...ticking, tickRate: undefined })).toMatch(/need a tickRate/)
     expect(declarationRefusal({ ...ticking, name: 'Clock!' })).toMatch(/name 'Clock!'/)
+    // A module in plain JavaScript without a required hook: absences would be dropped.
+    expect(declarationRefusal({ ...ticking, onAbsent: undefined } as unknown as AnyRules)).toMatch(
+      /onAbsent is required/,
+    )
+    expect(declarationRefusal({ ...ticking, view: 'state' } as unknown as AnyRules)).toMatch(
+      /view is required/,
+    )
+  })
+
+  it("takes a plain JavaScript module's refusal at a tick or an abandon as nothing happening: no record, no state changed", () => {
+    const refusing = {
+      ...clock,
+      onTick: () => ruleError('ignored', 'nothing now'),
+      onAbandon: () => ruleError('ignored', 'not abandoned'),
+    } as unknown as AnyRules
+    const setup: GameSetup = { roster: [{ playerId: 'a', team: 0 }], seed: 'refusing' }
+    const match = mustCreate(refusing, setup)
+    expect(step(refusing, match, { kind: 'tick', tick: 3 })).toEqual({ match, record: null })
+    const abandon = step(refusing, match, { kind: 'abandon', tick: 3 })
+    expect(isRuleError(abandon)).toBe(true)
   })
 })
 

@@ -1,6 +1,7 @@
 import { asStored, jsonEqual } from './json.ts'
 import { createRng, seedRng } from './rng.ts'
 import type {
+  Applied,
   GameResult,
   GameSetup,
   Rng,
@@ -319,7 +320,9 @@ export function step<S, A, E>(
       if (rules.onAbandon === undefined) {
         return ruleError('invalid_input', `${rules.name} has no abandon input`)
       }
-      const out = rules.onAbandon(match.game, ctx)
+      // Typed to apply; a module in plain JavaScript may refuse, which changes nothing.
+      const out = rules.onAbandon(match.game, ctx) as Applied<S, E> | RuleError
+      if (isRuleError(out)) return out
       state = out.state
       event = out.event
       logged = { kind: 'abandon', tick: input.tick }
@@ -338,7 +341,9 @@ export function step<S, A, E>(
     }
     case 'tick': {
       if (rules.onTick === undefined) return { match, record: null }
-      const out = rules.onTick(match.game, ctx)
+      const out = rules.onTick(match.game, ctx) as { state: S; event?: E } | RuleError
+      // A refusal (plain JavaScript; typed out) is a tick at which nothing happened.
+      if (isRuleError(out)) return { match, record: null }
       if (out.state === match.game && out.event === undefined) return { match, record: null }
       state = out.state
       event = out.event

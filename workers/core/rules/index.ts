@@ -27,6 +27,9 @@ export { rockPaperScissors } from './rock-paper-scissors.ts'
 /** The most ticks a second a module may ask for (dice-race counts milliseconds of game time). */
 export const MAX_TICK_RATE = 1000
 
+/** What every rules module must have (docs/rules.md); the other hooks are optional. */
+const REQUIRED_HOOKS = ['init', 'parseAction', 'apply', 'onAbsent', 'result', 'view'] as const
+
 /**
  * Why the session could not run `rules` as declared, or null. Checked when the registry is
  * built, so a module declared wrong fails `wrangler dev` and the tests at once, not a live game:
@@ -36,6 +39,11 @@ export const MAX_TICK_RATE = 1000
 export function declarationRefusal(rules: AnyRules): string | null {
   if (!/^[a-z0-9][a-z0-9-]{0,63}$/.test(rules.name)) {
     return `name '${rules.name}': lower-case letters, digits and "-", at most 64`
+  }
+  // A module in plain JavaScript has no compiler to say so: without `onAbsent`, say, absences
+  // would be dropped and every player who left counted as still in.
+  for (const hook of REQUIRED_HOOKS) {
+    if (typeof rules[hook] !== 'function') return `${rules.name}: ${hook} is required`
   }
   const rate = rules.tickRate
   if (rate !== undefined && (!Number.isInteger(rate) || rate < 1 || rate > MAX_TICK_RATE)) {

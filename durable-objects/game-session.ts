@@ -16,13 +16,7 @@ import {
   type RuleError,
   viewRecord,
 } from '../workers/core/rules/index.ts'
-import {
-  asStored,
-  exceedsUtf8Bytes,
-  jsonbExtraBytesIn,
-  jsonEqual,
-  utf8Length,
-} from '../workers/core/rules/json.ts'
+import { asStored, exceedsUtf8Bytes, jsonbLength, jsonEqual } from '../workers/core/rules/json.ts'
 import { IDEMPOTENCY_TTL_MS, MATCH_WIN, MATCH_WIN_KEY_PREFIX } from '../workers/core/leaderboard.ts'
 import type { Env } from '../workers/env.ts'
 import { isDatabaseUnreachable } from '../workers/db/client.ts'
@@ -560,14 +554,23 @@ export class GameSession extends DurableObject<Env> {
       match.seq,
     )) {
       const record = JSON.parse(row.record) as LogRecord
-      const out = step(this.rules, match, record.input)
+      const out = step(this.rules, match, record.input, { pastResult: true })
       if (isRuleError(out) || !out.record || !jsonEqual(asStored(out.record), record)) {
         throw new Error(`${this.actor}: log record ${record.seq} does not replay`)
       }
       match = out.match
     }
     this.match = match
-    if (this.status === 'live') this.endIfOverByTheRules()
+    if (this.status === 'live' && resultOf(this.rules, match) !== null) {
+      // A deploy changed `result` so that this game is over by it, with no input that ended it:
+      // every input is refused `game_over` until an admin ends it (cancelled). Not ended here:
+      // a `result` wrong in a release would end and rate every live game it woke, past what a
+      // rollback could undo.
+      log('warn', 'game over by the rules, with no input that ended it: end it (admin)', {
+        actor: this.actor,
+        rules: this.rules.name,
+      })
+    }
     if (this.status === 'live') {
       // Sockets closed while the object was gone (eviction, restart) never reported it.
       const due = this.absenceDue()
@@ -844,15 +847,20 @@ export class GameSession extends DurableObject<Env> {
         })
       }
       if (this.status === 'live') {
-        const out = this.applyInput({
-          kind: 'end',
-          tick: this.tickAt(now),
-          placements: this.setup.roster.map((p) => ({
-            playerId: p.playerId,
-            team: p.team,
-            place: 1,
-          })),
-        })
+        const out = this.applyInput(
+          {
+            kind: 'end',
+            tick: this.tickAt(now),
+            placements: this.setup.roster.map((p) => ({
+              playerId: p.playerId,
+              team: p.team,
+              place: 1,
+            })),
+          },
+          undefined,
+          // Live here, even if the rules a deploy changed call it over (step()).
+          { pastResult: true },
+        )
         if (isRuleError(out)) throw new Error(`end refused: ${out.error.message}`)
       }
       // The end work (or the clock's next deadline) runs from the alarm.
@@ -1320,9 +1328,10 @@ export class GameSession extends DurableObject<Env> {
       }
       if (msg.data.type === 'ping') return void send(ws, { type: 'pong' })
       const { ref, ...action } = msg.data
-      // Whatever the rules take of it, the action goes into the log, and the log into Neon's
-      // jsonb, which writes its numbers out in full: bounded as written there too.
-      if (utf8Length(message) + jsonbExtraBytesIn(action) > MAX_FRAME_BYTES) {
+      // Whatever the rules take of it, the action goes into the log as JSON.stringify writes it,
+      // and the log into Neon's jsonb, which writes its numbers out in full: bounded as written
+      // there too (whichever way the client wrote its numbers).
+      if (jsonbLength(JSON.stringify(action)) > MAX_FRAME_BYTES) {
         return this.refuse(
           ws,
           'too_large',
@@ -1659,8 +1668,12 @@ export class GameSession extends DurableObject<Env> {
    * the same transaction as the record: only once the rules have answered, so that rules that
    * throw leave it to be tried again, not half done.
    */
-  private applyInput(input: Input, alongside?: () => void): LogRecord | null | RuleError {
-    const out = step(this.rules!, this.match!, input)
+  private applyInput(
+    input: Input,
+    alongside?: () => void,
+    opts: { pastResult?: boolean } = {},
+  ): LogRecord | null | RuleError {
+    const out = step(this.rules!, this.match!, input, opts)
     if (isRuleError(out) || !out.record) {
       if (alongside) this.ctx.storage.transactionSync(alongside)
       return isRuleError(out) ? out : null
@@ -1729,32 +1742,6 @@ export class GameSession extends DurableObject<Env> {
         // Closing already.
       }
     }
-  }
-
-  /**
-   * Ends a live game whose state the running rules already call over, with no input that ended
-   * it: a deploy that changed `result` (a new end condition the game had met). Every input
-   * would be refused `game_over` by then, and an admin's end too, so the game would wait for
-   * ever, its players never told, nothing recorded; it ends at its wake instead, with the result
-   * the rules give, as an input's would.
-   */
-  private endIfOverByTheRules(): void {
-    const result = resultOf(this.rules!, this.match!)
-    if (!result) return
-    const unrecordable = resultRefusal(result, this.setup!.roster)
-    if (unrecordable) {
-      throw new Error(`${this.rules!.name}: a result Nexus cannot record: ${unrecordable}`)
-    }
-    const now = this.now()
-    this.ctx.storage.transactionSync(() => {
-      this.setMeta('snapshot', JSON.stringify(this.match))
-      this.storeEnd(result, now)
-    })
-    log('warn', 'game over by the rules, with no input that ended it (a deploy changed them)', {
-      actor: this.actor,
-      rules: this.rules!.name,
-    })
-    this.announceEnd(result, now)
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -1923,15 +1910,20 @@ export class GameSession extends DurableObject<Env> {
       }
       return true
     }
-    const out = this.applyInput({ kind: 'abandon', tick }, () => {
+    // Rules that refuse it (a module in plain JavaScript may) hear the absences one at a time
+    // instead: marked absent without them, the players would be out to the session and in to
+    // the rules, with no grace left to end the game.
+    const trial = step(this.rules!, this.match!, { kind: 'abandon', tick })
+    if (isRuleError(trial)) {
+      log('debug', 'abandon refused by the rules', { actor: this.actor, ...trial.error })
+      return false
+    }
+    this.applyInput({ kind: 'abandon', tick }, () => {
       for (const player of players) {
         this.sql.exec(`DELETE FROM timers WHERE player_id = ?`, player)
         this.sql.exec(`INSERT OR IGNORE INTO absent (player_id) VALUES (?)`, player)
       }
     })
-    if (isRuleError(out)) {
-      log('debug', 'abandon refused by the rules', { actor: this.actor, ...out.error })
-    }
     return true
   }
 

@@ -349,43 +349,50 @@ describe('the end of a game', () => {
     }
   })
 
-  it('a game the deployed rules call over with no input that ended it (a new end condition it had met) ends at its wake with their result: recorded, its players told; not stuck refusing every input', async () => {
+  it('a game the deployed rules call over partway through its logged records (a new end condition it had met) still loads, refuses every action (game_over), and ends by an admin: cancelled', async () => {
     const players = playerIds(2)
     const { sessionId, tokens } = await createSession({
       rules: 'dice-race',
       roster: players.map((playerId) => ({ playerId })),
       options: { target: 1000 },
     })
-    const first = await connect(sessionId, tokens[players[0]!]!)
-    const state = (await first.nextOf('welcome')).state as DiceState
-    first.roll()
-    await first.nextOf('event')
-    first.close()
-    // The deploy: the first roll now ends the game, won by whoever made it.
+    const sockets = Object.fromEntries(
+      await Promise.all(players.map(async (p) => [p, await connect(sessionId, tokens[p]!)])),
+    ) as Record<string, TestSocket>
+    const state = (await sockets[players[0]!]!.nextOf('welcome')).state as DiceState
+    await sockets[players[1]!]!.nextOf('welcome')
+    // Three rolls: two logged after the first.
+    let turn = state.players[state.turn]!.playerId
+    for (let i = 0; i < 3; i++) {
+      sockets[turn]!.roll()
+      const event = (await sockets[players[0]!]!.nextOf('event')).event as { next: string }
+      turn = event.next
+    }
+    // The deploy: the first roll now ends the game. The two records after it stand.
     const dice = getRules('dice-race') as unknown as { result: (s: DiceState) => unknown }
     const before = dice.result
     dice.result = (s: DiceState) =>
-      s.rolls >= 1
-        ? before({ ...s, ended: 'finished', winner: state.players[0]!.playerId })
-        : before(s)
+      s.rolls >= 1 ? before({ ...s, ended: 'finished', winner: s.players[0]!.playerId }) : before(s)
     onTestFinished(() => {
       dice.result = before
     })
     await evictDurableObject(sessionObject(sessionId))
-    const info = await inObject(sessionId, (inst) => inst.info())
-    expect(info).toMatchObject({
-      status: 'finished',
-      result: { reason: 'finished', winner: players[0] },
+    expect(await inObject(sessionId, (inst) => inst.info())).toMatchObject({
+      ok: true,
+      status: 'live',
+      seq: 3,
     })
-    // A player connecting now hears the end; the end's work records it in Neon.
-    const late = await connect(sessionId, tokens[players[1]!]!)
-    expect(await late.nextOf('ended')).toMatchObject({
-      result: { reason: 'finished', winner: players[0] },
+    const back = await connect(sessionId, tokens[players[0]!]!, { since: 3 })
+    await back.nextOf('resumed')
+    back.roll()
+    expect(await back.nextOf('error')).toMatchObject({ code: 'game_over' })
+    const res = await call(`/v1/admin/sessions/${sessionId}/end`, {
+      ...bearer(ADMIN_KEY),
+      method: 'POST',
     })
-    const end = await inObject(sessionId, (inst) => inst.runEndWork({ force: true }))
-    expect(end?.stage).not.toBe('record')
-    const [row] = await resultRows(sessionId)
-    expect(row?.result).toMatchObject({ reason: 'finished', winner: players[0] })
+    expect(res.status).toBe(200)
+    expect(await res.json()).toMatchObject({ status: 'finished', result: { reason: 'cancelled' } })
+    expect(await back.nextOf('ended')).toMatchObject({ result: { reason: 'cancelled' } })
   })
 
   it('an end sent after a grace ran out: the forfeit due first stands', async () => {

@@ -19,7 +19,7 @@ import {
 import { ADMIN_KEY, bearer, call } from './helpers/http.ts'
 import { until } from './helpers/sockets.ts'
 import { SILENT_SOCKET_MS } from '../../workers/lib/socket-close.ts'
-import type { AnyRules } from '../../workers/core/rules/index.ts'
+import { ruleError, type AnyRules } from '../../workers/core/rules/index.ts'
 import type { DiceState } from '../../workers/core/rules/dice-race.ts'
 
 /**
@@ -482,6 +482,46 @@ describe('session timings', () => {
     const back = await connect(sessionId, tokens[pb]!)
     const ended = await back.nextOf('ended')
     expect(ended.result).toMatchObject({ reason: 'abandoned', winner: null })
+  })
+
+  it('rules that refuse an abandon (a module in plain JavaScript may) hear the absences one at a time: the game ends, it does not hang with its players out to the session and in to the rules', async () => {
+    const players = playerIds(3)
+    const [pa, pb, pc] = players as [string, string, string]
+    const { sessionId, tokens, sockets, createdAt } = await liveDiceGame(players, [pa, pb])
+    const [a, b] = sockets as [TestSocket, TestSocket]
+    await inObject(sessionId, (inst) => {
+      const self = inst as unknown as { rules: AnyRules }
+      self.rules = {
+        ...self.rules,
+        onAbandon: () => ruleError('not_abandoned', 'this module does not abandon'),
+      } as unknown as AnyRules
+    })
+    // C forfeits at the join grace, then connects to watch.
+    await alarmAt(sessionId, createdAt + JOIN_GRACE)
+    expect(await a.nextOf('event')).toMatchObject({ event: { kind: 'forfeit', player: pc } })
+    const c = await connect(sessionId, tokens[pc]!)
+    await c.nextOf('welcome')
+    const left = createdAt + JOIN_GRACE + 1000
+    await inObject(sessionId, (inst) => {
+      inst.now = () => left
+    })
+    a.close()
+    b.close()
+    await until(
+      () =>
+        inObject(sessionId, (_inst, state) => {
+          const { n } = state.storage.sql
+            .exec<{ n: number }>('SELECT count(*) AS n FROM timers')
+            .one()
+          return n === 2 ? n : undefined
+        }),
+      5000,
+      'both grace timers',
+    )
+    await alarmAt(sessionId, left + GRACE)
+    // Told one at a time, the first forfeit leaves one player in: the game is over.
+    const ended = await c.nextOf('ended')
+    expect(ended.result).toMatchObject({ reason: 'forfeit' })
   })
 
   it('players who leave together end it abandoned even if one who forfeited earlier came back to watch', async () => {

@@ -250,6 +250,11 @@ function checkSetup<S, A, E>(rules: Rules<S, A, E>, setup: GameSetup): string | 
  * Apply one input. A refusal (`RuleError`) means nothing changed: the DO sends the error to the
  * sender only. Otherwise persist `match` and, if `record` is non-null, append and broadcast it.
  * Never mutates `match`.
+ *
+ * A game over (`result`) refuses every input (`game_over`) unless `pastResult`: a logged record
+ * replayed (a deploy may change `result` so that a live game is over partway through records
+ * the code before it accepted: they stand, and the session loads), or an admin's end of a game
+ * its session still holds live (the same deploy leaves it refusing everything else).
  * @example
  * const out = step(rules, match, { kind: 'action', player: 'a', tick: 0, action: { type: 'action', action: 'roll' } })
  * if (isRuleError(out)) send(ws, { type: 'error', ...out.error })
@@ -259,6 +264,7 @@ export function step<S, A, E>(
   rules: Rules<S, A, E>,
   match: MatchState<S>,
   input: Input,
+  { pastResult = false }: { pastResult?: boolean } = {},
 ): Stepped<S, E> | RuleError {
   if (match.rules !== rules.name) {
     return ruleError('wrong_rules', `match runs ${match.rules}, not ${rules.name}`)
@@ -274,7 +280,9 @@ export function step<S, A, E>(
   ) {
     return ruleError('invalid_input', 'player must be a string')
   }
-  if (resultOf(rules, match) !== null) return ruleError('game_over', 'the game is over')
+  if (!pastResult && resultOf(rules, match) !== null) {
+    return ruleError('game_over', 'the game is over')
+  }
 
   const rng = createRng(match.rng)
   const ctx = { tick: input.tick, rng: rulesView(rng) }
@@ -405,7 +413,7 @@ export function replay<S, A, E>(
     if (record.seq !== match.seq + 1) {
       throw new ReplayError(record.seq, `expected seq ${match.seq + 1}`)
     }
-    const out = step(rules, match, record.input)
+    const out = step(rules, match, record.input, { pastResult: true })
     if (isRuleError(out)) {
       throw new ReplayError(record.seq, `input refused (${out.error.code}): ${out.error.message}`)
     }

@@ -1675,7 +1675,10 @@ export class GameSession extends DurableObject<Env> {
   ): LogRecord | null | RuleError {
     const out = step(this.rules!, this.match!, input, opts)
     if (isRuleError(out) || !out.record) {
-      if (alongside) this.ctx.storage.transactionSync(alongside)
+      // Not for a game over by rules a deploy changed: a grace's end refused there would be
+      // spent (its timer gone, the player marked absent) with the rules never told.
+      const overByTheRules = isRuleError(out) && out.error.code === 'game_over'
+      if (alongside && !overByTheRules) this.ctx.storage.transactionSync(alongside)
       return isRuleError(out) ? out : null
     }
     // Logged, sent and replayed in its stored form: a value JSON does not keep (NaN, a Map)
@@ -1931,7 +1934,14 @@ export class GameSession extends DurableObject<Env> {
     if (this.purged || !this.setup) return
     const now = this.now()
     const candidates: number[] = []
-    if (this.status === 'live') {
+    // A game over by rules a deploy changed (load()) takes no tick and no absence, so is woken
+    // for neither: each such wake would be refused, and come straight back.
+    const overByTheRules =
+      this.status === 'live' &&
+      this.rules !== null &&
+      this.match !== null &&
+      resultOf(this.rules, this.match) !== null
+    if (this.status === 'live' && !overByTheRules) {
       const t = one<{ t: number | null }>(this.sql, `SELECT min(due) AS t FROM timers`)?.t
       if (t != null) candidates.push(t)
       const rate = this.rules?.tickRate
@@ -1942,6 +1952,8 @@ export class GameSession extends DurableObject<Env> {
       } else if (rate) {
         candidates.push(this.createdAt + ((this.tickAt(now) + 1) * 1000) / rate)
       }
+    }
+    if (this.status === 'live') {
       // A watchdog: sockets lost with the object (a deploy, a restart) report no close, and only
       // a wake starts their grace (load()); nor do connections that died (dropSilentSockets).
       // Without it a game whose players all left that way would wait for a request that may

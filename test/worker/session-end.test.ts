@@ -1,4 +1,4 @@
-import { evictDurableObject, runInDurableObject } from 'cloudflare:test'
+import { evictDurableObject, runDurableObjectAlarm, runInDurableObject } from 'cloudflare:test'
 import { env } from 'cloudflare:workers'
 import { describe, expect, it, onTestFinished } from 'vitest'
 import { RETENTION_MS } from '../../durable-objects/game-session.ts'
@@ -349,12 +349,13 @@ describe('the end of a game', () => {
     }
   })
 
-  it('a game the deployed rules call over partway through its logged records (a new end condition it had met) still loads, refuses every action (game_over), and ends by an admin: cancelled', async () => {
+  it('a game the deployed rules call over partway through its logged records (a new end condition it had met) still loads, refuses every action (game_over), wakes for no deadline nor grace of its own, and ends by an admin: cancelled', async () => {
     const players = playerIds(2)
     const { sessionId, tokens } = await createSession({
       rules: 'dice-race',
       roster: players.map((playerId) => ({ playerId })),
-      options: { target: 1000 },
+      // Timed: a turn deadline the stuck game must not be woken for again and again.
+      options: { target: 1000, turnSeconds: 5 },
     })
     const sockets = Object.fromEntries(
       await Promise.all(players.map(async (p) => [p, await connect(sessionId, tokens[p]!)])),
@@ -362,12 +363,15 @@ describe('the end of a game', () => {
     const state = (await sockets[players[0]!]!.nextOf('welcome')).state as DiceState
     await sockets[players[1]!]!.nextOf('welcome')
     // Three rolls: two logged after the first.
-    let turn = state.players[state.turn]!.playerId
+    void state
     for (let i = 0; i < 3; i++) {
-      sockets[turn]!.roll()
-      const event = (await sockets[players[0]!]!.nextOf('event')).event as { next: string }
-      turn = event.next
+      const game = await inObject(sessionId, (inst) => inst.current()!.match.game as DiceState)
+      sockets[game.players[game.turn]!.playerId]!.roll()
+      await sockets[players[0]!]!.next(
+        (f) => f.type === 'event' && (f.event as { kind: string }).kind === 'roll',
+      )
     }
+    const seq = await inObject(sessionId, (inst) => inst.current()!.match.seq)
     // The deploy: the first roll now ends the game. The two records after it stand.
     const dice = getRules('dice-race') as unknown as { result: (s: DiceState) => unknown }
     const before = dice.result
@@ -380,12 +384,23 @@ describe('the end of a game', () => {
     expect(await inObject(sessionId, (inst) => inst.info())).toMatchObject({
       ok: true,
       status: 'live',
-      seq: 3,
+      seq,
     })
-    const back = await connect(sessionId, tokens[players[0]!]!, { since: 3 })
+    const back = await connect(sessionId, tokens[players[0]!]!, { since: seq })
     await back.nextOf('resumed')
     back.roll()
     expect(await back.nextOf('error')).toMatchObject({ code: 'game_over' })
+    // Past the turn's deadline and the other player's grace: each would be refused, and the
+    // alarm set for it would come straight back. The watchdog, a grace away, is all it waits on.
+    sockets[players[1]!]!.close()
+    const { later, grace } = await inObject(sessionId, (inst) => {
+      const at = inst.now() + 2 * inst.graceMs
+      inst.now = () => at
+      return { later: at, grace: inst.graceMs }
+    })
+    expect(await runDurableObjectAlarm(sessionObject(sessionId))).toBe(true)
+    const alarm = await inObject(sessionId, (_inst, state) => state.storage.getAlarm())
+    expect(alarm).toBe(later + grace)
     const res = await call(`/v1/admin/sessions/${sessionId}/end`, {
       ...bearer(ADMIN_KEY),
       method: 'POST',

@@ -280,7 +280,9 @@ export function step<S, A, E>(
   ) {
     return ruleError('invalid_input', 'player must be a string')
   }
-  if (!pastResult && resultOf(rules, match) !== null) {
+  // Past an end the engine logged itself (`ended`: an admin's end), nothing ever: only the
+  // rules' own `result` is what a deploy may have changed.
+  if (match.ended != null || (!pastResult && resultOf(rules, match) !== null)) {
     return ruleError('game_over', 'the game is over')
   }
 

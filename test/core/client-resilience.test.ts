@@ -5093,8 +5093,9 @@ describe("a game connection's clock", () => {
   })
 })
 
-describe('a game connection replaced', () => {
-  it('a socket the server closed because the player connected elsewhere (4001) ends the connection with SessionConnectionReplaced, and opens no other: it would only replace another', async () => {
+describe('a game connection the server ended for good', () => {
+  /** A game connection whose socket is welcomed, then closed by the server with `code`. */
+  async function closedBy(code: number) {
     let opens = 0
     const factory = () =>
       scriptedSocket((socket) => {
@@ -5102,7 +5103,7 @@ describe('a game connection replaced', () => {
         socket.open()
         setTimeout(() => {
           socket.receive({ type: 'welcome', seq: 0, state: {}, you: 'p', status: 'live' })
-          setTimeout(() => socket.closeBy(REPLACED_CLOSE_CODE), 1)
+          setTimeout(() => socket.closeBy(code), 1)
         }, 1)
       })
     const client = createClient({
@@ -5115,38 +5116,24 @@ describe('a game connection replaced', () => {
     const game = client.sessions.connect('s1', 'tok')
     const awaited = game.once('event')
     await game.ready
+    return { game, awaited, opens: () => opens }
+  }
+
+  it('a socket the server closed because the player connected elsewhere (4001) ends the connection with SessionConnectionReplaced, and opens no other: it would only replace another', async () => {
+    const { game, awaited, opens } = await closedBy(REPLACED_CLOSE_CODE)
     await expect(game.ended).rejects.toBeInstanceOf(SessionConnectionReplaced)
-    expect(opens).toBe(1)
+    expect(opens()).toBe(1)
     // A `once` of an event that will not come rejects with why, not hangs.
     await expect(within(awaited, "once('event')", 2000)).rejects.toBeInstanceOf(
       SessionConnectionReplaced,
     )
   })
-})
 
-describe('a game connection of a player erased while it ran', () => {
   it('a socket the server closed because the player was erased (4004) ends the connection with SessionPlayerErased, and opens no other: every one would be refused', async () => {
-    let opens = 0
-    const factory = () =>
-      scriptedSocket((socket) => {
-        opens++
-        socket.open()
-        setTimeout(() => {
-          socket.receive({ type: 'welcome', seq: 0, state: {}, you: 'p', status: 'live' })
-          setTimeout(() => socket.closeBy(ERASED_CLOSE_CODE), 1)
-        }, 1)
-      })
-    const client = createClient({
-      baseUrl: 'http://nexus.test',
-      fetch: (async () =>
-        jsonRes(200, { status: 'live', seq: 0, result: null })) as unknown as typeof fetch,
-      WebSocket: factory,
-      retry: { attempts: 2, baseDelayMs: 10, maxDelayMs: 50 },
-    })
-    const game = client.sessions.connect('s1', 'tok')
-    await game.ready
+    const { game, awaited, opens } = await closedBy(ERASED_CLOSE_CODE)
     await expect(game.ended).rejects.toBeInstanceOf(SessionPlayerErased)
-    expect(opens).toBe(1)
+    expect(opens()).toBe(1)
+    await expect(within(awaited, "once('event')", 2000)).rejects.toBeInstanceOf(SessionPlayerErased)
   })
 })
 

@@ -29,6 +29,7 @@ import {
   inObject,
   playerIds,
   playToEnd,
+  renameRules,
   sessionObject,
   upgrade as upgradeSession,
 } from './helpers/session-sockets.ts'
@@ -953,24 +954,12 @@ describe('erasing a player (admin)', () => {
       rules: 'dice-race',
       roster: [{ playerId: gone }, { playerId: stays }],
     })
-    const renameRules = (rules: string) =>
-      inObject(sessionId, (_inst, state) => {
-        const row = state.storage.sql
-          .exec<{ value: string }>(`SELECT value FROM meta WHERE key = 'setup'`)
-          .one()
-        const setup = JSON.parse(row.value) as { rules: string }
-        setup.rules = rules
-        state.storage.sql.exec(
-          `UPDATE meta SET value = ? WHERE key = 'setup'`,
-          JSON.stringify(setup),
-        )
-      })
-    await renameRules('rules-this-version-lacks')
+    await renameRules(sessionId, 'rules-this-version-lacks')
     await evictDurableObject(sessionObject(sessionId))
     const { first } = await eraseAll(gone)
     expect(first.sessions).toEqual({ left: [sessionId] })
     // Rolled forward: it loads, and keeps the player out.
-    await renameRules('dice-race')
+    await renameRules(sessionId, 'dice-race')
     await evictDurableObject(sessionObject(sessionId))
     const refused = await problem(await upgradeSession(sessionId, tokens[gone]!))
     expect(refused).toMatchObject({ status: 403, type: 'urn:nexus:problem:forbidden' })

@@ -17,6 +17,7 @@ import {
   type Frame,
   inObject,
   playerIds,
+  renameRules,
   sessionObject,
   type TestSocket,
   upgrade,
@@ -523,18 +524,7 @@ describe('a session that does not load in the running version', () => {
       rules: 'dice-race',
       roster: players.map((playerId) => ({ playerId })),
     })
-    const rename = (rules: string) =>
-      inObject(sessionId, (_inst, state) => {
-        const row = state.storage.sql
-          .exec<{ value: string }>(`SELECT value FROM meta WHERE key = 'setup'`)
-          .one()
-        const setup = JSON.parse(row.value) as { rules: string }
-        setup.rules = rules
-        state.storage.sql.exec(
-          `UPDATE meta SET value = ? WHERE key = 'setup'`,
-          JSON.stringify(setup),
-        )
-      })
+    const rename = (rules: string) => renameRules(sessionId, rules)
     await rename('rules-this-version-lacks')
     await evictDurableObject(sessionObject(sessionId))
     // Woken by its alarm: it does not throw (thrown, the runtime would retry it a few times and

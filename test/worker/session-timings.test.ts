@@ -484,19 +484,22 @@ describe('session timings', () => {
     expect(ended.result).toMatchObject({ reason: 'abandoned', winner: null })
   })
 
-  it('rules that refuse an abandon (a module in plain JavaScript may) hear the absences one at a time: the game ends, it does not hang with its players out to the session and in to the rules', async () => {
+  /**
+   * A dice-race of three: C forfeits at the join grace and connects again to watch (out of the
+   * game, yet not absent), then A and B, everyone still in, leave at the same moment and their
+   * graces end; `rules` may change the session's rules first. Returns C's `ended`.
+   */
+  async function everyoneStillInLeaves(rules?: (rules: AnyRules) => AnyRules) {
     const players = playerIds(3)
     const [pa, pb, pc] = players as [string, string, string]
     const { sessionId, tokens, sockets, createdAt } = await liveDiceGame(players, [pa, pb])
     const [a, b] = sockets as [TestSocket, TestSocket]
-    await inObject(sessionId, (inst) => {
-      const self = inst as unknown as { rules: AnyRules }
-      self.rules = {
-        ...self.rules,
-        onAbandon: () => ruleError('not_abandoned', 'this module does not abandon'),
-      } as unknown as AnyRules
-    })
-    // C forfeits at the join grace, then connects to watch.
+    if (rules) {
+      await inObject(sessionId, (inst) => {
+        const self = inst as unknown as { rules: AnyRules }
+        self.rules = rules(self.rules)
+      })
+    }
     await alarmAt(sessionId, createdAt + JOIN_GRACE)
     expect(await a.nextOf('event')).toMatchObject({ event: { kind: 'forfeit', player: pc } })
     const c = await connect(sessionId, tokens[pc]!)
@@ -519,41 +522,23 @@ describe('session timings', () => {
       'both grace timers',
     )
     await alarmAt(sessionId, left + GRACE)
+    return c.nextOf('ended')
+  }
+
+  it('rules that refuse an abandon (a module in plain JavaScript may) hear the absences one at a time: the game ends, it does not hang with its players out to the session and in to the rules', async () => {
+    const ended = await everyoneStillInLeaves(
+      (rules) =>
+        ({
+          ...rules,
+          onAbandon: () => ruleError('not_abandoned', 'this module does not abandon'),
+        }) as unknown as AnyRules,
+    )
     // Told one at a time, the first forfeit leaves one player in: the game is over.
-    const ended = await c.nextOf('ended')
     expect(ended.result).toMatchObject({ reason: 'forfeit' })
   })
 
   it('players who leave together end it abandoned even if one who forfeited earlier came back to watch', async () => {
-    const players = playerIds(3)
-    const [pa, pb, pc] = players as [string, string, string]
-    const { sessionId, tokens, sockets, createdAt } = await liveDiceGame(players, [pa, pb])
-    const [a, b] = sockets as [TestSocket, TestSocket]
-    // C forfeits at the join grace, then connects to watch: out of the game, yet not absent.
-    await alarmAt(sessionId, createdAt + JOIN_GRACE)
-    expect(await a.nextOf('event')).toMatchObject({ event: { kind: 'forfeit', player: pc } })
-    const c = await connect(sessionId, tokens[pc]!)
-    await c.nextOf('welcome')
-    // A and B, everyone still in, leave at the same moment.
-    const left = createdAt + JOIN_GRACE + 1000
-    await inObject(sessionId, (inst) => {
-      inst.now = () => left
-    })
-    a.close()
-    b.close()
-    await until(
-      () =>
-        inObject(sessionId, (_inst, state) => {
-          const { n } = state.storage.sql
-            .exec<{ n: number }>('SELECT count(*) AS n FROM timers')
-            .one()
-          return n === 2 ? n : undefined
-        }),
-      5000,
-      'both grace timers',
-    )
-    await alarmAt(sessionId, left + GRACE)
-    const ended = await c.nextOf('ended')
+    const ended = await everyoneStillInLeaves()
     expect(ended.result).toMatchObject({ reason: 'abandoned', winner: null })
   })
 })

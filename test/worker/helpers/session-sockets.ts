@@ -168,6 +168,21 @@ export function inObject<R>(
 }
 
 /**
+ * Names other rules in a session's stored setup, as a version that lacks them (or has them back)
+ * would find it at the next wake: evict the object after.
+ */
+export function renameRules(sessionId: string, rules: string): Promise<void> {
+  return inObject(sessionId, (_inst, state) => {
+    const row = state.storage.sql
+      .exec<{ value: string }>(`SELECT value FROM meta WHERE key = 'setup'`)
+      .one()
+    const setup = JSON.parse(row.value) as { rules: string }
+    setup.rules = rules
+    state.storage.sql.exec(`UPDATE meta SET value = ? WHERE key = 'setup'`, JSON.stringify(setup))
+  })
+}
+
+/**
  * Stops a session's clock at its creation (the test moves it from there: `inst.now`), so a slow
  * machine cannot move a deadline; returns the creation time.
  */

@@ -102,6 +102,30 @@ function expectedAfter(
   }
 }
 
+/** A 1v1 dice-race that `winner` (team 0) won against `loser` (team 1), ended at `endedAt`. */
+function oneOnOne(winner: string, loser: string, endedAt: number) {
+  return {
+    sessionId: `s_1v1-${crypto.randomUUID()}`,
+    rules: 'dice-race',
+    roster: [
+      { playerId: winner, team: 0 },
+      { playerId: loser, team: 1 },
+    ],
+    queue: null,
+    region: null,
+    createdAt: endedAt - 60_000,
+    endedAt,
+    result: {
+      placements: [
+        { playerId: winner, team: 0, place: 1 },
+        { playerId: loser, team: 1, place: 2 },
+      ],
+      reason: 'finished' as const,
+      winner,
+    },
+  }
+}
+
 async function resultRows(sessionId: string) {
   return (await pg()`select result, rating_changes from match_results where session_id = ${sessionId}`) as {
     result: GameResult
@@ -559,27 +583,7 @@ describe('the end of a game', () => {
                 values (${id}, 1700, 30, 0.06, to_timestamp(${ratedAt} / 1000.0))`
     }
     const store = new NeonSessionStore(env)
-    /** A 1v1 dice-race that `winner` won, ended at `endedAt`. */
-    const win = (winner: string, loser: string) => ({
-      sessionId: `s_idle-${crypto.randomUUID()}`,
-      rules: 'dice-race',
-      roster: [
-        { playerId: winner, team: 0 },
-        { playerId: loser, team: 1 },
-      ],
-      queue: null,
-      region: null,
-      createdAt: endedAt - 60_000,
-      endedAt,
-      result: {
-        placements: [
-          { playerId: winner, team: 0, place: 1 },
-          { playerId: loser, team: 1, place: 2 },
-        ],
-        reason: 'finished' as const,
-        winner,
-      },
-    })
+    const win = (winner: string, loser: string) => oneOnOne(winner, loser, endedAt)
     const recorded = await store.recordResult(win(back!, regular!))
     expect(recorded.recorded).toBe(true)
     const change = (id: string) => recorded.ratingChanges.find((c) => c.playerId === id)!
@@ -619,26 +623,10 @@ describe('the end of a game', () => {
       json('PUT', { rating: 2400, ratingDeviation: 30 }, ADMIN_KEY),
     )
     expect(set.status).toBe(200)
-    const recorded = await new NeonSessionStore(env).recordResult({
-      sessionId: `s_set-rd-${crypto.randomUUID()}`,
-      rules: 'dice-race',
-      roster: [
-        { playerId: veteran!, team: 0 },
-        { playerId: opponent!, team: 1 },
-      ],
-      queue: null,
-      region: null,
-      createdAt: endedAt - 60_000,
-      endedAt,
-      result: {
-        placements: [
-          { playerId: opponent!, team: 1, place: 1 },
-          { playerId: veteran!, team: 0, place: 2 },
-        ],
-        reason: 'finished',
-        winner: opponent!,
-      },
-    })
+    // The veteran loses.
+    const recorded = await new NeonSessionStore(env).recordResult(
+      oneOnOne(opponent!, veteran!, endedAt),
+    )
     const before = (id: string) => recorded.ratingChanges.find((c) => c.playerId === id)!.before
     // Set moments ago: well under a day's growth from 30.
     expect(before(veteran!)).toMatchObject({ rating: 2400 })

@@ -16,7 +16,13 @@ import {
   type RuleError,
   viewRecord,
 } from '../workers/core/rules/index.ts'
-import { asStored, exceedsUtf8Bytes, jsonbLength, jsonEqual } from '../workers/core/rules/json.ts'
+import {
+  asStored,
+  exceedsUtf8Bytes,
+  jsonbExtraBytesIn,
+  jsonEqual,
+  utf8Length,
+} from '../workers/core/rules/json.ts'
 import { IDEMPOTENCY_TTL_MS, MATCH_WIN, MATCH_WIN_KEY_PREFIX } from '../workers/core/leaderboard.ts'
 import type { Env } from '../workers/env.ts'
 import { isDatabaseUnreachable } from '../workers/db/client.ts'
@@ -561,9 +567,8 @@ export class GameSession extends DurableObject<Env> {
       match = out.match
     }
     this.match = match
-    if (this.status === 'live' && resultOf(this.rules, match) !== null) {
-      // A deploy changed `result` so that this game is over by it, with no input that ended it:
-      // every input is refused `game_over` until an admin ends it (cancelled). Not ended here:
+    if (this.overByTheRules()) {
+      // Every input is refused `game_over` until an admin ends it (cancelled). Not ended here:
       // a `result` wrong in a release would end and rate every live game it woke, past what a
       // rollback could undo.
       log('warn', 'game over by the rules, with no input that ended it: end it (admin)', {
@@ -1330,8 +1335,10 @@ export class GameSession extends DurableObject<Env> {
       const { ref, ...action } = msg.data
       // Whatever the rules take of it, the action goes into the log as JSON.stringify writes it,
       // and the log into Neon's jsonb, which writes its numbers out in full: bounded as written
-      // there too (whichever way the client wrote its numbers).
-      if (jsonbLength(JSON.stringify(action)) > MAX_FRAME_BYTES) {
+      // there too (whichever way the client wrote its numbers). A number JSON writes without an
+      // exponent grows nothing, and the frame's own bound holds the rest: a walk, no stringify.
+      const extra = jsonbExtraBytesIn(action)
+      if (extra > 0 && utf8Length(JSON.stringify(action)) + extra > MAX_FRAME_BYTES) {
         return this.refuse(
           ws,
           'too_large',
@@ -1677,8 +1684,7 @@ export class GameSession extends DurableObject<Env> {
     if (isRuleError(out) || !out.record) {
       // Not for a game over by rules a deploy changed: a grace's end refused there would be
       // spent (its timer gone, the player marked absent) with the rules never told.
-      const overByTheRules = isRuleError(out) && out.error.code === 'game_over'
-      if (alongside && !overByTheRules) this.ctx.storage.transactionSync(alongside)
+      if (alongside && !this.overByTheRules()) this.ctx.storage.transactionSync(alongside)
       return isRuleError(out) ? out : null
     }
     // Logged, sent and replayed in its stored form: a value JSON does not keep (NaN, a Map)
@@ -1710,41 +1716,48 @@ export class GameSession extends DurableObject<Env> {
           this.setMeta('snapshot', state)
           next = JSON.parse(state) as MatchState
         }
-        if (result) this.storeEnd(result, now)
+        if (result) {
+          this.setMeta('status', 'finished')
+          this.setMeta('result', JSON.stringify(result))
+          this.setMeta('ended_at', String(now))
+          this.sql.exec(`DELETE FROM timers`)
+          this.sql.exec(`INSERT OR IGNORE INTO work (job, stage) VALUES ('end', 'record')`)
+        }
       })
     }
     this.match = next
     inputsAccepted.inc({ kind: input.kind, rules: this.rules!.name })
     this.sendMetrics()
     this.broadcast(record)
-    if (result) this.announceEnd(result, now)
+    if (result) {
+      this.status = 'finished'
+      gameLength.observe({ rules: this.rules!.name }, (now - this.createdAt) / 1000)
+      sessionsEnded.inc({ rules: this.rules!.name, reason: result.reason })
+      log('info', 'game over', { actor: this.actor, reason: result.reason, winner: result.winner })
+      for (const ws of this.ctx.getWebSockets()) {
+        // A socket still resuming gets `ended` after the last event it missed.
+        if (this.resuming.has(ws)) continue
+        try {
+          this.sendEnded(ws)
+        } catch {
+          // Closing already.
+        }
+      }
+    }
     return record
   }
 
-  /** The end's rows, in the transaction that ends the game: its status, result and end work. */
-  private storeEnd(result: GameResult, now: number): void {
-    this.setMeta('status', 'finished')
-    this.setMeta('result', JSON.stringify(result))
-    this.setMeta('ended_at', String(now))
-    this.sql.exec(`DELETE FROM timers`)
-    this.sql.exec(`INSERT OR IGNORE INTO work (job, stage) VALUES ('end', 'record')`)
-  }
-
-  /** Once the end is stored: the game is over in memory, counted, and told to every socket. */
-  private announceEnd(result: GameResult, now: number): void {
-    this.status = 'finished'
-    gameLength.observe({ rules: this.rules!.name }, (now - this.createdAt) / 1000)
-    sessionsEnded.inc({ rules: this.rules!.name, reason: result.reason })
-    log('info', 'game over', { actor: this.actor, reason: result.reason, winner: result.winner })
-    for (const ws of this.ctx.getWebSockets()) {
-      // A socket still resuming gets `ended` after the last event it missed.
-      if (this.resuming.has(ws)) continue
-      try {
-        this.sendEnded(ws)
-      } catch {
-        // Closing already.
-      }
-    }
+  /**
+   * Whether a live game's state is over by the running rules with no input that ended it: a
+   * deploy changed `result` (load()). Every input is refused `game_over` until an admin ends it.
+   */
+  private overByTheRules(): boolean {
+    return (
+      this.status === 'live' &&
+      this.rules !== null &&
+      this.match !== null &&
+      resultOf(this.rules, this.match) !== null
+    )
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -1936,12 +1949,7 @@ export class GameSession extends DurableObject<Env> {
     const candidates: number[] = []
     // A game over by rules a deploy changed (load()) takes no tick and no absence, so is woken
     // for neither: each such wake would be refused, and come straight back.
-    const overByTheRules =
-      this.status === 'live' &&
-      this.rules !== null &&
-      this.match !== null &&
-      resultOf(this.rules, this.match) !== null
-    if (this.status === 'live' && !overByTheRules) {
+    if (this.status === 'live' && !this.overByTheRules()) {
       const t = one<{ t: number | null }>(this.sql, `SELECT min(due) AS t FROM timers`)?.t
       if (t != null) candidates.push(t)
       const rate = this.rules?.tickRate

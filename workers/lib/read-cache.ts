@@ -171,6 +171,15 @@ function cacheRequest(c: Context<AppEnv>, key: string): Request {
  * @example
  * return cachedRead(c, { key: `lb:${id}:top:${limit}:${cursor}`, ttlSeconds: 4, visibility: 'public', load })
  */
+/** A refusal as no client or cache in between may keep it (`no-store`); anything else as it is. */
+function uncacheable(err: unknown): unknown {
+  if (!(err instanceof ApiError)) return err
+  return new ApiError(err.problem, err.message, err.extensions, {
+    'cache-control': 'no-store',
+    ...err.headers,
+  })
+}
+
 /**
  * Keys whose early refresh this isolate has under way, with when it began: readers of a key
  * meanwhile are served the answer in hand. Each rolls for itself, and near an answer's expiry
@@ -273,14 +282,7 @@ export async function cachedRead(c: Context<AppEnv>, opts: CachedReadOptions): P
         try {
           opts.beforeSharedLookup()
         } catch (err) {
-          // As a load's refusal: neither the client nor a cache in between may keep it.
-          if (err instanceof ApiError) {
-            throw new ApiError(err.problem, err.message, err.extensions, {
-              'cache-control': 'no-store',
-              ...err.headers,
-            })
-          }
-          throw err
+          throw uncacheable(err)
         }
       }
       const hit = await redis.run('read-cache.get', (r) => r.get<CachedBody>(redisKey))
@@ -322,13 +324,7 @@ export async function cachedRead(c: Context<AppEnv>, opts: CachedReadOptions): P
         return respond(kept.body, kept.storedAt, `HIT ${kept.layer}`, kept.ttlMs)
       }
       // Nor may the client or a cache in between keep it: the board may exist a moment later.
-      if (err instanceof ApiError) {
-        throw new ApiError(err.problem, err.message, err.extensions, {
-          'cache-control': 'no-store',
-          ...err.headers,
-        })
-      }
-      throw err
+      throw uncacheable(err)
     }
     // Dated when the load began, not when it ended: the board answered at some point in between,
     // and a slow load (names from a waking Neon) must not stretch how stale an answer can be.

@@ -431,7 +431,6 @@ leaderboardRoutes.openapi(playerRoute, (async (c: Context<AppEnv>) => {
     ttlSeconds: LIVE_TTL_SECONDS,
     visibility: raw === 'me' ? 'private' : 'public',
     sharedAcrossLocations: false,
-    beforeSharedLookup: () => void board(c, id),
     load: async (how) => {
       const r = await boardToRead(c, id, how).player(id, playerId)
       if (!r.ok) fail(c, r)
@@ -473,7 +472,6 @@ leaderboardRoutes.openapi(aroundRoute, (async (c: Context<AppEnv>) => {
     ttlSeconds: LIVE_TTL_SECONDS,
     visibility: raw === 'me' ? 'private' : 'public',
     sharedAcrossLocations: false,
-    beforeSharedLookup: () => void board(c, id),
     load: async (how) => {
       const r = await boardToRead(c, id, how).around(id, playerId, limit)
       if (!r.ok) fail(c, r)

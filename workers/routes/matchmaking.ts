@@ -161,15 +161,14 @@ async function queueConfig(
   queue: string,
   how: { refresh: boolean },
 ): Promise<{ config: QueueConfig; version: number }> {
-  const missing = () => missingQueue(queue)
-  if (unknownQueues.has(queue)) throw missing()
+  if (unknownQueues.has(queue)) throw missingQueue(queue)
   // An early refresh replaces an answer still good, which is served whatever this says.
   if (!how.refresh) refuseNamerOfUnknownIds(c)
   const q = await loadQueueConfig(c.env, queue)
   if (!q) {
     unknownQueues.remember(queue)
     await countUnknownId(c, queue)
-    throw missing()
+    throw missingQueue(queue)
   }
   return q
 }

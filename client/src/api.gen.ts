@@ -77,6 +77,7 @@ export interface Schemas {
     playerId: string
     name: string | null
     rating: number
+    /** As it stands now: grown by each day since the player's last rated match or an admin's setting of it (Neon keeps the value as of then) */
     ratingDeviation: number
   }
   RewardPage: {
@@ -293,6 +294,7 @@ export interface Schemas {
     name: string | null
     /** Glicko-2 rating (1500 before a first rated match) */
     rating: number
+    /** How sure the rating is, as it stands now: grown by each day since the player's last rated match (what a match ending now starts from) */
     ratingDeviation: number
   }
   SessionPage: {

@@ -1,7 +1,6 @@
 import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
 import {
-  conservativeRating,
   defaultRating,
   glicko2,
   IDLE_PERIOD_MS,
@@ -70,12 +69,20 @@ describe('idleRating', () => {
     expect(idleRating(veteran, 3650 * IDLE_PERIOD_MS).rd).toBe(350)
     expect(idleRating(veteran, Infinity).rd).toBe(350)
   })
+
+  it('grows by the capped volatility: a runaway one stored before the cap does not undo an RD set by hand', () => {
+    // Set by an admin to RD 100, volatility 0.9 left from before the cap; 3 days idle.
+    const runaway = { rating: 1500, rd: 100, volatility: 0.9 }
+    const phi = 100 / 173.7178
+    const expected = Math.sqrt(phi * phi + 3 * 0.15 * 0.15) * 173.7178 // ≈ 109.7, not 288.7
+    expect(idleRating(runaway, 3 * IDLE_PERIOD_MS).rd).toBeCloseTo(expected, 9)
+    expect(idleRating(runaway, 3 * IDLE_PERIOD_MS).rd).toBeLessThan(110)
+  })
 })
 
 describe('updateRatings', () => {
-  it('starts from 1500 / 350 / 0.06 and offers a conservative rating', () => {
+  it('starts from 1500 / 350 / 0.06', () => {
     expect(defaultRating()).toEqual({ rating: 1500, rd: 350, volatility: 0.06 })
-    expect(conservativeRating({ rating: 1600, rd: 50, volatility: 0.06 })).toBe(1500)
   })
 
   it('1v1 between equals: the winner gains exactly what the loser loses', () => {

@@ -65,6 +65,39 @@ describe('player profiles', () => {
     expect(await profileOf(erased)).toMatchObject({ banned: false, erased: true, seen: false })
   })
 
+  it('the deviation shown is the one a match ending now starts from: grown by the days idle since the last rating', async () => {
+    const guest = await newGuest()
+    const set = await call(
+      `/v1/admin/players/${guest.playerId}`,
+      json('PUT', { rating: 2100, ratingDeviation: 30 }, ADMIN_KEY),
+    )
+    expect(await set.json()).toMatchObject({ rating: 2100, ratingDeviation: 30 })
+    // A year without a rated match: Glicko-2 adds one idle period a day, each the volatility.
+    await pg()`update players set rated_at = now() - interval '365 days', rating_volatility = 0.06
+               where id = ${guest.playerId}`
+    const phi = 30 / 173.7178
+    const aYearOn = Math.sqrt(phi * phi + 365 * 0.06 * 0.06) * 173.7178 // ≈ 201
+    const me = (await (await call('/v1/players/me', bearer(guest.token))).json()) as {
+      ratingDeviation: number
+    }
+    expect(me.ratingDeviation).toBeCloseTo(aYearOn, 6)
+    expect(
+      ((await profileOf(guest.playerId)) as { ratingDeviation: number }).ratingDeviation,
+    ).toBeCloseTo(aYearOn, 6)
+    // A rename leaves the deviation to grow; its answer shows it grown, as GET does.
+    const renamed = await call(
+      `/v1/admin/players/${guest.playerId}`,
+      json('PUT', { name: 'Back' }, ADMIN_KEY),
+    )
+    expect(((await renamed.json()) as { ratingDeviation: number }).ratingDeviation).toBeCloseTo(
+      aYearOn,
+      6,
+    )
+    // The stored value is untouched: the next match grows it itself.
+    const [row] = await pg()`select rating_deviation from players where id = ${guest.playerId}`
+    expect(Number(row!.rating_deviation)).toBe(30)
+  })
+
   it('who may ask: a player only for themselves, support only with the admin key; bad ids are 422', async () => {
     const guest = await newGuest()
     expect((await problem(await call('/v1/players/me'))).status).toBe(401)

@@ -68,15 +68,6 @@ export function defaultRating(): Rating {
   return { rating: 1500, rd: 350, volatility: 0.06 }
 }
 
-/**
- * The rating matchmaking should trust: two RDs below the rating, so an uncertain player is not
- * placed above a proven one with the same rating.
- * @example conservativeRating({ rating: 1500, rd: 350, volatility: 0.06 }) // 800
- */
-export function conservativeRating(r: Rating): number {
-  return r.rating - 2 * r.rd
-}
-
 function g(phi: number): number {
   return 1 / Math.sqrt(1 + (3 * phi * phi) / (Math.PI * Math.PI))
 }
@@ -100,7 +91,10 @@ export function idleRating(r: Rating, idleMs: number, options: Glicko2Options = 
   const periods = Math.floor(Math.max(0, idleMs) / IDLE_PERIOD_MS)
   if (!(periods > 0)) return r
   const phi = r.rd / SCALE
-  const rd = Math.sqrt(phi * phi + periods * r.volatility * r.volatility) * SCALE
+  // Capped as a match caps it: a volatility stored before the cap (or by hand) would otherwise
+  // undo, in a few idle days, the deviation an admin set.
+  const volatility = Math.min(r.volatility, MAX_VOLATILITY)
+  const rd = Math.sqrt(phi * phi + periods * volatility * volatility) * SCALE
   return { ...r, rd: Math.max(r.rd, clampRd(rd, options)) }
 }
 

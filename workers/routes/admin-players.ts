@@ -14,7 +14,7 @@ import { removeFromLiveSessions } from '../sessions/erased-players.ts'
 import { accountBan, banAccount, liftAccountBan } from '../players/bans.ts'
 import { removeFromQueues } from '../matchmaking/claims.ts'
 import { walkBoards } from '../players/board-walk.ts'
-import { readProfile } from '../players/profile.ts'
+import { deviationNow, RATED_AT_MS, readProfile } from '../players/profile.ts'
 import { MAX_BANS } from '../../durable-objects/leaderboard.ts'
 import { BanRequest } from './admin-leaderboards.ts'
 import { RewardPage, RewardsQuery, rewardPage } from './reward-page.ts'
@@ -49,7 +49,11 @@ const Player = z
     playerId: z.string(),
     name: z.string().nullable(),
     rating: z.number(),
-    ratingDeviation: z.number(),
+    ratingDeviation: z.number().openapi({
+      description:
+        "As it stands now: grown by each day since the player's last rated match or an admin's " +
+        'setting of it (Neon keeps the value as of then)',
+    }),
   })
   .openapi('Player')
 
@@ -145,9 +149,16 @@ adminPlayers.openapi(putPlayerRoute, async (c) => {
                  and exists (select 1 from erased_players where id = $1))
      on conflict (id) do update
        set ${[...given.map(([col]) => `${col} = excluded.${col}`), ...stamped.map((col) => `${col} = now()`)].join(', ')}
-     returning id, name, rating, rating_deviation`,
+     returning id, name, rating, rating_deviation, rating_volatility, ${RATED_AT_MS} as rated_at`,
     [playerId, ...given.map(([, value]) => value)],
-  )) as { id: string; name: string | null; rating: number; rating_deviation: number }[]
+  )) as {
+    id: string
+    name: string | null
+    rating: number
+    rating_deviation: number
+    rating_volatility: number
+    rated_at: number | null
+  }[]
   if (!row) {
     throw new ApiError('conflict', `Player '${playerId}' was erased; a guest's id never returns`)
   }
@@ -158,7 +169,16 @@ adminPlayers.openapi(putPlayerRoute, async (c) => {
       playerId: row.id,
       name: row.name,
       rating: Number(row.rating),
-      ratingDeviation: Number(row.rating_deviation),
+      // As GET shows it: grown by the idle days when this PUT did not set it.
+      ratingDeviation: deviationNow(
+        {
+          rating: row.rating,
+          rd: row.rating_deviation,
+          volatility: row.rating_volatility,
+          ratedAt: row.rated_at,
+        },
+        Date.now(),
+      ),
     },
     200,
   )

@@ -17,7 +17,11 @@ const Profile = z
     rating: z
       .number()
       .openapi({ description: 'Glicko-2 rating (1500 before a first rated match)' }),
-    ratingDeviation: z.number(),
+    ratingDeviation: z.number().openapi({
+      description:
+        "How sure the rating is, as it stands now: grown by each day since the player's last " +
+        'rated match (what a match ending now starts from)',
+    }),
   })
   .openapi('Profile')
 

@@ -11,7 +11,7 @@ import {
   type FenceEntry,
 } from '../../workers/matchmaking/claims.ts'
 import { localFamilies } from '../../workers/lib/metrics.ts'
-import { pg } from './helpers/boards.ts'
+import { holdLock, pg } from './helpers/boards.ts'
 import { replaceMethod } from './helpers/replace-method.ts'
 import { ADMIN_KEY, call, json, newGuest, problem } from './helpers/http.ts'
 import { connect, nextOfType, until } from './helpers/sockets.ts'
@@ -708,6 +708,32 @@ describe('one ticket per player per queue, across regions', () => {
     expect(await pg()`select count(*)::int as n from queue_claims where queue = ${q}`).toEqual([
       { n: 0 },
     ])
+  })
+
+  it("the prune passes over a claim a join holds rather than wait on it (a party's join and the prune locking in opposite orders deadlocked)", async () => {
+    const q = await createQueue(TWO_REGIONS)
+    const [held, a, b] = [`${q}-0held`, `${q}-a`, `${q}-b`]
+    await pg()`insert into queue_claims (queue, player_id, version, regions, claimed_at)
+      select ${q}, x, 1, '{"eu":1}'::jsonb, now() - interval '3 hours'
+        from unnest(${[held, a, b]}::text[]) x`
+    // A join's transaction holding one idle row, until the other two are gone (at most 6 s).
+    const { done } = await holdLock(
+      {
+        text: 'select 1 from queue_claims where queue = $1 and player_id = $2 for update',
+        params: [q, held],
+      },
+      {
+        afterWaiter: 0,
+        until: `not exists (select 1 from queue_claims
+                             where queue = '${q}' and player_id <> '${held}')`,
+      },
+    )
+    await pruneIdleClaims(env as never)
+    await done
+    // The held row is left for a later run; waiting on it, the prune took it once the hold ended.
+    expect(
+      await pg()`select player_id from queue_claims where queue = ${q} order by player_id`,
+    ).toEqual([{ player_id: held }])
   })
 
   it('a join refused as invalid (unknown region, party too large, unknown queue) takes no claim', async () => {

@@ -155,7 +155,9 @@ const PRUNE_BUDGET_MS = 20_000
  * back full, within a time budget, so `queue_claims` holds only recent players, not everyone who
  * ever joined. (One batch a minute was 7.2 M rows a day, fewer than a large game's players make.)
  * A join racing the delete either updates the row first (it is then not idle and stays) or makes a
- * new one.
+ * new one. Rows a transaction holds are skipped, not waited on: a party's join locks its members'
+ * rows in id order, this delete in its plan's, and the two waiting on each other was a deadlock
+ * that failed one of them.
  */
 export async function pruneIdleClaims(env: DbEnv): Promise<number> {
   const deadline = Date.now() + PRUNE_BUDGET_MS
@@ -166,7 +168,8 @@ export async function pruneIdleClaims(env: DbEnv): Promise<number> {
         where (queue, player_id) in (
                 select queue, player_id from queue_claims
                  where claimed_at < now() - make_interval(hours => ${CLAIM_IDLE_HOURS})
-                 order by claimed_at limit $1)
+                 order by claimed_at limit $1
+                   for update skip locked)
           and claimed_at < now() - make_interval(hours => ${CLAIM_IDLE_HOURS})
         returning 1`,
       [PRUNE_BATCH],

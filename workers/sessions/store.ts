@@ -1,5 +1,6 @@
 import type { GameResult, LogRecord, RosterEntry } from '../core/rules/index.ts'
 import { defaultRating, idleRating, updateRatings, type RatedPlayer } from '../core/rating.ts'
+import { RATED_AT_MS } from '../players/profile.ts'
 import { getSql, pgErrorCode, type DbEnv } from '../db/client.ts'
 import { isoMicros } from '../db/iso-time.ts'
 import { storableJsonText } from '../core/rules/json.ts'
@@ -193,13 +194,7 @@ export class NeonSessionStore implements SessionStore {
       const sql = getSql(this.env)
       const [rows, erasedRows] = (await sql.transaction([
         sql.query(
-          // A player rated before rated_at existed (or by a Worker of the version before, after
-          // the migration) is taken as rated at their row's last change: an admin's later rename
-          // makes that later, so their deviation grows less than it should, never more.
-          `select id, rating, rating_deviation, rating_volatility,
-                  (extract(epoch from coalesce(rated_at,
-                     case when rating_deviation < 350 then updated_at end)) * 1000)::float8
-                    as rated_at
+          `select id, rating, rating_deviation, rating_volatility, ${RATED_AT_MS} as rated_at
              from players where id = any($1::text[])`,
           [ids],
         ),
@@ -254,9 +249,12 @@ export class NeonSessionStore implements SessionStore {
           // the guard below expects. Not an erased one: one erased after the read above has no
           // row, so the guard's count fails and the read runs again, seeing the erasure.
           sql.query(
+            // In id order, as the update below: two matches of the same new players, their
+            // rosters in opposite orders, would otherwise each wait on the other's new row.
             `insert into players (id) select x from unnest($1::text[]) x
               where not exists (select 1 from erased_players e
                                  where e.id = x and ${ERASURE_COUNTS})
+              order by x
              on conflict (id) do nothing`,
             [ids, madeAt],
           ),

@@ -976,6 +976,11 @@ export class Leaderboard extends DurableObject<Env> {
       } else {
         if (JSON.stringify(config.cycle) !== previousCycle) {
           this.current.endsAt = nextBoundary(this.schedule!, now)
+          // A cycle nobody entered starts over on the new schedule, as carryEmpty starts one: a
+          // daily cycle shown (and archived) as begun months ago, under the old one, misleads.
+          if (this.entryCount() === 0) {
+            this.current.startsAt = previousBoundary(this.schedule!, now) ?? now
+          }
         }
         // A cycle nobody entered yet has nothing ranked by the old rule: it takes the new one now
         // (else a board without a schedule would keep it until someone closed a cycle by hand).

@@ -386,6 +386,30 @@ describe('leaderboard configuration', () => {
     expect(await cycleOf()).toMatchObject({ sortOrder: 'asc', operator: 'incr' })
   })
 
+  it('a new schedule restarts a cycle nobody entered at its own boundary; one with entries keeps its start', async () => {
+    await clearOfTurn(5 * 60_000, 5_000)
+    const id = boardId()
+    const put = (cycle: unknown) =>
+      call(`/v1/admin/leaderboards/${id}`, json('PUT', { cycle }, ADMIN_KEY))
+    const cycleOf = async () =>
+      (await fresh<{ cycle: { startsAt: number; endsAt: number } }>(`/v1/leaderboards/${id}`)).cycle
+    expect((await put({ every: '1d' })).status).toBe(201)
+    const daily = await cycleOf()
+    expect(daily.startsAt % 86_400_000).toBe(0)
+    // Nobody entered the daily cycle: it becomes a 5-minute one, not one begun at midnight.
+    expect((await put({ every: '5m' })).status).toBe(200)
+    const short = await cycleOf()
+    expect(short.startsAt % (5 * 60_000)).toBe(0)
+    expect(short.endsAt - short.startsAt).toBe(5 * 60_000)
+    expect(short.startsAt).toBeLessThanOrEqual(Date.now())
+    // Someone is ranked: the cycle they entered keeps its start, and ends on the new schedule.
+    expect((await submitFor(id, 'ranked', { score: 1 })).status).toBe(200)
+    expect((await put({ every: '1h' })).status).toBe(200)
+    const hourly = await cycleOf()
+    expect(hourly.startsAt).toBe(short.startsAt)
+    expect(hourly.endsAt % 3_600_000).toBe(0)
+  })
+
   it('the cron counts only boards it had to nudge, not every board whose boundary is recent', async () => {
     // A boundary passing between the runs would give the cron a board to nudge.
     await clearOfMinuteTurn(5_000)

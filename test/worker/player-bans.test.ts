@@ -344,6 +344,73 @@ describe('banning a player from the deployment (admin)', () => {
     expect({ invites, memberships, leads }).toEqual({ invites: [], memberships: [], leads: [] })
   })
 
+  it("a party around a banned player stays usable: a leaving leader hands over to one not banned, invites to players who could never accept are refused, and a banned leader's invites are neither listed nor accepted", async () => {
+    const players = await Promise.all(
+      [1, 2, 3, 4, 5].map(async () => {
+        const playerId = `ban-lead-${crypto.randomUUID()}`
+        return { playerId, token: (await issuePlayerToken(env, playerId)).token }
+      }),
+    )
+    const [leader, first, second, host, invitee] = players as [
+      (typeof players)[0],
+      (typeof players)[0],
+      (typeof players)[0],
+      (typeof players)[0],
+      (typeof players)[0],
+    ]
+    type Party = { id: string; leader: string; invites: { playerId: string }[] }
+    const partyOf = async (token: string) =>
+      (await (await call('/v1/parties', json('POST', {}, token))).json()) as Party
+    const invite = (party: string, playerId: string, token: string) =>
+      call(`/v1/parties/${party}/invites`, json('POST', { playerId }, token))
+    const accept = (party: string, token: string) =>
+      call(`/v1/parties/${party}/members`, { ...bearer(token), method: 'POST' })
+    const party = await partyOf(leader.token)
+    // `first` joins before `second`: the longest-standing member, then banned.
+    for (const m of [first, second]) {
+      expect((await invite(party.id, m.playerId, leader.token)).status).toBe(201)
+      expect((await accept(party.id, m.token)).status).toBe(200)
+    }
+    await banAll(first.playerId)
+    const left = await call(`/v1/parties/${party.id}/members/me`, {
+      ...bearer(leader.token),
+      method: 'DELETE',
+    })
+    expect(left.status).toBe(204)
+    const read = (await (
+      await call(`/v1/parties/${party.id}`, bearer(second.token))
+    ).json()) as Party
+    expect(read.leader).toBe(second.playerId)
+
+    // Invites that could never be accepted take no place: a banned player, an erased guest's id.
+    const erasedGuest = `g_${crypto.randomUUID()}`
+    await pg()`insert into erased_players (id) values (${erasedGuest})`
+    for (const target of [leader.playerId, erasedGuest]) {
+      if (target === leader.playerId) await banAll(leader.playerId)
+      const refused = await problem(await invite(party.id, target, second.token))
+      expect(refused).toMatchObject({ status: 409, type: 'urn:nexus:problem:conflict' })
+      expect(refused.body).toMatchObject({ invitable: false })
+    }
+    expect(await pg()`select player_id from party_invites where party_id = ${party.id}`).toEqual([])
+
+    // A leader banned after inviting: the invite is not listed, and its accept is 403 and keeps it.
+    const hosted = await partyOf(host.token)
+    expect((await invite(hosted.id, invitee.playerId, host.token)).status).toBe(201)
+    await banAll(host.playerId)
+    const listed = (await (
+      await call('/v1/players/me/party-invites', bearer(invitee.token))
+    ).json()) as { invites: unknown[] }
+    expect(listed.invites).toEqual([])
+    const refused = await problem(await accept(hosted.id, invitee.token))
+    expect(refused).toMatchObject({ status: 403, type: 'urn:nexus:problem:forbidden' })
+    expect(refused.body.detail).toContain('led by a banned player')
+    const [kept, joined] = await Promise.all([
+      pg()`select player_id from party_invites where party_id = ${hosted.id}`,
+      pg()`select party_id from party_members where player_id = ${invitee.playerId}`,
+    ])
+    expect({ kept, joined }).toEqual({ kept: [{ player_id: invitee.playerId }], joined: [] })
+  })
+
   it('a party with a banned member cannot queue, over HTTP or a socket, until the member leaves', async () => {
     const queue = await createQueue({ teamSize: 2, maxPartySize: 2 })
     await rig(queue, newClock())

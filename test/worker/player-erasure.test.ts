@@ -767,6 +767,15 @@ describe('erasing a player (admin)', () => {
     const party = (await (await asPlayer(leader.token, 'POST', '/v1/parties')).json()) as {
       id: string
     }
+    // Invited before the erasure (once it began, the id could not be: an erased guest's never
+    // comes back).
+    expect(
+      (
+        await asPlayer(leader.token, 'POST', `/v1/parties/${party.id}/invites`, {
+          playerId: guest.playerId,
+        })
+      ).status,
+    ).toBe(201)
     // Neon fails the erasure's last step, the profile's deletion, for this player only (other
     // files share the database).
     const fn = `fail_erasure_${guest.playerId.replace(/\W/g, '_')}`
@@ -785,13 +794,12 @@ describe('erasing a player (admin)', () => {
     // Meanwhile the old client forms a party and accepts an invite: both refused, nothing written.
     const created = await problem(await asPlayer(old, 'POST', '/v1/parties'))
     expect(created).toMatchObject({ status: 403, type: 'urn:nexus:problem:forbidden' })
-    expect(
-      (
-        await asPlayer(leader.token, 'POST', `/v1/parties/${party.id}/invites`, {
-          playerId: guest.playerId,
-        })
-      ).status,
-    ).toBe(201)
+    const invited = await problem(
+      await asPlayer(leader.token, 'POST', `/v1/parties/${party.id}/invites`, {
+        playerId: guest.playerId,
+      }),
+    )
+    expect(invited).toMatchObject({ status: 409, body: { invitable: false } })
     const accepted = await problem(await asPlayer(old, 'POST', `/v1/parties/${party.id}/members`))
     expect(accepted).toMatchObject({ status: 403, type: 'urn:nexus:problem:forbidden' })
     expect(await sql`select 1 from party_members where player_id = ${guest.playerId}`).toEqual([])

@@ -1,7 +1,7 @@
 import { INVITE_TTL_SECONDS, MAX_PARTY_SIZE, type PartyRoster } from '../core/party.ts'
 import { defaultRating } from '../core/rating.ts'
 import { getSql, pgErrorCode, type DbEnv } from '../db/client.ts'
-import { STALE_TOKEN_DETAIL } from '../lib/auth.ts'
+import { GUEST_ID_PREFIX, STALE_TOKEN_DETAIL } from '../lib/auth.ts'
 import { ApiError } from '../lib/problem.ts'
 import { erasedSinceToken } from '../players/stale-token.ts'
 import { isoUtc } from '../db/iso-time.ts'
@@ -99,6 +99,17 @@ const VIEW = view('p.id = $1')
  */
 const BANNED = (param: string) => `exists (select 1 from player_bans where player_id = ${param})`
 const BANNED_DETAIL = 'This player is banned'
+/**
+ * A player whose accept could never succeed: banned, or an erased guest (a guest's id never
+ * comes back; an identity provider's player erased may, and is invited as anyone).
+ */
+const UNINVITABLE = (param: string) =>
+  `(${BANNED(param)} or (starts_with(${param}, '${GUEST_ID_PREFIX}')
+     and exists (select 1 from erased_players where id = ${param})))`
+/** A party whose leader is banned: it cannot queue while they lead it. */
+const LEADER_BANNED = (party: string) =>
+  `exists (select 1 from parties p join player_bans b on b.player_id = p.leader
+            where p.id = ${party})`
 
 const ROLE = `
   select p.leader,
@@ -300,6 +311,7 @@ export async function invite(
          select p.id, $3, now() + make_interval(secs => $4)
            from parties p
           where p.id = $1 and p.leader = $2 and not ${BANNED('$2')}
+            and not ${UNINVITABLE('$3')}
             and not exists (select 1 from party_members where party_id = $1 and player_id = $3)
             and (select count(*) from party_members where party_id = $1)
               + (select count(*) from party_invites
@@ -316,14 +328,16 @@ export async function invite(
                    limit $6 for update skip locked))
             and exists (select 1 from written)
        )
-       select count(*)::int as written, ${BANNED('$2')} as banned from written`,
+       select count(*)::int as written, ${BANNED('$2')} as banned,
+              ${UNINVITABLE('$3')} as uninvitable
+         from written`,
       [partyId, caller, target, INVITE_TTL_SECONDS, MAX_PARTY_SIZE, EXPIRED_SWEEP],
     ),
     sql.query(VIEW, [partyId]),
   ])
   const role = (results[1] as RoleRow[])[0]
   const invitee = (results[2] as { member: boolean; pending: boolean }[])[0]!
-  const outcome = (results[3] as { written: number; banned: boolean }[])[0]!
+  const outcome = (results[3] as { written: number; banned: boolean; uninvitable: boolean }[])[0]!
   const written = outcome.written === 1
   if (!role?.member || role.leader !== caller) throw leaderOnly(partyId, role, 'invites players')
   if (outcome.banned) throw new ApiError('forbidden', BANNED_DETAIL)
@@ -332,6 +346,12 @@ export async function invite(
     // asked for, and can tell it from a full party.
     throw new ApiError('conflict', `'${target}' is already a member of this party`, {
       member: true,
+    })
+  }
+  if (outcome.uninvitable) {
+    // Written, it would hold one of the party's places for its 10 minutes, for nobody.
+    throw new ApiError('conflict', `'${target}' cannot join a party (banned or erased)`, {
+      invitable: false,
     })
   }
   if (!written) {
@@ -354,7 +374,7 @@ export async function receivedInvites(
     `select i.party_id, p.leader, ${isoUtc('i.invited_at')} as invited_at,
             ${isoUtc('i.expires_at')} as expires_at
        from party_invites i join parties p on p.id = i.party_id
-      where i.player_id = $1 and i.expires_at > now()
+      where i.player_id = $1 and i.expires_at > now() and not ${LEADER_BANNED('p.id')}
       order by i.invited_at desc, i.party_id
       limit $2`,
     [playerId, limit],
@@ -389,10 +409,12 @@ export async function acceptInvite(
         // the accept is decided by (a later statement could see a tombstone committed between).
         `with stale as (select ${erasedSinceToken('$2', '$3')} as yes),
          banned as (select ${BANNED('$2')} as yes),
+         led_by_banned as (select ${LEADER_BANNED('$1')} as yes),
          inv as (
            delete from party_invites
             where party_id = $1 and player_id = $2 and expires_at > clock_timestamp()
               and not (select yes from stale) and not (select yes from banned)
+              and not (select yes from led_by_banned)
            returning party_id
          ),
          ins as (
@@ -404,6 +426,10 @@ export async function acceptInvite(
             where id = $1 and exists (select 1 from ins)
          )
          select (select yes from stale) as stale_token, (select yes from banned) as banned,
+                (select yes from led_by_banned)
+                  and exists (select 1 from party_invites
+                               where party_id = $1 and player_id = $2
+                                 and expires_at > clock_timestamp()) as leader_banned,
                 coalesce((select (${NOTED_TICKETS}) from ins), (${STALE_NOTES})) as stale_tickets`,
         [partyId, caller, issuedAt],
       ),
@@ -421,12 +447,24 @@ export async function acceptInvite(
     throw err
   }
   const accept = (
-    results[1] as { stale_token: boolean; banned: boolean; stale_tickets: string[] | null }[]
+    results[1] as {
+      stale_token: boolean
+      banned: boolean
+      leader_banned: boolean
+      stale_tickets: string[] | null
+    }[]
   )[0]!
   const staleTickets = accept.stale_tickets ?? []
   const state = (results[2] as { member: boolean; expired_at: string | null }[])[0]!
   if (accept.stale_token) throw new ApiError('forbidden', STALE_TOKEN_DETAIL)
   if (accept.banned) throw new ApiError('forbidden', BANNED_DETAIL)
+  if (!state.member && accept.leader_banned) {
+    // The invite stays: it is good again once someone else leads the party.
+    throw new ApiError(
+      'forbidden',
+      `Party '${partyId}' is led by a banned player: it cannot queue while they lead it`,
+    )
+  }
   if (!state.member) {
     throw new ApiError(
       'not-found',
@@ -497,10 +535,12 @@ export async function removeMember(
        select coalesce((select notes from changed), (${STALE_NOTES})) as stale_tickets`,
       [partyId, target, caller],
     ),
+    // A banned member leads only when every member is banned: a party led by one can never
+    // queue, and nobody but its leader can remove them.
     sql.query(
       `update parties p
           set leader = (select m.player_id from party_members m where m.party_id = p.id
-                         order by m.joined_at, m.player_id limit 1)
+                         order by ${BANNED('m.player_id')}, m.joined_at, m.player_id limit 1)
         where p.id = $1
           and not exists (select 1 from party_members m
                            where m.party_id = p.id and m.player_id = p.leader)

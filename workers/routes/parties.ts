@@ -188,7 +188,8 @@ const inviteRoute = createRoute({
     `again refreshes it (200). A party holds at most ${MAX_PARTY_SIZE} members and pending invites ` +
     'together. 403 for members and invitees who do not lead, 404 for players not in or invited to the party, ' +
     '409 when the player is already a member (the caller included; `member: true`, which a retried invite ' +
-    'the player accepted meanwhile gets) or the party is full (`limit`).',
+    'the player accepted meanwhile gets), the party is full (`limit`), or the player could never ' +
+    "accept: banned, or an erased guest's id (`invitable: false`).",
   middleware: [requirePlayer(), countPartyChange] as const,
   request: {
     params: PartyParam,
@@ -240,7 +241,8 @@ const acceptRoute = createRoute({
     'Consumes the invite. 404 when there is no pending invite (never sent, revoked, declined or ' +
     'expired; the detail says which it can tell); 409 when the caller is in another party (the ' +
     'invite stays: leave, then accept). A member of this party accepting again gets the party (200). ' +
-    'A token issued before its player was erased gets 403 (the invite stays). ' +
+    'A token issued before its player was erased gets 403 (the invite stays), and so does an ' +
+    'invite of a party whose leader is banned (it stays, good again once someone else leads). ' +
     "The party's waiting matchmaking ticket, if any, is cancelled (reason `party_changed`): it was " +
     'made without the new member. The answer waits at most 2 s for that (the cancel goes on after ' +
     'it); `ticketId` is null once it has seen the ticket cancelled.',
@@ -266,7 +268,8 @@ const leaveRoute = createRoute({
   path: '/{partyId}/members/{playerId}',
   summary: 'Leave the party (`me`), or remove a member (leader)',
   description:
-    'A leader who leaves hands the party to the longest-standing member; the last member leaving ' +
+    'A leader who leaves hands the party to the longest-standing member (one not banned, while ' +
+    'there is one); the last member leaving ' +
     "ends the party and its invites. The party's waiting matchmaking ticket, if any, is cancelled " +
     '(reason `party_changed`): it no longer stands for the party; the answer waits at most 2 s for ' +
     'that (the cancel goes on after it). Idempotent: 204 whether or not the ' +

@@ -36,6 +36,7 @@ describe('dice-race', () => {
       rolls: 0,
       winner: null,
       ended: null,
+      lastTeamWins: true,
     })
     expect(diceRace.result(match.game)).toBeNull()
   })
@@ -179,6 +180,68 @@ describe('dice-race', () => {
     const leavers = pa >= pb ? ['a', 'b'] : ['b', 'a']
     expect(result?.placements.map((p) => p.playerId)).toEqual(['c', ...leavers])
     expect(result?.placements.map((p) => p.place)).toEqual([1, 2, 3])
+  })
+
+  it('a team whose opponents have all forfeited wins by forfeit, and is rated the winner: its players leaving then cannot make it abandoned', () => {
+    const teams = [
+      { playerId: 'a1', team: 0 },
+      { playerId: 'b1', team: 1 },
+      { playerId: 'a2', team: 0 },
+      { playerId: 'b2', team: 1 },
+    ]
+    let match = mustCreate(diceRace, { roster: teams, seed: 'teams' })
+    match = ok(match, roll('a1')).match
+    match = ok(match, roll('b1')).match
+    match = ok(match, roll('a2')).match
+    // b1 goes: a team is still in on each side, so the race goes on.
+    const f1 = ok(match, absent('b1'))
+    expect(f1.event).toMatchObject({ player: 'b1', ended: null, winner: null })
+    // b2 goes too: only team 0 is left, and it has won; its furthest player is the winner.
+    const f2 = ok(f1.match, absent('b2'))
+    const [a1, a2] = [f2.match.game.players[0]!, f2.match.game.players[2]!]
+    const furthest = a2.position > a1.position ? 'a2' : 'a1'
+    expect(f2.event).toEqual({
+      kind: 'forfeit',
+      player: 'b2',
+      next: null,
+      winner: furthest,
+      ended: 'forfeit',
+    })
+    const result = diceRace.result(f2.match.game)!
+    expect(result.reason).toBe('forfeit')
+    // Team 0 is placed above team 1 (ratings place a team at its best member).
+    const placeOf = (id: string) => result.placements.find((p) => p.playerId === id)!.place
+    expect(Math.max(placeOf('a1'), placeOf('a2'))).toBeLessThan(
+      Math.min(placeOf('b1'), placeOf('b2')),
+    )
+    // Over: team 0's players leaving now change nothing.
+    expect(refusedWith(f2.match, absent('a1'))).toBe('game_over')
+    expect(refusedWith(f2.match, roll('a1'))).toBe('game_over')
+    // Everyone on one team (a co-op race an admin made): the last player in wins, as before.
+    const coop = teams.map((p) => ({ ...p, team: 0 }))
+    let together = mustCreate(diceRace, { roster: coop, seed: 'teams' })
+    expect(together.game.lastTeamWins).toBeUndefined()
+    for (const id of ['b1', 'b2']) {
+      const step = ok(together, absent(id))
+      expect(step.event).toMatchObject({ ended: null })
+      together = step.match
+    }
+  })
+
+  it('a game created before teams won by forfeit (no lastTeamWins in its state) goes on as it did: its log replays', () => {
+    const teams = [
+      { playerId: 'a1', team: 0 },
+      { playerId: 'b1', team: 1 },
+      { playerId: 'a2', team: 0 },
+      { playerId: 'b2', team: 1 },
+    ]
+    const made = mustCreate(diceRace, { roster: teams, seed: 'old' })
+    const { lastTeamWins: _, ...oldState } = made.game
+    let match: Match = { ...made, game: oldState }
+    match = ok(match, absent('b1')).match
+    const f2 = ok(match, absent('b2'))
+    expect(f2.event).toMatchObject({ ended: null, winner: null, next: 'a1' })
+    expect(ok(f2.match, roll('a1')).event).toMatchObject({ kind: 'roll', player: 'a1' })
   })
 
   it('abandons a solo game whose only player leaves', () => {

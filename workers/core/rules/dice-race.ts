@@ -75,6 +75,12 @@ export interface DiceState {
    */
   turnEndsAt?: number
   /**
+   * Set for games of two teams or more: once every player still in is on one team, that team
+   * wins by forfeit (its leader in the race is the winner). Games created before this field
+   * (2026-12-06) lack it and end by forfeit only with one player left, so their logs replay.
+   */
+  lastTeamWins?: true
+  /**
    * With `turnSeconds`: players still to connect before the clock starts (empty once it has).
    * Timed games created before this field (2026-12-04) lack it: their clock ran from creation.
    */
@@ -154,6 +160,10 @@ function init(setup: GameSetup): DiceState | RuleError {
     rolls: 0,
     winner: null,
     ended: null,
+    // A team whose opponents all left has won: without this, its players racing each other
+    // on, then both closing the app, made the game abandoned and unrated, the leavers' loss
+    // gone with it.
+    ...(new Set(setup.roster.map((p) => p.team)).size > 1 ? { lastTeamWins: true as const } : {}),
     ...timer,
   }
 }
@@ -295,6 +305,11 @@ function onAbsent(state: DiceState, ctx: ActionContext): Applied<DiceState, Dice
     winner = remaining[0]?.playerId ?? null
     ended = 'forfeit'
     turn = -1
+  } else if (state.lastTeamWins && remaining.length > 1 && oneTeam(remaining)) {
+    // The team's furthest player wins for it (the first in turn order among equals).
+    winner = remaining.reduce((best, p) => (p.position > best.position ? p : best)).playerId
+    ended = 'forfeit'
+    turn = -1
   } else if (remaining.length === 0) {
     ended = 'abandoned'
     turn = -1
@@ -312,6 +327,10 @@ function onAbsent(state: DiceState, ctx: ActionContext): Applied<DiceState, Dice
     state: { ...after, players, turn, winner, ended, ...timer },
     event: { kind: 'forfeit', player: me.playerId, next, winner, ended },
   }
+}
+
+function oneTeam(players: readonly DicePlayer[]): boolean {
+  return players.every((p) => p.team === players[0]!.team)
 }
 
 function onAbandon(state: DiceState): Applied<DiceState, DiceEvent> {

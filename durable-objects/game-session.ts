@@ -2152,6 +2152,7 @@ export class GameSession extends DurableObject<Env> {
         await this.store.keepSetup(setup.sessionId, this.setupHash!, {
           seed: setup.seed,
           options: setup.options ?? null,
+          madeAt: this.madeAt,
         })
         await this.purge()
         return

@@ -1026,6 +1026,45 @@ describe('erasing a player (admin)', () => {
     )
   })
 
+  it("a session archived and cleared judges a returning player's reads by the match's time, as its object did: a match made before their erasure is not theirs to read again", async () => {
+    // An identity provider's player, erased, then back under the id with a new token.
+    const [gone, other] = playerIds(2, 'erase-made') as [string, string]
+    const erasedAt = Date.now()
+    await eraseAll(gone)
+    const back = (await issuePlayerToken(env, gone, Date.now() + 2_000)).token
+    const { sessionId, tokens } = await createSession({
+      rules: 'relay',
+      roster: [{ playerId: gone }, { playerId: other }],
+    })
+    // Its match was made before the erasure (a ticket that joined then; the pool passes its time).
+    await inObject(sessionId, (inst, state) => {
+      state.storage.sql.exec(`UPDATE meta SET value = ? WHERE key = 'made_at'`, erasedAt - 60_000)
+      ;(inst as unknown as { madeAt: number }).madeAt = erasedAt - 60_000
+    })
+    expect((await call(`/v1/sessions/${sessionId}`, bearer(back))).status).toBe(403)
+    const ended = await call(`/v1/admin/sessions/${sessionId}/end`, {
+      ...bearer(ADMIN_KEY),
+      method: 'POST',
+    })
+    expect(ended.status).toBe(200)
+    await inObject(sessionId, (inst) => inst.runEndWork({ force: true }))
+    const cleared = await inObject(sessionId, (inst) => {
+      const base = inst.now()
+      inst.now = () => base + RETENTION_MS + 1000
+      return inst.runEndWork()
+    })
+    expect(cleared?.stage).toBe('done')
+    // Read from Neon now: still refused to the returning player, by the match's time.
+    expect((await call(`/v1/sessions/${sessionId}`, bearer(back))).status).toBe(403)
+    expect((await call(`/v1/sessions/${sessionId}/events`, bearer(back))).status).toBe(403)
+    expect((await call(`/v1/sessions/${sessionId}`, bearer(tokens[other]!))).status).toBe(200)
+    // What an admin reads of the kept setup is the setup alone.
+    const admin = (await (await call(`/v1/sessions/${sessionId}`, bearer(ADMIN_KEY))).json()) as {
+      setup: Record<string, unknown>
+    }
+    expect(Object.keys(admin.setup).sort()).toEqual(['options', 'seed'])
+  })
+
   it('a live session that cannot be reached fails the call that ends the walk (503 naming it); the retry takes the player out', async () => {
     const [gone, stays] = playerIds(2, 'erase-down') as [string, string]
     const { sessionId, tokens } = await createSession({

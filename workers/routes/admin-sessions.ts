@@ -222,7 +222,7 @@ adminSessions.openapi(endRoute, async (c) => {
   if (!info.ok && info.problem === 'unavailable') {
     throw new ApiError('unavailable', info.detail, {}, { 'retry-after': String(info.retryAfter) })
   }
-  return c.json(await sessionView(c, id, info, { withSetup: true }), 200)
+  return c.json((await sessionView(c, id, info, { withSetup: true })).view, 200)
 })
 
 const listRoute = createRoute({

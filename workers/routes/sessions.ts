@@ -363,26 +363,28 @@ sessionRoutes.openapi(getRoute, (async (c: Context<AppEnv>) => {
   // Past its object (its storage cleared, or never a session), a session is read from Neon: a
   // player's such reads count as their account's do, or made-up ids would query Neon without end.
   if (!info.ok && viewer.kind === 'player') await countPlayerRead(c, viewer.playerId)
-  const view = await sessionView(c, id, info, { withSetup: viewer.kind === 'admin' })
+  const { view, madeAt } = await sessionView(c, id, info, { withSetup: viewer.kind === 'admin' })
   await authorize(c, viewer, {
     ...view,
-    ...(info.ok ? { madeAt: info.madeAt, erasedPlayers: info.erasedPlayers } : {}),
+    ...(madeAt !== undefined ? { madeAt } : {}),
+    ...(info.ok ? { erasedPlayers: info.erasedPlayers } : {}),
   })
   return c.json(view)
 }) as never)
 
 /**
  * A session as the API shows it: from its object while it holds the session, from Neon's archive
- * once its storage was cleared; 404 when neither has it.
+ * once its storage was cleared; 404 when neither has it. With it, the match's time its reads are
+ * judged by (`madeAt`; none for a session cleared before it was kept).
  */
 export async function sessionView(
   c: Context<AppEnv>,
   id: string,
   info: Awaited<ReturnType<SessionApi['info']>>,
   opts: { withSetup: boolean },
-): Promise<z.infer<typeof SessionView>> {
+): Promise<{ view: z.infer<typeof SessionView>; madeAt?: number }> {
   if (info.ok) {
-    return {
+    const view: z.infer<typeof SessionView> = {
       sessionId: info.sessionId,
       rules: info.rules,
       status: info.status,
@@ -395,11 +397,12 @@ export async function sessionView(
       ratingChanges: info.ratingChanges,
       ...(opts.withSetup ? { setup: info.setup, end: info.end } : {}),
     }
+    return { view, madeAt: info.madeAt }
   }
   // An object that holds nothing: a session whose storage was cleared (Neon has it), or none.
   const archived = await loadArchivedSession(c.env, id)
   if (!archived) throw new ApiError('not-found', `No session '${id}'`)
-  return {
+  const view: z.infer<typeof SessionView> = {
     sessionId: archived.sessionId,
     rules: archived.rules,
     // A session's storage is cleared only after it ended.
@@ -429,6 +432,7 @@ export async function sessionView(
         }
       : {}),
   }
+  return { view, ...(archived.madeAt !== undefined ? { madeAt: archived.madeAt } : {}) }
 }
 
 const LogRecordSchema = z

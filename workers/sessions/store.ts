@@ -74,7 +74,7 @@ export interface SessionStore {
    * that a keyed admin create sent again later is answered from it, and the seed and options, so
    * that the archived log still replays (an admin's audit). Throws if Neon has no row.
    */
-  keepSetup(sessionId: string, setupHash: string, replayable: ReplayableSetup): Promise<void>
+  keepSetup(sessionId: string, setupHash: string, kept: KeptSetup): Promise<void>
   /** The setup hash Neon keeps for a session whose storage was cleared, or null. */
   archivedSetupHash(sessionId: string): Promise<string | null>
 }
@@ -156,14 +156,10 @@ export class NeonSessionStore implements SessionStore {
     this.env = env
   }
 
-  async keepSetup(
-    sessionId: string,
-    setupHash: string,
-    replayable: ReplayableSetup,
-  ): Promise<void> {
+  async keepSetup(sessionId: string, setupHash: string, kept: KeptSetup): Promise<void> {
     const rows = await getSql(this.env).query(
       `update game_sessions set setup_hash = $2, setup = $3::jsonb where id = $1 returning 1 as kept`,
-      [sessionId, setupHash, JSON.stringify(replayable)],
+      [sessionId, setupHash, JSON.stringify(kept)],
     )
     if (rows.length === 0) throw new Error(`session ${sessionId} is not listed in Neon`)
   }
@@ -368,6 +364,15 @@ export interface ReplayableSetup {
   options: unknown
 }
 
+/**
+ * What a clearing keeps in Neon's `setup`: the replayable setup, and the match's time, which an
+ * archived session's reads judge erasures by as its object did (absent for sessions cleared
+ * before 2026-12-06: those are judged by their creation).
+ */
+export interface KeptSetup extends ReplayableSetup {
+  madeAt?: number
+}
+
 export interface ArchivedSession {
   sessionId: string
   rules: string
@@ -380,6 +385,8 @@ export interface ArchivedSession {
   ratingChanges: RatingChange[] | null
   /** Null for a session cleared before 2026-12-05 (migration 0030), which kept only its hash. */
   setup: ReplayableSetup | null
+  /** The match's time, where the clearing kept it (since 2026-12-06). */
+  madeAt?: number
 }
 
 /** A session from Neon (after its object's storage was cleared), or null. */
@@ -406,10 +413,11 @@ export async function loadArchivedSession(
     ended_at: string | number | null
     result: GameResult | null
     rating_changes: RatingChange[] | null
-    setup: ReplayableSetup | null
+    setup: KeptSetup | null
   }[]
   const r = rows[0]
   if (!r) return null
+  const { madeAt, ...setup } = r.setup ?? { seed: '', options: null }
   return {
     sessionId: r.id,
     rules: r.rules,
@@ -420,7 +428,8 @@ export async function loadArchivedSession(
     endedAt: r.ended_at === null ? null : Math.round(Number(r.ended_at)),
     result: r.result,
     ratingChanges: r.rating_changes,
-    setup: r.setup,
+    setup: r.setup === null ? null : setup,
+    ...(typeof madeAt === 'number' ? { madeAt } : {}),
   }
 }
 

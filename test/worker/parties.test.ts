@@ -524,6 +524,8 @@ describe('party changes per minute', () => {
   it(`refuses a player past ${PARTY_CHANGES_PER_MINUTE} party changes a minute (a create and leave loop) with 429 and Retry-After, changing nothing; other players change theirs`, async () => {
     const [p, other] = (await players(2)) as [Player, Player]
     let refused: Response | undefined
+    // Which change was refused, and the party a refused leave was to leave.
+    let refusedLeaving: string | undefined
     // Two minutes' worth at most: a window may turn once inside the loop.
     for (let i = 0; i < PARTY_CHANGES_PER_MINUTE + 2 && !refused; i++) {
       const made = await send('POST', '/v1/parties', p)
@@ -533,8 +535,10 @@ describe('party changes per minute', () => {
       }
       const party = (await made.json()) as Party
       const left = await leave(party.id, p)
-      if (left.status === 429) refused = left
-      else await left.body?.cancel()
+      if (left.status === 429) {
+        refused = left
+        refusedLeaving = party.id
+      } else await left.body?.cancel()
     }
     expect(refused).toBeDefined()
     expect(await problem(refused!)).toMatchObject({
@@ -542,10 +546,15 @@ describe('party changes per minute', () => {
       type: 'urn:nexus:problem:rate-limited',
     })
     expect(Number(refused!.headers.get('retry-after'))).toBeGreaterThan(0)
-    // A refused create made no party (a refused leave left it as it was).
+    // A refused create made no party; a refused leave left the caller in the party as it was.
     const mine = await send('GET', '/v1/parties/me', p)
-    if (mine.status === 200) expect(((await mine.json()) as Party).members).toHaveLength(1)
-    else expect(mine.status).toBe(404)
+    if (refusedLeaving === undefined) expect(mine.status).toBe(404)
+    else {
+      expect(mine.status).toBe(200)
+      const party = (await mine.json()) as Party
+      expect(party.id).toBe(refusedLeaving)
+      expect(party.members.map((m) => m.playerId)).toEqual([p.playerId])
+    }
     await create(other)
   })
 })

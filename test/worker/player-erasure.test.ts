@@ -302,9 +302,11 @@ describe('erasing a player (admin)', () => {
     const scoredBefore = Date.now() - 60_000
     await eraseAll(id)
     await archiveCycle(2, scoredBefore, '{"gems":300}')
-    // Back, scoring again.
-    await new Promise((resolve) => setTimeout(resolve, 5))
-    await archiveCycle(3, Date.now(), '{"gems":100}')
+    // Back, scoring again: a score from after the erasure's time (PostgreSQL's, to the
+    // microsecond; scores carry milliseconds).
+    const [erased] = await pg()`select (extract(epoch from erased_at) * 1000)::float8 as at
+                                  from erased_players where id = ${id}`
+    await archiveCycle(3, Math.ceil(Number(erased!.at)) + 1, '{"gems":100}')
     const token = (await issuePlayerToken(env, id, Date.now())).token
     const mine = (await (await call('/v1/players/me/rewards', bearer(token))).json()) as {
       rewards: { cycle: number }[]

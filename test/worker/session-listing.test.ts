@@ -178,8 +178,19 @@ describe("the admin's session listing", () => {
       `cursor=${forged(['2026-01-01T00:00:00.000000Z', 's_1', 'extra'])}`,
       `cursor=${'x'.repeat(400)}`,
     ]
+    // Against a Neon that cannot be reached: a query it made would answer 503, not 422.
+    const testEnv = env as unknown as Record<string, string>
+    const unreachable = {
+      DATABASE_URL: testEnv.TEST_UNREACHABLE_DATABASE_URL!,
+      NEON_LOCAL_RELAY: testEnv.TEST_UNREACHABLE_NEON_RELAY!,
+    }
+    expect((await callWithEnv(unreachable, '/v1/admin/sessions', bearer(ADMIN_KEY))).status).toBe(
+      503,
+    )
     for (const query of bad) {
-      const refused = await problem(await call(`/v1/admin/sessions?${query}`, bearer(ADMIN_KEY)))
+      const refused = await problem(
+        await callWithEnv(unreachable, `/v1/admin/sessions?${query}`, bearer(ADMIN_KEY)),
+      )
       expect(refused, query).toMatchObject({ status: 422, type: 'urn:nexus:problem:validation' })
     }
     // A POST to the same path is still the admin's create.

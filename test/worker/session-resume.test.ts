@@ -158,8 +158,15 @@ describe('reconnecting', () => {
     for (let i = 1; i <= 30; i++) a!.send({ type: 'action', action: 'message', data: i })
     await untilSeq(b!, 30)
     // Three events per turn: C's resume of 30 takes ten turns, while A keeps sending.
+    const chunks: number[] = []
     await inObject(sessionId, (inst) => {
       inst.resumeChunk = 3
+      const missed = inst as unknown as { sendMissed(ws: WebSocket, after: number): number | null }
+      const send = missed.sendMissed.bind(inst)
+      missed.sendMissed = (ws, after) => {
+        chunks.push(after)
+        return send(ws, after)
+      }
     })
     const c2 = await connect(sessionId, tokens[players[2]!]!, { since: 0 })
     for (let i = 31; i <= 38; i++) a!.send({ type: 'action', action: 'message', data: i })
@@ -169,6 +176,8 @@ describe('reconnecting', () => {
     expect(c2.frames.filter((f) => f.type === 'event')).toEqual(
       b!.frames.filter((f) => f.type === 'event'),
     )
+    // A chunk at a time: 0, 3, 6, … (at least the 30 logged before it began, three by three).
+    expect(chunks.slice(0, 10)).toEqual(Array.from({ length: 10 }, (_, i) => i * 3))
     // Then live: the next event reaches C once.
     a!.send({ type: 'action', action: 'message', data: 39 })
     await untilSeq(c2, 39)

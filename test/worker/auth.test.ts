@@ -448,7 +448,11 @@ describe('bad credentials, one by one', () => {
   it('without ADMIN_KEY, a credential elsewhere is judged as ever: a player route answers a wrong one 401, and wrong metrics tokens are counted toward the lockout', async () => {
     await clearOfMinuteTurn()
     const ip = clientAddress()
-    const noAdminKey = { ADMIN_KEY: undefined, METRICS_TOKEN: `metrics-${crypto.randomUUID()}` }
+    // A short metrics token: the block holds it back too (an unguessable one passes, below).
+    const noAdminKey = {
+      ADMIN_KEY: undefined,
+      METRICS_TOKEN: `metrics-${crypto.randomUUID().slice(0, 8)}`,
+    }
     const mine = await callWithEnv(noAdminKey, '/v1/players/me', bearer('garbage-without-dots'))
     expect(await problem(mine)).toMatchObject({
       status: 401,
@@ -504,6 +508,33 @@ describe('bad credentials, one by one', () => {
     })
     // Another address still gets its key compared.
     expect((await from(clientAddress(), ADMIN_KEY)).status).toBe(200)
+  })
+
+  it('an unguessable admin key or metrics token (32 characters or more) still passes from a blocked address: wrong keys there stay 429, uncounted', async () => {
+    await clearOfMinuteTurn()
+    const strong = {
+      ADMIN_KEY: crypto.randomUUID().replaceAll('-', '') + crypto.randomUUID().replaceAll('-', ''),
+      METRICS_TOKEN: `metrics-${crypto.randomUUID()}-${crypto.randomUUID()}`,
+    }
+    const from = (ip: string, credential: string) =>
+      callWithEnv(strong, ADMIN_PROBE, probeFrom(ip, credential))
+    const ip = clientAddress()
+    for (let i = 0; i <= ADMIN_KEY_GUESSES_PER_MINUTE; i++) {
+      expect((await from(ip, `guess-${i}`)).status).toBe(401)
+    }
+    const refusedBefore = adminKeyRefusals()
+    expect((await from(ip, 'guess-more')).status).toBe(429)
+    // The game server's key at that address: compared, and right.
+    expect((await from(ip, strong.ADMIN_KEY)).status).toBe(200)
+    expect((await from(ip, strong.ADMIN_KEY + 'x')).status).toBe(429)
+    const scrape = await callWithEnv(strong, '/metrics', {
+      headers: { authorization: `Bearer ${strong.METRICS_TOKEN}`, 'cf-connecting-ip': ip },
+    })
+    expect(scrape.status).toBe(200)
+    // Only the two wrong keys were refused; the right ones were not counted as refusals.
+    expect(adminKeyRefusals() - refusedBefore).toBe(2)
+    // A short key keeps the block whole: its right key is refused too (the tests around).
+    expect(ADMIN_KEY.length).toBeLessThan(32)
   })
 
   it("an IPv6 /48's /64s together may send ten times one address's wrong admin keys a minute; then keys from anywhere in it are 429, other networks' are not", async () => {

@@ -6,6 +6,7 @@ import {
   bearer,
   isMetricsToken,
   isTokenShaped,
+  unguessable,
   type Principal,
 } from '../lib/auth.ts'
 import { mayRequireCredential, requiresCredential } from '../lib/openapi.ts'
@@ -252,6 +253,17 @@ export const requireMetricsReader = (): MiddlewareHandler<AppEnv> =>
     // counted. Given back as soon as it answers: a guess is then counted by the admin-key check
     // below (in the same synchronous step, for a credential that is not a token), the scraper's
     // own token not at all.
+    // An unguessable metrics token is compared while blocked too, as an unguessable admin key
+    // is (checkAdminKey): a neighbour's wrong keys must not stop the scrape.
+    if (
+      credential &&
+      guard.foreignPage === undefined &&
+      guard.wait() > 0 &&
+      unguessable(c.env.METRICS_TOKEN) &&
+      (await isMetricsToken(c.env, credential))
+    ) {
+      return next()
+    }
     if (credential && guard.foreignPage === undefined && guard.wait() === 0) {
       const compared = guard.comparing()
       let isMetrics: boolean

@@ -92,6 +92,7 @@ describe('hot-potato', () => {
       outTicks: {},
       winner: null,
       ended: null,
+      lastTeamWins: true,
     })
     expect(hotPotato.result(match.game)).toBeNull()
     expect(hotPotato.view(match.game, 'a')).toEqual(match.game)
@@ -417,6 +418,51 @@ describe('hot-potato', () => {
       [holder, 2],
       [bystander, 3],
     ])
+  })
+
+  it('in teams, a team whose opponents are all out has won at once: a no-show team cannot make the game abandoned, nor can the winners leaving', () => {
+    const teams = [
+      { playerId: 'a1', team: 0 },
+      { playerId: 'b1', team: 1 },
+      { playerId: 'a2', team: 0 },
+      { playerId: 'b2', team: 1 },
+    ]
+    let match = mustCreate(hotPotato, { roster: teams, seed: 'teams' })
+    // Team 0 connects and waits; team 1 never comes, and its graces end.
+    match = ok(match, connect('a1', 1)).match
+    match = ok(match, connect('a2', 1)).match
+    const f1 = ok(match, absent('b1', 600))
+    expect(f1.event).toMatchObject({ kind: 'forfeit', player: 'b1', ended: null, winner: null })
+    const f2 = ok(f1.match, absent('b2', 600))
+    expect(f2.event).toEqual({
+      kind: 'forfeit',
+      player: 'b2',
+      tick: 600,
+      holder: null,
+      explodesAt: null,
+      winner: 'a1',
+      ended: 'forfeit',
+    })
+    const result = hotPotato.result(f2.match.game)!
+    expect(result.reason).toBe('forfeit')
+    // The winner, then their teammate (never knocked out), then the leavers (out together,
+    // the later listed first).
+    expect(result.placements.map((p) => [p.playerId, p.place])).toEqual([
+      ['a1', 1],
+      ['a2', 2],
+      ['b2', 3],
+      ['b1', 3],
+    ])
+    // Over: nobody readying at startAfter, or the winners leaving, changes nothing.
+    expect(refusedWith(f2.match, absent('a1', 700))).toBe('game_over')
+    expect(
+      hotPotato.onTick!(f2.match.game, { tick: 10_000, rng: createRng(f2.match.rng) }),
+    ).toEqual({ state: f2.match.game })
+    // A game created before the rule (no lastTeamWins in its state) plays on, as its log did.
+    const { lastTeamWins: _, ...old } = mustCreate(hotPotato, { roster: teams, seed: 'teams' }).game
+    let before: Match = { ...mustCreate(hotPotato, { roster: teams, seed: 'teams' }), game: old }
+    before = ok(before, absent('b1', 600)).match
+    expect(ok(before, absent('b2', 600)).event).toMatchObject({ ended: null, winner: null })
   })
 
   it('starts a new round when the holder leaves, and refuses the absence of a player already out', () => {

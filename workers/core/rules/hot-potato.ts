@@ -86,6 +86,12 @@ export interface PotatoState {
   awaiting?: string[]
   /** With `awaiting`: the tick at which `startAfter` is up, once nobody still in is awaited. */
   startAt?: number | null
+  /**
+   * Set for games of two teams or more: once every player still in is on one team, that team
+   * has won (the first of them in roster order is the winner). Absent in states created before
+   * (2026-12-06), which play on until one player is left, as their logs recorded.
+   */
+  lastTeamWins?: true
   /** In roster order. */
   players: PotatoPlayer[]
   /** Who holds the potato; null before the fuse is lit and once the game is over. */
@@ -215,6 +221,9 @@ function init(setup: GameSetup): PotatoState | RuleError {
     outTicks: {},
     winner: null,
     ended: null,
+    // A team whose opponents are all out has won: playing on among themselves, its players
+    // closing the app together (or nobody readying) ended the game abandoned, unrated.
+    ...(new Set(setup.roster.map((p) => p.team)).size > 1 ? { lastTeamWins: true as const } : {}),
   }
 }
 
@@ -312,6 +321,18 @@ function knockOut(
       explodesAt: null,
       winner,
       ended,
+    }
+  } else if (state.lastTeamWins && live.every((p) => p.team === live[0]!.team)) {
+    next = {
+      ...state,
+      players,
+      outOrder,
+      ...outTicks,
+      ...arrived,
+      holder: null,
+      explodesAt: null,
+      winner: live[0]!.playerId,
+      ended: cause === 'exploded' ? 'finished' : 'forfeit',
     }
   } else if (state.explodesAt === null) {
     next = { ...state, players, outOrder, ...outTicks, ...arrived }
@@ -499,8 +520,15 @@ function onAbandon(state: PotatoState, ctx: TickContext): Applied<PotatoState, P
 function result(state: PotatoState): GameResult | null {
   if (state.ended === null) return null
   const outAt = new Map(state.outOrder.map((id, i) => [id, i]))
+  // The winner's teammates still in come next (a team's win: they were never knocked out).
   const rank = (p: PotatoPlayer): number =>
-    p.playerId === state.winner ? 0 : p.out === 'absent' ? 2 : 1
+    p.playerId === state.winner
+      ? 0
+      : state.lastTeamWins && p.out === null && state.winner !== null
+        ? 0.5
+        : p.out === 'absent'
+          ? 2
+          : 1
   const order = state.players
     .map((p, i) => ({ p, i }))
     .sort(

@@ -13,6 +13,7 @@ import {
 } from '../../../workers/core/rules/index.ts'
 import type {
   RpsEvent,
+  RpsPlayer,
   RpsMove,
   RpsState,
   RpsView,
@@ -95,6 +96,7 @@ describe('rock-paper-scissors', () => {
       ],
       played: 0,
       idleRounds: 0,
+      idleEndsOnWins: true,
       awaiting: ['a', 'b'],
       roundEndsAt: null,
       winner: null,
@@ -480,7 +482,33 @@ describe('rock-paper-scissors round clock', () => {
     match = playRound(match, 'rock', 'rock', 16_000).match // a draw by play resets it too
     expect(match.game).toMatchObject({ idleRounds: 0, ended: null })
     match = ok(match, tick(21_001)).match
-    expect(ok(match, tick(26_001)).match.game.ended).toBe('abandoned')
+    // a won a round, b none: the idle end is a's win on the rounds played, not a wiped score.
+    const end = ok(match, tick(26_001))
+    expect(end.match.game).toMatchObject({ ended: 'finished', winner: 'a' })
+    expect(end.event).toMatchObject({ matchWinner: 'a', ended: 'finished' })
+    expect(resultOf(rps, end.match)).toMatchObject({ reason: 'finished', winner: 'a' })
+  })
+
+  it('a player behind cannot wipe the score by going idle while the leader is away: two idle rounds end on the wins so far; a game from before the rule ends abandoned, as its log did', () => {
+    let match = started({ roundSeconds: 5, rounds: 5 })
+    match = playRound(match, 'rock', 'scissors', 1_000).match // a 1-0
+    match = playRound(match, 'rock', 'scissors', 2_000).match // a 2-0
+    // a drops; b, behind, waits without moving for two rounds.
+    const before = match
+    // Round 3's deadline is 5 s after round 2's deciding move (2,001), round 4's 5 s after that.
+    match = ok(match, tick(7_001)).match
+    const end = ok(match, tick(12_001))
+    expect(end.event).toMatchObject({ kind: 'round', matchWinner: 'a', ended: 'finished' })
+    expect(resultOf(rps, end.match)).toMatchObject({ reason: 'finished', winner: 'a' })
+    // The absence that would have come after changes nothing.
+    expect(refusedWith(end.match, absent('a', 60_000))).toBe('game_over')
+    const { idleEndsOnWins: _, ...old } = before.game
+    let oldMatch: typeof before = { ...before, game: old }
+    oldMatch = ok(oldMatch, tick(7_001)).match
+    expect(ok(oldMatch, tick(12_001)).match.game).toMatchObject({
+      ended: 'abandoned',
+      winner: null,
+    })
   })
 })
 
@@ -835,7 +863,15 @@ describe('rock-paper-scissors properties', () => {
             const target = (state.rounds + 1) / 2
             if (event.ended === 'finished') {
               expect(event.matchWinner).not.toBeNull()
-              expect(event.wins[event.matchWinner!]).toBe(target)
+              if (state.idleRounds >= 2) {
+                // Ended idle: on the round wins so far, the leader's.
+                const other = state.players.find((p) => p.playerId !== event.matchWinner)!
+                expect(event.wins[event.matchWinner!]).toBeGreaterThan(other.wins)
+              } else expect(event.wins[event.matchWinner!]).toBe(target)
+            }
+            if (event.ended === 'abandoned') {
+              const [x, y] = state.players as [RpsPlayer, RpsPlayer]
+              expect(x.wins).toBe(y.wins)
             }
           } else {
             expect(state.played).toBe(prev.played)

@@ -113,6 +113,12 @@ export interface RpsState {
   played: number
   /** Rounds in a row that timed out with no move from either player. */
   idleRounds: number
+  /**
+   * Two idle rounds end the game on the round wins so far: more wins is a win (`finished`), only
+   * equal wins `abandoned`. Set for every new match; states from before (2026-12-06) lack it and
+   * end `abandoned` whatever the score, as their logs recorded.
+   */
+  idleEndsOnWins?: true
   /** Players still to connect before the clock starts (empty once it has). */
   awaiting: string[]
   /** The tick at which the round in play times out; null before the clock starts and once over. */
@@ -204,6 +210,9 @@ function init(setup: GameSetup): RpsState | RuleError {
     players: setup.roster.map(({ playerId, team }) => ({ playerId, team, wins: 0, move: null })),
     played: 0,
     idleRounds: 0,
+    // A player behind who stops playing while the other is away (or waits out the other's drop)
+    // must not wipe the leader's score: ending abandoned, unrated, whatever it stood at, did.
+    idleEndsOnWins: true,
     awaiting: setup.roster.map(({ playerId }) => playerId),
     roundEndsAt: null,
     winner: null,
@@ -297,15 +306,17 @@ function resolve(state: RpsState, from: number): Applied<RpsState, RpsEvent> {
   const target = (state.rounds + 1) / 2
   let winner: string | null = null
   let ended: 'finished' | 'abandoned' | null = null
+  const [x, y] = players as [RpsPlayer, RpsPlayer]
+  const ahead = x.wins === y.wins ? null : x.wins > y.wins ? x.playerId : y.playerId
   if (idleRounds >= IDLE_ROUNDS_END) {
-    ended = 'abandoned'
+    ended = state.idleEndsOnWins && ahead !== null ? 'finished' : 'abandoned'
+    winner = ended === 'finished' ? ahead : null
   } else if (players.some((p) => p.wins >= target)) {
     ended = 'finished'
     winner = players.find((p) => p.wins >= target)?.playerId ?? null
   } else if (played >= MAX_ROUNDS) {
     ended = 'finished'
-    const [x, y] = players as [RpsPlayer, RpsPlayer]
-    winner = x.wins === y.wins ? null : x.wins > y.wins ? x.playerId : y.playerId
+    winner = ahead
   }
   const roundEndsAt = ended === null && state.awaiting.length === 0 ? from + state.roundTicks : null
   return {

@@ -1878,7 +1878,9 @@ export class MatchPool extends DurableObject<Env> {
             ...(config.rulesOptions !== undefined ? { options: config.rulesOptions } : {}),
             queue: this.queue,
             region: this.region,
-            leaderboardId: config.leaderboardId,
+            // A match of one ticket (a party filling a one-team queue) beat nobody outside it:
+            // a party with an alt, played again and again, would farm the board's wins.
+            leaderboardId: m.tickets.length > 1 ? config.leaderboardId : null,
           }
           const ticketIds = m.tickets.map((t) => t.id)
           const row: MatchRow = {

@@ -9,7 +9,7 @@ import { recordPartyTicket, stalePartyTickets } from '../../workers/parties/stor
 import { runScheduled } from '../../workers/scheduled.ts'
 import { cancelStaleTickets, retryStalePartyTickets } from '../../workers/parties/stale-tickets.ts'
 import { verifySessionToken } from '../../workers/lib/session-token.ts'
-import { holdLock, pg } from './helpers/boards.ts'
+import { createBoard, holdLock, pg } from './helpers/boards.ts'
 import { ADMIN_KEY, bearer, call, json, problem } from './helpers/http.ts'
 import {
   graceUntil,
@@ -21,6 +21,7 @@ import {
   rig,
   recordingCreator,
   holdSigning,
+  sessionCalls,
   ticketOf,
   type Ticket,
   type Found,
@@ -1245,6 +1246,23 @@ describe('queueing as a party over HTTP', () => {
     await rig(q, newClock())
     const t = await joinFor(q, `${q}-x`, { party: [`${q}-x`, `${q}-y`] })
     expect(t.players).toEqual([`${q}-x`, `${q}-y`])
+  })
+
+  it("a party that fills a one-team queue's match by itself plays it off the queue's board: it beat nobody outside it; two tickets' match reaches it", async () => {
+    const board = await createBoard({ operator: 'incr' })
+    const q = await createQueue({ teams: 1, teamSize: 2, maxPartySize: 2, leaderboardId: board })
+    await rig(q, newClock())
+    const setupOf = (playerId: string) =>
+      [...sessionCalls.values()].find((calls) =>
+        calls[0]!.roster.some((p) => p.playerId === playerId),
+      )?.[0]
+    const party = await joinFor(q, `${q}-main`, { party: [`${q}-main`, `${q}-alt`] })
+    expect(party.status).toBe('matched')
+    expect(setupOf(`${q}-main`)?.leaderboardId).toBeNull()
+    await joinFor(q, `${q}-one`)
+    const second = await joinFor(q, `${q}-two`)
+    expect(second.status).toBe('matched')
+    expect(setupOf(`${q}-two`)?.leaderboardId).toBe(board)
   })
 })
 

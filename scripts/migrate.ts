@@ -20,8 +20,18 @@ const MIGRATIONS_FOLDER = fileURLToPath(new URL('../migrations', import.meta.url
 
 /** How long a run waits for another run's lock before failing, rather than hanging a deploy. */
 const LOCK_WAIT = '5min'
-/** How long a migration's statement waits for a table's lock before the run fails. */
-const DDL_LOCK_WAIT = '10s'
+/**
+ * How long a migration's statement waits for a table's lock before that attempt fails. Every
+ * query of the table queues behind the waiting statement, so this is how long the live version's
+ * requests on it may stall: well under the Worker's 8 s Neon deadline, past which they fail.
+ */
+const DDL_LOCK_WAIT = '2s'
+/**
+ * A migration whose lock wait ran out is tried again this many times (after a pause of 0.5 to
+ * 1.5 s, so the queries it held up go first), before the run fails: a long query ends, a
+ * vacuum yields. About 12 s in all, then the run fails and is run again by hand.
+ */
+const LOCK_RETRIES = 3
 
 /**
  * The direct connection string for a Neon pooled one (its host without `-pooler`), else the
@@ -64,17 +74,23 @@ async function applyEach(client: PoolClient, folder: string): Promise<void> {
   const after = latest.rows.length === 0 ? -Infinity : Number(latest.rows[0]!.created_at)
   for (const migration of readMigrationFiles({ migrationsFolder: folder })) {
     if (migration.folderMillis <= after) continue
-    await client.query('begin')
-    try {
-      for (const statement of migration.sql) await client.query(statement)
-      await client.query(
-        'insert into drizzle.__drizzle_migrations (hash, created_at) values ($1, $2)',
-        [migration.hash, migration.folderMillis],
-      )
-      await client.query('commit')
-    } catch (err) {
-      await client.query('rollback').catch(() => {})
-      throw err
+    for (let attempt = 0; ; attempt++) {
+      await client.query('begin')
+      try {
+        for (const statement of migration.sql) await client.query(statement)
+        await client.query(
+          'insert into drizzle.__drizzle_migrations (hash, created_at) values ($1, $2)',
+          [migration.hash, migration.folderMillis],
+        )
+        await client.query('commit')
+        break
+      } catch (err) {
+        await client.query('rollback').catch(() => {})
+        // 55P03, lock_not_available: the lock wait ran out. Nothing of it was applied.
+        const code = (err as { code?: unknown }).code
+        if (code !== '55P03' || attempt >= LOCK_RETRIES) throw err
+        await new Promise((resolve) => setTimeout(resolve, 500 + Math.random() * 1000))
+      }
     }
   }
 }
@@ -95,9 +111,9 @@ export async function runMigrations(opts: {
       await client.query(`set lock_timeout = '${LOCK_WAIT}'`)
       await client.query('select pg_advisory_lock(727274)')
       // The migrations' own locks wait briefly: a DDL statement queued behind a long query holds
-      // up every later read and write of its table while it waits, so it fails (that migration
-      // rolls back, those before it stay applied; run again for the rest) rather than stall the
-      // live version for minutes.
+      // up every later read and write of its table while it waits, so it gives up (that
+      // migration rolls back and is tried again a few times; those before it stay applied; a run
+      // that fails is run again for the rest) rather than stall the live version for minutes.
       await client.query(`set lock_timeout = '${DDL_LOCK_WAIT}'`)
       await applyEach(client, opts.migrationsFolder ?? MIGRATIONS_FOLDER)
     } finally {

@@ -161,6 +161,54 @@ describe('a migration waiting for a table in use', () => {
     expect(await built()).toBe(1)
   })
 
+  it('a lock held past one lock wait, then let go, is waited out: the migration is tried again and applied', async () => {
+    await direct.query('create database retried')
+    const url = new URL(server.url)
+    url.pathname = '/retried'
+    await runMigrations({ databaseUrl: url.href, relay: relay.address })
+    const { folder } = await migrationsWith([
+      ['9999_retried', 'CREATE INDEX "9999_retried_idx" ON "party_tickets" ("ticket_id");'],
+    ])
+    const holder = new pg.Client(url.href)
+    await holder.connect()
+    const watcher = new pg.Client(url.href)
+    await watcher.connect()
+    try {
+      await holder.query('begin')
+      await holder.query('lock table party_tickets in access exclusive mode')
+      const run = runMigrations({
+        databaseUrl: url.href,
+        relay: relay.address,
+        migrationsFolder: folder,
+      })
+      run.catch(() => undefined)
+      // Held until the migration has waited on it, then longer than one lock wait (2 s).
+      const waiting = async () =>
+        (
+          await watcher.query(
+            `select 1 from pg_stat_activity where $1 = any(pg_blocking_pids(pid))`,
+            [(await holder.query('select pg_backend_pid() as pid')).rows[0].pid],
+          )
+        ).rowCount! > 0
+      for (let i = 0; i < 400 && !(await waiting()); i++) {
+        await new Promise((r) => setTimeout(r, 25))
+      }
+      expect(await waiting()).toBe(true)
+      // Past one lock wait: the first attempt has failed by then.
+      await new Promise((r) => setTimeout(r, 2_500))
+      await holder.query('rollback')
+      await run
+    } finally {
+      await holder.query('rollback').catch(() => undefined)
+      await holder.end()
+    }
+    expect(
+      (await watcher.query(`select 1 from pg_indexes where indexname = '9999_retried_idx'`))
+        .rowCount,
+    ).toBe(1)
+    await watcher.end()
+  }, 40_000)
+
   it('applies each migration in a transaction of its own: one waiting for its table holds no lock of the ones before it, which stay applied if it fails', async () => {
     await direct.query('create database one_by_one')
     const url = new URL(server.url)

@@ -55,7 +55,8 @@ async function seed(board: string, n: number, score: (i: number) => number): Pro
 }
 
 /** Counts the calls reaching board `b`'s `top` until the test ends, each first waiting `delayMs`. */
-async function countTopCalls(b: string, delayMs = 0): Promise<{ calls: number }> {
+/** Counts the board's `top` calls; with `hold`, each waits for it before answering. */
+async function countTopCalls(b: string, hold?: Promise<void>): Promise<{ calls: number }> {
   const counted = { calls: 0 }
   await replaceMethod<Leaderboard, 'top'>(
     env.LEADERBOARD.getByName(b),
@@ -63,7 +64,7 @@ async function countTopCalls(b: string, delayMs = 0): Promise<{ calls: number }>
     (original) =>
       async function (this: Leaderboard, ...args: Parameters<Leaderboard['top']>) {
         counted.calls++
-        if (delayMs > 0) await new Promise((r) => setTimeout(r, delayMs))
+        if (hold) await hold
         return original.apply(this, args)
       },
   )
@@ -725,18 +726,34 @@ describe('edge cache', () => {
     const first = await call(`/v1/leaderboards/${b}/top`)
     expect(first.headers.get('x-cache')).toBe('MISS')
     await first.body?.cancel()
-    // A slow board: the other reads come while this refresh is under way.
-    const board = await countTopCalls(b, 300)
+    // A board held until the others are answered: they all come while the refresh is under way.
+    let release!: () => void
+    const board = await countTopCalls(
+      b,
+      new Promise<void>((resolve) => {
+        release = resolve
+      }),
+    )
     // Every roll says "refresh now": each reader would go to the board on its own.
     const random = Math.random
     Math.random = () => 0
     let answers: Response[]
     try {
-      answers = await Promise.all(
-        Array.from({ length: 5 }, () => call(`/v1/leaderboards/${b}/top`)),
+      const answered: Response[] = []
+      const reads = Array.from({ length: 5 }, () =>
+        call(`/v1/leaderboards/${b}/top`).then((r) => {
+          answered.push(r)
+          return r
+        }),
       )
+      // Four answered without the board (a reader sent to it would wait on the hold too).
+      await until(async () => answered.length >= 4 || undefined)
+      expect(answered.length).toBe(4)
+      release()
+      answers = await Promise.all(reads)
     } finally {
       Math.random = random
+      release()
     }
     expect(board.calls).toBe(1)
     const sources = answers.map((r) => r.headers.get('x-cache')).sort()

@@ -978,8 +978,13 @@ export class Leaderboard extends DurableObject<Env> {
           this.current.endsAt = nextBoundary(this.schedule!, now)
           // A cycle nobody entered starts over on the new schedule, as carryEmpty starts one: a
           // daily cycle shown (and archived) as begun months ago, under the old one, misleads.
+          // Never earlier than it began: a cycle just rolled over (or closed by hand) would
+          // otherwise reach back over the one before it.
           if (this.entryCount() === 0) {
-            this.current.startsAt = previousBoundary(this.schedule!, now) ?? now
+            this.current.startsAt = Math.max(
+              this.current.startsAt,
+              previousBoundary(this.schedule!, now) ?? now,
+            )
           }
         }
         // A cycle nobody entered yet has nothing ranked by the old rule: it takes the new one now

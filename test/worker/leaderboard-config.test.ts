@@ -408,6 +408,17 @@ describe('leaderboard configuration', () => {
     const hourly = await cycleOf()
     expect(hourly.startsAt).toBe(short.startsAt)
     expect(hourly.endsAt % 3_600_000).toBe(0)
+    // Closed by hand: the next cycle starts at the close. A new schedule does not move that start
+    // back to its own boundary, over the cycle just closed.
+    const closed = await call(`/v1/admin/leaderboards/${id}/close`, {
+      ...bearer(ADMIN_KEY),
+      method: 'POST',
+    })
+    expect(closed.status).toBeLessThan(300)
+    const next = await cycleOf()
+    expect(next.startsAt).toBeGreaterThan(hourly.startsAt)
+    expect((await put({ every: '1d' })).status).toBe(200)
+    expect((await cycleOf()).startsAt).toBe(next.startsAt)
   })
 
   it('the cron counts only boards it had to nudge, not every board whose boundary is recent', async () => {

@@ -379,7 +379,7 @@ export interface Schemas {
     ticketTtlSeconds?: number
     /** How long a socket ticket waits for its player to reconnect after the socket goes, before it is cancelled (default 10); at least 10, which the SDK's fallback to HTTP counts on */
     disconnectGraceSeconds?: number
-    /** Where finished sessions submit results */
+    /** Where finished sessions submit results (not a match of one ticket: a party filling a one-team queue by itself beat nobody outside it) */
     leaderboardId?: string | null
     /** true takes the queue out of play (a season over, an incident): waiting tickets are cancelled (`queue_changed`) and joins refused (409 `conflict`; a socket's `error` `conflict`) until a PUT without it; matches already made play on */
     paused?: boolean

@@ -113,7 +113,8 @@ export class Parties {
   }
 
   /**
-   * Leaves the party. A leader who leaves hands it to the longest-standing member; the last
+   * Leaves the party. A leader who leaves hands it to the longest-standing member (one not
+   * banned, while there is one); the last
    * member's leaving ends it. The party's waiting matchmaking ticket is cancelled (reason
    * `party_changed`), since it no longer stands for the party. Idempotent.
    */

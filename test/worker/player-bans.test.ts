@@ -346,17 +346,20 @@ describe('banning a player from the deployment (admin)', () => {
 
   it("a party around a banned player stays usable: a leaving leader hands over to one not banned, invites to players who could never accept are refused, and a banned leader's invites are neither listed nor accepted", async () => {
     const players = await Promise.all(
-      [1, 2, 3, 4, 5].map(async () => {
+      [1, 2, 3, 4, 5, 6, 7].map(async () => {
         const playerId = `ban-lead-${crypto.randomUUID()}`
         return { playerId, token: (await issuePlayerToken(env, playerId)).token }
       }),
     )
-    const [leader, first, second, host, invitee] = players as [
-      (typeof players)[0],
-      (typeof players)[0],
-      (typeof players)[0],
-      (typeof players)[0],
-      (typeof players)[0],
+    type P = (typeof players)[0]
+    const [leader, first, second, host, invitee, otherHost, later] = players as [
+      P,
+      P,
+      P,
+      P,
+      P,
+      P,
+      P,
     ]
     type Party = { id: string; leader: string; invites: { playerId: string }[] }
     const partyOf = async (token: string) =>
@@ -392,15 +395,22 @@ describe('banning a player from the deployment (admin)', () => {
       expect(refused.body).toMatchObject({ invitable: false })
     }
     expect(await pg()`select player_id from party_invites where party_id = ${party.id}`).toEqual([])
+    // An invite out before its player's ban goes with the ban: it held a place for nobody.
+    expect((await invite(party.id, later.playerId, second.token)).status).toBe(201)
+    await banAll(later.playerId)
+    expect(await pg()`select player_id from party_invites where party_id = ${party.id}`).toEqual([])
 
     // A leader banned after inviting: the invite is not listed, and its accept is 403 and keeps it.
     const hosted = await partyOf(host.token)
     expect((await invite(hosted.id, invitee.playerId, host.token)).status).toBe(201)
+    const elsewhere = await partyOf(otherHost.token)
+    expect((await invite(elsewhere.id, invitee.playerId, otherHost.token)).status).toBe(201)
     await banAll(host.playerId)
+    // Only the banned leader's invite is hidden; another party's stays listed.
     const listed = (await (
       await call('/v1/players/me/party-invites', bearer(invitee.token))
-    ).json()) as { invites: unknown[] }
-    expect(listed.invites).toEqual([])
+    ).json()) as { invites: { partyId: string }[] }
+    expect(listed.invites.map((i) => i.partyId)).toEqual([elsewhere.id])
     const refused = await problem(await accept(hosted.id, invitee.token))
     expect(refused).toMatchObject({ status: 403, type: 'urn:nexus:problem:forbidden' })
     expect(refused.body.detail).toContain('led by a banned player')

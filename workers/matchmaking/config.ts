@@ -105,7 +105,11 @@ export const QueueConfigInput = z
       }),
     leaderboardId: ResourceId.nullable()
       .optional()
-      .openapi({ description: 'Where finished sessions submit results' }),
+      .openapi({
+        description:
+          'Where finished sessions submit results (not a match of one ticket: a party filling a ' +
+          'one-team queue by itself beat nobody outside it)',
+      }),
     paused: z
       .boolean()
       .optional()

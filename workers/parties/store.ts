@@ -41,7 +41,7 @@ export interface PartyInvite {
 export interface PartyView {
   id: string
   leader: string
-  /** Longest-standing first; the first is the next leader if the leader leaves. */
+  /** Longest-standing first; the first not banned is the next leader if the leader leaves. */
   members: PartyMember[]
   /** Pending, unexpired invites. */
   invites: PartyInvite[]
@@ -108,8 +108,8 @@ const UNINVITABLE = (param: string) =>
      and exists (select 1 from erased_players where id = ${param})))`
 /** A party whose leader is banned: it cannot queue while they lead it. */
 const LEADER_BANNED = (party: string) =>
-  `exists (select 1 from parties p join player_bans b on b.player_id = p.leader
-            where p.id = ${party})`
+  `exists (select 1 from parties lp join player_bans lb on lb.player_id = lp.leader
+            where lp.id = ${party})`
 
 const ROLE = `
   select p.leader,

@@ -21,7 +21,9 @@ const view = (r: BanRow): AccountBan => ({
 
 /**
  * Records a player's account ban. Banning again keeps the first ban's time and takes the new
- * reason if it gives one, as a board's ban does; so a retried ban changes nothing.
+ * reason if it gives one, as a board's ban does; so a retried ban changes nothing. The invites
+ * the player had not answered go with it: they could not be accepted, and each held one of its
+ * party's places.
  */
 export async function banAccount(
   env: DbEnv,
@@ -29,9 +31,13 @@ export async function banAccount(
   reason: string | null,
 ): Promise<AccountBan> {
   const [row] = (await getSql(env).query(
-    `insert into player_bans (player_id, reason) values ($1, $2)
-     on conflict (player_id) do update set reason = coalesce(excluded.reason, player_bans.reason)
-     returning player_id, reason, banned_at`,
+    `with ban as (
+       insert into player_bans (player_id, reason) values ($1, $2)
+       on conflict (player_id) do update set reason = coalesce(excluded.reason, player_bans.reason)
+       returning player_id, reason, banned_at
+     ),
+     unanswered as (delete from party_invites where player_id = $1)
+     select * from ban`,
     [playerId, reason],
   )) as BanRow[]
   return view(row!)

@@ -123,7 +123,8 @@ const partyInvitesRoute = createRoute({
   path: '/me/party-invites',
   summary: 'Pending party invites to the caller, newest first',
   description:
-    'Unexpired invites only. Accept one with POST /v1/parties/{partyId}/members, decline it with ' +
+    'Unexpired invites only, and none of a party led by a banned player (it cannot queue). Accept ' +
+    'one with POST /v1/parties/{partyId}/members, decline it with ' +
     'DELETE /v1/parties/{partyId}/invites/me.',
   middleware: [requirePlayer()] as const,
   request: { query: z.object({ limit: Limit(100, 50) }) },

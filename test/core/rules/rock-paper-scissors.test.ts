@@ -762,7 +762,11 @@ describe('rock-paper-scissors properties', () => {
       // forfeit.
       const last = steps.at(-1)?.record.event
       if (result && last) {
-        endings.add(`${result.reason}:${last.kind}:${result.winner === null ? 'none' : 'winner'}`)
+        // An idle end (a round both timed out) told from a round won by play.
+        const idle = last.kind === 'round' && last.timedOut.length === 2 ? ':idle' : ''
+        endings.add(
+          `${result.reason}:${last.kind}${idle}:${result.winner === null ? 'none' : 'winner'}`,
+        )
       }
       for (const { match: m, record } of steps) {
         if (m.game.players.some((p) => p.move !== null)) pending++
@@ -772,7 +776,8 @@ describe('rock-paper-scissors properties', () => {
     }
     expect([...endings].sort()).toEqual([
       'abandoned:abandoned:none',
-      'abandoned:round:none',
+      'abandoned:round:idle:none',
+      'finished:round:idle:winner',
       'finished:round:winner',
       'forfeit:forfeit:winner',
     ])

@@ -37,7 +37,8 @@ import { isRuleError, ruleError } from './types.ts'
  * tick, one resolved by its deadline starts at that deadline however late the alarm applied it.
  * At the deadline, one player having chosen wins the round (the other `timedOut`); neither
  * having chosen makes it a draw with both timed out, and two such rounds in a row end the game
- * `abandoned` (nobody is playing; no winner, nobody rated).
+ * (nobody is playing) on the round wins so far: more wins is a win, equal wins `abandoned` (no
+ * winner, nobody rated); games from before `idleEndsOnWins` end `abandoned` either way.
  *
  * Bounds: at most `MAX_ROUNDS` (100) rounds are played, draws included, so a log cannot grow
  * without end; after the last one the player with more round wins wins (`finished`), and equal

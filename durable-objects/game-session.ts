@@ -2111,8 +2111,15 @@ export class GameSession extends DurableObject<Env> {
         }
         this.ctx.storage.transactionSync(() => {
           this.setMeta('rating_changes', JSON.stringify(out.ratingChanges))
-          // Erased players' wins go on no board (workers/players/erasure.ts).
-          if (out.erased.length > 0) this.setMeta('erased', JSON.stringify(out.erased))
+          // Erased players' wins go on no board (workers/players/erasure.ts). They read the game
+          // no more either, as if the erasure's walk had reached it (it asked before this
+          // session was listed, or while its result was being recorded).
+          if (out.erased.length > 0) {
+            this.setMeta('erased', JSON.stringify(out.erased))
+            const erased = new Set([...this.erasedPlayers, ...out.erased])
+            this.setMeta('erased_players', JSON.stringify([...erased]))
+            this.erasedPlayers = erased
+          }
           // The result upserted the session's Neon row too.
           this.advance('register', 'done')
           this.advance('end', setup.leaderboardId ? 'submit' : 'archive')

@@ -1028,6 +1028,45 @@ describe('erasing a player (admin)', () => {
     )
   })
 
+  it("an erasure after the game ended, before its object was cleared, refuses the player's old tokens there too; so does one its result found first", async () => {
+    const played = async () => {
+      const guest = await newGuest()
+      const [other] = playerIds(1, 'erase-ended') as [string]
+      const { sessionId, tokens } = await createSession({
+        rules: 'dice-race',
+        roster: [{ playerId: guest.playerId }, { playerId: other }],
+        options: { target: 10 },
+      })
+      const sockets = {
+        [guest.playerId]: await connectToSession(sessionId, tokens[guest.playerId]!),
+        [other]: await connectToSession(sessionId, tokens[other]!),
+      }
+      const welcome = await sockets[other]!.nextOf('welcome')
+      await sockets[guest.playerId]!.nextOf('welcome')
+      const state = welcome.state as { players: { playerId: string }[]; turn: number }
+      await playToEnd(sockets, state.players[state.turn]!.playerId)
+      return { guest, other, sessionId, tokens }
+    }
+    const readable = async (sessionId: string, token: string) =>
+      (await call(`/v1/sessions/${sessionId}`, bearer(token))).status
+    // Erased once the result is in Neon (the session no longer live there): the walk asks it.
+    const after = await played()
+    await inObject(after.sessionId, (inst) => inst.runEndWork({ force: true }))
+    const { first } = await eraseAll(after.guest.playerId)
+    expect(first.sessions.left).toContain(after.sessionId)
+    for (const token of [after.guest.token, after.tokens[after.guest.playerId]!]) {
+      expect(await readable(after.sessionId, token)).toBe(403)
+    }
+    expect(await readable(after.sessionId, after.tokens[after.other]!)).toBe(200)
+    // Erased before the result was recorded, with no walk reaching the session (its tombstone
+    // alone): the result finds the erasure and the session takes the player out.
+    const during = await played()
+    await pg()`insert into erased_players (id) values (${during.guest.playerId})`
+    await inObject(during.sessionId, (inst) => inst.runEndWork({ force: true }))
+    expect(await readable(during.sessionId, during.tokens[during.guest.playerId]!)).toBe(403)
+    expect(await readable(during.sessionId, during.tokens[during.other]!)).toBe(200)
+  })
+
   it("a session archived and cleared judges a returning player's reads by the match's time, as its object did: a match made before their erasure is not theirs to read again", async () => {
     // An identity provider's player, erased, then back under the id with a new token.
     const [gone, other] = playerIds(2, 'erase-made') as [string, string]

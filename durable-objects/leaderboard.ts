@@ -488,6 +488,8 @@ export class Leaderboard extends DurableObject<Env> {
   catchUpReads = { accountBansAfter, recentErasuresAfter }
   /** Neon's read of the configuration after a cold start; replaceable so tests can hold one. */
   configRead = loadLeaderboardConfig
+  /** Neon's read of a board's last cycle for a push that did not bring it; replaceable too. */
+  lastCycleRead = lastArchivedCycle
   /** Neon's step of a deletion; replaceable so tests can have its answer lost. */
   neonDeletion = deleteLeaderboardConfig
   /** Neon's read of the board's row when a deletion is settled; replaceable so tests can fail it. */
@@ -898,7 +900,17 @@ export class Leaderboard extends DurableObject<Env> {
     // A board with no cycle yet goes on from Neon's numbering; a pusher that did not read it (a
     // Worker of the version before) has it asked here, before anything else, so that the checks
     // below judge the board as it is after the wait.
-    const archived = this.current ? 0 : (lastCycle ?? (await lastArchivedCycle(this.env, boardId)))
+    const wipes = this.wipes
+    const archived = this.current ? 0 : (lastCycle ?? (await this.lastCycleRead(this.env, boardId)))
+    // Deleted while Neon was asked: the push is of the board of before, as above. (A board made
+    // again since would have come with a later version.)
+    if (
+      this.wipes !== wipes &&
+      !this.config &&
+      (version === undefined || version <= this.deletedVersion)
+    ) {
+      throw new Error(`No leaderboard '${boardId}': deleted at version ${this.deletedVersion}`)
+    }
     // Pushes of two PUTs may arrive in either order: an older version than the one applied
     // changes nothing, so the board ends on Neon's last word. `configVersion` and `inForce` tell
     // the caller whether its configuration is the one in force (not: its PUT lost to a later

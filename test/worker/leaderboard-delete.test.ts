@@ -567,6 +567,43 @@ describe('DELETE /v1/admin/leaderboards/:id', () => {
     expect((await problem(await submitFor(board, 'ann', { score: 1 }))).status).toBe(404)
   })
 
+  it("a push that asked Neon for the board's last cycle while the board was deleted does not bring it back", async () => {
+    const board = `lb-push-race-${crypto.randomUUID().slice(0, 8)}`
+    const model = await createBoard({ paused: true })
+    await pg()`insert into leaderboards (id, config) select ${board}, config from leaderboards where id = ${model}`
+    const [{ config }] = (await pg()`select config from leaderboards where id = ${model}`) as [
+      { config: never },
+    ]
+    const outcome = await runInDurableObject(stub(board), async (inst: Leaderboard) => {
+      const real = inst.lastCycleRead
+      let release!: () => void
+      const held = new Promise<void>((resolve) => (release = resolve))
+      let asked = false
+      inst.lastCycleRead = async (e, id) => {
+        inst.lastCycleRead = real
+        asked = true
+        await held
+        return real(e, id)
+      }
+      // A push of a Worker of the version before (no last cycle with it), to an object that
+      // holds nothing yet.
+      const push = inst.configure(board, config, 1).then(
+        () => 'applied',
+        (err: Error) => err.message,
+      )
+      for (let waited = 0; !asked; waited += 5) {
+        if (waited > 5_000) throw new Error('the push never asked Neon')
+        await new Promise((r) => setTimeout(r, 5))
+      }
+      const deleted = await inst.deleteBoard(board)
+      release()
+      return { deleted, push: await push }
+    })
+    expect(outcome.deleted).toMatchObject({ ok: true })
+    expect(outcome.push).toMatch(/deleted/)
+    expect(await tablesOf(board)).toEqual([])
+  })
+
   it('a call whose configuration read from Neon began before the deletion and ended after it answers 404, not the board of before', async () => {
     const board = `lb-race-${crypto.randomUUID().slice(0, 8)}`
     // In Neon only (the stored configuration of a board made by a PUT): its object has never

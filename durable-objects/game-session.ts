@@ -964,6 +964,24 @@ export class GameSession extends DurableObject<Env> {
     return { ok: true, taken, socketsClosed }
   }
 
+  /**
+   * Whether Neon has `player` erased since the match (a guest: ever), for an ended game. Skipped
+   * (false) when Neon does not answer within 3 s: a finished game's final state is all it serves.
+   */
+  private async erasedSinceTheMatch(player: string): Promise<boolean> {
+    try {
+      const erased = await within(
+        this.store.erasedAmong([player], this.madeAt),
+        3_000,
+        'the erasure check',
+      )
+      return erased.length > 0
+    } catch (err) {
+      log('warn', 'erasure check skipped', { actor: this.actor, ...errorFields(err) })
+      return false
+    }
+  }
+
   /** Progress of the end-of-game work, or null while the game runs. */
   endStatus(): EndStatus | null {
     this.refuseUnloadable()
@@ -1016,6 +1034,13 @@ export class GameSession extends DurableObject<Env> {
     }
     if (this.erasedPlayers.has(player)) {
       return problemResponse('forbidden', 'This player was erased: the game goes on without them')
+    }
+    // Ended: no erasure walk asks it, so a socket of theirs asks Neon, as a read does.
+    if (this.status !== 'live' && (await this.erasedSinceTheMatch(player))) {
+      return problemResponse('forbidden', 'This player was erased')
+    }
+    if (!this.setup || !this.match) {
+      return problemResponse('not-found', 'No such session (or it ended and was archived)')
     }
     const params = new URL(request.url).searchParams
     const conn = params.get('conn')

@@ -904,11 +904,7 @@ export class Leaderboard extends DurableObject<Env> {
     const archived = this.current ? 0 : (lastCycle ?? (await this.lastCycleRead(this.env, boardId)))
     // Deleted while Neon was asked: the push is of the board of before, as above. (A board made
     // again since would have come with a later version.)
-    if (
-      this.wipes !== wipes &&
-      !this.config &&
-      (version === undefined || version <= this.deletedVersion)
-    ) {
+    if (this.wipes !== wipes && (version === undefined || version <= this.deletedVersion)) {
       throw new Error(`No leaderboard '${boardId}': deleted at version ${this.deletedVersion}`)
     }
     // Pushes of two PUTs may arrive in either order: an older version than the one applied

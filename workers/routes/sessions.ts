@@ -193,6 +193,7 @@ async function authorize(
     createdAt: number
     madeAt?: number
     erasedPlayers?: readonly string[]
+    status?: string
   },
 ): Promise<void> {
   if (viewer.kind === 'admin') return
@@ -211,6 +212,11 @@ async function authorize(
   // Erased while it ran, whatever their token (a session token too): the object refuses their
   // sockets alike.
   if (session.erasedPlayers.includes(viewer.playerId)) throw refused()
+  // Ended, not yet cleared: no erasure walk asks it (a player may have hundreds within the
+  // retention), so its reads ask Neon, as a cleared one's do, whatever the token.
+  if (session.status !== 'live' && (await erasedSinceMatch(c, viewer.playerId, madeAt))) {
+    throw refused()
+  }
   // By the match's time, as its result is: a session the pool created after an erasure, from a
   // match made (a ticket joined) before it, was the erased player's.
   if (await erasedSince(c, viewer, madeAt)) throw refused()
@@ -263,6 +269,31 @@ async function erasedSince(
       err instanceof NoAnswerInTime || isDatabaseUnreachable(err) || isTransientDatabaseError(err)
     if (!skip) throw err
     log('warn', 'erasure check skipped', { sessionCreatedAt: createdAt, ...errorFields(err) })
+    return false
+  }
+}
+
+/**
+ * Whether Neon has `playerId` erased since the match (a guest: ever), as a result judges it.
+ * Skipped, as erasedSince is, when Neon does not answer in time.
+ */
+async function erasedSinceMatch(
+  c: Context<AppEnv>,
+  playerId: string,
+  madeAt: number,
+): Promise<boolean> {
+  try {
+    const erased = await within(
+      new NeonSessionStore(c.env).erasedAmong([playerId], madeAt),
+      ERASURE_CHECK_WAIT_MS,
+      'the erasure check',
+    )
+    return erased.length > 0
+  } catch (err) {
+    const skip =
+      err instanceof NoAnswerInTime || isDatabaseUnreachable(err) || isTransientDatabaseError(err)
+    if (!skip) throw err
+    log('warn', 'erasure check skipped', { madeAt, ...errorFields(err) })
     return false
   }
 }

@@ -15,10 +15,9 @@ const SESSION_CALL_MS = 10_000
 export const ERASED_SESSIONS_PER_CALL = 100
 
 /**
- * Takes an erased player out of every session Neon lists them in whose object still holds it
- * (GameSession's `removeErasedPlayer`): live ones, and ended ones not yet cleared, which their
- * tokens still read for the retention's hours. Their sockets close and their tokens play and read
- * no more. `sessions`: those this call took them out of. A session listed
+ * Takes an erased player out of every live session Neon lists them in (GameSession's
+ * `removeErasedPlayer`): their sockets close and their tokens play no more. `sessions`: those
+ * this call took them out of. A session listed
  * after the erasure's tombstone finds the erasure itself, when it lists itself. Idempotent: each
  * call of an erasure's walk does it again, and a session that could not be reached is named for
  * a retry.
@@ -31,14 +30,13 @@ export async function removeFromLiveSessions(
   playerId: string,
   erasedAt: number,
 ): Promise<{ sessions: string[]; unreached: string[] }> {
-  // By the player's listing (its primary key leads with the player), then whether the object
-  // was cleared (`setup_hash`, kept as it clears): one cleared since Neon listed it answers
-  // nothing. Live ones first, then the newest.
+  // By the player's listing (its primary key leads with the player), then the session's status:
+  // a session over whose status Neon has not caught up with is asked too, and answers nothing.
   const rows = (await getSql(env).query(
     `select sp.session_id from session_players sp
        join game_sessions g on g.id = sp.session_id
-      where sp.player_id = $1 and g.setup_hash is null
-      order by g.status = 'live' desc, sp.created_at desc limit $2`,
+      where sp.player_id = $1 and g.status = 'live'
+      order by sp.created_at desc limit $2`,
     [playerId, ERASED_SESSIONS_PER_CALL],
   )) as { session_id: string }[]
   const ids = rows.map((r) => r.session_id)

@@ -258,17 +258,17 @@ const waitSeconds = histogram(
 )
 const waitP50 = gauge(
   'nexus_matchmaking_wait_p50_seconds',
-  "Median wait of the last hour's matched tickets, per pool (0 with none: see wait_samples)",
+  "Median wait of the last hour's matched tickets, at most the latest 500, per pool (0 with none: see wait_samples)",
 )
 const waitP95 = gauge(
   'nexus_matchmaking_wait_p95_seconds',
-  "95th percentile wait of the last hour's matched tickets, per pool (0 with none: see wait_samples)",
+  "95th percentile wait of the last hour's matched tickets, at most the latest 500, per pool (0 with none: see wait_samples)",
 )
 // The percentiles read 0 over no waits at all: a queue that matches nobody (every ticket leaving
 // unmatched) would look like one whose players wait no time. This says how many they are over.
 const waitSamples = gauge(
   'nexus_matchmaking_wait_samples',
-  'Matched tickets of the last hour the wait percentiles are taken over, per pool',
+  'Matched tickets of the last hour the wait percentiles are taken over (at most the latest 500), per pool',
 )
 const matchesPerMinute = gauge(
   'nexus_matchmaking_matches_per_minute',

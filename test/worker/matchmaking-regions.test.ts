@@ -518,8 +518,11 @@ describe('one ticket per player per queue, across regions', () => {
     expect(ticket).toMatchObject({ status: 'matched', existing: true })
     expect(ticket.match!.sessionId).toBe(matched.match!.sessionId)
     expect(typeof ticket.match!.token).toBe('string')
+    // Answered, so not counted as refused for the other region.
+    expect(refusals(q, 'eu', 'other_region')).toBe(0)
     // A join without that key is still refused while the player waits in us.
     expect((await joinAs(q, g.token, 'eu')).status).toBe(409)
+    expect(refusals(q, 'eu', 'other_region')).toBe(1)
   })
 
   it("with Neon unreachable, a socket's join that needs a new claim gets unavailable and queues nothing; once Neon is back it queues", async () => {

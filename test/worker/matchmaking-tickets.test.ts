@@ -420,6 +420,15 @@ describe('HTTP tickets', () => {
 
 describe('joins per minute', () => {
   const limited = { JOINS_PER_MINUTE: '1' }
+  /** This isolate's `nexus_rate_limited_total` for the joins' two limits. */
+  const joinRefusals = () => {
+    const family = localFamilies().find((f) => f.name === 'nexus_rate_limited_total')
+    const of = (limit: string) => {
+      const series = family?.series.find((x) => x.labels.limit === limit)
+      return series && 'value' in series ? series.value : 0
+    }
+    return { joins: of('matchmaking-joins'), replays: of('matchmaking-join-replays') }
+  }
 
   it("refuses a player's HTTP joins past JOINS_PER_MINUTE with 429 and Retry-After before any claim, queueing nothing; a keyed join sent again still gets the ticket its first try made; game servers are not counted", async () => {
     // Counted by the minute: not across its turn.
@@ -446,20 +455,26 @@ describe('joins per minute', () => {
     const { ticketId } = (await first.json()) as Ticket
     // The minute's one join is spent: another is refused before its claim.
     const before = await claimVersion()
+    const counted = joinRefusals()
     const refused = await join()
     expect(refused.status).toBe(429)
+    expect(joinRefusals()).toEqual({ ...counted, joins: counted.joins + 1 })
     expect(Number(refused.headers.get('retry-after'))).toBeGreaterThan(0)
     expect((await problem(refused)).type).toBe('urn:nexus:problem:rate-limited')
     expect(await claimVersion()).toBe(before)
     // The first join sent again (its answer lost) gets its ticket, still waiting.
     const again = await join(key)
     expect(again.status).toBe(200)
+    // Answered, so not counted as refused.
+    expect(joinRefusals()).toEqual({ ...counted, joins: counted.joins + 1 })
     expect(await again.json()).toMatchObject({ ticketId, status: 'waiting', existing: true })
     const waiting = await runInDurableObject(poolOf(q), (inst: MatchPool) => inst.stats('eu'))
     expect(waiting.waitingTickets).toBe(1)
     // Each such answer is a Neon read and a pool's: as many again as the joins, then the 429.
     const pastReplays = await join(key)
     expect(pastReplays.status).toBe(429)
+    // One 429, counted once, under the limit that refused it.
+    expect(joinRefusals()).toEqual({ joins: counted.joins + 1, replays: counted.replays + 1 })
     expect((await problem(pastReplays)).type).toBe('urn:nexus:problem:rate-limited')
     // A game server joins players all the same (this one's ticket is the one it has).
     const byServer = await callWithEnv(

@@ -158,14 +158,21 @@ const MATCHMAKING_JOINS: EdgeRateLimitOptions = {
 
 /**
  * Counts a player's HTTP join of a queue toward JOINS_PER_MINUTE, before the claim it takes in
- * Neon; returns the 429 to answer past it (counted in `nexus_rate_limited_total`), which a keyed
- * join sent again does not get when its first try made a ticket (the route asks the pool). A
- * game server's joins (the admin key) are not counted: it joins for many players.
+ * Neon; returns the 429 to answer past it, which a keyed join sent again does not get when its
+ * first try made a ticket (the route asks the pool): so not counted in `nexus_rate_limited_total`
+ * here, but by the route when it answers it (countJoinRefused). A game server's joins (the admin
+ * key) are not counted: it joins for many players.
  */
 export async function overMatchmakingJoins(c: Context<AppEnv>): Promise<ApiError | null> {
-  const refusal = await overEdgeLimit(c, MATCHMAKING_JOINS)
-  if (refusal) rejections.inc({ limit: MATCHMAKING_JOINS.name })
-  return refusal
+  return overEdgeLimit(c, MATCHMAKING_JOINS)
+}
+
+/**
+ * Counts a join's 429 in `nexus_rate_limited_total` once it is answered: under the replays' limit
+ * when a keyed retry passed that too, else under the joins'.
+ */
+export function countJoinRefused(pastReplays: boolean): void {
+  rejections.inc({ limit: pastReplays ? JOIN_REPLAYS.name : MATCHMAKING_JOINS.name })
 }
 
 const JOIN_REPLAYS: EdgeRateLimitOptions = {
@@ -180,9 +187,7 @@ const JOIN_REPLAYS: EdgeRateLimitOptions = {
  * own 429 is the answer then). A client retries a join a few times, not thirty.
  */
 export async function overJoinReplays(c: Context<AppEnv>): Promise<boolean> {
-  const refusal = await overEdgeLimit(c, JOIN_REPLAYS)
-  if (refusal) rejections.inc({ limit: JOIN_REPLAYS.name })
-  return refusal !== null
+  return (await overEdgeLimit(c, JOIN_REPLAYS)) !== null
 }
 
 const MATCHMAKING_CONNECTS: EdgeRateLimitOptions = {

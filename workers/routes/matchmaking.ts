@@ -58,6 +58,7 @@ import { adminKeyGuard, requirePrincipal } from '../middleware/auth.ts'
 import {
   countMatchmakingConnect,
   countUnknownId,
+  countJoinRefused,
   overJoinReplays,
   overMatchmakingJoins,
   refuseNamerOfUnknownIds,
@@ -220,7 +221,6 @@ async function fenceForJoin(
     )
   }
   if (r.ok) return r.claim
-  joinsRefused.inc({ queue, region, reason: 'other_region' })
   const caller = principal.kind === 'admin' ? null : principal.playerId
   const own = caller === null || caller === r.playerId
   throw new ApiError('conflict', conflictDetail(r, caller), {
@@ -496,19 +496,24 @@ matchmakingRoutes.openapi(joinRoute, async (c) => {
   }
   const refusedNow = joinsRefusal ?? rosterRefusal
   if (refusedNow) {
+    // Counted as refused only when it is: a keyed retry answered 200 below was not.
+    const refuse: (pastReplays?: boolean) => never = (pastReplays = false) => {
+      if (joinsRefusal) countJoinRefused(pastReplays)
+      throw refusedNow
+    }
     // A keyed retry whose first try was answered before the party changed (a member left since,
     // say), or before the player's joins ran past their allowance, gets that answer, as the
     // socket's join does: its ticket may be matched, a seat waiting.
-    if (joinKey === null) throw refusedNow
+    if (joinKey === null) refuse()
     // Past the joins, each such retry is still a Neon read and a pool's answer: counted apart,
     // or a player over their allowance would have both for every request they sent.
-    if (joinsRefusal && (await overJoinReplays(c))) throw refusedNow
+    if (joinsRefusal && (await overJoinReplays(c))) refuse(true)
     const stored = await loadQueueConfig(c.env, queue)
     const region = body.region ?? stored?.config.regions[0]
     // Only a pool the queue has had may hold the ticket: a made-up name would make up a pool.
-    if (region === undefined || !stored?.knownRegions.includes(region)) throw refusedNow
+    if (region === undefined || !stored?.knownRegions.includes(region)) refuse()
     const prior = await poolStub(c.env, queue, region).ticketByKey(leader, joinKey, ids, attributes)
-    if (!prior?.ok) throw refusedNow
+    if (!prior?.ok) refuse()
     const ticket = await withTokens(c, prior.ticket, viewerOf(principal))
     return c.json({ ...ticket, existing: true }, 200)
   }
@@ -544,8 +549,15 @@ matchmakingRoutes.openapi(joinRoute, async (c) => {
     claim = await fenceForJoin(c, queue, region, read, principal)
   } catch (err) {
     // Its ticket answered (matched, say) before the player joined elsewhere: that, not the other
-    // region's conflict.
-    return answeredBefore(region, err)
+    // region's conflict; counted as refused only when it is.
+    try {
+      return await answeredBefore(region, err)
+    } catch (refused) {
+      if (refused === err && err instanceof ApiError && err.problem === 'conflict') {
+        joinsRefused.inc({ queue, region, reason: 'other_region' })
+      }
+      throw refused
+    }
   }
   const stale = ticketsOfPool(staleTickets, queue, region)
   const r = await poolStub(c.env, queue, region).join({

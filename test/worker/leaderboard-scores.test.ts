@@ -5,6 +5,7 @@ import type { Leaderboard } from '../../durable-objects/leaderboard.ts'
 import { localFamilies } from '../../workers/lib/metrics.ts'
 import { FLUSH_INTERVAL_MS, sendMetrics } from '../../workers/lib/metrics-flush.ts'
 import { until } from './helpers/sockets.ts'
+import { replaceMethod } from './helpers/replace-method.ts'
 import {
   ADMIN_KEY,
   bearer,
@@ -456,6 +457,16 @@ describe('the rejections metric', () => {
     expect(after('validation') - before('validation')).toBe(1)
     expect(after('not-found') - before('not-found')).toBe(0)
     expect(after('rate-limited') - before('rate-limited')).toBe(1)
+    // A board that fails rather than refuses (its storage full, say) is counted too.
+    const restore = await replaceMethod<Leaderboard, 'submit'>(
+      env.LEADERBOARD.getByName(b),
+      'submit',
+      () => () => Promise.reject(new Error('SQLITE_FULL: database or disk is full')),
+    )
+    const failed = await submitFor(b, 'q', { score: 1 })
+    restore()
+    expect(failed.status).toBe(500)
+    expect(refusals()('internal') - before('internal')).toBe(1)
   })
 })
 

@@ -102,7 +102,11 @@ function fail(c: Context<AppEnv>, p: BoardProblem): never {
   throw new BoardRefusal(p.problem, p.detail, p.extensions ?? {}, p.headers ?? {})
 }
 
-/** Counts the submissions the Worker refuses before asking the board (which counts its own). */
+/**
+ * Counts the submissions the Worker refuses before asking the board (which counts its own), and
+ * those a board failed with an error rather than a refusal (its storage full, say), which it
+ * could not count: as `unavailable` when answered 503, else `internal`.
+ */
 const countRefusedSubmissions: MiddlewareHandler<AppEnv> = async function countRefusedSubmissions(
   c,
   next,
@@ -110,6 +114,8 @@ const countRefusedSubmissions: MiddlewareHandler<AppEnv> = async function countR
   await next()
   if (c.error instanceof ApiError && !(c.error instanceof BoardRefusal)) {
     submissionRefusals.inc({ reason: c.error.problem })
+  } else if (c.error !== undefined && !(c.error instanceof ApiError)) {
+    submissionRefusals.inc({ reason: c.res.status === 503 ? 'unavailable' : 'internal' })
   }
 }
 

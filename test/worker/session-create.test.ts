@@ -111,6 +111,41 @@ describe('creating sessions', () => {
     expect(second.sessionId).not.toBe(sessionId)
   })
 
+  it('a keyed create retried after its board was deleted answers its session, not the board check; a new key with that board is 422', async () => {
+    const board = await createBoard({ operator: 'incr' })
+    const players = playerIds(2)
+    const body = {
+      rules: 'dice-race',
+      roster: players.map((playerId) => ({ playerId })),
+      leaderboardId: board,
+    }
+    const create = (key: string) =>
+      call('/v1/admin/sessions', json('POST', body, ADMIN_KEY, { 'idempotency-key': key }))
+    const key = `create-board-${crypto.randomUUID()}`
+    const first = await create(key)
+    expect(first.status).toBe(201)
+    const { sessionId } = (await first.json()) as { sessionId: string }
+    // The event ends: its board is paused and deleted. The first answer was lost.
+    const paused = await call(
+      `/v1/admin/leaderboards/${board}`,
+      json('PUT', { operator: 'incr', paused: true }, ADMIN_KEY),
+    )
+    expect(paused.status).toBe(200)
+    const deleted = await call(`/v1/admin/leaderboards/${board}`, {
+      ...bearer(ADMIN_KEY),
+      method: 'DELETE',
+    })
+    expect(deleted.status).toBe(200)
+    const retry = await create(key)
+    expect(retry.status).toBe(200)
+    const again = (await retry.json()) as { sessionId: string; tokens: Record<string, string> }
+    expect(again.sessionId).toBe(sessionId)
+    for (const p of players)
+      expect(await verifySessionToken(env, again.tokens[p]!, sessionId)).toBe(p)
+    const fresh = await problem(await create(`${key}-new`))
+    expect(fresh).toMatchObject({ status: 422, type: 'urn:nexus:problem:validation' })
+  })
+
   it('refuses bad requests with 422 naming the field, and players with 403', async () => {
     // Each case its own players, so that a session created despite the refusal would be found.
     const one = () => playerIds(1, 'refused')[0]!

@@ -22,6 +22,7 @@ import { noBodyFields } from '../middleware/json-body.ts'
 import { sessionView, SessionView } from './sessions.ts'
 import { MAX_ROSTER, SessionId } from '../sessions/schemas.ts'
 import { sessionStub } from '../sessions/stub.ts'
+import { NeonSessionStore } from '../sessions/store.ts'
 import { Limit } from './leaderboard-schemas.ts'
 import { SessionPage, sessionPage } from './session-listing.ts'
 
@@ -132,18 +133,14 @@ async function resultsRefusal(c: Context<AppEnv>, id: string) {
   }
 }
 
+/** Whether session `id` was made: its object holds it, or Neon kept it when it was cleared. */
+async function madeAlready(c: Context<AppEnv>, id: string): Promise<boolean> {
+  if ((await sessionStub(c.env, id).info()).ok) return true
+  return (await new NeonSessionStore(c.env).archivedSetupHash(id)) !== null
+}
+
 adminSessions.openapi(createSessionRoute, async (c) => {
   const body = c.req.valid('json')
-  // A mistyped board, or one that refuses a win, would drop every result of the game with only
-  // a log line to show for it.
-  const boardRefusal = body.leaderboardId ? await resultsRefusal(c, body.leaderboardId) : null
-  if (boardRefusal !== null) {
-    throw new ApiError(
-      'validation',
-      `Leaderboard '${body.leaderboardId}': ${boardRefusal.message}`,
-      { errors: [{ path: 'leaderboardId', message: boardRefusal.message }] },
-    )
-  }
   const key = c.req.valid('header')['idempotency-key']
   let sessionId: string
   let seed: string
@@ -157,6 +154,17 @@ adminSessions.openapi(createSessionRoute, async (c) => {
     // idempotent for one setup, makes nothing new; another body under the key is another setup.
     sessionId = `s_k${(await keyedDigest(c.env, `admin-session-id:${key}`)).slice(0, 32)}`
     seed = await keyedDigest(c.env, `admin-session-seed:${key}`)
+  }
+  // A mistyped board, or one that refuses a win, would drop every result of the game with only
+  // a log line to show for it. Not for a keyed retry of a session made already: the board may
+  // have changed since (deleted at its event's end), and the retry wants its session's tokens.
+  const boardRefusal = body.leaderboardId ? await resultsRefusal(c, body.leaderboardId) : null
+  if (boardRefusal !== null && !(key !== undefined && (await madeAlready(c, sessionId)))) {
+    throw new ApiError(
+      'validation',
+      `Leaderboard '${body.leaderboardId}': ${boardRefusal.message}`,
+      { errors: [{ path: 'leaderboardId', message: boardRefusal.message }] },
+    )
   }
   // A retry may come after the session was played and its storage cleared: the object then asks
   // Neon for its setup's hash, which answers it.

@@ -25,7 +25,7 @@ import {
 } from '../workers/core/rules/json.ts'
 import { IDEMPOTENCY_TTL_MS, MATCH_WIN, MATCH_WIN_KEY_PREFIX } from '../workers/core/leaderboard.ts'
 import type { Env } from '../workers/env.ts'
-import { isDatabaseUnreachable } from '../workers/db/client.ts'
+import { isDatabaseUnreachable, isTransientDatabaseError } from '../workers/db/client.ts'
 import { boardStub } from '../workers/leaderboards/stub.ts'
 import { boundedInt } from '../workers/lib/config.ts'
 import { errorFields, errorMessage, log, configureLog } from '../workers/lib/log.ts'
@@ -53,7 +53,7 @@ import { canonicalJson } from '../workers/lib/canonical-json.ts'
 import { takeToken, type Bucket } from '../workers/lib/token-bucket.ts'
 import { FLOOD_CLOSE, refusedTooOften, type RefusalCounts } from '../workers/lib/flood.ts'
 import { sha256Hex } from '../workers/lib/hash.ts'
-import { within } from '../workers/lib/within.ts'
+import { NoAnswerInTime, within } from '../workers/lib/within.ts'
 import { GUEST_ID_PREFIX } from '../workers/lib/auth.ts'
 import { answerClose, closeSilent, fellSilent } from '../workers/lib/socket-close.ts'
 
@@ -966,9 +966,11 @@ export class GameSession extends DurableObject<Env> {
 
   /**
    * Whether Neon has `player` erased since the match (a guest: ever), for an ended game. Skipped
-   * (false) when Neon does not answer within 3 s: a finished game's final state is all it serves.
+   * (false) when Neon is out of reach or does not answer within 3 s, as the Worker's read check
+   * is: a finished game's final state is all it serves. Null for any other failure (a missing
+   * table, a refused role): a fault to see, answered 503, not a reason to skip.
    */
-  private async erasedSinceTheMatch(player: string): Promise<boolean> {
+  private async erasedSinceTheMatch(player: string): Promise<boolean | null> {
     try {
       const erased = await within(
         this.store.erasedAmong([player], this.madeAt),
@@ -977,8 +979,13 @@ export class GameSession extends DurableObject<Env> {
       )
       return erased.length > 0
     } catch (err) {
-      log('warn', 'erasure check skipped', { actor: this.actor, ...errorFields(err) })
-      return false
+      const skip =
+        err instanceof NoAnswerInTime || isDatabaseUnreachable(err) || isTransientDatabaseError(err)
+      log(skip ? 'warn' : 'error', skip ? 'erasure check skipped' : 'erasure check failed', {
+        actor: this.actor,
+        ...errorFields(err),
+      })
+      return skip ? false : null
     }
   }
 
@@ -1036,11 +1043,23 @@ export class GameSession extends DurableObject<Env> {
       return problemResponse('forbidden', 'This player was erased: the game goes on without them')
     }
     // Ended: no erasure walk asks it, so a socket of theirs asks Neon, as a read does.
-    if (this.status !== 'live' && (await this.erasedSinceTheMatch(player))) {
-      return problemResponse('forbidden', 'This player was erased')
-    }
-    if (!this.setup || !this.match) {
-      return problemResponse('not-found', 'No such session (or it ended and was archived)')
+    if (this.status !== 'live') {
+      const erased = await this.erasedSinceTheMatch(player)
+      if (erased === null) {
+        return problemResponse(
+          'unavailable',
+          'The erasure check failed; retry later',
+          {},
+          { 'retry-after': '5' },
+        )
+      }
+      // Taken out while Neon was asked (the walk, for a session Neon still lists as live).
+      if (erased || this.erasedPlayers.has(player)) {
+        return problemResponse('forbidden', 'This player was erased')
+      }
+      if (!this.setup || !this.match) {
+        return problemResponse('not-found', 'No such session (or it ended and was archived)')
+      }
     }
     const params = new URL(request.url).searchParams
     const conn = params.get('conn')

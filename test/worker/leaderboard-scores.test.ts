@@ -467,6 +467,26 @@ describe('the rejections metric', () => {
     restore()
     expect(failed.status).toBe(500)
     expect(refusals()('internal') - before('internal')).toBe(1)
+    // A client's own errors the framework answers (an empty or broken JSON body, another
+    // media type) are no board failure.
+    for (const [type, body] of [
+      ['application/json', ''],
+      ['application/json', '{'],
+      ['text/plain', '{}'],
+    ] as const) {
+      const res = await call(`/v1/leaderboards/${b}/scores`, {
+        method: 'POST',
+        headers: {
+          authorization: `Bearer ${ADMIN_KEY}`,
+          'idempotency-key': `k-${crypto.randomUUID()}`,
+          'content-type': type,
+        },
+        body,
+      })
+      expect(res.status).toBeGreaterThanOrEqual(400)
+      expect(res.status).toBeLessThan(500)
+    }
+    expect(refusals()('internal') - before('internal')).toBe(1)
   })
 })
 

@@ -11,7 +11,7 @@ import {
   issuePlayerToken,
   MAX_TOKEN_LIFETIME_SECONDS,
 } from '../../workers/lib/auth.ts'
-import { ADMIN_KEY, bearer, call, json, newGuest, problem } from './helpers/http.ts'
+import { ADMIN_KEY, bearer, call, callWithEnv, json, newGuest, problem } from './helpers/http.ts'
 import { createQueue, joinFor, newClock, poolOf, rig, ticketOf } from './helpers/matchmaking.ts'
 import { replaceMethod } from './helpers/replace-method.ts'
 import { connect, nextOfType, upgrade } from './helpers/sockets.ts'
@@ -1066,6 +1066,27 @@ describe('erasing a player (admin)', () => {
     expect(others.status).toBe(101)
     others.webSocket?.accept()
     others.webSocket?.close(1000)
+    // Those reads ask Neon, so they count toward the player's reads a minute (made-up polling
+    // would otherwise query Neon without end).
+    const reads = (n: number) =>
+      Promise.all(
+        Array.from({ length: n }, () =>
+          callWithEnv(
+            { PLAYER_READS_PER_MINUTE: '2' },
+            `/v1/sessions/${after.sessionId}`,
+            bearer(after.tokens[after.other]!),
+          ).then((r) => r.status),
+        ),
+      )
+    expect((await reads(4)).filter((s) => s === 429).length).toBeGreaterThan(0)
+    // A Neon failure that is not an outage (a missing table, a refused role) is a fault, not a
+    // reason to let the socket in: 503.
+    await inObject(after.sessionId, (inst) => {
+      inst.store.erasedAmong = () =>
+        Promise.reject(new Error('relation "erased_players" does not exist'))
+    })
+    const faulty = await upgradeSession(after.sessionId, after.tokens[after.other]!)
+    expect(faulty.status).toBe(503)
     // Erased before the result was recorded, with no walk reaching the session (its tombstone
     // alone): the result finds the erasure and the session takes the player out.
     const during = await played()

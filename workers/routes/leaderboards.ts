@@ -114,7 +114,7 @@ const countRefusedSubmissions: MiddlewareHandler<AppEnv> = async function countR
   await next()
   if (c.error instanceof ApiError && !(c.error instanceof BoardRefusal)) {
     submissionRefusals.inc({ reason: c.error.problem })
-  } else if (c.error !== undefined && !(c.error instanceof ApiError)) {
+  } else if (c.error !== undefined && !(c.error instanceof ApiError) && c.res.status >= 500) {
     submissionRefusals.inc({ reason: c.res.status === 503 ? 'unavailable' : 'internal' })
   }
 }

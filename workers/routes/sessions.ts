@@ -213,9 +213,11 @@ async function authorize(
   // sockets alike.
   if (session.erasedPlayers.includes(viewer.playerId)) throw refused()
   // Ended, not yet cleared: no erasure walk asks it (a player may have hundreds within the
-  // retention), so its reads ask Neon, as a cleared one's do, whatever the token.
-  if (session.status !== 'live' && (await erasedSinceMatch(c, viewer.playerId, madeAt))) {
-    throw refused()
+  // retention), so its reads ask Neon, as a cleared one's do, whatever the token; that check
+  // covers a player back under an erased id too.
+  if (session.status !== 'live') {
+    if (await erasedSinceMatch(c, viewer.playerId, madeAt)) throw refused()
+    return
   }
   // By the match's time, as its result is: a session the pool created after an erasure, from a
   // match made (a ticket joined) before it, was the erased player's.
@@ -393,7 +395,10 @@ sessionRoutes.openapi(getRoute, (async (c: Context<AppEnv>) => {
   const info = await sessionStub(c.env, id).info()
   // Past its object (its storage cleared, or never a session), a session is read from Neon: a
   // player's such reads count as their account's do, or made-up ids would query Neon without end.
-  if (!info.ok && viewer.kind === 'player') await countPlayerRead(c, viewer.playerId)
+  // So too an ended one's, which asks Neon whether the player was erased.
+  if ((!info.ok || info.status !== 'live') && viewer.kind === 'player') {
+    await countPlayerRead(c, viewer.playerId)
+  }
   const { view, madeAt } = await sessionView(c, id, info, { withSetup: viewer.kind === 'admin' })
   await authorize(c, viewer, {
     ...view,

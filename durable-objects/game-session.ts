@@ -25,7 +25,7 @@ import {
 } from '../workers/core/rules/json.ts'
 import { IDEMPOTENCY_TTL_MS, MATCH_WIN, MATCH_WIN_KEY_PREFIX } from '../workers/core/leaderboard.ts'
 import type { Env } from '../workers/env.ts'
-import { isDatabaseUnreachable, isTransientDatabaseError } from '../workers/db/client.ts'
+import { isDatabaseUnreachable, isNeonOutage } from '../workers/db/client.ts'
 import { boardStub } from '../workers/leaderboards/stub.ts'
 import { boundedInt } from '../workers/lib/config.ts'
 import { errorFields, errorMessage, log, configureLog } from '../workers/lib/log.ts'
@@ -53,7 +53,7 @@ import { canonicalJson } from '../workers/lib/canonical-json.ts'
 import { takeToken, type Bucket } from '../workers/lib/token-bucket.ts'
 import { FLOOD_CLOSE, refusedTooOften, type RefusalCounts } from '../workers/lib/flood.ts'
 import { sha256Hex } from '../workers/lib/hash.ts'
-import { NoAnswerInTime, within } from '../workers/lib/within.ts'
+import { within } from '../workers/lib/within.ts'
 import { GUEST_ID_PREFIX } from '../workers/lib/auth.ts'
 import { answerClose, closeSilent, fellSilent } from '../workers/lib/socket-close.ts'
 
@@ -979,8 +979,7 @@ export class GameSession extends DurableObject<Env> {
       )
       return erased.length > 0
     } catch (err) {
-      const skip =
-        err instanceof NoAnswerInTime || isDatabaseUnreachable(err) || isTransientDatabaseError(err)
+      const skip = isNeonOutage(err)
       log(skip ? 'warn' : 'error', skip ? 'erasure check skipped' : 'erasure check failed', {
         actor: this.actor,
         ...errorFields(err),

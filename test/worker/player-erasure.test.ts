@@ -92,6 +92,26 @@ function archiveOnlyEntry(
   })
 }
 
+/** A guest and another player's dice race, played to its end over sockets (not yet cleared). */
+async function playedWithGuest(tag: string) {
+  const guest = await newGuest()
+  const [other] = playerIds(1, tag) as [string]
+  const { sessionId, tokens } = await createSession({
+    rules: 'dice-race',
+    roster: [{ playerId: guest.playerId }, { playerId: other }],
+    options: { target: 10 },
+  })
+  const sockets = {
+    [guest.playerId]: await connectToSession(sessionId, tokens[guest.playerId]!),
+    [other]: await connectToSession(sessionId, tokens[other]!),
+  }
+  const welcome = await sockets[other]!.nextOf('welcome')
+  await sockets[guest.playerId]!.nextOf('welcome')
+  const state = welcome.state as { players: { playerId: string }[]; turn: number }
+  await playToEnd(sockets, state.players[state.turn]!.playerId)
+  return { guest, other, sessionId, tokens }
+}
+
 async function eraseAll(playerId: string): Promise<{ first: Erasure; entriesRemoved: number }> {
   let first: Erasure | undefined
   let entriesRemoved = 0
@@ -994,21 +1014,7 @@ describe('erasing a player (admin)', () => {
   })
 
   it("a session archived and cleared is not read by an erased player's old tokens either (a guest's, a session token): the other player reads it", async () => {
-    const guest = await newGuest()
-    const [other] = playerIds(1, 'erase-archived') as [string]
-    const { sessionId, tokens } = await createSession({
-      rules: 'dice-race',
-      roster: [{ playerId: guest.playerId }, { playerId: other }],
-      options: { target: 10 },
-    })
-    const sockets = {
-      [guest.playerId]: await connectToSession(sessionId, tokens[guest.playerId]!),
-      [other]: await connectToSession(sessionId, tokens[other]!),
-    }
-    const welcome = await sockets[other]!.nextOf('welcome')
-    await sockets[guest.playerId]!.nextOf('welcome')
-    const state = welcome.state as { players: { playerId: string }[]; turn: number }
-    await playToEnd(sockets, state.players[state.turn]!.playerId)
+    const { guest, other, sessionId, tokens } = await playedWithGuest('erase-archived')
     // Its end's work, then its retention: the object is cleared, Neon holds it.
     await inObject(sessionId, (inst) => inst.runEndWork({ force: true }))
     const cleared = await inObject(sessionId, (inst) => {
@@ -1029,24 +1035,7 @@ describe('erasing a player (admin)', () => {
   })
 
   it("an erasure after the game ended, before its object was cleared, refuses the player's old tokens there too (reads and sockets ask Neon); so does one its result found first", async () => {
-    const played = async () => {
-      const guest = await newGuest()
-      const [other] = playerIds(1, 'erase-ended') as [string]
-      const { sessionId, tokens } = await createSession({
-        rules: 'dice-race',
-        roster: [{ playerId: guest.playerId }, { playerId: other }],
-        options: { target: 10 },
-      })
-      const sockets = {
-        [guest.playerId]: await connectToSession(sessionId, tokens[guest.playerId]!),
-        [other]: await connectToSession(sessionId, tokens[other]!),
-      }
-      const welcome = await sockets[other]!.nextOf('welcome')
-      await sockets[guest.playerId]!.nextOf('welcome')
-      const state = welcome.state as { players: { playerId: string }[]; turn: number }
-      await playToEnd(sockets, state.players[state.turn]!.playerId)
-      return { guest, other, sessionId, tokens }
-    }
+    const played = () => playedWithGuest('erase-ended')
     const readable = async (sessionId: string, token: string) =>
       (await call(`/v1/sessions/${sessionId}`, bearer(token))).status
     // Erased once the result is in Neon (the session no longer live there, so not walked).

@@ -1,6 +1,7 @@
 import { neon, neonConfig, NeonDbError } from '@neondatabase/serverless'
 import { drizzle, type NeonHttpDatabase } from 'drizzle-orm/neon-http'
 import { ApiError } from '../lib/problem.ts'
+import { NoAnswerInTime } from '../lib/within.ts'
 import * as schema from './schema.ts'
 
 export type Db = NeonHttpDatabase<typeof schema>
@@ -173,3 +174,14 @@ export function isDatabaseUnreachable(err: unknown): boolean {
 }
 
 const TOO_LARGE = /^Server error \(HTTP status (507|413)\)/
+
+/**
+ * Whether a check that asks Neon beside a request (an erasure check on a session's read) may be
+ * skipped for this failure: Neon out of reach, slow past the check's wait, or a transient error.
+ * Anything else (a missing table, a refused role) is a fault to see, not a reason to skip.
+ */
+export function isNeonOutage(err: unknown): boolean {
+  return (
+    err instanceof NoAnswerInTime || isDatabaseUnreachable(err) || isTransientDatabaseError(err)
+  )
+}

@@ -4,7 +4,7 @@ import { decodeJwt } from 'jose'
 import type { AppEnv } from '../app-env.ts'
 import { PLAYER_HEADER } from '../../durable-objects/game-session.ts'
 import { getRules, viewRecord, type RosterEntry } from '../core/rules/index.ts'
-import { getSql, isDatabaseUnreachable, isTransientDatabaseError } from '../db/client.ts'
+import { getSql, isNeonOutage } from '../db/client.ts'
 import { errorFields, log } from '../lib/log.ts'
 import { authenticate, bearer, GUEST_ID_PREFIX, verifyPlayerToken } from '../lib/auth.ts'
 import {
@@ -19,7 +19,7 @@ import { boundedInt } from '../lib/config.ts'
 import { ApiError, apiErrorFrom } from '../lib/problem.ts'
 import { SESSION_AUDIENCE, verifySessionToken } from '../lib/session-token.ts'
 import { acceptedSocket, socketOffer, type SocketOffer } from '../lib/socket-auth.ts'
-import { NoAnswerInTime, within } from '../lib/within.ts'
+import { within } from '../lib/within.ts'
 import { adminKeyGuard } from '../middleware/auth.ts'
 import { countPlayerRead, enforceEdgeLimit } from '../middleware/rate-limit.ts'
 import { SessionId } from '../sessions/schemas.ts'
@@ -267,9 +267,7 @@ async function erasedSince(
     // case, a player back under an erased id, and must not take a running game's reads down with
     // Neon). Anything else (a missing table, a refused role) is a fault to see, not a reason to
     // skip.
-    const skip =
-      err instanceof NoAnswerInTime || isDatabaseUnreachable(err) || isTransientDatabaseError(err)
-    if (!skip) throw err
+    if (!isNeonOutage(err)) throw err
     log('warn', 'erasure check skipped', { sessionCreatedAt: createdAt, ...errorFields(err) })
     return false
   }
@@ -292,9 +290,7 @@ async function erasedSinceMatch(
     )
     return erased.length > 0
   } catch (err) {
-    const skip =
-      err instanceof NoAnswerInTime || isDatabaseUnreachable(err) || isTransientDatabaseError(err)
-    if (!skip) throw err
+    if (!isNeonOutage(err)) throw err
     log('warn', 'erasure check skipped', { madeAt, ...errorFields(err) })
     return false
   }

@@ -307,7 +307,10 @@ function knockOut(
   )
   const live = inGame(players)
   let next: PotatoState
-  if (live.length <= 1) {
+  // One player left, or (in teams) one team: the first of them in roster order wins.
+  const oneSideLeft =
+    live.length <= 1 || (state.lastTeamWins && live.every((p) => p.team === live[0]!.team))
+  if (oneSideLeft) {
     const winner = live[0]?.playerId ?? null
     const ended: GameResult['reason'] =
       winner === null ? 'abandoned' : cause === 'exploded' ? 'finished' : 'forfeit'
@@ -321,18 +324,6 @@ function knockOut(
       explodesAt: null,
       winner,
       ended,
-    }
-  } else if (state.lastTeamWins && live.every((p) => p.team === live[0]!.team)) {
-    next = {
-      ...state,
-      players,
-      outOrder,
-      ...outTicks,
-      ...arrived,
-      holder: null,
-      explodesAt: null,
-      winner: live[0]!.playerId,
-      ended: cause === 'exploded' ? 'finished' : 'forfeit',
     }
   } else if (state.explodesAt === null) {
     next = { ...state, players, outOrder, ...outTicks, ...arrived }

@@ -261,6 +261,17 @@ describe('banning a player from the deployment (admin)', () => {
     expect(await boardBans(after)).toEqual([
       expect.objectContaining({ reason: 'griefing here too', byAccount: false }),
     ])
+    // A board's ban is not lifted while the account ban stands (it would let the player score
+    // there alone): 409, and the ban stays.
+    const liftHere = await problem(
+      await call(`/v1/admin/leaderboards/${after}/bans/${player}`, {
+        ...bearer(ADMIN_KEY),
+        method: 'DELETE',
+      }),
+    )
+    expect(liftHere).toMatchObject({ status: 409, type: 'urn:nexus:problem:conflict' })
+    expect(liftHere.body).toMatchObject({ accountBan: true })
+    expect((await boardBans(after)).map((x) => x.playerId)).toEqual([player])
     const lift = await liftAll(player)
     expect(lift.first.lifted).toBe(true)
     // Every board the ban walked but these two, which hold bans of their own now.
@@ -269,6 +280,12 @@ describe('banning a player from the deployment (admin)', () => {
       expect((await boardBans(b)).map((x) => x.playerId)).toEqual([player])
       expect((await submitFor(b, player, { score: 1 })).status).toBe(403)
     }
+    // The account's ban lifted, a board's own is lifted on that board.
+    const liftedHere = await call(`/v1/admin/leaderboards/${after}/bans/${player}`, {
+      ...bearer(ADMIN_KEY),
+      method: 'DELETE',
+    })
+    expect(await liftedHere.json()).toEqual({ lifted: true })
   })
 
   it('a socket opened before the ban: its join is refused once its claim needs Neon again', async () => {

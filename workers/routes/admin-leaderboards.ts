@@ -20,6 +20,7 @@ import { versionPastOverrule } from '../lib/config-push.ts'
 import { requireAdmin } from '../middleware/auth.ts'
 import { hasBody } from '../middleware/json-body.ts'
 import { canonicalJson } from '../lib/canonical-json.ts'
+import { accountBan } from '../players/bans.ts'
 import { MAX_BANS } from '../../durable-objects/leaderboard.ts'
 import {
   CycleInfo,
@@ -592,7 +593,9 @@ const unbanRoute = createRoute({
   summary: "Lift a player's ban",
   description:
     'The player may submit again; entries the ban removed do not come back. `lifted` is false ' +
-    'when there was no ban, so a retry changes nothing.',
+    'when there was no ban, so a retry changes nothing. 409 (`accountBan: true`) while the ' +
+    "player's account is banned: the board's ban is the account ban's there; lift that one " +
+    '(`DELETE /v1/admin/players/{playerId}/ban`), which lifts it on every board.',
   middleware: [requireAdmin()] as const,
   request: { params: BanParams },
   responses: {
@@ -600,12 +603,21 @@ const unbanRoute = createRoute({
       description: 'Not banned (any more)',
       content: { 'application/json': { schema: z.object({ lifted: z.boolean() }) } },
     },
-    ...problemResponses(401, 403, 404, 422),
+    ...problemResponses(401, 403, 404, 409, 422),
   },
 })
 
 adminLeaderboards.openapi(unbanRoute, async (c) => {
   const { id, playerId } = c.req.valid('param')
+  // Lifted on one board, an account ban would let the player's old tokens (and a game server's
+  // submissions for them) score there again while it stands everywhere else.
+  if ((await accountBan(c.env, playerId)) !== null) {
+    throw new ApiError(
+      'conflict',
+      `'${playerId}' is under an account ban: lift that (DELETE /v1/admin/players/${playerId}/ban), which lifts it on every board`,
+      { accountBan: true },
+    )
+  }
   const r = await boardStub(c.env, id).unban(id, playerId)
   if (!r.ok) throw new ApiError(r.problem, r.detail, r.extensions ?? {}, r.headers)
   return c.json({ lifted: r.lifted }, 200)

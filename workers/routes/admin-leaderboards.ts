@@ -594,8 +594,8 @@ const unbanRoute = createRoute({
   description:
     'The player may submit again; entries the ban removed do not come back. `lifted` is false ' +
     'when there was no ban, so a retry changes nothing. 409 (`accountBan: true`) while the ' +
-    "player's account is banned: the board's ban is the account ban's there; lift that one " +
-    '(`DELETE /v1/admin/players/{playerId}/ban`), which lifts it on every board.',
+    "player's account is banned: lift that first (`DELETE /v1/admin/players/{playerId}/ban`), " +
+    "which lifts the bans it placed on every board; a board's own ban is then lifted here.",
   middleware: [requireAdmin()] as const,
   request: { params: BanParams },
   responses: {
@@ -614,7 +614,7 @@ adminLeaderboards.openapi(unbanRoute, async (c) => {
   if ((await accountBan(c.env, playerId)) !== null) {
     throw new ApiError(
       'conflict',
-      `'${playerId}' is under an account ban: lift that (DELETE /v1/admin/players/${playerId}/ban), which lifts it on every board`,
+      `'${playerId}' is under an account ban: lift that first (DELETE /v1/admin/players/${playerId}/ban), which lifts the bans it placed; a board's own ban is then lifted here`,
       { accountBan: true },
     )
   }

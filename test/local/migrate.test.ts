@@ -128,6 +128,15 @@ describe('a migration waiting for a table in use', () => {
     await server?.stop()
   })
 
+  /** A new database holding every migration of the project; its URL. */
+  async function migratedDatabase(name: string): Promise<string> {
+    await direct.query(`create database ${name}`)
+    const url = new URL(server.url)
+    url.pathname = `/${name}`
+    await runMigrations({ databaseUrl: url.href, relay: relay.address })
+    return url.href
+  }
+
   it('fails within seconds, changing nothing, rather than queue every query of the table behind it for minutes; run again, it is applied', async () => {
     await runMigrations({ databaseUrl: server.url, relay: relay.address })
     // The project's migrations, and one more that indexes a table.
@@ -162,10 +171,7 @@ describe('a migration waiting for a table in use', () => {
   })
 
   it('a lock held past one lock wait, then let go, is waited out: the migration is tried again and applied', async () => {
-    await direct.query('create database retried')
-    const url = new URL(server.url)
-    url.pathname = '/retried'
-    await runMigrations({ databaseUrl: url.href, relay: relay.address })
+    const url = new URL(await migratedDatabase('retried'))
     const { folder } = await migrationsWith([
       ['9999_retried', 'CREATE INDEX "9999_retried_idx" ON "party_tickets" ("ticket_id");'],
     ])
@@ -210,10 +216,7 @@ describe('a migration waiting for a table in use', () => {
   }, 40_000)
 
   it('applies each migration in a transaction of its own: one waiting for its table holds no lock of the ones before it, which stay applied if it fails', async () => {
-    await direct.query('create database one_by_one')
-    const url = new URL(server.url)
-    url.pathname = '/one_by_one'
-    await runMigrations({ databaseUrl: url.href, relay: relay.address })
+    const url = new URL(await migratedDatabase('one_by_one'))
     // Two new ones: the first indexes queue_claims, the second party_tickets (held below).
     const { folder, count } = await migrationsWith([
       ['9998_first', 'CREATE INDEX "9998_first_idx" ON "queue_claims" ("player_id", "queue");'],

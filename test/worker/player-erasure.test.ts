@@ -17,13 +17,9 @@ import { replaceMethod } from './helpers/replace-method.ts'
 import { connect, nextOfType, upgrade } from './helpers/sockets.ts'
 import type { MatchPool } from '../../durable-objects/match-pool.ts'
 import { ERASED_CLOSE_CODE } from '../../client/src/sessions.ts'
+import { ERASED_CLOSE, GRACE_MS, type GameSession } from '../../durable-objects/game-session.ts'
 import {
-  ERASED_CLOSE,
-  GRACE_MS,
-  RETENTION_MS,
-  type GameSession,
-} from '../../durable-objects/game-session.ts'
-import {
+  clearAfterRetention,
   connect as connectToSession,
   createSession,
   inObject,
@@ -1017,11 +1013,7 @@ describe('erasing a player (admin)', () => {
     const { guest, other, sessionId, tokens } = await playedWithGuest('erase-archived')
     // Its end's work, then its retention: the object is cleared, Neon holds it.
     await inObject(sessionId, (inst) => inst.runEndWork({ force: true }))
-    const cleared = await inObject(sessionId, (inst) => {
-      const base = inst.now()
-      inst.now = () => base + RETENTION_MS + 1000
-      return inst.runEndWork()
-    })
+    const cleared = await clearAfterRetention(sessionId)
     expect(cleared?.stage).toBe('done')
     await eraseAll(guest.playerId)
     for (const token of [guest.token, tokens[guest.playerId]!]) {
@@ -1107,11 +1099,7 @@ describe('erasing a player (admin)', () => {
     })
     expect(ended.status).toBe(200)
     await inObject(sessionId, (inst) => inst.runEndWork({ force: true }))
-    const cleared = await inObject(sessionId, (inst) => {
-      const base = inst.now()
-      inst.now = () => base + RETENTION_MS + 1000
-      return inst.runEndWork()
-    })
+    const cleared = await clearAfterRetention(sessionId)
     expect(cleared?.stage).toBe('done')
     // Read from Neon now: still refused to the returning player, by the match's time.
     expect((await call(`/v1/sessions/${sessionId}`, bearer(back))).status).toBe(403)

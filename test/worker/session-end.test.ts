@@ -28,6 +28,7 @@ import { until } from './helpers/sockets.ts'
 import { issueSessionToken } from '../../workers/lib/session-token.ts'
 import { newSeed } from '../../workers/matchmaking/session.ts'
 import {
+  clearAfterRetention,
   clockAtCreation,
   connect,
   createSession,
@@ -1515,11 +1516,7 @@ describe('the end of a game', () => {
     expect(await inObject(sessionId, (inst) => inst.runEndWork({ force: true }))).toMatchObject({
       stage: 'retain',
     })
-    const cleared = await inObject(sessionId, (inst) => {
-      const base = inst.now()
-      inst.now = () => base + RETENTION_MS + 1000
-      return inst.runEndWork()
-    })
+    const cleared = await clearAfterRetention(sessionId)
     expect(cleared?.stage).toBe('done')
     // A new instance over the empty storage, as after any eviction.
     await evictDurableObject(sessionObject(sessionId))
@@ -1602,11 +1599,7 @@ describe('the end of a game', () => {
     expect(live.events.length).toBeGreaterThan(1)
     const first = await page(1)
     // The retention runs out between the first page (from the object) and the rest (from Neon).
-    const status = await inObject(game.sessionId, (inst) => {
-      const base = inst.now()
-      inst.now = () => base + RETENTION_MS + 1000
-      return inst.runEndWork()
-    })
+    const status = await clearAfterRetention(game.sessionId)
     expect(status?.stage).toBe('done')
     const read = [...first.events]
     for (let from = first.nextFrom; from !== null;) {
@@ -1629,11 +1622,7 @@ describe('the end of a game', () => {
     // Not yet: the retention period has not passed.
     let status = await inObject(game.sessionId, (inst) => inst.runEndWork({ force: true }))
     expect(status?.stage).toBe('retain')
-    status = await inObject(game.sessionId, (inst) => {
-      const base = inst.now()
-      inst.now = () => base + RETENTION_MS + 1000
-      return inst.runEndWork()
-    })
+    status = await clearAfterRetention(game.sessionId)
     expect(status?.stage).toBe('done')
     // Nothing left in the object (no table, no alarm): Neon keeps the setup's hash instead.
     const left = await inObject(game.sessionId, async (_inst, state) => ({

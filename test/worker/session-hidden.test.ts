@@ -1,12 +1,12 @@
 import { runDurableObjectAlarm } from 'cloudflare:test'
 import { env } from 'cloudflare:workers'
 import { describe, expect, it } from 'vitest'
-import { RETENTION_MS } from '../../durable-objects/game-session.ts'
 import type { LogRecord } from '../../workers/core/rules/index.ts'
 import { issuePlayerToken } from '../../workers/lib/auth.ts'
 import { pg } from './helpers/boards.ts'
 import { ADMIN_KEY, bearer, call, problem } from './helpers/http.ts'
 import {
+  clearAfterRetention,
   clockAtCreation,
   connect,
   createSession,
@@ -130,11 +130,7 @@ describe('hidden information (rock-paper-scissors)', () => {
 
     // Archived to Neon and cleared from the object: the same views, now read from Neon.
     await inObject(sessionId, (inst) => inst.runEndWork({ force: true }))
-    const status = await inObject(sessionId, (inst) => {
-      const base = inst.now()
-      inst.now = () => base + RETENTION_MS + 1000
-      return inst.runEndWork()
-    })
+    const status = await clearAfterRetention(sessionId)
     expect(status?.stage).toBe('done')
     expect(await eventsAs(sessionId, ADMIN_KEY)).toEqual(ended)
     expect(await eventsAs(sessionId, tokens[bob]!)).toEqual(endedAsBob)

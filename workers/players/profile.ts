@@ -51,7 +51,7 @@ export async function readProfile(env: DbEnv, playerId: string): Promise<Profile
     name: player?.name ?? null,
     rating: Number(player?.rating ?? fresh.rating),
     ratingDeviation: player === null ? fresh.rd : deviationNow(player, Date.now()),
-    seen: row!.player !== null,
+    seen: player !== null,
     banned: row!.banned,
     erased: row!.erased,
   }

@@ -1,6 +1,6 @@
 import { runInDurableObject } from 'cloudflare:test'
 import { env } from 'cloudflare:workers'
-import type { GameSession } from '../../../durable-objects/game-session.ts'
+import { RETENTION_MS, type GameSession } from '../../../durable-objects/game-session.ts'
 import type { DiceState } from '../../../workers/core/rules/dice-race.ts'
 import type { Input, LogRecord } from '../../../workers/core/rules/index.ts'
 import { ADMIN_KEY, call, json } from './http.ts'
@@ -165,6 +165,18 @@ export function inObject<R>(
   fn: (inst: GameSession, state: DurableObjectState) => R | Promise<R>,
 ): Promise<R> {
   return runInDurableObject(sessionObject(sessionId), fn)
+}
+
+/**
+ * Runs a session's end work as its retention runs out: its object is cleared once the work is
+ * done, Neon holding the session. The end's status after it.
+ */
+export function clearAfterRetention(sessionId: string) {
+  return inObject(sessionId, (inst) => {
+    const base = inst.now()
+    inst.now = () => base + RETENTION_MS + 1000
+    return inst.runEndWork()
+  })
 }
 
 /**

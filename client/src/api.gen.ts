@@ -12,7 +12,7 @@ export interface Schemas {
     expiresIn: number
   }
   Problem: {
-    /** `urn:nexus:problem:` and one of: malformed-json, bad-request, unauthorized, token-expired, forbidden, not-found, method-not-allowed, conflict, idempotency-key-reused, payload-too-large, unsupported-media-type, validation, rate-limited, guest-auth-disabled, internal, unavailable (see docs/problems.md); clients switch on it */
+    /** `urn:nexus:problem:` and one of: malformed-json, bad-request, unauthorized, token-expired, forbidden, not-found, method-not-allowed, conflict, precondition-failed, idempotency-key-reused, payload-too-large, unsupported-media-type, validation, rate-limited, guest-auth-disabled, internal, unavailable (see docs/problems.md); clients switch on it */
     type: string
     /** Fixed for each type */
     title: string
@@ -50,8 +50,8 @@ export interface Schemas {
     closing?: number
     /** conflict: the live cycle's entries a board deletion would discard while in play */
     entries?: number
-    /** conflict: the board's configuration version a PUT saved while its deletion ran */
-    version?: number
+    /** conflict: the board's configuration version a PUT saved while its deletion ran. precondition-failed: the version in force, its `ETag` (null: there is none) */
+    version?: number | null
     /** conflict: the queues that send results to a board being deleted, or whose PUT sets bounds refusing a win (the first 100) */
     queues?: Array<string>
     /** conflict: the regions whose pool has not taken a queue's pause, refusing its deletion */
@@ -734,13 +734,38 @@ export interface Paths {
     }
   }
   '/v1/admin/leaderboards/{id}': {
+    /** A leaderboard’s stored configuration */
+    get: {
+      path: {
+        id: string
+      }
+      query: Record<string, never>
+      headers: Record<string, never>
+      body: undefined
+      responses: {
+        200: {
+          id: string
+          config: Schemas['LeaderboardConfigStored']
+          version: number
+        }
+        401: Schemas['Problem']
+        403: Schemas['Problem']
+        404: Schemas['Problem']
+        422: Schemas['Problem']
+        429: Schemas['Problem']
+        500: Schemas['Problem']
+        503: Schemas['Problem']
+      }
+    }
     /** Create or update a leaderboard */
     put: {
       path: {
         id: string
       }
       query: Record<string, never>
-      headers: Record<string, never>
+      headers: {
+        'if-match'?: string
+      }
       body: Schemas['LeaderboardConfig']
       responses: {
         200: {
@@ -777,6 +802,7 @@ export interface Paths {
         401: Schemas['Problem']
         403: Schemas['Problem']
         409: Schemas['Problem']
+        412: Schemas['Problem']
         413: Schemas['Problem']
         415: Schemas['Problem']
         422: Schemas['Problem']
@@ -1450,7 +1476,9 @@ export interface Paths {
         queue: string
       }
       query: Record<string, never>
-      headers: Record<string, never>
+      headers: {
+        'if-match'?: string
+      }
       body: Schemas['QueueConfig']
       responses: {
         200: Schemas['Queue']
@@ -1459,6 +1487,7 @@ export interface Paths {
         401: Schemas['Problem']
         403: Schemas['Problem']
         409: Schemas['Problem']
+        412: Schemas['Problem']
         413: Schemas['Problem']
         415: Schemas['Problem']
         422: Schemas['Problem']

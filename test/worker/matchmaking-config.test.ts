@@ -310,6 +310,44 @@ describe('PUT /v1/admin/queues/:queue', () => {
     expect(await pub.json()).toMatchObject({ disconnectGraceSeconds: 10 })
   })
 
+  it('takes If-Match: the GET and PUT give the version as the ETag; a queue changed since is 412 and kept; a retry that landed answers as it did', async () => {
+    const id = queueId()
+    const withTag = (body: unknown, tag: string) =>
+      call(`/v1/admin/queues/${id}`, json('PUT', body, ADMIN_KEY, { 'if-match': tag }))
+    const stored = async () =>
+      (await pg()`select version, config->>'maxRatingGap' as gap from queues where id = ${id}`)[0]
+    // None to change: 412, and none made.
+    const none = await problem(await withTag(DUEL, '*'))
+    expect(none).toMatchObject({ status: 412, type: 'urn:nexus:problem:precondition-failed' })
+    expect(none.body.version).toBeNull()
+    expect(await stored()).toBeUndefined()
+
+    expect((await put(id, DUEL)).headers.get('etag')).toBe('"1"')
+    const read = await call(`/v1/admin/queues/${id}`, {
+      headers: { authorization: `Bearer ${ADMIN_KEY}` },
+    })
+    expect(read.headers.get('etag')).toBe('"1"')
+    const changed = await withTag({ ...DUEL, maxRatingGap: 150 }, '"1"')
+    expect(changed.status).toBe(200)
+    expect(changed.headers.get('etag')).toBe('"2"')
+    // Its retry, the answer lost: the same version, nothing saved again, the pool told again.
+    const retry = await withTag({ ...DUEL, maxRatingGap: 150 }, '"1"')
+    expect(retry.status).toBe(200)
+    expect(await retry.json()).toMatchObject({ version: 2, config: { maxRatingGap: 150 } })
+    expect(await stored()).toMatchObject({ version: 2, gap: '150' })
+
+    // Another admin's change, then a PUT naming the version before it: refused, the change kept.
+    expect((await put(id, { ...DUEL, maxRatingGap: 300 })).status).toBe(200)
+    const stale = await problem(await withTag({ ...DUEL, maxRatingGap: 150 }, '"2"'))
+    expect(stale).toMatchObject({ status: 412, body: { version: 3 } })
+    expect(await stored()).toMatchObject({ version: 3, gap: '300' })
+    // The pool holds the change (an older push changes nothing, and says what it holds).
+    const held = await runInDurableObject(poolOf(id), async (inst: MatchPool) =>
+      inst.configure(id, 'eu', DUEL as never, 1),
+    )
+    expect(held.version).toBe(3)
+  })
+
   it('refuses a missing field, the reserved name, players and no credential', async () => {
     const refusal = (status: number, type: string) => ({
       status,

@@ -2,6 +2,7 @@ import { and, eq, isNull, sql } from 'drizzle-orm'
 import { MATCH_WIN, takesMatchWins, type LeaderboardConfig } from '../core/leaderboard.ts'
 import { getDb, getSql, type Db, type DbEnv } from '../db/client.ts'
 import { leaderboardCycles, leaderboards } from '../db/schema.ts'
+import { ifMatchHolds, ifMatchParam, type IfMatch } from '../lib/preconditions.ts'
 
 /** SQL: whether the board configuration `config` (a jsonb expression) takes a match's win. */
 export function takesMatchWinsSql(config: string): string {
@@ -103,7 +104,12 @@ export async function saveLeaderboardConfig(
   env: DbEnv,
   id: string,
   config: LeaderboardConfig,
-): Promise<{ created: boolean; version: number; lastCycle: number } | { namedByQueues: true }> {
+  ifMatch?: IfMatch,
+): Promise<
+  | { created: boolean; version: number; lastCycle: number; unchanged?: true }
+  | { namedByQueues: true }
+  | { preconditionFailed: true; version: number | null }
+> {
   const db = getDb(env)
   // Bounds that refuse a win are not saved while a queue sends its results here, unless the
   // board's refused one already (a PUT that makes nothing worse: a pause, new rewards). Judged
@@ -136,10 +142,49 @@ export async function saveLeaderboardConfig(
       bornVersion: leaderboards.bornVersion,
       lastCycle: lastCycleOfRow,
     })
-  const [, [row]] = await db.batch([
-    db.execute(sql`select 1 from ${leaderboards} where ${leaderboards.id} = ${id} for update`),
-    upsert,
+  // With If-Match, only a board in force at a version it names changes: never one made.
+  const wanted = ifMatchParam(ifMatch)
+  const conditionalUpdate = db
+    .update(leaderboards)
+    .set({ config, version: sql`${leaderboards.version} + 1`, updatedAt: sql`now()` })
+    .where(
+      and(
+        eq(leaderboards.id, id),
+        isNull(leaderboards.deletedAt),
+        sql`(cardinality(${wanted}::bigint[]) = 0 or ${leaderboards.version} = any(${wanted}::bigint[]))`,
+        guard,
+      ),
+    )
+    .returning({
+      version: leaderboards.version,
+      bornVersion: leaderboards.bornVersion,
+      lastCycle: lastCycleOfRow,
+    })
+  const [locked, [row]] = await db.batch([
+    db.execute(sql`select ${leaderboards.version} as version,
+        ${leaderboards.deletedAt} is not null as deleted,
+        ${leaderboards.config} = ${JSON.stringify(config)}::jsonb as same, ${lastCycleOfRow} as last_cycle
+      from ${leaderboards} where ${leaderboards.id} = ${id} for update`),
+    wanted === null ? upsert : conditionalUpdate,
   ])
+  if (!row && wanted !== null) {
+    const held = (
+      locked.rows as { version: number; deleted: boolean; same: boolean; last_cycle: number }[]
+    )[0]
+    const inForce = held && !held.deleted ? held : undefined
+    // The configuration asked for in force already: a retry whose first try landed.
+    if (inForce?.same) {
+      return {
+        created: false,
+        version: inForce.version,
+        lastCycle: Number(inForce.last_cycle),
+        unchanged: true,
+      }
+    }
+    if (!inForce || !ifMatchHolds(ifMatch, inForce.version)) {
+      return { preconditionFailed: true, version: inForce?.version ?? null }
+    }
+  }
   if (!row) return { namedByQueues: true }
   const version = row?.version ?? 1
   return {

@@ -3,6 +3,7 @@ import { z } from '@hono/zod-openapi'
 import { and, eq, isNull, sql } from 'drizzle-orm'
 import { getRules, optionsRefusal, RULES_OPTIONS_LIMITS, rulesNames } from '../core/rules/index.ts'
 import { textArrayLiteral } from '../db/array-literal.ts'
+import { ifMatchHolds, ifMatchParam, versionWanted, type IfMatch } from '../lib/preconditions.ts'
 import { getDb, getSql, type DbEnv } from '../db/client.ts'
 import { takesMatchWinsSql } from '../leaderboards/config-store.ts'
 import { isoUtc } from '../db/iso-time.ts'
@@ -223,10 +224,19 @@ export async function saveQueueConfig(
   env: DbEnv,
   id: string,
   config: QueueConfig,
+  ifMatch?: IfMatch,
 ): Promise<
-  { created: boolean; version: number; knownRegions: string[] } | { retireOwed: string[] } | null
+  | { created: boolean; version: number; knownRegions: string[]; unchanged?: true }
+  | { retireOwed: string[] }
+  | { preconditionFailed: true; version: number | null }
+  | null
 > {
   const sql = getSql(env)
+  // With If-Match ($p: ifMatchParam), only a queue in force at a version it names changes.
+  const wanted = ifMatchParam(ifMatch)
+  const inForceAsWanted = (p: string) =>
+    `(${p}::bigint[] is null or exists (select 1 from queues q1 where q1.id = $1
+        and q1.deleted_at is null and ${versionWanted('q1.version', p)}))`
   // Every region the queue has had, old and new; each is owed this version until it acknowledges.
   const everyRegion = `array(select distinct r from unnest(q.known_regions || excluded.known_regions) r order by r)`
   // A queue made again after its deletion starts from its own regions: those of the queue before
@@ -254,10 +264,10 @@ export async function saveQueueConfig(
     // Under the row's lock, which a deletion takes too: a deletion committed while this waited
     // is seen, and the queue is made again (201).
     sql.query(
-      `select deleted_at is not null as deleted,
+      `select deleted_at is not null as deleted, version, known_regions, config = $3::jsonb as same,
               case when deleted_at is not null then ${owedLeftOut('$2')} end as retire_owed
          from queues where id = $1 for update`,
-      [id, textArrayLiteral(config.regions)],
+      [id, textArrayLiteral(config.regions), JSON.stringify(config)],
     ),
     // Made again: the players' claims (kept, with their versions, which fences count against)
     // stop naming regions the queue no longer has, whose pools a join or a ban would fence.
@@ -267,26 +277,47 @@ export async function saveQueueConfig(
              where e.key = any($2::text[])), '{}'::jsonb)
         where c.queue = $1
           and exists (select 1 from queues q where q.id = $1 and q.deleted_at is not null)
-          and ${boardThere('$3')} and not ${retireOwed('$2')}`,
-      [id, textArrayLiteral(config.regions), config.leaderboardId],
+          and ${boardThere('$3')} and not ${retireOwed('$2')} and ${inForceAsWanted('$4')}`,
+      [id, textArrayLiteral(config.regions), config.leaderboardId, wanted],
     ),
     sql.query(
       `insert into queues as q (id, config, known_regions, unpushed_regions)
        select $1, $2::jsonb, $3::text[], $3::text[]
-        where ${boardThere('$4')} and not ${retireOwed('$3')}
+        where ${boardThere('$4')} and not ${retireOwed('$3')} and ${inForceAsWanted('$5')}
        on conflict (id) do update set config = excluded.config, version = q.version + 1,
           updated_at = now(), known_regions = ${regions}, unpushed_regions = ${regions},
           deleted_at = null
        returning version, known_regions`,
-      [id, JSON.stringify(config), textArrayLiteral(config.regions), config.leaderboardId],
+      [id, JSON.stringify(config), textArrayLiteral(config.regions), config.leaderboardId, wanted],
     ),
   ])) as [
     unknown,
-    { deleted: boolean; retire_owed: string[] | null }[],
+    {
+      deleted: boolean
+      version: number
+      known_regions: string[]
+      same: boolean
+      retire_owed: string[] | null
+    }[],
     unknown,
     { version: number; known_regions: string[] }[],
   ]
   const row = saved[0]
+  const inForce = prior[0] && !prior[0].deleted ? prior[0] : undefined
+  if (!row && wanted !== null) {
+    // The configuration asked for in force already: a retry whose first try landed.
+    if (inForce?.same) {
+      return {
+        created: false,
+        version: inForce.version,
+        knownRegions: inForce.known_regions,
+        unchanged: true,
+      }
+    }
+    if (!inForce || !ifMatchHolds(ifMatch, inForce.version)) {
+      return { preconditionFailed: true, version: inForce?.version ?? null }
+    }
+  }
   const owed = prior[0]?.retire_owed ?? []
   if (!row) return owed.length > 0 ? { retireOwed: owed } : null
   return {

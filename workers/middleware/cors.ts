@@ -2,16 +2,20 @@ import type { MiddlewareHandler } from 'hono'
 import type { AppEnv } from '../app-env.ts'
 import { setResponseHeader } from '../lib/response-header.ts'
 
-/** Headers a browser game may send: credentials, bodies, submission keys, fresh reads. */
+/**
+ * Headers a browser page may send: credentials, bodies, submission keys, fresh reads, and an
+ * admin tool's precondition (on an origin in ADMIN_ORIGINS).
+ */
 const ALLOW_HEADERS = [
   'authorization',
   'content-type',
   'idempotency-key',
   'cache-control',
   'x-request-id',
+  'if-match',
 ]
-/** Headers a browser game may read from an answer (the rest of the safelist is readable anyway). */
-const EXPOSE_HEADERS = ['x-request-id', 'retry-after', 'x-cache', 'x-fresh-read', 'allow']
+/** Headers a browser page may read from an answer (the rest of the safelist is readable anyway). */
+const EXPOSE_HEADERS = ['x-request-id', 'retry-after', 'x-cache', 'x-fresh-read', 'allow', 'etag']
 /** How long a browser may reuse a preflight's answer, seconds. */
 const PREFLIGHT_MAX_AGE = 600
 const ALLOW_METHODS = 'GET,POST,PUT,DELETE'

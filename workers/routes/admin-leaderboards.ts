@@ -1,10 +1,11 @@
 import { z } from '@hono/zod-openapi'
 import { NOT_STORABLE_REASON, storableText } from '../core/rules/json.ts'
-import { MATCH_WIN, type LeaderboardConfig } from '../core/leaderboard.ts'
+import { MATCH_WIN, withConfigDefaults, type LeaderboardConfig } from '../core/leaderboard.ts'
 import { getSql } from '../db/client.ts'
 import { isoUtc } from '../db/iso-time.ts'
 import {
   advanceLeaderboardVersion,
+  loadLeaderboardConfig,
   markConfigPushed,
   queuesNaming,
   saveLeaderboardConfig,
@@ -17,6 +18,7 @@ import { IdempotencyKey, PlayerId, ResourceId } from '../lib/fields.ts'
 import { sha256Hex } from '../lib/hash.ts'
 import { ApiError } from '../lib/problem.ts'
 import { versionPastOverrule } from '../lib/config-push.ts'
+import { IfMatchHeader, preconditionFailed, readIfMatch, versionTag } from '../lib/preconditions.ts'
 import { requireAdmin } from '../middleware/auth.ts'
 import { hasBody } from '../middleware/json-body.ts'
 import { canonicalJson } from '../lib/canonical-json.ts'
@@ -130,6 +132,39 @@ const CloseStatus = z
   })
   .openapi('CloseStatus')
 
+const StoredBoard = z.object({
+  id: z.string(),
+  config: LeaderboardConfigStored,
+  version: z.number().int(),
+})
+
+const getRoute = createRoute({
+  method: 'get',
+  path: '/{id}',
+  summary: 'A leaderboard’s stored configuration',
+  description:
+    'As Neon holds it, with its `version` (also the `ETag`, for a `PUT` with `If-Match`). ' +
+    '`GET /v1/leaderboards/:id` shows the configuration the board applies, cached for seconds.',
+  middleware: [requireAdmin()] as const,
+  request: { params: BoardParam },
+  responses: {
+    200: { description: 'The board', content: { 'application/json': { schema: StoredBoard } } },
+    ...problemResponses(401, 403, 404, 422),
+  },
+})
+
+adminLeaderboards.openapi(getRoute, async (c) => {
+  const { id } = c.req.valid('param')
+  const board = await loadLeaderboardConfig(c.env, id)
+  if (!board) throw new ApiError('not-found', `No leaderboard '${id}'`)
+  const config = withConfigDefaults(board.config)
+  c.header('etag', versionTag(board.version))
+  return c.json(
+    { id, config: { ...config, paused: config.paused === true }, version: board.version },
+    200,
+  )
+})
+
 const putRoute = createRoute({
   method: 'put',
   path: '/{id}',
@@ -139,10 +174,12 @@ const putRoute = createRoute({
     'rewards apply at once; a new cycle schedule moves the current cycle’s end to its next boundary; ' +
     'sortOrder and operator take effect at the next cycle (at once in a cycle nobody has entered yet). ' +
     'Bounds that refuse a win (score 1, subscore 0) are refused (409, `queues`) while a queue sends ' +
-    'its results to the board.',
+    'its results to the board. The answer’s `ETag` is the version saved; with `If-Match`, a ' +
+    'board changed meanwhile (by another admin, say) is not overwritten: 412.',
   middleware: [requireAdmin()] as const,
   request: {
     params: BoardParam,
+    headers: z.object({ 'if-match': IfMatchHeader }),
     body: { content: { 'application/json': { schema: LeaderboardConfigInput } }, required: true },
   },
   responses: {
@@ -162,13 +199,14 @@ const putRoute = createRoute({
         },
       },
     },
-    ...problemResponses(400, 401, 403, 409, 413, 415, 422, 503),
+    ...problemResponses(400, 401, 403, 409, 412, 413, 415, 422, 503),
   },
 })
 
 adminLeaderboards.openapi(putRoute, async (c) => {
   const { id } = c.req.valid('param')
   const { paused, ...body } = c.req.valid('json')
+  const ifMatch = readIfMatch(c.req.valid('header')['if-match'], c.req.header('if-match'))
   // Paused is kept only while true: a configuration in play has no such field, as before it.
   const config: LeaderboardConfig = {
     ...body,
@@ -178,7 +216,8 @@ adminLeaderboards.openapi(putRoute, async (c) => {
   // retry pushes it again; a board that has never had a config fetches it from Neon on its
   // first call. (A board that has one keeps it until a push succeeds.) The push carries Neon's
   // version, so of two PUTs racing, the board keeps the later one whatever order they arrive in.
-  const saved = await saveLeaderboardConfig(c.env, id, config)
+  const saved = await saveLeaderboardConfig(c.env, id, config, ifMatch)
+  if ('preconditionFailed' in saved) throw preconditionFailed('leaderboard', saved.version)
   // Bounds that refuse a win, while queues send their results here: every one would be dropped.
   if ('namedByQueues' in saved) {
     const queues = await queuesNaming(c.env, id)
@@ -221,6 +260,7 @@ adminLeaderboards.openapi(putRoute, async (c) => {
   } catch (err) {
     log('warn', 'config push not marked', { board: id, version, ...errorFields(err) })
   }
+  c.header('etag', versionTag(version))
   return c.json(
     { id, config: { ...config, paused: config.paused === true }, cycle, version },
     created ? 201 : 200,

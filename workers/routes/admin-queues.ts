@@ -8,6 +8,7 @@ import { isoUtc } from '../db/iso-time.ts'
 import { IdPageQueryWithStatus, idPage } from './id-page.ts'
 import { ApiError } from '../lib/problem.ts'
 import { versionPastOverrule } from '../lib/config-push.ts'
+import { IfMatchHeader, preconditionFailed, readIfMatch, versionTag } from '../lib/preconditions.ts'
 import { getRules, rulesNames } from '../core/rules/index.ts'
 import {
   advanceQueueVersion,
@@ -148,23 +149,28 @@ const putRoute = createRoute({
     '(`queue_changed`). A pool that missed the push picks the new version up with its next join, ' +
     'and from the every-minute cron, which pushes again to every region that has not acknowledged it. ' +
     'A deleted queue is made again (201); not, though, without a region still owed its deletion ' +
-    '(409 `unpushedRegions`, Retry-After: 60, until the cron has told that pool).',
+    '(409 `unpushedRegions`, Retry-After: 60, until the cron has told that pool). The answer’s ' +
+    '`ETag` is the version saved; with `If-Match`, a queue changed meanwhile (by another admin, ' +
+    'say) is not overwritten: 412.',
   middleware: [requireAdmin()] as const,
   request: {
     params: QueueParam,
+    headers: z.object({ 'if-match': IfMatchHeader }),
     body: { content: { 'application/json': { schema: QueueConfigInput } }, required: true },
   },
   responses: {
     200: { description: 'Updated', content: { 'application/json': { schema: StoredQueue } } },
     201: { description: 'Created', content: { 'application/json': { schema: StoredQueue } } },
-    ...problemResponses(400, 401, 403, 409, 413, 415, 422, 503),
+    ...problemResponses(400, 401, 403, 409, 412, 413, 415, 422, 503),
   },
 })
 
 adminQueues.openapi(putRoute, async (c) => {
   const { queue } = c.req.valid('param')
   const config = normalizeQueueConfig(c.req.valid('json'))
-  const saved = await saveQueueConfig(c.env, queue, config)
+  const ifMatch = readIfMatch(c.req.valid('header')['if-match'], c.req.header('if-match'))
+  const saved = await saveQueueConfig(c.env, queue, config, ifMatch)
+  if (saved && 'preconditionFailed' in saved) throw preconditionFailed('queue', saved.version)
   if (saved && 'retireOwed' in saved) {
     throw new ApiError(
       'conflict',
@@ -231,6 +237,7 @@ adminQueues.openapi(putRoute, async (c) => {
       ...errorFields(err),
     }),
   )
+  c.header('etag', versionTag(version))
   return c.json(
     // A PUT names rules this deployment has (the schema allows no others).
     { id: queue, config: { ...config, paused: config.paused === true }, version, rulesKnown: true },
@@ -254,6 +261,7 @@ adminQueues.openapi(getRoute, async (c) => {
   const { queue } = c.req.valid('param')
   const q = await loadQueueConfig(c.env, queue)
   if (!q) throw new ApiError('not-found', `No queue '${queue}'`)
+  c.header('etag', versionTag(q.version))
   // A configuration saved before a field existed reads with that field's default.
   const config = {
     ...q.config,

@@ -113,7 +113,7 @@ export async function runScheduled(
   const { rows: sessionLogsPruned } = await job(
     'old session logs not pruned',
     () => pruneSessionLogs(env),
-    { sessions: 0, rows: 0 },
+    { sessions: 0, rows: 0, passedOver: 0 },
   )
   const done = {
     poked,

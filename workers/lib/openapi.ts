@@ -171,11 +171,16 @@ export const Problem = z
       description:
         "conflict: the live cycle's entries a board deletion would discard while in play",
     }),
-    version: z.number().int().nullable().optional().openapi({
-      description:
-        "conflict: the board's configuration version a PUT saved while its deletion ran. " +
-        'precondition-failed: the version in force, its `ETag` (null: there is none)',
-    }),
+    version: z
+      .number()
+      .int()
+      .nullable()
+      .optional()
+      .openapi({
+        description:
+          "conflict: the board's configuration version a PUT saved while its deletion ran. " +
+          'precondition-failed: the version in force, its `ETag` (null: there is none)',
+      }),
     queues: z
       .array(z.string())
       .optional()

@@ -434,6 +434,12 @@ export class GameSession extends DurableObject<Env> {
    */
   private clockBehind = false
   /**
+   * A deadline (`nextTick`) the clock reached and the rules did nothing at, until the next input
+   * changes the game: not woken for again. The rules should have named a later one (docs/rules.md);
+   * woken for at once, again and again, it would run the alarm back to back for the whole game.
+   */
+  private stalledDeadline: number | null = null
+  /**
    * Sockets still being sent the events they missed: live broadcasts skip them (their resume
    * reads those events from the log), and they join in the turn of their last chunk.
    */
@@ -1638,7 +1644,10 @@ export class GameSession extends DurableObject<Env> {
       }
       const out = this.applyInput({ kind: 'tick', tick: Math.max(due, this.match!.tick) })
       // A deadline that changed nothing would come round again: stop rather than spin.
-      if (out === null || isRuleError(out)) return
+      if (out === null || isRuleError(out)) {
+        this.stalledDeadline = due
+        return
+      }
     }
   }
 
@@ -1769,6 +1778,7 @@ export class GameSession extends DurableObject<Env> {
       })
     }
     this.match = next
+    this.stalledDeadline = null
     inputsAccepted.inc({ kind: input.kind, rules: this.rules!.name })
     this.sendMetrics()
     this.broadcast(record)
@@ -1813,7 +1823,16 @@ export class GameSession extends DurableObject<Env> {
     if (this.loadFailure !== null) return this.armWhileUnloadable()
     try {
       const now = this.now()
-      if (this.status === 'live' && this.match) this.runClock(now)
+      // A clock that throws (a bug in the rules) is retried with backoff, but does not keep the
+      // game from being listed (an admin finds it there to end it) or its dead sockets dropped.
+      let clockFault: unknown = null
+      if (this.status === 'live' && this.match) {
+        try {
+          this.runClock(now)
+        } catch (err) {
+          clockFault = err
+        }
+      }
       // The watchdog (scheduleAlarm) brings a live game here at least once a grace period; a
       // tick loop far more often, and looking at every socket at each tick is not needed.
       if (this.status === 'live' && now >= this.silentCheckAt) {
@@ -1831,6 +1850,7 @@ export class GameSession extends DurableObject<Env> {
       } else {
         await this.runEndWork()
       }
+      if (clockFault !== null) throw clockFault
       this.alarmFailures = 0
     } catch (err) {
       this.alarmFailures++
@@ -1998,17 +2018,23 @@ export class GameSession extends DurableObject<Env> {
       const rate = this.rules?.tickRate
       if (rate && this.wakesOnHint()) {
         // Rules that name their next deadline are woken for it alone, not every tick.
-        const tick = this.wakeTick()
+        let tick = this.wakeTick()
+        // A `quietUntil` that has come: a tick loop from then on, each tick once.
+        if (tick !== null && !this.rules!.nextTick) tick = Math.max(tick, this.tickAt(now) + 1)
+        if (tick !== null && this.stalledDeadline !== null && tick <= this.stalledDeadline) {
+          tick = null
+        }
         if (tick !== null) candidates.push(this.createdAt + Math.ceil((tick * 1000) / rate))
       } else if (rate) {
         candidates.push(this.createdAt + ((this.tickAt(now) + 1) * 1000) / rate)
       }
     }
-    if (this.status === 'live') {
+    if (this.status === 'live' && !this.overByTheRules()) {
       // A watchdog: sockets lost with the object (a deploy, a restart) report no close, and only
       // a wake starts their grace (load()); nor do connections that died (dropSilentSockets).
       // Without it a game whose players all left that way would wait for a request that may
-      // never come, and never end.
+      // never come, and never end. (A game over by rules a deploy changed waits for an admin's
+      // end, which no grace brings nearer.)
       candidates.push(now + this.graceMs)
     }
     // Work under way arms the alarm itself when it is done (alarm()).

@@ -343,6 +343,35 @@ describe('the end of a game', () => {
     await expectAbandonedUnrated(sessionId, board, players, 'cancelled')
   })
 
+  it('a game whose rules throw at every deadline is still listed in Neon from its alarm, for an admin to find and end', async () => {
+    const players = playerIds(2)
+    const { sessionId } = await createSession({
+      rules: 'dice-race',
+      roster: players.map((playerId) => ({ playerId })),
+    })
+    const listed = async () =>
+      (await pg()`select id from game_sessions where id = ${sessionId}`).length === 1
+    await until(async () => ((await listed()) ? true : undefined), 5000, 'first listing')
+    // Its listing lost (it failed, say, and a release then broke the rules' clock): owed again.
+    await pg()`delete from session_players where session_id = ${sessionId}`
+    await pg()`delete from game_sessions where id = ${sessionId}`
+    await inObject(sessionId, (inst, state) => {
+      const self = inst as unknown as { rules: AnyRules }
+      self.rules = {
+        ...self.rules,
+        nextTick: () => 0,
+        onTick: () => {
+          throw new Error('a bug in the rules')
+        },
+      } as AnyRules
+      state.storage.sql.exec(
+        `INSERT OR REPLACE INTO work (job, stage) VALUES ('register', 'pending')`,
+      )
+    })
+    expect(await runDurableObjectAlarm(sessionObject(sessionId))).toBe(true)
+    await until(async () => ((await listed()) ? true : undefined), 5000, 'listed again')
+  })
+
   it('an admin ends a game whose rules throw at every deadline (a bug): cancelled, not 500', async () => {
     const players = playerIds(2)
     const { sessionId, tokens } = await createSession({
@@ -416,16 +445,16 @@ describe('the end of a game', () => {
     back.roll()
     expect(await back.nextOf('error')).toMatchObject({ code: 'game_over' })
     // Past the turn's deadline and the other player's grace: each would be refused, and the
-    // alarm set for it would come straight back. The watchdog, a grace away, is all it waits on.
+    // alarm set for it would come straight back. Nor is it woken every grace (its watchdog): it
+    // waits for an admin's end, and wakes for nothing till then.
     sockets[players[1]!]!.close()
-    const { later, grace } = await inObject(sessionId, (inst) => {
+    await inObject(sessionId, (inst) => {
       const at = inst.now() + 2 * inst.graceMs
       inst.now = () => at
-      return { later: at, grace: inst.graceMs }
     })
     expect(await runDurableObjectAlarm(sessionObject(sessionId))).toBe(true)
     const alarm = await inObject(sessionId, (_inst, state) => state.storage.getAlarm())
-    expect(alarm).toBe(later + grace)
+    expect(alarm).toBeNull()
     const res = await call(`/v1/admin/sessions/${sessionId}/end`, {
       ...bearer(ADMIN_KEY),
       method: 'POST',

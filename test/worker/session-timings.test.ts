@@ -309,6 +309,46 @@ describe('session timings', () => {
     })
   })
 
+  it('rules whose deadline stays due once the clock reached it (their onTick changed nothing) are not woken for it again and again; a quietUntil that has come wakes once a tick', async () => {
+    const { sessionId, createdAt } = await liveDiceGame(playerIds(2))
+    const alarm = () => inObject(sessionId, (_inst, state) => state.storage.getAlarm())
+    const original = await inObject(sessionId, (inst) => {
+      const self = inst as unknown as { rules: AnyRules }
+      const rules = self.rules
+      // A studio's rules whose deadline stays where it was after it passed (a bug, docs/rules.md).
+      self.rules = {
+        ...rules,
+        nextTick: () => 0,
+        onTick: (state: unknown) => ({ state }),
+      } as AnyRules
+      return rules
+    })
+    const at = createdAt + 10_500
+    await alarmAt(sessionId, at)
+    // Not the deadline again, at once: the watchdog's grace away.
+    expect(await alarm()).toBeGreaterThanOrEqual(at + GRACE)
+    await inObject(sessionId, (inst) => {
+      ;(inst as unknown as { rules: AnyRules }).rules = original
+    })
+    // Another game, whose rules' quietUntil has long come, at one tick a second: woken at the
+    // next tick, not at once.
+    const other = await liveDiceGame(playerIds(2))
+    await inObject(other.sessionId, (inst) => {
+      const self = inst as unknown as { rules: AnyRules }
+      self.rules = {
+        ...self.rules,
+        tickRate: 1,
+        nextTick: undefined,
+        quietUntil: () => 0,
+        onTick: (state: unknown) => ({ state }),
+      } as AnyRules
+    })
+    await alarmAt(other.sessionId, other.createdAt + 10_500)
+    expect(await inObject(other.sessionId, (_inst, state) => state.storage.getAlarm())).toBe(
+      other.createdAt + 11_000,
+    )
+  })
+
   it('an alarm run that fails again and again backs off (1 s, 2 s, …) instead of coming back at once; a run that succeeds ends the backoff', async () => {
     const [pa, pb] = playerIds(2) as [string, string]
     const { sessionId, sockets, createdAt } = await liveDiceGame([pa, pb])

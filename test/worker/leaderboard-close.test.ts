@@ -276,13 +276,17 @@ describe('closing a cycle of 10,000 entries', () => {
       `/v1/leaderboards/${board}/cycles/1/top?limit=3&cursor=${closedTop.nextCursor}`,
     )
     expect(page2.entries.map((e) => e.rank)).toEqual([4, 5, 6])
-    const history = await fresh<{ results: { cycle: number; rank: number }[] }>(
-      `/v1/leaderboards/${board}/players/me/history`,
-      { authorization: `Bearer ${token}` },
-    )
+    const history = await fresh<{
+      results: { cycle: number; rank: number }[]
+      nextBefore: number | null
+    }>(`/v1/leaderboards/${board}/players/me/history?limit=1`, {
+      authorization: `Bearer ${token}`,
+    })
     expect(history.results).toEqual([
       expect.objectContaining({ cycle: 1, rank: 1, entries: N + 1 }),
     ])
+    // A full page that is the last: no `nextBefore` to an empty one.
+    expect(history.nextBefore).toBeNull()
     // The live board is empty and taking scores in cycle 2.
     expect((await fresh<Top>(`/v1/leaderboards/${board}/top`)).total).toBe(0)
     const next = (await (await submitFor(board, 'later', { score: 1 })).json()) as { cycle: number }
@@ -1609,6 +1613,9 @@ describe('history cursors', () => {
     const second = (await (await mine(`limit=1&cursor=${first.nextCursor}`)).json()) as Page
     expect(second.rewards).toHaveLength(1)
     expect(second.rewards[0]!.leaderboardId).not.toBe(first.rewards[0]!.leaderboardId)
+    // The last page says so: no cursor to an empty page (a read counted for nothing).
+    expect(second.nextCursor).toBeNull()
+    expect(((await (await mine('limit=2')).json()) as Page).nextCursor).toBeNull()
 
     const cursors = [
       forged(['2025-01-01T00:00:00.000000Z', 'lb-a', 3_000_000_000]), // past int4

@@ -342,6 +342,18 @@ describe('erasing a player (admin)', () => {
     expect(
       (await history(`/v1/leaderboards/${board}/players/${id}/history`, token)).map((r) => r.cycle),
     ).toEqual([3, 2, 1])
+    // The board's archive pruned, its rewards kept (docs/operating.md, a deleted board's): with
+    // the scores' times gone, none is shown as theirs (the ones from before the erasure are
+    // someone else's, and nothing tells which those were); support still sees all.
+    await pg()`delete from leaderboard_archive where leaderboard_id = ${board}`
+    const afterPrune = (await (await call('/v1/players/me/rewards', bearer(token))).json()) as {
+      rewards: { cycle: number }[]
+    }
+    expect(afterPrune.rewards).toEqual([])
+    const supportAfter = (await (
+      await call(`/v1/admin/players/${id}/rewards`, bearer(ADMIN_KEY))
+    ).json()) as { rewards: { cycle: number }[] }
+    expect(supportAfter.rewards).toHaveLength(3)
   })
 
   it('a match made before the erasure rates nothing of the erased player; one made after (an identity provider keeps the id) plays them as new', async () => {

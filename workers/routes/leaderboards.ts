@@ -740,8 +740,11 @@ async function historyPage(
         and ($5::boolean is false or a.submitted_at > coalesce(
               (select erased_at from erased_players where id = $1), '-infinity'))
       order by a.cycle desc limit $4`,
-    [playerId, id, before ?? 2_147_483_647, limit, sinceErasure],
+    // One more than the page: `nextBefore` only when there is more to read.
+    [playerId, id, before ?? 2_147_483_647, limit + 1, sinceErasure],
   )) as { cycle: number; rank: number; score: number; subscore: number; entries: number }[]
+  const more = rows.length > limit
+  if (more) rows.length = limit
   // No results: a board nobody created is 404, as every other read of it is (asked only when
   // there is nothing to show). A deleted board keeps its row, and its history stays readable.
   if (rows.length === 0) {
@@ -749,5 +752,5 @@ async function historyPage(
     if (!board) throw new ApiError('not-found', `No leaderboard '${id}'`)
   }
   const last = rows[rows.length - 1]
-  return { results: rows, nextBefore: rows.length === limit && last ? last.cycle : null }
+  return { results: rows, nextBefore: more && last ? last.cycle : null }
 }

@@ -78,12 +78,16 @@ export async function rewardPage(
              or (r.created_at, r.leaderboard_id, r.cycle) < ($2::timestamptz, $3, $4))
         and ($6::boolean is false or not exists (
               select 1 from erased_players e
-                join leaderboard_archive a
+                left join leaderboard_archive a
                   on a.leaderboard_id = r.leaderboard_id and a.cycle = r.cycle
                  and a.player_id = r.player_id
-               where e.id = r.player_id and a.submitted_at <= e.erased_at))
+               -- Judged by the score's time; one no longer known (its archive row pruned: a
+               -- deleted board's, docs/operating.md) may be the erased player's, and is not shown.
+               where e.id = r.player_id
+                 and (a.submitted_at is null or a.submitted_at <= e.erased_at)))
       order by r.created_at desc, r.leaderboard_id desc, r.cycle desc limit $5`,
-    [playerId, after?.[0] ?? null, after?.[1] ?? '', after?.[2] ?? 0, limit, sinceErasure],
+    // One more than the page: a cursor only when there is more to read.
+    [playerId, after?.[0] ?? null, after?.[1] ?? '', after?.[2] ?? 0, limit + 1, sinceErasure],
   )) as {
     leaderboard_id: string
     cycle: number
@@ -92,6 +96,8 @@ export async function rewardPage(
     created_iso: string
     voided_at: string | null
   }[]
+  const more = rows.length > limit
+  if (more) rows.length = limit
   const last = rows[rows.length - 1]
   return {
     rewards: rows.map((r) => ({
@@ -103,8 +109,6 @@ export async function rewardPage(
       voidedAt: r.voided_at,
     })),
     nextCursor:
-      rows.length === limit && last
-        ? encodeTimeCursor(last.created_iso, last.leaderboard_id, last.cycle)
-        : null,
+      more && last ? encodeTimeCursor(last.created_iso, last.leaderboard_id, last.cycle) : null,
   }
 }

@@ -373,21 +373,14 @@ function sealTopCursor(c: Context<AppEnv>, boardId: string, cursor: string): Pro
 
 /**
  * The board's cursor inside a sealed one; 422 `validation` when the seal is not this board's
- * (or AUTH_SECRET changed since). One of the board's own, unsealed (handed out before cursors
- * were sealed, by the Worker before a deploy), is 409: its walk starts again, as from a cursor
- * too old to go on.
+ * (or AUTH_SECRET changed since). Cursors have been sealed since 2026-12-05, and a walk lasts
+ * minutes: one without a seal is not the board's, whatever its shape.
  */
 async function openTopCursor(c: Context<AppEnv>, boardId: string, sealed: string): Promise<string> {
   const dot = sealed.lastIndexOf('.')
   const cursor = sealed.slice(0, Math.max(dot, 0))
   if (dot > 0 && (await sealHolds(c.env, `top-cursor:${boardId}`, cursor, sealed.slice(dot + 1)))) {
     return cursor
-  }
-  if (sealed.split('.').length === 4) {
-    throw new ApiError(
-      'conflict',
-      'The cursor is from before this deployment. Start again without a cursor.',
-    )
   }
   throw new ApiError('validation', 'cursor is not valid', {
     errors: [{ path: 'cursor', message: 'not a cursor this board issued' }],

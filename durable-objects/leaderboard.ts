@@ -1225,7 +1225,12 @@ export class Leaderboard extends DurableObject<Env> {
       return refuse('forbidden', 'This player is banned from this board')
     }
     if (this.tokenPredatesErasure(input.playerId, input.tokenIssuedAt)) {
-      return refuse('forbidden', STALE_TOKEN_DETAIL)
+      return refuse(
+        'forbidden',
+        input.tokenIssuedAt === undefined
+          ? "This guest's data was erased: their id takes no scores"
+          : STALE_TOKEN_DETAIL,
+      )
     }
 
     if (input.score < config.scoreMin || input.score > config.scoreMax) {
@@ -1575,14 +1580,18 @@ export class Leaderboard extends DurableObject<Env> {
    * comes back (the device signs in as a new player), so any token of an erased guest is old.
    */
   private tokenPredatesErasure(playerId: string, issuedAt: number | undefined): boolean {
-    if (this.erasureCount === 0 || issuedAt === undefined) return false
+    if (this.erasureCount === 0) return false
+    const guest = playerId.startsWith(GUEST_ID_PREFIX)
+    // A game server's (the admin key: no token) for an erased guest's id too: nobody comes back
+    // under it, and a match's result or a profile under it is refused likewise.
+    if (issuedAt === undefined && !guest) return false
     const erased = one<{ erased_at: number }>(
       this.sql,
       `SELECT erased_at FROM erasures WHERE player_id = ?`,
       playerId,
     )
     if (erased === undefined) return false
-    return playerId.startsWith(GUEST_ID_PREFIX) || issuedAt + 1000 <= erased.erased_at
+    return guest || issuedAt! + 1000 <= erased.erased_at
   }
 
   private noteErasure(playerId: string, erasedAt: number): void {

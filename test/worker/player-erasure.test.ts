@@ -545,6 +545,9 @@ describe('erasing a player (admin)', () => {
     const racing = (await issuePlayerToken(env, guest.playerId, Date.now() + 2_000)).token
     const submitted = await problem(await submitAs(board, racing, { score: 5 }))
     expect(submitted).toMatchObject({ status: 403, type: 'urn:nexus:problem:forbidden' })
+    // Nor a game server's submission for the id (the admin key), queued before the erasure, say.
+    const forGuest = await problem(await submitFor(board, guest.playerId, { score: 6 }))
+    expect(forGuest).toMatchObject({ status: 403, type: 'urn:nexus:problem:forbidden' })
     expect(
       await fresh<{ entry: unknown }>(`/v1/leaderboards/${board}/players/${guest.playerId}`),
     ).toMatchObject({ entry: null })

@@ -1592,6 +1592,48 @@ describe('a board woken by its boundary', () => {
   })
 })
 
+describe('an account ban that reaches a board after its boundary', () => {
+  it('writes the reward of a player banned before the cycle ended voided (a payer skips it); a ban from after the end leaves the reward standing', async () => {
+    const board = await createBoard({
+      rewards: [{ fromRank: 1, toRank: 3, reward: { coins: 10 } }],
+    })
+    const run = crypto.randomUUID().slice(0, 8)
+    const [early, late, fine] = [`ban-early-${run}`, `ban-late-${run}`, `ban-fine-${run}`]
+    for (const [player, score] of [
+      [early, 3],
+      [late, 2],
+      [fine, 1],
+    ] as const) {
+      expect((await submitFor(board, player, { score })).status).toBe(200)
+    }
+    // Neon holds both bans; their walks have not reached this board (thousands of boards).
+    await pg()`insert into player_bans (player_id, banned_at)
+               values (${early}, now() - interval '1 minute'), (${late}, now() + interval '1 hour')`
+    onTestFinished(async () => {
+      await pg()`delete from player_bans where player_id in (${early}, ${late})`
+    })
+    expect((await closeNow(board, { cycle: 1 })).status).toBe(202)
+    await archiveUntilDone(board, 1)
+    const rows = await pg()`select player_id, rank, voided_at is not null as voided, void_reason
+                              from rewards where leaderboard_id = ${board} order by rank`
+    expect(rows).toEqual([
+      {
+        player_id: early,
+        rank: 1,
+        voided: true,
+        void_reason: 'account banned before the cycle ended',
+      },
+      { player_id: late, rank: 2, voided: false, void_reason: null },
+      { player_id: fine, rank: 3, voided: false, void_reason: null },
+    ])
+    // The payout list says so.
+    const payout = (await (
+      await call(`/v1/admin/leaderboards/${board}/cycles/1/rewards`, bearer(ADMIN_KEY))
+    ).json()) as { rewards: { playerId: string; voidedAt: string | null }[] }
+    expect(payout.rewards.map((r) => r.voidedAt !== null)).toEqual([true, false, false])
+  })
+})
+
 describe('history cursors', () => {
   /** The cursor encoding the rewards route uses (base64url JSON), around any value. */
   const forged = (v: unknown) =>

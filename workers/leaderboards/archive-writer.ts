@@ -17,6 +17,9 @@ export interface ArchiveColumns {
   submittedAt: number[]
 }
 
+/** The `void_reason` of a reward written voided: its player's account ban came first. */
+export const BANNED_BEFORE_THE_END = 'account banned before the cycle ended'
+
 export interface ArchiveReward {
   playerId: string
   rank: number
@@ -72,9 +75,16 @@ export class NeonArchiveWriter implements ArchiveWriter {
     if (page.rewards.length > 0) {
       queries.push(
         sql.query(
-          `insert into rewards (leaderboard_id, cycle, player_id, rank, reward)
-           select $1, $2, u.player_id, u.rank, u.reward::jsonb
+          // A player whose account was banned before the cycle ended, whose ban reached the
+          // board only after its boundary (a long walk): their reward is written voided, as
+          // support would void it, rather than paid.
+          `insert into rewards (leaderboard_id, cycle, player_id, rank, reward, voided_at, void_reason)
+           select $1, $2, u.player_id, u.rank, u.reward::jsonb,
+                  case when b.player_id is not null then now() end,
+                  case when b.player_id is not null then '${BANNED_BEFORE_THE_END}' end
              from unnest($3::text[], $4::int[], $5::text[]) as u(player_id, rank, reward)
+             left join player_bans b
+               on b.player_id = u.player_id and b.banned_at < to_timestamp($6::float8 / 1000)
            on conflict (leaderboard_id, cycle, player_id) do nothing`,
           [
             page.leaderboardId,
@@ -82,6 +92,7 @@ export class NeonArchiveWriter implements ArchiveWriter {
             page.rewards.map((r) => r.playerId),
             page.rewards.map((r) => r.rank),
             page.rewards.map((r) => r.reward),
+            page.endsAt,
           ],
         ),
       )

@@ -32,7 +32,14 @@ import { errorFields, errorMessage, log, configureLog } from '../workers/lib/log
 import { counter, histogram } from '../workers/lib/metrics.ts'
 import { guardedAlarm, sendMetricsAtAlarm, sendMetricsSoon } from '../workers/lib/metrics-flush.ts'
 import { problemResponse, type ProblemType, unavailableAcrossRpc } from '../workers/lib/problem.ts'
-import { all, insertRows, one, schemaVersion, setSchemaVersion } from '../workers/lib/sql.ts'
+import {
+  all,
+  hasTable,
+  insertRows,
+  one,
+  schemaVersion,
+  setSchemaVersion,
+} from '../workers/lib/sql.ts'
 import {
   ACTION_REF_RULE,
   ActionRef,
@@ -540,11 +547,7 @@ export class GameSession extends DurableObject<Env> {
 
   private load(): void {
     // An object nobody created writes nothing: probing ids leaves no storage behind.
-    const hasSchema = one<{ x: number }>(
-      this.sql,
-      `SELECT 1 AS x FROM sqlite_master WHERE type = 'table' AND name = 'meta'`,
-    )
-    if (!hasSchema) return
+    if (!hasTable(this.sql, 'meta')) return
     this.createSchema()
     this.setupHash = this.getMeta('setup_hash') ?? null
     this.purged = this.getMeta('purged') === '1'

@@ -71,7 +71,14 @@ import {
   fellSilent,
   SILENT_SOCKET_MS,
 } from '../workers/lib/socket-close.ts'
-import { all, insertRows, one, schemaVersion, setSchemaVersion } from '../workers/lib/sql.ts'
+import {
+  all,
+  hasTable,
+  insertRows,
+  one,
+  schemaVersion,
+  setSchemaVersion,
+} from '../workers/lib/sql.ts'
 import { within } from '../workers/lib/within.ts'
 import { bannedJoinDetail } from '../workers/players/bans.ts'
 
@@ -221,8 +228,13 @@ export const IDLE_CLOSE = {
  * the pool hold them all, nor answer another member's polls early.
  */
 export const MAX_WAITS_PER_READER = 4
-/** Open sockets one player may hold on one pool (tabs, devices, a reconnect before the old
- * socket is noticed closed); one more is refused (409), as on a game session. */
+/**
+ * Open sockets one player may hold on one pool (tabs, devices, a reconnect before the old socket
+ * is noticed closed); one more is refused (409) until one closes or falls silent (the connect
+ * drops those first). A game session replaces the oldest instead: there a replaced socket's
+ * client is told (4001) and stops, where the SDK reconnects a pool's lost socket, which would
+ * then replace another in turn.
+ */
 const MAX_SOCKETS_PER_PLAYER = 4
 /**
  * Frames one socket may send: a steady rate with a burst (a client sends a join, a cancel and a
@@ -612,6 +624,10 @@ export class MatchPool extends DurableObject<Env> {
       new WebSocketRequestResponsePair('{"type":"ping"}', '{"type":"pong"}'),
     )
     void ctx.blockConcurrencyWhile(async () => {
+      // Nothing stored (a new pool, or one a deletion wiped): its schema waits for a call that
+      // needs it (ensureSchema). A late socket event of a wiped pool (a client that never answered
+      // its close, reported minutes later) would otherwise make an empty store for good.
+      if (!hasTable(this.sql, 'meta')) return
       try {
         this.load()
       } catch (err) {
@@ -2338,6 +2354,7 @@ export class MatchPool extends DurableObject<Env> {
     // A socket this pool closed (a flood, a match sent) still delivers what its client sends
     // until the client answers the close, and a flooding client never does: not heard at all.
     if (ws.readyState !== WebSocket.OPEN) return
+    this.ensureSchema()
     this.lastFrameAt.set(ws, this.now())
     const pending = this.pendingFrames.get(ws) ?? 0
     if (pending >= MAX_PENDING_FRAMES || !this.takeFrameToken(ws)) {
@@ -3169,6 +3186,7 @@ export class MatchPool extends DurableObject<Env> {
 
   /** The last socket of a waiting socket ticket left: its grace starts. */
   private async onSocketGone(ws: WebSocket): Promise<void> {
+    if (!this.schemaReady) return
     try {
       const att = ws.deserializeAttachment() as Attachment | null
       if (!att?.ticketId) return

@@ -1,4 +1,4 @@
-import { runInDurableObject } from 'cloudflare:test'
+import { evictDurableObject, runInDurableObject } from 'cloudflare:test'
 import { describe, expect, it } from 'vitest'
 import {
   DELETED_POOL_KEPT_MS,
@@ -308,6 +308,10 @@ describe('DELETE /v1/admin/queues/:queue', () => {
       expect(await removeFromQueues(env, player, reason)).toEqual({ cancelled: [], unreached: [] })
       expect(await storedTables(q)).toEqual([])
     }
+    // Woken again with nothing to do (a client's close of a socket it closed, reported late):
+    // still nothing stored.
+    await evictDurableObject(poolOf(q))
+    expect(await storedTables(q)).toEqual([])
   })
 
   it("a deleted queue's pool sets its gauges to 0 when it deletes its storage (a recent wait would stand on /metrics for a queue that is gone)", async () => {

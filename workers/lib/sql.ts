@@ -30,6 +30,17 @@ export function schemaVersion(sql: SqlStorage): number {
   )
 }
 
+/** Whether the storage holds table `name` (a wake of an object that stored nothing makes none). */
+export function hasTable(sql: SqlStorage, name: string): boolean {
+  return (
+    one<{ x: number }>(
+      sql,
+      `SELECT 1 AS x FROM sqlite_master WHERE type = 'table' AND name = ?`,
+      name,
+    ) !== undefined
+  )
+}
+
 /** Records the schema version reached. */
 export function setSchemaVersion(sql: SqlStorage, version: number): void {
   sql.exec(`INSERT OR REPLACE INTO meta (key, value) VALUES ('schema', ?)`, String(version))

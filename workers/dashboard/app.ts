@@ -274,11 +274,11 @@ export const DASHBOARD_JS = String.raw`
     rows($('boards').querySelector('tbody'), o.boards, function (b) {
       var tr = el('tr', { class: 'clickable' + (state.board === b.id ? ' selected' : ''), 'data-board': b.id }, [
         td((b.name ? b.name + ' (' + b.id + ')' : b.id) + (b.paused ? ' (paused)' : '')),
-        td(b.error ? 'unavailable' : schedule(b.schedule)),
+        b.error ? el('td', { text: 'unavailable', title: b.error }) : td(schedule(b.schedule)),
         td(b.cycle ? fmt(b.cycle.cycle) : '–', 'num'),
         td(b.cycle ? fmt(b.cycle.entries) : '–', 'num'),
         td(b.cycle ? when(b.cycle.endsAt, o.now) : '–'),
-        td(fmt(b.rewardsPaidLastDay), 'num'),
+        td(fmt(b.rewardsPaidLastDay) + (b.moreRewardsPaid ? '+' : ''), 'num'),
         b.archiving
           ? archiveCell(b.archiving, o.now, true, 'cycle ' + fmt(b.archiving.cycle) + ': ')
           : td('–'),
@@ -366,7 +366,10 @@ export const DASHBOARD_JS = String.raw`
     rows($('queues').querySelector('table tbody'), o.queues, function (q) {
       return el('tr', { 'data-queue': q.id }, [
         td(q.paused ? q.id + ' (paused)' : q.id), td(q.rules), td(q.teams + '×' + q.teamSize),
-        td(q.regions.map(function (r) { return r.error ? r.region + ' (unavailable)' : r.region + ': ' + r.waitingPlayers }).join(', ')),
+        el('td', {
+          text: q.regions.map(function (r) { return r.error ? r.region + ' (unavailable)' : r.region + ': ' + r.waitingPlayers }).join(', '),
+          title: q.regions.filter(function (r) { return r.error }).map(function (r) { return r.region + ': ' + r.error }).join('\n'),
+        }),
         td(fmt(q.waitingPlayers), 'num'), td(fmt(q.matchesPerMinute), 'num'),
         td(fmt(q.waitSeconds.p50, 1), 'num'), td(fmt(q.waitSeconds.p95, 1), 'num'), td(fmt(q.waitSeconds.p99, 1), 'num'),
       ])

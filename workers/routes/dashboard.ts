@@ -17,6 +17,7 @@ import { queueWideWaits, waitPercentiles } from '../matchmaking/wait-stats.ts'
 import { requireAdmin } from '../middleware/auth.ts'
 import { HSTS, PAGE_HEADERS } from '../lib/page-headers.ts'
 import { isLoopbackHost } from '../lib/auth.ts'
+import { within } from '../lib/within.ts'
 
 /**
  * The operator dashboard. `/dashboard` serves a page that holds no data: it asks for the admin
@@ -65,10 +66,25 @@ dashboard.use('/api/*', requireAdmin(), async function noStore(c, next) {
   c.header('cache-control', 'no-store')
 })
 
-/** One failing board or pool must not blank the whole page: it shows as an error row. */
-async function settle<T>(what: string, run: () => Promise<T>): Promise<T | { error: string }> {
+/**
+ * How long the overview waits for one board or pool: one stuck (a slow Neon at its wake) would
+ * otherwise hold the whole page, every refresh, with nothing on it to say so.
+ */
+const OBJECT_CALL_MS = 3_000
+/** The lists as a whole: Neon's queries (8 s at most each, together) and then their objects'. */
+const LISTS_MS = 15_000
+
+/**
+ * One failing or slow board or pool must not blank or hold the whole page: it shows as an error
+ * row.
+ */
+async function settle<T>(
+  what: string,
+  run: () => Promise<T>,
+  ms = OBJECT_CALL_MS,
+): Promise<T | { error: string }> {
   try {
-    return await run()
+    return await within(run(), ms, what)
   } catch (err) {
     log('warn', 'dashboard read failed', { what, ...errorFields(err) })
     return { error: errorMessage(err) }
@@ -79,7 +95,7 @@ dashboard.get('/api/overview', async (c) => {
   // The traffic figures come from the metrics hub, not Neon: a Neon outage, when an operator
   // most wants them, leaves them on the page, with the lists said to be unavailable.
   const [listed, metrics] = await Promise.all([
-    settle('overview lists', () => listings(c)),
+    settle('overview lists', () => listings(c), LISTS_MS),
     clusterMetrics(c.env),
   ])
   const lists = 'error' in listed ? null : listed
@@ -134,14 +150,17 @@ async function listings(c: Context<AppEnv>) {
       }[]
     >,
     // The last day's only: a board's whole history grows for good (a `1m` board pays at every
-    // close), and this runs every 5 s while a dashboard is open.
+    // close), and this runs every 5 s while a dashboard is open. Counted up to
+    // MAX_COUNTED_REWARDS a board, as the board's page does: an hourly board paying 10,000 ranks
+    // would read 240,000 rows a refresh.
     sql.query(
-      `select leaderboard_id, count(*)::int as rewards from rewards
-        where leaderboard_id in (select id from leaderboards where deleted_at is null
-                                  order by updated_at desc limit $1)
-          and created_at > now() - interval '1 day' and voided_at is null
-        group by leaderboard_id`,
-      [MAX_LISTED],
+      `select b.id as leaderboard_id,
+              (select count(*)::int from (select 1 from rewards r
+                  where r.leaderboard_id = b.id and r.created_at > now() - interval '1 day'
+                    and r.voided_at is null limit $2) paid) as rewards
+         from (select id from leaderboards where deleted_at is null
+                order by updated_at desc limit $1) b`,
+      [MAX_LISTED, MAX_COUNTED_REWARDS + 1],
     ) as unknown as Promise<{ leaderboard_id: string; rewards: number }[]>,
     // In all, not only those listed: the headline counts these.
     sql.query(
@@ -166,7 +185,9 @@ async function listings(c: Context<AppEnv>) {
         error: 'error' in info ? info.error : 'ok' in info ? info.detail : null,
         // The oldest close whose archive has not finished, with its failed attempts, or null.
         archiving: 'unfinishedCloses' in info ? (info.unfinishedCloses[0] ?? null) : null,
-        rewardsPaidLastDay: paid.get(b.id)?.rewards ?? 0,
+        rewardsPaidLastDay: Math.min(paid.get(b.id)?.rewards ?? 0, MAX_COUNTED_REWARDS),
+        // More were paid than counted: the count stops there (a floor).
+        moreRewardsPaid: (paid.get(b.id)?.rewards ?? 0) > MAX_COUNTED_REWARDS,
       }
     }),
   )

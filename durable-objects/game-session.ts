@@ -1846,7 +1846,11 @@ export class GameSession extends DurableObject<Env> {
         // While the game runs, the alarm does not wait on Neon (listing the session): a slow or
         // hanging Neon would stop the tick loop and the graces. The work arms the alarm when done.
         void this.runEndWork()
-          .then(() => this.scheduleAlarm())
+          .then(async () => {
+            await this.scheduleAlarm()
+            // The run failed (its clock): the alarm the work set keeps the run's backoff.
+            await backOffAlarm(this.ctx.storage, this.alarmFailures, this.now())
+          })
           .catch((err: unknown) => {
             log('error', 'session work failed', { actor: this.actor, ...errorFields(err) })
           })

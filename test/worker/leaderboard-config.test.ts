@@ -675,12 +675,15 @@ describe('a leaderboard PUT with If-Match', () => {
     expect(changed.status).toBe(200)
     expect(changed.headers.get('etag')).toBe('"2"')
     expect(await changed.json()).toMatchObject({ version: 2, config: { scoreMax: 200 } })
-    // Any of several tags, and `*` for any version in force.
+    // Any of several tags, `*` for any version in force, and the tag as Cloudflare's compression
+    // of an answer hands it on (weakened).
     expect((await put(id, { scoreMax: 300 }, '"9", "2"')).status).toBe(200)
     expect((await put(id, { scoreMax: 400 }, '*')).status).toBe(200)
-    expect(await stored(id)).toMatchObject({ version: 4, config: { scoreMax: 400 } })
+    expect((await put(id, { scoreMax: 500 }, 'W/"4"')).status).toBe(200)
+    expect((await put(id, { scoreMax: 600 }, 'W/"4"')).status).toBe(412)
+    expect(await stored(id)).toMatchObject({ version: 5, config: { scoreMax: 500 } })
     const board = await fresh<{ config: LeaderboardConfig }>(`/v1/leaderboards/${id}`)
-    expect(board.config.scoreMax).toBe(400)
+    expect(board.config.scoreMax).toBe(500)
   })
 
   it('a board another admin changed since the version named is 412 with the version in force, and keeps that change', async () => {
@@ -724,6 +727,29 @@ describe('a leaderboard PUT with If-Match', () => {
     expect(board.config.scoreMax).toBe(landed)
   })
 
+  it('a retry answered from the configuration in force, whose board is deleted before its hand-over, is 412 with version null, not a 500', async () => {
+    const id = await createBoard({ scoreMax: 100 })
+    expect((await put(id, { scoreMax: 200 }, '"1"')).status).toBe(200)
+    // The retry finds version 2 in force; an admin's deletion lands before its hand-over (Neon
+    // marks the board deleted, and the board refuses pushes of the versions before).
+    await replaceMethod<Leaderboard, 'configure'>(
+      env.LEADERBOARD.getByName(id),
+      'configure',
+      (configure) =>
+        async function (this: Leaderboard, boardId, config, version, lastCycle) {
+          if (boardId === id && version === 2) {
+            await pg()`update leaderboards set deleted_at = now(), version = version + 1
+                        where id = ${id}`
+            throw new Error(`No leaderboard '${id}': deleted at version 3`)
+          }
+          return configure.call(this, boardId, config, version, lastCycle)
+        },
+    )
+    const p = await problem(await put(id, { scoreMax: 200 }, '"1"'))
+    expect(p).toMatchObject({ status: 412, type: 'urn:nexus:problem:precondition-failed' })
+    expect(p.body.version).toBeNull()
+  })
+
   it('If-Match on a board that does not exist (never made, or deleted) is 412 with version null and makes none', async () => {
     const id = boardId()
     for (const tag of ['"1"', '*']) {
@@ -752,7 +778,15 @@ describe('a leaderboard PUT with If-Match', () => {
 
   it('a malformed If-Match is 422 naming it, and changes nothing', async () => {
     const id = await createBoard({ scoreMax: 100 })
-    const tags = ['1', 'W/"1"', '"x"', '"1",', `"1"${', "2"'.repeat(20)}`, `"${'1'.repeat(16)}"`]
+    const tags = [
+      '1',
+      'w/"1"',
+      'W/1',
+      '"x"',
+      '"1",',
+      `"1"${', "2"'.repeat(20)}`,
+      `"${'1'.repeat(16)}"`,
+    ]
     const refused = async (res: Response, tag: string) => {
       const p = await problem(res)
       expect(p, tag).toMatchObject({ status: 422, type: 'urn:nexus:problem:validation' })

@@ -348,6 +348,32 @@ describe('PUT /v1/admin/queues/:queue', () => {
     expect(held.version).toBe(3)
   })
 
+  it('a retry answered from the configuration in force, whose queue is deleted before its push, is 412 with version null', async () => {
+    const id = queueId()
+    expect((await put(id, DUEL)).status).toBe(201)
+    const body = { ...DUEL, maxRatingGap: 150 }
+    const withTag = () =>
+      call(`/v1/admin/queues/${id}`, json('PUT', body, ADMIN_KEY, { 'if-match': '"1"' }))
+    expect((await withTag()).status).toBe(200)
+    // The retry finds version 2 in force; the queue's deletion lands before its push, whose
+    // pool holds the deleted version.
+    await replaceMethod<MatchPool, 'configure'>(
+      poolOf(id),
+      'configure',
+      (configure) =>
+        async function (this: MatchPool, queue, region, config, version) {
+          if (queue === id && version === 2) {
+            await pg()`update queues set deleted_at = now(), version = version + 1 where id = ${id}`
+            return { version: 3, waiting: 0, inForce: false }
+          }
+          return configure.call(this, queue, region, config, version)
+        },
+    )
+    const p = await problem(await withTag())
+    expect(p).toMatchObject({ status: 412, type: 'urn:nexus:problem:precondition-failed' })
+    expect(p.body.version).toBeNull()
+  })
+
   it('refuses a missing field, the reserved name, players and no credential', async () => {
     const refusal = (status: number, type: string) => ({
       status,

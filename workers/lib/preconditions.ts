@@ -10,13 +10,18 @@ export function versionTag(version: number): string {
   return `"${version}"`
 }
 
-/** `*`, or one to 20 strong tags as `versionTag` writes them, comma-separated. */
-const IF_MATCH = /^(?:\*|"\d{1,15}"(?:[ \t]*,[ \t]*"\d{1,15}"){0,19})$/
+/**
+ * `*`, or one to 20 tags as `versionTag` writes them, comma-separated; each may come weak
+ * (`W/"7"`): Cloudflare weakens a strong ETag when it compresses an answer (a browser's), and the
+ * tag names a version, not bytes, so the weak one names the same configuration.
+ */
+const TAG = '(?:W/)?"\\d{1,15}"'
+const IF_MATCH = new RegExp(`^(?:\\*|${TAG}(?:[ \\t]*,[ \\t]*${TAG}){0,19})$`)
 
 export const IfMatchHeader = z
   .string()
   .max(512)
-  .regex(IF_MATCH, 'must be * or up to 20 ETags as given ("7", "7", "8")')
+  .regex(IF_MATCH, 'must be * or up to 20 ETags as given, comma-separated ("7", W/"7")')
   .optional()
   .openapi({
     description:
@@ -46,7 +51,9 @@ export function readIfMatch(
   }
   if (header === undefined) return undefined
   if (header === '*') return { anyVersion: true }
-  return { versions: header.split(',').map((tag) => Number(tag.trim().slice(1, -1))) }
+  return {
+    versions: header.split(',').map((tag) => Number(tag.trim().replace(/^W\//, '').slice(1, -1))),
+  }
 }
 
 /**

@@ -243,7 +243,17 @@ adminLeaderboards.openapi(putRoute, async (c) => {
     // one, as before, and is taken at its word.
     return { held: configVersion ?? version, inForce: inForce !== false, cycle }
   }
-  const pushed = await push()
+  let pushed: Awaited<ReturnType<typeof push>>
+  try {
+    pushed = await push()
+  } catch (err) {
+    // A retry answered from the configuration in force saved no version of its own, which a
+    // deletion since would have had to pass: deleted meanwhile, its board refuses the push.
+    if (saved.unchanged && !(await loadLeaderboardConfig(c.env, id))) {
+      throw preconditionFailed('leaderboard', null)
+    }
+    throw err
+  }
   const { held, inForce } = pushed
   let { cycle } = pushed
   if (!inForce) {

@@ -212,6 +212,11 @@ adminQueues.openapi(putRoute, async (c) => {
   const overruled = pushed.flatMap((p) =>
     p.status === 'fulfilled' && p.value.inForce === false ? [p.value.version] : [],
   )
+  // A retry answered from the configuration in force saved no version of its own, which a
+  // deletion since would have had to pass: deleted meanwhile, its pools refuse the push.
+  if (saved.unchanged && overruled.length > 0 && !(await loadQueueConfig(c.env, queue))) {
+    throw preconditionFailed('queue', null)
+  }
   if (overruled.length > 0) {
     // Another PUT's configuration in force (409), or Neon's count gone back: a version past the
     // pools', which they apply, and Neon and the pools agree again.

@@ -28,6 +28,7 @@ import {
   type Queued,
 } from './helpers/matchmaking.ts'
 import { replaceMethod } from './helpers/replace-method.ts'
+import { OPEN_CONNECTIONS } from '../../workers/lib/settle-at-most.ts'
 import { closed, collect, connect, nextOfType, until } from './helpers/sockets.ts'
 
 interface Party {
@@ -1166,6 +1167,41 @@ describe('queueing as a party over HTTP', () => {
       reason: 'party_changed',
     })
     expect(await sql`select 1 from party_tickets where ticket_id = ${t.ticketId}`).toHaveLength(0)
+  })
+
+  it("a pool that fails a run's cancel is not asked again in that run: its other parties' notes wait for the next, at one wave's cost", async () => {
+    const sql = pg()
+    const q = await createQueue({ teamSize: 3, maxPartySize: 3 })
+    await rig(q, newClock())
+    // 30 ended parties' tickets in one region of the queue, whose pool fails every cancel.
+    const parties = Array.from({ length: 30 }, () => crypto.randomUUID())
+    await sql.query(
+      `insert into party_tickets (party_id, ticket_id, noted_at)
+       select p, $2 || ':down:' || gen_random_uuid(), now() - interval '10 minutes'
+         from unnest($1::text[]) p`,
+      [parties, q],
+    )
+    let calls = 0
+    await replaceMethod<MatchPool, 'cancel'>(
+      poolOf(q, 'down'),
+      'cancel',
+      (cancel) =>
+        async function (this: MatchPool, ticketId, ...rest) {
+          if (ticketId.startsWith(`${q}:down:`)) {
+            calls++
+            throw new Error('pool down')
+          }
+          return cancel.call(this, ticketId, ...rest)
+        },
+    )
+    try {
+      await retryStalePartyTickets(env, { from: '0' })
+    } finally {
+      await sql`delete from party_tickets where party_id = any(${parties})`
+    }
+    // The parties begun together before the first failure came back: one lane's worth each.
+    expect(calls).toBeGreaterThan(0)
+    expect(calls).toBeLessThanOrEqual(OPEN_CONNECTIONS)
   })
 
   it('a cron run walks the stale notes from where it starts round to it again, and stops at its time budget', async () => {

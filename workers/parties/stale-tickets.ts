@@ -2,7 +2,7 @@ import type { DbEnv } from '../db/client.ts'
 import type { Env } from '../env.ts'
 import { errorFields, log } from '../lib/log.ts'
 import { within } from '../lib/within.ts'
-import { cancelPartyTicket } from '../matchmaking/stub.ts'
+import { cancelPartyTicket, parseTicketId } from '../matchmaking/stub.ts'
 import { forgetPartyTickets, pruneOldPartyTickets, stalePartyTickets } from './store.ts'
 import { OPEN_CONNECTIONS, settleAtMost } from '../lib/settle-at-most.ts'
 
@@ -24,6 +24,7 @@ export async function cancelStaleTickets(
   partyId: string,
   tickets: readonly string[],
   context: Record<string, unknown> = {},
+  unreachable?: Set<string>,
 ): Promise<string[]> {
   if (tickets.length === 0) return []
   const outcomes = await Promise.allSettled(
@@ -37,6 +38,7 @@ export async function cancelStaleTickets(
       settled.push(ticketId)
       if (outcome.value) cancelled.push(ticketId)
     } else {
+      unreachable?.add(poolKeyOf(ticketId))
       log('warn', 'stale party ticket not cancelled', {
         ...context,
         partyId,
@@ -73,6 +75,12 @@ export async function forgetSettledTickets(
   }
 }
 
+/** The pool a ticket id names (`queue:region`), or the id itself when it names none. */
+function poolKeyOf(ticketId: string): string {
+  const pool = parseTicketId(ticketId)
+  return pool ? `${pool.queue}:${pool.region}` : ticketId
+}
+
 /** Stale notes the cron reads at a time. */
 const RETRY_PAGE = 100
 /**
@@ -88,25 +96,28 @@ type NoteKey = { partyId: string; ticketId: string }
  * (their pool could not be reached at the change), so a party's old roster never stays queued
  * until the next change. A run walks the stale notes a page at a time, each page's parties side
  * by side, from a random party round to it again, until it has seen them all or spent
- * RETRY_BUDGET_MS: notes whose pool stays down hold up no others, within a run or across runs.
- * Returns how many were cancelled.
+ * RETRY_BUDGET_MS (no party's cancel begins after it). A pool that fails a cancel is not asked
+ * again in the run: notes whose pool stays down (or hangs, POOL_CALL_MS a call) hold up no
+ * others, within a run or across runs. Returns how many were cancelled.
  */
 export async function retryStalePartyTickets(
   env: Env,
   opts: { budgetMs?: number; from?: string } = {},
 ): Promise<number> {
-  const started = Date.now()
-  const budget = opts.budgetMs ?? RETRY_BUDGET_MS
+  const deadline = Date.now() + (opts.budgetMs ?? RETRY_BUDGET_MS)
   const from = opts.from ?? crypto.randomUUID()
   await pruneOldPartyTickets(env)
   let cancelled = 0
+  // Pools that failed a cancel in this run: not asked again in it (each would wait POOL_CALL_MS
+  // for a pool that hangs, party after party); their notes wait for the next run.
+  const unreachable = new Set<string>()
   // Two legs: from `from` to the last note, then from the first note up to `from`.
   for (const leg of [{ partyId: from, ticketId: '' }, null]) {
     for (let after: NoteKey | null = leg; ;) {
-      if (Date.now() - started > budget) return cancelled
+      if (Date.now() > deadline) return cancelled
       const page = await stalePartyTickets(env, after, RETRY_PAGE)
       const mine = leg === null ? page.filter((n) => n.partyId < from) : page
-      cancelled += await cancelPage(env, mine)
+      cancelled += await cancelPage(env, mine, deadline, unreachable)
       if (page.length < RETRY_PAGE || mine.length < page.length) break
       after = page[page.length - 1]!
     }
@@ -114,8 +125,16 @@ export async function retryStalePartyTickets(
   return cancelled
 }
 
-/** Cancels a page of stale notes, its parties side by side; returns how many were cancelled. */
-async function cancelPage(env: Env, notes: NoteKey[]): Promise<number> {
+/**
+ * Cancels a page of stale notes, its parties side by side; returns how many were cancelled.
+ * Parties not begun by `deadline`, and tickets of pools in `unreachable`, are left noted.
+ */
+async function cancelPage(
+  env: Env,
+  notes: NoteKey[],
+  deadline: number,
+  unreachable: Set<string>,
+): Promise<number> {
   const byParty = new Map<string, string[]>()
   for (const { partyId, ticketId } of notes) {
     const tickets = byParty.get(partyId) ?? []
@@ -123,9 +142,11 @@ async function cancelPage(env: Env, notes: NoteKey[]): Promise<number> {
     byParty.set(partyId, tickets)
   }
   // At most a connection's worth at once: each party's cancel ends in a Neon write.
-  const done = await settleAtMost([...byParty], OPEN_CONNECTIONS, ([partyId, tickets]) =>
-    cancelStaleTickets(env, partyId, tickets, { by: 'cron' }),
-  )
+  const done = await settleAtMost([...byParty], OPEN_CONNECTIONS, ([partyId, tickets]) => {
+    if (Date.now() > deadline) return Promise.resolve([])
+    const reachable = tickets.filter((t) => !unreachable.has(poolKeyOf(t)))
+    return cancelStaleTickets(env, partyId, reachable, { by: 'cron' }, unreachable)
+  })
   const failed = done.find((d) => d.status === 'rejected')
   if (failed) throw failed.reason
   return done.reduce((n, d) => n + (d.status === 'fulfilled' ? d.value.length : 0), 0)

@@ -275,14 +275,18 @@ export async function pushOwed(
  * changed lately (a schedule changed after a freeze); returns how many answered, and how many of
  * those had something to do that their own alarm had not done.
  */
-async function pokeBoards(
+export async function pokeBoards(
   env: Env,
   now: number,
   lookback: number,
+  opts: { maxTicks?: number; from?: string } = {},
 ): Promise<{ poked: number; nudged: number }> {
   const poked = new Set<string>()
   let nudged = 0
-  await forEachPage(scheduledBoards, env, PAGE, async (boards) => {
+  const ticks = { left: opts.maxTicks ?? MAX_BOARD_TICKS, skipped: 0 }
+  // From a random board round to it again: with more boards due than a run may call, each run
+  // leaves out others, not always the same ones (those last in id order, at every boundary).
+  await forEachPageRound(scheduledBoards, env, PAGE, opts.from ?? randomId(), async (boards) => {
     const due = boards.filter((b) => {
       const schedule = parseSchedule(b.cycle)
       if ('error' in schedule) return false
@@ -303,6 +307,7 @@ async function pokeBoards(
       env,
       due.map((b) => b.id),
       poked,
+      ticks,
     )
   })
   /** Ticks the boards of a page not poked yet this run. */
@@ -311,6 +316,7 @@ async function pokeBoards(
       env,
       boards.map((b) => b.id).filter((id) => !poked.has(id)),
       poked,
+      ticks,
     )
   }
   await forEachPage(boardsArchiving, env, PAGE, tickNew)
@@ -324,29 +330,79 @@ async function pokeBoards(
     PAGE,
     tickNew,
   )
+  if (ticks.skipped > 0) {
+    log('warn', 'cron: boards due not called, past the run’s calls to boards', {
+      skipped: ticks.skipped,
+      limit: opts.maxTicks ?? MAX_BOARD_TICKS,
+    })
+  }
   return { poked: poked.size, nudged }
 }
 
+/** A random point of the id space to start a round from. */
+function randomId(): string {
+  return crypto.randomUUID()
+}
+
 /**
- * Runs `each` on every page of `read`'s rows in id order (keyset paging, PAGE rows at a time),
- * one page after another.
+ * forEachPage from `from` to the last row, then from the first up to `from`: every row once.
+ */
+async function forEachPageRound<T extends { id: string }>(
+  read: (env: Env, after: string, limit: number) => Promise<T[]>,
+  env: Env,
+  size: number,
+  from: string,
+  each: (page: T[]) => Promise<void>,
+): Promise<void> {
+  await forEachPage(read, env, size, each, from)
+  await forEachPage(read, env, size, async (page) => {
+    const before = page.filter((r) => r.id <= from)
+    if (before.length > 0) await each(before)
+    // Past `from`: the first leg had those.
+    return before.length < page.length ? 'stop' : undefined
+  })
+}
+
+/**
+ * Runs `each` on every page of `read`'s rows in id order after `from` (keyset paging, PAGE rows
+ * at a time), one page after another, until a page is short or `each` says `stop`.
  */
 async function forEachPage<T extends { id: string }>(
   read: (env: Env, after: string, limit: number) => Promise<T[]>,
   env: Env,
   size: number,
-  each: (page: T[]) => Promise<void>,
+  each: (page: T[]) => Promise<void | 'stop'>,
+  from = '',
 ): Promise<void> {
-  for (let after = ''; ;) {
+  for (let after = from; ;) {
     const page = await read(env, after, size)
-    await each(page)
+    if ((await each(page)) === 'stop') return
     if (page.length < size) return
     after = page[page.length - 1]!.id
   }
 }
 
-/** Ticks boards side by side; adds those that answered to `poked`; returns how many were nudged. */
-async function tickBoards(env: Env, ids: string[], poked: Set<string>): Promise<number> {
+/**
+ * Calls to boards one run makes at most: a run may make 10,000 subrequests (Workers Paid), and
+ * its later jobs (pushes, party tickets, prunes) need theirs. Every board is due in three to five
+ * runs after its boundary, so thousands sharing one (daily boards at midnight) are still each
+ * called, by one run or another.
+ */
+const MAX_BOARD_TICKS = 4_000
+
+/**
+ * Ticks boards side by side, as many as `ticks` has left; adds those that answered to `poked`;
+ * returns how many were nudged.
+ */
+async function tickBoards(
+  env: Env,
+  all: string[],
+  poked: Set<string>,
+  ticks: { left: number; skipped: number },
+): Promise<number> {
+  const ids = all.slice(0, Math.max(ticks.left, 0))
+  ticks.left -= ids.length
+  ticks.skipped += all.length - ids.length
   const results = await Promise.allSettled(
     ids.map((id) => within(boardStub(env, id).tick(id), BOARD_CALL_MS, 'board tick')),
   )

@@ -21,7 +21,7 @@ import {
 } from './helpers/http.ts'
 import { boardId, createBoard, fresh, pg, storedBy, submitFor, type Top } from './helpers/boards.ts'
 import { createQueue } from './helpers/matchmaking.ts'
-import { lookbackMs, runScheduled } from '../../workers/scheduled.ts'
+import { lookbackMs, pokeBoards, runScheduled } from '../../workers/scheduled.ts'
 import { localFamilies } from '../../workers/lib/metrics.ts'
 import { replaceMethod } from './helpers/replace-method.ts'
 import { hubShardName, METRICS_HUB_SHARDS, sendMetrics } from '../../workers/lib/metrics-flush.ts'
@@ -474,6 +474,36 @@ describe('leaderboard configuration', () => {
     )
     expect(await cycleNumber(late.id)).toBe(2)
     expect((await hubTotal('nexus_cron_boards_poked_total')) - before).toBe(1)
+  })
+
+  it('a cron run calls at most so many boards, starting from a random one, so that the boards it leaves out are not the same ones every run', async () => {
+    const run = `zz-round-${crypto.randomUUID().slice(0, 8)}`
+    // Boards on 1-minute cycles are due at every run; these sort after every other test's.
+    const ids: string[] = []
+    for (let i = 0; i < 4; i++)
+      ids.push(await createBoard({ cycle: { every: '1m' } }, `${run}-${i}`))
+    const called: string[] = []
+    await replaceMethod<Leaderboard, 'tick'>(
+      env.LEADERBOARD.getByName(ids[0]!),
+      'tick',
+      (tick) =>
+        function (this: Leaderboard, id) {
+          if (id.startsWith(run)) called.push(id)
+          return tick.call(this, id)
+        },
+    )
+    const at = Date.now()
+    // Two calls, from just before these boards: the first two.
+    await pokeBoards(env as never, at, 120_000, { maxTicks: 2, from: run })
+    expect(called).toEqual([ids[0], ids[1]])
+    // From the second: the two after it, whatever came before.
+    called.length = 0
+    await pokeBoards(env as never, at, 120_000, { maxTicks: 2, from: ids[1]! })
+    expect(called).toEqual([ids[2], ids[3]])
+    // With room for all, from the third: the fourth, then round from the first to the third.
+    called.length = 0
+    await pokeBoards(env as never, at, 120_000, { from: ids[2]! })
+    expect(called.filter((id) => ids.includes(id)).sort()).toEqual([...ids].sort())
   })
 
   it("the cron asks a board about a lost boundary in two of its runs, by the trigger's own schedule", async () => {

@@ -279,19 +279,18 @@ export async function pokeBoards(
   env: Env,
   now: number,
   lookback: number,
-  opts: { maxTicks?: number; from?: string } = {},
+  opts: { maxTicks?: number; order?: (ids: string[]) => string[] } = {},
 ): Promise<{ poked: number; nudged: number }> {
   const poked = new Set<string>()
   let nudged = 0
-  const ticks = { left: opts.maxTicks ?? MAX_BOARD_TICKS, skipped: 0 }
-  // From a random board round to it again: with more boards due than a run may call, each run
-  // leaves out others, not always the same ones (those last in id order, at every boundary).
-  await forEachPageRound(scheduledBoards, env, PAGE, opts.from ?? randomId(), async (boards) => {
-    const due = boards.filter((b) => {
+  const ticks: Ticks = { left: opts.maxTicks ?? MAX_BOARD_TICKS, skipped: new Set() }
+  const due: string[] = []
+  await forEachPage(scheduledBoards, env, PAGE, async (boards) => {
+    for (const b of boards) {
       const schedule = parseSchedule(b.cycle)
-      if ('error' in schedule) return false
+      if ('error' in schedule) continue
       const boundary = previousBoundary(schedule, now)
-      if (boundary === null) return false
+      if (boundary === null) continue
       // Its close starts archiving up to archiveDelayMs after the boundary (a freeze this run
       // makes, up to LATE_ARCHIVE_SPREAD_MS after it), and nothing in Neon shows that close until
       // its first page: the runs that ask reach past that start, so an alarm lost for it is set
@@ -301,16 +300,16 @@ export async function pokeBoards(
         start === null
           ? ARCHIVE_SPREAD_MS
           : archiveDelayMs(b.id, ARCHIVE_SPREAD_MS, boundary - start)
-      return now - boundary < lookback + delay + LATE_ARCHIVE_SPREAD_MS
-    })
-    nudged += await tickBoards(
-      env,
-      due.map((b) => b.id),
-      poked,
-      ticks,
-    )
+      if (now - boundary < lookback + delay + LATE_ARCHIVE_SPREAD_MS) due.push(b.id)
+    }
   })
-  /** Ticks the boards of a page not poked yet this run. */
+  // In a random order: with more boards due than a run may call, each run leaves out others,
+  // not always the same ones (those last in id order, at every boundary).
+  const order = (opts.order ?? shuffled)(due)
+  for (let i = 0; i < order.length; i += PAGE) {
+    nudged += await tickBoards(env, order.slice(i, i + PAGE), poked, ticks)
+  }
+  /** Ticks the boards of a page not poked yet this run; stops the walk once out of calls. */
   const tickNew = async (boards: { id: string }[]) => {
     nudged += await tickBoards(
       env,
@@ -318,63 +317,50 @@ export async function pokeBoards(
       poked,
       ticks,
     )
+    return ticks.left <= 0 ? ('stop' as const) : undefined
   }
-  await forEachPage(boardsArchiving, env, PAGE, tickNew)
+  if (ticks.left > 0) await forEachPage(boardsArchiving, env, PAGE, tickNew)
   // A schedule changed since a boundary the runs above would have asked about (to none, or to a
   // week): the cycle that change froze under the old one starts its archive within the spread,
   // and until its first page nothing in Neon shows it. Asked about as long as that boundary is.
   const changedSince = now - (lookback + ARCHIVE_SPREAD_MS + LATE_ARCHIVE_SPREAD_MS)
-  await forEachPage(
-    (e, after, limit) => boardsChangedSince(e, changedSince, after, limit),
-    env,
-    PAGE,
-    tickNew,
-  )
-  if (ticks.skipped > 0) {
+  if (ticks.left > 0) {
+    await forEachPage(
+      (e, after, limit) => boardsChangedSince(e, changedSince, after, limit),
+      env,
+      PAGE,
+      tickNew,
+    )
+  }
+  if (ticks.skipped.size > 0) {
     log('warn', 'cron: boards due not called, past the run’s calls to boards', {
-      skipped: ticks.skipped,
+      skipped: ticks.skipped.size,
       limit: opts.maxTicks ?? MAX_BOARD_TICKS,
     })
   }
   return { poked: poked.size, nudged }
 }
 
-/** A random point of the id space to start a round from. */
-function randomId(): string {
-  return crypto.randomUUID()
+/** `ids` in a random order (Fisher–Yates), in place. */
+function shuffled(ids: string[]): string[] {
+  for (let i = ids.length - 1; i > 0; i--) {
+    const j = Math.floor(Math.random() * (i + 1))
+    ;[ids[i], ids[j]] = [ids[j]!, ids[i]!]
+  }
+  return ids
 }
 
 /**
- * forEachPage from `from` to the last row, then from the first up to `from`: every row once.
- */
-async function forEachPageRound<T extends { id: string }>(
-  read: (env: Env, after: string, limit: number) => Promise<T[]>,
-  env: Env,
-  size: number,
-  from: string,
-  each: (page: T[]) => Promise<void>,
-): Promise<void> {
-  await forEachPage(read, env, size, each, from)
-  await forEachPage(read, env, size, async (page) => {
-    const before = page.filter((r) => r.id <= from)
-    if (before.length > 0) await each(before)
-    // Past `from`: the first leg had those.
-    return before.length < page.length ? 'stop' : undefined
-  })
-}
-
-/**
- * Runs `each` on every page of `read`'s rows in id order after `from` (keyset paging, PAGE rows
- * at a time), one page after another, until a page is short or `each` says `stop`.
+ * Runs `each` on every page of `read`'s rows in id order (keyset paging, PAGE rows at a time),
+ * one page after another, until a page is short or `each` says `stop`.
  */
 async function forEachPage<T extends { id: string }>(
   read: (env: Env, after: string, limit: number) => Promise<T[]>,
   env: Env,
   size: number,
   each: (page: T[]) => Promise<void | 'stop'>,
-  from = '',
 ): Promise<void> {
-  for (let after = from; ;) {
+  for (let after = ''; ;) {
     const page = await read(env, after, size)
     if ((await each(page)) === 'stop') return
     if (page.length < size) return
@@ -390,6 +376,12 @@ async function forEachPage<T extends { id: string }>(
  */
 const MAX_BOARD_TICKS = 4_000
 
+/** A run's calls to boards: how many are left, and the boards due it did not call. */
+interface Ticks {
+  left: number
+  skipped: Set<string>
+}
+
 /**
  * Ticks boards side by side, as many as `ticks` has left; adds those that answered to `poked`;
  * returns how many were nudged.
@@ -398,11 +390,11 @@ async function tickBoards(
   env: Env,
   all: string[],
   poked: Set<string>,
-  ticks: { left: number; skipped: number },
+  ticks: Ticks,
 ): Promise<number> {
   const ids = all.slice(0, Math.max(ticks.left, 0))
   ticks.left -= ids.length
-  ticks.skipped += all.length - ids.length
+  for (const id of all.slice(ids.length)) ticks.skipped.add(id)
   const results = await Promise.allSettled(
     ids.map((id) => within(boardStub(env, id).tick(id), BOARD_CALL_MS, 'board tick')),
   )

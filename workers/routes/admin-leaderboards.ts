@@ -249,7 +249,8 @@ adminLeaderboards.openapi(putRoute, async (c) => {
   } catch (err) {
     // A retry answered from the configuration in force saved no version of its own, which a
     // deletion since would have had to pass: deleted meanwhile, its board refuses the push.
-    if (saved.unchanged && !(await loadLeaderboardConfig(c.env, id))) {
+    // (A re-read that fails leaves the push's own error to answer.)
+    if (saved.unchanged && (await loadLeaderboardConfig(c.env, id).catch(() => true)) === null) {
       throw preconditionFailed('leaderboard', null)
     }
     throw err

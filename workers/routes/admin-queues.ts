@@ -214,7 +214,12 @@ adminQueues.openapi(putRoute, async (c) => {
   )
   // A retry answered from the configuration in force saved no version of its own, which a
   // deletion since would have had to pass: deleted meanwhile, its pools refuse the push.
-  if (saved.unchanged && overruled.length > 0 && !(await loadQueueConfig(c.env, queue))) {
+  // (A re-read that fails goes on as any overruled push does.)
+  if (
+    saved.unchanged &&
+    overruled.length > 0 &&
+    (await loadQueueConfig(c.env, queue).catch(() => true)) === null
+  ) {
     throw preconditionFailed('queue', null)
   }
   if (overruled.length > 0) {

@@ -453,6 +453,8 @@ export class Leaderboard extends DurableObject<Env> {
   archiveCallMs = ARCHIVE_CALL_MS
   /** Walks whose snapshot is older than this seq can no longer be served exactly. */
   private historyHorizon = 0
+  /** Closes whose archive, found incomplete in Neon at its end, was sent again from the start. */
+  private readonly archivesSentAgain = new Set<number>()
   /** Players banned from the board; a submission looks a ban up only while there is one. */
   private banCount = 0
   /**
@@ -2429,11 +2431,28 @@ export class Leaderboard extends DurableObject<Env> {
     const pages = batch.pages
 
     if (pages.length === 0) {
-      await within(
-        this.archiveWriter.complete({ ...base, archivedThrough: close.archived }),
+      const force = this.archivesSentAgain.has(close.cycle)
+      const completed = await within(
+        this.archiveWriter.complete({ ...base, archivedThrough: close.archived }, { force }),
         this.archiveCallMs,
         'completing the archive',
       )
+      if (completed && completed.missing > 0) {
+        // Pages Neon acknowledged are gone from it (restored to a point before them): every
+        // page again, from the first (a page Neon has changes nothing), then complete. Once per
+        // close and instance: missing again, the archive is marked complete as it stands.
+        this.archivesSentAgain.add(close.cycle)
+        log('error', 'archive incomplete in Neon: sending every page again', {
+          actor: this.actor,
+          cycle: close.cycle,
+          missing: completed.missing,
+        })
+        this.sql.exec(
+          `UPDATE closes SET cursor = NULL, archived = 0, attempts = 0, next_attempt_at = 0 WHERE cycle = ?`,
+          close.cycle,
+        )
+        return null
+      }
       this.sql.exec(
         `UPDATE closes SET state = 'purging', attempts = 0, next_attempt_at = 0, last_error = NULL WHERE cycle = ?`,
         close.cycle,

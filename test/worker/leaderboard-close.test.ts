@@ -293,6 +293,31 @@ describe('closing a cycle of 10,000 entries', () => {
     expect(next.cycle).toBe(2)
   })
 
+  it('pages Neon acknowledged and then lost (restored to a point before them) are sent again before the archive is marked complete: every rank and reward, once', async () => {
+    const board = await createBoard({ rewards: REWARDS })
+    await seedBoard(board, async (inst) => {
+      const real = new NeonArchiveWriter(env)
+      let lost = false
+      const restored: ArchiveWriter = {
+        async writePage(page) {
+          await real.writePage(page)
+          // The first page (the rewarded ranks) is in; then Neon goes back to before it.
+          if (page.archivedThrough === 1000 && !lost) {
+            lost = true
+            await pg()`delete from rewards where leaderboard_id = ${board} and cycle = 1`
+            await pg()`delete from leaderboard_archive where leaderboard_id = ${board} and cycle = 1`
+            await pg()`delete from leaderboard_cycles where leaderboard_id = ${board} and cycle = 1`
+          }
+        },
+        complete: (p, opts) => real.complete(p, opts),
+      }
+      inst.archiveWriter = restored
+    })
+    expect((await closeNow(board)).status).toBe(202)
+    await archiveUntilDone(board, 1)
+    expectExactlyOnce(await archived(board, 1))
+  })
+
   it('resumes exactly after a fault between pages, and after a crash between Neon’s commit and the progress record', async () => {
     const board = await createBoard({ rewards: REWARDS })
     await seedBoard(board, async (inst) => {

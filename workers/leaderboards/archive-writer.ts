@@ -46,8 +46,14 @@ export interface ArchivePage {
 export interface ArchiveWriter {
   /** Writes one page in one transaction; writing the same page again changes nothing. */
   writePage(page: ArchivePage): Promise<void>
-  /** Marks the cycle's archive complete; idempotent. */
-  complete(page: Omit<ArchivePage, 'rows' | 'rewards'>): Promise<void>
+  /**
+   * Marks the cycle's archive complete, if Neon holds every row of it (or `force`); idempotent.
+   * Answers how many rows it found missing, in which case nothing is marked.
+   */
+  complete(
+    page: Omit<ArchivePage, 'rows' | 'rewards'>,
+    opts?: { force?: boolean },
+  ): Promise<{ missing: number } | void>
 }
 
 /**
@@ -154,17 +160,25 @@ export class NeonArchiveWriter implements ArchiveWriter {
 
   /**
    * Records the archive complete once every page is in, with its rows as Neon has them (the
-   * highest rank: ranks run from 1 without a gap, one row each, under a unique index).
+   * highest rank: ranks run from 1 without a gap, one row each, under a unique index). Not while
+   * Neon holds fewer rows than the cycle's entries (the rows its pages inserted): pages the board
+   * saw acknowledged are gone (Neon restored to a point before them), and the archive, marked
+   * complete, would lack them for good, its top ranks most likely.
    */
-  async complete(page: Omit<ArchivePage, 'rows' | 'rewards'>): Promise<void> {
+  async complete(
+    page: Omit<ArchivePage, 'rows' | 'rewards'>,
+    opts: { force?: boolean } = {},
+  ): Promise<{ missing: number }> {
     const sql = getSql(this.env)
-    await sql.query(COMPLETE_CYCLE, [
+    const [row] = (await sql.query(COMPLETE_CYCLE, [
       page.leaderboardId,
       page.cycle,
       page.startsAt,
       page.endsAt,
       page.entries,
-    ])
+      opts.force === true,
+    ])) as { held: number; done: boolean }[]
+    return { missing: row!.done ? 0 : Math.max(page.entries - row!.held, 0) }
   }
 }
 
@@ -174,13 +188,20 @@ export class NeonArchiveWriter implements ArchiveWriter {
  * visible to an index-only scan), a gigabyte for a million entries with metadata, against
  * Neon's 8 s statement deadline on every retry.
  */
-export const COMPLETE_CYCLE = `insert into leaderboard_cycles
-     (leaderboard_id, cycle, starts_at, ends_at, entries, archived_rows, completed_at)
-   values ($1, $2, to_timestamp($3 / 1000.0), to_timestamp($4 / 1000.0), $5,
-           coalesce((select rank from leaderboard_archive
-                      where leaderboard_id = $1 and cycle = $2
-                      order by rank desc limit 1), 0),
-           now())
-   on conflict (leaderboard_id, cycle) do update set
-     archived_rows = excluded.archived_rows,
-     completed_at = coalesce(leaderboard_cycles.completed_at, excluded.completed_at)`
+export const COMPLETE_CYCLE = `with held as (
+     select coalesce((select archived_rows from leaderboard_cycles
+                       where leaderboard_id = $1 and cycle = $2), 0) as rows),
+   completed as (
+     insert into leaderboard_cycles
+       (leaderboard_id, cycle, starts_at, ends_at, entries, archived_rows, completed_at)
+     select $1, $2, to_timestamp($3 / 1000.0), to_timestamp($4 / 1000.0), $5,
+            coalesce((select rank from leaderboard_archive
+                       where leaderboard_id = $1 and cycle = $2
+                       order by rank desc limit 1), 0),
+            now()
+       from held where $6::boolean or held.rows >= $5
+     on conflict (leaderboard_id, cycle) do update set
+       archived_rows = excluded.archived_rows,
+       completed_at = coalesce(leaderboard_cycles.completed_at, excluded.completed_at)
+     returning 1)
+   select (select rows from held)::int as held, exists (select 1 from completed) as done`

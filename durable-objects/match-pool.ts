@@ -1608,6 +1608,9 @@ export class MatchPool extends DurableObject<Env> {
       // A ticket that ran out while held, before the alarm got to it, answers expired.
       if (this.housekeep(this.now())) await this.scheduleAlarm()
       row = this.row(ticketId)
+      // Here until answered: the client's next poll comes after this answer, which a flaky link
+      // may take long to carry, not after the moment this one came.
+      if (row && viewer.kind === 'player') this.notePoll(row, viewer.playerId)
     }
     if (!row) return problem('not-found', `No ticket '${ticketId}'`)
     if (viewer.kind === 'player') this.heardOverHttp(viewer.playerId, row)

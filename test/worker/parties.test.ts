@@ -1752,6 +1752,39 @@ describe('queueing as a party over sockets', () => {
     expect((await ticketOf(ticketId)).status).toBe('cancelled')
   })
 
+  it("a member's long-poll counts as presence until it is answered, not only from when it came: a poll held 20 s leaves the usual 35 s after its answer", async () => {
+    const { q, clock, b, wb, ticketId } = await partyQueuedOnSockets()
+    const start = clock.t
+    wb.close(1000, 'network lost')
+    await until(
+      async () => ((await graceUntil(q, ticketId)) !== null ? true : undefined),
+      5000,
+      'a grace',
+    )
+    // A long-poll, held while the pool's clock moves 20 s on (the test's clock: the hold is 2 s).
+    const held = ticketOf(ticketId, b!.token, 2)
+    await until(
+      () =>
+        runInDurableObject(poolOf(q), (inst: MatchPool) =>
+          (inst as unknown as { waiters: Map<string, unknown> }).waiters.has(ticketId)
+            ? true
+            : undefined,
+        ),
+      5000,
+      'the poll held',
+    )
+    clock.t = start + 20_000
+    expect((await held).status).toBe('waiting')
+    // 34 s after its answer (54 s after it came): still here.
+    clock.t = start + 54_000
+    await runInDurableObject(poolOf(q), (inst: MatchPool) => inst.alarm())
+    expect((await ticketOf(ticketId)).status).toBe('waiting')
+    // 35 s after it, with no read since: gone, and the ticket with it.
+    clock.t = start + 55_000
+    await runInDurableObject(poolOf(q), (inst: MatchPool) => inst.alarm())
+    expect(await ticketOf(ticketId)).toMatchObject({ status: 'cancelled', reason: 'disconnected' })
+  })
+
   it("a leader's HTTP join of the party's ticket (the SDK's fallback) shows only the leader to be here: it does not take the ticket over from a member whose socket is gone, whose grace ends it", async () => {
     const { q, clock, a, b, wa, wb, ticketId } = await partyQueuedOnSockets()
     const start = clock.t

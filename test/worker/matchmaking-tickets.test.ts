@@ -9,6 +9,7 @@ import {
   ADMIN_KEY,
   bearer,
   call,
+  callWithEnv,
   clearOfMinuteTurn,
   json,
   newGuest,
@@ -415,6 +416,43 @@ describe('HTTP tickets', () => {
     clock.t = t.expiresAt
     const read = await poll
     expect(read.status).toBe('expired')
+  })
+})
+
+describe('a keyed join retried while Neon is out of reach', () => {
+  it('is answered from the pool with the ticket its first try made, matched and with its token; an unkeyed join, or a key never used, waits for Neon (503)', async () => {
+    const q = await createQueue()
+    await rig(q, newClock())
+    const [g, rival] = await Promise.all([newGuest(), newGuest()])
+    const key = `join-${crypto.randomUUID()}`
+    const join = (headers: Record<string, string>, withEnv: boolean) => {
+      const init = json('POST', { region: 'eu' }, g.token, headers)
+      return withEnv
+        ? callWithEnv(
+            { DATABASE_URL: env.TEST_UNREACHABLE_DATABASE_URL },
+            `/v1/matchmaking/${q}/tickets`,
+            init,
+          )
+        : call(`/v1/matchmaking/${q}/tickets`, init)
+    }
+    const first = await join({ 'idempotency-key': key }, false)
+    expect(first.status).toBe(201)
+    const { ticketId } = (await first.json()) as Ticket
+    // Matched while the answer was lost.
+    await joinFor(q, rival.playerId)
+    const again = await join({ 'idempotency-key': key }, true)
+    expect(again.status).toBe(200)
+    const ticket = (await again.json()) as Ticket
+    expect(ticket).toMatchObject({ ticketId, status: 'matched', existing: true })
+    expect(ticket.match?.token).toEqual(expect.any(String))
+    const unanswered: Record<string, string>[] = [
+      {},
+      { 'idempotency-key': `join-${crypto.randomUUID()}` },
+    ]
+    for (const headers of unanswered) {
+      const p = await problem(await join(headers, true))
+      expect(p).toMatchObject({ status: 503, type: 'urn:nexus:problem:unavailable' })
+    }
   })
 })
 

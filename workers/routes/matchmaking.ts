@@ -518,7 +518,26 @@ matchmakingRoutes.openapi(joinRoute, async (c) => {
     return c.json({ ...ticket, existing: true }, 200)
   }
   // The queue, the ratings and the players' claims on the queue, in one Neon round trip.
-  const read = await readAndClaim(c.env, queue, body.region, ids, tokenCaller(principal))
+  let read: JoinRead
+  try {
+    read = await readAndClaim(c.env, queue, body.region, ids, tokenCaller(principal))
+  } catch (err) {
+    // Neon down: a keyed retry whose first try made its ticket in the region it names is
+    // answered from the pool (its match may be made, a seat waiting), as a socket's connect
+    // takes a waiting ticket back. Anything else waits for Neon.
+    const prior =
+      joinKey !== null &&
+      body.region !== undefined &&
+      RegionId.safeParse(body.region).success &&
+      (isDatabaseUnreachable(err) || isTransientDatabaseError(err))
+        ? await poolStub(c.env, queue, body.region)
+            .ticketByKey(leader, joinKey, ids, attributes)
+            .catch(() => null)
+        : null
+    if (!prior?.ok) throw err
+    const ticket = await withTokens(c, prior.ticket, viewerOf(principal))
+    return c.json({ ...ticket, existing: true }, 200)
+  }
   if (!read.queue) throw new ApiError('not-found', `No queue '${queue}'`)
   if (read.banned.length > 0) throw new ApiError('forbidden', bannedJoinDetail(leader, read.banned))
   if (read.staleToken) throw new ApiError('forbidden', STALE_TOKEN_DETAIL)

@@ -990,7 +990,12 @@ export class MatchTicket extends Emitter<TicketEvents> {
     const graceOver = () => lostAt === null || Date.now() - lostAt >= this.graceMs
     const withinGrace = { needed: () => true, giveUp: graceOver, signal: this.abort.signal }
     if (socketTicket !== null) {
-      const now = await this.persist(() => this.read(socketTicket), withinGrace)
+      // Read past the grace too, for as long as a match made within it holds its seat (the
+      // session's join grace): the server keeps a matched ticket readable for minutes.
+      const now = await this.persist(() => this.read(socketTicket), {
+        ...withinGrace,
+        giveUp: () => lostAt === null || Date.now() - lostAt >= this.graceMs + TOKEN_READ_MS,
+      })
       if (now !== undefined && this.settle(now)) return
     }
     if (this.ticketId === null || socketTicket !== null) {
@@ -1091,8 +1096,9 @@ export class MatchTicket extends Emitter<TicketEvents> {
         if (this.done) return
         // The ticket may wait on the server whether or not this device can reach it (a party's
         // that others had sockets on is kept 35 s past this device's last read): keep asking
-        // until it would have expired anyway; the server says how it ended.
-        if (!isTransient(err) || Date.now() >= this.expiresBy) throw err
+        // until it would have expired anyway, and then for as long as a match made just before
+        // that holds its seat (the session's join grace); the server says how it ended.
+        if (!isTransient(err) || Date.now() >= this.expiresBy + TOKEN_READ_MS) throw err
         await this.pause(++failures, err)
         continue
       }

@@ -346,7 +346,7 @@ function ticketThenNoSocket(region?: string, graceSeconds?: number): () => Socke
  * A pool's answer to a join: `queued` as t1 in `eu`, with a 120 s disconnect grace; then the
  * network goes (sockets and HTTP alike: `net.down`) for 30 s, the socket dropping.
  */
-function queuedThenCut(net: { down: boolean }) {
+function queuedThenCut(net: { down: boolean }, downMs = 30_000) {
   return (frame: { type: string }, socket: ScriptedSocket) => {
     if (frame.type !== 'join') return
     socket.receive({
@@ -360,7 +360,7 @@ function queuedThenCut(net: { down: boolean }) {
     setTimeout(() => {
       net.down = true
       socket.drop()
-      setTimeout(() => (net.down = false), 30_000)
+      setTimeout(() => (net.down = false), downMs)
     }, 5)
   }
 }
@@ -918,6 +918,52 @@ describe('client SDK under failure', () => {
     t.on('match', () => events.push('match'))
     await within(t.matched, 'matched', 5000)
     expect(events).toEqual(['queued', 'reconnecting', 'queued again', 'match'])
+  })
+
+  it('an HTTP ticket matched just before it would have expired, while the network was away, is taken up once the network is back past its expiry (within the seat’s join grace); without a network it fails after that', async () => {
+    for (const networkComesBack of [true, false]) {
+      vi.useFakeTimers()
+      try {
+        let reads = 0
+        const client = createClient({
+          baseUrl: 'http://nexus.test',
+          fetch: guestFetch((_url, init) => {
+            if (init?.method === 'POST') {
+              return ticket({ status: 'waiting', existing: false, expiresIn: 10_000 })
+            }
+            // The long polls are lost from the first; the server matched the ticket at 9 s.
+            if (++reads <= 3 || Date.now() < start + 70_000 || !networkComesBack) {
+              throw new TypeError('fetch failed (offline)')
+            }
+            return ticket({
+              status: 'matched',
+              match: { sessionId: 's1', token: 'st', players: [] },
+            })
+          }),
+        })
+        const start = Date.now()
+        await client.auth.guest('device-abcdef-123456')
+        const t = client.matchmaking.join('duel', { transport: 'http' })
+        let outcome: unknown = null
+        t.matched.then(
+          (m) => (outcome = m),
+          (e: unknown) => (outcome = e),
+        )
+        // 60 s past its expiry, the network still away: it has not given up.
+        await vi.advanceTimersByTimeAsync(70_000)
+        expect(outcome, 'still asking 60 s past the expiry').toBeNull()
+        if (networkComesBack) {
+          await vi.advanceTimersByTimeAsync(15_000)
+          expect(outcome).toMatchObject({ sessionId: 's1' })
+        } else {
+          await vi.advanceTimersByTimeAsync(75_000)
+          expect(outcome).toBeInstanceOf(NexusNetworkError)
+        }
+        await t.cancel().catch(() => {})
+      } finally {
+        vi.useRealTimers()
+      }
+    }
   })
 
   it('a ticket cancelled while its socket is still opening sends no join and closes the socket', async () => {
@@ -1607,6 +1653,42 @@ describe('client SDK under failure', () => {
       const t = client.matchmaking.join('duel')
       const outcome = t.matched.catch((e: unknown) => e)
       await vi.advanceTimersByTimeAsync(90_000)
+      expect(await outcome).toMatchObject({ ticketId: 't1', sessionId: 's1' })
+    } finally {
+      vi.useRealTimers()
+    }
+  })
+
+  it("a queued socket ticket matched within the queue's grace, with the network away past the grace, is taken up once it is back (within the seat's join grace)", async () => {
+    vi.useFakeTimers()
+    try {
+      const net = { down: false }
+      let opens = 0
+      const client = createClient({
+        baseUrl: 'http://nexus.test',
+        fetch: guestFetch(async (url) => {
+          if (net.down) throw new TypeError('fetch failed (offline)')
+          if (url.pathname === '/v1/matchmaking/tickets/t1') {
+            return ticket({
+              status: 'matched',
+              match: { sessionId: 's1', token: 'st', players: [] },
+            })
+          }
+          return jsonRes(200, {})
+        }),
+        WebSocket: () =>
+          scriptedSocket(
+            (socket) => {
+              if (opens++ > 0) return socket.fail()
+              socket.open()
+            },
+            queuedThenCut(net, 170_000),
+          ),
+      })
+      await client.auth.guest('device-abcdef-123456')
+      const t = client.matchmaking.join('duel')
+      const outcome = t.matched.catch((e: unknown) => e)
+      await vi.advanceTimersByTimeAsync(200_000)
       expect(await outcome).toMatchObject({ ticketId: 't1', sessionId: 's1' })
     } finally {
       vi.useRealTimers()

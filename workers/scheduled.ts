@@ -153,11 +153,13 @@ const BOARD_CALL_MS = 20_000
  * Every such board is tried on every run, a page at a time with the page's pushes side by side:
  * a first page that fails for good must not keep the boards after it from ever being retried.
  */
-async function pushLostConfigs(env: Env): Promise<number> {
+export async function pushLostConfigs(env: Env, opts: { budgetMs?: number } = {}): Promise<number> {
+  const deadline = Date.now() + (opts.budgetMs ?? PUSH_BUDGET_MS)
   let pushed = 0
   await forEachPage(unpushedConfigs, env, CONFIG_PAGE, async (boards) => {
     // At most a connection's worth at once: each push ends in a Neon write.
     const results = await settleAtMost(boards, OPEN_CONNECTIONS, async (b) => {
+      if (Date.now() > deadline) throw new Error(PAST_BUDGET)
       const push = async (version: number) => {
         const answer = await within(
           boardStub(env, b.id).configure(
@@ -193,12 +195,22 @@ async function pushLostConfigs(env: Env): Promise<number> {
     })
     results.forEach((r, i) => {
       if (r.status === 'fulfilled') pushed++
-      else
+      else if (!isPastBudget(r.reason))
         log('warn', 'config push retry failed', { board: boards[i]!.id, ...errorFields(r.reason) })
     })
+    return Date.now() > deadline ? 'stop' : undefined
   })
   return pushed
 }
+
+/**
+ * How long a run spends on each kind of lost push: a push waits up to BOARD_CALL_MS for its
+ * object, six at a time, so a page of boards or pools that hang would otherwise hold the run
+ * (and its later jobs) for minutes. Those left are the next run's.
+ */
+const PUSH_BUDGET_MS = 20_000
+const PAST_BUDGET = 'left for the next run: past the run’s time for it'
+const isPastBudget = (err: unknown) => err instanceof Error && err.message === PAST_BUDGET
 
 /**
  * Queue regions whose pool has not acknowledged the queue's current version get it again (a pool
@@ -207,19 +219,26 @@ async function pushLostConfigs(env: Env): Promise<number> {
  * expire. A deleted queue's regions not yet told of the deletion are told (`retire`), so that each
  * pool closes its sockets and deletes its storage in time. Returns the pushes acknowledged.
  */
-async function pushLostQueueConfigs(env: Env): Promise<number> {
+export async function pushLostQueueConfigs(
+  env: Env,
+  opts: { budgetMs?: number } = {},
+): Promise<number> {
+  const deadline = Date.now() + (opts.budgetMs ?? PUSH_BUDGET_MS)
   let pushed = 0
   await forEachPage(unpushedQueues, env, PAGE, async (page) => {
     // At most a connection's worth at once: each push ends in Neon writes.
-    const results = await settleAtMost(page, OPEN_CONNECTIONS, (q) => pushOwed(env, q))
+    const results = await settleAtMost(page, OPEN_CONNECTIONS, (q) =>
+      Date.now() > deadline ? Promise.reject(new Error(PAST_BUDGET)) : pushOwed(env, q),
+    )
     results.forEach((r, i) => {
       if (r.status === 'fulfilled') pushed += r.value
-      else
+      else if (!isPastBudget(r.reason))
         log('warn', 'queue config pushes not noted', {
           queue: page[i]!.id,
           ...errorFields(r.reason),
         })
     })
+    return Date.now() > deadline ? 'stop' : undefined
   })
   return pushed
 }

@@ -21,7 +21,7 @@ import {
 } from './helpers/http.ts'
 import { boardId, createBoard, fresh, pg, storedBy, submitFor, type Top } from './helpers/boards.ts'
 import { createQueue } from './helpers/matchmaking.ts'
-import { lookbackMs, pokeBoards, runScheduled } from '../../workers/scheduled.ts'
+import { lookbackMs, pokeBoards, pushLostConfigs, runScheduled } from '../../workers/scheduled.ts'
 import { localFamilies } from '../../workers/lib/metrics.ts'
 import { replaceMethod } from './helpers/replace-method.ts'
 import { hubShardName, METRICS_HUB_SHARDS, sendMetrics } from '../../workers/lib/metrics-flush.ts'
@@ -126,6 +126,21 @@ describe('leaderboard configuration', () => {
     expect(refused).toMatchObject({ status: 422, type: 'urn:nexus:problem:validation' })
     const [row] = await pg()`select version, pushed_version from leaderboards where id = ${id}`
     expect(row).toEqual({ version: 2, pushed_version: 2 })
+  })
+
+  it("the cron's lost pushes stop at the run's time for them: those left are the next run's", async () => {
+    const id = await createBoard({ scoreMax: 1000, submitsPerMinute: 600 })
+    await pg()`update leaderboards set config = jsonb_set(config, '{scoreMax}', '500'),
+      version = version + 1 where id = ${id}`
+    // A run out of time for them: nothing pushed, none marked.
+    await pushLostConfigs(env as never, { budgetMs: -1 })
+    expect((await submitFor(id, 'p1', { score: 800 })).status).toBe(200)
+    const [before] = await pg()`select pushed_version from leaderboards where id = ${id}`
+    expect(before).toEqual({ pushed_version: 1 })
+    await pushLostConfigs(env as never)
+    expect((await submitFor(id, 'p2', { score: 800 })).status).toBe(422)
+    const [after] = await pg()`select pushed_version from leaderboards where id = ${id}`
+    expect(after).toEqual({ pushed_version: 2 })
   })
 
   it('a configuration saved before maxEntries existed is the one in force: its push at the same version is marked pushed, not overruled', async () => {

@@ -3,7 +3,7 @@ import { env } from 'cloudflare:workers'
 import { describe, expect, it, onTestFinished } from 'vitest'
 import type { MatchPool } from '../../durable-objects/match-pool.ts'
 import type { Env } from '../../workers/env.ts'
-import { runScheduled } from '../../workers/scheduled.ts'
+import { pushLostQueueConfigs, runScheduled } from '../../workers/scheduled.ts'
 import { pruneIdleClaims, removeFromQueues } from '../../workers/matchmaking/claims.ts'
 import {
   CLAIM_MAX_AGE_MS,
@@ -176,8 +176,12 @@ describe('a region whose pool does not answer', () => {
     expect(Date.now() - started).toBeLessThan(8_000)
     const [row] = await pg()`select unpushed_regions from queues where id = ${q}`
     expect(row!.unpushed_regions).toEqual(['eu'])
-    // Answering again, it gets the configuration from the cron.
+    // Answering again, it gets the configuration from the cron; not from a run out of time for
+    // these pushes, which leaves it to the next.
     release()
+    await pushLostQueueConfigs(env as never, { budgetMs: -1 })
+    const [kept] = await pg()`select unpushed_regions from queues where id = ${q}`
+    expect(kept!.unpushed_regions).toEqual(['eu'])
     await runScheduled(env, Date.now())
     const [after] = await pg()`select unpushed_regions from queues where id = ${q}`
     expect(after!.unpushed_regions).toEqual([])

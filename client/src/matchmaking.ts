@@ -125,6 +125,9 @@ export interface SocketSettings extends KeepaliveSettings {
 const MATCHING_WAIT_MS = 15 * 60_000
 /** A long poll holds this long on the server (its maximum is 25 s). */
 const LONG_POLL_SECONDS = 20
+/** A long-poll answered sooner than this, the ticket still going, is followed by a pause. */
+const EARLY_ANSWER_MS = 1000
+const EARLY_ANSWER_PAUSE_MS = 1000
 /** After a reconnect the pool re-attaches a waiting ticket at once; past this we ask over HTTP. */
 const REATTACH_WAIT_MS = 3000
 /** How often a party member without a ticket reads the party for the leader's new one. */
@@ -1090,6 +1093,7 @@ export class MatchTicket extends Emitter<TicketEvents> {
     let failures = 0
     while (!this.done) {
       let ticket: Ticket
+      const askedAt = monotonicNow()
       try {
         ticket = await this.read(ticketId, LONG_POLL_SECONDS)
       } catch (err) {
@@ -1106,12 +1110,24 @@ export class MatchTicket extends Emitter<TicketEvents> {
       // `queued` again), so that a screen showing the loss can clear it.
       const recovered = failures > 0
       failures = 0
-      if (!this.settle(ticket) && recovered && !this.cancelAsked && ticket.status === 'waiting') {
+      const ended = this.settle(ticket)
+      if (!ended && recovered && !this.cancelAsked && ticket.status === 'waiting') {
         this.emit('queued', {
           ticketId: ticket.ticketId,
           existing: true,
           expiresAt: ticket.expiresAt,
         })
+      }
+      // Answered at once while still waiting (the pool answers a reader's oldest poll when a
+      // fifth of theirs comes: five tabs of one player; or a server that holds none): a pause,
+      // or the tabs would take turns at network speed until the ticket ends.
+      if (
+        !ended &&
+        !this.done &&
+        ticket.status === 'waiting' &&
+        monotonicNow() - askedAt < EARLY_ANSWER_MS
+      ) {
+        await sleep(EARLY_ANSWER_PAUSE_MS, this.abort.signal).catch(() => {})
       }
     }
   }

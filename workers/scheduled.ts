@@ -5,6 +5,7 @@ import {
   boardsArchiving,
   boardsChangedSince,
   markConfigPushed,
+  randomUnpushedBoard,
   scheduledBoards,
   unpushedConfigs,
 } from './leaderboards/config-store.ts'
@@ -23,6 +24,7 @@ import { pruneSessionLogs } from './sessions/log-retention.ts'
 import {
   advanceQueueVersion,
   markQueuePushed,
+  randomUnpushedQueue,
   unpushedQueues,
   type QueueConfig,
 } from './matchmaking/config.ts'
@@ -149,57 +151,71 @@ async function job<T>(failure: string, run: () => Promise<T>, none: T): Promise<
 const BOARD_CALL_MS = 20_000
 
 /**
- * Boards whose last configuration push was lost get it again (the board ignores an older one).
- * Every such board is tried on every run, a page at a time with the page's pushes side by side:
- * a first page that fails for good must not keep the boards after it from ever being retried.
+ * Boards whose last configuration push was lost get it again (the board ignores an older one),
+ * a page at a time with the page's pushes side by side, from a board drawn at random round to it
+ * again, until every one was tried or the run's time for them is spent (a push begun by then may
+ * run on, BOARD_CALL_MS a call): boards that fail for good, whichever their ids, do not keep the
+ * others from being retried.
  */
-export async function pushLostConfigs(env: Env, opts: { budgetMs?: number } = {}): Promise<number> {
+export async function pushLostConfigs(
+  env: Env,
+  opts: { budgetMs?: number; start?: string | null } = {},
+): Promise<number> {
   const deadline = Date.now() + (opts.budgetMs ?? PUSH_BUDGET_MS)
   let pushed = 0
-  await forEachPage(unpushedConfigs, env, CONFIG_PAGE, async (boards) => {
-    // At most a connection's worth at once: each push ends in a Neon write.
-    const results = await settleAtMost(boards, OPEN_CONNECTIONS, async (b) => {
-      if (Date.now() > deadline) throw new Error(PAST_BUDGET)
-      const push = async (version: number) => {
-        const answer = await within(
-          boardStub(env, b.id).configure(
+  await forEachPageRound(
+    unpushedConfigs,
+    env,
+    CONFIG_PAGE,
+    opts.start !== undefined ? opts.start : await randomUnpushedBoard(env),
+    async (boards) => {
+      // At most a connection's worth at once: each push ends in a Neon write.
+      const results = await settleAtMost(boards, OPEN_CONNECTIONS, async (b) => {
+        if (Date.now() > deadline) throw new Error(PAST_BUDGET)
+        const push = async (version: number) => {
+          const answer = await within(
+            boardStub(env, b.id).configure(
+              b.id,
+              b.config as LeaderboardConfig,
+              version,
+              Number(b.lastCycle),
+            ),
+            BOARD_CALL_MS,
+            'config push',
+          )
+          // A deletion not settled yet: the push is tried again at the next run.
+          if ('problem' in answer) throw new Error(answer.detail)
+          return answer
+        }
+        let version = b.version
+        const answer = await push(version)
+        if (answer.inForce === false) {
+          // The board runs another configuration at this version or a later one: Neon's count
+          // went back (a restore), as a PUT finds it, and the push takes a version past the
+          // board's. Unless a PUT saved another meanwhile: that PUT pushes its own.
+          const advanced = await advanceLeaderboardVersion(
+            env,
             b.id,
-            b.config as LeaderboardConfig,
             version,
-            Number(b.lastCycle),
-          ),
-          BOARD_CALL_MS,
-          'config push',
-        )
-        // A deletion not settled yet: the push is tried again at the next run.
-        if ('problem' in answer) throw new Error(answer.detail)
-        return answer
-      }
-      let version = b.version
-      const answer = await push(version)
-      if (answer.inForce === false) {
-        // The board runs another configuration at this version or a later one: Neon's count
-        // went back (a restore), as a PUT finds it, and the push takes a version past the
-        // board's. Unless a PUT saved another meanwhile: that PUT pushes its own.
-        const advanced = await advanceLeaderboardVersion(
-          env,
-          b.id,
-          version,
-          Math.max(answer.configVersion ?? version, version) + 1,
-        )
-        if (advanced === null) return
-        version = advanced
-        await push(version)
-      }
-      await markConfigPushed(env, b.id, version)
-    })
-    results.forEach((r, i) => {
-      if (r.status === 'fulfilled') pushed++
-      else if (!isPastBudget(r.reason))
-        log('warn', 'config push retry failed', { board: boards[i]!.id, ...errorFields(r.reason) })
-    })
-    return Date.now() > deadline ? 'stop' : undefined
-  })
+            Math.max(answer.configVersion ?? version, version) + 1,
+          )
+          if (advanced === null) return
+          version = advanced
+          await push(version)
+        }
+        await markConfigPushed(env, b.id, version)
+      })
+      results.forEach((r, i) => {
+        if (r.status === 'fulfilled') pushed++
+        else if (!isPastBudget(r.reason))
+          log('warn', 'config push retry failed', {
+            board: boards[i]!.id,
+            ...errorFields(r.reason),
+          })
+      })
+      return Date.now() > deadline ? 'stop' : undefined
+    },
+  )
   return pushed
 }
 
@@ -217,7 +233,8 @@ const isPastBudget = (err: unknown) => err instanceof Error && err.message === P
  * ignores a version it has). A region taken out of its queue needs this most: it gets no joins to
  * learn of its removal from, so its waiting tickets would otherwise hold their players until they
  * expire. A deleted queue's regions not yet told of the deletion are told (`retire`), so that each
- * pool closes its sockets and deletes its storage in time. Returns the pushes acknowledged.
+ * pool closes its sockets and deletes its storage in time. As pushLostConfigs, from a queue drawn
+ * at random, within the run's time for them. Returns the pushes acknowledged.
  */
 export async function pushLostQueueConfigs(
   env: Env,
@@ -225,21 +242,27 @@ export async function pushLostQueueConfigs(
 ): Promise<number> {
   const deadline = Date.now() + (opts.budgetMs ?? PUSH_BUDGET_MS)
   let pushed = 0
-  await forEachPage(unpushedQueues, env, PAGE, async (page) => {
-    // At most a connection's worth at once: each push ends in Neon writes.
-    const results = await settleAtMost(page, OPEN_CONNECTIONS, (q) =>
-      Date.now() > deadline ? Promise.reject(new Error(PAST_BUDGET)) : pushOwed(env, q),
-    )
-    results.forEach((r, i) => {
-      if (r.status === 'fulfilled') pushed += r.value
-      else if (!isPastBudget(r.reason))
-        log('warn', 'queue config pushes not noted', {
-          queue: page[i]!.id,
-          ...errorFields(r.reason),
-        })
-    })
-    return Date.now() > deadline ? 'stop' : undefined
-  })
+  await forEachPageRound(
+    unpushedQueues,
+    env,
+    PAGE,
+    await randomUnpushedQueue(env),
+    async (page) => {
+      // At most a connection's worth at once: each push ends in Neon writes.
+      const results = await settleAtMost(page, OPEN_CONNECTIONS, (q) =>
+        Date.now() > deadline ? Promise.reject(new Error(PAST_BUDGET)) : pushOwed(env, q),
+      )
+      results.forEach((r, i) => {
+        if (r.status === 'fulfilled') pushed += r.value
+        else if (!isPastBudget(r.reason))
+          log('warn', 'queue config pushes not noted', {
+            queue: page[i]!.id,
+            ...errorFields(r.reason),
+          })
+      })
+      return Date.now() > deadline ? 'stop' : undefined
+    },
+  )
   return pushed
 }
 
@@ -370,16 +393,53 @@ function shuffled(ids: string[]): string[] {
 }
 
 /**
- * Runs `each` on every page of `read`'s rows in id order (keyset paging, PAGE rows at a time),
- * one page after another, until a page is short or `each` says `stop`.
+ * forEachPage from the row `start` (inclusive, at the end) round to it again: from the row after
+ * it to the last, then from the first to it, so that rows which fail at every run (objects that
+ * hang, within a run's time for them) are not always the first, and the rest always cut off.
+ * The second leg stops at `start` itself, compared for equality (the database's collation, not
+ * JavaScript's, orders ids); a `start` gone meanwhile makes it read on to the end, where the rows
+ * the first leg settled are no longer read. `start` null: once from the first row.
+ */
+async function forEachPageRound<T extends { id: string }>(
+  read: (env: Env, after: string, limit: number) => Promise<T[]>,
+  env: Env,
+  size: number,
+  start: string | null,
+  each: (page: T[]) => Promise<void | 'stop'>,
+): Promise<void> {
+  if (start === null) return forEachPage(read, env, size, each)
+  let stopped = false
+  await forEachPage(
+    read,
+    env,
+    size,
+    async (page) => {
+      const answer = await each(page)
+      if (answer === 'stop') stopped = true
+      return answer
+    },
+    start,
+  )
+  if (stopped) return
+  await forEachPage(read, env, size, async (page) => {
+    const at = page.findIndex((r) => r.id === start)
+    const answer = await each(at === -1 ? page : page.slice(0, at + 1))
+    return at !== -1 || answer === 'stop' ? 'stop' : undefined
+  })
+}
+
+/**
+ * Runs `each` on every page of `read`'s rows in id order after `from` (keyset paging, PAGE rows
+ * at a time), one page after another, until a page is short or `each` says `stop`.
  */
 async function forEachPage<T extends { id: string }>(
   read: (env: Env, after: string, limit: number) => Promise<T[]>,
   env: Env,
   size: number,
   each: (page: T[]) => Promise<void | 'stop'>,
+  from = '',
 ): Promise<void> {
-  for (let after = ''; ;) {
+  for (let after = from; ;) {
     const page = await read(env, after, size)
     if ((await each(page)) === 'stop') return
     if (page.length < size) return

@@ -125,8 +125,11 @@ export interface SocketSettings extends KeepaliveSettings {
 const MATCHING_WAIT_MS = 15 * 60_000
 /** A long poll holds this long on the server (its maximum is 25 s). */
 const LONG_POLL_SECONDS = 20
-/** A long-poll answered sooner than this, the ticket still going, is followed by a pause. */
-const EARLY_ANSWER_MS = 1000
+/**
+ * A long-poll answered with the ticket still waiting sooner than this (well before its hold
+ * would have ended) is followed by a pause.
+ */
+const EARLY_ANSWER_MS = (LONG_POLL_SECONDS - 2) * 1000
 const EARLY_ANSWER_PAUSE_MS = 1000
 /** After a reconnect the pool re-attaches a waiting ticket at once; past this we ask over HTTP. */
 const REATTACH_WAIT_MS = 3000
@@ -1118,9 +1121,10 @@ export class MatchTicket extends Emitter<TicketEvents> {
           expiresAt: ticket.expiresAt,
         })
       }
-      // Answered at once while still waiting (the pool answers a reader's oldest poll when a
-      // fifth of theirs comes: five tabs of one player; or a server that holds none): a pause,
-      // or the tabs would take turns at network speed until the ticket ends.
+      // Answered early while still waiting (the pool answers a reader's oldest poll when a fifth
+      // of theirs comes: five tabs of one player, each tab's poll answered in turn however long
+      // it was held; or a server that holds none): a pause, or the tabs would take turns at
+      // network speed until the ticket ends.
       if (
         !ended &&
         !this.done &&

@@ -143,6 +143,28 @@ describe('leaderboard configuration', () => {
     expect(after).toEqual({ pushed_version: 2 })
   })
 
+  it("the cron's lost pushes go round from a board drawn at random: those after it first, then from the first up to it, each once", async () => {
+    const run = `lost-${crypto.randomUUID().slice(0, 8)}`
+    const ids: string[] = []
+    for (let i = 0; i < 3; i++) ids.push(await createBoard({ scoreMax: 1000 }, `${run}-${i}`))
+    await pg()`update leaderboards set config = jsonb_set(config, '{scoreMax}', '500'),
+      version = version + 1 where id = any(${ids})`
+    const pushedTo: string[] = []
+    await replaceMethod<Leaderboard, 'configure'>(
+      env.LEADERBOARD.getByName(ids[0]!),
+      'configure',
+      (configure) =>
+        function (this: Leaderboard, boardId, ...rest) {
+          if (boardId.startsWith(run)) pushedTo.push(boardId)
+          return configure.call(this, boardId, ...rest)
+        },
+    )
+    await pushLostConfigs(env as never, { start: ids[1]! })
+    expect(pushedTo).toEqual([ids[2], ids[0], ids[1]])
+    const rows = await pg()`select pushed_version from leaderboards where id = any(${ids})`
+    expect(rows).toEqual([{ pushed_version: 2 }, { pushed_version: 2 }, { pushed_version: 2 }])
+  })
+
   it('a configuration saved before maxEntries existed is the one in force: its push at the same version is marked pushed, not overruled', async () => {
     const id = await createBoard({ scoreMax: 1000 })
     // The row as a Worker of the version before saved it, its push not yet marked.

@@ -241,6 +241,19 @@ export async function unpushedConfigs(env: DbEnv, afterId: string, limit: number
     .limit(limit)
 }
 
+/** One board whose latest configuration is unacknowledged, drawn at random (null: none). */
+export async function randomUnpushedBoard(env: DbEnv): Promise<string | null> {
+  const [row] = await getDb(env)
+    .select({ id: leaderboards.id })
+    .from(leaderboards)
+    .where(
+      sql`${leaderboards.pushedVersion} < ${leaderboards.version} and ${leaderboards.deletedAt} is null`,
+    )
+    .orderBy(sql`random()`)
+    .limit(1)
+  return row?.id ?? null
+}
+
 /**
  * Boards with a schedule, a page at a time in id order (for the cron): each board's id and cycle
  * alone, not its configuration (reward tiers of up to 50 KiB a board, read every minute).

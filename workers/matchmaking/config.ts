@@ -450,6 +450,17 @@ export async function unpushedQueues(env: DbEnv, afterId: string, limit: number)
     .limit(limit)
 }
 
+/** One queue with regions owed its version, drawn at random (null: none). */
+export async function randomUnpushedQueue(env: DbEnv): Promise<string | null> {
+  const [row] = await getDb(env)
+    .select({ id: queues.id })
+    .from(queues)
+    .where(sql`${queues.unpushedRegions} <> '{}'::text[]`)
+    .orderBy(sql`random()`)
+    .limit(1)
+  return row?.id ?? null
+}
+
 /**
  * JOINS_PER_MINUTE (default 30, 1–10,000): a player's joins of a queue a minute, counted at the
  * edge for HTTP joins (socket connects apart, at four times it), and by each pool for its

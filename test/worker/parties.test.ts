@@ -10,7 +10,7 @@ import { runScheduled } from '../../workers/scheduled.ts'
 import { cancelStaleTickets, retryStalePartyTickets } from '../../workers/parties/stale-tickets.ts'
 import { verifySessionToken } from '../../workers/lib/session-token.ts'
 import { createBoard, holdLock, pg } from './helpers/boards.ts'
-import { ADMIN_KEY, bearer, call, json, problem } from './helpers/http.ts'
+import { ADMIN_KEY, bearer, call, callWithEnv, json, problem } from './helpers/http.ts'
 import {
   graceUntil,
   createQueue,
@@ -1783,6 +1783,26 @@ describe('queueing as a party over sockets', () => {
     clock.t = start + 55_000
     await runInDurableObject(poolOf(q), (inst: MatchPool) => inst.alarm())
     expect(await ticketOf(ticketId)).toMatchObject({ status: 'cancelled', reason: 'disconnected' })
+  })
+
+  it("a leader's keyed HTTP join of the party retried while Neon is out of reach is answered from the pool with the ticket its first try made", async () => {
+    const q = await createQueue({ teamSize: 3, maxPartySize: 3 })
+    await rig(q, newClock())
+    const [a, b] = await players(2)
+    await formParty([a!, b!])
+    const key = `join-${crypto.randomUUID()}`
+    const body = { party: [a!.playerId, b!.playerId], region: 'eu' }
+    const init = json('POST', body, a!.token, { 'idempotency-key': key })
+    const first = await call(`/v1/matchmaking/${q}/tickets`, init)
+    expect(first.status).toBe(201)
+    const { ticketId } = (await first.json()) as Ticket
+    const again = await callWithEnv(
+      { DATABASE_URL: env.TEST_UNREACHABLE_DATABASE_URL },
+      `/v1/matchmaking/${q}/tickets`,
+      json('POST', body, a!.token, { 'idempotency-key': key }),
+    )
+    expect(again.status).toBe(200)
+    expect(await again.json()).toMatchObject({ ticketId, status: 'waiting', existing: true })
   })
 
   it("a leader's HTTP join of the party's ticket (the SDK's fallback) shows only the leader to be here: it does not take the ticket over from a member whose socket is gone, whose grace ends it", async () => {

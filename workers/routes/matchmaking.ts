@@ -437,6 +437,25 @@ matchmakingRoutes.openapi(joinRoute, async (c) => {
   let rosterRefusal: ApiError | null = null
   /** The player's joins past JOINS_PER_MINUTE: the 429, unless a keyed retry's ticket answers. */
   let joinsRefusal: ApiError | null = null
+  /**
+   * Neon down (`err`): a keyed retry whose first try made its ticket in the region it names is
+   * answered from the pool (its match may be made, a seat waiting), as a socket's connect takes a
+   * waiting ticket back. Anything else (`err` thrown) waits for Neon.
+   */
+  const answeredWithoutNeon = async (err: unknown, ids: string[]) => {
+    const prior =
+      joinKey !== null &&
+      body.region !== undefined &&
+      RegionId.safeParse(body.region).success &&
+      (isDatabaseUnreachable(err) || isTransientDatabaseError(err))
+        ? await poolStub(c.env, queue, body.region)
+            .ticketByKey(leader, joinKey, ids, body.attributes ?? null)
+            .catch(() => null)
+        : null
+    if (!prior?.ok) throw err
+    const ticket = await withTokens(c, prior.ticket, viewerOf(principal))
+    return c.json({ ...ticket, existing: true }, 200)
+  }
   if (principal.kind === 'admin') {
     if (!body.playerId) {
       throw new ApiError('validation', 'With the admin key, say which player leads: playerId', {
@@ -463,7 +482,12 @@ matchmakingRoutes.openapi(joinRoute, async (c) => {
     leader = principal.playerId
     joinsRefusal = await overMatchmakingJoins(c)
     if (body.party && !joinsRefusal) {
-      const roster = (await matchmakingPlayer(c.env, leader)).party
+      let roster: Awaited<ReturnType<typeof matchmakingPlayer>>['party']
+      try {
+        roster = (await matchmakingPlayer(c.env, leader)).party
+      } catch (err) {
+        return answeredWithoutNeon(err, [leader, ...body.party.filter((p) => p !== leader)])
+      }
       // Naming only oneself is a solo join for a player in no party; in a party, it would leave
       // the others behind, and is refused like any other party join that misses a member.
       if (!(roster === null && soloJoin(leader, body.party))) {
@@ -522,21 +546,7 @@ matchmakingRoutes.openapi(joinRoute, async (c) => {
   try {
     read = await readAndClaim(c.env, queue, body.region, ids, tokenCaller(principal))
   } catch (err) {
-    // Neon down: a keyed retry whose first try made its ticket in the region it names is
-    // answered from the pool (its match may be made, a seat waiting), as a socket's connect
-    // takes a waiting ticket back. Anything else waits for Neon.
-    const prior =
-      joinKey !== null &&
-      body.region !== undefined &&
-      RegionId.safeParse(body.region).success &&
-      (isDatabaseUnreachable(err) || isTransientDatabaseError(err))
-        ? await poolStub(c.env, queue, body.region)
-            .ticketByKey(leader, joinKey, ids, attributes)
-            .catch(() => null)
-        : null
-    if (!prior?.ok) throw err
-    const ticket = await withTokens(c, prior.ticket, viewerOf(principal))
-    return c.json({ ...ticket, existing: true }, 200)
+    return answeredWithoutNeon(err, ids)
   }
   if (!read.queue) throw new ApiError('not-found', `No queue '${queue}'`)
   if (read.banned.length > 0) throw new ApiError('forbidden', bannedJoinDetail(leader, read.banned))

@@ -38,7 +38,7 @@ export type IfMatch = { anyVersion: true } | { versions: number[] }
 /**
  * The header as `IfMatchHeader` let it through; undefined when there is none. `raw` is the
  * header as sent: an empty one (a tool's unset variable) is refused, not taken for none, which
- * would overwrite whatever is in force.
+ * would overwrite whatever is in force (when it arrives: workerd drops an empty header over HTTP).
  */
 export function readIfMatch(
   header: string | undefined,

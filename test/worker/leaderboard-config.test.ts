@@ -867,8 +867,9 @@ describe('a leaderboard PUT with If-Match', () => {
       expect((p.body.errors as { path: string }[])[0]!.path, tag).toBe('if-match')
     }
     for (const tag of tags) await refused(await put(id, { scoreMax: 200 }, tag), tag)
-    // An empty one (a tool's unset variable) is not taken for none. Sent to the Worker directly:
-    // the test runtime's hop to the Worker drops empty headers, a client's HTTP request does not.
+    // An empty one (a tool's unset variable), when it reaches the Worker, is not taken for none.
+    // Sent to it directly: workerd drops a header with an empty value on the way in (over HTTP
+    // too, docs/leaderboards.md), which the Worker cannot help.
     const empty = json('PUT', { scoreMax: 200 }, ADMIN_KEY, { 'if-match': '' })
     await refused(await callWithEnv({}, `/v1/admin/leaderboards/${id}`, empty), '(empty)')
     expect(await stored(id)).toMatchObject({ version: 1, config: { scoreMax: 100 } })

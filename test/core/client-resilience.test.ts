@@ -1666,40 +1666,11 @@ describe('client SDK under failure', () => {
     expect(joinedAt - droppedAt).toBeLessThanOrEqual(7_500)
   })
 
-  it("a queued socket ticket cut off with the network rides it out over HTTP for the queue's grace (120 s here), not for the transport's few attempts", async () => {
-    vi.useFakeTimers()
-    try {
-      const net = { down: false }
-      let opens = 0
-      const client = createClient({
-        baseUrl: 'http://nexus.test',
-        fetch: guestFetch(async (url) => {
-          if (net.down) throw new TypeError('fetch failed (offline)')
-          if (url.pathname === '/v1/matchmaking/tickets/t1') {
-            return ticket({
-              status: 'matched',
-              match: { sessionId: 's1', token: 'st', players: [] },
-            })
-          }
-          return jsonRes(200, {})
-        }),
-        WebSocket: () =>
-          scriptedSocket((socket) => {
-            if (opens++ > 0) return socket.fail()
-            socket.open()
-          }, queuedThenCut(net)),
-      })
-      await client.auth.guest('device-abcdef-123456')
-      const t = client.matchmaking.join('duel')
-      const outcome = t.matched.catch((e: unknown) => e)
-      await vi.advanceTimersByTimeAsync(90_000)
-      expect(await outcome).toMatchObject({ ticketId: 't1', sessionId: 's1' })
-    } finally {
-      vi.useRealTimers()
-    }
-  })
-
-  it("a queued socket ticket matched within the queue's grace, with the network away past the grace, is taken up once it is back (within the seat's join grace)", async () => {
+  /**
+   * A socket ticket queued, then the network cut for `downMs` (the socket with it); its read over
+   * HTTP finds it matched once the network is back. What `matched` ends with by `afterMs`.
+   */
+  async function matchedAfterCut(downMs: number, afterMs: number): Promise<unknown> {
     vi.useFakeTimers()
     try {
       const net = { down: false }
@@ -1722,17 +1693,28 @@ describe('client SDK under failure', () => {
               if (opens++ > 0) return socket.fail()
               socket.open()
             },
-            queuedThenCut(net, 170_000),
+            queuedThenCut(net, downMs),
           ),
       })
       await client.auth.guest('device-abcdef-123456')
       const t = client.matchmaking.join('duel')
       const outcome = t.matched.catch((e: unknown) => e)
-      await vi.advanceTimersByTimeAsync(200_000)
-      expect(await outcome).toMatchObject({ ticketId: 't1', sessionId: 's1' })
+      await vi.advanceTimersByTimeAsync(afterMs)
+      return await outcome
     } finally {
       vi.useRealTimers()
     }
+  }
+
+  it("a queued socket ticket cut off with the network rides it out over HTTP for the queue's grace (120 s here), not for the transport's few attempts", async () => {
+    expect(await matchedAfterCut(30_000, 90_000)).toMatchObject({ ticketId: 't1', sessionId: 's1' })
+  })
+
+  it("a queued socket ticket matched within the queue's grace, with the network away past the grace, is taken up once it is back (within the seat's join grace)", async () => {
+    expect(await matchedAfterCut(170_000, 200_000)).toMatchObject({
+      ticketId: 't1',
+      sessionId: 's1',
+    })
   })
 
   it('close() during a reconnect pause, and a confirmed socket cancel, leave no timer behind', async () => {

@@ -52,6 +52,16 @@ function captureLogs(): string[] & { stop(): void } {
 }
 
 describe('operations endpoints', () => {
+  it('/openapi.json is built once and may be cached at the edge: the same document every time, Cache-Control public for 5 minutes', async () => {
+    const first = await call('/openapi.json')
+    expect(first.status).toBe(200)
+    expect(first.headers.get('cache-control')).toBe('public, max-age=300')
+    expect(first.headers.get('content-type')).toContain('application/json')
+    const text = await first.text()
+    expect((JSON.parse(text) as { openapi: string }).openapi).toBe('3.1.0')
+    expect(await (await call('/openapi.json')).text()).toBe(text)
+  })
+
   it('/health answers without touching dependencies', async () => {
     const res = await callWithEnv(unreachablePostgres, '/health')
     expect(res.status).toBe(200)

@@ -194,6 +194,21 @@ async function partyQueuedOnSockets(overrides: Record<string, unknown> = {}) {
   return { q, clock, a, b, url, wa, wb, ticketId }
 }
 
+/**
+ * `n` ended parties' notes of a ticket each in the pool `pool` (`queue:region`), noted 10 minutes
+ * ago (stale); the parties' ids.
+ */
+async function staleNotes(n: number, pool: string): Promise<string[]> {
+  const parties = Array.from({ length: n }, () => crypto.randomUUID())
+  await pg().query(
+    `insert into party_tickets (party_id, ticket_id, noted_at)
+     select p, $2 || ':' || gen_random_uuid(), now() - interval '10 minutes'
+       from unnest($1::text[]) p`,
+    [parties, pool],
+  )
+  return parties
+}
+
 async function holdPartyLock(
   partyId: string,
   seconds: number,
@@ -1127,13 +1142,7 @@ describe('queueing as a party over HTTP', () => {
     const sql = pg()
     // 150 notes of ended parties whose tickets are in a pool that does not answer, noted first…
     const down = queueId('down')
-    const parties = Array.from({ length: 150 }, () => crypto.randomUUID())
-    await sql.query(
-      `insert into party_tickets (party_id, ticket_id, noted_at)
-       select p, $2 || ':eu:' || gen_random_uuid(), now() - interval '10 minutes'
-         from unnest($1::text[]) p`,
-      [parties, down],
-    )
+    const parties = await staleNotes(150, `${down}:eu`)
     // …and, after them in every order, one whose pool answers.
     const q = await createQueue({ teamSize: 3, maxPartySize: 3 })
     await rig(q, newClock())
@@ -1174,13 +1183,7 @@ describe('queueing as a party over HTTP', () => {
     const q = await createQueue({ teamSize: 3, maxPartySize: 3 })
     await rig(q, newClock())
     // 30 ended parties' tickets in one region of the queue, whose pool fails every cancel.
-    const parties = Array.from({ length: 30 }, () => crypto.randomUUID())
-    await sql.query(
-      `insert into party_tickets (party_id, ticket_id, noted_at)
-       select p, $2 || ':down:' || gen_random_uuid(), now() - interval '10 minutes'
-         from unnest($1::text[]) p`,
-      [parties, q],
-    )
+    const parties = await staleNotes(30, `${q}:down`)
     let calls = 0
     await replaceMethod<MatchPool, 'cancel'>(
       poolOf(q, 'down'),

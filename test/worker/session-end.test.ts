@@ -252,6 +252,18 @@ async function endWorkAt(board: string, sessionId: string, at: number) {
   })
 }
 
+/** Gives a live session's object rules with a deadline always due, at which they fail (a bug). */
+function breakTheClock(inst: unknown): void {
+  const self = inst as { rules: AnyRules }
+  self.rules = {
+    ...self.rules,
+    nextTick: () => 0,
+    onTick: () => {
+      throw new Error('a bug in the rules')
+    },
+  } as AnyRules
+}
+
 describe('the end of a game', () => {
   it('a game of one player, won, puts nothing on the board: it beat nobody', async () => {
     const board = await createBoard({ operator: 'incr' })
@@ -356,14 +368,7 @@ describe('the end of a game', () => {
     await pg()`delete from session_players where session_id = ${sessionId}`
     await pg()`delete from game_sessions where id = ${sessionId}`
     await inObject(sessionId, (inst, state) => {
-      const self = inst as unknown as { rules: AnyRules }
-      self.rules = {
-        ...self.rules,
-        nextTick: () => 0,
-        onTick: () => {
-          throw new Error('a bug in the rules')
-        },
-      } as AnyRules
+      breakTheClock(inst)
       state.storage.sql.exec(
         `INSERT OR REPLACE INTO work (job, stage) VALUES ('register', 'pending')`,
       )
@@ -381,17 +386,7 @@ describe('the end of a game', () => {
     })
     const sockets = await Promise.all(players.map((p) => connect(sessionId, tokens[p]!)))
     for (const ws of sockets) await ws.nextOf('welcome')
-    await inObject(sessionId, (inst) => {
-      const self = inst as unknown as { rules: AnyRules }
-      self.rules = {
-        ...self.rules,
-        // A deadline always due, at which the rules fail.
-        nextTick: () => 0,
-        onTick: () => {
-          throw new Error('a bug in the rules')
-        },
-      } as AnyRules
-    })
+    await inObject(sessionId, (inst) => breakTheClock(inst))
     const res = await call(`/v1/admin/sessions/${sessionId}/end`, {
       ...bearer(ADMIN_KEY),
       method: 'POST',

@@ -586,6 +586,39 @@ describe('joins per minute', () => {
   })
 })
 
+describe('ticket reads per minute', () => {
+  it("refuses a player's ticket reads past TICKET_READS_PER_MINUTE, long-polls included, with 429 and Retry-After, the ticket left waiting; another player and the admin key read on", async () => {
+    // Counted by the minute: not across its turn.
+    await clearOfMinuteTurn(10_000)
+    // Two queues, so that the two players wait instead of being matched together.
+    const [q, other] = [await createQueue(), await createQueue()]
+    for (const queue of [q, other]) await rig(queue, newClock())
+    const [a, b] = [await newGuest(), await newGuest()]
+    const limited = { TICKET_READS_PER_MINUTE: '2' }
+    const ticketOfJoin = async (queue: string, token: string) =>
+      ((await (await joinAs(queue, token)).json()) as Ticket).ticketId
+    const [mine, theirs] = [await ticketOfJoin(q, a.token), await ticketOfJoin(other, b.token)]
+    const read = (ticketId: string, token: string, query = '') =>
+      callWithEnv(limited, `/v1/matchmaking/tickets/${ticketId}${query}`, bearer(token))
+    expect((await read(mine, a.token)).status).toBe(200)
+    // A held poll is a read too (answered at the end of its 50 ms, still waiting).
+    const held = await read(mine, a.token, '?wait=0.05')
+    expect(held.status).toBe(200)
+    expect(((await held.json()) as Ticket).status).toBe('waiting')
+    for (const query of ['', '?wait=5']) {
+      const refused = await read(mine, a.token, query)
+      expect(refused.status, query).toBe(429)
+      expect((await problem(refused)).type).toBe('urn:nexus:problem:rate-limited')
+      expect(Number(refused.headers.get('retry-after'))).toBeGreaterThan(0)
+    }
+    // Another player's allowance is theirs; a game server is not counted.
+    expect((await read(theirs, b.token)).status).toBe(200)
+    const byServer = await read(mine, ADMIN_KEY)
+    expect(byServer.status).toBe(200)
+    expect(await byServer.json()).toMatchObject({ ticketId: mine, status: 'waiting' })
+  })
+})
+
 describe('a long-poll on /metrics', () => {
   it('is timed under its route marked held open, so the route’s own latency is not the waits asked for', async () => {
     const q = await createQueue()

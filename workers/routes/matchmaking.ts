@@ -59,6 +59,7 @@ import {
   countMatchmakingConnect,
   countUnknownId,
   countJoinRefused,
+  countTicketRead,
   overJoinReplays,
   overMatchmakingJoins,
   refuseNamerOfUnknownIds,
@@ -253,7 +254,8 @@ const getTicketRoute = createRoute({
     'Players read only their own tickets (another player’s ticket is 404); the admin key reads any. ' +
     'With `wait` (seconds, at most 25) a waiting or matching ticket is held until it is matched, ' +
     'cancelled or expired, or the wait ends. A reader holds at most 4 such polls on a ticket: ' +
-    'one more answers its oldest at once. ' +
+    'one more answers its oldest at once. A player reads tickets at most TICKET_READS_PER_MINUTE ' +
+    'times a minute (default 120; 429 with Retry-After past it); the admin key is not limited. ' +
     'A matched ticket carries the session and a session token.',
   middleware: [requirePrincipal()] as const,
   request: {
@@ -276,7 +278,7 @@ const getTicketRoute = createRoute({
   },
   responses: {
     200: { description: 'The ticket', content: { 'application/json': { schema: Ticket } } },
-    ...problemResponses(401, 404, 422),
+    ...problemResponses(401, 404, 422, 429),
   },
 })
 
@@ -285,6 +287,7 @@ matchmakingRoutes.openapi(getTicketRoute, async (c) => {
   const { wait } = c.req.valid('query')
   const { queue, region } = parseTicketId(ticketId)!
   const viewer = viewerOf(c.get('principal')!)
+  await countTicketRead(c)
   if (wait !== undefined && wait > 0) c.set('heldOpen', true)
   const r = await poolStub(c.env, queue, region).ticket(
     ticketId,

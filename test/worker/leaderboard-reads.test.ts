@@ -766,6 +766,52 @@ describe('edge cache', () => {
     for (const r of answers) expect(((await r.json()) as Top).total).toBe(1)
   })
 
+  it('a refresh whose request never ended (cancelled before it let go) holds back no newer answer: its readers may refresh that one', async () => {
+    const b = await createBoard()
+    await submitFor(b, 'a', { score: 1 })
+    const path = `/v1/leaderboards/${b}/top`
+    const first = await call(path)
+    expect(first.headers.get('x-cache')).toBe('MISS')
+    await first.body?.cancel()
+    // The board's first call hangs for the whole test: the refresh that makes it never ends, as
+    // one whose client went away is cut off before its `finally`.
+    const counted = { calls: 0 }
+    let release!: () => void
+    const hang = new Promise<void>((resolve) => {
+      release = resolve
+    })
+    await replaceMethod<Leaderboard, 'top'>(
+      env.LEADERBOARD.getByName(b),
+      'top',
+      (original) =>
+        async function (this: Leaderboard, ...args: Parameters<Leaderboard['top']>) {
+          if (counted.calls++ === 0) await hang
+          return original.apply(this, args)
+        },
+    )
+    const random = Math.random
+    Math.random = () => 0
+    try {
+      const lost = call(path)
+      await until(async () => counted.calls >= 1 || undefined)
+      // A newer answer comes in meanwhile (a fresh read here; the next expiry's load as well).
+      const newer = await call(path, { headers: { 'cache-control': 'no-cache' } })
+      expect(newer.headers.get('x-cache')).toBe('MISS')
+      await newer.body?.cancel()
+      expect(counted.calls).toBe(2)
+      // A reader rolling "refresh now" for the newer answer goes to the board.
+      const refreshed = await call(path)
+      expect(refreshed.headers.get('x-cache')).toBe('MISS')
+      await refreshed.body?.cancel()
+      expect(counted.calls).toBe(3)
+      release()
+      await (await lost).body?.cancel()
+    } finally {
+      Math.random = random
+      release()
+    }
+  })
+
   it('a read that took the refresh but was served a newer answer by a layer below frees it: the next reader may refresh', async () => {
     const b = await createBoard()
     await submitFor(b, 'a', { score: 1 })
@@ -851,6 +897,27 @@ describe('edge cache', () => {
     } finally {
       edge.match = match
     }
+  })
+
+  it("a Cache API that fails keeps the answer in Redis all the same: the next location's read is a Redis hit", async () => {
+    const b = await createBoard()
+    await submitFor(b, 'a', { score: 1 })
+    const path = `/v1/leaderboards/${b}/top?limit=3`
+    const edge = caches.default
+    const match = edge.match.bind(edge)
+    edge.match = () => Promise.reject(new Error('cache unavailable'))
+    try {
+      // callWithEnv waits for the read's background writes to end.
+      const res = await callWithEnv({}, path)
+      expect(res.headers.get('x-cache')).toBe('MISS')
+      await res.body?.cancel()
+    } finally {
+      edge.match = match
+    }
+    forgetIsolateReads()
+    const next = await call(path)
+    expect(next.headers.get('x-cache')).toBe('HIT redis')
+    expect(((await next.json()) as Top).entries[0]!.playerId).toBe('a')
   })
 
   it('with Redis down, a read that misses the isolate and the edge asks it, and is served from the Durable Object; so is a fresh read, whose limit Redis keeps', async () => {

@@ -181,13 +181,16 @@ function uncacheable(err: unknown): unknown {
 }
 
 /**
- * Keys whose early refresh this isolate has under way, with when it began: readers of a key
- * meanwhile are served the answer in hand. Each rolls for itself, and near an answer's expiry
- * most of a burst would win the roll (a client sending a thousand copies of one read in its last
- * 50 ms had some 800 loads made, none counted against a route's limit of misses). One past
- * REFRESH_LOST_MS is taken as lost (its request cancelled) and another may start.
+ * Keys whose early refresh this isolate has under way, with when it began and the date of the
+ * answer it refreshes: readers of that answer meanwhile are served it. Each rolls for itself,
+ * and near an answer's expiry most of a burst would win the roll (a client sending a thousand
+ * copies of one read in its last 50 ms had some 800 loads made, none counted against a route's
+ * limit of misses). One past REFRESH_LOST_MS is taken as lost (its request cancelled before its
+ * `finally`) and another may start; so is one whose answer has been replaced by a newer one
+ * (the next expiry's load, a fresh read): it refreshes an answer nobody is served any more, and
+ * would otherwise keep the newer one from being refreshed early, up to 10 s of a 4 s answer.
  */
-const refreshesUnderWay = new Map<string, number>()
+const refreshesUnderWay = new Map<string, { began: number; answerAt: number }>()
 const REFRESH_LOST_MS = 10_000
 
 export async function cachedRead(c: Context<AppEnv>, opts: CachedReadOptions): Promise<Response> {
@@ -205,8 +208,8 @@ export async function cachedRead(c: Context<AppEnv>, opts: CachedReadOptions): P
   // the same answer under the same date, and rolling again for it at each would make an early
   // refresh ever rarer the more layers there are, until expiry sent everyone to the object.
   let refreshing = -Infinity
-  // Whether this read took the key's early refresh for the isolate (refreshesUnderWay).
-  let ownsRefresh = false
+  // The key's early refresh for the isolate, when this read took it (refreshesUnderWay).
+  let ownRefresh: { began: number; answerAt: number } | null = null
   // That answer, served after all if the refresh fails while it is still within its TTL: an
   // early refresh is a head start on the next answer, not a reason to fail this read.
   const passedOver: {
@@ -229,20 +232,23 @@ export async function cachedRead(c: Context<AppEnv>, opts: CachedReadOptions): P
     if (entry.storedAt <= refreshing) return false
     const underWay = refreshesUnderWay.get(opts.key)
     const anotherRefreshes =
-      !ownsRefresh && underWay !== undefined && at - underWay < REFRESH_LOST_MS
+      ownRefresh === null &&
+      underWay !== undefined &&
+      at - underWay.began < REFRESH_LOST_MS &&
+      entry.storedAt <= underWay.answerAt
     if (anotherRefreshes || !refreshEarly(entry.storedAt, entryTtlMs, entry.computeMs, at)) {
       outcome = 'hit'
       return true
     }
     refreshing = entry.storedAt
-    if (!ownsRefresh) {
+    if (ownRefresh === null) {
       if (refreshesUnderWay.size >= 1_000) {
-        for (const [key, began] of refreshesUnderWay) {
+        for (const [key, { began }] of refreshesUnderWay) {
           if (at - began >= REFRESH_LOST_MS) refreshesUnderWay.delete(key)
         }
       }
-      refreshesUnderWay.set(opts.key, at)
-      ownsRefresh = true
+      ownRefresh = { began: at, answerAt: entry.storedAt }
+      refreshesUnderWay.set(opts.key, ownRefresh)
     }
     if (entry.body !== undefined) {
       passedOver.hit = { body: entry.body, storedAt: entry.storedAt, ttlMs: entryTtlMs, layer }
@@ -362,12 +368,17 @@ export async function cachedRead(c: Context<AppEnv>, opts: CachedReadOptions): P
         ),
       )
     }
-    c.executionCtx.waitUntil(Promise.all(stores))
+    // Each to its end: a Cache API that fails must not cut the Redis write short (Redis is then
+    // the one layer the locations share).
+    c.executionCtx.waitUntil(Promise.allSettled(stores))
     return respond(fresh.text, fresh.storedAt, 'MISS', answerTtl)
   } finally {
     // However the read ends (a layer below held a newer answer, the load failed): the key's
-    // refresh is free again for the isolate's next reader.
-    if (ownsRefresh) refreshesUnderWay.delete(opts.key)
+    // refresh is free again for the isolate's next reader, unless a reader of a newer answer
+    // has taken it since.
+    if (ownRefresh !== null && refreshesUnderWay.get(opts.key) === ownRefresh) {
+      refreshesUnderWay.delete(opts.key)
+    }
   }
 
   function respond(text: string, storedAt: number, source: string, entryTtlMs = ttlMs): Response {
@@ -424,24 +435,28 @@ async function putEdge(
 ): Promise<void> {
   const ttlMs = answerTtlMs ?? readTtlMs
   const left = Math.max(1, Math.floor((storedAt + ttlMs - Date.now()) / 1000))
-  // A newer answer stored meanwhile (a quicker load that began after this one) stays: put back,
-  // this one would have reads go back to before a write they had already shown.
-  const current = await cache.match(request)
-  if (current) {
-    const currentAt = Number(current.headers.get('x-stored-at'))
-    await current.body?.cancel()
-    if (currentAt > storedAt) return
+  try {
+    // A newer answer stored meanwhile (a quicker load that began after this one) stays: put
+    // back, this one would have reads go back to before a write they had already shown.
+    const current = await cache.match(request)
+    if (current) {
+      const currentAt = Number(current.headers.get('x-stored-at'))
+      await current.body?.cancel()
+      if (currentAt > storedAt) return
+    }
+    await cache.put(
+      request,
+      new Response(text, {
+        headers: {
+          'content-type': 'application/json',
+          'cache-control': `public, s-maxage=${left}`,
+          'x-stored-at': String(storedAt),
+          'x-compute-ms': String(computeMs),
+          ...(answerTtlMs !== undefined ? { 'x-ttl-ms': String(answerTtlMs) } : {}),
+        },
+      }),
+    )
+  } catch {
+    // A Cache API that fails keeps nothing, as its lookups miss: the layers beside it still do.
   }
-  await cache.put(
-    request,
-    new Response(text, {
-      headers: {
-        'content-type': 'application/json',
-        'cache-control': `public, s-maxage=${left}`,
-        'x-stored-at': String(storedAt),
-        'x-compute-ms': String(computeMs),
-        ...(answerTtlMs !== undefined ? { 'x-ttl-ms': String(answerTtlMs) } : {}),
-      },
-    }),
-  )
 }

@@ -2509,27 +2509,11 @@ export class MatchPool extends DurableObject<Env> {
             `This pool holds no ticket '${msg.ticketId}' of yours`,
           )
         }
-        if (att.ticketId !== null && att.ticketId !== row.id) {
-          const other = this.row(att.ticketId)
-          if (other?.state === 'waiting') {
-            return this.sendError(ws, 'conflict', `This socket waits on ticket '${other.id}'`)
-          }
-        }
-        if (row.state !== 'waiting') {
-          await this.answerFromTicket(ws, row)
-          return
-        }
-        ws.serializeAttachment({ ...att, ticketId: row.id } satisfies Attachment)
-        this.noteSocketOn(row.id, att.playerId)
-        // A player on the ticket is here: a disconnect grace running on it ends, once everyone
-        // who had a socket on it is.
-        this.endGraceIfAllBack(row)
-        this.send(ws, this.queuedFrame(row, true))
+        await this.takeOver(ws, att, row)
         return
       }
       case 'join': {
-        /** A join sent again for a ticket its key already made: no new ticket, no allowance. */
-        let again = false
+        // A join sent again for a ticket its key already made: no new ticket, no allowance.
         if (msg.joinKey !== undefined && this.config) {
           // Sent again, its socket having dropped before the answer: a ticket the first one made
           // that has moved on since is answered as it stands, and nothing is queued.
@@ -2542,13 +2526,15 @@ export class MatchPool extends DurableObject<Env> {
             msg.joinKey,
           )
           if (keyed && !keyed.ok) return this.sendError(ws, 'invalid', keyed.detail)
-          if (keyed && keyed.row.state !== 'waiting') {
-            await this.answerFromTicket(ws, keyed.row)
+          // Answered from the ticket as an `attach` is, before any party read: a client sending
+          // it again and again (a loop, many sockets) would cost Neon a read each time, past
+          // every allowance (a join sent again takes none).
+          if (keyed) {
+            await this.takeOver(ws, att, keyed.row)
             return
           }
-          again = keyed !== undefined && keyed !== null
         }
-        const allowance = again ? { ok: true as const } : this.takeJoinToken(att.playerId)
+        const allowance = this.takeJoinToken(att.playerId)
         if (!allowance.ok) {
           return this.sendError(
             ws,
@@ -2681,6 +2667,29 @@ export class MatchPool extends DurableObject<Env> {
         return
       }
     }
+  }
+
+  /**
+   * Puts the socket on ticket `row` of its player's (an `attach`, or a join sent again with its
+   * key) and answers with the ticket as it stands: `queued` while it waits, else how it ended.
+   */
+  private async takeOver(ws: WebSocket, att: Attachment, row: TicketRow): Promise<void> {
+    if (att.ticketId !== null && att.ticketId !== row.id) {
+      const other = this.row(att.ticketId)
+      if (other?.state === 'waiting') {
+        return this.sendError(ws, 'conflict', `This socket waits on ticket '${other.id}'`)
+      }
+    }
+    if (row.state !== 'waiting') {
+      await this.answerFromTicket(ws, row)
+      return
+    }
+    ws.serializeAttachment({ ...att, ticketId: row.id } satisfies Attachment)
+    this.noteSocketOn(row.id, att.playerId)
+    // A player on the ticket is here: a disconnect grace running on it ends, once everyone who
+    // had a socket on it is.
+    this.endGraceIfAllBack(row)
+    this.send(ws, this.queuedFrame(row, true))
   }
 
   /** Notes that `playerId` has had a socket on ticket `ticketId` (ticket_sockets). */

@@ -1637,7 +1637,7 @@ describe('queueing as a party over sockets', () => {
     expect((await ok(send('GET', `/v1/parties/${party.id}`, a!))).ticketId).toBe(newer)
   })
 
-  it('a keyed party join sent again while its ticket is matched during the party read gets match_found once, and queues nothing', async () => {
+  it('a keyed party join sent again while its ticket waits is answered from the ticket, again and again, without reading the party from Neon; once matched, with match_found', async () => {
     const q = await createQueue({ teamSize: 2, maxPartySize: 2 })
     await rig(q, newClock(), { graceMs: 10_000 })
     const [a, b, c, d] = await players(4)
@@ -1651,37 +1651,45 @@ describe('queueing as a party over sockets', () => {
     first.send(join)
     const queued = await nextOfType<Queued>(first, 'queued')
     first.close(1001, 'network')
-    // The client sends the join again; while the pool reads the party from Neon for it, two
-    // players join and the waiting ticket is matched.
-    let joinedMeanwhile = 0
+    // Each party read is a Neon query, which a join sent again (it takes no allowance) must
+    // not cost.
+    let partyReads = 0
     await runInDurableObject(poolOf(q), (inst: MatchPool) => {
       const read = inst.partyReader
-      inst.partyReader = async (id) => {
-        if (joinedMeanwhile === 0) {
-          joinedMeanwhile = 1
-          await joinFor(q, c!.playerId)
-          await joinFor(q, d!.playerId)
-          joinedMeanwhile = 2
-        }
+      inst.partyReader = (id) => {
+        partyReads++
         return read(id)
       }
     })
     const second = await connect(`/v1/matchmaking/${q}`, a!.token)
-    second.send(join)
+    // The socket took the waiting ticket over when it connected.
+    expect(await nextOfType<Queued>(second, 'queued')).toMatchObject({
+      ticketId: queued.ticketId,
+      existing: true,
+    })
+    for (let i = 0; i < 3; i++) {
+      second.send(join)
+      expect(await nextOfType<Queued>(second, 'queued')).toMatchObject({
+        ticketId: queued.ticketId,
+        existing: true,
+      })
+    }
+    expect(partyReads).toBe(0)
+    expect(await waiting(q)).toBe(1)
+    await joinFor(q, c!.playerId)
+    await joinFor(q, d!.playerId)
     const found = await nextOfType<Found>(second, 'match_found')
     expect(found.ticketId).toBe(queued.ticketId)
     expect(await verifySessionToken(env, found.token, found.sessionId)).toBe(a!.playerId)
     expect(found.players.map((p) => p.playerId).sort()).toEqual(
       [a, b, c, d].map((p) => p!.playerId).sort(),
     )
-    await until(async () => (joinedMeanwhile === 2 ? true : undefined), 5000, 'the joins')
     expect((await closed(second)).code).toBe(1000)
-    // The socket took the waiting ticket over when it connected, then heard of the match once;
-    // the join's own answer found the ticket matched and the socket closed, and added nothing.
-    expect(collect(second).map((m) => (m as { type: string }).type)).toEqual([
-      'queued',
-      'match_found',
-    ])
+    // Sent again once matched (the answer lost with a third socket): match_found, nothing queued.
+    const third = await connect(`/v1/matchmaking/${q}`, a!.token)
+    third.send(join)
+    expect((await nextOfType<Found>(third, 'match_found')).sessionId).toBe(found.sessionId)
+    expect(partyReads).toBe(0)
     expect(await waiting(q)).toBe(0)
     expect((await ticketOf(queued.ticketId)).status).toBe('matched')
   })

@@ -366,6 +366,63 @@ describe('the error funnel renders RFC 9457 problems', () => {
     expect(mine).toMatchObject({ status: 401, type: 'urn:nexus:problem:unauthorized' })
   })
 
+  it("a join naming a region PostgreSQL cannot store (a NUL, a lone surrogate) is 422 at region, not 500, and spends none of the player's joins; a game server's party member '.' or '..' is 422 and claims nothing", async () => {
+    const queue = `nul-q-${crypto.randomUUID().slice(0, 8)}`
+    const made = await call(
+      `/v1/admin/queues/${queue}`,
+      json(
+        'PUT',
+        {
+          teams: 2,
+          teamSize: 2,
+          rules: 'dice-race',
+          maxRatingGap: 100,
+          widenPerSecond: 10,
+          regions: ['eu'],
+        },
+        ADMIN_KEY,
+      ),
+    )
+    expect(made.status).toBe(201)
+    const g = await newGuest()
+    const once = { JOINS_PER_MINUTE: '1' }
+    for (const region of ['e\u0000u', '\ud800']) {
+      const res = await callWithEnv(
+        once,
+        `/v1/matchmaking/${queue}/tickets`,
+        json('POST', { region }, g.token),
+      )
+      const refused = await problem(res)
+      expect(refused, region).toMatchObject({ status: 422, type: 'urn:nexus:problem:validation' })
+      expect(refused.body.errors).toEqual([expect.objectContaining({ path: 'region' })])
+    }
+    // On a socket's connect too, before any claim.
+    const upgrade = await call(`/v1/matchmaking/${queue}?region=%00`, {
+      headers: { upgrade: 'websocket', authorization: `Bearer ${g.token}` },
+    })
+    expect(upgrade.status).toBe(422)
+    await upgrade.body?.cancel()
+    // The minute's one join is still the player's.
+    const joined = await callWithEnv(
+      once,
+      `/v1/matchmaking/${queue}/tickets`,
+      json('POST', { region: 'eu' }, g.token),
+    )
+    expect(joined.status).toBe(201)
+    await joined.body?.cancel()
+    for (const member of ['.', '..']) {
+      const join = await problem(
+        await call(
+          `/v1/matchmaking/${queue}/tickets`,
+          json('POST', { playerId: 'alice', party: ['alice', member] }, ADMIN_KEY),
+        ),
+      )
+      expect(join, member).toMatchObject({ status: 422, type: 'urn:nexus:problem:validation' })
+    }
+    const claims = await pg()`select player_id from queue_claims where queue = ${queue}`
+    expect(claims.map((r) => (r as { player_id: string }).player_id)).toEqual([g.playerId])
+  })
+
   it('500 without internals for an unexpected error, with a request id to find it in logs', async () => {
     const app = createApp()
     app.get('/explode', () => {

@@ -1,5 +1,5 @@
 import { z } from '@hono/zod-openapi'
-import { IdempotencyKey, objectRecord, PlayerId } from '../lib/fields.ts'
+import { IdempotencyKey, NewPlayerId, objectRecord } from '../lib/fields.ts'
 
 /**
  * The matchmaking wire protocol, defined once: what clients send over the socket (validated at
@@ -32,7 +32,9 @@ export type TicketAttributesValue = z.infer<typeof TicketAttributes>
 
 /** Everyone on a ticket, the joining player included; they play on one team. */
 export const Party = z
-  .array(PlayerId)
+  // Ids a player could bear (a game server's join brings its members into being): never `me`,
+  // `.` or `..`, which no route could name again to ban, erase or remove them.
+  .array(NewPlayerId)
   .min(1)
   .max(16)
   .refine((p) => new Set(p).size === p.length, 'party members must be distinct')

@@ -47,6 +47,7 @@ import {
 } from '../matchmaking/config.ts'
 import { unknownQueues } from '../matchmaking/unknown-queues.ts'
 import { Party, TicketAttributes } from '../matchmaking/protocol.ts'
+import { NOT_STORABLE_REASON, storableText } from '../core/rules/json.ts'
 import {
   cancelPartyTicket,
   parseTicketId,
@@ -362,7 +363,14 @@ async function noteForOlderPool(
  * (`EU`, `us_east`), is answered with the queue's regions (`regionOf`), which is what the player
  * or studio needs. Nothing addresses a pool by it before `regionOf` has found it in the queue.
  */
-const RegionName = z.string().min(1).max(32).openapi({ example: 'eu' })
+const RegionName = z
+  .string()
+  .min(1)
+  .max(32)
+  // It goes to Neon with the claim, before `regionOf`: PostgreSQL takes no NUL or lone surrogate
+  // in text, and would fail the join (500) instead of refusing it.
+  .refine(storableText, NOT_STORABLE_REASON)
+  .openapi({ example: 'eu' })
 
 const JoinBody = z
   .object({
@@ -469,13 +477,6 @@ matchmakingRoutes.openapi(joinRoute, async (c) => {
     if (body.party && !body.party.includes(leader)) {
       throw new ApiError('validation', 'The party must include its leader (playerId)', {
         errors: [{ path: 'party', message: 'must include playerId' }],
-      })
-    }
-    // A game server brings its players into being: never `me` (see NewPlayerId). A player's
-    // party is its members as they are, checked against the party itself.
-    if (body.party?.includes('me')) {
-      throw new ApiError('validation', '"me" names the caller, not a player', {
-        errors: [{ path: 'party', message: '"me" names the caller, not a player' }],
       })
     }
   } else {

@@ -295,6 +295,11 @@ export interface SubmitInput {
    */
   tokenIssuedAt?: number
   /**
+   * Sent by the player themselves (their own token), not by a game server or a game session for
+   * them: a board that takes scores from servers only refuses it.
+   */
+  byPlayer?: true
+  /**
    * The Worker's edge limit refused this request: answer it only if it replays a stored answer
    * (a retry is never refused for the limit its first attempt used up), and change nothing.
    */
@@ -1223,6 +1228,12 @@ export class Leaderboard extends DurableObject<Env> {
       })
     }
     if (input.replayOnly) return NOT_A_REPLAY
+    if (config.serverScoresOnly && input.byPlayer) {
+      return refuse(
+        'forbidden',
+        'This board takes scores from game servers and game sessions only, not from players',
+      )
+    }
     if (this.isBanned(input.playerId)) {
       return refuse('forbidden', 'This player is banned from this board')
     }

@@ -1,18 +1,19 @@
 /**
  * A game loop with @nexus/client: sign in as a guest, find a match, play dice-race over the
- * session socket (rolling whenever it is our turn, riding out reconnects), then post the result
- * to a leaderboard and show where we stand.
+ * session socket (rolling whenever it is our turn, riding out reconnects), then show where we
+ * stand on the leaderboard the game's session put the win on.
  *
  * Against a local Nexus (`npm run dev`), two players on this machine play each other:
  *
  *   npx node examples/dice-duel.ts [--url http://127.0.0.1:8787] [--admin-key dev-admin-key]
  *
- * With `--admin-key` the example first creates its queue (`duel`) and board (`duel-wins`);
- * without it they must already exist.
+ * With `--admin-key` the example first creates its board (`duel-wins`, which takes scores from
+ * game sessions only) and its queue (`duel`, whose results go to that board); without it they
+ * must already exist.
  */
 import { fileURLToPath } from 'node:url'
 import { ActionRefused, type NexusClient } from '../client/src/index.ts'
-import { runTwoPlayers } from './two-players.ts'
+import { rankAfterGame, runTwoPlayers } from './two-players.ts'
 
 export interface DuelResult {
   playerId: string
@@ -85,11 +86,11 @@ export async function playDuel(
   const result = await game.ended
   const won = result.winner === me
 
-  // The board counts wins: an `incr` board, one point per win.
-  if (won) await nexus.leaderboards.submit(opts.board, { score: 1 })
-  const standing = await nexus.leaderboards.rank(opts.board, 'me', { fresh: true })
-  log(`${me}: ${won ? 'won' : 'lost'} after ${rolls} rolls; rank ${standing.entry?.rank ?? '-'}`)
-  return { playerId: me, won, rolls, rank: standing.entry?.rank ?? null }
+  // The board counts wins (an `incr` board the queue names): the session puts a win there, not
+  // the player, who could otherwise post wins without playing.
+  const rank = await rankAfterGame(nexus, opts.board, won)
+  log(`${me}: ${won ? 'won' : 'lost'} after ${rolls} rolls; rank ${rank ?? '-'}`)
+  return { playerId: me, won, rolls, rank }
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {

@@ -1,7 +1,7 @@
 /**
  * A game of hidden moves with @nexus/client: sign in as a guest, find a match, play
  * rock-paper-scissors over the session socket (one move a round, riding out reconnects), then
- * post the result to a leaderboard and show where we stand.
+ * show where we stand on the leaderboard the game's session put the win on.
  *
  * The opponent's move of a round stays hidden until both have chosen: what a player gets of it
  * before then is a `chosen` event without `move` (and, in a welcome, `chosen: true`). The result
@@ -11,12 +11,13 @@
  *
  *   npx node examples/rps-duel.ts [--url http://127.0.0.1:8787] [--admin-key dev-admin-key]
  *
- * With `--admin-key` the example first creates its queue (`rps`) and board (`rps-wins`);
- * without it they must already exist.
+ * With `--admin-key` the example first creates its board (`rps-wins`, which takes scores from
+ * game sessions only) and its queue (`rps`, whose results go to that board); without it they
+ * must already exist.
  */
 import { fileURLToPath } from 'node:url'
 import { ActionRefused, type NexusClient } from '../client/src/index.ts'
-import { runTwoPlayers } from './two-players.ts'
+import { rankAfterGame, runTwoPlayers } from './two-players.ts'
 
 export const MOVES = ['rock', 'paper', 'scissors'] as const
 export type Move = (typeof MOVES)[number]
@@ -165,20 +166,17 @@ export async function playRps(
   const result = await game.ended
   const won = result.winner === me
 
-  // The board counts wins: an `incr` board, one point per win.
-  if (won) await nexus.leaderboards.submit(opts.board, { score: 1 })
-  const standing = await nexus.leaderboards.rank(opts.board, 'me', { fresh: true })
-  log(
-    `${me}: ${won ? 'won' : 'lost'} after ${rounds.length} rounds; ` +
-      `rank ${standing.entry?.rank ?? '-'}`,
-  )
+  // The board counts wins (an `incr` board the queue names): the session puts a win there, not
+  // the player, who could otherwise post wins without playing.
+  const rank = await rankAfterGame(nexus, opts.board, won)
+  log(`${me}: ${won ? 'won' : 'lost'} after ${rounds.length} rounds; rank ${rank ?? '-'}`)
   return {
     playerId: me,
     won,
     rounds,
     sawOpponent,
     ownChosen,
-    rank: standing.entry?.rank ?? null,
+    rank,
   }
 }
 

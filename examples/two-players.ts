@@ -35,8 +35,14 @@ export async function runTwoPlayers<R>(game: TwoPlayerGame<R>): Promise<void> {
       })
       if (!res.ok) throw new Error(`PUT ${path}: ${res.status} ${await res.text()}`)
     }
-    await put(`/v1/admin/leaderboards/${board}`, { operator: 'incr', name: game.board.name })
+    // The game sessions put the wins on the board; players may not post their own.
+    await put(`/v1/admin/leaderboards/${board}`, {
+      operator: 'incr',
+      name: game.board.name,
+      serverScoresOnly: true,
+    })
     await put(`/v1/admin/queues/${queue}`, {
+      leaderboardId: board,
       teams: 2,
       teamSize: 1,
       rules: game.queue.rules,
@@ -59,4 +65,22 @@ export async function runTwoPlayers<R>(game: TwoPlayerGame<R>): Promise<void> {
   const top = await players[0]!.leaderboards.top(board, { limit: 5 }, { fresh: true })
   console.log('top:', top.entries.map((e) => `#${e.rank} ${e.playerId} ${e.score}`).join(', '))
   console.log(JSON.stringify(results))
+}
+
+/**
+ * The player's rank on `board` once their game has ended: the game's session puts a winner's
+ * win there itself (the queue's `leaderboardId`), a moment after the end, so a winner reads
+ * until it shows (for up to 30 s); a loser has no entry to wait for.
+ */
+export async function rankAfterGame(
+  nexus: NexusClient,
+  board: string,
+  won: boolean,
+): Promise<number | null> {
+  const giveUpAt = Date.now() + 30_000
+  for (;;) {
+    const standing = await nexus.leaderboards.rank(board, 'me', { fresh: true })
+    if (standing.entry || !won || Date.now() >= giveUpAt) return standing.entry?.rank ?? null
+    await new Promise((resolve) => setTimeout(resolve, 250))
+  }
 }

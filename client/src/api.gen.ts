@@ -193,6 +193,8 @@ export interface Schemas {
     maxEntries: number
     /** Taking no scores */
     paused: boolean
+    /** Taking scores from game servers and sessions only */
+    serverScoresOnly: boolean
   }
   LeaderboardConfig: {
     name?: string | null
@@ -223,6 +225,8 @@ export interface Schemas {
     maxEntries?: number
     /** Takes no scores while true (409 `conflict` with `paused: true`; a retried submission still gets its first answer); reads, imports and the schedule go on. A PUT without it resumes. */
     paused?: boolean
+    /** Takes scores only from game servers (the admin key) and from game sessions’ results: a player’s own submission is 403 `forbidden` (a retried one still gets its first answer). For a board that counts wins: any player could otherwise post wins with no game played. A PUT without it takes players’ scores again. */
+    serverScoresOnly?: boolean
   }
   CloseStatus: {
     cycle: number

@@ -321,9 +321,10 @@ function refusalOf(call: Promise<unknown>): Promise<unknown> {
   )
 }
 
-async function duelQueue(target = 6): Promise<string> {
+async function duelQueue(target = 6, leaderboardId?: string): Promise<string> {
   const queue = uid('duel')
   await admin('PUT', `/v1/admin/queues/${queue}`, {
+    ...(leaderboardId ? { leaderboardId } : {}),
     teams: 2,
     teamSize: 1,
     rules: 'dice-race',
@@ -1021,10 +1022,13 @@ describe('sessions: act()', () => {
 })
 
 describe('examples/dice-duel.ts', () => {
-  it('two players queue, play to the end and record the win', async () => {
-    const queue = await duelQueue(20)
+  it('two players queue and play to the end; the session puts the win on the board, which takes none from players', async () => {
     const board = uid('wins')
-    await admin('PUT', `/v1/admin/leaderboards/${board}`, { operator: 'incr' })
+    await admin('PUT', `/v1/admin/leaderboards/${board}`, {
+      operator: 'incr',
+      serverScoresOnly: true,
+    })
+    const queue = await duelQueue(20, board)
     const [a, b] = await Promise.all([guestClient(), guestClient()])
     const results = await Promise.all([a, b].map((n) => playDuel(n, { queue, board })))
     const winners = results.filter((r) => r.won)
@@ -1035,9 +1039,9 @@ describe('examples/dice-duel.ts', () => {
   })
 
   it('a roll sent into a dropping socket goes again after the reconnect, and the game plays to its end', async () => {
-    const queue = await duelQueue(20)
     const board = uid('wins')
     await admin('PUT', `/v1/admin/leaderboards/${board}`, { operator: 'incr' })
+    const queue = await duelQueue(20, board)
     // Player a's first roll never reaches the game: its connection drops as it is sent.
     const sockets = firstActLost(false)
     const [a, b] = await Promise.all([
@@ -1054,9 +1058,16 @@ describe('examples/dice-duel.ts', () => {
 })
 
 describe('examples/rps-duel.ts', () => {
-  async function rpsQueue(): Promise<string> {
+  /** A queue whose results go to a new board that takes no scores from players; both named. */
+  async function rpsQueue(): Promise<{ queue: string; board: string }> {
+    const board = uid('rps-wins')
+    await admin('PUT', `/v1/admin/leaderboards/${board}`, {
+      operator: 'incr',
+      serverScoresOnly: true,
+    })
     const queue = uid('rps')
     await admin('PUT', `/v1/admin/queues/${queue}`, {
+      leaderboardId: board,
       teams: 2,
       teamSize: 1,
       rules: 'rock-paper-scissors',
@@ -1065,13 +1076,11 @@ describe('examples/rps-duel.ts', () => {
       widenPerSecond: 100,
       regions: ['eu'],
     })
-    return queue
+    return { queue, board }
   }
 
   it('a move lost with its connection goes again after the reconnect: every round has both moves', async () => {
-    const queue = await rpsQueue()
-    const board = uid('rps-wins')
-    await admin('PUT', `/v1/admin/leaderboards/${board}`, { operator: 'incr' })
+    const { queue, board } = await rpsQueue()
     const sockets = firstActLost(false)
     const [a, b] = await Promise.all([
       guestClient({ WebSocket: sockets.factory, retry: { baseDelayMs: 20 } }),
@@ -1090,9 +1099,7 @@ describe('examples/rps-duel.ts', () => {
   })
 
   it('two players play hidden moves to the end: the opponent’s pending move never reaches the client', async () => {
-    const queue = await rpsQueue()
-    const board = uid('rps-wins')
-    await admin('PUT', `/v1/admin/leaderboards/${board}`, { operator: 'incr' })
+    const { queue, board } = await rpsQueue()
     const [a, b] = await Promise.all([guestClient(), guestClient()])
     // Seeds 1 and 2 draw round 1 (paper, paper), then play three more rounds.
     const results = await Promise.all(

@@ -876,6 +876,61 @@ describe('a leaderboard PUT with If-Match', () => {
   })
 })
 
+describe('a board that takes scores from servers only', () => {
+  it("refuses a player's own submission (403), changing nothing, while game servers submit and a retry gets its first answer; a PUT without it takes players' scores again", async () => {
+    const config = { name: 'Duel wins', operator: 'incr' }
+    const board = await createBoard(config)
+    const g = await newGuest()
+    const own = (score: number, key = crypto.randomUUID()) =>
+      call(
+        `/v1/leaderboards/${board}/scores`,
+        json('POST', { score }, g.token, { 'idempotency-key': key }),
+      )
+    const firstKey = `own-${crypto.randomUUID()}`
+    expect((await own(1, firstKey)).status).toBe(200)
+    const put = (body: Record<string, unknown>) =>
+      call(`/v1/admin/leaderboards/${board}`, json('PUT', body, ADMIN_KEY))
+    const closed = await put({ ...config, serverScoresOnly: true })
+    expect(closed.status).toBe(200)
+    expect(await closed.json()).toMatchObject({ config: { serverScoresOnly: true } })
+    expect(
+      (await fresh<{ config: { serverScoresOnly: boolean } }>(`/v1/leaderboards/${board}`)).config
+        .serverScoresOnly,
+    ).toBe(true)
+
+    const refused = await problem(await own(1_000_000))
+    expect(refused).toMatchObject({ status: 403, type: 'urn:nexus:problem:forbidden' })
+    // A retry of the submission made before still gets its first answer.
+    const retry = await own(1, firstKey)
+    expect(retry.status).toBe(200)
+    expect(await retry.json()).toMatchObject({ replayed: true, best: 1 })
+    // A game server submits for the player.
+    expect((await submitFor(board, g.playerId, { score: 1 })).status).toBe(200)
+    const standing = async () =>
+      (
+        await fresh<{ entry: { score: number } | null }>(
+          `/v1/leaderboards/${board}/players/${g.playerId}`,
+        )
+      ).entry?.score
+    expect(await standing()).toBe(2)
+    // A board object that wakes takes it from its stored configuration.
+    await evictDurableObject(env.LEADERBOARD.getByName(board))
+    expect((await problem(await own(5))).status).toBe(403)
+    expect(await standing()).toBe(2)
+    // Not a boolean: 422, nothing changed.
+    const bad = await problem(await put({ ...config, serverScoresOnly: 'yes' }))
+    expect(bad).toMatchObject({ status: 422, type: 'urn:nexus:problem:validation' })
+    expect((await problem(await own(5))).status).toBe(403)
+
+    // A PUT without it takes players' scores again, and stores no such field.
+    expect((await put(config)).status).toBe(200)
+    expect((await own(1)).status).toBe(200)
+    expect(await standing()).toBe(3)
+    const [row] = await pg()`select config from leaderboards where id = ${board}`
+    expect('serverScoresOnly' in (row!.config as object)).toBe(false)
+  })
+})
+
 describe('a paused board', () => {
   it('takes no scores until a PUT without paused (409 with paused: true), while retries get their first answer and reads, imports and the listing go on', async () => {
     const config = { name: 'Event', cycle: { every: '7d' } }

@@ -983,8 +983,8 @@ describe('the end of a game', () => {
     expect(loser.entry).toBeNull()
   })
 
-  it('a team win counts on the board for every member of the winning team, as in the ratings', async () => {
-    const board = await createBoard({ operator: 'incr' })
+  it('a team win counts on the board for every member of the winning team, as in the ratings (a board that takes no scores from players takes them from its sessions)', async () => {
+    const board = await createBoard({ operator: 'incr', serverScoresOnly: true })
     const game = await playGame({ leaderboardId: board, teams: [0, 1, 0, 1] })
     await inObject(game.sessionId, (inst) => inst.runEndWork({ force: true }))
     const [row] = await resultRows(game.sessionId)

@@ -38,6 +38,11 @@ export interface LeaderboardConfig {
    * it; absent when in play, so that configurations from before it compare unchanged.
    */
   paused?: true
+  /**
+   * Taking scores only from game servers and sessions, never a player's own (a board that counts
+   * wins); absent when players submit, as `paused` is.
+   */
+  serverScoresOnly?: true
 }
 
 /**
@@ -59,6 +64,24 @@ export function withConfigDefaults(
   return config.maxEntries === undefined
     ? { ...config, maxEntries: MAX_ENTRIES_DEFAULT }
     : (config as LeaderboardConfig)
+}
+
+/**
+ * A configuration as answered: its flags, stored only while true, read as true or false, as
+ * clients read them.
+ */
+export function shownConfig(config: LeaderboardConfig): Omit<
+  LeaderboardConfig,
+  'paused' | 'serverScoresOnly'
+> & {
+  paused: boolean
+  serverScoresOnly: boolean
+} {
+  return {
+    ...config,
+    paused: config.paused === true,
+    serverScoresOnly: config.serverScoresOnly === true,
+  }
 }
 
 /** What a finished match submits to its board for each of its winners (a win counted). */

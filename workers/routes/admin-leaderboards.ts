@@ -1,6 +1,11 @@
 import { z } from '@hono/zod-openapi'
 import { NOT_STORABLE_REASON, storableText } from '../core/rules/json.ts'
-import { MATCH_WIN, withConfigDefaults, type LeaderboardConfig } from '../core/leaderboard.ts'
+import {
+  MATCH_WIN,
+  shownConfig,
+  withConfigDefaults,
+  type LeaderboardConfig,
+} from '../core/leaderboard.ts'
 import { getSql } from '../db/client.ts'
 import { isoUtc } from '../db/iso-time.ts'
 import {
@@ -159,10 +164,7 @@ adminLeaderboards.openapi(getRoute, async (c) => {
   if (!board) throw new ApiError('not-found', `No leaderboard '${id}'`)
   const config = withConfigDefaults(board.config)
   c.header('etag', versionTag(board.version))
-  return c.json(
-    { id, config: { ...config, paused: config.paused === true }, version: board.version },
-    200,
-  )
+  return c.json({ id, config: shownConfig(config), version: board.version }, 200)
 })
 
 const putRoute = createRoute({
@@ -205,12 +207,14 @@ const putRoute = createRoute({
 
 adminLeaderboards.openapi(putRoute, async (c) => {
   const { id } = c.req.valid('param')
-  const { paused, ...body } = c.req.valid('json')
+  const { paused, serverScoresOnly, ...body } = c.req.valid('json')
   const ifMatch = readIfMatch(c.req.valid('header')['if-match'], c.req.header('if-match'))
-  // Paused is kept only while true: a configuration in play has no such field, as before it.
+  // Flags are kept only while true: a configuration without them has no such fields, as before
+  // they existed, and compares unchanged.
   const config: LeaderboardConfig = {
     ...body,
     ...(paused === true ? { paused: true as const } : {}),
+    ...(serverScoresOnly === true ? { serverScoresOnly: true as const } : {}),
   }
   // Neon first: it is the record. If pushing to the board then fails, the request fails and a
   // retry pushes it again; a board that has never had a config fetches it from Neon on its
@@ -272,10 +276,7 @@ adminLeaderboards.openapi(putRoute, async (c) => {
     log('warn', 'config push not marked', { board: id, version, ...errorFields(err) })
   }
   c.header('etag', versionTag(version))
-  return c.json(
-    { id, config: { ...config, paused: config.paused === true }, cycle, version },
-    created ? 201 : 200,
-  )
+  return c.json({ id, config: shownConfig(config), cycle, version }, created ? 201 : 200)
 })
 
 const deleteRoute = createRoute({

@@ -107,6 +107,16 @@ export const LeaderboardConfigInput = z
           'Takes no scores while true (409 `conflict` with `paused: true`; a retried submission still ' +
           'gets its first answer); reads, imports and the schedule go on. A PUT without it resumes.',
       }),
+    serverScoresOnly: z
+      .boolean()
+      .optional()
+      .openapi({
+        description:
+          'Takes scores only from game servers (the admin key) and from game sessions’ results: a ' +
+          'player’s own submission is 403 `forbidden` (a retried one still gets its first answer). ' +
+          'For a board that counts wins: any player could otherwise post wins with no game played. ' +
+          'A PUT without it takes players’ scores again.',
+      }),
   })
   .strict()
   .superRefine((c, ctx) => {
@@ -141,7 +151,12 @@ export const LeaderboardConfigStored = z
       [K in keyof ConfigShape]: ConfigShape[K] extends z.ZodDefault<infer T> ? T : ConfigShape[K]
     },
   )
-  .extend({ paused: z.boolean().openapi({ description: 'Taking no scores' }) })
+  .extend({
+    paused: z.boolean().openapi({ description: 'Taking no scores' }),
+    serverScoresOnly: z
+      .boolean()
+      .openapi({ description: 'Taking scores from game servers and sessions only' }),
+  })
   .openapi('LeaderboardConfigStored')
 
 /** A JSON object as stored and answered (metadata, a reward): no bounds to check on the way out. */

@@ -9,7 +9,7 @@ import { RecentlyUnknown } from '../lib/recently-unknown.ts'
 import { boundedInt } from '../lib/config.ts'
 import { createRoute, decimalInt, newRouter, problemResponses } from '../lib/openapi.ts'
 import { IdempotencyKey, PlayerId, ResourceId } from '../lib/fields.ts'
-import { MATCH_WIN_KEY_PREFIX } from '../core/leaderboard.ts'
+import { MATCH_WIN_KEY_PREFIX, shownConfig } from '../core/leaderboard.ts'
 import { ApiError } from '../lib/problem.ts'
 import { sealHolds, sealOf } from '../lib/auth.ts'
 import { cachedRead, forgetStaleRead } from '../lib/read-cache.ts'
@@ -168,10 +168,9 @@ leaderboardRoutes.openapi(getBoardRoute, (async (c: Context<AppEnv>) => {
     load: async (how) => {
       const info = await boardToRead(c, id, how).info(id)
       if ('ok' in info) fail(c, info)
-      // Paused is stored only while true; clients read it as a flag either way.
       return {
         id,
-        config: { ...info.config, paused: info.config.paused === true },
+        config: shownConfig(info.config),
         cycle: info.cycle,
       }
     },
@@ -274,7 +273,9 @@ leaderboardRoutes.openapi(submitRoute, async (c) => {
     idempotencyKey: key,
     requestHash,
     // A token without `iat` counts as the oldest (an erased player's board refuses it).
-    ...(principal.kind === 'player' ? { tokenIssuedAt: principal.issuedAt ?? 0 } : {}),
+    ...(principal.kind === 'player'
+      ? { tokenIssuedAt: principal.issuedAt ?? 0, byPlayer: true as const }
+      : {}),
     ...(overLimit ? { replayOnly: true } : {}),
   })
   if (!reply.ok) {

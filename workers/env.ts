@@ -64,10 +64,11 @@ export interface Env {
   PLAYER_READS_PER_MINUTE?: string
 
   /**
-   * A player's reads of matchmaking tickets (GET /v1/matchmaking/tickets/:ticketId, held
-   * long-polls included) per minute (default 120, 1–100,000); the admin key is not limited.
+   * A player's reads and cancels of matchmaking tickets (GET and DELETE
+   * /v1/matchmaking/tickets/:ticketId, held long-polls included) per minute, in all (default 120,
+   * 1–100,000); the admin key is not limited.
    */
-  TICKET_READS_PER_MINUTE?: string
+  TICKET_CALLS_PER_MINUTE?: string
 
   /**
    * A player's joins of a queue per minute (default 30, 1–10,000): HTTP joins at the edge (socket

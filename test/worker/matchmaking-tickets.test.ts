@@ -587,14 +587,14 @@ describe('joins per minute', () => {
 })
 
 describe('ticket reads per minute', () => {
-  it("refuses a player's ticket reads past TICKET_READS_PER_MINUTE, long-polls included, with 429 and Retry-After, the ticket left waiting; another player and the admin key read on", async () => {
+  it("refuses a player's ticket reads past TICKET_CALLS_PER_MINUTE, long-polls and cancels included, with 429 and Retry-After, the ticket left waiting; another player and the admin key read on", async () => {
     // Counted by the minute: not across its turn.
     await clearOfMinuteTurn(10_000)
     // Two queues, so that the two players wait instead of being matched together.
     const [q, other] = [await createQueue(), await createQueue()]
     for (const queue of [q, other]) await rig(queue, newClock())
     const [a, b] = [await newGuest(), await newGuest()]
-    const limited = { TICKET_READS_PER_MINUTE: '2' }
+    const limited = { TICKET_CALLS_PER_MINUTE: '2' }
     const ticketOfJoin = async (queue: string, token: string) =>
       ((await (await joinAs(queue, token)).json()) as Ticket).ticketId
     const [mine, theirs] = [await ticketOfJoin(q, a.token), await ticketOfJoin(other, b.token)]
@@ -611,11 +611,37 @@ describe('ticket reads per minute', () => {
       expect((await problem(refused)).type).toBe('urn:nexus:problem:rate-limited')
       expect(Number(refused.headers.get('retry-after'))).toBeGreaterThan(0)
     }
+    // A cancel is a call on the pool as well: counted with the reads, and refused past them.
+    const cancel = await problem(
+      await callWithEnv(limited, `/v1/matchmaking/tickets/${mine}`, {
+        method: 'DELETE',
+        headers: { authorization: `Bearer ${a.token}` },
+      }),
+    )
+    expect(cancel).toMatchObject({ status: 429, type: 'urn:nexus:problem:rate-limited' })
     // Another player's allowance is theirs; a game server is not counted.
     expect((await read(theirs, b.token)).status).toBe(200)
     const byServer = await read(mine, ADMIN_KEY)
     expect(byServer.status).toBe(200)
     expect(await byServer.json()).toMatchObject({ ticketId: mine, status: 'waiting' })
+  })
+
+  it("counts a player's cancels with their reads: past TICKET_CALLS_PER_MINUTE a cancel of a made-up ticket is 429 before any pool is asked", async () => {
+    await clearOfMinuteTurn(10_000)
+    const g = await newGuest()
+    const limited = { TICKET_CALLS_PER_MINUTE: '2' }
+    const cancelMadeUp = () =>
+      callWithEnv(
+        limited,
+        `/v1/matchmaking/tickets/made-up-${crypto.randomUUID().slice(0, 8)}:eu:${crypto.randomUUID()}`,
+        {
+          method: 'DELETE',
+          headers: { authorization: `Bearer ${g.token}` },
+        },
+      )
+    const answers = []
+    for (let i = 0; i < 3; i++) answers.push((await cancelMadeUp()).status)
+    expect(answers).toEqual([404, 404, 429])
   })
 })
 

@@ -150,22 +150,23 @@ export async function countPlayerRead(c: Context<AppEnv>, playerId?: string): Pr
   )
 }
 
-const TICKET_READS: EdgeRateLimitOptions = {
-  name: 'ticket-reads',
-  limit: (c) => boundedInt(c.env.TICKET_READS_PER_MINUTE, 120, 1, 100_000),
+const TICKET_CALLS: EdgeRateLimitOptions = {
+  name: 'ticket-calls',
+  limit: (c) => boundedInt(c.env.TICKET_CALLS_PER_MINUTE, 120, 1, 100_000),
   key: callingPlayer,
 }
 
 /**
- * Counts a player's read of a matchmaking ticket, at most TICKET_READS_PER_MINUTE a minute
- * (default 120), and throws the 429 past it. Every read is a call on the pool that matches
- * the whole queue in that region, one thread with a soft limit of about 1,000 calls a second:
- * a client polling without `wait` in a loop would spend its neighbours' share. The SDK's
- * long-polls read about three times a minute (once a second at most when a fifth poll of the
- * same player answers its oldest). A game server's reads (the admin key) are not counted.
+ * Counts a player's read or cancel of a matchmaking ticket, at most TICKET_CALLS_PER_MINUTE a
+ * minute in all (default 120), and throws the 429 past it. Each is a call on the pool that
+ * matches the whole queue in that region, one thread with a soft limit of about 1,000 calls a
+ * second (a made-up ticket id's, on a pool made up for it): a client polling without `wait`,
+ * or cancelling, in a loop would spend its neighbours' share. The SDK's long-polls read about
+ * three times a minute (once a second at most when a fifth poll of the same player answers its
+ * oldest). A game server's calls (the admin key) are not counted.
  */
-export async function countTicketRead(c: Context<AppEnv>): Promise<void> {
-  await enforceEdgeLimit(c, TICKET_READS)
+export async function countTicketCall(c: Context<AppEnv>): Promise<void> {
+  await enforceEdgeLimit(c, TICKET_CALLS)
 }
 
 const MATCHMAKING_JOINS: EdgeRateLimitOptions = {

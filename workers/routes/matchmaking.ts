@@ -60,7 +60,7 @@ import {
   countMatchmakingConnect,
   countUnknownId,
   countJoinRefused,
-  countTicketRead,
+  countTicketCall,
   overJoinReplays,
   overMatchmakingJoins,
   refuseNamerOfUnknownIds,
@@ -255,8 +255,9 @@ const getTicketRoute = createRoute({
     'Players read only their own tickets (another player’s ticket is 404); the admin key reads any. ' +
     'With `wait` (seconds, at most 25) a waiting or matching ticket is held until it is matched, ' +
     'cancelled or expired, or the wait ends. A reader holds at most 4 such polls on a ticket: ' +
-    'one more answers its oldest at once. A player reads tickets at most TICKET_READS_PER_MINUTE ' +
-    'times a minute (default 120; 429 with Retry-After past it); the admin key is not limited. ' +
+    'one more answers its oldest at once. A player reads and cancels tickets at most ' +
+    'TICKET_CALLS_PER_MINUTE times a minute in all (default 120; 429 with Retry-After past it); ' +
+    'the admin key is not limited. ' +
     'A matched ticket carries the session and a session token.',
   middleware: [requirePrincipal()] as const,
   request: {
@@ -288,7 +289,7 @@ matchmakingRoutes.openapi(getTicketRoute, async (c) => {
   const { wait } = c.req.valid('query')
   const { queue, region } = parseTicketId(ticketId)!
   const viewer = viewerOf(c.get('principal')!)
-  await countTicketRead(c)
+  await countTicketCall(c)
   if (wait !== undefined && wait > 0) c.set('heldOpen', true)
   const r = await poolStub(c.env, queue, region).ticket(
     ticketId,
@@ -306,18 +307,20 @@ const cancelTicketRoute = createRoute({
   summary: 'Cancel a waiting ticket',
   description:
     'Any player on the ticket may cancel it (the whole party leaves). Cancelling again answers the ' +
-    'same; a ticket already matched or expired, or being matched at that moment, is 409.',
+    'same; a ticket already matched or expired, or being matched at that moment, is 409. Counted ' +
+    'with the player’s ticket reads (TICKET_CALLS_PER_MINUTE, 429 past it).',
   middleware: [requirePrincipal()] as const,
   request: { params: z.object({ ticketId: TicketIdParam }) },
   responses: {
     200: { description: 'Cancelled', content: { 'application/json': { schema: Ticket } } },
-    ...problemResponses(401, 404, 409, 422),
+    ...problemResponses(401, 404, 409, 422, 429),
   },
 })
 
 matchmakingRoutes.openapi(cancelTicketRoute, async (c) => {
   const { ticketId } = c.req.valid('param')
   const { queue, region } = parseTicketId(ticketId)!
+  await countTicketCall(c)
   const r = await poolStub(c.env, queue, region).cancel(ticketId, viewerOf(c.get('principal')!))
   if (!r.ok) fail(r)
   return c.json(r.ticket, 200)

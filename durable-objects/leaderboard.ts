@@ -1214,6 +1214,12 @@ export class Leaderboard extends DurableObject<Env> {
           'This Idempotency-Key was used for a different submission',
         )
       }
+      // The erased player's own client, still signed in: the answer is of an entry erased
+      // (score, rank), and is not theirs to be handed again. The key is kept, so that a game
+      // server's retry of it cannot put the score back.
+      if (input.byPlayer && this.tokenPredatesErasure(input.playerId, input.tokenIssuedAt)) {
+        return refuse('forbidden', STALE_TOKEN_DETAIL)
+      }
       submissions.inc({ replayed: 'true' })
       return {
         ok: true,

@@ -472,8 +472,15 @@ describe('erasing a player (admin)', () => {
     const gone = `idp-tok-${crypto.randomUUID().slice(0, 8)}`
     const boards = [await newBoard(), await newBoard()]
     const old = (await issuePlayerToken(env, gone, Date.now() - 60_000)).token
-    for (const b of boards) expect((await submitAs(b, old, { score: 5 })).status).toBe(200)
+    const firstKey = `first-${crypto.randomUUID()}`
+    for (const b of boards) {
+      expect((await submitAs(b, old, { score: 5 }, firstKey)).status).toBe(200)
+    }
     await eraseAll(gone)
+    // A retry of a submission from before is refused too: its answer (the score, a rank) is
+    // of an entry erased, and is not handed to the old token again.
+    const retried = await problem(await submitAs(boards[0]!, old, { score: 5 }, firstKey))
+    expect(retried).toMatchObject({ status: 403, type: 'urn:nexus:problem:forbidden' })
     // The erased player's client, still signed in, cannot put an entry back under the id.
     for (const b of boards) {
       const refused = await problem(

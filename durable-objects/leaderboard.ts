@@ -2104,7 +2104,9 @@ export class Leaderboard extends DurableObject<Env> {
   async player(
     boardId: string,
     playerId: string,
-  ): Promise<Reply<{ cycle: number; entry: BoardEntry | null; total: number }>> {
+  ): Promise<
+    Reply<{ cycle: number; endsAt: number | null; entry: BoardEntry | null; total: number }>
+  > {
     const unknown = await this.ensureConfigured(boardId)
     if (unknown) return unknown
     await this.rolloverForRead()
@@ -2117,6 +2119,8 @@ export class Leaderboard extends DurableObject<Env> {
     return {
       ok: true,
       cycle: this.current!.cycle,
+      // So that a cache keeps the answer no longer than its cycle lasts.
+      endsAt: this.current!.endsAt,
       entry: row
         ? {
             rank: this.index.rankOf(row)!,
@@ -2135,7 +2139,9 @@ export class Leaderboard extends DurableObject<Env> {
     boardId: string,
     playerId: string,
     limit: number,
-  ): Promise<Reply<{ cycle: number; entries: BoardEntry[]; total: number }>> {
+  ): Promise<
+    Reply<{ cycle: number; endsAt: number | null; entries: BoardEntry[]; total: number }>
+  > {
     const unknown = await this.ensureConfigured(boardId)
     if (unknown) return unknown
     await this.rolloverForRead()
@@ -2151,6 +2157,8 @@ export class Leaderboard extends DurableObject<Env> {
     return {
       ok: true,
       cycle: this.current!.cycle,
+      // So that a cache keeps the answer no longer than its cycle lasts.
+      endsAt: this.current!.endsAt,
       entries: await this.decorate(window, this.index.rankOf(window[0]!)!),
       total: this.index.size,
     }

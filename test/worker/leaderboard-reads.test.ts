@@ -646,6 +646,44 @@ describe('edge cache', () => {
     expect(redisTtl).toBeLessThanOrEqual(2_500)
   })
 
+  it("the board's settings, a player's standing and around are not kept past the cycle's end either: the first read after it shows the next cycle", async () => {
+    const b = await createBoard({ cycle: { every: '1h' } })
+    await submitFor(b, 'a', { score: 1 })
+    const endsAt = Date.now() + 1_000
+    await runInDurableObject(env.LEADERBOARD.getByName(b), (inst: Leaderboard) => {
+      ;(inst as unknown as { current: { endsAt: number } }).current.endsAt = endsAt
+    })
+    const paths = [
+      `/v1/leaderboards/${b}`,
+      `/v1/leaderboards/${b}/players/a`,
+      `/v1/leaderboards/${b}/around/a`,
+    ]
+    const cycleOf = (body: { cycle: number | { cycle: number } }) =>
+      typeof body.cycle === 'number' ? body.cycle : body.cycle.cycle
+    const before: number[] = []
+    for (const path of paths) {
+      // callWithEnv waits for the read's cache writes.
+      const res = await callWithEnv({}, path)
+      expect(res.headers.get('x-cache'), path).toBe('MISS')
+      const maxAge = Number(/max-age=(\d+)/.exec(res.headers.get('cache-control') ?? '')?.[1])
+      expect(maxAge, path).toBeLessThanOrEqual(1)
+      before.push(cycleOf((await res.json()) as { cycle: number }))
+      // Served from the caches until then.
+      const again = await call(path)
+      if (Date.now() < endsAt - 100) expect(again.headers.get('x-cache'), path).toMatch(/^HIT/)
+      await again.body?.cancel()
+    }
+    await until(async () => (Date.now() > endsAt + 50 ? true : undefined), 5_000, 'the boundary')
+    for (const [i, path] of paths.slice(0, 2).entries()) {
+      const res = await call(path)
+      expect(res.status, path).toBe(200)
+      expect(cycleOf((await res.json()) as { cycle: number }), path).toBe(before[i]! + 1)
+    }
+    // Nobody has entered the next cycle yet: around the player is 404, not the ended cycle's.
+    const around = await call(paths[2]!)
+    expect((await problem(around)).status).toBe(404)
+  })
+
   it('a slow load that ends after a newer answer was stored puts its older one back neither at the edge nor in Redis: reads do not go back to before a write', async () => {
     const b = await createBoard()
     await submitFor(b, `${b}-first`, { score: 1 })

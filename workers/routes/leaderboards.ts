@@ -158,16 +158,30 @@ const getBoardRoute = createRoute({
   },
 })
 
+/**
+ * How long a cache may keep an answer about the live cycle, in seconds: LIVE_TTL_SECONDS, and
+ * never past the cycle's end. A client counting down to `endsAt` reads again at the boundary,
+ * and must get the next cycle, not the one that just ended (with its end in the past) for up to
+ * 4 s more; a top page's cursor belongs to its cycle, too.
+ */
+function liveTtlUntil(endsAt: number | null): number {
+  if (endsAt === null) return LIVE_TTL_SECONDS
+  return Math.max(0, Math.min(LIVE_TTL_SECONDS, (endsAt - Date.now()) / 1000))
+}
+
 leaderboardRoutes.openapi(getBoardRoute, (async (c: Context<AppEnv>) => {
   const { id } = c.req.param() as { id: string }
+  let endsAt: number | null = null
   return cachedRead(c, {
     key: `lb:${id}:info`,
     ttlSeconds: LIVE_TTL_SECONDS,
+    ttlOf: () => liveTtlUntil(endsAt),
     visibility: 'public',
     beforeSharedLookup: () => void board(c, id),
     load: async (how) => {
       const info = await boardToRead(c, id, how).info(id)
       if ('ok' in info) fail(c, info)
+      endsAt = info.cycle.endsAt
       return {
         id,
         config: shownConfig(info.config),
@@ -329,10 +343,7 @@ leaderboardRoutes.openapi(topRoute, (async (c: Context<AppEnv>) => {
   return cachedRead(c, {
     key: `lb:${id}:top:${limit}:${cursor ?? ''}`,
     ttlSeconds: LIVE_TTL_SECONDS,
-    ttlOf: () =>
-      endsAt === null
-        ? LIVE_TTL_SECONDS
-        : Math.max(0, Math.min(LIVE_TTL_SECONDS, (endsAt - Date.now()) / 1000)),
+    ttlOf: () => liveTtlUntil(endsAt),
     visibility: 'public',
     beforeSharedLookup: () => void board(c, id),
     load: async (how) => {
@@ -426,14 +437,18 @@ const playerRoute = createRoute({
 leaderboardRoutes.openapi(playerRoute, (async (c: Context<AppEnv>) => {
   const { id, playerId: raw } = c.req.param() as { id: string; playerId: string }
   const playerId = resolvePlayer(c, raw)
+  let endsAt: number | null = null
   return cachedRead(c, {
     key: `lb:${id}:player:${playerId}`,
     ttlSeconds: LIVE_TTL_SECONDS,
+    ttlOf: () => liveTtlUntil(endsAt),
     visibility: raw === 'me' ? 'private' : 'public',
     sharedAcrossLocations: false,
     load: async (how) => {
       const r = await boardToRead(c, id, how).player(id, playerId)
       if (!r.ok) fail(c, r)
+      // A board of the version before does not say.
+      endsAt = r.endsAt ?? null
       const entry = r.entry ? (await named(c, [r.entry]))[0]! : null
       return { cycle: r.cycle, playerId, entry, total: r.total }
     },
@@ -467,14 +482,17 @@ leaderboardRoutes.openapi(aroundRoute, (async (c: Context<AppEnv>) => {
   const { id, playerId: raw } = c.req.param() as { id: string; playerId: string }
   const { limit } = (c.req as unknown as { valid(t: 'query'): { limit: number } }).valid('query')
   const playerId = resolvePlayer(c, raw)
+  let endsAt: number | null = null
   return cachedRead(c, {
     key: `lb:${id}:around:${playerId}:${limit}`,
     ttlSeconds: LIVE_TTL_SECONDS,
+    ttlOf: () => liveTtlUntil(endsAt),
     visibility: raw === 'me' ? 'private' : 'public',
     sharedAcrossLocations: false,
     load: async (how) => {
       const r = await boardToRead(c, id, how).around(id, playerId, limit)
       if (!r.ok) fail(c, r)
+      endsAt = r.endsAt ?? null
       return { cycle: r.cycle, entries: await named(c, r.entries), total: r.total }
     },
   })

@@ -311,21 +311,26 @@ export async function pushOwed(
 }
 
 /**
- * Pokes the boards whose cycle boundary passed within `lookback`, then those with an archive begun in Neon
+ * Pokes the boards whose cycle boundary passed within `lookback`, then those whose configuration
+ * changed lately (a schedule changed after a freeze), then those with an archive begun in Neon
  * and not finished (a close long past its boundary, or of a board without a schedule, whose alarm
- * was lost would otherwise wait for the next boundary, if any), then those whose configuration
- * changed lately (a schedule changed after a freeze); returns how many answered, and how many of
- * those had something to do that their own alarm had not done.
+ * was lost would otherwise wait for the next boundary, if any); returns how many answered, and
+ * how many of those had something to do that their own alarm had not done. The boards due take
+ * at most the run's calls less `reservedTicks` (a twentieth: 200), so that a run with thousands due (daily boards
+ * at midnight) still looks after the others: the runs a changed board is asked about in are
+ * those very runs.
  */
 export async function pokeBoards(
   env: Env,
   now: number,
   lookback: number,
-  opts: { maxTicks?: number; order?: (ids: string[]) => string[] } = {},
+  opts: { maxTicks?: number; reservedTicks?: number; order?: (ids: string[]) => string[] } = {},
 ): Promise<{ poked: number; nudged: number }> {
   const poked = new Set<string>()
   let nudged = 0
-  const ticks: Ticks = { left: opts.maxTicks ?? MAX_BOARD_TICKS, skipped: new Set() }
+  const maxTicks = opts.maxTicks ?? MAX_BOARD_TICKS
+  const reserved = Math.min(opts.reservedTicks ?? Math.floor(maxTicks / 20), maxTicks)
+  const ticks: Ticks = { left: maxTicks - reserved, skipped: new Set() }
   const due: string[] = []
   await forEachPage(scheduledBoards, env, PAGE, async (boards) => {
     for (const b of boards) {
@@ -351,6 +356,7 @@ export async function pokeBoards(
   for (let i = 0; i < order.length; i += PAGE) {
     nudged += await tickBoards(env, order.slice(i, i + PAGE), poked, ticks)
   }
+  ticks.left += reserved
   /** Ticks the boards of a page not poked yet this run; stops the walk once out of calls. */
   const tickNew = async (boards: { id: string }[]) => {
     nudged += await tickBoards(
@@ -361,10 +367,10 @@ export async function pokeBoards(
     )
     return ticks.left <= 0 ? ('stop' as const) : undefined
   }
-  if (ticks.left > 0) await forEachPage(boardsArchiving, env, PAGE, tickNew)
   // A schedule changed since a boundary the runs above would have asked about (to none, or to a
   // week): the cycle that change froze under the old one starts its archive within the spread,
   // and until its first page nothing in Neon shows it. Asked about as long as that boundary is.
+  // First of the two walks: there are few such boards, and only these runs look for them.
   const changedSince = now - (lookback + ARCHIVE_SPREAD_MS + LATE_ARCHIVE_SPREAD_MS)
   if (ticks.left > 0) {
     await forEachPage(
@@ -374,10 +380,11 @@ export async function pokeBoards(
       tickNew,
     )
   }
+  if (ticks.left > 0) await forEachPage(boardsArchiving, env, PAGE, tickNew)
   if (ticks.skipped.size > 0) {
     log('warn', 'cron: boards due not called, past the run’s calls to boards', {
       skipped: ticks.skipped.size,
-      limit: opts.maxTicks ?? MAX_BOARD_TICKS,
+      limit: maxTicks - reserved,
     })
   }
   return { poked: poked.size, nudged }

@@ -550,6 +550,33 @@ describe('leaderboard configuration', () => {
     expect([...called].sort()).toEqual(ids)
   })
 
+  it('a cron run with more boards due than it may call still asks about a board whose configuration just changed: the due ones leave it calls', async () => {
+    const run = `reserve-${crypto.randomUUID().slice(0, 8)}`
+    const due: string[] = []
+    for (let i = 0; i < 4; i++) {
+      due.push(await createBoard({ cycle: { every: '1m' } }, `${run}-${i}`))
+    }
+    // Changed just now, due for nothing (no schedule); first in id order among changed boards.
+    const changed = await createBoard({}, `0-${run}`)
+    const called: string[] = []
+    await replaceMethod<Leaderboard, 'tick'>(
+      env.LEADERBOARD.getByName(due[0]!),
+      'tick',
+      (tick) =>
+        function (this: Leaderboard, id) {
+          if (id.startsWith(run) || id === changed) called.push(id)
+          return tick.call(this, id)
+        },
+    )
+    // Four calls in all, the four due boards first: two of them are called, and the changed one.
+    await pokeBoards(env as never, Date.now(), 120_000, {
+      maxTicks: 4,
+      reservedTicks: 2,
+      order: (ids) => [...due, ...ids.filter((id) => !due.includes(id))],
+    })
+    expect(called.slice(0, 3)).toEqual([due[0], due[1], changed])
+  })
+
   it("the cron asks a board about a lost boundary in two of its runs, by the trigger's own schedule", async () => {
     const every = '1h' // its boundaries on the hour, as the triggers' runs are
     // Every minute: a boundary 90 s back is within this run's reach and the one's before.

@@ -227,6 +227,29 @@ describe('guest auth', () => {
     await res.body?.cancel()
   })
 
+  it('a malformed sign-in (422) costs the address none of its GUEST_AUTH_PER_MINUTE', async () => {
+    await clearOfMinuteTurn(5_000)
+    const ip = `2001:db8:${Math.floor(Math.random() * 0xffff).toString(16)}::5`
+    const signIn = (deviceId: unknown) =>
+      callWithEnv(
+        { GUEST_AUTH_PER_MINUTE: '2' },
+        '/v1/auth/guest',
+        json('POST', { deviceId }, undefined, { 'cf-connecting-ip': ip }),
+      )
+    for (const bad of ['x', 42, 'y'.repeat(10_000)]) {
+      const res = await signIn(bad)
+      expect(res.status).toBe(422)
+      await res.body?.cancel()
+    }
+    const statuses: number[] = []
+    for (let i = 0; i < 3; i++) {
+      const res = await signIn(`ok-${crypto.randomUUID()}`)
+      statuses.push(res.status)
+      await res.body?.cancel()
+    }
+    expect(statuses).toEqual([200, 200, 429])
+  })
+
   it('counts an IPv6 client by its /64: rotating addresses inside it does not reset the limit', async () => {
     await clearOfMinuteTurn(5_000)
     const prefix = `2001:db8:${Math.floor(Math.random() * 0xffff).toString(16)}:7`

@@ -10,7 +10,15 @@ import { runScheduled } from '../../workers/scheduled.ts'
 import { cancelStaleTickets, retryStalePartyTickets } from '../../workers/parties/stale-tickets.ts'
 import { verifySessionToken } from '../../workers/lib/session-token.ts'
 import { createBoard, holdLock, pg } from './helpers/boards.ts'
-import { ADMIN_KEY, bearer, call, callWithEnv, json, problem } from './helpers/http.ts'
+import {
+  ADMIN_KEY,
+  bearer,
+  call,
+  callWithEnv,
+  clearOfMinuteTurn,
+  json,
+  problem,
+} from './helpers/http.ts'
 import {
   graceUntil,
   createQueue,
@@ -573,6 +581,27 @@ describe('party changes per minute', () => {
       expect(party.members.map((m) => m.playerId)).toEqual([p.playerId])
     }
     await create(other)
+  })
+})
+
+describe('malformed party changes', () => {
+  it(`cost none of the player's ${PARTY_CHANGES_PER_MINUTE} changes a minute: each is 422, and a well-formed change after them all is taken`, async () => {
+    await clearOfMinuteTurn(10_000)
+    const [p] = (await players(1)) as [Player]
+    const malformed: [string, string, unknown][] = [
+      ['POST', '/v1/parties/not-a-uuid/members', undefined],
+      ['POST', `/v1/parties/${crypto.randomUUID()}/invites`, { playerId: 'me' }],
+      ['POST', '/v1/parties', { bogus: 1 }],
+    ]
+    for (let i = 0; i < PARTY_CHANGES_PER_MINUTE; i++) {
+      const [method, path, body] = malformed[i % malformed.length]!
+      const res = await send(method, path, p, body)
+      expect(res.status, path).toBe(422)
+      await res.body?.cancel()
+    }
+    const made = await send('POST', '/v1/parties', p)
+    expect(made.status).toBe(201)
+    await made.body?.cancel()
   })
 })
 

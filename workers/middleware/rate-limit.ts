@@ -312,8 +312,16 @@ export function refuseNamerOfUnknownIds(
  */
 export const PARTY_CHANGES_PER_MINUTE = 60
 
-export const countPartyChange = edgeRateLimit({
+const PARTY_CHANGES: EdgeRateLimitOptions = {
   name: 'party-changes',
   limit: PARTY_CHANGES_PER_MINUTE,
   key: callingPlayer,
-})
+}
+
+/**
+ * Counts a player's party change and throws the 429 past PARTY_CHANGES_PER_MINUTE. Called by the
+ * route's handler, once its input is validated: a malformed request (422) costs none of it.
+ */
+export async function countPartyChange(c: Context<AppEnv>): Promise<void> {
+  await enforceEdgeLimit(c, PARTY_CHANGES)
+}

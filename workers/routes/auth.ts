@@ -5,7 +5,12 @@ import { DEVICE_LOCK } from '../players/erasure.ts'
 import { boundedInt } from '../lib/config.ts'
 import { createRoute, newRouter, problemResponses } from '../lib/openapi.ts'
 import { ApiError } from '../lib/problem.ts'
-import { countedClientIp, countedClientNetwork, edgeRateLimit } from '../middleware/rate-limit.ts'
+import {
+  countedClientIp,
+  countedClientNetwork,
+  enforceEdgeLimit,
+  type EdgeRateLimitOptions,
+} from '../middleware/rate-limit.ts'
 import { sha256Hex } from '../lib/hash.ts'
 
 export const auth = newRouter()
@@ -49,20 +54,6 @@ const guestRoute = createRoute({
   description:
     'The same deviceId always maps to the same player. Call again to refresh an expiring token. ' +
     'A player under an account ban gets 403 `forbidden`.',
-  middleware: [
-    edgeRateLimit({
-      name: 'guest-auth',
-      limit: (c) => boundedInt(c.env.GUEST_AUTH_PER_MINUTE, 30, 1, 10_000),
-      key: countedClientIp,
-    }),
-    // Each sign-in from a new device makes a player in Neon: a /48's many /64s (free from tunnel
-    // brokers) are counted together too, at ten times one /64's allowance.
-    edgeRateLimit({
-      name: 'guest-auth-network',
-      limit: (c) => 10 * boundedInt(c.env.GUEST_AUTH_PER_MINUTE, 30, 1, 10_000),
-      key: countedClientNetwork,
-    }),
-  ] as const,
   request: { body: { content: { 'application/json': { schema: GuestRequest } }, required: true } },
   responses: {
     200: {
@@ -82,11 +73,32 @@ function guestAuthEnabled(raw: string | undefined): boolean {
   return !value || ['on', 'true', '1', 'yes'].includes(value)
 }
 
+/** GUEST_AUTH_PER_MINUTE sign-ins a minute per client address (default 30). */
+const GUEST_AUTH: EdgeRateLimitOptions = {
+  name: 'guest-auth',
+  limit: (c) => boundedInt(c.env.GUEST_AUTH_PER_MINUTE, 30, 1, 10_000),
+  key: countedClientIp,
+}
+
+/**
+ * Each sign-in from a new device makes a player in Neon: a /48's many /64s (free from tunnel
+ * brokers) are counted together too, at ten times one /64's allowance.
+ */
+const GUEST_AUTH_NETWORK: EdgeRateLimitOptions = {
+  name: 'guest-auth-network',
+  limit: (c) => 10 * boundedInt(c.env.GUEST_AUTH_PER_MINUTE, 30, 1, 10_000),
+  key: countedClientNetwork,
+}
+
 auth.openapi(guestRoute, async (c) => {
   if (!guestAuthEnabled(c.env.GUEST_AUTH)) {
     throw new ApiError('guest-auth-disabled', 'This deployment does not issue guest tokens')
   }
   const { deviceId } = c.req.valid('json')
+  // Counted once the request is known to be well formed: a malformed one (422) costs the
+  // address none of its sign-ins.
+  await enforceEdgeLimit(c, GUEST_AUTH)
+  await enforceEdgeLimit(c, GUEST_AUTH_NETWORK)
   // A deployment that cannot sign the token makes no player for it either (a refusal changes
   // nothing): checked before Neon, as the signing would fail only after the row was in.
   const secretProblem = authSecretProblem(c.env)

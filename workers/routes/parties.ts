@@ -110,7 +110,7 @@ const createPartyRoute = createRoute({
     '(made in the last 10 minutes, led by the caller alone, no invite or ticket sent from it), ' +
     'answered as it is with 200: a create sent again after its answer was lost gets the party it ' +
     'made. A token issued before its player was erased gets 403.',
-  middleware: [requirePlayer(), countPartyChange, noBodyFields()] as const,
+  middleware: [requirePlayer(), noBodyFields()] as const,
   // No body, or `{}`; a body that is not JSON, too large or of another type is still refused.
   responses: {
     200: { description: 'The party the caller already leads alone', content: partyJson },
@@ -120,6 +120,7 @@ const createPartyRoute = createRoute({
 })
 
 partyRoutes.openapi(createPartyRoute, async (c) => {
+  await countPartyChange(c)
   const { party, created } = await createParty(c.env, partyCaller(c))
   return c.json(party, created ? 201 : 200)
 })
@@ -190,7 +191,7 @@ const inviteRoute = createRoute({
     '409 when the player is already a member (the caller included; `member: true`, which a retried invite ' +
     'the player accepted meanwhile gets), the party is full (`limit`), or the player could never ' +
     "accept: banned, or an erased guest's id (`invitable: false`).",
-  middleware: [requirePlayer(), countPartyChange] as const,
+  middleware: [requirePlayer()] as const,
   request: {
     params: PartyParam,
     body: { content: { 'application/json': { schema: InviteBody } }, required: true },
@@ -205,6 +206,7 @@ const inviteRoute = createRoute({
 partyRoutes.openapi(inviteRoute, async (c) => {
   const { partyId } = c.req.valid('param')
   const body = c.req.valid('json')
+  await countPartyChange(c)
   const r = await invite(c.env, partyId, playerId(c), body.playerId)
   return c.json(r.party, r.created ? 201 : 200)
 })
@@ -217,7 +219,7 @@ const revokeRoute = createRoute({
     'Idempotent: 204 whether or not an invite was there, once the caller may ask (the invitee ' +
     'for their own invite, the leader for any). 403 for other members and invitees, 404 for ' +
     'anyone else.',
-  middleware: [requirePlayer(), countPartyChange] as const,
+  middleware: [requirePlayer()] as const,
   request: { params: z.object({ partyId: PartyId, playerId: PlayerOrMe }) },
   responses: {
     204: { description: 'No such invite any more' },
@@ -227,6 +229,7 @@ const revokeRoute = createRoute({
 
 partyRoutes.openapi(revokeRoute, async (c) => {
   const params = c.req.valid('param')
+  await countPartyChange(c)
   await deleteInvite(c.env, params.partyId, playerId(c), resolve(c, params.playerId))
   return c.body(null, 204)
 })
@@ -246,7 +249,7 @@ const acceptRoute = createRoute({
     "The party's waiting matchmaking ticket, if any, is cancelled (reason `party_changed`): it was " +
     'made without the new member. The answer waits at most 2 s for that (the cancel goes on after ' +
     'it); `ticketId` is null once it has seen the ticket cancelled.',
-  middleware: [requirePlayer(), countPartyChange, noBodyFields()] as const,
+  middleware: [requirePlayer(), noBodyFields()] as const,
   // No body, or `{}`; a body that is not JSON, too large or of another type is still refused.
   request: { params: PartyParam },
   responses: {
@@ -257,6 +260,7 @@ const acceptRoute = createRoute({
 
 partyRoutes.openapi(acceptRoute, async (c) => {
   const { partyId } = c.req.valid('param')
+  await countPartyChange(c)
   const { result, staleTickets } = await acceptInvite(c.env, partyId, partyCaller(c))
   const cancelled = await cancelBeforeAnswer(c, partyId, staleTickets)
   if (result.ticketId !== null && cancelled.includes(result.ticketId)) result.ticketId = null
@@ -275,7 +279,7 @@ const leaveRoute = createRoute({
     'that (the cancel goes on after it). Idempotent: 204 whether or not the ' +
     'player was a member, once the caller may ask. 403 for members and invitees removing someone ' +
     'else without leading, 404 for anyone else.',
-  middleware: [requirePlayer(), countPartyChange] as const,
+  middleware: [requirePlayer()] as const,
   request: { params: z.object({ partyId: PartyId, playerId: PlayerOrMe }) },
   responses: {
     204: { description: 'Not a member any more' },
@@ -285,6 +289,7 @@ const leaveRoute = createRoute({
 
 partyRoutes.openapi(leaveRoute, async (c) => {
   const params = c.req.valid('param')
+  await countPartyChange(c)
   const { staleTickets } = await removeMember(
     c.env,
     params.partyId,

@@ -1048,7 +1048,7 @@ describe('edge rate limit through Redis', () => {
   it('counts well-formed submissions only, and answers a replay past the limit; what it refuses changes nothing', async () => {
     const { callWithEnv } = await import('./helpers/http.ts')
     const { token, playerId } = await newGuest()
-    const b = await createBoard({ operator: 'incr', submitsPerMinute: 600 })
+    const b = await createBoard({ operator: 'incr', submitsPerMinute: 600, scoreMax: 1_000 })
     const send = (key: string, body: unknown) =>
       callWithEnv(
         { EDGE_SUBMITS_PER_MINUTE: '2' },
@@ -1058,6 +1058,12 @@ describe('edge rate limit through Redis', () => {
     await clearOfMinuteTurn(5_000)
     // Malformed: refused before the edge counts them.
     for (let i = 0; i < 3; i++) expect((await send(`bad-${i}`, { score: 'x' })).status).toBe(422)
+    // Malformed for this board alone (outside its bounds, metadata past its limit), which only
+    // the board can tell: the count it took is given back.
+    expect((await send('out-of-bounds', { score: 1e9 })).status).toBe(422)
+    expect(
+      (await send('too-much', { score: 1, metadata: { pad: 'x'.repeat(2_000) } })).status,
+    ).toBe(422)
     const first = await send('a', { score: 1 })
     expect(first.status).toBe(200)
     const firstAnswer = (await first.json()) as Record<string, unknown>

@@ -37,6 +37,12 @@ export class MemoryWindowCounter {
     return decide(w.count, limit, windowStart + windowMs - now)
   }
 
+  /** Takes one hit back from `key`'s window begun at `windowStart`, if it is the one kept. */
+  unhit(key: string, windowStart: number): void {
+    const w = this.windows.get(key)
+    if (w !== undefined && w.windowStart === windowStart && w.count > 0) w.count--
+  }
+
   /** Whether `key` is past `limit` in the current window, counting nothing. */
   isOver(key: string, limit: number, windowMs: number, now = Date.now()): boolean {
     const w = this.windows.get(key)
@@ -128,6 +134,28 @@ export async function hitWindow(
     }
   }
   return memory.hit(key, limit, windowMs, now)
+}
+
+/**
+ * Takes back a hit `hitWindow` counted at `at` (a request refused afterwards as malformed, by
+ * someone who could only judge it later), while that window lasts; best effort, as the count is.
+ */
+export async function unhitWindow(
+  redis: RedisAccelerator | null,
+  key: string,
+  windowMs: number,
+  at: number,
+): Promise<void> {
+  const windowStart = at - (at % windowMs)
+  if (redis) {
+    const redisKey = `nexus:rl:${key}:${windowStart}`
+    const done = await redis.write('ratelimit', async (r) => {
+      await r.decr(redisKey)
+      return true
+    })
+    if (done) return
+  }
+  memory.unhit(key, windowStart)
 }
 
 /**

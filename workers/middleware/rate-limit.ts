@@ -2,7 +2,7 @@ import type { Context, MiddlewareHandler } from 'hono'
 import type { AppEnv } from '../app-env.ts'
 import { counter } from '../lib/metrics.ts'
 import { ApiError } from '../lib/problem.ts'
-import { hitWindow, knownOverWindow } from '../lib/rate-limit.ts'
+import { hitWindow, knownOverWindow, unhitWindow } from '../lib/rate-limit.ts'
 import { RecentlyUnknown } from '../lib/recently-unknown.ts'
 import { getRedis } from '../lib/redis.ts'
 import { boundedInt } from '../lib/config.ts'
@@ -58,12 +58,13 @@ export async function enforceEdgeLimit(
 export async function overEdgeLimit(
   c: Context<AppEnv>,
   opts: EdgeRateLimitOptions,
+  now = Date.now(),
 ): Promise<ApiError | null> {
   const key = opts.key(c)
   if (key === undefined) return null
   const limit = typeof opts.limit === 'function' ? opts.limit(c) : opts.limit
   const windowMs = (opts.windowSeconds ?? 60) * 1000
-  const d = await hitWindow(getRedis(c.env), `${opts.name}:${key}`, limit, windowMs)
+  const d = await hitWindow(getRedis(c.env), `${opts.name}:${key}`, limit, windowMs, now)
   if (d.allowed) return null
   return new ApiError(
     'rate-limited',
@@ -71,6 +72,21 @@ export async function overEdgeLimit(
     { retryAfter: d.retryAfter },
     { 'retry-after': String(d.retryAfter) },
   )
+}
+
+/**
+ * Takes back the hit `overEdgeLimit` counted at `at` for this request, which turned out to be
+ * malformed in a way only a later step could tell (a score outside its board's bounds): bad
+ * input costs the caller none of the allowance.
+ */
+export async function refundEdgeHit(
+  c: Context<AppEnv>,
+  opts: EdgeRateLimitOptions,
+  at: number,
+): Promise<void> {
+  const key = opts.key(c)
+  if (key === undefined) return
+  await unhitWindow(getRedis(c.env), `${opts.name}:${key}`, (opts.windowSeconds ?? 60) * 1000, at)
 }
 
 /** Counts a refusal by the edge limit `name` in `nexus_rate_limited_total`. */

@@ -21,6 +21,7 @@ import {
   countedClientNetwork,
   enforceEdgeLimit,
   overEdgeLimit,
+  refundEdgeHit,
   countPlayerRead,
   countUnknownId,
   refuseNamerOfUnknownIds,
@@ -277,7 +278,8 @@ leaderboardRoutes.openapi(submitRoute, async (c) => {
   refuseNamerOfUnknownIds(c, 'player')
   // Over the edge limit, the board still answers a replay (a retry must get its first answer),
   // and refuses anything else without a change.
-  const overLimit = await overEdgeLimit(c, SUBMIT_EDGE_LIMIT)
+  const countedAt = Date.now()
+  const overLimit = await overEdgeLimit(c, SUBMIT_EDGE_LIMIT, countedAt)
   const reply = await board(c, id).submit({
     boardId: id,
     playerId,
@@ -296,6 +298,11 @@ leaderboardRoutes.openapi(submitRoute, async (c) => {
     if (overLimit && reply.problem === 'rate-limited') {
       countEdgeRefusal(SUBMIT_EDGE_LIMIT.name)
       throw overLimit
+    }
+    // Malformed for this board (a score outside its bounds, metadata past its limit), which
+    // only the board could tell: as a request the schema refuses, it costs none of the budget.
+    if (!overLimit && reply.problem === 'validation') {
+      await refundEdgeHit(c, SUBMIT_EDGE_LIMIT, countedAt)
     }
     fail(c, reply)
   }

@@ -33,7 +33,7 @@ import {
   type SessionCreator,
   type SessionSetup,
 } from '../workers/matchmaking/session.ts'
-import { STALE_TOKEN_DETAIL } from '../workers/lib/auth.ts'
+import { CLOCK_SKEW_SECONDS, STALE_TOKEN_DETAIL } from '../workers/lib/auth.ts'
 import {
   CLAIM_MAX_AGE_MS,
   claimQueue,
@@ -217,6 +217,13 @@ export const IDLE_SOCKET_MS = 120_000
 /** A full pool looks for such sockets at most this often. */
 const IDLE_SWEEP_EVERY_MS = 10_000
 /** The close of such a socket (IDLE_SOCKET_MS). */
+/**
+ * A socket whose token has expired is closed at its next `join` or `attach`: its rights end with
+ * the token (a leaked one must not queue for as long as a socket stays up). The SDK reconnects
+ * with a fresh token, as after any drop, and its ticket waits through the grace meanwhile.
+ */
+export const TOKEN_EXPIRED_CLOSE = { code: 4001, reason: 'token expired' } as const
+
 export const IDLE_CLOSE = {
   code: 4008,
   reason: 'the pool is full and this socket held no ticket and sent nothing',
@@ -388,6 +395,8 @@ export interface SocketContext {
   playerId: string
   /** When the socket's token was issued (ms; 0 when it does not say), for its later claims. */
   tokenIssuedAt: number
+  /** When the socket's token expires (ms): its later joins need a socket with a newer one. */
+  tokenExpiresAt?: number
   rating: number
   /** The player's claim on the queue taken at connect, if it could be (`claimQueue`). */
   claim: SocketClaim | null
@@ -407,6 +416,7 @@ export interface ReattachContext {
   reattachOnly: true
   playerId: string
   tokenIssuedAt: number
+  tokenExpiresAt?: number
 }
 
 /** A socket connect refused while Neon cannot be read, the player holding no ticket here. */
@@ -457,6 +467,8 @@ interface Attachment {
   playerId: string
   /** The socket's token's `iat` in ms (SocketContext); absent on sockets from before it was kept. */
   tokenIssuedAt?: number
+  /** Its `exp` in ms, likewise. */
+  tokenExpiresAt?: number
   rating: number
   ticketId: string | null
   /**
@@ -2292,6 +2304,7 @@ export class MatchPool extends DurableObject<Env> {
     const attachment: Attachment = {
       playerId: sc.playerId,
       ...(typeof sc.tokenIssuedAt === 'number' ? { tokenIssuedAt: sc.tokenIssuedAt } : {}),
+      ...(typeof sc.tokenExpiresAt === 'number' ? { tokenExpiresAt: sc.tokenExpiresAt } : {}),
       rating,
       ticketId: null,
       claim: 'reattachOnly' in sc ? null : this.goodClaim(sc.playerId, sc.claim),
@@ -2412,6 +2425,8 @@ export class MatchPool extends DurableObject<Env> {
   private readonly frameTokens = new WeakMap<WebSocket, Bucket>()
   /** Real time for the frame allowance (tests move it by hand). */
   frameClock: () => number = Date.now
+  /** Real time for sockets' token expiry, which tokens date by (tests move it by hand). */
+  tokenClock: () => number = Date.now
 
   private takeJoinToken(playerId: string): { ok: true } | { ok: false; perMinute: number } {
     const perMinute = joinsPerMinute(this.env)
@@ -2480,6 +2495,20 @@ export class MatchPool extends DurableObject<Env> {
     }
     const msg = parsed.data
     const att = ws.deserializeAttachment() as Attachment
+    // With the skew the Worker's check allows; a socket from before expiry was kept has none.
+    if (
+      (msg.type === 'join' || msg.type === 'attach') &&
+      att.tokenExpiresAt !== undefined &&
+      this.tokenClock() >= att.tokenExpiresAt + CLOCK_SKEW_SECONDS * 1000
+    ) {
+      try {
+        ws.close(TOKEN_EXPIRED_CLOSE.code, TOKEN_EXPIRED_CLOSE.reason)
+      } catch {
+        // Already closing.
+      }
+      // Gone as any socket that closes: its ticket's grace starts, which a reconnect ends.
+      return this.onSocketGone(ws)
+    }
     switch (msg.type) {
       case 'ping':
         return this.send(ws, { type: 'pong' })

@@ -7,6 +7,7 @@ import {
   IDLE_CLOSE,
   IDLE_SOCKET_MS,
   MAX_PENDING_FRAMES,
+  TOKEN_EXPIRED_CLOSE,
   type MatchPool,
 } from '../../durable-objects/match-pool.ts'
 import { verifySessionToken } from '../../workers/lib/session-token.ts'
@@ -733,6 +734,37 @@ describe('sockets: cancel, malformed frames', () => {
 })
 
 describe('sockets: disconnect, reconnect, expiry', () => {
+  it("a socket whose token has expired is closed at its next join or attach (4001), its ticket's grace running; a reconnect with a live token takes the ticket back", async () => {
+    const q = await createQueue()
+    const clock = newClock()
+    await rig(q, clock, { graceMs: 10_000 })
+    const g = await newGuest()
+    const ws = await connect(`/v1/matchmaking/${q}`, g.token)
+    ws.send(JSON.stringify({ type: 'join' }))
+    const { ticketId } = await nextOfType<Queued>(ws, 'queued')
+    // Past the longest any token lives: this socket's has expired.
+    const setTokenClock = (ahead: number) =>
+      runInDurableObject(poolOf(q), (inst: MatchPool) => {
+        inst.tokenClock = () => Date.now() + ahead
+      })
+    await setTokenClock(31 * 86_400_000)
+    // A ping is still answered: nothing is asked of the token.
+    ws.send(JSON.stringify({ type: 'ping' }))
+    await nextOfType(ws, 'pong')
+    ws.send(JSON.stringify({ type: 'join' }))
+    expect(await closed(ws)).toMatchObject({ code: TOKEN_EXPIRED_CLOSE.code })
+    expect(await until(() => graceOf(q, ticketId), 5000, 'grace start')).toBe(clock.t + 10_000)
+    expect((await ticketOf(ticketId)).status).toBe('waiting')
+    // The client's reconnect, with a token that lives: the ticket is taken back, its grace over.
+    await setTokenClock(0)
+    const back = await connect(`/v1/matchmaking/${q}`, g.token)
+    expect(await nextOfType<Queued>(back, 'queued')).toMatchObject({ ticketId, existing: true })
+    expect(
+      await until(async () => ((await graceOf(q, ticketId)) === undefined ? true : undefined)),
+    ).toBe(true)
+    back.close(1000)
+  })
+
   it('a disconnect cancels the ticket once the grace has passed, not before', async () => {
     const q = await createQueue()
     const clock = newClock()

@@ -41,6 +41,8 @@ export type Principal =
       source: 'nexus' | 'jwks'
       /** When the token was issued (its `iat`, in ms), when it says. */
       issuedAt?: number
+      /** When the token expires (its `exp`, in ms): a socket's rights end with it. */
+      expiresAt?: number
     }
   | { kind: 'admin' }
 
@@ -51,9 +53,12 @@ export type Principal =
 export const STALE_TOKEN_DETAIL =
   "This token was issued before the player's data was erased: sign in again"
 
-/** A verified token's `iat` as `issuedAt` (ms), when it has one. */
-function issuedAt(payload: JWTPayload): { issuedAt?: number } {
-  return typeof payload.iat === 'number' ? { issuedAt: payload.iat * 1000 } : {}
+/** A verified token's `iat` as `issuedAt` and `exp` as `expiresAt` (ms), when it has them. */
+function tokenTimes(payload: JWTPayload): { issuedAt?: number; expiresAt?: number } {
+  return {
+    ...(typeof payload.iat === 'number' ? { issuedAt: payload.iat * 1000 } : {}),
+    ...(typeof payload.exp === 'number' ? { expiresAt: payload.exp * 1000 } : {}),
+  }
 }
 
 const encoder = new TextEncoder()
@@ -498,7 +503,7 @@ export async function verifyPlayerToken(env: AuthEnv, token: string): Promise<Pr
         kind: 'player',
         playerId: playerIdFrom(payload),
         source: 'nexus',
-        ...issuedAt(payload),
+        ...tokenTimes(payload),
       }
     }
     const providerAlg = alg !== undefined && alg !== 'none' && !alg.startsWith('HS')
@@ -558,7 +563,7 @@ export async function verifyPlayerToken(env: AuthEnv, token: string): Promise<Pr
         kind: 'player',
         playerId,
         source: 'jwks',
-        ...issuedAt(payload),
+        ...tokenTimes(payload),
       }
     }
   } catch (err) {

@@ -906,6 +906,7 @@ matchmakingRoutes.openapi(socketRoute, (async (c: Context<AppEnv>) => {
       reattachOnly: true,
       playerId: principal.playerId,
       tokenIssuedAt: caller.issuedAt,
+      ...(principal.expiresAt !== undefined ? { tokenExpiresAt: principal.expiresAt } : {}),
     }
     const headers = new Headers({ upgrade: 'websocket' })
     headers.set(SOCKET_CONTEXT_HEADER, JSON.stringify(context))
@@ -927,6 +928,7 @@ matchmakingRoutes.openapi(socketRoute, (async (c: Context<AppEnv>) => {
     version,
     playerId: principal.playerId,
     tokenIssuedAt: caller.issuedAt,
+    ...(principal.expiresAt !== undefined ? { tokenExpiresAt: principal.expiresAt } : {}),
     rating: read.ratings.get(principal.playerId)!,
     claim: await connectClaim(c, queue, region, read, principal.playerId),
   }

@@ -20,6 +20,40 @@ export type RewardsPage = Ok<'/v1/players/me/rewards', 'get'>
 export type Submission = Schemas['ScoreSubmission']
 
 /**
+ * How the keys `submit` draws begin: `s1.`, then when the key was drawn (this device's clock, ms
+ * in base 36), so that a key handed back days later (an offline queue's) says how old it is.
+ */
+const DRAWN_KEY = /^s1\.([0-9a-z]{1,11})\./
+
+/**
+ * The longest after its first sending that `submit` sends a key it drew again. The server keeps a
+ * key's answer for 24 hours; past that the same submission would be taken as new, counted twice on
+ * an `incr` board. An hour is left for the device's clock to differ from the time it was sent.
+ */
+export const SUBMISSION_KEY_MAX_AGE_MS = 23 * 3_600_000
+
+/**
+ * A submission handed back with a key this client drew more than SUBMISSION_KEY_MAX_AGE_MS ago:
+ * the server no longer remembers it, so sending it again could apply it twice. Nothing was sent.
+ * Drop it, or, if the game knows it was never applied, submit it as new (without the key).
+ */
+export class SubmissionKeyTooOld extends Error {
+  readonly idempotencyKey: string
+  /** When the key was drawn, in epoch ms (this device's clock). */
+  readonly drawnAt: number
+
+  constructor(idempotencyKey: string, drawnAt: number) {
+    super(
+      `This submission's key was drawn ${Math.round((Date.now() - drawnAt) / 3_600_000)} h ago; ` +
+        'the server keeps keys 24 h, so it may be applied twice if sent again',
+    )
+    this.name = 'SubmissionKeyTooOld'
+    this.idempotencyKey = idempotencyKey
+    this.drawnAt = drawnAt
+  }
+}
+
+/**
  * Leaderboards: submit with automatic idempotency keys and retries; live reads (top, rank,
  * around) that may be up to 4 s stale; history from the archive.
  */
@@ -35,7 +69,9 @@ export class Leaderboards {
   /**
    * Submits a score. One idempotency key is drawn per call and reused by every retry, so a
    * submission that timed out but was applied is not applied twice (the answer then says
-   * `replayed: true`). Pass your own key to make a submission idempotent across restarts.
+   * `replayed: true`). Pass the key of an error (`idempotencyKey`) to send it again across
+   * restarts, within the 24 hours the server keeps it: a key drawn here more than 23 hours ago
+   * rejects with `SubmissionKeyTooOld`, sending nothing. A key of your own is sent at any age.
    *
    * @example
    * const { rank, best } = await nexus.leaderboards.submit('daily', { score: 4200 })
@@ -45,7 +81,15 @@ export class Leaderboards {
     submission: Submission,
     opts: { idempotencyKey?: string } = {},
   ): Promise<SubmitResult> {
-    const key = opts.idempotencyKey ?? randomUUID()
+    const given = opts.idempotencyKey
+    const drawn = given === undefined ? null : DRAWN_KEY.exec(given)
+    if (given !== undefined && drawn) {
+      const drawnAt = parseInt(drawn[1]!, 36)
+      if (Date.now() - drawnAt > SUBMISSION_KEY_MAX_AGE_MS) {
+        return Promise.reject(new SubmissionKeyTooOld(given, drawnAt))
+      }
+    }
+    const key = given ?? `s1.${Date.now().toString(36)}.${randomUUID()}`
     return this.t
       .request('post', '/v1/leaderboards/{id}/scores', {
         path: { id: board },

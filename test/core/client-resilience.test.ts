@@ -12,6 +12,7 @@ import {
   SessionPlayerErased,
 } from '../../client/src/sessions.ts'
 import { NexusNetworkError, NexusProblem } from '../../client/src/problem.ts'
+import { SubmissionKeyTooOld } from '../../client/src/leaderboards.ts'
 import { PlayerChanged } from '../../client/src/http.ts'
 import type { SocketEvent, SocketLike } from '../../client/src/socket.ts'
 
@@ -1528,6 +1529,51 @@ describe('client SDK under failure', () => {
       expect(events).toEqual(['queued', 'reconnecting', 'cancelled'])
     } finally {
       vi.useRealTimers()
+    }
+  })
+
+  it("a submission handed back with a key the SDK drew more than 23 hours ago rejects with SubmissionKeyTooOld and sends nothing (the server keeps keys 24 h: it would be applied again); a younger one, or the game's own key at any age, is sent", async () => {
+    const sent: string[] = []
+    const client = createClient({
+      baseUrl: 'http://nexus.test',
+      retry: { attempts: 1, baseDelayMs: 1, maxDelayMs: 5 },
+      fetch: guestFetch((url, init) => {
+        if (url.pathname.endsWith('/scores')) {
+          sent.push((init?.headers as Record<string, string>)['idempotency-key']!)
+          if (sent.length === 1) throw new TypeError('fetch failed (offline)')
+          return jsonRes(200, { cycle: 1, score: 1, best: 1, rank: 1, replayed: true })
+        }
+        return jsonRes(404, {})
+      }),
+    })
+    await client.auth.guest()
+    // Offline: the error hands the drawn key back, to send again later.
+    const lost = await client.leaderboards.submit('wins', { score: 1 }).catch((e: unknown) => e)
+    expect(lost).toBeInstanceOf(NexusNetworkError)
+    const key = (lost as NexusNetworkError).idempotencyKey!
+    const now = Date.now()
+    const clock = vi.spyOn(Date, 'now')
+    try {
+      // 22 hours later: sent again, answered as the first.
+      clock.mockReturnValue(now + 22 * 3_600_000)
+      await expect(
+        client.leaderboards.submit('wins', { score: 1 }, { idempotencyKey: key }),
+      ).resolves.toMatchObject({ replayed: true })
+      expect(sent).toEqual([key, key])
+      // 24 hours later: refused here, nothing sent.
+      clock.mockReturnValue(now + 24 * 3_600_000)
+      const old = await client.leaderboards
+        .submit('wins', { score: 1 }, { idempotencyKey: key })
+        .catch((e: unknown) => e)
+      expect(old).toBeInstanceOf(SubmissionKeyTooOld)
+      expect(old).toMatchObject({ idempotencyKey: key })
+      expect((old as SubmissionKeyTooOld).drawnAt).toBeLessThanOrEqual(now)
+      expect(sent).toHaveLength(2)
+      // A key of the game's own says no age: it is sent.
+      await client.leaderboards.submit('wins', { score: 1 }, { idempotencyKey: 'run-118' })
+      expect(sent).toEqual([key, key, 'run-118'])
+    } finally {
+      clock.mockRestore()
     }
   })
 
@@ -5101,7 +5147,8 @@ describe('signing in, out and as another player', () => {
       await client.leaderboards.submit('daily', { score: 1 })
       const v4 = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/
       expect(storage.get('nexus.deviceId')).toMatch(v4)
-      expect(keys[0]).toMatch(v4)
+      // The key is the drawn one's: its time, then a version 4 UUID of the fallback's.
+      expect(keys[0]).toMatch(new RegExp(`^s1\\.[0-9a-z]+\\.${v4.source.slice(1, -1)}$`))
       const hanging = client.matchmaking.info('duel').catch((e: unknown) => e)
       const outcome = await within(hanging, 'the timeout', 2000)
       expect(outcome).toBeInstanceOf(NexusNetworkError)

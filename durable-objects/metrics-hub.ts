@@ -21,8 +21,12 @@ import { all, one, schemaVersion, setSchemaVersion } from '../workers/lib/sql.ts
  *   whose answer was lost, two flushes racing) and is acknowledged without applying it again, so
  *   no count is lost or doubled. The batch and its source's new number are written in one
  *   synchronous step, so a crash leaves either both or neither.
- * - Totals live in memory (`MetricsAggregate`), loaded from SQLite on wake; each batch writes back
- *   the series it changed. Storage is bounded by the series limits of the families, and a series
+ * - Totals live in memory (`MetricsAggregate`), loaded from SQLite on wake. Batches are written
+ *   back together, WRITE_WINDOW_MS after the first of them came: each series they changed once,
+ *   however many isolates changed it, and each batch's source number beside them, in one
+ *   transaction. A batch is acknowledged only once that write has committed; one that fails
+ *   fails every batch it carried, and the totals in memory go back to what is stored. Written
+ *   batch by batch, the rows written (each billed) grew with isolates × series every 10 s. Storage is bounded by the series limits of the families, and a series
  *   no batch has changed for SERIES_RETENTION_MS is forgotten: a board or queue region that went
  *   quiet, or a board deleted, would otherwise hold its place under the limit for good, and new
  *   ones would find no room. A counter that comes back starts again from what
@@ -43,6 +47,23 @@ const SOURCE_RETENTION_MS = 7 * 24 * 3600_000
 export const SERIES_RETENTION_MS = 35 * 24 * 3600_000
 /** Forgotten sources are swept at most this often. */
 const SWEEP_EVERY_MS = 3600_000
+/**
+ * How long a batch waits for others to be written with it: well within the isolates' 5 s wait
+ * for an answer (metrics-flush), and short beside their 10 s between sends.
+ */
+export const WRITE_WINDOW_MS = 1_000
+
+/** Batches applied in memory and not yet written, and the callers waiting on that write. */
+interface PendingWrite {
+  /** Series keys changed, by family name. */
+  series: Map<string, Set<string>>
+  /** Families whose row is new or changed; `reset` when a deploy changed its type or buckets. */
+  families: Map<string, { family: Family; reset: boolean }>
+  /** Each source's latest batch number, and sources only seen again (a batch sent twice). */
+  sources: Map<string, number>
+  seen: Set<string>
+  written: Promise<void>
+}
 
 export type RecordResult =
   { ok: true; applied: boolean } | { ok: false; problem: 'validation'; detail: string }
@@ -64,6 +85,11 @@ export class MetricsHub extends DurableObject<Env> {
   private readonly droppedHere = new Map<string, number>()
   /** The hub's clock; tests move it forward instead of waiting a week. */
   now: () => number = Date.now
+  /** The latest batch number applied of each source, written or pending (read from SQLite first). */
+  private lastSeqs = new Map<string, number>()
+  /** Each family's stored kind, help and buckets, as SQLite holds them or the next write will. */
+  private familyRows = new Map<string, { kind: string; help: string; buckets: string | null }>()
+  private pending: PendingWrite | null = null
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env)
@@ -94,11 +120,15 @@ export class MetricsHub extends DurableObject<Env> {
   }
 
   private load(): void {
+    this.totals = new MetricsAggregate()
+    this.lastSeqs.clear()
+    this.familyRows.clear()
     const families = all<{ name: string; kind: string; help: string; buckets: string | null }>(
       this.sql,
       `SELECT name, kind, help, buckets FROM families`,
     )
     for (const f of families) {
+      this.familyRows.set(f.name, { kind: f.kind, help: f.help, buckets: f.buckets })
       const series = all<{ data: string }>(
         this.sql,
         `SELECT data FROM series WHERE name = ?`,
@@ -118,46 +148,114 @@ export class MetricsHub extends DurableObject<Env> {
     }
   }
 
-  /** Applies one isolate's batch once, however many times it arrives. */
-  record(input: unknown): RecordResult {
+  /**
+   * Applies one isolate's batch once, however many times it arrives; answers once it is written
+   * (with the others of its window).
+   */
+  async record(input: unknown): Promise<RecordResult> {
     const parsed = MetricsBatchSchema.safeParse(input)
     if (!parsed.success) {
       return { ok: false, problem: 'validation', detail: parsed.error.issues[0]!.message }
     }
     const batch: MetricsBatch = parsed.data
-    const now = this.now()
-    const last = one<{ last_seq: number }>(
-      this.sql,
-      `SELECT last_seq FROM sources WHERE source = ?`,
-      batch.source,
-    )
-    if (last && batch.seq <= last.last_seq) {
-      this.sql.exec(`UPDATE sources SET seen_at = ? WHERE source = ?`, now, batch.source)
+    const pending = this.pendingWrite()
+    if (batch.seq <= this.lastSeq(batch.source)) {
+      // Applied already, perhaps in the write still to come: answered once that one is in.
+      pending.seen.add(batch.source)
+      await pending.written
       return { ok: true, applied: false }
     }
-    try {
-      this.ctx.storage.transactionSync(() => this.applyBatch(batch, now))
-    } catch (err) {
-      // The transaction rolled back; the totals in memory must not keep half a batch.
-      this.totals = new MetricsAggregate()
-      this.load()
-      throw err
-    }
+    for (const family of batch.families) this.apply(family, pending)
+    pending.sources.set(batch.source, batch.seq)
+    this.lastSeqs.set(batch.source, batch.seq)
+    await pending.written
     return { ok: true, applied: true }
   }
 
-  private applyBatch(batch: MetricsBatch, now: number): void {
-    for (const family of batch.families) this.apply(family, now)
-    this.sql.exec(
-      `INSERT INTO sources (source, last_seq, seen_at) VALUES (?, ?, ?)
-         ON CONFLICT (source) DO UPDATE SET last_seq = excluded.last_seq, seen_at = excluded.seen_at`,
-      batch.source,
-      batch.seq,
-      now,
-    )
+  private lastSeq(source: string): number {
+    let last = this.lastSeqs.get(source)
+    if (last === undefined) {
+      last =
+        one<{ last_seq: number }>(this.sql, `SELECT last_seq FROM sources WHERE source = ?`, source)
+          ?.last_seq ?? -Infinity
+      this.lastSeqs.set(source, last)
+    }
+    return last
+  }
+
+  /** The write the batches arriving now go out in, begun by the first of them. */
+  private pendingWrite(): PendingWrite {
+    if (this.pending) return this.pending
+    const pending: PendingWrite = {
+      series: new Map(),
+      families: new Map(),
+      sources: new Map(),
+      seen: new Set(),
+      written: new Promise<void>((resolve, reject) => {
+        setTimeout(() => {
+          // Batches arriving from now on go out in the next write.
+          this.pending = null
+          try {
+            this.ctx.storage.transactionSync(() => this.write(pending, this.now()))
+            resolve()
+          } catch (err) {
+            // Rolled back: the totals in memory must not keep what was not written, and every
+            // batch it carried is unanswered, so its isolate sends it again.
+            this.load()
+            reject(err)
+          }
+        }, WRITE_WINDOW_MS)
+      }),
+    }
+    this.pending = pending
+    return pending
+  }
+
+  private write(pending: PendingWrite, now: number): void {
+    for (const [name, { family, reset }] of pending.families) {
+      // The aggregate started this family afresh (a deploy changed its type or buckets).
+      if (reset) this.sql.exec(`DELETE FROM series WHERE name = ?`, name)
+      this.sql.exec(
+        `INSERT INTO families (name, kind, help, buckets) VALUES (?, ?, ?, ?)
+         ON CONFLICT (name) DO UPDATE SET kind = excluded.kind, help = excluded.help,
+           buckets = excluded.buckets`,
+        name,
+        family.kind,
+        family.help,
+        family.kind === 'histogram' ? JSON.stringify(family.buckets) : null,
+      )
+    }
+    for (const [name, keys] of pending.series) {
+      for (const s of this.totals.family(name, [...keys])?.series ?? []) {
+        this.sql.exec(
+          `INSERT INTO series (name, key, data, changed_at) VALUES (?, ?, ?, ?)
+           ON CONFLICT (name, key) DO UPDATE SET data = excluded.data, changed_at = excluded.changed_at`,
+          name,
+          seriesKey(s.labels),
+          JSON.stringify(s),
+          now,
+        )
+      }
+    }
+    for (const [source, seq] of pending.sources) {
+      this.sql.exec(
+        `INSERT INTO sources (source, last_seq, seen_at) VALUES (?, ?, ?)
+           ON CONFLICT (source) DO UPDATE SET last_seq = excluded.last_seq, seen_at = excluded.seen_at`,
+        source,
+        seq,
+        now,
+      )
+    }
+    for (const source of pending.seen) {
+      if (pending.sources.has(source)) continue
+      this.sql.exec(`UPDATE sources SET seen_at = ? WHERE source = ?`, now, source)
+    }
     if (now - this.sweptAt >= SWEEP_EVERY_MS) {
       this.sweptAt = now
       this.sql.exec(`DELETE FROM sources WHERE seen_at < ?`, now - SOURCE_RETENTION_MS)
+      for (const [source] of this.lastSeqs) {
+        if (!pending.sources.has(source) && !pending.seen.has(source)) this.lastSeqs.delete(source)
+      }
       const stale = all<{ name: string; key: string }>(
         this.sql,
         `DELETE FROM series WHERE changed_at < ? RETURNING name, key`,
@@ -167,29 +265,16 @@ export class MetricsHub extends DurableObject<Env> {
     }
   }
 
-  private apply(family: Family, now: number): void {
-    const stored = one<{ kind: string; help: string; buckets: string | null }>(
-      this.sql,
-      `SELECT kind, help, buckets FROM families WHERE name = ?`,
-      family.name,
-    )
+  private apply(family: Family, pending: PendingWrite): void {
+    const stored = this.familyRows.get(family.name)
     const buckets = family.kind === 'histogram' ? JSON.stringify(family.buckets) : null
-    const reshaped = stored && (stored.kind !== family.kind || stored.buckets !== buckets)
-    if (reshaped) {
-      // The aggregate starts this family afresh (a deploy changed its type or buckets).
-      this.sql.exec(`DELETE FROM series WHERE name = ?`, family.name)
-    }
+    const reshaped =
+      stored !== undefined && (stored.kind !== family.kind || stored.buckets !== buckets)
     // Most batches change only series: the family's row is written when it is new or changed.
     if (!stored || reshaped || stored.help !== family.help) {
-      this.sql.exec(
-        `INSERT INTO families (name, kind, help, buckets) VALUES (?, ?, ?, ?)
-       ON CONFLICT (name) DO UPDATE SET kind = excluded.kind, help = excluded.help,
-         buckets = excluded.buckets`,
-        family.name,
-        family.kind,
-        family.help,
-        buckets,
-      )
+      const reset = reshaped || pending.families.get(family.name)?.reset === true
+      pending.families.set(family.name, { family, reset })
+      this.familyRows.set(family.name, { kind: family.kind, help: family.help, buckets })
     }
     const touched = this.totals.add(family)
     if (touched.dropped > 0) {
@@ -203,17 +288,9 @@ export class MetricsHub extends DurableObject<Env> {
         dropped: touched.dropped,
       })
     }
-    const changed = this.totals.family(family.name, touched.keys)
-    for (const s of changed?.series ?? []) {
-      this.sql.exec(
-        `INSERT INTO series (name, key, data, changed_at) VALUES (?, ?, ?, ?)
-         ON CONFLICT (name, key) DO UPDATE SET data = excluded.data, changed_at = excluded.changed_at`,
-        family.name,
-        seriesKey(s.labels),
-        JSON.stringify(s),
-        now,
-      )
-    }
+    let keys = pending.series.get(family.name)
+    if (!keys) pending.series.set(family.name, (keys = new Set()))
+    for (const key of touched.keys) keys.add(key)
   }
 
   /** Every family's totals, and what this object turned away past the series limit. */

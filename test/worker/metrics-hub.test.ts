@@ -172,6 +172,86 @@ describe('/metrics across isolates', () => {
     expect(kept?.series).toEqual([{ labels: {}, value: 0 }])
   })
 
+  it('writes the batches of a moment together, each series they changed once however many isolates changed it; each is answered once that write is in', async () => {
+    const name = `nexus_test_${crypto.randomUUID().replaceAll('-', '')}_total`
+    const shard = hub(0)
+    // Counts the series rows the shard writes.
+    await runInDurableObject(shard, (inst: MetricsHub) => {
+      const sql = (inst as unknown as { sql: SqlStorage }).sql
+      const exec = sql.exec.bind(sql)
+      const counted = inst as unknown as { seriesWrites: number }
+      counted.seriesWrites = 0
+      sql.exec = ((query: string, ...bindings: unknown[]) => {
+        if (query.includes('INSERT INTO series')) counted.seriesWrites++
+        return exec(query, ...bindings)
+      }) as typeof sql.exec
+    })
+    const isolates = Array.from({ length: 20 }, () => otherIsolate())
+    const answers = await Promise.all(
+      isolates.map((i) =>
+        shard.record(
+          i.batch(1, [
+            {
+              kind: 'counter',
+              name,
+              help: 'test',
+              series: [
+                { labels: { board: 'a' }, value: 1 },
+                { labels: { board: 'b' }, value: 2 },
+              ],
+            },
+          ]),
+        ),
+      ),
+    )
+    expect(answers).toEqual(isolates.map(() => ({ ok: true, applied: true })))
+    const writes = await runInDurableObject(
+      shard,
+      (inst: MetricsHub) => (inst as unknown as { seriesWrites: number }).seriesWrites,
+    )
+    // Two series, written once each in the moment's write, not once per isolate (40).
+    expect(writes).toBe(2)
+    // What was written is the totals, as a woken shard reads them back.
+    await evictDurableObject(shard)
+    const series = (await shard.families()).find((f) => f.name === name)!.series
+    expect(series.map((x) => [x.labels.board, (x as { value: number }).value]).sort()).toEqual([
+      ['a', 20],
+      ['b', 40],
+    ])
+  })
+
+  it('answers none of the batches whose write failed, and keeps none of them: sent again, each counts once', async () => {
+    const name = `nexus_test_${crypto.randomUUID().replaceAll('-', '')}_total`
+    const shard = hub(1)
+    const [a, b] = [otherIsolate(), otherIsolate()]
+    await runInDurableObject(shard, (inst: MetricsHub) => {
+      const sql = (inst as unknown as { sql: SqlStorage }).sql
+      const exec = sql.exec.bind(sql)
+      let failed = false
+      sql.exec = ((query: string, ...bindings: unknown[]) => {
+        if (!failed && query.includes('INSERT INTO sources')) {
+          failed = true
+          throw new Error('storage full')
+        }
+        return exec(query, ...bindings)
+      }) as typeof sql.exec
+    })
+    const first = await Promise.allSettled([
+      shard.record(a.batch(1, [counterOf(name, 5)])),
+      shard.record(b.batch(1, [counterOf(name, 7)])),
+    ])
+    expect(first.map((r) => r.status)).toEqual(['rejected', 'rejected'])
+    expect((await shard.families()).find((f) => f.name === name)).toBeUndefined()
+    // Each isolate sends its batch again.
+    expect(await shard.record(a.batch(1, [counterOf(name, 5)]))).toMatchObject({ applied: true })
+    expect(await shard.record(b.batch(1, [counterOf(name, 7)]))).toMatchObject({ applied: true })
+    expect(await shard.record(a.batch(1, [counterOf(name, 5)]))).toMatchObject({ applied: false })
+    const total = (await shard.families()).find((f) => f.name === name)!.series[0] as {
+      value: number
+    }
+    expect(total.value).toBe(12)
+  })
+
   it('keeps its totals and batch numbers when evicted', async () => {
     const name = `nexus_test_${crypto.randomUUID().replaceAll('-', '')}_seconds`
     const a = otherIsolate()

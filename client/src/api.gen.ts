@@ -40,8 +40,18 @@ export interface Schemas {
     partyId?: string
     /** conflict: the board's current cycle (a cursor of another cycle; closing a cycle that is neither current nor closed) */
     cycle?: number
-    /** conflict: the most members and pending invites a party can have, bans a board keeps, or players a board's cycle holds (maxEntries) */
+    /** conflict: the most members and pending invites a party can have, bans a board keeps, or players a board's cycle holds (maxEntries). unavailable: the waiting tickets or sockets a full matchmaking pool holds at most */
     limit?: number
+    /** conflict: the player invited is already a member of the party */
+    member?: boolean
+    /** conflict (false): the player invited cannot join a party (banned or erased) */
+    invitable?: boolean
+    /** conflict: a board's ban not lifted while the player's account ban stands (lift that first) */
+    accountBan?: boolean
+    /** conflict: the rules a queue plays that this version of Nexus does not have (with paused: true): it takes no tickets until an admin points it at other rules */
+    rules?: string
+    /** unavailable: the live sessions an erasure could not reach (the first 100); send the same call again */
+    sessions?: Array<string>
     /** conflict: the queue or leaderboard is paused by its admin and takes no tickets or scores now (false: a deletion refused because it is in play) */
     paused?: boolean
     /** conflict: a deletion refused for a moment (the board writing to Neon, or the row held by a change); retry after Retry-After */
@@ -1163,6 +1173,7 @@ export interface Paths {
         }
         404: Schemas['Problem']
         422: Schemas['Problem']
+        429: Schemas['Problem']
         500: Schemas['Problem']
         503: Schemas['Problem']
       }
@@ -1212,6 +1223,7 @@ export interface Paths {
         404: Schemas['Problem']
         409: Schemas['Problem']
         422: Schemas['Problem']
+        429: Schemas['Problem']
         500: Schemas['Problem']
         503: Schemas['Problem']
       }

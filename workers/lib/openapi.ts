@@ -148,9 +148,32 @@ export const Problem = z
       description:
         "conflict: the board's current cycle (a cursor of another cycle; closing a cycle that is neither current nor closed)",
     }),
-    limit: z.number().int().optional().openapi({
+    limit: z
+      .number()
+      .int()
+      .optional()
+      .openapi({
+        description:
+          "conflict: the most members and pending invites a party can have, bans a board keeps, or players a board's cycle holds (maxEntries). " +
+          'unavailable: the waiting tickets or sockets a full matchmaking pool holds at most',
+      }),
+    member: z.boolean().optional().openapi({
+      description: 'conflict: the player invited is already a member of the party',
+    }),
+    invitable: z.boolean().optional().openapi({
+      description: 'conflict (false): the player invited cannot join a party (banned or erased)',
+    }),
+    accountBan: z.boolean().optional().openapi({
       description:
-        "conflict: the most members and pending invites a party can have, bans a board keeps, or players a board's cycle holds (maxEntries)",
+        "conflict: a board's ban not lifted while the player's account ban stands (lift that first)",
+    }),
+    rules: z.string().optional().openapi({
+      description:
+        'conflict: the rules a queue plays that this version of Nexus does not have (with paused: true): it takes no tickets until an admin points it at other rules',
+    }),
+    sessions: z.array(z.string()).optional().openapi({
+      description:
+        'unavailable: the live sessions an erasure could not reach (the first 100); send the same call again',
     }),
     paused: z
       .boolean()

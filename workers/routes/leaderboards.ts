@@ -155,7 +155,7 @@ const getBoardRoute = createRoute({
         },
       },
     },
-    ...problemResponses(404, 422),
+    ...problemResponses(404, 422, 429),
   },
 })
 
@@ -319,13 +319,14 @@ const topRoute = createRoute({
     'Pass `nextCursor` back as `cursor` for the next page. A walk reads the board as of its first page, ' +
     'so pages neither repeat nor skip entries while scores change; a cursor older than the 5 minutes of ' +
     'history the board keeps, from a closed cycle, or from before a restart is 409: start again without ' +
-    'one (so is one handed out before the deployment that began sealing cursors). A cursor is sealed for its ' +
-    'board: an edited one, or one of another board, is 422. Served from the caches, at most 4 s stale ' +
-    '(`Cache-Control: no-cache` asks for a fresh read).',
+    'one. A cursor is sealed for its board: an edited one, one of another board, or one handed out ' +
+    'before the deployment that began sealing cursors is 422. Served from the caches, at most 4 s ' +
+    'stale (`Cache-Control: no-cache` asks for a fresh read); an address naming many boards that do ' +
+    'not exist is 429.',
   request: { params: BoardParam, query: z.object({ limit: Limit(100, 10), cursor: Cursor }) },
   responses: {
     200: { description: 'A page', content: { 'application/json': { schema: TopPage } } },
-    ...problemResponses(404, 409, 422),
+    ...problemResponses(404, 409, 422, 429),
   },
 })
 

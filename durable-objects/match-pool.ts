@@ -2103,13 +2103,18 @@ export class MatchPool extends DurableObject<Env> {
       waitSeconds.observe(labels, Math.max(0, now - t.enqueued_at) / 1000)
     }
     this.updateRates(now)
-    // Tokens first (signing awaits), then every send in one synchronous pass.
+    // Tokens first (signing awaits), then every send in one synchronous pass. A socket whose
+    // token has expired is told nothing (closed, 4001): its player hears the match when a socket
+    // with a live token connects, as one with no socket open at the match does.
     const deliveries = tickets.flatMap((t) =>
-      this.socketsOf(t).map((ws) => ({
-        t,
-        ws,
-        playerId: (ws.deserializeAttachment() as Attachment).playerId,
-      })),
+      this.socketsOf(t).flatMap((ws) => {
+        const att = ws.deserializeAttachment() as Attachment
+        if (this.tokenExpired(att)) {
+          this.closeExpired(ws)
+          return []
+        }
+        return [{ t, ws, playerId: att.playerId }]
+      }),
     )
     // Players of socket tickets with no socket open now (in their grace, a reconnect on its
     // way) hear the match when one connects within the grace (unheardMatchOf).
@@ -2495,17 +2500,8 @@ export class MatchPool extends DurableObject<Env> {
     }
     const msg = parsed.data
     const att = ws.deserializeAttachment() as Attachment
-    // With the skew the Worker's check allows; a socket from before expiry was kept has none.
-    if (
-      (msg.type === 'join' || msg.type === 'attach') &&
-      att.tokenExpiresAt !== undefined &&
-      this.tokenClock() >= att.tokenExpiresAt + CLOCK_SKEW_SECONDS * 1000
-    ) {
-      try {
-        ws.close(TOKEN_EXPIRED_CLOSE.code, TOKEN_EXPIRED_CLOSE.reason)
-      } catch {
-        // Already closing.
-      }
+    if ((msg.type === 'join' || msg.type === 'attach') && this.tokenExpired(att)) {
+      this.closeExpired(ws)
       // Gone as any socket that closes: its ticket's grace starts, which a reconnect ends.
       return this.onSocketGone(ws)
     }
@@ -2695,6 +2691,25 @@ export class MatchPool extends DurableObject<Env> {
         })
         return
       }
+    }
+  }
+
+  /**
+   * Whether the socket's token has expired, with the skew the Worker's check allows (a socket
+   * from before expiry was kept has none).
+   */
+  private tokenExpired(att: Attachment): boolean {
+    return (
+      att.tokenExpiresAt !== undefined &&
+      this.tokenClock() >= att.tokenExpiresAt + CLOCK_SKEW_SECONDS * 1000
+    )
+  }
+
+  private closeExpired(ws: WebSocket): void {
+    try {
+      ws.close(TOKEN_EXPIRED_CLOSE.code, TOKEN_EXPIRED_CLOSE.reason)
+    } catch {
+      // Already closing.
     }
   }
 
@@ -3000,6 +3015,12 @@ export class MatchPool extends DurableObject<Env> {
         if (ws === except || ws.readyState !== WebSocket.OPEN) continue
         const att = ws.deserializeAttachment() as Attachment | null
         if (!att || att.ticketId === row.id) continue
+        // Its rights ended with its token: it takes on no ticket (the member's client reconnects
+        // with a live one, and is attached then).
+        if (this.tokenExpired(att)) {
+          this.closeExpired(ws)
+          continue
+        }
         ws.serializeAttachment({ ...att, ticketId: row.id } satisfies Attachment)
         this.noteSocketOn(row.id, att.playerId)
         this.send(ws, this.queuedFrame(row, true))

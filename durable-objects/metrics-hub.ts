@@ -8,7 +8,7 @@ import {
   MAX_SERIES_PER_METRIC,
   seriesKey,
 } from '../workers/lib/metric-families.ts'
-import { log } from '../workers/lib/log.ts'
+import { errorFields, log } from '../workers/lib/log.ts'
 import { all, one, schemaVersion, setSchemaVersion } from '../workers/lib/sql.ts'
 
 /*
@@ -21,8 +21,10 @@ import { all, one, schemaVersion, setSchemaVersion } from '../workers/lib/sql.ts
  *   whose answer was lost, two flushes racing) and is acknowledged without applying it again, so
  *   no count is lost or doubled. The batch and its source's new number are written in one
  *   synchronous step, so a crash leaves either both or neither.
- * - Totals live in memory (`MetricsAggregate`), loaded from SQLite on wake. Batches are written
- *   back together, WRITE_WINDOW_MS after the first of them came: each series they changed once,
+ * - Totals live in memory (`MetricsAggregate`), loaded from SQLite on wake. Batches are added to
+ *   them and written back together, WRITE_WINDOW_MS after the first of them came (what `/metrics`
+ *   reads meanwhile is what is stored: a count served then taken back by a failed write or a
+ *   reset would go down, which scrapers read as a counter reset): each series they changed once,
  *   however many isolates changed it, and each batch's source number beside them, in one
  *   transaction. A batch is acknowledged only once that write has committed; one that fails
  *   fails every batch it carried, and the totals in memory go back to what is stored. Written
@@ -55,6 +57,13 @@ export const WRITE_WINDOW_MS = 1_000
 
 /** Batches applied in memory and not yet written, and the callers waiting on that write. */
 interface PendingWrite {
+  /**
+   * The batches' families, in the order they came: added to the totals only in the write, so
+   * that `/metrics` never serves a count the shard has not stored (a write that fails, or a
+   * reset before it, would then take it back: a counter going down, which scrapers read as a
+   * reset).
+   */
+  batches: Family[][]
   /** Series keys changed, by family name. */
   series: Map<string, Set<string>>
   /** Families whose row is new or changed; `reset` when a deploy changed its type or buckets. */
@@ -62,6 +71,8 @@ interface PendingWrite {
   /** Each source's latest batch number, and sources only seen again (a batch sent twice). */
   sources: Map<string, number>
   seen: Set<string>
+  /** Changes to new series turned away past the limit, by metric (counted once written). */
+  dropped: Map<string, number>
   written: Promise<void>
 }
 
@@ -165,7 +176,7 @@ export class MetricsHub extends DurableObject<Env> {
       await pending.written
       return { ok: true, applied: false }
     }
-    for (const family of batch.families) this.apply(family, pending)
+    pending.batches.push(batch.families)
     pending.sources.set(batch.source, batch.seq)
     this.lastSeqs.set(batch.source, batch.seq)
     await pending.written
@@ -187,23 +198,41 @@ export class MetricsHub extends DurableObject<Env> {
   private pendingWrite(): PendingWrite {
     if (this.pending) return this.pending
     const pending: PendingWrite = {
+      batches: [],
       series: new Map(),
       families: new Map(),
       sources: new Map(),
       seen: new Set(),
+      dropped: new Map(),
       written: new Promise<void>((resolve, reject) => {
         setTimeout(() => {
           // Batches arriving from now on go out in the next write.
           this.pending = null
           try {
-            this.ctx.storage.transactionSync(() => this.write(pending, this.now()))
-            resolve()
+            this.ctx.storage.transactionSync(() => {
+              for (const families of pending.batches) {
+                for (const family of families) this.apply(family, pending)
+              }
+              this.write(pending, this.now())
+            })
           } catch (err) {
             // Rolled back: the totals in memory must not keep what was not written, and every
             // batch it carried is unanswered, so its isolate sends it again.
-            this.load()
-            reject(err)
+            try {
+              this.load()
+            } catch (loadErr) {
+              // Totals that cannot be read back must not be written over: start afresh.
+              log('error', 'metrics hub could not reload its totals', errorFields(loadErr))
+              this.ctx.abort('metrics totals could not be reloaded')
+            } finally {
+              reject(err)
+            }
+            return
           }
+          for (const [metric, n] of pending.dropped) {
+            this.droppedHere.set(metric, (this.droppedHere.get(metric) ?? 0) + n)
+          }
+          resolve()
         }, WRITE_WINDOW_MS)
       }),
     }
@@ -278,7 +307,7 @@ export class MetricsHub extends DurableObject<Env> {
     }
     const touched = this.totals.add(family)
     if (touched.dropped > 0) {
-      this.droppedHere.set(family.name, (this.droppedHere.get(family.name) ?? 0) + touched.dropped)
+      pending.dropped.set(family.name, (pending.dropped.get(family.name) ?? 0) + touched.dropped)
     }
     if (touched.dropped > 0 && !this.warnedFull.has(family.name)) {
       // Each isolate caps its own series; many isolates' different series can still pass the cap.

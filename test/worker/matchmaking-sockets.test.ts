@@ -11,6 +11,7 @@ import {
   type MatchPool,
 } from '../../durable-objects/match-pool.ts'
 import { verifySessionToken } from '../../workers/lib/session-token.ts'
+import { issuePlayerToken } from '../../workers/lib/auth.ts'
 import { SILENT_SOCKET_MS } from '../../workers/lib/socket-close.ts'
 import { FLOOD_WINDOW_MS, MAX_REFUSED_FRAMES } from '../../workers/lib/flood.ts'
 import { pg } from './helpers/boards.ts'
@@ -786,6 +787,31 @@ describe('sockets: disconnect, reconnect, expiry', () => {
     const t = await ticketOf(ticketId, g.token)
     expect(t.status).toBe('cancelled')
     expect(t.reason).toBe('disconnected')
+  })
+
+  it('a match is not told on a socket whose token has expired (closed, 4001): its player hears it on the socket they connect with a live token', async () => {
+    const q = await createQueue()
+    const clock = newClock()
+    await rig(q, clock, { graceMs: 60_000 })
+    const [a, b] = [await newGuest(), await newGuest()]
+    // a's socket token expires two hours before b's.
+    const early = await issuePlayerToken(env, a.playerId, Date.now() - 2 * 3_600_000)
+    const wa = await connect(`/v1/matchmaking/${q}`, early.token)
+    wa.send(JSON.stringify({ type: 'join' }))
+    const { ticketId } = await nextOfType<Queued>(wa, 'queued')
+    await runInDurableObject(poolOf(q), (inst: MatchPool) => {
+      inst.tokenClock = () => early.expiresAt + 60_000
+    })
+    const wb = await connect(`/v1/matchmaking/${q}`, b.token)
+    wb.send(JSON.stringify({ type: 'join' }))
+    const found = await nextOfType<Found>(wb, 'match_found')
+    expect(await closed(wa)).toMatchObject({ code: TOKEN_EXPIRED_CLOSE.code })
+    expect(collect(wa).map((m) => (m as { type: string }).type)).not.toContain('match_found')
+    // a's client reconnects with its renewed token and is told the match, with a session token.
+    const back = await connect(`/v1/matchmaking/${q}`, a.token)
+    const told = await nextOfType<Found>(back, 'match_found')
+    expect(told).toMatchObject({ ticketId, sessionId: found.sessionId })
+    expect(await verifySessionToken(env, told.token, told.sessionId)).toBe(a.playerId)
   })
 
   it("a queue's disconnectGraceSeconds is how long a socket ticket waits for its player after the socket goes", async () => {

@@ -11,6 +11,7 @@ import { parsePrometheus } from '../../workers/dashboard/metrics.ts'
 import { type Family, MAX_SERIES_PER_METRIC } from '../../workers/lib/metric-families.ts'
 import { hubShardName } from '../../workers/lib/metrics-flush.ts'
 import { bearer, call, callWithEnv } from './helpers/http.ts'
+import { until } from './helpers/sockets.ts'
 
 /** What a Prometheus scrape presents (vitest.config.ts sets METRICS_TOKEN for the tests). */
 const scrapeAuth = bearer('test-metrics-token')
@@ -236,10 +237,23 @@ describe('/metrics across isolates', () => {
         return exec(query, ...bindings)
       }) as typeof sql.exec
     })
-    const first = await Promise.allSettled([
+    const sent = Promise.allSettled([
       shard.record(a.batch(1, [counterOf(name, 5)])),
       shard.record(b.batch(1, [counterOf(name, 7)])),
     ])
+    // While their write is to come, a scrape sees nothing of them: what it served would go back
+    // down when the write failed, which a scraper reads as a counter reset.
+    await until(
+      async () =>
+        await runInDurableObject(shard, (inst: MetricsHub) =>
+          (inst as unknown as { pending: { sources: Map<string, number> } | null }).pending?.sources
+            .size === 2
+            ? true
+            : undefined,
+        ),
+    )
+    expect((await shard.families()).find((f) => f.name === name)).toBeUndefined()
+    const first = await sent
     expect(first.map((r) => r.status)).toEqual(['rejected', 'rejected'])
     expect((await shard.families()).find((f) => f.name === name)).toBeUndefined()
     // Each isolate sends its batch again.

@@ -1723,6 +1723,28 @@ describe('queueing as a party over sockets', () => {
     expect((await ticketOf(queued.ticketId)).status).toBe('matched')
   })
 
+  it("a member's socket whose token has expired is not put on the leader's new ticket (closed, 4001); its reconnect with a live token is", async () => {
+    const q = await createQueue({ teamSize: 3, maxPartySize: 3 })
+    await rig(q, newClock())
+    const [a, b] = await players(2)
+    await formParty([a!, b!])
+    const url = `/v1/matchmaking/${q}`
+    const early = await issuePlayerToken(env, b!.playerId, Date.now() - 2 * 3_600_000)
+    const wb = await connect(url, early.token)
+    await runInDurableObject(poolOf(q), (inst: MatchPool) => {
+      inst.tokenClock = () => early.expiresAt + 60_000
+    })
+    const wa = await connect(url, a!.token)
+    wa.send(JSON.stringify({ type: 'join', party: [a!.playerId, b!.playerId] }))
+    const { ticketId } = await nextOfType<Queued>(wa, 'queued')
+    expect((await closed(wb)).code).toBe(4001)
+    expect(collect(wb).map((m) => (m as { type: string }).type)).not.toContain('queued')
+    const back = await connect(url, b!.token)
+    expect(await nextOfType<Queued>(back, 'queued')).toMatchObject({ ticketId, existing: true })
+    wa.close(1000)
+    back.close(1000)
+  })
+
   it("a party ticket's grace is each player's: a leader who left is gone though a member's socket stays, and the ticket waits for everyone who had a socket on it to be back", async () => {
     const { q, clock, a, b, url, wa, wb, ticketId } = await partyQueuedOnSockets()
     // The leader leaves; the member's socket stays open: the leader's grace runs all the same.

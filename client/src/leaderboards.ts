@@ -23,7 +23,10 @@ export type Submission = Schemas['ScoreSubmission']
  * How the keys `submit` draws begin: `s1.`, then when the key was drawn (this device's clock, ms
  * in base 36), so that a key handed back days later (an offline queue's) says how old it is.
  */
-const DRAWN_KEY = /^s1\.([0-9a-z]{1,11})\./
+const DRAWN_KEY =
+  /^s1\.([0-9a-z]{8,11})\.[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/
+/** Keys were first drawn so on this day (2026-12-07): an earlier time is not one of them. */
+const DRAWN_SINCE_MS = Date.UTC(2026, 11, 7)
 
 /**
  * The longest after its first sending that `submit` sends a key it drew again. The server keeps a
@@ -85,7 +88,8 @@ export class Leaderboards {
     const drawn = given === undefined ? null : DRAWN_KEY.exec(given)
     if (given !== undefined && drawn) {
       const drawnAt = parseInt(drawn[1]!, 36)
-      if (Date.now() - drawnAt > SUBMISSION_KEY_MAX_AGE_MS) {
+      // A key of the game's own that happens to look like one (`s1.season.…`) dates nothing.
+      if (drawnAt >= DRAWN_SINCE_MS && Date.now() - drawnAt > SUBMISSION_KEY_MAX_AGE_MS) {
         return Promise.reject(new SubmissionKeyTooOld(given, drawnAt))
       }
     }

@@ -5,6 +5,8 @@ import type { Leaderboard } from '../../durable-objects/leaderboard.ts'
 import { localFamilies } from '../../workers/lib/metrics.ts'
 import { FLUSH_INTERVAL_MS, sendMetrics } from '../../workers/lib/metrics-flush.ts'
 import { until } from './helpers/sockets.ts'
+import { getRedis } from '../../workers/lib/redis.ts'
+import { hitWindow, unhitWindow } from '../../workers/lib/rate-limit.ts'
 import { replaceMethod } from './helpers/replace-method.ts'
 import {
   ADMIN_KEY,
@@ -1043,6 +1045,21 @@ describe('edge rate limit through Redis', () => {
     // Two per minute across both boards (a minute boundary in the loop may allow one more).
     expect(statuses.filter((s) => s === 200).length).toBeLessThanOrEqual(3)
     expect(statuses).toContain(429)
+  })
+
+  it('a count given back that Redis never took (the hit went to the isolate while Redis failed) leaves Redis as it was: no key without an expiry, no count below zero', async () => {
+    const redis = getRedis(env)!
+    const key = `refund-${crypto.randomUUID()}`
+    const at = Date.now()
+    await unhitWindow(redis, key, 60_000, at)
+    const stored = `nexus:rl:${key}:${at - (at % 60_000)}`
+    expect(await redis.run('test.exists', (r) => r.exists(stored))).toBe(0)
+    // One Redis took is given back.
+    expect((await hitWindow(redis, key, 5, 60_000, at)).remaining).toBe(4)
+    await unhitWindow(redis, key, 60_000, at)
+    expect(await redis.run('test.get', (r) => r.get<number>(stored))).toBe(0)
+    await unhitWindow(redis, key, 60_000, at)
+    expect(await redis.run('test.get', (r) => r.get<number>(stored))).toBe(0)
   })
 
   it('counts well-formed submissions only, and answers a replay past the limit; what it refuses changes nothing', async () => {

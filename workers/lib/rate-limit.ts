@@ -137,6 +137,15 @@ export async function hitWindow(
 }
 
 /**
+ * DECR of a window's count that exists: one Redis never counted (the hit went to an isolate's
+ * own counter while Redis was failing) is not made, as a key without an expiry, below zero.
+ */
+const DECR_IF_COUNTED = `if redis.call('EXISTS', KEYS[1]) == 1 and tonumber(redis.call('GET', KEYS[1])) > 0 then
+  return redis.call('DECR', KEYS[1])
+end
+return 0`
+
+/**
  * Takes back a hit `hitWindow` counted at `at` (a request refused afterwards as malformed, by
  * someone who could only judge it later), while that window lasts; best effort, as the count is.
  */
@@ -150,7 +159,7 @@ export async function unhitWindow(
   if (redis) {
     const redisKey = `nexus:rl:${key}:${windowStart}`
     const done = await redis.write('ratelimit', async (r) => {
-      await r.decr(redisKey)
+      await r.eval(DECR_IF_COUNTED, [redisKey], [])
       return true
     })
     if (done) return

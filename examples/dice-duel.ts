@@ -13,7 +13,7 @@
  */
 import { fileURLToPath } from 'node:url'
 import { ActionRefused, type NexusClient } from '../client/src/index.ts'
-import { rankAfterGame, runTwoPlayers } from './two-players.ts'
+import { rankAfterGame, runTwoPlayers, winsBefore } from './two-players.ts'
 
 export interface DuelResult {
   playerId: string
@@ -36,6 +36,8 @@ export async function playDuel(
 ): Promise<DuelResult> {
   const log = opts.log ?? (() => {})
   const me = nexus.auth.playerId!
+  // What the board showed before, to tell when this game's win has come.
+  const before = await winsBefore(nexus, opts.board)
   const ticket = nexus.matchmaking.join(opts.queue)
   ticket.on('queued', ({ ticketId }) => log(`${me}: queued as ${ticketId}`))
   ticket.on('transport', (t) => log(`${me}: matchmaking now over ${t}`))
@@ -88,7 +90,7 @@ export async function playDuel(
 
   // The board counts wins (an `incr` board the queue names): the session puts a win there, not
   // the player, who could otherwise post wins without playing.
-  const rank = await rankAfterGame(nexus, opts.board, won)
+  const rank = await rankAfterGame(nexus, opts.board, won, before)
   log(`${me}: ${won ? 'won' : 'lost'} after ${rolls} rolls; rank ${rank ?? '-'}`)
   return { playerId: me, won, rolls, rank }
 }

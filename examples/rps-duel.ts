@@ -17,7 +17,7 @@
  */
 import { fileURLToPath } from 'node:url'
 import { ActionRefused, type NexusClient } from '../client/src/index.ts'
-import { rankAfterGame, runTwoPlayers } from './two-players.ts'
+import { rankAfterGame, runTwoPlayers, winsBefore } from './two-players.ts'
 
 export const MOVES = ['rock', 'paper', 'scissors'] as const
 export type Move = (typeof MOVES)[number]
@@ -81,6 +81,8 @@ export async function playRps(
   const log = opts.log ?? (() => {})
   const me = nexus.auth.playerId!
   const seed = opts.seed ?? seedOf(me)
+  // What the board showed before, to tell when this game's win has come.
+  const before = await winsBefore(nexus, opts.board)
   const ticket = nexus.matchmaking.join(opts.queue)
   ticket.on('queued', ({ ticketId }) => log(`${me}: queued as ${ticketId}`))
   ticket.on('transport', (t) => log(`${me}: matchmaking now over ${t}`))
@@ -168,7 +170,7 @@ export async function playRps(
 
   // The board counts wins (an `incr` board the queue names): the session puts a win there, not
   // the player, who could otherwise post wins without playing.
-  const rank = await rankAfterGame(nexus, opts.board, won)
+  const rank = await rankAfterGame(nexus, opts.board, won, before)
   log(`${me}: ${won ? 'won' : 'lost'} after ${rounds.length} rounds; rank ${rank ?? '-'}`)
   return {
     playerId: me,

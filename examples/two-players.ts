@@ -67,20 +67,28 @@ export async function runTwoPlayers<R>(game: TwoPlayerGame<R>): Promise<void> {
   console.log(JSON.stringify(results))
 }
 
+/** The player's wins on `board` (an `incr` board of wins) before a game: 0 without an entry. */
+export async function winsBefore(nexus: NexusClient, board: string): Promise<number> {
+  const standing = await nexus.leaderboards.rank(board, 'me', { fresh: true })
+  return standing.entry?.score ?? 0
+}
+
 /**
  * The player's rank on `board` once their game has ended: the game's session puts a winner's
  * win there itself (the queue's `leaderboardId`), a moment after the end, so a winner reads
- * until it shows (for up to 30 s); a loser has no entry to wait for.
+ * until it shows, their wins past `before` (for up to 30 s); a loser has nothing to wait for.
  */
 export async function rankAfterGame(
   nexus: NexusClient,
   board: string,
   won: boolean,
+  before: number,
 ): Promise<number | null> {
   const giveUpAt = Date.now() + 30_000
   for (;;) {
     const standing = await nexus.leaderboards.rank(board, 'me', { fresh: true })
-    if (standing.entry || !won || Date.now() >= giveUpAt) return standing.entry?.rank ?? null
+    const counted = (standing.entry?.score ?? 0) > before
+    if (counted || !won || Date.now() >= giveUpAt) return standing.entry?.rank ?? null
     await new Promise((resolve) => setTimeout(resolve, 250))
   }
 }

@@ -1036,6 +1036,14 @@ describe('examples/dice-duel.ts', () => {
     expect(winners[0]!.rank).toBe(1)
     expect(results.find((r) => !r.won)!.rank).toBeNull()
     expect(results.reduce((n, r) => n + r.rolls, 0)).toBeGreaterThanOrEqual(20 / 6)
+    // Again, the same two: each game's winner is answered once that game's win is on the board,
+    // not on seeing the entry an earlier win left.
+    const again = await Promise.all([a, b].map((n) => playDuel(n, { queue, board })))
+    for (const [i, n] of [a, b].entries()) {
+      const wins = [results[i]!, again[i]!].filter((r) => r.won).length
+      const standing = await n.leaderboards.rank(board, 'me', { fresh: true })
+      expect(standing.entry?.score ?? 0).toBe(wins)
+    }
   })
 
   it('a roll sent into a dropping socket goes again after the reconnect, and the game plays to its end', async () => {

@@ -2106,11 +2106,13 @@ export class MatchPool extends DurableObject<Env> {
     // Tokens first (signing awaits), then every send in one synchronous pass. A socket whose
     // token has expired is told nothing (closed, 4001): its player hears the match when a socket
     // with a live token connects, as one with no socket open at the match does.
+    const expired: [string, string][] = []
     const deliveries = tickets.flatMap((t) =>
       this.socketsOf(t).flatMap((ws) => {
         const att = ws.deserializeAttachment() as Attachment
         if (this.tokenExpired(att)) {
           this.closeExpired(ws)
+          expired.push([att.playerId, t.id])
           return []
         }
         return [{ t, ws, playerId: att.playerId }]
@@ -2126,6 +2128,12 @@ export class MatchPool extends DurableObject<Env> {
             .filter((p) => !told.has(p.playerId))
             .map((p) => [p.playerId, t.id, now + this.ticketGraceMs()]),
     )
+    // And those whose socket was closed for its expired token, on any ticket (a party member's
+    // socket on an HTTP ticket too): their socket with a live token is told.
+    for (const [playerId, ticketId] of expired) {
+      if (told.has(playerId) || unheard.some((u) => u[0] === playerId)) continue
+      unheard.push([playerId, ticketId, now + this.ticketGraceMs()])
+    }
     if (unheard.length > 0) {
       insertRows(this.sql, `INSERT OR REPLACE INTO unheard (player_id, ticket_id, until)`, unheard)
     }
@@ -3172,8 +3180,21 @@ export class MatchPool extends DurableObject<Env> {
    */
   private async dropSilentSockets(now: number, some?: WebSocket[]): Promise<void> {
     for (const ws of some ?? this.ctx.getWebSockets()) {
-      if (ws.readyState !== WebSocket.OPEN || !fellSilent(this.ctx, ws, now)) continue
-      const att = ws.deserializeAttachment() as Attachment | null
+      if (ws.readyState !== WebSocket.OPEN) continue
+      // Its rights ended with its token: a socket kept up with pings would otherwise hold its
+      // ticket matchable, with no grace, for the ticket's whole life.
+      const held = ws.deserializeAttachment() as Attachment | null
+      if (held && this.tokenExpired(held)) {
+        log('info', 'socket closed at its token’s expiry', {
+          actor: this.actor,
+          ticketId: held.ticketId,
+        })
+        this.closeExpired(ws)
+        await this.onSocketGone(ws)
+        continue
+      }
+      if (!fellSilent(this.ctx, ws, now)) continue
+      const att = held
       log('info', 'silent socket closed', { actor: this.actor, ticketId: att?.ticketId ?? null })
       closeSilent(ws)
       await this.onSocketGone(ws)
@@ -3232,10 +3253,16 @@ export class MatchPool extends DurableObject<Env> {
    */
   private nextSilence(now: number): number | null {
     let next = Infinity
+    const realNow = this.tokenClock()
     for (const ws of this.ctx.getWebSockets()) {
       if (ws.readyState !== WebSocket.OPEN) continue
       const pinged = this.ctx.getWebSocketAutoResponseTimestamp(ws)?.getTime() ?? now
       next = Math.min(next, pinged + SILENT_SOCKET_MS + 1)
+      // Its token's expiry (real time), as a time of the pool's clock.
+      const expires = (ws.deserializeAttachment() as Attachment | null)?.tokenExpiresAt
+      if (expires !== undefined) {
+        next = Math.min(next, now + Math.max(0, expires + CLOCK_SKEW_SECONDS * 1000 - realNow) + 1)
+      }
     }
     return next === Infinity ? null : next
   }

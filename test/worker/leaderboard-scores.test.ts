@@ -12,6 +12,7 @@ import {
   ADMIN_KEY,
   bearer,
   call,
+  callWithEnv,
   clearOfMinuteTurn,
   json,
   newGuest,
@@ -1045,6 +1046,24 @@ describe('edge rate limit through Redis', () => {
     // Two per minute across both boards (a minute boundary in the loop may allow one more).
     expect(statuses.filter((s) => s === 200).length).toBeLessThanOrEqual(3)
     expect(statuses).toContain(429)
+  })
+
+  it('gives back the counts of as many submissions the board refuses as malformed as EDGE_SUBMITS_PER_MINUTE a minute, and no more: a loop of them is refused (429)', async () => {
+    const { token } = await newGuest()
+    const b = await createBoard({ submitsPerMinute: 600, scoreMax: 1_000 })
+    await clearOfMinuteTurn(5_000)
+    const statuses: number[] = []
+    for (let i = 0; i < 5; i++) {
+      const res = await callWithEnv(
+        { EDGE_SUBMITS_PER_MINUTE: '2' },
+        `/v1/leaderboards/${b}/scores`,
+        json('POST', { score: 1e9 }, token, { 'idempotency-key': `oob-${i}` }),
+      )
+      statuses.push(res.status)
+      await res.body?.cancel()
+    }
+    // Two given back, two counted, then the limit.
+    expect(statuses).toEqual([422, 422, 422, 422, 429])
   })
 
   it('a count given back that Redis never took (the hit went to the isolate while Redis failed) leaves Redis as it was: no key without an expiry, no count below zero', async () => {

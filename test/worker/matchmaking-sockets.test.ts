@@ -789,6 +789,27 @@ describe('sockets: disconnect, reconnect, expiry', () => {
     expect(t.reason).toBe('disconnected')
   })
 
+  it("a socket kept up past its token's expiry is closed (4001) by the pool's next look at its sockets, and its ticket's grace runs: the ticket is not matched for a player who is not there", async () => {
+    const q = await createQueue()
+    const clock = newClock()
+    await rig(q, clock, { graceMs: 10_000 })
+    const g = await newGuest()
+    const ws = await connect(`/v1/matchmaking/${q}`, g.token)
+    ws.send(JSON.stringify({ type: 'join' }))
+    const { ticketId } = await nextOfType<Queued>(ws, 'queued')
+    await runInDurableObject(poolOf(q), (inst: MatchPool) => {
+      inst.tokenClock = () => Date.now() + 31 * 86_400_000
+    })
+    // The pool's look at its sockets for silence comes (SILENT_SOCKET_MS after the connect).
+    clock.t += SILENT_SOCKET_MS + 1
+    await fireAlarm(q)
+    expect(await closed(ws)).toMatchObject({ code: TOKEN_EXPIRED_CLOSE.code })
+    expect(await until(() => graceOf(q, ticketId), 5000, 'grace start')).toBe(clock.t + 10_000)
+    clock.t += 10_000
+    await fireAlarm(q)
+    expect(await ticketOf(ticketId)).toMatchObject({ status: 'cancelled', reason: 'disconnected' })
+  })
+
   it('a match is not told on a socket whose token has expired (closed, 4001): its player hears it on the socket they connect with a live token', async () => {
     const q = await createQueue()
     const clock = newClock()

@@ -1745,6 +1745,33 @@ describe('queueing as a party over sockets', () => {
     back.close(1000)
   })
 
+  it("a member whose socket's token expired while the leader's HTTP ticket waited is told the match on the socket they connect with a live token", async () => {
+    const q = await createQueue({ teamSize: 2, maxPartySize: 2 })
+    await rig(q, newClock(), { graceMs: 60_000 })
+    const [a, b, c, d] = await players(4)
+    await formParty([a!, b!])
+    const early = await issuePlayerToken(env, b!.playerId, Date.now() - 2 * 3_600_000)
+    const wb = await connect(`/v1/matchmaking/${q}`, early.token)
+    // The leader queues the party over HTTP; the member's socket is put on the ticket.
+    const joined = await send('POST', `/v1/matchmaking/${q}/tickets`, a!, {
+      party: [a!.playerId, b!.playerId],
+    })
+    expect(joined.status).toBe(201)
+    const { ticketId } = (await joined.json()) as { ticketId: string }
+    expect(await nextOfType<Queued>(wb, 'queued')).toMatchObject({ ticketId })
+    await runInDurableObject(poolOf(q), (inst: MatchPool) => {
+      inst.tokenClock = () => early.expiresAt + 60_000
+    })
+    await joinFor(q, c!.playerId)
+    await joinFor(q, d!.playerId)
+    expect((await closed(wb)).code).toBe(4001)
+    expect(collect(wb).map((m) => (m as { type: string }).type)).not.toContain('match_found')
+    const back = await connect(`/v1/matchmaking/${q}`, b!.token)
+    const found = await nextOfType<Found>(back, 'match_found')
+    expect(found.ticketId).toBe(ticketId)
+    expect(await verifySessionToken(env, found.token, found.sessionId)).toBe(b!.playerId)
+  })
+
   it("a party ticket's grace is each player's: a leader who left is gone though a member's socket stays, and the ticket waits for everyone who had a socket on it to be back", async () => {
     const { q, clock, a, b, url, wa, wb, ticketId } = await partyQueuedOnSockets()
     // The leader leaves; the member's socket stays open: the leader's grace runs all the same.

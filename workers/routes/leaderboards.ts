@@ -208,6 +208,12 @@ const SUBMIT_EDGE_LIMIT: EdgeRateLimitOptions = {
   },
 }
 
+/** Submissions the board refused as malformed whose edge count was given back, a minute. */
+const SUBMIT_REFUSED_LIMIT: EdgeRateLimitOptions = {
+  ...SUBMIT_EDGE_LIMIT,
+  name: 'score-submit-refused',
+}
+
 const submitRoute = createRoute({
   method: 'post',
   path: '/{id}/scores',
@@ -300,8 +306,14 @@ leaderboardRoutes.openapi(submitRoute, async (c) => {
       throw overLimit
     }
     // Malformed for this board (a score outside its bounds, metadata past its limit), which
-    // only the board could tell: as a request the schema refuses, it costs none of the budget.
-    if (!overLimit && reply.problem === 'validation') {
+    // only the board could tell: as a request the schema refuses, it costs none of the budget;
+    // up to as many such refusals again a minute, so that a loop of them is not free (each is a
+    // call on the board, and Redis commands).
+    if (
+      !overLimit &&
+      reply.problem === 'validation' &&
+      !(await overEdgeLimit(c, SUBMIT_REFUSED_LIMIT, countedAt))
+    ) {
       await refundEdgeHit(c, SUBMIT_EDGE_LIMIT, countedAt)
     }
     fail(c, reply)

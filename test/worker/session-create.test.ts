@@ -150,12 +150,21 @@ describe('creating sessions', () => {
     // Each case its own players, so that a session created despite the refusal would be found.
     const one = () => playerIds(1, 'refused')[0]!
     const dup = one()
-    const bad: [{ roster: { playerId: string }[] } & Record<string, unknown>, string][] = [
+    const bad: [
+      { roster: { playerId: string; team?: number }[] } & Record<string, unknown>,
+      string,
+    ][] = [
       [{ rules: 'chess', roster: [{ playerId: one() }] }, 'rules'],
       [{ rules: 'relay', roster: [] }, 'roster'],
       [{ rules: 'relay', roster: [{ playerId: dup }, { playerId: dup }] }, 'roster'],
       [{ rules: 'relay', roster: [{ playerId: `${one()} y` }] }, 'roster.0.playerId'],
       [{ rules: 'relay', roster: [{ playerId: one() }], seed: 'mine' }, ''],
+      // Some players given teams and some not: the others' positions would name teams too
+      // (a and b below on one team, a 1v1 rated as nothing).
+      [
+        { rules: 'dice-race', roster: [{ playerId: one() }, { playerId: one(), team: 0 }] },
+        'roster.0.team',
+      ],
       // A mistyped board would silently drop every result of the game.
       [
         { rules: 'relay', roster: [{ playerId: one() }], leaderboardId: 'no-such-board-anywhere' },

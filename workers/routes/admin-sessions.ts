@@ -36,9 +36,17 @@ const CreateSession = z
         z
           .object({
             playerId: NewPlayerId,
-            team: z.number().int().min(0).max(MAX_ROSTER).optional().openapi({
-              description: 'Team index; default: the player’s position (everyone for themselves)',
-            }),
+            team: z
+              .number()
+              .int()
+              .min(0)
+              .max(MAX_ROSTER)
+              .optional()
+              .openapi({
+                description:
+                  'Team index; default: the player’s position (everyone for themselves). Every ' +
+                  'player has one, or none does (422)',
+              }),
           })
           .strict(),
       )
@@ -63,6 +71,18 @@ const CreateSession = z
   })
   .strict()
   .superRefine((s, ctx) => {
+    // A player without a team plays on the team of their position: beside players given teams,
+    // that would be someone's team (a 1v1 meant as ranked made one team, rated nothing).
+    const given = s.roster.filter((p) => p.team !== undefined).length
+    if (given > 0 && given < s.roster.length) {
+      const missing = s.roster.findIndex((p) => p.team === undefined)
+      ctx.addIssue({
+        code: 'custom',
+        path: ['roster', missing, 'team'],
+        message: 'give every player a team, or none (then everyone plays for themselves)',
+      })
+      return
+    }
     const rules = getRules(s.rules)
     if (!rules) return
     const { min, max } = rules.players

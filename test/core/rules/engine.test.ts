@@ -357,6 +357,8 @@ describe('resultRefusal', () => {
       /finite/,
     ],
     ['a winner not in first place', { winner: 'b' }, /'b' is not in first place/],
+    ['a winner of an abandoned game', { reason: 'abandoned' }, /abandoned game has no winner/],
+    ['a winner of a cancelled game', { reason: 'cancelled' }, /cancelled game has no winner/],
     ['an unknown reason', { reason: 'timeout' }, /reason 'timeout'/],
   ])('refuses %s', (_what, change, why) => {
     const refusal = resultRefusal({ ...good, ...change } as GameResult, roster)

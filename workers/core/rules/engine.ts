@@ -99,7 +99,8 @@ export function resultOf<S, A, E>(rules: Rules<S, A, E>, match: MatchState<S>): 
 
 /**
  * Why a result the rules gave cannot be recorded, or null: every roster player once, on their
- * roster team, at an integer place from 1; the winner, if any, in first place. A result is
+ * roster team, at an integer place from 1; the winner, if any, in first place; none for a game
+ * abandoned or cancelled (unrated, it must send no win either). A result is
  * written to Neon, rates its players and may send a win to a leaderboard, all from this: a
  * zero-based place would give the win to the second, an id off the roster would be rated.
  * @example resultRefusal({ placements: [], reason: 'finished', winner: null }, roster) // 'placements name 0 of 2 roster players'
@@ -135,6 +136,10 @@ export function resultRefusal(
   }
   if (result.winner !== null && !first.has(result.winner)) {
     return `winner '${String(result.winner).slice(0, 64)}' is not in first place`
+  }
+  // Nobody is rated for such a game; a winner would still be sent a win for the leaderboard.
+  if (result.winner !== null && (result.reason === 'abandoned' || result.reason === 'cancelled')) {
+    return `an ${result.reason === 'abandoned' ? 'abandoned' : 'cancelled'} game has no winner`
   }
   return null
 }

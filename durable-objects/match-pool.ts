@@ -3253,17 +3253,14 @@ export class MatchPool extends DurableObject<Env> {
    */
   private nextSilence(now: number): number | null {
     let next = Infinity
-    const realNow = this.tokenClock()
     for (const ws of this.ctx.getWebSockets()) {
       if (ws.readyState !== WebSocket.OPEN) continue
       const pinged = this.ctx.getWebSocketAutoResponseTimestamp(ws)?.getTime() ?? now
       next = Math.min(next, pinged + SILENT_SOCKET_MS + 1)
-      // Its token's expiry (real time), as a time of the pool's clock.
-      const expires = (ws.deserializeAttachment() as Attachment | null)?.tokenExpiresAt
-      if (expires !== undefined) {
-        next = Math.min(next, now + Math.max(0, expires + CLOCK_SKEW_SECONDS * 1000 - realNow) + 1)
-      }
     }
+    // Sockets whose tokens have expired are closed at these looks too (dropSilentSockets), within
+    // SILENT_SOCKET_MS: each expiry is not a look of its own, which would walk every socket about
+    // as often as one of them expires (every few seconds in a full pool).
     return next === Infinity ? null : next
   }
 

@@ -465,7 +465,7 @@ export interface Schemas {
     /** In turn order */
     roster: Array<{
       playerId: string
-      /** Team index; default: the player’s position (everyone for themselves) */
+      /** Team index; default: the player’s position (everyone for themselves). Every player has one, or none does (422) */
       team?: number
     }>
     /** Rules options, e.g. dice-race `{"target": 10}`; at most 4096 bytes of JSON, 8 levels deep */

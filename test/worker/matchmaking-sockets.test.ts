@@ -83,6 +83,18 @@ async function waitingOnSocket() {
   return { q, clock, g, ws, ticketId }
 }
 
+/** A guest waiting on a socket ticket in a new queue whose pool has a test clock and a 10 s grace. */
+async function queuedOnSocket() {
+  const q = await createQueue()
+  const clock = newClock()
+  await rig(q, clock, { graceMs: 10_000 })
+  const g = await newGuest()
+  const ws = await connect(`/v1/matchmaking/${q}`, g.token)
+  ws.send(JSON.stringify({ type: 'join' }))
+  const { ticketId } = await nextOfType<Queued>(ws, 'queued')
+  return { q, clock, g, ws, ticketId }
+}
+
 describe('sockets: join to match_found', () => {
   it('two players (header and ?token=) are queued, then each gets match_found with its own session token', async () => {
     const q = await createQueue()
@@ -687,13 +699,7 @@ describe('sockets: cancel, malformed frames', () => {
   })
 
   it('a socket the pool closed is heard no more: a cancel its client sends after the close (a flooding client never answers it) leaves the ticket to its grace', async () => {
-    const q = await createQueue()
-    const clock = newClock()
-    await rig(q, clock, { graceMs: 10_000 })
-    const g = await newGuest()
-    const ws = await connect(`/v1/matchmaking/${q}`, g.token)
-    ws.send(JSON.stringify({ type: 'join' }))
-    const { ticketId } = await nextOfType<Queued>(ws, 'queued')
+    const { q, g, ticketId } = await queuedOnSocket()
     await runInDurableObject(poolOf(q), async (inst: MatchPool, state) => {
       const [server] = state.getWebSockets()
       server!.close(1008, 'closed by the test')
@@ -736,13 +742,7 @@ describe('sockets: cancel, malformed frames', () => {
 
 describe('sockets: disconnect, reconnect, expiry', () => {
   it("a socket whose token has expired is closed at its next join or attach (4001), its ticket's grace running; a reconnect with a live token takes the ticket back", async () => {
-    const q = await createQueue()
-    const clock = newClock()
-    await rig(q, clock, { graceMs: 10_000 })
-    const g = await newGuest()
-    const ws = await connect(`/v1/matchmaking/${q}`, g.token)
-    ws.send(JSON.stringify({ type: 'join' }))
-    const { ticketId } = await nextOfType<Queued>(ws, 'queued')
+    const { q, clock, g, ws, ticketId } = await queuedOnSocket()
     // Past the longest any token lives: this socket's has expired.
     const setTokenClock = (ahead: number) =>
       runInDurableObject(poolOf(q), (inst: MatchPool) => {
@@ -767,13 +767,7 @@ describe('sockets: disconnect, reconnect, expiry', () => {
   })
 
   it('a disconnect cancels the ticket once the grace has passed, not before', async () => {
-    const q = await createQueue()
-    const clock = newClock()
-    await rig(q, clock, { graceMs: 10_000 })
-    const g = await newGuest()
-    const ws = await connect(`/v1/matchmaking/${q}`, g.token)
-    ws.send(JSON.stringify({ type: 'join' }))
-    const { ticketId } = await nextOfType<Queued>(ws, 'queued')
+    const { q, clock, g, ws, ticketId } = await queuedOnSocket()
     const closedAt = clock.t
     ws.close(1000, 'bye')
     const grace = await until(() => graceOf(q, ticketId), 5000, 'grace start')
@@ -790,13 +784,7 @@ describe('sockets: disconnect, reconnect, expiry', () => {
   })
 
   it("a socket kept up past its token's expiry is closed (4001) by the pool's next look at its sockets, and its ticket's grace runs: the ticket is not matched for a player who is not there", async () => {
-    const q = await createQueue()
-    const clock = newClock()
-    await rig(q, clock, { graceMs: 10_000 })
-    const g = await newGuest()
-    const ws = await connect(`/v1/matchmaking/${q}`, g.token)
-    ws.send(JSON.stringify({ type: 'join' }))
-    const { ticketId } = await nextOfType<Queued>(ws, 'queued')
+    const { q, clock, ws, ticketId } = await queuedOnSocket()
     await runInDurableObject(poolOf(q), (inst: MatchPool) => {
       inst.tokenClock = () => Date.now() + 31 * 86_400_000
     })

@@ -28,12 +28,12 @@ import { all, one, schemaVersion, setSchemaVersion } from '../workers/lib/sql.ts
  *   however many isolates changed it, and each batch's source number beside them, in one
  *   transaction. A batch is acknowledged only once that write has committed; one that fails
  *   fails every batch it carried, and the totals in memory go back to what is stored. Written
- *   batch by batch, the rows written (each billed) grew with isolates × series every 10 s. Storage is bounded by the series limits of the families, and a series
- *   no batch has changed for SERIES_RETENTION_MS is forgotten: a board or queue region that went
- *   quiet, or a board deleted, would otherwise hold its place under the limit for good, and new
- *   ones would find no room. A counter that comes back starts again from what
- *   the isolates send: a new series to a scraper, whose first sample `increase()` does not
- *   count. Rare events' unlabelled counters are sent at 0 by each isolate as it starts
+ *   batch by batch, the rows written (each billed) grew with isolates × series every 10 s.
+ * - Storage is bounded by the series limits of the families, and a series no batch has changed
+ *   for SERIES_RETENTION_MS is forgotten: a board or queue region that went quiet, or a board
+ *   deleted, would otherwise hold its place under the limit for good, and new ones would find no
+ *   room. A counter that comes back starts again from what the isolates send: a new series to a
+ *   scraper, whose first sample `increase()` does not count. Rare events' unlabelled counters are sent at 0 by each isolate as it starts
  *   (`counter(…, { unlabelled: true })`), which keeps them here while the deployment runs; a
  *   metric a deploy removed ages out.
  * - Sources silent for SOURCE_RETENTION_MS are forgotten: isolates come and go, and an isolate

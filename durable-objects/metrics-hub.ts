@@ -50,10 +50,11 @@ export const SERIES_RETENTION_MS = 35 * 24 * 3600_000
 /** Forgotten sources are swept at most this often. */
 const SWEEP_EVERY_MS = 3600_000
 /**
- * How long a batch waits for others to be written with it: well within the isolates' 5 s wait
- * for an answer (metrics-flush), and short beside their 10 s between sends.
+ * How long a batch waits for others to be written with it: a quarter of a second, which a send
+ * and a scrape wait at most (the isolates wait 5 s for an answer). The more isolates, the more
+ * batches share a write: at 100 sending every 10 s, 2.5 a write (60% fewer rows); at 1,000, 25.
  */
-export const WRITE_WINDOW_MS = 1_000
+export const WRITE_WINDOW_MS = 250
 
 /** Batches applied in memory and not yet written, and the callers waiting on that write. */
 interface PendingWrite {

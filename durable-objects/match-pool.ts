@@ -217,17 +217,18 @@ export const IDLE_SOCKET_MS = 120_000
 /** A full pool looks for such sockets at most this often. */
 const IDLE_SWEEP_EVERY_MS = 10_000
 /** The close of such a socket (IDLE_SOCKET_MS). */
-/**
- * A socket whose token has expired is closed at its next `join` or `attach`: its rights end with
- * the token (a leaked one must not queue for as long as a socket stays up). The SDK reconnects
- * with a fresh token, as after any drop, and its ticket waits through the grace meanwhile.
- */
-export const TOKEN_EXPIRED_CLOSE = { code: 4001, reason: 'token expired' } as const
-
 export const IDLE_CLOSE = {
   code: 4008,
   reason: 'the pool is full and this socket held no ticket and sent nothing',
 } as const
+
+/**
+ * The close of a socket whose token has expired (at its next `join` or `attach`, the pool's next
+ * look at its sockets, or a match it would be told of): its rights end with the token, so that a
+ * leaked one cannot queue for as long as a socket stays up. The SDK reconnects with a fresh
+ * token, as after any drop, and its ticket waits through the grace meanwhile.
+ */
+export const TOKEN_EXPIRED_CLOSE = { code: 4001, reason: 'token expired' } as const
 /**
  * Long-polls one reader (a player, or the admin key) holds at once on a ticket (their devices
  * and tabs); a further one answers that reader's oldest at once, which its client polls again,
@@ -3183,18 +3184,17 @@ export class MatchPool extends DurableObject<Env> {
       if (ws.readyState !== WebSocket.OPEN) continue
       // Its rights ended with its token: a socket kept up with pings would otherwise hold its
       // ticket matchable, with no grace, for the ticket's whole life.
-      const held = ws.deserializeAttachment() as Attachment | null
-      if (held && this.tokenExpired(held)) {
+      const att = ws.deserializeAttachment() as Attachment | null
+      if (att && this.tokenExpired(att)) {
         log('info', 'socket closed at its token’s expiry', {
           actor: this.actor,
-          ticketId: held.ticketId,
+          ticketId: att.ticketId,
         })
         this.closeExpired(ws)
         await this.onSocketGone(ws)
         continue
       }
       if (!fellSilent(this.ctx, ws, now)) continue
-      const att = held
       log('info', 'silent socket closed', { actor: this.actor, ticketId: att?.ticketId ?? null })
       closeSilent(ws)
       await this.onSocketGone(ws)

@@ -33,9 +33,9 @@ import { all, one, schemaVersion, setSchemaVersion } from '../workers/lib/sql.ts
  *   for SERIES_RETENTION_MS is forgotten: a board or queue region that went quiet, or a board
  *   deleted, would otherwise hold its place under the limit for good, and new ones would find no
  *   room. A counter that comes back starts again from what the isolates send: a new series to a
- *   scraper, whose first sample `increase()` does not count. Rare events' unlabelled counters are sent at 0 by each isolate as it starts
- *   (`counter(…, { unlabelled: true })`), which keeps them here while the deployment runs; a
- *   metric a deploy removed ages out.
+ *   scraper, whose first sample `increase()` does not count. Rare events' unlabelled counters
+ *   are sent at 0 by each isolate as it starts (`counter(…, { unlabelled: true })`), which keeps
+ *   them here while the deployment runs; a metric a deploy removed ages out.
  * - Sources silent for SOURCE_RETENTION_MS are forgotten: isolates come and go, and an isolate
  *   retries an unacknowledged batch within seconds, never a week later.
  */

@@ -316,9 +316,9 @@ export async function pushOwed(
  * and not finished (a close long past its boundary, or of a board without a schedule, whose alarm
  * was lost would otherwise wait for the next boundary, if any); returns how many answered, and
  * how many of those had something to do that their own alarm had not done. The boards due take
- * at most the run's calls less `reservedTicks` (a twentieth: 200), so that a run with thousands due (daily boards
- * at midnight) still looks after the others: the runs a changed board is asked about in are
- * those very runs.
+ * at most the run's calls less `reservedTicks` (a twentieth: 200), so that a run with thousands
+ * due (daily boards at midnight) still looks after the others: the runs a changed board is
+ * asked about in are those very runs.
  */
 export async function pokeBoards(
   env: Env,

@@ -16,6 +16,25 @@ const testEnv = env as unknown as Record<string, string>
 
 const PROBLEM = 'application/problem+json'
 
+/** Makes a dice-race queue of two teams of two in region `eu`, as an admin. */
+function putDuoQueue(queue: string): Promise<Response> {
+  return call(
+    `/v1/admin/queues/${queue}`,
+    json(
+      'PUT',
+      {
+        teams: 2,
+        teamSize: 2,
+        rules: 'dice-race',
+        maxRatingGap: 100,
+        widenPerSecond: 10,
+        regions: ['eu'],
+      },
+      ADMIN_KEY,
+    ),
+  )
+}
+
 describe('the error funnel renders RFC 9457 problems', () => {
   it('404 for an unknown route', async () => {
     const p = await problem(await call('/v1/nope'))
@@ -332,22 +351,7 @@ describe('the error funnel renders RFC 9457 problems', () => {
     expect(submit.body.errors).toEqual([expect.objectContaining({ path: 'playerId' })])
     // Nor may a game server queue a party with a member `me`.
     const queue = `me-q-${crypto.randomUUID().slice(0, 8)}`
-    const made = await call(
-      `/v1/admin/queues/${queue}`,
-      json(
-        'PUT',
-        {
-          teams: 2,
-          teamSize: 2,
-          rules: 'dice-race',
-          maxRatingGap: 100,
-          widenPerSecond: 10,
-          regions: ['eu'],
-        },
-        ADMIN_KEY,
-      ),
-    )
-    expect(made.status).toBe(201)
+    expect((await putDuoQueue(queue)).status).toBe(201)
     const join = await problem(
       await call(
         `/v1/matchmaking/${queue}/tickets`,
@@ -368,22 +372,7 @@ describe('the error funnel renders RFC 9457 problems', () => {
 
   it("a join naming a region PostgreSQL cannot store (a NUL, a lone surrogate) is 422 at region, not 500, and spends none of the player's joins; a game server's party member '.' or '..' is 422 and claims nothing", async () => {
     const queue = `nul-q-${crypto.randomUUID().slice(0, 8)}`
-    const made = await call(
-      `/v1/admin/queues/${queue}`,
-      json(
-        'PUT',
-        {
-          teams: 2,
-          teamSize: 2,
-          rules: 'dice-race',
-          maxRatingGap: 100,
-          widenPerSecond: 10,
-          regions: ['eu'],
-        },
-        ADMIN_KEY,
-      ),
-    )
-    expect(made.status).toBe(201)
+    expect((await putDuoQueue(queue)).status).toBe(201)
     const g = await newGuest()
     const once = { JOINS_PER_MINUTE: '1' }
     for (const region of ['e\u0000u', '\ud800']) {

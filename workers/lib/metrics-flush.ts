@@ -36,10 +36,11 @@ export const FLUSH_INTERVAL_MS = 10_000
  * Series spread over this many hub objects, so one object never holds every series; `/metrics`
  * reads them all. (Each isolate's batch reaches every shard: what bounds a shard's writes is
  * that it writes the batches of a quarter second together, WRITE_WINDOW_MS.) A series always
- * goes to the same one, whichever isolate counted it: a hub forgets a series gone quiet (SERIES_RETENTION_MS), and spread by isolate, one shard would
- * drop its share of a series the others still counted, a counter going backwards. Changing the
- * number moves series to other shards: the merge adds up both while the old shard keeps its
- * share, which it forgets once the retention has passed, a counter reset to scrapers.
+ * goes to the same one, whichever isolate counted it: a hub forgets a series gone quiet
+ * (SERIES_RETENTION_MS), and spread by isolate, one shard would drop its share of a series the
+ * others still counted, a counter going backwards. Changing the number moves series to other
+ * shards: the merge adds up both while the old shard keeps its share, which it forgets once the
+ * retention has passed, a counter reset to scrapers.
  */
 export const METRICS_HUB_SHARDS = 4
 /** How long `/metrics` waits for the hub before answering with this isolate's numbers. */

@@ -1,4 +1,4 @@
-import type { Context, MiddlewareHandler } from 'hono'
+import type { Context } from 'hono'
 import type { AppEnv } from '../app-env.ts'
 import { counter } from '../lib/metrics.ts'
 import { ApiError } from '../lib/problem.ts'
@@ -22,21 +22,14 @@ export interface EdgeRateLimitOptions {
 }
 
 /**
- * An edge rate limit: a fixed window per key, shared through Redis when configured, per
- * isolate otherwise. Refusals are 429 problems with Retry-After.
+ * Counts this request against an edge limit (a fixed window per key, shared through Redis when
+ * configured, per isolate otherwise) and throws the 429 with Retry-After past it (counted in
+ * `nexus_rate_limited_total`). Called by a route's handler once its input is validated, not as
+ * route middleware, which `@hono/zod-openapi` runs before the validators: a malformed request
+ * (422) must cost none of the allowance.
  *
  * @example
- * auth.post('/guest', edgeRateLimit({ name: 'guest', limit: 30, key: clientIp }), handler)
- */
-export const edgeRateLimit = (opts: EdgeRateLimitOptions): MiddlewareHandler<AppEnv> =>
-  async function edgeRateLimit(c, next) {
-    await enforceEdgeLimit(c, opts)
-    await next()
-  }
-
-/**
- * Counts this request against an edge limit and throws the 429 past it (counted in
- * `nexus_rate_limited_total`): for a handler that counts once its input is known.
+ * await enforceEdgeLimit(c, { name: 'guest-auth', limit: 30, key: countedClientIp })
  */
 export async function enforceEdgeLimit(
   c: Context<AppEnv>,

@@ -362,9 +362,10 @@ async function noteForOlderPool(
 // ---------------------------------------------------------------------------------------------
 
 /**
- * A region a join names: bounded only, so that one the queue does not have, whatever its shape
- * (`EU`, `us_east`), is answered with the queue's regions (`regionOf`), which is what the player
- * or studio needs. Nothing addresses a pool by it before `regionOf` has found it in the queue.
+ * A region a join names: bounded and storable only, so that one the queue does not have,
+ * whatever its shape (`EU`, `us_east`), is answered with the queue's regions (`regionOf`), which
+ * is what the player or studio needs. Nothing addresses a pool by it before `regionOf` has found
+ * it in the queue.
  */
 const RegionName = z
   .string()

@@ -209,6 +209,7 @@ export class Auth {
     const signedIn = this.signedInAs()
     this.current = null
     this.source = null
+    this.pending = null
     this.renewing = null
     this.retryRenewalAt = 0
     const generation = ++this.generation
@@ -236,6 +237,17 @@ export class Auth {
   /** Sign-ins that turned out to be the player before again: generation → the one it continued. */
   private readonly continues = new Map<number, number>()
 
+  /**
+   * The sign-in on its way, if any: who was signed in before it, and the generations it would
+   * continue if it turns out to be that player again. A sign-in that overtakes it takes both
+   * over, so that `guest()` called twice at once (a resume handler run twice) is still the same
+   * player again, and a different player signs out the one before with their own token.
+   */
+  private pending: {
+    before: { token: string | null; playerId: string | null } | null
+    continued: Array<[generation: number, before: number]>
+  } | null = null
+
   /** Who is signed in now (their token, if one is held), or null. */
   private signedInAs(): { token: string | null; playerId: string | null } | null {
     if (this.source === null) return null
@@ -260,9 +272,13 @@ export class Auth {
    * token cannot be had, or when another sign-in or a sign-out came first.
    */
   private async signIn(fetchToken: (generation: number) => Promise<void>): Promise<void> {
-    const before = this.signedInAs()
+    const overtaken = this.pending
+    const before = overtaken ? overtaken.before : this.signedInAs()
+    const continued: Array<[number, number]> = [...(overtaken?.continued ?? []), [0, 0]]
     const beforeGeneration = this.generation
     const generation = this.forget(true)
+    continued[continued.length - 1] = [generation, beforeGeneration]
+    this.pending = { before, continued }
     const source = () => fetchToken(generation)
     this.source = source
     const first: Promise<void> = source().finally(() => {
@@ -282,9 +298,10 @@ export class Auth {
       // Overtaken: whatever overtook it told the listeners what it had to.
       throw new Error('Signed out before the sign-in completed')
     }
+    this.pending = null
     const samePlayer =
       before?.playerId != null && before.playerId === (this.current?.playerId ?? null)
-    if (samePlayer) this.continues.set(generation, beforeGeneration)
+    if (samePlayer) for (const [g, b] of continued) this.continues.set(g, b)
     else this.continues.clear()
     if (before && !samePlayer) this.signedOut(before.token)
   }

@@ -4953,6 +4953,61 @@ describe('signing in, out and as another player', () => {
     expect(deletes).toEqual(['/v1/matchmaking/tickets/duel:eu:t1 as tok'])
   })
 
+  it('two sign-ins at once as the same player (guest() twice, before the first answers) keep the live ticket', async () => {
+    const { deletes, fetch: server } = oneWaitingTicket()
+    let polls = 0
+    const client = createClient({
+      baseUrl: 'http://nexus.test',
+      retry: { baseDelayMs: 1, maxDelayMs: 5 },
+      fetch: ((input: RequestInfo | URL, init?: RequestInit) => {
+        if (new URL(String(input)).searchParams.get('wait')) polls++
+        return server(input, init)
+      }) as typeof fetch,
+    })
+    await client.auth.guest('device-abcdef-123456')
+    const ticket = client.matchmaking.join('duel', { transport: 'http' })
+    await within(ticket.once('queued'), 'queued', 2000)
+    let ended: unknown = null
+    ticket.matched.catch((e: unknown) => (ended = e))
+    // A resume handler run twice (online and visibilitychange, say): the first is overtaken and
+    // rejects; the second turns out to be the same player, who keeps what they are in.
+    const [first, second] = await Promise.allSettled([
+      client.auth.guest('device-abcdef-123456'),
+      client.auth.guest('device-abcdef-123456'),
+    ])
+    expect(first.status).toBe('rejected')
+    expect(second.status).toBe('fulfilled')
+    const before = polls
+    await within(
+      (async () => {
+        while (polls < before + 2) await new Promise((r) => setTimeout(r, 1))
+      })(),
+      'two more long polls',
+      4000,
+    )
+    expect(ended).toBeNull()
+    expect(deletes).toEqual([])
+  })
+
+  it('two sign-ins at once, the second as another player, end the ticket with the token it was made with', async () => {
+    const { deletes, fetch: server, deleted } = oneWaitingTicket()
+    const client = createClient({
+      baseUrl: 'http://nexus.test',
+      retry: { baseDelayMs: 1, maxDelayMs: 5 },
+      fetch: server as typeof fetch,
+    })
+    await client.auth.guest('device-abcdef-123456')
+    const ticket = client.matchmaking.join('duel', { transport: 'http' })
+    await within(ticket.once('queued'), 'queued', 2000)
+    const overtaken = client.auth.guest('device-abcdef-123456')
+    await client.auth.useTokens(async () => ({ token: 'other-tok', expiresIn: 3600 }), 'g_2')
+    await expect(overtaken).rejects.toThrow(/before the sign-in completed/)
+    const e = await ticket.matched.catch((x: unknown) => x)
+    expect(e instanceof MatchmakingEnded && e.reason === 'signed_out').toBe(true)
+    await deleted(1)
+    expect(deletes).toEqual(['/v1/matchmaking/tickets/duel:eu:t1 as tok'])
+  })
+
   it('a party member’s socket keeps reading the party until the leader queues, even in another region than its socket’s', async () => {
     vi.useFakeTimers()
     try {

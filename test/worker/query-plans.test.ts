@@ -91,6 +91,10 @@ describe('query plans on tables that grow', () => {
         },
         'session_players_player_id_created_at_session_id_pk',
       ],
+      [
+        { playerId: 'p-plan', status: 'live', limit: 50 },
+        'live_session_players_player_id_created_at_session_id_pk',
+      ],
       [{ queue: 'q-plan', limit: 50 }, 'game_sessions_queue_idx'],
       // Either walks in order: live sessions are the newest, as the planner may know.
       [{ status: 'live', limit: 50 }, /game_sessions_(status|created)_idx/],
@@ -107,6 +111,57 @@ describe('query plans on tables that grow', () => {
       expect(plan, JSON.stringify(listing)).not.toContain('Seq Scan')
       expect(plan, JSON.stringify(listing)).not.toContain('"Node Type":"Sort"')
     }
+  })
+
+  it("a player's live sessions, and an erasure's walk of them, read none of their finished ones", async () => {
+    // A player of 20,000 finished matches, playing one now that began before most of them
+    // (untimed games run for days): added, measured and deleted in one transaction.
+    const prefix = `hist-${crypto.randomUUID()}-`
+    const player = `${prefix}player`
+    const live = `${prefix}live`
+    const listing = sessionListQuery({ playerId: player, status: 'live', limit: 20 })
+    const erasureWalk = `select session_id from live_session_players
+      where player_id = $1 order by created_at desc limit 100`
+    const sql = pg()
+    const results = (await sql.transaction([
+      sql.query(
+        `insert into game_sessions (id, rules, roster, status, created_at, ended_at)
+         select $1 || n, 'relay',
+                jsonb_build_array(jsonb_build_object('playerId', $2::text, 'team', 0)),
+                'finished', now() - n * interval '1 minute', now() - n * interval '1 minute'
+           from generate_series(1, 20000) n`,
+        [prefix, player],
+      ),
+      sql.query(
+        `insert into game_sessions (id, rules, roster, status, created_at)
+         values ($1, 'relay', jsonb_build_array(jsonb_build_object('playerId', $2::text, 'team', 0)),
+                 'live', now() - interval '30 days')`,
+        [live, player],
+      ),
+      sql.query('analyze session_players'),
+      sql.query('analyze live_session_players'),
+      sql.query(`explain (analyze, buffers, format json) ${listing.text}`, listing.params),
+      sql.query(`explain (analyze, buffers, format json) ${erasureWalk}`, [player]),
+      sql.query(listing.text, listing.params),
+      // The live one ends: it leaves the live table with its status.
+      sql.query(`update game_sessions set status = 'finished', ended_at = now() where id = $1`, [
+        live,
+      ]),
+      sql.query(listing.text, listing.params),
+      sql.query('delete from session_players where player_id = $1', [player]),
+      sql.query('delete from game_sessions where id like $1', [`${prefix}%`]),
+    ])) as unknown[][]
+    const blocks = (i: number) => {
+      const plan = (results[i] as { 'QUERY PLAN': { Plan: Record<string, number> }[] }[])[0]![
+        'QUERY PLAN'
+      ][0]!.Plan
+      return plan['Shared Hit Blocks']! + plan['Shared Read Blocks']!
+    }
+    // Walking the history would touch a block per finished session, thousands of them.
+    expect(blocks(4)).toBeLessThan(50)
+    expect(blocks(5)).toBeLessThan(50)
+    expect((results[6] as { id: string }[]).map((r) => r.id)).toEqual([live])
+    expect(results[8]).toEqual([])
   })
 
   it("the cron's minute read of scheduled boards reads no board's configuration", async () => {

@@ -293,6 +293,25 @@ export const sessionPlayers = pgTable(
 )
 
 /**
+ * The rows of `session_players` whose session is live, kept by PostgreSQL (a trigger on
+ * `game_sessions`, migration 0033): a player's live sessions, read without walking their whole
+ * history (a player of thousands of matches has one or two live).
+ */
+export const liveSessionPlayers = pgTable(
+  'live_session_players',
+  {
+    playerId: text('player_id').notNull(),
+    createdAt: timestamp('created_at', { withTimezone: true, mode: 'date' }).notNull(),
+    sessionId: text('session_id').notNull(),
+  },
+  (t) => [
+    primaryKey({ columns: [t.playerId, t.createdAt, t.sessionId] }),
+    // The session's rows leave together when it ends.
+    index('live_session_players_session_idx').on(t.sessionId),
+  ],
+)
+
+/**
  * The result of a finished match. The primary key (session) makes recording it exactly once:
  * the rating update is in the same transaction and only happens when this row is new.
  */

@@ -30,13 +30,12 @@ export async function removeFromLiveSessions(
   playerId: string,
   erasedAt: number,
 ): Promise<{ sessions: string[]; unreached: string[] }> {
-  // By the player's listing (its primary key leads with the player), then the session's status:
-  // a session over whose status Neon has not caught up with is asked too, and answers nothing.
+  // From the player's live sessions as Neon has them (not their whole history): a session over
+  // whose status Neon has not caught up with is asked too, and answers nothing.
   const rows = (await getSql(env).query(
-    `select sp.session_id from session_players sp
-       join game_sessions g on g.id = sp.session_id
-      where sp.player_id = $1 and g.status = 'live'
-      order by sp.created_at desc limit $2`,
+    `select session_id from live_session_players
+      where player_id = $1
+      order by created_at desc limit $2`,
     [playerId, ERASED_SESSIONS_PER_CALL],
   )) as { session_id: string }[]
   const ids = rows.map((r) => r.session_id)

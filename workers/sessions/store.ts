@@ -487,8 +487,9 @@ export interface ListedSession {
 
 /**
  * The listing's statement, built with only the filters asked for, so that each page is read in
- * an index's order: a player's from `session_players` (their sessions by time), a queue's and
- * the whole table's on (…, created_at) walked backwards.
+ * an index's order: a player's from `session_players` (their sessions by time; their live ones
+ * from `live_session_players`), a queue's and the whole table's on (…, created_at) walked
+ * backwards.
  */
 export function sessionListQuery(f: SessionListing): { text: string; params: unknown[] } {
   const params: unknown[] = []
@@ -501,7 +502,10 @@ export function sessionListQuery(f: SessionListing): { text: string; params: unk
   let from = 'game_sessions s'
   if (f.playerId !== undefined) {
     player = `${param(f.playerId)}::text`
-    from = 'session_players sp join game_sessions s on s.id = sp.session_id'
+    // A player's live sessions from the table of live ones alone: their history may be thousands
+    // of finished ones, which a page of live ones would otherwise walk to the end.
+    const players = f.status === 'live' ? 'live_session_players' : 'session_players'
+    from = `${players} sp join game_sessions s on s.id = sp.session_id`
     order = ['sp.created_at', 'sp.session_id']
     where.push(`sp.player_id = ${player}`)
     if (f.sinceErasure) {

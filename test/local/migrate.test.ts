@@ -367,4 +367,49 @@ describe('a migration waiting for a table in use', () => {
       await db.end()
     }
   })
+
+  it('0033 notes the players of the sessions live before it, and PostgreSQL keeps the note as sessions are listed, end and are deleted', async () => {
+    const { url } = await databaseAt(server, relay, 'live_before_0033', '0032_maintenance_cursors')
+    const db = new pg.Client(url)
+    await db.connect()
+    const list = (id: string, players: string[], status = 'live') =>
+      db.query(
+        `insert into game_sessions (id, rules, roster, status, created_at)
+         values ($1, 'relay', $2::jsonb, $3, now())`,
+        [id, JSON.stringify(players.map((playerId, team) => ({ playerId, team }))), status],
+      )
+    // As a result is recorded (workers/sessions/store.ts): the row listed, or made finished.
+    const finish = (id: string, players: string[]) =>
+      db.query(
+        `insert into game_sessions (id, rules, roster, status, created_at, ended_at)
+         values ($1, 'relay', $2::jsonb, 'finished', now(), now())
+         on conflict (id) do update set status = 'finished',
+           ended_at = coalesce(game_sessions.ended_at, excluded.ended_at)`,
+        [id, JSON.stringify(players.map((playerId, team) => ({ playerId, team })))],
+      )
+    const live = async () =>
+      (
+        await db.query(
+          `select player_id, session_id from live_session_players order by player_id, session_id`,
+        )
+      ).rows
+    try {
+      await list('live-before', ['ann', 'bo'])
+      await list('ended-before', ['ann', 'cy'], 'finished')
+      await runMigrations({ databaseUrl: url, relay: relay.address })
+      expect(await live()).toEqual([
+        { player_id: 'ann', session_id: 'live-before' },
+        { player_id: 'bo', session_id: 'live-before' },
+      ])
+      await list('live-after', ['cy'])
+      await finish('live-before', ['ann', 'bo'])
+      // Recorded before it was ever listed: never live here.
+      await finish('never-listed', ['dee'])
+      expect(await live()).toEqual([{ player_id: 'cy', session_id: 'live-after' }])
+      await db.query(`delete from game_sessions where id = 'live-after'`)
+      expect(await live()).toEqual([])
+    } finally {
+      await db.end()
+    }
+  })
 })

@@ -335,6 +335,37 @@ describe('leaderboard configuration', () => {
     expect(row).toEqual({ version: 4, pushed_version: 4 })
   })
 
+  it("a PUT whose second push, past the board's version after Neon's count went back, finds a later PUT in force is 409, not 200", async () => {
+    const id = await createBoard({ scoreMax: 100 })
+    const put = (body: unknown) =>
+      call(`/v1/admin/leaderboards/${id}`, json('PUT', body, ADMIN_KEY))
+    expect((await put({ scoreMax: 200 })).status).toBe(200)
+    expect((await put({ scoreMax: 300 })).status).toBe(200)
+    // The board holds version 3; Neon's record goes back to version 2 (a restore). This PUT
+    // saves version 3, is overruled, takes version 4, and meanwhile another PUT saves version 5
+    // and reaches the board first.
+    await pg()`update leaderboards set version = 2, pushed_version = 2 where id = ${id}`
+    await replaceMethod<Leaderboard, 'configure'>(
+      env.LEADERBOARD.getByName(id),
+      'configure',
+      (configure) =>
+        async function (this: Leaderboard, boardId, config, version, ...rest) {
+          if (boardId === id && version === 4) {
+            await pg()`update leaderboards set version = 5 where id = ${id}`
+            await configure.call(this, boardId, { ...config, scoreMax: 500 }, 5, ...rest)
+          }
+          return configure.call(this, boardId, config, version, ...rest)
+        },
+    )
+    const p = await problem(await put({ scoreMax: 400 }))
+    expect(p).toMatchObject({ status: 409, type: 'urn:nexus:problem:conflict' })
+    const board = await fresh<{ config: LeaderboardConfig }>(`/v1/leaderboards/${id}`)
+    expect(board.config.scoreMax).toBe(500)
+    // Not marked as pushed at the version it lost with.
+    const [row] = await pg()`select pushed_version from leaderboards where id = ${id}`
+    expect(row).not.toEqual({ pushed_version: 4 })
+  })
+
   it("a configuration whose push was lost after Neon's version count went back reaches the board with the cron, past the board's version", async () => {
     const id = await createBoard({ scoreMax: 100 })
     const put = (body: unknown) =>

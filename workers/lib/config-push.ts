@@ -15,12 +15,15 @@ export async function versionPastOverrule(
   advance: (from: number, to: number) => Promise<number | null>,
 ): Promise<number> {
   const advanced = await advance(version, Math.max(held, version) + 1)
-  if (advanced === null) {
-    throw new ApiError(
-      'conflict',
-      `Another configuration of '${id}' was saved while this one was pushed, and is in force: ` +
-        'read it and send yours again',
-    )
-  }
+  if (advanced === null) throw overruled(id)
   return advanced
+}
+
+/** The 409 of a PUT whose configuration another one, saved meanwhile, replaced where it runs. */
+export function overruled(id: string): ApiError {
+  return new ApiError(
+    'conflict',
+    `Another configuration of '${id}' was saved while this one was pushed, and is in force: ` +
+      'read it and send yours again',
+  )
 }

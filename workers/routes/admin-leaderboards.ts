@@ -22,7 +22,7 @@ import { createRoute, decimalInt, newRouter, problemResponses } from '../lib/ope
 import { IdempotencyKey, PlayerId, ResourceId } from '../lib/fields.ts'
 import { sha256Hex } from '../lib/hash.ts'
 import { ApiError } from '../lib/problem.ts'
-import { versionPastOverrule } from '../lib/config-push.ts'
+import { overruled, versionPastOverrule } from '../lib/config-push.ts'
 import { IfMatchHeader, preconditionFailed, readIfMatch, versionTag } from '../lib/preconditions.ts'
 import { requireAdmin } from '../middleware/auth.ts'
 import { hasBody } from '../middleware/json-body.ts'
@@ -266,7 +266,11 @@ adminLeaderboards.openapi(putRoute, async (c) => {
     version = await versionPastOverrule(id, version, held, (from, to) =>
       advanceLeaderboardVersion(c.env, id, from, to),
     )
-    ;({ cycle } = await push())
+    const again = await push()
+    // Past every version the board held a moment ago, and still not in force: a PUT saved since
+    // (a version past this one in Neon too) reached the board first, and its configuration runs.
+    if (!again.inForce) throw overruled(id)
+    cycle = again.cycle
   }
   // Unmarked (this push failed, or the Worker stopped here), the cron pushes it again, which
   // the board ignores once it has it: a failed mark must not fail a PUT already in force.

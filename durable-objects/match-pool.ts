@@ -40,6 +40,7 @@ import {
   conflictDetail,
   FENCE_RETENTION_MS,
   joinsRefused,
+  MATCH_GIVE_UP_MS,
   type FenceEntry,
   type FenceReply,
   type QueueClaim,
@@ -153,13 +154,6 @@ const WAIT_SAMPLE_WINDOW_MS = 60 * 60 * 1000
 /** Matches-per-minute and wait percentiles are gauges: recomputed at most this often. */
 const RATES_EVERY_MS = 1000
 const MAX_CREATE_ATTEMPTS = 12
-/**
- * A match whose session is not made within this is given up, however few its attempts: a
- * backlog sent 64 a step can space attempts far apart, and its players, held in `matching`,
- * must not outlive their claims on the queue (pruned 2 hours after a join), or a join in another
- * region would find no claim to fence, and the player could end in two matches.
- */
-const MATCH_GIVE_UP_MS = 30 * 60_000
 /**
  * A party ticket's note in flight holds it this long (`owePartyNote`): past it, the alarm takes
  * the note up, as after a reset that cut the call off.

@@ -10,7 +10,11 @@ import { env } from 'cloudflare:workers'
 import { unpushedQueues } from '../../workers/matchmaking/config.ts'
 import { pushOwed } from '../../workers/scheduled.ts'
 import type { SessionCreator } from '../../workers/matchmaking/session.ts'
-import { FENCE_RETENTION_MS, removeFromQueues } from '../../workers/matchmaking/claims.ts'
+import {
+  DELETED_QUEUE_MATCHES_SETTLED_MS,
+  FENCE_RETENTION_MS,
+  removeFromQueues,
+} from '../../workers/matchmaking/claims.ts'
 import { ADMIN_KEY, bearer, call, callWithEnv, json, newGuest, problem } from './helpers/http.ts'
 import { createBoard, holdLock, pg } from './helpers/boards.ts'
 import {
@@ -560,6 +564,9 @@ describe('DELETE /v1/admin/queues/:queue', () => {
     )
     expect((await deleteQueue(q)).status).toBe(200)
     back()
+    // Deleted long enough ago that no pool of it is still making a match.
+    await pg()`update queues set deleted_at = now() - ${DELETED_QUEUE_MATCHES_SETTLED_MS + 60_000} * interval '1 millisecond'
+      where id = ${q}`
     const before = await row(q)
     expect(before!.unpushed_regions).toEqual(['us'])
     const claim = async () =>
@@ -591,7 +598,7 @@ describe('DELETE /v1/admin/queues/:queue', () => {
     expect(await claim()).toEqual({})
   })
 
-  it("made again with fewer regions: only the new regions are pushed to, and the players' claims stop naming the others", async () => {
+  it("made again with fewer regions, past the time any pool of it could still be making a match: only the new regions are pushed to, and the players' claims stop naming the others", async () => {
     const q = await createQueue({ regions: ['eu', 'us'] })
     await rig(q, newClock(), { region: 'us' })
     const player = `${q}-us`
@@ -599,6 +606,8 @@ describe('DELETE /v1/admin/queues/:queue', () => {
     expect(t.status).toBe('waiting')
     await pause(q, { regions: ['eu', 'us'] })
     expect((await deleteQueue(q)).status).toBe(200)
+    await pg()`update queues set deleted_at = now() - ${DELETED_QUEUE_MATCHES_SETTLED_MS + 60_000} * interval '1 millisecond'
+      where id = ${q}`
     expect((await put(q, { regions: ['eu'] })).status).toBe(201)
     const [stored] = await pg()`select known_regions, unpushed_regions from queues where id = ${q}`
     expect(stored).toEqual({ known_regions: ['eu'], unpushed_regions: [] })
@@ -614,6 +623,37 @@ describe('DELETE /v1/admin/queues/:queue', () => {
     expect(usVersion.value).toBe('2')
     // The player joins the queue made again, in its region.
     expect((await joinFor(q, player)).status).toBe('waiting')
+  })
+
+  it('made again at once with fewer regions while a region dropped is still making a match: its players cannot join the queue made again until that match is settled', async () => {
+    const q = await createQueue({ regions: ['eu', 'us'] })
+    const clock = newClock()
+    // Sessions cannot be made in us for now: its match stays in the making through the deletion.
+    await rig(q, clock, {
+      region: 'us',
+      creator: async () => ({ ok: false, problem: 'unavailable', detail: 'down' }),
+    })
+    await rig(q, clock, { region: 'eu' })
+    const [a, b] = [`${q}-a`, `${q}-b`]
+    const inUs = await joinFor(q, a, { region: 'us' })
+    await joinFor(q, b, { region: 'us' })
+    expect((await ticketOf(inUs.ticketId)).status).toBe('matching')
+    await pause(q, { regions: ['eu', 'us'] })
+    expect((await deleteQueue(q)).status).toBe(200)
+    expect((await put(q, { regions: ['eu'] })).status).toBe(201)
+    const [claim] =
+      await pg()`select regions from queue_claims where queue = ${q} and player_id = ${a}`
+    expect(Object.keys(claim!.regions as object)).toEqual(['us'])
+    // The join in eu fences us, where the player is in a match being made: refused, as any
+    // join elsewhere then is, and nothing queued.
+    const res = await call(
+      `/v1/matchmaking/${q}/tickets`,
+      json('POST', { playerId: a, region: 'eu' }, ADMIN_KEY),
+    )
+    const p = await problem(res)
+    expect(p).toMatchObject({ status: 409, type: 'urn:nexus:problem:conflict' })
+    expect(p.body).toMatchObject({ ticketId: inUs.ticketId, ticketStatus: 'matching' })
+    expect(await waitingStored(q)).toBe(0)
   })
 
   it('a socket kept for its match being made when the queue is deleted cannot join again there (error invalid: no queue; no ticket)', async () => {

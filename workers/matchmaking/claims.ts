@@ -46,6 +46,21 @@ export const CLAIM_MAX_AGE_MS = 5 * 60_000
  */
 export const FENCE_RETENTION_MS = 15 * 60_000
 
+/**
+ * A match whose session is not made within this is given up, however few its attempts: a
+ * backlog sent 64 a step can space attempts far apart, and its players, held in `matching`,
+ * must not outlive their claims on the queue (pruned 2 hours after a join), or a join in another
+ * region would find no claim to fence, and the player could end in two matches.
+ */
+export const MATCH_GIVE_UP_MS = 30 * 60_000
+
+/**
+ * After this since a queue's deletion, none of its pools still makes a match (MATCH_GIVE_UP_MS,
+ * the attempt due past it, an alarm running late): a queue made again sooner keeps its players'
+ * claims naming regions it no longer has, whose pools a join elsewhere must still fence.
+ */
+export const DELETED_QUEUE_MATCHES_SETTLED_MS = MATCH_GIVE_UP_MS + 15 * 60_000
+
 /** The claims a join holds: each player's version, and when they were taken (real time). */
 export interface QueueClaim {
   versions: Record<string, number>

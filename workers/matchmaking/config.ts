@@ -8,6 +8,7 @@ import { getDb, getSql, type DbEnv } from '../db/client.ts'
 import { takesMatchWinsSql } from '../leaderboards/config-store.ts'
 import { isoUtc } from '../db/iso-time.ts'
 import { queues } from '../db/schema.ts'
+import { DELETED_QUEUE_MATCHES_SETTLED_MS } from './claims.ts'
 import { boundedJson, ResourceId } from '../lib/fields.ts'
 
 /** Region names: short, lowercase, URL-safe (`eu`, `us-east`). */
@@ -270,15 +271,25 @@ export async function saveQueueConfig(
       [id, textArrayLiteral(config.regions), JSON.stringify(config)],
     ),
     // Made again: the players' claims (kept, with their versions, which fences count against)
-    // stop naming regions the queue no longer has, whose pools a join or a ban would fence.
+    // stop naming regions the queue no longer has, whose pools a join or a ban would fence (and
+    // wake, deleted, to store the fence). Not while such a pool may still be making a match
+    // from before the deletion: a join in a region kept must be refused while its player is in
+    // it (the claims name the region until a join's fence there, or the prune, drops it).
     sql.query(
       `update queue_claims c set regions = coalesce(
            (select jsonb_object_agg(e.key, e.value) from jsonb_each(c.regions) e
              where e.key = any($2::text[])), '{}'::jsonb)
         where c.queue = $1
-          and exists (select 1 from queues q where q.id = $1 and q.deleted_at is not null)
+          and exists (select 1 from queues q where q.id = $1 and q.deleted_at is not null
+                        and q.deleted_at < now() - make_interval(secs => $5::float8 / 1000))
           and ${boardThere('$3')} and not ${retireOwed('$2')} and ${inForceAsWanted('$4')}`,
-      [id, textArrayLiteral(config.regions), config.leaderboardId, wanted],
+      [
+        id,
+        textArrayLiteral(config.regions),
+        config.leaderboardId,
+        wanted,
+        DELETED_QUEUE_MATCHES_SETTLED_MS,
+      ],
     ),
     sql.query(
       `insert into queues as q (id, config, known_regions, unpushed_regions)

@@ -1167,6 +1167,38 @@ describe('queueing as a party over HTTP', () => {
     expect(await sql`select 1 from party_tickets where party_id = ${pair.id}`).toHaveLength(0)
   })
 
+  it('a party made again with the same players, whose join was handed the ticket of the party before (ended while its pool was out of reach), keeps it through the cron', async () => {
+    const q = await createQueue({ teamSize: 2, maxPartySize: 2 })
+    await rig(q, newClock())
+    const [a, b] = await players(2)
+    const first = await formParty([a!, b!])
+    const joinAs = (leader: Player, ps: Player[]) =>
+      send('POST', `/v1/matchmaking/${q}/tickets`, leader, { party: ps.map((p) => p.playerId) })
+    const t = await ok<Ticket>(joinAs(a!, [a!, b!]), 201)
+    // Both leave, and the pool hears of neither: the party ends with its note of T left for the
+    // cron.
+    const sql = pg()
+    await sql`delete from party_members where party_id = ${first.id}`
+    await sql`delete from parties where id = ${first.id}`
+    // The same two make a party again and queue: handed T, which holds exactly them.
+    const second = await formParty([a!, b!])
+    const again = await ok<Ticket & { existing: boolean }>(joinAs(a!, [a!, b!]), 200)
+    expect(again).toMatchObject({ ticketId: t.ticketId, existing: true })
+    expect(
+      (await stalePartyTickets(env, null, 1000)).filter((n) => n.ticketId === t.ticketId),
+    ).toEqual([])
+    await runScheduled(env, Date.now())
+    expect((await ticketOf(t.ticketId)).status).toBe('waiting')
+    expect((await ok(send('GET', `/v1/parties/${second.id}`, b!))).ticketId).toBe(t.ticketId)
+    // Once the new party changes, its note of T is stale too, and T is the cron's to cancel.
+    await leaveUnseen(second.id, b!.playerId)
+    await runScheduled(env, Date.now())
+    expect(await ticketOf(t.ticketId)).toMatchObject({
+      status: 'cancelled',
+      reason: 'party_changed',
+    })
+  })
+
   it('the cron tries every stale note on every run: notes whose pool stays down do not keep the ones after them waiting', async () => {
     const sql = pg()
     // 150 notes of ended parties whose tickets are in a pool that does not answer, noted first…

@@ -384,6 +384,9 @@ export const partyTickets = pgTable(
       sql`${t.partyId} collate "C"`,
       sql`${t.ticketId} collate "C"`,
     ),
+    // A ticket noted for a party since made again with the same players (handed the ticket its
+    // players were on) is not the cron's to cancel for the party before (STALE_PARTY_TICKETS).
+    index('party_tickets_ticket_idx').on(t.ticketId),
     // The cron's prune of notes past any ticket's life (`pruneOldPartyTickets`).
     index('party_tickets_noted_at_idx').on(t.notedAt),
   ],

@@ -736,10 +736,17 @@ export async function pruneOldPartyTickets(env: DbEnv): Promise<void> {
   await getSql(env).query(PRUNE_OLD_PARTY_TICKETS)
 }
 
-/** A page of stale notes: ($1 limit, after ($2 party, $3 ticket)), in byte order. */
+/**
+ * A page of stale notes: ($1 limit, after ($2 party, $3 ticket)), in byte order. Not one whose
+ * ticket another party notes as its own now: a party made again with the same players (the one
+ * before ended while its ticket's pool was out of reach) whose join was handed that ticket.
+ */
 export const STALE_PARTY_TICKETS = `select t.party_id, t.ticket_id
   from party_tickets t left join parties p on p.id = t.party_id
   where ${NOTE_IS_STALE}
+    and not exists (select 1 from party_tickets c join parties cp on cp.id = c.party_id
+                     where c.ticket_id = t.ticket_id and c.party_id <> t.party_id
+                       and c.noted_at >= cp.updated_at)
     and (t.party_id collate "C", t.ticket_id collate "C") > ($2::text, $3::text)
   order by t.party_id collate "C", t.ticket_id collate "C" limit $1`
 

@@ -1,0 +1,1 @@
+CREATE INDEX IF NOT EXISTS "party_tickets_ticket_idx" ON "party_tickets" USING btree ("ticket_id");

@@ -1094,6 +1094,8 @@ export class MatchTicket extends Emitter<TicketEvents> {
     const ticketId = this.ticketId
     if (ticketId === null) return
     let failures = 0
+    // A ticket is waiting when first polled: the join (or the party's read) found it so.
+    let lastStatus: Ticket['status'] = 'waiting'
     while (!this.done) {
       let ticket: Ticket
       const askedAt = monotonicNow()
@@ -1121,16 +1123,15 @@ export class MatchTicket extends Emitter<TicketEvents> {
           expiresAt: ticket.expiresAt,
         })
       }
-      // Answered early while still waiting (the pool answers a reader's oldest poll when a fifth
-      // of theirs comes: five tabs of one player, each tab's poll answered in turn however long
-      // it was held; or a server that holds none): a pause, or the tabs would take turns at
-      // network speed until the ticket ends.
-      if (
-        !ended &&
-        !this.done &&
-        ticket.status === 'waiting' &&
-        monotonicNow() - askedAt < EARLY_ANSWER_MS
-      ) {
+      // Answered early with nothing new (the pool answers a reader's oldest poll when a fifth of
+      // theirs comes: five tabs of one player, each tab's poll answered in turn however long it
+      // was held; a server that holds none; a ticket matched whose match record was swept, which
+      // reads the same until the ticket goes too): a pause, or the tabs would take turns at
+      // network speed until the ticket ends. (A poll answered because the ticket moved on, to
+      // `matching`, is asked again at once: its match comes moments later.)
+      const unchanged = ticket.status === lastStatus
+      lastStatus = ticket.status
+      if (!ended && !this.done && unchanged && monotonicNow() - askedAt < EARLY_ANSWER_MS) {
         await sleep(EARLY_ANSWER_PAUSE_MS, this.abort.signal).catch(() => {})
       }
     }

@@ -977,7 +977,15 @@ describe('client SDK under failure', () => {
     }
   })
 
-  async function earlyAnswers(heldMs: number, most: number) {
+  it('an HTTP long-poll answered at once with a ticket matched but no match to read (its record swept) pauses too, rather than ask at network speed until the ticket is gone', async () => {
+    await earlyAnswers(10, 12, { status: 'matched', match: null })
+  })
+
+  async function earlyAnswers(
+    heldMs: number,
+    most: number,
+    answer: Record<string, unknown> = { status: 'waiting' },
+  ) {
     vi.useFakeTimers()
     try {
       let reads = 0
@@ -990,7 +998,7 @@ describe('client SDK under failure', () => {
           if (init?.method === 'DELETE') return ticket({ status: 'cancelled', reason: 'cancelled' })
           reads++
           await new Promise((resolve) => setTimeout(resolve, heldMs))
-          return ticket({ status: 'waiting', expiresIn: 300_000 })
+          return ticket({ ...answer, expiresIn: 300_000 })
         }),
       })
       await client.auth.guest('device-abcdef-123456')

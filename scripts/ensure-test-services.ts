@@ -48,11 +48,14 @@ if (missing.length > 0) {
     if (viaApt.length > 0) {
       console.log(`[nexus] installing ${viaApt.join(', ')} with apt-get for the tests`)
       try {
-        execFileSync('apt-get', ['update', '-qq'], { stdio: 'inherit', env })
-        execFileSync('apt-get', ['install', '-y', '-qq', '--no-install-recommends', ...viaApt], {
-          stdio: 'inherit',
-          env,
-        })
+        // A fresh machine's unattended upgrades may hold dpkg's lock for minutes: waited for.
+        const lockWait = ['-o', 'DPkg::Lock::Timeout=300']
+        execFileSync('apt-get', [...lockWait, 'update', '-qq'], { stdio: 'inherit', env })
+        execFileSync(
+          'apt-get',
+          [...lockWait, 'install', '-y', '-qq', '--no-install-recommends', ...viaApt],
+          { stdio: 'inherit', env },
+        )
       } catch (err) {
         // PostgreSQL alone has a fallback (the embedded one); the others do not.
         if (viaApt.some((m) => m !== 'postgresql')) throw err

@@ -4,6 +4,7 @@ import { describe, expect, it, onTestFinished } from 'vitest'
 import { ERASURES_FORGOTTEN_EVERY_MS, type Leaderboard } from '../../durable-objects/leaderboard.ts'
 import { NeonArchiveWriter } from '../../workers/leaderboards/archive-writer.ts'
 import { boardWalkLimits } from '../../workers/players/board-walk.ts'
+import { ARCHIVE_CLEAR_BATCH, clearArchivedNames } from '../../workers/players/erasure.ts'
 import { NeonSessionStore } from '../../workers/sessions/store.ts'
 import { boardId, createBoard, fresh, pg, submitAs, submitFor } from './helpers/boards.ts'
 import {
@@ -235,6 +236,41 @@ describe('erasing a player (admin)', () => {
       archivedRowsCleared: 0,
     })
     expect(retry.entriesRemoved).toBe(0)
+  })
+
+  it('a player of thousands of archived standings has their names cleared a batch at a time, each batch kept, the profile deleted first', async () => {
+    const gone = await newGuest()
+    const stays = `${PREFIX}-stays-${crypto.randomUUID()}`
+    const boards = [await newBoard(), await newBoard(), await newBoard()]
+    const rows = 3 * 1_500
+    const sql = pg()
+    await sql`insert into leaderboard_archive
+        (leaderboard_id, cycle, player_id, rank, score, subscore, name, metadata, submitted_at)
+      select b, c, p, case when p = ${stays} then 2 else 1 end, 10, 0, 'Name', '{"a":1}', now()
+        from unnest(${boards}::text[]) b, generate_series(1, 1500) c,
+             unnest(array[${gone.playerId}, ${stays}]) p`
+    const named = async (playerId: string) =>
+      (
+        (await sql`select count(*)::int as n from leaderboard_archive
+                    where player_id = ${playerId} and (name is not null or metadata is not null)`) as {
+          n: number
+        }[]
+      )[0]!.n
+    // With no time to spend, one batch: it stays cleared.
+    expect(await clearArchivedNames(env, gone.playerId, 0)).toEqual({
+      cleared: ARCHIVE_CLEAR_BATCH,
+      done: false,
+    })
+    expect(await named(gone.playerId)).toBe(rows - ARCHIVE_CLEAR_BATCH)
+    // The erasure takes the rest, and the call that ends it answers for them all.
+    const { first } = await eraseAll(gone.playerId)
+    expect(first).toMatchObject({
+      profileDeleted: true,
+      archivedRowsCleared: rows - ARCHIVE_CLEAR_BATCH,
+    })
+    expect(await named(gone.playerId)).toBe(0)
+    expect(await named(stays)).toBe(rows)
+    await sql`delete from leaderboard_archive where leaderboard_id = any(${boards})`
   })
 
   it('a cycle archived after the erasure keeps the rank and score, without the name or metadata', async () => {

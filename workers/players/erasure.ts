@@ -13,8 +13,6 @@ export interface NeonErasure {
   /** The party the player was in, which goes on without them (or ends, if they were its last). */
   leftParty: string | null
   staleTickets: string[]
-  /** Archived standings whose copied display name and metadata were cleared. */
-  archivedRowsCleared: number
   /**
    * Whether the player is under an account ban that now keeps their guest device (its hash), so
    * that the device does not sign in as a new, unbanned player. Lifting the ban deletes it.
@@ -37,8 +35,9 @@ function lockDevice(device: string): string {
 /**
  * Erases what Neon holds that identifies a player: their profile row (the guest device link, the
  * display name, the rating), their party membership (a leader hands over to the longest-standing
- * member, as when leaving), invites to them, and the display name and metadata copied into closed
- * cycles' archived standings; and keeps their bare id in `erased_players`, so that what comes in
+ * member, as when leaving) and invites to them (the display name and metadata copied into closed
+ * cycles' archived standings are `clearArchivedNames`'); and keeps their bare id in
+ * `erased_players`, so that what comes in
  * under it later (a match they were in ending, a cycle still being archived) recreates no profile
  * and archives no metadata. What stays is keyed by the bare id and names nobody once the profile
  * is gone: archived ranks and scores, rewards, match results and rating changes (other players'
@@ -94,15 +93,6 @@ export async function eraseFromNeon(
          from players where id = $1 and device_id is not null`,
       [playerId],
     ),
-    sql.query(
-      `with cleared as (
-         update leaderboard_archive set name = null, metadata = null
-          where player_id = $1 and (name is not null or metadata is not null)
-         returning 1
-       )
-       select count(*)::int as n from cleared`,
-      [playerId],
-    ),
     // Before the profile goes: a banned guest's device stays banned (see `deviceKeptForBan`),
     // unless another ban holds it already (a new player a sign-in made for the device while an
     // earlier erasure ran, banned since).
@@ -122,12 +112,64 @@ export async function eraseFromNeon(
     sql.query(`delete from players where id = $1 returning 1 as gone`, [playerId]),
   ])
   return {
-    hadProfile: (results[3] as unknown[]).length > 0,
+    hadProfile: (results[2] as unknown[]).length > 0,
     erasedAt: new Date(tombstone!.erased_at).getTime(),
     leftParty: membership?.party_id ?? null,
     staleTickets,
-    archivedRowsCleared: (results[0] as { n: number }[])[0]?.n ?? 0,
-    deviceKeptForBan: (results[2] as { kept: boolean }[])[0]?.kept === true,
+    deviceKeptForBan: (results[1] as { kept: boolean }[])[0]?.kept === true,
+  }
+}
+
+/** Archived standings a statement of `clearArchivedNames` takes at most. */
+export const ARCHIVE_CLEAR_BATCH = 2_000
+
+/**
+ * Clears the display name and metadata copied into the player's archived standings, a batch of
+ * ARCHIVE_CLEAR_BATCH rows a statement in the order of the archive's player index, until the
+ * end or `budgetMs` is spent (no batch begins after it). Apart from the profile's deletion, so
+ * that a player of years of short cycles (hundreds of thousands of rows) has their profile
+ * deleted at once, and no statement runs into Neon's query deadline. Each batch commits: a
+ * call cut off is taken up by the next, which walks the rows cleared already without writing.
+ * Answers how many rows it cleared and whether it reached the end.
+ *
+ * @example
+ * const { cleared, done } = await clearArchivedNames(env, playerId, 5_000)
+ */
+export async function clearArchivedNames(
+  env: DbEnv,
+  playerId: string,
+  budgetMs: number,
+): Promise<{ cleared: number; done: boolean }> {
+  const sql = getSql(env)
+  const deadline = Date.now() + budgetMs
+  let cleared = 0
+  // Board ids are never empty: ('', 0) comes before every row.
+  let after: [string, number] = ['', 0]
+  for (;;) {
+    const [batch] = (await sql.query(
+      `with page as (
+         select leaderboard_id, cycle from leaderboard_archive
+          where player_id = $1 and (leaderboard_id, cycle) > ($2::text, $3::int)
+          order by leaderboard_id, cycle limit $4
+       ),
+       cleared as (
+         update leaderboard_archive a set name = null, metadata = null
+           from page p
+          where a.player_id = $1 and a.leaderboard_id = p.leaderboard_id and a.cycle = p.cycle
+            and (a.name is not null or a.metadata is not null)
+         returning 1
+       ),
+       last as (select leaderboard_id, cycle from page order by leaderboard_id desc, cycle desc limit 1)
+       select (select count(*)::int from cleared) as cleared,
+              (select count(*)::int from page) as seen,
+              (select leaderboard_id from last) as last_board,
+              (select cycle from last) as last_cycle`,
+      [playerId, after[0], after[1], ARCHIVE_CLEAR_BATCH],
+    )) as { cleared: number; seen: number; last_board: string | null; last_cycle: number | null }[]
+    cleared += batch!.cleared
+    if (batch!.seen < ARCHIVE_CLEAR_BATCH) return { cleared, done: true }
+    after = [batch!.last_board!, batch!.last_cycle!]
+    if (Date.now() >= deadline) return { cleared, done: false }
   }
 }
 

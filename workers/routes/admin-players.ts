@@ -9,7 +9,7 @@ import { ApiError } from '../lib/problem.ts'
 import { GUEST_ID_PREFIX } from '../lib/auth.ts'
 import { requireAdmin } from '../middleware/auth.ts'
 import { cancelStaleTickets } from '../parties/stale-tickets.ts'
-import { eraseFromNeon, markErasureComplete } from '../players/erasure.ts'
+import { clearArchivedNames, eraseFromNeon, markErasureComplete } from '../players/erasure.ts'
 import { removeFromLiveSessions } from '../sessions/erased-players.ts'
 import { accountBan, banAccount, liftAccountBan } from '../players/bans.ts'
 import { removeFromQueues } from '../matchmaking/claims.ts'
@@ -303,6 +303,11 @@ function unreached(done: string, failed: readonly string[], next: string | null)
   )
 }
 
+/** How long the first call of an erasure clears archived names for before going on (best effort). */
+const ARCHIVE_CLEAR_FIRST_MS = 5_000
+/** How long the call that ends a walk clears them for, before a 503 whose retry goes on. */
+const ARCHIVE_CLEAR_SWEEP_MS = 15_000
+
 /** 503 naming the queue pools (the first 100) a ban's or an erasure's step could not reach. */
 function poolsUnreached(done: string, pools: readonly string[]): ApiError {
   return new ApiError(
@@ -319,6 +324,10 @@ adminPlayers.openapi(eraseRoute, async (c) => {
   // A call with `after` goes on with a walk, which keeps its time however long it takes.
   const neon = await eraseFromNeon(c.env, playerId, { continuing: after !== '' })
   forgetPlayerName(playerId)
+  // The archive's copies of the name, on the first call as far as a few seconds go (most players'
+  // in one statement), and to the end on the call that ends the walk (below): not on every page.
+  const firstClear =
+    after === '' ? await clearArchivedNames(c.env, playerId, ARCHIVE_CLEAR_FIRST_MS) : null
   // A ticket left waiting would make a match after the erasure, which plays them as a new player
   // (the session, made after the erasure, does not count them as erased): a profile again. So
   // every call cancels theirs first, before the boards, however many calls the walk takes: the
@@ -375,13 +384,27 @@ adminPlayers.openapi(eraseRoute, async (c) => {
   if (sweep?.leftParty) {
     await cancelStaleTickets(c.env, sweep.leftParty, sweep.staleTickets, { by: 'erasure' })
   }
+  // Once more over the whole archive (a page written as the erasure began may hold the name),
+  // and to the end: each batch commits, so a call cut off here is taken further by its retry.
+  const sweepClear = sweep
+    ? await clearArchivedNames(c.env, playerId, ARCHIVE_CLEAR_SWEEP_MS)
+    : null
+  if (sweepClear && !sweepClear.done) {
+    throw new ApiError(
+      'unavailable',
+      `The player is erased from Neon and on every board; ${(firstClear?.cleared ?? 0) + sweepClear.cleared} ` +
+        'archived standings had their name cleared in this call, and more are left: retry',
+      {},
+      { 'retry-after': '1' },
+    )
+  }
   if (sweep) await markErasureComplete(c.env, playerId)
   return c.json(
     {
       playerId,
       profileDeleted: neon.hadProfile || sweep?.hadProfile === true,
       leftParty: neon.leftParty ?? sweep?.leftParty ?? null,
-      archivedRowsCleared: neon.archivedRowsCleared + (sweep?.archivedRowsCleared ?? 0),
+      archivedRowsCleared: (firstClear?.cleared ?? 0) + (sweepClear?.cleared ?? 0),
       deviceKeptForBan: sweep?.deviceKeptForBan ?? neon.deviceKeptForBan,
       tickets: { cancelled: queues.cancelled },
       sessions: { left: sessions.sessions },

@@ -165,6 +165,19 @@ export const SUPERSEDED_CLOSE = {
  * the game goes on without them, as after any player's leaving.
  */
 export const ERASED_CLOSE = { code: 4004, reason: 'the player was erased' } as const
+/**
+ * The close of a socket that fell too far behind (MAX_UNACKED_CHARS): its client reconnects and
+ * resumes from the last event it read, from the log if further back than a resume sends.
+ */
+export const BEHIND_CLOSE = { code: 4008, reason: 'too far behind: resume' } as const
+/**
+ * Characters of events sent to a socket that has acknowledged what it reads (`ack`) and not yet
+ * acknowledged, past which it is closed (BEHIND_CLOSE). The runtime gives a server socket no
+ * back-pressure: what a client does not read waits in the object's memory (128 MB for everyone),
+ * so a phone on a weak link in a busy room would hold more and more of it. The SDK acknowledges
+ * about four times a second, so a client that keeps up stays far below.
+ */
+export const MAX_UNACKED_CHARS = 1024 * 1024
 /** The alarm looks for silent sockets (SILENT_SOCKET_MS) at most this often. */
 export const SILENT_CHECK_EVERY_MS = 10_000
 /** Catch-up runs (of 100 deadlines each) an admin's end plays before it answers "send again". */
@@ -372,6 +385,20 @@ class RetryLater extends Error {}
 /**
  * One game session: roster, event log, rules, clock. See the design notes above.
  */
+/** A socket's acknowledgements (GameSession.acks). */
+interface AckWindow {
+  /** Characters of events sent since its first `ack`. */
+  sent: number
+  /** Of those, the ones its latest `ack` covers. */
+  acked: number
+  /** The latest event it acknowledged. */
+  seq: number
+  /** Each event sent, and `sent` after it, from `head` on. */
+  seqs: number[]
+  sentAfter: number[]
+  head: number
+}
+
 export class GameSession extends DurableObject<Env> {
   private readonly sql: SqlStorage
   private setup: NormalizedSetup | null = null
@@ -451,6 +478,15 @@ export class GameSession extends DurableObject<Env> {
    * reads those events from the log), and they join in the turn of their last chunk.
    */
   private readonly resuming = new Set<WebSocket>()
+  /**
+   * What was sent to each socket that acknowledges what it reads, since its first `ack` (kept in
+   * memory only: a wake, which comes after a quiet spell, starts each again at its next `ack`):
+   * characters sent, characters it acknowledged, and the running count after each event sent,
+   * from `head` on, to find how much an `ack` of a given event covers.
+   */
+  private readonly acks = new WeakMap<WebSocket, AckWindow>()
+  /** Characters sent and not acknowledged past which a socket is closed; tests lower it. */
+  maxUnacked = MAX_UNACKED_CHARS
   /** From SESSION_GRACE_SECONDS, SESSION_JOIN_GRACE_SECONDS, SESSION_RETENTION_HOURS. */
   graceMs: number
   joinGraceMs: number
@@ -1352,6 +1388,9 @@ export class GameSession extends DurableObject<Env> {
         att.heardAt = heardAt
         ws.serializeAttachment(att)
       }
+      // An acknowledgement that covers events sent since the last is free (there are no more of
+      // them than events sent to the socket); one that does not counts as any frame does.
+      if (this.acknowledged(ws, message)) return
       // Every frame counts against the rate first, refused ones too: each costs an answer.
       if (!this.takeToken(player)) {
         if (refusedTooOften(this.refusals, player, heardAt)) {
@@ -1380,10 +1419,19 @@ export class GameSession extends DurableObject<Env> {
         return this.refuse(
           ws,
           'invalid_message',
-          atRef ? ACTION_REF_RULE : 'Send {"type":"action", …} or {"type":"ping"}',
+          atRef
+            ? ACTION_REF_RULE
+            : 'Send {"type":"action", …}, {"type":"ack","seq":N} or {"type":"ping"}',
         )
       }
       if (msg.data.type === 'ping') return void send(ws, { type: 'pong' })
+      // One that covers nothing new (its token taken above); one past the last event is bogus.
+      if (msg.data.type === 'ack') {
+        if (msg.data.seq > (this.match?.seq ?? 0)) {
+          return this.refuse(ws, 'invalid_message', 'ack names an event not sent yet')
+        }
+        return
+      }
       const { ref, ...action } = msg.data
       // Whatever the rules take of it, the action goes into the log as JSON.stringify writes it,
       // and the log into Neon's jsonb, which writes its numbers out in full: bounded as written
@@ -1585,8 +1633,72 @@ export class GameSession extends DurableObject<Env> {
       } catch {
         // A socket closing under us; its close handler deals with the player.
         this.sockets.delete(ws)
+        continue
+      }
+      const window = this.acks.get(ws)
+      if (window) {
+        window.sent += frame.length
+        window.seqs.push(record.seq)
+        window.sentAfter.push(window.sent)
+        if (window.sent - window.acked > this.maxUnacked) this.closeBehind(ws)
       }
     }
+  }
+
+  /**
+   * Takes `message` as an acknowledgement if it is one that covers events sent since the socket's
+   * last (its first starts the socket's window); true if it was.
+   */
+  private acknowledged(ws: WebSocket, message: string | ArrayBuffer): boolean {
+    if (typeof message !== 'string' || message.length > 64 || !message.includes('"ack"')) {
+      return false
+    }
+    let seq: unknown
+    try {
+      const parsed = JSON.parse(message) as { type?: unknown; seq?: unknown }
+      if (parsed.type !== 'ack' || Object.keys(parsed).length !== 2) return false
+      seq = parsed.seq
+    } catch {
+      return false
+    }
+    if (typeof seq !== 'number' || !Number.isInteger(seq) || seq > (this.match?.seq ?? 0)) {
+      return false
+    }
+    let window = this.acks.get(ws)
+    if (!window) {
+      this.acks.set(ws, (window = { sent: 0, acked: 0, seqs: [], sentAfter: [], head: 0, seq }))
+      return true
+    }
+    if (seq <= window.seq) return false
+    window.seq = seq
+    while (window.head < window.seqs.length && window.seqs[window.head]! <= seq) {
+      window.acked = window.sentAfter[window.head]!
+      window.head++
+    }
+    // Read past: dropped, so the lists hold only what is on its way.
+    if (window.head >= 1024 && window.head * 2 >= window.seqs.length) {
+      window.seqs.splice(0, window.head)
+      window.sentAfter.splice(0, window.head)
+      window.head = 0
+    }
+    return true
+  }
+
+  /** Closes a socket too far behind what it acknowledged, as if its client had closed it. */
+  private closeBehind(ws: WebSocket): void {
+    log('info', 'socket too far behind closed', {
+      actor: this.actor,
+      player: attachment(ws)?.playerId,
+    })
+    this.acks.delete(ws)
+    try {
+      ws.close(BEHIND_CLOSE.code, BEHIND_CLOSE.reason)
+    } catch {
+      // Already closing.
+    }
+    // Its grace, if it was its player's last, is written before the first await in there, and
+    // errors are its own to log.
+    void this.closedBySession(ws)
   }
 
   /**

@@ -748,6 +748,8 @@ export class GameConnection extends Emitter<GameEvents> {
     switch (msg.type) {
       case 'welcome':
         this.seq = msg.seq
+        this.acked = { seq: -1, at: -Infinity }
+        this.acknowledge(socket)
         this.anchorClock(msg)
         this.emit('welcome', {
           seq: msg.seq,
@@ -761,6 +763,8 @@ export class GameConnection extends Emitter<GameEvents> {
         this.startActing()
         return
       case 'resumed':
+        this.acked = { seq: -1, at: -Infinity }
+        this.acknowledge(socket)
         this.anchorClock(msg)
         this.emit('resumed', {
           since: msg.since,
@@ -780,6 +784,7 @@ export class GameConnection extends Emitter<GameEvents> {
           return
         }
         this.seq = msg.seq
+        this.acknowledge(socket)
         if (typeof msg.tick === 'number') this.lastEventTick = msg.tick
         // Settled before the event is handed out: a listener may close the connection.
         this.settleAct(msg.ref, { seq: msg.seq, tick: msg.tick, event: msg.event })
@@ -803,6 +808,26 @@ export class GameConnection extends Emitter<GameEvents> {
       case 'pong':
         return
     }
+  }
+
+  /** The latest `ack` sent on the current socket: its event, and when (monotonic ms). */
+  private acked = { seq: -1, at: -Infinity }
+
+  /**
+   * Tells the server what this connection has read, so that it can close a socket that falls
+   * too far behind (a weak link in a busy room) rather than hold everything unread in memory:
+   * at once on a new socket, then every ACK_EVERY_EVENTS events at most every ACK_EVERY_MS.
+   */
+  private acknowledge(socket: SocketLike): void {
+    const seq = this.seq
+    if (seq === null || !isOpen(socket) || this.socket !== socket) return
+    const now = monotonicNow()
+    const first = this.acked.seq < 0
+    if (!first && (seq - this.acked.seq < ACK_EVERY_EVENTS || now - this.acked.at < ACK_EVERY_MS)) {
+      return
+    }
+    this.acked = { seq, at: now }
+    socket.send(JSON.stringify({ type: 'ack', seq }))
   }
 
   private finish(seq: number, result: GameResult): void {
@@ -860,6 +885,11 @@ function utf8Bytes(text: string): number {
 function gameOver(): ActionRefused {
   return new ActionRefused('game_over', 'The game is over')
 }
+
+/** Events a connection reads between its acknowledgements, at least (`ack`). */
+const ACK_EVERY_EVENTS = 32
+/** How often a connection acknowledges what it read, at most (ms). */
+const ACK_EVERY_MS = 250
 
 /** The close code of a socket the player's newer connection to the session replaced. */
 export const REPLACED_CLOSE_CODE = 4001

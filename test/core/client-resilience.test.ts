@@ -427,6 +427,73 @@ describe('client SDK under failure', () => {
     expect(renewals).toBe(2)
   })
 
+  it('a game connection acknowledges what it read (at once, then every 32 events, at most every 250 ms) and, closed for falling behind (4008), resumes from its last event', async () => {
+    vi.useFakeTimers()
+    try {
+      const acks: number[][] = []
+      const urls: string[] = []
+      let sockets = 0
+      const factory = (url: string) => {
+        urls.push(url)
+        const mine: number[] = []
+        acks.push(mine)
+        const n = ++sockets
+        return scriptedSocket(
+          (socket) => {
+            socket.open()
+            if (n === 1) {
+              setTimeout(() => {
+                socket.receive({ type: 'welcome', seq: 0, state: {}, you: 'p', status: 'live' })
+                // 100 events at once, then 40 more a second later, then the session closes it.
+                for (let seq = 1; seq <= 100; seq++) {
+                  socket.receive({ type: 'event', seq, tick: seq, event: {} })
+                }
+              }, 1)
+              setTimeout(() => {
+                for (let seq = 101; seq <= 140; seq++) {
+                  socket.receive({ type: 'event', seq, tick: seq, event: {} })
+                }
+                setTimeout(() => socket.closeBy(4008), 10)
+              }, 1_000)
+            } else {
+              setTimeout(
+                () =>
+                  socket.receive({
+                    type: 'resumed',
+                    since: 140,
+                    seq: 140,
+                    tick: 140,
+                    tickRate: 1000,
+                  }),
+                1,
+              )
+            }
+          },
+          (frame) => {
+            if (frame.type === 'ack') mine.push(frame.seq as number)
+          },
+        )
+      }
+      const client = createClient({
+        baseUrl: 'http://nexus.test',
+        fetch: (async () => jsonRes(200, {})) as unknown as typeof fetch,
+        WebSocket: factory,
+      })
+      const game = client.sessions.connect('s1', 'tok')
+      await vi.advanceTimersByTimeAsync(5_000)
+      // The welcome at once; then, of the burst read in one go, nothing within 250 ms; a second
+      // on, the first event read (32 and more since), and none of the 39 right after it; the
+      // resume's socket acknowledges at once too.
+      expect(acks[0]).toEqual([0, 101])
+      expect(sockets).toBe(2)
+      expect(new URL(urls[1]!).searchParams.get('since')).toBe('140')
+      expect(acks[1]).toEqual([140])
+      game.close()
+    } finally {
+      vi.useRealTimers()
+    }
+  })
+
   it('a session socket that opens and drops at once backs off and gives up after maxReconnects', async () => {
     let opens = 0
     const factory = () =>
@@ -3655,7 +3722,8 @@ describe('documented examples', () => {
               1,
             )
           },
-          (frame) => sent.push(frame),
+          // Its acknowledgements of what it read are the SDK's own.
+          (frame) => frame.type !== 'ack' && sent.push(frame),
         ),
     })
     const game = client.sessions.connect('s1', 'tok')

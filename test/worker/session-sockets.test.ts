@@ -3,6 +3,7 @@ import { runInDurableObject } from 'cloudflare:test'
 import { describe, expect, it } from 'vitest'
 import type { GameSession } from '../../durable-objects/game-session.ts'
 import {
+  BEHIND_CLOSE,
   MAX_SOCKETS_PER_PLAYER,
   RATE_BURST,
   REPLACED_CLOSE,
@@ -312,6 +313,97 @@ describe('session sockets', () => {
     expect(limited).toHaveLength(MAX_REFUSED_FRAMES)
     // The frames within the allowance were played; none after.
     expect((await matchOf(sessionId)).seq).toBe(RATE_BURST)
+  })
+
+  it('a socket that acknowledges what it reads and falls too far behind is closed with 4008 (others, and sockets that never acknowledge, are not), and its resume gets exactly what it missed', async () => {
+    const players = playerIds(3)
+    const { sessionId, tokens } = await createSession({
+      rules: 'relay',
+      roster: players.map((playerId) => ({ playerId })),
+    })
+    const [sender, slow, keepsUp] = await Promise.all(
+      players.map((p) => connect(sessionId, tokens[p]!)),
+    )
+    for (const s of [sender!, slow!, keepsUp!]) await s.nextOf('welcome')
+    const limit = 600
+    await runInDurableObject(sessionObject(sessionId), (inst: GameSession) => {
+      const t = Date.now()
+      inst.now = () => t
+      inst.maxUnacked = limit
+    })
+    // The slow one says it read the welcome, then nothing more; the other acknowledges each.
+    slow!.send({ type: 'ack', seq: 0 })
+    keepsUp!.send({ type: 'ack', seq: 0 })
+    let sentChars = 0
+    let seq = 0
+    while (sentChars <= limit) {
+      sender!.send({ type: 'action', action: 'message', data: { text: 'x'.repeat(40), seq } })
+      const e = await keepsUp!.nextOf('event')
+      seq = e.seq as number
+      keepsUp!.send({ type: 'ack', seq })
+      sentChars += JSON.stringify(e).length
+    }
+    expect((await slow!.whenClosed()).code).toBe(BEHIND_CLOSE.code)
+    // The sender never acknowledged anything: no bound on it. The one keeping up stays.
+    sender!.send({ type: 'action', action: 'message', data: { text: 'after' } })
+    expect((await keepsUp!.nextOf('event')).seq).toBe(seq + 1)
+    expect((await sender!.next((f) => f.type === 'event' && f.seq === seq + 1)).seq).toBe(seq + 1)
+    // Back from the last event it read: every one since, once, in order.
+    const back = await connect(sessionId, tokens[players[1]!]!, { since: 0 })
+    await back.nextOf('resumed')
+    const missed: number[] = []
+    while (missed.length < seq + 1) missed.push((await back.nextOf('event')).seq as number)
+    expect(missed).toEqual(Array.from({ length: seq + 1 }, (_, i) => i + 1))
+  })
+
+  it('an ack past the last event sent is refused; one that covers nothing new takes from the frame allowance, one that covers new events does not', async () => {
+    const players = playerIds(2)
+    const { sessionId, tokens } = await createSession({
+      rules: 'relay',
+      roster: players.map((playerId) => ({ playerId })),
+    })
+    const a = await connect(sessionId, tokens[players[0]!]!)
+    await a.nextOf('welcome')
+    // The allowance does not refill while this runs.
+    await runInDurableObject(sessionObject(sessionId), (inst: GameSession) => {
+      const t = Date.now()
+      inst.now = () => t
+    })
+    a.send({ type: 'ack', seq: 5 })
+    expect(await a.next((f) => f.type === 'error')).toMatchObject({ code: 'invalid_message' })
+    const tokensLeft = await runInDurableObject(
+      sessionObject(sessionId),
+      async (inst: GameSession, state) => {
+        const [ws] = state.getWebSockets(players[0]!)
+        const left = () =>
+          (inst as unknown as { buckets: Map<string, { tokens: number }> }).buckets.get(
+            players[0]!,
+          )!.tokens
+        const ack = (seq: number) =>
+          inst.webSocketMessage(ws!, JSON.stringify({ type: 'ack', seq }))
+        const steps: number[] = [left()]
+        await ack(0) // the first: starts the socket's window
+        steps.push(left())
+        await ack(0) // nothing new
+        steps.push(left())
+        // An event sent to it (another player's action), then its ack.
+        await inst.webSocketMessage(
+          state.getWebSockets(players[0]!)[0]!,
+          JSON.stringify({ type: 'action', action: 'message', data: {} }),
+        )
+        steps.push(left())
+        await ack(1)
+        steps.push(left())
+        return steps
+      },
+    )
+    // The refused ack took one; the first ack and the ack of event 1 took none; the ack of
+    // nothing new and the action took one each.
+    const [start, afterFirst, afterRepeat, afterAction, afterNew] = tokensLeft
+    expect(afterFirst).toBe(start)
+    expect(afterRepeat).toBe(start! - 1)
+    expect(afterAction).toBe(start! - 2)
+    expect(afterNew).toBe(afterAction)
   })
 
   it('a socket the session closed is heard no more: frames its client sends after the close (a flooding client never answers it) are not applied, answered or counted', async () => {

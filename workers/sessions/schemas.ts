@@ -78,6 +78,13 @@ export const CONNECTION_ID_RULE = "conn must be 1 to 64 letters, digits, '_' or 
 export const ClientMessage = z.discriminatedUnion('type', [
   z.looseObject({ type: z.literal('action'), ref: ActionRef.optional() }),
   z.object({ type: z.literal('ping') }).strict(),
+  /**
+   * The client has read every event up to `seq`: from its first, the socket is closed
+   * (BEHIND_CLOSE) once the events sent to it and not acknowledged pass MAX_UNACKED_CHARS.
+   */
+  z
+    .object({ type: z.literal('ack'), seq: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER) })
+    .strict(),
 ])
 export type ClientMessage = z.infer<typeof ClientMessage>
 

@@ -256,21 +256,59 @@ describe('erasing a player (admin)', () => {
           n: number
         }[]
       )[0]!.n
-    // With no time to spend, one batch: it stays cleared.
-    expect(await clearArchivedNames(env, gone.playerId, 0)).toEqual({
-      cleared: ARCHIVE_CLEAR_BATCH,
-      done: false,
-    })
-    expect(await named(gone.playerId)).toBe(rows - ARCHIVE_CLEAR_BATCH)
-    // The erasure takes the rest, and the call that ends it answers for them all.
+    // The erasure begun (its tombstone), calls with no time to spend clear one batch each, each
+    // going on from the last: what a call cleared stays cleared, and is not read again.
+    await sql`insert into erased_players (id) values (${gone.playerId})`
+    for (let call = 1; call <= 2; call++) {
+      expect(await clearArchivedNames(env, gone.playerId, 0)).toEqual({
+        cleared: ARCHIVE_CLEAR_BATCH,
+        done: false,
+      })
+      expect(await named(gone.playerId)).toBe(rows - call * ARCHIVE_CLEAR_BATCH)
+    }
+    // The erasure's calls take the rest, and the call that ends it answers for them.
     const { first } = await eraseAll(gone.playerId)
     expect(first).toMatchObject({
       profileDeleted: true,
-      archivedRowsCleared: rows - ARCHIVE_CLEAR_BATCH,
+      archivedRowsCleared: rows - 2 * ARCHIVE_CLEAR_BATCH,
     })
     expect(await named(gone.playerId)).toBe(0)
     expect(await named(stays)).toBe(rows)
+    // Done: a call of the same erasure reads no row of them again.
+    expect(await clearArchivedNames(env, gone.playerId, 0)).toEqual({ cleared: 0, done: true })
     await sql`delete from leaderboard_archive where leaderboard_id = any(${boards})`
+  })
+
+  it('the call that ends an erasure clears the name from a page written late, by a statement that began before the erasure, in a cycle not complete before it', async () => {
+    const gone = await newGuest()
+    const board = await newBoard()
+    const sql = pg()
+    const { first } = await eraseAll(gone.playerId)
+    expect(first.archivedRowsCleared).toBe(0)
+    // Pages that commit after the erasure's clear, with the name (their statement began before
+    // the tombstone): one in a cycle still being archived, one in a cycle completed since the
+    // erasure began.
+    await sql`insert into leaderboard_cycles
+        (leaderboard_id, cycle, starts_at, ends_at, entries, archived_rows, completed_at)
+      values (${board}, 1, now() - interval '2 hours', now() - interval '1 hour', 5, 1, null),
+             (${board}, 2, now() - interval '1 hour', now(), 5, 5, now() + interval '1 second')`
+    await sql`insert into leaderboard_archive
+        (leaderboard_id, cycle, player_id, rank, score, subscore, name, metadata, submitted_at)
+      values (${board}, 1, ${gone.playerId}, 1, 9, 0, 'Late', '{"a":1}', now()),
+             (${board}, 2, ${gone.playerId}, 1, 9, 0, 'Late', '{"a":1}', now())`
+    // The walk's last call sent again (its answer lost): the same erasure.
+    const again = await erase(gone.playerId, PREFIX)
+    expect(again.status).toBe(200)
+    expect(((await again.json()) as Erasure).archivedRowsCleared).toBe(2)
+    expect(
+      await sql`select cycle, name, metadata from leaderboard_archive
+                 where leaderboard_id = ${board} order by cycle`,
+    ).toEqual([
+      { cycle: 1, name: null, metadata: null },
+      { cycle: 2, name: null, metadata: null },
+    ])
+    await sql`delete from leaderboard_archive where leaderboard_id = ${board}`
+    await sql`delete from leaderboard_cycles where leaderboard_id = ${board}`
   })
 
   it('a cycle archived after the erasure keeps the rank and score, without the name or metadata', async () => {

@@ -4,7 +4,11 @@ import { getDb, type DbEnv } from '../../workers/db/client.ts'
 import { COMPLETE_CYCLE } from '../../workers/leaderboards/archive-writer.ts'
 import { scheduledBoardsQuery } from '../../workers/leaderboards/config-store.ts'
 import { CLAIMS_OF_PLAYER } from '../../workers/matchmaking/claims.ts'
-import { RECENT_ERASURES_AFTER } from '../../workers/players/erasure.ts'
+import {
+  ARCHIVE_CLEAR_STEP,
+  LATE_ARCHIVE_CLEAR,
+  RECENT_ERASURES_AFTER,
+} from '../../workers/players/erasure.ts'
 import { PRUNE_OLD_PARTY_TICKETS, STALE_PARTY_TICKETS } from '../../workers/parties/store.ts'
 import { sessionListQuery, type SessionListing } from '../../workers/sessions/store.ts'
 import { pg } from './helpers/boards.ts'
@@ -162,6 +166,16 @@ describe('query plans on tables that grow', () => {
     expect(blocks(5)).toBeLessThan(50)
     expect((results[6] as { id: string }[]).map((r) => r.id)).toEqual([live])
     expect(results[8]).toEqual([])
+  })
+
+  it("an erasure's batches over a player's archived standings, and its last look at late pages, go by indexes", async () => {
+    const step = await planOf(ARCHIVE_CLEAR_STEP, ['p-plan', '', 0, 2000])
+    expect(step).toContain('leaderboard_archive_player_idx')
+    expect(step).not.toContain('Seq Scan')
+    const late = await planOf(LATE_ARCHIVE_CLEAR, ['p-plan', Date.now()])
+    expect(late).toContain('leaderboard_cycles_completed_at_idx')
+    expect(late).toContain('leaderboard_cycles_unfinished_idx')
+    expect(late).not.toContain('Seq Scan')
   })
 
   it("the cron's minute read of scheduled boards reads no board's configuration", async () => {

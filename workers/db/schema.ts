@@ -1,6 +1,7 @@
 import { sql } from 'drizzle-orm'
 import {
   bigint,
+  boolean,
   doublePrecision,
   index,
   integer,
@@ -60,6 +61,14 @@ export const erasedPlayers = pgTable(
      * is a new erasure, with a time of its own (the player may have come back since).
      */
     completedAt: timestamp('completed_at', { withTimezone: true, mode: 'date' }),
+    /**
+     * How far the erasure's clear of the player's names in `leaderboard_archive` has gone, in
+     * the archive's player index order (board, cycle), and whether it reached the end: each
+     * call goes on from there (`clearArchivedNames`). A new erasure starts it again.
+     */
+    archiveBoard: text('archive_board'),
+    archiveCycle: integer('archive_cycle'),
+    archiveCleared: boolean('archive_cleared').notNull().default(false),
   },
   // A new board takes on the erasures of the last weeks (recentErasuresAfter): tombstones are
   // kept for good, so without it that read walks every erasure ever made.
@@ -140,6 +149,9 @@ export const leaderboardCycles = pgTable(
   (t) => [
     primaryKey({ columns: [t.leaderboardId, t.cycle] }),
     // The cron's safety net finds archives left unfinished without reading every closed cycle.
+    // An erasure's last look at the archive: the cycles completed since it began, whose pages
+    // may have been written by statements that began before it (`clearLateArchivedNames`).
+    index('leaderboard_cycles_completed_at_idx').on(t.completedAt),
     index('leaderboard_cycles_unfinished_idx')
       .on(t.leaderboardId)
       .where(sql`${t.completedAt} is null`),

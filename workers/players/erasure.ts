@@ -75,7 +75,10 @@ export async function eraseFromNeon(
     `insert into erased_players (id) values ($1)
      on conflict (id) do update set
        erased_at = case when ${OVER} then now() else erased_players.erased_at end,
-       completed_at = case when ${OVER} then null else erased_players.completed_at end
+       completed_at = case when ${OVER} then null else erased_players.completed_at end,
+       archive_board = case when ${OVER} then null else erased_players.archive_board end,
+       archive_cycle = case when ${OVER} then null else erased_players.archive_cycle end,
+       archive_cleared = case when ${OVER} then false else erased_players.archive_cleared end
      returning erased_at`,
     [playerId, opts.continuing],
   )) as { erased_at: string | Date }[]
@@ -124,13 +127,66 @@ export async function eraseFromNeon(
 export const ARCHIVE_CLEAR_BATCH = 2_000
 
 /**
+ * One batch of `clearArchivedNames`: ($1 player, after ($2 board, $3 cycle), $4 batch), the
+ * erasure's place moved along in the same statement. Exported for the test of its plan.
+ */
+export const ARCHIVE_CLEAR_STEP = `with page as (
+     select leaderboard_id, cycle from leaderboard_archive
+      where player_id = $1 and (leaderboard_id, cycle) > ($2::text, $3::int)
+      order by leaderboard_id, cycle limit $4
+   ),
+   cleared as (
+     update leaderboard_archive a set name = null, metadata = null
+       from page p
+      where a.player_id = $1 and a.leaderboard_id = p.leaderboard_id and a.cycle = p.cycle
+        and (a.name is not null or a.metadata is not null)
+     returning 1
+   ),
+   last as (select leaderboard_id, cycle from page order by leaderboard_id desc, cycle desc limit 1),
+   -- How far it went, for the next call: never back (two calls of one erasure at once).
+   ahead as (
+     select l.leaderboard_id, l.cycle from last l, erased_players e
+      where e.id = $1
+        and (e.archive_board is null
+             or (e.archive_board, e.archive_cycle) < (l.leaderboard_id, l.cycle))
+   ),
+   moved as (
+     update erased_players set
+       archive_board = coalesce((select leaderboard_id from ahead), archive_board),
+       archive_cycle = coalesce((select cycle from ahead), archive_cycle),
+       archive_cleared = archive_cleared or (select count(*) from page) < $4
+      where id = $1
+     returning 1
+   )
+   select (select count(*)::int from cleared) as cleared,
+          (select count(*)::int from page) as seen,
+          (select leaderboard_id from last) as last_board,
+          (select cycle from last) as last_cycle`
+
+/** `clearLateArchivedNames`' statement ($1 player, $2 erased at, ms); exported for its plan. */
+export const LATE_ARCHIVE_CLEAR = `with late as (
+     select leaderboard_id, cycle from leaderboard_cycles where completed_at is null
+     union all
+     select leaderboard_id, cycle from leaderboard_cycles
+      where completed_at >= to_timestamp($2::float8 / 1000)
+   ),
+   cleared as (
+     update leaderboard_archive a set name = null, metadata = null
+       from late l
+      where a.leaderboard_id = l.leaderboard_id and a.cycle = l.cycle and a.player_id = $1
+        and (a.name is not null or a.metadata is not null)
+     returning 1
+   )
+   select count(*)::int as n from cleared`
+
+/**
  * Clears the display name and metadata copied into the player's archived standings, a batch of
- * ARCHIVE_CLEAR_BATCH rows a statement in the order of the archive's player index, until the
- * end or `budgetMs` is spent (no batch begins after it). Apart from the profile's deletion, so
- * that a player of years of short cycles (hundreds of thousands of rows) has their profile
- * deleted at once, and no statement runs into Neon's query deadline. Each batch commits: a
- * call cut off is taken up by the next, which walks the rows cleared already without writing.
- * Answers how many rows it cleared and whether it reached the end.
+ * ARCHIVE_CLEAR_BATCH rows a statement in the order of the archive's player index, going on from
+ * where the erasure's earlier calls stopped (kept in its `erased_players` row with each batch),
+ * until the end or `budgetMs` is spent (no batch begins after it). Apart from the profile's
+ * deletion, so that a player of years of short cycles (hundreds of thousands of rows) has their
+ * profile deleted at once, and no statement runs into Neon's query deadline. Answers how many
+ * rows it cleared and whether the erasure's clear has reached the end (then it reads one row).
  *
  * @example
  * const { cleared, done } = await clearArchivedNames(env, playerId, 5_000)
@@ -142,35 +198,46 @@ export async function clearArchivedNames(
 ): Promise<{ cleared: number; done: boolean }> {
   const sql = getSql(env)
   const deadline = Date.now() + budgetMs
+  const [at] = (await sql.query(
+    `select archive_board, archive_cycle, archive_cleared from erased_players where id = $1`,
+    [playerId],
+  )) as { archive_board: string | null; archive_cycle: number | null; archive_cleared: boolean }[]
+  // No erasure (never the case: its tombstone comes first), or its clear done.
+  if (!at || at.archive_cleared) return { cleared: 0, done: true }
   let cleared = 0
   // Board ids are never empty: ('', 0) comes before every row.
-  let after: [string, number] = ['', 0]
+  let after: [string, number] = [at.archive_board ?? '', at.archive_cycle ?? 0]
   for (;;) {
-    const [batch] = (await sql.query(
-      `with page as (
-         select leaderboard_id, cycle from leaderboard_archive
-          where player_id = $1 and (leaderboard_id, cycle) > ($2::text, $3::int)
-          order by leaderboard_id, cycle limit $4
-       ),
-       cleared as (
-         update leaderboard_archive a set name = null, metadata = null
-           from page p
-          where a.player_id = $1 and a.leaderboard_id = p.leaderboard_id and a.cycle = p.cycle
-            and (a.name is not null or a.metadata is not null)
-         returning 1
-       ),
-       last as (select leaderboard_id, cycle from page order by leaderboard_id desc, cycle desc limit 1)
-       select (select count(*)::int from cleared) as cleared,
-              (select count(*)::int from page) as seen,
-              (select leaderboard_id from last) as last_board,
-              (select cycle from last) as last_cycle`,
-      [playerId, after[0], after[1], ARCHIVE_CLEAR_BATCH],
-    )) as { cleared: number; seen: number; last_board: string | null; last_cycle: number | null }[]
+    const [batch] = (await sql.query(ARCHIVE_CLEAR_STEP, [
+      playerId,
+      after[0],
+      after[1],
+      ARCHIVE_CLEAR_BATCH,
+    ])) as { cleared: number; seen: number; last_board: string | null; last_cycle: number | null }[]
     cleared += batch!.cleared
     if (batch!.seen < ARCHIVE_CLEAR_BATCH) return { cleared, done: true }
     after = [batch!.last_board!, batch!.last_cycle!]
     if (Date.now() >= deadline) return { cleared, done: false }
   }
+}
+
+/**
+ * The erasure's last look at the archive: a page written by a statement that began before the
+ * erasure's tombstone (so it did not see it) may commit with the player's name after the clear
+ * passed its place. Its cycle was not complete before that commit (a cycle completes after its
+ * pages, and a page's rows are never written after that), so it is one still unfinished, or
+ * completed since the erasure began: the player's row in each of those, by primary key. Answers
+ * how many it cleared.
+ */
+export async function clearLateArchivedNames(
+  env: DbEnv,
+  playerId: string,
+  erasedAt: number,
+): Promise<number> {
+  const [row] = (await getSql(env).query(LATE_ARCHIVE_CLEAR, [playerId, erasedAt])) as {
+    n: number
+  }[]
+  return row?.n ?? 0
 }
 
 /** Exported for the test of its plan: it finds the recent ones by `erased_at`'s index. */

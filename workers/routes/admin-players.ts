@@ -9,7 +9,12 @@ import { ApiError } from '../lib/problem.ts'
 import { GUEST_ID_PREFIX } from '../lib/auth.ts'
 import { requireAdmin } from '../middleware/auth.ts'
 import { cancelStaleTickets } from '../parties/stale-tickets.ts'
-import { clearArchivedNames, eraseFromNeon, markErasureComplete } from '../players/erasure.ts'
+import {
+  clearArchivedNames,
+  clearLateArchivedNames,
+  eraseFromNeon,
+  markErasureComplete,
+} from '../players/erasure.ts'
 import { removeFromLiveSessions } from '../sessions/erased-players.ts'
 import { accountBan, banAccount, liftAccountBan } from '../players/bans.ts'
 import { removeFromQueues } from '../matchmaking/claims.ts'
@@ -260,7 +265,10 @@ const eraseRoute = createRoute({
     'after its boards), takes them out of every live session they are in (their sockets close ' +
     'and none of theirs is taken again, whatever their token: the game goes on as after their ' +
     'leaving, a forfeit once their grace is over where the rules say so; by every call, and ' +
-    'the call that ends the walk is 503 naming `sessions` it could not reach), clears the name and metadata copied into archived standings, and removes their entry from every ' +
+    'the call that ends the walk is 503 naming `sessions` it could not reach), clears the name and metadata copied into archived standings (2,000 rows a statement, ' +
+    'each call going on from the last: up to 5 s a call with boards left, and to the end on the call that ends the ' +
+    "walk, which is 503 with `Retry-After: 1` and this call's `archivedRowsCleared` while more are left; " +
+    "`archivedRowsCleared` counts the call's own), and removes their entry from every " +
     "board's current cycle. Ranks, scores, rewards and match results stay under the bare id, which " +
     'names nobody once the profile is gone; the id is kept as erased, so a match the player was ' +
     "still in rates and records nothing of theirs; an account ban keeps a banned guest's device " +
@@ -303,10 +311,10 @@ function unreached(done: string, failed: readonly string[], next: string | null)
   )
 }
 
-/** How long the first call of an erasure clears archived names for before going on (best effort). */
-const ARCHIVE_CLEAR_FIRST_MS = 5_000
+/** How long a call with boards left to walk clears archived names for (it goes on next call). */
+const ARCHIVE_CLEAR_PAGE_MS = 5_000
 /** How long the call that ends a walk clears them for, before a 503 whose retry goes on. */
-const ARCHIVE_CLEAR_SWEEP_MS = 15_000
+const ARCHIVE_CLEAR_LAST_MS = 15_000
 
 /** 503 naming the queue pools (the first 100) a ban's or an erasure's step could not reach. */
 function poolsUnreached(done: string, pools: readonly string[]): ApiError {
@@ -324,10 +332,6 @@ adminPlayers.openapi(eraseRoute, async (c) => {
   // A call with `after` goes on with a walk, which keeps its time however long it takes.
   const neon = await eraseFromNeon(c.env, playerId, { continuing: after !== '' })
   forgetPlayerName(playerId)
-  // The archive's copies of the name, on the first call as far as a few seconds go (most players'
-  // in one statement), and to the end on the call that ends the walk (below): not on every page.
-  const firstClear =
-    after === '' ? await clearArchivedNames(c.env, playerId, ARCHIVE_CLEAR_FIRST_MS) : null
   // A ticket left waiting would make a match after the erasure, which plays them as a new player
   // (the session, made after the erasure, does not count them as erased): a profile again. So
   // every call cancels theirs first, before the boards, however many calls the walk takes: the
@@ -377,6 +381,24 @@ adminPlayers.openapi(eraseRoute, async (c) => {
       { 'retry-after': '5' },
     )
   }
+  // The archive's copies of the name, going on from where the erasure's last call stopped: as
+  // far as a few seconds go on a call with boards still to walk (most players' in one
+  // statement), to the end on the call that ends the walk, which answers 503 (its retry goes
+  // on) until it gets there.
+  const clear = await clearArchivedNames(
+    c.env,
+    playerId,
+    next === null ? ARCHIVE_CLEAR_LAST_MS : ARCHIVE_CLEAR_PAGE_MS,
+  )
+  if (next === null && !clear.done) {
+    throw new ApiError(
+      'unavailable',
+      `The player is erased from Neon and on every board; ${clear.cleared} archived standings ` +
+        'had their name cleared in this call, and more are left: retry',
+      { archivedRowsCleared: clear.cleared },
+      { 'retry-after': '1' },
+    )
+  }
   // The call that ends the walk sweeps Neon once more: a write that began before the tombstone
   // (a party created, an archive page with the player's name) may commit after the first pass,
   // and nothing would come back for it. Idempotent, and it keeps the tombstone's time.
@@ -384,27 +406,15 @@ adminPlayers.openapi(eraseRoute, async (c) => {
   if (sweep?.leftParty) {
     await cancelStaleTickets(c.env, sweep.leftParty, sweep.staleTickets, { by: 'erasure' })
   }
-  // Once more over the whole archive (a page written as the erasure began may hold the name),
-  // and to the end: each batch commits, so a call cut off here is taken further by its retry.
-  const sweepClear = sweep
-    ? await clearArchivedNames(c.env, playerId, ARCHIVE_CLEAR_SWEEP_MS)
-    : null
-  if (sweepClear && !sweepClear.done) {
-    throw new ApiError(
-      'unavailable',
-      `The player is erased from Neon and on every board; ${(firstClear?.cleared ?? 0) + sweepClear.cleared} ` +
-        'archived standings had their name cleared in this call, and more are left: retry',
-      {},
-      { 'retry-after': '1' },
-    )
-  }
+  // And the archive's pages a statement that began before the erasure wrote after the clear.
+  const late = sweep ? await clearLateArchivedNames(c.env, playerId, neon.erasedAt) : 0
   if (sweep) await markErasureComplete(c.env, playerId)
   return c.json(
     {
       playerId,
       profileDeleted: neon.hadProfile || sweep?.hadProfile === true,
       leftParty: neon.leftParty ?? sweep?.leftParty ?? null,
-      archivedRowsCleared: (firstClear?.cleared ?? 0) + (sweepClear?.cleared ?? 0),
+      archivedRowsCleared: clear.cleared + late,
       deviceKeptForBan: sweep?.deviceKeptForBan ?? neon.deviceKeptForBan,
       tickets: { cancelled: queues.cancelled },
       sessions: { left: sessions.sessions },

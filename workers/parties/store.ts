@@ -576,9 +576,14 @@ const NOTED_TICKETS = `select coalesce(array_agg(t.ticket_id order by t.noted_at
 
 /**
  * A note `t` (joined to its party `p`, absent once the party ended) made before the party's
- * latest membership change: it no longer stands for the party.
+ * latest membership change: it no longer stands for the party. Unless another party notes its
+ * ticket as its own since its own latest change: a party made again with the same players (the
+ * one before ended while the ticket's pool was out of reach), whose join was handed the ticket.
  */
-const NOTE_IS_STALE = `(p.id is null or t.noted_at < p.updated_at)`
+const NOTE_IS_STALE = `(p.id is null or t.noted_at < p.updated_at)
+  and not exists (select 1 from party_tickets c join parties cp on cp.id = c.party_id
+                   where c.ticket_id = t.ticket_id and c.party_id <> t.party_id
+                     and c.noted_at >= cp.updated_at)`
 
 /**
  * Party `$1`'s notes from before its latest membership change, all of them once it ended: what
@@ -744,9 +749,6 @@ export async function pruneOldPartyTickets(env: DbEnv): Promise<void> {
 export const STALE_PARTY_TICKETS = `select t.party_id, t.ticket_id
   from party_tickets t left join parties p on p.id = t.party_id
   where ${NOTE_IS_STALE}
-    and not exists (select 1 from party_tickets c join parties cp on cp.id = c.party_id
-                     where c.ticket_id = t.ticket_id and c.party_id <> t.party_id
-                       and c.noted_at >= cp.updated_at)
     and (t.party_id collate "C", t.ticket_id collate "C") > ($2::text, $3::text)
   order by t.party_id collate "C", t.ticket_id collate "C" limit $1`
 

@@ -206,7 +206,11 @@ export class Auth {
    * tells the listeners; answers the new generation.
    */
   private forget(quietly = false): number {
-    const signedIn = this.signedInAs()
+    // During a sign-in, the player before it is the one signed out (with their token, which the
+    // sign-in dropped): what they are in ends on the server too.
+    const signedIn = this.pending
+      ? (this.pending.before ?? { token: null, playerId: null })
+      : this.signedInAs()
     this.current = null
     this.source = null
     this.pending = null

@@ -5065,6 +5065,25 @@ describe('signing in, out and as another player', () => {
     expect(deletes).toEqual([])
   })
 
+  it('a sign-out while a sign-in is on its way ends the ticket of the player before with the token it was made with', async () => {
+    const { deletes, fetch: server, deleted } = oneWaitingTicket()
+    const client = createClient({
+      baseUrl: 'http://nexus.test',
+      retry: { baseDelayMs: 1, maxDelayMs: 5 },
+      fetch: server as typeof fetch,
+    })
+    await client.auth.guest('device-abcdef-123456')
+    const ticket = client.matchmaking.join('duel', { transport: 'http' })
+    await within(ticket.once('queued'), 'queued', 2000)
+    const signingIn = client.auth.guest('device-abcdef-123456')
+    client.auth.signOut()
+    await expect(signingIn).rejects.toThrow(/before the sign-in completed/)
+    const e = await ticket.matched.catch((x: unknown) => x)
+    expect(e instanceof MatchmakingEnded && e.reason === 'signed_out').toBe(true)
+    await deleted(1)
+    expect(deletes).toEqual(['/v1/matchmaking/tickets/duel:eu:t1 as tok'])
+  })
+
   it('two sign-ins at once, the second as another player, end the ticket with the token it was made with', async () => {
     const { deletes, fetch: server, deleted } = oneWaitingTicket()
     const client = createClient({

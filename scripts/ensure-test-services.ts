@@ -50,7 +50,17 @@ if (missing.length > 0) {
       try {
         // A fresh machine's unattended upgrades may hold dpkg's lock for minutes: waited for.
         const lockWait = ['-o', 'DPkg::Lock::Timeout=300']
-        execFileSync('apt-get', [...lockWait, 'update', '-qq'], { stdio: 'inherit', env })
+        // The lists' lock `update` takes has no timeout of its own: tried again for 5 minutes.
+        for (let attempt = 1; ; attempt++) {
+          try {
+            execFileSync('apt-get', [...lockWait, 'update', '-qq'], { stdio: 'inherit', env })
+            break
+          } catch (err) {
+            if (attempt >= 30) throw err
+            console.warn('[nexus] apt-get update failed (its lock held?): again in 10 s')
+            execFileSync('sleep', ['10'])
+          }
+        }
         execFileSync(
           'apt-get',
           [...lockWait, 'install', '-y', '-qq', '--no-install-recommends', ...viaApt],

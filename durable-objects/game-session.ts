@@ -172,12 +172,14 @@ export const ERASED_CLOSE = { code: 4004, reason: 'the player was erased' } as c
 export const BEHIND_CLOSE = { code: 4008, reason: 'too far behind: resume' } as const
 /**
  * Characters of events sent to a socket that has acknowledged what it reads (`ack`) and not yet
- * acknowledged, past which it is closed (BEHIND_CLOSE). The runtime gives a server socket no
- * back-pressure: what a client does not read waits in the object's memory (128 MB for everyone),
- * so a phone on a weak link in a busy room would hold more and more of it. The SDK acknowledges
- * about four times a second, so a client that keeps up stays far below.
+ * acknowledged, past which, with the oldest of them sent BEHIND_FOR_MS ago, it is closed
+ * (BEHIND_CLOSE). The runtime gives a server socket no back-pressure: what a client does not
+ * read waits in the object's memory (128 MB for everyone), so a phone on a weak link in a busy
+ * room would hold more and more of it. The SDK acknowledges up to four times a second, so a
+ * client that keeps up never has an event unacknowledged for long, however large a burst.
  */
 export const MAX_UNACKED_CHARS = 1024 * 1024
+export const BEHIND_FOR_MS = 10_000
 /** The alarm looks for silent sockets (SILENT_SOCKET_MS) at most this often. */
 export const SILENT_CHECK_EVERY_MS = 10_000
 /** Catch-up runs (of 100 deadlines each) an admin's end plays before it answers "send again". */
@@ -393,9 +395,10 @@ interface AckWindow {
   acked: number
   /** The latest event it acknowledged. */
   seq: number
-  /** Each event sent, and `sent` after it, from `head` on. */
+  /** Each event sent, `sent` after it, and when it was sent, from `head` on. */
   seqs: number[]
   sentAfter: number[]
+  sentAt: number[]
   head: number
 }
 
@@ -487,6 +490,8 @@ export class GameSession extends DurableObject<Env> {
   private readonly acks = new WeakMap<WebSocket, AckWindow>()
   /** Characters sent and not acknowledged past which a socket is closed; tests lower it. */
   maxUnacked = MAX_UNACKED_CHARS
+  /** How long the oldest of them must have waited too; tests lower it. */
+  behindForMs = BEHIND_FOR_MS
   /** From SESSION_GRACE_SECONDS, SESSION_JOIN_GRACE_SECONDS, SESSION_RETENTION_HOURS. */
   graceMs: number
   joinGraceMs: number
@@ -1222,9 +1227,16 @@ export class GameSession extends DurableObject<Env> {
           you: player,
           status: this.status!,
           ...this.clockNow(),
+          acks: true,
         })
       } else {
-        send(server, { type: 'resumed', since, seq: this.match.seq, ...this.clockNow() })
+        send(server, {
+          type: 'resumed',
+          since,
+          seq: this.match.seq,
+          ...this.clockNow(),
+          acks: true,
+        })
         const sent = this.sendMissed(server, since)
         if (sent !== null) {
           this.resuming.add(server)
@@ -1637,17 +1649,27 @@ export class GameSession extends DurableObject<Env> {
       }
       const window = this.acks.get(ws)
       if (window) {
+        const now = this.now()
         window.sent += frame.length
         window.seqs.push(record.seq)
         window.sentAfter.push(window.sent)
-        if (window.sent - window.acked > this.maxUnacked) this.closeBehind(ws)
+        window.sentAt.push(now)
+        // Behind by much, for long: a burst a client is reading (a large event, say) is not.
+        if (
+          window.sent - window.acked > this.maxUnacked &&
+          now - window.sentAt[window.head]! >= this.behindForMs
+        ) {
+          this.closeBehind(ws)
+        }
       }
     }
   }
 
   /**
-   * Takes `message` as an acknowledgement if it is one that covers events sent since the socket's
-   * last (its first starts the socket's window); true if it was.
+   * Takes `message` as an acknowledgement if it is one (its first starts the socket's window);
+   * true if it covers events broadcast to the socket since its last, which is free of the frame
+   * allowance (there are never more of those than events sent to it). Any other ack, the first
+   * included, goes on to be counted as any frame is.
    */
   private acknowledged(ws: WebSocket, message: string | ArrayBuffer): boolean {
     if (typeof message !== 'string' || message.length > 64 || !message.includes('"ack"')) {
@@ -1661,27 +1683,35 @@ export class GameSession extends DurableObject<Env> {
     } catch {
       return false
     }
-    if (typeof seq !== 'number' || !Number.isInteger(seq) || seq > (this.match?.seq ?? 0)) {
+    if (
+      typeof seq !== 'number' ||
+      !Number.isInteger(seq) ||
+      seq < 0 ||
+      seq > (this.match?.seq ?? 0)
+    ) {
       return false
     }
-    let window = this.acks.get(ws)
+    const window = this.acks.get(ws)
     if (!window) {
-      this.acks.set(ws, (window = { sent: 0, acked: 0, seqs: [], sentAfter: [], head: 0, seq }))
-      return true
+      this.acks.set(ws, { sent: 0, acked: 0, seqs: [], sentAfter: [], sentAt: [], head: 0, seq })
+      return false
     }
     if (seq <= window.seq) return false
     window.seq = seq
+    const from = window.head
     while (window.head < window.seqs.length && window.seqs[window.head]! <= seq) {
       window.acked = window.sentAfter[window.head]!
       window.head++
     }
+    const covered = window.head > from
     // Read past: dropped, so the lists hold only what is on its way.
     if (window.head >= 1024 && window.head * 2 >= window.seqs.length) {
       window.seqs.splice(0, window.head)
       window.sentAfter.splice(0, window.head)
+      window.sentAt.splice(0, window.head)
       window.head = 0
     }
-    return true
+    return covered
   }
 
   /** Closes a socket too far behind what it acknowledged, as if its client had closed it. */

@@ -748,7 +748,7 @@ export class GameConnection extends Emitter<GameEvents> {
     switch (msg.type) {
       case 'welcome':
         this.seq = msg.seq
-        this.acked = { seq: -1, at: -Infinity }
+        this.acked = { seq: -1, at: -Infinity, taken: msg.acks === true }
         this.acknowledge(socket)
         this.anchorClock(msg)
         this.emit('welcome', {
@@ -763,7 +763,7 @@ export class GameConnection extends Emitter<GameEvents> {
         this.startActing()
         return
       case 'resumed':
-        this.acked = { seq: -1, at: -Infinity }
+        this.acked = { seq: -1, at: -Infinity, taken: msg.acks === true }
         this.acknowledge(socket)
         this.anchorClock(msg)
         this.emit('resumed', {
@@ -810,23 +810,24 @@ export class GameConnection extends Emitter<GameEvents> {
     }
   }
 
-  /** The latest `ack` sent on the current socket: its event, and when (monotonic ms). */
-  private acked = { seq: -1, at: -Infinity }
+  /**
+   * The latest `ack` sent on the current socket: its event, and when (monotonic ms); and whether
+   * the session takes them (its `welcome` or `resumed` said so: an older one would refuse each).
+   */
+  private acked = { seq: -1, at: -Infinity, taken: false }
 
   /**
    * Tells the server what this connection has read, so that it can close a socket that falls
    * too far behind (a weak link in a busy room) rather than hold everything unread in memory:
-   * at once on a new socket, then every ACK_EVERY_EVENTS events at most every ACK_EVERY_MS.
+   * at once on a new socket, then, while events come, at most every ACK_EVERY_MS.
    */
   private acknowledge(socket: SocketLike): void {
     const seq = this.seq
-    if (seq === null || !isOpen(socket) || this.socket !== socket) return
+    if (!this.acked.taken || seq === null || !isOpen(socket) || this.socket !== socket) return
     const now = monotonicNow()
     const first = this.acked.seq < 0
-    if (!first && (seq - this.acked.seq < ACK_EVERY_EVENTS || now - this.acked.at < ACK_EVERY_MS)) {
-      return
-    }
-    this.acked = { seq, at: now }
+    if (!first && (seq <= this.acked.seq || now - this.acked.at < ACK_EVERY_MS)) return
+    this.acked = { seq, at: now, taken: true }
     socket.send(JSON.stringify({ type: 'ack', seq }))
   }
 
@@ -886,8 +887,6 @@ function gameOver(): ActionRefused {
   return new ActionRefused('game_over', 'The game is over')
 }
 
-/** Events a connection reads between its acknowledgements, at least (`ack`). */
-const ACK_EVERY_EVENTS = 32
 /** How often a connection acknowledges what it read, at most (ms). */
 const ACK_EVERY_MS = 250
 

@@ -427,71 +427,83 @@ describe('client SDK under failure', () => {
     expect(renewals).toBe(2)
   })
 
-  it('a game connection acknowledges what it read (at once, then every 32 events, at most every 250 ms) and, closed for falling behind (4008), resumes from its last event', async () => {
-    vi.useFakeTimers()
-    try {
-      const acks: number[][] = []
-      const urls: string[] = []
-      let sockets = 0
-      const factory = (url: string) => {
-        urls.push(url)
-        const mine: number[] = []
-        acks.push(mine)
-        const n = ++sockets
-        return scriptedSocket(
-          (socket) => {
-            socket.open()
-            if (n === 1) {
-              setTimeout(() => {
-                socket.receive({ type: 'welcome', seq: 0, state: {}, you: 'p', status: 'live' })
-                // 100 events at once, then 40 more a second later, then the session closes it.
-                for (let seq = 1; seq <= 100; seq++) {
-                  socket.receive({ type: 'event', seq, tick: seq, event: {} })
-                }
-              }, 1)
-              setTimeout(() => {
-                for (let seq = 101; seq <= 140; seq++) {
-                  socket.receive({ type: 'event', seq, tick: seq, event: {} })
-                }
-                setTimeout(() => socket.closeBy(4008), 10)
-              }, 1_000)
-            } else {
-              setTimeout(
-                () =>
+  it('a game connection acknowledges what it read (at once, then at most every 250 ms while events come) when the session takes acks, and, closed for falling behind (4008), resumes from its last event; to a session that does not say so, none', async () => {
+    async function acksSent(oldServer: boolean): Promise<number[][]> {
+      vi.useFakeTimers()
+      try {
+        const acks: number[][] = []
+        const urls: string[] = []
+        let sockets = 0
+        const factory = (url: string) => {
+          urls.push(url)
+          const mine: number[] = []
+          acks.push(mine)
+          const n = ++sockets
+          return scriptedSocket(
+            (socket) => {
+              socket.open()
+              if (n === 1) {
+                setTimeout(() => {
                   socket.receive({
-                    type: 'resumed',
-                    since: 140,
-                    seq: 140,
-                    tick: 140,
-                    tickRate: 1000,
-                  }),
-                1,
-              )
-            }
-          },
-          (frame) => {
-            if (frame.type === 'ack') mine.push(frame.seq as number)
-          },
-        )
+                    type: 'welcome',
+                    seq: 0,
+                    state: {},
+                    you: 'p',
+                    status: 'live',
+                    acks: oldServer ? undefined : true,
+                  })
+                  // 100 events at once, then 40 more a second later, then the session closes it.
+                  for (let seq = 1; seq <= 100; seq++) {
+                    socket.receive({ type: 'event', seq, tick: seq, event: {} })
+                  }
+                }, 1)
+                setTimeout(() => {
+                  for (let seq = 101; seq <= 140; seq++) {
+                    socket.receive({ type: 'event', seq, tick: seq, event: {} })
+                  }
+                  setTimeout(() => socket.closeBy(4008), 10)
+                }, 1_000)
+              } else {
+                setTimeout(
+                  () =>
+                    socket.receive({
+                      type: 'resumed',
+                      since: 140,
+                      seq: 140,
+                      tick: 140,
+                      tickRate: 1000,
+                      acks: oldServer ? undefined : true,
+                    }),
+                  1,
+                )
+              }
+            },
+            (frame) => {
+              if (frame.type === 'ack') mine.push(frame.seq as number)
+            },
+          )
+        }
+        const client = createClient({
+          baseUrl: 'http://nexus.test',
+          fetch: (async () => jsonRes(200, {})) as unknown as typeof fetch,
+          WebSocket: factory,
+        })
+        const game = client.sessions.connect('s1', 'tok')
+        await vi.advanceTimersByTimeAsync(5_000)
+        expect(sockets).toBe(2)
+        expect(new URL(urls[1]!).searchParams.get('since')).toBe('140')
+        game.close()
+        return acks
+      } finally {
+        vi.useRealTimers()
       }
-      const client = createClient({
-        baseUrl: 'http://nexus.test',
-        fetch: (async () => jsonRes(200, {})) as unknown as typeof fetch,
-        WebSocket: factory,
-      })
-      const game = client.sessions.connect('s1', 'tok')
-      await vi.advanceTimersByTimeAsync(5_000)
-      // The welcome at once; then, of the burst read in one go, nothing within 250 ms; a second
-      // on, the first event read (32 and more since), and none of the 39 right after it; the
-      // resume's socket acknowledges at once too.
-      expect(acks[0]).toEqual([0, 101])
-      expect(sockets).toBe(2)
-      expect(new URL(urls[1]!).searchParams.get('since')).toBe('140')
-      expect(acks[1]).toEqual([140])
-      game.close()
-    } finally {
-      vi.useRealTimers()
     }
+    // The welcome at once; then, of the burst read in one go, nothing within 250 ms; a second on,
+    // the first event read, and none of the 39 right after it; the resume's socket acknowledges
+    // at once too.
+    expect(await acksSent(false)).toEqual([[0, 101], [140]])
+    // A session from before acks says nothing of them: none is sent (each would be refused).
+    expect(await acksSent(true)).toEqual([[], []])
   })
 
   it('a session socket that opens and drops at once backs off and gives up after maxReconnects', async () => {

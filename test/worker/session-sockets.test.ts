@@ -4,6 +4,7 @@ import { describe, expect, it } from 'vitest'
 import type { GameSession } from '../../durable-objects/game-session.ts'
 import {
   BEHIND_CLOSE,
+  BEHIND_FOR_MS,
   MAX_SOCKETS_PER_PLAYER,
   RATE_BURST,
   REPLACED_CLOSE,
@@ -326,8 +327,8 @@ describe('session sockets', () => {
     )
     for (const s of [sender!, slow!, keepsUp!]) await s.nextOf('welcome')
     const limit = 600
+    let t = Date.now()
     await runInDurableObject(sessionObject(sessionId), (inst: GameSession) => {
-      const t = Date.now()
       inst.now = () => t
       inst.maxUnacked = limit
     })
@@ -343,6 +344,19 @@ describe('session sockets', () => {
       keepsUp!.send({ type: 'ack', seq })
       sentChars += JSON.stringify(e).length
     }
+    // Behind by more than the bound, but only just: a burst it may still be reading. Some time on
+    // and still not acknowledged, the next event sent closes it.
+    const slowOpen = () =>
+      runInDurableObject(
+        sessionObject(sessionId),
+        (_inst: GameSession, state) =>
+          state.getWebSockets(players[1]!)[0]!.readyState === WebSocket.OPEN,
+      )
+    expect(await slowOpen()).toBe(true)
+    t += BEHIND_FOR_MS
+    sender!.send({ type: 'action', action: 'message', data: { text: 'later' } })
+    seq = (await keepsUp!.nextOf('event')).seq as number
+    keepsUp!.send({ type: 'ack', seq })
     expect((await slow!.whenClosed()).code).toBe(BEHIND_CLOSE.code)
     // The sender never acknowledged anything: no bound on it. The one keeping up stays.
     sender!.send({ type: 'action', action: 'message', data: { text: 'after' } })
@@ -356,7 +370,7 @@ describe('session sockets', () => {
     expect(missed).toEqual(Array.from({ length: seq + 1 }, (_, i) => i + 1))
   })
 
-  it('an ack past the last event sent is refused; one that covers nothing new takes from the frame allowance, one that covers new events does not', async () => {
+  it('an ack past the last event sent, or below 0, is refused; the first, and one that covers nothing new, take from the frame allowance; one that covers events sent to the socket since does not', async () => {
     const players = playerIds(2)
     const { sessionId, tokens } = await createSession({
       rules: 'relay',
@@ -370,6 +384,8 @@ describe('session sockets', () => {
       inst.now = () => t
     })
     a.send({ type: 'ack', seq: 5 })
+    expect(await a.next((f) => f.type === 'error')).toMatchObject({ code: 'invalid_message' })
+    a.send({ type: 'ack', seq: -5 })
     expect(await a.next((f) => f.type === 'error')).toMatchObject({ code: 'invalid_message' })
     const tokensLeft = await runInDurableObject(
       sessionObject(sessionId),
@@ -397,12 +413,12 @@ describe('session sockets', () => {
         return steps
       },
     )
-    // The refused ack took one; the first ack and the ack of event 1 took none; the ack of
-    // nothing new and the action took one each.
+    // The first ack, the ack of nothing new and the action took one each; the ack of event 1,
+    // sent to the socket since its last, none.
     const [start, afterFirst, afterRepeat, afterAction, afterNew] = tokensLeft
-    expect(afterFirst).toBe(start)
-    expect(afterRepeat).toBe(start! - 1)
-    expect(afterAction).toBe(start! - 2)
+    expect(afterFirst).toBe(start! - 1)
+    expect(afterRepeat).toBe(start! - 2)
+    expect(afterAction).toBe(start! - 3)
     expect(afterNew).toBe(afterAction)
   })
 

@@ -100,12 +100,14 @@ export type ServerMessage =
       state: unknown
       you: string
       status: SessionStatus
+      /** The session takes `ack` frames (a server from before them says nothing). */
+      acks: true
     } & GameClock)
   /**
    * A reconnect with `?since=`: the events `since+1 … seq` follow at once, then live ones; the
    * game's clock as in `welcome` (the missed events' own ticks are in the past).
    */
-  | ({ type: 'resumed'; since: number; seq: number } & GameClock)
+  | ({ type: 'resumed'; since: number; seq: number; acks: true } & GameClock)
   /**
    * One accepted input, to everyone, in `seq` order with no gaps, with its input's `tick`; to
    * the sockets of the player whose action it was, with the action's `ref` if it had one.

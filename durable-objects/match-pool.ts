@@ -543,6 +543,23 @@ function unnotedTicketLost(open: ReadonlySet<string> | undefined): boolean {
  *   object hibernated.
  * - `alarm`: expiries, graces, matching as windows widen, session retries, sweeps.
  */
+/**
+ * How long after a player's socket is first seen closing (the pool closed it, its client has not
+ * answered) it counts again against the player's MAX_SOCKETS_PER_PLAYER: an answer takes a round
+ * trip, a client that never answers keeps the place.
+ */
+const UNANSWERED_CLOSE_MS = 5_000
+
+/** A frame over MAX_CLIENT_FRAME_BYTES, in place of its text while it waits its turn. */
+const TOO_LARGE = Symbol('too large')
+
+/** Over MAX_CLIENT_FRAME_BYTES of UTF-8 (a string's length counts UTF-16 units: "€" is 1, 3 bytes). */
+function tooLargeFrame(message: string | ArrayBuffer): boolean {
+  return typeof message === 'string'
+    ? exceedsUtf8Bytes(message, MAX_CLIENT_FRAME_BYTES)
+    : message.byteLength > MAX_CLIENT_FRAME_BYTES
+}
+
 export class MatchPool extends DurableObject<Env> {
   private readonly sql: SqlStorage
   private queue: string | null = null
@@ -2287,9 +2304,16 @@ export class MatchPool extends DurableObject<Env> {
     }
     // Connections that died without a close (a phone off the network) hold none of the places.
     await this.dropSilentSockets(now, this.ctx.getWebSockets(`p:${sc.playerId}`))
-    const open = this.ctx
-      .getWebSockets(`p:${sc.playerId}`)
-      .filter((ws) => ws.readyState === WebSocket.OPEN)
+    // A socket this pool closed counts until its client answers the close: a client that never
+    // does would otherwise hold any number of the pool's places (maxSockets) with no limit of
+    // its own. From a few seconds after it was first seen closing, which an answer beats.
+    const open = this.ctx.getWebSockets(`p:${sc.playerId}`).filter((ws) => {
+      if (ws.readyState === WebSocket.OPEN) return true
+      if (ws.readyState !== WebSocket.CLOSING) return false
+      const since = this.closingSeen.get(ws)
+      if (since === undefined) this.closingSeen.set(ws, now)
+      return since !== undefined && now - since >= UNANSWERED_CLOSE_MS
+    })
     if (open.length >= MAX_SOCKETS_PER_PLAYER) {
       return problemResponse(
         'conflict',
@@ -2400,10 +2424,14 @@ export class MatchPool extends DurableObject<Env> {
       )
     }
     this.pendingFrames.set(ws, pending + 1)
+    // Judged too large now, and only that kept while it waits its turn: a frame may be as large as
+    // the platform takes (1 MiB), and eight of them behind a join waiting on Neon were 8 MiB a
+    // socket in the object's memory.
+    const kept = tooLargeFrame(message) ? TOO_LARGE : message
     // One socket's frames are handled in the order they came: a party `join` awaits Neon, and a
     // `cancel` sent right after it must find the ticket that join makes, not overtake it.
     const handled = (this.inFlight.get(ws) ?? Promise.resolve()).then(() =>
-      this.handleFrame(ws, message),
+      this.handleFrame(ws, kept),
     )
     this.inFlight.set(ws, handled)
     try {
@@ -2457,7 +2485,10 @@ export class MatchPool extends DurableObject<Env> {
     return takeToken(this.frameTokens, ws, this.frameClock(), FRAMES_PER_SECOND, FRAME_BURST)
   }
 
-  private async handleFrame(ws: WebSocket, message: string | ArrayBuffer): Promise<void> {
+  private async handleFrame(
+    ws: WebSocket,
+    message: string | ArrayBuffer | typeof TOO_LARGE,
+  ): Promise<void> {
     try {
       await this.onMessage(ws, message)
     } catch (err) {
@@ -2466,13 +2497,11 @@ export class MatchPool extends DurableObject<Env> {
     }
   }
 
-  private async onMessage(ws: WebSocket, message: string | ArrayBuffer): Promise<void> {
-    // Bytes of UTF-8, as the limit says: a string's length counts UTF-16 units ("€" is 1, 3 bytes).
-    const tooLarge =
-      typeof message === 'string'
-        ? exceedsUtf8Bytes(message, MAX_CLIENT_FRAME_BYTES)
-        : message.byteLength > MAX_CLIENT_FRAME_BYTES
-    if (tooLarge) {
+  private async onMessage(
+    ws: WebSocket,
+    message: string | ArrayBuffer | typeof TOO_LARGE,
+  ): Promise<void> {
+    if (message === TOO_LARGE) {
       return this.sendError(
         ws,
         'too_large',
@@ -3199,6 +3228,8 @@ export class MatchPool extends DurableObject<Env> {
     if (some === undefined) this.nextSilentCheck = this.nextSilence(now)
   }
 
+  /** When a closing socket was first seen so by a connect of its player (UNANSWERED_CLOSE_MS). */
+  private readonly closingSeen = new WeakMap<WebSocket, number>()
   /** When each socket's last frame came, while the object is in memory (IDLE_SOCKET_MS). */
   private readonly lastFrameAt = new WeakMap<WebSocket, number>()
   /** When this instance began: what a socket accepted before `connectedAt` was kept counts from. */

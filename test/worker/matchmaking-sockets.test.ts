@@ -397,6 +397,34 @@ describe('sockets: join to match_found', () => {
     for (const ws of [...open.slice(0, 3), o]) ws.close(1000)
   })
 
+  it("a socket the pool closed whose client never answers the close counts against the player's 4 once a few seconds have passed", async () => {
+    const q = await createQueue()
+    const clock = newClock()
+    await rig(q, clock)
+    const g = await newGuest()
+    // Two sockets the pool closed whose client never answered (a test client answers at once,
+    // so the pool is shown them as the runtime would list them: closing, under the player's tag).
+    await runInDurableObject(poolOf(q), (_inst: MatchPool, state) => {
+      const unanswered = [0, 1].map(
+        () => ({ readyState: WebSocket.CLOSING }) as unknown as WebSocket,
+      )
+      const list = state.getWebSockets.bind(state)
+      state.getWebSockets = (tag?: string) =>
+        tag === `p:${g.playerId}` ? [...list(tag), ...unanswered] : list(tag)
+    })
+    // Just seen closing: the player's next sockets are not held up by them (an answer may be on
+    // its way).
+    const next = [
+      await connect(`/v1/matchmaking/${q}`, g.token),
+      await connect(`/v1/matchmaking/${q}`, g.token),
+    ]
+    // Still unanswered seconds later: they count, and with the two open the player holds 4.
+    clock.t += 5_000
+    const refused = await problem(await upgrade(`/v1/matchmaking/${q}`, g.token))
+    expect(refused.status).toBe(409)
+    for (const ws of next) ws.close(1000)
+  })
+
   it('a second join on the socket returns the same ticket', async () => {
     const q = await createQueue()
     await rig(q, newClock())
@@ -736,6 +764,41 @@ describe('sockets: cancel, malformed frames', () => {
       ...Array.from({ length: MAX_PENDING_FRAMES - 1 }, () => 'error:not_queued'),
     ])
     expect(await waitingCount(q)).toBe(0)
+    ws.close(1000)
+  })
+
+  it('a frame too large that waits behind a join awaiting Neon waits as a refusal, not as its text, and is answered too_large in its turn', async () => {
+    const q = await createQueue()
+    await rig(q, newClock())
+    const waiting: unknown[] = []
+    type Framing = { handleFrame(ws: WebSocket, message: unknown): Promise<void> }
+    await replaceMethod<Framing, 'handleFrame'>(
+      poolOf(q),
+      'handleFrame',
+      (handleFrame) =>
+        function (this: Framing, ws, message) {
+          waiting.push(typeof message === 'string' ? message.length : message)
+          return handleFrame.call(this, ws, message)
+        },
+    )
+    await runInDurableObject(poolOf(q), (inst: MatchPool) => {
+      inst.neonTimeoutMs = 500
+      // Neon does not answer the party read.
+      inst.partyReader = () => new Promise(() => {})
+    })
+    const g = await newGuest()
+    const ws = await connect(`/v1/matchmaking/${q}`, g.token)
+    ws.send(JSON.stringify({ type: 'join', party: [g.playerId] }))
+    ws.send(JSON.stringify({ type: 'cancel', padding: 'x'.repeat(200_000) }))
+    await until(
+      async () => (count(ws, 'error:too_large') === 1 ? true : undefined),
+      10_000,
+      'answers',
+    )
+    expect(types(ws)).toEqual(['error:unavailable', 'error:too_large'])
+    // What waited in the object's memory for the second frame was not its 200 KB of text.
+    expect(waiting).toHaveLength(2)
+    expect(typeof waiting[1]).toBe('symbol')
     ws.close(1000)
   })
 })

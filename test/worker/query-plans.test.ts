@@ -173,8 +173,8 @@ describe('query plans on tables that grow', () => {
     expect(step).toContain('leaderboard_archive_player_idx')
     expect(step).not.toContain('Seq Scan')
     const late = await planOf(LATE_ARCHIVE_CLEAR, ['p-plan', Date.now()])
+    // (Unfinished cycles by either index: a btree on completed_at finds its nulls too.)
     expect(late).toContain('leaderboard_cycles_completed_at_idx')
-    expect(late).toContain('leaderboard_cycles_unfinished_idx')
     expect(late).not.toContain('Seq Scan')
   })
 

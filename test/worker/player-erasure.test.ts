@@ -258,14 +258,22 @@ describe('erasing a player (admin)', () => {
       )[0]!.n
     // The erasure begun (its tombstone), calls with no time to spend clear one batch each, each
     // going on from the last: what a call cleared stays cleared, and is not read again.
-    await sql`insert into erased_players (id) values (${gone.playerId})`
+    const [{ at: erasedAt }] = (await sql`insert into erased_players (id) values (${gone.playerId})
+      returning (extract(epoch from erased_at) * 1000)::float8 as at`) as [{ at: number }]
     for (let call = 1; call <= 2; call++) {
-      expect(await clearArchivedNames(env, gone.playerId, 0)).toEqual({
+      expect(await clearArchivedNames(env, gone.playerId, erasedAt, 0)).toEqual({
         cleared: ARCHIVE_CLEAR_BATCH,
         done: false,
       })
       expect(await named(gone.playerId)).toBe(rows - call * ARCHIVE_CLEAR_BATCH)
     }
+    // A call of an erasure before this one (still running when this one began) clears nothing
+    // of this one's, and moves nothing of its place.
+    expect(await clearArchivedNames(env, gone.playerId, erasedAt - 60_000, 0)).toEqual({
+      cleared: 0,
+      done: true,
+    })
+    expect(await named(gone.playerId)).toBe(rows - 2 * ARCHIVE_CLEAR_BATCH)
     // The erasure's calls take the rest, and the call that ends it answers for them.
     const { first } = await eraseAll(gone.playerId)
     expect(first).toMatchObject({
@@ -275,7 +283,10 @@ describe('erasing a player (admin)', () => {
     expect(await named(gone.playerId)).toBe(0)
     expect(await named(stays)).toBe(rows)
     // Done: a call of the same erasure reads no row of them again.
-    expect(await clearArchivedNames(env, gone.playerId, 0)).toEqual({ cleared: 0, done: true })
+    expect(await clearArchivedNames(env, gone.playerId, erasedAt, 0)).toEqual({
+      cleared: 0,
+      done: true,
+    })
     await sql`delete from leaderboard_archive where leaderboard_id = any(${boards})`
   })
 

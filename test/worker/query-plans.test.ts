@@ -169,7 +169,7 @@ describe('query plans on tables that grow', () => {
   })
 
   it("an erasure's batches over a player's archived standings, and its last look at late pages, go by indexes", async () => {
-    const step = await planOf(ARCHIVE_CLEAR_STEP, ['p-plan', '', 0, 2000])
+    const step = await planOf(ARCHIVE_CLEAR_STEP, ['p-plan', '', 0, 2000, Date.now()])
     expect(step).toContain('leaderboard_archive_player_idx')
     expect(step).not.toContain('Seq Scan')
     const late = await planOf(LATE_ARCHIVE_CLEAR, ['p-plan', Date.now()])

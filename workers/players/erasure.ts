@@ -126,9 +126,19 @@ export async function eraseFromNeon(
 /** Archived standings a statement of `clearArchivedNames` takes at most. */
 export const ARCHIVE_CLEAR_BATCH = 2_000
 
+/** The erasure whose time is `$n` (ms; Neon keeps microseconds). */
+const THIS_ERASURE = (n: string) => `abs(extract(epoch from erased_at) * 1000 - ${n}::float8) < 1`
+
+/** The batch's last row is past the erasure's place (in an UPDATE of `erased_players`). */
+const AHEAD = `((select leaderboard_id from last) is not null
+  and (archive_board is null
+       or (archive_board, archive_cycle) < ((select leaderboard_id from last),
+                                             (select cycle from last))))`
+
 /**
- * One batch of `clearArchivedNames`: ($1 player, after ($2 board, $3 cycle), $4 batch), the
- * erasure's place moved along in the same statement. Exported for the test of its plan.
+ * One batch of `clearArchivedNames`: ($1 player, after ($2 board, $3 cycle), $4 batch, $5 the
+ * erasure's time), the erasure's place moved along in the same statement. Exported for the test
+ * of its plan.
  */
 export const ARCHIVE_CLEAR_STEP = `with page as (
      select leaderboard_id, cycle from leaderboard_archive
@@ -143,19 +153,16 @@ export const ARCHIVE_CLEAR_STEP = `with page as (
      returning 1
    ),
    last as (select leaderboard_id, cycle from page order by leaderboard_id desc, cycle desc limit 1),
-   -- How far it went, for the next call: never back (two calls of one erasure at once).
-   ahead as (
-     select l.leaderboard_id, l.cycle from last l, erased_players e
-      where e.id = $1
-        and (e.archive_board is null
-             or (e.archive_board, e.archive_cycle) < (l.leaderboard_id, l.cycle))
-   ),
+   -- How far it went, for the next call: never back (two calls of one erasure at once: judged on
+   -- the row as it is once locked), and only for this erasure (a call of one before it, still
+   -- running when a new one began, moves nothing of the new one's).
    moved as (
      update erased_players set
-       archive_board = coalesce((select leaderboard_id from ahead), archive_board),
-       archive_cycle = coalesce((select cycle from ahead), archive_cycle),
+       archive_board = case when ${AHEAD} then (select leaderboard_id from last)
+                            else archive_board end,
+       archive_cycle = case when ${AHEAD} then (select cycle from last) else archive_cycle end,
        archive_cleared = archive_cleared or (select count(*) from page) < $4
-      where id = $1
+      where id = $1 and ${THIS_ERASURE('$5')}
      returning 1
    )
    select (select count(*)::int from cleared) as cleared,
@@ -189,20 +196,22 @@ export const LATE_ARCHIVE_CLEAR = `with late as (
  * rows it cleared and whether the erasure's clear has reached the end (then it reads one row).
  *
  * @example
- * const { cleared, done } = await clearArchivedNames(env, playerId, 5_000)
+ * const { cleared, done } = await clearArchivedNames(env, playerId, erasedAt, 5_000)
  */
 export async function clearArchivedNames(
   env: DbEnv,
   playerId: string,
+  erasedAt: number,
   budgetMs: number,
 ): Promise<{ cleared: number; done: boolean }> {
   const sql = getSql(env)
   const deadline = Date.now() + budgetMs
   const [at] = (await sql.query(
-    `select archive_board, archive_cycle, archive_cleared from erased_players where id = $1`,
-    [playerId],
+    `select archive_board, archive_cycle, archive_cleared from erased_players
+      where id = $1 and ${THIS_ERASURE('$2')}`,
+    [playerId, erasedAt],
   )) as { archive_board: string | null; archive_cycle: number | null; archive_cleared: boolean }[]
-  // No erasure (never the case: its tombstone comes first), or its clear done.
+  // Its clear done; or a new erasure began since (this call's is over, and clears nothing of it).
   if (!at || at.archive_cleared) return { cleared: 0, done: true }
   let cleared = 0
   // Board ids are never empty: ('', 0) comes before every row.
@@ -213,6 +222,7 @@ export async function clearArchivedNames(
       after[0],
       after[1],
       ARCHIVE_CLEAR_BATCH,
+      erasedAt,
     ])) as { cleared: number; seen: number; last_board: string | null; last_cycle: number | null }[]
     cleared += batch!.cleared
     if (batch!.seen < ARCHIVE_CLEAR_BATCH) return { cleared, done: true }
@@ -268,9 +278,15 @@ export async function recentErasuresAfter(
  * Marks a player's erasure done (its walk's closing sweep ran): the next call for the player is
  * a new erasure, with a time of its own (`eraseFromNeon`).
  */
-export async function markErasureComplete(env: DbEnv, playerId: string): Promise<void> {
+export async function markErasureComplete(
+  env: DbEnv,
+  playerId: string,
+  erasedAt: number,
+): Promise<void> {
+  // Not a new erasure's, begun while this one's last call ran.
   await getSql(env).query(
-    `update erased_players set completed_at = now() where id = $1 and completed_at is null`,
-    [playerId],
+    `update erased_players set completed_at = now()
+      where id = $1 and completed_at is null and ${THIS_ERASURE('$2')}`,
+    [playerId, erasedAt],
   )
 }

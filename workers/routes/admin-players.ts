@@ -388,6 +388,7 @@ adminPlayers.openapi(eraseRoute, async (c) => {
   const clear = await clearArchivedNames(
     c.env,
     playerId,
+    neon.erasedAt,
     next === null ? ARCHIVE_CLEAR_LAST_MS : ARCHIVE_CLEAR_PAGE_MS,
   )
   if (next === null && !clear.done) {
@@ -408,7 +409,7 @@ adminPlayers.openapi(eraseRoute, async (c) => {
   }
   // And the archive's pages a statement that began before the erasure wrote after the clear.
   const late = sweep ? await clearLateArchivedNames(c.env, playerId, neon.erasedAt) : 0
-  if (sweep) await markErasureComplete(c.env, playerId)
+  if (sweep) await markErasureComplete(c.env, playerId, neon.erasedAt)
   return c.json(
     {
       playerId,

@@ -2310,6 +2310,9 @@ export class MatchPool extends DurableObject<Env> {
     const open = this.ctx.getWebSockets(`p:${sc.playerId}`).filter((ws) => {
       if (ws.readyState === WebSocket.OPEN) return true
       if (ws.readyState !== WebSocket.CLOSING) return false
+      // One whose client has gone quiet (it pinged, then nothing: a phone off the network, closed
+      // as silent) is not holding on: it goes when the runtime notices.
+      if (fellSilent(this.ctx, ws, now, this.lastFrameAt.get(ws))) return false
       const since = this.closingSeen.get(ws)
       if (since === undefined) this.closingSeen.set(ws, now)
       return since !== undefined && now - since >= UNANSWERED_CLOSE_MS
@@ -2427,7 +2430,10 @@ export class MatchPool extends DurableObject<Env> {
     // Judged too large now, and only that kept while it waits its turn: a frame may be as large as
     // the platform takes (1 MiB), and eight of them behind a join waiting on Neon were 8 MiB a
     // socket in the object's memory.
+    // (A paused async function keeps its parameters alive: the text is let go of here, not left
+    // in this frame while it awaits.)
     const kept = tooLargeFrame(message) ? TOO_LARGE : message
+    message = ''
     // One socket's frames are handled in the order they came: a party `join` awaits Neon, and a
     // `cancel` sent right after it must find the ticket that join makes, not overtake it.
     const handled = (this.inFlight.get(ws) ?? Promise.resolve()).then(() =>

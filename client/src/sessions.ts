@@ -824,12 +824,32 @@ export class GameConnection extends Emitter<GameEvents> {
   private acknowledge(socket: SocketLike): void {
     const seq = this.seq
     if (!this.acked.taken || seq === null || !isOpen(socket) || this.socket !== socket) return
+    if (this.done || this.stop.signal.aborted) return
     const now = monotonicNow()
     const first = this.acked.seq < 0
-    if (!first && (seq <= this.acked.seq || now - this.acked.at < ACK_EVERY_MS)) return
+    if (!first && seq <= this.acked.seq) return
+    if (!first && now - this.acked.at < ACK_EVERY_MS) {
+      // The last of a burst is acknowledged when the interval is up, not only with the next
+      // event, which in a turn-based game may be a while coming.
+      if (this.ackLater === null) {
+        this.ackLater = setTimeout(
+          () => {
+            this.ackLater = null
+            this.acknowledge(socket)
+          },
+          ACK_EVERY_MS - (now - this.acked.at),
+        )
+        // A timer of its own must not keep a Node process running.
+        ;(this.ackLater as { unref?: () => void }).unref?.()
+      }
+      return
+    }
     this.acked = { seq, at: now, taken: true }
     socket.send(JSON.stringify({ type: 'ack', seq }))
   }
+
+  /** The acknowledgement owed at the end of ACK_EVERY_MS, if one is (`acknowledge`). */
+  private ackLater: ReturnType<typeof setTimeout> | null = null
 
   private finish(seq: number, result: GameResult): void {
     if (this.done) return

@@ -397,20 +397,23 @@ describe('sockets: join to match_found', () => {
     for (const ws of [...open.slice(0, 3), o]) ws.close(1000)
   })
 
-  it("a socket the pool closed whose client never answers the close counts against the player's 4 once a few seconds have passed", async () => {
+  it("a socket the pool closed whose client never answers the close counts against the player's 4 once a few seconds have passed, unless its client went quiet", async () => {
     const q = await createQueue()
     const clock = newClock()
     await rig(q, clock)
     const g = await newGuest()
-    // Two sockets the pool closed whose client never answered (a test client answers at once,
-    // so the pool is shown them as the runtime would list them: closing, under the player's tag).
+    // Sockets the pool closed whose clients never answered (a test client answers at once, so
+    // the pool is shown them as the runtime would list them: closing, under the player's tag):
+    // one whose client still pings, one that pinged long ago and then nothing (a phone gone).
     await runInDurableObject(poolOf(q), (_inst: MatchPool, state) => {
-      const unanswered = [0, 1].map(
-        () => ({ readyState: WebSocket.CLOSING }) as unknown as WebSocket,
-      )
+      const holding = { readyState: WebSocket.CLOSING } as unknown as WebSocket
+      const gone = { readyState: WebSocket.CLOSING } as unknown as WebSocket
       const list = state.getWebSockets.bind(state)
       state.getWebSockets = (tag?: string) =>
-        tag === `p:${g.playerId}` ? [...list(tag), ...unanswered] : list(tag)
+        tag === `p:${g.playerId}` ? [...list(tag), holding, gone] : list(tag)
+      const pinged = state.getWebSocketAutoResponseTimestamp.bind(state)
+      state.getWebSocketAutoResponseTimestamp = (ws: WebSocket) =>
+        ws === holding ? new Date(8.64e15) : ws === gone ? new Date(0) : pinged(ws)
     })
     // Just seen closing: the player's next sockets are not held up by them (an answer may be on
     // its way).
@@ -418,8 +421,10 @@ describe('sockets: join to match_found', () => {
       await connect(`/v1/matchmaking/${q}`, g.token),
       await connect(`/v1/matchmaking/${q}`, g.token),
     ]
-    // Still unanswered seconds later: they count, and with the two open the player holds 4.
+    // Seconds later the one still pinging counts and the quiet one does not: a third opens, and
+    // with it the player holds 4.
     clock.t += 5_000
+    next.push(await connect(`/v1/matchmaking/${q}`, g.token))
     const refused = await problem(await upgrade(`/v1/matchmaking/${q}`, g.token))
     expect(refused.status).toBe(409)
     for (const ws of next) ws.close(1000)

@@ -1203,6 +1203,32 @@ describe('queueing as a party over HTTP', () => {
     })
   })
 
+  it('a ticket handed to a party made again with the same players is not cancelled by a change in the party before, which went on without them', async () => {
+    const q = await createQueue({ teamSize: 2, maxPartySize: 2 })
+    await rig(q, newClock())
+    const [a, b, c] = await players(3)
+    const first = await formParty([a!, b!])
+    const joinAs = (leader: Player, ps: Player[]) =>
+      send('POST', `/v1/matchmaking/${q}/tickets`, leader, { party: ps.map((p) => p.playerId) })
+    const t = await ok<Ticket>(joinAs(a!, [a!, b!]), 201)
+    // C joins, then A and B leave, and the pool hears of none of it: the party goes on as C's,
+    // its note of T left stale.
+    const sql = pg()
+    await sql`insert into party_members (party_id, player_id) values (${first.id}, ${c!.playerId})`
+    await sql`update parties set leader = ${c!.playerId}, updated_at = clock_timestamp()
+      where id = ${first.id}`
+    await sql`delete from party_members where party_id = ${first.id}
+      and player_id = any(${[a!.playerId, b!.playerId]})`
+    await sql`update parties set updated_at = clock_timestamp() where id = ${first.id}`
+    // A and B make a party again and queue: handed T.
+    await formParty([a!, b!])
+    const again = await ok<Ticket & { existing: boolean }>(joinAs(a!, [a!, b!]), 200)
+    expect(again).toMatchObject({ ticketId: t.ticketId, existing: true })
+    // C leaves the party before: its change cancels what it noted, not T.
+    expect((await leave(first.id, c!)).status).toBeLessThan(300)
+    expect((await ticketOf(t.ticketId)).status).toBe('waiting')
+  })
+
   it('the cron tries every stale note on every run: notes whose pool stays down do not keep the ones after them waiting', async () => {
     const sql = pg()
     // 150 notes of ended parties whose tickets are in a pool that does not answer, noted first…

@@ -570,9 +570,18 @@ export interface MembershipChange<T> {
   staleTickets: string[]
 }
 
+/**
+ * The ticket of note `t` is another party's own now: noted for it since its latest membership
+ * change (a party made again with the same players, the one before ended or changed while the
+ * ticket's pool was out of reach, whose join was handed the ticket). Not for `t`'s party to
+ * cancel, whatever changed in it.
+ */
+const HELD_ELSEWHERE = `exists (select 1 from party_tickets c join parties cp on cp.id = c.party_id
+  where c.ticket_id = t.ticket_id and c.party_id <> t.party_id and c.noted_at >= cp.updated_at)`
+
 /** Every ticket noted for party `$1` (see `party_tickets`), as a text[] (empty when none). */
 const NOTED_TICKETS = `select coalesce(array_agg(t.ticket_id order by t.noted_at), '{}')
-                         from party_tickets t where t.party_id = $1`
+                         from party_tickets t where t.party_id = $1 and not ${HELD_ELSEWHERE}`
 
 /**
  * A note `t` (joined to its party `p`, absent once the party ended) made before the party's
@@ -580,10 +589,7 @@ const NOTED_TICKETS = `select coalesce(array_agg(t.ticket_id order by t.noted_at
  * ticket as its own since its own latest change: a party made again with the same players (the
  * one before ended while the ticket's pool was out of reach), whose join was handed the ticket.
  */
-const NOTE_IS_STALE = `(p.id is null or t.noted_at < p.updated_at)
-  and not exists (select 1 from party_tickets c join parties cp on cp.id = c.party_id
-                   where c.ticket_id = t.ticket_id and c.party_id <> t.party_id
-                     and c.noted_at >= cp.updated_at)`
+const NOTE_IS_STALE = `(p.id is null or t.noted_at < p.updated_at) and not ${HELD_ELSEWHERE}`
 
 /**
  * Party `$1`'s notes from before its latest membership change, all of them once it ended: what
@@ -626,7 +632,8 @@ export async function matchmakingPlayer(env: DbEnv, playerId: string): Promise<M
     `select own.rating as own_rating, p.id, p.leader, m.player_id, pl.rating,
             exists (select 1 from player_bans b where b.player_id = m.player_id) as banned,
             (select coalesce(array_agg(t.ticket_id), '{}') from party_tickets t
-              where t.party_id = p.id and t.noted_at < p.updated_at) as stale
+              where t.party_id = p.id and t.noted_at < p.updated_at
+                and not ${HELD_ELSEWHERE}) as stale
        from (select $1::text as id) me
        left join players own on own.id = me.id
        left join party_members mine on mine.player_id = me.id

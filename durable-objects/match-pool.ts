@@ -549,6 +549,8 @@ function unnotedTicketLost(open: ReadonlySet<string> | undefined): boolean {
  * trip, a client that never answers keeps the place.
  */
 const UNANSWERED_CLOSE_MS = 5_000
+/** How long a closing socket whose client fell silent is not counted (UNANSWERED_CLOSE_MS). */
+const SILENT_CLOSE_FORGIVEN_MS = 3 * 60_000
 
 /** A frame over MAX_CLIENT_FRAME_BYTES, in place of its text while it waits its turn. */
 const TOO_LARGE = Symbol('too large')
@@ -2310,12 +2312,20 @@ export class MatchPool extends DurableObject<Env> {
     const open = this.ctx.getWebSockets(`p:${sc.playerId}`).filter((ws) => {
       if (ws.readyState === WebSocket.OPEN) return true
       if (ws.readyState !== WebSocket.CLOSING) return false
-      // One whose client has gone quiet (it pinged, then nothing: a phone off the network, closed
-      // as silent) is not holding on: it goes when the runtime notices.
-      if (fellSilent(this.ctx, ws, now, this.lastFrameAt.get(ws))) return false
       const since = this.closingSeen.get(ws)
-      if (since === undefined) this.closingSeen.set(ws, now)
-      return since !== undefined && now - since >= UNANSWERED_CLOSE_MS
+      if (since === undefined) {
+        this.closingSeen.set(ws, now)
+        return false
+      }
+      // One whose client has gone quiet (it pinged, then nothing: a phone off the network, closed
+      // as silent) is not holding on, and goes when the runtime notices, within minutes: not
+      // counted meanwhile, and counted after (a client that pinged once and then held on would
+      // otherwise add to what it holds with every silence). Its pings are the runtime's, timed
+      // in real time.
+      if (now - since < SILENT_CLOSE_FORGIVEN_MS && fellSilent(this.ctx, ws, Date.now())) {
+        return false
+      }
+      return now - since >= UNANSWERED_CLOSE_MS
     })
     if (open.length >= MAX_SOCKETS_PER_PLAYER) {
       return problemResponse(

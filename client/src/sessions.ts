@@ -748,7 +748,7 @@ export class GameConnection extends Emitter<GameEvents> {
     switch (msg.type) {
       case 'welcome':
         this.seq = msg.seq
-        this.acked = { seq: -1, at: -Infinity, taken: msg.acks === true }
+        this.newAckWindow(msg.acks === true)
         this.acknowledge(socket)
         this.anchorClock(msg)
         this.emit('welcome', {
@@ -763,7 +763,7 @@ export class GameConnection extends Emitter<GameEvents> {
         this.startActing()
         return
       case 'resumed':
-        this.acked = { seq: -1, at: -Infinity, taken: msg.acks === true }
+        this.newAckWindow(msg.acks === true)
         this.acknowledge(socket)
         this.anchorClock(msg)
         this.emit('resumed', {
@@ -850,6 +850,13 @@ export class GameConnection extends Emitter<GameEvents> {
 
   /** The acknowledgement owed at the end of ACK_EVERY_MS, if one is (`acknowledge`). */
   private ackLater: ReturnType<typeof setTimeout> | null = null
+
+  /** A new socket's acknowledgements: none owed from the one before. */
+  private newAckWindow(taken: boolean): void {
+    if (this.ackLater !== null) clearTimeout(this.ackLater)
+    this.ackLater = null
+    this.acked = { seq: -1, at: -Infinity, taken }
+  }
 
   private finish(seq: number, result: GameResult): void {
     if (this.done) return

@@ -506,6 +506,71 @@ describe('client SDK under failure', () => {
     expect(await acksSent(true)).toEqual([[], []])
   })
 
+  it("a game connection's acknowledgement owed on a socket that closed does not stand in for the next socket's", async () => {
+    vi.useFakeTimers()
+    try {
+      const acks: number[][] = []
+      let sockets = 0
+      const factory = () => {
+        const mine: number[] = []
+        acks.push(mine)
+        const n = ++sockets
+        return scriptedSocket(
+          (socket) => {
+            socket.open()
+            setTimeout(() => {
+              if (n === 1) {
+                socket.receive({
+                  type: 'welcome',
+                  seq: 0,
+                  state: {},
+                  you: 'p',
+                  status: 'live',
+                  acks: true,
+                })
+                for (let seq = 1; seq <= 10; seq++)
+                  socket.receive({ type: 'event', seq, tick: seq, event: {} })
+                // Closed before its owed acknowledgement of event 10 is due.
+                setTimeout(() => socket.closeBy(4008), 20)
+              } else if (n === 2) {
+                socket.receive({
+                  type: 'resumed',
+                  since: 10,
+                  seq: 10,
+                  tick: 10,
+                  tickRate: 1000,
+                  acks: true,
+                })
+                setTimeout(() => {
+                  for (let seq = 11; seq <= 20; seq++)
+                    socket.receive({ type: 'event', seq, tick: seq, event: {} })
+                }, 5)
+              }
+            }, 1)
+          },
+          (frame) => {
+            if (frame.type === 'ack') mine.push(frame.seq as number)
+          },
+        )
+      }
+      const client = createClient({
+        baseUrl: 'http://nexus.test',
+        fetch: (async () => jsonRes(200, {})) as unknown as typeof fetch,
+        WebSocket: factory,
+        retry: { baseDelayMs: 1, maxDelayMs: 5 },
+      })
+      const game = client.sessions.connect('s1', 'tok')
+      await vi.advanceTimersByTimeAsync(2_000)
+      expect(sockets).toBe(2)
+      expect(acks[0]).toEqual([0])
+      // The new socket's own: at its resume, then the events read just after, when due.
+      expect(acks[1]).toEqual([10, 20])
+      game.close()
+    } finally {
+      vi.useRealTimers()
+    }
+  })
+
   it('a session socket that opens and drops at once backs off and gives up after maxReconnects', async () => {
     let opens = 0
     const factory = () =>

@@ -549,8 +549,8 @@ function unnotedTicketLost(open: ReadonlySet<string> | undefined): boolean {
  * trip, a client that never answers keeps the place.
  */
 const UNANSWERED_CLOSE_MS = 5_000
-/** How long a closing socket whose client fell silent is not counted (UNANSWERED_CLOSE_MS). */
-const SILENT_CLOSE_FORGIVEN_MS = 3 * 60_000
+/** Closing sockets of a player's whose clients fell silent that are not counted (UNANSWERED_CLOSE_MS). */
+const SILENT_CLOSES_FORGIVEN = 2
 
 /** A frame over MAX_CLIENT_FRAME_BYTES, in place of its text while it waits its turn. */
 const TOO_LARGE = Symbol('too large')
@@ -2309,6 +2309,7 @@ export class MatchPool extends DurableObject<Env> {
     // A socket this pool closed counts until its client answers the close: a client that never
     // does would otherwise hold any number of the pool's places (maxSockets) with no limit of
     // its own. From a few seconds after it was first seen closing, which an answer beats.
+    let forgiven = 0
     const open = this.ctx.getWebSockets(`p:${sc.playerId}`).filter((ws) => {
       if (ws.readyState === WebSocket.OPEN) return true
       if (ws.readyState !== WebSocket.CLOSING) return false
@@ -2318,11 +2319,12 @@ export class MatchPool extends DurableObject<Env> {
         return false
       }
       // One whose client has gone quiet (it pinged, then nothing: a phone off the network, closed
-      // as silent) is not holding on, and goes when the runtime notices, within minutes: not
-      // counted meanwhile, and counted after (a client that pinged once and then held on would
-      // otherwise add to what it holds with every silence). Its pings are the runtime's, timed
-      // in real time.
-      if (now - since < SILENT_CLOSE_FORGIVEN_MS && fellSilent(this.ctx, ws, Date.now())) {
+      // as silent) is not holding on, and goes whenever the runtime notices the connection dead:
+      // a few of those are not counted, however long that takes, but not any number (a client
+      // that pinged once and then held on would add to what it holds with every silence). Its
+      // pings are the runtime's, timed in real time.
+      if (forgiven < SILENT_CLOSES_FORGIVEN && fellSilent(this.ctx, ws, Date.now())) {
+        forgiven++
         return false
       }
       return now - since >= UNANSWERED_CLOSE_MS

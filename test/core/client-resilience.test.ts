@@ -4740,6 +4740,40 @@ function oneWaitingTicket() {
   return { deletes, fetch, deleted }
 }
 
+/**
+ * A guest signed in on a device, with an HTTP ticket waiting (oneWaitingTicket): `twoMorePolls`
+ * waits for the ticket's long polls to go on (an ended ticket stops polling; each answered at
+ * once is followed by a second's pause), `ended` is how its `matched` ended, if it has.
+ */
+async function guestWithTicket() {
+  const { deletes, fetch: server, deleted } = oneWaitingTicket()
+  let polls = 0
+  const client = createClient({
+    baseUrl: 'http://nexus.test',
+    retry: { baseDelayMs: 1, maxDelayMs: 5 },
+    fetch: ((input: RequestInfo | URL, init?: RequestInit) => {
+      if (new URL(String(input)).searchParams.get('wait')) polls++
+      return server(input, init)
+    }) as typeof fetch,
+  })
+  await client.auth.guest('device-abcdef-123456')
+  const ticket = client.matchmaking.join('duel', { transport: 'http' })
+  await within(ticket.once('queued'), 'queued', 2000)
+  let ended: unknown = null
+  ticket.matched.catch((e: unknown) => (ended = e))
+  const twoMorePolls = () => {
+    const before = polls
+    return within(
+      (async () => {
+        while (polls < before + 2) await new Promise((r) => setTimeout(r, 1))
+      })(),
+      'two more long polls',
+      4000,
+    )
+  }
+  return { client, ticket, deletes, deleted, twoMorePolls, ended: () => ended }
+}
+
 /** Listeners registered on an SDK emitter, in its own registry (a leak shows nowhere else). */
 function listenerCount(emitter: object): number {
   const registry = (emitter as { listeners?: Map<unknown, Set<unknown>> }).listeners
@@ -5071,33 +5105,12 @@ describe('signing in, out and as another player', () => {
   })
 
   it('signing in again as the same player (guest() again on the device) keeps the live ticket; signing in as another ends it', async () => {
-    const { deletes, fetch: server, deleted } = oneWaitingTicket()
-    let polls = 0
-    const client = createClient({
-      baseUrl: 'http://nexus.test',
-      retry: { baseDelayMs: 1, maxDelayMs: 5 },
-      fetch: ((input: RequestInfo | URL, init?: RequestInit) => {
-        if (new URL(String(input)).searchParams.get('wait')) polls++
-        return server(input, init)
-      }) as typeof fetch,
-    })
-    await client.auth.guest('device-abcdef-123456')
-    const ticket = client.matchmaking.join('duel', { transport: 'http' })
-    await within(ticket.once('queued'), 'queued', 2000)
-    let ended: unknown = null
-    ticket.matched.catch((e: unknown) => (ended = e))
+    const { client, ticket, deletes, deleted, twoMorePolls, ended } = await guestWithTicket()
     await client.auth.guest('device-abcdef-123456')
     // Long polls go on (an ended ticket would stop polling; each answered at once here is
     // followed by a second's pause): still waiting, nothing deleted.
-    const before = polls
-    await within(
-      (async () => {
-        while (polls < before + 2) await new Promise((r) => setTimeout(r, 1))
-      })(),
-      'two more long polls',
-      4000,
-    )
-    expect(ended).toBeNull()
+    await twoMorePolls()
+    expect(ended()).toBeNull()
     expect(deletes).toEqual([])
     await client.auth.useTokens(async () => ({ token: 'other-tok', expiresIn: 3600 }), 'g_2')
     const e = await ticket.matched.catch((x: unknown) => x)
@@ -5107,21 +5120,7 @@ describe('signing in, out and as another player', () => {
   })
 
   it('two sign-ins at once as the same player (guest() twice, before the first answers) keep the live ticket', async () => {
-    const { deletes, fetch: server } = oneWaitingTicket()
-    let polls = 0
-    const client = createClient({
-      baseUrl: 'http://nexus.test',
-      retry: { baseDelayMs: 1, maxDelayMs: 5 },
-      fetch: ((input: RequestInfo | URL, init?: RequestInit) => {
-        if (new URL(String(input)).searchParams.get('wait')) polls++
-        return server(input, init)
-      }) as typeof fetch,
-    })
-    await client.auth.guest('device-abcdef-123456')
-    const ticket = client.matchmaking.join('duel', { transport: 'http' })
-    await within(ticket.once('queued'), 'queued', 2000)
-    let ended: unknown = null
-    ticket.matched.catch((e: unknown) => (ended = e))
+    const { client, deletes, twoMorePolls, ended } = await guestWithTicket()
     // A resume handler run twice (online and visibilitychange, say): the first is overtaken and
     // rejects; the second turns out to be the same player, who keeps what they are in.
     const [first, second] = await Promise.allSettled([
@@ -5130,28 +5129,13 @@ describe('signing in, out and as another player', () => {
     ])
     expect(first.status).toBe('rejected')
     expect(second.status).toBe('fulfilled')
-    const before = polls
-    await within(
-      (async () => {
-        while (polls < before + 2) await new Promise((r) => setTimeout(r, 1))
-      })(),
-      'two more long polls',
-      4000,
-    )
-    expect(ended).toBeNull()
+    await twoMorePolls()
+    expect(ended()).toBeNull()
     expect(deletes).toEqual([])
   })
 
   it('a sign-out while a sign-in is on its way ends the ticket of the player before with the token it was made with', async () => {
-    const { deletes, fetch: server, deleted } = oneWaitingTicket()
-    const client = createClient({
-      baseUrl: 'http://nexus.test',
-      retry: { baseDelayMs: 1, maxDelayMs: 5 },
-      fetch: server as typeof fetch,
-    })
-    await client.auth.guest('device-abcdef-123456')
-    const ticket = client.matchmaking.join('duel', { transport: 'http' })
-    await within(ticket.once('queued'), 'queued', 2000)
+    const { client, ticket, deletes, deleted } = await guestWithTicket()
     const signingIn = client.auth.guest('device-abcdef-123456')
     client.auth.signOut()
     await expect(signingIn).rejects.toThrow(/before the sign-in completed/)
@@ -5162,15 +5146,7 @@ describe('signing in, out and as another player', () => {
   })
 
   it('two sign-ins at once, the second as another player, end the ticket with the token it was made with', async () => {
-    const { deletes, fetch: server, deleted } = oneWaitingTicket()
-    const client = createClient({
-      baseUrl: 'http://nexus.test',
-      retry: { baseDelayMs: 1, maxDelayMs: 5 },
-      fetch: server as typeof fetch,
-    })
-    await client.auth.guest('device-abcdef-123456')
-    const ticket = client.matchmaking.join('duel', { transport: 'http' })
-    await within(ticket.once('queued'), 'queued', 2000)
+    const { client, ticket, deletes, deleted } = await guestWithTicket()
     const overtaken = client.auth.guest('device-abcdef-123456')
     await client.auth.useTokens(async () => ({ token: 'other-tok', expiresIn: 3600 }), 'g_2')
     await expect(overtaken).rejects.toThrow(/before the sign-in completed/)

@@ -1626,6 +1626,8 @@ export class GameSession extends DurableObject<Env> {
     const referred = input.kind === 'action' && input.ref !== undefined ? input.player : null
     const shared = rules?.viewEvent ? null : eventFrame(record)
     const views = shared === null || referred !== null ? new Map<string, string>() : null
+    // One reading of the clock for the broadcast, taken at the first acknowledging socket.
+    let now: number | undefined
     for (const ws of this.sockets) {
       if (this.resuming.has(ws)) continue
       let frame = shared
@@ -1649,7 +1651,7 @@ export class GameSession extends DurableObject<Env> {
       }
       const window = this.acks.get(ws)
       if (window) {
-        const now = this.now()
+        now ??= this.now()
         window.sent += frame.length
         window.seqs.push(record.seq)
         window.sentAfter.push(window.sent)

@@ -39,6 +39,7 @@ import { isDatabaseUnreachable, LOCK_NOT_AVAILABLE, pgErrorCode } from '../worke
 import {
   boardRecord,
   deleteLeaderboardConfig,
+  fencedBoardRecord,
   lastArchivedCycle,
   loadLeaderboardConfig,
 } from '../workers/leaderboards/config-store.ts'
@@ -499,8 +500,8 @@ export class Leaderboard extends DurableObject<Env> {
   lastCycleRead = lastArchivedCycle
   /** Neon's step of a deletion; replaceable so tests can have its answer lost. */
   neonDeletion = deleteLeaderboardConfig
-  /** Neon's read of the board's row when a deletion is settled; replaceable so tests can fail it. */
-  boardRead = boardRecord
+  /** Neon's fence and read of the board's row when a deletion is settled; replaceable so tests can fail it. */
+  boardRead = fencedBoardRecord
   /** Replaceable so tests can inject faults between pages; production always writes to Neon. */
   archiveWriter: ArchiveWriter
   /** The board's clock; tests move it forward instead of sleeping past a cycle boundary. */
@@ -2723,8 +2724,7 @@ export class Leaderboard extends DurableObject<Env> {
     let deletedVersion: number
     try {
       // A board configured before versions were kept holds 0: Neon's is the one to guard on.
-      const version =
-        this.configVersion || ((await this.boardRead(this.env, boardId))?.version ?? 0)
+      const version = this.configVersion || ((await boardRecord(this.env, boardId))?.version ?? 0)
       this.setMeta(DELETING, String(version))
       this.deletingVersion = version
       const deleted = await this.neonDeletion(this.env, boardId, version)
@@ -2789,7 +2789,9 @@ export class Leaderboard extends DurableObject<Env> {
   /**
    * After a deletion whose Neon answer was lost: null once settled, else why not (Neon
    * unreachable). The row not marked deleted and born at or before the marked version: the
-   * deletion never reached Neon (a PUT may have changed the board since), and the mark goes. The
+   * deletion has not reached Neon (a PUT may have changed the board since), and the mark goes,
+   * once the row is fenced past the marked version so that the deletion, if it still arrives,
+   * marks nothing (`fencedBoardRecord`; the cron pushes the version the fence made). The
    * row marked deleted, or born after the mark (deleted and made again since), or none: the board
    * this storage holds is gone, and so does the storage.
    */
@@ -2805,9 +2807,9 @@ export class Leaderboard extends DurableObject<Env> {
       )
       // Calls queue behind this one: with Neon down, each would wait out its deadline in turn.
       if (this.now() < this.settleRetryAt) return unavailable
-      let record: Awaited<ReturnType<typeof boardRecord>>
+      let record: Awaited<ReturnType<typeof fencedBoardRecord>>
       try {
-        record = await this.boardRead(this.env, boardId)
+        record = await this.boardRead(this.env, boardId, marked)
       } catch (err) {
         log('warn', 'board deletion not settled', { actor: this.actor, ...errorFields(err) })
         this.settleRetryAt = this.now() + SETTLE_RETRY_MS
@@ -2822,7 +2824,15 @@ export class Leaderboard extends DurableObject<Env> {
         // board made since; at least the one the deletion moved Neon to.
         const last = record?.deleted ? record.version : (record?.bornVersion ?? 0) - 1
         await this.wipe(Math.max(marked + 1, last))
-      } else this.clearDeleting()
+        return null
+      }
+      this.clearDeleting()
+      // The fence moved Neon's version of the configuration this object holds: taken as pushed,
+      // so that a deletion sent again guards on it rather than finding the board changed.
+      if (record.fenced && this.configVersion === marked) {
+        this.configVersion = marked + 1
+        this.setMeta('config_version', String(marked + 1))
+      }
       return null
     })
   }

@@ -439,6 +439,42 @@ describe('DELETE /v1/admin/leaderboards/:id', () => {
     ).toBe(404)
   })
 
+  it('a deletion that reaches PostgreSQL only after its board settled it as never made (its answer given up on while Neon woke) marks nothing: the board goes on, and a deletion sent again deletes it', async () => {
+    const board = await createBoard({ name: 'Late', paused: true })
+    let late: (() => Promise<{ outcome: string }>) | undefined
+    await runInDurableObject(stub(board), (inst: Leaderboard) => {
+      const real = inst.neonDeletion
+      const unreachable = {
+        DATABASE_URL: env.TEST_UNREACHABLE_DATABASE_URL,
+        NEON_LOCAL_RELAY: env.TEST_UNREACHABLE_NEON_RELAY,
+      }
+      inst.neonDeletion = (e, id, version) => {
+        inst.neonDeletion = real
+        late = () => real(e, id, version)
+        return real(unreachable as typeof e, id, version)
+      }
+    })
+    expect((await problem(await deleteBoard(board))).status).toBe(503)
+    // The next call settles the deletion: Neon holds the board as it was, so the board goes on.
+    expect(
+      (await fresh<{ config: { name: string } }>(`/v1/leaderboards/${board}`)).config.name,
+    ).toBe('Late')
+    // The deletion's transaction reaches PostgreSQL only now: it finds the board changed.
+    expect((await late!()).outcome).toBe('changed')
+    expect(
+      (await pg()`select deleted_at from leaderboards where id = ${board}`)[0]!.deleted_at,
+    ).toBeNull()
+    expect(
+      (await fresh<{ config: { name: string } }>(`/v1/leaderboards/${board}`)).config.name,
+    ).toBe('Late')
+    // The admin's retry deletes it (not 409 "changed since": the fence changed no setting).
+    expect((await deleteBoard(board)).status).toBe(200)
+    expect(
+      (await pg()`select deleted_at from leaderboards where id = ${board}`)[0]!.deleted_at,
+    ).not.toBeNull()
+    expect(await tablesOf(board)).toEqual([])
+  })
+
   it('while Neon cannot settle a lost deletion, calls are answered 503 at once for 5 s rather than each waiting on Neon in turn', async () => {
     const board = await createBoard({ name: 'Unsettled', paused: true })
     await loseNextDeletion(board, false)
@@ -450,9 +486,9 @@ describe('DELETE /v1/admin/leaderboards/:id', () => {
         NEON_LOCAL_RELAY: env.TEST_UNREACHABLE_NEON_RELAY,
       }
       let reads = 0
-      inst.boardRead = (e, id) => {
+      inst.boardRead = (e, id, marked) => {
         reads++
-        return real(unreachable as typeof e, id)
+        return real(unreachable as typeof e, id, marked)
       }
       const t = Date.now()
       inst.now = () => t
@@ -483,7 +519,7 @@ describe('DELETE /v1/admin/leaderboards/:id', () => {
         DATABASE_URL: env.TEST_UNREACHABLE_DATABASE_URL,
         NEON_LOCAL_RELAY: env.TEST_UNREACHABLE_NEON_RELAY,
       }
-      inst.boardRead = (e, id) => real!(unreachable as typeof e, id)
+      inst.boardRead = (e, id, marked) => real!(unreachable as typeof e, id, marked)
     })
     const refused = await put(board, { name: 'Renamed', paused: true })
     expect(refused.headers.get('retry-after')).toBe('5')

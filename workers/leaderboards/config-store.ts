@@ -373,6 +373,48 @@ export async function deleteLeaderboardConfig(
 }
 
 /**
+ * A board's row as a deletion whose answer was lost left it (`boardRecord`), fenced first: a row
+ * that is not deleted and that the deletion could still mark (at or below `marked`, born at or
+ * before it) is moved one version past `marked`. A deletion still on its way to PostgreSQL (the
+ * client's deadline passed while Neon woke, or while the statement waited in line) then finds
+ * the board changed and marks nothing, where it would have deleted a board its object had gone on
+ * with. One holding the row's lock commits first, and the fence and the read after it see it.
+ * `fenced`: the row was at `marked` and is now at the next version, its configuration the same.
+ */
+export async function fencedBoardRecord(
+  env: DbEnv,
+  id: string,
+  marked: number,
+): Promise<{ version: number; deleted: boolean; bornVersion: number; fenced: boolean } | null> {
+  const sql = getSql(env)
+  const [before, , after] = (await sql.transaction([
+    sql.query('select version from leaderboards where id = $1 for update', [id]),
+    sql.query(
+      `update leaderboards set version = greatest(version, $2) + 1, updated_at = now()
+        where id = $1 and deleted_at is null and version <= $2 and born_version <= $2`,
+      [id, marked],
+    ),
+    sql.query(
+      `select version, deleted_at is not null as deleted, born_version
+         from leaderboards where id = $1`,
+      [id],
+    ),
+  ])) as [
+    { version: number }[],
+    unknown,
+    { version: number; deleted: boolean; born_version: number }[],
+  ]
+  const row = after[0]
+  if (!row) return null
+  return {
+    version: row.version,
+    deleted: row.deleted,
+    bornVersion: row.born_version,
+    fenced: !row.deleted && before[0]?.version === marked && row.version === marked + 1,
+  }
+}
+
+/**
  * A board's row as a deletion left it: its version, whether deleted, and the version the board
  * as it is now was born at; null when there is none.
  */

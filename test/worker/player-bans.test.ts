@@ -288,6 +288,42 @@ describe('banning a player from the deployment (admin)', () => {
     expect(await liftedHere.json()).toEqual({ lifted: true })
   })
 
+  it("a board's lift racing an account ban (committed after the lift's check, its walk at the board before the lift) leaves the player banned there: 409 accountBan", async () => {
+    const player = `ban-${crypto.randomUUID()}`
+    const board = await newBoard()
+    expect((await banOnBoard(board, player, 'griefing')).status).toBe(200)
+    // The account ban commits in Neon and its walk bans the player on the board (keeping the
+    // board's own ban) just as the lift's call reaches the board, its check of Neon done.
+    await replaceMethod<Leaderboard, 'unban'>(
+      env.LEADERBOARD.getByName(board),
+      'unban',
+      (original) =>
+        async function (this: Leaderboard, boardId, playerId, opts) {
+          if (boardId === board && playerId === player && opts?.byAccount !== true) {
+            await pg()`insert into player_bans (player_id, reason) values (${player}, 'aimbot')`
+            expect((await this.ban(board, player, 'aimbot', { byAccount: true })).ok).toBe(true)
+          }
+          return original.call(this, boardId, playerId, opts)
+        },
+    )
+    const lift = await problem(
+      await call(`/v1/admin/leaderboards/${board}/bans/${player}`, {
+        ...bearer(ADMIN_KEY),
+        method: 'DELETE',
+      }),
+    )
+    expect(lift).toMatchObject({ status: 409, type: 'urn:nexus:problem:conflict' })
+    expect(lift.body).toMatchObject({ accountBan: true })
+    // Banned there as everywhere, by the account ban (whose lifting lifts it).
+    expect(await boardBans(board)).toEqual([
+      expect.objectContaining({ playerId: player, reason: 'aimbot', byAccount: true }),
+    ])
+    expect((await submitFor(board, player, { score: 1 })).status).toBe(403)
+    // Lifted, so that this file's boards made after it do not take it on.
+    expect((await liftAll(player)).first.lifted).toBe(true)
+    expect(await boardBans(board)).toEqual([])
+  })
+
   it('a socket opened before the ban: its join is refused once its claim needs Neon again', async () => {
     const queue = await createQueue()
     await rig(queue, newClock())

@@ -665,17 +665,28 @@ const unbanRoute = createRoute({
 
 adminLeaderboards.openapi(unbanRoute, async (c) => {
   const { id, playerId } = c.req.valid('param')
-  // Lifted on one board, an account ban would let the player's old tokens (and a game server's
-  // submissions for them) score there again while it stands everywhere else.
-  if ((await accountBan(c.env, playerId)) !== null) {
-    throw new ApiError(
+  const underAccountBan = () =>
+    new ApiError(
       'conflict',
       `'${playerId}' is under an account ban: lift that first (DELETE /v1/admin/players/${playerId}/ban), which lifts the bans it placed; a board's own ban is then lifted here`,
       { accountBan: true },
     )
-  }
-  const r = await boardStub(c.env, id).unban(id, playerId)
+  // Lifted on one board, an account ban would let the player's old tokens (and a game server's
+  // submissions for them) score there again while it stands everywhere else.
+  if ((await accountBan(c.env, playerId)) !== null) throw underAccountBan()
+  const board = boardStub(c.env, id)
+  const r = await board.unban(id, playerId)
   if (!r.ok) throw new ApiError(r.problem, r.detail, r.extensions ?? {}, r.headers)
+  // An account ban committed since the read above may have walked this board before the lift
+  // (its ban there kept the board's own, or was the one lifted): put it back. One committed after
+  // this read walks the board after the lift, and bans the player there itself.
+  const since = await accountBan(c.env, playerId)
+  if (since !== null) {
+    const again = await board.ban(id, playerId, since.reason, { byAccount: true })
+    if (!again.ok)
+      throw new ApiError(again.problem, again.detail, again.extensions ?? {}, again.headers)
+    throw underAccountBan()
+  }
   return c.json({ lifted: r.lifted }, 200)
 })
 

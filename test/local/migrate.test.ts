@@ -368,6 +368,52 @@ describe('a migration waiting for a table in use', () => {
     }
   })
 
+  it("0035, waiting for leaderboard_cycles (a cycle's archive page being written), holds no lock on erased_players, which every sign-in, join and result reads", async () => {
+    const { url } = await databaseAt(
+      server,
+      relay,
+      'erasure_reads_0035',
+      '0034_party_tickets_ticket_index',
+    )
+    const holder = new pg.Client(url)
+    const reader = new pg.Client(url)
+    await holder.connect()
+    await reader.connect()
+    try {
+      // A writer of leaderboard_cycles, mid-transaction: the index's build waits for it.
+      await holder.query('begin')
+      await holder.query('lock table leaderboard_cycles in row exclusive mode')
+      const migrating = runMigrations({ databaseUrl: url, relay: relay.address })
+      migrating.catch(() => {})
+      const waiting = async () =>
+        (
+          await reader.query(
+            `select 1 from pg_locks l join pg_class c on c.oid = l.relation
+              where c.relname = 'leaderboard_cycles' and not l.granted`,
+          )
+        ).rowCount! > 0
+      while (!(await waiting())) await new Promise((r) => setTimeout(r, 20))
+      // Read as a sign-in does, with a wait far shorter than the migration's for its lock.
+      await reader.query(`set lock_timeout = '500ms'`)
+      const read = await reader.query('select count(*)::int as n from erased_players')
+      expect(read.rows[0].n).toBe(0)
+      await holder.query('rollback')
+      await migrating
+      const columns = await reader.query(
+        `select column_name from information_schema.columns
+          where table_name = 'erased_players' and column_name like 'archive_%' order by 1`,
+      )
+      expect(columns.rows.map((r: { column_name: string }) => r.column_name)).toEqual([
+        'archive_board',
+        'archive_cleared',
+        'archive_cycle',
+      ])
+    } finally {
+      await holder.end()
+      await reader.end()
+    }
+  })
+
   it('0033 notes the players of the sessions live before it, and PostgreSQL keeps the note as sessions are listed, end and are deleted', async () => {
     const { url } = await databaseAt(server, relay, 'live_before_0033', '0032_maintenance_cursors')
     const db = new pg.Client(url)

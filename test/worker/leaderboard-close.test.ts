@@ -709,6 +709,39 @@ describe('closing a named cycle', () => {
 })
 
 describe('reading a cycle while it is archived', () => {
+  it("a closed cycle's standings show a player's name as it is now: a rename reaches them; an entry archived without a name stays without", async () => {
+    const board = await createBoard()
+    const named = `named-${crypto.randomUUID().slice(0, 8)}`
+    const unnamed = `unnamed-${crypto.randomUUID().slice(0, 8)}`
+    const rename = async (name: string) =>
+      expect(
+        (await call(`/v1/admin/players/${named}`, json('PUT', { name }, ADMIN_KEY))).status,
+      ).toBe(200)
+    await rename('Slur')
+    expect((await submitFor(board, named, { score: 2 })).status).toBe(200)
+    expect((await submitFor(board, unnamed, { score: 1 })).status).toBe(200)
+    expect((await closeNow(board, { cycle: 1 })).status).toBe(202)
+    expect((await archiveUntilDone(board, 1)).state).toBe('done')
+    const names = async () =>
+      (await fresh<Top>(`/v1/leaderboards/${board}/cycles/1/top`)).entries.map((e) => [
+        e.playerId,
+        e.name,
+      ])
+    expect(await names()).toEqual([
+      [named, 'Slur'],
+      [unnamed, null],
+    ])
+    // A moderator renames the player: the closed cycle shows the new name, not the one archived.
+    await rename('Player123')
+    expect(await names()).toEqual([
+      [named, 'Player123'],
+      [unnamed, null],
+    ])
+    // Named after the close: its entry was archived without a name, and stays so.
+    await call(`/v1/admin/players/${unnamed}`, json('PUT', { name: 'Later' }, ADMIN_KEY))
+    expect((await names())[1]).toEqual([unnamed, null])
+  })
+
   it('a cycle not archived yet is 404 with Retry-After, remembered for a moment: polls meanwhile are not each a Neon query (they are answered with Neon down)', async () => {
     const board = await createBoard()
     const url = `/v1/leaderboards/${board}/cycles/1/top`

@@ -608,9 +608,14 @@ leaderboardRoutes.openapi(cycleTopRoute, (async (c: Context<AppEnv>) => {
         throw notYet()
       }
       const complete = meta.completed_at !== null
+      // The player's name as it is now, where the archive kept one: a rename (a moderator's)
+      // reaches closed cycles too. An entry archived without one (the player had none, or was
+      // erased) stays without, as does one whose profile is gone (an erasure under way).
       const rows = (await sql.query(
-        `select rank, player_id, name, score, subscore, metadata, submitted_at from leaderboard_archive
-          where leaderboard_id = $1 and cycle = $2 and rank > $3 order by rank limit $4`,
+        `select a.rank, a.player_id, case when a.name is not null then p.name end as name,
+                a.score, a.subscore, a.metadata, a.submitted_at
+           from leaderboard_archive a left join players p on p.id = a.player_id
+          where a.leaderboard_id = $1 and a.cycle = $2 and a.rank > $3 order by a.rank limit $4`,
         [id, cycle, afterRank, limit],
       )) as {
         rank: number

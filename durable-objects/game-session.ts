@@ -1228,6 +1228,7 @@ export class GameSession extends DurableObject<Env> {
           status: this.status!,
           ...this.clockNow(),
           acks: true,
+          refs: true,
         })
       } else {
         send(server, {
@@ -1236,6 +1237,7 @@ export class GameSession extends DurableObject<Env> {
           seq: this.match.seq,
           ...this.clockNow(),
           acks: true,
+          refs: true,
         })
         const sent = this.sendMissed(server, since)
         if (sent !== null) {

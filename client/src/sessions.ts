@@ -189,6 +189,12 @@ export class GameConnection extends Emitter<GameEvents> {
   private acting = false
   /** The seq a resume's missed events run to, while they arrive. */
   private resumedTo: number | null = null
+  /**
+   * Whether the session answers an action's `ref` (its `welcome` or `resumed` says so; null
+   * before the first). A server from before refs (2026-12-06) refuses a frame carrying one, with
+   * an error that does not carry it back: an act sent there would never hear.
+   */
+  private refs: boolean | null = null
 
   constructor(
     sessionId: string,
@@ -381,6 +387,7 @@ export class GameConnection extends Emitter<GameEvents> {
    */
   act(action: Record<string, unknown>): Promise<ActOutcome> {
     if (this.done) return this.ended.then(() => Promise.reject(gameOver()))
+    if (this.refs === false) return Promise.reject(refsUnsupported())
     const ref = `${this.refPrefix}.${this.nextRef++}`
     let frame: string
     try {
@@ -407,6 +414,22 @@ export class GameConnection extends Emitter<GameEvents> {
     act.sent = true
     act.everSent = true
     this.socket.send(act.frame)
+  }
+
+  /**
+   * Takes what a `welcome` or `resumed` says of refs. Told none, every act waiting fails, as it
+   * would never hear: one never sent is refused `unsupported` (nothing was applied); one sent on
+   * an earlier socket (to a server since rolled back) is `ActionOutcomeUnknown`.
+   */
+  private takeRefs(msg: { refs?: unknown; acks?: unknown }): void {
+    // Every server that takes acks (2026-12-07) answers refs: it says so in `acks` alone.
+    this.refs = msg.refs === true || msg.acks === true
+    if (this.refs) return
+    const waiting = [...this.pending.values()]
+    this.pending.clear()
+    for (const act of waiting) {
+      act.reject(act.everSent ? new ActionOutcomeUnknown(refsUnsupported()) : refsUnsupported())
+    }
   }
 
   /** The socket takes actions again: the acts not answered go, in their order. */
@@ -748,6 +771,7 @@ export class GameConnection extends Emitter<GameEvents> {
     switch (msg.type) {
       case 'welcome':
         this.seq = msg.seq
+        this.takeRefs(msg)
         this.newAckWindow(msg.acks === true)
         this.acknowledge(socket)
         this.anchorClock(msg)
@@ -763,6 +787,7 @@ export class GameConnection extends Emitter<GameEvents> {
         this.startActing()
         return
       case 'resumed':
+        this.takeRefs(msg)
         this.newAckWindow(msg.acks === true)
         this.acknowledge(socket)
         this.anchorClock(msg)
@@ -912,6 +937,14 @@ function utf8Bytes(text: string): number {
 
 function gameOver(): ActionRefused {
   return new ActionRefused('game_over', 'The game is over')
+}
+
+/** `act()` on a session server that does not answer refs: `send()` still reaches it. */
+function refsUnsupported(): ActionRefused {
+  return new ActionRefused(
+    'unsupported',
+    'This session server does not answer act() (a version from before 2026-12-06): use send()',
+  )
 }
 
 /** How often a connection acknowledges what it read, at most (ms). */

@@ -571,6 +571,54 @@ describe('client SDK under failure', () => {
     }
   })
 
+  it('act() on a session server that does not answer refs (from before 2026-12-06) is refused `unsupported` at once and sends nothing: it would never hear; one that says refs or acks is answered', async () => {
+    async function actOn(welcome: Record<string, unknown>) {
+      const frames: Record<string, unknown>[] = []
+      let server: ScriptedSocket | undefined
+      const client = createClient({
+        baseUrl: 'http://nexus.test',
+        fetch: (async () => jsonRes(200, {})) as unknown as typeof fetch,
+        WebSocket: () =>
+          scriptedSocket(
+            (socket) => {
+              server = socket
+              socket.open()
+            },
+            (frame) => frames.push(frame),
+          ),
+      })
+      const game = client.sessions.connect('s1', 'tok')
+      // Made before the welcome: it waits for it.
+      const early = game.act({ action: 'roll' }).then(
+        (outcome) => outcome,
+        (err: unknown) => err,
+      )
+      await until(() => server !== undefined)
+      server!.receive({ type: 'welcome', seq: 0, state: {}, you: 'p', status: 'live', ...welcome })
+      const sent = frames.filter((f) => f.type === 'action')
+      for (const f of sent)
+        server!.receive({ type: 'event', seq: 1, tick: 0, event: {}, ref: f.ref })
+      const outcome = await early
+      const next = game.act({ action: 'roll' }).then(
+        (o) => o,
+        (err: unknown) => err,
+      )
+      game.close()
+      const later = await next
+      return { outcome, later, sent: frames.filter((f) => f.type === 'action').length }
+    }
+    const old = await actOn({})
+    expect(old.outcome).toBeInstanceOf(ActionRefused)
+    expect((old.outcome as ActionRefused).code).toBe('unsupported')
+    expect((old.later as ActionRefused).code).toBe('unsupported')
+    expect(old.sent).toBe(0)
+    for (const said of [{ refs: true }, { acks: true }, { acks: true, refs: true }]) {
+      const answered = await actOn(said)
+      expect(answered.outcome).toMatchObject({ seq: 1 })
+      expect(answered.sent).toBeGreaterThanOrEqual(1)
+    }
+  })
+
   it('a session socket that opens and drops at once backs off and gives up after maxReconnects', async () => {
     let opens = 0
     const factory = () =>
@@ -3098,7 +3146,7 @@ function resumingSocket(live: number, sinces: (string | null)[] = []) {
       if (since === '1') return socket.fail()
       socket.open()
       setTimeout(() => {
-        socket.receive({ type: 'resumed', since: Number(since), seq: live })
+        socket.receive({ type: 'resumed', since: Number(since), seq: live, refs: true })
         socket.receive({ type: 'event', seq: live + 1, event: { n: live + 1 } })
         socket.receive({ type: 'ended', seq: live + 1, result: { winner: null } })
       }, 5)
@@ -3123,8 +3171,15 @@ describe('game connection act()', () => {
             // As a server's first frame does, after the client has heard the open.
             setTimeout(() => {
               if (n === 0) {
-                socket.receive({ type: 'welcome', seq: 0, state: {}, you: 'p', status: 'live' })
-              } else socket.receive({ type: 'resumed', since: 0, seq: 1 })
+                socket.receive({
+                  type: 'welcome',
+                  seq: 0,
+                  state: {},
+                  you: 'p',
+                  status: 'live',
+                  refs: true,
+                })
+              } else socket.receive({ type: 'resumed', since: 0, seq: 1, refs: true })
               sockets.push(socket)
             }, 1)
           },
@@ -3288,7 +3343,7 @@ describe('game connection act(): its edges', () => {
             // After the first socket, the session is archived: no socket opens again.
             if (sockets.length > 1) return socket.fail()
             socket.open()
-            setTimeout(() => socket.receive({ type: 'resumed', since: 0, seq: 0 }), 1)
+            setTimeout(() => socket.receive({ type: 'resumed', since: 0, seq: 0, refs: true }), 1)
           },
           (frame) => {
             if (frame.type === 'action') sent.push(frame)
@@ -3316,8 +3371,8 @@ function greet(socket: ScriptedSocket, url: string): void {
     () =>
       socket.receive(
         since === null
-          ? { type: 'welcome', seq: 0, state: {}, you: 'p', status: 'live' }
-          : { type: 'resumed', since: Number(since), seq: Number(since) },
+          ? { type: 'welcome', seq: 0, state: {}, you: 'p', status: 'live', refs: true }
+          : { type: 'resumed', since: Number(since), seq: Number(since), refs: true },
       ),
     1,
   )
@@ -3390,7 +3445,14 @@ describe('game connection on a device that sleeps', () => {
         scriptedSocket((socket) => {
           socket.open()
           setTimeout(() => {
-            socket.receive({ type: 'welcome', seq: 0, state: {}, you: 'p', status: 'live' })
+            socket.receive({
+              type: 'welcome',
+              seq: 0,
+              state: {},
+              you: 'p',
+              status: 'live',
+              refs: true,
+            })
             sockets.push(socket)
           }, 1)
         }),
@@ -3420,7 +3482,14 @@ describe('game connection on a device that sleeps', () => {
         scriptedSocket((socket) => {
           socket.open()
           setTimeout(() => {
-            socket.receive({ type: 'welcome', seq: 0, state: {}, you: 'p', status: 'live' })
+            socket.receive({
+              type: 'welcome',
+              seq: 0,
+              state: {},
+              you: 'p',
+              status: 'live',
+              refs: true,
+            })
             socket.receive({ type: 'ended', seq: 0, result: { winner: null, placements: [] } })
           }, 1)
         }),
@@ -3489,8 +3558,8 @@ describe('game connection on a device that sleeps', () => {
             () =>
               socket.receive(
                 opened.length === 1
-                  ? { type: 'welcome', seq: 0, state: {}, you: 'p', status: 'live' }
-                  : { type: 'resumed', since: 0, seq: 0 },
+                  ? { type: 'welcome', seq: 0, state: {}, you: 'p', status: 'live', refs: true }
+                  : { type: 'resumed', since: 0, seq: 0, refs: true },
               ),
             1,
           )
@@ -3754,7 +3823,14 @@ describe('game connection resume', () => {
           if (sockets++ > 0) return socket.fail()
           socket.open()
           setTimeout(() => {
-            socket.receive({ type: 'welcome', seq: 0, state: {}, you: 'g_1', status: 'live' })
+            socket.receive({
+              type: 'welcome',
+              seq: 0,
+              state: {},
+              you: 'g_1',
+              status: 'live',
+              refs: true,
+            })
             for (const seq of [1, 2]) socket.receive({ type: 'event', seq, event: { n: seq } })
             socket.drop()
           }, 5)
@@ -3795,7 +3871,14 @@ describe('documented examples', () => {
             socket.open()
             setTimeout(
               () =>
-                socket.receive({ type: 'welcome', seq: 0, state: {}, you: 'p', status: 'live' }),
+                socket.receive({
+                  type: 'welcome',
+                  seq: 0,
+                  state: {},
+                  you: 'p',
+                  status: 'live',
+                  refs: true,
+                }),
               1,
             )
           },
@@ -3902,8 +3985,8 @@ describe('socket keepalive', () => {
               () =>
                 socket.receive(
                   since === null
-                    ? { type: 'welcome', seq: 0, state: {}, you: 'p', status: 'live' }
-                    : { type: 'resumed', since: Number(since), seq: 0 },
+                    ? { type: 'welcome', seq: 0, state: {}, you: 'p', status: 'live', refs: true }
+                    : { type: 'resumed', since: Number(since), seq: 0, refs: true },
                 ),
               1,
             )

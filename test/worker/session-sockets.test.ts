@@ -76,7 +76,14 @@ describe('session sockets', () => {
     const { sessionId, tokens, players } = await diceGame(2)
     const a = await connect(sessionId, tokens[players[0]!]!)
     const w = await a.nextOf('welcome')
-    expect(w).toMatchObject({ type: 'welcome', seq: 0, you: players[0], status: 'live' })
+    expect(w).toMatchObject({
+      type: 'welcome',
+      seq: 0,
+      you: players[0],
+      status: 'live',
+      acks: true,
+      refs: true,
+    })
     const state = diceState(w)
     expect(state.players.map((p) => [p.playerId, p.position])).toEqual([
       [players[0], 0],

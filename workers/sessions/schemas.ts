@@ -102,12 +102,17 @@ export type ServerMessage =
       status: SessionStatus
       /** The session takes `ack` frames (a server from before them says nothing). */
       acks: true
+      /**
+       * The session answers an action's `ref` (on its event, or its refusal); a server from
+       * before refs (2026-12-06) says nothing, and one from before this field says `acks`.
+       */
+      refs: true
     } & GameClock)
   /**
    * A reconnect with `?since=`: the events `since+1 … seq` follow at once, then live ones; the
    * game's clock as in `welcome` (the missed events' own ticks are in the past).
    */
-  | ({ type: 'resumed'; since: number; seq: number; acks: true } & GameClock)
+  | ({ type: 'resumed'; since: number; seq: number; acks: true; refs: true } & GameClock)
   /**
    * One accepted input, to everyone, in `seq` order with no gaps, with its input's `tick`; to
    * the sockets of the player whose action it was, with the action's `ref` if it had one.

@@ -32,6 +32,25 @@ describe('the Redis circuit breaker on /metrics', () => {
   })
 })
 
+describe('the circuits of reads, writes and cache fills', () => {
+  it('cache fills that fail (large pages timing out far from the primary) open their own circuit: rate-limit counts (writes) and reads still go to Redis', async () => {
+    setLogLevel('silent')
+    const breaker = new RedisAccelerator({} as Redis, { failureThreshold: 3, openMs: 60_000 })
+    for (let i = 0; i < 3; i++) {
+      await breaker.fill('read-cache.set', () => Promise.reject(new Error('timed out')))
+    }
+    let filled = false
+    await breaker.fill('read-cache.set', async () => {
+      filled = true
+    })
+    expect(filled).toBe(false)
+    expect(await breaker.write('rate-limit.incr', () => Promise.resolve(1))).toBe(1)
+    expect(await breaker.run('read-cache.get', () => Promise.resolve('page'))).toBe('page')
+    expect(breaker.writeState).toBe('closed')
+    expect(breaker.state).toBe('closed')
+  })
+})
+
 describe('an outage met by calls in flight', () => {
   it('opens the breaker once, for its open time from the opening: the calls that fail after it add no openings and no time', async () => {
     setLogLevel('silent')

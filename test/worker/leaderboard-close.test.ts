@@ -20,6 +20,7 @@ import {
 import worker from '../../workers/index.ts'
 import {
   ADMIN_KEY,
+  BASE,
   bearer,
   call,
   callWithEnv,
@@ -40,6 +41,8 @@ import { canonicalJson } from '../../workers/lib/canonical-json.ts'
 import { ARCHIVE_SPREAD_MS, archiveDelayMs } from '../../workers/core/leaderboard.ts'
 import { runScheduled } from '../../workers/scheduled.ts'
 import { until } from './helpers/sockets.ts'
+import { edgeCacheUrl, MAX_REDIS_TTL_MS, storedReadKey } from '../../workers/lib/read-cache.ts'
+import { getRedis } from '../../workers/lib/redis.ts'
 
 const N = 10_000
 const REWARDS = [
@@ -709,6 +712,31 @@ describe('closing a named cycle', () => {
 })
 
 describe('reading a cycle while it is archived', () => {
+  it("a finished cycle's page is kept 5 minutes in the location's cache, and 30 s at most in Redis (any cursor and limit make a page of their own)", async () => {
+    const board = await createBoard()
+    expect((await submitFor(board, 'kept', { score: 1 })).status).toBe(200)
+    expect((await closeNow(board, { cycle: 1 })).status).toBe(202)
+    expect((await archiveUntilDone(board, 1)).state).toBe('done')
+    const res = await callWithEnv({}, `/v1/leaderboards/${board}/cycles/1/top?limit=7`)
+    expect(res.headers.get('x-cache')).toBe('MISS')
+    expect(((await res.json()) as { complete: boolean }).complete).toBe(true)
+    const key = `lb:${board}:cycle:1:7:0`
+    const edgeTtl = await until(async () => {
+      const hit = await caches.default.match(edgeCacheUrl(BASE, storedReadKey(env, key)))
+      await hit?.body?.cancel()
+      return hit?.headers.get('x-ttl-ms') ?? undefined
+    })
+    expect(Number(edgeTtl)).toBe(300_000)
+    const redis = getRedis(env)!
+    const redisTtl = await until(async () => {
+      const left = await redis.run('test.pttl', (r) =>
+        r.pttl(`nexus:read:${storedReadKey(env, key)}`),
+      )
+      return left !== undefined && left > 0 ? left : undefined
+    })
+    expect(redisTtl).toBeLessThanOrEqual(MAX_REDIS_TTL_MS)
+  })
+
   it("a closed cycle's standings show a player's name as it is now: a rename reaches them; an entry archived without a name stays without", async () => {
     const board = await createBoard()
     const named = `named-${crypto.randomUUID().slice(0, 8)}`

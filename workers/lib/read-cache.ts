@@ -74,6 +74,15 @@ const isolateReads = new RecentAnswers(500, 32 * 1024)
 /** The largest answer (characters of JSON) shared through Redis; larger ones stay per location. */
 export const MAX_REDIS_ANSWER_CHARS = 256 * 1024
 
+/**
+ * How long Redis keeps an answer at most, whatever its own time (a finished archive's pages keep
+ * 5 minutes in each location's cache). Any cursor and limit make a page of their own, so a walk
+ * of a large closed cycle, or a client asking page after page, would otherwise hold hundreds of
+ * megabytes there for 5 minutes: Upstash refuses writes once full (its default), rate-limit
+ * counts included, and with eviction on it would evict those counts.
+ */
+export const MAX_REDIS_TTL_MS = 30_000
+
 /** Forgets every answer this isolate holds in memory, as a newly started isolate would have none. */
 export function forgetIsolateReads(): void {
   isolateReads.clear()
@@ -361,9 +370,9 @@ export async function cachedRead(c: Context<AppEnv>, opts: CachedReadOptions): P
     // way to Upstash could pass its 10 MB request limit, or the 250 ms deadline, and each refusal
     // would count toward opening the breaker for every read.
     if (redis && fresh.text.length <= MAX_REDIS_ANSWER_CHARS) {
-      const px = answerTtl ?? ttlMs
+      const px = Math.min(answerTtl ?? ttlMs, MAX_REDIS_TTL_MS)
       stores.push(
-        redis.write('read-cache.set', (r) =>
+        redis.fill('read-cache.set', (r) =>
           r.eval(SET_UNLESS_NEWER, [redisKey], [JSON.stringify(value), value.storedAt, px]),
         ),
       )

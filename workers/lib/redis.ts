@@ -115,7 +115,10 @@ class Circuit {
  * Reads and writes have a circuit each: a Redis that answers reads but refuses writes (full with
  * eviction off, a read-only token) fails every write while its reads succeed, and one shared
  * count, reset by each read, never opened: every rate-limit hit and cache fill paid a round trip
- * to be refused.
+ * to be refused. The read cache's fills have a circuit of their own too: they are large (up to
+ * 256K characters, escaped twice on the way) and sent after the answer, and a few of them timing
+ * out from a location far from the primary would otherwise switch the rate-limit counts of the
+ * isolate to its own memory for the circuit's open time.
  *
  * @example
  * const cached = await accel.run('top.get', (r) => r.get<string>(key))
@@ -126,6 +129,7 @@ export class RedisAccelerator {
   private readonly timeoutMs: number
   private readonly reads: Circuit
   private readonly writes: Circuit
+  private readonly fills: Circuit
 
   constructor(redis: Redis, opts: AcceleratorOptions = {}) {
     this.redis = redis
@@ -137,6 +141,7 @@ export class RedisAccelerator {
       new Circuit(failureThreshold, openMs, this.timeoutMs + TRIAL_GRACE_MS, now)
     this.reads = circuit()
     this.writes = circuit()
+    this.fills = circuit()
   }
 
   /** The state of the circuit of reads. */
@@ -157,6 +162,11 @@ export class RedisAccelerator {
   /** As `run`, for a call that writes: its failures open the circuit of writes only. */
   write<T>(operation: string, fn: (redis: Redis) => Promise<T>): Promise<T | undefined> {
     return this.call(this.writes, operation, fn)
+  }
+
+  /** As `write`, for filling the read cache: its failures open the circuit of fills only. */
+  fill<T>(operation: string, fn: (redis: Redis) => Promise<T>): Promise<T | undefined> {
+    return this.call(this.fills, operation, fn)
   }
 
   private async call<T>(

@@ -1,5 +1,6 @@
 import { runInDurableObject } from 'cloudflare:test'
 import { env } from 'cloudflare:workers'
+import { RECONNECT_NEON_WAIT_MS } from '../../workers/routes/matchmaking.ts'
 import { describe, expect, it, onTestFinished } from 'vitest'
 import {
   FRAME_BURST,
@@ -999,6 +1000,39 @@ describe('sockets: disconnect, reconnect, expiry', () => {
     fifth.send(JSON.stringify({ type: 'join' }))
     expect((await nextOfType<Queued>(fifth, 'queued')).ticketId).toEqual(expect.any(String))
     fifth.close(1000)
+  })
+
+  it("with Neon taking the claim and not answering (slowed by everyone reconnecting after a deploy, or waking), a reconnect to its region takes the ticket back in a few seconds, not at Neon's 8 s deadline, past the SDK's 6 s", async () => {
+    const q = await createQueue({ teamSize: 2, regions: ['eu'] })
+    const clock = newClock()
+    await rig(q, clock, { graceMs: 10_000 })
+    const g = await newGuest()
+    const ws = await connect(`/v1/matchmaking/${q}`, g.token)
+    ws.send(JSON.stringify({ type: 'join' }))
+    const queued = await nextOfType<Queued & { region: string }>(ws, 'queued')
+    ws.close(1000, 'deploy')
+    await until(() => graceOf(q, queued.ticketId), 5000, 'grace start')
+    const sent = Date.now()
+    const res = await callWithEnv(
+      {
+        DATABASE_URL: env.TEST_SILENT_DATABASE_URL,
+        NEON_LOCAL_RELAY: env.TEST_SILENT_NEON_RELAY,
+        LOG_LEVEL: 'silent',
+      },
+      `/v1/matchmaking/${q}?region=${queued.region}`,
+      { headers: { upgrade: 'websocket', authorization: `Bearer ${g.token}` } },
+    )
+    expect(res.status).toBe(101)
+    expect(Date.now() - sent).toBeLessThan(RECONNECT_NEON_WAIT_MS + 2_500)
+    const back = res.webSocket!
+    back.accept()
+    track(back)
+    expect(await nextOfType<Queued>(back, 'queued')).toMatchObject({
+      ticketId: queued.ticketId,
+      existing: true,
+    })
+    expect(await graceOf(q, queued.ticketId)).toBeUndefined()
+    back.close(1000)
   })
 
   it('with Neon unreachable, a reconnect to the region its queued named takes the ticket back (the grace ends); a connect with no ticket there is 503', async () => {

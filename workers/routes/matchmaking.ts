@@ -27,7 +27,7 @@ import { bannedJoinDetail } from '../players/bans.ts'
 import { ApiError, apiErrorFrom } from '../lib/problem.ts'
 import { issueSessionToken } from '../lib/session-token.ts'
 import { acceptedSocket, socketOffer } from '../lib/socket-auth.ts'
-import { within } from '../lib/within.ts'
+import { NoAnswerInTime, within } from '../lib/within.ts'
 import { cachedRead } from '../lib/read-cache.ts'
 import {
   conflictDetail,
@@ -789,6 +789,13 @@ matchmakingRoutes.openapi(statsRoute, (async (c: Context<AppEnv>) => {
 
 // ---------------------------------------------------------------------------------------------
 
+/**
+ * How long a socket's reconnect waits for the Neon round trip of its claim before taking its
+ * waiting ticket back without it: well inside the SDK's 6 s before it falls back to HTTP, and
+ * the queue's disconnect grace (10 s at least).
+ */
+export const RECONNECT_NEON_WAIT_MS = 3_000
+
 const socketRoute = createRoute({
   method: 'get',
   path: '/{queue}',
@@ -891,12 +898,26 @@ matchmakingRoutes.openapi(socketRoute, (async (c: Context<AppEnv>) => {
   const caller = tokenCaller(principal)!
   let read: JoinRead
   try {
-    read = await readAndClaim(c.env, queue, query.region, [principal.playerId], caller)
+    const reading = readAndClaim(c.env, queue, query.region, [principal.playerId], caller)
+    // A reconnect (it names the region its `queued` said) waits for Neon a few seconds only:
+    // after a deploy every queued player reconnects at once, and a Neon slowed by that, or
+    // waking, would hold each past the SDK's few seconds before it falls back to HTTP, and past
+    // the ticket's grace, where taking the ticket back without Neon (below) keeps it.
+    reading.catch(() => {})
+    read =
+      query.region === undefined
+        ? await reading
+        : await within(reading, RECONNECT_NEON_WAIT_MS, 'the claim of a reconnect')
   } catch (err) {
     // Neon down: a player whose ticket waits in the region named (the SDK names the one its
     // `queued` said) may still take it back, so a dropped socket does not cost the ticket.
     if (query.region === undefined || !RegionId.safeParse(query.region).success) throw err
-    if (!isDatabaseUnreachable(err) && !isTransientDatabaseError(err)) throw err
+    if (
+      !isDatabaseUnreachable(err) &&
+      !isTransientDatabaseError(err) &&
+      !(err instanceof NoAnswerInTime)
+    )
+      throw err
     log('warn', 'socket connect without Neon: taking a waiting ticket back only', {
       requestId: c.get('requestId'),
       queue,

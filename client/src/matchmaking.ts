@@ -575,7 +575,12 @@ export class MatchTicket extends Emitter<TicketEvents> {
         if (this.done) return null
         lastError = err
         failures++
-        if (failures === 1 || failures > sockets.maxReconnects) await this.checkQueue()
+        // A queued ticket's socket lost (every queued player at once after a deploy, say), past
+        // its attempts (over `websocket` only, it goes on through the grace): the queue was read
+        // when the ticket was made, and a region taken out since cancels the ticket, so its
+        // settings as cached will do (a fresh read each would be a Neon read each).
+        const queued = this.queuedSocketLostAt !== null
+        if (failures === 1 || failures > sockets.maxReconnects) await this.checkQueue(!queued)
         // Cancelled meanwhile: no renewal, no `reconnecting` after `ended`.
         if (this.done) return null
         if (failures === 1 && !graceRunningOut()) {
@@ -654,14 +659,14 @@ export class MatchTicket extends Emitter<TicketEvents> {
    * upgrade's answer, so the queue is read (404 unknown, 422 for a region it does not have). The
    * network being away, or the server failing for now, says nothing: the caller keeps trying.
    */
-  private async checkQueue(): Promise<void> {
+  private async checkQueue(fresh = true): Promise<void> {
     let info: QueueInfo
     try {
       info = await this.deps.t.request('get', '/v1/matchmaking/{queue}', {
         path: { queue: this.queue },
         // Fresh: the settings are cached, and a region just taken out of the queue must be
         // seen as gone, not retried for as long as a cached answer still lists it.
-        headers: { 'cache-control': 'no-cache' },
+        ...(fresh ? { headers: { 'cache-control': 'no-cache' } } : {}),
         retry: true,
         signal: this.abort.signal,
       })

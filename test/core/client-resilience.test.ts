@@ -2620,6 +2620,79 @@ describe('matchmaking refusals and network loss', () => {
     expect(outcome).toMatchObject({ sessionId: 's1' })
   })
 
+  it("a queued ticket's socket that keeps failing to reopen (everyone reconnecting after a deploy) reads the queue's settings as cached, and renews no token (a guest's renewal is a sign-in); a join's first socket failing reads them fresh and renews once", async () => {
+    async function reconnectOf(queuedFirst: boolean) {
+      let signIns = 0
+      const queueReads: (string | null)[] = []
+      let sockets = 0
+      const client = createClient({
+        baseUrl: 'http://nexus.test',
+        maxReconnects: 2,
+        retry: { baseDelayMs: 1, maxDelayMs: 5 },
+        fetch: (async (input: RequestInfo | URL, init?: RequestInit) => {
+          const url = new URL(String(input))
+          if (url.pathname === '/v1/auth/guest') {
+            signIns++
+            return jsonRes(200, { token: 'tok', playerId: 'g_1', expiresIn: 3600, expiresAt: 0 })
+          }
+          if (url.pathname.startsWith('/v1/matchmaking/tickets/')) {
+            return jsonRes(200, { ...waitingDuel, ticketId: 'duel:eu:t1' })
+          }
+          queueReads.push(new Headers(init?.headers).get('cache-control'))
+          return jsonRes(200, {
+            queue: 'duel',
+            teams: 2,
+            teamSize: 1,
+            rules: 'dice-race',
+            regions: ['eu'],
+            maxPartySize: 1,
+            ticketTtlSeconds: 300,
+            disconnectGraceSeconds: 10,
+          })
+        }) as typeof fetch,
+        WebSocket: () => {
+          const n = ++sockets
+          return scriptedSocket(
+            (socket) => {
+              // Queued first: the first socket queues the ticket and drops, the next four fail
+              // to open (past maxReconnects), the sixth takes the ticket back. Else the first
+              // fails, and the second opens.
+              if (queuedFirst ? n >= 2 && n <= 5 : n === 1) return socket.fail()
+              socket.open()
+            },
+            (frame, socket) => {
+              if (frame.type !== 'join') return
+              if (queuedFirst && n === 1) {
+                socket.receive({
+                  type: 'queued',
+                  ticketId: 'duel:eu:t1',
+                  region: 'eu',
+                  existing: false,
+                  expiresAt: 0,
+                })
+                setTimeout(() => socket.drop(), 5)
+              } else queueAndMatch(socket, queuedFirst)
+            },
+          )
+        },
+      })
+      await client.auth.guest('device-abcdef-123456')
+      const before = signIns
+      const t = client.matchmaking.join('duel', { transport: 'websocket' })
+      const outcome = await within(t.matched, 'matched', 10_000).catch((e: unknown) => e)
+      expect(outcome).toMatchObject({ sessionId: 's1' })
+      return { renewals: signIns - before, queueReads, sockets }
+    }
+    const queued = await reconnectOf(true)
+    expect(queued.sockets).toBe(6)
+    expect(queued.renewals).toBe(0)
+    expect(queued.queueReads.length).toBeGreaterThan(0)
+    expect(queued.queueReads.every((h) => h === null)).toBe(true)
+    const first = await reconnectOf(false)
+    expect(first.renewals).toBe(1)
+    expect(first.queueReads).toEqual(['no-cache'])
+  })
+
   it('matchmaking sockets that open and drop at once give up after maxReconnects and fall back to HTTP', async () => {
     let opens = 0
     const client = createClient({

@@ -103,9 +103,17 @@ export const sleep = (ms: number, signal?: AbortSignal) =>
   })
 
 /**
+ * The most a pause cut short by a wake still waits (a random part of it, and no longer than the
+ * pause had left): a network coming back (a venue's Wi-Fi, a region's link) wakes every device
+ * on it at once, and their reconnects would all come in the same moment.
+ */
+export const WAKE_SPREAD_MS = 500
+
+/**
  * `sleep` for `ms`, which `stop` ends too, and which `expose` is handed a controller of (at
- * once) to end early (a `wake()` cutting a reconnect's pause short), but for its first `uncutMs`
- * (what a server asked to be waited), which only `stop` ends.
+ * once) to end early (a `wake()` cutting a reconnect's pause short, to a random part of
+ * WAKE_SPREAD_MS), but for its first `uncutMs` (what a server asked to be waited), which only
+ * `stop` ends.
  */
 export async function cuttableSleep(
   ms: number,
@@ -120,7 +128,12 @@ export async function cuttableSleep(
   expose(cut)
   try {
     if (uncutMs > 0) await sleep(uncutMs, stop)
+    const endsAt = Date.now() + (ms - uncutMs)
     await sleep(ms - uncutMs, cut.signal)
+    const left = endsAt - Date.now()
+    if (cut.signal.aborted && !stop.aborted && left > 0) {
+      await sleep(Math.random() * Math.min(WAKE_SPREAD_MS, left), stop)
+    }
   } finally {
     stop.removeEventListener('abort', onStop)
   }

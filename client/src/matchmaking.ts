@@ -644,7 +644,8 @@ export class MatchTicket extends Emitter<TicketEvents> {
   /**
    * Checks the wait's socket now, as when the app comes back to the foreground or the network
    * returns: an open socket is pinged and given up on (and reconnected) if nothing answers within
-   * 3 s; a reconnect waiting out its pause tries at once. In a browser page it runs by itself when
+   * 3 s; a reconnect waiting out its pause tries within half a second (a random part of it: a
+   * network back for many devices at once). In a browser page it runs by itself when
    * the page is shown again, restored or back online; from React Native, call it on AppState's
    * `active`.
    */

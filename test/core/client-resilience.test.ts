@@ -3737,6 +3737,38 @@ describe('wake(): the app back in the foreground, the network back', () => {
     expect(page.count()).toBe(listenersBefore)
   })
 
+  it('devices woken by the same network coming back reconnect spread over half a second, not all at the same moment', async () => {
+    const page = fakePage()
+    let networkUp = false
+    const reconnectedAt: number[] = []
+    const games = Array.from({ length: 20 }, () =>
+      createClient({
+        baseUrl: 'http://nexus.test',
+        maxReconnects: 100,
+        reconnectForMs: 3_600_000,
+        retry: { baseDelayMs: 60_000, maxDelayMs: 60_000 },
+        fetch: (async () => jsonRes(200, { status: 'live', seq: 0, result: null })) as typeof fetch,
+        WebSocket: (url) =>
+          scriptedSocket((socket) => {
+            if (!networkUp) return socket.fail()
+            reconnectedAt.push(Date.now())
+            greet(socket, url)
+          }),
+      }).sessions.connect('s1', 'tok'),
+    )
+    await Promise.all(games.map((g) => within(g.once('reconnecting'), 'a pause', 2000)))
+    networkUp = true
+    const wokeAt = Date.now()
+    page.fire('online')
+    await Promise.all(games.map((g) => within(g.ready, 'the welcome after the wake', 2000)))
+    for (const g of games) g.close()
+    expect(reconnectedAt).toHaveLength(20)
+    // Within the spread of the wake (and well short of the minute's pause)...
+    expect(Math.max(...reconnectedAt) - wokeAt).toBeLessThan(1_500)
+    // ...and not all together: twenty draws over 500 ms.
+    expect(Math.max(...reconnectedAt) - Math.min(...reconnectedAt)).toBeGreaterThan(100)
+  })
+
   it('a wake does not cut short the wait the server asked for (Retry-After): only the backoff beyond it', async () => {
     fakePage()
     const attempts: number[] = []

@@ -19,6 +19,7 @@ import {
   edgeCacheUrl,
   forgetIsolateReads,
   MAX_REDIS_ANSWER_CHARS,
+  readersWaitingOnLoad,
   storedReadKey,
 } from '../../workers/lib/read-cache.ts'
 import { getRedis } from '../../workers/lib/redis.ts'
@@ -761,6 +762,33 @@ describe('edge cache', () => {
     // Counted as answers passed over for a refresh, at both layers: neither hits nor misses.
     const after = counts()
     expect(after.map((n, i) => n - before[i]!)).toEqual([0, 0, 1, 0, 0, 1])
+  })
+
+  it('one load of a key no cache holds at a time in an isolate (every key is new after a deploy): readers meanwhile wait for its answer, not each sent to the board', async () => {
+    const b = await createBoard()
+    await submitFor(b, 'a', { score: 1 })
+    let release!: () => void
+    const board = await countTopCalls(
+      b,
+      new Promise<void>((resolve) => {
+        release = resolve
+      }),
+    )
+    const key = `lb:${b}:top:10:`
+    let answers: Response[]
+    try {
+      const reads = Array.from({ length: 5 }, () => call(`/v1/leaderboards/${b}/top`))
+      // The first at the board, held; the other four waiting for its answer.
+      await until(async () => (board.calls >= 1 && readersWaitingOnLoad(key) >= 4) || undefined)
+      release()
+      answers = await Promise.all(reads)
+    } finally {
+      release()
+    }
+    expect(board.calls).toBe(1)
+    const sources = answers.map((r) => r.headers.get('x-cache')).sort()
+    expect(sources).toEqual(['MISS', 'MISS shared', 'MISS shared', 'MISS shared', 'MISS shared'])
+    for (const r of answers) expect(((await r.json()) as Top).total).toBe(1)
   })
 
   it('one early refresh of an answer at a time in an isolate: readers meanwhile are served the answer in hand, not sent to the board too', async () => {

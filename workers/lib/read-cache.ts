@@ -1,3 +1,4 @@
+import { within } from './within.ts'
 import type { Context } from 'hono'
 import type { AppEnv } from '../app-env.ts'
 import type { Env } from '../env.ts'
@@ -202,6 +203,47 @@ function uncacheable(err: unknown): unknown {
 const refreshesUnderWay = new Map<string, { began: number; answerAt: number }>()
 const REFRESH_LOST_MS = 10_000
 
+/**
+ * The load of a key no layer holds, under way in this isolate: readers of the key meanwhile wait
+ * for its answer rather than each going to the object (after a deploy every key is new, and a
+ * hot board's readers would all reach the object while it rebuilds its index). Only its answer
+ * is shared: a load that fails (a limit of the first reader's own, an object out of reach)
+ * sends each waiting reader to load for itself.
+ */
+const coldLoads = new Map<string, ColdLoad>()
+/** How long a reader waits for another's load of a key at most. */
+const COLD_WAIT_MS = 5_000
+
+/** A load's answer as its waiting readers are served it. */
+interface SharedAnswer {
+  text: string
+  storedAt: number
+  ttlMs: number | undefined
+}
+
+interface ColdLoad {
+  answer: Promise<SharedAnswer>
+  began: number
+  /** Readers waiting for it now. */
+  waiting: number
+  /** Settles the answer (null: the load failed); only the first call counts. */
+  settle(answer: SharedAnswer | null): void
+}
+
+function newColdLoad(began: number): ColdLoad {
+  let settle!: (answer: SharedAnswer | null) => void
+  const answer = new Promise<SharedAnswer>((resolve, reject) => {
+    settle = (a) => (a ? resolve(a) : reject(new Error('the load failed')))
+  })
+  answer.catch(() => {})
+  return { answer, began, waiting: 0, settle }
+}
+
+/** How many readers wait for the load of `key` under way in this isolate (tests). */
+export function readersWaitingOnLoad(key: string): number {
+  return coldLoads.get(key)?.waiting ?? 0
+}
+
 export async function cachedRead(c: Context<AppEnv>, opts: CachedReadOptions): Promise<Response> {
   const ttlMs = opts.ttlSeconds * 1000
   const asked = /no-cache|no-store|max-age=0/i.test(c.req.header('cache-control') ?? '')
@@ -219,6 +261,8 @@ export async function cachedRead(c: Context<AppEnv>, opts: CachedReadOptions): P
   let refreshing = -Infinity
   // The key's early refresh for the isolate, when this read took it (refreshesUnderWay).
   let ownRefresh: { began: number; answerAt: number } | null = null
+  // The load of a key no layer holds, when this read makes it for the isolate (coldLoads).
+  let leading: ColdLoad | null = null
   // That answer, served after all if the refresh fails while it is still within its TTL: an
   // early refresh is a head start on the next answer, not a reason to fail this read.
   const passedOver: {
@@ -326,6 +370,30 @@ export async function cachedRead(c: Context<AppEnv>, opts: CachedReadOptions): P
       cacheLookups.inc({ layer: 'redis', outcome: hit === undefined ? 'unavailable' : outcome })
     }
 
+    // A key no layer holds: its load under way in this isolate (not one lost with its request,
+    // past REFRESH_LOST_MS) is waited for, as long as that, and its answer served.
+    const cold = !bypass && passedOver.hit === null
+    const underWay = cold ? coldLoads.get(opts.key) : undefined
+    if (underWay && Date.now() - underWay.began < REFRESH_LOST_MS) {
+      // Bounded apart: a leader whose request was cancelled never settles it (the runtime drops
+      // its continuations), and its readers then load for themselves.
+      const left = Math.min(COLD_WAIT_MS, REFRESH_LOST_MS - (Date.now() - underWay.began))
+      underWay.waiting++
+      const shared = await within(underWay.answer, left, 'a load of the key')
+        .catch(() => null)
+        .finally(() => underWay.waiting--)
+      if (shared) return respond(shared.text, shared.storedAt, 'MISS shared', shared.ttlMs)
+    }
+    if (cold && coldLoads.size >= 1_000) {
+      for (const [key, { began }] of coldLoads) {
+        if (Date.now() - began >= REFRESH_LOST_MS) coldLoads.delete(key)
+      }
+    }
+    const other = coldLoads.get(opts.key)
+    if (cold && !(other && Date.now() - other.began < REFRESH_LOST_MS)) {
+      leading = newColdLoad(Date.now())
+      coldLoads.set(opts.key, leading)
+    }
     const started = Date.now()
     let loaded: unknown
     try {
@@ -347,6 +415,7 @@ export async function cachedRead(c: Context<AppEnv>, opts: CachedReadOptions): P
     const computeMs = Math.max(1, Date.now() - started)
     // Whole milliseconds (Redis takes no fraction); an answer with none left is not kept at all.
     const answerTtl = opts.ttlOf ? Math.floor(opts.ttlOf(loaded) * 1000) : undefined
+    leading?.settle({ text: fresh.text, storedAt: fresh.storedAt, ttlMs: answerTtl })
     if (answerTtl !== undefined && answerTtl <= 0) {
       return respond(fresh.text, fresh.storedAt, 'MISS', 0)
     }
@@ -387,6 +456,11 @@ export async function cachedRead(c: Context<AppEnv>, opts: CachedReadOptions): P
     // has taken it since.
     if (ownRefresh !== null && refreshesUnderWay.get(opts.key) === ownRefresh) {
       refreshesUnderWay.delete(opts.key)
+    }
+    if (leading) {
+      // Failed (or refused): each reader waiting loads for itself.
+      leading.settle(null)
+      if (coldLoads.get(opts.key) === leading) coldLoads.delete(opts.key)
     }
   }
 

@@ -506,7 +506,9 @@ export class GameConnection extends Emitter<GameEvents> {
     return this.t.request('get', '/v1/sessions/{id}', {
       path: { id: this.sessionId },
       as,
-      retry: true,
+      // Once: the reconnect loop pauses and tries the socket again on a transient failure (its
+      // Retry-After honoured), and every player of a restarting session asks it at once.
+      retry: false,
       signal: this.stop.signal,
     })
   }

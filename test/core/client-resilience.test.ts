@@ -619,6 +619,33 @@ describe('client SDK under failure', () => {
     }
   })
 
+  it("a game socket that fails to reopen asks the session's state once per attempt, not with retries of its own: a restarting session is asked by every player at once", async () => {
+    let reads = 0
+    let opens = 0
+    const client = createClient({
+      baseUrl: 'http://nexus.test',
+      maxReconnects: 10,
+      retry: { baseDelayMs: 1, maxDelayMs: 5 },
+      fetch: (async () => {
+        reads++
+        return new Response(
+          JSON.stringify({ type: 'urn:nexus:problem:unavailable', title: 'Busy', status: 503 }),
+          { status: 503, headers: { 'content-type': 'application/problem+json' } },
+        )
+      }) as typeof fetch,
+      WebSocket: (url) =>
+        scriptedSocket((socket) => {
+          if (++opens <= 3) return socket.fail()
+          greet(socket, url)
+        }),
+    })
+    const game = client.sessions.connect('s1', 'tok')
+    await within(game.ready, 'the welcome', 5000)
+    game.close()
+    expect(opens).toBe(4)
+    expect(reads).toBe(3)
+  })
+
   it('a session socket that opens and drops at once backs off and gives up after maxReconnects', async () => {
     let opens = 0
     const factory = () =>

@@ -35,17 +35,20 @@ export function socketProtocols(token: string): string[] {
 }
 
 /**
- * Where a socket's token goes: in its subprotocols when the factory takes them (`(url,
- * protocols)`), else in `?token=`, as before 0.2.0, for a factory written then (`(url) => new
- * WebSocket(url)`), which would drop them and connect with no token at all.
+ * Where a socket's token goes: in its subprotocols, unless the factory is of the shape written
+ * before 0.2.0 (`(url) => new WebSocket(url)`: one declared parameter), which would drop them and
+ * connect with no token at all, and gets it in `?token=` as then. A factory declaring none (`(...args)
+ * => new WebSocket(...args)`, a wrapper, a mock) passes them on, and must not have the token put
+ * in its URL, where the platform's and proxies' logs keep it. (`(url, protocols = [])` declares
+ * one: write it `(url, protocols)`.)
  */
 export function socketCredential(
   factory: SocketFactory,
   token: string,
 ): { query: { token?: string }; protocols: string[] } {
-  return factory.length >= 2
-    ? { query: {}, protocols: socketProtocols(token) }
-    : { query: { token }, protocols: [] }
+  return factory.length === 1
+    ? { query: { token }, protocols: [] }
+    : { query: {}, protocols: socketProtocols(token) }
 }
 
 const OPEN = 1

@@ -2133,7 +2133,7 @@ function resumedOrEnded(game: { once(e: 'resumed'): Promise<unknown>; ended: Pro
 }
 
 describe("a socket factory's signature", () => {
-  it('a factory written before 0.2.0 (it takes the URL only) still gets the token, in ?token=; one that takes protocols gets it there', async () => {
+  it('a factory written before 0.2.0 (it takes the URL only) still gets the token, in ?token=; one that takes protocols, or declares no parameter (a wrapper passing its arguments on), gets it there', async () => {
     const seen: { url: string; protocols: string[] | undefined }[] = []
     const scripted = () =>
       scriptedSocket((socket) => {
@@ -2159,14 +2159,24 @@ describe("a socket factory's signature", () => {
         return scripted()
       },
     })
-    for (const client of [old, current]) {
+    const wrapper = createClient({
+      baseUrl: 'http://nexus.test',
+      fetch: (async () => jsonRes(200, {})) as typeof fetch,
+      WebSocket: (...args: [string, string[]]) => {
+        seen.push({ url: args[0], protocols: args[1] })
+        return scripted()
+      },
+    })
+    for (const client of [old, current, wrapper]) {
       const game = client.sessions.connect('s1', 'session-tok')
       await within(game.ready, 'welcome', 2000)
       game.close()
     }
     expect(new URL(seen[0]!.url).searchParams.get('token')).toBe('session-tok')
-    expect(new URL(seen[1]!.url).searchParams.has('token')).toBe(false)
-    expect(seen[1]!.protocols).toEqual(['nexus.v1', 'nexus.token.session-tok'])
+    for (const passesProtocols of [seen[1]!, seen[2]!]) {
+      expect(new URL(passesProtocols.url).searchParams.has('token')).toBe(false)
+      expect(passesProtocols.protocols).toEqual(['nexus.v1', 'nexus.token.session-tok'])
+    }
   })
 })
 

@@ -86,9 +86,11 @@ async function applyEach(client: PoolClient, folder: string): Promise<void> {
         break
       } catch (err) {
         await client.query('rollback').catch(() => {})
-        // 55P03, lock_not_available: the lock wait ran out. Nothing of it was applied.
+        // 55P03, lock_not_available: the lock wait ran out; 40P01, deadlock_detected: a live
+        // statement took the same tables in the other order, and PostgreSQL chose the migration
+        // to give way. Either way nothing of it was applied.
         const code = (err as { code?: unknown }).code
-        if (code !== '55P03' || attempt >= LOCK_RETRIES) throw err
+        if ((code !== '55P03' && code !== '40P01') || attempt >= LOCK_RETRIES) throw err
         await new Promise((resolve) => setTimeout(resolve, 500 + Math.random() * 1000))
       }
     }

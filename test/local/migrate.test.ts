@@ -215,6 +215,58 @@ describe('a migration waiting for a table in use', () => {
     await watcher.end()
   }, 40_000)
 
+  it('a migration PostgreSQL makes give way in a deadlock with a live transaction (the same tables taken in the other order) is tried again and applied', async () => {
+    const url = new URL(await migratedDatabase('deadlocked'))
+    // The migration takes party_tickets, then queue_claims; the live transaction the other way.
+    const { folder } = await migrationsWith([
+      [
+        '9999_deadlocked',
+        'LOCK TABLE "party_tickets" IN SHARE MODE;--> statement-breakpoint\n' +
+          'CREATE INDEX "9999_deadlocked_idx" ON "queue_claims" ("player_id");',
+      ],
+    ])
+    const live = new pg.Client(url.href)
+    await live.connect()
+    const watcher = new pg.Client(url.href)
+    await watcher.connect()
+    try {
+      await live.query('begin')
+      // Writing queue_claims, as a join's claim does.
+      await live.query('lock table queue_claims in row exclusive mode')
+      const run = runMigrations({
+        databaseUrl: url.href,
+        relay: relay.address,
+        migrationsFolder: folder,
+      })
+      run.catch(() => undefined)
+      const livePid = (await live.query('select pg_backend_pid() as pid')).rows[0].pid
+      const waiting = async () =>
+        (
+          await watcher.query(
+            `select 1 from pg_stat_activity where $1 = any(pg_blocking_pids(pid))`,
+            [livePid],
+          )
+        ).rowCount! > 0
+      for (let i = 0; i < 400 && !(await waiting()); i++) {
+        await new Promise((r) => setTimeout(r, 25))
+      }
+      expect(await waiting()).toBe(true)
+      // The live transaction now writes party_tickets, which the migration holds: a deadlock,
+      // found by the migration's backend (it has waited longer), which gives way.
+      await live.query('lock table party_tickets in row exclusive mode')
+      await live.query('commit')
+      await run
+    } finally {
+      await live.query('rollback').catch(() => undefined)
+      await live.end()
+    }
+    expect(
+      (await watcher.query(`select 1 from pg_indexes where indexname = '9999_deadlocked_idx'`))
+        .rowCount,
+    ).toBe(1)
+    await watcher.end()
+  }, 40_000)
+
   it('applies each migration in a transaction of its own: one waiting for its table holds no lock of the ones before it, which stay applied if it fails', async () => {
     const url = new URL(await migratedDatabase('one_by_one'))
     // Two new ones: the first indexes queue_claims, the second party_tickets (held below).
@@ -368,7 +420,7 @@ describe('a migration waiting for a table in use', () => {
     }
   })
 
-  it("0035, waiting for leaderboard_cycles (a cycle's archive page being written), holds no lock on erased_players, which every sign-in, join and result reads", async () => {
+  it("0035 and 0036, the index waiting for leaderboard_cycles (a cycle's archive page being written), hold no lock on erased_players meanwhile, which every sign-in, join and result reads", async () => {
     const { url } = await databaseAt(
       server,
       relay,

@@ -791,6 +791,84 @@ describe('edge cache', () => {
     for (const r of answers) expect(((await r.json()) as Top).total).toBe(1)
   })
 
+  it('readers waiting for a load that never ends (its request cut off) wait 5 s at most, then load for themselves', async () => {
+    const b = await createBoard()
+    await submitFor(b, 'a', { score: 1 })
+    let release!: () => void
+    const hang = new Promise<void>((resolve) => {
+      release = resolve
+    })
+    let calls = 0
+    await replaceMethod<Leaderboard, 'top'>(
+      env.LEADERBOARD.getByName(b),
+      'top',
+      (original) =>
+        async function (this: Leaderboard, ...args: Parameters<Leaderboard['top']>) {
+          if (calls++ === 0) await hang
+          return original.apply(this, args)
+        },
+    )
+    const key = `lb:${b}:top:10:`
+    try {
+      const stuck = call(`/v1/leaderboards/${b}/top`)
+      await until(async () => (calls >= 1 ? true : undefined))
+      const waiting = Array.from({ length: 3 }, () => call(`/v1/leaderboards/${b}/top`))
+      await until(async () => readersWaitingOnLoad(key) >= 3 || undefined)
+      // Answered while the first load still hangs.
+      const answers = await Promise.all(waiting)
+      for (const r of answers) {
+        expect(r.status).toBe(200)
+        expect(((await r.json()) as Top).total).toBe(1)
+      }
+      release()
+      expect((await stuck).status).toBe(200)
+    } finally {
+      release()
+    }
+  }, 20_000)
+
+  it("readers waiting for a load whose answer comes with no time left (the board read just before its cycle's end) are not served it: each reads the next cycle", async () => {
+    const b = await createBoard({ cycle: { every: '1h' } })
+    await submitFor(b, 'a', { score: 1 })
+    const endsAt = Date.now() + 1_000
+    await runInDurableObject(env.LEADERBOARD.getByName(b), (inst: Leaderboard) => {
+      ;(inst as unknown as { current: { endsAt: number } }).current.endsAt = endsAt
+    })
+    // The board answers at once, and its answer is held on the way back past the boundary.
+    let release!: () => void
+    const held = new Promise<void>((resolve) => {
+      release = resolve
+    })
+    await replaceMethod<Leaderboard, 'top'>(
+      env.LEADERBOARD.getByName(b),
+      'top',
+      (original) =>
+        async function (this: Leaderboard, ...args: Parameters<Leaderboard['top']>) {
+          const answer = await original.apply(this, args)
+          await held
+          return answer
+        },
+    )
+    const key = `lb:${b}:top:10:`
+    let answers: Response[]
+    try {
+      const reads = Array.from({ length: 4 }, () => call(`/v1/leaderboards/${b}/top`))
+      await until(async () => readersWaitingOnLoad(key) >= 3 || undefined)
+      await until(async () => (Date.now() > endsAt + 50 ? true : undefined), 5_000, 'the boundary')
+      release()
+      answers = await Promise.all(reads)
+    } finally {
+      release()
+    }
+    const cycles = await Promise.all(
+      answers.map(async (r) => [r.headers.get('x-cache'), ((await r.json()) as Top).cycle]),
+    )
+    const ended = Math.min(...cycles.map(([, cycle]) => cycle as number))
+    // One reader had the board's answer of the ended cycle (max-age 0); the others read the next.
+    expect(cycles.filter(([, cycle]) => cycle === ended)).toEqual([['MISS', ended]])
+    expect(cycles.filter(([, cycle]) => cycle === ended + 1)).toHaveLength(3)
+  })
+
   it('one early refresh of an answer at a time in an isolate: readers meanwhile are served the answer in hand, not sent to the board too', async () => {
     const b = await createBoard()
     await submitFor(b, 'a', { score: 1 })

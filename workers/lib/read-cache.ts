@@ -371,18 +371,28 @@ export async function cachedRead(c: Context<AppEnv>, opts: CachedReadOptions): P
     }
 
     // A key no layer holds: its load under way in this isolate (not one lost with its request,
-    // past REFRESH_LOST_MS) is waited for, as long as that, and its answer served.
+    // past REFRESH_LOST_MS) is waited for, and its answer served while within its TTL (one
+    // dated before a cycle's end, say, is not: the reader loads for itself).
     const cold = !bypass && passedOver.hit === null
     const underWay = cold ? coldLoads.get(opts.key) : undefined
     if (underWay && Date.now() - underWay.began < REFRESH_LOST_MS) {
-      // Bounded apart: a leader whose request was cancelled never settles it (the runtime drops
-      // its continuations), and its readers then load for themselves.
+      // Bounded apart: a load whose request was cancelled before it settled leaves its
+      // readers nothing to wake them.
       const left = Math.min(COLD_WAIT_MS, REFRESH_LOST_MS - (Date.now() - underWay.began))
       underWay.waiting++
       const shared = await within(underWay.answer, left, 'a load of the key')
         .catch(() => null)
         .finally(() => underWay.waiting--)
-      if (shared) return respond(shared.text, shared.storedAt, 'MISS shared', shared.ttlMs)
+      if (shared && Date.now() - shared.storedAt < (shared.ttlMs ?? ttlMs)) {
+        return respond(shared.text, shared.storedAt, 'MISS shared', shared.ttlMs)
+      }
+      // Not served: the load is taken as lost, the next reader's to make; one that ended since
+      // may have left its answer in the isolate's memory.
+      if (coldLoads.get(opts.key) === underWay) coldLoads.delete(opts.key)
+      const kept = isolateReads.get(opts.key)
+      if (kept && Date.now() - kept.storedAt < (kept.ttlMs ?? ttlMs)) {
+        return respond(kept.body, kept.storedAt, 'HIT memory', kept.ttlMs)
+      }
     }
     if (cold && coldLoads.size >= 1_000) {
       for (const [key, { began }] of coldLoads) {
@@ -393,6 +403,9 @@ export async function cachedRead(c: Context<AppEnv>, opts: CachedReadOptions): P
     if (cold && !(other && Date.now() - other.began < REFRESH_LOST_MS)) {
       leading = newColdLoad(Date.now())
       coldLoads.set(opts.key, leading)
+      // Kept running to its answer though the reader goes away (a client that closes its
+      // connection): cancelled, it would leave its waiting readers to wait their time out.
+      c.executionCtx.waitUntil(leading.answer.catch(() => {}))
     }
     const started = Date.now()
     let loaded: unknown
@@ -415,10 +428,12 @@ export async function cachedRead(c: Context<AppEnv>, opts: CachedReadOptions): P
     const computeMs = Math.max(1, Date.now() - started)
     // Whole milliseconds (Redis takes no fraction); an answer with none left is not kept at all.
     const answerTtl = opts.ttlOf ? Math.floor(opts.ttlOf(loaded) * 1000) : undefined
-    leading?.settle({ text: fresh.text, storedAt: fresh.storedAt, ttlMs: answerTtl })
     if (answerTtl !== undefined && answerTtl <= 0) {
+      // Of no time left (a cycle's end): not for readers waiting, who may be past it.
+      leading?.settle(null)
       return respond(fresh.text, fresh.storedAt, 'MISS', 0)
     }
+    leading?.settle({ text: fresh.text, storedAt: fresh.storedAt, ttlMs: answerTtl })
     const value: CachedBody = { body: fresh.text, storedAt: fresh.storedAt, computeMs }
     if (answerTtl !== undefined) value.ttlMs = answerTtl
     isolateReads.remember(opts.key, value)

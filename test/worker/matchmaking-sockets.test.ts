@@ -15,7 +15,7 @@ import { verifySessionToken } from '../../workers/lib/session-token.ts'
 import { issuePlayerToken } from '../../workers/lib/auth.ts'
 import { SILENT_SOCKET_MS } from '../../workers/lib/socket-close.ts'
 import { FLOOD_WINDOW_MS, MAX_REFUSED_FRAMES } from '../../workers/lib/flood.ts'
-import { pg } from './helpers/boards.ts'
+import { holdLock, pg } from './helpers/boards.ts'
 import { ADMIN_KEY, call, callWithEnv, json, newGuest, problem } from './helpers/http.ts'
 import {
   alarmAt,
@@ -1033,6 +1033,32 @@ describe('sockets: disconnect, reconnect, expiry', () => {
     })
     expect(await graceOf(q, queued.ticketId)).toBeUndefined()
     back.close(1000)
+  })
+
+  it("a first connect naming its region, with Neon slower than the reconnect's 3 s (waking), goes on once Neon answers: having no ticket to take back is no refusal", async () => {
+    const q = await createQueue({ teamSize: 2, regions: ['eu'] })
+    await rig(q, newClock())
+    const g = await newGuest()
+    // Neon takes the claim's lock only some 4 s after it is asked (the player's claim held).
+    const held = await holdLock(
+      {
+        text: `select pg_advisory_xact_lock(hashtextextended('queue_claims:' || $1::text, 0))`,
+        params: [g.playerId],
+      },
+      { afterWaiter: 4 },
+    )
+    const res = await callWithEnv({}, `/v1/matchmaking/${q}?region=eu`, {
+      headers: { upgrade: 'websocket', authorization: `Bearer ${g.token}` },
+    })
+    expect(res.status).toBe(101)
+    const ws = res.webSocket!
+    ws.accept()
+    track(ws)
+    // A socket of the full path: it queues.
+    ws.send(JSON.stringify({ type: 'join' }))
+    expect((await nextOfType<Queued>(ws, 'queued')).existing).toBe(false)
+    await held.done
+    ws.close(1000)
   })
 
   it('with Neon unreachable, a reconnect to the region its queued named takes the ticket back (the grace ends); a connect with no ticket there is 503', async () => {

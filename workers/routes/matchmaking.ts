@@ -896,28 +896,24 @@ matchmakingRoutes.openapi(socketRoute, (async (c: Context<AppEnv>) => {
   // The rating and the claim are taken once per socket, with the queue, in one Neon round trip;
   // a party is read by the pool when a `join` names one.
   const caller = tokenCaller(principal)!
+  const reading = readAndClaim(c.env, queue, query.region, [principal.playerId], caller)
+  reading.catch(() => {})
   let read: JoinRead
   try {
-    const reading = readAndClaim(c.env, queue, query.region, [principal.playerId], caller)
-    // A reconnect (it names the region its `queued` said) waits for Neon a few seconds only:
-    // after a deploy every queued player reconnects at once, and a Neon slowed by that, or
-    // waking, would hold each past the SDK's few seconds before it falls back to HTTP, and past
-    // the ticket's grace, where taking the ticket back without Neon (below) keeps it.
-    reading.catch(() => {})
+    // A connect naming a region (a reconnect names the one its `queued` said) waits for Neon a
+    // few seconds only before trying to take a waiting ticket back without it: after a deploy
+    // every queued player reconnects at once, and a Neon slowed by that, or waking, would hold
+    // each past the SDK's few seconds before it falls back to HTTP, and into the ticket's grace.
     read =
       query.region === undefined
         ? await reading
-        : await within(reading, RECONNECT_NEON_WAIT_MS, 'the claim of a reconnect')
+        : await within(reading, RECONNECT_NEON_WAIT_MS, 'the claim of a connect')
   } catch (err) {
     // Neon down: a player whose ticket waits in the region named (the SDK names the one its
     // `queued` said) may still take it back, so a dropped socket does not cost the ticket.
     if (query.region === undefined || !RegionId.safeParse(query.region).success) throw err
-    if (
-      !isDatabaseUnreachable(err) &&
-      !isTransientDatabaseError(err) &&
-      !(err instanceof NoAnswerInTime)
-    )
-      throw err
+    const slow = err instanceof NoAnswerInTime
+    if (!slow && !isDatabaseUnreachable(err) && !isTransientDatabaseError(err)) throw err
     log('warn', 'socket connect without Neon: taking a waiting ticket back only', {
       requestId: c.get('requestId'),
       queue,
@@ -936,7 +932,12 @@ matchmakingRoutes.openapi(socketRoute, (async (c: Context<AppEnv>) => {
       new Request('https://match-pool/socket', { headers }),
     )
     if (res.status === 101) return acceptedSocket(res, offer)
-    throw await apiErrorFrom(res)
+    if (!slow) throw await apiErrorFrom(res)
+    // Neon slow, not down, and no ticket of theirs waiting there (a first join naming its
+    // region, a match made while they were away): the connect goes on once Neon answers, or
+    // fails at its deadline as any.
+    await res.body?.cancel()
+    read = await reading
   }
   if (!read.queue) throw new ApiError('not-found', `No queue '${queue}'`)
   if (read.banned.length > 0) throw new ApiError('forbidden', 'This player is banned')

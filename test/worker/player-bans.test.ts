@@ -288,6 +288,43 @@ describe('banning a player from the deployment (admin)', () => {
     expect(await liftedHere.json()).toEqual({ lifted: true })
   })
 
+  it("a lift refused for an account ban makes sure of the account's ban on the board (a lift that failed after taking it off is repaired by its retry), unless the account's ban was lifted meanwhile", async () => {
+    const player = `ban-${crypto.randomUUID()}`
+    const board = await newBoard()
+    // Banned by account in Neon; the board holds no ban of theirs (an earlier lift took it off
+    // and failed before putting it back).
+    await pg()`insert into player_bans (player_id, reason) values (${player}, 'aimbot')`
+    onTestFinished(async () => {
+      await pg()`delete from player_bans where player_id = ${player}`
+    })
+    const lift = () =>
+      call(`/v1/admin/leaderboards/${board}/bans/${player}`, {
+        ...bearer(ADMIN_KEY),
+        method: 'DELETE',
+      })
+    expect((await problem(await lift())).body).toMatchObject({ accountBan: true })
+    expect(await boardBans(board)).toEqual([
+      expect.objectContaining({ playerId: player, reason: 'aimbot', byAccount: true }),
+    ])
+    expect((await submitFor(board, player, { score: 1 })).status).toBe(403)
+    // The account's ban lifted while such a lift puts the board's back (its walk past the board
+    // already): the board's goes too.
+    expect((await liftAll(player)).first.lifted).toBe(true)
+    await pg()`insert into player_bans (player_id, reason) values (${player}, 'again')`
+    await replaceMethod<Leaderboard, 'ban'>(
+      env.LEADERBOARD.getByName(board),
+      'ban',
+      (original) =>
+        async function (this: Leaderboard, ...args: Parameters<Leaderboard['ban']>) {
+          const answer = await original.apply(this, args)
+          if (args[1] === player) await pg()`delete from player_bans where player_id = ${player}`
+          return answer
+        },
+    )
+    expect((await problem(await lift())).status).toBe(409)
+    expect(await boardBans(board)).toEqual([])
+  })
+
   it("a board's lift racing an account ban (committed after the lift's check, its walk at the board before the lift) leaves the player banned there: 409 accountBan", async () => {
     const player = `ban-${crypto.randomUUID()}`
     const board = await newBoard()

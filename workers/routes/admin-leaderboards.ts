@@ -27,7 +27,7 @@ import { IfMatchHeader, preconditionFailed, readIfMatch, versionTag } from '../l
 import { requireAdmin } from '../middleware/auth.ts'
 import { hasBody } from '../middleware/json-body.ts'
 import { canonicalJson } from '../lib/canonical-json.ts'
-import { accountBan } from '../players/bans.ts'
+import { accountBan, type AccountBan } from '../players/bans.ts'
 import { MAX_BANS } from '../../durable-objects/leaderboard.ts'
 import {
   CycleInfo,
@@ -665,28 +665,38 @@ const unbanRoute = createRoute({
 
 adminLeaderboards.openapi(unbanRoute, async (c) => {
   const { id, playerId } = c.req.valid('param')
-  const underAccountBan = () =>
-    new ApiError(
+  const board = boardStub(c.env, id)
+  /**
+   * The 409 of a player under an account ban, their ban on this board made sure of first: a lift
+   * that failed after taking it off (Neon or the board out of reach before it was put back) is
+   * repaired by its retry. It keeps a board admin's own ban as it is (`byAccount`), and goes if
+   * the account's ban was lifted meanwhile (whose walk may have passed this board already).
+   */
+  const underAccountBan = async (ban: AccountBan): Promise<never> => {
+    const kept = await board.ban(id, playerId, ban.reason, { byAccount: true })
+    if (!kept.ok && kept.problem !== 'not-found') {
+      throw new ApiError(kept.problem, kept.detail, kept.extensions ?? {}, kept.headers)
+    }
+    if (kept.ok && (await accountBan(c.env, playerId)) === null) {
+      await board.unban(id, playerId, { byAccount: true })
+    }
+    throw new ApiError(
       'conflict',
       `'${playerId}' is under an account ban: lift that first (DELETE /v1/admin/players/${playerId}/ban), which lifts the bans it placed; a board's own ban is then lifted here`,
       { accountBan: true },
     )
+  }
   // Lifted on one board, an account ban would let the player's old tokens (and a game server's
   // submissions for them) score there again while it stands everywhere else.
-  if ((await accountBan(c.env, playerId)) !== null) throw underAccountBan()
-  const board = boardStub(c.env, id)
+  const before = await accountBan(c.env, playerId)
+  if (before !== null) return underAccountBan(before)
   const r = await board.unban(id, playerId)
   if (!r.ok) throw new ApiError(r.problem, r.detail, r.extensions ?? {}, r.headers)
   // An account ban committed since the read above may have walked this board before the lift
   // (its ban there kept the board's own, or was the one lifted): put it back. One committed after
   // this read walks the board after the lift, and bans the player there itself.
   const since = await accountBan(c.env, playerId)
-  if (since !== null) {
-    const again = await board.ban(id, playerId, since.reason, { byAccount: true })
-    if (!again.ok)
-      throw new ApiError(again.problem, again.detail, again.extensions ?? {}, again.headers)
-    throw underAccountBan()
-  }
+  if (since !== null) return underAccountBan(since)
   return c.json({ lifted: r.lifted }, 200)
 })
 

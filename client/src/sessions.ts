@@ -190,9 +190,11 @@ export class GameConnection extends Emitter<GameEvents> {
   /** The seq a resume's missed events run to, while they arrive. */
   private resumedTo: number | null = null
   /**
-   * Whether the session answers an action's `ref` (its `welcome` or `resumed` says so; null
-   * before the first). A server from before refs (2026-12-06) refuses a frame carrying one, with
-   * an error that does not carry it back: an act sent there would never hear.
+   * Whether the session answers an action's `ref`: true when its `welcome` or `resumed` says so
+   * (`refs`, or `acks`, which came after), false once it refused a frame for carrying one; null
+   * while unknown (the release of 2026-12-06 answers refs and says nothing). A server from before
+   * refs refuses every frame carrying one, with an error that does not carry it back: an act sent
+   * there would never hear.
    */
   private refs: boolean | null = null
 
@@ -416,20 +418,24 @@ export class GameConnection extends Emitter<GameEvents> {
     this.socket.send(act.frame)
   }
 
-  /**
-   * Takes what a `welcome` or `resumed` says of refs. Told none, every act waiting fails, as it
-   * would never hear: one never sent is refused `unsupported` (nothing was applied); one sent on
-   * an earlier socket (to a server since rolled back) is `ActionOutcomeUnknown`.
-   */
+  /** Takes what a `welcome` or `resumed` says of refs (saying nothing leaves them unknown). */
   private takeRefs(msg: { refs?: unknown; acks?: unknown }): void {
-    // Every server that takes acks (2026-12-07) answers refs: it says so in `acks` alone.
-    this.refs = msg.refs === true || msg.acks === true
-    if (this.refs) return
+    if (msg.refs === true || msg.acks === true) this.refs = true
+    else if (this.refs === true) this.refs = null
+  }
+
+  /**
+   * A refusal that names no ref, of a frame for the field `ref` itself, from a session not known to
+   * take refs: it is from before them, and refuses every act. The acts waiting fail `unsupported`
+   * (nothing was applied: it refused each it read), and later ones at once.
+   */
+  private refusedForRef(msg: { ref?: unknown; message?: unknown }): void {
+    if (this.refs === true || msg.ref !== undefined) return
+    if (typeof msg.message !== 'string' || !/\bref\b/.test(msg.message)) return
+    this.refs = false
     const waiting = [...this.pending.values()]
     this.pending.clear()
-    for (const act of waiting) {
-      act.reject(act.everSent ? new ActionOutcomeUnknown(refsUnsupported()) : refsUnsupported())
-    }
+    for (const act of waiting) act.reject(refsUnsupported())
   }
 
   /** The socket takes actions again: the acts not answered go, in their order. */
@@ -829,6 +835,7 @@ export class GameConnection extends Emitter<GameEvents> {
           ...(msg.ref !== undefined ? { ref: msg.ref } : {}),
         })
         this.settleAct(msg.ref, new ActionRefused(msg.code, msg.message))
+        this.refusedForRef(msg)
         return
       case 'ended':
         this.finish(msg.seq, msg.result)

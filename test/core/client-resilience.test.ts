@@ -571,10 +571,12 @@ describe('client SDK under failure', () => {
     }
   })
 
-  it('act() on a session server that does not answer refs (from before 2026-12-06) is refused `unsupported` at once and sends nothing: it would never hear; one that says refs or acks is answered', async () => {
-    async function actOn(welcome: Record<string, unknown>) {
+  it('act() on a session server from before refs (it refuses a frame for carrying one, naming none) is refused `unsupported`, and later acts at once, sending nothing; one that says nothing of refs but answers them (2026-12-06), or says refs or acks, is answered', async () => {
+    /** The server: `old`, it refuses every frame carrying a ref without naming it. */
+    async function actOn(welcome: Record<string, unknown>, old: boolean) {
       const frames: Record<string, unknown>[] = []
       let server: ScriptedSocket | undefined
+      let seq = 0
       const client = createClient({
         baseUrl: 'http://nexus.test',
         fetch: (async () => jsonRes(200, {})) as unknown as typeof fetch,
@@ -584,7 +586,15 @@ describe('client SDK under failure', () => {
               server = socket
               socket.open()
             },
-            (frame) => frames.push(frame),
+            (frame, socket) => {
+              frames.push(frame)
+              if (frame.type !== 'action') return
+              socket.receive(
+                old
+                  ? { type: 'error', code: 'invalid_action', message: 'unexpected field ref' }
+                  : { type: 'event', seq: ++seq, tick: 0, event: {}, ref: frame.ref },
+              )
+            },
           ),
       })
       const game = client.sessions.connect('s1', 'tok')
@@ -595,27 +605,27 @@ describe('client SDK under failure', () => {
       )
       await until(() => server !== undefined)
       server!.receive({ type: 'welcome', seq: 0, state: {}, you: 'p', status: 'live', ...welcome })
-      const sent = frames.filter((f) => f.type === 'action')
-      for (const f of sent)
-        server!.receive({ type: 'event', seq: 1, tick: 0, event: {}, ref: f.ref })
       const outcome = await early
-      const next = game.act({ action: 'roll' }).then(
+      const sentBefore = frames.filter((f) => f.type === 'action').length
+      const next = game.act({ action: 'move' }).then(
         (o) => o,
         (err: unknown) => err,
       )
-      game.close()
       const later = await next
-      return { outcome, later, sent: frames.filter((f) => f.type === 'action').length }
+      game.close()
+      return { outcome, later, sentBefore, sent: frames.filter((f) => f.type === 'action').length }
     }
-    const old = await actOn({})
+    const old = await actOn({}, true)
     expect(old.outcome).toBeInstanceOf(ActionRefused)
     expect((old.outcome as ActionRefused).code).toBe('unsupported')
     expect((old.later as ActionRefused).code).toBe('unsupported')
-    expect(old.sent).toBe(0)
-    for (const said of [{ refs: true }, { acks: true }, { acks: true, refs: true }]) {
-      const answered = await actOn(said)
+    // The first was sent (nothing said it could not be), the next never.
+    expect(old.sent).toBe(1)
+    expect(old.sentBefore).toBe(1)
+    for (const said of [{}, { refs: true }, { acks: true }, { acks: true, refs: true }]) {
+      const answered = await actOn(said, false)
       expect(answered.outcome).toMatchObject({ seq: 1 })
-      expect(answered.sent).toBeGreaterThanOrEqual(1)
+      expect(answered.later).toMatchObject({ seq: 2 })
     }
   })
 

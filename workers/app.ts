@@ -5,7 +5,7 @@ import { HTTPException } from 'hono/http-exception'
 import { methodNotAllowed } from 'hono/method-not-allowed'
 import type { AppEnv } from './app-env.ts'
 import { isDatabaseUnreachable, isTransientDatabaseError } from './db/client.ts'
-import { errorFields, log, configureLog } from './lib/log.ts'
+import { clippedPath, errorFields, log, configureLog } from './lib/log.ts'
 import {
   ApiError,
   databaseRetryAfter,
@@ -201,7 +201,10 @@ export function createApp(): OpenAPIHono<AppEnv> {
   })
 
   app.notFound((c) =>
-    renderProblem(c, new ApiError('not-found', `No route for ${c.req.method} ${c.req.path}`)),
+    renderProblem(
+      c,
+      new ApiError('not-found', `No route for ${c.req.method} ${clippedPath(c.req.path)}`),
+    ),
   )
 
   app.onError((err, c) => {
@@ -244,7 +247,7 @@ export function createApp(): OpenAPIHono<AppEnv> {
       log('warn', unavailable.what, {
         requestId: c.get('requestId'),
         method: c.req.method,
-        path: c.req.path,
+        path: clippedPath(c.req.path),
         ...errorFields(err),
       })
       // An overloaded object sheds load, and an unreachable database is not back in a second:
@@ -260,7 +263,7 @@ export function createApp(): OpenAPIHono<AppEnv> {
     log('error', 'unhandled error', {
       requestId: c.get('requestId'),
       method: c.req.method,
-      path: c.req.path,
+      path: clippedPath(c.req.path),
       ...errorFields(err),
     })
     return renderProblem(

@@ -11,6 +11,7 @@ import {
 } from '../../workers/db/client.ts'
 import { createBoard, pg } from './helpers/boards.ts'
 import { bearer, call, callWithEnv, json, newGuest, problem, ADMIN_KEY } from './helpers/http.ts'
+import { logLines } from './helpers/logs.ts'
 
 const testEnv = env as unknown as Record<string, string>
 
@@ -45,6 +46,18 @@ describe('the error funnel renders RFC 9457 problems', () => {
     })
     expect(p.body.title).toBe('Not found')
     expect(typeof p.body.requestId).toBe('string')
+  })
+
+  it('an unknown path of any length is echoed and logged cut to 256 characters: any caller writes it into a log kept for months', async () => {
+    const lines = logLines('info')
+    const long = `/v1/${'x'.repeat(5_000)}`
+    const p = await problem(await call(long))
+    expect(p.status).toBe(404)
+    expect(String(p.body.detail).length).toBeLessThan(300)
+    expect(String(p.body.detail)).toContain('/v1/xxx')
+    const logged = lines.filter((l) => l.msg === 'request' && String(l.path).startsWith('/v1/xxx'))
+    expect(logged).toHaveLength(1)
+    expect(String(logged[0]!.path).length).toBeLessThanOrEqual(257)
   })
 
   it('405 with Allow for a known path and a wrong method', async () => {

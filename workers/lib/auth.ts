@@ -11,7 +11,7 @@ import {
   type JWTPayload,
   type JWTVerifyOptions,
 } from 'jose'
-import { errorFields, log } from './log.ts'
+import { errorFields, log, withoutCredentials } from './log.ts'
 import { ApiError } from './problem.ts'
 
 /** Issuer of the tokens Nexus signs itself. */
@@ -369,7 +369,10 @@ async function identityProviderKey(
       throw err
     }
     state.failedAt = Date.now()
-    log('warn', 'identity provider keys not fetched', { url, ...errorFields(err) })
+    log('warn', 'identity provider keys not fetched', {
+      url: withoutCredentials(url),
+      ...errorFields(err),
+    })
     const last = state.remote.jwks()
     state.fallback = last ? createLocalJWKSet(last) : null
     if (state.fallback) return state.fallback(header, token)
@@ -511,7 +514,7 @@ export async function verifyPlayerToken(env: AuthEnv, token: string): Promise<Pr
     // (an issuer and audience set without JWKS_URL included).
     const misconfigured = providerAlg ? identityProviderProblem(env) : null
     if (misconfigured !== null) {
-      log('error', misconfigured, { url: env.JWKS_URL })
+      log('error', misconfigured, { url: withoutCredentials(env.JWKS_URL ?? '') })
       throw new ApiError(
         'unavailable',
         `Identity provider tokens are not accepted: ${misconfigured}`,
@@ -569,7 +572,9 @@ export async function verifyPlayerToken(env: AuthEnv, token: string): Promise<Pr
   } catch (err) {
     throw tokenError(err)
   }
-  throw new ApiError('unauthorized', `Tokens signed with ${alg ?? 'no algorithm'} are not accepted`)
+  // The header's own words, bounded: any caller writes them.
+  const named = alg === undefined ? 'no algorithm' : String(alg).slice(0, 20)
+  throw new ApiError('unauthorized', `Tokens signed with ${named} are not accepted`)
 }
 
 async function verifyWithAnyKey(

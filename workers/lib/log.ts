@@ -158,6 +158,15 @@ function scrub(text: string): string {
 }
 
 /**
+ * A request's path as logged and echoed: any caller chooses it, up to the URL's limit (16 KB a
+ * request), and a log service keeps every line for months.
+ */
+export function clippedPath(path: string): string {
+  return path.length <= MAX_PATH_CHARS ? path : `${path.slice(0, MAX_PATH_CHARS)}…`
+}
+const MAX_PATH_CHARS = 256
+
+/**
  * `text` with the user-information part of every URL in it blanked: everything between the
  * scheme's `//` and the last `@` before the next space or quote, since a password a connection
  * string failed to parse for may hold `/` or `@` itself.

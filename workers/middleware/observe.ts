@@ -1,7 +1,7 @@
 import type { Context, MiddlewareHandler } from 'hono'
 import { matchedRoutes } from 'hono/route'
 import type { AppEnv } from '../app-env.ts'
-import { log } from '../lib/log.ts'
+import { clippedPath, log } from '../lib/log.ts'
 import { httpDuration, httpRequests } from '../lib/metrics.ts'
 import { sendMetricsIfDue } from '../lib/metrics-flush.ts'
 
@@ -47,7 +47,7 @@ export const observe = (): MiddlewareHandler<AppEnv> =>
       cfRay: c.req.header('cf-ray'),
       method: c.req.method,
       route,
-      path: c.req.path,
+      path: clippedPath(c.req.path),
       status,
       durationMs: Math.round(durationMs * 100) / 100,
       player: principal?.kind === 'player' ? principal.playerId : principal?.kind,

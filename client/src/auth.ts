@@ -16,6 +16,8 @@ export function memoryStorage(): KeyValueStorage {
 }
 
 export const DEVICE_ID_KEY = 'nexus.deviceId'
+/** What the server takes as a device id. */
+const DEVICE_ID = /^[A-Za-z0-9._:-]{8,128}$/
 
 /**
  * A token from elsewhere (the studio's own identity provider), and how long it lasts: best as
@@ -95,6 +97,8 @@ export class Auth {
   private readonly signOutListeners = new Set<(token: string | null) => void>()
   private readonly transport: () => Transport
   private readonly storage: KeyValueStorage
+  /** The device id, once read or made (`deviceId`). */
+  private device: string | null = null
   /** Renew when the token has less than this left. */
   readonly refreshMarginMs: number
   private readonly now: () => number
@@ -133,17 +137,43 @@ export class Auth {
    * const { playerId } = await nexus.auth.guest()
    */
   async guest(deviceId?: string): Promise<Schemas['TokenResponse']> {
-    let id = deviceId ?? this.storage.getItem(DEVICE_ID_KEY)
-    if (!id) {
-      id = randomUUID()
-      this.storage.setItem(DEVICE_ID_KEY, id)
-    }
-    const fixed = id
+    const fixed = deviceId ?? this.deviceId()
     let answer!: Schemas['TokenResponse']
     await this.signIn(async (generation) => {
       answer = await this.guestToken(fixed, generation)
     })
     return answer
+  }
+
+  /**
+   * This device's id: the one kept in storage, or a new one kept there. Storage that throws
+   * (full, or disabled: a private window, cookies blocked) or holds what the server would refuse
+   * (another adapter's quoting, a truncated value, "undefined") must not keep a player from
+   * signing in, nor make each sign-in a new player: the id is remembered here too.
+   */
+  private deviceId(): string {
+    let stored: string | null = null
+    try {
+      stored = this.storage.getItem(DEVICE_ID_KEY)
+    } catch {
+      stored = null
+    }
+    if (stored !== null && DEVICE_ID.test(stored) && stored !== 'undefined' && stored !== 'null') {
+      this.device = stored
+      return stored
+    }
+    if (this.device !== null) return this.device
+    const made = randomUUID()
+    try {
+      this.storage.setItem(DEVICE_ID_KEY, made)
+      // Another tab signing in for the first time at the same moment may have written its own:
+      // the one storage keeps is the device's, for both.
+      const kept = this.storage.getItem(DEVICE_ID_KEY)
+      this.device = kept !== null && DEVICE_ID.test(kept) ? kept : made
+    } catch {
+      this.device = made
+    }
+    return this.device
   }
 
   private async guestToken(deviceId: string, generation: number) {

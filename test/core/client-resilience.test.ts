@@ -4674,6 +4674,72 @@ describe('HTTP answers', () => {
   })
 })
 
+describe('the device id in storage', () => {
+  /** A client whose sign-ins the server answers with the player of the device id sent. */
+  function clientWith(storage: {
+    getItem(k: string): string | null
+    setItem(k: string, v: string): void
+  }) {
+    const sent: string[] = []
+    const client = createClient({
+      baseUrl: 'http://nexus.test',
+      storage,
+      fetch: (async (_input: RequestInfo | URL, init?: RequestInit) => {
+        const { deviceId } = JSON.parse(String(init?.body)) as { deviceId: string }
+        sent.push(deviceId)
+        if (!/^[A-Za-z0-9._:-]{8,128}$/.test(deviceId)) {
+          return jsonRes(422, {
+            type: 'urn:nexus:problem:validation',
+            title: 'Validation failed',
+            status: 422,
+          })
+        }
+        return jsonRes(200, {
+          token: 'tok',
+          playerId: `g_${deviceId}`,
+          expiresIn: 3600,
+          expiresAt: 0,
+        })
+      }) as typeof fetch,
+    })
+    return { client, sent }
+  }
+
+  it('storage that throws (full, disabled) does not keep a player from signing in, nor make each sign-in a new player', async () => {
+    const { client, sent } = clientWith({
+      getItem: () => {
+        throw new DOMException('denied', 'SecurityError')
+      },
+      setItem: () => {
+        throw new DOMException('full', 'QuotaExceededError')
+      },
+    })
+    const first = await client.auth.guest()
+    const again = await client.auth.guest()
+    expect(again.playerId).toBe(first.playerId)
+    expect(new Set(sent).size).toBe(1)
+  })
+
+  it('a stored id the server would refuse (quoted by another adapter, cut short, "undefined") is replaced, not sent for ever', async () => {
+    for (const bad of ['"b3c1f0e2-5a4d-4f6b"', 'null', 'undefined', 'abc']) {
+      const kept = new Map([['nexus.deviceId', bad]])
+      const { client, sent } = clientWith({
+        getItem: (k) => kept.get(k) ?? null,
+        setItem: (k, v) => void kept.set(k, v),
+      })
+      const { playerId } = await client.auth.guest()
+      expect(sent[0]).not.toBe(bad)
+      expect(kept.get('nexus.deviceId')).toBe(sent[0])
+      // Kept: the next run of the game is the same player.
+      const next = clientWith({
+        getItem: (k) => kept.get(k) ?? null,
+        setItem: (k, v) => void kept.set(k, v),
+      })
+      expect((await next.client.auth.guest()).playerId).toBe(playerId)
+    }
+  })
+})
+
 describe('token renewal', () => {
   /** A fetch whose guest sign-in fails while `down()` and issues `tok-<n>` (1 h) otherwise. */
   function tokens(down: () => boolean) {

@@ -321,8 +321,29 @@ describe('banning a player from the deployment (admin)', () => {
           return answer
         },
     )
-    expect((await problem(await lift())).status).toBe(409)
+    // Lifted: the lift goes on, and there is nothing left to lift.
+    expect(await (await lift()).json()).toEqual({ lifted: false })
     expect(await boardBans(board)).toEqual([])
+    // Banned again while such a lift takes the board's off (the new ban's walk found it there):
+    // put back. (The board's ban calls still see the account's lifted just after, as above: the
+    // lift puts the board's on, finds the account's gone, takes it off, and meanwhile this one.)
+    await pg()`insert into player_bans (player_id, reason) values (${player}, 'third')`
+    await replaceMethod<Leaderboard, 'unban'>(
+      env.LEADERBOARD.getByName(board),
+      'unban',
+      (original) =>
+        async function (this: Leaderboard, ...args: Parameters<Leaderboard['unban']>) {
+          if (args[1] === player && args[2]?.byAccount === true) {
+            await pg()`insert into player_bans (player_id, reason) values (${player}, 'fourth')
+                       on conflict (player_id) do nothing`
+          }
+          return original.apply(this, args)
+        },
+    )
+    expect((await problem(await lift())).body).toMatchObject({ accountBan: true })
+    expect(await boardBans(board)).toEqual([
+      expect.objectContaining({ playerId: player, reason: 'fourth', byAccount: true }),
+    ])
   })
 
   it("a board's lift racing an account ban (committed after the lift's check, its walk at the board before the lift) leaves the player banned there: 409 accountBan", async () => {

@@ -666,37 +666,45 @@ const unbanRoute = createRoute({
 adminLeaderboards.openapi(unbanRoute, async (c) => {
   const { id, playerId } = c.req.valid('param')
   const board = boardStub(c.env, id)
-  /**
-   * The 409 of a player under an account ban, their ban on this board made sure of first: a lift
-   * that failed after taking it off (Neon or the board out of reach before it was put back) is
-   * repaired by its retry. It keeps a board admin's own ban as it is (`byAccount`), and goes if
-   * the account's ban was lifted meanwhile (whose walk may have passed this board already).
-   */
-  const underAccountBan = async (ban: AccountBan): Promise<never> => {
+  const banOnBoard = async (ban: AccountBan) => {
     const kept = await board.ban(id, playerId, ban.reason, { byAccount: true })
     if (!kept.ok && kept.problem !== 'not-found') {
       throw new ApiError(kept.problem, kept.detail, kept.extensions ?? {}, kept.headers)
     }
-    if (kept.ok && (await accountBan(c.env, playerId)) === null) {
-      await board.unban(id, playerId, { byAccount: true })
-    }
-    throw new ApiError(
+  }
+  /**
+   * Makes the board follow the player's account ban: its ban put there while the account's stands
+   * (a lift that failed after taking it off, before putting it back, is repaired by its retry;
+   * a board admin's own ban stays as it is), and taken off again if the account's was lifted
+   * meanwhile (its walk may have passed this board already). Each step looks at Neon after the
+   * board's: an account ban placed after that look walks the board after the step.
+   */
+  const followAccountBan = async (ban: AccountBan): Promise<'stands' | 'lifted'> => {
+    await banOnBoard(ban)
+    if ((await accountBan(c.env, playerId)) !== null) return 'stands'
+    await board.unban(id, playerId, { byAccount: true })
+    const again = await accountBan(c.env, playerId)
+    if (again === null) return 'lifted'
+    await banOnBoard(again)
+    return 'stands'
+  }
+  const underAccountBan = () =>
+    new ApiError(
       'conflict',
       `'${playerId}' is under an account ban: lift that first (DELETE /v1/admin/players/${playerId}/ban), which lifts the bans it placed; a board's own ban is then lifted here`,
       { accountBan: true },
     )
-  }
   // Lifted on one board, an account ban would let the player's old tokens (and a game server's
   // submissions for them) score there again while it stands everywhere else.
   const before = await accountBan(c.env, playerId)
-  if (before !== null) return underAccountBan(before)
+  if (before !== null && (await followAccountBan(before)) === 'stands') throw underAccountBan()
   const r = await board.unban(id, playerId)
   if (!r.ok) throw new ApiError(r.problem, r.detail, r.extensions ?? {}, r.headers)
   // An account ban committed since the read above may have walked this board before the lift
   // (its ban there kept the board's own, or was the one lifted): put it back. One committed after
   // this read walks the board after the lift, and bans the player there itself.
   const since = await accountBan(c.env, playerId)
-  if (since !== null) return underAccountBan(since)
+  if (since !== null && (await followAccountBan(since)) === 'stands') throw underAccountBan()
   return c.json({ lifted: r.lifted }, 200)
 })
 

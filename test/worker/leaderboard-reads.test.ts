@@ -791,6 +791,38 @@ describe('edge cache', () => {
     for (const r of answers) expect(((await r.json()) as Top).total).toBe(1)
   })
 
+  it('readers waiting for a load slower than the answer lives (a waking Neon) are served its answer, not each sent to load again', async () => {
+    const b = await createBoard()
+    await submitFor(b, 'a', { score: 1 })
+    let release!: () => void
+    const board = await countTopCalls(
+      b,
+      new Promise<void>((resolve) => {
+        release = resolve
+      }),
+    )
+    const key = `lb:${b}:top:10:`
+    let answers: Response[]
+    try {
+      const began = Date.now()
+      const reads = Array.from({ length: 4 }, () => call(`/v1/leaderboards/${b}/top`))
+      await until(async () => (board.calls >= 1 && readersWaitingOnLoad(key) >= 3) || undefined)
+      // Held past the answer's 4 s.
+      await until(async () => (Date.now() > began + 4_300 ? true : undefined), 6_000, 'the hold')
+      release()
+      answers = await Promise.all(reads)
+    } finally {
+      release()
+    }
+    expect(board.calls).toBe(1)
+    expect(answers.map((r) => r.headers.get('x-cache')).sort()).toEqual([
+      'MISS',
+      'MISS shared',
+      'MISS shared',
+      'MISS shared',
+    ])
+  }, 20_000)
+
   it('readers waiting for a load that never ends (its request cut off) wait 5 s at most, then load for themselves', async () => {
     const b = await createBoard()
     await submitFor(b, 'a', { score: 1 })

@@ -219,6 +219,13 @@ interface SharedAnswer {
   text: string
   storedAt: number
   ttlMs: number | undefined
+  /**
+   * Until when it is served to readers waiting: its TTL from the load's end, as its loader serves
+   * it (a load slower than the TTL, a waking Neon's, would otherwise serve none of them, each
+   * then loading for itself after waiting it out), and never past a cycle's end (its TTL,
+   * measured at the load's end, does not reach it).
+   */
+  servableUntil: number
 }
 
 interface ColdLoad {
@@ -383,7 +390,7 @@ export async function cachedRead(c: Context<AppEnv>, opts: CachedReadOptions): P
       const shared = await within(underWay.answer, left, 'a load of the key')
         .catch(() => null)
         .finally(() => underWay.waiting--)
-      if (shared && Date.now() - shared.storedAt < (shared.ttlMs ?? ttlMs)) {
+      if (shared && Date.now() < shared.servableUntil) {
         return respond(shared.text, shared.storedAt, 'MISS shared', shared.ttlMs)
       }
       // Not served: the load is taken as lost, the next reader's to make; one that ended since
@@ -433,7 +440,12 @@ export async function cachedRead(c: Context<AppEnv>, opts: CachedReadOptions): P
       leading?.settle(null)
       return respond(fresh.text, fresh.storedAt, 'MISS', 0)
     }
-    leading?.settle({ text: fresh.text, storedAt: fresh.storedAt, ttlMs: answerTtl })
+    leading?.settle({
+      text: fresh.text,
+      storedAt: fresh.storedAt,
+      ttlMs: answerTtl,
+      servableUntil: Date.now() + (answerTtl ?? ttlMs),
+    })
     const value: CachedBody = { body: fresh.text, storedAt: fresh.storedAt, computeMs }
     if (answerTtl !== undefined) value.ttlMs = answerTtl
     isolateReads.remember(opts.key, value)

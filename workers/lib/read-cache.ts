@@ -211,6 +211,8 @@ const REFRESH_LOST_MS = 10_000
  * sends each waiting reader to load for itself.
  */
 const coldLoads = new Map<string, ColdLoad>()
+/** The most a read may lag a write (docs/leaderboards.md: "within the 5 s bound"). */
+const MAX_STALE_MS = 5_000
 /** How long a reader waits for another's load of a key at most. */
 const COLD_WAIT_MS = 5_000
 
@@ -222,8 +224,9 @@ interface SharedAnswer {
   /**
    * Until when it is served to readers waiting: its TTL from the load's end, as its loader serves
    * it (a load slower than the TTL, a waking Neon's, would otherwise serve none of them, each
-   * then loading for itself after waiting it out), and never past a cycle's end (its TTL,
-   * measured at the load's end, does not reach it).
+   * then loading for itself after waiting it out), never past a cycle's end (its TTL, measured at
+   * the load's end, does not reach it), and no later than MAX_STALE_MS from the load's start: a
+   * write the load may have missed is then shown within that, as every read promises.
    */
   servableUntil: number
 }
@@ -444,7 +447,7 @@ export async function cachedRead(c: Context<AppEnv>, opts: CachedReadOptions): P
       text: fresh.text,
       storedAt: fresh.storedAt,
       ttlMs: answerTtl,
-      servableUntil: Date.now() + (answerTtl ?? ttlMs),
+      servableUntil: Math.min(Date.now() + (answerTtl ?? ttlMs), fresh.storedAt + MAX_STALE_MS),
     })
     const value: CachedBody = { body: fresh.text, storedAt: fresh.storedAt, computeMs }
     if (answerTtl !== undefined) value.ttlMs = answerTtl

@@ -112,6 +112,8 @@ interface PendingAct {
   sent: boolean
   /** Sent on any socket: it may have been applied, if no answer ever says. */
   everSent: boolean
+  /** Sent on a socket since lost: applied or not, only an answer naming its ref says. */
+  earlier: boolean
   resolve: (outcome: ActOutcome) => void
   reject: (err: unknown) => void
 }
@@ -404,7 +406,14 @@ export class GameConnection extends Emitter<GameEvents> {
       )
     }
     return new Promise<ActOutcome>((resolve, reject) => {
-      const act: PendingAct = { frame, sent: false, everSent: false, resolve, reject }
+      const act: PendingAct = {
+        frame,
+        sent: false,
+        everSent: false,
+        earlier: false,
+        resolve,
+        reject,
+      }
       this.pending.set(ref, act)
       if (this.acting) this.sendPending(act)
     })
@@ -420,22 +429,39 @@ export class GameConnection extends Emitter<GameEvents> {
 
   /** Takes what a `welcome` or `resumed` says of refs (saying nothing leaves them unknown). */
   private takeRefs(msg: { refs?: unknown; acks?: unknown }): void {
-    if (msg.refs === true || msg.acks === true) this.refs = true
-    else if (this.refs === true) this.refs = null
+    if (msg.refs === true || msg.acks === true) {
+      this.refs = true
+      return
+    }
+    if (this.refs !== true) return
+    // A session that said it takes refs and now says nothing: rolled back to a release that may
+    // not. An act sent on a socket since lost cannot be told applied or not by its events (they
+    // would carry no ref), and sent again it might be applied twice: it fails, as unknown.
+    this.refs = null
+    for (const [ref, act] of this.pending) {
+      if (!act.earlier) continue
+      this.pending.delete(ref)
+      act.reject(new ActionOutcomeUnknown(refsUnsupported()))
+    }
   }
 
   /**
-   * A refusal that names no ref, of a frame for the field `ref` itself, from a session not known to
-   * take refs: it is from before them, and refuses every act. The acts waiting fail `unsupported`
-   * (nothing was applied: it refused each it read), and later ones at once.
+   * A refusal naming no ref, of the field `ref` itself (`unexpected field ref`), while an act is
+   * out on this socket, from a session not known to take refs: it is from before them, and
+   * refuses every act. The acts waiting fail `unsupported` (it refused each it read: nothing
+   * applied), but one sent on a socket since lost, which may have been (`ActionOutcomeUnknown`);
+   * later ones fail at once.
    */
   private refusedForRef(msg: { ref?: unknown; message?: unknown }): void {
     if (this.refs === true || msg.ref !== undefined) return
-    if (typeof msg.message !== 'string' || !/\bref\b/.test(msg.message)) return
+    if (typeof msg.message !== 'string' || !/\bfield ref\b/.test(msg.message)) return
+    if (![...this.pending.values()].some((act) => act.sent)) return
     this.refs = false
     const waiting = [...this.pending.values()]
     this.pending.clear()
-    for (const act of waiting) act.reject(refsUnsupported())
+    for (const act of waiting) {
+      act.reject(act.earlier ? new ActionOutcomeUnknown(refsUnsupported()) : refsUnsupported())
+    }
   }
 
   /** The socket takes actions again: the acts not answered go, in their order. */
@@ -674,7 +700,10 @@ export class GameConnection extends Emitter<GameEvents> {
       // What the lost socket carried unanswered goes again once the next one has resumed.
       this.acting = false
       this.resumedTo = null
-      for (const act of this.pending.values()) act.sent = false
+      for (const act of this.pending.values()) {
+        if (act.sent) act.earlier = true
+        act.sent = false
+      }
       if (this.done) return
       // The player connected to this session elsewhere (a 5th tab or device): that one plays on,
       // and this one coming back would only replace another.

@@ -629,6 +629,68 @@ describe('client SDK under failure', () => {
     }
   })
 
+  it("an act sent to a session that took refs, whose socket dropped before its answer, fails ActionOutcomeUnknown when the session comes back saying nothing of refs (rolled back), and is not sent again; a refusal naming 'ref' with no act out turns nothing off", async () => {
+    const actions: { socket: number; ref: unknown }[] = []
+    let sockets = 0
+    let live: ScriptedSocket | undefined
+    const client = createClient({
+      baseUrl: 'http://nexus.test',
+      retry: { baseDelayMs: 1, maxDelayMs: 5 },
+      fetch: (async () => jsonRes(200, { status: 'live', seq: 0, result: null })) as typeof fetch,
+      WebSocket: (url) => {
+        const n = ++sockets
+        return scriptedSocket(
+          (socket) => {
+            live = socket
+            socket.open()
+            const since = new URL(url).searchParams.get('since')
+            setTimeout(
+              () =>
+                socket.receive(
+                  since === null
+                    ? { type: 'welcome', seq: 0, state: {}, you: 'p', status: 'live', refs: true }
+                    : // Rolled back: the act was applied (seq 1), and nothing says refs.
+                      { type: 'resumed', since: Number(since), seq: 1 },
+                ),
+              1,
+            )
+            if (since !== null) {
+              setTimeout(() => socket.receive({ type: 'event', seq: 1, tick: 0, event: {} }), 2)
+            }
+          },
+          (frame, socket) => {
+            if (frame.type !== 'action') return
+            actions.push({ socket: n, ref: frame.ref })
+            // The first socket drops before answering.
+            if (n === 1) setTimeout(() => socket.drop(), 1)
+          },
+        )
+      },
+    })
+    const game = client.sessions.connect('s1', 'tok')
+    await within(game.ready, 'the welcome', 2000)
+    const outcome = await within(
+      game.act({ action: 'buy' }).then(
+        (o) => o,
+        (err: unknown) => err,
+      ),
+      'the act',
+      3000,
+    )
+    expect(outcome).toBeInstanceOf(ActionOutcomeUnknown)
+    expect(actions).toHaveLength(1)
+    // A refusal of a send() of the game's own that mentions a ref, no act out: acts go on.
+    live!.receive({ type: 'error', code: 'invalid_message', message: 'unexpected field ref' })
+    const next = game.act({ action: 'sell' }).then(
+      (o) => o,
+      (err: unknown) => err,
+    )
+    await until(() => actions.length === 2)
+    live!.receive({ type: 'event', seq: 2, tick: 0, event: {}, ref: actions[1]!.ref })
+    expect(await next).toMatchObject({ seq: 2 })
+    game.close()
+  })
+
   it("a game socket that fails to reopen asks the session's state once per attempt, not with retries of its own: a restarting session is asked by every player at once", async () => {
     let reads = 0
     let opens = 0

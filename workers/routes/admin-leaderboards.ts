@@ -659,7 +659,7 @@ const unbanRoute = createRoute({
       description: 'Not banned (any more)',
       content: { 'application/json': { schema: z.object({ lifted: z.boolean() }) } },
     },
-    ...problemResponses(401, 403, 404, 409, 422),
+    ...problemResponses(401, 403, 404, 409, 422, 503),
   },
 })
 
@@ -679,14 +679,23 @@ adminLeaderboards.openapi(unbanRoute, async (c) => {
    * meanwhile (its walk may have passed this board already). Each step looks at Neon after the
    * board's: an account ban placed after that look walks the board after the step.
    */
-  const followAccountBan = async (ban: AccountBan): Promise<'stands' | 'lifted'> => {
-    await banOnBoard(ban)
-    if ((await accountBan(c.env, playerId)) !== null) return 'stands'
-    await board.unban(id, playerId, { byAccount: true })
-    const again = await accountBan(c.env, playerId)
-    if (again === null) return 'lifted'
-    await banOnBoard(again)
-    return 'stands'
+  const followAccountBan = async (first: AccountBan): Promise<'stands' | 'lifted'> => {
+    // Each round ends with a look at Neon after the board's step; an account banned and lifted
+    // again and again meanwhile is given a few rounds, then the lift is to be sent again.
+    for (let ban = first, round = 0; round < 4; round++) {
+      await banOnBoard(ban)
+      if ((await accountBan(c.env, playerId)) !== null) return 'stands'
+      await board.unban(id, playerId, { byAccount: true })
+      const again = await accountBan(c.env, playerId)
+      if (again === null) return 'lifted'
+      ban = again
+    }
+    throw new ApiError(
+      'unavailable',
+      "The player's account ban kept changing while the board followed it: send the lift again",
+      {},
+      { 'retry-after': '1' },
+    )
   }
   const underAccountBan = () =>
     new ApiError(

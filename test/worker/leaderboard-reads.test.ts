@@ -764,9 +764,16 @@ describe('edge cache', () => {
     expect(after.map((n, i) => n - before[i]!)).toEqual([0, 0, 1, 0, 0, 1])
   })
 
-  it('one load of a key no cache holds at a time in an isolate (every key is new after a deploy): readers meanwhile wait for its answer, not each sent to the board', async () => {
-    const b = await createBoard()
-    await submitFor(b, 'a', { score: 1 })
+  /**
+   * `n` reads at once of board `b`'s top page, which no cache holds: the first load held at the
+   * board, the others waiting for it, until `whileHeld` is done. Their answers, and the board's
+   * calls.
+   */
+  async function readsBehindOneLoad(
+    b: string,
+    n: number,
+    whileHeld: () => Promise<unknown> = async () => {},
+  ) {
     let release!: () => void
     const board = await countTopCalls(
       b,
@@ -774,18 +781,25 @@ describe('edge cache', () => {
         release = resolve
       }),
     )
-    const key = `lb:${b}:top:10:`
-    let answers: Response[]
     try {
-      const reads = Array.from({ length: 5 }, () => call(`/v1/leaderboards/${b}/top`))
-      // The first at the board, held; the other four waiting for its answer.
-      await until(async () => (board.calls >= 1 && readersWaitingOnLoad(key) >= 4) || undefined)
+      const reads = Array.from({ length: n }, () => call(`/v1/leaderboards/${b}/top`))
+      await until(
+        async () =>
+          (board.calls >= 1 && readersWaitingOnLoad(`lb:${b}:top:10:`) >= n - 1) || undefined,
+      )
+      await whileHeld()
       release()
-      answers = await Promise.all(reads)
+      return { answers: await Promise.all(reads), calls: board.calls }
     } finally {
       release()
     }
-    expect(board.calls).toBe(1)
+  }
+
+  it('one load of a key no cache holds at a time in an isolate (every key is new after a deploy): readers meanwhile wait for its answer, not each sent to the board', async () => {
+    const b = await createBoard()
+    await submitFor(b, 'a', { score: 1 })
+    const { answers, calls } = await readsBehindOneLoad(b, 5)
+    expect(calls).toBe(1)
     const sources = answers.map((r) => r.headers.get('x-cache')).sort()
     expect(sources).toEqual(['MISS', 'MISS shared', 'MISS shared', 'MISS shared', 'MISS shared'])
     for (const r of answers) expect(((await r.json()) as Top).total).toBe(1)
@@ -794,28 +808,13 @@ describe('edge cache', () => {
   it('readers waiting for a load slower than the answer lives (a waking Neon) are served its answer, not each sent to load again', async () => {
     const b = await createBoard()
     await submitFor(b, 'a', { score: 1 })
-    let release!: () => void
-    const board = await countTopCalls(
-      b,
-      new Promise<void>((resolve) => {
-        release = resolve
-      }),
+    const began = Date.now()
+    // Held past the answer's 4 s (and short of the 5 s a read may lag a write, past which the
+    // waiting readers load for themselves).
+    const { answers, calls } = await readsBehindOneLoad(b, 4, () =>
+      until(async () => (Date.now() > began + 4_100 ? true : undefined), 6_000, 'the hold'),
     )
-    const key = `lb:${b}:top:10:`
-    let answers: Response[]
-    try {
-      const began = Date.now()
-      const reads = Array.from({ length: 4 }, () => call(`/v1/leaderboards/${b}/top`))
-      await until(async () => (board.calls >= 1 && readersWaitingOnLoad(key) >= 3) || undefined)
-      // Held past the answer's 4 s (and short of the 5 s a read may lag a write, past which the
-      // waiting readers load for themselves).
-      await until(async () => (Date.now() > began + 4_100 ? true : undefined), 6_000, 'the hold')
-      release()
-      answers = await Promise.all(reads)
-    } finally {
-      release()
-    }
-    expect(board.calls).toBe(1)
+    expect(calls).toBe(1)
     expect(answers.map((r) => r.headers.get('x-cache')).sort()).toEqual([
       'MISS',
       'MISS shared',

@@ -225,8 +225,9 @@ interface SharedAnswer {
    * Until when it is served to readers waiting: its TTL from the load's end, as its loader serves
    * it (a load slower than the TTL, a waking Neon's, would otherwise serve none of them, each
    * then loading for itself after waiting it out), never past a cycle's end (its TTL, measured at
-   * the load's end, does not reach it), and no later than MAX_STALE_MS from the load's start: a
-   * write the load may have missed is then shown within that, as every read promises.
+   * the load's end, does not reach it), and no later than MAX_STALE_MS (or its TTL, if longer:
+   * a finished archive's page, another player's history) from the load's start: a write the load
+   * may have missed is then shown within that, as every read promises.
    */
   servableUntil: number
 }
@@ -447,7 +448,10 @@ export async function cachedRead(c: Context<AppEnv>, opts: CachedReadOptions): P
       text: fresh.text,
       storedAt: fresh.storedAt,
       ttlMs: answerTtl,
-      servableUntil: Math.min(Date.now() + (answerTtl ?? ttlMs), fresh.storedAt + MAX_STALE_MS),
+      servableUntil: Math.min(
+        Date.now() + (answerTtl ?? ttlMs),
+        fresh.storedAt + Math.max(MAX_STALE_MS, answerTtl ?? ttlMs),
+      ),
     })
     const value: CachedBody = { body: fresh.text, storedAt: fresh.storedAt, computeMs }
     if (answerTtl !== undefined) value.ttlMs = answerTtl

@@ -20,6 +20,24 @@ export const DEVICE_ID_KEY = 'nexus.deviceId'
 const DEVICE_ID = /^[A-Za-z0-9._:-]{8,128}$/
 
 /**
+ * A stored device id the server takes, or null: one another storage adapter kept JSON-quoted is
+ * the same id; a placeholder ("undefined", "null") or a value cut short is none.
+ */
+function usableDeviceId(stored: string | null): string | null {
+  if (stored === null) return null
+  let id = stored
+  if (id.startsWith('"')) {
+    try {
+      const parsed: unknown = JSON.parse(id)
+      if (typeof parsed === 'string') id = parsed
+    } catch {
+      return null
+    }
+  }
+  return DEVICE_ID.test(id) && id !== 'undefined' && id !== 'null' ? id : null
+}
+
+/**
  * A token from elsewhere (the studio's own identity provider), and how long it lasts: best as
  * `expiresIn`, the seconds it is valid for from now (as the guest sign-in's `expiresIn`), timed
  * on this device's clock. `expiresAt` (epoch ms, the provider's clock) alone also works; a device
@@ -137,7 +155,8 @@ export class Auth {
    * const { playerId } = await nexus.auth.guest()
    */
   async guest(deviceId?: string): Promise<Schemas['TokenResponse']> {
-    const fixed = deviceId ?? this.deviceId()
+    // An empty id given is none given, as it always was.
+    const fixed = deviceId || this.deviceId()
     let answer!: Schemas['TokenResponse']
     await this.signIn(async (generation) => {
       answer = await this.guestToken(fixed, generation)
@@ -158,20 +177,21 @@ export class Auth {
     } catch {
       stored = null
     }
-    if (stored !== null && DEVICE_ID.test(stored) && stored !== 'undefined' && stored !== 'null') {
-      this.device = stored
-      return stored
+    const usable = usableDeviceId(stored)
+    if (usable !== null) {
+      this.device = usable
+      return usable
     }
-    if (this.device !== null) return this.device
-    const made = randomUUID()
+    // None stored that the server takes: the one this client made (storage failed to keep it
+    // then: it is offered again), or a new one.
+    const id = this.device ?? randomUUID()
     try {
-      this.storage.setItem(DEVICE_ID_KEY, made)
+      this.storage.setItem(DEVICE_ID_KEY, id)
       // Another tab signing in for the first time at the same moment may have written its own:
       // the one storage keeps is the device's, for both.
-      const kept = this.storage.getItem(DEVICE_ID_KEY)
-      this.device = kept !== null && DEVICE_ID.test(kept) ? kept : made
+      this.device = usableDeviceId(this.storage.getItem(DEVICE_ID_KEY)) ?? id
     } catch {
-      this.device = made
+      this.device = id
     }
     return this.device
   }

@@ -199,6 +199,11 @@ export class GameConnection extends Emitter<GameEvents> {
    * there would never hear.
    */
   private refs: boolean | null = null
+  /**
+   * The session said it takes refs, then came back saying nothing (rolled back), and no answer
+   * has named a ref since: an act sent on a socket since lost is not sent again (`startActing`).
+   */
+  private rolledBack = false
 
   constructor(
     sessionId: string,
@@ -427,22 +432,19 @@ export class GameConnection extends Emitter<GameEvents> {
     this.socket.send(act.frame)
   }
 
-  /** Takes what a `welcome` or `resumed` says of refs (saying nothing leaves them unknown). */
+  /**
+   * Takes what a `welcome` or `resumed` says of refs: saying nothing leaves them unknown, and
+   * after saying it takes them is a rollback (`rolledBack`).
+   */
   private takeRefs(msg: { refs?: unknown; acks?: unknown }): void {
     if (msg.refs === true || msg.acks === true) {
       this.refs = true
+      this.rolledBack = false
       return
     }
     if (this.refs !== true) return
-    // A session that said it takes refs and now says nothing: rolled back to a release that may
-    // not. An act sent on a socket since lost cannot be told applied or not by its events (they
-    // would carry no ref), and sent again it might be applied twice: it fails, as unknown.
     this.refs = null
-    for (const [ref, act] of this.pending) {
-      if (!act.earlier) continue
-      this.pending.delete(ref)
-      act.reject(new ActionOutcomeUnknown(refsUnsupported()))
-    }
+    this.rolledBack = true
   }
 
   /**
@@ -464,15 +466,29 @@ export class GameConnection extends Emitter<GameEvents> {
     }
   }
 
-  /** The socket takes actions again: the acts not answered go, in their order. */
+  /**
+   * The socket takes actions again: the acts not answered go, in their order. But for one sent on
+   * a socket since lost to a session rolled back since (it said it takes refs, and now says
+   * nothing): the resume's events, all in by now, would not name it, and sent again it might be
+   * applied twice (a rules module that ignores the field). It fails, as unknown.
+   */
   private startActing(): void {
     this.acting = true
+    if (this.rolledBack) {
+      for (const [ref, act] of this.pending) {
+        if (!act.earlier) continue
+        this.pending.delete(ref)
+        act.reject(new ActionOutcomeUnknown(refsUnsupported()))
+      }
+    }
     for (const act of this.pending.values()) if (!act.sent) this.sendPending(act)
   }
 
   /** Settles the act whose ref an event or refusal of this player carries. */
   private settleAct(ref: unknown, outcome: ActOutcome | ActionRefused): void {
     if (typeof ref !== 'string') return
+    // An answer naming a ref: the session takes them, whatever its welcome said.
+    this.rolledBack = false
     const act = this.pending.get(ref)
     if (act === undefined) return
     this.pending.delete(ref)

@@ -629,7 +629,7 @@ describe('client SDK under failure', () => {
     }
   })
 
-  it("an act sent to a session that took refs, whose socket dropped before its answer, fails ActionOutcomeUnknown when the session comes back saying nothing of refs (rolled back), and is not sent again; a refusal naming 'ref' with no act out turns nothing off", async () => {
+  it("acts sent to a session that took refs, whose sockets dropped before their answers, fail ActionOutcomeUnknown once it comes back rolled back (saying nothing of refs) and its missed events name none, and are not sent again; a refusal naming 'ref' with no act out turns nothing off", async () => {
     const actions: { socket: number; ref: unknown }[] = []
     let sockets = 0
     let live: ScriptedSocket | undefined
@@ -644,50 +644,60 @@ describe('client SDK under failure', () => {
             live = socket
             socket.open()
             const since = new URL(url).searchParams.get('since')
-            setTimeout(
-              () =>
-                socket.receive(
-                  since === null
-                    ? { type: 'welcome', seq: 0, state: {}, you: 'p', status: 'live', refs: true }
-                    : // Rolled back: the act was applied (seq 1), and nothing says refs.
-                      { type: 'resumed', since: Number(since), seq: 1 },
-                ),
-              1,
-            )
-            if (since !== null) {
-              setTimeout(() => socket.receive({ type: 'event', seq: 1, tick: 0, event: {} }), 2)
+            if (since === null) {
+              setTimeout(
+                () =>
+                  socket.receive({
+                    type: 'welcome',
+                    seq: 0,
+                    state: {},
+                    you: 'p',
+                    status: 'live',
+                    refs: true,
+                  }),
+                1,
+              )
+              return
             }
+            // Rolled back: the act before the drop was applied (its event names no ref), and
+            // nothing says refs.
+            const seq = Number(since) + 1
+            setTimeout(() => {
+              socket.receive({ type: 'resumed', since: Number(since), seq })
+              socket.receive({ type: 'event', seq, tick: 0, event: {} })
+            }, 1)
           },
           (frame, socket) => {
             if (frame.type !== 'action') return
             actions.push({ socket: n, ref: frame.ref })
-            // The first socket drops before answering.
-            if (n === 1) setTimeout(() => socket.drop(), 1)
+            // The first two sockets drop before answering.
+            if (n <= 2) setTimeout(() => socket.drop(), 1)
           },
         )
       },
     })
     const game = client.sessions.connect('s1', 'tok')
     await within(game.ready, 'the welcome', 2000)
-    const outcome = await within(
-      game.act({ action: 'buy' }).then(
-        (o) => o,
-        (err: unknown) => err,
-      ),
-      'the act',
-      3000,
-    )
-    expect(outcome).toBeInstanceOf(ActionOutcomeUnknown)
+    const settle = (action: string) =>
+      within(
+        game.act({ action }).then(
+          (o) => o,
+          (err: unknown) => err,
+        ),
+        action,
+        3000,
+      )
+    expect(await settle('buy')).toBeInstanceOf(ActionOutcomeUnknown)
     expect(actions).toHaveLength(1)
+    // Sent after the rollback, dropped too: the same.
+    expect(await settle('sell')).toBeInstanceOf(ActionOutcomeUnknown)
+    expect(actions).toHaveLength(2)
     // A refusal of a send() of the game's own that mentions a ref, no act out: acts go on.
     live!.receive({ type: 'error', code: 'invalid_message', message: 'unexpected field ref' })
-    const next = game.act({ action: 'sell' }).then(
-      (o) => o,
-      (err: unknown) => err,
-    )
-    await until(() => actions.length === 2)
-    live!.receive({ type: 'event', seq: 2, tick: 0, event: {}, ref: actions[1]!.ref })
-    expect(await next).toMatchObject({ seq: 2 })
+    const next = settle('trade')
+    await until(() => actions.length === 3)
+    live!.receive({ type: 'event', seq: 3, tick: 0, event: {}, ref: actions[2]!.ref })
+    expect(await next).toMatchObject({ seq: 3 })
     game.close()
   })
 
@@ -4782,8 +4792,33 @@ describe('the device id in storage', () => {
     expect(new Set(sent).size).toBe(1)
   })
 
-  it('a stored id the server would refuse (quoted by another adapter, cut short, "undefined") is replaced, not sent for ever', async () => {
-    for (const bad of ['"b3c1f0e2-5a4d-4f6b"', 'null', 'undefined', 'abc']) {
+  it('a stored id JSON-quoted by another adapter is the same id; one the server would refuse (cut short, "undefined") is replaced, not sent for ever; one storage failed to keep is written when it can', async () => {
+    const quoted = new Map([['nexus.deviceId', '"b3c1f0e2-5a4d-4f6b"']])
+    const fromQuoted = clientWith({
+      getItem: (k) => quoted.get(k) ?? null,
+      setItem: (k, v) => void quoted.set(k, v),
+    })
+    await fromQuoted.client.auth.guest()
+    // An empty id given is none given.
+    await fromQuoted.client.auth.guest('')
+    expect(fromQuoted.sent).toEqual(['b3c1f0e2-5a4d-4f6b', 'b3c1f0e2-5a4d-4f6b'])
+    expect(quoted.get('nexus.deviceId')).toBe('"b3c1f0e2-5a4d-4f6b"')
+    // Full at first, then not: the id made meanwhile is the one kept.
+    const later = new Map<string, string>()
+    let full = true
+    const flaky = clientWith({
+      getItem: (k) => later.get(k) ?? null,
+      setItem: (k, v) => {
+        if (full) throw new DOMException('full', 'QuotaExceededError')
+        later.set(k, v)
+      },
+    })
+    await flaky.client.auth.guest()
+    full = false
+    await flaky.client.auth.guest()
+    expect(new Set(flaky.sent).size).toBe(1)
+    expect(later.get('nexus.deviceId')).toBe(flaky.sent[0])
+    for (const bad of ['null', 'undefined', 'abc', '"abc"']) {
       const kept = new Map([['nexus.deviceId', bad]])
       const { client, sent } = clientWith({
         getItem: (k) => kept.get(k) ?? null,

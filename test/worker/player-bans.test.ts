@@ -332,14 +332,14 @@ describe('banning a player from the deployment (admin)', () => {
     // Banned again while such a lift takes the board's off (the new ban's walk found it there):
     // put back. The lift puts the board's on, finds the account's gone, takes it off, and
     // meanwhile this one.
-    let banDuringUndo = true
+    let bansDuringUndo = 1
     await replaceMethod<Leaderboard, 'unban'>(
       env.LEADERBOARD.getByName(board),
       'unban',
       (original) =>
         async function (this: Leaderboard, ...args: Parameters<Leaderboard['unban']>) {
-          if (args[1] === player && args[2]?.byAccount === true && banDuringUndo) {
-            banDuringUndo = false
+          if (args[1] === player && args[2]?.byAccount === true && bansDuringUndo > 0) {
+            bansDuringUndo--
             await pg()`insert into player_bans (player_id, reason) values (${player}, 'fourth')`
           }
           return original.apply(this, args)
@@ -354,11 +354,22 @@ describe('banning a player from the deployment (admin)', () => {
     // Banned and lifted twice over while the lift follows it: the board ends as the account
     // does, unbanned (it held the account's ban only: nothing of its own to lift).
     liftsAfterBoardBan = 2
-    banDuringUndo = true
+    bansDuringUndo = 1
     await pg()`delete from player_bans where player_id = ${player}`
     await pg()`insert into player_bans (player_id, reason) values (${player}, 'fifth')`
     expect(await (await lift()).json()).toEqual({ lifted: false })
     expect(await boardBans(board)).toEqual([])
+    // Banned and lifted again and again while the lift follows it: after a few rounds it gives up
+    // (503, to be sent again), leaving the board banned as the account stood at its last look.
+    liftsAfterBoardBan = 4
+    bansDuringUndo = 4
+    await pg()`insert into player_bans (player_id, reason) values (${player}, 'sixth')`
+    const gaveUp = await problem(await lift())
+    expect(gaveUp).toMatchObject({ status: 503, type: 'urn:nexus:problem:unavailable' })
+    expect(await boardBans(board)).toEqual([
+      expect.objectContaining({ playerId: player, byAccount: true }),
+    ])
+    expect((await pg()`select 1 from player_bans where player_id = ${player}`).length).toBe(1)
   })
 
   it("a board's lift racing an account ban (committed after the lift's check, its walk at the board before the lift) leaves the player banned there: 409 accountBan", async () => {

@@ -682,7 +682,8 @@ adminLeaderboards.openapi(unbanRoute, async (c) => {
   const followAccountBan = async (first: AccountBan): Promise<'stands' | 'lifted'> => {
     // Each round ends with a look at Neon after the board's step; an account banned and lifted
     // again and again meanwhile is given a few rounds, then the lift is to be sent again.
-    for (let ban = first, round = 0; round < 4; round++) {
+    let ban = first
+    for (let round = 0; round < 4; round++) {
       await banOnBoard(ban)
       if ((await accountBan(c.env, playerId)) !== null) return 'stands'
       await board.unban(id, playerId, { byAccount: true })
@@ -690,6 +691,9 @@ adminLeaderboards.openapi(unbanRoute, async (c) => {
       if (again === null) return 'lifted'
       ban = again
     }
+    // Given up on as the account stood at the last look, banned: the board too, as it may have
+    // missed that ban's walk. A retry settles it either way.
+    await banOnBoard(ban)
     throw new ApiError(
       'unavailable',
       "The player's account ban kept changing while the board followed it: send the lift again",

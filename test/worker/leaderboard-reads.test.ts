@@ -823,7 +823,7 @@ describe('edge cache', () => {
     ])
   }, 20_000)
 
-  it('readers waiting for a load that never ends (its request cut off) wait 5 s at most, then load for themselves', async () => {
+  it('readers waiting for a load that never ends (its request cut off) wait 5 s at most, then one of them loads and the others wait for it', async () => {
     const b = await createBoard()
     await submitFor(b, 'a', { score: 1 })
     let release!: () => void
@@ -846,12 +846,18 @@ describe('edge cache', () => {
       await until(async () => (calls >= 1 ? true : undefined))
       const waiting = Array.from({ length: 3 }, () => call(`/v1/leaderboards/${b}/top`))
       await until(async () => readersWaitingOnLoad(key) >= 3 || undefined)
-      // Answered while the first load still hangs.
+      // Answered while the first load still hangs, by one load more.
       const answers = await Promise.all(waiting)
       for (const r of answers) {
         expect(r.status).toBe(200)
         expect(((await r.json()) as Top).total).toBe(1)
       }
+      expect(calls).toBe(2)
+      expect(answers.map((r) => r.headers.get('x-cache')).sort()).toEqual([
+        'MISS',
+        'MISS shared',
+        'MISS shared',
+      ])
       release()
       expect((await stuck).status).toBe(200)
     } finally {

@@ -173,7 +173,8 @@ function cacheRequest(c: Context<AppEnv>, key: string): Request {
  * Serves a JSON read from this isolate's memory, then the location's Cache API, then Redis
  * (shared by every location, when configured), then `load` (the Durable Object). Each layer stores the time the answer was
  * produced and serves it only while younger than the TTL, and `Cache-Control: max-age` is the
- * time left, so no client sees data more than `ttlSeconds` older than the source. Readers refresh
+ * time left, so no client sees data more than `ttlSeconds` older than the source (but for a reader
+ * that waited for another's load of the key: up to 5 s after that load began). Readers refresh
  * an entry early with rising probability as it nears expiry (see `refreshEarly`), so an expiry
  * does not stampede the object. A client sending `Cache-Control: no-cache` gets a fresh answer
  * (which refreshes the caches).
@@ -382,11 +383,13 @@ export async function cachedRead(c: Context<AppEnv>, opts: CachedReadOptions): P
     }
 
     // A key no layer holds: its load under way in this isolate (not one lost with its request,
-    // past REFRESH_LOST_MS) is waited for, and its answer served while within its TTL (one
-    // dated before a cycle's end, say, is not: the reader loads for itself).
+    // past REFRESH_LOST_MS) is waited for, and its answer served until `servableUntil`. One not
+    // served (lost, failed, too slow) is given up on, and so is the next reader's load after
+    // it (one reader makes it, the others wait on it) before this reader loads for itself.
     const cold = !bypass && passedOver.hit === null
-    const underWay = cold ? coldLoads.get(opts.key) : undefined
-    if (underWay && Date.now() - underWay.began < REFRESH_LOST_MS) {
+    for (let loads = 0; cold && loads < 2; loads++) {
+      const underWay = coldLoads.get(opts.key)
+      if (!underWay || Date.now() - underWay.began >= REFRESH_LOST_MS) break
       // Bounded apart: a load whose request was cancelled before it settled leaves its
       // readers nothing to wake them.
       const left = Math.min(COLD_WAIT_MS, REFRESH_LOST_MS - (Date.now() - underWay.began))

@@ -1061,6 +1061,26 @@ describe('sockets: disconnect, reconnect, expiry', () => {
     ws.close(1000)
   })
 
+  it('a connect naming a region no pool could have (malformed), with Neon slower than 3 s, is refused 422 once Neon answers, as always, not 500', async () => {
+    const q = await createQueue({ teamSize: 2, regions: ['eu'] })
+    const g = await newGuest()
+    const held = await holdLock(
+      {
+        text: `select pg_advisory_xact_lock(hashtextextended('queue_claims:' || $1::text, 0))`,
+        params: [g.playerId],
+      },
+      { afterWaiter: 4 },
+    )
+    const res = await callWithEnv({}, `/v1/matchmaking/${q}?region=EU`, {
+      headers: { upgrade: 'websocket', authorization: `Bearer ${g.token}` },
+    })
+    expect(await problem(res)).toMatchObject({
+      status: 422,
+      type: 'urn:nexus:problem:validation',
+    })
+    await held.done
+  })
+
   it('with Neon unreachable, a reconnect to the region its queued named takes the ticket back (the grace ends); a connect with no ticket there is 503', async () => {
     const q = await createQueue({ teamSize: 2, regions: ['eu', 'us'] })
     const clock = newClock()

@@ -896,6 +896,8 @@ matchmakingRoutes.openapi(socketRoute, (async (c: Context<AppEnv>) => {
   // The rating and the claim are taken once per socket, with the queue, in one Neon round trip;
   // a party is read by the pool when a `join` names one.
   const caller = tokenCaller(principal)!
+  // A region a pool may be named by (a malformed one is refused by the full path, once read).
+  const reattachable = query.region !== undefined && RegionId.safeParse(query.region).success
   const reading = readAndClaim(c.env, queue, query.region, [principal.playerId], caller)
   reading.catch(() => {})
   let read: JoinRead
@@ -904,14 +906,13 @@ matchmakingRoutes.openapi(socketRoute, (async (c: Context<AppEnv>) => {
     // few seconds only before trying to take a waiting ticket back without it: after a deploy
     // every queued player reconnects at once, and a Neon slowed by that, or waking, would hold
     // each past the SDK's few seconds before it falls back to HTTP, and into the ticket's grace.
-    read =
-      query.region === undefined
-        ? await reading
-        : await within(reading, RECONNECT_NEON_WAIT_MS, 'the claim of a connect')
+    read = reattachable
+      ? await within(reading, RECONNECT_NEON_WAIT_MS, 'the claim of a connect')
+      : await reading
   } catch (err) {
     // Neon down: a player whose ticket waits in the region named (the SDK names the one its
     // `queued` said) may still take it back, so a dropped socket does not cost the ticket.
-    if (query.region === undefined || !RegionId.safeParse(query.region).success) throw err
+    if (!reattachable || query.region === undefined) throw err
     const slow = err instanceof NoAnswerInTime
     if (!slow && !isDatabaseUnreachable(err) && !isTransientDatabaseError(err)) throw err
     log('warn', 'socket connect without Neon: taking a waiting ticket back only', {

@@ -107,7 +107,7 @@ export const sleep = (ms: number, signal?: AbortSignal) =>
  * pause had left): a network coming back (a venue's Wi-Fi, a region's link) wakes every device
  * on it at once, and their reconnects would all come in the same moment.
  */
-export const WAKE_SPREAD_MS = 500
+const WAKE_SPREAD_MS = 500
 
 /**
  * `sleep` for `ms`, which `stop` ends too, and which `expose` is handed a controller of (at

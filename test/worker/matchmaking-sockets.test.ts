@@ -1035,18 +1035,21 @@ describe('sockets: disconnect, reconnect, expiry', () => {
     back.close(1000)
   })
 
+  /** Neon takes the player's claim lock only some 4 s after it is asked: a Neon slower than 3 s. */
+  const claimHeldFor4s = (playerId: string) =>
+    holdLock(
+      {
+        text: `select pg_advisory_xact_lock(hashtextextended('queue_claims:' || $1::text, 0))`,
+        params: [playerId],
+      },
+      { afterWaiter: 4 },
+    )
+
   it("a first connect naming its region, with Neon slower than the reconnect's 3 s (waking), goes on once Neon answers: having no ticket to take back is no refusal", async () => {
     const q = await createQueue({ teamSize: 2, regions: ['eu'] })
     await rig(q, newClock())
     const g = await newGuest()
-    // Neon takes the claim's lock only some 4 s after it is asked (the player's claim held).
-    const held = await holdLock(
-      {
-        text: `select pg_advisory_xact_lock(hashtextextended('queue_claims:' || $1::text, 0))`,
-        params: [g.playerId],
-      },
-      { afterWaiter: 4 },
-    )
+    const held = await claimHeldFor4s(g.playerId)
     const res = await callWithEnv({}, `/v1/matchmaking/${q}?region=eu`, {
       headers: { upgrade: 'websocket', authorization: `Bearer ${g.token}` },
     })
@@ -1064,13 +1067,7 @@ describe('sockets: disconnect, reconnect, expiry', () => {
   it('a connect naming a region no pool could have (malformed), with Neon slower than 3 s, is refused 422 once Neon answers, as always, not 500', async () => {
     const q = await createQueue({ teamSize: 2, regions: ['eu'] })
     const g = await newGuest()
-    const held = await holdLock(
-      {
-        text: `select pg_advisory_xact_lock(hashtextextended('queue_claims:' || $1::text, 0))`,
-        params: [g.playerId],
-      },
-      { afterWaiter: 4 },
-    )
+    const held = await claimHeldFor4s(g.playerId)
     const res = await callWithEnv({}, `/v1/matchmaking/${q}?region=EU`, {
       headers: { upgrade: 'websocket', authorization: `Bearer ${g.token}` },
     })

@@ -256,6 +256,14 @@ export function readersWaitingOnLoad(key: string): number {
   return coldLoads.get(key)?.waiting ?? 0
 }
 
+/** Once `underWay` holds 1,000 keys, drops those begun REFRESH_LOST_MS ago and more (lost). */
+function forgetLost(underWay: Map<string, { began: number }>, now: number): void {
+  if (underWay.size < 1_000) return
+  for (const [key, { began }] of underWay) {
+    if (now - began >= REFRESH_LOST_MS) underWay.delete(key)
+  }
+}
+
 export async function cachedRead(c: Context<AppEnv>, opts: CachedReadOptions): Promise<Response> {
   const ttlMs = opts.ttlSeconds * 1000
   const asked = /no-cache|no-store|max-age=0/i.test(c.req.header('cache-control') ?? '')
@@ -307,11 +315,7 @@ export async function cachedRead(c: Context<AppEnv>, opts: CachedReadOptions): P
     }
     refreshing = entry.storedAt
     if (ownRefresh === null) {
-      if (refreshesUnderWay.size >= 1_000) {
-        for (const [key, { began }] of refreshesUnderWay) {
-          if (at - began >= REFRESH_LOST_MS) refreshesUnderWay.delete(key)
-        }
-      }
+      forgetLost(refreshesUnderWay, at)
       ownRefresh = { began: at, answerAt: entry.storedAt }
       refreshesUnderWay.set(opts.key, ownRefresh)
     }
@@ -408,11 +412,7 @@ export async function cachedRead(c: Context<AppEnv>, opts: CachedReadOptions): P
         return respond(kept.body, kept.storedAt, 'HIT memory', kept.ttlMs)
       }
     }
-    if (cold && coldLoads.size >= 1_000) {
-      for (const [key, { began }] of coldLoads) {
-        if (Date.now() - began >= REFRESH_LOST_MS) coldLoads.delete(key)
-      }
-    }
+    if (cold) forgetLost(coldLoads, Date.now())
     const other = coldLoads.get(opts.key)
     if (cold && !(other && Date.now() - other.began < REFRESH_LOST_MS)) {
       leading = newColdLoad(Date.now())

@@ -853,11 +853,13 @@ describe('edge cache', () => {
         expect(((await r.json()) as Top).total).toBe(1)
       }
       expect(calls).toBe(2)
-      expect(answers.map((r) => r.headers.get('x-cache')).sort()).toEqual([
-        'MISS',
-        'MISS shared',
-        'MISS shared',
-      ])
+      // One loaded; the others had its answer, waiting for it or, their wait up just after it
+      // ended, from the isolate's memory.
+      const sources = answers.map((r) => r.headers.get('x-cache'))
+      expect(sources.filter((source) => source === 'MISS')).toHaveLength(1)
+      for (const source of sources.filter((source) => source !== 'MISS')) {
+        expect(['MISS shared', 'HIT memory']).toContain(source)
+      }
       release()
       expect((await stuck).status).toBe(200)
     } finally {

@@ -125,17 +125,20 @@ export function createApp(): OpenAPIHono<AppEnv> {
     methodNotAllowed({
       app,
       onMethodNotAllowed: (c, methods) =>
-        renderProblem(
-          c as Context<AppEnv>,
-          new ApiError(
-            'method-not-allowed',
-            `${c.req.method} is not allowed here; use ${methods.join(', ')}`,
-            {},
-            {
-              allow: methods.join(', '),
-            },
-          ),
-        ),
+        // OPTIONS asks what a path takes (RFC 9110 §9.3.7): told, not refused.
+        c.req.method === 'OPTIONS'
+          ? c.body(null, 204, { allow: [...methods, 'OPTIONS'].join(', ') })
+          : renderProblem(
+              c as Context<AppEnv>,
+              new ApiError(
+                'method-not-allowed',
+                `${c.req.method} is not allowed here; use ${methods.join(', ')}`,
+                {},
+                {
+                  allow: methods.join(', '),
+                },
+              ),
+            ),
     }),
   )
   app.use(

@@ -50,6 +50,8 @@ export interface Schemas {
     accountBan?: boolean
     /** conflict: the rules a queue plays that this version of Nexus does not have (with paused: true): it takes no tickets until an admin points it at other rules */
     rules?: string
+    /** unavailable: the archived standings whose name an erasure's last call cleared, more being left; send the same call again */
+    archivedRowsCleared?: number
     /** unavailable: the live sessions an erasure could not reach (the first 100); send the same call again */
     sessions?: Array<string>
     /** conflict: the queue or leaderboard is paused by its admin and takes no tickets or scores now (false: a deletion refused because it is in play) */
@@ -614,8 +616,11 @@ export interface Paths {
       responses: {
         200: Schemas['PlayerErasure']
         202: Schemas['PlayerErasure']
+        400: Schemas['Problem']
         401: Schemas['Problem']
         403: Schemas['Problem']
+        413: Schemas['Problem']
+        415: Schemas['Problem']
         422: Schemas['Problem']
         429: Schemas['Problem']
         500: Schemas['Problem']
@@ -703,8 +708,11 @@ export interface Paths {
       responses: {
         200: Schemas['AccountBanLift']
         202: Schemas['AccountBanLift']
+        400: Schemas['Problem']
         401: Schemas['Problem']
         403: Schemas['Problem']
+        413: Schemas['Problem']
+        415: Schemas['Problem']
         422: Schemas['Problem']
         429: Schemas['Problem']
         500: Schemas['Problem']
@@ -842,10 +850,13 @@ export interface Paths {
           /** The last cycle number the board used; a board made again starts after the archived ones */
           lastCycle: number
         }
+        400: Schemas['Problem']
         401: Schemas['Problem']
         403: Schemas['Problem']
         404: Schemas['Problem']
         409: Schemas['Problem']
+        413: Schemas['Problem']
+        415: Schemas['Problem']
         422: Schemas['Problem']
         429: Schemas['Problem']
         500: Schemas['Problem']
@@ -978,9 +989,12 @@ export interface Paths {
           /** Entries in the cycle now */
           total: number
         }
+        400: Schemas['Problem']
         401: Schemas['Problem']
         403: Schemas['Problem']
         404: Schemas['Problem']
+        413: Schemas['Problem']
+        415: Schemas['Problem']
         422: Schemas['Problem']
         429: Schemas['Problem']
         500: Schemas['Problem']
@@ -1032,10 +1046,13 @@ export interface Paths {
         200: {
           lifted: boolean
         }
+        400: Schemas['Problem']
         401: Schemas['Problem']
         403: Schemas['Problem']
         404: Schemas['Problem']
         409: Schemas['Problem']
+        413: Schemas['Problem']
+        415: Schemas['Problem']
         422: Schemas['Problem']
         429: Schemas['Problem']
         500: Schemas['Problem']
@@ -1137,9 +1154,12 @@ export interface Paths {
       body: undefined
       responses: {
         200: Schemas['CycleReward']
+        400: Schemas['Problem']
         401: Schemas['Problem']
         403: Schemas['Problem']
         404: Schemas['Problem']
+        413: Schemas['Problem']
+        415: Schemas['Problem']
         422: Schemas['Problem']
         429: Schemas['Problem']
         500: Schemas['Problem']
@@ -1528,10 +1548,13 @@ export interface Paths {
           version: number
           deletedAt: string
         }
+        400: Schemas['Problem']
         401: Schemas['Problem']
         403: Schemas['Problem']
         404: Schemas['Problem']
         409: Schemas['Problem']
+        413: Schemas['Problem']
+        415: Schemas['Problem']
         422: Schemas['Problem']
         429: Schemas['Problem']
         500: Schemas['Problem']
@@ -1570,9 +1593,12 @@ export interface Paths {
       body: undefined
       responses: {
         200: Schemas['Ticket']
+        400: Schemas['Problem']
         401: Schemas['Problem']
         404: Schemas['Problem']
         409: Schemas['Problem']
+        413: Schemas['Problem']
+        415: Schemas['Problem']
         422: Schemas['Problem']
         429: Schemas['Problem']
         500: Schemas['Problem']
@@ -1784,9 +1810,12 @@ export interface Paths {
       body: undefined
       responses: {
         204: undefined
+        400: Schemas['Problem']
         401: Schemas['Problem']
         403: Schemas['Problem']
         404: Schemas['Problem']
+        413: Schemas['Problem']
+        415: Schemas['Problem']
         422: Schemas['Problem']
         429: Schemas['Problem']
         500: Schemas['Problem']
@@ -1831,9 +1860,12 @@ export interface Paths {
       body: undefined
       responses: {
         204: undefined
+        400: Schemas['Problem']
         401: Schemas['Problem']
         403: Schemas['Problem']
         404: Schemas['Problem']
+        413: Schemas['Problem']
+        415: Schemas['Problem']
         422: Schemas['Problem']
         429: Schemas['Problem']
         500: Schemas['Problem']

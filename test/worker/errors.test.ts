@@ -212,6 +212,146 @@ describe('the error funnel renders RFC 9457 problems', () => {
     expect(bare.status).toBe(200)
   })
 
+  it('a PUT sent as a patch document is 415 and changes nothing: a PUT is the whole board, and a patch read as one would reset every setting it leaves out', async () => {
+    const board = await createBoard({ scoreMax: 1000, submitsPerMinute: 30 })
+    for (const type of ['application/merge-patch+json', 'application/json-patch+json']) {
+      const res = await call(`/v1/admin/leaderboards/${board}`, {
+        method: 'PUT',
+        headers: { authorization: `Bearer ${ADMIN_KEY}`, 'content-type': type },
+        body: '{"paused":true}',
+      })
+      expect(await problem(res)).toMatchObject({
+        status: 415,
+        type: 'urn:nexus:problem:unsupported-media-type',
+      })
+    }
+    const [row] = await pg()`select version, config from leaderboards where id = ${board}`
+    expect(row).toMatchObject({ version: 1, config: { scoreMax: 1000, submitsPerMinute: 30 } })
+    expect((row!.config as { paused?: boolean }).paused).not.toBe(true)
+  })
+
+  it('a body in a charset other than UTF-8 is 415, not stored mangled; UTF-8 named in any spelling goes through', async () => {
+    const guest = await newGuest()
+    // "José" in Latin-1: read as UTF-8 it would be stored as "Jos\ufffd".
+    const latin1 = new Uint8Array([...new TextEncoder().encode('{"name":"Jos'), 0xe9, 0x22, 0x7d])
+    const send = (type: string, body: BodyInit) =>
+      call('/v1/parties', {
+        method: 'POST',
+        headers: { authorization: `Bearer ${guest.token}`, 'content-type': type },
+        body,
+      })
+    for (const type of [
+      'application/json; charset=iso-8859-1',
+      'application/json; charset="windows-1252"',
+      'application/json;charset=utf-16',
+    ]) {
+      expect(await problem(await send(type, latin1))).toMatchObject({
+        status: 415,
+        type: 'urn:nexus:problem:unsupported-media-type',
+      })
+    }
+    const none = await call('/v1/parties/me', bearer(guest.token))
+    expect(none.status).toBe(404)
+    await none.body?.cancel()
+    const formed = await send('application/json; charset="UTF-8"', '{}')
+    expect(formed.status).toBe(201)
+    await formed.body?.cancel()
+  })
+
+  it('a wrong method or an unknown path is 405 or 404 whatever the body, not a complaint about the body', async () => {
+    const board = await createBoard()
+    // Only GET is served there (the admin PUT lives under /v1/admin).
+    const put = await call(`/v1/leaderboards/${board}`, { method: 'PUT', ...bearer(ADMIN_KEY) })
+    expect(await problem(put)).toMatchObject({
+      status: 405,
+      type: 'urn:nexus:problem:method-not-allowed',
+    })
+    expect(put.headers.get('allow')).toContain('GET')
+    const del = await call(`/v1/leaderboards/${board}`, {
+      method: 'DELETE',
+      headers: { 'content-type': 'application/json' },
+      body: '{"reason":"x"}',
+    })
+    expect((await problem(del)).status).toBe(405)
+    const typo = await call(`/v1/leaderbords/${board}/scores`, {
+      method: 'POST',
+      headers: { 'content-type': 'text/plain' },
+      body: 'score=1',
+    })
+    expect(await problem(typo)).toMatchObject({ status: 404, type: 'urn:nexus:problem:not-found' })
+  })
+
+  it('OPTIONS that is not a preflight says what a path takes, and 404 on a path there is none', async () => {
+    const known = await call('/v1/auth/guest', { method: 'OPTIONS' })
+    expect(known.status).toBe(204)
+    expect(known.headers.get('allow')!.split(', ')).toEqual(
+      expect.arrayContaining(['POST', 'OPTIONS']),
+    )
+    expect(known.headers.get('access-control-allow-methods')).toBeNull()
+    const unknown = await call('/v1/no-such-thing', { method: 'OPTIONS' })
+    expect(await problem(unknown)).toMatchObject({
+      status: 404,
+      type: 'urn:nexus:problem:not-found',
+    })
+  })
+
+  it('a 201 says where what it made is (Location), and a GET there reads it; a retry that made nothing says none', async () => {
+    const [leader, invitee] = [await newGuest(), await newGuest()]
+    const follow = async (res: Response, token: string) => {
+      expect(res.status).toBe(201)
+      const location = res.headers.get('location')!
+      expect(location).toMatch(/^\/v1\//)
+      const read = await call(location, bearer(token))
+      expect(read.status, location).toBe(200)
+      return { made: (await res.json()) as Record<string, unknown>, read: await read.json() }
+    }
+    const party = await follow(
+      await call('/v1/parties', json('POST', {}, leader.token)),
+      leader.token,
+    )
+    expect(party.read).toMatchObject({ id: party.made.id })
+    const again = await call('/v1/parties', json('POST', {}, leader.token))
+    expect(again.status).toBe(200)
+    expect(again.headers.get('location')).toBeNull()
+    await again.body?.cancel()
+    // An invite's place is where it is revoked (or declined).
+    const invited = await call(
+      `/v1/parties/${String(party.made.id)}/invites`,
+      json('POST', { playerId: invitee.playerId }, leader.token),
+    )
+    expect(invited.status).toBe(201)
+    await invited.body?.cancel()
+    const revoked = await call(invited.headers.get('location')!, {
+      method: 'DELETE',
+      ...bearer(leader.token),
+    })
+    expect(revoked.status).toBe(204)
+    const seen = await call(`/v1/parties/${String(party.made.id)}`, bearer(leader.token))
+    expect(((await seen.json()) as { invites: unknown[] }).invites).toEqual([])
+
+    const queue = `loc-${crypto.randomUUID().slice(0, 8)}`
+    expect((await putDuoQueue(queue)).status).toBe(201)
+    const joiner = await newGuest()
+    const ticket = await follow(
+      await call(`/v1/matchmaking/${queue}/tickets`, json('POST', {}, joiner.token)),
+      joiner.token,
+    )
+    expect(ticket.read).toMatchObject({ ticketId: ticket.made.ticketId, status: 'waiting' })
+
+    const session = await follow(
+      await call(
+        '/v1/admin/sessions',
+        json(
+          'POST',
+          { rules: 'relay', roster: [{ playerId: 'loc-a' }, { playerId: 'loc-b' }] },
+          ADMIN_KEY,
+        ),
+      ),
+      ADMIN_KEY,
+    )
+    expect(session.read).toMatchObject({ sessionId: session.made.sessionId })
+  })
+
   it('413 for a body over the cap, whatever its content', async () => {
     const big = JSON.stringify({ deviceId: 'x'.repeat(70 * 1024) })
     const p = await problem(

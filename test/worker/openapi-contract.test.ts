@@ -71,6 +71,10 @@ describe('the OpenAPI document states what the code enforces', () => {
       'partyId',
       'cycle',
       'limit',
+      'boards',
+      'pools',
+      'sessions',
+      'archivedRowsCleared',
     ]) {
       expect(members[name]?.description, name).toBeTruthy()
     }
@@ -137,6 +141,23 @@ describe('the OpenAPI document states what the code enforces', () => {
     // And they answer as documented.
     expect((await call('/health')).status).toBe(200)
     expect((await call('/metrics')).status).toBe(401)
+  })
+
+  it('every operation that may carry a body lists 400, 413 and 415, which the body checks give before any route runs (a DELETE too)', async () => {
+    const doc = await openapi()
+    const missing: string[] = []
+    let withBody = 0
+    for (const [path, methods] of Object.entries(doc.paths)) {
+      for (const [method, op] of Object.entries(methods)) {
+        if (!['post', 'put', 'patch', 'delete'].includes(method)) continue
+        withBody++
+        const codes = Object.keys((op as { responses?: object }).responses ?? {})
+        for (const code of ['400', '413', '415'])
+          if (!codes.includes(code)) missing.push(`${method.toUpperCase()} ${path} ${code}`)
+      }
+    }
+    expect(withBody).toBeGreaterThan(20)
+    expect(missing).toEqual([])
   })
 
   it('every operation that reads a credential lists 429, which an address past its wrong admin keys gets on any of them', async () => {

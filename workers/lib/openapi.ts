@@ -44,10 +44,22 @@ export function createRoute<P extends string, R extends Omit<RouteConfig, 'path'
     : middleware.some((m) => authenticatingSometimes.has(m))
       ? [{}, ...BEARER]
       : undefined
-  return createOpenApiRoute(
-    config.security === undefined && security ? ({ ...config, security } as R) : config,
-  )
+  let route = config.security === undefined && security ? ({ ...config, security } as R) : config
+  // Every method that may carry a body has it judged before the route runs (`jsonBody`,
+  // `bodyLimit`), whether or not the route reads one: a DELETE sent a body too.
+  if (BODY_METHODS.has(config.method)) {
+    const responses = { ...route.responses } as Record<number, unknown>
+    for (const [status, response] of Object.entries(problemResponses(...BODY_STATUSES))) {
+      responses[Number(status)] ??= response
+    }
+    route = { ...route, responses } as R
+  }
+  return createOpenApiRoute(route)
 }
+
+const BODY_METHODS = new Set(['post', 'put', 'patch', 'delete'])
+/** A body that is not JSON (400), too large (413), or of another type or charset (415). */
+const BODY_STATUSES = [400, 413, 415]
 
 /**
  * A router for one resource. Request validation failures become 422 `validation` problems that
@@ -170,6 +182,10 @@ export const Problem = z
     rules: z.string().optional().openapi({
       description:
         'conflict: the rules a queue plays that this version of Nexus does not have (with paused: true): it takes no tickets until an admin points it at other rules',
+    }),
+    archivedRowsCleared: z.number().int().optional().openapi({
+      description:
+        "unavailable: the archived standings whose name an erasure's last call cleared, more being left; send the same call again",
     }),
     sessions: z.array(z.string()).optional().openapi({
       description:

@@ -15,7 +15,15 @@ const ALLOW_HEADERS = [
   'if-match',
 ]
 /** Headers a browser page may read from an answer (the rest of the safelist is readable anyway). */
-const EXPOSE_HEADERS = ['x-request-id', 'retry-after', 'x-cache', 'x-fresh-read', 'allow', 'etag']
+const EXPOSE_HEADERS = [
+  'x-request-id',
+  'retry-after',
+  'x-cache',
+  'x-fresh-read',
+  'allow',
+  'etag',
+  'location',
+]
 /** How long a browser may reuse a preflight's answer, seconds. */
 const PREFLIGHT_MAX_AGE = 600
 const ALLOW_METHODS = 'GET,POST,PUT,DELETE'
@@ -59,7 +67,9 @@ export function cors(): MiddlewareHandler<AppEnv> {
     const policy = policyOf(c.env.CORS_ORIGINS)
     const origin = c.req.header('origin') ?? ''
     const allowOrigin = policy.any ? '*' : policy.origins.has(origin) ? origin : null
-    if (c.req.method === 'OPTIONS') {
+    // A preflight is a browser's OPTIONS naming the method it means to send; any other OPTIONS
+    // goes on to the routes, where a known path answers with its methods (`Allow`).
+    if (c.req.method === 'OPTIONS' && c.req.header('access-control-request-method') !== undefined) {
       if (allowOrigin) c.header('access-control-allow-origin', allowOrigin)
       c.header('access-control-expose-headers', EXPOSE_HEADERS.join(','))
       if (!policy.any) c.header('vary', 'Origin', { append: true })

@@ -1,4 +1,5 @@
 import type { Context, MiddlewareHandler } from 'hono'
+import { matchedRoutes } from 'hono/route'
 import type { AppEnv } from '../app-env.ts'
 import { ApiError } from '../lib/problem.ts'
 
@@ -34,9 +35,22 @@ async function carriesBody(c: Context<AppEnv>): Promise<boolean> {
  * with lowercase letters, dots and dashes before the `+`, then parameters (`; charset=utf-8`).
  */
 const JSON_MEDIA_TYPE = /^application\/([a-z-.]+\+)?json(;\s*[a-zA-Z0-9-]+=([^;]+))*$/i
+/**
+ * Patch documents are JSON too, but not the resource: a PUT takes the whole resource, and a
+ * merge patch taken as one (`{"paused": true}`) would put every other setting back to its default.
+ */
+const PATCH_MEDIA_TYPE = /^application\/(merge-patch|json-patch)\+json\b/i
+/** The `charset` parameter of a media type, unquoted and lowercased; null without one. */
+function charsetOf(type: string): string | null {
+  const match = /;\s*charset=("?)([^;"]*)\1\s*(;|$)/i.exec(type)
+  return match ? match[2]!.trim().toLowerCase() : null
+}
 
 export const jsonBody = (): MiddlewareHandler<AppEnv> =>
   async function jsonBody(c, next) {
+    // A path no route answers for this method is 404 or 405, whatever its body: judging the
+    // body first would answer a typo's or a wrong method's request with 415 or 422.
+    if (!matchedRoutes(c).some((r) => r.method !== 'ALL')) return next()
     const present = await carriesBody(c)
     c.set('bodyPresent', present)
     if (c.req.method === 'PUT' && !present) {
@@ -46,10 +60,19 @@ export const jsonBody = (): MiddlewareHandler<AppEnv> =>
     }
     if (present) {
       const type = c.req.header('content-type') ?? ''
-      if (!JSON_MEDIA_TYPE.test(type)) {
+      if (!JSON_MEDIA_TYPE.test(type) || PATCH_MEDIA_TYPE.test(type)) {
         throw new ApiError(
           'unsupported-media-type',
           `Request bodies must be application/json, not '${type.slice(0, 100) || 'none'}'`,
+        )
+      }
+      // RFC 8259: JSON between systems is UTF-8. Another charset's bytes read as UTF-8 would
+      // store mangled text (Latin-1's é as U+FFFD) or fail as malformed JSON that is not.
+      const charset = charsetOf(type)
+      if (charset !== null && charset !== 'utf-8' && charset !== 'utf8') {
+        throw new ApiError(
+          'unsupported-media-type',
+          `Request bodies must be UTF-8, not '${charset.slice(0, 40)}'`,
         )
       }
       let body: unknown

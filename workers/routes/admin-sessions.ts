@@ -220,6 +220,7 @@ adminSessions.openapi(createSessionRoute, async (c) => {
   const tokens: Record<string, string> = {}
   for (const p of body.roster)
     tokens[p.playerId] = await issueSessionToken(c.env, sessionId, p.playerId)
+  if (r.created) c.header('location', `/v1/sessions/${encodeURIComponent(sessionId)}`)
   return c.json({ sessionId, tokens }, r.created ? 201 : 200)
 })
 

@@ -627,6 +627,8 @@ matchmakingRoutes.openapi(joinRoute, async (c) => {
     })
   }
   const ticket = await withTokens(c, r.ticket, viewerOf(principal))
+  if (!r.existing)
+    c.header('location', `/v1/matchmaking/tickets/${encodeURIComponent(ticket.ticketId)}`)
   return c.json({ ...ticket, existing: r.existing }, r.existing ? 200 : 201)
 })
 

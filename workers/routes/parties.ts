@@ -122,6 +122,7 @@ const createPartyRoute = createRoute({
 partyRoutes.openapi(createPartyRoute, async (c) => {
   await countPartyChange(c)
   const { party, created } = await createParty(c.env, partyCaller(c))
+  if (created) c.header('location', `/v1/parties/${encodeURIComponent(party.id)}`)
   return c.json(party, created ? 201 : 200)
 })
 
@@ -208,6 +209,13 @@ partyRoutes.openapi(inviteRoute, async (c) => {
   const body = c.req.valid('json')
   await countPartyChange(c)
   const r = await invite(c.env, partyId, playerId(c), body.playerId)
+  // The invite made: revoked or declined there.
+  if (r.created) {
+    c.header(
+      'location',
+      `/v1/parties/${encodeURIComponent(partyId)}/invites/${encodeURIComponent(body.playerId)}`,
+    )
+  }
   return c.json(r.party, r.created ? 201 : 200)
 })
 

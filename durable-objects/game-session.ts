@@ -2438,7 +2438,9 @@ export class GameSession extends DurableObject<Env> {
     }
     for (const p of winners) {
       if (submitted.has(p.playerId) || erased.has(p.playerId)) continue
-      const since = unanswered[p.playerId]
+      // Own members only: ids are refused at the door if they name one of the prototype's, but a
+      // record written before that must not read `constructor` as a time.
+      const since = Object.hasOwn(unanswered, p.playerId) ? unanswered[p.playerId] : undefined
       if (since !== undefined && this.now() - since >= UNANSWERED_RETRY_MS) {
         doneWith(p.playerId)
         resultsNotSubmitted.inc({ reason: 'unanswered' })

@@ -1502,7 +1502,7 @@ export class MatchPool extends DurableObject<Env> {
       ).map((f) => [f.player_id, f.up_to]),
     )
     return ids.filter((id) => {
-      const version = claims[id]
+      const version = Object.hasOwn(claims, id) ? claims[id] : undefined
       return version === undefined || version <= (fences.get(id) ?? 0)
     })
   }

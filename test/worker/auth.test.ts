@@ -3,7 +3,7 @@ import { importJWK, SignJWT, generateKeyPair } from 'jose'
 import { describe, expect, it, onTestFinished } from 'vitest'
 import { jwksTimings } from '../../workers/lib/auth.ts'
 import { localFamilies } from '../../workers/lib/metrics.ts'
-import { pg } from './helpers/boards.ts'
+import { createBoard, pg } from './helpers/boards.ts'
 import {
   ADMIN_KEY_GUESSES_PER_MINUTE,
   ADMIN_KEY_GUESSES_PER_NETWORK_MINUTE,
@@ -873,6 +873,40 @@ describe("a studio's own identity provider (JWKS)", () => {
     const long = await statusFor(await hs256({ padding: 'x'.repeat(5000) }))
     expect(long).toMatchObject({ status: 401 })
     expect(long.detail).toContain('longer than 4096 characters')
+  })
+
+  it('refuses a player id every JavaScript object already has a member for (`__proto__`, `constructor`, `toString`): as a subject (401), in a roster, a submission or a join for a player (422), and nothing is made', async () => {
+    const board = await createBoard()
+    for (const id of ['__proto__', 'constructor', 'toString', 'hasOwnProperty']) {
+      for (const token of [await hs256({}, { sub: id }), await idpToken({ sub: id })]) {
+        const p = await statusFor(token)
+        expect(p, id).toMatchObject({ status: 401, type: 'urn:nexus:problem:unauthorized' })
+        expect(p.detail).toContain('not a valid player id')
+      }
+      const session = await call(
+        '/v1/admin/sessions',
+        json(
+          'POST',
+          { rules: 'relay', roster: [{ playerId: id }, { playerId: 'p-2' }] },
+          ADMIN_KEY,
+        ),
+      )
+      expect(await problem(session), id).toMatchObject({
+        status: 422,
+        type: 'urn:nexus:problem:validation',
+      })
+      const submitted = await call(
+        `/v1/leaderboards/${board}/scores`,
+        json('POST', { score: 5, playerId: id }, ADMIN_KEY, {
+          'idempotency-key': `k-${crypto.randomUUID()}`,
+        }),
+      )
+      expect(await problem(submitted), id).toMatchObject({ status: 422 })
+    }
+    const top = await call(`/v1/leaderboards/${board}/top`, {
+      headers: { 'cache-control': 'no-cache' },
+    })
+    expect(((await top.json()) as { entries: unknown[] }).entries).toEqual([])
   })
 
   it("refuses a subject shaped like a guest's id, which would sign in as that guest", async () => {

@@ -281,6 +281,13 @@ describe('creating sessions', () => {
       ok: false,
       problem: 'validation',
     })
+    // A roster naming a member every object has (`constructor`): the rules' states key plain
+    // objects by player, where it would read the prototype's.
+    const inherited = setupFor(['constructor', 'p-2'])
+    expect(await sessionStub(env, inherited.sessionId).create(inherited)).toMatchObject({
+      ok: false,
+      problem: 'validation',
+    })
   })
 
   it('by the matchmaker, a full roster: every player gets a join deadline, and its own alarm lists it in Neon', async () => {

@@ -13,6 +13,7 @@ import {
 } from 'jose'
 import { errorFields, log, withoutCredentials } from './log.ts'
 import { ApiError } from './problem.ts'
+import { isPrototypeKey } from './fields.ts'
 
 /** Issuer of the tokens Nexus signs itself. */
 export const NEXUS_ISSUER = 'nexus'
@@ -600,7 +601,7 @@ function playerIdFrom(payload: JWTPayload): string {
   // `me` names the caller in this API's paths: such a player could not read their own standing;
   // `.` and `..` are path steps every URL library folds away, so no admin route could name them.
   // A number (a game server minting tokens from a numeric user id) is not an id either: ids are
-  // compared as text everywhere.
+  // compared as text everywhere. Nor `constructor` or `__proto__` (isPrototypeKey).
   if (
     typeof sub !== 'string' ||
     !sub ||
@@ -608,7 +609,8 @@ function playerIdFrom(payload: JWTPayload): string {
     !isPrintable(sub) ||
     sub === 'me' ||
     sub === '.' ||
-    sub === '..'
+    sub === '..' ||
+    isPrototypeKey(sub)
   ) {
     throw new ApiError('unauthorized', 'The token subject is not a valid player id')
   }

@@ -87,6 +87,15 @@ export const DisplayName = z
   .refine((s) => VISIBLE.test(s), 'names must contain a visible character')
   .openapi({ minLength: 1, maxLength: 64 })
 
+/**
+ * Whether `key` is a name every plain object already answers for (`__proto__`, `constructor`,
+ * `toString`…). Player ids key plain objects all through (claims, session tokens, rules' states
+ * parsed from JSON), where such a name reads the prototype's member, or is dropped when written.
+ */
+export function isPrototypeKey(key: string): boolean {
+  return key in Object.prototype
+}
+
 /** Player ids: opaque, printable, bounded. */
 export const PlayerId = z
   .string()
@@ -105,10 +114,15 @@ export const PlayerId = z
 export const NewPlayerId = PlayerId.refine(
   (id) => id !== 'me',
   '"me" names the caller, not a player',
-).refine(
-  (id) => id !== '.' && id !== '..',
-  '"." and ".." are path steps: no admin route could name such a player',
 )
+  .refine(
+    (id) => id !== '.' && id !== '..',
+    '"." and ".." are path steps: no admin route could name such a player',
+  )
+  .refine(
+    (id) => !isPrototypeKey(id),
+    'a name every JavaScript object has (such as "constructor" or "__proto__") is not a player id',
+  )
 
 /** Names of resources chosen by admins (leaderboards, queues): URL-safe and bounded. */
 export const ResourceId = z

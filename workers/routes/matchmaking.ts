@@ -653,8 +653,8 @@ async function connectClaim(
       FENCE_TIMEOUT_MS,
       'fencing other regions',
     )
-    return r.ok && r.claim.versions[playerId] !== undefined
-      ? { version: r.claim.versions[playerId], claimedAt: r.claim.claimedAt }
+    return r.ok && Object.hasOwn(r.claim.versions, playerId)
+      ? { version: r.claim.versions[playerId]!, claimedAt: r.claim.claimedAt }
       : null
   } catch (err) {
     log('warn', 'other regions not fenced at connect', {

@@ -1,7 +1,7 @@
 import { z } from '@hono/zod-openapi'
 import type { GameResult } from '../core/rules/index.ts'
 import { RULES_OPTIONS_LIMITS, rulesNames } from '../core/rules/index.ts'
-import { boundedJson, PlayerId, ResourceId } from '../lib/fields.ts'
+import { boundedJson, isPrototypeKey, PlayerId, ResourceId } from '../lib/fields.ts'
 import { NOT_STORABLE_REASON, storableText } from '../core/rules/json.ts'
 
 /**
@@ -21,7 +21,10 @@ export const SessionId = z
 export const MAX_ROSTER = 64
 
 export const RosterEntry = z.object({
-  playerId: PlayerId,
+  playerId: PlayerId.refine(
+    (id) => !isPrototypeKey(id),
+    'a name every JavaScript object has (such as "constructor") is not a player id',
+  ),
   team: z.number().int().min(0).max(MAX_ROSTER),
 })
 

@@ -5,6 +5,7 @@ import {
   summarizeMetrics,
 } from '../../workers/dashboard/metrics.ts'
 import { renderFamilies } from '../../workers/lib/metric-families.ts'
+import { REWARDS_OF_LAST_DAY } from '../../workers/routes/dashboard.ts'
 import { Counter, Histogram } from '../../workers/lib/metrics.ts'
 import { createBoard, pg, submitFor } from './helpers/boards.ts'
 import { runInDurableObject } from 'cloudflare:test'
@@ -232,6 +233,19 @@ describe('the dashboard overview at scale', () => {
       rewardsPaidLastDay: 1000,
       moreRewardsPaid: true,
     })
+    // PostgreSQL stops reading the board's rewards at the cap: 1,001 of its 1,500 rows.
+    const [plan] = (await pg().query(
+      `explain (analyze, format json) select ${REWARDS_OF_LAST_DAY('$1', '$2')} as n`,
+      [board, 1001],
+    )) as { 'QUERY PLAN': unknown }[]
+    const scans: { rows: number; loops: number }[] = []
+    const walk = (node: Record<string, unknown>) => {
+      if (node['Relation Name'] === 'rewards')
+        scans.push({ rows: node['Actual Rows'] as number, loops: node['Actual Loops'] as number })
+      for (const child of (node.Plans as Record<string, unknown>[] | undefined) ?? []) walk(child)
+    }
+    walk((plan!['QUERY PLAN'] as { Plan: Record<string, unknown> }[])[0]!.Plan)
+    expect(scans).toEqual([{ rows: 1001, loops: 1 }])
   })
 
   it('a board that does not answer within 3 s shows as unavailable; the rest of the page comes', async () => {

@@ -292,6 +292,9 @@ describe('leaderboard configuration', () => {
       await call(`/v1/leaderboards/${id}`, { headers: { 'cache-control': 'no-cache' } })
     ).json()) as { config: { scoreMax: number } }
     expect(info.config.scoreMax).toBe(1000)
+    // And Neon, which the cron pushes from: no refused configuration was saved there first.
+    const [row] = await pg()`select version, config from leaderboards where id = ${id}`
+    expect(row).toMatchObject({ version: 1, config: { scoreMax: 1000 } })
   })
 
   it('pushes arriving out of order end on the newest version: an older one changes nothing', async () => {

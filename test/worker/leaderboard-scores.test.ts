@@ -69,6 +69,8 @@ describe('ordering and operators', () => {
       rank: number
     }
     expect(worse).toMatchObject({ score: 55, best: 50, rank: 1 })
+    // The board, not only the answer: the worse score changed nothing there.
+    expect((await top(b)).entries).toMatchObject([{ playerId: 'p', score: 50 }])
     const better = (await (await submitFor(b, 'p', { score: 45 })).json()) as { best: number }
     expect(better.best).toBe(45)
     expect((await top(b)).entries[0]!.score).toBe(45)

@@ -83,13 +83,18 @@ describe('PUT /v1/admin/queues/:queue', () => {
     ['paused', { paused: 'yes' }],
     ['paused', { paused: 1 }],
     ['', { extra: true }],
-  ])('refuses a bad %s with 422 naming it', async (path, patch) => {
-    const res = await put(queueId(), { ...DUEL, ...patch })
+  ])('refuses a bad %s with 422 naming it, and makes no queue', async (path, patch) => {
+    const id = queueId()
+    const res = await put(id, { ...DUEL, ...patch })
     const p = await problem(res)
     expect(p.status).toBe(422)
     expect(p.type).toBe('urn:nexus:problem:validation')
     const paths = (p.body.errors as { path: string }[]).map((e) => e.path)
     expect(paths).toContain(path)
+    expect(await pg()`select 1 from queues where id = ${id}`).toEqual([])
+    const served = await call(`/v1/matchmaking/${id}`)
+    expect(served.status).toBe(404)
+    await served.body?.cancel()
   })
 
   it('refuses (422) a results board whose bounds refuse a win (score 1, subscore 0), for a queue and for an admin session; the board cannot be narrowed so (409) while a queue sends its results there', async () => {

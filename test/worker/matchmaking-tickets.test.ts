@@ -580,9 +580,15 @@ describe('joins per minute', () => {
       expect(queued.existing).toBe(true)
       res.webSocket!.close(1000)
     }
+    const claim = async () =>
+      await pg()`SELECT version, claimed_at::text AS at FROM queue_claims WHERE player_id = ${g.playerId}`
+    const before = await claim()
+    expect(before).toHaveLength(1)
     const refused = await connect()
     expect(refused.status).toBe(429)
     expect(Number(refused.headers.get('retry-after'))).toBeGreaterThan(0)
+    // Refused before its claim: Neon's claim is as the last connect left it.
+    expect(await claim()).toEqual(before)
   })
 })
 
@@ -639,9 +645,22 @@ describe('ticket reads per minute', () => {
           headers: { authorization: `Bearer ${g.token}` },
         },
       )
+    // Counted on every pool (the method is the class's): each made-up queue is a pool of its own.
+    let asked = 0
+    const back = await replaceMethod<MatchPool, 'cancel'>(
+      poolOf(`made-up-${crypto.randomUUID().slice(0, 8)}`),
+      'cancel',
+      (cancel) =>
+        function (this: MatchPool, ...args: Parameters<MatchPool['cancel']>) {
+          asked++
+          return cancel.apply(this, args)
+        },
+    )
+    onTestFinished(back)
     const answers = []
     for (let i = 0; i < 3; i++) answers.push((await cancelMadeUp()).status)
     expect(answers).toEqual([404, 404, 429])
+    expect(asked).toBe(2)
   })
 })
 

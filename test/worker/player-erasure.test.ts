@@ -236,6 +236,26 @@ describe('erasing a player (admin)', () => {
       archivedRowsCleared: 0,
     })
     expect(retry.entriesRemoved).toBe(0)
+    // And changes nothing: no profile back, the party as the first call left it, the archive
+    // and the boards as they were, the device still the new player's.
+    expect(await sql`select 1 from players where id = ${gone.playerId}`).toEqual([])
+    expect(await sql`select 1 from party_members where player_id = ${gone.playerId}`).toEqual([])
+    expect(await sql`select leader from parties where id = ${party.id}`).toEqual([
+      { leader: member.playerId },
+    ])
+    expect(
+      await sql`select player_id, name, metadata from leaderboard_archive
+                 where leaderboard_id = ${boards[0]!} order by rank`,
+    ).toEqual([
+      { player_id: gone.playerId, name: null, metadata: null },
+      { player_id: stays.playerId, name: 'Bob', metadata: { city: 'Rome' } },
+    ])
+    for (const b of boards) {
+      const top = await fresh<{ entries: { playerId: string }[] }>(`/v1/leaderboards/${b}/top`)
+      expect(top.entries.map((e) => e.playerId)).toEqual([stays.playerId])
+    }
+    expect((await gone.login()).playerId).toBe(again.playerId)
+    expect(await sql`select 1 from players where id = ${again.playerId}`).toHaveLength(1)
   })
 
   it('a player of thousands of archived standings has their names cleared a batch at a time, each batch kept, the profile deleted first', async () => {

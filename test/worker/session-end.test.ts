@@ -697,6 +697,16 @@ describe('the end of a game', () => {
     let now = await ratingsOf([a!, b!])
     expect(now[a!]!.rating).toBeCloseTo(once[a!]!.rating, 9)
     expect(now[b!]!.rating).toBeCloseTo(once[b!]!.rating, 9)
+    // And by hand, apart from the module: Glickman's formulas (τ 0.5) for 1500/200/0.06 beating
+    // its equal give 1578.80 and 1421.20, both RD 180.08.
+    expect(now[a!]).toMatchObject({
+      rating: expect.closeTo(1578.8, 1),
+      rd: expect.closeTo(180.08, 1),
+    })
+    expect(now[b!]).toMatchObject({
+      rating: expect.closeTo(1421.2, 1),
+      rd: expect.closeTo(180.08, 1),
+    })
     expect(await resultRows(s1)).toHaveLength(1)
     // The record that lost the race learns the changes the winner applied, as a retry does.
     const winner = outs.find((o) => o.recorded)!

@@ -38,6 +38,15 @@ const MAX_LIVE_SESSIONS = 50
 const MAX_COUNTED_REWARDS = 1_000
 
 /**
+ * The rewards a board (the SQL expression `board`) paid in the last day and not voided, counted
+ * up to `cap` (a SQL expression): the count stops reading there. Exported for the test of that.
+ */
+export const REWARDS_OF_LAST_DAY = (board: string, cap: string) =>
+  `(select count(*)::int from (select 1 from rewards r
+      where r.leaderboard_id = ${board} and r.created_at > now() - interval '1 day'
+        and r.voided_at is null limit ${cap}) paid)`
+
+/**
  * The page where the admin key is typed is served over HTTPS only, but on this machine: a custom
  * domain does not make browsers use HTTPS (a bookmark or a typed address may be plain HTTP), and
  * the key the page sends to the API would then travel in clear.
@@ -154,10 +163,7 @@ async function listings(c: Context<AppEnv>) {
     // MAX_COUNTED_REWARDS a board, as the board's page does: an hourly board paying 10,000 ranks
     // would read 240,000 rows a refresh.
     sql.query(
-      `select b.id as leaderboard_id,
-              (select count(*)::int from (select 1 from rewards r
-                  where r.leaderboard_id = b.id and r.created_at > now() - interval '1 day'
-                    and r.voided_at is null limit $2) paid) as rewards
+      `select b.id as leaderboard_id, ${REWARDS_OF_LAST_DAY('b.id', '$2')} as rewards
          from (select id from leaderboards where deleted_at is null
                 order by updated_at desc limit $1) b`,
       [MAX_LISTED, MAX_COUNTED_REWARDS + 1],

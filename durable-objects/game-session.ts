@@ -58,7 +58,13 @@ import {
 } from '../workers/sessions/store.ts'
 import { canonicalJson } from '../workers/lib/canonical-json.ts'
 import { takeToken, type Bucket } from '../workers/lib/token-bucket.ts'
-import { FLOOD_CLOSE, refusedTooOften, type RefusalCounts } from '../workers/lib/flood.ts'
+import {
+  farTooLarge,
+  FLOOD_CLOSE,
+  OVERSIZED_CLOSE,
+  refusedTooOften,
+  type RefusalCounts,
+} from '../workers/lib/flood.ts'
 import { sha256Hex } from '../workers/lib/hash.ts'
 import { within } from '../workers/lib/within.ts'
 import { GUEST_ID_PREFIX } from '../workers/lib/auth.ts'
@@ -1394,6 +1400,20 @@ export class GameSession extends DurableObject<Env> {
       if (!player) {
         ws.close(1008, 'unknown connection')
         return
+      }
+      if (farTooLarge(message)) {
+        log('warn', 'socket closed for an oversized frame', {
+          actor: this.actor,
+          player,
+          size: typeof message === 'string' ? message.length : message.byteLength,
+        })
+        message = ''
+        try {
+          ws.close(OVERSIZED_CLOSE.code, OVERSIZED_CLOSE.reason)
+        } catch {
+          // Already closing.
+        }
+        return await this.closedBySession(ws)
       }
       const heardAt = this.now()
       this.lastFrameAt.set(ws, heardAt)

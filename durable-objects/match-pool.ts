@@ -63,7 +63,13 @@ import {
 import { canonicalJson } from '../workers/lib/canonical-json.ts'
 import type { WaitSamples } from '../workers/matchmaking/wait-stats.ts'
 import { takeToken, type Bucket } from '../workers/lib/token-bucket.ts'
-import { FLOOD_CLOSE, refusedTooOften, type RefusalCounts } from '../workers/lib/flood.ts'
+import {
+  farTooLarge,
+  FLOOD_CLOSE,
+  OVERSIZED_CLOSE,
+  refusedTooOften,
+  type RefusalCounts,
+} from '../workers/lib/flood.ts'
 import { databaseRetryAfter, problemResponse, type ProblemType } from '../workers/lib/problem.ts'
 import { issueSessionToken } from '../workers/lib/session-token.ts'
 import {
@@ -2418,6 +2424,22 @@ export class MatchPool extends DurableObject<Env> {
     // until the client answers the close, and a flooding client never does: not heard at all.
     if (ws.readyState !== WebSocket.OPEN) return
     this.ensureSchema()
+    if (farTooLarge(message)) {
+      const att = ws.deserializeAttachment() as Attachment | null
+      log('warn', 'socket closed for an oversized frame', {
+        actor: this.actor,
+        player: att?.playerId,
+        size: typeof message === 'string' ? message.length : message.byteLength,
+      })
+      message = ''
+      try {
+        ws.close(OVERSIZED_CLOSE.code, OVERSIZED_CLOSE.reason)
+      } catch {
+        // Already closing.
+      }
+      // As if its client had closed it: a socket ticket's grace starts.
+      return this.onSocketGone(ws)
+    }
     this.lastFrameAt.set(ws, this.now())
     const pending = this.pendingFrames.get(ws) ?? 0
     if (pending >= MAX_PENDING_FRAMES || !this.takeFrameToken(ws)) {
@@ -2439,9 +2461,9 @@ export class MatchPool extends DurableObject<Env> {
       )
     }
     this.pendingFrames.set(ws, pending + 1)
-    // Judged too large now, and only that kept while it waits its turn: a frame may be as large as
-    // the platform takes (1 MiB), and eight of them behind a join waiting on Neon were 8 MiB a
-    // socket in the object's memory.
+    // Judged too large now, and only that kept while it waits its turn: a frame may be up to
+    // FRAME_CLOSE_SIZE here, and eight of them behind a join waiting on Neon would all be kept
+    // in the object's memory.
     // (A paused async function keeps its parameters alive: the text is let go of here, not left
     // in this frame while it awaits.)
     const kept = tooLargeFrame(message) ? TOO_LARGE : message

@@ -14,7 +14,7 @@ import {
 import { verifySessionToken } from '../../workers/lib/session-token.ts'
 import { issuePlayerToken } from '../../workers/lib/auth.ts'
 import { SILENT_SOCKET_MS } from '../../workers/lib/socket-close.ts'
-import { FLOOD_WINDOW_MS, MAX_REFUSED_FRAMES } from '../../workers/lib/flood.ts'
+import { FLOOD_WINDOW_MS, FRAME_CLOSE_SIZE, MAX_REFUSED_FRAMES } from '../../workers/lib/flood.ts'
 import { holdLock, pg } from './helpers/boards.ts'
 import { ADMIN_KEY, call, callWithEnv, json, newGuest, problem } from './helpers/http.ts'
 import {
@@ -730,6 +730,28 @@ describe('sockets: cancel, malformed frames', () => {
     expect((await ticketOf(ticketId, g.token)).status).toBe('waiting')
   })
 
+  it(`closes at once (1009) a socket sending a frame many times the limit (over ${FRAME_CLOSE_SIZE} characters), as if it had gone: its ticket's grace starts; one a little over is refused and the socket stays`, async () => {
+    const q = await createQueue()
+    const clock = newClock()
+    await rig(q, clock, { graceMs: 10_000 })
+    const g = await newGuest()
+    const ws = await connect(`/v1/matchmaking/${q}`, g.token)
+    ws.send(JSON.stringify({ type: 'join' }))
+    const { ticketId } = await nextOfType<Queued>(ws, 'queued')
+    ws.send(JSON.stringify({ type: 'cancel', pad: 'x'.repeat(5_000) }))
+    expect((await nextOfType<ErrorFrame>(ws, 'error')).code).toBe('too_large')
+    ws.send(JSON.stringify({ type: 'cancel', pad: 'x'.repeat(FRAME_CLOSE_SIZE) }))
+    expect(await closed(ws)).toMatchObject({ code: 1009 })
+    // Not read as the cancel it held: the ticket waits out its grace.
+    expect(await graceOf(q, ticketId)).toBe(clock.t + 10_000)
+    expect((await ticketOf(ticketId, g.token)).status).toBe('waiting')
+    // A binary frame as large, too.
+    const other = await newGuest()
+    const bin = await connect(`/v1/matchmaking/${q}`, other.token)
+    bin.send(new Uint8Array(FRAME_CLOSE_SIZE + 1))
+    expect(await closed(bin)).toMatchObject({ code: 1009 })
+  })
+
   it('a socket the pool closed is heard no more: a cancel its client sends after the close (a flooding client never answers it) leaves the ticket to its grace', async () => {
     const { q, g, ticketId } = await queuedOnSocket()
     await runInDurableObject(poolOf(q), async (inst: MatchPool, state) => {
@@ -793,14 +815,15 @@ describe('sockets: cancel, malformed frames', () => {
     const g = await newGuest()
     const ws = await connect(`/v1/matchmaking/${q}`, g.token)
     ws.send(JSON.stringify({ type: 'join', party: [g.playerId] }))
-    ws.send(JSON.stringify({ type: 'cancel', padding: 'x'.repeat(200_000) }))
+    // Under FRAME_CLOSE_SIZE (larger closes the socket at once), far over the 4 KiB limit.
+    ws.send(JSON.stringify({ type: 'cancel', padding: 'x'.repeat(60_000) }))
     await until(
       async () => (count(ws, 'error:too_large') === 1 ? true : undefined),
       10_000,
       'answers',
     )
     expect(types(ws)).toEqual(['error:unavailable', 'error:too_large'])
-    // What waited in the object's memory for the second frame was not its 200 KB of text.
+    // What waited in the object's memory for the second frame was not its 60 KB of text.
     expect(waiting).toHaveLength(2)
     expect(typeof waiting[1]).toBe('symbol')
     ws.close(1000)

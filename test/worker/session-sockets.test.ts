@@ -10,7 +10,7 @@ import {
   REPLACED_CLOSE,
 } from '../../durable-objects/game-session.ts'
 import { REPLACED_CLOSE_CODE } from '../../client/src/sessions.ts'
-import { FLOOD_WINDOW_MS, MAX_REFUSED_FRAMES } from '../../workers/lib/flood.ts'
+import { FLOOD_WINDOW_MS, FRAME_CLOSE_SIZE, MAX_REFUSED_FRAMES } from '../../workers/lib/flood.ts'
 import { issueSessionToken, SESSION_TOKEN_TTL_SECONDS } from '../../workers/lib/session-token.ts'
 import { ADMIN_KEY, bearer, call, callWithEnv, newGuest, problem } from './helpers/http.ts'
 import { issuePlayerToken, signScopedToken } from '../../workers/lib/auth.ts'
@@ -321,6 +321,14 @@ describe('session sockets', () => {
     expect(limited).toHaveLength(MAX_REFUSED_FRAMES)
     // The frames within the allowance were played; none after.
     expect((await matchOf(sessionId)).seq).toBe(RATE_BURST)
+  })
+
+  it(`closes at once (1009) a socket sending a frame many times the limit (over ${FRAME_CLOSE_SIZE} characters), as if its player had gone; nothing of it is played`, async () => {
+    const { sessionId, a } = await relayWithClockStopped()
+    a.send({ type: 'action', action: 'message', data: { pad: 'x'.repeat(FRAME_CLOSE_SIZE) } })
+    expect((await a.whenClosed()).code).toBe(1009)
+    expect(a.frames.filter((f) => f.type === 'event')).toEqual([])
+    expect((await matchOf(sessionId)).seq).toBe(0)
   })
 
   it('a socket that acknowledges what it reads and falls too far behind is closed with 4008 (others, and sockets that never acknowledge, are not), and its resume gets exactly what it missed', async () => {

@@ -14,6 +14,24 @@ export const FLOOD_WINDOW_MS = 10_000
 export const FLOOD_CLOSE = { code: 1008, reason: 'too many frames over the allowance' } as const
 
 /**
+ * A frame past this many characters (or bytes, for a binary one) closes its socket. A frame
+ * somewhat over an object's limit (4 KiB in a pool, 8 KiB in a game) is a client's mistake,
+ * refused with an `error` frame; one many times over it is not, and the platform takes frames of
+ * up to 32 MiB, each read whole into the isolate's memory (128 MB, shared by every object in
+ * it) before any check runs: refusing such frames one by one would let a socket go on sending
+ * them. Closed, a socket's next giant frame costs a new connect, which is counted.
+ */
+export const FRAME_CLOSE_SIZE = 64 * 1024
+
+/** The close code (1009, message too big) and reason a socket sending such a frame gets. */
+export const OVERSIZED_CLOSE = { code: 1009, reason: 'frame far over the size limit' } as const
+
+/** Whether `message` is past FRAME_CLOSE_SIZE (text by its length: no encoding pass over it). */
+export function farTooLarge(message: string | ArrayBuffer): boolean {
+  return (typeof message === 'string' ? message.length : message.byteLength) > FRAME_CLOSE_SIZE
+}
+
+/**
  * Refusals in the current window, by socket or by player (kept in memory: a flood keeps the
  * object awake): a WeakMap by socket, or a Map by player id where a player may hold several
  * sockets, which would otherwise each get the whole limit, and a reconnect a fresh one.

@@ -5,6 +5,7 @@ import { Redis } from '@upstash/redis/cloudflare'
 import { describe, expect, it, onTestFinished, vi } from 'vitest'
 import type { Leaderboard } from '../../durable-objects/leaderboard.ts'
 import { configureLocalRelay } from '../../workers/db/client.ts'
+import { checksUnderWay } from '../../workers/routes/ops.ts'
 import { setLogLevel } from '../../workers/lib/log.ts'
 import { localFamilies } from '../../workers/lib/metrics.ts'
 import { hitWindow } from '../../workers/lib/rate-limit.ts'
@@ -88,6 +89,31 @@ describe('operations endpoints', () => {
     // A second's boundary may fall inside the loop once.
     expect(times.size).toBeLessThanOrEqual(2)
     for (const a of answers) expect(a.checkedAt).toBeGreaterThan(before - 1_000)
+  })
+
+  it("/ready is not held for good by a check the runtime dropped (its request's client gone): waited on for its probes' deadline at most, then checked anew; one that old is not waited on, but replaced", async () => {
+    // Configurations of their own (Redis unconfigured, a token no other test uses): no check of
+    // another test's is reused.
+    const ownConfig = () => ({
+      UPSTASH_REDIS_REST_URL: '',
+      UPSTASH_REDIS_REST_TOKEN: crypto.randomUUID(),
+    })
+    const keyOf = (own: { UPSTASH_REDIS_REST_TOKEN: string }) =>
+      `${(env as unknown as { DATABASE_URL?: string }).DATABASE_URL ?? ''}  ${own.UPSTASH_REDIS_REST_TOKEN}`
+    const never = new Promise<never>(() => {})
+    // Lost just now: a request waits on it, then checks for itself.
+    const recent = ownConfig()
+    checksUnderWay.set(keyOf(recent), { started: Date.now(), checks: never })
+    const waited = await callWithEnv(recent, '/ready')
+    expect(waited.status).toBe(200)
+    expect(await waited.json()).toMatchObject({ status: 'ready', checks: { postgres: 'up' } })
+    // Lost long ago: a new check takes its place (and leaves when done).
+    const old = ownConfig()
+    checksUnderWay.set(keyOf(old), { started: Date.now() - 60_000, checks: never })
+    const fresh = await callWithEnv(old, '/ready')
+    expect(fresh.status).toBe(200)
+    expect(checksUnderWay.has(keyOf(old))).toBe(false)
+    checksUnderWay.delete(keyOf(recent))
   })
 
   it('/ready is 503 naming Redis when it answers reads but refuses writes (a read-only token in place of the database’s own): it would count no limit and share no answer', async () => {

@@ -86,7 +86,13 @@ const recentChecks = new Map<string, ReadyChecks>()
  * Checks under way, by configuration: requests arriving while one runs wait for it. Reusing only
  * finished checks let a burst of requests each start a Neon query and a Redis write of its own.
  */
-const checksUnderWay = new Map<string, Promise<ReadyChecks>>()
+export const checksUnderWay = new Map<string, { started: number; checks: Promise<ReadyChecks> }>()
+/**
+ * How long a check may be under way: its probes give up after PROBE_TIMEOUT_MS. One older never
+ * settles: the runtime cancels what a request started when its client goes (a monitor that gives
+ * up first), and a check the request began is dropped with it, `waitUntil` or not (past 30 s).
+ */
+const CHECK_LOST_MS = PROBE_TIMEOUT_MS + 1_000
 
 async function runChecks(c: Context<AppEnv>): Promise<ReadyChecks> {
   const redis = getRedis(c.env)
@@ -120,11 +126,20 @@ ops.get('/ready', async (c) => {
   let recent = recentChecks.get(key)
   if (!recent || !(Date.now() - recent.at < CHECKS_REUSED_MS)) {
     let underWay = checksUnderWay.get(key)
-    if (!underWay) {
-      underWay = runChecks(c).finally(() => checksUnderWay.delete(key))
-      checksUnderWay.set(key, underWay)
+    if (!underWay || !(Date.now() - underWay.started < CHECK_LOST_MS)) {
+      const started = { started: Date.now(), checks: runChecks(c) }
+      started.checks = started.checks.finally(() => {
+        if (checksUnderWay.get(key) === started) checksUnderWay.delete(key)
+      })
+      checksUnderWay.set(key, started)
+      // Kept running past this request's end for those waiting on it (a client that gives up).
+      c.executionCtx.waitUntil(started.checks.catch(() => undefined))
+      underWay = started
     }
-    recent = await underWay
+    // A wait on a check lost since (above) ends, and this request checks for itself.
+    recent = await within(underWay.checks, CHECK_LOST_MS, 'readiness checks').catch(() =>
+      runChecks(c),
+    )
     recentChecks.delete(key)
     recentChecks.set(key, recent)
     // One key per configuration: a handful at most outside tests.

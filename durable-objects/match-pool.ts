@@ -480,6 +480,11 @@ interface Attachment {
   claim?: SocketClaim | null
   /** When it was accepted (the pool's clock); absent on sockets from before it was kept. */
   connectedAt?: number
+  /**
+   * When a connect of its player first found it closing (the pool's clock; UNANSWERED_CLOSE_MS):
+   * kept here, as the object's memory is not across a hibernation.
+   */
+  closingSince?: number
 }
 
 function problem(
@@ -2319,11 +2324,8 @@ export class MatchPool extends DurableObject<Env> {
     const open = this.ctx.getWebSockets(`p:${sc.playerId}`).filter((ws) => {
       if (ws.readyState === WebSocket.OPEN) return true
       if (ws.readyState !== WebSocket.CLOSING) return false
-      const since = this.closingSeen.get(ws)
-      if (since === undefined) {
-        this.closingSeen.set(ws, now)
-        return false
-      }
+      const since = this.closingSince(ws, now)
+      if (since === undefined) return false
       // One whose client has gone quiet (it pinged, then nothing: a phone off the network, closed
       // as silent) is not holding on, and goes whenever the runtime notices the connection dead:
       // a few of those are not counted, however long that takes, but not any number (a client
@@ -3268,7 +3270,27 @@ export class MatchPool extends DurableObject<Env> {
     if (some === undefined) this.nextSilentCheck = this.nextSilence(now)
   }
 
-  /** When a closing socket was first seen so by a connect of its player (UNANSWERED_CLOSE_MS). */
+  /**
+   * When a closing socket was first seen so by a connect of its player (UNANSWERED_CLOSE_MS), or
+   * undefined the first time, which notes `now`. Noted in its attachment: in this instance's
+   * memory alone, every hibernation forgot it, and a client that never answers closes could
+   * add a socket to what it holds after each.
+   */
+  private closingSince(ws: WebSocket, now: number): number | undefined {
+    const att = ws.deserializeAttachment() as Attachment | null
+    const since = att?.closingSince ?? this.closingSeen.get(ws)
+    if (since !== undefined) return since
+    this.closingSeen.set(ws, now)
+    if (att) {
+      try {
+        ws.serializeAttachment({ ...att, closingSince: now } satisfies Attachment)
+      } catch {
+        // Not writable in its state: this instance's memory holds it.
+      }
+    }
+    return undefined
+  }
+  /** closingSince's note where a socket's attachment could not take it. */
   private readonly closingSeen = new WeakMap<WebSocket, number>()
   /** When each socket's last frame came, while the object is in memory (IDLE_SOCKET_MS). */
   private readonly lastFrameAt = new WeakMap<WebSocket, number>()

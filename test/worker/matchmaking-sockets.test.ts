@@ -398,7 +398,7 @@ describe('sockets: join to match_found', () => {
     for (const ws of [...open.slice(0, 3), o]) ws.close(1000)
   })
 
-  it("a socket the pool closed whose client never answers the close counts against the player's 4 once a few seconds have passed; of those whose client went quiet, two do not", async () => {
+  it("a socket the pool closed whose client never answers the close counts against the player's 4 once a few seconds have passed, a hibernation between included; of those whose client went quiet, two do not", async () => {
     const q = await createQueue()
     const clock = newClock()
     await rig(q, clock)
@@ -407,7 +407,15 @@ describe('sockets: join to match_found', () => {
     // the pool is shown them as the runtime would list them: closing, under the player's tag):
     // one whose client still pings, three that pinged long ago and then nothing (phones gone).
     await runInDurableObject(poolOf(q), (_inst: MatchPool, state) => {
-      const closing = () => ({ readyState: WebSocket.CLOSING }) as unknown as WebSocket
+      // With an attachment, as the runtime keeps one across a hibernation.
+      const closing = () => {
+        let att: unknown = { playerId: g.playerId, rating: 1500, ticketId: null }
+        return {
+          readyState: WebSocket.CLOSING,
+          deserializeAttachment: () => att,
+          serializeAttachment: (value: unknown) => (att = value),
+        } as unknown as WebSocket
+      }
       const holding = closing()
       const gone = [closing(), closing(), closing()]
       const list = state.getWebSockets.bind(state)
@@ -420,6 +428,10 @@ describe('sockets: join to match_found', () => {
     // Just seen closing: the player's next socket is not held up by them (an answer may be on
     // its way).
     const open = [await connect(`/v1/matchmaking/${q}`, g.token)]
+    // The object hibernates: what its instance held in memory is gone, the sockets are not.
+    await runInDurableObject(poolOf(q), (inst: MatchPool) => {
+      Reflect.set(inst, 'closingSeen', new WeakMap())
+    })
     // Seconds later the one still pinging counts, two of the quiet ones do not, the third does:
     // with two open, the player holds 4.
     clock.t += 5_000

@@ -63,6 +63,7 @@ import {
 import { canonicalJson } from '../workers/lib/canonical-json.ts'
 import type { WaitSamples } from '../workers/matchmaking/wait-stats.ts'
 import { takeToken, type Bucket } from '../workers/lib/token-bucket.ts'
+import { OPEN_CONNECTIONS, settleAtMost } from '../workers/lib/settle-at-most.ts'
 import {
   farTooLarge,
   FLOOD_CLOSE,
@@ -3211,7 +3212,7 @@ export class MatchPool extends DurableObject<Env> {
       now,
       NOTES_PER_STEP,
     )
-    const sends: Promise<boolean>[] = []
+    const sends: { partyId: string; row: TicketRow }[] = []
     for (const note of due) {
       const row = this.row(note.ticket_id)
       if (!row || row.state === 'cancelled' || row.state === 'expired') {
@@ -3223,9 +3224,12 @@ export class MatchPool extends DurableObject<Env> {
         now + NOTE_LEASE_MS,
         note.ticket_id,
       )
-      sends.push(this.recordPartyTicket(note.party_id, row))
+      sends.push({ partyId: note.party_id, row })
     }
-    await Promise.all(sends)
+    // Six at a time, as many as an invocation may have open: the rest would wait in the
+    // runtime's line with their Neon deadline running, and a Neon slow after a reset (when every
+    // owed note is due at once) would see them time out unsent.
+    await settleAtMost(sends, OPEN_CONNECTIONS, (s) => this.recordPartyTicket(s.partyId, s.row))
   }
 
   override async webSocketClose(ws: WebSocket, code: number, reason: string): Promise<void> {

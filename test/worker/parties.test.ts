@@ -2209,3 +2209,58 @@ describe('queueing as a party over sockets', () => {
     ws.close(1000)
   })
 })
+
+describe("a pool's owed party notes", () => {
+  it(`are sent ${OPEN_CONNECTIONS} at a time, as many calls as an invocation may have open, and every one of a step is sent`, async () => {
+    const q = await createQueue()
+    await rig(q, newClock())
+    const pool = poolOf(q)
+    const owed = Array.from({ length: 16 }, (_, i) => `${q}:eu:note-${i}`)
+    let running = 0
+    let most = 0
+    const sent: string[] = []
+    // Private methods of the pool: every owed ticket is a waiting one, and each note is counted
+    // instead of written to Neon.
+    type Methods = Record<string, (...args: never[]) => unknown>
+    const back = await replaceMethod<Methods, 'row'>(pool, 'row', () => (id: string) => ({
+      id,
+      state: 'waiting',
+    }))
+    const backRecord = await replaceMethod<Methods, 'recordPartyTicket'>(
+      pool,
+      'recordPartyTicket',
+      () =>
+        async function (_party: string, row: { id: string }) {
+          running++
+          most = Math.max(most, running)
+          // Each stays under way a few turns, as a Neon round trip does.
+          for (let i = 0; i < 5; i++) await Promise.resolve()
+          sent.push(row.id)
+          running--
+          return false
+        },
+    )
+    try {
+      await runInDurableObject(pool, async (inst: MatchPool) => {
+        const pool = inst as unknown as {
+          ensureSchema(): void
+          sql: SqlStorage
+          retryPartyNotes(now: number): Promise<void>
+        }
+        pool.ensureSchema()
+        for (const id of owed) {
+          pool.sql.exec(
+            `INSERT INTO party_notes (ticket_id, party_id, attempts, next_attempt_at) VALUES (?, 'party', 0, 0)`,
+            id,
+          )
+        }
+        await pool.retryPartyNotes(Date.now())
+      })
+    } finally {
+      back()
+      backRecord()
+    }
+    expect(most).toBe(OPEN_CONNECTIONS)
+    expect(sent.sort()).toEqual([...owed].sort())
+  })
+})

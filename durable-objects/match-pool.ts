@@ -3229,7 +3229,12 @@ export class MatchPool extends DurableObject<Env> {
     // Six at a time, as many as an invocation may have open: the rest would wait in the
     // runtime's line with their Neon deadline running, and a Neon slow after a reset (when every
     // owed note is due at once) would see them time out unsent.
-    await settleAtMost(sends, OPEN_CONNECTIONS, (s) => this.recordPartyTicket(s.partyId, s.row))
+    const results = await settleAtMost(sends, OPEN_CONNECTIONS, (s) =>
+      this.recordPartyTicket(s.partyId, s.row),
+    )
+    // As Promise.all did: the alarm logs the failure and backs off (the note stays owed).
+    const failed = results.find((r) => r.status === 'rejected')
+    if (failed) throw failed.reason
   }
 
   override async webSocketClose(ws: WebSocket, code: number, reason: string): Promise<void> {

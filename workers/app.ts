@@ -16,7 +16,7 @@ import {
 import { setResponseHeader } from './lib/response-header.ts'
 import { cors } from './middleware/cors.ts'
 import { observe } from './middleware/observe.ts'
-import { jsonBody } from './middleware/json-body.ts'
+import { jsonBody, routed } from './middleware/json-body.ts'
 import { adminLeaderboards } from './routes/admin-leaderboards.ts'
 import { adminPlayers } from './routes/admin-players.ts'
 import { adminQueues } from './routes/admin-queues.ts'
@@ -125,9 +125,11 @@ export function createApp(): OpenAPIHono<AppEnv> {
     methodNotAllowed({
       app,
       onMethodNotAllowed: (c, methods) =>
-        // OPTIONS asks what a path takes (RFC 9110 §9.3.7): told, not refused.
+        // OPTIONS asks what a path takes (RFC 9110 §9.3.7): told, not refused (nor logged as the
+        // not-found problem the routes answered first).
         c.req.method === 'OPTIONS'
-          ? c.body(null, 204, { allow: [...methods, 'OPTIONS'].join(', ') })
+          ? (c.set('problem', undefined),
+            c.body(null, 204, { allow: [...methods, 'OPTIONS'].join(', ') }))
           : renderProblem(
               c as Context<AppEnv>,
               new ApiError(
@@ -135,23 +137,25 @@ export function createApp(): OpenAPIHono<AppEnv> {
                 `${c.req.method} is not allowed here; use ${methods.join(', ')}`,
                 {},
                 {
-                  allow: methods.join(', '),
+                  allow: [...methods, 'OPTIONS'].join(', '),
                 },
               ),
             ),
     }),
   )
-  app.use(
-    bodyLimit({
-      maxSize: MAX_BODY_BYTES,
-      onError: () => {
-        throw new ApiError(
-          'payload-too-large',
-          `Request bodies are limited to ${MAX_BODY_BYTES} bytes`,
-        )
-      },
-    }),
-  )
+  const limitBody = bodyLimit({
+    maxSize: MAX_BODY_BYTES,
+    onError: () => {
+      throw new ApiError(
+        'payload-too-large',
+        `Request bodies are limited to ${MAX_BODY_BYTES} bytes`,
+      )
+    },
+  })
+  // Only where a route answers: a path or method none takes is 404 or 405 whatever its body.
+  app.use(async function limitRoutedBody(c, next) {
+    return routed(c) ? limitBody(c, next) : next()
+  })
   app.use(jsonBody())
 
   app.route('/', ops)

@@ -39,6 +39,7 @@ import {
   type SocketLike,
   socketCredential,
   toSocketUrl,
+  utf8Bytes,
   WAKE_PROBE_MS,
 } from './socket.ts'
 
@@ -89,6 +90,9 @@ export interface TicketEvents {
 }
 
 /** Why `matched` rejected: the ticket was cancelled or expired without a match. */
+/** The largest frame a pool reads (the server's MAX_CLIENT_FRAME_BYTES). */
+const MAX_JOIN_FRAME_BYTES = 4096
+
 export class MatchmakingEnded extends Error {
   readonly outcome: 'cancelled' | 'expired'
   readonly reason: string
@@ -762,7 +766,22 @@ export class MatchTicket extends Emitter<TicketEvents> {
           }, REATTACH_WAIT_MS)
           return
         }
-        socket.send(this.joinFrame())
+        const frame = this.joinFrame()
+        // Refused here as the pool would refuse it (far larger, the pool closes the socket, and
+        // every reconnect would send it again).
+        if (utf8Bytes(frame) > MAX_JOIN_FRAME_BYTES) {
+          this.fail(
+            new NexusProblem({
+              type: 'urn:nexus:problem:bad-request',
+              title: 'too_large',
+              status: 400,
+              detail: `Frames are limited to ${MAX_JOIN_FRAME_BYTES} bytes: fewer or smaller attributes`,
+            }),
+          )
+          socket.close(1000, 'error')
+          return
+        }
+        socket.send(frame)
         this.socketJoinSent = true
         // Cancelled while an earlier join went unanswered: this one finds its ticket (or makes
         // one), and the cancel right behind it takes that ticket out (see cancel()).
@@ -795,6 +814,7 @@ export class MatchTicket extends Emitter<TicketEvents> {
 
   /** The owner's join, keyed: sent again, it finds the ticket it made and makes no other. */
   private joinFrame(): string {
+    // Its size was judged when it was first sent: the same options make the same size.
     return JSON.stringify({
       type: 'join',
       ...(this.opts.party ? { party: this.opts.party } : {}),

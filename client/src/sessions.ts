@@ -29,6 +29,7 @@ import {
   type SocketLike,
   socketCredential,
   toSocketUrl,
+  utf8Bytes,
   WAKE_PROBE_MS,
 } from './socket.ts'
 
@@ -365,12 +366,19 @@ export class GameConnection extends Emitter<GameEvents> {
    * Sends an action (`{type: 'action'}` is added), fire and forget: for a stream where a lost
    * update is replaced by the next (a position). Throws `NexusNetworkError` while reconnecting;
    * an action sent into a dropping socket may or may not have been applied, and the resumed
-   * events say which (the reconnect closes the old socket before they are read). `act()` sends
-   * one that must land once, and says what became of it.
+   * events say which (the reconnect closes the old socket before they are read). An action over
+   * 8 KiB throws `ActionRefused` `too_large`, unsent. `act()` sends one that must land once, and
+   * says what became of it.
    */
   send(action: Record<string, unknown>): void {
     if (!isOpen(this.socket)) throw new NexusNetworkError('not connected to the session')
-    this.socket.send(JSON.stringify({ ...action, type: 'action' }))
+    const frame = JSON.stringify({ ...action, type: 'action' })
+    // Refused here as the session would refuse it (far larger, it closes the socket and counts
+    // the player gone).
+    if (utf8Bytes(frame) > MAX_ACTION_BYTES) {
+      throw new ActionRefused('too_large', `Frames are limited to ${MAX_ACTION_BYTES} bytes`)
+    }
+    this.socket.send(frame)
   }
 
   /**
@@ -973,21 +981,6 @@ export class GameConnection extends Emitter<GameEvents> {
 
 function gameEndedBefore(type: string): Error {
   return new Error(`the game ended before a '${type}' event`)
-}
-
-/** The UTF-8 length of `text` (counted here: React Native's engine may have no TextEncoder). */
-function utf8Bytes(text: string): number {
-  let n = 0
-  for (let i = 0; i < text.length; i++) {
-    const c = text.charCodeAt(i)
-    if (c < 0x80) n += 1
-    else if (c < 0x800) n += 2
-    else if (c >= 0xd800 && c < 0xdc00 && (text.charCodeAt(i + 1) & 0xfc00) === 0xdc00) {
-      n += 4
-      i++
-    } else n += 3
-  }
-  return n
 }
 
 function gameOver(): ActionRefused {

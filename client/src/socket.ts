@@ -321,3 +321,18 @@ export function monotonicNow(): number {
 export function lifetime(openedAt: { monotonic: number; wall: number }): number {
   return Math.max(monotonicNow() - openedAt.monotonic, Date.now() - openedAt.wall)
 }
+
+/** The UTF-8 length of `text` (counted here: React Native's engine may have no TextEncoder). */
+export function utf8Bytes(text: string): number {
+  let n = 0
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i)
+    if (c < 0x80) n += 1
+    else if (c < 0x800) n += 2
+    else if (c >= 0xd800 && c < 0xdc00 && (text.charCodeAt(i + 1) & 0xfc00) === 0xdc00) {
+      n += 4
+      i++
+    } else n += 3
+  }
+  return n
+}

@@ -3457,6 +3457,11 @@ describe('game connection act(): its edges', () => {
     // Just under the bound it goes.
     void game.act({ data: 'x'.repeat(8000) }).catch(() => {})
     expect(sent).toHaveLength(1)
+    // send() too: far larger, the session would close the socket and count the player gone.
+    expect(() => game.send({ data: 'x'.repeat(70_000) })).toThrow(ActionRefused)
+    expect(() => game.send({ data: 'é'.repeat(4100) })).toThrow(/limited to 8192 bytes/)
+    game.send({ data: 'x'.repeat(8000) })
+    expect(sent).toHaveLength(2)
     game.close()
   })
 
@@ -4344,6 +4349,30 @@ describe('waits that ride out network loss', () => {
     } finally {
       vi.useRealTimers()
     }
+  })
+
+  it('a socket join too large for the pool fails at once (bad-request, too_large), never sent: far larger, the pool would close the socket and every reconnect send it again', async () => {
+    const frames: Record<string, unknown>[] = []
+    let opened = 0
+    const client = createClient({
+      baseUrl: 'http://nexus.test',
+      fetch: guestFetch(() => jsonRes(200, {})),
+      WebSocket: () =>
+        scriptedSocket(
+          (socket) => {
+            opened++
+            socket.open()
+          },
+          (frame) => frames.push(frame),
+        ),
+    })
+    await client.auth.guest('device-abcdef-123456')
+    const t = client.matchmaking.join('duel', { attributes: { blob: 'x'.repeat(70_000) } })
+    const err = await t.matched.catch((e: unknown) => e)
+    expect(err).toBeInstanceOf(NexusProblem)
+    expect(err).toMatchObject({ status: 400, title: 'too_large' })
+    expect(frames.filter((f) => f.type === 'join')).toEqual([])
+    expect(opened).toBe(1)
   })
 
   it('a reconnected socket the pool did not re-attach sends the join again with its key (it finds the ticket, or its match), not a bare join that could make another ticket', async () => {

@@ -4,6 +4,7 @@ import { describe, expect, it, onTestFinished } from 'vitest'
 import { jwksTimings } from '../../workers/lib/auth.ts'
 import { localFamilies } from '../../workers/lib/metrics.ts'
 import { createBoard, pg } from './helpers/boards.ts'
+import { createQueue } from './helpers/matchmaking.ts'
 import {
   ADMIN_KEY_GUESSES_PER_MINUTE,
   ADMIN_KEY_GUESSES_PER_NETWORK_MINUTE,
@@ -877,6 +878,7 @@ describe("a studio's own identity provider (JWKS)", () => {
 
   it('refuses a player id every JavaScript object already has a member for (`__proto__`, `constructor`, `toString`): as a subject (401), in a roster, a submission or a join for a player (422), and nothing is made', async () => {
     const board = await createBoard()
+    const queue = await createQueue({ teamSize: 2, maxPartySize: 2 })
     for (const id of ['__proto__', 'constructor', 'toString', 'hasOwnProperty']) {
       for (const token of [await hs256({}, { sub: id }), await idpToken({ sub: id })]) {
         const p = await statusFor(token)
@@ -902,11 +904,23 @@ describe("a studio's own identity provider (JWKS)", () => {
         }),
       )
       expect(await problem(submitted), id).toMatchObject({ status: 422 })
+      // A game server's join for such a player, alone or in a party.
+      for (const body of [{ playerId: id }, { playerId: 'p-1', party: ['p-1', id] }]) {
+        const joined = await call(`/v1/matchmaking/${queue}/tickets`, json('POST', body, ADMIN_KEY))
+        expect(await problem(joined), JSON.stringify(body)).toMatchObject({
+          status: 422,
+          type: 'urn:nexus:problem:validation',
+        })
+      }
     }
     const top = await call(`/v1/leaderboards/${board}/top`, {
       headers: { 'cache-control': 'no-cache' },
     })
     expect(((await top.json()) as { entries: unknown[] }).entries).toEqual([])
+    const stats = await call(`/v1/matchmaking/${queue}/stats`, {
+      headers: { 'cache-control': 'no-cache' },
+    })
+    expect(((await stats.json()) as { waitingTickets: number }).waitingTickets).toBe(0)
   })
 
   it("refuses a subject shaped like a guest's id, which would sign in as that guest", async () => {

@@ -279,6 +279,27 @@ describe('the error funnel renders RFC 9457 problems', () => {
       body: 'score=1',
     })
     expect(await problem(typo)).toMatchObject({ status: 404, type: 'urn:nexus:problem:not-found' })
+    // Past the body cap too: the path, not the size, is what is wrong.
+    const large = JSON.stringify({ pad: 'x'.repeat(70_000) })
+    const bigTypo = await call(`/v1/leaderbords/${board}/scores`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: large,
+    })
+    expect((await problem(bigTypo)).status).toBe(404)
+    const bigWrong = await call(`/v1/leaderboards/${board}`, {
+      method: 'PUT',
+      headers: { 'content-type': 'application/json' },
+      body: large,
+    })
+    expect((await problem(bigWrong)).status).toBe(405)
+    // Where a route takes it, the cap holds.
+    const bigRight = await call(`/v1/leaderboards/${board}/scores`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: large,
+    })
+    expect((await problem(bigRight)).status).toBe(413)
   })
 
   it('OPTIONS that is not a preflight says what a path takes, and 404 on a path there is none', async () => {

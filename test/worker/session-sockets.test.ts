@@ -68,7 +68,7 @@ async function relayWithClockStopped(n = 2) {
     const t = Date.now()
     inst.now = () => t
   })
-  return { sessionId, a }
+  return { sessionId, a, players }
 }
 
 describe('session sockets', () => {
@@ -324,11 +324,20 @@ describe('session sockets', () => {
   })
 
   it(`closes at once (1009) a socket sending a frame many times the limit (over ${FRAME_CLOSE_SIZE} characters), as if its player had gone; nothing of it is played`, async () => {
-    const { sessionId, a } = await relayWithClockStopped()
+    const { sessionId, a, players } = await relayWithClockStopped()
     a.send({ type: 'action', action: 'message', data: { pad: 'x'.repeat(FRAME_CLOSE_SIZE) } })
     expect((await a.whenClosed()).code).toBe(1009)
     expect(a.frames.filter((f) => f.type === 'event')).toEqual([])
     expect((await matchOf(sessionId)).seq).toBe(0)
+    // Their last socket gone: their grace runs, as after any leaving.
+    const graces = await inObject(
+      sessionId,
+      (_inst, state) =>
+        state.storage.sql
+          .exec<{ n: number }>('SELECT count(*) AS n FROM timers WHERE player_id = ?', players[0]!)
+          .one().n,
+    )
+    expect(graces).toBe(1)
   })
 
   it('a socket that acknowledges what it reads and falls too far behind is closed with 4008 (others, and sockets that never acknowledge, are not), and its resume gets exactly what it missed', async () => {

@@ -50,7 +50,7 @@ export const jsonBody = (): MiddlewareHandler<AppEnv> =>
   async function jsonBody(c, next) {
     // A path no route answers for this method is 404 or 405, whatever its body: judging the
     // body first would answer a typo's or a wrong method's request with 415 or 422.
-    if (!matchedRoutes(c).some((r) => r.method !== 'ALL')) return next()
+    if (!routed(c)) return next()
     const present = await carriesBody(c)
     c.set('bodyPresent', present)
     if (c.req.method === 'PUT' && !present) {
@@ -87,6 +87,11 @@ export const jsonBody = (): MiddlewareHandler<AppEnv> =>
     }
     await next()
   }
+
+/** Whether a route (not only middleware) answers this request's method and path. */
+export function routed(c: Context<AppEnv>): boolean {
+  return matchedRoutes(c).some((r) => r.method !== 'ALL')
+}
 
 /** 422 for a body that is not `{}`, naming its fields. */
 function refuseFields(body: unknown): void {

@@ -94,6 +94,23 @@ export const checksUnderWay = new Map<string, { started: number; checks: Promise
  */
 const CHECK_LOST_MS = PROBE_TIMEOUT_MS + 1_000
 
+/** The check under way for `key`, or a new one in its place when there is none or it was lost. */
+function sharedCheck(
+  c: Context<AppEnv>,
+  key: string,
+): { started: number; checks: Promise<ReadyChecks> } {
+  const underWay = checksUnderWay.get(key)
+  if (underWay && Date.now() - underWay.started < CHECK_LOST_MS) return underWay
+  const started = { started: Date.now(), checks: runChecks(c) }
+  started.checks = started.checks.finally(() => {
+    if (checksUnderWay.get(key) === started) checksUnderWay.delete(key)
+  })
+  checksUnderWay.set(key, started)
+  // Kept running past this request's end for those waiting on it (a client that gives up).
+  c.executionCtx.waitUntil(started.checks.catch(() => undefined))
+  return started
+}
+
 async function runChecks(c: Context<AppEnv>): Promise<ReadyChecks> {
   const redis = getRedis(c.env)
   const [postgres, redisCheck] = await Promise.all([
@@ -125,20 +142,11 @@ ops.get('/ready', async (c) => {
   const key = `${c.env.DATABASE_URL ?? ''} ${c.env.UPSTASH_REDIS_REST_URL ?? ''} ${c.env.UPSTASH_REDIS_REST_TOKEN ?? ''}`
   let recent = recentChecks.get(key)
   if (!recent || !(Date.now() - recent.at < CHECKS_REUSED_MS)) {
-    let underWay = checksUnderWay.get(key)
-    if (!underWay || !(Date.now() - underWay.started < CHECK_LOST_MS)) {
-      const started = { started: Date.now(), checks: runChecks(c) }
-      started.checks = started.checks.finally(() => {
-        if (checksUnderWay.get(key) === started) checksUnderWay.delete(key)
-      })
-      checksUnderWay.set(key, started)
-      // Kept running past this request's end for those waiting on it (a client that gives up).
-      c.executionCtx.waitUntil(started.checks.catch(() => undefined))
-      underWay = started
-    }
-    // A wait on a check lost since (above) ends, and this request checks for itself.
+    const underWay = sharedCheck(c, key)
+    // A wait on a check lost since (above) ends: the first to find it so starts the next shared
+    // one, and every waiter takes that (never a check each, whatever the burst).
     recent = await within(underWay.checks, CHECK_LOST_MS, 'readiness checks').catch(() =>
-      runChecks(c),
+      within(sharedCheck(c, key).checks, CHECK_LOST_MS, 'readiness checks'),
     )
     recentChecks.delete(key)
     recentChecks.set(key, recent)

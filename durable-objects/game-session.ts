@@ -159,6 +159,17 @@ export const MAX_FRAME_BYTES = 8 * 1024
 export const RATE_PER_SECOND = 20
 export const RATE_BURST = 40
 export const MAX_SOCKETS_PER_PLAYER = 4
+/**
+ * Sockets this session closed whose client has not answered the close within
+ * UNANSWERED_CLOSE_MS, a player may hold before their connects are refused (409): each stays
+ * listed until its client answers or the runtime drops it, and a client that reconnects without
+ * ever answering (a fifth connect closes the oldest) could fill the object's sockets for everyone.
+ * An honest client answers at once; a phone gone off the network holds a few until the runtime
+ * notices.
+ */
+export const MAX_UNANSWERED_CLOSES = 8
+/** How long a closed socket's client has to answer before it counts (a round trip and more). */
+export const UNANSWERED_CLOSE_MS = 5_000
 /** The close of a player's oldest socket that their 5th connection replaced. */
 export const REPLACED_CLOSE = { code: 4001, reason: 'replaced by a newer connection' } as const
 /** The close of a socket its own client reconnected past (the same `?conn=`). */
@@ -350,6 +361,11 @@ interface Attachment {
   connectedAt?: number
   /** The client's name for the connection (`?conn=`), if it gave one. */
   conn?: string
+  /**
+   * When a connect of its player first found it closing, its client not having answered the
+   * close (unansweredCloses): here, as the object's memory is not across a hibernation.
+   */
+  closingSince?: number
 }
 
 /** How stale an attachment's `heardAt` may get: it is rewritten at most this often. */
@@ -1174,6 +1190,15 @@ export class GameSession extends DurableObject<Env> {
       const refusal = this.countResume(player, this.match.seq - since)
       if (refusal) return refusal
     }
+    if (this.unansweredCloses(player, now) >= MAX_UNANSWERED_CLOSES) {
+      return problemResponse(
+        'conflict',
+        `${MAX_UNANSWERED_CLOSES} of this player's connections were closed and their client never ` +
+          'answered: answer a close (the SDK does), then connect again',
+        {},
+        { 'retry-after': '10' },
+      )
+    }
     // The same client's earlier socket goes first, before this one's resume is read from the
     // log: closed, it applies nothing more (webSocketMessage hears nothing on a socket it
     // closed), so the resume holds every action it ever will, and the client knows which of its
@@ -1619,6 +1644,35 @@ export class GameSession extends DurableObject<Env> {
     const due = this.now() + this.graceMs
     return due === this.joinDue ? due + 1 : due
   }
+
+  /**
+   * Of `player`'s sockets this session closed, those whose client has not answered within
+   * UNANSWERED_CLOSE_MS of a connect first finding them closing (noted on the socket then).
+   */
+  private unansweredCloses(player: string, now: number): number {
+    let held = 0
+    for (const ws of this.ctx.getWebSockets(player)) {
+      if (ws.readyState !== WebSocket.CLOSING) continue
+      const att = attachment(ws)
+      const since = att?.closingSince ?? this.closingSeen.get(ws)
+      if (since !== undefined) {
+        if (now - since >= UNANSWERED_CLOSE_MS) held++
+        continue
+      }
+      this.closingSeen.set(ws, now)
+      if (att) {
+        try {
+          att.closingSince = now
+          ws.serializeAttachment(att)
+        } catch {
+          // Not writable in its state: this instance's memory holds it.
+        }
+      }
+    }
+    return held
+  }
+  /** unansweredCloses' note where a socket's attachment could not take it. */
+  private readonly closingSeen = new WeakMap<WebSocket, number>()
 
   private openSockets(player: string): WebSocket[] {
     return this.ctx

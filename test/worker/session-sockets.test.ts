@@ -6,8 +6,10 @@ import {
   BEHIND_CLOSE,
   BEHIND_FOR_MS,
   MAX_SOCKETS_PER_PLAYER,
+  MAX_UNANSWERED_CLOSES,
   RATE_BURST,
   REPLACED_CLOSE,
+  UNANSWERED_CLOSE_MS,
 } from '../../durable-objects/game-session.ts'
 import { REPLACED_CLOSE_CODE } from '../../client/src/sessions.ts'
 import { FLOOD_WINDOW_MS, FRAME_CLOSE_SIZE, MAX_REFUSED_FRAMES } from '../../workers/lib/flood.ts'
@@ -597,6 +599,44 @@ describe('session sockets', () => {
     expect((await matchOf(sessionId)).seq).toBe(2)
     a!.close()
     b!.close()
+  })
+
+  it(`refuses a player's connect (409) while ${MAX_UNANSWERED_CLOSES} of their sockets the session closed go unanswered past ${UNANSWERED_CLOSE_MS / 1000} s, a hibernation between included; just closed, they do not count`, async () => {
+    const { sessionId, tokens, players } = await diceGame(2)
+    const token = tokens[players[0]!]!
+    const clock = { t: Date.now() }
+    // Sockets the session closed whose client never answered, as the runtime would list them:
+    // closing, under the player's tag, with the attachment it keeps across a hibernation.
+    await inObject(sessionId, (inst, state) => {
+      inst.now = () => clock.t
+      const closing = () => {
+        let att: unknown = { playerId: players[0]!, connectedAt: 0 }
+        return {
+          readyState: WebSocket.CLOSING,
+          deserializeAttachment: () => att,
+          serializeAttachment: (value: unknown) => (att = value),
+        } as unknown as WebSocket
+      }
+      const held = Array.from({ length: MAX_UNANSWERED_CLOSES }, closing)
+      const list = state.getWebSockets.bind(state)
+      state.getWebSockets = (tag?: string) =>
+        tag === players[0] ? [...list(tag), ...held] : list(tag)
+    })
+    // Just found closing: an answer may be on its way, and the player connects.
+    const first = await connect(sessionId, token)
+    await first.nextOf('welcome')
+    // The object hibernates: what its instance held in memory is gone, the sockets are not.
+    await inObject(sessionId, (inst) => {
+      Reflect.set(inst, 'closingSeen', new WeakMap())
+    })
+    clock.t += UNANSWERED_CLOSE_MS
+    const refused = await problem(await upgrade(sessionId, token))
+    expect(refused).toMatchObject({ status: 409, type: 'urn:nexus:problem:conflict' })
+    // The other player is not held up.
+    const other = await connect(sessionId, tokens[players[1]!]!)
+    await other.nextOf('welcome')
+    first.close()
+    other.close()
   })
 
   it("a player's fifth socket replaces their oldest (a browser sees no refused upgrade's status): the oldest is closed with 4001, the newest welcomed, the others stay open, and no grace starts", async () => {

@@ -1,7 +1,7 @@
 import { env } from 'cloudflare:workers'
 import { importJWK, SignJWT, generateKeyPair } from 'jose'
 import { describe, expect, it, onTestFinished } from 'vitest'
-import { jwksTimings } from '../../workers/lib/auth.ts'
+import { jwksTimings, loseJwksFetchForTest } from '../../workers/lib/auth.ts'
 import { localFamilies } from '../../workers/lib/metrics.ts'
 import { createBoard, pg } from './helpers/boards.ts'
 import { createQueue } from './helpers/matchmaking.ts'
@@ -1107,6 +1107,35 @@ describe("a studio's own identity provider (JWKS)", () => {
         .sign(key2)
     const burst = await Promise.all(Array.from({ length: 6 }, async () => put(await signed())))
     expect(burst.map((r) => r.status)).toEqual(Array(6).fill(403))
+    const hits = (await (await fetch(`${base}/hits`)).json()) as { hits: number }
+    expect(hits.hits).toBe(2)
+  })
+
+  it("a key-set fetch that never finishes (its request's client gone, the runtime dropped it) holds a rotated key's token for its deadline at most: then it fetches for itself and is accepted, not refused as forged", async () => {
+    const name = crypto.randomUUID()
+    const base = testEnv.JWKS_URL!.replace('/.well-known/jwks.json', `/growing/${name}`)
+    const url = `${base}/jwks.json`
+    const cooldown = jwksTimings.cooldownMs
+    jwksTimings.cooldownMs = 0
+    onTestFinished(() => {
+      jwksTimings.cooldownMs = cooldown
+    })
+    const put = (token: string) =>
+      callWithEnv({ JWKS_URL: url }, ADMIN_PROBE, json('PUT', { name: 'x' }, token))
+    // The first fetch holds the first key only.
+    expect((await put(await idpToken())).status).toBe(403)
+    const key2 = await importJWK(JSON.parse(testEnv.TEST_IDP_NEXT_PRIVATE_JWK!), 'RS256')
+    const now = Math.floor(Date.now() / 1000)
+    const rotated = await new SignJWT({})
+      .setProtectedHeader({ alg: 'RS256', kid: 'test-idp-key-2' })
+      .setSubject('idp|rotated-lost')
+      .setIssuer('https://idp.test')
+      .setAudience('nexus-game')
+      .setIssuedAt(now)
+      .setExpirationTime(now + 600)
+      .sign(key2)
+    loseJwksFetchForTest(url)
+    expect((await put(rotated)).status).toBe(403)
     const hits = (await (await fetch(`${base}/hits`)).json()) as { hits: number }
     expect(hits.hits).toBe(2)
   })

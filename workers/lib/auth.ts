@@ -303,6 +303,12 @@ function heldKeys(state: JwksState): ReturnType<typeof createLocalJWKSet> | null
 
 const jwksByUrl = new Map<string, JwksState>()
 
+/** For tests: a key-set fetch of `url` begun now that will never finish (its request gone). */
+export function loseJwksFetchForTest(url: string): void {
+  const state = jwksByUrl.get(url)
+  if (state) state.askingSince = Date.now()
+}
+
 /**
  * The key for a token of the studio's identity provider. While the provider's key set cannot be
  * fetched, the keys it served last keep verifying (stale-if-error): an outage there must not
@@ -334,21 +340,29 @@ async function identityProviderKey(
   // state (a promise of another request's is not theirs to wait on).
   // A token naming a key the held ones lack (the provider rotated: the fetch under way may
   // bring it) waits for that fetch too, rather than being refused as forged.
+  // A fetch still unfinished past its deadline was lost (its request's client went away and the
+  // runtime dropped it, its `finally` with it): then this request fetches for itself, rather
+  // than refusing a rotated key as forged or answering 503 for keys nobody is fetching.
+  let lost = false
   if (Date.now() - state.askingSince < JWKS_FETCH_MS) {
     for (;;) {
-      const over = state.askingSince === 0 || Date.now() - state.askingSince >= JWKS_FETCH_MS
+      const finished = state.askingSince === 0
+      lost = !finished && Date.now() - state.askingSince >= JWKS_FETCH_MS
       const keys = heldKeys(state)
       if (keys) {
         try {
           return await keys(header, token)
         } catch (err) {
-          if (over || !(err instanceof joseErrors.JWKSNoMatchingKey)) throw err
+          if (finished || !(err instanceof joseErrors.JWKSNoMatchingKey)) throw err
+          if (lost) break
         }
-      } else if (over) break
+      } else if (finished || lost) break
       await new Promise((resolve) => setTimeout(resolve, 25))
     }
-    if (state.fallback) return state.fallback(header, token)
-    throw keysUnavailable(JWKS_FETCH_MS)
+    if (!lost) {
+      if (state.fallback) return state.fallback(header, token)
+      throw keysUnavailable(JWKS_FETCH_MS)
+    }
   }
   const sinceFailure = Date.now() - state.failedAt
   if (sinceFailure < JWKS_RETRY_MS) {

@@ -45,8 +45,6 @@ export const FLUSH_INTERVAL_MS = 10_000
 export const METRICS_HUB_SHARDS = 4
 /** How long `/metrics` waits for the hub before answering with this isolate's numbers. */
 const HUB_TIMEOUT_MS = 5_000
-/** The longest a send takes (its rounds, each under HUB_TIMEOUT_MS): a wait on one ends then. */
-const SEND_WAIT_MS = 3 * HUB_TIMEOUT_MS + 1_000
 
 interface HubApi {
   record(batch: MetricsBatch): Promise<RecordResult>
@@ -95,15 +93,6 @@ function partsByShard(batch: MetricsBatch): Map<number, MetricsBatch> {
     }
   }
   return parts
-}
-
-/**
- * For tests: a send under way that will never settle, as one whose object the runtime reset
- * mid-send leaves behind.
- */
-export function loseSendForTest(): void {
-  sender = { beat: Date.now() }
-  inFlight = new Promise<void>(() => {})
 }
 
 let lastSentAt = -Infinity
@@ -228,9 +217,7 @@ export function sendMetricsAtAlarm(
 async function flush(env: Pick<Env, 'METRICS_HUB'>, alarm: MetricsAlarm | null): Promise<void> {
   if (hasUnsentMetrics()) {
     const sending = sendMetricsIfDue(env) ?? inFlight
-    // Bounded: a send begun by another object that was reset or aborted meanwhile never settles,
-    // and this object would wait on it for good instead of bringing its alarm forward below.
-    if (sending) await within(sending, SEND_WAIT_MS, 'metrics send').catch(() => undefined)
+    if (sending) await sending
   }
   if (!alarm || !metricsMoveAlarms) return
   const owed = owedBy.get(alarm)

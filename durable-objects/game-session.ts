@@ -1,5 +1,5 @@
 import { DurableObject } from 'cloudflare:workers'
-import { backOffAlarm, spreadBackoffMs } from '../workers/lib/alarm-backoff.ts'
+import { AlarmFailures, backOffAlarm, spreadBackoffMs } from '../workers/lib/alarm-backoff.ts'
 import {
   createMatch,
   getRules,
@@ -2040,7 +2040,7 @@ export class GameSession extends DurableObject<Env> {
   // The alarm: grace timers, the tick loop, durable work, retention.
 
   /** Alarm runs that failed in a row (backOffAlarm). */
-  private alarmFailures = 0
+  private readonly alarmFailures = new AlarmFailures(this.ctx.storage.sql)
 
   override async alarm(): Promise<void> {
     if (this.loadFailure !== null) return this.armWhileUnloadable()
@@ -2069,7 +2069,7 @@ export class GameSession extends DurableObject<Env> {
           .then(async () => {
             await this.scheduleAlarm()
             // The run failed (its clock): the alarm the work set keeps the run's backoff.
-            await backOffAlarm(this.ctx.storage, this.alarmFailures, this.now())
+            await backOffAlarm(this.ctx.storage, this.alarmFailures.value, this.now())
           })
           .catch((err: unknown) => {
             log('error', 'session work failed', { actor: this.actor, ...errorFields(err) })
@@ -2078,17 +2078,16 @@ export class GameSession extends DurableObject<Env> {
         await this.runEndWork()
       }
       if (clockFault !== null) throw clockFault
-      this.alarmFailures = 0
+      this.alarmFailures.succeeded()
     } catch (err) {
-      this.alarmFailures++
       log('error', 'alarm failed', {
         actor: this.actor,
-        failuresInARow: this.alarmFailures,
+        failuresInARow: this.alarmFailures.failed(),
         ...errorFields(err),
       })
     } finally {
       await this.scheduleAlarm()
-      await backOffAlarm(this.ctx.storage, this.alarmFailures, this.now())
+      await backOffAlarm(this.ctx.storage, this.alarmFailures.value, this.now())
       // Last: the alarm that sends may be one brought forward for it.
       void sendMetricsAtAlarm(this.env, this.metricsAlarm)
     }
@@ -2107,7 +2106,10 @@ export class GameSession extends DurableObject<Env> {
   private readonly metricsAlarm = guardedAlarm(
     this.ctx.storage,
     () =>
-      !this.purged && this.setup !== null && this.alarmFailures === 0 && this.loadFailure === null,
+      !this.purged &&
+      this.setup !== null &&
+      this.alarmFailures.value === 0 &&
+      this.loadFailure === null,
   )
 
   /**

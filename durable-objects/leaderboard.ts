@@ -1,5 +1,5 @@
 import { DurableObject } from 'cloudflare:workers'
-import { backOffAlarm, spreadBackoffMs } from '../workers/lib/alarm-backoff.ts'
+import { AlarmFailures, backOffAlarm, spreadBackoffMs } from '../workers/lib/alarm-backoff.ts'
 import { canonicalJson } from '../workers/lib/canonical-json.ts'
 import {
   parseSchedule,
@@ -2880,7 +2880,7 @@ export class Leaderboard extends DurableObject<Env> {
     this.erasureCount = 0
     this.catchUpPending = false
     this.deletingVersion = null
-    this.alarmFailures = 0
+    this.alarmFailures.forget()
     this.wipes++
     this.deletedVersion = Math.max(this.deletedVersion, deletedVersion)
   }
@@ -2889,7 +2889,7 @@ export class Leaderboard extends DurableObject<Env> {
   // The alarm: one schedule for every timed job of the board.
 
   /** Alarm runs that failed in a row (backOffAlarm). */
-  private alarmFailures = 0
+  private readonly alarmFailures = new AlarmFailures(this.ctx.storage.sql)
   /** Whether alarm() is running: the runtime shows no alarm set until it ends (tick). */
   private alarmRunning = false
 
@@ -2931,19 +2931,18 @@ export class Leaderboard extends DurableObject<Env> {
         }
       }
       if (failure !== null) throw failure
-      this.alarmFailures = 0
+      this.alarmFailures.succeeded()
     } catch (err) {
-      this.alarmFailures++
       log('error', 'alarm failed', {
         actor: this.actor,
-        failuresInARow: this.alarmFailures,
+        failuresInARow: this.alarmFailures.failed(),
         ...errorFields(err),
       })
     } finally {
       try {
         this.reportStorage()
         await this.scheduleAlarm()
-        await backOffAlarm(this.ctx.storage, this.alarmFailures, this.now())
+        await backOffAlarm(this.ctx.storage, this.alarmFailures.value, this.now())
       } finally {
         this.alarmRunning = false
         // Last: the alarm that sends may be one brought forward for it.
@@ -2964,7 +2963,7 @@ export class Leaderboard extends DurableObject<Env> {
    */
   private readonly metricsAlarm = guardedAlarm(
     this.ctx.storage,
-    () => this.boardId !== null && this.schemaReady && this.alarmFailures === 0,
+    () => this.boardId !== null && this.schemaReady && this.alarmFailures.value === 0,
   )
 
   /**

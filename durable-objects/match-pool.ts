@@ -1,5 +1,5 @@
 import { DurableObject } from 'cloudflare:workers'
-import { backOffAlarm, spreadBackoffMs } from '../workers/lib/alarm-backoff.ts'
+import { AlarmFailures, backOffAlarm, spreadBackoffMs } from '../workers/lib/alarm-backoff.ts'
 import { defaultRating } from '../workers/core/rating.ts'
 import {
   MatchIndex,
@@ -3539,7 +3539,7 @@ export class MatchPool extends DurableObject<Env> {
   // The alarm: one schedule for every timed job of the pool.
 
   /** Alarm runs that failed in a row (backOffAlarm). */
-  private alarmFailures = 0
+  private readonly alarmFailures = new AlarmFailures(this.ctx.storage.sql)
 
   override async alarm(): Promise<void> {
     if (!this.schemaReady) return
@@ -3564,18 +3564,17 @@ export class MatchPool extends DurableObject<Env> {
       if (this.ratesStale || (this.ratesDropAt !== null && later >= this.ratesDropAt)) {
         this.updateRates(later)
       }
-      this.alarmFailures = 0
+      this.alarmFailures.succeeded()
     } catch (err) {
-      this.alarmFailures++
       log('error', 'alarm failed', {
         actor: this.actor,
-        failuresInARow: this.alarmFailures,
+        failuresInARow: this.alarmFailures.failed(),
         ...errorFields(err),
       })
     } finally {
       if (!wiped) {
         await this.scheduleAlarm()
-        await backOffAlarm(this.ctx.storage, this.alarmFailures, this.now())
+        await backOffAlarm(this.ctx.storage, this.alarmFailures.value, this.now())
         // Last: the alarm that sends may be one brought forward for it.
         void sendMetricsAtAlarm(this.env, this.metricsAlarm)
       }
@@ -3594,7 +3593,7 @@ export class MatchPool extends DurableObject<Env> {
    */
   private readonly metricsAlarm = guardedAlarm(
     this.ctx.storage,
-    () => this.schemaReady && this.queue !== null && this.alarmFailures === 0,
+    () => this.schemaReady && this.queue !== null && this.alarmFailures.value === 0,
   )
 
   /** Forgets finished tickets, matches and samples past their retention. */

@@ -1,3 +1,4 @@
+import { AlarmFailures } from '../../workers/lib/alarm-backoff.ts'
 import { env } from 'cloudflare:workers'
 import { evictDurableObject, runDurableObjectAlarm } from 'cloudflare:test'
 import { describe, expect, it } from 'vitest'
@@ -349,7 +350,7 @@ describe('session timings', () => {
     )
   })
 
-  it('an alarm run that fails again and again backs off (1 s, 2 s, …) instead of coming back at once; a run that succeeds ends the backoff', async () => {
+  it('an alarm run that fails again and again backs off (1 s, 2 s, …) instead of coming back at once, a hibernation between included; a run that succeeds ends the backoff', async () => {
     const [pa, pb] = playerIds(2) as [string, string]
     const { sessionId, sockets, createdAt } = await liveDiceGame([pa, pb])
     await alarmAt(sessionId, createdAt + JOIN_GRACE)
@@ -384,6 +385,9 @@ describe('session timings', () => {
       }
       fail()
       const failing = [await run(due), await run(due), await run(due)]
+      // The object hibernates: a new instance counts from what storage holds, not from 0.
+      Reflect.set(inst, 'alarmFailures', new AlarmFailures(state.storage.sql))
+      failing.push(await run(due))
       // A run that succeeds (before the grace's end: nothing to do) ...
       delete faulty.runClock
       const ok = await run(due - 5000)
@@ -393,7 +397,7 @@ describe('session timings', () => {
       delete faulty.runClock
       return { failing, ok, again }
     })
-    expect(runs.failing).toEqual([due + 1000, due + 2000, due + 4000])
+    expect(runs.failing).toEqual([due + 1000, due + 2000, due + 4000, due + 8000])
     expect(runs.ok).toBe(due)
     expect(runs.again).toBe(due + 1000)
   })

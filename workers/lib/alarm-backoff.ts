@@ -42,3 +42,68 @@ export async function backOffAlarm(
   const at = await storage.getAlarm()
   if (at !== null && at < notBefore) await storage.setAlarm(notBefore)
 }
+
+const FAILURES_KEY = 'alarm_failures'
+
+/**
+ * An object's alarm runs failed in a row (for `backOffAlarm`), kept in its SQLite `meta` table
+ * (`key`, `value`): counted in memory alone, every hibernation or eviction started the backoff
+ * over at 1 s, and an object broken for good (rules whose clock throws, a storage it cannot
+ * write) ran its failing alarm every few seconds instead of every minute. Read once per
+ * instance; an object without the table (wiped, never made) counts in memory and writes nothing,
+ * so a failure never makes its storage again.
+ */
+export class AlarmFailures {
+  private count: number | null = null
+  private readonly sql: SqlStorage
+
+  constructor(sql: SqlStorage) {
+    this.sql = sql
+  }
+
+  /** Failures in a row so far. */
+  get value(): number {
+    if (this.count === null) {
+      try {
+        const row = this.sql
+          .exec<{ value: string }>(`SELECT value FROM meta WHERE key = ?`, FAILURES_KEY)
+          .toArray()[0]
+        this.count = Number(row?.value ?? 0) || 0
+      } catch {
+        return 0
+      }
+    }
+    return this.count
+  }
+
+  /** Counts a failed run; answers the failures in a row. */
+  failed(): number {
+    const n = this.value + 1
+    this.count = n
+    this.write(String(n))
+    return n
+  }
+
+  /** A run that succeeded: the count starts over. */
+  succeeded(): void {
+    if (this.value === 0) return
+    this.count = 0
+    this.write(null)
+  }
+
+  /** The storage was wiped: nothing counted, nothing to write. */
+  forget(): void {
+    this.count = 0
+  }
+
+  private write(value: string | null): void {
+    try {
+      if (value === null) this.sql.exec(`DELETE FROM meta WHERE key = ?`, FAILURES_KEY)
+      else {
+        this.sql.exec(`INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)`, FAILURES_KEY, value)
+      }
+    } catch {
+      // No table (wiped or never made): kept in memory only.
+    }
+  }
+}

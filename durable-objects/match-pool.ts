@@ -142,7 +142,7 @@ import { bannedJoinDetail } from '../workers/players/bans.ts'
  * - Time: `now` is a field, so tests move time forward instead of sleeping.
  */
 
-const SCHEMA_VERSION = 11
+const SCHEMA_VERSION = 12
 /** Finished tickets and matches stay readable this long. */
 export const RESULT_RETENTION_MS = 10 * 60 * 1000
 /**
@@ -845,6 +845,16 @@ export class MatchPool extends DurableObject<Env> {
       if (!columns.has('gone_until')) {
         this.sql.exec(`ALTER TABLE ticket_sockets ADD COLUMN gone_until INTEGER`)
       }
+      setSchemaVersion(this.sql, 11)
+    }
+    if (schemaVersion(this.sql) < 12) {
+      // Players' socket join allowances (takeJoinToken), which a hibernation would otherwise
+      // hand back full: a client pausing between bursts until the pool slept had twice its joins.
+      this.sql.exec(`
+        CREATE TABLE IF NOT EXISTS join_allowance (
+          player_id TEXT PRIMARY KEY, tokens REAL NOT NULL, at INTEGER NOT NULL
+        ) WITHOUT ROWID;
+      `)
       setSchemaVersion(this.sql, SCHEMA_VERSION)
     }
     const meta = new Map(
@@ -2520,7 +2530,23 @@ export class MatchPool extends DurableObject<Env> {
         this.joinTokens.delete(id)
       }
     }
+    // What this instance does not hold, storage may (spent before the object slept).
+    if (!this.joinTokens.has(playerId)) {
+      const kept = one<{ tokens: number; at: number }>(
+        this.sql,
+        `SELECT tokens, at FROM join_allowance WHERE player_id = ?`,
+        playerId,
+      )
+      if (kept) this.joinTokens.set(playerId, { tokens: kept.tokens, at: kept.at })
+    }
     const ok = takeToken(this.joinTokens, playerId, now, perMinute / 60, burst)
+    const bucket = this.joinTokens.get(playerId)!
+    this.sql.exec(
+      `INSERT OR REPLACE INTO join_allowance (player_id, tokens, at) VALUES (?, ?, ?)`,
+      playerId,
+      bucket.tokens,
+      bucket.at,
+    )
     return ok ? { ok } : { ok, perMinute }
   }
 
@@ -3600,6 +3626,8 @@ export class MatchPool extends DurableObject<Env> {
   private sweep(now: number): void {
     // Fences keep real time (claims carry it), whatever the pool's clock says.
     this.sql.exec(`DELETE FROM fences WHERE at < ?`, Date.now() - FENCE_RETENTION_MS)
+    // Join allowances full again (a minute refills any): a new one starts full.
+    this.sql.exec(`DELETE FROM join_allowance WHERE at < ?`, this.frameClock() - 60_000)
     const before = now - RESULT_RETENTION_MS
     // `<=`: the alarm comes exactly at finished_at + RESULT_RETENTION_MS.
     this.sql.exec(

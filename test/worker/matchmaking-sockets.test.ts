@@ -669,7 +669,7 @@ describe('sockets: cancel, malformed frames', () => {
     ws.close(1000)
   })
 
-  it('answers a player past a third of JOINS_PER_MINUTE socket joins at once rate_limited, across their sockets, queueing nothing; the allowance grows by the minute', async () => {
+  it('answers a player past a third of JOINS_PER_MINUTE socket joins at once rate_limited, across their sockets and a hibernation, queueing nothing; the allowance grows by the minute', async () => {
     const q = await createQueue()
     await rig(q, newClock())
     const joinTime = { t: 0 }
@@ -697,6 +697,15 @@ describe('sockets: cancel, malformed frames', () => {
     }
     const refused = await joinOnNewSocket()
     expect(refused.answer).toBe('error:rate_limited')
+    expect(await waitingCount(q)).toBe(0)
+    // The pool hibernates (the player waits without a frame): its instance's memory is new, and
+    // the allowance is still spent.
+    await runInDurableObject(poolOf(q), (inst: MatchPool) => {
+      Reflect.set(inst, 'joinTokens', new Map())
+    })
+    const afterSleep = await joinOnNewSocket()
+    expect(afterSleep.answer).toBe('error:rate_limited')
+    afterSleep.ws.close(1000)
     expect(await waitingCount(q)).toBe(0)
     // Two seconds later, one more.
     joinTime.t += 2_000

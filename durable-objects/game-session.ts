@@ -163,11 +163,13 @@ export const MAX_SOCKETS_PER_PLAYER = 4
  * Sockets this session closed whose client has not answered the close within
  * UNANSWERED_CLOSE_MS, a player may hold before their connects are refused (409): each stays
  * listed until its client answers or the runtime drops it, and a client that reconnects without
- * ever answering (a fifth connect closes the oldest) could fill the object's sockets for everyone.
- * An honest client answers at once; a phone gone off the network holds a few until the runtime
- * notices.
+ * ever answering (a fifth connect closes the oldest) could fill the object's sockets for everyone
+ * (32 a player, 2,048 for a full roster of 64, far under the runtime's 32,768). An honest client
+ * answers at once; one whose network keeps dropping leaves one unanswered at each drop (its
+ * reconnect closes the dead socket) until the runtime notices the connection gone: not 32 of
+ * them in that time.
  */
-export const MAX_UNANSWERED_CLOSES = 8
+export const MAX_UNANSWERED_CLOSES = 32
 /** How long a closed socket's client has to answer before it counts (a round trip and more). */
 export const UNANSWERED_CLOSE_MS = 5_000
 /** The close of a player's oldest socket that their 5th connection replaced. */
@@ -1184,12 +1186,6 @@ export class GameSession extends DurableObject<Env> {
         { errors: [{ path: 'since', message: `${from} to ${this.match.seq}` }] },
       )
     }
-    // Last of the refusals: an upgrade refused for another reason (a game catching up) sends
-    // nothing, so it spends none of the player's budget.
-    if (since !== null && since < this.match.seq) {
-      const refusal = this.countResume(player, this.match.seq - since)
-      if (refusal) return refusal
-    }
     if (this.unansweredCloses(player, now) >= MAX_UNANSWERED_CLOSES) {
       return problemResponse(
         'conflict',
@@ -1198,6 +1194,12 @@ export class GameSession extends DurableObject<Env> {
         {},
         { 'retry-after': '10' },
       )
+    }
+    // Last of the refusals: an upgrade refused for another reason (a game catching up) sends
+    // nothing, so it spends none of the player's budget.
+    if (since !== null && since < this.match.seq) {
+      const refusal = this.countResume(player, this.match.seq - since)
+      if (refusal) return refusal
     }
     // The same client's earlier socket goes first, before this one's resume is read from the
     // log: closed, it applies nothing more (webSocketMessage hears nothing on a socket it
@@ -2624,6 +2626,7 @@ export class GameSession extends DurableObject<Env> {
     // 2026-02-24); the deleteAlarm() after it is for a runtime that does not.
     await this.ctx.storage.deleteAll()
     await this.ctx.storage.deleteAlarm()
+    this.alarmFailures.forget()
     this.setup = null
     this.setupHash = null
     this.rules = null

@@ -876,6 +876,7 @@ export class Leaderboard extends DurableObject<Env> {
     if (this.boardId !== null) return
     this.schemaReady = false
     await this.ctx.storage.deleteAll()
+    this.alarmFailures.forget()
   }
 
   /**

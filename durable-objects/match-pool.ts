@@ -854,6 +854,7 @@ export class MatchPool extends DurableObject<Env> {
         CREATE TABLE IF NOT EXISTS join_allowance (
           player_id TEXT PRIMARY KEY, tokens REAL NOT NULL, at INTEGER NOT NULL
         ) WITHOUT ROWID;
+        CREATE INDEX IF NOT EXISTS join_allowance_at ON join_allowance (at);
       `)
       setSchemaVersion(this.sql, SCHEMA_VERSION)
     }
@@ -957,6 +958,7 @@ export class MatchPool extends DurableObject<Env> {
     if (one(this.sql, `SELECT 1 AS held FROM fences WHERE at >= ? LIMIT 1`, live)) return
     await this.ctx.storage.deleteAll()
     this.schemaReady = false
+    this.alarmFailures.forget()
   }
 
   private setMeta(key: string, value: string): void {
@@ -1138,6 +1140,7 @@ export class MatchPool extends DurableObject<Env> {
     await this.ctx.storage.deleteAll()
     log('info', 'deleted queue: pool storage deleted', { actor: this.actor })
     this.schemaReady = false
+    this.alarmFailures.forget()
     this.queue = null
     this.region = null
     this.config = null
@@ -2540,13 +2543,18 @@ export class MatchPool extends DurableObject<Env> {
       if (kept) this.joinTokens.set(playerId, { tokens: kept.tokens, at: kept.at })
     }
     const ok = takeToken(this.joinTokens, playerId, now, perMinute / 60, burst)
-    const bucket = this.joinTokens.get(playerId)!
-    this.sql.exec(
-      `INSERT OR REPLACE INTO join_allowance (player_id, tokens, at) VALUES (?, ?, ?)`,
-      playerId,
-      bucket.tokens,
-      bucket.at,
-    )
+    // Written only when a join is let through: a refused one spends nothing (its bucket refills
+    // from the last taken as it would from this), and a client sending refused joins at the
+    // frame rate must not make the pool write at that rate.
+    if (ok) {
+      const bucket = this.joinTokens.get(playerId)!
+      this.sql.exec(
+        `INSERT OR REPLACE INTO join_allowance (player_id, tokens, at) VALUES (?, ?, ?)`,
+        playerId,
+        bucket.tokens,
+        bucket.at,
+      )
+    }
     return ok ? { ok } : { ok, perMinute }
   }
 

@@ -695,9 +695,23 @@ describe('sockets: cancel, malformed frames', () => {
       await nextOfType(ws, 'cancelled')
       ws.close(1000)
     }
+    const allowance = () =>
+      runInDurableObject(poolOf(q), (_inst: MatchPool, state) =>
+        state.storage.sql
+          .exec<{ tokens: number; at: number }>(
+            `SELECT tokens, at FROM join_allowance WHERE player_id = ?`,
+            g.playerId,
+          )
+          .toArray(),
+      )
+    const spent = await allowance()
+    expect(spent).toHaveLength(1)
     const refused = await joinOnNewSocket()
     expect(refused.answer).toBe('error:rate_limited')
     expect(await waitingCount(q)).toBe(0)
+    // A refused join writes nothing (a client sending them at the frame rate would have the
+    // pool write at that rate).
+    expect(await allowance()).toEqual(spent)
     // The pool hibernates (the player waits without a frame): its instance's memory is new, and
     // the allowance is still spent.
     await runInDurableObject(poolOf(q), (inst: MatchPool) => {

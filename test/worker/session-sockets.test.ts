@@ -625,13 +625,27 @@ describe('session sockets', () => {
     // Just found closing: an answer may be on its way, and the player connects.
     const first = await connect(sessionId, token)
     await first.nextOf('welcome')
+    first.send({ type: 'action', action: 'roll' })
+    await first.nextOf('event')
     // The object hibernates: what its instance held in memory is gone, the sockets are not.
     await inObject(sessionId, (inst) => {
       Reflect.set(inst, 'closingSeen', new WeakMap())
     })
     clock.t += UNANSWERED_CLOSE_MS
-    const refused = await problem(await upgrade(sessionId, token))
+    // A resume refused so spends none of the player's resume budget (nothing was sent).
+    const refused = await problem(await upgrade(sessionId, token, { since: 0 }))
     expect(refused).toMatchObject({ status: 409, type: 'urn:nexus:problem:conflict' })
+    const budget = await inObject(
+      sessionId,
+      (_inst, state) =>
+        state.storage.sql
+          .exec<{ n: number }>(
+            `SELECT count(*) AS n FROM meta WHERE key = ?`,
+            `resume_budget:${players[0]!}`,
+          )
+          .one().n,
+    )
+    expect(budget).toBe(0)
     // The other player is not held up.
     const other = await connect(sessionId, tokens[players[1]!]!)
     await other.nextOf('welcome')

@@ -395,11 +395,19 @@ describe('session timings', () => {
       fail()
       const again = await run(due)
       delete faulty.runClock
-      return { failing, ok, again }
+      // A count stored long ago (an alarm left unset after it, an older release that never
+      // cleared it) is not taken up by a new instance.
+      state.storage.sql.exec(
+        `INSERT OR REPLACE INTO meta (key, value) VALUES ('alarm_failures', ?)`,
+        `7:${Date.now() - 10 * 60_000}`,
+      )
+      const stale = new AlarmFailures(state.storage.sql).value
+      return { failing, ok, again, stale }
     })
     expect(runs.failing).toEqual([due + 1000, due + 2000, due + 4000, due + 8000])
     expect(runs.ok).toBe(due)
     expect(runs.again).toBe(due + 1000)
+    expect(runs.stale).toBe(0)
   })
 
   it('a game whose players all vanished with the object (a restart) ends even if nobody comes back', async () => {

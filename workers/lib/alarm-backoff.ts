@@ -44,6 +44,12 @@ export async function backOffAlarm(
 }
 
 const FAILURES_KEY = 'alarm_failures'
+/**
+ * A stored count older than this is not the object's now: a run has failed since or it has not
+ * (an alarm left unset, an older release that never cleared it), and either way the backoff it
+ * asked for is long over.
+ */
+const FAILURES_KEPT_MS = 5 * MAX_ALARM_BACKOFF_MS
 
 /**
  * An object's alarm runs failed in a row (for `backOffAlarm`), kept in its SQLite `meta` table
@@ -51,7 +57,7 @@ const FAILURES_KEY = 'alarm_failures'
  * over at 1 s, and an object broken for good (rules whose clock throws, a storage it cannot
  * write) ran its failing alarm every few seconds instead of every minute. Read once per
  * instance; an object without the table (wiped, never made) counts in memory and writes nothing,
- * so a failure never makes its storage again.
+ * so a failure never makes its storage again. Only failures write (and the success after them).
  */
 export class AlarmFailures {
   private count: number | null = null
@@ -68,7 +74,8 @@ export class AlarmFailures {
         const row = this.sql
           .exec<{ value: string }>(`SELECT value FROM meta WHERE key = ?`, FAILURES_KEY)
           .toArray()[0]
-        this.count = Number(row?.value ?? 0) || 0
+        const [n, at] = (row?.value ?? '0:0').split(':').map(Number)
+        this.count = n! > 0 && Date.now() - at! < FAILURES_KEPT_MS ? n! : 0
       } catch {
         return 0
       }
@@ -80,7 +87,7 @@ export class AlarmFailures {
   failed(): number {
     const n = this.value + 1
     this.count = n
-    this.write(String(n))
+    this.write(`${n}:${Date.now()}`)
     return n
   }
 

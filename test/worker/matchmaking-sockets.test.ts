@@ -706,6 +706,8 @@ describe('sockets: cancel, malformed frames', () => {
       )
     const spent = await allowance()
     expect(spent).toHaveLength(1)
+    // Half a second on: a quarter of a join back, not enough for one.
+    joinTime.t += 500
     const refused = await joinOnNewSocket()
     expect(refused.answer).toBe('error:rate_limited')
     expect(await waitingCount(q)).toBe(0)
@@ -721,8 +723,8 @@ describe('sockets: cancel, malformed frames', () => {
     expect(afterSleep.answer).toBe('error:rate_limited')
     afterSleep.ws.close(1000)
     expect(await waitingCount(q)).toBe(0)
-    // Two seconds later, one more.
-    joinTime.t += 2_000
+    // Two seconds after the last join, one more.
+    joinTime.t += 1_500
     const keyed = JSON.stringify({ type: 'join', joinKey: `k-${crypto.randomUUID()}` })
     refused.ws.send(keyed)
     const { ticketId } = await nextOfType<Queued>(refused.ws, 'queued')

@@ -1968,6 +1968,7 @@ export interface Paths {
         401: Schemas['Problem']
         403: Schemas['Problem']
         404: Schemas['Problem']
+        409: Schemas['Problem']
         422: Schemas['Problem']
         429: Schemas['Problem']
         500: Schemas['Problem']

@@ -380,7 +380,7 @@ const getRoute = createRoute({
   responses: {
     101: { description: 'Switching to the game socket' },
     200: { description: 'The session', content: { 'application/json': { schema: SessionView } } },
-    ...problemResponses(401, 403, 404, 422, 429, 503),
+    ...problemResponses(401, 403, 404, 409, 422, 429, 503),
   },
 })
 

@@ -105,6 +105,14 @@ export class ActionOutcomeUnknown extends NexusNetworkError {
 
 /** The most an action frame may hold (the server's MAX_FRAME_BYTES): larger, it is refused. */
 const MAX_ACTION_BYTES = 8 * 1024
+/**
+ * The session's frame allowance per player (its RATE_PER_SECOND and RATE_BURST), which `send()`
+ * keeps to: a game sending once per animation frame (144 a second) had every frame past it
+ * refused by the session, and past a thousand refusals in 10 s its socket closed as flooding,
+ * again after every reconnect.
+ */
+const SEND_PER_SECOND = 20
+const SEND_BURST = 40
 
 /** An action of `act()` not answered yet: sent on the current socket or waiting to be. */
 interface PendingAct {
@@ -183,6 +191,8 @@ export class GameConnection extends Emitter<GameEvents> {
    */
   private readonly refPrefix = this.conn.replace(/-/g, '').slice(0, 12)
   private nextRef = 1
+  /** What is left of `send()`'s allowance (SEND_PER_SECOND), and when it was counted. */
+  private sendAllowance = { tokens: SEND_BURST, at: monotonicNow() }
   /** `act()`s unanswered, by ref, in the order they were made. */
   private readonly pending = new Map<string, PendingAct>()
   /**
@@ -367,7 +377,8 @@ export class GameConnection extends Emitter<GameEvents> {
    * update is replaced by the next (a position). Throws `NexusNetworkError` while reconnecting;
    * an action sent into a dropping socket may or may not have been applied, and the resumed
    * events say which (the reconnect closes the old socket before they are read). An action over
-   * 8 KiB throws `ActionRefused` `too_large`, unsent. `act()` sends one that must land once, and
+   * 8 KiB throws `ActionRefused` `too_large`, unsent; past the session's 20 frames a second (burst
+   * 40) an action is not sent and a `refused` event says `rate_limited`, as the session would. `act()` sends one that must land once, and
    * says what became of it.
    */
   send(action: Record<string, unknown>): void {
@@ -378,6 +389,23 @@ export class GameConnection extends Emitter<GameEvents> {
     if (utf8Bytes(frame) > MAX_ACTION_BYTES) {
       throw new ActionRefused('too_large', `Frames are limited to ${MAX_ACTION_BYTES} bytes`)
     }
+    // Past the allowance: refused here, as the session would refuse it (a `refused` event), and
+    // not sent, so that a game sending faster than the session takes is not closed as flooding.
+    const now = monotonicNow()
+    const allowance = this.sendAllowance
+    allowance.tokens = Math.min(
+      SEND_BURST,
+      allowance.tokens + (Math.max(0, now - allowance.at) * SEND_PER_SECOND) / 1000,
+    )
+    allowance.at = now
+    if (allowance.tokens < 1) {
+      this.emit('refused', {
+        code: 'rate_limited',
+        message: `At most ${SEND_PER_SECOND} frames per second (burst ${SEND_BURST}); not sent`,
+      })
+      return
+    }
+    allowance.tokens--
     this.socket.send(frame)
   }
 

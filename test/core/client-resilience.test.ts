@@ -3465,6 +3465,24 @@ describe('game connection act(): its edges', () => {
     game.close()
   })
 
+  it("send() keeps to the session's 20 frames a second (burst 40): past it an action is not sent and a `refused` event says rate_limited, so a game sending every animation frame is not closed as flooding", async () => {
+    const sent: Record<string, unknown>[] = []
+    const { client } = oneSocketClient(sent)
+    const game = client.sessions.connect('s1', 'tok')
+    await within(game.ready, 'the welcome', 2000)
+    const refused: { code: string }[] = []
+    game.on('refused', (r) => refused.push(r))
+    for (let i = 0; i < 100; i++) game.send({ action: 'move', i })
+    // The burst, and at most one more had the loop taken 50 ms.
+    expect(sent.length).toBeGreaterThanOrEqual(40)
+    expect(sent.length).toBeLessThanOrEqual(41)
+    expect(refused).toHaveLength(100 - sent.length)
+    expect(refused.every((r) => r.code === 'rate_limited')).toBe(true)
+    // The ones sent are the first, in order.
+    expect(sent.map((f) => f.i)).toEqual(Array.from({ length: sent.length }, (_, i) => i))
+    game.close()
+  })
+
   it('when the connection is closed, an act already sent rejects ActionOutcomeUnknown (it may have been applied), one never sent a plain network error; an act whose own event a listener closes the connection in resolves', async () => {
     const sent: Record<string, unknown>[] = []
     const { client, sockets } = oneSocketClient(sent)

@@ -76,14 +76,24 @@ export const ARCHIVE_PAGE_SIZE = 1000
 export const ARCHIVE_PAGE_CHARS = 2 * 1024 * 1024
 /** Archive pages in flight at once: each is its own transaction, so they need no ordering. */
 const ARCHIVE_CONCURRENCY = 4
+/**
+ * A cycle's entries, counted through the narrow index by seq (seq, cycle, player_id): SQLite
+ * would otherwise count the rank index, whose rows carry the metadata, reading up to 4 KB an
+ * entry for a count (seconds at a million). Exported for the test of its plan.
+ */
+export const COUNT_CYCLE_ENTRIES = `SELECT count(*) AS n FROM entries INDEXED BY entries_seq WHERE cycle = ?`
+
 /** Rows deleted per statement once a cycle is safely in Neon. */
-const PURGE_BATCH = 10_000
+const PURGE_BATCH = 2_000
 /**
  * Statements of PURGE_BATCH one archive run makes (its own step), then the alarm comes straight
  * back for the rest: counted, not timed (see SWEEP_MAX_BATCHES), so that deleting a million-entry
- * cycle neither holds the board for its whole length nor commits as one write.
+ * cycle neither holds the board for its whole length nor commits as one write. Rows carry their
+ * metadata twice (the table and the rank index): 80,000 a run held the board 3 s with 512-byte
+ * metadata and 8 to 11 s with 4 KB (measured with SQLite on the board's schema), queueing every
+ * call at the busiest minutes of the new cycle; 4,000 are about 0.15 s and 0.5 s.
  */
-const PURGE_MAX_BATCHES = 8
+const PURGE_MAX_BATCHES = 2
 /** One alarm invocation works this long, then yields to a fresh one. */
 const ARCHIVE_BUDGET_MS = 20_000
 /**
@@ -105,11 +115,14 @@ const CLOSE_KEYS = ' close'
 const IDEMPOTENCY_SWEEP_BATCH = 5000
 const SWEEP_INTERVAL_MS = 10 * 60 * 1000
 /**
- * One sweep deletes at most this many batches (about 100 ms), then leaves the rest to an alarm 1 s
- * later. Counted, not timed: a deployed object's clock stands still while it computes without
- * I/O, so a time budget would never run out.
+ * One sweep deletes at most this many batches, then leaves the rest to an alarm 1 s later: one
+ * batch of IDEMPOTENCY_SWEEP_BATCH is about 0.15 s on a table of millions of records (keys
+ * expire in time order, scattered over the primary key's pages; eight were over a second),
+ * and 5,000 a second outpaces what a million players make expire. Counted, not timed: a
+ * deployed object's clock stands still while it computes without I/O, so a time budget would
+ * never run out.
  */
-const SWEEP_MAX_BATCHES = 8
+const SWEEP_MAX_BATCHES = 1
 const MAX_BACKOFF_MS = 5 * 60 * 1000
 /**
  * How long a done close's record (its status for the admin route) is kept: past it, the cycle's
@@ -702,11 +715,7 @@ export class Leaderboard extends DurableObject<Env> {
     if (this.countedEntries === null) {
       // What changes the cycle's entries loads the index, or keeps this count (`takeOut`).
       this.countedEntries = this.current
-        ? one<{ n: number }>(
-            this.sql,
-            `SELECT count(*) AS n FROM entries WHERE cycle = ?`,
-            this.current.cycle,
-          )!.n
+        ? one<{ n: number }>(this.sql, COUNT_CYCLE_ENTRIES, this.current.cycle)!.n
         : 0
     }
     return this.countedEntries

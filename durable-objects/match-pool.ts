@@ -2520,7 +2520,9 @@ export class MatchPool extends DurableObject<Env> {
   /** Real time for sockets' token expiry, which tokens date by (tests move it by hand). */
   tokenClock: () => number = Date.now
 
-  private takeJoinToken(playerId: string): { ok: true } | { ok: false; perMinute: number } {
+  private takeJoinToken(
+    playerId: string,
+  ): { ok: true } | { ok: false; perMinute: number; retryAfter: number } {
     const perMinute = joinsPerMinute(this.env)
     const burst = Math.max(1, Math.floor(perMinute / 3))
     const now = this.frameClock()
@@ -2555,7 +2557,10 @@ export class MatchPool extends DurableObject<Env> {
         bucket.at,
       )
     }
-    return ok ? { ok } : { ok, perMinute }
+    if (ok) return { ok }
+    // Until one whole join has come back, as the HTTP join's Retry-After says it.
+    const missing = 1 - this.joinTokens.get(playerId)!.tokens
+    return { ok, perMinute, retryAfter: Math.max(1, Math.ceil((missing * 60) / perMinute)) }
   }
 
   private takeFrameToken(ws: WebSocket): boolean {
@@ -2670,11 +2675,12 @@ export class MatchPool extends DurableObject<Env> {
         }
         const allowance = this.takeJoinToken(att.playerId)
         if (!allowance.ok) {
-          return this.sendError(
-            ws,
-            'rate_limited',
-            `At most ${allowance.perMinute} joins a minute; wait before joining again`,
-          )
+          return this.send(ws, {
+            type: 'error',
+            code: 'rate_limited',
+            message: `At most ${allowance.perMinute} joins a minute; wait before joining again`,
+            retryAfter: allowance.retryAfter,
+          })
         }
         let party: SocketParty | null = null
         if (msg.party) {

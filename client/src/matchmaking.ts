@@ -999,6 +999,8 @@ export class MatchTicket extends Emitter<TicketEvents> {
             title: msg.code,
             status,
             detail: msg.message,
+            // The wait a refused join was told, as an HTTP join's 429 carries it.
+            ...(typeof msg.retryAfter === 'number' ? { retryAfter: msg.retryAfter } : {}),
           }),
         )
         socket.close(1000, 'error')

@@ -4369,6 +4369,31 @@ describe('waits that ride out network loss', () => {
     }
   })
 
+  it("a socket join refused rate_limited fails with the wait the pool gave (retryAfter), as an HTTP join's 429 does", async () => {
+    const client = createClient({
+      baseUrl: 'http://nexus.test',
+      fetch: guestFetch(() => jsonRes(200, {})),
+      WebSocket: () =>
+        scriptedSocket(
+          (socket) => socket.open(),
+          (frame, socket) => {
+            if (frame.type === 'join') {
+              socket.receive({
+                type: 'error',
+                code: 'rate_limited',
+                message: 'At most 30 joins a minute',
+                retryAfter: 7,
+              })
+            }
+          },
+        ),
+    })
+    await client.auth.guest('device-abcdef-123456')
+    const err = await client.matchmaking.join('duel').matched.catch((e: unknown) => e)
+    expect(err).toBeInstanceOf(NexusProblem)
+    expect(err).toMatchObject({ problem: 'rate-limited', status: 429, retryAfter: 7 })
+  })
+
   it('a socket join too large for the pool fails at once (bad-request, too_large), never sent: far larger, the pool would close the socket and every reconnect send it again', async () => {
     const frames: Record<string, unknown>[] = []
     let opened = 0

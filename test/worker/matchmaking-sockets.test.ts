@@ -710,6 +710,11 @@ describe('sockets: cancel, malformed frames', () => {
     joinTime.t += 500
     const refused = await joinOnNewSocket()
     expect(refused.answer).toBe('error:rate_limited')
+    // It says when a join will be taken, as HTTP's Retry-After: a quarter of one is back, the
+    // rest comes in 1.5 s (one every 2 s), so 2 s.
+    expect(collect(refused.ws).find((f) => (f as { type: string }).type === 'error')).toMatchObject(
+      { retryAfter: 2 },
+    )
     expect(await waitingCount(q)).toBe(0)
     // A refused join writes nothing (a client sending them at the frame rate would have the
     // pool write at that rate).

@@ -107,7 +107,13 @@ export type ServerMessage =
   | { type: 'cancelled'; ticketId: string; reason: string }
   | { type: 'expired'; ticketId: string }
   | { type: 'pong' }
-  | { type: 'error'; code: ErrorCode; message: string }
+  | {
+      type: 'error'
+      code: ErrorCode
+      message: string
+      /** Seconds until the refused frame would be taken (`rate_limited`), as HTTP's Retry-After. */
+      retryAfter?: number
+    }
 
 /**
  * Error frame codes: `too_large` and `malformed` (not JSON), `unknown_type`, `invalid` (a known

@@ -1113,7 +1113,9 @@ export class GameSession extends DurableObject<Env> {
       return problemResponse('forbidden', 'You are not a player of this session')
     }
     if (this.erasedPlayers.has(player)) {
-      return problemResponse('forbidden', 'This player was erased: the game goes on without them')
+      return problemResponse('forbidden', 'This player was erased: the game goes on without them', {
+        erased: true,
+      })
     }
     // Ended: no erasure walk asks it, so a socket of theirs asks Neon, as a read does.
     if (this.status !== 'live') {
@@ -1128,7 +1130,7 @@ export class GameSession extends DurableObject<Env> {
       }
       // Taken out while Neon was asked (the walk, for a session Neon still lists as live).
       if (erased || this.erasedPlayers.has(player)) {
-        return problemResponse('forbidden', 'This player was erased')
+        return problemResponse('forbidden', 'This player was erased', { erased: true })
       }
       if (!this.setup || !this.match) {
         return problemResponse('not-found', 'No such session (or it ended and was archived)')

@@ -50,6 +50,8 @@ export interface Schemas {
     accountBan?: boolean
     /** conflict: the rules a queue plays that this version of Nexus does not have (with paused: true): it takes no tickets until an admin points it at other rules */
     rules?: string
+    /** forbidden (true): the player was erased, and the session takes nothing of theirs again */
+    erased?: boolean
     /** unavailable: the archived standings whose name an erasure's last call cleared, more being left; send the same call again */
     archivedRowsCleared?: number
     /** unavailable: the live sessions an erasure could not reach (the first 100); send the same call again */

@@ -698,6 +698,10 @@ export class GameConnection extends Emitter<GameEvents> {
             this.asPlayer = true
             continue
           }
+          // The session says the player was erased: over for good, as a 4004 close says.
+          if (readErr instanceof NexusProblem && readErr.body.erased === true) {
+            throw new SessionPlayerErased()
+          }
           if (!isTransient(readErr)) throw readErr
           if (outOfTime()) throw err
           await this.pause(failures, readErr)

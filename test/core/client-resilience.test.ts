@@ -5960,6 +5960,36 @@ describe('a game connection the server ended for good', () => {
     expect(opens()).toBe(1)
     await expect(within(awaited, "once('event')", 2000)).rejects.toBeInstanceOf(SessionPlayerErased)
   })
+
+  it('a connect refused because the player was erased (a browser cannot read the refusal; the session read says `erased`) ends with SessionPlayerErased, not a plain 403, and opens no other', async () => {
+    let opens = 0
+    const client = createClient({
+      baseUrl: 'http://nexus.test',
+      fetch: (async () =>
+        new Response(
+          JSON.stringify({
+            type: 'urn:nexus:problem:forbidden',
+            title: 'Forbidden',
+            status: 403,
+            detail: 'This player was erased: the session takes nothing of theirs',
+            erased: true,
+          }),
+          { status: 403, headers: { 'content-type': 'application/problem+json' } },
+        )) as unknown as typeof fetch,
+      WebSocket: () =>
+        scriptedSocket(
+          (socket) => {
+            opens++
+            socket.fail()
+          },
+          () => {},
+        ),
+      retry: { attempts: 2, baseDelayMs: 10, maxDelayMs: 50 },
+    })
+    const game = client.sessions.connect('s1', 'tok')
+    await expect(game.ready).rejects.toBeInstanceOf(SessionPlayerErased)
+    expect(opens).toBe(1)
+  })
 })
 
 describe('a game connection through a proxy that passes nothing', () => {

@@ -1144,7 +1144,10 @@ describe('erasing a player (admin)', () => {
     expect(cleared?.stage).toBe('done')
     await eraseAll(guest.playerId)
     for (const token of [guest.token, tokens[guest.playerId]!]) {
-      expect((await call(`/v1/sessions/${sessionId}`, bearer(token))).status).toBe(403)
+      // Said to be an erasure (`erased`), which the SDK ends the connection on for good.
+      const read = await problem(await call(`/v1/sessions/${sessionId}`, bearer(token)))
+      expect(read).toMatchObject({ status: 403, type: 'urn:nexus:problem:forbidden' })
+      expect(read.body.erased).toBe(true)
       expect((await call(`/v1/sessions/${sessionId}/events`, bearer(token))).status).toBe(403)
     }
     expect((await call(`/v1/sessions/${sessionId}`, bearer(tokens[other]!))).status).toBe(200)

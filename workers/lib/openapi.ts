@@ -183,6 +183,10 @@ export const Problem = z
       description:
         'conflict: the rules a queue plays that this version of Nexus does not have (with paused: true): it takes no tickets until an admin points it at other rules',
     }),
+    erased: z.boolean().optional().openapi({
+      description:
+        'forbidden (true): the player was erased, and the session takes nothing of theirs again',
+    }),
     archivedRowsCleared: z.number().int().optional().openapi({
       description:
         "unavailable: the archived standings whose name an erasure's last call cleared, more being left; send the same call again",

@@ -179,6 +179,8 @@ export class MatchTicket extends Emitter<TicketEvents> {
   readonly matched: Promise<Match>
   ticketId: string | null = null
   transport: 'websocket' | 'http' = 'websocket'
+  /** Whether the ticket goes over HTTP from the start (asked for, no sockets, a join too large). */
+  private readonly overHttp: boolean
   private done = false
   private socket: SocketLike | null = null
   private readonly abort = new AbortController()
@@ -249,7 +251,15 @@ export class MatchTicket extends Emitter<TicketEvents> {
     this.deps = deps
     this.role = role
     this.region = opts.region
-    if (opts.transport === 'http' || !deps.sockets.factory) this.transport = 'http'
+    // A join the schema takes but a pool's frame cannot hold (a full party with long attributes)
+    // goes over HTTP, whose body may be larger, unless sockets were asked for.
+    this.overHttp =
+      opts.transport === 'http' ||
+      !deps.sockets.factory ||
+      (role === 'join' &&
+        opts.transport !== 'websocket' &&
+        utf8Bytes(this.joinFrame()) > MAX_JOIN_FRAME_BYTES)
+    if (this.overHttp) this.transport = 'http'
     this.offSignOut = deps.auth.onSignOut((token) => this.signedOut(token))
     this.offPageWake = onPageWake(() => this.wake())
     this.matched = new Promise<Match>((resolve, reject) => {
@@ -505,7 +515,7 @@ export class MatchTicket extends Emitter<TicketEvents> {
     const mode = this.opts.transport ?? 'auto'
     if (this.role === 'member') await this.startMember()
     if (this.done) return
-    if (mode !== 'http' && this.deps.sockets.factory) {
+    if (!this.overHttp) {
       const fallback = await this.runSocket()
       if (this.done) return
       if (mode === 'websocket') throw fallback

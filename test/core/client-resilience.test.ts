@@ -4394,12 +4394,18 @@ describe('waits that ride out network loss', () => {
     expect(err).toMatchObject({ problem: 'rate-limited', status: 429, retryAfter: 7 })
   })
 
-  it('a socket join too large for the pool fails at once (bad-request, too_large), never sent: far larger, the pool would close the socket and every reconnect send it again', async () => {
+  it("a join too large for a pool's frame (the schema takes it, a socket cannot) goes over HTTP on auto, no socket opened; with sockets asked for, it fails at once (bad-request, too_large), never sent: far larger, the pool would close the socket and every reconnect send it again", async () => {
     const frames: Record<string, unknown>[] = []
+    const posted: string[] = []
     let opened = 0
     const client = createClient({
       baseUrl: 'http://nexus.test',
-      fetch: guestFetch(() => jsonRes(200, {})),
+      fetch: guestFetch((url, init) => {
+        if (init?.method === 'POST') posted.push(url.pathname)
+        if (init?.method === 'DELETE') return ticketView('cancelled', { reason: 'cancelled' })
+        // The HTTP join's answer, and its reads: a ticket waiting.
+        return ticketView('waiting', { existing: false })
+      }),
       WebSocket: () =>
         scriptedSocket(
           (socket) => {
@@ -4410,8 +4416,19 @@ describe('waits that ride out network loss', () => {
         ),
     })
     await client.auth.guest('device-abcdef-123456')
-    const t = client.matchmaking.join('duel', { attributes: { blob: 'x'.repeat(70_000) } })
-    const err = await t.matched.catch((e: unknown) => e)
+    // Sixteen attributes of 128 non-ASCII characters: 6 KiB, within the schema.
+    const attributes = Object.fromEntries(
+      Array.from({ length: 16 }, (_, i) => [`k${i}`, 'é'.repeat(128)]),
+    )
+    const auto = client.matchmaking.join('duel', { attributes })
+    await within(auto.once('queued'), 'queued over HTTP', 2000)
+    expect(auto.transport).toBe('http')
+    expect(posted).toEqual(['/v1/matchmaking/duel/tickets'])
+    expect(opened).toBe(0)
+    await auto.cancel().catch(() => {})
+
+    const sockets = client.matchmaking.join('duel', { attributes, transport: 'websocket' })
+    const err = await sockets.matched.catch((e: unknown) => e)
     expect(err).toBeInstanceOf(NexusProblem)
     expect(err).toMatchObject({ status: 400, title: 'too_large' })
     expect(frames.filter((f) => f.type === 'join')).toEqual([])

@@ -1130,7 +1130,14 @@ export class GameSession extends DurableObject<Env> {
       }
       // Taken out while Neon was asked (the walk, for a session Neon still lists as live).
       if (erased || this.erasedPlayers.has(player)) {
-        return problemResponse('forbidden', 'This player was erased', { erased: true })
+        // Erased for good (taken out here, or a guest, whose id never comes back); a player of
+        // an identity provider back under the id is live, and only refused this session.
+        const forGood = this.erasedPlayers.has(player) || player.startsWith(GUEST_ID_PREFIX)
+        return problemResponse(
+          'forbidden',
+          'This player was erased',
+          forGood ? { erased: true } : {},
+        )
       }
       if (!this.setup || !this.match) {
         return problemResponse('not-found', 'No such session (or it ended and was archived)')

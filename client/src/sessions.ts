@@ -106,13 +106,14 @@ export class ActionOutcomeUnknown extends NexusNetworkError {
 /** The most an action frame may hold (the server's MAX_FRAME_BYTES): larger, it is refused. */
 const MAX_ACTION_BYTES = 8 * 1024
 /**
- * The session's frame allowance per player (its RATE_PER_SECOND and RATE_BURST), which `send()`
- * keeps to: a game sending once per animation frame (144 a second) had every frame past it
- * refused by the session, and past a thousand refusals in 10 s its socket closed as flooding,
- * again after every reconnect.
+ * What `send()` keeps to, under the session's frame allowance per player (20 a second, burst
+ * 40), which also pays for acts, pings and other tabs: a game sending once per animation frame
+ * (144 a second) had every frame past it refused by the session, and past a thousand refusals in
+ * 10 s its socket closed as flooding, again after every reconnect. A quarter is left for the rest,
+ * so that a turn's act between two sends is not the frame refused.
  */
-const SEND_PER_SECOND = 20
-const SEND_BURST = 40
+const SEND_PER_SECOND = 15
+const SEND_BURST = 30
 
 /** An action of `act()` not answered yet: sent on the current socket or waiting to be. */
 interface PendingAct {
@@ -377,8 +378,9 @@ export class GameConnection extends Emitter<GameEvents> {
    * update is replaced by the next (a position). Throws `NexusNetworkError` while reconnecting;
    * an action sent into a dropping socket may or may not have been applied, and the resumed
    * events say which (the reconnect closes the old socket before they are read). An action over
-   * 8 KiB throws `ActionRefused` `too_large`, unsent; past the session's 20 frames a second (burst
-   * 40) an action is not sent and a `refused` event says `rate_limited`, as the session would. `act()` sends one that must land once, and
+   * 8 KiB throws `ActionRefused` `too_large`, unsent; past 15 a second (burst 30: the session takes
+   * 20 a second from a player, acts and pings included) an action is not sent and a `refused`
+   * event says `rate_limited`, as the session would. `act()` sends one that must land once, and
    * says what became of it.
    */
   send(action: Record<string, unknown>): void {
@@ -714,6 +716,9 @@ export class GameConnection extends Emitter<GameEvents> {
             await this.catchUpFromLog(token)
             return true
           } catch (logErr) {
+            if (logErr instanceof NexusProblem && logErr.body.erased === true) {
+              throw new SessionPlayerErased()
+            }
             if (this.done || !isTransient(logErr) || outOfTime()) throw logErr
             await this.pause(failures, logErr)
             return false

@@ -1167,6 +1167,9 @@ describe('erasing a player (admin)', () => {
     expect(first.sessions.left).toEqual([])
     for (const token of [after.guest.token, after.tokens[after.guest.playerId]!]) {
       expect(await readable(after.sessionId, token)).toBe(403)
+      // A guest's id never comes back: erased for good, and said so.
+      const read = await problem(await call(`/v1/sessions/${after.sessionId}`, bearer(token)))
+      expect(read.body.erased).toBe(true)
       expect((await call(`/v1/sessions/${after.sessionId}/events`, bearer(token))).status).toBe(403)
       const socket = await upgradeSession(after.sessionId, token)
       expect(socket.webSocket).toBeFalsy()
@@ -1222,7 +1225,11 @@ describe('erasing a player (admin)', () => {
       state.storage.sql.exec(`UPDATE meta SET value = ? WHERE key = 'made_at'`, erasedAt - 60_000)
       ;(inst as unknown as { madeAt: number }).madeAt = erasedAt - 60_000
     })
-    expect((await call(`/v1/sessions/${sessionId}`, bearer(back))).status).toBe(403)
+    // Refused, but not told erased: the player is live (back under the id), and their SDK must not
+    // end as for an erased player (SessionPlayerErased).
+    const live = await problem(await call(`/v1/sessions/${sessionId}`, bearer(back)))
+    expect(live.status).toBe(403)
+    expect(live.body.erased).toBeUndefined()
     const ended = await call(`/v1/admin/sessions/${sessionId}/end`, {
       ...bearer(ADMIN_KEY),
       method: 'POST',
@@ -1232,7 +1239,9 @@ describe('erasing a player (admin)', () => {
     const cleared = await clearAfterRetention(sessionId)
     expect(cleared?.stage).toBe('done')
     // Read from Neon now: still refused to the returning player, by the match's time.
-    expect((await call(`/v1/sessions/${sessionId}`, bearer(back))).status).toBe(403)
+    const cleared403 = await problem(await call(`/v1/sessions/${sessionId}`, bearer(back)))
+    expect(cleared403.status).toBe(403)
+    expect(cleared403.body.erased).toBeUndefined()
     expect((await call(`/v1/sessions/${sessionId}/events`, bearer(back))).status).toBe(403)
     expect((await call(`/v1/sessions/${sessionId}`, bearer(tokens[other]!))).status).toBe(200)
     // What an admin reads of the kept setup is the setup alone.

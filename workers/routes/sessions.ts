@@ -198,12 +198,17 @@ async function authorize(
 ): Promise<void> {
   if (viewer.kind === 'admin') return
   const refused = () => new ApiError('forbidden', 'Only the players of this session may see it')
-  // Said so (`erased: true`): the SDK, which cannot read a refused socket's answer, learns from
-  // this read that the connection is over for good (SessionPlayerErased), not refused for now.
-  const erasedOut = () =>
-    new ApiError('forbidden', 'This player was erased: the session takes nothing of theirs', {
-      erased: true,
-    })
+  // Said so (`erased: true`) where the player is erased for good: taken out by the session, or a
+  // guest (whose id never comes back). The SDK, which cannot read a refused socket's answer,
+  // learns from this read that the connection is over (SessionPlayerErased). A player of an
+  // identity provider back under an erased id is live: refused this session, not told erased.
+  const erasedOut = (forGood: boolean) =>
+    forGood
+      ? new ApiError('forbidden', 'This player was erased: the session takes nothing of theirs', {
+          erased: true,
+        })
+      : refused()
+  const guest = viewer.playerId.startsWith(GUEST_ID_PREFIX)
   if (!session.roster.some((p) => p.playerId === viewer.playerId)) throw refused()
   const madeAt = session.madeAt ?? session.createdAt
   if (session.erasedPlayers === undefined) {
@@ -212,22 +217,22 @@ async function authorize(
     // (erased since it was made; a guest, ever) refuses it, as it refused their socket while the
     // game ran. Neon is asked anyway for such a read.
     const erased = await new NeonSessionStore(c.env).erasedAmong([viewer.playerId], madeAt)
-    if (erased.length > 0) throw erasedOut()
+    if (erased.length > 0) throw erasedOut(guest)
     return
   }
   // Erased while it ran, whatever their token (a session token too): the object refuses their
   // sockets alike.
-  if (session.erasedPlayers.includes(viewer.playerId)) throw erasedOut()
+  if (session.erasedPlayers.includes(viewer.playerId)) throw erasedOut(true)
   // Ended, not yet cleared: no erasure walk asks it (a player may have hundreds within the
   // retention), so its reads ask Neon, as a cleared one's do, whatever the token; that check
   // covers a player back under an erased id too.
   if (session.status !== 'live') {
-    if (await erasedSinceMatch(c, viewer.playerId, madeAt)) throw erasedOut()
+    if (await erasedSinceMatch(c, viewer.playerId, madeAt)) throw erasedOut(guest)
     return
   }
   // By the match's time, as its result is: a session the pool created after an erasure, from a
   // match made (a ticket joined) before it, was the erased player's.
-  if (await erasedSince(c, viewer, madeAt)) throw erasedOut()
+  if (await erasedSince(c, viewer, madeAt)) throw refused()
 }
 
 /**

@@ -1662,8 +1662,10 @@ export class GameSession extends DurableObject<Env> {
    */
   private unansweredCloses(player: string, now: number): number {
     let held = 0
+    let closing = 0
     for (const ws of this.ctx.getWebSockets(player)) {
       if (ws.readyState !== WebSocket.CLOSING) continue
+      closing++
       const att = attachment(ws)
       const since = att?.closingSince ?? this.closingSeen.get(ws)
       if (since !== undefined) {
@@ -1680,7 +1682,10 @@ export class GameSession extends DurableObject<Env> {
         }
       }
     }
-    return held
+    // Of any age, past twice the limit: a burst of connects closes sockets faster than the 5 s
+    // each waits before it counts (an honest client's closes are answered within a round trip,
+    // so few are ever closing at once).
+    return closing >= 2 * MAX_UNANSWERED_CLOSES ? Math.max(held, MAX_UNANSWERED_CLOSES) : held
   }
   /** unansweredCloses' note where a socket's attachment could not take it. */
   private readonly closingSeen = new WeakMap<WebSocket, number>()

@@ -136,7 +136,8 @@ import { bannedJoinDetail } from '../workers/players/bans.ts'
  *   re-attaches the ticket, otherwise the alarm cancels it (`disconnected`). HTTP tickets have no
  *   grace: their TTL bounds an abandoned client.
  * - Client frames are at most 4 KiB of JSON, parsed with zod; anything else is answered with an
- *   `error` frame on that socket only and changes nothing.
+ *   `error` frame on that socket only and changes nothing, but a frame over 64 Ki characters
+ *   closes its socket (1009, flood.ts), as if its client had gone.
  * - One alarm for all timed work: the index's next useful check, expiries, disconnect graces,
  *   session-create retries and sweeps. It is idempotent (the runtime retries alarms).
  * - Time: `now` is a field, so tests move time forward instead of sleeping.

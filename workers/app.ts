@@ -129,7 +129,11 @@ export function createApp(): OpenAPIHono<AppEnv> {
         // not-found problem the routes answered first).
         c.req.method === 'OPTIONS'
           ? (c.set('problem', undefined),
-            c.body(null, 204, { allow: [...methods, 'OPTIONS'].join(', ') }))
+            // A new answer: c.body would keep the not-found problem's headers (its type).
+            new Response(null, {
+              status: 204,
+              headers: { allow: [...methods, 'OPTIONS'].join(', ') },
+            }))
           : renderProblem(
               c as Context<AppEnv>,
               new ApiError(

@@ -89,10 +89,10 @@ export interface TicketEvents {
   failed: { error: unknown }
 }
 
-/** Why `matched` rejected: the ticket was cancelled or expired without a match. */
 /** The largest frame a pool reads (the server's MAX_CLIENT_FRAME_BYTES). */
 const MAX_JOIN_FRAME_BYTES = 4096
 
+/** Why `matched` rejected: the ticket was cancelled or expired without a match. */
 export class MatchmakingEnded extends Error {
   readonly outcome: 'cancelled' | 'expired'
   readonly reason: string

@@ -62,7 +62,8 @@ export interface GameEvents {
   event: { seq: number; tick: number; event: unknown }
   /**
    * The server refused one of this player's frames; nothing changed. `ref` is the action's
-   * `ref` when it had one (an `act()`'s: its promise rejects too).
+   * `ref` when it had one (an `act()`'s: its promise rejects too). `send()` past its pace is
+   * refused so by the SDK itself, unsent (`rate_limited`, no `ref`).
    */
   refused: { code: string; message: string; ref?: string | number }
   ended: { seq: number; result: GameResult }
@@ -401,10 +402,14 @@ export class GameConnection extends Emitter<GameEvents> {
     )
     allowance.at = now
     if (allowance.tokens < 1) {
-      this.emit('refused', {
-        code: 'rate_limited',
-        message: `At most ${SEND_PER_SECOND} frames per second (burst ${SEND_BURST}); not sent`,
-      })
+      // Later, as the session's own refusal would come: a listener that sends again on it must
+      // not recurse within this call.
+      queueMicrotask(() =>
+        this.emit('refused', {
+          code: 'rate_limited',
+          message: `At most ${SEND_PER_SECOND} frames per second (burst ${SEND_BURST}); not sent`,
+        }),
+      )
       return
     }
     allowance.tokens--

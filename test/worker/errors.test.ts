@@ -309,6 +309,8 @@ describe('the error funnel renders RFC 9457 problems', () => {
       expect.arrayContaining(['POST', 'OPTIONS']),
     )
     expect(known.headers.get('access-control-allow-methods')).toBeNull()
+    // An empty answer, not a problem document.
+    expect(known.headers.get('content-type')).toBeNull()
     const unknown = await call('/v1/no-such-thing', { method: 'OPTIONS' })
     expect(await problem(unknown)).toMatchObject({
       status: 404,

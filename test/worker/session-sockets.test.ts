@@ -653,6 +653,31 @@ describe('session sockets', () => {
     other.close()
   })
 
+  it(`refuses a player's connect (409) while ${2 * MAX_UNANSWERED_CLOSES} of their sockets are closing, however new: a burst of connects closes them faster than each waits to count`, async () => {
+    const { sessionId, tokens, players } = await diceGame(2)
+    const token = tokens[players[0]!]!
+    await inObject(sessionId, (_inst, state) => {
+      const closing = () => {
+        let att: unknown = { playerId: players[0]!, connectedAt: 0 }
+        return {
+          readyState: WebSocket.CLOSING,
+          deserializeAttachment: () => att,
+          serializeAttachment: (value: unknown) => (att = value),
+        } as unknown as WebSocket
+      }
+      const burst = Array.from({ length: 2 * MAX_UNANSWERED_CLOSES }, closing)
+      const list = state.getWebSockets.bind(state)
+      state.getWebSockets = (tag?: string) =>
+        tag === players[0] ? [...list(tag), ...burst] : list(tag)
+    })
+    // Just found closing, all of them, and too many at once: refused now, not 5 s from now.
+    const refused = await problem(await upgrade(sessionId, token))
+    expect(refused).toMatchObject({ status: 409, type: 'urn:nexus:problem:conflict' })
+    const other = await connect(sessionId, tokens[players[1]!]!)
+    await other.nextOf('welcome')
+    other.close()
+  })
+
   it("a player's fifth socket replaces their oldest (a browser sees no refused upgrade's status): the oldest is closed with 4001, the newest welcomed, the others stay open, and no grace starts", async () => {
     expect(REPLACED_CLOSE.code).toBe(REPLACED_CLOSE_CODE)
     const { sessionId, tokens, players } = await diceGame(2)

@@ -303,7 +303,10 @@ function heldKeys(state: JwksState): ReturnType<typeof createLocalJWKSet> | null
 
 const jwksByUrl = new Map<string, JwksState>()
 
-/** For tests: a key-set fetch of `url` begun now that will never finish (its request gone). */
+/**
+ * For tests only: a key-set fetch of `url` begun now that will never finish (its request gone).
+ * @internal
+ */
 export function loseJwksFetchForTest(url: string): void {
   const state = jwksByUrl.get(url)
   if (state) state.askingSince = Date.now()

@@ -152,7 +152,7 @@ export interface MetricsAlarm {
  * would be set, not when the count was made).
  *
  * @example
- * private readonly metricsAlarm = guardedAlarm(this.ctx.storage, () => this.alarmFailures === 0)
+ * private readonly metricsAlarm = guardedAlarm(this.ctx.storage, () => this.alarmFailures.value === 0)
  */
 export function guardedAlarm(
   storage: Pick<DurableObjectStorage, 'getAlarm' | 'setAlarm'>,

@@ -85,6 +85,8 @@ const recentChecks = new Map<string, ReadyChecks>()
 /**
  * Checks under way, by configuration: requests arriving while one runs wait for it. Reusing only
  * finished checks let a burst of requests each start a Neon query and a Redis write of its own.
+ * Exported for tests, which put a lost check in it; nothing else writes it.
+ * @internal
  */
 export const checksUnderWay = new Map<string, { started: number; checks: Promise<ReadyChecks> }>()
 /**

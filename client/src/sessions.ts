@@ -108,7 +108,7 @@ export class ActionOutcomeUnknown extends NexusNetworkError {
 const MAX_ACTION_BYTES = 8 * 1024
 /**
  * What `send()` keeps to, under the session's frame allowance per player (20 a second, burst
- * 40), which also pays for acts, pings and other tabs: a game sending once per animation frame
+ * 40), which also pays for acts and other tabs' frames (pings are the runtime's, free): a game sending once per animation frame
  * (144 a second) had every frame past it refused by the session, and past a thousand refusals in
  * 10 s its socket closed as flooding, again after every reconnect. A quarter is left for the rest,
  * so that a turn's act between two sends is not the frame refused.
@@ -380,7 +380,7 @@ export class GameConnection extends Emitter<GameEvents> {
    * an action sent into a dropping socket may or may not have been applied, and the resumed
    * events say which (the reconnect closes the old socket before they are read). An action over
    * 8 KiB throws `ActionRefused` `too_large`, unsent; past 15 a second (burst 30: the session takes
-   * 20 a second from a player, acts and pings included) an action is not sent and a `refused`
+   * 20 a second from a player, acts and other tabs included) an action is not sent and a `refused`
    * event says `rate_limited`, as the session would. `act()` sends one that must land once, and
    * says what became of it.
    */

@@ -68,7 +68,7 @@ import {
 import { sha256Hex } from '../workers/lib/hash.ts'
 import { within } from '../workers/lib/within.ts'
 import { GUEST_ID_PREFIX } from '../workers/lib/auth.ts'
-import { answerClose, closeSilent, fellSilent } from '../workers/lib/socket-close.ts'
+import { answerClose, closeSilent, closingSince, fellSilent } from '../workers/lib/socket-close.ts'
 
 /**
  * GameSession: one match, its single writer. Design (why it is built this way):
@@ -1666,21 +1666,8 @@ export class GameSession extends DurableObject<Env> {
     for (const ws of this.ctx.getWebSockets(player)) {
       if (ws.readyState !== WebSocket.CLOSING) continue
       closing++
-      const att = attachment(ws)
-      const since = att?.closingSince ?? this.closingSeen.get(ws)
-      if (since !== undefined) {
-        if (now - since >= UNANSWERED_CLOSE_MS) held++
-        continue
-      }
-      this.closingSeen.set(ws, now)
-      if (att) {
-        try {
-          att.closingSince = now
-          ws.serializeAttachment(att)
-        } catch {
-          // Not writable in its state: this instance's memory holds it.
-        }
-      }
+      const since = closingSince(ws, attachment(ws), this.closingSeen, now)
+      if (since !== undefined && now - since >= UNANSWERED_CLOSE_MS) held++
     }
     // Of any age, past twice the limit: a burst of connects closes sockets faster than the 5 s
     // each waits before it counts (an honest client's closes are answered within a round trip,

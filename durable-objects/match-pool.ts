@@ -76,6 +76,7 @@ import { issueSessionToken } from '../workers/lib/session-token.ts'
 import {
   answerClose,
   closeSilent,
+  closingSince,
   fellSilent,
   SILENT_SOCKET_MS,
 } from '../workers/lib/socket-close.ts'
@@ -2339,7 +2340,12 @@ export class MatchPool extends DurableObject<Env> {
     const open = this.ctx.getWebSockets(`p:${sc.playerId}`).filter((ws) => {
       if (ws.readyState === WebSocket.OPEN) return true
       if (ws.readyState !== WebSocket.CLOSING) return false
-      const since = this.closingSince(ws, now)
+      const since = closingSince(
+        ws,
+        ws.deserializeAttachment() as Attachment | null,
+        this.closingSeen,
+        now,
+      )
       if (since === undefined) return false
       // One whose client has gone quiet (it pinged, then nothing: a phone off the network, closed
       // as silent) is not holding on, and goes whenever the runtime notices the connection dead:
@@ -3321,26 +3327,10 @@ export class MatchPool extends DurableObject<Env> {
   }
 
   /**
-   * When a closing socket was first seen so by a connect of its player (UNANSWERED_CLOSE_MS), or
-   * undefined the first time, which notes `now`. Noted in its attachment: in this instance's
-   * memory alone, every hibernation forgot it, and a client that never answers closes could
-   * add a socket to what it holds after each.
+   * closingSince's note where a socket's attachment could not take it. In the attachment, since
+   * in this instance's memory alone every hibernation forgot it, and a client that never answers
+   * closes could add a socket to what it holds after each.
    */
-  private closingSince(ws: WebSocket, now: number): number | undefined {
-    const att = ws.deserializeAttachment() as Attachment | null
-    const since = att?.closingSince ?? this.closingSeen.get(ws)
-    if (since !== undefined) return since
-    this.closingSeen.set(ws, now)
-    if (att) {
-      try {
-        ws.serializeAttachment({ ...att, closingSince: now } satisfies Attachment)
-      } catch {
-        // Not writable in its state: this instance's memory holds it.
-      }
-    }
-    return undefined
-  }
-  /** closingSince's note where a socket's attachment could not take it. */
   private readonly closingSeen = new WeakMap<WebSocket, number>()
   /** When each socket's last frame came, while the object is in memory (IDLE_SOCKET_MS). */
   private readonly lastFrameAt = new WeakMap<WebSocket, number>()

@@ -73,6 +73,35 @@ async function relayWithClockStopped(n = 2) {
   return { sessionId, a, players }
 }
 
+/** The grace timers running for `player` in the session (one while they are away). */
+function gracesOf(sessionId: string, player: string): Promise<number> {
+  return inObject(
+    sessionId,
+    (_inst, state) =>
+      state.storage.sql
+        .exec<{ n: number }>('SELECT count(*) AS n FROM timers WHERE player_id = ?', player)
+        .one().n,
+  )
+}
+
+/**
+ * Adds `count` sockets the session closed whose client never answered, as the runtime would list
+ * them: closing, under the player's tag, each with the attachment it keeps across a hibernation.
+ */
+function addUnansweredCloses(state: DurableObjectState, player: string, count: number): void {
+  const closing = () => {
+    let att: unknown = { playerId: player, connectedAt: 0 }
+    return {
+      readyState: WebSocket.CLOSING,
+      deserializeAttachment: () => att,
+      serializeAttachment: (value: unknown) => (att = value),
+    } as unknown as WebSocket
+  }
+  const held = Array.from({ length: count }, closing)
+  const list = state.getWebSockets.bind(state)
+  state.getWebSockets = (tag?: string) => (tag === player ? [...list(tag), ...held] : list(tag))
+}
+
 describe('session sockets', () => {
   it('welcomes a roster member with seq 0 and the initial state', async () => {
     const { sessionId, tokens, players } = await diceGame(2)
@@ -332,13 +361,7 @@ describe('session sockets', () => {
     expect(a.frames.filter((f) => f.type === 'event')).toEqual([])
     expect((await matchOf(sessionId)).seq).toBe(0)
     // Their last socket gone: their grace runs, as after any leaving.
-    const graces = await inObject(
-      sessionId,
-      (_inst, state) =>
-        state.storage.sql
-          .exec<{ n: number }>('SELECT count(*) AS n FROM timers WHERE player_id = ?', players[0]!)
-          .one().n,
-    )
+    const graces = await gracesOf(sessionId, players[0]!)
     expect(graces).toBe(1)
   })
 
@@ -605,22 +628,9 @@ describe('session sockets', () => {
     const { sessionId, tokens, players } = await diceGame(2)
     const token = tokens[players[0]!]!
     const clock = { t: Date.now() }
-    // Sockets the session closed whose client never answered, as the runtime would list them:
-    // closing, under the player's tag, with the attachment it keeps across a hibernation.
     await inObject(sessionId, (inst, state) => {
       inst.now = () => clock.t
-      const closing = () => {
-        let att: unknown = { playerId: players[0]!, connectedAt: 0 }
-        return {
-          readyState: WebSocket.CLOSING,
-          deserializeAttachment: () => att,
-          serializeAttachment: (value: unknown) => (att = value),
-        } as unknown as WebSocket
-      }
-      const held = Array.from({ length: MAX_UNANSWERED_CLOSES }, closing)
-      const list = state.getWebSockets.bind(state)
-      state.getWebSockets = (tag?: string) =>
-        tag === players[0] ? [...list(tag), ...held] : list(tag)
+      addUnansweredCloses(state, players[0]!, MAX_UNANSWERED_CLOSES)
     })
     // Just found closing: an answer may be on its way, and the player connects.
     const first = await connect(sessionId, token)
@@ -657,18 +667,7 @@ describe('session sockets', () => {
     const { sessionId, tokens, players } = await diceGame(2)
     const token = tokens[players[0]!]!
     await inObject(sessionId, (_inst, state) => {
-      const closing = () => {
-        let att: unknown = { playerId: players[0]!, connectedAt: 0 }
-        return {
-          readyState: WebSocket.CLOSING,
-          deserializeAttachment: () => att,
-          serializeAttachment: (value: unknown) => (att = value),
-        } as unknown as WebSocket
-      }
-      const burst = Array.from({ length: 2 * MAX_UNANSWERED_CLOSES }, closing)
-      const list = state.getWebSockets.bind(state)
-      state.getWebSockets = (tag?: string) =>
-        tag === players[0] ? [...list(tag), ...burst] : list(tag)
+      addUnansweredCloses(state, players[0]!, 2 * MAX_UNANSWERED_CLOSES)
     })
     // Just found closing, all of them, and too many at once: refused now, not 5 s from now.
     const refused = await problem(await upgrade(sessionId, token))
@@ -697,13 +696,7 @@ describe('session sockets', () => {
       await ws.nextOf('pong')
     }
     // The player never left: no grace of theirs is running.
-    const graces = await inObject(
-      sessionId,
-      (_inst, state) =>
-        state.storage.sql
-          .exec<{ n: number }>('SELECT count(*) AS n FROM timers WHERE player_id = ?', players[0]!)
-          .one().n,
-    )
+    const graces = await gracesOf(sessionId, players[0]!)
     expect(graces).toBe(0)
     // The limit is per player: the other player still connects.
     const other = await connect(sessionId, tokens[players[1]!]!)

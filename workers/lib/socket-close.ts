@@ -69,3 +69,29 @@ export function closeSilent(ws: WebSocket): void {
     // Already closing or closed.
   }
 }
+
+/**
+ * When a closing socket was first found so (its client not having answered the close), or
+ * undefined the first time, which notes `now`: in its attachment, which outlives a hibernation
+ * (the object's memory does not), and in `memory`, which holds it where the attachment cannot be
+ * written in the socket's state.
+ */
+export function closingSince<A extends { closingSince?: number }>(
+  ws: WebSocket,
+  att: A | null,
+  memory: WeakMap<WebSocket, number>,
+  now: number,
+): number | undefined {
+  const since = att?.closingSince ?? memory.get(ws)
+  if (since !== undefined) return since
+  memory.set(ws, now)
+  if (att) {
+    try {
+      att.closingSince = now
+      ws.serializeAttachment(att)
+    } catch {
+      // Not writable in its state: `memory` holds it.
+    }
+  }
+  return undefined
+}

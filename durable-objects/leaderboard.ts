@@ -61,7 +61,7 @@ import {
   sendMetricsSoon,
 } from '../workers/lib/metrics-flush.ts'
 import type { ProblemType } from '../workers/lib/problem.ts'
-import { all, one, schemaVersion, setSchemaVersion } from '../workers/lib/sql.ts'
+import { all, hasTable, one, schemaVersion, setSchemaVersion } from '../workers/lib/sql.ts'
 import { within } from '../workers/lib/within.ts'
 
 /** Rows per archive page: each page is one Neon transaction. */
@@ -530,6 +530,10 @@ export class Leaderboard extends DurableObject<Env> {
     this.sql = ctx.storage.sql
     this.archiveWriter = new NeonArchiveWriter(env)
     void ctx.blockConcurrencyWhile(async () => {
+      // Nothing stored (an id nobody created, a board deleted): the schema waits for a call that
+      // needs it (ensureSchema). Made at every wake, each made-up id a client sent cost some
+      // thirty statements, then a deleteAll to take them back.
+      if (!hasTable(this.sql, 'meta')) return
       try {
         this.load()
       } catch (err) {
@@ -844,7 +848,7 @@ export class Leaderboard extends DurableObject<Env> {
       if (this.catchUpPending) await this.awaitCatchUp()
       return null
     }
-    this.ensureSchema()
+    // No schema before Neon has said the board exists (below): none to drop for a made-up id.
     const wipes = this.wipes
     let stored: Awaited<ReturnType<typeof loadLeaderboardConfig>>
     try {
@@ -887,6 +891,7 @@ export class Leaderboard extends DurableObject<Env> {
   private async dropSchemaOfUnknown(): Promise<void> {
     if (this.boardId !== null) return
     this.schemaReady = false
+    if (!hasTable(this.sql, 'meta')) return
     await this.ctx.storage.deleteAll()
     this.alarmFailures.forget()
   }

@@ -757,6 +757,29 @@ describe('leaderboard configuration', () => {
     expect(await storedBy(id)).toEqual({ tables: [], alarm: null })
   })
 
+  it("a made-up id's object makes no tables: not at its wake, nor while Neon is asked whether the board exists", async () => {
+    const id = boardId('made-up')
+    // Woken (the test's own call wakes it): nothing stored, not even an empty schema.
+    expect(await storedBy(id)).toEqual({ tables: [], alarm: null })
+    let tablesWhileAsked: string[] | null = null
+    await runInDurableObject(env.LEADERBOARD.getByName(id), (inst: Leaderboard, state) => {
+      const real = inst.configRead
+      inst.configRead = (e, board) => {
+        tablesWhileAsked = state.storage.sql
+          .exec<{ name: string }>(
+            `SELECT name FROM sqlite_master WHERE name NOT LIKE '\_cf%' ESCAPE '\\'`,
+          )
+          .toArray()
+          .map((r) => r.name)
+        return real(e, board)
+      }
+    })
+    const p = await problem(await call(`/v1/leaderboards/${id}/top`))
+    expect(p).toMatchObject({ status: 404, type: 'urn:nexus:problem:not-found' })
+    expect(tablesWhileAsked).toEqual([])
+    expect(await storedBy(id)).toEqual({ tables: [], alarm: null })
+  })
+
   it('an unknown board is 404 on every read', async () => {
     const id = boardId('missing')
     for (const path of [

@@ -1101,6 +1101,33 @@ describe('edge rate limit through Redis', () => {
     expect(await redis.run('test.get', (r) => r.get<number>(stored))).toBe(0)
   })
 
+  it('past the limit, as many submissions again a minute reach the board for their replay; past those, even a replay is 429 without asking the board', async () => {
+    const { token } = await newGuest()
+    const b = await createBoard({ submitsPerMinute: 600 })
+    const send = (key: string, body: unknown) =>
+      callWithEnv(
+        { EDGE_SUBMITS_PER_MINUTE: '2' },
+        `/v1/leaderboards/${b}/scores`,
+        json('POST', body, token, { 'idempotency-key': key }),
+      )
+    await clearOfMinuteTurn(5_000)
+    const first = await send('a', { score: 1 })
+    expect(first.status).toBe(200)
+    const firstAnswer = (await first.json()) as Record<string, unknown>
+    expect((await send('b', { score: 2 })).status).toBe(200)
+    // Past the limit: two replays answered from the board.
+    for (let i = 0; i < 2; i++) {
+      const replay = await send('a', { score: 1 })
+      expect(replay.status).toBe(200)
+      expect(await replay.json()).toEqual({ ...firstAnswer, replayed: true })
+    }
+    // Past those too: refused at the edge for the rest of the minute, the replay included.
+    const refused = await send('a', { score: 1 })
+    expect(refused.status).toBe(429)
+    expect(Number(refused.headers.get('retry-after'))).toBeGreaterThanOrEqual(1)
+    expect(await problem(refused)).toMatchObject({ type: 'urn:nexus:problem:rate-limited' })
+  })
+
   it('counts well-formed submissions only, and answers a replay past the limit; what it refuses changes nothing', async () => {
     const { callWithEnv } = await import('./helpers/http.ts')
     const { token, playerId } = await newGuest()
@@ -1134,6 +1161,10 @@ describe('edge rate limit through Redis', () => {
     expect(refused).not.toBeNull()
     const windowLeft = Number(refused!.headers.get('retry-after'))
     expect(await problem(refused!)).toMatchObject({ type: 'urn:nexus:problem:rate-limited' })
+    // The first submission's retry gets its first answer all the same.
+    const replay = await send('a', { score: 1 })
+    expect(replay.status).toBe(200)
+    expect(await replay.json()).toEqual({ ...firstAnswer, replayed: true })
     // A board nobody created has nothing to replay: 429 too (404 once a new minute has reset
     // the count, so 429 is required only with a second or more of the window left), and either
     // way its object, woken for the call, keeps nothing.
@@ -1146,10 +1177,6 @@ describe('edge rate limit through Redis', () => {
     await made.body?.cancel()
     expect(windowLeft >= 2 ? [429] : [429, 404]).toContain(made.status)
     expect(await storedBy(unknown)).toEqual({ tables: [], alarm: null })
-    // The first submission's retry gets its first answer all the same.
-    const replay = await send('a', { score: 1 })
-    expect(replay.status).toBe(200)
-    expect(await replay.json()).toEqual({ ...firstAnswer, replayed: true })
     // Only the accepted submissions count on the board.
     const standing = await fresh<{ entry: { score: number } | null }>(
       `/v1/leaderboards/${b}/players/${playerId}`,

@@ -208,6 +208,17 @@ const SUBMIT_EDGE_LIMIT: EdgeRateLimitOptions = {
   },
 }
 
+/**
+ * Submissions sent past SUBMIT_EDGE_LIMIT that still go to their board for a replay (a retry gets
+ * its first answer), a minute: as many again. Past both, the 429 comes without a call on the
+ * board; a client retries a submission a few times, not a hundred, and its key's answer waits
+ * 24 h for a later retry.
+ */
+const SUBMIT_REPLAY_LIMIT: EdgeRateLimitOptions = {
+  ...SUBMIT_EDGE_LIMIT,
+  name: 'score-submit-replays',
+}
+
 /** Submissions the board refused as malformed whose edge count was given back, a minute. */
 const SUBMIT_REFUSED_LIMIT: EdgeRateLimitOptions = {
   ...SUBMIT_EDGE_LIMIT,
@@ -283,9 +294,14 @@ leaderboardRoutes.openapi(submitRoute, async (c) => {
   // submissions without Redis. By the player, not their address, which others share.
   refuseNamerOfUnknownIds(c, 'player')
   // Over the edge limit, the board still answers a replay (a retry must get its first answer),
-  // and refuses anything else without a change.
+  // and refuses anything else without a change; past as many such calls again, the edge refuses
+  // them all without asking the board.
   const countedAt = Date.now()
   const overLimit = await overEdgeLimit(c, SUBMIT_EDGE_LIMIT, countedAt)
+  if (overLimit && (await overEdgeLimit(c, SUBMIT_REPLAY_LIMIT, countedAt))) {
+    countEdgeRefusal(SUBMIT_REPLAY_LIMIT.name)
+    throw overLimit
+  }
   const reply = await board(c, id).submit({
     boardId: id,
     playerId,

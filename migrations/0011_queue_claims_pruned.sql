@@ -1,1 +1,1 @@
-CREATE INDEX "queue_claims_claimed_at_idx" ON "queue_claims" USING btree ("claimed_at");
+CREATE INDEX IF NOT EXISTS "queue_claims_claimed_at_idx" ON "queue_claims" USING btree ("claimed_at");

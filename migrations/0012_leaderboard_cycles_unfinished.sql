@@ -1,1 +1,1 @@
-CREATE INDEX "leaderboard_cycles_unfinished_idx" ON "leaderboard_cycles" USING btree ("leaderboard_id") WHERE "leaderboard_cycles"."completed_at" is null;
+CREATE INDEX IF NOT EXISTS "leaderboard_cycles_unfinished_idx" ON "leaderboard_cycles" USING btree ("leaderboard_id") WHERE "leaderboard_cycles"."completed_at" is null;

@@ -12,7 +12,15 @@ import { runInDurableObject } from 'cloudflare:test'
 import type { Leaderboard } from '../../durable-objects/leaderboard.ts'
 import { createQueue } from './helpers/matchmaking.ts'
 import { replaceMethod } from './helpers/replace-method.ts'
-import { ADMIN_KEY, bearer, call, callWithEnv, json, newGuest } from './helpers/http.ts'
+import {
+  ADMIN_KEY,
+  bearer,
+  call,
+  callWithEnv,
+  clearOfTurn,
+  json,
+  newGuest,
+} from './helpers/http.ts'
 import { env, exports } from 'cloudflare:workers'
 
 /** A request to the Worker at a URL of the test's choosing (scheme and host). */
@@ -395,6 +403,8 @@ describe('the dashboard and an archive that keeps failing', () => {
 
 describe('the dashboard during a gradual deployment', () => {
   it('reads a board object still on the version before (no operatorInfo) through its info: the board is listed, with no closes shown', async () => {
+    // Cycle 1 throughout: not begun just before the hour turns.
+    await clearOfTurn(3_600_000, 30_000)
     const board = await createBoard({ cycle: { every: '1h' } })
     await submitFor(board, 'a', { score: 1 })
     const proto = await runInDurableObject(

@@ -15,6 +15,7 @@ import {
   call,
   callWithEnv,
   clearOfMinuteTurn,
+  clearOfTurn,
   json,
   newGuest,
   problem,
@@ -933,6 +934,8 @@ describe('importing standings (admin)', () => {
   })
 
   it('a batch sent again with its Idempotency-Key gets the first answer and changes nothing, even after the players submitted since or the cycle ended', async () => {
+    // Cycle 1 throughout: not begun just before the hour turns.
+    await clearOfTurn(3_600_000, 30_000)
     const b = await createBoard({ operator: 'incr', cycle: { every: '1h' } })
     const importWith = (key: string, entries: unknown[]) =>
       call(

@@ -19,6 +19,7 @@ import {
   bearer,
   call,
   clearOfMinuteTurn,
+  clearOfTurn,
   json,
   newGuest,
   problem,
@@ -1036,6 +1037,8 @@ describe('the end of a game', () => {
   })
 
   it('with Neon unreachable at the end, the win goes on the board at once, on the cycle the game ended in; the result lands later and the win is not counted again', async () => {
+    // Cycle 1 throughout: not begun just before the hour turns.
+    await clearOfTurn(3_600_000, 30_000)
     const board = await createBoard({ operator: 'incr', cycle: { every: '1h' } })
     const game = await playGame({
       leaderboardId: board,

@@ -215,7 +215,8 @@ describe('a real-time game on the tick loop', () => {
     const { sessionId, tokens } = await createSession({
       rules: 'hot-potato',
       roster: players.map((playerId) => ({ playerId })),
-      options: { minFuse: 8, maxFuse: 12 },
+      // At least 4 s: three round trips come before the holder's pass, which must beat the fuse.
+      options: { minFuse: 20, maxFuse: 24 },
     })
     const sockets = await Promise.all(players.map((p) => connect(sessionId, tokens[p]!)))
     for (const s of sockets) await s.nextOf('welcome')

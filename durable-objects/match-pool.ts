@@ -1649,7 +1649,8 @@ export class MatchPool extends DurableObject<Env> {
     viewer: Viewer,
     waitMs = 0,
   ): Promise<Reply<{ ticket: TicketView }>> {
-    this.ensureSchema()
+    // Nothing stored (a made-up queue or region): no schema made only to be dropped again.
+    if (!this.schemaReady) return problem('not-found', `No ticket '${ticketId}'`)
     if (!this.config && this.queue === null) return this.forgetUnknown(ticketId)
     const before = this.readable(ticketId, viewer)
     if (!before.ok) return before
@@ -1713,7 +1714,7 @@ export class MatchPool extends DurableObject<Env> {
     viewer: Viewer,
     reason: 'cancelled' | 'party_changed' = 'cancelled',
   ): Promise<Reply<{ ticket: TicketView }>> {
-    this.ensureSchema()
+    if (!this.schemaReady) return problem('not-found', `No ticket '${ticketId}'`)
     if (!this.config && this.queue === null) return this.forgetUnknown(ticketId)
     const before = this.readable(ticketId, viewer)
     if (!before.ok) return before

@@ -58,6 +58,12 @@ export interface Env {
   SESSION_EVENT_READS_PER_MINUTE?: string
 
   /**
+   * Socket connects to sessions (upgrades of GET /v1/sessions/:id) a player may make per minute,
+   * across sessions (default 120, 1–100,000).
+   */
+  SESSION_CONNECTS_PER_MINUTE?: string
+
+  /**
    * A player's reads of their own account from Neon (profile, rewards, matches, party invites,
    * their history on a board) per minute, in all (default 120, 1–100,000).
    */

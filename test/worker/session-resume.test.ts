@@ -29,9 +29,12 @@ import {
   playerIds,
   sessionObject,
   upgrade,
-  type TestSocket,
   seenBy,
+  TestSocket,
 } from './helpers/session-sockets.ts'
+import { replaceMethod } from './helpers/replace-method.ts'
+import { issuePlayerToken } from '../../workers/lib/auth.ts'
+import type { GameSession } from '../../durable-objects/game-session.ts'
 
 const matchOf = (sessionId: string) => inObject(sessionId, (inst) => inst.current()!.match)
 
@@ -816,6 +819,68 @@ describe('the event log', () => {
     expect(Number(refused.headers.get('retry-after'))).toBeGreaterThan(0)
     expect((await read(tokens[players[1]!]!)).status).toBe(200)
     expect((await read(ADMIN_KEY)).status).toBe(200)
+  })
+
+  it('a player opens at most SESSION_CONNECTS_PER_MINUTE sockets a minute across sessions: past it 429 with Retry-After, and the session is not asked; other players connect on', async () => {
+    await clearOfMinuteTurn(5_000)
+    const players = playerIds(2)
+    const { sessionId, tokens } = await createSession({
+      rules: 'dice-race',
+      roster: players.map((playerId) => ({ playerId })),
+    })
+    let asked = 0
+    await replaceMethod<GameSession, 'fetch'>(
+      sessionObject(sessionId),
+      'fetch',
+      (original) =>
+        async function (this: GameSession, ...args: Parameters<GameSession['fetch']>) {
+          asked++
+          return original.apply(this, args)
+        },
+    )
+    const open = (token: string) =>
+      callWithEnv({ SESSION_CONNECTS_PER_MINUTE: '2' }, `/v1/sessions/${sessionId}`, {
+        headers: { upgrade: 'websocket', authorization: `Bearer ${token}` },
+      })
+    const sockets: TestSocket[] = []
+    for (let i = 0; i < 2; i++) {
+      const res = await open(tokens[players[0]!]!)
+      expect(res.status).toBe(101)
+      sockets.push(new TestSocket(res.webSocket!))
+    }
+    expect(asked).toBe(2)
+    const refused = await open(tokens[players[0]!]!)
+    expect(await problem(refused)).toMatchObject({
+      status: 429,
+      type: 'urn:nexus:problem:rate-limited',
+    })
+    expect(Number(refused.headers.get('retry-after'))).toBeGreaterThan(0)
+    expect(asked).toBe(2)
+    const other = await open(tokens[players[1]!]!)
+    expect(other.status).toBe(101)
+    sockets.push(new TestSocket(other.webSocket!))
+    for (const s of sockets) s.close()
+  })
+
+  it("a live session's reads that ask Neon whether the player was erased (a player token issued since the match) count toward PLAYER_READS_PER_MINUTE; with the session's token they do not", async () => {
+    await clearOfMinuteTurn(5_000)
+    const players = playerIds(2)
+    const { sessionId, tokens } = await createSession({
+      rules: 'dice-race',
+      roster: players.map((playerId) => ({ playerId })),
+    })
+    // Renewed since the match was made, as a studio's sign-in renews it.
+    const renewed = (await issuePlayerToken(env, players[0]!, Date.now() + 2_000)).token
+    const read = (token: string) =>
+      callWithEnv({ PLAYER_READS_PER_MINUTE: '2' }, `/v1/sessions/${sessionId}`, bearer(token))
+    for (let i = 0; i < 3; i++) expect((await read(tokens[players[0]!]!)).status).toBe(200)
+    for (let i = 0; i < 2; i++) expect((await read(renewed)).status).toBe(200)
+    const refused = await read(renewed)
+    expect(await problem(refused)).toMatchObject({
+      status: 429,
+      type: 'urn:nexus:problem:rate-limited',
+    })
+    expect(Number(refused.headers.get('retry-after'))).toBeGreaterThan(0)
   })
 
   it("a player's reads of sessions their objects no longer hold (read from Neon, or none at all) count toward PLAYER_READS_PER_MINUTE: past it 429; a live session's read is not counted", async () => {

@@ -259,9 +259,7 @@ async function erasedSince(
   viewer: Extract<Viewer, { kind: 'player' }>,
   createdAt: number,
 ): Promise<boolean> {
-  if (!mayBeBackUnderErasedId(viewer)) return false
-  // `iat` is in whole seconds: a token stamped in the session's second may be later than it.
-  if (viewer.issuedAt !== undefined && viewer.issuedAt + 1000 <= createdAt) return false
+  if (!erasureCheckAsksNeon(viewer, createdAt)) return false
   try {
     // A Neon that hangs must not hold a running game's reads and reconnects for its 8 s.
     const erased = await within(
@@ -282,6 +280,16 @@ async function erasedSince(
     log('warn', 'erasure check skipped', { sessionCreatedAt: createdAt, ...errorFields(err) })
     return false
   }
+}
+
+/** Whether erasedSince asks Neon about `viewer` for a session made at `createdAt`. */
+function erasureCheckAsksNeon(
+  viewer: Extract<Viewer, { kind: 'player' }>,
+  createdAt: number,
+): boolean {
+  if (!mayBeBackUnderErasedId(viewer)) return false
+  // `iat` is in whole seconds: a token stamped in the session's second may be later than it.
+  return viewer.issuedAt === undefined || viewer.issuedAt + 1000 > createdAt
 }
 
 /**
@@ -311,6 +319,14 @@ async function erasedSinceMatch(
 async function connect(c: Context<AppEnv>, sessionId: string): Promise<Response> {
   const offer = socketOffer(c.req.header('sec-websocket-protocol'))
   const player = await playerOf(c, credentialOf(c, offer), sessionId)
+  // Before the session or Neon is asked: each connect is a call on the thread that plays the
+  // match (and an ended one's a Neon query), and a client reconnecting in a loop would spend
+  // them without end.
+  await enforceEdgeLimit(c, {
+    name: 'session-connects',
+    limit: boundedInt(c.env.SESSION_CONNECTS_PER_MINUTE, 120, 1, 100_000),
+    key: () => player.playerId,
+  })
   if (mayBeBackUnderErasedId(player)) {
     // A session made before an erasure of the id is not a returning player's (as a read of it).
     const info = await sessionStub(c.env, sessionId).info()
@@ -402,8 +418,14 @@ sessionRoutes.openapi(getRoute, (async (c: Context<AppEnv>) => {
   const info = await sessionStub(c.env, id).info()
   // Past its object (its storage cleared, or never a session), a session is read from Neon: a
   // player's such reads count as their account's do, or made-up ids would query Neon without end.
-  // So too an ended one's, which asks Neon whether the player was erased.
-  if ((!info.ok || info.status !== 'live') && viewer.kind === 'player') {
+  // So too an ended one's, which asks Neon whether the player was erased, and a live one's that
+  // asks it (a token of an identity provider issued since the match: one renewed hourly, say).
+  if (
+    viewer.kind === 'player' &&
+    (!info.ok ||
+      info.status !== 'live' ||
+      erasureCheckAsksNeon(viewer, info.madeAt ?? info.createdAt))
+  ) {
     await countPlayerRead(c, viewer.playerId)
   }
   const { view, madeAt } = await sessionView(c, id, info, { withSetup: viewer.kind === 'admin' })

@@ -25,7 +25,12 @@ import {
 import { getRedis } from '../../workers/lib/redis.ts'
 import { until } from './helpers/sockets.ts'
 import { localFamilies } from '../../workers/lib/metrics.ts'
-import { forgetPlayerName, playerNames } from '../../workers/leaderboards/names.ts'
+import {
+  forgetPlayerName,
+  MAX_CACHED_NAMES,
+  playerNames,
+  rememberedNameCount,
+} from '../../workers/leaderboards/names.ts'
 import type { Leaderboard } from '../../durable-objects/leaderboard.ts'
 import type { RankIndex } from '../../workers/core/rank-index.ts'
 import { replaceMethod } from './helpers/replace-method.ts'
@@ -583,6 +588,25 @@ describe('a player and the players around them', () => {
     // by asking Neon again (had the old name been remembered, it would say Alpha for a minute).
     await pg()`update players set name = 'Bravo' where id = ${player}`
     expect((await playerNames(env, [player])).get(player)).toBe('Bravo')
+  })
+
+  it("an isolate's full cache of names lets the oldest go, not every name: one read since stays remembered", async () => {
+    const player = `kept-${crypto.randomUUID().slice(0, 8)}`
+    await call(`/v1/admin/players/${player}`, json('PUT', { name: 'Alpha' }, ADMIN_KEY))
+    const madeUp = (n: number) =>
+      Array.from({ length: n }, () => `nobody-${crypto.randomUUID().slice(0, 12)}`)
+    // Full: names read (in pages of a thousand, a board's largest) until it holds its most.
+    for (let i = 0; i < 40 && rememberedNameCount() < MAX_CACHED_NAMES; i++) {
+      await playerNames(env, madeUp(1_000))
+    }
+    expect(rememberedNameCount()).toBe(MAX_CACHED_NAMES)
+    expect((await playerNames(env, [player])).get(player)).toBe('Alpha')
+    await playerNames(env, madeUp(1_000))
+    expect(rememberedNameCount()).toBe(MAX_CACHED_NAMES)
+    // The player's still remembered: a rename behind this isolate's back does not show for its
+    // minute (emptied, the cache would have asked Neon again).
+    await pg()`update players set name = 'Bravo' where id = ${player}`
+    expect((await playerNames(env, [player])).get(player)).toBe('Alpha')
   })
 })
 

@@ -9,13 +9,19 @@ const NAME_TTL_MS = 60_000
  * finally produced would already be too old for any cache to keep.
  */
 const NAMES_WAIT_MS = 1_000
-const MAX_CACHED = 20_000
+/** Names an isolate remembers at most. */
+export const MAX_CACHED_NAMES = 20_000
 const names = new Map<string, { name: string | null; at: number }>()
 /**
  * Counts renames this isolate took: a read that began before one may have fetched the old name,
  * and must not remember it for another minute. Renames are rare, so one counter for all players.
  */
 let renames = 0
+
+/** How many names this isolate remembers now. @internal For tests. */
+export function rememberedNameCount(): number {
+  return names.size
+}
 
 /** Forgets a player's name in this isolate (it was just changed here). */
 export function forgetPlayerName(id: string): void {
@@ -50,10 +56,21 @@ export async function playerNames(
     )) as { id: string; name: string | null }[]
     const found = new Map(rows.map((r) => [r.id, r.name]))
     const remember = renames === renamesBefore
-    if (remember && names.size + missing.length > MAX_CACHED) names.clear()
+    if (remember) {
+      // The names remembered longest go first (a Map keeps insertion order, and a name read
+      // again is put back at the end): emptied at once, as before, every reader of the isolate
+      // asked Neon again, and a script reading made-up windows emptied it at will.
+      for (const id of names.keys()) {
+        if (names.size + missing.length <= MAX_CACHED_NAMES) break
+        names.delete(id)
+      }
+    }
     for (const id of missing) {
       const name = found.get(id) ?? null
-      if (remember) names.set(id, { name, at: now })
+      if (remember) {
+        names.delete(id)
+        names.set(id, { name, at: now })
+      }
       out.set(id, name)
     }
   } catch (err) {

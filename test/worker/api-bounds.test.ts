@@ -30,7 +30,7 @@ const nestedObject = (levels: number): unknown =>
 
 describe('free-form JSON fields are bounded in depth, however deep the input', () => {
   it('score metadata: 8 levels are kept, 9 and 30,000 are 422, and nothing is stored', async () => {
-    const board = await createBoard({ metadataMaxBytes: 4096 })
+    const board = await createBoard({ metadataMaxBytes: 4096, maxEntries: 100_000 })
     const guest = await newGuest()
     const submit = (metadata: string, key: string) =>
       sendRaw(

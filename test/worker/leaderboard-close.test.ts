@@ -916,7 +916,7 @@ describe('metadata PostgreSQL cannot store', () => {
   })
 
   it('of the largest size, quote-heavy, on every entry, is archived whole: pages stay under Neon’s request limit', async () => {
-    const board = await createBoard({ metadataMaxBytes: 4096 })
+    const board = await createBoard({ metadataMaxBytes: 4096, maxEntries: 100_000 })
     const n = 1100
     // 4,008 bytes as stored; escaped twice on the way to Neon, a 1,000-row page would be 16 MB.
     const metadataOf = (i: number) => canonicalJson({ q: '"'.repeat(1995), i })
@@ -966,6 +966,7 @@ describe('metadata PostgreSQL cannot store', () => {
     expect(new TextEncoder().encode(JSON.stringify(reward)).length).toBeLessThanOrEqual(1024)
     const board = await createBoard({
       metadataMaxBytes: 4096,
+      maxEntries: 100_000,
       rewards: [{ fromRank: 1, toRank: 100_000, reward }],
     })
     const n = 1100

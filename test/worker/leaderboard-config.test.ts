@@ -251,6 +251,11 @@ describe('leaderboard configuration', () => {
       [{ maxEntries: 1_500_001 }, 'maxEntries'],
       [{ maxEntries: 2.5 }, 'maxEntries'],
       [{ maxEntries: '10' }, 'maxEntries'],
+      // Each within its bounds, together past what a board may store: two cycles of entries
+      // at 180 + 2 × 4096 bytes each within 6 GB hold at most 358,337 a cycle.
+      [{ metadataMaxBytes: 4096 }, 'maxEntries'],
+      [{ metadataMaxBytes: 4096, maxEntries: 358_338 }, 'maxEntries'],
+      [{ metadataMaxBytes: 1024, maxEntries: 1_500_000 }, 'maxEntries'],
       [
         {
           rewards: [
@@ -295,6 +300,15 @@ describe('leaderboard configuration', () => {
     // And Neon, which the cron pushes from: no refused configuration was saved there first.
     const [row] = await pg()`select version, config from leaderboards where id = ${id}`
     expect(row).toMatchObject({ version: 1, config: { scoreMax: 1000 } })
+  })
+
+  it('takes metadataMaxBytes at its most with maxEntries its two cycles fit in the board (358,337 at 4 KB), and the default 512 bytes with maxEntries at its most', async () => {
+    const id = await createBoard({ metadataMaxBytes: 4096, maxEntries: 358_337 })
+    const put = await call(
+      `/v1/admin/leaderboards/${id}`,
+      json('PUT', { metadataMaxBytes: 512, maxEntries: 1_500_000 }, ADMIN_KEY),
+    )
+    expect(put.status).toBe(200)
   })
 
   it('pushes arriving out of order end on the newest version: an older one changes nothing', async () => {

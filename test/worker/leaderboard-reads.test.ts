@@ -233,7 +233,12 @@ describe('top pages with cursors', () => {
   })
 
   it('the metadata kept for walks is bounded: past it, the oldest versions go and a walk that needs them is 409', async () => {
-    const b = await createBoard({ operator: 'set', submitsPerMinute: 600, metadataMaxBytes: 4096 })
+    const b = await createBoard({
+      operator: 'set',
+      submitsPerMinute: 600,
+      metadataMaxBytes: 4096,
+      maxEntries: 100_000,
+    })
     const car = (tag: string) => ({ car: tag.padEnd(1000, '.') })
     for (let i = 0; i < 6; i++)
       await submitFor(b, `m${i}`, { score: 100 - i, metadata: car(`${i}`) })
@@ -1908,7 +1913,7 @@ describe('Redis as the cache shared by every location', () => {
   })
 
   it(`keeps answers over ${MAX_REDIS_ANSWER_CHARS / 1024} K characters out of Redis: each location loads its own`, async () => {
-    const b = await createBoard({ metadataMaxBytes: 4096 })
+    const b = await createBoard({ metadataMaxBytes: 4096, maxEntries: 100_000 })
     await runInDurableObject(env.LEADERBOARD.getByName(b), async (inst: Leaderboard) => {
       const entries = Array.from({ length: 100 }, (_, i) => ({
         playerId: `big${i}`,

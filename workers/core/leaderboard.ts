@@ -55,6 +55,32 @@ export const MAX_ENTRIES_DEFAULT = 1_000_000
 export const MAX_ENTRIES_LIMIT = 1_500_000
 
 /**
+ * What a board's SQLite may give its entries at `maxEntries`, of the 10 GB Cloudflare allows an
+ * object: two cycles' worth (a closed cycle's rows stay until archived and deleted, beside the
+ * new cycle's), the rest left to the 24 h of idempotency records, which grow with submissions.
+ */
+export const ENTRIES_STORAGE_BUDGET_BYTES = 6_000_000_000
+
+/** An entry's bytes in a board's SQLite: a row and its rank index, each holding the metadata. */
+export function entryStorageBytes(metadataMaxBytes: number): number {
+  return 180 + 2 * metadataMaxBytes
+}
+
+/**
+ * The largest `maxEntries` whose two cycles fit ENTRIES_STORAGE_BUDGET_BYTES at
+ * `metadataMaxBytes` (at most MAX_ENTRIES_LIMIT).
+ *
+ * @example maxEntriesFitting(512) // 1_500_000
+ * @example maxEntriesFitting(4096) // 358_337
+ */
+export function maxEntriesFitting(metadataMaxBytes: number): number {
+  return Math.min(
+    MAX_ENTRIES_LIMIT,
+    Math.floor(ENTRIES_STORAGE_BUDGET_BYTES / (2 * entryStorageBytes(metadataMaxBytes))),
+  )
+}
+
+/**
  * A configuration as stored, filled in with what configurations saved before a field existed
  * lack (`maxEntries`), so that a board compares and applies them as a PUT of today sends them.
  */

@@ -1,6 +1,11 @@
 import { z } from '@hono/zod-openapi'
 import { parseSchedule } from '../core/cycle.ts'
-import { MAX_ENTRIES_DEFAULT, MAX_ENTRIES_LIMIT, overlappingTiers } from '../core/leaderboard.ts'
+import {
+  MAX_ENTRIES_DEFAULT,
+  MAX_ENTRIES_LIMIT,
+  maxEntriesFitting,
+  overlappingTiers,
+} from '../core/leaderboard.ts'
 import { decimalInt } from '../lib/openapi.ts'
 import { boundedJson, DisplayName, NewPlayerId, objectRecord, ResourceId } from '../lib/fields.ts'
 
@@ -96,7 +101,10 @@ export const LeaderboardConfigInput = z
       .openapi({
         description:
           'The players a cycle holds: past it, a new player is refused (409 `conflict` with ' +
-          '`limit`) until the next cycle; players already ranked still submit.',
+          '`limit`) until the next cycle; players already ranked still submit. With ' +
+          '`metadataMaxBytes` above 1,410 it may be at most 6,000,000,000 / (2 × (180 + 2 × ' +
+          'metadataMaxBytes)), rounded down (358,337 at 4,096): two cycles of entries must fit ' +
+          "6 GB of the board's 10 GB (422 past it).",
       })
       .default(MAX_ENTRIES_DEFAULT),
     paused: z
@@ -131,6 +139,19 @@ export const LeaderboardConfigInput = z
     }
     const overlap = overlappingTiers(c.rewards)
     if (overlap) ctx.addIssue({ code: 'custom', path: ['rewards'], message: overlap })
+    // Each bound alone is fine; together they could ask for more than the object may store, and
+    // a full board refuses every submission and cannot freeze its cycle (no close, no rewards).
+    const fitting = maxEntriesFitting(c.metadataMaxBytes)
+    if (c.maxEntries > fitting) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['maxEntries'],
+        message:
+          `maxEntries must be ≤ ${fitting} with metadataMaxBytes ${c.metadataMaxBytes}: two ` +
+          `cycles of entries (a closed one is kept until archived) must fit 6 GB of the board's ` +
+          `10 GB; lower metadataMaxBytes to hold more players`,
+      })
+    }
   })
   .openapi('LeaderboardConfig')
 

@@ -35,6 +35,7 @@ import {
   onPageWake,
   openSocket,
   reconnectDelay,
+  serverLosesSocketAt,
   type SocketFactory,
   type SocketLike,
   socketCredential,
@@ -218,6 +219,8 @@ export class MatchTicket extends Emitter<TicketEvents> {
    */
   private graceMs = 10_000
   private queuedSocketLostAt: number | null = null
+  /** When the pool takes the socket serveSocket gave up on as silent as gone (Date.now). */
+  private silentSocketLostAt: number | null = null
   /** An HTTP join is on its way: a cancel meanwhile leaves it to the answer (`cancelAsked`). */
   private joining = false
   /**
@@ -628,7 +631,10 @@ export class MatchTicket extends Emitter<TicketEvents> {
         await this.tokenRead
         return null
       }
-      if (this.ticketId !== null) this.queuedSocketLostAt = Date.now()
+      // A socket given up on as silent is taken as gone by the pool, its grace begun, only
+      // once its silence is long enough: from then (Date.now's time).
+      if (this.ticketId !== null) this.queuedSocketLostAt = this.silentSocketLostAt ?? Date.now()
+      this.silentSocketLostAt = null
       // Only a socket that stayed up a while, and delivered frames (a pong counts), starts the
       // count again (see HEALTHY_SOCKET_MS): one a proxy opens and passes nothing through is a
       // failure, or it would be tried for ever.
@@ -719,7 +725,9 @@ export class MatchTicket extends Emitter<TicketEvents> {
         gone.abort()
         resolve()
       }
-      const alive = keepalive(socket, this.deps.sockets, () => {
+      this.silentSocketLostAt = null
+      const alive = keepalive(socket, this.deps.sockets, (lastHeard) => {
+        this.silentSocketLostAt = Date.now() + (serverLosesSocketAt(lastHeard) - monotonicNow())
         // Its close may take as long as the dead connection does: reconnect now.
         socket.close(4000, 'keepalive timeout')
         over()

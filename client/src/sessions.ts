@@ -26,6 +26,7 @@ import {
   onPageWake,
   openSocket,
   reconnectDelay,
+  serverLosesSocketAt,
   type SocketLike,
   socketCredential,
   toSocketUrl,
@@ -785,8 +786,11 @@ export class GameConnection extends Emitter<GameEvents> {
         drops = 0
       }
       // The time budget runs from this loss, however short the socket's life: the server starts
-      // the seat's grace again at every close (`drops` bounds sockets that keep closing).
-      lostAt = monotonicNow()
+      // the seat's grace again at every close (`drops` bounds sockets that keep closing). A
+      // socket that went silent is closed by the server, its grace begun, only once its silence
+      // is long enough: from then.
+      lostAt = this.serverLosesAt ?? monotonicNow()
+      this.serverLosesAt = null
       failures++
       drops++
       if (drops > maxReconnects) throw new NexusNetworkError('the session socket keeps closing')
@@ -838,9 +842,14 @@ export class GameConnection extends Emitter<GameEvents> {
   /** Sockets that delivered a frame: only those count as having worked (HEALTHY_SOCKET_MS). */
   private readonly heardFrom = new WeakSet<SocketLike>()
 
+  /** When the server takes the socket `serve` gave up on as silent as gone (monotonicNow). */
+  private serverLosesAt: number | null = null
+
   private serve(socket: SocketLike): Promise<number | null> {
+    this.serverLosesAt = null
     return new Promise<number | null>((resolve) => {
-      const alive = keepalive(socket, this.sockets, () => {
+      const alive = keepalive(socket, this.sockets, (lastHeard) => {
+        this.serverLosesAt = serverLosesSocketAt(lastHeard)
         // Its close may take as long as the dead connection does: reconnect now.
         if (this.alive === alive) this.alive = null
         socket.close(4000, 'keepalive timeout')

@@ -223,11 +223,13 @@ export interface KeepaliveSettings {
 export function keepalive(
   socket: SocketLike,
   settings: KeepaliveSettings,
-  dead: () => void,
+  /** `lastHeard`: when (monotonicNow) the socket last delivered a frame, or opened. */
+  dead: (lastHeard: number) => void,
 ): { heard(): void; stop(): void; probe(timeoutMs: number): void } {
   let next: ReturnType<typeof setTimeout> | undefined
   let deadline: ReturnType<typeof setTimeout> | undefined
   let stopped = false
+  let lastHeard = monotonicNow()
   const stop = () => {
     stopped = true
     clearTimeout(next)
@@ -240,7 +242,7 @@ export function keepalive(
     socket.send(JSON.stringify({ type: 'ping' }))
     deadline ??= setTimeout(() => {
       stop()
-      dead()
+      dead(lastHeard)
     }, settings.pingTimeoutMs)
     next = setTimeout(ping, settings.pingIntervalMs)
   }
@@ -250,6 +252,7 @@ export function keepalive(
   ping()
   return {
     heard() {
+      lastHeard = monotonicNow()
       clearTimeout(deadline)
       deadline = undefined
     },
@@ -262,10 +265,26 @@ export function keepalive(
       clearTimeout(deadline)
       deadline = setTimeout(() => {
         stop()
-        dead()
+        dead(lastHeard)
       }, timeoutMs)
     },
   }
+}
+
+/**
+ * How long a server waits on a socket that pinged and then went silent before it takes it as
+ * gone (SILENT_SOCKET_MS in workers/lib/socket-close.ts): a connection that died without a close
+ * (a phone in a tunnel) starts a session seat's or a waiting ticket's grace only then, so the
+ * time a client keeps trying to get them back runs from then too, not from when it noticed.
+ */
+export const SERVER_SILENCE_MS = 90_000
+
+/**
+ * When the server takes a socket silent since `lastHeard` (monotonicNow) as gone, in
+ * monotonicNow's time: not before now.
+ */
+export function serverLosesSocketAt(lastHeard: number): number {
+  return Math.max(monotonicNow(), lastHeard + SERVER_SILENCE_MS)
 }
 
 /** How long a socket woken by `wake()` has to answer its ping before it is taken as dead. */

@@ -1523,6 +1523,54 @@ describe('client SDK under failure', () => {
     }
   })
 
+  it("a ticket over `transport: 'websocket'` whose socket went silent (no close) keeps trying through the pool's grace from when the pool takes the socket as gone, 90 s after its last frame, not from when it noticed", async () => {
+    vi.useFakeTimers()
+    try {
+      const net = { down: false }
+      const client = createClient({
+        baseUrl: 'http://nexus.test',
+        maxReconnects: 2,
+        fetch: guestFetch(() => jsonRes(200, {})),
+        WebSocket: () =>
+          scriptedSocket(
+            (socket) => {
+              if (net.down) return socket.fail()
+              socket.open()
+            },
+            (frame, socket) => {
+              // Pings answered while the network is there; after, nothing, nor a close.
+              if (frame.type === 'ping' && !net.down) socket.receive({ type: 'pong' })
+              if (frame.type !== 'join') return
+              socket.receive({
+                type: 'queued',
+                ticketId: 't1',
+                existing: false,
+                expiresAt: 0,
+                region: 'eu',
+                disconnectGraceSeconds: 10,
+              })
+              setTimeout(() => (net.down = true), 5)
+            },
+            { pong: false },
+          ),
+      })
+      await client.auth.guest('device-abcdef-123456')
+      const t = client.matchmaking.join('duel', { region: 'eu', transport: 'websocket' })
+      let failedAt = -1
+      t.matched.catch(() => (failedAt = Date.now()))
+      await vi.advanceTimersByTimeAsync(20)
+      const lastHeardAt = Date.now()
+      // The keepalive gives the socket up within 30 s; the pool closes it as silent 90 s after
+      // its last frame, and keeps the ticket 10 s more (the SDK tries for 8 s of them).
+      await vi.advanceTimersByTimeAsync(85_000)
+      expect(failedAt).toBe(-1)
+      await vi.advanceTimersByTimeAsync(40_000)
+      expect(failedAt).toBeGreaterThanOrEqual(lastHeardAt + 90_000)
+    } finally {
+      vi.useRealTimers()
+    }
+  })
+
   it("a party member's wait that fails leaves the party's ticket to its leader; the leader's own failed wait deletes it", async () => {
     for (const role of ['member', 'leader'] as const) {
       const deletes: string[] = []
@@ -2488,6 +2536,50 @@ describe('game connection reconnect budget', () => {
     expect(gaveUpAfterMs).toBe(-1)
     await vi.advanceTimersByTimeAsync(40_000)
     expect(gaveUpAfterMs).toBeGreaterThanOrEqual(120_000)
+    game.close()
+  })
+
+  it('a game connection whose socket went silent (no close: a phone in a tunnel) keeps trying for reconnectForMs from when the server takes the socket as gone, 90 s after the last frame heard, not from when it noticed', async () => {
+    const net = { down: false, live: [] as ScriptedSocket[] }
+    const client = createClient({
+      baseUrl: 'http://nexus.test',
+      maxReconnects: 2,
+      fetch: (async () => {
+        if (net.down) throw new TypeError('fetch failed (offline)')
+        return jsonRes(200, { status: 'live', seq: 0, result: null })
+      }) as unknown as typeof fetch,
+      WebSocket: () =>
+        scriptedSocket(
+          (socket) => {
+            if (net.down) return socket.fail()
+            socket.open()
+            net.live.push(socket)
+            setTimeout(
+              () =>
+                socket.receive({ type: 'welcome', seq: 0, state: {}, you: 'p', status: 'live' }),
+              1,
+            )
+          },
+          // Pings answered while the network is there; after, nothing comes back, nor a close.
+          (frame, socket) => {
+            if (frame.type === 'ping' && !net.down) socket.receive({ type: 'pong' })
+          },
+          { pong: false },
+        ),
+    })
+    const game = client.sessions.connect('s1', 'tok')
+    await vi.advanceTimersByTimeAsync(20)
+    await game.ready
+    const lastHeardAt = Date.now()
+    let gaveUpAt = -1
+    game.ended.catch(() => (gaveUpAt = Date.now()))
+    net.down = true
+    // The keepalive gives the socket up within 30 s; the session closes it as silent 90 s after
+    // the last frame it had, and holds the seat 60 s from then: 150 s in all.
+    await vi.advanceTimersByTimeAsync(140_000)
+    expect(gaveUpAt).toBe(-1)
+    await vi.advanceTimersByTimeAsync(40_000)
+    expect(gaveUpAt).toBeGreaterThanOrEqual(lastHeardAt + 150_000)
     game.close()
   })
 

@@ -14,6 +14,7 @@ import {
 import { verifySessionToken } from '../../workers/lib/session-token.ts'
 import { issuePlayerToken } from '../../workers/lib/auth.ts'
 import { SILENT_SOCKET_MS } from '../../workers/lib/socket-close.ts'
+import { SERVER_SILENCE_MS } from '../../client/src/socket.ts'
 import { FLOOD_WINDOW_MS, FRAME_CLOSE_SIZE, MAX_REFUSED_FRAMES } from '../../workers/lib/flood.ts'
 import { holdLock, pg } from './helpers/boards.ts'
 import { ADMIN_KEY, call, callWithEnv, json, newGuest, problem } from './helpers/http.ts'
@@ -983,6 +984,8 @@ describe('sockets: disconnect, reconnect, expiry', () => {
   })
 
   it('a socket that pinged and then fell silent (it died without a close) is closed by the alarm, and its ticket is cancelled after the grace', async () => {
+    // The SDK counts its reconnect budget from this silence, not from when it noticed.
+    expect(SERVER_SILENCE_MS).toBe(SILENT_SOCKET_MS)
     // Teams of two: the two players here never make a match.
     const q = await createQueue({ ticketTtlSeconds: 3600, teamSize: 2 })
     // The pool's clock is the real one here: pings are timed by the runtime.

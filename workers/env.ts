@@ -64,6 +64,12 @@ export interface Env {
   SESSION_CONNECTS_PER_MINUTE?: string
 
   /**
+   * A player's reads of their own party (GET /v1/parties/me) per minute (default 600, 1–100,000):
+   * apart from PLAYER_READS_PER_MINUTE, as the SDK polls it every 2 s for each wait of a member.
+   */
+  OWN_PARTY_READS_PER_MINUTE?: string
+
+  /**
    * A player's reads of their own account from Neon (profile, rewards, matches, party invites,
    * their history on a board) per minute, in all (default 120, 1–100,000).
    */

@@ -584,6 +584,25 @@ describe('party changes per minute', () => {
   })
 })
 
+describe("a player's reads of their own party", () => {
+  it('are at most OWN_PARTY_READS_PER_MINUTE a minute (each a Neon query): past it 429 with Retry-After; other players read theirs', async () => {
+    await clearOfMinuteTurn(5_000)
+    const [p, other] = (await players(2)) as [Player, Player]
+    await create(p)
+    await create(other)
+    const read = (who: Player) =>
+      callWithEnv({ OWN_PARTY_READS_PER_MINUTE: '2' }, '/v1/parties/me', bearer(who.token))
+    for (let i = 0; i < 2; i++) expect((await read(p)).status).toBe(200)
+    const refused = await read(p)
+    expect(await problem(refused)).toMatchObject({
+      status: 429,
+      type: 'urn:nexus:problem:rate-limited',
+    })
+    expect(Number(refused.headers.get('retry-after'))).toBeGreaterThan(0)
+    expect((await read(other)).status).toBe(200)
+  })
+})
+
 describe('malformed party changes', () => {
   it(`cost none of the player's ${PARTY_CHANGES_PER_MINUTE} changes a minute: each is 422, and a well-formed change after them all is taken`, async () => {
     await clearOfMinuteTurn(10_000)

@@ -334,3 +334,20 @@ const PARTY_CHANGES: EdgeRateLimitOptions = {
 export async function countPartyChange(c: Context<AppEnv>): Promise<void> {
   await enforceEdgeLimit(c, PARTY_CHANGES)
 }
+
+/**
+ * A player's reads of their own party (`GET /v1/parties/me`) a minute: a Neon query each. Apart
+ * from PLAYER_READS_PER_MINUTE, which the SDK's polls would use up (every 2 s for each wait of a
+ * party member, 30 a minute a wait), and high enough for a member waiting in many queues at once;
+ * a client reading in a loop is held to ten a second.
+ */
+const OWN_PARTY_READS: EdgeRateLimitOptions = {
+  name: 'own-party-reads',
+  limit: (c) => boundedInt(c.env.OWN_PARTY_READS_PER_MINUTE, 600, 1, 100_000),
+  key: callingPlayer,
+}
+
+/** Counts a player's read of their own party; the 429 past OWN_PARTY_READS_PER_MINUTE (600). */
+export async function countOwnPartyRead(c: Context<AppEnv>): Promise<void> {
+  await enforceEdgeLimit(c, OWN_PARTY_READS)
+}

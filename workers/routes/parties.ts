@@ -8,7 +8,7 @@ import { ApiError } from '../lib/problem.ts'
 import { within } from '../lib/within.ts'
 import { playerId, requirePlayer } from '../middleware/auth.ts'
 import { noBodyFields } from '../middleware/json-body.ts'
-import { countPartyChange, countPlayerRead } from '../middleware/rate-limit.ts'
+import { countOwnPartyRead, countPartyChange, countPlayerRead } from '../middleware/rate-limit.ts'
 import { cancelStaleTickets } from '../parties/stale-tickets.ts'
 import {
   acceptInvite,
@@ -133,11 +133,12 @@ const myPartyRoute = createRoute({
   middleware: [requirePlayer()] as const,
   responses: {
     200: { description: 'The party', content: partyJson },
-    ...problemResponses(401, 403, 404),
+    ...problemResponses(401, 403, 404, 429),
   },
 })
 
 partyRoutes.openapi(myPartyRoute, async (c) => {
+  await countOwnPartyRead(c)
   const party = await partyOfPlayer(c.env, playerId(c))
   if (!party) throw new ApiError('not-found', 'You are in no party')
   c.header('cache-control', 'private, no-store')

@@ -153,15 +153,17 @@ const BOARD_CALL_MS = 20_000
 /**
  * Boards whose last configuration push was lost get it again (the board ignores an older one),
  * a page at a time with the page's pushes side by side, from a board drawn at random round to it
- * again, until every one was tried or the run's time for them is spent (a push begun by then may
+ * again, until every one was tried or the run's time or count (MAX_CONFIG_PUSHES) for them is spent (a push begun by then may
  * run on, BOARD_CALL_MS a call): boards that fail for good, whichever their ids, do not keep the
  * others from being retried.
  */
 export async function pushLostConfigs(
   env: Env,
-  opts: { budgetMs?: number; start?: string | null } = {},
+  opts: { budgetMs?: number; start?: string | null; maxPushes?: number } = {},
 ): Promise<number> {
   const deadline = Date.now() + (opts.budgetMs ?? PUSH_BUDGET_MS)
+  const maxPushes = opts.maxPushes ?? MAX_CONFIG_PUSHES
+  let tried = 0
   let pushed = 0
   await forEachPageRound(
     unpushedConfigs,
@@ -171,7 +173,8 @@ export async function pushLostConfigs(
     async (boards) => {
       // At most a connection's worth at once: each push ends in a Neon write.
       const results = await settleAtMost(boards, OPEN_CONNECTIONS, async (b) => {
-        if (Date.now() > deadline) throw new Error(PAST_BUDGET)
+        if (Date.now() > deadline || tried >= maxPushes) throw new Error(PAST_BUDGET)
+        tried++
         const push = async (version: number) => {
           const answer = await within(
             boardStub(env, b.id).configure(
@@ -213,11 +216,21 @@ export async function pushLostConfigs(
             ...errorFields(r.reason),
           })
       })
-      return Date.now() > deadline ? 'stop' : undefined
+      return Date.now() > deadline || tried >= maxPushes ? 'stop' : undefined
     },
   )
   return pushed
 }
+
+/**
+ * Lost pushes a run tries at most: boards (each push up to four subrequests: two calls on the
+ * board, two Neon queries), and queues (a call on each region's pool, up to 16, and Neon). With
+ * the boards' ticks (MAX_BOARD_TICKS) they stay within the run's 10,000 subrequests, which its
+ * later jobs need too: after a deploy lost thousands of pushes, every minute's run takes the
+ * next ones.
+ */
+const MAX_CONFIG_PUSHES = 500
+const MAX_QUEUE_PUSHES = 100
 
 /**
  * How long a run spends on each kind of lost push: a push waits up to BOARD_CALL_MS for its
@@ -225,7 +238,7 @@ export async function pushLostConfigs(
  * (and its later jobs) for minutes. Those left are the next run's.
  */
 const PUSH_BUDGET_MS = 20_000
-const PAST_BUDGET = 'left for the next run: past the run’s time for it'
+const PAST_BUDGET = 'left for the next run: past the run’s time or count for it'
 const isPastBudget = (err: unknown) => err instanceof Error && err.message === PAST_BUDGET
 
 /**
@@ -238,9 +251,11 @@ const isPastBudget = (err: unknown) => err instanceof Error && err.message === P
  */
 export async function pushLostQueueConfigs(
   env: Env,
-  opts: { budgetMs?: number } = {},
+  opts: { budgetMs?: number; maxQueues?: number } = {},
 ): Promise<number> {
   const deadline = Date.now() + (opts.budgetMs ?? PUSH_BUDGET_MS)
+  const maxQueues = opts.maxQueues ?? MAX_QUEUE_PUSHES
+  let tried = 0
   let pushed = 0
   await forEachPageRound(
     unpushedQueues,
@@ -249,9 +264,13 @@ export async function pushLostQueueConfigs(
     await randomUnpushedQueue(env),
     async (page) => {
       // At most a connection's worth at once: each push ends in Neon writes.
-      const results = await settleAtMost(page, OPEN_CONNECTIONS, (q) =>
-        Date.now() > deadline ? Promise.reject(new Error(PAST_BUDGET)) : pushOwed(env, q),
-      )
+      const results = await settleAtMost(page, OPEN_CONNECTIONS, (q) => {
+        if (Date.now() > deadline || tried >= maxQueues) {
+          return Promise.reject(new Error(PAST_BUDGET))
+        }
+        tried++
+        return pushOwed(env, q)
+      })
       results.forEach((r, i) => {
         if (r.status === 'fulfilled') pushed += r.value
         else if (!isPastBudget(r.reason))
@@ -260,7 +279,7 @@ export async function pushLostQueueConfigs(
             ...errorFields(r.reason),
           })
       })
-      return Date.now() > deadline ? 'stop' : undefined
+      return Date.now() > deadline || tried >= maxQueues ? 'stop' : undefined
     },
   )
   return pushed

@@ -165,6 +165,27 @@ describe('leaderboard configuration', () => {
     expect(rows).toEqual([{ pushed_version: 2 }, { pushed_version: 2 }, { pushed_version: 2 }])
   })
 
+  it("the cron's lost pushes stop at the run's count for them (its subrequests are bounded): the next run takes the rest", async () => {
+    const run = `lost-${crypto.randomUUID().slice(0, 8)}`
+    const ids: string[] = []
+    for (let i = 0; i < 3; i++) ids.push(await createBoard({ scoreMax: 1000 }, `${run}-${i}`))
+    await pg()`update leaderboards set config = jsonb_set(config, '{scoreMax}', '500'),
+      version = version + 1 where id = any(${ids})`
+    const pushed = async () =>
+      (
+        (await pg()`select id from leaderboards where id = any(${ids}) and pushed_version = 2
+                      order by id`) as { id: string }[]
+      ).map((r) => r.id)
+    // From the first: those after it come first, one of them this run.
+    expect(await pushLostConfigs(env as never, { start: ids[0]!, maxPushes: 1 })).toBe(1)
+    expect(await pushed()).toEqual([ids[1]])
+    await pushLostConfigs(env as never, { start: ids[1]!, maxPushes: 1 })
+    expect(await pushed()).toEqual([ids[1], ids[2]])
+    // The next run, from just before the first: it comes first.
+    await pushLostConfigs(env as never, { start: `${run}-`, maxPushes: 1 })
+    expect(await pushed()).toEqual(ids)
+  })
+
   it('a configuration saved before maxEntries existed is the one in force: its push at the same version is marked pushed, not overruled', async () => {
     const id = await createBoard({ scoreMax: 1000 })
     // The row as a Worker of the version before saved it, its push not yet marked.

@@ -182,6 +182,10 @@ describe('a region whose pool does not answer', () => {
     await pushLostQueueConfigs(env as never, { budgetMs: -1 })
     const [kept] = await pg()`select unpushed_regions from queues where id = ${q}`
     expect(kept!.unpushed_regions).toEqual(['eu'])
+    // Nor from one whose count of queues is spent.
+    await pushLostQueueConfigs(env as never, { maxQueues: 0 })
+    const [stillKept] = await pg()`select unpushed_regions from queues where id = ${q}`
+    expect(stillKept!.unpushed_regions).toEqual(['eu'])
     await runScheduled(env, Date.now())
     const [after] = await pg()`select unpushed_regions from queues where id = ${q}`
     expect(after!.unpushed_regions).toEqual([])

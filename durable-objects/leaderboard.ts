@@ -86,6 +86,16 @@ const ARCHIVE_CONCURRENCY = 4
  */
 export const COUNT_CYCLE_ENTRIES = `SELECT count(*) AS n FROM entries INDEXED BY entries_seq WHERE cycle = ?`
 
+/**
+ * Entries past which a wake leaves schema 2's rebuild of the rank index (with each entry's
+ * metadata) for a later wake with fewer: a board of a version before 2026-12-02 holding a few
+ * hundred thousand entries with kilobytes of metadata took tens of seconds to build it, in the
+ * wake's blocking load, which the runtime cut off and started again at every wake. Until then the
+ * narrower index (schema 1's) serves the same order; only an archive's reads look entries up.
+ */
+export const RANK_INDEX_REBUILD_MAX_ENTRIES = 50_000
+const RANK_INDEX_PENDING = 'rank_index_pending'
+
 /** Rows deleted per statement once a cycle is safely in Neon. */
 const PURGE_BATCH = 2_000
 /**
@@ -520,6 +530,12 @@ export class Leaderboard extends DurableObject<Env> {
   boardRead = fencedBoardRecord
   /** Replaceable so tests can inject faults between pages; production always writes to Neon. */
   archiveWriter: ArchiveWriter
+  /** RANK_INDEX_REBUILD_MAX_ENTRIES; tests lower it rather than store 50,000 entries. */
+  static rankIndexRebuildMaxEntries = RANK_INDEX_REBUILD_MAX_ENTRIES
+  private get rankIndexRebuildMaxEntries(): number {
+    return Leaderboard.rankIndexRebuildMaxEntries
+  }
+
   /** The board's clock; tests move it forward instead of sleeping past a cycle boundary. */
   now: () => number = Date.now
 
@@ -595,12 +611,13 @@ export class Leaderboard extends DurableObject<Env> {
     if (schemaVersion(this.sql) < 2) {
       // The archive reads a frozen cycle in rank order: with submitted_at and metadata in the
       // rank index it reads the index alone instead of looking each row up in the table, which
-      // was most of a page's read cost.
-      this.sql.exec(`
-        DROP INDEX IF EXISTS entries_order;
-        CREATE INDEX IF NOT EXISTS entries_rank
-          ON entries (cycle, ord_score, ord_sub, seq, player_id, submitted_at, metadata);
-      `)
+      // was most of a page's read cost. Built now only for a board small enough
+      // (RANK_INDEX_REBUILD_MAX_ENTRIES); a larger one's waits (below).
+      if (this.rankIndexRebuildFits()) this.rebuildRankIndex()
+      else {
+        this.setMeta(RANK_INDEX_PENDING, '1')
+        log('warn', 'rank index rebuild left for a smaller board', { actor: this.actor })
+      }
       setSchemaVersion(this.sql, 2)
     }
     if (schemaVersion(this.sql) < 3) {
@@ -673,6 +690,10 @@ export class Leaderboard extends DurableObject<Env> {
       }
       setSchemaVersion(this.sql, 11)
     }
+    if (this.meta(RANK_INDEX_PENDING) !== undefined && this.rankIndexRebuildFits()) {
+      this.rebuildRankIndex()
+      this.sql.exec(`DELETE FROM meta WHERE key = ?`, RANK_INDEX_PENDING)
+    }
     this.banCount = one<{ n: number }>(this.sql, `SELECT count(*) AS n FROM bans`)!.n
     this.countErasures()
     this.catchUpPending = this.catchUpLeft()
@@ -704,6 +725,22 @@ export class Leaderboard extends DurableObject<Env> {
       if (highest.seq !== null && highest.seq > this.seq) this.seq = highest.seq
     }
     this.historyHorizon = this.seq
+  }
+
+  /** Whether the entries are few enough to build schema 2's rank index in a wake's load. */
+  private rankIndexRebuildFits(): boolean {
+    // Counted through the narrow index schema 1 made (the table has no other).
+    const { n } = one<{ n: number }>(this.sql, `SELECT count(*) AS n FROM entries`)!
+    return n <= this.rankIndexRebuildMaxEntries
+  }
+
+  /** Replaces schema 1's order index with the rank index carrying each entry's archive fields. */
+  private rebuildRankIndex(): void {
+    this.sql.exec(`
+      DROP INDEX IF EXISTS entries_order;
+      CREATE INDEX IF NOT EXISTS entries_rank
+        ON entries (cycle, ord_score, ord_sub, seq, player_id, submitted_at, metadata);
+    `)
   }
 
   /** The current cycle's rank index, rebuilt from SQLite on first use after a wake. */

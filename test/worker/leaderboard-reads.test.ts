@@ -32,6 +32,7 @@ import {
   rememberedNameCount,
 } from '../../workers/leaderboards/names.ts'
 import type { Leaderboard } from '../../durable-objects/leaderboard.ts'
+import { RANK_INDEX_REBUILD_MAX_ENTRIES } from '../../durable-objects/leaderboard.ts'
 import type { RankIndex } from '../../workers/core/rank-index.ts'
 import { replaceMethod } from './helpers/replace-method.ts'
 
@@ -1829,6 +1830,71 @@ describe('a board stored by the previous schema', () => {
     // The rank index holds keys only; pages find their players by seq since version 5.
     expect(indexes.names).toContain('entries_seq')
     expect(indexes.version).toBe('11')
+  })
+})
+
+describe('a board stored by schema 1 with many entries', () => {
+  it("leaves the rank index's rebuild for a wake with few enough entries: it wakes, standings unchanged, on schema 1's index meanwhile", async () => {
+    const b = await createBoard({ submitsPerMinute: 600 })
+    await seed(b, 12, (i) => (i * 5) % 7)
+    const before = await fresh<Top>(`/v1/leaderboards/${b}/top?limit=100`)
+    const stub = env.LEADERBOARD.getByName(b)
+    type Board = { rankIndexRebuildMaxEntries: number }
+    // Twelve entries count as many here (the rebuild's bound at 5).
+    const boardClass = await runInDurableObject(stub, (inst: Leaderboard) => {
+      const cls = inst.constructor as unknown as Board
+      cls.rankIndexRebuildMaxEntries = 5
+      return cls
+    })
+    onTestFinished(() => {
+      boardClass.rankIndexRebuildMaxEntries = RANK_INDEX_REBUILD_MAX_ENTRIES
+    })
+    await runInDurableObject(stub, (_i, state) => {
+      // As schema 1 left it (as the test above does).
+      state.storage.sql.exec(`
+        DROP INDEX entries_rank;
+        DROP INDEX entries_seq;
+        CREATE INDEX entries_order ON entries (cycle, ord_score, ord_sub, seq, player_id);
+        CREATE TABLE submit_windows (
+          player_id TEXT PRIMARY KEY, window_start INTEGER NOT NULL, count INTEGER NOT NULL
+        ) WITHOUT ROWID;
+        DROP TABLE bans;
+        UPDATE meta SET value = '1' WHERE key = 'schema';
+      `)
+    })
+    const indexes = () =>
+      runInDurableObject(stub, (_i, state) => ({
+        names: state.storage.sql
+          .exec<{ name: string }>(
+            `SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'entries' ORDER BY name`,
+          )
+          .toArray()
+          .map((r) => r.name),
+        pending: state.storage.sql
+          .exec(`SELECT value FROM meta WHERE key = 'rank_index_pending'`)
+          .toArray().length,
+        version: state.storage.sql
+          .exec<{ value: string }>(`SELECT value FROM meta WHERE key = 'schema'`)
+          .one().value,
+      }))
+    await evictDurableObject(stub)
+    expect(await fresh<Top>(`/v1/leaderboards/${b}/top?limit=100`)).toEqual(before)
+    expect(await indexes()).toEqual({
+      names: ['entries_order', 'entries_seq'],
+      pending: 1,
+      version: '11',
+    })
+    expect((await submitFor(b, 'late', { score: 3 })).status).toBe(200)
+    // Few enough (the bound back where it is): the next wake builds it.
+    boardClass.rankIndexRebuildMaxEntries = RANK_INDEX_REBUILD_MAX_ENTRIES
+    await evictDurableObject(stub)
+    const after = await fresh<Top>(`/v1/leaderboards/${b}/top?limit=100`)
+    expect(after.entries.map((e) => e.playerId)).toContain('late')
+    expect(await indexes()).toEqual({
+      names: ['entries_rank', 'entries_seq'],
+      pending: 0,
+      version: '11',
+    })
   })
 })
 

@@ -20,12 +20,19 @@ export interface Env {
 
   /** HS256 secret for player tokens Nexus issues (guest tokens) and accepts. */
   AUTH_SECRET?: string
+  /**
+   * The AUTH_SECRET a rotation replaced: tokens, session tokens and cursors it signed are still
+   * accepted while it is set (nothing new is signed with it). Remove it once they have expired.
+   */
+  AUTH_SECRET_PREVIOUS?: string
   /** A studio's own identity provider: JWKS endpoint, expected issuer and audience. */
   JWKS_URL?: string
   JWT_ISSUER?: string
   JWT_AUDIENCE?: string
   /** Bearer key for /v1/admin routes and for game servers submitting on a player's behalf. */
   ADMIN_KEY?: string
+  /** The ADMIN_KEY a rotation replaced, still taken while set (game servers move one by one). */
+  ADMIN_KEY_PREVIOUS?: string
   /** Bearer token that may read /metrics only (a Prometheus scrape); the admin key may too. */
   METRICS_TOKEN?: string
   /** 'on' (default) or 'off': whether POST /v1/auth/guest issues tokens. */

@@ -744,6 +744,58 @@ describe('bad credentials, one by one', () => {
   })
 })
 
+describe('rotating secrets', () => {
+  const probeWith = (overrides: Record<string, string>, credential: string) =>
+    callWithEnv(
+      { LOG_LEVEL: 'silent', ...overrides },
+      ADMIN_PROBE,
+      json('PUT', { name: 'x' }, credential),
+    )
+
+  it('AUTH_SECRET_PREVIOUS: tokens the replaced secret signed are taken while it is set, new ones are signed with AUTH_SECRET alone; a previous secret under 32 bytes is ignored', async () => {
+    const replaced = testEnv.AUTH_SECRET!
+    const current = `rotated-${crypto.randomUUID()}-${crypto.randomUUID()}`
+    const rotating = { AUTH_SECRET: current, AUTH_SECRET_PREVIOUS: replaced }
+    const before = await hs256({})
+    // A player's token (403 here: a player, not the admin), not a forgery (401).
+    expect((await problem(await probeWith(rotating, before))).status).toBe(403)
+    const stranger = await hs256({}, { secret: `someone-else-${crypto.randomUUID()}` })
+    expect((await problem(await probeWith(rotating, stranger))).status).toBe(401)
+    // An expired token of the replaced secret is refused as expired, not taken.
+    const expired = await hs256({}, { exp: Math.floor(Date.now() / 1000) - 120 })
+    const old = await problem(await probeWith(rotating, expired))
+    expect(old).toMatchObject({ status: 401 })
+    expect(old.body.detail).toContain('expired')
+    // Signed in during the rotation: with AUTH_SECRET, so taken once the old one is gone.
+    const deviceId = `rotation-${crypto.randomUUID()}`
+    const signedIn = await callWithEnv(rotating, '/v1/auth/guest', json('POST', { deviceId }))
+    expect(signedIn.status).toBe(200)
+    const { token } = (await signedIn.json()) as { token: string }
+    expect((await problem(await probeWith({ AUTH_SECRET: current }, token))).status).toBe(403)
+    expect((await problem(await probeWith({ AUTH_SECRET: replaced }, token))).status).toBe(401)
+    // Once the previous secret is removed, its tokens are refused.
+    expect((await problem(await probeWith({ AUTH_SECRET: current }, before))).status).toBe(401)
+    // Too short to have signed anything: ignored.
+    const short = { AUTH_SECRET: current, AUTH_SECRET_PREVIOUS: 'only-thirty-one-bytes-long-0123' }
+    const shortSigned = await hs256({}, { secret: short.AUTH_SECRET_PREVIOUS })
+    expect((await problem(await probeWith(short, shortSigned))).status).toBe(401)
+  })
+
+  it('ADMIN_KEY_PREVIOUS: the replaced admin key is taken while it is set, beside the new one; alone, without ADMIN_KEY, it opens nothing', async () => {
+    const replaced = testEnv.ADMIN_KEY!
+    const current = `admin-${crypto.randomUUID()}-${crypto.randomUUID()}`
+    const rotating = { ADMIN_KEY: current, ADMIN_KEY_PREVIOUS: replaced }
+    expect((await probeWith(rotating, replaced)).status).toBe(200)
+    expect((await probeWith(rotating, current)).status).toBe(200)
+    expect((await problem(await probeWith(rotating, `wrong-${current}`))).status).toBe(401)
+    expect((await problem(await probeWith({ ADMIN_KEY: current }, replaced))).status).toBe(401)
+    expect(
+      (await problem(await probeWith({ ADMIN_KEY: '', ADMIN_KEY_PREVIOUS: replaced }, replaced)))
+        .status,
+    ).toBe(503)
+  })
+})
+
 describe('the admin key from browser pages', () => {
   const EVIL = 'https://games.example.net'
   const fromPage = (origin: string, credential: string, ip: string, player = 'someone') =>

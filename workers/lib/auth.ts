@@ -27,10 +27,14 @@ const MAX_PLAYER_ID_LENGTH = 128
 
 export interface AuthEnv {
   AUTH_SECRET?: string
+  /** The secret AUTH_SECRET replaced, still verified (never signed with) during a rotation. */
+  AUTH_SECRET_PREVIOUS?: string
   JWKS_URL?: string
   JWT_ISSUER?: string
   JWT_AUDIENCE?: string
   ADMIN_KEY?: string
+  /** The admin key ADMIN_KEY replaced, still taken during a rotation. */
+  ADMIN_KEY_PREVIOUS?: string
   METRICS_TOKEN?: string
   TOKEN_TTL_SECONDS?: string
 }
@@ -116,6 +120,48 @@ function secretKey(env: AuthEnv): Promise<CryptoKey> {
   return key
 }
 
+/** Logged once per isolate, as the current secret's problem is. */
+let previousSecretProblemLogged = false
+
+/**
+ * The HMAC key of AUTH_SECRET_PREVIOUS, or null when none is set (or it is too short to have
+ * signed anything: then logged once, and ignored). Tokens, cursors and seals signed with it are
+ * still taken while a rotation's clients renew theirs; nothing new is signed with it.
+ */
+function previousSecretKey(env: AuthEnv): Promise<CryptoKey> | null {
+  const secret = env.AUTH_SECRET_PREVIOUS
+  if (!secret || secret === env.AUTH_SECRET) return null
+  if (encoder.encode(secret).length < MIN_AUTH_SECRET_BYTES) {
+    if (!previousSecretProblemLogged) {
+      previousSecretProblemLogged = true
+      log('error', 'AUTH_SECRET_PREVIOUS is too short: ignored', {
+        minBytes: MIN_AUTH_SECRET_BYTES,
+      })
+    }
+    return null
+  }
+  return secretKey({ AUTH_SECRET: secret })
+}
+
+/**
+ * `jwtVerify` with AUTH_SECRET's key, and, for a signature that is not its, AUTH_SECRET_PREVIOUS's
+ * (a token issued before a rotation). Any other failure (expired, wrong audience) is final.
+ */
+async function verifyWithSecrets(
+  env: AuthEnv,
+  token: string,
+  options: JWTVerifyOptions,
+): ReturnType<typeof jwtVerify> {
+  const current = await secretKey(env)
+  try {
+    return await jwtVerify(token, current, options)
+  } catch (err) {
+    const previous = previousSecretKey(env)
+    if (previous === null || !(err instanceof joseErrors.JWSSignatureVerificationFailed)) throw err
+    return await jwtVerify(token, await previous, options)
+  }
+}
+
 /**
  * HMAC-SHA256 of `label` under AUTH_SECRET, hex: a value only this deployment can derive from a
  * client's input (an admin session's seed from its Idempotency-Key, say).
@@ -134,11 +180,11 @@ const SEAL_BYTES = 16
  * `purpose` and the value, cut to SEAL_BYTES.
  */
 export async function sealOf(env: AuthEnv, purpose: string, value: string): Promise<string> {
-  const mac = await crypto.subtle.sign(
-    'HMAC',
-    await secretKey(env),
-    encoder.encode(`${purpose}\n${value}`),
-  )
+  return sealWith(await secretKey(env), purpose, value)
+}
+
+async function sealWith(key: CryptoKey, purpose: string, value: string): Promise<string> {
+  const mac = await crypto.subtle.sign('HMAC', key, encoder.encode(`${purpose}\n${value}`))
   let binary = ''
   for (const b of new Uint8Array(mac, 0, SEAL_BYTES)) binary += String.fromCharCode(b)
   return btoa(binary).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '')
@@ -151,11 +197,16 @@ export async function sealHolds(
   value: string,
   seal: string,
 ): Promise<boolean> {
-  const expected = await sealOf(env, purpose, value)
-  if (seal.length !== expected.length) return false
-  let diff = 0
-  for (let i = 0; i < seal.length; i++) diff |= seal.charCodeAt(i) ^ expected.charCodeAt(i)
-  return diff === 0
+  const matches = (expected: string) => {
+    if (seal.length !== expected.length) return false
+    let diff = 0
+    for (let i = 0; i < seal.length; i++) diff |= seal.charCodeAt(i) ^ expected.charCodeAt(i)
+    return diff === 0
+  }
+  if (matches(await sealOf(env, purpose, value))) return true
+  // Handed out before a rotation (a page cursor a client still holds).
+  const previous = previousSecretKey(env)
+  return previous !== null && matches(await sealWith(await previous, purpose, value))
 }
 
 /**
@@ -257,7 +308,7 @@ export async function verifyScopedToken(
 ): Promise<JWTPayload & { sub: string }> {
   checkTokenShape(token)
   try {
-    const { payload } = await jwtVerify(token, await secretKey(env), {
+    const { payload } = await verifyWithSecrets(env, token, {
       algorithms: ['HS256'],
       issuer: NEXUS_ISSUER,
       audience,
@@ -510,7 +561,7 @@ export async function verifyPlayerToken(env: AuthEnv, token: string): Promise<Pr
     // With AUTH_SECRET missing too: secretKey's 503 (a server's configuration, which a 401
     // would have clients answer by signing their players out).
     if (alg === 'HS256') {
-      const { payload } = await jwtVerify(token, await secretKey(env), {
+      const { payload } = await verifyWithSecrets(env, token, {
         algorithms: ['HS256'],
         issuer: NEXUS_ISSUER,
         audience: PLAYER_AUDIENCE,
@@ -640,10 +691,16 @@ function isPrintable(s: string): boolean {
 
 /**
  * Compares a presented key with ADMIN_KEY in constant time: both are hashed first, so neither
- * their contents nor their lengths leak through timing.
+ * their contents nor their lengths leak through timing. ADMIN_KEY_PREVIOUS, while set, is taken
+ * too: game servers move to a new key one by one, not all in the instant it is set.
  */
 export async function isAdminKey(env: AuthEnv, presented: string): Promise<boolean> {
-  return sameSecret(presented, env.ADMIN_KEY)
+  const [current, previous] = await Promise.all([
+    sameSecret(presented, env.ADMIN_KEY),
+    // Only beside a current key: with ADMIN_KEY unset the admin routes are closed (503).
+    env.ADMIN_KEY ? sameSecret(presented, env.ADMIN_KEY_PREVIOUS) : false,
+  ])
+  return current || previous
 }
 
 /** Whether `presented` is the metrics scrape token (METRICS_TOKEN), compared in constant time. */

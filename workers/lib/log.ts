@@ -31,7 +31,9 @@ export interface LogEnv {
   DATABASE_URL?: string
   UPSTASH_REDIS_REST_TOKEN?: string
   ADMIN_KEY?: string
+  ADMIN_KEY_PREVIOUS?: string
   AUTH_SECRET?: string
+  AUTH_SECRET_PREVIOUS?: string
   METRICS_TOKEN?: string
 }
 
@@ -44,10 +46,18 @@ export interface LogEnv {
 export function configureLog(env: LogEnv): void {
   setLogLevel(env.LOG_LEVEL)
   const { DATABASE_URL, UPSTASH_REDIS_REST_TOKEN, ADMIN_KEY, AUTH_SECRET, METRICS_TOKEN } = env
-  const key = `${DATABASE_URL}\n${UPSTASH_REDIS_REST_TOKEN}\n${ADMIN_KEY}\n${AUTH_SECRET}\n${METRICS_TOKEN}`
+  const { ADMIN_KEY_PREVIOUS, AUTH_SECRET_PREVIOUS } = env
+  const values = [
+    UPSTASH_REDIS_REST_TOKEN,
+    ADMIN_KEY,
+    ADMIN_KEY_PREVIOUS,
+    AUTH_SECRET,
+    AUTH_SECRET_PREVIOUS,
+    METRICS_TOKEN,
+  ]
+  const key = [DATABASE_URL, ...values].join('\n')
   if (key === secretsKey) return
   secretsKey = key
-  const values = [UPSTASH_REDIS_REST_TOKEN, ADMIN_KEY, AUTH_SECRET, METRICS_TOKEN]
   if (DATABASE_URL) values.push(DATABASE_URL, ...urlPasswords(DATABASE_URL))
   secrets = [
     ...new Set(

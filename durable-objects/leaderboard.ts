@@ -61,7 +61,14 @@ import {
   sendMetricsSoon,
 } from '../workers/lib/metrics-flush.ts'
 import type { ProblemType } from '../workers/lib/problem.ts'
-import { all, hasTable, one, schemaVersion, setSchemaVersion } from '../workers/lib/sql.ts'
+import {
+  all,
+  hasTable,
+  metaValuesIfReadable,
+  one,
+  schemaVersion,
+  setSchemaVersion,
+} from '../workers/lib/sql.ts'
 import { within } from '../workers/lib/within.ts'
 
 /** Rows per archive page: each page is one Neon transaction. */
@@ -556,7 +563,8 @@ export class Leaderboard extends DurableObject<Env> {
         // The object resets and every call to it fails until a version that loads it is
         // deployed (a stored cycle a rollback refuses, a schema step that fails): the runtime's
         // own error does not say which board.
-        log('error', 'board does not load', { actor: this.actor, ...errorFields(err) })
+        const { board_id: board } = metaValuesIfReadable(this.sql, ['board_id'])
+        log('error', 'board does not load', { actor: this.actor, board, ...errorFields(err) })
         throw err
       }
       // Its own work comes back with it: a close whose alarm was lost (a board that did not

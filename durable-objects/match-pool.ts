@@ -83,6 +83,7 @@ import {
 import {
   all,
   hasTable,
+  metaValuesIfReadable,
   insertRows,
   one,
   schemaVersion,
@@ -673,7 +674,13 @@ export class MatchPool extends DurableObject<Env> {
       } catch (err) {
         // The object resets and every call to it fails until a version that loads it is
         // deployed: the runtime's own error does not say which pool.
-        log('error', 'pool does not load', { actor: this.actor, ...errorFields(err) })
+        const { queue, region } = metaValuesIfReadable(this.sql, ['queue', 'region'])
+        log('error', 'pool does not load', {
+          actor: this.actor,
+          queue,
+          region,
+          ...errorFields(err),
+        })
         throw err
       }
       // Sockets outlive the instance (hibernation, an eviction), and so do their pings' times.

@@ -35,7 +35,7 @@ import {
   onPageWake,
   openSocket,
   reconnectDelay,
-  serverLosesSocketAt,
+  serverLosesSocketIn,
   type SocketFactory,
   type SocketLike,
   socketCredential,
@@ -726,8 +726,8 @@ export class MatchTicket extends Emitter<TicketEvents> {
         resolve()
       }
       this.silentSocketLostAt = null
-      const alive = keepalive(socket, this.deps.sockets, (lastHeard) => {
-        this.silentSocketLostAt = Date.now() + (serverLosesSocketAt(lastHeard) - monotonicNow())
+      const alive = keepalive(socket, this.deps.sockets, (silentForMs) => {
+        this.silentSocketLostAt = Date.now() + serverLosesSocketIn(silentForMs)
         // Its close may take as long as the dead connection does: reconnect now.
         socket.close(4000, 'keepalive timeout')
         over()

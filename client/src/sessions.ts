@@ -26,7 +26,7 @@ import {
   onPageWake,
   openSocket,
   reconnectDelay,
-  serverLosesSocketAt,
+  serverLosesSocketIn,
   type SocketLike,
   socketCredential,
   toSocketUrl,
@@ -848,8 +848,8 @@ export class GameConnection extends Emitter<GameEvents> {
   private serve(socket: SocketLike): Promise<number | null> {
     this.serverLosesAt = null
     return new Promise<number | null>((resolve) => {
-      const alive = keepalive(socket, this.sockets, (lastHeard) => {
-        this.serverLosesAt = serverLosesSocketAt(lastHeard)
+      const alive = keepalive(socket, this.sockets, (silentForMs) => {
+        this.serverLosesAt = monotonicNow() + serverLosesSocketIn(silentForMs)
         // Its close may take as long as the dead connection does: reconnect now.
         if (this.alive === alive) this.alive = null
         socket.close(4000, 'keepalive timeout')

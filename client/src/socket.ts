@@ -223,13 +223,13 @@ export interface KeepaliveSettings {
 export function keepalive(
   socket: SocketLike,
   settings: KeepaliveSettings,
-  /** `lastHeard`: when (monotonicNow) the socket last delivered a frame, or opened. */
-  dead: (lastHeard: number) => void,
+  /** `silentForMs`: how long since the socket last delivered a frame, or opened. */
+  dead: (silentForMs: number) => void,
 ): { heard(): void; stop(): void; probe(timeoutMs: number): void } {
   let next: ReturnType<typeof setTimeout> | undefined
   let deadline: ReturnType<typeof setTimeout> | undefined
   let stopped = false
-  let lastHeard = monotonicNow()
+  let lastHeard = { monotonic: monotonicNow(), wall: Date.now() }
   const stop = () => {
     stopped = true
     clearTimeout(next)
@@ -242,7 +242,7 @@ export function keepalive(
     socket.send(JSON.stringify({ type: 'ping' }))
     deadline ??= setTimeout(() => {
       stop()
-      dead(lastHeard)
+      dead(lifetime(lastHeard))
     }, settings.pingTimeoutMs)
     next = setTimeout(ping, settings.pingIntervalMs)
   }
@@ -252,7 +252,7 @@ export function keepalive(
   ping()
   return {
     heard() {
-      lastHeard = monotonicNow()
+      lastHeard = { monotonic: monotonicNow(), wall: Date.now() }
       clearTimeout(deadline)
       deadline = undefined
     },
@@ -265,7 +265,7 @@ export function keepalive(
       clearTimeout(deadline)
       deadline = setTimeout(() => {
         stop()
-        dead(lastHeard)
+        dead(lifetime(lastHeard))
       }, timeoutMs)
     },
   }
@@ -280,11 +280,12 @@ export function keepalive(
 export const SERVER_SILENCE_MS = 90_000
 
 /**
- * When the server takes a socket silent since `lastHeard` (monotonicNow) as gone, in
- * monotonicNow's time: not before now.
+ * How long from now the server takes a socket silent for `silentForMs` as gone (0: it has).
+ * The silence is measured on both clocks, the longer taken (`lifetime`): a device that slept
+ * stopped its monotonic clock, not the server's.
  */
-export function serverLosesSocketAt(lastHeard: number): number {
-  return Math.max(monotonicNow(), lastHeard + SERVER_SILENCE_MS)
+export function serverLosesSocketIn(silentForMs: number): number {
+  return Math.max(0, SERVER_SILENCE_MS - silentForMs)
 }
 
 /** How long a socket woken by `wake()` has to answer its ping before it is taken as dead. */

@@ -2583,6 +2583,48 @@ describe('game connection reconnect budget', () => {
     game.close()
   })
 
+  it('a game connection whose device slept past the server’s silence (5 min; its monotonic clock stopped) counts its budget from the wake, not 90 s on: the seat is long released', async () => {
+    const net = { down: false }
+    const client = createClient({
+      baseUrl: 'http://nexus.test',
+      maxReconnects: 2,
+      fetch: (async () => {
+        if (net.down) throw new TypeError('fetch failed (offline)')
+        return jsonRes(200, { status: 'live', seq: 0, result: null })
+      }) as unknown as typeof fetch,
+      WebSocket: () =>
+        scriptedSocket(
+          (socket) => {
+            if (net.down) return socket.fail()
+            socket.open()
+            setTimeout(
+              () =>
+                socket.receive({ type: 'welcome', seq: 0, state: {}, you: 'p', status: 'live' }),
+              1,
+            )
+          },
+          (frame, socket) => {
+            if (frame.type === 'ping' && !net.down) socket.receive({ type: 'pong' })
+          },
+          { pong: false },
+        ),
+    })
+    const game = client.sessions.connect('s1', 'tok')
+    await vi.advanceTimersByTimeAsync(20)
+    await game.ready
+    let gaveUpAt = -1
+    game.ended.catch(() => (gaveUpAt = Date.now()))
+    // Asleep 5 minutes: the wall clock moves, no timer runs, the monotonic clock stands still.
+    net.down = true
+    vi.setSystemTime(Date.now() + 5 * 60_000)
+    const wokeAt = Date.now()
+    game.wake()
+    // The wake's probe finds the socket dead within 3 s; reconnectForMs (60 s) runs from there.
+    await vi.advanceTimersByTimeAsync(75_000)
+    expect(gaveUpAt).toBeGreaterThanOrEqual(wokeAt + 60_000)
+    game.close()
+  })
+
   it('a game connection back for a moment after a long loss keeps trying for reconnectForMs from its last drop, as the server holds the seat again from that close', async () => {
     // Few attempts: only the time budget keeps the connection trying.
     const { net, client } = cuttableNetwork({ maxReconnects: 2 })

@@ -2114,4 +2114,26 @@ describe('the cron as a safety net for archives', () => {
     expect(line).toMatchObject({ level: 'error', actor: `Leaderboard:${board}` })
     expect(String(line!.error)).toContain('stored cycle is invalid')
   })
+
+  it('a board whose schema step fails (before the load reads its name) names itself in the error line too', async () => {
+    const board = await createBoard()
+    onTestFinished(async () => {
+      await pg()`delete from leaderboards where id = ${board}`
+    })
+    await submitFor(board, 'a', { score: 1 })
+    // Schema 7 again: step 8 adds a column the table already has, and throws.
+    await runInDurableObject(stub(board), (_inst: Leaderboard, state) => {
+      state.storage.sql.exec(`UPDATE meta SET value = '7' WHERE key = 'schema'`)
+    })
+    await evictDurableObject(stub(board))
+    const lines = errorLines()
+    const read = await call(`/v1/leaderboards/${board}`, {
+      headers: { 'cache-control': 'no-cache' },
+    })
+    expect(read.status).toBeGreaterThanOrEqual(500)
+    await read.body?.cancel()
+    const line = lines.find((l) => l.msg === 'board does not load')
+    expect(line).toMatchObject({ level: 'error', board })
+    expect(String(line!.error)).toContain('duplicate column')
+  })
 })

@@ -274,7 +274,6 @@ describe('leaderboard configuration', () => {
       [{ maxEntries: '10' }, 'maxEntries'],
       // Each within its bounds, together past what a board may store: two cycles of entries
       // at 180 + 2 × 4096 bytes each within 6 GB hold at most 358,337 a cycle.
-      [{ metadataMaxBytes: 4096 }, 'maxEntries'],
       [{ metadataMaxBytes: 4096, maxEntries: 358_338 }, 'maxEntries'],
       [{ metadataMaxBytes: 1024, maxEntries: 1_500_000 }, 'maxEntries'],
       [
@@ -323,13 +322,19 @@ describe('leaderboard configuration', () => {
     expect(row).toMatchObject({ version: 1, config: { scoreMax: 1000 } })
   })
 
-  it('takes metadataMaxBytes at its most with maxEntries its two cycles fit in the board (358,337 at 4 KB), and the default 512 bytes with maxEntries at its most', async () => {
+  it('takes metadataMaxBytes at its most with maxEntries its two cycles fit in the board (358,337 at 4 KB), and the default 512 bytes with maxEntries at its most; left out, maxEntries is 1,000,000 or what fits, if fewer', async () => {
+    const maxEntriesOf = async (id: string) =>
+      (await fresh<{ config: { maxEntries: number } }>(`/v1/leaderboards/${id}`)).config.maxEntries
     const id = await createBoard({ metadataMaxBytes: 4096, maxEntries: 358_337 })
-    const put = await call(
-      `/v1/admin/leaderboards/${id}`,
-      json('PUT', { metadataMaxBytes: 512, maxEntries: 1_500_000 }, ADMIN_KEY),
-    )
-    expect(put.status).toBe(200)
+    expect(await maxEntriesOf(id)).toBe(358_337)
+    const put = (config: unknown) =>
+      call(`/v1/admin/leaderboards/${id}`, json('PUT', config, ADMIN_KEY))
+    expect((await put({ metadataMaxBytes: 512, maxEntries: 1_500_000 })).status).toBe(200)
+    expect(await maxEntriesOf(id)).toBe(1_500_000)
+    expect((await put({ metadataMaxBytes: 4096 })).status).toBe(200)
+    expect(await maxEntriesOf(id)).toBe(358_337)
+    expect((await put({ metadataMaxBytes: 1024 })).status).toBe(200)
+    expect(await maxEntriesOf(id)).toBe(1_000_000)
   })
 
   it('pushes arriving out of order end on the newest version: an older one changes nothing', async () => {

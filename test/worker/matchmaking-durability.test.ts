@@ -187,7 +187,11 @@ describe('a wake', () => {
     const lines = errorLines()
     await expect(alarmAt(q)).rejects.toThrow()
     const line = lines.find((l) => l.msg === 'pool does not load')
-    expect(line).toMatchObject({ level: 'error', actor: expect.stringContaining('MatchPool:') })
+    expect(line).toMatchObject({
+      level: 'error',
+      actor: expect.stringContaining('MatchPool:'),
+      queue: q,
+    })
   })
 })
 

@@ -41,6 +41,27 @@ export function hasTable(sql: SqlStorage, name: string): boolean {
   )
 }
 
+/**
+ * `keys`' values in an object's `meta` table, as far as they can be read: for naming an object
+ * whose load failed (a schema step that throws runs before the load reads its name).
+ */
+export function metaValuesIfReadable(
+  sql: SqlStorage,
+  keys: readonly string[],
+): Record<string, string> {
+  try {
+    const rows = sql
+      .exec<{ key: string; value: string }>(
+        `SELECT key, value FROM meta WHERE key IN (${keys.map(() => '?').join(', ')})`,
+        ...keys,
+      )
+      .toArray()
+    return Object.fromEntries(rows.map((r) => [r.key, r.value]))
+  } catch {
+    return {}
+  }
+}
+
 /** Records the schema version reached. */
 export function setSchemaVersion(sql: SqlStorage, version: number): void {
   sql.exec(`INSERT OR REPLACE INTO meta (key, value) VALUES ('schema', ?)`, String(version))

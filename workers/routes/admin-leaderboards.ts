@@ -33,6 +33,7 @@ import {
   CycleInfo,
   CycleParam,
   LeaderboardConfigInput,
+  maxEntriesOrDefault,
   LeaderboardConfigStored,
   StoredJsonObject,
   ImportEntry,
@@ -213,6 +214,7 @@ adminLeaderboards.openapi(putRoute, async (c) => {
   // they existed, and compares unchanged.
   const config: LeaderboardConfig = {
     ...body,
+    maxEntries: maxEntriesOrDefault(body),
     ...(paused === true ? { paused: true as const } : {}),
     ...(serverScoresOnly === true ? { serverScoresOnly: true as const } : {}),
   }

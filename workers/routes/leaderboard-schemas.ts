@@ -74,6 +74,30 @@ const Cycle = z
     description: '{"every":"5m"} | {"cron":"0 0 * * 1"} (UTC) | null',
   })
 
+const MaxEntries = z
+  .number()
+  .int()
+  .min(1)
+  .max(MAX_ENTRIES_LIMIT)
+  .openapi({
+    description:
+      'The players a cycle holds: past it, a new player is refused (409 `conflict` with ' +
+      '`limit`) until the next cycle; players already ranked still submit. With ' +
+      '`metadataMaxBytes` above 1,410 it may be at most 6,000,000,000 / (2 × (180 + 2 × ' +
+      'metadataMaxBytes)), rounded down (358,337 at 4,096): two cycles of entries must fit ' +
+      "6 GB of the board's 10 GB (422 past it). Default: 1,000,000, or that bound if lower.",
+  })
+
+/** A PUT's maxEntries, or its default: 1,000,000, or fewer if its metadata allows fewer. */
+export function maxEntriesOrDefault(config: {
+  maxEntries?: number | undefined
+  metadataMaxBytes: number
+}): number {
+  return (
+    config.maxEntries ?? Math.min(MAX_ENTRIES_DEFAULT, maxEntriesFitting(config.metadataMaxBytes))
+  )
+}
+
 export const LeaderboardConfigInput = z
   .object({
     name: DisplayName.nullable().default(null),
@@ -92,21 +116,8 @@ export const LeaderboardConfigInput = z
       .min(0)
       .max(METADATA_HARD_LIMIT)
       .default(METADATA_DEFAULT_BYTES),
-    maxEntries: z
-      .number()
-      .int()
-      .min(1)
-      .max(MAX_ENTRIES_LIMIT)
-      // On the number, not on its default: the stored configuration's schema unwraps defaults.
-      .openapi({
-        description:
-          'The players a cycle holds: past it, a new player is refused (409 `conflict` with ' +
-          '`limit`) until the next cycle; players already ranked still submit. With ' +
-          '`metadataMaxBytes` above 1,410 it may be at most 6,000,000,000 / (2 × (180 + 2 × ' +
-          'metadataMaxBytes)), rounded down (358,337 at 4,096): two cycles of entries must fit ' +
-          "6 GB of the board's 10 GB (422 past it).",
-      })
-      .default(MAX_ENTRIES_DEFAULT),
+    // Its default depends on metadataMaxBytes: filled in by the PUT (maxEntriesOrDefault).
+    maxEntries: MaxEntries.optional(),
     paused: z
       .boolean()
       .optional()
@@ -142,7 +153,7 @@ export const LeaderboardConfigInput = z
     // Each bound alone is fine; together they could ask for more than the object may store, and
     // a full board refuses every submission and cannot freeze its cycle (no close, no rewards).
     const fitting = maxEntriesFitting(c.metadataMaxBytes)
-    if (c.maxEntries > fitting) {
+    if (c.maxEntries !== undefined && c.maxEntries > fitting) {
       ctx.addIssue({
         code: 'custom',
         path: ['maxEntries'],
@@ -173,6 +184,7 @@ export const LeaderboardConfigStored = z
     },
   )
   .extend({
+    maxEntries: MaxEntries,
     paused: z.boolean().openapi({ description: 'Taking no scores' }),
     serverScoresOnly: z
       .boolean()

@@ -236,6 +236,10 @@ const closeRetries = counter(
   'Archive attempts that failed and were retried',
   { unlabelled: true },
 )
+const closeFailuresInARow = gauge(
+  'nexus_leaderboard_close_failures_in_a_row',
+  "Archive attempts of a board's oldest unfinished close that failed in a row, per board (0 once one goes through): the closes after it wait for it",
+)
 const storageBytes = gauge(
   'nexus_leaderboard_storage_bytes',
   "A board object's SQLite size, per board, as of its latest submission or alarm (Cloudflare's limit: 10 GB an object)",
@@ -2474,6 +2478,7 @@ export class Leaderboard extends DurableObject<Env> {
           close.cycle,
         )
         closeRetries.inc()
+        this.reportCloseFailures(attempts)
         this.sendMetrics()
         log('warn', 'archive page failed; will retry', {
           actor: this.actor,
@@ -2547,6 +2552,7 @@ export class Leaderboard extends DurableObject<Env> {
         close.cycle,
       )
       closeDuration.observe({}, (this.now() - close.closed_at) / 1000)
+      this.reportCloseFailures(0)
       this.sendMetrics()
       log('info', 'cycle archived', { actor: this.actor, cycle: close.cycle, rows: close.archived })
       return null
@@ -2587,6 +2593,7 @@ export class Leaderboard extends DurableObject<Env> {
         close.cycle,
       )
       rowsArchived.inc({}, page.archivedThrough - close.archived)
+      this.reportCloseFailures(0)
       this.sendMetrics()
     }
     if (acknowledged !== -1) throw (outcomes[acknowledged] as PromiseRejectedResult).reason
@@ -3028,6 +3035,17 @@ export class Leaderboard extends DurableObject<Env> {
     this.ctx.storage,
     () => this.boardId !== null && this.schemaReady && this.alarmFailures.value === 0,
   )
+
+  /** The failures in a row last reported for this board (null: none this instance). */
+  private reportedCloseFailures: number | null = null
+
+  /** Sets this board's close failures gauge when it changes. */
+  private reportCloseFailures(n: number): void {
+    // After a wake the hub may hold a count from before it: the first report says it anew.
+    if (this.boardId === null || n === this.reportedCloseFailures) return
+    this.reportedCloseFailures = n
+    closeFailuresInARow.set({ board: this.boardId }, n)
+  }
 
   /**
    * The object's storage, for operators: entries, and a row per accepted submission kept 24 h for

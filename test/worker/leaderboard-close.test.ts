@@ -411,12 +411,22 @@ describe('closing a cycle of 10,000 entries', () => {
     expect(during.cycle).toBe(2)
     const metrics = await (await call('/metrics', bearer(ADMIN_KEY))).text()
     expect(metrics).toMatch(/nexus_leaderboard_close_retries_total \d+/)
+    // Which board is stuck, and how long it has been failing: three in a row.
+    const failuresInARow = async () => {
+      const text = await (await call('/metrics', bearer(ADMIN_KEY))).text()
+      const line = text
+        .split('\n')
+        .find((l) => l.startsWith(`nexus_leaderboard_close_failures_in_a_row{board="${board}"}`))
+      return line === undefined ? null : Number(line.split(' ').at(-1))
+    }
+    expect(await failuresInARow()).toBe(3)
 
     await runInDurableObject(stub(board), (inst: Leaderboard) => {
       inst.archiveWriter = new NeonArchiveWriter(env)
     })
     await archiveUntilDone(board, 1)
     expectExactlyOnce(await archived(board, 1))
+    expect(await failuresInARow()).toBe(0)
   })
 
   it("an admin's close sent while an attempt that fails is in flight retries at once, not after that attempt's backoff", async () => {

@@ -781,6 +781,38 @@ describe('rotating secrets', () => {
     expect((await problem(await probeWith(short, shortSigned))).status).toBe(401)
   })
 
+  it('an address past its wrong admin keys is refused a short ADMIN_KEY_PREVIOUS, right or not (429), while an unguessable ADMIN_KEY still passes: the block answers no guess at the old key', async () => {
+    await clearOfMinuteTurn()
+    const ip = clientAddress()
+    const current = `admin-${crypto.randomUUID()}-${crypto.randomUUID()}`
+    const short = `old-${crypto.randomUUID().slice(0, 8)}`
+    const rotating = { ADMIN_KEY: current, ADMIN_KEY_PREVIOUS: short, LOG_LEVEL: 'silent' }
+    const put = (credential: string) =>
+      callWithEnv(rotating, ADMIN_PROBE, probeFrom(ip, credential))
+    expect((await put(short)).status).toBe(200)
+    for (let i = 0; i <= ADMIN_KEY_GUESSES_PER_MINUTE; i++) {
+      expect((await put(`guess-${i}`)).status).toBe(401)
+    }
+    expect((await problem(await put(short))).status).toBe(429)
+    expect((await put(current)).status).toBe(200)
+  })
+
+  it('with a token-shaped ADMIN_KEY_PREVIOUS, failed tokens count as wrong admin keys: past the allowance, they are refused unread', async () => {
+    await clearOfMinuteTurn()
+    const ip = clientAddress()
+    const current = `admin-${crypto.randomUUID()}-${crypto.randomUUID()}`
+    // Short enough to be guessed (under 32 characters): only the count keeps it from that.
+    const tokenShaped = `aaaa.${crypto.randomUUID().slice(0, 8)}.bbbb`
+    const rotating = { ADMIN_KEY: current, ADMIN_KEY_PREVIOUS: tokenShaped, LOG_LEVEL: 'silent' }
+    const put = (credential: string) =>
+      callWithEnv(rotating, ADMIN_PROBE, probeFrom(ip, credential))
+    for (let i = 0; i <= ADMIN_KEY_GUESSES_PER_MINUTE; i++) {
+      expect((await put(`aaaa.guess-${i}.bbbb`)).status).toBe(401)
+    }
+    // Counted: the right previous key is refused with the rest now (it is no longer compared).
+    expect((await put(tokenShaped)).status).not.toBe(200)
+  })
+
   it('ADMIN_KEY_PREVIOUS: the replaced admin key is taken while it is set, beside the new one; alone, without ADMIN_KEY, it opens nothing', async () => {
     const replaced = testEnv.ADMIN_KEY!
     const current = `admin-${crypto.randomUUID()}-${crypto.randomUUID()}`

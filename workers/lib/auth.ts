@@ -703,6 +703,33 @@ export async function isAdminKey(env: AuthEnv, presented: string): Promise<boole
   return current || previous
 }
 
+/**
+ * Whether `presented` is an admin key (ADMIN_KEY, or ADMIN_KEY_PREVIOUS beside it) that is itself
+ * unguessable: the only comparison an address past its wrong-key allowance still gets. Each key
+ * is judged alone: a short previous key passing while blocked would answer every guess at it.
+ */
+export async function isUnguessableAdminKey(env: AuthEnv, presented: string): Promise<boolean> {
+  const [current, previous] = await Promise.all([
+    unguessable(env.ADMIN_KEY) ? sameSecret(presented, env.ADMIN_KEY) : false,
+    env.ADMIN_KEY && unguessable(env.ADMIN_KEY_PREVIOUS)
+      ? sameSecret(presented, env.ADMIN_KEY_PREVIOUS)
+      : false,
+  ])
+  return current || previous
+}
+
+/**
+ * Whether an admin key taken now (ADMIN_KEY, or ADMIN_KEY_PREVIOUS beside it) is shaped like a
+ * token: then failed tokens count as wrong admin keys, or that key would be guessed uncounted.
+ */
+export function adminKeyTokenShaped(env: AuthEnv): boolean {
+  if (env.ADMIN_KEY === undefined || env.ADMIN_KEY === '') return false
+  return (
+    JWT_SHAPE.test(env.ADMIN_KEY) ||
+    (env.ADMIN_KEY_PREVIOUS !== undefined && JWT_SHAPE.test(env.ADMIN_KEY_PREVIOUS))
+  )
+}
+
 /** Whether `presented` is the metrics scrape token (METRICS_TOKEN), compared in constant time. */
 export async function isMetricsToken(env: AuthEnv, presented: string): Promise<boolean> {
   return sameSecret(presented, env.METRICS_TOKEN)
@@ -792,7 +819,7 @@ export async function checkAdminKey(
 ): Promise<boolean> {
   const wait = guard?.wait() ?? 0
   if (wait > 0) {
-    if (unguessable(env.ADMIN_KEY) && (await isAdminKey(env, credential))) return true
+    if (await isUnguessableAdminKey(env, credential)) return true
     guard!.refused()
     throw new ApiError(
       'rate-limited',
@@ -831,7 +858,7 @@ export async function authenticate(
       // An admin key shaped like a token is guessed in that shape, so such guesses count
       // (uncounted, they would dodge the lockout). With any other admin key, no token-shaped
       // credential can be it, and a player's expired token is no guess.
-      const counted = env.ADMIN_KEY !== undefined && JWT_SHAPE.test(env.ADMIN_KEY)
+      const counted = adminKeyTokenShaped(env)
       if ((guard?.wait() ?? 0) === 0) {
         const compared = counted ? guard?.comparing() : undefined
         if (await isAdminKey(env, credential)) {
@@ -839,7 +866,7 @@ export async function authenticate(
           return { kind: 'admin' }
         }
       } else if (counted) {
-        if (unguessable(env.ADMIN_KEY) && (await isAdminKey(env, credential))) {
+        if (await isUnguessableAdminKey(env, credential)) {
           return { kind: 'admin' }
         }
         // A guess refused unread, as checkAdminKey's 429 is (answered as the token's own error).

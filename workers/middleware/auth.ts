@@ -1,6 +1,7 @@
 import type { Context, MiddlewareHandler } from 'hono'
 import type { AppEnv } from '../app-env.ts'
 import {
+  adminKeyTokenShaped,
   type AdminKeyGuard,
   authenticate,
   bearer,
@@ -275,12 +276,12 @@ export const requireMetricsReader = (): MiddlewareHandler<AppEnv> =>
       if (isMetrics) return next()
       // There, a credential shaped like a token counts only when the admin key has that shape:
       // a metrics token of that shape would be guessed in it, uncounted.
-      const { METRICS_TOKEN, ADMIN_KEY } = c.env
+      const { METRICS_TOKEN } = c.env
       if (
         METRICS_TOKEN !== undefined &&
         isTokenShaped(METRICS_TOKEN) &&
         isTokenShaped(credential) &&
-        !(ADMIN_KEY !== undefined && isTokenShaped(ADMIN_KEY))
+        !adminKeyTokenShaped(c.env)
       ) {
         await guard.wrong()
       }

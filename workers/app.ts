@@ -9,11 +9,13 @@ import { clippedPath, errorFields, log, configureLog } from './lib/log.ts'
 import {
   ApiError,
   databaseRetryAfter,
+  overloadedRetryAfter,
   problemBody,
   type ProblemType,
   unavailableAcrossRpcDetail,
 } from './lib/problem.ts'
 import { setResponseHeader } from './lib/response-header.ts'
+import { NoAnswerInTime } from './lib/within.ts'
 import { cors } from './middleware/cors.ts'
 import { observe } from './middleware/observe.ts'
 import { jsonBody, routed } from './middleware/json-body.ts'
@@ -250,10 +252,17 @@ export function createApp(): OpenAPIHono<AppEnv> {
           ? {
               what: 'durable object unavailable',
               detail: (err as DurableObjectError).overloaded
-                ? 'This object is overloaded; retry in a moment'
+                ? 'This object is overloaded; retry after the time Retry-After says'
                 : 'This object was restarting or moving; retry',
             }
-          : null
+          : err instanceof NoAnswerInTime
+            ? {
+                // A call given a deadline (a board, a pool, Neon) was still out at it: slow, not
+                // wrong. A 500 logged as a fault would send an operator looking for a bug.
+                what: 'call unanswered in time',
+                detail: 'A service this request needs did not answer in time; retry later',
+              }
+            : null
     if (unavailable) {
       log('warn', unavailable.what, {
         requestId: c.get('requestId'),
@@ -264,8 +273,8 @@ export function createApp(): OpenAPIHono<AppEnv> {
       // An overloaded object sheds load, and an unreachable database is not back in a second:
       // their callers back off rather than retry at once.
       const wait: Record<string, string> =
-        (err as DurableObjectError).overloaded === true
-          ? { 'retry-after': '2' }
+        (err as DurableObjectError).overloaded === true || err instanceof NoAnswerInTime
+          ? overloadedRetryAfter()
           : isDatabaseUnreachable(err)
             ? databaseRetryAfter()
             : {}

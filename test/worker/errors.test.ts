@@ -685,7 +685,10 @@ describe("a Durable Object the runtime cannot reach now is 503, not a bug's 500"
       status: 503,
       type: 'urn:nexus:problem:unavailable',
     })
-    expect(overloaded.headers.get('retry-after')).toBe('2')
+    // Past the SDK's 5 s cap on retrying by itself: it hands the error back, and load is shed.
+    const wait = Number(overloaded.headers.get('retry-after'))
+    expect(wait).toBeGreaterThanOrEqual(6)
+    expect(wait).toBeLessThanOrEqual(15)
 
     const bug = await submit(failingBoards(runtimeError('x is undefined', { remote: true })))
     expect(await problem(bug)).toMatchObject({ status: 500, type: 'urn:nexus:problem:internal' })

@@ -191,6 +191,26 @@ describe('a region whose pool does not answer', () => {
     expect(after!.unpushed_regions).toEqual([])
   })
 
+  it("the queue's public stats, every region's pool too slow to answer, are 503 with a Retry-After of seconds (not a 500 the SDK retries at once)", async () => {
+    const q = await createQueue(TWO_REGIONS)
+    await rigBoth(q)
+    const releases = [await hangPool(q, 'eu', 'stats'), await hangPool(q, 'us', 'stats')]
+    try {
+      const res = await call(`/v1/matchmaking/${q}/stats`, {
+        headers: { 'cache-control': 'no-cache' },
+      })
+      expect(await problem(res)).toMatchObject({
+        status: 503,
+        type: 'urn:nexus:problem:unavailable',
+      })
+      const wait = Number(res.headers.get('retry-after'))
+      expect(wait).toBeGreaterThanOrEqual(6)
+      expect(wait).toBeLessThanOrEqual(15)
+    } finally {
+      for (const release of releases) release()
+    }
+  })
+
   it("the queue's public stats answer the other regions, and mark it unavailable", async () => {
     const q = await createQueue(TWO_REGIONS)
     await rigBoth(q)

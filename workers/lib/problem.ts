@@ -99,6 +99,16 @@ export function databaseRetryAfter(): Record<string, string> {
   return { 'retry-after': String(5 + Math.floor(Math.random() * 11)) }
 }
 
+/**
+ * The Retry-After of a 503 for an overloaded Durable Object: 6 to 15 s, spread, past the SDK's
+ * 5 s cap on retrying a single request by itself (it hands the error back instead). Cloudflare
+ * says an overloaded object's calls are not to be retried: a retry in 2 s, as before, had every
+ * client refused come back two or three times, near tripling the load that overloaded it.
+ */
+export function overloadedRetryAfter(): Record<string, string> {
+  return { 'retry-after': String(6 + Math.floor(Math.random() * 10)) }
+}
+
 export function problemResponse(
   problem: ProblemType,
   detail?: string,

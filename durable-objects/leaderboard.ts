@@ -2584,16 +2584,22 @@ export class Leaderboard extends DurableObject<Env> {
     const acknowledged = outcomes.findIndex((o) => o.status === 'rejected')
     const done = acknowledged === -1 ? pages.length : acknowledged
     if (done > 0) {
-      // Neon has these pages: only now does the cursor move past them.
+      // Neon has these pages: only now does the cursor move past them. A batch that failed part
+      // of the way keeps its failures in a row, so that its backoff grows as an outage's does:
+      // reset by the page that landed, a Neon refusing a third of its calls kept every board
+      // archiving at it each second, sending again the pages after the failed one each time.
+      const whole = acknowledged === -1
       const page = pages[done - 1]!
       this.sql.exec(
-        `UPDATE closes SET cursor = ?, archived = ?, attempts = 0, next_attempt_at = 0, last_error = NULL WHERE cycle = ?`,
+        whole
+          ? `UPDATE closes SET cursor = ?, archived = ?, attempts = 0, next_attempt_at = 0, last_error = NULL WHERE cycle = ?`
+          : `UPDATE closes SET cursor = ?, archived = ? WHERE cycle = ?`,
         page.cursor,
         page.archivedThrough,
         close.cycle,
       )
       rowsArchived.inc({}, page.archivedThrough - close.archived)
-      this.reportCloseFailures(0)
+      if (whole) this.reportCloseFailures(0)
       this.sendMetrics()
     }
     if (acknowledged !== -1) throw (outcomes[acknowledged] as PromiseRejectedResult).reason

@@ -952,6 +952,48 @@ describe('edge cache', () => {
     expect(cycles.filter(([, cycle]) => cycle === ended + 1)).toHaveLength(3)
   })
 
+  it('readers waiting for a load that the board fails (out of reach of Neon, overloaded) answer its failure too, uncached: none goes to the board itself', async () => {
+    const b = await createBoard()
+    await submitFor(b, 'a', { score: 1 })
+    let calls = 0
+    let release!: () => void
+    const held = new Promise<void>((resolve) => {
+      release = resolve
+    })
+    await replaceMethod<Leaderboard, 'top'>(
+      env.LEADERBOARD.getByName(b),
+      'top',
+      () =>
+        async function () {
+          calls++
+          await held
+          return {
+            ok: false as const,
+            problem: 'unavailable' as const,
+            detail: 'The database is unreachable; retry shortly',
+          }
+        } as never,
+    )
+    const key = `lb:${b}:top:10:`
+    let answers: Response[]
+    try {
+      const reads = Array.from({ length: 4 }, () => call(`/v1/leaderboards/${b}/top`))
+      await until(async () => readersWaitingOnLoad(key) >= 3 || undefined)
+      release()
+      answers = await Promise.all(reads)
+    } finally {
+      release()
+    }
+    for (const res of answers) {
+      expect(await problem(res)).toMatchObject({
+        status: 503,
+        type: 'urn:nexus:problem:unavailable',
+      })
+      expect(res.headers.get('cache-control')).toBe('no-store')
+    }
+    expect(calls).toBe(1)
+  })
+
   it('one early refresh of an answer at a time in an isolate: readers meanwhile are served the answer in hand, not sent to the board too', async () => {
     const b = await createBoard()
     await submitFor(b, 'a', { score: 1 })

@@ -207,9 +207,10 @@ const REFRESH_LOST_MS = 10_000
 /**
  * The load of a key no layer holds, under way in this isolate: readers of the key meanwhile wait
  * for its answer rather than each going to the object (after a deploy every key is new, and a
- * hot board's readers would all reach the object while it rebuilds its index). Only its answer
- * is shared: a load that fails (a limit of the first reader's own, an object out of reach)
- * sends each waiting reader to load for itself.
+ * hot board's readers would all reach the object while it rebuilds its index). Its answer is
+ * shared, and so is its failure (an object overloaded or out of reach, Neon down): each waiting
+ * reader answers it too. A refusal (a limit of the first reader's own) sends each waiting reader
+ * to load for itself.
  */
 const coldLoads = new Map<string, ColdLoad>()
 /** The most a read may lag a write (docs/leaderboards.md: "within the 5 s bound"). */
@@ -238,14 +239,29 @@ interface ColdLoad {
   began: number
   /** Readers waiting for it now. */
   waiting: number
-  /** Settles the answer (null: the load failed); only the first call counts. */
-  settle(answer: SharedAnswer | null): void
+  /**
+   * Settles the answer (null: the load failed; with `failure`, one each waiting reader answers
+   * too, else each loads for itself); only the first call counts.
+   */
+  settle(answer: SharedAnswer | null, failure?: unknown): void
+}
+
+/** A load's failure its waiting readers answer too: the object or a service out of reach. */
+class SharedFailure extends Error {
+  readonly failure: unknown
+  constructor(failure: unknown) {
+    super('the load failed')
+    this.failure = failure
+  }
 }
 
 function newColdLoad(began: number): ColdLoad {
-  let settle!: (answer: SharedAnswer | null) => void
+  let settle!: ColdLoad['settle']
   const answer = new Promise<SharedAnswer>((resolve, reject) => {
-    settle = (a) => (a ? resolve(a) : reject(new Error('the load failed')))
+    settle = (a, failure) =>
+      a
+        ? resolve(a)
+        : reject(failure === undefined ? new Error('the load failed') : new SharedFailure(failure))
   })
   answer.catch(() => {})
   return { answer, began, waiting: 0, settle }
@@ -399,8 +415,11 @@ export async function cachedRead(c: Context<AppEnv>, opts: CachedReadOptions): P
       const left = Math.min(COLD_WAIT_MS, REFRESH_LOST_MS - (Date.now() - underWay.began))
       underWay.waiting++
       const shared = await within(underWay.answer, left, 'a load of the key')
-        .catch(() => null)
+        .catch((err: unknown) => (err instanceof SharedFailure ? err : null))
         .finally(() => underWay.waiting--)
+      // The object (or Neon) failed the load: it would fail this reader's too, and each reader
+      // trying for itself would only add to the load of an object already failing (overloaded).
+      if (shared instanceof SharedFailure) throw uncacheable(shared.failure)
       if (shared && Date.now() < shared.servableUntil) {
         return respond(shared.text, shared.storedAt, 'MISS shared', shared.ttlMs)
       }
@@ -433,6 +452,9 @@ export async function cachedRead(c: Context<AppEnv>, opts: CachedReadOptions): P
         // Counted `refresh` at its lookup already: served after all, it is not a second lookup.
         return respond(kept.body, kept.storedAt, `HIT ${kept.layer}`, kept.ttlMs)
       }
+      // A failure is every waiting reader's answer too; a refusal may be this reader's alone (its
+      // own limit), so they load for themselves (in `finally`).
+      if (!refused) leading?.settle(null, err)
       // Nor may the client or a cache in between keep it: the board may exist a moment later.
       throw uncacheable(err)
     }

@@ -9,7 +9,13 @@ import {
 import type { Env } from '../../workers/env.ts'
 import { parsePrometheus } from '../../workers/dashboard/metrics.ts'
 import { type Family, MAX_SERIES_PER_METRIC } from '../../workers/lib/metric-families.ts'
-import { hubShardName } from '../../workers/lib/metrics-flush.ts'
+import {
+  FLUSH_INTERVAL_MS,
+  hubShardName,
+  sendMetricsIfDue,
+  sendMetricsNow,
+} from '../../workers/lib/metrics-flush.ts'
+import { counter, hasUnsentMetrics } from '../../workers/lib/metrics.ts'
 import { bearer, call, callWithEnv } from './helpers/http.ts'
 import { until } from './helpers/sockets.ts'
 
@@ -320,5 +326,36 @@ describe("this isolate's own metrics", () => {
     expect(degraded.headers.get('content-type')).toBe('application/problem+json')
     expect(((await degraded.json()) as { type: string }).type).toBe('urn:nexus:problem:unavailable')
     expect(await healthCount()).toEqual({ count: before.count + 2, scope: 'cluster' })
+  })
+})
+
+describe("an isolate's periodic send", () => {
+  it('is one batch: what the isolate counts while it travels waits for the next interval (a flush on demand takes it at once)', async () => {
+    const counted = counter(`nexus_test_periodic_${crypto.randomUUID().slice(0, 8)}`, 'test')
+    counted.inc()
+    const sent: number[] = []
+    let countedWhileSending = false
+    const shard = {
+      async record(part: { seq: number }) {
+        sent.push(part.seq)
+        // Another request of the isolate counts while the batch travels.
+        if (!countedWhileSending) {
+          countedWhileSending = true
+          counted.inc()
+        }
+        return { ok: true }
+      },
+      async families() {
+        return []
+      },
+    }
+    const hubs = { METRICS_HUB: { getByName: () => shard } as unknown as Env['METRICS_HUB'] }
+    await sendMetricsIfDue(hubs, Date.now() + 2 * FLUSH_INTERVAL_MS)
+    expect(new Set(sent).size).toBe(1)
+    expect(hasUnsentMetrics()).toBe(true)
+    // On demand (a scrape, the cron's end): until nothing is left.
+    sent.length = 0
+    await sendMetricsNow(hubs)
+    expect(sent.length).toBeGreaterThan(0)
   })
 })

@@ -103,6 +103,13 @@ export const COUNT_CYCLE_ENTRIES = `SELECT count(*) AS n FROM entries INDEXED BY
 export const RANK_INDEX_REBUILD_MAX_ENTRIES = 50_000
 const RANK_INDEX_PENDING = 'rank_index_pending'
 
+/**
+ * Failures in a row an archive batch that moved its cursor keeps (the failure itself then counts
+ * one more): its retry waits a few seconds at most, 4 s, where one that moved nothing backs off
+ * to 5 minutes.
+ */
+const PARTIAL_FAILURES_KEPT = 2
+
 /** Rows deleted per statement once a cycle is safely in Neon. */
 const PURGE_BATCH = 2_000
 /**
@@ -2585,15 +2592,17 @@ export class Leaderboard extends DurableObject<Env> {
     const done = acknowledged === -1 ? pages.length : acknowledged
     if (done > 0) {
       // Neon has these pages: only now does the cursor move past them. A batch that failed part
-      // of the way keeps its failures in a row, so that its backoff grows as an outage's does:
-      // reset by the page that landed, a Neon refusing a third of its calls kept every board
-      // archiving at it each second, sending again the pages after the failed one each time.
+      // of the way keeps some of its failures in a row (at most PARTIAL_FAILURES_KEPT, its retry
+      // a few seconds off): reset by the page that landed, a Neon refusing a third of its calls
+      // kept every board archiving at it each second, sending again the pages after the failed
+      // one each time; kept whole, a close landing pages every run backed off to 5 minutes, a
+      // million rows taking a day.
       const whole = acknowledged === -1
       const page = pages[done - 1]!
       this.sql.exec(
         whole
           ? `UPDATE closes SET cursor = ?, archived = ?, attempts = 0, next_attempt_at = 0, last_error = NULL WHERE cycle = ?`
-          : `UPDATE closes SET cursor = ?, archived = ? WHERE cycle = ?`,
+          : `UPDATE closes SET cursor = ?, archived = ?, attempts = min(attempts, ${PARTIAL_FAILURES_KEPT}) WHERE cycle = ?`,
         page.cursor,
         page.archivedThrough,
         close.cycle,

@@ -887,14 +887,25 @@ export class MatchTicket extends Emitter<TicketEvents> {
    */
   private async persist<T>(
     attempt: () => Promise<T>,
-    opts: { needed: () => boolean; giveUp?: () => boolean; signal: AbortSignal },
+    opts: {
+      needed: () => boolean
+      giveUp?: () => boolean
+      signal: AbortSignal
+      /**
+       * When (Date.now) a try must begin to count (a pool's grace ending): a pause, however long
+       * the server asked, ends by then; past it, pauses are as ever.
+       */
+      lastTryBy?: () => number
+    },
   ): Promise<T | undefined> {
     for (let failures = 0; !this.done && opts.needed();) {
       try {
         return await attempt()
       } catch (err) {
         if (this.done || !isTransient(err) || opts.giveUp?.()) throw err
-        const wait = Math.max(backoff(this.deps.sockets.backoff, failures++), retryAfterMs(err))
+        let wait = Math.max(backoff(this.deps.sockets.backoff, failures++), retryAfterMs(err))
+        const left = opts.lastTryBy ? opts.lastTryBy() - Date.now() : 0
+        if (left > 0) wait = Math.min(wait, left)
         await sleep(wait, opts.signal)
       }
     }
@@ -1040,7 +1051,15 @@ export class MatchTicket extends Emitter<TicketEvents> {
     // is ridden out until then (a mobile player switching networks), not given up at once.
     const lostAt = this.queuedSocketLostAt
     const graceOver = () => lostAt === null || Date.now() - lostAt >= this.graceMs
-    const withinGrace = { needed: () => true, giveUp: graceOver, signal: this.abort.signal }
+    // A pause the server asks for (an overloaded pool's 6 to 15 s) may not carry the read and the
+    // join past the grace: the last try starts a second before it ends.
+    const lastTryBy = () => (lostAt ?? 0) + this.graceMs - LAST_TRY_OPEN_MS
+    const withinGrace = {
+      needed: () => true,
+      giveUp: graceOver,
+      signal: this.abort.signal,
+      lastTryBy,
+    }
     if (socketTicket !== null) {
       // Read past the grace too, for as long as a match made within it holds its seat (the
       // session's join grace): the server keeps a matched ticket readable for minutes.

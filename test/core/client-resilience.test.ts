@@ -174,6 +174,8 @@ function scriptedSocket(
  */
 async function httpJoinAfterSocketLoss(
   reconnect: (socket: ScriptedSocket, opens: number) => void,
+  /** The pool overloaded at the first HTTP read: 503 with a Retry-After past the grace. */
+  opts: { firstReadOverloaded?: boolean } = {},
 ): Promise<{ transport: string; joinedAt: number; droppedAt: number }> {
   vi.useFakeTimers()
   // The longest waits the reconnect jitter can draw.
@@ -182,6 +184,7 @@ async function httpJoinAfterSocketLoss(
     let droppedAt = 0
     let joinedAt = 0
     let opens = 0
+    let overloadedOnce = false
     const client = createClient({
       baseUrl: 'http://nexus.test',
       fetch: guestFetch(async (url, init) => {
@@ -190,6 +193,20 @@ async function httpJoinAfterSocketLoss(
           return ticket({ status: 'waiting', existing: true })
         }
         if (url.pathname === '/v1/matchmaking/tickets/t1') {
+          if (opts.firstReadOverloaded && !overloadedOnce) {
+            overloadedOnce = true
+            return new Response(
+              JSON.stringify({
+                type: 'urn:nexus:problem:unavailable',
+                title: 'Service unavailable',
+                status: 503,
+              }),
+              {
+                status: 503,
+                headers: { 'content-type': 'application/problem+json', 'retry-after': '12' },
+              },
+            )
+          }
           // A long poll answers "still waiting" once its wait is over.
           if (url.searchParams.get('wait')) await new Promise((r) => setTimeout(r, 1000))
           return ticket({ status: 'waiting' })
@@ -2042,6 +2059,19 @@ describe('client SDK under failure', () => {
       if (opens > 1) return socket.fail()
       socket.open()
     })
+    expect(transport).toBe('http')
+    expect(joinedAt).toBeGreaterThan(0)
+    expect(joinedAt - droppedAt).toBeLessThan(10_000)
+  })
+
+  it('a queued socket ticket whose first HTTP read meets an overloaded pool (Retry-After 12 s) still joins over HTTP within the pool’s 10 s grace: its wait is cut to the grace', async () => {
+    const { transport, joinedAt, droppedAt } = await httpJoinAfterSocketLoss(
+      (socket, opens) => {
+        if (opens > 1) return socket.fail()
+        socket.open()
+      },
+      { firstReadOverloaded: true },
+    )
     expect(transport).toBe('http')
     expect(joinedAt).toBeGreaterThan(0)
     expect(joinedAt - droppedAt).toBeLessThan(10_000)

@@ -385,6 +385,38 @@ describe('closing a cycle of 10,000 entries', () => {
     expect(await entriesLeftInObject(board, 1)).toBe(0)
   })
 
+  it('a close whose batches each land a page and fail the next backs off a few seconds at most (not to minutes): it is moving', async () => {
+    const board = await createBoard({ rewards: REWARDS })
+    await seedBoard(board, async (inst) => {
+      const real = new NeonArchiveWriter(env)
+      let calls = 0
+      inst.archiveWriter = {
+        async writePage(page) {
+          // A batch's four pages go out together, and its second fails: the first lands and
+          // the cursor moves past it, every run.
+          if (calls++ % 4 === 1) throw new Error('injected fault on a second page')
+          return real.writePage(page)
+        },
+        complete: (p) => real.complete(p),
+      }
+    })
+    expect((await closeNow(board)).status).toBe(202)
+    const seen: { attempts: number; waitMs: number }[] = []
+    for (let i = 0; i < 4; i++) {
+      const retryAt = await archiveAttempt(board)
+      // From the attempt's end, after its failure: the retry at most 4 s from then.
+      const after = Date.now()
+      const s = await status(board, 1)
+      seen.push({ attempts: s.attempts, waitMs: retryAt - after })
+      expect(s.archived).toBeGreaterThan(i * 1000)
+    }
+    // Failures in a row, though kept past the pages that land, stop at three.
+    expect(seen.map((s) => s.attempts)).toEqual([1, 2, 3, 3])
+    for (const s of seen) expect(s.waitMs).toBeLessThanOrEqual(4_000)
+    await archiveUntilDone(board, 1)
+    expectExactlyOnce(await archived(board, 1))
+  })
+
   it('with Postgres unreachable for a while, backs off, keeps everything, and finishes when it returns', async () => {
     const board = await createBoard({ rewards: REWARDS })
     await seedBoard(board, async (inst) => {

@@ -159,7 +159,10 @@ describe('a region whose pool does not answer', () => {
     const started = Date.now()
     const res = await joinAs(q, g.token, 'us')
     expect(await problem(res)).toMatchObject({ status: 503, type: 'urn:nexus:problem:unavailable' })
-    expect(res.headers.get('retry-after')).toBe('2')
+    // A pool still out at the deadline is not asked again in a moment: past the SDK's 5 s.
+    const wait = Number(res.headers.get('retry-after'))
+    expect(wait).toBeGreaterThanOrEqual(6)
+    expect(wait).toBeLessThanOrEqual(15)
     expect(Date.now() - started).toBeLessThan(8_000)
   })
 

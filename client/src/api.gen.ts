@@ -203,7 +203,7 @@ export interface Schemas {
     }>
     submitsPerMinute: number
     metadataMaxBytes: number
-    /** The players a cycle holds: past it, a new player is refused (409 `conflict` with `limit`) until the next cycle; players already ranked still submit. With `metadataMaxBytes` above 1,410 it may be at most 6,000,000,000 / (2 × (180 + 2 × metadataMaxBytes)), rounded down (358,337 at 4,096): two cycles of entries must fit 6 GB of the board's 10 GB (422 past it). Default: 1,000,000, or that bound if lower. */
+    /** The players a cycle holds: past it, a new player is refused (409 `conflict` with `limit`) until the next cycle; players already ranked still submit. At most 1,500,000, and at most 6,000,000,000 / (2 × (180 + 2 × metadataMaxBytes)), rounded down, which is less above 910 bytes of metadata (358,337 at 4,096): two cycles of entries must fit 6 GB of the board's 10 GB (422 past it). Default: 1,000,000, or that bound if lower (above 1,410 bytes). */
     maxEntries: number
     /** Taking no scores */
     paused: boolean
@@ -235,7 +235,7 @@ export interface Schemas {
     }>
     submitsPerMinute?: number
     metadataMaxBytes?: number
-    /** The players a cycle holds: past it, a new player is refused (409 `conflict` with `limit`) until the next cycle; players already ranked still submit. With `metadataMaxBytes` above 1,410 it may be at most 6,000,000,000 / (2 × (180 + 2 × metadataMaxBytes)), rounded down (358,337 at 4,096): two cycles of entries must fit 6 GB of the board's 10 GB (422 past it). Default: 1,000,000, or that bound if lower. */
+    /** The players a cycle holds: past it, a new player is refused (409 `conflict` with `limit`) until the next cycle; players already ranked still submit. At most 1,500,000, and at most 6,000,000,000 / (2 × (180 + 2 × metadataMaxBytes)), rounded down, which is less above 910 bytes of metadata (358,337 at 4,096): two cycles of entries must fit 6 GB of the board's 10 GB (422 past it). Default: 1,000,000, or that bound if lower (above 1,410 bytes). */
     maxEntries?: number
     /** Takes no scores while true (409 `conflict` with `paused: true`; a retried submission still gets its first answer); reads, imports and the schedule go on. A PUT without it resumes. */
     paused?: boolean

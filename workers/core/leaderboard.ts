@@ -82,7 +82,8 @@ export function maxEntriesFitting(metadataMaxBytes: number): number {
 
 /**
  * A configuration as stored, filled in with what configurations saved before a field existed
- * lack (`maxEntries`), so that a board compares and applies them as a PUT of today sends them.
+ * lack (`maxEntries`: the 1,000,000 they were held to, which a PUT of today would lower for
+ * metadata above 1,410 bytes), so that a board compares and applies them alike.
  */
 export function withConfigDefaults(
   config: Omit<LeaderboardConfig, 'maxEntries'> & { maxEntries?: number },

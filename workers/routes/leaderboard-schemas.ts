@@ -82,10 +82,11 @@ const MaxEntries = z
   .openapi({
     description:
       'The players a cycle holds: past it, a new player is refused (409 `conflict` with ' +
-      '`limit`) until the next cycle; players already ranked still submit. With ' +
-      '`metadataMaxBytes` above 1,410 it may be at most 6,000,000,000 / (2 × (180 + 2 × ' +
-      'metadataMaxBytes)), rounded down (358,337 at 4,096): two cycles of entries must fit ' +
-      "6 GB of the board's 10 GB (422 past it). Default: 1,000,000, or that bound if lower.",
+      '`limit`) until the next cycle; players already ranked still submit. At most ' +
+      '1,500,000, and at most 6,000,000,000 / (2 × (180 + 2 × metadataMaxBytes)), rounded ' +
+      'down, which is less above 910 bytes of metadata (358,337 at 4,096): two cycles of ' +
+      "entries must fit 6 GB of the board's 10 GB (422 past it). Default: 1,000,000, or that " +
+      'bound if lower (above 1,410 bytes).',
   })
 
 /** A PUT's maxEntries, or its default: 1,000,000, or fewer if its metadata allows fewer. */

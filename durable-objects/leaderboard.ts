@@ -550,9 +550,6 @@ export class Leaderboard extends DurableObject<Env> {
   archiveWriter: ArchiveWriter
   /** RANK_INDEX_REBUILD_MAX_ENTRIES; tests lower it rather than store 50,000 entries. */
   static rankIndexRebuildMaxEntries = RANK_INDEX_REBUILD_MAX_ENTRIES
-  private get rankIndexRebuildMaxEntries(): number {
-    return Leaderboard.rankIndexRebuildMaxEntries
-  }
 
   /** The board's clock; tests move it forward instead of sleeping past a cycle boundary. */
   now: () => number = Date.now
@@ -750,7 +747,7 @@ export class Leaderboard extends DurableObject<Env> {
   private rankIndexRebuildFits(): boolean {
     // Counted through the narrow index schema 1 made (the table has no other).
     const { n } = one<{ n: number }>(this.sql, `SELECT count(*) AS n FROM entries`)!
-    return n <= this.rankIndexRebuildMaxEntries
+    return n <= Leaderboard.rankIndexRebuildMaxEntries
   }
 
   /** Replaces schema 1's order index with the rank index carrying each entry's archive fields. */

@@ -9,6 +9,7 @@ import { clippedPath, errorFields, log, configureLog } from './lib/log.ts'
 import {
   ApiError,
   databaseRetryAfter,
+  isLoadToShed,
   overloadedRetryAfter,
   problemBody,
   type ProblemType,
@@ -272,12 +273,11 @@ export function createApp(): OpenAPIHono<AppEnv> {
       })
       // An overloaded object sheds load, and an unreachable database is not back in a second:
       // their callers back off rather than retry at once.
-      const wait: Record<string, string> =
-        (err as DurableObjectError).overloaded === true || err instanceof NoAnswerInTime
-          ? overloadedRetryAfter()
-          : isDatabaseUnreachable(err)
-            ? databaseRetryAfter()
-            : {}
+      const wait: Record<string, string> = isLoadToShed(err)
+        ? overloadedRetryAfter()
+        : isDatabaseUnreachable(err)
+          ? databaseRetryAfter()
+          : {}
       return renderProblem(c, new ApiError('unavailable', unavailable.detail, {}, wait))
     }
     log('error', 'unhandled error', {

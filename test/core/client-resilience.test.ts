@@ -2502,25 +2502,35 @@ describe('game connection reconnect budget', () => {
    * A client whose network can be cut (`net.down`): sockets then fail to open and requests
    * throw; otherwise each socket opens (kept in `live`) and is welcomed at seq 0.
    */
-  function cuttableNetwork(opts: { maxReconnects?: number } = {}) {
+  function cuttableNetwork(opts: { maxReconnects?: number; silent?: boolean } = {}) {
+    const { silent, ...settings } = opts
     const net = { down: false, live: [] as ScriptedSocket[] }
     const client = createClient({
       baseUrl: 'http://nexus.test',
-      ...opts,
+      ...settings,
       fetch: (async () => {
         if (net.down) throw new TypeError('fetch failed (offline)')
         return jsonRes(200, { status: 'live', seq: 0, result: null })
       }) as unknown as typeof fetch,
       WebSocket: () =>
-        scriptedSocket((socket) => {
-          if (net.down) return socket.fail()
-          socket.open()
-          net.live.push(socket)
-          setTimeout(
-            () => socket.receive({ type: 'welcome', seq: 0, state: {}, you: 'p', status: 'live' }),
-            1,
-          )
-        }),
+        scriptedSocket(
+          (socket) => {
+            if (net.down) return socket.fail()
+            socket.open()
+            net.live.push(socket)
+            setTimeout(
+              () =>
+                socket.receive({ type: 'welcome', seq: 0, state: {}, you: 'p', status: 'live' }),
+              1,
+            )
+          },
+          // `silent`: pings answered while the network is there; after, nothing comes back on a
+          // live socket, nor a close (otherwise a cut drops it).
+          (frame, socket) => {
+            if (silent && frame.type === 'ping' && !net.down) socket.receive({ type: 'pong' })
+          },
+          { pong: !silent },
+        ),
     })
     return { net, client }
   }
@@ -2570,33 +2580,7 @@ describe('game connection reconnect budget', () => {
   })
 
   it('a game connection whose socket went silent (no close: a phone in a tunnel) keeps trying for reconnectForMs from when the server takes the socket as gone, 90 s after the last frame heard, not from when it noticed', async () => {
-    const net = { down: false, live: [] as ScriptedSocket[] }
-    const client = createClient({
-      baseUrl: 'http://nexus.test',
-      maxReconnects: 2,
-      fetch: (async () => {
-        if (net.down) throw new TypeError('fetch failed (offline)')
-        return jsonRes(200, { status: 'live', seq: 0, result: null })
-      }) as unknown as typeof fetch,
-      WebSocket: () =>
-        scriptedSocket(
-          (socket) => {
-            if (net.down) return socket.fail()
-            socket.open()
-            net.live.push(socket)
-            setTimeout(
-              () =>
-                socket.receive({ type: 'welcome', seq: 0, state: {}, you: 'p', status: 'live' }),
-              1,
-            )
-          },
-          // Pings answered while the network is there; after, nothing comes back, nor a close.
-          (frame, socket) => {
-            if (frame.type === 'ping' && !net.down) socket.receive({ type: 'pong' })
-          },
-          { pong: false },
-        ),
-    })
+    const { net, client } = cuttableNetwork({ maxReconnects: 2, silent: true })
     const game = client.sessions.connect('s1', 'tok')
     await vi.advanceTimersByTimeAsync(20)
     await game.ready
@@ -2614,31 +2598,7 @@ describe('game connection reconnect budget', () => {
   })
 
   it('a game connection whose device slept past the server’s silence (5 min; its monotonic clock stopped) counts its budget from the wake, not 90 s on: the seat is long released', async () => {
-    const net = { down: false }
-    const client = createClient({
-      baseUrl: 'http://nexus.test',
-      maxReconnects: 2,
-      fetch: (async () => {
-        if (net.down) throw new TypeError('fetch failed (offline)')
-        return jsonRes(200, { status: 'live', seq: 0, result: null })
-      }) as unknown as typeof fetch,
-      WebSocket: () =>
-        scriptedSocket(
-          (socket) => {
-            if (net.down) return socket.fail()
-            socket.open()
-            setTimeout(
-              () =>
-                socket.receive({ type: 'welcome', seq: 0, state: {}, you: 'p', status: 'live' }),
-              1,
-            )
-          },
-          (frame, socket) => {
-            if (frame.type === 'ping' && !net.down) socket.receive({ type: 'pong' })
-          },
-          { pong: false },
-        ),
-    })
+    const { net, client } = cuttableNetwork({ maxReconnects: 2, silent: true })
     const game = client.sessions.connect('s1', 'tok')
     await vi.advanceTimersByTimeAsync(20)
     await game.ready

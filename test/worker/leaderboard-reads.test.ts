@@ -1818,25 +1818,52 @@ describe('bans', () => {
   })
 })
 
+/** Puts a board's object back as schema 1 left it: the narrower order index, version 1. */
+function asSchemaOneLeftIt(stub: DurableObjectStub) {
+  return runInDurableObject(stub, (_i, state) => {
+    state.storage.sql.exec(`
+      DROP INDEX entries_rank;
+      DROP INDEX entries_seq;
+      CREATE INDEX entries_order ON entries (cycle, ord_score, ord_sub, seq, player_id);
+      CREATE TABLE submit_windows (
+        player_id TEXT PRIMARY KEY, window_start INTEGER NOT NULL, count INTEGER NOT NULL
+      ) WITHOUT ROWID;
+      DROP TABLE bans;
+      UPDATE meta SET value = '1' WHERE key = 'schema';
+    `)
+  })
+}
+
+/** A board object's schema as stored: its entries' indexes, leftovers, version. */
+function storedSchema(stub: DurableObjectStub) {
+  return runInDurableObject(stub, (_i, state) => ({
+    names: state.storage.sql
+      .exec<{ name: string }>(
+        `SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'entries' ORDER BY name`,
+      )
+      .toArray()
+      .map((r) => r.name),
+    windowsTable: state.storage.sql
+      .exec(`SELECT name FROM sqlite_master WHERE name = 'submit_windows'`)
+      .toArray().length,
+    pending: state.storage.sql
+      .exec(`SELECT value FROM meta WHERE key = 'rank_index_pending'`)
+      .toArray().length,
+    version: state.storage.sql
+      .exec<{ value: string }>(`SELECT value FROM meta WHERE key = 'schema'`)
+      .one().value,
+  }))
+}
+
 describe('a board stored by the previous schema', () => {
   it('moves to the current schema on its next wake (covering rank index, no rate-window table, players found by seq), standings unchanged', async () => {
     const b = await createBoard({ submitsPerMinute: 600 })
     await seed(b, 12, (i) => (i * 5) % 7)
     const before = await fresh<Top>(`/v1/leaderboards/${b}/top?limit=100`)
     const stub = env.LEADERBOARD.getByName(b)
-    // Put the object back as schema 1 left it: the narrower order index, version 1.
+    await asSchemaOneLeftIt(stub)
+    // A close done before schema 6, still carrying its reward tiers and cursor.
     await runInDurableObject(stub, (_i, state) => {
-      state.storage.sql.exec(`
-        DROP INDEX entries_rank;
-        DROP INDEX entries_seq;
-        CREATE INDEX entries_order ON entries (cycle, ord_score, ord_sub, seq, player_id);
-        CREATE TABLE submit_windows (
-          player_id TEXT PRIMARY KEY, window_start INTEGER NOT NULL, count INTEGER NOT NULL
-        ) WITHOUT ROWID;
-        DROP TABLE bans;
-        UPDATE meta SET value = '1' WHERE key = 'schema';
-      `)
-      // A close done before schema 6, still carrying its reward tiers and cursor.
       state.storage.sql.exec(`
         INSERT INTO closes (cycle, starts_at, ends_at, sort_order, rewards, entries, state, cursor,
                             closed_at, finished_at, reason)
@@ -1851,20 +1878,7 @@ describe('a board stored by the previous schema', () => {
         state.storage.sql.exec(`SELECT rewards, cursor FROM closes WHERE cycle = 0`).toArray(),
       ),
     ).toEqual([{ rewards: '[]', cursor: null }])
-    const indexes = await runInDurableObject(stub, (_i, state) => ({
-      names: state.storage.sql
-        .exec<{ name: string }>(
-          `SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'entries' ORDER BY name`,
-        )
-        .toArray()
-        .map((r) => r.name),
-      windowsTable: state.storage.sql
-        .exec(`SELECT name FROM sqlite_master WHERE name = 'submit_windows'`)
-        .toArray().length,
-      version: state.storage.sql
-        .exec<{ value: string }>(`SELECT value FROM meta WHERE key = 'schema'`)
-        .one().value,
-    }))
+    const indexes = await storedSchema(stub)
     expect(indexes.names).toContain('entries_rank')
     expect(indexes.names).not.toContain('entries_order')
     // Rate windows are counted from the idempotency records since version 3.
@@ -1891,34 +1905,11 @@ describe('a board stored by schema 1 with many entries', () => {
     onTestFinished(() => {
       boardClass.rankIndexRebuildMaxEntries = RANK_INDEX_REBUILD_MAX_ENTRIES
     })
-    await runInDurableObject(stub, (_i, state) => {
-      // As schema 1 left it (as the test above does).
-      state.storage.sql.exec(`
-        DROP INDEX entries_rank;
-        DROP INDEX entries_seq;
-        CREATE INDEX entries_order ON entries (cycle, ord_score, ord_sub, seq, player_id);
-        CREATE TABLE submit_windows (
-          player_id TEXT PRIMARY KEY, window_start INTEGER NOT NULL, count INTEGER NOT NULL
-        ) WITHOUT ROWID;
-        DROP TABLE bans;
-        UPDATE meta SET value = '1' WHERE key = 'schema';
-      `)
-    })
-    const indexes = () =>
-      runInDurableObject(stub, (_i, state) => ({
-        names: state.storage.sql
-          .exec<{ name: string }>(
-            `SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'entries' ORDER BY name`,
-          )
-          .toArray()
-          .map((r) => r.name),
-        pending: state.storage.sql
-          .exec(`SELECT value FROM meta WHERE key = 'rank_index_pending'`)
-          .toArray().length,
-        version: state.storage.sql
-          .exec<{ value: string }>(`SELECT value FROM meta WHERE key = 'schema'`)
-          .one().value,
-      }))
+    await asSchemaOneLeftIt(stub)
+    const indexes = async () => {
+      const { names, pending, version } = await storedSchema(stub)
+      return { names, pending, version }
+    }
     await evictDurableObject(stub)
     expect(await fresh<Top>(`/v1/leaderboards/${b}/top?limit=100`)).toEqual(before)
     expect(await indexes()).toEqual({

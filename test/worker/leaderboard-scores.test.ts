@@ -1046,6 +1046,14 @@ describe('importing standings (admin)', () => {
 })
 
 describe('edge rate limit through Redis', () => {
+  /** A player's keyed submission to `board`, under an edge limit of 2 a minute. */
+  const sendAtTwo = (board: string, token: string, key: string, body: unknown) =>
+    callWithEnv(
+      { EDGE_SUBMITS_PER_MINUTE: '2' },
+      `/v1/leaderboards/${board}/scores`,
+      json('POST', body, token, { 'idempotency-key': key }),
+    )
+
   it('limits a player across boards at the edge when Redis is configured', async () => {
     const { callWithEnv } = await import('./helpers/http.ts')
     const { token } = await newGuest()
@@ -1107,12 +1115,7 @@ describe('edge rate limit through Redis', () => {
   it('past the limit, as many submissions again a minute reach the board for their replay; past those, even a replay is 429 without asking the board', async () => {
     const { token } = await newGuest()
     const b = await createBoard({ submitsPerMinute: 600 })
-    const send = (key: string, body: unknown) =>
-      callWithEnv(
-        { EDGE_SUBMITS_PER_MINUTE: '2' },
-        `/v1/leaderboards/${b}/scores`,
-        json('POST', body, token, { 'idempotency-key': key }),
-      )
+    const send = (key: string, body: unknown) => sendAtTwo(b, token, key, body)
     await clearOfMinuteTurn(5_000)
     const first = await send('a', { score: 1 })
     expect(first.status).toBe(200)
@@ -1132,15 +1135,9 @@ describe('edge rate limit through Redis', () => {
   })
 
   it('counts well-formed submissions only, and answers a replay past the limit; what it refuses changes nothing', async () => {
-    const { callWithEnv } = await import('./helpers/http.ts')
     const { token, playerId } = await newGuest()
     const b = await createBoard({ operator: 'incr', submitsPerMinute: 600, scoreMax: 1_000 })
-    const send = (key: string, body: unknown) =>
-      callWithEnv(
-        { EDGE_SUBMITS_PER_MINUTE: '2' },
-        `/v1/leaderboards/${b}/scores`,
-        json('POST', body, token, { 'idempotency-key': key }),
-      )
+    const send = (key: string, body: unknown) => sendAtTwo(b, token, key, body)
     await clearOfMinuteTurn(5_000)
     // Malformed: refused before the edge counts them.
     for (let i = 0; i < 3; i++) expect((await send(`bad-${i}`, { score: 'x' })).status).toBe(422)
@@ -1169,11 +1166,7 @@ describe('edge rate limit through Redis', () => {
           return original.apply(this, args)
         },
     )
-    const made = await callWithEnv(
-      { EDGE_SUBMITS_PER_MINUTE: '2' },
-      `/v1/leaderboards/${unknown}/scores`,
-      json('POST', { score: 1 }, token, { 'idempotency-key': 'z' }),
-    )
+    const made = await sendAtTwo(unknown, token, 'z', { score: 1 })
     expect([429, 404]).toContain(made.status)
     if (made.status === 429) {
       expect(await problem(made)).toMatchObject({ type: 'urn:nexus:problem:rate-limited' })

@@ -1,4 +1,5 @@
 import type { ContentfulStatusCode } from 'hono/utils/http-status'
+import { NoAnswerInTime } from './within.ts'
 
 /**
  * Every failure Nexus reports, by its stable problem `type` slug. Clients switch on `type`;
@@ -107,6 +108,17 @@ export function databaseRetryAfter(): Record<string, string> {
  */
 export function overloadedRetryAfter(): Record<string, string> {
   return { 'retry-after': String(6 + Math.floor(Math.random() * 10)) }
+}
+
+/**
+ * Whether `err` is an object overloaded (the runtime's `overloaded`) or a call still out at its
+ * deadline (`within`): load to shed, whose 503 asks for overloadedRetryAfter's pause.
+ */
+export function isLoadToShed(err: unknown): boolean {
+  return (
+    err instanceof NoAnswerInTime ||
+    (err instanceof Error && (err as { overloaded?: boolean }).overloaded === true)
+  )
 }
 
 export function problemResponse(

@@ -24,7 +24,7 @@ import { errorFields, log } from '../lib/log.ts'
 import { BEARER_OR_QUERY_TOKEN, createRoute, newRouter, problemResponses } from '../lib/openapi.ts'
 import { IdempotencyKey, NewPlayerId, ResourceId } from '../lib/fields.ts'
 import { bannedJoinDetail } from '../players/bans.ts'
-import { ApiError, apiErrorFrom, overloadedRetryAfter } from '../lib/problem.ts'
+import { ApiError, apiErrorFrom, isLoadToShed, overloadedRetryAfter } from '../lib/problem.ts'
 import { issueSessionToken } from '../lib/session-token.ts'
 import { acceptedSocket, socketOffer } from '../lib/socket-auth.ts'
 import { NoAnswerInTime, within } from '../lib/within.ts'
@@ -217,13 +217,11 @@ async function fenceForJoin(
     })
     // An overloaded pool, or one still out at the deadline, is not asked again in a moment (the
     // SDK would, three times, past the joins of everyone else); anything else may pass quickly.
-    const shed =
-      (err as { overloaded?: boolean }).overloaded === true || err instanceof NoAnswerInTime
     throw new ApiError(
       'unavailable',
       'The queue cannot be joined now; try again',
       {},
-      shed ? overloadedRetryAfter() : { 'retry-after': '2' },
+      isLoadToShed(err) ? overloadedRetryAfter() : { 'retry-after': '2' },
     )
   }
   if (r.ok) return r.claim

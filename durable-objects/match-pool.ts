@@ -90,6 +90,7 @@ import {
   setSchemaVersion,
 } from '../workers/lib/sql.ts'
 import { within } from '../workers/lib/within.ts'
+import { CoarseTimers } from '../workers/lib/coarse-timers.ts'
 import { bannedJoinDetail } from '../workers/players/bans.ts'
 
 /*
@@ -188,6 +189,11 @@ const MATCHES_PER_STEP = 64
 export const CHECK_GRANULARITY_MS = 250
 /** Longest long-poll the pool holds. */
 export const MAX_WAIT_MS = 25_000
+/**
+ * Held long-polls end on steps of this (up to this late), one timer per step: a full pool holds
+ * more polls than an object may have timers (CoarseTimers).
+ */
+const WAIT_STEP_MS = 250
 /**
  * A player of a socket ticket whose socket is gone and who reads the ticket over HTTP instead
  * (the SDK's fallback: a party member's never joins again) is here this long after each read:
@@ -617,6 +623,7 @@ export class MatchPool extends DurableObject<Env> {
   }
   /** Long-polls held, by ticket, then by reader (`readerKey`). */
   private readonly waiters = new Map<string, Map<string, Set<() => void>>>()
+  private readonly waitTimers = new CoarseTimers(WAIT_STEP_MS)
   private readonly delivering = new Set<string>()
   /**
    * The earliest waiting ticket's expiry or socket grace end, if known: housekeeping on every
@@ -1801,7 +1808,7 @@ export class MatchPool extends DurableObject<Env> {
       let set = readers.get(reader)
       if (!set) readers.set(reader, (set = new Set()))
       const done = () => {
-        clearTimeout(timer)
+        stopTimer()
         set.delete(done)
         if (set.size === 0 && readers.get(reader) === set) readers.delete(reader)
         if (readers.size === 0 && this.waiters.get(ticketId) === readers) {
@@ -1809,7 +1816,7 @@ export class MatchPool extends DurableObject<Env> {
         }
         resolve()
       }
-      const timer = setTimeout(done, ms)
+      const stopTimer = this.waitTimers.after(ms, done)
       if (set.size >= MAX_WAITS_PER_READER) set.values().next().value!()
       set.add(done)
     })

@@ -150,6 +150,56 @@ describe('HTTP tickets', () => {
     }
   })
 
+  it('a pool holds more long-polls than an object may have timers (10,000): every poll is answered, and a match made meanwhile gets its session', async () => {
+    // Ratings 10 apart and windows that never widen: nothing matches until a twin of the first.
+    const config = { ...DUEL, maxRatingGap: 0, widenPerSecond: 0 }
+    const q = await createQueue(config)
+    await rig(q, newClock())
+    const tickets = 2_600
+    const outcome = await runInDurableObject(poolOf(q), async (inst: MatchPool) => {
+      const join = (playerId: string, rating: number) =>
+        inst.join({
+          queue: q,
+          region: 'eu',
+          config: config as never,
+          version: 1,
+          players: [{ playerId, rating }],
+          claim: { versions: { [playerId]: 1 }, claimedAt: Date.now() },
+        })
+      const held: { playerId: string; ticketId: string }[] = []
+      for (let i = 0; i < tickets; i++) {
+        const joined = await join(`${q}-p${i}`, 1000 + 10 * i)
+        if (!joined.ok) throw new Error(`join ${i}: ${joined.problem}`)
+        held.push({ playerId: `${q}-p${i}`, ticketId: joined.ticket.ticketId })
+      }
+      // Each player's most long-polls at once, on every ticket: 10,400 held.
+      const polls = held.flatMap(({ playerId, ticketId }) =>
+        Array.from({ length: MAX_WAITS_PER_READER }, () =>
+          inst.ticket(ticketId, { kind: 'player', playerId }, 20_000),
+        ),
+      )
+      // The first player's twin joins: the match's session is made under a deadline (a timer).
+      const twin = await join(`${q}-twin`, 1000)
+      for (const { playerId, ticketId } of held.slice(1)) {
+        await inst.cancel(ticketId, { kind: 'player', playerId })
+      }
+      const answers = await Promise.allSettled(polls)
+      return {
+        twin: twin.ok ? twin.ticket.status : twin.problem,
+        refused: answers.filter((a) => a.status === 'rejected').length,
+        statuses: answers.map((a) =>
+          a.status === 'fulfilled' && a.value.ok ? a.value.ticket.status : 'none',
+        ),
+      }
+    })
+    expect(outcome.refused).toBe(0)
+    expect(outcome.twin).toBe('matched')
+    expect(outcome.statuses.slice(0, MAX_WAITS_PER_READER)).toEqual(
+      Array(MAX_WAITS_PER_READER).fill('matched'),
+    )
+    expect(new Set(outcome.statuses.slice(MAX_WAITS_PER_READER))).toEqual(new Set(['cancelled']))
+  })
+
   it('a join sent again with its Idempotency-Key gets the ticket the first made, waiting, matched (with its token) or cancelled; never a second ticket', async () => {
     const q = await createQueue()
     await rig(q, newClock())

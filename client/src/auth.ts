@@ -73,19 +73,34 @@ function timed(
   return { expiresAt, lifetimeMs }
 }
 
-/** `exp - iat` of a JWT, in ms; null for a token that is not a JWT with both. */
-function jwtLifetimeMs(token: string): number | null {
+/** A JWT's claims, read without checking anything (the server checks); null for another token. */
+function jwtClaims(token: string): Record<string, unknown> | null {
   const payload = token.split('.')[1]
   if (token.split('.').length !== 3 || !payload) return null
   try {
     const b64 = payload.replace(/-/g, '+').replace(/_/g, '/')
-    const claims = JSON.parse(atob(b64.padEnd(b64.length + ((4 - (b64.length % 4)) % 4), '=')))
-    const { iat, exp } = (claims ?? {}) as { iat?: unknown; exp?: unknown }
-    if (typeof iat !== 'number' || typeof exp !== 'number' || exp <= iat) return null
-    return (exp - iat) * 1000
+    const claims: unknown = JSON.parse(
+      atob(b64.padEnd(b64.length + ((4 - (b64.length % 4)) % 4), '=')),
+    )
+    return claims !== null && typeof claims === 'object'
+      ? (claims as Record<string, unknown>)
+      : null
   } catch {
     return null
   }
+}
+
+/** `exp - iat` of a JWT, in ms; null for a token that is not a JWT with both. */
+function jwtLifetimeMs(token: string): number | null {
+  const { iat, exp } = jwtClaims(token) ?? {}
+  if (typeof iat !== 'number' || typeof exp !== 'number' || exp <= iat) return null
+  return (exp - iat) * 1000
+}
+
+/** A JWT's `sub`, the player id the server reads from it; null for another token. */
+function jwtSubject(token: string): string | null {
+  const sub = jwtClaims(token)?.sub
+  return typeof sub === 'string' && sub !== '' ? sub : null
 }
 
 /**
@@ -133,7 +148,7 @@ export class Auth {
     this.now = opts.now
   }
 
-  /** The signed-in player's id (guest sign-in), or null. */
+  /** The signed-in player's id (a guest's, a `useTokens` player's or its JWT's `sub`), or null. */
   get playerId(): string | null {
     return this.current?.playerId ?? null
   }
@@ -213,7 +228,9 @@ export class Auth {
    * Uses tokens from another source (the studio's identity provider); called again whenever the
    * token nears its expiry or the server refuses it. The player signed in before (if any) is
    * signed out at once, as `signOut()` does (their tickets and game connections end), and
-   * requests made meanwhile wait for the new token. When the first token cannot be had, this
+   * requests made meanwhile wait for the new token, unless the new token turns out to be theirs
+   * too. Who that is: `playerId` if given, else the JWT's `sub` (as the server reads it), so an
+   * app calling this again from its provider's refresh hook keeps the player's game. When the first token cannot be had, this
    * rejects and the client is left signed out. A source's failure other than a `NexusProblem`
    * (fetch's `TypeError` offline, say) is thrown as a `NexusNetworkError` whose `cause` it is,
    * so that it is retried as any network failure is.
@@ -228,7 +245,11 @@ export class Auth {
         throw new NexusNetworkError('the token source failed', { cause: err })
       }
       if (generation === this.generation) {
-        this.current = { token: t.token, ...timed(t, this.now()), playerId }
+        this.current = {
+          token: t.token,
+          ...timed(t, this.now()),
+          playerId: playerId ?? jwtSubject(t.token),
+        }
       }
     })
   }

@@ -5359,7 +5359,10 @@ function oneWaitingTicket() {
  * waits for the ticket's long polls to go on (an ended ticket stops polling; each answered at
  * once is followed by a second's pause), `ended` is how its `matched` ended, if it has.
  */
-async function guestWithTicket() {
+async function guestWithTicket(
+  signIn: (client: ReturnType<typeof createClient>) => Promise<unknown> = (client) =>
+    client.auth.guest('device-abcdef-123456'),
+) {
   const { deletes, fetch: server, deleted } = oneWaitingTicket()
   let polls = 0
   const client = createClient({
@@ -5370,7 +5373,7 @@ async function guestWithTicket() {
       return server(input, init)
     }) as typeof fetch,
   })
-  await client.auth.guest('device-abcdef-123456')
+  await signIn(client)
   const ticket = client.matchmaking.join('duel', { transport: 'http' })
   await within(ticket.once('queued'), 'queued', 2000)
   let ended: unknown = null
@@ -5731,6 +5734,31 @@ describe('signing in, out and as another player', () => {
     expect(e instanceof MatchmakingEnded && e.reason === 'signed_out').toBe(true)
     await deleted(1)
     expect(deletes).toEqual(['/v1/matchmaking/tickets/duel:eu:t1 as tok'])
+  })
+
+  it("useTokens() called again without a player id (a provider's refresh hook) with a token of the same `sub` keeps the live ticket; another `sub` ends it", async () => {
+    // Unsigned JWTs: the SDK reads claims, the server checks signatures.
+    const iat = Math.floor(Date.now() / 1000)
+    const jwt = (sub: string) => {
+      const part = (o: object) => btoa(JSON.stringify(o)).replace(/=+$/, '')
+      return `${part({ alg: 'HS256' })}.${part({ sub, iat, exp: iat + 3600 })}.sig`
+    }
+    const tokenOf = (sub: string) => async () => ({ token: jwt(sub), expiresIn: 3600 })
+    const { client, ticket, deletes, deleted, twoMorePolls, ended } = await guestWithTicket((c) =>
+      c.auth.useTokens(tokenOf('player-1')),
+    )
+    expect(client.auth.playerId).toBe('player-1')
+    const first = deletes.length
+    await client.auth.useTokens(tokenOf('player-1'))
+    await twoMorePolls()
+    expect(ended()).toBeNull()
+    expect(deletes.length).toBe(first)
+    await client.auth.useTokens(tokenOf('player-2'))
+    expect(client.auth.playerId).toBe('player-2')
+    const e = await ticket.matched.catch((x: unknown) => x)
+    expect(e instanceof MatchmakingEnded && e.reason === 'signed_out').toBe(true)
+    await deleted(1)
+    expect(deletes).toEqual(['/v1/matchmaking/tickets/duel:eu:t1 as ' + jwt('player-1')])
   })
 
   it('two sign-ins at once as the same player (guest() twice, before the first answers) keep the live ticket', async () => {

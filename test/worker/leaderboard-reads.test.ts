@@ -1374,6 +1374,30 @@ describe('reads naming boards and queues that do not exist', () => {
     expect((await submit(b, other.token)).status).toBe(200)
   })
 
+  it(`a game server's submissions with the admin key to ${UNKNOWN_IDS_PER_MINUTE} and more boards that do not exist (an event's, deleted) are each 404 and not counted: its address reads on`, async () => {
+    await clearOfMinuteTurn(20_000)
+    const address = clientAddress()
+    const answers = new Set<number>()
+    for (let i = 0; i < UNKNOWN_IDS_PER_MINUTE + 5; i++) {
+      // callWithEnv waits for any count made beside the 404.
+      const res = await callWithEnv(
+        {},
+        `/v1/leaderboards/cup-${crypto.randomUUID()}/scores`,
+        json('POST', { playerId: `p-${i}`, score: 7 }, ADMIN_KEY, {
+          'cf-connecting-ip': address,
+          'idempotency-key': `k-${crypto.randomUUID()}`,
+        }),
+      )
+      answers.add(res.status)
+      await res.body?.cancel()
+    }
+    expect([...answers]).toEqual([404])
+    const read = await call(`/v1/leaderboards/made-up-${crypto.randomUUID()}`, {
+      headers: { 'cf-connecting-ip': address },
+    })
+    expect(read.status).toBe(404)
+  })
+
   it('a made-up board or queue this isolate knows is answered 404 before the shared cache is asked (a Redis command, billed, per read)', async () => {
     const redisLookups = () => {
       const family = localFamilies().find((f) => f.name === 'nexus_cache_lookups_total')

@@ -283,4 +283,26 @@ describe("a player's reads of their own account", () => {
     )
     expect(mine.status).toBe(200)
   })
+
+  it("a board's history read with the admin key (a game server reading a tournament's entrants) is not counted per address; a wrong key reads as anyone's, counted", async () => {
+    await clearOfMinuteTurn(10_000)
+    const board = await createBoard()
+    const address = clientAddress()
+    const read = (player: string, credential: string) =>
+      callWithEnv(
+        { PLAYER_READS_PER_MINUTE: '1' },
+        `/v1/leaderboards/${board}/players/${player}/history`,
+        bearer(credential, { 'cf-connecting-ip': address }),
+      )
+    // Five players no cache holds, past the address's allowance of 1: all read.
+    for (let i = 0; i < 5; i++) {
+      const res = await read(`entrant-${i}-${crypto.randomUUID()}`, ADMIN_KEY)
+      expect(res.status).toBe(200)
+      expect(await res.json()).toEqual({ results: [], nextBefore: null })
+    }
+    // The address's allowance is untouched: a wrong key's read is its first, the next refused.
+    expect((await read(`x-${crypto.randomUUID()}`, 'not-the-admin-key')).status).toBe(200)
+    const refused = await problem(await read(`y-${crypto.randomUUID()}`, 'not-the-admin-key'))
+    expect(refused).toMatchObject({ status: 429, type: 'urn:nexus:problem:rate-limited' })
+  })
 })

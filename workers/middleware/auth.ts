@@ -187,6 +187,21 @@ async function principalOf(c: Context<AppEnv>): Promise<Principal> {
 }
 
 /**
+ * Whether a request to a route anyone may call carries the admin key (a game server's, which
+ * such a route's per-address limits for players would hold to one address's allowance). Compared
+ * and counted as anywhere, so it is no free oracle for guesses; a wrong, refused or player's
+ * credential is no error here: the read goes on as anyone's.
+ */
+export async function carriesAdminKey(c: Context<AppEnv>): Promise<boolean> {
+  if (!c.env.ADMIN_KEY || !bearer(c.req.header('authorization'))) return false
+  try {
+    return (await principalOf(c)).kind === 'admin'
+  } catch {
+    return false
+  }
+}
+
+/**
  * Requires a player token or the admin key (a game server acting for players).
  *
  * @example

@@ -1457,7 +1457,7 @@ export class Leaderboard extends DurableObject<Env> {
 
   /**
    * Sets many players' standings in the current cycle at once (an admin migrating a board from
-   * another system, or a game server's batch). Each entry replaces the player's standing, as
+   * another system; a game server's results are submissions, which follow the operator). Each entry replaces the player's standing, as
    * `set` does, so importing the same batch again changes nothing; the batch is one transaction.
    * Bounds and metadata limits are checked for the whole batch before anything is written.
    */

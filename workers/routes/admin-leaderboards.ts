@@ -448,8 +448,9 @@ const importRoute = createRoute({
   description:
     'Sets up to 500 players’ standings at once, each replacing the player’s current one (as the `set` ' +
     'operator does), in one transaction; the body is at most 64 KiB like every request (with ' +
-    'metadata, fewer entries fit: 413 past it). For migrating a board from another system or for a game ' +
-    'server’s batch of results. Send an `Idempotency-Key` to make retries safe: a retry gets the first ' +
+    'metadata, fewer entries fit: 413 past it). For migrating a board from another system, or setting ' +
+    'standings outright; not for a game server’s results, which go through `POST /v1/leaderboards/{id}/scores` ' +
+    'with the admin key: an import ignores the board’s `best` or `incr` operator, its bans and its pause. Send an `Idempotency-Key` to make retries safe: a retry gets the first ' +
     'answer with `replayed: true` and changes nothing (without one, a batch sent again is applied ' +
     'again, undoing what those players submitted since, or landing in a new cycle); the same key with ' +
     'another batch is 422 idempotency-key-reused. Keys are remembered for 24 h. A batch whose new ' +

@@ -2455,15 +2455,30 @@ export class GameSession extends DurableObject<Env> {
         this.advance('end', 'archive', { cursor: page[page.length - 1]!.seq })
         return
       }
-      case 'retain':
+      case 'retain': {
         // Neon keeps what a late create is answered from; the object then keeps nothing.
-        await this.store.keepSetup(setup.sessionId, this.setupHash!, {
-          seed: setup.seed,
-          options: setup.options ?? null,
-          madeAt: this.madeAt,
-        })
+        const logRecords = one<{ n: number }>(this.sql, `SELECT count(*) AS n FROM log`)!.n
+        const kept = await this.store.keepSetup(
+          setup.sessionId,
+          this.setupHash!,
+          { seed: setup.seed, options: setup.options ?? null, madeAt: this.madeAt },
+          logRecords,
+        )
+        if (!kept) {
+          // Neon lacks what this object wrote of the game (restored to a point before it): the
+          // object still has it all, so it is written again, as at the end (a result recorded
+          // once, against the ratings as they are now; a win a board has is not sent again; log
+          // pages Neon has change nothing), and only then cleared, a retention period later.
+          log('warn', 'ended game missing from Neon (restored?); recording it again', {
+            actor: this.actor,
+            logRecords,
+          })
+          this.advance('end', 'record', { cursor: 0 })
+          return
+        }
         await this.purge()
         return
+      }
       default:
         throw new Error(`unknown stage ${job.stage}`)
     }

@@ -839,7 +839,7 @@ describe('the end of a game', () => {
             },
             archiveLog: (id, r) => real.archiveLog(id, r),
             erasedAmong: (ids, since) => real.erasedAmong(ids, since),
-            keepSetup: (id, hash, r) => real.keepSetup(id, hash, r),
+            keepSetup: (id, hash, r, n) => real.keepSetup(id, hash, r, n),
             archivedSetupHash: (id) => real.archivedSetupHash(id),
           }
           inst.store = crashing
@@ -1342,7 +1342,7 @@ describe('the end of a game', () => {
         recordResult: (input) => real.recordResult(input),
         archiveLog: (id, r) => real.archiveLog(id, r),
         erasedAmong: async () => [],
-        keepSetup: (id, hash, r) => real.keepSetup(id, hash, r),
+        keepSetup: (id, hash, r, n) => real.keepSetup(id, hash, r, n),
         archivedSetupHash: (id) => real.archivedSetupHash(id),
       }
       inst.store = beforeTheErasure
@@ -1533,6 +1533,64 @@ describe('the end of a game', () => {
     expect(mine.entry?.score).toBe(1)
   })
 
+  for (const restored of ['listed live again', 'not listed at all'] as const) {
+    it(`a game Neon lost to a restore (its result, ratings and log gone; the session ${restored}) is written again at its retention's end, once, before its object is cleared`, async () => {
+      const game = await playGame({
+        before: (sessionId) =>
+          inObject(sessionId, (inst) => {
+            inst.store = new NeonSessionStore(env)
+          }),
+      })
+      expect(
+        await inObject(game.sessionId, (inst) => inst.runEndWork({ force: true })),
+      ).toMatchObject({ stage: 'retain' })
+      const logRows = async () =>
+        Number(
+          (
+            await pg()`select count(*) as n from session_logs where session_id = ${game.sessionId}`
+          )[0]!.n,
+        )
+      const archived = await logRows()
+      expect(archived).toBeGreaterThan(0)
+      const initial: Record<string, Rating> = {
+        [game.winner]: { rating: 1500, rd: 350, volatility: 0.06 },
+        [game.loser]: { rating: 1500, rd: 350, volatility: 0.06 },
+      }
+      // The database as it was before the game ended (or began).
+      const sql = pg()
+      await sql`delete from session_logs where session_id = ${game.sessionId}`
+      await sql`delete from match_results where session_id = ${game.sessionId}`
+      await sql`update players set rating = 1500, rating_deviation = 350, rating_volatility = 0.06
+                where id = any(${[game.winner, game.loser]})`
+      if (restored === 'listed live again') {
+        await sql`update game_sessions set status = 'live', ended_at = null where id = ${game.sessionId}`
+      } else {
+        await sql`delete from game_sessions where id = ${game.sessionId}`
+      }
+      const kept = await clearAfterRetention(game.sessionId)
+      expect(kept?.stage).toBe('retain')
+      expect((await resultRows(game.sessionId)).map((r) => r.result)).toEqual([game.result])
+      const [row] =
+        await sql`select status, setup_hash from game_sessions where id = ${game.sessionId}`
+      expect(row).toEqual({ status: 'finished', setup_hash: null })
+      expect(await logRows()).toBe(archived)
+      const after = await ratingsOf([game.winner, game.loser])
+      const expected = expectedAfter(initial, game.winner, game.loser)
+      expect(after[game.winner]!.rating).toBeCloseTo(expected[game.winner]!.rating, 9)
+      expect(after[game.loser]!.rating).toBeCloseTo(expected[game.loser]!.rating, 9)
+      // A retention later, Neon holds it whole: cleared, its log read from Neon.
+      expect((await clearAfterRetention(game.sessionId))?.stage).toBe('done')
+      const read = (await (
+        await call(`/v1/sessions/${game.sessionId}/events?limit=500`, bearer(ADMIN_KEY))
+      ).json()) as { events: unknown[] }
+      expect(read.events).toHaveLength(archived)
+      expect((await ratingsOf([game.winner]))[game.winner]!.rating).toBeCloseTo(
+        expected[game.winner]!.rating,
+        9,
+      )
+    })
+  }
+
   it('a keyed admin create sent again after its session was played and cleared: the same session (200) from Neon, and another body under the key is 422', async () => {
     const players = playerIds(2)
     const body = { rules: 'dice-race', roster: players.map((playerId) => ({ playerId })) }
@@ -1598,9 +1656,9 @@ describe('the end of a game', () => {
         recordResult: (input) => real.recordResult(input),
         archiveLog: (id, r) => real.archiveLog(id, r),
         erasedAmong: (ids, since) => real.erasedAmong(ids, since),
-        keepSetup: async (id, hash, r) => {
+        keepSetup: async (id, hash, r, n) => {
           if (failures++ === 0) throw new Error('Neon is down')
-          return real.keepSetup(id, hash, r)
+          return real.keepSetup(id, hash, r, n)
         },
         archivedSetupHash: (id) => real.archivedSetupHash(id),
       }

@@ -329,7 +329,7 @@ describe('a real-time game on the tick loop', () => {
         recordResult: (input) => real.recordResult(input),
         archiveLog: (id, records) => real.archiveLog(id, records),
         erasedAmong: (ids, since) => real.erasedAmong(ids, since),
-        keepSetup: (id, hash, r) => real.keepSetup(id, hash, r),
+        keepSetup: (id, hash, r, n) => real.keepSetup(id, hash, r, n),
         archivedSetupHash: (id) => real.archivedSetupHash(id),
       }
       // The listing is still to do (as after a failed first attempt), and Neon does not answer.

@@ -11,7 +11,11 @@ export class CoarseTimers {
     { timer: ReturnType<typeof setTimeout>; calls: Set<() => void> }
   >()
 
-  constructor(private readonly stepMs: number) {}
+  private readonly stepMs: number
+
+  constructor(stepMs: number) {
+    this.stepMs = stepMs
+  }
 
   /** Calls `fn` once about `ms` have passed; the function returned stops it first. */
   after(ms: number, fn: () => void): () => void {

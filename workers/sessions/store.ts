@@ -72,9 +72,16 @@ export interface SessionStore {
   /**
    * Keeps the setup's hash on the session's Neon row before the object's storage is cleared, so
    * that a keyed admin create sent again later is answered from it, and the seed and options, so
-   * that the archived log still replays (an admin's audit). Throws if Neon has no row.
+   * that the archived log still replays (an admin's audit). False, keeping nothing, unless Neon
+   * holds the ended game whole: its row finished, its result, and at least `logRecords` records
+   * of its log (a database restored to a point before the object wrote them has lost them).
    */
-  keepSetup(sessionId: string, setupHash: string, kept: KeptSetup): Promise<void>
+  keepSetup(
+    sessionId: string,
+    setupHash: string,
+    kept: KeptSetup,
+    logRecords: number,
+  ): Promise<boolean>
   /** The setup hash Neon keeps for a session whose storage was cleared, or null. */
   archivedSetupHash(sessionId: string): Promise<string | null>
 }
@@ -156,12 +163,21 @@ export class NeonSessionStore implements SessionStore {
     this.env = env
   }
 
-  async keepSetup(sessionId: string, setupHash: string, kept: KeptSetup): Promise<void> {
+  async keepSetup(
+    sessionId: string,
+    setupHash: string,
+    kept: KeptSetup,
+    logRecords: number,
+  ): Promise<boolean> {
     const rows = await getSql(this.env).query(
-      `update game_sessions set setup_hash = $2, setup = $3::jsonb where id = $1 returning 1 as kept`,
-      [sessionId, setupHash, JSON.stringify(kept)],
+      `update game_sessions s set setup_hash = $2, setup = $3::jsonb
+        where s.id = $1 and s.status = 'finished'
+          and exists (select 1 from match_results r where r.session_id = $1)
+          and (select count(*) from session_logs l where l.session_id = $1) >= $4
+        returning 1 as kept`,
+      [sessionId, setupHash, JSON.stringify(kept), logRecords],
     )
-    if (rows.length === 0) throw new Error(`session ${sessionId} is not listed in Neon`)
+    return rows.length > 0
   }
 
   /** The setup hash Neon keeps for a session whose storage was cleared, or null. */

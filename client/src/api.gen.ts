@@ -32,7 +32,7 @@ export interface Schemas {
     players?: Array<string>
     /** conflict: the region of the queue where the player already waits */
     region?: string
-    /** conflict: the caller's waiting ticket in another region; unavailable: the party's ticket to cancel */
+    /** conflict: the caller's waiting ticket in another region */
     ticketId?: string
     /** conflict: the named ticket's state. A cancel refused: why it can no longer be cancelled; a join refused for a ticket in another region: `waiting` (cancel it to join here) or `matching` (its match comes instead) */
     ticketStatus?: 'waiting' | 'matching' | 'matched' | 'expired'
@@ -42,6 +42,8 @@ export interface Schemas {
     cycle?: number
     /** conflict: the most members and pending invites a party can have, bans a board keeps, or players a board's cycle holds (maxEntries). unavailable: the waiting tickets or sockets a full matchmaking pool holds at most */
     limit?: number
+    /** unavailable, of an account ban or its lifting whose walk met `boards` it could not reach: the walk goes on with `after` = next, and `boards` are reached by sending this call (its own `after`) again later */
+    next?: string
     /** conflict: the player invited is already a member of the party */
     member?: boolean
     /** conflict (false): the player invited cannot join a party (banned or erased) */
@@ -1670,6 +1672,7 @@ export interface Paths {
         }
         404: Schemas['Problem']
         422: Schemas['Problem']
+        429: Schemas['Problem']
         500: Schemas['Problem']
         503: Schemas['Problem']
       }

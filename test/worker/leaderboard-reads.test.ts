@@ -1314,6 +1314,9 @@ describe('reads naming boards and queues that do not exist', () => {
       429,
     )
     expect((await from(`/v1/matchmaking/made-up-${crypto.randomUUID()}`, address)).status).toBe(429)
+    expect(
+      (await from(`/v1/matchmaking/made-up-${crypto.randomUUID()}/stats`, address)).status,
+    ).toBe(429)
     // A read the caches answer is served as before (cached by another reader just now: the
     // reads above may have taken longer than its 4 s).
     await (await callWithEnv({}, real)).body?.cancel()

@@ -141,8 +141,7 @@ export const Problem = z
       .optional()
       .openapi({ description: 'conflict: the region of the queue where the player already waits' }),
     ticketId: z.string().optional().openapi({
-      description:
-        "conflict: the caller's waiting ticket in another region; unavailable: the party's ticket to cancel",
+      description: "conflict: the caller's waiting ticket in another region",
     }),
     ticketStatus: z
       .enum(['waiting', 'matching', 'matched', 'expired'])
@@ -168,6 +167,14 @@ export const Problem = z
         description:
           "conflict: the most members and pending invites a party can have, bans a board keeps, or players a board's cycle holds (maxEntries). " +
           'unavailable: the waiting tickets or sockets a full matchmaking pool holds at most',
+      }),
+    next: z
+      .string()
+      .optional()
+      .openapi({
+        description:
+          'unavailable, of an account ban or its lifting whose walk met `boards` it could not reach: ' +
+          'the walk goes on with `after` = next, and `boards` are reached by sending this call (its own `after`) again later',
       }),
     member: z.boolean().optional().openapi({
       description: 'conflict: the player invited is already a member of the party',

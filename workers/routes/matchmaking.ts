@@ -714,7 +714,7 @@ const statsRoute = createRoute({
         },
       },
     },
-    ...problemResponses(404, 422),
+    ...problemResponses(404, 422, 429),
   },
 })
 

@@ -373,7 +373,15 @@ const getRoute = createRoute({
   request: {
     params: SessionParam,
     query: z.object({
-      token: z.string().max(4096).optional(),
+      token: z
+        .string()
+        .max(4096)
+        .optional()
+        .openapi({
+          description:
+            'Socket only (browsers cannot set headers on sockets; the `nexus.token.<token>` ' +
+            'subprotocol is preferred, as URLs are logged): a plain read with it is 401',
+        }),
       since: z
         .string()
         .max(16)

@@ -137,7 +137,8 @@ export function isOpen(socket: SocketLike | null): socket is SocketLike {
   return socket !== null && socket.readyState === OPEN
 }
 
-type Listener<T> = (value: T) => void
+/** A listener may be async: a promise it returns that rejects is reported as a throw is. */
+type Listener<T> = (value: T) => unknown
 
 /** A minimal typed event emitter. */
 export class Emitter<Events extends object> {
@@ -176,7 +177,12 @@ export class Emitter<Events extends object> {
     // event, not this one again (`await game.once('event')` in a handler), as Node's emitter.
     for (const l of [...(this.listeners.get(type) ?? [])]) {
       try {
-        ;(l as Listener<Events[K]>)(value)
+        const returned = (l as Listener<Events[K]>)(value)
+        // An async listener's rejection is its bug too: left unhandled it would end a Node
+        // process (a bot, a game server) over one failed save.
+        if (returned && typeof (returned as Promise<unknown>).then === 'function') {
+          ;(returned as Promise<unknown>).then(undefined, (err: unknown) => console.error(err))
+        }
       } catch (err) {
         // A listener's bug must not break the connection's bookkeeping.
         console.error(err)

@@ -14,7 +14,7 @@ import {
 import { NexusNetworkError, NexusProblem } from '../../client/src/problem.ts'
 import { SubmissionKeyTooOld } from '../../client/src/leaderboards.ts'
 import { PlayerChanged } from '../../client/src/http.ts'
-import type { SocketEvent, SocketLike } from '../../client/src/socket.ts'
+import { Emitter, type SocketEvent, type SocketLike } from '../../client/src/socket.ts'
 
 /** The real clock, kept before a test moves the device's. */
 const serverClock = Date.now
@@ -6271,5 +6271,40 @@ describe('a game connection at its end', () => {
     await expect(end).resolves.toMatchObject({ result })
     await expect(within(resumed, "once('resumed')", 2000)).rejects.toThrow('the game ended')
     expect(endings).toEqual([result])
+  })
+})
+
+describe("listeners' own failures", () => {
+  it('an async listener whose promise rejects is reported (console.error) as a throwing one is, not left an unhandled rejection that ends a Node process; the other listeners hear the event', async () => {
+    class Events extends Emitter<{ event: number }> {
+      fire(n: number) {
+        this.emit('event', n)
+      }
+    }
+    const unhandled: unknown[] = []
+    const onUnhandled = (reason: unknown) => unhandled.push(reason)
+    process.on('unhandledRejection', onUnhandled)
+    const reported = vi.spyOn(console, 'error').mockImplementation(() => {})
+    try {
+      const events = new Events()
+      const failure = new Error('the save failed')
+      const heard: number[] = []
+      events.on('event', async () => {
+        await Promise.resolve()
+        throw failure
+      })
+      events.on('event', (n) => {
+        heard.push(n)
+      })
+      events.fire(7)
+      // Past the microtasks and one macrotask, where Node reports an unhandled rejection.
+      await new Promise((r) => setTimeout(r, 10))
+      expect(heard).toEqual([7])
+      expect(reported).toHaveBeenCalledWith(failure)
+      expect(unhandled).toEqual([])
+    } finally {
+      reported.mockRestore()
+      process.off('unhandledRejection', onUnhandled)
+    }
   })
 })

@@ -229,6 +229,8 @@ export class MatchTicket extends Emitter<TicketEvents> {
    * at once (and the match then wins, as it does on the server).
    */
   private cancelAsked = false
+  /** This ticket's cancel is among those a next join of the queue waits for. */
+  private cancelSettlingNoted = false
   /** A socket `join` went out: the pool may hold a ticket for it even if no answer came. */
   private socketJoinSent = false
   /** The socket a `cancel` frame went out on (one is enough per socket: its frames are ordered). */
@@ -338,6 +340,14 @@ export class MatchTicket extends Emitter<TicketEvents> {
       this.noteCancelSettling()
     }
     const socket = this.transport === 'websocket' && isOpen(this.socket) ? this.socket : null
+    if (socket && idBefore !== null) {
+      // Asked from now, not only once the socket's answer is late: a socket that only looks
+      // open (a phone that just changed networks) carries the cancel nowhere, and a join of this
+      // queue meanwhile would be handed this waiting ticket by the pool, which the HTTP cancel
+      // after the wait then ended; a socket reconnecting meanwhile sends the cancel again.
+      this.cancelAsked = true
+      this.noteCancelSettling()
+    }
     // The pool handles a socket's frames in order: this cancel follows its join, if unanswered.
     if (socket) this.sendCancel(socket)
     if (socket || unanswered) {
@@ -485,7 +495,8 @@ export class MatchTicket extends Emitter<TicketEvents> {
    */
   private noteCancelSettling(): void {
     const pending = this.deps.pendingCancels
-    if (!pending || this.done) return
+    if (!pending || this.done || this.cancelSettlingNoted) return
+    this.cancelSettlingNoted = true
     const entry = { queue: this.queue, done: this.over }
     pending.add(entry)
     void this.over.then(() => pending.delete(entry))

@@ -275,6 +275,22 @@ const ticket = (fields: Record<string, unknown>) =>
   jsonRes(200, { ticketId: 't1', queue: 'duel', region: 'eu', expiresAt: 0, ...fields })
 
 /** The whole view of one player's ticket `duel:eu:t1`, as `GET /v1/matchmaking/tickets/:id` has it. */
+/** A ticket's view as the server answers it, for `id` (a plain model's `t1`, `t2`). */
+const ticketBody = (id: string) => ({
+  ticketId: id,
+  queue: 'duel',
+  region: 'eu',
+  status: 'waiting',
+  leader: 'g_1',
+  players: ['g_1'],
+  attributes: null,
+  enqueuedAt: 0,
+  expiresAt: 0,
+  expiresIn: 300_000,
+  reason: null,
+  match: null,
+})
+
 const ticketView = (status: string, extra: Record<string, unknown> = {}) =>
   jsonRes(200, {
     ticketId: 'duel:eu:t1',
@@ -2049,6 +2065,68 @@ describe('client SDK under failure', () => {
       const left = second.cancel()
       await vi.advanceTimersByTimeAsync(6_000)
       await left
+    } finally {
+      vi.useRealTimers()
+    }
+  })
+
+  it('a join made within the 5 s a socket cancel waits for its answer (the socket only looks open: a phone that just changed networks) waits for that cancel: it is not handed the ticket being cancelled', async () => {
+    vi.useFakeTimers()
+    try {
+      const pool = enqueueModel()
+      const tickets = pool.tickets
+      const deleted: string[] = []
+      let firstSocket: SocketLike | null = null
+      const client = createClient({
+        baseUrl: 'http://nexus.test',
+        fetch: guestFetch(async (url, init) => {
+          if (url.pathname === '/v1/matchmaking/duel') {
+            return jsonRes(200, { queue: 'duel', regions: ['eu'], disconnectGraceSeconds: 10 })
+          }
+          const id = url.pathname.split('/').pop()!
+          if (init?.method === 'DELETE' && tickets.get(id) === 'waiting') {
+            deleted.push(id)
+            tickets.set(id, 'cancelled')
+            return jsonRes(200, { ...ticketBody(id), status: 'cancelled', reason: 'cancelled' })
+          }
+          if (tickets.has(id)) return jsonRes(200, { ...ticketBody(id), status: tickets.get(id) })
+          return jsonRes(404, { type: 'urn:nexus:problem:not-found', title: 'x', status: 404 })
+        }),
+        WebSocket: () => {
+          let socketRef: SocketLike | null = null
+          const socket = scriptedSocket(
+            (driver) => driver.open(),
+            (frame, driver) => {
+              // The first socket's link is gone once it has queued: what it sends goes nowhere.
+              if (socketRef === firstSocket && tickets.size > 0) return
+              if (frame.type === 'join') {
+                const { id, existing } = pool.join(frame.joinKey as string)
+                driver.receive({ type: 'queued', ticketId: id, existing, expiresAt: 0 })
+              }
+            },
+          )
+          socketRef = socket
+          firstSocket ??= socket
+          return socket
+        },
+      })
+      await client.auth.guest('device-abcdef-123456')
+      const first = client.matchmaking.join('duel')
+      const ends: string[] = []
+      first.on('ended', (e) => ends.push(`first ${e.outcome}`))
+      await vi.advanceTimersByTimeAsync(200)
+      expect(first.ticketId).toBe('t1')
+      const cancelled = first.cancel()
+      await vi.advanceTimersByTimeAsync(1_000)
+      // The player taps Play again a second later.
+      const second = client.matchmaking.join('duel')
+      second.on('ended', (e) => ends.push(`second ${e.outcome}`))
+      await vi.advanceTimersByTimeAsync(15_000)
+      await cancelled
+      expect(deleted).toEqual(['t1'])
+      expect(ends).toEqual(['first cancelled'])
+      expect(second.ticketId).toBe('t2')
+      expect(tickets.get('t2')).toBe('waiting')
     } finally {
       vi.useRealTimers()
     }

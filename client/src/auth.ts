@@ -172,12 +172,22 @@ export class Auth {
   async guest(deviceId?: string): Promise<Schemas['TokenResponse']> {
     // An empty id given is none given, as it always was.
     const fixed = deviceId || this.deviceId()
+    // This device's guest signing in again (an app's wake handler, the network not up yet): one
+    // that fails leaves them signed in with the token they have, their game and tickets on.
+    const again = this.pending === null && this.guestDevice === fixed
     let answer!: Schemas['TokenResponse']
-    await this.signIn(async (generation) => {
-      answer = await this.guestToken(fixed, generation)
-    })
+    await this.signIn(
+      async (generation) => {
+        answer = await this.guestToken(fixed, generation)
+        if (generation === this.generation) this.guestDevice = fixed
+      },
+      { keepOnFailure: again },
+    )
     return answer
   }
+
+  /** The device whose guest is signed in (by `guest()`), or null. */
+  private guestDevice: string | null = null
 
   /**
    * This device's id: the one kept in storage, or a new one kept there. Storage that throws
@@ -284,6 +294,7 @@ export class Auth {
       : this.signedInAs()
     this.current = null
     this.source = null
+    this.guestDevice = null
     this.pending = null
     this.renewing = null
     this.retryRenewalAt = 0
@@ -346,9 +357,13 @@ export class Auth {
    * signing in again on the same device, say). Rejects, leaving the client signed out, when that
    * token cannot be had, or when another sign-in or a sign-out came first.
    */
-  private async signIn(fetchToken: (generation: number) => Promise<void>): Promise<void> {
+  private async signIn(
+    fetchToken: (generation: number) => Promise<void>,
+    opts: { keepOnFailure?: boolean } = {},
+  ): Promise<void> {
     const overtaken = this.pending
     const before = overtaken ? overtaken.before : this.signedInAs()
+    const kept = opts.keepOnFailure ? { current: this.current, device: this.guestDevice } : null
     const continued: Array<[number, number]> = [...(overtaken?.continued ?? []), [0, 0]]
     const beforeGeneration = this.generation
     const generation = this.forget(true)
@@ -364,6 +379,15 @@ export class Auth {
       await first
     } catch (err) {
       if (generation === this.generation) {
+        if (kept?.current && before) {
+          // The same player again: still signed in, with the token they had, which this
+          // sign-in's source renews when it must; their requests waiting meanwhile go on.
+          this.current = kept.current
+          this.guestDevice = kept.device
+          this.pending = null
+          for (const [g, b] of continued) this.continues.set(g, b)
+          throw err
+        }
         this.forget(true)
         if (before) this.signedOut(before.token)
       }

@@ -5443,11 +5443,17 @@ async function guestWithTicket(
 ) {
   const { deletes, fetch: server, deleted } = oneWaitingTicket()
   let polls = 0
+  /** Guest sign-ins fail as offline while this holds. */
+  const signInsLost = { now: false }
   const client = createClient({
     baseUrl: 'http://nexus.test',
     retry: { baseDelayMs: 1, maxDelayMs: 5 },
-    fetch: ((input: RequestInfo | URL, init?: RequestInit) => {
-      if (new URL(String(input)).searchParams.get('wait')) polls++
+    fetch: (async (input: RequestInfo | URL, init?: RequestInit) => {
+      const url = new URL(String(input))
+      if (signInsLost.now && url.pathname === '/v1/auth/guest') {
+        throw new TypeError('fetch failed (offline)')
+      }
+      if (url.searchParams.get('wait')) polls++
       return server(input, init)
     }) as typeof fetch,
   })
@@ -5466,7 +5472,7 @@ async function guestWithTicket(
       4000,
     )
   }
-  return { client, ticket, deletes, deleted, twoMorePolls, ended: () => ended }
+  return { client, ticket, deletes, deleted, twoMorePolls, ended: () => ended, signInsLost }
 }
 
 /** Listeners registered on an SDK emitter, in its own registry (a leak shows nowhere else). */
@@ -5837,6 +5843,32 @@ describe('signing in, out and as another player', () => {
     expect(e instanceof MatchmakingEnded && e.reason === 'signed_out').toBe(true)
     await deleted(1)
     expect(deletes).toEqual(['/v1/matchmaking/tickets/duel:eu:t1 as ' + jwt('player-1')])
+  })
+
+  it('guest() again on the device that fails (a wake handler, the network not up yet) rejects, and leaves that player signed in with the token they had: their ticket goes on; a failed sign-in as another player still signs them out', async () => {
+    const { client, ticket, deletes, deleted, twoMorePolls, ended, signInsLost } =
+      await guestWithTicket()
+    signInsLost.now = true
+    await expect(client.auth.guest('device-abcdef-123456')).rejects.toBeInstanceOf(
+      NexusNetworkError,
+    )
+    expect(client.auth.playerId).toBe('g_1')
+    await twoMorePolls()
+    expect(ended()).toBeNull()
+    expect(deletes).toEqual([])
+    // Again, failing again: still the same player.
+    await expect(client.auth.guest('device-abcdef-123456')).rejects.toBeInstanceOf(
+      NexusNetworkError,
+    )
+    await twoMorePolls()
+    expect(ended()).toBeNull()
+    // Another device's guest failing is another player's sign-in: the one before is signed out.
+    await expect(client.auth.guest('device-other-654321')).rejects.toBeInstanceOf(NexusNetworkError)
+    expect(client.auth.playerId).toBeNull()
+    const e = await ticket.matched.catch((x: unknown) => x)
+    expect(e instanceof MatchmakingEnded && e.reason === 'signed_out').toBe(true)
+    await deleted(1)
+    expect(deletes).toEqual(['/v1/matchmaking/tickets/duel:eu:t1 as tok'])
   })
 
   it('two sign-ins at once as the same player (guest() twice, before the first answers) keep the live ticket', async () => {

@@ -332,6 +332,12 @@ export class Auth {
   private pending: {
     before: { token: string | null; playerId: string | null } | null
     continued: Array<[generation: number, before: number]>
+    /**
+     * The sign-out listeners when the player before was signed in: what was made while the
+     * sign-in was on its way (a join, a game's connect) waits for the new player's token, and
+     * is theirs, not the player before's to end.
+     */
+    hearers: ReadonlySet<(token: string | null) => void>
   } | null = null
 
   /** Who is signed in now (their token, if one is held), or null. */
@@ -340,8 +346,13 @@ export class Auth {
     return { token: this.current?.token ?? null, playerId: this.current?.playerId ?? null }
   }
 
-  private signedOut(token: string | null): void {
-    for (const listener of [...this.signOutListeners]) {
+  private signedOut(
+    token: string | null,
+    hearers: ReadonlySet<(token: string | null) => void> = this.signOutListeners,
+  ): void {
+    for (const listener of [...hearers]) {
+      // One that has stopped listening since is not told.
+      if (!this.signOutListeners.has(listener)) continue
       try {
         listener(token)
       } catch (err) {
@@ -363,12 +374,13 @@ export class Auth {
   ): Promise<void> {
     const overtaken = this.pending
     const before = overtaken ? overtaken.before : this.signedInAs()
+    const hearers = overtaken ? overtaken.hearers : new Set(this.signOutListeners)
     const kept = opts.keepOnFailure ? { current: this.current, device: this.guestDevice } : null
     const continued: Array<[number, number]> = [...(overtaken?.continued ?? []), [0, 0]]
     const beforeGeneration = this.generation
     const generation = this.forget(true)
     continued[continued.length - 1] = [generation, beforeGeneration]
-    this.pending = { before, continued }
+    this.pending = { before, continued, hearers }
     const source = () => fetchToken(generation)
     this.source = source
     const first: Promise<void> = source().finally(() => {
@@ -389,7 +401,7 @@ export class Auth {
           throw err
         }
         this.forget(true)
-        if (before) this.signedOut(before.token)
+        if (before) this.signedOut(before.token, hearers)
       }
       throw err
     }
@@ -402,7 +414,7 @@ export class Auth {
       before?.playerId != null && before.playerId === (this.current?.playerId ?? null)
     if (samePlayer) for (const [g, b] of continued) this.continues.set(g, b)
     else this.continues.clear()
-    if (before && !samePlayer) this.signedOut(before.token)
+    if (before && !samePlayer) this.signedOut(before.token, hearers)
   }
 
   /**

@@ -5871,6 +5871,32 @@ describe('signing in, out and as another player', () => {
     expect(deletes).toEqual(['/v1/matchmaking/tickets/duel:eu:t1 as tok'])
   })
 
+  it("a join made while a sign-in as another player is on its way is that player's: it waits for their token and goes on once they are signed in, while the ticket of the player before ends", async () => {
+    const { client, ticket, deletes, deleted } = await guestWithTicket()
+    let release!: () => void
+    const gate = new Promise<void>((r) => (release = r))
+    const switching = client.auth.useTokens(async () => {
+      await gate
+      return { token: 'tok-b', expiresIn: 3600 }
+    }, 'player-b')
+    const joinedDuring = client.matchmaking.join('duel', { transport: 'http' })
+    let endedDuring: unknown = null
+    joinedDuring.matched.catch((e: unknown) => (endedDuring = e))
+    const queued = joinedDuring.once('queued')
+    release()
+    await switching
+    await within(queued, "the new player's join queued", 2000)
+    const e = await ticket.matched.catch((x: unknown) => x)
+    expect(e instanceof MatchmakingEnded && e.reason === 'signed_out').toBe(true)
+    await deleted(1)
+    expect(deletes).toEqual(['/v1/matchmaking/tickets/duel:eu:t1 as tok'])
+    // Still going a moment later: no cancel of its own, no end.
+    await new Promise((r) => setTimeout(r, 100))
+    expect(endedDuring).toBeNull()
+    expect(deletes).toHaveLength(1)
+    await joinedDuring.cancel()
+  })
+
   it('two sign-ins at once as the same player (guest() twice, before the first answers) keep the live ticket', async () => {
     const { client, deletes, twoMorePolls, ended } = await guestWithTicket()
     // A resume handler run twice (online and visibilitychange, say): the first is overtaken and

@@ -98,7 +98,7 @@ function jwtLifetimeMs(token: string): number | null {
 }
 
 /** A JWT's `sub`, the player id the server reads from it; null for another token. */
-function jwtSubject(token: string): string | null {
+export function jwtSubject(token: string): string | null {
   const sub = jwtClaims(token)?.sub
   return typeof sub === 'string' && sub !== '' ? sub : null
 }
@@ -174,7 +174,9 @@ export class Auth {
     const fixed = deviceId || this.deviceId()
     // This device's guest signing in again (an app's wake handler, the network not up yet): one
     // that fails leaves them signed in with the token they have, their game and tickets on.
-    const again = this.pending === null && this.guestDevice === fixed
+    // (The one whose sign-in is on its way, when one is: a handler run twice at once.)
+    const signedInDevice = this.pending ? (this.pending.kept?.device ?? null) : this.guestDevice
+    const again = signedInDevice === fixed
     let answer!: Schemas['TokenResponse']
     await this.signIn(
       async (generation) => {
@@ -277,8 +279,14 @@ export class Auth {
    * leave what they were in), or null when there was none. Returns the function that stops it.
    * @internal for the SDK's matchmaking and sessions clients.
    */
-  onSignOut(listener: (token: string | null) => void): () => void {
+  onSignOut(
+    listener: (token: string | null) => void,
+    opts: { toldDuringSignIn?: boolean } = {},
+  ): () => void {
     this.signOutListeners.add(listener)
+    // Made while a sign-in is on its way, but not waiting for its token (a game connection given
+    // its session token): told when it completes too, to judge whose it is itself.
+    if (opts.toldDuringSignIn) this.pending?.hearers.add(listener)
     return () => this.signOutListeners.delete(listener)
   }
 
@@ -337,7 +345,9 @@ export class Auth {
      * sign-in was on its way (a join, a game's connect) waits for the new player's token, and
      * is theirs, not the player before's to end.
      */
-    hearers: ReadonlySet<(token: string | null) => void>
+    hearers: Set<(token: string | null) => void>
+    /** The same player's identity to keep if this sign-in fails (`guest()` again on the device). */
+    kept: { current: NonNullable<Auth['current']>; device: string | null } | null
   } | null = null
 
   /** Who is signed in now (their token, if one is held), or null. */
@@ -375,12 +385,19 @@ export class Auth {
     const overtaken = this.pending
     const before = overtaken ? overtaken.before : this.signedInAs()
     const hearers = overtaken ? overtaken.hearers : new Set(this.signOutListeners)
-    const kept = opts.keepOnFailure ? { current: this.current, device: this.guestDevice } : null
+    // An overtaking sign-in keeps what the one it overtook would have, if it too may.
+    const kept = !opts.keepOnFailure
+      ? null
+      : overtaken
+        ? overtaken.kept
+        : this.current
+          ? { current: this.current, device: this.guestDevice }
+          : null
     const continued: Array<[number, number]> = [...(overtaken?.continued ?? []), [0, 0]]
     const beforeGeneration = this.generation
     const generation = this.forget(true)
     continued[continued.length - 1] = [generation, beforeGeneration]
-    this.pending = { before, continued, hearers }
+    this.pending = { before, continued, hearers, kept }
     const source = () => fetchToken(generation)
     this.source = source
     const first: Promise<void> = source().finally(() => {
@@ -391,7 +408,7 @@ export class Auth {
       await first
     } catch (err) {
       if (generation === this.generation) {
-        if (kept?.current && before) {
+        if (kept && before) {
           // The same player again: still signed in, with the token they had, which this
           // sign-in's source renews when it must; their requests waiting meanwhile go on.
           this.current = kept.current

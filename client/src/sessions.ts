@@ -4,7 +4,7 @@ import type {
   SessionStatus,
 } from '../../workers/sessions/schemas.ts'
 import type { Schemas } from './api.gen.ts'
-import type { Auth } from './auth.ts'
+import { jwtSubject, type Auth } from './auth.ts'
 import { type Credential, cuttableSleep, type Ok, type QueryOf, type Transport } from './http.ts'
 import {
   isTransient,
@@ -173,6 +173,8 @@ export class GameConnection extends Emitter<GameEvents> {
    * lasts 6 hours, and the player's own token (which auth renews) lets the player back in after.
    */
   private asPlayer = false
+  /** The player this game's tokens name (their `sub`), once known: whose game it is. */
+  private player: string | null = null
   private readonly sockets: SocketSettings
   /** Stops listening for the player signing out, which closes the connection. */
   private readonly offSignOut: () => void
@@ -245,9 +247,17 @@ export class GameConnection extends Emitter<GameEvents> {
       (err: unknown) => this.overForOnce({ failed: err }),
     )
     this.ready.catch(() => {})
+    this.player = typeof token === 'string' ? jwtSubject(token) : null
     this.offSignOut =
-      this.auth?.onSignOut(() => this.shut('connection closed: the player signed out')) ??
-      (() => {})
+      this.auth?.onSignOut(
+        () => {
+          // A game of the player signed in now goes on (restored while their sign-in was on its
+          // way); another player's closes.
+          if (this.player !== null && this.player === this.auth!.playerId) return
+          this.shut('connection closed: the player signed out')
+        },
+        { toldDuringSignIn: true },
+      ) ?? (() => {})
     this.offPageWake = onPageWake(() => this.wake())
     void this.run().catch((err: unknown) => this.fail(err))
   }
@@ -583,7 +593,9 @@ export class GameConnection extends Emitter<GameEvents> {
   private async currentToken(): Promise<string> {
     if (this.asPlayer) return this.auth!.token()
     try {
-      return await this.token()
+      const token = await this.token()
+      this.player = jwtSubject(token) ?? this.player
+      return token
     } catch (err) {
       // The game's own token function, failing offline (fetch's TypeError): ridden out as the
       // network is, as auth.useTokens' sources are.
@@ -704,6 +716,7 @@ export class GameConnection extends Emitter<GameEvents> {
           if (this.done) return
           if (this.mayConnectAsPlayer(readErr)) {
             this.asPlayer = true
+            this.player = this.auth?.playerId ?? this.player
             continue
           }
           // The session says the player was erased: over for good, as a 4004 close says.

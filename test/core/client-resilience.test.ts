@@ -5862,6 +5862,16 @@ describe('signing in, out and as another player', () => {
     )
     await twoMorePolls()
     expect(ended()).toBeNull()
+    // Twice at once (online and visibilitychange handlers), both failing: still the same player.
+    const both = await Promise.allSettled([
+      client.auth.guest('device-abcdef-123456'),
+      client.auth.guest('device-abcdef-123456'),
+    ])
+    expect(both.map((r) => r.status)).toEqual(['rejected', 'rejected'])
+    expect(client.auth.playerId).toBe('g_1')
+    await twoMorePolls()
+    expect(ended()).toBeNull()
+    expect(deletes).toEqual([])
     // Another device's guest failing is another player's sign-in: the one before is signed out.
     await expect(client.auth.guest('device-other-654321')).rejects.toBeInstanceOf(NexusNetworkError)
     expect(client.auth.playerId).toBeNull()
@@ -5869,7 +5879,7 @@ describe('signing in, out and as another player', () => {
     expect(e instanceof MatchmakingEnded && e.reason === 'signed_out').toBe(true)
     await deleted(1)
     expect(deletes).toEqual(['/v1/matchmaking/tickets/duel:eu:t1 as tok'])
-  })
+  }, 15_000)
 
   it("a join made while a sign-in as another player is on its way is that player's: it waits for their token and goes on once they are signed in, while the ticket of the player before ends", async () => {
     const { client, ticket, deletes, deleted } = await guestWithTicket()
@@ -5895,6 +5905,42 @@ describe('signing in, out and as another player', () => {
     expect(endedDuring).toBeNull()
     expect(deletes).toHaveLength(1)
     await joinedDuring.cancel()
+  })
+
+  it("a game connected with its session token while a sign-in as another player is on its way is judged by whose the token is: the player before's closes when the sign-in completes, the new player's goes on", async () => {
+    const iat = Math.floor(Date.now() / 1000)
+    const part = (o: object) => btoa(JSON.stringify(o)).replace(/=+$/, '')
+    const sessionToken = (sub: string, session: string) =>
+      `${part({ alg: 'HS256' })}.${part({ sub, sid: session, iat, exp: iat + 3600 })}.sig`
+    const client = createClient({
+      baseUrl: 'http://nexus.test',
+      retry: { baseDelayMs: 1, maxDelayMs: 5 },
+      fetch: guestFetch(() => jsonRes(404, {})),
+      WebSocket: () =>
+        scriptedSocket((socket) => {
+          socket.open()
+          const welcome = { type: 'welcome', seq: 0, state: {}, you: 'x', status: 'active' }
+          setTimeout(() => socket.receive(welcome), 1)
+        }),
+    })
+    await client.auth.guest('device-abcdef-123456')
+    let release!: () => void
+    const gate = new Promise<void>((r) => (release = r))
+    const switching = client.auth.useTokens(async () => {
+      await gate
+      return { token: 'tok-b', expiresIn: 3600 }
+    }, 'player-b')
+    // The guest's match was found just now; and the new player's game restored from storage.
+    const guestsGame = client.sessions.connect('s-guest', sessionToken('g_1', 's-guest'))
+    const theirGame = client.sessions.connect('s-b', sessionToken('player-b', 's-b'))
+    await within(Promise.all([guestsGame.ready, theirGame.ready]), 'both games', 2000)
+    release()
+    await switching
+    await expect(guestsGame.ended).rejects.toThrow(/signed out/)
+    expect(guestsGame.connected).toBe(false)
+    await new Promise((r) => setTimeout(r, 50))
+    expect(theirGame.connected).toBe(true)
+    theirGame.close()
   })
 
   it('two sign-ins at once as the same player (guest() twice, before the first answers) keep the live ticket', async () => {

@@ -121,6 +121,28 @@ describe('guest auth', () => {
     expect(other.playerId).not.toBe(ja.playerId)
   })
 
+  it('issues guest tokens living TOKEN_TTL_SECONDS (a day by default; 60 s to 30 days, anything else the default), as `exp - iat` and `expiresIn` say', async () => {
+    const lifetime = async (ttl: string | undefined) => {
+      const res = await callWithEnv(
+        ttl === undefined ? {} : { TOKEN_TTL_SECONDS: ttl },
+        '/v1/auth/guest',
+        json('POST', { deviceId: `device-${crypto.randomUUID()}` }),
+      )
+      expect(res.status).toBe(200)
+      const { token, expiresIn } = (await res.json()) as { token: string; expiresIn: number }
+      const claims = JSON.parse(atob(token.split('.')[1]!.replace(/-/g, '+').replace(/_/g, '/')))
+      // What is left of it when answered, in whole seconds.
+      expect(claims.exp - claims.iat - expiresIn).toBeGreaterThanOrEqual(0)
+      expect(claims.exp - claims.iat - expiresIn).toBeLessThanOrEqual(1)
+      return claims.exp - claims.iat
+    }
+    expect(await lifetime(undefined)).toBe(86_400)
+    expect(await lifetime('3600')).toBe(3600)
+    expect(await lifetime('60')).toBe(60)
+    expect(await lifetime('2592000')).toBe(2_592_000)
+    for (const bad of ['59', '2592001', '1.5', 'abc']) expect(await lifetime(bad)).toBe(86_400)
+  })
+
   it('concurrent first logins of one device converge on one player', async () => {
     const deviceId = `device-${crypto.randomUUID()}`
     const results = await Promise.all(

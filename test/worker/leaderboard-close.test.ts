@@ -873,6 +873,17 @@ describe('reading a cycle while it is archived', () => {
     const other = await page(4, clientAddress())
     expect(other.status).toBe(200)
     expect(((await other.json()) as Top).entries.map((e) => e.rank)).toEqual([5, 6])
+    // A game server exporting the standings with the admin key is not counted: pages no cache
+    // holds (a limit of 1 is a page of its own), past the allowance, from the refused address.
+    for (const cursor of [0, 1, 2, 3]) {
+      const exported = await callWithEnv(
+        { PLAYER_READS_PER_MINUTE: '2' },
+        `/v1/leaderboards/${board}/cycles/1/top?limit=1&cursor=${cursor}`,
+        bearer(ADMIN_KEY, { 'cf-connecting-ip': address }),
+      )
+      expect(exported.status).toBe(200)
+      expect(((await exported.json()) as Top).entries.map((e) => e.rank)).toEqual([cursor + 1])
+    }
   })
 
   it("counts a closed cycle's pages the caches miss across an IPv6 client's /48 too, at ten times one address's allowance: rotating /64s does not escape it", async () => {

@@ -267,6 +267,20 @@ describe('leaderboard configuration', () => {
       [{ scoreMax: 1e300 }, 'scoreMax'],
       [{ submitsPerMinute: 0 }, 'submitsPerMinute'],
       [{ submitsPerMinute: 1.5 }, 'submitsPerMinute'],
+      [{ submitsPerMinute: 601 }, 'submitsPerMinute'],
+      // At most 50 tiers, ranks at most 100,000 (a tier to rank 10,000,000 would pay every
+      // entry of a million-entry cycle).
+      [
+        {
+          rewards: Array.from({ length: 51 }, (_, i) => ({
+            fromRank: i + 1,
+            toRank: i + 1,
+            reward: { coins: 1 },
+          })),
+        },
+        'rewards',
+      ],
+      [{ rewards: [{ fromRank: 1, toRank: 100_001, reward: { coins: 1 } }] }, 'rewards.0.toRank'],
       [{ metadataMaxBytes: 100_000 }, 'metadataMaxBytes'],
       [{ maxEntries: 0 }, 'maxEntries'],
       [{ maxEntries: 1_500_001 }, 'maxEntries'],

@@ -1401,6 +1401,33 @@ describe('reads naming boards and queues that do not exist', () => {
     expect(read.status).toBe(404)
   })
 
+  it(`a game server's reads with the admin key of ${UNKNOWN_IDS_PER_MINUTE} and more boards that no longer exist are each 404 and not counted; from an address past the limit, its reads are still served`, async () => {
+    await clearOfMinuteTurn(30_000)
+    const b = await createBoard()
+    const address = clientAddress()
+    const asServer = { authorization: `Bearer ${ADMIN_KEY}`, 'cf-connecting-ip': address }
+    const statuses = new Set<number>()
+    for (let i = 0; i < UNKNOWN_IDS_PER_MINUTE + 5; i++) {
+      // callWithEnv waits for any count made beside the 404.
+      const res = await callWithEnv({}, `/v1/leaderboards/gone-${crypto.randomUUID()}/top`, {
+        headers: asServer,
+      })
+      statuses.add(res.status)
+      await res.body?.cancel()
+    }
+    expect([...statuses]).toEqual([404])
+    // Players' scripts on that address take it past the limit: their reads are refused, the
+    // game server's are not.
+    const { refused } = await namesUntilRefused(address, (id) => `/v1/leaderboards/${id}/top`)
+    expect(refused).toBeDefined()
+    const anyone = await call(`/v1/leaderboards/${b}/top?limit=3`, {
+      headers: { 'cf-connecting-ip': address },
+    })
+    expect(anyone.status).toBe(429)
+    const server = await call(`/v1/leaderboards/${b}/top?limit=3`, { headers: asServer })
+    expect(server.status).toBe(200)
+  })
+
   it('a made-up board or queue this isolate knows is answered 404 before the shared cache is asked (a Redis command, billed, per read)', async () => {
     const redisLookups = () => {
       const family = localFamilies().find((f) => f.name === 'nexus_cache_lookups_total')

@@ -279,10 +279,15 @@ describe('forming a party', () => {
     expect((await ok(send('GET', `/v1/parties/${party.id}`, b!))).id).toBe(party.id)
     await expectProblem(send('GET', `/v1/parties/${party.id}`, c!), 404, 'not-found')
 
-    // Inviting again refreshes the same invite.
+    // Inviting again restarts the same invite's time: one about to run out has its full time.
+    await pg()`update party_invites set expires_at = now() + interval '1 minute'
+               where party_id = ${party.id} and player_id = ${b!.playerId}`
+    const refreshedAt = Date.now()
     const again = await ok(invite(party.id, a!, b!), 200)
     expect(again.invites).toHaveLength(1)
-    expect(Date.parse(again.invites[0]!.expiresAt)).toBeGreaterThanOrEqual(expiresAt)
+    expect(Date.parse(again.invites[0]!.expiresAt)).toBeGreaterThanOrEqual(
+      refreshedAt + INVITE_TTL_SECONDS * 1000 - 5000,
+    )
 
     const joined = await ok(accept(party.id, b!))
     expect(joined.members.map((m) => m.playerId)).toEqual([a!.playerId, b!.playerId])

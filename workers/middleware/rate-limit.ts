@@ -273,12 +273,10 @@ const countedUnknownIds = new RecentlyUnknown(60_000, 10_000)
 
 /**
  * Counts a made-up id this request named toward UNKNOWN_IDS_PER_MINUTE (it answers 404 anyway),
- * by the client's address and, for a player's request, by the player. Not the admin key's: a
- * game server submitting to boards (or queuing for queues) an event has deleted is no script
- * naming made-up ids, and the count would refuse its address's reads.
+ * by the client's address and, for a player's request, by the player. Routes count through
+ * `countUnknownIdUnlessAdmin` (middleware/unknown-ids.ts).
  */
 export async function countUnknownId(c: Context<AppEnv>, id: string): Promise<void> {
-  if (c.get('principal')?.kind === 'admin') return
   const counted = [UNKNOWN_IDS, UNKNOWN_IDS_PLAYER].flatMap((opts) => {
     const key = opts.key(c)
     if (key === undefined) return []
@@ -299,6 +297,15 @@ export function refuseNamerOfUnknownIds(
   c: Context<AppEnv>,
   by: 'address' | 'player' = 'address',
 ): void {
+  const refusal = unknownIdsRefusal(c, by)
+  if (refusal) refuseForUnknownIds(refusal)
+}
+
+/** The 429 refuseNamerOfUnknownIds would throw, or null; counts nothing. */
+export function unknownIdsRefusal(
+  c: Context<AppEnv>,
+  by: 'address' | 'player' = 'address',
+): ApiError | null {
   const now = Date.now()
   const limits = by === 'player' ? [UNKNOWN_IDS_PLAYER] : [UNKNOWN_IDS, UNKNOWN_IDS_NETWORK]
   const over = limits.some((opts) => {
@@ -306,15 +313,20 @@ export function refuseNamerOfUnknownIds(
     const limit = opts.limit as number
     return key !== undefined && knownOverWindow(`${opts.name}:${key}`, limit, 60_000, now)
   })
-  if (!over) return
-  rejections.inc({ limit: UNKNOWN_IDS.name })
+  if (!over) return null
   const retryAfter = Math.max(1, Math.ceil((60_000 - (now % 60_000)) / 1000))
-  throw new ApiError(
+  return new ApiError(
     'rate-limited',
     `Too many requests naming boards or queues that do not exist; retry in ${retryAfter} s`,
     { retryAfter },
     { 'retry-after': String(retryAfter) },
   )
+}
+
+/** Throws an unknown-ids refusal, counted. */
+export function refuseForUnknownIds(refusal: ApiError): never {
+  rejections.inc({ limit: UNKNOWN_IDS.name })
+  throw refusal
 }
 
 /**

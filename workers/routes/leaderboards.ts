@@ -23,12 +23,15 @@ import {
   overEdgeLimit,
   refundEdgeHit,
   countPlayerRead,
-  countUnknownId,
   refuseNamerOfUnknownIds,
   playerReadsPerMinute,
   type EdgeRateLimitOptions,
 } from '../middleware/rate-limit.ts'
 import { carriesAdminKey, requirePlayerForMe, requirePrincipal } from '../middleware/auth.ts'
+import {
+  countUnknownIdUnlessAdmin,
+  refuseNamerOfUnknownIdsUnlessAdmin,
+} from '../middleware/unknown-ids.ts'
 import { canonicalJson } from '../lib/canonical-json.ts'
 import {
   Cursor,
@@ -86,8 +89,8 @@ function board(c: Context<AppEnv>, id: string) {
  * would replace is still good, and is served), nor for submissions (a player's scores, and their
  * replays, go through whatever others on their address do: those are judged by the player).
  */
-function boardToRead(c: Context<AppEnv>, id: string, how: { refresh: boolean }) {
-  if (!how.refresh) refuseNamerOfUnknownIds(c)
+async function boardToRead(c: Context<AppEnv>, id: string, how: { refresh: boolean }) {
+  if (!how.refresh) await refuseNamerOfUnknownIdsUnlessAdmin(c)
   return board(c, id)
 }
 
@@ -98,7 +101,7 @@ function fail(c: Context<AppEnv>, p: BoardProblem): never {
   if (p.unknownBoard) {
     unknownBoards.remember(p.unknownBoard)
     // Counted beside the answer: the 404 goes out now, the address's next such read is judged.
-    c.executionCtx.waitUntil(countUnknownId(c, p.unknownBoard))
+    c.executionCtx.waitUntil(countUnknownIdUnlessAdmin(c, p.unknownBoard))
   }
   throw new BoardRefusal(p.problem, p.detail, p.extensions ?? {}, p.headers ?? {})
 }
@@ -180,7 +183,7 @@ leaderboardRoutes.openapi(getBoardRoute, (async (c: Context<AppEnv>) => {
     visibility: 'public',
     beforeSharedLookup: () => void board(c, id),
     load: async (how) => {
-      const info = await boardToRead(c, id, how).info(id)
+      const info = await (await boardToRead(c, id, how)).info(id)
       if ('ok' in info) fail(c, info)
       endsAt = info.cycle.endsAt
       return {
@@ -383,7 +386,7 @@ leaderboardRoutes.openapi(topRoute, (async (c: Context<AppEnv>) => {
     visibility: 'public',
     beforeSharedLookup: () => void board(c, id),
     load: async (how) => {
-      const r = await boardToRead(c, id, how).top(id, walk, limit)
+      const r = await (await boardToRead(c, id, how)).top(id, walk, limit)
       if (!r.ok) {
         // A cursor the board refuses (of a cycle closed early, by an admin or a new schedule,
         // which no cached first page's end foresaw; or of a walk whose snapshot the board no
@@ -481,7 +484,7 @@ leaderboardRoutes.openapi(playerRoute, (async (c: Context<AppEnv>) => {
     visibility: raw === 'me' ? 'private' : 'public',
     sharedAcrossLocations: false,
     load: async (how) => {
-      const r = await boardToRead(c, id, how).player(id, playerId)
+      const r = await (await boardToRead(c, id, how)).player(id, playerId)
       if (!r.ok) fail(c, r)
       // A board of the version before does not say.
       endsAt = r.endsAt ?? null
@@ -526,7 +529,7 @@ leaderboardRoutes.openapi(aroundRoute, (async (c: Context<AppEnv>) => {
     visibility: raw === 'me' ? 'private' : 'public',
     sharedAcrossLocations: false,
     load: async (how) => {
-      const r = await boardToRead(c, id, how).around(id, playerId, limit)
+      const r = await (await boardToRead(c, id, how)).around(id, playerId, limit)
       if (!r.ok) fail(c, r)
       endsAt = r.endsAt ?? null
       return { cycle: r.cycle, entries: await named(c, r.entries), total: r.total }

@@ -1,4 +1,8 @@
 import { z } from '@hono/zod-openapi'
+import {
+  countUnknownIdUnlessAdmin,
+  refuseNamerOfUnknownIdsUnlessAdmin,
+} from '../middleware/unknown-ids.ts'
 import type { Context } from 'hono'
 import type { AppEnv } from '../app-env.ts'
 import { queueWideWaits, waitPercentiles } from '../matchmaking/wait-stats.ts'
@@ -58,12 +62,10 @@ import {
 import { adminKeyGuard, requirePrincipal } from '../middleware/auth.ts'
 import {
   countMatchmakingConnect,
-  countUnknownId,
   countJoinRefused,
   countTicketCall,
   overJoinReplays,
   overMatchmakingJoins,
-  refuseNamerOfUnknownIds,
 } from '../middleware/rate-limit.ts'
 import { forgetSettledTickets } from '../parties/stale-tickets.ts'
 import { matchmakingPlayer, recordPartyTicket } from '../parties/store.ts'
@@ -166,11 +168,11 @@ async function queueConfig(
 ): Promise<{ config: QueueConfig; version: number }> {
   if (unknownQueues.has(queue)) throw missingQueue(queue)
   // An early refresh replaces an answer still good, which is served whatever this says.
-  if (!how.refresh) refuseNamerOfUnknownIds(c)
+  if (!how.refresh) await refuseNamerOfUnknownIdsUnlessAdmin(c)
   const q = await loadQueueConfig(c.env, queue)
   if (!q) {
     unknownQueues.remember(queue)
-    await countUnknownId(c, queue)
+    await countUnknownIdUnlessAdmin(c, queue)
     throw missingQueue(queue)
   }
   return q

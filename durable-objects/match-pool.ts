@@ -520,17 +520,29 @@ function rulesOf(config: QueueConfig): QueueRules {
   }
 }
 
-/** Players in turn order: first of each team, then second of each team, and so on. */
-function rosterOf(match: Match): MatchPlayer[] {
+/**
+ * Players in turn order: first of each team, then second of each team, and so on, from team
+ * `firstTeam` round. Which team that is is drawn for each match: the matcher lists first the team
+ * of the ticket that waited longest, and turn-based rules give the roster's first player the
+ * first turn (worth some 55% of dice-race's wins), which a player could have by joining only
+ * where nobody waits (the queue's stats say where).
+ */
+function rosterOf(match: Match, firstTeam: number): MatchPlayer[] {
   const roster: MatchPlayer[] = []
   const longest = Math.max(...match.teams.map((t) => t.playerIds.length))
   for (let i = 0; i < longest; i++) {
-    match.teams.forEach((t, team) => {
-      const playerId = t.playerIds[i]
+    for (let k = 0; k < match.teams.length; k++) {
+      const team = (firstTeam + k) % match.teams.length
+      const playerId = match.teams[team]!.playerIds[i]
       if (playerId !== undefined) roster.push({ playerId, team })
-    })
+    }
   }
   return roster
+}
+
+/** A uniformly drawn team of `teams` (unpredictable: not the seed's, which admins see). */
+function drawnTeam(teams: number): number {
+  return crypto.getRandomValues(new Uint32Array(1))[0]! % teams
 }
 
 /** Nearest-rank percentile of sorted values. */
@@ -1960,7 +1972,7 @@ export class MatchPool extends DurableObject<Env> {
           const setup: SessionSetup = {
             sessionId,
             rules: config.rules,
-            roster: rosterOf(m),
+            roster: rosterOf(m, drawnTeam(m.teams.length)),
             seed: newSeed(),
             ...(config.rulesOptions !== undefined ? { options: config.rulesOptions } : {}),
             queue: this.queue,

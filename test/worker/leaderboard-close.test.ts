@@ -1,4 +1,5 @@
 import { env } from 'cloudflare:workers'
+import { metricTotal } from './helpers/metric-totals.ts'
 import {
   createExecutionContext,
   createScheduledController,
@@ -217,6 +218,8 @@ describe('closing a cycle of 10,000 entries', () => {
         requestHash: 'g',
       })
     })
+    const rowsBefore = metricTotal('nexus_leaderboard_rows_archived_total')
+    const closesBefore = metricTotal('nexus_leaderboard_close_duration_seconds')
     const res = await closeNow(board)
     expect(res.status).toBe(202)
     const body = (await res.json()) as { closed: CloseStatus; current: { cycle: number } }
@@ -225,6 +228,13 @@ describe('closing a cycle of 10,000 entries', () => {
 
     const done = await archiveUntilDone(board, 1)
     expect(done).toMatchObject({ state: 'done', archived: N + 1 })
+    // On /metrics (with any other board's archive this file's earlier tests left running).
+    expect(
+      metricTotal('nexus_leaderboard_rows_archived_total') - rowsBefore,
+    ).toBeGreaterThanOrEqual(N + 1)
+    expect(
+      metricTotal('nexus_leaderboard_close_duration_seconds') - closesBefore,
+    ).toBeGreaterThanOrEqual(1)
     // The close stays on as the cycle's record, without the reward tiers only its archive read.
     const kept = await runInDurableObject(stub(board), (_inst: Leaderboard, state) =>
       state.storage.sql.exec(`SELECT rewards, cursor FROM closes WHERE cycle = 1`).toArray(),

@@ -1,4 +1,5 @@
 import { evictDurableObject, runDurableObjectAlarm, runInDurableObject } from 'cloudflare:test'
+import { metricTotal } from './helpers/metric-totals.ts'
 import { env } from 'cloudflare:workers'
 import { describe, expect, it, onTestFinished } from 'vitest'
 import type { Leaderboard } from '../../durable-objects/leaderboard.ts'
@@ -191,6 +192,9 @@ describe('ordering and operators', () => {
 describe('idempotency', () => {
   it('a retry with the same key returns the first answer with replayed: true and counts once', async () => {
     const b = await createBoard({ operator: 'incr' })
+    const counted = (replayed: string) =>
+      metricTotal('nexus_leaderboard_submissions_total', { replayed })
+    const [firsts, replays] = [counted('false'), counted('true')]
     const first = await submitFor(b, 'p', { score: 5 }, 'same-key')
     const again = await submitFor(b, 'p', { score: 5 }, 'same-key')
     const a = (await first.json()) as Record<string, unknown>
@@ -198,6 +202,8 @@ describe('idempotency', () => {
     expect(a.replayed).toBe(false)
     expect(r).toEqual({ ...a, replayed: true })
     expect((await top(b)).entries[0]!.score).toBe(5)
+    // On /metrics: the replay share the runbook watches.
+    expect([counted('false') - firsts, counted('true') - replays]).toEqual([1, 1])
   })
 
   it('concurrent retries of one key apply once', async () => {

@@ -1,4 +1,5 @@
 import { evictDurableObject, runDurableObjectAlarm, runInDurableObject } from 'cloudflare:test'
+import { metricTotal } from './helpers/metric-totals.ts'
 import { env } from 'cloudflare:workers'
 import { describe, expect, it, onTestFinished } from 'vitest'
 import type { MatchPool } from '../../durable-objects/match-pool.ts'
@@ -330,6 +331,13 @@ describe('a reset while a session is being created', () => {
       })
     }
     expect((await matchRows(q))[0]).toMatchObject({ state: 'failed' })
+    const labels = { queue: q, region: 'eu' }
+    expect(
+      metricTotal('nexus_matchmaking_tickets_total', { ...labels, outcome: 'session_failed' }),
+    ).toBe(2)
+    // Every call the sessions refused is a failed attempt counted, and so is the last, whose
+    // lease ran out unanswered.
+    expect(metricTotal('nexus_matchmaking_session_create_failures_total', labels)).toBe(before + 1)
     await rig(q, clock)
     const again = await joinFor(q, `${q}-a`)
     expect(again.ticketId).not.toBe(ta.ticketId)

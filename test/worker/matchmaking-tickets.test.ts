@@ -1,4 +1,5 @@
 import { evictDurableObject, runDurableObjectAlarm, runInDurableObject } from 'cloudflare:test'
+import { metricTotal } from './helpers/metric-totals.ts'
 import { env } from 'cloudflare:workers'
 import { describe, expect, it, onTestFinished } from 'vitest'
 import { MAX_WAITS_PER_READER, type MatchPool } from '../../durable-objects/match-pool.ts'
@@ -477,6 +478,10 @@ describe('HTTP tickets', () => {
     })
     const again = (await (await joinAs(q, g.token)).json()) as Ticket
     expect(again.ticketId).not.toBe(t.ticketId)
+    // On /metrics, what the runbook alerts on: tickets by outcome, by queue and region.
+    const outcome = (o: string) =>
+      metricTotal('nexus_matchmaking_tickets_total', { queue: q, region: 'eu', outcome: o })
+    expect([outcome('joined'), outcome('expired'), outcome('cancelled')]).toEqual([2, 1, 0])
   })
 
   it('a long-poll whose wait ends after the ticket ran out (before the alarm) answers expired', async () => {

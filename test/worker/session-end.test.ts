@@ -1,4 +1,5 @@
 import { evictDurableObject, runDurableObjectAlarm, runInDurableObject } from 'cloudflare:test'
+import { metricTotal } from './helpers/metric-totals.ts'
 import { env } from 'cloudflare:workers'
 import { describe, expect, it, onTestFinished } from 'vitest'
 import { RETENTION_MS } from '../../durable-objects/game-session.ts'
@@ -505,6 +506,40 @@ describe('the end of a game', () => {
     // Ended twice, counted once.
     expect((await end()).status).toBe(200)
     expect(count('nexus_session_ended_total', cancelled)).toBe(ended + 1)
+  })
+
+  it("counts a played game's inputs by kind, its length, its recorded result, and its end's retries while Neon is away", async () => {
+    const total = (name: string, labels: Record<string, string>) => metricTotal(name, labels)
+    const rules = { rules: 'dice-race' }
+    const before = {
+      actions: total('nexus_session_inputs_total', { ...rules, kind: 'action' }),
+      lengths: total('nexus_session_duration_seconds', rules),
+      results: total('nexus_session_results_total', rules),
+      retries: total('nexus_session_end_retries_total', { job: 'end', stage: 'record' }),
+    }
+    const game = await playGame({
+      before: (sessionId) =>
+        inObject(sessionId, (inst) => {
+          inst.store = neonDown()
+        }),
+    })
+    // Every roll an accepted action (dice-race takes no connects: refused, they log nothing).
+    expect(
+      total('nexus_session_inputs_total', { ...rules, kind: 'action' }) - before.actions,
+    ).toBeGreaterThanOrEqual(game.seq)
+    expect(total('nexus_session_duration_seconds', rules) - before.lengths).toBeGreaterThanOrEqual(
+      1,
+    )
+    await inObject(game.sessionId, (inst) => inst.runEndWork({ force: true }))
+    expect(
+      total('nexus_session_end_retries_total', { job: 'end', stage: 'record' }) - before.retries,
+    ).toBeGreaterThanOrEqual(1)
+    await inObject(game.sessionId, (inst) => {
+      inst.store = new NeonSessionStore(env)
+    })
+    await inObject(game.sessionId, (inst) => inst.runEndWork({ force: true }))
+    expect(await resultRows(game.sessionId)).toHaveLength(1)
+    expect(total('nexus_session_results_total', rules) - before.results).toBeGreaterThanOrEqual(1)
   })
 
   it('ending a session: 401 without a credential, 403 for a player, 404 for an unknown session, 422 for a bad id, 415 for a body of another type', async () => {

@@ -1,4 +1,5 @@
 import { env } from 'cloudflare:workers'
+import { metricTotal } from './helpers/metric-totals.ts'
 import { runInDurableObject } from 'cloudflare:test'
 import { describe, expect, it } from 'vitest'
 import type { GameSession } from '../../durable-objects/game-session.ts'
@@ -208,9 +209,11 @@ describe('session sockets', () => {
     await a!.nextOf('welcome')
     await b!.nextOf('welcome')
     const before = await matchOf(sessionId)
+    const refused = metricTotal('nexus_session_refusals_total', { code: 'not_your_turn' })
     b!.roll()
     const err = await b!.nextOf('error')
     expect(err).toMatchObject({ code: 'not_your_turn' })
+    expect(metricTotal('nexus_session_refusals_total', { code: 'not_your_turn' }) - refused).toBe(1)
     expect(await matchOf(sessionId)).toEqual(before)
     // A's next frame is the event of its own valid roll: nothing was sent to A for B's refusal.
     a!.roll()

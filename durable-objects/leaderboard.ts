@@ -507,6 +507,8 @@ export class Leaderboard extends DurableObject<Env> {
   private readonly archivesSentAgain = new Set<number>()
   /** Players banned from the board; a submission looks a ban up only while there is one. */
   private banCount = 0
+  /** MAX_BANS; tests lower it. */
+  maxBans = MAX_BANS
   /**
    * Players erased within a token's lifetime; a player's submission looks its token up against
    * them only while there is one (`tokenPredatesErasure`).
@@ -1752,8 +1754,8 @@ export class Leaderboard extends DurableObject<Env> {
     if (this.rollover(now)) await this.scheduleAlarm()
     const removed = this.banNow(playerId, reason, opts.byAccount === true, now)
     if (removed === null) {
-      return refuse('conflict', `A board holds at most ${MAX_BANS} bans; lift some first`, {
-        limit: MAX_BANS,
+      return refuse('conflict', `A board holds at most ${this.maxBans} bans; lift some first`, {
+        limit: this.maxBans,
       })
     }
     return { ok: true, cycle: this.current!.cycle, removed, total: this.entryCount() }
@@ -1770,7 +1772,7 @@ export class Leaderboard extends DurableObject<Env> {
     now: number,
   ): boolean | null {
     const already = this.isBanned(playerId)
-    if (!already && this.banCount >= MAX_BANS) return null
+    if (!already && this.banCount >= this.maxBans) return null
     const removed = this.takeOut(playerId, now, 'ban', () => {
       this.sql.exec(
         byAccount

@@ -608,6 +608,48 @@ describe('banning a player from the deployment (admin)', () => {
     ws.close(1000)
   })
 
+  it("a board full of bans refuses another (409, its limit) but takes a ban again and makes room at a lift; an account ban's walk names it as full, and the player is banned everywhere else", async () => {
+    const [full, other] = [await newBoard(), await newBoard()]
+    const players = Array.from({ length: 4 }, (_, i) => `ban-full-${i}-${crypto.randomUUID()}`)
+    for (const b of [full, other]) await submitFor(b, players[3]!, { score: 1 })
+    // Room for two more bans than the board holds now (other files' account bans it took on).
+    const limit = await runInDurableObject(env.LEADERBOARD.getByName(full), (inst: Leaderboard) => {
+      const board = inst as unknown as { banCount: number; maxBans: number }
+      board.maxBans = board.banCount + 2
+      return board.maxBans
+    })
+    for (const p of players.slice(0, 2))
+      expect((await banOnBoard(full, p, 'spam')).status).toBe(200)
+    const refused = await problem(await banOnBoard(full, players[2]!, 'spam'))
+    expect(refused).toMatchObject({ status: 409, type: 'urn:nexus:problem:conflict' })
+    expect(refused.body.limit).toBe(limit)
+    // Banned again: no new place taken.
+    expect((await banOnBoard(full, players[0]!, 'spam, again')).status).toBe(200)
+    // A lift makes room.
+    const lift = await call(`/v1/admin/leaderboards/${full}/bans/${players[1]}`, {
+      ...bearer(ADMIN_KEY),
+      method: 'DELETE',
+    })
+    expect(lift.status).toBe(200)
+    expect((await banOnBoard(full, players[2]!, 'spam')).status).toBe(200)
+    // The board is full again: an account ban walks past it, naming it, and bans the rest.
+    bannedHere.add(players[3]!)
+    const fulls: string[] = []
+    for (let after = PREFIX; ;) {
+      const res = await call(banPath(players[3]!, after), json('PUT', {}, ADMIN_KEY))
+      expect([200, 202]).toContain(res.status)
+      const body = (await res.json()) as BanResult
+      fulls.push(...body.boards.full)
+      if (body.boards.next === null) break
+      after = body.boards.next
+    }
+    expect(fulls).toEqual([full])
+    expect((await submitFor(other, players[3]!, { score: 2 })).status).toBe(403)
+    expect(
+      (await fresh<{ entry: unknown }>(`/v1/leaderboards/${full}/players/${players[3]}`)).entry,
+    ).not.toBeNull()
+  })
+
   it('walks the boards a page per call; a board that cannot be reached is 503 naming it, and the retry finishes the job', async () => {
     const [up, down] = [await newBoard(), await newBoard()]
     const player = `ban-${crypto.randomUUID()}`

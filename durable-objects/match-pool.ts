@@ -2731,7 +2731,7 @@ export class MatchPool extends DurableObject<Env> {
           if (swept) await this.scheduleAlarm()
           return
         }
-        const players = party?.players ?? [{ playerId: att.playerId, rating: att.rating }]
+        let players = party?.players ?? [{ playerId: att.playerId, rating: att.rating }]
         const attributes = msg.attributes ?? null
         const stale = ticketsOfPool(party?.staleTickets ?? [], this.queue!, this.region!)
         const staleCancelled = this.endStaleTickets(stale, ws)
@@ -2763,10 +2763,18 @@ export class MatchPool extends DurableObject<Env> {
             return this.sendError(ws, claimed.code, claimed.message)
           }
           if (ws.readyState !== WebSocket.OPEN) return this.scheduleAlarm()
+          // The ratings as Neon has them now: a socket kept open for hours (four idle ones, say)
+          // must not queue at the rating it read when it connected, games ago.
+          players = players.map((p) => ({
+            ...p,
+            rating: claimed.ratings.get(p.playerId) ?? p.rating,
+          }))
           // Kept for the socket's next join only if no fence came while the claim was taken: a
           // fence then found no claim on the socket to drop, and would not come again.
+          const current = ws.deserializeAttachment() as Attachment
           ws.serializeAttachment({
-            ...(ws.deserializeAttachment() as Attachment),
+            ...current,
+            rating: claimed.ratings.get(att.playerId) ?? current.rating,
             claim: this.goodClaim(att.playerId, {
               version: claimed.claim.versions[att.playerId]!,
               claimedAt: claimed.claim.claimedAt,
@@ -3065,7 +3073,10 @@ export class MatchPool extends DurableObject<Env> {
     ids: string[],
     caller: string,
     tokenIssuedAt: number | undefined,
-  ): Promise<{ ok: true; claim: QueueClaim } | { ok: false; code: ErrorCode; message: string }> {
+  ): Promise<
+    | { ok: true; claim: QueueClaim; ratings: Map<string, number> }
+    | { ok: false; code: ErrorCode; message: string }
+  > {
     let r: Awaited<ReturnType<typeof claimQueue>>
     try {
       r = await within(

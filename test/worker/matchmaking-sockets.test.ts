@@ -458,6 +458,36 @@ describe('sockets: join to match_found', () => {
   })
 })
 
+describe('sockets: the rating a join queues at', () => {
+  it("a join past its socket's claim's age (a socket kept open for hours) queues at the rating Neon has now, not the one read at connect", async () => {
+    const q = await createQueue()
+    await rig(q, newClock())
+    const g = await newGuest()
+    await setRating(g.playerId, 1500)
+    const ws = await connect(`/v1/matchmaking/${q}`, g.token)
+    // Games played meanwhile over other sockets: the rating climbed.
+    await setRating(g.playerId, 1900)
+    // The claim the socket took when it connected grows too old to join with (5 minutes).
+    await runInDurableObject(poolOf(q), (_inst: MatchPool, state) => {
+      for (const socket of state.getWebSockets()) {
+        const att = socket.deserializeAttachment() as { claim?: { claimedAt: number } | null }
+        if (att.claim) socket.serializeAttachment({ ...att, claim: { ...att.claim, claimedAt: 0 } })
+      }
+    })
+    ws.send(JSON.stringify({ type: 'join' }))
+    const { ticketId } = await nextOfType<{ ticketId: string }>(ws, 'queued')
+    const players = await runInDurableObject(poolOf(q), (_inst: MatchPool, state) =>
+      JSON.parse(
+        state.storage.sql
+          .exec<{ players: string }>(`SELECT players FROM tickets WHERE id = ?`, ticketId)
+          .one().players,
+      ),
+    )
+    expect(players).toEqual([{ playerId: g.playerId, rating: 1900 }])
+    ws.close(1000)
+  })
+})
+
 describe('sockets: a newer configuration', () => {
   it('a socket bringing a newer config than the pool holds makes the pool look for matches again', async () => {
     const q = await createQueue({ maxRatingGap: 50, widenPerSecond: 0 })

@@ -105,7 +105,7 @@ export interface ClaimMembersErased {
 }
 
 export type ClaimResult =
-  | { ok: true; claim: QueueClaim }
+  | { ok: true; claim: QueueClaim; ratings: Map<string, number> }
   | ClaimConflict
   | QueueChanged
   | ClaimBanned
@@ -316,7 +316,7 @@ export async function readAndClaim(
   const sql = getSql(env)
   const [, players, [answer]] = (await sql.transaction([
     sql.query(LOCK_CLAIMS, [textArrayLiteral(ids)]),
-    sql.query(`select id, rating from players where id = any($1::text[])`, [textArrayLiteral(ids)]),
+    sql.query(RATINGS, [textArrayLiteral(ids)]),
     sql.query(CLAIM_UPSERT, [
       queue,
       region ?? null,
@@ -324,11 +324,9 @@ export async function readAndClaim(
       ...callerParams(caller),
     ]),
   ])) as [unknown, { id: string; rating: number }[], ClaimAnswer[]]
-  const ratings = new Map(players.map((p) => [p.id, p.rating]))
-  for (const id of ids) if (!ratings.has(id)) ratings.set(id, defaultRating().rating)
   return {
     queue: answer!.config ? { config: answer!.config, version: answer!.version! } : null,
-    ratings,
+    ratings: ratingsOf(ids, players),
     claimed: answer!.claimed,
     banned: answer!.banned,
     staleToken: answer!.stale_token,
@@ -351,10 +349,13 @@ export async function claimQueue(
 ): Promise<ClaimResult> {
   const ids = sortedIds(playerIds)
   const sql = getSql(env)
-  const [, [answer]] = (await sql.transaction([
+  // The ratings as they are now, in the same round trip: a socket's join past its claim's age
+  // queues with them, not with what it read when it connected, maybe hours and games ago.
+  const [, players, [answer]] = (await sql.transaction([
     sql.query(LOCK_CLAIMS, [textArrayLiteral(ids)]),
+    sql.query(RATINGS, [textArrayLiteral(ids)]),
     sql.query(CLAIM_UPSERT, [queue, region, textArrayLiteral(ids), ...callerParams(caller)]),
-  ])) as [unknown, ClaimAnswer[]]
+  ])) as [unknown, { id: string; rating: number }[], ClaimAnswer[]]
   if (answer!.banned.length > 0) return { ok: false, banned: answer!.banned }
   if (answer!.stale_token) return { ok: false, staleToken: true }
   if (answer!.erased_members.length > 0) {
@@ -363,8 +364,22 @@ export async function claimQueue(
   // The queue as Neon holds it no longer takes this ticket here (a region or size change on its
   // way to the pool): nothing was claimed, and the pool, once told, refuses the join as invalid.
   if (answer!.claimed.length < ids.length) return { ok: false, queueChanged: true }
-  return fenceOthers(env, queue, region, answer!.claimed)
+  const fenced = await fenceOthers(env, queue, region, answer!.claimed)
+  return fenced.ok ? { ...fenced, ratings: ratingsOf(ids, players) } : fenced
 }
+
+/** Each player's stored rating (RATINGS), 1500 for one Nexus has not seen. */
+function ratingsOf(
+  ids: readonly string[],
+  rows: readonly { id: string; rating: number }[],
+): Map<string, number> {
+  const ratings = new Map(rows.map((p) => [p.id, p.rating]))
+  for (const id of ids) if (!ratings.has(id)) ratings.set(id, defaultRating().rating)
+  return ratings
+}
+
+/** The players in `$1` (a text array) with their stored ratings. */
+const RATINGS = `select id, rating from players where id = any($1::text[])`
 
 /**
  * The second half of a claim: fences every other region the claims name (usually none), then

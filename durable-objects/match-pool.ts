@@ -540,9 +540,20 @@ function rosterOf(match: Match, firstTeam: number): MatchPlayer[] {
   return roster
 }
 
-/** A uniformly drawn team of `teams` (unpredictable: not the seed's, which admins see). */
-function drawnTeam(teams: number): number {
-  return crypto.getRandomValues(new Uint32Array(1))[0]! % teams
+/**
+ * The match's roster in turn order, its start drawn: which team's player comes first, and in a
+ * one-team queue (free for all) which player, as the matcher lists the oldest ticket first.
+ */
+function drawnTurnOrder(match: Match): MatchPlayer[] {
+  const roster = rosterOf(match, drawn(match.teams.length))
+  if (match.teams.length > 1) return roster
+  const first = drawn(roster.length)
+  return [...roster.slice(first), ...roster.slice(0, first)]
+}
+
+/** A uniformly drawn index below `n` (unpredictable: not the seed's, which admins see). */
+function drawn(n: number): number {
+  return crypto.getRandomValues(new Uint32Array(1))[0]! % n
 }
 
 /** Nearest-rank percentile of sorted values. */
@@ -1972,7 +1983,7 @@ export class MatchPool extends DurableObject<Env> {
           const setup: SessionSetup = {
             sessionId,
             rules: config.rules,
-            roster: rosterOf(m, drawnTeam(m.teams.length)),
+            roster: drawnTurnOrder(m),
             seed: newSeed(),
             ...(config.rulesOptions !== undefined ? { options: config.rulesOptions } : {}),
             queue: this.queue,

@@ -103,6 +103,9 @@ export function jwtSubject(token: string): string | null {
   return typeof sub === 'string' && sub !== '' ? sub : null
 }
 
+/** `Auth.onSignOut`'s listener: the token signed out, and who is leaving (see there). */
+export type SignOutListener = (token: string | null, leaving?: string | null) => void
+
 /**
  * Holds the player's token and renews it before it expires (and after any 401), one renewal at a
  * time however many requests are waiting for it.
@@ -127,7 +130,7 @@ export class Auth {
   private generation = 0
   /** After a failed early renewal, none is tried again before this (device clock). */
   private retryRenewalAt = 0
-  private readonly signOutListeners = new Set<(token: string | null) => void>()
+  private readonly signOutListeners = new Set<SignOutListener>()
   private readonly transport: () => Transport
   private readonly storage: KeyValueStorage
   /** The device id, once read or made (`deviceId`). */
@@ -276,18 +279,22 @@ export class Auth {
 
   /**
    * Called whenever the signed-in player is signed out or replaced, with the token they had (to
-   * leave what they were in), or null when there was none. Returns the function that stops it.
+   * leave what they were in), or null when there was none, and, when another sign-in replaces
+   * them, who they were (their id, null if unknown); `undefined` for a plain `signOut()`, which
+   * ends everything. Returns the function that stops it.
    * @internal for the SDK's matchmaking and sessions clients.
    */
-  onSignOut(
-    listener: (token: string | null) => void,
-    opts: { toldDuringSignIn?: boolean } = {},
-  ): () => void {
+  onSignOut(listener: SignOutListener, opts: { toldDuringSignIn?: boolean } = {}): () => void {
     this.signOutListeners.add(listener)
     // Made while a sign-in is on its way, but not waiting for its token (a game connection given
     // its session token): told when it completes too, to judge whose it is itself.
     if (opts.toldDuringSignIn) this.pending?.hearers.add(listener)
     return () => this.signOutListeners.delete(listener)
+  }
+
+  /** Whether a sign-in is on its way. @internal */
+  get signingIn(): boolean {
+    return this.pending !== null
   }
 
   /**
@@ -345,7 +352,7 @@ export class Auth {
      * sign-in was on its way (a join, a game's connect) waits for the new player's token, and
      * is theirs, not the player before's to end.
      */
-    hearers: Set<(token: string | null) => void>
+    hearers: Set<SignOutListener>
     /** The same player's identity to keep if this sign-in fails (`guest()` again on the device). */
     kept: { current: NonNullable<Auth['current']>; device: string | null } | null
   } | null = null
@@ -358,13 +365,13 @@ export class Auth {
 
   private signedOut(
     token: string | null,
-    hearers: ReadonlySet<(token: string | null) => void> = this.signOutListeners,
+    leaving?: { playerId: string | null; hearers: ReadonlySet<SignOutListener> },
   ): void {
-    for (const listener of [...hearers]) {
+    for (const listener of [...(leaving?.hearers ?? this.signOutListeners)]) {
       // One that has stopped listening since is not told.
       if (!this.signOutListeners.has(listener)) continue
       try {
-        listener(token)
+        listener(token, leaving?.playerId)
       } catch (err) {
         console.error(err)
       }
@@ -418,7 +425,7 @@ export class Auth {
           throw err
         }
         this.forget(true)
-        if (before) this.signedOut(before.token, hearers)
+        if (before) this.signedOut(before.token, { playerId: before.playerId, hearers })
       }
       throw err
     }
@@ -431,7 +438,7 @@ export class Auth {
       before?.playerId != null && before.playerId === (this.current?.playerId ?? null)
     if (samePlayer) for (const [g, b] of continued) this.continues.set(g, b)
     else this.continues.clear()
-    if (before && !samePlayer) this.signedOut(before.token, hearers)
+    if (before && !samePlayer) this.signedOut(before.token, { playerId: before.playerId, hearers })
   }
 
   /**

@@ -248,12 +248,17 @@ export class GameConnection extends Emitter<GameEvents> {
     )
     this.ready.catch(() => {})
     this.player = typeof token === 'string' ? jwtSubject(token) : null
+    const madeDuringSignIn = this.auth?.signingIn ?? false
     this.offSignOut =
       this.auth?.onSignOut(
-        () => {
-          // A game of the player signed in now goes on (restored while their sign-in was on its
-          // way); another player's closes.
-          if (this.player !== null && this.player === this.auth!.playerId) return
+        (_token, leaving) => {
+          // Another player signing in: the game ends if it is the one leaving's. Whose it is its
+          // token says; one made while the sign-in was on its way, whose token does not say yet
+          // (a function), waits for the new player's and is theirs. A plain sign-out (no
+          // `leaving`), or a player not known, ends it whatever it is.
+          if (leaving) {
+            if (this.player !== null ? this.player !== leaving : madeDuringSignIn) return
+          }
           this.shut('connection closed: the player signed out')
         },
         { toldDuringSignIn: true },

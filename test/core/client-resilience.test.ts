@@ -5930,17 +5930,33 @@ describe('signing in, out and as another player', () => {
       await gate
       return { token: 'tok-b', expiresIn: 3600 }
     }, 'player-b')
-    // The guest's match was found just now; and the new player's game restored from storage.
+    // The guest's match was found just now; and the new player's game restored from storage,
+    // once with its session token, once with a function that waits for the player's own.
     const guestsGame = client.sessions.connect('s-guest', sessionToken('g_1', 's-guest'))
     const theirGame = client.sessions.connect('s-b', sessionToken('player-b', 's-b'))
+    const theirs = client.sessions.connect('s-b2', () => client.auth.token())
     await within(Promise.all([guestsGame.ready, theirGame.ready]), 'both games', 2000)
     release()
     await switching
+    await within(theirs.ready, "the new player's game, connected with their token", 2000)
     await expect(guestsGame.ended).rejects.toThrow(/signed out/)
     expect(guestsGame.connected).toBe(false)
     await new Promise((r) => setTimeout(r, 50))
     expect(theirGame.connected).toBe(true)
-    theirGame.close()
+    expect(theirs.connected).toBe(true)
+    // A sign-in as a third player that fails: the client is signed out, and so is the player
+    // before (their game closes) but not a game another player's token names.
+    const third = client.sessions.connect('s-c', sessionToken('player-c', 's-c'))
+    await within(third.ready, "another player's game", 2000)
+    await expect(
+      client.auth.useTokens(async () => {
+        throw new TypeError('offline')
+      }, 'player-c'),
+    ).rejects.toThrow()
+    await expect(theirGame.ended).rejects.toThrow(/signed out/)
+    expect(third.connected).toBe(true)
+    third.close()
+    theirs.close()
   })
 
   it('two sign-ins at once as the same player (guest() twice, before the first answers) keep the live ticket', async () => {

@@ -201,36 +201,44 @@ describe('HTTP tickets', () => {
     expect(new Set(outcome.statuses.slice(MAX_WAITS_PER_READER))).toEqual(new Set(['cancelled']))
   })
 
-  it('which team has the first turn is drawn for each match, not given to the ticket that waited longest', async () => {
-    // Pairs 10 apart with windows that never widen: each pair matches only itself, its first
-    // ticket older than its second.
-    const config = { ...DUEL, maxRatingGap: 0, widenPerSecond: 0 }
-    const q = await createQueue(config)
-    await rig(q, newClock())
-    const firsts = await runInDurableObject(poolOf(q), async (inst: MatchPool, state) => {
-      const join = (playerId: string, rating: number) =>
-        inst.join({
-          queue: q,
-          region: 'eu',
-          config: config as never,
-          version: 1,
-          players: [{ playerId, rating }],
-          claim: { versions: { [playerId]: 1 }, claimedAt: Date.now() },
-        })
-      for (let i = 0; i < 40; i++) {
-        await join(`older-${i}`, 1000 + 10 * i)
-        await join(`newer-${i}`, 1000 + 10 * i)
-      }
-      return state.storage.sql
-        .exec<{ setup: string }>(`SELECT setup FROM matches`)
-        .toArray()
-        .map((r) => (JSON.parse(r.setup) as { roster: { playerId: string }[] }).roster[0]!.playerId)
-    })
-    expect(firsts).toHaveLength(40)
-    // Each order at least once in 40 draws: a chance of 2 in 2^40 to fail by luck.
-    expect(firsts.filter((p) => p.startsWith('older-')).length).toBeGreaterThan(0)
-    expect(firsts.filter((p) => p.startsWith('newer-')).length).toBeGreaterThan(0)
-  })
+  it.each([
+    ['two teams of one', { teams: 2, teamSize: 1 }],
+    ['one team of two (free for all)', { teams: 1, teamSize: 2 }],
+  ])(
+    'who has the first turn is drawn for each match, not given to the ticket that waited longest: %s',
+    async (_shape, shape) => {
+      // Pairs 10 apart with windows that never widen: each pair matches only itself, its first
+      // ticket older than its second.
+      const config = { ...DUEL, ...shape, maxRatingGap: 0, widenPerSecond: 0 }
+      const q = await createQueue(config)
+      await rig(q, newClock())
+      const firsts = await runInDurableObject(poolOf(q), async (inst: MatchPool, state) => {
+        const join = (playerId: string, rating: number) =>
+          inst.join({
+            queue: q,
+            region: 'eu',
+            config: config as never,
+            version: 1,
+            players: [{ playerId, rating }],
+            claim: { versions: { [playerId]: 1 }, claimedAt: Date.now() },
+          })
+        for (let i = 0; i < 40; i++) {
+          await join(`older-${i}`, 1000 + 10 * i)
+          await join(`newer-${i}`, 1000 + 10 * i)
+        }
+        return state.storage.sql
+          .exec<{ setup: string }>(`SELECT setup FROM matches`)
+          .toArray()
+          .map(
+            (r) => (JSON.parse(r.setup) as { roster: { playerId: string }[] }).roster[0]!.playerId,
+          )
+      })
+      expect(firsts).toHaveLength(40)
+      // Each order at least once in 40 draws: a chance of 2 in 2^40 to fail by luck.
+      expect(firsts.filter((p) => p.startsWith('older-')).length).toBeGreaterThan(0)
+      expect(firsts.filter((p) => p.startsWith('newer-')).length).toBeGreaterThan(0)
+    },
+  )
 
   it('a join sent again with its Idempotency-Key gets the ticket the first made, waiting, matched (with its token) or cancelled; never a second ticket', async () => {
     const q = await createQueue()

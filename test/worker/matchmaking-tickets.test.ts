@@ -64,6 +64,19 @@ function get(ticketId: string, token: string): Promise<Response> {
   })
 }
 
+/** A player's join of `queue` (eu, version 1) straight to the pool, its claim taken just now. */
+function soloJoin(inst: MatchPool, queue: string, config: Record<string, unknown>) {
+  return (playerId: string, rating: number) =>
+    inst.join({
+      queue,
+      region: 'eu',
+      config: config as never,
+      version: 1,
+      players: [{ playerId, rating }],
+      claim: { versions: { [playerId]: 1 }, claimedAt: Date.now() },
+    })
+}
+
 describe('HTTP tickets', () => {
   it('a long-poll is answered when the ticket is matched, with the caller’s session token', async () => {
     const q = await createQueue()
@@ -158,15 +171,7 @@ describe('HTTP tickets', () => {
     await rig(q, newClock())
     const tickets = 2_600
     const outcome = await runInDurableObject(poolOf(q), async (inst: MatchPool) => {
-      const join = (playerId: string, rating: number) =>
-        inst.join({
-          queue: q,
-          region: 'eu',
-          config: config as never,
-          version: 1,
-          players: [{ playerId, rating }],
-          claim: { versions: { [playerId]: 1 }, claimedAt: Date.now() },
-        })
+      const join = soloJoin(inst, q, config)
       const held: { playerId: string; ticketId: string }[] = []
       for (let i = 0; i < tickets; i++) {
         const joined = await join(`${q}-p${i}`, 1000 + 10 * i)
@@ -213,15 +218,7 @@ describe('HTTP tickets', () => {
       const q = await createQueue(config)
       await rig(q, newClock())
       const firsts = await runInDurableObject(poolOf(q), async (inst: MatchPool, state) => {
-        const join = (playerId: string, rating: number) =>
-          inst.join({
-            queue: q,
-            region: 'eu',
-            config: config as never,
-            version: 1,
-            players: [{ playerId, rating }],
-            claim: { versions: { [playerId]: 1 }, claimedAt: Date.now() },
-          })
+        const join = soloJoin(inst, q, config)
         for (let i = 0; i < 40; i++) {
           await join(`older-${i}`, 1000 + 10 * i)
           await join(`newer-${i}`, 1000 + 10 * i)

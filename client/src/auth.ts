@@ -480,8 +480,18 @@ export class Auth {
         })
         return this.current!.token
       }
-      await renewal
+      try {
+        await renewal
+      } catch (err) {
+        // Dropped by a sign-in begun meanwhile: that sign-in's token is the one to wait for.
+        if (this.renewing === null || this.renewing === renewal) throw err
+      }
     }
+    // Signed in anew while the renewal was on its way (a wake handler's `guest()`, a provider's
+    // refresh hook): that sign-in's token, once it comes (its failure is thrown). Whose it is,
+    // the caller judges: what was the player before's has been told of the change first, as
+    // the sign-in's own wait on the token was registered before this one.
+    while (!this.current && this.renewing !== null) await this.renewing
     // Signed out while the renewal was on its way.
     if (!this.current) throw notSignedIn()
     return this.current.token

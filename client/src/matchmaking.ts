@@ -581,6 +581,9 @@ export class MatchTicket extends Emitter<TicketEvents> {
         await this.pause(failures, err, leftOfAllowance())
         continue
       }
+      // Ended while the token was coming (signed out, or in as another player, whose token this
+      // may be): no socket.
+      if (this.done) return null
       const credential = socketCredential(sockets.factory!, token)
       const url = toSocketUrl(
         t.url(

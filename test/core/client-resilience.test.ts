@@ -5959,6 +5959,42 @@ describe('signing in, out and as another player', () => {
     theirs.close()
   })
 
+  it("a request waiting on a token renewal when the app signs in again (a wake handler's guest()) goes on with that sign-in's token, not 'Not signed in'", async () => {
+    const held: (() => void)[] = []
+    let issued = 0
+    const used: string[] = []
+    const client = createClient({
+      baseUrl: 'http://nexus.test',
+      retry: { baseDelayMs: 1, maxDelayMs: 5 },
+      fetch: (async (input: RequestInfo | URL, init?: RequestInit) => {
+        const url = new URL(String(input))
+        if (url.pathname === '/v1/auth/guest') {
+          const n = ++issued
+          // The first sign-in answers at once; later ones when the test lets them.
+          if (n > 1) await new Promise<void>((r) => held.push(r))
+          return jsonRes(200, { token: `tok-${n}`, playerId: 'g_1', expiresIn: 3600, expiresAt: 0 })
+        }
+        used.push(authOf(init))
+        // The first token is refused (a rotated secret): the SDK renews and asks again.
+        if (authOf(init) === 'tok-1') return unauthorized()
+        return jsonRes(200, { rewards: [] })
+      }) as typeof fetch,
+    })
+    await client.auth.guest('device-abcdef-123456')
+    const read = client.leaderboards.rewards()
+    // The 401's renewal is on its way; the app's wake handler signs in again meanwhile.
+    while (held.length < 1) await new Promise((r) => setTimeout(r, 1))
+    const again = client.auth.guest('device-abcdef-123456')
+    while (held.length < 2) await new Promise((r) => setTimeout(r, 1))
+    // The renewal answers first (its token dropped: a sign-in came after it), then the sign-in.
+    held[0]!()
+    await new Promise((r) => setTimeout(r, 10))
+    held[1]!()
+    await again
+    await expect(read).resolves.toEqual({ rewards: [] })
+    expect(used).toEqual(['tok-1', 'tok-3'])
+  })
+
   it('two sign-ins at once as the same player (guest() twice, before the first answers) keep the live ticket', async () => {
     const { client, deletes, twoMorePolls, ended } = await guestWithTicket()
     // A resume handler run twice (online and visibilitychange, say): the first is overtaken and

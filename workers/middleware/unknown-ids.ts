@@ -1,7 +1,7 @@
 import type { Context } from 'hono'
 import type { AppEnv } from '../app-env.ts'
-import { bearer, isAdminKey } from '../lib/auth.ts'
-import { carriesAdminKey } from './auth.ts'
+import { bearer, isUnguessableAdminKey, unguessable } from '../lib/auth.ts'
+import { carriesAdminKey, foreignPageOf } from './auth.ts'
 import { countUnknownId, refuseForUnknownIds, unknownIdsRefusal } from './rate-limit.ts'
 
 /**
@@ -18,17 +18,22 @@ export async function refuseNamerOfUnknownIdsUnlessAdmin(c: Context<AppEnv>): Pr
 }
 
 /**
- * countUnknownId, unless the request carries the admin key. Compared without counting a wrong
- * key as a guess: the count is made after the 404 has gone out, so its outcome tells a guesser
- * nothing, while a client sending `Bearer undefined` on every read would otherwise lock its
- * address (an office, a carrier's NAT) out of the admin key.
+ * countUnknownId, unless the request carries the admin key. An unguessable key is compared
+ * without counting a wrong one as a guess (a client sending `Bearer undefined` on every read would
+ * otherwise lock its address, an office or a carrier's NAT, out of the admin key), as guessing it
+ * is hopeless whatever the count or the timing tells; a guessable one only counted, as anywhere;
+ * and none from a browser page on another origin, where no admin key is ever compared.
  */
 export async function countUnknownIdUnlessAdmin(c: Context<AppEnv>, id: string): Promise<void> {
-  const principal = c.get('principal')
-  const credential = bearer(c.req.header('authorization'))
-  const admin = principal
-    ? principal.kind === 'admin'
-    : credential !== undefined && !!c.env.ADMIN_KEY && (await isAdminKey(c.env, credential))
-  if (admin) return
+  if (await carriesAdminKeyQuietly(c)) return
   await countUnknownId(c, id)
+}
+
+async function carriesAdminKeyQuietly(c: Context<AppEnv>): Promise<boolean> {
+  const principal = c.get('principal')
+  if (principal) return principal.kind === 'admin'
+  const credential = bearer(c.req.header('authorization'))
+  if (credential === undefined || !c.env.ADMIN_KEY || foreignPageOf(c) !== undefined) return false
+  if (await isUnguessableAdminKey(c.env, credential)) return true
+  return !unguessable(c.env.ADMIN_KEY) && (await carriesAdminKey(c))
 }

@@ -480,18 +480,29 @@ export class Auth {
         })
         return this.current!.token
       }
+      const generation = this.generation
       try {
         await renewal
       } catch (err) {
-        // Dropped by a sign-in begun meanwhile: that sign-in's token is the one to wait for.
-        if (this.renewing === null || this.renewing === renewal) throw err
+        // A renewal a sign-in has dropped since (its source may fail for that very sign-in: a
+        // provider's rotated refresh token): that sign-in's token is the one that counts.
+        if (this.generation === generation) throw err
       }
     }
     // Signed in anew while the renewal was on its way (a wake handler's `guest()`, a provider's
-    // refresh hook): that sign-in's token, once it comes (its failure is thrown). Whose it is,
-    // the caller judges: what was the player before's has been told of the change first, as
-    // the sign-in's own wait on the token was registered before this one.
-    while (!this.current && this.renewing !== null) await this.renewing
+    // refresh hook): that sign-in's token, once it comes. Whose it is, the caller judges: what
+    // was the player before's has been told of the change first, as the sign-in's own wait on
+    // the token was registered before this one. A sign-in that fails is thrown, unless another
+    // has overtaken it (a handler run twice): then that one's.
+    while (!this.current && this.renewing !== null) {
+      const waiting = this.renewing
+      const generation = this.generation
+      try {
+        await waiting
+      } catch (err) {
+        if (this.generation === generation) throw err
+      }
+    }
     // Signed out while the renewal was on its way.
     if (!this.current) throw notSignedIn()
     return this.current.token

@@ -5995,6 +5995,74 @@ describe('signing in, out and as another player', () => {
     expect(used).toEqual(['tok-1', 'tok-3'])
   })
 
+  it("a request waiting on a renewal that fails after a sign-in of the same player has landed (a provider's rotated refresh token) goes on with that sign-in's token", async () => {
+    const used: string[] = []
+    const client = createClient({
+      baseUrl: 'http://nexus.test',
+      retry: { baseDelayMs: 1, maxDelayMs: 5 },
+      fetch: (async (_input: RequestInfo | URL, init?: RequestInit) => {
+        used.push(authOf(init))
+        if (authOf(init) === 'a-1') return unauthorized()
+        return jsonRes(200, { rewards: [] })
+      }) as typeof fetch,
+    })
+    let fail!: (e: unknown) => void
+    let calls = 0
+    await client.auth.useTokens(async () => {
+      // The first call signs in; the renewal after the 401 waits, then fails.
+      if (++calls === 1) return { token: 'a-1', expiresIn: 3600 }
+      await new Promise((_r, reject) => (fail = reject))
+      throw new Error('unreachable')
+    }, 'player-a')
+    const read = client.leaderboards.rewards()
+    while (calls < 2) await new Promise((r) => setTimeout(r, 1))
+    // The provider's refresh hook signs the same player in with a new token, at once.
+    await client.auth.useTokens(async () => ({ token: 'a-2', expiresIn: 3600 }), 'player-a')
+    fail(new NexusProblem({ type: 'urn:x:invalid-grant', title: 'invalid_grant', status: 400 }))
+    await expect(read).resolves.toEqual({ rewards: [] })
+    expect(used).toEqual(['a-1', 'a-2'])
+  })
+
+  it("a request waiting on sign-ins run twice at once (online and visibilitychange), the first failing, goes on with the second one's token", async () => {
+    const held: { resolve: () => void; reject: (e: unknown) => void }[] = []
+    let issued = 0
+    const used: string[] = []
+    const client = createClient({
+      baseUrl: 'http://nexus.test',
+      retry: { attempts: 1, baseDelayMs: 1, maxDelayMs: 5 },
+      fetch: (async (input: RequestInfo | URL, init?: RequestInit) => {
+        const url = new URL(String(input))
+        if (url.pathname === '/v1/auth/guest') {
+          const n = ++issued
+          if (n > 1) {
+            await new Promise<void>((resolve, reject) => held.push({ resolve, reject }))
+          }
+          return jsonRes(200, { token: `tok-${n}`, playerId: 'g_1', expiresIn: 3600, expiresAt: 0 })
+        }
+        used.push(authOf(init))
+        if (authOf(init) === 'tok-1') return unauthorized()
+        return jsonRes(200, { rewards: [] })
+      }) as typeof fetch,
+    })
+    await client.auth.guest('device-abcdef-123456')
+    const read = client.leaderboards.rewards()
+    while (held.length < 1) await new Promise((r) => setTimeout(r, 1))
+    const first = client.auth.guest('device-abcdef-123456')
+    while (held.length < 2) await new Promise((r) => setTimeout(r, 1))
+    // The 401's renewal answers (its token dropped): the request waits on the first sign-in.
+    held[0]!.resolve()
+    await new Promise((r) => setTimeout(r, 5))
+    const second = client.auth.guest('device-abcdef-123456')
+    while (held.length < 3) await new Promise((r) => setTimeout(r, 1))
+    // The first sign-in fails, the second lands.
+    held[1]!.reject(new TypeError('fetch failed (offline)'))
+    await first.catch(() => {})
+    held[2]!.resolve()
+    await second
+    await expect(read).resolves.toEqual({ rewards: [] })
+    expect(used).toEqual(['tok-1', 'tok-4'])
+  })
+
   it('two sign-ins at once as the same player (guest() twice, before the first answers) keep the live ticket', async () => {
     const { client, deletes, twoMorePolls, ended } = await guestWithTicket()
     // A resume handler run twice (online and visibilitychange, say): the first is overtaken and

@@ -1428,6 +1428,27 @@ describe('reads naming boards and queues that do not exist', () => {
     expect(server.status).toBe(200)
   })
 
+  it(`a game server still on the admin key a rotation left in ADMIN_KEY_PREVIOUS (a short one, moving to a long one) is not counted for boards that no longer exist either`, async () => {
+    await clearOfMinuteTurn(20_000)
+    const settings = {
+      ADMIN_KEY: `${crypto.randomUUID()}${crypto.randomUUID()}`,
+      ADMIN_KEY_PREVIOUS: ADMIN_KEY,
+    }
+    const address = clientAddress()
+    for (let i = 0; i < UNKNOWN_IDS_PER_MINUTE + 5; i++) {
+      const res = await callWithEnv(settings, `/v1/leaderboards/gone-${crypto.randomUUID()}/top`, {
+        headers: { authorization: `Bearer ${ADMIN_KEY}`, 'cf-connecting-ip': address },
+      })
+      expect(res.status).toBe(404)
+      await res.body?.cancel()
+    }
+    // Not counted: anyone else on the address still reads boards no cache holds.
+    const other = await callWithEnv(settings, `/v1/leaderboards/made-up-${crypto.randomUUID()}`, {
+      headers: { 'cf-connecting-ip': address },
+    })
+    expect(other.status).toBe(404)
+  })
+
   it('reads of boards that no longer exist sending a credential that is no admin key (`Bearer undefined`, signed out) are no admin-key guesses: the address is not blocked', async () => {
     await clearOfMinuteTurn(20_000)
     // An unguessable admin key (32 characters or more), as production has.

@@ -35,5 +35,10 @@ async function carriesAdminKeyQuietly(c: Context<AppEnv>): Promise<boolean> {
   const credential = bearer(c.req.header('authorization'))
   if (credential === undefined || !c.env.ADMIN_KEY || foreignPageOf(c) !== undefined) return false
   if (await isUnguessableAdminKey(c.env, credential)) return true
-  return !unguessable(c.env.ADMIN_KEY) && (await carriesAdminKey(c))
+  // A guessable key still taken (the one a move to a long key left in ADMIN_KEY_PREVIOUS, say)
+  // is compared counted, as anywhere.
+  const { ADMIN_KEY, ADMIN_KEY_PREVIOUS } = c.env
+  const guessable =
+    !unguessable(ADMIN_KEY) || (!!ADMIN_KEY_PREVIOUS && !unguessable(ADMIN_KEY_PREVIOUS))
+  return guessable && (await carriesAdminKey(c))
 }

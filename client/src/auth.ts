@@ -480,32 +480,36 @@ export class Auth {
         })
         return this.current!.token
       }
-      const generation = this.generation
-      try {
-        await renewal
-      } catch (err) {
-        // A renewal a sign-in has dropped since (its source may fail for that very sign-in: a
-        // provider's rotated refresh token): that sign-in's token is the one that counts.
-        if (this.generation === generation) throw err
-      }
+      await this.settled(renewal)
     }
     // Signed in anew while the renewal was on its way (a wake handler's `guest()`, a provider's
     // refresh hook): that sign-in's token, once it comes. Whose it is, the caller judges: what
     // was the player before's has been told of the change first, as the sign-in's own wait on
-    // the token was registered before this one. A sign-in that fails is thrown, unless another
-    // has overtaken it (a handler run twice): then that one's.
-    while (!this.current && this.renewing !== null) {
-      const waiting = this.renewing
-      const generation = this.generation
-      try {
-        await waiting
-      } catch (err) {
-        if (this.generation === generation) throw err
-      }
-    }
+    // the token was registered before this one.
+    while (!this.current && this.renewing !== null) await this.settled(this.renewing)
     // Signed out while the renewal was on its way.
     if (!this.current) throw notSignedIn()
     return this.current.token
+  }
+
+  /**
+   * Waits for a renewal or a sign-in; its failure is thrown unless what came since makes it
+   * moot: a sign-in begun meanwhile that has landed or is on its way (the failed one was dropped
+   * for it: a renewal whose provider's refresh token that sign-in rotated, the first of two
+   * sign-ins at once), or the same player kept after their own sign-in failed (`guest()` again
+   * on the device), whose token still works.
+   */
+  private async settled(waiting: Promise<void>): Promise<void> {
+    const generation = this.generation
+    const signingIn = this.pending !== null
+    try {
+      await waiting
+    } catch (err) {
+      const overtaken =
+        this.generation !== generation && (this.current !== null || this.renewing !== null)
+      const kept = signingIn && this.generation === generation && this.current !== null
+      if (!overtaken && !kept) throw err
+    }
   }
 }
 

@@ -6063,6 +6063,43 @@ describe('signing in, out and as another player', () => {
     expect(used).toEqual(['tok-1', 'tok-4'])
   })
 
+  it("a request made while a sign-in is on its way and fails gets that sign-in's error; one made while the same device's guest signs in again and fails goes on with the token kept", async () => {
+    let offline = false
+    let guests = 0
+    const used: string[] = []
+    const client = createClient({
+      baseUrl: 'http://nexus.test',
+      retry: { attempts: 1, baseDelayMs: 1, maxDelayMs: 5 },
+      fetch: (async (input: RequestInfo | URL, init?: RequestInit) => {
+        const url = new URL(String(input))
+        if (url.pathname === '/v1/auth/guest') {
+          guests++
+          await new Promise((r) => setTimeout(r, 5))
+          if (offline) throw new TypeError('fetch failed (offline)')
+          return jsonRes(200, { token: 'tok', playerId: 'g_1', expiresIn: 3600, expiresAt: 0 })
+        }
+        used.push(authOf(init))
+        return jsonRes(200, { rewards: [] })
+      }) as typeof fetch,
+    })
+    // A first sign-in, offline: the request made meanwhile is told why.
+    offline = true
+    const signingIn = client.auth.guest('device-abcdef-123456')
+    const lost = client.leaderboards.rewards()
+    await expect(signingIn).rejects.toBeInstanceOf(NexusNetworkError)
+    await expect(lost).rejects.toBeInstanceOf(NexusNetworkError)
+    // Signed in; then again on the same device, offline: the request made meanwhile goes on.
+    offline = false
+    await client.auth.guest('device-abcdef-123456')
+    offline = true
+    const again = client.auth.guest('device-abcdef-123456')
+    const read = client.leaderboards.rewards()
+    await expect(again).rejects.toBeInstanceOf(NexusNetworkError)
+    await expect(read).resolves.toEqual({ rewards: [] })
+    expect(used).toEqual(['tok'])
+    expect(guests).toBeGreaterThanOrEqual(3)
+  })
+
   it('two sign-ins at once as the same player (guest() twice, before the first answers) keep the live ticket', async () => {
     const { client, deletes, twoMorePolls, ended } = await guestWithTicket()
     // A resume handler run twice (online and visibilitychange, say): the first is overtaken and

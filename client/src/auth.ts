@@ -480,7 +480,8 @@ export class Auth {
         })
         return this.current!.token
       }
-      await this.settled(renewal)
+      // A forced renewal's caller was refused its token: that token back is no answer.
+      await this.settled(renewal, forced ? (rejected ?? this.current?.token) : undefined)
     }
     // Signed in anew while the renewal was on its way (a wake handler's `guest()`, a provider's
     // refresh hook): that sign-in's token, once it comes. Whose it is, the caller judges: what
@@ -497,18 +498,24 @@ export class Auth {
    * moot: a sign-in begun meanwhile that has landed or is on its way (the failed one was dropped
    * for it: a renewal whose provider's refresh token that sign-in rotated, the first of two
    * sign-ins at once), or the same player kept after their own sign-in failed (`guest()` again
-   * on the device), whose token still works.
+   * on the device), whose token still works, unless it is the token the caller was `refused`.
+   * A renewal dropped by a sign-out is answered as signed out, not with its own failure.
    */
-  private async settled(waiting: Promise<void>): Promise<void> {
+  private async settled(waiting: Promise<void>, refused?: string): Promise<void> {
     const generation = this.generation
     const signingIn = this.pending !== null
     try {
       await waiting
     } catch (err) {
-      const overtaken =
-        this.generation !== generation && (this.current !== null || this.renewing !== null)
-      const kept = signingIn && this.generation === generation && this.current !== null
-      if (!overtaken && !kept) throw err
+      const changed = this.generation !== generation
+      const overtaken = changed && (this.current !== null || this.renewing !== null)
+      const kept = signingIn && !changed && this.current !== null
+      const refusedAgain = refused !== undefined && this.current?.token === refused
+      if ((overtaken || kept) && !refusedAgain) return
+      if (changed && !signingIn && this.current === null && this.renewing === null) {
+        throw notSignedIn()
+      }
+      throw err
     }
   }
 }

@@ -6100,6 +6100,54 @@ describe('signing in, out and as another player', () => {
     expect(guests).toBeGreaterThanOrEqual(3)
   })
 
+  it("a request refused its token (401) while the same device's guest() signs in again and fails gets that failure, not its refused token back; one whose renewal a sign-out dropped is told it is signed out", async () => {
+    let offline = false
+    let guestGate: Promise<void> | null = null
+    const reads: { answer: (() => void) | null } = { answer: null }
+    const used: string[] = []
+    const client = createClient({
+      baseUrl: 'http://nexus.test',
+      retry: { attempts: 1, baseDelayMs: 1, maxDelayMs: 5 },
+      fetch: (async (input: RequestInfo | URL, init?: RequestInit) => {
+        const url = new URL(String(input))
+        if (url.pathname === '/v1/auth/guest') {
+          if (guestGate) await guestGate
+          if (offline) throw new TypeError('fetch failed (offline)')
+          return jsonRes(200, { token: 'tok', playerId: 'g_1', expiresIn: 3600, expiresAt: 0 })
+        }
+        used.push(authOf(init))
+        // The server refuses this token (its secret rotated), whatever the device thinks; the
+        // first answer comes when the test says.
+        if (used.length === 1) await new Promise<void>((r) => (reads.answer = r))
+        return unauthorized()
+      }) as typeof fetch,
+    })
+    await client.auth.guest('device-abcdef-123456')
+    const read = client.leaderboards.rewards()
+    while (reads.answer === null) await new Promise((r) => setTimeout(r, 1))
+    // The app wakes and signs in again, offline; the request's 401 comes meanwhile.
+    offline = true
+    let releaseGuest!: () => void
+    guestGate = new Promise<void>((r) => (releaseGuest = r))
+    const again = client.auth.guest('device-abcdef-123456')
+    reads.answer()
+    await new Promise((r) => setTimeout(r, 10))
+    releaseGuest()
+    await expect(again).rejects.toBeInstanceOf(NexusNetworkError)
+    await expect(read).rejects.toBeInstanceOf(NexusNetworkError)
+    // Its refused token was not sent again.
+    expect(used).toEqual(['tok'])
+    // Still signed in (the kept token): a request's 401 renewal on its way, and the player signs
+    // out before it fails.
+    guestGate = new Promise<void>((r) => (releaseGuest = r))
+    const late = client.leaderboards.rewards()
+    while (used.length < 2) await new Promise((r) => setTimeout(r, 1))
+    await new Promise((r) => setTimeout(r, 10))
+    client.auth.signOut()
+    releaseGuest()
+    await expect(late).rejects.toThrow(/Not signed in/)
+  })
+
   it('two sign-ins at once as the same player (guest() twice, before the first answers) keep the live ticket', async () => {
     const { client, deletes, twoMorePolls, ended } = await guestWithTicket()
     // A resume handler run twice (online and visibilitychange, say): the first is overtaken and

@@ -245,8 +245,8 @@ export class Auth {
    * signed out at once, as `signOut()` does (their tickets and game connections end), and
    * requests made meanwhile wait for the new token, unless the new token turns out to be theirs
    * too. Who that is: `playerId` if given, else the JWT's `sub` (as the server reads it), so an
-   * app calling this again from its provider's refresh hook keeps the player's game. When the first token cannot be had, this
-   * rejects and the client is left signed out. A source's failure other than a `NexusProblem`
+   * app calling this again from its provider's refresh hook keeps the player's game. When the
+   * first token cannot be had, this rejects and the client is left signed out. A source's failure other than a `NexusProblem`
    * (fetch's `TypeError` offline, say) is thrown as a `NexusNetworkError` whose `cause` it is,
    * so that it is retried as any network failure is.
    */

@@ -1459,9 +1459,10 @@ export class Leaderboard extends DurableObject<Env> {
 
   /**
    * Sets many players' standings in the current cycle at once (an admin migrating a board from
-   * another system; a game server's results are submissions, which follow the operator). Each entry replaces the player's standing, as
-   * `set` does, so importing the same batch again changes nothing; the batch is one transaction.
-   * Bounds and metadata limits are checked for the whole batch before anything is written.
+   * another system; a game server's results are submissions, which follow the operator). Each
+   * entry replaces the player's standing, as `set` does, so importing the same batch again
+   * changes nothing; the batch is one transaction. Bounds and metadata limits are checked for the
+   * whole batch before anything is written.
    */
   /** The first answer to a request with this key, while the key lasts (24 h, swept or not yet). */
   private keyedAnswer(

@@ -43,9 +43,4 @@ export class CoarseTimers {
       if (this.steps.get(at) === held) this.steps.delete(at)
     }
   }
-
-  /** Timers set now (one per step that holds a wait). */
-  get timersSet(): number {
-    return this.steps.size
-  }
 }

@@ -275,6 +275,33 @@ const ticket = (fields: Record<string, unknown>) =>
   jsonRes(200, { ticketId: 't1', queue: 'duel', region: 'eu', expiresAt: 0, ...fields })
 
 /** The whole view of one player's ticket `duel:eu:t1`, as `GET /v1/matchmaking/tickets/:id` has it. */
+/**
+ * A client whose guest sign-ins after the first (tokens `tok-2`, `tok-3`…) are held until the
+ * test resolves or rejects them, in order (`held`); requests (`used`: the token each carried)
+ * are refused their first token, `tok-1` (a rotated secret), and answered otherwise.
+ */
+function heldGuestSignIns(retry: { attempts?: number; baseDelayMs: number; maxDelayMs: number }) {
+  const held: { resolve: () => void; reject: (e: unknown) => void }[] = []
+  const used: string[] = []
+  let issued = 0
+  const client = createClient({
+    baseUrl: 'http://nexus.test',
+    retry,
+    fetch: (async (input: RequestInfo | URL, init?: RequestInit) => {
+      const url = new URL(String(input))
+      if (url.pathname === '/v1/auth/guest') {
+        const n = ++issued
+        if (n > 1) await new Promise<void>((resolve, reject) => held.push({ resolve, reject }))
+        return jsonRes(200, { token: `tok-${n}`, playerId: 'g_1', expiresIn: 3600, expiresAt: 0 })
+      }
+      used.push(authOf(init))
+      if (authOf(init) === 'tok-1') return unauthorized()
+      return jsonRes(200, { rewards: [] })
+    }) as typeof fetch,
+  })
+  return { client, held, used }
+}
+
 /** A ticket's view as the server answers it, for `id` (a plain model's `t1`, `t2`). */
 const ticketBody = (id: string) => ({
   ticketId: id,
@@ -5960,26 +5987,7 @@ describe('signing in, out and as another player', () => {
   })
 
   it("a request waiting on a token renewal when the app signs in again (a wake handler's guest()) goes on with that sign-in's token, not 'Not signed in'", async () => {
-    const held: (() => void)[] = []
-    let issued = 0
-    const used: string[] = []
-    const client = createClient({
-      baseUrl: 'http://nexus.test',
-      retry: { baseDelayMs: 1, maxDelayMs: 5 },
-      fetch: (async (input: RequestInfo | URL, init?: RequestInit) => {
-        const url = new URL(String(input))
-        if (url.pathname === '/v1/auth/guest') {
-          const n = ++issued
-          // The first sign-in answers at once; later ones when the test lets them.
-          if (n > 1) await new Promise<void>((r) => held.push(r))
-          return jsonRes(200, { token: `tok-${n}`, playerId: 'g_1', expiresIn: 3600, expiresAt: 0 })
-        }
-        used.push(authOf(init))
-        // The first token is refused (a rotated secret): the SDK renews and asks again.
-        if (authOf(init) === 'tok-1') return unauthorized()
-        return jsonRes(200, { rewards: [] })
-      }) as typeof fetch,
-    })
+    const { client, held, used } = heldGuestSignIns({ baseDelayMs: 1, maxDelayMs: 5 })
     await client.auth.guest('device-abcdef-123456')
     const read = client.leaderboards.rewards()
     // The 401's renewal is on its way; the app's wake handler signs in again meanwhile.
@@ -5987,9 +5995,9 @@ describe('signing in, out and as another player', () => {
     const again = client.auth.guest('device-abcdef-123456')
     while (held.length < 2) await new Promise((r) => setTimeout(r, 1))
     // The renewal answers first (its token dropped: a sign-in came after it), then the sign-in.
-    held[0]!()
+    held[0]!.resolve()
     await new Promise((r) => setTimeout(r, 10))
-    held[1]!()
+    held[1]!.resolve()
     await again
     await expect(read).resolves.toEqual({ rewards: [] })
     expect(used).toEqual(['tok-1', 'tok-3'])
@@ -6024,26 +6032,7 @@ describe('signing in, out and as another player', () => {
   })
 
   it("a request waiting on sign-ins run twice at once (online and visibilitychange), the first failing, goes on with the second one's token", async () => {
-    const held: { resolve: () => void; reject: (e: unknown) => void }[] = []
-    let issued = 0
-    const used: string[] = []
-    const client = createClient({
-      baseUrl: 'http://nexus.test',
-      retry: { attempts: 1, baseDelayMs: 1, maxDelayMs: 5 },
-      fetch: (async (input: RequestInfo | URL, init?: RequestInit) => {
-        const url = new URL(String(input))
-        if (url.pathname === '/v1/auth/guest') {
-          const n = ++issued
-          if (n > 1) {
-            await new Promise<void>((resolve, reject) => held.push({ resolve, reject }))
-          }
-          return jsonRes(200, { token: `tok-${n}`, playerId: 'g_1', expiresIn: 3600, expiresAt: 0 })
-        }
-        used.push(authOf(init))
-        if (authOf(init) === 'tok-1') return unauthorized()
-        return jsonRes(200, { rewards: [] })
-      }) as typeof fetch,
-    })
+    const { client, held, used } = heldGuestSignIns({ attempts: 1, baseDelayMs: 1, maxDelayMs: 5 })
     await client.auth.guest('device-abcdef-123456')
     const read = client.leaderboards.rewards()
     while (held.length < 1) await new Promise((r) => setTimeout(r, 1))

@@ -35,7 +35,6 @@ import { boardId, createBoard, fresh, pg, submitFor, type Top } from './helpers/
 import { countRowsRead } from './helpers/rows-read.ts'
 import { replaceMethod } from './helpers/replace-method.ts'
 import { CYCLE_REWARDS_PAGE } from '../../workers/routes/admin-leaderboards.ts'
-import { localFamilies } from '../../workers/lib/metrics.ts'
 import { errorLines } from './helpers/logs.ts'
 import { issuePlayerToken } from '../../workers/lib/auth.ts'
 import { canonicalJson } from '../../workers/lib/canonical-json.ts'
@@ -2120,10 +2119,7 @@ describe('the cron as a safety net for archives', () => {
       await pg()`select completed_at from leaderboard_cycles where leaderboard_id = ${board}`
     expect(before).toEqual({ completed_at: null })
 
-    const nudged = () =>
-      localFamilies()
-        .find((f) => f.name === 'nexus_cron_boards_poked_total')
-        ?.series.reduce((n, x) => n + ('value' in x ? x.value : 0), 0) ?? 0
+    const nudged = () => metricTotal('nexus_cron_boards_poked_total')
     const nudgedBefore = nudged()
     const ctx = createExecutionContext()
     await worker.scheduled(

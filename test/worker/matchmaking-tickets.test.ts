@@ -551,11 +551,7 @@ describe('joins per minute', () => {
   const limited = { JOINS_PER_MINUTE: '1' }
   /** This isolate's `nexus_rate_limited_total` for the joins' two limits. */
   const joinRefusals = () => {
-    const family = localFamilies().find((f) => f.name === 'nexus_rate_limited_total')
-    const of = (limit: string) => {
-      const series = family?.series.find((x) => x.labels.limit === limit)
-      return series && 'value' in series ? series.value : 0
-    }
+    const of = (limit: string) => metricTotal('nexus_rate_limited_total', { limit })
     return { joins: of('matchmaking-joins'), replays: of('matchmaking-join-replays') }
   }
 

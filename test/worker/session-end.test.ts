@@ -25,7 +25,6 @@ import {
   newGuest,
   problem,
 } from './helpers/http.ts'
-import { localFamilies } from '../../workers/lib/metrics.ts'
 import { until } from './helpers/sockets.ts'
 import { issueSessionToken } from '../../workers/lib/session-token.ts'
 import { newSeed } from '../../workers/matchmaking/session.ts'
@@ -485,11 +484,7 @@ describe('the end of a game', () => {
   })
 
   it('counts sessions created, and games over by rules and how they ended', async () => {
-    const count = (name: string, labels: Record<string, string>) =>
-      localFamilies()
-        .find((f) => f.name === name)
-        ?.series.filter((s) => Object.entries(labels).every(([k, v]) => s.labels[k] === v))
-        .reduce((n, s) => n + ('value' in s ? s.value : 0), 0) ?? 0
+    const count = metricTotal
     const created = count('nexus_session_created_total', { rules: 'dice-race' })
     const cancelled = { rules: 'dice-race', reason: 'cancelled' }
     const ended = count('nexus_session_ended_total', cancelled)
@@ -509,13 +504,12 @@ describe('the end of a game', () => {
   })
 
   it("counts a played game's inputs by kind, its length, its recorded result, and its end's retries while Neon is away", async () => {
-    const total = (name: string, labels: Record<string, string>) => metricTotal(name, labels)
     const rules = { rules: 'dice-race' }
     const before = {
-      actions: total('nexus_session_inputs_total', { ...rules, kind: 'action' }),
-      lengths: total('nexus_session_duration_seconds', rules),
-      results: total('nexus_session_results_total', rules),
-      retries: total('nexus_session_end_retries_total', { job: 'end', stage: 'record' }),
+      actions: metricTotal('nexus_session_inputs_total', { ...rules, kind: 'action' }),
+      lengths: metricTotal('nexus_session_duration_seconds', rules),
+      results: metricTotal('nexus_session_results_total', rules),
+      retries: metricTotal('nexus_session_end_retries_total', { job: 'end', stage: 'record' }),
     }
     const game = await playGame({
       before: (sessionId) =>
@@ -525,21 +519,24 @@ describe('the end of a game', () => {
     })
     // Every roll an accepted action (dice-race takes no connects: refused, they log nothing).
     expect(
-      total('nexus_session_inputs_total', { ...rules, kind: 'action' }) - before.actions,
+      metricTotal('nexus_session_inputs_total', { ...rules, kind: 'action' }) - before.actions,
     ).toBeGreaterThanOrEqual(game.seq)
-    expect(total('nexus_session_duration_seconds', rules) - before.lengths).toBeGreaterThanOrEqual(
-      1,
-    )
+    expect(
+      metricTotal('nexus_session_duration_seconds', rules) - before.lengths,
+    ).toBeGreaterThanOrEqual(1)
     await inObject(game.sessionId, (inst) => inst.runEndWork({ force: true }))
     expect(
-      total('nexus_session_end_retries_total', { job: 'end', stage: 'record' }) - before.retries,
+      metricTotal('nexus_session_end_retries_total', { job: 'end', stage: 'record' }) -
+        before.retries,
     ).toBeGreaterThanOrEqual(1)
     await inObject(game.sessionId, (inst) => {
       inst.store = new NeonSessionStore(env)
     })
     await inObject(game.sessionId, (inst) => inst.runEndWork({ force: true }))
     expect(await resultRows(game.sessionId)).toHaveLength(1)
-    expect(total('nexus_session_results_total', rules) - before.results).toBeGreaterThanOrEqual(1)
+    expect(
+      metricTotal('nexus_session_results_total', rules) - before.results,
+    ).toBeGreaterThanOrEqual(1)
   })
 
   it('ending a session: 401 without a credential, 403 for a player, 404 for an unknown session, 422 for a bad id, 415 for a body of another type', async () => {
@@ -1053,10 +1050,7 @@ describe('the end of a game', () => {
       call(`/v1/admin/leaderboards/${board}`, json('PUT', body, ADMIN_KEY))
     expect((await put({ ...config, paused: true })).status).toBe(200)
     const pausedCount = () =>
-      localFamilies()
-        .find((f) => f.name === 'nexus_session_results_not_submitted_total')
-        ?.series.filter((s) => s.labels.reason === 'paused')
-        .reduce((n, s) => n + ('value' in s ? s.value : 0), 0) ?? 0
+      metricTotal('nexus_session_results_not_submitted_total', { reason: 'paused' })
     const before = pausedCount()
     const game = await playGame({ leaderboardId: board })
     expect(
@@ -1170,10 +1164,7 @@ describe('the end of a game', () => {
     await clearOfMinuteTurn(10_000)
     await submitFor(board, limited, { score: 5 })
     const refusedCount = () =>
-      localFamilies()
-        .find((f) => f.name === 'nexus_session_results_not_submitted_total')
-        ?.series.filter((s) => s.labels.reason === 'forbidden')
-        .reduce((n, s) => n + ('value' in s ? s.value : 0), 0) ?? 0
+      metricTotal('nexus_session_results_not_submitted_total', { reason: 'forbidden' })
     const before = refusedCount()
     // The board's answer to the banned winner is a refusal no retry changes, so it is not sent
     // again: this counts every call the board gets for them.

@@ -184,13 +184,17 @@ export interface Schemas {
     name: string | null
     sortOrder: 'asc' | 'desc'
     operator: 'best' | 'set' | 'incr'
-    /** {"every":"5m"} | {"cron":"0 0 * * 1"} (UTC) | null */
+    /** {"every":"5m"} (fixed periods from 1970-01-01T00:00Z) | {"cron":"0 0 * * 1"} (UTC) | {"cron":"0 0 * * 1","timeZone":"Europe/Berlin"} (read on that IANA zone’s wall clock: a time a clock set forward skips turns at the change, a time a clock set back repeats turns the first time; the zone answered as written, in the case the runtime spells it) | null (one cycle that never ends) */
     cycle:
       | {
           every: string
         }
       | {
           cron: string
+        }
+      | {
+          cron: string
+          timeZone: string
         }
       | null
     scoreMin: number
@@ -216,13 +220,17 @@ export interface Schemas {
     name?: string | null
     sortOrder?: 'asc' | 'desc'
     operator?: 'best' | 'set' | 'incr'
-    /** {"every":"5m"} | {"cron":"0 0 * * 1"} (UTC) | null */
+    /** {"every":"5m"} (fixed periods from 1970-01-01T00:00Z) | {"cron":"0 0 * * 1"} (UTC) | {"cron":"0 0 * * 1","timeZone":"Europe/Berlin"} (read on that IANA zone’s wall clock: a time a clock set forward skips turns at the change, a time a clock set back repeats turns the first time; the zone answered as written, in the case the runtime spells it) | null (one cycle that never ends) */
     cycle?:
       | {
           every: string
         }
       | {
           cron: string
+        }
+      | {
+          cron: string
+          timeZone: string
         }
       | null
     scoreMin?: number

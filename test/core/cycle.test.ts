@@ -68,6 +68,27 @@ describe('parseSchedule', () => {
     expect(scheduleToConfig(schedule(null))).toBeNull()
     expect(scheduleToConfig(every('7d'))).toEqual({ every: '7d' })
     expect(scheduleToConfig(cron('0\t0 * * mon'))).toEqual({ cron: '0 0 * * mon' })
+    expect(scheduleToConfig(schedule({ timeZone: 'europe/berlin', cron: '0 0 * * 1' }))).toEqual({
+      cron: '0 0 * * 1',
+      timeZone: 'Europe/Berlin',
+    })
+  })
+
+  it('reads a cron in a time zone, named as written, in the case the runtime spells it', () => {
+    expect(parseSchedule({ cron: '0 0 * * 1' })).toMatchObject({ timeZone: null })
+    expect(parseSchedule({ cron: '0 0 * * 1', timeZone: 'America/New_York' })).toMatchObject({
+      kind: 'cron',
+      cron: '0 0 * * 1',
+      timeZone: 'America/New_York',
+    })
+    expect(parseSchedule({ cron: '0 0 * * *', timeZone: 'utc' })).toMatchObject({ timeZone: 'UTC' })
+    expect(parseSchedule({ cron: '0 0 * * *', timeZone: 'europe/BERLIN' })).toMatchObject({
+      timeZone: 'Europe/Berlin',
+    })
+    // A link stays as written: ICU's name for it (Asia/Calcutta) is not the one a studio wrote.
+    expect(parseSchedule({ cron: '0 0 * * *', timeZone: 'Asia/Kolkata' })).toMatchObject({
+      timeZone: 'Asia/Kolkata',
+    })
   })
 
   const invalid: [string, unknown, RegExp][] = [
@@ -112,6 +133,20 @@ describe('parseSchedule', () => {
     ['February 30th or 31st', { cron: '0 0 30,31 2 *' }, /never occurs/],
     ['the 31st of short months', { cron: '0 0 31 4,6,9,11 *' }, /never occurs/],
     ['a long string', { cron: `${'1,'.repeat(150)}1 * * * *` }, /too long/],
+    ['an unknown zone', { cron: '0 0 * * *', timeZone: 'Mars/Base' }, /not a time zone/],
+    ['a zone as an offset', { cron: '0 0 * * *', timeZone: '+05:30 GMT' }, /not a time zone/],
+    ['an empty zone', { cron: '0 0 * * *', timeZone: '' }, /IANA time zone name/],
+    ['a zone number', { cron: '0 0 * * *', timeZone: 1 }, /IANA time zone name/],
+    ['a null zone', { cron: '0 0 * * *', timeZone: null }, /IANA time zone name/],
+    ['a long zone', { cron: '0 0 * * *', timeZone: `Europe/${'x'.repeat(60)}` }, /at most 64/],
+    ['a zone with every', { every: '1d', timeZone: 'Europe/Berlin' }, /timeZone goes with cron/],
+    ['a zone alone', { timeZone: 'Europe/Berlin' }, /cycle must be/],
+    ['a bad cron in a zone', { cron: '0 0 31 2 *', timeZone: 'Europe/Berlin' }, /never occurs/],
+    [
+      'a zone and a third key',
+      { cron: '0 0 * * *', timeZone: 'Europe/Berlin', every: '1d' },
+      /cycle must be/,
+    ],
   ]
   for (const [name, input, message] of invalid) {
     it(`rejects ${name}`, () => {
@@ -546,6 +581,256 @@ describe('boundary properties', () => {
         else expect(previous).toBeLessThan(base - span * MINUTE)
       }),
       { numRuns: 300 },
+    )
+  })
+})
+
+describe('time zones', () => {
+  const zoned = (c: string, timeZone: string) => schedule({ cron: c, timeZone })
+  const utc = (iso: string) => Date.parse(iso)
+
+  // Expected instants worked out by hand from the zones' rules: New York sets its clocks forward
+  // at 02:00 EST (07:00Z) on 2026-03-08 and back at 02:00 EDT (06:00Z) on 2026-11-01; Berlin
+  // forward at 01:00Z on 2026-03-29; São Paulo began summer time at midnight on 2018-11-04
+  // (00:00 → 01:00, 03:00Z); Samoa skipped 2011-12-30 (23:59:59 on the 29th at −10:00 was followed
+  // by 00:00 on the 31st at +14:00, 2011-12-30T10:00Z); Lord Howe moves by half an hour.
+  const cases: [label: string, expression: Schedule, t: string, previous: string, next: string][] =
+    [
+      [
+        'local midnight in winter',
+        zoned('0 0 * * *', 'America/New_York'),
+        '2026-01-15T12:00:00Z',
+        '2026-01-15T05:00:00Z',
+        '2026-01-16T05:00:00Z',
+      ],
+      [
+        'local midnight in summer',
+        zoned('0 0 * * *', 'America/New_York'),
+        '2026-07-15T12:00:00Z',
+        '2026-07-15T04:00:00Z',
+        '2026-07-16T04:00:00Z',
+      ],
+      [
+        'a 23-hour day',
+        zoned('0 0 * * *', 'America/New_York'),
+        '2026-03-08T12:00:00Z',
+        '2026-03-08T05:00:00Z',
+        '2026-03-09T04:00:00Z',
+      ],
+      [
+        'a 25-hour day',
+        zoned('0 0 * * *', 'America/New_York'),
+        '2026-11-01T12:00:00Z',
+        '2026-11-01T04:00:00Z',
+        '2026-11-02T05:00:00Z',
+      ],
+      [
+        'a skipped 02:30 turns at the change',
+        zoned('30 2 * * *', 'America/New_York'),
+        '2026-03-08T06:00:00Z',
+        '2026-03-07T07:30:00Z',
+        '2026-03-08T07:00:00Z',
+      ],
+      [
+        'the day after a skipped 02:30',
+        zoned('30 2 * * *', 'America/New_York'),
+        '2026-03-08T07:00:00Z',
+        '2026-03-08T07:00:00Z',
+        '2026-03-09T06:30:00Z',
+      ],
+      [
+        'a repeated 01:30 turns the first time',
+        zoned('30 1 * * *', 'America/New_York'),
+        '2026-11-01T06:10:00Z', // 01:10 EST, the second time the clock reads it
+        '2026-11-01T05:30:00Z',
+        '2026-11-02T06:30:00Z',
+      ],
+      [
+        'half hours through a repeated hour',
+        zoned('*/30 * * * *', 'America/New_York'),
+        '2026-11-01T06:40:00Z', // 01:40 EST
+        '2026-11-01T05:30:00Z',
+        '2026-11-01T07:00:00Z',
+      ],
+      [
+        'a Monday reset in Berlin across its change',
+        zoned('0 0 * * mon', 'Europe/Berlin'),
+        '2026-03-25T00:00:00Z',
+        '2026-03-22T23:00:00Z',
+        '2026-03-29T22:00:00Z',
+      ],
+      [
+        'a midnight that never was',
+        zoned('0 0 * * *', 'America/Sao_Paulo'),
+        '2018-11-04T01:00:00Z',
+        '2018-11-03T03:00:00Z',
+        '2018-11-04T03:00:00Z',
+      ],
+      [
+        'a day a zone skipped',
+        zoned('0 12 30 12 *', 'Pacific/Apia'),
+        '2011-12-29T12:00:00Z',
+        '2010-12-30T22:00:00Z', // noon at −10:00, summer time
+
+        '2011-12-30T10:00:00Z',
+      ],
+      [
+        'half-hour summer time',
+        zoned('0 0 * * *', 'Australia/Lord_Howe'),
+        // Back from +11:00 to +10:30 at 02:00 on the 5th (2026-04-04T15:00Z).
+        '2026-04-05T12:00:00Z',
+        '2026-04-04T13:00:00Z',
+        '2026-04-05T13:30:00Z',
+      ],
+    ]
+  for (const [label, expression, t, previous, next] of cases) {
+    it(label, () => {
+      expect(new Date(previousBoundary(expression, utc(t)) as number).toISOString()).toBe(
+        new Date(utc(previous)).toISOString(),
+      )
+      expect(new Date(nextBoundary(expression, utc(t)) as number).toISOString()).toBe(
+        new Date(utc(next)).toISOString(),
+      )
+    })
+  }
+
+  it('a zone without changes is UTC shifted', () => {
+    const kolkata = zoned('0 9 * * *', 'Asia/Kolkata')
+    const t = utc('2026-06-01T12:00:00Z')
+    expect(nextBoundary(kolkata, t)).toBe(utc('2026-06-02T03:30:00Z'))
+    expect(nextBoundary(zoned('0 9 * * *', 'UTC'), t)).toBe(nextBoundary(cron('0 9 * * *'), t))
+  })
+
+  it('returns null at the edges of Date instead of throwing', () => {
+    const berlin = zoned('0 0 * * *', 'Europe/Berlin')
+    expect(nextBoundary(berlin, 8.64e15 - 1)).toBeNull()
+    expect(previousBoundary(berlin, -8.64e15)).toBeNull()
+  })
+
+  // Wall-clock minutes read with Intl's calendar fields, apart from the code's offset arithmetic.
+  // Read once a quarter hour: the zones below changed their clocks on quarter hours of UTC only
+  // (were one not to, the scan below would disagree with the code and fail, not pass).
+  const zones = [
+    'America/New_York',
+    'Europe/London',
+    'America/Sao_Paulo',
+    'Australia/Lord_Howe',
+    'Pacific/Chatham',
+    'Pacific/Apia',
+    'Antarctica/Troll',
+    'Africa/Casablanca',
+    'Asia/Kathmandu',
+  ]
+  const wallClocks = new Map<string, Intl.DateTimeFormat>()
+  const QUARTER = 15 * MINUTE
+  const quarters = new Map<string, number>()
+  const wallClock = (zone: string, t: number): number => {
+    const quarter = Math.floor(t / QUARTER) * QUARTER
+    const key = `${zone} ${quarter}`
+    let reading = quarters.get(key)
+    if (reading === undefined) {
+      reading = readWallClock(zone, quarter)
+      quarters.set(key, reading)
+    }
+    return reading + (t - quarter)
+  }
+  const readWallClock = (zone: string, t: number): number => {
+    let format = wallClocks.get(zone)
+    if (format === undefined) {
+      format = new Intl.DateTimeFormat('en-US', {
+        timeZone: zone,
+        hourCycle: 'h23',
+        year: 'numeric',
+        month: 'numeric',
+        day: 'numeric',
+        hour: 'numeric',
+        minute: 'numeric',
+      })
+      wallClocks.set(zone, format)
+    }
+    const part = (type: string) =>
+      Number(format.formatToParts(t).find((p) => p.type === type)?.value)
+    return Date.UTC(part('year'), part('month') - 1, part('day'), part('hour'), part('minute'))
+  }
+  // Days whose wall clock moved (found a day at a time), so that most runs land near one.
+  const FIRST = Date.UTC(1995, 0, 1)
+  const LAST = Date.UTC(2035, 0, 1)
+  const DAY = 86_400_000
+  const changeDays = new Map<string, number[]>()
+  for (const zone of zones) {
+    const days: number[] = []
+    for (let day = FIRST; day < LAST; day += DAY) {
+      if (wallClock(zone, day + DAY) - wallClock(zone, day) !== DAY) days.push(day)
+    }
+    changeDays.set(zone, days)
+  }
+  const zonedArb = fc.constantFrom(...zones).chain((zone) => {
+    const days = changeDays.get(zone) as number[]
+    const anyTime = fc.integer({ min: FIRST, max: LAST })
+    if (days.length === 0) return fc.tuple(fc.constant(zone), anyTime)
+    const nearChange = fc
+      .tuple(fc.constantFrom(...days), fc.integer({ min: -DAY, max: 2 * DAY }))
+      .map(([day, shift]) => day + shift)
+    return fc.tuple(fc.constant(zone), fc.oneof(anyTime, nearChange))
+  })
+
+  it('finds changes in every zone checked', () => {
+    for (const zone of zones) {
+      if (zone !== 'Asia/Kathmandu') expect(changeDays.get(zone)?.length).toBeGreaterThan(0)
+    }
+  })
+
+  it('agrees with a minute-by-minute scan of the wall clock', () => {
+    // A boundary is a minute at which the wall clock first shows a time the expression names, or
+    // passes one it skipped: past every reading it showed before.
+    const span = 24 * 60
+    fc.assert(
+      fc.property(cronArb, zonedArb, (f, [zone, t]) => {
+        const s = zoned(cronText(f), zone)
+        const base = Math.floor(t / MINUTE) * MINUTE
+        const boundaries: number[] = []
+        let shown = wallClock(zone, base - (span + 1) * MINUTE)
+        // Two days before the scan starts, so `shown` includes a clock set back just before it.
+        for (let i = -3 * span; i <= span; i++) {
+          const u = base + i * MINUTE
+          const reading = wallClock(zone, u)
+          if (i > -span) {
+            let named = false
+            for (let r = shown + MINUTE; r <= reading && !named; r += MINUTE) named = matches(f, r)
+            if (named) boundaries.push(u)
+          }
+          shown = Math.max(shown, reading)
+        }
+        const next = nextBoundary(s, t) as number
+        const previous = previousBoundary(s, t) as number
+        const expectedNext = boundaries.find((b) => b > t)
+        const expectedPrevious = boundaries.findLast((b) => b <= t)
+        if (expectedNext !== undefined) expect(new Date(next)).toEqual(new Date(expectedNext))
+        else expect(next).toBeGreaterThan(base + span * MINUTE)
+        if (expectedPrevious !== undefined) {
+          expect(new Date(previous)).toEqual(new Date(expectedPrevious))
+        } else {
+          expect(previous).toBeLessThan(base - (span - 1) * MINUTE)
+        }
+      }),
+      { numRuns: 300 },
+    )
+  }, 60_000)
+
+  it('previous ≤ t < next, and both are fixed points, in every zone', () => {
+    fc.assert(
+      fc.property(cronArb, zonedArb, (f, [zone, t]) => {
+        const s = zoned(cronText(f), zone)
+        const p = previousBoundary(s, t) as number
+        const n = nextBoundary(s, t) as number
+        expect(p).toBeLessThanOrEqual(t)
+        expect(n).toBeGreaterThan(t)
+        expect(nextBoundary(s, p)).toBe(n)
+        expect(previousBoundary(s, p)).toBe(p)
+        expect(previousBoundary(s, n)).toBe(n)
+        expect(previousBoundary(s, n - 1)).toBe(p)
+      }),
+      { numRuns: 400 },
     )
   })
 })

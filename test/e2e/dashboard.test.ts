@@ -21,6 +21,7 @@ let page: Page
 const problems: string[] = []
 
 const board = uid('season')
+const weeklyBerlin = uid('weekly-berlin')
 const queue = uid('arena')
 const players: { nexus: NexusClient; name: string; score: number }[] = []
 let waiting: MatchTicket
@@ -34,6 +35,9 @@ beforeAll(async () => {
     cycle: { every: '7d' },
     rewards: [{ fromRank: 1, toRank: 3, reward: { coins: 500 } }],
     submitsPerMinute: 600,
+  })
+  await admin('PUT', `/v1/admin/leaderboards/${weeklyBerlin}`, {
+    cycle: { cron: '0 0 * * mon', timeZone: 'europe/berlin' },
   })
   for (let i = 0; i < 12; i++) {
     const nexus = await guestClient()
@@ -139,6 +143,8 @@ describe('dashboard in Chromium', () => {
     expect(cells[2]).toBe('2')
     expect(cells[3]).toBe('12')
     expect(cells[5]).toBe('3')
+    const zoned = page.locator(`#boards tbody tr[data-board="${weeklyBerlin}"] td`)
+    expect(await zoned.nth(1).textContent()).toBe('cron 0 0 * * mon (Europe/Berlin)')
     await row.click()
     // A board's detail is two object calls and two Neon queries behind the dev proxy.
     await expect

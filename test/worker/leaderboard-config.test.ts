@@ -263,6 +263,10 @@ describe('leaderboard configuration', () => {
       [{ cycle: { cron: '0 0 31 2 *' } }, 'cycle'],
       [{ cycle: { every: '5m', cron: '* * * * *' } }, 'cycle'],
       [{ cycle: '5m' }, 'cycle'],
+      [{ cycle: { cron: '0 0 * * *', timeZone: 'Mars/Base' } }, 'cycle'],
+      [{ cycle: { cron: '0 0 * * *', timeZone: 'x'.repeat(65) } }, 'cycle'],
+      [{ cycle: { cron: '0 0 * * *', timeZone: 5 } }, 'cycle'],
+      [{ cycle: { every: '1d', timeZone: 'Europe/Berlin' } }, 'cycle'],
       [{ scoreMin: 10, scoreMax: 5 }, 'scoreMax'],
       [{ scoreMax: 1e300 }, 'scoreMax'],
       [{ submitsPerMinute: 0 }, 'submitsPerMinute'],
@@ -545,6 +549,31 @@ describe('leaderboard configuration', () => {
     expect(next.startsAt).toBeGreaterThan(hourly.startsAt)
     expect((await put({ every: '1d' })).status).toBe(200)
     expect((await cycleOf()).startsAt).toBe(next.startsAt)
+  })
+
+  it("a cron in a time zone turns on that zone's wall clock, and is stored and answered as the schedule reads it", async () => {
+    const id = boardId()
+    const put = await call(
+      `/v1/admin/leaderboards/${id}`,
+      json('PUT', { cycle: { timeZone: 'asia/tokyo', cron: '0  0 * * *' } }, ADMIN_KEY),
+    )
+    expect(put.status).toBe(201)
+    const saved = (await put.json()) as {
+      config: { cycle: unknown }
+      cycle: { startsAt: number; endsAt: number }
+    }
+    // Japan's clocks stay at +09:00 all year: its midnight is 15:00 UTC, a day apart.
+    const stored = { cron: '0 0 * * *', timeZone: 'Asia/Tokyo' }
+    expect(saved.config.cycle).toEqual(stored)
+    const { cycle } = await fresh<{ cycle: { startsAt: number; endsAt: number } }>(
+      `/v1/leaderboards/${id}`,
+    )
+    expect(cycle.endsAt % 86_400_000).toBe(15 * 3_600_000)
+    expect(cycle.endsAt - cycle.startsAt).toBe(86_400_000)
+    expect(cycle.startsAt).toBeLessThanOrEqual(Date.now())
+    expect(cycle.endsAt).toBeGreaterThan(Date.now())
+    const [row] = await pg()`select config->'cycle' as cycle from leaderboards where id = ${id}`
+    expect(row?.cycle).toEqual(stored)
   })
 
   it('the cron counts only boards it had to nudge, not every board whose boundary is recent', async () => {

@@ -1,6 +1,5 @@
 /**
- * Cycle arithmetic: when a leaderboard's cycle starts and ends, from its schedule. Everything is UTC,
- * so daylight-saving changes never move a boundary.
+ * Cycle arithmetic: when a leaderboard's cycle starts and ends, from its schedule.
  *
  * - `{ every: '5m' }`: fixed periods (units m, h, d, w; 1 minute to 366 days) aligned to the Unix
  *   epoch, 1970-01-01T00:00Z. So `1h` turns on the hour, `1d` at midnight UTC, and `1w`/`7d` at
@@ -11,8 +10,17 @@
  *   both day fields are restricted a day matches if either matches; as in Vixie, a day field that
  *   starts with `*` (including `*\/2`) counts as unrestricted, and then both must match.
  *   Expressions that can never fire (`0 0 31 2 *`) are rejected by parseSchedule.
+ * - `{ cron: '0 0 * * 1', timeZone: 'Europe/Berlin' }`: the same fields read on that zone's wall
+ *   clock (an IANA name), so a daily reset stays at local midnight through daylight-saving changes.
+ *   Where a clock is set forward past a time the expression names, the boundary is the instant of
+ *   the change (02:30 on a night that skips from 02:00 to 03:00 turns at 03:00); where it is set
+ *   back, a time read twice is a boundary the first time only. The boundaries are then those of
+ *   the wall clock's first reading of each time the expression names (ZoneClock.firstReaching).
+ *   `every` is always UTC: its periods are fixed lengths.
  * - `null`: one cycle that never ends.
  */
+
+import { timeZoneName, ZONE_TIME_LIMIT, ZoneClock } from './time-zone.ts'
 
 /** A validated schedule. Build one with parseSchedule. */
 export type Schedule = NeverSchedule | EverySchedule | CronSchedule
@@ -41,6 +49,8 @@ export interface CronSchedule {
   /** Whether the field started with `*` (Vixie's rule for combining the two day fields). */
   readonly dayOfMonthStar: boolean
   readonly dayOfWeekStar: boolean
+  /** The IANA zone whose wall clock the fields are read on (timeZoneName); null for UTC. */
+  readonly timeZone: string | null
 }
 
 /** The cycle containing an instant; null ends for a board that never closes. */
@@ -60,7 +70,9 @@ const SEARCH_YEARS = 400
 
 const NEVER: NeverSchedule = Object.freeze({ kind: 'never' })
 
-const SHAPE_ERROR = 'cycle must be null, {"every": "5m"} or {"cron": "0 0 * * 1"}'
+const SHAPE_ERROR =
+  'cycle must be null, {"every": "5m"}, {"cron": "0 0 * * 1"} or {"cron": "0 0 * * 1", "timeZone": "Europe/Berlin"}'
+const MAX_TIME_ZONE_LENGTH = 64
 
 /**
  * Validates a board's `cycle` setting.
@@ -74,12 +86,50 @@ const SHAPE_ERROR = 'cycle must be null, {"every": "5m"} or {"cron": "0 0 * * 1"
 export function parseSchedule(input: unknown): Schedule | { error: string } {
   if (input === null) return NEVER
   if (typeof input !== 'object' || Array.isArray(input)) return { error: SHAPE_ERROR }
-  const keys = Object.keys(input)
-  if (keys.length !== 1) return { error: SHAPE_ERROR }
+  const keys = Object.keys(input).sort()
   const record = input as Record<string, unknown>
-  if (keys[0] === 'every') return parseEvery(record.every)
-  if (keys[0] === 'cron') return parseCron(record.cron)
+  if (keys.length === 1 && keys[0] === 'every') return parseEvery(record.every)
+  if (keys.length === 1 && keys[0] === 'cron') return parseCron(record.cron, null)
+  if (keys.length === 2 && keys[0] === 'cron' && keys[1] === 'timeZone') {
+    const zone = parseTimeZone(record.timeZone)
+    if (typeof zone !== 'string') return zone
+    return parseCron(record.cron, zone)
+  }
+  if (keys.length === 2 && keys[0] === 'every' && keys[1] === 'timeZone') {
+    return {
+      error:
+        'timeZone goes with cron: every counts fixed periods from 1970-01-01T00:00Z; for a daily ' +
+        'reset at local midnight write {"cron": "0 0 * * *", "timeZone": "…"}',
+    }
+  }
   return { error: SHAPE_ERROR }
+}
+
+function parseTimeZone(value: unknown): string | { error: string } {
+  if (typeof value !== 'string' || value.length === 0 || value.length > MAX_TIME_ZONE_LENGTH) {
+    return {
+      error: `timeZone must be an IANA time zone name such as "Europe/Berlin", at most ${MAX_TIME_ZONE_LENGTH} characters`,
+    }
+  }
+  const zone = timeZoneName(value)
+  if (zone === null) return { error: `timeZone: "${value}" is not a time zone this runtime knows` }
+  return zone
+}
+
+/** A board's `cycle` setting, as stored. */
+export type CycleConfig = { every: string } | { cron: string; timeZone?: string } | null
+
+/**
+ * A `cycle` setting as its schedule reads it (single spaces in a cron, a zone in the case the
+ * runtime spells it), so that settings written differently for one schedule are stored alike.
+ *
+ * @example
+ * normalisedCycle({ timeZone: 'europe/berlin', cron: '0 0  * * 1' }) // { cron: '0 0 * * 1', timeZone: 'Europe/Berlin' }
+ */
+export function normalisedCycle(input: unknown): CycleConfig {
+  const schedule = parseSchedule(input)
+  if ('error' in schedule) throw new RangeError(schedule.error)
+  return scheduleToConfig(schedule)
 }
 
 /**
@@ -88,14 +138,16 @@ export function parseSchedule(input: unknown): Schedule | { error: string } {
  * @example
  * scheduleToConfig(parseSchedule({ cron: '0  0 * * 1' }) as Schedule) // { cron: '0 0 * * 1' }
  */
-export function scheduleToConfig(schedule: Schedule): { every: string } | { cron: string } | null {
+export function scheduleToConfig(schedule: Schedule): CycleConfig {
   switch (schedule.kind) {
     case 'never':
       return null
     case 'every':
       return { every: schedule.every }
     case 'cron':
-      return { cron: schedule.cron }
+      return schedule.timeZone === null
+        ? { cron: schedule.cron }
+        : { cron: schedule.cron, timeZone: schedule.timeZone }
   }
 }
 
@@ -142,7 +194,7 @@ const FIELDS: readonly FieldSpec[] = [
 /** Longest day-of-month in each month (February counts its leap day). */
 const MONTH_MAX_DAYS = [0, 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31]
 
-function parseCron(value: unknown): CronSchedule | { error: string } {
+function parseCron(value: unknown, timeZone: string | null): CronSchedule | { error: string } {
   if (typeof value !== 'string') return { error: 'cron must be a string such as "0 0 * * 1"' }
   if (value.length > 200) return { error: 'cron is too long' }
   const text = value.trim()
@@ -191,6 +243,7 @@ function parseCron(value: unknown): CronSchedule | { error: string } {
     dayOfWeek,
     dayOfMonthStar,
     dayOfWeekStar,
+    timeZone,
   }
 }
 
@@ -265,7 +318,7 @@ export function nextBoundary(schedule: Schedule, t: number): number | null {
       next = (Math.floor(t / schedule.periodMs) + 1) * schedule.periodMs
       break
     case 'cron':
-      next = nextCron(schedule, t)
+      next = schedule.timeZone === null ? nextCron(schedule, t) : nextZonedCron(schedule, t)
       break
   }
   return next !== null && next <= MAX_TIME ? next : null
@@ -287,7 +340,8 @@ export function previousBoundary(schedule: Schedule, t: number): number | null {
       previous = Math.floor(t / schedule.periodMs) * schedule.periodMs
       break
     case 'cron':
-      previous = previousCron(schedule, t)
+      previous =
+        schedule.timeZone === null ? previousCron(schedule, t) : previousZonedCron(schedule, t)
       break
   }
   return previous !== null && previous >= -MAX_TIME ? previous : null
@@ -301,6 +355,30 @@ export function previousBoundary(schedule: Schedule, t: number): number | null {
  */
 export function cycleWindow(schedule: Schedule, t: number): CycleWindow {
   return { startsAt: previousBoundary(schedule, t), endsAt: nextBoundary(schedule, t) }
+}
+
+/*
+ * A zoned expression's boundaries are the instants its zone's wall clock first reaches each
+ * reading the expression names (firstReaching, which never goes back as the reading goes on). So
+ * the first boundary after `t` is that of the first named reading past the latest the clock has
+ * shown by `t`, and the last boundary at or before `t` that of the last named reading at or
+ * before it. The readings are found by the UTC search, run on wall-clock times.
+ */
+
+function nextZonedCron(cron: CronSchedule, t: number): number | null {
+  if (t >= ZONE_TIME_LIMIT || t < -ZONE_TIME_LIMIT) return null
+  const clock = ZoneClock.of(cron.timeZone as string)
+  const reading = nextCron(cron, clock.latestReading(t))
+  if (reading === null || reading >= ZONE_TIME_LIMIT) return null
+  return clock.firstReaching(reading)
+}
+
+function previousZonedCron(cron: CronSchedule, t: number): number | null {
+  if (t < -ZONE_TIME_LIMIT || t >= ZONE_TIME_LIMIT) return null
+  const clock = ZoneClock.of(cron.timeZone as string)
+  const reading = previousCron(cron, clock.latestReading(t))
+  if (reading === null || reading < -ZONE_TIME_LIMIT) return null
+  return clock.firstReaching(reading)
 }
 
 /** Membership tables, built once per schedule object. */

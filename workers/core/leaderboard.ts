@@ -3,6 +3,7 @@
  * reward a rank earns, and how configuration changes apply to a live board.
  */
 import type { SortOrder } from './rank-index.ts'
+import type { CycleConfig } from './cycle.ts'
 
 /**
  * How long a board remembers an idempotency key (and its first answer): a retry within it is a
@@ -23,7 +24,7 @@ export interface LeaderboardConfig {
   name: string | null
   sortOrder: SortOrder
   operator: Operator
-  cycle: { every: string } | { cron: string } | null
+  cycle: CycleConfig
   scoreMin: number
   scoreMax: number
   subscoreMin: number

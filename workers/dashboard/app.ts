@@ -250,7 +250,8 @@ export const DASHBOARD_JS = String.raw`
 
   function schedule(s) {
     if (!s) return 'no cycles'
-    return s.every ? 'every ' + s.every : 'cron ' + s.cron
+    if (s.every) return 'every ' + s.every
+    return 'cron ' + s.cron + (s.timeZone ? ' (' + s.timeZone + ')' : ' (UTC)')
   }
 
   // An archive under way, or failing: only the board knows of one that has not yet written a page.

@@ -1,4 +1,5 @@
 import { z } from '@hono/zod-openapi'
+import { normalisedCycle } from '../core/cycle.ts'
 import { NOT_STORABLE_REASON, storableText } from '../core/rules/json.ts'
 import {
   MATCH_WIN,
@@ -214,6 +215,8 @@ adminLeaderboards.openapi(putRoute, async (c) => {
   // they existed, and compares unchanged.
   const config: LeaderboardConfig = {
     ...body,
+    // As the schedule reads it: single spaces in a cron, a zone in the case the runtime spells it.
+    cycle: normalisedCycle(body.cycle),
     maxEntries: maxEntriesOrDefault(body),
     ...(paused === true ? { paused: true as const } : {}),
     ...(serverScoresOnly === true ? { serverScoresOnly: true as const } : {}),

@@ -63,6 +63,7 @@ const Cycle = z
   .union([
     z.object({ every: z.string().max(16) }).strict(),
     z.object({ cron: z.string().max(128) }).strict(),
+    z.object({ cron: z.string().max(128), timeZone: z.string().max(64) }).strict(),
     z.null(),
   ])
   .superRefine((v, ctx) => {
@@ -71,7 +72,12 @@ const Cycle = z
   })
   .openapi({
     example: { every: '5m' },
-    description: '{"every":"5m"} | {"cron":"0 0 * * 1"} (UTC) | null',
+    description:
+      '{"every":"5m"} (fixed periods from 1970-01-01T00:00Z) | {"cron":"0 0 * * 1"} (UTC) | ' +
+      '{"cron":"0 0 * * 1","timeZone":"Europe/Berlin"} (read on that IANA zone’s wall clock: a time ' +
+      'a clock set forward skips turns at the change, a time a clock set back repeats turns the ' +
+      'first time; the zone answered as written, in the case the runtime spells it) | null (one cycle ' +
+      'that never ends)',
   })
 
 const MaxEntries = z

@@ -2457,12 +2457,15 @@ export class GameSession extends DurableObject<Env> {
       }
       case 'retain': {
         // Neon keeps what a late create is answered from; the object then keeps nothing.
-        const logRecords = one<{ n: number }>(this.sql, `SELECT count(*) AS n FROM log`)!.n
+        const lastSeq = one<{ n: number }>(
+          this.sql,
+          `SELECT coalesce(max(seq), 0) AS n FROM log`,
+        )!.n
         const kept = await this.store.keepSetup(
           setup.sessionId,
           this.setupHash!,
           { seed: setup.seed, options: setup.options ?? null, madeAt: this.madeAt },
-          logRecords,
+          lastSeq,
         )
         if (!kept) {
           // Neon lacks what this object wrote of the game (restored to a point before it): the
@@ -2471,7 +2474,7 @@ export class GameSession extends DurableObject<Env> {
           // pages Neon has change nothing), and only then cleared, a retention period later.
           log('warn', 'ended game missing from Neon (restored?); recording it again', {
             actor: this.actor,
-            logRecords,
+            lastSeq,
           })
           this.advance('end', 'record', { cursor: 0 })
           return

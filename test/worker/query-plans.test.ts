@@ -10,7 +10,7 @@ import {
   RECENT_ERASURES_AFTER,
 } from '../../workers/players/erasure.ts'
 import { PRUNE_OLD_PARTY_TICKETS, STALE_PARTY_TICKETS } from '../../workers/parties/store.ts'
-import { sessionListQuery, type SessionListing } from '../../workers/sessions/store.ts'
+import { KEEP_SETUP, sessionListQuery, type SessionListing } from '../../workers/sessions/store.ts'
 import { pg } from './helpers/boards.ts'
 
 /**
@@ -53,6 +53,13 @@ describe('query plans on tables that grow', () => {
     expect(plan).toContain('leaderboard_archive_rank_idx')
     expect(plan).toContain('Backward')
     expect(plan).not.toContain('"Node Type":"Aggregate"')
+  })
+
+  it("a game's object, before it clears itself, finds its log's last record in Neon by the log's key, not by counting the log", async () => {
+    const plan = await planOf(KEEP_SETUP, ['plan-session', 'hash', '{}', 500_000])
+    expect(plan).toContain('session_logs_session_id_seq_pk')
+    expect(plan).not.toContain('"Node Type":"Aggregate"')
+    expect(plan).not.toContain('Seq Scan')
   })
 
   it("the cron's prune of old party notes finds them by an index on their time", async () => {

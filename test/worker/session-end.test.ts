@@ -1617,6 +1617,32 @@ describe('the end of a game', () => {
     })
   }
 
+  it("a game whose log's last records Neon lost to a restore (its result kept) archives them again before its object is cleared", async () => {
+    const game = await playGame({
+      before: (sessionId) =>
+        inObject(sessionId, (inst) => {
+          inst.store = new NeonSessionStore(env)
+        }),
+    })
+    expect(
+      await inObject(game.sessionId, (inst) => inst.runEndWork({ force: true })),
+    ).toMatchObject({ stage: 'retain' })
+    const sql = pg()
+    const seqs = async () =>
+      (
+        await sql`select seq from session_logs where session_id = ${game.sessionId} order by seq`
+      ).map((r) => Number(r.seq))
+    const archived = await seqs()
+    expect(archived.length).toBeGreaterThan(1)
+    // Restored to a point between the log's pages: the result and the first records are there.
+    await sql`delete from session_logs where session_id = ${game.sessionId}
+                and seq = ${archived[archived.length - 1]!}`
+    expect((await clearAfterRetention(game.sessionId))?.stage).toBe('retain')
+    expect(await seqs()).toEqual(archived)
+    expect((await resultRows(game.sessionId)).map((r) => r.result)).toEqual([game.result])
+    expect((await clearAfterRetention(game.sessionId))?.stage).toBe('done')
+  })
+
   it('a keyed admin create sent again after its session was played and cleared: the same session (200) from Neon, and another body under the key is 422', async () => {
     const players = playerIds(2)
     const body = { rules: 'dice-race', roster: players.map((playerId) => ({ playerId })) }

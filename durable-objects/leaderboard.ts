@@ -253,6 +253,14 @@ const storageBytes = gauge(
 )
 /** A board past this logs a warning as it reports: its storage nears the object's 10 GB. */
 const STORAGE_WARN_BYTES = 8 * 1024 ** 3
+/**
+ * Past this a board takes no new players (503, Retry-After): its entries' budget holds two cycles
+ * (ENTRIES_STORAGE_BUDGET_BYTES), but each close waiting on Neon keeps its cycle's rows until
+ * archived, so a Neon outage over several boundaries can fill the object's 10 GB, and a full
+ * object refuses every write, the archive's progress and its deletes included. What is left
+ * here goes to the players ranked already and to the archive once Neon is back.
+ */
+export const NEW_PLAYERS_STORAGE_LIMIT_BYTES = 9_000_000_000
 /** A board taking submissions reports its storage this often at most (and at each alarm). */
 const STORAGE_REPORT_MS = 60_000
 const closeDuration = histogram(
@@ -424,6 +432,26 @@ function refuse(
 /** Thrown in an import's transaction to roll it back: the batch would pass `maxEntries`. */
 class BoardFull extends Error {}
 
+/** Thrown in an import's transaction to roll it back: new players past the storage limit. */
+class StorageFull extends Error {
+  readonly bytes: number
+  constructor(bytes: number) {
+    super('storage nearly full')
+    this.bytes = bytes
+  }
+}
+
+function storageFull(bytes: number): BoardProblem {
+  return refuse(
+    'unavailable',
+    `This board's storage is nearly full (${bytes} bytes), most likely with closed cycles waiting ` +
+      'for Neon to archive them: players ranked already still submit; new players can enter once ' +
+      'the archive has caught up',
+    { retryAfter: 60 },
+    { 'retry-after': '60' },
+  )
+}
+
 function boardFull(maxEntries: number): BoardProblem {
   return refuse(
     'conflict',
@@ -509,6 +537,8 @@ export class Leaderboard extends DurableObject<Env> {
   private banCount = 0
   /** MAX_BANS; tests lower it. */
   maxBans = MAX_BANS
+  /** NEW_PLAYERS_STORAGE_LIMIT_BYTES; tests lower it. */
+  newPlayersStorageLimit = NEW_PLAYERS_STORAGE_LIMIT_BYTES
   /**
    * Players erased within a token's lifetime; a player's submission looks its token up against
    * them only while there is one (`tokenPredatesErasure`).
@@ -1377,6 +1407,10 @@ export class Leaderboard extends DurableObject<Env> {
     const cur = this.current!
     const previous = this.standingOf(input.playerId)
     if (!previous && this.index.size >= config.maxEntries) return boardFull(config.maxEntries)
+    if (!previous) {
+      const bytes = this.ctx.storage.sql.databaseSize
+      if (bytes >= this.newPlayersStorageLimit) return storageFull(bytes)
+    }
     const outcome = applySubmission(cur.operator, cur.sortOrder, previous, {
       score: input.score,
       subscore: input.subscore,
@@ -1596,6 +1630,9 @@ export class Leaderboard extends DurableObject<Env> {
         // Rolls the batch back: it is taken whole or not at all.
         // Players ranked already are not held to it (a limit lowered below the cycle's count).
         if (newPlayers > 0 && index.size + newPlayers > config.maxEntries) throw new BoardFull()
+        if (newPlayers > 0 && this.ctx.storage.sql.databaseSize >= this.newPlayersStorageLimit) {
+          throw new StorageFull(this.ctx.storage.sql.databaseSize)
+        }
         result = {
           cycle: cur.cycle,
           imported: changed.length + metadataOnly,
@@ -1608,6 +1645,7 @@ export class Leaderboard extends DurableObject<Env> {
       })
     } catch (err) {
       if (err instanceof BoardFull) return boardFull(config.maxEntries)
+      if (err instanceof StorageFull) return storageFull(err.bytes)
       throw err
     }
     this.seq = seq

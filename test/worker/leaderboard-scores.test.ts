@@ -636,6 +636,35 @@ describe('a cycle full of players (maxEntries)', () => {
     expect((await submitFor(b, 'a', { score: 1 })).status).toBe(409)
   })
 
+  it('a board whose storage nears the object limit (closes waiting on Neon keep their cycles) refuses new players with 503 and Retry-After, submitted or imported, changing nothing; ranked players still submit', async () => {
+    const b = await createBoard({})
+    expect((await submitFor(b, 'a', { score: 1 })).status).toBe(200)
+    const setLimit = (bytes: number) =>
+      runInDurableObject(env.LEADERBOARD.getByName(b), (inst: Leaderboard) => {
+        inst.newPlayersStorageLimit = bytes
+      })
+    // The object's own size, whatever it is, passes a limit of one byte.
+    await setLimit(1)
+    const refused = await submitFor(b, 'new', { score: 5 }, 'storage-1')
+    expect(refused.headers.get('retry-after')).toBe('60')
+    expect(await problem(refused)).toMatchObject({
+      status: 503,
+      type: 'urn:nexus:problem:unavailable',
+    })
+    const imported = await call(
+      `/v1/admin/leaderboards/${b}/entries`,
+      json('POST', { entries: [{ playerId: 'imported', score: 3 }] }, ADMIN_KEY),
+    )
+    expect(await problem(imported)).toMatchObject({ status: 503 })
+    expect((await submitFor(b, 'a', { score: 7 }, 'storage-2')).status).toBe(200)
+    expect((await top(b)).entries.map((e) => [e.playerId, e.score])).toEqual([['a', 7]])
+    // With room again (the archive caught up), the same retry enters: the refusal kept nothing.
+    await setLimit(Number.MAX_SAFE_INTEGER)
+    const retried = await submitFor(b, 'new', { score: 5 }, 'storage-1')
+    expect(retried.status).toBe(200)
+    expect(((await retried.json()) as { replayed: boolean }).replayed).toBe(false)
+  })
+
   it('an import that would pass the limit is refused whole; one that fills it exactly, or moves players already in, is taken', async () => {
     const b = await createBoard({ maxEntries: 4 })
     const importing = (entries: unknown[]) =>

@@ -225,9 +225,10 @@ export async function pushLostConfigs(
 /**
  * Lost pushes a run tries at most: boards (each push up to four subrequests: two calls on the
  * board, two Neon queries), and queues (a call on each region's pool, up to 16, and Neon). With
- * the boards' ticks (MAX_BOARD_TICKS) they stay within the run's 10,000 subrequests, which its
- * later jobs need too: after a deploy lost thousands of pushes, every minute's run takes the
- * next ones.
+ * the boards' ticks (MAX_BOARD_TICKS: 4,000), these (2,000 and 1,700) and the stale party
+ * tickets' (RETRY_MAX_CALLS: 1,500) a run stays under its 10,000 subrequests, with some hundreds
+ * left for its pages and prunes: after a deploy lost thousands of pushes, every minute's run
+ * takes the next ones.
  */
 const MAX_CONFIG_PUSHES = 500
 const MAX_QUEUE_PUSHES = 100

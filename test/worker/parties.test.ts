@@ -1354,6 +1354,28 @@ describe('queueing as a party over HTTP', () => {
     ).toHaveLength(0)
   })
 
+  it('a cron run spends at most its count of calls on stale notes (its subrequests are bounded): the notes left wait for the next run', async () => {
+    const q = await createQueue({ teamSize: 3, maxPartySize: 3 })
+    await rig(q, newClock())
+    const [low, high] = [await joinFor(q, `${q}-low`), await joinFor(q, `${q}-high`)]
+    const lowParty = `10000000-0000-4000-8000-${crypto.randomUUID().slice(-12)}`
+    // Past every party id but this one (other files' notes included), where the run starts.
+    const start = 'ffffffff-ffff-4fff-8fff-'
+    const highParty = `${start}${crypto.randomUUID().slice(-12)}`
+    const sql = pg()
+    await sql`insert into party_tickets (party_id, ticket_id) values (${lowParty}, ${low.ticketId}), (${highParty}, ${high.ticketId})`
+    // The prune and a page's read leave one call: too few for a party's cancel and forget.
+    expect(await retryStalePartyTickets(env, { from: start, maxCalls: 3 })).toBe(0)
+    expect((await ticketOf(high.ticketId)).status).toBe('waiting')
+    // One call more: the party after the start, and no other.
+    expect(await retryStalePartyTickets(env, { from: start, maxCalls: 4 })).toBe(1)
+    expect((await ticketOf(high.ticketId)).status).toBe('cancelled')
+    expect((await ticketOf(low.ticketId)).status).toBe('waiting')
+    expect(await sql`select 1 from party_tickets where party_id = ${lowParty}`).toHaveLength(1)
+    expect(await retryStalePartyTickets(env, { from: start })).toBeGreaterThanOrEqual(1)
+    expect((await ticketOf(low.ticketId)).status).toBe('cancelled')
+  })
+
   it('a note racing a membership change waits for it and is refused: the change and the note are ordered by the party lock', async () => {
     const [a, b, c] = await players(3)
     const party = await formParty([a!, b!, c!])

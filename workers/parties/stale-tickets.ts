@@ -88,6 +88,12 @@ const RETRY_PAGE = 100
  * run must not still be at it when the next minute's begins.
  */
 const RETRY_BUDGET_MS = 40_000
+/**
+ * Subrequests one cron run spends on them (a pool call per ticket, a Neon write per party, a read
+ * per page): what the run's other jobs leave of its 10,000 (workers/scheduled.ts), since the
+ * time budget alone let a backlog of quick cancels take thousands and starve the jobs after it.
+ */
+const RETRY_MAX_CALLS = 1_500
 
 type NoteKey = { partyId: string; ticketId: string }
 
@@ -96,15 +102,16 @@ type NoteKey = { partyId: string; ticketId: string }
  * (their pool could not be reached at the change), so a party's old roster never stays queued
  * until the next change. A run walks the stale notes a page at a time, each page's parties side
  * by side, from a random party round to it again, until it has seen them all or spent
- * RETRY_BUDGET_MS (no party's cancel begins after it). A pool that fails a cancel is not asked
+ * RETRY_BUDGET_MS or RETRY_MAX_CALLS (no party's cancel begins after either). A pool that fails a cancel is not asked
  * again in the run: notes whose pool stays down (or hangs, POOL_CALL_MS a call) hold up no
  * others, within a run or across runs. Returns how many were cancelled.
  */
 export async function retryStalePartyTickets(
   env: Env,
-  opts: { budgetMs?: number; from?: string } = {},
+  opts: { budgetMs?: number; maxCalls?: number; from?: string } = {},
 ): Promise<number> {
   const deadline = Date.now() + (opts.budgetMs ?? RETRY_BUDGET_MS)
+  const calls = { left: (opts.maxCalls ?? RETRY_MAX_CALLS) - 1 }
   const from = opts.from ?? crypto.randomUUID()
   await pruneOldPartyTickets(env)
   let cancelled = 0
@@ -114,10 +121,11 @@ export async function retryStalePartyTickets(
   // Two legs: from `from` to the last note, then from the first note up to `from`.
   for (const leg of [{ partyId: from, ticketId: '' }, null]) {
     for (let after: NoteKey | null = leg; ;) {
-      if (Date.now() > deadline) return cancelled
+      if (Date.now() > deadline || calls.left <= 0) return cancelled
+      calls.left--
       const page = await stalePartyTickets(env, after, RETRY_PAGE)
       const mine = leg === null ? page.filter((n) => n.partyId < from) : page
-      cancelled += await cancelPage(env, mine, deadline, unreachable)
+      cancelled += await cancelPage(env, mine, deadline, calls, unreachable)
       if (page.length < RETRY_PAGE || mine.length < page.length) break
       after = page[page.length - 1]!
     }
@@ -127,12 +135,14 @@ export async function retryStalePartyTickets(
 
 /**
  * Cancels a page of stale notes, its parties side by side; returns how many were cancelled.
- * Parties not begun by `deadline`, and tickets of pools in `unreachable`, are left noted.
+ * Parties not begun by `deadline` or within the calls left, and tickets of pools in
+ * `unreachable`, are left noted.
  */
 async function cancelPage(
   env: Env,
   notes: NoteKey[],
   deadline: number,
+  calls: { left: number },
   unreachable: Set<string>,
 ): Promise<number> {
   const byParty = new Map<string, string[]>()
@@ -145,6 +155,10 @@ async function cancelPage(
   const done = await settleAtMost([...byParty], OPEN_CONNECTIONS, ([partyId, tickets]) => {
     if (Date.now() > deadline) return Promise.resolve([])
     const reachable = tickets.filter((t) => !unreachable.has(poolKeyOf(t)))
+    // A call on each ticket's pool, and the Neon write that forgets the notes.
+    const cost = reachable.length === 0 ? 0 : reachable.length + 1
+    if (calls.left < cost) return Promise.resolve([])
+    calls.left -= cost
     return cancelStaleTickets(env, partyId, reachable, { by: 'cron' }, unreachable)
   })
   const failed = done.find((d) => d.status === 'rejected')

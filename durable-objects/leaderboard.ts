@@ -1141,6 +1141,26 @@ export class Leaderboard extends DurableObject<Env> {
   private rollover(now: number): boolean {
     const cur = this.current
     if (!cur || cur.endsAt === null || now < cur.endsAt) return false
+    // No boundary since the cycle began: its stored end was worked out under clock rules its
+    // zone has changed since (a country moving its clocks at short notice, the runtime's copy of
+    // the IANA database updated). It runs on to the boundary the rules name now, rather than end
+    // early and start one reaching back over itself.
+    const boundary = previousBoundary(this.schedule!, now)
+    if (boundary !== null && boundary <= cur.startsAt) {
+      this.current = { ...cur, endsAt: nextBoundary(this.schedule!, now) }
+      try {
+        this.saveCurrent()
+      } catch (err) {
+        this.current = cur
+        throw err
+      }
+      log('warn', "cycle's end moved: its zone's clock rules changed", {
+        actor: this.actor,
+        cycle: cur.cycle,
+        endsAt: this.current.endsAt,
+      })
+      return true
+    }
     if (this.entryCount() === 0) this.carryEmpty(now)
     else this.freeze(now, cur.endsAt, 'schedule')
     return true
@@ -1262,9 +1282,11 @@ export class Leaderboard extends DurableObject<Env> {
         reason,
         firstAttempt,
       )
+      // Never before the closed cycle's end: where a zone's new clock rules put a boundary
+      // earlier than the stored end, the next cycle starts at that end, not over the last hour.
       this.current = this.cycleFrom(
         cur.cycle + 1,
-        reason === 'manual' ? now : (previousBoundary(schedule, now) ?? now),
+        reason === 'manual' ? now : Math.max(previousBoundary(schedule, now) ?? now, endsAt),
         now,
       )
       this.saveCurrent()

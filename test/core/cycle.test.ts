@@ -82,6 +82,11 @@ describe('parseSchedule', () => {
       timeZone: 'America/New_York',
     })
     expect(parseSchedule({ cron: '0 0 * * *', timeZone: 'utc' })).toMatchObject({ timeZone: 'UTC' })
+    // IANA's names without an area, zones and links, are names all the same.
+    expect(parseSchedule({ cron: '0 0 * * *', timeZone: 'EST5EDT' })).toMatchObject({
+      timeZone: 'EST5EDT',
+    })
+    expect(parseSchedule({ cron: '0 0 * * *', timeZone: 'GB' })).toMatchObject({ timeZone: 'GB' })
     expect(parseSchedule({ cron: '0 0 * * *', timeZone: 'europe/BERLIN' })).toMatchObject({
       timeZone: 'Europe/Berlin',
     })
@@ -135,6 +140,10 @@ describe('parseSchedule', () => {
     ['a long string', { cron: `${'1,'.repeat(150)}1 * * * *` }, /too long/],
     ['an unknown zone', { cron: '0 0 * * *', timeZone: 'Mars/Base' }, /not a time zone/],
     ['a zone as an offset', { cron: '0 0 * * *', timeZone: '+05:30 GMT' }, /not a time zone/],
+    // ICU's legacy names, not IANA's: to it BST is Asia/Dhaka, IST Asia/Kolkata.
+    ['a legacy ICU name', { cron: '0 0 * * *', timeZone: 'BST' }, /not a time zone/],
+    ['another legacy ICU name', { cron: '0 0 * * *', timeZone: 'ist' }, /not a time zone/],
+    ['a System V name', { cron: '0 0 * * *', timeZone: 'SystemV/AST4' }, /not a time zone/],
     ['an empty zone', { cron: '0 0 * * *', timeZone: '' }, /IANA time zone name/],
     ['a zone number', { cron: '0 0 * * *', timeZone: 1 }, /IANA time zone name/],
     ['a null zone', { cron: '0 0 * * *', timeZone: null }, /IANA time zone name/],

@@ -576,6 +576,69 @@ describe('leaderboard configuration', () => {
     expect(row?.cycle).toEqual(stored)
   })
 
+  it("a cycle whose stored end its schedule no longer names (its zone's clock rules changed since it began) runs on to the boundary named now; where they end it earlier, the next cycle starts at the stored end", async () => {
+    const HOUR = 3_600_000
+    const id = await createBoard({ cycle: { cron: '0 * * * *' } })
+    expect((await submitFor(id, 'p', { score: 1 })).status).toBe(200)
+    type Window = { cycle: number; startsAt: number; endsAt: number }
+    const board = env.LEADERBOARD.getByName(id)
+    /** Stores the current cycle's end as other rules worked it out, and sets the board's clock. */
+    const storeEnd = (endsAt: (w: Window) => number, at: (w: Window) => number) =>
+      runInDurableObject(board, (inst: Leaderboard) => {
+        const b = inst as unknown as { current: Window; saveCurrent(): void }
+        b.current = { ...b.current, endsAt: endsAt(b.current) }
+        b.saveCurrent()
+        const t = at(b.current)
+        inst.now = () => t
+        return { ...b.current }
+      })
+    const current = () =>
+      runInDurableObject(board, async (inst: Leaderboard) => {
+        const info = await inst.info(id)
+        if ('ok' in info) throw new Error(info.detail)
+        return info.cycle as Window
+      })
+    const closeOf = (cycle: number) =>
+      runInDurableObject(board, (_i: Leaderboard, state) =>
+        state.storage.sql
+          .exec<{
+            starts_at: number
+            ends_at: number
+          }>(`SELECT starts_at, ends_at FROM closes WHERE cycle = ?`, cycle)
+          .toArray(),
+      )
+
+    // Rules that put the hour later: the stored end, half past, comes before any boundary since
+    // the cycle began. The cycle runs on to the hour, and nothing is closed.
+    const first = await storeEnd(
+      (w) => w.startsAt + HOUR / 2,
+      (w) => w.endsAt + 1000,
+    )
+    expect((await submitFor(id, 'p', { score: 2 })).status).toBe(200)
+    expect(await current()).toMatchObject({
+      cycle: first.cycle,
+      startsAt: first.startsAt,
+      endsAt: first.startsAt + HOUR,
+    })
+    expect(await closeOf(first.cycle)).toEqual([])
+
+    // Rules that put the hour earlier: the stored end, half past the next hour, comes after a
+    // boundary. The cycle ends at its stored end, and the next starts there, not back at the hour.
+    await storeEnd(
+      (w) => w.startsAt + HOUR + HOUR / 2,
+      (w) => w.endsAt + 1000,
+    )
+    expect((await submitFor(id, 'p', { score: 3 })).status).toBe(200)
+    expect(await closeOf(first.cycle)).toEqual([
+      { starts_at: first.startsAt, ends_at: first.startsAt + HOUR + HOUR / 2 },
+    ])
+    expect(await current()).toMatchObject({
+      cycle: first.cycle + 1,
+      startsAt: first.startsAt + HOUR + HOUR / 2,
+      endsAt: first.startsAt + 2 * HOUR,
+    })
+  })
+
   it('the cron counts only boards it had to nudge, not every board whose boundary is recent', async () => {
     // A boundary passing between the runs would give the cron a board to nudge.
     await clearOfMinuteTurn(5_000)

@@ -112,7 +112,10 @@ function parseTimeZone(value: unknown): string | { error: string } {
     }
   }
   const zone = timeZoneName(value)
-  if (zone === null) return { error: `timeZone: "${value}" is not a time zone this runtime knows` }
+  if (zone === null)
+    return {
+      error: `timeZone: "${value}" is not a time zone this runtime knows by its IANA name (such as "Europe/London")`,
+    }
   return zone
 }
 

@@ -32,23 +32,96 @@ interface Change {
 const OFFSET_TEXT = /^GMT(?:([+-])(\d{1,2})(?::(\d{2}))?(?::(\d{2}))?)?$/
 
 /**
+ * IANA's names without an area (zones and links, lower case). ICU takes other names too, its
+ * legacy ones, most of which mean another place than the letters suggest (`BST` is Asia/Dhaka
+ * to it, `IST` Asia/Kolkata, `CST` America/Chicago), and ECMA-402 now asks engines to refuse.
+ */
+const IANA_NAMES_WITHOUT_AREA = new Set(
+  [
+    'CET',
+    'CST6CDT',
+    'Cuba',
+    'EET',
+    'EST',
+    'EST5EDT',
+    'Egypt',
+    'Eire',
+    'GB',
+    'GB-Eire',
+    'GMT',
+    'GMT+0',
+    'GMT-0',
+    'GMT0',
+    'Greenwich',
+    'HST',
+    'Hongkong',
+    'Iceland',
+    'Iran',
+    'Israel',
+    'Jamaica',
+    'Japan',
+    'Kwajalein',
+    'Libya',
+    'MET',
+    'MST',
+    'MST7MDT',
+    'NZ',
+    'NZ-CHAT',
+    'Navajo',
+    'PRC',
+    'PST8PDT',
+    'Poland',
+    'Portugal',
+    'ROC',
+    'ROK',
+    'Singapore',
+    'Turkey',
+    'UCT',
+    'UTC',
+    'Universal',
+    'W-SU',
+    'WET',
+    'Zulu',
+  ].map((n) => n.toLowerCase()),
+)
+
+/** Names looked up already: the cron parses every board's schedule each minute. */
+const knownNames = new Map<string, string | null>()
+
+/**
  * The zone's name as written, spelt as the runtime spells it where the two differ only in case;
- * null when the runtime does not know the zone. Links keep the name written: ICU answers
+ * null when it is not an IANA name the runtime knows. Links keep the name written: ICU answers
  * `Asia/Kolkata` with its older `Asia/Calcutta`, which a studio did not write.
  *
  * @example
  * timeZoneName('europe/berlin') // 'Europe/Berlin'
  * timeZoneName('Asia/Kolkata')  // 'Asia/Kolkata'
+ * timeZoneName('BST')           // null (ICU's legacy name for Asia/Dhaka, not IANA's)
  * timeZoneName('Mars/Base')     // null
  */
 export function timeZoneName(name: string): string | null {
+  let known = knownNames.get(name)
+  if (known === undefined) {
+    known = lookUpTimeZone(name)
+    if (knownNames.size >= 1000) knownNames.clear()
+    knownNames.set(name, known)
+  }
+  return known
+}
+
+function lookUpTimeZone(name: string): string | null {
+  const lower = name.toLowerCase()
+  const iana = lower.includes('/')
+    ? !lower.startsWith('systemv/')
+    : IANA_NAMES_WITHOUT_AREA.has(lower)
+  if (!iana) return null
   let resolved: string
   try {
     resolved = new Intl.DateTimeFormat('en-US', { timeZone: name }).resolvedOptions().timeZone
   } catch {
     return null
   }
-  return resolved.toLowerCase() === name.toLowerCase() ? resolved : name
+  return resolved.toLowerCase() === lower ? resolved : name
 }
 
 export class ZoneClock {

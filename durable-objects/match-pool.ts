@@ -2709,7 +2709,7 @@ export class MatchPool extends DurableObject<Env> {
             msg.attributes ?? null,
             msg.joinKey,
           )
-          if (keyed && !keyed.ok) return this.sendError(ws, 'invalid', keyed.detail)
+          if (keyed && !keyed.ok) return this.sendError(ws, 'key_reused', keyed.detail)
           // Answered from the ticket as an `attach` is, before any party read: a client sending
           // it again and again (a loop, many sockets) would cost Neon a read each time, past
           // every allowance (a join sent again takes none).
@@ -2814,7 +2814,9 @@ export class MatchPool extends DurableObject<Env> {
           const code =
             entered.problem === 'conflict' || entered.problem === 'unavailable'
               ? entered.problem
-              : 'invalid'
+              : entered.problem === 'idempotency-key-reused'
+                ? 'key_reused'
+                : 'invalid'
           return this.sendError(ws, code, entered.detail)
         }
         const row = entered.row

@@ -1035,7 +1035,9 @@ export class MatchTicket extends Emitter<TicketEvents> {
                   ? (['rate-limited', 429] as const)
                   : msg.code === 'invalid'
                     ? (['validation', 422] as const)
-                    : (['bad-request', 400] as const)
+                    : msg.code === 'key_reused'
+                      ? (['idempotency-key-reused', 422] as const)
+                      : (['bad-request', 400] as const)
         this.fail(
           new NexusProblem({
             type: `urn:nexus:problem:${problem}`,

@@ -2898,6 +2898,31 @@ describe('matchmaking refusals and network loss', () => {
     expect((err as NexusProblem).status).toBe(422)
   })
 
+  it("a socket join whose key another join used is refused as HTTP's: 422 idempotency-key-reused", async () => {
+    const client = createClient({
+      baseUrl: 'http://nexus.test',
+      fetch: guestFetch(() => jsonRes(200, {})),
+      WebSocket: () =>
+        scriptedSocket(
+          (socket) => socket.open(),
+          (frame, socket) => {
+            if (frame.type === 'join')
+              socket.receive({
+                type: 'error',
+                code: 'key_reused',
+                message: 'This join key was used for a different join',
+              })
+          },
+        ),
+    })
+    await client.auth.guest('device-abcdef-123456')
+    const t = client.matchmaking.join('squads', { attributes: { mode: 'x' } })
+    const err = await t.matched.catch((e: unknown) => e)
+    expect(err).toBeInstanceOf(NexusProblem)
+    expect((err as NexusProblem).problem).toBe('idempotency-key-reused')
+    expect((err as NexusProblem).status).toBe(422)
+  })
+
   it('a region the queue does not have, over `transport: websocket`, rejects with validation 422, not a network error', async () => {
     // The socket route refuses the upgrade with 422 (region not in the queue); the SDK's check
     // reads the queue without the region and sees 200.

@@ -1399,7 +1399,7 @@ describe('sockets: disconnect, reconnect, expiry', () => {
     // The same key for another join is refused on a socket too.
     const third = await connect(`/v1/matchmaking/${q}`, g.token)
     third.send(JSON.stringify({ type: 'join', joinKey: 'join-7', attributes: { mode: 'x' } }))
-    expect((await nextOfType<ErrorFrame>(third, 'error')).code).toBe('invalid')
+    expect((await nextOfType<ErrorFrame>(third, 'error')).code).toBe('key_reused')
     expect(await waitingCount(q)).toBe(0)
     third.close(1000)
   })

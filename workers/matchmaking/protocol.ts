@@ -117,7 +117,8 @@ export type ServerMessage =
 
 /**
  * Error frame codes: `too_large` and `malformed` (not JSON), `unknown_type`, `invalid` (a known
- * type with bad fields), `party_forbidden`, `not_queued` (cancel without a waiting ticket, or
+ * type with bad fields), `key_reused` (a `joinKey` a join of other fields used, as HTTP's 422
+ * `idempotency-key-reused`), `party_forbidden`, `not_queued` (cancel without a waiting ticket, or
  * attach to a ticket this pool does not hold for the player),
  * `conflict` (a party member already waits), `unavailable` (the queue changed under the socket,
  * or the party could not be read: try again), `rate_limited` (too many frames, or too many waiting
@@ -130,6 +131,7 @@ export type ErrorCode =
   | 'malformed'
   | 'unknown_type'
   | 'invalid'
+  | 'key_reused'
   | 'party_forbidden'
   | 'not_queued'
   | 'conflict'

@@ -14,6 +14,7 @@ import {
   LATE_ARCHIVE_SPREAD_MS,
   IDEMPOTENCY_TTL_MS,
   lastRewardedRank,
+  MATCH_WIN_KEY_PREFIX,
   rewardFor,
   type CycleRules,
   type LeaderboardConfig,
@@ -444,10 +445,10 @@ class StorageFull extends Error {
 function storageFull(bytes: number): BoardProblem {
   return refuse(
     'unavailable',
-    `This board's storage is nearly full (${bytes} bytes), most likely with closed cycles waiting ` +
-      'for Neon to archive them: players ranked already still submit; new players can enter once ' +
-      'the archive has caught up',
-    { retryAfter: 60 },
+    `This board's storage is nearly full (${bytes} bytes of the object's 10 GB): players ranked ` +
+      'in the current cycle still submit; others can enter once closed cycles are archived and ' +
+      'deleted or idempotency records expire',
+    { retryAfter: 60, storageFull: true },
     { 'retry-after': '60' },
   )
 }
@@ -1141,28 +1142,39 @@ export class Leaderboard extends DurableObject<Env> {
   private rollover(now: number): boolean {
     const cur = this.current
     if (!cur || cur.endsAt === null || now < cur.endsAt) return false
-    // No boundary since the cycle began: its stored end was worked out under clock rules its
-    // zone has changed since (a country moving its clocks at short notice, the runtime's copy of
-    // the IANA database updated). It runs on to the boundary the rules name now, rather than end
-    // early and start one reaching back over itself.
-    const boundary = previousBoundary(this.schedule!, now)
-    if (boundary !== null && boundary <= cur.startsAt) {
-      this.current = { ...cur, endsAt: nextBoundary(this.schedule!, now) }
-      try {
-        this.saveCurrent()
-      } catch (err) {
-        this.current = cur
-        throw err
+    // A zoned schedule's stored end that is no longer one of its boundaries: it was worked out
+    // under clock rules its zone has changed since (a country moving its clocks at short notice,
+    // the runtime's copy of the IANA database updated, maybe after the change). Where the
+    // boundary it stood for now comes later (the nearer of the two), the cycle runs on to it,
+    // rather than close an hour early and leave the next an hour long; where it came earlier,
+    // the cycle ends at its stored end and the next starts there (freezeRows). (UTC schedules'
+    // boundaries never move.)
+    const schedule = this.schedule!
+    if (schedule.kind === 'cron' && schedule.timeZone !== null) {
+      const earlier = previousBoundary(schedule, cur.endsAt)
+      const later = nextBoundary(schedule, cur.endsAt)
+      if (
+        earlier !== cur.endsAt &&
+        later !== null &&
+        (earlier === null || later - cur.endsAt < cur.endsAt - earlier)
+      ) {
+        this.current = { ...cur, endsAt: later }
+        try {
+          this.saveCurrent()
+        } catch (err) {
+          this.current = cur
+          throw err
+        }
+        log('warn', "cycle's end moved: its zone's clock rules changed", {
+          actor: this.actor,
+          cycle: cur.cycle,
+          endsAt: later,
+        })
+        if (now < later) return true
       }
-      log('warn', "cycle's end moved: its zone's clock rules changed", {
-        actor: this.actor,
-        cycle: cur.cycle,
-        endsAt: this.current.endsAt,
-      })
-      return true
     }
     if (this.entryCount() === 0) this.carryEmpty(now)
-    else this.freeze(now, cur.endsAt, 'schedule')
+    else this.freeze(now, this.current!.endsAt!, 'schedule')
     return true
   }
 
@@ -1306,7 +1318,10 @@ export class Leaderboard extends DurableObject<Env> {
     try {
       const reply = await this.trySubmit(input)
       // The Worker answers (and counts) a request over its edge limit that is not a replay.
-      if (!reply.ok && reply !== NOT_A_REPLAY) submissionRefusals.inc({ reason: reply.problem })
+      if (!reply.ok && reply !== NOT_A_REPLAY) {
+        const storage = reply.extensions?.storageFull === true
+        submissionRefusals.inc({ reason: storage ? 'storage_full' : reply.problem })
+      }
       return reply
     } finally {
       // Accepted or refused, the submission was counted.
@@ -1429,7 +1444,9 @@ export class Leaderboard extends DurableObject<Env> {
     const cur = this.current!
     const previous = this.standingOf(input.playerId)
     if (!previous && this.index.size >= config.maxEntries) return boardFull(config.maxEntries)
-    if (!previous) {
+    // A game's win is let in: one small row, sent once per game, and refused it would go to a
+    // later cycle than the game ended in.
+    if (!previous && !input.idempotencyKey.startsWith(MATCH_WIN_KEY_PREFIX)) {
       const bytes = this.ctx.storage.sql.databaseSize
       if (bytes >= this.newPlayersStorageLimit) return storageFull(bytes)
     }

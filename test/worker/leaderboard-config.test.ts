@@ -576,9 +576,11 @@ describe('leaderboard configuration', () => {
     expect(row?.cycle).toEqual(stored)
   })
 
-  it("a cycle whose stored end its schedule no longer names (its zone's clock rules changed since it began) runs on to the boundary named now; where they end it earlier, the next cycle starts at the stored end", async () => {
+  it("a zoned cycle whose stored end its schedule no longer names (its zone's clock rules changed since it began) runs on to the boundary named now; where they end it earlier, the next cycle starts at the stored end", async () => {
     const HOUR = 3_600_000
-    const id = await createBoard({ cycle: { cron: '0 * * * *' } })
+    // Tokyo's hours are UTC's (+09:00, no summer time): a zoned schedule, whose boundaries
+    // would move with its zone's rules, worked out here without a change to them.
+    const id = await createBoard({ cycle: { cron: '0 * * * *', timeZone: 'Asia/Tokyo' } })
     expect((await submitFor(id, 'p', { score: 1 })).status).toBe(200)
     type Window = { cycle: number; startsAt: number; endsAt: number }
     const board = env.LEADERBOARD.getByName(id)
@@ -608,10 +610,11 @@ describe('leaderboard configuration', () => {
           .toArray(),
       )
 
-    // Rules that put the hour later: the stored end, half past, comes before any boundary since
-    // the cycle began. The cycle runs on to the hour, and nothing is closed.
+    // Rules that put the hour later (the runtime learning of them after the cycle began, its
+    // start no longer a boundary either): the stored end, 20 minutes before the hour, stands for
+    // that hour. The cycle runs on to it, and nothing is closed.
     const first = await storeEnd(
-      (w) => w.startsAt + HOUR / 2,
+      (w) => w.startsAt + HOUR - HOUR / 3,
       (w) => w.endsAt + 1000,
     )
     expect((await submitFor(id, 'p', { score: 2 })).status).toBe(200)
@@ -622,21 +625,32 @@ describe('leaderboard configuration', () => {
     })
     expect(await closeOf(first.cycle)).toEqual([])
 
-    // Rules that put the hour earlier: the stored end, half past the next hour, comes after a
-    // boundary. The cycle ends at its stored end, and the next starts there, not back at the hour.
+    // Rules that put the hour earlier: the stored end, 20 minutes past the next hour, stands for
+    // that hour, gone by. The cycle ends at its stored end, and the next starts there, not back
+    // at the hour.
     await storeEnd(
-      (w) => w.startsAt + HOUR + HOUR / 2,
+      (w) => w.startsAt + HOUR + HOUR / 3,
       (w) => w.endsAt + 1000,
     )
     expect((await submitFor(id, 'p', { score: 3 })).status).toBe(200)
     expect(await closeOf(first.cycle)).toEqual([
-      { starts_at: first.startsAt, ends_at: first.startsAt + HOUR + HOUR / 2 },
+      { starts_at: first.startsAt, ends_at: first.startsAt + HOUR + HOUR / 3 },
     ])
     expect(await current()).toMatchObject({
       cycle: first.cycle + 1,
-      startsAt: first.startsAt + HOUR + HOUR / 2,
+      startsAt: first.startsAt + HOUR + HOUR / 3,
       endsAt: first.startsAt + 2 * HOUR,
     })
+
+    // The board asleep past the hour its stored end stood for: the cycle closes at that hour.
+    const second = await storeEnd(
+      (w) => w.endsAt - HOUR / 3,
+      (w) => w.endsAt + HOUR / 2,
+    )
+    expect((await submitFor(id, 'p', { score: 4 })).status).toBe(200)
+    expect(await closeOf(second.cycle)).toEqual([
+      { starts_at: second.startsAt, ends_at: second.endsAt + HOUR / 3 },
+    ])
   })
 
   it('the cron counts only boards it had to nudge, not every board whose boundary is recent', async () => {

@@ -4,6 +4,7 @@ import { env } from 'cloudflare:workers'
 import { describe, expect, it, onTestFinished } from 'vitest'
 import type { Leaderboard } from '../../durable-objects/leaderboard.ts'
 import { COUNT_CYCLE_ENTRIES } from '../../durable-objects/leaderboard.ts'
+import { MATCH_WIN_KEY_PREFIX } from '../../workers/core/leaderboard.ts'
 import { localFamilies } from '../../workers/lib/metrics.ts'
 import { FLUSH_INTERVAL_MS, sendMetrics } from '../../workers/lib/metrics-flush.ts'
 import { until } from './helpers/sockets.ts'
@@ -636,7 +637,7 @@ describe('a cycle full of players (maxEntries)', () => {
     expect((await submitFor(b, 'a', { score: 1 })).status).toBe(409)
   })
 
-  it('a board whose storage nears the object limit (closes waiting on Neon keep their cycles) refuses new players with 503 and Retry-After, submitted or imported, changing nothing; ranked players still submit', async () => {
+  it("a board whose storage nears the object limit (closes waiting on Neon keep their cycles) refuses players new to the cycle with 503, Retry-After and storageFull, submitted or imported, changing nothing, counted as storage_full; ranked players still submit, and a game's win still enters", async () => {
     const b = await createBoard({})
     expect((await submitFor(b, 'a', { score: 1 })).status).toBe(200)
     const setLimit = (bytes: number) =>
@@ -645,19 +646,40 @@ describe('a cycle full of players (maxEntries)', () => {
       })
     // The object's own size, whatever it is, passes a limit of one byte.
     await setLimit(1)
+    const counted = () =>
+      metricTotal('nexus_leaderboard_rejections_total', { reason: 'storage_full' })
+    const before = counted()
     const refused = await submitFor(b, 'new', { score: 5 }, 'storage-1')
     expect(refused.headers.get('retry-after')).toBe('60')
     expect(await problem(refused)).toMatchObject({
       status: 503,
       type: 'urn:nexus:problem:unavailable',
+      body: { storageFull: true },
     })
+    expect(counted() - before).toBe(1)
     const imported = await call(
       `/v1/admin/leaderboards/${b}/entries`,
       json('POST', { entries: [{ playerId: 'imported', score: 3 }] }, ADMIN_KEY),
     )
     expect(await problem(imported)).toMatchObject({ status: 503 })
     expect((await submitFor(b, 'a', { score: 7 }, 'storage-2')).status).toBe(200)
-    expect((await top(b)).entries.map((e) => [e.playerId, e.score])).toEqual([['a', 7]])
+    // A game's win, by its session's own key: one row, sent once, in the cycle the game ended in.
+    const win = await runInDurableObject(env.LEADERBOARD.getByName(b), (inst: Leaderboard) =>
+      inst.submit({
+        boardId: b,
+        playerId: 'winner',
+        score: 1,
+        subscore: 0,
+        metadata: null,
+        idempotencyKey: `${MATCH_WIN_KEY_PREFIX}storage-game`,
+        requestHash: 'storage-game',
+      }),
+    )
+    expect(win.ok).toBe(true)
+    expect((await top(b)).entries.map((e) => [e.playerId, e.score])).toEqual([
+      ['a', 7],
+      ['winner', 1],
+    ])
     // With room again (the archive caught up), the same retry enters: the refusal kept nothing.
     await setLimit(Number.MAX_SAFE_INTEGER)
     const retried = await submitFor(b, 'new', { score: 5 }, 'storage-1')

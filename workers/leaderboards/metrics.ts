@@ -8,5 +8,6 @@ import { counter } from '../lib/metrics.ts'
  */
 export const submissionRefusals = counter(
   'nexus_leaderboard_rejections_total',
-  'Score submissions refused, by reason (unavailable: the board could not reach Neon)',
+  'Score submissions refused, by reason (unavailable: the board could not reach Neon; storage_full: ' +
+    'a player new to the cycle on a board past 9 GB, answered 503 unavailable)',
 )

@@ -2,11 +2,15 @@ import { evictDurableObject, runDurableObjectAlarm, runInDurableObject } from 'c
 import { env } from 'cloudflare:workers'
 import { describe, expect, it, onTestFinished } from 'vitest'
 import { ERASURES_FORGOTTEN_EVERY_MS, type Leaderboard } from '../../durable-objects/leaderboard.ts'
-import { NeonArchiveWriter } from '../../workers/leaderboards/archive-writer.ts'
+import {
+  ARCHIVE_PAGES_LOCK,
+  ARCHIVE_PAGES_SHARED,
+  NeonArchiveWriter,
+} from '../../workers/leaderboards/archive-writer.ts'
 import { boardWalkLimits } from '../../workers/players/board-walk.ts'
 import { ARCHIVE_CLEAR_BATCH, clearArchivedNames } from '../../workers/players/erasure.ts'
 import { NeonSessionStore } from '../../workers/sessions/store.ts'
-import { boardId, createBoard, fresh, pg, submitAs, submitFor } from './helpers/boards.ts'
+import { boardId, createBoard, fresh, holdLock, pg, submitAs, submitFor } from './helpers/boards.ts'
 import {
   CLOCK_SKEW_SECONDS,
   issuePlayerToken,
@@ -340,6 +344,57 @@ describe('erasing a player (admin)', () => {
     ])
     await sql`delete from leaderboard_archive where leaderboard_id = ${board}`
     await sql`delete from leaderboard_cycles where leaderboard_id = ${board}`
+  })
+
+  it('the call that ends an erasure waits for archive pages under way (their statement began before it), and clears the name such a page commits', async () => {
+    const gone = await newGuest()
+    const board = await newBoard()
+    const sql = pg()
+    await eraseAll(gone.playerId)
+    await sql`insert into leaderboard_cycles (leaderboard_id, cycle, starts_at, ends_at, entries, archived_rows)
+      values (${board}, 1, now() - interval '1 hour', now(), 5, 0)`
+    // A page as the archive writes it, whose statement took its snapshot before the tombstone:
+    // it holds the pages' lock, and commits the player's name only once the last call has come.
+    const page = await holdLock(
+      { text: `select ${ARCHIVE_PAGES_SHARED}`, params: [] },
+      { afterWaiter: 0.3 },
+      [
+        {
+          text: `insert into leaderboard_archive
+                   (leaderboard_id, cycle, player_id, rank, score, subscore, name, metadata, submitted_at)
+                 values ($1, 1, $2, 1, 9, 0, 'Late', '{"a":1}', now())`,
+          params: [board, gone.playerId],
+        },
+      ],
+    )
+    // The walk's last call sent again (its answer lost): its clear waits for the page.
+    const again = erase(gone.playerId, PREFIX)
+    await page.contended()
+    await page.done
+    expect((await again).status).toBe(200)
+    expect(
+      await sql`select name, metadata from leaderboard_archive where leaderboard_id = ${board}`,
+    ).toEqual([{ name: null, metadata: null }])
+    await sql`delete from leaderboard_archive where leaderboard_id = ${board}`
+    await sql`delete from leaderboard_cycles where leaderboard_id = ${board}`
+  })
+
+  it("an archive page waits while an erasure's last clear looks (each page holds the pages' lock)", async () => {
+    const player = (await newGuest()).playerId
+    const board = `erasure-lock-${crypto.randomUUID().slice(0, 8)}`
+    const clear = await holdLock(
+      { text: `select ${ARCHIVE_PAGES_LOCK}`, params: [] },
+      {
+        afterWaiter: 0.2,
+      },
+    )
+    const writing = archiveOnlyEntry(board, player, null, Date.now())
+    await clear.contended()
+    await clear.done
+    await writing
+    expect(
+      await pg()`select rank from leaderboard_archive where leaderboard_id = ${board}`,
+    ).toEqual([{ rank: 1 }])
   })
 
   it('a cycle archived after the erasure keeps the rank and score, without the name or metadata', async () => {

@@ -57,6 +57,16 @@ export interface ArchiveWriter {
 }
 
 /**
+ * Every archive page holds this lock shared for its transaction, and an erasure's last clear of
+ * the player's archived names (clearLateArchivedNames) takes it alone: a page whose statement
+ * took its snapshot before the erasure's tombstone (and so writes the player's name) has then
+ * committed before the clear looks, and a page after it sees the tombstone.
+ */
+const ARCHIVE_PAGES_KEY = `hashtextextended('archive_pages', 0)`
+export const ARCHIVE_PAGES_SHARED = `pg_advisory_xact_lock_shared(${ARCHIVE_PAGES_KEY})`
+export const ARCHIVE_PAGES_LOCK = `pg_advisory_xact_lock(${ARCHIVE_PAGES_KEY})`
+
+/**
  * Writes archive pages into Neon over the HTTP driver: each page is one transaction of set-based
  * inserts (unnest of parameter arrays: one round trip, no per-row statements). Unique keys
  * (board, cycle, player) in `leaderboard_archive` and `rewards` with ON CONFLICT DO NOTHING make
@@ -77,7 +87,9 @@ export class NeonArchiveWriter implements ArchiveWriter {
 
   async writePage(page: ArchivePage): Promise<void> {
     const sql = getSql(this.env)
-    const queries = []
+    // First, before any statement's snapshot: an erasure's last clear waits for pages that hold
+    // it (ARCHIVE_PAGES_LOCK).
+    const queries = [sql.query(`select ${ARCHIVE_PAGES_SHARED}`)]
     if (page.rewards.length > 0) {
       queries.push(
         sql.query(

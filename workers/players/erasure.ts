@@ -1,5 +1,6 @@
 import { getSql, type DbEnv } from '../db/client.ts'
 import { removeMember } from '../parties/store.ts'
+import { ARCHIVE_PAGES_LOCK } from '../leaderboards/archive-writer.ts'
 
 /**
  * What a player's erasure found and did in Neon. `staleTickets` are the matchmaking tickets of the
@@ -236,18 +237,22 @@ export async function clearArchivedNames(
  * erasure's tombstone (so it did not see it) may commit with the player's name after the clear
  * passed its place. Its cycle was not complete before that commit (a cycle completes after its
  * pages, and a page's rows are never written after that), so it is one still unfinished, or
- * completed since the erasure began: the player's row in each of those, by primary key. Answers
- * how many it cleared.
+ * completed since the erasure began: the player's row in each of those, by primary key. Pages
+ * still under way are waited for. Answers how many it cleared.
  */
 export async function clearLateArchivedNames(
   env: DbEnv,
   playerId: string,
   erasedAt: number,
 ): Promise<number> {
-  const [row] = (await getSql(env).query(LATE_ARCHIVE_CLEAR, [playerId, erasedAt])) as {
-    n: number
-  }[]
-  return row?.n ?? 0
+  const sql = getSql(env)
+  // Once the pages under way have committed: one whose statement began before the tombstone may
+  // not have yet, and its rows would be out of this statement's sight (ARCHIVE_PAGES_LOCK).
+  const [, rows] = (await sql.transaction([
+    sql.query(`select ${ARCHIVE_PAGES_LOCK}`),
+    sql.query(LATE_ARCHIVE_CLEAR, [playerId, erasedAt]),
+  ])) as [unknown, { n: number }[]]
+  return rows[0]?.n ?? 0
 }
 
 /** Exported for the test of its plan: it finds the recent ones by `erased_at`'s index. */

@@ -146,6 +146,9 @@ const JOIN_GRACE_MS = 120_000
  * await game.act({ action: 'roll' })
  * const result = await game.ended
  */
+/** How long an act's answer may take before the connection is checked (watchAnswer). */
+export const ACT_ANSWER_MS = 3_000
+
 export class GameConnection extends Emitter<GameEvents> {
   readonly sessionId: string
   /** The last event seen (the welcome's seq at first); null before the first welcome. */
@@ -489,6 +492,26 @@ export class GameConnection extends Emitter<GameEvents> {
     act.sent = true
     act.everSent = true
     this.socket.send(act.frame)
+    this.watchAnswer()
+  }
+
+  /** The timer of watchAnswer, while one is set. */
+  private answerWatch: ReturnType<typeof setTimeout> | undefined
+
+  /**
+   * An act sent and not answered within ACT_ANSWER_MS checks the connection as `wake()` does: a
+   * socket that died without a close (a phone gone from Wi-Fi to cellular, with no `online`
+   * event) would keep the act until the next ping's timeout, up to 30 s, while a turn timer ran
+   * out on the server. A live session answers an act within milliseconds.
+   */
+  private watchAnswer(): void {
+    if (this.answerWatch !== undefined) return
+    const socket = this.socket
+    this.answerWatch = setTimeout(() => {
+      this.answerWatch = undefined
+      if (this.done || this.socket !== socket) return
+      if ([...this.pending.values()].some((act) => act.sent)) this.alive?.probe(WAKE_PROBE_MS)
+    }, ACT_ANSWER_MS)
   }
 
   /**
@@ -584,6 +607,7 @@ export class GameConnection extends Emitter<GameEvents> {
     // listener included.
     if (this.done) return
     this.done = true
+    clearTimeout(this.answerWatch)
     this.offSignOut()
     this.offPageWake()
     this.stop.abort()
@@ -1018,6 +1042,7 @@ export class GameConnection extends Emitter<GameEvents> {
   private finish(seq: number, result: GameResult): void {
     if (this.done) return
     this.done = true
+    clearTimeout(this.answerWatch)
     // The game's clock stopped at its last input, the one that ended it.
     const at = this.clockAnchor
     if (at !== null && at.running) {
@@ -1038,6 +1063,7 @@ export class GameConnection extends Emitter<GameEvents> {
   private fail(err: unknown): void {
     if (this.done) return
     this.done = true
+    clearTimeout(this.answerWatch)
     this.offSignOut()
     this.offPageWake()
     this.stop.abort()

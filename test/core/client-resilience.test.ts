@@ -4108,6 +4108,48 @@ describe('wake(): the app back in the foreground, the network back', () => {
     game.close()
   })
 
+  it("an act into a socket that died without a close (a phone gone from Wi-Fi to cellular, no online event) checks the connection once unanswered for 3 s, and goes again on a new socket, not at the next ping's timeout", async () => {
+    const sockets: ScriptedSocket[] = []
+    const client = createClient({
+      baseUrl: 'http://nexus.test',
+      pingIntervalMs: 60_000,
+      pingTimeoutMs: 30_000,
+      retry: { baseDelayMs: 1, maxDelayMs: 5 },
+      fetch: (async () => jsonRes(200, {})) as unknown as typeof fetch,
+      WebSocket: (url) =>
+        scriptedSocket(
+          (socket) => {
+            sockets.push(socket)
+            greet(socket, url)
+          },
+          (frame, socket) => {
+            // The first socket's path died after its welcome: nothing it sends is answered.
+            if (socket === sockets[0]) return
+            if (frame.type === 'ping') socket.receive({ type: 'pong' })
+            if (frame.type === 'action') {
+              socket.receive({
+                type: 'event',
+                seq: 1,
+                tick: 0,
+                event: { did: frame.action },
+                ref: frame.ref,
+              })
+            }
+          },
+          { pong: false },
+        ),
+    })
+    const game = client.sessions.connect('s1', 'tok')
+    await within(game.ready, 'the welcome', 2000)
+    const startedAt = Date.now()
+    const outcome = await within(game.act({ action: 'roll' }), 'the act answered', 12_000)
+    expect(outcome.event).toEqual({ did: 'roll' })
+    // 3 s unanswered, then 3 s for the ping: well before the 60 s interval and 30 s timeout.
+    expect(Date.now() - startedAt).toBeLessThan(8_000)
+    expect(sockets[0]!.closedWith()).toEqual({ code: 4000, reason: 'keepalive timeout' })
+    game.close()
+  }, 20_000)
+
   it("a page shown again or back online cuts a reconnect's pause short; the connection stops listening once over", async () => {
     const page = fakePage()
     let networkUp = false

@@ -457,7 +457,7 @@ export class Auth {
     // An early renewal that failed is not tried on every request: the token still works.
     if (forced || (stale && !(valid && now < this.retryRenewalAt))) {
       if (!this.renewing) {
-        const started: Promise<void> = this.source().then(
+        const started: Promise<void> = answeredWithin(this.source(), TOKEN_SOURCE_WAIT_MS).then(
           () => {
             if (this.renewing === started) this.renewing = null
           },
@@ -522,5 +522,26 @@ export class Auth {
 
 /** How long after a failed early renewal the next is tried (at least; `retryAfter` if longer). */
 const RENEWAL_RETRY_MS = 10_000
+
+/**
+ * How long a renewal waits for the token source: a provider's refresh whose fetch hangs (fetch
+ * has no timeout, a network switching on resume) would otherwise hold every request waiting on a
+ * token for good, and each later one joins it. Past it the waiting requests fail (a network
+ * error) and the next renewal calls the source again; a late answer is taken all the same.
+ */
+export const TOKEN_SOURCE_WAIT_MS = 30_000
+
+function answeredWithin(work: Promise<void>, ms: number): Promise<void> {
+  let timer: ReturnType<typeof setTimeout> | undefined
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () => reject(new NexusNetworkError(`the token source did not answer within ${ms / 1000} s`)),
+      ms,
+    )
+  })
+  // A source that fails after the wait ended is not an unhandled rejection.
+  work.catch(() => undefined)
+  return Promise.race([work, late]).finally(() => clearTimeout(timer))
+}
 
 const notSignedIn = () => new Error('Not signed in: call auth.guest() or auth.useTokens() first')

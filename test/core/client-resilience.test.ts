@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs'
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
+import { TOKEN_SOURCE_WAIT_MS } from '../../client/src/auth.ts'
 import { createClient } from '../../client/src/client.ts'
 import { MatchmakingEnded } from '../../client/src/matchmaking.ts'
 import {
@@ -5276,6 +5277,45 @@ describe('token renewal', () => {
       expect(calls.used).toHaveLength(2)
     } finally {
       Date.now = realNow
+    }
+  })
+
+  it('a token source that never answers (a provider fetch hung on resume) holds requests for TOKEN_SOURCE_WAIT_MS at most; then the source is called again and its token used', async () => {
+    vi.useFakeTimers()
+    try {
+      let calls = 0
+      const used: string[] = []
+      const client = createClient({
+        baseUrl: 'http://nexus.test',
+        fetch: (async (_input: RequestInfo | URL, init?: RequestInit) => {
+          used.push(authOf(init))
+          return jsonRes(200, { rewards: [] })
+        }) as typeof fetch,
+      })
+      await client.auth.useTokens(async () => {
+        calls++
+        if (calls === 1) return { token: 'tok-1', expiresIn: 60 }
+        // The second renewal's fetch hangs for good.
+        if (calls === 2) return new Promise<never>(() => undefined)
+        return { token: 'tok-3', expiresIn: 3600 }
+      }, 'p1')
+      // The token expired while the app was in the background.
+      await vi.advanceTimersByTimeAsync(120_000)
+      let settled = false
+      const first = client.leaderboards.rewards().then(
+        () => (settled = true),
+        () => (settled = true),
+      )
+      await vi.advanceTimersByTimeAsync(TOKEN_SOURCE_WAIT_MS - 1_000)
+      expect(settled).toBe(false)
+      await vi.advanceTimersByTimeAsync(15_000)
+      expect(settled).toBe(true)
+      await first
+      await client.leaderboards.rewards()
+      expect(calls).toBeGreaterThanOrEqual(3)
+      expect(used[used.length - 1]).toBe('tok-3')
+    } finally {
+      vi.useRealTimers()
     }
   })
 

@@ -203,9 +203,10 @@ export class MatchTicket extends Emitter<TicketEvents> {
   /** A member's party ticket that had ended before the wait began (the last game's). */
   private staleTicketId: string | null = null
   /**
-   * When the ticket expires, by this device's clock (now + the server's `expiresIn`): HTTP polls
-   * ride out the network till then. Not the server's `expiresAt`, since players set device clocks
-   * far off, and a clock ahead would give up on a ticket still waiting.
+   * When the ticket expires, on this device's monotonic clock (now + the server's `expiresIn`):
+   * HTTP polls ride out the network till then. Not the server's `expiresAt`, nor the wall clock,
+   * since players set device clocks far off, before a wait and during it, and a clock ahead would
+   * give up on a ticket still waiting.
    */
   private expiresBy = 0
   /** `unavailable` answers to this ticket's join so far. */
@@ -381,7 +382,7 @@ export class MatchTicket extends Emitter<TicketEvents> {
   private leaveThroughLosses(ticketId: string): Promise<boolean | undefined> {
     return this.persist(() => this.leave(ticketId), {
       needed: () => !this.done,
-      giveUp: () => Date.now() >= this.expiresBy,
+      giveUp: () => monotonicNow() >= this.expiresBy,
       signal: this.abort.signal,
     })
   }
@@ -826,7 +827,7 @@ export class MatchTicket extends Emitter<TicketEvents> {
           if (attached || this.done || !ticketId) return
           void this.persist(() => this.read(ticketId), {
             needed: () => !attached && isOpen(socket),
-            giveUp: () => Date.now() >= this.expiresBy,
+            giveUp: () => monotonicNow() >= this.expiresBy,
             signal: gone.signal,
           })
             .then((t) => {
@@ -1188,7 +1189,7 @@ export class MatchTicket extends Emitter<TicketEvents> {
         // that others had sockets on is kept 35 s past this device's last read): keep asking
         // until it would have expired anyway, and then for as long as a match made just before
         // that holds its seat (the session's join grace); the server says how it ended.
-        if (!isTransient(err) || Date.now() >= this.expiresBy + TOKEN_READ_MS) throw err
+        if (!isTransient(err) || monotonicNow() >= this.expiresBy + TOKEN_READ_MS) throw err
         await this.pause(++failures, err)
         continue
       }
@@ -1335,7 +1336,9 @@ export class MatchTicket extends Emitter<TicketEvents> {
     // A ticket being matched is past expiry's reach: the server does not expire it while its
     // session is made, which may retry for minutes (a ticket matched at the end of its time).
     this.expiresBy =
-      t.status === 'matching' ? Math.max(expiresBy(t), Date.now() + MATCHING_WAIT_MS) : expiresBy(t)
+      t.status === 'matching'
+        ? Math.max(expiresBy(t), monotonicNow() + MATCHING_WAIT_MS)
+        : expiresBy(t)
     if (t.status === 'matched' && t.match?.token) {
       this.finish({
         ticketId: t.ticketId,
@@ -1470,9 +1473,12 @@ export class Matchmaking {
 }
 
 /**
- * When a ticket expires by this device's clock: now plus the time the server said it had left.
+ * When a ticket expires, on this device's monotonic clock (monotonicNow): now plus the time the
+ * server said it had left. Not the wall clock, which a player may set a day forward to skip a
+ * game's timer while waiting (a network loss then ended a live ticket as past its time), or back.
  * (A server from before `expiresIn` sent only its own `expiresAt`.)
  */
 function expiresBy(t: { expiresAt: number; expiresIn?: number }): number {
-  return Date.now() + (typeof t.expiresIn === 'number' ? t.expiresIn : t.expiresAt - Date.now())
+  const left = typeof t.expiresIn === 'number' ? t.expiresIn : t.expiresAt - Date.now()
+  return monotonicNow() + left
 }

@@ -1843,6 +1843,40 @@ describe('client SDK under failure', () => {
     await left
   }
 
+  it("an HTTP ticket outlives a wall clock set a day forward while it waits (a player skipping a game's timer): a network loss after it is ridden out, not taken as the ticket's time up", async () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'Date'] })
+    try {
+      const pool = enqueueModel()
+      const net = { down: false }
+      const client = createClient({
+        baseUrl: 'http://nexus.test',
+        fetch: httpTickets(pool, [], net, { expiresIn: 300_000 }),
+      })
+      await client.auth.guest('device-abcdef-123456')
+      const t = client.matchmaking.join('duel', { transport: 'http' })
+      const ends: string[] = []
+      t.on('ended', (e) => ends.push(e.outcome))
+      t.on('failed', () => ends.push('failed'))
+      await vi.advanceTimersByTimeAsync(500)
+      expect(t.ticketId).toBe('t1')
+      // The network drops (the poll on its way still answers), and the clock is set a day on.
+      net.down = true
+      await vi.advanceTimersByTimeAsync(2_000)
+      vi.setSystemTime(Date.now() + 86_400_000)
+      await vi.advanceTimersByTimeAsync(10_000)
+      net.down = false
+      await vi.advanceTimersByTimeAsync(10_000)
+      expect(ends).toEqual([])
+      expect(pool.tickets.get('t1')).toBe('waiting')
+      const left = t.cancel()
+      await vi.advanceTimersByTimeAsync(5_000)
+      await left
+      expect(ends).toEqual(['cancelled'])
+    } finally {
+      vi.useRealTimers()
+    }
+  })
+
   it('a join made while an earlier cancelled join of the same queue is still sent again waits for it: the earlier one leaves only its own ticket, not the new one', async () => {
     vi.useFakeTimers()
     try {

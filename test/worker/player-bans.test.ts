@@ -10,6 +10,7 @@ import {
   boardId,
   createBoard,
   fresh,
+  holdLock,
   pg,
   submitAs,
   submitFor,
@@ -26,7 +27,7 @@ import {
 } from './helpers/matchmaking.ts'
 import { claimQueue } from '../../workers/matchmaking/claims.ts'
 import { sha256Hex } from '../../workers/lib/hash.ts'
-import { DEVICE_LOCK } from '../../workers/players/erasure.ts'
+import { DEVICE_LOCK, PLAYER_LOCK } from '../../workers/players/erasure.ts'
 import { replaceMethod } from './helpers/replace-method.ts'
 import { connect, nextOfType, until, upgrade } from './helpers/sockets.ts'
 
@@ -1251,6 +1252,24 @@ describe('banning a player from the deployment (admin)', () => {
       type: 'urn:nexus:problem:forbidden',
     })
     expect(await sql.query(`select id from players where device_id = $1`, [deviceKey])).toEqual([])
+  })
+
+  it("an account ban waits while the player's erasure hands the device over (the player's lock): it comes before it or after it, not between", async () => {
+    const guest = await guestWithDevice()
+    const erasing = await holdLock(
+      { text: PLAYER_LOCK, params: [guest.playerId] },
+      { afterWaiter: 0.2 },
+    )
+    const banning = call(banPath(guest.playerId, PREFIX), json('PUT', {}, ADMIN_KEY))
+    await erasing.contended()
+    await erasing.done
+    expect((await banning).status).toBeLessThan(300)
+    // Lifted: boards made later take the account bans in force (the next test's).
+    const lifted = await call(banPath(guest.playerId, PREFIX), {
+      ...bearer(ADMIN_KEY),
+      method: 'DELETE',
+    })
+    expect(lifted.status).toBeLessThan(300)
   })
 
   it('bad input and callers: 401 without a credential, 403 for a player, 422 for a bad id, reason or after, 415 and 400 for bodies, and nothing banned', async () => {

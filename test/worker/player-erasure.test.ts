@@ -8,7 +8,11 @@ import {
   NeonArchiveWriter,
 } from '../../workers/leaderboards/archive-writer.ts'
 import { boardWalkLimits } from '../../workers/players/board-walk.ts'
-import { ARCHIVE_CLEAR_BATCH, clearArchivedNames } from '../../workers/players/erasure.ts'
+import {
+  ARCHIVE_CLEAR_BATCH,
+  clearArchivedNames,
+  PLAYER_LOCK,
+} from '../../workers/players/erasure.ts'
 import { NeonSessionStore } from '../../workers/sessions/store.ts'
 import { boardId, createBoard, fresh, holdLock, pg, submitAs, submitFor } from './helpers/boards.ts'
 import {
@@ -377,6 +381,32 @@ describe('erasing a player (admin)', () => {
     ).toEqual([{ name: null, metadata: null }])
     await sql`delete from leaderboard_archive where leaderboard_id = ${board}`
     await sql`delete from leaderboard_cycles where leaderboard_id = ${board}`
+  })
+
+  it("an account ban committing while the erasure looks for one (they take the player's lock in turn) is seen by it: the guest's device stays banned", async () => {
+    const gone = await newGuest()
+    // The ban, placed as the erasure reaches the profile: it holds the player's lock until the
+    // erasure waits on it, and commits then.
+    const ban = await holdLock(
+      { text: PLAYER_LOCK, params: [gone.playerId] },
+      { afterWaiter: 0.2 },
+      [
+        {
+          text: `insert into player_bans (player_id, reason) values ($1, 'cheating')`,
+          params: [gone.playerId],
+        },
+      ],
+    )
+    const erasing = eraseAll(gone.playerId)
+    await ban.contended()
+    await ban.done
+    const { first } = await erasing
+    expect(first.deviceKeptForBan).toBe(true)
+    expect(
+      await pg()`select device_id is not null as kept from player_bans where player_id = ${gone.playerId}`,
+    ).toEqual([{ kept: true }])
+    // Boards made later take the account bans in force: other tests' boards would list it.
+    await pg()`delete from player_bans where player_id = ${gone.playerId}`
   })
 
   it("an archive page waits while an erasure's last clear looks (each page holds the pages' lock)", async () => {

@@ -1,4 +1,5 @@
 import { getSql, type DbEnv } from '../db/client.ts'
+import { PLAYER_LOCK } from './erasure.ts'
 
 /** A player's account ban, as Neon keeps it. */
 export interface AccountBan {
@@ -30,17 +31,23 @@ export async function banAccount(
   playerId: string,
   reason: string | null,
 ): Promise<AccountBan> {
-  const [row] = (await getSql(env).query(
-    `with ban as (
-       insert into player_bans (player_id, reason) values ($1, $2)
-       on conflict (player_id) do update set reason = coalesce(excluded.reason, player_bans.reason)
-       returning player_id, reason, banned_at
-     ),
-     unanswered as (delete from party_invites where player_id = $1)
-     select * from ban`,
-    [playerId, reason],
-  )) as BanRow[]
-  return view(row!)
+  const sql = getSql(env)
+  // Under the player's lock: an erasure under way sees this ban (and keeps the device for it)
+  // or has ended before it (PLAYER_LOCK).
+  const [, rows] = (await sql.transaction([
+    sql.query(PLAYER_LOCK, [playerId]),
+    sql.query(
+      `with ban as (
+         insert into player_bans (player_id, reason) values ($1, $2)
+         on conflict (player_id) do update set reason = coalesce(excluded.reason, player_bans.reason)
+         returning player_id, reason, banned_at
+       ),
+       unanswered as (delete from party_invites where player_id = $1)
+       select * from ban`,
+      [playerId, reason],
+    ),
+  ])) as [unknown, BanRow[]]
+  return view(rows[0]!)
 }
 
 /** Lifts a player's account ban; the ban that was lifted, or null if there was none. */

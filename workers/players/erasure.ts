@@ -28,6 +28,13 @@ export interface NeonErasure {
  */
 export const DEVICE_LOCK = `select ${lockDevice('$1::text')}`
 
+/**
+ * Locks a player's account (`$1`, their id) until the transaction ends: an account ban and the
+ * erasure that hands a banned guest's device to the ban take it, so a ban committing while the
+ * erasure looks for one is either seen by it (the device kept) or comes after the profile's end.
+ */
+export const PLAYER_LOCK = `select pg_advisory_xact_lock(hashtextextended('player:' || $1, 0))`
+
 /** The advisory lock of the device whose hash is the SQL expression `device`. */
 function lockDevice(device: string): string {
   return `pg_advisory_xact_lock(hashtextextended('device:' || ${device}, 0))`
@@ -91,7 +98,8 @@ export async function eraseFromNeon(
   if (membership) {
     staleTickets = (await removeMember(env, membership.party_id, playerId, playerId)).staleTickets
   }
-  const [, ...results] = await sql.transaction([
+  const [, , ...results] = await sql.transaction([
+    sql.query(PLAYER_LOCK, [playerId]),
     sql.query(
       `select ${lockDevice('device_id')}
          from players where id = $1 and device_id is not null`,

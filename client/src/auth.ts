@@ -407,7 +407,8 @@ export class Auth {
     this.pending = { before, continued, hearers, kept }
     const source = () => fetchToken(generation)
     this.source = source
-    const first: Promise<void> = source().finally(() => {
+    // Bounded as a renewal is: requests made meanwhile wait on it.
+    const first: Promise<void> = answeredWithin(source(), TOKEN_SOURCE_WAIT_MS).finally(() => {
       if (this.renewing === first) this.renewing = null
     })
     this.renewing = first

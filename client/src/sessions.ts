@@ -806,6 +806,9 @@ export class GameConnection extends Emitter<GameEvents> {
       this.socket = socket
       const closeCode = await this.serve(socket)
       this.socket = null
+      // The acts go again on the next socket, which watches them afresh (watchAnswer).
+      clearTimeout(this.answerWatch)
+      this.answerWatch = undefined
       // What the lost socket carried unanswered goes again once the next one has resumed.
       this.acting = false
       this.resumedTo = null

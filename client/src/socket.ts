@@ -234,6 +234,8 @@ export function keepalive(
 ): { heard(): void; stop(): void; probe(timeoutMs: number): void } {
   let next: ReturnType<typeof setTimeout> | undefined
   let deadline: ReturnType<typeof setTimeout> | undefined
+  /** When `deadline` gives the socket up (monotonicNow), while it is set. */
+  let deadlineAt = 0
   let stopped = false
   let lastHeard = { monotonic: monotonicNow(), wall: Date.now() }
   const stop = () => {
@@ -246,10 +248,13 @@ export function keepalive(
     // Closing already: its close event stops this.
     if (!isOpen(socket)) return stop()
     socket.send(JSON.stringify({ type: 'ping' }))
-    deadline ??= setTimeout(() => {
-      stop()
-      dead(lifetime(lastHeard))
-    }, settings.pingTimeoutMs)
+    if (deadline === undefined) {
+      deadlineAt = monotonicNow() + settings.pingTimeoutMs
+      deadline = setTimeout(() => {
+        stop()
+        dead(lifetime(lastHeard))
+      }, settings.pingTimeoutMs)
+    }
     next = setTimeout(ping, settings.pingIntervalMs)
   }
   // The first at once: a server judges a socket by its silence only once it has pinged, so one
@@ -263,12 +268,17 @@ export function keepalive(
       deadline = undefined
     },
     stop,
-    /** Pings now, and takes the socket as dead if nothing arrives within `timeoutMs`. */
+    /**
+     * Pings now, and takes the socket as dead if nothing arrives within `timeoutMs`, or by the
+     * verdict already due if that comes sooner (a probe never puts one off).
+     */
     probe(timeoutMs: number) {
       if (stopped) return
       if (!isOpen(socket)) return stop()
       socket.send(JSON.stringify({ type: 'ping' }))
+      if (deadline !== undefined && deadlineAt <= monotonicNow() + timeoutMs) return
       clearTimeout(deadline)
+      deadlineAt = monotonicNow() + timeoutMs
       deadline = setTimeout(() => {
         stop()
         dead(lifetime(lastHeard))

@@ -4185,6 +4185,52 @@ describe('wake(): the app back in the foreground, the network back', () => {
     game.close()
   }, 20_000)
 
+  it('an act sent again on a new socket after a drop is watched on that socket: one that dies without a close is found out 3 s on, not at its ping timeout', async () => {
+    const sockets: ScriptedSocket[] = []
+    const client = createClient({
+      baseUrl: 'http://nexus.test',
+      pingIntervalMs: 60_000,
+      pingTimeoutMs: 30_000,
+      retry: { baseDelayMs: 1, maxDelayMs: 5 },
+      fetch: (async () => jsonRes(200, {})) as unknown as typeof fetch,
+      WebSocket: (url) =>
+        scriptedSocket(
+          (socket) => {
+            sockets.push(socket)
+            greet(socket, url)
+          },
+          (frame, socket) => {
+            // The first socket drops as the act goes; the second dies without a close after its
+            // welcome (nothing answered); the third works.
+            if (socket === sockets[0]) {
+              if (frame.type === 'action') setTimeout(() => socket.drop(), 10)
+              return
+            }
+            if (socket === sockets[1]) return
+            if (frame.type === 'ping') socket.receive({ type: 'pong' })
+            if (frame.type === 'action') {
+              socket.receive({
+                type: 'event',
+                seq: 1,
+                tick: 0,
+                event: { did: frame.action },
+                ref: frame.ref,
+              })
+            }
+          },
+          { pong: false },
+        ),
+    })
+    const game = client.sessions.connect('s1', 'tok')
+    await within(game.ready, 'the welcome', 2000)
+    const startedAt = Date.now()
+    const outcome = await within(game.act({ action: 'roll' }), 'the act answered', 12_000)
+    expect(outcome.event).toEqual({ did: 'roll' })
+    expect(sockets).toHaveLength(3)
+    expect(Date.now() - startedAt).toBeLessThan(8_000)
+    game.close()
+  }, 20_000)
+
   it("a page shown again or back online cuts a reconnect's pause short; the connection stops listening once over", async () => {
     const page = fakePage()
     let networkUp = false
@@ -5311,6 +5357,35 @@ describe('token renewal', () => {
       expect(calls.used).toHaveLength(2)
     } finally {
       Date.now = realNow
+    }
+  })
+
+  it('a sign-in whose token source never answers holds the requests made meanwhile TOKEN_SOURCE_WAIT_MS at most, and fails as the network does', async () => {
+    vi.useFakeTimers()
+    try {
+      const client = createClient({
+        baseUrl: 'http://nexus.test',
+        fetch: (async () => jsonRes(200, { rewards: [] })) as unknown as typeof fetch,
+      })
+      const signIn = client.auth
+        .useTokens(() => new Promise<never>(() => undefined), 'p1')
+        .then(
+          () => 'signed in',
+          (e: unknown) => e,
+        )
+      let settled = false
+      const request = client.leaderboards.rewards().then(
+        () => (settled = true),
+        () => (settled = true),
+      )
+      await vi.advanceTimersByTimeAsync(TOKEN_SOURCE_WAIT_MS - 1_000)
+      expect(settled).toBe(false)
+      await vi.advanceTimersByTimeAsync(15_000)
+      expect(settled).toBe(true)
+      await request
+      expect(await signIn).toBeInstanceOf(NexusNetworkError)
+    } finally {
+      vi.useRealTimers()
     }
   })
 

@@ -44,6 +44,7 @@ interface Erasure {
   profileDeleted: boolean
   leftParty: string | null
   archivedRowsCleared: number
+  deviceKeptForBan: boolean
   tickets: { cancelled: string[] }
   sessions: { left: string[] }
   boards: { walked: number; entriesRemoved: number; next: string | null }

@@ -136,6 +136,9 @@ interface PendingAct {
  */
 const JOIN_GRACE_MS = 120_000
 
+/** How long an act's answer may take before the connection is checked (watchAnswer). */
+export const ACT_ANSWER_MS = 3_000
+
 /**
  * A live connection to a game session. It keeps the last `seq` it saw and, when the socket drops,
  * reconnects with `?since=seq`, so listeners get every event exactly once, in order.
@@ -146,9 +149,6 @@ const JOIN_GRACE_MS = 120_000
  * await game.act({ action: 'roll' })
  * const result = await game.ended
  */
-/** How long an act's answer may take before the connection is checked (watchAnswer). */
-export const ACT_ANSWER_MS = 3_000
-
 export class GameConnection extends Emitter<GameEvents> {
   readonly sessionId: string
   /** The last event seen (the welcome's seq at first); null before the first welcome. */

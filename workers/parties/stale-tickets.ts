@@ -102,9 +102,9 @@ type NoteKey = { partyId: string; ticketId: string }
  * (their pool could not be reached at the change), so a party's old roster never stays queued
  * until the next change. A run walks the stale notes a page at a time, each page's parties side
  * by side, from a random party round to it again, until it has seen them all or spent
- * RETRY_BUDGET_MS or RETRY_MAX_CALLS (no party's cancel begins after either). A pool that fails a cancel is not asked
- * again in the run: notes whose pool stays down (or hangs, POOL_CALL_MS a call) hold up no
- * others, within a run or across runs. Returns how many were cancelled.
+ * RETRY_BUDGET_MS or RETRY_MAX_CALLS (no party's cancel begins after either). A pool that fails
+ * a cancel is not asked again in the run: notes whose pool stays down (or hangs, POOL_CALL_MS a
+ * call) hold up no others, within a run or across runs. Returns how many were cancelled.
  */
 export async function retryStalePartyTickets(
   env: Env,

@@ -407,8 +407,7 @@ export class Auth {
     this.pending = { before, continued, hearers, kept }
     const source = () => fetchToken(generation)
     this.source = source
-    // Bounded as a renewal is: requests made meanwhile wait on it.
-    const first: Promise<void> = answeredWithin(source(), TOKEN_SOURCE_WAIT_MS).finally(() => {
+    const first: Promise<void> = source().finally(() => {
       if (this.renewing === first) this.renewing = null
     })
     this.renewing = first
@@ -482,13 +481,20 @@ export class Auth {
         return this.current!.token
       }
       // A forced renewal's caller was refused its token: that token back is no answer.
-      await this.settled(renewal, forced ? (rejected ?? this.current?.token) : undefined)
+      await this.settled(
+        answeredWithin(renewal, TOKEN_SOURCE_WAIT_MS),
+        forced ? (rejected ?? this.current?.token) : undefined,
+      )
     }
     // Signed in anew while the renewal was on its way (a wake handler's `guest()`, a provider's
     // refresh hook): that sign-in's token, once it comes. Whose it is, the caller judges: what
     // was the player before's has been told of the change first, as the sign-in's own wait on
     // the token was registered before this one.
-    while (!this.current && this.renewing !== null) await this.settled(this.renewing)
+    // A sign-in's source is not cut off (its late answer still signs the player in), but the
+    // requests waiting on it are, as on a renewal's.
+    while (!this.current && this.renewing !== null) {
+      await this.settled(answeredWithin(this.renewing, TOKEN_SOURCE_WAIT_MS))
+    }
     // Signed out while the renewal was on its way.
     if (!this.current) throw notSignedIn()
     return this.current.token
@@ -525,10 +531,11 @@ export class Auth {
 const RENEWAL_RETRY_MS = 10_000
 
 /**
- * How long a renewal waits for the token source: a provider's refresh whose fetch hangs (fetch
+ * How long a request waits for the token source: a provider's refresh whose fetch hangs (fetch
  * has no timeout, a network switching on resume) would otherwise hold every request waiting on a
  * token for good, and each later one joins it. Past it the waiting requests fail (a network
- * error) and the next renewal calls the source again; a late answer is taken all the same.
+ * error); a renewal is given up (the next calls the source again; a late answer is taken all the
+ * same), a sign-in is not (its late answer signs the player in, as it would have).
  */
 export const TOKEN_SOURCE_WAIT_MS = 30_000
 

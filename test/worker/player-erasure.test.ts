@@ -483,7 +483,7 @@ describe('erasing a player (admin)', () => {
     ).toEqual([{ name: null }])
   })
 
-  it('a player back under an erased id (an identity provider keeps it) reads as theirs only the rewards and results of scores submitted since: support and the public history still see all', async () => {
+  it('a player back under an erased id (an identity provider keeps it) reads as theirs only the rewards and results of scores submitted since the erasure ended (as the archive judges them): support and the public history still see all', async () => {
     const id = `idp-rewards-${crypto.randomUUID().slice(0, 8)}`
     const board = `erased-rewards-${crypto.randomUUID().slice(0, 8)}`
     const archiveCycle = (cycle: number, submittedAt: number, reward: string) =>
@@ -509,11 +509,15 @@ describe('erasing a player (admin)', () => {
     const scoredBefore = Date.now() - 60_000
     await eraseAll(id)
     await archiveCycle(2, scoredBefore, '{"gems":300}')
-    // Back, scoring again: a score from after the erasure's time (PostgreSQL's, to the
-    // microsecond; scores carry milliseconds).
-    const [erased] = await pg()`select (extract(epoch from erased_at) * 1000)::float8 as at
+    // Back, scoring again: a score from after the erasure ended (PostgreSQL's time, to the
+    // microsecond; scores carry milliseconds). And one taken while its walk went on (an old
+    // token's, on a board not reached yet), which the archive judged the erased player's.
+    const [erased] = await pg()`select (extract(epoch from erased_at) * 1000)::float8 as at,
+                                       (extract(epoch from completed_at) * 1000)::float8 as done
                                   from erased_players where id = ${id}`
-    await archiveCycle(3, Math.ceil(Number(erased!.at)) + 1, '{"gems":100}')
+    expect(Number(erased!.done)).toBeGreaterThan(Math.ceil(Number(erased!.at)) + 1)
+    await archiveCycle(3, Math.ceil(Number(erased!.done)) + 1, '{"gems":100}')
+    await archiveCycle(4, Math.ceil(Number(erased!.at)) + 1, '{"gems":50}')
     const token = (await issuePlayerToken(env, id, Date.now())).token
     const mine = (await (await call('/v1/players/me/rewards', bearer(token))).json()) as {
       rewards: { cycle: number }[]
@@ -522,7 +526,7 @@ describe('erasing a player (admin)', () => {
     const support = (await (
       await call(`/v1/admin/players/${id}/rewards`, bearer(ADMIN_KEY))
     ).json()) as { rewards: { cycle: number }[] }
-    expect(support.rewards.map((r) => r.cycle).sort()).toEqual([1, 2, 3])
+    expect(support.rewards.map((r) => r.cycle).sort()).toEqual([1, 2, 3, 4])
     const history = (path: string, credential: string) =>
       call(path, bearer(credential)).then(
         async (r) => ((await r.json()) as { results: { cycle: number }[] }).results,
@@ -532,7 +536,7 @@ describe('erasing a player (admin)', () => {
     ).toEqual([3])
     expect(
       (await history(`/v1/leaderboards/${board}/players/${id}/history`, token)).map((r) => r.cycle),
-    ).toEqual([3, 2, 1])
+    ).toEqual([4, 3, 2, 1])
     // The board's archive pruned, its rewards kept (docs/operating.md, a deleted board's): with
     // the scores' times gone, none is shown as theirs (the ones from before the erasure are
     // someone else's, and nothing tells which those were); support still sees all.
@@ -544,7 +548,7 @@ describe('erasing a player (admin)', () => {
     const supportAfter = (await (
       await call(`/v1/admin/players/${id}/rewards`, bearer(ADMIN_KEY))
     ).json()) as { rewards: { cycle: number }[] }
-    expect(supportAfter.rewards).toHaveLength(3)
+    expect(supportAfter.rewards).toHaveLength(4)
   })
 
   it('a match made before the erasure rates nothing of the erased player; one made after (an identity provider keeps the id) plays them as new', async () => {

@@ -795,8 +795,11 @@ async function historyPage(
     `select a.cycle, a.rank, a.score, a.subscore, c.entries from leaderboard_archive a
        join leaderboard_cycles c on c.leaderboard_id = a.leaderboard_id and c.cycle = a.cycle
       where a.player_id = $1 and a.leaderboard_id = $2 and a.cycle < $3
+        -- Scores after the erasure, as the archive judged them (a walk not ended counts as under
+        -- way, for an hour).
         and ($5::boolean is false or a.submitted_at > coalesce(
-              (select erased_at from erased_players where id = $1), '-infinity'))
+              (select coalesce(completed_at, erased_at + interval '1 hour')
+                 from erased_players where id = $1), '-infinity'))
       order by a.cycle desc limit $4`,
     // One more than the page: `nextBefore` only when there is more to read.
     [playerId, id, before ?? 2_147_483_647, limit + 1, sinceErasure],

@@ -81,10 +81,13 @@ export async function rewardPage(
                 left join leaderboard_archive a
                   on a.leaderboard_id = r.leaderboard_id and a.cycle = r.cycle
                  and a.player_id = r.player_id
-               -- Judged by the score's time; one no longer known (its archive row pruned: a
-               -- deleted board's, docs/operating.md) may be the erased player's, and is not shown.
+               -- Judged by the score's time, as the archive judged it (an erasure's walk not
+               -- ended counts as under way, for an hour); one no longer known (its archive row
+               -- pruned: a deleted board's, docs/operating.md) may be the erased player's, and
+               -- is not shown.
                where e.id = r.player_id
-                 and (a.submitted_at is null or a.submitted_at <= e.erased_at)))
+                 and (a.submitted_at is null
+                      or a.submitted_at <= coalesce(e.completed_at, e.erased_at + interval '1 hour'))))
       order by r.created_at desc, r.leaderboard_id desc, r.cycle desc limit $5`,
     // One more than the page: a cursor only when there is more to read.
     [playerId, after?.[0] ?? null, after?.[1] ?? '', after?.[2] ?? 0, limit + 1, sinceErasure],

@@ -1669,8 +1669,9 @@ export class Leaderboard extends DurableObject<Env> {
         // Rolls the batch back: it is taken whole or not at all.
         // Players ranked already are not held to it (a limit lowered below the cycle's count).
         if (newPlayers > 0 && index.size + newPlayers > config.maxEntries) throw new BoardFull()
-        if (newPlayers > 0 && this.ctx.storage.sql.databaseSize >= this.newPlayersStorageLimit) {
-          throw new StorageFull(this.ctx.storage.sql.databaseSize)
+        if (newPlayers > 0) {
+          const bytes = this.ctx.storage.sql.databaseSize
+          if (bytes >= this.newPlayersStorageLimit) throw new StorageFull(bytes)
         }
         result = {
           cycle: cur.cycle,

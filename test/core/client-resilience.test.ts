@@ -260,6 +260,19 @@ const unauthorized = () =>
 const authOf = (init?: RequestInit) =>
   ((init?.headers as Record<string, string> | undefined)?.authorization ?? '').slice(7)
 
+/** A client whose reads of rewards answer empty, and the credential each request went out with. */
+function rewardsReader() {
+  const used: string[] = []
+  const client = createClient({
+    baseUrl: 'http://nexus.test',
+    fetch: (async (_input: RequestInfo | URL, init?: RequestInit) => {
+      used.push(authOf(init))
+      return jsonRes(200, { rewards: [] })
+    }) as typeof fetch,
+  })
+  return { client, used }
+}
+
 /** `promise`, or a rejection naming `what` after `ms`. */
 function within<T>(promise: Promise<T>, what: string, ms: number): Promise<T> {
   let timer: ReturnType<typeof setTimeout> | undefined
@@ -2906,9 +2919,12 @@ describe('game connection events and close() while reconnecting', () => {
 })
 
 describe('matchmaking refusals and network loss', () => {
-  it('a socket `invalid` refusal rejects with validation 422, as the HTTP join does', async () => {
-    // match-pool.ts sends `invalid` for enqueue's `validation` (a party over maxPartySize), which
-    // HTTP answers 422 `validation`.
+  /** What a socket join to `squads` rejects with when the pool answers it an error frame. */
+  async function socketJoinRefused(
+    code: string,
+    message: string,
+    opts: Parameters<ReturnType<typeof createClient>['matchmaking']['join']>[1],
+  ): Promise<unknown> {
     const client = createClient({
       baseUrl: 'http://nexus.test',
       fetch: guestFetch(() => jsonRes(200, {})),
@@ -2916,43 +2932,34 @@ describe('matchmaking refusals and network loss', () => {
         scriptedSocket(
           (socket) => socket.open(),
           (frame, socket) => {
-            if (frame.type === 'join')
-              socket.receive({
-                type: 'error',
-                code: 'invalid',
-                message: 'A ticket holds at most 2 players',
-              })
+            if (frame.type === 'join') socket.receive({ type: 'error', code, message })
           },
         ),
     })
     await client.auth.guest('device-abcdef-123456')
-    const t = client.matchmaking.join('squads', { party: ['g_1', 'g_2', 'g_3'] })
-    const err = await t.matched.catch((e: unknown) => e)
+    const t = client.matchmaking.join('squads', opts)
+    return t.matched.catch((e: unknown) => e)
+  }
+
+  it('a socket `invalid` refusal rejects with validation 422, as the HTTP join does', async () => {
+    // match-pool.ts sends `invalid` for enqueue's `validation` (a party over maxPartySize), which
+    // HTTP answers 422 `validation`.
+    const err = await socketJoinRefused('invalid', 'A ticket holds at most 2 players', {
+      party: ['g_1', 'g_2', 'g_3'],
+    })
     expect(err).toBeInstanceOf(NexusProblem)
     expect((err as NexusProblem).problem).toBe('validation')
     expect((err as NexusProblem).status).toBe(422)
   })
 
   it("a socket join whose key another join used is refused as HTTP's: 422 idempotency-key-reused", async () => {
-    const client = createClient({
-      baseUrl: 'http://nexus.test',
-      fetch: guestFetch(() => jsonRes(200, {})),
-      WebSocket: () =>
-        scriptedSocket(
-          (socket) => socket.open(),
-          (frame, socket) => {
-            if (frame.type === 'join')
-              socket.receive({
-                type: 'error',
-                code: 'key_reused',
-                message: 'This join key was used for a different join',
-              })
-          },
-        ),
-    })
-    await client.auth.guest('device-abcdef-123456')
-    const t = client.matchmaking.join('squads', { attributes: { mode: 'x' } })
-    const err = await t.matched.catch((e: unknown) => e)
+    const err = await socketJoinRefused(
+      'key_reused',
+      'This join key was used for a different join',
+      {
+        attributes: { mode: 'x' },
+      },
+    )
     expect(err).toBeInstanceOf(NexusProblem)
     expect((err as NexusProblem).problem).toBe('idempotency-key-reused')
     expect((err as NexusProblem).status).toBe(422)
@@ -4111,7 +4118,17 @@ describe('wake(): the app back in the foreground, the network back', () => {
     }
   }
 
-  it("a socket that died while the device slept is found out at once, not at its next ping's timeout: pinged, unanswered within 3 s, replaced", async () => {
+  /**
+   * A client whose game sockets, pinged every 60 s with a 30 s timeout, answer pings and each act
+   * (an event naming its ref), but for the frames `silent` takes: a path dead without a close.
+   */
+  function answeringClient(
+    silent: (
+      socket: ScriptedSocket,
+      frame: { type: string; [k: string]: unknown },
+      sockets: ScriptedSocket[],
+    ) => boolean,
+  ) {
     const sockets: ScriptedSocket[] = []
     const client = createClient({
       baseUrl: 'http://nexus.test',
@@ -4125,13 +4142,28 @@ describe('wake(): the app back in the foreground, the network back', () => {
             sockets.push(socket)
             greet(socket, url)
           },
-          // The first socket's path is dead after its first ping: nothing answers.
           (frame, socket) => {
-            if (frame.type === 'ping' && socket !== sockets[0]) socket.receive({ type: 'pong' })
+            if (silent(socket, frame, sockets)) return
+            if (frame.type === 'ping') socket.receive({ type: 'pong' })
+            if (frame.type === 'action') {
+              socket.receive({
+                type: 'event',
+                seq: 1,
+                tick: 0,
+                event: { did: frame.action },
+                ref: frame.ref,
+              })
+            }
           },
           { pong: false },
         ),
     })
+    return { client, sockets }
+  }
+
+  it("a socket that died while the device slept is found out at once, not at its next ping's timeout: pinged, unanswered within 3 s, replaced", async () => {
+    // The first socket's path is dead after its first ping: nothing answers.
+    const { client, sockets } = answeringClient((socket, _frame, all) => socket === all[0])
     const game = client.sessions.connect('s1', 'tok')
     await within(game.ready, 'the welcome', 2000)
     const startedAt = Date.now()
@@ -4144,36 +4176,8 @@ describe('wake(): the app back in the foreground, the network back', () => {
   })
 
   it("an act into a socket that died without a close (a phone gone from Wi-Fi to cellular, no online event) checks the connection once unanswered for 3 s, and goes again on a new socket, not at the next ping's timeout", async () => {
-    const sockets: ScriptedSocket[] = []
-    const client = createClient({
-      baseUrl: 'http://nexus.test',
-      pingIntervalMs: 60_000,
-      pingTimeoutMs: 30_000,
-      retry: { baseDelayMs: 1, maxDelayMs: 5 },
-      fetch: (async () => jsonRes(200, {})) as unknown as typeof fetch,
-      WebSocket: (url) =>
-        scriptedSocket(
-          (socket) => {
-            sockets.push(socket)
-            greet(socket, url)
-          },
-          (frame, socket) => {
-            // The first socket's path died after its welcome: nothing it sends is answered.
-            if (socket === sockets[0]) return
-            if (frame.type === 'ping') socket.receive({ type: 'pong' })
-            if (frame.type === 'action') {
-              socket.receive({
-                type: 'event',
-                seq: 1,
-                tick: 0,
-                event: { did: frame.action },
-                ref: frame.ref,
-              })
-            }
-          },
-          { pong: false },
-        ),
-    })
+    // The first socket's path died after its welcome: nothing it sends is answered.
+    const { client, sockets } = answeringClient((socket, _frame, all) => socket === all[0])
     const game = client.sessions.connect('s1', 'tok')
     await within(game.ready, 'the welcome', 2000)
     const startedAt = Date.now()
@@ -4186,40 +4190,11 @@ describe('wake(): the app back in the foreground, the network back', () => {
   }, 20_000)
 
   it('an act sent again on a new socket after a drop is watched on that socket: one that dies without a close is found out 3 s on, not at its ping timeout', async () => {
-    const sockets: ScriptedSocket[] = []
-    const client = createClient({
-      baseUrl: 'http://nexus.test',
-      pingIntervalMs: 60_000,
-      pingTimeoutMs: 30_000,
-      retry: { baseDelayMs: 1, maxDelayMs: 5 },
-      fetch: (async () => jsonRes(200, {})) as unknown as typeof fetch,
-      WebSocket: (url) =>
-        scriptedSocket(
-          (socket) => {
-            sockets.push(socket)
-            greet(socket, url)
-          },
-          (frame, socket) => {
-            // The first socket drops as the act goes; the second dies without a close after its
-            // welcome (nothing answered); the third works.
-            if (socket === sockets[0]) {
-              if (frame.type === 'action') setTimeout(() => socket.drop(), 10)
-              return
-            }
-            if (socket === sockets[1]) return
-            if (frame.type === 'ping') socket.receive({ type: 'pong' })
-            if (frame.type === 'action') {
-              socket.receive({
-                type: 'event',
-                seq: 1,
-                tick: 0,
-                event: { did: frame.action },
-                ref: frame.ref,
-              })
-            }
-          },
-          { pong: false },
-        ),
+    // The first socket drops as the act goes; the second dies without a close after its welcome
+    // (nothing answered); the third works.
+    const { client, sockets } = answeringClient((socket, frame, all) => {
+      if (socket === all[0] && frame.type === 'action') setTimeout(() => socket.drop(), 10)
+      return socket === all[0] || socket === all[1]
     })
     const game = client.sessions.connect('s1', 'tok')
     await within(game.ready, 'the welcome', 2000)
@@ -5363,14 +5338,7 @@ describe('token renewal', () => {
   it('a sign-in whose token source is slow holds the requests made meanwhile TOKEN_SOURCE_WAIT_MS at most (they fail as the network does); the sign-in goes on, and its late answer signs the player in', async () => {
     vi.useFakeTimers()
     try {
-      const used: string[] = []
-      const client = createClient({
-        baseUrl: 'http://nexus.test',
-        fetch: (async (_input: RequestInfo | URL, init?: RequestInit) => {
-          used.push(authOf(init))
-          return jsonRes(200, { rewards: [] })
-        }) as typeof fetch,
-      })
+      const { client, used } = rewardsReader()
       let answer!: (t: { token: string; expiresIn: number }) => void
       const signIn = client.auth.useTokens(() => new Promise((resolve) => (answer = resolve)), 'p1')
       let settled: unknown = null
@@ -5398,14 +5366,7 @@ describe('token renewal', () => {
     vi.useFakeTimers()
     try {
       let calls = 0
-      const used: string[] = []
-      const client = createClient({
-        baseUrl: 'http://nexus.test',
-        fetch: (async (_input: RequestInfo | URL, init?: RequestInit) => {
-          used.push(authOf(init))
-          return jsonRes(200, { rewards: [] })
-        }) as typeof fetch,
-      })
+      const { client, used } = rewardsReader()
       await client.auth.useTokens(async () => {
         calls++
         if (calls === 1) return { token: 'tok-1', expiresIn: 60 }
@@ -5436,14 +5397,7 @@ describe('token renewal', () => {
   it("a token with minutes left is used at once while its early renewal waits on a stalled token source; the renewal's token is used once it comes", async () => {
     let release!: () => void
     let renewals = 0
-    const used: string[] = []
-    const client = createClient({
-      baseUrl: 'http://nexus.test',
-      fetch: (async (_input: RequestInfo | URL, init?: RequestInit) => {
-        used.push(authOf(init))
-        return jsonRes(200, { rewards: [] })
-      }) as typeof fetch,
-    })
+    const { client, used } = rewardsReader()
     await client.auth.useTokens(async () => {
       if (renewals++ === 0) return { token: 'tok-1', expiresIn: 3600 }
       // The provider's fetch hangs (a stalled mobile connection) until released.

@@ -536,6 +536,16 @@ function matches(
   )
 }
 
+/** p ≤ t < n, where p and n are t's boundaries: both are fixed points of the boundary functions. */
+function expectFixedPoints(s: Schedule, t: number, p: number, n: number): void {
+  expect(p).toBeLessThanOrEqual(t)
+  expect(n).toBeGreaterThan(t)
+  expect(nextBoundary(s, p)).toBe(n)
+  expect(previousBoundary(s, p)).toBe(p)
+  expect(previousBoundary(s, n)).toBe(n)
+  expect(previousBoundary(s, n - 1)).toBe(p)
+}
+
 const MINUTE = 60_000
 const timeArb = fc.integer({ min: Date.UTC(1960, 0, 1), max: Date.UTC(2150, 0, 1) })
 
@@ -555,14 +565,7 @@ describe('boundary properties', () => {
         const next = nextBoundary(s, t)
         expect(previous).not.toBeNull()
         expect(next).not.toBeNull()
-        const p = previous as number
-        const n = next as number
-        expect(p).toBeLessThanOrEqual(t)
-        expect(n).toBeGreaterThan(t)
-        expect(nextBoundary(s, p)).toBe(n)
-        expect(previousBoundary(s, p)).toBe(p)
-        expect(previousBoundary(s, n)).toBe(n)
-        expect(previousBoundary(s, n - 1)).toBe(p)
+        expectFixedPoints(s, t, previous as number, next as number)
       }),
       { numRuns: 400 },
     )
@@ -830,14 +833,7 @@ describe('time zones', () => {
     fc.assert(
       fc.property(cronArb, zonedArb, (f, [zone, t]) => {
         const s = zoned(cronText(f), zone)
-        const p = previousBoundary(s, t) as number
-        const n = nextBoundary(s, t) as number
-        expect(p).toBeLessThanOrEqual(t)
-        expect(n).toBeGreaterThan(t)
-        expect(nextBoundary(s, p)).toBe(n)
-        expect(previousBoundary(s, p)).toBe(p)
-        expect(previousBoundary(s, n)).toBe(n)
-        expect(previousBoundary(s, n - 1)).toBe(p)
+        expectFixedPoints(s, t, previousBoundary(s, t) as number, nextBoundary(s, t) as number)
       }),
       { numRuns: 400 },
     )

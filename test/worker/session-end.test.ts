@@ -1559,17 +1559,23 @@ describe('the end of a game', () => {
     expect(mine.entry?.score).toBe(1)
   })
 
+  /** A game played against Neon, its result and log recorded: its object waits out retention. */
+  async function playedToRetention() {
+    const game = await playGame({
+      before: (sessionId) =>
+        inObject(sessionId, (inst) => {
+          inst.store = new NeonSessionStore(env)
+        }),
+    })
+    expect(
+      await inObject(game.sessionId, (inst) => inst.runEndWork({ force: true })),
+    ).toMatchObject({ stage: 'retain' })
+    return game
+  }
+
   for (const restored of ['listed live again', 'not listed at all'] as const) {
     it(`a game Neon lost to a restore (its result, ratings and log gone; the session ${restored}) is written again at its retention's end, once, before its object is cleared`, async () => {
-      const game = await playGame({
-        before: (sessionId) =>
-          inObject(sessionId, (inst) => {
-            inst.store = new NeonSessionStore(env)
-          }),
-      })
-      expect(
-        await inObject(game.sessionId, (inst) => inst.runEndWork({ force: true })),
-      ).toMatchObject({ stage: 'retain' })
+      const game = await playedToRetention()
       const logRows = async () =>
         Number(
           (
@@ -1618,15 +1624,7 @@ describe('the end of a game', () => {
   }
 
   it("a game whose log's last records Neon lost to a restore (its result kept) archives them again before its object is cleared", async () => {
-    const game = await playGame({
-      before: (sessionId) =>
-        inObject(sessionId, (inst) => {
-          inst.store = new NeonSessionStore(env)
-        }),
-    })
-    expect(
-      await inObject(game.sessionId, (inst) => inst.runEndWork({ force: true })),
-    ).toMatchObject({ stage: 'retain' })
+    const game = await playedToRetention()
     const sql = pg()
     const seqs = async () =>
       (

@@ -52,6 +52,7 @@ import {
 } from '../workers/sessions/schemas.ts'
 import {
   NeonSessionStore,
+  type NotSubmittedWin,
   type RatingChange,
   type ReplayableSetup,
   type SessionStore,
@@ -253,6 +254,8 @@ const resultsNotSubmitted = counter(
  * board's memory of idempotency keys, less an hour for the two objects' clocks and the call.
  */
 const UNANSWERED_RETRY_MS = IDEMPOTENCY_TTL_MS - 60 * 60 * 1000
+/** A board's refusal kept with a win given up on: its detail, cut to this. */
+const NOT_SUBMITTED_DETAIL_CHARS = 200
 const gameLength = histogram(
   'nexus_session_duration_seconds',
   'From creation to the end of the game',
@@ -340,6 +343,8 @@ export interface EndStatus {
   attempts: number
   nextAttemptAt: number | null
   lastError: string | null
+  /** Wins the end gave up putting on the queue's board (refused, or never answered). */
+  notSubmitted: NotSubmittedWin[]
 }
 
 interface WorkRow {
@@ -1074,7 +1079,13 @@ export class GameSession extends DurableObject<Env> {
       attempts: row.attempts,
       nextAttemptAt: row.stage === 'done' ? null : row.next_attempt_at,
       lastError: row.last_error,
+      notSubmitted: this.notSubmittedWins(),
     }
+  }
+
+  /** The wins the end gave up putting on the queue's board, and why. */
+  private notSubmittedWins(): NotSubmittedWin[] {
+    return JSON.parse(this.getMeta('not_submitted') ?? '[]') as NotSubmittedWin[]
   }
 
   private notFound(): NotFound {
@@ -2464,7 +2475,14 @@ export class GameSession extends DurableObject<Env> {
         const kept = await this.store.keepSetup(
           setup.sessionId,
           this.setupHash!,
-          { seed: setup.seed, options: setup.options ?? null, madeAt: this.madeAt },
+          {
+            seed: setup.seed,
+            options: setup.options ?? null,
+            madeAt: this.madeAt,
+            ...(this.notSubmittedWins().length > 0
+              ? { notSubmitted: this.notSubmittedWins() }
+              : {}),
+          },
           lastSeq,
         )
         if (!kept) {
@@ -2510,6 +2528,15 @@ export class GameSession extends DurableObject<Env> {
       submitted.add(playerId)
       this.setMeta('submitted', JSON.stringify([...submitted]))
     }
+    // A win given up on is kept for the admin's read of the session (and Neon's, once cleared):
+    // support asked "where is my win?" finds the answer there, not only in a log line.
+    const notSubmitted = this.notSubmittedWins()
+    const giveUp = (playerId: string, reason: string, detail: string) => {
+      doneWith(playerId)
+      notSubmitted.push({ playerId, reason, detail: detail.slice(0, NOT_SUBMITTED_DETAIL_CHARS) })
+      this.setMeta('not_submitted', JSON.stringify(notSubmitted))
+      resultsNotSubmitted.inc({ reason })
+    }
     // A call whose answer never came may have counted the win: when each such call began. Its
     // retry is a replay only while the board remembers the key, so after that it is not sent.
     const unanswered = JSON.parse(this.getMeta('submit_unanswered') ?? '{}') as Record<
@@ -2539,8 +2566,11 @@ export class GameSession extends DurableObject<Env> {
       // record written before that must not read `constructor` as a time.
       const since = Object.hasOwn(unanswered, p.playerId) ? unanswered[p.playerId] : undefined
       if (since !== undefined && this.now() - since >= UNANSWERED_RETRY_MS) {
-        doneWith(p.playerId)
-        resultsNotSubmitted.inc({ reason: 'unanswered' })
+        giveUp(
+          p.playerId,
+          'unanswered',
+          'The board never answered, and a retry now could count the win twice',
+        )
         this.sendMetrics()
         log(
           'error',
@@ -2608,11 +2638,8 @@ export class GameSession extends DurableObject<Env> {
       }
       // A missing board or a score it refuses will not get better by retrying: noted as done
       // with, so a retry of the stage for another winner neither sends it nor counts it again.
-      doneWith(p.playerId)
       // A paused board's refusal apart from a full one's (both `conflict`): its own reason.
-      resultsNotSubmitted.inc({
-        reason: reply.extensions?.paused === true ? 'paused' : reply.problem,
-      })
+      giveUp(p.playerId, reply.extensions?.paused === true ? 'paused' : reply.problem, reply.detail)
       this.sendMetrics()
       log('warn', 'leaderboard refused a session result', {
         actor: this.actor,
@@ -2657,7 +2684,14 @@ export class GameSession extends DurableObject<Env> {
 }
 
 function doneStatus(): EndStatus {
-  return { stage: 'done', archived: 0, attempts: 0, nextAttemptAt: null, lastError: null }
+  return {
+    stage: 'done',
+    archived: 0,
+    attempts: 0,
+    nextAttemptAt: null,
+    lastError: null,
+    notSubmitted: [],
+  }
 }
 
 function send(ws: WebSocket, message: ServerMessage): void {

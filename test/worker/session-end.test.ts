@@ -1043,7 +1043,7 @@ describe('the end of a game', () => {
     }
   })
 
-  it('a win sent to a paused board is not put on it, counted as paused, and not sent again once it resumes', async () => {
+  it('a win sent to a paused board is not put on it, counted as paused, not sent again once it resumes, and named in the admin read of the session before and after its object is cleared', async () => {
     const config = { operator: 'incr' }
     const board = await createBoard(config)
     const put = (body: Record<string, unknown>) =>
@@ -1063,6 +1063,17 @@ describe('the end of a game', () => {
       `/v1/leaderboards/${board}/players/${game.winner}`,
     )
     expect(mine.entry).toBeNull()
+    // Support, asked where the win went, reads it in the session: the end moved on, clean.
+    const endOf = async () =>
+      (
+        (await (await call(`/v1/sessions/${game.sessionId}`, bearer(ADMIN_KEY))).json()) as {
+          end: { stage: string; lastError: string | null; notSubmitted: unknown }
+        }
+      ).end
+    const given = [{ playerId: game.winner, reason: 'paused', detail: expect.any(String) }]
+    expect(await endOf()).toMatchObject({ stage: 'retain', lastError: null, notSubmitted: given })
+    expect((await clearAfterRetention(game.sessionId))?.stage).toBe('done')
+    expect(await endOf()).toMatchObject({ stage: 'done', notSubmitted: given })
   })
 
   it('with Neon unreachable at the end, the win goes on the board at once, on the cycle the game ended in; the result lands later and the win is not counted again', async () => {

@@ -148,6 +148,7 @@ describe('log lines support reads', () => {
       stage: expect.stringMatching(/^(record|submit|archive|retain|done)$/),
       attempts: expect.any(Number),
       lastError: null,
+      notSubmitted: [],
     })
     expect(await read(tokens[players[0]!]!)).not.toHaveProperty('end')
   })

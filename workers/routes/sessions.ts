@@ -83,6 +83,25 @@ export const SessionView = z
         attempts: z.number().int(),
         nextAttemptAt: z.number().nullable(),
         lastError: z.string().nullable(),
+        notSubmitted: z
+          .array(
+            z.object({
+              playerId: z.string(),
+              reason: z.string().openapi({
+                description:
+                  "The board's problem type (`forbidden`: the winner banned there; `conflict`: " +
+                  'the board full; `not-found`: no such board; …), `paused`, or `unanswered` ' +
+                  '(the board never answered within its day of remembering keys)',
+              }),
+              detail: z.string(),
+            }),
+          )
+          .openapi({
+            description:
+              "Winners whose win the end gave up putting on the queue's board, and why: the " +
+              'stage moved on (a retry would not change the answer, or could count it twice). ' +
+              'Kept after the object is cleared.',
+          }),
       })
       .nullable()
       .optional()
@@ -501,6 +520,7 @@ export async function sessionView(
                   attempts: 0,
                   nextAttemptAt: null,
                   lastError: null,
+                  notSubmitted: archived.notSubmitted,
                 },
         }
       : {}),

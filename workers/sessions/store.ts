@@ -398,6 +398,8 @@ export interface ReplayableSetup {
  */
 export interface KeptSetup extends ReplayableSetup {
   madeAt?: number
+  /** Absent when every win reached the board (and for sessions cleared before 2026-12-07). */
+  notSubmitted?: NotSubmittedWin[]
 }
 
 export interface ArchivedSession {
@@ -414,6 +416,19 @@ export interface ArchivedSession {
   setup: ReplayableSetup | null
   /** The match's time, where the clearing kept it (since 2026-12-06). */
   madeAt?: number
+  /** Wins the end gave up putting on the queue's board (kept since 2026-12-07). */
+  notSubmitted: NotSubmittedWin[]
+}
+
+/**
+ * A winner whose win never reached the queue's board: `reason` is the board's problem type
+ * (`forbidden`, `conflict`, `not-found`, …), `paused`, or `unanswered` (the board never
+ * answered within its memory of keys, so a retry could have counted it twice).
+ */
+export interface NotSubmittedWin {
+  playerId: string
+  reason: string
+  detail: string
 }
 
 /** A session from Neon (after its object's storage was cleared), or null. */
@@ -444,7 +459,7 @@ export async function loadArchivedSession(
   }[]
   const r = rows[0]
   if (!r) return null
-  const { madeAt, ...setup } = r.setup ?? { seed: '', options: null }
+  const { madeAt, notSubmitted, ...setup } = r.setup ?? { seed: '', options: null }
   return {
     sessionId: r.id,
     rules: r.rules,
@@ -457,6 +472,7 @@ export async function loadArchivedSession(
     ratingChanges: r.rating_changes,
     setup: r.setup === null ? null : setup,
     ...(typeof madeAt === 'number' ? { madeAt } : {}),
+    notSubmitted: Array.isArray(notSubmitted) ? notSubmitted : [],
   }
 }
 

@@ -2222,6 +2222,16 @@ export class GameSession extends DurableObject<Env> {
       .filter((p) => awayUntil.has(p.playerId))
       .map((p) => awayUntil.get(p.playerId)!)
     if (later.length > 0) {
+      // A player who never came is not waited for: the join grace was their chance (and, moved,
+      // their timer would read as a grace of one who had played, to come back to after it).
+      if (players.some((p) => neverCame.has(p))) return false
+      // Put off once only. A grace already put off that finds a later one still running at its
+      // new end means one of the others came back since (and left again): they won, now.
+      const putOff = JSON.parse(this.getMeta('put_off') ?? '{}') as Record<string, number>
+      const dueOf = new Map(timers.map((t) => [t.player_id, t.due]))
+      if (players.some((p) => Object.hasOwn(putOff, p) && putOff[p] === dueOf.get(p))) {
+        return false
+      }
       // Everyone else still in has left too, a moment later: taken now, the later leaver would
       // win by this one's forfeit. These graces run on to the last of theirs instead, and end
       // with it: together, the game is abandoned; if one of them comes back first, these
@@ -2229,7 +2239,9 @@ export class GameSession extends DurableObject<Env> {
       const until = Math.max(...later)
       for (const player of players) {
         this.sql.exec(`UPDATE timers SET due = ? WHERE player_id = ?`, until, player)
+        putOff[player] = until
       }
+      this.setMeta('put_off', JSON.stringify(putOff))
       return true
     }
     // Rules that refuse it (a module in plain JavaScript may) hear the absences one at a time

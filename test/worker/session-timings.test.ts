@@ -525,6 +525,33 @@ describe('session timings', () => {
     }
   })
 
+  it('two players who left apart, the later one back and away again before the first grace (put off) ends: the one who came back wins then, the grace is not put off again', async () => {
+    const { sessionId, tokens, pb, left } = await leftAMomentApart()
+    await alarmAt(sessionId, left + GRACE)
+    const back = await connect(sessionId, tokens[pb]!)
+    await back.nextOf('welcome')
+    // B's app goes to the background again: a new grace of their own, ending after A's.
+    await leaveAt(sessionId, back, pb, left + GRACE + 500)
+    await alarmAt(sessionId, left + 1 + GRACE)
+    expect(await inObject(sessionId, (inst) => inst.info())).toMatchObject({
+      status: 'finished',
+      result: { reason: 'forfeit', winner: pb },
+    })
+  })
+
+  it('a no-show whose join grace ends while the player who came has left (their grace running) is not waited for: they forfeit at the join grace', async () => {
+    const players = playerIds(2)
+    const [pa] = players as [string, string]
+    const { sessionId, tokens, sockets, createdAt } = await liveDiceGame(players, [pa])
+    // A leaves just before B's join grace ends: A's grace runs past it.
+    await leaveAt(sessionId, sockets[0]!, pa, createdAt + JOIN_GRACE - 1000)
+    await alarmAt(sessionId, createdAt + JOIN_GRACE)
+    // B forfeited for never coming: A, back within their own grace, has won.
+    const back = await connect(sessionId, tokens[pa]!)
+    const ended = await back.nextOf('ended')
+    expect(ended.result).toMatchObject({ reason: 'forfeit', winner: pa })
+  })
+
   it('two players who left a moment apart, the later one back after their own grace ended (no alarm between): the game is abandoned, not won by them', async () => {
     const { sessionId, tokens, pb, left } = await leftAMomentApart()
     // B comes back past both graces, before any alarm: the clock the connect runs first ends it.

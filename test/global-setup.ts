@@ -8,7 +8,6 @@ import { existsSync } from 'node:fs'
 import { createServer } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import type { TestProject } from 'vitest/node'
-import { freePort } from '../local/process.ts'
 import { startNeonRelay, startPostgres, startRedis, startUpstashRest } from '../local/index.ts'
 import { runMigrations } from '../scripts/migrate.ts'
 import { startJwksServer } from './jwks-server.ts'
@@ -51,7 +50,9 @@ export default async function setup(project: TestProject) {
     const relayAddress = `127.0.0.1:${relay.port}`
     await runMigrations({ databaseUrl: pg.url, relay: relayAddress })
     // Degradation tests point Nexus at a Postgres that is not there: a relay to a closed port.
-    const deadPort = await freePort()
+    // Port 1 (nothing listens there), not a free port asked of the system: that one goes back to
+    // the ephemeral range, where a server started later in the run may be handed it.
+    const deadPort = 1
     const deadRelay = await startNeonRelay({ postgresPort: deadPort })
     stops.push(() => deadRelay.close())
     // And at one that takes requests and never answers (a hung connection).

@@ -456,7 +456,8 @@ describe('boundaries', () => {
     let t = Date.UTC(2000, 0, 1)
     for (let i = 0; i < 20; i++) t = nextBoundary(rare, t) as number
     expect(new Date(t).getUTCFullYear()).toBeGreaterThan(2400)
-    expect(performance.now() - started).toBeLessThan(1000)
+    // Day steps, not minute steps (which would take minutes): seconds spare on a loaded machine.
+    expect(performance.now() - started).toBeLessThan(5000)
   })
 })
 

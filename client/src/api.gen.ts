@@ -108,6 +108,8 @@ export interface Schemas {
     createdAt: string
     /** Voided by an admin (not to be paid); null while it stands */
     voidedAt: string | null
+    /** Support's read only (`/v1/admin/players/:playerId/rewards`): why it was voided, as the admin gave it, or `account banned before the cycle ended` (the close's own, for a ban that reached the board late; a lifted ban leaves it voided, DELETE …/void restores it) */
+    voidReason?: string | null
   }
   PlayerUpdate: {
     rating?: number

@@ -2019,10 +2019,15 @@ describe('a closed cycle read while it is archived', () => {
       ).rewards
     expect(await mine(cheat)).toMatchObject([{ voidedAt: first.voidedAt }])
     expect(await mine(honest)).toMatchObject([{ voidedAt: null }])
-    // Support reads a player's rewards as the player does; only with the admin key.
+    // The player is not shown the admin's note.
+    expect((await mine(cheat))[0]).not.toHaveProperty('voidReason')
+    // Support reads a player's rewards as the player does, with each void's reason; only with
+    // the admin key.
     const support = await call(`/v1/admin/players/${cheat}/rewards`, bearer(ADMIN_KEY))
     expect(support.status).toBe(200)
-    expect(((await support.json()) as { rewards: unknown[] }).rewards).toEqual(await mine(cheat))
+    expect(((await support.json()) as { rewards: unknown[] }).rewards).toEqual(
+      (await mine(cheat)).map((r) => ({ ...r, voidReason: 'confirmed' })),
+    )
     const asPlayer = await call(
       `/v1/admin/players/${cheat}/rewards`,
       bearer((await issuePlayerToken(env, cheat)).token),

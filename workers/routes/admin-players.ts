@@ -100,8 +100,8 @@ const playerRewardsRoute = createRoute({
   path: '/{playerId}/rewards',
   summary: "A player's rewards across boards, for support, newest first",
   description:
-    'What `GET /v1/players/me/rewards` shows the player (voided ones marked `voidedAt`; the ' +
-    "reason is in the cycle's payout list). Pass `nextCursor` as `cursor` for older ones.",
+    'What `GET /v1/players/me/rewards` shows the player (voided ones marked `voidedAt`), with ' +
+    "each void's `voidReason`. Pass `nextCursor` as `cursor` for older ones.",
   middleware: [requireAdmin()] as const,
   request: { params: z.object({ playerId: PlayerId }), query: RewardsQuery },
   responses: {
@@ -112,7 +112,10 @@ const playerRewardsRoute = createRoute({
 
 adminPlayers.openapi(playerRewardsRoute, async (c) => {
   const { playerId } = c.req.valid('param')
-  return c.json(await rewardPage(c.env, playerId, c.req.valid('query')), 200)
+  return c.json(
+    await rewardPage(c.env, playerId, c.req.valid('query'), { withVoidReason: true }),
+    200,
+  )
 })
 
 const putPlayerRoute = createRoute({

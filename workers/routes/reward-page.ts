@@ -18,6 +18,16 @@ const Reward = z
       .string()
       .nullable()
       .openapi({ description: 'Voided by an admin (not to be paid); null while it stands' }),
+    voidReason: z
+      .string()
+      .nullable()
+      .optional()
+      .openapi({
+        description:
+          "Support's read only (`/v1/admin/players/:playerId/rewards`): why it was voided, as the " +
+          "admin gave it, or `account banned before the cycle ended` (the close's own, for a ban " +
+          'that reached the board late; a lifted ban leaves it voided, DELETE …/void restores it)',
+      }),
   })
   .openapi('Reward')
 
@@ -60,9 +70,12 @@ export async function rewardPage(
   { limit, cursor }: z.infer<typeof RewardsQuery>,
   {
     sinceErasure = false,
+    withVoidReason = false,
     beforeQuery,
   }: {
     sinceErasure?: boolean
+    /** Support's read: each void's reason, which a player's own read leaves out (admin notes). */
+    withVoidReason?: boolean
     /** Runs once the cursor is known to be good, before the query (a player's read counted). */
     beforeQuery?: () => Promise<void>
   } = {},
@@ -71,7 +84,8 @@ export async function rewardPage(
   await beforeQuery?.()
   const rows = (await getSql(env).query(
     `select r.leaderboard_id, r.cycle, r.rank, r.reward, r.created_at,
-            ${isoMicros('r.created_at')} as created_iso, ${isoUtc('r.voided_at')} as voided_at
+            ${isoMicros('r.created_at')} as created_iso, ${isoUtc('r.voided_at')} as voided_at,
+            r.void_reason
        from rewards r
       where r.player_id = $1
         and ($2::timestamptz is null
@@ -98,6 +112,7 @@ export async function rewardPage(
     reward: Record<string, unknown>
     created_iso: string
     voided_at: string | null
+    void_reason: string | null
   }[]
   const more = rows.length > limit
   if (more) rows.length = limit
@@ -110,6 +125,7 @@ export async function rewardPage(
       reward: r.reward,
       createdAt: r.created_iso,
       voidedAt: r.voided_at,
+      ...(withVoidReason ? { voidReason: r.void_reason } : {}),
     })),
     nextCursor:
       more && last ? encodeTimeCursor(last.created_iso, last.leaderboard_id, last.cycle) : null,

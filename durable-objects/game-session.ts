@@ -1304,7 +1304,7 @@ export class GameSession extends DurableObject<Env> {
           await this.scheduleAlarm()
           return new Response(null, { status: 101, webSocket: pair[0] })
         }
-        this.sql.exec(`DELETE FROM timers WHERE player_id = ?`, player)
+        this.cameBack(player)
         const wasAbsent = one<{ n: number }>(
           this.sql,
           `SELECT count(*) AS n FROM absent WHERE player_id = ?`,
@@ -2195,6 +2195,37 @@ export class GameSession extends DurableObject<Env> {
    * When the others still in have left too, their graces still running, these graces are made
    * to end with the last of theirs (true, nothing applied yet).
    */
+  /**
+   * A player's socket back: their grace ends. One back within a grace put off for them (past
+   * their own) settles the wait for everyone: the others' graces running now count as put off
+   * already, so a player who came back, whichever it was, wins when the others' end (abandonedBy)
+   * rather than having them put off to their next absence.
+   */
+  private cameBack(player: string): void {
+    const mine = one<{ due: number }>(
+      this.sql,
+      `SELECT due FROM timers WHERE player_id = ?`,
+      player,
+    )
+    this.sql.exec(`DELETE FROM timers WHERE player_id = ?`, player)
+    if (mine === undefined) return
+    const putOff = this.putOffGraces()
+    if (putOff[player] !== mine.due) return
+    for (const t of all<{ player_id: string; due: number }>(
+      this.sql,
+      `SELECT player_id, due FROM timers WHERE due != ?`,
+      this.joinDue,
+    )) {
+      putOff[t.player_id] = t.due
+    }
+    this.setMeta('put_off', JSON.stringify(putOff))
+  }
+
+  /** Each grace put off to a later leaver's end (abandonedBy), by player: the end it was put to. */
+  private putOffGraces(): Record<string, number> {
+    return JSON.parse(this.getMeta('put_off') ?? '{}') as Record<string, number>
+  }
+
   private abandonedBy(players: string[], tick: number): boolean {
     if (!this.rules!.onAbandon) return false
     const leaving = new Set(players)
@@ -2227,7 +2258,7 @@ export class GameSession extends DurableObject<Env> {
       if (players.some((p) => neverCame.has(p))) return false
       // Put off once only. A grace already put off that finds a later one still running at its
       // new end means one of the others came back since (and left again): they won, now.
-      const putOff = JSON.parse(this.getMeta('put_off') ?? '{}') as Record<string, number>
+      const putOff = this.putOffGraces()
       const dueOf = new Map(timers.map((t) => [t.player_id, t.due]))
       if (players.some((p) => Object.hasOwn(putOff, p) && putOff[p] === dueOf.get(p))) {
         return false
@@ -2581,7 +2612,8 @@ export class GameSession extends DurableObject<Env> {
         giveUp(
           p.playerId,
           'unanswered',
-          'The board never answered, and a retry now could count the win twice',
+          `The board never answered the call made at ${new Date(since).toISOString()}: it may ` +
+            'have counted the win, and a retry now could count it twice',
         )
         this.sendMetrics()
         log(

@@ -539,7 +539,7 @@ export interface Schemas {
       attempts: number
       nextAttemptAt: number | null
       lastError: string | null
-      /** Winners whose win the end gave up putting on the queue's board, and why: the stage moved on (a retry would not change the answer, or could count it twice). Kept after the object is cleared. */
+      /** Winners whose win the end gave up putting on the queue's board, and why: the stage moved on (a retry would not change the answer, or could count it twice). A refused win never counted; an `unanswered` one may have. Kept after the object is cleared; empty for sessions whose end ran before 2026-12-07. */
       notSubmitted: Array<{
         playerId: string
         /** The board's problem type (`forbidden`: the winner banned there; `conflict`: the board full; `not-found`: no such board; …), `paused`, or `unanswered` (the board never answered within its day of remembering keys) */

@@ -1267,6 +1267,14 @@ describe('the end of a game', () => {
     ).toMatchObject({ stage: 'retain' })
     expect(await scoreOf(first!)).toBe(1)
     expect(await scoreOf(second!)).toBe(1)
+    // Support reads that the second's win was given up on, unanswered (it may have counted, as it
+    // did here), and when its call was made; the first's, answered at last, is not named.
+    const { end } = (await (
+      await call(`/v1/sessions/${game.sessionId}`, bearer(ADMIN_KEY))
+    ).json()) as { end: { notSubmitted: { playerId: string; reason: string; detail: string }[] } }
+    expect(end.notSubmitted).toEqual([
+      { playerId: second, reason: 'unanswered', detail: expect.stringMatching(/call made at 20/) },
+    ])
   })
 
   it('a winner erased while the game ran: no rating or profile for them, no win on the board; the other player is rated', async () => {

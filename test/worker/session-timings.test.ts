@@ -498,7 +498,7 @@ describe('session timings', () => {
     const left = createdAt + JOIN_GRACE + 1000
     await leaveAt(sessionId, a, pa, left)
     await leaveAt(sessionId, b, pb, left + 1)
-    return { sessionId, tokens, pb, left }
+    return { sessionId, tokens, pa, pb, left }
   }
 
   it("two players who leave a moment apart: the later leaver does not win by the first one's forfeit; the game ends abandoned, unless the later one comes back, who then wins", async () => {
@@ -536,6 +536,21 @@ describe('session timings', () => {
     expect(await inObject(sessionId, (inst) => inst.info())).toMatchObject({
       status: 'finished',
       result: { reason: 'forfeit', winner: pb },
+    })
+  })
+
+  it('two players who left apart, the first one (their grace put off) back and away again before the later grace ends: the one who came back wins when it ends, it is not put off to theirs', async () => {
+    const { sessionId, tokens, pa, left } = await leftAMomentApart()
+    // A's grace ends; B is away too: A's is put off to B's, and A comes back within it.
+    await alarmAt(sessionId, left + GRACE)
+    const back = await connect(sessionId, tokens[pa]!)
+    await back.nextOf('welcome')
+    // A's app goes to the background again: a new grace, ending after B's.
+    await leaveAt(sessionId, back, pa, left + GRACE)
+    await alarmAt(sessionId, left + 1 + GRACE)
+    expect(await inObject(sessionId, (inst) => inst.info())).toMatchObject({
+      status: 'finished',
+      result: { reason: 'forfeit', winner: pa },
     })
   })
 

@@ -100,7 +100,8 @@ export const SessionView = z
             description:
               "Winners whose win the end gave up putting on the queue's board, and why: the " +
               'stage moved on (a retry would not change the answer, or could count it twice). ' +
-              'Kept after the object is cleared.',
+              'A refused win never counted; an `unanswered` one may have. Kept after the object ' +
+              'is cleared; empty for sessions whose end ran before 2026-12-07.',
           }),
       })
       .nullable()

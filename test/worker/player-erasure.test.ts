@@ -410,7 +410,45 @@ describe('erasing a player (admin)', () => {
     await pg()`delete from player_bans where player_id = ${gone.playerId}`
   })
 
-  it("an archive page waits while an erasure's last clear looks (each page holds the pages' lock)", async () => {
+  it('the call that ends an erasure lets archive pages go once those under way have committed: a page of another board is written while its clear waits on a row', async () => {
+    const gone = await newGuest()
+    const board = await newBoard()
+    const sql = pg()
+    await eraseAll(gone.playerId)
+    await sql`insert into leaderboard_cycles (leaderboard_id, cycle, starts_at, ends_at, entries, archived_rows)
+      values (${board}, 1, now() - interval '1 hour', now(), 5, 1)`
+    await sql`insert into leaderboard_archive
+        (leaderboard_id, cycle, player_id, rank, score, subscore, name, metadata, submitted_at)
+      values (${board}, 1, ${gone.playerId}, 1, 9, 0, 'Late', '{"a":1}', now())`
+    // Something else holds the late row (a long transaction of an analyst's, say): the clear
+    // waits on it.
+    const row = await holdLock(
+      {
+        text: `select 1 from leaderboard_archive where leaderboard_id = $1 and player_id = $2 for update`,
+        params: [board, gone.playerId],
+      },
+      { afterWaiter: 4 },
+    )
+    const again = erase(gone.playerId, PREFIX)
+    await row.contended()
+    // Meanwhile every board's closes go on: a page is not held behind the erasure's clear.
+    const other = (await newGuest()).playerId
+    const otherBoard = `erasure-barrier-${crypto.randomUUID().slice(0, 8)}`
+    const first = await Promise.race([
+      archiveOnlyEntry(otherBoard, other, null, Date.now()).then(() => 'the page'),
+      row.done.then(() => 'the row let go'),
+    ])
+    expect(first).toBe('the page')
+    await row.done
+    expect((await again).status).toBe(200)
+    expect(
+      await sql`select name, metadata from leaderboard_archive where leaderboard_id = ${board}`,
+    ).toEqual([{ name: null, metadata: null }])
+    await sql`delete from leaderboard_archive where leaderboard_id in (${board}, ${otherBoard})`
+    await sql`delete from leaderboard_cycles where leaderboard_id in (${board}, ${otherBoard})`
+  })
+
+  it("an archive page waits while an erasure takes the pages' lock (each page holds it shared)", async () => {
     const player = (await newGuest()).playerId
     const board = `erasure-lock-${crypto.randomUUID().slice(0, 8)}`
     const clear = await holdLock(

@@ -58,9 +58,9 @@ export interface ArchiveWriter {
 
 /**
  * Every archive page holds this lock shared for its transaction, and an erasure's last clear of
- * the player's archived names (clearLateArchivedNames) takes it alone: a page whose statement
- * took its snapshot before the erasure's tombstone (and so writes the player's name) has then
- * committed before the clear looks, and a page after it sees the tombstone.
+ * the player's archived names (clearLateArchivedNames) takes it alone for an instant, before it
+ * looks: a page whose statement took its snapshot before the erasure's tombstone (and so writes
+ * the player's name) has then committed, and a page after it sees the tombstone.
  */
 const ARCHIVE_PAGES_KEY = `hashtextextended('archive_pages', 0)`
 export const ARCHIVE_PAGES_SHARED = `pg_advisory_xact_lock_shared(${ARCHIVE_PAGES_KEY})`

@@ -255,11 +255,11 @@ export async function clearLateArchivedNames(
 ): Promise<number> {
   const sql = getSql(env)
   // Once the pages under way have committed: one whose statement began before the tombstone may
-  // not have yet, and its rows would be out of this statement's sight (ARCHIVE_PAGES_LOCK).
-  const [, rows] = (await sql.transaction([
-    sql.query(`select ${ARCHIVE_PAGES_LOCK}`),
-    sql.query(LATE_ARCHIVE_CLEAR, [playerId, erasedAt]),
-  ])) as [unknown, { n: number }[]]
+  // not have yet, and its rows would be out of the clear's sight (ARCHIVE_PAGES_LOCK). The lock
+  // is a barrier only, let go at once: a page that takes it after began after the tombstone, and
+  // writes the player nameless. Held through the clear, every board's archive would wait on it.
+  await sql.query(`select ${ARCHIVE_PAGES_LOCK}`)
+  const rows = (await sql.query(LATE_ARCHIVE_CLEAR, [playerId, erasedAt])) as { n: number }[]
   return rows[0]?.n ?? 0
 }
 

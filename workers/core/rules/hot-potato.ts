@@ -117,8 +117,9 @@ export interface PotatoState {
 export type PotatoAction = { action: 'ready' } | { action: 'pass'; to: string }
 
 /**
- * Every event says where the potato is now: `holder` (for a `pass`, `to`) and `explodesAt` after
- * the event. (A pass has no `holder` field: adding one would change the events of logs already
+ * Every event but `joined` (which comes only before the fuse is lit, and says neither) says where
+ * the potato is now: `holder` (for a `pass`, `to`) and `explodesAt` after the event. (A pass has
+ * no `holder` field, nor `joined` these two: adding them would change the events of logs already
  * written, which `replay()` checks.)
  */
 export type PotatoEvent =

@@ -331,7 +331,12 @@ export class MetricsHub extends DurableObject<Env> {
         kind: 'counter',
         name: HUB_SERIES_DROPPED,
         help: HUB_SERIES_DROPPED_HELP,
-        series: [...this.droppedHere].map(([metric, value]) => ({ labels: { metric }, value })),
+        // Per shard: each counts from its own start, and a sum across shards would go back
+        // when one restarts (a reset of the whole series to Prometheus, counting all again).
+        series: [...this.droppedHere].map(([metric, value]) => ({
+          labels: { metric, shard: this.ctx.id.name ?? this.ctx.id.toString() },
+          value,
+        })),
       })
     }
     return families

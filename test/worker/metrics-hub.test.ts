@@ -115,7 +115,8 @@ describe('/metrics across isolates', () => {
     })
     const res = await call('/metrics', scrapeAuth)
     const text = await res.text()
-    expect(text).toContain(`${HUB_SERIES_DROPPED}{metric="${name}"} 3`)
+    // Per shard, so that one shard's restart reads as that series' reset only.
+    expect(text).toContain(`${HUB_SERIES_DROPPED}{metric="${name}",shard="${hubShardName(2)}"} 3`)
     const kept = parsePrometheus(text).filter((s) => s.name === name)
     expect(kept).toHaveLength(MAX_SERIES_PER_METRIC)
   })

@@ -1685,7 +1685,13 @@ export class Leaderboard extends DurableObject<Env> {
       })
     } catch (err) {
       if (err instanceof BoardFull) return boardFull(config.maxEntries)
-      if (err instanceof StorageFull) return storageFull(err.bytes)
+      if (err instanceof StorageFull) {
+        // Counted as a submission's would be: the operator's alert for a filling board.
+        submissionRefusals.inc({ reason: 'storage_full' })
+        this.reportStorage()
+        this.sendMetrics()
+        return storageFull(err.bytes)
+      }
       throw err
     }
     this.seq = seq
@@ -1694,6 +1700,8 @@ export class Leaderboard extends DurableObject<Env> {
       if (previous) this.remember(playerId, previous, next.seq, now)
     }
     if (key) await this.alarmForKeys(now)
+    // An import is the largest way a board grows: its size reported as a submission's is.
+    if (Date.now() - this.storageReportedAt >= STORAGE_REPORT_MS) this.reportStorage()
     return { ok: true, ...result!, replayed: false }
   }
 

@@ -662,6 +662,8 @@ describe('a cycle full of players (maxEntries)', () => {
       json('POST', { entries: [{ playerId: 'imported', score: 3 }] }, ADMIN_KEY),
     )
     expect(await problem(imported)).toMatchObject({ status: 503 })
+    // Counted as a submission's refusal is: the alert for a filling board sees imports too.
+    expect(counted() - before).toBe(2)
     expect((await submitFor(b, 'a', { score: 7 }, 'storage-2')).status).toBe(200)
     // A game's win, by its session's own key: one row, sent once, in the cycle the game ended in.
     const win = await runInDurableObject(env.LEADERBOARD.getByName(b), (inst: Leaderboard) =>
@@ -685,6 +687,20 @@ describe('a cycle full of players (maxEntries)', () => {
     const retried = await submitFor(b, 'new', { score: 5 }, 'storage-1')
     expect(retried.status).toBe(200)
     expect(((await retried.json()) as { replayed: boolean }).replayed).toBe(false)
+  })
+
+  it("an import reports the board's storage, as a submission does: a board filled by imports alone shows its size", async () => {
+    const b = await createBoard({})
+    const imported = await call(
+      `/v1/admin/leaderboards/${b}/entries`,
+      json('POST', { entries: [{ playerId: 'imported', score: 3 }] }, ADMIN_KEY),
+    )
+    expect(imported.status).toBe(200)
+    const size = await runInDurableObject(
+      env.LEADERBOARD.getByName(b),
+      (_inst: Leaderboard, state) => state.storage.sql.databaseSize,
+    )
+    expect(metricTotal('nexus_leaderboard_storage_bytes', { board: b })).toBe(size)
   })
 
   it('an import that would pass the limit is refused whole; one that fills it exactly, or moves players already in, is taken', async () => {

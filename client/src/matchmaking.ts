@@ -1227,15 +1227,48 @@ export class MatchTicket extends Emitter<TicketEvents> {
     // A network blip here would end a wait the member means to keep, as the later reads would not.
     const steady = { needed: () => true, signal: this.abort.signal }
     const party = await this.persist(() => this.readParty(), steady)
+    if (party && this.leadsNow(party)) return
     const ticketId = party ? this.ticketOfQueue(party) : null
     if (ticketId === null) return
     const ticket = await this.persist(() => this.readPartyTicket(ticketId), steady)
     if (ticket === undefined) return
+    if (
+      ticket !== null &&
+      ticket.queue === this.queue &&
+      (await this.persist(() => this.stillToPlay(ticket), steady)) === true
+    ) {
+      // Matched while this member was away (the app killed, a wait begun late): their game is
+      // still on, and they are in it.
+      this.takeUp(ticket)
+      this.settle(ticket)
+      return
+    }
     if (ticket === null || !live(ticket) || ticket.queue !== this.queue) {
       this.staleTicketId = ticketId
       return
     }
     this.takeUp(ticket)
+  }
+
+  /**
+   * Whether a matched ticket's game is still live: then it is this wait's match, not the last
+   * game's. Its session is asked with the token the ticket carries for this player; a session
+   * gone or not readable is not one to join.
+   */
+  private async stillToPlay(ticket: Ticket): Promise<boolean> {
+    if (ticket.status !== 'matched' || !ticket.match?.token) return false
+    try {
+      const session = await this.deps.t.request('get', '/v1/sessions/{id}', {
+        path: { id: ticket.match.sessionId },
+        as: { kind: 'bearer', token: ticket.match.token },
+        retry: true,
+        signal: this.abort.signal,
+      })
+      return session.status === 'live'
+    } catch (err) {
+      if (err instanceof NexusProblem) return false
+      throw err
+    }
   }
 
   /**
@@ -1253,6 +1286,7 @@ export class MatchTicket extends Emitter<TicketEvents> {
   /** Takes up the leader's new ticket if the party names one; true when it did. */
   private async checkParty(): Promise<boolean> {
     const party = await this.readParty()
+    if (this.leadsNow(party)) return true
     const ticketId = this.ticketOfQueue(party)
     if (ticketId === null || ticketId === this.staleTicketId) return false
     const ticket = await this.readPartyTicket(ticketId)
@@ -1265,6 +1299,17 @@ export class MatchTicket extends Emitter<TicketEvents> {
     }
     this.takeUp(ticket)
     this.settle(ticket)
+    return true
+  }
+
+  /**
+   * A member waits for the leader to queue; one who leads the party now (the leader left, and the
+   * party passed to them) would wait for good, the party with them: the wait ends, `cancelled`
+   * with reason `leader`, for the game to queue the party (`joinWithParty`). True when it ended.
+   */
+  private leadsNow(party: { leader: string }): boolean {
+    if (this.deps.auth.playerId === null || party.leader !== this.deps.auth.playerId) return false
+    this.end('cancelled', 'leader')
     return true
   }
 

@@ -3376,6 +3376,94 @@ describe('matchmaking refusals and network loss', () => {
     expect(outcome).toMatchObject({ sessionId: 's1', ticketId: 'squads:eu:t1' })
   }, 15_000)
 
+  it('a party member whose party passes to them while they wait (the leader left) is told so, their wait ended (`leader`), rather than waiting for good for a leader to queue', async () => {
+    for (const [transport, leaderFrom] of [
+      ['http', 0],
+      ['http', 2],
+      ['websocket', 2],
+    ] as const) {
+      let partyReads = 0
+      const client = createClient({
+        baseUrl: 'http://nexus.test',
+        retry: { baseDelayMs: 1, maxDelayMs: 5 },
+        fetch: guestFetch((url) => {
+          if (url.pathname === '/v1/parties/me') {
+            // g_0 leads, then leaves: the party passes to this player (g_1), and has no ticket.
+            const leader = partyReads++ >= leaderFrom ? 'g_1' : 'g_0'
+            return jsonRes(200, {
+              id: 'p1',
+              leader,
+              members: [],
+              invites: [],
+              createdAt: 0,
+              ticketId: null,
+            })
+          }
+          return jsonRes(200, {})
+        }),
+        WebSocket: () => scriptedSocket((socket) => socket.open()),
+      })
+      await client.auth.guest('device-abcdef-123456')
+      const mine = client.matchmaking.waitForParty('squads', { transport })
+      const ended = mine.once('ended')
+      const outcome = await within(
+        mine.matched,
+        `the wait (${transport}, ${leaderFrom})`,
+        12_000,
+      ).catch((e: unknown) => e)
+      expect(outcome).toBeInstanceOf(MatchmakingEnded)
+      expect(outcome).toMatchObject({ outcome: 'cancelled', reason: 'leader' })
+      expect(await ended).toEqual({ outcome: 'cancelled', reason: 'leader' })
+    }
+  }, 40_000)
+
+  it('a party member whose wait begins after the party was matched (the app killed meanwhile) takes that match while its game is live; the last game, over, is passed over for the next', async () => {
+    for (const [transport, status] of [
+      ['http', 'live'],
+      ['websocket', 'live'],
+      ['http', 'finished'],
+    ] as const) {
+      let partyReads = 0
+      const client = createClient({
+        baseUrl: 'http://nexus.test',
+        retry: { baseDelayMs: 1, maxDelayMs: 5 },
+        fetch: guestFetch((url, init) => {
+          const path = decodeURIComponent(url.pathname)
+          // The party names its matched ticket; later (a finished game's case) a new one.
+          if (path === '/v1/parties/me')
+            return partyOf(partyReads++ < 2 ? 'squads:eu:t1' : 'squads:eu:t2')
+          if (path === '/v1/matchmaking/tickets/squads:eu:t1') return matchedSquad()
+          if (path === '/v1/matchmaking/tickets/squads:eu:t2')
+            return jsonRes(200, {
+              ticketId: 'squads:eu:t2',
+              queue: 'squads',
+              region: 'eu',
+              status: 'matched',
+              expiresAt: 0,
+              reason: null,
+              match: { sessionId: 's2', token: 'session-tok-2', players: [] },
+            })
+          // The session is read with the token the ticket carries for this player.
+          if (path === '/v1/sessions/s1' && authOf(init) === 'session-tok')
+            return jsonRes(200, { sessionId: 's1', status })
+          return jsonRes(200, {})
+        }),
+        WebSocket: () => scriptedSocket((socket) => socket.open()),
+      })
+      await client.auth.guest('device-abcdef-123456')
+      const mine = client.matchmaking.waitForParty('squads', { transport })
+      const outcome = await within(
+        mine.matched,
+        `the match (${transport}, ${status})`,
+        12_000,
+      ).catch((e: unknown) => e)
+      await mine.cancel().catch(() => {})
+      expect(outcome).toMatchObject(
+        status === 'live' ? { sessionId: 's1', token: 'session-tok' } : { sessionId: 's2' },
+      )
+    }
+  }, 40_000)
+
   it('a party member still finds its match once the party changed after it (the matched ticket no longer listed in `tickets`, still the party’s `ticketId`)', async () => {
     let partyReads = 0
     const client = createClient({

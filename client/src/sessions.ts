@@ -69,6 +69,13 @@ export interface GameEvents {
   refused: { code: string; message: string; ref?: string | number }
   ended: { seq: number; result: GameResult }
   reconnecting: { attempt: number; delayMs: number; since: number | null }
+  /**
+   * The connection is over for good without the game's end: the server out of reach past
+   * `reconnectForMs`, the player connected elsewhere (`SessionConnectionReplaced`), erased, or
+   * refused. `ended` and `ready` reject with the same error. Not for `close()` or a sign-out,
+   * which the app made.
+   */
+  failed: { error: unknown }
 }
 
 /** What `act()` resolves with: the event the action made, as every player got it. */
@@ -1071,6 +1078,9 @@ export class GameConnection extends Emitter<GameEvents> {
     this.offPageWake()
     this.stop.abort()
     if (isOpen(this.socket)) this.socket.close(1000, 'failed')
+    // Told as an event too: an app that drives its screens by events (a spinner shown on
+    // `reconnecting`) and never awaits `ended` would otherwise hear nothing.
+    this.emit('failed', { error: err })
     this.rejectReady(err)
     this.rejectEnded(err)
     this.failActs(err)

@@ -819,7 +819,9 @@ describe('client SDK under failure', () => {
     const game = client.sessions.connect('s1', 'tok')
     const delays: number[] = []
     game.on('reconnecting', ({ delayMs }) => delays.push(delayMs))
+    const failed = game.once('failed')
     await expect(game.ended).rejects.toBeInstanceOf(NexusNetworkError)
+    expect((await failed).error).toBeInstanceOf(NexusNetworkError)
     expect(opens).toBe(4)
     expect(delays).toHaveLength(3)
     game.close()
@@ -6759,8 +6761,13 @@ describe('a game connection the server ended for good', () => {
 
   it('a socket the server closed because the player connected elsewhere (4001) ends the connection with SessionConnectionReplaced, and opens no other: it would only replace another', async () => {
     const { game, awaited, opens } = await closedBy(REPLACED_CLOSE_CODE)
+    const failed: unknown[] = []
+    game.on('failed', ({ error }) => failed.push(error))
     await expect(game.ended).rejects.toBeInstanceOf(SessionConnectionReplaced)
     expect(opens()).toBe(1)
+    // Told as an event too, for an app that never awaits `ended`.
+    expect(failed).toHaveLength(1)
+    expect(failed[0]).toBeInstanceOf(SessionConnectionReplaced)
     // A `once` of an event that will not come rejects with why, not hangs.
     await expect(within(awaited, "once('event')", 2000)).rejects.toBeInstanceOf(
       SessionConnectionReplaced,

@@ -139,6 +139,12 @@ describe('operations endpoints', () => {
     expect(failures()).toEqual([
       expect.objectContaining({ level: 'warn', check: 'redis', error: expect.any(String) }),
     ])
+    // The 503's request line is a `warn` too: a service out of reach, not a fault to page on.
+    expect(
+      lines
+        .map((l) => JSON.parse(l) as Record<string, unknown>)
+        .filter((l) => l.msg === 'request' && l.path === '/ready'),
+    ).toEqual([expect.objectContaining({ level: 'warn', status: 503 })])
     // A role that connects but may not read the migrations table.
     const role = `ready_${crypto.randomUUID().slice(0, 8)}`
     await pg().query(`CREATE ROLE ${role} LOGIN PASSWORD 'ready-probe'`)

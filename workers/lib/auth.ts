@@ -541,6 +541,10 @@ function tokenError(err: unknown): ApiError {
   if (err instanceof joseErrors.JOSEError) {
     return new ApiError('unauthorized', 'The token signature or format is not valid')
   }
+  // Not the token's fault as far as anyone can tell (an identity provider's RSA key under 2,048
+  // bits, which the verifier refuses with a TypeError; a bug): answered as a bad token, and
+  // logged, or every player of that provider is signed out with nothing saying why.
+  log('error', 'token verification failed unexpectedly', errorFields(err))
   return new ApiError('unauthorized', 'The token could not be verified')
 }
 

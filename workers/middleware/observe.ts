@@ -38,7 +38,14 @@ export const observe = (): MiddlewareHandler<AppEnv> =>
     // `info`.
     const refusalToLook = (status === 403 || status === 409) && c.req.method !== 'GET'
     const byPlayer = principal !== undefined && !route.startsWith('/v1/admin')
-    const level = status >= 500 ? 'error' : refusalToLook && byPlayer ? 'warn' : 'info'
+    // A 503 is a service out of reach, an object restarting or shedding load (every deploy makes
+    // some): `warn`, as its cause is logged. `error` is for faults an operator should look into.
+    const level =
+      status >= 500 && status !== 503
+        ? 'error'
+        : status === 503 || (refusalToLook && byPlayer)
+          ? 'warn'
+          : 'info'
     log(level, 'request', {
       requestId: c.get('requestId'),
       clientRequestId: c.get('clientRequestId'),

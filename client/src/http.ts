@@ -83,6 +83,11 @@ export interface TransportOptions {
 
 /** A player request whose player changed before it could be sent again: it is not. */
 export class PlayerChanged extends Error {
+  /**
+   * A submission's key, when one of its attempts went out before the change (it may have been
+   * applied): sent again later with it, by the same player, it counts once.
+   */
+  idempotencyKey?: string
   constructor() {
     super('The player signed out, or another signed in, before this request could be sent again')
     this.name = 'PlayerChanged'
@@ -260,7 +265,14 @@ export class Transport {
     let sentId: string | undefined
     for (let attempt = 0; attempt < policy.attempts;) {
       const headers: Record<string, string> = { accept: 'application/json', ...opts.headers }
-      const authorization = await this.authorization(as, false)
+      let authorization: string | undefined
+      try {
+        authorization = await this.authorization(as, false)
+      } catch (err) {
+        // Signed out since an attempt went out: as a switch of player, which says so.
+        if (sentId !== undefined && !samePlayer()) throw new PlayerChanged()
+        throw err
+      }
       if (!samePlayer()) throw new PlayerChanged()
       if (authorization) headers.authorization = authorization
       if (opts.body !== undefined) headers['content-type'] = 'application/json'

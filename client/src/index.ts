@@ -14,7 +14,7 @@ export {
   type RetryPolicy,
   PlayerChanged,
 } from './http.ts'
-export { NexusNetworkError, NexusProblem, type ProblemType } from './problem.ts'
+export { isTransient, NexusNetworkError, NexusProblem, type ProblemType } from './problem.ts'
 export * from './leaderboards.ts'
 export {
   Matchmaking,

@@ -1,5 +1,5 @@
 import type { Schemas } from './api.gen.ts'
-import type { Credential, Ok, QueryOf, Transport } from './http.ts'
+import { PlayerChanged, type Credential, type Ok, type QueryOf, type Transport } from './http.ts'
 import { randomUUID } from './platform.ts'
 import { NexusNetworkError, NexusProblem, withIdempotencyKey } from './problem.ts'
 import { fresh, type ReadOptions } from './read-options.ts'
@@ -110,6 +110,8 @@ export class Leaderboards {
         if (err instanceof NexusNetworkError || err instanceof NexusProblem) {
           throw withIdempotencyKey(err, key)
         }
+        // The player signed out or switched during the retries: an attempt may have landed.
+        if (err instanceof PlayerChanged) err.idempotencyKey = key
         throw err
       })
   }

@@ -901,6 +901,7 @@ describe('client SDK under failure', () => {
    */
   async function submissionRetrying() {
     const sent: string[] = []
+    const keys: string[] = []
     let attempts = 0
     let signIns = 0
     let firstSent!: () => void
@@ -916,6 +917,7 @@ describe('client SDK under failure', () => {
           return jsonRes(200, { token, playerId: 'A', expiresIn: 3600, expiresAt: 0 })
         }
         sent.push((init?.headers as Record<string, string>).authorization!)
+        keys.push((init?.headers as Record<string, string>)['idempotency-key']!)
         firstSent()
         // The first attempt fails as a server does when it cannot answer now.
         return attempts++ === 0
@@ -926,7 +928,7 @@ describe('client SDK under failure', () => {
     await client.auth.guest('device-a')
     const submitted = client.leaderboards.submit('daily', { score: 1 })
     await first
-    return { client, submitted, sent }
+    return { client, submitted, sent, keys }
   }
 
   it("a player's request is not retried after another player signs in: no attempt goes out with the new player's token", async () => {
@@ -934,6 +936,16 @@ describe('client SDK under failure', () => {
     // During the backoff after the first attempt, the game switches to player B.
     await client.auth.useTokens(async () => ({ token: 'tokB', expiresIn: 3600 }), 'B')
     await expect(submitted).rejects.toBeInstanceOf(PlayerChanged)
+    expect(sent).toEqual(['Bearer tokA1'])
+  })
+
+  it('a submission retrying when its player signs out ends PlayerChanged carrying its key: the attempt that went out may have landed, and A sends it again with that key', async () => {
+    const { client, submitted, sent, keys } = await submissionRetrying()
+    // During the backoff after the first attempt, the player signs out.
+    client.auth.signOut()
+    const err = await submitted.catch((e: unknown) => e)
+    expect(err).toBeInstanceOf(PlayerChanged)
+    expect((err as PlayerChanged).idempotencyKey).toBe(keys[0])
     expect(sent).toEqual(['Bearer tokA1'])
   })
 

@@ -149,6 +149,12 @@ const PARTY_POLL_MS = 2000
 const HTTP_WITHIN_GRACE_MS = 6000
 /** How long a socket may take to open on a try made once that time is up (then HTTP). */
 const LAST_TRY_OPEN_MS = 1000
+/**
+ * How long a read of a waiting ticket keeps its player present to the pool, by this device's
+ * count: the pool keeps them 35 s past the read (its longest long-poll and 10 s); 5 s spared for
+ * the read's way back and the two clocks.
+ */
+const READ_PRESENCE_MS = 30_000
 /** Over `transport: 'websocket'`, the share of the pool's grace a queued ticket's socket may stay down. */
 const WEBSOCKET_GRACE_SHARE = 0.8
 /** How long `cancel()` waits for the pool to answer a socket `cancel` before it asks over HTTP. */
@@ -648,7 +654,11 @@ export class MatchTicket extends Emitter<TicketEvents> {
       }
       // A socket given up on as silent is taken as gone by the pool, its grace begun, only
       // once its silence is long enough: from then (Date.now's time).
-      if (this.ticketId !== null) this.queuedSocketLostAt = this.silentSocketLostAt ?? Date.now()
+      // So is one whose join went out unanswered: the pool may have made its ticket (the `queued`
+      // lost with the socket), and keeps it only for its grace.
+      if (this.ticketId !== null || this.socketJoinSent) {
+        this.queuedSocketLostAt = this.silentSocketLostAt ?? Date.now()
+      }
       this.silentSocketLostAt = null
       // Only a socket that stayed up a while, and delivered frames (a pong counts), starts the
       // count again (see HEALTHY_SOCKET_MS): one a proxy opens and passes nothing through is a
@@ -1067,10 +1077,15 @@ export class MatchTicket extends Emitter<TicketEvents> {
     // The pool keeps that ticket, matchable, for its grace after the socket went: the network
     // is ridden out until then (a mobile player switching networks), not given up at once.
     const lostAt = this.queuedSocketLostAt
-    const graceOver = () => lostAt === null || Date.now() - lostAt >= this.graceMs
+    // A read that found the ticket waiting keeps this player present to the pool for a while
+    // (READ_PRESENCE_MS): the join that takes the ticket over may go on trying until then too,
+    // rather than give up (and cancel a ticket the pool keeps) at the socket's grace.
+    let presentUntil = -Infinity
+    const keptUntil = () => Math.max((lostAt ?? -Infinity) + this.graceMs, presentUntil)
+    const graceOver = () => lostAt === null || Date.now() >= keptUntil()
     // A pause the server asks for (an overloaded pool's 6 to 15 s) may not carry the read and the
     // join past the grace: the last try starts a second before it ends.
-    const lastTryBy = () => (lostAt ?? 0) + this.graceMs - LAST_TRY_OPEN_MS
+    const lastTryBy = () => keptUntil() - LAST_TRY_OPEN_MS
     const withinGrace = {
       needed: () => true,
       giveUp: graceOver,
@@ -1085,6 +1100,7 @@ export class MatchTicket extends Emitter<TicketEvents> {
         giveUp: () => lostAt === null || Date.now() - lostAt >= this.graceMs + TOKEN_READ_MS,
       })
       if (now !== undefined && this.settle(now)) return
+      if (now !== undefined && live(now)) presentUntil = Date.now() + READ_PRESENCE_MS
     }
     if (this.ticketId === null || socketTicket !== null) {
       let ticket: Ok<'/v1/matchmaking/{queue}/tickets', 'post'>

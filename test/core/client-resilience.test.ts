@@ -176,8 +176,14 @@ function scriptedSocket(
 async function httpJoinAfterSocketLoss(
   reconnect: (socket: ScriptedSocket, opens: number) => void,
   /** The pool overloaded at the first HTTP read: 503 with a Retry-After past the grace. */
-  opts: { firstReadOverloaded?: boolean } = {},
-): Promise<{ transport: string; joinedAt: number; droppedAt: number }> {
+  opts: { firstReadOverloaded?: boolean; joinsOverloadedForMs?: number; queuedLost?: boolean } = {},
+): Promise<{
+  transport: string
+  joinedAt: number
+  droppedAt: number
+  failed: unknown[]
+  deletedBeforeCancel: number
+}> {
   vi.useFakeTimers()
   // The longest waits the reconnect jitter can draw.
   const random = vi.spyOn(Math, 'random').mockReturnValue(0.999)
@@ -186,10 +192,21 @@ async function httpJoinAfterSocketLoss(
     let joinedAt = 0
     let opens = 0
     let overloadedOnce = false
+    let deletes = 0
+    const overloaded = (retryAfter: string) =>
+      new Response(
+        JSON.stringify({ type: 'urn:nexus:problem:unavailable', title: 'x', status: 503 }),
+        {
+          status: 503,
+          headers: { 'content-type': 'application/problem+json', 'retry-after': retryAfter },
+        },
+      )
     const client = createClient({
       baseUrl: 'http://nexus.test',
       fetch: guestFetch(async (url, init) => {
+        if (init?.method === 'DELETE') deletes++
         if (init?.method === 'POST' && url.pathname === '/v1/matchmaking/duel/tickets') {
+          if (Date.now() - droppedAt < (opts.joinsOverloadedForMs ?? 0)) return overloaded('6')
           joinedAt = Date.now()
           return ticket({ status: 'waiting', existing: true })
         }
@@ -219,7 +236,10 @@ async function httpJoinAfterSocketLoss(
           (socket) => reconnect(socket, ++opens),
           (frame, socket) => {
             if (frame.type !== 'join') return
-            socket.receive({ type: 'queued', ticketId: 't1', existing: false, expiresAt: 0 })
+            // The ticket is made; its `queued` may be lost with the socket.
+            if (!opts.queuedLost) {
+              socket.receive({ type: 'queued', ticketId: 't1', existing: false, expiresAt: 0 })
+            }
             setTimeout(() => {
               droppedAt = Date.now()
               socket.drop()
@@ -229,12 +249,15 @@ async function httpJoinAfterSocketLoss(
     })
     await client.auth.guest('device-abcdef-123456')
     const t = client.matchmaking.join('duel')
+    const failed: unknown[] = []
+    t.on('failed', ({ error }) => failed.push(error))
     await vi.advanceTimersByTimeAsync(30_000)
     const transport = t.transport
+    const deletedBeforeCancel = deletes
     const cancelled = t.cancel().catch(() => {})
     await vi.advanceTimersByTimeAsync(10_000)
     await cancelled
-    return { transport, joinedAt, droppedAt }
+    return { transport, joinedAt, droppedAt, failed, deletedBeforeCancel }
   } finally {
     random.mockRestore()
     vi.useRealTimers()
@@ -2239,6 +2262,35 @@ describe('client SDK under failure', () => {
       },
       { firstReadOverloaded: true },
     )
+    expect(transport).toBe('http')
+    expect(joinedAt).toBeGreaterThan(0)
+    expect(joinedAt - droppedAt).toBeLessThan(10_000)
+  })
+
+  it('a queued socket ticket whose HTTP read finds it waiting, and whose join meets an overloaded pool past the socket’s 10 s grace, goes on joining while the read keeps it present (35 s on the pool): it does not fail and cancel a ticket the pool keeps', async () => {
+    const { transport, joinedAt, droppedAt, failed, deletedBeforeCancel } =
+      await httpJoinAfterSocketLoss(
+        (socket, opens) => {
+          if (opens > 1) return socket.fail()
+          socket.open()
+        },
+        { joinsOverloadedForMs: 20_000 },
+      )
+    expect(failed).toEqual([])
+    expect(deletedBeforeCancel).toBe(0)
+    expect(transport).toBe('http')
+    expect(joinedAt - droppedAt).toBeGreaterThanOrEqual(20_000)
+  })
+
+  it('a socket join whose `queued` was lost with its socket (the ticket made) goes over HTTP within the pool’s 10 s grace, as a queued ticket does, and takes that ticket by its key', async () => {
+    const { transport, joinedAt, droppedAt, failed } = await httpJoinAfterSocketLoss(
+      (socket, opens) => {
+        if (opens > 1) return socket.fail()
+        socket.open()
+      },
+      { queuedLost: true },
+    )
+    expect(failed).toEqual([])
     expect(transport).toBe('http')
     expect(joinedAt).toBeGreaterThan(0)
     expect(joinedAt - droppedAt).toBeLessThan(10_000)

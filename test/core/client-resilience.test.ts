@@ -28,8 +28,8 @@ function jsonRes(status: number, body: unknown): Response {
 }
 
 /** The party `me`, naming the leader's latest ticket. */
-const partyOf = (ticketId: string | null) =>
-  jsonRes(200, { id: 'p1', leader: 'g_0', members: [], invites: [], createdAt: 0, ticketId })
+const partyOf = (ticketId: string | null, leader = 'g_0') =>
+  jsonRes(200, { id: 'p1', leader, members: [], invites: [], createdAt: 0, ticketId })
 /** The leader's squad ticket, waiting. */
 const waitingSquad = () =>
   jsonRes(200, {
@@ -3456,14 +3456,7 @@ describe('matchmaking refusals and network loss', () => {
           if (url.pathname === '/v1/parties/me') {
             // g_0 leads, then leaves: the party passes to this player (g_1), and has no ticket.
             const leader = partyReads++ >= leaderFrom ? 'g_1' : 'g_0'
-            return jsonRes(200, {
-              id: 'p1',
-              leader,
-              members: [],
-              invites: [],
-              createdAt: 0,
-              ticketId: null,
-            })
+            return partyOf(null, leader)
           }
           return jsonRes(200, {})
         }),

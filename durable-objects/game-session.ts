@@ -2209,21 +2209,31 @@ export class GameSession extends DurableObject<Env> {
     )
     this.sql.exec(`DELETE FROM timers WHERE player_id = ?`, player)
     if (mine === undefined) return
-    const putOff = this.putOffGraces()
-    if (putOff[player] !== mine.due) return
+    if (this.putOffGraces()[player] !== mine.due) return
+    // Apart from the graces abandonedBy put off: these did not let anyone back past their own,
+    // and a return within one of them settles nothing.
+    const settled = this.settledGraces()
     for (const t of all<{ player_id: string; due: number }>(
       this.sql,
       `SELECT player_id, due FROM timers WHERE due != ?`,
       this.joinDue,
     )) {
-      putOff[t.player_id] = t.due
+      settled[t.player_id] = t.due
     }
-    this.setMeta('put_off', JSON.stringify(putOff))
+    this.setMeta('settled_graces', JSON.stringify(settled))
   }
 
   /** Each grace put off to a later leaver's end (abandonedBy), by player: the end it was put to. */
   private putOffGraces(): Record<string, number> {
     return JSON.parse(this.getMeta('put_off') ?? '{}') as Record<string, number>
+  }
+
+  /**
+   * Graces running when a player came back within a grace put off for them (cameBack), by
+   * player: the end each had then. Not put off again (abandonedBy).
+   */
+  private settledGraces(): Record<string, number> {
+    return JSON.parse(this.getMeta('settled_graces') ?? '{}') as Record<string, number>
   }
 
   private abandonedBy(players: string[], tick: number): boolean {
@@ -2259,10 +2269,11 @@ export class GameSession extends DurableObject<Env> {
       // Put off once only. A grace already put off that finds a later one still running at its
       // new end means one of the others came back since (and left again): they won, now.
       const putOff = this.putOffGraces()
+      const settled = this.settledGraces()
       const dueOf = new Map(timers.map((t) => [t.player_id, t.due]))
-      if (players.some((p) => Object.hasOwn(putOff, p) && putOff[p] === dueOf.get(p))) {
-        return false
-      }
+      const waitedOnce = (p: string, marks: Record<string, number>) =>
+        Object.hasOwn(marks, p) && marks[p] === dueOf.get(p)
+      if (players.some((p) => waitedOnce(p, putOff) || waitedOnce(p, settled))) return false
       // Everyone else still in has left too, a moment later: taken now, the later leaver would
       // win by this one's forfeit. These graces run on to the last of theirs instead, and end
       // with it: together, the game is abandoned; if one of them comes back first, these

@@ -554,6 +554,27 @@ describe('session timings', () => {
     })
   })
 
+  it("two players taking turns to leave and come back (each within their own grace): the later leaver does not win by the first one's forfeit; the game ends abandoned when the last grace ends", async () => {
+    const { sessionId, tokens, pa, pb, left } = await leftAMomentApart()
+    // A's grace ends; B is away too: A's is put off to B's end. A comes back within it, and
+    // goes again; then B comes back within their own grace (never put off), and goes again.
+    await alarmAt(sessionId, left + GRACE)
+    const a = await connect(sessionId, tokens[pa]!)
+    await a.nextOf('welcome')
+    await leaveAt(sessionId, a, pa, left + GRACE)
+    const b = await connect(sessionId, tokens[pb]!)
+    await b.nextOf('welcome')
+    await leaveAt(sessionId, b, pb, left + GRACE + 100)
+    // A's new grace ends while B's runs on: put off to it, not a forfeit handing B the win.
+    await alarmAt(sessionId, left + 2 * GRACE)
+    expect(await inObject(sessionId, (inst) => inst.info())).toMatchObject({ status: 'live' })
+    await alarmAt(sessionId, left + 2 * GRACE + 100)
+    expect(await inObject(sessionId, (inst) => inst.info())).toMatchObject({
+      status: 'finished',
+      result: { reason: 'abandoned', winner: null },
+    })
+  })
+
   it('a no-show whose join grace ends while the player who came has left (their grace running) is not waited for: they forfeit at the join grace', async () => {
     const players = playerIds(2)
     const [pa] = players as [string, string]

@@ -5,6 +5,8 @@ import { jwksTimings, loseJwksFetchForTest } from '../../workers/lib/auth.ts'
 import { localFamilies } from '../../workers/lib/metrics.ts'
 import { createBoard, pg } from './helpers/boards.ts'
 import { createQueue } from './helpers/matchmaking.ts'
+import { errorLines, logLines } from './helpers/logs.ts'
+import { reportedSettings } from '../../workers/lib/misconfigured.ts'
 import {
   ADMIN_KEY_GUESSES_PER_MINUTE,
   ADMIN_KEY_GUESSES_PER_NETWORK_MINUTE,
@@ -350,6 +352,21 @@ describe('bad credentials, one by one', () => {
     })
   })
 
+  it("a token whose header's alg is no string (a scanner's) → 401, logged as nothing wrong with the server", async () => {
+    const errors = errorLines()
+    const encode = (v: unknown) =>
+      btoa(JSON.stringify(v)).replace(/=+$/, '').replace(/\+/g, '-').replace(/\//g, '_')
+    for (const alg of [1, null, { a: 1 }]) {
+      const res = await probe(`${encode({ alg })}.${encode({})}.`)
+      expect(await problem(res)).toMatchObject({
+        status: 401,
+        type: 'urn:nexus:problem:unauthorized',
+        detail: 'The token header is not valid',
+      })
+    }
+    expect(errors).toEqual([])
+  })
+
   it('tampered payload → 401', async () => {
     const token = await hs256({})
     const [h, , s] = token.split('.')
@@ -481,12 +498,18 @@ describe('bad credentials, one by one', () => {
     const ip = clientAddress()
     const put = (overrides: Record<string, string | undefined>, credential: string) =>
       callWithEnv(overrides, ADMIN_PROBE, probeFrom(ip, credential))
+    reportedSettings.clear()
+    const lines = logLines('warn')
     for (let i = 0; i <= ADMIN_KEY_GUESSES_PER_MINUTE; i++) {
       const res = await put({ ADMIN_KEY: undefined }, ADMIN_KEY)
       const p = await problem(res)
       expect(p).toMatchObject({ status: 503, type: 'urn:nexus:problem:unavailable' })
       expect(p.body.detail).toContain('ADMIN_KEY is not configured')
     }
+    // The operator learns of it at `error`, once (each 503's request line is a `warn`).
+    expect(lines.filter((l) => l.level === 'error')).toEqual([
+      expect.objectContaining({ msg: 'a setting is missing or wrong', setting: 'ADMIN_KEY' }),
+    ])
     // Once it is set, the same address's key is compared: none of those calls was a guess.
     expect((await put({}, ADMIN_KEY)).status).toBe(200)
   })

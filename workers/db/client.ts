@@ -1,6 +1,6 @@
 import { neon, neonConfig, NeonDbError } from '@neondatabase/serverless'
 import { drizzle, type NeonHttpDatabase } from 'drizzle-orm/neon-http'
-import { ApiError } from '../lib/problem.ts'
+import { misconfigured } from '../lib/misconfigured.ts'
 import { NoAnswerInTime } from '../lib/within.ts'
 import * as schema from './schema.ts'
 
@@ -101,7 +101,7 @@ export interface DbEnv {
  */
 export function getDb(env: DbEnv): Db {
   const url = env.DATABASE_URL
-  if (!url) throw new ApiError('unavailable', 'No database is configured (DATABASE_URL)')
+  if (!url) throw misconfigured('DATABASE_URL', 'No database is configured (DATABASE_URL)')
   let db = dbs.get(url)
   if (!db) {
     if (env.NEON_LOCAL_RELAY) configureLocalRelay(url, env.NEON_LOCAL_RELAY)
@@ -114,7 +114,7 @@ export function getDb(env: DbEnv): Db {
 /** The raw Neon HTTP query function, for the few statements drizzle cannot express. */
 export function getSql(env: DbEnv) {
   const url = env.DATABASE_URL
-  if (!url) throw new ApiError('unavailable', 'No database is configured (DATABASE_URL)')
+  if (!url) throw misconfigured('DATABASE_URL', 'No database is configured (DATABASE_URL)')
   if (env.NEON_LOCAL_RELAY) configureLocalRelay(url, env.NEON_LOCAL_RELAY)
   return neon(url)
 }

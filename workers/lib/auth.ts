@@ -13,6 +13,7 @@ import {
 } from 'jose'
 import { errorFields, log, withoutCredentials } from './log.ts'
 import { ApiError } from './problem.ts'
+import { misconfigured } from './misconfigured.ts'
 import { isPrototypeKey } from './fields.ts'
 
 /** Issuer of the tokens Nexus signs itself. */
@@ -91,21 +92,12 @@ export function authSecretProblem(env: AuthEnv): string | null {
   return null
 }
 
-/** Logged once per isolate: every token route meets it, and a log line each would flood. */
-let secretProblemLogged = false
-
 function secretKey(env: AuthEnv): Promise<CryptoKey> {
   // A secret with a key here passed the check when its key was made.
   const known = env.AUTH_SECRET ? hmacKeys.get(env.AUTH_SECRET) : undefined
   if (known) return known
   const problem = authSecretProblem(env)
-  if (problem !== null) {
-    if (!secretProblemLogged && env.AUTH_SECRET) {
-      secretProblemLogged = true
-      log('error', 'AUTH_SECRET is too short to sign with', { minBytes: MIN_AUTH_SECRET_BYTES })
-    }
-    throw new ApiError('unavailable', problem)
-  }
+  if (problem !== null) throw misconfigured('AUTH_SECRET', problem)
   const secret = env.AUTH_SECRET!
   const key = crypto.subtle.importKey(
     'raw',
@@ -559,6 +551,11 @@ export async function verifyPlayerToken(env: AuthEnv, token: string): Promise<Pr
   try {
     alg = decodeProtectedHeader(token).alg
   } catch {
+    throw new ApiError('unauthorized', 'The token header is not valid')
+  }
+  // The header is any JSON object to the decoder: an `alg` that is no string is a bad token, not
+  // a fault (past here a TypeError would be logged as one).
+  if (alg !== undefined && typeof alg !== 'string') {
     throw new ApiError('unauthorized', 'The token header is not valid')
   }
   try {

@@ -11,6 +11,7 @@ import {
   type Principal,
 } from '../lib/auth.ts'
 import { mayRequireCredential, requiresCredential } from '../lib/openapi.ts'
+import { misconfigured } from '../lib/misconfigured.ts'
 import { ApiError } from '../lib/problem.ts'
 import { hitWindow } from '../lib/rate-limit.ts'
 import { getRedis } from '../lib/redis.ts'
@@ -237,8 +238,8 @@ export const requireAdmin = (): MiddlewareHandler<AppEnv> =>
     // one is 401 and counted, so the metrics token cannot be guessed freely where the admin key
     // is left unset.
     if (!c.env.ADMIN_KEY) {
-      throw new ApiError(
-        'unavailable',
+      throw misconfigured(
+        'ADMIN_KEY',
         'ADMIN_KEY is not configured (set it with `wrangler secret put ADMIN_KEY`); /ready says so too',
       )
     }

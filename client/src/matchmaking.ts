@@ -1282,7 +1282,9 @@ export class MatchTicket extends Emitter<TicketEvents> {
       })
       return session.status === 'live'
     } catch (err) {
-      if (err instanceof NexusProblem) return false
+      // A refusal says the game is not this player's to join; a 503 or a lost answer says
+      // nothing yet, and is asked again (`persist`) rather than taken as a game over.
+      if (err instanceof NexusProblem && !isTransient(err)) return false
       throw err
     }
   }

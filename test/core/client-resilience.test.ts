@@ -183,6 +183,8 @@ async function httpJoinAfterSocketLoss(
   droppedAt: number
   failed: unknown[]
   deletedBeforeCancel: number
+  /** Whether every HTTP join carried the key the socket's join did. */
+  joinedWithSocketKey: boolean
 }> {
   vi.useFakeTimers()
   // The longest waits the reconnect jitter can draw.
@@ -193,6 +195,8 @@ async function httpJoinAfterSocketLoss(
     let opens = 0
     let overloadedOnce = false
     let deletes = 0
+    let socketKey: unknown = null
+    let joinedWithSocketKey = true
     const overloaded = (retryAfter: string) =>
       new Response(
         JSON.stringify({ type: 'urn:nexus:problem:unavailable', title: 'x', status: 503 }),
@@ -206,6 +210,8 @@ async function httpJoinAfterSocketLoss(
       fetch: guestFetch(async (url, init) => {
         if (init?.method === 'DELETE') deletes++
         if (init?.method === 'POST' && url.pathname === '/v1/matchmaking/duel/tickets') {
+          const key = (init.headers as Record<string, string>)['idempotency-key']
+          if (key !== socketKey) joinedWithSocketKey = false
           if (Date.now() - droppedAt < (opts.joinsOverloadedForMs ?? 0)) return overloaded('6')
           joinedAt = Date.now()
           return ticket({ status: 'waiting', existing: true })
@@ -236,6 +242,7 @@ async function httpJoinAfterSocketLoss(
           (socket) => reconnect(socket, ++opens),
           (frame, socket) => {
             if (frame.type !== 'join') return
+            socketKey = frame.joinKey
             // The ticket is made; its `queued` may be lost with the socket.
             if (!opts.queuedLost) {
               socket.receive({ type: 'queued', ticketId: 't1', existing: false, expiresAt: 0 })
@@ -257,7 +264,7 @@ async function httpJoinAfterSocketLoss(
     const cancelled = t.cancel().catch(() => {})
     await vi.advanceTimersByTimeAsync(10_000)
     await cancelled
-    return { transport, joinedAt, droppedAt, failed, deletedBeforeCancel }
+    return { transport, joinedAt, droppedAt, failed, deletedBeforeCancel, joinedWithSocketKey }
   } finally {
     random.mockRestore()
     vi.useRealTimers()
@@ -2283,14 +2290,16 @@ describe('client SDK under failure', () => {
   })
 
   it('a socket join whose `queued` was lost with its socket (the ticket made) goes over HTTP within the pool’s 10 s grace, as a queued ticket does, and takes that ticket by its key', async () => {
-    const { transport, joinedAt, droppedAt, failed } = await httpJoinAfterSocketLoss(
-      (socket, opens) => {
-        if (opens > 1) return socket.fail()
-        socket.open()
-      },
-      { queuedLost: true },
-    )
+    const { transport, joinedAt, droppedAt, failed, joinedWithSocketKey } =
+      await httpJoinAfterSocketLoss(
+        (socket, opens) => {
+          if (opens > 1) return socket.fail()
+          socket.open()
+        },
+        { queuedLost: true },
+      )
     expect(failed).toEqual([])
+    expect(joinedWithSocketKey).toBe(true)
     expect(transport).toBe('http')
     expect(joinedAt).toBeGreaterThan(0)
     expect(joinedAt - droppedAt).toBeLessThan(10_000)
@@ -3476,13 +3485,15 @@ describe('matchmaking refusals and network loss', () => {
     }
   }, 40_000)
 
-  it('a party member whose wait begins after the party was matched (the app killed meanwhile) takes that match while its game is live; the last game, over, is passed over for the next', async () => {
-    for (const [transport, status] of [
-      ['http', 'live'],
-      ['websocket', 'live'],
-      ['http', 'finished'],
+  it('a party member whose wait begins after the party was matched (the app killed meanwhile) takes that match while its game is live (asked again past a 503); the last game, over, is passed over for the next', async () => {
+    for (const [transport, status, unavailableFirst] of [
+      ['http', 'live', false],
+      ['websocket', 'live', false],
+      ['http', 'live', true],
+      ['http', 'finished', false],
     ] as const) {
       let partyReads = 0
+      let sessionReads = 0
       const client = createClient({
         baseUrl: 'http://nexus.test',
         retry: { baseDelayMs: 1, maxDelayMs: 5 },
@@ -3503,8 +3514,19 @@ describe('matchmaking refusals and network loss', () => {
               match: { sessionId: 's2', token: 'session-tok-2', players: [] },
             })
           // The session is read with the token the ticket carries for this player.
-          if (path === '/v1/sessions/s1' && authOf(init) === 'session-tok')
+          if (path === '/v1/sessions/s1' && authOf(init) === 'session-tok') {
+            // A session object restarting (a deploy) answers the first read 503.
+            if (unavailableFirst && sessionReads++ === 0) {
+              return new Response(
+                JSON.stringify({ type: 'urn:nexus:problem:unavailable', title: 'x', status: 503 }),
+                {
+                  status: 503,
+                  headers: { 'content-type': 'application/problem+json', 'retry-after': '1' },
+                },
+              )
+            }
             return jsonRes(200, { sessionId: 's1', status })
+          }
           return jsonRes(200, {})
         }),
         WebSocket: () => scriptedSocket((socket) => socket.open()),

@@ -410,7 +410,7 @@ describe('erasing a player (admin)', () => {
     await pg()`delete from player_bans where player_id = ${gone.playerId}`
   })
 
-  it('the call that ends an erasure lets archive pages go once those under way have committed: a page of another board is written while its clear waits on a row', async () => {
+  it('the call that ends an erasure does not hold archive pages while it clears: a page of another board is written while its clear waits on a row', async () => {
     const gone = await newGuest()
     const board = await newBoard()
     const sql = pg()

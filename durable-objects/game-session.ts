@@ -2188,18 +2188,10 @@ export class GameSession extends DurableObject<Env> {
   }
 
   /**
-   * Ends the game without a winner, for rules that can say so (`onAbandon`), when `players`,
-   * whose graces ended together, are everyone still in it but players who never came (still
-   * within their join grace); false when that is not the case. One at a time, the first reported
-   * would hand the last a win by forfeit for leaving as they did, or for never playing at all.
-   * When the others still in have left too, their graces still running, these graces are made
-   * to end with the last of theirs (true, nothing applied yet).
-   */
-  /**
    * A player's socket back: their grace ends. One back within a grace put off for them (past
-   * their own) settles the wait for everyone: the others' graces running now count as put off
-   * already, so a player who came back, whichever it was, wins when the others' end (abandonedBy)
-   * rather than having them put off to their next absence.
+   * their own) settles the wait for everyone: the others' graces running now are settled (not
+   * put off again), so a player who came back, whichever it was, wins when the others' end
+   * (abandonedBy) rather than having them put off to their next absence.
    */
   private cameBack(player: string): void {
     const mine = one<{ due: number }>(
@@ -2236,6 +2228,14 @@ export class GameSession extends DurableObject<Env> {
     return JSON.parse(this.getMeta('settled_graces') ?? '{}') as Record<string, number>
   }
 
+  /**
+   * Ends the game without a winner, for rules that can say so (`onAbandon`), when `players`,
+   * whose graces ended together, are everyone still in it but players who never came (still
+   * within their join grace); false when that is not the case. One at a time, the first reported
+   * would hand the last a win by forfeit for leaving as they did, or for never playing at all.
+   * When the others still in have left too, their graces still running, these graces are made
+   * to end with the last of theirs (true, nothing applied yet).
+   */
   private abandonedBy(players: string[], tick: number): boolean {
     if (!this.rules!.onAbandon) return false
     const leaving = new Set(players)

@@ -2196,10 +2196,9 @@ export class GameSession extends DurableObject<Env> {
   private cameBack(player: string): void {
     const mine = one<{ due: number }>(
       this.sql,
-      `SELECT due FROM timers WHERE player_id = ?`,
+      `DELETE FROM timers WHERE player_id = ? RETURNING due`,
       player,
     )
-    this.sql.exec(`DELETE FROM timers WHERE player_id = ?`, player)
     if (mine === undefined) return
     if (this.putOffGraces()[player] !== mine.due) return
     // Apart from the graces abandonedBy put off: these did not let anyone back past their own,
@@ -2522,6 +2521,7 @@ export class GameSession extends DurableObject<Env> {
       }
       case 'retain': {
         // Neon keeps what a late create is answered from; the object then keeps nothing.
+        const notSubmitted = this.notSubmittedWins()
         const lastSeq = one<{ n: number }>(
           this.sql,
           `SELECT coalesce(max(seq), 0) AS n FROM log`,
@@ -2533,9 +2533,7 @@ export class GameSession extends DurableObject<Env> {
             seed: setup.seed,
             options: setup.options ?? null,
             madeAt: this.madeAt,
-            ...(this.notSubmittedWins().length > 0
-              ? { notSubmitted: this.notSubmittedWins() }
-              : {}),
+            ...(notSubmitted.length > 0 ? { notSubmitted } : {}),
           },
           lastSeq,
         )

@@ -19,6 +19,11 @@ export interface StartPostgresOptions {
   dataDir?: string
   /** Keep the data directory on stop(). Defaults to true when `dataDir` is given, else false. */
   persistent?: boolean
+  /**
+   * Where a temporary cluster goes when the server's user (`postgres`, when we are root) cannot
+   * enter the system's temporary directory. Defaults to /var/lib/nexus-dev/tmp.
+   */
+  tempFallback?: string
 }
 
 export interface LocalPostgres {
@@ -36,6 +41,7 @@ export interface LocalPostgres {
 }
 
 const USER = 'nexus'
+const TEMP_FALLBACK = '/var/lib/nexus-dev/tmp'
 const DATABASE = 'nexus'
 // A persistent cluster outlives the process, so its password has to be known on the next run.
 const PERSISTENT_PASSWORD = 'nexus'
@@ -171,7 +177,15 @@ export function serverCanReach(dir: string): boolean {
 
 // The server runs as another user: every directory above its data must let that user through.
 function assertTraversable(dir: string, ids: RunAs): void {
-  if (ids.uid === undefined) return
+  const blocked = untraversable(dir, ids)
+  if (blocked !== undefined) {
+    throw new Error(`the postgres user cannot enter ${blocked} (chmod o+x it or pick another dir)`)
+  }
+}
+
+/** The first directory above `dir` the server's user cannot enter, if any. */
+function untraversable(dir: string, ids: RunAs): string | undefined {
+  if (ids.uid === undefined) return undefined
   for (let parent = dirname(dir); ; parent = dirname(parent)) {
     let stat
     try {
@@ -186,14 +200,29 @@ function assertTraversable(dir: string, ids: RunAs): void {
           : stat.gid === ids.gid
             ? (stat.mode & 0o010) !== 0
             : (stat.mode & 0o001) !== 0
-      if (!ok) {
-        throw new Error(
-          `the postgres user cannot enter ${parent} (chmod o+x it or pick another dir)`,
-        )
-      }
+      if (!ok) return parent
     }
-    if (dirname(parent) === parent) return
+    if (dirname(parent) === parent) return undefined
   }
+}
+
+/**
+ * Where a temporary cluster's directory is made: the system's temporary directory, unless the
+ * server's user cannot enter it (a private TMPDIR, 0700, as some login sessions and CI runners
+ * set for root), in which case a directory of our own under /var/lib, as for copied binaries.
+ */
+async function temporaryRoot(ids: RunAs, fallback: string): Promise<string> {
+  const base = tmpdir()
+  if (untraversable(join(base, 'x'), ids) === undefined) return base
+  // Each level made here enterable, whatever the umask (a 077 one would make them 0700).
+  for (const dir of [dirname(fallback), fallback]) {
+    if (!existsSync(dir)) {
+      await mkdir(dir, { recursive: true })
+      await chmod(dir, 0o755)
+    }
+  }
+  assertTraversable(join(fallback, 'x'), ids)
+  return fallback
 }
 
 /**
@@ -322,7 +351,9 @@ export async function startPostgres(opts: StartPostgresOptions = {}): Promise<Lo
   let tempRoot: string | undefined
   let dataDir: string
   if (opts.dataDir === undefined) {
-    tempRoot = await mkdtemp(join(tmpdir(), 'nexus-pg-'))
+    tempRoot = await mkdtemp(
+      join(await temporaryRoot(ids, opts.tempFallback ?? TEMP_FALLBACK), 'nexus-pg-'),
+    )
     await ownDir(tempRoot, ids)
     dataDir = join(tempRoot, 'data')
   } else {

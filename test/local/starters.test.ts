@@ -88,6 +88,35 @@ describe('startPostgres', () => {
     },
   )
 
+  it.runIf(root && debian)(
+    'as root with a private TMPDIR the postgres user cannot enter: the temporary cluster is made where it can',
+    async () => {
+      const privateTmp = await mkdtemp(join(tmpdir(), 'nexus-private-tmp-')) // 0700
+      const shared = await mkdtemp(join(tmpdir(), 'nexus-pg-fallback-'))
+      await chmod(shared, 0o755)
+      const fallback = join(shared, 'nexus-dev', 'tmp')
+      const before = process.env.TMPDIR
+      process.env.TMPDIR = privateTmp
+      try {
+        const server = await start({ kind: 'debian', tempFallback: fallback })
+        const [row] = await query<{ dir: string }>(
+          server.url,
+          "SELECT current_setting('data_directory') AS dir",
+        )
+        expect(row?.dir.startsWith(`${fallback}/nexus-pg-`)).toBe(true)
+        expect(statSync(join(shared, 'nexus-dev')).mode & 0o777).toBe(0o755)
+        await stopAndCheck(server)
+        expect(readdirSync(fallback)).toEqual([])
+        expect(readdirSync(privateTmp)).toEqual([])
+      } finally {
+        if (before === undefined) delete process.env.TMPDIR
+        else process.env.TMPDIR = before
+        await rm(privateTmp, { recursive: true, force: true })
+        await rm(shared, { recursive: true, force: true })
+      }
+    },
+  )
+
   it.runIf(root)(
     "'embedded' as root: binaries the postgres user cannot reach (a checkout under /root) are copied once to where it runs them",
     async () => {

@@ -146,7 +146,7 @@ import { bannedJoinDetail } from '../workers/players/bans.ts'
  * - Time: `now` is a field, so tests move time forward instead of sleeping.
  */
 
-const SCHEMA_VERSION = 12
+const SCHEMA_VERSION = 13
 /** Finished tickets and matches stay readable this long. */
 export const RESULT_RETENTION_MS = 10 * 60 * 1000
 /**
@@ -460,6 +460,8 @@ interface TicketRow {
   finished_at: number | null
   /** Schema 5's join key, read once by the move to `join_keys` (schema 6); null since. */
   join_key: string | null
+  /** 1 for a game server's join (schema 13); null for a player's, and for tickets made before. */
+  by_server: number | null
 }
 
 interface MatchRow {
@@ -895,6 +897,19 @@ export class MatchPool extends DurableObject<Env> {
         ) WITHOUT ROWID;
         CREATE INDEX IF NOT EXISTS join_allowance_at ON join_allowance (at);
       `)
+      setSchemaVersion(this.sql, 12)
+    }
+    if (schemaVersion(this.sql) < 13) {
+      // Tickets a game server made (the admin key): their players are not told of the match on
+      // their own connect or join (`unheard`), which the server that made it tells them of.
+      const columns = new Set(
+        all<{ name: string }>(this.sql, `SELECT name FROM pragma_table_info('tickets')`).map(
+          (c) => c.name,
+        ),
+      )
+      if (!columns.has('by_server')) {
+        this.sql.exec(`ALTER TABLE tickets ADD COLUMN by_server INTEGER`)
+      }
       setSchemaVersion(this.sql, SCHEMA_VERSION)
     }
     const meta = new Map(
@@ -1494,6 +1509,13 @@ export class MatchPool extends DurableObject<Env> {
         { players: held.map((h) => h.player_id) },
       )
     }
+    // A player joining over HTTP whose ticket was matched while they were away (unheard) is
+    // handed that match, as a socket connect is: its game waits for them.
+    const missed = transport === 'http' && caller !== null ? this.missedMatchFor(caller, ids) : null
+    if (missed) {
+      if (key !== null) this.bindKey(key.owner, key.key, missed.id, ids, attributes)
+      return { ok: true, row: missed, existing: true }
+    }
     if (this.index!.size >= this.maxWaitingTickets) {
       return problem(
         'unavailable',
@@ -1521,11 +1543,12 @@ export class MatchPool extends DurableObject<Env> {
       reason: null,
       finished_at: null,
       join_key: null,
+      by_server: caller === null ? 1 : null,
     }
     this.ctx.storage.transactionSync(() => {
       this.sql.exec(
-        `INSERT INTO tickets (id, state, leader, players, attributes, transport, enqueued_at, expires_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+        `INSERT INTO tickets (id, state, leader, players, attributes, transport, enqueued_at, expires_at, by_server)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
         row.id,
         row.state,
         row.leader,
@@ -1534,6 +1557,7 @@ export class MatchPool extends DurableObject<Env> {
         row.transport,
         row.enqueued_at,
         row.expires_at,
+        row.by_server,
       )
       insertRows(
         this.sql,
@@ -2197,15 +2221,18 @@ export class MatchPool extends DurableObject<Env> {
         return [{ t, ws, playerId: att.playerId }]
       }),
     )
-    // Players of socket tickets with no socket open now (in their grace, a reconnect on its
-    // way) hear the match when one connects within the grace (unheardMatchOf).
+    // Players with no socket open now hear the match when one connects, or when they join
+    // again over HTTP, within the grace: a socket ticket's (in its grace, a reconnect on its
+    // way), and an HTTP ticket's (an app killed between its polls, opened again and joining
+    // anew, where a new ticket would leave this game waiting for them to forfeit). A read of
+    // the matched ticket, the long-poll this step wakes included, is hearing it (heardOverHttp).
+    // Not a game server's ticket: that server tells its players, and a socket they open to
+    // queue anew is not sent back to its game.
     const told = new Set(deliveries.map((d) => d.playerId))
     const unheard = tickets.flatMap((t) =>
-      t.transport !== 'socket'
-        ? []
-        : (JSON.parse(t.players) as TicketPlayer[])
-            .filter((p) => !told.has(p.playerId))
-            .map((p) => [p.playerId, t.id, now + this.ticketGraceMs()]),
+      (t.by_server === 1 ? [] : (JSON.parse(t.players) as TicketPlayer[]))
+        .filter((p) => !told.has(p.playerId))
+        .map((p) => [p.playerId, t.id, now + this.ticketGraceMs()]),
     )
     // And those whose socket was closed for its expired token, on any ticket (a party member's
     // socket on an HTTP ticket too): their socket with a live token is told.
@@ -2446,9 +2473,27 @@ export class MatchPool extends DurableObject<Env> {
     return new Response(null, { status: 101, webSocket: client })
   }
 
-  /** The ticket `playerId` waits on in this pool, if any. */
   /**
-   * Takes the player's socket ticket that was matched while no socket of theirs was open, if the
+   * The matched ticket `caller` has not heard of (takeUnheardMatch) that a join of `ids` is
+   * answered with: the caller alone, or the caller's whole ticket (a party's join sent again).
+   * A join of other players leaves it for the caller's next connect or join.
+   */
+  private missedMatchFor(caller: string, ids: string[]): TicketRow | null {
+    const missed = this.takeUnheardMatch(caller)
+    if (!missed) return null
+    const players = (JSON.parse(missed.row.players) as TicketPlayer[]).map((p) => p.playerId)
+    const same =
+      (ids.length === 1 && ids[0] === caller) ||
+      (ids.length === players.length && ids.every((id) => players.includes(id)))
+    if (!same) {
+      missed.putBack()
+      return null
+    }
+    return missed.row
+  }
+
+  /**
+   * Takes the player's ticket that was matched while no socket of theirs was open, if the
    * grace after the match has not run out (`unheard`): one connect gets it, even of two at once.
    * `putBack` returns it for the next connect if this one could not be told.
    */

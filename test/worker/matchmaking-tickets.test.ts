@@ -284,6 +284,69 @@ describe('HTTP tickets', () => {
     }
   })
 
+  it('a player whose HTTP ticket was matched while they were away (an app killed between polls) and who joins again within the grace is handed that match, once; one who read it, or comes past the grace, gets a new ticket', async () => {
+    const cases = [
+      'in time',
+      'after reading it',
+      'past the grace',
+      'made by a game server',
+    ] as const
+    for (const back of cases) {
+      const q = await createQueue()
+      const clock = newClock()
+      await rig(q, clock, { graceMs: 10_000 })
+      const [a, b] = await Promise.all([newGuest(), newGuest()])
+      // A game server's ticket is its to tell of: the player's own join is a new one.
+      const first =
+        back === 'made by a game server'
+          ? await call(
+              `/v1/matchmaking/${q}/tickets`,
+              json('POST', { playerId: a.playerId }, ADMIN_KEY),
+            )
+          : await joinAs(q, a.token)
+      expect(first.status).toBe(201)
+      const ta = (await first.json()) as Ticket
+      // Matched by the rival's join while `a` held no poll open.
+      const tb = (await (await joinAs(q, b.token)).json()) as Ticket
+      expect(tb.status).toBe('matched')
+      if (back === 'after reading it') {
+        const read = await ticketOf(ta.ticketId, a.token)
+        expect(read.match!.sessionId).toBe(tb.match!.sessionId)
+      }
+      clock.t += back === 'past the grace' ? 10_001 : 5_000
+      // The rival, whose join's answer carried the match, heard it: their socket is a plain one.
+      const rivals = await connect(`/v1/matchmaking/${q}`, b.token)
+      rivals.send(JSON.stringify({ type: 'ping' }))
+      expect(await nextOfType(rivals, 'pong')).toBeDefined()
+      rivals.close(1000)
+      if (back === 'by a socket') {
+        // Within the grace a socket's connect is told, as for a socket ticket.
+        const ws = await connect(`/v1/matchmaking/${q}`, a.token)
+        const found = await nextOfType<Found>(ws, 'match_found')
+        expect(found).toMatchObject({ ticketId: ta.ticketId, sessionId: tb.match!.sessionId })
+        expect(await closed(ws)).toBeDefined()
+        expect((await joinAs(q, a.token)).status).toBe(201)
+        continue
+      }
+      const again = await joinAs(q, a.token)
+      const ticket = (await again.json()) as Ticket & { existing: boolean }
+      if (back === 'in time') {
+        expect(again.status).toBe(200)
+        expect(ticket).toMatchObject({ ticketId: ta.ticketId, status: 'matched', existing: true })
+        expect(ticket.match!.sessionId).toBe(tb.match!.sessionId)
+        expect(typeof ticket.match!.token).toBe('string')
+        // Handed once: the join after that queues the player anew.
+        const third = await joinAs(q, a.token)
+        expect(third.status).toBe(201)
+        expect(((await third.json()) as Ticket).status).toBe('waiting')
+      } else {
+        expect(again.status).toBe(201)
+        expect(ticket).toMatchObject({ status: 'waiting', existing: false })
+        expect(ticket.ticketId).not.toBe(ta.ticketId)
+      }
+    }
+  })
+
   it('a keyed join handed the ticket the player already had gets that ticket again on retry, after its match too: never a second ticket', async () => {
     const q = await createQueue()
     await rig(q, newClock())

@@ -284,9 +284,10 @@ describe('HTTP tickets', () => {
     }
   })
 
-  it('a player whose HTTP ticket was matched while they were away (an app killed between polls) and who joins again within the grace is handed that match, once; one who read it, or comes past the grace, gets a new ticket', async () => {
+  it('a player whose HTTP ticket was matched while they were away (an app killed between polls) and who joins again or connects within the grace is handed that match, once; one who read it, comes past the grace, or whose ticket a game server made, gets a new ticket', async () => {
     const cases = [
       'in time',
+      'by a socket',
       'after reading it',
       'past the grace',
       'made by a game server',

@@ -166,6 +166,39 @@ describe('a region whose pool does not answer', () => {
     expect(Date.now() - started).toBeLessThan(8_000)
   })
 
+  it('taking the dead region out of the queue lets its recent players join the others: its fence is asked for 2 s, and the region stays named in their claims for when it answers', async () => {
+    const q = await createQueue(TWO_REGIONS)
+    await rigBoth(q)
+    const [g, h] = await Promise.all([newGuest(), newGuest()])
+    for (const p of [g, h]) {
+      const eu = (await (await joinAs(q, p.token, 'eu')).json()) as Ticket
+      expect((await cancel(eu.ticketId, p.token)).status).toBe(200)
+    }
+    const releaseFence = await hangPool(q, 'eu', 'fence')
+    await hangPool(q, 'eu', 'configure')
+    expect((await joinAs(q, g.token, 'us')).status).toBe(503)
+    const put = await call(
+      `/v1/admin/queues/${q}`,
+      json('PUT', { ...DUEL, regions: ['us'] }, ADMIN_KEY),
+    )
+    expect(put.status).toBe(200)
+    const started = Date.now()
+    const joined = await joinAs(q, g.token, 'us')
+    expect(joined.status).toBe(201)
+    expect(((await joined.json()) as Ticket).status).toBe('waiting')
+    expect(Date.now() - started).toBeLessThan(5_000)
+    // Not forgotten: a pool that never answered may still hold a ticket of theirs.
+    const claim = async (playerId: string) =>
+      (
+        await pg()`select regions from queue_claims where queue = ${q} and player_id = ${playerId}`
+      )[0]!.regions as Record<string, number>
+    expect(Object.keys(await claim(g.playerId)).sort()).toEqual(['eu', 'us'])
+    // Answering again, it is fenced as before and then forgotten.
+    releaseFence()
+    expect((await joinAs(q, h.token, 'us')).status).toBe(201)
+    expect(Object.keys(await claim(h.playerId))).toEqual(['us'])
+  })
+
   it('an admin PUT answers within 5 s of a region that does not take its push, and leaves it to the cron', async () => {
     const q = await createQueue(TWO_REGIONS)
     await rigBoth(q)

@@ -364,7 +364,7 @@ export async function claimQueue(
   // The queue as Neon holds it no longer takes this ticket here (a region or size change on its
   // way to the pool): nothing was claimed, and the pool, once told, refuses the join as invalid.
   if (answer!.claimed.length < ids.length) return { ok: false, queueChanged: true }
-  const fenced = await fenceOthers(env, queue, region, answer!.claimed)
+  const fenced = await fenceOthers(env, queue, region, answer!.claimed, answer!.config!.regions)
   return fenced.ok ? { ...fenced, ratings: ratingsOf(ids, players) } : fenced
 }
 
@@ -382,14 +382,26 @@ function ratingsOf(
 const RATINGS = `select id, rating from players where id = any($1::text[])`
 
 /**
+ * How long a fence of a region the queue no longer has is waited for. Such a pool takes no new
+ * tickets and cancels its waiting ones once it hears the change, so its fence only guards a
+ * ticket it had in a match being made; when it does not answer (an operator took the region out
+ * because its pool is down), the join goes on without it.
+ */
+const REMOVED_REGION_FENCE_MS = 2_000
+
+/**
  * The second half of a claim: fences every other region the claims name (usually none), then
  * forgets them. A conflict when one of them holds a live ticket of a player on the claim.
+ * Throws when a pool of one of the queue's `regions` (as the claim read them) cannot be
+ * reached; a pool of a region taken out of the queue is asked for REMOVED_REGION_FENCE_MS, and
+ * left named in the claims if it does not answer.
  */
 export async function fenceOthers(
   env: Pick<Env, 'MATCH_POOL'> & DbEnv,
   queue: string,
   region: string,
   rows: readonly ClaimRow[],
+  regions: readonly string[],
 ): Promise<{ ok: true; claim: QueueClaim } | ClaimConflict> {
   const claimedAt = Date.now()
   const versions: Record<string, number> = {}
@@ -406,13 +418,26 @@ export async function fenceOthers(
   const claim = { versions, claimedAt }
   if (fences.size === 0) return { ok: true, claim }
   const replies = await Promise.all(
-    [...fences].map(async ([other, entries]) => ({
-      region: other,
-      reply: await poolStub(env, queue, other).fence(entries),
-    })),
+    [...fences].map(async ([other, entries]) => {
+      const fence = poolStub(env, queue, other).fence(entries)
+      if (regions.includes(other)) return { region: other, reply: await fence }
+      try {
+        return {
+          region: other,
+          reply: await within(fence, REMOVED_REGION_FENCE_MS, 'fencing a removed region'),
+        }
+      } catch (err) {
+        log('warn', 'a region taken out of the queue not fenced', {
+          queue,
+          region: other,
+          ...errorFields(err),
+        })
+        return { region: other, reply: null }
+      }
+    }),
   )
   for (const { region: held, reply } of replies) {
-    if (!reply.ok) {
+    if (reply !== null && !reply.ok) {
       return {
         ok: false,
         playerId: reply.playerId,
@@ -422,7 +447,13 @@ export async function fenceOthers(
       }
     }
   }
-  await forgetFenced(env, queue, region, [...fences.values()].flat())
+  const answered = new Set(replies.filter((r) => r.reply !== null).map((r) => r.region))
+  await forgetFenced(
+    env,
+    queue,
+    region,
+    [...fences].flatMap(([other, entries]) => (answered.has(other) ? entries : [])),
+  )
   return { ok: true, claim }
 }
 

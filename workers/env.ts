@@ -65,6 +65,13 @@ export interface Env {
   SESSION_EVENT_READS_PER_MINUTE?: string
 
   /**
+   * Reads of sessions (GET /v1/sessions/:id, without an upgrade) a player may make per minute
+   * (default 120, 1–100,000), counted before the session's object is asked; the admin key is
+   * not limited.
+   */
+  SESSION_READS_PER_MINUTE?: string
+
+  /**
    * Socket connects to sessions (upgrades of GET /v1/sessions/:id) a player may make per minute,
    * across sessions (default 120, 1–100,000).
    */

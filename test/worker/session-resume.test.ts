@@ -883,6 +883,33 @@ describe('the event log', () => {
     expect(Number(refused.headers.get('retry-after'))).toBeGreaterThan(0)
   })
 
+  it('a player reads at most SESSION_READS_PER_MINUTE sessions a minute, their own live one included, with either token: past it 429 with Retry-After before the session is asked; the other player and the admin key read on', async () => {
+    await clearOfMinuteTurn(5_000)
+    const players = playerIds(2)
+    const { sessionId, tokens } = await createSession({
+      rules: 'dice-race',
+      roster: players.map((playerId) => ({ playerId })),
+    })
+    const player = (await issuePlayerToken(env, players[0]!, Date.now() - 60_000)).token
+    const read = (id: string, credential: string) =>
+      callWithEnv({ SESSION_READS_PER_MINUTE: '3' }, `/v1/sessions/${id}`, bearer(credential))
+    expect((await read(sessionId, tokens[players[0]!]!)).status).toBe(200)
+    expect((await read(sessionId, player)).status).toBe(200)
+    expect((await problem(await read(crypto.randomUUID(), player))).status).toBe(404)
+    for (const credential of [tokens[players[0]!]!, player]) {
+      const refused = await read(sessionId, credential)
+      expect(await problem(refused)).toMatchObject({
+        status: 429,
+        type: 'urn:nexus:problem:rate-limited',
+      })
+      expect(Number(refused.headers.get('retry-after'))).toBeGreaterThan(0)
+    }
+    // A made-up id past it is refused before any object is made up for it.
+    expect((await problem(await read(crypto.randomUUID(), player))).status).toBe(429)
+    expect((await read(sessionId, tokens[players[1]!]!)).status).toBe(200)
+    expect((await read(sessionId, ADMIN_KEY)).status).toBe(200)
+  })
+
   it("a player's reads of sessions their objects no longer hold (read from Neon, or none at all) count toward PLAYER_READS_PER_MINUTE: past it 429; a live session's read is not counted", async () => {
     await clearOfMinuteTurn(5_000)
     const g = await newGuest()

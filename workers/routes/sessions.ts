@@ -388,7 +388,8 @@ const getRoute = createRoute({
     'Without upgrade: the session for its players (session or player token, in the header only) and ' +
     'admins. Once a finished session is archived (its retention, 24 h by default, counted from when ' +
     'Neon has its result and whole log), the answer comes from Neon with ' +
-    '`seq: null`.',
+    '`seq: null`. A player reads at most SESSION_READS_PER_MINUTE sessions a minute (default ' +
+    '120; 429 with `Retry-After` past it, before the session is asked).',
   security: BEARER_OR_QUERY_TOKEN,
   request: {
     params: SessionParam,
@@ -443,6 +444,15 @@ sessionRoutes.openapi(getRoute, (async (c: Context<AppEnv>) => {
   const { id } = c.req.param() as { id: string }
   if (c.req.header('upgrade')?.toLowerCase() === 'websocket') return connect(c, id)
   const viewer = await viewerOf(c, id)
+  if (viewer.kind === 'player') {
+    // Each read is a call on the thread that plays the match (a made-up id's, on an object made
+    // up for it): a player looping on it, even on their own live game, would hold that game up.
+    await enforceEdgeLimit(c, {
+      name: 'session-reads',
+      limit: boundedInt(c.env.SESSION_READS_PER_MINUTE, 120, 1, 100_000),
+      key: () => viewer.playerId,
+    })
+  }
   const info = await sessionStub(c.env, id).info()
   // Past its object (its storage cleared, or never a session), a session is read from Neon: a
   // player's such reads count as their account's do, or made-up ids would query Neon without end.

@@ -450,6 +450,9 @@ describe('the error funnel renders RFC 9457 problems', () => {
       { name: 'Ada\nLovelace' },
       { name: 'Ada\u0007' },
       { name: '\u0085Ada' },
+      // Not controls, but they break the line as one.
+      { name: 'Top\u2028Player' },
+      { name: 'Top\u2029Player' },
       { name: '\u200b' },
       { name: '\u200e\u202e' },
       // Letters and symbols fonts draw as nothing, and a mark with nothing to sit on.

@@ -55,8 +55,12 @@ export const IdempotencyKey = z
   .max(128)
   .regex(/^[\x21-\x7e]+$/, 'printable ASCII without spaces')
 
-/** Control characters (line breaks, tabs, escapes, C1): they break any UI that shows a name. */
-const CONTROL = /\p{Cc}/u
+/**
+ * Control characters (line breaks, tabs, escapes, C1) and the line and paragraph separators
+ * (U+2028, U+2029, which are not controls but break a line as one): they break any UI that
+ * shows a name.
+ */
+const CONTROL = /[\p{Cc}\p{Zl}\p{Zp}]/u
 /**
  * Bidirectional embeddings, overrides and isolates: they reorder the text after them, so a name
  * holding U+202E reads backwards, and can make a label (a ranking, an admin's table) say what

@@ -102,6 +102,31 @@ describe('browser games on another origin (CORS)', () => {
     expect(elsewhere.headers.get('access-control-allow-origin')).toBeNull()
   })
 
+  it('origins listed as URLs (a trailing slash, capitals, a default port) match the pages they name; an admin tool on ADMIN_ORIGINS gets past its preflight and reads the admin answer', async () => {
+    const ops = 'https://ops.example.com'
+    const settings = {
+      CORS_ORIGINS: 'https://Game.example.com:443/',
+      ADMIN_ORIGINS: `${ops}/`,
+      ADMIN_KEY: 'cors-admin-key-0123456789',
+    }
+    const p = preflight('/v1/auth/guest', GAME, 'POST', 'content-type')
+    const game = await callWithEnv(settings, p.path, p.init)
+    expect(game.headers.get('access-control-allow-origin')).toBe(GAME)
+    const admin = preflight('/v1/admin/queues', ops, 'GET', 'authorization')
+    const pre = await callWithEnv(settings, admin.path, admin.init)
+    expect(pre.status).toBe(204)
+    expect(pre.headers.get('access-control-allow-origin')).toBe(ops)
+    const listed = await callWithEnv(settings, '/v1/admin/queues', {
+      headers: { origin: ops, authorization: `Bearer ${settings.ADMIN_KEY}` },
+    })
+    expect(listed.status).toBe(200)
+    expect(listed.headers.get('access-control-allow-origin')).toBe(ops)
+    // Not a page on neither list.
+    const other = preflight('/v1/admin/queues', 'https://evil.example.com', 'GET', 'authorization')
+    const refused = await callWithEnv(settings, other.path, other.init)
+    expect(refused.headers.get('access-control-allow-origin')).toBeNull()
+  })
+
   it('a socket upgrade from a page on another origin still opens', async () => {
     const q = await createQueue()
     const g = await newGuest()

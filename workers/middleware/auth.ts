@@ -83,7 +83,7 @@ export function foreignPageOf(c: Context<AppEnv>): string | undefined {
  * An origin as a browser names it in `Origin` (`https://ops.example.com`): a setting written as a
  * URL (a trailing slash, capitals, a default port) would otherwise never match.
  */
-function asOrigin(entry: string): string {
+export function asOrigin(entry: string): string {
   try {
     const origin = new URL(entry).origin
     return origin === 'null' ? entry : origin

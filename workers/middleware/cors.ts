@@ -1,6 +1,7 @@
 import type { MiddlewareHandler } from 'hono'
 import type { AppEnv } from '../app-env.ts'
 import { setResponseHeader } from '../lib/response-header.ts'
+import { asOrigin } from './auth.ts'
 
 /**
  * Headers a browser page may send: credentials, bodies, submission keys, fresh reads, and an
@@ -36,15 +37,26 @@ interface Policy {
 
 const policies = new Map<string, Policy>()
 
-function policyOf(setting: string | undefined): Policy {
-  const key = (setting ?? '*').trim() || '*'
+/**
+ * The origins `CORS_ORIGINS` lets read answers, and those of `ADMIN_ORIGINS` with them: an admin
+ * tool's page the key is allowed from must get past its browser's preflight too. Each is taken
+ * as a browser names it in `Origin` (a setting written as a URL, with a trailing slash, capitals
+ * or a default port, would otherwise match no page and fail every call from it).
+ */
+function policyOf(setting: string | undefined, adminSetting: string | undefined): Policy {
+  const key = `${(setting ?? '*').trim() || '*'}\n${adminSetting ?? ''}`
   let policy = policies.get(key)
   if (!policy) {
-    const origins = key
-      .split(',')
-      .map((o) => o.trim())
-      .filter(Boolean)
-    policy = { any: origins.includes('*'), origins: new Set(origins) }
+    const list = (s: string) =>
+      s
+        .split(',')
+        .map((o) => o.trim())
+        .filter(Boolean)
+    const origins = list((setting ?? '*').trim() || '*')
+    policy = {
+      any: origins.includes('*'),
+      origins: new Set([...origins, ...list(adminSetting ?? '')].map(asOrigin)),
+    }
     policies.set(key, policy)
   }
   return policy
@@ -64,7 +76,7 @@ function policyOf(setting: string | undefined): Policy {
  */
 export function cors(): MiddlewareHandler<AppEnv> {
   return async function cors(c, next) {
-    const policy = policyOf(c.env.CORS_ORIGINS)
+    const policy = policyOf(c.env.CORS_ORIGINS, c.env.ADMIN_ORIGINS)
     const origin = c.req.header('origin') ?? ''
     const allowOrigin = policy.any ? '*' : policy.origins.has(origin) ? origin : null
     // A preflight is a browser's OPTIONS naming the method it means to send; any other OPTIONS

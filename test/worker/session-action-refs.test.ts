@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest'
 import type { GameSession } from '../../durable-objects/game-session.ts'
 import { PLAYER_HEADER, RATE_BURST, SUPERSEDED_CLOSE } from '../../durable-objects/game-session.ts'
 import { ACTION_REF_RULE, CONNECTION_ID_RULE } from '../../workers/sessions/schemas.ts'
-import { ADMIN_KEY, bearer, call, problem } from './helpers/http.ts'
+import { ADMIN_KEY, bearer, call, callWithEnv, clearOfMinuteTurn, problem } from './helpers/http.ts'
 import { getRules, replay, type LogRecord } from '../../workers/core/rules/index.ts'
 import {
   connect,
@@ -223,6 +223,7 @@ describe("a connection's conn", () => {
   })
 
   it('is refused 422 when it is not 1 to 64 letters, digits, _ or -; a refused upgrade closes nothing', async () => {
+    await clearOfMinuteTurn(5_000)
     const { sessionId, tokens, players } = await relay(1)
     const token = tokens[players[0]!]!
     const open = await connect(sessionId, token, { conn: 'c-1' })
@@ -235,6 +236,21 @@ describe("a connection's conn", () => {
         expect(refused.body.errors).toEqual([{ path: 'conn', message: CONNECTION_ID_RULE }])
       }
     }
+    // Malformed, a conn or a since is refused before the connect is counted: a player past
+    // SESSION_CONNECTS_PER_MINUTE in bad ones still connects (the one open counts as one).
+    const limited = (q: string) =>
+      callWithEnv({ SESSION_CONNECTS_PER_MINUTE: '2' }, `/v1/sessions/${sessionId}?${q}`, {
+        headers: { upgrade: 'websocket', authorization: `Bearer ${token}` },
+      })
+    for (const q of ['conn=a.b', 'since=-1', 'since=1e3', 'since=01', 'since=', 'since=1.5']) {
+      const refused = await problem(await limited(q))
+      expect(refused.status, q).toBe(422)
+      expect((refused.body.errors as { path: string }[])[0]!.path, q).toBe(q.split('=')[0])
+    }
+    const counted = await limited('conn=c-2')
+    expect(counted.status).toBe(101)
+    counted.webSocket!.accept()
+    counted.webSocket!.close(1000)
     // The same conn with a since the session cannot serve: 422, and the open socket stays.
     expect((await upgrade(sessionId, token, { conn: 'c-1', since: 99 })).status).toBe(422)
     open.send({ type: 'ping' })

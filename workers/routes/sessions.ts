@@ -22,7 +22,7 @@ import { acceptedSocket, socketOffer, type SocketOffer } from '../lib/socket-aut
 import { within } from '../lib/within.ts'
 import { adminKeyGuard } from '../middleware/auth.ts'
 import { countPlayerRead, enforceEdgeLimit } from '../middleware/rate-limit.ts'
-import { SessionId } from '../sessions/schemas.ts'
+import { CONNECTION_ID_RULE, ConnectionId, SessionId } from '../sessions/schemas.ts'
 import { loadArchivedEvents, loadArchivedSession, NeonSessionStore } from '../sessions/store.ts'
 import { type SessionApi, sessionStub } from '../sessions/stub.ts'
 
@@ -339,6 +339,20 @@ async function erasedSinceMatch(
 async function connect(c: Context<AppEnv>, sessionId: string): Promise<Response> {
   const offer = socketOffer(c.req.header('sec-websocket-protocol'))
   const player = await playerOf(c, credentialOf(c, offer), sessionId)
+  // Their forms are checked here, before a connect is counted or anything is asked; whether
+  // `since` is within the log, the session itself says.
+  const since = c.req.query('since')
+  if (since !== undefined && !/^(0|[1-9][0-9]{0,14})$/.test(since)) {
+    throw new ApiError('validation', 'since must be an integer from 0 in plain decimal digits', {
+      errors: [{ path: 'since', message: 'an integer from 0, in plain decimal digits' }],
+    })
+  }
+  const conn = c.req.query('conn')
+  if (conn !== undefined && !ConnectionId.safeParse(conn).success) {
+    throw new ApiError('validation', CONNECTION_ID_RULE, {
+      errors: [{ path: 'conn', message: CONNECTION_ID_RULE }],
+    })
+  }
   // Before the session or Neon is asked: each connect is a call on the thread that plays the
   // match (and an ended one's a Neon query), and a client reconnecting in a loop would spend
   // them without end.
@@ -356,9 +370,7 @@ async function connect(c: Context<AppEnv>, sessionId: string): Promise<Response>
     }
   }
   const url = new URL('https://game-session.internal/connect')
-  const since = c.req.query('since')
   if (since !== undefined) url.searchParams.set('since', since)
-  const conn = c.req.query('conn')
   if (conn !== undefined) url.searchParams.set('conn', conn)
   // A new request: only the verified player travels to the object, never client headers.
   const res = await c.env.GAME_SESSION.getByName(sessionId).fetch(

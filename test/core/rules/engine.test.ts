@@ -463,6 +463,42 @@ describe('guards', () => {
     ])
   })
 
+  it('refuses, by throwing, an action whose parse its own parser would not give again: the log keeps parsed actions, and a wake that could not replay them would leave the session unusable', () => {
+    const match = mustCreate(relay, setup)
+    const frozen = JSON.stringify(match)
+    // Reshapes the wire form into another: its own output is not a wire form it takes.
+    const reshaping: typeof relay = {
+      ...relay,
+      parseAction: (raw) => {
+        const parsed = relay.parseAction(raw)
+        if (isRuleError(parsed)) return parsed
+        return { ...parsed, type: 'message' } as never
+      },
+    }
+    const action = { type: 'action', action: 'message', data: 'hi' }
+    expect(() => step(reshaping, match, { kind: 'action', player: 'a', tick: 1, action })).toThrow(
+      /parsing a parsed action must give an equal one/,
+    )
+    // A parser that adds a default each time gives another action on the second parse.
+    let parses = 0
+    const counting: typeof relay = {
+      ...relay,
+      parseAction: (raw) => {
+        const { n: _ignored, ...rest } = raw as Record<string, unknown>
+        const parsed = relay.parseAction(rest)
+        return isRuleError(parsed) ? parsed : ({ ...parsed, n: ++parses } as never)
+      },
+    }
+    expect(() => step(counting, match, { kind: 'action', player: 'a', tick: 1, action })).toThrow(
+      /gives another/,
+    )
+    expect(JSON.stringify(match)).toBe(frozen)
+    // The shipped parser is idempotent: the same action is stepped.
+    expect(isRuleError(step(relay, match, { kind: 'action', player: 'a', tick: 1, action }))).toBe(
+      false,
+    )
+  })
+
   it('checks the setup before the rules see it', () => {
     for (const bad of [null, {}, { roster: 'a', seed: 's' }, { roster: [null], seed: 's' }]) {
       const out = createMatch(relay, bad as unknown as GameSetup)

@@ -301,6 +301,19 @@ export function step<S, A, E>(
     case 'action': {
       const action = rules.parseAction(input.action)
       if (isRuleError(action)) return action
+      // The log keeps the parsed action, and a replay (every wake) parses it again: a parser that
+      // refuses or changes its own output would play today and leave a log no wake can load,
+      // the session unusable from then on. Refused here instead, the action changes nothing.
+      const reparsed = rules.parseAction(JSON.parse(JSON.stringify(action)) as unknown)
+      if (isRuleError(reparsed) || !jsonEqual(reparsed, action)) {
+        throw new Error(
+          `${rules.name}: parseAction of its own parsed action ${JSON.stringify(action).slice(0, 200)} ` +
+            (isRuleError(reparsed)
+              ? `is refused (${reparsed.error.code})`
+              : `gives another (${JSON.stringify(reparsed).slice(0, 200)})`) +
+            ': parsing a parsed action must give an equal one (docs/rules.md)',
+        )
+      }
       const out = rules.apply(match.game, action, { ...ctx, player: input.player })
       if (isRuleError(out)) return out
       state = out.state

@@ -505,6 +505,8 @@ export class GameSession extends DurableObject<Env> {
    * woken for at once, again and again, it would run the alarm back to back for the whole game.
    */
   private stalledDeadline: number | null = null
+  /** A deadline the rules named that is not a number was logged (once an instance). */
+  private badDeadlineLogged = false
   /**
    * Sockets still being sent the events they missed: live broadcasts skip them (their resume
    * reads those events from the log), and they join in the turn of their last chunk.
@@ -1873,7 +1875,7 @@ export class GameSession extends DurableObject<Env> {
       return
     }
     for (let n = 0; this.status === 'live'; n++) {
-      const due = rules.nextTick(this.match!.game)
+      const due = this.deadlineOf(rules.nextTick(this.match!.game), 'nextTick')
       if (due === null || due > tick) return
       if (n === MAX_DEADLINES_PER_CATCH_UP) {
         this.clockBehind = true
@@ -1896,7 +1898,31 @@ export class GameSession extends DurableObject<Env> {
   private clockedFrames(): boolean {
     const rules = this.rules
     if (!rules?.tickRate) return false
-    return !rules.nextTick || (this.match !== null && rules.nextTick(this.match.game) !== null)
+    return (
+      !rules.nextTick ||
+      (this.match !== null && this.deadlineOf(rules.nextTick(this.match.game), 'nextTick') !== null)
+    )
+  }
+
+  /**
+   * A tick the rules named (`nextTick`, `quietUntil`) as the clock can play it: a fraction (a
+   * timer of `seconds * tickRate` with fractional seconds) is the whole tick after it, where the
+   * tick played for it would be refused (ticks are whole) and the deadline never come; anything
+   * but a finite number (NaN from a field an older state lacks) is no deadline, logged once.
+   */
+  private deadlineOf(named: unknown, hook: 'nextTick' | 'quietUntil'): number | null {
+    if (named === null) return null
+    if (typeof named === 'number' && Number.isFinite(named)) return Math.max(0, Math.ceil(named))
+    if (!this.badDeadlineLogged) {
+      this.badDeadlineLogged = true
+      log('error', 'rules named a next tick that is not a number', {
+        actor: this.actor,
+        rules: this.rules?.name,
+        hook,
+        value: String(named).slice(0, 40),
+      })
+    }
+    return null
   }
 
   /** Rules that say when their clock next matters (`nextTick`, `quietUntil`), so no tick loop. */
@@ -1915,8 +1941,8 @@ export class GameSession extends DurableObject<Env> {
     const game = this.match?.game
     if (!rules || game === undefined) return null
     try {
-      if (rules.nextTick) return rules.nextTick(game)
-      return rules.quietUntil ? rules.quietUntil(game) : null
+      if (rules.nextTick) return this.deadlineOf(rules.nextTick(game), 'nextTick')
+      return rules.quietUntil ? this.deadlineOf(rules.quietUntil(game), 'quietUntil') : null
     } catch (err) {
       log('error', 'rules failed to name their next tick', {
         actor: this.actor,

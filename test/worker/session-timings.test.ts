@@ -350,6 +350,44 @@ describe('session timings', () => {
     )
   })
 
+  it('a deadline the rules name as a fraction of a tick comes at the whole tick after it (it was refused and never came); one that is no number is no deadline, and no alarm of NaN', async () => {
+    const { sessionId, createdAt } = await liveDiceGame(playerIds(2))
+    const alarm = () => inObject(sessionId, (_inst, state) => state.storage.getAlarm())
+    const before = await seqOf(sessionId)
+    // A studio's timer of `seconds * tickRate` with fractional seconds, at dice-race's 1,000
+    // ticks a second: due at tick 10,500.4, which fires once.
+    await inObject(sessionId, (inst) => {
+      const self = inst as unknown as { rules: AnyRules }
+      self.rules = {
+        ...self.rules,
+        nextTick: (state: DiceState & { fired?: boolean }) => (state.fired ? null : 10_500.4),
+        onTick: (state: DiceState & { fired?: boolean }, ctx: { tick: number }) =>
+          ctx.tick >= 10_500.4 ? { state: { ...state, fired: true } } : { state },
+      } as AnyRules
+    })
+    // A wake at 10,500 plays nothing yet; its alarm is set for the whole tick after the deadline.
+    await alarmAt(sessionId, createdAt + 10_500)
+    expect(await seqOf(sessionId)).toBe(before)
+    expect(await alarm()).toBe(createdAt + 10_501)
+    await alarmAt(sessionId, createdAt + 10_501)
+    expect(await seqOf(sessionId)).toBe(before + 1)
+    expect(
+      await inObject(
+        sessionId,
+        (inst) => (inst.current()!.match.game as { fired?: boolean }).fired,
+      ),
+    ).toBe(true)
+    // NaN (a field an older state lacks): no deadline; the watchdog alone is due.
+    await inObject(sessionId, (inst) => {
+      const self = inst as unknown as { rules: AnyRules }
+      self.rules = { ...self.rules, nextTick: () => Number.NaN } as AnyRules
+    })
+    await alarmAt(sessionId, createdAt + 11_000)
+    const next = await alarm()
+    expect(Number.isFinite(next)).toBe(true)
+    expect(next).toBeGreaterThanOrEqual(createdAt + 11_000 + GRACE)
+  })
+
   it('an alarm run that fails again and again backs off (1 s, 2 s, …) instead of coming back at once, a hibernation between included; a run that succeeds ends the backoff', async () => {
     const [pa, pb] = playerIds(2) as [string, string]
     const { sessionId, sockets, createdAt } = await liveDiceGame([pa, pb])

@@ -1,7 +1,13 @@
 import { boundedInt } from '../lib/config.ts'
 import { z } from '@hono/zod-openapi'
 import { and, eq, isNull, sql } from 'drizzle-orm'
-import { getRules, optionsRefusal, RULES_OPTIONS_LIMITS, rulesNames } from '../core/rules/index.ts'
+import {
+  getRules,
+  MAX_ROSTER,
+  optionsRefusal,
+  RULES_OPTIONS_LIMITS,
+  rulesNames,
+} from '../core/rules/index.ts'
 import { textArrayLiteral } from '../db/array-literal.ts'
 import { ifMatchHolds, ifMatchParam, versionWanted, type IfMatch } from '../lib/preconditions.ts'
 import { getDb, getSql, type DbEnv } from '../db/client.ts'
@@ -125,7 +131,14 @@ export const QueueConfigInput = z
   .strict()
   .superRefine((q, ctx) => {
     const rules = getRules(q.rules)
-    if (rules) {
+    if (q.teams * q.teamSize > MAX_ROSTER) {
+      // Whatever the rules say: no session holds more.
+      ctx.addIssue({
+        code: 'custom',
+        path: ['teamSize'],
+        message: `a match holds at most ${MAX_ROSTER} players; teams × teamSize is ${q.teams * q.teamSize}`,
+      })
+    } else if (rules) {
       const size = q.teams * q.teamSize
       if (size < rules.players.min || size > rules.players.max) {
         ctx.addIssue({

@@ -1,6 +1,6 @@
 import { z } from '@hono/zod-openapi'
 import type { GameResult } from '../core/rules/index.ts'
-import { RULES_OPTIONS_LIMITS, rulesNames } from '../core/rules/index.ts'
+import { MAX_ROSTER, RULES_OPTIONS_LIMITS, rulesNames } from '../core/rules/index.ts'
 import { boundedJson, isPrototypeKey, PlayerId, ResourceId } from '../lib/fields.ts'
 import { NOT_STORABLE_REASON, storableText } from '../core/rules/json.ts'
 
@@ -17,8 +17,8 @@ export const SessionId = z
   .regex(/^[A-Za-z0-9][A-Za-z0-9_.-]*$/, 'letters, digits, "_", "." and "-"')
   .openapi({ example: 's_0b6f7c1e-2a34-4d1f-9a55-3f2e1d0c9b8a' })
 
-/** Most players a session may have, whatever the rules allow. */
-export const MAX_ROSTER = 64
+/** Most players a session may have, whatever the rules allow (rules may allow no more). */
+export { MAX_ROSTER }
 
 export const RosterEntry = z.object({
   playerId: PlayerId.refine(

@@ -543,6 +543,22 @@ describe('registry', () => {
     expect(declarationRefusal({ ...ticking, view: 'state' } as unknown as AnyRules)).toMatch(
       /view is required/,
     )
+    // More players than a session holds (every match a queue made would fail at the session),
+    // or a range no roster fits.
+    for (const players of [
+      { min: 2, max: 100 },
+      { min: 0, max: 4 },
+      { min: 5, max: 4 },
+      { min: 1.5, max: 4 },
+      { min: 1, max: Number.NaN },
+      undefined,
+    ]) {
+      expect(
+        declarationRefusal({ ...ticking, players } as unknown as AnyRules),
+        JSON.stringify(players),
+      ).toMatch(/players needs whole numbers 1 <= min <= max <= 64/)
+    }
+    expect(declarationRefusal({ ...ticking, players: { min: 1, max: 64 } })).toBeNull()
   })
 
   it("takes a plain JavaScript module's refusal at a tick or an abandon as nothing happening: no record, no state changed", () => {

@@ -27,6 +27,9 @@ export { rockPaperScissors } from './rock-paper-scissors.ts'
 /** The most ticks a second a module may ask for (dice-race counts milliseconds of game time). */
 export const MAX_TICK_RATE = 1000
 
+/** Most players a session may have, whatever the rules allow. */
+export const MAX_ROSTER = 64
+
 /** What every rules module must have (docs/rules.md); the other hooks are optional. */
 const REQUIRED_HOOKS = ['init', 'parseAction', 'apply', 'onAbsent', 'result', 'view'] as const
 
@@ -51,6 +54,19 @@ export function declarationRefusal(rules: AnyRules): string | null {
   }
   if (rate === undefined && (rules.onTick || rules.nextTick || rules.quietUntil)) {
     return `${rules.name}: onTick, nextTick and quietUntil need a tickRate`
+  }
+  // A queue checks its size against these: past a session's roster, every match it made would
+  // fail at the session and its players be cancelled (session_failed), again at every join.
+  const players = rules.players as { min?: unknown; max?: unknown } | undefined
+  const { min, max } = players ?? {}
+  if (
+    !Number.isInteger(min) ||
+    !Number.isInteger(max) ||
+    (min as number) < 1 ||
+    (min as number) > (max as number) ||
+    (max as number) > MAX_ROSTER
+  ) {
+    return `${rules.name}: players needs whole numbers 1 <= min <= max <= ${MAX_ROSTER} (a session's roster)`
   }
   return null
 }

@@ -6,6 +6,7 @@ import {
   isRuleError,
   resultOf,
   resultRefusal,
+  startRefusal,
   step,
   type AnyRules,
   type GameResult,
@@ -799,6 +800,8 @@ export class GameSession extends DurableObject<Env> {
     if (isRuleError(match)) {
       return { ok: false, problem: 'validation', detail: match.error.message }
     }
+    const over = startRefusal(rules, match)
+    if (over !== null) return { ok: false, problem: 'validation', detail: over }
     // Played from its stored form, as a wake would: a value JSON does not keep (a Map, NaN)
     // differs from the first action on, not only once the object has slept.
     const snapshot = JSON.stringify(match)

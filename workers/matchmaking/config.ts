@@ -146,14 +146,18 @@ export const QueueConfigInput = z
           path: ['teamSize'],
           message: `${q.rules} needs ${rules.players.min} to ${rules.players.max} players; teams × teamSize is ${size}`,
         })
-      } else if (q.rulesOptions !== undefined) {
-        // A trial start refuses options the rules would refuse when the first match starts.
+      } else {
+        // A trial start refuses options the rules would refuse when the first match starts, and
+        // a size at which the game is over before it starts (every match would be refused).
         const roster = Array.from({ length: size }, (_, i) => ({
           playerId: `p${i}`,
           team: i % q.teams,
         }))
         const refusal = optionsRefusal(rules, roster, q.rulesOptions)
-        if (refusal) ctx.addIssue({ code: 'custom', path: ['rulesOptions'], message: refusal })
+        if (refusal) {
+          const path = q.rulesOptions !== undefined ? 'rulesOptions' : 'teamSize'
+          ctx.addIssue({ code: 'custom', path: [path], message: refusal })
+        }
       }
     }
     if (q.maxPartySize !== undefined && q.maxPartySize > q.teamSize) {

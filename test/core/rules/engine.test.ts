@@ -26,6 +26,8 @@ import {
   ruleError,
   rulesNames,
   seedRng,
+  startRefusal,
+  optionsRefusal,
   step,
 } from '../../../workers/core/rules/index.ts'
 import { viewRecord } from '../../../workers/core/rules/engine.ts'
@@ -497,6 +499,35 @@ describe('guards', () => {
     expect(isRuleError(step(relay, match, { kind: 'action', player: 'a', tick: 1, action }))).toBe(
       false,
     )
+  })
+
+  it("calls a game its rules call over from the first state unplayable (a session would start live and refuse everything), for a queue's trial start too; a game that can be played is not", () => {
+    // Last player standing, from one player up: alone, it is won before it starts.
+    const standing: typeof relay = {
+      ...relay,
+      name: 'standing',
+      players: { min: 1, max: 8 },
+      result: (state) =>
+        (state as unknown as { players: string[] }).players.length <= 1
+          ? { reason: 'finished', winner: 'a', placements: [{ playerId: 'a', team: 0, place: 1 }] }
+          : null,
+      init: (s) => ({ players: s.roster.map((p) => p.playerId) }) as never,
+    }
+    const alone = mustCreate(standing, setup)
+    expect(startRefusal(standing, alone)).toMatch(/over before it starts/)
+    expect(optionsRefusal(standing as AnyRules, setup.roster, undefined)).toMatch(
+      /over before it starts/,
+    )
+    const two = [...setup.roster, { playerId: 'b', team: 1 }]
+    expect(startRefusal(standing, mustCreate(standing, { ...setup, roster: two }))).toBeNull()
+    expect(optionsRefusal(standing as AnyRules, two, undefined)).toBeNull()
+    for (const rules of [relay, diceRace, hotPotato, rockPaperScissors] as AnyRules[]) {
+      const roster = Array.from({ length: Math.max(2, rules.players.min) }, (_, i) => ({
+        playerId: `p${i}`,
+        team: i,
+      }))
+      expect(optionsRefusal(rules, roster, undefined), rules.name).toBeNull()
+    }
   })
 
   it('checks the setup before the rules see it', () => {

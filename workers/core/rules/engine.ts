@@ -210,6 +210,19 @@ export function createMatch<S, A, E>(
 }
 
 /**
+ * Why a match just made cannot be played: its rules call it over from the first state (a
+ * last-player-standing game of one), where a session would start live and refuse every input,
+ * with nothing to wake it, until an admin ended it. Null when it can. Not checked on replay: a
+ * session made before this check loads, for an admin to end.
+ */
+export function startRefusal<S, A, E>(rules: Rules<S, A, E>, match: MatchState<S>): string | null {
+  const result = resultOf(rules, match)
+  return result === null
+    ? null
+    : `${rules.name} is over before it starts with this roster and these options (${result.reason})`
+}
+
+/**
  * The generator as rules get it: draws only. Its words stay the engine's, which stores them in
  * the match, out of `game`, so that no rules module can keep or show them (they would let a
  * client predict every later draw).

@@ -2,7 +2,7 @@ import { diceRace } from './dice-race.ts'
 import { hotPotato } from './hot-potato.ts'
 import { relay } from './relay.ts'
 import { rockPaperScissors } from './rock-paper-scissors.ts'
-import { createMatch } from './engine.ts'
+import { createMatch, startRefusal } from './engine.ts'
 import { checkJson, type JsonLimits } from './json.ts'
 import { isRuleError, type AnyRules, type RosterEntry } from './types.ts'
 
@@ -14,6 +14,7 @@ export {
   ReplayError,
   resultOf,
   resultRefusal,
+  startRefusal,
   step,
   viewRecord,
 } from './engine.ts'
@@ -100,9 +101,13 @@ export function optionsRefusal(
   roster: RosterEntry[],
   options: unknown,
 ): string | null {
-  if (!checkJson(options, RULES_OPTIONS_LIMITS).ok) return null
-  const trial = createMatch(rules, { roster, seed: 'validate', options })
-  return isRuleError(trial) ? trial.error.message : null
+  if (options !== undefined && !checkJson(options, RULES_OPTIONS_LIMITS).ok) return null
+  const trial = createMatch(rules, {
+    roster,
+    seed: 'validate',
+    ...(options !== undefined ? { options } : {}),
+  })
+  return isRuleError(trial) ? trial.error.message : startRefusal(rules, trial)
 }
 
 /** Names of the shipped rules, for validating a queue's `rules` field. */

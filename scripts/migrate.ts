@@ -11,9 +11,11 @@
  */
 import { neonConfig, Pool, type PoolClient } from '@neondatabase/serverless'
 import { readMigrationFiles } from 'drizzle-orm/migrator'
+import { readFileSync } from 'node:fs'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 import { WebSocket } from 'ws'
 import { configureLocalRelay } from '../workers/db/client.ts'
+import { migrationRecorded } from '../workers/db/migration-times.ts'
 import { errorMessage } from '../workers/lib/log.ts'
 
 const MIGRATIONS_FOLDER = fileURLToPath(new URL('../migrations', import.meta.url))
@@ -68,11 +70,29 @@ async function applyEach(client: PoolClient, folder: string): Promise<void> {
     `CREATE TABLE IF NOT EXISTS drizzle.__drizzle_migrations (
        id SERIAL PRIMARY KEY, hash text NOT NULL, created_at bigint)`,
   )
-  const latest = await client.query<{ created_at: string }>(
-    'select created_at from drizzle.__drizzle_migrations order by created_at desc limit 1',
+  const recorded = await client.query<{ created_at: string }>(
+    'select created_at from drizzle.__drizzle_migrations',
   )
-  const after = latest.rows.length === 0 ? -Infinity : Number(latest.rows[0]!.created_at)
-  for (const migration of readMigrationFiles({ migrationsFolder: folder })) {
+  const applied = new Set(recorded.rows.map((r) => Number(r.created_at)))
+  const after = Math.max(-Infinity, ...applied)
+  const migrations = readMigrationFiles({ migrationsFolder: folder })
+  const journal = JSON.parse(readFileSync(`${folder}/meta/_journal.json`, 'utf8')) as {
+    entries: { tag: string }[]
+  }
+  // One older than the newest applied that was never applied (a studio's own migration merged
+  // ahead of an upstream one generated before it): run after it, it may not do what it was
+  // written for, and skipped, the code that needs it fails at run time while /ready is green.
+  const skipped = migrations
+    .map((m, i) => ({ m, tag: journal.entries[i]?.tag ?? `#${i}` }))
+    .filter(({ m }) => m.folderMillis <= after && !migrationRecorded(m.folderMillis, applied))
+  if (skipped.length > 0) {
+    throw new Error(
+      `migrations older than the newest applied were never applied: ${skipped.map((s) => s.tag).join(', ')}. ` +
+        'Apply them by hand (psql -f), then record each in drizzle.__drizzle_migrations ' +
+        '(its hash and journal time), or regenerate them after the newest (npm run db:generate)',
+    )
+  }
+  for (const migration of migrations) {
     if (migration.folderMillis <= after) continue
     for (let attempt = 0; ; attempt++) {
       await client.query('begin')

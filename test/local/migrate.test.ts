@@ -360,6 +360,51 @@ describe('a migration waiting for a table in use', () => {
     }
   })
 
+  it('a migration older than the newest applied that was never applied (one merged in behind a newer) fails the run naming it, applying nothing; 0026 recorded as first written counts as applied', async () => {
+    const { url } = await databaseAt(
+      server,
+      relay,
+      'upgrade_skipped',
+      '0035_erasure_archive_cursor',
+    )
+    const db = new pg.Client(url)
+    await db.connect()
+    try {
+      // A database that ran 0026 as first written: recorded under its first journal time.
+      await db.query(
+        `update drizzle.__drizzle_migrations set created_at = 1796460009877 where created_at = 1796461127098`,
+      )
+      const { folder, journalPath, journal } = await migrationsCopy()
+      const at = journal.entries.findIndex((e) => e.tag === '0035_erasure_archive_cursor')
+      const before = journal.entries[at]!
+      // Generated before 0036 (an earlier time), merged in after it.
+      journal.entries.splice(at + 1, 0, {
+        ...before,
+        idx: before.idx + 1,
+        when: before.when - 1,
+        tag: '0035a_studio_table',
+      })
+      await writeFile(join(folder, '0035a_studio_table.sql'), 'create table studio_table (id int)')
+      await writeFile(journalPath, JSON.stringify(journal))
+      await expect(
+        runMigrations({ databaseUrl: url, relay: relay.address, migrationsFolder: folder }),
+      ).rejects.toThrow(/never applied: 0035a_studio_table\./)
+      const made = await db.query(
+        `select 1 from pg_tables where tablename = 'studio_table' union all
+         select 1 from drizzle.__drizzle_migrations where created_at > ${before.when}`,
+      )
+      expect(made.rowCount).toBe(0)
+      // Without it, the same database takes the newer migrations: 0026 is not taken for skipped.
+      await runMigrations({ databaseUrl: url, relay: relay.address })
+      const newest = await db.query<{ n: string }>(
+        'select max(created_at)::text as n from drizzle.__drizzle_migrations',
+      )
+      expect(Number(newest.rows[0]!.n)).toBe(journal.entries[journal.entries.length - 1]!.when)
+    } finally {
+      await db.end()
+    }
+  })
+
   it('a deployment that ran 0026 as first written loses the GIN index on rosters it built, which nothing reads', async () => {
     const { url } = await databaseAt(server, relay, 'upgrade_roster_gin', '0030_session_setup')
     const db = new pg.Client(url)

@@ -2384,11 +2384,12 @@ export class MatchPool extends DurableObject<Env> {
       }
       if (this.housekeep(now)) await this.scheduleAlarm()
       const held = this.activeTicketOf(sc.playerId)
-      if (!held)
+      // Or one matched while they were away: told below, as any connect is (it needs no Neon).
+      if (!held && !this.owesMatch(sc.playerId, now))
         return problemResponse('unavailable', NEON_DOWN_AT_CONNECT, {}, databaseRetryAfter())
-      const own = (JSON.parse(held.players) as TicketPlayer[]).find(
-        (p) => p.playerId === sc.playerId,
-      )
+      const own = held
+        ? (JSON.parse(held.players) as TicketPlayer[]).find((p) => p.playerId === sc.playerId)
+        : undefined
       rating = own?.rating ?? defaultRating().rating
     } else {
       const changed = this.applyConfig(sc.queue, sc.region, sc.config, sc.version)
@@ -2471,6 +2472,18 @@ export class MatchPool extends DurableObject<Env> {
     // Its ticket's wait (or the one it joins) then has it looked at for silence.
     this.nextSilentCheck = Math.min(this.nextSilentCheck ?? Infinity, this.now() + SILENT_SOCKET_MS)
     return new Response(null, { status: 101, webSocket: client })
+  }
+
+  /** Whether a match made while `playerId` was away waits to be told to them (`unheard`). */
+  private owesMatch(playerId: string, now: number): boolean {
+    return (
+      one<{ n: number }>(
+        this.sql,
+        `SELECT count(*) AS n FROM unheard WHERE player_id = ? AND until > ?`,
+        playerId,
+        now,
+      )!.n > 0
+    )
   }
 
   /**

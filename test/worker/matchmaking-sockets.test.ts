@@ -22,6 +22,7 @@ import { ADMIN_KEY, call, callWithEnv, json, newGuest, problem } from './helpers
 import {
   alarmAt,
   createQueue,
+  DUEL,
   fireAlarm,
   newClock,
   poolOf,
@@ -53,8 +54,8 @@ interface ErrorFrame {
 }
 
 /** The disconnect grace deadline the pool stored for a ticket, once set. */
-function graceOf(queue: string, ticketId: string): Promise<number | undefined> {
-  return runInDurableObject(poolOf(queue), (_i: MatchPool, state) => {
+function graceOf(queue: string, ticketId: string, region?: string): Promise<number | undefined> {
+  return runInDurableObject(poolOf(queue, region), (_i: MatchPool, state) => {
     const row = state.storage.sql
       .exec<{ grace_until: number | null }>(
         `SELECT grace_until FROM tickets WHERE id = ?`,
@@ -1334,6 +1335,53 @@ describe('sockets: disconnect, reconnect, expiry', () => {
       }
       expect(collect(third)).not.toContainEqual(expect.objectContaining({ type: 'match_found' }))
       third.close(1000)
+    }
+  })
+
+  it('a reconnect naming its region hears a match made in the gap while Neon is unreachable (it needs none), and after the region was taken out of the queue', async () => {
+    for (const cause of ['Neon down', 'region removed'] as const) {
+      const q = await createQueue({ regions: ['eu', 'us'] })
+      const clock = newClock()
+      await rig(q, clock, { region: 'us', graceMs: 10_000 })
+      const [g, rival] = await Promise.all([newGuest(), newGuest()])
+      const first = await connect(`/v1/matchmaking/${q}?region=us`, g.token)
+      first.send(JSON.stringify({ type: 'join' }))
+      const { ticketId } = await nextOfType<Queued>(first, 'queued')
+      first.close(1001, 'network')
+      await until(() => graceOf(q, ticketId, 'us'), 5000, 'grace start')
+      const matched = await joinFor(q, rival.playerId, { region: 'us' })
+      expect(matched.status).toBe('matched')
+      clock.t += 5_000
+      if (cause === 'region removed') {
+        const put = await call(
+          `/v1/admin/queues/${q}`,
+          json('PUT', { ...DUEL, regions: ['eu'] }, ADMIN_KEY),
+        )
+        expect(put.status).toBe(200)
+      }
+      const settings =
+        cause === 'Neon down'
+          ? {
+              DATABASE_URL: env.TEST_UNREACHABLE_DATABASE_URL,
+              NEON_LOCAL_RELAY: env.TEST_UNREACHABLE_NEON_RELAY,
+              LOG_LEVEL: 'silent',
+            }
+          : {}
+      const res = await callWithEnv(settings, `/v1/matchmaking/${q}?region=us`, {
+        headers: { upgrade: 'websocket', authorization: `Bearer ${g.token}` },
+      })
+      expect(res.status, cause).toBe(101)
+      const back = res.webSocket!
+      back.accept()
+      track(back)
+      const found = await nextOfType<Found>(back, 'match_found')
+      expect(found).toMatchObject({ ticketId, sessionId: matched.match!.sessionId })
+      await closed(back)
+      // Told once: the next connect there has nothing to take back, and is refused as before.
+      const again = await callWithEnv(settings, `/v1/matchmaking/${q}?region=us`, {
+        headers: { upgrade: 'websocket', authorization: `Bearer ${g.token}` },
+      })
+      expect(again.status, cause).toBe(cause === 'Neon down' ? 503 : 422)
     }
   })
 

@@ -906,6 +906,23 @@ matchmakingRoutes.openapi(socketRoute, (async (c: Context<AppEnv>) => {
   const reattachable = query.region !== undefined && RegionId.safeParse(query.region).success
   const reading = readAndClaim(c.env, queue, query.region, [principal.playerId], caller)
   reading.catch(() => {})
+  /**
+   * A connect that only takes back what the pool of `region` holds for the player without Neon:
+   * their waiting ticket, or a match made while they were away.
+   */
+  const reattachOnly = (region: string) => {
+    const context: ReattachContext = {
+      reattachOnly: true,
+      playerId: principal.playerId,
+      tokenIssuedAt: caller.issuedAt,
+      ...(principal.expiresAt !== undefined ? { tokenExpiresAt: principal.expiresAt } : {}),
+    }
+    const headers = new Headers({ upgrade: 'websocket' })
+    headers.set(SOCKET_CONTEXT_HEADER, JSON.stringify(context))
+    return poolFetcher(c.env, queue, region).fetch(
+      new Request('https://match-pool/socket', { headers }),
+    )
+  }
   let read: JoinRead
   try {
     // A connect naming a region (a reconnect names the one its `queued` said) waits for Neon a
@@ -927,17 +944,7 @@ matchmakingRoutes.openapi(socketRoute, (async (c: Context<AppEnv>) => {
       region: query.region,
       ...errorFields(err),
     })
-    const context: ReattachContext = {
-      reattachOnly: true,
-      playerId: principal.playerId,
-      tokenIssuedAt: caller.issuedAt,
-      ...(principal.expiresAt !== undefined ? { tokenExpiresAt: principal.expiresAt } : {}),
-    }
-    const headers = new Headers({ upgrade: 'websocket' })
-    headers.set(SOCKET_CONTEXT_HEADER, JSON.stringify(context))
-    const res = await poolFetcher(c.env, queue, query.region).fetch(
-      new Request('https://match-pool/socket', { headers }),
-    )
+    const res = await reattachOnly(query.region)
     if (res.status === 101) return acceptedSocket(res, offer)
     if (!slow) throw await apiErrorFrom(res)
     // Neon slow, not down, and no ticket of theirs waiting there (a first join naming its
@@ -950,7 +957,20 @@ matchmakingRoutes.openapi(socketRoute, (async (c: Context<AppEnv>) => {
   if (read.banned.length > 0) throw new ApiError('forbidden', 'This player is banned')
   if (read.staleToken) throw new ApiError('forbidden', STALE_TOKEN_DETAIL)
   const { config, version } = read.queue
-  const region = regionOf(config, query.region)
+  let region: string
+  try {
+    region = regionOf(config, query.region)
+  } catch (err) {
+    // A region taken out of the queue since the player's ticket there was matched, while they
+    // were away: its pool still owes them the match (only a region the queue had has a pool).
+    if (!reattachable || query.region === undefined) throw err
+    const stored = await loadQueueConfig(c.env, queue)
+    if (!stored?.knownRegions.includes(query.region)) throw err
+    const res = await reattachOnly(query.region)
+    if (res.status === 101) return acceptedSocket(res, offer)
+    await res.body?.cancel()
+    throw err
+  }
   const context: SocketContext = {
     queue,
     region,

@@ -306,6 +306,27 @@ describe('dashboard in Chromium', () => {
     }
   })
 
+  it('gives up an overview that never answers (a dead connection) after 25 s, says so, and refreshes again', async () => {
+    const overviews: string[] = []
+    let hang = true
+    await page.route('**/dashboard/api/overview', (route) => {
+      overviews.push(route.request().url())
+      if (hang) return // never answered
+      return route.continue()
+    })
+    try {
+      await expect
+        .poll(() => page.textContent('#status'), { timeout: 40_000 })
+        .toContain('refresh failed: no answer in 25 s')
+      expect(overviews).toHaveLength(1)
+      hang = false
+      await expect.poll(() => overviews.length, { timeout: 15_000 }).toBeGreaterThan(1)
+      await expect.poll(() => page.textContent('#status'), { timeout: 15_000 }).toContain('updated')
+    } finally {
+      await page.unrouteAll({ behavior: 'ignoreErrors' })
+    }
+  })
+
   it('takes request rates over 30 s (isolates report every 10 s), and says when the traffic is one isolate only', async () => {
     // Overviews as the hub gives them: a steady 200 requests a second, counted in steps of
     // 2,000 every 10 s, read every 2 s (the stub's clock). Two readings apart saw 0 or 1,000.
@@ -316,15 +337,24 @@ describe('dashboard in Chromium', () => {
     }
     let k = 0
     let scope = 'cluster'
+    let isolates = false
     await page.route('**/dashboard/api/overview', (route) => {
       k++
       const steps = Math.floor(k / 5)
+      // Each overview answered by one of two isolates, one counting far more than the other.
+      const isolate = isolates ? (k % 2 === 0 ? 'a' : 'b') : null
+      const requests = isolates
+        ? k % 2 === 0
+          ? 40_000
+          : 900
+        : real.metrics.requests + steps * 2_000
       return route.fulfill({
         json: {
           ...real,
           now: real.now + k * 2_000,
           metricsScope: scope,
-          metrics: { ...real.metrics, requests: real.metrics.requests + steps * 2_000 },
+          metricsSource: isolate,
+          metrics: { ...real.metrics, requests },
         },
       })
     })
@@ -353,6 +383,14 @@ describe('dashboard in Chromium', () => {
         .toContain('this isolate only')
       expect(await page.getAttribute('#status', 'class')).toBe('bad')
       expect(await stat('requests / s (this isolate only)')).not.toBeNull()
+      // Readings of two isolates in turn make no rate (their totals are not one count), where
+      // they swung between 0 and thousands a second.
+      isolates = true
+      for (let i = 0; i < 4; i++) {
+        const seen = k
+        await expect.poll(() => k, { timeout: 5_000 }).toBeGreaterThan(seen + 1)
+        expect(await stat('requests / s (this isolate only)')).toBe('–')
+      }
     } finally {
       await page.unrouteAll({ behavior: 'ignoreErrors' })
     }

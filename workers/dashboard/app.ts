@@ -20,6 +20,9 @@ export const DASHBOARD_JS = String.raw`
 
   // A board's detail that has not answered by then is given up (and asked for again later).
   var BOARD_TIMEOUT_MS = 20000
+  // An overview not answered by then is given up (the server bounds its own parts to 15 s): one
+  // held open for good by a dead connection would stop every refresh after it.
+  var OVERVIEW_TIMEOUT_MS = 25000
 
   var state = { key: null, timer: null, samples: [], readings: [], board: null, busy: false, boardLoad: null }
 
@@ -212,8 +215,9 @@ export const DASHBOARD_JS = String.raw`
     var sample = { t: now, requests: m.requests, client: m.clientErrors, server: m.serverErrors, routes: {} }
     m.routes.forEach(function (r) { sample.routes[r.method + ' ' + r.route] = r.requests })
     // Rates are differences between two readings of the same totals: a reading of another scope
-    // (the whole cluster against one isolate, when the hub comes or goes) starts over.
-    sample.scope = o.metricsScope
+    // (the whole cluster against one isolate, when the hub comes or goes), or of another isolate
+    // (each overview may be answered by any), starts over.
+    sample.scope = o.metricsScope + (o.metricsSource ? ' ' + o.metricsSource : '')
     var last = state.readings[state.readings.length - 1]
     if (last && last.scope !== sample.scope) {
       state.readings = []
@@ -396,7 +400,10 @@ export const DASHBOARD_JS = String.raw`
     // listed board and pool. It refreshes when shown again.
     if (state.busy || !state.key || document.hidden) return
     state.busy = true
-    api('/overview').then(function (o) {
+    var controller = new AbortController()
+    var timedOut = false
+    var timer = setTimeout(function () { timedOut = true; controller.abort() }, OVERVIEW_TIMEOUT_MS)
+    api('/overview', controller.signal).then(function (o) {
       var rate = renderTraffic(o)
       renderHeadline(o, rate)
       renderBoards(o)
@@ -407,8 +414,12 @@ export const DASHBOARD_JS = String.raw`
       else if (o.metricsScope === 'isolate') setStatus('the metrics hub is unreachable: traffic is from this isolate only', true)
       else setStatus('updated ' + new Date(o.now).toLocaleTimeString() + ' · every ' + INTERVAL_MS / 1000 + ' s')
     }).catch(function (err) {
+      if (timedOut) err = new Error('no answer in ' + OVERVIEW_TIMEOUT_MS / 1000 + ' s')
       if (err.message !== 'refused') setStatus('refresh failed: ' + err.message, true)
-    }).then(function () { state.busy = false })
+    }).then(function () {
+      clearTimeout(timer)
+      state.busy = false
+    })
   }
 
   // ------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import { playerNames } from '../leaderboards/names.ts'
 import { errorFields, errorMessage, log } from '../lib/log.ts'
 import { renderFamilies } from '../lib/metric-families.ts'
 import { clusterMetrics } from '../lib/metrics-flush.ts'
+import { metricsSource } from '../lib/metrics.ts'
 import { ApiError } from '../lib/problem.ts'
 import type { QueueConfig } from '../matchmaking/config.ts'
 import { poolStub } from '../matchmaking/stub.ts'
@@ -120,6 +121,9 @@ dashboard.get('/api/overview', async (c) => {
     }),
     metrics: summarizeMetrics(renderFamilies(metrics.families)),
     metricsScope: metrics.scope,
+    // Which isolate's totals these are, when they are one isolate's: the next overview may come
+    // from another, whose totals are not the same count, and no rate spans the two.
+    metricsSource: metrics.scope === 'isolate' ? metricsSource() : null,
   })
 })
 

@@ -1718,7 +1718,12 @@ export class MatchPool extends DurableObject<Env> {
     if (this.housekeep(this.now())) await this.scheduleAlarm()
     let row = this.row(ticketId)
     if (row && viewer.kind === 'player') this.notePoll(row, viewer.playerId)
+    // A poll held until the match is not taken for the player hearing it: an app killed while
+    // its poll was held (as it almost always is, a poll being held back to back) leaves the poll
+    // to be answered to nobody. A read that finds the ticket matched is.
+    let held = false
     if (row && waitMs > 0 && (row.state === 'waiting' || row.state === 'matching')) {
+      held = true
       await this.waitForChange(ticketId, readerKey(viewer), Math.min(waitMs, MAX_WAIT_MS))
       // A ticket that ran out while held, before the alarm got to it, answers expired.
       if (this.housekeep(this.now())) await this.scheduleAlarm()
@@ -1728,7 +1733,7 @@ export class MatchPool extends DurableObject<Env> {
       if (row && viewer.kind === 'player') this.notePoll(row, viewer.playerId)
     }
     if (!row) return problem('not-found', `No ticket '${ticketId}'`)
-    if (viewer.kind === 'player') this.heardOverHttp(viewer.playerId, row)
+    if (viewer.kind === 'player' && !held) this.heardOverHttp(viewer.playerId, row)
     return { ok: true, ticket: this.view(row) }
   }
 

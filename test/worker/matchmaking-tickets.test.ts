@@ -284,9 +284,10 @@ describe('HTTP tickets', () => {
     }
   })
 
-  it('a player whose HTTP ticket was matched while they were away (an app killed between polls) and who joins again or connects within the grace is handed that match, once; one who read it, comes past the grace, or whose ticket a game server made, gets a new ticket', async () => {
+  it('a player whose HTTP ticket was matched while they were away (an app killed between polls) and who joins again or connects within the grace is handed that match, once (a poll held until the match, answered to nobody, is not hearing it); one who read it, comes past the grace, or whose ticket a game server made, gets a new ticket', async () => {
     const cases = [
       'in time',
+      'killed mid-poll',
       'by a socket',
       'after reading it',
       'past the grace',
@@ -307,8 +308,21 @@ describe('HTTP tickets', () => {
           : await joinAs(q, a.token)
       expect(first.status).toBe(201)
       const ta = (await first.json()) as Ticket
-      // Matched by the rival's join while `a` held no poll open.
+      // Matched by the rival's join while `a` held no poll open; or held one, answered to an app
+      // killed while it was held.
+      const poll =
+        back === 'killed mid-poll' ? ticketOf(ta.ticketId, a.token, 20) : Promise.resolve(null)
+      if (back === 'killed mid-poll') {
+        await until(() =>
+          runInDurableObject(poolOf(q), (inst: MatchPool) =>
+            (inst as unknown as { waiters: Map<string, unknown> }).waiters.has(ta.ticketId)
+              ? true
+              : undefined,
+          ),
+        )
+      }
       const tb = (await (await joinAs(q, b.token)).json()) as Ticket
+      expect((await poll)?.status ?? 'matched').toBe('matched')
       expect(tb.status).toBe('matched')
       if (back === 'after reading it') {
         const read = await ticketOf(ta.ticketId, a.token)
@@ -331,7 +345,7 @@ describe('HTTP tickets', () => {
       }
       const again = await joinAs(q, a.token)
       const ticket = (await again.json()) as Ticket & { existing: boolean }
-      if (back === 'in time') {
+      if (back === 'in time' || back === 'killed mid-poll') {
         expect(again.status).toBe(200)
         expect(ticket).toMatchObject({ ticketId: ta.ticketId, status: 'matched', existing: true })
         expect(ticket.match!.sessionId).toBe(tb.match!.sessionId)
@@ -475,6 +489,19 @@ describe('HTTP tickets', () => {
     })
     const other = await problem(await keyed({ hardcore: true, map: 'nuke', mode: 'ranked' }))
     expect(other).toMatchObject({ status: 422, type: 'urn:nexus:problem:idempotency-key-reused' })
+  })
+
+  it("ticket attributes' keys and values are counted as the OpenAPI counts them (an emoji is one character): 32 and 128 of them are taken, one more is 422", async () => {
+    const q = await createQueue()
+    await rig(q, newClock())
+    const [a, b] = await Promise.all([newGuest(), newGuest()])
+    const emoji = (n: number) => '\u{1F409}'.repeat(n)
+    for (const attributes of [{ [emoji(33)]: 'x' }, { crest: emoji(129) }]) {
+      expect((await problem(await joinAs(q, a.token, { attributes }))).status).toBe(422)
+    }
+    const joined = await joinAs(q, b.token, { attributes: { [emoji(32)]: emoji(128) } })
+    expect(joined.status).toBe(201)
+    expect(((await joined.json()) as Ticket).attributes).toEqual({ [emoji(32)]: emoji(128) })
   })
 
   it('a join with no body at all is a join with every default (as the API reference says): the first region, alone', async () => {

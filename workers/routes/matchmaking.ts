@@ -966,9 +966,14 @@ matchmakingRoutes.openapi(socketRoute, (async (c: Context<AppEnv>) => {
     if (!reattachable || query.region === undefined) throw err
     const stored = await loadQueueConfig(c.env, queue)
     if (!stored?.knownRegions.includes(query.region)) throw err
-    const res = await reattachOnly(query.region)
-    if (res.status === 101) return acceptedSocket(res, offer)
-    await res.body?.cancel()
+    // Bounded: the region may have been taken out because its pool does not answer.
+    const res = await within(
+      reattachOnly(query.region),
+      FENCE_TIMEOUT_MS / 2,
+      'a removed region',
+    ).catch(() => null)
+    if (res?.status === 101) return acceptedSocket(res, offer)
+    await res?.body?.cancel()
     throw err
   }
   const context: SocketContext = {

@@ -1337,5 +1337,17 @@ describe('banning a player from the deployment (admin)', () => {
     expect((await call(banPath(player), bearer(ADMIN_KEY))).status).toBe(404)
     expect(await boardBans(board)).toEqual([])
     expect((await submitAs(board, token, { score: 2 })).status).toBe(200)
+    // Characters are counted as the OpenAPI's maxLength counts them: an emoji is one.
+    const emoji = (n: number) => '\u{1F409}'.repeat(n)
+    const long = await problem(
+      await call(banPath(player), json('PUT', { reason: emoji(257) }, ADMIN_KEY)),
+    )
+    expect(long.status).toBe(422)
+    const banned = await call(banPath(player), json('PUT', { reason: emoji(256) }, ADMIN_KEY))
+    expect(banned.status).toBe(200)
+    const read = (await (await call(banPath(player), bearer(ADMIN_KEY))).json()) as {
+      reason: string
+    }
+    expect(read.reason).toBe(emoji(256))
   })
 })

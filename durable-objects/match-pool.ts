@@ -428,6 +428,11 @@ export interface ReattachContext {
   playerId: string
   tokenIssuedAt: number
   tokenExpiresAt?: number
+  /**
+   * When the Worker stops waiting for this connect (ms, real time): past it, nothing is taken,
+   * so a match owed is not told on a socket nobody holds any more.
+   */
+  answerBy?: number
 }
 
 /** A socket connect refused while Neon cannot be read, the player holding no ticket here. */
@@ -1718,12 +1723,7 @@ export class MatchPool extends DurableObject<Env> {
     if (this.housekeep(this.now())) await this.scheduleAlarm()
     let row = this.row(ticketId)
     if (row && viewer.kind === 'player') this.notePoll(row, viewer.playerId)
-    // A poll held until the match is not taken for the player hearing it: an app killed while
-    // its poll was held (as it almost always is, a poll being held back to back) leaves the poll
-    // to be answered to nobody. A read that finds the ticket matched is.
-    let held = false
     if (row && waitMs > 0 && (row.state === 'waiting' || row.state === 'matching')) {
-      held = true
       await this.waitForChange(ticketId, readerKey(viewer), Math.min(waitMs, MAX_WAIT_MS))
       // A ticket that ran out while held, before the alarm got to it, answers expired.
       if (this.housekeep(this.now())) await this.scheduleAlarm()
@@ -1733,7 +1733,10 @@ export class MatchPool extends DurableObject<Env> {
       if (row && viewer.kind === 'player') this.notePoll(row, viewer.playerId)
     }
     if (!row) return problem('not-found', `No ticket '${ticketId}'`)
-    if (viewer.kind === 'player' && !held) this.heardOverHttp(viewer.playerId, row)
+    // A poll held until the match counts too: the SDK hears its matches on such polls alone, and
+    // an app killed while one was held cannot be told from one that got the answer (its next
+    // join would be sent back to a game it has, or left).
+    if (viewer.kind === 'player') this.heardOverHttp(viewer.playerId, row)
     return { ok: true, ticket: this.view(row) }
   }
 
@@ -2443,6 +2446,17 @@ export class MatchPool extends DurableObject<Env> {
           'try again later, or join over HTTP (POST /v1/matchmaking/:queue/tickets)',
         { limit: this.maxSockets },
         { 'retry-after': '5' },
+      )
+    }
+    if ('reattachOnly' in sc && sc.answerBy !== undefined && Date.now() > sc.answerBy) {
+      // The Worker has answered this connect already: what is owed waits for the next.
+      return problemResponse(
+        'unavailable',
+        'The connect was given up; retry',
+        {},
+        {
+          'retry-after': '1',
+        },
       )
     }
     const { 0: client, 1: server } = new WebSocketPair()

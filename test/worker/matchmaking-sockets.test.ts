@@ -1385,6 +1385,60 @@ describe('sockets: disconnect, reconnect, expiry', () => {
     }
   })
 
+  it("a removed region's pool that answers a reconnect after the Worker gave up on it keeps the match it owes for the next connect", async () => {
+    const q = await createQueue({ regions: ['eu', 'us'] })
+    const clock = newClock()
+    await rig(q, clock, { region: 'us', graceMs: 30_000 })
+    const [g, rival] = await Promise.all([newGuest(), newGuest()])
+    const first = await connect(`/v1/matchmaking/${q}?region=us`, g.token)
+    first.send(JSON.stringify({ type: 'join' }))
+    const { ticketId } = await nextOfType<Queued>(first, 'queued')
+    first.close(1001, 'network')
+    await until(() => graceOf(q, ticketId, 'us'), 5000, 'grace start')
+    const matched = await joinFor(q, rival.playerId, { region: 'us' })
+    expect(matched.status).toBe('matched')
+    const put = await call(
+      `/v1/admin/queues/${q}`,
+      json('PUT', { ...DUEL, regions: ['eu'] }, ADMIN_KEY),
+    )
+    expect(put.status).toBe(200)
+    // The pool is slow: the first take-back-only connect reaches it after the Worker's 2.5 s.
+    let release!: () => void
+    const gate = new Promise<void>((resolve) => (release = resolve))
+    let heldDone: Promise<unknown> | undefined
+    let held = 0
+    await replaceMethod<MatchPool, 'fetch'>(
+      poolOf(q, 'us'),
+      'fetch',
+      (original) =>
+        function (this: MatchPool, request: Request) {
+          const context = request.headers.get('x-nexus-socket') ?? ''
+          if (held === 0 && context.includes('answerBy')) {
+            held++
+            heldDone = gate.then(() => original.call(this, request))
+            return heldDone as Promise<Response>
+          }
+          return original.call(this, request)
+        } as never,
+    )
+    const upgradeTo = () =>
+      call(`/v1/matchmaking/${q}?region=us`, {
+        headers: { upgrade: 'websocket', authorization: `Bearer ${g.token}` },
+      })
+    expect((await upgradeTo()).status).toBe(422)
+    release()
+    expect(((await heldDone) as Response).status).toBe(503)
+    const res = await upgradeTo()
+    expect(res.status).toBe(101)
+    const back = res.webSocket!
+    back.accept()
+    track(back)
+    expect(await nextOfType<Found>(back, 'match_found')).toMatchObject({
+      ticketId,
+      sessionId: matched.match!.sessionId,
+    })
+  })
+
   it('a match read over HTTP in the gap is heard: a socket opened next within the grace is not sent it again (a client queueing anew is not taken back to that game)', async () => {
     const { q, clock, g, ticketId, matched } = await matchedInTheGap(60_000)
     // The client falls back to HTTP and reads its ticket: matched, with its session.

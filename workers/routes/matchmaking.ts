@@ -910,12 +910,13 @@ matchmakingRoutes.openapi(socketRoute, (async (c: Context<AppEnv>) => {
    * A connect that only takes back what the pool of `region` holds for the player without Neon:
    * their waiting ticket, or a match made while they were away.
    */
-  const reattachOnly = (region: string) => {
+  const reattachOnly = (region: string, answerBy?: number) => {
     const context: ReattachContext = {
       reattachOnly: true,
       playerId: principal.playerId,
       tokenIssuedAt: caller.issuedAt,
       ...(principal.expiresAt !== undefined ? { tokenExpiresAt: principal.expiresAt } : {}),
+      ...(answerBy !== undefined ? { answerBy } : {}),
     }
     const headers = new Headers({ upgrade: 'websocket' })
     headers.set(SOCKET_CONTEXT_HEADER, JSON.stringify(context))
@@ -966,10 +967,12 @@ matchmakingRoutes.openapi(socketRoute, (async (c: Context<AppEnv>) => {
     if (!reattachable || query.region === undefined) throw err
     const stored = await loadQueueConfig(c.env, queue)
     if (!stored?.knownRegions.includes(query.region)) throw err
-    // Bounded: the region may have been taken out because its pool does not answer.
+    // Bounded: the region may have been taken out because its pool does not answer. A pool that
+    // answers later takes nothing: the match it owes waits for the next connect.
+    const waitMs = FENCE_TIMEOUT_MS / 2
     const res = await within(
-      reattachOnly(query.region),
-      FENCE_TIMEOUT_MS / 2,
+      reattachOnly(query.region, Date.now() + waitMs - 500),
+      waitMs,
       'a removed region',
     ).catch(() => null)
     if (res?.status === 101) return acceptedSocket(res, offer)

@@ -1622,11 +1622,15 @@ export class MatchPool extends DurableObject<Env> {
     const swept = this.housekeep(this.now())
     try {
       const ids = entries.map((e) => e.playerId)
+      // The first entry's own ticket first (the joining player's: told of it with its id, which
+      // a party's leader is not for a member's).
       const held = one<{ player_id: string; ticket_id: string }>(
         this.sql,
         `SELECT player_id, ticket_id FROM active
-         WHERE player_id IN (${ids.map(() => '?').join(',')}) LIMIT 1`,
+         WHERE player_id IN (${ids.map(() => '?').join(',')})
+         ORDER BY player_id = ? DESC LIMIT 1`,
         ...ids,
+        ids[0] ?? '',
       )
       if (held) {
         const state = one<{ state: string }>(

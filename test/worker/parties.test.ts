@@ -1617,6 +1617,27 @@ describe('queueing as a party over sockets', () => {
     for (const ws of [wa, wb]) ws.close(1000)
   })
 
+  it("a leader's join to another region while the party's ticket waits is told of that ticket, its own, with its id (the pool named a member found first)", async () => {
+    const q = await createQueue({ regions: ['eu', 'us'], teamSize: 2, maxPartySize: 2 })
+    const clock = newClock()
+    await rig(q, clock)
+    await rig(q, clock, { region: 'us' })
+    // The member's id sorts first: the one a pool finds first without being told whose join.
+    const [leader, member] = (await players(2)).sort((x, y) => (x!.playerId < y!.playerId ? 1 : -1))
+    await formParty([leader!, member!])
+    const party = [leader!.playerId, member!.playerId]
+    const first = await ok<Ticket>(
+      send('POST', `/v1/matchmaking/${q}/tickets`, leader!, { party, region: 'us' }),
+      201,
+    )
+    const refused = await problem(
+      await send('POST', `/v1/matchmaking/${q}/tickets`, leader!, { party, region: 'eu' }),
+    )
+    expect(refused.status).toBe(409)
+    expect(refused.body).toMatchObject({ ticketId: first.ticketId, ticketStatus: 'waiting' })
+    expect(refused.detail).toContain(`Player '${leader!.playerId}' already waits in region 'us'`)
+  })
+
   it("a leader's socket join is refused while a member waits alone in another region of the queue; the member's ticket id is not shown to the leader", async () => {
     const q = await createQueue({ regions: ['eu', 'us'], teamSize: 2, maxPartySize: 2 })
     const clock = newClock()

@@ -364,7 +364,14 @@ export async function claimQueue(
   // The queue as Neon holds it no longer takes this ticket here (a region or size change on its
   // way to the pool): nothing was claimed, and the pool, once told, refuses the join as invalid.
   if (answer!.claimed.length < ids.length) return { ok: false, queueChanged: true }
-  const fenced = await fenceOthers(env, queue, region, answer!.claimed, answer!.config!.regions)
+  const fenced = await fenceOthers(
+    env,
+    queue,
+    region,
+    answer!.claimed,
+    answer!.config!.regions,
+    caller?.playerId,
+  )
   return fenced.ok ? { ...fenced, ratings: ratingsOf(ids, players) } : fenced
 }
 
@@ -402,11 +409,16 @@ export async function fenceOthers(
   region: string,
   rows: readonly ClaimRow[],
   regions: readonly string[],
+  /** The player whose join this is: their entry first, so a conflict names their own ticket. */
+  caller?: string,
 ): Promise<{ ok: true; claim: QueueClaim } | ClaimConflict> {
   const claimedAt = Date.now()
   const versions: Record<string, number> = {}
   const fences = new Map<string, FenceEntry[]>()
-  for (const row of rows) {
+  const ordered = [...rows].sort(
+    (a, b) => Number(b.player_id === caller) - Number(a.player_id === caller),
+  )
+  for (const row of ordered) {
     versions[row.player_id] = row.version
     for (const other of Object.keys(row.regions)) {
       if (other === region) continue

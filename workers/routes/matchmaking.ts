@@ -206,7 +206,14 @@ async function fenceForJoin(
   try {
     // Bounded as a socket's connect is: a slow pool elsewhere answers this join 503, not late.
     r = await within(
-      fenceOthers(c.env, queue, region, read.claimed, read.queue!.config.regions),
+      fenceOthers(
+        c.env,
+        queue,
+        region,
+        read.claimed,
+        read.queue!.config.regions,
+        principal.kind === 'player' ? principal.playerId : undefined,
+      ),
       FENCE_TIMEOUT_MS,
       'fencing other regions',
     )
@@ -653,7 +660,7 @@ async function connectClaim(
 ): Promise<SocketContext['claim']> {
   try {
     const r = await within(
-      fenceOthers(c.env, queue, region, read.claimed, read.queue!.config.regions),
+      fenceOthers(c.env, queue, region, read.claimed, read.queue!.config.regions, playerId),
       FENCE_TIMEOUT_MS,
       'fencing other regions',
     )

@@ -2482,7 +2482,14 @@ export class MatchPool extends DurableObject<Env> {
       // Matched while the player was away: this socket hears it, as theirs would have.
       server.serializeAttachment(attachment)
       // A token that could not be signed now leaves it to the next connect.
-      if (!(await this.answerFromTicket(server, missed.row))) missed.putBack()
+      const answerBy = 'reattachOnly' in sc ? sc.answerBy : undefined
+      if (!(await this.answerFromTicket(server, missed.row, answerBy))) {
+        missed.putBack()
+        // Given up by the Worker: nobody holds this socket's other end.
+        if (answerBy !== undefined && Date.now() > answerBy) {
+          this.closeSocket(server, 1013, 'connect given up')
+        }
+      }
     } else if (row) {
       attachment.ticketId = row.id
       server.serializeAttachment(attachment)
@@ -3111,7 +3118,12 @@ export class MatchPool extends DurableObject<Env> {
    * `queued` while its session is being made (the socket then gets `match_found` with the
    * others), `match_found` with a token once matched, `cancelled` or `expired` once over.
    */
-  private async answerFromTicket(ws: WebSocket, row: TicketRow): Promise<boolean> {
+  private async answerFromTicket(
+    ws: WebSocket,
+    row: TicketRow,
+    /** A take-back-only connect's deadline (ReattachContext.answerBy): past it, nothing is sent. */
+    answerBy?: number,
+  ): Promise<boolean> {
     if (ws.readyState !== WebSocket.OPEN) return false
     const att = ws.deserializeAttachment() as Attachment
     if (row.state === 'matching') {
@@ -3133,6 +3145,9 @@ export class MatchPool extends DurableObject<Env> {
         this.sendError(ws, 'unavailable', 'The match could not be sent now; try again')
         return false
       }
+      // The Worker stopped waiting while the token was signed: told on this socket, the match
+      // would reach nobody. Kept for the next connect.
+      if (answerBy !== undefined && Date.now() > answerBy) return false
       this.send(ws, {
         type: 'match_found',
         ticketId: row.id,

@@ -726,6 +726,14 @@ export class MatchTicket extends Emitter<TicketEvents> {
     // Only a list the answer does carry can refuse the region (a proxy's or a mock's may not).
     const regions: unknown = info.regions
     if (region !== undefined && Array.isArray(regions) && !regions.includes(region)) {
+      // A ticket of this wait there may have been matched while its socket was away: the pool
+      // of a region taken out still owes the match, and a read of the ticket takes it.
+      const ticketId = this.ticketId
+      if (ticketId !== null) {
+        // Unread (a refusal, the network), the region's own refusal below stands.
+        const t = await this.read(ticketId).catch(() => null)
+        if (this.done || (t !== null && this.settle(t))) return
+      }
       const names = regions.join(', ')
       throw validationProblem(
         `Region '${region}' is not one of this queue's regions (${names})`,

@@ -262,6 +262,38 @@ function firstAnswerLost(lost: string[]): SocketFactory {
   }
 }
 
+/**
+ * Node's WebSocket for the first socket (recorded, so a test can cut it); every later one fails
+ * to open once `gate` settles (a network still down), as a refused upgrade does to the client.
+ */
+function firstThenRefused(gate: Promise<unknown>): {
+  factory: SocketFactory
+  opened: SocketLike[]
+} {
+  const opened: SocketLike[] = []
+  return {
+    opened,
+    factory: (url, protocols) => {
+      if (opened.length === 0) {
+        const s = new WebSocket(url, protocols) as unknown as SocketLike
+        opened.push(s)
+        return s
+      }
+      const listeners: Record<string, ((e: object) => void)[]> = {}
+      void gate.then(() => {
+        for (const l of listeners.error ?? []) l({})
+        for (const l of listeners.close ?? []) l({ code: 1006 })
+      })
+      return {
+        readyState: 0,
+        send: () => {},
+        close: () => {},
+        addEventListener: (type, l) => void (listeners[type] ??= []).push(l as (e: object) => void),
+      }
+    },
+  }
+}
+
 /** A platform whose sockets never open (a proxy that strips upgrades, say). */
 const brokenSockets: SocketFactory = () => {
   const listeners: Record<string, ((e: object) => void)[]> = {}
@@ -525,6 +557,36 @@ describe('matchmaking', () => {
     )
     expect(overSocket).not.toBeInstanceOf(NexusNetworkError)
     expect(overSocket).toMatchObject({ problem: 'validation', status: 422 })
+  })
+  it('a socket wait whose ticket was matched while its socket was away, in a region taken out meanwhile, takes that match: the refused reconnect reads its ticket before failing', async () => {
+    const queue = uid('gone')
+    const settings = {
+      teams: 2,
+      teamSize: 1,
+      rules: 'dice-race',
+      maxRatingGap: 1000,
+      widenPerSecond: 100,
+      disconnectGraceSeconds: 60,
+    }
+    await admin('PUT', `/v1/admin/queues/${queue}`, { ...settings, regions: ['eu', 'us'] })
+    let letThrough!: () => void
+    const gate = new Promise<void>((resolve) => (letThrough = resolve))
+    const { factory, opened } = firstThenRefused(gate)
+    const nexus = await guestClient({ WebSocket: factory, maxReconnects: 3 })
+    const wait = nexus.matchmaking.join(queue, { region: 'us', transport: 'websocket' })
+    await within(wait.once('queued'), 'queued')
+    // The network goes: the client's reconnects are held until the region has gone.
+    opened[0]!.close(4001, 'network went away')
+    await within(wait.once('reconnecting'), 'the drop')
+    const rival = (await admin('POST', `/v1/matchmaking/${queue}/tickets`, {
+      playerId: uid('rival'),
+      region: 'us',
+    })) as { status: string; match: { sessionId: string } }
+    expect(rival.status).toBe('matched')
+    await admin('PUT', `/v1/admin/queues/${queue}`, { ...settings, regions: ['eu'] })
+    letThrough()
+    const match = await within(wait.matched, 'the match', 20_000)
+    expect(match.sessionId).toBe(rival.match.sessionId)
   })
 })
 

@@ -1385,58 +1385,92 @@ describe('sockets: disconnect, reconnect, expiry', () => {
     }
   })
 
-  it("a removed region's pool that answers a reconnect after the Worker gave up on it keeps the match it owes for the next connect", async () => {
-    const q = await createQueue({ regions: ['eu', 'us'] })
-    const clock = newClock()
-    await rig(q, clock, { region: 'us', graceMs: 30_000 })
-    const [g, rival] = await Promise.all([newGuest(), newGuest()])
-    const first = await connect(`/v1/matchmaking/${q}?region=us`, g.token)
-    first.send(JSON.stringify({ type: 'join' }))
-    const { ticketId } = await nextOfType<Queued>(first, 'queued')
-    first.close(1001, 'network')
-    await until(() => graceOf(q, ticketId, 'us'), 5000, 'grace start')
-    const matched = await joinFor(q, rival.playerId, { region: 'us' })
-    expect(matched.status).toBe('matched')
-    const put = await call(
-      `/v1/admin/queues/${q}`,
-      json('PUT', { ...DUEL, regions: ['eu'] }, ADMIN_KEY),
-    )
-    expect(put.status).toBe(200)
-    // The pool is slow: the first take-back-only connect reaches it after the Worker's 2.5 s.
-    let release!: () => void
-    const gate = new Promise<void>((resolve) => (release = resolve))
-    let heldDone: Promise<unknown> | undefined
-    let held = 0
-    await replaceMethod<MatchPool, 'fetch'>(
-      poolOf(q, 'us'),
-      'fetch',
-      (original) =>
-        function (this: MatchPool, request: Request) {
-          const context = request.headers.get('x-nexus-socket') ?? ''
-          if (held === 0 && context.includes('answerBy')) {
-            held++
-            heldDone = gate.then(() => original.call(this, request))
-            return heldDone as Promise<Response>
-          }
-          return original.call(this, request)
-        } as never,
-    )
-    const upgradeTo = () =>
-      call(`/v1/matchmaking/${q}?region=us`, {
-        headers: { upgrade: 'websocket', authorization: `Bearer ${g.token}` },
+  it("a removed region's pool that answers a reconnect after the Worker gave up on it (slow to come in, or to sign the token) keeps the match it owes for the next connect; the connect given up is a 503 to try again", async () => {
+    for (const slow of ['to come in', 'to sign'] as const) {
+      const q = await createQueue({ regions: ['eu', 'us'] })
+      const clock = newClock()
+      await rig(q, clock, { region: 'us', graceMs: 30_000 })
+      const [g, rival] = await Promise.all([newGuest(), newGuest()])
+      const first = await connect(`/v1/matchmaking/${q}?region=us`, g.token)
+      first.send(JSON.stringify({ type: 'join' }))
+      const { ticketId } = await nextOfType<Queued>(first, 'queued')
+      first.close(1001, 'network')
+      await until(() => graceOf(q, ticketId, 'us'), 5000, 'grace start')
+      const matched = await joinFor(q, rival.playerId, { region: 'us' })
+      expect(matched.status).toBe('matched')
+      const put = await call(
+        `/v1/admin/queues/${q}`,
+        json('PUT', { ...DUEL, regions: ['eu'] }, ADMIN_KEY),
+      )
+      expect(put.status).toBe(200)
+      let release!: () => Promise<unknown>
+      let heldDone: Promise<unknown> = Promise.resolve()
+      const restores: (() => void)[] = []
+      if (slow === 'to come in') {
+        let open!: () => void
+        const gate = new Promise<void>((resolve) => (open = resolve))
+        let held = 0
+        restores.push(
+          await replaceMethod<MatchPool, 'fetch'>(
+            poolOf(q, 'us'),
+            'fetch',
+            (original) =>
+              function (this: MatchPool, request: Request) {
+                const context = request.headers.get('x-nexus-socket') ?? ''
+                if (held === 0 && context.includes('answerBy')) {
+                  held++
+                  heldDone = gate.then(() => original.call(this, request))
+                  return heldDone as Promise<Response>
+                }
+                return original.call(this, request)
+              } as never,
+          ),
+        )
+        release = async () => {
+          open()
+          return heldDone
+        }
+      } else {
+        const signing = await holdSigning(q, 'us')
+        release = async () => {
+          await signing.started()
+          await signing.release()
+          // The take-back settles once the signing it waited for is let go.
+          await until(
+            () =>
+              runInDurableObject(poolOf(q, 'us'), (_i: MatchPool, state) =>
+                state.storage.sql.exec<{ n: number }>('SELECT count(*) AS n FROM unheard').one()
+                  .n === 1
+                  ? true
+                  : undefined,
+              ),
+            5000,
+            'the match put back',
+          )
+        }
+      }
+      const upgradeTo = () =>
+        call(`/v1/matchmaking/${q}?region=us`, {
+          headers: { upgrade: 'websocket', authorization: `Bearer ${g.token}` },
+        })
+      const given = await upgradeTo()
+      expect(await problem(given), slow).toMatchObject({
+        status: 503,
+        type: 'urn:nexus:problem:unavailable',
       })
-    expect((await upgradeTo()).status).toBe(422)
-    release()
-    expect(((await heldDone) as Response).status).toBe(503)
-    const res = await upgradeTo()
-    expect(res.status).toBe(101)
-    const back = res.webSocket!
-    back.accept()
-    track(back)
-    expect(await nextOfType<Found>(back, 'match_found')).toMatchObject({
-      ticketId,
-      sessionId: matched.match!.sessionId,
-    })
+      expect(given.headers.get('retry-after')).toBe('1')
+      await release()
+      for (const restore of restores) restore()
+      const res = await upgradeTo()
+      expect(res.status, slow).toBe(101)
+      const back = res.webSocket!
+      back.accept()
+      track(back)
+      expect(await nextOfType<Found>(back, 'match_found')).toMatchObject({
+        ticketId,
+        sessionId: matched.match!.sessionId,
+      })
+    }
   })
 
   it('a match read over HTTP in the gap is heard: a socket opened next within the grace is not sent it again (a client queueing anew is not taken back to that game)', async () => {

@@ -984,6 +984,15 @@ matchmakingRoutes.openapi(socketRoute, (async (c: Context<AppEnv>) => {
     ).catch(() => null)
     if (res?.status === 101) return acceptedSocket(res, offer)
     await res?.body?.cancel()
+    // Its pool did not answer in time: what it may owe is kept for a connect sent again.
+    if (res === null) {
+      throw new ApiError(
+        'unavailable',
+        `Region '${query.region}' was taken out of this queue, and its pool did not answer in time; try again`,
+        {},
+        { 'retry-after': '1' },
+      )
+    }
     throw err
   }
   const context: SocketContext = {

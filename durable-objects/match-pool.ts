@@ -653,6 +653,11 @@ export class MatchPool extends DurableObject<Env> {
   }
   /** Long-polls held, by ticket, then by reader (`readerKey`). */
   private readonly waiters = new Map<string, Map<string, Set<() => void>>>()
+  /**
+   * When this pool began marking game servers' tickets (schema 13): an HTTP ticket from before
+   * is taken for a server's, whose players are not told of its match on their own connect.
+   */
+  private serverMarksSince = 0
   private readonly waitTimers = new CoarseTimers(WAIT_STEP_MS)
   private readonly delivering = new Set<string>()
   /**
@@ -915,6 +920,11 @@ export class MatchPool extends DurableObject<Env> {
       if (!columns.has('by_server')) {
         this.sql.exec(`ALTER TABLE tickets ADD COLUMN by_server INTEGER`)
       }
+      // HTTP tickets made before this say nothing of who made them: taken for game servers'.
+      this.sql.exec(
+        `INSERT OR REPLACE INTO meta (key, value) VALUES ('server_marks_since', ?)`,
+        String(Date.now()),
+      )
       setSchemaVersion(this.sql, SCHEMA_VERSION)
     }
     const meta = new Map(
@@ -925,6 +935,7 @@ export class MatchPool extends DurableObject<Env> {
     )
     this.queue = meta.get('queue') ?? null
     this.region = meta.get('region') ?? null
+    this.serverMarksSince = Number(meta.get('server_marks_since') ?? 0)
     this.version = Number(meta.get('version') ?? 0)
     // A wipe's deleted version outlives the storage while this instance lives (readBeforeDeletion).
     this.deletedVersion = Math.max(this.deletedVersion, Number(meta.get('deleted') ?? 0))
@@ -2241,8 +2252,11 @@ export class MatchPool extends DurableObject<Env> {
     // Not a game server's ticket: that server tells its players, and a socket they open to
     // queue anew is not sent back to its game.
     const told = new Set(deliveries.map((d) => d.playerId))
+    const byServer = (t: TicketRow) =>
+      t.by_server === 1 ||
+      (t.by_server === null && t.transport === 'http' && t.enqueued_at < this.serverMarksSince)
     const unheard = tickets.flatMap((t) =>
-      (t.by_server === 1 ? [] : (JSON.parse(t.players) as TicketPlayer[]))
+      (byServer(t) ? [] : (JSON.parse(t.players) as TicketPlayer[]))
         .filter((p) => !told.has(p.playerId))
         .map((p) => [p.playerId, t.id, now + this.ticketGraceMs()]),
     )

@@ -465,7 +465,7 @@ interface TicketRow {
   finished_at: number | null
   /** Schema 5's join key, read once by the move to `join_keys` (schema 6); null since. */
   join_key: string | null
-  /** 1 for a game server's join (schema 13); null for a player's, and for tickets made before. */
+  /** 1 for a game server's join, 0 for a player's (schema 13); null from code before it. */
   by_server: number | null
 }
 
@@ -653,11 +653,6 @@ export class MatchPool extends DurableObject<Env> {
   }
   /** Long-polls held, by ticket, then by reader (`readerKey`). */
   private readonly waiters = new Map<string, Map<string, Set<() => void>>>()
-  /**
-   * When this pool began marking game servers' tickets (schema 13): an HTTP ticket from before
-   * is taken for a server's, whose players are not told of its match on their own connect.
-   */
-  private serverMarksSince = 0
   private readonly waitTimers = new CoarseTimers(WAIT_STEP_MS)
   private readonly delivering = new Set<string>()
   /**
@@ -920,11 +915,6 @@ export class MatchPool extends DurableObject<Env> {
       if (!columns.has('by_server')) {
         this.sql.exec(`ALTER TABLE tickets ADD COLUMN by_server INTEGER`)
       }
-      // HTTP tickets made before this say nothing of who made them: taken for game servers'.
-      this.sql.exec(
-        `INSERT OR REPLACE INTO meta (key, value) VALUES ('server_marks_since', ?)`,
-        String(Date.now()),
-      )
       setSchemaVersion(this.sql, SCHEMA_VERSION)
     }
     const meta = new Map(
@@ -935,7 +925,6 @@ export class MatchPool extends DurableObject<Env> {
     )
     this.queue = meta.get('queue') ?? null
     this.region = meta.get('region') ?? null
-    this.serverMarksSince = Number(meta.get('server_marks_since') ?? 0)
     this.version = Number(meta.get('version') ?? 0)
     // A wipe's deleted version outlives the storage while this instance lives (readBeforeDeletion).
     this.deletedVersion = Math.max(this.deletedVersion, Number(meta.get('deleted') ?? 0))
@@ -1559,7 +1548,7 @@ export class MatchPool extends DurableObject<Env> {
       reason: null,
       finished_at: null,
       join_key: null,
-      by_server: caller === null ? 1 : null,
+      by_server: caller === null ? 1 : 0,
     }
     this.ctx.storage.transactionSync(() => {
       this.sql.exec(
@@ -2252,9 +2241,10 @@ export class MatchPool extends DurableObject<Env> {
     // Not a game server's ticket: that server tells its players, and a socket they open to
     // queue anew is not sent back to its game.
     const told = new Set(deliveries.map((d) => d.playerId))
+    // An HTTP ticket whose row says nothing of who made it was written by code before schema 13
+    // (before an upgrade, or after a rollback to it): taken for a server's.
     const byServer = (t: TicketRow) =>
-      t.by_server === 1 ||
-      (t.by_server === null && t.transport === 'http' && t.enqueued_at < this.serverMarksSince)
+      t.by_server === 1 || (t.by_server === null && t.transport === 'http')
     const unheard = tickets.flatMap((t) =>
       (byServer(t) ? [] : (JSON.parse(t.players) as TicketPlayer[]))
         .filter((p) => !told.has(p.playerId))
@@ -2496,14 +2486,7 @@ export class MatchPool extends DurableObject<Env> {
       // Matched while the player was away: this socket hears it, as theirs would have.
       server.serializeAttachment(attachment)
       // A token that could not be signed now leaves it to the next connect.
-      const answerBy = 'reattachOnly' in sc ? sc.answerBy : undefined
-      if (!(await this.answerFromTicket(server, missed.row, answerBy))) {
-        missed.putBack()
-        // Given up by the Worker: nobody holds this socket's other end.
-        if (answerBy !== undefined && Date.now() > answerBy) {
-          this.closeSocket(server, 1013, 'connect given up')
-        }
-      }
+      if (!(await this.answerFromTicket(server, missed.row))) missed.putBack()
     } else if (row) {
       attachment.ticketId = row.id
       server.serializeAttachment(attachment)
@@ -3132,12 +3115,7 @@ export class MatchPool extends DurableObject<Env> {
    * `queued` while its session is being made (the socket then gets `match_found` with the
    * others), `match_found` with a token once matched, `cancelled` or `expired` once over.
    */
-  private async answerFromTicket(
-    ws: WebSocket,
-    row: TicketRow,
-    /** A take-back-only connect's deadline (ReattachContext.answerBy): past it, nothing is sent. */
-    answerBy?: number,
-  ): Promise<boolean> {
+  private async answerFromTicket(ws: WebSocket, row: TicketRow): Promise<boolean> {
     if (ws.readyState !== WebSocket.OPEN) return false
     const att = ws.deserializeAttachment() as Attachment
     if (row.state === 'matching') {
@@ -3159,9 +3137,7 @@ export class MatchPool extends DurableObject<Env> {
         this.sendError(ws, 'unavailable', 'The match could not be sent now; try again')
         return false
       }
-      // The Worker stopped waiting while the token was signed: told on this socket, the match
-      // would reach nobody. Kept for the next connect.
-      if (answerBy !== undefined && Date.now() > answerBy) return false
+
       this.send(ws, {
         type: 'match_found',
         ticketId: row.id,

@@ -730,9 +730,14 @@ export class MatchTicket extends Emitter<TicketEvents> {
       // of a region taken out still owes the match, and a read of the ticket takes it.
       const ticketId = this.ticketId
       if (ticketId !== null) {
-        // Unread (a refusal, the network), the region's own refusal below stands.
-        const t = await this.read(ticketId).catch(() => null)
-        if (this.done || (t !== null && this.settle(t))) return
+        // Unread for now (the network, a pool slow to answer), or in a match being made: the
+        // wait goes on (reconnecting, or over HTTP) to hear how it ends. Refused, the region's
+        // own refusal below stands.
+        const t = await this.read(ticketId).catch((err: unknown) =>
+          isTransient(err) ? 'later' : null,
+        )
+        if (this.done || t === 'later') return
+        if (t !== null && (this.settle(t) || t.status === 'matching')) return
       }
       const names = regions.join(', ')
       throw validationProblem(

@@ -292,7 +292,7 @@ describe('HTTP tickets', () => {
       'after reading it',
       'past the grace',
       'made by a game server',
-      'made before the pool marked servers',
+      'written by code before schema 13',
     ] as const
     for (const back of cases) {
       const q = await createQueue()
@@ -309,20 +309,18 @@ describe('HTTP tickets', () => {
           : await joinAs(q, a.token)
       expect(first.status).toBe(201)
       const ta = (await first.json()) as Ticket
-      if (back === 'made before the pool marked servers') {
-        // An HTTP ticket from before schema 13 says nothing of who made it: taken for a server's.
-        await runInDurableObject(poolOf(q), (inst: MatchPool, state) => {
-          const since = ta.enqueuedAt + 1
-          // Set when the pool's schema reached 13 (here, when it was made).
-          const set = state.storage.sql
-            .exec<{ value: string }>(`SELECT value FROM meta WHERE key = 'server_marks_since'`)
-            .toArray()
-          expect(Number(set[0]?.value)).toBeGreaterThan(0)
-          state.storage.sql.exec(
-            `UPDATE meta SET value = ? WHERE key = 'server_marks_since'`,
-            String(since),
-          )
-          ;(inst as unknown as { serverMarksSince: number }).serverMarksSince = since
+      if (back === 'written by code before schema 13') {
+        // A row that says nothing of who made it (code before the column, or rolled back to):
+        // taken for a game server's.
+        await runInDurableObject(poolOf(q), (_i: MatchPool, state) => {
+          const mark = state.storage.sql
+            .exec<{ by_server: number | null }>(
+              `SELECT by_server FROM tickets WHERE id = ?`,
+              ta.ticketId,
+            )
+            .one().by_server
+          expect(mark).toBe(0)
+          state.storage.sql.exec(`UPDATE tickets SET by_server = NULL WHERE id = ?`, ta.ticketId)
         })
       }
       // Matched by the rival's join while `a` held no poll open; or held one, which answered

@@ -977,14 +977,17 @@ matchmakingRoutes.openapi(socketRoute, (async (c: Context<AppEnv>) => {
     // Bounded: the region may have been taken out because its pool does not answer. A pool that
     // answers later takes nothing: the match it owes waits for the next connect.
     const waitMs = FENCE_TIMEOUT_MS / 2
+    // The pool's clock stands still while it computes: its answer's way back gets most of the
+    // margin.
     const res = await within(
-      reattachOnly(query.region, Date.now() + waitMs - 500),
+      reattachOnly(query.region, Date.now() + waitMs - 1500),
       waitMs,
       'a removed region',
-    ).catch(() => null)
+    ).catch((e: unknown) => (e instanceof NoAnswerInTime ? null : undefined))
     if (res?.status === 101) return acceptedSocket(res, offer)
     await res?.body?.cancel()
-    // Its pool did not answer in time: what it may owe is kept for a connect sent again.
+    // Its pool did not answer in time: what it may owe is kept for a connect sent again. (A
+    // pool that fails outright, or answers, leaves the region's own refusal.)
     if (res === null) {
       throw new ApiError(
         'unavailable',

@@ -46,6 +46,7 @@ import {
   ActionRef,
   ClientMessage,
   CONNECTION_ID_RULE,
+  SINCE_FORM,
   ConnectionId,
   SessionSetupSchema,
   type ServerMessage,
@@ -1169,7 +1170,7 @@ export class GameSession extends DurableObject<Env> {
     const sinceRaw = params.get('since')
     let since: number | null = null
     if (sinceRaw !== null) {
-      since = /^(0|[1-9][0-9]{0,14})$/.test(sinceRaw) ? Number(sinceRaw) : NaN
+      since = SINCE_FORM.test(sinceRaw) ? Number(sinceRaw) : NaN
       if (!(since >= 0 && since <= this.match.seq)) {
         return problemResponse(
           'validation',

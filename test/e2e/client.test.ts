@@ -353,6 +353,15 @@ function refusalOf(call: Promise<unknown>): Promise<unknown> {
   )
 }
 
+/** A one-on-one dice-race queue's settings, without its regions. */
+const DICE_DUEL = {
+  teams: 2,
+  teamSize: 1,
+  rules: 'dice-race',
+  maxRatingGap: 1000,
+  widenPerSecond: 100,
+}
+
 async function duelQueue(target = 6, leaderboardId?: string): Promise<string> {
   const queue = uid('duel')
   await admin('PUT', `/v1/admin/queues/${queue}`, {
@@ -538,13 +547,7 @@ describe('matchmaking', () => {
 
   it('a region just taken out of the queue: a socket join rejects with 422, though a cached read of the settings still lists it', async () => {
     const queue = uid('moved')
-    const settings = {
-      teams: 2,
-      teamSize: 1,
-      rules: 'dice-race',
-      maxRatingGap: 1000,
-      widenPerSecond: 100,
-    }
+    const settings = DICE_DUEL
     await admin('PUT', `/v1/admin/queues/${queue}`, { ...settings, regions: ['eu', 'us'] })
     const nexus = await guestClient({ maxReconnects: 1, retry: { baseDelayMs: 10 } })
     expect((await nexus.matchmaking.info(queue)).regions).toEqual(['eu', 'us'])
@@ -558,16 +561,10 @@ describe('matchmaking', () => {
     expect(overSocket).not.toBeInstanceOf(NexusNetworkError)
     expect(overSocket).toMatchObject({ problem: 'validation', status: 422 })
   })
+
   it('a socket wait whose ticket was matched while its socket was away, in a region taken out meanwhile, takes that match: the refused reconnect reads its ticket before failing', async () => {
     const queue = uid('gone')
-    const settings = {
-      teams: 2,
-      teamSize: 1,
-      rules: 'dice-race',
-      maxRatingGap: 1000,
-      widenPerSecond: 100,
-      disconnectGraceSeconds: 60,
-    }
+    const settings = { ...DICE_DUEL, disconnectGraceSeconds: 60 }
     await admin('PUT', `/v1/admin/queues/${queue}`, { ...settings, regions: ['eu', 'us'] })
     let letThrough!: () => void
     const gate = new Promise<void>((resolve) => (letThrough = resolve))

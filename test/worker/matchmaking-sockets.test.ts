@@ -1267,19 +1267,29 @@ describe('sockets: disconnect, reconnect, expiry', () => {
    * A guest queued over a socket that then dropped (its grace running, on a rigged clock), whose
    * ticket a rival's HTTP join matched in that gap.
    */
-  async function matchedInTheGap(graceMs: number) {
-    const q = await createQueue()
+  async function matchedInTheGap(graceMs: number, region?: 'us') {
+    // In `us`, of a queue that has `eu` too (which may then be all it keeps).
+    const q = await createQueue(region ? { regions: ['eu', 'us'] } : {})
     const clock = newClock()
-    await rig(q, clock, { graceMs })
+    await rig(q, clock, { graceMs, ...(region ? { region } : {}) })
     const [g, rival] = await Promise.all([newGuest(), newGuest()])
-    const first = await connect(`/v1/matchmaking/${q}`, g.token)
+    const first = await connect(`/v1/matchmaking/${q}${region ? `?region=${region}` : ''}`, g.token)
     first.send(JSON.stringify({ type: 'join' }))
     const { ticketId } = await nextOfType<Queued>(first, 'queued')
     first.close(1001, 'network')
-    await until(() => graceOf(q, ticketId), 5000, 'grace start')
-    const matched = await joinFor(q, rival.playerId)
+    await until(() => graceOf(q, ticketId, region), 5000, 'grace start')
+    const matched = await joinFor(q, rival.playerId, region ? { region } : {})
     expect(matched.status).toBe('matched')
     return { q, clock, g, ticketId, matched }
+  }
+
+  /** Takes `us` out of the queue `matchedInTheGap` made in it. */
+  async function takeUsOut(q: string): Promise<void> {
+    const put = await call(
+      `/v1/admin/queues/${q}`,
+      json('PUT', { ...DUEL, regions: ['eu'] }, ADMIN_KEY),
+    )
+    expect(put.status).toBe(200)
   }
 
   it('a reconnect within the grace after the ticket was matched in the gap hears match_found on connect, once; past the grace, nothing', async () => {
@@ -1340,25 +1350,9 @@ describe('sockets: disconnect, reconnect, expiry', () => {
 
   it('a reconnect naming its region hears a match made in the gap while Neon is unreachable (it needs none), and after the region was taken out of the queue', async () => {
     for (const cause of ['Neon down', 'region removed'] as const) {
-      const q = await createQueue({ regions: ['eu', 'us'] })
-      const clock = newClock()
-      await rig(q, clock, { region: 'us', graceMs: 10_000 })
-      const [g, rival] = await Promise.all([newGuest(), newGuest()])
-      const first = await connect(`/v1/matchmaking/${q}?region=us`, g.token)
-      first.send(JSON.stringify({ type: 'join' }))
-      const { ticketId } = await nextOfType<Queued>(first, 'queued')
-      first.close(1001, 'network')
-      await until(() => graceOf(q, ticketId, 'us'), 5000, 'grace start')
-      const matched = await joinFor(q, rival.playerId, { region: 'us' })
-      expect(matched.status).toBe('matched')
+      const { q, clock, g, ticketId, matched } = await matchedInTheGap(10_000, 'us')
       clock.t += 5_000
-      if (cause === 'region removed') {
-        const put = await call(
-          `/v1/admin/queues/${q}`,
-          json('PUT', { ...DUEL, regions: ['eu'] }, ADMIN_KEY),
-        )
-        expect(put.status).toBe(200)
-      }
+      if (cause === 'region removed') await takeUsOut(q)
       const settings =
         cause === 'Neon down'
           ? {
@@ -1386,73 +1380,49 @@ describe('sockets: disconnect, reconnect, expiry', () => {
   })
 
   it("a removed region's pool that answers a reconnect after the Worker gave up on it keeps the match it owes for the next connect; the connect given up is a 503 to try again", async () => {
-    for (const slow of ['to come in'] as const) {
-      const q = await createQueue({ regions: ['eu', 'us'] })
-      const clock = newClock()
-      await rig(q, clock, { region: 'us', graceMs: 30_000 })
-      const [g, rival] = await Promise.all([newGuest(), newGuest()])
-      const first = await connect(`/v1/matchmaking/${q}?region=us`, g.token)
-      first.send(JSON.stringify({ type: 'join' }))
-      const { ticketId } = await nextOfType<Queued>(first, 'queued')
-      first.close(1001, 'network')
-      await until(() => graceOf(q, ticketId, 'us'), 5000, 'grace start')
-      const matched = await joinFor(q, rival.playerId, { region: 'us' })
-      expect(matched.status).toBe('matched')
-      const put = await call(
-        `/v1/admin/queues/${q}`,
-        json('PUT', { ...DUEL, regions: ['eu'] }, ADMIN_KEY),
-      )
-      expect(put.status).toBe(200)
-      let release!: () => Promise<unknown>
-      let heldDone: Promise<unknown> = Promise.resolve()
-      const restores: (() => void)[] = []
-      if (slow === 'to come in') {
-        let open!: () => void
-        const gate = new Promise<void>((resolve) => (open = resolve))
-        let held = 0
-        restores.push(
-          await replaceMethod<MatchPool, 'fetch'>(
-            poolOf(q, 'us'),
-            'fetch',
-            (original) =>
-              function (this: MatchPool, request: Request) {
-                const context = request.headers.get('x-nexus-socket') ?? ''
-                if (held === 0 && context.includes('answerBy')) {
-                  held++
-                  heldDone = gate.then(() => original.call(this, request))
-                  return heldDone as Promise<Response>
-                }
-                return original.call(this, request)
-              } as never,
-          ),
-        )
-        release = async () => {
-          open()
-          return heldDone
-        }
-      }
-      const upgradeTo = () =>
-        call(`/v1/matchmaking/${q}?region=us`, {
-          headers: { upgrade: 'websocket', authorization: `Bearer ${g.token}` },
-        })
-      const given = await upgradeTo()
-      expect(await problem(given), slow).toMatchObject({
-        status: 503,
-        type: 'urn:nexus:problem:unavailable',
+    const { q, g, ticketId, matched } = await matchedInTheGap(30_000, 'us')
+    await takeUsOut(q)
+    // The pool is slow: the first take-back-only connect reaches it after the Worker's 2.5 s.
+    let open!: () => void
+    const gate = new Promise<void>((resolve) => (open = resolve))
+    let heldDone: Promise<unknown> = Promise.resolve()
+    let held = 0
+    const restore = await replaceMethod<MatchPool, 'fetch'>(
+      poolOf(q, 'us'),
+      'fetch',
+      (original) =>
+        function (this: MatchPool, request: Request) {
+          const context = request.headers.get('x-nexus-socket') ?? ''
+          if (held === 0 && context.includes('answerBy')) {
+            held++
+            heldDone = gate.then(() => original.call(this, request))
+            return heldDone as Promise<Response>
+          }
+          return original.call(this, request)
+        } as never,
+    )
+    const upgradeTo = () =>
+      call(`/v1/matchmaking/${q}?region=us`, {
+        headers: { upgrade: 'websocket', authorization: `Bearer ${g.token}` },
       })
-      expect(given.headers.get('retry-after')).toBe('1')
-      await release()
-      for (const restore of restores) restore()
-      const res = await upgradeTo()
-      expect(res.status, slow).toBe(101)
-      const back = res.webSocket!
-      back.accept()
-      track(back)
-      expect(await nextOfType<Found>(back, 'match_found')).toMatchObject({
-        ticketId,
-        sessionId: matched.match!.sessionId,
-      })
-    }
+    const given = await upgradeTo()
+    expect(await problem(given)).toMatchObject({
+      status: 503,
+      type: 'urn:nexus:problem:unavailable',
+    })
+    expect(given.headers.get('retry-after')).toBe('1')
+    open()
+    await heldDone
+    restore()
+    const res = await upgradeTo()
+    expect(res.status).toBe(101)
+    const back = res.webSocket!
+    back.accept()
+    track(back)
+    expect(await nextOfType<Found>(back, 'match_found')).toMatchObject({
+      ticketId,
+      sessionId: matched.match!.sessionId,
+    })
   })
 
   it('a match read over HTTP in the gap is heard: a socket opened next within the grace is not sent it again (a client queueing anew is not taken back to that game)', async () => {

@@ -22,7 +22,7 @@ import { acceptedSocket, socketOffer, type SocketOffer } from '../lib/socket-aut
 import { within } from '../lib/within.ts'
 import { adminKeyGuard } from '../middleware/auth.ts'
 import { countPlayerRead, enforceEdgeLimit } from '../middleware/rate-limit.ts'
-import { CONNECTION_ID_RULE, ConnectionId, SessionId } from '../sessions/schemas.ts'
+import { CONNECTION_ID_RULE, ConnectionId, SessionId, SINCE_FORM } from '../sessions/schemas.ts'
 import { loadArchivedEvents, loadArchivedSession, NeonSessionStore } from '../sessions/store.ts'
 import { type SessionApi, sessionStub } from '../sessions/stub.ts'
 
@@ -342,7 +342,7 @@ async function connect(c: Context<AppEnv>, sessionId: string): Promise<Response>
   // Their forms are checked here, before a connect is counted or anything is asked; whether
   // `since` is within the log, the session itself says.
   const since = c.req.query('since')
-  if (since !== undefined && !/^(0|[1-9][0-9]{0,14})$/.test(since)) {
+  if (since !== undefined && !SINCE_FORM.test(since)) {
     throw new ApiError('validation', 'since must be an integer from 0 in plain decimal digits', {
       errors: [{ path: 'since', message: 'an integer from 0, in plain decimal digits' }],
     })

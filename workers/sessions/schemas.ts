@@ -71,6 +71,9 @@ export const ACTION_REF_RULE =
  * reconnecting after a drop it could not see end sends the same `conn`: every action of the old
  * socket is then in the log, or never will be.
  */
+/** A resume's `since` as a connect sends it: plain decimal digits, no sign, leading zero or exponent. */
+export const SINCE_FORM = /^(0|[1-9][0-9]{0,14})$/
+
 export const ConnectionId = z.string().regex(/^[A-Za-z0-9_-]{1,64}$/)
 export const CONNECTION_ID_RULE = "conn must be 1 to 64 letters, digits, '_' or '-'"
 
